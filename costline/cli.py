@@ -1,0 +1,191 @@
+"""The ``costline`` command line.
+
+Each package area contributes its commands from its own ``cli`` module; they are
+imported when ``main()`` runs, never when :mod:`costline` is imported.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from costline.config import Config, load_config
+from costline.errors import CostlineError
+
+__all__ = ["main", "cli", "pass_config"]
+
+#: (module, attribute) of the commands each area adds; missing modules are skipped
+#: so an area can land in its own time.
+_AREA_COMMANDS: tuple[tuple[str, str], ...] = (
+    ("costline.collectors.cli", "commands"),
+    ("costline.processors.cli", "commands"),
+    ("costline.serving.cli", "commands"),
+    ("costline.jobs.cli", "commands"),
+    ("costline.alerts.cli", "commands"),
+    ("costline.dashboards.cli", "commands"),
+    ("costline.demo", "commands"),
+)
+
+
+class _Ctx:
+    def __init__(self, config_path: Path | None) -> None:
+        self._config_path = config_path
+        self._config: Config | None = None
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = load_config(self._config_path)
+        return self._config
+
+
+pass_ctx = click.make_pass_decorator(_Ctx)
+
+
+def pass_config(f):  # type: ignore[no-untyped-def]
+    """Decorator: inject the loaded :class:`Config` as the first argument."""
+
+    @pass_ctx
+    @click.pass_context
+    def wrapper(click_ctx: click.Context, ctx: _Ctx, *args, **kwargs):  # type: ignore[no-untyped-def]
+        return click_ctx.invoke(f, ctx.config, *args, **kwargs)
+
+    wrapper.__name__ = f.__name__
+    wrapper.__doc__ = f.__doc__
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
+              envvar="COSTLINE_CONFIG", help="TOML config file (default: ./costline.toml if present).")
+@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+@click.version_option(package_name="costline")
+@click.pass_context
+def cli(click_ctx: click.Context, config_path: Path | None, verbose: int) -> None:
+    """costline: cheaper LLM inference, proven to stay good.
+
+    Example:
+
+        costline kafka up && costline process --until-idle 5
+    """
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if verbose < 2:
+        logging.getLogger("kafka").setLevel(logging.ERROR)
+    click_ctx.obj = _Ctx(config_path)
+
+
+@cli.group()
+def kafka() -> None:
+    """Run a local single-node Apache Kafka broker (KRaft).
+
+    Example:
+
+        costline kafka up; costline kafka status; costline kafka down
+    """
+
+
+@kafka.command("up")
+@pass_config
+def kafka_up(config: Config) -> None:
+    """Fetch Kafka (once), start it on loopback and create the topics. Idempotent.
+
+    With KAFKA_BOOTSTRAP_SERVERS set, only creates the topics on that cluster.
+
+    Example:
+
+        costline kafka up
+    """
+    from costline.localkafka import LocalKafka
+
+    status = LocalKafka(config.kafka, progress=click.echo).up()
+    click.echo(status.describe())
+
+
+@kafka.command("down")
+@pass_config
+def kafka_down(config: Config) -> None:
+    """Stop the local broker (its data stays for the next `up`).
+
+    Example:
+
+        costline kafka down
+    """
+    from costline.localkafka import LocalKafka
+
+    stopped = LocalKafka(config.kafka, progress=click.echo).down()
+    click.echo("stopped" if stopped else "no local broker was running")
+
+
+@kafka.command("status")
+@pass_config
+def kafka_status(config: Config) -> None:
+    """Tell whether Kafka runs, where, and which topics it has.
+
+    Example:
+
+        costline kafka status
+    """
+    from costline.localkafka import LocalKafka
+
+    click.echo(LocalKafka(config.kafka).status().describe())
+
+
+@cli.command("config")
+@pass_config
+def show_config(config: Config) -> None:
+    """Print the effective configuration (file + environment + defaults).
+
+    Example:
+
+        COSTLINE_LAKE_PATH=/data/lake costline config
+    """
+    import dataclasses
+
+    click.echo(f"# source: {config.source or 'defaults + environment'}")
+    for f in dataclasses.fields(config):
+        if f.name == "source":
+            continue
+        section = getattr(config, f.name)
+        click.echo(f"[{f.name}]")
+        for sf in dataclasses.fields(section):
+            value = getattr(section, sf.name)
+            if sf.name == "models":
+                for m in value:
+                    click.echo(f"  model {m.model} tier={m.tier} in=${m.input_per_mtok}/MTok "
+                               f"out=${m.output_per_mtok}/MTok")
+                continue
+            click.echo(f"  {sf.name} = {value}")
+
+
+def _register_area_commands() -> None:
+    for module_name, attr in _AREA_COMMANDS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and module_name.startswith(exc.name):
+                continue
+            raise
+        for command in getattr(module, attr):
+            cli.add_command(command)
+
+
+def main(argv: list[str] | None = None) -> None:
+    _register_area_commands()
+    try:
+        rv = cli.main(args=argv, prog_name="costline", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except CostlineError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    if isinstance(rv, int) and rv:
+        sys.exit(rv)

@@ -1,0 +1,90 @@
+"""The telemetry contract: span names and attribute keys costline reads and writes.
+
+Follows the OpenTelemetry GenAI semantic conventions (v1.40 names) and adds
+``costline.*`` keys where those have no word. ``docs/telemetry.md`` is the prose
+version of this module; keep the two in step.
+
+Three kinds of span:
+
+* **model call** — kind CLIENT, named ``"{gen_ai.operation.name} {gen_ai.request.model}"``;
+* **cache lookup** — named :data:`SPAN_CACHE_LOOKUP`;
+* **request** — named :data:`SPAN_REQUEST`, parent of its lookups and calls.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# --- span names -----------------------------------------------------------------
+SPAN_REQUEST: Final = "costline.request"
+SPAN_CACHE_LOOKUP: Final = "costline.cache.lookup"
+
+# --- OpenTelemetry GenAI semantic conventions -------------------------------------
+GEN_AI_OPERATION_NAME: Final = "gen_ai.operation.name"
+GEN_AI_PROVIDER_NAME: Final = "gen_ai.provider.name"
+GEN_AI_SYSTEM: Final = "gen_ai.system"  # deprecated predecessor of provider.name; read, never written
+GEN_AI_REQUEST_MODEL: Final = "gen_ai.request.model"
+GEN_AI_RESPONSE_MODEL: Final = "gen_ai.response.model"
+GEN_AI_RESPONSE_ID: Final = "gen_ai.response.id"
+GEN_AI_RESPONSE_FINISH_REASONS: Final = "gen_ai.response.finish_reasons"
+GEN_AI_REQUEST_MAX_TOKENS: Final = "gen_ai.request.max_tokens"
+# Includes cached tokens (read and creation), as the conventions say.
+GEN_AI_USAGE_INPUT_TOKENS: Final = "gen_ai.usage.input_tokens"
+GEN_AI_USAGE_OUTPUT_TOKENS: Final = "gen_ai.usage.output_tokens"
+GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: Final = "gen_ai.usage.cache_read.input_tokens"
+GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS: Final = "gen_ai.usage.cache_creation.input_tokens"
+GEN_AI_INPUT_MESSAGES: Final = "gen_ai.input.messages"
+GEN_AI_OUTPUT_MESSAGES: Final = "gen_ai.output.messages"
+ERROR_TYPE: Final = "error.type"
+
+OPERATION_CHAT: Final = "chat"
+PROVIDER_ANTHROPIC: Final = "anthropic"
+PROVIDER_VLLM: Final = "vllm"
+PROVIDER_OPENAI: Final = "openai"
+
+# --- costline.* on every kind of span ----------------------------------------------
+COSTLINE_TIER: Final = "costline.tier"
+COSTLINE_REQUEST_ID: Final = "costline.request.id"  # stamped on a request's descendants too
+
+# --- costline.* on model calls ------------------------------------------------------
+COSTLINE_COST_USD: Final = "costline.cost_usd"  # explicit price, overrides the pricing table
+COSTLINE_BATCH: Final = "costline.batch"  # bool: sent through a batch API (priced at the batch multiplier)
+
+# --- cache lookups -----------------------------------------------------------------
+COSTLINE_CACHE_HIT: Final = "costline.cache.hit"
+COSTLINE_CACHE_SIMILARITY: Final = "costline.cache.similarity"
+COSTLINE_CACHE_NAMESPACE: Final = "costline.cache.namespace"
+
+# --- requests ---------------------------------------------------------------------
+COSTLINE_TENANT: Final = "costline.tenant"
+COSTLINE_TASK_TYPE: Final = "costline.task_type"
+COSTLINE_SUBTYPE: Final = "costline.subtype"
+COSTLINE_ROUTED_TIER: Final = "costline.routed_tier"
+COSTLINE_ATTEMPTS: Final = "costline.attempts"
+COSTLINE_ESCALATIONS: Final = "costline.escalations"
+COSTLINE_SUCCESS: Final = "costline.success"
+
+# --- tiers --------------------------------------------------------------------------
+TIER_CACHE: Final = "cache"
+TIER_STUDENT: Final = "student"
+TIER_BUDGET: Final = "budget"
+TIER_MID: Final = "mid"
+TIER_UPPER: Final = "upper"
+TIER_FRONTIER: Final = "frontier"
+API_TIERS: Final = (TIER_BUDGET, TIER_MID, TIER_UPPER, TIER_FRONTIER)  # cheapest first
+UNKNOWN_TIER: Final = "unknown"
+
+# --- content capture ---------------------------------------------------------------
+ENV_CAPTURE_MESSAGE_CONTENT: Final = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+
+# --- Kafka message format -----------------------------------------------------------
+#: Header naming the payload encoding, when a producer sets one. Without it the
+#: processor sniffs: ``{`` opens OTLP JSON, anything else is OTLP protobuf.
+HEADER_CONTENT_TYPE: Final = "content-type"
+CONTENT_TYPE_PROTOBUF: Final = "application/x-protobuf"
+CONTENT_TYPE_JSON: Final = "application/json"
+#: Header on a dead-lettered message saying why it was rejected.
+HEADER_DLQ_REASON: Final = "costline.dlq.reason"
+HEADER_DLQ_SOURCE: Final = "costline.dlq.source"  # "topic/partition/offset" of the original
+
+__all__ = [name for name in dir() if name.isupper()]

@@ -1,0 +1,427 @@
+"""A local, single-node Apache Kafka broker (KRaft, combined broker + controller).
+
+``costline kafka up`` fetches ``org.apache.kafka:kafka_2.13`` and its runtime
+dependencies from Maven Central with Maven into a cache folder outside the
+repository (``[kafka] home``), formats KRaft storage once, starts the broker on
+loopback, waits until it answers metadata requests and creates the topics.
+``up`` is idempotent; ``down`` stops it; ``status`` tells what runs where.
+
+With ``KAFKA_BOOTSTRAP_SERVERS`` set nothing is fetched or started: the
+topics are created on that cluster if missing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from costline.config import KafkaConfig
+from costline.errors import KafkaSetupError
+
+__all__ = ["LocalKafka", "KafkaStatus", "ensure_topics", "wait_for_broker"]
+
+log = logging.getLogger(__name__)
+
+_SLF4J_BINDING = ("org.apache.logging.log4j", "log4j-slf4j-impl", "2.24.3")
+_JAVA_HINT = (
+    "install a Java 17+ runtime (e.g. `apt-get install openjdk-17-jre-headless`) "
+    "or set KAFKA_BOOTSTRAP_SERVERS to an existing Kafka cluster"
+)
+_MAVEN_HINT = (
+    "install Maven (e.g. `apt-get install maven`) so costline can fetch Kafka from Maven Central, "
+    "or set KAFKA_BOOTSTRAP_SERVERS to an existing Kafka cluster"
+)
+
+
+@dataclass(frozen=True)
+class KafkaStatus:
+    bootstrap: str
+    external: bool
+    running: bool
+    pid: int | None
+    data_dir: Path | None
+    jars: Path | None
+    topics: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        if self.external:
+            state = "reachable" if self.running else "NOT reachable"
+            return f"external cluster {self.bootstrap} ({state}); nothing is run locally"
+        if not self.running:
+            return f"local broker not running (would listen on {self.bootstrap}; data in {self.data_dir})"
+        topics = ", ".join(self.topics) or "none"
+        return (
+            f"local broker running: pid {self.pid}, {self.bootstrap}\n"
+            f"  data: {self.data_dir}\n  jars: {self.jars}\n  topics: {topics}"
+        )
+
+
+class LocalKafka:
+    """Lifecycle of the local broker described by a :class:`KafkaConfig`."""
+
+    def __init__(
+        self,
+        config: KafkaConfig,
+        *,
+        extra_properties: Mapping[str, str] | None = None,
+        now: Callable[[], float] = time.monotonic,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.extra_properties = dict(extra_properties or {})
+        self._now = now
+        self._progress = progress or (lambda msg: log.info("%s", msg))
+
+    # -- paths ----------------------------------------------------------------
+    @property
+    def jars_dir(self) -> Path:
+        return self.config.home / self.config.version / "libs"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.config.data_dir
+
+    @property
+    def pid_file(self) -> Path:
+        return self.data_dir / "broker.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / "broker.out"
+
+    # -- lifecycle --------------------------------------------------------------
+    def up(self) -> KafkaStatus:
+        """Start the broker if it is not running, then make sure the topics exist."""
+        cfg = self.config
+        if cfg.external:
+            wait_for_broker(cfg.bootstrap, timeout_s=cfg.start_timeout_s, now=self._now)
+            ensure_topics(cfg)
+            return self.status()
+        pid = self._running_pid()
+        if pid is None:
+            if _port_open(cfg.host, cfg.port):
+                raise KafkaSetupError(
+                    f"port {cfg.host}:{cfg.port} is taken by another program: stop it, set "
+                    "[kafka] port (COSTLINE_KAFKA_PORT) to a free port, or point "
+                    "KAFKA_BOOTSTRAP_SERVERS at that cluster if it is Kafka"
+                )
+            _require_java()
+            self.fetch()
+            self._format()
+            self._start()
+        else:
+            self._progress(f"Kafka already running (pid {pid}) on {cfg.bootstrap}")
+        wait_for_broker(cfg.bootstrap, timeout_s=cfg.start_timeout_s, now=self._now, alive=self._alive_check)
+        ensure_topics(cfg)
+        return self.status()
+
+    def down(self, timeout_s: float = 30.0) -> bool:
+        """Stop the local broker; True if one was running."""
+        if self.config.external:
+            return False
+        pid = self._running_pid()
+        if pid is None:
+            return False
+        self._progress(f"stopping Kafka (pid {pid})")
+        _signal_group(pid, signal.SIGTERM)
+        deadline = self._now() + timeout_s
+        while self._now() < deadline and _pid_alive(pid):
+            time.sleep(0.2)
+        if _pid_alive(pid):
+            _signal_group(pid, signal.SIGKILL)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+    def status(self) -> KafkaStatus:
+        cfg = self.config
+        if cfg.external:
+            ok = _reachable(cfg.bootstrap)
+            return KafkaStatus(cfg.bootstrap, True, ok, None, None, None, _topics(cfg.bootstrap) if ok else ())
+        pid = self._running_pid()
+        topics = _topics(cfg.bootstrap) if pid and _port_open(cfg.host, cfg.port) else ()
+        return KafkaStatus(cfg.bootstrap, False, pid is not None, pid, self.data_dir, self.jars_dir, topics)
+
+    # -- steps ---------------------------------------------------------------------
+    def fetch(self) -> Path:
+        """Fetch the broker's jars with Maven (once per version)."""
+        libs = self.jars_dir
+        marker = libs / ".complete"
+        if marker.exists():
+            return libs
+        mvn = shutil.which("mvn")
+        if mvn is None:
+            raise KafkaSetupError(f"Maven (mvn) not found: {_MAVEN_HINT}")
+        self._progress(f"fetching Apache Kafka {self.config.version} from Maven Central into {libs} (once)")
+        libs.parent.mkdir(parents=True, exist_ok=True)
+        g, a, v = _SLF4J_BINDING
+        pom = f"""<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>dev.costline</groupId><artifactId>kafka-runtime</artifactId><version>1</version>
+  <dependencies>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId>
+      <version>{self.config.version}</version></dependency>
+    <dependency><groupId>{g}</groupId><artifactId>{a}</artifactId><version>{v}</version></dependency>
+  </dependencies>
+</project>
+"""
+        with tempfile.TemporaryDirectory(prefix="costline-kafka-") as tmp:
+            staging = Path(tmp) / "libs"
+            (Path(tmp) / "pom.xml").write_text(pom)
+            cmd = [mvn, "-q", "-B", "dependency:copy-dependencies", f"-DoutputDirectory={staging}",
+                   "-DincludeScope=runtime"]
+            proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True)
+            if proc.returncode != 0:
+                tail = (proc.stdout + proc.stderr).strip().splitlines()[-15:]
+                raise KafkaSetupError(
+                    f"Maven could not fetch org.apache.kafka:kafka_2.13:{self.config.version}:\n  "
+                    + "\n  ".join(tail)
+                    + "\ncheck network access to Maven Central or [kafka] version, "
+                    "or set KAFKA_BOOTSTRAP_SERVERS to an existing cluster"
+                )
+            if libs.exists():
+                shutil.rmtree(libs)
+            shutil.move(str(staging), libs)
+        marker.write_text(self.config.version)
+        return libs
+
+    def _write_properties(self) -> Path:
+        cfg = self.config
+        logs = self.data_dir / "log-segments"
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@{cfg.host}:{cfg.controller_port}",
+            "listeners": f"PLAINTEXT://{cfg.host}:{cfg.port},CONTROLLER://{cfg.host}:{cfg.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://{cfg.host}:{cfg.port}",
+            "controller.listener.names": "CONTROLLER",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "log.dirs": str(logs),
+            "num.partitions": str(cfg.partitions),
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "10",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            # Group joins take seconds, not the default wait for more members.
+            "group.initial.rebalance.delay.ms": "0",
+            "auto.create.topics.enable": "false",
+            **self.extra_properties,
+        }
+        path = self.data_dir / "server.properties"
+        path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+        log4j = self.data_dir / "log4j2.properties"
+        log4j.write_text(
+            "status = warn\n"
+            "appender.file.type = File\nappender.file.name = FILE\n"
+            f"appender.file.fileName = {self.data_dir / 'server.log'}\n"
+            "appender.file.layout.type = PatternLayout\n"
+            "appender.file.layout.pattern = [%d] %p %m (%c)%n\n"
+            "rootLogger.level = warn\nrootLogger.appenderRef.file.ref = FILE\n"
+            "logger.kafka.name = kafka.server.KafkaRaftServer\nlogger.kafka.level = info\n"
+        )
+        return path
+
+    def _java_cmd(self, main: str, *args: str) -> list[str]:
+        return [
+            _java(), f"-Xmx{self.config.heap}", f"-Xms{self.config.heap}",
+            f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.properties'}",
+            "-cp", f"{self.jars_dir}/*", main, *args,
+        ]
+
+    def _format(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        props = self._write_properties()
+        if (self.data_dir / "log-segments" / "meta.properties").exists():
+            return
+        self._progress(f"formatting KRaft storage in {self.data_dir}")
+        cluster_id = _kraft_cluster_id()
+        proc = subprocess.run(
+            self._java_cmd("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)),
+            capture_output=True, text=True,
+        )
+        if proc.returncode != 0:
+            raise KafkaSetupError(
+                f"formatting Kafka storage in {self.data_dir} failed:\n{proc.stdout}{proc.stderr}\n"
+                f"remove {self.data_dir} if it is left from another Kafka version, then run `costline kafka up` again"
+            )
+
+    def _start(self) -> None:
+        cfg = self.config
+        self._progress(f"starting Kafka {cfg.version} on {cfg.bootstrap}")
+        out = open(self.log_file, "ab")  # noqa: SIM115 - handed to the child
+        try:
+            proc = subprocess.Popen(
+                self._java_cmd("kafka.Kafka", str(self.data_dir / "server.properties")),
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True, cwd=self.data_dir,
+            )
+        finally:
+            out.close()
+        self.pid_file.write_text(str(proc.pid))
+
+    def _running_pid(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        return pid if _pid_alive(pid) else None
+
+    def _alive_check(self) -> None:
+        if self._running_pid() is None:
+            tail = ""
+            for name in ("broker.out", "server.log"):
+                path = self.data_dir / name
+                if path.exists():
+                    tail += "".join(path.read_text(errors="replace").splitlines(keepends=True)[-20:])
+            raise KafkaSetupError(f"the Kafka broker exited while starting; last log lines:\n{tail}")
+
+
+def ensure_topics(config: KafkaConfig) -> None:
+    """Create ``topic`` and ``dlq_topic`` if they do not exist (on any cluster)."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(bootstrap_servers=config.bootstrap, client_id="costline-admin")
+    try:
+        existing = set(admin.list_topics())
+        wanted = [
+            NewTopic(config.topic, num_partitions=config.partitions, replication_factor=1),
+            NewTopic(config.dlq_topic, num_partitions=1, replication_factor=1),
+        ]
+        missing = [t for t in wanted if t.name not in existing]
+        if missing:
+            try:
+                admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        admin.close()
+
+
+def wait_for_broker(
+    bootstrap: str,
+    *,
+    timeout_s: float = 60.0,
+    now: Callable[[], float] = time.monotonic,
+    alive: Callable[[], None] | None = None,
+) -> None:
+    """Block until the cluster answers a metadata request, or raise KafkaSetupError."""
+    deadline = now() + timeout_s
+    last: Exception | None = None
+    while now() < deadline:
+        if alive is not None:
+            alive()
+        if _reachable(bootstrap):
+            return
+        time.sleep(0.5)
+    raise KafkaSetupError(
+        f"Kafka at {bootstrap} did not answer within {timeout_s:.0f}s ({last or 'no metadata'}): "
+        "check `costline kafka status` and the broker log"
+    )
+
+
+def _reachable(bootstrap: str) -> bool:
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    host, _, port = bootstrap.split(",")[0].rpartition(":")
+    if not _port_open(host or "127.0.0.1", int(port or 9092)):
+        return False
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000,
+                                 client_id="costline-probe")
+    except (KafkaError, OSError, ValueError):
+        return False
+    try:
+        admin.describe_cluster()
+        return True
+    except (KafkaError, OSError):
+        return False
+    finally:
+        admin.close()
+
+
+def _topics(bootstrap: str) -> tuple[str, ...]:
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+        try:
+            return tuple(sorted(t for t in admin.list_topics() if not t.startswith("__")))
+        finally:
+            admin.close()
+    except (KafkaError, OSError):
+        return ()
+
+
+def _port_open(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child of ours counts as gone.
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+        return state != "Z"
+    except (FileNotFoundError, IndexError):
+        return True
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def _java() -> str:
+    home = os.environ.get("JAVA_HOME")
+    if home and (Path(home) / "bin" / "java").exists():
+        return str(Path(home) / "bin" / "java")
+    java = shutil.which("java")
+    if java is None:
+        raise KafkaSetupError(f"Java not found: {_JAVA_HINT}")
+    return java
+
+
+def _require_java() -> None:
+    proc = subprocess.run([_java(), "-version"], capture_output=True, text=True)
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', proc.stderr + proc.stdout)
+    if not match:
+        raise KafkaSetupError(f"cannot tell the Java version ({proc.stderr.strip()[:200]}): {_JAVA_HINT}")
+    major = int(match.group(1))
+    if major == 1:
+        major = int(match.group(2) or 0)
+    if major < 17:
+        raise KafkaSetupError(f"Kafka 4 needs Java 17 or newer, found Java {major}: {_JAVA_HINT}")
+
+
+def _kraft_cluster_id() -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")

@@ -1,0 +1,155 @@
+"""OTLP trace payloads: decode (protobuf or JSON), split by trace, encode.
+
+Shared by the collectors (which forward what apps send) and the processors
+(which read it back from Kafka). The Kafka message format is the OpenTelemetry
+Collector's Kafka exporter with ``partition_traces_by_id``: one
+``ExportTraceServiceRequest`` per trace, keyed by the 32-hex-char trace id.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from costline import contract
+from costline.errors import CostlineError
+
+__all__ = [
+    "OtlpDecodeError",
+    "ExportTraceServiceRequest",
+    "decode_request",
+    "decode_protobuf",
+    "decode_json",
+    "split_by_trace",
+    "encode_sdk_spans_by_trace",
+    "span_count",
+]
+
+
+class OtlpDecodeError(CostlineError):
+    """A payload is not a valid OTLP trace export request (the message says why)."""
+
+
+def decode_request(body: bytes, content_type: str | None = None) -> ExportTraceServiceRequest:
+    """Decode an OTLP trace request; ``content_type`` None or unknown → sniff (``{`` = JSON)."""
+    kind = (content_type or "").split(";")[0].strip().lower()
+    if kind in (contract.CONTENT_TYPE_JSON, "otlp_json", "json"):
+        return decode_json(body)
+    if kind in (contract.CONTENT_TYPE_PROTOBUF, "application/protobuf", "otlp_proto", "protobuf"):
+        return decode_protobuf(body)
+    if body[:1] in (b"{", b" ", b"\n", b"\t", b"\r"):
+        return decode_json(body)
+    return decode_protobuf(body)
+
+
+def decode_protobuf(body: bytes) -> ExportTraceServiceRequest:
+    req = ExportTraceServiceRequest()
+    try:
+        req.ParseFromString(body)
+    except (DecodeError, ValueError, RuntimeError) as exc:
+        raise OtlpDecodeError(f"not an OTLP protobuf ExportTraceServiceRequest: {exc}") from None
+    _check_ids(req)
+    return req
+
+
+def decode_json(body: bytes) -> ExportTraceServiceRequest:
+    """OTLP/JSON: lowerCamelCase keys, hex trace/span ids, enums as ints, int64 as strings."""
+    try:
+        doc = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise OtlpDecodeError(f"not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise OtlpDecodeError("OTLP JSON must be an object with resourceSpans")
+    try:
+        for rs in _list(doc, "resourceSpans", "resource_spans"):
+            for ss in _list(rs, "scopeSpans", "scope_spans"):
+                for span in _list(ss, "spans"):
+                    _hex_ids_to_b64(span)
+                    for link in _list(span, "links"):
+                        _hex_ids_to_b64(link)
+        req = ExportTraceServiceRequest()
+        json_format.ParseDict(doc, req, ignore_unknown_fields=True)
+    except (json_format.ParseError, TypeError, ValueError, AttributeError) as exc:
+        raise OtlpDecodeError(f"not an OTLP JSON trace request: {exc}") from None
+    _check_ids(req)
+    return req
+
+
+def _list(obj: Any, *keys: str) -> list[Any]:
+    if not isinstance(obj, dict):
+        raise TypeError(f"expected an object, got {type(obj).__name__}")
+    for key in keys:
+        value = obj.get(key)
+        if value is not None:
+            if not isinstance(value, list):
+                raise TypeError(f"{key} must be an array")
+            return value
+    return []
+
+
+def _hex_ids_to_b64(obj: Any) -> None:
+    if not isinstance(obj, dict):
+        raise TypeError("a span must be an object")
+    for key in ("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id"):
+        value = obj.get(key)
+        if isinstance(value, str) and value:
+            try:
+                raw = binascii.unhexlify(value)
+            except (binascii.Error, ValueError):
+                raise ValueError(f"{key} {value!r} is not hex") from None
+            obj[key] = base64.b64encode(raw).decode()
+
+
+def _check_ids(req: ExportTraceServiceRequest) -> None:
+    for rs in req.resource_spans:
+        for ss in rs.scope_spans:
+            for span in ss.spans:
+                if len(span.trace_id) != 16 or span.trace_id == bytes(16):
+                    raise OtlpDecodeError(f"span {span.name!r} has an invalid trace_id (need 16 non-zero bytes)")
+                if len(span.span_id) != 8 or span.span_id == bytes(8):
+                    raise OtlpDecodeError(f"span {span.name!r} has an invalid span_id (need 8 non-zero bytes)")
+                if span.parent_span_id and len(span.parent_span_id) != 8:
+                    raise OtlpDecodeError(f"span {span.name!r} has an invalid parent_span_id")
+
+
+def span_count(req: ExportTraceServiceRequest) -> int:
+    return sum(len(ss.spans) for rs in req.resource_spans for ss in rs.scope_spans)
+
+
+def split_by_trace(req: ExportTraceServiceRequest) -> list[tuple[str, ExportTraceServiceRequest]]:
+    """One request per trace id, keeping resource and scope of each span (like the Collector)."""
+    out: dict[bytes, ExportTraceServiceRequest] = {}
+    for rs in req.resource_spans:
+        for ss in rs.scope_spans:
+            per_trace: dict[bytes, list[Any]] = {}
+            for span in ss.spans:
+                per_trace.setdefault(span.trace_id, []).append(span)
+            for trace_id, spans in per_trace.items():
+                target = out.get(trace_id)
+                if target is None:
+                    target = out[trace_id] = ExportTraceServiceRequest()
+                new_rs = target.resource_spans.add()
+                new_rs.resource.CopyFrom(rs.resource)
+                new_rs.schema_url = rs.schema_url
+                new_ss = new_rs.scope_spans.add()
+                new_ss.scope.CopyFrom(ss.scope)
+                new_ss.schema_url = ss.schema_url
+                new_ss.spans.extend(spans)
+    return [(trace_id.hex(), r) for trace_id, r in out.items()]
+
+
+def encode_sdk_spans_by_trace(spans: Sequence[Any] | Iterable[Any]) -> list[tuple[str, bytes]]:
+    """OTel SDK ``ReadableSpan``s → ``[(trace_id_hex, ExportTraceServiceRequest bytes)]``."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    groups: dict[int, list[Any]] = {}
+    for span in spans:
+        groups.setdefault(span.context.trace_id, []).append(span)
+    return [(f"{trace_id:032x}", encode_spans(group).SerializeToString()) for trace_id, group in groups.items()]

@@ -1,0 +1,153 @@
+"""Model registry and call pricing.
+
+A :class:`PricingTable` is built from :class:`~costline.config.PricingConfig`.
+It answers two questions about a model call:
+
+* which tier served it (:meth:`PricingTable.tier_of`), and
+* what it cost (:meth:`PricingTable.price_call`).
+
+Token accounting follows the GenAI semantic conventions: ``input_tokens``
+*includes* cache reads and cache writes, so the uncached part is
+``input - cache_read - cache_creation``. Cache reads cost
+``cache_read_multiplier`` x the input price, cache writes
+``cache_write_multiplier`` x; a batch call costs ``batch_multiplier`` x the lot.
+
+Student calls have no token price (``cost_usd`` is 0 and ``priced`` is True):
+their GPU hosting cost is spread over the student requests of each hourly
+window by the lake's views (:func:`student_hourly_cost`).
+
+An unknown model is never priced at $0 silently: :meth:`price_call` returns
+``cost_usd=None`` with ``status="unknown_model"``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Final
+
+from costline import contract
+from costline.config import ModelPrice, PricingConfig
+from costline.errors import UnknownModelError
+
+__all__ = [
+    "PricingTable",
+    "CallPrice",
+    "normalize_model_id",
+    "PRICED",
+    "EXPLICIT",
+    "STUDENT",
+    "UNKNOWN_MODEL",
+]
+
+PRICED: Final = "priced"  # priced from the table
+EXPLICIT: Final = "explicit"  # the span carried costline.cost_usd
+STUDENT: Final = "student"  # self-hosted: hosting cost spread per window
+UNKNOWN_MODEL: Final = "unknown_model"  # no price known: cost_usd is None
+
+_DATE_SUFFIX = re.compile(r"(-\d{8}|@\d{8}|-v\d+(:\d+)?|-latest)$")
+_PER_TOKEN = 1e-6
+
+
+def normalize_model_id(model: str) -> str:
+    """``claude-haiku-4-5-20251001`` → ``claude-haiku-4-5`` (strip snapshot dates / ``-latest``)."""
+    model = model.strip().lower()
+    if "/" in model:  # "anthropic/claude-..." style prefixes
+        model = model.rsplit("/", 1)[1]
+    return _DATE_SUFFIX.sub("", model)
+
+
+@dataclass(frozen=True, slots=True)
+class CallPrice:
+    cost_usd: float | None
+    tier: str
+    status: str
+
+
+class PricingTable:
+    """Tier lookup and call pricing for one version of the pricing config."""
+
+    def __init__(self, config: PricingConfig | None = None) -> None:
+        self.config = config or PricingConfig()
+        self.version = self.config.version
+        self._by_id: dict[str, ModelPrice] = {}
+        for m in self.config.models:
+            for name in (m.model, *m.aliases):
+                self._by_id[name.lower()] = m
+                self._by_id.setdefault(normalize_model_id(name), m)
+        self._student_providers = frozenset(p.lower() for p in self.config.student_providers)
+
+    def lookup(self, model: str | None) -> ModelPrice | None:
+        """The registry entry for a model id, tolerant of snapshot suffixes; None if unknown."""
+        if not model:
+            return None
+        low = model.strip().lower()
+        return self._by_id.get(low) or self._by_id.get(normalize_model_id(low))
+
+    def require(self, model: str) -> ModelPrice:
+        """Like :meth:`lookup` but raises :class:`UnknownModelError`."""
+        found = self.lookup(model)
+        if found is None:
+            raise UnknownModelError(model)
+        return found
+
+    def is_student(self, provider: str | None, model: str | None, tier: str | None = None) -> bool:
+        if tier == contract.TIER_STUDENT:
+            return True
+        if provider and provider.lower() in self._student_providers:
+            return True
+        entry = self.lookup(model)
+        return entry is not None and entry.tier == contract.TIER_STUDENT
+
+    def tier_of(self, provider: str | None, model: str | None, explicit_tier: str | None = None) -> str:
+        """The tier that served a call: the span's own ``costline.tier`` wins, then the registry."""
+        if explicit_tier:
+            return explicit_tier
+        if self.is_student(provider, model):
+            return contract.TIER_STUDENT
+        entry = self.lookup(model)
+        return entry.tier if entry else contract.UNKNOWN_TIER
+
+    def price_call(
+        self,
+        *,
+        model: str | None,
+        provider: str | None = None,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        cache_read_tokens: int = 0,
+        cache_creation_tokens: int = 0,
+        batch: bool = False,
+        explicit_cost_usd: float | None = None,
+        explicit_tier: str | None = None,
+        response_model: str | None = None,
+    ) -> CallPrice:
+        """Price one model call. Never raises for unknown models: see ``status``."""
+        tier = self.tier_of(provider, response_model or model, explicit_tier)
+        if tier == contract.UNKNOWN_TIER and response_model:
+            tier = self.tier_of(provider, model, explicit_tier)
+        if explicit_cost_usd is not None:
+            return CallPrice(float(explicit_cost_usd), tier, EXPLICIT)
+        if tier == contract.TIER_STUDENT:
+            return CallPrice(0.0, tier, STUDENT)
+        entry = self.lookup(response_model) or self.lookup(model)
+        if entry is None:
+            return CallPrice(None, tier, UNKNOWN_MODEL)
+        cfg = self.config
+        read = max(int(cache_read_tokens or 0), 0)
+        write = max(int(cache_creation_tokens or 0), 0)
+        uncached = max(int(input_tokens or 0) - read - write, 0)
+        in_price = entry.input_per_mtok * _PER_TOKEN
+        cost = (
+            uncached * in_price
+            + read * in_price * cfg.cache_read_multiplier
+            + write * in_price * cfg.cache_write_multiplier
+            + max(int(output_tokens or 0), 0) * entry.output_per_mtok * _PER_TOKEN
+        )
+        if batch:
+            cost *= cfg.batch_multiplier
+        return CallPrice(cost, tier, PRICED)
+
+    def student_hourly_cost(self) -> float:
+        """USD per hour of student hosting, spread over each window's student requests."""
+        return self.config.student_usd_per_hour

@@ -1,0 +1,5 @@
+"""costline.processors."""
+
+from __future__ import annotations
+
+__all__: list[str] = []

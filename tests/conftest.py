@@ -1,0 +1,82 @@
+"""Shared fixtures. The ``kafka`` fixture starts one real broker per test session
+(unless ``KAFKA_BOOTSTRAP_SERVERS`` points at a cluster); ``kafka_topics`` gives each
+test its own fresh topics so tests never see each other's messages."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from costline.config import Config, KafkaConfig, LakeConfig, ProcessorConfig
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaConfig]:
+    """A running Kafka cluster: an existing one, or a local broker started for this session."""
+    from costline.localkafka import LocalKafka
+
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if external:
+        yield KafkaConfig(bootstrap_servers=external)
+        return
+    cfg = KafkaConfig(
+        port=free_port(),
+        controller_port=free_port(),
+        data_dir=tmp_path_factory.mktemp("kafka"),
+        heap="512m",
+        partitions=6,
+    )
+    broker = LocalKafka(cfg)
+    broker.up()
+    try:
+        yield cfg
+    finally:
+        broker.down()
+
+
+@pytest.fixture
+def kafka_topics(kafka: KafkaConfig) -> KafkaConfig:
+    """The session's cluster with a fresh ``otlp_spans``/DLQ pair for this test."""
+    from costline.localkafka import ensure_topics
+
+    suffix = uuid.uuid4().hex[:8]
+    cfg = KafkaConfig(
+        bootstrap_servers=kafka.bootstrap,
+        topic=f"otlp_spans_{suffix}",
+        dlq_topic=f"otlp_spans_{suffix}.dlq",
+        partitions=kafka.partitions,
+    )
+    ensure_topics(cfg)
+    return cfg
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    """A Config whose lake lives in tmp_path; no Kafka."""
+    return Config(lake=LakeConfig(path=tmp_path / "lake"))
+
+
+@pytest.fixture
+def kafka_config(kafka_topics: KafkaConfig, tmp_path: Path) -> Config:
+    """A full Config on this test's fresh topics, with a unique consumer group and fast group joins."""
+    return Config(
+        kafka=kafka_topics,
+        lake=LakeConfig(path=tmp_path / "lake"),
+        processor=ProcessorConfig(
+            group_id=f"costline-test-{uuid.uuid4().hex[:8]}",
+            session_timeout_ms=6000,
+            heartbeat_interval_ms=1000,
+            flush_interval_s=0.5,
+        ),
+    )
