@@ -44,8 +44,13 @@ def decode_request(body: bytes, content_type: str | None = None) -> ExportTraceS
         return decode_json(body)
     if kind in (contract.CONTENT_TYPE_PROTOBUF, "application/protobuf", "otlp_proto", "protobuf"):
         return decode_protobuf(body)
-    if body[:1] in (b"{", b" ", b"\n", b"\t", b"\r"):
-        return decode_json(body)
+    if body.lstrip()[:1] == b"{":
+        try:
+            return decode_json(body)
+        except OtlpDecodeError:
+            # A protobuf request opens with 0x0a ("\n"); with a length byte of 0x7b it looks like JSON.
+            if body[:1] != b"\n":
+                raise
     return decode_protobuf(body)
 
 

@@ -1,0 +1,108 @@
+"""Pricing: the article's table, cache-token multipliers, batch, student, unknown models."""
+
+from __future__ import annotations
+
+import pytest
+
+from costline import contract
+from costline.config import ModelPrice, PricingConfig
+from costline.errors import UnknownModelError
+from costline.pricing import EXPLICIT, PRICED, STUDENT, UNKNOWN_MODEL, PricingTable, normalize_model_id
+
+M = 1_000_000
+
+
+@pytest.mark.parametrize(
+    ("model", "inp", "out", "expected_usd"),
+    [
+        ("claude-fable-5", M, M, 10 + 50),
+        ("claude-opus-4-8", M, M, 5 + 25),
+        ("claude-sonnet-4-6", M, M, 3 + 15),
+        ("claude-haiku-4-5", M, M, 0.80 + 4),
+        ("claude-haiku-4-5-20251001", 750, 250, 750 * 0.80e-6 + 250 * 4e-6),
+        ("CLAUDE-SONNET-4-6", 1000, 0, 1000 * 3e-6),
+    ],
+)
+def test_article_prices(model: str, inp: int, out: int, expected_usd: float) -> None:
+    price = PricingTable().price_call(model=model, provider="anthropic", input_tokens=inp, output_tokens=out)
+    assert price.status == PRICED
+    assert price.cost_usd == pytest.approx(expected_usd, abs=1e-12)
+
+
+def test_cache_tokens_are_part_of_input_and_priced_with_multipliers() -> None:
+    # 1000 input tokens of which 600 read from cache and 200 written to it: 200 uncached.
+    price = PricingTable().price_call(
+        model="claude-sonnet-4-6", input_tokens=1000, output_tokens=100,
+        cache_read_tokens=600, cache_creation_tokens=200,
+    )
+    expected = 200 * 3e-6 + 600 * 3e-6 * 0.1 + 200 * 3e-6 * 1.25 + 100 * 15e-6
+    assert price.cost_usd == pytest.approx(expected, abs=1e-15)
+
+
+def test_batch_is_half_price() -> None:
+    table = PricingTable()
+    full = table.price_call(model="claude-fable-5", input_tokens=500, output_tokens=500).cost_usd
+    half = table.price_call(model="claude-fable-5", input_tokens=500, output_tokens=500, batch=True).cost_usd
+    assert half == pytest.approx(full * 0.5)
+
+
+def test_unknown_model_is_flagged_never_zero() -> None:
+    price = PricingTable().price_call(model="gpt-9-turbo", provider="openai", input_tokens=10, output_tokens=10)
+    assert price.status == UNKNOWN_MODEL
+    assert price.cost_usd is None
+    assert price.tier == contract.UNKNOWN_TIER
+    with pytest.raises(UnknownModelError, match=r"add it under \[\[pricing.models\]\]"):
+        PricingTable().require("gpt-9-turbo")
+
+
+def test_explicit_cost_overrides_the_table() -> None:
+    price = PricingTable().price_call(model="gpt-9-turbo", input_tokens=10, explicit_cost_usd=0.25)
+    assert (price.cost_usd, price.status) == (0.25, EXPLICIT)
+
+
+@pytest.mark.parametrize(
+    ("provider", "model", "explicit_tier"),
+    [("vllm", "support-lora-v3", None), ("anthropic", "anything", "student")],
+)
+def test_student_calls_have_no_token_price(provider: str, model: str, explicit_tier: str | None) -> None:
+    price = PricingTable().price_call(model=model, provider=provider, input_tokens=999, output_tokens=999,
+                                      explicit_tier=explicit_tier)
+    assert (price.cost_usd, price.tier, price.status) == (0.0, contract.TIER_STUDENT, STUDENT)
+
+
+@pytest.mark.parametrize(
+    ("model", "tier"),
+    [
+        ("claude-haiku-4-5-20251001", "budget"),
+        ("claude-sonnet-4-6", "mid"),
+        ("claude-opus-4-8", "upper"),
+        ("claude-fable-5", "frontier"),
+        ("anthropic/claude-fable-5", "frontier"),
+        ("mystery", "unknown"),
+    ],
+)
+def test_tier_from_registry(model: str, tier: str) -> None:
+    assert PricingTable().tier_of("anthropic", model) == tier
+
+
+def test_explicit_tier_wins() -> None:
+    assert PricingTable().tier_of("anthropic", "claude-fable-5", "budget") == "budget"
+
+
+def test_aliases_and_custom_table() -> None:
+    table = PricingTable(PricingConfig(models=(ModelPrice("my-model", "mid", input_per_mtok=2, aliases=("mm",)),)))
+    assert table.tier_of(None, "mm") == "mid"
+    assert table.price_call(model="mm", input_tokens=M).cost_usd == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize(
+    ("raw", "norm"),
+    [
+        ("claude-haiku-4-5-20251001", "claude-haiku-4-5"),
+        ("claude-sonnet-4-6@20260101", "claude-sonnet-4-6"),
+        ("claude-opus-4-8-latest", "claude-opus-4-8"),
+        ("claude-fable-5", "claude-fable-5"),
+    ],
+)
+def test_normalize_model_id(raw: str, norm: str) -> None:
+    assert normalize_model_id(raw) == norm
