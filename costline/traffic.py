@@ -82,6 +82,11 @@ class RequestPlan:
     answer: str
 
     @property
+    def lookup_end(self) -> datetime:
+        """When the cache lookup span ends (it starts with the request)."""
+        return self.start + timedelta(milliseconds=1)
+
+    @property
     def end(self) -> datetime:
         return self.start + timedelta(milliseconds=5 + sum(c.duration_ms for c in self.calls))
 

@@ -1,0 +1,481 @@
+"""Record costline requests, cache lookups and model calls as OpenTelemetry spans.
+
+::
+
+    recorder = Recorder(provider)
+    with recorder.request(task_type="faq", tenant="acme", routed_tier="budget") as req:
+        with req.cache_lookup(namespace="acme") as lk:
+            lk.result(hit=False, similarity=0.71)
+        with req.call(provider="anthropic", model="claude-haiku-4-5", tier="budget") as call:
+            call.usage(input_tokens=1200, output_tokens=80)
+            call.response(model="claude-haiku-4-5-20251001", finish_reasons=["end_turn"])
+        req.accept()
+
+Spans and attributes are exactly those of :mod:`costline.contract`. Recording
+never raises into the app: a bad attribute value is logged and dropped. An
+exception escaping a ``call`` or ``request`` block is recorded (``error.type``,
+status ERROR) and re-raised unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
+
+from costline import contract
+from costline.config import CaptureConfig
+
+from costline.collectors.stamping import REQUEST_ID_CONTEXT_KEY
+
+__all__ = ["Recorder", "RequestHandle", "CallHandle", "LookupHandle", "capture_enabled"]
+
+log = logging.getLogger(__name__)
+
+_HANDLE_KEY = otel_context.create_key("costline.request.handle")
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_SCOPE = "costline.collectors"
+
+
+def capture_enabled(capture: CaptureConfig | None = None, env: Mapping[str, str] | None = None) -> bool:
+    """True when message content is to be recorded (config flag or the OTel GenAI env var)."""
+    env = os.environ if env is None else env
+    flag = env.get(contract.ENV_CAPTURE_MESSAGE_CONTENT, "").strip().lower() in _TRUE
+    return bool(capture and capture.message_content) or flag
+
+
+# --- attribute checks: each returns the value to set or raises ValueError ---------------------
+def _str(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"expected a non-empty string, got {value!r}")
+    return value
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"expected a whole number >= 0, got {value!r}")
+    return value
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        raise ValueError(f"expected a number, got {value!r}")
+    return float(value)
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {value!r}")
+    return value
+
+
+def _strs(value: Any) -> list[str]:
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        raise ValueError(f"expected a list of strings, got {value!r}")
+    return [_str(v) for v in value]
+
+
+def _set(span: Span, key: str, value: Any, check: Callable[[Any], Any]) -> None:
+    """Set one attribute; a bad value is logged and dropped, never raised."""
+    if value is None:
+        return
+    try:
+        span.set_attribute(key, check(value))
+    except Exception as exc:
+        log.warning("costline: dropped attribute %s: %s", key, exc)
+
+
+class LookupHandle:
+    """A ``costline.cache.lookup`` span; call :meth:`result` once the cache answered."""
+
+    def __init__(self, span: Span, request: RequestHandle | None) -> None:
+        self.span = span
+        self._request = request
+        self.hit: bool | None = None
+
+    def result(self, hit: bool, similarity: float | None = None) -> None:
+        """Record whether the cache hit and the best similarity score it saw."""
+        try:
+            _set(self.span, contract.COSTLINE_CACHE_HIT, hit, _bool)
+            _set(self.span, contract.COSTLINE_CACHE_SIMILARITY, similarity, _number)
+            if isinstance(hit, bool):
+                self.hit = hit
+                if self._request is not None:
+                    self._request._record_lookup(hit)
+        except Exception:
+            log.exception("costline: could not record a cache lookup result")
+
+
+class CallHandle:
+    """A model call span (kind CLIENT, named ``"{operation} {model}"``)."""
+
+    def __init__(self, recorder: Recorder, span: Span, tier: str | None) -> None:
+        self.span = span
+        self.tier = tier
+        self.error_type: str | None = None
+        self._recorder = recorder
+
+    def usage(
+        self,
+        input_tokens: int,
+        output_tokens: int,
+        cache_read_tokens: int = 0,
+        cache_creation_tokens: int = 0,
+    ) -> None:
+        """Record token usage. ``input_tokens`` is the GenAI-semconv total: it INCLUDES
+        ``cache_read_tokens`` and ``cache_creation_tokens`` (Anthropic reports them apart:
+        add them up first)."""
+        s = self.span
+        _set(s, contract.GEN_AI_USAGE_INPUT_TOKENS, input_tokens, _count)
+        _set(s, contract.GEN_AI_USAGE_OUTPUT_TOKENS, output_tokens, _count)
+        _set(s, contract.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, cache_read_tokens, _count)
+        _set(s, contract.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS, cache_creation_tokens, _count)
+        try:
+            if input_tokens < cache_read_tokens + cache_creation_tokens:
+                log.warning(
+                    "costline: input_tokens (%s) is below cache read + creation tokens (%s + %s): "
+                    "pass the total including cached tokens",
+                    input_tokens, cache_read_tokens, cache_creation_tokens,
+                )
+        except TypeError:
+            pass
+
+    def response(
+        self, model: str | None = None, finish_reasons: Sequence[str] | None = None, id: str | None = None
+    ) -> None:
+        """Record what the provider answered: the exact model, why it stopped, its response id."""
+        _set(self.span, contract.GEN_AI_RESPONSE_MODEL, model, _str)
+        _set(self.span, contract.GEN_AI_RESPONSE_FINISH_REASONS, finish_reasons, _strs)
+        _set(self.span, contract.GEN_AI_RESPONSE_ID, id, _str)
+
+    def cost(self, usd: float) -> None:
+        """Record an explicit price for this call (overrides the pricing table)."""
+        _set(self.span, contract.COSTLINE_COST_USD, usd, _number)
+
+    def error(self, error_type: str, description: str | None = None) -> None:
+        """Mark the call failed without an exception (e.g. an error returned in a body)."""
+        try:
+            self.error_type = _str(error_type)
+            self.span.set_attribute(contract.ERROR_TYPE, error_type)
+            self.span.set_status(Status(StatusCode.ERROR, description or error_type))
+        except Exception as exc:
+            log.warning("costline: dropped error.type: %s", exc)
+
+    def content(
+        self,
+        input_messages: Sequence[Any] | None = None,
+        output_messages: Sequence[Any] | None = None,
+    ) -> None:
+        """Record prompt and answer text — only when content capture is on; redacted, truncated."""
+        rec = self._recorder
+        if not rec.capture_enabled:
+            return
+        for key, messages, role in (
+            (contract.GEN_AI_INPUT_MESSAGES, input_messages, "user"),
+            (contract.GEN_AI_OUTPUT_MESSAGES, output_messages, "assistant"),
+        ):
+            if messages is None:
+                continue
+            try:
+                doc = [rec._message(m, role) for m in messages]
+                self.span.set_attribute(key, json.dumps(doc, ensure_ascii=False))
+            except Exception as exc:
+                log.warning("costline: dropped %s: %s", key, exc)
+
+
+class RequestHandle:
+    """A ``costline.request`` span: parent of its lookups and calls."""
+
+    def __init__(self, recorder: Recorder, span: Span, request_id: str) -> None:
+        self.span = span
+        self.request_id = request_id
+        self._recorder = recorder
+        self._lock = threading.Lock()
+        self._attempts = 0
+        self._escalations = 0
+        self._last_tier: str | None = None
+        self._last_ok_tier: str | None = None
+        self._cache_hit = False
+        self._served_by: str | None = None
+        self._success: bool | None = None
+        self._error_type: str | None = None
+
+    # -- public ------------------------------------------------------------------------
+    def cache_lookup(self, namespace: str | None = None) -> Any:
+        """Open a ``costline.cache.lookup`` span in this request (a context manager)."""
+        return self._recorder._lookup(self, namespace)
+
+    def call(
+        self,
+        provider: str,
+        model: str,
+        tier: str | None = None,
+        operation: str = contract.OPERATION_CHAT,
+        *,
+        cost_usd: float | None = None,
+        batch: bool | None = None,
+    ) -> Any:
+        """Open a model call span in this request (a context manager yielding a CallHandle)."""
+        return self._recorder._call(self, provider, model, tier, operation, cost_usd, batch)
+
+    def served_by(self, tier: str) -> None:
+        """Say which tier finally served the request (else it is inferred)."""
+        try:
+            self._served_by = _str(tier)
+        except ValueError as exc:
+            log.warning("costline: ignored served_by: %s", exc)
+
+    def accept(self) -> None:
+        """The answer was good: ``costline.success`` = true."""
+        self._success = True
+
+    def reject(self, reason: str | None = None) -> None:
+        """The answer was not good enough: ``costline.success`` = false (reason kept as an event)."""
+        self._success = False
+        try:
+            attrs = {"reason": str(reason)} if reason else {}
+            self.span.add_event("costline.reject", attributes=attrs)
+        except Exception:
+            log.exception("costline: could not record a rejection")
+
+    @property
+    def attempts(self) -> int:
+        return self._attempts
+
+    @property
+    def escalations(self) -> int:
+        return self._escalations
+
+    # -- used by the recorder -------------------------------------------------------------
+    def _record_lookup(self, hit: bool) -> None:
+        with self._lock:
+            self._cache_hit = self._cache_hit or hit
+
+    def _call_started(self, tier: str | None) -> None:
+        with self._lock:
+            if self._attempts and tier != self._last_tier:
+                self._escalations += 1
+            self._attempts += 1
+            self._last_tier = tier
+
+    def _call_ended(self, tier: str | None, ok: bool) -> None:
+        if ok and tier:
+            with self._lock:
+                self._last_ok_tier = tier
+
+    def _fail(self, exc: BaseException) -> None:
+        self._success = False
+        self._error_type = type(exc).__name__
+
+    def _finish(self) -> None:
+        s = self.span
+        tier = self._served_by
+        if tier is None:
+            if self._cache_hit and self._attempts == 0:
+                tier = contract.TIER_CACHE
+            else:
+                tier = self._last_ok_tier
+        _set(s, contract.COSTLINE_TIER, tier, _str)
+        _set(s, contract.COSTLINE_CACHE_HIT, self._cache_hit, _bool)
+        _set(s, contract.COSTLINE_ATTEMPTS, self._attempts, _count)
+        _set(s, contract.COSTLINE_ESCALATIONS, self._escalations, _count)
+        _set(s, contract.COSTLINE_SUCCESS, bool(self._success), _bool)
+        if self._error_type:
+            _set(s, contract.ERROR_TYPE, self._error_type, _str)
+            s.set_status(Status(StatusCode.ERROR, self._error_type))
+        s.end(end_time=self._recorder._now())
+
+
+class Recorder:
+    """Opens costline spans on a tracer of ``tracer_provider`` (default: the global one).
+
+    ``capture`` turns on message content capture (so does
+    ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true``); ``redact`` is
+    applied to every captured text before it is truncated to ``capture.max_chars``;
+    ``now`` (ns since the epoch) stamps span start and end times instead of the wall clock.
+    """
+
+    def __init__(
+        self,
+        tracer_provider: TracerProvider | None = None,
+        *,
+        capture: CaptureConfig | None = None,
+        redact: Callable[[str], str] | None = None,
+        env: Mapping[str, str] | None = None,
+        now: Callable[[], int] | None = None,
+    ) -> None:
+        # ``now`` returns the time in ns since the epoch (default: the SDK's clock); inject a
+        # simulated clock to replay traffic of other days, or to pin times in tests.
+        self._now: Callable[[], int | None] = now or (lambda: None)
+        self._tracer = trace.get_tracer(_SCOPE, tracer_provider=tracer_provider)
+        self._capture = capture or CaptureConfig()
+        self._capture_on = capture_enabled(self._capture, env)
+        self._redact = redact
+
+    @property
+    def capture_enabled(self) -> bool:
+        return self._capture_on
+
+    def current_request(self) -> RequestHandle | None:
+        """The request handle active in the current context, if any."""
+        handle = otel_context.get_value(_HANDLE_KEY)
+        return handle if isinstance(handle, RequestHandle) else None
+
+    @contextmanager
+    def request(
+        self,
+        task_type: str | None = None,
+        tenant: str | None = None,
+        subtype: str | None = None,
+        request_id: str | None = None,
+        routed_tier: str | None = None,
+    ) -> Iterator[RequestHandle]:
+        """Open a ``costline.request`` span and make it the active request."""
+        rid = request_id if isinstance(request_id, str) and request_id else uuid.uuid4().hex
+        span = self._tracer.start_span(contract.SPAN_REQUEST, kind=SpanKind.INTERNAL, start_time=self._now())
+        _set(span, contract.COSTLINE_REQUEST_ID, rid, _str)
+        _set(span, contract.COSTLINE_TENANT, tenant, _str)
+        _set(span, contract.COSTLINE_TASK_TYPE, task_type, _str)
+        _set(span, contract.COSTLINE_SUBTYPE, subtype, _str)
+        _set(span, contract.COSTLINE_ROUTED_TIER, routed_tier, _str)
+        handle = RequestHandle(self, span, rid)
+        ctx = trace.set_span_in_context(span)
+        ctx = otel_context.set_value(REQUEST_ID_CONTEXT_KEY, rid, ctx)
+        ctx = otel_context.set_value(_HANDLE_KEY, handle, ctx)
+        token = otel_context.attach(ctx)
+        try:
+            yield handle
+        except BaseException as exc:
+            handle._fail(exc)
+            raise
+        finally:
+            otel_context.detach(token)
+            try:
+                handle._finish()
+            except Exception:
+                log.exception("costline: could not finish a request span")
+
+    def call(
+        self,
+        provider: str,
+        model: str,
+        tier: str | None = None,
+        operation: str = contract.OPERATION_CHAT,
+        *,
+        cost_usd: float | None = None,
+        batch: bool | None = None,
+    ) -> Any:
+        """A model call span in the active request, or a standalone one without a request."""
+        return self._call(self.current_request(), provider, model, tier, operation, cost_usd, batch)
+
+    def cache_lookup(self, namespace: str | None = None) -> Any:
+        """A cache lookup span in the active request, or a standalone one."""
+        return self._lookup(self.current_request(), namespace)
+
+    # -- internals -------------------------------------------------------------------------
+    @contextmanager
+    def _lookup(self, request: RequestHandle | None, namespace: str | None) -> Iterator[LookupHandle]:
+        span = self._tracer.start_span(contract.SPAN_CACHE_LOOKUP, kind=SpanKind.INTERNAL, start_time=self._now())
+        _set(span, contract.COSTLINE_CACHE_NAMESPACE, namespace, _str)
+        handle = LookupHandle(span, request)
+        token = otel_context.attach(trace.set_span_in_context(span))
+        try:
+            yield handle
+        except BaseException as exc:
+            _set(span, contract.ERROR_TYPE, type(exc).__name__, _str)
+            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            raise
+        finally:
+            otel_context.detach(token)
+            span.end(end_time=self._now())
+
+    @contextmanager
+    def _call(
+        self,
+        request: RequestHandle | None,
+        provider: str,
+        model: str,
+        tier: str | None,
+        operation: str,
+        cost_usd: float | None,
+        batch: bool | None,
+    ) -> Iterator[CallHandle]:
+        op = operation if isinstance(operation, str) and operation else contract.OPERATION_CHAT
+        span = self._tracer.start_span(f"{op} {model}", kind=SpanKind.CLIENT, start_time=self._now())
+        _set(span, contract.GEN_AI_OPERATION_NAME, op, _str)
+        _set(span, contract.GEN_AI_PROVIDER_NAME, provider, _str)
+        _set(span, contract.GEN_AI_REQUEST_MODEL, model, _str)
+        _set(span, contract.COSTLINE_TIER, tier, _str)
+        _set(span, contract.COSTLINE_COST_USD, cost_usd, _number)
+        _set(span, contract.COSTLINE_BATCH, batch, _bool)
+        handle = CallHandle(self, span, tier)
+        if request is not None:
+            request._call_started(tier)
+        token = otel_context.attach(trace.set_span_in_context(span))
+        try:
+            yield handle
+        except BaseException as exc:
+            handle.error(type(exc).__name__, f"{type(exc).__name__}: {str(exc)[:200]}")
+            raise
+        finally:
+            otel_context.detach(token)
+            span.end(end_time=self._now())
+            if request is not None:
+                request._call_ended(tier, handle.error_type is None)
+
+    def _text(self, text: str, budget: int) -> str:
+        if self._redact is not None:
+            text = self._redact(text)
+            if not isinstance(text, str):
+                raise ValueError("the redact hook must return a string")
+        return text[:budget]
+
+    def _message(self, message: Any, default_role: str) -> dict[str, Any]:
+        """One message in the GenAI semconv shape, redacted and truncated to max_chars."""
+        if hasattr(message, "model_dump"):
+            message = message.model_dump()
+        if isinstance(message, str):
+            message = {"role": default_role, "content": message}
+        if not isinstance(message, Mapping):
+            raise ValueError(f"a message must be a string or a mapping, got {type(message).__name__}")
+        budget = self._capture.max_chars
+        out: dict[str, Any] = {"role": str(message.get("role") or default_role)}
+        if "parts" in message:
+            raw_parts = list(message["parts"])
+        else:
+            content = message.get("content")
+            if content is None:
+                raw_parts = []
+            elif isinstance(content, str):
+                raw_parts = [{"type": "text", "content": content}]
+            else:
+                raw_parts = list(content)
+        parts = []
+        for part in raw_parts:
+            if hasattr(part, "model_dump"):
+                part = part.model_dump()
+            if isinstance(part, str):
+                part = {"type": "text", "content": part}
+            if not isinstance(part, Mapping):
+                continue
+            kind = str(part.get("type") or "text")
+            text = part.get("content", part.get("text"))
+            if kind == "text" and isinstance(text, str):
+                clipped = self._text(text, max(budget, 0))
+                budget -= len(clipped)
+                parts.append({"type": "text", "content": clipped})
+            else:
+                parts.append({"type": kind})  # non-text parts: the kind only, never their payload
+        out["parts"] = parts
+        if message.get("finish_reason"):
+            out["finish_reason"] = str(message["finish_reason"])
+        return out

@@ -1,0 +1,475 @@
+"""The Parquet lake: layout, schemas, the offset-manifest commit protocol, DuckDB views.
+
+This module is the one place that knows the lake's paths, file schemas and views.
+
+Layout::
+
+    <lake>/requests/date=YYYY-MM-DD/p003-000000000101-000000000150.parquet
+    <lake>/calls/date=.../...
+    <lake>/lookups/date=.../...
+    <lake>/<table>/date=1970-01-01/_empty.parquet       zero-row schema file (views work on an empty lake)
+    <lake>/_offsets/<topic>/p003/000000000150.json      manifest: the commit point of a batch
+    <lake>/costline.duckdb                              views for the plain ``duckdb`` CLI
+
+Rows are hive-partitioned by the UTC date of their event time ``ts`` (the span's
+end time, stored as a naive ``TIMESTAMP`` in UTC). A data file is named by the
+Kafka partition and the offset range of the batch that wrote it.
+
+**Commit protocol** (exactly-once effect, see :meth:`Lake.commit_batch`): the
+data files of one batch of one partition are written under temporary names
+(``.*.tmp``, never matched by the views' ``*.parquet`` globs), fsynced and
+renamed into place; then a manifest naming the files and the offset range is
+written atomically (tmp + fsync + rename). The manifest is the commit point.
+Before a partition is consumed again :meth:`Lake.recover` deletes the data files
+of that partition whose first offset lies beyond the last manifest (the orphans
+of a batch that crashed between rename and manifest) and returns the offset to
+resume from. Between such a crash and the next start of a processor for that
+partition the orphans are visible to the views; nowhere else is an uncommitted
+file ever visible.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from costline.config import Config
+from costline.errors import LakeError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import duckdb
+
+__all__ = [
+    "Lake",
+    "Manifest",
+    "TABLES",
+    "REQUESTS_SCHEMA",
+    "CALLS_SCHEMA",
+    "LOOKUPS_SCHEMA",
+    "SCHEMAS",
+    "VIEWS",
+    "open_lake",
+    "write_views_db",
+    "create_views",
+    "views_sql",
+    "data_file_name",
+    "parse_data_file_name",
+]
+
+_TS: Final = pa.timestamp("us")  # naive, UTC
+
+REQUESTS_SCHEMA: Final = pa.schema([
+    ("request_id", pa.string()),
+    ("trace_id", pa.string()),
+    ("span_id", pa.string()),
+    ("ts", _TS),
+    ("tenant", pa.string()),
+    ("task_type", pa.string()),
+    ("subtype", pa.string()),
+    ("tier", pa.string()),
+    ("routed_tier", pa.string()),
+    ("cache_hit", pa.bool_()),
+    ("attempts", pa.int64()),
+    ("escalations", pa.int64()),
+    ("success", pa.bool_()),
+    ("error_type", pa.string()),
+    ("duration_ms", pa.float64()),
+    ("input_messages", pa.string()),
+    ("output_messages", pa.string()),
+    ("kafka_partition", pa.int32()),
+    ("kafka_offset", pa.int64()),
+])
+
+CALLS_SCHEMA: Final = pa.schema([
+    ("span_id", pa.string()),
+    ("trace_id", pa.string()),
+    ("parent_span_id", pa.string()),
+    ("request_id", pa.string()),
+    ("ts", _TS),
+    ("operation", pa.string()),
+    ("provider", pa.string()),
+    ("model", pa.string()),
+    ("response_model", pa.string()),
+    ("tier", pa.string()),
+    ("input_tokens", pa.int64()),
+    ("output_tokens", pa.int64()),
+    ("cache_read_tokens", pa.int64()),
+    ("cache_creation_tokens", pa.int64()),
+    ("batch", pa.bool_()),
+    ("finish_reasons", pa.list_(pa.string())),
+    ("error_type", pa.string()),
+    ("cost_usd", pa.float64()),
+    ("pricing_status", pa.string()),
+    ("pricing_version", pa.string()),
+    ("duration_ms", pa.float64()),
+    ("input_messages", pa.string()),
+    ("output_messages", pa.string()),
+    ("kafka_partition", pa.int32()),
+    ("kafka_offset", pa.int64()),
+])
+
+LOOKUPS_SCHEMA: Final = pa.schema([
+    ("span_id", pa.string()),
+    ("trace_id", pa.string()),
+    ("parent_span_id", pa.string()),
+    ("request_id", pa.string()),
+    ("ts", _TS),
+    ("tenant", pa.string()),
+    ("namespace", pa.string()),
+    ("hit", pa.bool_()),
+    ("similarity", pa.float64()),
+    ("duration_ms", pa.float64()),
+    ("kafka_partition", pa.int32()),
+    ("kafka_offset", pa.int64()),
+])
+
+TABLES: Final = ("requests", "calls", "lookups")
+SCHEMAS: Final[Mapping[str, pa.Schema]] = {
+    "requests": REQUESTS_SCHEMA,
+    "calls": CALLS_SCHEMA,
+    "lookups": LOOKUPS_SCHEMA,
+}
+#: Views :func:`create_views` makes (besides the ``*_raw`` ones over the files).
+VIEWS: Final = ("requests", "calls", "lookups", "tier_hourly", "cache_hourly", "cache_hit_rate_7d")
+
+_EMPTY_DATE: Final = "1970-01-01"
+_EMPTY_FILE: Final = "_empty.parquet"
+_OFFSET_DIGITS: Final = 12
+_DATA_NAME = re.compile(r"^p(\d+)-(\d+)-(\d+)\.parquet$")
+_EPOCH: Final = date(1970, 1, 1)
+_US_PER_DAY: Final = 86_400_000_000
+
+
+def data_file_name(partition: int, first_offset: int, last_offset: int) -> str:
+    """``p003-000000000101-000000000150.parquet``."""
+    return f"p{partition:03d}-{first_offset:0{_OFFSET_DIGITS}d}-{last_offset:0{_OFFSET_DIGITS}d}.parquet"
+
+
+def parse_data_file_name(name: str) -> tuple[int, int, int] | None:
+    """``(partition, first_offset, last_offset)`` of a data file name; None for other files."""
+    m = _DATA_NAME.match(name)
+    return (int(m.group(1)), int(m.group(2)), int(m.group(3))) if m else None
+
+
+def day_of_us(ts_us: int) -> str:
+    """The UTC date (``YYYY-MM-DD``) of a timestamp in microseconds since the epoch."""
+    return (_EPOCH + timedelta(days=ts_us // _US_PER_DAY)).isoformat()
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """One committed batch of one Kafka partition."""
+
+    topic: str
+    partition: int
+    first_offset: int
+    last_offset: int
+    files: tuple[str, ...]  # relative to the lake root
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "topic": self.topic, "partition": self.partition,
+            "first_offset": self.first_offset, "last_offset": self.last_offset,
+            "files": list(self.files),
+        }, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Manifest":
+        d = json.loads(text)
+        return cls(d["topic"], int(d["partition"]), int(d["first_offset"]), int(d["last_offset"]),
+                   tuple(d["files"]))
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Lake:
+    """A lake rooted at ``path``: writes committed batches, recovers partitions, lists files."""
+
+    def __init__(self, path: Path | str, *, keep_manifests: int = 20) -> None:
+        self.path = Path(path)
+        self.keep_manifests = keep_manifests
+
+    # -- layout ---------------------------------------------------------------------
+    def table_dir(self, table: str) -> Path:
+        return self.path / table
+
+    def offsets_dir(self, topic: str, partition: int) -> Path:
+        return self.path / "_offsets" / topic / f"p{partition:03d}"
+
+    def init(self) -> "Lake":
+        """Create the folders and a zero-row schema file per table. Idempotent."""
+        try:
+            for table, schema in SCHEMAS.items():
+                d = self.table_dir(table) / f"date={_EMPTY_DATE}"
+                d.mkdir(parents=True, exist_ok=True)
+                empty = d / _EMPTY_FILE
+                if not empty.exists():
+                    tmp = d / f".{_EMPTY_FILE}.{os.getpid()}.tmp"
+                    pq.write_table(schema.empty_table(), tmp)
+                    os.replace(tmp, empty)
+        except OSError as exc:
+            raise LakeError(f"cannot initialise the lake at {self.path}: {exc}: check the path and permissions") from exc
+        return self
+
+    def data_files(self, table: str, partition: int | None = None) -> list[Path]:
+        """Data files of a table (of one Kafka partition, if given), schema files excluded."""
+        pattern = f"date=*/p{partition:03d}-*.parquet" if partition is not None else "date=*/p*.parquet"
+        return sorted(p for p in self.table_dir(table).glob(pattern) if parse_data_file_name(p.name))
+
+    # -- commit protocol ---------------------------------------------------------------
+    def commit_batch(
+        self,
+        topic: str,
+        partition: int,
+        first_offset: int,
+        last_offset: int,
+        tables: Mapping[str, Mapping[str, pa.Table]],
+    ) -> Manifest:
+        """Write one batch (``{table: {date: arrow table}}``) and commit it with a manifest.
+
+        Offsets are inclusive. A batch may hold no rows (only ignored or
+        dead-lettered messages): its manifest still moves the partition on.
+        """
+        if last_offset < first_offset:
+            raise LakeError(f"empty offset range {first_offset}..{last_offset} for partition {partition}")
+        name = data_file_name(partition, first_offset, last_offset)
+        written: list[str] = []
+        try:
+            dirs: set[Path] = set()
+            staged: list[tuple[Path, Path]] = []
+            for table, by_date in tables.items():
+                if table not in SCHEMAS:
+                    raise LakeError(f"unknown lake table {table!r}")
+                for day, arrow in by_date.items():
+                    if arrow.num_rows == 0:
+                        continue
+                    d = self.table_dir(table) / f"date={day}"
+                    d.mkdir(parents=True, exist_ok=True)
+                    final = d / name
+                    tmp = d / f".{name}.tmp"
+                    with open(tmp, "wb") as fh:
+                        pq.write_table(arrow, fh, compression="zstd")
+                        fh.flush()
+                        os.fsync(fh.fileno())
+                    staged.append((tmp, final))
+                    dirs.add(d)
+            for tmp, final in staged:
+                os.replace(tmp, final)
+                written.append(str(final.relative_to(self.path)))
+            for d in dirs:
+                _fsync_dir(d)
+            manifest = Manifest(topic, partition, first_offset, last_offset, tuple(sorted(written)))
+            mdir = self.offsets_dir(topic, partition)
+            mdir.mkdir(parents=True, exist_ok=True)
+            final_m = mdir / f"{last_offset:0{_OFFSET_DIGITS}d}.json"
+            tmp_m = mdir / f".{final_m.name}.tmp"
+            with open(tmp_m, "w", encoding="utf-8") as fh:
+                fh.write(manifest.to_json())
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp_m, final_m)  # <- the commit point
+            _fsync_dir(mdir)
+        except OSError as exc:
+            raise LakeError(f"cannot write batch {name} to the lake at {self.path}: {exc}") from exc
+        self._prune_manifests(mdir)
+        return manifest
+
+    def _prune_manifests(self, mdir: Path) -> None:
+        names = sorted(p for p in mdir.glob("*.json"))
+        for old in names[: max(len(names) - self.keep_manifests, 0)]:
+            old.unlink(missing_ok=True)
+
+    def last_manifest(self, topic: str, partition: int) -> Manifest | None:
+        """The newest committed manifest of a partition, or None."""
+        mdir = self.offsets_dir(topic, partition)
+        names = sorted(mdir.glob("*.json")) if mdir.is_dir() else []
+        if not names:
+            return None
+        try:
+            return Manifest.from_json(names[-1].read_text(encoding="utf-8"))
+        except (OSError, ValueError, KeyError) as exc:
+            raise LakeError(f"manifest {names[-1]} is unreadable ({exc}): restore it or remove it "
+                            "together with the data files it lists") from exc
+
+    def recover(self, topic: str, partition: int) -> tuple[int | None, list[Path]]:
+        """Delete a partition's uncommitted files; return ``(next_offset or None, removed)``.
+
+        ``next_offset`` is the last committed offset + 1 (None: no manifest yet).
+        """
+        manifest = self.last_manifest(topic, partition)
+        last = manifest.last_offset if manifest else -1
+        removed: list[Path] = []
+        try:
+            for table in TABLES:
+                tdir = self.table_dir(table)
+                if not tdir.is_dir():
+                    continue
+                for p in tdir.glob(f"date=*/.p{partition:03d}-*.parquet.tmp"):
+                    p.unlink(missing_ok=True)
+                    removed.append(p)
+                for p in self.data_files(table, partition):
+                    parsed = parse_data_file_name(p.name)
+                    if parsed and parsed[1] > last:
+                        p.unlink(missing_ok=True)
+                        removed.append(p)
+            mdir = self.offsets_dir(topic, partition)
+            if mdir.is_dir():
+                for p in mdir.glob(".*.tmp"):
+                    p.unlink(missing_ok=True)
+        except OSError as exc:
+            raise LakeError(f"cannot clean partition {partition} of the lake at {self.path}: {exc}") from exc
+        return (last + 1 if manifest else None), removed
+
+
+# --- views ---------------------------------------------------------------------------
+
+
+def _sql_str(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def views_sql(lake_path: Path | str, *, student_usd_per_hour: float) -> list[str]:
+    """The ``CREATE VIEW`` statements over a lake (absolute paths, hosting rate embedded)."""
+    root = Path(lake_path).resolve()
+    rate = repr(float(student_usd_per_hour))
+    stmts = []
+    for table in TABLES:
+        glob = _sql_str(str(root / table / "*" / "*.parquet"))
+        stmts.append(
+            f"CREATE OR REPLACE VIEW {table}_raw AS SELECT * FROM read_parquet({glob}, "
+            "hive_partitioning = true, union_by_name = true, hive_types = {'date': DATE})"
+        )
+    # The request each call / lookup belongs to: same (trace, request id), else its parent request span.
+    for kind in ("call", "lookup"):
+        src = f"{kind}s_raw"
+        stmts.append(f"""
+CREATE OR REPLACE VIEW {kind}_links AS
+SELECT x.*, coalesce(r1.request_id, r2.request_id) AS linked_request_id,
+       coalesce(r1.tenant, r2.tenant) AS request_tenant
+FROM {src} x
+LEFT JOIN requests_raw r1
+  ON x.request_id IS NOT NULL AND r1.trace_id = x.trace_id AND r1.request_id = x.request_id
+LEFT JOIN requests_raw r2
+  ON x.request_id IS NULL AND r2.trace_id = x.trace_id AND r2.span_id = x.parent_span_id""")
+    stmts.append(f"""
+CREATE OR REPLACE VIEW requests AS
+WITH agg AS (
+  SELECT trace_id, linked_request_id AS request_id,
+         sum(cost_usd) AS call_cost_usd, count(*) FILTER (WHERE cost_usd IS NULL) AS unpriced_calls,
+         sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, count(*) AS calls
+  FROM call_links WHERE linked_request_id IS NOT NULL GROUP BY ALL
+), base AS (
+  SELECT r.request_id, r.trace_id, r.ts, r.tenant, r.task_type, r.subtype, r.tier, r.routed_tier,
+         coalesce(r.cache_hit, false) AS cache_hit, coalesce(r.attempts, 1) AS attempts,
+         coalesce(r.escalations, 0) AS escalations, r.success,
+         coalesce(a.call_cost_usd, 0.0) AS call_cost_usd,
+         coalesce(a.input_tokens, 0) AS input_tokens, coalesce(a.output_tokens, 0) AS output_tokens,
+         coalesce(a.unpriced_calls, 0) AS unpriced_calls, coalesce(a.calls, 0) AS calls,
+         false AS standalone, r.error_type, r.duration_ms, r.input_messages, r.output_messages, r.span_id
+  FROM requests_raw r LEFT JOIN agg a ON a.trace_id = r.trace_id AND a.request_id = r.request_id
+  UNION ALL
+  SELECT c.span_id, c.trace_id, c.ts, NULL, NULL, NULL, c.tier, NULL,
+         false, 1, 0, c.error_type IS NULL,
+         coalesce(c.cost_usd, 0.0),
+         coalesce(c.input_tokens, 0), coalesce(c.output_tokens, 0),
+         CASE WHEN c.cost_usd IS NULL THEN 1 ELSE 0 END, 1,
+         true, c.error_type, c.duration_ms, c.input_messages, c.output_messages, c.span_id
+  FROM call_links c WHERE c.linked_request_id IS NULL
+), hosting AS (
+  SELECT date_trunc('hour', ts) AS window_start, count(*) AS n FROM base WHERE tier = 'student' GROUP BY 1
+)
+SELECT b.request_id, b.trace_id, b.ts, b.tenant, b.task_type, b.subtype, b.tier, b.routed_tier,
+       b.cache_hit, b.attempts, b.escalations, b.success,
+       b.call_cost_usd + coalesce(h.share, 0.0) AS cost_usd,
+       b.input_tokens, b.output_tokens,
+       b.unpriced_calls, b.calls, b.standalone, coalesce(h.share, 0.0) AS hosting_cost_usd,
+       b.call_cost_usd, b.error_type, b.duration_ms, b.input_messages, b.output_messages, b.span_id
+FROM base b
+LEFT JOIN (SELECT window_start, {rate} / n AS share FROM hosting) h
+  ON b.tier = 'student' AND h.window_start = date_trunc('hour', b.ts)""")
+    stmts.append("""
+CREATE OR REPLACE VIEW calls AS
+SELECT span_id, trace_id, ts, provider, model, tier, input_tokens, output_tokens, cache_read_tokens,
+       cache_creation_tokens, error_type, cost_usd, duration_ms,
+       coalesce(linked_request_id, span_id) AS request_id, linked_request_id IS NULL AS standalone,
+       parent_span_id, operation, response_model, batch, finish_reasons, pricing_status, pricing_version,
+       input_messages, output_messages, kafka_partition, kafka_offset
+FROM call_links""")
+    stmts.append("""
+CREATE OR REPLACE VIEW lookups AS
+SELECT span_id, trace_id, ts, coalesce(tenant, request_tenant) AS tenant, namespace, hit, similarity,
+       linked_request_id AS request_id, parent_span_id, duration_ms, kafka_partition, kafka_offset
+FROM lookup_links""")
+    stmts.append("""
+CREATE OR REPLACE VIEW tier_hourly AS
+SELECT date_trunc('hour', ts) AS window_start, tier,
+       count(*) AS requests, count(*) FILTER (WHERE success) AS successes,
+       sum(cost_usd) AS cost_usd,
+       sum(cost_usd) / nullif(count(*) FILTER (WHERE success), 0) AS cost_per_success,
+       sum(unpriced_calls) AS unpriced_calls
+FROM requests GROUP BY ALL""")
+    stmts.append("""
+CREATE OR REPLACE VIEW cache_hourly AS
+SELECT date_trunc('hour', ts) AS window_start, tenant,
+       count(*) AS lookups, count(*) FILTER (WHERE hit) AS hits,
+       count(*) FILTER (WHERE hit) / count(*) AS hit_rate
+FROM lookups GROUP BY ALL""")
+    stmts.append("""
+CREATE OR REPLACE VIEW cache_hit_rate_7d AS
+SELECT window_start, tenant, hit_rate,
+       sum(hits) OVER w / nullif(sum(lookups) OVER w, 0) AS avg_7d,
+       lookups, hits, sum(lookups) OVER w AS lookups_7d
+FROM cache_hourly
+WINDOW w AS (PARTITION BY tenant ORDER BY window_start
+             RANGE BETWEEN INTERVAL 168 HOURS PRECEDING AND INTERVAL 1 HOUR PRECEDING)""")
+    return stmts
+
+
+def create_views(con: "duckdb.DuckDBPyConnection", config: Config) -> None:
+    """Create the views of ``config``'s lake on a DuckDB connection (initialising the lake)."""
+    Lake(config.lake.path).init()
+    for stmt in views_sql(config.lake.path, student_usd_per_hour=config.pricing.student_usd_per_hour):
+        con.execute(stmt)
+
+
+def open_lake(config: Config) -> "duckdb.DuckDBPyConnection":
+    """An in-memory DuckDB connection with the lake's views."""
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    create_views(con, config)
+    return con
+
+
+def write_views_db(config: Config) -> Path:
+    """Write ``<lake>/costline.duckdb`` holding only the views (they read the files live)."""
+    import duckdb
+
+    path = Path(config.lake.path) / "costline.duckdb"
+    Lake(config.lake.path).init()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    con = duckdb.connect(str(tmp))
+    try:
+        create_views(con, config)
+        con.execute("CHECKPOINT")
+    finally:
+        con.close()
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,178 @@
+"""``costline process``, ``costline sql`` and ``costline lake views``."""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import io
+import json
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from costline.cli import pass_config
+from costline.config import Config
+
+__all__ = ["commands", "process", "sql", "lake", "format_result"]
+
+
+@click.command("process")
+@click.option("--until-idle", type=float, default=None, metavar="SECONDS",
+              help="Exit once caught up and idle this many seconds (after committing).")
+@pass_config
+def process(config: Config, until_idle: float | None) -> None:
+    """Consume OTLP spans from Kafka and write the Parquet lake (exactly-once in effect).
+
+    Runs as one member of the consumer group [processor] group_id: start more
+    instances to scale out. SIGTERM / Ctrl-C commit what is buffered and exit.
+
+    \b
+    Example:
+        costline process                 # run until stopped
+        costline process --until-idle 5  # drain the topic, then exit
+    """
+    from costline.processors.processor import Processor
+
+    proc = Processor(config)
+
+    def _stop(signum: int, frame: Any) -> None:  # noqa: ARG001
+        proc.stop()
+
+    old_term = signal.signal(signal.SIGTERM, _stop)
+    old_int = signal.signal(signal.SIGINT, _stop)
+    try:
+        stats = proc.run(until_idle=until_idle)
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+        signal.signal(signal.SIGINT, old_int)
+    click.echo(stats.describe())
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, float):
+        return f"{value:.10g}"
+    return str(value)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
+        return value.isoformat()
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (bytes, bytearray)):
+        return value.hex()
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def format_result(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str = "table") -> str:
+    """Render a query result as an aligned table, CSV or JSON (a list of objects)."""
+    if fmt == "json":
+        return json.dumps([{c: _jsonable(v) for c, v in zip(columns, row)} for row in rows], indent=1)
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(columns)
+        for row in rows:
+            w.writerow(["" if v is None else v for v in row])
+        return buf.getvalue().rstrip("\n")
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    line = "  ".join(c.ljust(w) for c, w in zip(columns, widths))
+    out = [line, "  ".join("-" * w for w in widths)]
+    out += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in cells]
+    out.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+    return "\n".join(out)
+
+
+def _run_query(con: Any, query: str, fmt: str) -> str:
+    import duckdb
+
+    try:
+        rel = con.execute(query)
+    except duckdb.Error as exc:
+        raise click.ClickException(str(exc)) from None
+    if rel.description is None:
+        return "ok"
+    columns = [d[0] for d in rel.description]
+    return format_result(columns, rel.fetchall(), fmt)
+
+
+@click.command("sql")
+@click.argument("query", required=False)
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
+              show_default=True, help="Output format.")
+@pass_config
+def sql(config: Config, query: str | None, fmt: str) -> None:
+    """Query the lake's views with DuckDB SQL (docs/sql.md lists them).
+
+    Without QUERY, reads statements ending in ';' from stdin (an interactive
+    prompt on a terminal; `.quit` or Ctrl-D leaves).
+
+    \b
+    Example:
+        costline sql "SELECT * FROM tier_hourly ORDER BY window_start DESC LIMIT 10"
+        costline sql --format csv "SELECT tier, sum(cost_usd) FROM requests GROUP BY tier"
+    """
+    from costline.lake import open_lake
+
+    con = open_lake(config)
+    if query is not None:
+        click.echo(_run_query(con, query, fmt))
+        return
+    interactive = sys.stdin.isatty()
+    pending: list[str] = []
+    while True:
+        if interactive:
+            click.echo("costline> " if not pending else "     ...> ", nl=False)
+        line = sys.stdin.readline()
+        if not line:
+            break
+        if not pending and line.strip() in (".quit", ".exit", "quit", "exit"):
+            break
+        pending.append(line)
+        text = "".join(pending).strip()
+        if text.endswith(";"):
+            pending.clear()
+            try:
+                click.echo(_run_query(con, text, fmt))
+            except click.ClickException as exc:
+                click.echo(f"error: {exc.message}", err=True)
+    if "".join(pending).strip():
+        click.echo(_run_query(con, "".join(pending), fmt))
+
+
+@click.group("lake")
+def lake() -> None:
+    """The Parquet lake: views and layout.
+
+    \b
+    Example:
+        costline lake views && duckdb costline-lake/costline.duckdb
+    """
+
+
+@lake.command("views")
+@pass_config
+def lake_views(config: Config) -> None:
+    """Write <lake>/costline.duckdb holding the views, for the plain `duckdb` CLI.
+
+    \b
+    Example:
+        costline lake views
+    """
+    from costline.lake import write_views_db
+
+    path = write_views_db(config)
+    click.echo(f"duckdb {path}")
+
+
+commands = [process, sql, lake]

@@ -1,0 +1,20 @@
+"""Exceptions of the stream processor::
+
+    CostlineError
+     └── ProcessorError          the processor cannot go on (the message says what to do)
+          └── DeadLetterError    a poison message could not be written to the DLQ topic
+"""
+
+from __future__ import annotations
+
+from costline.errors import CostlineError
+
+__all__ = ["ProcessorError", "DeadLetterError"]
+
+
+class ProcessorError(CostlineError):
+    """Root of the stream processor's errors."""
+
+
+class DeadLetterError(ProcessorError):
+    """A message that cannot be decoded could not be written to the DLQ; nothing is committed past it."""

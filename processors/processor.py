@@ -1,0 +1,314 @@
+"""The stream processor: ``otlp_spans`` → rows → Parquet lake, exactly-once in effect.
+
+One :class:`Processor` is one member of the consumer group ``[processor] group_id``;
+scaling out is running more of them. Each assigned partition has its own
+:class:`~costline.processors.buffer.PartitionBuffer`; a buffer is committed to the
+lake (:meth:`costline.lake.Lake.commit_batch`: data files, then the offset manifest
+as the commit point) when it holds ``batch_max_spans`` spans, ``flush_interval_s``
+after its first message, before its partition is revoked, and on shutdown.
+
+On assignment the processor asks the lake, not Kafka, where to resume
+(:meth:`~costline.lake.Lake.recover`: orphans of a crashed batch are deleted and
+the consumer seeks to the last manifest + 1). Kafka's committed offset only
+follows the lake (for lag dashboards) and is used when a partition has no
+manifest yet.
+
+Threading: kafka-python 3 runs rebalance listeners on its IO thread while the
+main thread is blocked inside ``poll()``, so buffers are never touched by two
+threads at once; the listener does no blocking Kafka calls (seek only).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from costline import contract
+from costline.config import Config
+from costline.lake import Lake
+from costline.otlp import OtlpDecodeError
+from costline.pricing import UNKNOWN_MODEL
+from costline.processors.buffer import PartitionBuffer
+from costline.processors.decode import decode_message, flatten_message
+from costline.processors.errors import DeadLetterError
+from costline.processors.records import CallRow, MemoPricingTable
+
+__all__ = ["Processor", "ProcessorStats"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ProcessorStats:
+    """Counters of one processor run."""
+
+    messages: int = 0
+    spans: int = 0
+    ignored_spans: int = 0
+    rows: dict[str, int] = field(default_factory=lambda: {"requests": 0, "calls": 0, "lookups": 0})
+    dlq: int = 0
+    unknown_model_calls: int = 0
+    unknown_models: set[str] = field(default_factory=set)
+    commits: int = 0
+
+    def describe(self) -> str:
+        rows = ", ".join(f"{k} {v}" for k, v in self.rows.items())
+        unknown = f" ({', '.join(sorted(self.unknown_models))})" if self.unknown_models else ""
+        return (f"messages {self.messages}, spans {self.spans} (ignored {self.ignored_spans}); rows: {rows}; "
+                f"dlq {self.dlq}; unknown-model calls {self.unknown_model_calls}{unknown}; "
+                f"lake commits {self.commits}")
+
+
+class _Listener:
+    """ConsumerRebalanceListener delegating to the processor (kept tiny: runs on kafka's IO thread)."""
+
+    def __init__(self, processor: "Processor") -> None:
+        self._p = processor
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        self._p._on_revoked(revoked)
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        self._p._on_assigned(assigned)
+
+    def on_partitions_lost(self, lost: Any) -> None:
+        self._p._on_lost(lost)
+
+
+class Processor:
+    """Consume OTLP spans, write the lake. ``run()`` until stopped or idle."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        now: Callable[[], float] = time.monotonic,
+        consumer_factory: Callable[..., Any] | None = None,
+        producer_factory: Callable[..., Any] | None = None,
+    ) -> None:
+        self.config = config
+        self.topic = config.kafka.topic
+        self.lake = Lake(config.lake.path)
+        self.pricing = MemoPricingTable(config.pricing)
+        self.stats = ProcessorStats()
+        self._now = now
+        self._consumer_factory = consumer_factory
+        self._producer_factory = producer_factory
+        self._consumer: Any = None
+        self._producer: Any = None
+        self._buffers: dict[int, PartitionBuffer] = {}
+        self._stop = threading.Event()
+        self._last_activity = now()
+        self._joined = False
+        self._commit_kafka: dict[int, int] = {}
+
+    # -- lifecycle -------------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask ``run()`` to flush, close and return (safe from signal handlers / other threads)."""
+        self._stop.set()
+
+    def run(self, until_idle: float | None = None) -> ProcessorStats:
+        """Process until :meth:`stop`, or (``until_idle``) caught up and idle that many seconds."""
+        from kafka.consumer.subscription_state import ConsumerRebalanceListener
+
+        cfg = self.config
+        self.lake.init()
+        self._consumer = self._make_consumer()
+        listener = type("CostlineRebalanceListener", (_Listener, ConsumerRebalanceListener), {})(self)
+        self._consumer.subscribe([self.topic], listener=listener)
+        self._last_activity = self._now()
+        last_report = self._now()
+        try:
+            while not self._stop.is_set():
+                batch = self._consumer.poll(timeout_ms=200, max_records=5000)
+                now = self._now()
+                if batch:
+                    self._last_activity = now
+                    for tp, records in batch.items():
+                        for rec in records:
+                            self.handle(tp.partition, rec.offset, rec.key, rec.value, rec.headers, now)
+                self.flush_due(now)
+                self._commit_to_kafka()
+                if now - last_report >= 10.0:
+                    log.info("processor: %s", self.stats.describe())
+                    last_report = now
+                if until_idle is not None and now - self._last_activity >= until_idle and self._caught_up():
+                    log.info("idle for %.1fs and caught up: exiting", until_idle)
+                    break
+            self.flush_all()
+            self._commit_to_kafka()
+        finally:
+            try:
+                self._consumer.close(autocommit=False)
+            finally:
+                if self._producer is not None:
+                    self._producer.close()
+        log.info("processor done: %s", self.stats.describe())
+        return self.stats
+
+    def _make_consumer(self) -> Any:
+        cfg = self.config
+        kwargs = dict(
+            bootstrap_servers=cfg.kafka.bootstrap,
+            group_id=cfg.processor.group_id,
+            client_id=f"costline-processor-{cfg.processor.group_id}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=cfg.processor.session_timeout_ms,
+            heartbeat_interval_ms=cfg.processor.heartbeat_interval_ms,
+            max_poll_records=5000,
+        )
+        if self._consumer_factory is not None:
+            return self._consumer_factory(**kwargs)
+        from kafka import KafkaConsumer
+
+        return KafkaConsumer(**kwargs)
+
+    def _dlq_producer(self) -> Any:
+        if self._producer is None:
+            kwargs = dict(bootstrap_servers=self.config.kafka.bootstrap, acks="all", retries=5,
+                          client_id="costline-processor-dlq")
+            if self._producer_factory is not None:
+                self._producer = self._producer_factory(**kwargs)
+            else:
+                from kafka import KafkaProducer
+
+                self._producer = KafkaProducer(**kwargs)
+        return self._producer
+
+    # -- per message -----------------------------------------------------------------
+    def handle(self, partition: int, offset: int, key: bytes | None, value: bytes | None,
+               headers: Any, now: float) -> None:
+        """Decode one message into its partition's buffer, or dead-letter it."""
+        self.stats.messages += 1
+        buf = self._buffers.get(partition)
+        if buf is None:
+            buf = self._buffers[partition] = PartitionBuffer(partition)
+        try:
+            request = decode_message(value, headers, self.config.processor.encoding)
+        except OtlpDecodeError as exc:
+            self._dead_letter(partition, offset, key, value, headers, str(exc))
+            buf.add(offset, (), 0, now)
+            return
+        out = flatten_message(request, self.pricing, partition, offset)
+        self.stats.spans += out.spans
+        self.stats.ignored_spans += out.ignored
+        for row in out.rows:
+            if type(row) is CallRow and row.pricing_status == UNKNOWN_MODEL:
+                self.stats.unknown_model_calls += 1
+                model = row.response_model or row.model or "<none>"
+                if model not in self.stats.unknown_models:
+                    self.stats.unknown_models.add(model)
+                    log.warning("model %r is not in the pricing table: its calls get cost_usd NULL "
+                                "(add it under [[pricing.models]])", model)
+        buf.add(offset, out.rows, out.spans, now)
+        if buf.spans >= self.config.processor.batch_max_spans:
+            self.flush_partition(partition)
+
+    def _dead_letter(self, partition: int, offset: int, key: bytes | None, value: bytes | None,
+                     headers: Any, reason: str) -> None:
+        hdrs = [(k, v) for k, v in (headers or ()) if k not in (contract.HEADER_DLQ_REASON, contract.HEADER_DLQ_SOURCE)]
+        hdrs += [
+            (contract.HEADER_DLQ_REASON, reason[:1000].encode("utf-8", "replace")),
+            (contract.HEADER_DLQ_SOURCE, f"{self.topic}/{partition}/{offset}".encode()),
+        ]
+        try:
+            # Durable before any manifest can cover this offset.
+            self._dlq_producer().send(self.config.kafka.dlq_topic, key=key, value=value or b"",
+                                      headers=hdrs).get(timeout=30)
+        except Exception as exc:  # kafka errors of many kinds: all mean "not durable"
+            raise DeadLetterError(
+                f"cannot write offset {offset} of partition {partition} to DLQ topic "
+                f"{self.config.kafka.dlq_topic!r} ({exc}): check the topic exists and Kafka is up; "
+                "nothing past it was committed, so a restart resumes there"
+            ) from exc
+        self.stats.dlq += 1
+        log.warning("dead-lettered %s/%d/%d: %s", self.topic, partition, offset, reason)
+
+    # -- commits ---------------------------------------------------------------------
+    def flush_due(self, now: float) -> None:
+        p = self.config.processor
+        for partition, buf in list(self._buffers.items()):
+            if buf.due(now, p.batch_max_spans, p.flush_interval_s):
+                self.flush_partition(partition)
+
+    def flush_all(self) -> None:
+        for partition in list(self._buffers):
+            self.flush_partition(partition)
+
+    def flush_partition(self, partition: int) -> None:
+        """Commit a partition's buffer to the lake (data files, then the manifest)."""
+        buf = self._buffers.pop(partition, None)
+        if buf is None or buf.empty:
+            return
+        assert buf.first_offset is not None and buf.last_offset is not None
+        self.lake.commit_batch(self.topic, partition, buf.first_offset, buf.last_offset, buf.tables())
+        for table, n in buf.row_counts().items():
+            self.stats.rows[table] += n
+        self.stats.commits += 1
+        self._commit_kafka[partition] = buf.last_offset + 1
+
+    def _commit_to_kafka(self) -> None:
+        """Mirror the lake's offsets to Kafka (lag visibility only; the lake is the truth)."""
+        if not self._commit_kafka or self._consumer is None:
+            return
+        from kafka import TopicPartition
+        from kafka.errors import KafkaError
+        from kafka.structs import OffsetAndMetadata
+
+        assigned = self._consumer.assignment()
+        offsets = {TopicPartition(self.topic, p): OffsetAndMetadata(o, "", -1)
+                   for p, o in self._commit_kafka.items()}
+        offsets = {tp: o for tp, o in offsets.items() if tp in assigned}
+        self._commit_kafka.clear()
+        if not offsets:
+            return
+        try:
+            self._consumer.commit(offsets)
+        except KafkaError as exc:  # harmless: the lake's manifests decide where to resume
+            log.info("could not mirror offsets to Kafka (%s); the lake stays authoritative", exc)
+
+    def _caught_up(self) -> bool:
+        if not self._joined or any(not b.empty for b in self._buffers.values()):
+            return False
+        assigned = list(self._consumer.assignment())
+        if not assigned:
+            return True
+        try:
+            ends = self._consumer.end_offsets(assigned)
+        except Exception:  # noqa: BLE001 - not caught up as far as we can tell
+            return False
+        return all(self._consumer.position(tp) >= ends.get(tp, 0) for tp in assigned)
+
+    # -- rebalance (kafka's IO thread; main thread is blocked in poll) ------------------
+    def _on_revoked(self, revoked: Any) -> None:
+        for tp in revoked:
+            if tp.topic == self.topic:
+                self.flush_partition(tp.partition)
+                self._commit_kafka.pop(tp.partition, None)
+        self._last_activity = self._now()
+
+    def _on_lost(self, lost: Any) -> None:
+        for tp in lost:  # another member may own it now: drop, never write
+            self._buffers.pop(tp.partition, None)
+            self._commit_kafka.pop(tp.partition, None)
+        self._last_activity = self._now()
+
+    def _on_assigned(self, assigned: Any) -> None:
+        for tp in assigned:
+            if tp.topic != self.topic:
+                continue
+            self._buffers.pop(tp.partition, None)  # re-read from the lake's offset
+            next_offset, removed = self.lake.recover(self.topic, tp.partition)
+            if removed:
+                log.warning("partition %d: removed %d uncommitted file(s) of a crashed batch",
+                            tp.partition, len(removed))
+            if next_offset is not None:
+                self._consumer.seek(tp, next_offset)
+                log.info("partition %d: resuming at offset %d (lake manifest)", tp.partition, next_offset)
+        self._joined = True
+        self._last_activity = self._now()

@@ -1,0 +1,220 @@
+"""OtlpReceiver status codes and bodies, with a fake forwarder (no Kafka)."""
+
+from __future__ import annotations
+
+import gzip
+import http.client
+import json
+
+import pytest
+from google.rpc import status_pb2
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+
+from costline.config import CollectorConfig
+from costline.otlp import decode_protobuf
+from costline.collectors import KafkaUnavailable, OtlpReceiver, ReceiverError
+
+TRACE_A = bytes.fromhex("0af7651916cd43dd8448eb211c80319c")
+TRACE_B = bytes.fromhex("4bf92f3577b34da6a3ce929d0e0e4736")
+
+
+class FakeForwarder:
+    def __init__(self, fail: Exception | None = None, refuse: set[str] = frozenset()):
+        self.fail = fail
+        self.refuse = refuse
+        self.batches: list[list[tuple[str, bytes]]] = []
+        self.closed = False
+
+    def forward(self, messages):
+        if self.fail:
+            raise self.fail
+        self.batches.append(list(messages))
+        return [(k, "too big") for k, _ in messages if k in self.refuse]
+
+    def close(self):
+        self.closed = True
+
+
+def request(*spans) -> ExportTraceServiceRequest:
+    req = ExportTraceServiceRequest()
+    rs = req.resource_spans.add()
+    kv = rs.resource.attributes.add()
+    kv.key, kv.value.string_value = "service.name", "app"
+    ss = rs.scope_spans.add()
+    for name, trace_id, span_id in spans:
+        s = ss.spans.add()
+        s.name, s.trace_id, s.span_id = name, trace_id, span_id
+    return req
+
+
+GOOD = request(("a1", TRACE_A, b"\x01" * 8), ("a2", TRACE_A, b"\x02" * 8), ("b1", TRACE_B, b"\x03" * 8))
+
+
+@pytest.fixture
+def serve():
+    started = []
+
+    def start(forwarder=None, **cfg):
+        fwd = forwarder or FakeForwarder()
+        receiver = OtlpReceiver(CollectorConfig(**cfg), fwd, host="127.0.0.1", port=0)
+        port = receiver.start()
+        started.append(receiver)
+        return port, fwd
+
+    yield start
+    for r in started:
+        r.shutdown()
+
+
+def post(port, body, headers, path="/v1/traces", method="POST"):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request(method, path, body=body, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, dict(resp.getheaders()), resp.read()
+    finally:
+        conn.close()
+
+
+PROTO = {"Content-Type": "application/x-protobuf"}
+JSON = {"Content-Type": "application/json"}
+
+
+def test_protobuf_request_is_forwarded_one_message_per_trace(serve):
+    port, fwd = serve()
+    status, headers, body = post(port, GOOD.SerializeToString(), PROTO)
+    assert status == 200 and headers["Content-Type"] == "application/x-protobuf"
+    resp = ExportTraceServiceResponse.FromString(body)
+    assert not resp.HasField("partial_success")
+    (batch,) = fwd.batches
+    assert sorted(k for k, _ in batch) == sorted([TRACE_A.hex(), TRACE_B.hex()])
+    for key, value in batch:
+        spans = [s for rs in decode_protobuf(value).resource_spans for ss in rs.scope_spans for s in ss.spans]
+        assert {s.trace_id.hex() for s in spans} == {key}
+    assert {k: len(decode_protobuf(v).resource_spans[0].scope_spans[0].spans) for k, v in batch} == {
+        TRACE_A.hex(): 2, TRACE_B.hex(): 1}
+
+
+def test_gzip_protobuf_is_accepted(serve):
+    port, fwd = serve()
+    status, _, _ = post(port, gzip.compress(GOOD.SerializeToString()), {**PROTO, "Content-Encoding": "gzip"})
+    assert status == 200 and len(fwd.batches[0]) == 2
+
+
+def json_doc(*spans):
+    return {"resourceSpans": [{"resource": {"attributes": [{"key": "service.name",
+                                                             "value": {"stringValue": "js-app"}}]},
+                               "scopeSpans": [{"scope": {"name": "x"}, "spans": [
+                                   {"traceId": t, "spanId": s, "name": n, "kind": 3,
+                                    "startTimeUnixNano": "1700000000000000000",
+                                    "endTimeUnixNano": "1700000000500000000"} for n, t, s in spans]}]}]}
+
+
+def test_json_with_hex_ids_is_accepted_and_answered_in_json(serve):
+    port, fwd = serve()
+    doc = json_doc(("chat m", TRACE_A.hex(), "0102030405060708"))
+    status, headers, body = post(port, json.dumps(doc).encode(), JSON)
+    assert status == 200 and headers["Content-Type"] == "application/json"
+    assert json.loads(body) == {}
+    ((key, value),) = fwd.batches[0]
+    span = decode_protobuf(value).resource_spans[0].scope_spans[0].spans[0]
+    assert key == TRACE_A.hex() and span.span_id.hex() == "0102030405060708" and span.name == "chat m"
+
+
+@pytest.mark.parametrize(
+    "body, headers",
+    [
+        pytest.param(request(("ok", TRACE_A, b"\x01" * 8), ("bad", bytes(16), b"\x02" * 8)).SerializeToString(),
+                     PROTO, id="protobuf-zero-trace-id"),
+        pytest.param(request(("ok", TRACE_A, b"\x01" * 8), ("bad", TRACE_A, b"\x02" * 3)).SerializeToString(),
+                     PROTO, id="protobuf-short-span-id"),
+        pytest.param(json.dumps(json_doc(("ok", TRACE_A.hex(), "0102030405060708"),
+                                         ("bad", "not-hex", "0102030405060709"))).encode(),
+                     JSON, id="json-non-hex-trace-id"),
+    ],
+)
+def test_invalid_spans_are_dropped_with_partial_success(serve, body, headers):
+    port, fwd = serve()
+    status, _, raw = post(port, body, headers)
+    assert status == 200
+    if headers is JSON:
+        doc = json.loads(raw)["partialSuccess"]
+        rejected, message = int(doc["rejectedSpans"]), doc["errorMessage"]
+    else:
+        ps = ExportTraceServiceResponse.FromString(raw).partial_success
+        rejected, message = ps.rejected_spans, ps.error_message
+    assert rejected == 1 and "'bad'" in message
+    ((key, value),) = fwd.batches[0]
+    assert [s.name for s in decode_protobuf(value).resource_spans[0].scope_spans[0].spans] == ["ok"]
+
+
+def test_traces_refused_by_kafka_count_as_rejected(serve):
+    port, _ = serve(FakeForwarder(refuse={TRACE_A.hex()}))
+    status, _, raw = post(port, GOOD.SerializeToString(), PROTO)
+    assert status == 200
+    assert ExportTraceServiceResponse.FromString(raw).partial_success.rejected_spans == 2
+
+
+@pytest.mark.parametrize(
+    "body, headers, path, method, want",
+    [
+        pytest.param(b"\xff\xff\xff", PROTO, "/v1/traces", "POST", 400, id="garbage-protobuf"),
+        pytest.param(b"{not json", JSON, "/v1/traces", "POST", 400, id="garbage-json"),
+        pytest.param(b"\x1f\x8b broken", {**PROTO, "Content-Encoding": "gzip"}, "/v1/traces", "POST", 400,
+                     id="broken-gzip"),
+        pytest.param(b"x", {"Content-Type": "text/plain"}, "/v1/traces", "POST", 415, id="text-plain"),
+        pytest.param(b"x", {**PROTO, "Content-Encoding": "br"}, "/v1/traces", "POST", 415, id="brotli"),
+        pytest.param(b"x", PROTO, "/v1/metrics", "POST", 404, id="other-path"),
+        pytest.param(None, PROTO, "/v1/traces", "GET", 405, id="get"),
+    ],
+)
+def test_error_status_codes_carry_a_status_body(serve, body, headers, path, method, want):
+    port, fwd = serve()
+    status, resp_headers, raw = post(port, body, headers, path=path, method=method)
+    assert status == want
+    if resp_headers["Content-Type"] == "application/json":
+        assert json.loads(raw)["message"]
+    else:
+        assert status_pb2.Status.FromString(raw).message
+    assert fwd.batches == []
+
+
+def test_413_when_content_length_is_over_the_limit(serve):
+    port, fwd = serve(max_body_bytes=2048)
+    status, _, raw = post(port, b"\x00" * 4096, PROTO)
+    assert status == 413 and "2048" in status_pb2.Status.FromString(raw).message
+    assert fwd.batches == []
+
+
+def test_413_when_gzip_expands_over_the_limit(serve):
+    port, fwd = serve(max_body_bytes=2048)
+    bomb = gzip.compress(b"\x00" * 1_000_000)
+    assert len(bomb) < 2048
+    status, _, _ = post(port, bomb, {**PROTO, "Content-Encoding": "gzip"})
+    assert status == 413 and fwd.batches == []
+
+
+def test_503_with_retry_after_when_kafka_is_unavailable(serve):
+    port, _ = serve(FakeForwarder(fail=KafkaUnavailable("k:9092", "timeout", retry_after=7)))
+    status, headers, raw = post(port, GOOD.SerializeToString(), PROTO)
+    assert status == 503 and headers["Retry-After"] == "7"
+    assert status_pb2.Status.FromString(raw).code == 14  # UNAVAILABLE
+
+
+def test_empty_request_is_ok(serve):
+    port, fwd = serve()
+    status, _, _ = post(port, b"", PROTO)
+    assert status == 200 and fwd.batches == [[]]
+
+
+def test_port_in_use_raises_receiver_error_and_shutdown_closes_forwarder(serve):
+    port, _ = serve()
+    fwd = FakeForwarder()
+    other = OtlpReceiver(CollectorConfig(), fwd, host="127.0.0.1", port=port)
+    with pytest.raises(ReceiverError, match="--port"):
+        other.start()
+    other.shutdown()
+    assert fwd.closed

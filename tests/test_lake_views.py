@@ -1,0 +1,233 @@
+"""The lake's commit protocol and its DuckDB views, on hand-made lakes in tmp_path (no broker)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+
+import pytest
+
+from costline.config import Config, LakeConfig, PricingConfig
+from costline.lake import Lake, data_file_name, open_lake, parse_data_file_name, write_views_db
+from costline.processors.buffer import rows_to_tables
+from costline.processors.records import CallRow, LookupRow, RequestRow
+
+H = dt.datetime(2026, 5, 28, 10, 0)  # the hour most rows fall in (UTC)
+RATE = 2.74
+
+
+def us(t: dt.datetime) -> int:
+    return int(t.replace(tzinfo=dt.timezone.utc).timestamp() * 1_000_000)
+
+
+def req(request_id, trace, span_id, t, tier, *, success=True, tenant="acme", cache_hit=False, attempts=1,
+        escalations=0):
+    return RequestRow(request_id, trace, span_id, us(t), tenant, "qa", "general", tier, tier, cache_hit, attempts,
+                      escalations, success, None, 10.0, None, None, 0, 0)
+
+
+def call(span_id, trace, t, *, parent=None, request_id=None, tier="mid", model="claude-sonnet-4-6", cost=0.01,
+         error=None, inp=100, out=10, provider="anthropic"):
+    status = "unknown_model" if cost is None else "priced"
+    return CallRow(span_id, trace, parent, request_id, us(t), "chat", provider, model, model, tier, inp, out, 0, 0,
+                   False, ["stop"], error, cost, status, "2026-06", 5.0, None, None, 0, 0)
+
+
+def lookup(span_id, trace, t, *, hit, parent=None, request_id=None, tenant=None):
+    return LookupRow(span_id, trace, parent, request_id, us(t), tenant, "default", hit, 0.9, 1.0, 0, 0)
+
+
+def commit(lake: Lake, partition: int, first: int, last: int, rows) -> None:
+    by_table: dict[str, list] = {"requests": [], "calls": [], "lookups": []}
+    for r in rows:
+        by_table[{RequestRow: "requests", CallRow: "calls", LookupRow: "lookups"}[type(r)]].append(r)
+    lake.commit_batch("otlp_spans", partition, first, last,
+                      {t: rows_to_tables(t, rs) for t, rs in by_table.items() if rs})
+
+
+@pytest.fixture
+def cfg(tmp_path) -> Config:
+    return Config(lake=LakeConfig(path=tmp_path / "lake"), pricing=PricingConfig(student_usd_per_hour=RATE))
+
+
+def _scenario(lake: Lake) -> None:
+    m = dt.timedelta(minutes=1)
+    commit(lake, 0, 0, 9, [
+        # R1: mid answered after a failed student attempt; linked by request id
+        req("R1", "t1", "s1", H + 5 * m, "mid", attempts=2, escalations=1),
+        call("c1a", "t1", H + 2 * m, request_id="R1", tier="student", model="qwen", cost=0.0, error="quality_gate",
+             provider="vllm"),
+        call("c1b", "t1", H + 4 * m, request_id="R1", tier="mid", cost=0.25, inp=1000, out=200),
+        # R2, R3: student-served in hour H (R3 failed): they share the hour's hosting
+        req("R2", "t2", "s2", H + 10 * m, "student"),
+        call("c2", "t2", H + 9 * m, parent="s2", tier="student", model="qwen", cost=0.0, provider="vllm"),
+    ])
+    commit(lake, 1, 0, 4, [
+        req("R3", "t3", "s3", H + 20 * m, "student", success=False, tenant="globex"),
+        # R4: cache hit, no calls
+        req("R4", "t4", "s4", H + 30 * m, "cache", cache_hit=True),
+        # S1: standalone call (no request span in its trace)
+        call("c5", "t5", H + 40 * m, tier="budget", model="claude-haiku-4-5", cost=0.002),
+        # S2: standalone unknown-model call that failed
+        call("c6", "t6", H + 50 * m, tier="unknown", model="gpt-mystery", cost=None, error="timeout"),
+        # a call whose request id names no request: standalone too
+        call("c7", "t7", H + 55 * m, request_id="ghost", tier="budget", model="claude-haiku-4-5", cost=0.001),
+    ])
+    # R5: a late span from the previous day, committed last: lands in its own (event-time) window
+    commit(lake, 1, 5, 5, [req("R5", "t8", "s8", H - dt.timedelta(days=1), "student"),
+                           call("c8", "t8", H - dt.timedelta(days=1), parent="s8", tier="student",
+                                model="qwen", cost=0.0, provider="vllm")])
+
+
+def test_requests_view_links_and_costs(cfg):
+    _scenario(Lake(cfg.lake.path).init())
+    con = open_lake(cfg)
+    got = {r[0]: r[1:] for r in con.execute(
+        "SELECT request_id, tier, success, cost_usd, attempts, escalations, cache_hit, input_tokens, "
+        "unpriced_calls, standalone FROM requests").fetchall()}
+    assert set(got) == {"R1", "R2", "R3", "R4", "R5", "c5", "c6", "c7"}
+    assert got["R1"] == ("mid", True, pytest.approx(0.25, abs=1e-12), 2, 1, False, 1100, 0, False)
+    assert got["R2"][2] == pytest.approx(RATE / 2, abs=1e-12)
+    assert got["R3"][:3] == ("student", False, pytest.approx(RATE / 2, abs=1e-12))
+    assert got["R4"][:3] == ("cache", True, 0.0)
+    assert got["R5"][2] == pytest.approx(RATE, abs=1e-12)  # alone in its hour
+    assert got["c5"] == ("budget", True, pytest.approx(0.002, abs=1e-12), 1, 0, False, 100, 0, True)
+    assert got["c6"][:2] == ("unknown", False) and got["c6"][7] == 1  # unpriced, visible
+    assert got["c7"][0] == "budget" and got["c7"][8] is True
+
+
+def test_tier_hourly(cfg):
+    _scenario(Lake(cfg.lake.path).init())
+    rows = open_lake(cfg).execute(
+        "SELECT window_start, tier, requests, successes, cost_usd, cost_per_success FROM tier_hourly "
+        "ORDER BY window_start, tier").fetchall()
+    expected = [
+        (H - dt.timedelta(days=1), "student", 1, 1, RATE, RATE),
+        (H, "budget", 2, 2, 0.003, 0.0015),
+        (H, "cache", 1, 1, 0.0, 0.0),
+        (H, "mid", 1, 1, 0.25, 0.25),
+        (H, "student", 2, 1, RATE, RATE),
+        (H, "unknown", 1, 0, 0.0, None),
+    ]
+    assert len(rows) == len(expected)
+    for g, e in zip(rows, expected):
+        assert g[:4] == e[:4]
+        assert g[4] == pytest.approx(e[4], abs=1e-9)
+        assert (g[5] is None) == (e[5] is None) and (e[5] is None or g[5] == pytest.approx(e[5], abs=1e-9))
+
+
+def test_calls_view(cfg):
+    _scenario(Lake(cfg.lake.path).init())
+    con = open_lake(cfg)
+    names = [d[0] for d in con.execute("SELECT * FROM calls LIMIT 0").description]
+    assert names[:13] == ["span_id", "trace_id", "ts", "provider", "model", "tier", "input_tokens", "output_tokens",
+                          "cache_read_tokens", "cache_creation_tokens", "error_type", "cost_usd", "duration_ms"]
+    got = dict(con.execute("SELECT span_id, request_id FROM calls").fetchall())
+    assert got == {"c1a": "R1", "c1b": "R1", "c2": "R2", "c5": "c5", "c6": "c6", "c7": "c7", "c8": "R5"}
+    assert con.execute("SELECT count(*) FROM calls WHERE cost_usd IS NULL").fetchone() == (1,)
+
+
+def test_cache_hourly_and_7d_average(cfg):
+    lake = Lake(cfg.lake.path).init()
+    h = dt.timedelta(hours=1)
+    rows = [req("RQ", "tq", "sq", H, "cache", tenant="acme")]
+    spec = {  # hour offset: (lookups, hits) for tenant acme
+        -169: (10, 10),  # outside the 168 preceding windows
+        -168: (10, 0),
+        -2: (10, 5),
+        -1: (20, 16),
+        0: (10, 2),
+    }
+    n = 0
+    for off, (total, hits) in spec.items():
+        for i in range(total):
+            n += 1
+            # half carry the tenant themselves, half get it from their request (same trace, parent span)
+            if i % 2:
+                rows.append(lookup(f"l{n}", "tq", H + off * h, hit=i < hits, parent="sq"))
+            else:
+                rows.append(lookup(f"l{n}", f"tx{n}", H + off * h, hit=i < hits, tenant="acme"))
+    commit(lake, 0, 0, 0, rows)
+    con = open_lake(cfg)
+    hourly = con.execute("SELECT window_start, tenant, lookups, hits, hit_rate FROM cache_hourly "
+                         "ORDER BY window_start").fetchall()
+    assert [(w, t, lk, ht) for w, t, lk, ht, _ in hourly] == [
+        (H + off * h, "acme", total, hits) for off, (total, hits) in spec.items()]
+    got = {r[0]: r[1:] for r in con.execute(
+        "SELECT window_start, hit_rate, avg_7d, lookups FROM cache_hit_rate_7d WHERE tenant = 'acme'").fetchall()}
+    assert got[H][0] == pytest.approx(0.2)
+    assert got[H][1] == pytest.approx((0 + 5 + 16) / (10 + 10 + 20))  # -169 excluded, -168 included
+    assert got[H - 169 * h][1] is None  # no history
+    alerts = con.execute("SELECT window_start FROM cache_hit_rate_7d WHERE hit_rate < avg_7d - 0.10").fetchall()
+    assert (H,) in alerts
+
+
+def test_views_work_on_an_empty_lake(cfg):
+    con = open_lake(cfg)
+    for view in ("requests", "calls", "lookups", "tier_hourly", "cache_hourly", "cache_hit_rate_7d"):
+        assert con.execute(f"SELECT count(*) FROM {view}").fetchone() == (0,)
+
+
+def test_views_db_opens_in_a_fresh_duckdb(cfg):
+    _scenario(Lake(cfg.lake.path).init())
+    path = write_views_db(cfg)
+    assert path == cfg.lake.path / "costline.duckdb"
+    code = ("import duckdb,sys; c=duckdb.connect(sys.argv[1], read_only=True); "
+            "print(c.execute('SELECT count(*) FROM requests').fetchone()[0])")
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "8"
+
+
+# --- commit protocol -------------------------------------------------------------------
+
+
+def test_data_file_names_round_trip():
+    assert data_file_name(3, 101, 150) == "p003-000000000101-000000000150.parquet"
+    assert parse_data_file_name("p003-000000000101-000000000150.parquet") == (3, 101, 150)
+    assert parse_data_file_name("_empty.parquet") is None
+
+
+def test_commit_writes_files_then_manifest(cfg):
+    lake = Lake(cfg.lake.path).init()
+    commit(lake, 2, 10, 19, [req("R", "t", "s", H, "mid"), call("c", "t", H - dt.timedelta(days=1), parent="s")])
+    m = lake.last_manifest("otlp_spans", 2)
+    assert (m.first_offset, m.last_offset) == (10, 19)
+    assert m.files == ("calls/date=2026-05-27/p002-000000000010-000000000019.parquet",
+                       "requests/date=2026-05-28/p002-000000000010-000000000019.parquet")
+    assert all((cfg.lake.path / f).is_file() for f in m.files)
+    assert lake.recover("otlp_spans", 2) == (20, [])
+    assert lake.recover("otlp_spans", 5) == (None, [])
+
+
+def test_recover_deletes_orphans_of_a_crashed_batch(cfg):
+    lake = Lake(cfg.lake.path).init()
+    commit(lake, 1, 0, 9, [req("A", "t", "s", H, "mid")])
+    # a crash after renaming the next batch's files but before its manifest:
+    commit(lake, 1, 10, 19, [req("B", "t2", "s2", H, "mid")])
+    (cfg.lake.path / "_offsets" / "otlp_spans" / "p001" / "000000000019.json").unlink()
+    # ... and one in the middle of writing (temporary names), plus another partition's data
+    tmp = cfg.lake.path / "requests" / "date=2026-05-28" / ".p001-000000000020-000000000029.parquet.tmp"
+    tmp.write_bytes(b"partial")
+    commit(lake, 2, 0, 0, [req("C", "t3", "s3", H, "mid")])
+    con = open_lake(cfg)
+    assert con.execute("SELECT count(*) FROM requests").fetchone() == (3,)  # .tmp never visible
+    next_offset, removed = lake.recover("otlp_spans", 1)
+    assert next_offset == 10
+    assert sorted(p.name for p in removed) == [".p001-000000000020-000000000029.parquet.tmp",
+                                               "p001-000000000010-000000000019.parquet"]
+    assert sorted(r[0] for r in open_lake(cfg).execute("SELECT request_id FROM requests").fetchall()) == ["A", "C"]
+
+
+def test_empty_batch_still_moves_the_partition_on(cfg):
+    lake = Lake(cfg.lake.path).init()
+    lake.commit_batch("otlp_spans", 0, 0, 4, {})  # only DLQ'd / ignored messages
+    assert lake.recover("otlp_spans", 0) == (5, [])
+
+
+def test_old_manifests_are_pruned(cfg):
+    lake = Lake(cfg.lake.path, keep_manifests=3).init()
+    for i in range(6):
+        lake.commit_batch("otlp_spans", 0, i, i, {})
+    names = sorted(p.name for p in (cfg.lake.path / "_offsets" / "otlp_spans" / "p000").glob("*.json"))
+    assert names == ["000000000003.json", "000000000004.json", "000000000005.json"]

@@ -1,0 +1,251 @@
+"""The processor on a real broker: end to end, DLQ, kill -9 crashes, a two-instance rebalance."""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from costline import contract as c
+from costline.config import Config
+from costline.lake import open_lake
+from costline.pricing import PricingTable
+from costline.processors.processor import Processor
+from costline.processors.synth import SyntheticTrace, export_request, span, synthetic_traffic
+
+pytestmark = pytest.mark.kafka
+
+HOUR_US = 3_600_000_000
+
+
+def expected_tier_hourly(traces: list[SyntheticTrace], config: Config) -> dict[tuple[dt.datetime, str], tuple]:
+    """(window, tier) → (requests, successes, cost_usd), computed in Python, independently of the SQL views."""
+    pricing = PricingTable(config.pricing)
+    out: dict[tuple[int, str], list] = collections.defaultdict(lambda: [0, 0, 0.0])
+    student_per_hour: collections.Counter[int] = collections.Counter()
+    answered: list[tuple[int, str, bool, float]] = []
+    for t in traces:
+        spans = [s for rs in t.request.resource_spans for ss in rs.scope_spans for s in ss.spans]
+        attrs = {id(s): {kv.key: kv.value for kv in s.attributes} for s in spans}
+        reqs = {s.span_id: s for s in spans if s.name == c.SPAN_REQUEST}
+        by_rid = {attrs[id(s)][c.COSTLINE_REQUEST_ID].string_value: sid for sid, s in reqs.items()}
+        cost = {sid: 0.0 for sid in reqs}
+        for s in spans:
+            a = attrs[id(s)]
+            if c.GEN_AI_REQUEST_MODEL not in a:
+                continue
+            p = pricing.price_call(
+                model=a[c.GEN_AI_REQUEST_MODEL].string_value,
+                provider=(a.get(c.GEN_AI_PROVIDER_NAME) or a.get(c.GEN_AI_SYSTEM)).string_value,
+                input_tokens=a[c.GEN_AI_USAGE_INPUT_TOKENS].int_value,
+                output_tokens=a[c.GEN_AI_USAGE_OUTPUT_TOKENS].int_value,
+                cache_read_tokens=a[c.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS].int_value
+                if c.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS in a else 0,
+                cache_creation_tokens=a[c.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS].int_value
+                if c.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS in a else 0,
+                batch=c.COSTLINE_BATCH in a and a[c.COSTLINE_BATCH].bool_value,
+                response_model=a[c.GEN_AI_RESPONSE_MODEL].string_value,
+            )
+            rid = a[c.COSTLINE_REQUEST_ID].string_value if c.COSTLINE_REQUEST_ID in a else None
+            owner = by_rid.get(rid) if rid else (s.parent_span_id if s.parent_span_id in reqs else None)
+            if owner is not None:
+                cost[owner] += p.cost_usd or 0.0
+            else:  # standalone
+                answered.append((s.end_time_unix_nano // 1000, p.tier, c.ERROR_TYPE not in a, p.cost_usd or 0.0))
+        for sid, s in reqs.items():
+            a = attrs[id(s)]
+            answered.append((s.end_time_unix_nano // 1000, a[c.COSTLINE_TIER].string_value,
+                             a[c.COSTLINE_SUCCESS].bool_value, cost[sid]))
+    for ts, tier, _, _ in answered:
+        if tier == c.TIER_STUDENT:
+            student_per_hour[ts // HOUR_US] += 1
+    rate = config.pricing.student_usd_per_hour
+    for ts, tier, ok, cost_usd in answered:
+        acc = out[(ts // HOUR_US, tier)]
+        acc[0] += 1
+        acc[1] += int(ok)
+        acc[2] += cost_usd + (rate / student_per_hour[ts // HOUR_US] if tier == c.TIER_STUDENT else 0.0)
+    epoch = dt.datetime(1970, 1, 1)
+    return {(epoch + dt.timedelta(hours=h), tier): tuple(v) for (h, tier), v in out.items()}
+
+
+def lake_tier_hourly(config: Config) -> dict[tuple[dt.datetime, str], tuple]:
+    rows = open_lake(config).execute(
+        "SELECT window_start, tier, requests, successes, cost_usd FROM tier_hourly").fetchall()
+    return {(w, t): (n, s, cost) for w, t, n, s, cost in rows}
+
+
+def assert_same_aggregates(got: dict, expected: dict) -> None:
+    assert set(got) == set(expected)
+    for key, (n, s, cost) in expected.items():
+        assert got[key][:2] == (n, s), key
+        assert abs(got[key][2] - cost) < 1e-9, key
+
+
+def assert_no_duplicates(config: Config) -> None:
+    con = open_lake(config)
+    for table in ("requests_raw", "calls_raw", "lookups_raw"):
+        dup = con.execute(f"SELECT count(*) - count(DISTINCT (trace_id, span_id)) FROM {table}").fetchone()[0]
+        assert dup == 0, f"{dup} duplicate rows in {table}"
+
+
+def producer(config: Config):
+    from kafka import KafkaProducer
+
+    return KafkaProducer(bootstrap_servers=config.kafka.bootstrap, acks="all", linger_ms=5)
+
+
+def produce(prod, config: Config, traces, extra_headers=None) -> None:
+    for t in traces:
+        prod.send(config.kafka.topic, key=t.trace_id.encode(), value=t.request.SerializeToString(),
+                  headers=extra_headers or [])
+    prod.flush()
+
+
+def test_end_to_end_views_equal_expected(kafka_config: Config):
+    traces = list(synthetic_traffic(2500, seed=1))
+    n_spans = sum(len(ss.spans) for t in traces for rs in t.request.resource_spans for ss in rs.scope_spans)
+    prod = producer(kafka_config)
+    produce(prod, kafka_config, traces)
+    prod.close()
+    t0 = time.monotonic()
+    stats = Processor(kafka_config).run(until_idle=1.5)
+    elapsed = time.monotonic() - t0
+    assert stats.spans == n_spans and stats.dlq == 0 and stats.messages == len(traces)
+    assert stats.unknown_model_calls > 0 and "gpt-mystery-1" in stats.unknown_models
+    assert_same_aggregates(lake_tier_hourly(kafka_config), expected_tier_hourly(traces, kafka_config))
+    assert_no_duplicates(kafka_config)
+    con = open_lake(kafka_config)
+    # unknown models are visible, never $0
+    assert con.execute("SELECT count(*) FROM calls WHERE model = 'gpt-mystery-1' AND cost_usd IS NOT NULL"
+                       ).fetchone() == (0,)
+    assert con.execute("SELECT sum(unpriced_calls) FROM requests").fetchone()[0] == stats.unknown_model_calls
+    print(f"\nend to end: {n_spans} spans in {elapsed:.2f}s incl. group join and {1.5}s idle wait")
+
+
+def test_undecodable_messages_go_to_the_dlq(kafka_config: Config):
+    from kafka import KafkaConsumer
+
+    good = list(synthetic_traffic(300, seed=2))
+    n_spans = sum(len(ss.spans) for t in good for rs in t.request.resource_spans for ss in rs.scope_spans)
+    valid = export_request([span(c.SPAN_REQUEST, trace_id=b"\1" * 16, span_id=b"\2" * 8, start_ns=1, end_ns=2)])
+    bad = [
+        (b"\xff\x00garbage", []),
+        (valid.SerializeToString()[:-4], []),  # truncated
+        (b'{"resourceSpans": [', []),  # bad JSON
+        (b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "00", "spanId": "01"}]}]}]}', []),
+        (valid.SerializeToString(), [("content-type", b"application/json")]),  # lies about its type
+    ]
+    prod = producer(kafka_config)
+    half = len(good) // 2
+    produce(prod, kafka_config, good[:half])
+    for i, (value, headers) in enumerate(bad):
+        prod.send(kafka_config.kafka.topic, key=f"bad-{i}".encode(), value=value, headers=headers)
+    produce(prod, kafka_config, good[half:])
+    prod.close()
+    stats = Processor(kafka_config).run(until_idle=1.5)
+    assert stats.dlq == len(bad)
+    assert stats.spans == n_spans
+    assert_same_aggregates(lake_tier_hourly(kafka_config), expected_tier_hourly(good, kafka_config))
+    consumer = KafkaConsumer(kafka_config.kafka.dlq_topic, bootstrap_servers=kafka_config.kafka.bootstrap,
+                             auto_offset_reset="earliest", consumer_timeout_ms=3000)
+    dead = list(consumer)
+    consumer.close()
+    assert sorted(m.value for m in dead) == sorted(v for v, _ in bad)
+    for m in dead:
+        h = dict(m.headers)
+        assert h[c.HEADER_DLQ_REASON]
+        topic, partition, offset = h[c.HEADER_DLQ_SOURCE].decode().rsplit("/", 2)
+        assert topic == kafka_config.kafka.topic and int(offset) >= 0
+        assert m.key.startswith(b"bad-")
+
+
+def _env(config: Config, batch: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "KAFKA_BOOTSTRAP_SERVERS": config.kafka.bootstrap,
+        "COSTLINE_KAFKA_TOPIC": config.kafka.topic,
+        "COSTLINE_KAFKA_DLQ_TOPIC": config.kafka.dlq_topic,
+        "COSTLINE_LAKE_PATH": str(config.lake.path),
+        "COSTLINE_PROCESSOR_GROUP_ID": config.processor.group_id,
+        "COSTLINE_PROCESSOR_BATCH_MAX_SPANS": str(batch),
+        "COSTLINE_PROCESSOR_FLUSH_INTERVAL_S": "0.2",
+        "COSTLINE_PROCESSOR_SESSION_TIMEOUT_MS": "6000",
+        "COSTLINE_PROCESSOR_HEARTBEAT_INTERVAL_MS": "1000",
+        "COSTLINE_CONFIG": os.devnull,
+    })
+    return env
+
+
+def _manifests(lake: Path) -> int:
+    return sum(1 for _ in (lake / "_offsets").rglob("*.json")) if (lake / "_offsets").exists() else 0
+
+
+def test_kill_9_mid_stream_gives_the_same_aggregates(kafka_config: Config, tmp_path: Path):
+    costline = Path(sys.executable).with_name("costline")
+    traces = list(synthetic_traffic(3000, seed=3))
+    waves = [traces[i::6] for i in range(6)]
+    prod = producer(kafka_config)
+    produce(prod, kafka_config, waves[0])
+    env = _env(kafka_config, batch=40)
+    rng = random.Random(7)
+    log = open(tmp_path / "processor.log", "ab")
+    kills = 0
+    for wave in waves[1:4]:
+        proc = subprocess.Popen([str(costline), "-v", "process", "--until-idle", "3"], env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
+        before = _manifests(kafka_config.lake.path)
+        deadline = time.monotonic() + 30
+        while _manifests(kafka_config.lake.path) <= before and time.monotonic() < deadline:
+            time.sleep(0.02)
+        produce(prod, kafka_config, wave)  # more data arrives while it works
+        time.sleep(rng.uniform(0.0, 0.4))
+        assert proc.poll() is None, "the processor exited before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        kills += 1
+    produce(prod, kafka_config, waves[4] + waves[5])
+    prod.close()
+    final = subprocess.run([str(costline), "-v", "process", "--until-idle", "3"], env=env, stdout=log,
+                           stderr=subprocess.STDOUT, timeout=120)
+    log.close()
+    assert final.returncode == 0, (tmp_path / "processor.log").read_text()[-3000:]
+    assert kills == 3
+    assert_no_duplicates(kafka_config)
+    assert_same_aggregates(lake_tier_hourly(kafka_config), expected_tier_hourly(traces, kafka_config))
+
+
+def test_two_instances_rebalance_without_loss_or_duplicates(kafka_config: Config):
+    cfg = kafka_config.replace(processor={"batch_max_spans": 60, "flush_interval_s": 0.2})
+    traces = list(synthetic_traffic(2400, seed=4))
+    prod = producer(cfg)
+    produce(prod, cfg, traces[:800])
+    results: dict[str, object] = {}
+
+    def run(name: str) -> None:
+        results[name] = Processor(cfg).run(until_idle=3)
+
+    a = threading.Thread(target=run, args=("a",))
+    a.start()
+    time.sleep(1.5)
+    produce(prod, cfg, traces[800:1600])
+    b = threading.Thread(target=run, args=("b",))
+    b.start()  # joins the group: partitions move between instances mid-stream
+    time.sleep(1.0)
+    produce(prod, cfg, traces[1600:])
+    prod.close()
+    a.join(60)
+    b.join(60)
+    assert not a.is_alive() and not b.is_alive()
+    assert results["a"].messages > 0 and results["b"].messages > 0  # type: ignore[attr-defined]
+    assert_no_duplicates(cfg)
+    assert_same_aggregates(lake_tier_hourly(cfg), expected_tier_hourly(traces, cfg))

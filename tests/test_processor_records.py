@@ -1,0 +1,197 @@
+"""Span → row flattening, pricing applied, decoding (no broker)."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from costline import contract as c
+from costline.config import PricingConfig
+from costline.lake import SCHEMAS
+from costline.otlp import OtlpDecodeError
+from costline.pricing import UNKNOWN_MODEL, PricingTable
+from costline.processors.buffer import PartitionBuffer, rows_to_tables
+from costline.processors.decode import decode_message, flatten_message
+from costline.processors.records import CallRow, LookupRow, MemoPricingTable, RequestRow, flatten_span
+from costline.processors.synth import export_request, span
+
+TID = bytes.fromhex("0af7651916cd43dd8448eb211c80319c")
+SID = bytes.fromhex("b7ad6b7169203331")
+PARENT = bytes.fromhex("00f067aa0ba902b7")
+T0 = 1_780_000_000_000_000_000  # ns
+PRICING = PricingTable()
+
+
+def _span(name: str, attrs: dict, parent: bytes = PARENT, dur_ns: int = 250_000_000):
+    return span(name, trace_id=TID, span_id=SID, parent_span_id=parent, start_ns=T0, end_ns=T0 + dur_ns,
+                attributes=attrs)
+
+
+def test_row_fields_match_lake_schemas():
+    assert RequestRow._fields == tuple(SCHEMAS["requests"].names)
+    assert CallRow._fields == tuple(SCHEMAS["calls"].names)
+    assert LookupRow._fields == tuple(SCHEMAS["lookups"].names)
+
+
+def test_request_span_becomes_request_row():
+    row = flatten_span(_span(c.SPAN_REQUEST, {
+        c.COSTLINE_REQUEST_ID: "r1", c.COSTLINE_TENANT: "acme", c.COSTLINE_TASK_TYPE: "qa",
+        c.COSTLINE_SUBTYPE: "billing", c.COSTLINE_TIER: "student", c.COSTLINE_ROUTED_TIER: "student",
+        c.COSTLINE_ATTEMPTS: 2, c.COSTLINE_ESCALATIONS: 1, c.COSTLINE_SUCCESS: True,
+        c.GEN_AI_INPUT_MESSAGES: '[{"role":"user"}]', c.GEN_AI_OUTPUT_MESSAGES: '[{"role":"assistant"}]',
+    }, parent=b""), PRICING, 3, 42)
+    assert row == RequestRow(
+        request_id="r1", trace_id=TID.hex(), span_id=SID.hex(), ts=(T0 + 250_000_000) // 1000,
+        tenant="acme", task_type="qa", subtype="billing", tier="student", routed_tier="student",
+        cache_hit=False, attempts=2, escalations=1, success=True, error_type=None, duration_ms=250.0,
+        input_messages='[{"role":"user"}]', output_messages='[{"role":"assistant"}]',
+        kafka_partition=3, kafka_offset=42)
+
+
+@pytest.mark.parametrize("attrs, field, expected", [
+    ({}, "request_id", SID.hex()),  # no costline.request.id: the span id
+    ({c.COSTLINE_TIER: "cache"}, "cache_hit", True),  # derived from the tier
+    ({c.COSTLINE_TIER: "mid", c.COSTLINE_CACHE_HIT: False}, "cache_hit", False),
+    ({c.COSTLINE_SUCCESS: "true"}, "success", True),  # tolerant of stringly types
+    ({c.COSTLINE_ATTEMPTS: "3"}, "attempts", 3),
+    ({c.ERROR_TYPE: "timeout"}, "error_type", "timeout"),
+    ({c.GEN_AI_INPUT_MESSAGES: [{"role": "user", "content": "hi"}]}, "input_messages",
+     '[{"role":"user","content":"hi"}]'),  # structured content → JSON text
+])
+def test_request_row_fields(attrs, field, expected):
+    row = flatten_span(_span(c.SPAN_REQUEST, attrs, parent=b""), PRICING)
+    assert getattr(row, field) == expected
+
+
+# (attrs, expected cost) — prices from the default table: haiku $0.80/$4, sonnet $3/$15 per MTok.
+_HAIKU = {c.GEN_AI_OPERATION_NAME: "chat", c.GEN_AI_REQUEST_MODEL: "claude-haiku-4-5",
+          c.GEN_AI_PROVIDER_NAME: "anthropic"}
+
+
+@pytest.mark.parametrize("attrs, cost, status, tier", [
+    ({**_HAIKU, c.GEN_AI_USAGE_INPUT_TOKENS: 1000, c.GEN_AI_USAGE_OUTPUT_TOKENS: 100},
+     1000 * 0.8e-6 + 100 * 4e-6, "priced", "budget"),
+    # input includes cache read (x0.1) and cache creation (x1.25)
+    ({**_HAIKU, c.GEN_AI_USAGE_INPUT_TOKENS: 1000, c.GEN_AI_USAGE_OUTPUT_TOKENS: 100,
+      c.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: 600, c.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS: 200},
+     200 * 0.8e-6 + 600 * 0.8e-6 * 0.1 + 200 * 0.8e-6 * 1.25 + 100 * 4e-6, "priced", "budget"),
+    # batch API: x0.5
+    ({**_HAIKU, c.GEN_AI_USAGE_INPUT_TOKENS: 1000, c.GEN_AI_USAGE_OUTPUT_TOKENS: 100, c.COSTLINE_BATCH: True},
+     (1000 * 0.8e-6 + 100 * 4e-6) * 0.5, "priced", "budget"),
+    # dated snapshot of sonnet, provider only in the deprecated gen_ai.system
+    ({c.GEN_AI_REQUEST_MODEL: "claude-sonnet-4-6-20260101", c.GEN_AI_SYSTEM: "anthropic",
+      c.GEN_AI_USAGE_INPUT_TOKENS: 10, c.GEN_AI_USAGE_OUTPUT_TOKENS: 10}, 10 * 3e-6 + 10 * 15e-6, "priced", "mid"),
+    # unknown model: NULL cost, never $0
+    ({c.GEN_AI_OPERATION_NAME: "chat", c.GEN_AI_REQUEST_MODEL: "gpt-mystery-1",
+      c.GEN_AI_USAGE_INPUT_TOKENS: 10}, None, UNKNOWN_MODEL, "unknown"),
+    # self-hosted student: no token price (hosting is spread by the views)
+    ({c.GEN_AI_OPERATION_NAME: "chat", c.GEN_AI_REQUEST_MODEL: "qwen-7b-student", c.GEN_AI_PROVIDER_NAME: "vllm",
+      c.GEN_AI_USAGE_INPUT_TOKENS: 10}, 0.0, "student", "student"),
+    # explicit price on the span wins
+    ({**_HAIKU, c.GEN_AI_USAGE_INPUT_TOKENS: 1000, c.COSTLINE_COST_USD: 0.5}, 0.5, "explicit", "budget"),
+])
+def test_call_pricing(attrs, cost, status, tier):
+    row = flatten_span(_span("chat x", attrs), MemoPricingTable())
+    assert isinstance(row, CallRow)
+    assert row.pricing_status == status
+    assert row.tier == tier
+    assert row.pricing_version == PricingConfig().version
+    if cost is None:
+        assert row.cost_usd is None
+    else:
+        assert row.cost_usd == pytest.approx(cost, abs=1e-12)
+
+
+def test_call_row_fields():
+    row = flatten_span(_span("chat claude-haiku-4-5", {
+        **_HAIKU, c.GEN_AI_RESPONSE_MODEL: "claude-haiku-4-5-20251001", c.GEN_AI_USAGE_INPUT_TOKENS: 5,
+        c.GEN_AI_USAGE_OUTPUT_TOKENS: 7, c.GEN_AI_RESPONSE_FINISH_REASONS: ["stop", "length"],
+        c.COSTLINE_REQUEST_ID: "r9", c.ERROR_TYPE: "overloaded"}), PRICING, 1, 7)
+    assert (row.span_id, row.trace_id, row.parent_span_id, row.request_id) == (SID.hex(), TID.hex(), PARENT.hex(), "r9")
+    assert (row.provider, row.model, row.response_model, row.operation) == (
+        "anthropic", "claude-haiku-4-5", "claude-haiku-4-5-20251001", "chat")
+    assert row.finish_reasons == ["stop", "length"]
+    assert row.error_type == "overloaded"
+    assert (row.input_tokens, row.output_tokens, row.cache_read_tokens, row.cache_creation_tokens) == (5, 7, 0, 0)
+    assert (row.kafka_partition, row.kafka_offset, row.duration_ms) == (1, 7, 250.0)
+
+
+def test_lookup_row_and_ignored_span():
+    row = flatten_span(_span(c.SPAN_CACHE_LOOKUP, {c.COSTLINE_CACHE_HIT: True, c.COSTLINE_CACHE_SIMILARITY: 0.93,
+                                                    c.COSTLINE_CACHE_NAMESPACE: "faq"}), PRICING)
+    assert isinstance(row, LookupRow)
+    assert (row.hit, row.similarity, row.namespace, row.tenant, row.request_id) == (True, 0.93, "faq", None, None)
+    assert flatten_span(_span("http GET /", {"http.method": "GET"}), PRICING) is None
+
+
+@pytest.mark.parametrize("trace_id, span_id, parent", [
+    (bytes(16), SID, b""), (TID, bytes(8), b""), (TID[:8], SID, b""), (TID, SID, b"\x01\x02"),
+])
+def test_bad_ids_raise_decode_error(trace_id, span_id, parent):
+    s = span(c.SPAN_REQUEST, trace_id=trace_id, span_id=span_id, parent_span_id=parent, start_ns=1, end_ns=2)
+    with pytest.raises(OtlpDecodeError):
+        flatten_span(s, PRICING)
+
+
+def _otlp_json(spans: list[dict]) -> bytes:
+    return json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": spans}]}]}).encode()
+
+
+def test_protobuf_and_json_decode_to_same_rows():
+    proto = export_request([
+        _span(c.SPAN_REQUEST, {c.COSTLINE_REQUEST_ID: "r1", c.COSTLINE_TIER: "budget", c.COSTLINE_SUCCESS: True},
+              parent=b""),
+        _span("chat", {**_HAIKU, c.GEN_AI_USAGE_INPUT_TOKENS: 100, c.GEN_AI_USAGE_OUTPUT_TOKENS: 10}),
+    ])
+    from google.protobuf import json_format
+
+    doc = json_format.MessageToDict(proto)
+    for rs in doc["resourceSpans"]:  # OTLP/JSON carries ids as hex, int64 as strings
+        for ss in rs["scopeSpans"]:
+            for s in ss["spans"]:
+                for k in ("traceId", "spanId", "parentSpanId"):
+                    if k in s:
+                        s[k] = base64.b64decode(s[k]).hex()
+    js = json.dumps(doc).encode()
+    from_proto = flatten_message(decode_message(proto.SerializeToString()), PRICING).rows
+    from_json = flatten_message(decode_message(js), PRICING).rows
+    from_json_header = flatten_message(decode_message(js, [("content-type", b"application/json")]), PRICING).rows
+    assert len(from_proto) == 2
+    assert from_proto == from_json == from_json_header
+
+
+@pytest.mark.parametrize("value, headers", [
+    (b"", None),
+    (b"\xff\xfe garbage \x00", None),
+    (b"{not json", None),
+    (b'{"resourceSpans": 5}', None),
+    (b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "zz", "spanId": "01"}]}]}]}', None),
+    (export_request([_span(c.SPAN_REQUEST, {})]).SerializeToString()[:-3], None),  # truncated
+    (export_request([_span(c.SPAN_REQUEST, {})]).SerializeToString(), [("content-type", b"application/json")]),
+])
+def test_undecodable_messages_raise(value, headers):
+    with pytest.raises(OtlpDecodeError):
+        flatten_message(decode_message(value, headers), PRICING)
+
+
+def test_message_counts_ignored_spans():
+    req = export_request([_span(c.SPAN_REQUEST, {}, parent=b""), _span("db.query", {"db.system": "pg"})])
+    out = flatten_message(decode_message(req.SerializeToString()), PRICING)
+    assert (out.spans, out.ignored, len(out.rows)) == (2, 1, 1)
+
+
+def test_buffer_due_and_date_partitioning():
+    buf = PartitionBuffer(3)
+    assert not buf.due(100.0, max_spans=10, interval_s=2.0)
+    day1 = flatten_span(_span(c.SPAN_REQUEST, {}, parent=b""), PRICING, 3, 5)
+    late = day1._replace(ts=day1.ts - 86_400_000_000, request_id="late")  # a late span of the previous day
+    buf.add(5, [day1, late], spans=2, now=100.0)
+    assert not buf.due(101.9, max_spans=10, interval_s=2.0)
+    assert buf.due(102.0, max_spans=10, interval_s=2.0)
+    assert buf.due(100.0, max_spans=2, interval_s=2.0)
+    tables = buf.tables()
+    assert sorted(tables["requests"]) == ["2026-05-27", "2026-05-28"]
+    assert tables["requests"]["2026-05-27"].column("request_id").to_pylist() == ["late"]
+    assert rows_to_tables("requests", [])== {}
