@@ -19,13 +19,19 @@ import dataclasses
 import difflib
 import os
 import tomllib
+import types
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from costline import contract
+from costline.alerts.settings import AlertsConfig
+from costline.dashboards.settings import DashboardConfig
 from costline.errors import ConfigError
+from costline.jobs.settings import JobsConfig
+from costline.serving.settings import ServingConfig
 
 __all__ = [
     "Config",
@@ -166,6 +172,10 @@ class Config:
     processor: ProcessorConfig = field(default_factory=ProcessorConfig)
     capture: CaptureConfig = field(default_factory=CaptureConfig)
     pricing: PricingConfig = field(default_factory=PricingConfig)
+    serving: ServingConfig = field(default_factory=ServingConfig)
+    jobs: JobsConfig = field(default_factory=JobsConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    dashboard: DashboardConfig = field(default_factory=DashboardConfig)
     #: The file it was loaded from, if any.
     source: Path | None = None
 
@@ -179,15 +189,6 @@ class Config:
                 changes[name] = value
         return dataclasses.replace(self, **changes)
 
-
-_SECTIONS: dict[str, type] = {
-    "kafka": KafkaConfig,
-    "lake": LakeConfig,
-    "collector": CollectorConfig,
-    "processor": ProcessorConfig,
-    "capture": CaptureConfig,
-    "pricing": PricingConfig,
-}
 
 _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("processor", "encoding"): ("auto", "otlp_proto", "otlp_json"),
@@ -217,19 +218,18 @@ def load_config(
             raise ConfigError(str(file), "file not found: check the path or unset COSTLINE_CONFIG") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(str(file), f"not valid TOML ({exc}): fix the syntax", source=str(file)) from None
-    source = str(file) if file else "config"
-    sections: dict[str, Any] = {}
-    for name, value in raw.items():
-        if name not in _SECTIONS:
-            raise ConfigError(name, f"unknown section{_suggest(name, _SECTIONS)}", source=source)
-        if not isinstance(value, Mapping):
-            raise ConfigError(name, "must be a table, e.g. [" + name + "]", source=source)
-    for name, cls in _SECTIONS.items():
-        values = dict(raw.get(name, {}))
-        values.update(_env_overrides(name, cls, env))
-        sections[name] = _build_section(name, cls, values, source)
-    _validate(sections, source)
-    return Config(**sections, source=file)
+    loader = _Loader(env, str(file) if file else "config")
+    overrides: dict[str, Any] = {}
+    if env.get(ENV_KAFKA_BOOTSTRAP):
+        overrides[("kafka", "bootstrap_servers")] = _EnvValue(ENV_KAFKA_BOOTSTRAP, env[ENV_KAFKA_BOOTSTRAP])
+    if contract.ENV_CAPTURE_MESSAGE_CONTENT in env:
+        overrides[("capture", "message_content")] = _EnvValue(
+            contract.ENV_CAPTURE_MESSAGE_CONTENT, env[contract.ENV_CAPTURE_MESSAGE_CONTENT]
+        )
+    loader.overrides = overrides
+    config = loader.build(Config, raw, path=(), skip=("source",))
+    _validate(config, loader.source)
+    return dataclasses.replace(config, source=file)
 
 
 def _find_file(path: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path | None:
@@ -241,21 +241,6 @@ def _find_file(path: str | os.PathLike[str] | None, env: Mapping[str, str]) -> P
     return default if default.is_file() else None
 
 
-def _env_overrides(section: str, cls: type, env: Mapping[str, str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        key = f"{ENV_PREFIX}{section}_{f.name}".upper()
-        if key in env and f.name != "models":
-            out[f.name] = _EnvValue(key, env[key])
-    if section == "kafka" and env.get(ENV_KAFKA_BOOTSTRAP):
-        out["bootstrap_servers"] = _EnvValue(ENV_KAFKA_BOOTSTRAP, env[ENV_KAFKA_BOOTSTRAP])
-    if section == "capture" and contract.ENV_CAPTURE_MESSAGE_CONTENT in env:
-        out["message_content"] = _EnvValue(
-            contract.ENV_CAPTURE_MESSAGE_CONTENT, env[contract.ENV_CAPTURE_MESSAGE_CONTENT]
-        )
-    return out
-
-
 @dataclass(frozen=True)
 class _EnvValue:
     """A string from the environment, converted to the field's type on build."""
@@ -264,96 +249,154 @@ class _EnvValue:
     text: str
 
 
-def _build_section(section: str, cls: type, values: dict[str, Any], source: str) -> Any:
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs: dict[str, Any] = {}
-    for key, value in values.items():
-        if key not in fields:
-            raise ConfigError(f"[{section}] {key}", f"unknown key{_suggest(key, fields)}", source=source)
-        where = value.name if isinstance(value, _EnvValue) else f"[{section}] {key}"
-        kwargs[key] = _convert(where, fields[key], value, section, source)
-    return cls(**kwargs)
+class _Loader:
+    """Builds (nested) config dataclasses from TOML values and COSTLINE_* variables.
+
+    Field types drive the conversion: bool, int, float, str, Path, ``X | None``,
+    ``tuple[str, ...]``, ``dict[str, scalar]``, nested dataclasses (TOML tables;
+    env ``COSTLINE_SECTION_SUB_KEY``) and ``tuple[Dataclass, ...]`` (arrays of tables).
+    """
+
+    def __init__(self, env: Mapping[str, str], source: str) -> None:
+        self.env = env
+        self.source = source
+        self.overrides: dict[tuple[str, ...], _EnvValue] = {}
+
+    def build(self, cls: type, values: Mapping[str, Any], *, path: tuple[str, ...], skip: tuple[str, ...] = ()) -> Any:
+        hints = typing.get_type_hints(cls)
+        fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in skip}
+        for key in values:
+            if key not in fields:
+                what = "unknown section" if not path else "unknown key"
+                raise ConfigError(_where((*path, key)) if path else key, f"{what}{_suggest(key, fields)}",
+                                  source=self.source)
+        kwargs: dict[str, Any] = {}
+        for name, f in fields.items():
+            key_path = (*path, name)
+            hint = hints[name]
+            in_array = any(p.startswith("#") for p in key_path)
+            env_name = "" if in_array else (ENV_PREFIX + "_".join(key_path)).upper()
+            if dataclasses.is_dataclass(hint):
+                sub = values.get(name, {})
+                if not isinstance(sub, Mapping):
+                    raise ConfigError(_where(key_path) if path else name,
+                                      f"must be a table, e.g. [{'.'.join(key_path)}]", source=self.source)
+                kwargs[name] = self.build(hint, sub, path=key_path)
+                continue
+            value: Any = values.get(name, _MISSING)
+            if key_path in self.overrides:
+                value = self.overrides[key_path]
+            elif env_name and env_name in self.env and _env_settable(hint):
+                value = _EnvValue(env_name, self.env[env_name])
+            if value is _MISSING:
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                    raise ConfigError(_where(key_path), "is required", source=self.source)
+                continue
+            kwargs[name] = self.convert(key_path, hint, value)
+        return cls(**kwargs)
+
+    def convert(self, path: tuple[str, ...], hint: Any, value: Any) -> Any:
+        where = _where(path)
+        text = value.text if isinstance(value, _EnvValue) else None
+        if text is not None:
+            where = value.name
+        src = "environment" if text is not None else self.source
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+        if origin in (typing.Union, types.UnionType) and type(None) in args:
+            inner = next(a for a in args if a is not type(None))
+            if value is None or text == "":
+                return None
+            return self.convert(path, inner, value)
+        if origin is tuple and args and dataclasses.is_dataclass(args[0]):
+            if text is not None or not isinstance(value, list):
+                raise ConfigError(where, "must be an array of tables", source=src)
+            items = []
+            for i, item in enumerate(value):
+                if not isinstance(item, Mapping):
+                    raise ConfigError(_where((*path, f"#{i + 1}")), "must be a table", source=src)
+                items.append(self.build(args[0], item, path=(*path, f"#{i + 1}")))
+            return tuple(items)
+        if origin is dict:
+            if text is not None or not isinstance(value, Mapping):
+                raise ConfigError(where, "must be a table of key = value", source=src)
+            return {str(k): self.convert((*path[:-1], f"{path[-1]}.{k}"), args[1], v) for k, v in value.items()}
+        try:
+            return _scalar(hint, value, text)
+        except (TypeError, ValueError):
+            shown = text if text is not None else value
+            raise ConfigError(where, f"expected {_type_word(hint)}, got {shown!r}", source=src) from None
 
 
-def _convert(where: str, f: dataclasses.Field[Any], value: Any, section: str, source: str) -> Any:
-    kind = str(f.type)
-    if f.name == "models":
-        return _convert_models(value, source)
-    text = value.text if isinstance(value, _EnvValue) else None
-    src = "environment" if text is not None else source
-    try:
-        if kind == "bool":
-            if text is not None:
-                low = text.strip().lower()
-                if low in _TRUE:
-                    return True
-                if low in _FALSE:
-                    return False
-                raise ValueError
-            if not isinstance(value, bool):
-                raise ValueError
-            return value
-        if kind == "int":
-            if isinstance(value, bool):
-                raise ValueError
-            return int(text) if text is not None else _strict(int, value)
-        if kind == "float":
-            if isinstance(value, bool):
-                raise ValueError
-            return float(text) if text is not None else float(_strict((int, float), value))
-        if kind == "Path":
-            return Path(text if text is not None else _strict(str, value)).expanduser()
-        if kind.startswith("tuple"):
-            if text is not None:
-                return tuple(p.strip() for p in text.split(",") if p.strip())
-            return tuple(_strict(str, v) for v in _strict(list, value))
-        if kind.startswith("str"):
-            got = text if text is not None else _strict(str, value)
-            return got if got != "" or "None" not in kind else None
-    except (TypeError, ValueError):
-        shown = text if text is not None else value
-        raise ConfigError(where, f"expected {_type_word(kind)}, got {shown!r}", source=src) from None
-    raise AssertionError(f"unhandled config type {kind} for {where}")  # a bug, not bad input
+_MISSING: Any = object()
 
 
-def _strict(types: type | tuple[type, ...], value: Any) -> Any:
-    if not isinstance(value, types):
+def _where(path: tuple[str, ...]) -> str:
+    """How a key is named in messages: ``[kafka] port``, ``[[pricing.models]] #2 tier``."""
+    if not path:
+        return "config"
+    for i, part in enumerate(path):
+        if part.startswith("#"):
+            rest = " ".join(path[i + 1 :])
+            return f"[[{'.'.join(path[:i])}]] {part}" + (f" {rest}" if rest else "")
+    if len(path) == 1:
+        return f"[{path[0]}]"
+    return f"[{'.'.join(path[:-1])}] {path[-1]}"
+
+
+def _env_settable(hint: Any) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return True
+    if origin is tuple:
+        return not (args and dataclasses.is_dataclass(args[0]))
+    return origin is None
+
+
+def _scalar(hint: Any, value: Any, text: str | None) -> Any:
+    if hint is bool:
+        if text is not None:
+            low = text.strip().lower()
+            if low in _TRUE:
+                return True
+            if low in _FALSE:
+                return False
+            raise ValueError
+        return _strict(bool, value)
+    if hint is int:
+        if isinstance(value, bool):
+            raise ValueError
+        return int(text) if text is not None else _strict(int, value)
+    if hint is float:
+        if isinstance(value, bool):
+            raise ValueError
+        return float(text) if text is not None else float(_strict((int, float), value))
+    if hint is Path:
+        return Path(text if text is not None else _strict(str, value)).expanduser()
+    if hint is str:
+        return text if text is not None else _strict(str, value)
+    if typing.get_origin(hint) is tuple:
+        if text is not None:
+            return tuple(p.strip() for p in text.split(",") if p.strip())
+        return tuple(_strict(str, v) for v in _strict(list, value))
+    raise TypeError(f"unsupported config type {hint!r}")
+
+
+def _strict(types_: type | tuple[type, ...], value: Any) -> Any:
+    if not isinstance(value, types_):
         raise TypeError
     return value
 
 
-def _type_word(kind: str) -> str:
-    return {
-        "bool": "true or false",
-        "int": "a whole number",
-        "float": "a number",
-        "Path": "a path (string)",
-    }.get(kind, "a list of strings" if kind.startswith("tuple") else "a string")
+def _type_word(hint: Any) -> str:
+    if typing.get_origin(hint) is tuple:
+        return "a list of strings"
+    return {bool: "true or false", int: "a whole number", float: "a number", Path: "a path (string)"}.get(
+        hint, "a string"
+    )
 
 
-def _convert_models(value: Any, source: str) -> tuple[ModelPrice, ...]:
-    if isinstance(value, _EnvValue) or not isinstance(value, list):
-        raise ConfigError("[[pricing.models]]", "must be an array of tables", source=source)
-    names = {f.name: f for f in dataclasses.fields(ModelPrice)}
-    models = []
-    for i, item in enumerate(value):
-        where = f"[[pricing.models]] #{i + 1}"
-        if not isinstance(item, Mapping):
-            raise ConfigError(where, "must be a table with model, tier and prices", source=source)
-        for key in item:
-            if key not in names:
-                raise ConfigError(f"{where} {key}", f"unknown key{_suggest(key, names)}", source=source)
-        for key in ("model", "tier"):
-            if not isinstance(item.get(key), str) or not item[key]:
-                raise ConfigError(f"{where} {key}", "is required (a non-empty string)", source=source)
-        kwargs: dict[str, Any] = {}
-        for key, val in item.items():
-            kwargs[key] = _convert(f"{where} {key}", names[key], val, "pricing", source)
-        models.append(ModelPrice(**kwargs))
-    return tuple(models)
-
-
-def _validate(sections: dict[str, Any], source: str) -> None:
+def _validate(config: Config, source: str) -> None:
+    sections = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
     for (section, key), choices in _CHOICES.items():
         value = getattr(sections[section], key)
         if value not in choices:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -116,3 +117,33 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
 def test_replace_section_keys() -> None:
     cfg = Config().replace(kafka={"port": 1234})
     assert cfg.kafka.port == 1234 and cfg.kafka.topic == "otlp_spans"
+
+
+@dataclass(frozen=True)
+class Rule:
+    drop_points: float = 10.0
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class Section:
+    rule: Rule = field(default_factory=Rule)
+    thresholds: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Root:
+    sec: Section = field(default_factory=Section)
+
+
+def test_nested_tables_dicts_and_env_of_nested_keys() -> None:
+    from costline.config import _Loader
+
+    loader = _Loader({"COSTLINE_SEC_RULE_ENABLED": "false"}, "test.toml")
+    root = loader.build(Root, {"sec": {"rule": {"drop_points": 12}, "thresholds": {"acme": 0.95}}}, path=())
+    assert root.sec.rule == Rule(drop_points=12.0, enabled=False)
+    assert root.sec.thresholds == {"acme": 0.95}
+    with pytest.raises(ConfigError, match=r"\[sec.rule\] drop_pionts: unknown key: did you mean 'drop_points'"):
+        loader.build(Root, {"sec": {"rule": {"drop_pionts": 1}}}, path=())
+    with pytest.raises(ConfigError, match=r"\[sec\] thresholds.acme: expected a number"):
+        loader.build(Root, {"sec": {"thresholds": {"acme": "high"}}}, path=())
