@@ -20,6 +20,7 @@ def setup_tracing(
     config: Config | None = None,
     exporter: SpanExporter | None = None,
     set_global: bool = True,
+    max_queue_size: int | None = None,
 ) -> TracerProvider:
     """A TracerProvider for an app: ``service.name``, request-id stamping, batched export.
 
@@ -29,6 +30,9 @@ def setup_tracing(
     ``costline collect`` — to use it instead. With ``set_global`` the provider becomes
     the global one, so foreign instrumentations (e.g. opentelemetry-instrumentation-anthropic)
     use it too and their spans get stamped with the active ``costline.request.id``.
+    ``max_queue_size`` bounds the spans waiting for export (default: the SDK's, or
+    ``OTEL_BSP_MAX_QUEUE_SIZE``); past it the SDK drops spans rather than block the app,
+    so raise it for bursty producers such as a replay of simulated traffic.
     Call ``provider.shutdown()`` at exit to flush.
     """
     if exporter is None:
@@ -37,7 +41,8 @@ def setup_tracing(
         exporter = KafkaSpanExporter((config or load_config()).kafka)
     provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service_name}))
     provider.add_span_processor(RequestStampingProcessor())
-    provider.add_span_processor(BatchSpanProcessor(exporter))
+    options = {} if max_queue_size is None else {"max_queue_size": max_queue_size}
+    provider.add_span_processor(BatchSpanProcessor(exporter, **options))
     if set_global:
         trace.set_tracer_provider(provider)
     return provider

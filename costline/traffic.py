@@ -94,23 +94,25 @@ class RequestPlan:
 @dataclass(frozen=True)
 class TrafficSpec:
     days: int = 8
-    requests_per_day: int = 1500
+    requests_per_day: int = 3000
     start: datetime = datetime(2026, 11, 1, tzinfo=UTC)
     seed: int = 7
     tenants: tuple[str, ...] = ("acme", "globex", "initech")
     #: Day (0-based) on which acme's policy document changes without invalidation; None: no incident.
     stale_day: int | None = 6
     stale_hours: int = 10
+    #: Hours after the late invalidation until the cache has refilled.
+    refill_hours: int = 12
     #: Day from which the student gets a shifted slice of traffic; None: no incident.
     shift_day: int | None = 7
     base_hit_rate: float = 0.45
     mix: dict[str, float] = field(
         default_factory=lambda: {
-            "faq": 0.40,
-            "classification": 0.25,
-            "extraction": 0.10,
-            "coding": 0.12,
-            "analysis": 0.08,
+            "faq": 0.50,
+            "classification": 0.20,
+            "extraction": 0.08,
+            "coding": 0.10,
+            "analysis": 0.07,
             "complex_reasoning": 0.05,
         }
     )
@@ -176,8 +178,9 @@ def sample_traffic(spec: TrafficSpec | None = None) -> Iterator[RequestPlan]:
             if spec.stale_day is not None and tenant == "acme":
                 invalidated_at = spec.stale_day * 24 + spec.stale_hours
                 since = hour_of_run - invalidated_at
-                if 0 <= since < 8:
-                    rate = 0.08 + 0.04 * since  # the cache refills slowly after a late invalidation
+                if 0 <= since < spec.refill_hours:
+                    # Emptied by the late invalidation, the cache refills over the next hours.
+                    rate = spec.base_hit_rate * max(since - spec.refill_hours // 2, 0) / (spec.refill_hours / 2)
             hit = rng.random() < rate
             similarity = round(rng.uniform(0.93, 0.995) if hit else rng.uniform(0.55, 0.92), 4)
             lookup = LookupPlan(hit, similarity, tenant)

@@ -1,0 +1,5 @@
+"""``python -m costline`` is the ``costline`` command."""
+
+from costline.cli import main
+
+main()

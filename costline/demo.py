@@ -1,0 +1,389 @@
+"""``costline demo``: the whole telemetry path on a fresh machine, in about a minute.
+
+1. starts Kafka (or uses ``KAFKA_BOOTSTRAP_SERVERS``) and gives this run its own topic;
+2. starts the processor (``costline process``) and the OTLP/HTTP collector (``costline collect``)
+   as child processes, exactly as an operator would run them;
+3. replays the built-in traffic sample (:mod:`costline.traffic`: simulated days with a stale-cache
+   incident and a student traffic shift) through an app instrumented with
+   :mod:`costline.collectors` — two tenants export straight to Kafka with ``KafkaSpanExporter``,
+   the third with the standard OTLP/HTTP exporter through the collector;
+4. waits until the processor has written everything to the Parquet lake, then prints per-tier
+   cost per successful request, cache hit rates per day, the hours where a tenant's hit rate fell
+   10 points under its 7-day average, and the DuckDB queries that show them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import click
+
+from costline.cli import pass_config
+from costline.config import Config, KafkaConfig
+from costline.errors import CostlineError
+from costline.collectors import Recorder
+from costline.traffic import RequestPlan, TrafficSpec, sample_traffic
+
+__all__ = ["commands", "replay", "replay_one", "SimClock", "DemoRun", "run_demo", "REPORT_QUERIES"]
+
+#: The queries the demo prints; each runs as is in `costline sql` or `duckdb costline.duckdb`.
+REPORT_QUERIES: dict[str, str] = {
+    "cost per successful request, per tier": """
+SELECT tier,
+       sum(requests)                      AS requests,
+       sum(successes)                     AS successes,
+       round(sum(cost_usd), 4)            AS cost_usd,
+       round(sum(cost_usd) / nullif(sum(successes), 0), 6) AS cost_per_success
+FROM tier_hourly GROUP BY tier ORDER BY cost_per_success DESC NULLS LAST""",
+    "cache hit rate per day and tenant": """
+SELECT CAST(window_start AS DATE) AS day, tenant,
+       sum(lookups) AS lookups, round(sum(hits) / sum(lookups), 3) AS hit_rate
+FROM cache_hourly GROUP BY ALL ORDER BY day, tenant""",
+    "student escalation rate per day (a traffic shift shows here first)": """
+SELECT CAST(ts AS DATE) AS day, count(*) AS routed_to_student,
+       round(avg(CASE WHEN escalations > 0 THEN 1 ELSE 0 END), 3) AS escalated,
+       round(avg(CASE WHEN success THEN 1 ELSE 0 END), 3) AS success_rate
+FROM requests WHERE routed_tier = 'student' GROUP BY ALL ORDER BY day""",
+    "hours 10+ points under the 7-day average, and significantly so (the article's alert)": """
+SELECT window_start, tenant, lookups, round(hit_rate, 3) AS hit_rate, round(avg_7d, 3) AS avg_7d,
+       round(z, 1) AS z
+FROM (
+  SELECT *, (avg_7d - hit_rate) / sqrt(p * (1 - p) * (1.0 / lookups + 1.0 / lookups_7d)) AS z
+  FROM (SELECT *, (hits + avg_7d * lookups_7d) / (lookups + lookups_7d) AS p FROM cache_hit_rate_7d
+        WHERE lookups_7d > 0)
+)
+WHERE window_start >= (SELECT min(window_start) FROM cache_hit_rate_7d) + INTERVAL 1 DAY
+  AND hit_rate < avg_7d - 0.10 AND lookups >= 15 AND z > 3.09   -- one-sided p < 0.001
+ORDER BY window_start""",
+}
+
+
+@dataclass
+class DemoRun:
+    config: Config
+    topic: str
+    lake: Path
+    requests: int
+    spans_hint: int
+
+
+class SimClock:
+    """A settable clock (ns since the epoch) for replaying traffic of simulated days."""
+
+    def __init__(self) -> None:
+        self.ns = 0
+
+    def set(self, ts: datetime) -> None:
+        self.ns = int(ts.timestamp() * 1_000_000) * 1000
+
+    def __call__(self) -> int:
+        return self.ns
+
+
+def replay(
+    plans: Iterable[RequestPlan],
+    recorder_for: Callable[[RequestPlan], Recorder],
+    clock: SimClock,
+    *,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Replay plans through costline recorders that share ``clock``; returns how many."""
+    n = 0
+    for plan in plans:
+        replay_one(plan, recorder_for(plan), clock)
+        n += 1
+        if progress is not None:
+            progress(1)
+    return n
+
+
+def replay_one(plan: RequestPlan, recorder: Recorder, clock: SimClock) -> None:
+    """Record one planned request with the spans, times and outcomes the plan says."""
+    clock.set(plan.start)
+    with recorder.request(
+        task_type=plan.task_type,
+        tenant=plan.tenant,
+        subtype=plan.subtype,
+        request_id=plan.request_id,
+        routed_tier=plan.routed_tier,
+    ) as req:
+        if plan.lookup is not None:
+            with req.cache_lookup(namespace=plan.lookup.namespace) as lk:
+                lk.result(hit=plan.lookup.hit, similarity=plan.lookup.similarity)
+                clock.set(plan.lookup_end)
+        at = plan.start + timedelta(milliseconds=2)
+        for c in plan.calls:
+            clock.set(at)
+            with req.call(provider=c.provider, model=c.model, tier=c.tier) as call:
+                call.usage(
+                    input_tokens=c.input_tokens,
+                    output_tokens=c.output_tokens,
+                    cache_read_tokens=c.cache_read_tokens,
+                    cache_creation_tokens=c.cache_creation_tokens,
+                )
+                if c.error_type:
+                    call.error(c.error_type)
+                else:
+                    call.response(model=c.model, finish_reasons=["end_turn"])
+                    call.content([plan.query], [plan.answer])
+                at += timedelta(milliseconds=c.duration_ms)
+                clock.set(at)
+        req.served_by(plan.served_by)
+        if plan.success:
+            req.accept()
+        else:
+            req.reject("validator rejected the answer")
+        clock.set(plan.end)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _child_env(config: Config, lake: Path, topic: str, group: str, collector_port: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": config.kafka.bootstrap,
+            "COSTLINE_KAFKA_TOPIC": topic,
+            "COSTLINE_KAFKA_DLQ_TOPIC": f"{topic}.dlq",
+            "COSTLINE_LAKE_PATH": str(lake),
+            "COSTLINE_PROCESSOR_GROUP_ID": group,
+            "COSTLINE_PROCESSOR_FLUSH_INTERVAL_S": "1",
+            "COSTLINE_COLLECTOR_PORT": str(collector_port),
+        }
+    )
+    if config.source is not None:
+        env["COSTLINE_CONFIG"] = str(config.source)
+    return env
+
+
+def _spawn(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    log = open(log_path, "ab")  # noqa: SIM115 - handed to the child
+    try:
+        return subprocess.Popen([sys.executable, "-m", "costline", *args], env=env, stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    finally:
+        log.close()
+
+
+def _wait_http(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise DemoError(f"costline collect exited early (code {proc.returncode}); see its log")
+        with socket.socket() as s:
+            s.settimeout(0.2)
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise DemoError(f"costline collect did not listen on port {port} within {timeout_s:.0f}s")
+
+
+def _stop(proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class DemoError(CostlineError):
+    """The demo could not run; the message says which step failed and where its log is."""
+
+
+def run_demo(
+    config: Config,
+    *,
+    spec: TrafficSpec,
+    workdir: Path,
+    echo: Callable[[str], None] = click.echo,
+    keep_kafka: bool = False,
+    show_progress: bool = True,
+) -> DemoRun:
+    """Run the whole telemetry path on the built-in traffic sample; return where it all went."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from tqdm import tqdm
+
+    from costline.collectors import KafkaSpanExporter, setup_tracing
+    from costline.localkafka import LocalKafka, ensure_topics
+
+    workdir = workdir.resolve()
+    lake = workdir / "lake"
+    logs = workdir / "logs"
+    if lake.exists():
+        shutil.rmtree(lake)  # each demo run starts from an empty lake
+    logs.mkdir(parents=True, exist_ok=True)
+
+    broker = LocalKafka(config.kafka, progress=echo)
+    already_running = config.kafka.external or broker.status().running
+    echo(f"1/5 Kafka: {'using ' + config.kafka.bootstrap if config.kafka.external else 'starting a local broker'}")
+    broker.up()
+    run_id = time.strftime("%Y%m%d%H%M%S") + "-" + uuid.uuid4().hex[:4]
+    topic = f"{config.kafka.topic}.demo-{run_id}"
+    kafka_cfg = KafkaConfig(bootstrap_servers=config.kafka.bootstrap, topic=topic, dlq_topic=f"{topic}.dlq",
+                            partitions=config.kafka.partitions)
+    ensure_topics(kafka_cfg)
+
+    collector_port = _free_port()
+    env = _child_env(config, lake, topic, f"costline-demo-{run_id}", collector_port)
+    echo(f"2/5 starting `costline process` and `costline collect` (logs in {logs})")
+    processor = _spawn(["process"], env, logs / "process.log")
+    collector = _spawn(["collect"], env, logs / "collect.log")
+    try:
+        _wait_http(collector_port, collector)
+        clock = SimClock()
+        cfg = config.replace(kafka=kafka_cfg)
+        direct = setup_tracing("demo-app", config=cfg, exporter=KafkaSpanExporter(kafka_cfg),
+                               set_global=False, max_queue_size=500_000)
+        via_collector = setup_tracing(
+            "demo-app-otlp", exporter=OTLPSpanExporter(endpoint=f"http://127.0.0.1:{collector_port}/v1/traces"),
+            set_global=False, max_queue_size=500_000,
+        )
+        recorders = {
+            "direct": Recorder(direct, capture=cfg.capture, now=clock),
+            "otlp": Recorder(via_collector, capture=cfg.capture, now=clock),
+        }
+        plans = list(sample_traffic(spec))
+        spans = sum(1 + (p.lookup is not None) + len(p.calls) for p in plans)
+        echo(f"3/5 replaying {spec.days} simulated days: {len(plans):,} requests, {spans:,} spans "
+             f"(tenant {spec.tenants[-1]!r} exports OTLP/HTTP through the collector, the others straight to Kafka)")
+        with tqdm(total=len(plans), unit="req", disable=not show_progress, leave=False) as bar:
+            replay(plans, lambda p: recorders["otlp" if p.tenant == spec.tenants[-1] else "direct"],
+                   clock, progress=bar.update)
+        direct.shutdown()
+        via_collector.shutdown()
+        echo("4/5 waiting for the processor to write every request to the lake")
+        _wait_for_lake(config.replace(lake={"path": lake}), len(plans), processor)
+    finally:
+        _stop(collector)
+        _stop(processor)
+        if not keep_kafka and not already_running:
+            broker.down()
+    return DemoRun(config.replace(kafka=kafka_cfg, lake={"path": lake}), topic, lake, len(plans), spans)
+
+
+def _wait_for_lake(config: Config, expected_requests: int, processor: subprocess.Popen[bytes],
+                   stall_timeout_s: float = 90.0) -> None:
+    """Wait until the lake holds every request; give up only when nothing moved for a while."""
+    from costline.lake import open_lake
+
+    seen = -1
+    deadline = time.monotonic() + stall_timeout_s
+    while time.monotonic() < deadline:
+        if processor.poll() is not None:
+            raise DemoError(f"`costline process` exited early (code {processor.returncode}); see its log")
+        con = open_lake(config)
+        try:
+            count = con.execute("SELECT count(*) FROM requests").fetchone()[0]
+        finally:
+            con.close()
+        if count >= expected_requests:
+            return
+        if count > seen:
+            seen = count
+            deadline = time.monotonic() + stall_timeout_s
+        time.sleep(0.5)
+    raise DemoError(
+        f"only {seen} of {expected_requests} requests reached the lake, and none more for "
+        f"{stall_timeout_s:.0f}s: see the processor's log"
+    )
+
+
+def report(run: DemoRun, echo: Callable[[str], None] = click.echo) -> None:
+    """Print the demo's figures and the queries behind them."""
+    from costline.lake import open_lake, write_views_db
+    from costline.processors.cli import format_result
+
+    con = open_lake(run.config)
+    try:
+        for n, (title, sql) in enumerate(REPORT_QUERIES.items(), 1):
+            cur = con.execute(sql)
+            cols = [d[0] for d in cur.description]
+            rows = cur.fetchall()
+            if title.startswith("cache hit rate per day"):
+                cols, rows = _pivot_hit_rates(rows)
+            echo(f"\n== {title} ==")
+            echo(format_result(cols, rows) if rows else "(none)")
+            if title.startswith("cost per successful request"):
+                echo(_student_note(con, run.config))
+    finally:
+        con.close()
+    views = write_views_db(run.config)
+    echo("\nEvery figure above is a query over the lake. Run them yourself:")
+    echo(f"  COSTLINE_LAKE_PATH={run.lake} costline sql \"SELECT * FROM tier_hourly LIMIT 5\"")
+    echo(f"  duckdb {views}        # views: requests, calls, tier_hourly, cache_hourly, cache_hit_rate_7d")
+    echo("The queries: python -c 'from costline.demo import REPORT_QUERIES as q; print(*q.values(), sep=\"\\n\")'")
+
+
+def _student_note(con, config: Config) -> str:  # type: ignore[no-untyped-def]
+    """The student's cost per request is its utilisation: say so against the article's break-even."""
+    row = con.execute(
+        "SELECT count(*) / greatest(count(DISTINCT CAST(ts AS DATE)), 1) FROM requests WHERE tier = 'student'"
+    ).fetchone()
+    per_day = float(row[0] or 0)
+    if not per_day:
+        return ""
+    hosting_day = config.pricing.student_usd_per_hour * 24
+    return (
+        f"note: the student's GPU (${config.pricing.student_usd_per_hour}/h) served {per_day:,.0f} requests a day, "
+        f"so each carries ${hosting_day / per_day:.4f} of hosting; the article puts break-even near "
+        "100,000 requests a day - below it, routing and the cache pay better."
+    )
+
+
+def _pivot_hit_rates(rows: list[tuple]) -> tuple[list[str], list[tuple]]:  # type: ignore[type-arg]
+    """(day, tenant, lookups, hit_rate) rows → one row per day, one column per tenant."""
+    tenants = sorted({r[1] for r in rows})
+    by_day: dict = {}
+    for day, tenant, _lookups, rate in rows:
+        by_day.setdefault(day, {})[tenant] = rate
+    return ["day", *tenants], [(day, *(by_day[day].get(t) for t in tenants)) for day in sorted(by_day)]
+
+
+@click.command("demo")
+@click.option("--days", default=8, show_default=True, help="Simulated days of traffic.")
+@click.option("--per-day", default=3000, show_default=True, help="Requests per simulated day.")
+@click.option("--workdir", type=click.Path(path_type=Path), default=Path("costline-demo"), show_default=True,
+              help="Where the demo's lake and logs go (the lake is recreated on each run).")
+@click.option("--seed", default=7, show_default=True, help="Seed of the traffic sample.")
+@click.option("--keep-kafka", is_flag=True, help="Leave the local broker running afterwards.")
+@pass_config
+def demo(config: Config, days: int, per_day: int, workdir: Path, seed: int, keep_kafka: bool) -> None:
+    """Run the whole pipeline on simulated traffic and print what it measured.
+
+    Starts Kafka (or uses KAFKA_BOOTSTRAP_SERVERS), `costline process` and
+    `costline collect`, replays simulated days of traffic with two incidents
+    (a stale cache invalidated late, a student traffic shift) through an
+    instrumented app, then prints cost per successful request per tier,
+    cache hit rates per day and the hours that breach the 7-day alert band.
+
+    \b
+    Example:
+        costline demo --days 8 --per-day 3000
+    """
+    started = time.monotonic()
+    spec = TrafficSpec(days=days, requests_per_day=per_day, seed=seed,
+                       stale_day=days - 2 if days >= 3 else None, shift_day=days - 1 if days >= 2 else None)
+    run = run_demo(config, spec=spec, workdir=workdir, keep_kafka=keep_kafka)
+    click.echo(f"5/5 done: {run.requests:,} requests ({run.spans_hint:,} spans) in the lake at {run.lake}")
+    report(run)
+    click.echo(f"\n(demo took {time.monotonic() - started:.0f}s)")
+
+
+commands = [demo]
