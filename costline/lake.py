@@ -350,9 +350,12 @@ def views_sql(lake_path: Path | str, *, student_usd_per_hour: float) -> list[str
     stmts = []
     for table in TABLES:
         glob = _sql_str(str(root / table / "*" / "*.parquet"))
+        # Upstream delivery is at least once (an exporter or OTLP client may resend a trace after a
+        # timeout), so a span can reach Kafka twice: keep one row per (trace_id, span_id).
         stmts.append(
             f"CREATE OR REPLACE VIEW {table}_raw AS SELECT * FROM read_parquet({glob}, "
-            "hive_partitioning = true, union_by_name = true, hive_types = {'date': DATE})"
+            "hive_partitioning = true, union_by_name = true, hive_types = {'date': DATE}) "
+            "QUALIFY row_number() OVER (PARTITION BY trace_id, span_id ORDER BY kafka_partition, kafka_offset) = 1"
         )
     # The request each call / lookup belongs to: same (trace, request id), else its parent request span.
     for kind in ("call", "lookup"):

@@ -231,3 +231,20 @@ def test_old_manifests_are_pruned(cfg):
         lake.commit_batch("otlp_spans", 0, i, i, {})
     names = sorted(p.name for p in (cfg.lake.path / "_offsets" / "otlp_spans" / "p000").glob("*.json"))
     assert names == ["000000000003.json", "000000000004.json", "000000000005.json"]
+
+
+def test_a_span_delivered_twice_upstream_counts_once(cfg: Config) -> None:
+    """Exporters and OTLP clients retry, so a trace can reach Kafka twice (at different offsets)."""
+    lake = Lake(cfg.lake.path).init()
+    m = dt.timedelta(minutes=1)
+    trace = [req("R1", "t1", "s1", H + 5 * m, "mid"), call("c1", "t1", H + 4 * m, request_id="R1", cost=0.25),
+             lookup("l1", "t1", H + 1 * m, hit=False, request_id="R1")]
+    commit(lake, 0, 0, 0, trace)
+    commit(lake, 0, 1, 1, trace)  # the same spans again, resent by the exporter
+    con = open_lake(cfg)
+    try:
+        assert con.execute("SELECT count(*), sum(cost_usd) FROM requests").fetchone() == (1, 0.25)
+        assert con.execute("SELECT count(*) FROM calls").fetchone() == (1,)
+        assert con.execute("SELECT lookups, hits FROM cache_hourly").fetchall() == [(1, 0)]
+    finally:
+        con.close()
