@@ -1,16 +1,169 @@
 """The `[alerts]` section of costline's config (see :mod:`costline.config`).
 
 Plain frozen dataclasses with defaults, nothing else: :mod:`costline.config`
-imports this module, so it must stay import-light.
+imports this module, so it must stay import-light. Durations are seconds
+(``*_s``); rates are fractions (0.10 = 10 points).
+
+```toml
+[alerts]
+repeat_interval_s = 14400
+group_by = ["rule"]
+
+[alerts.slack]
+token = "xoxb-..."          # or COSTLINE_ALERTS_SLACK_TOKEN; or webhook_url
+channel = "#llm-costs"
+
+[alerts.cache_hit_rate_drop]
+drop = 0.10
+resolve_within = 0.05
+min_lookups = 50
+```
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
-__all__ = ["AlertsConfig"]
+__all__ = [
+    "AlertsConfig",
+    "SlackConfig",
+    "OutboxConfig",
+    "RuleSettings",
+    "CacheHitRateDropSettings",
+    "CostPerSuccessRiseSettings",
+    "StudentDriftSettings",
+    "RoutingTierMatchDropSettings",
+    "PipelineSilentSettings",
+    "DlqGrowingSettings",
+]
+
+
+@dataclass(frozen=True)
+class SlackConfig:
+    #: Bot token (``xoxb-...``, scope ``chat:write``; ``channels:history`` for the duplicate check).
+    token: str | None = None
+    #: Channel id or name the bot posts to (the bot must be a member).
+    channel: str | None = None
+    #: Incoming-webhook URL, used when no token is set (no threads, no updates).
+    webhook_url: str | None = None
+    #: Slack Web API base URL (point it at `costline alerts slack-standin` for local runs).
+    base_url: str = "https://slack.com/api/"
+    timeout_s: float = 10.0
+    #: Before re-sending a message whose earlier attempt may have reached Slack, look for it in
+    #: the channel (conversations.history / .replies, by its metadata): no duplicates.
+    dedup_check: bool = True
+
+
+@dataclass(frozen=True)
+class OutboxConfig:
+    #: First retry delay; doubles per attempt up to backoff_max_s (a 429's Retry-After wins if longer).
+    backoff_initial_s: float = 5.0
+    backoff_max_s: float = 300.0
+    #: Sent rows older than this are pruned from the outbox.
+    keep_sent_s: float = 7 * 86400.0
+
+
+@dataclass(frozen=True)
+class RuleSettings:
+    enabled: bool = True
+    #: The condition must hold this long (pending) before the alert fires.
+    for_s: float = 0.0
+    severity: str = "warning"
+    #: A firing alert with no observation for this long (its series vanished) resolves.
+    no_data_resolve_s: float = 3 * 3600.0
+
+
+@dataclass(frozen=True)
+class CacheHitRateDropSettings(RuleSettings):
+    #: Fire when the last hour's hit rate is this far (fraction) under its 7-day average...
+    drop: float = 0.10
+    #: ...and resolve only once it is back within this distance (hysteresis).
+    resolve_within: float = 0.05
+    #: Lookups the hour needs before it can fire (a quiet hour pages nobody).
+    min_lookups: int = 50
+    #: Lookups the 7-day window needs to be a baseline.
+    min_lookups_7d: int = 200
+    #: One-sided two-proportion z-test (hour vs 7 days): fire only when p < this.
+    max_p_value: float = 0.01
+
+
+@dataclass(frozen=True)
+class CostPerSuccessRiseSettings(RuleSettings):
+    #: Fire when a tier's cost per success in the last hour is this many percent over its 7-day level...
+    rise_pct: float = 25.0
+    #: ...resolve when it is back under this many percent over it.
+    resolve_pct: float = 10.0
+    #: Successful requests the hour needs before it can fire.
+    min_successes: int = 20
+    min_successes_7d: int = 100
+    #: Tiers not watched (the cache costs nothing).
+    exclude_tiers: tuple[str, ...] = ("cache",)
+
+
+@dataclass(frozen=True)
+class StudentDriftSettings(RuleSettings):
+    #: Used when an eval run carries no threshold of its own: the largest tolerated teacher-student gap.
+    max_gap: float = 0.05
+    #: Runs with fewer evaluated queries are ignored.
+    min_n: int = 100
+    no_data_resolve_s: float = 3 * 86400.0
+
+
+@dataclass(frozen=True)
+class RoutingTierMatchDropSettings(RuleSettings):
+    #: Fire when a tier's latest tier-match rate is this far under the mean of its previous runs...
+    drop: float = 0.05
+    #: ...or under this floor.
+    min_rate: float = 0.85
+    resolve_within: float = 0.02
+    #: How many earlier runs make the baseline.
+    baseline_runs: int = 7
+    min_n: int = 100
+    no_data_resolve_s: float = 3 * 86400.0
+
+
+@dataclass(frozen=True)
+class PipelineSilentSettings(RuleSettings):
+    #: Fire when the newest span in the lake is older than this.
+    silent_s: float = 900.0
+    severity: str = "critical"
+    #: Rules muted while this one fires (their figures are meaningless without data).
+    inhibits: tuple[str, ...] = ("cache_hit_rate_drop", "cost_per_success_rise")
+
+
+@dataclass(frozen=True)
+class DlqGrowingSettings(RuleSettings):
+    #: Fire when the dead-letter topic gained at least this many messages...
+    min_new: int = 1
+    #: ...within this window.
+    window_s: float = 900.0
 
 
 @dataclass(frozen=True)
 class AlertsConfig:
-    """Settings of costline.alerts (filled in by its issue)."""
+    """Settings of costline.alerts."""
+
+    enabled: bool = True
+    #: SQLite state file (alerts, silences, outbox); default ``<lake>/_alerts/state.sqlite``.
+    state_path: Path | None = None
+    #: How often `costline alerts run` evaluates and delivers.
+    interval_s: float = 60.0
+    #: An hourly window is evaluated this long after it closes (late spans land first).
+    settle_s: float = 30.0
+    #: Alerts sharing these labels ("rule" = the rule's name) make one Slack thread.
+    group_by: tuple[str, ...] = ("rule",)
+    #: A still-firing group is reminded of in its thread this often.
+    repeat_interval_s: float = 4 * 3600.0
+    #: Post a resolved message (and update the original one).
+    send_resolved: bool = True
+    #: Print every notification to the log / console (always, also with Slack configured).
+    console: bool = True
+    slack: SlackConfig = field(default_factory=SlackConfig)
+    outbox: OutboxConfig = field(default_factory=OutboxConfig)
+    cache_hit_rate_drop: CacheHitRateDropSettings = field(default_factory=CacheHitRateDropSettings)
+    cost_per_success_rise: CostPerSuccessRiseSettings = field(default_factory=CostPerSuccessRiseSettings)
+    student_drift: StudentDriftSettings = field(default_factory=StudentDriftSettings)
+    routing_tier_match_drop: RoutingTierMatchDropSettings = field(default_factory=RoutingTierMatchDropSettings)
+    pipeline_silent: PipelineSilentSettings = field(default_factory=PipelineSilentSettings)
+    dlq_growing: DlqGrowingSettings = field(default_factory=DlqGrowingSettings)

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -232,7 +233,7 @@ def run_demo(
 
     broker = LocalKafka(config.kafka, progress=echo)
     already_running = config.kafka.external or broker.status().running
-    echo(f"1/5 Kafka: {'using ' + config.kafka.bootstrap if config.kafka.external else 'starting a local broker'}")
+    echo(f"1/6 Kafka: {'using ' + config.kafka.bootstrap if config.kafka.external else 'starting a local broker'}")
     broker.up()
     run_id = time.strftime("%Y%m%d%H%M%S") + "-" + uuid.uuid4().hex[:4]
     topic = f"{config.kafka.topic}.demo-{run_id}"
@@ -242,7 +243,7 @@ def run_demo(
 
     collector_port = _free_port()
     env = _child_env(config, lake, topic, f"costline-demo-{run_id}", collector_port)
-    echo(f"2/5 starting `costline process` and `costline collect` (logs in {logs})")
+    echo(f"2/6 starting `costline process` and `costline collect` (logs in {logs})")
     processor = _spawn(["process"], env, logs / "process.log")
     collector = _spawn(["collect"], env, logs / "collect.log")
     try:
@@ -255,20 +256,22 @@ def run_demo(
             "demo-app-otlp", exporter=OTLPSpanExporter(endpoint=f"http://127.0.0.1:{collector_port}/v1/traces"),
             set_global=False, max_queue_size=500_000,
         )
+        # Content capture on: the nightly drift job samples the query and answer of student requests.
+        capture = dataclasses.replace(cfg.capture, message_content=True)
         recorders = {
-            "direct": Recorder(direct, capture=cfg.capture, now=clock),
-            "otlp": Recorder(via_collector, capture=cfg.capture, now=clock),
+            "direct": Recorder(direct, capture=capture, now=clock),
+            "otlp": Recorder(via_collector, capture=capture, now=clock),
         }
         plans = list(sample_traffic(spec))
         spans = sum(1 + (p.lookup is not None) + len(p.calls) for p in plans)
-        echo(f"3/5 replaying {spec.days} simulated days: {len(plans):,} requests, {spans:,} spans "
+        echo(f"3/6 replaying {spec.days} simulated days: {len(plans):,} requests, {spans:,} spans "
              f"(tenant {spec.tenants[-1]!r} exports OTLP/HTTP through the collector, the others straight to Kafka)")
         with tqdm(total=len(plans), unit="req", disable=not show_progress, leave=False) as bar:
             replay(plans, lambda p: recorders["otlp" if p.tenant == spec.tenants[-1] else "direct"],
                    clock, progress=bar.update)
         direct.shutdown()
         via_collector.shutdown()
-        echo("4/5 waiting for the processor to write every request to the lake")
+        echo("4/6 waiting for the processor to write every request to the lake")
         _wait_for_lake(config.replace(lake={"path": lake}), len(plans), processor)
     finally:
         _stop(collector)
@@ -303,6 +306,27 @@ def _wait_for_lake(config: Config, expected_requests: int, processor: subprocess
         f"only {seen} of {expected_requests} requests reached the lake, and none more for "
         f"{stall_timeout_s:.0f}s: see the processor's log"
     )
+
+
+def replay_alerts(run: DemoRun, spec: TrafficSpec) -> list[str]:
+    """Run the alert rules as of one minute past every simulated hour; return what the console said.
+
+    The demo's tenants make ~25 cache lookups an hour, so the hourly rule's minimum sample is
+    lowered to 15 lookups (the default, 50, suits production volumes), and with ~600 tenant-hours
+    judged the z-test asks for p < 0.001 so chance alone is unlikely to page.
+    """
+    from costline.alerts import AlertService
+
+    rule = dataclasses.replace(run.config.alerts.cache_hit_rate_drop, min_lookups=15, max_p_value=0.001)
+    config = run.config.replace(alerts={"cache_hit_rate_drop": rule})
+    said: list[str] = []
+    service = AlertService(config, echo=said.append)
+    try:
+        first = spec.start + timedelta(hours=1, minutes=1)
+        service.replay(first, spec.start + timedelta(days=spec.days, minutes=2), step_s=3600)
+    finally:
+        service.shutdown()
+    return said
 
 
 def report(run: DemoRun, echo: Callable[[str], None] = click.echo) -> None:
@@ -381,8 +405,21 @@ def demo(config: Config, days: int, per_day: int, workdir: Path, seed: int, keep
     spec = TrafficSpec(days=days, requests_per_day=per_day, seed=seed,
                        stale_day=days - 2 if days >= 3 else None, shift_day=days - 1 if days >= 2 else None)
     run = run_demo(config, spec=spec, workdir=workdir, keep_kafka=keep_kafka)
-    click.echo(f"5/5 done: {run.requests:,} requests ({run.spans_hint:,} spans) in the lake at {run.lake}")
+    click.echo(f"5/6 done: {run.requests:,} requests ({run.spans_hint:,} spans) in the lake at {run.lake}")
     report(run)
+    click.echo("\n== nightly jobs after each simulated day: student drift and shadow routing "
+               "(teacher and tiers answered by the local stand-in API server) ==")
+    from costline.jobs.demo import run_nightly_demo
+
+    run_nightly_demo(run.config, start=spec.start, days=spec.days, echo=click.echo)
+    click.echo("\n6/6 evaluating the alert rules hour by hour over the simulated days (as `costline alerts run` does)")
+    alerts = replay_alerts(run, spec)
+    click.echo("\n== alerts the rules raised (console; Slack too when [alerts.slack] is configured) ==")
+    click.echo("\n".join(alerts) if alerts else "(none)")
+    from costline.dashboards import announce_dashboard
+
+    click.echo("")
+    announce_dashboard(run.config, run.lake.parent / "dashboard.html")
     click.echo(f"\n(demo took {time.monotonic() - started:.0f}s)")
 
 

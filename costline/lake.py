@@ -63,6 +63,7 @@ __all__ = [
     "views_sql",
     "data_file_name",
     "parse_data_file_name",
+    "VIEW_PROVIDERS",
 ]
 
 _TS: Final = pa.timestamp("us")  # naive, UTC
@@ -443,10 +444,38 @@ WINDOW w AS (PARTITION BY tenant ORDER BY window_start
     return stmts
 
 
+#: Views other package areas keep over their own files in the lake: "module:function", where the
+#: function takes the lake path and returns SQL (one string or a list). Imported when views are
+#: created, so the core never imports an area at start-up; an area that is not installed is skipped.
+VIEW_PROVIDERS: Final = (
+    "costline.alerts.view:alerts_view_sql",
+    "costline.jobs.store:jobs_views_sql",
+)
+
+
+def _provided_views(lake_path: Path | str) -> list[str]:
+    import importlib
+
+    out: list[str] = []
+    for spec in VIEW_PROVIDERS:
+        module_name, _, func = spec.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and module_name.startswith(exc.name):
+                continue
+            raise
+        sql = getattr(module, func)(lake_path)
+        out.extend([sql] if isinstance(sql, str) else sql)
+    return out
+
+
 def create_views(con: "duckdb.DuckDBPyConnection", config: Config) -> None:
     """Create the views of ``config``'s lake on a DuckDB connection (initialising the lake)."""
     Lake(config.lake.path).init()
     for stmt in views_sql(config.lake.path, student_usd_per_hour=config.pricing.student_usd_per_hour):
+        con.execute(stmt)
+    for stmt in _provided_views(config.lake.path):
         con.execute(stmt)
 
 

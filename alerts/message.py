@@ -1,0 +1,94 @@
+"""Rendering notifications: a plain-text line and Slack Block Kit blocks.
+
+A message is rendered once, when it is queued, and stored in the outbox as
+JSON, so a retry sends exactly what the first attempt would have sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+__all__ = ["render", "KINDS"]
+
+#: Message kinds: an incident opens, changes (an alert joins or recovers), is reminded of, resolves.
+KINDS = ("firing", "update", "reminder", "resolved", "test")
+
+_ICON = {"firing": ":red_circle:", "update": ":large_orange_circle:", "reminder": ":bell:",
+         "resolved": ":large_green_circle:", "test": ":white_check_mark:"}
+_WORD = {"firing": "FIRING", "update": "UPDATE", "reminder": "STILL FIRING", "resolved": "RESOLVED", "test": "TEST"}
+_MAX_MEMBERS = 8
+
+
+def _labels_text(labels: Mapping[str, str]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(labels.items())) or "-"
+
+
+def _title(kind: str, rule: str, group_labels: Mapping[str, str], severity: str) -> str:
+    shown = {k: v for k, v in group_labels.items() if k != "rule"}
+    where = f" ({_labels_text(shown)})" if shown else ""
+    return f"{_WORD[kind]} [{severity}] {rule}{where}"[:150]
+
+
+def _member_blocks(member: Mapping[str, Any], *, state_word: str | None = None) -> list[dict[str, Any]]:
+    obs = member.get("observation") or {}
+    labels = member.get("labels") or {}
+    head = f"*{_labels_text(labels)}*" + (f" — {state_word}" if state_word else "")
+    blocks: list[dict[str, Any]] = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"{head}\n{obs.get('summary', '')}"}},
+    ]
+    fields = [{"type": "mrkdwn", "text": f"*{k}*\n{v}"} for k, v in list((obs.get("figures") or {}).items())[:9]]
+    if obs.get("window"):
+        fields.append({"type": "mrkdwn", "text": f"*window*\n{obs['window']}"})
+    if fields:
+        blocks.append({"type": "section", "fields": fields[:10]})
+    return blocks
+
+
+def render(
+    kind: str,
+    *,
+    rule: str,
+    group_labels: Mapping[str, str],
+    severity: str,
+    incident: int,
+    members: Sequence[Mapping[str, Any]],
+    at: datetime,
+    note: str = "",
+) -> dict[str, Any]:
+    """``{"kind", "title", "text", "blocks"}`` for one notification.
+
+    ``members`` are alert dicts (``labels``, ``state``, ``observation`` with
+    ``summary``, ``figures``, ``window``, ``query``).
+    """
+    title = _title(kind, rule, group_labels, severity)
+    lines = [f"{_ICON[kind]} {title}"]
+    if note:
+        lines.append(note)
+    for m in members[:_MAX_MEMBERS]:
+        obs = m.get("observation") or {}
+        lines.append(f"• {_labels_text(m.get('labels') or {})}: {obs.get('summary', '')}")
+    if len(members) > _MAX_MEMBERS:
+        lines.append(f"… and {len(members) - _MAX_MEMBERS} more")
+    text = "\n".join(lines)
+
+    blocks: list[dict[str, Any]] = [{"type": "header", "text": {"type": "plain_text", "text": title[:150]}}]
+    if note:
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": note}})
+    for m in members[:_MAX_MEMBERS]:
+        word = None
+        if kind in ("update", "resolved"):
+            word = "resolved" if m.get("state") in ("resolved", "inactive") else "firing"
+        blocks.extend(_member_blocks(m, state_word=word))
+    if len(members) > _MAX_MEMBERS:
+        blocks.append({"type": "context", "elements": [
+            {"type": "mrkdwn", "text": f"… and {len(members) - _MAX_MEMBERS} more: `costline alerts list`"}]})
+    query = next(((m.get("observation") or {}).get("query") for m in members if (m.get("observation") or {}).get("query")), "")
+    if query and kind in ("firing", "reminder"):
+        blocks.append({"type": "section", "text": {"type": "mrkdwn",
+                                                     "text": f"*Dig in* (`costline sql`):\n```{query}```"}})
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": (
+        f"{at:%Y-%m-%d %H:%M:%S} UTC · incident #{incident} · severity {severity} · "
+        f"silence: `costline alerts silence {rule} --for 2h --reason ...`")}]})
+    return {"kind": kind, "title": title, "text": text, "blocks": blocks}

@@ -1,0 +1,284 @@
+"""Notifiers: where queued messages go. Small OTel-like interface::
+
+    send(message) -> SendResult      one attempt, never raises for delivery failures
+    find(message) -> SendResult|None was this message already delivered? (duplicate check)
+    shutdown()
+
+Expected failures (429, 5xx, timeouts, Slack errors) are results; the outbox
+(:mod:`costline.alerts.outbox`) retries them. ``slack_sdk`` is imported only when
+a Slack notifier is built.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import urllib.error
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from costline.alerts.errors import NotifierError
+from costline.alerts.settings import AlertsConfig
+
+__all__ = [
+    "Outgoing",
+    "SendResult",
+    "Notifier",
+    "ConsoleNotifier",
+    "InMemoryNotifier",
+    "SlackBotNotifier",
+    "SlackWebhookNotifier",
+    "build_notifiers",
+    "METADATA_EVENT_TYPE",
+]
+
+log = logging.getLogger(__name__)
+
+#: The Slack message metadata event type costline marks its messages with.
+METADATA_EVENT_TYPE = "costline_alert"
+
+#: Slack errors that no retry can fix before someone changes the config.
+_PERMANENT = frozenset({
+    "invalid_auth", "not_authed", "account_inactive", "token_revoked", "channel_not_found",
+    "not_in_channel", "is_archived", "missing_scope", "invalid_blocks", "msg_too_long", "no_text",
+})
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One outbox row, ready to send."""
+
+    op: str  # "post" (a message or a thread reply) or "update" (edit the incident's original message)
+    payload: Mapping[str, Any]  # {"kind", "title", "text", "blocks"}
+    dedup_key: str
+    #: Where the incident's thread is (known once its first message was sent).
+    channel: str | None = None
+    thread_ts: str | None = None
+    #: Epoch seconds the row was queued (the duplicate check looks from there on).
+    created_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class SendResult:
+    ok: bool
+    channel: str | None = None
+    ts: str | None = None
+    error: str | None = None
+    #: Seconds the server asked us to wait (HTTP 429 Retry-After).
+    retry_after: float | None = None
+    #: The message may have been delivered although we got no answer (timeout, dropped connection).
+    ambiguous: bool = False
+    #: A config problem (bad token, unknown channel): retried, but logged loudly.
+    permanent: bool = False
+    #: Nothing to do for this notifier (e.g. a webhook cannot update a message).
+    skipped: bool = False
+
+
+class Notifier(Protocol):
+    name: str
+
+    def send(self, message: Outgoing) -> SendResult: ...
+
+    def find(self, message: Outgoing) -> SendResult | None: ...
+
+    def shutdown(self) -> None: ...
+
+
+class ConsoleNotifier:
+    """Always on: every message as text to ``echo`` (default: the log, at WARNING)."""
+
+    name = "console"
+
+    def __init__(self, echo: Callable[[str], None] | None = None) -> None:
+        self._echo = echo
+
+    def send(self, message: Outgoing) -> SendResult:
+        if message.op != "post":
+            return SendResult(ok=True, skipped=True)
+        text = str(message.payload.get("text", ""))
+        if self._echo is None:
+            log.warning("alert: %s", text)
+        else:
+            self._echo(text)
+        return SendResult(ok=True)
+
+    def find(self, message: Outgoing) -> SendResult | None:
+        return None
+
+    def shutdown(self) -> None:
+        pass
+
+
+class InMemoryNotifier:
+    """Records what it is sent (a test double that ships with the product)."""
+
+    def __init__(self, name: str = "memory") -> None:
+        self.name = name
+        self._lock = threading.Lock()
+        self._sent: list[Outgoing] = []
+
+    def send(self, message: Outgoing) -> SendResult:
+        with self._lock:
+            self._sent.append(message)
+            return SendResult(ok=True, channel="memory", ts=f"{len(self._sent)}.000000")
+
+    def find(self, message: Outgoing) -> SendResult | None:
+        return None
+
+    def sent(self) -> list[Outgoing]:
+        with self._lock:
+            return list(self._sent)
+
+    def shutdown(self) -> None:
+        pass
+
+
+def _header(headers: Mapping[str, Any] | None, name: str) -> str | None:
+    for k, v in (headers or {}).items():
+        if k.lower() == name.lower():
+            return v[0] if isinstance(v, list) else str(v)
+    return None
+
+
+def _retry_after(headers: Mapping[str, Any] | None) -> float | None:
+    value = _header(headers, "Retry-After")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    return isinstance(exc, (socket.timeout, TimeoutError)) or (
+        isinstance(exc, urllib.error.URLError) and isinstance(exc.reason, (socket.timeout, TimeoutError)))
+
+
+class SlackBotNotifier:
+    """``chat.postMessage`` into ``channel``; later messages of an incident go to its thread and
+    ``chat.update`` edits the original. Messages carry metadata with their outbox key, which
+    :meth:`find` looks for (``conversations.history`` / ``conversations.replies``)."""
+
+    name = "slack"
+
+    def __init__(self, token: str, channel: str, *, base_url: str = "https://slack.com/api/",
+                 timeout_s: float = 10.0, dedup_check: bool = True, client: Any = None) -> None:
+        if not token or not channel:
+            raise NotifierError("a Slack bot needs both [alerts.slack] token and channel "
+                                "(COSTLINE_ALERTS_SLACK_TOKEN, COSTLINE_ALERTS_SLACK_CHANNEL)")
+        if client is None:
+            from slack_sdk import WebClient
+
+            # no SDK-side retries: the outbox owns retrying (and Retry-After)
+            client = WebClient(token=token, base_url=base_url, timeout=timeout_s,  # type: ignore[arg-type]
+                               retry_handlers=[])
+        self.client = client
+        self.channel = channel
+        self.dedup_check = dedup_check
+
+    def _call(self, fn: Callable[[], Any]) -> SendResult:
+        from slack_sdk.errors import SlackApiError
+
+        try:
+            resp = fn()
+        except SlackApiError as exc:
+            r = exc.response
+            error = (r.data.get("error") if isinstance(r.data, dict) else None) or f"HTTP {r.status_code}"
+            if r.status_code == 429 or error == "ratelimited":
+                return SendResult(ok=False, error="rate limited (429)", retry_after=_retry_after(r.headers) or 1.0)
+            return SendResult(ok=False, error=f"Slack error {error} (HTTP {r.status_code})",
+                              permanent=error in _PERMANENT)
+        except Exception as exc:  # noqa: BLE001 - network errors of every kind are results here
+            return SendResult(ok=False, error=f"{type(exc).__name__}: {exc}", ambiguous=True)
+        return SendResult(ok=True, channel=resp.get("channel"), ts=resp.get("ts"))
+
+    def send(self, message: Outgoing) -> SendResult:
+        p = message.payload
+        if message.op == "update":
+            if not message.thread_ts:
+                return SendResult(ok=True, skipped=True)
+            return self._call(lambda: self.client.chat_update(
+                channel=message.channel or self.channel, ts=message.thread_ts, text=p.get("text", ""),
+                blocks=p.get("blocks")))
+        return self._call(lambda: self.client.chat_postMessage(
+            channel=message.channel or self.channel, text=p.get("text", ""), blocks=p.get("blocks"),
+            thread_ts=message.thread_ts, unfurl_links=False, unfurl_media=False,
+            metadata={"event_type": METADATA_EVENT_TYPE, "event_payload": {"key": message.dedup_key}}))
+
+    def find(self, message: Outgoing) -> SendResult | None:
+        """The message if Slack already has it (an earlier attempt went through unanswered)."""
+        if message.op != "post" or not self.dedup_check:
+            return None
+        channel = message.channel or self.channel
+        oldest = f"{max(message.created_at - 60.0, 0):.6f}"
+        try:
+            if message.thread_ts:
+                resp = self.client.conversations_replies(channel=channel, ts=message.thread_ts, oldest=oldest,
+                                                         include_all_metadata=True, limit=200)
+            else:
+                resp = self.client.conversations_history(channel=channel, oldest=oldest,
+                                                         include_all_metadata=True, limit=200)
+        except Exception as exc:  # noqa: BLE001
+            raise LookupError(f"cannot check Slack for an earlier delivery: {exc}") from exc
+        for m in resp.get("messages") or []:
+            payload = (m.get("metadata") or {}).get("event_payload") or {}
+            if payload.get("key") == message.dedup_key:
+                return SendResult(ok=True, channel=resp.get("channel") or channel, ts=m.get("ts"))
+        return None
+
+    def shutdown(self) -> None:
+        pass
+
+
+class SlackWebhookNotifier:
+    """An incoming webhook: posts only (webhooks cannot thread, update, or be searched for duplicates)."""
+
+    name = "slack"
+
+    def __init__(self, url: str, *, timeout_s: float = 10.0, client: Any = None) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise NotifierError(f"[alerts.slack] webhook_url must be an http(s) URL, got {url!r}")
+        if client is None:
+            from slack_sdk.webhook import WebhookClient
+
+            client = WebhookClient(url, timeout=timeout_s, retry_handlers=[])  # type: ignore[arg-type]
+        self.client = client
+
+    def send(self, message: Outgoing) -> SendResult:
+        if message.op != "post":
+            return SendResult(ok=True, skipped=True)
+        try:
+            resp = self.client.send(text=message.payload.get("text", ""), blocks=message.payload.get("blocks"))
+        except Exception as exc:  # noqa: BLE001
+            return SendResult(ok=False, error=f"{type(exc).__name__}: {exc}", ambiguous=True)
+        if resp.status_code == 200:
+            return SendResult(ok=True)
+        if resp.status_code == 429:
+            return SendResult(ok=False, error="rate limited (429)", retry_after=_retry_after(resp.headers) or 1.0)
+        return SendResult(ok=False, error=f"webhook answered HTTP {resp.status_code}: {resp.body[:200]}",
+                          permanent=resp.status_code in (400, 403, 404, 410))
+
+    def find(self, message: Outgoing) -> SendResult | None:
+        return None
+
+    def shutdown(self) -> None:
+        pass
+
+
+def build_notifiers(config: AlertsConfig, *, echo: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """``{"console": ..., "slack": ...}`` from the config (Slack only when configured)."""
+    out: dict[str, Any] = {}
+    if config.console:
+        out["console"] = ConsoleNotifier(echo)
+    s = config.slack
+    if s.token:
+        if not s.channel:
+            raise NotifierError("[alerts.slack] token is set but channel is not: set channel "
+                                "(COSTLINE_ALERTS_SLACK_CHANNEL), e.g. C0123456789")
+        out["slack"] = SlackBotNotifier(s.token, s.channel, base_url=s.base_url, timeout_s=s.timeout_s,
+                                        dedup_check=s.dedup_check)
+    elif s.webhook_url:
+        out["slack"] = SlackWebhookNotifier(s.webhook_url, timeout_s=s.timeout_s)
+    return out
+

@@ -1,0 +1,198 @@
+"""Delivering the outbox: nothing lost, nothing sent twice.
+
+Every message the state machine decides on is first a row of the ``outbox``
+table (committed with the state change). :meth:`Outbox.deliver_due` sends the
+rows that are due, oldest first, and keeps each incident's messages in order
+per target (a thread reply never overtakes its parent).
+
+**Guarantee toward Slack (bot token).** Before each attempt the row's
+``attempts`` is incremented and committed (an intent record). Success is
+recorded — ``sent_at`` with the Slack ``channel``/``ts`` — in one transaction.
+Each message carries Slack metadata with a key unique to its row. When a row
+has an earlier attempt (the process died after Slack accepted the message but
+before it was marked, or the attempt timed out with no answer), the notifier
+first looks for that key in the channel (``conversations.history``, or
+``conversations.replies`` for thread replies) and only posts if it is not
+there. Result: exactly one delivered copy per message, as long as the history
+check works (scope ``channels:history``/``groups:history``). If the check
+itself fails, the row is posted anyway and a warning logged (at-least-once in
+that narrow case). Incoming webhooks cannot be searched: a webhook attempt that
+timed out after Slack accepted it is sent again (at-least-once).
+
+A failure delays; it never drops: 429 waits its ``Retry-After`` (for the whole
+target), other failures back off exponentially (``[alerts.outbox]``). Time is
+injected (``now=``); this module never sleeps except in :meth:`Outbox.force_flush`
+(with an injectable ``sleep``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from costline.alerts.notify import Notifier, Outgoing, SendResult
+from costline.alerts.settings import OutboxConfig
+from costline.alerts.store import AlertStore, from_epoch, to_epoch
+
+__all__ = ["Outbox", "DeliveryStats"]
+
+log = logging.getLogger(__name__)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class DeliveryStats:
+    sent: int = 0
+    failed: int = 0
+    #: Rows found already delivered by the duplicate check (and not sent again).
+    recovered: int = 0
+    #: Rows not yet due, waiting behind an earlier row, or for a notifier that is not configured.
+    waiting: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class Outbox:
+    """Sends due outbox rows through the notifiers, with retries and ordering."""
+
+    def __init__(
+        self,
+        store: AlertStore,
+        notifiers: Mapping[str, Notifier],
+        config: OutboxConfig | None = None,
+        *,
+        now: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        self.store = store
+        self.notifiers = dict(notifiers)
+        self.config = config or OutboxConfig()
+        self.now = now
+        self._paused_until: dict[str, float] = {}
+
+    def _backoff(self, attempts: int) -> float:
+        return min(self.config.backoff_initial_s * (2 ** max(attempts - 1, 0)), self.config.backoff_max_s)
+
+    def _root(self, row: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        rows = self.store.query(
+            "SELECT id, channel, ts, sent_at FROM outbox WHERE group_key = ? AND incident = ? AND target = ? "
+            "AND kind = 'firing' AND op = 'post' ORDER BY id LIMIT 1",
+            (row["group_key"], row["incident"], row["target"]))
+        return rows[0] if rows else None
+
+    def _mark_sent(self, row_id: int, t: float, result: SendResult) -> None:
+        with self.store.transaction() as con:
+            con.execute("UPDATE outbox SET sent_at = ?, channel = ?, ts = ?, last_error = NULL WHERE id = ?",
+                        (t, result.channel, result.ts, row_id))
+
+    def deliver_due(self, now: datetime | None = None) -> DeliveryStats:
+        """One pass over the unsent rows that are due as of ``now``."""
+        t = to_epoch(now or self.now())
+        stats = DeliveryStats()
+        blocked: set[tuple[str, str]] = set()
+        blocked_targets = {tg for tg, until in self._paused_until.items() if until > t}
+        for row in self.store.outbox(unsent_only=True):
+            target, key = row["target"], (row["group_key"], row["target"])
+            notifier = self.notifiers.get(target)
+            if notifier is None or key in blocked or target in blocked_targets or row["next_attempt_at"] > t:
+                blocked.add(key)
+                stats.waiting += 1
+                continue
+            channel = thread_ts = None
+            if not (row["kind"] == "firing" and row["op"] == "post"):
+                root = self._root(row)
+                if root is not None and root["sent_at"] is None:
+                    blocked.add(key)
+                    stats.waiting += 1
+                    continue
+                if root is not None:
+                    channel, thread_ts = root["channel"], root["ts"]
+            msg = Outgoing(op=row["op"], payload=json.loads(row["payload"]),
+                           dedup_key=f"costline:{row['id']}:{row['group_key']}:{row['incident']}:{row['kind']}:"
+                                     f"{int(row['created_at'])}",
+                           channel=channel, thread_ts=thread_ts, created_at=float(row["created_at"]))
+            prior = int(row["attempts"])
+            with self.store.transaction() as con:  # the intent record
+                con.execute("UPDATE outbox SET attempts = attempts + 1, last_attempt_at = ? WHERE id = ?",
+                            (t, row["id"]))
+            if prior > 0:
+                try:
+                    found = notifier.find(msg)
+                except LookupError as exc:
+                    log.warning("outbox row %s: %s; sending it again (may duplicate)", row["id"], exc)
+                    found = None
+                if found is not None:
+                    self._mark_sent(row["id"], t, found)
+                    stats.recovered += 1
+                    continue
+            try:
+                result = notifier.send(msg)
+            except Exception as exc:  # noqa: BLE001 - a notifier bug must not stop delivery of the rest
+                log.exception("notifier %s raised", target)
+                result = SendResult(ok=False, error=f"{type(exc).__name__}: {exc}")
+            if result.ok:
+                self._mark_sent(row["id"], t, result)
+                stats.sent += 1
+                continue
+            delay = result.retry_after if result.retry_after is not None else self._backoff(prior + 1)
+            if result.retry_after is not None:
+                self._paused_until[target] = t + result.retry_after
+            with self.store.transaction() as con:
+                con.execute("UPDATE outbox SET next_attempt_at = ?, last_error = ? WHERE id = ?",
+                            (t + delay, result.error, row["id"]))
+            (log.error if result.permanent else log.warning)(
+                "outbox row %s (%s %s to %s) failed: %s; retrying in %.0fs", row["id"], row["kind"], row["op"],
+                target, result.error, delay)
+            stats.failed += 1
+            stats.errors.append(str(result.error))
+            blocked_targets.add(target)  # an outage or a rate limit: don't hammer it in this pass
+        return stats
+
+    def _targets_sql(self) -> tuple[str, tuple[str, ...]]:
+        names = tuple(self.notifiers)
+        return f"target IN ({','.join('?' * len(names))})" if names else "0", names
+
+    def pending(self) -> int:
+        """Unsent rows for the configured notifiers."""
+        where, args = self._targets_sql()
+        return int(self.store.query(f"SELECT count(*) FROM outbox WHERE sent_at IS NULL AND {where}", args)[0][0])
+
+    def next_due(self) -> datetime | None:
+        """When the earliest unsent row (of a configured notifier) is due; None: nothing to send."""
+        where, args = self._targets_sql()
+        rows = self.store.query(f"SELECT min(next_attempt_at) FROM outbox WHERE sent_at IS NULL AND {where}", args)
+        return from_epoch(rows[0][0]) if rows and rows[0][0] is not None else None
+
+    def prune(self, now: datetime | None = None) -> int:
+        """Delete sent rows older than ``keep_sent_s`` (never those of an open incident)."""
+        cut = to_epoch(now or self.now()) - self.config.keep_sent_s
+        with self.store.transaction() as con:
+            cur = con.execute(
+                "DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < ? AND NOT EXISTS ("
+                "SELECT 1 FROM groups g WHERE g.group_key = outbox.group_key AND g.incident = outbox.incident "
+                "AND g.open = 1)", (cut,))
+            return cur.rowcount
+
+    def force_flush(self, timeout_s: float = 30.0, *, sleep: Callable[[float], None] = time.sleep) -> bool:
+        """Deliver until the outbox is empty or ``timeout_s`` passed (``now`` clock); True if empty."""
+        deadline = to_epoch(self.now()) + timeout_s
+        while True:
+            self.deliver_due()
+            if self.pending() == 0:
+                return True
+            t = to_epoch(self.now())
+            nxt = self.next_due()
+            if t >= deadline:
+                return False
+            wait = max(0.05, min((to_epoch(nxt) - t) if nxt else 0.05, deadline - t))
+            sleep(wait)
+
+    def shutdown(self) -> None:
+        for n in self.notifiers.values():
+            n.shutdown()

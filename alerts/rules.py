@@ -1,0 +1,400 @@
+"""Alert rules: pure functions from an aggregates snapshot to observations.
+
+``evaluate(rule, snapshot, now)`` looks only at the :class:`Snapshot` (rows
+queried from the lake views by :class:`~costline.alerts.source.AlertSource`, or
+written by hand in tests) and returns one :class:`Observation` per series
+(tenant, tier, subtype...) with a three-way :class:`Condition`:
+
+* ``BREACH`` — the alert condition holds (fire, or stay firing);
+* ``BAND`` — inside the hysteresis band or too little data: keep the current state;
+* ``OK`` — clearly back to normal (resolve).
+
+It returns ``None`` when the rule could not be evaluated at all (its view does
+not exist yet): the state machine then leaves that rule's alerts untouched.
+
+Hourly rules judge the last *closed* hour: the hour ending at or before
+``now - settle`` (see :func:`closed_window`).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from costline.alerts.settings import (
+    AlertsConfig,
+    CacheHitRateDropSettings,
+    CostPerSuccessRiseSettings,
+    DlqGrowingSettings,
+    PipelineSilentSettings,
+    RoutingTierMatchDropSettings,
+    RuleSettings,
+    StudentDriftSettings,
+)
+
+__all__ = [
+    "Condition",
+    "Observation",
+    "Snapshot",
+    "Rule",
+    "RULE_NAMES",
+    "STREAM_RULES",
+    "JOB_RULES",
+    "evaluate",
+    "rules_from_config",
+    "closed_window",
+    "fingerprint",
+    "two_proportion_p_value",
+]
+
+Row = Mapping[str, Any]
+
+
+class Condition(str, enum.Enum):
+    BREACH = "breach"
+    BAND = "band"
+    OK = "ok"
+
+
+def fingerprint(rule: str, labels: Mapping[str, str]) -> str:
+    """Identity of an alert: its rule and its sorted labels (16 hex)."""
+    text = json.dumps([rule, sorted((str(k), str(v)) for k, v in labels.items())], separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What a rule saw for one series at one evaluation."""
+
+    rule: str
+    labels: Mapping[str, str]
+    condition: Condition
+    #: The measured figure (hit rate, cost per success, gap, seconds silent...).
+    value: float | None
+    #: The figure it is compared with when firing.
+    threshold: float | None
+    summary: str
+    #: The window judged, as text ("2026-11-07 10:00–11:00 UTC").
+    window: str = ""
+    #: Extra figures for the message, in display order.
+    figures: Mapping[str, Any] = field(default_factory=dict)
+    #: A ready DuckDB query to dig in.
+    query: str = ""
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.rule, self.labels)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Rows a rule needs. ``None`` means "not available" (the rule is skipped)."""
+
+    #: ``cache_hit_rate_7d`` rows (window_start, tenant, hit_rate, avg_7d, lookups, hits, lookups_7d).
+    cache: Sequence[Row] | None = None
+    #: Per tier: window_start, tier, requests, successes, cost_usd, cost_per_success,
+    #: and the preceding 168 hours' cost_usd_7d, successes_7d.
+    tiers: Sequence[Row] | None = None
+    #: ``eval_runs`` rows (run_id, finished_at, subtype, gap, gap_ci_low, gap_ci_high, threshold, n).
+    eval_runs: Sequence[Row] | None = None
+    #: ``shadow_runs`` rows (run_id, finished_at, tier, tier_match_rate, n).
+    shadow_runs: Sequence[Row] | None = None
+    #: Newest span end time in the lake at or before now (naive UTC); None: lake empty.
+    last_span_at: datetime | None = None
+    #: Whether the lake could be read for last_span_at.
+    spans_known: bool = False
+    #: (time, total dead-lettered messages) samples, oldest first; None: no DLQ counter.
+    dlq_samples: Sequence[tuple[datetime, int]] | None = None
+
+
+def _naive(ts: datetime) -> datetime:
+    return ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo else ts
+
+
+def closed_window(now: datetime, settle_s: float = 0.0) -> datetime:
+    """Start (naive UTC) of the last hourly window that closed at or before ``now - settle_s``."""
+    t = _naive(now) - timedelta(seconds=settle_s)
+    return t.replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+
+
+def _window_text(start: datetime) -> str:
+    return f"{start:%Y-%m-%d %H:%M}–{start + timedelta(hours=1):%H:%M} UTC"
+
+
+def _sql_str(text: str) -> str:
+    return "'" + str(text).replace("'", "''") + "'"
+
+
+def two_proportion_p_value(hits1: int, n1: int, hits2: int, n2: int) -> float:
+    """One-sided p-value that proportion 1 is lower than proportion 2 (pooled z-test)."""
+    from scipy.stats import norm
+
+    if n1 <= 0 or n2 <= 0:
+        return 1.0
+    p1, p2 = hits1 / n1, hits2 / n2
+    pooled = (hits1 + hits2) / (n1 + n2)
+    se = math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
+    if se == 0:
+        return 0.0 if p1 < p2 else 1.0
+    return float(norm.cdf((p1 - p2) / se))
+
+
+# --- the rules ------------------------------------------------------------------------------
+
+
+def _cache_hit_rate_drop(s: CacheHitRateDropSettings, snap: Snapshot, now: datetime, settle_s: float
+                         ) -> list[Observation] | None:
+    if snap.cache is None:
+        return None
+    window = closed_window(now, settle_s)
+    out = []
+    for row in snap.cache:
+        if _naive(row["window_start"]) != window or row.get("avg_7d") is None or row.get("tenant") is None:
+            continue
+        tenant = str(row["tenant"])
+        rate, avg = float(row["hit_rate"]), float(row["avg_7d"])
+        lookups, hits = int(row["lookups"]), int(row["hits"])
+        lookups_7d = int(row.get("lookups_7d") or 0)
+        hits_7d = round(avg * lookups_7d)
+        p = two_proportion_p_value(hits, lookups, hits_7d, lookups_7d)
+        enough = lookups >= s.min_lookups and lookups_7d >= s.min_lookups_7d
+        drop = avg - rate
+        if enough and drop >= s.drop - 1e-12 and p < s.max_p_value:
+            cond = Condition.BREACH
+        elif drop <= s.resolve_within + 1e-12:
+            cond = Condition.OK
+        else:
+            cond = Condition.BAND
+        query = (
+            "SELECT window_start, tenant, lookups, round(hit_rate, 3) AS hit_rate, round(avg_7d, 3) AS avg_7d\n"
+            f"FROM cache_hit_rate_7d WHERE tenant = {_sql_str(tenant)}\n"
+            f"  AND window_start >= TIMESTAMP '{window - timedelta(hours=24):%Y-%m-%d %H:%M:%S}'\n"
+            "ORDER BY window_start"
+        )
+        out.append(Observation(
+            rule="cache_hit_rate_drop", labels={"tenant": tenant}, condition=cond,
+            value=rate, threshold=avg - s.drop,
+            summary=(f"cache hit rate of {tenant} {rate:.1%} vs 7-day average {avg:.1%} "
+                     f"({drop * 100:+.1f} points under)" if drop >= 0 else
+                     f"cache hit rate of {tenant} {rate:.1%} vs 7-day average {avg:.1%}"),
+            window=_window_text(window),
+            figures={"hit rate": f"{rate:.1%}", "7-day average": f"{avg:.1%}",
+                     "drop": f"{drop * 100:.1f} points", "lookups": lookups, "lookups (7 days)": lookups_7d,
+                     "p-value": f"{p:.2g}", "fires at": f"{s.drop * 100:.0f} points under",
+                     "resolves within": f"{s.resolve_within * 100:.0f} points"},
+            query=query,
+        ))
+    return out
+
+
+def _cost_per_success_rise(s: CostPerSuccessRiseSettings, snap: Snapshot, now: datetime, settle_s: float
+                           ) -> list[Observation] | None:
+    if snap.tiers is None:
+        return None
+    window = closed_window(now, settle_s)
+    out = []
+    for row in snap.tiers:
+        tier = row.get("tier")
+        if _naive(row["window_start"]) != window or tier is None or tier in s.exclude_tiers:
+            continue
+        successes, succ_7d = int(row.get("successes") or 0), int(row.get("successes_7d") or 0)
+        cost, cost_7d = float(row.get("cost_usd") or 0.0), float(row.get("cost_usd_7d") or 0.0)
+        if succ_7d <= 0 or successes <= 0 or cost_7d <= 0:
+            continue
+        cps, base = cost / successes, cost_7d / succ_7d
+        rise = (cps / base - 1.0) * 100.0
+        enough = successes >= s.min_successes and succ_7d >= s.min_successes_7d
+        if enough and rise >= s.rise_pct - 1e-9:
+            cond = Condition.BREACH
+        elif rise <= s.resolve_pct + 1e-9:
+            cond = Condition.OK
+        else:
+            cond = Condition.BAND
+        query = (
+            "SELECT window_start, tier, requests, successes, round(cost_usd, 4) AS cost_usd,\n"
+            "       round(cost_per_success, 6) AS cost_per_success\n"
+            f"FROM tier_hourly WHERE tier = {_sql_str(tier)}\n"
+            f"  AND window_start >= TIMESTAMP '{window - timedelta(hours=24):%Y-%m-%d %H:%M:%S}'\n"
+            "ORDER BY window_start"
+        )
+        out.append(Observation(
+            rule="cost_per_success_rise", labels={"tier": str(tier)}, condition=cond,
+            value=cps, threshold=base * (1 + s.rise_pct / 100),
+            summary=f"cost per successful request on tier {tier} ${cps:.5f} vs 7-day ${base:.5f} ({rise:+.0f}%)",
+            window=_window_text(window),
+            figures={"cost per success": f"${cps:.5f}", "7-day level": f"${base:.5f}", "rise": f"{rise:+.1f}%",
+                     "successes": successes, "successes (7 days)": succ_7d,
+                     "fires at": f"+{s.rise_pct:g}%", "resolves under": f"+{s.resolve_pct:g}%"},
+            query=query,
+        ))
+    return out
+
+
+def _latest_by(rows: Iterable[Row], key: str) -> dict[str, list[Row]]:
+    """Rows per key value, newest (by finished_at) first."""
+    by: dict[str, list[Row]] = {}
+    for row in rows:
+        if row.get(key) is None or row.get("finished_at") is None:
+            continue
+        by.setdefault(str(row[key]), []).append(row)
+    for runs in by.values():
+        runs.sort(key=lambda r: _naive(r["finished_at"]), reverse=True)
+    return by
+
+
+def _student_drift(s: StudentDriftSettings, snap: Snapshot, now: datetime, settle_s: float
+                   ) -> list[Observation] | None:
+    if snap.eval_runs is None:
+        return None
+    out = []
+    limit = _naive(now)
+    rows = [r for r in snap.eval_runs if r.get("finished_at") is not None and _naive(r["finished_at"]) <= limit]
+    for subtype, runs in sorted(_latest_by(rows, "subtype").items()):
+        run = next((r for r in runs if int(r.get("n") or 0) >= s.min_n), None)
+        if run is None:
+            continue
+        gap = float(run["gap"])
+        threshold = float(run["threshold"]) if run.get("threshold") is not None else s.max_gap
+        lo = float(run["gap_ci_low"]) if run.get("gap_ci_low") is not None else gap
+        hi = float(run["gap_ci_high"]) if run.get("gap_ci_high") is not None else gap
+        if lo > threshold:
+            cond = Condition.BREACH  # the whole confidence interval is over the tolerated gap
+        elif hi <= threshold:
+            cond = Condition.OK
+        else:
+            cond = Condition.BAND
+        out.append(Observation(
+            rule="student_drift", labels={"subtype": subtype}, condition=cond, value=gap, threshold=threshold,
+            summary=f"student-teacher quality gap on {subtype} {gap:.3f} (95% CI {lo:.3f}–{hi:.3f}) vs {threshold:.3f}",
+            window=f"eval run {run.get('run_id')} finished {_naive(run['finished_at']):%Y-%m-%d %H:%M} UTC",
+            figures={"gap": f"{gap:.3f}", "95% CI": f"{lo:.3f} – {hi:.3f}", "tolerated gap": f"{threshold:.3f}",
+                     "queries evaluated": int(run.get("n") or 0), "run": str(run.get("run_id"))},
+            query=("SELECT run_id, finished_at, subtype, gap, gap_ci_low, gap_ci_high, threshold, n\n"
+                   f"FROM eval_runs WHERE subtype = {_sql_str(subtype)} ORDER BY finished_at DESC LIMIT 10"),
+        ))
+    return out
+
+
+def _routing_tier_match_drop(s: RoutingTierMatchDropSettings, snap: Snapshot, now: datetime, settle_s: float
+                             ) -> list[Observation] | None:
+    if snap.shadow_runs is None:
+        return None
+    out = []
+    limit = _naive(now)
+    rows = [r for r in snap.shadow_runs if r.get("finished_at") is not None and _naive(r["finished_at"]) <= limit
+            and int(r.get("n") or 0) >= s.min_n]
+    for tier, runs in sorted(_latest_by(rows, "tier").items()):
+        latest, earlier = runs[0], runs[1 : 1 + s.baseline_runs]
+        rate = float(latest["tier_match_rate"])
+        base = sum(float(r["tier_match_rate"]) for r in earlier) / len(earlier) if earlier else None
+        threshold = max(s.min_rate, base - s.drop) if base is not None else s.min_rate
+        if rate < threshold - 1e-12:
+            cond = Condition.BREACH
+        elif rate >= threshold + s.resolve_within - 1e-12:
+            cond = Condition.OK
+        else:
+            cond = Condition.BAND
+        out.append(Observation(
+            rule="routing_tier_match_drop", labels={"tier": tier}, condition=cond, value=rate, threshold=threshold,
+            summary=(f"tier-match rate on {tier} {rate:.1%}"
+                     + (f" vs {base:.1%} over the previous {len(earlier)} runs" if base is not None else "")),
+            window=f"shadow run {latest.get('run_id')} finished {_naive(latest['finished_at']):%Y-%m-%d %H:%M} UTC",
+            figures={"tier-match rate": f"{rate:.1%}", "baseline": f"{base:.1%}" if base is not None else "n/a",
+                     "fires under": f"{threshold:.1%}", "queries shadowed": int(latest.get("n") or 0)},
+            query=("SELECT run_id, finished_at, tier, tier_match_rate, n\n"
+                   f"FROM shadow_runs WHERE tier = {_sql_str(tier)} ORDER BY finished_at DESC LIMIT 10"),
+        ))
+    return out
+
+
+def _pipeline_silent(s: PipelineSilentSettings, snap: Snapshot, now: datetime, settle_s: float
+                     ) -> list[Observation] | None:
+    if not snap.spans_known:
+        return None
+    if snap.last_span_at is None:
+        return []  # nothing ever arrived: not an outage of a running pipeline
+    silent = (_naive(now) - _naive(snap.last_span_at)).total_seconds()
+    cond = Condition.BREACH if silent >= s.silent_s else Condition.OK
+    return [Observation(
+        rule="pipeline_silent", labels={}, condition=cond, value=silent, threshold=s.silent_s,
+        summary=f"no spans in the lake for {silent / 60:.0f} minutes (last at {_naive(snap.last_span_at):%Y-%m-%d %H:%M:%S} UTC)",
+        window=f"up to {_naive(now):%Y-%m-%d %H:%M} UTC",
+        figures={"last span": f"{_naive(snap.last_span_at):%Y-%m-%d %H:%M:%S} UTC",
+                 "silent for": f"{silent / 60:.1f} min", "fires after": f"{s.silent_s / 60:g} min"},
+        query="SELECT max(ts) AS last_request FROM requests_raw;\n"
+              "SELECT date_trunc('minute', ts) AS minute, count(*) FROM calls_raw\n"
+              "WHERE ts >= now()::TIMESTAMP - INTERVAL 2 HOURS GROUP BY 1 ORDER BY 1",
+    )]
+
+
+def _dlq_growing(s: DlqGrowingSettings, snap: Snapshot, now: datetime, settle_s: float
+                 ) -> list[Observation] | None:
+    if not snap.dlq_samples:
+        return None
+    samples = sorted(((_naive(t), int(c)) for t, c in snap.dlq_samples), key=lambda tc: tc[0])
+    start = _naive(now) - timedelta(seconds=s.window_s)
+    latest = samples[-1][1]
+    before = [c for t, c in samples if t <= start]
+    base = before[-1] if before else samples[0][1]
+    new = latest - base
+    cond = Condition.BREACH if new >= s.min_new else Condition.OK
+    return [Observation(
+        rule="dlq_growing", labels={}, condition=cond, value=float(new), threshold=float(s.min_new),
+        summary=f"{new} new dead-lettered messages in {s.window_s / 60:g} minutes ({latest} in the DLQ)",
+        window=f"{start:%Y-%m-%d %H:%M}–{_naive(now):%H:%M} UTC",
+        figures={"new in window": new, "total in DLQ": latest, "fires at": s.min_new},
+        query="-- the DLQ holds the raw messages the processor could not decode:\n"
+              "-- kafka-console-consumer.sh --topic otlp_spans.dlq --property print.headers=true",
+    )]
+
+
+Evaluator = Callable[[Any, Snapshot, datetime, float], "list[Observation] | None"]
+
+_EVALUATORS: Mapping[str, Evaluator] = {
+    "cache_hit_rate_drop": _cache_hit_rate_drop,
+    "cost_per_success_rise": _cost_per_success_rise,
+    "student_drift": _student_drift,
+    "routing_tier_match_drop": _routing_tier_match_drop,
+    "pipeline_silent": _pipeline_silent,
+    "dlq_growing": _dlq_growing,
+}
+RULE_NAMES: tuple[str, ...] = tuple(_EVALUATORS)
+#: Evaluated every interval over the lake's aggregates.
+STREAM_RULES: tuple[str, ...] = ("cache_hit_rate_drop", "cost_per_success_rise", "pipeline_silent", "dlq_growing")
+#: Evaluated over the nightly jobs' results (also every interval: the state machine dedups).
+JOB_RULES: tuple[str, ...] = ("student_drift", "routing_tier_match_drop")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A named rule with its settings (``[alerts.<name>]``)."""
+
+    name: str
+    settings: RuleSettings
+    settle_s: float = 0.0
+
+    @property
+    def inhibits(self) -> tuple[str, ...]:
+        return tuple(getattr(self.settings, "inhibits", ()))
+
+
+def evaluate(rule: Rule, snapshot: Snapshot, now: datetime) -> list[Observation] | None:
+    """Observations of ``rule`` over ``snapshot`` as of ``now``; None when it cannot be evaluated."""
+    return _EVALUATORS[rule.name](rule.settings, snapshot, now, rule.settle_s)
+
+
+def rules_from_config(config: AlertsConfig, names: Iterable[str] | None = None) -> list[Rule]:
+    """The enabled rules of the config (optionally only ``names``)."""
+    wanted = set(RULE_NAMES if names is None else names)
+    out = []
+    for name in RULE_NAMES:
+        settings = getattr(config, name)
+        if name in wanted and settings.enabled:
+            out.append(Rule(name, settings, config.settle_s))
+    return out

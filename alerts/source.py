@@ -1,0 +1,209 @@
+"""Where rules get their rows: the lake's DuckDB views, the alert state, a DLQ counter.
+
+:class:`AlertSource` runs a few small SQL queries through
+:func:`costline.lake.open_lake` and returns a :class:`~costline.alerts.rules.Snapshot`.
+A query that fails (a view the nightly jobs have not created yet, a lake being
+written) leaves its part ``None``: the rules that need it are skipped, with a
+debug log, and their alerts keep their state.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from typing import Any
+
+from costline.alerts.rules import JOB_RULES, RULE_NAMES, Snapshot, closed_window
+from costline.alerts.store import AlertStore
+from costline.config import Config, KafkaConfig
+
+__all__ = ["AlertSource", "kafka_dlq_counter", "CACHE_SQL", "TIERS_SQL", "LAST_SPAN_SQL"]
+
+log = logging.getLogger(__name__)
+
+CACHE_SQL = """
+SELECT window_start, tenant, hit_rate, avg_7d, lookups, hits, lookups_7d
+FROM cache_hit_rate_7d WHERE window_start = $w"""
+
+TIERS_SQL = """
+SELECT $w AS window_start, tier,
+       sum(requests)  FILTER (WHERE window_start = $w) AS requests,
+       sum(successes) FILTER (WHERE window_start = $w) AS successes,
+       sum(cost_usd)  FILTER (WHERE window_start = $w) AS cost_usd,
+       sum(successes) FILTER (WHERE window_start < $w) AS successes_7d,
+       sum(cost_usd)  FILTER (WHERE window_start < $w) AS cost_usd_7d
+FROM tier_hourly
+WHERE window_start >= $w - INTERVAL 168 HOURS AND window_start <= $w
+GROUP BY tier"""
+
+LAST_SPAN_SQL = """
+SELECT max(ts) FROM (
+  SELECT max(ts) AS ts FROM requests_raw WHERE ts <= $now
+  UNION ALL SELECT max(ts) FROM calls_raw WHERE ts <= $now
+  UNION ALL SELECT max(ts) FROM lookups_raw WHERE ts <= $now)"""
+
+_JOB_VIEWS = {"student_drift": "eval_runs", "routing_tier_match_drop": "shadow_runs"}
+
+
+def _naive(ts: datetime) -> datetime:
+    from datetime import UTC
+
+    return ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo else ts
+
+
+class AlertSource:
+    """Builds snapshots from the lake. ``connect`` opens a DuckDB connection with the views
+    (default :func:`costline.lake.open_lake`); ``dlq_count`` returns the dead-letter topic's size."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        store: AlertStore | None = None,
+        connect: Callable[[Config], Any] | None = None,
+        dlq_count: Callable[[], int | None] | None = None,
+        job_history_days: int = 60,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self._connect = connect
+        self.dlq_count = dlq_count
+        self.job_history_days = job_history_days
+        self._frozen: Any = None
+
+    @contextmanager
+    def frozen(self) -> Iterator[None]:
+        """Within the block every snapshot reads one copy of what the rules query, taken once.
+
+        For backfills (:meth:`AlertService.replay`): evaluating hundreds of past hours then costs
+        one pass over the lake instead of one per hour. Only past windows are judged, so data
+        arriving meanwhile is not missed by a live service (which never freezes).
+        """
+        import duckdb
+
+        live = self._open()
+        snap = duckdb.connect()
+        try:
+            snap.execute("SET TimeZone = 'UTC'")
+            tables = {
+                "cache_hit_rate_7d": "SELECT * FROM cache_hit_rate_7d",
+                "tier_hourly": "SELECT * FROM tier_hourly",
+                # LAST_SPAN_SQL only needs the event times.
+                **{t: f"SELECT ts FROM {t}" for t in ("requests_raw", "calls_raw", "lookups_raw")},
+            }
+            views = {r[0] for r in live.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+            tables.update({v: f"SELECT * FROM {v}" for v in _JOB_VIEWS.values() if v in views})
+            for name, sql in tables.items():
+                rel = live.sql(sql)
+                # DuckDB 2 names it to_arrow_table, 1.x arrow(); read by name in the next statement.
+                data = rel.to_arrow_table() if hasattr(rel, "to_arrow_table") else rel.arrow()  # noqa: F841
+                snap.execute(f"CREATE TABLE {name} AS SELECT * FROM data")
+        finally:
+            live.close()
+        self._frozen = snap
+        try:
+            yield
+        finally:
+            self._frozen = None
+            snap.close()
+
+    def _open(self) -> Any:
+        if self._frozen is not None:
+            return _NoClose(self._frozen)
+        if self._connect is not None:
+            return self._connect(self.config)
+        from costline.lake import open_lake
+
+        return open_lake(self.config)
+
+    @staticmethod
+    def _rows(con: Any, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        cur = con.execute(sql, params)
+        cols = [d[0] for d in cur.description]
+        return [dict(zip(cols, row)) for row in cur.fetchall()]
+
+    def _try(self, what: str, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except Exception as exc:  # noqa: BLE001 - duckdb.Error and friends: skip the rule, keep going
+            log.debug("alerts: %s unavailable: %s", what, exc)
+            return None
+
+    def snapshot(self, now: datetime, rules: Iterable[str] = RULE_NAMES) -> Snapshot:
+        wanted = set(rules)
+        w = closed_window(now, self.config.alerts.settle_s)
+        n = _naive(now)
+        con = self._open()
+        try:
+            views = {r[0] for r in con.execute(
+                "SELECT table_name FROM information_schema.tables").fetchall()}
+            cache = tiers = evals = shadows = None
+            last_span, spans_known = None, False
+            if "cache_hit_rate_drop" in wanted:
+                cache = self._try("cache_hit_rate_7d", lambda: self._rows(con, CACHE_SQL, {"w": w}))
+            if "cost_per_success_rise" in wanted:
+                tiers = self._try("tier_hourly", lambda: self._rows(con, TIERS_SQL, {"w": w}))
+            job_rows: dict[str, Any] = {}
+            for rule in JOB_RULES:
+                view = _JOB_VIEWS[rule]
+                if rule not in wanted:
+                    continue
+                if view not in views:
+                    log.debug("alerts: view %s does not exist yet: %s skipped", view, rule)
+                    continue
+                since = n - timedelta(days=self.job_history_days)
+                job_rows[rule] = self._try(view, lambda v=view: self._rows(
+                    con, f"SELECT * FROM {v} WHERE finished_at >= $since", {"since": since}))
+            evals, shadows = job_rows.get("student_drift"), job_rows.get("routing_tier_match_drop")
+            if "pipeline_silent" in wanted:
+                got = self._try("last span", lambda: con.execute(LAST_SPAN_SQL, {"now": n}).fetchone())
+                if got is not None:
+                    last_span, spans_known = got[0], True
+        finally:
+            con.close()
+        dlq = None
+        if "dlq_growing" in wanted and self.dlq_count is not None and self.store is not None:
+            count = self._try("DLQ size", self.dlq_count)
+            if count is not None:
+                window = self.config.alerts.dlq_growing.window_s
+                self.store.add_sample("dlq", now, float(count), keep_s=max(4 * window, 3600.0))
+                dlq = self.store.samples("dlq", since=now - timedelta(seconds=window))
+        return Snapshot(cache=cache, tiers=tiers, eval_runs=evals, shadow_runs=shadows,
+                        last_span_at=last_span, spans_known=spans_known, dlq_samples=dlq)
+
+
+class _NoClose:
+    """A connection whose ``close`` is left to its owner (the frozen snapshot)."""
+
+    def __init__(self, con: Any) -> None:
+        self._con = con
+
+    def execute(self, *args: Any, **kwargs: Any) -> Any:
+        return self._con.execute(*args, **kwargs)
+
+    def close(self) -> None:
+        pass
+
+
+def kafka_dlq_counter(kafka: KafkaConfig, *, timeout_ms: int = 5000) -> Callable[[], int | None]:
+    """A ``dlq_count`` callable: messages in the DLQ topic (end minus beginning offsets), None if unknown."""
+
+    def count() -> int | None:
+        from kafka import KafkaConsumer, TopicPartition
+
+        consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap, request_timeout_ms=max(timeout_ms, 1000) + 1000,
+                                 api_version_auto_timeout_ms=timeout_ms, enable_auto_commit=False)
+        try:
+            parts = consumer.partitions_for_topic(kafka.dlq_topic)
+            if not parts:
+                return 0
+            tps = [TopicPartition(kafka.dlq_topic, p) for p in parts]
+            end = consumer.end_offsets(tps)
+            begin = consumer.beginning_offsets(tps)
+            return int(sum(end[tp] - begin[tp] for tp in tps))
+        finally:
+            consumer.close()
+
+    return count

@@ -1,0 +1,104 @@
+"""The ``alerts`` and ``alerts_history`` DuckDB views: alert state exported to Parquet in the lake.
+
+``costline alerts run`` rewrites, atomically, after every evaluation that changed a state:
+
+* ``<lake>/alerts/episodes/episodes.parquet`` — view ``alerts``: one row per firing
+  episode (``fired_at``, ``resolved_at``, ``state`` firing/resolved, rule, labels, figures);
+* ``<lake>/alerts/history/history.parquet`` — view ``alerts_history``: every state change.
+
+Each folder also holds a zero-row ``_empty.parquet`` so the views work before any alert.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from costline.alerts.store import AlertStore
+
+__all__ = ["ALERTS_SCHEMA", "HISTORY_SCHEMA", "alerts_view_sql", "export_history", "ensure_alerts_dir"]
+
+_TS: Final = pa.timestamp("us")  # naive UTC, like the lake
+_COMMON: Final = [
+    ("rule", pa.string()), ("fingerprint", pa.string()), ("labels", pa.string()),  # labels: a JSON object
+    ("tenant", pa.string()), ("tier", pa.string()), ("subtype", pa.string()), ("severity", pa.string()),
+]
+ALERTS_SCHEMA: Final = pa.schema([
+    ("fired_at", _TS), ("resolved_at", _TS), ("state", pa.string()), *_COMMON,
+    ("value", pa.float64()), ("threshold", pa.float64()), ("summary", pa.string()),
+    ("resolved_summary", pa.string()), ("muted", pa.string()),
+])
+HISTORY_SCHEMA: Final = pa.schema([
+    ("ts", _TS), *_COMMON, ("from_state", pa.string()), ("to_state", pa.string()),
+    ("value", pa.float64()), ("threshold", pa.float64()), ("summary", pa.string()), ("muted", pa.string()),
+])
+_DIRS: Final = {"episodes": ALERTS_SCHEMA, "history": HISTORY_SCHEMA}
+_EMPTY: Final = "_empty.parquet"
+
+
+def _write(table: pa.Table, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def ensure_alerts_dir(lake_path: Path | str) -> Path:
+    """``<lake>/alerts/{episodes,history}`` with zero-row schema files."""
+    root = Path(lake_path) / "alerts"
+    for name, schema in _DIRS.items():
+        if not (root / name / _EMPTY).exists():
+            _write(schema.empty_table(), root / name / _EMPTY)
+    return root
+
+
+def alerts_view_sql(lake_path: Path | str) -> str:
+    """``CREATE OR REPLACE VIEW alerts ...; CREATE OR REPLACE VIEW alerts_history ...`` (two statements,
+    one string: ``con.execute`` runs both). Creates the zero-row schema files when missing."""
+    root = ensure_alerts_dir(lake_path).resolve()
+
+    def glob(name: str) -> str:
+        return "'" + str(root / name / "*.parquet").replace("'", "''") + "'"
+
+    return (f"CREATE OR REPLACE VIEW alerts AS SELECT * FROM read_parquet({glob('episodes')}, union_by_name = true);\n"
+            f"CREATE OR REPLACE VIEW alerts_history AS SELECT * FROM read_parquet({glob('history')}, "
+            "union_by_name = true)")
+
+
+def _ts(epoch: float | None) -> datetime | None:
+    return None if epoch is None else datetime.fromtimestamp(epoch, UTC).replace(tzinfo=None)
+
+
+def export_history(store: AlertStore, lake_path: Path | str) -> Path:
+    """Rewrite both Parquet files from the state file; returns ``<lake>/alerts``."""
+    rows = store.query("SELECT * FROM history ORDER BY id")
+    hist: dict[str, list[Any]] = {f.name: [] for f in HISTORY_SCHEMA}
+    eps: list[dict[str, Any]] = []
+    open_eps: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        labels = json.loads(r["labels"] or "{}")
+        common = {"rule": r["rule"], "fingerprint": r["fingerprint"], "labels": r["labels"],
+                  "tenant": labels.get("tenant"), "tier": labels.get("tier"), "subtype": labels.get("subtype"),
+                  "severity": r["severity"]}
+        rec = dict(common, ts=_ts(r["at"]), from_state=r["from_state"], to_state=r["to_state"], value=r["value"],
+                   threshold=r["threshold"], summary=r["summary"], muted=r["muted"])
+        for k in hist:
+            hist[k].append(rec[k])
+        if r["to_state"] == "firing":
+            ep = dict(common, fired_at=_ts(r["at"]), resolved_at=None, state="firing", value=r["value"],
+                      threshold=r["threshold"], summary=r["summary"], resolved_summary=None, muted=r["muted"])
+            eps.append(ep)
+            open_eps[r["fingerprint"]] = ep
+        elif r["from_state"] == "firing" and r["fingerprint"] in open_eps:
+            ep = open_eps.pop(r["fingerprint"])
+            ep.update(resolved_at=_ts(r["at"]), state="resolved", resolved_summary=r["summary"])
+    root = ensure_alerts_dir(lake_path)
+    _write(pa.table(hist, schema=HISTORY_SCHEMA), root / "history" / "history.parquet")
+    _write(pa.Table.from_pylist(eps, schema=ALERTS_SCHEMA), root / "episodes" / "episodes.parquet")
+    return root

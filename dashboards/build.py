@@ -1,0 +1,226 @@
+"""Lake → one self-contained HTML page: run each chart's SQL through DuckDB, embed rows, JS and SQL.
+
+The page needs no network: Plotly's JavaScript comes from the ``plotly`` Python
+package (``plotly.offline.get_plotlyjs()``) and is inlined with this package's
+``dashboard.js`` and the rows of every chart (JSON). Each chart is queried on
+its own: a view that does not exist yet (the nightly jobs' and alerts' views)
+or an empty lake gives that chart a "no data yet" note, a failing query an
+error note, and the rest of the page is drawn regardless.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import html
+import json
+import math
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from costline.config import Config
+from costline.dashboards.charts import CHARTS, Chart, chart_sql
+from costline.dashboards.errors import ChartSqlError, DashboardError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import duckdb
+
+__all__ = ["ChartData", "query_chart", "query_charts", "render_html", "build_dashboard", "build_page",
+           "STATUS_OK", "STATUS_EMPTY", "STATUS_MISSING", "STATUS_ERROR"]
+
+STATUS_OK = "ok"
+#: The query ran and returned no rows.
+STATUS_EMPTY = "empty"
+#: A view or table the query reads does not exist (yet).
+STATUS_MISSING = "missing"
+#: The query failed otherwise (or returned unexpected columns).
+STATUS_ERROR = "error"
+
+_MISSING_NAME = re.compile(r"(?:Table|View|Table Function) with name (\S+) does not exist", re.I)
+
+
+@dataclass(frozen=True)
+class ChartData:
+    """A chart's SQL and what it returned (or why it returned nothing)."""
+
+    chart: Chart
+    sql: str
+    status: str
+    columns: tuple[str, ...] = ()
+    rows: tuple[tuple[Any, ...], ...] = ()
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == STATUS_OK
+
+
+def _cell(value: Any) -> Any:
+    """A DuckDB value as JSON: timestamps as ISO text (UTC, no zone), decimals as floats, NaN as null."""
+    if isinstance(value, dt.datetime):
+        return value.replace(tzinfo=None).isoformat(timespec="seconds")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        value = float(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_cell(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _cell(v) for k, v in value.items()}
+    return str(value)
+
+
+def query_chart(con: "duckdb.DuckDBPyConnection", chart: Chart, config: Config) -> ChartData:
+    """Run one chart's SQL; never raises for what the lake holds (status says what happened)."""
+    import duckdb
+
+    try:
+        sql = chart_sql(chart, config)
+    except ChartSqlError as exc:
+        return ChartData(chart, "", STATUS_ERROR, message=str(exc))
+    try:
+        cur = con.execute(sql)
+        columns = tuple(d[0] for d in cur.description or ())
+        rows = tuple(tuple(_cell(v) for v in row) for row in cur.fetchall())
+    except duckdb.CatalogException as exc:
+        m = _MISSING_NAME.search(str(exc))
+        what = f"the {m.group(1)} view" if m else "a view it reads"
+        return ChartData(chart, sql, STATUS_MISSING,
+                         message=f"No data yet: {what} is not in the lake yet; it comes from {chart.source}.")
+    except duckdb.Error as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return ChartData(chart, sql, STATUS_ERROR, message=f"This chart's query failed: {first}")
+    missing = [c for c in chart.columns if c not in columns]
+    if missing:
+        return ChartData(chart, sql, STATUS_ERROR, columns, (),
+                         message=f"This chart's query returned no column {', '.join(missing)} "
+                                 f"(it returned {', '.join(columns) or 'none'}): fix {chart.sql_file}.")
+    if not rows:
+        return ChartData(chart, sql, STATUS_EMPTY, columns, (),
+                         message=f"No data yet: nothing from {chart.source} in the lake so far.")
+    return ChartData(chart, sql, STATUS_OK, columns, rows)
+
+
+def query_charts(con: "duckdb.DuckDBPyConnection", config: Config,
+                 charts: Sequence[Chart] = CHARTS) -> list[ChartData]:
+    """Run every chart's SQL on ``con`` (a connection with the lake's views)."""
+    return [query_chart(con, chart, config) for chart in charts]
+
+
+def _asset(name: str) -> str:
+    return resources.files("costline.dashboards").joinpath(name).read_text(encoding="utf-8")
+
+
+def _plotly_js() -> str:
+    try:
+        from plotly.offline import get_plotlyjs
+    except ImportError as exc:  # pragma: no cover - plotly is a dependency of costline
+        raise DashboardError("the dashboard embeds Plotly's JavaScript from the plotly package, which is not "
+                             "installed: pip install 'plotly>=5'") from exc
+    return get_plotlyjs()
+
+
+def _script_json(data: Any) -> str:
+    """JSON safe inside a ``<script>`` element."""
+    text = json.dumps(data, separators=(",", ":"), allow_nan=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _section(data: ChartData) -> str:
+    c = data.chart
+    esc = html.escape
+    note = "" if data.ok else esc(data.message)
+    return f"""
+<section class="chart" id="chart-{esc(c.name)}" data-chart="{esc(c.name)}" data-status="{esc(data.status)}">
+  <h2>{esc(c.title)}</h2>
+  <p class="desc">{esc(c.description)}</p>
+  <div class="plot" id="plot-{esc(c.name)}"></div>
+  <p class="nodata" id="nodata-{esc(c.name)}"{"" if note else " hidden"}>{note}</p>
+  <details class="sql">
+    <summary>SQL <span class="file">dashboards/{esc(c.sql_file)}</span>
+      <button type="button" class="copy" data-copy="sql-{esc(c.name)}">Copy SQL</button></summary>
+    <pre><code id="sql-{esc(c.name)}">{esc(data.sql)}</code></pre>
+  </details>
+</section>"""
+
+
+def render_html(
+    results: Sequence[ChartData],
+    *,
+    built_at: dt.datetime,
+    lake: str,
+    title: str = "costline",
+    refresh_s: float | None = None,
+) -> str:
+    """The whole page as one string (Plotly, dashboard.js, CSS and data inlined)."""
+    payload = {
+        "built_at": built_at.replace(tzinfo=None).isoformat(timespec="seconds"),
+        "lake": lake,
+        "refresh_s": refresh_s,
+        "charts": [
+            {"name": r.chart.name, "title": r.chart.title, "kind": r.chart.kind, "x": r.chart.x,
+             "options": r.chart.options, "status": r.status, "message": r.message,
+             "columns": list(r.columns), "rows": [list(row) for row in r.rows]}
+            for r in results
+        ],
+    }
+    page = _asset("page.html")
+    esc = html.escape
+    replacements = {
+        "TITLE": esc(title),
+        "BUILT_AT": esc(payload["built_at"]),
+        "LAKE": esc(lake),
+        "REFRESH": esc(f"auto-refresh every {refresh_s:g} s" if refresh_s else ""),
+        "SECTIONS": "".join(_section(r) for r in results),
+        "DATA": _script_json(payload),
+        "DASHBOARD_JS": _asset("dashboard.js"),
+        "PLOTLY_JS": _plotly_js(),
+    }
+    # One pass, so nothing inserted (Plotly's bundle, the SQL) is ever scanned for placeholders.
+    return re.sub(r"<!--@([A-Z_]+)@-->", lambda m: replacements[m.group(1)], page)
+
+
+def build_page(config: Config, *, con: "duckdb.DuckDBPyConnection | None" = None,
+               now: Callable[[], dt.datetime] | None = None, refresh_s: float | None = None) -> str:
+    """Query ``config``'s lake (or ``con``, a connection with the lake's views) and render the page."""
+    from costline.lake import open_lake
+
+    now = now or (lambda: dt.datetime.now(dt.UTC))
+    own = con is None
+    connection = open_lake(config) if con is None else con
+    try:
+        results = query_charts(connection, config)
+    finally:
+        if own:
+            connection.close()
+    return render_html(results, built_at=now(), lake=str(Path(config.lake.path).resolve()),
+                       title=config.dashboard.title, refresh_s=refresh_s)
+
+
+def build_dashboard(config: Config, out: Path | str | None = None, *,
+                    con: "duckdb.DuckDBPyConnection | None" = None,
+                    now: Callable[[], dt.datetime] | None = None) -> Path:
+    """Write the dashboard of ``config``'s lake to ``out`` (default ``[dashboard] out``); returns the path.
+
+    The file is written atomically (temporary file + rename), so a browser or
+    ``--serve`` never reads half a page.
+    """
+    path = Path(out if out is not None else config.dashboard.out)
+    text = build_page(config, con=con, now=now)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise DashboardError(f"cannot write the dashboard to {path}: {exc}: choose another --out") from exc
+    return path

@@ -1,0 +1,172 @@
+"""The dashboard's charts: one :class:`Chart` per ``.sql`` file in this package.
+
+A chart is its SQL (``<name>.sql`` next to this module, package data) plus how
+the page draws the rows it returns: which renderer (``kind``), which column is
+the time axis (the date-range selector filters on it), and which columns the
+renderer reads. SQL files may use ``{{parameter}}`` placeholders, filled from the
+config by :func:`sql_params`; the page shows (and ``costline dashboard --sql``
+prints) the filled-in SQL, which runs as is in ``costline sql`` or ``duckdb``.
+
+Adding a chart: write ``<name>.sql``, add a :class:`Chart` to :data:`CHARTS`
+(see docs/dashboard.md).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+from costline import contract
+from costline.config import Config, ModelPrice
+from costline.dashboards.errors import ChartSqlError
+
+__all__ = ["Chart", "CHARTS", "chart_by_name", "chart_sql", "raw_sql", "sql_params", "KINDS"]
+
+#: Renderers the page knows (see dashboard.js).
+KINDS = ("lines", "band", "stacked_bar", "waterfall", "table")
+
+_PLACEHOLDER = re.compile(r"\{\{\s*([a-z_][a-z0-9_]*)\s*\}\}")
+
+
+@dataclass(frozen=True)
+class Chart:
+    """One chart of the page: its SQL file and how its rows are drawn."""
+
+    #: File stem of its SQL (``<name>.sql``) and the id of its section on the page.
+    name: str
+    title: str
+    #: One sentence under the title: what to look for.
+    description: str
+    #: Renderer: one of :data:`KINDS`.
+    kind: str
+    #: Column the date-range selector filters on (a DATE or TIMESTAMP).
+    x: str
+    #: Columns the query must return (the renderer reads them).
+    columns: tuple[str, ...]
+    #: Renderer options (y columns, series column, axis titles...): see dashboard.js.
+    options: dict[str, Any] = field(default_factory=dict)
+    #: Where the views it reads come from, for the "no data yet" message of a lake without them.
+    source: str = "the processor (costline process)"
+
+    @property
+    def sql_file(self) -> str:
+        return f"{self.name}.sql"
+
+
+CHARTS: tuple[Chart, ...] = (
+    Chart(
+        "cost_per_success", "Cost per successful request, by tier",
+        "What one accepted answer costs on each tier, per day (failed attempts, escalations and student "
+        "GPU hosting included; log scale).",
+        "lines", x="day", columns=("day", "tier", "cost_per_success", "successes"),
+        options={"y": ["cost_per_success"], "series": "tier", "y_title": "USD per success",
+                 "y_format": "$.4f", "log_y": True},
+    ),
+    Chart(
+        "cache_hit_rate", "Cache hit rate per tenant, with its 7-day average and alert band",
+        "Hourly hit rate (solid), its rolling 7-day average (dashed) and the band down to the alert "
+        "threshold; red dots are hours under it — often a document changed without cache invalidation.",
+        "band", x="window_start", columns=("window_start", "tenant", "hit_rate", "avg_7d", "alert_below", "breach"),
+        options={"facet": "tenant", "y": "hit_rate", "avg": "avg_7d", "low": "alert_below", "flag": "breach",
+                 "y_title": "hit rate", "y_format": ".0%"},
+    ),
+    Chart(
+        "traffic_mix", "Traffic mix by tier",
+        "Requests per day by who answered them: the semantic cache, the distilled student or an API tier.",
+        "stacked_bar", x="day", columns=("day", "tier", "requests", "share"),
+        options={"y": "requests", "series": "tier", "y_title": "requests"},
+    ),
+    Chart(
+        "student_vs_teacher", "Student vs teacher score per subtype",
+        "Nightly blind evaluation on production queries: student (solid) against teacher (dashed); "
+        "a widening gap signals drift and re-distillation.",
+        "lines", x="finished_at", columns=("finished_at", "subtype", "student_score", "teacher_score", "gap", "n"),
+        options={"y": ["student_score", "teacher_score"], "series": "subtype", "y_title": "score",
+                 "y_format": ".2f"},
+        source="the nightly student-drift job (eval_runs)",
+    ),
+    Chart(
+        "tier_match_rate", "Tier-match rate per tier",
+        "Nightly shadow routing: the share of sampled requests whose routed tier's answer was adequate; "
+        "a falling rate means the router needs retraining.",
+        "lines", x="finished_at", columns=("finished_at", "tier", "tier_match_rate", "n"),
+        options={"y": ["tier_match_rate"], "series": "tier", "y_title": "tier-match rate", "y_format": ".0%"},
+        source="the nightly shadow-routing job (shadow_runs)",
+    ),
+    Chart(
+        "savings_waterfall", "Savings waterfall: baseline → routing → cache → student",
+        "Cost of the selected days if every request went to the frontier model, and what each lever took off "
+        "(or added: the student's GPU is a fixed cost).",
+        "waterfall", x="day", columns=("day", "step", "stage", "cost_usd"),
+        options={"stage": "stage", "step": "step", "y": "cost_usd", "y_title": "USD", "y_format": "$.2f"},
+    ),
+    Chart(
+        "alerts", "Firing and recent alerts",
+        "Alerts raised on the lake's metrics with their latest state: firing ones on top in red, then the "
+        "most recently fired.",
+        "table", x="fired_at", columns=("fired_at", "state", "rule", "summary"),
+        options={},
+        source="costline.alerts (the alerts view)",
+    ),
+)
+
+
+def chart_by_name(name: str) -> Chart:
+    """The chart called ``name``; :class:`ChartSqlError` naming the known ones otherwise."""
+    for chart in CHARTS:
+        if chart.name == name:
+            return chart
+    raise ChartSqlError(f"no chart {name!r}: known charts are {', '.join(c.name for c in CHARTS)}")
+
+
+def raw_sql(chart: Chart) -> str:
+    """The chart's ``.sql`` file as shipped (placeholders not filled in)."""
+    try:
+        return resources.files("costline.dashboards").joinpath(chart.sql_file).read_text(encoding="utf-8")
+    except (FileNotFoundError, OSError) as exc:
+        raise ChartSqlError(f"the SQL of chart {chart.name!r} ({chart.sql_file}) is missing from "
+                            f"costline.dashboards ({exc}): reinstall costline") from exc
+
+
+def _model_of_tier(config: Config, tier: str) -> ModelPrice:
+    for m in config.pricing.models:
+        if m.tier == tier:
+            return m
+    raise ChartSqlError(f"the pricing table has no {tier!r} model, which the savings waterfall prices "
+                        f"against: add one under [[pricing.models]] with tier = {tier!r}")
+
+
+def sql_params(config: Config) -> dict[str, str]:
+    """The values of the ``{{parameter}}`` placeholders, as SQL literals, from ``config``."""
+    params = {
+        "cache_alert_band": repr(float(config.dashboard.cache_alert_band)),
+        "cache_alert_min_lookups": str(int(config.dashboard.cache_alert_min_lookups)),
+    }
+    for tier, prefix in ((contract.TIER_FRONTIER, "frontier"), (contract.TIER_BUDGET, "budget")):
+        try:
+            m = _model_of_tier(config, tier)
+        except ChartSqlError:
+            continue  # only the waterfall needs these; it reports the error itself
+        params[f"{prefix}_model"] = m.model
+        params[f"{prefix}_input_per_mtok"] = repr(float(m.input_per_mtok))
+        params[f"{prefix}_output_per_mtok"] = repr(float(m.output_per_mtok))
+    return params
+
+
+def chart_sql(chart: Chart, config: Config) -> str:
+    """The chart's SQL with its placeholders filled in from ``config``: runnable in duckdb as is."""
+    params = sql_params(config)
+    text = raw_sql(chart)
+
+    def fill(m: re.Match[str]) -> str:
+        name = m.group(1)
+        if name not in params:
+            if name.startswith(("frontier_", "budget_")):
+                _model_of_tier(config, name.split("_", 1)[0])  # raises the helpful error
+            raise ChartSqlError(f"{chart.sql_file} uses an unknown parameter {{{{{name}}}}}: known are "
+                                f"{', '.join(sorted(params))}")
+        return params[name]
+
+    return _PLACEHOLDER.sub(fill, text).strip() + "\n"

@@ -1,0 +1,283 @@
+// costline dashboard: draws each chart's rows (embedded JSON) with Plotly, filtered by the date range.
+// Renderers by chart kind: lines, band, stacked_bar, waterfall, table (see costline/dashboards/charts.py).
+(function () {
+  "use strict";
+  var DATA = JSON.parse(document.getElementById("costline-data").textContent);
+  var TIER_COLORS = {
+    cache: "#8e44ad", student: "#16a085", budget: "#2f6fde", mid: "#f39c12",
+    upper: "#d35400", frontier: "#c0392b", unknown: "#7f8c8d"
+  };
+  var PALETTE = ["#2f6fde", "#16a085", "#d35400", "#8e44ad", "#c0392b", "#f39c12", "#2c3e50", "#7f8c8d",
+                 "#27ae60", "#e84393", "#0984e3", "#6c5ce7"];
+  var CONFIG = { displaylogo: false, modeBarButtonsToRemove: ["lasso2d", "select2d"] };
+  var BASE_LAYOUT = {
+    margin: { l: 60, r: 16, t: 8, b: 40 }, height: 320, hovermode: "closest",
+    legend: { orientation: "h", y: -0.18 }, font: { size: 12 },
+    paper_bgcolor: "#fff", plot_bgcolor: "#fff"
+  };
+
+  function plot(div, traces, layout) {
+    layout.width = div.clientWidth || undefined;
+    return Plotly.react(div, traces, layout, CONFIG);
+  }
+
+  function colorFor(key, i) { return TIER_COLORS[key] || PALETTE[i % PALETTE.length]; }
+  function day(v) { return v == null ? "" : String(v).slice(0, 10); }
+  function merge(a, b) { var o = {}, k; for (k in a) o[k] = a[k]; for (k in b) o[k] = b[k]; return o; }
+
+  function records(chart) {
+    var cols = chart.columns;
+    return chart.rows.map(function (row) {
+      var o = {}; for (var i = 0; i < cols.length; i++) o[cols[i]] = row[i]; return o;
+    });
+  }
+
+  function groupBy(rows, key) {
+    var groups = {}, order = [];
+    rows.forEach(function (r) {
+      var k = r[key] == null ? "(none)" : String(r[key]);
+      if (!(k in groups)) { groups[k] = []; order.push(k); }
+      groups[k].push(r);
+    });
+    order.sort();
+    return { keys: order, groups: groups };
+  }
+
+  function yaxis(opts, extra) {
+    return merge({ title: { text: opts.y_title || "" }, tickformat: opts.y_format || "",
+                   type: opts.log_y ? "log" : "linear", automargin: true, gridcolor: "#eef1f5" }, extra || {});
+  }
+
+  // --- renderers: (div, rows, chart) -> number of data points drawn --------------------------------
+  var RENDER = {};
+
+  RENDER.lines = function (div, rows, chart) {
+    var o = chart.options, ys = o.y, g = groupBy(rows, o.series), traces = [], n = 0;
+    g.keys.forEach(function (key, i) {
+      ys.forEach(function (ycol, j) {
+        var pts = g.groups[key].filter(function (r) { return r[ycol] != null && (!o.log_y || r[ycol] > 0); });
+        if (!pts.length) return;
+        n += pts.length;
+        traces.push({
+          type: "scatter", mode: "lines+markers", name: ys.length > 1 ? key + " · " + ycol.replace(/_/g, " ") : key,
+          legendgroup: key, x: pts.map(function (r) { return r[chart.x]; }),
+          y: pts.map(function (r) { return r[ycol]; }),
+          line: { color: colorFor(key, i), dash: j === 0 ? "solid" : "dash", width: 2 },
+          marker: { size: 5 }
+        });
+      });
+    });
+    plot(div, traces, merge(BASE_LAYOUT, { yaxis: yaxis(o), xaxis: { type: "date", automargin: true } }));
+    return n;
+  };
+
+  RENDER.band = function (div, rows, chart) {
+    var o = chart.options, g = groupBy(rows, o.facet), traces = [], annotations = [], n = 0, k = g.keys.length;
+    var layout = merge(BASE_LAYOUT, {
+      height: Math.max(220, 190 * k + 60), showlegend: false,
+      grid: { rows: k, columns: 1, pattern: "coupled", roworder: "top to bottom", ygap: 0.25 },
+      xaxis: { type: "date", automargin: true }
+    });
+    g.keys.forEach(function (key, i) {
+      var pts = g.groups[key], ax = i === 0 ? "y" : "y" + (i + 1), color = colorFor(key, i);
+      var xs = pts.map(function (r) { return r[chart.x]; });
+      var col = function (c) { return pts.map(function (r) { return r[c]; }); };
+      traces.push({ type: "scatter", mode: "lines", name: key + " alert threshold", x: xs, y: col(o.low), yaxis: ax,
+                    line: { color: "rgba(198,40,40,0.55)", width: 1, dash: "dot" }, hoverinfo: "x+y+name" });
+      traces.push({ type: "scatter", mode: "lines", name: key + " 7-day average", x: xs, y: col(o.avg), yaxis: ax,
+                    fill: "tonexty", fillcolor: "rgba(198,40,40,0.08)",
+                    line: { color: color, width: 1.5, dash: "dash" } });
+      traces.push({ type: "scatter", mode: "lines", name: key + " hit rate", x: xs, y: col(o.y), yaxis: ax,
+                    line: { color: color, width: 1.5 } });
+      var bad = pts.filter(function (r) { return r[o.flag]; });
+      if (bad.length) {
+        traces.push({ type: "scatter", mode: "markers", name: key + " under the band", yaxis: ax,
+                      x: bad.map(function (r) { return r[chart.x]; }), y: bad.map(function (r) { return r[o.y]; }),
+                      marker: { color: "#c62828", size: 7 } });
+      }
+      n += pts.filter(function (r) { return r[o.y] != null; }).length;
+      layout["yaxis" + (i === 0 ? "" : i + 1)] = yaxis(o, { title: { text: key }, range: [0, 1.02] });
+    });
+    layout.annotations = annotations;
+    plot(div, traces, layout);
+    return n;
+  };
+
+  RENDER.stacked_bar = function (div, rows, chart) {
+    var o = chart.options, g = groupBy(rows, o.series), traces = [], n = 0;
+    g.keys.forEach(function (key, i) {
+      var pts = g.groups[key];
+      n += pts.length;
+      traces.push({ type: "bar", name: key, x: pts.map(function (r) { return r[chart.x]; }),
+                    y: pts.map(function (r) { return r[o.y]; }), marker: { color: colorFor(key, i) } });
+    });
+    plot(div, traces, merge(BASE_LAYOUT, { barmode: "stack", yaxis: yaxis(o),
+                                           xaxis: { type: "date", automargin: true } }));
+    return n;
+  };
+
+  RENDER.waterfall = function (div, rows, chart) {
+    var o = chart.options, levels = {}, order = {};
+    rows.forEach(function (r) {
+      levels[r[o.stage]] = (levels[r[o.stage]] || 0) + (r[o.y] || 0);
+      order[r[o.stage]] = r[o.step];
+    });
+    var stages = Object.keys(levels).sort(function (a, b) { return order[a] - order[b]; });
+    if (!stages.length) return 0;
+    var x = [], y = [], measure = [], notes = [], base = levels[stages[0]], prev = 0;
+    var money = function (v) { return (v < 0 ? "−$" : "$") + Math.abs(v).toFixed(2); };
+    stages.forEach(function (s, i) {
+      var v = i === 0 ? levels[s] : levels[s] - prev, label = i === 0 ? s + " (all frontier)" : s;
+      x.push(label); y.push(v); measure.push(i === 0 ? "absolute" : "relative");
+      notes.push({ x: label, y: Math.max(prev, levels[s]), showarrow: false, yanchor: "bottom", font: { size: 11 },
+                   text: (i > 0 && v > 0 ? "+" : "") + money(v) +
+                         (i > 0 && base > 0 ? " (" + (v > 0 ? "+" : "") + (100 * v / base).toFixed(0) + "%)" : "") });
+      prev = levels[s];
+    });
+    x.push("actual"); y.push(prev); measure.push("total");
+    notes.push({ x: "actual", y: prev, showarrow: false, yanchor: "bottom", font: { size: 11 },
+                 text: money(prev) + (base > 0 ? " (" + (100 * prev / base).toFixed(0) + "%)" : "") });
+    plot(div, [{
+      type: "waterfall", x: x, y: y, measure: measure, hoverinfo: "x+y",
+      connector: { line: { color: "#aab2bf" } },
+      decreasing: { marker: { color: "#16a085" } }, increasing: { marker: { color: "#c0392b" } },
+      totals: { marker: { color: "#2f6fde" } }
+    }], merge(BASE_LAYOUT, { showlegend: false, yaxis: yaxis(o), annotations: notes,
+                             margin: { l: 60, r: 16, t: 28, b: 40 } }));
+    return x.length;
+  };
+
+  RENDER.table = function (div, rows, chart) {
+    // columns empty in every shown row are left out; timestamps read "YYYY-MM-DD HH:MM:SS"
+    var cols = chart.columns.filter(function (c) { return rows.some(function (r) { return r[c] != null; }); });
+    var table = document.createElement("table");
+    table.className = "alerts";
+    var head = table.createTHead().insertRow();
+    cols.forEach(function (c) { var th = document.createElement("th"); th.textContent = c; head.appendChild(th); });
+    var body = table.createTBody();
+    var firing = function (r) {
+      if ("state" in r) return String(r.state).toLowerCase() === "firing";
+      if ("status" in r) return String(r.status).toLowerCase() === "firing";
+      return "resolved_at" in r && r.resolved_at == null;
+    };
+    rows.slice().sort(function (a, b) { return firing(b) - firing(a); }).forEach(function (r) {
+      var tr = body.insertRow();
+      if (firing(r)) tr.className = "firing";
+      cols.forEach(function (c) {
+        var v = r[c] == null ? "" : String(r[c]);
+        tr.insertCell().textContent = /^\d{4}-\d\d-\d\dT\d\d:\d\d/.test(v) ? v.replace("T", " ") : v;
+      });
+    });
+    var wrap = document.createElement("div");
+    wrap.className = "scroll";
+    wrap.appendChild(table);
+    div.replaceChildren(wrap);
+    return rows.length;
+  };
+
+  // --- the date range --------------------------------------------------------------------------------
+  var fromInput = document.getElementById("date-from"), toInput = document.getElementById("date-to");
+  var allDays = [];
+  DATA.charts.forEach(function (c) {
+    var xi = c.columns.indexOf(c.x);
+    if (xi < 0) return;
+    c.rows.forEach(function (row) { if (row[xi] != null) allDays.push(day(row[xi])); });
+  });
+  allDays.sort();
+  var minDay = allDays.length ? allDays[0] : "", maxDay = allDays.length ? allDays[allDays.length - 1] : "";
+  [fromInput, toInput].forEach(function (el) { el.min = minDay; el.max = maxDay; });
+
+  function shiftDay(iso, days) {
+    var d = new Date(iso + "T00:00:00Z");
+    d.setUTCDate(d.getUTCDate() + days);
+    return d.toISOString().slice(0, 10);
+  }
+
+  function setRange(from, to, push) {
+    fromInput.value = from || minDay;
+    toInput.value = to || maxDay;
+    if (push !== false && window.history && history.replaceState) {
+      history.replaceState(null, "", "#from=" + fromInput.value + "&to=" + toInput.value);
+    }
+    drawAll();
+  }
+
+  function inRange(v) {
+    var d = day(v), from = fromInput.value, to = toInput.value;
+    return (!from || d >= from) && (!to || d <= to);
+  }
+
+  // --- drawing ---------------------------------------------------------------------------------------
+  function drawChart(c) {
+    var div = document.getElementById("plot-" + c.name), note = document.getElementById("nodata-" + c.name);
+    var section = document.getElementById("chart-" + c.name);
+    if (c.status !== "ok") {
+      note.hidden = false;
+      section.dataset.points = "0";
+      return;
+    }
+    var rows = records(c).filter(function (r) { return inRange(r[c.x]); }), n = 0;
+    if (rows.length) {
+      try {
+        n = RENDER[c.kind](div, rows, c);
+      } catch (err) {
+        console.error("costline: chart " + c.name + " could not be drawn", err);
+        n = 0;
+      }
+    }
+    if (!n) {
+      if (div.data) Plotly.purge(div);
+      div.replaceChildren();
+      note.textContent = rows.length ? "This chart could not be drawn (see the browser console)."
+                                     : "No data in the selected date range.";
+    }
+    note.hidden = n > 0;
+    section.dataset.points = String(n);
+  }
+
+  function drawAll() {
+    DATA.charts.forEach(drawChart);
+    document.body.dataset.drawn = String(Date.now());
+  }
+
+  fromInput.addEventListener("change", function () { setRange(fromInput.value, toInput.value); });
+  toInput.addEventListener("change", function () { setRange(fromInput.value, toInput.value); });
+  Array.prototype.forEach.call(document.querySelectorAll("button[data-range]"), function (b) {
+    b.addEventListener("click", function () {
+      var r = b.getAttribute("data-range");
+      if (r === "all" || !maxDay) setRange(minDay, maxDay);
+      else setRange(shiftDay(maxDay, 1 - parseInt(r, 10)) < minDay ? minDay : shiftDay(maxDay, 1 - parseInt(r, 10)), maxDay);
+    });
+  });
+  Array.prototype.forEach.call(document.querySelectorAll("button.copy"), function (b) {
+    b.addEventListener("click", function (ev) {
+      ev.preventDefault();
+      var text = document.getElementById(b.getAttribute("data-copy")).textContent;
+      var done = function () { b.textContent = "Copied"; setTimeout(function () { b.textContent = "Copy SQL"; }, 1500); };
+      if (navigator.clipboard && window.isSecureContext) {
+        navigator.clipboard.writeText(text).then(done, function () { b.textContent = "Select the text to copy"; });
+      } else {
+        var sel = window.getSelection(), range = document.createRange();
+        range.selectNodeContents(document.getElementById(b.getAttribute("data-copy")));
+        sel.removeAllRanges(); sel.addRange(range);
+        try { document.execCommand("copy"); done(); } catch (e) { b.textContent = "Press Ctrl+C"; }
+      }
+    });
+  });
+
+  var hash = {};
+  location.hash.replace(/^#/, "").split("&").forEach(function (kv) {
+    var p = kv.split("="); if (p.length === 2) hash[p[0]] = decodeURIComponent(p[1]);
+  });
+  setRange(hash.from, hash.to, false);
+
+  var resizeTimer = null;
+  window.addEventListener("resize", function () {
+    clearTimeout(resizeTimer);
+    resizeTimer = setTimeout(drawAll, 200);
+  });
+
+  if (DATA.refresh_s) {
+    setTimeout(function () { location.reload(); }, DATA.refresh_s * 1000);
+  }
+})();

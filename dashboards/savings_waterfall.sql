@@ -1,0 +1,44 @@
+-- Savings waterfall: the daily cost after each lever, baseline -> routing -> cache -> student.
+-- Computed here from requests and calls (the nightly cost report is not in the lake yet):
+--   baseline  every call priced at the frontier model ({{frontier_model}}: ${{frontier_input_per_mtok}} in /
+--             ${{frontier_output_per_mtok}} out per MTok) with its actual tokens; a cache hit is priced at its
+--             day's average frontier cost of an uncached request of the same task type;
+--   routing   every API call at what it actually cost; student calls at the budget model's prices
+--             ({{budget_model}}: ${{budget_input_per_mtok}} / ${{budget_output_per_mtok}}), as if there were no
+--             student; a cache hit at its day's average routed cost of an uncached request of its task type;
+--   cache     cache hits cost nothing;
+--   student   what was paid: sum(requests.cost_usd), student GPU hosting included.
+WITH per_request AS (
+  SELECT r.request_id, CAST(r.ts AS DATE) AS day, r.task_type, r.cache_hit,
+         any_value(r.cost_usd) AS actual_usd,
+         coalesce(sum((c.input_tokens * {{frontier_input_per_mtok}}
+                       + c.output_tokens * {{frontier_output_per_mtok}}) / 1e6), 0) AS frontier_usd,
+         coalesce(sum(CASE WHEN c.tier = 'student'
+                           THEN (c.input_tokens * {{budget_input_per_mtok}}
+                                 + c.output_tokens * {{budget_output_per_mtok}}) / 1e6
+                           ELSE coalesce(c.cost_usd, 0) END), 0) AS routed_usd
+  FROM requests r
+  LEFT JOIN calls c ON c.trace_id = r.trace_id AND c.request_id = r.request_id
+  GROUP BY r.request_id, r.trace_id, day, r.task_type, r.cache_hit
+), typical_day AS (
+  SELECT day, task_type, avg(frontier_usd) AS frontier_usd, avg(routed_usd) AS routed_usd
+  FROM per_request WHERE NOT cache_hit GROUP BY ALL
+), typical AS (
+  SELECT task_type, avg(frontier_usd) AS frontier_usd, avg(routed_usd) AS routed_usd
+  FROM per_request WHERE NOT cache_hit GROUP BY ALL
+), levels AS (
+  SELECT p.day,
+         sum(CASE WHEN p.cache_hit THEN coalesce(d.frontier_usd, t.frontier_usd, 0) ELSE p.frontier_usd END) AS baseline,
+         sum(CASE WHEN p.cache_hit THEN coalesce(d.routed_usd, t.routed_usd, 0) ELSE p.routed_usd END)       AS routing,
+         sum(CASE WHEN p.cache_hit THEN 0 ELSE p.routed_usd END)                                             AS cache,
+         sum(p.actual_usd)                                                                                   AS student
+  FROM per_request p
+  LEFT JOIN typical_day d ON d.day = p.day AND d.task_type = p.task_type
+  LEFT JOIN typical t ON t.task_type = p.task_type
+  GROUP BY p.day
+)
+SELECT day, 1 AS step, 'baseline' AS stage, baseline AS cost_usd FROM levels
+UNION ALL SELECT day, 2, 'routing', routing FROM levels
+UNION ALL SELECT day, 3, 'cache', cache FROM levels
+UNION ALL SELECT day, 4, 'student', student FROM levels
+ORDER BY day, step;

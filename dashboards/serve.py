@@ -1,0 +1,143 @@
+"""``costline dashboard --serve``: the page on localhost, rebuilt from the lake as it fills.
+
+A :class:`DashboardServer` answers ``GET /`` with the page, rebuilt when the
+last build is ``refresh_s`` old (clock injected); the page reloads itself every
+``refresh_s`` seconds, keeping its date range (in the URL's ``#from=..&to=..``).
+Standard library only (``http.server``), loopback by default.
+"""
+
+from __future__ import annotations
+
+import http.server
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from costline.config import Config
+from costline.dashboards.errors import DashboardError
+
+__all__ = ["DashboardServer", "PageCache"]
+
+log = logging.getLogger(__name__)
+
+
+class PageCache:
+    """The page's bytes, rebuilt by ``build`` when older than ``max_age_s`` (``clock`` in seconds)."""
+
+    def __init__(self, build: Callable[[], str], max_age_s: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._build = build
+        self._max_age_s = max_age_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._page: bytes | None = None
+        self._built_at = 0.0
+        self.builds = 0
+
+    def get(self) -> bytes:
+        with self._lock:
+            now = self._clock()
+            if self._page is None or now - self._built_at >= self._max_age_s:
+                self._page = self._build().encode("utf-8")
+                self._built_at = now
+                self.builds += 1
+            return self._page
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server: "_HTTPServer"
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        path = self.path.split("?", 1)[0]
+        if path not in ("/", "/index.html", "/dashboard.html"):
+            self.send_error(404, "the dashboard is at /")
+            return
+        try:
+            body = self.server.pages.get()
+        except Exception as exc:  # a broken lake must not kill the server: say what happened
+            log.exception("costline dashboard: cannot build the page")
+            self.send_error(500, f"cannot build the dashboard: {exc}")
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's signature
+        log.info("dashboard %s - %s", self.address_string(), format % args)
+
+
+class _HTTPServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    pages: PageCache
+
+
+class DashboardServer:
+    """Serve ``config``'s dashboard on ``host:port`` (port 0: any free port; see :attr:`url`)."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        host: str | None = None,
+        port: int | None = None,
+        refresh_s: float | None = None,
+        build: Callable[[], str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        d = config.dashboard
+        self.refresh_s = float(refresh_s if refresh_s is not None else d.refresh_s)
+        if self.refresh_s <= 0:
+            raise DashboardError(f"the refresh interval must be above 0 seconds; got {self.refresh_s:g} "
+                                 "([dashboard] refresh_s or --refresh)")
+        if build is None:
+            from costline.dashboards.build import build_page
+
+            def build() -> str:
+                return build_page(config, refresh_s=self.refresh_s)
+
+        host = host if host is not None else d.host
+        port = port if port is not None else d.port
+        try:
+            self._httpd = _HTTPServer((host, port), _Handler)
+        except OSError as exc:
+            raise DashboardError(f"cannot listen on {host}:{port} ({exc}): pick another --port") from exc
+        self._httpd.pages = PageCache(build, self.refresh_s, clock)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def pages(self) -> PageCache:
+        return self._httpd.pages
+
+    @property
+    def url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        shown = "localhost" if host in ("127.0.0.1", "::1") else host
+        return f"http://{shown}:{port}/"
+
+    def serve_forever(self) -> None:
+        """Serve until :meth:`shutdown` (or Ctrl-C in the CLI)."""
+        self._httpd.serve_forever(poll_interval=0.25)
+
+    def start(self) -> "DashboardServer":
+        """Serve on a background thread (tests, embedding)."""
+        self._thread = threading.Thread(target=self.serve_forever, name="costline-dashboard", daemon=True)
+        self._thread.start()
+        return self
+
+    def shutdown(self) -> None:
+        if self._thread is not None:
+            self._httpd.shutdown()
+            self._thread.join(timeout=5)
+            self._thread = None
+        self._httpd.server_close()
+
+    def __enter__(self) -> "DashboardServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()

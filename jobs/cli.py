@@ -1,0 +1,230 @@
+"""``costline jobs ...``: the nightly jobs from the command line."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import click
+
+from costline.cli import pass_config
+from costline.config import Config
+
+__all__ = ["commands", "jobs"]
+
+
+class _When(click.ParamType):
+    """A UTC time: ``2026-11-08``, ``2026-11-08T02:00``, ``now``, ``-24h`` / ``-7d`` (relative to now)."""
+
+    name = "time"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        text = str(value).strip()
+        now = datetime.now(UTC).replace(tzinfo=None)
+        if text == "now":
+            return now
+        if text.startswith("-") and text[-1] in "hd":
+            try:
+                n = float(text[1:-1])
+            except ValueError:
+                self.fail(f"{text!r}: use e.g. -24h or -7d", param, ctx)
+            return now - (timedelta(hours=n) if text[-1] == "h" else timedelta(days=n))
+        try:
+            dt = datetime.fromisoformat(text)
+        except ValueError:
+            self.fail(f"{text!r} is not a time: use 2026-11-08, 2026-11-08T02:00, now, -24h or -7d", param, ctx)
+        return dt.astimezone(UTC).replace(tzinfo=None) if dt.tzinfo else dt
+
+
+WHEN = _When()
+
+
+def _window(config: Config, since: datetime | None, until: datetime | None) -> tuple[datetime, datetime]:
+    end = until or datetime.now(UTC).replace(tzinfo=None, minute=0, second=0, microsecond=0)
+    return since or end - timedelta(hours=config.jobs.window_hours), end
+
+
+def _runner_opts(f: Any) -> Any:
+    f = click.option("--seed", default=0, show_default=True, help="Seed of the sample (reproducible).")(f)
+    f = click.option("--batch", is_flag=True, help="Regenerate through the Message Batches API (half price).")(f)
+    f = click.option("--until", type=WHEN, default=None, help="End of the window (UTC; default: this hour).")(f)
+    f = click.option("--since", type=WHEN, default=None, help="Start of the window (default: until - 24h).")(f)
+    return f
+
+
+@click.group("jobs")
+def jobs() -> None:
+    """Nightly jobs over the lake: student drift, routing shadow, lever cost report.
+
+    \b
+    Example:
+        costline jobs nightly
+    """
+
+
+@jobs.command("drift")
+@_runner_opts
+@click.option("--sample", "sample_size", type=int, default=None, help="Requests to sample ([jobs.drift] sample_size).")
+@click.option("--rerun", is_flag=True, help="Evaluate again even when this window's run already finished.")
+@pass_config
+def drift_cmd(config: Config, since: datetime | None, until: datetime | None, batch: bool, seed: int,
+              sample_size: int | None, rerun: bool) -> None:
+    """Is the student still as good as the teacher? Per subtype, with statistics.
+
+    Samples student-served requests with captured content, regenerates the
+    teacher's answers (resumably: a killed run continues where it stopped and
+    never pays twice), scores per subtype and writes eval_runs / eval_items.
+
+    \b
+    Example:
+        costline jobs drift --since -24h --sample 500 --seed 7 --batch
+    """
+    from costline.jobs.drift import run_drift
+
+    s, u = _window(config, since, until)
+    r = run_drift(config, since=s, until=u, seed=seed, sample_size=sample_size, batch=batch, rerun=rerun,
+                  show_progress=True)
+    if r.already_done:
+        click.echo(f"run {r.run_id} already finished (use --rerun to evaluate again)")
+        rows = [(x["subtype"], x["n"], x["gap"], x["gap_ci_low"], x["gap_ci_high"], x["threshold"], x["flagged"],
+                 x["reason"]) for x in r.rows]
+    else:
+        rows = [(a.subtype, a.n, a.gap, a.gap_ci_low, a.gap_ci_high, a.threshold, a.flagged, a.reason)
+                for a in r.assessments]
+    from costline.processors.cli import format_result
+
+    click.echo(format_result(["subtype", "n", "gap", "ci_low", "ci_high", "threshold", "flagged", "reason"], rows))
+    if r.inputs.drifted:
+        click.echo(f"input drift: {r.inputs.reason}")
+    click.echo(f"run {r.run_id}: {r.n} requests evaluated, {r.sent} answers paid now, {r.resumed} resumed; "
+               f"job cost ${r.cost_usd:.4f}")
+
+
+@jobs.command("shadow")
+@_runner_opts
+@click.option("--per-tier", type=int, default=None, help="Requests per tier ([jobs.shadow] per_tier).")
+@click.option("--rerun", is_flag=True, help="Evaluate again even when this window's run already finished.")
+@pass_config
+def shadow_cmd(config: Config, since: datetime | None, until: datetime | None, batch: bool, seed: int,
+               per_tier: int | None, rerun: bool) -> None:
+    """Is routing still right? Tier-match rate per tier against the next tier up.
+
+    \b
+    Example:
+        costline jobs shadow --since -24h --per-tier 150
+    """
+    from costline.jobs.shadow import run_shadow
+    from costline.processors.cli import format_result
+
+    s, u = _window(config, since, until)
+    r = run_shadow(config, since=s, until=u, seed=seed, per_tier=per_tier, batch=batch, rerun=rerun,
+                   show_progress=True)
+    rows = ([(x["tier"], x["n"], x["tier_match_rate"], x["baseline_rate"], x["flagged"], x["reason"]) for x in r.rows]
+            if r.already_done else
+            [(a.tier, a.n, a.rate, a.baseline_rate, a.flagged, a.reason) for a in r.assessments])
+    click.echo(format_result(["tier", "n", "tier_match_rate", "baseline", "flagged", "reason"], rows))
+    click.echo(f"run {r.run_id}: job cost ${r.cost_usd:.4f}")
+
+
+@jobs.command("cost-report")
+@click.option("--since", type=WHEN, default=None, help="Start of the range (default: until - 24h).")
+@click.option("--until", type=WHEN, default=None, help="End of the range (UTC; default: this hour).")
+@click.option("--format", "fmt", type=click.Choice(["table", "markdown", "json"]), default="table",
+              show_default=True)
+@click.option("--no-write", is_flag=True, help="Print only; do not store it as the cost_report view.")
+@pass_config
+def cost_report_cmd(config: Config, since: datetime | None, until: datetime | None, fmt: str, no_write: bool) -> None:
+    """What did each lever save? The article's stacking table on real traffic.
+
+    \b
+    Example:
+        costline jobs cost-report --since 2026-11-01 --until 2026-11-08 --format markdown
+    """
+    from costline.jobs.cost_report import run_cost_report
+
+    s, u = _window(config, since, until)
+    report = run_cost_report(config, since=s, until=u, write=not no_write)
+    click.echo({"table": report.to_text, "markdown": report.to_markdown, "json": report.to_json}[fmt]())
+
+
+def _print_outcomes(outcomes: list[Any]) -> None:
+    from costline.processors.cli import format_result
+
+    click.echo(format_result(["job", "window_until", "status", "rows", "cost_usd", "result", "error"],
+                             [(o.job, o.until, o.status, o.rows, round(o.cost_usd, 4), o.result_id, o.error)
+                              for o in outcomes]))
+
+
+@jobs.command("nightly")
+@click.option("--until", type=WHEN, default=None, help="End of the window (default: this hour, UTC).")
+@click.option("--batch", is_flag=True, help="Regenerate through the Message Batches API (half price).")
+@click.option("--seed", default=0, show_default=True, help="Seed of the samples.")
+@click.option("--no-alerts", is_flag=True, help="Do not evaluate the job alert rules afterwards.")
+@pass_config
+def nightly_cmd(config: Config, until: datetime | None, batch: bool, seed: int, no_alerts: bool) -> int:
+    """Run drift, shadow and the cost report in order (for cron); retries failed windows.
+
+    Exits 1 when a job failed (it is retried on the next run, resuming).
+
+    \b
+    Example:
+        0 2 * * *  costline jobs nightly --batch
+    """
+    from costline.jobs.scheduler import default_runners, nightly
+
+    outcomes = nightly(config, until=until, runners=default_runners(batch=batch, seed=seed, show_progress=True),
+                       notify=not no_alerts)
+    _print_outcomes(outcomes)
+    return 1 if any(o.status == "failed" for o in outcomes) else 0
+
+
+@jobs.command("serve")
+@click.option("--batch", is_flag=True, help="Regenerate through the Message Batches API (half price).")
+@pass_config
+def serve_cmd(config: Config, batch: bool) -> None:
+    """Run the nightly jobs on the [jobs] schedule (default 02:00 UTC) until stopped.
+
+    \b
+    Example:
+        COSTLINE_JOBS_SCHEDULE=02:00,14:00 costline jobs serve
+    """
+    import signal
+    import threading
+
+    from costline.jobs.scheduler import NightlyService, default_runners
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    service = NightlyService(config, runners=default_runners(batch=batch))
+    click.echo(f"costline jobs: next run at {service.next_due(datetime.now(UTC))} UTC "
+               f"(schedule {', '.join(config.jobs.schedule)})")
+    service.run_forever(stop, on_outcomes=_print_outcomes)
+
+
+@jobs.command("runs")
+@click.option("--limit", default=20, show_default=True)
+@pass_config
+def runs_cmd(config: Config, limit: int) -> None:
+    """Show the latest recorded job runs (the job_runs view).
+
+    \b
+    Example:
+        costline jobs runs --limit 10
+    """
+    from costline.jobs.store import open_jobs_lake
+    from costline.processors.cli import format_result
+
+    con = open_jobs_lake(config)
+    try:
+        cur = con.execute("SELECT job, window_until, status, attempt, started_at, finished_at, rows, "
+                          "round(cost_usd, 4) AS cost_usd, error FROM job_runs ORDER BY updated_at DESC LIMIT $n",
+                          {"n": limit})
+        click.echo(format_result([c[0] for c in cur.description], cur.fetchall()))
+    finally:
+        con.close()
+
+
+commands = [jobs]

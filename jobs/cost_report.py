@@ -1,0 +1,247 @@
+"""`costline jobs cost-report`: what did each lever save, on real traffic?
+
+The article's stacking table, computed from the lake for ``[since, until)``:
+
+1. **baseline** — every request priced on the baseline (frontier) model with its actual tokens
+   (every call it made; cache reads/writes and batch at their multipliers); a cache hit, which
+   made no call, at its day's average baseline cost of an uncached request of its task type
+   (else that task type's average over the range, else all requests');
+2. **+ routing** — every API call at what it actually cost; student calls at the prices of the
+   tier the student replaced (``student_replaces_tier``, budget) as if there were no student;
+   cache hits imputed as above at routed prices;
+3. **+ semantic cache** — cache hits cost nothing;
+4. **+ distillation** — what was paid for API calls, plus the student's GPU for every hour of the
+   range (``[pricing] student_usd_per_hour``) when the student served anything in it.
+
+Daily cost = total / days in the range; monthly = daily x ``days_per_month`` (30); cumulative
+saving = 1 - stage / baseline. **Break-even** of the student = GPU cost per day / what one
+student-served request saves (its price at the replaced tier): the requests per day at which the
+student stops costing more than it saves (the article: ~100,000).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from costline.config import Config, ModelPrice
+from costline.jobs.errors import JobsError, NoDataError
+
+__all__ = ["StageRow", "CostReport", "build_cost_report", "run_cost_report", "COST_SQL", "STAGES"]
+
+STAGES: tuple[tuple[str, str], ...] = (
+    ("baseline", "every request on the baseline model with its actual tokens"),
+    ("routing", "each request on the tier the router chose (student calls at the replaced tier's price)"),
+    ("cache", "semantic-cache hits cost nothing"),
+    ("student", "student calls on the self-hosted GPU (hosting included)"),
+)
+
+_PRICE = """(greatest(c.input_tokens - c.cache_read_tokens - c.cache_creation_tokens, 0) * {inp}
+          + c.cache_read_tokens * {inp} * {read} + c.cache_creation_tokens * {inp} * {write}
+          + c.output_tokens * {out}) / 1e6 * CASE WHEN coalesce(c.batch, false) THEN {batch} ELSE 1 END"""
+
+#: Per day: request counts and the four stage totals (before hosting, which is added in Python).
+COST_SQL = """
+WITH per_request AS (
+  SELECT r.request_id, r.trace_id, CAST(r.ts AS DATE) AS day, coalesce(r.task_type, '(none)') AS task_type,
+         r.cache_hit OR r.tier = 'cache' AS hit, r.tier = 'student' AS student,
+         coalesce(sum({frontier}), 0) AS frontier_usd,
+         coalesce(sum(CASE WHEN c.tier = 'student' THEN {replaced} ELSE coalesce(c.cost_usd, 0) END), 0) AS routed_usd,
+         coalesce(sum(CASE WHEN c.tier = 'student' THEN 0 ELSE coalesce(c.cost_usd, 0) END), 0) AS paid_usd
+  FROM requests r
+  LEFT JOIN calls c ON c.trace_id = r.trace_id AND c.request_id = r.request_id
+  WHERE r.ts >= $since AND r.ts < $until
+  GROUP BY ALL
+), typical_day AS (
+  SELECT day, task_type, avg(frontier_usd) AS f, avg(routed_usd) AS r FROM per_request WHERE NOT hit GROUP BY ALL
+), typical AS (
+  SELECT task_type, avg(frontier_usd) AS f, avg(routed_usd) AS r FROM per_request WHERE NOT hit GROUP BY ALL
+), overall AS (
+  SELECT avg(frontier_usd) AS f, avg(routed_usd) AS r FROM per_request WHERE NOT hit
+)
+SELECT p.day, count(*) AS requests, count(*) FILTER (WHERE p.hit) AS hits,
+       count(*) FILTER (WHERE p.student AND NOT p.hit) AS student_requests,
+       sum(CASE WHEN p.hit THEN coalesce(d.f, t.f, o.f, 0) ELSE p.frontier_usd END) AS baseline,
+       sum(CASE WHEN p.hit THEN coalesce(d.r, t.r, o.r, 0) ELSE p.routed_usd END) AS routing,
+       sum(CASE WHEN p.hit THEN 0 ELSE p.routed_usd END) AS cache,
+       sum(CASE WHEN p.hit THEN 0 ELSE p.paid_usd END) AS student_api,
+       sum(CASE WHEN p.student AND NOT p.hit THEN p.routed_usd - p.paid_usd ELSE 0 END) AS student_saved
+FROM per_request p
+LEFT JOIN typical_day d ON d.day = p.day AND d.task_type = p.task_type
+LEFT JOIN typical t ON t.task_type = p.task_type
+CROSS JOIN overall o
+GROUP BY p.day ORDER BY p.day
+"""
+
+
+@dataclass(frozen=True)
+class StageRow:
+    step: int
+    stage: str
+    what: str
+    total_cost_usd: float
+    daily_cost_usd: float
+    monthly_cost_usd: float
+    cumulative_saving: float | None
+
+
+@dataclass
+class CostReport:
+    report_id: str
+    since: datetime
+    until: datetime
+    days: float
+    requests: int
+    cache_hits: int
+    student_requests: int
+    hosting_usd: float
+    stages: list[StageRow]
+    #: Student requests per day at which its GPU pays for itself (None: no student traffic).
+    break_even_requests_per_day: float | None
+    student_requests_per_day: float
+    per_day: list[dict[str, Any]] = field(default_factory=list)
+    generated_at: datetime | None = None
+
+    # -- renderings ---------------------------------------------------------------------------
+    def _cells(self) -> tuple[list[str], list[list[str]]]:
+        cols = ["stage", "what changes", "daily cost", "monthly cost", "cumulative saving"]
+        rows = [[("" if s.step == 1 else "+ ") + s.stage, s.what, f"${s.daily_cost_usd:,.2f}",
+                 f"${s.monthly_cost_usd:,.2f}",
+                 "—" if s.step == 1 or s.cumulative_saving is None else f"{s.cumulative_saving:.0%}"]
+                for s in self.stages]
+        return cols, rows
+
+    def _footer(self) -> str:
+        be = ("n/a (no student traffic)" if self.break_even_requests_per_day is None
+              else f"{self.break_even_requests_per_day:,.0f} student requests/day")
+        return (f"{self.requests:,} requests from {self.since:%Y-%m-%d %H:%M} to {self.until:%Y-%m-%d %H:%M} UTC "
+                f"({self.days:g} days; {self.cache_hits:,} cache hits, {self.student_requests:,} on the student). "
+                f"Student break-even: {be}; it served {self.student_requests_per_day:,.0f}/day.")
+
+    def to_text(self) -> str:
+        cols, rows = self._cells()
+        widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths)), "  ".join("-" * w for w in widths)]
+        lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in rows]
+        return "\n".join(lines + ["", self._footer()])
+
+    def to_markdown(self) -> str:
+        cols, rows = self._cells()
+        lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+        return "\n".join(lines + ["", self._footer()])
+
+    def to_json(self) -> str:
+        def enc(v: Any) -> Any:
+            if isinstance(v, (datetime, date)):
+                return v.isoformat()
+            if isinstance(v, float) and not math.isfinite(v):
+                return None
+            return v
+
+        doc = asdict(self)
+        doc = json.loads(json.dumps(doc, default=enc))
+        return json.dumps(doc, indent=1)
+
+
+def _model_for(config: Config, tier: str) -> ModelPrice:
+    name = config.serving.backends.tier_models.get(tier)
+    for m in config.pricing.models:
+        if (name and (m.model == name or name in m.aliases)) or (not name and m.tier == tier):
+            return m
+    raise JobsError(f"no [[pricing.models]] entry of tier {tier!r}: the cost report prices with it")
+
+
+def _price_sql(m: ModelPrice, config: Config) -> str:
+    p = config.pricing
+    return _PRICE.format(inp=repr(m.input_per_mtok), out=repr(m.output_per_mtok), read=repr(p.cache_read_multiplier),
+                         write=repr(p.cache_write_multiplier), batch=repr(p.batch_multiplier))
+
+
+def _utc(ts: datetime) -> datetime:
+    return ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo else ts
+
+
+def build_cost_report(con: Any, config: Config, *, since: datetime, until: datetime,
+                      generated_at: datetime | None = None) -> CostReport:
+    """Compute the stacking table from a connection with the lake's views."""
+    since, until = _utc(since), _utc(until)
+    if until <= since:
+        raise JobsError(f"empty range: --until ({until}) must be after --since ({since})")
+    cfg = config.jobs.cost_report
+    sql = COST_SQL.format(frontier=_price_sql(_model_for(config, cfg.baseline_tier), config),
+                          replaced=_price_sql(_model_for(config, cfg.student_replaces_tier), config))
+    cur = con.execute(sql, {"since": since, "until": until})
+    cols = [c[0] for c in cur.description]
+    days_rows = [dict(zip(cols, r)) for r in cur.fetchall()]
+    if not days_rows:
+        raise NoDataError(f"no requests between {since:%Y-%m-%d %H:%M} and {until:%Y-%m-%d %H:%M} UTC")
+    hours = (until - since).total_seconds() / 3600.0
+    days = hours / 24.0
+    rate = config.pricing.student_usd_per_hour
+    student_n = sum(int(d["student_requests"]) for d in days_rows)
+    uses_student = student_n > 0
+    hosting = rate * hours if uses_student else 0.0
+    totals = {
+        "baseline": sum(float(d["baseline"]) for d in days_rows),
+        "routing": sum(float(d["routing"]) for d in days_rows),
+        "cache": sum(float(d["cache"]) for d in days_rows),
+        "student": sum(float(d["student_api"]) for d in days_rows) + hosting,
+    }
+    base = totals["baseline"]
+    stages = []
+    for step, (name, what) in enumerate(STAGES, 1):
+        total = totals[name]
+        daily = total / days
+        stages.append(StageRow(step, name, what, total, daily, daily * cfg.days_per_month,
+                               None if step == 1 else (1.0 - total / base if base > 0 else None)))
+    saved = sum(float(d["student_saved"]) for d in days_rows)
+    per_request_saving = saved / student_n if student_n else 0.0
+    break_even = (rate * 24.0 / per_request_saving) if per_request_saving > 0 else None
+    per_day = []
+    for d in days_rows:
+        day = d["day"]
+        day_start = max(since, datetime(day.year, day.month, day.day))
+        day_end = min(until, datetime(day.year, day.month, day.day) + timedelta(days=1))
+        day_hosting = rate * (day_end - day_start).total_seconds() / 3600.0 if uses_student else 0.0
+        for step, (name, _) in enumerate(STAGES, 1):
+            cost = float(d["student_api"]) + day_hosting if name == "student" else float(d[name])
+            per_day.append({"day": day, "step": step, "stage": name, "cost_usd": cost})
+    rid_src = f"{since.isoformat()}|{until.isoformat()}|{(generated_at or datetime.now(UTC)).isoformat()}"
+    report_id = f"cost-{until:%Y%m%dT%H%M}-{hashlib.blake2b(rid_src.encode(), digest_size=3).hexdigest()}"
+    return CostReport(report_id, since, until, days, sum(int(d["requests"]) for d in days_rows),
+                      sum(int(d["hits"]) for d in days_rows), student_n, hosting, stages, break_even,
+                      student_n / days, per_day, generated_at)
+
+
+def run_cost_report(config: Config, *, since: datetime, until: datetime,
+                    now: Callable[[], datetime] = lambda: datetime.now(UTC), write: bool = True) -> CostReport:
+    """Build the report from the lake and (``write``) store it as ``cost_reports`` / ``cost_report_days``."""
+    from costline.jobs import validate
+    from costline.jobs.store import JobStore, open_jobs_lake
+
+    validate(config)
+    generated = _utc(now())
+    con = open_jobs_lake(config)
+    try:
+        report = build_cost_report(con, config, since=since, until=until, generated_at=generated)
+    finally:
+        con.close()
+    if write:
+        store = JobStore(config.lake.path).init()
+        store.write("cost_report_days", report.report_id, [
+            {"report_id": report.report_id, "generated_at": generated, **d} for d in report.per_day])
+        store.write("cost_reports", report.report_id, [{
+            "report_id": report.report_id, "generated_at": generated, "since": report.since, "until": report.until,
+            "days": report.days, "step": s.step, "stage": s.stage, "what": s.what, "requests": report.requests,
+            "total_cost_usd": s.total_cost_usd, "daily_cost_usd": s.daily_cost_usd,
+            "monthly_cost_usd": s.monthly_cost_usd, "cumulative_saving": s.cumulative_saving,
+            "student_requests_per_day": report.student_requests_per_day,
+            "break_even_requests_per_day": report.break_even_requests_per_day,
+        } for s in report.stages])
+    return report

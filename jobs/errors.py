@@ -1,0 +1,41 @@
+"""Exceptions of costline.jobs::
+
+    CostlineError
+     └── JobsError              root of the nightly jobs' errors
+          ├── JobBusyError      another run of the same job holds its lock
+          ├── NoDataError       nothing to evaluate in the window (no captured content, no traffic)
+          ├── TeacherError      regenerating answers failed (too many errors, batch expired, timeout)
+          └── MissingExtraError embedding scoring needs the serving extra (also an ImportError)
+"""
+
+from __future__ import annotations
+
+from costline.errors import CostlineError
+
+__all__ = ["JobsError", "JobBusyError", "NoDataError", "TeacherError", "MissingExtraError", "INSTALL_HINT"]
+
+#: What to run when embedding-based scoring is asked for without the serving extra.
+INSTALL_HINT = "pip install 'costline[serving]'"
+
+
+class JobsError(CostlineError):
+    """Root of costline.jobs' errors."""
+
+
+class JobBusyError(JobsError):
+    """Another run of this job is in progress (two runs of one job never overlap)."""
+
+
+class NoDataError(JobsError):
+    """The window holds nothing the job can evaluate; the message says what is missing."""
+
+
+class TeacherError(JobsError):
+    """Regenerating answers failed; what was answered is kept and the next run resumes."""
+
+
+class MissingExtraError(JobsError, ImportError):
+    """sentence-transformers / the MiniLM package is missing: embedding cosine and MMD need it."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what} needs the embedding model: {INSTALL_HINT}", name="sentence_transformers")

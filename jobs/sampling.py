@@ -1,0 +1,208 @@
+"""Stratified, reproducible samples of requests with captured content, read from the lake with DuckDB.
+
+A request's prompt and answer come from the request span's captured messages, else
+from its last successful model call of the served tier (where the recorder puts
+them). Selection within a subtype is by ``hash(request_id, seed)``: the same lake,
+window and seed always give the same sample, and a re-run resumes the same work.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+__all__ = ["SampledRequest", "allocate", "sample_requests", "parse_messages", "CANDIDATES_SQL", "candidates_sql"]
+
+NO_SUBTYPE = "(none)"
+
+#: Requests served by ``$tier`` in ``[$since, $until)`` with their captured content. It reads the
+#: lake's files with the views' rules (one row per ``(trace_id, span_id)``; a call belongs to the
+#: request of the same ``(trace_id, request_id)``, else to its parent request span) but prunes the
+#: date partitions first, so a night's sample never scans the whole lake.
+CANDIDATES_SQL = """
+WITH req AS (
+  SELECT * FROM read_parquet({requests}, hive_partitioning = true, union_by_name = true,
+                             hive_types = {{'date': DATE}})
+  WHERE date >= CAST($since AS DATE) AND date <= CAST($until AS DATE)
+    AND ts >= $since AND ts < $until AND tier = $tier
+  QUALIFY row_number() OVER (PARTITION BY trace_id, span_id ORDER BY kafka_partition, kafka_offset) = 1
+), cl AS (
+  SELECT * FROM read_parquet({calls}, hive_partitioning = true, union_by_name = true,
+                             hive_types = {{'date': DATE}})
+  WHERE date >= CAST($since AS DATE) - 1 AND date <= CAST($until AS DATE)
+    AND tier = $tier AND error_type IS NULL AND output_messages IS NOT NULL
+  QUALIFY row_number() OVER (PARTITION BY trace_id, span_id ORDER BY kafka_partition, kafka_offset) = 1
+), linked AS (
+  SELECT r.request_id, r.trace_id, any_value(r.ts) AS ts, any_value(r.subtype) AS subtype,
+         any_value(r.task_type) AS task_type, any_value(r.tier) AS tier,
+         any_value(r.input_messages) AS r_in, any_value(r.output_messages) AS r_out,
+         arg_max(c.input_messages, c.ts) AS c_in, arg_max(c.output_messages, c.ts) AS c_out
+  FROM req r
+  LEFT JOIN cl c ON c.trace_id = r.trace_id
+   AND (c.request_id = r.request_id OR (c.request_id IS NULL AND c.parent_span_id = r.span_id))
+  GROUP BY r.request_id, r.trace_id
+)
+SELECT request_id, trace_id, ts, coalesce(subtype, '(none)') AS subtype, task_type, tier,
+       coalesce(r_in, c_in) AS input_messages, coalesce(r_out, c_out) AS output_messages
+FROM linked
+WHERE coalesce(r_in, c_in) IS NOT NULL AND coalesce(r_out, c_out) IS NOT NULL
+"""
+
+
+def candidates_sql(lake_path: Any) -> str:
+    """:data:`CANDIDATES_SQL` over the lake at ``lake_path``."""
+    from pathlib import Path
+
+    root = Path(lake_path).resolve()
+
+    def glob(table: str) -> str:
+        return "'" + str(root / table / "*" / "*.parquet").replace("'", "''") + "'"
+
+    return CANDIDATES_SQL.format(requests=glob("requests"), calls=glob("calls"))
+
+
+@dataclass(frozen=True)
+class SampledRequest:
+    request_id: str
+    trace_id: str
+    ts: datetime
+    subtype: str
+    task_type: str | None
+    tier: str
+    #: The conversation in Anthropic's shape (user / assistant turns), system prompt apart.
+    messages: tuple[Mapping[str, Any], ...]
+    system: str | None
+    #: The last user message (what drift tests and judges look at).
+    query: str
+    #: The captured answer of the tier that served it.
+    answer: str
+
+
+def parse_messages(doc: str | None) -> list[tuple[str, str]]:
+    """Captured GenAI messages (``[{"role", "parts": [{"type": "text", "content"}]}]``) → (role, text)."""
+    if not doc:
+        return []
+    try:
+        items = json.loads(doc)
+    except (TypeError, ValueError):
+        return [("user", doc)]
+    out = []
+    for m in items if isinstance(items, list) else []:
+        if not isinstance(m, Mapping):
+            continue
+        parts = m.get("parts")
+        if parts is None and "content" in m:
+            parts = [{"type": "text", "content": m["content"]}]
+        text = "".join(str(p.get("content", p.get("text", ""))) for p in parts or []
+                       if isinstance(p, Mapping) and p.get("type", "text") == "text")
+        out.append((str(m.get("role", "user")), text))
+    return out
+
+
+def allocate(counts: Mapping[str, int], total: int, min_per: int = 0) -> dict[str, int]:
+    """Stratified allocation: proportional to ``counts`` with a floor of ``min_per`` (largest remainder).
+
+    Never more than a stratum has; sums to ``min(total, sum(counts))``.
+    """
+    avail = {k: int(v) for k, v in counts.items() if v > 0}
+    total = min(int(total), sum(avail.values()))
+    if total <= 0:
+        return {k: 0 for k in counts}
+    alloc = {k: min(v, min_per) for k, v in avail.items()}
+    if sum(alloc.values()) > total:  # the floors alone exceed the budget: deal units round-robin
+        alloc = {k: 0 for k in avail}
+        left = total
+        while left > 0:
+            for k in sorted(avail):
+                if left and alloc[k] < avail[k]:
+                    alloc[k] += 1
+                    left -= 1
+        return {k: alloc.get(k, 0) for k in counts}
+    left = total - sum(alloc.values())
+    while left > 0:
+        room = {k: avail[k] - alloc[k] for k in avail if avail[k] > alloc[k]}
+        if not room:
+            break
+        weight = sum(avail[k] for k in room)
+        quotas = {k: left * avail[k] / weight for k in room}
+        add = {k: min(room[k], math.floor(q)) for k, q in quotas.items()}
+        given = sum(add.values())
+        if given == 0:  # hand out single units by largest remainder
+            for k in sorted(room, key=lambda k: (-(quotas[k] - math.floor(quotas[k])), k))[:left]:
+                add[k] = add.get(k, 0) + 1
+            given = sum(add.values())
+        for k, a in add.items():
+            alloc[k] += a
+        left -= given
+    return {k: alloc.get(k, 0) for k in counts}
+
+
+def _lake_path_of(con: Any) -> str:
+    """The lake folder behind a connection made by :func:`costline.lake.open_lake`."""
+    import re
+
+    sql = con.execute("SELECT sql FROM duckdb_views() WHERE view_name = 'requests_raw'").fetchone()
+    m = re.search(r"read_parquet\('((?:[^']|'')*)/requests/\*/\*\.parquet'", sql[0] if sql else "")
+    if not m:
+        raise ValueError("pass lake_path: the connection has no requests_raw view of a costline lake")
+    return m.group(1).replace("''", "'")
+
+
+def _to_anthropic(turns: list[tuple[str, str]]) -> tuple[tuple[Mapping[str, Any], ...], str | None]:
+    system = "\n".join(t for r, t in turns if r == "system") or None
+    msgs = [{"role": "assistant" if r == "assistant" else "user", "content": t} for r, t in turns if r != "system"]
+    while msgs and msgs[-1]["role"] == "assistant":  # the teacher answers the last user turn
+        msgs.pop()
+    return tuple(msgs), system
+
+
+def sample_requests(
+    con: Any,
+    *,
+    lake_path: Any = None,
+    tier: str,
+    since: datetime,
+    until: datetime,
+    size: int,
+    seed: int = 0,
+    min_per_subtype: int = 0,
+) -> list[SampledRequest]:
+    """A stratified (by subtype) sample of ``tier``-served requests with content in ``[since, until)``.
+
+    ``lake_path`` is the lake's folder (default: the one the connection's ``requests_raw`` view reads).
+    """
+    if lake_path is None:
+        lake_path = _lake_path_of(con)
+    params = {"tier": tier, "since": since, "until": until}
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _jobs_candidates AS {candidates_sql(lake_path)}", params)
+    try:
+        counts = dict(con.execute("SELECT subtype, count(*) FROM _jobs_candidates GROUP BY ALL").fetchall())
+        alloc = allocate(counts, size, min_per_subtype)
+        if not any(alloc.values()):
+            return []
+        rows = con.execute(
+            """
+            SELECT * EXCLUDE (rn) FROM (
+              SELECT *, row_number() OVER (PARTITION BY subtype ORDER BY hash(request_id || '#' || $seed), request_id) AS rn
+              FROM _jobs_candidates)
+            JOIN (SELECT unnest($subs) AS s, unnest($ks) AS k) a ON a.s = subtype
+            WHERE rn <= a.k ORDER BY subtype, request_id""",
+            {"seed": str(seed), "subs": list(alloc), "ks": list(alloc.values())},
+        ).fetchall()
+    finally:
+        con.execute("DROP TABLE IF EXISTS _jobs_candidates")
+    out = []
+    for request_id, trace_id, ts, subtype, task_type, served, inp, outp, *_ in rows:
+        turns = parse_messages(inp)
+        messages, system = _to_anthropic(turns)
+        if not messages:
+            continue
+        query = str(messages[-1]["content"])
+        answer = "".join(t for r, t in parse_messages(outp) if r != "user")
+        out.append(SampledRequest(request_id, trace_id, ts, subtype, task_type, served, messages, system, query,
+                                  answer))
+    return out

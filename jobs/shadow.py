@@ -1,0 +1,237 @@
+"""`costline jobs shadow`: is routing still right?
+
+For each tier below frontier (``[jobs.shadow] tiers``) a sample of the requests it served,
+stratified by subtype, is re-run on the next tier up; the cheaper answer counts as adequate
+when it *matches* the stronger one (the drift job's metrics, score >= ``match_threshold``).
+
+Per tier: the **tier-match rate** with a Wilson CI, compared with the pooled previous
+``baseline_runs`` runs (one-sided two-proportion z-test) and trended (Theil-Sen, Mann-Kendall).
+A tier is flagged when its rate is under ``min_rate``, or at least ``drop`` under the baseline
+with p < alpha, or falling by at least ``drop`` over the trend window with p < alpha.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from costline import contract
+from costline.config import Config
+from costline.jobs.errors import NoDataError
+from costline.jobs.settings import ShadowConfig
+from costline.jobs.stats import proportion_drop_p, trend, wilson_ci
+
+__all__ = ["TierAssessment", "ShadowResult", "assess_tiers", "run_shadow", "next_tier"]
+
+log = logging.getLogger(__name__)
+
+
+def next_tier(tier: str) -> str | None:
+    """The API tier above ``tier`` (the student's is mid, as the router escalates it)."""
+    if tier == contract.TIER_STUDENT:
+        return contract.TIER_MID
+    tiers = contract.API_TIERS
+    return tiers[tiers.index(tier) + 1] if tier in tiers and tier != tiers[-1] else None
+
+
+@dataclass(frozen=True)
+class TierAssessment:
+    tier: str
+    n: int
+    matches: int
+    rate: float
+    ci_low: float
+    ci_high: float
+    baseline_rate: float | None
+    drop_p: float | None
+    trend_slope: float | None
+    trend_p: float | None
+    flagged: bool
+    reason: str
+
+
+def assess_tiers(
+    current: Mapping[str, tuple[int, int]],
+    cfg: ShadowConfig,
+    *,
+    history: Mapping[str, Sequence[tuple[int, int]]] | None = None,
+) -> list[TierAssessment]:
+    """``current[tier] = (matches, n)``; ``history[tier]``: previous runs' (matches, n), oldest first."""
+    history = history or {}
+    out = []
+    for tier in sorted(current):
+        hits, n = current[tier]
+        if n <= 0:
+            continue
+        rate = hits / n
+        lo, hi = wilson_ci(hits, n)
+        prev = list(history.get(tier, ()))
+        base = prev[-cfg.baseline_runs:] if cfg.baseline_runs > 0 else []
+        base_rate = drop_p = None
+        reasons = []
+        if rate < cfg.min_rate:
+            reasons.append(f"tier-match rate {rate:.1%} is under the floor {cfg.min_rate:.0%}")
+        if base:
+            bh, bn = sum(h for h, _ in base), sum(m for _, m in base)
+            if bn > 0:
+                base_rate = bh / bn
+                drop_p = proportion_drop_p(hits, n, bh, bn)
+                if base_rate - rate >= cfg.drop and drop_p < cfg.alpha:
+                    reasons.append(f"tier-match rate fell {base_rate - rate:.1%} from {base_rate:.1%} over the "
+                                   f"previous {len(base)} runs (p={drop_p:.2g})")
+        series = [h / m for h, m in prev if m > 0][-(cfg.baseline_runs):] + [rate]
+        slope = tp = None
+        if len(series) >= 5:
+            t = trend(series)
+            slope, tp = t.slope, t.p_decreasing
+            if tp < cfg.alpha and -slope * (len(series) - 1) >= cfg.drop:
+                reasons.append(f"tier-match rate falling {slope:+.2%} per run over {len(series)} runs (p={tp:.2g})")
+        out.append(TierAssessment(tier, n, hits, rate, lo, hi, base_rate, drop_p, slope, tp, bool(reasons),
+                                  "; ".join(reasons)))
+    return out
+
+
+@dataclass
+class ShadowResult:
+    run_id: str
+    assessments: list[TierAssessment]
+    cost_usd: float
+    sent: int = 0
+    already_done: bool = False
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def flagged(self) -> list[str]:
+        return [a.tier for a in self.assessments if a.flagged]
+
+
+def _utc(ts: datetime) -> datetime:
+    return ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo else ts
+
+
+def run_shadow(
+    config: Config,
+    *,
+    since: datetime,
+    until: datetime,
+    seed: int = 0,
+    per_tier: int | None = None,
+    batch: bool = False,
+    run_id: str | None = None,
+    rerun: bool = False,
+    client: Any = None,
+    embedder: Any = None,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    sleep: Callable[[float], None] | None = None,
+    show_progress: bool = False,
+) -> ShadowResult:
+    """Run the shadow evaluation over ``[since, until)``; see the module docstring."""
+    from costline.jobs import validate
+    from costline.jobs.drift import drift_run_id, teacher_model
+    from costline.jobs.sampling import sample_requests
+    from costline.jobs.scoring import ScoreRequest, Scorer, metric_for
+    from costline.jobs.store import JobStore, open_jobs_lake
+    from costline.jobs.teacher import AnswerRequest, Checkpoint, Regenerator, anthropic_client
+    from costline.pricing import PricingTable
+
+    validate(config)
+    cfg = config.jobs.shadow
+    dcfg = config.jobs.drift
+    tcfg = config.jobs.teacher
+    since, until = _utc(since), _utc(until)
+    size = per_tier or cfg.per_tier
+    run_id = run_id or drift_run_id("shadow", until, {"since": since, "size": size, "seed": seed,
+                                                      "tiers": cfg.tiers, "regen": cfg.regenerate_cheap})
+    store = JobStore(config.lake.path).init()
+    started = _utc(now())
+    con = open_jobs_lake(config)
+    try:
+        if store.exists("shadow_runs", run_id) and not rerun:
+            cur = con.execute("SELECT * FROM shadow_runs WHERE run_id = $r ORDER BY tier", {"r": run_id})
+            rows = [dict(zip([c[0] for c in cur.description], r)) for r in cur.fetchall()]
+            return ShadowResult(run_id, [], float(rows[0]["job_cost_usd"] or 0.0) if rows else 0.0,
+                                already_done=True, rows=rows)
+        samples = {}
+        for tier in cfg.tiers:
+            up = next_tier(tier)
+            if up is None:
+                continue
+            samples[tier] = sample_requests(con, lake_path=config.lake.path, tier=tier, since=since, until=until,
+                                            size=size, seed=seed,
+                                            min_per_subtype=min(dcfg.min_per_subtype, size))
+        cur = con.execute("SELECT tier, matches, n FROM shadow_runs WHERE run_id <> $r ORDER BY finished_at",
+                          {"r": run_id})
+        history: dict[str, list[tuple[int, int]]] = {}
+        for tier, m, n in cur.fetchall():
+            history.setdefault(tier, []).append((int(m), int(n)))
+    finally:
+        con.close()
+    if not any(samples.values()):
+        raise NoDataError(f"no requests with captured content served by {', '.join(cfg.tiers)} between "
+                          f"{since:%Y-%m-%d %H:%M} and {until:%Y-%m-%d %H:%M} UTC: turn on content capture")
+    reqs: list[AnswerRequest] = []
+    pairs: list[tuple[str, Any, AnswerRequest, AnswerRequest | None]] = []
+    for tier, sample in samples.items():
+        up = next_tier(tier)
+        assert up is not None
+        up_model, own_model = teacher_model(config, up), teacher_model(config, tier)
+        for s in sample:
+            ref = AnswerRequest(s.request_id, up_model, s.messages, system=s.system, max_tokens=tcfg.max_tokens,
+                                purpose=f"shadow-{up}")
+            own = (AnswerRequest(s.request_id, own_model, s.messages, system=s.system, max_tokens=tcfg.max_tokens,
+                                 purpose=f"shadow-{tier}") if cfg.regenerate_cheap else None)
+            reqs += [ref] + ([own] if own else [])
+            pairs.append((tier, s, ref, own))
+    bar = None
+    if show_progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(reqs), unit="answer", desc=f"shadow {run_id}", leave=False)
+    with Checkpoint(store.checkpoints / f"{run_id}.sqlite") as ckpt:
+        client = client if client is not None else anthropic_client(config)
+        kw: dict[str, Any] = {"progress": bar.update if bar else None}
+        if sleep is not None:
+            kw["sleep"] = sleep
+        regen = Regenerator(client, ckpt, pricing=PricingTable(config.pricing), concurrency=tcfg.concurrency,
+                            batch=batch, poll_interval_s=tcfg.poll_interval_s, batch_timeout_s=tcfg.batch_timeout_s,
+                            max_error_rate=tcfg.max_error_rate, **kw)
+        res = regen.run(reqs)
+        job_cost = sum(a.cost_usd for a in ckpt.answers().values())
+    if bar is not None:
+        bar.close()
+    items, meta = [], []
+    for tier, s, ref, own in pairs:
+        if ref.key not in res.answers or (own is not None and own.key not in res.answers):
+            continue
+        answer = res.answers[own.key].text if own is not None else s.answer
+        metric = metric_for(s.subtype, s.task_type, dcfg.metrics, dcfg.default_metric)
+        if metric == "judge":
+            metric = "exact"  # a judge scores quality, not agreement: fall back to matching
+        items.append(ScoreRequest(s.request_id, metric, s.query, answer, res.answers[ref.key].text))
+        meta.append((tier, s))
+    scores = Scorer(answer_pattern=dcfg.answer_pattern, embedder=embedder).score(items)
+    counts: dict[str, list[int]] = {}
+    item_rows = []
+    for (tier, s), it, (score, _) in zip(meta, items, scores):
+        match = bool(score >= cfg.match_threshold)
+        c = counts.setdefault(tier, [0, 0])
+        c[0] += int(match)
+        c[1] += 1
+        item_rows.append({"run_id": run_id, "request_id": s.request_id, "tier": tier, "next_tier": next_tier(tier),
+                          "subtype": s.subtype, "metric": it.metric, "score": score, "match": match})
+    assessments = assess_tiers({t: (c[0], c[1]) for t, c in counts.items()}, cfg, history=history)
+    finished = _utc(now())
+    rows = [{
+        "run_id": run_id, "started_at": started, "finished_at": finished, "since": since, "until": until,
+        "tier": a.tier, "next_tier": next_tier(a.tier), "n": a.n, "matches": a.matches, "tier_match_rate": a.rate,
+        "rate_ci_low": a.ci_low, "rate_ci_high": a.ci_high, "baseline_rate": a.baseline_rate, "drop_p": a.drop_p,
+        "trend_slope": a.trend_slope, "trend_p": a.trend_p, "flagged": a.flagged, "reason": a.reason,
+        "job_cost_usd": job_cost, "seed": seed,
+    } for a in assessments]
+    store.write("shadow_items", run_id, item_rows)
+    store.write("shadow_runs", run_id, rows)
+    return ShadowResult(run_id, assessments, job_cost, sent=res.sent, rows=rows)
+

@@ -1,0 +1,210 @@
+"""Where the jobs' results live: Parquet files under ``<lake>/jobs/``, DuckDB views over them.
+
+Layout::
+
+    <lake>/jobs/eval_runs/<run_id>.parquet        one row per (drift run, subtype)
+    <lake>/jobs/eval_items/<run_id>.parquet       one row per evaluated request
+    <lake>/jobs/shadow_runs/<run_id>.parquet      one row per (shadow run, tier)
+    <lake>/jobs/shadow_items/<run_id>.parquet
+    <lake>/jobs/cost_reports/<report_id>.parquet  one row per stage of a cost report
+    <lake>/jobs/cost_report_days/<report_id>.parquet   per day and stage
+    <lake>/jobs/job_runs/<run_id>.<n>.parquet     each state change of a run (the view keeps the last)
+    <lake>/jobs/<table>/_empty.parquet            zero-row schema file: the views work before any run
+    <lake>/jobs/checkpoints/<run_id>.sqlite       resumable teacher answers of a run
+    <lake>/jobs/locks/<job>.lock                  one run of a job at a time
+
+Every file is written under a temporary name (``.*.tmp``, never matched by the
+views' ``*.parquet`` globs), fsynced and renamed into place: a reader sees a
+run's results completely or not at all.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from costline.errors import LakeError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import duckdb
+
+    from costline.config import Config
+
+__all__ = ["JobStore", "JOB_SCHEMAS", "JOB_VIEWS", "jobs_views_sql", "open_jobs_lake", "utc_naive"]
+
+_TS: Final = pa.timestamp("us")
+
+JOB_SCHEMAS: Final[Mapping[str, pa.Schema]] = {
+    "eval_runs": pa.schema([
+        ("run_id", pa.string()), ("started_at", _TS), ("finished_at", _TS),
+        ("since", _TS), ("until", _TS), ("subtype", pa.string()), ("task_type", pa.string()),
+        ("metric", pa.string()), ("n", pa.int64()),
+        ("student_score", pa.float64()), ("teacher_score", pa.float64()),
+        ("gap", pa.float64()), ("gap_ci_low", pa.float64()), ("gap_ci_high", pa.float64()),
+        ("threshold", pa.float64()), ("baseline_run_id", pa.string()), ("baseline_gap", pa.float64()),
+        ("mwu_p", pa.float64()), ("trend_slope", pa.float64()), ("trend_p", pa.float64()),
+        ("trend_runs", pa.int64()), ("flagged", pa.bool_()), ("reason", pa.string()),
+        ("input_psi", pa.float64()), ("length_ks", pa.float64()), ("length_ks_p", pa.float64()),
+        ("mmd", pa.float64()), ("mmd_p", pa.float64()), ("input_drift", pa.bool_()),
+        ("input_reason", pa.string()), ("teacher_model", pa.string()), ("batch", pa.bool_()),
+        ("job_cost_usd", pa.float64()), ("seed", pa.int64()),
+    ]),
+    "eval_items": pa.schema([
+        ("run_id", pa.string()), ("request_id", pa.string()), ("ts", _TS), ("subtype", pa.string()),
+        ("task_type", pa.string()), ("metric", pa.string()), ("query", pa.string()),
+        ("student_answer", pa.string()), ("teacher_answer", pa.string()),
+        ("student_score", pa.float64()), ("teacher_score", pa.float64()), ("query_chars", pa.int64()),
+    ]),
+    "shadow_runs": pa.schema([
+        ("run_id", pa.string()), ("started_at", _TS), ("finished_at", _TS), ("since", _TS), ("until", _TS),
+        ("tier", pa.string()), ("next_tier", pa.string()), ("n", pa.int64()), ("matches", pa.int64()),
+        ("tier_match_rate", pa.float64()), ("rate_ci_low", pa.float64()), ("rate_ci_high", pa.float64()),
+        ("baseline_rate", pa.float64()), ("drop_p", pa.float64()), ("trend_slope", pa.float64()),
+        ("trend_p", pa.float64()), ("flagged", pa.bool_()), ("reason", pa.string()),
+        ("job_cost_usd", pa.float64()), ("seed", pa.int64()),
+    ]),
+    "shadow_items": pa.schema([
+        ("run_id", pa.string()), ("request_id", pa.string()), ("tier", pa.string()), ("next_tier", pa.string()),
+        ("subtype", pa.string()), ("metric", pa.string()), ("score", pa.float64()), ("match", pa.bool_()),
+    ]),
+    "cost_reports": pa.schema([
+        ("report_id", pa.string()), ("generated_at", _TS), ("since", _TS), ("until", _TS), ("days", pa.float64()),
+        ("step", pa.int64()), ("stage", pa.string()), ("what", pa.string()), ("requests", pa.int64()),
+        ("total_cost_usd", pa.float64()), ("daily_cost_usd", pa.float64()), ("monthly_cost_usd", pa.float64()),
+        ("cumulative_saving", pa.float64()), ("student_requests_per_day", pa.float64()),
+        ("break_even_requests_per_day", pa.float64()),
+    ]),
+    "cost_report_days": pa.schema([
+        ("report_id", pa.string()), ("generated_at", _TS), ("day", pa.date32()), ("step", pa.int64()),
+        ("stage", pa.string()), ("cost_usd", pa.float64()),
+    ]),
+    "job_runs": pa.schema([
+        ("run_id", pa.string()), ("job", pa.string()), ("window_since", _TS), ("window_until", _TS),
+        ("started_at", _TS), ("finished_at", _TS), ("status", pa.string()), ("rows", pa.int64()),
+        ("cost_usd", pa.float64()), ("error", pa.string()), ("attempt", pa.int64()),
+        ("retry_of", pa.string()), ("result_id", pa.string()), ("updated_at", _TS),
+    ]),
+}
+
+#: The views :func:`jobs_views_sql` creates.
+JOB_VIEWS: Final = ("eval_runs", "eval_items", "shadow_runs", "shadow_items", "cost_reports", "cost_report",
+                    "cost_report_days", "job_runs")
+
+_EMPTY: Final = "_empty.parquet"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sql_str(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+class JobStore:
+    """The ``<lake>/jobs`` folder: atomic result files, checkpoints, locks."""
+
+    def __init__(self, lake_path: Path | str) -> None:
+        self.root = Path(lake_path) / "jobs"
+
+    def table_dir(self, table: str) -> Path:
+        return self.root / table
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def locks(self) -> Path:
+        return self.root / "locks"
+
+    def init(self) -> "JobStore":
+        """Create the folders and a zero-row schema file per table. Idempotent."""
+        try:
+            for table, schema in JOB_SCHEMAS.items():
+                d = self.table_dir(table)
+                d.mkdir(parents=True, exist_ok=True)
+                if not (d / _EMPTY).exists():
+                    self._write(d / _EMPTY, schema.empty_table())
+            self.checkpoints.mkdir(parents=True, exist_ok=True)
+            self.locks.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LakeError(f"cannot initialise {self.root}: {exc}: check the lake path and permissions") from exc
+        return self
+
+    def write(self, table: str, name: str, rows: Sequence[Mapping[str, Any]]) -> Path:
+        """Write ``rows`` as ``<table>/<name>.parquet`` atomically (replacing a file of that name)."""
+        schema = JOB_SCHEMAS[table]
+        cols = {f.name: [r.get(f.name) for r in rows] for f in schema}
+        arrow = pa.Table.from_pydict(cols, schema=schema)
+        d = self.table_dir(table)
+        d.mkdir(parents=True, exist_ok=True)
+        final = d / f"{name}.parquet"
+        try:
+            self._write(final, arrow)
+        except OSError as exc:
+            raise LakeError(f"cannot write {final}: {exc}") from exc
+        return final
+
+    @staticmethod
+    def _write(final: Path, arrow: pa.Table) -> None:
+        tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as fh:
+            pq.write_table(arrow, fh, compression="zstd")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+        _fsync_dir(final.parent)
+
+    def exists(self, table: str, name: str) -> bool:
+        return (self.table_dir(table) / f"{name}.parquet").exists()
+
+
+def jobs_views_sql(lake_path: Path | str) -> list[str]:
+    """``CREATE VIEW`` statements for the jobs' results (creates the zero-row schema files once).
+
+    For :func:`costline.lake.create_views`: ``for s in jobs_views_sql(path): con.execute(s)``.
+    """
+    store = JobStore(Path(lake_path).resolve()).init()
+    stmts = []
+    for table in JOB_SCHEMAS:
+        glob = _sql_str(str(store.table_dir(table) / "*.parquet"))
+        src = f"read_parquet({glob}, union_by_name = true)"
+        if table == "job_runs":
+            stmts.append(f"CREATE OR REPLACE VIEW job_runs AS SELECT * EXCLUDE (filename) FROM "
+                         f"read_parquet({glob}, union_by_name = true, filename = true) "
+                         "QUALIFY row_number() OVER (PARTITION BY run_id ORDER BY updated_at DESC, filename DESC) = 1")
+        else:
+            stmts.append(f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM {src}")
+    stmts.append("CREATE OR REPLACE VIEW cost_report AS SELECT * FROM cost_reports "
+                 "WHERE report_id = (SELECT arg_max(report_id, generated_at) FROM cost_reports) ORDER BY step")
+    return stmts
+
+
+def open_jobs_lake(config: "Config") -> "duckdb.DuckDBPyConnection":
+    """:func:`costline.lake.open_lake` plus the jobs' views (until the lake creates them itself)."""
+    from costline.lake import open_lake
+
+    con = open_lake(config)
+    names = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    if not set(JOB_VIEWS) <= names:
+        for stmt in jobs_views_sql(config.lake.path):
+            con.execute(stmt)
+    return con
+
+
+def utc_naive(ts: datetime) -> datetime:
+    """A datetime as naive UTC (how the lake stores time)."""
+    from datetime import UTC
+
+    return ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo else ts

@@ -1,0 +1,171 @@
+"""A small JSON-over-HTTP server on the standard library, shared by the stand-ins and the gateway."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+__all__ = ["HttpRequest", "HttpResponse", "JsonServer", "Route"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    body: bytes
+    #: Path parameters matched by the route ("{id}" segments).
+    params: dict[str, str] = field(default_factory=dict)
+
+    def json(self) -> Any:
+        return json.loads(self.body.decode("utf-8") or "null")
+
+    def header(self, name: str, default: str | None = None) -> str | None:
+        return self.headers.get(name.lower(), default)
+
+
+@dataclass
+class HttpResponse:
+    status: int = 200
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    #: Raw bytes to send instead of JSON (e.g. JSONL), with this content type.
+    raw: bytes | None = None
+    content_type: str = "application/json"
+
+
+Handler = Callable[[HttpRequest], HttpResponse]
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    pattern: str  # "/v1/messages/batches/{id}/results"
+    handler: Handler
+
+    def match(self, method: str, path: str) -> dict[str, str] | None:
+        if method != self.method:
+            return None
+        want = self.pattern.strip("/").split("/")
+        got = path.split("?", 1)[0].strip("/").split("/")
+        if len(want) != len(got):
+            return None
+        params: dict[str, str] = {}
+        for w, g in zip(want, got):
+            if w.startswith("{") and w.endswith("}"):
+                params[w[1:-1]] = g
+            elif w != g:
+                return None
+        return params
+
+
+class JsonServer:
+    """Serves ``routes`` on a ``ThreadingHTTPServer`` in a background thread.
+
+    ``not_found`` builds the answer for unknown paths, ``on_error`` the answer to a
+    handler that raised (each API has its own error format).
+    """
+
+    def __init__(
+        self,
+        routes: list[Route],
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        not_found: Handler,
+        on_error: Callable[[HttpRequest, Exception], HttpResponse],
+        name: str = "costline-http",
+    ) -> None:
+        self._routes = routes
+        self._host = host
+        self._port = port
+        self._not_found = not_found
+        self._on_error = on_error
+        self._name = name
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("not started")
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://{self._host}:{self.port}"
+
+    def start(self) -> int:
+        """Bind (port 0 picks a free one), serve in a daemon thread, return the port."""
+        server = ThreadingHTTPServer((self._host, self._port), self._handler_class())
+        server.daemon_threads = True
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name=self._name, daemon=True)
+        self._thread.start()
+        return self.port
+
+    def serve_forever(self) -> None:
+        """Block until interrupted (for CLI commands); call after :meth:`start`."""
+        if self._thread is None:
+            self.start()
+        assert self._thread is not None
+        try:
+            while self._thread.is_alive():
+                self._thread.join(0.5)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.shutdown()
+
+    def shutdown(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def dispatch(self, request: HttpRequest) -> HttpResponse:
+        for route in self._routes:
+            params = route.match(request.method, request.path)
+            if params is not None:
+                req = HttpRequest(request.method, request.path, request.headers, request.body, params)
+                try:
+                    return route.handler(req)
+                except Exception as exc:
+                    log.exception("%s: %s %s failed", self._name, request.method, request.path)
+                    return self._on_error(req, exc)
+        return self._not_found(request)
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        outer = self
+
+        class _Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _serve(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length) if length else b""
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                response = outer.dispatch(HttpRequest(self.command, self.path, headers, body))
+                payload = response.raw if response.raw is not None else json.dumps(response.body).encode()
+                self.send_response(response.status)
+                self.send_header("content-type", response.content_type)
+                self.send_header("content-length", str(len(payload)))
+                for k, v in response.headers.items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = do_DELETE = _serve
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                log.debug("%s: " + format, outer._name, *args)
+
+        return _Handler

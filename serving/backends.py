@@ -1,0 +1,209 @@
+"""Model backends: one per tier, each a real SDK client wrapped by costline's instrumentation.
+
+* Anthropic tiers go through the ``anthropic`` SDK's Messages API
+  (:class:`AnthropicBackend`): the SDK's own retries (``max_retries``) handle 429/529/5xx;
+  usage includes ``cache_read_input_tokens`` and ``cache_creation_input_tokens``.
+* The student goes through vLLM's OpenAI-compatible ``/v1/chat/completions`` with the
+  ``openai`` client (:class:`OpenAIChatBackend`), the served model or LoRA adapter as ``model``.
+
+Every ``complete`` is one call span (``instrument_anthropic`` / ``instrument_openai``);
+an SDK error that survives the retries is recorded as ``error.type`` (its class name:
+``RateLimitError``, ``OverloadedError``, ``InternalServerError``...) and raised as
+:class:`~costline.serving.errors.BackendError`.
+
+:data:`BACKEND_FACTORIES` maps a tier's provider to a factory; add one for another API.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from costline import contract
+from costline.collectors import Recorder, instrument_anthropic, instrument_openai
+from costline.serving.errors import BackendError, RoutingError
+from costline.serving.registry import ModelRegistry, TierSpec
+from costline.serving.settings import BackendsConfig
+
+__all__ = [
+    "Prompt",
+    "Reply",
+    "Backend",
+    "AnthropicBackend",
+    "OpenAIChatBackend",
+    "BACKEND_FACTORIES",
+    "build_backends",
+]
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """What is sent to a model: Anthropic-style ``messages`` and ``system`` (string or blocks)."""
+
+    messages: tuple[Mapping[str, Any], ...]
+    system: Any = None
+    max_tokens: int | None = None
+
+    @classmethod
+    def of(cls, query: str, *, system: Any = None, max_tokens: int | None = None) -> "Prompt":
+        return cls(({"role": "user", "content": query},), system, max_tokens)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One model answer. ``input_tokens`` is the GenAI total: it includes cached tokens."""
+
+    text: str
+    tier: str
+    model: str
+    stop_reason: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_creation_tokens: int = 0
+    id: str | None = None
+
+
+class Backend(Protocol):
+    spec: TierSpec
+
+    def complete(self, prompt: Prompt) -> Reply: ...
+
+    def close(self) -> None: ...
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+class AnthropicBackend:
+    """A tier served by the Anthropic Messages API."""
+
+    def __init__(self, spec: TierSpec, client: Any, *, max_tokens: int = 1024) -> None:
+        self.spec = spec
+        self.client = client
+        self.max_tokens = max_tokens
+
+    def complete(self, prompt: Prompt) -> Reply:
+        import anthropic
+
+        kwargs: dict[str, Any] = {
+            "model": self.spec.model,
+            "max_tokens": prompt.max_tokens or self.max_tokens,
+            "messages": list(prompt.messages),
+        }
+        if prompt.system:
+            kwargs["system"] = prompt.system
+        try:
+            response = self.client.messages.create(**kwargs)
+        except anthropic.APIError as exc:
+            raise BackendError(self.spec.name, type(exc).__name__, str(exc)[:300]) from exc
+        text = "".join(getattr(b, "text", "") for b in response.content if getattr(b, "type", "") == "text")
+        usage = response.usage
+        read = _int(getattr(usage, "cache_read_input_tokens", 0))
+        created = _int(getattr(usage, "cache_creation_input_tokens", 0))
+        return Reply(text, self.spec.name, response.model, response.stop_reason,
+                     _int(usage.input_tokens) + read + created, _int(usage.output_tokens), read, created,
+                     response.id)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    return "\n".join(str(b.get("text", "")) for b in content or [] if isinstance(b, Mapping)
+                     and b.get("type", "text") == "text")
+
+
+def openai_messages(prompt: Prompt) -> list[dict[str, str]]:
+    """Anthropic-style system + messages as OpenAI chat messages (text only)."""
+    out = []
+    if prompt.system:
+        out.append({"role": "system", "content": _text(prompt.system)})
+    out.extend({"role": str(m.get("role", "user")), "content": _text(m.get("content"))} for m in prompt.messages)
+    return out
+
+
+class OpenAIChatBackend:
+    """A tier served by an OpenAI-compatible chat-completions API (vLLM for the student)."""
+
+    def __init__(self, spec: TierSpec, client: Any, *, max_tokens: int = 1024) -> None:
+        self.spec = spec
+        self.client = client
+        self.max_tokens = max_tokens
+
+    def complete(self, prompt: Prompt) -> Reply:
+        import openai
+
+        try:
+            response = self.client.chat.completions.create(
+                model=self.spec.model, messages=openai_messages(prompt),
+                max_tokens=prompt.max_tokens or self.max_tokens)
+        except openai.APIError as exc:
+            raise BackendError(self.spec.name, type(exc).__name__, str(exc)[:300]) from exc
+        choice = response.choices[0]
+        usage = response.usage
+        details = getattr(usage, "prompt_tokens_details", None)
+        return Reply(choice.message.content or "", self.spec.name, response.model, choice.finish_reason,
+                     _int(getattr(usage, "prompt_tokens", 0)), _int(getattr(usage, "completion_tokens", 0)),
+                     _int(getattr(details, "cached_tokens", 0)) if details is not None else 0, 0, response.id)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+BackendFactory = Callable[[TierSpec, BackendsConfig, Recorder, Mapping[str, str]], Backend]
+
+
+def _anthropic(spec: TierSpec, settings: BackendsConfig, recorder: Recorder, env: Mapping[str, str]) -> Backend:
+    import anthropic
+
+    key = env.get(settings.anthropic_api_key_env) or ("costline-local" if spec.base_url else None)
+    client = anthropic.Anthropic(api_key=key, base_url=spec.base_url, max_retries=settings.max_retries,
+                                 timeout=settings.timeout_s)
+    instrument_anthropic(client, recorder, tier=spec.name)
+    return AnthropicBackend(spec, client, max_tokens=settings.max_tokens)
+
+
+def _openai(spec: TierSpec, settings: BackendsConfig, recorder: Recorder, env: Mapping[str, str]) -> Backend:
+    import openai
+
+    key = env.get(settings.student_api_key_env) or "costline-local"  # vLLM runs without a key by default
+    client = openai.OpenAI(api_key=key, base_url=spec.base_url, max_retries=settings.max_retries,
+                           timeout=settings.timeout_s)
+    instrument_openai(client, recorder, provider=spec.provider, tier=spec.name)
+    return OpenAIChatBackend(spec, client, max_tokens=settings.max_tokens)
+
+
+#: A tier's provider → the factory of its backend.
+BACKEND_FACTORIES: dict[str, BackendFactory] = {
+    contract.PROVIDER_ANTHROPIC: _anthropic,
+    contract.PROVIDER_VLLM: _openai,
+    contract.PROVIDER_OPENAI: _openai,
+}
+
+
+def build_backends(
+    registry: ModelRegistry,
+    settings: BackendsConfig,
+    recorder: Recorder,
+    *,
+    tiers: Sequence[str] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> dict[str, Backend]:
+    """One instrumented backend per tier of ``registry`` (or of ``tiers``)."""
+    env = os.environ if env is None else env
+    out: dict[str, Backend] = {}
+    for name in tiers or registry.names:
+        spec = registry.tier(name)
+        try:
+            factory = BACKEND_FACTORIES[spec.provider]
+        except KeyError:
+            raise RoutingError(f"tier {name!r}: no backend for provider {spec.provider!r} "
+                               f"(have: {', '.join(BACKEND_FACTORIES)})") from None
+        out[name] = factory(spec, settings, recorder, env)
+    return out

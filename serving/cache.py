@@ -1,0 +1,527 @@
+"""The semantic cache: answer a question again when a close enough one was answered before.
+
+::
+
+    cache = SemanticCache(Embedder(), config.serving.cache, recorder=recorder)
+    hit = cache.lookup("how do I cancel my plan?", tenant="acme", namespace="billing")
+    if hit is None:
+        answer = call_the_model(...)
+        cache.store("how do I cancel my plan?", answer, tenant="acme", namespace="billing",
+                    doc_hashes=[policy_hash])
+
+How it keeps its promises (docs/cache.md has the long version):
+
+* **tenant isolation by construction** — one FAISS index per (tenant, namespace); a
+  lookup searches only the index of the tenant it names, so another tenant's vectors
+  are never candidates, whatever their similarity;
+* **thresholds** — ``threshold`` (0.93), overridden per namespace by ``namespace_thresholds``;
+* **invalidation** — :meth:`SemanticCache.invalidate_by_doc` drops every entry built
+  from a document (one batched ``remove_ids`` per index; survivors are never
+  re-embedded); :meth:`SemanticCache.invalidate_tenant` drops a tenant;
+* **TTL** — absolute from the store (a hit does not extend it): an expired entry is
+  never served and is purged in batches; **size cap** — least recently used first;
+* **persistence** — :meth:`SemanticCache.save` / :meth:`SemanticCache.load`
+  (see :mod:`costline.serving.cache_store`: a crash mid-save never leaves a cache that loads wrong);
+* **thread-safe** — one lock around index and metadata; embedding runs outside it.
+
+Each :meth:`SemanticCache.lookup` is a ``costline.cache.lookup`` span (hit, similarity,
+namespace) when a :class:`~costline.collectors.Recorder` is given.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import threading
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from costline.errors import ConfigError
+from costline.serving.cache_index import INDEX_KINDS, Partition, import_faiss
+from costline.serving.settings import CacheConfig
+
+if TYPE_CHECKING:
+    from costline.collectors.recorder import Recorder
+    from costline.serving.embedding import Embedder
+
+__all__ = ["SemanticCache", "CacheHit", "CacheStats", "DEFAULT_NAMESPACE", "validate_cache_config"]
+
+#: The namespace of lookups and stores that name none.
+DEFAULT_NAMESPACE = "default"
+
+#: Candidates fetched per search; more are fetched only when expired ones fill the places.
+_SEARCH_K = 4
+
+
+@dataclass(frozen=True)
+class CacheHit:
+    """A stored answer served for a lookup."""
+
+    entry_id: int
+    answer: str
+    similarity: float
+    #: The stored query that matched (empty when it was stored as a bare vector).
+    query: str
+    tenant: str
+    namespace: str
+    doc_hashes: tuple[str, ...]
+    created_at: float
+    expires_at: float | None
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    """Counts since the cache was built (``entries``..``tombstones`` are current sizes)."""
+
+    entries: int
+    partitions: int
+    tenants: int
+    tombstones: int
+    lookups: int
+    hits: int
+    misses: int
+    stores: int
+    evicted: int
+    expired: int
+    invalidated: int
+
+    @property
+    def hit_rate(self) -> float:
+        return self.hits / self.lookups if self.lookups else 0.0
+
+
+@dataclass
+class _Entry:
+    id: int
+    tenant: str
+    namespace: str
+    query: str
+    answer: str
+    doc_hashes: tuple[str, ...]
+    created_at: float
+    expires_at: float | None
+
+    def expired(self, now: float) -> bool:
+        return self.expires_at is not None and now >= self.expires_at
+
+
+def validate_cache_config(config: CacheConfig) -> None:
+    """Raise :class:`~costline.errors.ConfigError` naming the first bad ``[serving.cache]`` key."""
+
+    def bad(key: str, problem: str) -> ConfigError:
+        return ConfigError(f"[serving.cache] {key}", problem)
+
+    def similarity(key: str, value: float) -> None:
+        if not (isinstance(value, (int, float)) and 0.0 < value <= 1.0):
+            raise bad(key, f"must be a cosine similarity in (0, 1]; got {value!r}")
+
+    similarity("threshold", config.threshold)
+    for ns, value in config.namespace_thresholds.items():
+        similarity(f"namespace_thresholds.{ns}", value)
+    if config.index not in INDEX_KINDS:
+        raise bad("index", f"must be one of {', '.join(INDEX_KINDS)}; got {config.index!r}")
+    if config.ttl_s < 0 or math.isnan(config.ttl_s):
+        raise bad("ttl_s", "must be 0 (never expires) or more seconds")
+    if config.max_entries < 1:
+        raise bad("max_entries", "must be at least 1")
+    if not 0.0 <= config.evict_fraction < 1.0:
+        raise bad("evict_fraction", "must be in [0, 1)")
+    if not 0.0 < config.rebuild_tombstone_ratio <= 1.0:
+        raise bad("rebuild_tombstone_ratio", "must be in (0, 1]")
+    for key in ("hnsw_m", "hnsw_ef_search", "hnsw_ef_construction"):
+        if getattr(config, key) < 1:
+            raise bad(key, "must be at least 1")
+    if config.search_threads < 0:
+        raise bad("search_threads", "must be 0 (FAISS's default) or more")
+    if not 0.0 < config.tune_max_false_hit_rate < 1.0:
+        raise bad("tune_max_false_hit_rate", "must be in (0, 1)")
+
+
+class SemanticCache:
+    """A per-tenant semantic cache over FAISS (see the module docstring).
+
+    ``now`` returns seconds since the epoch (inject a fake clock in tests);
+    ``recorder`` turns each lookup into a ``costline.cache.lookup`` span.
+    """
+
+    def __init__(
+        self,
+        embedder: "Embedder | None",
+        config: CacheConfig | None = None,
+        *,
+        recorder: "Recorder | None" = None,
+        now: Callable[[], float] = time.time,
+        dim: int | None = None,
+    ) -> None:
+        self._config = config or CacheConfig()
+        validate_cache_config(self._config)
+        if embedder is None and dim is None:
+            raise ValueError("give an embedder, or dim= for a cache used only through *_vector methods")
+        self._embedder = embedder
+        self._dim = dim
+        self._recorder = recorder
+        self._now = now
+        self._lock = threading.RLock()
+        self._parts: dict[tuple[str, str], Partition] = {}
+        self._entries: dict[int, _Entry] = {}  # in store order (= expiry order for one ttl)
+        self._lru: OrderedDict[int, None] = OrderedDict()
+        self._by_doc: dict[str, set[int]] = {}
+        self._next_id = 1
+        self._counts: Counter[str] = Counter()
+        faiss = import_faiss()
+        if self._config.search_threads:
+            faiss.omp_set_num_threads(self._config.search_threads)
+
+    # -- properties ----------------------------------------------------------------------
+    @property
+    def config(self) -> CacheConfig:
+        return self._config
+
+    @property
+    def embedder(self) -> "Embedder | None":
+        return self._embedder
+
+    @property
+    def dim(self) -> int:
+        if self._dim is None:
+            assert self._embedder is not None
+            self._dim = self._embedder.dim
+        return self._dim
+
+    def threshold_for(self, namespace: str | None) -> float:
+        """The similarity a hit needs in ``namespace``."""
+        ns = namespace or DEFAULT_NAMESPACE
+        return self._config.namespace_thresholds.get(ns, self._config.threshold)
+
+    # -- lookups -------------------------------------------------------------------------
+    def lookup(self, query: str, *, tenant: str, namespace: str | None = None) -> CacheHit | None:
+        """The stored answer of the closest query of ``tenant``'s ``namespace``, if close enough."""
+        ns = _names(tenant, namespace)
+        if not isinstance(query, str):
+            raise TypeError(f"query must be a string, got {type(query).__name__}")
+        with self._span(ns) as lk:
+            vector = self._embed([query])[0]
+            hit, best = self._search(vector, tenant, ns)
+            if lk is not None:
+                lk.result(hit=hit is not None, similarity=best)
+        return hit
+
+    def lookup_vector(self, vector: Any, *, tenant: str, namespace: str | None = None) -> CacheHit | None:
+        """:meth:`lookup` with a precomputed embedding (normalised here)."""
+        ns = _names(tenant, namespace)
+        with self._span(ns) as lk:
+            hit, best = self._search(self._unit(vector), tenant, ns)
+            if lk is not None:
+                lk.result(hit=hit is not None, similarity=best)
+        return hit
+
+    # -- stores --------------------------------------------------------------------------
+    def store(
+        self,
+        query: str,
+        answer: str,
+        *,
+        tenant: str,
+        namespace: str | None = None,
+        doc_hashes: Iterable[str] = (),
+    ) -> int:
+        """Store ``answer`` for ``query``; returns the new entry's id."""
+        if not isinstance(query, str):
+            raise TypeError(f"query must be a string, got {type(query).__name__}")
+        vector = self._embed([query])
+        return self._add(vector, [answer], [query], tenant, namespace, [doc_hashes])[0]
+
+    def store_vector(
+        self,
+        vector: Any,
+        answer: str,
+        *,
+        tenant: str,
+        namespace: str | None = None,
+        query: str = "",
+        doc_hashes: Iterable[str] = (),
+    ) -> int:
+        """:meth:`store` with a precomputed embedding (normalised here)."""
+        return self._add(self._unit(vector)[None, :], [answer], [query], tenant, namespace, [doc_hashes])[0]
+
+    def store_vectors(
+        self,
+        vectors: Any,
+        answers: Sequence[str],
+        *,
+        tenant: str,
+        namespace: str | None = None,
+        queries: Sequence[str] | None = None,
+        doc_hashes: Sequence[Iterable[str]] | None = None,
+    ) -> list[int]:
+        """Store many precomputed embeddings at once (one index add); returns their ids."""
+        mat = self._units(vectors)
+        n = len(mat)
+        queries = [""] * n if queries is None else list(queries)
+        docs = [()] * n if doc_hashes is None else list(doc_hashes)
+        if not (len(answers) == len(queries) == len(docs) == n):
+            raise ValueError(f"{n} vectors need as many answers, queries and doc_hashes")
+        return self._add(mat, list(answers), queries, tenant, namespace, docs)
+
+    # -- removal -------------------------------------------------------------------------
+    def invalidate_by_doc(self, doc_hash: str) -> int:
+        """Remove every entry built from ``doc_hash`` (all tenants); returns how many."""
+        with self._lock:
+            ids = self._by_doc.get(doc_hash, set())
+            return self._remove(list(ids), "invalidated")
+
+    def invalidate_tenant(self, tenant: str) -> int:
+        """Remove every entry of ``tenant``; returns how many."""
+        with self._lock:
+            ids = [i for (t, _), p in self._parts.items() if t == tenant for i in p.live]
+            return self._remove(ids, "invalidated")
+
+    def purge_expired(self) -> int:
+        """Remove every expired entry now (lookups never serve them anyway); returns how many."""
+        with self._lock:
+            now = self._now()
+            return self._remove([e.id for e in self._entries.values() if e.expired(now)], "expired")
+
+    def clear(self) -> None:
+        """Remove everything."""
+        with self._lock:
+            self._parts.clear()
+            self._entries.clear()
+            self._lru.clear()
+            self._by_doc.clear()
+
+    # -- persistence ---------------------------------------------------------------------
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Save index and metadata under the folder ``path`` (atomically; see cache_store)."""
+        from costline.serving.cache_store import save_cache
+
+        save_cache(self, path)
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike[str],
+        embedder: "Embedder | None",
+        config: CacheConfig | None = None,
+        *,
+        recorder: "Recorder | None" = None,
+        now: Callable[[], float] = time.time,
+        dim: int | None = None,
+    ) -> "SemanticCache":
+        """A cache read back from ``path``; raises CacheCorruptError rather than load anything wrong."""
+        from costline.serving.cache_store import load_cache
+
+        cache = cls(embedder, config, recorder=recorder, now=now, dim=dim)
+        load_cache(cache, path)
+        return cache
+
+    # -- introspection -------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def stats(self) -> CacheStats:
+        with self._lock:
+            c = self._counts
+            return CacheStats(
+                entries=len(self._entries),
+                partitions=len(self._parts),
+                tenants=len({t for t, _ in self._parts}),
+                tombstones=sum(p.tombstones for p in self._parts.values()),
+                lookups=c["hits"] + c["misses"],
+                hits=c["hits"],
+                misses=c["misses"],
+                stores=c["stores"],
+                evicted=c["evicted"],
+                expired=c["expired"],
+                invalidated=c["invalidated"],
+            )
+
+    # -- internals -----------------------------------------------------------------------
+    def _span(self, namespace: str) -> Any:
+        if self._recorder is None:
+            return contextlib.nullcontext(None)
+        return self._recorder.cache_lookup(namespace=namespace)
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        if self._embedder is None:
+            raise ValueError("this cache has no embedder: use lookup_vector/store_vector")
+        return self._embedder.encode(texts)
+
+    def _unit(self, vector: Any) -> np.ndarray:
+        return self._units(np.asarray(vector, dtype=np.float32).reshape(1, -1))[0]
+
+    def _units(self, vectors: Any) -> np.ndarray:
+        mat = np.array(vectors, dtype=np.float32, copy=True, ndmin=2)
+        if mat.ndim != 2 or mat.shape[1] != self.dim:
+            raise ValueError(f"vectors must have shape (n, {self.dim}), got {mat.shape}")
+        norms = np.linalg.norm(mat, axis=1, keepdims=True)
+        if not np.all(np.isfinite(norms)) or np.any(norms == 0):
+            raise ValueError("vectors must be finite and non-zero")
+        return np.ascontiguousarray(mat / norms, dtype=np.float32)
+
+    def _search(self, vector: np.ndarray, tenant: str, ns: str) -> tuple[CacheHit | None, float | None]:
+        threshold = self.threshold_for(ns)
+        with self._lock:
+            part = self._parts.get((tenant, ns))
+            if part is None:
+                self._counts["misses"] += 1
+                return None, None
+            now = self._now()
+            k = _SEARCH_K
+            while True:
+                found = part.search(vector, k)
+                for sim, entry_id in found:
+                    entry = self._entries[entry_id]
+                    if entry.expired(now):
+                        continue  # never served; purged in batches by _maintain / purge_expired
+                    if sim < threshold:
+                        self._counts["misses"] += 1
+                        return None, sim
+                    self._lru.move_to_end(entry_id)  # recency only: the TTL stays absolute
+                    self._counts["hits"] += 1
+                    return _hit(entry, sim), sim
+                if len(found) < k:  # every live candidate looked at, all expired
+                    self._counts["misses"] += 1
+                    return None, None
+                k *= 4
+
+    def _add(
+        self,
+        vectors: np.ndarray,
+        answers: list[str],
+        queries: list[str],
+        tenant: str,
+        namespace: str | None,
+        doc_hashes: list[Iterable[str]],
+    ) -> list[int]:
+        ns = _names(tenant, namespace)
+        for a in answers:
+            if not isinstance(a, str):
+                raise TypeError(f"answers must be strings, got {type(a).__name__}")
+        docs = [_doc_tuple(d) for d in doc_hashes]
+        ttl = self._config.ttl_s
+        with self._lock:
+            now = self._now()
+            first = self._next_id
+            self._next_id += len(answers)
+            ids = np.arange(first, first + len(answers), dtype=np.int64)
+            part = self._parts.get((tenant, ns))
+            if part is None:
+                part = self._parts[(tenant, ns)] = Partition(self.dim, self._config)
+            part.add(ids, vectors)
+            for i, entry_id in enumerate(ids.tolist()):
+                entry = _Entry(entry_id, tenant, ns, queries[i], answers[i], docs[i], now,
+                               now + ttl if ttl > 0 else None)
+                self._entries[entry_id] = entry
+                self._lru[entry_id] = None
+                for d in entry.doc_hashes:
+                    self._by_doc.setdefault(d, set()).add(entry_id)
+            self._counts["stores"] += len(answers)
+            self._maintain(now)
+            return ids.tolist()
+
+    def _maintain(self, now: float) -> None:
+        """Purge expired entries in batches and evict least recently used ones over the cap."""
+        cap = self._config.max_entries
+        batch = max(1, int(cap * self._config.evict_fraction))
+        expired = []
+        for entry in self._entries.values():  # store order: the expired ones come first
+            if not entry.expired(now):
+                break
+            expired.append(entry.id)
+        if expired and (len(expired) >= batch or len(self._entries) > cap):
+            self._remove(expired, "expired")
+        over = len(self._entries) - cap
+        if over > 0:
+            victims = []
+            for entry_id in self._lru:
+                victims.append(entry_id)
+                if len(victims) >= over + batch - 1:
+                    break
+            self._remove(victims, "evicted")
+
+    def _remove(self, ids: list[int], reason: str) -> int:
+        by_part: dict[tuple[str, str], list[int]] = {}
+        for entry_id in ids:
+            entry = self._entries.get(entry_id)
+            if entry is not None:
+                by_part.setdefault((entry.tenant, entry.namespace), []).append(entry_id)
+        removed = 0
+        for key, part_ids in by_part.items():
+            part = self._parts[key]
+            if len(part_ids) == len(part.live):
+                del self._parts[key]  # all of it: drop the index rather than compact it
+                removed += len(part_ids)
+            else:
+                removed += part.remove(part_ids)
+            for entry_id in part_ids:
+                entry = self._entries.pop(entry_id)
+                self._lru.pop(entry_id, None)
+                for d in entry.doc_hashes:
+                    owners = self._by_doc.get(d)
+                    if owners is not None:
+                        owners.discard(entry_id)
+                        if not owners:
+                            del self._by_doc[d]
+        self._counts[reason] += removed
+        return removed
+
+    # -- used by cache_store ---------------------------------------------------------------
+    def _snapshot(self) -> tuple[dict[str, Any], list[_Entry], list[tuple[tuple[str, str], str, bytes]]]:
+        """Under the lock: header fields, entries in LRU order, and each partition's bytes."""
+        with self._lock:
+            header = {"dim": self.dim, "next_id": self._next_id, "index": self._config.index}
+            entries = [self._entries[i] for i in self._lru]
+            parts = [(key, p.kind, p.serialize()) for key, p in self._parts.items()]
+            return header, entries, parts
+
+    def _restore(self, next_id: int, entries: list[_Entry], parts: dict[tuple[str, str], Partition]) -> None:
+        with self._lock:
+            self._parts = parts
+            self._entries = {e.id: e for e in sorted(entries, key=lambda e: (e.created_at, e.id))}
+            self._lru = OrderedDict((e.id, None) for e in entries)
+            self._by_doc = {}
+            for e in entries:
+                for d in e.doc_hashes:
+                    self._by_doc.setdefault(d, set()).add(e.id)
+            self._next_id = max(next_id, max(self._entries, default=0) + 1)
+
+
+def _names(tenant: str, namespace: str | None) -> str:
+    if not isinstance(tenant, str) or not tenant:
+        raise ValueError(f"tenant must be a non-empty string, got {tenant!r}")
+    if namespace is None:
+        return DEFAULT_NAMESPACE
+    if not isinstance(namespace, str) or not namespace:
+        raise ValueError(f"namespace must be a non-empty string or None, got {namespace!r}")
+    return namespace
+
+
+def _doc_tuple(doc_hashes: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(doc_hashes, str):
+        raise TypeError("doc_hashes takes a list of hashes; wrap a single hash in a list")
+    out = tuple(doc_hashes)
+    for d in out:
+        if not isinstance(d, str) or not d:
+            raise ValueError(f"doc hashes must be non-empty strings, got {d!r}")
+    return out
+
+
+def _hit(entry: _Entry, similarity: float) -> CacheHit:
+    return CacheHit(
+        entry_id=entry.id,
+        answer=entry.answer,
+        similarity=similarity,
+        query=entry.query,
+        tenant=entry.tenant,
+        namespace=entry.namespace,
+        doc_hashes=entry.doc_hashes,
+        created_at=entry.created_at,
+        expires_at=entry.expires_at,
+    )

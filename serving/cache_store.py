@@ -1,0 +1,195 @@
+"""Saving and loading a :class:`~costline.serving.cache.SemanticCache`.
+
+Layout of a saved cache folder::
+
+    PATH/MANIFEST.json            names the current generation, with a SHA-256 per file
+    PATH/gen-000007/entries.json  metadata of every entry, least recently used first
+    PATH/gen-000007/p0.faiss ...  one FAISS index per (tenant, namespace)
+
+A save writes a new generation into a temporary folder, fsyncs every file and the
+folder, renames it to ``gen-N``, then atomically replaces ``MANIFEST.json``
+(``os.replace`` of an fsynced temporary file) and only then deletes older
+generations. A crash at any point leaves ``MANIFEST.json`` naming either the old
+complete generation or the new complete one; leftovers are removed by the next save.
+A load checks the manifest's checksums, the embedding model and dimension, and that
+index and metadata agree, and raises :class:`CacheCorruptError` rather than load a
+cache that would answer wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from costline.serving.cache_index import Partition
+from costline.serving.errors import CacheCorruptError, CacheError
+
+if TYPE_CHECKING:
+    from costline.serving.cache import SemanticCache
+
+__all__ = ["save_cache", "load_cache", "MANIFEST", "FORMAT"]
+
+MANIFEST = "MANIFEST.json"
+FORMAT = "costline-semantic-cache/1"
+_ENTRIES = "entries.json"
+
+
+def save_cache(cache: "SemanticCache", path: str | os.PathLike[str]) -> Path:
+    """Write ``cache`` under the folder ``path``; returns the generation folder written."""
+    root = Path(path)
+    root.mkdir(parents=True, exist_ok=True)
+    header, entries, parts = cache._snapshot()  # copies taken under the cache's lock
+    generation = _next_generation(root)
+    tmp = root / f".tmp-{uuid.uuid4().hex}"
+    tmp.mkdir()
+    try:
+        files: dict[str, str] = {}
+        partitions = []
+        for n, ((tenant, namespace), kind, data) in enumerate(parts):
+            name = f"p{n}.faiss"
+            files[name] = _write(tmp / name, data)
+            partitions.append({"tenant": tenant, "namespace": namespace, "kind": kind, "file": name})
+        rows = [
+            [e.id, e.tenant, e.namespace, e.query, e.answer, list(e.doc_hashes), e.created_at, e.expires_at]
+            for e in entries
+        ]
+        files[_ENTRIES] = _write(tmp / _ENTRIES, json.dumps(rows, ensure_ascii=False).encode("utf-8"))
+        _fsync_dir(tmp)
+        gen_dir = root / f"gen-{generation:06d}"
+        os.rename(tmp, gen_dir)
+        _fsync_dir(root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    embedder = cache.embedder
+    manifest = {
+        "format": FORMAT,
+        "generation": generation,
+        "dir": gen_dir.name,
+        "model": embedder.model_name if embedder is not None else None,
+        "dim": header["dim"],
+        "index": header["index"],
+        "next_id": header["next_id"],
+        "entries": len(rows),
+        "partitions": partitions,
+        "files": files,
+    }
+    body = json.dumps(manifest, indent=1, sort_keys=True).encode("utf-8")
+    tmp_manifest = root / f".{MANIFEST}.{uuid.uuid4().hex}"
+    _write(tmp_manifest, body)
+    os.replace(tmp_manifest, root / MANIFEST)  # the commit point
+    _fsync_dir(root)
+    for old in root.iterdir():  # older generations and leftovers of crashed saves
+        if old.name != gen_dir.name and (old.name.startswith("gen-") or old.name.startswith(".tmp-")
+                                         or old.name.startswith(f".{MANIFEST}.")):
+            if old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.unlink(missing_ok=True)
+    return gen_dir
+
+
+def load_cache(cache: "SemanticCache", path: str | os.PathLike[str]) -> None:
+    """Fill the empty ``cache`` from the folder ``path`` (verifying everything first)."""
+    root = Path(path)
+    manifest = _read_manifest(root)
+    gen_dir = root / manifest["dir"]
+    embedder = cache.embedder
+    if manifest["dim"] != cache.dim:
+        raise CacheCorruptError(f"{root}: saved with {manifest['dim']}-dimensional vectors, this embedder "
+                                f"makes {cache.dim}: rebuild the cache (delete {root})")
+    if embedder is not None and manifest.get("model") and manifest["model"] != embedder.model_name:
+        raise CacheCorruptError(f"{root}: saved with embedding model {manifest['model']!r}, loading with "
+                                f"{embedder.model_name!r}: its vectors would not match; rebuild the cache")
+    blobs = {name: _read_checked(gen_dir / name, digest) for name, digest in manifest["files"].items()}
+    try:
+        rows = json.loads(blobs[_ENTRIES])
+        from costline.serving.cache import _Entry
+
+        entries = [_Entry(int(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4]), tuple(r[5]), float(r[6]),
+                          None if r[7] is None else float(r[7])) for r in rows]
+    except (KeyError, ValueError, TypeError, IndexError) as exc:
+        raise CacheCorruptError(f"{root}: entry metadata unreadable ({exc}); rebuild the cache") from None
+    live: dict[tuple[str, str], set[int]] = {}
+    for e in entries:
+        live.setdefault((e.tenant, e.namespace), set()).add(e.id)
+    parts: dict[tuple[str, str], Partition] = {}
+    for p in manifest["partitions"]:
+        key = (p["tenant"], p["namespace"])
+        if key in parts or p["file"] not in blobs:
+            raise CacheCorruptError(f"{root}: manifest lists partition {key} twice or without its file")
+        try:
+            part = Partition.deserialize(blobs[p["file"]], cache.dim, cache.config, live.get(key, set()), p["kind"])
+        except RuntimeError as exc:  # FAISS could not read it
+            raise CacheCorruptError(f"{root}: index {p['file']} unreadable ({exc}); rebuild the cache") from None
+        missing = part.live - part.id_set()
+        if missing or part.index.d != cache.dim:
+            raise CacheCorruptError(f"{root}: index {p['file']} does not hold entries {sorted(missing)[:5]}...; "
+                                    "rebuild the cache")
+        if part.kind == "exact" and part.tombstones:
+            part.rebuild()  # saved by an hnsw cache with tombstones, or stray ids: keep only live ones
+        parts[key] = part
+    if set(live) - set(parts):
+        raise CacheCorruptError(f"{root}: entries of {sorted(set(live) - set(parts))[:3]} have no index; "
+                                "rebuild the cache")
+    cache._restore(int(manifest["next_id"]), entries, parts)
+
+
+# -- helpers ---------------------------------------------------------------------------------
+def _read_manifest(root: Path) -> dict[str, Any]:
+    path = root / MANIFEST
+    try:
+        manifest = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise CacheError(f"no saved cache at {root} (no {MANIFEST}): save one first") from None
+    except ValueError as exc:
+        raise CacheCorruptError(f"{path} is not valid JSON ({exc}); delete {root} and rebuild") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise CacheCorruptError(f"{path}: not a costline semantic cache of format {FORMAT}")
+    for key in ("dir", "dim", "next_id", "partitions", "files"):
+        if key not in manifest:
+            raise CacheCorruptError(f"{path}: no {key!r}; delete {root} and rebuild")
+    if _ENTRIES not in manifest["files"]:
+        raise CacheCorruptError(f"{path}: lists no {_ENTRIES}")
+    return manifest
+
+
+def _read_checked(path: Path, digest: str) -> bytes:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise CacheCorruptError(f"{path} is missing: the cache folder is incomplete; rebuild it") from None
+    if hashlib.sha256(data).hexdigest() != digest:
+        raise CacheCorruptError(f"{path} fails its checksum: the file changed after the save; rebuild the cache")
+    return data
+
+
+def _write(path: Path, data: bytes) -> str:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    return hashlib.sha256(data).hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _next_generation(root: Path) -> int:
+    numbers = [0]
+    for p in root.glob("gen-*"):
+        try:
+            numbers.append(int(p.name[4:]))
+        except ValueError:
+            continue
+    return max(numbers) + 1

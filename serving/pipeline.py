@@ -1,0 +1,266 @@
+"""``answer()``: route → semantic cache → tier (or student) with escalation, all traced.
+
+::
+
+    pipeline = Pipeline.from_config(config, recorder=recorder, cache=cache, validator=my_check)
+    result = pipeline.answer("How do I reset my password?", task_type="faq", tenant="acme",
+                             doc_hashes=("policy-v3",))
+    result.text, result.tier, result.success
+
+One ``costline.request`` span per call, with its ``costline.cache.lookup`` span and one
+call span per attempt (the instrumented SDK clients record those). An answer that fails
+the application's ``validator(query, text) -> bool``, or whose confidence is under
+``[serving.escalation] min_confidence``, is retried on the next tier up, at most
+``max_escalations`` times; so is a tier that still fails after the SDK's retries
+(``on_error``). The request span carries ``costline.attempts``, ``costline.escalations``,
+the tier that finally answered and ``costline.success``. Accepted answers are stored in
+the cache with their ``doc_hashes``.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import nullcontext
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from costline import contract
+from costline.collectors import Recorder
+from costline.config import Config
+from costline.serving.backends import Backend, Prompt, Reply, build_backends
+from costline.serving.errors import BackendError, RoutingError
+from costline.serving.registry import ModelRegistry
+from costline.serving.router import Router, RoutingPolicy, build_policy
+from costline.serving.settings import EscalationConfig
+from costline.serving.standin_model import parse_confidence
+
+__all__ = [
+    "AnswerCache",
+    "CacheHit",
+    "Validator",
+    "ConfidenceFn",
+    "Attempt",
+    "Answer",
+    "Pipeline",
+]
+
+log = logging.getLogger(__name__)
+
+#: The cache namespace of a lookup without one (as costline.serving.cache names it).
+DEFAULT_NAMESPACE = "default"
+
+#: The application's check of an answer: ``validator(query, answer_text) -> bool``.
+Validator = Callable[[str, str], bool]
+#: How sure the model was, from its reply; None when the reply says nothing.
+ConfidenceFn = Callable[[Reply], "float | None"]
+
+
+@runtime_checkable
+class CacheHit(Protocol):
+    answer: str
+    similarity: float
+
+
+@runtime_checkable
+class AnswerCache(Protocol):
+    """What the pipeline needs of a semantic cache (costline.serving.cache implements it)."""
+
+    def lookup(self, query: str, *, tenant: str, namespace: str | None = None) -> CacheHit | None: ...
+
+    def store(self, query: str, answer: str, *, tenant: str, namespace: str | None = None,
+              doc_hashes: Sequence[str] = ()) -> Any: ...
+
+
+def marker_confidence(reply: Reply) -> float | None:
+    """The default :data:`ConfidenceFn`: a trailing ``(confidence: 0.87)`` marker in the text."""
+    return parse_confidence(reply.text)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    tier: str
+    model: str
+    ok: bool
+    #: Why it was not accepted: "validator", "low_confidence", or an SDK error class name.
+    problem: str | None = None
+    confidence: float | None = None
+    reply: Reply | None = None
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What ``answer()`` returns."""
+
+    text: str
+    #: The tier that finally answered ("cache" for a cache hit).
+    tier: str
+    #: The model that answered (None for a cache hit).
+    model: str | None
+    routed_tier: str
+    success: bool
+    cached: bool = False
+    similarity: float | None = None
+    attempts: tuple[Attempt, ...] = ()
+    request_id: str = ""
+    reply: Reply | None = None
+    reason: str = ""
+
+    @property
+    def escalations(self) -> int:
+        return sum(1 for a, b in zip(self.attempts, self.attempts[1:]) if a.tier != b.tier)
+
+
+class Pipeline:
+    """The library entry point: :meth:`answer`."""
+
+    def __init__(
+        self,
+        *,
+        router: Router,
+        backends: Mapping[str, Backend],
+        recorder: Recorder,
+        cache: AnswerCache | None = None,
+        validator: Validator | None = None,
+        confidence: ConfidenceFn | None = marker_confidence,
+        escalation: EscalationConfig | None = None,
+        trace_lookups: bool = True,
+    ) -> None:
+        self.router = router
+        self.registry = router.registry
+        self.backends = dict(backends)
+        self.recorder = recorder
+        self.cache = cache
+        self.validator = validator
+        self.confidence = confidence
+        self.escalation = escalation or EscalationConfig()
+        #: Open the ``costline.cache.lookup`` span here; False when the cache records its own
+        #: (a ``SemanticCache`` built with ``recorder=``).
+        self.trace_lookups = trace_lookups
+
+    @classmethod
+    def from_config(
+        cls,
+        config: Config,
+        *,
+        recorder: Recorder,
+        cache: AnswerCache | None = None,
+        validator: Validator | None = None,
+        confidence: ConfidenceFn | None = marker_confidence,
+        policy: RoutingPolicy | None = None,
+        env: Mapping[str, str] | None = None,
+        trace_lookups: bool = True,
+    ) -> "Pipeline":
+        """Registry, policy and instrumented backends from ``config``."""
+        registry = ModelRegistry.from_config(config)
+        router = Router(policy or build_policy(config.serving), registry)
+        backends = build_backends(registry, config.serving.backends, recorder, env=env)
+        return cls(router=router, backends=backends, recorder=recorder, cache=cache, validator=validator,
+                   confidence=confidence, escalation=config.serving.escalation, trace_lookups=trace_lookups)
+
+    def close(self) -> None:
+        for backend in self.backends.values():
+            try:
+                backend.close()
+            except Exception:
+                log.exception("costline: could not close the %s backend", backend.spec.name)
+
+    def answer(
+        self,
+        query: str,
+        *,
+        task_type: str,
+        tenant: str,
+        doc_hashes: Sequence[str] = (),
+        namespace: str | None = None,
+        subtype: str | None = None,
+        prompt: Prompt | None = None,
+        request_id: str | None = None,
+    ) -> Answer:
+        """Answer ``query`` as cheaply as the quality bar allows.
+
+        ``prompt`` is what the models get (default: ``query`` as one user message);
+        ``query`` is what is routed on and cached under.
+        """
+        decision = self.router.route(query, task_type)
+        prompt = prompt or Prompt.of(query)
+        with self.recorder.request(task_type=task_type, tenant=tenant, subtype=subtype,
+                                   request_id=request_id, routed_tier=decision.tier) as req:
+            if self.cache is not None:
+                hit = self._lookup(req, query, tenant, namespace)
+                if hit is not None:
+                    req.served_by(contract.TIER_CACHE)
+                    req.accept()
+                    return Answer(hit.answer, contract.TIER_CACHE, None, decision.tier, True, cached=True,
+                                  similarity=float(hit.similarity), request_id=req.request_id,
+                                  reason=decision.reason)
+            attempts: list[Attempt] = []
+            for tier in self.registry.ladder(decision.tier, self.escalation.max_escalations):
+                attempt = self._attempt(tier, query, prompt)
+                attempts.append(attempt)
+                if attempt.ok:
+                    assert attempt.reply is not None
+                    req.served_by(tier)
+                    req.accept()
+                    if self.cache is not None:
+                        self._store(query, attempt.reply.text, tenant, namespace, doc_hashes)
+                    return Answer(attempt.reply.text, tier, attempt.reply.model, decision.tier, True,
+                                  attempts=tuple(attempts), request_id=req.request_id, reply=attempt.reply,
+                                  reason=decision.reason)
+                if attempt.reply is None and not self.escalation.on_error:
+                    break
+            last = next((a for a in reversed(attempts) if a.reply is not None), None)
+            problems = ", ".join(f"{a.tier}: {a.problem}" for a in attempts)
+            req.reject(problems)
+            if last is not None:
+                req.served_by(last.tier)
+            return Answer(last.reply.text if last and last.reply else "", last.tier if last else decision.tier,
+                          last.model if last else None, decision.tier, False, attempts=tuple(attempts),
+                          request_id=req.request_id, reply=last.reply if last else None, reason=problems)
+
+    # -- internals -------------------------------------------------------------------------
+    def _attempt(self, tier: str, query: str, prompt: Prompt) -> Attempt:
+        backend = self.backends.get(tier)
+        if backend is None:
+            raise RoutingError(f"no backend for tier {tier!r}: configure it under [serving.backends]")
+        try:
+            reply = backend.complete(prompt)
+        except BackendError as exc:
+            return Attempt(tier, backend.spec.model, False, exc.error_type)
+        confidence = None
+        if self.confidence is not None:
+            try:
+                confidence = self.confidence(reply)
+            except Exception:
+                log.exception("costline: the confidence function failed; ignoring it")
+        if self.validator is not None:
+            try:
+                valid = bool(self.validator(query, reply.text))
+            except Exception:
+                log.exception("costline: the validator raised; treating the answer as invalid")
+                valid = False
+            if not valid:
+                return Attempt(tier, reply.model, False, "validator", confidence, reply)
+        if confidence is not None and confidence < self.escalation.min_confidence:
+            return Attempt(tier, reply.model, False, "low_confidence", confidence, reply)
+        return Attempt(tier, reply.model, True, None, confidence, reply)
+
+    def _lookup(self, req: Any, query: str, tenant: str, namespace: str | None) -> CacheHit | None:
+        assert self.cache is not None
+        span = req.cache_lookup(namespace=namespace or DEFAULT_NAMESPACE) if self.trace_lookups else nullcontext()
+        with span as lookup:
+            try:
+                hit = self.cache.lookup(query, tenant=tenant, namespace=namespace)
+            except Exception:  # a broken cache costs a model call, never the answer
+                log.exception("costline: semantic cache lookup failed; answering without it")
+                hit = None
+            if lookup is not None:
+                lookup.result(hit is not None, getattr(hit, "similarity", None))
+        return hit
+
+    def _store(self, query: str, text: str, tenant: str, namespace: str | None, doc_hashes: Sequence[str]) -> None:
+        assert self.cache is not None
+        try:
+            self.cache.store(query, text, tenant=tenant, namespace=namespace, doc_hashes=tuple(doc_hashes))
+        except Exception:  # a cache that cannot store must not fail the answer
+            log.exception("costline: could not store an answer in the semantic cache")

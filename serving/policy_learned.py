@@ -1,0 +1,271 @@
+"""The learned routing policy: a linear classifier on query embeddings.
+
+Trained (``costline route train``) on labelled rows ``{"query", "task_type", "tier"}`` where
+``tier`` is the *cheapest adequate* API tier for the query. Since tiers are ordered, the
+chance that tier *t* is adequate is the predicted probability that the cheapest adequate
+tier is *t* or a cheaper one; the policy picks the cheapest tier whose chance reaches
+``min_adequacy`` (``[serving.router] min_adequacy``), and reports that chance as its confidence.
+
+Features: the query's embedding (``featurizer``: ``"minilm"`` — the semantic cache's
+:class:`~costline.serving.embedding.Embedder`, all-MiniLM-L6-v2, 384 dims — or
+``"hashing"``, a dependency-free bag of hashed words and word pairs), a one-hot of the
+task type and the query's length. Fitting needs scikit-learn (the ``serving`` extra); the
+saved policy is plain numpy arrays (``.npz``, no pickle), so routing needs only numpy and
+the featurizer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from costline import contract
+from costline.serving.errors import MissingExtraError, PolicyFileError, RoutingError
+from costline.serving.router import Decision
+from costline.serving.settings import ServingConfig
+
+__all__ = [
+    "Featurizer",
+    "HashingFeaturizer",
+    "FEATURIZERS",
+    "make_featurizer",
+    "LabelledQuery",
+    "read_rows",
+    "LearnedPolicy",
+    "train_policy",
+]
+
+_FORMAT = "costline-route-policy/1"
+
+
+class Featurizer(Protocol):
+    def encode(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+class HashingFeaturizer:
+    """Words and word pairs hashed into ``dim`` buckets, L2-normalised (numpy only)."""
+
+    _WORD = re.compile(r"\w+")
+
+    def __init__(self, dim: int = 384) -> None:
+        self.dim = dim
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for i, text in enumerate(texts):
+            words = self._WORD.findall(text.lower())
+            for piece in words + [f"{a} {b}" for a, b in zip(words, words[1:])]:
+                h = int.from_bytes(hashlib.blake2b(piece.encode(), digest_size=8).digest(), "big")
+                out[i, h % self.dim] += 1.0 if (h >> 63) else -1.0
+            norm = float(np.linalg.norm(out[i]))
+            if norm > 0:
+                out[i] /= norm
+        return out
+
+
+def _minilm(serving: ServingConfig | None) -> Featurizer:
+    from costline.serving.embedding import Embedder
+
+    cache = (serving or ServingConfig()).cache  # the same model files and threads as the cache
+    return Embedder(cache.model_path, threads=cache.embed_threads or None)
+
+
+def _hashing(serving: ServingConfig | None) -> Featurizer:
+    return HashingFeaturizer()
+
+
+#: ``[serving.router] featurizer`` → factory.
+FEATURIZERS: dict[str, Callable[[ServingConfig | None], Featurizer]] = {
+    "minilm": _minilm,
+    "hashing": _hashing,
+}
+
+
+def make_featurizer(name: str, serving: ServingConfig | None = None) -> Featurizer:
+    """The featurizer ``name`` (to share the cache's Embedder, pass it as ``featurizer=`` instead)."""
+    try:
+        factory = FEATURIZERS[name]
+    except KeyError:
+        raise RoutingError(f"[serving.router] featurizer = {name!r}: use one of {', '.join(FEATURIZERS)}") from None
+    return factory(serving)
+
+
+@dataclass(frozen=True, slots=True)
+class LabelledQuery:
+    """A training/eval row: the cheapest API tier that answered ``query`` adequately."""
+
+    query: str
+    task_type: str
+    tier: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+def read_rows(path: str | Path) -> list[LabelledQuery]:
+    """Rows of a JSONL file (``query``, ``task_type``, ``tier``; optional token counts)."""
+    rows = []
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise RoutingError(f"cannot read labelled rows from {path}: {exc.strerror or exc}") from None
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            raw = json.loads(line)
+            tier = str(raw["tier"])
+            if tier not in contract.API_TIERS:
+                raise ValueError(f"tier {tier!r} is not one of {', '.join(contract.API_TIERS)}")
+            rows.append(LabelledQuery(str(raw["query"]), str(raw.get("task_type") or ""), tier,
+                                      int(raw.get("input_tokens") or 0), int(raw.get("output_tokens") or 0)))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RoutingError(f"{path}:{n}: bad row ({exc}): each line needs query, task_type and tier") from None
+    if not rows:
+        raise RoutingError(f"{path}: no labelled rows")
+    return rows
+
+
+def _features(featurizer: Featurizer, queries: Sequence[str], task_types: Sequence[str],
+              vocab: Sequence[str]) -> np.ndarray:
+    emb = np.asarray(featurizer.encode(list(queries)), dtype=np.float32)
+    onehot = np.zeros((len(queries), len(vocab)), dtype=np.float32)
+    index = {t: i for i, t in enumerate(vocab)}
+    for i, t in enumerate(task_types):
+        if t in index:
+            onehot[i, index[t]] = 1.0
+    length = np.array([[math.log1p(len(q)) / 8.0] for q in queries], dtype=np.float32)
+    return np.hstack([emb, onehot, length])
+
+
+class LearnedPolicy:
+    """Routes with a fitted linear classifier; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        coef: np.ndarray,
+        intercept: np.ndarray,
+        classes: Sequence[str],
+        task_types: Sequence[str],
+        featurizer_name: str,
+        featurizer: Featurizer | None = None,
+        min_adequacy: float = 0.7,
+        serving: ServingConfig | None = None,
+    ) -> None:
+        if not 0.0 < min_adequacy <= 1.0:
+            raise RoutingError(f"[serving.router] min_adequacy = {min_adequacy}: must be in (0, 1]")
+        order = {t: i for i, t in enumerate(contract.API_TIERS)}
+        self.classes = tuple(classes)
+        if any(c not in order for c in self.classes):
+            raise PolicyFileError(f"the policy's classes {self.classes} are not API tiers")
+        self.coef = np.asarray(coef, dtype=np.float64)
+        self.intercept = np.asarray(intercept, dtype=np.float64)
+        self.task_types = tuple(task_types)
+        self.featurizer_name = featurizer_name
+        self._featurizer = featurizer
+        self._serving = serving
+        self.min_adequacy = min_adequacy
+
+    @property
+    def featurizer(self) -> Featurizer:
+        if self._featurizer is None:
+            self._featurizer = make_featurizer(self.featurizer_name, self._serving)
+        return self._featurizer
+
+    # -- prediction ------------------------------------------------------------------------
+    def probabilities(self, queries: Sequence[str], task_types: Sequence[str | None]) -> np.ndarray:
+        """P(cheapest adequate tier = c) per row, columns in ``self.classes`` order."""
+        x = _features(self.featurizer, queries, [t or "" for t in task_types], self.task_types)
+        z = x @ self.coef.T + self.intercept
+        if z.shape[1] == 1:  # binary: sklearn keeps one column for the second class
+            p1 = 1.0 / (1.0 + np.exp(-z[:, 0]))
+            return np.stack([1.0 - p1, p1], axis=1)
+        z -= z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)
+
+    def decide(self, probs: np.ndarray) -> Decision:
+        """The cheapest tier whose chance of being adequate reaches ``min_adequacy``."""
+        by_tier = dict(zip(self.classes, probs))
+        cumulative = 0.0
+        for tier in contract.API_TIERS:
+            cumulative += float(by_tier.get(tier, 0.0))
+            if cumulative >= self.min_adequacy - 1e-9:
+                return Decision(tier, round(min(cumulative, 1.0), 4), f"P(adequate) {cumulative:.2f}")
+        return Decision(contract.API_TIERS[-1], 1.0, "no tier reached min_adequacy")
+
+    def route(self, query: str, task_type: str | None) -> Decision:
+        return self.decide(self.probabilities([query], [task_type])[0])
+
+    def route_many(self, queries: Sequence[str], task_types: Sequence[str | None]) -> list[Decision]:
+        """Route a batch at once (one embedding call)."""
+        return [self.decide(p) for p in self.probabilities(queries, task_types)]
+
+    # -- persistence -----------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = {"format": _FORMAT, "classes": list(self.classes), "task_types": list(self.task_types),
+                "featurizer": self.featurizer_name}
+        with path.open("wb") as f:
+            np.savez(f, coef=self.coef, intercept=self.intercept, meta=np.array(json.dumps(meta)))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, *, min_adequacy: float = 0.7, featurizer: Featurizer | None = None,
+             serving: ServingConfig | None = None) -> "LearnedPolicy":
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                meta = json.loads(str(data["meta"]))
+                coef, intercept = data["coef"], data["intercept"]
+        except FileNotFoundError:
+            raise PolicyFileError(f"no learned routing policy at {path}: run `costline route train` "
+                                  "or set [serving.router] policy_path") from None
+        except (OSError, ValueError, KeyError) as exc:
+            raise PolicyFileError(f"{path} is not a costline routing policy ({exc}): retrain it "
+                                  "with `costline route train`") from None
+        if meta.get("format") != _FORMAT:
+            raise PolicyFileError(f"{path}: format {meta.get('format')!r} is not {_FORMAT!r}: retrain it")
+        return cls(coef=coef, intercept=intercept, classes=meta["classes"], task_types=meta["task_types"],
+                   featurizer_name=meta["featurizer"], featurizer=featurizer, min_adequacy=min_adequacy,
+                   serving=serving)
+
+
+def train_policy(
+    rows: Iterable[LabelledQuery],
+    *,
+    featurizer_name: str = "minilm",
+    featurizer: Featurizer | None = None,
+    min_adequacy: float = 0.7,
+    c: float = 4.0,
+    serving: ServingConfig | None = None,
+) -> LearnedPolicy:
+    """Fit a multinomial logistic regression on ``rows`` (needs scikit-learn)."""
+    try:
+        from sklearn.linear_model import LogisticRegression
+    except ImportError:
+        raise MissingExtraError("scikit-learn") from None
+    rows = list(rows)
+    classes = sorted({r.tier for r in rows}, key=contract.API_TIERS.index)
+    if len(classes) < 2:
+        raise RoutingError(f"the training rows name only {classes}: a router needs at least two tiers")
+    featurizer = featurizer or make_featurizer(featurizer_name, serving)
+    vocab = sorted({r.task_type for r in rows if r.task_type})
+    x = _features(featurizer, [r.query for r in rows], [r.task_type for r in rows], vocab)
+    y = np.array([classes.index(r.tier) for r in rows])
+    model = LogisticRegression(C=c, max_iter=2000)
+    model.fit(x, y)
+    fitted = [classes[int(i)] for i in model.classes_]
+    return LearnedPolicy(coef=model.coef_, intercept=model.intercept_, classes=fitted, task_types=vocab,
+                         featurizer_name=featurizer_name, featurizer=featurizer, min_adequacy=min_adequacy,
+                         serving=serving)
+

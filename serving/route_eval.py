@@ -1,0 +1,124 @@
+"""The quality gate before widening a cheap tier: replay labelled queries through a policy.
+
+Each held-out row says the cheapest adequate API tier of its query. The policy's choice is
+*adequate* when it is that tier or a more capable one (a student choice is judged as
+budget). Costs use the registry's prices on the row's token counts; "with escalation"
+adds what the ladder spends when the first answer is not adequate (each failed tier
+is paid for, then the next one up, at most ``max_escalations`` times), which is the
+article's warning: over-routing costs more than it saves once escalations are counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from costline import contract
+from costline.serving.policy_learned import LabelledQuery
+from costline.serving.registry import ModelRegistry
+from costline.serving.router import Decision, RoutingPolicy
+
+__all__ = ["TierStats", "EvalReport", "evaluate"]
+
+
+@dataclass
+class TierStats:
+    tier: str
+    routed: int = 0
+    adequate: int = 0
+    #: Cost of the first attempt on the chosen tier.
+    cost_usd: float = 0.0
+    #: Cost once inadequate answers are escalated up the ladder.
+    cost_with_escalation_usd: float = 0.0
+    #: Rows still inadequate after the ladder ran out.
+    failed_after_escalation: int = 0
+
+    @property
+    def adequacy(self) -> float:
+        return self.adequate / self.routed if self.routed else 0.0
+
+
+@dataclass
+class EvalReport:
+    rows: int
+    tiers: dict[str, TierStats] = field(default_factory=dict)
+    #: Every row on the frontier tier, and every row on its labelled (cheapest adequate) tier.
+    frontier_cost_usd: float = 0.0
+    oracle_cost_usd: float = 0.0
+
+    @property
+    def adequate(self) -> int:
+        return sum(t.adequate for t in self.tiers.values())
+
+    @property
+    def adequacy(self) -> float:
+        return self.adequate / self.rows if self.rows else 0.0
+
+    @property
+    def cost_usd(self) -> float:
+        return sum(t.cost_usd for t in self.tiers.values())
+
+    @property
+    def cost_with_escalation_usd(self) -> float:
+        return sum(t.cost_with_escalation_usd for t in self.tiers.values())
+
+    def failing_tiers(self, min_adequacy: float) -> list[str]:
+        """Tiers whose adequacy is under ``min_adequacy``: widening them is not yet proven safe."""
+        return [t.tier for t in self.tiers.values() if t.routed and t.adequacy < min_adequacy]
+
+    def format(self) -> str:
+        lines = [f"{'tier':<10}{'routed':>8}{'adequate':>10}{'cost $':>12}{'w/ escalation $':>18}{'unresolved':>12}"]
+        for t in self.tiers.values():
+            lines.append(f"{t.tier:<10}{t.routed:>8}{t.adequacy:>9.1%} {t.cost_usd:>12.4f}"
+                         f"{t.cost_with_escalation_usd:>18.4f}{t.failed_after_escalation:>12}")
+        lines.append(f"{'all':<10}{self.rows:>8}{self.adequacy:>9.1%} {self.cost_usd:>12.4f}"
+                     f"{self.cost_with_escalation_usd:>18.4f}"
+                     f"{sum(t.failed_after_escalation for t in self.tiers.values()):>12}")
+        lines.append(f"baseline: everything on frontier ${self.frontier_cost_usd:.4f}; "
+                     f"every row on its cheapest adequate tier ${self.oracle_cost_usd:.4f}")
+        return "\n".join(lines)
+
+
+def _decisions(policy: RoutingPolicy, rows: Sequence[LabelledQuery]) -> list[Decision]:
+    many = getattr(policy, "route_many", None)
+    if callable(many):
+        return list(many([r.query for r in rows], [r.task_type for r in rows]))
+    return [policy.route(r.query, r.task_type) for r in rows]
+
+
+def evaluate(policy: RoutingPolicy, rows: Sequence[LabelledQuery], registry: ModelRegistry, *,
+             max_escalations: int = 2) -> EvalReport:
+    """Replay ``rows`` through ``policy``; per chosen tier: adequacy and cost."""
+    report = EvalReport(rows=len(rows))
+    order = list(contract.API_TIERS)
+    for name in registry.names:
+        report.tiers[name] = TierStats(name)
+
+    def adequate(tier: str, label: str) -> bool:
+        judged = contract.TIER_BUDGET if tier == contract.TIER_STUDENT else tier
+        return order.index(judged) >= order.index(label)
+
+    def cost(tier: str, row: LabelledQuery) -> float:
+        return registry.estimate_cost(tier, input_tokens=row.input_tokens, output_tokens=row.output_tokens)
+
+    for row, decision in zip(rows, _decisions(policy, rows)):
+        stats = report.tiers.setdefault(decision.tier, TierStats(decision.tier))
+        stats.routed += 1
+        first = cost(decision.tier, row)
+        stats.cost_usd += first
+        report.frontier_cost_usd += cost(order[-1], row)
+        report.oracle_cost_usd += cost(row.tier, row)
+        if adequate(decision.tier, row.tier):
+            stats.adequate += 1
+            stats.cost_with_escalation_usd += first
+            continue
+        spent, resolved = first, False
+        for tier in registry.ladder(decision.tier, max_escalations)[1:]:
+            spent += cost(tier, row)
+            if adequate(tier, row.tier):
+                resolved = True
+                break
+        stats.cost_with_escalation_usd += spent
+        stats.failed_after_escalation += 0 if resolved else 1
+    report.tiers = {k: v for k, v in report.tiers.items() if v.routed}
+    return report

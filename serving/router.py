@@ -1,0 +1,131 @@
+"""Routing: pick the cheapest tier that should pass the quality bar.
+
+A policy is anything with ``route(query, task_type) -> Decision``. Two ship:
+
+* ``"rules"`` — :class:`RulePolicy`, the article's heuristic (``[serving.router.rules]``):
+  task types the student is gated for → student; classification or a query under 200
+  characters → budget; coding or "explain" → mid; complex reasoning → upper; else frontier;
+* ``"learned"`` — :class:`~costline.serving.policy_learned.LearnedPolicy`, a classifier
+  fitted by ``costline route train`` (loaded lazily: it needs the ``serving`` extra only
+  when its featurizer does).
+
+:data:`POLICIES` maps ``[serving.router] policy`` to a factory; add an entry to plug in
+another policy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from costline import contract
+from costline.serving.errors import RoutingError
+from costline.serving.settings import RouteRulesConfig, ServingConfig
+
+if TYPE_CHECKING:
+    from costline.serving.registry import ModelRegistry
+
+__all__ = ["Decision", "RoutingPolicy", "RulePolicy", "StudentGate", "Router", "POLICIES", "build_policy"]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Where a request goes first, how sure the policy is, and why."""
+
+    tier: str
+    confidence: float = 1.0
+    reason: str = ""
+
+
+@runtime_checkable
+class RoutingPolicy(Protocol):
+    def route(self, query: str, task_type: str | None) -> Decision: ...
+
+
+class RulePolicy:
+    """The article's heuristic ``route_model``, with its thresholds and lists from config."""
+
+    def __init__(self, rules: RouteRulesConfig | None = None) -> None:
+        self.rules = rules or RouteRulesConfig()
+        tiers = (contract.TIER_STUDENT, *contract.API_TIERS)
+        if self.rules.default_tier not in tiers:
+            raise RoutingError(f"[serving.router.rules] default_tier = {self.rules.default_tier!r}: "
+                               f"use one of {', '.join(tiers)}")
+        self._keywords = tuple(k.lower() for k in self.rules.mid_keywords)
+
+    def route(self, query: str, task_type: str | None) -> Decision:
+        r = self.rules
+        if task_type and task_type in r.student_task_types:
+            return Decision(contract.TIER_STUDENT, 1.0, f"student gated for {task_type}")
+        if task_type in r.budget_task_types:
+            return Decision(contract.TIER_BUDGET, 1.0, f"task type {task_type}")
+        if len(query) < r.short_query_chars:
+            return Decision(contract.TIER_BUDGET, 1.0, f"query under {r.short_query_chars} characters")
+        low = query.lower()
+        if task_type in r.mid_task_types:
+            return Decision(contract.TIER_MID, 1.0, f"task type {task_type}")
+        hit = next((k for k in self._keywords if k in low), None)
+        if hit:
+            return Decision(contract.TIER_MID, 1.0, f"keyword {hit!r}")
+        if task_type in r.upper_task_types:
+            return Decision(contract.TIER_UPPER, 1.0, f"task type {task_type}")
+        return Decision(r.default_tier, 1.0, "default")
+
+
+def _rules(serving: ServingConfig) -> RoutingPolicy:
+    return RulePolicy(serving.router.rules)
+
+
+def _learned(serving: ServingConfig) -> RoutingPolicy:
+    from costline.serving.policy_learned import LearnedPolicy
+
+    policy = LearnedPolicy.load(serving.router.policy_path, min_adequacy=serving.router.min_adequacy,
+                                serving=serving)
+    # Gating the student is the quality gate's decision, not the classifier's: keep it.
+    return StudentGate(policy, serving.router.rules.student_task_types)
+
+
+#: ``[serving.router] policy`` → factory.
+POLICIES: dict[str, Callable[[ServingConfig], RoutingPolicy]] = {
+    "rules": _rules,
+    "learned": _learned,
+}
+
+
+def build_policy(serving: ServingConfig, name: str | None = None) -> RoutingPolicy:
+    """The policy named by ``name`` or ``[serving.router] policy``."""
+    name = name or serving.router.policy
+    try:
+        factory = POLICIES[name]
+    except KeyError:
+        raise RoutingError(f"[serving.router] policy = {name!r}: use one of {', '.join(POLICIES)}") from None
+    return factory(serving)
+
+
+class StudentGate:
+    """Sends the task types the student is gated for to the student, everything else to ``inner``."""
+
+    def __init__(self, inner: RoutingPolicy, task_types: tuple[str, ...]) -> None:
+        self.inner = inner
+        self.task_types = frozenset(task_types)
+
+    def route(self, query: str, task_type: str | None) -> Decision:
+        if task_type and task_type in self.task_types:
+            return Decision(contract.TIER_STUDENT, 1.0, f"student gated for {task_type}")
+        return self.inner.route(query, task_type)
+
+
+class Router:
+    """A policy checked against the registry: the tier it picks must exist there."""
+
+    def __init__(self, policy: RoutingPolicy, registry: "ModelRegistry") -> None:
+        self.policy = policy
+        self.registry = registry
+
+    def route(self, query: str, task_type: str | None = None) -> Decision:
+        decision = self.policy.route(query, task_type)
+        if decision.tier not in self.registry:
+            raise RoutingError(f"the routing policy chose tier {decision.tier!r}, which the registry lacks "
+                               f"(have: {', '.join(self.registry.names)})")
+        return decision

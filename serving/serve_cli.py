@@ -1,0 +1,112 @@
+"""``costline serve`` (the Anthropic-compatible gateway) and ``costline standin`` (local model APIs)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import click
+
+from costline.cli import pass_config
+from costline.config import Config
+
+__all__ = ["serve", "standin"]
+
+
+@click.command("serve")
+@click.option("--host", default=None, help="Interface (default [serving.gateway] host).")
+@click.option("--port", type=int, default=None, help="Port (default [serving.gateway] port, 8787).")
+@click.option("--standin/--no-standin", "with_standin", default=False,
+              help="Also start the local stand-in APIs and point every tier at them.")
+@click.option("--cache/--no-cache", "with_cache", default=True, show_default=True,
+              help="Answer repeated questions from the semantic cache ([serving.cache]).")
+@click.option("--telemetry/--no-telemetry", default=True, show_default=True,
+              help="Export spans to Kafka ([kafka]); off: no spans leave the process.")
+@pass_config
+def serve(config: Config, host: str | None, port: int | None, with_standin: bool, with_cache: bool,
+          telemetry: bool) -> None:
+    """Run the gateway: the Anthropic Messages API (POST /v1/messages) in front of routing,
+    the semantic cache, escalation and telemetry. Apps only change their base_url.
+
+    \b
+    Example:
+        costline serve --standin --port 8787
+        # then: Anthropic(base_url="http://127.0.0.1:8787", default_headers={"x-costline-tenant": "acme"})
+    """
+    from costline.collectors import Recorder, setup_tracing
+    from costline.serving.gateway import Gateway
+    from costline.serving.pipeline import Pipeline
+
+    standin = None
+    if with_standin:
+        from costline.serving.standin import StandInServer
+
+        standin = StandInServer(config.serving.standin, pricing=config.pricing, port=0)
+        standin.start()
+        backends = dataclasses.replace(config.serving.backends, anthropic_base_url=standin.url,
+                                       student_base_url=standin.openai_url)
+        config = config.replace(serving=dataclasses.replace(config.serving, backends=backends))
+        click.echo(f"stand-in APIs on {standin.url}")
+    if telemetry:
+        provider = setup_tracing("costline-gateway", config=config)
+    else:
+        from opentelemetry.sdk.trace import TracerProvider
+
+        provider = TracerProvider()
+    recorder = Recorder(provider, capture=config.capture)
+    cache = None
+    if with_cache:
+        from costline.serving.cache import SemanticCache
+        from costline.serving.embedding import Embedder
+
+        c = config.serving.cache
+        cache = SemanticCache(Embedder(c.model_path, threads=c.embed_threads or None), c)
+    pipeline = Pipeline.from_config(config, recorder=recorder, cache=cache)
+    gateway = Gateway(pipeline, config.serving.gateway, host=host, port=port)
+    gateway.start()
+    click.echo(f"costline gateway on {gateway.url} (policy {config.serving.router.policy}); Ctrl-C stops it")
+    try:
+        gateway.serve_forever()
+    finally:
+        pipeline.close()
+        provider.shutdown()
+        if standin is not None:
+            standin.shutdown()
+
+
+@click.command("standin")
+@click.option("--host", default=None, help="Interface (default [serving.standin] host).")
+@click.option("--port", type=int, default=None, help="Port (default [serving.standin] port, 8700).")
+@click.option("--latency-scale", type=float, default=None, help="Multiply the per-tier latencies (0: none).")
+@click.option("--degrade", multiple=True, help="A keyword of the shifted slice the student answers badly.")
+@click.option("--burst", multiple=True, metavar="STATUS:COUNT",
+              help="Fail the next COUNT Anthropic requests with STATUS (429, 529, 500).")
+@pass_config
+def standin(config: Config, host: str | None, port: int | None, latency_scale: float | None,
+            degrade: tuple[str, ...], burst: tuple[str, ...]) -> None:
+    """Run local stand-ins of the Anthropic Messages + Message Batches APIs and of a vLLM
+    OpenAI-compatible server, with deterministic synthetic answers.
+
+    \b
+    Example:
+        costline standin --port 8700 --degrade sarcasm --burst 529:3
+    """
+    from costline.serving.standin import StandInServer
+
+    cfg = config.serving.standin
+    changes: dict[str, object] = {}
+    if latency_scale is not None:
+        changes["latency_scale"] = latency_scale
+    if degrade:
+        changes["degrade_keywords"] = tuple(degrade)
+    server = StandInServer(dataclasses.replace(cfg, **changes), pricing=config.pricing, host=host, port=port)
+    for spec in burst:
+        status, _, count = spec.partition(":")
+        try:
+            server.inject_errors(int(status), int(count or 1))
+        except ValueError:
+            raise click.BadParameter(f"{spec!r}: use STATUS:COUNT, e.g. 429:3", param_hint="--burst") from None
+    server.start()
+    click.echo(f"Anthropic API stand-in on {server.url}  (Anthropic(base_url={server.url!r}))")
+    click.echo(f"vLLM stand-in on {server.openai_url}  (OpenAI(base_url={server.openai_url!r}), "
+               f"models {', '.join(cfg.student_models)})")
+    server.serve_forever()

@@ -1,0 +1,568 @@
+"""Local stand-ins for the paid and remote model APIs, for the demo and the tests.
+
+:class:`StandInServer` is one stdlib HTTP server speaking
+
+* the **Anthropic Messages API** — ``POST /v1/messages`` (usage with
+  ``cache_read_input_tokens`` / ``cache_creation_input_tokens``: ``cache_control``
+  blocks create prompt-cache entries that later requests with the same prefix read),
+* the **Message Batches API** — ``POST /v1/messages/batches``, ``GET /v1/messages/batches``,
+  ``GET /v1/messages/batches/{id}``, ``GET /v1/messages/batches/{id}/results`` (JSONL),
+  ``POST /v1/messages/batches/{id}/cancel``,
+* the **OpenAI chat-completions API** as vLLM serves it — ``POST /v1/chat/completions``
+  for the student's model and LoRA adapter names,
+* ``GET /v1/models`` (Anthropic's shape when the request carries ``anthropic-version``).
+
+Answers come from :mod:`costline.serving.standin_model`: deterministic from
+``(model, query)``, adequate when the tier's capability reaches the query's difficulty,
+token counts exact for the returned text under its regex tokenizer. Knobs: per-tier
+latency (``latency_ms`` x ``latency_scale``, through an injected ``sleep``), error bursts
+(:meth:`StandInServer.inject_errors`: 429 ``rate_limit_error`` with ``retry-after``,
+529 ``overloaded_error``, 500 ``api_error``, each in its API's own error format), and a
+student that degrades on a shifted slice (``degrade_keywords``).
+
+:attr:`StandInServer.log` records every data-plane request, so tests and jobs can prove
+there was no duplicate paid request per ``Idempotency-Key`` header or batch ``custom_id``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import threading
+import time
+import uuid
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from costline import contract
+from costline.config import PricingConfig
+from costline.pricing import PricingTable, normalize_model_id
+from costline.serving._http import HttpRequest, HttpResponse, JsonServer, Route
+from costline.serving.settings import StandInConfig
+from costline.serving.standin_model import count_tokens, synthesize, tokenize
+
+__all__ = ["StandInServer", "RequestLog", "LoggedRequest", "ANTHROPIC_ERROR_TYPES", "message_text", "last_user_text"]
+
+#: Anthropic's error ``type`` per HTTP status.
+ANTHROPIC_ERROR_TYPES: dict[int, str] = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    529: "overloaded_error",
+}
+_OPENAI_ERROR_TYPES: dict[int, str] = {
+    400: "BadRequestError",
+    404: "NotFoundError",
+    429: "RateLimitError",
+    500: "InternalServerError",
+    503: "ServiceUnavailableError",
+    529: "InternalServerError",
+}
+ANTHROPIC = "anthropic"
+OPENAI = "openai"
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedRequest:
+    """One data-plane request the stand-in received."""
+
+    api: str  # "anthropic" | "openai" | "anthropic-batch"
+    model: str
+    status: int
+    #: The ``Idempotency-Key`` header, or the batch request's ``custom_id``.
+    key: str | None
+    paid: bool
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_creation_tokens: int = 0
+
+
+class RequestLog:
+    """Thread-safe record of what the stand-in served."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: list[LoggedRequest] = []
+
+    def add(self, entry: LoggedRequest) -> None:
+        with self._lock:
+            self._entries.append(entry)
+
+    def entries(self, api: str | None = None) -> list[LoggedRequest]:
+        with self._lock:
+            return [e for e in self._entries if api is None or e.api == api]
+
+    def paid(self, api: str | None = None) -> list[LoggedRequest]:
+        return [e for e in self.entries(api) if e.paid]
+
+    def paid_count(self, key: str) -> int:
+        """How many paid requests carried this idempotency key / custom_id."""
+        return sum(1 for e in self.paid() if e.key == key)
+
+    def duplicate_paid_keys(self) -> dict[str, int]:
+        """Keys that were paid for more than once, with their counts."""
+        counts = Counter(e.key for e in self.paid() if e.key)
+        return {k: n for k, n in counts.items() if n > 1}
+
+    def models(self, paid_only: bool = True) -> Counter[str]:
+        return Counter(e.model for e in (self.paid() if paid_only else self.entries()))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+def message_text(content: Any) -> str:
+    """The text of a message's ``content`` (a string or a list of blocks)."""
+    if isinstance(content, str):
+        return content
+    parts = []
+    for block in content or []:
+        if isinstance(block, Mapping) and block.get("type", "text") == "text":
+            parts.append(str(block.get("text", "")))
+    return "\n".join(parts)
+
+
+def last_user_text(messages: Iterable[Mapping[str, Any]]) -> str:
+    """The text of the last user message: what the stand-in answers."""
+    for m in reversed(list(messages)):
+        if m.get("role") == "user":
+            return message_text(m.get("content"))
+    return ""
+
+
+def _blocks(value: Any) -> list[tuple[str, bool]]:
+    """(text, has cache_control) for a system prompt or a message's content."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [(value, False)]
+    out = []
+    for block in value:
+        if isinstance(block, Mapping):
+            text = block.get("text") if block.get("type", "text") == "text" else json.dumps(block, sort_keys=True)
+            out.append((str(text or ""), bool(block.get("cache_control"))))
+    return out
+
+
+class _ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class _Batch:
+    id: str
+    created_at: datetime
+    ends_at: float
+    results: list[dict[str, Any]]
+    canceled: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class StandInServer:
+    """The local Anthropic + vLLM stand-in. ``start()`` returns the port; ``shutdown()`` stops it.
+
+    ``sleep`` simulates latency, ``now`` (monotonic seconds) drives the prompt-cache TTL and
+    batch completion, ``wall`` (epoch seconds) stamps batch times: inject them in tests.
+    """
+
+    def __init__(
+        self,
+        config: StandInConfig | None = None,
+        *,
+        pricing: PricingConfig | None = None,
+        host: str | None = None,
+        port: int | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        now: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config or StandInConfig()
+        self._pricing = PricingTable(pricing or PricingConfig())
+        self._sleep = sleep
+        self._now = now
+        self._wall = wall
+        self._lock = threading.Lock()
+        self._errors: deque[tuple[int, str]] = deque()
+        self._prompt_cache: dict[str, float] = {}
+        self._batches: dict[str, _Batch] = {}
+        self._ids = itertools.count(1)
+        self._degrade: tuple[str, ...] = tuple(k.lower() for k in self.config.degrade_keywords)
+        self.log = RequestLog()
+        routes = [
+            Route("POST", "/v1/messages", self._messages),
+            Route("POST", "/v1/messages/batches", self._batch_create),
+            Route("GET", "/v1/messages/batches", self._batch_list),
+            Route("GET", "/v1/messages/batches/{id}", self._batch_get),
+            Route("GET", "/v1/messages/batches/{id}/results", self._batch_results),
+            Route("POST", "/v1/messages/batches/{id}/cancel", self._batch_cancel),
+            Route("POST", "/v1/chat/completions", self._chat),
+            Route("GET", "/v1/models", self._models),
+        ]
+        self._server = JsonServer(
+            routes,
+            host=host or self.config.host,
+            port=self.config.port if port is None else port,
+            not_found=lambda req: self._error_response(req, 404, f"no route {req.method} {req.path}"),
+            on_error=lambda req, exc: self._error_response(req, 500, f"stand-in failure: {exc}"),
+            name="costline-standin",
+        )
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self) -> int:
+        return self._server.start()
+
+    def shutdown(self) -> None:
+        self._server.shutdown()
+
+    def serve_forever(self) -> None:
+        self._server.serve_forever()
+
+    def __enter__(self) -> "StandInServer":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    @property
+    def port(self) -> int:
+        return self._server.port
+
+    @property
+    def url(self) -> str:
+        """Base URL for the Anthropic SDK (``Anthropic(base_url=...)``)."""
+        return self._server.url
+
+    @property
+    def openai_url(self) -> str:
+        """Base URL for an OpenAI-compatible client (``OpenAI(base_url=...)``)."""
+        return self._server.url + "/v1"
+
+    # -- knobs ----------------------------------------------------------------------------
+    def inject_errors(self, status: int, count: int = 1, *, api: str = ANTHROPIC) -> None:
+        """Fail the next ``count`` requests of ``api`` ("anthropic", "openai" or "any") with ``status``."""
+        if api not in (ANTHROPIC, OPENAI, "any"):
+            raise ValueError(f"api must be 'anthropic', 'openai' or 'any', got {api!r}")
+        with self._lock:
+            self._errors.extend([(int(status), api)] * count)
+
+    def clear_errors(self) -> None:
+        with self._lock:
+            self._errors.clear()
+
+    def degrade(self, *keywords: str) -> None:
+        """From now on the student answers queries containing any of ``keywords`` badly."""
+        self._degrade = tuple(k.lower() for k in keywords)
+
+    # -- the synthetic model -------------------------------------------------------------------
+    def tier_of(self, model: str) -> str | None:
+        """The tier a model name serves on this stand-in; None when it serves no such model."""
+        if model in self.config.student_models or normalize_model_id(model) in self.config.student_models:
+            return contract.TIER_STUDENT
+        entry = self._pricing.lookup(model)
+        return entry.tier if entry is not None else None
+
+    def _degraded(self, tier: str, query: str) -> bool:
+        low = query.lower()
+        return tier == contract.TIER_STUDENT and any(k in low for k in self._degrade)
+
+    def _generate(self, model: str, tier: str, query: str, max_tokens: int) -> tuple[str, int, bool]:
+        """(text, output tokens, truncated) for one answer."""
+        answer = synthesize(model, tier, query, degraded=self._degraded(tier, query))
+        pieces = tokenize(answer.text)
+        if len(pieces) > max_tokens:
+            return " ".join(pieces[:max_tokens]), max_tokens, True
+        return answer.text, len(pieces), False
+
+    def _latency(self, tier: str) -> None:
+        ms = self.config.latency_ms.get(tier, 0.0) * self.config.latency_scale
+        if ms > 0:
+            self._sleep(ms / 1000.0)
+
+    def _take_error(self, api: str) -> int | None:
+        with self._lock:
+            for i, (status, which) in enumerate(self._errors):
+                if which in (api, "any"):
+                    del self._errors[i]
+                    return status
+        return None
+
+    def _prompt_cache_usage(self, model: str, system: Any, messages: list[Any]) -> tuple[int, int]:
+        """(cache read, cache creation) tokens for the request's cache_control breakpoints."""
+        h = hashlib.blake2b(normalize_model_id(model).encode(), digest_size=16)
+        total = 0
+        breakpoints: list[tuple[str, int]] = []
+        blocks = _blocks(system) + [b for m in messages for b in _blocks(m.get("content"))]
+        for text, marked in blocks:
+            h.update(text.encode() + b"\x1e")
+            total += count_tokens(text)
+            if marked:
+                breakpoints.append((h.hexdigest(), total))
+        eligible = [(k, n) for k, n in breakpoints[-4:] if n >= self.config.min_cache_tokens]
+        if not eligible:
+            return 0, 0
+        now = self._now()
+        ttl = self.config.cache_ttl_s
+        with self._lock:
+            read = 0
+            for key, tokens in reversed(eligible):
+                if self._prompt_cache.get(key, -1.0) > now:
+                    read = tokens
+                    self._prompt_cache[key] = now + ttl
+                    break
+            last_key, last_tokens = eligible[-1]
+            created = max(last_tokens - read, 0)
+            if created:
+                self._prompt_cache[last_key] = now + ttl
+        return read, created
+
+    def _message(self, body: Any, *, key: str | None, api: str = ANTHROPIC) -> dict[str, Any]:
+        """Answer one Messages API request body (raises _ApiError)."""
+        if not isinstance(body, Mapping):
+            raise _ApiError(400, "the body must be a JSON object")
+        model = body.get("model")
+        max_tokens = body.get("max_tokens")
+        messages = body.get("messages")
+        if not isinstance(model, str) or not model:
+            raise _ApiError(400, "model: field required")
+        if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+            raise _ApiError(400, "max_tokens: field required (a whole number >= 1)")
+        if not isinstance(messages, list) or not messages:
+            raise _ApiError(400, "messages: at least one message is required")
+        if body.get("stream"):
+            raise _ApiError(400, "stream: the costline stand-in does not stream; send stream=false")
+        tier = self.tier_of(model)
+        if tier is None or tier == contract.TIER_STUDENT:
+            raise _ApiError(404, f"model: {model}")
+        query = last_user_text(messages)
+        text, out_tokens, truncated = self._generate(model, tier, query, max_tokens)
+        read, created = self._prompt_cache_usage(model, body.get("system"), messages)
+        total_in = sum(count_tokens(t) for t, _ in _blocks(body.get("system"))) + sum(
+            count_tokens(t) for m in messages for t, _ in _blocks(m.get("content")))
+        usage = {
+            "input_tokens": max(total_in - read - created, 0),
+            "output_tokens": out_tokens,
+            "cache_creation_input_tokens": created,
+            "cache_read_input_tokens": read,
+        }
+        self.log.add(LoggedRequest(api, model, 200, key, True, total_in, out_tokens, read, created))
+        return {
+            "id": f"msg_standin_{next(self._ids):08d}",
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [{"type": "text", "text": text}],
+            "stop_reason": "max_tokens" if truncated else "end_turn",
+            "stop_sequence": None,
+            "usage": usage,
+        }
+
+    # -- Anthropic Messages API ------------------------------------------------------------------
+    def _messages(self, req: HttpRequest) -> HttpResponse:
+        key = req.header("idempotency-key")
+        status = self._take_error(ANTHROPIC)
+        body = _json(req)
+        model = body.get("model", "") if isinstance(body, Mapping) else ""
+        if status is not None:
+            self.log.add(LoggedRequest(ANTHROPIC, str(model), status, key, False))
+            return self._error_response(req, status, _injected_message(status))
+        try:
+            tier = self.tier_of(str(model)) if model else None
+            message = self._message(body, key=key)
+        except _ApiError as exc:
+            self.log.add(LoggedRequest(ANTHROPIC, str(model), exc.status, key, False))
+            return self._error_response(req, exc.status, exc.message)
+        if tier:
+            self._latency(tier)
+        return HttpResponse(200, message, headers={"request-id": f"req_standin_{uuid.uuid4().hex[:16]}"})
+
+    # -- Message Batches API ------------------------------------------------------------------------
+    def _batch_create(self, req: HttpRequest) -> HttpResponse:
+        status = self._take_error(ANTHROPIC)
+        if status is not None:
+            return self._error_response(req, status, _injected_message(status))
+        body = _json(req)
+        requests = body.get("requests") if isinstance(body, Mapping) else None
+        if not isinstance(requests, list) or not requests:
+            return self._error_response(req, 400, "requests: at least one request is required")
+        ids = [r.get("custom_id") if isinstance(r, Mapping) else None for r in requests]
+        if any(not isinstance(i, str) or not i for i in ids):
+            return self._error_response(req, 400, "requests: every request needs a custom_id")
+        dupes = [i for i, n in Counter(ids).items() if n > 1]
+        if dupes:
+            return self._error_response(req, 400, f"requests: custom_id {dupes[0]!r} is used more than once")
+        results = []
+        for r in requests:
+            try:
+                message = self._message(r.get("params"), key=r["custom_id"], api="anthropic-batch")
+                result: dict[str, Any] = {"type": "succeeded", "message": message}
+            except _ApiError as exc:
+                err_type = ANTHROPIC_ERROR_TYPES.get(exc.status, "api_error")
+                result = {"type": "errored", "error": {"type": "error", "error": {"type": err_type,
+                                                                                  "message": exc.message}}}
+            results.append({"custom_id": r["custom_id"], "result": result})
+        batch = _Batch(f"msgbatch_standin_{uuid.uuid4().hex[:20]}", self._wall_dt(),
+                       self._now() + self.config.batch_delay_s, results)
+        with self._lock:
+            self._batches[batch.id] = batch
+        return HttpResponse(200, self._batch_json(batch, req))
+
+    def _batch_list(self, req: HttpRequest) -> HttpResponse:
+        with self._lock:
+            batches = list(self._batches.values())
+        data = [self._batch_json(b, req) for b in reversed(batches)]
+        return HttpResponse(200, {"data": data, "has_more": False,
+                                  "first_id": data[0]["id"] if data else None,
+                                  "last_id": data[-1]["id"] if data else None})
+
+    def _find_batch(self, req: HttpRequest) -> _Batch | None:
+        with self._lock:
+            return self._batches.get(req.params["id"])
+
+    def _batch_get(self, req: HttpRequest) -> HttpResponse:
+        batch = self._find_batch(req)
+        if batch is None:
+            return self._error_response(req, 404, f"message batch {req.params['id']!r} not found")
+        return HttpResponse(200, self._batch_json(batch, req))
+
+    def _batch_cancel(self, req: HttpRequest) -> HttpResponse:
+        batch = self._find_batch(req)
+        if batch is None:
+            return self._error_response(req, 404, f"message batch {req.params['id']!r} not found")
+        if not self._ended(batch):
+            batch.canceled = True
+            batch.ends_at = self._now()
+            for r in batch.results:
+                r["result"] = {"type": "canceled"}
+        return HttpResponse(200, self._batch_json(batch, req))
+
+    def _batch_results(self, req: HttpRequest) -> HttpResponse:
+        batch = self._find_batch(req)
+        if batch is None:
+            return self._error_response(req, 404, f"message batch {req.params['id']!r} not found")
+        if not self._ended(batch):
+            return self._error_response(req, 400, "the batch is still in progress: poll it until it has ended")
+        lines = "".join(json.dumps(r) + "\n" for r in batch.results)
+        return HttpResponse(200, raw=lines.encode(), content_type="application/x-jsonl")
+
+    def _ended(self, batch: _Batch) -> bool:
+        return batch.canceled or self._now() >= batch.ends_at
+
+    def _wall_dt(self) -> datetime:
+        return datetime.fromtimestamp(self._wall(), tz=UTC)
+
+    def _batch_json(self, batch: _Batch, req: HttpRequest) -> dict[str, Any]:
+        ended = self._ended(batch)
+        kinds = Counter(r["result"]["type"] for r in batch.results)
+        counts = {"processing": 0 if ended else len(batch.results),
+                  "succeeded": kinds["succeeded"] if ended else 0,
+                  "errored": kinds["errored"] if ended else 0,
+                  "canceled": kinds["canceled"] if ended else 0,
+                  "expired": 0}
+        host = req.header("host") or f"127.0.0.1:{self.port}"
+        return {
+            "id": batch.id,
+            "type": "message_batch",
+            "processing_status": "ended" if ended else "in_progress",
+            "request_counts": counts,
+            "created_at": _iso(batch.created_at),
+            "expires_at": _iso(batch.created_at + timedelta(hours=24)),
+            "ended_at": _iso(self._wall_dt()) if ended else None,
+            "cancel_initiated_at": _iso(self._wall_dt()) if batch.canceled else None,
+            "archived_at": None,
+            "results_url": f"http://{host}/v1/messages/batches/{batch.id}/results" if ended else None,
+        }
+
+    # -- OpenAI chat completions (vLLM) ------------------------------------------------------------
+    def _chat(self, req: HttpRequest) -> HttpResponse:
+        key = req.header("idempotency-key")
+        body = _json(req)
+        model = str(body.get("model", "")) if isinstance(body, Mapping) else ""
+        status = self._take_error(OPENAI)
+        if status is not None:
+            self.log.add(LoggedRequest(OPENAI, model, status, key, False))
+            return self._openai_error(status, _injected_message(status))
+        messages = body.get("messages") if isinstance(body, Mapping) else None
+        if not isinstance(messages, list) or not messages:
+            return self._openai_error(400, "messages: at least one message is required")
+        if self.tier_of(model) != contract.TIER_STUDENT:
+            self.log.add(LoggedRequest(OPENAI, model, 404, key, False))
+            return self._openai_error(404, f"The model `{model}` does not exist.")
+        limit = body.get("max_completion_tokens") or body.get("max_tokens") or 1024
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+            return self._openai_error(400, "max_tokens must be a whole number >= 1")
+        query = last_user_text(messages)
+        text, out_tokens, truncated = self._generate(model, contract.TIER_STUDENT, query, limit)
+        prompt = sum(count_tokens(message_text(m.get("content"))) for m in messages if isinstance(m, Mapping))
+        self.log.add(LoggedRequest(OPENAI, model, 200, key, True, prompt, out_tokens))
+        self._latency(contract.TIER_STUDENT)
+        return HttpResponse(200, {
+            "id": f"chatcmpl-standin-{next(self._ids):08d}",
+            "object": "chat.completion",
+            "created": int(self._wall()),
+            "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                         "finish_reason": "length" if truncated else "stop", "logprobs": None}],
+            "usage": {"prompt_tokens": prompt, "completion_tokens": out_tokens,
+                      "total_tokens": prompt + out_tokens},
+        })
+
+    def _models(self, req: HttpRequest) -> HttpResponse:
+        names = [m.model for m in self._pricing.config.models] + list(self.config.student_models)
+        if req.header("anthropic-version"):
+            data = [{"type": "model", "id": n, "display_name": n, "created_at": "2026-06-01T00:00:00Z"}
+                    for n in names if self.tier_of(n) != contract.TIER_STUDENT]
+            return HttpResponse(200, {"data": data, "has_more": False, "first_id": data[0]["id"] if data else None,
+                                      "last_id": data[-1]["id"] if data else None})
+        data = [{"id": n, "object": "model", "created": 0,
+                 "owned_by": "vllm" if self.tier_of(n) == contract.TIER_STUDENT else "anthropic"} for n in names]
+        return HttpResponse(200, {"object": "list", "data": data})
+
+    # -- errors --------------------------------------------------------------------------------
+    def _error_response(self, req: HttpRequest, status: int, message: str) -> HttpResponse:
+        if req.path.startswith("/v1/chat/"):
+            return self._openai_error(status, message)
+        err_type = ANTHROPIC_ERROR_TYPES.get(status, "api_error")
+        return HttpResponse(status, {"type": "error", "error": {"type": err_type, "message": message}},
+                            headers=self._retry_headers(status))
+
+    def _openai_error(self, status: int, message: str) -> HttpResponse:
+        err_type = _OPENAI_ERROR_TYPES.get(status, "InternalServerError")
+        return HttpResponse(status, {"error": {"message": message, "type": err_type, "param": None, "code": status}},
+                            headers=self._retry_headers(status))
+
+    def _retry_headers(self, status: int) -> dict[str, str]:
+        if status not in (429, 529, 500, 503):
+            return {}
+        ms = max(int(self.config.retry_after_ms), 0)
+        return {"retry-after": str(max(1, -(-ms // 1000))), "retry-after-ms": str(ms)}
+
+
+def _json(req: HttpRequest) -> Any:
+    try:
+        return req.json()
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def _iso(dt: datetime) -> str:
+    return dt.isoformat().replace("+00:00", "Z")
+
+
+def _injected_message(status: int) -> str:
+    return {429: "Number of request tokens has exceeded your per-minute rate limit (stand-in burst)",
+            529: "Overloaded (stand-in burst)",
+            500: "Internal server error (stand-in burst)"}.get(status, f"injected error {status}")

@@ -1,0 +1,192 @@
+"""Each dashboard chart's SQL against a lake filled from the demo traffic, and the page it builds (no browser)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import re
+
+import duckdb
+import pytest
+from lakes import add_standin_job_views, demo_lake
+
+import costline.dashboards as dashboards
+from costline.config import Config, LakeConfig, ModelPrice, PricingConfig
+from costline.dashboards import CHARTS, Chart, ChartSqlError, build_dashboard, chart_sql, query_chart, query_charts
+from costline.dashboards.build import STATUS_EMPTY, STATUS_ERROR, STATUS_MISSING, STATUS_OK, render_html
+from costline.dashboards.charts import KINDS, raw_sql
+from costline.lake import open_lake
+
+FROM_LAKE = ("cost_per_success", "cache_hit_rate", "traffic_mix", "savings_waterfall")
+# Views that exist from the start (zero-row files) but that only the nightly jobs / the alert
+# service fill: the demo lake has none of their rows.
+FROM_LATER_ISSUES = ("student_vs_teacher", "tier_match_rate")
+FROM_ALERTS = ("alerts",)
+VIEW_OF = {"student_vs_teacher": "eval_runs", "tier_match_rate": "shadow_runs", "alerts": "alerts"}
+NOW = dt.datetime(2026, 11, 9, 8, 0, tzinfo=dt.UTC)
+
+
+@pytest.fixture(scope="module")
+def lake_config(tmp_path_factory: pytest.TempPathFactory) -> Config:
+    return demo_lake(tmp_path_factory.mktemp("demo") / "lake")
+
+
+@pytest.fixture(scope="module")
+def con(lake_config: Config):
+    c = open_lake(lake_config)
+    yield c
+    c.close()
+
+
+def test_public_surface():
+    assert sorted(dashboards.__all__) == dashboards.__all__
+    for name in dashboards.__all__:
+        assert getattr(dashboards, name) is not None
+    assert issubclass(dashboards.DashboardError, __import__("costline.errors").errors.CostlineError)
+
+
+def test_every_chart_has_its_sql_file_and_a_known_renderer():
+    assert {c.name for c in CHARTS} == set(FROM_LAKE + FROM_LATER_ISSUES + FROM_ALERTS)
+    for chart in CHARTS:
+        assert chart.kind in KINDS
+        assert chart.x in chart.columns
+        assert raw_sql(chart).strip()
+        assert "{{" not in chart_sql(chart, Config())
+
+
+@pytest.mark.parametrize("name", FROM_LAKE)
+def test_chart_sql_runs_on_the_demo_lake_with_the_expected_columns(con, lake_config, name):
+    chart = dashboards.chart_by_name(name)
+    rows = con.execute(chart_sql(chart, lake_config))
+    columns = [d[0] for d in rows.description]
+    data = rows.fetchall()
+    assert set(chart.columns) <= set(columns)
+    assert data, f"{name} returned no rows on the demo lake"
+    result = query_chart(con, chart, lake_config)
+    assert result.status == STATUS_OK and len(result.rows) == len(data)
+
+
+@pytest.mark.parametrize("name", FROM_LATER_ISSUES + FROM_ALERTS)
+def test_charts_of_views_with_no_rows_yet_say_no_data_yet(con, lake_config, name):
+    result = query_chart(con, dashboards.chart_by_name(name), lake_config)
+    assert result.status == STATUS_EMPTY
+    assert result.message.startswith("No data yet")
+
+
+@pytest.mark.parametrize("name", FROM_LATER_ISSUES + FROM_ALERTS)
+def test_charts_of_views_missing_from_the_lake_say_no_data_yet(lake_config, name):
+    c = open_lake(lake_config)
+    try:
+        c.execute(f"DROP VIEW {VIEW_OF[name]}")  # e.g. a lake read without costline.jobs installed
+        result = query_chart(c, dashboards.chart_by_name(name), lake_config)
+    finally:
+        c.close()
+    assert result.status == STATUS_MISSING
+    assert result.message.startswith("No data yet")
+    assert result.sql  # still shown, so an analyst sees what it will read
+
+
+@pytest.mark.parametrize("name", FROM_LATER_ISSUES)
+def test_charts_of_later_views_run_on_stand_ins_with_their_announced_columns(lake_config, name):
+    c = open_lake(lake_config)
+    try:
+        add_standin_job_views(c)
+        result = query_chart(c, dashboards.chart_by_name(name), lake_config)
+    finally:
+        c.close()
+    assert result.status == STATUS_OK, result.message
+    assert set(result.chart.columns) <= set(result.columns)
+
+
+def test_cost_per_success_matches_tier_hourly(con, lake_config):
+    got = {(r[0], r[1]): r[2] for r in query_chart(con, dashboards.chart_by_name("cost_per_success"), lake_config).rows}
+    want = con.execute("""SELECT CAST(window_start AS DATE)::VARCHAR, tier, sum(cost_usd) / sum(successes)
+                          FROM tier_hourly WHERE tier <> 'cache' GROUP BY ALL""").fetchall()
+    assert len(got) == len(want)
+    for day, tier, value in want:
+        assert got[(day, tier)] == pytest.approx(value)
+
+
+def test_waterfall_levels_fall_through_routing_and_cache_and_end_at_what_was_paid(con, lake_config):
+    rows = query_chart(con, dashboards.chart_by_name("savings_waterfall"), lake_config).rows
+    levels: dict[str, float] = {}
+    for _day, _step, stage, cost in rows:
+        levels[stage] = levels.get(stage, 0.0) + cost
+    assert list(levels) == ["baseline", "routing", "cache", "student"]
+    assert levels["baseline"] > levels["routing"] > levels["cache"] > 0
+    paid = con.execute("SELECT sum(cost_usd) FROM requests").fetchone()[0]
+    assert levels["student"] == pytest.approx(paid)
+    # baseline: the calls alone, priced at Fable 5's $10/$50, are part of it
+    frontier = con.execute("SELECT sum(input_tokens * 10.0 + output_tokens * 50.0) / 1e6 FROM calls").fetchone()[0]
+    assert levels["baseline"] > frontier
+
+
+def test_cache_band_is_ten_points_under_the_average_and_follows_the_config(con, lake_config):
+    rows = query_chart(con, dashboards.chart_by_name("cache_hit_rate"), lake_config)
+    i = {c: n for n, c in enumerate(rows.columns)}
+    with_avg = [r for r in rows.rows if r[i["avg_7d"]] is not None]
+    assert with_avg and all(r[i["alert_below"]] == pytest.approx(r[i["avg_7d"]] - 0.10) for r in with_avg)
+    wide = lake_config.replace(dashboard={"cache_alert_band": 0.25})
+    assert "avg_7d - 0.25" in chart_sql(dashboards.chart_by_name("cache_hit_rate"), wide)
+
+
+def test_waterfall_prices_come_from_the_pricing_table():
+    models = (ModelPrice("big", "frontier", input_per_mtok=20.0, output_per_mtok=80.0),
+              ModelPrice("small", "budget", input_per_mtok=1.0, output_per_mtok=2.0))
+    sql = chart_sql(dashboards.chart_by_name("savings_waterfall"), Config(pricing=PricingConfig(models=models)))
+    assert "* 20.0" in sql and "* 80.0" in sql and "* 1.0" in sql and "big" in sql
+    no_frontier = Config(pricing=PricingConfig(models=models[1:]))
+    with pytest.raises(ChartSqlError, match="no 'frontier' model"):
+        chart_sql(dashboards.chart_by_name("savings_waterfall"), no_frontier)
+
+
+def test_an_empty_lake_gives_every_chart_a_note_and_a_whole_page(tmp_path):
+    config = Config(lake=LakeConfig(path=tmp_path / "empty"))
+    con = open_lake(config)
+    results = query_charts(con, config)
+    con.close()
+    assert {r.chart.name: r.status for r in results} == {
+        n: STATUS_EMPTY for n in (*FROM_LAKE, *FROM_LATER_ISSUES, *FROM_ALERTS)}
+    assert all(r.message.startswith("No data yet") for r in results)
+    path = build_dashboard(config, tmp_path / "out" / "d.html", now=lambda: NOW)
+    page = path.read_text(encoding="utf-8")
+    assert page.count('class="nodata"') == len(CHARTS)
+    assert "built <span id=\"built-at\">2026-11-09T08:00:00</span>" in page
+
+
+def test_a_failing_or_misshapen_query_is_an_error_note_not_an_exception(con, lake_config, tmp_path):
+    ghost = Chart("no_such_chart", "t", "d", "lines", x="day", columns=("day",))
+    assert query_chart(con, ghost, lake_config).status == STATUS_ERROR  # its .sql file is missing
+    con.execute("CREATE OR REPLACE TEMP VIEW eval_runs AS SELECT 1 AS finished_at")
+    try:
+        bad = query_chart(con, dashboards.chart_by_name("student_vs_teacher"), lake_config)
+    finally:
+        con.execute("DROP VIEW eval_runs")
+    assert bad.status == STATUS_ERROR and "query failed" in bad.message
+    assert "query failed" in render_html([bad], built_at=NOW, lake="x")
+
+
+def test_the_page_is_self_contained_and_shows_each_charts_sql(con, lake_config, tmp_path):
+    path = build_dashboard(lake_config, tmp_path / "d.html", con=con, now=lambda: NOW)
+    page = path.read_text(encoding="utf-8")
+    assert not re.search(r"<(script|link|img)[^>]+(src|href)=", page), "the page must load nothing"
+    assert "Plotly" in page and page.count("<script") == 3
+    for chart in CHARTS:
+        sql = chart_sql(chart, lake_config)
+        first = sql.splitlines()[0]
+        assert html.escape(first) in page
+        assert f'id="plot-{chart.name}"' in page and f'data-copy="sql-{chart.name}"' in page
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_sql_shown_runs_as_is_in_a_fresh_duckdb(lake_config, tmp_path):
+    """What an analyst copies runs in the plain duckdb CLI over `costline lake views`."""
+    from costline.lake import write_views_db
+
+    db = write_views_db(lake_config)
+    fresh = duckdb.connect(str(db), read_only=True)
+    try:
+        for name in FROM_LAKE:
+            assert fresh.execute(chart_sql(dashboards.chart_by_name(name), lake_config)).fetchall()
+    finally:
+        fresh.close()

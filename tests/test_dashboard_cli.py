@@ -1,0 +1,108 @@
+"""`costline dashboard` (write, --sql, --serve's server) and the demo's closing lines, without a browser."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+
+import pytest
+from click.testing import CliRunner
+
+from costline.cli import _register_area_commands, cli
+from costline.config import Config, DashboardConfig, LakeConfig
+from costline.dashboards import DashboardError, DashboardServer, announce_dashboard, chart_by_name, chart_sql
+from costline.dashboards.serve import PageCache
+
+
+def _run(tmp_path, *args):
+    _register_area_commands()
+    env = {"COSTLINE_LAKE_PATH": str(tmp_path / "lake"), "COSTLINE_CONFIG": ""}
+    return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+
+
+def test_dashboard_writes_the_page_and_says_where(tmp_path):
+    out = tmp_path / "site" / "dash.html"
+    res = _run(tmp_path, "dashboard", "--out", str(out))
+    assert res.exit_code == 0, res.output
+    assert res.output.strip() == f"wrote {out.resolve()}"
+    assert "No data yet" in out.read_text(encoding="utf-8")
+
+
+def test_dashboard_sql_prints_one_charts_runnable_sql(tmp_path):
+    res = _run(tmp_path, "dashboard", "--sql", "cache_hit_rate")
+    assert res.exit_code == 0
+    assert res.output == chart_sql(chart_by_name("cache_hit_rate"), Config())
+    assert "avg_7d - 0.1" in res.output
+    bad = _run(tmp_path, "dashboard", "--sql", "nope")
+    assert bad.exit_code == 2 and "traffic_mix" in bad.output
+
+
+def test_help_has_an_example(tmp_path):
+    res = _run(tmp_path, "dashboard", "--help")
+    assert "Example:" in res.output and "costline dashboard --serve" in res.output
+
+
+def test_config_section_is_loaded_from_toml_and_env(tmp_path):
+    from costline.config import load_config
+
+    toml = tmp_path / "c.toml"
+    toml.write_text('[dashboard]\nport = 9001\nout = "x/d.html"\n', encoding="utf-8")
+    cfg = load_config(toml, env={"COSTLINE_DASHBOARD_REFRESH_S": "15"})
+    assert cfg.dashboard == DashboardConfig(port=9001, out=cfg.dashboard.out, refresh_s=15.0)
+    assert cfg.dashboard.out.name == "d.html"
+
+
+def test_announce_dashboard_prints_the_path_and_the_serve_command(tmp_path):
+    lines: list[str] = []
+    cfg = Config(lake=LakeConfig(path=tmp_path / "lake"))
+    path = announce_dashboard(cfg, tmp_path / "d.html", echo=lines.append)
+    assert path.is_file()
+    assert lines[0] == f"dashboard: {path.resolve()}"
+    assert lines[1].endswith(f"COSTLINE_LAKE_PATH={tmp_path / 'lake'} costline dashboard --serve")
+
+
+def test_page_cache_rebuilds_only_when_stale():
+    now = [0.0]
+    n = [0]
+
+    def build() -> str:
+        n[0] += 1
+        return f"page {n[0]}"
+
+    cache = PageCache(build, 60.0, clock=lambda: now[0])
+    assert cache.get() == b"page 1" and cache.get() == b"page 1"
+    now[0] = 59.9
+    assert cache.get() == b"page 1"
+    now[0] = 60.0
+    assert cache.get() == b"page 2" and cache.builds == 2
+
+
+def test_server_serves_the_page_on_localhost_and_404s_elsewhere(tmp_path):
+    cfg = Config(lake=LakeConfig(path=tmp_path / "lake"))
+    with DashboardServer(cfg, port=0, refresh_s=30) as server:
+        assert server.url.startswith("http://localhost:")
+        with urllib.request.urlopen(server.url, timeout=10) as resp:
+            body = resp.read().decode("utf-8")
+            assert resp.headers["Content-Type"].startswith("text/html")
+        assert '"refresh_s":30.0' in body and "auto-refresh every 30 s" in body
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(server.url + "favicon.ico", timeout=10)
+        assert err.value.code == 404
+        assert server.pages.builds == 1
+
+
+def test_server_answers_500_when_the_page_cannot_be_built(tmp_path):
+    cfg = Config(lake=LakeConfig(path=tmp_path / "lake"))
+
+    def broken() -> str:
+        raise DashboardError("lake unreadable")
+
+    with DashboardServer(cfg, port=0, build=broken) as server:
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(server.url, timeout=10)
+        assert err.value.code == 500
+
+
+def test_bad_refresh_is_refused(tmp_path):
+    with pytest.raises(DashboardError, match="refresh"):
+        DashboardServer(Config(lake=LakeConfig(path=tmp_path)), port=0, refresh_s=0)

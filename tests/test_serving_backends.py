@@ -1,0 +1,192 @@
+"""The stand-in APIs and the backends, through the real anthropic and openai SDK clients."""
+
+from __future__ import annotations
+
+import anthropic
+import openai
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from costline import contract as c
+from costline.collectors import Recorder
+from costline.config import Config
+from costline.serving.backends import Prompt, build_backends
+from costline.serving.errors import BackendError
+from costline.serving.registry import ModelRegistry
+from costline.serving.settings import BackendsConfig, StandInConfig
+from costline.serving.standin import StandInServer
+from costline.serving.standin_model import (count_tokens, parse_confidence, reference_tag, reference_validator,
+                                            synthesize)
+
+FAST = StandInConfig(latency_scale=0.0, min_cache_tokens=20, retry_after_ms=1)
+
+
+@pytest.fixture
+def standin():
+    server = StandInServer(FAST, port=0)
+    server.start()
+    yield server
+    server.shutdown()
+
+
+@pytest.fixture
+def spans():
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    yield Recorder(provider), exporter
+    provider.shutdown()
+
+
+def client(server: StandInServer, retries: int = 2) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=server.url, api_key="test", max_retries=retries)
+
+
+def ask(cl, text: str, model: str = "claude-haiku-4-5", **kw):
+    return cl.messages.create(model=model, max_tokens=kw.pop("max_tokens", 200),
+                              messages=[{"role": "user", "content": text}], **kw)
+
+
+def test_messages_are_deterministic_with_real_token_counts(standin: StandInServer) -> None:
+    cl = client(standin)
+    first = ask(cl, "How do I reset my password?")
+    again = ask(cl, "How do I reset my password?")
+    assert first.content[0].text == again.content[0].text
+    assert first.model == "claude-haiku-4-5" and first.stop_reason == "end_turn"
+    text = first.content[0].text
+    assert first.usage.output_tokens == count_tokens(text)
+    assert first.usage.input_tokens == count_tokens("How do I reset my password?")
+    assert text == synthesize("claude-haiku-4-5", "budget", "How do I reset my password?").text
+    assert reference_validator("How do I reset my password?", text)
+    assert parse_confidence(text) is not None
+    hard = ask(cl, "Design a novel multi-step agent for churn.")
+    assert not reference_validator("Design a novel multi-step agent for churn.", hard.content[0].text)
+    frontier = ask(cl, "Design a novel multi-step agent for churn.", model="claude-fable-5")
+    assert f"[ref:{reference_tag('Design a novel multi-step agent for churn.')}]" in frontier.content[0].text
+    short = ask(cl, "How do I reset my password?", max_tokens=5)
+    assert short.stop_reason == "max_tokens" and short.usage.output_tokens == 5
+
+
+def test_prompt_cache_blocks_are_created_then_read(standin: StandInServer) -> None:
+    cl = client(standin)
+    system = [{"type": "text", "text": "You are the support agent of acme. " * 4, "cache_control": {"type": "ephemeral"}}]
+    prefix = count_tokens(system[0]["text"])
+    one = cl.messages.create(model="claude-sonnet-4-6", max_tokens=50, system=system,
+                             messages=[{"role": "user", "content": "where is my invoice?"}])
+    two = cl.messages.create(model="claude-sonnet-4-6", max_tokens=50, system=system,
+                             messages=[{"role": "user", "content": "and my refund?"}])
+    assert (one.usage.cache_creation_input_tokens, one.usage.cache_read_input_tokens) == (prefix, 0)
+    assert (two.usage.cache_creation_input_tokens, two.usage.cache_read_input_tokens) == (0, prefix)
+    assert two.usage.input_tokens == count_tokens("and my refund?")
+    other_model = cl.messages.create(model="claude-haiku-4-5", max_tokens=50, system=system,
+                                     messages=[{"role": "user", "content": "and my refund?"}])
+    assert other_model.usage.cache_creation_input_tokens == prefix  # caches are per model
+    plain = cl.messages.create(model="claude-sonnet-4-6", max_tokens=50, system=system[0]["text"],
+                               messages=[{"role": "user", "content": "x"}])
+    assert plain.usage.cache_read_input_tokens == plain.usage.cache_creation_input_tokens == 0
+
+
+def test_error_bursts_use_anthropics_format_and_the_sdk_retries(standin: StandInServer) -> None:
+    cl = client(standin, retries=2)
+    standin.inject_errors(429, 2)
+    ok = ask(cl, "hi", extra_headers={"Idempotency-Key": "req-1"})
+    assert ok.content[0].text
+    assert standin.log.paid_count("req-1") == 1 and standin.log.duplicate_paid_keys() == {}
+    assert [e.status for e in standin.log.entries("anthropic")] == [429, 429, 200]
+    standin.inject_errors(529, 3)
+    with pytest.raises(anthropic.OverloadedError) as err:
+        ask(cl, "hi")
+    assert err.value.body["error"]["type"] == "overloaded_error"
+    standin.inject_errors(500, 1)
+    with pytest.raises(anthropic.InternalServerError) as err:
+        ask(client(standin, retries=0), "hi")
+    assert err.value.body == {"type": "error", "error": {"type": "api_error",
+                                                         "message": "Internal server error (stand-in burst)"}}
+    standin.inject_errors(429, 1)
+    with pytest.raises(anthropic.RateLimitError) as err:
+        ask(client(standin, retries=0), "hi")
+    assert err.value.response.headers["retry-after"] == "1"
+    with pytest.raises(anthropic.NotFoundError):
+        ask(cl, "hi", model="claude-unknown-9")
+
+
+def test_message_batches_end_with_jsonl_results_and_count_paid_custom_ids(standin: StandInServer) -> None:
+    now = [0.0]
+    server = StandInServer(StandInConfig(latency_scale=0.0, batch_delay_s=60.0), port=0, now=lambda: now[0])
+    server.start()
+    try:
+        cl = client(server)
+        params = {"model": "claude-haiku-4-5", "max_tokens": 100}
+        batch = cl.messages.batches.create(requests=[
+            {"custom_id": "a", "params": {**params, "messages": [{"role": "user", "content": "How do I pay?"}]}},
+            {"custom_id": "b", "params": {**params, "model": "nope", "messages": [{"role": "user", "content": "x"}]}},
+        ])
+        assert batch.processing_status == "in_progress" and batch.request_counts.processing == 2
+        now[0] = 61.0
+        done = cl.messages.batches.retrieve(batch.id)
+        assert done.processing_status == "ended" and done.results_url
+        assert (done.request_counts.succeeded, done.request_counts.errored) == (1, 1)
+        results = {r.custom_id: r.result for r in cl.messages.batches.results(batch.id)}
+        assert results["a"].type == "succeeded" and results["a"].message.usage.output_tokens > 0
+        assert results["b"].type == "errored"
+        assert server.log.paid_count("a") == 1 and server.log.paid_count("b") == 0
+        assert [b.id for b in cl.messages.batches.list()] == [batch.id]
+    finally:
+        server.shutdown()
+
+
+def test_openai_chat_completions_serve_the_student_and_degrade_on_the_shifted_slice() -> None:
+    server = StandInServer(StandInConfig(latency_scale=0.0, degrade_keywords=("sarcasm",)), port=0)
+    server.start()
+    try:
+        oc = openai.OpenAI(base_url=server.openai_url, api_key="test", max_retries=0)
+        fine = "Classify the intent of: 'where is my parcel?'"
+        shifted = "Classify the sarcasm of: 'great, late again'"
+        r = oc.chat.completions.create(model="costline-student-lora", max_tokens=100,
+                                       messages=[{"role": "user", "content": fine}])
+        assert reference_validator(fine, r.choices[0].message.content)
+        assert r.usage.prompt_tokens == count_tokens(fine)
+        assert r.usage.completion_tokens == count_tokens(r.choices[0].message.content)
+        bad = oc.chat.completions.create(model="costline-student-lora", max_tokens=100,
+                                         messages=[{"role": "user", "content": shifted}])
+        text = bad.choices[0].message.content
+        assert not reference_validator(shifted, text) and parse_confidence(text) >= 0.7  # confidently wrong
+        with pytest.raises(openai.NotFoundError):
+            oc.chat.completions.create(model="gpt-x", messages=[{"role": "user", "content": "x"}])
+        server.inject_errors(429, 1, api="openai")
+        with pytest.raises(openai.RateLimitError):
+            oc.chat.completions.create(model="costline-student", messages=[{"role": "user", "content": "x"}])
+        assert "costline-student-lora" in {m.id for m in oc.models.list()}
+    finally:
+        server.shutdown()
+
+
+def test_backends_record_one_call_span_per_attempt_with_usage_and_error_type(standin: StandInServer, spans) -> None:
+    recorder, exporter = spans
+    config = Config()
+    registry = ModelRegistry.from_config(config)
+    settings = BackendsConfig(anthropic_base_url=standin.url, student_base_url=standin.openai_url, max_retries=1)
+    import dataclasses
+    registry = ModelRegistry.from_config(config.replace(serving=dataclasses.replace(config.serving, backends=settings)))
+    backends = build_backends(registry, settings, recorder)
+    system = [{"type": "text", "text": "You answer for acme. " * 8, "cache_control": {"type": "ephemeral"}}]
+    reply = backends["mid"].complete(Prompt.of("where is my invoice?", system=system))
+    assert reply.cache_creation_tokens > 0 and reply.input_tokens == (
+        count_tokens("where is my invoice?") + reply.cache_creation_tokens)
+    student = backends["student"].complete(Prompt.of("Classify: fine"))
+    assert student.model == "costline-student-lora" and student.output_tokens > 0
+    standin.inject_errors(529, 2)
+    with pytest.raises(BackendError) as err:
+        backends["budget"].complete(Prompt.of("hi"))
+    assert (err.value.tier, err.value.error_type) == ("budget", "OverloadedError")
+    calls = exporter.get_finished_spans()
+    assert [s.attributes[c.COSTLINE_TIER] for s in calls] == ["mid", "student", "budget"]
+    mid, stu, failed = calls
+    assert mid.attributes[c.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] == reply.cache_creation_tokens
+    assert mid.attributes[c.GEN_AI_USAGE_INPUT_TOKENS] == reply.input_tokens
+    assert stu.attributes[c.GEN_AI_PROVIDER_NAME] == "vllm"
+    assert failed.attributes[c.ERROR_TYPE] == "OverloadedError"
+    for b in backends.values():
+        b.close()
