@@ -81,7 +81,7 @@ def test_the_injected_cache_incident_fires_once_and_resolves(tmp_path: Path, lak
         report = service.tick()
         assert [o.labels["tenant"] for o in report.observations["cache_hit_rate_drop"]
                 if o.condition.value == "breach"] == ["acme"]
-        assert report.observations["student_drift"] is None  # no eval_runs view yet: skipped
+        assert not report.observations["student_drift"]  # no nightly eval run yet: nothing to judge
         assert [m.payload["kind"] for m in memory.sent()] == ["firing"]  # delivered in the same tick
         assert "tenant=acme" in lines[0]
         for _ in range(2):  # the next hours: still low, then back
