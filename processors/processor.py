@@ -31,15 +31,20 @@ from costline import contract
 from costline.config import Config
 from costline.lake import Lake
 from costline.otlp import OtlpDecodeError
-from costline.pricing import UNKNOWN_MODEL
 from costline.processors.buffer import PartitionBuffer
-from costline.processors.decode import decode_message, flatten_message
+from costline.processors.decode import decode_message, flatten_into
 from costline.processors.errors import DeadLetterError
 from costline.processors.records import CallRow, MemoPricingTable
 
 __all__ = ["Processor", "ProcessorStats"]
 
 log = logging.getLogger(__name__)
+
+#: Records one ``poll()`` returns at most.
+MAX_POLL_RECORDS = 1000
+#: Per-partition and per-request fetch sizes (kafka-python defaults: 1 MiB, 50 MiB).
+MAX_PARTITION_FETCH_BYTES = 4 * 1024 * 1024
+FETCH_MAX_BYTES = 64 * 1024 * 1024
 
 
 @dataclass
@@ -105,6 +110,7 @@ class Processor:
         self._last_activity = now()
         self._joined = False
         self._commit_kafka: dict[int, int] = {}
+        self._unpriced: list[CallRow] = []  # scratch list of handle()
 
     # -- lifecycle -------------------------------------------------------------------
     def stop(self) -> None:
@@ -124,13 +130,15 @@ class Processor:
         last_report = self._now()
         try:
             while not self._stop.is_set():
-                batch = self._consumer.poll(timeout_ms=200, max_records=5000)
+                batch = self._consumer.poll(timeout_ms=200, max_records=MAX_POLL_RECORDS)
                 now = self._now()
                 if batch:
                     self._last_activity = now
+                    handle = self.handle
                     for tp, records in batch.items():
+                        partition = tp.partition
                         for rec in records:
-                            self.handle(tp.partition, rec.offset, rec.key, rec.value, rec.headers, now)
+                            handle(partition, rec.offset, rec.key, rec.value, rec.headers, now)
                 self.flush_due(now)
                 self._commit_to_kafka()
                 if now - last_report >= 10.0:
@@ -160,7 +168,10 @@ class Processor:
             auto_offset_reset="earliest",
             session_timeout_ms=cfg.processor.session_timeout_ms,
             heartbeat_interval_ms=cfg.processor.heartbeat_interval_ms,
-            max_poll_records=5000,
+            max_poll_records=MAX_POLL_RECORDS,
+            # Bigger fetches: fewer round trips per span when catching up (one trace is ~1 kB).
+            max_partition_fetch_bytes=MAX_PARTITION_FETCH_BYTES,
+            fetch_max_bytes=FETCH_MAX_BYTES,
         )
         if self._consumer_factory is not None:
             return self._consumer_factory(**kwargs)
@@ -184,30 +195,43 @@ class Processor:
     def handle(self, partition: int, offset: int, key: bytes | None, value: bytes | None,
                headers: Any, now: float) -> None:
         """Decode one message into its partition's buffer, or dead-letter it."""
-        self.stats.messages += 1
+        stats = self.stats
+        stats.messages += 1
         buf = self._buffers.get(partition)
         if buf is None:
             buf = self._buffers[partition] = PartitionBuffer(partition)
+        pcfg = self.config.processor
+        pending = buf.rows
+        unpriced = self._unpriced
         try:
-            request = decode_message(value, headers, self.config.processor.encoding)
+            # Rows go straight into the buffer's lists (all or nothing per message). Flattening
+            # validates span ids too (decode_message's protobuf fast path leaves that to it),
+            # so a bad id dead-letters the message like any other undecodable one.
+            spans, ignored = flatten_into(decode_message(value, headers, pcfg.encoding), self.pricing,
+                                          partition, offset, pending["requests"], pending["calls"],
+                                          pending["lookups"], unpriced)
         except OtlpDecodeError as exc:
             self._dead_letter(partition, offset, key, value, headers, str(exc))
-            buf.add(offset, (), 0, now)
+            buf.note(offset, 0, now)
             return
-        out = flatten_message(request, self.pricing, partition, offset)
-        self.stats.spans += out.spans
-        self.stats.ignored_spans += out.ignored
-        for row in out.rows:
-            if type(row) is CallRow and row.pricing_status == UNKNOWN_MODEL:
-                self.stats.unknown_model_calls += 1
-                model = row.response_model or row.model or "<none>"
-                if model not in self.stats.unknown_models:
-                    self.stats.unknown_models.add(model)
-                    log.warning("model %r is not in the pricing table: its calls get cost_usd NULL "
-                                "(add it under [[pricing.models]])", model)
-        buf.add(offset, out.rows, out.spans, now)
-        if buf.spans >= self.config.processor.batch_max_spans:
+        stats.spans += spans
+        stats.ignored_spans += ignored
+        if unpriced:
+            self._note_unpriced(unpriced)
+        buf.note(offset, spans, now)
+        if buf.spans >= pcfg.batch_max_spans:
             self.flush_partition(partition)
+
+    def _note_unpriced(self, calls: list[CallRow]) -> None:
+        stats = self.stats
+        for row in calls:
+            stats.unknown_model_calls += 1
+            model = row.response_model or row.model or "<none>"
+            if model not in stats.unknown_models:
+                stats.unknown_models.add(model)
+                log.warning("model %r is not in the pricing table: its calls get cost_usd NULL "
+                            "(add it under [[pricing.models]])", model)
+        calls.clear()
 
     def _dead_letter(self, partition: int, offset: int, key: bytes | None, value: bytes | None,
                      headers: Any, reason: str) -> None:

@@ -113,7 +113,8 @@ class MemoPricingTable(PricingTable):
     """A :class:`PricingTable` whose model lookups are memoized (the hot path prices every call).
 
     Pricing itself is :meth:`PricingTable.price_call`, unchanged; only the
-    registry lookup (which may run a regex per call) is cached, per instance.
+    registry lookup (which may run a regex per call) and the tier a
+    ``(provider, model, explicit tier)`` maps to are cached, per instance.
     """
 
     _MAX_MEMO = 10_000
@@ -121,6 +122,7 @@ class MemoPricingTable(PricingTable):
     def __init__(self, config: PricingConfig | None = None) -> None:
         super().__init__(config)
         self._memo: dict[str, ModelPrice | None] = {}
+        self._tier_memo: dict[tuple[str | None, str | None, str | None], str] = {}
 
     def lookup(self, model: str | None) -> ModelPrice | None:
         if not model:
@@ -132,6 +134,17 @@ class MemoPricingTable(PricingTable):
             if len(self._memo) < self._MAX_MEMO:
                 self._memo[model] = found
             return found
+
+    def tier_of(self, provider: str | None, model: str | None, explicit_tier: str | None = None) -> str:
+        # A pure function of its arguments and the (fixed) config: memoized like lookup.
+        key = (provider, model, explicit_tier)
+        try:
+            return self._tier_memo[key]
+        except KeyError:
+            tier = super().tier_of(provider, model, explicit_tier)
+            if len(self._tier_memo) < self._MAX_MEMO:
+                self._tier_memo[key] = tier
+            return tier
 
 
 # --- AnyValue access ------------------------------------------------------------------
@@ -233,6 +246,10 @@ def _str_list(v: Any) -> list[str] | None:
         return None
     kind = v.WhichOneof("value")
     if kind == "array_value":
+        # Fast path: an array of non-empty strings (what instrumentations send).
+        out = [x.string_value for x in v.array_value.values]
+        if all(out):
+            return out
         return [str(x) for x in anyvalue_to_python(v) if x is not None]
     if kind == "string_value":
         return [v.string_value]
