@@ -1,5 +1,6 @@
 -- Savings waterfall: the daily cost after each lever, baseline -> routing -> cache -> student.
--- Computed here from requests and calls (the nightly cost report is not in the lake yet):
+-- From the latest cost report (`costline jobs cost-report`, view cost_report_days) when one was run;
+-- until then computed here from requests and calls, the same way:
 --   baseline  every call priced at the frontier model ({{frontier_model}}: ${{frontier_input_per_mtok}} in /
 --             ${{frontier_output_per_mtok}} out per MTok) with its actual tokens; a cache hit is priced at its
 --             day's average frontier cost of an uncached request of the same task type;
@@ -36,9 +37,15 @@ WITH per_request AS (
   LEFT JOIN typical_day d ON d.day = p.day AND d.task_type = p.task_type
   LEFT JOIN typical t ON t.task_type = p.task_type
   GROUP BY p.day
+), computed AS (
+  SELECT day, 1 AS step, 'baseline' AS stage, baseline AS cost_usd FROM levels
+  UNION ALL SELECT day, 2, 'routing', routing FROM levels
+  UNION ALL SELECT day, 3, 'cache', cache FROM levels
+  UNION ALL SELECT day, 4, 'student', student FROM levels
+), report AS (
+  SELECT day, step, stage, cost_usd FROM cost_report_days
+  WHERE report_id = (SELECT arg_max(report_id, generated_at) FROM cost_report_days)
 )
-SELECT day, 1 AS step, 'baseline' AS stage, baseline AS cost_usd FROM levels
-UNION ALL SELECT day, 2, 'routing', routing FROM levels
-UNION ALL SELECT day, 3, 'cache', cache FROM levels
-UNION ALL SELECT day, 4, 'student', student FROM levels
+SELECT * FROM report
+UNION ALL SELECT * FROM computed WHERE NOT EXISTS (SELECT 1 FROM report)
 ORDER BY day, step;

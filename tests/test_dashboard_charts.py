@@ -190,3 +190,21 @@ def test_sql_shown_runs_as_is_in_a_fresh_duckdb(lake_config, tmp_path):
             assert fresh.execute(chart_sql(dashboards.chart_by_name(name), lake_config)).fetchall()
     finally:
         fresh.close()
+
+
+def test_waterfall_reads_the_latest_cost_report_once_one_was_run(tmp_path):
+    from costline.jobs.cost_report import run_cost_report
+
+    config = demo_lake(tmp_path / "lake", days=2, per_day=150)
+    start = dt.datetime(2026, 11, 1)
+    run_cost_report(config, since=start, until=start + dt.timedelta(days=2), now=lambda: NOW)
+    con = open_lake(config)
+    try:
+        report = con.execute("SELECT day, step, stage, cost_usd FROM cost_report_days ORDER BY day, step").fetchall()
+        rows = query_chart(con, dashboards.chart_by_name("savings_waterfall"), config).rows
+    finally:
+        con.close()
+    assert report and len(rows) == len(report)
+    for (rday, step, stage, cost), (day, step2, stage2, cost2) in zip(report, rows):
+        assert (str(rday), step, stage) == (str(day), step2, stage2)
+        assert cost2 == pytest.approx(cost)
