@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import signal
 
 import click
 
@@ -64,6 +65,7 @@ def serve(config: Config, host: str | None, port: int | None, with_standin: bool
     gateway = Gateway(pipeline, config.serving.gateway, host=host, port=port)
     gateway.start()
     click.echo(f"costline gateway on {gateway.url} (policy {config.serving.router.policy}); Ctrl-C stops it")
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)  # SIGTERM flushes telemetry like Ctrl-C does
     try:
         gateway.serve_forever()
     finally:
@@ -71,6 +73,10 @@ def serve(config: Config, host: str | None, port: int | None, with_standin: bool
         provider.shutdown()
         if standin is not None:
             standin.shutdown()
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:  # noqa: ARG001
+    raise SystemExit(0)
 
 
 @click.command("standin")
