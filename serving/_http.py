@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-__all__ = ["HttpRequest", "HttpResponse", "JsonServer", "Route"]
+__all__ = ["HttpRequest", "HttpResponse", "JsonServer", "Route", "ServedByJsonServer"]
 
 log = logging.getLogger(__name__)
 
@@ -169,3 +169,35 @@ class JsonServer:
                 log.debug("%s: " + format, outer._name, *args)
 
         return _Handler
+
+
+class ServedByJsonServer:
+    """Lifecycle of an object that answers HTTP through a :class:`JsonServer` in ``self._server``:
+    ``start()`` (returns the port), ``serve_forever()``, ``shutdown()``, a context manager, ``port``, ``url``."""
+
+    _server: JsonServer
+
+    def start(self) -> int:
+        return self._server.start()
+
+    def shutdown(self) -> None:
+        self._server.shutdown()
+
+    def serve_forever(self) -> None:
+        self._server.serve_forever()
+
+    def __enter__(self):  # type: ignore[no-untyped-def]
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    @property
+    def port(self) -> int:
+        return self._server.port
+
+    @property
+    def url(self) -> str:
+        """The base URL (for the Anthropic SDK: ``Anthropic(base_url=...)``)."""
+        return self._server.url

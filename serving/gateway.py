@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from costline.serving._http import HttpRequest, HttpResponse, JsonServer, Route
+from costline.serving._http import HttpRequest, HttpResponse, JsonServer, Route, ServedByJsonServer
 from costline.serving.backends import Prompt
 from costline.serving.pipeline import Answer, Pipeline
 from costline.serving.settings import GatewayConfig
@@ -42,7 +42,7 @@ _STOP = {"stop": "end_turn", "length": "max_tokens"}
 _STATUS_OF_ERROR = {"RateLimitError": 429, "OverloadedError": 529}
 
 
-class Gateway:
+class Gateway(ServedByJsonServer):
     """Serves ``pipeline`` as an Anthropic Messages API. ``start()`` returns the port."""
 
     def __init__(self, pipeline: Pipeline, config: GatewayConfig | None = None, *,
@@ -57,30 +57,6 @@ class Gateway:
             on_error=lambda req, exc: _error(500, f"costline gateway failure: {type(exc).__name__}: {exc}"),
             name="costline-gateway",
         )
-
-    def start(self) -> int:
-        return self._server.start()
-
-    def shutdown(self) -> None:
-        self._server.shutdown()
-
-    def serve_forever(self) -> None:
-        self._server.serve_forever()
-
-    def __enter__(self) -> "Gateway":
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.shutdown()
-
-    @property
-    def port(self) -> int:
-        return self._server.port
-
-    @property
-    def url(self) -> str:
-        return self._server.url
 
     # -- handlers ----------------------------------------------------------------------------
     def _messages(self, req: HttpRequest) -> HttpResponse:

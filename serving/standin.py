@@ -41,7 +41,7 @@ from typing import Any
 from costline import contract
 from costline.config import PricingConfig
 from costline.pricing import PricingTable, normalize_model_id
-from costline.serving._http import HttpRequest, HttpResponse, JsonServer, Route
+from costline.serving._http import HttpRequest, HttpResponse, JsonServer, Route, ServedByJsonServer
 from costline.serving.settings import StandInConfig
 from costline.serving.standin_model import count_tokens, synthesize, tokenize
 
@@ -171,7 +171,7 @@ class _Batch:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class StandInServer:
+class StandInServer(ServedByJsonServer):
     """The local Anthropic + vLLM stand-in. ``start()`` returns the port; ``shutdown()`` stops it.
 
     ``sleep`` simulates latency, ``now`` (monotonic seconds) drives the prompt-cache TTL and
@@ -219,32 +219,6 @@ class StandInServer:
             on_error=lambda req, exc: self._error_response(req, 500, f"stand-in failure: {exc}"),
             name="costline-standin",
         )
-
-    # -- lifecycle ------------------------------------------------------------------------
-    def start(self) -> int:
-        return self._server.start()
-
-    def shutdown(self) -> None:
-        self._server.shutdown()
-
-    def serve_forever(self) -> None:
-        self._server.serve_forever()
-
-    def __enter__(self) -> "StandInServer":
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.shutdown()
-
-    @property
-    def port(self) -> int:
-        return self._server.port
-
-    @property
-    def url(self) -> str:
-        """Base URL for the Anthropic SDK (``Anthropic(base_url=...)``)."""
-        return self._server.url
 
     @property
     def openai_url(self) -> str:
