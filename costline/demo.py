@@ -3,10 +3,14 @@
 1. starts Kafka (or uses ``KAFKA_BOOTSTRAP_SERVERS``) and gives this run its own topic;
 2. starts the processor (``costline process``) and the OTLP/HTTP collector (``costline collect``)
    as child processes, exactly as an operator would run them;
-3. replays the built-in traffic sample (:mod:`costline.traffic`: simulated days with a stale-cache
-   incident and a student traffic shift) through an app instrumented with
-   :mod:`costline.collectors` — two tenants export straight to Kafka with ``KafkaSpanExporter``,
-   the third with the standard OTLP/HTTP exporter through the collector;
+3. sends simulated days of traffic (:func:`costline.traffic.serving_traffic`: support FAQs and
+   their paraphrases, classification, extraction, coding, analysis; three tenants; documents that
+   change) through the real serving path (:class:`costline.demo_app.DemoApp`: router → semantic
+   cache → the ``anthropic``/``openai`` SDKs → the local stand-in APIs, with escalation), with two
+   incidents: a document updated without invalidation (stale answers are served, then the hit rate
+   falls once it is invalidated late) and a traffic shift the student handles badly. Two tenants'
+   spans go straight to Kafka with ``KafkaSpanExporter``, the third's through the collector with the
+   standard OTLP/HTTP exporter;
 4. waits until the processor has written everything to the Parquet lake, then prints per-tier
    cost per successful request, cache hit rates per day, the hours where a tenant's hit rate fell
    10 points under its 7-day average, and the DuckDB queries that show them.
@@ -21,12 +25,14 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -34,19 +40,24 @@ from costline.cli import pass_config
 from costline.config import Config, KafkaConfig
 from costline.errors import CostlineError
 from costline.collectors import Recorder
-from costline.traffic import RequestPlan, TrafficSpec, sample_traffic
+from costline.demo_app import DemoStats, SimClock
+from costline.traffic import RequestPlan, TrafficSpec
 
-__all__ = ["commands", "replay", "replay_one", "SimClock", "DemoRun", "run_demo", "REPORT_QUERIES"]
+__all__ = ["commands", "replay", "replay_one", "SimClock", "DemoRun", "run_demo", "REPORT_QUERIES",
+           "demo_spec", "DEMO_CACHE_TTL_S"]
+
+#: How long the demo's semantic cache keeps an answer (simulated time): two days.
+DEMO_CACHE_TTL_S = 2 * 86_400.0
 
 #: The queries the demo prints; each runs as is in `costline sql` or `duckdb costline.duckdb`.
 REPORT_QUERIES: dict[str, str] = {
     "cost per successful request, per tier": """
-SELECT tier,
+SELECT coalesce(tier, '(none)')      AS tier,   -- (none): every attempt failed, nobody answered
        sum(requests)                      AS requests,
        sum(successes)                     AS successes,
        round(sum(cost_usd), 4)            AS cost_usd,
        round(sum(cost_usd) / nullif(sum(successes), 0), 6) AS cost_per_success
-FROM tier_hourly GROUP BY tier ORDER BY cost_per_success DESC NULLS LAST""",
+FROM tier_hourly GROUP BY ALL ORDER BY cost_per_success DESC NULLS LAST""",
     "cache hit rate per day and tenant": """
 SELECT CAST(window_start AS DATE) AS day, tenant,
        sum(lookups) AS lookups, round(sum(hits) / sum(lookups), 3) AS hit_rate
@@ -77,19 +88,8 @@ class DemoRun:
     lake: Path
     requests: int
     spans_hint: int
-
-
-class SimClock:
-    """A settable clock (ns since the epoch) for replaying traffic of simulated days."""
-
-    def __init__(self) -> None:
-        self.ns = 0
-
-    def set(self, ts: datetime) -> None:
-        self.ns = int(ts.timestamp() * 1_000_000) * 1000
-
-    def __call__(self) -> int:
-        return self.ns
+    #: What the demo's app saw (cache hits, stale answers, escalations...).
+    stats: DemoStats | None = None
 
 
 def replay(
@@ -208,6 +208,12 @@ class DemoError(CostlineError):
     """The demo could not run; the message says which step failed and where its log is."""
 
 
+def demo_spec(days: int = 4, per_day: int = 3000, seed: int = 7) -> TrafficSpec:
+    """The demo's traffic: the stale document on the second-to-last day, the shift on the last."""
+    return TrafficSpec(days=days, requests_per_day=per_day, seed=seed,
+                       stale_day=days - 2 if days >= 3 else None, shift_day=days - 1 if days >= 2 else None)
+
+
 def run_demo(
     config: Config,
     *,
@@ -216,13 +222,16 @@ def run_demo(
     echo: Callable[[str], None] = click.echo,
     keep_kafka: bool = False,
     show_progress: bool = True,
+    embedder: Any = None,
 ) -> DemoRun:
-    """Run the whole telemetry path on the built-in traffic sample; return where it all went."""
+    """Run the whole telemetry path on simulated traffic through the serving path; return where it all went."""
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from tqdm import tqdm
 
     from costline.collectors import KafkaSpanExporter, setup_tracing
+    from costline.demo_app import DemoApp, start_standin
     from costline.localkafka import LocalKafka, ensure_topics
+    from costline.traffic import ServingRequest, serving_traffic, warmup_traffic
 
     workdir = workdir.resolve()
     lake = workdir / "lake"
@@ -230,6 +239,15 @@ def run_demo(
     if lake.exists():
         shutil.rmtree(lake)  # each demo run starts from an empty lake
     logs.mkdir(parents=True, exist_ok=True)
+
+    cache_cfg = dataclasses.replace(config.serving.cache, ttl_s=DEMO_CACHE_TTL_S)
+    config = config.replace(serving=dataclasses.replace(config.serving, cache=cache_cfg))
+    items = list(serving_traffic(spec))
+    requests = [r for r in items if isinstance(r, ServingRequest)]
+    primer = warmup_traffic(spec, ttl_s=cache_cfg.ttl_s)
+    # The embedding model loads and embeds every FAQ text while Kafka starts (one batch, then memoised).
+    texts = list(dict.fromkeys([r.query for r in primer] + [r.query for r in requests if r.cacheable]))
+    embedded = _Background(lambda: _embedder(config, embedder, texts))
 
     broker = LocalKafka(config.kafka, progress=echo)
     already_running = config.kafka.external or broker.status().running
@@ -246,6 +264,8 @@ def run_demo(
     echo(f"2/6 starting `costline process` and `costline collect` (logs in {logs})")
     processor = _spawn(["process"], env, logs / "process.log")
     collector = _spawn(["collect"], env, logs / "collect.log")
+    app = None
+    standin = None
     try:
         _wait_http(collector_port, collector)
         clock = SimClock()
@@ -262,23 +282,83 @@ def run_demo(
             "direct": Recorder(direct, capture=capture, now=clock),
             "otlp": Recorder(via_collector, capture=capture, now=clock),
         }
-        plans = list(sample_traffic(spec))
-        spans = sum(1 + (p.lookup is not None) + len(p.calls) for p in plans)
-        echo(f"3/6 replaying {spec.days} simulated days: {len(plans):,} requests, {spans:,} spans "
-             f"(tenant {spec.tenants[-1]!r} exports OTLP/HTTP through the collector, the others straight to Kafka)")
-        with tqdm(total=len(plans), unit="req", disable=not show_progress, leave=False) as bar:
-            replay(plans, lambda p: recorders["otlp" if p.tenant == spec.tenants[-1] else "direct"],
-                   clock, progress=bar.update)
+        otlp_tenant = spec.tenants[-1]
+        standin = start_standin(cfg, clock)
+        app = DemoApp(cfg, recorders=recorders, clock=clock, standin=standin, embedder=embedded.result(),
+                      recorder_for=lambda tenant: "otlp" if tenant == otlp_tenant else "direct")
+        cached = app.prime(primer)
+        echo(f"3/6 serving {spec.days} simulated days through the serving path: {len(requests):,} requests "
+             f"(router → semantic cache → anthropic/openai SDKs → local stand-in APIs); the cache starts with "
+             f"{cached} answers from the days before, keeps them {cache_cfg.ttl_s / 3600:.0f} h (simulated "
+             f"clock), matches at cosine {cache_cfg.threshold}; tenant {otlp_tenant!r} exports OTLP/HTTP "
+             "through the collector, the others straight to Kafka")
+        with tqdm(total=len(requests), unit="req", disable=not show_progress, leave=False) as bar:
+            stats = app.run(items, progress=bar.update)
         direct.shutdown()
         via_collector.shutdown()
         echo("4/6 waiting for the processor to write every request to the lake")
-        _wait_for_lake(config.replace(lake={"path": lake}), len(plans), processor)
+        _wait_for_lake(config.replace(lake={"path": lake}), stats.requests, processor)
     finally:
+        if app is not None:
+            app.close()
+        if standin is not None:
+            standin.shutdown()
         _stop(collector)
         _stop(processor)
         if not keep_kafka and not already_running:
             broker.down()
-    return DemoRun(config.replace(kafka=kafka_cfg, lake={"path": lake}), topic, lake, len(plans), spans)
+    return DemoRun(config.replace(kafka=kafka_cfg, lake={"path": lake}), topic, lake, stats.requests, stats.spans,
+                   stats)
+
+
+def _embedder(config: Config, embedder: Any, texts: list[str]) -> Any:
+    """The cache's embedding model, loaded, with ``texts`` embedded into its memo."""
+    from costline.serving.embedding import Embedder
+
+    c = config.serving.cache
+    if embedder is None:
+        embedder = Embedder(c.model_path, threads=c.embed_threads or None, memo_size=len(texts) + 4096)
+    embedder.load()
+    warm = getattr(embedder, "warm", None)
+    if warm is not None:
+        warm(texts)
+    return embedder
+
+
+class _Background:
+    """Run ``fn`` in a thread now; :meth:`result` waits for it (and re-raises what it raised)."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(fn,), name="costline-demo-embed", daemon=True)
+        self._thread.start()
+
+    def _run(self, fn: Callable[[], Any]) -> None:
+        try:
+            self._value = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            self._error = exc
+
+    def result(self) -> Any:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+def app_summary(stats: DemoStats) -> list[str]:
+    """What the app saw, for the console: the incidents as the app lived them."""
+    lines = [f"{stats.requests:,} requests, {stats.calls:,} model calls; {stats.lookups:,} cache lookups, "
+             f"{stats.hits:,} hits ({stats.semantic_hits:,} on another wording of a stored question); "
+             f"{stats.escalated:,} requests escalated, {stats.failed:,} failed; {stats.call_errors:,} calls failed "
+             f"after the SDK's retries in {stats.error_bursts} bursts of overload errors"]
+    lines += stats.events
+    for doc, n in sorted(stats.stale_by_doc.items()):
+        lines.append(f"stale answers served from {doc} before its late invalidation: {n}")
+    if stats.stale_after_invalidation:
+        lines.append(f"stale answers served after an invalidation: {stats.stale_after_invalidation} (a bug!)")
+    return lines
 
 
 def _wait_for_lake(config: Config, expected_requests: int, processor: subprocess.Popen[bytes],
@@ -311,8 +391,8 @@ def _wait_for_lake(config: Config, expected_requests: int, processor: subprocess
 def replay_alerts(run: DemoRun, spec: TrafficSpec) -> list[str]:
     """Run the alert rules as of one minute past every simulated hour; return what the console said.
 
-    The demo's tenants make ~25 cache lookups an hour, so the hourly rule's minimum sample is
-    lowered to 15 lookups (the default, 50, suits production volumes), and with ~600 tenant-hours
+    The demo's tenants make ~20 cache lookups an hour, so the hourly rule's minimum sample is
+    lowered to 15 lookups (the default, 50, suits production volumes), and with ~300 tenant-hours
     judged the z-test asks for p < 0.001 so chance alone is unlikely to page.
     """
     from costline.alerts import AlertService
@@ -381,31 +461,35 @@ def _pivot_hit_rates(rows: list[tuple]) -> tuple[list[str], list[tuple]]:  # typ
 
 
 @click.command("demo")
-@click.option("--days", default=8, show_default=True, help="Simulated days of traffic.")
+@click.option("--days", default=4, show_default=True, help="Simulated days of traffic.")
 @click.option("--per-day", default=3000, show_default=True, help="Requests per simulated day.")
 @click.option("--workdir", type=click.Path(path_type=Path), default=Path("costline-demo"), show_default=True,
               help="Where the demo's lake and logs go (the lake is recreated on each run).")
-@click.option("--seed", default=7, show_default=True, help="Seed of the traffic sample.")
+@click.option("--seed", default=7, show_default=True, help="Seed of the traffic.")
 @click.option("--keep-kafka", is_flag=True, help="Leave the local broker running afterwards.")
 @pass_config
 def demo(config: Config, days: int, per_day: int, workdir: Path, seed: int, keep_kafka: bool) -> None:
     """Run the whole pipeline on simulated traffic and print what it measured.
 
     Starts Kafka (or uses KAFKA_BOOTSTRAP_SERVERS), `costline process` and
-    `costline collect`, replays simulated days of traffic with two incidents
-    (a stale cache invalidated late, a student traffic shift) through an
-    instrumented app, then prints cost per successful request per tier,
-    cache hit rates per day and the hours that breach the 7-day alert band.
+    `costline collect`, sends simulated days of traffic through the real
+    serving path (router, semantic cache, SDK calls to local stand-in APIs)
+    with two incidents (a document updated without invalidation, invalidated
+    late; a traffic shift the student handles badly), then prints cost per
+    successful request per tier, cache hit rates per day, the hours that
+    breach the 7-day alert band, the nightly jobs' findings and the alerts.
 
     \b
     Example:
-        costline demo --days 8 --per-day 3000
+        costline demo --days 4 --per-day 3000
     """
     started = time.monotonic()
-    spec = TrafficSpec(days=days, requests_per_day=per_day, seed=seed,
-                       stale_day=days - 2 if days >= 3 else None, shift_day=days - 1 if days >= 2 else None)
+    spec = demo_spec(days, per_day, seed)
     run = run_demo(config, spec=spec, workdir=workdir, keep_kafka=keep_kafka)
     click.echo(f"5/6 done: {run.requests:,} requests ({run.spans_hint:,} spans) in the lake at {run.lake}")
+    if run.stats is not None:
+        click.echo("\n== what the app saw ==")
+        click.echo("\n".join(app_summary(run.stats)))
     report(run)
     click.echo("\n== nightly jobs after each simulated day: student drift and shadow routing "
                "(teacher and tiers answered by the local stand-in API server) ==")

@@ -422,6 +422,10 @@ def _require_java() -> None:
 
 
 def _kraft_cluster_id() -> str:
+    """A KRaft cluster id (base64url of a UUID), never starting with '-' (the tool reads that as an option)."""
     import base64
 
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid

@@ -148,6 +148,9 @@ class JsonServer:
 
         class _Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body are written separately: with Nagle's algorithm on, the body waits
+            # for the client's delayed ACK of the headers (~40 ms a reply on Linux).
+            disable_nagle_algorithm = True
 
             def _serve(self) -> None:
                 length = int(self.headers.get("content-length") or 0)

@@ -6,6 +6,10 @@ The model is always loaded from a local folder with the Hugging Face hub offline
 nothing is downloaded at run time. Loading is lazy (first :meth:`Embedder.encode`,
 or :meth:`Embedder.load`) and thread-safe; so is encoding.
 
+Texts already embedded are remembered (an exact-text LRU memo of ``memo_size`` vectors):
+a cache miss embeds its query for the lookup and again for the store, and support traffic
+repeats the same questions word for word, so the model only sees each text once.
+
 Needs the ``serving`` extra (``pip install 'costline[serving]'``); importing this
 module does not.
 """
@@ -14,7 +18,8 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +49,9 @@ class Embedder:
     all-MiniLM-L6-v2). ``threads`` sets torch's intra-op threads when the model
     loads; torch's setting is process-wide, so leave it None inside an app that
     tunes torch itself. ``batch_size`` bounds how many texts go through the model
-    at once.
+    at once. ``memo_size`` vectors of the texts embedded last are remembered by exact text
+    (least recently used out first; 0 turns the memo off): encoding a remembered text costs
+    a dictionary lookup. :meth:`warm` fills it in batches ahead of time.
     """
 
     def __init__(
@@ -54,11 +61,14 @@ class Embedder:
         device: str = "cpu",
         threads: int | None = None,
         batch_size: int = 64,
+        memo_size: int = 1024,
     ) -> None:
         if threads is not None and threads < 1:
             raise ValueError(f"threads must be at least 1 (or None for torch's default), got {threads}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if memo_size < 0:
+            raise ValueError(f"memo_size must be 0 (off) or more, got {memo_size}")
         self._model_path = Path(model_path).expanduser() if model_path is not None else None
         self._packaged = model_path is None
         self.device = device
@@ -70,6 +80,12 @@ class Embedder:
         # The Hugging Face fast tokenizer is not safe to call from two threads at once
         # ("Already borrowed"), and torch already spreads one batch over its threads.
         self._encode_lock = threading.Lock()
+        self.memo_size = memo_size
+        self._memo: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._memo_lock = threading.Lock()
+        #: Texts answered from the memo / sent to the model, since construction.
+        self.memo_hits = 0
+        self.memo_misses = 0
 
     # -- lifecycle -----------------------------------------------------------------------
     @property
@@ -112,6 +128,48 @@ class Embedder:
                 raise TypeError(f"texts[{i}] is {type(t).__name__}, expected str")
         if not items:
             return np.zeros((0, self.dim), dtype=np.float32)
+        if not self.memo_size:
+            return self._encode_model(items)
+        rows: list[np.ndarray | None] = [None] * len(items)
+        with self._memo_lock:
+            for i, t in enumerate(items):
+                row = self._memo.get(t)
+                if row is not None:
+                    self._memo.move_to_end(t)
+                    rows[i] = row
+        todo = list(dict.fromkeys(t for t, r in zip(items, rows) if r is None))  # unique, in order
+        fresh: dict[str, np.ndarray] = {}
+        if todo:
+            batch = self._encode_model(todo)
+            batch.setflags(write=False)  # its rows are kept in the memo: nobody may change them
+            fresh = dict(zip(todo, batch))
+        with self._memo_lock:
+            self.memo_hits += len(items) - sum(r is None for r in rows)
+            self.memo_misses += len(todo)
+            for t, row in fresh.items():
+                self._memo[t] = row
+                self._memo.move_to_end(t)
+            while len(self._memo) > self.memo_size:
+                self._memo.popitem(last=False)
+        out = np.empty((len(items), self.dim), dtype=np.float32)
+        for i, (t, r) in enumerate(zip(items, rows)):
+            out[i] = r if r is not None else fresh[t]
+        return out
+
+    def warm(self, texts: Iterable[str]) -> int:
+        """Embed ``texts`` not yet remembered, in batches, into the memo; returns how many were new.
+
+        Only as many as ``memo_size`` are kept (the last ones), so warm at most that many.
+        """
+        if not self.memo_size:
+            return 0
+        with self._memo_lock:
+            todo = [t for t in dict.fromkeys(texts) if t not in self._memo]
+        if todo:
+            self.encode(todo)
+        return len(todo)
+
+    def _encode_model(self, items: list[str]) -> np.ndarray:
         model = self._get_model()
         with self._encode_lock:
             vectors = model.encode(

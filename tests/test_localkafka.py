@@ -42,3 +42,11 @@ def test_session_broker_is_up_and_up_is_idempotent(kafka: KafkaConfig) -> None:
     assert {"otlp_spans", "otlp_spans.dlq"} <= set(first.topics)
     again = broker.up()  # second `up` finds it running and changes nothing
     assert again.pid == first.pid
+
+
+def test_cluster_ids_never_look_like_an_option() -> None:
+    from costline.localkafka import _kraft_cluster_id
+
+    ids = [_kraft_cluster_id() for _ in range(3000)]  # ~1 in 64 base64url ids starts with '-'
+    assert not [i for i in ids if i.startswith("-")]
+    assert all(len(i) == 22 for i in ids)

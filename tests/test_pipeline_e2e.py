@@ -5,13 +5,14 @@ values computed independently from the plans (counts exactly, cost to 1e-9 USD).
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from costline.collectors import KafkaForwarder, KafkaSpanExporter, OtlpReceiver, Recorder, setup_tracing
 from costline.config import Config
-from costline.demo import REPORT_QUERIES, SimClock, replay, run_demo
+from costline.demo import REPORT_QUERIES, SimClock, demo_spec, replay, run_demo
 from costline.lake import open_lake
 from costline.processors.processor import Processor
 from costline.traffic import TrafficSpec, sample_traffic
@@ -87,18 +88,29 @@ def test_standard_otlp_exporter_through_collect_equals_the_plans(kafka_config: C
 
 @pytest.mark.e2e
 def test_demo_flags_the_stale_cache_hours_of_acme_only(kafka_config: Config, tmp_path: Path) -> None:
-    spec = TrafficSpec(days=4, requests_per_day=2400, seed=5, stale_day=3, stale_hours=2, shift_day=3)
+    """The demo's traffic through the real serving path: the late invalidation of acme's stale policy
+    document is the only significant hit-rate drop, and the student's escalations jump on the shift day."""
+    spec = demo_spec(days=4, per_day=3000, seed=7)  # stale document on day 2, shift on day 3
     run = run_demo(kafka_config, spec=spec, workdir=tmp_path / "demo", show_progress=False, echo=lambda _m: None)
-    assert run.requests == 4 * 2400
+    assert run.requests == 4 * 3000
+    stats = run.stats
+    assert stats is not None and stats.requests == run.requests
+    assert stats.stale_by_doc["acme-policy"] > 0 and stats.stale_after_invalidation == 0
+    assert 0 < stats.semantic_hits < stats.hits
     con = open_lake(run.config)
     try:
         breach_sql = next(q for title, q in REPORT_QUERIES.items() if title.startswith("hours 10+"))
         breaches = con.execute(breach_sql).fetchall()
         shift = con.execute(next(q for t, q in REPORT_QUERIES.items() if t.startswith("student"))).fetchall()
+        lake_requests, lake_hits = con.execute(
+            "SELECT count(*), count(*) FILTER (WHERE tier = 'cache') FROM requests").fetchone()
     finally:
         con.close()
+    assert (lake_requests, lake_hits) == (stats.requests, stats.hits)  # the lake saw what the app did
+    invalidated = spec.start + timedelta(days=spec.stale_day, hours=spec.stale_hours)
     assert breaches, "the late invalidation must show as significant drops"
     assert {row[1] for row in breaches} == {"acme"}
-    assert all(row[0].date().isoformat() == "2026-11-04" for row in breaches)
+    assert all(invalidated.replace(tzinfo=None) <= row[0] < invalidated.replace(tzinfo=None) + timedelta(hours=14)
+               for row in breaches)
     escalated = {row[0].isoformat(): row[2] for row in shift}
     assert escalated["2026-11-04"] > 2 * max(v for d, v in escalated.items() if d != "2026-11-04")

@@ -1,0 +1,163 @@
+"""The demo's request generator: deterministic, paraphrase families that really match under the
+cache's model, documents with versions on the incident schedule, the student's traffic shift."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+
+from costline.serving.standin_model import CAPABILITY, difficulty
+from costline.traffic import (FAQ_FAMILIES, DocEvent, ErrorBurst, ServingRequest, TrafficSpec, doc_events, doc_hash,
+                              product_questions, serving_traffic, warmup_traffic)
+
+SPEC = TrafficSpec(days=4, requests_per_day=600, seed=3, stale_day=2, stale_hours=10, shift_day=3)
+
+
+def requests(spec: TrafficSpec = SPEC) -> list[ServingRequest]:
+    return [r for r in serving_traffic(spec) if isinstance(r, ServingRequest)]
+
+
+def test_the_same_spec_gives_the_same_stream_and_another_seed_another() -> None:
+    assert list(serving_traffic(SPEC)) == list(serving_traffic(SPEC))
+    other = requests(dataclasses.replace(SPEC, seed=4))
+    assert [r.query for r in other] != [r.query for r in requests()]
+
+
+def test_requests_are_in_time_order_with_every_document_event_before_the_requests_after_it() -> None:
+    items = list(serving_traffic(SPEC))
+    reqs = [r for r in items if isinstance(r, ServingRequest)]
+    assert len(reqs) == SPEC.days * SPEC.requests_per_day
+    assert len({r.request_id for r in reqs}) == len(reqs)
+    times = [r.at for r in items]
+    assert times == sorted(times)
+    assert reqs[0].at >= SPEC.start and reqs[-1].at < SPEC.start + timedelta(days=SPEC.days)
+    assert [e for e in items if isinstance(e, DocEvent)] == doc_events(SPEC)
+
+
+def test_the_mix_has_every_task_type_and_each_tenant_asks_enough_to_judge_its_hourly_hit_rate() -> None:
+    reqs = requests(TrafficSpec(days=1, requests_per_day=3000, seed=7))
+    kinds = Counter(r.task_type for r in reqs)
+    assert set(kinds) == {"faq", "classification", "extraction", "coding", "analysis", "complex_reasoning"}
+    assert 0.45 < kinds["faq"] / len(reqs) < 0.55
+    per_tenant_hour = Counter((r.tenant, r.at.hour) for r in reqs if r.cacheable)
+    assert len(per_tenant_hour) == 3 * 24
+    assert sum(per_tenant_hour.values()) / len(per_tenant_hour) > 18  # the demo's alert needs >= 15 lookups
+
+
+def test_faq_questions_come_from_paraphrase_families_regulars_and_one_offs() -> None:
+    faqs = [r for r in requests() if r.cacheable]
+    kinds = Counter("family" if r.family else r.subtype for r in faqs)
+    assert set(kinds) == {"family", "product", "one-off"}
+    for r in faqs:
+        if r.family:
+            doc, paraphrases = FAQ_FAMILIES[r.tenant][r.family]
+            assert r.query in paraphrases and r.doc_id == doc
+        else:
+            assert r.doc_id == f"{r.tenant}-policy"
+    # Families are asked in several wordings, so the cache must match paraphrases.
+    wordings = Counter(r.family for r in faqs if r.family and r.query != FAQ_FAMILIES[r.tenant][r.family][1][0])
+    assert sum(wordings.values()) > 0.5 * kinds["family"]
+    # One-off questions are never asked twice by a tenant.
+    one_offs = Counter((r.tenant, r.query) for r in faqs if r.subtype == "one-off")
+    assert max(one_offs.values()) == 1
+    # Regular questions come back.
+    regulars = Counter((r.tenant, r.query) for r in faqs if r.subtype == "product")
+    assert max(regulars.values()) > 1
+
+
+def test_the_stale_document_schedule_and_the_versions_requests_carry() -> None:
+    events = doc_events(SPEC)
+    changed = SPEC.start + timedelta(days=SPEC.stale_day)
+    assert DocEvent(changed, "acme", "acme-policy", "update", 2) in events
+    late = DocEvent(changed + timedelta(hours=SPEC.stale_hours), "acme", "acme-policy", "invalidate", 1)
+    assert late in events and late.doc_hash == doc_hash("acme-policy", 1)
+    # The contrast: globex updates a document and invalidates it at once.
+    globex = [e for e in events if e.tenant == "globex"]
+    assert [e.kind for e in globex] == ["update", "invalidate"] and globex[0].at == globex[1].at
+    for r in requests():
+        if r.doc_id == "acme-policy":
+            assert r.doc_version == (2 if r.at >= changed else 1)
+            assert r.doc_hashes == (doc_hash("acme-policy", r.doc_version),)
+        elif r.doc_id == globex[0].doc_id:
+            assert r.doc_version == (2 if r.at >= globex[0].at else 1)
+        elif not r.cacheable:
+            assert r.doc_id is None and r.doc_hashes == ()
+    assert doc_hash("acme-policy", 1) != doc_hash("acme-policy", 2) != doc_hash("globex-policy", 2)
+
+
+def test_a_burst_of_overload_errors_each_afternoon() -> None:
+    bursts = [e for e in serving_traffic(SPEC) if isinstance(e, ErrorBurst)]
+    assert [b.at for b in bursts] == [SPEC.start + timedelta(days=d, hours=15) for d in range(SPEC.days)]
+    assert all(b.status == 529 and b.count > 9 for b in bursts)
+
+
+def test_no_incidents_without_their_days() -> None:
+    spec = dataclasses.replace(SPEC, stale_day=None, shift_day=None)
+    assert all(e.tenant != "acme" for e in doc_events(spec))
+    assert all(r.subtype != "sarcasm" for r in requests(spec))
+
+
+def test_the_student_shift_brings_a_sarcasm_slice_the_student_is_degraded_on() -> None:
+    shift = SPEC.start + timedelta(days=SPEC.shift_day)
+    classification = [r for r in requests() if r.task_type == "classification"]
+    sarcasm = [r for r in classification if r.subtype == "sarcasm"]
+    assert sarcasm and all(r.at >= shift for r in sarcasm)
+    after = [r for r in classification if r.at >= shift]
+    assert 0.35 < len(sarcasm) / len(after) < 0.65
+    assert all("sarcasm" in r.query.lower() for r in sarcasm)  # the stand-in's degrade keyword
+    # Everything else the student gets is within its capability: only the shift makes it fail.
+    assert max(difficulty(r.query) for r in classification if r.subtype != "sarcasm") < CAPABILITY["student"]
+
+
+def test_long_tasks_are_long_enough_to_skip_the_short_query_rule() -> None:
+    reqs = requests()
+    assert all(len(r.query) >= 200 for r in reqs if r.task_type in ("analysis", "complex_reasoning"))
+    coding = [len(r.query) >= 200 for r in reqs if r.task_type == "coding"]
+    assert 0 < sum(coding) < len(coding)  # some short (routed cheap, escalated), some long (routed to mid)
+
+
+def test_warmup_traffic_is_the_families_and_regulars_of_the_ttl_before_the_start() -> None:
+    ttl = 2 * 86_400.0
+    warm = warmup_traffic(SPEC, ttl_s=ttl)
+    assert warm == warmup_traffic(SPEC, ttl_s=ttl)
+    assert warm and all(SPEC.start - timedelta(seconds=ttl) <= r.at < SPEC.start for r in warm)
+    assert [r.at for r in warm] == sorted(r.at for r in warm)
+    assert all(r.cacheable and r.subtype != "one-off" and r.doc_version == 1 for r in warm)
+    regulars = set(product_questions(SPEC.seed)[: SPEC.faq_regulars])
+    asked = {r.query.removeprefix("Hi, ").removesuffix(" Thanks.") for r in warm if r.subtype == "product"}
+    # Alive with probability rT/(1+rT): most regular questions, not all.
+    known = {q for q in regulars if q in asked}
+    assert 0.4 * len(regulars) < len(known) < 0.95 * len(regulars)
+
+
+# --- with the real embedding model -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def embedder():  # type: ignore[no-untyped-def]
+    pytest.importorskip("sentence_transformers")
+    from costline.serving.embedding import Embedder
+
+    return Embedder(threads=1).load()
+
+
+def test_paraphrases_match_within_the_cache_threshold_and_families_stay_apart(embedder) -> None:  # type: ignore[no-untyped-def]
+    threshold = 0.93
+    for tenant, families in FAQ_FAMILIES.items():
+        vectors = {f: embedder.encode(list(p)) for f, (_, p) in families.items()}
+        for family, v in vectors.items():
+            sims = v[1:] @ v[0]
+            assert (sims >= threshold).sum() >= 2, (tenant, family, sims)  # real semantic hits
+        names = list(vectors)
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                assert float((vectors[a] @ vectors[b].T).max()) < 0.85, (tenant, a, b)
+
+
+def test_the_wordings_of_a_regular_question_match_it(embedder) -> None:  # type: ignore[no-untyped-def]
+    for q in product_questions(7)[:20]:
+        v = embedder.encode([q, q.lower().rstrip("?"), f"Hi, {q}", f"{q} Thanks."])
+        assert (v[1:] @ v[0]).min() >= 0.93, q
