@@ -33,9 +33,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
@@ -342,6 +343,80 @@ class Lake:
         except OSError as exc:
             raise LakeError(f"cannot clean partition {partition} of the lake at {self.path}: {exc}") from exc
         return (last + 1 if manifest else None), removed
+
+
+    # -- compaction ---------------------------------------------------------------------
+    def committed_offsets(self) -> dict[int, int]:
+        """Per Kafka partition, the last offset a manifest committed (over every topic's manifests)."""
+        out: dict[int, int] = {}
+        root = self.path / "_offsets"
+        if not root.is_dir():
+            return out
+        for pdir in root.glob("*/p[0-9][0-9][0-9]"):
+            last = max((int(m.stem) for m in pdir.glob("[0-9]*.json") if m.stem.isdigit()), default=None)
+            if last is not None:
+                part = int(pdir.name[1:])
+                out[part] = max(out.get(part, -1), last)
+        return out
+
+    def compact(self, *, before: date | None = None) -> list[tuple[str, str, int, int]]:
+        """Merge each day's committed files of every table into one file; return
+        ``[(table, date, files merged, rows kept)]``.
+
+        Only closed days (``before``, default today UTC) and only files a manifest committed are
+        merged, so a running processor and crash recovery are never disturbed: the merged file is
+        named ``c-…`` (not a ``pNNN-first-last`` batch file, which recovery may delete) and is
+        written (tmp + fsync + rename) before the files it replaces are removed. A crash between
+        the two leaves rows twice on disk, which the views already read once (one row per
+        (trace_id, span_id)); the next compaction merges them away.
+        """
+        import duckdb
+
+        before = before or datetime.now(UTC).date()
+        committed = self.committed_offsets()
+        done: list[tuple[str, str, int, int]] = []
+        for table in TABLES:
+            for day_dir in sorted(self.table_dir(table).glob("date=*")):
+                day = day_dir.name.removeprefix("date=")
+                if day == _EMPTY_DATE or day >= before.isoformat():
+                    continue
+                files = [f for f in sorted(day_dir.glob("*.parquet")) if _compactable(f, committed)]
+                if len(files) < 2:
+                    continue
+                name = f"c-{uuid.uuid4().hex[:12]}.parquet"
+                tmp, final = day_dir / f".{name}.tmp", day_dir / name
+                globs = "[" + ", ".join(_sql_str(str(f)) for f in files) + "]"
+                con = duckdb.connect()
+                try:
+                    con.execute(
+                        f"COPY (SELECT * FROM read_parquet({globs}, union_by_name = true) "
+                        "QUALIFY row_number() OVER (PARTITION BY trace_id, span_id "
+                        "ORDER BY kafka_partition, kafka_offset) = 1 ORDER BY ts) "
+                        f"TO {_sql_str(str(tmp))} (FORMAT parquet, COMPRESSION zstd)"
+                    )
+                    rows = con.execute(f"SELECT count(*) FROM read_parquet({_sql_str(str(tmp))})").fetchone()[0]
+                finally:
+                    con.close()
+                _fsync_file(tmp)
+                os.replace(tmp, final)
+                _fsync_dir(day_dir)
+                for f in files:
+                    f.unlink(missing_ok=True)
+                _fsync_dir(day_dir)
+                done.append((table, day, len(files), int(rows)))
+        return done
+
+
+def _compactable(path: Path, committed: Mapping[int, int]) -> bool:
+    if path.name.startswith("c-"):
+        return True
+    parsed = parse_data_file_name(path.name)
+    return parsed is not None and parsed[2] <= committed.get(parsed[0], -1)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
 
 
 # --- views ---------------------------------------------------------------------------

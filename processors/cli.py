@@ -160,6 +160,29 @@ def lake() -> None:
     """
 
 
+@lake.command("compact")
+@click.option("--before", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
+              help="Compact the days before this date (default: today, UTC: every closed day).")
+@pass_config
+def lake_compact(config: Config, before: Any) -> None:
+    """Merge each closed day's small files into one file per table (safe while `process` runs).
+
+    Each processor flush writes a file per table and day; compaction keeps queries fast. Only
+    files an offset manifest committed are merged, and the views read every row once meanwhile.
+
+    \b
+    Example:
+        costline lake compact
+        costline lake compact --before 2026-11-01
+    """
+    from costline.lake import Lake
+
+    done = Lake(config.lake.path).compact(before=before.date() if before else None)
+    for table, day, files, rows in done:
+        click.echo(f"{table} {day}: {files} files -> 1 ({rows:,} rows)")
+    click.echo(f"compacted {len(done)} table-days" if done else "nothing to compact")
+
+
 @lake.command("views")
 @pass_config
 def lake_views(config: Config) -> None:
