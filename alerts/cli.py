@@ -294,8 +294,8 @@ def slack_standin(host: str, port: int) -> None:
     stop = threading.Event()
     old = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        while not stop.wait(0.5):
-            pass
+        while not stop.wait(0.5):  # wake twice a second so Ctrl-C is handled promptly
+            continue
     except KeyboardInterrupt:
         pass
     finally:

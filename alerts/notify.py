@@ -108,7 +108,7 @@ class ConsoleNotifier:
         return None
 
     def shutdown(self) -> None:
-        pass
+        """Nothing to release."""
 
 
 class InMemoryNotifier:
@@ -132,7 +132,7 @@ class InMemoryNotifier:
             return list(self._sent)
 
     def shutdown(self) -> None:
-        pass
+        """Nothing to release."""
 
 
 def _header(headers: Mapping[str, Any] | None, name: str) -> str | None:
@@ -228,7 +228,7 @@ class SlackBotNotifier:
         return None
 
     def shutdown(self) -> None:
-        pass
+        """Nothing to release."""
 
 
 class SlackWebhookNotifier:
@@ -263,7 +263,7 @@ class SlackWebhookNotifier:
         return None
 
     def shutdown(self) -> None:
-        pass
+        """Nothing to release."""
 
 
 def build_notifiers(config: AlertsConfig, *, echo: Callable[[str], None] | None = None) -> dict[str, Any]:

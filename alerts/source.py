@@ -184,7 +184,7 @@ class _NoClose:
         return self._con.execute(*args, **kwargs)
 
     def close(self) -> None:
-        pass
+        """The snapshot's owner closes it."""
 
 
 def kafka_dlq_counter(kafka: KafkaConfig, *, timeout_ms: int = 5000) -> Callable[[], int | None]:
