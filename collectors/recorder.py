@@ -283,7 +283,9 @@ class RequestHandle:
             if self._cache_hit and self._attempts == 0:
                 tier = contract.TIER_CACHE
             else:
-                tier = self._last_ok_tier
+                # The tier that answered; when every attempt failed, the last one tried, so the
+                # cost of the failed request still shows under a tier (with success false).
+                tier = self._last_ok_tier or self._last_tier
         _set(s, contract.COSTLINE_TIER, tier, _str)
         _set(s, contract.COSTLINE_CACHE_HIT, self._cache_hit, _bool)
         _set(s, contract.COSTLINE_ATTEMPTS, self._attempts, _count)

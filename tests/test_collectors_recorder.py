@@ -292,3 +292,26 @@ def test_setup_tracing_stamps_and_exports_with_service_name():
         assert trace.get_tracer_provider() is not provider
     finally:
         provider.shutdown()
+
+
+def test_a_request_whose_every_attempt_failed_is_filed_under_the_last_tier_tried() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from costline import contract
+    from costline.collectors import Recorder
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    recorder = Recorder(provider)
+    with recorder.request(task_type="faq", tenant="acme") as req:
+        for tier, model in (("budget", "claude-haiku-4-5"), ("mid", "claude-sonnet-4-6")):
+            with req.call(provider="anthropic", model=model, tier=tier) as call:
+                call.error("OverloadedError")
+        req.reject("every tier was overloaded")
+    (span,) = [s for s in exporter.get_finished_spans() if s.name == contract.SPAN_REQUEST]
+    assert span.attributes[contract.COSTLINE_TIER] == "mid"
+    assert span.attributes[contract.COSTLINE_SUCCESS] is False
+    assert span.attributes[contract.COSTLINE_ATTEMPTS] == 2
