@@ -194,7 +194,7 @@ def kafka_dlq_counter(kafka: KafkaConfig, *, timeout_ms: int = 5000) -> Callable
         from kafka import KafkaConsumer, TopicPartition
 
         consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap, request_timeout_ms=max(timeout_ms, 1000) + 1000,
-                                 api_version_auto_timeout_ms=timeout_ms, enable_auto_commit=False)
+                                 enable_auto_commit=False)
         try:
             parts = consumer.partitions_for_topic(kafka.dlq_topic)
             if not parts:
