@@ -66,8 +66,7 @@ class Gateway(ServedByJsonServer):
             return _error(400, "the body is not valid JSON")
         if not isinstance(body, Mapping):
             return _error(400, "the body must be a JSON object")
-        if body.get("stream"):
-            return _error(400, "stream: the costline gateway does not stream yet; send stream=false")
+        stream = bool(body.get("stream"))
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages or not all(isinstance(m, Mapping) for m in messages):
             return _error(400, "messages: at least one message is required")
@@ -91,6 +90,9 @@ class Gateway(ServedByJsonServer):
             status = _STATUS_OF_ERROR.get(problem or "", 529 if "Overloaded" in (problem or "") else 500)
             # The gateway already retried (the SDK's retries, then escalation): ask clients not to.
             return _error(status, f"every tier failed: {result.reason}", {**headers, "x-should-retry": "false"})
+        if stream:
+            return HttpResponse(200, headers=headers, raw=_event_stream(_message(result)),
+                                content_type="text/event-stream")
         return HttpResponse(200, _message(result), headers=headers)
 
     def _models(self, req: HttpRequest) -> HttpResponse:
@@ -118,6 +120,32 @@ def _message(result: Answer) -> dict[str, Any]:
     return {"id": msg_id, "type": "message", "role": "assistant", "model": model,
             "content": [{"type": "text", "text": result.text}], "stop_reason": stop, "stop_sequence": None,
             "usage": usage}
+
+
+def _event_stream(message: dict[str, Any], chunk_chars: int = 48) -> bytes:
+    """A finished message as the Messages API's server-sent events (``stream=true``).
+
+    The answer is complete before the first event: routing, the cache and escalation decide
+    which tier's answer is good enough, which a token-by-token stream would have to reveal
+    before knowing. Clients that stream (``client.messages.stream``) work unchanged.
+    """
+    text = message["content"][0]["text"]
+    usage = message["usage"]
+    start = {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 0}}
+    pieces = [text[i:i + chunk_chars] for i in range(0, len(text), chunk_chars)] or [""]
+    events: list[tuple[str, dict[str, Any]]] = [
+        ("message_start", {"type": "message_start", "message": start}),
+        ("content_block_start", {"type": "content_block_start", "index": 0,
+                                 "content_block": {"type": "text", "text": ""}}),
+        *(("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                   "delta": {"type": "text_delta", "text": piece}}) for piece in pieces),
+        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        ("message_delta", {"type": "message_delta",
+                           "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
+                           "usage": {"output_tokens": usage["output_tokens"]}}),
+        ("message_stop", {"type": "message_stop"}),
+    ]
+    return b"".join(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode() for name, data in events)
 
 
 def _headers(result: Answer) -> dict[str, str]:

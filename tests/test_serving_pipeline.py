@@ -217,10 +217,23 @@ def test_gateway_errors_are_in_anthropics_format(gateway, standin) -> None:
     app = anthropic.Anthropic(base_url=gateway.url, api_key="unused", max_retries=0)
     with pytest.raises(anthropic.BadRequestError, match="messages"):
         app.messages.create(model="m", max_tokens=10, messages=[])
-    with pytest.raises(anthropic.BadRequestError, match="stream"):
-        app.messages.create(model="m", max_tokens=10, stream=True, messages=[{"role": "user", "content": "x"}])
     standin.inject_errors(529, 4)  # every tier of the ladder is overloaded
     with pytest.raises(anthropic.OverloadedError) as err:
         app.messages.create(model="m", max_tokens=10, messages=[{"role": "user", "content": "a new question"}])
     assert err.value.body["error"]["type"] == "overloaded_error"
     assert err.value.response.headers["x-should-retry"] == "false"
+
+
+def test_gateway_streams_to_clients_that_ask_for_it(gateway) -> None:
+    app = anthropic.Anthropic(base_url=gateway.url, api_key="unused", max_retries=0,
+                              default_headers={"x-costline-tenant": "acme", "x-costline-task-type": "faq"})
+    plain = app.messages.create(model="m", max_tokens=300, messages=[{"role": "user", "content": HARDEST}])
+    query = HARDEST + " (streamed)"  # not the same question, so not a cache hit
+    with app.messages.stream(model="m", max_tokens=300, messages=[{"role": "user", "content": query}]) as stream:
+        deltas = list(stream.text_stream)
+        final = stream.get_final_message()
+    assert len(deltas) > 1  # several text deltas, as a streaming client expects
+    assert "".join(deltas) == final.content[0].text
+    assert reference_validator(query, final.content[0].text)
+    assert final.model == plain.model == "claude-fable-5"  # escalated before the first event
+    assert final.stop_reason == "end_turn" and final.usage.output_tokens > 0
