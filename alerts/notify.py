@@ -12,6 +12,7 @@ a Slack notifier is built.
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import threading
 import urllib.error
@@ -86,6 +87,9 @@ class Notifier(Protocol):
     def shutdown(self) -> None: ...
 
 
+_SHORTCODE = re.compile(r":[a-z0-9_+-]+: ?")
+
+
 class ConsoleNotifier:
     """Always on: every message as text to ``echo`` (default: the log, at WARNING)."""
 
@@ -97,7 +101,8 @@ class ConsoleNotifier:
     def send(self, message: Outgoing) -> SendResult:
         if message.op != "post":
             return SendResult(ok=True, skipped=True)
-        text = str(message.payload.get("text", ""))
+        # The text is Slack's fallback: its emoji shortcodes mean nothing on a terminal.
+        text = _SHORTCODE.sub("", str(message.payload.get("text", ""))).lstrip()
         if self._echo is None:
             log.warning("alert: %s", text)
         else:
