@@ -65,6 +65,8 @@ __all__ = [
     "data_file_name",
     "parse_data_file_name",
     "VIEW_PROVIDERS",
+    "ONE_ROW_PER_SPAN",
+    "read_table_sql",
 ]
 
 _TS: Final = pa.timestamp("us")  # naive, UTC
@@ -390,8 +392,7 @@ class Lake:
                 try:
                     con.execute(
                         f"COPY (SELECT * FROM read_parquet({globs}, union_by_name = true) "
-                        "QUALIFY row_number() OVER (PARTITION BY trace_id, span_id "
-                        "ORDER BY kafka_partition, kafka_offset) = 1 ORDER BY ts) "
+                        f"{ONE_ROW_PER_SPAN} ORDER BY ts) "
                         f"TO {_sql_str(str(tmp))} (FORMAT parquet, COMPRESSION zstd)"
                     )
                     rows = con.execute(f"SELECT count(*) FROM read_parquet({_sql_str(str(tmp))})").fetchone()[0]
@@ -426,19 +427,28 @@ def _sql_str(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+#: Upstream delivery is at least once (an exporter or OTLP client may resend a trace after a
+#: timeout), so a span can reach Kafka twice: whoever reads the files keeps one row per span.
+ONE_ROW_PER_SPAN: Final = (
+    "QUALIFY row_number() OVER (PARTITION BY trace_id, span_id ORDER BY kafka_partition, kafka_offset) = 1"
+)
+
+
+def read_table_sql(lake_path: Path | str, table: str) -> str:
+    """``read_parquet(...)`` over every data file of a table, with the ``date`` partition column
+    (filter on it to prune days). Add :data:`ONE_ROW_PER_SPAN` to read each span once."""
+    glob = _sql_str(str(Path(lake_path).resolve() / table / "*" / "*.parquet"))
+    return f"read_parquet({glob}, hive_partitioning = true, union_by_name = true, hive_types = {{'date': DATE}})"
+
+
 def views_sql(lake_path: Path | str, *, student_usd_per_hour: float) -> list[str]:
     """The ``CREATE VIEW`` statements over a lake (absolute paths, hosting rate embedded)."""
-    root = Path(lake_path).resolve()
     rate = repr(float(student_usd_per_hour))
     stmts = []
     for table in TABLES:
-        glob = _sql_str(str(root / table / "*" / "*.parquet"))
-        # Upstream delivery is at least once (an exporter or OTLP client may resend a trace after a
-        # timeout), so a span can reach Kafka twice: keep one row per (trace_id, span_id).
         stmts.append(
-            f"CREATE OR REPLACE VIEW {table}_raw AS SELECT * FROM read_parquet({glob}, "
-            "hive_partitioning = true, union_by_name = true, hive_types = {'date': DATE}) "
-            "QUALIFY row_number() OVER (PARTITION BY trace_id, span_id ORDER BY kafka_partition, kafka_offset) = 1"
+            f"CREATE OR REPLACE VIEW {table}_raw AS SELECT * FROM {read_table_sql(lake_path, table)} "
+            f"{ONE_ROW_PER_SPAN}"
         )
     # The request each call / lookup belongs to: same (trace, request id), else its parent request span.
     for kind in ("call", "lookup"):

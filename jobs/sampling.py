@@ -25,17 +25,15 @@ NO_SUBTYPE = "(none)"
 #: date partitions first, so a night's sample never scans the whole lake.
 CANDIDATES_SQL = """
 WITH req AS (
-  SELECT * FROM read_parquet({requests}, hive_partitioning = true, union_by_name = true,
-                             hive_types = {{'date': DATE}})
+  SELECT * FROM {requests}
   WHERE date >= CAST($since AS DATE) AND date <= CAST($until AS DATE)
     AND ts >= $since AND ts < $until AND tier = $tier
-  QUALIFY row_number() OVER (PARTITION BY trace_id, span_id ORDER BY kafka_partition, kafka_offset) = 1
+  {one_row_per_span}
 ), cl AS (
-  SELECT * FROM read_parquet({calls}, hive_partitioning = true, union_by_name = true,
-                             hive_types = {{'date': DATE}})
+  SELECT * FROM {calls}
   WHERE date >= CAST($since AS DATE) - 1 AND date <= CAST($until AS DATE)
     AND tier = $tier AND error_type IS NULL AND output_messages IS NOT NULL
-  QUALIFY row_number() OVER (PARTITION BY trace_id, span_id ORDER BY kafka_partition, kafka_offset) = 1
+  {one_row_per_span}
 ), linked AS (
   SELECT r.request_id, r.trace_id, any_value(r.ts) AS ts, any_value(r.subtype) AS subtype,
          any_value(r.task_type) AS task_type, any_value(r.tier) AS tier,
@@ -54,15 +52,11 @@ WHERE coalesce(r_in, c_in) IS NOT NULL AND coalesce(r_out, c_out) IS NOT NULL
 
 
 def candidates_sql(lake_path: Any) -> str:
-    """:data:`CANDIDATES_SQL` over the lake at ``lake_path``."""
-    from pathlib import Path
+    """:data:`CANDIDATES_SQL` over the lake at ``lake_path`` (the lake's own readers and dedupe rule)."""
+    from costline.lake import ONE_ROW_PER_SPAN, read_table_sql
 
-    root = Path(lake_path).resolve()
-
-    def glob(table: str) -> str:
-        return "'" + str(root / table / "*" / "*.parquet").replace("'", "''") + "'"
-
-    return CANDIDATES_SQL.format(requests=glob("requests"), calls=glob("calls"))
+    return CANDIDATES_SQL.format(requests=read_table_sql(lake_path, "requests"),
+                                 calls=read_table_sql(lake_path, "calls"), one_row_per_span=ONE_ROW_PER_SPAN)
 
 
 @dataclass(frozen=True)
