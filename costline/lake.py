@@ -45,6 +45,7 @@ import pyarrow.parquet as pq
 
 from costline.config import Config
 from costline.errors import LakeError
+from costline.fsutil import fsync_dir, fsync_file
 
 if TYPE_CHECKING:  # pragma: no cover
     import duckdb
@@ -199,14 +200,6 @@ class Manifest:
                    tuple(d["files"]))
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class Lake:
     """A lake rooted at ``path``: writes committed batches, recovers partitions, lists files."""
 
@@ -283,7 +276,7 @@ class Lake:
                 os.replace(tmp, final)
                 written.append(str(final.relative_to(self.path)))
             for d in dirs:
-                _fsync_dir(d)
+                fsync_dir(d)
             manifest = Manifest(topic, partition, first_offset, last_offset, tuple(sorted(written)))
             mdir = self.offsets_dir(topic, partition)
             mdir.mkdir(parents=True, exist_ok=True)
@@ -294,7 +287,7 @@ class Lake:
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp_m, final_m)  # <- the commit point
-            _fsync_dir(mdir)
+            fsync_dir(mdir)
         except OSError as exc:
             raise LakeError(f"cannot write batch {name} to the lake at {self.path}: {exc}") from exc
         self._prune_manifests(mdir)
@@ -398,12 +391,12 @@ class Lake:
                     rows = con.execute(f"SELECT count(*) FROM read_parquet({_sql_str(str(tmp))})").fetchone()[0]
                 finally:
                     con.close()
-                _fsync_file(tmp)
+                fsync_file(tmp)
                 os.replace(tmp, final)
-                _fsync_dir(day_dir)
+                fsync_dir(day_dir)
                 for f in files:
                     f.unlink(missing_ok=True)
-                _fsync_dir(day_dir)
+                fsync_dir(day_dir)
                 done.append((table, day, len(files), int(rows)))
         return done
 
@@ -413,11 +406,6 @@ def _compactable(path: Path, committed: Mapping[int, int]) -> bool:
         return True
     parsed = parse_data_file_name(path.name)
     return parsed is not None and parsed[2] <= committed.get(parsed[0], -1)
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as fh:
-        os.fsync(fh.fileno())
 
 
 # --- views ---------------------------------------------------------------------------

@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from costline.errors import LakeError
+from costline.fsutil import fsync_dir
 
 if TYPE_CHECKING:  # pragma: no cover
     import duckdb
@@ -99,14 +100,6 @@ JOB_VIEWS: Final = ("eval_runs", "eval_items", "shadow_runs", "shadow_items", "c
 _EMPTY: Final = "_empty.parquet"
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _sql_str(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
@@ -164,7 +157,7 @@ class JobStore:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, final)
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
 
     def exists(self, table: str, name: str) -> bool:
         return (self.table_dir(table) / f"{name}.parquet").exists()

@@ -26,6 +26,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from costline.fsutil import fsync_dir
 from costline.serving.cache_index import Partition
 from costline.serving.errors import CacheCorruptError, CacheError
 
@@ -59,10 +60,10 @@ def save_cache(cache: "SemanticCache", path: str | os.PathLike[str]) -> Path:
             for e in entries
         ]
         files[_ENTRIES] = _write(tmp / _ENTRIES, json.dumps(rows, ensure_ascii=False).encode("utf-8"))
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         gen_dir = root / f"gen-{generation:06d}"
         os.rename(tmp, gen_dir)
-        _fsync_dir(root)
+        fsync_dir(root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -83,7 +84,7 @@ def save_cache(cache: "SemanticCache", path: str | os.PathLike[str]) -> Path:
     tmp_manifest = root / f".{MANIFEST}.{uuid.uuid4().hex}"
     _write(tmp_manifest, body)
     os.replace(tmp_manifest, root / MANIFEST)  # the commit point
-    _fsync_dir(root)
+    fsync_dir(root)
     for old in root.iterdir():  # older generations and leftovers of crashed saves
         if old.name != gen_dir.name and (old.name.startswith("gen-") or old.name.startswith(".tmp-")
                                          or old.name.startswith(f".{MANIFEST}.")):
@@ -175,14 +176,6 @@ def _write(path: Path, data: bytes) -> str:
         f.flush()
         os.fsync(f.fileno())
     return hashlib.sha256(data).hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _next_generation(root: Path) -> int:
