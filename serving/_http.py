@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -39,6 +39,9 @@ class HttpResponse:
     #: Raw bytes to send instead of JSON (e.g. JSONL), with this content type.
     raw: bytes | None = None
     content_type: str = "application/json"
+    #: Pieces sent as they come (chunked transfer encoding, flushed one by one), e.g. server-sent
+    #: events; closed (``close()``) when the client goes away early.
+    stream: Iterable[bytes] | None = None
 
 
 Handler = Callable[[HttpRequest], HttpResponse]
@@ -157,6 +160,9 @@ class JsonServer:
                 body = self.rfile.read(length) if length else b""
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 response = outer.dispatch(HttpRequest(self.command, self.path, headers, body))
+                if response.stream is not None:
+                    self._send_stream(response)
+                    return
                 payload = response.raw if response.raw is not None else json.dumps(response.body).encode()
                 self.send_response(response.status)
                 self.send_header("content-type", response.content_type)
@@ -165,6 +171,31 @@ class JsonServer:
                     self.send_header(k, v)
                 self.end_headers()
                 self.wfile.write(payload)
+
+            def _send_stream(self, response: HttpResponse) -> None:
+                assert response.stream is not None
+                pieces = iter(response.stream)
+                try:
+                    self.send_response(response.status)
+                    self.send_header("content-type", response.content_type)
+                    self.send_header("transfer-encoding", "chunked")
+                    self.send_header("cache-control", "no-cache")
+                    for k, v in response.headers.items():
+                        self.send_header(k, v)
+                    self.end_headers()
+                    for piece in pieces:
+                        if piece:
+                            self.wfile.write(b"%X\r\n%s\r\n" % (len(piece), piece))
+                    self.wfile.write(b"0\r\n\r\n")
+                except (BrokenPipeError, ConnectionResetError):  # the client went away mid-stream
+                    self.close_connection = True
+                except Exception:  # too late for an error status: cut the stream short
+                    log.exception("%s: %s %s failed mid-stream", outer._name, self.command, self.path)
+                    self.close_connection = True
+                finally:
+                    close = getattr(pieces, "close", None)
+                    if close is not None:
+                        close()
 
             do_GET = do_POST = do_DELETE = _serve
 

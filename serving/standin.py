@@ -12,6 +12,15 @@
   for the student's model and LoRA adapter names,
 * ``GET /v1/models`` (Anthropic's shape when the request carries ``anthropic-version``).
 
+``stream: true`` is answered with server-sent events as each API sends them: the Messages
+API's ``message_start`` (input and cache usage) … ``content_block_delta`` … ``message_delta``
+(output usage) … ``message_stop``; OpenAI's ``chat.completion.chunk`` objects, plus a last chunk
+with ``usage`` and no choices when ``stream_options.include_usage`` is true, then ``[DONE]``.
+A streamed answer takes the tier's latency in all: the first text delta comes after
+:data:`PREFILL_SHARE` of it, the rest spread evenly over the deltas.
+:meth:`StandInServer.inject_stream_errors` breaks the next streams after some deltas with each
+API's in-stream error.
+
 Answers come from :mod:`costline.serving.standin_model`: deterministic from
 ``(model, query)``, adequate when the tier's capability reaches the query's difficulty,
 token counts exact for the returned text under its regex tokenizer. Knobs: per-tier
@@ -29,11 +38,12 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import re
 import threading
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -68,6 +78,11 @@ _OPENAI_ERROR_TYPES: dict[int, str] = {
 }
 ANTHROPIC = "anthropic"
 OPENAI = "openai"
+#: Share of a streamed answer's latency spent before its first text delta (the prefill).
+PREFILL_SHARE = 0.25
+#: Words per text delta of a streamed answer.
+STREAM_WORDS_PER_DELTA = 3
+_WORD_START = re.compile(r"(?<=\s)(?=\S)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +211,7 @@ class StandInServer(ServedByJsonServer):
         self._wall = wall
         self._lock = threading.Lock()
         self._errors: deque[tuple[int, str]] = deque()
+        self._stream_errors: deque[tuple[int, str]] = deque()
         self._prompt_cache: dict[str, float] = {}
         self._batches: dict[str, _Batch] = {}
         self._ids = itertools.count(1)
@@ -236,6 +252,18 @@ class StandInServer(ServedByJsonServer):
     def clear_errors(self) -> None:
         with self._lock:
             self._errors.clear()
+            self._stream_errors.clear()
+
+    def inject_stream_errors(self, after_deltas: int = 1, count: int = 1, *, api: str = ANTHROPIC) -> None:
+        """Break the next ``count`` streams of ``api`` after ``after_deltas`` text deltas with the
+        API's in-stream error (Anthropic: an ``error`` event of type ``overloaded_error``;
+        OpenAI/vLLM: a ``data: {"error": ...}`` chunk). The usage sent before it stands."""
+        if api not in (ANTHROPIC, OPENAI, "any"):
+            raise ValueError(f"api must be 'anthropic', 'openai' or 'any', got {api!r}")
+        if after_deltas < 0:
+            raise ValueError(f"after_deltas must be >= 0, got {after_deltas}")
+        with self._lock:
+            self._stream_errors.extend([(int(after_deltas), api)] * count)
 
     def degrade(self, *keywords: str) -> None:
         """From now on the student answers queries containing any of ``keywords`` badly."""
@@ -266,13 +294,24 @@ class StandInServer(ServedByJsonServer):
         if ms > 0:
             self._sleep(ms / 1000.0)
 
-    def _take_error(self, api: str) -> int | None:
+    def _take_error(self, api: str, errors: deque[tuple[int, str]] | None = None) -> int | None:
+        errors = self._errors if errors is None else errors
         with self._lock:
-            for i, (status, which) in enumerate(self._errors):
+            for i, (value, which) in enumerate(errors):
                 if which in (api, "any"):
-                    del self._errors[i]
-                    return status
+                    del errors[i]
+                    return value
         return None
+
+    def _paced(self, tier: str, pieces: list[str]) -> Iterator[tuple[int, str]]:
+        """(index, piece) with the tier's latency spread as a streamed answer takes it."""
+        total = self.config.latency_ms.get(tier, 0.0) * self.config.latency_scale / 1000.0
+        rest = total * (1.0 - PREFILL_SHARE) / max(len(pieces) - 1, 1)
+        for i, piece in enumerate(pieces):
+            pause = total * PREFILL_SHARE if i == 0 else rest
+            if pause > 0:
+                self._sleep(pause)
+            yield i, piece
 
     def _prompt_cache_usage(self, model: str, system: Any, messages: list[Any]) -> tuple[int, int]:
         """(cache read, cache creation) tokens for the request's cache_control breakpoints."""
@@ -316,8 +355,8 @@ class StandInServer(ServedByJsonServer):
             raise _ApiError(400, "max_tokens: field required (a whole number >= 1)")
         if not isinstance(messages, list) or not messages:
             raise _ApiError(400, "messages: at least one message is required")
-        if body.get("stream"):
-            raise _ApiError(400, "stream: the costline stand-in does not stream; send stream=false")
+        if body.get("stream") and api != ANTHROPIC:
+            raise _ApiError(400, "stream: message batches do not stream; send stream=false")
         tier = self.tier_of(model)
         if tier is None or tier == contract.TIER_STUDENT:
             raise _ApiError(404, f"model: {model}")
@@ -359,9 +398,35 @@ class StandInServer(ServedByJsonServer):
         except _ApiError as exc:
             self.log.add(LoggedRequest(ANTHROPIC, str(model), exc.status, key, False))
             return self._error_response(req, exc.status, exc.message)
+        headers = {"request-id": f"req_standin_{uuid.uuid4().hex[:16]}"}
+        if isinstance(body, Mapping) and body.get("stream"):
+            break_after = self._take_error(ANTHROPIC, self._stream_errors)
+            return HttpResponse(200, headers=headers, content_type="text/event-stream",
+                                stream=self._anthropic_events(message, tier or "", break_after))
         if tier:
             self._latency(tier)
-        return HttpResponse(200, message, headers={"request-id": f"req_standin_{uuid.uuid4().hex[:16]}"})
+        return HttpResponse(200, message, headers=headers)
+
+    def _anthropic_events(self, message: dict[str, Any], tier: str, break_after: int | None) -> Iterator[bytes]:
+        """A message as the Messages API streams it; ``break_after`` deltas, then an error event."""
+        usage = message["usage"]
+        start = {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
+        for i, piece in self._paced(tier, _pieces(message["content"][0]["text"])):
+            if i == 0:
+                yield _sse("message_start", {"type": "message_start", "message": start})
+                yield _sse("content_block_start", {"type": "content_block_start", "index": 0,
+                                                   "content_block": {"type": "text", "text": ""}})
+            if break_after is not None and i >= break_after:
+                yield _sse("error", {"type": "error", "error": {"type": "overloaded_error",
+                                                                 "message": "Overloaded (stand-in, mid-stream)"}})
+                return
+            yield _sse("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                               "delta": {"type": "text_delta", "text": piece}})
+        yield _sse("content_block_stop", {"type": "content_block_stop", "index": 0})
+        yield _sse("message_delta", {"type": "message_delta",
+                                     "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
+                                     "usage": {"output_tokens": usage["output_tokens"]}})
+        yield _sse("message_stop", {"type": "message_stop"})
 
     # -- Message Batches API ------------------------------------------------------------------------
     def _batch_create(self, req: HttpRequest) -> HttpResponse:
@@ -482,17 +547,49 @@ class StandInServer(ServedByJsonServer):
         text, out_tokens, truncated = self._generate(model, contract.TIER_STUDENT, query, limit)
         prompt = sum(count_tokens(message_text(m.get("content"))) for m in messages if isinstance(m, Mapping))
         self.log.add(LoggedRequest(OPENAI, model, 200, key, True, prompt, out_tokens))
+        usage = {"prompt_tokens": prompt, "completion_tokens": out_tokens, "total_tokens": prompt + out_tokens}
+        finish = "length" if truncated else "stop"
+        cid = f"chatcmpl-standin-{next(self._ids):08d}"
+        if body.get("stream"):
+            options = body.get("stream_options")
+            with_usage = isinstance(options, Mapping) and bool(options.get("include_usage"))
+            break_after = self._take_error(OPENAI, self._stream_errors)
+            return HttpResponse(200, content_type="text/event-stream",
+                                stream=self._openai_chunks(cid, model, text, finish, usage if with_usage else None,
+                                                           break_after))
         self._latency(contract.TIER_STUDENT)
         return HttpResponse(200, {
-            "id": f"chatcmpl-standin-{next(self._ids):08d}",
+            "id": cid,
             "object": "chat.completion",
             "created": int(self._wall()),
             "model": model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                         "finish_reason": "length" if truncated else "stop", "logprobs": None}],
-            "usage": {"prompt_tokens": prompt, "completion_tokens": out_tokens,
-                      "total_tokens": prompt + out_tokens},
+                         "finish_reason": finish, "logprobs": None}],
+            "usage": usage,
         })
+
+    def _openai_chunks(self, cid: str, model: str, text: str, finish: str, usage: dict[str, int] | None,
+                       break_after: int | None) -> Iterator[bytes]:
+        """A chat completion as vLLM streams it; ``usage`` (include_usage) in a last, choice-less chunk."""
+        head = {"id": cid, "object": "chat.completion.chunk", "created": int(self._wall()), "model": model}
+        extra = {"usage": None} if usage is not None else {}
+
+        def chunk(delta: dict[str, Any], reason: str | None = None) -> bytes:
+            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}
+            return _sse(None, {**head, "choices": [choice], **extra})
+
+        for i, piece in self._paced(contract.TIER_STUDENT, _pieces(text)):
+            if i == 0:
+                yield chunk({"role": "assistant", "content": ""})
+            if break_after is not None and i >= break_after:
+                yield _sse(None, {"error": {"message": "stand-in failure mid-stream", "type": "InternalServerError",
+                                            "param": None, "code": 500}})
+                return
+            yield chunk({"content": piece})
+        yield chunk({}, finish)
+        if usage is not None:
+            yield _sse(None, {**head, "choices": [], "usage": usage})
+        yield b"data: [DONE]\n\n"
 
     def _models(self, req: HttpRequest) -> HttpResponse:
         names = [m.model for m in self._pricing.config.models] + list(self.config.student_models)
@@ -523,6 +620,18 @@ class StandInServer(ServedByJsonServer):
             return {}
         ms = max(int(self.config.retry_after_ms), 0)
         return {"retry-after": str(max(1, -(-ms // 1000))), "retry-after-ms": str(ms)}
+
+
+def _pieces(text: str) -> list[str]:
+    """``text`` in text deltas of a few words each (they concatenate back to ``text``)."""
+    words = _WORD_START.split(text)
+    n = STREAM_WORDS_PER_DELTA
+    return ["".join(words[i:i + n]) for i in range(0, len(words), n)] or [""]
+
+
+def _sse(event: str | None, data: Any) -> bytes:
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {json.dumps(data)}\n\n".encode()
 
 
 def _json(req: HttpRequest) -> Any:
