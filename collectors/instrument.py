@@ -1,22 +1,39 @@
-"""Wrap SDK clients so every model call becomes a costline call span.
+"""Wrap SDK clients so every model call becomes a costline call span, streamed or not.
 
-``instrument_anthropic`` wraps ``client.messages.create`` of an ``Anthropic`` or
-``AsyncAnthropic`` client; ``instrument_openai`` wraps
-``client.chat.completions.create`` of an OpenAI-compatible client (vLLM...).
-Each call opens ``recorder.call(...)`` in the active costline request, or a
-standalone call span without one; an SDK exception is recorded as
-``error.type`` (its class name, e.g. ``RateLimitError``) and re-raised.
+``instrument_anthropic`` wraps ``client.messages.create`` and ``client.messages.stream`` of an
+``Anthropic`` or ``AsyncAnthropic`` client; ``instrument_openai`` wraps
+``client.chat.completions.create`` of an OpenAI-compatible client (``OpenAI``, ``AsyncOpenAI``:
+vLLM...). Each call opens a call span in the active costline request, or a standalone one
+without one; an SDK exception is recorded as ``error.type`` (its class name, e.g.
+``RateLimitError``) and re-raised.
 
-Both are idempotent and return a callable that removes the wrapper.
-Streaming calls (``stream=True``) pass through unrecorded.
+Streamed calls (``create(stream=True)``, ``messages.stream(...)``) hand the app the SDK's own
+stream object behind a transparent proxy (:mod:`wrapt`: same type for ``isinstance``, same
+attributes, iteration, context manager, ``close()``, ``text_stream``, ``get_final_message()``):
+the span opens when the request is sent and ends when the stream ends, fails, is closed or is
+dropped. It carries the usage the provider streamed (Anthropic: ``message_start`` updated by
+``message_delta``; OpenAI: the last chunk when the app asked for
+``stream_options={"include_usage": True}``), ``gen_ai.request.stream`` and
+``gen_ai.response.time_to_first_chunk`` (seconds to the first chunk of output, on the injected
+``clock``). A stream that breaks (``error.type`` set) or is closed before the provider's final
+count keeps the usage it had and is flagged ``costline.usage.incomplete``; so is an OpenAI
+stream without ``include_usage``, with no token counts: the wrapper does not add
+``stream_options`` to the app's request, since that adds a choice-less chunk the app never
+asked for and some OpenAI-compatible servers reject the option.
+
+Both are idempotent and return a callable that removes the wrappers. Recording never raises
+into the app and never changes what it sees.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
+
+import wrapt
 
 from costline import contract
 
@@ -28,10 +45,16 @@ log = logging.getLogger(__name__)
 
 _MARK = "__costline_uninstrument__"
 
+Clock = Callable[[], float]
 
-def instrument_anthropic(client: Any, recorder: Recorder, *, tier: str | None = None) -> Callable[[], None]:
-    """Record every ``client.messages.create`` call; returns the undo callable."""
-    return _wrap(client, client.messages, "create", recorder, contract.PROVIDER_ANTHROPIC, tier, _record_anthropic)
+
+def instrument_anthropic(client: Any, recorder: Recorder, *, tier: str | None = None,
+                         clock: Clock = time.perf_counter) -> Callable[[], None]:
+    """Record every ``client.messages.create`` and ``client.messages.stream`` call; returns the
+    undo callable. ``clock`` (seconds) times the first chunk of a streamed answer."""
+    kit = _Kit(recorder, contract.PROVIDER_ANTHROPIC, tier, clock, _record_anthropic, _AnthropicStream)
+    resource = client.messages
+    return _install(client, resource, {"create": kit.create, "stream": kit.stream_helper})
 
 
 def instrument_openai(
@@ -40,59 +63,117 @@ def instrument_openai(
     *,
     provider: str = contract.PROVIDER_VLLM,
     tier: str | None = None,
+    clock: Clock = time.perf_counter,
 ) -> Callable[[], None]:
     """Record every ``client.chat.completions.create`` call; returns the undo callable."""
-    return _wrap(client, client.chat.completions, "create", recorder, provider, tier, _record_openai)
+    kit = _Kit(recorder, provider, tier, clock, _record_openai, _OpenAIStream)
+    return _install(client, client.chat.completions, {"create": kit.create})
 
 
-def _wrap(
-    client: Any,
-    resource: Any,
-    name: str,
-    recorder: Recorder,
-    provider: str,
-    tier: str | None,
-    record: Callable[[CallHandle, Recorder, dict[str, Any], Any], None],
-) -> Callable[[], None]:
-    current = getattr(resource, name)
-    undo = getattr(current, _MARK, None)
+def _install(client: Any, resource: Any, wrappers: dict[str, Callable[..., Callable[..., Any]]]) -> Callable[[], None]:
+    undo = getattr(getattr(resource, "create"), _MARK, None)
     if undo is not None:
         return undo  # already instrumented
-    original = current
-
-    def _open(kwargs: dict[str, Any]) -> Any:
-        model = kwargs.get("model")
-        return recorder.call(provider, model if isinstance(model, str) and model else "unknown", tier)
-
-    if type(client).__name__.startswith("Async"):
-
-        @functools.wraps(original)
-        async def wrapper(*args: Any, **kwargs: Any) -> Any:
-            if kwargs.get("stream"):
-                return await original(*args, **kwargs)
-            with _open(kwargs) as call:
-                response = await original(*args, **kwargs)
-                _safe_record(record, call, recorder, kwargs, response)
-                return response
-
-    else:
-
-        @functools.wraps(original)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:  # type: ignore[misc]
-            if kwargs.get("stream"):
-                return original(*args, **kwargs)
-            with _open(kwargs) as call:
-                response = original(*args, **kwargs)
-                _safe_record(record, call, recorder, kwargs, response)
-                return response
+    is_async = type(client).__name__.startswith("Async")
+    installed: dict[str, Any] = {}
+    for name, make in wrappers.items():
+        original = getattr(resource, name, None)
+        if original is not None:
+            installed[name] = make(original, is_async)
 
     def uninstrument() -> None:
-        if getattr(resource.__dict__.get(name), _MARK, None) is uninstrument:
-            delattr(resource, name)
+        for name, wrapper in installed.items():
+            if resource.__dict__.get(name) is wrapper:
+                delattr(resource, name)
 
-    setattr(wrapper, _MARK, uninstrument)
-    setattr(resource, name, wrapper)
+    for name, wrapper in installed.items():
+        setattr(wrapper, _MARK, uninstrument)
+        setattr(resource, name, wrapper)
     return uninstrument
+
+
+class _Kit:
+    """What the wrappers of one instrumented client share."""
+
+    def __init__(self, recorder: Recorder, provider: str, tier: str | None, clock: Clock,
+                 record: Callable[[CallHandle, Recorder, dict[str, Any], Any], None],
+                 parser: type[_StreamParser]) -> None:
+        self.recorder = recorder
+        self.provider = provider
+        self.tier = tier
+        self.clock = clock
+        self.record = record
+        self.parser = parser
+
+    def _model(self, kwargs: dict[str, Any]) -> str:
+        model = kwargs.get("model")
+        return model if isinstance(model, str) and model else "unknown"
+
+    def open_stream(self, kwargs: dict[str, Any]) -> _StreamRecord | None:
+        try:
+            call = self.recorder.start_call(self.provider, self._model(kwargs), self.tier)
+            return _StreamRecord(call, self.parser(self.recorder.capture_enabled), self.clock, self.recorder,
+                                 kwargs)
+        except Exception:
+            log.exception("costline: could not open a call span for a stream")
+            return None
+
+    # -- create(): plain or stream=True -----------------------------------------------------------
+    def create(self, original: Callable[..., Any], is_async: bool) -> Callable[..., Any]:
+        kit = self
+        if is_async:
+
+            @functools.wraps(original)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                if kwargs.get("stream"):
+                    rec = kit.open_stream(kwargs)
+                    try:
+                        stream = await original(*args, **kwargs)
+                    except BaseException as exc:
+                        _fail_and_finish(rec, exc)
+                        raise
+                    return _AsyncStreamProxy(stream, rec) if rec is not None else stream
+                with kit.recorder.call(kit.provider, kit._model(kwargs), kit.tier) as call:
+                    response = await original(*args, **kwargs)
+                    _safe_record(kit.record, call, kit.recorder, kwargs, response)
+                    return response
+
+            return async_wrapper
+
+        @functools.wraps(original)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if kwargs.get("stream"):
+                rec = kit.open_stream(kwargs)
+                try:
+                    stream = original(*args, **kwargs)
+                except BaseException as exc:
+                    _fail_and_finish(rec, exc)
+                    raise
+                return _SyncStreamProxy(stream, rec) if rec is not None else stream
+            with kit.recorder.call(kit.provider, kit._model(kwargs), kit.tier) as call:
+                response = original(*args, **kwargs)
+                _safe_record(kit.record, call, kit.recorder, kwargs, response)
+                return response
+
+        return wrapper
+
+    # -- anthropic's messages.stream(): a (async) context manager -----------------------------------
+    def stream_helper(self, original: Callable[..., Any], is_async: bool) -> Callable[..., Any]:
+        kit = self
+
+        @functools.wraps(original)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            manager = original(*args, **kwargs)
+            opener = functools.partial(kit.open_stream, dict(kwargs))
+            return (_AsyncManagerProxy if is_async else _SyncManagerProxy)(manager, opener)
+
+        return wrapper
+
+
+def _fail_and_finish(rec: _StreamRecord | None, exc: BaseException) -> None:
+    if rec is not None:
+        rec.fail(exc)
+        rec.finish()
 
 
 def _safe_record(record: Callable[..., None], call: CallHandle, recorder: Recorder, kwargs: dict[str, Any],
@@ -103,40 +184,386 @@ def _safe_record(record: Callable[..., None], call: CallHandle, recorder: Record
         log.exception("costline: could not record a model response")
 
 
+# --- streams -----------------------------------------------------------------------------------
+class _StreamParser:
+    """Reads a provider's stream events; ``record`` puts what it saw on the call span."""
+
+    def __init__(self, capture: bool) -> None:
+        self.capture = capture
+        #: The provider's final usage count was seen.
+        self.complete = False
+
+    def is_output(self, event: Any) -> bool:
+        raise NotImplementedError
+
+    def observe(self, event: Any) -> None:
+        raise NotImplementedError
+
+    def observe_message(self, message: Any) -> None:
+        """The final message, when the events themselves could not be watched."""
+
+    def record(self, call: CallHandle, recorder: Recorder, kwargs: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+
+class _StreamRecord:
+    """One streamed call: its span, the parser of its events, the time of its first chunk."""
+
+    def __init__(self, call: CallHandle, parser: _StreamParser, clock: Clock, recorder: Recorder,
+                 kwargs: dict[str, Any]) -> None:
+        self.call = call
+        self.parser = parser
+        self.clock = clock
+        self.recorder = recorder
+        self.kwargs = kwargs
+        self.started = clock()
+        self.first_chunk_s: float | None = None
+        self.done = False
+        #: Read at the end for its final message when the events could not be watched.
+        self.fallback: Any = None
+
+    def item(self, event: Any) -> None:
+        if self.done:
+            return
+        try:
+            if self.first_chunk_s is None and self.parser.is_output(event):
+                self.first_chunk_s = max(self.clock() - self.started, 0.0)
+            self.parser.observe(event)
+        except Exception:
+            log.exception("costline: could not read a stream event")
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.done:
+            self.call.error(type(exc).__name__, f"{type(exc).__name__}: {str(exc)[:200]}")
+
+    def finish(self) -> None:
+        """End the span with what was seen (once). Never raises."""
+        if self.done:
+            return
+        self.done = True
+        try:
+            if self.fallback is not None and not self.parser.complete:
+                try:
+                    self.parser.observe_message(self.fallback.current_message_snapshot)
+                except Exception:
+                    pass  # no message yet
+            self.parser.record(self.call, self.recorder, self.kwargs)
+            self.call.streamed(self.first_chunk_s, self.parser.complete)
+        except Exception:
+            log.exception("costline: could not record a streamed response")
+        finally:
+            self.call.end()
+
+
+class _SyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
+    """The SDK's ``Stream`` as the app sees it, watched."""
+
+    def __init__(self, wrapped: Any, record: _StreamRecord) -> None:
+        super().__init__(wrapped)
+        self._self_record = record
+
+    def __iter__(self) -> Any:
+        rec = self._self_record
+        try:
+            for item in self.__wrapped__:
+                rec.item(item)
+                yield item
+        except GeneratorExit:  # the app stopped reading
+            rec.finish()
+            raise
+        except BaseException as exc:
+            _fail_and_finish(rec, exc)
+            raise
+        rec.finish()
+
+    def __next__(self) -> Any:
+        rec = self._self_record
+        try:
+            item = self.__wrapped__.__next__()
+        except StopIteration:
+            rec.finish()
+            raise
+        except BaseException as exc:
+            _fail_and_finish(rec, exc)
+            raise
+        rec.item(item)
+        return item
+
+    def __enter__(self) -> Any:
+        self.__wrapped__.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> Any:
+        try:
+            return self.__wrapped__.__exit__(*exc)
+        finally:
+            self._self_record.finish()
+
+    def close(self) -> None:
+        try:
+            self.__wrapped__.close()
+        finally:
+            self._self_record.finish()
+
+    def __del__(self) -> None:  # dropped without being read to the end or closed
+        try:
+            self._self_record.finish()
+        except Exception:
+            pass
+
+
+class _AsyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
+    """The SDK's ``AsyncStream`` as the app sees it, watched."""
+
+    def __init__(self, wrapped: Any, record: _StreamRecord) -> None:
+        super().__init__(wrapped)
+        self._self_record = record
+
+    async def __aiter__(self) -> Any:
+        rec = self._self_record
+        try:
+            async for item in self.__wrapped__:
+                rec.item(item)
+                yield item
+        except GeneratorExit:
+            rec.finish()
+            raise
+        except BaseException as exc:
+            _fail_and_finish(rec, exc)
+            raise
+        rec.finish()
+
+    async def __anext__(self) -> Any:
+        rec = self._self_record
+        try:
+            item = await self.__wrapped__.__anext__()
+        except StopAsyncIteration:
+            rec.finish()
+            raise
+        except BaseException as exc:
+            _fail_and_finish(rec, exc)
+            raise
+        rec.item(item)
+        return item
+
+    async def __aenter__(self) -> Any:
+        await self.__wrapped__.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> Any:
+        try:
+            return await self.__wrapped__.__aexit__(*exc)
+        finally:
+            self._self_record.finish()
+
+    async def close(self) -> None:
+        try:
+            await self.__wrapped__.close()
+        finally:
+            self._self_record.finish()
+
+    def __del__(self) -> None:
+        try:
+            self._self_record.finish()
+        except Exception:
+            pass
+
+
+def _watch_message_stream(message_stream: Any, rec: _StreamRecord, proxy: type[wrapt.ObjectProxy]) -> None:
+    """Watch the raw events under a ``MessageStream`` (what its iteration, ``text_stream`` and
+    ``get_final_message`` all read); without that hook, read its final snapshot at the end."""
+    try:
+        raw = message_stream._raw_stream
+        message_stream._raw_stream = proxy(raw, rec)
+    except Exception:
+        rec.fallback = message_stream
+
+
+class _SyncManagerProxy(wrapt.ObjectProxy):  # type: ignore[misc]
+    """``messages.stream(...)``'s ``MessageStreamManager``: the call span opens at ``__enter__``."""
+
+    def __init__(self, wrapped: Any, opener: Callable[[], _StreamRecord | None]) -> None:
+        super().__init__(wrapped)
+        self._self_opener = opener
+        self._self_record: _StreamRecord | None = None
+
+    def __enter__(self) -> Any:
+        rec = self._self_record = self._self_opener()
+        try:
+            message_stream = self.__wrapped__.__enter__()
+        except BaseException as exc:
+            _fail_and_finish(rec, exc)
+            raise
+        if rec is not None:
+            if message_stream is None:
+                rec.finish()
+            else:
+                _watch_message_stream(message_stream, rec, _SyncStreamProxy)
+        return message_stream
+
+    def __exit__(self, *exc: Any) -> Any:
+        try:
+            return self.__wrapped__.__exit__(*exc)
+        finally:
+            if self._self_record is not None:  # an error of the stream itself was recorded as it came
+                self._self_record.finish()
+
+
+class _AsyncManagerProxy(wrapt.ObjectProxy):  # type: ignore[misc]
+    """``AsyncAnthropic.messages.stream(...)``'s manager: the call span opens at ``__aenter__``."""
+
+    def __init__(self, wrapped: Any, opener: Callable[[], _StreamRecord | None]) -> None:
+        super().__init__(wrapped)
+        self._self_opener = opener
+        self._self_record: _StreamRecord | None = None
+
+    async def __aenter__(self) -> Any:
+        rec = self._self_record = self._self_opener()
+        try:
+            message_stream = await self.__wrapped__.__aenter__()
+        except BaseException as exc:
+            _fail_and_finish(rec, exc)
+            raise
+        if rec is not None:
+            if message_stream is None:
+                rec.finish()
+            else:
+                _watch_message_stream(message_stream, rec, _AsyncStreamProxy)
+        return message_stream
+
+    async def __aexit__(self, *exc: Any) -> Any:
+        try:
+            return await self.__wrapped__.__aexit__(*exc)
+        finally:
+            if self._self_record is not None:  # an error of the stream itself was recorded as it came
+                self._self_record.finish()
+
+
+# --- what a response says ------------------------------------------------------------------------
 def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _anthropic_inputs(kwargs: dict[str, Any]) -> list[Any]:
+    inputs: list[Any] = []
+    system = kwargs.get("system")
+    if system:
+        inputs.append({"role": "system", "content": system})
+    inputs.extend(kwargs.get("messages") or [])
+    return inputs
+
+
+def _anthropic_usage(call: CallHandle, usage: Any) -> None:
+    fresh = _int(getattr(usage, "input_tokens", 0))
+    read = _int(getattr(usage, "cache_read_input_tokens", 0))
+    created = _int(getattr(usage, "cache_creation_input_tokens", 0))
+    # Anthropic's input_tokens excludes cached tokens; the GenAI semconv total includes them.
+    call.usage(fresh + read + created, _int(getattr(usage, "output_tokens", 0)), read, created)
 
 
 def _record_anthropic(call: CallHandle, recorder: Recorder, kwargs: dict[str, Any], response: Any) -> None:
     usage = getattr(response, "usage", None)
     if usage is not None:
-        fresh = _int(getattr(usage, "input_tokens", 0))
-        read = _int(getattr(usage, "cache_read_input_tokens", 0))
-        created = _int(getattr(usage, "cache_creation_input_tokens", 0))
-        # Anthropic's input_tokens excludes cached tokens; the GenAI semconv total includes them.
-        call.usage(fresh + read + created, _int(getattr(usage, "output_tokens", 0)), read, created)
+        _anthropic_usage(call, usage)
     stop = getattr(response, "stop_reason", None)
     call.response(getattr(response, "model", None), [stop] if isinstance(stop, str) else None,
                   getattr(response, "id", None))
     if recorder.capture_enabled:
-        inputs: list[Any] = []
-        system = kwargs.get("system")
-        if system:
-            inputs.append({"role": "system", "content": system})
-        inputs.extend(kwargs.get("messages") or [])
         output = {"role": getattr(response, "role", "assistant"), "content": list(getattr(response, "content", []) or [])}
         if stop:
             output["finish_reason"] = stop
-        call.content(inputs, [output])
+        call.content(_anthropic_inputs(kwargs), [output])
+
+
+class _Usage:
+    """Usage fields as a stream reports them, the later value of a field winning."""
+
+    def __init__(self) -> None:
+        self.input_tokens = 0
+        self.output_tokens = 0
+        self.cache_read_input_tokens = 0
+        self.cache_creation_input_tokens = 0
+
+    def update(self, usage: Any) -> None:
+        for name in ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"):
+            value = getattr(usage, name, None)
+            if isinstance(value, int) and not isinstance(value, bool):
+                setattr(self, name, value)
+
+
+class _AnthropicStream(_StreamParser):
+    """Messages API events: usage in ``message_start`` (all of it) and ``message_delta`` (updates)."""
+
+    def __init__(self, capture: bool) -> None:
+        super().__init__(capture)
+        self.usage: _Usage | None = None
+        self.id: str | None = None
+        self.model: str | None = None
+        self.stop: str | None = None
+        self.text: list[str] = []
+
+    def is_output(self, event: Any) -> bool:
+        return getattr(event, "type", None) == "content_block_delta"
+
+    def observe(self, event: Any) -> None:
+        kind = getattr(event, "type", None)
+        if kind == "message_start":
+            self.observe_message(getattr(event, "message", None))
+            self.complete = False
+        elif kind == "message_delta":
+            if self.usage is None:
+                self.usage = _Usage()
+            usage = getattr(event, "usage", None)
+            if usage is not None:
+                self.usage.update(usage)
+                self.complete = True
+            stop = getattr(getattr(event, "delta", None), "stop_reason", None)
+            if isinstance(stop, str):
+                self.stop = stop
+        elif kind == "content_block_delta" and self.capture:
+            text = getattr(getattr(event, "delta", None), "text", None)
+            if isinstance(text, str):
+                self.text.append(text)
+
+    def observe_message(self, message: Any) -> None:
+        if message is None:
+            return
+        self.id = getattr(message, "id", None) or self.id
+        self.model = getattr(message, "model", None) or self.model
+        usage = getattr(message, "usage", None)
+        if usage is not None:
+            self.usage = self.usage or _Usage()
+            self.usage.update(usage)
+        stop = getattr(message, "stop_reason", None)
+        if isinstance(stop, str):
+            self.stop = stop
+            self.complete = True  # a final snapshot
+        if self.capture and not self.text:
+            self.text = [getattr(b, "text", "") for b in getattr(message, "content", None) or []
+                         if getattr(b, "type", None) == "text"]
+
+    def record(self, call: CallHandle, recorder: Recorder, kwargs: dict[str, Any]) -> None:
+        if self.usage is not None:
+            _anthropic_usage(call, self.usage)
+        call.response(self.model, [self.stop] if self.stop else None, self.id)
+        if recorder.capture_enabled:
+            output: dict[str, Any] = {"role": "assistant", "content": "".join(self.text)}
+            if self.stop:
+                output["finish_reason"] = self.stop
+            call.content(_anthropic_inputs(kwargs), [output])
+
+
+def _openai_usage(call: CallHandle, usage: Any) -> None:
+    details = getattr(usage, "prompt_tokens_details", None)
+    cached = _int(getattr(details, "cached_tokens", 0)) if details is not None else 0
+    # prompt_tokens already includes cached tokens, as the semconv total does.
+    call.usage(_int(getattr(usage, "prompt_tokens", 0)), _int(getattr(usage, "completion_tokens", 0)), cached, 0)
 
 
 def _record_openai(call: CallHandle, recorder: Recorder, kwargs: dict[str, Any], response: Any) -> None:
     usage = getattr(response, "usage", None)
     if usage is not None:
-        details = getattr(usage, "prompt_tokens_details", None)
-        cached = _int(getattr(details, "cached_tokens", 0)) if details is not None else 0
-        # prompt_tokens already includes cached tokens, as the semconv total does.
-        call.usage(_int(getattr(usage, "prompt_tokens", 0)), _int(getattr(usage, "completion_tokens", 0)), cached, 0)
+        _openai_usage(call, usage)
     choices = list(getattr(response, "choices", None) or [])
     reasons = [c.finish_reason for c in choices if isinstance(getattr(c, "finish_reason", None), str)]
     call.response(getattr(response, "model", None), reasons or None, getattr(response, "id", None))
@@ -150,3 +577,56 @@ def _record_openai(call: CallHandle, recorder: Recorder, kwargs: dict[str, Any],
                 out["finish_reason"] = c.finish_reason
             outputs.append(out)
         call.content(list(kwargs.get("messages") or []), outputs)
+
+
+class _OpenAIStream(_StreamParser):
+    """``chat.completion.chunk`` objects: usage only in the last one, and only with include_usage."""
+
+    def __init__(self, capture: bool) -> None:
+        super().__init__(capture)
+        self.usage: Any = None
+        self.id: str | None = None
+        self.model: str | None = None
+        self.reasons: dict[int, str] = {}
+        self.text: dict[int, list[str]] = {}
+
+    def is_output(self, chunk: Any) -> bool:
+        for choice in getattr(chunk, "choices", None) or []:
+            delta = getattr(choice, "delta", None)
+            if delta is None:
+                continue
+            if getattr(delta, "content", None) or getattr(delta, "tool_calls", None) \
+                    or getattr(delta, "refusal", None) or getattr(delta, "reasoning_content", None):
+                return True
+        return False
+
+    def observe(self, chunk: Any) -> None:
+        self.id = self.id or getattr(chunk, "id", None)
+        self.model = self.model or getattr(chunk, "model", None)
+        usage = getattr(chunk, "usage", None)
+        if usage is not None:
+            self.usage = usage
+            self.complete = True
+        for choice in getattr(chunk, "choices", None) or []:
+            index = _int(getattr(choice, "index", 0))
+            reason = getattr(choice, "finish_reason", None)
+            if isinstance(reason, str):
+                self.reasons[index] = reason
+            if self.capture:
+                text = getattr(getattr(choice, "delta", None), "content", None)
+                if isinstance(text, str):
+                    self.text.setdefault(index, []).append(text)
+
+    def record(self, call: CallHandle, recorder: Recorder, kwargs: dict[str, Any]) -> None:
+        if self.usage is not None:
+            _openai_usage(call, self.usage)
+        reasons = [self.reasons[i] for i in sorted(self.reasons)]
+        call.response(self.model, reasons or None, self.id)
+        if recorder.capture_enabled:
+            outputs = []
+            for i in sorted(set(self.text) | set(self.reasons)):
+                out = {"role": "assistant", "content": "".join(self.text.get(i, []))}
+                if i in self.reasons:
+                    out["finish_reason"] = self.reasons[i]
+                outputs.append(out)
+            call.content(list(kwargs.get("messages") or []), outputs)

@@ -118,11 +118,16 @@ class LookupHandle:
 class CallHandle:
     """A model call span (kind CLIENT, named ``"{operation} {model}"``)."""
 
-    def __init__(self, recorder: Recorder, span: Span, tier: str | None) -> None:
+    def __init__(self, recorder: Recorder, span: Span, tier: str | None,
+                 request: RequestHandle | None = None) -> None:
         self.span = span
         self.tier = tier
         self.error_type: str | None = None
         self._recorder = recorder
+        self._request = request
+        self._ended = False
+        if request is not None:
+            request._call_started(tier)
 
     def usage(
         self,
@@ -156,6 +161,28 @@ class CallHandle:
         _set(self.span, contract.GEN_AI_RESPONSE_MODEL, model, _str)
         _set(self.span, contract.GEN_AI_RESPONSE_FINISH_REASONS, finish_reasons, _strs)
         _set(self.span, contract.GEN_AI_RESPONSE_ID, id, _str)
+
+    def streamed(self, first_chunk_s: float | None = None, usage_complete: bool = True) -> None:
+        """A streamed answer: seconds to its first chunk of output (None: none came), and whether
+        the usage recorded is the provider's final count (False: the stream broke or was closed
+        early, or it never said)."""
+        _set(self.span, contract.GEN_AI_REQUEST_STREAM, True, _bool)
+        _set(self.span, contract.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK, first_chunk_s, _number)
+        if usage_complete is False:
+            _set(self.span, contract.COSTLINE_USAGE_INCOMPLETE, True, _bool)
+
+    def end(self) -> None:
+        """End the span (once; later calls do nothing). A ``call`` block ends it itself; a call
+        opened with :meth:`Recorder.start_call` is ended here."""
+        if self._ended:
+            return
+        self._ended = True
+        try:
+            self.span.end(end_time=self._recorder._now())
+        except Exception:
+            log.exception("costline: could not end a call span")
+        if self._request is not None:
+            self._request._call_ended(self.tier, self.error_type is None)
 
     def cost(self, usd: float) -> None:
         """Record an explicit price for this call (overrides the pricing table)."""
@@ -379,6 +406,21 @@ class Recorder:
         """A model call span in the active request, or a standalone one without a request."""
         return self._call(self.current_request(), provider, model, tier, operation, cost_usd, batch)
 
+    def start_call(
+        self,
+        provider: str,
+        model: str,
+        tier: str | None = None,
+        operation: str = contract.OPERATION_CHAT,
+        *,
+        cost_usd: float | None = None,
+        batch: bool | None = None,
+    ) -> CallHandle:
+        """A model call span that outlives the code that opened it (a streamed answer, read
+        later by the app): in the active request (or standalone), never made the current span;
+        the caller ends it with :meth:`CallHandle.end`."""
+        return self._start_call(self.current_request(), provider, model, tier, operation, cost_usd, batch)
+
     def cache_lookup(self, namespace: str | None = None) -> Any:
         """A cache lookup span in the active request, or a standalone one."""
         return self._lookup(self.current_request(), namespace)
@@ -411,6 +453,27 @@ class Recorder:
         cost_usd: float | None,
         batch: bool | None,
     ) -> Iterator[CallHandle]:
+        handle = self._start_call(request, provider, model, tier, operation, cost_usd, batch)
+        token = otel_context.attach(trace.set_span_in_context(handle.span))
+        try:
+            yield handle
+        except BaseException as exc:
+            handle.error(type(exc).__name__, f"{type(exc).__name__}: {str(exc)[:200]}")
+            raise
+        finally:
+            otel_context.detach(token)
+            handle.end()
+
+    def _start_call(
+        self,
+        request: RequestHandle | None,
+        provider: str,
+        model: str,
+        tier: str | None,
+        operation: str,
+        cost_usd: float | None,
+        batch: bool | None,
+    ) -> CallHandle:
         op = operation if isinstance(operation, str) and operation else contract.OPERATION_CHAT
         span = self._tracer.start_span(f"{op} {model}", kind=SpanKind.CLIENT, start_time=self._now())
         _set(span, contract.GEN_AI_OPERATION_NAME, op, _str)
@@ -419,20 +482,7 @@ class Recorder:
         _set(span, contract.COSTLINE_TIER, tier, _str)
         _set(span, contract.COSTLINE_COST_USD, cost_usd, _number)
         _set(span, contract.COSTLINE_BATCH, batch, _bool)
-        handle = CallHandle(self, span, tier)
-        if request is not None:
-            request._call_started(tier)
-        token = otel_context.attach(trace.set_span_in_context(span))
-        try:
-            yield handle
-        except BaseException as exc:
-            handle.error(type(exc).__name__, f"{type(exc).__name__}: {str(exc)[:200]}")
-            raise
-        finally:
-            otel_context.detach(token)
-            span.end(end_time=self._now())
-            if request is not None:
-                request._call_ended(tier, handle.error_type is None)
+        return CallHandle(self, span, tier, request)
 
     def _text(self, text: str, budget: int) -> str:
         if self._redact is not None:

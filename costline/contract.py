@@ -33,6 +33,9 @@ GEN_AI_USAGE_INPUT_TOKENS: Final = "gen_ai.usage.input_tokens"
 GEN_AI_USAGE_OUTPUT_TOKENS: Final = "gen_ai.usage.output_tokens"
 GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: Final = "gen_ai.usage.cache_read.input_tokens"
 GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS: Final = "gen_ai.usage.cache_creation.input_tokens"
+# Streamed calls: the request asked for a stream; seconds from sending it to the first chunk of output.
+GEN_AI_REQUEST_STREAM: Final = "gen_ai.request.stream"
+GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK: Final = "gen_ai.response.time_to_first_chunk"
 GEN_AI_INPUT_MESSAGES: Final = "gen_ai.input.messages"
 GEN_AI_OUTPUT_MESSAGES: Final = "gen_ai.output.messages"
 ERROR_TYPE: Final = "error.type"
@@ -49,6 +52,9 @@ COSTLINE_REQUEST_ID: Final = "costline.request.id"  # stamped on a request's des
 # --- costline.* on model calls ------------------------------------------------------
 COSTLINE_COST_USD: Final = "costline.cost_usd"  # explicit price, overrides the pricing table
 COSTLINE_BATCH: Final = "costline.batch"  # bool: sent through a batch API (priced at the batch multiplier)
+#: bool: the usage on this call is not the provider's final count (a stream that broke or was
+#: closed early, or an OpenAI stream without include_usage: then no token counts at all).
+COSTLINE_USAGE_INCOMPLETE: Final = "costline.usage.incomplete"
 
 # --- cache lookups -----------------------------------------------------------------
 COSTLINE_CACHE_HIT: Final = "costline.cache.hit"
