@@ -402,3 +402,14 @@ def test_async_openai_plain_and_streamed_calls_are_recorded(standin, spans):
     sent = openai_sent(tee.bodies[1])
     assert streamed.attributes[c.GEN_AI_USAGE_OUTPUT_TOKENS] == sent["usage"]["completion_tokens"]
     assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == sent["text"]
+
+
+def test_openai_stream_helper_goes_through_create_and_is_recorded(standin, spans):
+    provider, exporter = spans
+    client, tee = sync_openai(standin, Recorder(provider, env={}))
+    with client.chat.completions.stream(model=STUDENT, messages=Q, stream_options={"include_usage": True}) as stream:
+        final = stream.get_final_completion()
+    sent = openai_sent(tee.bodies[0])
+    assert final.choices[0].message.content == sent["text"]
+    (call,) = calls(exporter)
+    assert call.attributes[c.GEN_AI_USAGE_OUTPUT_TOKENS] == sent["usage"]["completion_tokens"]
