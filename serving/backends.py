@@ -6,7 +6,8 @@
 * The student goes through vLLM's OpenAI-compatible ``/v1/chat/completions`` with the
   ``openai`` client (:class:`OpenAIChatBackend`), the served model or LoRA adapter as ``model``.
 
-Every ``complete`` is one call span (``instrument_anthropic`` / ``instrument_openai``);
+Every ``complete`` (and ``stream``: the same answer, its text yielded as the model writes it,
+the :class:`Reply` returned at the end) is one call span (``instrument_anthropic`` / ``instrument_openai``);
 an SDK error that survives the retries is recorded as ``error.type`` (its class name:
 ``RateLimitError``, ``OverloadedError``, ``InternalServerError``...) and raised as
 :class:`~costline.serving.errors.BackendError`.
@@ -17,7 +18,7 @@ an SDK error that survives the retries is recorded as ``error.type`` (its class 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -31,6 +32,7 @@ __all__ = [
     "Prompt",
     "Reply",
     "Backend",
+    "StreamingBackend",
     "AnthropicBackend",
     "OpenAIChatBackend",
     "BACKEND_FACTORIES",
@@ -74,6 +76,12 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
+class StreamingBackend(Backend, Protocol):
+    """A backend that can also stream: ``reply = yield from backend.stream(prompt)``."""
+
+    def stream(self, prompt: Prompt) -> Generator[str, None, Reply]: ...
+
+
 def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
@@ -89,6 +97,25 @@ class AnthropicBackend:
     def complete(self, prompt: Prompt) -> Reply:
         import anthropic
 
+        kwargs = self._kwargs(prompt)
+        try:
+            response = self.client.messages.create(**kwargs)
+        except anthropic.APIError as exc:
+            raise BackendError(self.spec.name, type(exc).__name__, str(exc)[:300]) from exc
+        return self._reply(response)
+
+    def stream(self, prompt: Prompt) -> Generator[str, None, Reply]:
+        """:meth:`complete`, streamed (``messages.stream``): yields text deltas, returns the Reply."""
+        kwargs = self._kwargs(prompt)
+        try:
+            with self.client.messages.stream(**kwargs) as stream:
+                yield from stream.text_stream
+                response = stream.get_final_message()
+        except Exception as exc:  # the SDK's errors, and its transport's when a stream breaks
+            raise BackendError(self.spec.name, type(exc).__name__, str(exc)[:300]) from exc
+        return self._reply(response)
+
+    def _kwargs(self, prompt: Prompt) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
             "model": self.spec.model,
             "max_tokens": prompt.max_tokens or self.max_tokens,
@@ -96,10 +123,9 @@ class AnthropicBackend:
         }
         if prompt.system:
             kwargs["system"] = prompt.system
-        try:
-            response = self.client.messages.create(**kwargs)
-        except anthropic.APIError as exc:
-            raise BackendError(self.spec.name, type(exc).__name__, str(exc)[:300]) from exc
+        return kwargs
+
+    def _reply(self, response: Any) -> Reply:
         text = "".join(getattr(b, "text", "") for b in response.content if getattr(b, "type", "") == "text")
         usage = response.usage
         read = _int(getattr(usage, "cache_read_input_tokens", 0))
@@ -146,11 +172,36 @@ class OpenAIChatBackend:
         except openai.APIError as exc:
             raise BackendError(self.spec.name, type(exc).__name__, str(exc)[:300]) from exc
         choice = response.choices[0]
-        usage = response.usage
+        return self._reply(choice.message.content or "", response.model, choice.finish_reason, response.usage,
+                           response.id)
+
+    def stream(self, prompt: Prompt) -> Generator[str, None, Reply]:
+        """:meth:`complete`, streamed (with ``include_usage``): yields text deltas, returns the Reply."""
+        parts: list[str] = []
+        model, finish, usage, rid = self.spec.model, None, None, None
+        try:
+            stream = self.client.chat.completions.create(
+                model=self.spec.model, messages=openai_messages(prompt),
+                max_tokens=prompt.max_tokens or self.max_tokens, stream=True,
+                stream_options={"include_usage": True})
+            with stream:
+                for chunk in stream:
+                    model, rid = chunk.model or model, chunk.id or rid
+                    usage = chunk.usage or usage
+                    for choice in chunk.choices[:1]:
+                        finish = choice.finish_reason or finish
+                        if choice.delta.content:
+                            parts.append(choice.delta.content)
+                            yield choice.delta.content
+        except Exception as exc:  # the SDK's errors, and its transport's when a stream breaks
+            raise BackendError(self.spec.name, type(exc).__name__, str(exc)[:300]) from exc
+        return self._reply("".join(parts), model, finish, usage, rid)
+
+    def _reply(self, text: str, model: str, finish: str | None, usage: Any, rid: str | None) -> Reply:
         details = getattr(usage, "prompt_tokens_details", None)
-        return Reply(choice.message.content or "", self.spec.name, response.model, choice.finish_reason,
+        return Reply(text, self.spec.name, model, finish,
                      _int(getattr(usage, "prompt_tokens", 0)), _int(getattr(usage, "completion_tokens", 0)),
-                     _int(getattr(details, "cached_tokens", 0)) if details is not None else 0, 0, response.id)
+                     _int(getattr(details, "cached_tokens", 0)) if details is not None else 0, 0, rid)
 
     def close(self) -> None:
         self.client.close()

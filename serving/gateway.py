@@ -13,8 +13,19 @@ cache hit). The request's ``model`` is ignored: the router picks.
   ``x-costline-escalations``, ``x-costline-success``, ``x-costline-cache-hit``, ``x-costline-request-id``.
 
 When every tier failed with an API error the gateway answers in Anthropic's error format
-(429 ``rate_limit_error``, 529 ``overloaded_error`` or 500 ``api_error``). Streaming is not
-supported (400).
+(429 ``rate_limit_error``, 529 ``overloaded_error`` or 500 ``api_error``).
+
+``stream: true`` gets the Messages API's server-sent events, in one of two modes named by the
+``x-costline-stream-mode`` response header:
+
+* ``live`` — token by token as the model writes them, when nothing can send the answer up a
+  tier (:meth:`Pipeline.streams_live <costline.serving.pipeline.Pipeline.streams_live>`: no
+  validator or confidence gate, or the routed tier is the top of its ladder), and for every
+  cache hit. Headers go out with the first piece, so the outcome headers say what is known then
+  (attempts 1, no ``x-costline-success``); ``message_delta`` carries the final usage. A model
+  failing before its first piece is escalated as usual; failing mid-answer ends the stream with
+  an ``error`` event (the text already sent stands);
+* ``buffered`` — sent once escalation has settled the answer, where a gate needs it whole.
 """
 
 from __future__ import annotations
@@ -27,16 +38,18 @@ from typing import Any
 
 from costline.serving._http import HttpRequest, HttpResponse, JsonServer, Route, ServedByJsonServer
 from costline.serving.backends import Prompt
-from costline.serving.pipeline import Answer, Pipeline
+from costline.serving.pipeline import Answer, LiveAnswer, Pipeline
 from costline.serving.settings import GatewayConfig
 from costline.serving.standin import ANTHROPIC_ERROR_TYPES, last_user_text
 
-__all__ = ["Gateway", "CACHE_MODEL"]
+__all__ = ["Gateway", "CACHE_MODEL", "STREAM_MODE_HEADER"]
 
 log = logging.getLogger(__name__)
 
 #: The ``model`` of a message answered from the semantic cache.
 CACHE_MODEL = "costline-cache"
+#: Response header of a ``stream: true`` request: ``live`` (token by token) or ``buffered``.
+STREAM_MODE_HEADER = "x-costline-stream-mode"
 
 _STOP = {"stop": "end_turn", "length": "max_tokens"}
 _STATUS_OF_ERROR = {"RateLimitError": 429, "OverloadedError": 529}
@@ -82,8 +95,10 @@ class Gateway(ServedByJsonServer):
         task_type = req.header(cfg.task_type_header) or str(meta.get("task_type") or "") or cfg.default_task_type
         doc_hashes = tuple(h.strip() for h in (req.header(cfg.doc_hashes_header) or "").split(",") if h.strip())
         prompt = Prompt(tuple(messages), body.get("system"), max_tokens)
-        result = self.pipeline.answer(query, task_type=task_type, tenant=tenant, doc_hashes=doc_hashes,
-                                      prompt=prompt)
+        result = (self.pipeline.answer_stream if stream else self.pipeline.answer)(
+            query, task_type=task_type, tenant=tenant, doc_hashes=doc_hashes, prompt=prompt)
+        if isinstance(result, LiveAnswer):
+            return _live_response(result)
         headers = _headers(result)
         if not result.cached and result.reply is None:
             problem = result.attempts[-1].problem if result.attempts else "no attempt"
@@ -91,6 +106,7 @@ class Gateway(ServedByJsonServer):
             # The gateway already retried (the SDK's retries, then escalation): ask clients not to.
             return _error(status, f"every tier failed: {result.reason}", {**headers, "x-should-retry": "false"})
         if stream:
+            headers[STREAM_MODE_HEADER] = "live" if result.cached else "buffered"
             return HttpResponse(200, headers=headers, raw=_event_stream(_message(result)),
                                 content_type="text/event-stream")
         return HttpResponse(200, _message(result), headers=headers)
@@ -146,6 +162,87 @@ def _event_stream(message: dict[str, Any], chunk_chars: int = 48) -> bytes:
         ("message_stop", {"type": "message_stop"}),
     ]
     return b"".join(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode() for name, data in events)
+
+
+def _sse(name: str, data: dict[str, Any]) -> bytes:
+    return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+def _live_response(live: LiveAnswer) -> HttpResponse:
+    """A :class:`LiveAnswer` as server-sent events, each piece sent as the model writes it.
+
+    The first piece is awaited before the status goes out: a tier that fails before it is
+    escalated, and a request whose every tier failed gets the error status of a plain request.
+    """
+    pieces = iter(live)
+    try:
+        first = next(pieces, None)
+    except BaseException:
+        live.close()
+        raise
+    result = live.result
+    if result is not None and not result.cached and result.reply is None and not result.text:
+        live.close()
+        problem = result.attempts[-1].problem if result.attempts else "no attempt"
+        status = _STATUS_OF_ERROR.get(problem or "", 529 if "Overloaded" in (problem or "") else 500)
+        return _error(status, f"every tier failed: {result.reason}", {**_headers(result), "x-should-retry": "false"})
+    if result is not None:  # settled already: a cache hit, or escalated before the first piece
+        headers = _headers(result)
+    else:
+        headers = {"x-costline-tier": live.tier, "x-costline-routed-tier": live.routed_tier,
+                   "x-costline-attempts": "1", "x-costline-escalations": "0", "x-costline-cache-hit": "false",
+                   "x-costline-request-id": live.request_id}
+    headers[STREAM_MODE_HEADER] = "buffered" if live.buffered else "live"
+    return HttpResponse(200, headers=headers, content_type="text/event-stream",
+                        stream=_live_events(live, first, pieces))
+
+
+def _live_events(live: LiveAnswer, first: str | None, pieces: Any) -> Any:
+    """message_start, a text delta per piece, then message_delta with the final usage."""
+    try:
+        model = CACHE_MODEL if live.cached else (live.model or "unknown")
+        zero = {"input_tokens": 0, "output_tokens": 0, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+        yield _sse("message_start", {"type": "message_start", "message": {
+            "id": f"msg_costline_{live.request_id or uuid.uuid4().hex}", "type": "message", "role": "assistant",
+            "model": model, "content": [], "stop_reason": None, "stop_sequence": None, "usage": zero}})
+        yield _sse("content_block_start", {"type": "content_block_start", "index": 0,
+                                           "content_block": {"type": "text", "text": ""}})
+        piece = first
+        try:
+            while piece is not None:
+                if piece:
+                    yield _sse("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                                       "delta": {"type": "text_delta", "text": piece}})
+                piece = next(pieces, None)
+        except Exception as exc:  # not a model error (those end the pieces): still end the stream in form
+            log.exception("costline gateway: a live answer failed mid-stream")
+            yield _sse("error", {"type": "error", "error": {"type": "api_error", "message": f"costline gateway "
+                                                            f"failure mid-stream: {type(exc).__name__}"}})
+            return
+        result = live.result
+        if live.error is not None or result is None:
+            problem = live.error.error_type if live.error is not None else "no answer"
+            status = _STATUS_OF_ERROR.get(problem, 529 if "Overloaded" in problem else 500)
+            err_type = _upstream_error_type(live.error) or ANTHROPIC_ERROR_TYPES.get(status, "api_error")
+            yield _sse("error", {"type": "error", "error": {"type": err_type,
+                                                            "message": f"{live.tier} failed mid-answer: {problem}"}})
+            return
+        final = _message(result)
+        yield _sse("content_block_stop", {"type": "content_block_stop", "index": 0})
+        yield _sse("message_delta", {"type": "message_delta",
+                                     "delta": {"stop_reason": final["stop_reason"], "stop_sequence": None},
+                                     "usage": final["usage"]})
+        yield _sse("message_stop", {"type": "message_stop"})
+    finally:
+        live.close()
+
+
+def _upstream_error_type(error: Exception | None) -> str | None:
+    """The Messages API error type a model's in-stream error event carried, if it said one."""
+    body = getattr(getattr(error, "__cause__", None), "body", None)
+    inner = body.get("error") if isinstance(body, Mapping) else None
+    kind = inner.get("type") if isinstance(inner, Mapping) else None
+    return kind if isinstance(kind, str) and kind else None
 
 
 def _headers(result: Answer) -> dict[str, str]:

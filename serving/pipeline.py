@@ -15,13 +15,18 @@ the application's ``validator(query, text) -> bool``, or whose confidence is und
 (``on_error``). The request span carries ``costline.attempts``, ``costline.escalations``,
 the tier that finally answered and ``costline.success``. Accepted answers are stored in
 the cache with their ``doc_hashes``.
+
+:meth:`Pipeline.answer_stream` is ``answer()`` for a client that streams: when the routed
+tier's answer cannot be sent up a tier (:meth:`Pipeline.streams_live`: no validator and no
+confidence gate, or no tier above it to escalate to) it returns a :class:`LiveAnswer` whose
+text comes as the model writes it; otherwise the settled :class:`Answer`.
 """
 
 from __future__ import annotations
 
 import logging
 from contextlib import nullcontext
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -42,6 +47,7 @@ __all__ = [
     "ConfidenceFn",
     "Attempt",
     "Answer",
+    "LiveAnswer",
     "Pipeline",
 ]
 
@@ -109,6 +115,37 @@ class Answer:
     @property
     def escalations(self) -> int:
         return sum(1 for a, b in zip(self.attempts, self.attempts[1:]) if a.tier != b.tier)
+
+
+class LiveAnswer:
+    """An answer streamed as the model writes it (what :meth:`Pipeline.answer_stream` returns
+    when no gate needs the whole answer first).
+
+    Iterate it for the text pieces; :attr:`result` is the settled :class:`Answer` once the
+    iteration ended (success false and :attr:`error` set when the model failed mid-answer:
+    the pieces already given stand). A tier that fails before its first piece is escalated as
+    ``answer()`` would (``on_error``); the answer of the tier above then comes in one piece
+    and :attr:`buffered` is true. ``close()`` ends the request early (the client went away).
+    """
+
+    def __init__(self, tier: str, routed_tier: str, model: str | None) -> None:
+        self.tier = tier
+        self.routed_tier = routed_tier
+        self.model = model
+        self.request_id = ""
+        self.cached = False
+        self.buffered = False
+        self.result: Answer | None = None
+        self.error: BackendError | None = None
+        self._pieces: Iterator[str] = iter(())
+
+    def __iter__(self) -> Iterator[str]:
+        return self._pieces
+
+    def close(self) -> None:
+        close = getattr(self._pieces, "close", None)
+        if close is not None:
+            close()
 
 
 class Pipeline:
@@ -218,7 +255,131 @@ class Pipeline:
                           last.model if last else None, decision.tier, False, attempts=tuple(attempts),
                           request_id=req.request_id, reply=last.reply if last else None, reason=problems)
 
+    def streams_live(self, tier: str) -> bool:
+        """True when an answer of ``tier`` is final as the model writes it, so it can be streamed
+        token by token: no validator or confidence gate can send it up a tier (none is set, or
+        ``tier`` has no tier above it within ``max_escalations``)."""
+        gated = self.validator is not None or (self.confidence is not None and self.escalation.min_confidence > 0)
+        return not gated or len(self.registry.ladder(tier, self.escalation.max_escalations)) <= 1
+
+    def answer_stream(
+        self,
+        query: str,
+        *,
+        task_type: str,
+        tenant: str,
+        doc_hashes: Sequence[str] = (),
+        namespace: str | None = None,
+        subtype: str | None = None,
+        prompt: Prompt | None = None,
+        request_id: str | None = None,
+    ) -> "Answer | LiveAnswer":
+        """:meth:`answer` for a client that streams: a :class:`LiveAnswer` when the routed tier
+        :meth:`streams_live` (the cache is looked up first: a hit comes as one piece), else the
+        settled :class:`Answer` (a gate may send the answer up a tier, so it has to be whole).
+        Nothing is sent to a model before the LiveAnswer is iterated."""
+        decision = self.router.route(query, task_type)
+        if not self.streams_live(decision.tier):
+            return self.answer(query, task_type=task_type, tenant=tenant, doc_hashes=doc_hashes,
+                               namespace=namespace, subtype=subtype, prompt=prompt, request_id=request_id)
+        backend = self.backends.get(decision.tier)
+        if backend is None:
+            raise RoutingError(f"no backend for tier {decision.tier!r}: configure it under [serving.backends]")
+        live = LiveAnswer(decision.tier, decision.tier, backend.spec.model)
+        live._pieces = self._live(live, decision, query, prompt or Prompt.of(query), task_type=task_type,
+                                  tenant=tenant, doc_hashes=doc_hashes, namespace=namespace, subtype=subtype,
+                                  request_id=request_id)
+        return live
+
     # -- internals -------------------------------------------------------------------------
+    def _live(self, live: LiveAnswer, decision: Any, query: str, prompt: Prompt, *, task_type: str, tenant: str,
+              doc_hashes: Sequence[str], namespace: str | None, subtype: str | None,
+              request_id: str | None) -> Iterator[str]:
+        with self.recorder.request(task_type=task_type, tenant=tenant, subtype=subtype,
+                                   request_id=request_id, routed_tier=decision.tier) as req:
+            live.request_id = req.request_id
+            if self.cache is not None:
+                hit = self._lookup(req, query, tenant, namespace)
+                if hit is not None:
+                    req.served_by(contract.TIER_CACHE)
+                    req.accept()
+                    live.tier, live.model, live.cached = contract.TIER_CACHE, None, True
+                    live.result = Answer(hit.answer, contract.TIER_CACHE, None, decision.tier, True, cached=True,
+                                         similarity=float(hit.similarity), request_id=req.request_id,
+                                         reason=decision.reason)
+                    yield hit.answer
+                    return
+            tier = decision.tier
+            backend = self.backends[tier]
+            stream = getattr(backend, "stream", None)
+            pieces = stream(prompt) if stream is not None else _whole(backend, prompt)
+            parts: list[str] = []
+            try:
+                while True:
+                    try:
+                        piece = next(pieces)
+                    except StopIteration as done:
+                        reply: Reply = done.value
+                        break
+                    parts.append(piece)
+                    yield piece
+            except BackendError as exc:
+                failed = Attempt(tier, backend.spec.model, False, exc.error_type)
+                if parts or not self.escalation.on_error:  # too late (or not allowed) to escalate
+                    live.error = exc
+                    req.reject(f"{tier}: {exc.error_type}")
+                    req.served_by(tier)
+                    live.result = Answer("".join(parts), tier, backend.spec.model, decision.tier, False,
+                                         attempts=(failed,), request_id=req.request_id,
+                                         reason=f"{tier}: {exc.error_type}")
+                    return
+                live.buffered = True
+                live.result = self._escalate_whole(req, decision, failed, query, prompt, tenant, namespace,
+                                                   doc_hashes)
+                live.tier, live.model = live.result.tier, live.result.model
+                if live.result.text:
+                    yield live.result.text
+                return
+            ok, problem, confidence = self._judge(query, reply)
+            attempt = Attempt(tier, reply.model, ok, problem, confidence, reply)
+            req.served_by(tier)
+            if ok:
+                req.accept()
+                if self.cache is not None:
+                    self._store(query, reply.text, tenant, namespace, doc_hashes)
+            else:
+                req.reject(f"{tier}: {problem}")
+            live.model = reply.model
+            live.result = Answer(reply.text, tier, reply.model, decision.tier, ok, attempts=(attempt,),
+                                 request_id=req.request_id, reply=reply,
+                                 reason=decision.reason if ok else f"{tier}: {problem}")
+
+    def _escalate_whole(self, req: Any, decision: Any, failed: Attempt, query: str, prompt: Prompt, tenant: str,
+                        namespace: str | None, doc_hashes: Sequence[str]) -> Answer:
+        """The rest of the ladder after a live tier failed before its first piece, as answer() does."""
+        attempts = [failed]
+        for tier in self.registry.ladder(decision.tier, self.escalation.max_escalations)[1:]:
+            attempt = self._attempt(tier, query, prompt)
+            attempts.append(attempt)
+            if attempt.ok:
+                assert attempt.reply is not None
+                req.served_by(tier)
+                req.accept()
+                if self.cache is not None:
+                    self._store(query, attempt.reply.text, tenant, namespace, doc_hashes)
+                return Answer(attempt.reply.text, tier, attempt.reply.model, decision.tier, True,
+                              attempts=tuple(attempts), request_id=req.request_id, reply=attempt.reply,
+                              reason=decision.reason)
+            if attempt.reply is None and not self.escalation.on_error:
+                break
+        last = next((a for a in reversed(attempts) if a.reply is not None), None)
+        problems = ", ".join(f"{a.tier}: {a.problem}" for a in attempts)
+        req.reject(problems)
+        req.served_by(last.tier if last is not None else attempts[-1].tier)
+        return Answer(last.reply.text if last and last.reply else "", last.tier if last else attempts[-1].tier,
+                      last.model if last else None, decision.tier, False, attempts=tuple(attempts),
+                      request_id=req.request_id, reply=last.reply if last else None, reason=problems)
+
     def _attempt(self, tier: str, query: str, prompt: Prompt) -> Attempt:
         backend = self.backends.get(tier)
         if backend is None:
@@ -227,6 +388,11 @@ class Pipeline:
             reply = backend.complete(prompt)
         except BackendError as exc:
             return Attempt(tier, backend.spec.model, False, exc.error_type)
+        ok, problem, confidence = self._judge(query, reply)
+        return Attempt(tier, reply.model, ok, problem, confidence, reply)
+
+    def _judge(self, query: str, reply: Reply) -> tuple[bool, str | None, float | None]:
+        """(accepted, why not, confidence) of one reply: the validator, then the confidence gate."""
         confidence = None
         if self.confidence is not None:
             try:
@@ -240,10 +406,10 @@ class Pipeline:
                 log.exception("costline: the validator raised; treating the answer as invalid")
                 valid = False
             if not valid:
-                return Attempt(tier, reply.model, False, "validator", confidence, reply)
+                return False, "validator", confidence
         if confidence is not None and confidence < self.escalation.min_confidence:
-            return Attempt(tier, reply.model, False, "low_confidence", confidence, reply)
-        return Attempt(tier, reply.model, True, None, confidence, reply)
+            return False, "low_confidence", confidence
+        return True, None, confidence
 
     def _lookup(self, req: Any, query: str, tenant: str, namespace: str | None) -> CacheHit | None:
         assert self.cache is not None
@@ -264,3 +430,10 @@ class Pipeline:
             self.cache.store(query, text, tenant=tenant, namespace=namespace, doc_hashes=tuple(doc_hashes))
         except Exception:  # a cache that cannot store must not fail the answer
             log.exception("costline: could not store an answer in the semantic cache")
+
+
+def _whole(backend: Backend, prompt: Prompt) -> Generator[str, None, Reply]:
+    """A backend without ``stream``: its whole answer as one piece."""
+    reply = backend.complete(prompt)
+    yield reply.text
+    return reply
