@@ -323,6 +323,11 @@ class Pipeline:
                         break
                     parts.append(piece)
                     yield piece
+            except GeneratorExit:  # the client went away mid-answer: the model's stream is closed too
+                pieces.close()
+                req.served_by(tier)
+                req.reject("the client closed the stream before the answer ended")
+                return
             except BackendError as exc:
                 failed = Attempt(tier, backend.spec.model, False, exc.error_type)
                 if parts or not self.escalation.on_error:  # too late (or not allowed) to escalate

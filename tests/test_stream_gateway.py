@@ -228,3 +228,5 @@ def test_a_client_that_goes_away_still_ends_the_request(serve, pace, exporter):
             break
         done.wait(0.05)
     assert done.is_set()
+    (req,) = request_spans(exporter)
+    assert req[c.COSTLINE_SUCCESS] is False and c.ERROR_TYPE not in req and req[c.COSTLINE_TIER] == "budget"
