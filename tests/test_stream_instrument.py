@@ -413,3 +413,27 @@ def test_openai_stream_helper_goes_through_create_and_is_recorded(standin, spans
     assert final.choices[0].message.content == sent["text"]
     (call,) = calls(exporter)
     assert call.attributes[c.GEN_AI_USAGE_OUTPUT_TOKENS] == sent["usage"]["completion_tokens"]
+
+
+def test_async_streams_that_fail_or_are_closed_early_end_their_spans(standin, spans):
+    provider, exporter = spans
+    tee = AsyncTee()
+    client = anthropic.AsyncAnthropic(base_url=standin.url, api_key="x", max_retries=0,
+                                      http_client=httpx.AsyncClient(transport=tee))
+    instrument_anthropic(client, Recorder(provider, env={}))
+
+    async def go():
+        standin.inject_stream_errors(after_deltas=1)
+        with pytest.raises(anthropic.APIStatusError):
+            async for _ in await client.messages.create(model=HAIKU, max_tokens=200, messages=Q, stream=True):
+                pass
+        stream = await client.messages.create(model=HAIKU, max_tokens=200, messages=Q, stream=True)
+        await stream.__anext__()
+        await stream.close()
+
+    asyncio.run(go())
+    failed, closed = calls(exporter)
+    sent = anthropic_sent(tee.bodies[0])
+    assert usage_of(failed) == {k: sent[k] for k in ("input", "output", "read", "made")}
+    assert failed.attributes[c.ERROR_TYPE] == "APIStatusError"
+    assert closed.attributes[c.COSTLINE_USAGE_INCOMPLETE] is True and c.ERROR_TYPE not in closed.attributes
