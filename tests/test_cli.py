@@ -35,3 +35,16 @@ def test_readme_commands_exist() -> None:
     for expected in ("kafka up", "kafka down", "kafka status", "collect", "process", "sql", "lake views", "demo",
                      "alerts run", "jobs nightly", "dashboard", "serve", "route train", "cache tune"):
         assert expected in names
+
+
+def test_command_reference_is_current() -> None:
+    """docs/cli.md is generated from --help; regenerate with `python -m costline.clidoc > docs/cli.md`."""
+    from pathlib import Path
+
+    from costline.clidoc import render_reference
+
+    import difflib
+
+    checked_in = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text(encoding="utf-8")
+    diff = "".join(difflib.unified_diff(checked_in.splitlines(True), render_reference().splitlines(True), n=1))
+    assert not diff, f"docs/cli.md is stale (python -m costline.clidoc > docs/cli.md):\n{diff[:3000]}"
