@@ -214,11 +214,19 @@ class Processor:
             self._dead_letter(partition, offset, key, value, headers, str(exc))
             buf.note(offset, 0, now)
             return
+        except Exception as exc:  # noqa: BLE001 - nothing one message holds may stop the loop
+            unpriced.clear()
+            self._dead_letter(partition, offset, key, value, headers,
+                              f"cannot flatten the message: {type(exc).__name__}: {exc}")
+            buf.note(offset, 0, now)
+            return
         stats.spans += spans
         stats.ignored_spans += ignored
         if unpriced:
             self._note_unpriced(unpriced)
-        buf.note(offset, spans, now)
+        buf.note(offset, spans, now, (offset, key, value, headers))
+        if buf.rejected:
+            self._dead_letter_rejected(partition, buf)
         if buf.spans >= pcfg.batch_max_spans:
             self.flush_partition(partition)
 
@@ -232,6 +240,13 @@ class Processor:
                 log.warning("model %r is not in the pricing table: its calls get cost_usd NULL "
                             "(add it under [[pricing.models]])", model)
         calls.clear()
+
+    def _dead_letter_rejected(self, partition: int, buf: PartitionBuffer) -> None:
+        """Dead-letter the messages whose rows the buffer could not convert to the lake's schema."""
+        rejected = buf.rejected[:]
+        buf.rejected.clear()
+        for (offset, key, value, headers), reason in rejected:
+            self._dead_letter(partition, offset, key, value, headers, reason)
 
     def _dead_letter(self, partition: int, offset: int, key: bytes | None, value: bytes | None,
                      headers: Any, reason: str) -> None:
@@ -270,7 +285,10 @@ class Processor:
         if buf is None or buf.empty:
             return
         assert buf.first_offset is not None and buf.last_offset is not None
-        self.lake.commit_batch(self.topic, partition, buf.first_offset, buf.last_offset, buf.tables())
+        tables = buf.tables()
+        if buf.rejected:  # durable in the DLQ before the manifest covers their offsets
+            self._dead_letter_rejected(partition, buf)
+        self.lake.commit_batch(self.topic, partition, buf.first_offset, buf.last_offset, tables)
         for table, n in buf.row_counts().items():
             self.stats.rows[table] += n
         self.stats.commits += 1
