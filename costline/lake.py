@@ -34,11 +34,13 @@ file ever visible.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -57,6 +59,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "Lake",
     "Manifest",
+    "WriterFenced",
     "TABLES",
     "REQUESTS_SCHEMA",
     "CALLS_SCHEMA",
@@ -215,19 +218,26 @@ class Manifest:
     files: tuple[str, ...]  # relative to the lake root
     #: :data:`MANIFEST_FORMAT` of the writer (1: a lake from before topics were in file names).
     format: int = MANIFEST_FORMAT
+    #: The writer's claim on the partition (:meth:`Lake.claim`); None: an unfenced writer.
+    epoch: int | None = None
 
     def to_json(self) -> str:
         return json.dumps({
             "format": self.format, "topic": self.topic, "partition": self.partition,
             "first_offset": self.first_offset, "last_offset": self.last_offset,
-            "files": list(self.files),
+            "files": list(self.files), "epoch": self.epoch,
         }, indent=1)
 
     @classmethod
     def from_json(cls, text: str) -> "Manifest":
         d = json.loads(text)
         return cls(d["topic"], int(d["partition"]), int(d["first_offset"]), int(d["last_offset"]),
-                   tuple(d["files"]), int(d.get("format", 1)))
+                   tuple(d["files"]), int(d.get("format", 1)),
+                   None if d.get("epoch") is None else int(d["epoch"]))
+
+
+class WriterFenced(LakeError):
+    """A writer's claim on a partition is stale: another writer claimed it since (a rebalance)."""
 
 
 class Lake:
@@ -273,19 +283,28 @@ class Lake:
         first_offset: int,
         last_offset: int,
         tables: Mapping[str, Mapping[str, pa.Table]],
+        *,
+        epoch: int | None = None,
     ) -> Manifest:
         """Write one batch (``{table: {date: arrow table}}``) and commit it with a manifest.
 
         Offsets are inclusive. A batch may hold no rows (only ignored or
         dead-lettered messages): its manifest still moves the partition on.
+
+        ``epoch`` (from :meth:`claim`) fences the writer: the data files are written under
+        temporary names, and renamed into place and committed only while the partition's
+        epoch is still ``epoch``, under the partition's lock (which :meth:`claim` and
+        :meth:`recover` take too). A writer another one claimed the partition from raises
+        :class:`WriterFenced` and leaves no file behind.
         """
         if last_offset < first_offset:
             raise LakeError(f"empty offset range {first_offset}..{last_offset} for partition {partition}")
         name = data_file_name(partition, first_offset, last_offset, topic)
+        writer = f"w{uuid.uuid4().hex[:12]}"
         written: list[str] = []
+        staged: list[tuple[Path, Path]] = []
         try:
             dirs: set[Path] = set()
-            staged: list[tuple[Path, Path]] = []
             for table, by_date in tables.items():
                 if table not in SCHEMAS:
                     raise LakeError(f"unknown lake table {table!r}")
@@ -295,7 +314,7 @@ class Lake:
                     d = self.table_dir(table) / f"date={day}"
                     d.mkdir(parents=True, exist_ok=True)
                     final = d / name
-                    tmp = d / f".{name}.tmp"
+                    tmp = d / f".{name}.{writer}.tmp"
                     with open(tmp, "wb") as fh:
                         pq.write_table(arrow, fh, compression="zstd", use_dictionary=[
                             c for c in arrow.column_names if c in _DICTIONARY_COLUMNS])
@@ -303,26 +322,78 @@ class Lake:
                         os.fsync(fh.fileno())
                     staged.append((tmp, final))
                     dirs.add(d)
-            for tmp, final in staged:
-                os.replace(tmp, final)
-                written.append(str(final.relative_to(self.path)))
-            for d in dirs:
-                fsync_dir(d)
-            manifest = Manifest(topic, partition, first_offset, last_offset, tuple(sorted(written)))
             mdir = self.offsets_dir(topic, partition)
-            mdir.mkdir(parents=True, exist_ok=True)
-            final_m = mdir / f"{last_offset:0{_OFFSET_DIGITS}d}.json"
-            tmp_m = mdir / f".{final_m.name}.tmp"
-            with open(tmp_m, "w", encoding="utf-8") as fh:
-                fh.write(manifest.to_json())
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp_m, final_m)  # <- the commit point
-            fsync_dir(mdir)
+            with self._partition_lock(topic, partition):
+                if epoch is not None and (current := self._read_epoch(mdir)) != epoch:
+                    raise WriterFenced(
+                        f"partition {partition} of {topic!r} was claimed by another writer (epoch {current}, "
+                        f"this writer's {epoch}): batch {first_offset}..{last_offset} discarded, the new "
+                        "owner reprocesses it")
+                for tmp, final in staged:
+                    os.replace(tmp, final)
+                    written.append(str(final.relative_to(self.path)))
+                staged.clear()
+                for d in dirs:
+                    fsync_dir(d)
+                manifest = Manifest(topic, partition, first_offset, last_offset, tuple(sorted(written)),
+                                    epoch=epoch)
+                final_m = mdir / f"{last_offset:0{_OFFSET_DIGITS}d}.json"
+                tmp_m = mdir / f".{final_m.name}.tmp"
+                with open(tmp_m, "w", encoding="utf-8") as fh:
+                    fh.write(manifest.to_json())
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp_m, final_m)  # <- the commit point
+                fsync_dir(mdir)
         except OSError as exc:
             raise LakeError(f"cannot write batch {name} to the lake at {self.path}: {exc}") from exc
+        finally:
+            for tmp, _final in staged:  # not renamed: fenced, or failed
+                tmp.unlink(missing_ok=True)
         self._prune_manifests(mdir)
         return manifest
+
+    # -- writer fencing -----------------------------------------------------------------
+    @contextlib.contextmanager
+    def _partition_lock(self, topic: str, partition: int) -> Iterator[Path]:
+        """An exclusive lock on a partition's manifests (``flock``: processes and threads alike;
+        the lake must be on a local filesystem, where flock is honoured)."""
+        mdir = self.offsets_dir(topic, partition)
+        mdir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(mdir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield mdir
+        finally:
+            os.close(fd)  # releases the lock
+
+    @staticmethod
+    def _read_epoch(mdir: Path) -> int:
+        try:
+            return int((mdir / "epoch").read_text(encoding="utf-8").strip() or 0)
+        except FileNotFoundError:
+            return 0
+        except ValueError as exc:
+            raise LakeError(f"{mdir / 'epoch'} is not a number ({exc}): remove it (the next claim "
+                            "starts a new epoch)") from exc
+
+    def claim(self, topic: str, partition: int) -> int:
+        """Claim a partition for a new writer: bump and return its epoch. Writers holding an older
+        epoch can no longer commit (:meth:`commit_batch` raises :class:`WriterFenced`)."""
+        try:
+            with self._partition_lock(topic, partition) as mdir:
+                epoch = self._read_epoch(mdir) + 1
+                tmp = mdir / ".epoch.tmp"
+                with open(tmp, "w", encoding="utf-8") as fh:
+                    fh.write(f"{epoch}\n")
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, mdir / "epoch")
+                fsync_dir(mdir)
+        except OSError as exc:
+            raise LakeError(f"cannot claim partition {partition} of {topic!r} in the lake at {self.path}: "
+                            f"{exc}: check the path and permissions") from exc
+        return epoch
 
     def _prune_manifests(self, mdir: Path) -> None:
         names = sorted(p for p in mdir.glob("[0-9]*.json"))
@@ -349,6 +420,13 @@ class Lake:
         names) only while the topic's newest manifest is of that era: other topics' files, and
         what a lake committed before ``[kafka] topic`` changed, stay.
         """
+        try:
+            with self._partition_lock(topic, partition):
+                return self._recover(topic, partition)
+        except OSError as exc:
+            raise LakeError(f"cannot clean partition {partition} of the lake at {self.path}: {exc}") from exc
+
+    def _recover(self, topic: str, partition: int) -> tuple[int | None, list[Path]]:
         manifest = self.last_manifest(topic, partition)
         last = manifest.last_offset if manifest else -1
         tag = topic_tag(topic)

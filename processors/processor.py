@@ -13,6 +13,13 @@ the consumer seeks to the last manifest + 1). Kafka's committed offset only
 follows the lake (for lag dashboards) and is used when a partition has no
 manifest yet.
 
+Fencing: before recovering a partition the processor claims it in the lake
+(:meth:`~costline.lake.Lake.claim` bumps the partition's epoch), and every commit
+carries that epoch. An instance that missed a rebalance (stalled past
+``max.poll.interval.ms``, a long GC pause) and wakes up with a buffer cannot
+commit it: the lake refuses the stale epoch, the batch is dropped, and the new
+owner, which resumed from the last manifest, writes those offsets instead.
+
 Threading: kafka-python 3 runs rebalance listeners on its IO thread while the
 main thread is blocked inside ``poll()``, so buffers are never touched by two
 threads at once; the listener does no blocking Kafka calls (seek only).
@@ -29,7 +36,7 @@ from typing import Any
 
 from costline import contract
 from costline.config import Config
-from costline.lake import Lake
+from costline.lake import Lake, WriterFenced
 from costline.otlp import OtlpDecodeError
 from costline.processors.buffer import PartitionBuffer
 from costline.processors.decode import decode_message, flatten_into
@@ -59,13 +66,15 @@ class ProcessorStats:
     unknown_model_calls: int = 0
     unknown_models: set[str] = field(default_factory=set)
     commits: int = 0
+    #: Batches refused because another instance had claimed their partition (a rebalance).
+    fenced: int = 0
 
     def describe(self) -> str:
         rows = ", ".join(f"{k} {v}" for k, v in self.rows.items())
         unknown = f" ({', '.join(sorted(self.unknown_models))})" if self.unknown_models else ""
         return (f"messages {self.messages}, spans {self.spans} (ignored {self.ignored_spans}); rows: {rows}; "
                 f"dlq {self.dlq}; unknown-model calls {self.unknown_model_calls}{unknown}; "
-                f"lake commits {self.commits}")
+                f"lake commits {self.commits}" + (f"; fenced batches {self.fenced}" if self.fenced else ""))
 
 
 class _Listener:
@@ -110,6 +119,8 @@ class Processor:
         self._last_activity = now()
         self._joined = False
         self._commit_kafka: dict[int, int] = {}
+        #: Per assigned partition, this instance's claim on it in the lake (Lake.claim).
+        self._epochs: dict[int, int] = {}
         self._unpriced: list[CallRow] = []  # scratch list of handle()
 
     # -- lifecycle -------------------------------------------------------------------
@@ -285,10 +296,22 @@ class Processor:
         if buf is None or buf.empty:
             return
         assert buf.first_offset is not None and buf.last_offset is not None
+        epoch = self._epochs.get(partition)
+        if epoch is None:  # lost or fenced: the partition's new owner reads these messages again
+            log.warning("partition %d: not ours any more; dropping offsets %d..%d uncommitted",
+                        partition, buf.first_offset, buf.last_offset)
+            return
         tables = buf.tables()
         if buf.rejected:  # durable in the DLQ before the manifest covers their offsets
             self._dead_letter_rejected(partition, buf)
-        self.lake.commit_batch(self.topic, partition, buf.first_offset, buf.last_offset, tables)
+        try:
+            self.lake.commit_batch(self.topic, partition, buf.first_offset, buf.last_offset, tables, epoch=epoch)
+        except WriterFenced as exc:
+            self._epochs.pop(partition, None)
+            self._commit_kafka.pop(partition, None)
+            self.stats.fenced += 1
+            log.warning("%s", exc)
+            return
         for table, n in buf.row_counts().items():
             self.stats.rows[table] += n
         self.stats.commits += 1
@@ -332,12 +355,14 @@ class Processor:
             if tp.topic == self.topic:
                 self.flush_partition(tp.partition)
                 self._commit_kafka.pop(tp.partition, None)
+                self._epochs.pop(tp.partition, None)
         self._last_activity = self._now()
 
     def _on_lost(self, lost: Any) -> None:
         for tp in lost:  # another member may own it now: drop, never write
             self._buffers.pop(tp.partition, None)
             self._commit_kafka.pop(tp.partition, None)
+            self._epochs.pop(tp.partition, None)
         self._last_activity = self._now()
 
     def _on_assigned(self, assigned: Any) -> None:
@@ -345,6 +370,9 @@ class Processor:
             if tp.topic != self.topic:
                 continue
             self._buffers.pop(tp.partition, None)  # re-read from the lake's offset
+            # Claim first: from here on a previous owner that missed the rebalance (a "zombie")
+            # can no longer commit, so what recovery finds stays the truth.
+            self._epochs[tp.partition] = self.lake.claim(self.topic, tp.partition)
             next_offset, removed = self.lake.recover(self.topic, tp.partition)
             if removed:
                 log.warning("partition %d: removed %d uncommitted file(s) of a crashed batch",
