@@ -40,12 +40,19 @@ from costline.lake import Lake, WriterFenced
 from costline.otlp import OtlpDecodeError
 from costline.processors.buffer import PartitionBuffer
 from costline.processors.decode import decode_message, flatten_into
-from costline.processors.errors import DeadLetterError
+from costline.processors.errors import DeadLetterError, StartPositionError
 from costline.processors.records import CallRow, MemoPricingTable
 
-__all__ = ["Processor", "ProcessorStats"]
+__all__ = ["Processor", "ProcessorStats", "START_POSITIONS"]
 
 log = logging.getLogger(__name__)
+
+#: Where a partition the lake holds no manifest for starts (``costline process`` flags):
+#: "lake" refuses when the consumer group already committed past the partition's first offset
+#: (a fresh lake on an old group would silently skip that history); "committed" accepts Kafka's
+#: committed offsets (--from-committed); "beginning" reads from the partition's first offset
+#: (--from-beginning). Partitions with a manifest always resume from the lake.
+START_POSITIONS = ("lake", "committed", "beginning")
 
 #: Records one ``poll()`` returns at most.
 MAX_POLL_RECORDS = 1000
@@ -103,7 +110,11 @@ class Processor:
         now: Callable[[], float] = time.monotonic,
         consumer_factory: Callable[..., Any] | None = None,
         producer_factory: Callable[..., Any] | None = None,
+        start: str = "lake",
     ) -> None:
+        if start not in START_POSITIONS:
+            raise ValueError(f"start must be one of {', '.join(START_POSITIONS)}; got {start!r}")
+        self.start = start
         self.config = config
         self.topic = config.kafka.topic
         self.lake = Lake(config.lake.path)
@@ -135,6 +146,11 @@ class Processor:
         cfg = self.config
         self.lake.init()
         self._consumer = self._make_consumer()
+        try:
+            self._check_start_position()
+        except BaseException:
+            self._consumer.close(autocommit=False)
+            raise
         listener = type("CostlineRebalanceListener", (_Listener, ConsumerRebalanceListener), {})(self)
         self._consumer.subscribe([self.topic], listener=listener)
         self._last_activity = self._now()
@@ -168,6 +184,36 @@ class Processor:
                     self._producer.close()
         log.info("processor done: %s", self.stats.describe())
         return self.stats
+
+    def _check_start_position(self) -> None:
+        """Refuse (start "lake") when the group committed offsets the lake has no manifest for."""
+        if self.start != "lake":
+            return
+        from kafka import TopicPartition
+
+        # A topic created moments ago can still read as unknown to the broker's metadata: ask again
+        # for a few seconds before concluding it has no partitions (nothing to check then).
+        deadline = time.monotonic() + 5.0
+        while not (partitions := self._consumer.partitions_for_topic(self.topic) or set()) \
+                and time.monotonic() < deadline:
+            time.sleep(0.25)
+        fresh = [TopicPartition(self.topic, p) for p in sorted(partitions)
+                 if self.lake.last_manifest(self.topic, p) is None]
+        if not fresh:
+            return
+        firsts = self._consumer.beginning_offsets(fresh)
+        skipped = []
+        for tp in fresh:
+            committed = self._consumer.committed(tp)
+            if committed is not None and committed > firsts.get(tp, 0):
+                skipped.append(f"{tp.partition} (offsets {firsts.get(tp, 0)}..{committed - 1})")
+        if skipped:
+            raise StartPositionError(
+                f"the lake at {self.lake.path} has no offsets for partition(s) {', '.join(skipped)} of "
+                f"{self.topic!r}, but consumer group {self.config.processor.group_id!r} already committed past "
+                "them: starting there would skip that history. Run `costline process --from-beginning` to "
+                "read those partitions from their first offset (rebuilds the lake), or `--from-committed` "
+                "to start at the group's committed offsets and leave the earlier messages out")
 
     def _make_consumer(self) -> Any:
         cfg = self.config
@@ -380,5 +426,8 @@ class Processor:
             if next_offset is not None:
                 self._consumer.seek(tp, next_offset)
                 log.info("partition %d: resuming at offset %d (lake manifest)", tp.partition, next_offset)
+            elif self.start == "beginning":
+                self._consumer.seek_to_beginning(tp)
+                log.info("partition %d: no lake manifest; reading from its first offset", tp.partition)
         self._joined = True
         self._last_activity = self._now()
