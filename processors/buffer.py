@@ -105,6 +105,8 @@ class PartitionBuffer:
     #: Clock reading when the first message entered the buffer.
     opened_at: float | None = None
     spans: int = 0
+    #: Bytes of the messages buffered (their Kafka values), for ``[processor] batch_max_bytes``.
+    bytes: int = 0
     #: Rows not converted to Arrow yet (fewer than ``chunk_rows`` per table); each list is
     #: kept for the buffer's life, so callers may append to it and then call :meth:`note`.
     rows: dict[str, list[Row]] = field(default_factory=lambda: {t: [] for t in SCHEMAS})
@@ -124,7 +126,7 @@ class PartitionBuffer:
             pending[_KIND_OF[type(row)]].append(row)
         self.note(offset, spans, now)
 
-    def note(self, offset: int, spans: int, now: float, message: Any = None) -> None:
+    def note(self, offset: int, spans: int, now: float, message: Any = None, nbytes: int = 0) -> None:
         """Account for the message at ``offset`` whose rows were appended to :attr:`rows` directly
         (the processor's hot path: :func:`~costline.processors.decode.flatten_into`). ``message``
         is handed back in :attr:`rejected` should its rows not fit the lake's schema."""
@@ -133,6 +135,7 @@ class PartitionBuffer:
             self.opened_at = now
         self.last_offset = offset
         self.spans += spans
+        self.bytes += nbytes
         if message is not None:
             self._messages[offset] = message
         pending = self.rows
@@ -181,11 +184,12 @@ class PartitionBuffer:
     def empty(self) -> bool:
         return self.first_offset is None
 
-    def due(self, now: float, max_spans: int, interval_s: float) -> bool:
+    def due(self, now: float, max_spans: int, interval_s: float, max_bytes: int | None = None) -> bool:
         """True when the buffer should be committed now."""
         if self.opened_at is None:
             return False
-        return self.spans >= max_spans or now - self.opened_at >= interval_s
+        return (self.spans >= max_spans or now - self.opened_at >= interval_s
+                or (max_bytes is not None and self.bytes >= max_bytes))
 
     def tables(self) -> dict[str, dict[str, pa.Table]]:
         """``{table: {UTC date: arrow table}}`` of everything buffered (tables without rows left out)."""

@@ -4,7 +4,8 @@ One :class:`Processor` is one member of the consumer group ``[processor] group_i
 scaling out is running more of them. Each assigned partition has its own
 :class:`~costline.processors.buffer.PartitionBuffer`; a buffer is committed to the
 lake (:meth:`costline.lake.Lake.commit_batch`: data files, then the offset manifest
-as the commit point) when it holds ``batch_max_spans`` spans, ``flush_interval_s``
+as the commit point) when it holds ``batch_max_spans`` spans or ``batch_max_bytes`` bytes of
+messages, ``flush_interval_s``
 after its first message, before its partition is revoked, and on shutdown.
 
 On assignment the processor asks the lake, not Kafka, where to resume
@@ -281,10 +282,10 @@ class Processor:
         stats.ignored_spans += ignored
         if unpriced:
             self._note_unpriced(unpriced)
-        buf.note(offset, spans, now, (offset, key, value, headers))
+        buf.note(offset, spans, now, (offset, key, value, headers), len(value))  # type: ignore[arg-type]
         if buf.rejected:
             self._dead_letter_rejected(partition, buf)
-        if buf.spans >= pcfg.batch_max_spans:
+        if buf.spans >= pcfg.batch_max_spans or buf.bytes >= pcfg.batch_max_bytes:
             self.flush_partition(partition)
 
     def _note_unpriced(self, calls: list[CallRow]) -> None:
@@ -329,7 +330,7 @@ class Processor:
     def flush_due(self, now: float) -> None:
         p = self.config.processor
         for partition, buf in list(self._buffers.items()):
-            if buf.due(now, p.batch_max_spans, p.flush_interval_s):
+            if buf.due(now, p.batch_max_spans, p.flush_interval_s, p.batch_max_bytes):
                 self.flush_partition(partition)
 
     def flush_all(self) -> None:
