@@ -117,6 +117,9 @@ class ProcessorConfig:
     #: writes a file per table and date, so seconds make a lake of tiny files; the alert rules
     #: judge closed hours, so half a minute of delay costs nothing.
     flush_interval_s: float = 30.0
+    #: ...or once the buffered messages of a partition hold this many bytes (their Kafka values:
+    #: captured prompt text can make 50,000 spans gigabytes).
+    batch_max_bytes: int = 64 * 1024 * 1024
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 3_000
     #: Encoding assumed when a message has no content-type header: "auto", "otlp_proto", "otlp_json".
@@ -424,6 +427,9 @@ def _validate(config: Config, source: str) -> None:
         raise ConfigError("[processor] batch_max_spans", "must be at least 1", source=source)
     if processor.flush_interval_s <= 0:
         raise ConfigError("[processor] flush_interval_s", "must be above 0 seconds", source=source)
+    if processor.batch_max_bytes < 1024:
+        raise ConfigError("[processor] batch_max_bytes", f"must be at least 1024 bytes; got {processor.batch_max_bytes}",
+                          source=source)
     pricing: PricingConfig = sections["pricing"]
     for key in ("cache_read_multiplier", "cache_write_multiplier", "batch_multiplier", "student_usd_per_hour"):
         if getattr(pricing, key) < 0:

@@ -4,7 +4,7 @@ This module is the one place that knows the lake's paths, file schemas and views
 
 Layout::
 
-    <lake>/requests/date=YYYY-MM-DD/p003-000000000101-000000000150.parquet
+    <lake>/requests/date=YYYY-MM-DD/p003-000000000101-000000000150.otlp_spans.parquet
     <lake>/calls/date=.../...
     <lake>/lookups/date=.../...
     <lake>/<table>/date=1970-01-01/_empty.parquet       zero-row schema file (views work on an empty lake)
@@ -13,7 +13,11 @@ Layout::
 
 Rows are hive-partitioned by the UTC date of their event time ``ts`` (the span's
 end time, stored as a naive ``TIMESTAMP`` in UTC). A data file is named by the
-Kafka partition and the offset range of the batch that wrote it.
+Kafka partition, the offset range of the batch that wrote it and its topic (sanitised:
+characters outside ``[A-Za-z0-9._-]`` become ``_``), so that lakes fed from another topic
+(``[kafka] topic`` changed) keep their files. Lakes written before topics were in the
+names hold ``p003-000000000101-000000000150.parquet`` files: they are read as before, and
+recovery only touches them for a topic whose newest manifest is of that era.
 
 **Commit protocol** (exactly-once effect, see :meth:`Lake.commit_batch`): the
 data files of one batch of one partition are written under temporary names
@@ -21,7 +25,7 @@ data files of one batch of one partition are written under temporary names
 renamed into place; then a manifest naming the files and the offset range is
 written atomically (tmp + fsync + rename). The manifest is the commit point.
 Before a partition is consumed again :meth:`Lake.recover` deletes the data files
-of that partition whose first offset lies beyond the last manifest (the orphans
+of that topic's partition whose first offset lies beyond the last manifest (the orphans
 of a batch that crashed between rename and manifest) and returns the offset to
 resume from. Between such a crash and the next start of a processor for that
 partition the orphans are visible to the views; nowhere else is an uncommitted
@@ -30,11 +34,13 @@ file ever visible.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -53,6 +59,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "Lake",
     "Manifest",
+    "WriterFenced",
     "TABLES",
     "REQUESTS_SCHEMA",
     "CALLS_SCHEMA",
@@ -65,6 +72,9 @@ __all__ = [
     "views_sql",
     "data_file_name",
     "parse_data_file_name",
+    "data_file_topic",
+    "topic_tag",
+    "MANIFEST_FORMAT",
     "VIEW_PROVIDERS",
     "ONE_ROW_PER_SPAN",
     "read_table_sql",
@@ -155,20 +165,41 @@ VIEWS: Final = ("requests", "calls", "lookups", "tier_hourly", "cache_hourly", "
 _EMPTY_DATE: Final = "1970-01-01"
 _EMPTY_FILE: Final = "_empty.parquet"
 _OFFSET_DIGITS: Final = 12
-_DATA_NAME = re.compile(r"^p(\d+)-(\d+)-(\d+)\.parquet$")
+_DATA_NAME = re.compile(r"^p(\d+)-(\d+)-(\d+)(?:\.([A-Za-z0-9._-]+))?\.parquet$")
+#: A data file being written: ``.<data file name>[.w<writer token>].tmp``.
+_TMP_NAME = re.compile(r"^\.(.+\.parquet)(?:\.w[0-9a-f]+)?\.tmp$")
+_UNSAFE_IN_NAME = re.compile(r"[^A-Za-z0-9._-]")
+#: Manifest format: 1 (no ``format`` key) wrote topic-less data file names; 2 names the topic.
+MANIFEST_FORMAT: Final = 2
 _EPOCH: Final = date(1970, 1, 1)
 _US_PER_DAY: Final = 86_400_000_000
 
 
-def data_file_name(partition: int, first_offset: int, last_offset: int) -> str:
-    """``p003-000000000101-000000000150.parquet``."""
-    return f"p{partition:03d}-{first_offset:0{_OFFSET_DIGITS}d}-{last_offset:0{_OFFSET_DIGITS}d}.parquet"
+def topic_tag(topic: str) -> str:
+    """A topic as it appears in data file names: ``[A-Za-z0-9._-]`` kept, anything else ``_``
+    (Kafka's own topic names need no change)."""
+    if not topic:
+        raise LakeError("a lake batch needs its Kafka topic ([kafka] topic is empty)")
+    return _UNSAFE_IN_NAME.sub("_", topic)
+
+
+def data_file_name(partition: int, first_offset: int, last_offset: int, topic: str | None = None) -> str:
+    """``p003-000000000101-000000000150.otlp_spans.parquet`` (without ``topic``: the topic-less
+    name of lakes written before topics were in the names)."""
+    stem = f"p{partition:03d}-{first_offset:0{_OFFSET_DIGITS}d}-{last_offset:0{_OFFSET_DIGITS}d}"
+    return f"{stem}.{topic_tag(topic)}.parquet" if topic is not None else f"{stem}.parquet"
 
 
 def parse_data_file_name(name: str) -> tuple[int, int, int] | None:
     """``(partition, first_offset, last_offset)`` of a data file name; None for other files."""
     m = _DATA_NAME.match(name)
     return (int(m.group(1)), int(m.group(2)), int(m.group(3))) if m else None
+
+
+def data_file_topic(name: str) -> str | None:
+    """The topic tag (:func:`topic_tag`) of a data file name; None for topic-less and other files."""
+    m = _DATA_NAME.match(name)
+    return m.group(4) if m else None
 
 
 def day_of_us(ts_us: int) -> str:
@@ -185,19 +216,28 @@ class Manifest:
     first_offset: int
     last_offset: int
     files: tuple[str, ...]  # relative to the lake root
+    #: :data:`MANIFEST_FORMAT` of the writer (1: a lake from before topics were in file names).
+    format: int = MANIFEST_FORMAT
+    #: The writer's claim on the partition (:meth:`Lake.claim`); None: an unfenced writer.
+    epoch: int | None = None
 
     def to_json(self) -> str:
         return json.dumps({
-            "topic": self.topic, "partition": self.partition,
+            "format": self.format, "topic": self.topic, "partition": self.partition,
             "first_offset": self.first_offset, "last_offset": self.last_offset,
-            "files": list(self.files),
+            "files": list(self.files), "epoch": self.epoch,
         }, indent=1)
 
     @classmethod
     def from_json(cls, text: str) -> "Manifest":
         d = json.loads(text)
         return cls(d["topic"], int(d["partition"]), int(d["first_offset"]), int(d["last_offset"]),
-                   tuple(d["files"]))
+                   tuple(d["files"]), int(d.get("format", 1)),
+                   None if d.get("epoch") is None else int(d["epoch"]))
+
+
+class WriterFenced(LakeError):
+    """A writer's claim on a partition is stale: another writer claimed it since (a rebalance)."""
 
 
 class Lake:
@@ -230,7 +270,8 @@ class Lake:
         return self
 
     def data_files(self, table: str, partition: int | None = None) -> list[Path]:
-        """Data files of a table (of one Kafka partition, if given), schema files excluded."""
+        """Data files of a table (of one Kafka partition, if given; every topic's and topic-less
+        ones), schema files and compacted files excluded."""
         pattern = f"date=*/p{partition:03d}-*.parquet" if partition is not None else "date=*/p*.parquet"
         return sorted(p for p in self.table_dir(table).glob(pattern) if parse_data_file_name(p.name))
 
@@ -242,19 +283,28 @@ class Lake:
         first_offset: int,
         last_offset: int,
         tables: Mapping[str, Mapping[str, pa.Table]],
+        *,
+        epoch: int | None = None,
     ) -> Manifest:
         """Write one batch (``{table: {date: arrow table}}``) and commit it with a manifest.
 
         Offsets are inclusive. A batch may hold no rows (only ignored or
         dead-lettered messages): its manifest still moves the partition on.
+
+        ``epoch`` (from :meth:`claim`) fences the writer: the data files are written under
+        temporary names, and renamed into place and committed only while the partition's
+        epoch is still ``epoch``, under the partition's lock (which :meth:`claim` and
+        :meth:`recover` take too). A writer another one claimed the partition from raises
+        :class:`WriterFenced` and leaves no file behind.
         """
         if last_offset < first_offset:
             raise LakeError(f"empty offset range {first_offset}..{last_offset} for partition {partition}")
-        name = data_file_name(partition, first_offset, last_offset)
+        name = data_file_name(partition, first_offset, last_offset, topic)
+        writer = f"w{uuid.uuid4().hex[:12]}"
         written: list[str] = []
+        staged: list[tuple[Path, Path]] = []
         try:
             dirs: set[Path] = set()
-            staged: list[tuple[Path, Path]] = []
             for table, by_date in tables.items():
                 if table not in SCHEMAS:
                     raise LakeError(f"unknown lake table {table!r}")
@@ -264,7 +314,7 @@ class Lake:
                     d = self.table_dir(table) / f"date={day}"
                     d.mkdir(parents=True, exist_ok=True)
                     final = d / name
-                    tmp = d / f".{name}.tmp"
+                    tmp = d / f".{name}.{writer}.tmp"
                     with open(tmp, "wb") as fh:
                         pq.write_table(arrow, fh, compression="zstd", use_dictionary=[
                             c for c in arrow.column_names if c in _DICTIONARY_COLUMNS])
@@ -272,36 +322,88 @@ class Lake:
                         os.fsync(fh.fileno())
                     staged.append((tmp, final))
                     dirs.add(d)
-            for tmp, final in staged:
-                os.replace(tmp, final)
-                written.append(str(final.relative_to(self.path)))
-            for d in dirs:
-                fsync_dir(d)
-            manifest = Manifest(topic, partition, first_offset, last_offset, tuple(sorted(written)))
             mdir = self.offsets_dir(topic, partition)
-            mdir.mkdir(parents=True, exist_ok=True)
-            final_m = mdir / f"{last_offset:0{_OFFSET_DIGITS}d}.json"
-            tmp_m = mdir / f".{final_m.name}.tmp"
-            with open(tmp_m, "w", encoding="utf-8") as fh:
-                fh.write(manifest.to_json())
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp_m, final_m)  # <- the commit point
-            fsync_dir(mdir)
+            with self._partition_lock(topic, partition):
+                if epoch is not None and (current := self._read_epoch(mdir)) != epoch:
+                    raise WriterFenced(
+                        f"partition {partition} of {topic!r} was claimed by another writer (epoch {current}, "
+                        f"this writer's {epoch}): batch {first_offset}..{last_offset} discarded, the new "
+                        "owner reprocesses it")
+                for tmp, final in staged:
+                    os.replace(tmp, final)
+                    written.append(str(final.relative_to(self.path)))
+                staged.clear()
+                for d in dirs:
+                    fsync_dir(d)
+                manifest = Manifest(topic, partition, first_offset, last_offset, tuple(sorted(written)),
+                                    epoch=epoch)
+                final_m = mdir / f"{last_offset:0{_OFFSET_DIGITS}d}.json"
+                tmp_m = mdir / f".{final_m.name}.tmp"
+                with open(tmp_m, "w", encoding="utf-8") as fh:
+                    fh.write(manifest.to_json())
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp_m, final_m)  # <- the commit point
+                fsync_dir(mdir)
         except OSError as exc:
             raise LakeError(f"cannot write batch {name} to the lake at {self.path}: {exc}") from exc
+        finally:
+            for tmp, _final in staged:  # not renamed: fenced, or failed
+                tmp.unlink(missing_ok=True)
         self._prune_manifests(mdir)
         return manifest
 
+    # -- writer fencing -----------------------------------------------------------------
+    @contextlib.contextmanager
+    def _partition_lock(self, topic: str, partition: int) -> Iterator[Path]:
+        """An exclusive lock on a partition's manifests (``flock``: processes and threads alike;
+        the lake must be on a local filesystem, where flock is honoured)."""
+        mdir = self.offsets_dir(topic, partition)
+        mdir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(mdir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield mdir
+        finally:
+            os.close(fd)  # releases the lock
+
+    @staticmethod
+    def _read_epoch(mdir: Path) -> int:
+        try:
+            return int((mdir / "epoch").read_text(encoding="utf-8").strip() or 0)
+        except FileNotFoundError:
+            return 0
+        except ValueError as exc:
+            raise LakeError(f"{mdir / 'epoch'} is not a number ({exc}): remove it (the next claim "
+                            "starts a new epoch)") from exc
+
+    def claim(self, topic: str, partition: int) -> int:
+        """Claim a partition for a new writer: bump and return its epoch. Writers holding an older
+        epoch can no longer commit (:meth:`commit_batch` raises :class:`WriterFenced`)."""
+        try:
+            with self._partition_lock(topic, partition) as mdir:
+                epoch = self._read_epoch(mdir) + 1
+                tmp = mdir / ".epoch.tmp"
+                with open(tmp, "w", encoding="utf-8") as fh:
+                    fh.write(f"{epoch}\n")
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, mdir / "epoch")
+                fsync_dir(mdir)
+        except OSError as exc:
+            raise LakeError(f"cannot claim partition {partition} of {topic!r} in the lake at {self.path}: "
+                            f"{exc}: check the path and permissions") from exc
+        return epoch
+
     def _prune_manifests(self, mdir: Path) -> None:
-        names = sorted(p for p in mdir.glob("*.json"))
+        names = sorted(p for p in mdir.glob("[0-9]*.json"))
         for old in names[: max(len(names) - self.keep_manifests, 0)]:
             old.unlink(missing_ok=True)
 
     def last_manifest(self, topic: str, partition: int) -> Manifest | None:
         """The newest committed manifest of a partition, or None."""
         mdir = self.offsets_dir(topic, partition)
-        names = sorted(mdir.glob("*.json")) if mdir.is_dir() else []
+        names = sorted(mdir.glob("[0-9]*.json")) if mdir.is_dir() else []
         if not names:
             return None
         try:
@@ -311,24 +413,43 @@ class Lake:
                             "together with the data files it lists") from exc
 
     def recover(self, topic: str, partition: int) -> tuple[int | None, list[Path]]:
-        """Delete a partition's uncommitted files; return ``(next_offset or None, removed)``.
+        """Delete a topic's partition's uncommitted files; return ``(next_offset or None, removed)``.
 
-        ``next_offset`` is the last committed offset + 1 (None: no manifest yet).
+        ``next_offset`` is the last committed offset + 1 (None: no manifest yet). Only files named
+        for ``topic`` are touched, and topic-less files (a lake from before topics were in the
+        names) only while the topic's newest manifest is of that era: other topics' files, and
+        what a lake committed before ``[kafka] topic`` changed, stay.
         """
+        try:
+            with self._partition_lock(topic, partition):
+                return self._recover(topic, partition)
+        except OSError as exc:
+            raise LakeError(f"cannot clean partition {partition} of the lake at {self.path}: {exc}") from exc
+
+    def _recover(self, topic: str, partition: int) -> tuple[int | None, list[Path]]:
         manifest = self.last_manifest(topic, partition)
         last = manifest.last_offset if manifest else -1
+        tag = topic_tag(topic)
+        legacy_owner = manifest is not None and manifest.format < 2
         removed: list[Path] = []
+
+        def ours(name: str) -> bool:
+            file_tag = data_file_topic(name)
+            return file_tag == tag or (file_tag is None and legacy_owner)
+
         try:
             for table in TABLES:
                 tdir = self.table_dir(table)
                 if not tdir.is_dir():
                     continue
-                for p in tdir.glob(f"date=*/.p{partition:03d}-*.parquet.tmp"):
-                    p.unlink(missing_ok=True)
-                    removed.append(p)
+                for p in tdir.glob(f"date=*/.p{partition:03d}-*.tmp"):
+                    m = _TMP_NAME.match(p.name)
+                    if m and ours(m.group(1)):
+                        p.unlink(missing_ok=True)
+                        removed.append(p)
                 for p in self.data_files(table, partition):
                     parsed = parse_data_file_name(p.name)
-                    if parsed and parsed[1] > last:
+                    if parsed and parsed[1] > last and ours(p.name):
                         p.unlink(missing_ok=True)
                         removed.append(p)
             mdir = self.offsets_dir(topic, partition)
@@ -344,14 +465,23 @@ class Lake:
     def committed_offsets(self) -> dict[int, int]:
         """Per Kafka partition, the last offset a manifest committed (over every topic's manifests)."""
         out: dict[int, int] = {}
+        for by_partition in self.committed_offsets_by_topic().values():
+            for part, last in by_partition.items():
+                out[part] = max(out.get(part, -1), last)
+        return out
+
+    def committed_offsets_by_topic(self) -> dict[str, dict[int, int]]:
+        """``{topic tag: {partition: last committed offset}}`` (tags as in data file names)."""
+        out: dict[str, dict[int, int]] = {}
         root = self.path / "_offsets"
         if not root.is_dir():
             return out
         for pdir in root.glob("*/p[0-9][0-9][0-9]"):
             last = max((int(m.stem) for m in pdir.glob("[0-9]*.json") if m.stem.isdigit()), default=None)
             if last is not None:
+                by_partition = out.setdefault(topic_tag(pdir.parent.name), {})
                 part = int(pdir.name[1:])
-                out[part] = max(out.get(part, -1), last)
+                by_partition[part] = max(by_partition.get(part, -1), last)
         return out
 
     def compact(self, *, before: date | None = None) -> list[tuple[str, str, int, int]]:
@@ -368,7 +498,7 @@ class Lake:
         import duckdb
 
         before = before or datetime.now(UTC).date()
-        committed = self.committed_offsets()
+        committed = self.committed_offsets_by_topic()
         done: list[tuple[str, str, int, int]] = []
         for table in TABLES:
             for day_dir in sorted(self.table_dir(table).glob("date=*")):
@@ -401,11 +531,16 @@ class Lake:
         return done
 
 
-def _compactable(path: Path, committed: Mapping[int, int]) -> bool:
+def _compactable(path: Path, committed: Mapping[str, Mapping[int, int]]) -> bool:
+    """A compacted file, or a batch file its topic's manifests committed (topic-less: any topic's)."""
     if path.name.startswith("c-"):
         return True
     parsed = parse_data_file_name(path.name)
-    return parsed is not None and parsed[2] <= committed.get(parsed[0], -1)
+    if parsed is None:
+        return False
+    tag = data_file_topic(path.name)
+    tags = committed.values() if tag is None else [committed.get(tag, {})]
+    return any(parsed[2] <= by_partition.get(parsed[0], -1) for by_partition in tags)
 
 
 # --- views ---------------------------------------------------------------------------

@@ -22,21 +22,29 @@ __all__ = ["commands", "process", "sql", "lake", "format_result"]
 @click.command("process")
 @click.option("--until-idle", type=float, default=None, metavar="SECONDS",
               help="Exit once caught up and idle this many seconds (after committing).")
+@click.option("--from-beginning", "start", flag_value="beginning",
+              help="Partitions the lake has no offsets for: read from their first offset.")
+@click.option("--from-committed", "start", flag_value="committed",
+              help="Partitions the lake has no offsets for: start at the group's committed offsets.")
 @pass_config
-def process(config: Config, until_idle: float | None) -> None:
+def process(config: Config, until_idle: float | None, start: str | None) -> None:
     """Consume OTLP spans from Kafka and write the Parquet lake (exactly-once in effect).
 
     Runs as one member of the consumer group [processor] group_id: start more
     instances to scale out. SIGTERM / Ctrl-C commit what is buffered and exit.
+    Partitions resume from the lake's offset manifests. A lake without them for
+    partitions the group already consumed is refused unless --from-beginning or
+    --from-committed says where to start (docs/sql.md).
 
     \b
     Example:
         costline process                 # run until stopped
         costline process --until-idle 5  # drain the topic, then exit
+        costline process --from-beginning  # a new lake for an existing group
     """
     from costline.processors.processor import Processor
 
-    proc = Processor(config)
+    proc = Processor(config, start=start or "lake")
 
     def _stop(signum: int, frame: Any) -> None:  # noqa: ARG001
         proc.stop()

@@ -2,14 +2,15 @@
 
     CostlineError
      └── ProcessorError          the processor cannot go on (the message says what to do)
-          └── DeadLetterError    a poison message could not be written to the DLQ topic
+          ├── DeadLetterError    a poison message could not be written to the DLQ topic
+          └── StartPositionError a fresh lake would silently skip what the group already consumed
 """
 
 from __future__ import annotations
 
 from costline.errors import CostlineError
 
-__all__ = ["ProcessorError", "DeadLetterError"]
+__all__ = ["ProcessorError", "DeadLetterError", "StartPositionError"]
 
 
 class ProcessorError(CostlineError):
@@ -18,3 +19,7 @@ class ProcessorError(CostlineError):
 
 class DeadLetterError(ProcessorError):
     """A message that cannot be decoded could not be written to the DLQ; nothing is committed past it."""
+
+
+class StartPositionError(ProcessorError):
+    """The lake has no manifest for partitions the consumer group already committed offsets for."""

@@ -4,7 +4,8 @@ One :class:`Processor` is one member of the consumer group ``[processor] group_i
 scaling out is running more of them. Each assigned partition has its own
 :class:`~costline.processors.buffer.PartitionBuffer`; a buffer is committed to the
 lake (:meth:`costline.lake.Lake.commit_batch`: data files, then the offset manifest
-as the commit point) when it holds ``batch_max_spans`` spans, ``flush_interval_s``
+as the commit point) when it holds ``batch_max_spans`` spans or ``batch_max_bytes`` bytes of
+messages, ``flush_interval_s``
 after its first message, before its partition is revoked, and on shutdown.
 
 On assignment the processor asks the lake, not Kafka, where to resume
@@ -12,6 +13,13 @@ On assignment the processor asks the lake, not Kafka, where to resume
 the consumer seeks to the last manifest + 1). Kafka's committed offset only
 follows the lake (for lag dashboards) and is used when a partition has no
 manifest yet.
+
+Fencing: before recovering a partition the processor claims it in the lake
+(:meth:`~costline.lake.Lake.claim` bumps the partition's epoch), and every commit
+carries that epoch. An instance that missed a rebalance (stalled past
+``max.poll.interval.ms``, a long GC pause) and wakes up with a buffer cannot
+commit it: the lake refuses the stale epoch, the batch is dropped, and the new
+owner, which resumed from the last manifest, writes those offsets instead.
 
 Threading: kafka-python 3 runs rebalance listeners on its IO thread while the
 main thread is blocked inside ``poll()``, so buffers are never touched by two
@@ -29,16 +37,23 @@ from typing import Any
 
 from costline import contract
 from costline.config import Config
-from costline.lake import Lake
+from costline.lake import Lake, WriterFenced
 from costline.otlp import OtlpDecodeError
 from costline.processors.buffer import PartitionBuffer
 from costline.processors.decode import decode_message, flatten_into
-from costline.processors.errors import DeadLetterError
+from costline.processors.errors import DeadLetterError, StartPositionError
 from costline.processors.records import CallRow, MemoPricingTable
 
-__all__ = ["Processor", "ProcessorStats"]
+__all__ = ["Processor", "ProcessorStats", "START_POSITIONS"]
 
 log = logging.getLogger(__name__)
+
+#: Where a partition the lake holds no manifest for starts (``costline process`` flags):
+#: "lake" refuses when the consumer group already committed past the partition's first offset
+#: (a fresh lake on an old group would silently skip that history); "committed" accepts Kafka's
+#: committed offsets (--from-committed); "beginning" reads from the partition's first offset
+#: (--from-beginning). Partitions with a manifest always resume from the lake.
+START_POSITIONS = ("lake", "committed", "beginning")
 
 #: Records one ``poll()`` returns at most.
 MAX_POLL_RECORDS = 1000
@@ -59,13 +74,15 @@ class ProcessorStats:
     unknown_model_calls: int = 0
     unknown_models: set[str] = field(default_factory=set)
     commits: int = 0
+    #: Batches refused because another instance had claimed their partition (a rebalance).
+    fenced: int = 0
 
     def describe(self) -> str:
         rows = ", ".join(f"{k} {v}" for k, v in self.rows.items())
         unknown = f" ({', '.join(sorted(self.unknown_models))})" if self.unknown_models else ""
         return (f"messages {self.messages}, spans {self.spans} (ignored {self.ignored_spans}); rows: {rows}; "
                 f"dlq {self.dlq}; unknown-model calls {self.unknown_model_calls}{unknown}; "
-                f"lake commits {self.commits}")
+                f"lake commits {self.commits}" + (f"; fenced batches {self.fenced}" if self.fenced else ""))
 
 
 class _Listener:
@@ -94,7 +111,11 @@ class Processor:
         now: Callable[[], float] = time.monotonic,
         consumer_factory: Callable[..., Any] | None = None,
         producer_factory: Callable[..., Any] | None = None,
+        start: str = "lake",
     ) -> None:
+        if start not in START_POSITIONS:
+            raise ValueError(f"start must be one of {', '.join(START_POSITIONS)}; got {start!r}")
+        self.start = start
         self.config = config
         self.topic = config.kafka.topic
         self.lake = Lake(config.lake.path)
@@ -110,6 +131,8 @@ class Processor:
         self._last_activity = now()
         self._joined = False
         self._commit_kafka: dict[int, int] = {}
+        #: Per assigned partition, this instance's claim on it in the lake (Lake.claim).
+        self._epochs: dict[int, int] = {}
         self._unpriced: list[CallRow] = []  # scratch list of handle()
 
     # -- lifecycle -------------------------------------------------------------------
@@ -124,6 +147,11 @@ class Processor:
         cfg = self.config
         self.lake.init()
         self._consumer = self._make_consumer()
+        try:
+            self._check_start_position()
+        except BaseException:
+            self._consumer.close(autocommit=False)
+            raise
         listener = type("CostlineRebalanceListener", (_Listener, ConsumerRebalanceListener), {})(self)
         self._consumer.subscribe([self.topic], listener=listener)
         self._last_activity = self._now()
@@ -157,6 +185,36 @@ class Processor:
                     self._producer.close()
         log.info("processor done: %s", self.stats.describe())
         return self.stats
+
+    def _check_start_position(self) -> None:
+        """Refuse (start "lake") when the group committed offsets the lake has no manifest for."""
+        if self.start != "lake":
+            return
+        from kafka import TopicPartition
+
+        # A topic created moments ago can still read as unknown to the broker's metadata: ask again
+        # for a few seconds before concluding it has no partitions (nothing to check then).
+        deadline = time.monotonic() + 5.0
+        while not (partitions := self._consumer.partitions_for_topic(self.topic) or set()) \
+                and time.monotonic() < deadline:
+            time.sleep(0.25)
+        fresh = [TopicPartition(self.topic, p) for p in sorted(partitions)
+                 if self.lake.last_manifest(self.topic, p) is None]
+        if not fresh:
+            return
+        firsts = self._consumer.beginning_offsets(fresh)
+        skipped = []
+        for tp in fresh:
+            committed = self._consumer.committed(tp)
+            if committed is not None and committed > firsts.get(tp, 0):
+                skipped.append(f"{tp.partition} (offsets {firsts.get(tp, 0)}..{committed - 1})")
+        if skipped:
+            raise StartPositionError(
+                f"the lake at {self.lake.path} has no offsets for partition(s) {', '.join(skipped)} of "
+                f"{self.topic!r}, but consumer group {self.config.processor.group_id!r} already committed past "
+                "them: starting there would skip that history. Run `costline process --from-beginning` to "
+                "read those partitions from their first offset (rebuilds the lake), or `--from-committed` "
+                "to start at the group's committed offsets and leave the earlier messages out")
 
     def _make_consumer(self) -> Any:
         cfg = self.config
@@ -214,12 +272,20 @@ class Processor:
             self._dead_letter(partition, offset, key, value, headers, str(exc))
             buf.note(offset, 0, now)
             return
+        except Exception as exc:  # noqa: BLE001 - nothing one message holds may stop the loop
+            unpriced.clear()
+            self._dead_letter(partition, offset, key, value, headers,
+                              f"cannot flatten the message: {type(exc).__name__}: {exc}")
+            buf.note(offset, 0, now)
+            return
         stats.spans += spans
         stats.ignored_spans += ignored
         if unpriced:
             self._note_unpriced(unpriced)
-        buf.note(offset, spans, now)
-        if buf.spans >= pcfg.batch_max_spans:
+        buf.note(offset, spans, now, (offset, key, value, headers), len(value))  # type: ignore[arg-type]
+        if buf.rejected:
+            self._dead_letter_rejected(partition, buf)
+        if buf.spans >= pcfg.batch_max_spans or buf.bytes >= pcfg.batch_max_bytes:
             self.flush_partition(partition)
 
     def _note_unpriced(self, calls: list[CallRow]) -> None:
@@ -232,6 +298,13 @@ class Processor:
                 log.warning("model %r is not in the pricing table: its calls get cost_usd NULL "
                             "(add it under [[pricing.models]])", model)
         calls.clear()
+
+    def _dead_letter_rejected(self, partition: int, buf: PartitionBuffer) -> None:
+        """Dead-letter the messages whose rows the buffer could not convert to the lake's schema."""
+        rejected = buf.rejected[:]
+        buf.rejected.clear()
+        for (offset, key, value, headers), reason in rejected:
+            self._dead_letter(partition, offset, key, value, headers, reason)
 
     def _dead_letter(self, partition: int, offset: int, key: bytes | None, value: bytes | None,
                      headers: Any, reason: str) -> None:
@@ -257,7 +330,7 @@ class Processor:
     def flush_due(self, now: float) -> None:
         p = self.config.processor
         for partition, buf in list(self._buffers.items()):
-            if buf.due(now, p.batch_max_spans, p.flush_interval_s):
+            if buf.due(now, p.batch_max_spans, p.flush_interval_s, p.batch_max_bytes):
                 self.flush_partition(partition)
 
     def flush_all(self) -> None:
@@ -270,7 +343,22 @@ class Processor:
         if buf is None or buf.empty:
             return
         assert buf.first_offset is not None and buf.last_offset is not None
-        self.lake.commit_batch(self.topic, partition, buf.first_offset, buf.last_offset, buf.tables())
+        epoch = self._epochs.get(partition)
+        if epoch is None:  # lost or fenced: the partition's new owner reads these messages again
+            log.warning("partition %d: not ours any more; dropping offsets %d..%d uncommitted",
+                        partition, buf.first_offset, buf.last_offset)
+            return
+        tables = buf.tables()
+        if buf.rejected:  # durable in the DLQ before the manifest covers their offsets
+            self._dead_letter_rejected(partition, buf)
+        try:
+            self.lake.commit_batch(self.topic, partition, buf.first_offset, buf.last_offset, tables, epoch=epoch)
+        except WriterFenced as exc:
+            self._epochs.pop(partition, None)
+            self._commit_kafka.pop(partition, None)
+            self.stats.fenced += 1
+            log.warning("%s", exc)
+            return
         for table, n in buf.row_counts().items():
             self.stats.rows[table] += n
         self.stats.commits += 1
@@ -314,12 +402,14 @@ class Processor:
             if tp.topic == self.topic:
                 self.flush_partition(tp.partition)
                 self._commit_kafka.pop(tp.partition, None)
+                self._epochs.pop(tp.partition, None)
         self._last_activity = self._now()
 
     def _on_lost(self, lost: Any) -> None:
         for tp in lost:  # another member may own it now: drop, never write
             self._buffers.pop(tp.partition, None)
             self._commit_kafka.pop(tp.partition, None)
+            self._epochs.pop(tp.partition, None)
         self._last_activity = self._now()
 
     def _on_assigned(self, assigned: Any) -> None:
@@ -327,6 +417,9 @@ class Processor:
             if tp.topic != self.topic:
                 continue
             self._buffers.pop(tp.partition, None)  # re-read from the lake's offset
+            # Claim first: from here on a previous owner that missed the rebalance (a "zombie")
+            # can no longer commit, so what recovery finds stays the truth.
+            self._epochs[tp.partition] = self.lake.claim(self.topic, tp.partition)
             next_offset, removed = self.lake.recover(self.topic, tp.partition)
             if removed:
                 log.warning("partition %d: removed %d uncommitted file(s) of a crashed batch",
@@ -334,5 +427,8 @@ class Processor:
             if next_offset is not None:
                 self._consumer.seek(tp, next_offset)
                 log.info("partition %d: resuming at offset %d (lake manifest)", tp.partition, next_offset)
+            elif self.start == "beginning":
+                self._consumer.seek_to_beginning(tp)
+                log.info("partition %d: no lake manifest; reading from its first offset", tp.partition)
         self._joined = True
         self._last_activity = self._now()

@@ -193,8 +193,8 @@ def test_commit_writes_files_then_manifest(cfg):
     commit(lake, 2, 10, 19, [req("R", "t", "s", H, "mid"), call("c", "t", H - dt.timedelta(days=1), parent="s")])
     m = lake.last_manifest("otlp_spans", 2)
     assert (m.first_offset, m.last_offset) == (10, 19)
-    assert m.files == ("calls/date=2026-05-27/p002-000000000010-000000000019.parquet",
-                       "requests/date=2026-05-28/p002-000000000010-000000000019.parquet")
+    assert m.files == ("calls/date=2026-05-27/p002-000000000010-000000000019.otlp_spans.parquet",
+                       "requests/date=2026-05-28/p002-000000000010-000000000019.otlp_spans.parquet")
     assert all((cfg.lake.path / f).is_file() for f in m.files)
     assert lake.recover("otlp_spans", 2) == (20, [])
     assert lake.recover("otlp_spans", 5) == (None, [])
@@ -207,15 +207,15 @@ def test_recover_deletes_orphans_of_a_crashed_batch(cfg):
     commit(lake, 1, 10, 19, [req("B", "t2", "s2", H, "mid")])
     (cfg.lake.path / "_offsets" / "otlp_spans" / "p001" / "000000000019.json").unlink()
     # ... and one in the middle of writing (temporary names), plus another partition's data
-    tmp = cfg.lake.path / "requests" / "date=2026-05-28" / ".p001-000000000020-000000000029.parquet.tmp"
+    tmp = cfg.lake.path / "requests" / "date=2026-05-28" / ".p001-000000000020-000000000029.otlp_spans.parquet.tmp"
     tmp.write_bytes(b"partial")
     commit(lake, 2, 0, 0, [req("C", "t3", "s3", H, "mid")])
     con = open_lake(cfg)
     assert con.execute("SELECT count(*) FROM requests").fetchone() == (3,)  # .tmp never visible
     next_offset, removed = lake.recover("otlp_spans", 1)
     assert next_offset == 10
-    assert sorted(p.name for p in removed) == [".p001-000000000020-000000000029.parquet.tmp",
-                                               "p001-000000000010-000000000019.parquet"]
+    assert sorted(p.name for p in removed) == [".p001-000000000020-000000000029.otlp_spans.parquet.tmp",
+                                               "p001-000000000010-000000000019.otlp_spans.parquet"]
     assert sorted(r[0] for r in open_lake(cfg).execute("SELECT request_id FROM requests").fetchall()) == ["A", "C"]
 
 

@@ -18,7 +18,6 @@ import pytest
 from costline import contract as c
 from costline.config import Config
 from costline.lake import open_lake
-from costline.pricing import PricingTable
 from costline.processors.processor import Processor
 from costline.processors.synth import SyntheticTrace, export_request, span, synthetic_traffic
 
@@ -27,9 +26,35 @@ pytestmark = pytest.mark.kafka
 HOUR_US = 3_600_000_000
 
 
+#: USD per million tokens (input, output), written out here rather than read from costline's
+#: pricing code, so that a pricing bug fails these tests. The dated Sonnet id is how synth names it.
+PRICE_PER_MTOK = {
+    "claude-haiku-4-5": (0.80, 4.0),
+    "claude-sonnet-4-6-20260101": (3.0, 15.0),
+    "claude-opus-4-8": (5.0, 25.0),
+    "claude-fable-5": (10.0, 50.0),
+}
+TIER_OF_MODEL = {"claude-haiku-4-5": "budget", "claude-sonnet-4-6-20260101": "mid", "claude-opus-4-8": "upper",
+                 "claude-fable-5": "frontier", "student-qwen-7b": "student"}
+CACHE_READ_X, CACHE_WRITE_X, BATCH_X = 0.1, 1.25, 0.5  # of the input price; of the whole call
+STUDENT_USD_PER_HOUR = 2.74  # the student's hosting, spread over the hour's student requests
+
+
+def hand_priced(model: str, inp: int, out: int, read: int, write: int, batch: bool) -> tuple[str, float]:
+    """(tier, USD) of one call by the rules in docs/sql.md, with the prices above; unknown model: $0."""
+    tier = TIER_OF_MODEL.get(model, "unknown")
+    if model not in PRICE_PER_MTOK:
+        return tier, 0.0
+    in_usd, out_usd = PRICE_PER_MTOK[model]
+    usd = ((inp - read - write) * in_usd + read * in_usd * CACHE_READ_X + write * in_usd * CACHE_WRITE_X
+           + out * out_usd) / 1e6
+    return tier, usd * (BATCH_X if batch else 1.0)
+
+
 def expected_tier_hourly(traces: list[SyntheticTrace], config: Config) -> dict[tuple[dt.datetime, str], tuple]:
-    """(window, tier) → (requests, successes, cost_usd), computed in Python, independently of the SQL views."""
-    pricing = PricingTable(config.pricing)
+    """(window, tier) → (requests, successes, cost_usd), computed in Python with hand-written prices,
+    independently of costline's pricing code and SQL views."""
+    assert config.pricing.student_usd_per_hour == STUDENT_USD_PER_HOUR
     out: dict[tuple[int, str], list] = collections.defaultdict(lambda: [0, 0, 0.0])
     student_per_hour: collections.Counter[int] = collections.Counter()
     answered: list[tuple[int, str, bool, float]] = []
@@ -43,24 +68,21 @@ def expected_tier_hourly(traces: list[SyntheticTrace], config: Config) -> dict[t
             a = attrs[id(s)]
             if c.GEN_AI_REQUEST_MODEL not in a:
                 continue
-            p = pricing.price_call(
-                model=a[c.GEN_AI_REQUEST_MODEL].string_value,
-                provider=(a.get(c.GEN_AI_PROVIDER_NAME) or a.get(c.GEN_AI_SYSTEM)).string_value,
-                input_tokens=a[c.GEN_AI_USAGE_INPUT_TOKENS].int_value,
-                output_tokens=a[c.GEN_AI_USAGE_OUTPUT_TOKENS].int_value,
-                cache_read_tokens=a[c.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS].int_value
-                if c.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS in a else 0,
-                cache_creation_tokens=a[c.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS].int_value
+            tier, usd = hand_priced(
+                a[c.GEN_AI_RESPONSE_MODEL].string_value,
+                a[c.GEN_AI_USAGE_INPUT_TOKENS].int_value,
+                a[c.GEN_AI_USAGE_OUTPUT_TOKENS].int_value,
+                a[c.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS].int_value if c.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS in a else 0,
+                a[c.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS].int_value
                 if c.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS in a else 0,
-                batch=c.COSTLINE_BATCH in a and a[c.COSTLINE_BATCH].bool_value,
-                response_model=a[c.GEN_AI_RESPONSE_MODEL].string_value,
+                c.COSTLINE_BATCH in a and a[c.COSTLINE_BATCH].bool_value,
             )
             rid = a[c.COSTLINE_REQUEST_ID].string_value if c.COSTLINE_REQUEST_ID in a else None
             owner = by_rid.get(rid) if rid else (s.parent_span_id if s.parent_span_id in reqs else None)
             if owner is not None:
-                cost[owner] += p.cost_usd or 0.0
+                cost[owner] += usd
             else:  # standalone
-                answered.append((s.end_time_unix_nano // 1000, p.tier, c.ERROR_TYPE not in a, p.cost_usd or 0.0))
+                answered.append((s.end_time_unix_nano // 1000, tier, c.ERROR_TYPE not in a, usd))
         for sid, s in reqs.items():
             a = attrs[id(s)]
             answered.append((s.end_time_unix_nano // 1000, a[c.COSTLINE_TIER].string_value,
@@ -68,7 +90,7 @@ def expected_tier_hourly(traces: list[SyntheticTrace], config: Config) -> dict[t
     for ts, tier, _, _ in answered:
         if tier == c.TIER_STUDENT:
             student_per_hour[ts // HOUR_US] += 1
-    rate = config.pricing.student_usd_per_hour
+    rate = STUDENT_USD_PER_HOUR
     for ts, tier, ok, cost_usd in answered:
         acc = out[(ts // HOUR_US, tier)]
         acc[0] += 1

@@ -1,0 +1,46 @@
+"""PartitionBuffer: a message whose rows do not fit the lake's schema is set aside with its reason;
+the rows of the messages it was batched with are kept (pure: no broker)."""
+
+from __future__ import annotations
+
+from costline import contract as c
+from costline.processors.buffer import PartitionBuffer
+from costline.processors.records import MemoPricingTable, flatten_span
+from costline.processors.synth import span
+
+T = 1_790_000_000_000_000_000
+PRICING = MemoPricingTable()
+
+
+def _rows(offset: int, sid: int):
+    s = span("chat x", trace_id=b"\1" * 16, span_id=bytes([sid]) * 8, start_ns=T, end_ns=T + 1,
+             attributes={c.GEN_AI_REQUEST_MODEL: "claude-haiku-4-5", c.GEN_AI_USAGE_INPUT_TOKENS: 10})
+    return flatten_span(s, PRICING, 0, offset)
+
+
+def test_a_row_past_year_9999_rejects_its_message_only():
+    buf = PartitionBuffer(0, chunk_rows=4)
+    for offset in range(6):
+        row = _rows(offset, offset + 1)
+        if offset == 2:  # an event time no lake date can hold (year > 9999)
+            row = row._replace(ts=2**62)
+        buf.rows["calls"].append(row)
+        buf.note(offset, 1, 0.0, ("msg", offset))
+    tables = buf.tables()
+    assert [m for m, _ in buf.rejected] == [("msg", 2)]
+    assert "years 1-9999" in buf.rejected[0][1]
+    kept = sorted(r for t in tables["calls"].values() for r in t.column("kafka_offset").to_pylist())
+    assert kept == [0, 1, 3, 4, 5]
+    assert buf.row_counts()["calls"] == 5
+
+
+def test_a_row_of_the_wrong_type_rejects_its_message_only():
+    buf = PartitionBuffer(0, chunk_rows=100)
+    good = _rows(0, 1)
+    bad = _rows(1, 2)._replace(input_tokens="ten")  # what a flattening bug could hand over
+    for offset, row in enumerate((good, bad)):
+        buf.rows["calls"].append(row)
+        buf.note(offset, 1, 0.0, ("msg", offset))
+    tables = buf.tables()
+    assert [m for m, _ in buf.rejected] == [("msg", 1)]
+    assert [r for t in tables["calls"].values() for r in t.column("kafka_offset").to_pylist()] == [0]

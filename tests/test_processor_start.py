@@ -1,0 +1,57 @@
+"""A fresh lake on a consumer group that already committed offsets is refused with the flags that
+decide where to start (--from-beginning / --from-committed), instead of silently skipping history."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_processor_topics import lake_keys, produce, span_keys
+
+from costline.config import Config
+from costline.processors.errors import StartPositionError
+from costline.processors.processor import Processor
+from costline.processors.synth import synthetic_traffic
+
+pytestmark = pytest.mark.kafka
+
+
+def test_a_fresh_lake_on_a_consumed_group_needs_a_flag(kafka_config: Config, tmp_path: Path):
+    first = list(synthetic_traffic(120, seed=61))
+    produce(kafka_config, first)
+    Processor(kafka_config).run(until_idle=1.5)  # the group commits its offsets
+    assert lake_keys(kafka_config) == span_keys(first)
+
+    fresh = kafka_config.replace(lake={"path": tmp_path / "fresh-lake"})
+    with pytest.raises(StartPositionError, match="--from-beginning.*--from-committed"):
+        Processor(fresh).run(until_idle=1.5)
+
+    env = dict(os.environ, COSTLINE_CONFIG=os.devnull, KAFKA_BOOTSTRAP_SERVERS=fresh.kafka.bootstrap,
+               COSTLINE_KAFKA_TOPIC=fresh.kafka.topic, COSTLINE_KAFKA_DLQ_TOPIC=fresh.kafka.dlq_topic,
+               COSTLINE_LAKE_PATH=str(fresh.lake.path), COSTLINE_PROCESSOR_GROUP_ID=fresh.processor.group_id)
+    cli = subprocess.run([str(Path(sys.executable).with_name("costline")), "process", "--until-idle", "1"],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 2 and "--from-beginning" in cli.stderr and "skip" in cli.stderr, cli.stderr
+
+    # --from-committed: the group's offsets are accepted; only what arrives later is read
+    later = list(synthetic_traffic(40, seed=62))
+    produce(kafka_config, later)
+    committed = kafka_config.replace(lake={"path": tmp_path / "committed-lake"})
+    Processor(committed, start="committed").run(until_idle=1.5)
+    assert lake_keys(committed) == span_keys(later)
+
+    # --from-beginning: the whole topic, whatever the group committed
+    Processor(fresh, start="beginning").run(until_idle=1.5)
+    assert lake_keys(fresh) == span_keys(first) | span_keys(later)
+    # and once the lake has its manifests, no flag is needed
+    assert Processor(fresh).run(until_idle=1.0).messages == 0
+
+
+def test_a_fresh_group_needs_no_flag(kafka_config: Config):
+    traces = list(synthetic_traffic(60, seed=63))
+    produce(kafka_config, traces)
+    Processor(kafka_config).run(until_idle=1.5)
+    assert lake_keys(kafka_config) == span_keys(traces)
