@@ -75,7 +75,8 @@ _TS: Final = pa.timestamp("us")  # naive, UTC
 #: (dictionaries there only cost time: measured 1.27 → 1.02 µs per span written, files 14% smaller).
 _DICTIONARY_COLUMNS: Final = frozenset({
     "tenant", "task_type", "subtype", "tier", "routed_tier", "error_type", "operation", "provider", "model",
-    "response_model", "pricing_status", "pricing_version", "namespace", "finish_reasons",
+    "response_model", "pricing_status", "pricing_version", "namespace", "finish_reasons", "instrumentation",
+    "data_quality",
 })
 
 REQUESTS_SCHEMA: Final = pa.schema([
@@ -98,6 +99,7 @@ REQUESTS_SCHEMA: Final = pa.schema([
     ("output_messages", pa.string()),
     ("kafka_partition", pa.int32()),
     ("kafka_offset", pa.int64()),
+    ("data_quality", pa.string()),
 ])
 
 CALLS_SCHEMA: Final = pa.schema([
@@ -126,6 +128,9 @@ CALLS_SCHEMA: Final = pa.schema([
     ("output_messages", pa.string()),
     ("kafka_partition", pa.int32()),
     ("kafka_offset", pa.int64()),
+    ("response_id", pa.string()),
+    ("instrumentation", pa.string()),
+    ("data_quality", pa.string()),
 ])
 
 LOOKUPS_SCHEMA: Final = pa.schema([
@@ -141,6 +146,7 @@ LOOKUPS_SCHEMA: Final = pa.schema([
     ("duration_ms", pa.float64()),
     ("kafka_partition", pa.int32()),
     ("kafka_offset", pa.int64()),
+    ("data_quality", pa.string()),
 ])
 
 TABLES: Final = ("requests", "calls", "lookups")
