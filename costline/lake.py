@@ -447,6 +447,11 @@ _CALL_PREFERENCE: Final = """(pricing_status = 'explicit') DESC,
     (instrumentation IS NOT DISTINCT FROM '""" + COSTLINE_SCOPE + """') DESC, kafka_partition, kafka_offset, span_id"""
 
 
+#: The provider part of a call's identity: an OpenAI-compatible server (vLLM) is reported as "vllm" by
+#: costline's wrapper and as "openai" by OpenLLMetry / OpenLIT / openai-v2 for the same response.
+_PROVIDER_FAMILY: Final = "CASE WHEN provider IN ('vllm', 'openai') THEN 'openai' ELSE coalesce(provider, '') END"
+
+
 def _ts_sql(ts: datetime | None) -> str:
     return "NULL::TIMESTAMP" if ts is None else f"TIMESTAMP '{ts.isoformat(sep=' ')}'"
 
@@ -497,7 +502,8 @@ LEFT JOIN (SELECT trace_id, request_id, span_id, tenant FROM requests_raw
     stmts.append(f"""
 CREATE OR REPLACE VIEW call_links AS
 WITH k AS (
-  SELECT *, CASE WHEN response_id IS NOT NULL THEN coalesce(provider, '') || '|' || response_id END AS call_key,
+  SELECT *, {_PROVIDER_FAMILY} AS family,
+         CASE WHEN response_id IS NOT NULL THEN {_PROVIDER_FAMILY} || '|' || response_id END AS call_key,
          ts - to_microseconds(CAST(coalesce(duration_ms, 0) * 1000 AS BIGINT)) AS started
   FROM call_links_all
 ), ranked AS (
@@ -518,12 +524,12 @@ WITH k AS (
     ON b.trace_id = a.trace_id AND b.trace_rank < a.trace_rank
    AND (a.call_key IS NULL OR b.call_key IS NULL)
    AND coalesce(a.instrumentation, '') <> coalesce(b.instrumentation, '')
-   AND a.provider IS NOT DISTINCT FROM b.provider AND lower(a.model) IS NOT DISTINCT FROM lower(b.model)
+   AND a.family = b.family AND lower(a.model) IS NOT DISTINCT FROM lower(b.model)
    AND (a.parent_span_id IS NOT DISTINCT FROM b.parent_span_id OR a.parent_span_id = b.span_id
         OR b.parent_span_id = a.span_id)
    AND a.started <= b.ts AND b.started <= a.ts
 )
-SELECT h.* EXCLUDE (call_key, key_rank, trace_rank, key_span_id, key_request_id, key_tenant,
+SELECT h.* EXCLUDE (family, call_key, key_rank, trace_rank, key_span_id, key_request_id, key_tenant,
                     linked_span_id, linked_request_id, request_tenant),
        coalesce(h.linked_span_id, h.key_span_id) AS linked_span_id,
        coalesce(h.linked_request_id, h.key_request_id) AS linked_request_id,
@@ -565,7 +571,9 @@ WITH c AS (
 ), base AS (
   SELECT r.request_id, r.trace_id, r.ts, r.tenant, r.task_type, r.subtype,
          coalesce(r.tier, a.call_tier, CASE WHEN r.cache_hit THEN 'cache' END) AS tier, r.routed_tier,
-         coalesce(r.cache_hit, false) AS cache_hit, coalesce(r.attempts, nullif(a.calls, 0), 1) AS attempts,
+         coalesce(r.cache_hit, false) AS cache_hit,
+         CASE WHEN coalesce(r.attempts, 0) < coalesce(a.calls, 0) THEN a.calls ELSE coalesce(r.attempts, 1) END
+           AS attempts,
          CASE WHEN r.tier IS NULL OR r.escalations IS NULL THEN coalesce(a.tier_changes, r.escalations, 0)
               ELSE r.escalations END AS escalations,
          r.success,
