@@ -361,6 +361,7 @@ OUTPUT_TOKEN_KEYS: Final = (c.GEN_AI_USAGE_OUTPUT_TOKENS, "gen_ai.usage.completi
 CACHE_READ_KEYS: Final = (c.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, "gen_ai.usage.cache_read_input_tokens")
 CACHE_CREATION_KEYS: Final = (c.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS, "gen_ai.usage.cache_write.input_tokens",
                               "gen_ai.usage.cache_creation_input_tokens")
+_IN0, _OUT0, _READ0, _WRITE0 = INPUT_TOKEN_KEYS[0], OUTPUT_TOKEN_KEYS[0], CACHE_READ_KEYS[0], CACHE_CREATION_KEYS[0]
 #: Scopes whose Anthropic ``input_tokens`` is the API's own (cache reads and writes NOT included).
 _INPUT_EXCLUDES_CACHE_SCOPES: Final = ("openlit",)
 
@@ -449,14 +450,15 @@ def flatten_span(
     provider = _str(get(c.GEN_AI_PROVIDER_NAME)) or _str(get(c.GEN_AI_SYSTEM))
     if provider is not None:
         provider = provider.strip().lower()  # older OpenLLMetry spells it "Anthropic"
-    v, key = _first(get, INPUT_TOKEN_KEYS)
-    input_tokens = _count(v, key, bad)
-    v, key = _first(get, OUTPUT_TOKEN_KEYS)
-    output_tokens = _count(v, key, bad)
-    v, key = _first(get, CACHE_READ_KEYS)
-    read = _count(v, key, bad)
-    v, key = _first(get, CACHE_CREATION_KEYS)
-    write = _count(v, key, bad)
+    # the first spelling is what costline and the current conventions write: look further only without it
+    v = get(_IN0)
+    input_tokens = _count(v, _IN0, bad) if v is not None else _count(*_first(get, INPUT_TOKEN_KEYS), bad)
+    v = get(_OUT0)
+    output_tokens = _count(v, _OUT0, bad) if v is not None else _count(*_first(get, OUTPUT_TOKEN_KEYS), bad)
+    v = get(_READ0)
+    read = _count(v, _READ0, bad) if v is not None else _count(*_first(get, CACHE_READ_KEYS), bad)
+    v = get(_WRITE0)
+    write = _count(v, _WRITE0, bad) if v is not None else _count(*_first(get, CACHE_CREATION_KEYS), bad)
     if (scope is not None and input_tokens is not None and provider == c.PROVIDER_ANTHROPIC
             and scope.startswith(_INPUT_EXCLUDES_CACHE_SCOPES)):
         input_tokens += (read or 0) + (write or 0)
@@ -488,10 +490,10 @@ def flatten_span(
         model,
         response_model,
         price.tier,
-        input_tokens if input_tokens is not None else (None if _dropped(bad, INPUT_TOKEN_KEYS) else 0),
-        output_tokens if output_tokens is not None else (None if _dropped(bad, OUTPUT_TOKEN_KEYS) else 0),
-        read if read is not None else (None if _dropped(bad, CACHE_READ_KEYS) else 0),
-        write if write is not None else (None if _dropped(bad, CACHE_CREATION_KEYS) else 0),
+        input_tokens if input_tokens is not None else (None if bad and _dropped(bad, INPUT_TOKEN_KEYS) else 0),
+        output_tokens if output_tokens is not None else (None if bad and _dropped(bad, OUTPUT_TOKEN_KEYS) else 0),
+        read if read is not None else (None if bad and _dropped(bad, CACHE_READ_KEYS) else 0),
+        write if write is not None else (None if bad and _dropped(bad, CACHE_CREATION_KEYS) else 0),
         batch,
         _str_list(get(c.GEN_AI_RESPONSE_FINISH_REASONS)),
         _str(get(c.ERROR_TYPE)),
