@@ -21,6 +21,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
+import logging
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from costline.alerts.settings import (
     CacheHitRateDropSettings,
     CostPerSuccessRiseSettings,
     DlqGrowingSettings,
+    LakeUnreadableSettings,
     PipelineSilentSettings,
     RoutingTierMatchDropSettings,
     RuleSettings,
@@ -54,6 +56,16 @@ __all__ = [
 ]
 
 Row = Mapping[str, Any]
+
+log = logging.getLogger(__name__)
+
+
+def _finite(*values: Any) -> bool:
+    """True when every value is a finite number (None and NaN are not)."""
+    try:
+        return all(v is not None and math.isfinite(float(v)) for v in values)
+    except (TypeError, ValueError):
+        return False
 
 
 class Condition(str, enum.Enum):
@@ -111,6 +123,8 @@ class Snapshot:
     spans_known: bool = False
     #: (time, total dead-lettered messages) samples, oldest first; None: no DLQ counter.
     dlq_samples: Sequence[tuple[datetime, int]] | None = None
+    #: ``(what, error)`` of every lake query that failed for this snapshot; None: not checked.
+    query_errors: Sequence[tuple[str, str]] | None = None
 
 
 def _naive(ts: datetime) -> datetime:
@@ -158,6 +172,10 @@ def _cache_hit_rate_drop(s: CacheHitRateDropSettings, snap: Snapshot, now: datet
         if _naive(row["window_start"]) != window or row.get("avg_7d") is None or row.get("tenant") is None:
             continue
         tenant = str(row["tenant"])
+        if not _finite(row.get("hit_rate"), row.get("avg_7d")):
+            log.warning("alerts: cache_hit_rate_drop: %s at %s has a NaN/NULL hit rate (%r, 7-day %r): ignored",
+                        tenant, _window_text(window), row.get("hit_rate"), row.get("avg_7d"))
+            continue
         rate, avg = float(row["hit_rate"]), float(row["avg_7d"])
         lookups, hits = int(row["lookups"]), int(row["hits"])
         lookups_7d = int(row.get("lookups_7d") or 0)
@@ -203,8 +221,17 @@ def _cost_per_success_rise(s: CostPerSuccessRiseSettings, snap: Snapshot, now: d
         tier = row.get("tier")
         if _naive(row["window_start"]) != window or tier is None or tier in s.exclude_tiers:
             continue
+        if not _finite(row.get("cost_usd") or 0.0, row.get("cost_usd_7d") or 0.0,
+                       row.get("successes") or 0, row.get("successes_7d") or 0):
+            log.warning("alerts: cost_per_success_rise: tier %s at %s has NaN figures (cost %r, 7-day %r): ignored",
+                        tier, _window_text(window), row.get("cost_usd"), row.get("cost_usd_7d"))
+            continue
         successes, succ_7d = int(row.get("successes") or 0), int(row.get("successes_7d") or 0)
         cost, cost_7d = float(row.get("cost_usd") or 0.0), float(row.get("cost_usd_7d") or 0.0)
+        ignored, ignored_7d = int(row.get("ignored") or 0), int(row.get("ignored_7d") or 0)
+        if ignored or ignored_7d:
+            log.warning("alerts: cost_per_success_rise: tier %s at %s: ignored %d hourly cost figure(s) that were "
+                        "NaN/NULL (%d this hour)", tier, _window_text(window), ignored + ignored_7d, ignored)
         if succ_7d <= 0 or successes <= 0 or cost_7d <= 0:
             continue
         cps, base = cost / successes, cost_7d / succ_7d
@@ -230,7 +257,9 @@ def _cost_per_success_rise(s: CostPerSuccessRiseSettings, snap: Snapshot, now: d
             window=_window_text(window),
             figures={"cost per success": f"${cps:.5f}", "7-day level": f"${base:.5f}", "rise": f"{rise:+.1f}%",
                      "successes": successes, "successes (7 days)": succ_7d,
-                     "fires at": f"+{s.rise_pct:g}%", "resolves under": f"+{s.resolve_pct:g}%"},
+                     "fires at": f"+{s.rise_pct:g}%", "resolves under": f"+{s.resolve_pct:g}%",
+                     **({"ignored (NaN/NULL cost)": f"{ignored + ignored_7d} hourly figure(s)"}
+                        if ignored or ignored_7d else {})},
             query=query,
         ))
     return out
@@ -354,6 +383,26 @@ def _dlq_growing(s: DlqGrowingSettings, snap: Snapshot, now: datetime, settle_s:
     )]
 
 
+def _lake_unreadable(s: LakeUnreadableSettings, snap: Snapshot, now: datetime, settle_s: float
+                     ) -> list[Observation] | None:
+    if snap.query_errors is None:
+        return None
+    errors = list(snap.query_errors)
+    first = f"{errors[0][0]}: {errors[0][1]}" if errors else ""
+    return [Observation(
+        rule="lake_unreadable", labels={}, condition=Condition.BREACH if errors else Condition.OK,
+        value=float(len(errors)), threshold=1.0,
+        summary=(f"{len(errors)} lake quer{'y' if len(errors) == 1 else 'ies'} failed, the rules that need "
+                 f"{'it' if len(errors) == 1 else 'them'} are skipped: {first[:300]}") if errors
+        else "the lake's views are readable again",
+        window=f"at {_naive(now):%Y-%m-%d %H:%M} UTC",
+        figures={what: err[:300] for what, err in errors},
+        query="-- find the file that does not read (each one alone):\n"
+              "SELECT filename, count(*) FROM read_parquet('<lake>/*/date=*/*.parquet', filename = true,\n"
+              "                                            union_by_name = true) GROUP BY 1",
+    )]
+
+
 Evaluator = Callable[[Any, Snapshot, datetime, float], "list[Observation] | None"]
 
 _EVALUATORS: Mapping[str, Evaluator] = {
@@ -363,10 +412,12 @@ _EVALUATORS: Mapping[str, Evaluator] = {
     "routing_tier_match_drop": _routing_tier_match_drop,
     "pipeline_silent": _pipeline_silent,
     "dlq_growing": _dlq_growing,
+    "lake_unreadable": _lake_unreadable,
 }
 RULE_NAMES: tuple[str, ...] = tuple(_EVALUATORS)
 #: Evaluated every interval over the lake's aggregates.
-STREAM_RULES: tuple[str, ...] = ("cache_hit_rate_drop", "cost_per_success_rise", "pipeline_silent", "dlq_growing")
+STREAM_RULES: tuple[str, ...] = ("cache_hit_rate_drop", "cost_per_success_rise", "pipeline_silent", "dlq_growing",
+                                 "lake_unreadable")
 #: Evaluated over the nightly jobs' results (also every interval: the state machine dedups).
 JOB_RULES: tuple[str, ...] = ("student_drift", "routing_tier_match_drop")
 

@@ -36,6 +36,7 @@ __all__ = [
     "RoutingTierMatchDropSettings",
     "PipelineSilentSettings",
     "DlqGrowingSettings",
+    "LakeUnreadableSettings",
 ]
 
 
@@ -141,6 +142,14 @@ class DlqGrowingSettings(RuleSettings):
 
 
 @dataclass(frozen=True)
+class LakeUnreadableSettings(RuleSettings):
+    """Fires while a query the rules need fails (a corrupt Parquet file, an unreadable folder):
+    those rules are skipped meanwhile, so this one says why nothing else fires."""
+
+    severity: str = "critical"
+
+
+@dataclass(frozen=True)
 class AlertsConfig:
     """Settings of costline.alerts."""
 
@@ -167,3 +176,4 @@ class AlertsConfig:
     routing_tier_match_drop: RoutingTierMatchDropSettings = field(default_factory=RoutingTierMatchDropSettings)
     pipeline_silent: PipelineSilentSettings = field(default_factory=PipelineSilentSettings)
     dlq_growing: DlqGrowingSettings = field(default_factory=DlqGrowingSettings)
+    lake_unreadable: LakeUnreadableSettings = field(default_factory=LakeUnreadableSettings)

@@ -2,9 +2,11 @@
 
 :class:`AlertSource` runs a few small SQL queries through
 :func:`costline.lake.open_lake` and returns a :class:`~costline.alerts.rules.Snapshot`.
-A query that fails (a view the nightly jobs have not created yet, a lake being
-written) leaves its part ``None``: the rules that need it are skipped, with a
-debug log, and their alerts keep their state.
+A view the nightly jobs have not created yet leaves its part ``None`` (the rules
+that need it are skipped). A query that fails (a corrupt Parquet file in the lake)
+also leaves its part ``None`` — those rules keep their state — and is logged as a
+warning and listed in the snapshot's ``query_errors``, which the ``lake_unreadable``
+rule turns into an alert of its own.
 """
 
 from __future__ import annotations
@@ -27,13 +29,17 @@ CACHE_SQL = """
 SELECT window_start, tenant, hit_rate, avg_7d, lookups, hits, lookups_7d
 FROM cache_hit_rate_7d WHERE window_start = $w"""
 
+#: An hour whose cost is NaN / NULL is left out of the sums (its successes too) and counted
+#: (``ignored``), so one bad figure cannot turn a week of cost per success into NaN.
 TIERS_SQL = """
 SELECT $w AS window_start, tier,
        sum(requests)  FILTER (WHERE window_start = $w) AS requests,
-       sum(successes) FILTER (WHERE window_start = $w) AS successes,
-       sum(cost_usd)  FILTER (WHERE window_start = $w) AS cost_usd,
-       sum(successes) FILTER (WHERE window_start < $w) AS successes_7d,
-       sum(cost_usd)  FILTER (WHERE window_start < $w) AS cost_usd_7d
+       sum(successes) FILTER (WHERE window_start = $w AND isfinite(cost_usd)) AS successes,
+       sum(cost_usd)  FILTER (WHERE window_start = $w AND isfinite(cost_usd)) AS cost_usd,
+       sum(successes) FILTER (WHERE window_start < $w AND isfinite(cost_usd)) AS successes_7d,
+       sum(cost_usd)  FILTER (WHERE window_start < $w AND isfinite(cost_usd)) AS cost_usd_7d,
+       count(*) FILTER (WHERE window_start = $w AND NOT coalesce(isfinite(cost_usd), false)) AS ignored,
+       count(*) FILTER (WHERE window_start < $w AND NOT coalesce(isfinite(cost_usd), false)) AS ignored_7d
 FROM tier_hourly
 WHERE window_start >= $w - INTERVAL 168 HOURS AND window_start <= $w
 GROUP BY tier"""
@@ -124,27 +130,32 @@ class AlertSource:
         cols = [d[0] for d in cur.description]
         return [dict(zip(cols, row)) for row in cur.fetchall()]
 
-    def _try(self, what: str, fn: Callable[[], Any]) -> Any:
+    def _try(self, what: str, fn: Callable[[], Any], errors: list[tuple[str, str]] | None = None) -> Any:
         try:
             return fn()
         except Exception as exc:  # noqa: BLE001 - duckdb.Error and friends: skip the rule, keep going
-            log.debug("alerts: %s unavailable: %s", what, exc)
+            log.warning("alerts: %s could not be read, the rules that need it are skipped: %s", what, exc)
+            if errors is not None:
+                errors.append((what, f"{type(exc).__name__}: {exc}"))
             return None
 
     def snapshot(self, now: datetime, rules: Iterable[str] = RULE_NAMES) -> Snapshot:
         wanted = set(rules)
         w = closed_window(now, self.config.alerts.settle_s)
         n = _naive(now)
-        con = self._open()
+        errors: list[tuple[str, str]] = []
+        cache = tiers = evals = shadows = None
+        last_span, spans_known = None, False
+        con = self._try("the lake's views", self._open, errors)
+        if con is None:
+            return Snapshot(query_errors=errors if "lake_unreadable" in wanted else None)
         try:
             views = {r[0] for r in con.execute(
                 "SELECT table_name FROM information_schema.tables").fetchall()}
-            cache = tiers = evals = shadows = None
-            last_span, spans_known = None, False
             if "cache_hit_rate_drop" in wanted:
-                cache = self._try("cache_hit_rate_7d", lambda: self._rows(con, CACHE_SQL, {"w": w}))
+                cache = self._try("cache_hit_rate_7d", lambda: self._rows(con, CACHE_SQL, {"w": w}), errors)
             if "cost_per_success_rise" in wanted:
-                tiers = self._try("tier_hourly", lambda: self._rows(con, TIERS_SQL, {"w": w}))
+                tiers = self._try("tier_hourly", lambda: self._rows(con, TIERS_SQL, {"w": w}), errors)
             job_rows: dict[str, Any] = {}
             for rule in JOB_RULES:
                 view = _JOB_VIEWS[rule]
@@ -155,11 +166,11 @@ class AlertSource:
                     continue
                 since = n - timedelta(days=self.job_history_days)
                 job_rows[rule] = self._try(view, lambda v=view: self._rows(
-                    con, f"SELECT * FROM {v} WHERE finished_at >= $since", {"since": since}))
+                    con, f"SELECT * FROM {v} WHERE finished_at >= $since", {"since": since}), errors)
             evals, shadows = job_rows.get("student_drift"), job_rows.get("routing_tier_match_drop")
-            if "pipeline_silent" in wanted:
-                got = self._try("last span", lambda: con.execute(LAST_SPAN_SQL, {"now": n}).fetchone())
-                if got is not None:
+            if "pipeline_silent" in wanted or "lake_unreadable" in wanted:  # reads every file of the lake
+                got = self._try("last span", lambda: con.execute(LAST_SPAN_SQL, {"now": n}).fetchone(), errors)
+                if got is not None and "pipeline_silent" in wanted:
                     last_span, spans_known = got[0], True
         finally:
             con.close()
@@ -171,7 +182,8 @@ class AlertSource:
                 self.store.add_sample("dlq", now, float(count), keep_s=max(4 * window, 3600.0))
                 dlq = self.store.samples("dlq", since=now - timedelta(seconds=window))
         return Snapshot(cache=cache, tiers=tiers, eval_runs=evals, shadow_runs=shadows,
-                        last_span_at=last_span, spans_known=spans_known, dlq_samples=dlq)
+                        last_span_at=last_span, spans_known=spans_known, dlq_samples=dlq,
+                        query_errors=errors if "lake_unreadable" in wanted else None)
 
 
 class _NoClose:

@@ -23,6 +23,7 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,8 @@ __all__ = [
     "CaptureConfig",
     "PricingConfig",
     "ModelPrice",
+    "HostingPeriod",
+    "parse_utc",
     "load_config",
     "DEFAULT_MODELS",
 ]
@@ -156,15 +159,34 @@ DEFAULT_MODELS: tuple[ModelPrice, ...] = (
 
 
 @dataclass(frozen=True)
+class HostingPeriod:
+    """One period of the student's GPU hosting (``[[pricing.hosting]]``).
+
+    ``replicas`` GPUs at ``usd_per_hour`` each, from ``since`` (inclusive) until ``until``
+    (exclusive): ISO 8601 UTC strings (``"2026-11-01T00:00:00Z"``); an empty ``since`` starts at the
+    first student call in the lake, an empty ``until`` runs to the lake's newest span.
+    """
+
+    usd_per_hour: float
+    replicas: int = 1
+    since: str | None = None
+    until: str | None = None
+
+
+@dataclass(frozen=True)
 class PricingConfig:
     version: str = "2026-06"
     models: tuple[ModelPrice, ...] = DEFAULT_MODELS
     cache_read_multiplier: float = 0.1
     cache_write_multiplier: float = 1.25
     batch_multiplier: float = 0.5
-    #: The student has no token price: its GPU hosting cost is spread over the
-    #: student requests of each hourly window. ~$2,000/month A100 (the article).
+    #: The student has no token price: its GPU hosting cost is shared by the requests of each
+    #: hour that used it (docs/sql.md). ~$2,000/month A100 (the article). The simplest form of
+    #: the schedule: one GPU at this rate from the first student call on, used when ``hosting``
+    #: is empty. Changing it re-prices history; a dated ``hosting`` schedule does not.
     student_usd_per_hour: float = 2.74
+    #: The dated hosting schedule (``[[pricing.hosting]]``); overlapping periods add up.
+    hosting: tuple[HostingPeriod, ...] = ()
     #: Calls from these providers are served by the self-hosted student.
     student_providers: tuple[str, ...] = (contract.PROVIDER_VLLM,)
 
@@ -434,6 +456,24 @@ def _validate(config: Config, source: str) -> None:
     for key in ("cache_read_multiplier", "cache_write_multiplier", "batch_multiplier", "student_usd_per_hour"):
         if getattr(pricing, key) < 0:
             raise ConfigError(f"[pricing] {key}", "must not be negative", source=source)
+    for i, period in enumerate(pricing.hosting, 1):
+        where = f"[[pricing.hosting]] #{i}"
+        if not period.usd_per_hour >= 0 or period.usd_per_hour == float("inf"):
+            raise ConfigError(f"{where} usd_per_hour", "must be a finite number, not negative", source=source)
+        if period.replicas < 1:
+            raise ConfigError(f"{where} replicas", "must be at least 1", source=source)
+        bounds = {}
+        for key in ("since", "until"):
+            text = getattr(period, key)
+            if text is None:
+                continue
+            try:
+                bounds[key] = parse_utc(text)
+            except ValueError:
+                raise ConfigError(f"{where} {key}", f"must be an ISO 8601 time like \"2026-11-01T00:00:00Z\"; "
+                                  f"got {text!r}", source=source) from None
+        if "since" in bounds and "until" in bounds and bounds["until"] <= bounds["since"]:
+            raise ConfigError(f"{where} until", "must be after since", source=source)
     seen: dict[str, str] = {}
     for m in pricing.models:
         if m.input_per_mtok < 0 or m.output_per_mtok < 0:
@@ -446,6 +486,12 @@ def _validate(config: Config, source: str) -> None:
                     source=source,
                 )
             seen[name] = m.model
+
+
+def parse_utc(text: str) -> datetime:
+    """An ISO 8601 time as a naive UTC datetime (a time without an offset is taken as UTC)."""
+    ts = datetime.fromisoformat(text.strip())
+    return ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo else ts
 
 
 def _suggest(word: str, known: Mapping[str, Any] | dict[str, Any]) -> str:

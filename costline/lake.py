@@ -40,7 +40,7 @@ import json
 import os
 import re
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -85,7 +85,8 @@ _TS: Final = pa.timestamp("us")  # naive, UTC
 #: (dictionaries there only cost time: measured 1.27 → 1.02 µs per span written, files 14% smaller).
 _DICTIONARY_COLUMNS: Final = frozenset({
     "tenant", "task_type", "subtype", "tier", "routed_tier", "error_type", "operation", "provider", "model",
-    "response_model", "pricing_status", "pricing_version", "namespace", "finish_reasons",
+    "response_model", "pricing_status", "pricing_version", "namespace", "finish_reasons", "instrumentation",
+    "data_quality",
 })
 
 REQUESTS_SCHEMA: Final = pa.schema([
@@ -108,6 +109,7 @@ REQUESTS_SCHEMA: Final = pa.schema([
     ("output_messages", pa.string()),
     ("kafka_partition", pa.int32()),
     ("kafka_offset", pa.int64()),
+    ("data_quality", pa.string()),
 ])
 
 CALLS_SCHEMA: Final = pa.schema([
@@ -136,6 +138,9 @@ CALLS_SCHEMA: Final = pa.schema([
     ("output_messages", pa.string()),
     ("kafka_partition", pa.int32()),
     ("kafka_offset", pa.int64()),
+    ("response_id", pa.string()),
+    ("instrumentation", pa.string()),
+    ("data_quality", pa.string()),
 ])
 
 LOOKUPS_SCHEMA: Final = pa.schema([
@@ -151,6 +156,7 @@ LOOKUPS_SCHEMA: Final = pa.schema([
     ("duration_ms", pa.float64()),
     ("kafka_partition", pa.int32()),
     ("kafka_offset", pa.int64()),
+    ("data_quality", pa.string()),
 ])
 
 TABLES: Final = ("requests", "calls", "lookups")
@@ -160,7 +166,8 @@ SCHEMAS: Final[Mapping[str, pa.Schema]] = {
     "lookups": LOOKUPS_SCHEMA,
 }
 #: Views :func:`create_views` makes (besides the ``*_raw`` ones over the files).
-VIEWS: Final = ("requests", "calls", "lookups", "tier_hourly", "cache_hourly", "cache_hit_rate_7d")
+VIEWS: Final = ("requests", "calls", "lookups", "tier_hourly", "cache_hourly", "cache_hit_rate_7d",
+                 "student_hosting_hourly", "hosting_schedule")
 
 _EMPTY_DATE: Final = "1970-01-01"
 _EMPTY_FILE: Final = "_empty.parquet"
@@ -564,70 +571,185 @@ def read_table_sql(lake_path: Path | str, table: str) -> str:
     return f"read_parquet({glob}, hive_partitioning = true, union_by_name = true, hive_types = {{'date': DATE}})"
 
 
-def views_sql(lake_path: Path | str, *, student_usd_per_hour: float) -> list[str]:
-    """The ``CREATE VIEW`` statements over a lake (absolute paths, hosting rate embedded)."""
-    rate = repr(float(student_usd_per_hour))
+#: The instrumentation scope of costline's own call spans (preferred when two spans report one call).
+COSTLINE_SCOPE: Final = "costline.collectors"
+
+#: Which of several spans of one model call is kept (first wins): one with an explicit price, then
+#: the most complete usage (most tokens counted), then costline's own span, then a fixed order.
+_CALL_PREFERENCE: Final = """(pricing_status = 'explicit') DESC,
+    (coalesce(input_tokens, 0) + coalesce(output_tokens, 0) + coalesce(cache_read_tokens, 0)
+     + coalesce(cache_creation_tokens, 0)) DESC,
+    (instrumentation IS NOT DISTINCT FROM '""" + COSTLINE_SCOPE + """') DESC, kafka_partition, kafka_offset, span_id"""
+
+
+#: The provider part of a call's identity: an OpenAI-compatible server (vLLM) is reported as "vllm" by
+#: costline's wrapper and as "openai" by OpenLLMetry / OpenLIT / openai-v2 for the same response.
+_PROVIDER_FAMILY: Final = "CASE WHEN provider IN ('vllm', 'openai') THEN 'openai' ELSE coalesce(provider, '') END"
+
+
+def _ts_sql(ts: datetime | None) -> str:
+    return "NULL::TIMESTAMP" if ts is None else f"TIMESTAMP '{ts.isoformat(sep=' ')}'"
+
+
+def _schedule_sql(schedule: Sequence[tuple[datetime | None, datetime | None, float]]) -> str:
+    if not schedule:
+        return "SELECT NULL::TIMESTAMP AS since, NULL::TIMESTAMP AS until, 0.0::DOUBLE AS usd_per_hour WHERE false"
+    rows = ", ".join(f"({_ts_sql(a)}, {_ts_sql(b)}, {float(r)!r}::DOUBLE)" for a, b, r in schedule)
+    return f"SELECT * FROM (VALUES {rows}) s(since, until, usd_per_hour)"
+
+
+def views_sql(
+    lake_path: Path | str,
+    *,
+    student_usd_per_hour: float | None = None,
+    hosting: Sequence[tuple[datetime | None, datetime | None, float]] | None = None,
+) -> list[str]:
+    """The ``CREATE VIEW`` statements over a lake (absolute paths, hosting schedule embedded).
+
+    ``hosting`` is :func:`costline.pricing.hosting_schedule`'s ``[(since, until, USD/hour)]``; without
+    it, ``student_usd_per_hour`` is one open period (the simplest schedule). docs/sql.md has the rules.
+    """
+    if hosting is None:
+        rate = float(student_usd_per_hour or 0.0)
+        hosting = [(None, None, rate)] if rate > 0 else []
     stmts = []
     for table in TABLES:
         stmts.append(
             f"CREATE OR REPLACE VIEW {table}_raw AS SELECT * FROM {read_table_sql(lake_path, table)} "
             f"{ONE_ROW_PER_SPAN}"
         )
-    # The request each call / lookup belongs to: same (trace, request id), else its parent request span.
+    # The request span each call / lookup belongs to: its parent request span first, else the
+    # (first) request span of its trace with its costline.request.id. Exactly one, never several.
     for kind in ("call", "lookup"):
         src = f"{kind}s_raw"
+        view = "call_links_all" if kind == "call" else "lookup_links"
         stmts.append(f"""
-CREATE OR REPLACE VIEW {kind}_links AS
-SELECT x.*, coalesce(r1.request_id, r2.request_id) AS linked_request_id,
-       coalesce(r1.tenant, r2.tenant) AS request_tenant
+CREATE OR REPLACE VIEW {view} AS
+SELECT x.*, coalesce(rp.span_id, rq.span_id) AS linked_span_id,
+       coalesce(rp.request_id, rq.request_id) AS linked_request_id,
+       coalesce(rp.tenant, rq.tenant) AS request_tenant
 FROM {src} x
-LEFT JOIN requests_raw r1
-  ON x.request_id IS NOT NULL AND r1.trace_id = x.trace_id AND r1.request_id = x.request_id
-LEFT JOIN requests_raw r2
-  ON x.request_id IS NULL AND r2.trace_id = x.trace_id AND r2.span_id = x.parent_span_id""")
+LEFT JOIN requests_raw rp ON rp.trace_id = x.trace_id AND rp.span_id = x.parent_span_id
+LEFT JOIN (SELECT trace_id, request_id, span_id, tenant FROM requests_raw
+           QUALIFY row_number() OVER (PARTITION BY trace_id, request_id ORDER BY ts, span_id) = 1) rq
+  ON rp.span_id IS NULL AND x.request_id IS NOT NULL AND rq.trace_id = x.trace_id AND rq.request_id = x.request_id""")
+    # One row per model call, whoever reported it (costline, the SDK's own spans, OpenLLMetry, OpenLIT, ...).
     stmts.append(f"""
+CREATE OR REPLACE VIEW call_links AS
+WITH k AS (
+  SELECT *, {_PROVIDER_FAMILY} AS family,
+         CASE WHEN response_id IS NOT NULL THEN {_PROVIDER_FAMILY} || '|' || response_id END AS call_key,
+         ts - to_microseconds(CAST(coalesce(duration_ms, 0) * 1000 AS BIGINT)) AS started
+  FROM call_links_all
+), ranked AS (
+  SELECT *,
+         row_number() OVER (PARTITION BY call_key ORDER BY {_CALL_PREFERENCE}) AS key_rank,
+         row_number() OVER (PARTITION BY trace_id ORDER BY {_CALL_PREFERENCE}) AS trace_rank,
+         CASE WHEN call_key IS NOT NULL THEN max(linked_span_id) OVER (PARTITION BY call_key) END AS key_span_id,
+         CASE WHEN call_key IS NOT NULL THEN max(linked_request_id) OVER (PARTITION BY call_key) END AS key_request_id,
+         CASE WHEN call_key IS NOT NULL THEN max(request_tenant) OVER (PARTITION BY call_key) END AS key_tenant
+  FROM k
+), heads AS (
+  SELECT * FROM ranked WHERE call_key IS NULL OR key_rank = 1
+), shadowed AS (
+  -- without a response id: the same call when another instrumentation reported the same provider and
+  -- model, under the same parent (or one inside the other), over overlapping times
+  SELECT DISTINCT a.trace_id, a.span_id
+  FROM heads a JOIN heads b
+    ON b.trace_id = a.trace_id AND b.trace_rank < a.trace_rank
+   AND (a.call_key IS NULL OR b.call_key IS NULL)
+   AND coalesce(a.instrumentation, '') <> coalesce(b.instrumentation, '')
+   AND a.family = b.family AND lower(a.model) IS NOT DISTINCT FROM lower(b.model)
+   AND (a.parent_span_id IS NOT DISTINCT FROM b.parent_span_id OR a.parent_span_id = b.span_id
+        OR b.parent_span_id = a.span_id)
+   AND a.started <= b.ts AND b.started <= a.ts
+)
+SELECT h.* EXCLUDE (family, call_key, key_rank, trace_rank, key_span_id, key_request_id, key_tenant,
+                    linked_span_id, linked_request_id, request_tenant),
+       coalesce(h.linked_span_id, h.key_span_id) AS linked_span_id,
+       coalesce(h.linked_request_id, h.key_request_id) AS linked_request_id,
+       coalesce(h.request_tenant, h.key_tenant) AS request_tenant
+FROM heads h ANTI JOIN shadowed s ON s.trace_id = h.trace_id AND s.span_id = h.span_id""")
+    # The student's hosting, hour by hour, from the dated schedule (materialised here, never a rate
+    # applied to history): open ends run from the first student call to the lake's newest span.
+    stmts.append(f"CREATE OR REPLACE VIEW hosting_schedule AS {_schedule_sql(hosting)}")
+    stmts.append("""
+CREATE OR REPLACE VIEW student_hosting_hourly AS
+WITH bounds AS (
+  SELECT (SELECT date_trunc('hour', min(ts)) FROM calls_raw WHERE tier = 'student') AS first_student,
+         (SELECT date_trunc('hour', max(ts)) + INTERVAL 1 HOUR FROM (
+            SELECT max(ts) AS ts FROM requests_raw UNION ALL SELECT max(ts) FROM calls_raw)) AS lake_end
+), periods AS (
+  SELECT coalesce(s.since, b.first_student) AS since, coalesce(s.until, b.lake_end) AS until, s.usd_per_hour
+  FROM hosting_schedule s CROSS JOIN bounds b
+), hours AS (
+  SELECT since, until, usd_per_hour, unnest(range(date_trunc('hour', since), until, INTERVAL 1 HOUR)) AS window_start
+  FROM periods WHERE since IS NOT NULL AND until IS NOT NULL AND since < until
+)
+SELECT window_start,
+       sum(usd_per_hour * (epoch(least(until, window_start + INTERVAL 1 HOUR)) - epoch(greatest(since, window_start)))
+           / 3600.0) AS hosting_usd
+FROM hours GROUP BY window_start""")
+    stmts.append("""
 CREATE OR REPLACE VIEW requests AS
-WITH agg AS (
-  SELECT trace_id, linked_request_id AS request_id,
+WITH c AS (
+  SELECT *, lag(tier) OVER (PARTITION BY trace_id, linked_span_id ORDER BY started, span_id) AS prev_tier
+  FROM call_links WHERE linked_span_id IS NOT NULL
+), agg AS (
+  SELECT trace_id, linked_span_id,
          sum(cost_usd) AS call_cost_usd, count(*) FILTER (WHERE cost_usd IS NULL) AS unpriced_calls,
-         sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, count(*) AS calls
-  FROM call_links WHERE linked_request_id IS NOT NULL GROUP BY ALL
+         sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, count(*) AS calls,
+         bool_or(pricing_status = 'student') AS shares_hosting,
+         coalesce(arg_max(tier, started) FILTER (WHERE error_type IS NULL), arg_max(tier, started)) AS call_tier,
+         count(*) FILTER (WHERE prev_tier IS NOT NULL AND tier <> prev_tier) AS tier_changes
+  FROM c GROUP BY ALL
 ), base AS (
-  SELECT r.request_id, r.trace_id, r.ts, r.tenant, r.task_type, r.subtype, r.tier, r.routed_tier,
-         coalesce(r.cache_hit, false) AS cache_hit, coalesce(r.attempts, 1) AS attempts,
-         coalesce(r.escalations, 0) AS escalations, r.success,
+  SELECT r.request_id, r.trace_id, r.ts, r.tenant, r.task_type, r.subtype,
+         coalesce(r.tier, a.call_tier, CASE WHEN r.cache_hit THEN 'cache' END) AS tier, r.routed_tier,
+         coalesce(r.cache_hit, false) AS cache_hit,
+         CASE WHEN coalesce(r.attempts, 0) < coalesce(a.calls, 0) THEN a.calls ELSE coalesce(r.attempts, 1) END
+           AS attempts,
+         CASE WHEN r.tier IS NULL OR r.escalations IS NULL THEN coalesce(a.tier_changes, r.escalations, 0)
+              ELSE r.escalations END AS escalations,
+         r.success,
          coalesce(a.call_cost_usd, 0.0) AS call_cost_usd,
          coalesce(a.input_tokens, 0) AS input_tokens, coalesce(a.output_tokens, 0) AS output_tokens,
          coalesce(a.unpriced_calls, 0) AS unpriced_calls, coalesce(a.calls, 0) AS calls,
-         false AS standalone, r.error_type, r.duration_ms, r.input_messages, r.output_messages, r.span_id
-  FROM requests_raw r LEFT JOIN agg a ON a.trace_id = r.trace_id AND a.request_id = r.request_id
+         false AS standalone, coalesce(a.shares_hosting, false) AS shares_hosting,
+         r.error_type, r.duration_ms, r.input_messages, r.output_messages, r.span_id
+  FROM requests_raw r LEFT JOIN agg a ON a.trace_id = r.trace_id AND a.linked_span_id = r.span_id
   UNION ALL
   SELECT c.span_id, c.trace_id, c.ts, NULL, NULL, NULL, c.tier, NULL,
          false, 1, 0, c.error_type IS NULL,
          coalesce(c.cost_usd, 0.0),
          coalesce(c.input_tokens, 0), coalesce(c.output_tokens, 0),
          CASE WHEN c.cost_usd IS NULL THEN 1 ELSE 0 END, 1,
-         true, c.error_type, c.duration_ms, c.input_messages, c.output_messages, c.span_id
-  FROM call_links c WHERE c.linked_request_id IS NULL
-), hosting AS (
-  SELECT date_trunc('hour', ts) AS window_start, count(*) AS n FROM base WHERE tier = 'student' GROUP BY 1
+         true, c.pricing_status = 'student',
+         c.error_type, c.duration_ms, c.input_messages, c.output_messages, c.span_id
+  FROM call_links c WHERE c.linked_span_id IS NULL
+), sharing AS (
+  SELECT date_trunc('hour', ts) AS window_start, count(*) AS n FROM base WHERE shares_hosting GROUP BY 1
+), share AS (
+  SELECT h.window_start, h.hosting_usd / s.n AS share
+  FROM student_hosting_hourly h JOIN sharing s ON s.window_start = h.window_start
 )
 SELECT b.request_id, b.trace_id, b.ts, b.tenant, b.task_type, b.subtype, b.tier, b.routed_tier,
        b.cache_hit, b.attempts, b.escalations, b.success,
        b.call_cost_usd + coalesce(h.share, 0.0) AS cost_usd,
        b.input_tokens, b.output_tokens,
        b.unpriced_calls, b.calls, b.standalone, coalesce(h.share, 0.0) AS hosting_cost_usd,
-       b.call_cost_usd, b.error_type, b.duration_ms, b.input_messages, b.output_messages, b.span_id
+       b.call_cost_usd, b.error_type, b.duration_ms, b.input_messages, b.output_messages, b.span_id,
+       b.shares_hosting
 FROM base b
-LEFT JOIN (SELECT window_start, {rate} / n AS share FROM hosting) h
-  ON b.tier = 'student' AND h.window_start = date_trunc('hour', b.ts)""")
+LEFT JOIN share h ON b.shares_hosting AND h.window_start = date_trunc('hour', b.ts)""")
     stmts.append("""
 CREATE OR REPLACE VIEW calls AS
 SELECT span_id, trace_id, ts, provider, model, tier, input_tokens, output_tokens, cache_read_tokens,
        cache_creation_tokens, error_type, cost_usd, duration_ms,
-       coalesce(linked_request_id, span_id) AS request_id, linked_request_id IS NULL AS standalone,
+       coalesce(linked_request_id, span_id) AS request_id, linked_span_id IS NULL AS standalone,
        parent_span_id, operation, response_model, batch, finish_reasons, pricing_status, pricing_version,
-       input_messages, output_messages, kafka_partition, kafka_offset
+       input_messages, output_messages, kafka_partition, kafka_offset,
+       coalesce(linked_span_id, span_id) AS request_span_id, response_id, instrumentation, data_quality
 FROM call_links""")
     stmts.append("""
 CREATE OR REPLACE VIEW lookups AS
@@ -636,12 +758,22 @@ SELECT span_id, trace_id, ts, coalesce(tenant, request_tenant) AS tenant, namesp
 FROM lookup_links""")
     stmts.append("""
 CREATE OR REPLACE VIEW tier_hourly AS
-SELECT date_trunc('hour', ts) AS window_start, tier,
-       count(*) AS requests, count(*) FILTER (WHERE success) AS successes,
+WITH r AS (
+  SELECT date_trunc('hour', ts) AS window_start, tier, success, cost_usd, unpriced_calls, shares_hosting FROM requests
+), per AS (
+  SELECT window_start, tier, 1 AS n, CASE WHEN success THEN 1 ELSE 0 END AS ok, cost_usd, unpriced_calls FROM r
+  UNION ALL
+  -- an hour of the hosting schedule that no request shared: its cost still shows, under the student
+  SELECT h.window_start, 'student', 0, 0, h.hosting_usd, 0
+  FROM student_hosting_hourly h ANTI JOIN (SELECT DISTINCT window_start FROM r WHERE shares_hosting) s
+    ON s.window_start = h.window_start
+)
+SELECT window_start, tier,
+       CAST(sum(n) AS BIGINT) AS requests, CAST(sum(ok) AS BIGINT) AS successes,
        sum(cost_usd) AS cost_usd,
-       sum(cost_usd) / nullif(count(*) FILTER (WHERE success), 0) AS cost_per_success,
+       sum(cost_usd) / nullif(sum(ok), 0) AS cost_per_success,
        sum(unpriced_calls) AS unpriced_calls
-FROM requests GROUP BY ALL""")
+FROM per GROUP BY ALL""")
     stmts.append("""
 CREATE OR REPLACE VIEW cache_hourly AS
 SELECT date_trunc('hour', ts) AS window_start, tenant,
@@ -688,7 +820,9 @@ def _provided_views(lake_path: Path | str) -> list[str]:
 def create_views(con: "duckdb.DuckDBPyConnection", config: Config) -> None:
     """Create the views of ``config``'s lake on a DuckDB connection (initialising the lake)."""
     Lake(config.lake.path).init()
-    for stmt in views_sql(config.lake.path, student_usd_per_hour=config.pricing.student_usd_per_hour):
+    from costline.pricing import hosting_schedule
+
+    for stmt in views_sql(config.lake.path, hosting=hosting_schedule(config.pricing)):
         con.execute(stmt)
     for stmt in _provided_views(config.lake.path):
         con.execute(stmt)

@@ -12,9 +12,10 @@ Token accounting follows the GenAI semantic conventions: ``input_tokens``
 ``cache_read_multiplier`` x the input price, cache writes
 ``cache_write_multiplier`` x; a batch call costs ``batch_multiplier`` x the lot.
 
-Student calls have no token price (``cost_usd`` is 0 and ``priced`` is True):
-their GPU hosting cost is spread over the student requests of each hourly
-window by the lake's views (:func:`student_hourly_cost`).
+Student calls have no token price (``cost_usd`` is 0, status ``student``) unless the span
+carries an explicit ``costline.cost_usd``: the GPU's hosting cost comes from a dated
+schedule (:func:`hosting_schedule`) that the lake's views apply hour by hour and share among
+the requests that used the student (docs/sql.md).
 
 An unknown model is never priced at $0 silently: :meth:`price_call` returns
 ``cost_usd=None`` with ``status="unknown_model"``.
@@ -27,13 +28,16 @@ from dataclasses import dataclass
 from typing import Final
 
 from costline import contract
-from costline.config import ModelPrice, PricingConfig
+from datetime import datetime
+
+from costline.config import ModelPrice, PricingConfig, parse_utc
 from costline.errors import UnknownModelError
 
 __all__ = [
     "PricingTable",
     "CallPrice",
     "normalize_model_id",
+    "hosting_schedule",
     "PRICED",
     "EXPLICIT",
     "STUDENT",
@@ -151,3 +155,17 @@ class PricingTable:
     def student_hourly_cost(self) -> float:
         """USD per hour of student hosting, spread over each window's student requests."""
         return self.config.student_usd_per_hour
+
+
+def hosting_schedule(config: PricingConfig) -> list[tuple[datetime | None, datetime | None, float]]:
+    """The student's hosting as ``[(since, until, USD per hour)]`` (naive UTC; None: open end).
+
+    ``[[pricing.hosting]]`` periods (rate x replicas) when there are any, else one open period at
+    ``student_usd_per_hour`` (none when that is 0).
+    """
+    if config.hosting:
+        return [(parse_utc(p.since) if p.since else None, parse_utc(p.until) if p.until else None,
+                 float(p.usd_per_hour) * int(p.replicas)) for p in config.hosting]
+    if config.student_usd_per_hour > 0:
+        return [(None, None, float(config.student_usd_per_hour))]
+    return []

@@ -10,8 +10,11 @@ The article's stacking table, computed from the lake for ``[since, until)``:
    tier the student replaced (``student_replaces_tier``, budget) as if there were no student;
    cache hits imputed as above at routed prices;
 3. **+ semantic cache** — cache hits cost nothing;
-4. **+ distillation** — what was paid for API calls, plus the student's GPU for every hour of the
-   range (``[pricing] student_usd_per_hour``) when the student served anything in it.
+4. **+ distillation** — what was paid for calls (a student call with an explicit
+   ``costline.cost_usd`` at that price), plus the student's GPU for every hour of the range that
+   the hosting schedule covers (``[[pricing.hosting]]`` / ``student_usd_per_hour``), idle or not:
+   read from the lake's ``student_hosting_hourly`` view, so the report and the views agree to the
+   cent on the same (whole-hour) window.
 
 Daily cost = total / days in the range; monthly = daily x ``days_per_month`` (30); cumulative
 saving = 1 - stage / baseline. **Break-even** of the student = GPU cost per day / what one
@@ -32,7 +35,7 @@ from typing import Any
 from costline.config import Config, ModelPrice
 from costline.jobs.errors import JobsError, NoDataError
 
-__all__ = ["StageRow", "CostReport", "build_cost_report", "run_cost_report", "COST_SQL", "STAGES"]
+__all__ = ["StageRow", "CostReport", "build_cost_report", "run_cost_report", "COST_SQL", "HOSTING_SQL", "STAGES"]
 
 STAGES: tuple[tuple[str, str], ...] = (
     ("baseline", "every request on the baseline model with its actual tokens"),
@@ -52,9 +55,9 @@ WITH per_request AS (
          r.cache_hit OR r.tier = 'cache' AS hit, r.tier = 'student' AS student,
          coalesce(sum({frontier}), 0) AS frontier_usd,
          coalesce(sum(CASE WHEN c.tier = 'student' THEN {replaced} ELSE coalesce(c.cost_usd, 0) END), 0) AS routed_usd,
-         coalesce(sum(CASE WHEN c.tier = 'student' THEN 0 ELSE coalesce(c.cost_usd, 0) END), 0) AS paid_usd
+         coalesce(sum(coalesce(c.cost_usd, 0)), 0) AS paid_usd
   FROM requests r
-  LEFT JOIN calls c ON c.trace_id = r.trace_id AND c.request_id = r.request_id
+  LEFT JOIN calls c ON c.trace_id = r.trace_id AND c.request_span_id = r.span_id
   WHERE r.ts >= $since AND r.ts < $until
   GROUP BY ALL
 ), typical_day AS (
@@ -76,6 +79,13 @@ LEFT JOIN typical_day d ON d.day = p.day AND d.task_type = p.task_type
 LEFT JOIN typical t ON t.task_type = p.task_type
 CROSS JOIN overall o
 GROUP BY p.day ORDER BY p.day
+"""
+
+#: Per day: the student's hosting over ``[since, until)`` from the views' hourly schedule.
+HOSTING_SQL = """
+SELECT CAST(window_start AS DATE) AS day, sum(hosting_usd) AS hosting_usd
+FROM student_hosting_hourly WHERE window_start >= $since AND window_start < $until
+GROUP BY 1 ORDER BY 1
 """
 
 
@@ -183,10 +193,9 @@ def build_cost_report(con: Any, config: Config, *, since: datetime, until: datet
         raise NoDataError(f"no requests between {since:%Y-%m-%d %H:%M} and {until:%Y-%m-%d %H:%M} UTC")
     hours = (until - since).total_seconds() / 3600.0
     days = hours / 24.0
-    rate = config.pricing.student_usd_per_hour
+    hosting_by_day = {d: float(usd) for d, usd in con.execute(HOSTING_SQL, {"since": since, "until": until}).fetchall()}
     student_n = sum(int(d["student_requests"]) for d in days_rows)
-    uses_student = student_n > 0
-    hosting = rate * hours if uses_student else 0.0
+    hosting = sum(hosting_by_day.values())
     totals = {
         "baseline": sum(float(d["baseline"]) for d in days_rows),
         "routing": sum(float(d["routing"]) for d in days_rows),
@@ -202,13 +211,12 @@ def build_cost_report(con: Any, config: Config, *, since: datetime, until: datet
                                None if step == 1 else (1.0 - total / base if base > 0 else None)))
     saved = sum(float(d["student_saved"]) for d in days_rows)
     per_request_saving = saved / student_n if student_n else 0.0
-    break_even = (rate * 24.0 / per_request_saving) if per_request_saving > 0 else None
+    break_even = (hosting / days / per_request_saving) if per_request_saving > 0 and hosting > 0 else None
     per_day = []
-    for d in days_rows:
-        day = d["day"]
-        day_start = max(since, datetime(day.year, day.month, day.day))
-        day_end = min(until, datetime(day.year, day.month, day.day) + timedelta(days=1))
-        day_hosting = rate * (day_end - day_start).total_seconds() / 3600.0 if uses_student else 0.0
+    by_day = {d["day"]: d for d in days_rows}
+    for day in sorted(set(by_day) | set(hosting_by_day)):  # an idle day still costs its hosting
+        d = by_day.get(day) or dict.fromkeys(("baseline", "routing", "cache", "student_api"), 0.0)
+        day_hosting = hosting_by_day.get(day, 0.0)
         for step, (name, _) in enumerate(STAGES, 1):
             cost = float(d["student_api"]) + day_hosting if name == "student" else float(d[name])
             per_day.append({"day": day, "step": step, "stage": name, "cost_usd": cost})

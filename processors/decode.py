@@ -93,9 +93,10 @@ def flatten_message(
     spans = ignored = 0
     for rs in request.resource_spans:
         for ss in rs.scope_spans:
+            scope = ss.scope.name or None
             for span in ss.spans:
                 spans += 1
-                row = flatten_span(span, pricing, kafka_partition, kafka_offset)
+                row = flatten_span(span, pricing, kafka_partition, kafka_offset, scope)
                 if row is None:
                     ignored += 1
                 else:
@@ -130,9 +131,10 @@ def flatten_into(
     try:
         for rs in request.resource_spans:
             for ss in rs.scope_spans:
+                scope = ss.scope.name or None
                 for span in ss.spans:
                     spans += 1
-                    row = flatten_span(span, pricing, kafka_partition, kafka_offset)
+                    row = flatten_span(span, pricing, kafka_partition, kafka_offset, scope)
                     kind = type(row)
                     if kind is CallRow:
                         calls.append(row)

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from costline import contract as c
 from costline.config import ModelPrice, PricingConfig
 from costline.otlp import OtlpDecodeError
-from costline.pricing import PricingTable
+from costline.pricing import PRICED, PricingTable
 
 __all__ = [
     "RequestRow",
@@ -31,6 +31,8 @@ __all__ = [
     "KIND_REQUEST",
     "KIND_CALL",
     "KIND_LOOKUP",
+    "INVALID_USAGE",
+    "MAX_TOKENS",
 ]
 
 _new = tuple.__new__  # builds a NamedTuple row without its Python-level __new__
@@ -62,6 +64,8 @@ class RequestRow(NamedTuple):
     output_messages: str | None
     kafka_partition: int
     kafka_offset: int
+    #: What flattening dropped from this span (``field:reason``, comma-separated); None: nothing.
+    data_quality: str | None = None
 
 
 class CallRow(NamedTuple):
@@ -90,6 +94,11 @@ class CallRow(NamedTuple):
     output_messages: str | None
     kafka_partition: int
     kafka_offset: int
+    #: ``gen_ai.response.id``: with the provider, the identity of the call across instrumentations.
+    response_id: str | None = None
+    #: The instrumentation scope that reported the span (``costline.collectors``, ``com.anthropic.sdk.python``, …).
+    instrumentation: str | None = None
+    data_quality: str | None = None
 
 
 class LookupRow(NamedTuple):
@@ -105,6 +114,7 @@ class LookupRow(NamedTuple):
     duration_ms: float
     kafka_partition: int
     kafka_offset: int
+    data_quality: str | None = None
 
 
 Row = RequestRow | CallRow | LookupRow
@@ -186,43 +196,127 @@ def _str_slow(v: Any) -> str | None:
     return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
 
 
-def _int(v: Any) -> int | None:
+#: Largest token count one call may report; more is a broken counter, not a call (1e8 tokens).
+MAX_TOKENS: Final = 100_000_000
+#: Largest count of attempts / escalations a request may report.
+MAX_ATTEMPTS: Final = 10_000
+#: Largest explicit price one call may carry (USD).
+MAX_CALL_USD: Final = 100_000.0
+#: Span times outside [2000-01-01, 2100-01-01) UTC are not times (a zero end time is 1970).
+MIN_TIME_NS: Final = 946_684_800_000_000_000
+MAX_TIME_NS: Final = 4_102_444_800_000_000_000
+#: Longest plausible span (ms): a week.
+MAX_DURATION_MS: Final = 7 * 86_400_000.0
+
+
+def _count(v: Any, key: str, bad: list[str], limit: int = MAX_TOKENS) -> int | None:
+    """A non-negative whole count within ``limit``; else None with ``key:reason`` appended to ``bad``."""
     if v is None:
         return None
     i = v.int_value  # 0 when unset or another type: then look closer
-    return i if i else _int_slow(v)
+    if 0 < i <= limit:
+        return i
+    return _count_slow(v, key, bad, limit)
 
 
-def _int_slow(v: Any) -> int | None:
+def _count_slow(v: Any, key: str, bad: list[str], limit: int) -> int | None:
     kind = v.WhichOneof("value")
     if kind == "int_value":
-        return v.int_value
-    if kind == "double_value":
-        return int(v.double_value)
-    if kind == "string_value":
+        value: float = v.int_value
+    elif kind == "double_value":
+        value = v.double_value
+    elif kind == "string_value":
         try:
-            return int(float(v.string_value))
+            value = float(v.string_value)
         except ValueError:
+            bad.append(f"{key}:not_a_number")
             return None
-    if kind == "bool_value":
-        return int(v.bool_value)
-    return None
+    elif kind is None:
+        return None
+    else:
+        bad.append(f"{key}:not_a_number")
+        return None
+    if value != value or value in (_INF, -_INF):
+        bad.append(f"{key}:not_finite")
+        return None
+    if value < 0:
+        bad.append(f"{key}:negative")
+        return None
+    if value > limit:
+        bad.append(f"{key}:out_of_range")
+        return None
+    return int(value)
+
+
+_INF = float("inf")
+
+
+def _first(get: Any, keys: tuple[str, ...]) -> tuple[Any, str]:
+    """The first present attribute of ``keys`` (its AnyValue and key); ``(None, keys[0])`` when none is."""
+    for key in keys:
+        v = get(key)
+        if v is not None:
+            return v, key
+    return None, keys[0]
 
 
 def _float(v: Any) -> float | None:
+    """A finite number (NaN and infinities are None)."""
     if v is None:
         return None
     kind = v.WhichOneof("value")
     if kind == "double_value":
-        return v.double_value
-    if kind == "int_value":
+        f = v.double_value
+    elif kind == "int_value":
         return float(v.int_value)
-    if kind == "string_value":
+    elif kind == "string_value":
         try:
-            return float(v.string_value)
+            f = float(v.string_value)
         except ValueError:
             return None
-    return None
+    else:
+        return None
+    return f if f == f and f not in (_INF, -_INF) else None
+
+
+def _usd(v: Any, bad: list[str]) -> float | None:
+    """An explicit price: finite, not negative, not absurd; else None and a flag."""
+    if v is None:
+        return None
+    f = _float(v)
+    if f is None:
+        bad.append(f"{c.COSTLINE_COST_USD}:not_finite" if v.WhichOneof("value") in ("double_value", "string_value")
+                   else f"{c.COSTLINE_COST_USD}:not_a_number")
+        return None
+    if f < 0:
+        bad.append(f"{c.COSTLINE_COST_USD}:negative")
+        return None
+    if f > MAX_CALL_USD:
+        bad.append(f"{c.COSTLINE_COST_USD}:out_of_range")
+        return None
+    return f
+
+
+def _times(span: Any, bad: list[str]) -> tuple[int | None, float | None]:
+    """``(ts in µs, duration in ms)`` of a span: its end time, else its start time when the end is not a time."""
+    end_ns = span.end_time_unix_nano
+    start_ns = span.start_time_unix_nano
+    end_ok = MIN_TIME_NS <= end_ns < MAX_TIME_NS
+    start_ok = MIN_TIME_NS <= start_ns < MAX_TIME_NS
+    if end_ok and start_ok:
+        duration_ms = (end_ns - start_ns) / 1e6
+        if 0 <= duration_ms <= MAX_DURATION_MS:
+            return end_ns // 1000, duration_ms
+        bad.append("duration_ms:out_of_range")
+        return end_ns // 1000, None
+    if end_ok:
+        bad.append("start_time:out_of_range")
+        return end_ns // 1000, None
+    if start_ok:
+        bad.append("end_time:out_of_range")
+        return start_ns // 1000, None
+    bad.append("ts:out_of_range")
+    return None, None
 
 
 _TRUE_WORDS = frozenset({"true", "1", "yes"})
@@ -259,14 +353,35 @@ def _str_list(v: Any) -> list[str] | None:
 # --- flattening ----------------------------------------------------------------------
 
 
+#: Attribute spellings read for each usage figure, first present wins (see docs/telemetry.md for
+#: which instrumentation spells what). Counts follow the GenAI conventions: input includes cached.
+INPUT_TOKEN_KEYS: Final = (c.GEN_AI_USAGE_INPUT_TOKENS, "gen_ai.usage.prompt_tokens", "llm.usage.prompt_tokens")
+OUTPUT_TOKEN_KEYS: Final = (c.GEN_AI_USAGE_OUTPUT_TOKENS, "gen_ai.usage.completion_tokens",
+                            "llm.usage.completion_tokens")
+CACHE_READ_KEYS: Final = (c.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, "gen_ai.usage.cache_read_input_tokens")
+CACHE_CREATION_KEYS: Final = (c.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS, "gen_ai.usage.cache_write.input_tokens",
+                              "gen_ai.usage.cache_creation_input_tokens")
+_IN0, _OUT0, _READ0, _WRITE0 = INPUT_TOKEN_KEYS[0], OUTPUT_TOKEN_KEYS[0], CACHE_READ_KEYS[0], CACHE_CREATION_KEYS[0]
+#: Scopes whose Anthropic ``input_tokens`` is the API's own (cache reads and writes NOT included).
+_INPUT_EXCLUDES_CACHE_SCOPES: Final = ("openlit",)
+
+
+def _quality(bad: list[str]) -> str | None:
+    return ",".join(bad) if bad else None
+
+
 def flatten_span(
     span: Any,
     pricing: PricingTable,
     kafka_partition: int = -1,
     kafka_offset: int = -1,
+    scope: str | None = None,
 ) -> Row | None:
     """One OTLP span → its lake row, or None when costline has no row for it.
 
+    ``scope`` is the name of the instrumentation scope the span came in (``ScopeSpans.scope.name``).
+    Values out of range (NaN, infinities, negative or absurd counts and prices, times that are
+    not times) are nulled and named in the row's ``data_quality``; they never raise.
     Raises :class:`~costline.otlp.OtlpDecodeError` for malformed ids (the message is dead-lettered).
     """
     tid = span.trace_id
@@ -277,9 +392,8 @@ def flatten_span(
                               "(need 16 / 8 / 8 non-zero bytes)")
     name = span.name
     attrs = {kv.key: kv.value for kv in span.attributes}
-    end_ns = span.end_time_unix_nano
-    ts = end_ns // 1000
-    duration_ms = (end_ns - span.start_time_unix_nano) / 1e6
+    bad: list[str] = []
+    ts, duration_ms = _times(span, bad)
     get = attrs.get
     if name == c.SPAN_REQUEST:
         span_id = sid.hex()
@@ -296,8 +410,8 @@ def flatten_span(
             tier,
             _str(get(c.COSTLINE_ROUTED_TIER)),
             hit if hit is not None else tier == c.TIER_CACHE,
-            _int(get(c.COSTLINE_ATTEMPTS)),
-            _int(get(c.COSTLINE_ESCALATIONS)),
+            _count(get(c.COSTLINE_ATTEMPTS), c.COSTLINE_ATTEMPTS, bad, MAX_ATTEMPTS),
+            _count(get(c.COSTLINE_ESCALATIONS), c.COSTLINE_ESCALATIONS, bad, MAX_ATTEMPTS),
             _bool(get(c.COSTLINE_SUCCESS)),
             _str(get(c.ERROR_TYPE)),
             duration_ms,
@@ -305,8 +419,13 @@ def flatten_span(
             _str(get(c.GEN_AI_OUTPUT_MESSAGES)),
             kafka_partition,
             kafka_offset,
+            _quality(bad),
         ))
     if name == c.SPAN_CACHE_LOOKUP:
+        sim_v = get(c.COSTLINE_CACHE_SIMILARITY)
+        similarity = _float(sim_v)
+        if similarity is None and sim_v is not None and sim_v.WhichOneof("value") is not None:
+            bad.append(f"{c.COSTLINE_CACHE_SIMILARITY}:not_finite")
         return _new(LookupRow, (
             sid.hex(),
             tid.hex(),
@@ -316,10 +435,11 @@ def flatten_span(
             _str(get(c.COSTLINE_TENANT)),
             _str(get(c.COSTLINE_CACHE_NAMESPACE)),
             _bool(get(c.COSTLINE_CACHE_HIT)),
-            _float(get(c.COSTLINE_CACHE_SIMILARITY)),
+            similarity,
             duration_ms,
             kafka_partition,
             kafka_offset,
+            _quality(bad),
         ))
     op = get(c.GEN_AI_OPERATION_NAME)
     model_v = get(c.GEN_AI_REQUEST_MODEL)
@@ -328,23 +448,37 @@ def flatten_span(
     model = _str(model_v)
     response_model = _str(get(c.GEN_AI_RESPONSE_MODEL))
     provider = _str(get(c.GEN_AI_PROVIDER_NAME)) or _str(get(c.GEN_AI_SYSTEM))
-    input_tokens = _int(get(c.GEN_AI_USAGE_INPUT_TOKENS)) or 0
-    output_tokens = _int(get(c.GEN_AI_USAGE_OUTPUT_TOKENS)) or 0
-    read = _int(get(c.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS)) or 0
-    write = _int(get(c.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS)) or 0
+    if provider is not None:
+        provider = provider.strip().lower()  # older OpenLLMetry spells it "Anthropic"
+    # the first spelling is what costline and the current conventions write: look further only without it
+    v = get(_IN0)
+    input_tokens = _count(v, _IN0, bad) if v is not None else _count(*_first(get, INPUT_TOKEN_KEYS), bad)
+    v = get(_OUT0)
+    output_tokens = _count(v, _OUT0, bad) if v is not None else _count(*_first(get, OUTPUT_TOKEN_KEYS), bad)
+    v = get(_READ0)
+    read = _count(v, _READ0, bad) if v is not None else _count(*_first(get, CACHE_READ_KEYS), bad)
+    v = get(_WRITE0)
+    write = _count(v, _WRITE0, bad) if v is not None else _count(*_first(get, CACHE_CREATION_KEYS), bad)
+    if (scope is not None and input_tokens is not None and provider == c.PROVIDER_ANTHROPIC
+            and scope.startswith(_INPUT_EXCLUDES_CACHE_SCOPES)):
+        input_tokens += (read or 0) + (write or 0)
     batch = bool(_bool(get(c.COSTLINE_BATCH)))
+    explicit = _usd(get(c.COSTLINE_COST_USD), bad)
     price = pricing.price_call(
         model=model,
         provider=provider,
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        cache_read_tokens=read,
-        cache_creation_tokens=write,
+        input_tokens=input_tokens or 0,
+        output_tokens=output_tokens or 0,
+        cache_read_tokens=read or 0,
+        cache_creation_tokens=write or 0,
         batch=batch,
-        explicit_cost_usd=_float(get(c.COSTLINE_COST_USD)),
+        explicit_cost_usd=explicit,
         explicit_tier=_str(get(c.COSTLINE_TIER)),
         response_model=response_model,
     )
+    cost, status = price.cost_usd, price.status
+    if bad and status == PRICED and any(f.startswith(_USAGE_PREFIX) for f in bad):
+        cost, status = None, INVALID_USAGE  # a price from a count that was dropped would be made up
     return _new(CallRow, (
         sid.hex(),
         tid.hex(),
@@ -356,22 +490,34 @@ def flatten_span(
         model,
         response_model,
         price.tier,
-        input_tokens,
-        output_tokens,
-        read,
-        write,
+        input_tokens if input_tokens is not None else (None if bad and _dropped(bad, INPUT_TOKEN_KEYS) else 0),
+        output_tokens if output_tokens is not None else (None if bad and _dropped(bad, OUTPUT_TOKEN_KEYS) else 0),
+        read if read is not None else (None if bad and _dropped(bad, CACHE_READ_KEYS) else 0),
+        write if write is not None else (None if bad and _dropped(bad, CACHE_CREATION_KEYS) else 0),
         batch,
         _str_list(get(c.GEN_AI_RESPONSE_FINISH_REASONS)),
         _str(get(c.ERROR_TYPE)),
-        price.cost_usd,
-        price.status,
+        cost,
+        status,
         pricing.version,
         duration_ms,
         _str(get(c.GEN_AI_INPUT_MESSAGES)),
         _str(get(c.GEN_AI_OUTPUT_MESSAGES)),
         kafka_partition,
         kafka_offset,
+        _str(get(c.GEN_AI_RESPONSE_ID)),
+        scope or None,
+        _quality(bad),
     ))
+
+
+#: ``pricing_status`` of a call whose token counts were dropped as invalid: not priced (cost NULL).
+INVALID_USAGE: Final = "invalid_usage"
+_USAGE_PREFIX: Final = ("gen_ai.usage.", "llm.usage.")
+
+
+def _dropped(bad: list[str], keys: tuple[str, ...]) -> bool:
+    return any(f.split(":", 1)[0] in keys for f in bad)
 
 
 def flatten_request(
@@ -383,5 +529,6 @@ def flatten_request(
     """Every span of an ``ExportTraceServiceRequest`` flattened (None for ignored spans)."""
     for rs in request.resource_spans:
         for ss in rs.scope_spans:
+            scope = ss.scope.name or None
             for span in ss.spans:
-                yield flatten_span(span, pricing, kafka_partition, kafka_offset)
+                yield flatten_span(span, pricing, kafka_partition, kafka_offset, scope)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from costline.traffic import CallPlan, RequestPlan
 
@@ -34,13 +34,29 @@ def hour(ts: datetime) -> datetime:
     return ts.replace(minute=0, second=0, microsecond=0, tzinfo=None)
 
 
+def call_ends(p: RequestPlan) -> list[datetime]:
+    """When each planned call span ends (as costline.demo.replay_one records them)."""
+    at, out = p.start + timedelta(milliseconds=2), []
+    for c in p.calls:
+        at += timedelta(milliseconds=c.duration_ms)
+        out.append(at)
+    return out
+
+
 def tier_hourly(plans: Iterable[RequestPlan], student_usd_per_hour: float = STUDENT_USD_PER_HOUR) -> dict:
-    """{(window_start, tier): (requests, successes, cost_usd)}; windows by request end time."""
+    """{(window_start, tier): (requests, successes, cost_usd)}; windows by request end time.
+
+    Hosting (docs/sql.md): ``student_usd_per_hour`` for every hour from the hour of the first student
+    call to the hour of the newest span; each hour's cost shared equally by the requests of that hour
+    that made a student call (answered or escalated away); an hour nobody shared is a student row with
+    0 requests.
+    """
     plans = list(plans)
-    students = defaultdict(int)
+    sharers = defaultdict(int)
+    student_call_ends = [e for p in plans for c, e in zip(p.calls, call_ends(p)) if c.provider == "vllm"]
     for p in plans:
-        if p.served_by == "student":
-            students[hour(p.end)] += 1
+        if any(c.provider == "vllm" for c in p.calls):
+            sharers[hour(p.end)] += 1
     out: dict = defaultdict(lambda: [0, 0, 0.0])
     for p in plans:
         key = (hour(p.end), p.served_by)
@@ -48,8 +64,14 @@ def tier_hourly(plans: Iterable[RequestPlan], student_usd_per_hour: float = STUD
         row[0] += 1
         row[1] += int(p.success)
         row[2] += sum(call_cost(c) for c in p.calls)
-        if p.served_by == "student":
-            row[2] += student_usd_per_hour / students[hour(p.end)]
+        if any(c.provider == "vllm" for c in p.calls):
+            row[2] += student_usd_per_hour / sharers[hour(p.end)]
+    if student_call_ends and student_usd_per_hour > 0:
+        h, last = hour(min(student_call_ends)), hour(max(p.end for p in plans))
+        while h <= last:
+            if not sharers.get(h):
+                out[(h, "student")][2] += student_usd_per_hour
+            h += timedelta(hours=1)
     return {k: tuple(v) for k, v in out.items()}
 
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from costline.config import Config, LakeConfig, PricingConfig
+from costline.config import Config, HostingPeriod, LakeConfig, PricingConfig
 from costline.jobs.cost_report import build_cost_report, run_cost_report
 from costline.jobs.store import open_jobs_lake
 from costline.lake import Lake
@@ -29,13 +29,16 @@ def req(rid, hour, tier, task, hit=False):
 
 def call(rid, hour, tier, provider, model, inp, out, cost, read=0):
     t = DAY + dt.timedelta(hours=hour)
+    status = "student" if tier == "student" else "priced"
     return CallRow(f"c-{rid}", f"t-{rid}", f"s-{rid}", rid, us(t), "chat", provider, model, model, tier, inp, out,
-                   read, 0, False, ["stop"], None, cost, "priced", "2026-06", 5.0, None, None, 0, 0)
+                   read, 0, False, ["stop"], None, cost, status, "2026-06", 5.0, None, None, 0, 0)
 
 
 @pytest.fixture
 def cfg(tmp_path):
-    cfg = Config(lake=LakeConfig(path=tmp_path / "lake"), pricing=PricingConfig(student_usd_per_hour=2.74))
+    # the GPU is booked for the whole day (a dated schedule): idle hours cost too
+    cfg = Config(lake=LakeConfig(path=tmp_path / "lake"), pricing=PricingConfig(hosting=(
+        HostingPeriod(2.74, since="2026-11-07T00:00:00Z", until="2026-11-08T00:00:00Z"),)))
     rows_r = [req("R1", 1, "budget", "faq"), req("R2", 2, "student", "cls"), req("R3", 3, "cache", "faq", hit=True),
               req("R4", 4, "frontier", "faq")]
     rows_c = [call("R1", 1, "budget", "anthropic", "claude-haiku-4-5", 1000, 100, 0.0012),
@@ -87,3 +90,16 @@ def test_two_day_range_halves_the_daily_cost_and_is_stored_as_views(cfg):
         con.close()
     assert [r[0] for r in rows] == ["baseline", "routing", "cache", "student"]
     assert days == [(dt.date(2026, 11, 7), "routing", pytest.approx(0.0159))]
+
+
+def test_the_simplest_schedule_covers_the_first_student_call_to_the_newest_span(cfg):
+    """``student_usd_per_hour`` alone: one GPU from the hour of the first student call (02:00) to the end of
+    the hour of the lake's newest span (04:xx): 3 hours, whatever the report's range."""
+    flat = Config(lake=cfg.lake, pricing=PricingConfig(student_usd_per_hour=2.74))
+    con = open_jobs_lake(flat)
+    try:
+        rep = build_cost_report(con, flat, since=DAY, until=DAY + dt.timedelta(days=1))
+    finally:
+        con.close()
+    assert rep.hosting_usd == pytest.approx(3 * 2.74)
+    assert {s.stage: s for s in rep.stages}["student"].total_cost_usd == pytest.approx(0.0094 + 3 * 2.74)

@@ -29,7 +29,7 @@ def req(request_id, trace, span_id, t, tier, *, success=True, tenant="acme", cac
 
 def call(span_id, trace, t, *, parent=None, request_id=None, tier="mid", model="claude-sonnet-4-6", cost=0.01,
          error=None, inp=100, out=10, provider="anthropic"):
-    status = "unknown_model" if cost is None else "priced"
+    status = "unknown_model" if cost is None else ("student" if tier == "student" and cost == 0.0 else "priced")
     return CallRow(span_id, trace, parent, request_id, us(t), "chat", provider, model, model, tier, inp, out, 0, 0,
                    False, ["stop"], error, cost, status, "2026-06", 5.0, None, None, 0, 0)
 
@@ -87,9 +87,11 @@ def test_requests_view_links_and_costs(cfg):
         "SELECT request_id, tier, success, cost_usd, attempts, escalations, cache_hit, input_tokens, "
         "unpriced_calls, standalone FROM requests").fetchall()}
     assert set(got) == {"R1", "R2", "R3", "R4", "R5", "c5", "c6", "c7"}
-    assert got["R1"] == ("mid", True, pytest.approx(0.25, abs=1e-12), 2, 1, False, 1100, 0, False)
+    # hour H's hosting is shared by R1 (escalated away from the student) and R2 (answered by it); R3 made
+    # no student call (its span says student, no call span says so): it shares nothing
+    assert got["R1"] == ("mid", True, pytest.approx(0.25 + RATE / 2, abs=1e-12), 2, 1, False, 1100, 0, False)
     assert got["R2"][2] == pytest.approx(RATE / 2, abs=1e-12)
-    assert got["R3"][:3] == ("student", False, pytest.approx(RATE / 2, abs=1e-12))
+    assert got["R3"][:3] == ("student", False, 0.0)
     assert got["R4"][:3] == ("cache", True, 0.0)
     assert got["R5"][2] == pytest.approx(RATE, abs=1e-12)  # alone in its hour
     assert got["c5"] == ("budget", True, pytest.approx(0.002, abs=1e-12), 1, 0, False, 100, 0, True)
@@ -102,12 +104,15 @@ def test_tier_hourly(cfg):
     rows = open_lake(cfg).execute(
         "SELECT window_start, tier, requests, successes, cost_usd, cost_per_success FROM tier_hourly "
         "ORDER BY window_start, tier").fetchall()
+    hour = dt.timedelta(hours=1)
     expected = [
         (H - dt.timedelta(days=1), "student", 1, 1, RATE, RATE),
+        # the 23 hours between the two days: nobody used the GPU, it still cost its rate
+        *[(H - dt.timedelta(days=1) + i * hour, "student", 0, 0, RATE, None) for i in range(1, 24)],
         (H, "budget", 2, 2, 0.003, 0.0015),
         (H, "cache", 1, 1, 0.0, 0.0),
-        (H, "mid", 1, 1, 0.25, 0.25),
-        (H, "student", 2, 1, RATE, RATE),
+        (H, "mid", 1, 1, 0.25 + RATE / 2, 0.25 + RATE / 2),
+        (H, "student", 2, 1, RATE / 2, RATE / 2),
         (H, "unknown", 1, 0, 0.0, None),
     ]
     assert len(rows) == len(expected)

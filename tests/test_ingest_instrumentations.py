@@ -1,0 +1,234 @@
+"""Real instrumentations, real SDK clients, costline's stand-in APIs: each model call counted once (issue 9 §1).
+
+The anthropic SDK's own spans (scope ``com.anthropic.sdk.python``, on whenever the client has a
+tracer provider), OpenLLMetry (``opentelemetry-instrumentation-anthropic`` / ``-openai``), the
+official ``opentelemetry-instrumentation-openai-v2`` and costline's own wrappers report the same
+calls; the spans go through the processor's decode / flatten / commit path into a lake in
+tmp_path, and the views are compared with figures computed here from the responses' usage and
+hand-written prices (never costline's pricing code).
+
+OpenLIT (``openlit``) does not install beside anthropic 2.x / openai 3.x (it pins anthropic < 1,
+openai < 3): its spelling is tested on spans built as its source writes them.
+"""
+
+from __future__ import annotations
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from costline.collectors import Recorder, RequestStampingProcessor, instrument_anthropic, instrument_openai
+from costline.config import Config, LakeConfig, ModelPrice, PricingConfig
+from costline.lake import open_lake
+from costline.processors.synth import export_request, span
+from costline.serving.settings import StandInConfig
+from costline.serving.standin import StandInServer
+
+from figures_lake import lake_from_messages, lake_from_sdk_spans
+
+anthropic = pytest.importorskip("anthropic")
+openai = pytest.importorskip("openai")
+openllmetry_anthropic = pytest.importorskip("opentelemetry.instrumentation.anthropic")
+openllmetry_openai = pytest.importorskip("opentelemetry.instrumentation.openai")
+openai_v2 = pytest.importorskip("opentelemetry.instrumentation.openai_v2")
+
+# Hand-written prices, USD per million tokens (not costline's defaults, so nothing leaks from them).
+HAIKU_IN, HAIKU_OUT = 1.0, 5.0
+GPT_IN, GPT_OUT = 0.5, 2.0  # the stand-in's OpenAI-compatible model, priced here as a paid API model
+READ_X, WRITE_X = 0.1, 1.25
+STUDENT_MODEL = "costline-student"
+SYSTEM = "You answer questions about our refund policy. " * 60  # long enough to be prompt-cached
+
+
+@pytest.fixture(scope="module")
+def standin():
+    srv = StandInServer(StandInConfig(port=0, latency_scale=0.0, min_cache_tokens=100))
+    srv.start()
+    yield srv
+    srv.shutdown()
+
+
+@pytest.fixture
+def cfg(tmp_path) -> Config:
+    return Config(lake=LakeConfig(path=tmp_path / "lake"), pricing=PricingConfig(
+        models=(ModelPrice("claude-haiku-4-5", "budget", input_per_mtok=HAIKU_IN, output_per_mtok=HAIKU_OUT),
+                ModelPrice(STUDENT_MODEL, "budget", provider="openai", input_per_mtok=GPT_IN,
+                           output_per_mtok=GPT_OUT)),
+        student_usd_per_hour=0.0, student_providers=()))
+
+
+@pytest.fixture
+def tracing():
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(RequestStampingProcessor())
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    yield provider, exporter
+    provider.shutdown()
+
+
+def haiku_usd(u) -> float:
+    """Anthropic's usage: input_tokens excludes the cached reads and writes."""
+    read, write = u.cache_read_input_tokens or 0, u.cache_creation_input_tokens or 0
+    return (u.input_tokens * HAIKU_IN + read * HAIKU_IN * READ_X + write * HAIKU_IN * WRITE_X
+            + u.output_tokens * HAIKU_OUT) / 1e6
+
+
+def q(cfg: Config, sql: str):
+    con = open_lake(cfg)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def test_anthropic_sdk_spans_and_openllmetry_count_each_call_once(standin, cfg, tracing):
+    """anthropic 2.x + OpenLLMetry: 40 Haiku calls are 40 calls, not 80, at the price of 40."""
+    provider, exporter = tracing
+    instrumentor = openllmetry_anthropic.AnthropicInstrumentor()
+    instrumentor.instrument(tracer_provider=provider)
+    usages = []
+    try:
+        client = anthropic.Anthropic(base_url=standin.url, api_key="test", max_retries=0,
+                                     open_telemetry={"tracer_provider": provider})
+        recorder = Recorder(provider)
+        for i in range(20):
+            with recorder.request(task_type="faq", tenant="acme") as req:
+                for j in range(2):
+                    r = client.messages.create(
+                        model="claude-haiku-4-5", max_tokens=64,
+                        system=[{"type": "text", "text": SYSTEM, "cache_control": {"type": "ephemeral"}}],
+                        messages=[{"role": "user", "content": f"Question {i}.{j}: can I return a damaged item?"}])
+                    usages.append(r.usage)
+                req.accept()
+    finally:
+        instrumentor.uninstrument()
+    spans = exporter.get_finished_spans()
+    scopes = sorted({s.instrumentation_scope.name for s in spans if s.name != "costline.request"})
+    assert scopes == ["com.anthropic.sdk.python", "opentelemetry.instrumentation.anthropic"]
+    assert sum(1 for s in spans if s.name != "costline.request") == 80
+    assert any(u.cache_read_input_tokens for u in usages) and any(u.cache_creation_input_tokens for u in usages)
+    lake_from_sdk_spans(spans, cfg)
+
+    want = sum(haiku_usd(u) for u in usages)
+    n, cost, read, write = q(cfg, "SELECT count(*), sum(cost_usd), sum(cache_read_tokens), "
+                                  "sum(cache_creation_tokens) FROM calls")[0]
+    assert n == 40
+    assert cost == pytest.approx(want, rel=1e-9)
+    assert (read, write) == (sum(u.cache_read_input_tokens for u in usages),
+                             sum(u.cache_creation_input_tokens for u in usages))
+    assert q(cfg, "SELECT count(*), min(calls), max(calls), sum(cost_usd) FROM requests") == [
+        (20, 2, 2, pytest.approx(want, rel=1e-9))]
+    rows = q(cfg, "SELECT tier, requests, successes, cost_usd FROM tier_hourly")
+    assert [r[:3] for r in rows] == [("budget", 20, 20)]  # the tier came from the calls: nobody stamped it
+    assert sum(r[3] for r in rows) == pytest.approx(want, rel=1e-9)
+
+
+def test_costline_wrapper_sdk_spans_and_openllmetry_count_each_call_once(standin, cfg, tracing):
+    """costline's own instrument_anthropic on top: three spans a call, still one call (costline's kept)."""
+    provider, exporter = tracing
+    instrumentor = openllmetry_anthropic.AnthropicInstrumentor()
+    instrumentor.instrument(tracer_provider=provider)
+    usages = []
+    try:
+        client = anthropic.Anthropic(base_url=standin.url, api_key="test", max_retries=0,
+                                     open_telemetry={"tracer_provider": provider})
+        recorder = Recorder(provider)
+        undo = instrument_anthropic(client, recorder, tier="budget")
+        for i in range(10):
+            with recorder.request(task_type="faq", tenant="acme") as req:
+                usages.append(client.messages.create(
+                    model="claude-haiku-4-5", max_tokens=64,
+                    messages=[{"role": "user", "content": f"Where is order {i}?"}]).usage)
+        standin.inject_errors(400, 1)
+        with recorder.request(task_type="faq", tenant="acme"):
+            with pytest.raises(anthropic.BadRequestError):
+                client.messages.create(model="claude-haiku-4-5", max_tokens=64,
+                                       messages=[{"role": "user", "content": "bad"}])
+        undo()
+    finally:
+        instrumentor.uninstrument()
+    spans = exporter.get_finished_spans()
+    assert sum(1 for s in spans if s.name != "costline.request") == 33
+    lake_from_sdk_spans(spans, cfg)
+    want = sum(haiku_usd(u) for u in usages)
+    assert q(cfg, "SELECT count(*), sum(cost_usd), count(*) FILTER (WHERE error_type IS NOT NULL) FROM calls") == [
+        (11, pytest.approx(want, rel=1e-9), 1)]
+    assert q(cfg, "SELECT DISTINCT instrumentation FROM calls") == [("costline.collectors",)]
+    assert q(cfg, "SELECT count(*), sum(calls) FROM requests") == [(11, 11)]
+
+
+def test_openai_clients_with_openllmetry_and_openai_v2_count_each_call_once(standin, cfg, tracing):
+    """OpenLLMetry's -openai, the official -openai-v2 and costline's instrument_openai on one client."""
+    provider, exporter = tracing
+    first = openllmetry_openai.OpenAIInstrumentor()
+    second = openai_v2.OpenAIInstrumentor()
+    first.instrument(tracer_provider=provider)
+    second.instrument(tracer_provider=provider)
+    usages = []
+    try:
+        client = openai.OpenAI(base_url=standin.openai_url, api_key="test", max_retries=0)
+        recorder = Recorder(provider)
+        undo = instrument_openai(client, recorder)  # costline says provider "vllm", the others "openai"
+        for i in range(12):
+            with recorder.request(task_type="faq", tenant="acme") as req:
+                r = client.chat.completions.create(model=STUDENT_MODEL, max_tokens=32,
+                                                   messages=[{"role": "user", "content": f"Summarise ticket {i}"}])
+                usages.append(r.usage)
+                req.accept()
+        undo()
+    finally:
+        second.uninstrument()
+        first.uninstrument()
+    spans = exporter.get_finished_spans()
+    calls = [s for s in spans if s.name != "costline.request"]
+    assert len({s.instrumentation_scope.name for s in calls}) == 3 and len(calls) == 36
+    lake_from_sdk_spans(spans, cfg)
+    want = sum((u.prompt_tokens * GPT_IN + u.completion_tokens * GPT_OUT) / 1e6 for u in usages)
+    assert q(cfg, "SELECT count(*), sum(input_tokens), sum(output_tokens) FROM calls") == [
+        (12, sum(u.prompt_tokens for u in usages), sum(u.completion_tokens for u in usages))]
+    assert q(cfg, "SELECT count(*), sum(cost_usd) FROM requests") == [(12, pytest.approx(want, rel=1e-9))]
+
+
+def test_third_party_spellings_are_read(cfg):
+    """Attribute spellings of older OpenLLMetry, OpenLIT (Anthropic input without the cache) and the
+    SDK's cache_write spelling, on spans built as those sources write them; one call each."""
+    t0 = 1_790_000_000_000_000_000
+
+    def s(sid: int, attrs: dict) -> object:
+        tid = bytes([sid]) * 16  # one call per trace (in one trace, id-less overlapping spans would be one call)
+        return span("chat claude-haiku-4-5", trace_id=tid, span_id=sid.to_bytes(8, "big"), start_ns=t0,
+                    end_ns=t0 + 10**8, attributes={"gen_ai.request.model": "claude-haiku-4-5", **attrs})
+
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    def message(scope: str, spans: list) -> bytes:
+        req = ExportTraceServiceRequest()
+        ss = req.resource_spans.add().scope_spans.add()
+        ss.scope.name = scope
+        ss.spans.extend(spans)
+        return req.SerializeToString()
+
+    # the same usage in four spellings: 1000 input of which 600 read and 100 written, 50 output
+    old_openllmetry = s(1, {"gen_ai.system": "Anthropic", "gen_ai.usage.prompt_tokens": 1000,
+                            "gen_ai.usage.completion_tokens": 50, "gen_ai.usage.cache_read_input_tokens": 600,
+                            "gen_ai.usage.cache_creation_input_tokens": 100, "gen_ai.response.id": "msg_a"})
+    openlit = s(2, {"gen_ai.provider.name": "anthropic", "gen_ai.usage.input_tokens": 300,
+                    "gen_ai.usage.output_tokens": 50, "gen_ai.usage.cache_read.input_tokens": 600,
+                    "gen_ai.usage.cache_creation.input_tokens": 100, "gen_ai.usage.cost": 99.0,
+                    "gen_ai.response.id": "msg_b"})
+    sdk = s(3, {"gen_ai.provider.name": "anthropic", "gen_ai.usage.input_tokens": 1000,
+                "gen_ai.usage.output_tokens": 50, "gen_ai.usage.cache_read.input_tokens": 600,
+                "gen_ai.usage.cache_write.input_tokens": 100, "gen_ai.response.id": "msg_c"})
+    llm = s(4, {"gen_ai.system": "anthropic", "llm.usage.prompt_tokens": 1000, "llm.usage.completion_tokens": 50,
+                "gen_ai.usage.cache_read_input_tokens": 600, "gen_ai.usage.cache_creation_input_tokens": 100})
+    lake_from_messages([message("opentelemetry.instrumentation.anthropic", [old_openllmetry]),
+                        message("openlit.otel.tracing", [openlit]),
+                        message("com.anthropic.sdk.python", [sdk]),
+                        message("traceloop", [llm])], cfg)
+    one = (300 * HAIKU_IN + 600 * HAIKU_IN * READ_X + 100 * HAIKU_IN * WRITE_X + 50 * HAIKU_OUT) / 1e6
+    rows = q(cfg, "SELECT provider, input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, cost_usd "
+                  "FROM calls ORDER BY span_id")
+    assert [r[:5] for r in rows] == [("anthropic", 1000, 50, 600, 100)] * 4
+    assert [r[5] for r in rows] == [pytest.approx(one, rel=1e-12)] * 4  # OpenLIT's own gen_ai.usage.cost ignored
