@@ -26,7 +26,7 @@ import re
 import socket
 import ssl
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -232,20 +232,19 @@ class PooledHTTPServer(HTTPServer):
     """
 
     daemon_threads = True
-    allow_reuse_address = True
 
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], *, limits: Limits,
                  ssl_ctx: ssl.SSLContext | None = None, busy_body: tuple[str, bytes] | None = None,
                  name: str = "costline-http") -> None:
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
-        super().__init__(address, handler)
         self.limits = limits
         self.ssl_ctx = ssl_ctx
         self.refused = 0
         self._busy_type, self._busy_body = busy_body or ("text/plain", b"busy, retry later\n")
         self._queue: queue.Queue[tuple[Any, Any]] = queue.Queue(maxsize=limits.max_pending)
         self._stop = threading.Event()
+        super().__init__(address, handler)
         self._workers = [threading.Thread(target=self._work, name=f"{name}-worker-{i}", daemon=True)
                          for i in range(limits.max_workers)]
         for t in self._workers:
@@ -322,6 +321,28 @@ class GuardedHandler(BaseHTTPRequestHandler):
             return False
         return True
 
+    #: Body bytes announced but not read (an answer sent before reading them lingers, see :meth:`linger`).
+    unread = 0
+
+    def linger(self, max_bytes: int, seconds: float = 2.0) -> None:
+        """After an early answer: stop writing, then read and drop what the client still sends (at most
+        ``max_bytes`` within ``seconds``) so it reads our answer instead of a connection reset."""
+        unread, self.unread = self.unread, 0
+        if unread <= 0 or unread > max_bytes:
+            return
+        try:
+            self.wfile.flush()
+            self.connection.settimeout(seconds)
+            if not isinstance(self.connection, ssl.SSLSocket):
+                self.connection.shutdown(socket.SHUT_WR)
+            while unread > 0:
+                chunk = self.rfile.read1(min(unread, 1 << 16))
+                if not chunk:
+                    break
+                unread -= len(chunk)
+        except (OSError, ValueError):
+            pass
+
     def header_values(self, name: str) -> list[str]:
         return list(self.headers.get_all(name) or [])
 
@@ -343,10 +364,12 @@ class GuardedHandler(BaseHTTPRequestHandler):
         length = int(text)
         if length > max_bytes:
             raise HttpReject(413, f"body of {length} bytes exceeds the limit of {max_bytes}: send less")
+        self.unread = length
         return length
 
     def read_body(self, length: int) -> bytes:
         """Read exactly ``length`` bytes within the read timeout, else 400 (the connection is closed)."""
+        self.unread = 0
         if length == 0:
             return b""
         self.connection.settimeout(self.server.limits.read_timeout_s)
@@ -374,10 +397,3 @@ class GuardedHandler(BaseHTTPRequestHandler):
         return b"".join(chunks)
 
 
-def serve_in_thread(server: HTTPServer, name: str) -> threading.Thread:
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, name=name, daemon=True)
-    thread.start()
-    return thread
-
-
-Refusal = Callable[[HttpReject], None]

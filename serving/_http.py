@@ -196,6 +196,8 @@ class JsonServer:
                     self.send_header("connection", "close")
                 self.end_headers()
                 self.wfile.write(payload)
+                if self.close_connection:
+                    self.linger(outer._limits.max_body_bytes)
 
             do_GET = do_POST = do_DELETE = do_OPTIONS = do_PUT = do_PATCH = _serve
 

@@ -216,3 +216,132 @@ def test_a_non_loopback_bind_without_keys_refuses_to_start(pipeline, keyfile) ->
     Gateway(pipeline, GatewayConfig(keys_file=keyfile, allow_insecure=True), host="0.0.0.0", port=0)
     KeyStore(keyfile).add("acme")
     Gateway(pipeline, GatewayConfig(keys_file=keyfile), host="0.0.0.0", port=0)
+
+
+# -- limits and protocol ----------------------------------------------------------------------------
+def raw_socket(port: int, data: bytes, wait_s: float = 10.0) -> bytes:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=wait_s) as s:
+        s.sendall(data)
+        chunks = []
+        try:
+            while chunk := s.recv(65536):
+                chunks.append(chunk)
+        except TimeoutError:
+            pass
+    return b"".join(chunks)
+
+
+@pytest.mark.parametrize("lengths", [["-1"], ["ten"], ["5", "7"], [" +5"]])
+def test_bad_content_length_is_400(pipeline, keyfile, lengths) -> None:
+    with serve(pipeline, keyfile) as gw:
+        head = b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        head += b"".join(f"Content-Length: {v}\r\n".encode() for v in lengths) + b"\r\n"
+        answer = raw_socket(gw.port, head + b"{}")
+        assert answer.startswith(b"HTTP/1.1 400") and b"invalid_request_error" in answer
+
+
+def test_body_limit_and_short_body(pipeline, keyfile) -> None:
+    with serve(pipeline, keyfile, max_body_bytes=1024, read_timeout_s=0.3) as gw:
+        status, _, body = raw(gw, [("Content-Type", "application/json")], b"{" + b" " * 2000 + b"}")
+        assert status == 413 and json.loads(body)["error"]["type"] == "request_too_large"
+        answer = raw_socket(gw.port, b"POST /v1/messages HTTP/1.1\r\nContent-Type: application/json\r\n"
+                                     b"Content-Length: 100\r\n\r\n{\"model\"")
+        assert answer.startswith(b"HTTP/1.1 400") and b"shorter than Content-Length" in answer
+
+
+def test_deep_json_is_400(pipeline, keyfile) -> None:
+    with serve(pipeline, keyfile) as gw:
+        status, _, _ = raw(gw, [("Content-Type", "application/json")], b"[" * 100_000 + b"]" * 100_000)
+        assert status == 400
+
+
+def test_busy_gateway_answers_503_overloaded_with_retry_after(pipeline, keyfile) -> None:
+    import socket
+
+    with serve(pipeline, keyfile, max_workers=1, max_pending=1) as gw:
+        held = [socket.create_connection(("127.0.0.1", gw.port)) for _ in range(2)]
+        try:
+            import time
+
+            time.sleep(0.2)
+            answer = raw_socket(gw.port, b"GET /v1/models HTTP/1.1\r\n\r\n", wait_s=3)
+        finally:
+            for s in held:
+                s.close()
+        assert answer.startswith(b"HTTP/1.1 503") and b"Retry-After: 1" in answer and b"overloaded_error" in answer
+
+
+def test_gateway_serves_tls(pipeline, keyfile, tmp_path) -> None:
+    import ssl
+    import subprocess
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    with serve(pipeline, keyfile, tls_cert_file=cert, tls_key_file=key) as gw:
+        assert gw.url.startswith("https://")
+        conn = http.client.HTTPSConnection("127.0.0.1", gw.port, timeout=10,
+                                           context=ssl.create_default_context(cafile=str(cert)))
+        conn.request("GET", "/v1/models")
+        assert conn.getresponse().status == 200
+        conn.close()
+
+
+RSS_GATEWAY = r"""
+import dataclasses, sys
+from opentelemetry.sdk.trace import TracerProvider
+from costline.collectors import Recorder
+from costline.config import Config
+from costline.serving.gateway import Gateway
+from costline.serving.pipeline import Pipeline
+from costline.serving.settings import BackendsConfig, GatewayConfig
+
+def hwm():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+
+cfg = Config()
+serving = dataclasses.replace(cfg.serving, backends=BackendsConfig(anthropic_base_url="http://127.0.0.1:9",
+                                                                   student_base_url="http://127.0.0.1:9/v1"))
+pipeline = Pipeline.from_config(cfg.replace(serving=serving), recorder=Recorder(TracerProvider()), env={})
+gw = Gateway(pipeline, GatewayConfig(keys_file=sys.argv[1]), port=0)
+print(gw.start(), hwm(), flush=True)
+sys.stdin.readline()
+print(hwm(), flush=True)
+"""
+
+
+def test_a_200_mb_prompt_is_refused_at_the_limit_with_bounded_memory(tmp_path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", RSS_GATEWAY, str(tmp_path / "keys.json")],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        port, before = map(int, proc.stdout.readline().split())
+        size = 200 * 1024 * 1024
+        sent = 0
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"POST /v1/messages HTTP/1.1\r\nContent-Type: application/json\r\n"
+                      + f"Content-Length: {size}\r\n\r\n".encode())
+            chunk = b" " * (1 << 20)
+            try:
+                while sent < size:
+                    s.sendall(chunk)
+                    sent += len(chunk)
+            except OSError:
+                pass
+            answer = s.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 413")
+        assert sent < size
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        assert int(proc.stdout.readline()) - before < 32 * 1024 * 1024
+    finally:
+        proc.kill()
+        proc.wait()
