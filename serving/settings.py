@@ -36,6 +36,10 @@ class CacheConfig:
     max_entries: int = 100_000
     #: Share of max_entries evicted at once when the cap is passed (eviction compacts the index).
     evict_fraction: float = 0.01
+    #: Entries one tenant may hold (0 = no quota): past it, the tenant's own least recently used
+    #: entries go, so its traffic cannot evict other tenants' entries while tenants × quota fits
+    #: max_entries (docs/security.md).
+    max_entries_per_tenant: int = 0
     #: "exact" (IndexIDMap2 over IndexFlatIP) or "hnsw" (approximate, for very large caches).
     index: str = "exact"
     hnsw_m: int = 32
