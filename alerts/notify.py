@@ -33,6 +33,8 @@ __all__ = [
     "SlackWebhookNotifier",
     "build_notifiers",
     "METADATA_EVENT_TYPE",
+    "slack_escape",
+    "slack_payload",
 ]
 
 log = logging.getLogger(__name__)
@@ -75,6 +77,40 @@ class SendResult:
     permanent: bool = False
     #: Nothing to do for this notifier (e.g. a webhook cannot update a message).
     skipped: bool = False
+
+
+_BROADCAST = re.compile(r"@(?=(channel|here|everyone)\b)", re.IGNORECASE)
+
+
+def slack_escape(text: object) -> str:
+    """Text safe in Slack mrkdwn: ``&``, ``<`` and ``>`` escaped as Slack requires, so no
+    ``<!channel>``/``<!here>``/``<@U…>`` mention, ``<https://…|label>`` link or ``<#C…>`` reference
+    can be formed from it, and ``@channel``/``@here``/``@everyone`` broken with a zero-width space.
+
+    Alert text carries tenants, tiers, task types and other values that reached the lake from
+    requests, so every text sent to Slack goes through this (see :func:`slack_payload`).
+    """
+    out = str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _BROADCAST.sub("@\u200b", out)
+
+
+def _escape_block(value: Any) -> Any:
+    if isinstance(value, dict):
+        if value.get("type") == "mrkdwn" and isinstance(value.get("text"), str):
+            return {**value, "text": slack_escape(value["text"])}
+        if value.get("type") == "plain_text" and isinstance(value.get("text"), str):
+            # shown as typed: Slack forms no mention or link from plain_text, so only break @here & co.
+            return {**value, "text": _BROADCAST.sub("@\u200b", value["text"])}
+        return {k: _escape_block(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_escape_block(v) for v in value]
+    return value
+
+
+def slack_payload(payload: Mapping[str, Any]) -> tuple[str, Any]:
+    """``(text, blocks)`` of an outbox payload with every text object escaped by :func:`slack_escape`."""
+    blocks = payload.get("blocks")
+    return slack_escape(payload.get("text", "")), (_escape_block(blocks) if blocks is not None else None)
 
 
 class Notifier(Protocol):
@@ -199,15 +235,14 @@ class SlackBotNotifier:
         return SendResult(ok=True, channel=resp.get("channel"), ts=resp.get("ts"))
 
     def send(self, message: Outgoing) -> SendResult:
-        p = message.payload
+        text, blocks = slack_payload(message.payload)
         if message.op == "update":
             if not message.thread_ts:
                 return SendResult(ok=True, skipped=True)
             return self._call(lambda: self.client.chat_update(
-                channel=message.channel or self.channel, ts=message.thread_ts, text=p.get("text", ""),
-                blocks=p.get("blocks")))
+                channel=message.channel or self.channel, ts=message.thread_ts, text=text, blocks=blocks))
         return self._call(lambda: self.client.chat_postMessage(
-            channel=message.channel or self.channel, text=p.get("text", ""), blocks=p.get("blocks"),
+            channel=message.channel or self.channel, text=text, blocks=blocks,
             thread_ts=message.thread_ts, unfurl_links=False, unfurl_media=False,
             metadata={"event_type": METADATA_EVENT_TYPE, "event_payload": {"key": message.dedup_key}}))
 
@@ -254,7 +289,8 @@ class SlackWebhookNotifier:
         if message.op != "post":
             return SendResult(ok=True, skipped=True)
         try:
-            resp = self.client.send(text=message.payload.get("text", ""), blocks=message.payload.get("blocks"))
+            text, blocks = slack_payload(message.payload)
+            resp = self.client.send(text=text, blocks=blocks)
         except Exception as exc:  # noqa: BLE001
             return SendResult(ok=False, error=f"{type(exc).__name__}: {exc}", ambiguous=True)
         if resp.status_code == 200:

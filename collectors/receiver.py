@@ -22,8 +22,6 @@ import json
 import logging
 import threading
 import zlib
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import MappingProxyType
 from typing import Any
 
@@ -37,28 +35,25 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from costline import contract
 from costline.config import CollectorConfig
+from costline.netsec import (BearerTokens, BytesBudget, GuardedHandler, HttpReject, Limits, PooledHTTPServer,
+                             refuse_open_bind, ssl_context)
 from costline.otlp import OtlpDecodeError, decode_json, span_count, split_by_trace
 
 from costline.collectors.errors import KafkaUnavailable, ReceiverError
 from costline.collectors.forwarder import Forwarder
 
-__all__ = ["OtlpReceiver", "TRACES_PATH"]
+__all__ = ["OtlpReceiver", "TRACES_PATH", "pack_traces", "decode_with_rejections"]
 
 log = logging.getLogger(__name__)
 
 TRACES_PATH = "/v1/traces"
 _PROTOBUF_TYPES = frozenset({contract.CONTENT_TYPE_PROTOBUF, "application/protobuf"})
-_GRPC_CODE = MappingProxyType({400: 3, 404: 5, 405: 12, 411: 3, 413: 8, 415: 3, 500: 13, 503: 14})
+_GRPC_CODE = MappingProxyType({400: 3, 401: 16, 404: 5, 405: 12, 411: 3, 413: 8, 415: 3, 431: 3, 500: 13, 503: 14})
+#: Traces are one Kafka message each unless that multiplies the request's bytes by more than this
+#: (every message repeats its resource and scope): then traces are packed into shared messages.
+MAX_SPLIT_AMPLIFICATION = 2.0
 
-
-class _Reject(Exception):
-    """An HTTP error answer: status, message, extra headers."""
-
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers or {}
+_Reject = HttpReject
 
 
 # --- decoding with span-by-span validation -------------------------------------------------------
@@ -103,11 +98,11 @@ def _drop_invalid_json_spans(doc: Any) -> tuple[int, str]:
     """OTLP/JSON: remove spans whose hex ids are malformed (structure errors are left to the decoder)."""
     rejected, first = 0, ""
     if not isinstance(doc, dict):
-        return 0, ""
-    for rs in doc.get("resourceSpans") or doc.get("resource_spans") or []:
+        raise OtlpDecodeError("OTLP JSON must be an object with resourceSpans")
+    for rs in _array(doc, "resourceSpans", "resource_spans"):
         if not isinstance(rs, dict):
             continue
-        for ss in rs.get("scopeSpans") or rs.get("scope_spans") or []:
+        for ss in _array(rs, "scopeSpans", "scope_spans"):
             if not isinstance(ss, dict) or not isinstance(ss.get("spans"), list):
                 continue
             kept = []
@@ -127,21 +122,39 @@ def _drop_invalid_json_spans(doc: Any) -> tuple[int, str]:
     return rejected, first
 
 
+def _array(obj: dict[str, Any], *keys: str) -> list[Any]:
+    for key in keys:
+        value = obj.get(key)
+        if value is not None:
+            if not isinstance(value, list):
+                raise OtlpDecodeError(f"{key} must be an array, got {type(value).__name__}")
+            return value
+    return []
+
+
 def decode_with_rejections(body: bytes, is_json: bool) -> tuple[ExportTraceServiceRequest, int, str]:
-    """Decode an OTLP trace request, dropping invalid spans → (request, rejected, error message)."""
+    """Decode an OTLP trace request, dropping invalid spans → (request, rejected, error message).
+
+    Raises :class:`OtlpDecodeError` for anything that is not an OTLP trace request, including
+    wrongly typed fields and nesting too deep to parse.
+    """
     if is_json:
         try:
             doc = json.loads(body)
+            rejected, first = _drop_invalid_json_spans(doc)
+            req = decode_json(json.dumps(doc).encode())
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise OtlpDecodeError(f"not valid JSON: {exc}") from None
-        rejected, first = _drop_invalid_json_spans(doc)
-        req = decode_json(json.dumps(doc).encode())
+        except RecursionError:
+            raise OtlpDecodeError("JSON nested too deeply") from None
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise OtlpDecodeError(f"not an OTLP JSON trace request: {exc}") from None
         more, why = _drop_invalid_spans(req)
         return req, rejected + more, first or why
     req = ExportTraceServiceRequest()
     try:
         req.ParseFromString(body)
-    except (DecodeError, ValueError, RuntimeError) as exc:
+    except (DecodeError, ValueError, RuntimeError, RecursionError) as exc:
         raise OtlpDecodeError(f"not an OTLP protobuf ExportTraceServiceRequest: {exc}") from None
     rejected, first = _drop_invalid_spans(req)
     return req, rejected, first
@@ -163,10 +176,106 @@ def _gunzip(body: bytes, limit: int) -> bytes:
     return out
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+# --- Kafka messages: per trace, without multiplying the request's bytes ----------------------------
+def _split_estimate(req: ExportTraceServiceRequest) -> tuple[int, int]:
+    """(bytes the per-trace split would produce, its largest message), without building it."""
+    total, per_trace = 0, {}
+    for rs in req.resource_spans:
+        r_cost = rs.resource.ByteSize() + len(rs.schema_url) + 16
+        for ss in rs.scope_spans:
+            s_cost = ss.scope.ByteSize() + len(ss.schema_url) + 16
+            seen: set[bytes] = set()
+            for span in ss.spans:
+                size = span.ByteSize() + 8
+                if span.trace_id not in seen:
+                    seen.add(span.trace_id)
+                    size += r_cost + s_cost
+                total += size
+                per_trace[span.trace_id] = per_trace.get(span.trace_id, 0) + size
+    return total, max(per_trace.values(), default=0)
+
+
+def pack_traces(req: ExportTraceServiceRequest, max_message_bytes: int) -> tuple[list[tuple[str, bytes]], int, str]:
+    """Kafka messages ``(key, value)`` for ``req`` → (messages, spans refused, why).
+
+    One message per trace (key = trace id, like the Collector's ``partition_traces_by_id``) when
+    that costs at most :data:`MAX_SPLIT_AMPLIFICATION` × the request's bytes and every message
+    fits ``max_message_bytes``. Otherwise spans are packed in order (a trace's spans together)
+    into messages of at most ``max_message_bytes``, each repeating a resource and scope once,
+    keyed by the first trace id they hold; a span that cannot fit even alone is refused.
+    """
+    size = req.ByteSize()
+    estimate, largest = _split_estimate(req)
+    if estimate <= MAX_SPLIT_AMPLIFICATION * size + 4096 and largest <= max_message_bytes:
+        return [(key, r.SerializeToString()) for key, r in split_by_trace(req)], 0, ""
+    messages: list[tuple[str, bytes]] = []
+    rejected, why = 0, ""
+    cur: ExportTraceServiceRequest | None = None
+    cur_size, cur_key, cur_rs, cur_ss = 0, "", None, None
+    cur_rs_at: int | None = None
+    cur_ss_at: tuple[int, int] | None = None
+
+    def flush() -> None:
+        if cur is not None and cur_key:
+            messages.append((cur_key, cur.SerializeToString()))
+
+    for ri, rs in enumerate(req.resource_spans):
+        r_cost = rs.resource.ByteSize() + len(rs.schema_url) + 16
+        for si, ss in enumerate(rs.scope_spans):
+            s_cost = ss.scope.ByteSize() + len(ss.schema_url) + 16
+            by_trace: dict[bytes, list[Any]] = {}
+            for span in ss.spans:
+                by_trace.setdefault(span.trace_id, []).append(span)
+            for trace_id, spans in by_trace.items():
+                for span in spans:
+                    span_cost = span.ByteSize() + 8
+                    need = span_cost + (0 if cur_rs_at == ri else r_cost) + (0 if cur_ss_at == (ri, si) else s_cost)
+                    if cur is None or cur_size + need > max_message_bytes:
+                        flush()
+                        cur, cur_size, cur_key, cur_rs_at, cur_ss_at = ExportTraceServiceRequest(), 0, "", None, None
+                        need = span_cost + r_cost + s_cost
+                        if need > max_message_bytes:
+                            rejected += 1
+                            why = why or (f"span {span.name[:80]!r} with its resource is {need} bytes, over the "
+                                          f"largest Kafka message ({max_message_bytes}): send smaller spans")
+                            continue
+                    if cur_rs_at != ri:
+                        cur_rs = cur.resource_spans.add()
+                        cur_rs.resource.CopyFrom(rs.resource)
+                        cur_rs.schema_url = rs.schema_url
+                        cur_rs_at, cur_ss_at = ri, None
+                    if cur_ss_at != (ri, si):
+                        assert cur_rs is not None
+                        cur_ss = cur_rs.scope_spans.add()
+                        cur_ss.scope.CopyFrom(ss.scope)
+                        cur_ss.schema_url = ss.schema_url
+                        cur_ss_at = (ri, si)
+                    assert cur_ss is not None
+                    cur_ss.spans.append(span)
+                    cur_size += need
+                    cur_key = cur_key or trace_id.hex()
+    flush()
+    return messages, rejected, why
+
+
+def _gunzip(body: bytes, limit: int) -> bytes:
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = d.decompress(body, limit + 1)
+        if len(out) > limit or d.unconsumed_tail:
+            raise _Reject(413, f"decompressed body exceeds {limit} bytes: send smaller batches")
+        out += d.flush()
+    except zlib.error as exc:
+        raise _Reject(400, f"body is not valid gzip: {exc}") from None
+    if len(out) > limit:
+        raise _Reject(413, f"decompressed body exceeds {limit} bytes: send smaller batches")
+    if not d.eof:
+        raise _Reject(400, "body is truncated gzip")
+    return out
+
+
+class _Handler(GuardedHandler):
     server_version = "costline-collect"
-    timeout = 30
     receiver: OtlpReceiver  # set on the per-receiver subclass
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -177,7 +286,8 @@ class _Handler(BaseHTTPRequestHandler):
         is_json = self._is_json()
         try:
             if self.path.split("?", 1)[0] != TRACES_PATH:
-                raise _Reject(404, f"unknown path {self.path}; OTLP traces go to POST {TRACES_PATH}")
+                raise _Reject(404, f"unknown path {self.path[:200]}; OTLP traces go to POST {TRACES_PATH}")
+            self._authenticate()
             self._export(is_json)
         except _Reject as r:
             self._error(r, is_json)
@@ -189,57 +299,64 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path.split("?", 1)[0] == TRACES_PATH:
             self._error(_Reject(405, f"use POST {TRACES_PATH}", {"Allow": "POST"}), self._is_json())
         else:
-            self._error(_Reject(404, f"unknown path {self.path}"), self._is_json())
+            self._error(_Reject(404, f"unknown path {self.path[:200]}"), self._is_json())
 
-    do_GET = do_PUT = do_DELETE = do_PATCH = _other_method
+    do_GET = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _other_method
 
     # -- the export ---------------------------------------------------------------------------
+    def _authenticate(self) -> None:
+        tokens = self.receiver.tokens
+        if not tokens.enabled:
+            return
+        values = self.header_values("Authorization")
+        if len(values) != 1 or not tokens.check(values[0]):
+            raise _Reject(401, "a valid 'Authorization: Bearer <token>' header is required",
+                          {"WWW-Authenticate": 'Bearer realm="costline-collect"'})
+
     def _is_json(self) -> bool:
         return (self.headers.get("Content-Type") or "").split(";")[0].strip().lower() == contract.CONTENT_TYPE_JSON
 
     def _export(self, is_json: bool) -> None:
         cfg = self.receiver.config
-        kind = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        kinds = self.header_values("Content-Type")
+        kind = (kinds[0] if len(kinds) == 1 else "").split(";")[0].strip().lower()
         if kind not in _PROTOBUF_TYPES and kind != contract.CONTENT_TYPE_JSON:
-            raise _Reject(415, f"unsupported Content-Type {kind or '(none)'!r}: send application/x-protobuf "
+            raise _Reject(415, f"unsupported Content-Type {kind[:80] or '(none)'!r}: send application/x-protobuf "
                                "or application/json")
-        encoding = (self.headers.get("Content-Encoding") or "identity").strip().lower()
-        if encoding not in ("identity", "gzip"):
-            raise _Reject(415, f"unsupported Content-Encoding {encoding!r}: send gzip or none")
-        if self.headers.get("Transfer-Encoding"):
-            raise _Reject(411, "chunked bodies are not supported: send Content-Length")
-        length_text = self.headers.get("Content-Length")
-        if length_text is None:
-            raise _Reject(411, "Content-Length is required")
+        encodings = self.header_values("Content-Encoding")
+        encoding = (encodings[0] if encodings else "identity").strip().lower()
+        if len(encodings) > 1 or encoding not in ("identity", "gzip"):
+            raise _Reject(415, f"unsupported Content-Encoding {encoding[:80]!r}: send gzip or none")
+        length = self.content_length(cfg.max_body_bytes)
+        budget = self.receiver.budget
+        if not budget.acquire(length):
+            raise _Reject(503, "too many bytes in flight, retry later", {"Retry-After": str(max(cfg.retry_after_s, 1))})
         try:
-            length = int(length_text)
-            if length < 0:
-                raise ValueError
-        except ValueError:
-            raise _Reject(400, f"bad Content-Length {length_text!r}") from None
-        if length > cfg.max_body_bytes:
-            raise _Reject(413, f"body of {length} bytes exceeds {cfg.max_body_bytes}: send smaller batches")
-        body = self.rfile.read(length)
-        if len(body) != length:
-            raise _Reject(400, "body shorter than Content-Length")
-        if encoding == "gzip":
-            body = _gunzip(body, cfg.max_body_bytes)
-        try:
-            req, rejected, why = decode_with_rejections(body, is_json)
-        except OtlpDecodeError as exc:
-            raise _Reject(400, str(exc)) from None
-        messages = split_by_trace(req)
-        try:
-            refused = self.receiver.forwarder.forward([(key, r.SerializeToString()) for key, r in messages])
-        except KafkaUnavailable as exc:
-            log.warning("costline collect: answering 503: %s", exc)
-            retry = str(max(int(round(exc.retry_after)), 1))
-            raise _Reject(503, "Kafka unavailable, retry later", {"Retry-After": retry}) from None
-        if refused:
-            by_key = dict(messages)
-            for key, reason in refused:
-                rejected += span_count(by_key[key]) if key in by_key else 0
+            body = self.read_body(length)
+            if encoding == "gzip":
+                body = _gunzip(body, cfg.max_body_bytes)
+            try:
+                req, rejected, why = decode_with_rejections(body, is_json)
+            except OtlpDecodeError as exc:
+                raise _Reject(400, str(exc)[:500]) from None
+            del body
+            messages, refused_spans, refused_why = pack_traces(req, cfg.max_message_bytes)
+            rejected += refused_spans
+            why = why or refused_why
+            try:
+                refused = self.receiver.forwarder.forward(messages)
+            except KafkaUnavailable as exc:
+                log.warning("costline collect: answering 503: %s", exc)
+                retry = str(max(int(round(exc.retry_after)), 1))
+                raise _Reject(503, "Kafka unavailable, retry later", {"Retry-After": retry}) from None
+            if refused:
+                refused_keys = {key for key, _ in refused}
+                rejected += sum(span_count(ExportTraceServiceRequest.FromString(value))
+                                for key, value in messages if key in refused_keys)
+                key, reason = refused[0]
                 why = why or f"trace {key} refused by Kafka: {reason}"
+        finally:
+            budget.release(length)
         resp = ExportTraceServiceResponse()
         if rejected:
             resp.partial_success.rejected_spans = rejected
@@ -269,6 +386,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         status = status_pb2.Status(code=_GRPC_CODE.get(r.status, 2), message=r.message)
         self._send(r.status, status, is_json, r.headers)
+        self.linger(self.receiver.config.max_body_bytes)
 
 
 class OtlpReceiver:
@@ -276,7 +394,9 @@ class OtlpReceiver:
 
     ``start()`` serves on a background thread and returns the bound port (pass
     ``port=0`` for any free one); ``serve_forever()`` blocks; ``shutdown()``
-    stops serving and closes the forwarder.
+    stops serving and closes the forwarder. With ``bearer_token``/``bearer_token_file``
+    set, requests need ``Authorization: Bearer``; ``tls_cert_file``/``tls_key_file`` serve HTTPS.
+    A non-loopback host without a token is refused unless ``allow_insecure``.
     """
 
     def __init__(
@@ -291,7 +411,10 @@ class OtlpReceiver:
         self.forwarder = forwarder
         self.host = config.host if host is None else host
         self._port = config.port if port is None else port
-        self._server: ThreadingHTTPServer | None = None
+        self.tokens = BearerTokens([config.bearer_token] if config.bearer_token else [], config.bearer_token_file)
+        self.budget = BytesBudget(config.max_inflight_bytes)
+        self._ssl = ssl_context(config.tls_cert_file, config.tls_key_file)
+        self._server: PooledHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
     @property
@@ -301,20 +424,26 @@ class OtlpReceiver:
     @property
     def endpoint(self) -> str:
         """The URL to give an OTLP/HTTP exporter (``.../v1/traces``)."""
-        return f"http://{self.host}:{self.port}{TRACES_PATH}"
+        scheme = "https" if self._ssl is not None else "http"
+        return f"{scheme}://{self.host}:{self.port}{TRACES_PATH}"
 
-    def bind(self) -> ThreadingHTTPServer:
+    def bind(self) -> PooledHTTPServer:
         """Open the listening socket (idempotent); raises ReceiverError when the port is taken."""
         if self._server is None:
+            refuse_open_bind("costline collect", self.host, authenticated=self.tokens.enabled,
+                             insecure=self.config.allow_insecure,
+                             how="set [collector] bearer_token or bearer_token_file")
             handler = type("OtlpHandler", (_Handler,), {"receiver": self})
+            busy = status_pb2.Status(code=14, message="the receiver is busy, retry later")
             try:
-                server = ThreadingHTTPServer((self.host, self._port), handler)
+                server = PooledHTTPServer((self.host, self._port), handler, limits=Limits.of(self.config),
+                                          ssl_ctx=self._ssl, name="costline-collect",
+                                          busy_body=(contract.CONTENT_TYPE_PROTOBUF, busy.SerializeToString()))
             except OSError as exc:
                 raise ReceiverError(
                     f"cannot listen on {self.host}:{self._port} ({exc.strerror or exc}): stop what uses the "
                     "port, or pick another with --port / [collector] port (COSTLINE_COLLECTOR_PORT)"
                 ) from None
-            server.daemon_threads = True
             self._server = server
         return self._server
 

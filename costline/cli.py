@@ -146,20 +146,40 @@ def show_config(config: Config) -> None:
     """
     import dataclasses
 
-    click.echo(f"# source: {config.source or 'defaults + environment'}")
-    for f in dataclasses.fields(config):
-        if f.name == "source":
-            continue
-        section = getattr(config, f.name)
-        click.echo(f"[{f.name}]")
-        for sf in dataclasses.fields(section):
+    from costline.netsec import mask_secret
+
+    def show(name: str, section: object) -> None:
+        click.echo(f"[{name}]")
+        nested = []
+        for sf in dataclasses.fields(section):  # type: ignore[arg-type]
             value = getattr(section, sf.name)
             if sf.name == "models":
                 for m in value:
                     click.echo(f"  model {m.model} tier={m.tier} in=${m.input_per_mtok}/MTok "
                                f"out=${m.output_per_mtok}/MTok")
                 continue
+            if dataclasses.is_dataclass(value):
+                nested.append((f"{name}.{sf.name}", value))
+                continue
+            if value is not None and is_secret_key(sf.name):
+                value = mask_secret(value)  # tokens, keys, webhook URLs: never printed
             click.echo(f"  {sf.name} = {value}")
+        for sub_name, sub in nested:
+            show(sub_name, sub)
+
+    click.echo(f"# source: {config.source or 'defaults + environment'}")
+    for f in dataclasses.fields(config):
+        if f.name != "source":
+            show(f.name, getattr(config, f.name))
+
+
+#: Config keys holding secrets (``*_env`` keys name environment variables, which are not secret).
+_SECRET_WORDS = ("token", "secret", "password", "webhook_url", "api_key")
+
+
+def is_secret_key(name: str) -> bool:
+    """True for a config key whose value is a secret (masked by `costline config`)."""
+    return not name.endswith(("_env", "_file", "_tokens")) and any(w in name for w in _SECRET_WORDS)
 
 
 def _register_area_commands() -> None:

@@ -109,6 +109,27 @@ class CollectorConfig:
     retry_after_s: int = 5
     #: How long to wait for Kafka to acknowledge a forwarded request before answering 503.
     produce_timeout_s: float = 10.0
+    # -- security (docs/security.md) --------------------------------------------------------------
+    #: Accept only requests with ``Authorization: Bearer <token>`` (the OTel Collector's
+    #: bearertokenauth): this token and/or the tokens of this file (one a line, re-read on change).
+    bearer_token: str | None = None
+    bearer_token_file: Path | None = None
+    #: Listen beyond loopback without a bearer token (something in front must authenticate).
+    allow_insecure: bool = False
+    #: HTTPS: PEM certificate chain and private key (both or neither).
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    max_header_bytes: int = 32 * 1024
+    idle_timeout_s: float = 15.0
+    read_timeout_s: float = 10.0
+    #: Requests handled at once, and accepted connections waiting beyond those; past both: 503.
+    max_workers: int = 8
+    max_pending: int = 32
+    #: Request bytes held at once over all requests; past it: 503 + Retry-After (back-pressure).
+    max_inflight_bytes: int = 64 * 1024 * 1024
+    #: The largest Kafka message the receiver produces (the broker's message.max.bytes and the
+    #: producer's max.request.size are 1 MiB by default): traces are grouped into messages up to this.
+    max_message_bytes: int = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -444,6 +465,13 @@ def _validate(config: Config, source: str) -> None:
         raise ConfigError("[collector] port", f"must be a TCP port (1-65535); got {collector.port}", source=source)
     if collector.max_body_bytes < 1024:
         raise ConfigError("[collector] max_body_bytes", "must be at least 1024", source=source)
+    from costline.netsec import validate_limits
+
+    validate_limits("collector", collector)
+    if collector.max_message_bytes < 16 * 1024:
+        raise ConfigError("[collector] max_message_bytes", "must be at least 16384", source=source)
+    if collector.max_inflight_bytes < collector.max_body_bytes:
+        raise ConfigError("[collector] max_inflight_bytes", "must be at least max_body_bytes", source=source)
     processor: ProcessorConfig = sections["processor"]
     if processor.batch_max_spans < 1:
         raise ConfigError("[processor] batch_max_spans", "must be at least 1", source=source)

@@ -21,6 +21,11 @@
     return Plotly.react(div, traces, layout, CONFIG);
   }
 
+  // Plotly reads trace names, tick labels and annotations as pseudo-HTML (<a href>, <b>, <br>...);
+  // labels come from the lake (tenants, tiers, subtypes): escaped, they are drawn as the text they are.
+  function text(v) {
+    return String(v).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+  }
   function colorFor(key, i) { return TIER_COLORS[key] || PALETTE[i % PALETTE.length]; }
   function day(v) { return v == null ? "" : String(v).slice(0, 10); }
   function merge(a, b) { var o = {}, k; for (k in a) o[k] = a[k]; for (k in b) o[k] = b[k]; return o; }
@@ -35,7 +40,7 @@
   function groupBy(rows, key) {
     var groups = {}, order = [];
     rows.forEach(function (r) {
-      var k = r[key] == null ? "(none)" : String(r[key]);
+      var k = r[key] == null ? "(none)" : text(r[key]);
       if (!(k in groups)) { groups[k] = []; order.push(k); }
       groups[k].push(r);
     });
@@ -127,7 +132,7 @@
     var x = [], y = [], measure = [], notes = [], base = levels[stages[0]], prev = 0;
     var money = function (v) { return (v < 0 ? "−$" : "$") + Math.abs(v).toFixed(2); };
     stages.forEach(function (s, i) {
-      var v = i === 0 ? levels[s] : levels[s] - prev, label = i === 0 ? s + " (all frontier)" : s;
+      var v = i === 0 ? levels[s] : levels[s] - prev, label = i === 0 ? text(s) + " (all frontier)" : text(s);
       x.push(label); y.push(v); measure.push(i === 0 ? "absolute" : "relative");
       notes.push({ x: label, y: Math.max(prev, levels[s]), showarrow: false, yanchor: "bottom", font: { size: 11 },
                    text: (i > 0 && v > 0 ? "+" : "") + money(v) +

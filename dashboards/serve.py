@@ -50,6 +50,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     server: "_HTTPServer"
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        hosts = self.headers.get_all("Host") or []
+        if len(hosts) != 1 or _host_name(hosts[0]) not in self.server.allowed_hosts:
+            # DNS rebinding: a page on evil.example resolving to 127.0.0.1 sends Host: evil.example
+            self.send_error(421, "unknown Host: add it to [dashboard] allowed_hosts")
+            return
         path = self.path.split("?", 1)[0]
         if path not in ("/", "/index.html", "/dashboard.html"):
             self.send_error(404, "the dashboard is at /")
@@ -74,6 +79,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 class _HTTPServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
     pages: PageCache
+    allowed_hosts: frozenset[str]
+
+
+_LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def _host_name(header: str) -> str:
+    """``Host`` without its port, lower-cased, brackets removed (``[::1]:8050`` → ``::1``)."""
+    h = header.strip().lower()
+    if h.startswith("["):
+        return h[1:h.find("]")] if "]" in h else h
+    return h.rsplit(":", 1)[0] if h.count(":") == 1 else h
 
 
 class DashboardServer:
@@ -102,11 +119,18 @@ class DashboardServer:
 
         host = host if host is not None else d.host
         port = port if port is not None else d.port
+        from costline.netsec import is_loopback
+
+        if not is_loopback(host) and not d.allowed_hosts:
+            raise DashboardError(f"listening on {host} lets other machines read every tenant's costs: set "
+                                 "[dashboard] allowed_hosts to the names it is reached by (and put "
+                                 "authentication in front), or keep the default 127.0.0.1")
         try:
             self._httpd = _HTTPServer((host, port), _Handler)
         except OSError as exc:
             raise DashboardError(f"cannot listen on {host}:{port} ({exc}): pick another --port") from exc
         self._httpd.pages = PageCache(build, self.refresh_s, clock)
+        self._httpd.allowed_hosts = _LOOPBACK_NAMES | {h.strip().lower().strip("[]") for h in d.allowed_hosts}
         self._thread: threading.Thread | None = None
 
     @property

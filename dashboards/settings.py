@@ -21,6 +21,9 @@ class DashboardConfig:
     #: Where ``costline dashboard --serve`` listens (loopback only by default).
     host: str = "127.0.0.1"
     port: int = 8050
+    #: Host names (the Host header, without port) the server answers besides localhost, 127.0.0.1
+    #: and [::1]; anything else gets 421 (DNS rebinding). Needed to listen beyond loopback.
+    allowed_hosts: tuple[str, ...] = ()
     #: ``--serve``: the page reloads itself, and the server rebuilds it from the lake, this often.
     refresh_s: float = 60.0
     #: The band drawn under each tenant's 7-day cache hit rate: the article's alert fires

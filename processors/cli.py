@@ -101,6 +101,32 @@ def format_result(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: st
     return "\n".join(out)
 
 
+def _lock_down(con: Any, config: Config) -> None:
+    """DuckDB reads files under the lake's directory only, and the settings cannot be changed back."""
+    from pathlib import Path
+
+    lake_dir = str(Path(config.lake.path).resolve())
+    con.execute("SET allowed_directories = [?]", [lake_dir.rstrip("/") + "/"])
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+
+
+def _run_read_only(con: Any, query: str, fmt: str) -> str:
+    """Run ``query`` if every statement in it only reads (SELECT, EXPLAIN)."""
+    import duckdb
+
+    try:
+        statements = con.extract_statements(query)
+    except duckdb.Error as exc:
+        raise click.ClickException(str(exc)) from None
+    for st in statements:
+        kind = st.type.name
+        if kind not in ("SELECT", "EXPLAIN"):
+            raise click.ClickException(f"{kind} statements are refused: `costline sql` only reads the lake "
+                                       "(pass --unsafe to run anything)")
+    return _run_query(con, query, fmt)
+
+
 def _run_query(con: Any, query: str, fmt: str) -> str:
     import duckdb
 
@@ -118,12 +144,19 @@ def _run_query(con: Any, query: str, fmt: str) -> str:
 @click.argument("query", required=False)
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
               show_default=True, help="Output format.")
+@click.option("--unsafe", is_flag=True, default=False,
+              help="Allow any statement (COPY, CREATE...) and files outside the lake.")
 @pass_config
-def sql(config: Config, query: str | None, fmt: str) -> None:
+def sql(config: Config, query: str | None, fmt: str, unsafe: bool) -> None:
     """Query the lake's views with DuckDB SQL (docs/sql.md lists them).
 
     Without QUERY, reads statements ending in ';' from stdin (an interactive
     prompt on a terminal; `.quit` or Ctrl-D leaves).
+
+    Read-only by default: only SELECT (SHOW, DESCRIBE, SUMMARIZE) and EXPLAIN
+    run, and DuckDB may read files under the lake's directory only (so
+    neither COPY ... TO over lake files nor reading /proc/self/environ works);
+    --unsafe lifts both.
 
     \b
     Example:
@@ -133,8 +166,11 @@ def sql(config: Config, query: str | None, fmt: str) -> None:
     from costline.lake import open_lake
 
     con = open_lake(config)
+    if not unsafe:
+        _lock_down(con, config)
+    run = _run_query if unsafe else _run_read_only
     if query is not None:
-        click.echo(_run_query(con, query, fmt))
+        click.echo(run(con, query, fmt))
         return
     interactive = sys.stdin.isatty()
     pending: list[str] = []
@@ -151,11 +187,11 @@ def sql(config: Config, query: str | None, fmt: str) -> None:
         if text.endswith(";"):
             pending.clear()
             try:
-                click.echo(_run_query(con, text, fmt))
+                click.echo(run(con, text, fmt))
             except click.ClickException as exc:
                 click.echo(f"error: {exc.message}", err=True)
     if "".join(pending).strip():
-        click.echo(_run_query(con, "".join(pending), fmt))
+        click.echo(run(con, "".join(pending), fmt))
 
 
 @click.group("lake")

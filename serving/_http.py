@@ -7,8 +7,10 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from costline.netsec import GuardedHandler, HttpReject, Limits, PooledHTTPServer
 
 __all__ = ["HttpRequest", "HttpResponse", "JsonServer", "Route", "ServedByJsonServer"]
 
@@ -23,6 +25,16 @@ class HttpRequest:
     body: bytes
     #: Path parameters matched by the route ("{id}" segments).
     params: dict[str, str] = field(default_factory=dict)
+    #: Every header line as received (name lower-cased), repeats included, in order.
+    raw_headers: tuple[tuple[str, str], ...] = ()
+
+    def header_all(self, name: str) -> list[str]:
+        """Every value sent for header ``name`` (a repeated header gives several)."""
+        name = name.lower()
+        if not self.raw_headers:
+            value = self.headers.get(name)
+            return [] if value is None else [value]
+        return [v for k, v in self.raw_headers if k == name]
 
     def json(self) -> Any:
         return json.loads(self.body.decode("utf-8") or "null")
@@ -70,10 +82,13 @@ class Route:
 
 
 class JsonServer:
-    """Serves ``routes`` on a ``ThreadingHTTPServer`` in a background thread.
+    """Serves ``routes`` on a bounded worker pool (:class:`~costline.netsec.PooledHTTPServer`)
+    in a background thread.
 
     ``not_found`` builds the answer for unknown paths, ``on_error`` the answer to a
-    handler that raised (each API has its own error format).
+    handler that raised (each API has its own error format); ``reject`` the answer to a
+    request refused before dispatch (bad Content-Length, body over ``limits``, timeouts).
+    ``ssl_ctx`` serves HTTPS.
     """
 
     def __init__(
@@ -85,6 +100,10 @@ class JsonServer:
         not_found: Handler,
         on_error: Callable[[HttpRequest, Exception], HttpResponse],
         name: str = "costline-http",
+        limits: Limits | None = None,
+        reject: Callable[[HttpReject], HttpResponse] | None = None,
+        ssl_ctx: Any = None,
+        busy_body: tuple[str, bytes] | None = None,
     ) -> None:
         self._routes = routes
         self._host = host
@@ -92,7 +111,11 @@ class JsonServer:
         self._not_found = not_found
         self._on_error = on_error
         self._name = name
-        self._server: ThreadingHTTPServer | None = None
+        self._limits = limits or Limits()
+        self._reject = reject or (lambda r: HttpResponse(r.status, {"error": r.message}, headers=r.headers))
+        self._ssl_ctx = ssl_ctx
+        self._busy_body = busy_body
+        self._server: PooledHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
     @property
@@ -103,12 +126,13 @@ class JsonServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self._host}:{self.port}"
+        scheme = "https" if self._ssl_ctx is not None else "http"
+        return f"{scheme}://{self._host}:{self.port}"
 
     def start(self) -> int:
         """Bind (port 0 picks a free one), serve in a daemon thread, return the port."""
-        server = ThreadingHTTPServer((self._host, self._port), self._handler_class())
-        server.daemon_threads = True
+        server = PooledHTTPServer((self._host, self._port), self._handler_class(), limits=self._limits,
+                                  ssl_ctx=self._ssl_ctx, busy_body=self._busy_body, name=self._name)
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name=self._name, daemon=True)
@@ -138,7 +162,8 @@ class JsonServer:
         for route in self._routes:
             params = route.match(request.method, request.path)
             if params is not None:
-                req = HttpRequest(request.method, request.path, request.headers, request.body, params)
+                req = HttpRequest(request.method, request.path, request.headers, request.body, params,
+                                  request.raw_headers)
                 try:
                     return route.handler(req)
                 except Exception as exc:
@@ -149,17 +174,21 @@ class JsonServer:
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         outer = self
 
-        class _Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+        class _Handler(GuardedHandler):
             # Headers and body are written separately: with Nagle's algorithm on, the body waits
             # for the client's delayed ACK of the headers (~40 ms a reply on Linux).
             disable_nagle_algorithm = True
 
             def _serve(self) -> None:
-                length = int(self.headers.get("content-length") or 0)
-                body = self.rfile.read(length) if length else b""
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                response = outer.dispatch(HttpRequest(self.command, self.path, headers, body))
+                try:
+                    body = self.read_body(self.content_length(outer._limits.max_body_bytes))
+                except HttpReject as r:
+                    self.close_connection = True
+                    response = outer._reject(r)
+                else:
+                    raw = tuple((k.lower(), v) for k, v in self.headers.items())
+                    headers = {k: v for k, v in raw}
+                    response = outer.dispatch(HttpRequest(self.command, self.path, headers, body, raw_headers=raw))
                 if response.stream is not None:
                     self._send_stream(response)
                     return
@@ -169,8 +198,12 @@ class JsonServer:
                 self.send_header("content-length", str(len(payload)))
                 for k, v in response.headers.items():
                     self.send_header(k, v)
+                if self.close_connection:
+                    self.send_header("connection", "close")
                 self.end_headers()
                 self.wfile.write(payload)
+                if self.close_connection:
+                    self.linger(outer._limits.max_body_bytes)
 
             def _send_stream(self, response: HttpResponse) -> None:
                 assert response.stream is not None
@@ -197,7 +230,7 @@ class JsonServer:
                     if close is not None:
                         close()
 
-            do_GET = do_POST = do_DELETE = _serve
+            do_GET = do_POST = do_DELETE = do_OPTIONS = do_PUT = do_PATCH = _serve
 
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
                 log.debug("%s: " + format, outer._name, *args)

@@ -132,6 +132,8 @@ def validate_cache_config(config: CacheConfig) -> None:
         raise bad("max_entries", "must be at least 1")
     if not 0.0 <= config.evict_fraction < 1.0:
         raise bad("evict_fraction", "must be in [0, 1)")
+    if not 0 <= config.max_entries_per_tenant <= config.max_entries:
+        raise bad("max_entries_per_tenant", "must be 0 (no quota) up to max_entries")
     if not 0.0 < config.rebuild_tombstone_ratio <= 1.0:
         raise bad("rebuild_tombstone_ratio", "must be in (0, 1]")
     for key in ("hnsw_m", "hnsw_ef_search", "hnsw_ef_construction"):
@@ -174,6 +176,7 @@ class SemanticCache:
         self._by_doc: dict[str, set[int]] = {}
         self._next_id = 1
         self._counts: Counter[str] = Counter()
+        self._per_tenant: Counter[str] = Counter()  # entries held per tenant (the quota's count)
         faiss = import_faiss()
         if self._config.search_threads:
             faiss.omp_set_num_threads(self._config.search_threads)
@@ -293,6 +296,7 @@ class SemanticCache:
         with self._lock:
             self._parts.clear()
             self._entries.clear()
+            self._per_tenant.clear()
             self._lru.clear()
             self._by_doc.clear()
 
@@ -419,12 +423,31 @@ class SemanticCache:
                 entry = _Entry(entry_id, tenant, ns, queries[i], answers[i], docs[i], now,
                                now + ttl if ttl > 0 else None)
                 self._entries[entry_id] = entry
+                self._per_tenant[tenant] += 1
                 self._lru[entry_id] = None
                 for d in entry.doc_hashes:
                     self._by_doc.setdefault(d, set()).add(entry_id)
             self._counts["stores"] += len(answers)
+            self._enforce_quota(tenant)
             self._maintain(now)
             return ids.tolist()
+
+    def _enforce_quota(self, tenant: str) -> None:
+        """[serving.cache] max_entries_per_tenant: a tenant over its quota loses its own LRU entries."""
+        quota = self._config.max_entries_per_tenant
+        if not quota:
+            return
+        held = self._per_tenant[tenant]
+        if held <= quota:
+            return
+        over = held - quota
+        victims = []
+        for entry_id in self._lru:  # least recently used first
+            if self._entries[entry_id].tenant == tenant:
+                victims.append(entry_id)
+                if len(victims) >= over:
+                    break
+        self._remove(victims, "evicted")
 
     def _maintain(self, now: float) -> None:
         """Purge expired entries in batches and evict least recently used ones over the cap."""
@@ -462,6 +485,7 @@ class SemanticCache:
                 removed += part.remove(part_ids)
             for entry_id in part_ids:
                 entry = self._entries.pop(entry_id)
+                self._per_tenant[entry.tenant] -= 1
                 self._lru.pop(entry_id, None)
                 for d in entry.doc_hashes:
                     owners = self._by_doc.get(d)
@@ -486,6 +510,7 @@ class SemanticCache:
             self._parts = parts
             self._entries = {e.id: e for e in sorted(entries, key=lambda e: (e.created_at, e.id))}
             self._lru = OrderedDict((e.id, None) for e in entries)
+            self._per_tenant = Counter(e.tenant for e in entries)
             self._by_doc = {}
             for e in entries:
                 for d in e.doc_hashes:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from costline.serving.cache_cli import cache
+from costline.serving.keys_cli import keys
 from costline.serving.route_cli import route
 from costline.serving.serve_cli import serve, standin
 
 __all__ = ["commands"]
 
-commands = [cache, route, serve, standin]
+commands = [cache, keys, route, serve, standin]

@@ -6,7 +6,13 @@ and gets routing, the semantic cache, escalation and telemetry: ``POST /v1/messa
 Anthropic-shaped message whose ``model`` is the model that answered (``costline-cache`` for a
 cache hit). The request's ``model`` is ignored: the router picks.
 
-* tenant: header ``x-costline-tenant`` (or ``metadata.tenant``), else ``[serving.gateway] default_tenant``;
+* who and which tenant (:mod:`costline.serving.auth`, docs/security.md): with API keys configured
+  (``costline keys add``) every request needs one (``x-api-key`` or ``Authorization: Bearer``) and
+  the key decides the tenant (a different ``x-costline-tenant`` or ``metadata.tenant`` is refused);
+  open on loopback without keys (development), the header ``x-costline-tenant`` names it, else
+  ``[serving.gateway] default_tenant``; ``trusted_tenant_header`` lets a reverse proxy set it;
+* browsers: a request with a foreign ``Origin`` or a non-JSON ``Content-Type`` is refused
+  (``allowed_origins`` opens CORS); limits: body and header size, timeouts, workers (503), rate (429);
 * task type: header ``x-costline-task-type`` (or ``metadata.task_type``), else ``default_task_type``;
 * document hashes for cache invalidation: header ``x-costline-doc-hashes`` (comma-separated);
 * response headers: ``x-costline-tier``, ``x-costline-routed-tier``, ``x-costline-attempts``,
@@ -33,10 +39,12 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from costline.netsec import Limits, refuse_open_bind, ssl_context
 from costline.serving._http import HttpRequest, HttpResponse, JsonServer, Route, ServedByJsonServer
+from costline.serving.auth import GatewayGuard, KeyStore, Refused
 from costline.serving.backends import Prompt
 from costline.serving.pipeline import Answer, LiveAnswer, Pipeline
 from costline.serving.settings import GatewayConfig
@@ -59,26 +67,56 @@ class Gateway(ServedByJsonServer):
     """Serves ``pipeline`` as an Anthropic Messages API. ``start()`` returns the port."""
 
     def __init__(self, pipeline: Pipeline, config: GatewayConfig | None = None, *,
-                 host: str | None = None, port: int | None = None) -> None:
+                 host: str | None = None, port: int | None = None, keys: KeyStore | None = None,
+                 now: Callable[[], float] | None = None) -> None:
         self.pipeline = pipeline
-        self.config = config or GatewayConfig()
+        self.config = cfg = config or GatewayConfig()
+        host = host or cfg.host
+        self.guard = GatewayGuard(cfg, host=host, keys=keys, **({"now": now} if now else {}))
+        refuse_open_bind("the gateway", host, authenticated=self.guard.auth_required(),
+                         insecure=cfg.allow_insecure, how="add API keys with `costline keys add TENANT`")
+        busy = json.dumps({"type": "error", "error": {"type": "overloaded_error",
+                                                      "message": "the gateway is busy: retry later"}}).encode()
         self._server = JsonServer(
-            [Route("POST", "/v1/messages", self._messages), Route("GET", "/v1/models", self._models)],
-            host=host or self.config.host,
-            port=self.config.port if port is None else port,
+            [Route("POST", "/v1/messages", self._messages), Route("GET", "/v1/models", self._models),
+             Route("OPTIONS", "/v1/messages", self._preflight)],
+            host=host,
+            port=cfg.port if port is None else port,
             not_found=lambda req: _error(404, f"no route {req.method} {req.path}"),
-            on_error=lambda req, exc: _error(500, f"costline gateway failure: {type(exc).__name__}: {exc}"),
+            on_error=lambda req, exc: _error(500, f"costline gateway failure: {type(exc).__name__}"),
             name="costline-gateway",
+            limits=Limits.of(cfg),
+            reject=lambda r: _error(r.status, r.message, r.headers),
+            ssl_ctx=ssl_context(cfg.tls_cert_file, cfg.tls_key_file),
+            busy_body=("application/json", busy),
         )
 
     # -- handlers ----------------------------------------------------------------------------
+    def _preflight(self, req: HttpRequest) -> HttpResponse:
+        allowed = self.guard.preflight(req)
+        if isinstance(allowed, Refused):
+            return _error(allowed.status, allowed.message, allowed.headers)
+        return HttpResponse(204, raw=b"", headers=allowed)
+
     def _messages(self, req: HttpRequest) -> HttpResponse:
+        admitted = self.guard.admit(req)  # before the body is parsed: strangers get nothing for free
+        if isinstance(admitted, Refused):
+            return _error(admitted.status, admitted.message, admitted.headers)
         try:
             body = req.json()
-        except (ValueError, UnicodeDecodeError):
-            return _error(400, "the body is not valid JSON")
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            return _error(400, "the body is not valid JSON", admitted.headers)
         if not isinstance(body, Mapping):
-            return _error(400, "the body must be a JSON object")
+            return _error(400, "the body must be a JSON object", admitted.headers)
+        meta = body.get("metadata") if isinstance(body.get("metadata"), Mapping) else {}
+        refused = self.guard.check_body_tenant(admitted, meta.get("tenant"))
+        if refused is not None:
+            return _error(refused.status, refused.message, refused.headers)
+        response = self._answer(req, body, admitted.tenant)
+        response.headers.update(admitted.headers)
+        return response
+
+    def _answer(self, req: HttpRequest, body: Mapping[str, Any], tenant: str | None) -> HttpResponse:
         stream = bool(body.get("stream"))
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages or not all(isinstance(m, Mapping) for m in messages):
@@ -91,7 +129,7 @@ class Gateway(ServedByJsonServer):
             return _error(400, "messages: the last user message has no text")
         meta = body.get("metadata") if isinstance(body.get("metadata"), Mapping) else {}
         cfg = self.config
-        tenant = req.header(cfg.tenant_header) or str(meta.get("tenant") or "") or cfg.default_tenant
+        tenant = tenant or cfg.default_tenant
         task_type = req.header(cfg.task_type_header) or str(meta.get("task_type") or "") or cfg.default_task_type
         doc_hashes = tuple(h.strip() for h in (req.header(cfg.doc_hashes_header) or "").split(",") if h.strip())
         prompt = Prompt(tuple(messages), body.get("system"), max_tokens)
@@ -112,6 +150,9 @@ class Gateway(ServedByJsonServer):
         return HttpResponse(200, _message(result), headers=headers)
 
     def _models(self, req: HttpRequest) -> HttpResponse:
+        admitted = self.guard.admit(req)
+        if isinstance(admitted, Refused):
+            return _error(admitted.status, admitted.message, admitted.headers)
         data = [{"type": "model", "id": t.model, "display_name": f"{t.model} ({t.name})",
                  "created_at": "2026-06-01T00:00:00Z"} for t in self.pipeline.registry]
         return HttpResponse(200, {"data": data, "has_more": False,

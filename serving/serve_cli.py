@@ -22,9 +22,11 @@ __all__ = ["serve", "standin"]
               help="Answer repeated questions from the semantic cache ([serving.cache]).")
 @click.option("--telemetry/--no-telemetry", default=True, show_default=True,
               help="Export spans to Kafka ([kafka]); off: no spans leave the process.")
+@click.option("--insecure", is_flag=True, default=False,
+              help="Listen beyond loopback without API keys (only behind a proxy that authenticates).")
 @pass_config
 def serve(config: Config, host: str | None, port: int | None, with_standin: bool, with_cache: bool,
-          telemetry: bool) -> None:
+          telemetry: bool, insecure: bool) -> None:
     """Run the gateway: the Anthropic Messages API (POST /v1/messages) in front of routing,
     the semantic cache, escalation and telemetry. Apps only change their base_url.
 
@@ -32,11 +34,23 @@ def serve(config: Config, host: str | None, port: int | None, with_standin: bool
     Example:
         costline serve --standin --port 8787
         # then: Anthropic(base_url="http://127.0.0.1:8787", default_headers={"x-costline-tenant": "acme"})
+        costline keys add acme   # from now on a key is required, and it decides the tenant
     """
     from costline.collectors import Recorder, setup_tracing
     from costline.serving.gateway import Gateway
     from costline.serving.pipeline import Pipeline
 
+    if insecure:
+        gw_cfg = dataclasses.replace(config.serving.gateway, allow_insecure=True)
+        config = config.replace(serving=dataclasses.replace(config.serving, gateway=gw_cfg))
+    from costline.netsec import refuse_open_bind
+    from costline.serving.auth import GatewayGuard
+
+    bind = host or config.serving.gateway.host
+    guard = GatewayGuard(config.serving.gateway, host=bind)  # refuse before anything else starts
+    refuse_open_bind("the gateway", bind, authenticated=guard.auth_required(),
+                     insecure=config.serving.gateway.allow_insecure,
+                     how="add API keys with `costline keys add TENANT`")
     standin = None
     if with_standin:
         from costline.serving.standin import StandInServer
@@ -65,6 +79,11 @@ def serve(config: Config, host: str | None, port: int | None, with_standin: bool
     gateway = Gateway(pipeline, config.serving.gateway, host=host, port=port)
     gateway.start()
     click.echo(f"costline gateway on {gateway.url} (policy {config.serving.router.policy}); Ctrl-C stops it")
+    from costline.serving.auth import open_mode_note
+
+    note = open_mode_note(config.serving.gateway, bind, gateway.guard)
+    if note:
+        click.echo(note, err=True)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)  # SIGTERM flushes telemetry like Ctrl-C does
     try:
         gateway.serve_forever()

@@ -36,6 +36,10 @@ class CacheConfig:
     max_entries: int = 100_000
     #: Share of max_entries evicted at once when the cap is passed (eviction compacts the index).
     evict_fraction: float = 0.01
+    #: Entries one tenant may hold (0 = no quota): past it, the tenant's own least recently used
+    #: entries go, so its traffic cannot evict other tenants' entries while tenants × quota fits
+    #: max_entries (docs/security.md).
+    max_entries_per_tenant: int = 0
     #: "exact" (IndexIDMap2 over IndexFlatIP) or "hnsw" (approximate, for very large caches).
     index: str = "exact"
     hnsw_m: int = 32
@@ -134,6 +138,49 @@ class GatewayConfig:
     doc_hashes_header: str = "x-costline-doc-hashes"
     default_tenant: str = "default"
     default_task_type: str = "chat"
+    # -- authentication (docs/security.md) --------------------------------------------------------
+    #: The API keys file written by `costline keys add`; None = gateway-keys.json in costline's
+    #: state directory ($XDG_STATE_HOME/costline). Once it holds a key, every request needs a key
+    #: (x-api-key or Authorization: Bearer) and the key decides the tenant.
+    keys_file: Path | None = None
+    #: Require a key even on loopback with no keys configured (then every request is refused).
+    require_auth: bool = False
+    #: Listen beyond loopback without authentication (something in front must authenticate).
+    allow_insecure: bool = False
+    #: Take the tenant from tenant_header, set by a trusted reverse proxy that authenticates
+    #: callers; off: the key's tenant (or, open on loopback, the header) decides.
+    trusted_tenant_header: bool = False
+    #: Browser origins allowed to call the gateway (CORS), e.g. "https://app.example.com"; none: a
+    #: request carrying an Origin header is refused.
+    allowed_origins: tuple[str, ...] = ()
+    #: Requests per minute per API key (per tenant when open); 0 = unlimited. Bursts up to rate_limit_burst.
+    rate_limit_per_minute: float = 600.0
+    rate_limit_burst: int = 60
+    # -- limits --------------------------------------------------------------------------------------
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_header_bytes: int = 32 * 1024
+    idle_timeout_s: float = 15.0
+    read_timeout_s: float = 10.0
+    #: Requests answered at once; accepted connections waiting beyond those; past both: 503.
+    max_workers: int = 32
+    max_pending: int = 64
+    retry_after_s: int = 1
+    #: HTTPS: PEM certificate chain and private key (both or neither).
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        from costline.netsec import validate_limits
+
+        validate_limits("serving.gateway", self)
+        if self.rate_limit_per_minute < 0:
+            from costline.errors import ConfigError
+
+            raise ConfigError("[serving.gateway] rate_limit_per_minute", "must not be negative (0 = unlimited)")
+        if self.rate_limit_burst < 1:
+            from costline.errors import ConfigError
+
+            raise ConfigError("[serving.gateway] rate_limit_burst", "must be at least 1")
 
 
 @dataclass(frozen=True)

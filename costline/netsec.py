@@ -1,0 +1,399 @@
+"""What every costline HTTP listener shares to stay safe in front of production.
+
+* :class:`PooledHTTPServer`: ``http.server`` with a **bounded** pool of worker threads and a bounded
+  queue of accepted connections instead of a thread per connection; past both, the connection is
+  answered ``503`` with ``Retry-After`` at once (back-pressure, not growth). Optional TLS (``ssl``).
+* :class:`GuardedHandler`: a request handler with socket idle/read timeouts, a cap on header bytes
+  (431) and :meth:`~GuardedHandler.read_body`, which refuses a missing (411), malformed, negative
+  or repeated-and-different ``Content-Length`` (400), a body over the limit before reading it
+  (413) and a body shorter than announced once the read timeout passes (400).
+* :class:`BytesBudget`: bytes in flight across requests (503 past it).
+* :class:`BearerTokens`: constant-time check of ``Authorization: Bearer`` tokens (the OpenTelemetry
+  Collector's ``bearertokenauth``), from config and/or a file re-read when it changes.
+* :func:`is_loopback`, :func:`refuse_open_bind` (a non-loopback bind without authentication).
+
+Standard library only, so the collector, the gateway and the dashboard server can all use it.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import logging
+import os
+import queue
+import re
+import socket
+import ssl
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import Any
+
+from costline.errors import ConfigError, CostlineError
+
+__all__ = [
+    "Limits",
+    "HttpReject",
+    "InsecureBindError",
+    "PooledHTTPServer",
+    "GuardedHandler",
+    "BytesBudget",
+    "BearerTokens",
+    "is_loopback",
+    "refuse_open_bind",
+    "ssl_context",
+    "validate_limits",
+    "mask_secret",
+]
+
+log = logging.getLogger(__name__)
+
+_DIGITS = re.compile(r"[0-9]{1,19}")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """A listener's resource limits (each area's settings carry the same keys)."""
+
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_header_bytes: int = 32 * 1024
+    #: Seconds a connection may sit idle between requests (or before its first one).
+    idle_timeout_s: float = 15.0
+    #: Seconds a body may take to arrive once its headers are in (per socket read).
+    read_timeout_s: float = 10.0
+    #: Connections served at once, and accepted ones waiting for a worker; past both: 503.
+    max_workers: int = 32
+    max_pending: int = 64
+    #: What a 503 asks the client to wait.
+    retry_after_s: int = 1
+
+    @classmethod
+    def of(cls, settings: Any) -> "Limits":
+        """The limits named the same in an area's settings dataclass."""
+        return cls(**{k: getattr(settings, k) for k in cls.__dataclass_fields__ if hasattr(settings, k)})
+
+
+def validate_limits(section: str, settings: Any) -> None:
+    """Raise :class:`ConfigError` naming the first bad limit key of ``[section]``."""
+    for key in ("max_body_bytes", "max_header_bytes", "max_workers", "max_pending"):
+        if hasattr(settings, key) and getattr(settings, key) < 1:
+            raise ConfigError(f"[{section}] {key}", "must be at least 1")
+    for key in ("idle_timeout_s", "read_timeout_s"):
+        if hasattr(settings, key) and not getattr(settings, key) > 0:
+            raise ConfigError(f"[{section}] {key}", "must be above 0 seconds")
+    if hasattr(settings, "retry_after_s") and getattr(settings, "retry_after_s") < 0:
+        raise ConfigError(f"[{section}] retry_after_s", "must not be negative")
+    cert, key = getattr(settings, "tls_cert_file", None), getattr(settings, "tls_key_file", None)
+    if (cert is None) != (key is None):
+        raise ConfigError(f"[{section}] tls_key_file", "set both tls_cert_file and tls_key_file, or neither")
+
+
+class HttpReject(Exception):
+    """An HTTP error answer: status, message and extra headers."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+class InsecureBindError(CostlineError):
+    """A listener would accept unauthenticated requests from beyond this host."""
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and ``localhost``; False for 0.0.0.0, names and other addresses."""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def refuse_open_bind(what: str, host: str, *, authenticated: bool, insecure: bool, how: str) -> None:
+    """Raise :class:`InsecureBindError` for a non-loopback ``host`` without authentication unless forced."""
+    if authenticated or insecure or is_loopback(host):
+        return
+    raise InsecureBindError(
+        f"{what} would listen on {host} without authentication, so anyone who can reach it could use it: "
+        f"{how}, bind to 127.0.0.1, or pass --insecure if something in front of it authenticates")
+
+
+def ssl_context(cert_file: Path | None, key_file: Path | None) -> ssl.SSLContext | None:
+    """A server TLS context from PEM files (None when neither is set)."""
+    if cert_file is None and key_file is None:
+        return None
+    if cert_file is None or key_file is None:
+        raise ConfigError("tls_key_file", "set both tls_cert_file and tls_key_file, or neither")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(str(cert_file), str(key_file))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError("tls_cert_file", f"cannot load {cert_file} / {key_file}: {exc}") from None
+    return ctx
+
+
+def mask_secret(value: object) -> str:
+    """How a secret is shown: ``****`` plus its last 4 characters when long enough to keep it secret."""
+    text = str(value or "")
+    if not text:
+        return ""
+    return "****" + (text[-4:] if len(text) >= 16 else "")
+
+
+class BytesBudget:
+    """Bytes held by requests in flight; ``acquire`` says False rather than exceed ``limit``."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._used = 0
+        self._lock = threading.Lock()
+
+    def acquire(self, n: int) -> bool:
+        with self._lock:
+            if self._used and self._used + n > self.limit:
+                return False
+            self._used += n
+            return True
+
+    def release(self, n: int) -> None:
+        with self._lock:
+            self._used = max(self._used - n, 0)
+
+    @property
+    def used(self) -> int:
+        return self._used
+
+
+class BearerTokens:
+    """Accepted ``Authorization: Bearer <token>`` values, compared in constant time.
+
+    Tokens come from ``tokens`` and from ``file`` (one a line, ``#`` comments), which is
+    re-read when its modification time changes, so rotating a token needs no restart.
+    """
+
+    def __init__(self, tokens: Iterable[str] = (), file: Path | None = None) -> None:
+        self._static = tuple(t for t in tokens if t)
+        self._file = file
+        self._mtime: float | None = None
+        self._from_file: tuple[str, ...] = ()
+        self._lock = threading.Lock()
+        if file is not None:
+            self._reload()
+
+    def _reload(self) -> None:
+        assert self._file is not None
+        try:
+            mtime = os.stat(self._file).st_mtime_ns
+        except OSError as exc:
+            raise ConfigError("bearer_token_file", f"cannot read {self._file}: {exc.strerror or exc}") from None
+        if mtime != self._mtime:
+            lines = self._file.read_text(encoding="utf-8").splitlines()
+            self._from_file = tuple(s for s in (ln.strip() for ln in lines) if s and not s.startswith("#"))
+            self._mtime = mtime
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._static) or self._file is not None
+
+    def check(self, authorization: str | None) -> bool:
+        if not authorization:
+            return False
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token or token != token.strip():
+            return False
+        if self._file is not None:
+            with self._lock:
+                try:
+                    self._reload()
+                except ConfigError:
+                    log.warning("bearer token file %s unreadable: refusing every token", self._file)
+                    return False
+        wanted = token.encode("utf-8", "surrogateescape")
+        ok = False
+        for candidate in (*self._static, *self._from_file):
+            ok |= hmac.compare_digest(candidate.encode("utf-8", "surrogateescape"), wanted)
+        return ok
+
+
+# --- the server ---------------------------------------------------------------------------------
+class PooledHTTPServer(HTTPServer):
+    """An ``HTTPServer`` whose connections are served by ``limits.max_workers`` threads.
+
+    Accepted connections wait in a queue of ``limits.max_pending``; past that the connection
+    gets ``busy`` (a complete HTTP 503 answer) and is closed. ``ssl_ctx`` wraps each accepted
+    socket; the TLS handshake happens on the worker, never on the accepting thread.
+    """
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], *, limits: Limits,
+                 ssl_ctx: ssl.SSLContext | None = None, busy_body: tuple[str, bytes] | None = None,
+                 name: str = "costline-http") -> None:
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        self.limits = limits
+        self.ssl_ctx = ssl_ctx
+        self.refused = 0
+        self._busy_type, self._busy_body = busy_body or ("text/plain", b"busy, retry later\n")
+        self._queue: queue.Queue[tuple[Any, Any]] = queue.Queue(maxsize=limits.max_pending)
+        self._stop = threading.Event()
+        super().__init__(address, handler)
+        self._workers = [threading.Thread(target=self._work, name=f"{name}-worker-{i}", daemon=True)
+                         for i in range(limits.max_workers)]
+        for t in self._workers:
+            t.start()
+
+    def get_request(self) -> tuple[Any, Any]:
+        sock, addr = self.socket.accept()
+        if self.ssl_ctx is not None:
+            sock = self.ssl_ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, addr
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        try:
+            self._queue.put_nowait((request, client_address))
+        except queue.Full:
+            self.refused += 1
+            self._answer_busy(request)
+            self.shutdown_request(request)
+
+    def _answer_busy(self, request: Any) -> None:
+        head = (f"HTTP/1.1 503 Service Unavailable\r\nContent-Type: {self._busy_type}\r\n"
+                f"Content-Length: {len(self._busy_body)}\r\nRetry-After: {max(self.limits.retry_after_s, 1)}\r\n"
+                "Connection: close\r\n\r\n").encode("ascii")
+        try:
+            request.settimeout(1.0)
+            request.sendall(head + self._busy_body)
+        except (OSError, ValueError):
+            pass
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            try:
+                request, addr = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            try:
+                self.finish_request(request, addr)
+            except Exception:
+                self.handle_error(request, addr)
+            finally:
+                self.shutdown_request(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.debug("connection from %s ended with an error", client_address, exc_info=True)
+
+    def server_close(self) -> None:
+        super().server_close()
+        self._stop.set()
+        while True:
+            try:
+                request, _ = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            self.shutdown_request(request)
+
+
+class GuardedHandler(BaseHTTPRequestHandler):
+    """A handler that applies its server's :class:`Limits` (set ``server.limits``)."""
+
+    protocol_version = "HTTP/1.1"
+    server: PooledHTTPServer
+
+    def setup(self) -> None:
+        self.timeout = self.server.limits.idle_timeout_s
+        super().setup()
+
+    def parse_request(self) -> bool:
+        if not super().parse_request():
+            return False
+        size = sum(len(k) + len(v) + 4 for k, v in self.headers.items())
+        if size > self.server.limits.max_header_bytes:
+            self.close_connection = True
+            self.send_error(431, f"request headers of {size} bytes exceed {self.server.limits.max_header_bytes}")
+            return False
+        return True
+
+    #: Body bytes announced but not read (an answer sent before reading them lingers, see :meth:`linger`).
+    unread = 0
+
+    def linger(self, max_bytes: int, seconds: float = 2.0) -> None:
+        """After an early answer: stop writing, then read and drop what the client still sends (at most
+        ``max_bytes`` within ``seconds``) so it reads our answer instead of a connection reset."""
+        unread, self.unread = self.unread, 0
+        if unread <= 0 or unread > max_bytes:
+            return
+        try:
+            self.wfile.flush()
+            self.connection.settimeout(seconds)
+            if not isinstance(self.connection, ssl.SSLSocket):
+                self.connection.shutdown(socket.SHUT_WR)
+            while unread > 0:
+                chunk = self.rfile.read1(min(unread, 1 << 16))
+                if not chunk:
+                    break
+                unread -= len(chunk)
+        except (OSError, ValueError):
+            pass
+
+    def header_values(self, name: str) -> list[str]:
+        return list(self.headers.get_all(name) or [])
+
+    def content_length(self, max_bytes: int) -> int:
+        """The announced body size, validated (raises :class:`HttpReject`)."""
+        if self.header_values("Transfer-Encoding"):
+            raise HttpReject(411, "chunked bodies are not supported: send Content-Length")
+        values = self.header_values("Content-Length")
+        if not values:
+            if self.command in ("POST", "PUT", "PATCH"):
+                raise HttpReject(411, "Content-Length is required")
+            return 0
+        parts = {p.strip() for v in values for p in v.split(",")}
+        if len(parts) != 1:
+            raise HttpReject(400, f"conflicting Content-Length values {sorted(parts)}: send one")
+        (text,) = parts
+        if not _DIGITS.fullmatch(text):
+            raise HttpReject(400, f"bad Content-Length {text[:40]!r}: a whole number of bytes is required")
+        length = int(text)
+        if length > max_bytes:
+            raise HttpReject(413, f"body of {length} bytes exceeds the limit of {max_bytes}: send less")
+        self.unread = length
+        return length
+
+    def read_body(self, length: int) -> bytes:
+        """Read exactly ``length`` bytes within the read timeout, else 400 (the connection is closed)."""
+        self.unread = 0
+        if length == 0:
+            return b""
+        self.connection.settimeout(self.server.limits.read_timeout_s)
+        chunks, got = [], 0
+        try:
+            while got < length:
+                chunk = self.rfile.read1(min(length - got, 1 << 20)) if hasattr(self.rfile, "read1") \
+                    else self.rfile.read(min(length - got, 1 << 20))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                got += len(chunk)
+        except (TimeoutError, socket.timeout):
+            self.close_connection = True
+            raise HttpReject(400, f"body shorter than Content-Length ({got} of {length} bytes within "
+                                  f"{self.server.limits.read_timeout_s:g}s)") from None
+        finally:
+            try:
+                self.connection.settimeout(self.server.limits.idle_timeout_s)
+            except OSError:
+                pass
+        if got != length:
+            self.close_connection = True
+            raise HttpReject(400, f"body shorter than Content-Length ({got} of {length} bytes)")
+        return b"".join(chunks)
+
+

@@ -1,0 +1,355 @@
+"""Who may call the gateway, as which tenant, how often, and from which browser origins.
+
+* :class:`KeyStore`: API keys in a JSON file (``costline keys add|list|revoke``); once the file holds a key (even a revoked
+  one) every request needs a valid key. A key reads
+  ``clk_<id>_<secret>``; the file keeps only the id, the tenant and a salted SHA-256 of the
+  secret (the secret has 256 random bits, so a slow hash adds nothing but latency), compared
+  with :func:`hmac.compare_digest`. The file is re-read when it changes: a revoked key stops
+  working without a restart.
+* :class:`RateLimiter`: a token bucket per key (clock injected).
+* :class:`GatewayGuard`: the request-entry checks of ``POST /v1/messages`` — CORS and content
+  type, the key (``x-api-key`` or ``Authorization: Bearer``), the tenant, the rate — answering
+  in Anthropic's error format. See docs/security.md.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from costline.netsec import is_loopback
+from costline.serving.errors import ServingError
+from costline.serving.settings import GatewayConfig
+
+__all__ = ["ApiKey", "KeyStore", "KeyStoreError", "RateLimiter", "GatewayGuard", "Admitted", "Refused",
+           "default_keys_file", "check_tenant"]
+
+KEY_PREFIX = "clk_"
+_KEY = re.compile(r"clk_([0-9a-f]{12})_([A-Za-z0-9_-]{43})")
+#: Tenants are names: printable, no surrounding spaces, no markup characters, at most 128.
+_TENANT = re.compile(r"[^\s<>&\"'`\\\x00-\x1f\x7f](?:[^<>&\"'`\\\x00-\x1f\x7f]{0,126}[^\s<>&\"'`\\\x00-\x1f\x7f])?")
+
+
+class KeyStoreError(ServingError):
+    """The API keys file cannot be read or written, or a key operation is invalid."""
+
+
+def default_keys_file() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "costline" / "gateway-keys.json"
+
+
+def check_tenant(tenant: str) -> str | None:
+    """Why ``tenant`` is not an acceptable tenant name, or None."""
+    if not _TENANT.fullmatch(tenant):
+        return ("a tenant is 1-128 printable characters without surrounding spaces or any of "
+                "< > & \" ' ` \\")
+    return None
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    id: str
+    tenant: str
+    name: str
+    salt: str
+    sha256: str
+    created_at: str
+    revoked_at: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
+def _digest(salt: str, secret: str) -> str:
+    return hashlib.sha256(bytes.fromhex(salt) + secret.encode("ascii")).hexdigest()
+
+
+class KeyStore:
+    """The keys file; safe to share between a running gateway and ``costline keys``."""
+
+    def __init__(self, path: Path | None = None, *, now: Callable[[], dt.datetime] | None = None) -> None:
+        self.path = Path(path) if path is not None else default_keys_file()
+        self._now = now or (lambda: dt.datetime.now(dt.UTC))
+        self._lock = threading.Lock()
+        self._stamp: tuple[int, int] | None = None
+        self._keys: dict[str, ApiKey] = {}
+
+    # -- reading -------------------------------------------------------------------------------
+    def _load(self) -> dict[str, ApiKey]:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            self._stamp, self._keys = None, {}
+            return self._keys
+        except OSError as exc:
+            raise KeyStoreError(f"cannot read the API keys file {self.path}: {exc.strerror or exc}") from None
+        stamp = (st.st_mtime_ns, st.st_size)
+        if stamp != self._stamp:
+            try:
+                doc = json.loads(self.path.read_text(encoding="utf-8"))
+                keys = {k["id"]: ApiKey(**k) for k in doc.get("keys", [])}
+            except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+                raise KeyStoreError(f"the API keys file {self.path} is unreadable ({exc}): restore it from a "
+                                    "backup or delete it and add keys again") from None
+            self._stamp, self._keys = stamp, keys
+        return self._keys
+
+    def keys(self) -> list[ApiKey]:
+        with self._lock:
+            return sorted(self._load().values(), key=lambda k: k.created_at)
+
+    def configured(self) -> bool:
+        """True once any key was added: revoking the last one must not open the gateway."""
+        try:
+            return bool(self.keys())
+        except KeyStoreError:
+            return True  # an unreadable file closes the gateway, never opens it
+
+    def verify(self, presented: str) -> ApiKey | None:
+        """The active key ``presented`` is, or None (constant time in the secret)."""
+        m = _KEY.fullmatch(presented)
+        if not m:
+            return None
+        key_id, secret = m.groups()
+        with self._lock:
+            try:
+                key = self._load().get(key_id)
+            except KeyStoreError:
+                return None
+        if key is None or not key.active:
+            return None
+        return key if hmac.compare_digest(_digest(key.salt, secret), key.sha256) else None
+
+    # -- writing (costline keys) ------------------------------------------------------------------
+    def _write(self, keys: dict[str, ApiKey]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump({"version": 1, "keys": [asdict(k) for k in keys.values()]}, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+    def add(self, tenant: str, name: str = "") -> tuple[ApiKey, str]:
+        """Create a key for ``tenant``; returns it and the secret key text (shown once, never stored)."""
+        problem = check_tenant(tenant)
+        if problem:
+            raise KeyStoreError(f"tenant {tenant!r}: {problem}")
+        with self._lock:
+            keys = dict(self._load())
+            key_id = secrets.token_hex(6)
+            while key_id in keys:
+                key_id = secrets.token_hex(6)
+            secret = secrets.token_urlsafe(32)
+            salt = secrets.token_hex(16)
+            key = ApiKey(key_id, tenant, name, salt, _digest(salt, secret),
+                         self._now().isoformat(timespec="seconds"))
+            keys[key_id] = key
+            self._write(keys)
+            self._stamp = None
+        return key, f"{KEY_PREFIX}{key_id}_{secret}"
+
+    def revoke(self, key_id: str) -> ApiKey:
+        key_id = key_id.removeprefix(KEY_PREFIX).split("_")[0]
+        with self._lock:
+            keys = dict(self._load())
+            key = keys.get(key_id)
+            if key is None:
+                raise KeyStoreError(f"no key {key_id!r} in {self.path}: see `costline keys list`")
+            if key.active:
+                key = keys[key_id] = ApiKey(**{**asdict(key), "revoked_at": self._now().isoformat(timespec="seconds")})
+                self._write(keys)
+                self._stamp = None
+        return key
+
+
+class RateLimiter:
+    """A token bucket per name: ``rate_per_minute`` sustained, ``burst`` at once (0 rate = unlimited)."""
+
+    def __init__(self, rate_per_minute: float, burst: int, *, now: Callable[[], float] = time.monotonic,
+                 max_buckets: int = 100_000) -> None:
+        self.rate = rate_per_minute / 60.0
+        self.burst = float(burst)
+        self._now = now
+        self._lock = threading.Lock()
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._max = max_buckets
+
+    def take(self, name: str) -> float:
+        """0 when allowed, else seconds until a request would be."""
+        if self.rate <= 0:
+            return 0.0
+        with self._lock:
+            now = self._now()
+            tokens, last = self._buckets.get(name, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - last) * self.rate)
+            if tokens >= 1.0:
+                if name not in self._buckets and len(self._buckets) >= self._max:
+                    self._buckets.clear()  # bounded memory; everyone starts with a full bucket again
+                self._buckets[name] = (tokens - 1.0, now)
+                return 0.0
+            self._buckets[name] = (tokens, now)
+            return (1.0 - tokens) / self.rate
+
+
+@dataclass(frozen=True)
+class Admitted:
+    tenant: str | None  # None: the gateway's default tenant
+    key_id: str | None
+    #: Headers every answer to this request carries (CORS).
+    headers: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Refused:
+    status: int
+    message: str
+    headers: dict[str, str]
+
+
+class GatewayGuard:
+    """The gateway's request-entry checks; :meth:`admit` → :class:`Admitted` or :class:`Refused`."""
+
+    def __init__(self, config: GatewayConfig, *, host: str, keys: KeyStore | None = None,
+                 now: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self.host = host
+        self.keys = keys if keys is not None else KeyStore(config.keys_file)
+        self.limiter = RateLimiter(config.rate_limit_per_minute, config.rate_limit_burst, now=now)
+        self._origins = frozenset(o.rstrip("/") for o in config.allowed_origins)
+
+    def auth_required(self) -> bool:
+        return self.config.require_auth or self.keys.configured()
+
+    # -- pieces --------------------------------------------------------------------------------
+    @staticmethod
+    def _one(req: Any, name: str) -> str | None | Refused:
+        values = req.header_all(name)
+        if not values:
+            return None
+        if len(values) > 1:
+            return Refused(400, f"header {name} was sent {len(values)} times: send it once", {})
+        try:
+            # http.server reads header bytes as latin-1: get the bytes back and insist on UTF-8.
+            return values[0].encode("latin-1").decode("utf-8")
+        except (UnicodeEncodeError, UnicodeDecodeError):
+            return Refused(400, f"header {name} is not valid UTF-8", {})
+
+    def cors(self, req: Any) -> Refused | dict[str, str]:
+        origin = self._one(req, "origin")
+        if isinstance(origin, Refused):
+            return origin
+        if origin is None:
+            return {}
+        if origin.rstrip("/") not in self._origins:
+            return Refused(403, f"requests from the browser origin {origin[:100]!r} are not allowed: add it to "
+                                "[serving.gateway] allowed_origins to allow it", {})
+        return {"access-control-allow-origin": origin, "vary": "origin"}
+
+    def preflight(self, req: Any) -> Refused | dict[str, str]:
+        cors = self.cors(req)
+        if isinstance(cors, Refused) or not cors:
+            return cors if isinstance(cors, Refused) else Refused(403, "CORS preflight without Origin", {})
+        return {**cors, "access-control-allow-methods": "POST, GET",
+                "access-control-allow-headers": "content-type, x-api-key, authorization, anthropic-version, "
+                                                "x-costline-task-type, x-costline-doc-hashes",
+                "access-control-max-age": "600"}
+
+    # -- the whole check -----------------------------------------------------------------------
+    def check_body_tenant(self, admitted: Admitted, claimed: Any) -> Refused | None:
+        """``metadata.tenant`` never decides: with a key it must name the key's tenant or be absent."""
+        if claimed is None or admitted.key_id is None or self.config.trusted_tenant_header:
+            return None
+        if str(claimed) != admitted.tenant:
+            return Refused(403, "metadata.tenant names another tenant than this API key's: the key decides the "
+                                "tenant; drop the field", admitted.headers)
+        return None
+
+    def admit(self, req: Any) -> Admitted | Refused:
+        cors = self.cors(req)
+        if isinstance(cors, Refused):
+            return cors
+        if req.method == "POST":
+            ctype = self._one(req, "content-type")
+            if isinstance(ctype, Refused):
+                return ctype
+            if (ctype or "").split(";")[0].strip().lower() != "application/json":
+                return Refused(415, f"Content-Type {ctype!r} is not accepted: send application/json", cors)
+        cfg = self.config
+        key_id: str | None = None
+        key_tenant: str | None = None
+        if self.auth_required():
+            presented = self._credential(req)
+            if isinstance(presented, Refused):
+                return Refused(presented.status, presented.message, cors)
+            if presented is None:
+                return Refused(401, "an API key is required: send x-api-key (or Authorization: Bearer); "
+                                    "an operator creates one with `costline keys add TENANT`",
+                               {**cors, "www-authenticate": 'Bearer realm="costline"'})
+            try:
+                key = self.keys.verify(presented)
+            except Exception:  # noqa: BLE001 - an unreadable key file refuses, never opens
+                key = None
+            if key is None:
+                return Refused(401, "invalid or revoked API key", {**cors, "www-authenticate": 'Bearer realm="costline"'})
+            key_id, key_tenant = key.id, key.tenant
+        header_tenant = self._one(req, cfg.tenant_header)
+        if isinstance(header_tenant, Refused):
+            return Refused(header_tenant.status, header_tenant.message, cors)
+        if header_tenant is not None and check_tenant(header_tenant):
+            return Refused(400, f"header {cfg.tenant_header}: {check_tenant(header_tenant)}", cors)
+        if cfg.trusted_tenant_header:
+            tenant = header_tenant or key_tenant
+        elif key_tenant is not None:
+            if header_tenant is not None and header_tenant != key_tenant:
+                return Refused(403, f"header {cfg.tenant_header} names another tenant than this API key's: the "
+                                    "key decides the tenant; drop the header", cors)
+            tenant = key_tenant
+        else:
+            # Open (loopback, no keys): the development mode; the header names the tenant.
+            tenant = header_tenant
+        wait = self.limiter.take(key_id or f"tenant:{tenant}")
+        if wait > 0:
+            return Refused(429, f"rate limit of {cfg.rate_limit_per_minute:g} requests per minute exceeded: "
+                                "retry later", {**cors, "retry-after": str(max(int(wait + 0.999), 1))})
+        return Admitted(tenant, key_id, cors)
+
+    @classmethod
+    def _credential(cls, req: Any) -> str | None | Refused:
+        api_key = cls._one(req, "x-api-key")
+        auth = cls._one(req, "authorization")
+        for v in (api_key, auth):
+            if isinstance(v, Refused):
+                return v
+        bearer = None
+        if auth is not None:
+            scheme, _, token = auth.partition(" ")
+            if scheme.lower() != "bearer" or not token:
+                return Refused(401, "Authorization must be 'Bearer <API key>'", {})
+            bearer = token
+        if api_key is not None and bearer is not None and api_key != bearer:
+            return Refused(400, "x-api-key and Authorization carry different keys: send one", {})
+        return api_key if api_key is not None else bearer
+
+
+def open_mode_note(config: GatewayConfig, host: str, guard: GatewayGuard) -> str | None:
+    """A line for the operator when the gateway runs without authentication."""
+    if guard.auth_required():
+        return None
+    where = "loopback only" if is_loopback(host) else f"{host}, INSECURE"
+    return (f"no API keys configured: the gateway is open ({where}) and trusts {config.tenant_header}; "
+            "`costline keys add TENANT` turns authentication on")
