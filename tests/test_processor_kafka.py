@@ -223,7 +223,9 @@ def test_kill_9_mid_stream_gives_the_same_aggregates(kafka_config: Config, tmp_p
     log = open(tmp_path / "processor.log", "ab")
     kills = 0
     for wave in waves[1:4]:
-        proc = subprocess.Popen([str(costline), "-v", "process", "--until-idle", "3"], env=env,
+        # A long idle limit: on a loaded machine the instance may catch up before it is killed, and
+        # it must still be running then (it is killed anyway; only the final run exits on idle).
+        proc = subprocess.Popen([str(costline), "-v", "process", "--until-idle", "120"], env=env,
                                 stdout=log, stderr=subprocess.STDOUT)
         before = _manifests(kafka_config.lake.path)
         deadline = time.monotonic() + 30
