@@ -60,7 +60,7 @@ def train(config: Config, data_path: Path, out_path: Path | None, featurizer: st
 
 @route.command("eval")
 @click.option("--data", "data_path", type=click.Path(path_type=Path, dir_okay=False),
-              default=_DATA / "route_eval.jsonl", show_default="the shipped held-out sample",
+              default=_DATA / "route_eval_judged.jsonl", show_default="the shipped held-out sample, judged",
               help="Held-out labelled rows (same format as for train).")
 @click.option("--policy", "policy_name", default=None, help="rules or learned (default [serving.router] policy).")
 @click.option("--policy-path", type=click.Path(path_type=Path, dir_okay=False), default=None,
@@ -91,6 +91,7 @@ def eval_(config: Config, data_path: Path, policy_name: str | None, policy_path:
     report = evaluate(policy, read_rows(data_path), registry,
                       max_escalations=config.serving.escalation.max_escalations)
     click.echo(f"{data_path}: {report.rows} rows, policy {policy_name or router.policy}")
+    click.echo(_provenance(data_path))
     click.echo(report.format())
     if gate is not None:
         failing = report.failing_tiers(gate)
@@ -98,6 +99,14 @@ def eval_(config: Config, data_path: Path, policy_name: str | None, policy_path:
             click.echo(f"quality gate FAILED: adequacy under {gate:.0%} on {', '.join(failing)}", err=True)
             sys.exit(1)
         click.echo(f"quality gate passed: every tier at least {gate:.0%} adequate")
+
+
+def _provenance(path: Path) -> str:
+    """Say how the rows' labels were made: a shipped file's sidecar ``<name>.about`` tells."""
+    about = path.with_name(path.stem + ".about")
+    if about.exists():
+        return "labels: " + about.read_text(encoding="utf-8").strip()
+    return "labels: as given in the file (their provenance is unknown to costline)"
 
 
 @route.command("show")

@@ -204,6 +204,9 @@ def test_route_train_and_eval_commands(tmp_path: Path) -> None:
     assert "budget" in result.output and "quality gate passed" in result.output
     result = runner.invoke(cli, ["route", "eval", "--gate", "0.95"])
     assert result.exit_code == 1 and "quality gate FAILED" in result.output
+    assert "route_eval_judged.jsonl" in result.output and "labels: judged" in result.output
+    result = runner.invoke(cli, ["route", "eval", "--data", str(DATA / "route_eval.jsonl")])
+    assert result.exit_code == 0 and "labels: oracle-labelled by the stand-in's own rules" in result.output
     result = runner.invoke(cli, ["route", "show", "How do I reset my password?", "--task-type", "faq"])
     assert result.exit_code == 0 and result.output.startswith("budget (claude-haiku-4-5)")
 
