@@ -54,6 +54,7 @@ def validate_loop_config(config: "Config") -> None:
     checks = [("min_labels", loop.min_labels >= 1, "at least 1"),
               ("min_per_tier", loop.min_per_tier >= 1, "at least 1"),
               ("eval_days", loop.eval_days > 0, "above 0"),
+              ("train_days", loop.train_days > 0, "above 0"),
               ("gate", 0.0 < loop.gate <= 1.0, "in (0, 1]"),
               ("min_moved", loop.min_moved >= 1, "at least 1"),
               ("judge_limit", loop.judge_limit >= 0, "0 or more"),

@@ -85,6 +85,8 @@ class RouteLoopConfig:
     min_per_tier: int = 20
     #: The held-out slice `costline route eval --candidate` replays: the last this-many days.
     eval_days: float = 1.0
+    #: The nightly retraining learns from this many days of labels before the held-out slice.
+    train_days: float = 14.0
     #: A cheap tier may take requests from a dearer one only when the Wilson lower bound (95 %)
     #: of the moved requests' adequacy reaches this...
     gate: float = 0.9

@@ -206,4 +206,24 @@ def test_shadow_labels_train_gate_promote_and_roll_back(kafka_config: Config, tm
         assert sorted(a for a, _ in events) == ["promote", "promote", "rollback"]
         assert ("rollback", first_sha) in events
 
+        # 4. The opt-in nightly step: nothing while the tier-match rate holds...
+        toml.write_text(toml.read_text().replace("judge_limit = 300", "judge_limit = 300\nnightly = true\ntrain_days = 1"))
+        config = load_config(toml, env={}).replace(kafka=kafka_config.kafka, processor=kafka_config.processor)
+        runners = default_runners(client=client, now=lambda: night["at"])
+        outs = nightly(config, until=END, runners=runners, jobs=("shadow",), now=lambda: night["at"])
+        (quiet,) = [o for o in outs if o.job == "route-retrain"]
+        assert quiet.status == "skipped" and "holds on every tier" in quiet.error
+        # ...and once routing_tier_match_drop holds (upper matches frontier about half the time; the
+        # rule needs 50 shadowed requests here), a candidate trained on day 1, gated on day 2, not promoted.
+        toml.write_text(toml.read_text() + "\n[alerts.routing_tier_match_drop]\nmin_n = 50\n")
+        config = load_config(toml, env={}).replace(kafka=kafka_config.kafka, processor=kafka_config.processor)
+        outs = nightly(config, until=END, runners=runners, jobs=("shadow",), now=lambda: night["at"])
+        (retrain,) = [o for o in outs if o.job == "route-retrain"]
+        assert retrain.status == "succeeded", retrain.error
+        assert retrain.result_id.startswith("tier-match drop on upper: candidate") and "gate" in retrain.result_id
+        nightly_cand = read_manifest(tmp_path / "policy" / "route.candidate.npz")
+        assert nightly_cand["trigger"] == ["upper"] and nightly_cand["eval"]["incumbent"] == str(target)
+        assert nightly_cand["training"]["window"] == ["2026-11-01T00:00:00", "2026-11-02T00:00:00"]
+        assert file_sha256(target) == first_sha  # promotion stays a human decision
+
 
