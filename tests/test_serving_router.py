@@ -35,7 +35,9 @@ def train_rows() -> list[LabelledQuery]:
 
 @pytest.fixture(scope="module")
 def eval_rows() -> list[LabelledQuery]:
-    return read_rows(DATA / "route_eval.jsonl")
+    """Held-out rows labelled by judging the stand-in's answers (not by the rules the training rows
+    were labelled with): adequacy here is a judgement, see tests/test_route_judged_set.py."""
+    return read_rows(DATA / "route_eval_judged.jsonl")
 
 
 @pytest.fixture(scope="module")
