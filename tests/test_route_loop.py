@@ -186,9 +186,14 @@ def test_shadow_labels_train_gate_promote_and_roll_back(kafka_config: Config, tm
         assert code == 0, text
         code, text = _cli(toml, "route", "eval", "--candidate", str(cand2), "--since", "2026-11-02",
                           "--until", "2026-11-03")
-        assert read_manifest(cand2)["eval"]["incumbent"] == str(target)
-        code, text = _cli(toml, "route", "promote", str(cand2), *([] if code == 0 else ["--force"]))
+        ev2 = read_manifest(cand2)["eval"]
+        assert ev2["incumbent"] == str(target) and code == (0 if ev2["passed"] else 1)
+        if not ev2["passed"]:  # refused; a human may still overrule the gate, and that is recorded
+            code, text = _cli(toml, "route", "promote", str(cand2))
+            assert code == 2 and "FAILED the gate" in text
+        code, text = _cli(toml, "route", "promote", str(cand2), *([] if ev2["passed"] else ["--force"]))
         assert code == 0, text
+        assert ("forced past" in text) == (not ev2["passed"])
         assert file_sha256(target) == file_sha256(cand2) != first_sha
         assert read_manifest(target)["parent"]["sha256"] == first_sha
 
