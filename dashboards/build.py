@@ -17,20 +17,20 @@ import json
 import math
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from costline.config import Config
-from costline.dashboards.charts import CHARTS, Chart, chart_sql
+from costline.dashboards.charts import CHARTS, Chart, chart_sql, marks_sql
 from costline.dashboards.errors import ChartSqlError, DashboardError
 
 if TYPE_CHECKING:  # pragma: no cover
     import duckdb
 
-__all__ = ["ChartData", "query_chart", "query_charts", "render_html", "build_dashboard", "build_page",
+__all__ = ["ChartData", "query_chart", "query_charts", "query_marks", "render_html", "build_dashboard", "build_page",
            "STATUS_OK", "STATUS_EMPTY", "STATUS_MISSING", "STATUS_ERROR"]
 
 STATUS_OK = "ok"
@@ -116,6 +116,21 @@ def query_charts(con: "duckdb.DuckDBPyConnection", config: Config,
     return [query_chart(con, chart, config) for chart in charts]
 
 
+def query_marks(con: "duckdb.DuckDBPyConnection", charts: Sequence[Chart] = CHARTS) -> dict[str, list[dict[str, Any]]]:
+    """Rows of the marks the charts name (``options["marks"]``); none when their view is missing."""
+    import duckdb
+
+    out: dict[str, list[dict[str, Any]]] = {}
+    for name in dict.fromkeys(c.options.get("marks") for c in charts if c.options.get("marks")):
+        try:
+            cur = con.execute(marks_sql(name))
+            cols = [d[0] for d in cur.description or ()]
+            out[name] = [{c: _cell(v) for c, v in zip(cols, row)} for row in cur.fetchall()]
+        except duckdb.Error:
+            out[name] = []
+    return out
+
+
 def _asset(name: str) -> str:
     return resources.files("costline.dashboards").joinpath(name).read_text(encoding="utf-8")
 
@@ -160,12 +175,14 @@ def render_html(
     lake: str,
     title: str = "costline",
     refresh_s: float | None = None,
+    marks: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
 ) -> str:
     """The whole page as one string (Plotly, dashboard.js, CSS and data inlined)."""
     payload = {
         "built_at": built_at.replace(tzinfo=None).isoformat(timespec="seconds"),
         "lake": lake,
         "refresh_s": refresh_s,
+        "marks": {k: [dict(r) for r in v] for k, v in (marks or {}).items()},
         "charts": [
             {"name": r.chart.name, "title": r.chart.title, "kind": r.chart.kind, "x": r.chart.x,
              "options": r.chart.options, "status": r.status, "message": r.message,
@@ -199,11 +216,12 @@ def build_page(config: Config, *, con: "duckdb.DuckDBPyConnection | None" = None
     connection = open_lake(config) if con is None else con
     try:
         results = query_charts(connection, config)
+        marks = query_marks(connection)
     finally:
         if own:
             connection.close()
     return render_html(results, built_at=now(), lake=str(Path(config.lake.path).resolve()),
-                       title=config.dashboard.title, refresh_s=refresh_s)
+                       title=config.dashboard.title, refresh_s=refresh_s, marks=marks)
 
 
 def build_dashboard(config: Config, out: Path | str | None = None, *,

@@ -22,7 +22,18 @@ from costline import contract
 from costline.config import Config, ModelPrice
 from costline.dashboards.errors import ChartSqlError
 
-__all__ = ["Chart", "CHARTS", "chart_by_name", "chart_sql", "raw_sql", "sql_params", "KINDS"]
+__all__ = ["Chart", "CHARTS", "chart_by_name", "chart_sql", "raw_sql", "sql_params", "KINDS", "MARKS", "marks_sql"]
+
+#: Events a ``lines`` chart can mark with vertical lines (``options["marks"]``): name → ``<name>.sql``,
+#: returning ``ts`` and ``action`` (and anything else, shown on hover).
+MARKS = ("route_promotions",)
+
+
+def marks_sql(name: str) -> str:
+    """The SQL of the marks ``name`` (one of :data:`MARKS`)."""
+    if name not in MARKS:
+        raise ChartSqlError(f"no marks {name!r}: known are {', '.join(MARKS)}")
+    return resources.files("costline.dashboards").joinpath(f"{name}.sql").read_text(encoding="utf-8").strip() + "\n"
 
 #: Renderers the page knows (see dashboard.js).
 KINDS = ("lines", "band", "stacked_bar", "waterfall", "table")
@@ -62,7 +73,7 @@ CHARTS: tuple[Chart, ...] = (
         "GPU hosting included; log scale).",
         "lines", x="day", columns=("day", "tier", "cost_per_success", "successes"),
         options={"y": ["cost_per_success"], "series": "tier", "y_title": "USD per success",
-                 "y_format": "$.4f", "log_y": True},
+                 "y_format": "$.4f", "log_y": True, "marks": "route_promotions"},
     ),
     Chart(
         "cache_hit_rate", "Cache hit rate per tenant, with its 7-day average and alert band",
@@ -92,7 +103,8 @@ CHARTS: tuple[Chart, ...] = (
         "Nightly shadow routing: the share of sampled requests whose routed tier's answer was adequate; "
         "a falling rate means the router needs retraining.",
         "lines", x="finished_at", columns=("finished_at", "tier", "tier_match_rate", "n"),
-        options={"y": ["tier_match_rate"], "series": "tier", "y_title": "tier-match rate", "y_format": ".0%"},
+        options={"y": ["tier_match_rate"], "series": "tier", "y_title": "tier-match rate", "y_format": ".0%",
+                 "marks": "route_promotions"},
         source="the nightly shadow-routing job (shadow_runs)",
     ),
     Chart(

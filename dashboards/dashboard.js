@@ -72,7 +72,19 @@
         });
       });
     });
-    plot(div, traces, merge(BASE_LAYOUT, { yaxis: yaxis(o), xaxis: { type: "date", automargin: true } }));
+    var marks = ((DATA.marks || {})[o.marks] || []).filter(function (m) { return inRange(m.ts); });
+    plot(div, traces, merge(BASE_LAYOUT, {
+      yaxis: yaxis(o), xaxis: { type: "date", automargin: true },
+      // Policy promotions / rollbacks: a dotted vertical line each, labelled with the action.
+      shapes: marks.map(function (m) {
+        return { type: "line", xref: "x", yref: "paper", x0: m.ts, x1: m.ts, y0: 0, y1: 1,
+                 line: { color: m.action === "rollback" ? "#c0392b" : "#7f8c8d", dash: "dot", width: 1 } };
+      }),
+      annotations: marks.map(function (m) {
+        return { x: m.ts, xref: "x", y: 1, yref: "paper", yanchor: "bottom", showarrow: false,
+                 text: m.action === "rollback" ? "rollback" : "promote", font: { size: 10, color: "#555" } };
+      })
+    }));
     return n;
   };
 

@@ -9,6 +9,9 @@
   (the drift and shadow runs resume from their checkpoints: nothing is paid twice).
 * :class:`NightlyService` — runs :func:`nightly` at the ``[jobs] schedule`` times (UTC), catching
   up on a scheduled time it missed; ``costline jobs serve``.
+* opt-in (``[serving.router.loop] nightly``): after the shadow job, ``route-retrain`` trains a
+  routing candidate on the latest labels and gates it against the policy in service when the
+  ``routing_tier_match_drop`` condition holds (:mod:`costline.serving.route_loop`).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from costline.jobs.errors import JobBusyError, JobsError, NoDataError
 from costline.jobs.store import JobStore, utc_naive
 
 __all__ = ["JOBS", "JobLock", "JobOutcome", "Runner", "run_job", "nightly", "default_runners", "NightlyService",
-           "parse_schedule"]
+           "parse_schedule", "ROUTE_RETRAIN", "route_retrain_runner"]
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +112,34 @@ def default_runners(*, client: Any = None, student: Any = None, embedder: Any = 
         r = run_cost_report(config, since=since, until=until)
         return r.report_id, len(r.stages), 0.0
 
-    return {"drift": drift, "shadow": shadow, "cost-report": cost}
+    return {"drift": drift, "shadow": shadow, "cost-report": cost,
+            ROUTE_RETRAIN: route_retrain_runner(client=client, embedder=embedder, now=now)}
+
+
+#: The opt-in routing step of the nightly run (not one of :data:`JOBS`).
+ROUTE_RETRAIN = "route-retrain"
+
+
+def route_retrain_runner(*, client: Any = None, embedder: Any = None,
+                         now: Callable[[], datetime] | None = None) -> Runner:
+    """Retrain and gate a routing candidate when ``routing_tier_match_drop`` holds (else: no data)."""
+
+    def run(config: Config, since: datetime, until: datetime) -> tuple[str, int, float]:
+        from costline.serving.route_labels import NotEnoughLabelsError
+        from costline.serving.route_loop import retrain_candidate, tier_match_breaches
+
+        breaches = tier_match_breaches(config, until)
+        if not breaches:
+            raise NoDataError("the tier-match rate holds on every tier: no routing candidate trained")
+        try:
+            r = retrain_candidate(config, until=until, client=client, embedder=embedder, breaches=breaches,
+                                  **({} if now is None else {"now": now}))
+        except NotEnoughLabelsError as exc:
+            raise NoDataError(str(exc)) from None
+        log.warning("routing: %s", r.summary())
+        return r.summary(), r.labels, r.cost_usd
+
+    return run
 
 
 def _record(store: JobStore, o: JobOutcome, *, started: datetime, finished: datetime | None, seq: int,
@@ -228,6 +258,9 @@ def nightly(
             out.append(run_job(config, job, since=since, until=wuntil, runner=runners[job], now=now))
     for job in jobs:
         out.append(run_job(config, job, since=start, until=end, runner=runners[job], now=now))
+    if config.serving.router.loop.nightly and "shadow" in jobs:
+        runner = runners.get(ROUTE_RETRAIN) or route_retrain_runner()
+        out.append(run_job(config, ROUTE_RETRAIN, since=start, until=end, runner=runner, now=now))
     if notify:
         try:
             from costline.alerts import evaluate_job_rules

@@ -9,6 +9,7 @@ Layout::
     <lake>/jobs/cost_reports/<report_id>.parquet  one row per stage of a cost report
     <lake>/jobs/cost_report_days/<report_id>.parquet   per day and stage
     <lake>/jobs/job_runs/<run_id>.<n>.parquet     each state change of a run (the view keeps the last)
+    <lake>/jobs/route_promotions/<event>.parquet  routing policy promotions and rollbacks (costline route)
     <lake>/jobs/<table>/_empty.parquet            zero-row schema file: the views work before any run
     <lake>/jobs/checkpoints/<run_id>.sqlite       resumable teacher answers of a run
     <lake>/jobs/locks/<job>.lock                  one run of a job at a time
@@ -85,6 +86,11 @@ JOB_SCHEMAS: Final[Mapping[str, pa.Schema]] = {
         ("report_id", pa.string()), ("generated_at", _TS), ("day", pa.date32()), ("step", pa.int64()),
         ("stage", pa.string()), ("cost_usd", pa.float64()),
     ]),
+    "route_promotions": pa.schema([
+        ("event_id", pa.string()), ("ts", _TS), ("action", pa.string()), ("policy_path", pa.string()),
+        ("policy_sha256", pa.string()), ("parent_sha256", pa.string()), ("passed", pa.bool_()),
+        ("note", pa.string()),
+    ]),
     "job_runs": pa.schema([
         ("run_id", pa.string()), ("job", pa.string()), ("window_since", _TS), ("window_until", _TS),
         ("started_at", _TS), ("finished_at", _TS), ("status", pa.string()), ("rows", pa.int64()),
@@ -95,7 +101,7 @@ JOB_SCHEMAS: Final[Mapping[str, pa.Schema]] = {
 
 #: The views :func:`jobs_views_sql` creates.
 JOB_VIEWS: Final = ("eval_runs", "eval_items", "shadow_runs", "shadow_items", "cost_reports", "cost_report",
-                    "cost_report_days", "job_runs")
+                    "cost_report_days", "job_runs", "route_promotions")
 
 _EMPTY: Final = "_empty.parquet"
 

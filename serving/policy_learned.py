@@ -46,6 +46,16 @@ __all__ = [
 _FORMAT = "costline-route-policy/1"
 
 
+class _NoEncode:
+    """Stands in for the featurizer when the embeddings are given (so it is never loaded)."""
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:  # pragma: no cover - never called
+        raise AssertionError("embeddings were given")
+
+
+_NO_ENCODE = _NoEncode()
+
+
 class Featurizer(Protocol):
     def encode(self, texts: Sequence[str]) -> np.ndarray: ...
 
@@ -134,8 +144,9 @@ def read_rows(path: str | Path) -> list[LabelledQuery]:
 
 
 def _features(featurizer: Featurizer, queries: Sequence[str], task_types: Sequence[str],
-              vocab: Sequence[str]) -> np.ndarray:
-    emb = np.asarray(featurizer.encode(list(queries)), dtype=np.float32)
+              vocab: Sequence[str], embeddings: np.ndarray | None = None) -> np.ndarray:
+    emb = (np.asarray(featurizer.encode(list(queries)), dtype=np.float32) if embeddings is None
+           else np.asarray(embeddings, dtype=np.float32).reshape(len(queries), -1))
     onehot = np.zeros((len(queries), len(vocab)), dtype=np.float32)
     index = {t: i for i, t in enumerate(vocab)}
     for i, t in enumerate(task_types):
@@ -181,9 +192,14 @@ class LearnedPolicy:
         return self._featurizer
 
     # -- prediction ------------------------------------------------------------------------
-    def probabilities(self, queries: Sequence[str], task_types: Sequence[str | None]) -> np.ndarray:
-        """P(cheapest adequate tier = c) per row, columns in ``self.classes`` order."""
-        x = _features(self.featurizer, queries, [t or "" for t in task_types], self.task_types)
+    def probabilities(self, queries: Sequence[str], task_types: Sequence[str | None],
+                      embeddings: np.ndarray | None = None) -> np.ndarray:
+        """P(cheapest adequate tier = c) per row, columns in ``self.classes`` order.
+
+        ``embeddings``: the queries' vectors from this policy's featurizer, when already computed.
+        """
+        x = _features(self.featurizer if embeddings is None else _NO_ENCODE, queries,
+                      [t or "" for t in task_types], self.task_types, embeddings)
         z = x @ self.coef.T + self.intercept
         if z.shape[1] == 1:  # binary: sklearn keeps one column for the second class
             p1 = 1.0 / (1.0 + np.exp(-z[:, 0]))
@@ -202,8 +218,18 @@ class LearnedPolicy:
                 return Decision(tier, round(min(cumulative, 1.0), 4), f"P(adequate) {cumulative:.2f}")
         return Decision(contract.API_TIERS[-1], 1.0, "no tier reached min_adequacy")
 
-    def route(self, query: str, task_type: str | None) -> Decision:
-        return self.decide(self.probabilities([query], [task_type])[0])
+    def route(self, query: str, task_type: str | None, *, embedding: np.ndarray | None = None) -> Decision:
+        """Route one query; ``embedding``: its MiniLM vector if the semantic cache already computed it
+        (used when this policy's featurizer is ``minilm`` and the size matches; else it embeds)."""
+        emb = self._usable(embedding)
+        return self.decide(self.probabilities([query], [task_type], None if emb is None else emb[None, :])[0])
+
+    def _usable(self, embedding: np.ndarray | None) -> np.ndarray | None:
+        if embedding is None or self.featurizer_name != "minilm":
+            return None
+        vec = np.asarray(embedding, dtype=np.float32).reshape(-1)
+        dim = self.coef.shape[1] - len(self.task_types) - 1
+        return vec if vec.shape[0] == dim else None
 
     def route_many(self, queries: Sequence[str], task_types: Sequence[str | None]) -> list[Decision]:
         """Route a batch at once (one embedding call)."""

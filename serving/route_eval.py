@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from costline import contract
 from costline.serving.policy_learned import LabelledQuery
 from costline.serving.registry import ModelRegistry
 from costline.serving.router import Decision, RoutingPolicy
 
-__all__ = ["TierStats", "EvalReport", "evaluate"]
+__all__ = ["TierStats", "EvalReport", "evaluate", "judged_rows"]
 
 
 @dataclass
@@ -122,3 +123,45 @@ def evaluate(policy: RoutingPolicy, rows: Sequence[LabelledQuery], registry: Mod
         stats.failed_after_escalation += 0 if resolved else 1
     report.tiers = {k: v for k, v in report.tiers.items() if v.routed}
     return report
+
+
+def judged_rows(
+    rows: Sequence[LabelledQuery],
+    *,
+    client: Any,
+    config: Any,
+    checkpoint: Any,
+) -> list[LabelledQuery]:
+    """Relabel ``rows`` by an adequacy judgement instead of a rule: every API tier answers each query
+    (``client``: an ``anthropic.Anthropic``), each answer is scored against the frontier's with the
+    drift job's metric for the row's task type (:mod:`costline.jobs.scoring`), and the label is the
+    cheapest tier whose score reaches ``[jobs.shadow] match_threshold`` (frontier when none does).
+    Token counts are the frontier answer's. ``checkpoint``: a path for the answers (resumable).
+    """
+    from costline.jobs.drift import teacher_model
+    from costline.jobs.scoring import ScoreRequest, Scorer, metric_for
+    from costline.jobs.teacher import AnswerRequest, Checkpoint, Regenerator
+    from costline.pricing import PricingTable
+
+    dcfg, tcfg = config.jobs.drift, config.jobs.teacher
+    tiers = list(contract.API_TIERS)
+    asks = [[AnswerRequest.of(f"row{i}", teacher_model(config, t), r.query, max_tokens=tcfg.max_tokens,
+                              purpose=f"route-eval-{t}") for t in tiers] for i, r in enumerate(rows)]
+    with Checkpoint(checkpoint) as ckpt:
+        res = Regenerator(client, ckpt, pricing=PricingTable(config.pricing), concurrency=tcfg.concurrency,
+                          max_error_rate=0.0).run([a for per in asks for a in per])
+    items = []
+    for r, per in zip(rows, asks):
+        ref = res.answers[per[-1].key].text
+        metric = metric_for(None, r.task_type, dcfg.metrics, dcfg.default_metric)
+        metric = "exact" if metric == "judge" else metric
+        items += [ScoreRequest(a.request_id, metric, r.query, res.answers[a.key].text, ref) for a in per[:-1]]
+    scores = iter(Scorer(answer_pattern=dcfg.answer_pattern).score(items))
+    out = []
+    threshold = config.jobs.shadow.match_threshold
+    for r, per in zip(rows, asks):
+        ok = [next(scores)[0] >= threshold for _ in per[:-1]]
+        label = next((t for t, good in zip(tiers, ok) if good), tiers[-1])
+        ref = res.answers[per[-1].key]
+        out.append(LabelledQuery(r.query, r.task_type, label, ref.input_tokens, ref.output_tokens))
+    return out

@@ -1,6 +1,8 @@
 """Routing: pick the cheapest tier that should pass the quality bar.
 
-A policy is anything with ``route(query, task_type) -> Decision``. Two ship:
+A policy is anything with ``route(query, task_type) -> Decision``; it may take an optional
+``embedding=`` (the query's MiniLM vector when the semantic cache already computed it, so a
+request is never embedded twice). Two ship:
 
 * ``"rules"`` — :class:`RulePolicy`, the article's heuristic (``[serving.router.rules]``):
   task types the student is gated for → student; classification or a query under 200
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from costline import contract
 from costline.serving.errors import RoutingError
@@ -43,6 +45,18 @@ class RoutingPolicy(Protocol):
     def route(self, query: str, task_type: str | None) -> Decision: ...
 
 
+def _route(policy: RoutingPolicy, query: str, task_type: str | None, embedding: Any) -> Decision:
+    """``policy.route`` with the embedding when there is one (policies without the keyword still work)."""
+    if embedding is None:
+        return policy.route(query, task_type)
+    try:
+        return policy.route(query, task_type, embedding=embedding)  # type: ignore[call-arg]
+    except TypeError as exc:
+        if "embedding" not in str(exc):
+            raise
+        return policy.route(query, task_type)
+
+
 class RulePolicy:
     """The article's heuristic ``route_model``, with its thresholds and lists from config."""
 
@@ -54,7 +68,7 @@ class RulePolicy:
                                f"use one of {', '.join(tiers)}")
         self._keywords = tuple(k.lower() for k in self.rules.mid_keywords)
 
-    def route(self, query: str, task_type: str | None) -> Decision:
+    def route(self, query: str, task_type: str | None, *, embedding: Any = None) -> Decision:
         r = self.rules
         if task_type and task_type in r.student_task_types:
             return Decision(contract.TIER_STUDENT, 1.0, f"student gated for {task_type}")
@@ -110,10 +124,10 @@ class StudentGate:
         self.inner = inner
         self.task_types = frozenset(task_types)
 
-    def route(self, query: str, task_type: str | None) -> Decision:
+    def route(self, query: str, task_type: str | None, *, embedding: Any = None) -> Decision:
         if task_type and task_type in self.task_types:
             return Decision(contract.TIER_STUDENT, 1.0, f"student gated for {task_type}")
-        return self.inner.route(query, task_type)
+        return _route(self.inner, query, task_type, embedding)
 
 
 class Router:
@@ -123,8 +137,9 @@ class Router:
         self.policy = policy
         self.registry = registry
 
-    def route(self, query: str, task_type: str | None = None) -> Decision:
-        decision = self.policy.route(query, task_type)
+    def route(self, query: str, task_type: str | None = None, *, embedding: Any = None) -> Decision:
+        """The policy's decision; ``embedding``: the query's vector if the cache already has it."""
+        decision = _route(self.policy, query, task_type, embedding)
         if decision.tier not in self.registry:
             raise RoutingError(f"the routing policy chose tier {decision.tier!r}, which the registry lacks "
                                f"(have: {', '.join(self.registry.names)})")

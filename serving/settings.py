@@ -14,6 +14,7 @@ __all__ = [
     "CacheConfig",
     # routing, backends, gateway, stand-ins
     "RouteRulesConfig",
+    "RouteLoopConfig",
     "RouterConfig",
     "EscalationConfig",
     "BackendsConfig",
@@ -79,6 +80,34 @@ class RouteRulesConfig:
 
 
 @dataclass(frozen=True)
+class RouteLoopConfig:
+    """``[serving.router.loop]``: retrain from the shadow job's labels, gate, promote (docs/serving.md)."""
+
+    #: `costline route train --from-lake` refuses with fewer usable labels than this...
+    min_labels: int = 200
+    #: ...or with fewer than this many on each of at least two tiers.
+    min_per_tier: int = 20
+    #: The held-out slice `costline route eval --candidate` replays: the last this-many days.
+    eval_days: float = 1.0
+    #: The nightly retraining learns from this many days of labels before the held-out slice.
+    train_days: float = 14.0
+    #: A cheap tier may take requests from a dearer one only when the Wilson lower bound (95 %)
+    #: of the moved requests' adequacy reaches this...
+    gate: float = 0.9
+    #: ...or, when it takes fewer than this many, when their adequacy itself reaches it.
+    min_moved: int = 20
+    #: Moved requests without a shadow label are judged (cheap tier vs the tier that served them),
+    #: at most this many per evaluation; 0 = never call a model, unlabelled moves fail the gate.
+    judge_limit: int = 400
+    #: The nightly run trains a candidate and evaluates it when `routing_tier_match_drop` holds.
+    nightly: bool = False
+    #: ...and promotes it when it passes the gate (otherwise promotion is a human decision).
+    auto_promote: bool = False
+    #: Earlier policies kept next to policy_path for `costline route rollback`.
+    keep: int = 5
+
+
+@dataclass(frozen=True)
 class RouterConfig:
     """``[serving.router]``: which routing policy picks a request's first tier."""
 
@@ -91,6 +120,7 @@ class RouterConfig:
     #: Learned policy: the cheapest tier whose predicted chance of being adequate is at least this.
     min_adequacy: float = 0.7
     rules: RouteRulesConfig = field(default_factory=RouteRulesConfig)
+    loop: RouteLoopConfig = field(default_factory=RouteLoopConfig)
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,9 @@ def train_rows() -> list[LabelledQuery]:
 
 @pytest.fixture(scope="module")
 def eval_rows() -> list[LabelledQuery]:
-    return read_rows(DATA / "route_eval.jsonl")
+    """Held-out rows labelled by judging the stand-in's answers (not by the rules the training rows
+    were labelled with): adequacy here is a judgement, see tests/test_route_judged_set.py."""
+    return read_rows(DATA / "route_eval_judged.jsonl")
 
 
 @pytest.fixture(scope="module")
@@ -204,6 +206,9 @@ def test_route_train_and_eval_commands(tmp_path: Path) -> None:
     assert "budget" in result.output and "quality gate passed" in result.output
     result = runner.invoke(cli, ["route", "eval", "--gate", "0.95"])
     assert result.exit_code == 1 and "quality gate FAILED" in result.output
+    assert "route_eval_judged.jsonl" in result.output and "labels: judged" in result.output
+    result = runner.invoke(cli, ["route", "eval", "--data", str(DATA / "route_eval.jsonl")])
+    assert result.exit_code == 0 and "labels: oracle-labelled by the stand-in's own rules" in result.output
     result = runner.invoke(cli, ["route", "show", "How do I reset my password?", "--task-type", "faq"])
     assert result.exit_code == 0 and result.output.startswith("budget (claude-haiku-4-5)")
 
@@ -213,3 +218,30 @@ def test_bad_rows_name_the_line(tmp_path: Path) -> None:
     bad.write_text('{"query": "q", "task_type": "faq", "tier": "budget"}\n{"query": "q", "tier": "gold"}\n')
     with pytest.raises(RoutingError, match=r"rows.jsonl:2: bad row"):
         read_rows(bad)
+
+
+def test_a_given_embedding_is_used_instead_of_embedding_the_query_again(train_rows, registry) -> None:
+    class Counting(HashingFeaturizer):
+        calls = 0
+
+        def encode(self, texts):
+            Counting.calls += len(texts)
+            return super().encode(texts)
+
+    feat = Counting()
+    policy = train_policy(train_rows[::4], featurizer_name="minilm", featurizer=feat, min_adequacy=0.9)
+    queries = [("How do I reset my password?", "faq"), ("Design a novel onboarding flow for renewal.", "creative"),
+               ("Write a python function that parses the invoice and handles empty input.", "coding")]
+    vecs = HashingFeaturizer().encode([q for q, _ in queries])
+    before = Counting.calls
+    given = [Router(StudentGate(policy, ()), registry).route(q, t, embedding=v) for (q, t), v in zip(queries, vecs)]
+    assert Counting.calls == before  # the featurizer was not asked again
+    assert given == [policy.route(q, t) for q, t in queries] and Counting.calls == before + 3
+    # A vector of another size (not this policy's featurizer) is ignored: the query is embedded.
+    assert policy.route(queries[0][0], "faq", embedding=vecs[0][:10]) == given[0] and Counting.calls == before + 4
+
+    class Legacy:  # a policy written before the keyword existed still routes
+        def route(self, query, task_type):
+            return RulePolicy().route(query, task_type)
+
+    assert Router(Legacy(), registry).route("How do I reset my password?", "faq", embedding=vecs[0]).tier == "budget"

@@ -1,0 +1,299 @@
+"""Routing labels from production: the shadow job's verdicts and the escalations, read from the lake.
+
+What a request tells about its *cheapest adequate tier* (the learned policy's label; tiers
+ordered budget < mid < upper < frontier, and a tier that is adequate is assumed adequate
+on every tier above it):
+
+* a ``shadow_items`` row ``(tier t, match)`` — the nightly shadow job re-ran the request on
+  ``t + 1`` and scored ``t``'s answer against it: ``match`` → ``t`` is adequate (the
+  cheapest adequate tier is ``t`` or cheaper); no match → ``t`` is not (it is above ``t``);
+* an escalation — every tier whose answer the application rejected (validator or low
+  confidence; API errors say nothing about quality) is inadequate.
+
+Each request therefore yields an interval ``[lo, hi]``: ``lo`` is the tier above the
+dearest one shown inadequate (budget when none was), ``hi`` the cheapest one shown adequate
+(unknown when none was). The label is **exact** when ``lo == hi`` (e.g. budget failed and
+mid matched upper); otherwise it is **censored**: with only one pair compared, a match
+says "``hi`` or cheaper" and a miss "above ``t``". Training uses ``hi`` when it is known
+(never labels a request cheaper than any evidence allows) and ``lo`` otherwise; the
+candidate-vs-incumbent gate (:mod:`costline.serving.route_gate`) judges a policy's choice
+against the whole interval and asks for more evidence where the interval cannot say.
+Contradicting evidence (a tier shown adequate below one shown inadequate) drops the request.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from costline import contract
+from costline.serving.errors import RoutingError
+from costline.serving.policy_learned import LabelledQuery
+
+if TYPE_CHECKING:  # pragma: no cover
+    from costline.config import Config
+
+__all__ = ["LakeLabel", "LabelSet", "NotEnoughLabelsError", "labels_from_lake", "shadow_per_night", "LABELS_SQL"]
+
+_ORDER = {t: i for i, t in enumerate(contract.API_TIERS)}
+
+
+class NotEnoughLabelsError(RoutingError):
+    """The lake holds too few routing labels to train on (the message says how many more are needed)."""
+
+
+def _judged(tier: str) -> str:
+    """The API tier a choice is judged as (the student as budget, as the eval does)."""
+    return contract.TIER_BUDGET if tier == contract.TIER_STUDENT else tier
+
+
+@dataclass(frozen=True, slots=True)
+class LakeLabel:
+    """One request's evidence: the cheapest adequate tier lies in ``[lo, hi]`` (``hi`` None: unknown)."""
+
+    request_id: str
+    ts: datetime
+    query: str
+    task_type: str
+    subtype: str | None
+    #: The tier that served the request and the one the policy in service chose first.
+    served_tier: str | None
+    routed_tier: str | None
+    lo: str
+    hi: str | None
+    #: Where the evidence came from: "shadow", "escalation" or both.
+    source: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+    #: The captured conversation (GenAI messages JSON), for judging the request again.
+    messages_doc: str | None = None
+
+    @property
+    def labelled(self) -> bool:
+        return self.hi is not None or self.lo != contract.API_TIERS[0]
+
+    @property
+    def exact(self) -> bool:
+        return self.hi == self.lo
+
+    @property
+    def tier(self) -> str:
+        """The training label: ``hi`` when some tier was shown adequate, else ``lo``."""
+        return self.hi if self.hi is not None else self.lo
+
+    def adequate(self, tier: str) -> bool | None:
+        """Whether ``tier`` answers this request adequately: True, False, or None (the labels cannot say)."""
+        t = _ORDER[_judged(tier)]
+        if self.hi is not None and t >= _ORDER[self.hi]:
+            return True
+        if t < _ORDER[self.lo]:
+            return False
+        return None
+
+    def row(self) -> LabelledQuery:
+        return LabelledQuery(self.query, self.task_type, self.tier, self.input_tokens, self.output_tokens)
+
+
+@dataclass
+class LabelSet:
+    """The labels of ``[since, until)`` and what was left out."""
+
+    since: datetime
+    until: datetime
+    labels: list[LakeLabel] = field(default_factory=list)
+    #: Requests whose evidence contradicts itself, and labelled requests without captured content.
+    conflicting: int = 0
+    no_query: int = 0
+    #: Labelled requests left out because an earlier training run used them.
+    excluded: int = 0
+
+    @property
+    def request_ids(self) -> list[str]:
+        return [lb.request_id for lb in self.labels]
+
+    def rows(self) -> list[LabelledQuery]:
+        return [lb.row() for lb in self.labels]
+
+    def counts(self) -> dict[str, int]:
+        """Training labels per tier (API tier order)."""
+        c = Counter(lb.tier for lb in self.labels)
+        return {t: c[t] for t in contract.API_TIERS if c[t]}
+
+    def counts_by_task(self) -> dict[str, dict[str, int]]:
+        out: dict[str, Counter[str]] = {}
+        for lb in self.labels:
+            out.setdefault(lb.task_type or "(none)", Counter())[lb.tier] += 1
+        return {k: {t: v[t] for t in contract.API_TIERS if v[t]} for k, v in sorted(out.items())}
+
+    def summary(self) -> dict[str, Any]:
+        return {"since": self.since.isoformat(), "until": self.until.isoformat(), "labels": len(self.labels),
+                "exact": sum(lb.exact for lb in self.labels),
+                "censored": sum(not lb.exact for lb in self.labels),
+                "from_escalations": sum("escalation" in lb.source for lb in self.labels),
+                "per_tier": self.counts(), "per_task_type": self.counts_by_task(),
+                "conflicting": self.conflicting, "no_query": self.no_query, "excluded": self.excluded}
+
+    def format(self) -> str:
+        s = self.summary()
+        lines = [f"{s['labels']} labels from {self.since:%Y-%m-%d %H:%M} to {self.until:%Y-%m-%d %H:%M} UTC: "
+                 f"{s['exact']} exact, {s['censored']} censored, {s['from_escalations']} with an escalation; "
+                 f"left out: {self.conflicting} contradicting, {self.no_query} without captured content, "
+                 f"{self.excluded} used by an earlier training run"]
+        tiers = list(contract.API_TIERS)
+        lines.append(f"{'task type':<20}" + "".join(f"{t:>10}" for t in tiers) + f"{'all':>10}")
+        for task, per in s["per_task_type"].items():
+            lines.append(f"{task:<20}" + "".join(f"{per.get(t, 0):>10}" for t in tiers) + f"{sum(per.values()):>10}")
+        lines.append(f"{'all':<20}" + "".join(f"{s['per_tier'].get(t, 0):>10}" for t in tiers) + f"{s['labels']:>10}")
+        return "\n".join(lines)
+
+    def check(self, *, min_labels: int, min_per_tier: int, per_night: int | None = None) -> None:
+        """Raise :class:`NotEnoughLabelsError` saying how many more labels the shadow job must produce."""
+        counts = self.counts()
+        enough_tiers = [t for t, n in counts.items() if n >= min_per_tier]
+        missing_total = max(0, min_labels - len(self.labels))
+        # Two tiers with min_per_tier each: what the tiers closest to it still lack.
+        short = sorted((max(0, min_per_tier - counts.get(t, 0)), t) for t in contract.API_TIERS)[:2]
+        missing_tiers = sum(n for n, _ in short) if len(enough_tiers) < 2 else 0
+        missing = max(missing_total, missing_tiers)
+        if missing == 0:
+            return
+        why = [f"{len(self.labels)} usable labels between {self.since:%Y-%m-%d %H:%M} and "
+               f"{self.until:%Y-%m-%d %H:%M} UTC"]
+        if missing_total:
+            why.append(f"need {min_labels} ([serving.router.loop] min_labels)")
+        if missing_tiers:
+            why.append(f"need {min_per_tier} on at least two tiers ([serving.router.loop] min_per_tier; have "
+                       + (", ".join(f"{t} {n}" for t, n in counts.items()) or "none") + ")")
+        msg = "; ".join(why) + f": the shadow job needs about {missing} more labelled requests"
+        if per_night:
+            msg += (f" (about {math.ceil(missing / per_night)} more nightly runs at {per_night} a night; "
+                    "or widen --since, or raise [jobs.shadow] per_tier)")
+        raise NotEnoughLabelsError(msg)
+
+
+#: Per request of ``[$since, $until)``: its shadow verdicts, the tiers whose answers it rejected
+#: (calls without an API error that were not the accepted last one) and its captured prompt.
+LABELS_SQL = """
+WITH sh AS (
+  SELECT request_id, tier, arg_max(match, run_id) AS match FROM shadow_items GROUP BY ALL
+), req AS (
+  SELECT request_id, any_value(ts) AS ts, any_value(task_type) AS task_type, any_value(subtype) AS subtype,
+         any_value(tier) AS tier, any_value(routed_tier) AS routed_tier, max(escalations) AS escalations,
+         bool_or(success) AS success, any_value(input_messages) AS r_in
+  FROM requests
+  WHERE ts >= $since AND ts < $until AND NOT standalone AND NOT cache_hit
+  GROUP BY request_id
+), cl AS (
+  SELECT request_id, list(tier ORDER BY ts) FILTER (WHERE error_type IS NULL) AS answered,
+         arg_min(input_messages, ts) FILTER (WHERE input_messages IS NOT NULL) AS c_in,
+         arg_min(input_tokens, ts) AS input_tokens, arg_max(output_tokens, ts) AS output_tokens
+  FROM calls
+  WHERE NOT standalone AND ts >= $since - INTERVAL 1 DAY AND ts < $until + INTERVAL 1 DAY
+    AND request_id IN (SELECT request_id FROM req)
+  GROUP BY request_id
+), verdicts AS (
+  SELECT request_id, list(tier) FILTER (WHERE match) AS adequate, list(tier) FILTER (WHERE NOT match) AS inadequate
+  FROM sh GROUP BY request_id
+)
+SELECT r.request_id, r.ts, r.task_type, r.subtype, r.tier, r.routed_tier, r.escalations, r.success,
+       coalesce(r.r_in, cl.c_in) AS input_messages, cl.answered, cl.input_tokens, cl.output_tokens,
+       v.adequate, v.inadequate
+FROM req r LEFT JOIN cl USING (request_id) LEFT JOIN verdicts v USING (request_id)
+WHERE {where}
+ORDER BY r.ts, r.request_id
+"""
+
+
+def _query_of(doc: str | None) -> str | None:
+    from costline.jobs.sampling import parse_messages
+
+    users = [t for r, t in parse_messages(doc) if r == "user" and t.strip()]
+    return users[-1] if users else None
+
+
+def _interval(adequate: Collection[str], inadequate: Collection[str]) -> tuple[str, str | None] | None:
+    """``(lo, hi)``; None when the evidence contradicts itself; ``("", None)`` when there is none."""
+    tiers = contract.API_TIERS
+    hi_i = min((_ORDER[_judged(t)] for t in adequate if _judged(t) in _ORDER), default=None)
+    bad = [_ORDER[_judged(t)] for t in inadequate if _judged(t) in _ORDER and t != contract.TIER_STUDENT]
+    if hi_i is None and not bad:
+        return "", None
+    lo_i = min(max(bad) + 1, len(tiers) - 1) if bad else 0
+    if hi_i is not None and hi_i < lo_i:
+        return None
+    return tiers[lo_i], (tiers[hi_i] if hi_i is not None else None)
+
+
+def labels_from_lake(
+    config: "Config",
+    *,
+    since: datetime,
+    until: datetime,
+    exclude: Collection[str] = (),
+    include_unlabelled: bool = False,
+    con: Any = None,
+) -> LabelSet:
+    """The routing labels of the requests in ``[since, until)`` (see the module docstring).
+
+    ``exclude``: request ids to leave out (those an earlier training run used).
+    ``include_unlabelled``: also every other answered request with captured content, as
+    ``[budget, unknown]`` (what an evaluation replays: the traffic a policy would move).
+    """
+    from costline.jobs.store import open_jobs_lake, utc_naive
+
+    since, until = utc_naive(since), utc_naive(until)
+    if since >= until:
+        raise RoutingError(f"--since {since:%Y-%m-%d %H:%M} is not before --until {until:%Y-%m-%d %H:%M}")
+    own = con is None
+    con = con or open_jobs_lake(config)
+    try:
+        where = "true" if include_unlabelled else "v.request_id IS NOT NULL OR r.escalations > 0"
+        cur = con.execute(LABELS_SQL.format(where=where), {"since": since, "until": until})
+        cols = [c[0] for c in cur.description]
+        raw = [dict(zip(cols, r)) for r in cur.fetchall()]
+    finally:
+        if own:
+            con.close()
+    out = LabelSet(since, until)
+    skip = set(exclude)
+    for r in raw:
+        if r["request_id"] in skip:
+            out.excluded += 1
+            continue
+        adequate = list(r["adequate"] or [])
+        inadequate = list(r["inadequate"] or [])
+        answered = [t for t in (r["answered"] or []) if t]
+        # Every answered tier but the accepted one (the served tier of a successful request): the
+        # ladder only climbs, so this needs no ordering of calls that share a timestamp.
+        rejected = [t for t in answered if not (r["success"] and t == r["tier"])]
+        inadequate += rejected
+        interval = _interval(adequate, inadequate)
+        if interval is None:
+            out.conflicting += 1
+            continue
+        if not interval[0]:  # e.g. only the student's answer was rejected: nothing about the API tiers
+            if not include_unlabelled:
+                continue
+            interval = (contract.API_TIERS[0], None)
+        query = _query_of(r["input_messages"])
+        if query is None:
+            out.no_query += 1
+            continue
+        source = "+".join(s for s, on in (("shadow", bool(adequate or r["inadequate"])),
+                                          ("escalation", bool(rejected))) if on) or "none"
+        out.labels.append(LakeLabel(
+            request_id=r["request_id"], ts=r["ts"], query=query, task_type=r["task_type"] or "",
+            subtype=r["subtype"], served_tier=r["tier"], routed_tier=r["routed_tier"], lo=interval[0],
+            hi=interval[1], source=source, input_tokens=int(r["input_tokens"] or 0),
+            output_tokens=int(r["output_tokens"] or 0), messages_doc=r["input_messages"]))
+    return out
+
+
+def shadow_per_night(config: "Config") -> int:
+    """How many labels a nightly shadow run adds at most (``per_tier`` x shadowed tiers)."""
+    cfg = config.jobs.shadow
+    return cfg.per_tier * len(cfg.tiers)
