@@ -626,7 +626,7 @@ SELECT span_id, trace_id, ts, coalesce(tenant, request_tenant) AS tenant, namesp
 FROM lookup_links""")
     stmts.append("""
 CREATE OR REPLACE VIEW tier_hourly AS
-WITH r AS (
+WITH r AS MATERIALIZED (
   SELECT date_trunc('hour', ts) AS window_start, tier, success, cost_usd, unpriced_calls, shares_hosting FROM requests
 ), per AS (
   SELECT window_start, tier, 1 AS n, CASE WHEN success THEN 1 ELSE 0 END AS ok, cost_usd, unpriced_calls FROM r
