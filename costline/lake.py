@@ -582,7 +582,9 @@ _CALL_PREFERENCE: Final = """(pricing_status = 'explicit') DESC,
     (instrumentation IS NOT DISTINCT FROM '""" + COSTLINE_SCOPE + """') DESC, kafka_partition, kafka_offset, span_id"""
 
 
-#: The provider part of a call's identity: an OpenAI-compatible server (vLLM) is reported as "vllm" by
+#: A call's identity is provider + response id within its trace: every instrumentation of one call
+#: reports it in the caller's trace, and an id is only as unique as the server that made it (the
+#: stand-ins count from 1 per process). The provider part of a call's identity: an OpenAI-compatible server (vLLM) is reported as "vllm" by
 #: costline's wrapper and as "openai" by OpenLLMetry / OpenLIT / openai-v2 for the same response.
 _PROVIDER_FAMILY: Final = "CASE WHEN provider IN ('vllm', 'openai') THEN 'openai' ELSE coalesce(provider, '') END"
 
@@ -638,7 +640,8 @@ LEFT JOIN (SELECT trace_id, request_id, span_id, tenant FROM requests_raw
 CREATE OR REPLACE VIEW call_links AS
 WITH k AS (
   SELECT *, {_PROVIDER_FAMILY} AS family,
-         CASE WHEN response_id IS NOT NULL THEN {_PROVIDER_FAMILY} || '|' || response_id END AS call_key,
+         CASE WHEN response_id IS NOT NULL THEN trace_id || '|' || {_PROVIDER_FAMILY} || '|' || response_id END
+           AS call_key,
          ts - to_microseconds(CAST(coalesce(duration_ms, 0) * 1000 AS BIGINT)) AS started
   FROM call_links_all
 ), ranked AS (
@@ -758,7 +761,7 @@ SELECT span_id, trace_id, ts, coalesce(tenant, request_tenant) AS tenant, namesp
 FROM lookup_links""")
     stmts.append("""
 CREATE OR REPLACE VIEW tier_hourly AS
-WITH r AS (
+WITH r AS MATERIALIZED (
   SELECT date_trunc('hour', ts) AS window_start, tier, success, cost_usd, unpriced_calls, shares_hosting FROM requests
 ), per AS (
   SELECT window_start, tier, 1 AS n, CASE WHEN success THEN 1 ELSE 0 END AS ok, cost_usd, unpriced_calls FROM r

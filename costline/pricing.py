@@ -153,7 +153,7 @@ class PricingTable:
         return CallPrice(cost, tier, PRICED)
 
     def student_hourly_cost(self) -> float:
-        """USD per hour of student hosting, spread over each window's student requests."""
+        """The flat hosting rate (``student_usd_per_hour``); the views use :func:`hosting_schedule`."""
         return self.config.student_usd_per_hour
 
 

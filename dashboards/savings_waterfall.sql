@@ -8,7 +8,7 @@
 --             ({{budget_model}}: ${{budget_input_per_mtok}} / ${{budget_output_per_mtok}}), as if there were no
 --             student; a cache hit at its day's average routed cost of an uncached request of its task type;
 --   cache     cache hits cost nothing;
---   student   what was paid: sum(requests.cost_usd), student GPU hosting included.
+--   student   what was paid: sum(tier_hourly.cost_usd), the student's GPU hosting included (idle hours too).
 WITH per_request AS (
   SELECT r.request_id, CAST(r.ts AS DATE) AS day, r.task_type, r.cache_hit,
          any_value(r.cost_usd) AS actual_usd,
@@ -19,7 +19,7 @@ WITH per_request AS (
                                  + c.output_tokens * {{budget_output_per_mtok}}) / 1e6
                            ELSE coalesce(c.cost_usd, 0) END), 0) AS routed_usd
   FROM requests r
-  LEFT JOIN calls c ON c.trace_id = r.trace_id AND c.request_id = r.request_id
+  LEFT JOIN calls c ON c.trace_id = r.trace_id AND c.request_span_id = r.span_id
   GROUP BY r.request_id, r.trace_id, day, r.task_type, r.cache_hit
 ), typical_day AS (
   SELECT day, task_type, avg(frontier_usd) AS frontier_usd, avg(routed_usd) AS routed_usd
@@ -27,15 +27,18 @@ WITH per_request AS (
 ), typical AS (
   SELECT task_type, avg(frontier_usd) AS frontier_usd, avg(routed_usd) AS routed_usd
   FROM per_request WHERE NOT cache_hit GROUP BY ALL
+), paid AS (
+  SELECT CAST(window_start AS DATE) AS day, sum(cost_usd) AS usd FROM tier_hourly GROUP BY ALL
 ), levels AS (
   SELECT p.day,
          sum(CASE WHEN p.cache_hit THEN coalesce(d.frontier_usd, t.frontier_usd, 0) ELSE p.frontier_usd END) AS baseline,
          sum(CASE WHEN p.cache_hit THEN coalesce(d.routed_usd, t.routed_usd, 0) ELSE p.routed_usd END)       AS routing,
          sum(CASE WHEN p.cache_hit THEN 0 ELSE p.routed_usd END)                                             AS cache,
-         sum(p.actual_usd)                                                                                   AS student
+         any_value(coalesce(pd.usd, 0))                                                                      AS student
   FROM per_request p
   LEFT JOIN typical_day d ON d.day = p.day AND d.task_type = p.task_type
   LEFT JOIN typical t ON t.task_type = p.task_type
+  LEFT JOIN paid pd ON pd.day = p.day
   GROUP BY p.day
 ), computed AS (
   SELECT day, 1 AS step, 'baseline' AS stage, baseline AS cost_usd FROM levels

@@ -84,3 +84,30 @@ def cache_hourly(plans: Iterable[RequestPlan]) -> dict:
             row[0] += 1
             row[1] += int(p.lookup.hit)
     return {k: tuple(v) for k, v in out.items()}
+
+
+HOUR_US = 3_600_000_000
+
+
+def add_hosting(out: dict, answered: Iterable[tuple[int, str, bool, float, bool]], student_call_ends_us: Iterable[int],
+                last_end_us: int, rate: float) -> None:
+    """Add the rows of ``answered`` (end µs, tier, ok, call cost, shares hosting) and the student's hosting
+    to ``out`` (``{(hour index, tier): [requests, successes, cost]}``), by the rules in docs/sql.md:
+    ``rate`` every hour from the first student call's hour to the newest span's hour; shared equally
+    by the hour's requests that made a student call without an explicit price; an hour nobody
+    shared is a student row with 0 requests."""
+    answered = list(answered)
+    sharers: dict[int, int] = defaultdict(int)
+    for ts, _tier, _ok, _cost, shares in answered:
+        if shares:
+            sharers[ts // HOUR_US] += 1
+    for ts, tier, ok, cost, shares in answered:
+        acc = out[(ts // HOUR_US, tier)]
+        acc[0] += 1
+        acc[1] += int(ok)
+        acc[2] += cost + (rate / sharers[ts // HOUR_US] if shares else 0.0)
+    ends = list(student_call_ends_us)
+    if ends and rate > 0:
+        for h in range(min(ends) // HOUR_US, last_end_us // HOUR_US + 1):
+            if not sharers.get(h):
+                out[(h, "student")][2] += rate

@@ -114,7 +114,7 @@ def test_waterfall_levels_fall_through_routing_and_cache_and_end_at_what_was_pai
         levels[stage] = levels.get(stage, 0.0) + cost
     assert list(levels) == ["baseline", "routing", "cache", "student"]
     assert levels["baseline"] > levels["routing"] > levels["cache"] > 0
-    paid = con.execute("SELECT sum(cost_usd) FROM requests").fetchone()[0]
+    paid = con.execute("SELECT sum(cost_usd) FROM tier_hourly").fetchone()[0]  # idle GPU hours included
     assert levels["student"] == pytest.approx(paid)
     # baseline: the calls alone, priced at Fable 5's $10/$50, are part of it
     frontier = con.execute("SELECT sum(input_tokens * 10.0 + output_tokens * 50.0) / 1e6 FROM calls").fetchone()[0]

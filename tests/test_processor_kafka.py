@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+import expected
 import pytest
 
 from costline import contract as c
@@ -56,14 +57,16 @@ def expected_tier_hourly(traces: list[SyntheticTrace], config: Config) -> dict[t
     independently of costline's pricing code and SQL views."""
     assert config.pricing.student_usd_per_hour == STUDENT_USD_PER_HOUR
     out: dict[tuple[int, str], list] = collections.defaultdict(lambda: [0, 0, 0.0])
-    student_per_hour: collections.Counter[int] = collections.Counter()
-    answered: list[tuple[int, str, bool, float]] = []
+    answered: list[tuple[int, str, bool, float, bool]] = []
+    student_ends: list[int] = []
+    last_end = 0
     for t in traces:
         spans = [s for rs in t.request.resource_spans for ss in rs.scope_spans for s in ss.spans]
         attrs = {id(s): {kv.key: kv.value for kv in s.attributes} for s in spans}
         reqs = {s.span_id: s for s in spans if s.name == c.SPAN_REQUEST}
         by_rid = {attrs[id(s)][c.COSTLINE_REQUEST_ID].string_value: sid for sid, s in reqs.items()}
         cost = {sid: 0.0 for sid in reqs}
+        hosted = {sid: False for sid in reqs}
         for s in spans:
             a = attrs[id(s)]
             if c.GEN_AI_REQUEST_MODEL not in a:
@@ -79,23 +82,21 @@ def expected_tier_hourly(traces: list[SyntheticTrace], config: Config) -> dict[t
             )
             rid = a[c.COSTLINE_REQUEST_ID].string_value if c.COSTLINE_REQUEST_ID in a else None
             owner = by_rid.get(rid) if rid else (s.parent_span_id if s.parent_span_id in reqs else None)
+            last_end = max(last_end, s.end_time_unix_nano // 1000)
+            if tier == c.TIER_STUDENT:
+                student_ends.append(s.end_time_unix_nano // 1000)
             if owner is not None:
                 cost[owner] += usd
+                hosted[owner] = hosted[owner] or tier == c.TIER_STUDENT
             else:  # standalone
-                answered.append((s.end_time_unix_nano // 1000, tier, c.ERROR_TYPE not in a, usd))
+                answered.append((s.end_time_unix_nano // 1000, tier, c.ERROR_TYPE not in a, usd,
+                                 tier == c.TIER_STUDENT))
         for sid, s in reqs.items():
             a = attrs[id(s)]
             answered.append((s.end_time_unix_nano // 1000, a[c.COSTLINE_TIER].string_value,
-                             a[c.COSTLINE_SUCCESS].bool_value, cost[sid]))
-    for ts, tier, _, _ in answered:
-        if tier == c.TIER_STUDENT:
-            student_per_hour[ts // HOUR_US] += 1
-    rate = STUDENT_USD_PER_HOUR
-    for ts, tier, ok, cost_usd in answered:
-        acc = out[(ts // HOUR_US, tier)]
-        acc[0] += 1
-        acc[1] += int(ok)
-        acc[2] += cost_usd + (rate / student_per_hour[ts // HOUR_US] if tier == c.TIER_STUDENT else 0.0)
+                             a[c.COSTLINE_SUCCESS].bool_value, cost[sid], hosted[sid]))
+            last_end = max(last_end, s.end_time_unix_nano // 1000)
+    expected.add_hosting(out, answered, student_ends, last_end, STUDENT_USD_PER_HOUR)
     epoch = dt.datetime(1970, 1, 1)
     return {(epoch + dt.timedelta(hours=h), tier): tuple(v) for (h, tier), v in out.items()}
 
