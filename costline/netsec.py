@@ -1,7 +1,8 @@
 """What every costline HTTP listener shares to stay safe in front of production.
 
-* :class:`PooledHTTPServer`: ``http.server`` with a **bounded** pool of worker threads and a bounded
-  queue of accepted connections instead of a thread per connection; past both, the connection is
+* :class:`PooledHTTPServer`: ``http.server`` with a **bounded** pool of worker threads (a
+  ``ThreadPoolExecutor``) and a bounded number of accepted connections waiting, instead of a thread
+  per connection; past both, the connection is
   answered ``503`` with ``Retry-After`` at once (back-pressure, not growth). Optional TLS (``ssl``).
 * :class:`GuardedHandler`: a request handler with socket idle/read timeouts, a cap on header bytes
   (431) and :meth:`~GuardedHandler.read_body`, which refuses a missing (411), malformed, negative
@@ -21,12 +22,12 @@ import hmac
 import ipaddress
 import logging
 import os
-import queue
 import re
 import socket
 import ssl
 import threading
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -224,11 +225,14 @@ class BearerTokens:
 
 # --- the server ---------------------------------------------------------------------------------
 class PooledHTTPServer(HTTPServer):
-    """An ``HTTPServer`` whose connections are served by ``limits.max_workers`` threads.
+    """An ``HTTPServer`` whose connections are served by at most ``limits.max_workers`` threads.
 
-    Accepted connections wait in a queue of ``limits.max_pending``; past that the connection
-    gets ``busy`` (a complete HTTP 503 answer) and is closed. ``ssl_ctx`` wraps each accepted
-    socket; the TLS handshake happens on the worker, never on the accepting thread.
+    A :class:`~concurrent.futures.ThreadPoolExecutor` (threads made on demand, idle ones
+    blocked, not polling) serves connections; at most ``limits.max_pending`` more wait for a
+    thread. Past both the connection gets ``busy`` (a complete HTTP 503 answer with
+    ``Retry-After``) and is closed. ``ssl_ctx`` wraps each accepted socket; the TLS handshake
+    happens on the worker, never on the accepting thread. Closing the server also closes the
+    connections it still holds, so no worker outlives it waiting on an idle client.
     """
 
     daemon_threads = True
@@ -242,13 +246,13 @@ class PooledHTTPServer(HTTPServer):
         self.ssl_ctx = ssl_ctx
         self.refused = 0
         self._busy_type, self._busy_body = busy_body or ("text/plain", b"busy, retry later\n")
-        self._queue: queue.Queue[tuple[Any, Any]] = queue.Queue(maxsize=limits.max_pending)
-        self._stop = threading.Event()
+        self._slots = threading.BoundedSemaphore(limits.max_workers + limits.max_pending)
+        self._open: set[Any] = set()
+        self._open_lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self._name = name
         super().__init__(address, handler)
-        self._workers = [threading.Thread(target=self._work, name=f"{name}-worker-{i}", daemon=True)
-                         for i in range(limits.max_workers)]
-        for t in self._workers:
-            t.start()
+        self._pool = ThreadPoolExecutor(max_workers=limits.max_workers, thread_name_prefix=f"{name}-worker")
 
     def get_request(self) -> tuple[Any, Any]:
         sock, addr = self.socket.accept()
@@ -257,12 +261,31 @@ class PooledHTTPServer(HTTPServer):
         return sock, addr
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        try:
-            self._queue.put_nowait((request, client_address))
-        except queue.Full:
+        if self._pool is None or not self._slots.acquire(blocking=False):
             self.refused += 1
             self._answer_busy(request)
             self.shutdown_request(request)
+            return
+        with self._open_lock:
+            self._open.add(request)
+        try:
+            self._pool.submit(self._serve_one, request, client_address)
+        except RuntimeError:  # the pool is shut down: the server is closing
+            self._done(request)
+
+    def _serve_one(self, request: Any, client_address: Any) -> None:
+        try:
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            self._done(request)
+
+    def _done(self, request: Any) -> None:
+        with self._open_lock:
+            self._open.discard(request)
+        self.shutdown_request(request)
+        self._slots.release()
 
     def _answer_busy(self, request: Any) -> None:
         head = (f"HTTP/1.1 503 Service Unavailable\r\nContent-Type: {self._busy_type}\r\n"
@@ -274,31 +297,25 @@ class PooledHTTPServer(HTTPServer):
         except (OSError, ValueError):
             pass
 
-    def _work(self) -> None:
-        while not self._stop.is_set():
-            try:
-                request, addr = self._queue.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            try:
-                self.finish_request(request, addr)
-            except Exception:
-                self.handle_error(request, addr)
-            finally:
-                self.shutdown_request(request)
-
     def handle_error(self, request: Any, client_address: Any) -> None:
         log.debug("connection from %s ended with an error", client_address, exc_info=True)
 
     def server_close(self) -> None:
         super().server_close()
-        self._stop.set()
-        while True:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+        with self._open_lock:
+            still = list(self._open)
+        for request in still:  # wake workers blocked on idle clients; queued ones are just closed
             try:
-                request, _ = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            self.shutdown_request(request)
+                request.shutdown(socket.SHUT_RDWR)
+            except (OSError, ValueError):
+                pass
+            try:
+                request.close()
+            except (OSError, ValueError):
+                pass
 
 
 class GuardedHandler(BaseHTTPRequestHandler):

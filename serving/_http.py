@@ -58,6 +58,10 @@ class HttpResponse:
 
 Handler = Callable[[HttpRequest], HttpResponse]
 
+#: Limits of a server given none (the local stand-ins): generous, still bounded. The gateway
+#: passes its own from [serving.gateway].
+STANDIN_LIMITS = Limits(max_body_bytes=64 * 1024 * 1024, max_workers=128, max_pending=512, idle_timeout_s=30.0)
+
 
 @dataclass(frozen=True)
 class Route:
@@ -111,7 +115,7 @@ class JsonServer:
         self._not_found = not_found
         self._on_error = on_error
         self._name = name
-        self._limits = limits or Limits()
+        self._limits = limits or STANDIN_LIMITS
         self._reject = reject or (lambda r: HttpResponse(r.status, {"error": r.message}, headers=r.headers))
         self._ssl_ctx = ssl_ctx
         self._busy_body = busy_body

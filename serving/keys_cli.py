@@ -77,10 +77,10 @@ def keys_list(config: Config, path: Path | None) -> None:
     if not rows:
         click.echo(f"no keys in {store.path}: the gateway is open on loopback only")
         return
-    click.echo(f"{'id':<14}{'tenant':<20}{'created':<22}{'status':<30}name")
+    click.echo(f"{'id':<14}{'tenant':<20}{'created':<27}{'status':<30}name")
     for k in rows:
         status = "active" if k.active else f"revoked {k.revoked_at}"
-        click.echo(f"{k.id:<14}{k.tenant:<20}{k.created_at:<22}{status:<30}{k.name}")
+        click.echo(f"{k.id:<14}{k.tenant:<20}{k.created_at:<27}{status:<30}{k.name}")
 
 
 @keys.command("revoke")

@@ -35,7 +35,6 @@ def test_config_masks_every_secret() -> None:
 
 @pytest.fixture
 def lake(tmp_path: Path) -> Path:
-    from costline.config import Config, LakeConfig
     from costline.lake import Lake
 
     path = tmp_path / "lake"
