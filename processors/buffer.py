@@ -61,12 +61,12 @@ def rows_to_batch(table: str, rows: Sequence[Row]) -> pa.RecordBatch:
 
 
 def checked_batch(table: str, rows: Sequence[Row]) -> pa.RecordBatch:
-    """:func:`rows_to_batch`, plus a check that every row has an event time a lake date can hold;
-    raises (any exception: :class:`RowsDoNotFit` or Arrow's / Python's own) when the rows do not fit."""
+    """:func:`rows_to_batch`, plus a check that every event time is one a lake date can hold;
+    raises (any exception: :class:`RowsDoNotFit` or Arrow's / Python's own) when the rows do not fit.
+    A NULL ``ts`` fits: flatten nulls a time that is not one and flags the row (``data_quality``),
+    which is kept, countable, and filed under 1970-01-01."""
     batch = rows_to_batch(table, rows)
     ts = batch.column("ts")
-    if ts.null_count:
-        raise RowsDoNotFit("span without an end time (ts is NULL)")
     lo_hi = pc.min_max(ts.cast(pa.int64()))
     lo, hi = lo_hi["min"].as_py(), lo_hi["max"].as_py()
     if lo is not None and (lo < _MIN_TS_US or hi > _MAX_TS_US):
