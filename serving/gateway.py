@@ -27,6 +27,7 @@ from typing import Any
 
 from costline.serving._http import HttpRequest, HttpResponse, JsonServer, Route, ServedByJsonServer
 from costline.serving.backends import Prompt
+from costline.serving.cache_key import scope_of_body
 from costline.serving.pipeline import Answer, Pipeline
 from costline.serving.settings import GatewayConfig
 from costline.serving.standin import ANTHROPIC_ERROR_TYPES, last_user_text
@@ -83,7 +84,7 @@ class Gateway(ServedByJsonServer):
         doc_hashes = tuple(h.strip() for h in (req.header(cfg.doc_hashes_header) or "").split(",") if h.strip())
         prompt = Prompt(tuple(messages), body.get("system"), max_tokens)
         result = self.pipeline.answer(query, task_type=task_type, tenant=tenant, doc_hashes=doc_hashes,
-                                      prompt=prompt)
+                                      prompt=prompt, cache_scope=scope_of_body(body))
         headers = _headers(result)
         if not result.cached and result.reply is None:
             problem = result.attempts[-1].problem if result.attempts else "no attempt"
