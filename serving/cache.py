@@ -44,12 +44,16 @@ import numpy as np
 
 from costline.errors import ConfigError
 from costline.serving.cache_index import INDEX_KINDS, Partition, import_faiss
-from costline.serving.cache_key import split_namespace
+from costline.serving.cache_key import COSTLINE_CACHE_REJECT_REASON, split_namespace
 from costline.serving.settings import CacheConfig
 
 if TYPE_CHECKING:
     from costline.collectors.recorder import Recorder
+    from costline.serving.cache_verify import Verifier
     from costline.serving.embedding import Embedder
+
+#: The cache's modes: every candidate verified (guards + admission model), or a cosine threshold alone.
+CACHE_MODES = ("verified", "threshold")
 
 __all__ = [
     "SemanticCache",
@@ -60,6 +64,8 @@ __all__ = [
     "COSTLINE_CACHE_REJECT_REASON",
     "REASON_SIMILARITY",
     "REASON_LONG_QUERY",
+    "CACHE_MODES",
+    "build_verifier",
     "validate_cache_config",
 ]
 
@@ -69,8 +75,6 @@ DEFAULT_NAMESPACE = "default"
 #: Candidates fetched per search; more are fetched only when expired ones fill the places.
 _SEARCH_K = 4
 
-#: The span attribute listing why candidates were rejected (comma-separated, most similar first).
-COSTLINE_CACHE_REJECT_REASON = "costline.cache.reject_reason"
 #: A candidate under the similarity a hit needs.
 REASON_SIMILARITY = "similarity"
 #: A query longer than the embedding model's window, which is only served for an exact repeat.
@@ -169,6 +173,11 @@ def validate_cache_config(config: CacheConfig) -> None:
         raise bad("search_threads", "must be 0 (FAISS's default) or more")
     if not 0.0 < config.tune_max_false_hit_rate < 1.0:
         raise bad("tune_max_false_hit_rate", "must be in (0, 1)")
+    if config.mode not in CACHE_MODES:
+        raise bad("mode", f"must be one of {', '.join(CACHE_MODES)}; got {config.mode!r}")
+    similarity("verify_min_similarity", config.verify_min_similarity)
+    if not 0.0 < config.target_false_hit_rate < 1.0:
+        raise bad("target_false_hit_rate", "must be in (0, 1)")
 
 
 class SemanticCache:
@@ -186,9 +195,14 @@ class SemanticCache:
         recorder: "Recorder | None" = None,
         now: Callable[[], float] = time.time,
         dim: int | None = None,
+        verifier: "Verifier | None" = None,
     ) -> None:
         self._config = config or CacheConfig()
         validate_cache_config(self._config)
+        if verifier is None and self._config.mode == "verified":
+            verifier = build_verifier(self._config)
+        #: The verification stage (None in threshold mode).
+        self.verifier = verifier if self._config.mode == "verified" else None
         if embedder is None and dim is None:
             raise ValueError("give an embedder, or dim= for a cache used only through *_vector methods")
         self._embedder = embedder
@@ -397,6 +411,9 @@ class SemanticCache:
 
     def _search(self, vector: np.ndarray, tenant: str, ns: str, query: str | None) -> LookupResult:
         threshold = self.threshold_for(ns)
+        verifier = self.verifier
+        floor = self._config.verify_min_similarity
+        base_ns = split_namespace(ns)[0]
         reasons: list[str] = []
         with self._lock:
             part = self._parts.get((tenant, ns))
@@ -407,12 +424,20 @@ class SemanticCache:
             candidates = self._candidates(part, vector, now)
             best = candidates[0][0] if candidates else None
             for sim, entry in candidates:
-                if sim < threshold:
+                # every candidate with both texts is verified; a bare vector can only be thresholded
+                verify = verifier is not None and query is not None and bool(entry.query)
+                if sim < (floor if verify else threshold):
                     reasons.append(REASON_SIMILARITY)
                     break  # most similar first: the rest are further still
                 if query is not None and entry.query and not self._same_long(query, entry.query):
                     reasons.append(REASON_LONG_QUERY)
                     continue
+                if verify:
+                    assert verifier is not None and query is not None
+                    why = verifier.check(query, entry.query, sim, base_ns)
+                    if why is not None:
+                        reasons.append(why)
+                        continue
                 self._lru.move_to_end(entry.id)  # recency only: the TTL stays absolute
                 self._counts["hits"] += 1
                 return LookupResult(_hit(entry, sim), best, tuple(reasons))
@@ -537,6 +562,18 @@ class SemanticCache:
                 for d in e.doc_hashes:
                     self._by_doc.setdefault(d, set()).add(e.id)
             self._next_id = max(next_id, max(self._entries, default=0) + 1)
+
+
+def build_verifier(config: CacheConfig) -> "Verifier":
+    """The verification stage of ``config``: the admission model(s) at the target false-hit rate."""
+    from costline.serving.cache_admission import AdmissionModel, default_model_path
+    from costline.serving.cache_verify import Verifier
+
+    target = config.target_false_hit_rate
+    models = {"*": AdmissionModel.load(config.admission_model or default_model_path()).at(target)}
+    for ns, path in config.namespace_admission_models.items():
+        models[ns] = AdmissionModel.load(path).at(target)
+    return Verifier(models)
 
 
 def _names(tenant: str, namespace: str | None) -> str:

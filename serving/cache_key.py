@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 __all__ = [
+    "COSTLINE_CACHE_REJECT_REASON",
     "FINAL_STOP_REASONS",
     "SCOPE_SEPARATOR",
     "is_final",
@@ -36,6 +37,9 @@ __all__ = [
     "scoped_namespace",
     "split_namespace",
 ]
+
+#: The lookup span attribute listing why candidates were rejected (comma-separated, most similar first).
+COSTLINE_CACHE_REJECT_REASON = "costline.cache.reject_reason"
 
 #: Stop reasons of a natural end (Anthropic's end_turn / stop_sequence, OpenAI's stop).
 #: A stop sequence is part of the scope, so an answer ended by one is final for that scope.

@@ -34,7 +34,8 @@ from costline import contract
 from costline.collectors import Recorder
 from costline.config import Config
 from costline.serving.backends import Backend, Prompt, Reply, build_backends
-from costline.serving.cache_key import is_final, scope_of_prompt, scoped_namespace, split_namespace
+from costline.serving.cache_key import (COSTLINE_CACHE_REJECT_REASON, is_final, scope_of_prompt, scoped_namespace,
+                                        split_namespace)
 from costline.serving.errors import BackendError, RoutingError
 from costline.serving.registry import ModelRegistry
 from costline.serving.router import Router, RoutingPolicy, build_policy
@@ -264,13 +265,25 @@ class Pipeline:
         shown = split_namespace(namespace or DEFAULT_NAMESPACE)[0]
         span = req.cache_lookup(namespace=shown) if self.trace_lookups else nullcontext()
         with span as lookup:
+            reasons: tuple[str, ...] = ()
+            best = None
             try:
-                hit = self.cache.lookup(query, tenant=tenant, namespace=namespace)
+                detail = getattr(self.cache, "lookup_detail", None)  # a SemanticCache says why it missed
+                if detail is not None:
+                    found = detail(query, tenant=tenant, namespace=namespace)
+                    hit, best, reasons = found.hit, found.similarity, tuple(found.reject_reasons)
+                else:
+                    hit = self.cache.lookup(query, tenant=tenant, namespace=namespace)
             except Exception:  # a broken cache costs a model call, never the answer
                 log.exception("costline: semantic cache lookup failed; answering without it")
                 hit = None
             if lookup is not None:
-                lookup.result(hit is not None, getattr(hit, "similarity", None))
+                lookup.result(hit is not None, getattr(hit, "similarity", best))
+                if reasons:
+                    try:
+                        lookup.span.set_attribute(COSTLINE_CACHE_REJECT_REASON, ",".join(reasons))
+                    except Exception:  # telemetry never fails the answer
+                        log.debug("costline: could not record the cache's reject reasons", exc_info=True)
         return hit
 
     def _store(self, query: str, text: str, tenant: str, namespace: str | None, doc_hashes: Sequence[str]) -> None:
