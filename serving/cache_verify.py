@@ -575,6 +575,10 @@ def _swaps(q: QuestionFeatures, c: QuestionFeatures) -> int:
     return n
 
 
+def _same_text(a: str, b: str) -> bool:
+    return " ".join(a.lower().split()).rstrip("?.! ") == " ".join(b.lower().split()).rstrip("?.! ")
+
+
 class Verifier:
     """Guards and admission for one cache; features of texts memoised (``memo_size`` texts).
 
@@ -608,7 +612,12 @@ class Verifier:
         return self.admission.get(namespace) or self.admission.get("*")
 
     def check(self, query: str, candidate: str, cosine: float, namespace: str = "*") -> str | None:
-        """None to accept ``candidate`` as an answer to ``query``, else the reason to reject it."""
+        """None to accept ``candidate`` as an answer to ``query``, else the reason to reject it.
+
+        The same question again (case, spacing and end punctuation aside) is always accepted.
+        """
+        if _same_text(query, candidate):
+            return None
         q, c = self.features(query), self.features(candidate)
         reason = guard(q, c)
         if reason is not None:

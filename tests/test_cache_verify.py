@@ -191,3 +191,12 @@ def test_threshold_mode_stays_a_config_choice(embedder, tmp_path) -> None:
     assert cache.verifier is None
     with pytest.raises(ConfigError, match="mode"):
         make_cache(embedder, tmp_path, mode="fuzzy")
+
+
+def test_the_same_question_again_is_always_accepted_whatever_the_operating_point() -> None:
+    from costline.serving.cache_admission import AdmissionModel, default_model_path
+
+    strictest = AdmissionModel.load(default_model_path()).at(1e-9)
+    v = Verifier({"*": strictest})
+    assert v.check("How do I reset my password?", "how do I reset my  password", 1.0) is None
+    assert v.check("How do I reset my password?", "How do I reset my username?", 0.9) is not None
