@@ -24,7 +24,7 @@ from costline.collectors import Recorder  # noqa: E402
 from costline.config import Config  # noqa: E402
 from costline.serving.backends import Prompt  # noqa: E402
 from costline.serving.cache import SemanticCache  # noqa: E402
-from costline.serving.cache_key import (is_final, model_family, scope_of_body, scope_of_prompt,  # noqa: E402
+from costline.serving.cache_key import (COSTLINE_CACHE_REJECT_REASON, is_final, model_family, scope_of_body, scope_of_prompt,  # noqa: E402
                                         scoped_namespace, split_namespace)
 from costline.serving.embedding import Embedder  # noqa: E402
 from costline.serving.gateway import CACHE_MODEL, Gateway  # noqa: E402
@@ -107,6 +107,7 @@ def served(embedder, tmp_path):
     gw.start()
     app = anthropic.Anthropic(base_url=gw.url, api_key="unused", max_retries=0,
                               default_headers={"x-costline-tenant": "acme", "x-costline-task-type": "faq"})
+    app.exporter = exporter  # the pipeline's spans, for the reject reasons
     yield app, cache
     gw.shutdown()
     pipeline.close()
@@ -149,7 +150,10 @@ def test_a_different_question_behind_a_long_shared_prefix_is_a_miss(served, embe
     second = prefix + "\n\nQuestion: how do I add a new user to my team?"
     assert not embedder.fits(first)  # longer than MiniLM's window
     ask(app, first)
+    app.exporter.clear()
     assert not ask(app, second)[1]  # the head windows are identical, the tails differ
+    (lookup,) = [s for s in app.exporter.get_finished_spans() if s.name == "costline.cache.lookup"]
+    assert lookup.attributes[COSTLINE_CACHE_REJECT_REASON] == "long_query"  # said on the pipeline's span
     assert ask(app, first)[1]  # an exact repeat of a long question is still served
 
 
