@@ -593,6 +593,8 @@ class Verifier:
         self._lock = threading.Lock()
         self._stemmer_obj = _stemmer()
         self._stem_lock = threading.Lock()
+        # load the parsers' data (wordfreq's lists take a second or two) now, not in the first lookup
+        analyse("Warm up: 2 items on May 3 at 3 pm for Acme, not all", self._stemmer_obj)
 
     def features(self, text: str) -> QuestionFeatures:
         with self._lock:
