@@ -580,7 +580,8 @@ def _same_text(a: str, b: str) -> bool:
 
 
 class Verifier:
-    """Guards and admission for one cache; features of texts memoised (``memo_size`` texts).
+    """Guards and admission for one cache; features of texts and verdicts of pairs memoised
+    (``memo_size`` of each).
 
     ``admission`` maps a namespace to its :class:`~costline.serving.cache_admission.AdmissionModel`
     (``"*"``: every other namespace). Thread-safe.
@@ -590,6 +591,8 @@ class Verifier:
         self.admission = dict(admission or {})
         self.memo_size = memo_size
         self._memo: OrderedDict[str, QuestionFeatures] = OrderedDict()
+        #: Verdicts of (query, candidate, cosine, namespace) seen before.
+        self._verdicts: OrderedDict[tuple[str, str, float, str], str | None] = OrderedDict()
         self._lock = threading.Lock()
         self._stemmer_obj = _stemmer()
         self._stem_lock = threading.Lock()
@@ -620,14 +623,22 @@ class Verifier:
         """
         if _same_text(query, candidate):
             return None
+        key = (query, candidate, round(cosine, 5), namespace)
+        with self._lock:
+            if key in self._verdicts:  # support traffic asks the same questions again and again
+                self._verdicts.move_to_end(key)
+                return self._verdicts[key]
         q, c = self.features(query), self.features(candidate)
         reason = guard(q, c)
-        if reason is not None:
-            return reason
-        model = self.model_for(namespace)
-        if model is not None and not model.admits(pair_features(q, c, cosine)):
-            return REASON_ADMISSION
-        return None
+        if reason is None:
+            model = self.model_for(namespace)
+            if model is not None and not model.admits(pair_features(q, c, cosine)):
+                reason = REASON_ADMISSION
+        with self._lock:
+            self._verdicts[key] = reason
+            while len(self._verdicts) > self.memo_size:
+                self._verdicts.popitem(last=False)
+        return reason
 
     def warm(self, texts: Iterable[str]) -> None:
         """Parse ``texts`` now (stored questions, say) so lookups find them parsed."""
@@ -635,7 +646,10 @@ class Verifier:
             self.features(t)
 
     def forget(self, texts: Iterable[str]) -> None:
-        """Drop ``texts`` from the memo (the next check parses them again)."""
+        """Drop ``texts`` from the memo and their verdicts (the next check parses them again)."""
+        drop = set(texts)
         with self._lock:
-            for t in texts:
+            for t in drop:
                 self._memo.pop(t, None)
+            for key in [k for k in self._verdicts if k[0] in drop or k[1] in drop]:
+                del self._verdicts[key]
