@@ -44,19 +44,41 @@ import numpy as np
 
 from costline.errors import ConfigError
 from costline.serving.cache_index import INDEX_KINDS, Partition, import_faiss
+from costline.serving.cache_key import COSTLINE_CACHE_REJECT_REASON, split_namespace
 from costline.serving.settings import CacheConfig
 
 if TYPE_CHECKING:
     from costline.collectors.recorder import Recorder
+    from costline.serving.cache_verify import Verifier
     from costline.serving.embedding import Embedder
 
-__all__ = ["SemanticCache", "CacheHit", "CacheStats", "DEFAULT_NAMESPACE", "validate_cache_config"]
+#: The cache's modes: every candidate verified (guards + admission model), or a cosine threshold alone.
+CACHE_MODES = ("verified", "threshold")
+
+__all__ = [
+    "SemanticCache",
+    "CacheHit",
+    "CacheStats",
+    "LookupResult",
+    "DEFAULT_NAMESPACE",
+    "COSTLINE_CACHE_REJECT_REASON",
+    "REASON_SIMILARITY",
+    "REASON_LONG_QUERY",
+    "CACHE_MODES",
+    "build_verifier",
+    "validate_cache_config",
+]
 
 #: The namespace of lookups and stores that name none.
 DEFAULT_NAMESPACE = "default"
 
 #: Candidates fetched per search; more are fetched only when expired ones fill the places.
 _SEARCH_K = 4
+
+#: A candidate under the similarity a hit needs.
+REASON_SIMILARITY = "similarity"
+#: A query longer than the embedding model's window, which is only served for an exact repeat.
+REASON_LONG_QUERY = "long_query"
 
 
 @dataclass(frozen=True)
@@ -73,6 +95,16 @@ class CacheHit:
     doc_hashes: tuple[str, ...]
     created_at: float
     expires_at: float | None
+
+
+@dataclass(frozen=True)
+class LookupResult:
+    """What one lookup found: the hit (or None), the best similarity, why candidates were rejected."""
+
+    hit: CacheHit | None
+    similarity: float | None
+    #: One reason per rejected candidate, most similar first (see the REASON_* names).
+    reject_reasons: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -143,6 +175,11 @@ def validate_cache_config(config: CacheConfig) -> None:
         raise bad("search_threads", "must be 0 (FAISS's default) or more")
     if not 0.0 < config.tune_max_false_hit_rate < 1.0:
         raise bad("tune_max_false_hit_rate", "must be in (0, 1)")
+    if config.mode not in CACHE_MODES:
+        raise bad("mode", f"must be one of {', '.join(CACHE_MODES)}; got {config.mode!r}")
+    similarity("verify_min_similarity", config.verify_min_similarity)
+    if not 0.0 < config.target_false_hit_rate < 1.0:
+        raise bad("target_false_hit_rate", "must be in (0, 1)")
 
 
 class SemanticCache:
@@ -160,9 +197,14 @@ class SemanticCache:
         recorder: "Recorder | None" = None,
         now: Callable[[], float] = time.time,
         dim: int | None = None,
+        verifier: "Verifier | None" = None,
     ) -> None:
         self._config = config or CacheConfig()
         validate_cache_config(self._config)
+        if verifier is None and self._config.mode == "verified":
+            verifier = build_verifier(self._config)
+        #: The verification stage (None in threshold mode).
+        self.verifier = verifier if self._config.mode == "verified" else None
         if embedder is None and dim is None:
             raise ValueError("give an embedder, or dim= for a cache used only through *_vector methods")
         self._embedder = embedder
@@ -199,30 +241,32 @@ class SemanticCache:
 
     def threshold_for(self, namespace: str | None) -> float:
         """The similarity a hit needs in ``namespace``."""
-        ns = namespace or DEFAULT_NAMESPACE
+        ns = split_namespace(namespace or DEFAULT_NAMESPACE)[0]
         return self._config.namespace_thresholds.get(ns, self._config.threshold)
 
     # -- lookups -------------------------------------------------------------------------
     def lookup(self, query: str, *, tenant: str, namespace: str | None = None) -> CacheHit | None:
         """The stored answer of the closest query of ``tenant``'s ``namespace``, if close enough."""
+        return self.lookup_detail(query, tenant=tenant, namespace=namespace).hit
+
+    def lookup_detail(self, query: str, *, tenant: str, namespace: str | None = None) -> LookupResult:
+        """:meth:`lookup`, also saying why each candidate was rejected."""
         ns = _names(tenant, namespace)
         if not isinstance(query, str):
             raise TypeError(f"query must be a string, got {type(query).__name__}")
         with self._span(ns) as lk:
             vector = self._embed([query])[0]
-            hit, best = self._search(vector, tenant, ns)
-            if lk is not None:
-                lk.result(hit=hit is not None, similarity=best)
-        return hit
+            found = self._search(vector, tenant, ns, query)
+            _record(lk, found)
+        return found
 
     def lookup_vector(self, vector: Any, *, tenant: str, namespace: str | None = None) -> CacheHit | None:
-        """:meth:`lookup` with a precomputed embedding (normalised here)."""
+        """:meth:`lookup` with a precomputed embedding (normalised here; no text, so no verification)."""
         ns = _names(tenant, namespace)
         with self._span(ns) as lk:
-            hit, best = self._search(self._unit(vector), tenant, ns)
-            if lk is not None:
-                lk.result(hit=hit is not None, similarity=best)
-        return hit
+            found = self._search(self._unit(vector), tenant, ns, None)
+            _record(lk, found)
+        return found.hit
 
     # -- stores --------------------------------------------------------------------------
     def store(
@@ -350,7 +394,7 @@ class SemanticCache:
     def _span(self, namespace: str) -> Any:
         if self._recorder is None:
             return contextlib.nullcontext(None)
-        return self._recorder.cache_lookup(namespace=namespace)
+        return self._recorder.cache_lookup(namespace=split_namespace(namespace)[0])
 
     def _embed(self, texts: list[str]) -> np.ndarray:
         if self._embedder is None:
@@ -369,31 +413,58 @@ class SemanticCache:
             raise ValueError("vectors must be finite and non-zero")
         return np.ascontiguousarray(mat / norms, dtype=np.float32)
 
-    def _search(self, vector: np.ndarray, tenant: str, ns: str) -> tuple[CacheHit | None, float | None]:
+    def _search(self, vector: np.ndarray, tenant: str, ns: str, query: str | None) -> LookupResult:
         threshold = self.threshold_for(ns)
+        verifier = self.verifier
+        floor = self._config.verify_min_similarity
+        base_ns = split_namespace(ns)[0]
+        reasons: list[str] = []
         with self._lock:
             part = self._parts.get((tenant, ns))
             if part is None:
                 self._counts["misses"] += 1
-                return None, None
+                return LookupResult(None, None, ())
             now = self._now()
-            k = _SEARCH_K
-            while True:
-                found = part.search(vector, k)
-                for sim, entry_id in found:
-                    entry = self._entries[entry_id]
-                    if entry.expired(now):
-                        continue  # never served; purged in batches by _maintain / purge_expired
-                    if sim < threshold:
-                        self._counts["misses"] += 1
-                        return None, sim
-                    self._lru.move_to_end(entry_id)  # recency only: the TTL stays absolute
-                    self._counts["hits"] += 1
-                    return _hit(entry, sim), sim
-                if len(found) < k:  # every live candidate looked at, all expired
-                    self._counts["misses"] += 1
-                    return None, None
-                k *= 4
+            candidates = self._candidates(part, vector, now)
+            best = candidates[0][0] if candidates else None
+            for sim, entry in candidates:
+                # every candidate with both texts is verified; a bare vector can only be thresholded
+                verify = verifier is not None and query is not None and bool(entry.query)
+                if sim < (floor if verify else threshold):
+                    reasons.append(REASON_SIMILARITY)
+                    break  # most similar first: the rest are further still
+                if query is not None and entry.query and not self._same_long(query, entry.query):
+                    reasons.append(REASON_LONG_QUERY)
+                    continue
+                if verify:
+                    assert verifier is not None and query is not None
+                    why = verifier.check(query, entry.query, sim, base_ns)
+                    if why is not None:
+                        reasons.append(why)
+                        continue
+                self._lru.move_to_end(entry.id)  # recency only: the TTL stays absolute
+                self._counts["hits"] += 1
+                return LookupResult(_hit(entry, sim), best, tuple(reasons))
+            self._counts["misses"] += 1
+            return LookupResult(None, best, tuple(reasons))
+
+    def _candidates(self, part: Partition, vector: np.ndarray, now: float) -> list[tuple[float, _Entry]]:
+        """The top-k live, unexpired entries, most similar first."""
+        k = _SEARCH_K
+        while True:
+            found = part.search(vector, k)
+            out = [(sim, self._entries[i]) for sim, i in found if not self._entries[i].expired(now)]
+            # expired ones are never served; purged in batches by _maintain / purge_expired
+            if len(out) >= _SEARCH_K or len(found) < k:
+                return out[:_SEARCH_K]
+            k *= 4
+
+    def _same_long(self, query: str, stored: str) -> bool:
+        """False when either text overflows the model's window and they are not the same text."""
+        fits = getattr(self._embedder, "fits", None)  # an embedder that knows no window: all fit
+        if fits is None or (fits(query) and fits(stored)):
+            return True
+        return _normal_text(query) == _normal_text(stored)
 
     def _add(
         self,
@@ -518,14 +589,31 @@ class SemanticCache:
             self._next_id = max(next_id, max(self._entries, default=0) + 1)
 
 
+def build_verifier(config: CacheConfig) -> "Verifier":
+    """The verification stage of ``config``: the admission model(s) at the target false-hit rate."""
+    from costline.serving.cache_admission import AdmissionModel, default_model_path
+    from costline.serving.cache_verify import Verifier
+
+    target = config.target_false_hit_rate
+    models = {"*": AdmissionModel.load(config.admission_model or default_model_path()).at(target)}
+    for ns, path in config.namespace_admission_models.items():
+        models[ns] = AdmissionModel.load(path).at(target)
+    return Verifier(models)
+
+
 def _names(tenant: str, namespace: str | None) -> str:
+    """The partition name: the namespace, with the request's scope when it has one (cache_key)."""
     if not isinstance(tenant, str) or not tenant:
         raise ValueError(f"tenant must be a non-empty string, got {tenant!r}")
     if namespace is None:
         return DEFAULT_NAMESPACE
-    if not isinstance(namespace, str) or not namespace:
+    if not isinstance(namespace, str) or not split_namespace(namespace)[0]:
         raise ValueError(f"namespace must be a non-empty string or None, got {namespace!r}")
     return namespace
+
+
+def _normal_text(text: str) -> str:
+    return " ".join(text.lower().split())
 
 
 def _doc_tuple(doc_hashes: Iterable[str]) -> tuple[str, ...]:
@@ -538,6 +626,18 @@ def _doc_tuple(doc_hashes: Iterable[str]) -> tuple[str, ...]:
     return out
 
 
+def _record(lk: Any, found: LookupResult) -> None:
+    """The lookup span's hit, best similarity and reject reasons (never raises)."""
+    if lk is None:
+        return
+    lk.result(hit=found.hit is not None, similarity=found.similarity)
+    if found.reject_reasons:
+        try:
+            lk.span.set_attribute(COSTLINE_CACHE_REJECT_REASON, ",".join(found.reject_reasons))
+        except Exception:  # telemetry never fails a lookup
+            pass
+
+
 def _hit(entry: _Entry, similarity: float) -> CacheHit:
     return CacheHit(
         entry_id=entry.id,
@@ -545,7 +645,7 @@ def _hit(entry: _Entry, similarity: float) -> CacheHit:
         similarity=similarity,
         query=entry.query,
         tenant=entry.tenant,
-        namespace=entry.namespace,
+        namespace=split_namespace(entry.namespace)[0],
         doc_hashes=entry.doc_hashes,
         created_at=entry.created_at,
         expires_at=entry.expires_at,

@@ -1,4 +1,4 @@
-"""``costline cache ...``: tune the similarity threshold, inspect and invalidate a saved cache."""
+"""``costline cache ...``: train and tune the verified cache, inspect and invalidate a saved cache."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ __all__ = ["cache"]
 
 @click.group()
 def cache() -> None:
-    """The semantic cache: tune its threshold, inspect or invalidate a saved cache.
+    """The semantic cache: train its admission model, tune it, inspect or invalidate a saved cache.
 
     \b
     Example:
@@ -22,56 +22,155 @@ def cache() -> None:
     """
 
 
+@cache.command("train")
+@click.option("--pairs", "pairs_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Labelled pairs, JSON lines {q1, q2, same_answer, category, domain, split} "
+                   "(default: costline's own pair set).")
+@click.option("--split", default="train", show_default=True,
+              help="Train on the pairs of this split ('all': every pair; a file without splits: every pair).")
+@click.option("--out", "out_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Model file to write (default [serving.cache] admission_model).")
+@click.option("--namespace", default=None,
+              help="Say which namespace the model is for (recorded in the file; point "
+                   "[serving.cache.namespace_admission_models] at it).")
+@pass_config
+def train(config: Config, pairs_path: Path | None, split: str, out_path: Path | None, namespace: str | None) -> None:
+    """Fit the verified cache's admission model (logistic regression) on labelled question pairs.
+
+    The model is plain JSON (weights and an operating-point table), never a pickle.
+
+    \b
+    Example:
+        costline cache train --pairs support-pairs.jsonl --out billing-admission.json --namespace billing
+    """
+    from costline.serving.cache_admission import score_pairs, train_admission
+    from costline.serving.embedding import Embedder
+
+    cfg = config.serving.cache
+    out = out_path or cfg.admission_model
+    if out is None:
+        raise click.UsageError("give --out FILE, or set [serving.cache] admission_model")
+    path, pairs = _pairs(pairs_path, split)
+    embedder = Embedder(cfg.model_path, threads=cfg.embed_threads or None)
+    scores = score_pairs(embedder, pairs)
+    model = train_admission(scores, min_similarity=cfg.verify_min_similarity, trained_on={
+        "pairs": path.name, "split": split, "count": len(pairs), "namespace": namespace or "*",
+        "embedding_model": embedder.model_name})
+    model.save(out)
+    point = model.point_for(cfg.target_false_hit_rate)
+    click.echo(f"trained on {len(pairs)} pairs of {path} (split {split}) -> {out}")
+    if point is None:
+        click.echo(f"no operating point keeps the false-hit rate under {cfg.target_false_hit_rate:.1%}: "
+                   "the cache will use the strictest one; label more pairs")
+    else:
+        click.echo(f"at target {cfg.target_false_hit_rate:.1%}: threshold {point.threshold:.2f}, recall "
+                   f"{point.recall:.1%}, false-hit rate {point.false_hit_rate:.1%} (cross-validated)")
+
+
 @cache.command("tune")
 @click.option("--pairs", "pairs_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="JSON lines {\"a\":..., \"b\":..., \"same_answer\": bool} (default: the shipped sample).")
+              help="Labelled pairs, JSON lines {q1, q2, same_answer, category, ...} or {a, b, same_answer} "
+                   "(default: costline's own pair set).")
+@click.option("--split", default="test", show_default=True,
+              help="Evaluate the pairs of this split ('all': every pair; a file without splits: every pair).")
 @click.option("--target", type=float, default=None,
-              help="Highest acceptable false-hit rate (default [serving.cache] tune_max_false_hit_rate, 0.01).")
+              help="Highest acceptable false-hit rate (default [serving.cache] target_false_hit_rate, 0.01).")
 @click.option("--show", type=int, default=5, show_default=True,
               help="How many of the most similar false pairs to list.")
 @pass_config
-def tune(config: Config, pairs_path: Path | None, target: float | None, show: int) -> None:
-    """Hit rate on true pairs and false-hit rate on false pairs for thresholds 0.85-0.99,
-    and the lowest threshold whose false-hit rate stays under the target.
+def tune(config: Config, pairs_path: Path | None, split: str, target: float | None, show: int) -> None:
+    """Recall on same-answer pairs and false-hit rate per trap category: the threshold-only cache per
+    cosine threshold (0.85-0.99), then the verified cache per operating point of its admission model.
 
     \b
     Example:
         costline cache tune --pairs support-pairs.jsonl --target 0.005
     """
-    from costline.serving.cache_tune import default_pairs_path, pair_similarities, read_pairs, tune_thresholds
+    import numpy as np
+
+    from costline.serving.cache_admission import AdmissionModel, default_model_path, score_pairs
+    from costline.serving.cache_tune import tune_thresholds
+    from costline.serving.cache_verify import Verifier
     from costline.serving.embedding import Embedder
 
     cfg = config.serving.cache
-    target = cfg.tune_max_false_hit_rate if target is None else target
+    target = cfg.target_false_hit_rate if target is None else target
     if not 0.0 < target < 1.0:
         raise click.BadParameter("must be above 0 and below 1", param_hint="--target")
-    path = pairs_path or default_pairs_path()
-    pairs, problems = read_pairs(path)
-    for p in problems[:10]:
-        click.echo(f"warning: {path}: {p} (skipped)", err=True)
-    if len(problems) > 10:
-        click.echo(f"warning: {path}: {len(problems) - 10} more bad lines skipped", err=True)
+    path, pairs = _pairs(pairs_path, split)
+    model_path = cfg.admission_model or default_model_path()
+    model = AdmissionModel.load(model_path)
     embedder = Embedder(cfg.model_path, threads=cfg.embed_threads or None)
-    sims = pair_similarities(embedder, pairs)
-    report = tune_thresholds(sims, [p.same_answer for p in pairs], max_false_hit_rate=target)
-    click.echo(f"{path}: {report.true_pairs} true pairs, {report.false_pairs} false pairs "
+    scores = score_pairs(embedder, pairs, Verifier())
+    labels = scores.labels
+    traps = [p.trap for p in pairs]
+    cats = sorted({t for t, same in zip(traps, labels) if not same})
+    report = tune_thresholds(scores.cosine, labels, max_false_hit_rate=target)
+    click.echo(f"{path} (split {split}): {report.true_pairs} true pairs, {report.false_pairs} false pairs "
                f"(model {embedder.model_name})")
-    click.echo(f"{'threshold':>9}  {'hit rate':>8}  {'false-hit rate':>14}")
+    click.echo("threshold-only cache (a cosine threshold alone):")
+    click.echo(_header("threshold", cats))
     for r in report.rows:
+        served = scores.cosine >= r.threshold
         mark = "  <- recommended" if r.threshold == report.recommended else ""
-        click.echo(f"{r.threshold:>9.2f}  {r.hit_rate:>8.1%}  {r.false_hit_rate:>14.1%}{mark}")
+        click.echo(_row(f"{r.threshold:.2f}", served, labels, traps, cats) + mark)
     if report.recommended is None:
-        click.echo(f"no threshold up to 0.99 keeps the false-hit rate under {target:.1%}: "
-                   "keep the cache off for this traffic, or split it into namespaces")
+        click.echo(f"no threshold up to 0.99 keeps the false-hit rate under {target:.1%}")
     else:
         click.echo(f"recommended threshold: {report.recommended:.2f} (false-hit rate under {target:.1%}); "
                    f"configured: {cfg.threshold:.2f}")
-    false_pairs = sorted(((float(s), p) for s, p in zip(sims, pairs) if not p.same_answer),
+    guarded = np.array([r is None for r in scores.reasons]) & (scores.cosine >= model.min_similarity)
+    prob = model.probabilities(scores.features)
+    chosen = model.at(target).threshold
+    click.echo(f"verified cache (guards, then the admission model {model_path}; mode {cfg.mode}):")
+    click.echo(_header("point", cats))
+    for p in model.points:
+        mark = f"  <- operating point for target {target:.1%}" if p.threshold == chosen else ""
+        click.echo(_row(f"{p.threshold:.2f}", guarded & (prob >= p.threshold), labels, traps, cats) + mark)
+    click.echo(_row("guards", guarded, labels, traps, cats) + "  (guards alone, no admission model)")
+    rejected: dict[str, int] = {}
+    for r, same in zip(scores.reasons, labels):
+        if r is not None and not same:
+            rejected[r] = rejected.get(r, 0) + 1
+    click.echo("traps rejected by guard: " + ", ".join(f"{k} {v}" for k, v in sorted(rejected.items(),
+                                                                                    key=lambda kv: -kv[1])))
+    false_pairs = sorted(((float(s), p) for s, p in zip(scores.cosine, pairs) if not p.same_answer),
                          key=lambda x: -x[0])[:max(show, 0)]
     if false_pairs:
         click.echo("most similar false pairs:")
         for s, p in false_pairs:
-            click.echo(f"  {s:.3f}  {p.a!r} / {p.b!r}")
+            click.echo(f"  {s:.3f}  {p.q1!r} / {p.q2!r}")
+
+
+def _pairs(pairs_path: Path | None, split: str):  # type: ignore[no-untyped-def]
+    from costline.serving.cache_admission import default_pair_set_path, read_labelled_pairs
+
+    path = pairs_path or default_pair_set_path()
+    pairs, problems = read_labelled_pairs(path)
+    for p in problems[:10]:
+        click.echo(f"warning: {path}: {p} (skipped)", err=True)
+    if len(problems) > 10:
+        click.echo(f"warning: {path}: {len(problems) - 10} more bad lines skipped", err=True)
+    if split != "all" and any(p.split for p in pairs):
+        pairs = [p for p in pairs if p.split == split]
+    if not pairs:
+        raise click.UsageError(f"{path}: no valid pairs (split {split})")
+    return path, pairs
+
+
+def _header(first: str, cats: list[str]) -> str:
+    return f"{first:>9}  {'recall':>7}  {'false-hit':>9}  " + "  ".join(f"{c[:11]:>11}" for c in cats)
+
+
+def _row(first: str, served, labels, traps, cats) -> str:  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    labels = np.asarray(labels, dtype=bool)
+    traps = np.asarray(traps)
+    recall = served[labels].mean() if labels.any() else 0.0
+    fhr = served[~labels].mean() if (~labels).any() else 0.0
+    per = [served[~labels & (traps == c)].mean() for c in cats]
+    return f"{first:>9}  {recall:>7.1%}  {fhr:>9.1%}  " + "  ".join(f"{v:>11.1%}" for v in per)
 
 
 @cache.command("stats")

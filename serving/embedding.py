@@ -10,6 +10,11 @@ Texts already embedded are remembered (an exact-text LRU memo of ``memo_size`` v
 a cache miss embeds its query for the lookup and again for the store, and support traffic
 repeats the same questions word for word, so the model only sees each text once.
 
+A text longer than the model's window (MiniLM reads 256 word pieces) is never truncated
+silently: it is embedded as the mean of its head and its tail window, so its end counts, and
+:meth:`Embedder.fits` says it was long (the cache then only serves an exact repeat of it;
+see docs/cache.md).
+
 Needs the ``serving`` extra (``pip install 'costline[serving]'``); importing this
 module does not.
 """
@@ -172,18 +177,53 @@ class Embedder:
     def _encode_model(self, items: list[str]) -> np.ndarray:
         model = self._get_model()
         with self._encode_lock:
+            chunks = [self._head_tail(model, t) for t in items]
+            texts = [t if c is None else c[0] for t, c in zip(items, chunks)]
+            tails = [c[1] for c in chunks if c is not None]
             vectors = model.encode(
-                items,
+                texts + tails,
                 batch_size=self.batch_size,
                 convert_to_numpy=True,
                 normalize_embeddings=True,
                 show_progress_bar=False,
             )
         out = np.ascontiguousarray(vectors, dtype=np.float32)
+        if tails:  # a long text: the mean of its head and tail windows, normalised again
+            longs = [i for i, c in enumerate(chunks) if c is not None]
+            mean = (out[longs] + out[len(items):]) / 2.0
+            out = out[:len(items)].copy()
+            out[longs] = mean / np.linalg.norm(mean, axis=1, keepdims=True)
         if out.ndim != 2 or out.shape != (len(items), self.dim):
             raise ServingError(f"model {self.model_path} returned vectors of shape {out.shape}, "
                                f"expected ({len(items)}, {self.dim})")
         return out
+
+    @property
+    def window(self) -> int:
+        """Word pieces the model reads at once, its [CLS] and [SEP] included (256 for MiniLM)."""
+        return int(getattr(self._get_model(), "max_seq_length", 0) or 512)
+
+    def fits(self, text: str) -> bool:
+        """True if ``text`` fits the model's window (no word piece is cut off)."""
+        # a word piece is at least one character: a short text cannot overflow (no tokenizer call)
+        if len(text) <= 254:
+            return True
+        return self._token_count(text) <= self.window - 2
+
+    def _token_count(self, text: str) -> int:
+        model = self._get_model()
+        with self._encode_lock:
+            return len(model.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _head_tail(self, model: Any, text: str) -> list[str] | None:
+        """The head and tail windows of a text longer than the window; None if it fits."""
+        if len(text) <= 254:
+            return None
+        ids = model.tokenizer(text, add_special_tokens=False)["input_ids"]
+        room = self.window - 2
+        if len(ids) <= room:
+            return None
+        return [model.tokenizer.decode(ids[:room]), model.tokenizer.decode(ids[-room:])]
 
     def encode_one(self, text: str) -> np.ndarray:
         """Embed one text: float32, shape ``(dim,)``."""

@@ -46,6 +46,7 @@ from costline.netsec import Limits, refuse_open_bind, ssl_context
 from costline.serving._http import HttpRequest, HttpResponse, JsonServer, Route, ServedByJsonServer
 from costline.serving.auth import GatewayGuard, KeyStore, Refused
 from costline.serving.backends import Prompt
+from costline.serving.cache_key import scope_of_body
 from costline.serving.pipeline import Answer, LiveAnswer, Pipeline
 from costline.serving.settings import GatewayConfig
 from costline.serving.standin import ANTHROPIC_ERROR_TYPES, last_user_text
@@ -134,7 +135,8 @@ class Gateway(ServedByJsonServer):
         doc_hashes = tuple(h.strip() for h in (req.header(cfg.doc_hashes_header) or "").split(",") if h.strip())
         prompt = Prompt(tuple(messages), body.get("system"), max_tokens)
         result = (self.pipeline.answer_stream if stream else self.pipeline.answer)(
-            query, task_type=task_type, tenant=tenant, doc_hashes=doc_hashes, prompt=prompt)
+            query, task_type=task_type, tenant=tenant, doc_hashes=doc_hashes, prompt=prompt,
+            cache_scope=scope_of_body(body))
         if isinstance(result, LiveAnswer):
             return _live_response(result)
         headers = _headers(result)

@@ -14,7 +14,12 @@ the application's ``validator(query, text) -> bool``, or whose confidence is und
 ``max_escalations`` times; so is a tier that still fails after the SDK's retries
 (``on_error``). The request span carries ``costline.attempts``, ``costline.escalations``,
 the tier that finally answered and ``costline.success``. Accepted answers are stored in
-the cache with their ``doc_hashes``.
+the cache with their ``doc_hashes`` — only final ones (a natural end: never an answer cut off
+at ``max_tokens``, a tool call or a refusal).
+
+The cache is keyed on the query (matched semantically) *and* the request's scope (matched
+exactly: system prompt, earlier turns, tools, generation parameters; see
+:mod:`costline.serving.cache_key`), folded into the namespace the cache sees.
 
 :meth:`Pipeline.answer_stream` is ``answer()`` for a client that streams: when the routed
 tier's answer cannot be sent up a tier (:meth:`Pipeline.streams_live`: no validator and no
@@ -34,6 +39,8 @@ from costline import contract
 from costline.collectors import Recorder
 from costline.config import Config
 from costline.serving.backends import Backend, Prompt, Reply, build_backends
+from costline.serving.cache_key import (COSTLINE_CACHE_REJECT_REASON, is_final, scope_of_prompt, scoped_namespace,
+                                        split_namespace)
 from costline.serving.errors import BackendError, RoutingError
 from costline.serving.registry import ModelRegistry
 from costline.serving.router import Router, RoutingPolicy, build_policy
@@ -213,13 +220,21 @@ class Pipeline:
         subtype: str | None = None,
         prompt: Prompt | None = None,
         request_id: str | None = None,
+        cache_scope: str | None = None,
     ) -> Answer:
         """Answer ``query`` as cheaply as the quality bar allows.
 
         ``prompt`` is what the models get (default: ``query`` as one user message);
-        ``query`` is what is routed on and cached under.
+        ``query`` is what is routed on and matched semantically in the cache. ``cache_scope``
+        is the exact part of the cache key (:func:`~costline.serving.cache_key.scope_of_body`
+        of the whole request); by default the scope of ``prompt`` (its system prompt, earlier
+        turns and max_tokens), or none for a bare query.
         """
         decision = self.router.route(query, task_type)
+        if cache_scope is None:
+            cache_scope = scope_of_prompt(prompt) if prompt is not None else ""
+        if cache_scope:
+            namespace = scoped_namespace(namespace or DEFAULT_NAMESPACE, cache_scope)
         prompt = prompt or Prompt.of(query)
         with self.recorder.request(task_type=task_type, tenant=tenant, subtype=subtype,
                                    request_id=request_id, routed_tier=decision.tier) as req:
@@ -239,7 +254,7 @@ class Pipeline:
                     assert attempt.reply is not None
                     req.served_by(tier)
                     req.accept()
-                    if self.cache is not None:
+                    if self.cache is not None and is_final(attempt.reply.stop_reason):
                         self._store(query, attempt.reply.text, tenant, namespace, doc_hashes)
                     return Answer(attempt.reply.text, tier, attempt.reply.model, decision.tier, True,
                                   attempts=tuple(attempts), request_id=req.request_id, reply=attempt.reply,
@@ -273,6 +288,7 @@ class Pipeline:
         subtype: str | None = None,
         prompt: Prompt | None = None,
         request_id: str | None = None,
+        cache_scope: str | None = None,
     ) -> "Answer | LiveAnswer":
         """:meth:`answer` for a client that streams: a :class:`LiveAnswer` when the routed tier
         :meth:`streams_live` (the cache is looked up first: a hit comes as one piece), else the
@@ -281,7 +297,12 @@ class Pipeline:
         decision = self.router.route(query, task_type)
         if not self.streams_live(decision.tier):
             return self.answer(query, task_type=task_type, tenant=tenant, doc_hashes=doc_hashes,
-                               namespace=namespace, subtype=subtype, prompt=prompt, request_id=request_id)
+                               namespace=namespace, subtype=subtype, prompt=prompt, request_id=request_id,
+                               cache_scope=cache_scope)
+        if cache_scope is None:  # the same exact part of the cache key as answer()
+            cache_scope = scope_of_prompt(prompt) if prompt is not None else ""
+        if cache_scope:
+            namespace = scoped_namespace(namespace or DEFAULT_NAMESPACE, cache_scope)
         backend = self.backends.get(decision.tier)
         if backend is None:
             raise RoutingError(f"no backend for tier {decision.tier!r}: configure it under [serving.backends]")
@@ -350,7 +371,7 @@ class Pipeline:
             req.served_by(tier)
             if ok:
                 req.accept()
-                if self.cache is not None:
+                if self.cache is not None and is_final(reply.stop_reason):
                     self._store(query, reply.text, tenant, namespace, doc_hashes)
             else:
                 req.reject(f"{tier}: {problem}")
@@ -370,7 +391,7 @@ class Pipeline:
                 assert attempt.reply is not None
                 req.served_by(tier)
                 req.accept()
-                if self.cache is not None:
+                if self.cache is not None and is_final(attempt.reply.stop_reason):
                     self._store(query, attempt.reply.text, tenant, namespace, doc_hashes)
                 return Answer(attempt.reply.text, tier, attempt.reply.model, decision.tier, True,
                               attempts=tuple(attempts), request_id=req.request_id, reply=attempt.reply,
@@ -418,15 +439,28 @@ class Pipeline:
 
     def _lookup(self, req: Any, query: str, tenant: str, namespace: str | None) -> CacheHit | None:
         assert self.cache is not None
-        span = req.cache_lookup(namespace=namespace or DEFAULT_NAMESPACE) if self.trace_lookups else nullcontext()
+        shown = split_namespace(namespace or DEFAULT_NAMESPACE)[0]
+        span = req.cache_lookup(namespace=shown) if self.trace_lookups else nullcontext()
         with span as lookup:
+            reasons: tuple[str, ...] = ()
+            best = None
             try:
-                hit = self.cache.lookup(query, tenant=tenant, namespace=namespace)
+                detail = getattr(self.cache, "lookup_detail", None)  # a SemanticCache says why it missed
+                if detail is not None:
+                    found = detail(query, tenant=tenant, namespace=namespace)
+                    hit, best, reasons = found.hit, found.similarity, tuple(found.reject_reasons)
+                else:
+                    hit = self.cache.lookup(query, tenant=tenant, namespace=namespace)
             except Exception:  # a broken cache costs a model call, never the answer
                 log.exception("costline: semantic cache lookup failed; answering without it")
                 hit = None
             if lookup is not None:
-                lookup.result(hit is not None, getattr(hit, "similarity", None))
+                lookup.result(hit is not None, getattr(hit, "similarity", best))
+                if reasons:
+                    try:
+                        lookup.span.set_attribute(COSTLINE_CACHE_REJECT_REASON, ",".join(reasons))
+                    except Exception:  # telemetry never fails the answer
+                        log.debug("costline: could not record the cache's reject reasons", exc_info=True)
         return hit
 
     def _store(self, query: str, text: str, tenant: str, namespace: str | None, doc_hashes: Sequence[str]) -> None:

@@ -58,6 +58,19 @@ class CacheConfig:
     embed_threads: int = 0
     #: `costline cache tune` recommends the lowest threshold whose false-hit rate stays under this.
     tune_max_false_hit_rate: float = 0.01
+    #: "verified" (guards + learned admission on every top-k candidate; docs/cache.md) or
+    #: "threshold" (a cosine threshold alone: about 12 % false hits at 0.93 on our pair set).
+    mode: str = "verified"
+    #: Verified mode: candidates under this cosine are not considered at all.
+    verify_min_similarity: float = 0.5
+    #: Verified mode: the admission model's operating point is the one with the best recall whose
+    #: false-hit rate (on its training pairs, cross-validated) stays under this, and under twice this
+    #: in every trap category.
+    target_false_hit_rate: float = 0.01
+    #: The admission model (`costline cache train`); None = the one shipped, trained on our pair set.
+    admission_model: Path | None = None
+    #: ``[serving.cache.namespace_admission_models]``: a model per namespace, overriding admission_model.
+    namespace_admission_models: dict[str, Path] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -116,22 +116,45 @@ def test_serving_modules_import_without_the_heavy_dependencies():
 
 
 # -- the CLI (loads the real model once) --------------------------------------------------------
-def test_cli_tune_on_the_shipped_sample():
+def test_cli_train_then_tune_on_labelled_pairs(tmp_path):
+    from costline.serving.cache_admission import AdmissionModel, default_pair_set_path
+
     _register_area_commands()
-    result = CliRunner().invoke(cli, ["cache", "tune", "--target", "0.01"], catch_exceptions=False)
+    rows = [json.loads(line) for line in default_pair_set_path().read_text().splitlines()]
+    picked = []
+    for category in ("paraphrase", "near_repeat", "negation", "entity_swap", "number_date", "scope", "temporal"):
+        for split in ("train", "test"):
+            picked += [r for r in rows if r["category"] == category and r["split"] == split][:(12 if split ==
+                                                                                                   "train" else 4)]
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in picked))
+    runner = CliRunner()
+    model = tmp_path / "admission.json"
+    result = runner.invoke(cli, ["cache", "train", "--pairs", str(pairs), "--out", str(model)],
+                           catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "trained on 84 pairs" in result.output
+    loaded = AdmissionModel.load(model)
+    assert loaded.trained_on["pairs"] == "pairs.jsonl" and loaded.points
+    (tmp_path / "c.toml").write_text(f'[serving.cache]\nadmission_model = "{model}"\n')
+    result = runner.invoke(cli, ["--config", str(tmp_path / "c.toml"), "cache", "tune", "--pairs", str(pairs),
+                                 "--target", "0.01"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     out = result.output
-    assert "50 true pairs, 50 false pairs" in out
-    lines = [line.split() for line in out.splitlines() if line.count("%") == 2]
-    assert [float(p[0]) for p in lines] == list(DEFAULT_THRESHOLDS)
-    assert "recommended threshold:" in out or "no threshold" in out
-    assert "Don't cancel my subscription" in out  # the negation trap is among the closest false pairs
+    assert "(split test): 8 true pairs, 20 false pairs" in out
+    assert "threshold-only cache" in out and "verified cache" in out
+    header = [line.split() for line in out.splitlines() if line.strip().startswith("threshold ")][0]
+    assert header[3:] == ["entity_swap", "negation", "number_date", "scope", "temporal"]
+    thresholds = [float(line.split()[0]) for line in out.splitlines()
+                  if line.count("%") >= 7 and line.split()[0][0] == "0" and "<- operating" not in line]
+    assert thresholds[:len(DEFAULT_THRESHOLDS)] == list(DEFAULT_THRESHOLDS)
+    assert "<- operating point for target 1.0%" in out and "traps rejected by guard:" in out
 
 
 def test_cli_help_carries_examples():
     _register_area_commands()
     runner = CliRunner()
-    for args in (["cache"], ["cache", "tune"], ["cache", "stats"], ["cache", "invalidate"]):
+    for args in (["cache"], ["cache", "tune"], ["cache", "train"], ["cache", "stats"], ["cache", "invalidate"]):
         result = runner.invoke(cli, [*args, "--help"])
         assert result.exit_code == 0 and "Example:" in result.output, args
 

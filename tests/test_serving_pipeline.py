@@ -207,7 +207,7 @@ def test_gateway_speaks_the_messages_api_to_the_anthropic_sdk(gateway, exporter)
     easy = app.messages.create(model="claude-fable-5", max_tokens=300,
                                messages=[{"role": "user", "content": EASY}])
     assert easy.model == "claude-haiku-4-5"
-    again = app.messages.with_raw_response.create(model="x", max_tokens=300,
+    again = app.messages.with_raw_response.create(model="claude-fable-5", max_tokens=300,
                                                   messages=[{"role": "user", "content": EASY}])
     assert again.parse().model == CACHE_MODEL and again.headers["x-costline-cache-hit"] == "true"
     assert again.parse().content[0].text == easy.content[0].text

@@ -1,0 +1,141 @@
+"""What a cached answer is keyed on: everything of a request that changes the answer.
+
+A stored answer may only answer a request that would have produced it. Only the **last user
+turn** is matched semantically (embedding + verification); everything else that changes the
+answer is matched **exactly**, through a hash — the *scope* of the request:
+
+* the system prompt, the earlier turns (and any non-text blocks of the last one: images,
+  tool results), the tools and ``tool_choice``;
+* the generation parameters that change the answer: model family, ``temperature``,
+  ``top_p``, ``top_k``, ``max_tokens``, ``stop_sequences``, the response / output format.
+
+The scope becomes part of the cache namespace (:func:`scoped_namespace`): the cache keeps one
+index per (tenant, namespace, scope), so an answer made under another system prompt or for
+``max_tokens: 3`` is never even a candidate.
+
+Only final answers are stored (:func:`is_final`): a reply cut off at ``max_tokens``, a tool
+call, a refusal or an error is an answer to this one request, never to the next.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = [
+    "COSTLINE_CACHE_REJECT_REASON",
+    "FINAL_STOP_REASONS",
+    "SCOPE_SEPARATOR",
+    "is_final",
+    "model_family",
+    "request_scope",
+    "scope_of_body",
+    "scope_of_prompt",
+    "scoped_namespace",
+    "split_namespace",
+]
+
+#: The lookup span attribute listing why candidates were rejected (comma-separated, most similar first).
+COSTLINE_CACHE_REJECT_REASON = "costline.cache.reject_reason"
+
+#: Stop reasons of a natural end (Anthropic's end_turn / stop_sequence, OpenAI's stop).
+#: A stop sequence is part of the scope, so an answer ended by one is final for that scope.
+FINAL_STOP_REASONS = frozenset({"end_turn", "stop_sequence", "stop"})
+
+#: Between a namespace and its scope hash in a cache namespace (never in a configured name).
+SCOPE_SEPARATOR = "\x1f"
+
+#: Generation parameters of a Messages / Chat Completions body that change the answer.
+_PARAMS = ("temperature", "top_p", "top_k", "max_tokens", "max_completion_tokens", "stop_sequences", "stop",
+           "response_format", "output_format", "tool_choice", "thinking", "seed")
+
+_DATE_SUFFIX = re.compile(r"(-\d{8}|-latest|@\d{8})$")
+
+
+def is_final(stop_reason: str | None) -> bool:
+    """True for a natural end; False for max_tokens / length, tool use, refusals, errors, unknown."""
+    return stop_reason in FINAL_STOP_REASONS
+
+
+def model_family(model: Any) -> str:
+    """``claude-haiku-4-5-20251001`` → ``claude-haiku-4-5``: the model without its snapshot date."""
+    if not isinstance(model, str):
+        return ""
+    return _DATE_SUFFIX.sub("", model.strip().lower())
+
+
+def request_scope(
+    *,
+    system: Any = None,
+    earlier: Sequence[Any] = (),
+    tools: Any = None,
+    model: Any = None,
+    params: Mapping[str, Any] | None = None,
+) -> str:
+    """The scope hash (32 hex digits) of everything but the last user turn's text.
+
+    ``earlier`` is the turns before the last user turn (plus that turn's non-text blocks);
+    ``params`` the generation parameters (only those in ``_PARAMS`` count; None values are dropped).
+    """
+    kept = {k: params[k] for k in _PARAMS if params and params.get(k) is not None}
+    doc = {"system": _normal(system), "earlier": _normal(list(earlier)), "tools": _normal(tools),
+           "model": model_family(model), "params": _normal(kept)}
+    raw = json.dumps(doc, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+    return hashlib.sha256(raw.encode("utf-8")).hexdigest()[:32]
+
+
+def scope_of_body(body: Mapping[str, Any]) -> str:
+    """The scope of an Anthropic Messages (or OpenAI chat) request body."""
+    messages = body.get("messages")
+    messages = list(messages) if isinstance(messages, list) else []
+    # (OpenAI puts the system prompt among the messages, where it counts as an earlier turn)
+    return request_scope(system=body.get("system"), earlier=_earlier(messages), tools=body.get("tools"),
+                         model=body.get("model"), params=body)
+
+
+def scope_of_prompt(prompt: Any) -> str:
+    """The scope of a :class:`~costline.serving.backends.Prompt` (system, earlier turns, max_tokens)."""
+    messages = list(getattr(prompt, "messages", ()) or ())
+    return request_scope(system=getattr(prompt, "system", None), earlier=_earlier(messages),
+                         params={"max_tokens": getattr(prompt, "max_tokens", None)})
+
+
+def scoped_namespace(namespace: str, scope: str) -> str:
+    """The cache namespace of ``namespace`` under ``scope`` (``namespace`` alone for no scope)."""
+    return f"{namespace}{SCOPE_SEPARATOR}{scope}" if scope else namespace
+
+
+def split_namespace(name: str) -> tuple[str, str]:
+    """(namespace, scope) of a cache namespace made by :func:`scoped_namespace`."""
+    ns, _, scope = name.partition(SCOPE_SEPARATOR)
+    return ns, scope
+
+
+def _earlier(messages: list[Any]) -> list[Any]:
+    """The turns before the last user turn, and that turn without its text blocks."""
+    if not messages:
+        return []
+    *before, last = messages
+    if isinstance(last, Mapping) and last.get("role") == "user":
+        content = last.get("content")
+        if isinstance(content, list):
+            rest = [b for b in content if not (isinstance(b, Mapping) and b.get("type") == "text")]
+            return before + ([{"role": "user", "content": rest}] if rest else [])
+        return before
+    return messages  # no user turn last: the whole conversation is context
+
+
+def _normal(value: Any) -> Any:
+    """Plain JSON values; a system prompt given as text blocks hashes like the same plain text."""
+    if isinstance(value, Mapping):
+        return {str(k): _normal(v) for k, v in value.items() if k != "cache_control"}
+    if isinstance(value, (list, tuple)):
+        items = [_normal(v) for v in value]
+        if items and all(isinstance(b, Mapping) and b.get("type") == "text" and set(b) <= {"type", "text"}
+                         for b in items):
+            return "\n".join(str(b.get("text", "")) for b in items)
+        return items
+    return value

@@ -1,0 +1,655 @@
+"""The verification stage: between the FAISS candidates and the hit decision.
+
+A cosine similarity cannot tell "refund for order 1234" from "order 1243", "cancel" from
+"don't cancel", or "my invoice" from "all invoices": the sentences are nearly the same and
+the answers are not. Every candidate of every lookup (all top-k, not only the best) goes
+through :meth:`Verifier.check`:
+
+1. **guards** — hard rules that reject a candidate whose question differs in what changes
+   the answer. Each has a reason, recorded on the lookup span as
+   ``costline.cache.reject_reason``:
+
+   ``number``      numbers, amounts, quantities (digits, number words via word2number, ordinals);
+   ``identifier``  order / invoice / ticket numbers and other codes (``#48213``, ``INV-2291``);
+   ``date``        months, weekdays, calendar dates (numeric dates parsed with python-dateutil);
+   ``time``        clock times (``3 pm``, ``18:00``, noon);
+   ``unit``        the unit after a number (``7 kg`` / ``7 lb``, ``2 nights`` / ``one week``);
+   ``negation``    a different count of negations (not, never, no, without, n't …);
+   ``polarity``    opposite actions or states (enable / disable, add / remove, paid / unpaid …);
+   ``entity``      another named entity: a capitalised name or product on each side that the
+                   other side lacks, or a one-for-one word swap at a named entity;
+   ``scope``       quantifiers (all, every, each, whole, both, any …) on one side only;
+   ``comparative`` opposite comparatives (more / less, earlier / later, over / under …);
+   ``temporal``    past against future (last / next, was / will be, before / after, yesterday /
+                   tomorrow), or disjoint tenses.
+
+2. **admission** — the candidates that pass every guard are scored by a small learned model
+   (:mod:`costline.serving.cache_admission`) on :func:`pair_features`: the cosine, lexical
+   overlap, length ratio, unmatched content words, one-sided entities … A candidate under the
+   model's operating point is rejected with reason ``admission``.
+
+Features of a text are computed once and remembered (an LRU of ``memo_size`` texts), so a
+stored question is parsed once however often it is a candidate. Pure Python plus regex,
+word2number, python-dateutil, snowballstemmer and rapidfuzz: no model download, well under a
+millisecond per candidate.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "GUARD_REASONS",
+    "REASON_ADMISSION",
+    "FEATURE_NAMES",
+    "QuestionFeatures",
+    "Verifier",
+    "analyse",
+    "guard",
+    "pair_features",
+]
+
+GUARD_REASONS = ("number", "identifier", "date", "time", "unit", "negation", "polarity", "entity", "scope",
+                 "comparative", "temporal")
+#: A candidate that passed the guards but scored under the admission model's operating point.
+REASON_ADMISSION = "admission"
+
+# -- lexicons (lower case) --------------------------------------------------------------------------
+_CONTRACTIONS = (
+    (re.compile(r"\bcan(?:'|’)t\b|\bcannot\b"), "can not"), (re.compile(r"\bwon(?:'|’)t\b"), "will not"),
+    (re.compile(r"\bshan(?:'|’)t\b"), "shall not"), (re.compile(r"n(?:'|’)t\b"), " not"),
+    (re.compile(r"(?:'|’)ll\b"), " will"), (re.compile(r"(?:'|’)re\b"), " are"),
+    (re.compile(r"(?:'|’)ve\b"), " have"), (re.compile(r"\bi(?:'|’)m\b"), "i am"),
+)
+_TOKEN = re.compile(r"[$€£#%]|\d+(?:[.,:]\d+)*(?:st|nd|rd|th)?|[^\W\d_]+(?:-[^\W\d_]+)*(?:\d+[^\W\d_]*)*"
+                    r"|\d+[^\W\d_]+\w*",
+                    re.UNICODE)
+_IDENT = re.compile(r"(?<![\w$€£])#?\s?(?:[A-Za-z]{1,4}[-]?\d{2,}[A-Za-z0-9]*|\d+-\d+|\d{4,}|[A-Za-z]+\d+[A-Za-z]*"
+                    r"|\d+[A-Za-z]+\d*)\b")
+_TIME = re.compile(r"\b(\d{1,2})(?::(\d{2}))?\s*([ap])\.?\s?m\b\.?|\b(\d{1,2}):(\d{2})\b", re.I)
+_NUMERIC_DATE = re.compile(r"\b\d{4}-\d{1,2}-\d{1,2}\b|\b\d{1,2}/\d{1,2}(?:/\d{2,4})?\b")
+_MONTHS = {"jan": 1, "january": 1, "feb": 2, "february": 2, "mar": 3, "march": 3, "apr": 4, "april": 4,
+           "may": 5, "jun": 6, "june": 6, "jul": 7, "july": 7, "aug": 8, "august": 8, "sep": 9, "sept": 9,
+           "september": 9, "oct": 10, "october": 10, "nov": 11, "november": 11, "dec": 12, "december": 12}
+_WEEKDAYS = {"monday": 1, "mon": 1, "tuesday": 2, "tue": 2, "tues": 2, "wednesday": 3, "wed": 3, "thursday": 4,
+             "thu": 4, "thurs": 4, "friday": 5, "fri": 5, "saturday": 6, "sat": 6, "sunday": 7, "sun": 7}
+_QUARTERS = {"q1", "q2", "q3", "q4"}
+_NUMBER_WORDS = {"zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
+                 "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen",
+                 "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety", "hundred",
+                 "thousand", "million", "billion"}
+_ORDINALS = {"first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixth": 6, "seventh": 7,
+             "eighth": 8, "ninth": 9, "tenth": 10, "eleventh": 11, "twelfth": 12, "fifteenth": 15,
+             "twentieth": 20, "thirtieth": 30, "last": None}
+_OTHER_NUMBERS = {"dozen": 12, "half": 0.5, "twice": 2, "double": 2, "triple": 3, "single": 1, "pair": 2,
+                  "couple": 2, "none": 0, "zero": 0}
+_UNITS = {"kg": "kg", "kgs": "kg", "kilo": "kg", "kilos": "kg", "kilogram": "kg", "kilograms": "kg",
+          "lb": "lb", "lbs": "lb", "pound": "lb", "pounds": "lb", "g": "g", "gram": "g", "grams": "g",
+          "oz": "oz", "ounce": "oz", "ounces": "oz", "gb": "gb", "mb": "mb", "tb": "tb", "kb": "kb",
+          "mbps": "mbps", "gbps": "gbps", "kbps": "kbps", "inch": "inch", "inches": "inch", "in": "inch",
+          "cm": "cm", "mm": "mm", "m": "m", "km": "km", "mile": "mile", "miles": "mile", "litre": "l",
+          "liter": "l", "litres": "l", "liters": "l", "l": "l", "ml": "ml", "%": "%", "percent": "%",
+          "day": "day", "days": "day", "night": "night", "nights": "night", "week": "week", "weeks": "week",
+          "month": "month", "months": "month", "year": "year", "years": "year", "hour": "hour",
+          "hours": "hour", "minute": "minute", "minutes": "minute", "min": "minute", "mins": "minute",
+          "$": "usd", "usd": "usd", "dollar": "usd", "dollars": "usd", "€": "eur", "eur": "eur",
+          "euro": "eur", "euros": "eur", "£": "gbp", "gbp": "gbp", "seat": "seat", "seats": "seat",
+          "user": "user", "users": "user", "license": "license", "licenses": "license", "licence": "license",
+          "licences": "license", "item": "item", "items": "item", "box": "box", "boxes": "box",
+          "bag": "bag", "bags": "bag", "adult": "adult", "adults": "adult", "child": "child",
+          "children": "child", "kid": "child", "kids": "child"}
+_NEGATIONS = {"not", "no", "never", "none", "nothing", "nobody", "neither", "nor", "without", "non", "nowhere",
+              "cannot", "unable", "unavailable"}
+# opposite actions and states: word -> (group, sign); a conflict is opposite signs in one group
+_POLARITY_PAIRS = (
+    ("enable", "disable"), ("enabled", "disabled"), ("activate", "deactivate"), ("active", "inactive"),
+    ("add", "remove"), ("add", "delete"), ("added", "removed"), ("include", "exclude"), ("included", "excluded"),
+    ("including", "excluding"), ("increase", "decrease"), ("increase", "reduce"), ("raise", "lower"),
+    ("upgrade", "downgrade"), ("subscribe", "unsubscribe"), ("lock", "unlock"), ("locked", "unlocked"),
+    ("mute", "unmute"), ("allow", "block"), ("allow", "prohibit"), ("allowed", "prohibited"),
+    ("allowed", "forbidden"), ("allowed", "banned"), ("accept", "decline"), ("accept", "refuse"),
+    ("accept", "reject"), ("approve", "reject"), ("approve", "deny"), ("approved", "rejected"),
+    ("approved", "denied"), ("encrypt", "decrypt"), ("show", "hide"), ("connect", "disconnect"),
+    ("connecting", "disconnecting"), ("paid", "unpaid"), ("refundable", "nonrefundable"),
+    ("mandatory", "optional"), ("required", "optional"), ("online", "offline"), ("open", "closed"),
+    ("open", "close"), ("eligible", "ineligible"), ("grant", "revoke"), ("confirm", "cancel"),
+    ("valid", "expired"), ("valid", "invalid"), ("delayed", "on-time"), ("made", "missed"),
+    ("successfully", "failed"), ("worked", "failed"), ("start", "stop"), ("begin", "end"), ("start", "end"),
+    ("in-stock", "out-of-stock"), ("buy", "sell"), ("opt-in", "opt-out"),
+    ("turn-on", "turn-off"), ("switch-on", "switch-off"), ("log-in", "log-out"), ("sign-in", "sign-out"),
+    ("check-in", "check-out"), ("save", "delete"), ("included", "leave-out"), ("receive", "send"), ("received", "sent"), ("import", "export"),
+    ("upload", "download"), ("join", "leave"), ("hire", "fire"), ("win", "lose"), ("pass", "fail"),
+    ("credit", "debit"), ("deposit", "withdraw"), ("charge", "refund"), ("charged", "refunded"),
+    ("enroll", "opt-out"), ("enroll", "unenroll"), ("active", "disabled"), ("covered", "excluded"),
+    ("include", "leave-out"), ("book", "avoid"), ("on-time", "late"), ("arrived", "lost"),
+)
+_TEMPORAL_WORDS = {
+    "last": -1, "previous": -1, "previously": -1, "past": -1, "prior": -1, "old": -1, "earlier": -1,
+    "yesterday": -1, "ago": -1, "already": -1, "before": -1, "so-far": -1, "ever": -1, "former": -1,
+    "next": 1, "upcoming": 1, "coming": 1, "future": 1, "new": 1, "later": 1, "tomorrow": 1, "soon": 1,
+    "after": 1, "from-now-on": 1, "still": 1, "yet": 1, "pending": 1,
+    "now": 0, "today": 0, "tonight": 0, "current": 0, "currently": 0, "this-time": 0, "this-week": 0,
+    "this-month": 0, "this-year": 0, "this-quarter": 0, "this-season": 0, "this-summer": 0, "this-winter": 0,
+    "this-morning": 0, "this-evening": 0, "this-afternoon": 0, "this-weekend": 0, "this-cycle": 0,
+}
+_PAST = {"was", "were", "did", "had", "got", "happened", "went", "could-have", "earned", "used", "spent"}
+_FUTURE = {"will", "shall", "gonna", "going-to", "be"}
+_SCOPE = {"all", "every", "each", "everyone", "everybody", "everything", "entire", "whole", "both", "any",
+          "always", "permanently", "everywhere", "ever", "in-total", "per-day", "per-week", "per-month", "per-year",
+          "per-quarter"}
+_COLLECTIVE = {"team", "teams", "department", "organization", "organisation", "company", "family",
+               "group", "party", "passengers", "guests", "employees", "members", "staff", "children",
+               "reports", "everyone", "colleagues", "users", "customers", "too"}
+_OWNER = re.compile(r"\b(?:whole|entire|all|every)\s+(team|department|organi[sz]ation|company|family|"
+                    r"group|party|staff|reports|employees|colleagues)\b|\b(team|department|company|family|group)"
+                    r"(?:'|’)s\b")
+_THIRD = {"he", "him", "his", "she", "her", "they", "them", "their", "someone", "somebody", "another",
+          "others"}
+_COMPARATIVE = (
+    ("more", "less"), ("more", "fewer"), ("higher", "lower"), ("cheaper", "more-expensive"), ("faster", "slower"),
+    ("bigger", "smaller"), ("larger", "smaller"), ("earlier", "later"), ("longer", "shorter"),
+    ("better", "worse"), ("most", "least"), ("over", "under"), ("above", "below"), ("at-least", "at-most"),
+    ("maximum", "minimum"), ("max", "min"), ("cheapest", "most-expensive"), ("first", "last"),
+    ("before", "after"), ("early", "late"), ("increase", "decrease"),
+)
+_QWORDS = {"what", "when", "where", "why", "who", "which", "how", "whom", "whose"}
+_STOP = {"a", "an", "the", "i", "me", "my", "mine", "myself", "we", "us", "our", "you", "your", "it", "its",
+         "is", "are", "am", "was", "were", "be", "been", "do", "does", "did", "can", "could", "would", "should",
+         "will", "shall", "may", "might", "must", "have", "has", "had", "to", "of", "in", "on", "at", "for",
+         "from", "by", "with", "about", "into", "onto", "and", "or", "but", "if", "so", "that", "this",
+         "these", "those", "there", "here", "what", "when", "where", "why", "who", "which", "how", "please",
+         "pls", "plz", "thanks", "thank", "thx", "hi", "hello", "hey", "team", "any", "some", "get", "got",
+         "just", "also", "up", "out", "way", "right", "now", "question", "quick", "sorry", "bother",
+         "good", "morning", "there", "asap", "ok", "okay", "is", "possible", "want", "like", "need", "know",
+         "tell", "let", "go", "going", "am", "im", "then", "than", "too", "very", "really", "same"}
+_CAPITAL_SKIP = {"i", "how", "what", "when", "where", "why", "who", "which", "can", "could", "is", "are", "am",
+                 "do", "does", "did", "will", "would", "should", "please", "hi", "hello", "hey", "thanks",
+                 "thank", "ok", "okay", "my", "the", "a", "an", "quick", "question", "sorry", "good", "there",
+                 "was", "were", "may", "has", "have", "any", "if", "it", "our", "we", "you", "your", "in",
+                 "on", "at", "for", "whats", "wheres", "hows", "im", "and", "or", "but", "so", "yes", "no",
+                 "not", "dear", "help", "urgent"}
+
+
+def _polarity_index() -> dict[str, list[tuple[int, int]]]:
+    out: dict[str, list[tuple[int, int]]] = {}
+    for g, (a, b) in enumerate(_POLARITY_PAIRS):
+        out.setdefault(a, []).append((g, 1))
+        out.setdefault(b, []).append((g, -1))
+    return out
+
+
+def _comparative_index() -> dict[str, list[tuple[int, int]]]:
+    out: dict[str, list[tuple[int, int]]] = {}
+    for g, (a, b) in enumerate(_COMPARATIVE):
+        out.setdefault(a, []).append((g, 1))
+        out.setdefault(b, []).append((g, -1))
+    return out
+
+
+_POLARITY = _polarity_index()
+_COMPARATIVES = _comparative_index()
+_PHRASES = (  # multi-word lexicon entries, joined with '-' before lookup
+    (re.compile(r"\b(turn|switch|opt|log|sign|check)(?:ing|ed|s)?\s+(on|off|in|out)\b"), r"\1-\2"),
+    (re.compile(r"\b(in|out)\s+of\s+stock\b"), r"\1-of-stock"), (re.compile(r"\bin\s+stock\b"), "in-stock"),
+    (re.compile(r"\bon\s+time\b"), "on-time"), (re.compile(r"\bat\s+(least|most)\b"), r"at-\1"),
+    (re.compile(r"\bmore\s+expensive\b"), "more-expensive"), (re.compile(r"\bmost\s+expensive\b"),
+                                                               "most-expensive"),
+    (re.compile(r"\bso\s+far\b"), "so-far"), (re.compile(r"\bfrom\s+now\s+on\b"), "from-now-on"),
+    (re.compile(r"\bgoing\s+to\b"), "going-to"), (re.compile(r"\bcould\s+have\b"), "could-have"),
+    (re.compile(r"\bleave\s+out\b|\bleft\s+out\b"), "leave-out"), (re.compile(r"\bin\s+total\b"), "in-total"),
+    (re.compile(r"\b(?:every|each|per|a)\s+(day|week|month|year|quarter)\b"), r"per-\1"),
+    (re.compile(r"\b(?:daily)\b"), "per-day"), (re.compile(r"\b(?:weekly)\b"), "per-week"),
+    (re.compile(r"\b(?:monthly)\b"), "per-month"),
+    (re.compile(r"\bthis\s+(time|week|month|year|quarter|season|summer|winter|morning|evening|afternoon|weekend"
+                r"|cycle)\b"), r"this-\1"),
+    (re.compile(r"\b(a|the|this|that|new|which|each|every|another|any|no|other)\s+one\b"), r"\1 onepronoun"),
+)
+
+
+@dataclass(frozen=True)
+class QuestionFeatures:
+    """What the guards compare, parsed once per text."""
+
+    text: str
+    tokens: tuple[str, ...]
+    stems: frozenset[str]
+    content: frozenset[str]
+    numbers: frozenset[str]
+    identifiers: frozenset[str]
+    dates: frozenset[str]
+    times: frozenset[str]
+    units: frozenset[str]
+    negations: int
+    polarity: frozenset[tuple[int, int]]
+    temporal: frozenset[int]
+    tense: frozenset[str]
+    scope: frozenset[str]
+    collective: frozenset[str]
+    third: bool
+    #: Groups the question is about as a whole ("my team's payslips", "our whole department").
+    owners: frozenset[str]
+    comparative: frozenset[tuple[int, int]]
+    entities: frozenset[str]
+    qword: str
+    #: Stems of content words rare in English (wordfreq Zipf frequency under RARE_ZIPF): names,
+    #: products, jargon — and typos, which the comparison forgives.
+    rare: frozenset[str] = frozenset()
+
+
+def _stemmer() -> Any:
+    import snowballstemmer
+
+    return snowballstemmer.stemmer("english")
+
+
+def _number_value(text: str) -> str | None:
+    t = text.replace(",", "")
+    try:
+        v = float(t)
+    except ValueError:
+        return None
+    return str(int(v)) if v == int(v) and "." not in t else repr(v)
+
+
+def analyse(text: str, stemmer: Any | None = None) -> QuestionFeatures:
+    """Parse one question for the guards (see the module docstring)."""
+    from dateutil import parser as dateparser
+    from word2number import w2n
+
+    stemmer = stemmer or _stemmer()
+    raw = text.strip()
+    low = raw.lower()
+    for pattern, repl in _CONTRACTIONS:
+        low = pattern.sub(repl, low)
+    dates: set[str] = set()
+    times: set[str] = set()
+    # clock times and numeric dates first: their digits are not free-standing numbers
+    for m in _TIME.finditer(low):
+        try:
+            times.add(dateparser.parse(m.group(0).replace(".", ""), fuzzy=True).strftime("%H:%M"))
+        except (ValueError, OverflowError):
+            continue
+    low_nt = _TIME.sub(" ", low)
+    for m in _NUMERIC_DATE.finditer(low_nt):
+        try:
+            dates.add(dateparser.parse(m.group(0)).strftime("%Y-%m-%d" if len(m.group(0)) > 5 else "%m-%d"))
+        except (ValueError, OverflowError):
+            continue
+    low_nt = _NUMERIC_DATE.sub(" ", low_nt)
+    if "noon" in low_nt:
+        times.add("12:00")
+    if "midnight" in low_nt:
+        times.add("00:00")
+    identifiers = {re.sub(r"[#\s-]", "", m.group(0)).lower() for m in _IDENT.finditer(_TIME.sub(" ", raw))
+                   if not re.fullmatch(r"#?\s?\d{1,3}(?:st|nd|rd|th)?", m.group(0).strip())}
+    identifiers = {i for i in identifiers if not re.fullmatch(r"\d+(st|nd|rd|th)", i)}
+    phrased = low_nt
+    for pattern, repl in _PHRASES:
+        phrased = pattern.sub(repl, phrased)
+    tokens = _TOKEN.findall(phrased)
+    tokens = [t for t in (tok.strip("-") for tok in tokens) if t]
+    words: list[str] = []
+    for t in tokens:
+        words.extend([t] if t.count("-") == 0 or t in _POLARITY or t in _TEMPORAL_WORDS or t in _COMPARATIVES
+                     or t in _SCOPE or t in _FUTURE or t in _PAST else t.split("-"))
+    numbers: set[str] = set()
+    units: set[str] = set()
+    run: list[str] = []
+
+    def flush_run() -> None:
+        if run:
+            try:
+                numbers.add(str(w2n.word_to_num(" ".join(run))))
+            except ValueError:
+                pass
+            run.clear()
+
+    prev_number = False
+    for i, w in enumerate(words):
+        if w in _NUMBER_WORDS:
+            run.append(w)
+            prev_number = True
+            continue
+        if run and w == "and":
+            continue
+        flush_run()
+        is_number = False
+        m = re.fullmatch(r"(\d+(?:[.,]\d+)*)(st|nd|rd|th)?", w)
+        if m:
+            value = _number_value(m.group(1))
+            if value is not None:
+                numbers.add(value)
+                is_number = True
+        elif w in _ORDINALS and _ORDINALS[w] is not None:
+            numbers.add(str(_ORDINALS[w]))
+            is_number = True
+        elif w in _OTHER_NUMBERS and w != "none":
+            numbers.add(str(_OTHER_NUMBERS[w]))
+            is_number = True
+        elif re.fullmatch(r"\d+[a-z]+", w):  # "10kg", "2gb", "3pm" already gone
+            num, unit = re.match(r"(\d+)([a-z]+)", w).groups()  # type: ignore[union-attr]
+            if unit in _UNITS:
+                numbers.add(num)
+                units.add(_UNITS[unit])
+                is_number = True
+        if prev_number and w in _UNITS:
+            units.add(_UNITS[w])
+        if w in ("$", "€", "£") and i + 1 < len(words) and re.match(r"\d", words[i + 1]):
+            units.add(_UNITS[w])
+        prev_number = is_number or (prev_number and w in ("-", "a", "per"))
+    flush_run()
+    month_days = set()
+    for i, w in enumerate(words):
+        if w in _MONTHS and (w != "may" or _near_number(words, i)) and (w != "march" or True):
+            month_days.add(f"m{_MONTHS[w]}")
+        elif w in _WEEKDAYS and not (w in ("sun", "sat", "wed") and not _near_number(words, i)):
+            month_days.add(f"d{_WEEKDAYS[w]}")
+        elif w in _QUARTERS:
+            month_days.add(w)
+    dates |= month_days
+    for w in words:  # "1st" .. "31st" are numbers already; a quarter is a date
+        if w in _QUARTERS:
+            identifiers.discard(w)
+    stems = [stemmer.stemWord(w) for w in words if w.isalpha()]
+    content = {stemmer.stemWord(w) for w in words if w.isalpha() and w not in _STOP and w not in _NEGATIONS}
+    polarity = {gs for w in words for gs in _POLARITY.get(w, ())}
+    polarity |= {gs for w in words if w.startswith("un") and w[2:] in _POLARITY for gs in
+                 [(g, -s) for g, s in _POLARITY[w[2:]]]}
+    comparative = {gs for w in words for gs in _COMPARATIVES.get(w, ())}
+    temporal = {_TEMPORAL_WORDS[w] for w in words if w in _TEMPORAL_WORDS}
+    tense: set[str] = set()
+    for w in words:
+        if w in _PAST:
+            tense.add("past")
+        elif w in ("will", "shall", "gonna", "going-to", "should"):
+            tense.add("future")
+    negations = sum(1 for w in words if w in _NEGATIONS)
+    entities = _entities(raw)
+    qword = next((w for w in words if w in _QWORDS), "")
+    rare = {stemmer.stemWord(w) for w in _rare_words(words)}
+    return QuestionFeatures(
+        text=raw, tokens=tuple(words), stems=frozenset(stems), content=frozenset(content),
+        numbers=frozenset(numbers), identifiers=frozenset(identifiers), dates=frozenset(dates),
+        times=frozenset(times), units=frozenset(units), negations=negations, polarity=frozenset(polarity),
+        temporal=frozenset(temporal), tense=frozenset(tense), scope=frozenset(w for w in words if w in _SCOPE),
+        collective=frozenset(w for w in words if w in _COLLECTIVE), third=any(w in _THIRD for w in words),
+        owners=frozenset(m.group(1) or m.group(2) for m in _OWNER.finditer(low)),
+        comparative=frozenset(comparative), entities=frozenset(entities), qword=qword, rare=frozenset(rare),
+    )
+
+
+#: A word rarer than this Zipf frequency (wordfreq: 3 = once per million words) names something.
+RARE_ZIPF = 3.2
+
+
+def _rare_words(words: list[str]) -> set[str]:
+    from wordfreq import zipf_frequency
+
+    return {w for w in words if w.isalpha() and len(w) > 2 and w not in _STOP and w not in _UNITS
+            and w not in _MONTHS and w not in _WEEKDAYS and zipf_frequency(w, "en") < RARE_ZIPF}
+
+
+def _near_number(words: list[str], i: int) -> bool:
+    return any(re.match(r"\d", words[j]) for j in (i - 1, i + 1, i + 2) if 0 <= j < len(words))
+
+
+def _entities(raw: str) -> set[str]:
+    """Capitalised words and names not at a sentence start (lower-cased); none in shouted text."""
+    letters = [c for c in raw if c.isalpha()]
+    if letters and sum(c.isupper() for c in letters) > 0.6 * len(letters):
+        return set()
+    out: set[str] = set()
+    start = True
+    for m in re.finditer(r"[A-Za-z][\w'’.&+-]*|[.!?:;,\-–]", raw):
+        tok = m.group(0)
+        if tok in ".!?:;":
+            start = True
+            continue
+        if tok in (",", "-", "–"):
+            continue
+        word = tok.rstrip(".").lower().replace("’", "'")
+        word = word[:-2] if word.endswith("'s") else word
+        if (not start and tok[0].isupper() and word not in _CAPITAL_SKIP and word not in _MONTHS
+                and word not in _WEEKDAYS) or (re.search(r"\d", tok) and re.search(r"[A-Za-z]", tok)
+                                                 and not re.fullmatch(r"\d+(st|nd|rd|th)", word)):
+            out.add(word)
+        start = False
+    return out
+
+
+def guard(q: QuestionFeatures, c: QuestionFeatures) -> str | None:
+    """The first guard reason that tells the two questions apart, or None."""
+    if q.identifiers != c.identifiers:
+        return "identifier"
+    if q.dates != c.dates:
+        return "date"
+    if q.times != c.times:
+        return "time"
+    if q.numbers != c.numbers:
+        return "number"
+    if q.units != c.units and q.units and c.units:
+        return "unit"
+    if q.negations != c.negations:
+        return "negation"
+    if _opposite(q.polarity, c.polarity):
+        return "polarity"
+    if _entity_swap(q, c) or _rare_swap(q, c):
+        return "entity"
+    if q.scope != c.scope or q.owners != c.owners:
+        return "scope"
+    if _opposite(q.comparative, c.comparative):
+        return "comparative"
+    if q.temporal and c.temporal and q.temporal != c.temporal:
+        return "temporal"
+    if q.tense and c.tense and q.tense.isdisjoint(c.tense):  # past against future
+        return "temporal"
+    ops = _opcodes(q, c)
+    if _aux_swap(ops, q, c):  # "when did it end" / "when does it end"
+        return "temporal"
+    if _word_swap(ops, q, c):  # "is physiotherapy covered" / "is dental work covered"
+        return "entity"
+    return None
+
+
+_PAST_AUX = frozenset({"did", "was", "were", "had"})
+_NOW_AUX = frozenset({"do", "does", "is", "are", "am", "will", "can", "has", "have"})
+
+
+def _aux_swap(ops: list[tuple[str, int, int, int, int]], q: QuestionFeatures, c: QuestionFeatures) -> bool:
+    a, b = q.tokens, c.tokens
+    for op, i1, i2, j1, j2 in ops:
+        if op == "replace" and i2 - i1 <= 2 and j2 - j1 <= 2:
+            x, y = set(a[i1:i2]), set(b[j1:j2])
+            if (x & _PAST_AUX and y & _NOW_AUX) or (x & _NOW_AUX and y & _PAST_AUX):
+                return True
+    return False
+
+
+def _opposite(a: frozenset[tuple[int, int]], b: frozenset[tuple[int, int]]) -> bool:
+    """Some group has one sign on one side and only the other sign on the other."""
+    ga: dict[int, set[int]] = {}
+    gb: dict[int, set[int]] = {}
+    for g, s in a:
+        ga.setdefault(g, set()).add(s)
+    for g, s in b:
+        gb.setdefault(g, set()).add(s)
+    return any(g in gb and ga[g] != gb[g] for g in ga)
+
+
+def _entity_swap(q: QuestionFeatures, c: QuestionFeatures) -> bool:
+    missing_q = {e for e in q.entities if not _mentions(c, e)}
+    missing_c = {e for e in c.entities if not _mentions(q, e)}
+    return bool(missing_q and missing_c)
+
+
+def _rare_swap(q: QuestionFeatures, c: QuestionFeatures) -> bool:
+    """Each side names a rare word (a product, a treatment, a tool) the other does not."""
+    return bool(_unmatched_rare(q, c) and _unmatched_rare(c, q))
+
+
+def _unmatched_rare(a: QuestionFeatures, b: QuestionFeatures) -> set[str]:
+    from rapidfuzz.distance import OSA
+
+    return {w for w in a.rare if w not in b.stems and w not in b.tokens
+            and not any(OSA.normalized_similarity(w, t) >= _TYPO for t in b.stems)}
+
+
+#: Two words at least this similar (optimal string alignment: a swap of two letters is one edit) are a typo.
+_TYPO = 0.7
+
+
+def _word_swap(ops: list[tuple[str, int, int, int, int]], q: QuestionFeatures, c: QuestionFeatures) -> bool:
+    """The very same sentence but for one or two content words swapped for others (not a typo)."""
+    from rapidfuzz.distance import OSA
+
+    changed = [op for op in ops if op[0] != "equal"]
+    if len(changed) != 1 or changed[0][0] != "replace":
+        return False
+    _, i1, i2, j1, j2 = changed[0]
+    left = [w for w in q.tokens[i1:i2] if w not in _STOP]
+    right = [w for w in c.tokens[j1:j2] if w not in _STOP]
+    return (bool(left) and bool(right) and i2 - i1 <= 2 and j2 - j1 <= 2
+            and OSA.normalized_similarity(" ".join(left), " ".join(right)) < _TYPO)
+
+
+def _opcodes(q: QuestionFeatures, c: QuestionFeatures) -> list[tuple[str, int, int, int, int]]:
+    from difflib import SequenceMatcher
+
+    return SequenceMatcher(None, q.tokens, c.tokens, autojunk=False).get_opcodes()
+
+
+def _mentions(f: QuestionFeatures, entity: str) -> bool:
+    parts = re.findall(r"\w+", entity)
+    low = f.text.lower()
+    return all(p in f.tokens or p in low for p in parts)
+
+
+#: The admission model's inputs, in order (see :func:`pair_features`).
+FEATURE_NAMES = (
+    "cosine", "jaccard", "unmatched_min", "unmatched_max", "length_ratio", "char_ratio", "entity_one_sided",
+    "collective_mismatch", "third_person_mismatch", "comparative_one_sided", "tense_mismatch", "qword_mismatch",
+    "swap_count", "units_one_sided", "temporal_one_sided", "rare_one_sided",
+)
+
+
+def pair_features(q: QuestionFeatures, c: QuestionFeatures, cosine: float) -> list[float]:
+    """The admission model's features of a (query, candidate) pair; see :data:`FEATURE_NAMES`."""
+    from rapidfuzz import fuzz
+
+    union = q.stems | c.stems
+    jaccard = len(q.stems & c.stems) / len(union) if union else 1.0
+    uq = len(q.content - c.content)
+    uc = len(c.content - q.content)
+    lq, lc = max(len(q.tokens), 1), max(len(c.tokens), 1)
+    char_ratio = fuzz.token_sort_ratio(q.text.lower(), c.text.lower()) / 100.0
+    entity_one_sided = float(len({e for e in q.entities if not _mentions(c, e)})
+                             + len({e for e in c.entities if not _mentions(q, e)}))
+    return [
+        float(cosine), jaccard, float(min(uq, uc)), float(max(uq, uc)), min(lq, lc) / max(lq, lc), char_ratio,
+        entity_one_sided, float(q.collective != c.collective), float(q.third != c.third),
+        float(bool(q.comparative) != bool(c.comparative)), float(q.tense != c.tense),
+        float(q.qword != c.qword), float(_swaps(q, c)), float(q.units != c.units),
+        float(q.temporal != c.temporal), float(len(_unmatched_rare(q, c)) + len(_unmatched_rare(c, q))),
+    ]
+
+
+def _swaps(q: QuestionFeatures, c: QuestionFeatures) -> int:
+    """One-for-one content word replacements that are not typos (difflib alignment, rapidfuzz distance)."""
+    from rapidfuzz.distance import OSA
+
+    a, b = q.tokens, c.tokens
+    n = 0
+    for op, i1, i2, j1, j2 in _opcodes(q, c):
+        if op != "replace":
+            continue
+        left = [w for w in a[i1:i2] if w not in _STOP]
+        right = [w for w in b[j1:j2] if w not in _STOP]
+        if left and right and len(left) == len(right) == 1:
+            if OSA.normalized_similarity(left[0], right[0]) < _TYPO:
+                n += 1
+    return n
+
+
+def _same_text(a: str, b: str) -> bool:
+    return " ".join(a.lower().split()).rstrip("?.! ") == " ".join(b.lower().split()).rstrip("?.! ")
+
+
+class Verifier:
+    """Guards and admission for one cache; features of texts and verdicts of pairs memoised
+    (``memo_size`` of each).
+
+    ``admission`` maps a namespace to its :class:`~costline.serving.cache_admission.AdmissionModel`
+    (``"*"``: every other namespace). Thread-safe.
+    """
+
+    def __init__(self, admission: dict[str, Any] | None = None, *, memo_size: int = 100_000) -> None:
+        self.admission = dict(admission or {})
+        self.memo_size = memo_size
+        self._memo: OrderedDict[str, QuestionFeatures] = OrderedDict()
+        #: Verdicts of (query, candidate, cosine, namespace) seen before.
+        self._verdicts: OrderedDict[tuple[str, str, float, str], str | None] = OrderedDict()
+        self._lock = threading.Lock()
+        self._stemmer_obj = _stemmer()
+        self._stem_lock = threading.Lock()
+        # load the parsers' data (wordfreq's lists take a second or two) now, not in the first lookup
+        analyse("Warm up: 2 items on May 3 at 3 pm for Acme, not all", self._stemmer_obj)
+
+    def features(self, text: str) -> QuestionFeatures:
+        with self._lock:
+            found = self._memo.get(text)
+            if found is not None:
+                self._memo.move_to_end(text)
+                return found
+        with self._stem_lock:  # snowball stemmers keep state between calls
+            found = analyse(text, self._stemmer_obj)
+        with self._lock:
+            self._memo[text] = found
+            while len(self._memo) > self.memo_size:
+                self._memo.popitem(last=False)
+        return found
+
+    def model_for(self, namespace: str) -> Any:
+        return self.admission.get(namespace) or self.admission.get("*")
+
+    def check(self, query: str, candidate: str, cosine: float, namespace: str = "*") -> str | None:
+        """None to accept ``candidate`` as an answer to ``query``, else the reason to reject it.
+
+        The same question again (case, spacing and end punctuation aside) is always accepted.
+        """
+        if _same_text(query, candidate):
+            return None
+        key = (query, candidate, round(cosine, 5), namespace)
+        with self._lock:
+            if key in self._verdicts:  # support traffic asks the same questions again and again
+                self._verdicts.move_to_end(key)
+                return self._verdicts[key]
+        q, c = self.features(query), self.features(candidate)
+        reason = guard(q, c)
+        if reason is None:
+            model = self.model_for(namespace)
+            if model is not None and not model.admits(pair_features(q, c, cosine)):
+                reason = REASON_ADMISSION
+        with self._lock:
+            self._verdicts[key] = reason
+            while len(self._verdicts) > self.memo_size:
+                self._verdicts.popitem(last=False)
+        return reason
+
+    def warm(self, texts: Iterable[str]) -> None:
+        """Parse ``texts`` now (stored questions, say) so lookups find them parsed."""
+        for t in texts:
+            self.features(t)
+
+    def forget(self, texts: Iterable[str]) -> None:
+        """Drop ``texts`` from the memo and their verdicts (the next check parses them again)."""
+        drop = set(texts)
+        with self._lock:
+            for t in drop:
+                self._memo.pop(t, None)
+            for key in [k for k in self._verdicts if k[0] in drop or k[1] in drop]:
+                del self._verdicts[key]

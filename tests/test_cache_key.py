@@ -1,0 +1,163 @@
+"""The cache key: a cached answer only answers a request that would have produced it.
+
+The issue's gateway scenario on the real gateway, real FAISS + MiniLM and the real anthropic SDK:
+an answer cut off at ``max_tokens: 3`` is never stored, another system prompt / earlier turns /
+tools / generation parameters never share an answer, and a question behind a long shared
+prefix (longer than MiniLM's 256 word pieces) is never served another question's answer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import anthropic
+import pytest
+
+pytest.importorskip("faiss")
+pytest.importorskip("sentence_transformers")
+
+from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: E402
+
+from costline.collectors import Recorder  # noqa: E402
+from costline.config import Config  # noqa: E402
+from costline.serving.backends import Prompt  # noqa: E402
+from costline.serving.cache import SemanticCache  # noqa: E402
+from costline.serving.cache_key import (COSTLINE_CACHE_REJECT_REASON, is_final, model_family, scope_of_body, scope_of_prompt,  # noqa: E402
+                                        scoped_namespace, split_namespace)
+from costline.serving.embedding import Embedder  # noqa: E402
+from costline.serving.gateway import CACHE_MODEL, Gateway  # noqa: E402
+from costline.serving.pipeline import Pipeline  # noqa: E402
+from costline.serving.settings import BackendsConfig, CacheConfig, StandInConfig  # noqa: E402
+from costline.serving.standin import StandInServer  # noqa: E402
+
+Q = "How do I reset my password?"
+BASE = {"model": "claude-haiku-4-5", "max_tokens": 300, "messages": [{"role": "user", "content": Q}]}
+
+
+@pytest.mark.parametrize("change", [
+    {"system": "You are a pirate. Answer in pirate speak."},
+    {"messages": [{"role": "user", "content": "I use the mobile app."},
+                  {"role": "assistant", "content": "Noted."}, {"role": "user", "content": Q}]},
+    {"tools": [{"name": "lookup_user", "input_schema": {"type": "object"}}]},
+    {"temperature": 1.0},
+    {"max_tokens": 3},
+    {"stop_sequences": ["\n"]},
+    {"output_format": {"type": "json_schema", "schema": {"type": "object"}}},
+    {"model": "claude-opus-4-1"},
+    {"messages": [{"role": "user", "content": [{"type": "image", "source": {"type": "url", "url": "x"}},
+                                                {"type": "text", "text": Q}]}]},
+])
+def test_everything_but_the_last_user_turn_changes_the_scope(change) -> None:
+    assert scope_of_body({**BASE, **change}) != scope_of_body(BASE)
+
+
+@pytest.mark.parametrize("same", [
+    {"model": "claude-haiku-4-5-20251001"},  # the same family, a dated snapshot
+    {"messages": [{"role": "user", "content": "Some other question entirely?"}]},  # the semantic part
+    {"messages": [{"role": "user", "content": [{"type": "text", "text": Q}]}]},
+    {"metadata": {"user_id": "u1"}, "stream": True},  # do not change the answer
+])
+def test_what_does_not_change_the_answer_keeps_the_scope(same) -> None:
+    assert scope_of_body({**BASE, **same}) == scope_of_body(BASE)
+
+
+def test_a_system_prompt_as_text_blocks_scopes_like_the_same_text() -> None:
+    blocks = {**BASE, "system": [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}]}
+    assert scope_of_body(blocks) == scope_of_body({**BASE, "system": "Be brief."})
+
+
+@pytest.mark.parametrize("stop_reason, final", [
+    ("end_turn", True), ("stop", True), ("stop_sequence", True),
+    ("max_tokens", False), ("length", False), ("tool_use", False), ("tool_calls", False),
+    ("refusal", False), ("content_filter", False), ("pause_turn", False), (None, False),
+])
+def test_only_a_natural_end_is_final(stop_reason, final) -> None:
+    assert is_final(stop_reason) is final
+
+
+def test_names() -> None:
+    assert model_family("claude-haiku-4-5-20251001") == "claude-haiku-4-5"
+    assert split_namespace(scoped_namespace("billing", "ab12")) == ("billing", "ab12")
+    assert scoped_namespace("billing", "") == "billing"
+    assert scope_of_prompt(Prompt.of(Q, max_tokens=3)) != scope_of_prompt(Prompt.of(Q, max_tokens=300))
+
+
+# -- the issue's scenario through the gateway -------------------------------------------------------
+@pytest.fixture(scope="module")
+def embedder():
+    return Embedder().load()
+
+
+@pytest.fixture
+def served(embedder, tmp_path):
+    standin = StandInServer(StandInConfig(latency_scale=0.0), port=0)
+    standin.start()
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    cfg = Config()
+    serving = dataclasses.replace(cfg.serving, backends=BackendsConfig(
+        anthropic_base_url=standin.url, student_base_url=standin.openai_url, max_retries=0))
+    cache = SemanticCache(embedder, CacheConfig(path=tmp_path / "cache"))
+    pipeline = Pipeline.from_config(cfg.replace(serving=serving), recorder=Recorder(provider), cache=cache,
+                                    validator=None, env={})
+    gw = Gateway(pipeline, port=0)
+    gw.start()
+    app = anthropic.Anthropic(base_url=gw.url, api_key="unused", max_retries=0,
+                              default_headers={"x-costline-tenant": "acme", "x-costline-task-type": "faq"})
+    app.exporter = exporter  # the pipeline's spans, for the reject reasons
+    yield app, cache
+    gw.shutdown()
+    pipeline.close()
+    standin.shutdown()
+
+
+def ask(app, content, **kw):
+    body = {"model": "claude-haiku-4-5", "max_tokens": 300, **kw}
+    raw = app.messages.with_raw_response.create(messages=[{"role": "user", "content": content}], **body)
+    return raw.parse(), raw.headers["x-costline-cache-hit"] == "true"
+
+
+def test_an_answer_cut_off_at_max_tokens_is_never_stored_nor_served(served) -> None:
+    app, cache = served
+    short, hit = ask(app, Q, max_tokens=3)
+    assert short.stop_reason == "max_tokens" and not hit
+    assert len(cache) == 0  # not stored
+    again, hit = ask(app, Q, max_tokens=3)
+    assert not hit and again.model != CACHE_MODEL
+    full, hit = ask(app, Q)
+    assert not hit and full.stop_reason == "end_turn" and len(full.content[0].text) > len(short.content[0].text)
+    repeat, hit = ask(app, Q)
+    assert hit and repeat.content[0].text == full.content[0].text
+
+
+def test_another_system_prompt_or_temperature_is_not_served_the_answer(served) -> None:
+    app, cache = served
+    ask(app, Q)
+    assert ask(app, Q)[1]
+    assert not ask(app, Q, system="Answer only in French.")[1]
+    assert not ask(app, Q, extra_body={"temperature": 0.9})[1]
+    assert not ask(app, Q, extra_body={"stop_sequences": ["###"]})[1]
+    assert ask(app, Q, system="Answer only in French.")[1]  # its own answer, under its own scope
+
+
+def test_a_different_question_behind_a_long_shared_prefix_is_a_miss(served, embedder) -> None:
+    app, cache = served
+    prefix = ("Here is our full account history and the terms we agreed to. " * 40).strip()
+    first = prefix + "\n\nQuestion: how do I cancel my subscription?"
+    second = prefix + "\n\nQuestion: how do I add a new user to my team?"
+    assert not embedder.fits(first)  # longer than MiniLM's window
+    ask(app, first)
+    app.exporter.clear()
+    assert not ask(app, second)[1]  # the head windows are identical, the tails differ
+    (lookup,) = [s for s in app.exporter.get_finished_spans() if s.name == "costline.cache.lookup"]
+    assert lookup.attributes[COSTLINE_CACHE_REJECT_REASON] == "long_query"  # said on the pipeline's span
+    assert ask(app, first)[1]  # an exact repeat of a long question is still served
+
+
+def test_a_long_query_embeds_its_tail(embedder) -> None:
+    prefix = "We have used your product for years and like it a lot. " * 40
+    a, b = embedder.encode([prefix + "How do I cancel?", prefix + "Where is the invoice for March?"])
+    assert float(a @ b) < 0.999  # truncation to the head would make them identical

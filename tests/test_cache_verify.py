@@ -1,0 +1,202 @@
+"""The verification stage: each guard on pairs the threshold-only cache served wrongly, the
+admission model, and the verified cache on real FAISS + MiniLM (every top-k candidate checked,
+the reject reasons on the lookup span)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from costline.serving.cache_verify import GUARD_REASONS, Verifier, guard
+
+# (stored question, new question, the guard that must reject it). Every pair here has a cosine
+# of 0.93 or more under MiniLM (the threshold-only default) or is a trap of the issue.
+TRAPS = [
+    ("Can I get a refund for order #1234?", "Can I get a refund for order #1243?", "identifier"),
+    ("Is invoice INV-2291 paid?", "Is invoice INV-2219 paid?", "identifier"),
+    ("Can I move my flight to March 3?", "Can I move my flight to March 13?", "number"),
+    ("Why was I charged €300 this month?", "Why was I charged €30 this month?", "number"),
+    ("Can I take two weeks off in a row?", "Can I take three weeks off in a row?", "number"),
+    ("Is 500 MB free disk space enough to install the update?",
+     "Is 500 GB free disk space enough to install the update?", "unit"),
+    ("Can I bring a 7 kg suitcase as carry-on?", "Can I bring a 7 lb suitcase as carry-on?", "unit"),
+    ("Will the server maintenance on May 4 affect email?", "Will the server maintenance on June 4 affect email?",
+     "date"),
+    ("Will the maintenance on 2026-03-01 affect email?", "Will the maintenance on 2026-03-10 affect email?", "date"),
+    ("Is there a later flight than the 3 pm departure?", "Is there a later flight than the 5 pm departure?", "time"),
+    ("Is breakfast included in my booking?", "Is breakfast not included in my booking?", "negation"),
+    ("Please cancel my order.", "Please don't cancel my order.", "negation"),
+    ("Can I install software on my laptop?", "Why can't I install software on my laptop?", "negation"),
+    ("How do I enable auto-pay?", "How do I disable auto-pay?", "polarity"),
+    ("How do I turn on Bluetooth?", "How do I turn off Bluetooth?", "polarity"),
+    ("Is this item in stock?", "Is this item out of stock?", "polarity"),
+    ("How do I upgrade my plan?", "How do I downgrade my plan?", "polarity"),
+    ("Are there direct flights from London to Paris?", "Are there direct flights from London to Rome?", "entity"),
+    ("How much is the Pro plan each month?", "How much is the Enterprise plan each month?", "entity"),
+    ("How do I install Zoom on my Mac?", "How do I install Slack on my Mac?", "entity"),
+    ("Is physiotherapy covered by our health insurance?", "Is dental work covered by our health insurance?",
+     "entity"),
+    ("Does the medical plan pay for chiropractic care?", "Is physiotherapy covered by our health insurance?",
+     "entity"),
+    ("Can I download my invoice?", "Can I download all invoices for my company?", "scope"),
+    ("Why was I charged this month?", "Why am I charged every month?", "scope"),
+    ("Can I see my payslip?", "Can I see my team's payslips?", "scope"),
+    ("Do you have a cheaper plan?", "Do you have a more expensive plan?", "comparative"),
+    ("How much was my last invoice?", "How much will my next invoice be?", "temporal"),
+    ("When was my order shipped?", "When will my order ship?", "temporal"),
+    ("When did my probation end?", "When does my probation end?", "temporal"),
+    ("How much did I spend last quarter?", "How much did I spend this quarter?", "temporal"),
+]
+
+SAME = [
+    ("How do I reset my password?", "how do i reset my pasword??"),
+    ("Where is my order?", "Can you tell me where my order is?"),
+    ("How do I cancel my subscription?", "How can I cancel my subscription?"),
+    ("Can I get a refund for order #1234?", "I'd like my money back for order #1234."),
+    ("Can I move my flight to March 3?", "Is it possible to rebook for March 3rd?"),
+    ("What's the status of order 1000482?", "Where is order 1000482?"),
+    ("Do you ship internationally?", "hi, do you ship internationally? thanks"),
+    ("Was my leave approved?", "quick question: was my levae approved"),
+    ("How do I install Slack on my work computer?", "Can I get Slack onto my company laptop?"),
+    ("Is there a later flight than the 3 pm departure?", "Anything after the 3pm flight?"),
+]
+
+
+@pytest.fixture(scope="module")
+def verifier():
+    return Verifier()
+
+
+@pytest.mark.parametrize("stored, new, reason", TRAPS)
+def test_each_guard_rejects_its_trap(verifier, stored, new, reason) -> None:
+    assert reason in GUARD_REASONS
+    assert guard(verifier.features(new), verifier.features(stored)) == reason
+    assert guard(verifier.features(stored), verifier.features(new)) == reason  # both ways
+
+
+@pytest.mark.parametrize("stored, new", SAME)
+def test_the_same_question_in_other_words_passes_every_guard(verifier, stored, new) -> None:
+    assert guard(verifier.features(new), verifier.features(stored)) is None
+
+
+@pytest.mark.parametrize("text, numbers", [
+    ("Can I add twenty three seats?", {"23"}),
+    ("I ordered a dozen but got six", {"12", "6"}),
+    ("Refund $2,000 please", {"2000"}),
+    ("I forgot my password, how can I set a new one?", set()),  # "one" the pronoun is no number
+])
+def test_numbers_in_words_and_digits(verifier, text, numbers) -> None:
+    assert set(verifier.features(text).numbers) == numbers
+
+
+def test_times_and_dates_are_parsed_not_compared_as_text(verifier) -> None:
+    assert verifier.features("Is the museum open at 6 pm?").times == verifier.features("open at 18:00?").times
+    assert verifier.features("on 2026-03-01").dates == verifier.features("on 03/01/2026").dates
+
+
+# -- the admission model --------------------------------------------------------------------------
+def test_the_shipped_admission_model_loads_and_picks_an_operating_point() -> None:
+    from costline.serving.cache_admission import AdmissionModel, default_model_path
+
+    model = AdmissionModel.load(default_model_path())
+    point = model.point_for(0.01)
+    assert point is not None and point.false_hit_rate <= 0.01 and point.recall >= 0.7
+    strict = model.at(0.001)
+    assert strict.threshold >= model.at(0.01).threshold
+
+
+def test_a_model_file_that_is_not_one_is_refused_with_the_file_named(tmp_path) -> None:
+    from costline.serving.cache_admission import AdmissionModel
+    from costline.serving.errors import CacheError
+
+    bad = tmp_path / "m.json"
+    bad.write_text('{"format": "pickle"}')
+    with pytest.raises(CacheError, match="m.json"):
+        AdmissionModel.load(bad)
+    with pytest.raises(CacheError, match="train one"):
+        AdmissionModel.load(tmp_path / "missing.json")
+
+
+# -- the verified cache on real FAISS + MiniLM ------------------------------------------------------
+pytest.importorskip("faiss")
+pytest.importorskip("sentence_transformers")
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    from costline.serving.embedding import Embedder
+
+    return Embedder().load()
+
+
+def make_cache(embedder, tmp_path, exporter=None, **cfg):
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    from costline.collectors import Recorder
+    from costline.serving.cache import SemanticCache
+    from costline.serving.settings import CacheConfig
+
+    recorder = None
+    if exporter is not None:
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        recorder = Recorder(provider)
+    return SemanticCache(embedder, dataclasses.replace(CacheConfig(path=tmp_path), **cfg), recorder=recorder)
+
+
+@pytest.mark.parametrize("stored, new, reason", [t for t in TRAPS if t[2] in ("identifier", "number", "negation",
+                                                                               "unit", "polarity")])
+def test_traps_the_threshold_cache_served_are_rejected_by_the_verified_cache(embedder, tmp_path, stored, new,
+                                                                             reason) -> None:
+    threshold = make_cache(embedder, tmp_path, mode="threshold", threshold=0.85)
+    threshold.store(stored, "the stored answer", tenant="t")
+    verified = make_cache(embedder, tmp_path)
+    verified.store(stored, "the stored answer", tenant="t")
+    found = verified.lookup_detail(new, tenant="t")
+    assert found.hit is None and reason in found.reject_reasons
+    if found.similarity is not None and found.similarity >= 0.85:  # the failure it fixes
+        assert threshold.lookup(new, tenant="t") is not None
+
+
+def test_a_paraphrase_the_threshold_cache_missed_is_served(embedder, tmp_path) -> None:
+    stored, new = "How do I update the credit card on file?", "Where can I change the card on file?"
+    verified = make_cache(embedder, tmp_path)
+    verified.store(stored, "Billing > Payment methods.", tenant="t")
+    hit = verified.lookup(new, tenant="t")
+    assert hit is not None and hit.answer == "Billing > Payment methods." and hit.similarity < 0.93
+
+
+def test_every_top_k_candidate_is_verified_not_only_the_best(embedder, tmp_path) -> None:
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from costline.serving.cache_key import COSTLINE_CACHE_REJECT_REASON
+
+    exporter = InMemorySpanExporter()
+    cache = make_cache(embedder, tmp_path, exporter)
+    cache.store("How do I enable auto-pay?", "Turn it on under Billing.", tenant="t")
+    cache.store("How can I turn off autopay on my account?", "Switch it off under Billing.", tenant="t")
+    found = cache.lookup_detail("How do I disable auto-pay?", tenant="t")
+    assert found.hit is not None and found.hit.answer == "Switch it off under Billing."
+    assert found.reject_reasons == ("polarity",)  # the closer one, rejected; the next one served
+    (span,) = [s for s in exporter.get_finished_spans() if s.name == "costline.cache.lookup"]
+    assert span.attributes[COSTLINE_CACHE_REJECT_REASON] == "polarity"
+
+
+def test_threshold_mode_stays_a_config_choice(embedder, tmp_path) -> None:
+    from costline.errors import ConfigError
+
+    cache = make_cache(embedder, tmp_path, mode="threshold")
+    assert cache.verifier is None
+    with pytest.raises(ConfigError, match="mode"):
+        make_cache(embedder, tmp_path, mode="fuzzy")
+
+
+def test_the_same_question_again_is_always_accepted_whatever_the_operating_point() -> None:
+    from costline.serving.cache_admission import AdmissionModel, default_model_path
+
+    strictest = AdmissionModel.load(default_model_path()).at(1e-9)
+    v = Verifier({"*": strictest})
+    assert v.check("How do I reset my password?", "how do I reset my  password", 1.0) is None
+    assert v.check("How do I reset my password?", "How do I reset my username?", 0.9) is not None
