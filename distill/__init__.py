@@ -23,7 +23,7 @@ __all__ = [
     "evaluate_student", "gate_run", "GateResult",
     "promote_run", "compute_roi", "Roi",
     "DistillRun", "open_distill_lake", "distill_views_sql",
-    "StudentServer",
+    "StudentServer", "on_drift",
 ]
 
 _LAZY: dict[str, str] = {
@@ -33,7 +33,7 @@ _LAZY: dict[str, str] = {
     "evaluate_student": "evaluate", "gate_run": "evaluate", "GateResult": "evaluate",
     "promote_run": "promote", "compute_roi": "roi", "Roi": "roi",
     "DistillRun": "runs", "open_distill_lake": "store", "distill_views_sql": "store",
-    "StudentServer": "serve",
+    "StudentServer": "serve", "on_drift": "redistill",
 }
 
 
@@ -66,6 +66,7 @@ def validate(config: Any) -> None:
     need(d.batch_size >= 1 and d.gradient_accumulation_steps >= 1, "batch_size",
          "batch_size and gradient_accumulation_steps must be at least 1")
     need(d.max_seq_len >= 8 and d.max_new_tokens >= 1, "max_seq_len", "max_seq_len >= 8 and max_new_tokens >= 1")
+    need(d.torch_threads >= 0, "torch_threads", "must be 0 (torch's default) or more")
     need(0 <= d.max_gap <= 1, "max_gap", "must be in [0, 1]")
     for k, v in d.thresholds.items():
         need(0 <= v <= 1, f"thresholds.{k}", "must be in [0, 1]")

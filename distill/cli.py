@@ -279,4 +279,38 @@ def runs_cmd(config: Config) -> None:
         click.echo(f"{d.name}  {' > '.join(done)}" + ("" if gate is None else f"  gate={'pass' if gate else 'FAIL'}"))
 
 
+@distill.command("serve")
+@_RUN
+@click.option("--base-model", default=None, help="Base model (default: the run's training manifest).")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@pass_config
+def serve_cmd(config: Config, run_id: str | None, base_model: str | None, host: str, port: int) -> None:
+    """Serve a run's adapter on its base model as an OpenAI-compatible API (development; vLLM in production).
+
+    \b
+    Example:
+        costline distill serve --port 8000 &
+        COSTLINE_SERVING_BACKENDS_STUDENT_BASE_URL=http://127.0.0.1:8000/v1 costline serve
+    """
+    import signal
+    import threading
+
+    from costline.distill.runs import DistillRun
+    from costline.distill.serve import StudentServer
+
+    run = DistillRun.of(config, run_id)
+    tm = run.read("adapter/training_manifest.json", "train")
+    server = StudentServer(base_model or tm["base_model"], run.adapter, config.distill.adapter_name, host=host,
+                           port=port, max_new_tokens=config.distill.max_new_tokens,
+                           threads=config.distill.torch_threads)
+    server.start()
+    click.echo(f"serving {config.distill.adapter_name} (run {run.run_id}) at {server.openai_url}")
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    server.shutdown()
+
+
 commands = [distill]

@@ -93,8 +93,9 @@ def evaluate_student(
     teacher = {r["id"]: r for r in read_jsonl(run.need("teacher.jsonl", "teacher")) if r["split"] == "eval"}
     items = [it for it in read_jsonl(run.dataset / "eval.jsonl") if it["id"] in teacher]
     if student is None:
-        from costline.distill.model import generate, load_student
+        from costline.distill.model import generate, load_student, set_threads
 
+        set_threads(cfg.torch_threads)
         tok, model = load_student(tm["base_model"], run.adapter)
         prompts = [format_prompt(tok, it.get("system"), it["messages"]) for it in items]
         answers = [a for a, _, _ in generate(tok, model, prompts, max_new_tokens=cfg.max_new_tokens)]

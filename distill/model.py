@@ -13,7 +13,15 @@ from typing import Any
 
 from costline.distill.errors import MissingExtraError
 
-__all__ = ["format_prompt", "target_text", "load_base", "load_student", "generate"]
+__all__ = ["set_threads", "format_prompt", "target_text", "load_base", "load_student", "generate"]
+
+
+def set_threads(n: int) -> None:
+    """Torch's intra-op threads (process-wide); 0 leaves its default."""
+    if n > 0:
+        import torch
+
+        torch.set_num_threads(n)
 
 
 def _need() -> None:

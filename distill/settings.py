@@ -80,6 +80,8 @@ class DistillConfig:
     max_seq_len: int = 1024
     #: Checkpoints kept while training (a killed run resumes from the last).
     save_total_limit: int = 2
+    #: Torch threads for training, eval and serving (process-wide); 0 leaves torch's default.
+    torch_threads: int = 0
     # -- eval and gate --
     max_new_tokens: int = 256
     #: Largest tolerated mean teacher-student gap per subtype (drift's metrics: 1 - score for exact/cosine)...

@@ -59,8 +59,8 @@ def world_config(tmp_path: Path, base_model: Path | None = None, **distill) -> C
     kw = dict(
         task_types=("classification",), near_duplicate_threshold=0.0, eval_fraction=0.15, window_days=1,
         target_modules=("all-linear",), modules_to_save=("lm_head", "embed_tokens"), lora_r=8, lora_alpha=16,
-        lora_dropout=0.0, epochs=3, learning_rate=5e-3, batch_size=8, max_new_tokens=3, max_gap=0.1,
-        min_eval_per_subtype=5, base_model=str(base_model or ""))
+        lora_dropout=0.0, epochs=2, learning_rate=5e-3, batch_size=8, max_new_tokens=3, max_gap=0.1,
+        min_eval_per_subtype=5, base_model=str(base_model or ""), torch_threads=1)
     d = DistillConfig(**{**kw, **distill})
     return Config(lake=LakeConfig(path=tmp_path / "lake"), capture=CaptureConfig(message_content=True), distill=d)
 
@@ -78,6 +78,7 @@ def tiny_base_model(folder: Path, texts: list[str]) -> Path:
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+    torch.set_num_threads(1)  # 2 shared cores: more threads only contend
     torch.manual_seed(0)
     tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()

@@ -68,7 +68,7 @@ def test_distill_end_to_end_gate_passes_trained_rejects_untrained_and_promote_ga
     assert tr.steps > 0 and tr.final_loss is not None and tr.final_loss < 0.1
     manifest = json.loads((ex.run.adapter / "training_manifest.json").read_text())
     assert manifest["hyperparameters"]["lora_r"] == 8 and manifest["base_model"] == str(base)
-    assert list(ex.run.checkpoints.glob("checkpoint-*"))
+    assert list(ex.run.checkpoints.glob("epoch-*"))
 
     good = evaluate_student(cfg, ex.run)
     assert good.passed, good.describe()
@@ -102,4 +102,19 @@ def test_distill_end_to_end_gate_passes_trained_rejects_untrained_and_promote_ga
     assert before.tier != "student"
     assert build_policy(after_cfg.serving).route("Classify the sentiment: ok", "classification").tier == "student"
     assert toml.read_text().startswith("# ops config")
+    # the promoted adapter served through the OpenAI SDK, as the gateway and the drift job reach vLLM
+    import openai
+
+    from costline.distill.serve import StudentServer
+
+    with StudentServer(base, ex.run.adapter, cfg.distill.adapter_name, port=0, max_new_tokens=3) as srv:
+        client = openai.OpenAI(base_url=srv.openai_url, api_key="none", max_retries=0)
+        assert cfg.distill.adapter_name in [m.id for m in client.models.list().data]
+        for query in ("Classify the sentiment: my order was awful", "Classify the topic: the new invoice"):
+            resp = client.chat.completions.create(model=cfg.distill.adapter_name, max_tokens=3,
+                                                  messages=[{"role": "user", "content": query}])
+            assert resp.choices[0].message.content == label_of(query)
+            assert resp.usage.completion_tokens >= 1
+        with pytest.raises(openai.NotFoundError):
+            client.chat.completions.create(model="other", messages=[{"role": "user", "content": "hi"}])
     assert p.vllm_command.startswith(f"vllm serve {base} --enable-lora --lora-modules {cfg.distill.adapter_name}=")
