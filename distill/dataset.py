@@ -150,7 +150,7 @@ def export_dataset(
                     found.setdefault(s.request_id, s)
     finally:
         con.close()
-    skipped["no captured content"] = max(eligible - len(found), 0)
+    skipped["no captured content (or no successful answer)"] = max(eligible - len(found), 0)
 
     pii = load_pii_hook(cfg.pii_hook)
     limit = config.capture.max_chars
@@ -167,6 +167,9 @@ def export_dataset(
         system = s.system
         if pii is not None:
             cleaned = [pii(str(m["content"])) for m in messages]
+            if system:
+                system = pii(system)
+                cleaned.append(system)
             if any(c is None for c in cleaned):
                 skipped["pii"] += 1
                 continue

@@ -2,11 +2,9 @@
 
 Each example is the student prompt (:func:`costline.distill.model.format_prompt`) followed by the
 teacher's target and EOS; the loss is masked to the target (prompt labels are -100), so the student
-learns to answer, not to repeat questions. The loop is plain PyTorch — AdamW, transformers' linear
-schedule with warm-up, gradient clipping, a tqdm progress bar, a checkpoint per epoch
-(``checkpoints/epoch-N``: adapter, optimiser and scheduler state; a killed run resumes from the
-last one). transformers' Trainer did the same with ~50x the per-step overhead on a small model on
-CPU, which the tests cannot afford. The adapter and the tokenizer are saved to ``adapter/`` with
+learns to answer, not to repeat questions. The Trainer brings the linear schedule with warm-up,
+gradient clipping, the progress bar and checkpoints (``checkpoints/``: a killed run resumes from
+the last one). The adapter and the tokenizer are saved to ``adapter/`` with
 ``training_manifest.json``: base model, data hashes, hyper-parameters, steps, final loss, time.
 """
 
@@ -54,84 +52,6 @@ def build_examples(tokenizer: Any, rows: list[dict[str, Any]], items: dict[str, 
     return out
 
 
-def _fit(model: Any, examples: list[dict[str, list[int]]], pad_id: int, cfg: Any, run: DistillRun, *, total: int,
-         show_progress: bool, resume: bool) -> tuple[int, float | None]:
-    """Train ``model`` for ``total`` optimiser steps; returns (steps, last loss)."""
-    import random
-
-    import torch
-    from transformers import get_linear_schedule_with_warmup
-
-    if total <= 0:
-        return 0, None
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.learning_rate)
-    sched = get_linear_schedule_with_warmup(opt, int(total * cfg.warmup_ratio), total)
-    collate = _Collator(pad_id)
-    step, epoch, loss_value = 0, 0, None
-    if resume and run.checkpoints.is_dir():
-        done = sorted(run.checkpoints.glob("epoch-*"), key=lambda p: int(p.name.split("-")[-1]))
-        if done:
-            from peft import set_peft_model_state_dict
-
-            state = torch.load(done[-1] / "state.pt", weights_only=False)
-            set_peft_model_state_dict(model, state["adapter"])
-            opt.load_state_dict(state["optimizer"])
-            sched.load_state_dict(state["scheduler"])
-            step, epoch, loss_value = state["step"], state["epoch"], state["loss"]
-            log.info("resuming %s from %s (step %d)", run.run_id, done[-1].name, step)
-    bar = None
-    if show_progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, initial=step, unit="step", desc=f"train {run.run_id}", leave=False)
-    model.train()
-    per_update = cfg.batch_size * cfg.gradient_accumulation_steps
-    while step < total:
-        order = list(range(len(examples)))
-        random.Random(cfg.seed + epoch).shuffle(order)
-        for start in range(0, len(order), per_update):
-            if step >= total:
-                break
-            chunk = order[start:start + per_update]
-            for i in range(0, len(chunk), cfg.batch_size):
-                batch = collate([examples[j] for j in chunk[i:i + cfg.batch_size]])
-                out = model(**batch)
-                (out.loss * (len(chunk[i:i + cfg.batch_size]) / len(chunk))).backward()
-                loss_value = float(out.loss.detach())
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            sched.step()
-            opt.zero_grad()
-            step += 1
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss_value:.4f}")
-        epoch += 1
-        _checkpoint(model, opt, sched, run, cfg, step=step, epoch=epoch, loss=loss_value)
-    if bar is not None:
-        bar.close()
-    model.eval()
-    return step, loss_value
-
-
-def _checkpoint(model: Any, opt: Any, sched: Any, run: DistillRun, cfg: Any, **state: Any) -> None:
-    import shutil
-
-    import torch
-    from peft import get_peft_model_state_dict
-
-    folder = run.checkpoints / f"epoch-{state['epoch']}"
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / ".state.pt.tmp"
-    torch.save({"adapter": get_peft_model_state_dict(model), "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(), **state}, tmp)
-    tmp.replace(folder / "state.pt")
-    old = sorted(run.checkpoints.glob("epoch-*"), key=lambda p: int(p.name.split("-")[-1]))
-    for p in old[:-cfg.save_total_limit] if cfg.save_total_limit > 0 else []:
-        shutil.rmtree(p, ignore_errors=True)
-
-
 class _Collator:
     def __init__(self, pad_id: int) -> None:
         self.pad_id = pad_id
@@ -157,7 +77,7 @@ def train_student(
 ) -> TrainResult:
     """Fine-tune a LoRA adapter on the run's train split; ``max_steps=0`` saves the untrained adapter."""
     from peft import LoraConfig, get_peft_model
-    from transformers import set_seed
+    from transformers import Trainer, TrainingArguments, set_seed
 
     from costline.distill import validate
     from costline.distill.model import load_base, set_threads
@@ -168,6 +88,9 @@ def train_student(
     if not base:
         raise RunStateError("no base model: set [distill] base_model (a local folder) or pass --base-model")
     run.need("teacher.jsonl", "teacher")
+    from costline.distill.dataset import verify_disjoint
+
+    verify_disjoint(run.read("dataset/manifest.json", "export"))  # never train on a held-out item
     items = {it["id"]: it for it in read_jsonl(run.dataset / "train.jsonl")}
     rows = [r for r in read_jsonl(run.path("teacher.jsonl")) if r["split"] == "train" and r["id"] in items]
     if not rows:
@@ -183,9 +106,25 @@ def train_student(
     model = get_peft_model(model, lora)
     per_epoch = math.ceil(len(examples) / (cfg.batch_size * cfg.gradient_accumulation_steps))
     total = max_steps if max_steps is not None else math.ceil(per_epoch * cfg.epochs)
+    args = TrainingArguments(
+        output_dir=str(run.checkpoints), num_train_epochs=cfg.epochs, max_steps=max_steps if max_steps else -1,
+        learning_rate=cfg.learning_rate, per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps, warmup_steps=int(total * cfg.warmup_ratio),
+        lr_scheduler_type="linear", max_grad_norm=1.0, logging_steps=max(1, total // 50), save_strategy="epoch",
+        save_total_limit=cfg.save_total_limit, report_to=[], disable_tqdm=not show_progress, seed=cfg.seed,
+        remove_unused_columns=False, dataloader_num_workers=0)
     started = time.monotonic()
-    steps, loss = _fit(model, examples, tok.pad_token_id, cfg, run, total=total, show_progress=show_progress,
-                       resume=resume)
+    steps, loss = 0, None
+    if max_steps != 0:
+        trainer = Trainer(model=model, args=args, train_dataset=examples, data_collator=_Collator(tok.pad_token_id))
+        last = None
+        if resume and run.checkpoints.is_dir():
+            ckpts = sorted(run.checkpoints.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+            last = str(ckpts[-1]) if ckpts else None
+        out = trainer.train(resume_from_checkpoint=last)
+        steps = int(out.global_step)
+        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+        loss = float(losses[-1]) if losses else float(out.training_loss)
     seconds = time.monotonic() - started
     model.save_pretrained(str(run.adapter))
     tok.save_pretrained(str(run.adapter))

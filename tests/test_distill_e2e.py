@@ -68,7 +68,7 @@ def test_distill_end_to_end_gate_passes_trained_rejects_untrained_and_promote_ga
     assert tr.steps > 0 and tr.final_loss is not None and tr.final_loss < 0.1
     manifest = json.loads((ex.run.adapter / "training_manifest.json").read_text())
     assert manifest["hyperparameters"]["lora_r"] == 8 and manifest["base_model"] == str(base)
-    assert list(ex.run.checkpoints.glob("epoch-*"))
+    assert list(ex.run.checkpoints.glob("checkpoint-*"))
 
     good = evaluate_student(cfg, ex.run)
     assert good.passed, good.describe()

@@ -60,3 +60,41 @@ def test_roi_pays_back_when_the_gpu_is_cheap_enough(tmp_path):
     distill = 2.0 + 300 * PER_REQUEST * 0.5
     assert r.payback_days == pytest.approx(distill / margin)
     assert r.net_saving_usd_per_day == pytest.approx(margin - distill / 30.0)
+
+
+def test_roi_and_export_from_the_command_line_with_a_toml_config(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from costline.cli import _register_area_commands, cli
+
+    lake(tmp_path, 100)
+    toml = tmp_path / "costline.toml"
+    toml.write_text(f"""
+[lake]
+path = "{tmp_path / 'lake'}"
+[capture]
+message_content = true
+[distill]
+task_types = ["classification"]
+near_duplicate_threshold = 0.0
+eval_fraction = 0.1
+[distill.thresholds]
+sentiment = 0.02
+""")
+    _register_area_commands()
+    runner = CliRunner()
+    r = runner.invoke(cli, ["--config", str(toml), "distill", "roi", "--since", "2026-11-01", "--until",
+                            "2026-11-02", "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.output)
+    assert doc["requests"] == 100 and doc["api_cost_per_request"] == pytest.approx(PER_REQUEST)
+    r = runner.invoke(cli, ["--config", str(toml), "distill", "export", "--since", "2026-11-01", "--until",
+                            "2026-11-02", "--run", "cli"])
+    assert r.exit_code == 0, r.output
+    assert "run cli:" in r.output and "sentiment" in r.output and "topic" in r.output
+    r = runner.invoke(cli, ["--config", str(toml), "distill", "runs"])
+    assert r.output.strip() == "cli  exported"
+    r = runner.invoke(cli, ["--config", str(toml), "distill", "gate", "--run", "cli"])
+    assert r.exit_code != 0 and "costline distill eval --run cli" in str(r.exception)
