@@ -242,8 +242,10 @@ def run_cmd(config: Config, since: datetime | None, until: datetime | None, size
 @click.option("--since", type=WHEN, default=None, help="Start (default: until - [distill] window_days).")
 @click.option("--until", type=WHEN, default=None, help="End (default: now).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--run", "run_id", default=None, help="Price a finished run's actual teacher cost and training time.")
 @pass_config
-def roi_cmd(config: Config, since: datetime | None, until: datetime | None, as_json: bool) -> None:
+def roi_cmd(config: Config, since: datetime | None, until: datetime | None, as_json: bool,
+            run_id: str | None) -> None:
     """Break-even requests/day and payback of a student for [distill] task_types, GPU cost included.
 
     \b
@@ -254,7 +256,15 @@ def roi_cmd(config: Config, since: datetime | None, until: datetime | None, as_j
 
     from costline.distill.roi import compute_roi
 
-    r = compute_roi(config, since=since, until=until)
+    teacher = hours = None
+    if run_id:
+        from costline.distill.runs import DistillRun
+
+        run = DistillRun.of(config, run_id)
+        teacher = float(run.read("teacher_manifest.json", "teacher")["cost_usd"])
+        if run.path("adapter/training_manifest.json").exists():
+            hours = float(run.read("adapter/training_manifest.json", "train")["train_seconds"]) / 3600.0
+    r = compute_roi(config, since=since, until=until, teacher_cost_usd=teacher, train_gpu_hours=hours)
     click.echo(json.dumps(dataclasses.asdict(r), default=str) if as_json else r.describe())
 
 

@@ -6,6 +6,9 @@ around the clock (``[pricing] student_usd_per_hour``) and each distillation (fin
 at ``train_gpu_usd_per_hour`` plus the teacher's batch answers), repeated every
 ``redistill_every_days``. Break-even requests/day = (daily GPU cost + amortised distillation cost)
 / API cost per request; payback = one distillation's cost / (daily API cost avoided - daily GPU cost).
+
+After a run, ``costline distill roi --run ID`` prices it with what it actually cost: the teacher's
+paid answers (``teacher_manifest.json``, the same costs its spans carry) and the training time.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ class Roi:
 
 
 def compute_roi(config: Any, *, since: datetime | None = None, until: datetime | None = None,
-                teacher_cost_usd: float | None = None,
+                teacher_cost_usd: float | None = None, train_gpu_hours: float | None = None,
                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> Roi:
     """Break-even and payback for ``[distill] task_types`` over ``[since, until)``; see the module docstring."""
     from costline.jobs.store import utc_naive
@@ -64,7 +67,8 @@ def compute_roi(config: Any, *, since: datetime | None = None, until: datetime |
     per_req = cost / n if n else 0.0
     if teacher_cost_usd is None:  # the teacher answers a sample once, at the batch price
         teacher_cost_usd = min(cfg.sample_size, n) * per_req * config.pricing.batch_multiplier
-    training = cfg.train_gpu_hours * cfg.train_gpu_usd_per_hour
+    hours = cfg.train_gpu_hours if train_gpu_hours is None else train_gpu_hours
+    training = hours * cfg.train_gpu_usd_per_hour
     distill = training + teacher_cost_usd
     gpu_day = config.pricing.student_usd_per_hour * 24.0
     amort = distill / cfg.redistill_every_days

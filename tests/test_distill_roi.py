@@ -96,5 +96,12 @@ sentiment = 0.02
     assert "run cli:" in r.output and "sentiment" in r.output and "topic" in r.output
     r = runner.invoke(cli, ["--config", str(toml), "distill", "runs"])
     assert r.output.strip() == "cli  exported"
+    # a run's actual teacher cost replaces the estimate
+    (tmp_path / "lake" / "distill" / "cli" / "teacher_manifest.json").write_text('{"cost_usd": 1.5}')
+    r = runner.invoke(cli, ["--config", str(toml), "distill", "roi", "--since", "2026-11-01", "--until",
+                            "2026-11-02", "--json", "--run", "cli"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.output)
+    assert doc["teacher_cost_usd"] == 1.5 and doc["distill_cost_usd"] == pytest.approx(1.5 + 2.0 * 2.74)
     r = runner.invoke(cli, ["--config", str(toml), "distill", "gate", "--run", "cli"])
     assert r.exit_code != 0 and "costline distill eval --run cli" in str(r.exception)
