@@ -27,6 +27,7 @@ _AREA_COMMANDS: tuple[tuple[str, str], ...] = (
     ("costline.jobs.cli", "commands"),
     ("costline.alerts.cli", "commands"),
     ("costline.dashboards.cli", "commands"),
+    ("costline.distill.cli", "commands"),
     ("costline.demo", "commands"),
 )
 

@@ -30,6 +30,7 @@ from typing import Any
 from costline import contract
 from costline.alerts.settings import AlertsConfig
 from costline.dashboards.settings import DashboardConfig
+from costline.distill.settings import DistillConfig
 from costline.errors import ConfigError
 from costline.jobs.settings import JobsConfig
 from costline.serving.settings import ServingConfig
@@ -224,6 +225,7 @@ class Config:
     jobs: JobsConfig = field(default_factory=JobsConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     dashboard: DashboardConfig = field(default_factory=DashboardConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     #: The file it was loaded from, if any.
     source: Path | None = None
 

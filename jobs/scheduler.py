@@ -101,6 +101,10 @@ def default_runners(*, client: Any = None, student: Any = None, embedder: Any = 
     def drift(config: Config, since: datetime, until: datetime) -> tuple[str, int, float]:
         r = run_drift(config, since=since, until=until, seed=seed, batch=batch, client=client, student=student,
                       embedder=embedder, sleep=sleep, show_progress=show_progress, **clock)
+        if r.flagged:  # opt-in ([distill] redistill_on_drift): export fresh traffic of the drifted subtypes
+            from costline.distill.redistill import on_drift
+
+            on_drift(config, r.flagged, until)
         return r.run_id, len(r.rows), r.cost_usd
 
     def shadow(config: Config, since: datetime, until: datetime) -> tuple[str, int, float]:

@@ -1,0 +1,80 @@
+"""`costline distill roi`: is a student worth it for this traffic, GPU cost included?
+
+From the lake: the student-eligible traffic (requests of ``[distill] task_types`` in the window, not
+served by the student) and what the API charged for it. Costs of the student: the GPU it runs on
+around the clock (``[pricing] student_usd_per_hour``) and each distillation (fine-tuning GPU hours
+at ``train_gpu_usd_per_hour`` plus the teacher's batch answers), repeated every
+``redistill_every_days``. Break-even requests/day = (daily GPU cost + amortised distillation cost)
+/ API cost per request; payback = one distillation's cost / (daily API cost avoided - daily GPU cost).
+
+After a run, ``costline distill roi --run ID`` prices it with what it actually cost: the teacher's
+paid answers (``teacher_manifest.json``, the same costs its spans carry) and the training time.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Callable
+
+__all__ = ["Roi", "compute_roi"]
+
+
+@dataclass(frozen=True)
+class Roi:
+    days: float
+    requests: int
+    requests_per_day: float
+    api_cost_usd: float
+    api_cost_per_request: float
+    gpu_usd_per_day: float
+    distill_cost_usd: float
+    teacher_cost_usd: float
+    training_cost_usd: float
+    amortised_distill_usd_per_day: float
+    break_even_requests_per_day: float
+    net_saving_usd_per_day: float
+    payback_days: float
+
+    def describe(self) -> str:
+        lines = [f"{k:32s} {v:,.4f}" if isinstance(v, float) else f"{k:32s} {v}" for k, v in asdict(self).items()]
+        verdict = ("worth it" if self.net_saving_usd_per_day > 0 else
+                   "NOT worth it: the GPU costs more than the API calls it replaces")
+        return "\n".join(lines + [f"verdict: {verdict}"])
+
+
+def compute_roi(config: Any, *, since: datetime | None = None, until: datetime | None = None,
+                teacher_cost_usd: float | None = None, train_gpu_hours: float | None = None,
+                now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> Roi:
+    """Break-even and payback for ``[distill] task_types`` over ``[since, until)``; see the module docstring."""
+    from costline.jobs.store import utc_naive
+    from costline.lake import open_lake
+
+    cfg = config.distill
+    until = utc_naive(until or now())
+    since = utc_naive(since) if since else until - timedelta(days=cfg.window_days)
+    days = max((until - since).total_seconds() / 86400.0, 1e-9)
+    con = open_lake(config)
+    try:
+        n, cost = con.execute(
+            "SELECT count(*), coalesce(sum(call_cost_usd), 0) FROM requests WHERE ts >= $s AND ts < $u "
+            "AND NOT standalone AND coalesce(tier, '') <> 'student' AND task_type IN (SELECT unnest($tt))",
+            {"s": since, "u": until, "tt": list(cfg.task_types)}).fetchone()
+    finally:
+        con.close()
+    n, cost = int(n), float(cost)
+    per_req = cost / n if n else 0.0
+    if teacher_cost_usd is None:  # the teacher answers a sample once, at the batch price
+        teacher_cost_usd = min(cfg.sample_size, n) * per_req * config.pricing.batch_multiplier
+    hours = cfg.train_gpu_hours if train_gpu_hours is None else train_gpu_hours
+    training = hours * cfg.train_gpu_usd_per_hour
+    distill = training + teacher_cost_usd
+    gpu_day = config.pricing.student_usd_per_hour * 24.0
+    amort = distill / cfg.redistill_every_days
+    rpd = n / days
+    break_even = (gpu_day + amort) / per_req if per_req > 0 else math.inf
+    daily_margin = rpd * per_req - gpu_day
+    payback = distill / daily_margin if daily_margin > 0 else math.inf
+    return Roi(days, n, rpd, cost, per_req, gpu_day, distill, teacher_cost_usd, training, amort, break_even,
+               daily_margin - amort, payback)

@@ -1,0 +1,99 @@
+"""``distill_runs`` / ``distill_items``: the eval results in the lake, as the jobs' results are.
+
+Files ``<lake>/distill_results/<table>/<run_id>.parquet`` (atomic, one per run, a re-eval
+replaces it) and :func:`distill_views_sql` — the same shape as
+:func:`costline.jobs.store.jobs_views_sql`, for :data:`costline.lake.VIEW_PROVIDERS`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from costline.fsutil import fsync_dir
+
+if TYPE_CHECKING:
+    import duckdb
+
+__all__ = ["DISTILL_SCHEMAS", "DISTILL_VIEWS", "write_rows", "distill_views_sql", "open_distill_lake"]
+
+_TS = pa.timestamp("us")
+
+DISTILL_SCHEMAS: Final[dict[str, pa.Schema]] = {
+    "distill_runs": pa.schema([
+        ("run_id", pa.string()), ("finished_at", _TS), ("task_type", pa.string()), ("subtype", pa.string()),
+        ("metric", pa.string()), ("n", pa.int64()), ("student_score", pa.float64()),
+        ("teacher_score", pa.float64()), ("gap", pa.float64()), ("gap_ci_low", pa.float64()),
+        ("gap_ci_high", pa.float64()), ("threshold", pa.float64()), ("passed", pa.bool_()), ("reason", pa.string()),
+        ("base_model", pa.string()), ("adapter_path", pa.string()), ("train_examples", pa.int64()),
+        ("final_loss", pa.float64()), ("train_seconds", pa.float64()), ("teacher_cost_usd", pa.float64()),
+    ]),
+    "distill_items": pa.schema([
+        ("run_id", pa.string()), ("item_id", pa.string()), ("request_id", pa.string()), ("task_type", pa.string()),
+        ("subtype", pa.string()), ("metric", pa.string()), ("query", pa.string()), ("student_answer", pa.string()),
+        ("teacher_answer", pa.string()), ("student_score", pa.float64()), ("teacher_score", pa.float64()),
+        ("gap", pa.float64()), ("content_hash", pa.string()),
+    ]),
+}
+DISTILL_VIEWS: Final = tuple(DISTILL_SCHEMAS)
+_EMPTY: Final = "_empty.parquet"
+
+
+def _dir(lake_path: Path | str, table: str) -> Path:
+    return Path(lake_path) / "distill_results" / table
+
+
+def _write(final: Path, table: pa.Table) -> None:
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as fh:
+        pq.write_table(table, fh, compression="zstd")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, final)
+    fsync_dir(final.parent)
+
+
+def _init(lake_path: Path | str) -> None:
+    for table, schema in DISTILL_SCHEMAS.items():
+        empty = _dir(lake_path, table) / _EMPTY
+        if not empty.exists():
+            _write(empty, schema.empty_table())
+
+
+def write_rows(lake_path: Path | str, table: str, name: str, rows: Sequence[Mapping[str, Any]]) -> Path:
+    """Write ``rows`` as ``<table>/<name>.parquet`` atomically (replacing a file of that name)."""
+    _init(lake_path)
+    schema = DISTILL_SCHEMAS[table]
+    arrow = pa.Table.from_pydict({f.name: [r.get(f.name) for r in rows] for f in schema}, schema=schema)
+    final = _dir(lake_path, table) / f"{name}.parquet"
+    _write(final, arrow)
+    return final
+
+
+def distill_views_sql(lake_path: Path | str) -> list[str]:
+    """``CREATE VIEW`` statements for ``distill_runs`` and ``distill_items`` (creates empty schema files once)."""
+    lake_path = Path(lake_path).resolve()
+    _init(lake_path)
+    out = []
+    for table in DISTILL_SCHEMAS:
+        glob = str(_dir(lake_path, table) / "*.parquet").replace("'", "''")
+        out.append(f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM read_parquet('{glob}', union_by_name = true)")
+    return out
+
+
+def open_distill_lake(config: Any) -> "duckdb.DuckDBPyConnection":
+    """:func:`costline.lake.open_lake` plus the distillation views (until the lake registers them itself)."""
+    from costline.lake import open_lake
+
+    con = open_lake(config)
+    names = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    if not set(DISTILL_VIEWS) <= names:
+        for stmt in distill_views_sql(config.lake.path):
+            con.execute(stmt)
+    return con
