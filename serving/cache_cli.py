@@ -39,7 +39,7 @@ def tune(config: Config, pairs_path: Path | None, target: float | None, show: in
         costline cache tune --pairs support-pairs.jsonl --target 0.005
     """
     from costline.serving.cache_tune import default_pairs_path, pair_similarities, read_pairs, tune_thresholds
-    from costline.serving.embedding import Embedder
+    from costline.serving.embedding_onnx import make_embedder
 
     cfg = config.serving.cache
     target = cfg.tune_max_false_hit_rate if target is None else target
@@ -51,7 +51,7 @@ def tune(config: Config, pairs_path: Path | None, target: float | None, show: in
         click.echo(f"warning: {path}: {p} (skipped)", err=True)
     if len(problems) > 10:
         click.echo(f"warning: {path}: {len(problems) - 10} more bad lines skipped", err=True)
-    embedder = Embedder(cfg.model_path, threads=cfg.embed_threads or None)
+    embedder = make_embedder(cfg)  # tune with the runtime that serves ([serving.cache] embedder)
     sims = pair_similarities(embedder, pairs)
     report = tune_thresholds(sims, [p.same_answer for p in pairs], max_false_hit_rate=target)
     click.echo(f"{path}: {report.true_pairs} true pairs, {report.false_pairs} false pairs "
