@@ -218,3 +218,20 @@ def test_the_switch_loads_from_toml_and_env(tmp_path):
     assert (cfg.embedder, cfg.embed_batch_wait_ms) == ("onnx", 1.5)
     cfg = load_config(f, env={"COSTLINE_SERVING_CACHE_EMBEDDER": "torch"}).serving.cache
     assert cfg.embedder == "torch"  # env wins
+
+
+def test_the_semantic_cache_serves_a_paraphrase_through_the_onnx_embedder():
+    pytest.importorskip("faiss")
+    from costline.serving.cache import SemanticCache
+
+    stored, asked = "How do I reset my password?", "How can I reset my password?"
+    e = make_embedder(CacheConfig(embedder="onnx", embed_threads=1))
+    cache = SemanticCache(e, CacheConfig(threshold=0.9))
+    cache.store(stored, "Use the reset link on the sign-in page.", tenant="acme")
+    hit = cache.lookup(asked, tenant="acme")
+    miss = cache.lookup("What is your refund policy?", tenant="acme")
+    e.shutdown()
+    ref = Embedder(threads=1, memo_size=0).encode([stored, asked])
+    assert hit is not None and hit.answer == "Use the reset link on the sign-in page."
+    assert hit.similarity == pytest.approx(float(ref[0] @ ref[1]), abs=1e-3)  # what PyTorch's vectors give
+    assert miss is None
