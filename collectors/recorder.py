@@ -26,7 +26,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -36,6 +36,9 @@ from costline import contract
 from costline.config import CaptureConfig
 
 from costline.collectors.stamping import REQUEST_ID_CONTEXT_KEY
+
+if TYPE_CHECKING:
+    from costline.collectors.metrics import CallObservation, CostlineMetrics
 
 __all__ = ["Recorder", "RequestHandle", "CallHandle", "LookupHandle", "capture_enabled"]
 
@@ -97,9 +100,11 @@ def _set(span: Span, key: str, value: Any, check: Callable[[Any], Any]) -> None:
 class LookupHandle:
     """A ``costline.cache.lookup`` span; call :meth:`result` once the cache answered."""
 
-    def __init__(self, span: Span, request: RequestHandle | None) -> None:
+    def __init__(self, span: Span, request: RequestHandle | None,
+                 on_result: Callable[[bool], None] | None = None) -> None:
         self.span = span
         self._request = request
+        self._on_result = on_result  # metrics hook (collectors/metrics.py)
         self.hit: bool | None = None
 
     def result(self, hit: bool, similarity: float | None = None) -> None:
@@ -111,6 +116,8 @@ class LookupHandle:
                 self.hit = hit
                 if self._request is not None:
                     self._request._record_lookup(hit)
+                if self._on_result is not None:
+                    self._on_result(hit)
         except Exception:
             log.exception("costline: could not record a cache lookup result")
 
@@ -119,10 +126,11 @@ class CallHandle:
     """A model call span (kind CLIENT, named ``"{operation} {model}"``)."""
 
     def __init__(self, recorder: Recorder, span: Span, tier: str | None,
-                 request: RequestHandle | None = None) -> None:
+                 request: RequestHandle | None = None, observation: CallObservation | None = None) -> None:
         self.span = span
         self.tier = tier
         self.error_type: str | None = None
+        self._obs = observation  # metrics hook (collectors/metrics.py); None without metrics
         self._recorder = recorder
         self._request = request
         self._ended = False
@@ -144,6 +152,8 @@ class CallHandle:
         _set(s, contract.GEN_AI_USAGE_OUTPUT_TOKENS, output_tokens, _count)
         _set(s, contract.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, cache_read_tokens, _count)
         _set(s, contract.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS, cache_creation_tokens, _count)
+        if self._obs is not None:
+            self._obs.usage(input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens)
         try:
             if input_tokens < cache_read_tokens + cache_creation_tokens:
                 log.warning(
@@ -161,6 +171,8 @@ class CallHandle:
         _set(self.span, contract.GEN_AI_RESPONSE_MODEL, model, _str)
         _set(self.span, contract.GEN_AI_RESPONSE_FINISH_REASONS, finish_reasons, _strs)
         _set(self.span, contract.GEN_AI_RESPONSE_ID, id, _str)
+        if self._obs is not None:
+            self._obs.response(model)
 
     def streamed(self, first_chunk_s: float | None = None, usage_complete: bool = True) -> None:
         """A streamed answer: seconds to its first chunk of output (None: none came), and whether
@@ -183,10 +195,14 @@ class CallHandle:
             log.exception("costline: could not end a call span")
         if self._request is not None:
             self._request._call_ended(self.tier, self.error_type is None)
+        if self._obs is not None:
+            self._obs.end(self.error_type)
 
     def cost(self, usd: float) -> None:
         """Record an explicit price for this call (overrides the pricing table)."""
         _set(self.span, contract.COSTLINE_COST_USD, usd, _number)
+        if self._obs is not None:
+            self._obs.cost(usd)
 
     def error(self, error_type: str, description: str | None = None) -> None:
         """Mark the call failed without an exception (e.g. an error returned in a body)."""
@@ -322,6 +338,8 @@ class RequestHandle:
             _set(s, contract.ERROR_TYPE, self._error_type, _str)
             s.set_status(Status(StatusCode.ERROR, self._error_type))
         s.end(end_time=self._recorder._now())
+        if self._recorder._metrics is not None:
+            self._recorder._metrics.request_ended(tier=tier, escalations=self._escalations)
 
 
 class Recorder:
@@ -331,6 +349,8 @@ class Recorder:
     ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true``); ``redact`` is
     applied to every captured text before it is truncated to ``capture.max_chars``;
     ``now`` (ns since the epoch) stamps span start and end times instead of the wall clock.
+    ``metrics`` (:class:`~costline.collectors.metrics.CostlineMetrics`) also counts each call,
+    lookup and request as it ends, in the OTel GenAI metrics and costline's own.
     """
 
     def __init__(
@@ -341,6 +361,7 @@ class Recorder:
         redact: Callable[[str], str] | None = None,
         env: Mapping[str, str] | None = None,
         now: Callable[[], int] | None = None,
+        metrics: CostlineMetrics | None = None,
     ) -> None:
         # ``now`` returns the time in ns since the epoch (default: the SDK's clock); inject a
         # simulated clock to replay traffic of other days, or to pin times in tests.
@@ -349,6 +370,7 @@ class Recorder:
         self._capture = capture or CaptureConfig()
         self._capture_on = capture_enabled(self._capture, env)
         self._redact = redact
+        self._metrics = metrics
 
     @property
     def capture_enabled(self) -> bool:
@@ -430,7 +452,11 @@ class Recorder:
     def _lookup(self, request: RequestHandle | None, namespace: str | None) -> Iterator[LookupHandle]:
         span = self._tracer.start_span(contract.SPAN_CACHE_LOOKUP, kind=SpanKind.INTERNAL, start_time=self._now())
         _set(span, contract.COSTLINE_CACHE_NAMESPACE, namespace, _str)
-        handle = LookupHandle(span, request)
+        on_result = None
+        if self._metrics is not None:
+            metrics = self._metrics
+            on_result = lambda hit: metrics.lookup(hit=hit, namespace=namespace)  # noqa: E731
+        handle = LookupHandle(span, request, on_result)
         token = otel_context.attach(trace.set_span_in_context(span))
         try:
             yield handle
@@ -482,7 +508,11 @@ class Recorder:
         _set(span, contract.COSTLINE_TIER, tier, _str)
         _set(span, contract.COSTLINE_COST_USD, cost_usd, _number)
         _set(span, contract.COSTLINE_BATCH, batch, _bool)
-        return CallHandle(self, span, tier, request)
+        obs = None
+        if self._metrics is not None:
+            obs = self._metrics.start_call(operation=op, provider=provider, model=model, tier=tier,
+                                           cost_usd=cost_usd, batch=batch)
+        return CallHandle(self, span, tier, request, obs)
 
     def _text(self, text: str, budget: int) -> str:
         if self._redact is not None:

@@ -131,6 +131,16 @@ class CollectorConfig:
     #: The largest Kafka message the receiver produces (the broker's message.max.bytes and the
     #: producer's max.request.size are 1 MiB by default): traces are grouped into messages up to this.
     max_message_bytes: int = 1_000_000
+    # -- metrics (collectors/metrics.py, docs/telemetry.md): GenAI client metrics + costline's own --
+    #: Push metrics with the OTLP/HTTP metric exporter every metrics_export_interval_s seconds...
+    metrics_otlp: bool = False
+    #: ...to this URL (None: $OTEL_EXPORTER_OTLP_METRICS_ENDPOINT, else the exporter's default).
+    metrics_otlp_endpoint: str | None = None
+    metrics_export_interval_s: float = 60.0
+    #: Serve a Prometheus scrape endpoint (http://host:port/metrics; port 0 = any free port).
+    metrics_prometheus: bool = False
+    metrics_prometheus_host: str = "127.0.0.1"
+    metrics_prometheus_port: int = 9464
 
 
 @dataclass(frozen=True)
@@ -474,6 +484,20 @@ def _validate(config: Config, source: str) -> None:
         raise ConfigError("[collector] max_message_bytes", "must be at least 16384", source=source)
     if collector.max_inflight_bytes < collector.max_body_bytes:
         raise ConfigError("[collector] max_inflight_bytes", "must be at least max_body_bytes", source=source)
+    if not collector.metrics_export_interval_s > 0:
+        raise ConfigError("[collector] metrics_export_interval_s", "must be above 0 seconds", source=source)
+    if not 0 <= collector.metrics_prometheus_port < 65536:
+        raise ConfigError("[collector] metrics_prometheus_port",
+                          f"must be a TCP port (1-65535, or 0 for any free one); got {collector.metrics_prometheus_port}",
+                          source=source)
+    if not collector.metrics_prometheus_host:
+        raise ConfigError("[collector] metrics_prometheus_host", "must be an interface (127.0.0.1 keeps it local)",
+                          source=source)
+    endpoint = collector.metrics_otlp_endpoint
+    if endpoint is not None and not endpoint.startswith(("http://", "https://")):
+        raise ConfigError("[collector] metrics_otlp_endpoint",
+                          f"must be an http(s) URL such as http://127.0.0.1:4318/v1/metrics; got {endpoint!r}",
+                          source=source)
     processor: ProcessorConfig = sections["processor"]
     if processor.batch_max_spans < 1:
         raise ConfigError("[processor] batch_max_spans", "must be at least 1", source=source)

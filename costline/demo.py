@@ -313,11 +313,11 @@ def run_demo(
 
 def _embedder(config: Config, embedder: Any, texts: list[str]) -> Any:
     """The cache's embedding model, loaded, with ``texts`` embedded into its memo."""
-    from costline.serving.embedding import Embedder
+    from costline.serving.embedding_onnx import make_embedder
 
     c = config.serving.cache
     if embedder is None:
-        embedder = Embedder(c.model_path, threads=c.embed_threads or None, memo_size=len(texts) + 4096)
+        embedder = make_embedder(c, memo_size=len(texts) + 4096)  # [serving.cache] embedder: torch | onnx
     embedder.load()
     warm = getattr(embedder, "warm", None)
     if warm is not None:

@@ -91,7 +91,7 @@ def tune(config: Config, pairs_path: Path | None, split: str, target: float | No
     from costline.serving.cache_admission import AdmissionModel, default_model_path, score_pairs
     from costline.serving.cache_tune import tune_thresholds
     from costline.serving.cache_verify import Verifier
-    from costline.serving.embedding import Embedder
+    from costline.serving.embedding_onnx import make_embedder
 
     cfg = config.serving.cache
     target = cfg.target_false_hit_rate if target is None else target
@@ -100,7 +100,7 @@ def tune(config: Config, pairs_path: Path | None, split: str, target: float | No
     path, pairs = _pairs(pairs_path, split)
     model_path = cfg.admission_model or default_model_path()
     model = AdmissionModel.load(model_path)
-    embedder = Embedder(cfg.model_path, threads=cfg.embed_threads or None)
+    embedder = make_embedder(cfg)  # tune with the runtime that serves ([serving.cache] embedder)
     scores = score_pairs(embedder, pairs, Verifier())
     labels = scores.labels
     traps = [p.trap for p in pairs]

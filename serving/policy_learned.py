@@ -82,10 +82,10 @@ class HashingFeaturizer:
 
 
 def _minilm(serving: ServingConfig | None) -> Featurizer:
-    from costline.serving.embedding import Embedder
+    from costline.serving.embedding_onnx import make_embedder
 
-    cache = (serving or ServingConfig()).cache  # the same model files and threads as the cache
-    return Embedder(cache.model_path, threads=cache.embed_threads or None)
+    cache = (serving or ServingConfig()).cache  # the same model files, threads and runtime as the cache
+    return make_embedder(cache)
 
 
 def _hashing(serving: ServingConfig | None) -> Featurizer:

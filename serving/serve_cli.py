@@ -71,10 +71,10 @@ def serve(config: Config, host: str | None, port: int | None, with_standin: bool
     cache = None
     if with_cache:
         from costline.serving.cache import SemanticCache
-        from costline.serving.embedding import Embedder
+        from costline.serving.embedding_onnx import make_embedder  # [serving.cache] embedder: torch | onnx
 
         c = config.serving.cache
-        cache = SemanticCache(Embedder(c.model_path, threads=c.embed_threads or None), c)
+        cache = SemanticCache(make_embedder(c), c)
     pipeline = Pipeline.from_config(config, recorder=recorder, cache=cache)
     gateway = Gateway(pipeline, config.serving.gateway, host=host, port=port)
     gateway.start()

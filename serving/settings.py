@@ -56,6 +56,17 @@ class CacheConfig:
     model_path: Path | None = None
     #: Torch threads for embedding (process-wide); 0 leaves torch's default.
     embed_threads: int = 0
+    # -- embedding runtime (serving/embedding_onnx.py; docs/cache.md) --
+    #: "torch" (sentence-transformers) or "onnx" (the same model exported to ONNX and run by ONNX
+    #: Runtime, with micro-batching of concurrent queries; int8 is not offered: docs/cache.md).
+    embedder: str = "torch"
+    #: ONNX: how long the micro-batcher waits for more concurrent queries (ms; 0 = take only
+    #: what is already queued), the most texts in one batch, and the most requests queued.
+    embed_batch_wait_ms: float = 2.0
+    embed_max_batch: int = 32
+    embed_queue_size: int = 1024
+    #: Where ONNX exports are cached; None = ~/.cache/costline/onnx ($XDG_CACHE_HOME respected).
+    onnx_cache_dir: Path | None = None
     #: `costline cache tune` recommends the lowest threshold whose false-hit rate stays under this.
     tune_max_false_hit_rate: float = 0.01
     #: "verified" (guards + learned admission on every top-k candidate; docs/cache.md) or

@@ -1,0 +1,317 @@
+"""costline's metrics in the ecosystem's format, through the OTel SDK's metrics pipeline.
+
+::
+
+    telemetry = setup_metrics("costline-gateway", config=config)      # MeterProvider + readers
+    recorder = Recorder(provider, metrics=telemetry.metrics)          # calls, lookups, requests
+    ...
+    telemetry.shutdown()                                              # last export, stop the server
+
+What :class:`CostlineMetrics` records (the hook is :class:`~costline.collectors.Recorder`: a
+call, lookup or request is counted when it ends, whatever the trace sampler decided):
+
+* ``gen_ai.client.token.usage`` (histogram, ``{token}``) per model call and ``gen_ai.token.type``
+  (``input`` — the semconv total, cached tokens included — or ``output``), and
+  ``gen_ai.client.operation.duration`` (histogram, ``s``), both with the GenAI client-metric
+  attributes ``gen_ai.operation.name``, ``gen_ai.provider.name``, ``gen_ai.request.model``,
+  ``gen_ai.response.model`` (when known) and ``error.type`` (failed calls), and the semconv's
+  advisory bucket boundaries. ``gen_ai.system`` (the deprecated name) is not written: costline
+  writes ``gen_ai.provider.name`` everywhere (see :mod:`costline.contract`).
+* ``costline.cache.lookups`` / ``costline.cache.hits`` (counters, by ``costline.cache.namespace``),
+  ``costline.escalations`` (counter, by the ``costline.tier`` that served the request) and
+  ``costline.cost`` (counter, ``USD``, by provider, request model and tier): the call's explicit
+  cost, else its price from the pricing table given to :class:`CostlineMetrics` (calls of an
+  unknown model add nothing).
+
+:func:`setup_metrics` builds the pipeline from ``[collector]``: a ``PeriodicExportingMetricReader``
+over the OTLP/HTTP metric exporter (``metrics_otlp``) and/or a Prometheus scrape endpoint on
+loopback (``metrics_prometheus``; needs ``pip install 'costline[prometheus]'``). Recording never
+raises into the app: a failure is logged and the value dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry import metrics as otel_metrics
+from opentelemetry.metrics import MeterProvider as ApiMeterProvider
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+
+from costline import contract
+from costline.config import CollectorConfig, Config
+from costline.pricing import PricingTable
+
+from costline.collectors.errors import CollectorError
+
+__all__ = [
+    "CallObservation",
+    "CostlineMetrics",
+    "MetricsSetup",
+    "setup_metrics",
+    "TOKEN_USAGE",
+    "OPERATION_DURATION",
+    "CACHE_LOOKUPS",
+    "CACHE_HITS",
+    "ESCALATIONS",
+    "COST",
+    "GEN_AI_TOKEN_TYPE",
+]
+
+log = logging.getLogger(__name__)
+
+TOKEN_USAGE = "gen_ai.client.token.usage"
+OPERATION_DURATION = "gen_ai.client.operation.duration"
+CACHE_LOOKUPS = "costline.cache.lookups"
+CACHE_HITS = "costline.cache.hits"
+ESCALATIONS = "costline.escalations"
+COST = "costline.cost"
+GEN_AI_TOKEN_TYPE = "gen_ai.token.type"
+
+#: The GenAI semconv's advisory bucket boundaries.
+_TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)
+_DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
+_SCOPE = "costline.collectors"
+
+
+class CallObservation:
+    """One model call being measured; :class:`~costline.collectors.CallHandle` feeds it."""
+
+    __slots__ = ("_metrics", "_attrs", "_tier", "_batch", "_started", "_input", "_output",
+                 "_cache_read", "_cache_creation", "_response_model", "_cost", "_ended")
+
+    def __init__(self, metrics: CostlineMetrics, attrs: dict[str, str], tier: str | None,
+                 cost_usd: float | None, batch: bool | None) -> None:
+        self._metrics = metrics
+        self._attrs = attrs
+        self._tier = tier
+        self._batch = bool(batch)
+        self._cost = cost_usd
+        self._started = metrics._now()
+        self._input: int | None = None
+        self._output: int | None = None
+        self._cache_read = 0
+        self._cache_creation = 0
+        self._response_model: str | None = None
+        self._ended = False
+
+    def usage(self, input_tokens: Any, output_tokens: Any, cache_read_tokens: Any = 0,
+              cache_creation_tokens: Any = 0) -> None:
+        self._input = _count_or_none(input_tokens)
+        self._output = _count_or_none(output_tokens)
+        self._cache_read = _count_or_none(cache_read_tokens) or 0
+        self._cache_creation = _count_or_none(cache_creation_tokens) or 0
+
+    def response(self, model: Any) -> None:
+        if isinstance(model, str) and model:
+            self._response_model = model
+
+    def cost(self, usd: Any) -> None:
+        if isinstance(usd, (int, float)) and not isinstance(usd, bool) and usd == usd:
+            self._cost = float(usd)
+
+    def end(self, error_type: str | None) -> None:
+        """Record the call's duration, tokens and cost (once). Never raises."""
+        if self._ended:
+            return
+        self._ended = True
+        try:
+            self._metrics._call_ended(self, error_type)
+        except Exception:
+            log.exception("costline: could not record call metrics")
+
+
+@dataclass
+class CostlineMetrics:
+    """The instruments (see the module docstring) on ``meter_provider`` (default: the global one).
+
+    ``pricing`` prices calls that carry no explicit cost (None: only explicit costs are counted);
+    ``now`` is the monotonic clock, in seconds, that call durations are measured with.
+    """
+
+    meter_provider: ApiMeterProvider | None = None
+    pricing: PricingTable | None = None
+    now: Callable[[], float] = time.perf_counter
+    _instruments: dict[str, Any] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        meter = otel_metrics.get_meter(_SCOPE, meter_provider=self.meter_provider)
+        self._instruments = {
+            TOKEN_USAGE: meter.create_histogram(
+                TOKEN_USAGE, unit="{token}", description="Number of input and output tokens used.",
+                explicit_bucket_boundaries_advisory=_TOKEN_BUCKETS),
+            OPERATION_DURATION: meter.create_histogram(
+                OPERATION_DURATION, unit="s", description="GenAI operation duration.",
+                explicit_bucket_boundaries_advisory=_DURATION_BUCKETS),
+            CACHE_LOOKUPS: meter.create_counter(CACHE_LOOKUPS, unit="{lookup}",
+                                                description="Semantic cache lookups."),
+            CACHE_HITS: meter.create_counter(CACHE_HITS, unit="{hit}", description="Semantic cache hits."),
+            ESCALATIONS: meter.create_counter(ESCALATIONS, unit="{escalation}",
+                                              description="Retries of a request on another tier."),
+            COST: meter.create_counter(COST, unit="USD", description="Cost of model calls in US dollars."),
+        }
+
+    def _now(self) -> float:
+        return self.now()
+
+    # -- hooks (called by the Recorder) -----------------------------------------------------
+    def start_call(self, *, operation: str, provider: str, model: str, tier: str | None = None,
+                   cost_usd: float | None = None, batch: bool | None = None) -> CallObservation | None:
+        """Start measuring a model call; None (nothing measured) if even that fails."""
+        try:
+            attrs = {contract.GEN_AI_OPERATION_NAME: operation}
+            if isinstance(provider, str) and provider:
+                attrs[contract.GEN_AI_PROVIDER_NAME] = provider
+            if isinstance(model, str) and model:
+                attrs[contract.GEN_AI_REQUEST_MODEL] = model
+            cost = float(cost_usd) if isinstance(cost_usd, (int, float)) and not isinstance(cost_usd, bool) else None
+            return CallObservation(self, attrs, tier if isinstance(tier, str) and tier else None, cost, batch)
+        except Exception:
+            log.exception("costline: could not start call metrics")
+            return None
+
+    def lookup(self, *, hit: bool, namespace: str | None = None) -> None:
+        """Count one cache lookup (and a hit). Never raises."""
+        try:
+            attrs = {contract.COSTLINE_CACHE_NAMESPACE: namespace} if isinstance(namespace, str) and namespace else {}
+            self._instruments[CACHE_LOOKUPS].add(1, attrs)
+            if hit is True:
+                self._instruments[CACHE_HITS].add(1, attrs)
+        except Exception:
+            log.exception("costline: could not record cache lookup metrics")
+
+    def request_ended(self, *, tier: str | None, escalations: int) -> None:
+        """Count a finished request's escalations (nothing when it had none). Never raises."""
+        try:
+            if isinstance(escalations, int) and escalations > 0:
+                attrs = {contract.COSTLINE_TIER: tier} if isinstance(tier, str) and tier else {}
+                self._instruments[ESCALATIONS].add(escalations, attrs)
+        except Exception:
+            log.exception("costline: could not record request metrics")
+
+    # -- internals ---------------------------------------------------------------------------
+    def _call_ended(self, obs: CallObservation, error_type: str | None) -> None:
+        attrs = dict(obs._attrs)
+        if obs._response_model:
+            attrs[contract.GEN_AI_RESPONSE_MODEL] = obs._response_model
+        if error_type:
+            attrs[contract.ERROR_TYPE] = error_type
+        self._instruments[OPERATION_DURATION].record(max(self._now() - obs._started, 0.0), attrs)
+        token_hist = self._instruments[TOKEN_USAGE]
+        if obs._input is not None:
+            token_hist.record(obs._input, {**attrs, GEN_AI_TOKEN_TYPE: "input"})
+        if obs._output is not None:
+            token_hist.record(obs._output, {**attrs, GEN_AI_TOKEN_TYPE: "output"})
+        cost = obs._cost
+        tier = obs._tier
+        if self.pricing is not None and (cost is not None or obs._input is not None or obs._output is not None):
+            price = self.pricing.price_call(
+                model=obs._attrs.get(contract.GEN_AI_REQUEST_MODEL),
+                provider=obs._attrs.get(contract.GEN_AI_PROVIDER_NAME),
+                input_tokens=obs._input or 0, output_tokens=obs._output or 0,
+                cache_read_tokens=obs._cache_read, cache_creation_tokens=obs._cache_creation,
+                batch=obs._batch, explicit_cost_usd=cost, explicit_tier=tier,
+                response_model=obs._response_model)
+            cost, tier = price.cost_usd, price.tier
+        if cost is not None and cost > 0:
+            cost_attrs = {k: v for k, v in obs._attrs.items() if k != contract.GEN_AI_OPERATION_NAME}
+            if tier:
+                cost_attrs[contract.COSTLINE_TIER] = tier
+            self._instruments[COST].add(cost, cost_attrs)
+
+
+def _count_or_none(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    return value
+
+
+# --- the pipeline -------------------------------------------------------------------------------
+@dataclass
+class MetricsSetup:
+    """What :func:`setup_metrics` built: the provider, the instruments, the scrape endpoint."""
+
+    provider: MeterProvider
+    metrics: CostlineMetrics
+    #: ``http://host:port/metrics`` when the Prometheus endpoint is on, else None.
+    prometheus_url: str | None = None
+    _server: Any = None
+    _thread: Any = None
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return self.provider.force_flush(timeout_millis)
+
+    def shutdown(self) -> None:
+        """Export what is left, stop the readers and the scrape endpoint. Idempotent."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        try:
+            self.provider.shutdown()
+        except Exception:
+            log.exception("costline: metrics provider shutdown failed")
+
+
+def setup_metrics(
+    service_name: str,
+    *,
+    config: Config | CollectorConfig | None = None,
+    readers: Sequence[MetricReader] = (),
+    pricing: PricingTable | None = None,
+    now: Callable[[], float] = time.perf_counter,
+    set_global: bool = False,
+) -> MetricsSetup:
+    """A MeterProvider with costline's readers (``[collector] metrics_*``) plus ``readers``.
+
+    ``config`` is the whole config (its pricing table then prices calls unless ``pricing`` is
+    given) or its ``[collector]`` section (default: :func:`~costline.config.load_config`).
+    Raises :class:`~costline.collectors.errors.CollectorError` when an enabled exporter cannot
+    be set up (its package missing, the port taken).
+    """
+    if config is None:
+        from costline.config import load_config
+
+        config = load_config()
+    if isinstance(config, Config):
+        pricing = pricing or PricingTable(config.pricing)
+        collector = config.collector
+    else:
+        collector = config
+    all_readers: list[MetricReader] = list(readers)
+    if collector.metrics_otlp:
+        try:
+            from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+        except ImportError as exc:
+            raise CollectorError(f"{exc.name} is not installed: pip install opentelemetry-exporter-otlp") from None
+        exporter = OTLPMetricExporter(endpoint=collector.metrics_otlp_endpoint) if collector.metrics_otlp_endpoint \
+            else OTLPMetricExporter()
+        all_readers.append(PeriodicExportingMetricReader(
+            exporter, export_interval_millis=collector.metrics_export_interval_s * 1000.0))
+    server = thread = url = None
+    if collector.metrics_prometheus:
+        try:
+            from opentelemetry.exporter.prometheus import PrometheusMetricReader
+            from prometheus_client import CollectorRegistry, start_http_server
+        except ImportError as exc:
+            raise CollectorError(f"{exc.name} is not installed: pip install 'costline[prometheus]'") from None
+        registry = CollectorRegistry()  # this provider's metrics only, not the process-wide registry
+        all_readers.append(PrometheusMetricReader(registry=registry))
+        host, port = collector.metrics_prometheus_host, collector.metrics_prometheus_port
+        try:
+            server, thread = start_http_server(port, addr=host, registry=registry)
+        except OSError as exc:
+            raise CollectorError(f"cannot serve Prometheus metrics on {host}:{port} ({exc}): set "
+                                 "[collector] metrics_prometheus_port to a free port") from exc
+        bound_host, bound_port = server.server_address[:2]
+        url = f"http://{bound_host}:{bound_port}/metrics"
+    provider = MeterProvider(metric_readers=all_readers,
+                             resource=Resource.create({SERVICE_NAME: service_name}))
+    if set_global:
+        otel_metrics.set_meter_provider(provider)
+    return MetricsSetup(provider, CostlineMetrics(provider, pricing=pricing, now=now), url, server, thread)
