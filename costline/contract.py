@@ -60,6 +60,9 @@ COSTLINE_USAGE_INCOMPLETE: Final = "costline.usage.incomplete"
 COSTLINE_CACHE_HIT: Final = "costline.cache.hit"
 COSTLINE_CACHE_SIMILARITY: Final = "costline.cache.similarity"
 COSTLINE_CACHE_NAMESPACE: Final = "costline.cache.namespace"
+#: Why the verification stage turned candidates down, comma-separated (e.g. ``number,negation``):
+#: the near-misses a namespace's traffic holds (lookups.reject_reason in the lake).
+COSTLINE_CACHE_REJECT_REASON: Final = "costline.cache.reject_reason"
 
 # --- requests ---------------------------------------------------------------------
 COSTLINE_TENANT: Final = "costline.tenant"

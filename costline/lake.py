@@ -157,6 +157,7 @@ LOOKUPS_SCHEMA: Final = pa.schema([
     ("kafka_partition", pa.int32()),
     ("kafka_offset", pa.int64()),
     ("data_quality", pa.string()),
+    ("reject_reason", pa.string()),
 ])
 
 TABLES: Final = ("requests", "calls", "lookups")
@@ -262,13 +263,18 @@ class Lake:
         return self.path / "_offsets" / topic / f"p{partition:03d}"
 
     def init(self) -> "Lake":
-        """Create the folders and a zero-row schema file per table. Idempotent."""
+        """Create the folders and a zero-row schema file per table. Idempotent.
+
+        The schema file is what lets the views name a column no data file has yet (``union_by_name``
+        takes every file's columns): a lake made by an older costline gets it rewritten with the
+        current schema, so columns added since (``data_quality``, ``response_id``...) read as NULL
+        in its old files instead of failing every view."""
         try:
             for table, schema in SCHEMAS.items():
                 d = self.table_dir(table) / f"date={_EMPTY_DATE}"
                 d.mkdir(parents=True, exist_ok=True)
                 empty = d / _EMPTY_FILE
-                if not empty.exists():
+                if not empty.exists() or not _same_schema(empty, schema):
                     tmp = d / f".{_EMPTY_FILE}.{os.getpid()}.tmp"
                     pq.write_table(schema.empty_table(), tmp)
                     os.replace(tmp, empty)
@@ -564,6 +570,14 @@ ONE_ROW_PER_SPAN: Final = (
 )
 
 
+def _same_schema(path: Path, schema: pa.Schema) -> bool:
+    """True when the Parquet file at ``path`` has exactly ``schema``'s columns and types."""
+    try:
+        return pq.read_schema(path).remove_metadata().equals(schema.remove_metadata())
+    except Exception:  # noqa: BLE001 - unreadable (e.g. cut short by a crash): rewrite it
+        return False
+
+
 def read_table_sql(lake_path: Path | str, table: str) -> str:
     """``read_parquet(...)`` over every data file of a table, with the ``date`` partition column
     (filter on it to prune days). Add :data:`ONE_ROW_PER_SPAN` to read each span once."""
@@ -757,7 +771,8 @@ FROM call_links""")
     stmts.append("""
 CREATE OR REPLACE VIEW lookups AS
 SELECT span_id, trace_id, ts, coalesce(tenant, request_tenant) AS tenant, namespace, hit, similarity,
-       linked_request_id AS request_id, parent_span_id, duration_ms, kafka_partition, kafka_offset
+       linked_request_id AS request_id, parent_span_id, duration_ms, kafka_partition, kafka_offset,
+       reject_reason
 FROM lookup_links""")
     stmts.append("""
 CREATE OR REPLACE VIEW tier_hourly AS

@@ -115,6 +115,8 @@ class LookupRow(NamedTuple):
     kafka_partition: int
     kafka_offset: int
     data_quality: str | None = None
+    #: Why the cache's verification stage turned candidates down (``costline.cache.reject_reason``).
+    reject_reason: str | None = None
 
 
 Row = RequestRow | CallRow | LookupRow
@@ -440,6 +442,7 @@ def flatten_span(
             kafka_partition,
             kafka_offset,
             _quality(bad),
+            _str(get(c.COSTLINE_CACHE_REJECT_REASON)),
         ))
     op = get(c.GEN_AI_OPERATION_NAME)
     model_v = get(c.GEN_AI_REQUEST_MODEL)

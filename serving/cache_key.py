@@ -25,6 +25,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from costline import contract
+
 __all__ = [
     "COSTLINE_CACHE_REJECT_REASON",
     "FINAL_STOP_REASONS",
@@ -39,7 +41,7 @@ __all__ = [
 ]
 
 #: The lookup span attribute listing why candidates were rejected (comma-separated, most similar first).
-COSTLINE_CACHE_REJECT_REASON = "costline.cache.reject_reason"
+COSTLINE_CACHE_REJECT_REASON = contract.COSTLINE_CACHE_REJECT_REASON
 
 #: Stop reasons of a natural end (Anthropic's end_turn / stop_sequence, OpenAI's stop).
 #: A stop sequence is part of the scope, so an answer ended by one is final for that scope.

@@ -309,3 +309,52 @@ def test_today_is_never_compacted(cfg: Config) -> None:
     lake = Lake(cfg.lake.path).init()
     _scenario(lake)
     assert lake.compact(before=H.date()) == []  # H.date() is "today": still being written
+
+
+def test_an_older_lakes_schema_file_is_brought_up_to_date(cfg):
+    """A lake made before a column existed (here: lookups without reject_reason, calls without
+    data_quality) still opens: init rewrites the zero-row schema files, and old rows read NULL there."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from costline.lake import SCHEMAS
+
+    lake = Lake(cfg.lake.path).init()
+    old = {"lookups": "reject_reason", "calls": "data_quality"}
+    for table, dropped in old.items():
+        schema = SCHEMAS[table].remove(SCHEMAS[table].get_field_index(dropped))
+        pq.write_table(schema.empty_table(), lake.table_dir(table) / "date=1970-01-01" / "_empty.parquet")
+        day = lake.table_dir(table) / "date=2026-05-28"
+        day.mkdir(parents=True)
+        rows = [lookup("L1", "t1", H, hit=False, tenant="acme")] if table == "lookups" else [
+            call("C1", "t2", H, tier="budget", model="claude-haiku-4-5", cost=0.002)]
+        batch = pa.Table.from_batches([rows_to_tables(table, rows)["2026-05-28"].to_batches()[0]])
+        pq.write_table(batch.drop([dropped]), day / "p000-000000000000-000000000000.parquet")
+    con = open_lake(cfg)  # init runs again here
+    assert con.execute("SELECT span_id, reject_reason FROM lookups").fetchall() == [("L1", None)]
+    assert con.execute("SELECT span_id, data_quality FROM calls").fetchall() == [("C1", None)]
+
+
+def test_lookups_carry_why_the_verification_stage_rejected_candidates(cfg):
+    """costline.cache.reject_reason reaches the lake, so an analyst can count near-misses per namespace."""
+    from costline import contract as c
+    from costline.processors.records import MemoPricingTable, flatten_span
+    from costline.processors.synth import span
+
+    lake = Lake(cfg.lake.path).init()
+    rows = []
+    for i, reason in enumerate(["number,negation", None, "entity"]):
+        attrs = {c.COSTLINE_CACHE_HIT: False, c.COSTLINE_CACHE_NAMESPACE: "billing", c.COSTLINE_TENANT: "acme"}
+        if reason:
+            attrs[c.COSTLINE_CACHE_REJECT_REASON] = reason
+        start = us(H) * 1000 + i
+        rows.append(flatten_span(span(c.SPAN_CACHE_LOOKUP, trace_id=bytes([i + 1]) * 16, span_id=bytes([i + 1]) * 8,
+                                      start_ns=start, end_ns=start + 1000, attributes=attrs),
+                                 MemoPricingTable(), 0, i))
+    assert [r.reject_reason for r in rows] == ["number,negation", None, "entity"]
+    commit(lake, 0, 0, 2, rows)
+    got = open_lake(cfg).execute("""
+        SELECT namespace, reason, count(*) FROM (
+          SELECT namespace, unnest(string_split(reject_reason, ',')) AS reason FROM lookups
+          WHERE reject_reason IS NOT NULL) GROUP BY ALL ORDER BY reason""").fetchall()
+    assert got == [("billing", "entity", 1), ("billing", "negation", 1), ("billing", "number", 1)]
