@@ -31,6 +31,7 @@ __all__ = [
     "KIND_REQUEST",
     "KIND_CALL",
     "KIND_LOOKUP",
+    "INCOMPLETE_USAGE",
     "INVALID_USAGE",
     "MAX_TOKENS",
 ]
@@ -482,6 +483,13 @@ def flatten_span(
     cost, status = price.cost_usd, price.status
     if bad and status == PRICED and any(f.startswith(_USAGE_PREFIX) for f in bad):
         cost, status = None, INVALID_USAGE  # a price from a count that was dropped would be made up
+    if _bool(get(c.COSTLINE_USAGE_INCOMPLETE)):
+        # a stream that broke or was closed early (usage so far: a lower bound), or an OpenAI stream
+        # without include_usage (no counts at all: unpriced, never $0)
+        bad.append(f"{c.COSTLINE_USAGE_INCOMPLETE}:true")
+        if input_tokens is None and output_tokens is None and explicit is None:
+            cost, status = None, INCOMPLETE_USAGE
+            bad.extend((f"{_IN0}:missing", f"{_OUT0}:missing"))
     return _new(CallRow, (
         sid.hex(),
         tid.hex(),
@@ -516,6 +524,9 @@ def flatten_span(
 
 #: ``pricing_status`` of a call whose token counts were dropped as invalid: not priced (cost NULL).
 INVALID_USAGE: Final = "invalid_usage"
+#: ``pricing_status`` of a call whose instrumentation says it has no usage to report
+#: (``costline.usage.incomplete`` without token counts): not priced (cost NULL), never $0.
+INCOMPLETE_USAGE: Final = "incomplete_usage"
 _USAGE_PREFIX: Final = ("gen_ai.usage.", "llm.usage.")
 
 

@@ -127,3 +127,21 @@ def test_hostile_rows_convert_to_arrow_and_commit_with_their_flags():
     assert list(tables["requests"]) == ["1970-01-01"]  # no time at all: kept, flagged, filed with the schema files
     assert rows_to_batch("requests", [r for r in out.rows if isinstance(r, RequestRow)]).column(
         "data_quality").to_pylist() == ["ts:out_of_range"]
+
+
+@pytest.mark.parametrize(("attrs", "tokens", "cost", "status"), [
+    # an OpenAI stream without include_usage: no counts at all -> unpriced, never $0
+    ({c.COSTLINE_USAGE_INCOMPLETE: True}, (None, None), None, "incomplete_usage"),
+    # a stream cut short: the usage so far is priced (a lower bound) and flagged
+    ({c.COSTLINE_USAGE_INCOMPLETE: True, IN: 1000, OUT: 100}, (1000, 100), (1000 * 0.80 + 100 * 4.0) / 1e6, "priced"),
+    # complete usage: as before
+    ({IN: 1000, OUT: 100}, (1000, 100), (1000 * 0.80 + 100 * 4.0) / 1e6, "priced"),
+])
+def test_incomplete_usage_is_flagged_and_never_priced_as_zero(attrs, tokens, cost, status):
+    row = flatten_span(span("chat", trace_id=TID, span_id=SID, start_ns=T0, end_ns=T0 + 1000,
+                            attributes={**HAIKU, **attrs}), PRICING)
+    assert isinstance(row, CallRow)
+    assert (row.input_tokens, row.output_tokens) == tokens
+    assert row.pricing_status == status
+    assert row.cost_usd == (pytest.approx(cost) if cost is not None else None)
+    assert (c.COSTLINE_USAGE_INCOMPLETE in (row.data_quality or "")) == (c.COSTLINE_USAGE_INCOMPLETE in attrs)
