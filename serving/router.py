@@ -137,6 +137,16 @@ class Router:
         self.policy = policy
         self.registry = registry
 
+    @property
+    def reads_embeddings(self) -> bool:
+        """True when the policy decides on the query's MiniLM vector (a learned policy with the
+        ``minilm`` featurizer, possibly behind the student gate): then a vector the semantic cache
+        computes anyway can be handed to :meth:`route` instead of embedding the query twice."""
+        policy: Any = self.policy
+        while isinstance(policy, StudentGate):
+            policy = policy.inner
+        return getattr(policy, "featurizer_name", None) == "minilm"
+
     def route(self, query: str, task_type: str | None = None, *, embedding: Any = None) -> Decision:
         """The policy's decision; ``embedding``: the query's vector if the cache already has it."""
         decision = _route(self.policy, query, task_type, embedding)
