@@ -57,6 +57,8 @@ START_POSITIONS = ("lake", "committed", "beginning")
 
 #: Records one ``poll()`` returns at most.
 MAX_POLL_RECORDS = 1000
+#: How long the "caught up?" check of ``--until-idle`` may wait for the broker (ms).
+IDLE_CHECK_TIMEOUT_MS = 2000
 #: Per-partition and per-request fetch sizes (kafka-python defaults: 1 MiB, 50 MiB).
 MAX_PARTITION_FETCH_BYTES = 4 * 1024 * 1024
 FETCH_MAX_BYTES = 64 * 1024 * 1024
@@ -390,11 +392,14 @@ class Processor:
         assigned = list(self._consumer.assignment())
         if not assigned:
             return True
+        # Bounded waits: during a rebalance the client's position/offset lookups can block until the
+        # group settles, and this check must never hold up the poll loop (it is asked again soon).
         try:
-            ends = self._consumer.end_offsets(assigned)
+            ends = self._consumer.end_offsets(assigned, timeout_ms=IDLE_CHECK_TIMEOUT_MS)
+            return all(self._consumer.position(tp, timeout_ms=IDLE_CHECK_TIMEOUT_MS) >= ends.get(tp, 0)
+                       for tp in assigned)
         except Exception:  # noqa: BLE001 - not caught up as far as we can tell
             return False
-        return all(self._consumer.position(tp) >= ends.get(tp, 0) for tp in assigned)
 
     # -- rebalance (kafka's IO thread; main thread is blocked in poll) ------------------
     def _on_revoked(self, revoked: Any) -> None:
