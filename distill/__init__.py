@@ -67,6 +67,8 @@ def validate(config: Any) -> None:
          "batch_size and gradient_accumulation_steps must be at least 1")
     need(d.max_seq_len >= 8 and d.max_new_tokens >= 1, "max_seq_len", "max_seq_len >= 8 and max_new_tokens >= 1")
     need(d.torch_threads >= 0, "torch_threads", "must be 0 (torch's default) or more")
+    need(d.device in ("auto", "cpu", "cuda") or (d.device.startswith("cuda:") and d.device[5:].isdigit()),
+         "device", "must be \"auto\", \"cpu\", \"cuda\" or \"cuda:N\"")
     need(0 <= d.max_gap <= 1, "max_gap", "must be in [0, 1]")
     for k, v in d.thresholds.items():
         need(0 <= v <= 1, f"thresholds.{k}", "must be in [0, 1]")

@@ -313,7 +313,7 @@ def serve_cmd(config: Config, run_id: str | None, base_model: str | None, host: 
     tm = run.read("adapter/training_manifest.json", "train")
     server = StudentServer(base_model or tm["base_model"], run.adapter, config.distill.adapter_name, host=host,
                            port=port, max_new_tokens=config.distill.max_new_tokens,
-                           threads=config.distill.torch_threads)
+                           threads=config.distill.torch_threads, device=config.distill.device)
     server.start()
     click.echo(f"serving {config.distill.adapter_name} (run {run.run_id}) at {server.openai_url}")
     stop = threading.Event()

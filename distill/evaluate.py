@@ -96,7 +96,7 @@ def evaluate_student(
         from costline.distill.model import generate, load_student, set_threads
 
         set_threads(cfg.torch_threads)
-        tok, model = load_student(tm["base_model"], run.adapter)
+        tok, model = load_student(tm["base_model"], run.adapter, device=cfg.device)
         prompts = [format_prompt(tok, it.get("system"), it["messages"]) for it in items]
         answers = [a for a, _, _ in generate(tok, model, prompts, max_new_tokens=cfg.max_new_tokens)]
     else:

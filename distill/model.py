@@ -13,7 +13,7 @@ from typing import Any
 
 from costline.distill.errors import MissingExtraError
 
-__all__ = ["set_threads", "format_prompt", "target_text", "load_base", "load_student", "generate"]
+__all__ = ["set_threads", "pick_device", "format_prompt", "target_text", "load_base", "load_student", "generate"]
 
 
 def set_threads(n: int) -> None:
@@ -22,6 +22,15 @@ def set_threads(n: int) -> None:
         import torch
 
         torch.set_num_threads(n)
+
+
+def pick_device(device: str = "auto") -> str:
+    """The torch device for eval and serving: ``auto`` is CUDA when torch sees a GPU, else CPU."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _need() -> None:
@@ -62,8 +71,14 @@ def load_base(path: str | Path) -> tuple[Any, Any]:
     return tok, model
 
 
-def load_student(base: str | Path, adapter: str | Path | None) -> tuple[Any, Any]:
-    """The base model with the LoRA adapter applied (the adapter folder also holds the tokenizer)."""
+def load_student(base: str | Path, adapter: str | Path | None, *, device: str = "auto",
+                 merge: bool = True) -> tuple[Any, Any]:
+    """The base model with the LoRA adapter applied (the adapter folder also holds the tokenizer), on ``device``.
+
+    ``merge`` folds the adapter into the base weights (one adapter served, nothing to swap): on an
+    H200 a Qwen2.5-1.5B-shaped student decoded 52 tokens/s merged vs 10 unmerged at batch 1, 2,630
+    vs 750 at batch 64 (``bench/distill_gpu.py``). vLLM serves unmerged adapters with its own kernels.
+    """
     _need()
     from transformers import AutoTokenizer
 
@@ -75,6 +90,9 @@ def load_student(base: str | Path, adapter: str | Path | None) -> tuple[Any, Any
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(adapter))
+        if merge:
+            model = model.merge_and_unload()
+    model.to(pick_device(device))
     model.eval()
     return tok, model
 
@@ -90,17 +108,17 @@ def generate(tokenizer: Any, model: Any, prompts: Sequence[str], *, max_new_toke
     try:
         for i in range(0, len(prompts), batch_size):
             chunk = list(prompts[i:i + batch_size])
-            enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
+            enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
             with torch.no_grad():
                 gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
                                      pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
             width = enc["input_ids"].shape[1]
-            for row, mask in zip(gen, enc["attention_mask"]):
+            for row, mask in zip(gen.tolist(), enc["attention_mask"].tolist()):
                 new = row[width:]
-                ids = [int(t) for t in new]
+                ids = list(new)
                 if tokenizer.eos_token_id in ids:
                     ids = ids[:ids.index(tokenizer.eos_token_id)]
-                out.append((tokenizer.decode(ids, skip_special_tokens=True).strip(), int(mask.sum()), len(ids)))
+                out.append((tokenizer.decode(ids, skip_special_tokens=True).strip(), sum(mask), len(ids)))
     finally:
         tokenizer.padding_side = side
     return out

@@ -31,14 +31,14 @@ class StudentServer(ServedByJsonServer):
     """Serves ``adapter`` on ``base_model`` under ``name``. ``start()`` returns the port."""
 
     def __init__(self, base_model: str | Path, adapter: str | Path | None, name: str, *, host: str = "127.0.0.1",
-                 port: int = 8000, max_new_tokens: int = 256, threads: int = 0) -> None:
+                 port: int = 8000, max_new_tokens: int = 256, threads: int = 0, device: str = "auto") -> None:
         from costline.distill.model import load_student, set_threads
 
         set_threads(threads)
         self.name = name
         self.base_name = str(base_model)
         self.max_new_tokens = max_new_tokens
-        self.tokenizer, self.model = load_student(base_model, adapter)
+        self.tokenizer, self.model = load_student(base_model, adapter, device=device)
         self._lock = threading.Lock()
         self._server = JsonServer(
             [Route("POST", "/v1/chat/completions", self._chat), Route("GET", "/v1/models", self._models)],

@@ -82,6 +82,9 @@ class DistillConfig:
     save_total_limit: int = 2
     #: Torch threads for training, eval and serving (process-wide); 0 leaves torch's default.
     torch_threads: int = 0
+    #: Where eval and ``costline distill serve`` run the student: "auto" (CUDA when torch sees a GPU,
+    #: else CPU), "cpu", "cuda" or "cuda:N". Training follows the Trainer's own choice (CUDA when present).
+    device: str = "auto"
     # -- eval and gate --
     max_new_tokens: int = 256
     #: Largest tolerated mean teacher-student gap per subtype (drift's metrics: 1 - score for exact/cosine)...
