@@ -352,12 +352,14 @@ def _retrain_text(rows: Sequence[Row]) -> tuple[str, dict[str, Any]]:
         return (f"nightly retrain skipped: {why}", {"nightly retrain": "skipped: too few labels"})
     cand = str(head.get("candidate"))
     moved = int(head.get("moved_down") or 0)
-    gated = [r for r in rows if r.get("tier")]
-    per_tier = "; ".join(
-        f"{r['tier']}: {int(r.get('tier_moved') or 0)} moved, adequate "
-        f"{_pct_ci(None if not r.get('tier_judged') else int(r.get('tier_adequate') or 0) / int(r['tier_judged']), r.get('ci_low'), r.get('ci_high'))}"
-        f"{'' if r.get('tier_passed') else ' — FAILS the gate'}"
-        for r in gated) or "no request moves to a cheaper tier"
+    def tier_text(r: Row) -> str:
+        judged = int(r.get("tier_judged") or 0)
+        rate = int(r.get("tier_adequate") or 0) / judged if judged else None
+        return (f"{r['tier']}: {int(r.get('tier_moved') or 0)} moved, adequate "
+                f"{_pct_ci(rate, r.get('ci_low'), r.get('ci_high'))}"
+                f"{'' if r.get('tier_passed') else ' — FAILS the gate'}")
+
+    per_tier = "; ".join(tier_text(r) for r in rows if r.get("tier")) or "no request moves to a cheaper tier"
     gate = head.get("gate")
     gate_txt = f" (needs the 95% CI's lower bound ≥ {float(gate):.0%})" if gate is not None else ""
     if head.get("promoted"):

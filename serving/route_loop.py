@@ -18,17 +18,22 @@ evaluates the alert rules after this step, so the firing message already carries
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from costline.errors import CostlineError
+
 if TYPE_CHECKING:  # pragma: no cover
     from costline.config import Config
     from costline.serving.route_gate import GateReport
 
 __all__ = ["RetrainResult", "tier_match_breaches", "retrain_candidate", "record_retrain", "record_skipped"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -138,7 +143,10 @@ def retrain_candidate(
         labels.check(min_labels=loop.min_labels, min_per_tier=loop.min_per_tier,
                      per_night=shadow_per_night(config))
     except NotEnoughLabelsError as exc:
-        record_skipped(config, until=until, breaches=breaches, reason=str(exc), now=now)
+        try:
+            record_skipped(config, until=until, breaches=breaches, reason=str(exc), now=now)
+        except CostlineError as err:
+            log.warning("routing: could not record the skipped retrain for the alerts: %s", err)
         raise
     policy = train_policy(labels.rows(), featurizer_name=router.featurizer, featurizer=featurizer,
                           min_adequacy=router.min_adequacy, serving=config.serving)
@@ -174,5 +182,8 @@ def retrain_candidate(
         promoted = True
     result = RetrainResult(path, breaches, len(labels.labels), report, promoted, report.judge_cost_usd,
                            incumbent=str(incumbent), window=(held_since, until))
-    record_retrain(config, result, until=until, now=now)
+    try:  # the verdict is in the manifest and the job's result either way; the alert just lacks it
+        record_retrain(config, result, until=until, now=now)
+    except CostlineError as exc:
+        log.warning("routing: could not record the retrain's verdict for the alerts: %s", exc)
     return result
