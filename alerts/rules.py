@@ -115,8 +115,10 @@ class Snapshot:
     tiers: Sequence[Row] | None = None
     #: ``eval_runs`` rows (run_id, finished_at, subtype, gap, gap_ci_low, gap_ci_high, threshold, n).
     eval_runs: Sequence[Row] | None = None
-    #: ``shadow_runs`` rows (run_id, finished_at, tier, tier_match_rate, n).
+    #: ``shadow_runs`` rows (run_id, finished_at, until, tier, tier_match_rate, n).
     shadow_runs: Sequence[Row] | None = None
+    #: ``route_retrains`` rows: the opt-in nightly retrain's verdict, one row per gated tier.
+    route_retrains: Sequence[Row] | None = None
     #: Newest span end time in the lake at or before now (naive UTC); None: lake empty.
     last_span_at: datetime | None = None
     #: Whether the lake could be read for last_span_at.
@@ -310,6 +312,73 @@ def _student_drift(s: StudentDriftSettings, snap: Snapshot, now: datetime, settl
     return out
 
 
+def _pct_ci(rate: float | None, lo: float | None, hi: float | None) -> str:
+    if rate is None:
+        return "not judged"
+    ci = f" (95% CI {lo:.1%}–{hi:.1%})" if lo is not None and hi is not None else ""
+    return f"{rate:.1%}{ci}"
+
+
+def _retrain_for(snap: Snapshot, latest: Row, tier: str, now: datetime) -> list[Row]:
+    """The rows of the newest retrain that ran on this shadow run's results and was triggered by ``tier``."""
+    if not snap.route_retrains:
+        return []
+    limit = _naive(now)
+    after = _naive(latest["finished_at"])
+    shadow_until = latest.get("until")
+    runs: dict[str, list[Row]] = {}
+    for r in snap.route_retrains:
+        at = r.get("evaluated_at")
+        if at is None or _naive(at) > limit or _naive(at) < after:
+            continue
+        if shadow_until is not None and r.get("window_until") is not None and \
+                _naive(r["window_until"]) < _naive(shadow_until):
+            continue
+        if tier not in str(r.get("trigger") or "").split(","):
+            continue
+        runs.setdefault(str(r["retrain_id"]), []).append(r)
+    if not runs:
+        return []
+    return max(runs.values(), key=lambda rows: _naive(rows[0]["evaluated_at"]))
+
+
+def _retrain_text(rows: Sequence[Row]) -> tuple[str, dict[str, Any]]:
+    """The verdict of a nightly retrain as a line of the alert's text and its message fields."""
+    import shlex
+
+    head = rows[0]
+    if head.get("status") == "skipped":
+        why = str(head.get("reason") or "too few labels")
+        return (f"nightly retrain skipped: {why}", {"nightly retrain": "skipped: too few labels"})
+    cand = str(head.get("candidate"))
+    moved = int(head.get("moved_down") or 0)
+    def tier_text(r: Row) -> str:
+        judged = int(r.get("tier_judged") or 0)
+        rate = int(r.get("tier_adequate") or 0) / judged if judged else None
+        return (f"{r['tier']}: {int(r.get('tier_moved') or 0)} moved, adequate "
+                f"{_pct_ci(rate, r.get('ci_low'), r.get('ci_high'))}"
+                f"{'' if r.get('tier_passed') else ' — FAILS the gate'}")
+
+    per_tier = "; ".join(tier_text(r) for r in rows if r.get("tier")) or "no request moves to a cheaper tier"
+    gate = head.get("gate")
+    gate_txt = f" (needs the 95% CI's lower bound ≥ {float(gate):.0%})" if gate is not None else ""
+    if head.get("promoted"):
+        verdict, then = "PASSED, promoted", "roll back with `costline route rollback`"
+    elif head.get("passed"):
+        verdict, then = "PASSED", f"promote with `costline route promote {shlex.quote(cand)}`"
+    else:
+        verdict = f"REFUSED (fails on {head.get('failing') or '?'})"
+        then = (f"not promoted, {head.get('incumbent')} stays in service (the moved requests are in "
+                f"{cand}.manifest.json)")
+    text = (f"nightly retrain: candidate {cand} ({int(head.get('labels') or 0)} labels) vs "
+            f"{head.get('incumbent')}: gate {verdict}{gate_txt}; it moves {moved} requests to cheaper tiers "
+            f"({per_tier}); {then}")
+    fields: dict[str, Any] = {
+        "nightly retrain": f"gate {verdict}", "moved to cheaper tiers": moved,
+        "adequacy of moved (95% CI)": per_tier[:300], "candidate": cand, "next step": then[:300]}
+    return text, fields
+
+
 def _routing_tier_match_drop(s: RoutingTierMatchDropSettings, snap: Snapshot, now: datetime, settle_s: float
                              ) -> list[Observation] | None:
     if snap.shadow_runs is None:
@@ -329,15 +398,26 @@ def _routing_tier_match_drop(s: RoutingTierMatchDropSettings, snap: Snapshot, no
             cond = Condition.OK
         else:
             cond = Condition.BAND
+        summary = (f"tier-match rate on {tier} {rate:.1%}"
+                   + (f" vs {base:.1%} over the previous {len(earlier)} runs" if base is not None else ""))
+        figures: dict[str, Any] = {
+            "tier-match rate": f"{rate:.1%}", "baseline": f"{base:.1%}" if base is not None else "n/a",
+            "fires under": f"{threshold:.1%}", "queries shadowed": int(latest.get("n") or 0)}
+        query = ("SELECT run_id, finished_at, tier, tier_match_rate, n\n"
+                 f"FROM shadow_runs WHERE tier = {_sql_str(tier)} ORDER BY finished_at DESC LIMIT 10")
+        retrain = _retrain_for(snap, latest, tier, now) if cond != Condition.OK else []
+        if retrain:
+            line, more = _retrain_text(retrain)
+            summary += "\n" + line
+            figures.update(more)
+            query += (";\nSELECT evaluated_at, status, candidate, passed, moved_down, tier, tier_moved, "
+                      "tier_adequate, tier_judged, ci_low, ci_high, reason\n"
+                      f"FROM route_retrains WHERE retrain_id = {_sql_str(str(retrain[0]['retrain_id']))}")
         out.append(Observation(
             rule="routing_tier_match_drop", labels={"tier": tier}, condition=cond, value=rate, threshold=threshold,
-            summary=(f"tier-match rate on {tier} {rate:.1%}"
-                     + (f" vs {base:.1%} over the previous {len(earlier)} runs" if base is not None else "")),
+            summary=summary,
             window=f"shadow run {latest.get('run_id')} finished {_naive(latest['finished_at']):%Y-%m-%d %H:%M} UTC",
-            figures={"tier-match rate": f"{rate:.1%}", "baseline": f"{base:.1%}" if base is not None else "n/a",
-                     "fires under": f"{threshold:.1%}", "queries shadowed": int(latest.get("n") or 0)},
-            query=("SELECT run_id, finished_at, tier, tier_match_rate, n\n"
-                   f"FROM shadow_runs WHERE tier = {_sql_str(tier)} ORDER BY finished_at DESC LIMIT 10"),
+            figures=figures, query=query,
         ))
     return out
 

@@ -90,6 +90,15 @@ CHARTS: tuple[Chart, ...] = (
         options={"y": "requests", "series": "tier", "y_title": "requests"},
     ),
     Chart(
+        "cache_rejections", "Rejected near-misses per namespace and reason",
+        "Candidates the semantic cache found similar but its verification turned down, per day: a namespace "
+        "with many of one reason (number, negation, entity...) is where the traffic holds traps that a "
+        "threshold alone would have answered wrongly.",
+        "stacked_bar", x="day", columns=("day", "namespace", "reason", "series", "rejected"),
+        options={"y": "rejected", "series": "series", "y_title": "rejected candidates"},
+        source="the verified semantic cache (lookups.reject_reason)",
+    ),
+    Chart(
         "student_vs_teacher", "Student vs teacher score per subtype",
         "Nightly blind evaluation on production queries: student (solid) against teacher (dashed); "
         "a widening gap signals drift and re-distillation.",

@@ -10,6 +10,8 @@ Layout::
     <lake>/jobs/cost_report_days/<report_id>.parquet   per day and stage
     <lake>/jobs/job_runs/<run_id>.<n>.parquet     each state change of a run (the view keeps the last)
     <lake>/jobs/route_promotions/<event>.parquet  routing policy promotions and rollbacks (costline route)
+    <lake>/jobs/route_retrains/<retrain>.parquet  the nightly routing candidate's verdict, one row per gated
+                                                  tier (what the routing_tier_match_drop alert reports)
     <lake>/jobs/<table>/_empty.parquet            zero-row schema file: the views work before any run
     <lake>/jobs/checkpoints/<run_id>.sqlite       resumable teacher answers of a run
     <lake>/jobs/locks/<job>.lock                  one run of a job at a time
@@ -91,6 +93,18 @@ JOB_SCHEMAS: Final[Mapping[str, pa.Schema]] = {
         ("policy_sha256", pa.string()), ("parent_sha256", pa.string()), ("passed", pa.bool_()),
         ("note", pa.string()),
     ]),
+    # One row per (nightly retrain, tier the gate judged); a retrain that moved nothing or was
+    # skipped has one row with tier NULL. Written by costline.serving.route_loop, read by the alerts.
+    "route_retrains": pa.schema([
+        ("retrain_id", pa.string()), ("evaluated_at", _TS), ("window_since", _TS), ("window_until", _TS),
+        ("status", pa.string()), ("trigger", pa.string()), ("candidate", pa.string()),
+        ("candidate_sha256", pa.string()), ("incumbent", pa.string()), ("labels", pa.int64()),
+        ("passed", pa.bool_()), ("failing", pa.string()), ("promoted", pa.bool_()), ("moved_down", pa.int64()),
+        ("moved_up", pa.int64()), ("gate", pa.float64()), ("tier", pa.string()), ("tier_moved", pa.int64()),
+        ("tier_judged", pa.int64()), ("tier_adequate", pa.int64()), ("ci_low", pa.float64()),
+        ("ci_high", pa.float64()), ("tier_passed", pa.bool_()), ("reason", pa.string()),
+        ("judge_cost_usd", pa.float64()),
+    ]),
     "job_runs": pa.schema([
         ("run_id", pa.string()), ("job", pa.string()), ("window_since", _TS), ("window_until", _TS),
         ("started_at", _TS), ("finished_at", _TS), ("status", pa.string()), ("rows", pa.int64()),
@@ -101,7 +115,7 @@ JOB_SCHEMAS: Final[Mapping[str, pa.Schema]] = {
 
 #: The views :func:`jobs_views_sql` creates.
 JOB_VIEWS: Final = ("eval_runs", "eval_items", "shadow_runs", "shadow_items", "cost_reports", "cost_report",
-                    "cost_report_days", "job_runs", "route_promotions")
+                    "cost_report_days", "job_runs", "route_promotions", "route_retrains")
 
 _EMPTY: Final = "_empty.parquet"
 

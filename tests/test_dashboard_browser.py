@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from lakes import add_standin_job_views, demo_lake
+from test_dashboard_cache_rejections import LOOKUPS, write_lookups
 
 from costline.config import Config, LakeConfig
 from costline.dashboards import CHARTS, build_dashboard
@@ -91,6 +92,8 @@ def _drawn(s: dict) -> int:
 @pytest.fixture(scope="module")
 def demo_page(tmp_path_factory: pytest.TempPathFactory) -> Path:
     config = demo_lake(tmp_path_factory.mktemp("demo") / "lake")
+    # the demo traffic records no rejected near-miss: a day of the verified cache's lookups beside it
+    write_lookups(config.lake.path, LOOKUPS, partition=9)
     con = open_lake(config)
     try:
         add_standin_job_views(con)  # eval_runs, shadow_runs, alerts: views of later issues

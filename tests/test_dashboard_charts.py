@@ -22,6 +22,9 @@ FROM_LAKE = ("cost_per_success", "cache_hit_rate", "traffic_mix", "savings_water
 # service fill: the demo lake has none of their rows.
 FROM_LATER_ISSUES = ("student_vs_teacher", "tier_match_rate")
 FROM_ALERTS = ("alerts",)
+# The demo traffic records no candidate the verified cache turned down: its lake has none of these
+# rows (tests/test_dashboard_cache_rejections.py fills them).
+FROM_VERIFIED_CACHE = ("cache_rejections",)
 VIEW_OF = {"student_vs_teacher": "eval_runs", "tier_match_rate": "shadow_runs", "alerts": "alerts"}
 NOW = dt.datetime(2026, 11, 9, 8, 0, tzinfo=dt.UTC)
 
@@ -46,7 +49,7 @@ def test_public_surface():
 
 
 def test_every_chart_has_its_sql_file_and_a_known_renderer():
-    assert {c.name for c in CHARTS} == set(FROM_LAKE + FROM_LATER_ISSUES + FROM_ALERTS)
+    assert {c.name for c in CHARTS} == set(FROM_LAKE + FROM_LATER_ISSUES + FROM_ALERTS + FROM_VERIFIED_CACHE)
     for chart in CHARTS:
         assert chart.kind in KINDS
         assert chart.x in chart.columns
@@ -66,7 +69,7 @@ def test_chart_sql_runs_on_the_demo_lake_with_the_expected_columns(con, lake_con
     assert result.status == STATUS_OK and len(result.rows) == len(data)
 
 
-@pytest.mark.parametrize("name", FROM_LATER_ISSUES + FROM_ALERTS)
+@pytest.mark.parametrize("name", FROM_LATER_ISSUES + FROM_ALERTS + FROM_VERIFIED_CACHE)
 def test_charts_of_views_with_no_rows_yet_say_no_data_yet(con, lake_config, name):
     result = query_chart(con, dashboards.chart_by_name(name), lake_config)
     assert result.status == STATUS_EMPTY
@@ -146,7 +149,7 @@ def test_an_empty_lake_gives_every_chart_a_note_and_a_whole_page(tmp_path):
     results = query_charts(con, config)
     con.close()
     assert {r.chart.name: r.status for r in results} == {
-        n: STATUS_EMPTY for n in (*FROM_LAKE, *FROM_LATER_ISSUES, *FROM_ALERTS)}
+        n: STATUS_EMPTY for n in (*FROM_LAKE, *FROM_LATER_ISSUES, *FROM_ALERTS, *FROM_VERIFIED_CACHE)}
     assert all(r.message.startswith("No data yet") for r in results)
     path = build_dashboard(config, tmp_path / "out" / "d.html", now=lambda: NOW)
     page = path.read_text(encoding="utf-8")

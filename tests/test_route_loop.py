@@ -9,6 +9,7 @@ What the gate decides is checked against the stand-in's own definition of adequa
 from __future__ import annotations
 
 import json
+import logging
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -97,7 +98,8 @@ def _cli(toml: Path, *args: str) -> tuple[int, str]:
 
 
 @pytest.mark.e2e
-def test_shadow_labels_train_gate_promote_and_roll_back(kafka_config: Config, tmp_path: Path) -> None:
+def test_shadow_labels_train_gate_promote_and_roll_back(kafka_config: Config, tmp_path: Path,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
     rows = read_rows(DATA / "route_train.jsonl")
     with StandInServer(StandInConfig(port=0, latency_scale=0.0, retry_after_ms=1)) as standin:
         toml = _toml(tmp_path, standin)
@@ -222,7 +224,9 @@ def test_shadow_labels_train_gate_promote_and_roll_back(kafka_config: Config, tm
         # rule needs 50 shadowed requests here), a candidate trained on day 1, gated on day 2, not promoted.
         toml.write_text(toml.read_text() + "\n[alerts.routing_tier_match_drop]\nmin_n = 50\n")
         config = load_config(toml, env={}).replace(kafka=kafka_config.kafka, processor=kafka_config.processor)
-        outs = nightly(config, until=END, runners=runners, jobs=("shadow",), now=lambda: night["at"])
+        with caplog.at_level(logging.WARNING, logger="costline.alerts.notify"):
+            outs = nightly(config, until=END, runners=runners, jobs=("shadow",), now=lambda: night["at"],
+                           notify=True)
         (retrain,) = [o for o in outs if o.job == "route-retrain"]
         assert retrain.status == "succeeded", retrain.error
         assert retrain.result_id.startswith("tier-match drop on upper: candidate") and "gate" in retrain.result_id
@@ -230,5 +234,19 @@ def test_shadow_labels_train_gate_promote_and_roll_back(kafka_config: Config, tm
         assert nightly_cand["trigger"] == ["upper"] and nightly_cand["eval"]["incumbent"] == str(target)
         assert nightly_cand["training"]["window"] == ["2026-11-01T00:00:00", "2026-11-02T00:00:00"]
         assert file_sha256(target) == first_sha  # promotion stays a human decision
+        # The alert the nightly run sent (console: the log) carries the candidate's verdict.
+        nightly_path = tmp_path / "policy" / "route.candidate.npz"
+        (alert,) = [r.getMessage() for r in caplog.records if "routing_tier_match_drop" in r.getMessage()]
+        assert alert.startswith("alert: FIRING") and "tier=upper" in alert
+        verdict = nightly_cand["eval"]
+        assert f"nightly retrain: candidate {nightly_path}" in alert and f"vs {target}: gate" in alert
+        assert f"it moves {verdict['moved_down']} requests to cheaper tiers" in alert
+        if verdict["passed"]:
+            assert f"promote with `costline route promote {nightly_path}`" in alert
+        else:
+            assert f"REFUSED (fails on {','.join(verdict['failing'])})" in alert and "route promote" not in alert
+        for t in verdict["gate_tiers"]:
+            ci = f"(95% CI {t['ci_low']:.1%}–{t['ci_high']:.1%})" if t["judged"] else "not judged"
+            assert f"{t['tier']}: {t['moved']} moved, adequate" in alert and ci in alert
 
 
