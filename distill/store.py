@@ -88,7 +88,8 @@ def distill_views_sql(lake_path: Path | str) -> list[str]:
 
 
 def open_distill_lake(config: Any) -> "duckdb.DuckDBPyConnection":
-    """:func:`costline.lake.open_lake` plus the distillation views (until the lake registers them itself)."""
+    """:func:`costline.lake.open_lake`, which has the distillation views (registered in
+    :data:`costline.lake.VIEW_PROVIDERS`); adds them itself should a lake build lack them."""
     from costline.lake import open_lake
 
     con = open_lake(config)
