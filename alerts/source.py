@@ -51,6 +51,8 @@ SELECT max(ts) FROM (
   UNION ALL SELECT max(ts) FROM lookups_raw WHERE ts <= $now)"""
 
 _JOB_VIEWS = {"student_drift": "eval_runs", "routing_tier_match_drop": "shadow_runs"}
+#: Exports the drift job started (costline.distill.redistill): the student_drift alert names them.
+_REDISTILL_VIEW = "distill_exports"
 
 
 def _naive(ts: datetime) -> datetime:
@@ -100,7 +102,7 @@ class AlertSource:
                 **{t: f"SELECT ts FROM {t}" for t in ("requests_raw", "calls_raw", "lookups_raw")},
             }
             views = {r[0] for r in live.execute("SELECT table_name FROM information_schema.tables").fetchall()}
-            tables.update({v: f"SELECT * FROM {v}" for v in _JOB_VIEWS.values() if v in views})
+            tables.update({v: f"SELECT * FROM {v}" for v in (*_JOB_VIEWS.values(), _REDISTILL_VIEW) if v in views})
             for name, sql in tables.items():
                 rel = live.sql(sql)
                 # DuckDB 2 names it to_arrow_table, 1.x arrow(); read by name in the next statement.
@@ -144,7 +146,7 @@ class AlertSource:
         w = closed_window(now, self.config.alerts.settle_s)
         n = _naive(now)
         errors: list[tuple[str, str]] = []
-        cache = tiers = evals = shadows = None
+        cache = tiers = evals = shadows = redistills = None
         last_span, spans_known = None, False
         con = self._try("the lake's views", self._open, errors)
         if con is None:
@@ -168,6 +170,11 @@ class AlertSource:
                 job_rows[rule] = self._try(view, lambda v=view: self._rows(
                     con, f"SELECT * FROM {v} WHERE finished_at >= $since", {"since": since}), errors)
             evals, shadows = job_rows.get("student_drift"), job_rows.get("routing_tier_match_drop")
+            if evals and _REDISTILL_VIEW in views:
+                redistills = self._try(_REDISTILL_VIEW, lambda: self._rows(
+                    con, f"SELECT run_id, drift_run_id, subtype FROM {_REDISTILL_VIEW} WHERE trigger = 'drift' "
+                    "AND drift_run_id IN (SELECT unnest($ids))",
+                    {"ids": sorted({str(r["run_id"]) for r in evals})}))
             if "pipeline_silent" in wanted or "lake_unreadable" in wanted:  # reads every file of the lake
                 got = self._try("last span", lambda: con.execute(LAST_SPAN_SQL, {"now": n}).fetchone(), errors)
                 if got is not None and "pipeline_silent" in wanted:
@@ -181,7 +188,7 @@ class AlertSource:
                 window = self.config.alerts.dlq_growing.window_s
                 self.store.add_sample("dlq", now, float(count), keep_s=max(4 * window, 3600.0))
                 dlq = self.store.samples("dlq", since=now - timedelta(seconds=window))
-        return Snapshot(cache=cache, tiers=tiers, eval_runs=evals, shadow_runs=shadows,
+        return Snapshot(cache=cache, tiers=tiers, eval_runs=evals, shadow_runs=shadows, redistills=redistills,
                         last_span_at=last_span, spans_known=spans_known, dlq_samples=dlq,
                         query_errors=errors if "lake_unreadable" in wanted else None)
 
