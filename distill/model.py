@@ -13,7 +13,7 @@ from typing import Any
 
 from costline.distill.errors import MissingExtraError
 
-__all__ = ["set_threads", "format_prompt", "target_text", "load_base", "load_student", "generate"]
+__all__ = ["require_extra", "set_threads", "format_prompt", "target_text", "load_base", "load_student", "generate"]
 
 
 def set_threads(n: int) -> None:
@@ -24,12 +24,16 @@ def set_threads(n: int) -> None:
         torch.set_num_threads(n)
 
 
-def _need() -> None:
+def require_extra() -> None:
+    """Raise :class:`MissingExtraError` unless the ``distill`` extra (transformers, peft) is installed."""
     try:
         import peft  # noqa: F401
         import transformers  # noqa: F401
     except ImportError:
         raise MissingExtraError("training and serving the student") from None
+
+
+_need = require_extra
 
 
 def format_prompt(tokenizer: Any, system: str | None, messages: Sequence[Mapping[str, Any]]) -> str:
