@@ -29,8 +29,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DemoDistillResult", "run_distill_demo", "demo_classification_plans", "demo_label", "tiny_base_model",
-           "LabellingStandIn"]
+__all__ = ["DemoDistillResult", "run_distill_demo", "demo_classification_plans", "demo_label", "tiny_base_model"]
 
 #: The demo's classification prompts (costline.traffic) and, per label, the words that decide it.
 _PROMPTS = {
@@ -97,11 +96,6 @@ def _labelling_standin_class() -> type:
             return demo_label(query), 1, False
 
     return _LabellingStandIn
-
-
-def LabellingStandIn(*args: Any, **kwargs: Any) -> Any:  # noqa: N802 - a class, built lazily (serving imports)
-    """A started-on-demand labelling stand-in: ``with LabellingStandIn(StandInConfig(port=0)) as srv``."""
-    return _labelling_standin_class()(*args, **kwargs)
 
 
 def tiny_base_model(folder: Path, texts: Iterable[str], *, seed: int = 0) -> Path:
