@@ -1,6 +1,6 @@
 """End to end on CPU: export from a lake the test fills, teacher through the stand-in's Message Batches
 API, LoRA-train a tiny model until the gate passes it, reject an untrained student naming its failing
-subtypes, promote and see the router send the task type to the student."""
+subtypes, promote and see the router send the passed subtypes to the student."""
 
 from __future__ import annotations
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from costline.config import load_config
+from costline.errors import ConfigError
 from costline.serving.router import Decision, Router, RulePolicy, StudentGate, build_policy
 from costline.serving.settings import RouteRulesConfig
 
@@ -70,7 +71,7 @@ def test_subtype_gating_from_the_config_file(tmp_path):
     assert policy.route(SHORT, "classification", subtype="sentiment").tier == "student"
     assert policy.route(SHORT, "classification", subtype="topic").tier == "budget"
     toml.write_text('[serving.router.rules.student_subtypes]\nclassification = "sentiment"\n')
-    with pytest.raises(Exception, match=r"student_subtypes.classification"):
+    with pytest.raises(ConfigError, match=r"student_subtypes.classification"):
         load_config(toml)
 
 
