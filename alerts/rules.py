@@ -127,6 +127,8 @@ class Snapshot:
     dlq_samples: Sequence[tuple[datetime, int]] | None = None
     #: ``(what, error)`` of every lake query that failed for this snapshot; None: not checked.
     query_errors: Sequence[tuple[str, str]] | None = None
+    #: ``distill_exports`` rows the drift job started (run_id, drift_run_id, subtype): re-distillation.
+    redistills: Sequence[Row] | None = None
 
 
 def _naive(ts: datetime) -> datetime:
@@ -294,6 +296,8 @@ def _student_drift(s: StudentDriftSettings, snap: Snapshot, now: datetime, settl
         threshold = float(run["threshold"]) if run.get("threshold") is not None else s.max_gap
         lo = float(run["gap_ci_low"]) if run.get("gap_ci_low") is not None else gap
         hi = float(run["gap_ci_high"]) if run.get("gap_ci_high") is not None else gap
+        redistill = sorted({str(r["run_id"]) for r in snap.redistills or ()
+                            if r.get("drift_run_id") == run.get("run_id") and r.get("subtype") == subtype})
         if lo > threshold:
             cond = Condition.BREACH  # the whole confidence interval is over the tolerated gap
         elif hi <= threshold:
@@ -302,10 +306,15 @@ def _student_drift(s: StudentDriftSettings, snap: Snapshot, now: datetime, settl
             cond = Condition.BAND
         out.append(Observation(
             rule="student_drift", labels={"subtype": subtype}, condition=cond, value=gap, threshold=threshold,
-            summary=f"student-teacher quality gap on {subtype} {gap:.3f} (95% CI {lo:.3f}–{hi:.3f}) vs {threshold:.3f}",
+            summary=f"student-teacher quality gap on {subtype} {gap:.3f} (95% CI {lo:.3f}–{hi:.3f}) vs {threshold:.3f}"
+                    + (f"; fresh traffic exported for re-distillation as run {', '.join(redistill)}"
+                       if redistill else ""),
             window=f"eval run {run.get('run_id')} finished {_naive(run['finished_at']):%Y-%m-%d %H:%M} UTC",
             figures={"gap": f"{gap:.3f}", "95% CI": f"{lo:.3f} – {hi:.3f}", "tolerated gap": f"{threshold:.3f}",
-                     "queries evaluated": int(run.get("n") or 0), "run": str(run.get("run_id"))},
+                     "queries evaluated": int(run.get("n") or 0), "run": str(run.get("run_id")),
+                     **({"re-distillation": f"exported {', '.join(redistill)}: `costline distill teacher "
+                                            f"--run {redistill[-1]}`, then train, eval, gate"}
+                        if redistill else {})},
             query=("SELECT run_id, finished_at, subtype, gap, gap_ci_low, gap_ci_high, threshold, n\n"
                    f"FROM eval_runs WHERE subtype = {_sql_str(subtype)} ORDER BY finished_at DESC LIMIT 10"),
         ))

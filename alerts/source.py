@@ -53,6 +53,8 @@ SELECT max(ts) FROM (
 _JOB_VIEWS = {"student_drift": "eval_runs", "routing_tier_match_drop": "shadow_runs"}
 #: The nightly routing retrain's verdicts, reported in the routing_tier_match_drop alert.
 _RETRAINS = "route_retrains"
+#: Exports the drift job started (costline.distill.redistill): the student_drift alert names them.
+_REDISTILL_VIEW = "distill_exports"
 
 
 def _naive(ts: datetime) -> datetime:
@@ -102,7 +104,8 @@ class AlertSource:
                 **{t: f"SELECT ts FROM {t}" for t in ("requests_raw", "calls_raw", "lookups_raw")},
             }
             views = {r[0] for r in live.execute("SELECT table_name FROM information_schema.tables").fetchall()}
-            tables.update({v: f"SELECT * FROM {v}" for v in (*_JOB_VIEWS.values(), _RETRAINS) if v in views})
+            tables.update({v: f"SELECT * FROM {v}" for v in (*_JOB_VIEWS.values(), _RETRAINS, _REDISTILL_VIEW)
+                           if v in views})
             for name, sql in tables.items():
                 rel = live.sql(sql)
                 # DuckDB 2 names it to_arrow_table, 1.x arrow(); read by name in the next statement.
@@ -146,7 +149,7 @@ class AlertSource:
         w = closed_window(now, self.config.alerts.settle_s)
         n = _naive(now)
         errors: list[tuple[str, str]] = []
-        cache = tiers = evals = shadows = retrains = None
+        cache = tiers = evals = shadows = retrains = redistills = None
         last_span, spans_known = None, False
         con = self._try("the lake's views", self._open, errors)
         if con is None:
@@ -175,6 +178,11 @@ class AlertSource:
                 since = n - timedelta(days=self.job_history_days)
                 retrains = self._try(_RETRAINS, lambda: self._rows(
                     con, f"SELECT * FROM {_RETRAINS} WHERE evaluated_at >= $since", {"since": since}))
+            if evals and _REDISTILL_VIEW in views:
+                redistills = self._try(_REDISTILL_VIEW, lambda: self._rows(
+                    con, f"SELECT run_id, drift_run_id, subtype FROM {_REDISTILL_VIEW} WHERE trigger = 'drift' "
+                    "AND drift_run_id IN (SELECT unnest($ids))",
+                    {"ids": sorted({str(r["run_id"]) for r in evals})}))
             if "pipeline_silent" in wanted or "lake_unreadable" in wanted:  # reads every file of the lake
                 got = self._try("last span", lambda: con.execute(LAST_SPAN_SQL, {"now": n}).fetchone(), errors)
                 if got is not None and "pipeline_silent" in wanted:
@@ -189,6 +197,7 @@ class AlertSource:
                 self.store.add_sample("dlq", now, float(count), keep_s=max(4 * window, 3600.0))
                 dlq = self.store.samples("dlq", since=now - timedelta(seconds=window))
         return Snapshot(cache=cache, tiers=tiers, eval_runs=evals, shadow_runs=shadows, route_retrains=retrains,
+                        redistills=redistills,
                         last_span_at=last_span, spans_known=spans_known, dlq_samples=dlq,
                         query_errors=errors if "lake_unreadable" in wanted else None)
 

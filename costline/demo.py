@@ -467,8 +467,11 @@ def _pivot_hit_rates(rows: list[tuple]) -> tuple[list[str], list[tuple]]:  # typ
               help="Where the demo's lake and logs go (the lake is recreated on each run).")
 @click.option("--seed", default=7, show_default=True, help="Seed of the traffic.")
 @click.option("--keep-kafka", is_flag=True, help="Leave the local broker running afterwards.")
+@click.option("--distill", "distill", is_flag=True,
+              help="Then distil the classification traffic into a student costline trains, serves and routes to "
+                   "(needs the distill extra; a few minutes more).")
 @pass_config
-def demo(config: Config, days: int, per_day: int, workdir: Path, seed: int, keep_kafka: bool) -> None:
+def demo(config: Config, days: int, per_day: int, workdir: Path, seed: int, keep_kafka: bool, distill: bool) -> None:
     """Run the whole pipeline on simulated traffic and print what it measured.
 
     Starts Kafka (or uses KAFKA_BOOTSTRAP_SERVERS), `costline process` and
@@ -478,12 +481,20 @@ def demo(config: Config, days: int, per_day: int, workdir: Path, seed: int, keep
     late; a traffic shift the student handles badly), then prints cost per
     successful request per tier, cache hit rates per day, the hours that
     breach the 7-day alert band, the nightly jobs' findings and the alerts.
+    With --distill it then distils a day of classification traffic
+    (export, teacher, LoRA training of a tiny model, gate, promote) and
+    routes fresh classification requests to the student it trained.
 
     \b
     Example:
         costline demo --days 4 --per-day 3000
+        costline demo --distill
     """
     started = time.monotonic()
+    if distill:  # fail before the demo runs, not after it
+        from costline.distill.model import require_extra
+
+        require_extra()
     spec = demo_spec(days, per_day, seed)
     run = run_demo(config, spec=spec, workdir=workdir, keep_kafka=keep_kafka)
     click.echo(f"5/6 done: {run.requests:,} requests ({run.spans_hint:,} spans) in the lake at {run.lake}")
@@ -504,6 +515,13 @@ def demo(config: Config, days: int, per_day: int, workdir: Path, seed: int, keep
 
     click.echo("")
     announce_dashboard(run.config, run.lake.parent / "dashboard.html")
+    if distill:
+        click.echo("\n== distillation: the next day's classification traffic -> a student costline trains, "
+                   "serves and routes to (docs/distill.md) ==")
+        from costline.distill.demo import run_distill_demo
+
+        run_distill_demo(run.config, start=spec.start + timedelta(days=spec.days), workdir=run.lake.parent,
+                         echo=click.echo)
     click.echo(f"\n(demo took {time.monotonic() - started:.0f}s)")
 
 

@@ -815,6 +815,7 @@ WINDOW w AS (PARTITION BY tenant ORDER BY window_start
 VIEW_PROVIDERS: Final = (
     "costline.alerts.view:alerts_view_sql",
     "costline.jobs.store:jobs_views_sql",
+    "costline.distill.store:distill_views_sql",
 )
 
 

@@ -183,7 +183,7 @@ def _config_file(config: Config, path: Path | None) -> Path:
               help="TOML file to update (default: the loaded config file, else ./costline.toml).")
 @pass_config
 def promote_cmd(config: Config, run_id: str | None, config_file: Path | None) -> None:
-    """Make a passed run the student: set its adapter name, gate its task types to it, print the vllm line.
+    """Make a passed run the student: set its adapter name, gate its passed subtypes to it, print the vllm line.
 
     \b
     Example:
@@ -193,8 +193,9 @@ def promote_cmd(config: Config, run_id: str | None, config_file: Path | None) ->
     from costline.distill.runs import DistillRun
 
     p = promote_run(config, DistillRun.of(config, run_id), _config_file(config, config_file))
+    gated = "; ".join(f"{t}: {', '.join(subs)}" for t, subs in p.subtypes.items())
     click.echo(f"run {p.run_id} promoted in {p.config_path}: student_model = {p.adapter_name}, "
-               f"student task types += {', '.join(p.task_types)}")
+               f"student subtypes = {gated}")
     click.echo(p.vllm_command)
 
 

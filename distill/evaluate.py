@@ -59,6 +59,15 @@ class GateResult:
             by[s.task_type] = by.get(s.task_type, True) and s.passed
         return sorted(t for t, ok in by.items() if ok)
 
+    @property
+    def passed_subtypes(self) -> dict[str, list[str]]:
+        """Per task type, the evaluated subtypes that passed (what promote gates to the student)."""
+        by: dict[str, set[str]] = {}
+        for s in self.subtypes:
+            if s.passed:
+                by.setdefault(s.task_type, set()).add(s.subtype)
+        return {t: sorted(subs) for t, subs in sorted(by.items())}
+
     def describe(self) -> str:
         if self.passed:
             return f"run {self.run_id} PASSED the gate: every subtype ({', '.join(s.subtype for s in self.subtypes)})"

@@ -13,7 +13,8 @@ from typing import Any
 
 from costline.distill.errors import MissingExtraError
 
-__all__ = ["set_threads", "pick_device", "format_prompt", "target_text", "load_base", "load_student", "generate"]
+__all__ = ["require_extra", "set_threads", "pick_device", "format_prompt", "target_text", "load_base", "load_student",
+           "generate"]
 
 
 def set_threads(n: int) -> None:
@@ -33,12 +34,16 @@ def pick_device(device: str = "auto") -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _need() -> None:
+def require_extra() -> None:
+    """Raise :class:`MissingExtraError` unless the ``distill`` extra (transformers, peft) is installed."""
     try:
         import peft  # noqa: F401
         import transformers  # noqa: F401
     except ImportError:
         raise MissingExtraError("training and serving the student") from None
+
+
+_need = require_extra
 
 
 def format_prompt(tokenizer: Any, system: str | None, messages: Sequence[Mapping[str, Any]]) -> str:

@@ -2,9 +2,11 @@
 
 Refuses a run whose gate did not pass (naming the failing subtypes). On a pass it edits the
 config file with ``tomlkit`` (comments and layout kept): ``[serving.backends] student_model`` =
-the adapter name, and the run's passed task types added to ``[serving.router.rules]
-student_task_types`` (the router's student gating — config, not router code). The router gates
-per task type, so a task type is added only when every one of its evaluated subtypes passed.
+the adapter name, and the run's passed subtypes added, per task type, to
+``[serving.router.rules.student_subtypes]`` (the router's student gating — config, not router
+code). The router then sends a request to the student only when its task type *and* subtype
+passed: a subtype the run did not evaluate (or that failed an earlier run) stays on the API tiers.
+``[serving.router.rules] student_task_types`` (a whole task type) is left to the operator.
 Prints the ``vllm serve`` line that serves the adapter under that name.
 """
 
@@ -29,6 +31,8 @@ class Promotion:
     adapter_name: str
     adapter_path: Path
     task_types: list[str]
+    #: Per task type, the subtypes now gated to the student (after this promotion, all runs).
+    subtypes: dict[str, list[str]]
     vllm_command: str
 
 
@@ -57,13 +61,18 @@ def promote_run(config: Any, run: DistillRun, config_path: Path | str,
     backends["student_model"] = name
     router = serving.setdefault("router", tomlkit.table())
     rules = router.setdefault("rules", tomlkit.table())
-    current = list(rules.get("student_task_types", config.serving.router.rules.student_task_types))
-    rules["student_task_types"] = sorted(set(current) | set(gate.task_types))
+    gated = rules.setdefault("student_subtypes", tomlkit.table())
+    configured = config.serving.router.rules.student_subtypes
+    merged: dict[str, list[str]] = {}
+    for task_type, subs in gate.passed_subtypes.items():
+        current = list(gated.get(task_type, configured.get(task_type, ())))
+        merged[task_type] = sorted(set(current) | set(subs))
+        gated[task_type] = merged[task_type]
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(tomlkit.dumps(doc))
     tmp.replace(path)
     cmd = vllm_command(tm["base_model"], name, run.adapter, config.distill.lora_r)
     write_json(run.path("promoted.json"), {"run_id": run.run_id, "at": now().isoformat(), "config": str(path),
                                            "adapter_name": name, "adapter_path": str(run.adapter.resolve()),
-                                           "task_types": gate.task_types, "vllm": cmd})
-    return Promotion(run.run_id, path, name, run.adapter, gate.task_types, cmd)
+                                           "task_types": gate.task_types, "subtypes": merged, "vllm": cmd})
+    return Promotion(run.run_id, path, name, run.adapter, gate.task_types, merged, cmd)

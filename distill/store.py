@@ -1,4 +1,6 @@
-"""``distill_runs`` / ``distill_items``: the eval results in the lake, as the jobs' results are.
+"""``distill_runs`` / ``distill_items``: the eval results in the lake, as the jobs' results are;
+``distill_exports``: the exports started unattended (re-distillation when the drift job flags a
+subtype), which the ``student_drift`` alert names.
 
 Files ``<lake>/distill_results/<table>/<run_id>.parquet`` (atomic, one per run, a re-eval
 replaces it) and :func:`distill_views_sql` — the same shape as
@@ -39,6 +41,11 @@ DISTILL_SCHEMAS: Final[dict[str, pa.Schema]] = {
         ("teacher_answer", pa.string()), ("student_score", pa.float64()), ("teacher_score", pa.float64()),
         ("gap", pa.float64()), ("content_hash", pa.string()),
     ]),
+    "distill_exports": pa.schema([
+        ("run_id", pa.string()), ("exported_at", _TS), ("trigger", pa.string()), ("drift_run_id", pa.string()),
+        ("task_type", pa.string()), ("subtype", pa.string()), ("train", pa.int64()), ("eval", pa.int64()),
+        ("window_since", _TS), ("window_until", _TS),
+    ]),
 }
 DISTILL_VIEWS: Final = tuple(DISTILL_SCHEMAS)
 _EMPTY: Final = "_empty.parquet"
@@ -77,7 +84,7 @@ def write_rows(lake_path: Path | str, table: str, name: str, rows: Sequence[Mapp
 
 
 def distill_views_sql(lake_path: Path | str) -> list[str]:
-    """``CREATE VIEW`` statements for ``distill_runs`` and ``distill_items`` (creates empty schema files once)."""
+    """``CREATE VIEW`` statements for :data:`DISTILL_VIEWS` (creates empty schema files once)."""
     lake_path = Path(lake_path).resolve()
     _init(lake_path)
     out = []
@@ -88,7 +95,8 @@ def distill_views_sql(lake_path: Path | str) -> list[str]:
 
 
 def open_distill_lake(config: Any) -> "duckdb.DuckDBPyConnection":
-    """:func:`costline.lake.open_lake` plus the distillation views (until the lake registers them itself)."""
+    """:func:`costline.lake.open_lake`, which has the distillation views (registered in
+    :data:`costline.lake.VIEW_PROVIDERS`); adds them itself should a lake build lack them."""
     from costline.lake import open_lake
 
     con = open_lake(config)

@@ -104,7 +104,7 @@ def default_runners(*, client: Any = None, student: Any = None, embedder: Any = 
         if r.flagged:  # opt-in ([distill] redistill_on_drift): export fresh traffic of the drifted subtypes
             from costline.distill.redistill import on_drift
 
-            on_drift(config, r.flagged, until)
+            on_drift(config, r.flagged, until, drift_run_id=r.run_id, **clock)
         return r.run_id, len(r.rows), r.cost_usd
 
     def shadow(config: Config, since: datetime, until: datetime) -> tuple[str, int, float]:

@@ -230,7 +230,7 @@ class Pipeline:
         of the whole request); by default the scope of ``prompt`` (its system prompt, earlier
         turns and max_tokens), or none for a bare query.
         """
-        decision = self._route(query, task_type)
+        decision = self._route(query, task_type, subtype)
         if cache_scope is None:
             cache_scope = scope_of_prompt(prompt) if prompt is not None else ""
         if cache_scope:
@@ -294,7 +294,7 @@ class Pipeline:
         :meth:`streams_live` (the cache is looked up first: a hit comes as one piece), else the
         settled :class:`Answer` (a gate may send the answer up a tier, so it has to be whole).
         Nothing is sent to a model before the LiveAnswer is iterated."""
-        decision = self._route(query, task_type)
+        decision = self._route(query, task_type, subtype)
         if not self.streams_live(decision.tier):
             return self.answer(query, task_type=task_type, tenant=tenant, doc_hashes=doc_hashes,
                                namespace=namespace, subtype=subtype, prompt=prompt, request_id=request_id,
@@ -313,19 +313,19 @@ class Pipeline:
         return live
 
     # -- internals -------------------------------------------------------------------------
-    def _route(self, query: str, task_type: str) -> Any:
+    def _route(self, query: str, task_type: str, subtype: str | None = None) -> Any:
         """The router's decision. When the policy reads MiniLM vectors and the cache embeds with the
         same model, the query is embedded once: here, by the cache's embedder, whose exact-text memo
         then answers the lookup's own embedding of it."""
         embedder = getattr(self.cache, "embedder", None)
         if embedder is None or not self.router.reads_embeddings:
-            return self.router.route(query, task_type)
+            return self.router.route(query, task_type, subtype=subtype)
         try:
             embedding = embedder.encode([query])[0]
         except Exception:  # noqa: BLE001 - the policy embeds the query itself then
             log.exception("costline: could not embed the query for the router; it embeds it itself")
             embedding = None
-        return self.router.route(query, task_type, embedding=embedding)
+        return self.router.route(query, task_type, embedding=embedding, subtype=subtype)
 
     def _live(self, live: LiveAnswer, decision: Any, query: str, prompt: Prompt, *, task_type: str, tenant: str,
               doc_hashes: Sequence[str], namespace: str | None, subtype: str | None,

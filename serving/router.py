@@ -5,7 +5,7 @@ A policy is anything with ``route(query, task_type) -> Decision``; it may take a
 request is never embedded twice). Two ship:
 
 * ``"rules"`` — :class:`RulePolicy`, the article's heuristic (``[serving.router.rules]``):
-  task types the student is gated for → student; classification or a query under 200
+  task types (or task type + subtype pairs) the student is gated for → student; classification or a query under 200
   characters → budget; coding or "explain" → mid; complex reasoning → upper; else frontier;
 * ``"learned"`` — :class:`~costline.serving.policy_learned.LearnedPolicy`, a classifier
   fitted by ``costline route train`` (loaded lazily: it needs the ``serving`` extra only
@@ -17,7 +17,7 @@ another policy.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -28,7 +28,11 @@ from costline.serving.settings import RouteRulesConfig, ServingConfig
 if TYPE_CHECKING:
     from costline.serving.registry import ModelRegistry
 
-__all__ = ["Decision", "RoutingPolicy", "RulePolicy", "StudentGate", "Router", "POLICIES", "build_policy"]
+__all__ = ["Decision", "RoutingPolicy", "RulePolicy", "StudentGate", "Router", "POLICIES", "build_policy",
+           "NO_SUBTYPE", "student_gate_reason"]
+
+#: The subtype of a request that has none, in gating lists (as the drift job and distillation name it).
+NO_SUBTYPE = "(none)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,16 +49,33 @@ class RoutingPolicy(Protocol):
     def route(self, query: str, task_type: str | None) -> Decision: ...
 
 
-def _route(policy: RoutingPolicy, query: str, task_type: str | None, embedding: Any) -> Decision:
-    """``policy.route`` with the embedding when there is one (policies without the keyword still work)."""
-    if embedding is None:
-        return policy.route(query, task_type)
-    try:
-        return policy.route(query, task_type, embedding=embedding)  # type: ignore[call-arg]
-    except TypeError as exc:
-        if "embedding" not in str(exc):
-            raise
-        return policy.route(query, task_type)
+def _route(policy: RoutingPolicy, query: str, task_type: str | None, embedding: Any,
+           subtype: str | None = None) -> Decision:
+    """``policy.route`` with the embedding and the subtype when there are (policies without those
+    keywords still work)."""
+    kwargs = {k: v for k, v in (("embedding", embedding), ("subtype", subtype)) if v is not None}
+    while True:
+        try:
+            return policy.route(query, task_type, **kwargs)  # type: ignore[call-arg]
+        except TypeError as exc:
+            dropped = next((k for k in kwargs if k in str(exc)), None)
+            if dropped is None:
+                raise
+            del kwargs[dropped]
+
+
+def student_gate_reason(task_types: Collection[str], subtypes: Mapping[str, Collection[str]],
+                        task_type: str | None, subtype: str | None) -> str | None:
+    """Why a request goes to the student (None: it does not): its task type is gated as a whole,
+    or its (task type, subtype) pair is — a subtype is gated only under its own task type."""
+    if not task_type:
+        return None
+    if task_type in task_types:
+        return f"student gated for {task_type}"
+    sub = subtype or NO_SUBTYPE
+    if sub in subtypes.get(task_type, ()):
+        return f"student gated for {task_type}/{sub}"
+    return None
 
 
 class RulePolicy:
@@ -68,10 +89,12 @@ class RulePolicy:
                                f"use one of {', '.join(tiers)}")
         self._keywords = tuple(k.lower() for k in self.rules.mid_keywords)
 
-    def route(self, query: str, task_type: str | None, *, embedding: Any = None) -> Decision:
+    def route(self, query: str, task_type: str | None, *, embedding: Any = None,
+              subtype: str | None = None) -> Decision:
         r = self.rules
-        if task_type and task_type in r.student_task_types:
-            return Decision(contract.TIER_STUDENT, 1.0, f"student gated for {task_type}")
+        gated = student_gate_reason(r.student_task_types, r.student_subtypes, task_type, subtype)
+        if gated:
+            return Decision(contract.TIER_STUDENT, 1.0, gated)
         if task_type in r.budget_task_types:
             return Decision(contract.TIER_BUDGET, 1.0, f"task type {task_type}")
         if len(query) < r.short_query_chars:
@@ -97,7 +120,7 @@ def _learned(serving: ServingConfig) -> RoutingPolicy:
     policy = LearnedPolicy.load(serving.router.policy_path, min_adequacy=serving.router.min_adequacy,
                                 serving=serving)
     # Gating the student is the quality gate's decision, not the classifier's: keep it.
-    return StudentGate(policy, serving.router.rules.student_task_types)
+    return StudentGate(policy, serving.router.rules.student_task_types, serving.router.rules.student_subtypes)
 
 
 #: ``[serving.router] policy`` → factory.
@@ -118,15 +141,20 @@ def build_policy(serving: ServingConfig, name: str | None = None) -> RoutingPoli
 
 
 class StudentGate:
-    """Sends the task types the student is gated for to the student, everything else to ``inner``."""
+    """Sends the task types (and task type + subtype pairs) the student is gated for to the
+    student, everything else to ``inner``."""
 
-    def __init__(self, inner: RoutingPolicy, task_types: tuple[str, ...]) -> None:
+    def __init__(self, inner: RoutingPolicy, task_types: tuple[str, ...],
+                 subtypes: Mapping[str, Collection[str]] | None = None) -> None:
         self.inner = inner
         self.task_types = frozenset(task_types)
+        self.subtypes = {t: frozenset(s) for t, s in (subtypes or {}).items()}
 
-    def route(self, query: str, task_type: str | None, *, embedding: Any = None) -> Decision:
-        if task_type and task_type in self.task_types:
-            return Decision(contract.TIER_STUDENT, 1.0, f"student gated for {task_type}")
+    def route(self, query: str, task_type: str | None, *, embedding: Any = None,
+              subtype: str | None = None) -> Decision:
+        gated = student_gate_reason(self.task_types, self.subtypes, task_type, subtype)
+        if gated:
+            return Decision(contract.TIER_STUDENT, 1.0, gated)
         return _route(self.inner, query, task_type, embedding)
 
 
@@ -147,9 +175,11 @@ class Router:
             policy = policy.inner
         return getattr(policy, "featurizer_name", None) == "minilm"
 
-    def route(self, query: str, task_type: str | None = None, *, embedding: Any = None) -> Decision:
-        """The policy's decision; ``embedding``: the query's vector if the cache already has it."""
-        decision = _route(self.policy, query, task_type, embedding)
+    def route(self, query: str, task_type: str | None = None, *, embedding: Any = None,
+              subtype: str | None = None) -> Decision:
+        """The policy's decision; ``embedding``: the query's vector if the cache already has it;
+        ``subtype``: the request's, for the student's per-subtype gating."""
+        decision = _route(self.policy, query, task_type, embedding, subtype)
         if decision.tier not in self.registry:
             raise RoutingError(f"the routing policy chose tier {decision.tier!r}, which the registry lacks "
                                f"(have: {', '.join(self.registry.names)})")

@@ -90,6 +90,10 @@ class RouteRulesConfig:
 
     #: Task types the student is gated for (it passed its quality gate): they go to the student first.
     student_task_types: tuple[str, ...] = ()
+    #: ``[serving.router.rules.student_subtypes]``: per task type, the subtypes the student is gated
+    #: for (``classification = ["sentiment"]``; "(none)" = requests without one). Only those of the
+    #: task type go to the student — `costline distill promote` writes the subtypes that passed.
+    student_subtypes: dict[str, tuple[str, ...]] = field(default_factory=dict)
     #: Task types sent to the budget tier...
     budget_task_types: tuple[str, ...] = ("classification",)
     #: ...and so is any query shorter than this many characters.

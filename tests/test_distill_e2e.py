@@ -1,6 +1,6 @@
 """End to end on CPU: export from a lake the test fills, teacher through the stand-in's Message Batches
 API, LoRA-train a tiny model until the gate passes it, reject an untrained student naming its failing
-subtypes, promote and see the router send the task type to the student."""
+subtypes, promote and see the router send the passed subtypes to the student."""
 
 from __future__ import annotations
 
@@ -94,13 +94,17 @@ def test_distill_end_to_end_gate_passes_trained_rejects_untrained_and_promote_ga
     with pytest.raises(GateFailedError, match="sentiment, topic"):
         promote_run(cfg, under.run, toml)
     assert "classification" not in toml.read_text()
-    before = build_policy(load_config(toml).serving).route("Classify the sentiment: ok", "classification")
+    query = "Classify the sentiment: ok"
+    before = build_policy(load_config(toml).serving).route(query, "classification", subtype="sentiment")
     p = promote_run(cfg, ex.run, toml)
     after_cfg = load_config(toml)
-    assert after_cfg.serving.router.rules.student_task_types == ("classification", "faq")
+    assert after_cfg.serving.router.rules.student_subtypes == {"classification": ("sentiment", "topic")}
+    assert after_cfg.serving.router.rules.student_task_types == ("faq",)
     assert after_cfg.serving.backends.student_model == cfg.distill.adapter_name
     assert before.tier != "student"
-    assert build_policy(after_cfg.serving).route("Classify the sentiment: ok", "classification").tier == "student"
+    after = build_policy(after_cfg.serving)
+    assert after.route(query, "classification", subtype="sentiment").tier == "student"
+    assert after.route(query, "classification", subtype="sarcasm").tier != "student"  # never evaluated
     assert toml.read_text().startswith("# ops config")
     # the promoted adapter served through the OpenAI SDK, as the gateway and the drift job reach vLLM
     import openai

@@ -70,5 +70,5 @@ torch_threads = 1
         assert srv.log.duplicate_paid_keys() == {} and srv.log.paid("anthropic-batch")
     assert "PASSED the gate" in r.output and "vllm serve" in r.output
     after = load_config(toml)
-    assert after.serving.router.rules.student_task_types == ("classification",)
+    assert after.serving.router.rules.student_subtypes == {"classification": ("sentiment", "topic")}
     assert after.serving.backends.student_model == "costline-student-lora"
