@@ -409,7 +409,9 @@ class SemanticCache:
         from costline.serving.cache_store import load_cache
 
         cache = cls(embedder, config, recorder=recorder, now=now, dim=dim, kafka=kafka)
-        load_cache(cache, path)
+        state = load_cache(cache, path)
+        if cache.replication is not None:
+            cache.replication.restore_offset(state)  # start() follows on from the offset it covers
         return cache
 
     # -- introspection -------------------------------------------------------------------

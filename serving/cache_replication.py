@@ -374,6 +374,7 @@ class CacheReplicator:
         self._listeners: list[Callable[[Change, int], None]] = []
         self._started = False
         self._stopped = False
+        self._restored: bool | None = None  # a snapshot loaded before start: fresh enough to follow on from?
         self.error: str | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -382,14 +383,8 @@ class CacheReplicator:
         if self._started:
             return
         self._started = True
-        from costline.collectors.producer import LazyProducer
-        from costline.config import KafkaConfig
-
         start = self._bootstrap()
-        self._producer = LazyProducer(
-            KafkaConfig(bootstrap_servers=self.bootstrap), connect_timeout_s=2.0,
-            producer_config={"client_id": f"costline-cache-{self.replica_id}", "linger_ms": 1},
-        )
+        self._make_producer()
         for name, target in (("sender", self._run_sender), ("applier", self._run_applier)):
             args = (start,) if name == "applier" else ()
             t = threading.Thread(target=target, args=args, name=f"costline-cache-{name}", daemon=True)
@@ -397,8 +392,14 @@ class CacheReplicator:
             self._threads.append(t)
 
     def force_flush(self, timeout: float = 5.0) -> bool:
-        """Wait until every change published so far was produced and acknowledged; False on timeout."""
+        """Wait until every change published so far was produced and acknowledged; False on timeout.
+
+        On a replicator never started (a tool that loads a cache, invalidates and exits), this
+        produces the queued changes itself, in the calling thread.
+        """
         deadline = time.monotonic() + timeout
+        if not self._started and not self._stopped:
+            return self._produce_queued(deadline)
         with self._flushed:
             target = self._enqueued
             while self._handed < target:
@@ -429,6 +430,55 @@ class CacheReplicator:
             self.save_snapshot()
         if self._producer is not None:
             self._producer.close(timeout)
+
+    def _make_producer(self) -> None:
+        from costline.collectors.producer import LazyProducer
+        from costline.config import KafkaConfig
+
+        if self._producer is None:
+            self._producer = LazyProducer(
+                KafkaConfig(bootstrap_servers=self.bootstrap), connect_timeout_s=2.0,
+                producer_config={"client_id": f"costline-cache-{self.replica_id}", "linger_ms": 1},
+            )
+
+    def _produce_queued(self, deadline: float) -> bool:
+        if self._queue.empty() and self._enqueued == 0:
+            return True
+        if not self._topic_ok.is_set():
+            try:
+                partitions = ensure_cache_topic(self.bootstrap, self.topic,
+                                                timeout_s=max(deadline - time.monotonic(), 0.5))
+            except Exception as exc:
+                log.warning("costline: cannot publish cache changes to %s: %s", self.topic, exc)
+                return False
+            if partitions != 1:
+                log.warning("costline: topic %s has %d partitions, not 1: nothing published", self.topic, partitions)
+                return False
+            self._topic_ok.set()
+        self._make_producer()
+        while True:
+            try:
+                change = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if change is not None and not self._send(change, deadline):
+                return False
+        producer = self._producer.get()
+        if producer is None:
+            return False
+        try:
+            producer.flush(timeout=max(deadline - time.monotonic(), 0.001))
+        except Exception:
+            return False
+        return self.stats().send_errors == 0
+
+    def restore_offset(self, state: dict[str, Any] | None) -> None:
+        """Note the offset a snapshot loaded by :meth:`SemanticCache.load` covers (same topic only)."""
+        if isinstance(state, dict) and state.get("topic") == self.topic and isinstance(state.get("offset"), int):
+            fresh = self._now() - float(state.get("saved_at", 0)) <= self._config.replication_snapshot_max_age_s
+            with self._lock:
+                self._offset = self._start_offset = int(state["offset"])
+                self._restored = fresh
 
     # -- state -------------------------------------------------------------------------------
     @property
@@ -522,27 +572,31 @@ class CacheReplicator:
                 return
             self._send(change)
 
-    def _send(self, change: Change) -> None:
+    def _send(self, change: Change, deadline: float | None = None) -> bool:
+        def give_up() -> bool:
+            return self._stop.is_set() or (deadline is not None and time.monotonic() >= deadline)
+
         while not self._topic_ok.wait(0.2):  # never let a send auto-create the topic uncompacted
-            if self._stop.is_set() or self.error is not None:
+            if give_up() or self.error is not None:
                 self._sent(change, ok=False, why=self.error or "stopped before the topic was ready")
-                return
+                return False
         producer = None
         while producer is None:
             producer = self._producer.get()
             if producer is None:
-                if self._stop.is_set():
-                    self._sent(change, ok=False, why="stopped while Kafka was unreachable")
-                    return
+                if give_up():
+                    self._sent(change, ok=False, why="Kafka unreachable")
+                    return False
                 time.sleep(0.2)
         try:
             key, value, headers = encode_change(change, self._secret)
             future = producer.send(self.topic, key=key, value=value, headers=headers, partition=0)
         except Exception as exc:
             self._sent(change, ok=False, why=f"{type(exc).__name__}: {exc}")
-            return
+            return False
         future.add_errback(lambda exc: self._failed(change, exc))
         self._sent(change, ok=True)
+        return True
 
     def _sent(self, change: Change, *, ok: bool, why: str = "") -> None:
         with self._flushed:
@@ -569,7 +623,18 @@ class CacheReplicator:
         from costline.serving.cache_store import MANIFEST, load_cache, read_replication_state
 
         path = self._config.path
-        if path is None or not (Path(path) / MANIFEST).is_file() or len(self._cache):
+        if len(self._cache) or self._restored is not None:  # loaded before start (SemanticCache.load)
+            if self._restored:
+                with self._lock:
+                    self._bootstrap_entries = len(self._cache)
+                return self._offset
+            log.warning("costline: the cache loaded before start records no recent offset of %s: "
+                        "dropping it and reading the topic from the beginning", self.topic)
+            self._cache.clear()
+            with self._lock:
+                self._offset = self._start_offset = 0
+            return 0
+        if path is None or not (Path(path) / MANIFEST).is_file():
             return 0
         state = read_replication_state(path)
         why = None

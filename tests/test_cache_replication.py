@@ -330,7 +330,50 @@ def test_a_snapshot_plus_the_topic_bootstraps_a_new_replica_warm(kafka: KafkaCon
         assert stats.bootstrap_entries == 2 and stats.start_offset == 2  # two records were in the snapshot
         assert hit(b2, 1) == "before" and hit(b2, 3) == "after" and hit(b2, 2) is None
         assert stats.applied >= 2 and stats.skipped == 0
+        b2.shutdown()  # saves again, covering everything it applied
+        covered = b2.replication.stats().offset
+        # a cache loaded by SemanticCache.load follows on from the offset its snapshot covers
+        b2 = SemanticCache.load(tmp_path / "b", None, replica_config(topic, kafka, "b", path=tmp_path / "b"), dim=DIM)
+        b2.start()
+        assert b2.replication is not None and b2.replication.wait_ready(WAIT_S)
+        stats = b2.replication.stats()
+        assert (stats.start_offset, stats.bootstrap_entries, stats.applied) == (covered, 2, 0)
+        assert hit(b2, 1) == "before" and hit(b2, 3) == "after"
     finally:
         a.shutdown()
         if b2 is not None:
             b2.shutdown()
+
+
+@pytest.mark.kafka
+def test_a_tool_that_never_starts_still_publishes_its_invalidation_on_flush(
+        replicas: list[SemanticCache], kafka: KafkaConfig, topic: str) -> None:
+    a, b = replicas
+    a.store_vector(unit(1), "stale", tenant="acme", namespace="billing", doc_hashes=["policy"])
+    assert wait_for(lambda: hit(b, 1) == "stale")
+    tool = SemanticCache(None, replica_config(topic, kafka, "cli"), dim=DIM)  # e.g. `costline cache invalidate`
+    assert tool.invalidate_by_doc("policy") == 0  # it holds nothing itself
+    assert tool.force_flush(WAIT_S)
+    assert wait_for(lambda: hit(a, 1) is None and hit(b, 1) is None)
+
+
+@pytest.mark.kafka
+def test_the_tenant_quota_holds_on_every_replica(kafka: KafkaConfig, topic: str) -> None:
+    caches = [SemanticCache(None, replica_config(topic, kafka, f"q{i}", max_entries_per_tenant=2), dim=DIM)
+              for i in range(2)]
+    a, b = caches
+    try:
+        for c in caches:
+            c.start()
+        for seed in (1, 2, 3):
+            a.store_vector(unit(seed), f"a{seed}", tenant="acme", namespace="billing")
+        b.store_vector(unit(9), "other tenant", tenant="globex", namespace="billing")
+        assert a.force_flush(WAIT_S) and b.force_flush(WAIT_S)
+        assert wait_for(lambda: b.replication is not None and b.replication.stats().applied >= 4)
+        assert wait_for(lambda: a.replication is not None and a.replication.stats().applied >= 1)
+        for c in caches:  # acme's oldest went on both; globex's entry is untouched by acme's traffic
+            assert [hit(c, s) for s in (1, 2, 3)] == [None, "a2", "a3"]
+            assert hit(c, 9, tenant="globex") == "other tenant"
+    finally:
+        for c in caches:
+            c.shutdown()
