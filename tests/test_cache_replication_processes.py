@@ -29,7 +29,8 @@ from costline.config import KafkaConfig
 pytestmark = pytest.mark.kafka
 
 WAIT_S = 60.0  # bound on a propagation wait (the machine is shared and slow); not a time assertion
-CALL_S = 180.0  # bound on one harness command (the first loads MiniLM)
+CALL_S = 180.0  # bound on one harness command
+START_S = 600.0  # bound on a start: importing torch and loading MiniLM, three at once, on a loaded machine
 
 HARNESS = r'''
 import dataclasses, json, logging, sys
@@ -93,7 +94,7 @@ class Replica:
         threading.Thread(target=self._read, daemon=True).start()
 
     def wait_started(self) -> "Replica":
-        assert self._next() == {"started": True}
+        assert self._next(START_S) == {"started": True}
         return self
 
     def _read(self) -> None:
@@ -101,9 +102,9 @@ class Replica:
         for line in self.proc.stdout:
             self._lines.put(line)
 
-    def _next(self) -> Any:
+    def _next(self, timeout: float = CALL_S) -> Any:
         try:
-            return json.loads(self._lines.get(timeout=CALL_S))
+            return json.loads(self._lines.get(timeout=timeout))
         except queue.Empty:
             raise AssertionError(f"replica {self.name} did not answer; its log:\n{self.log.read_text()[-3000:]}") from None
 
