@@ -77,6 +77,7 @@ __all__ = [
     "decode_record",
     "encode_change",
     "ensure_cache_topic",
+    "topic_cleanup_policy",
     "validate_replication_config",
     "FORMAT_VERSION",
     "SIGNATURE_HEADER",
@@ -192,10 +193,30 @@ def ensure_cache_topic(bootstrap: str, topic: str, *, timeout_s: float = 10.0) -
             described = admin.describe_topics([topic])
             partitions = len(described[0]["partitions"]) if described else 0
             if partitions or time.monotonic() >= deadline:
-                return partitions
+                break
             time.sleep(0.1)
+        policy = topic_cleanup_policy(admin, topic)
+        if policy is not None and "compact" not in policy:
+            log.warning("costline: cache replication topic %s has cleanup.policy=%s, not compact: removed entries "
+                        "stay on it and it grows; set cleanup.policy=compact", topic, policy)
+        return partitions
     finally:
         admin.close()
+
+
+def topic_cleanup_policy(admin: Any, topic: str) -> str | None:
+    """The topic's ``cleanup.policy`` (None when the cluster does not say)."""
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    try:
+        described = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)], config_filter="all")
+        for by_name in described.values():
+            value = by_name.get(topic, {}).get("cleanup.policy", {}).get("value")
+            if value is not None:
+                return str(value)
+    except Exception:  # not allowed to describe, an old broker: nothing to warn about
+        log.debug("costline: could not describe topic %s", topic, exc_info=True)
+    return None
 
 
 # -- the wire format ---------------------------------------------------------------------------
