@@ -379,3 +379,22 @@ def test_the_tenant_quota_holds_on_every_replica(kafka: KafkaConfig, topic: str)
     finally:
         for c in caches:
             c.shutdown()
+
+
+def test_with_kafka_unreachable_a_started_replica_still_serves_and_shuts_down() -> None:
+    cfg = CacheConfig(mode="threshold", replication_topic="nowhere", replication_queue_size=5,
+                      replication_bootstrap_servers="127.0.0.1:1", replica_id="lonely")
+    cache = SemanticCache(None, cfg, dim=DIM)
+    cache.start()
+    try:
+        for i in range(20):  # the sender waits for the topic; the queue fills; stores never fail
+            cache.store_vector(unit(i), f"a{i}", tenant="acme")
+        assert cache.lookup_vector(unit(3), tenant="acme") is not None  # served locally
+        assert cache.invalidate_by_doc("nothing") == 0
+        assert cache.replication is not None
+        stats = cache.replication.stats()
+        assert stats.dropped >= 20 + 1 - 5 - 1  # at most the queue and one in the sender's hands
+        assert not stats.ready
+        assert cache.force_flush(0.2) is False
+    finally:
+        cache.shutdown(timeout=2.0)
