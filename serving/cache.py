@@ -22,7 +22,11 @@ How it keeps its promises (docs/cache.md has the long version):
   never served and is purged in batches; **size cap** — least recently used first;
 * **persistence** — :meth:`SemanticCache.save` / :meth:`SemanticCache.load`
   (see :mod:`costline.serving.cache_store`: a crash mid-save never leaves a cache that loads wrong);
-* **thread-safe** — one lock around index and metadata; embedding runs outside it.
+* **thread-safe** — one lock around index and metadata; embedding runs outside it;
+* **replicas** — with ``[serving.cache] replication_topic`` set, every store, invalidation and
+  eviction is published to a compacted Kafka topic and the other replicas' changes are applied
+  from it (:mod:`costline.serving.cache_replication`): call :meth:`SemanticCache.start` once the
+  server is up and :meth:`SemanticCache.shutdown` when it stops.
 
 Each :meth:`SemanticCache.lookup` is a ``costline.cache.lookup`` span (hit, similarity,
 namespace) when a :class:`~costline.collectors.Recorder` is given.
@@ -49,6 +53,8 @@ from costline.serving.settings import CacheConfig
 
 if TYPE_CHECKING:
     from costline.collectors.recorder import Recorder
+    from costline.config import KafkaConfig
+    from costline.serving.cache_replication import CacheReplicator
     from costline.serving.cache_verify import Verifier
     from costline.serving.embedding import Embedder
 
@@ -138,6 +144,8 @@ class _Entry:
     doc_hashes: tuple[str, ...]
     created_at: float
     expires_at: float | None
+    #: The entry's name across replicas ("" when the cache is not replicated).
+    key: str = ""
 
     def expired(self, now: float) -> bool:
         return self.expires_at is not None and now >= self.expires_at
@@ -180,13 +188,18 @@ def validate_cache_config(config: CacheConfig) -> None:
     similarity("verify_min_similarity", config.verify_min_similarity)
     if not 0.0 < config.target_false_hit_rate < 1.0:
         raise bad("target_false_hit_rate", "must be in (0, 1)")
+    if config.replication_topic is not None:
+        from costline.serving.cache_replication import validate_replication_config
+
+        validate_replication_config(config)
 
 
 class SemanticCache:
     """A per-tenant semantic cache over FAISS (see the module docstring).
 
     ``now`` returns seconds since the epoch (inject a fake clock in tests);
-    ``recorder`` turns each lookup into a ``costline.cache.lookup`` span.
+    ``recorder`` turns each lookup into a ``costline.cache.lookup`` span; ``kafka`` is the
+    cluster of the replication topic unless ``[serving.cache] replication_bootstrap_servers`` names one.
     """
 
     def __init__(
@@ -198,6 +211,7 @@ class SemanticCache:
         now: Callable[[], float] = time.time,
         dim: int | None = None,
         verifier: "Verifier | None" = None,
+        kafka: "KafkaConfig | None" = None,
     ) -> None:
         self._config = config or CacheConfig()
         validate_cache_config(self._config)
@@ -219,9 +233,32 @@ class SemanticCache:
         self._next_id = 1
         self._counts: Counter[str] = Counter()
         self._per_tenant: Counter[str] = Counter()  # entries held per tenant (the quota's count)
+        self._by_key: dict[str, int] = {}  # replicated entries: key -> id
+        self._applying = False  # True while a change from the replication topic is applied
         faiss = import_faiss()
         if self._config.search_threads:
             faiss.omp_set_num_threads(self._config.search_threads)
+        #: The replication of this cache over Kafka (None when ``replication_topic`` is unset).
+        self.replication: "CacheReplicator | None" = None
+        if self._config.replication_topic is not None:
+            from costline.serving.cache_replication import CacheReplicator
+
+            self.replication = CacheReplicator(self, kafka=kafka, now=now)
+
+    # -- lifecycle (replication; no-ops without it) -----------------------------------------
+    def start(self) -> None:
+        """Start replication: bootstrap from the snapshot at ``path`` plus the topic, then follow it."""
+        if self.replication is not None:
+            self.replication.start()
+
+    def force_flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every change made so far is on the replication topic; False on timeout."""
+        return True if self.replication is None else self.replication.force_flush(timeout)
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Publish what is queued, stop following the topic, save a snapshot (when ``path`` is set)."""
+        if self.replication is not None:
+            self.replication.shutdown(timeout)
 
     # -- properties ----------------------------------------------------------------------
     @property
@@ -320,12 +357,16 @@ class SemanticCache:
     def invalidate_by_doc(self, doc_hash: str) -> int:
         """Remove every entry built from ``doc_hash`` (all tenants); returns how many."""
         with self._lock:
+            if self.replication is not None and not self._applying:
+                self.replication.publish_invalidate_doc(doc_hash)
             ids = self._by_doc.get(doc_hash, set())
             return self._remove(list(ids), "invalidated")
 
     def invalidate_tenant(self, tenant: str) -> int:
         """Remove every entry of ``tenant``; returns how many."""
         with self._lock:
+            if self.replication is not None and not self._applying:
+                self.replication.publish_invalidate_tenant(tenant)
             ids = [i for (t, _), p in self._parts.items() if t == tenant for i in p.live]
             return self._remove(ids, "invalidated")
 
@@ -336,8 +377,9 @@ class SemanticCache:
             return self._remove([e.id for e in self._entries.values() if e.expired(now)], "expired")
 
     def clear(self) -> None:
-        """Remove everything."""
+        """Remove everything (here only: replicas keep theirs; nothing is published)."""
         with self._lock:
+            self._by_key.clear()
             self._parts.clear()
             self._entries.clear()
             self._per_tenant.clear()
@@ -361,12 +403,15 @@ class SemanticCache:
         recorder: "Recorder | None" = None,
         now: Callable[[], float] = time.time,
         dim: int | None = None,
+        kafka: "KafkaConfig | None" = None,
     ) -> "SemanticCache":
         """A cache read back from ``path``; raises CacheCorruptError rather than load anything wrong."""
         from costline.serving.cache_store import load_cache
 
-        cache = cls(embedder, config, recorder=recorder, now=now, dim=dim)
-        load_cache(cache, path)
+        cache = cls(embedder, config, recorder=recorder, now=now, dim=dim, kafka=kafka)
+        state = load_cache(cache, path)
+        if cache.replication is not None:
+            cache.replication.restore_offset(state)  # start() follows on from the offset it covers
         return cache
 
     # -- introspection -------------------------------------------------------------------
@@ -474,13 +519,17 @@ class SemanticCache:
         tenant: str,
         namespace: str | None,
         doc_hashes: list[Iterable[str]],
+        *,
+        replicated: tuple[str, float, float | None] | None = None,
     ) -> list[int]:
+        """Add entries; ``replicated`` = (key, created_at, expires_at) of one entry from the topic."""
         ns = _names(tenant, namespace)
         for a in answers:
             if not isinstance(a, str):
                 raise TypeError(f"answers must be strings, got {type(a).__name__}")
         docs = [_doc_tuple(d) for d in doc_hashes]
         ttl = self._config.ttl_s
+        repl = self.replication
         with self._lock:
             now = self._now()
             first = self._next_id
@@ -491,8 +540,17 @@ class SemanticCache:
                 part = self._parts[(tenant, ns)] = Partition(self.dim, self._config)
             part.add(ids, vectors)
             for i, entry_id in enumerate(ids.tolist()):
-                entry = _Entry(entry_id, tenant, ns, queries[i], answers[i], docs[i], now,
-                               now + ttl if ttl > 0 else None)
+                if replicated is not None:
+                    key, created, expires = replicated
+                    entry = _Entry(entry_id, tenant, ns, queries[i], answers[i], docs[i], created, expires, key)
+                else:
+                    entry = _Entry(entry_id, tenant, ns, queries[i], answers[i], docs[i], now,
+                                   now + ttl if ttl > 0 else None)
+                    if repl is not None:
+                        entry.key = repl.new_key(entry_id)
+                        repl.publish_store(entry, vectors[i])
+                if entry.key:
+                    self._by_key[entry.key] = entry_id
                 self._entries[entry_id] = entry
                 self._per_tenant[tenant] += 1
                 self._lru[entry_id] = None
@@ -556,6 +614,10 @@ class SemanticCache:
                 removed += part.remove(part_ids)
             for entry_id in part_ids:
                 entry = self._entries.pop(entry_id)
+                if entry.key:
+                    self._by_key.pop(entry.key, None)
+                    if self.replication is not None and not self._applying:
+                        self.replication.publish_remove(entry.key)
                 self._per_tenant[entry.tenant] -= 1
                 self._lru.pop(entry_id, None)
                 for d in entry.doc_hashes:
@@ -572,6 +634,8 @@ class SemanticCache:
         """Under the lock: header fields, entries in LRU order, and each partition's bytes."""
         with self._lock:
             header = {"dim": self.dim, "next_id": self._next_id, "index": self._config.index}
+            if self.replication is not None:
+                header["replication"] = self.replication.snapshot_state()  # the offset this state covers
             entries = [self._entries[i] for i in self._lru]
             parts = [(key, p.kind, p.serialize()) for key, p in self._parts.items()]
             return header, entries, parts
@@ -582,11 +646,49 @@ class SemanticCache:
             self._entries = {e.id: e for e in sorted(entries, key=lambda e: (e.created_at, e.id))}
             self._lru = OrderedDict((e.id, None) for e in entries)
             self._per_tenant = Counter(e.tenant for e in entries)
+            self._by_key = {e.key: e.id for e in entries if e.key}
             self._by_doc = {}
             for e in entries:
                 for d in e.doc_hashes:
                     self._by_doc.setdefault(d, set()).add(e.id)
             self._next_id = max(next_id, max(self._entries, default=0) + 1)
+
+    # -- used by cache_replication (a change read from the topic; never published again) ---------
+    def _apply_store(self, key: str, vector: np.ndarray, answer: str, query: str, tenant: str, namespace: str,
+                     doc_hashes: tuple[str, ...], created_at: float, expires_at: float | None) -> bool:
+        """Add one replicated entry unless its key is here already (idempotent); True if added."""
+        with self._lock:
+            if key in self._by_key:
+                return False
+            self._applying = True
+            try:
+                self._add(self._unit(vector)[None, :], [answer], [query], tenant, namespace, [doc_hashes],
+                          replicated=(key, created_at, expires_at))
+            finally:
+                self._applying = False
+            return True
+
+    def _apply_remove(self, key: str) -> int:
+        with self._lock:
+            entry_id = self._by_key.get(key)
+            return 0 if entry_id is None else self._removing([entry_id], "evicted")
+
+    def _apply_invalidate(self, *, doc_hash: str | None = None, tenant: str | None = None,
+                          spare: Callable[[str], bool]) -> int:
+        """Remove the entries of ``doc_hash`` or of ``tenant``, except those whose key ``spare`` keeps."""
+        with self._lock:
+            if doc_hash is not None:
+                ids = list(self._by_doc.get(doc_hash, ()))
+            else:
+                ids = [i for (t, _), p in self._parts.items() if t == tenant for i in p.live]
+            return self._removing([i for i in ids if not spare(self._entries[i].key)], "invalidated")
+
+    def _removing(self, ids: list[int], reason: str) -> int:
+        self._applying = True
+        try:
+            return self._remove(ids, reason)
+        finally:
+            self._applying = False
 
 
 def build_verifier(config: CacheConfig) -> "Verifier":

@@ -33,7 +33,7 @@ from costline.serving.errors import CacheCorruptError, CacheError
 if TYPE_CHECKING:
     from costline.serving.cache import SemanticCache
 
-__all__ = ["save_cache", "load_cache", "MANIFEST", "FORMAT"]
+__all__ = ["save_cache", "load_cache", "read_replication_state", "MANIFEST", "FORMAT"]
 
 MANIFEST = "MANIFEST.json"
 FORMAT = "costline-semantic-cache/1"
@@ -57,6 +57,7 @@ def save_cache(cache: "SemanticCache", path: str | os.PathLike[str]) -> Path:
             partitions.append({"tenant": tenant, "namespace": namespace, "kind": kind, "file": name})
         rows = [
             [e.id, e.tenant, e.namespace, e.query, e.answer, list(e.doc_hashes), e.created_at, e.expires_at]
+            + ([e.key] if e.key else [])  # a replicated entry's key (cache_replication)
             for e in entries
         ]
         files[_ENTRIES] = _write(tmp / _ENTRIES, json.dumps(rows, ensure_ascii=False).encode("utf-8"))
@@ -80,6 +81,8 @@ def save_cache(cache: "SemanticCache", path: str | os.PathLike[str]) -> Path:
         "partitions": partitions,
         "files": files,
     }
+    if "replication" in header:  # the replication topic offset this snapshot covers
+        manifest["replication"] = header["replication"]
     body = json.dumps(manifest, indent=1, sort_keys=True).encode("utf-8")
     tmp_manifest = root / f".{MANIFEST}.{uuid.uuid4().hex}"
     _write(tmp_manifest, body)
@@ -95,8 +98,11 @@ def save_cache(cache: "SemanticCache", path: str | os.PathLike[str]) -> Path:
     return gen_dir
 
 
-def load_cache(cache: "SemanticCache", path: str | os.PathLike[str]) -> None:
-    """Fill the empty ``cache`` from the folder ``path`` (verifying everything first)."""
+def load_cache(cache: "SemanticCache", path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """Fill the empty ``cache`` from the folder ``path`` (verifying everything first).
+
+    Returns the replication state the snapshot recorded (topic offsets; None when it has none).
+    """
     root = Path(path)
     manifest = _read_manifest(root)
     gen_dir = root / manifest["dir"]
@@ -113,7 +119,7 @@ def load_cache(cache: "SemanticCache", path: str | os.PathLike[str]) -> None:
         from costline.serving.cache import _Entry
 
         entries = [_Entry(int(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4]), tuple(r[5]), float(r[6]),
-                          None if r[7] is None else float(r[7])) for r in rows]
+                          None if r[7] is None else float(r[7]), str(r[8]) if len(r) > 8 else "") for r in rows]
     except (KeyError, ValueError, TypeError, IndexError) as exc:
         raise CacheCorruptError(f"{root}: entry metadata unreadable ({exc}); rebuild the cache") from None
     live: dict[tuple[str, str], set[int]] = {}
@@ -139,6 +145,16 @@ def load_cache(cache: "SemanticCache", path: str | os.PathLike[str]) -> None:
         raise CacheCorruptError(f"{root}: entries of {sorted(set(live) - set(parts))[:3]} have no index; "
                                 "rebuild the cache")
     cache._restore(int(manifest["next_id"]), entries, parts)
+    return manifest.get("replication")
+
+
+def read_replication_state(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The replication state recorded by the snapshot at ``path`` (None: none, or no snapshot)."""
+    try:
+        state = _read_manifest(Path(path)).get("replication")
+    except CacheError:
+        return None
+    return state if isinstance(state, dict) else None
 
 
 # -- helpers ---------------------------------------------------------------------------------

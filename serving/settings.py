@@ -82,6 +82,24 @@ class CacheConfig:
     admission_model: Path | None = None
     #: ``[serving.cache.namespace_admission_models]``: a model per namespace, overriding admission_model.
     namespace_admission_models: dict[str, Path] = field(default_factory=dict)
+    # -- replicas sharing one cache over Kafka (serving/cache_replication.py; docs/cache.md "Replicas") --
+    #: The compacted topic every store, invalidation and eviction is published to and applied from;
+    #: None = replication off (the cache is local to its process).
+    replication_topic: str | None = None
+    #: The cluster of the replication topic; None = the one of the ``kafka=`` config the server
+    #: passes to the cache, else the local broker ([kafka] defaults).
+    replication_bootstrap_servers: str | None = None
+    #: This replica's name (its consumer group is ``costline-cache-<replica_id>``); "" = host-pid.
+    replica_id: str = ""
+    #: Changes waiting to be published; past this they are dropped with a log line (never blocking).
+    replication_queue_size: int = 10_000
+    #: Save a snapshot (to ``path``, with the topic offset it covers) this often; 0 = only at shutdown.
+    replication_snapshot_interval_s: float = 300.0
+    #: A snapshot older than this is not used to bootstrap (the topic's tombstones live 24 h).
+    replication_snapshot_max_age_s: float = 72_000.0
+    #: Environment variable holding a shared secret: records are signed (HMAC-SHA256) and records
+    #: without a valid signature are skipped; None = records are not signed.
+    replication_secret_env: str | None = None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,836 @@
+"""Replicas that share one semantic cache, over a compacted Kafka topic.
+
+Each replica keeps its own FAISS indexes (:class:`~costline.serving.cache.SemanticCache`) and
+publishes every change it makes to ``[serving.cache] replication_topic``; a background consumer
+applies every other replica's changes to the local indexes. One partition keeps one order::
+
+    key  e/<entry key>   value: the store (embedding, tenant, namespace with its scope, query,
+                                answer, doc hashes, created/expiry times)     or null: removed
+    key  d/<doc hash>    value: invalidate every entry built from this document
+    key  t/<tenant>      value: invalidate every entry of this tenant
+
+The topic is created with ``cleanup.policy=compact``: a removed entry's store is compacted away
+behind its tombstone, so the topic holds about what the caches hold. Every replica applies the
+same log in the same order, so they converge:
+
+* **stores** — an entry's key is ``<instance>:<id>`` (the instance is this process's incarnation);
+  a store whose key is already here is skipped (idempotent replays), one of our own is only noted;
+* **removals** (invalidation, eviction, expiry, quota) are published as tombstones of the removed
+  keys; **invalidations** also as one ``d/``/``t/`` record, so a replica drops the document's
+  entries it holds that the invalidating replica had not seen yet. Applied in log order: an entry
+  of ours not yet on the topic was stored *after* the invalidation and stays, as it would on every
+  replica; our own invalidation, read back, removes the other replicas' entries stored before it;
+* **removals made while applying the log** (the local size cap, the tenant quota) are not
+  published again: a replica with a smaller cap never empties the others;
+* **bootstrap** — :meth:`CacheReplicator.start` loads the snapshot at ``[serving.cache] path``
+  (the cache store's own format; its manifest records the next topic offset it does not cover)
+  and reads the topic from there, or from the beginning without a usable snapshot; ready once it
+  has read up to the end offset seen at start (:meth:`CacheReplicator.wait_ready`);
+* **hot path** — publishing is a ``put_nowait`` on a bounded queue (a sender thread encodes and
+  produces): it never blocks or raises into a request; past ``replication_queue_size`` a change
+  is dropped with a log line and counted;
+* **hostile records** — a record that does not decode, names no valid tenant or namespace, carries
+  a vector of another dimension or model, or (with ``replication_secret_env``) lacks a valid
+  HMAC-SHA256 signature is skipped with a log line and a counter; it never stops the applier.
+  Tenant isolation holds by construction: an entry goes to the (tenant, namespace) index its
+  record names, and lookups search only the index of the tenant that asks.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import logging
+import math
+import os
+import queue
+import re
+import socket
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from costline.errors import ConfigError
+from costline.serving.errors import CacheError
+
+if TYPE_CHECKING:
+    from costline.config import KafkaConfig
+    from costline.serving.cache import SemanticCache, _Entry
+    from costline.serving.settings import CacheConfig
+
+__all__ = [
+    "CacheReplicator",
+    "CacheReplicationError",
+    "ReplicationStats",
+    "Change",
+    "RecordSkipped",
+    "decode_record",
+    "encode_change",
+    "ensure_cache_topic",
+    "topic_cleanup_policy",
+    "validate_replication_config",
+    "FORMAT_VERSION",
+    "SIGNATURE_HEADER",
+    "ORIGIN_HEADER",
+]
+
+log = logging.getLogger(__name__)
+
+#: The ``v`` of every record value this module writes and reads.
+FORMAT_VERSION = 1
+#: Record headers: the HMAC-SHA256 of key + value (when a secret is configured), the writer.
+SIGNATURE_HEADER = "costline-sig"
+ORIGIN_HEADER = "costline-origin"
+
+_KEY_MAX = 1024
+_TENANT_MAX = 256
+_TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+_REPLICA_NAME = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+#: How long tombstones stay on the topic (Kafka's default, set explicitly on the topics we create).
+_DELETE_RETENTION_MS = 86_400_000
+_LOGGED_SKIPS = 20  # the first skips are each logged, then one in _SKIP_LOG_EVERY
+
+
+class CacheReplicationError(CacheError):
+    """Cache replication cannot run as configured (the message says what to change)."""
+
+
+class RecordSkipped(Exception):
+    """A record of the replication topic that is not applied; ``reason`` names why (a counter)."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Change:
+    """One decoded record: ``op`` is store, remove, invalidate_doc or invalidate_tenant."""
+
+    op: str
+    key: str = ""
+    origin: str = ""
+    tenant: str = ""
+    namespace: str = ""
+    query: str = ""
+    answer: str = ""
+    doc_hashes: tuple[str, ...] = ()
+    created_at: float = 0.0
+    expires_at: float | None = None
+    doc_hash: str = ""
+    vector: np.ndarray | None = None
+    model: str | None = None
+
+
+@dataclass(frozen=True)
+class ReplicationStats:
+    """Counts since start (``offset`` is the next topic offset to apply)."""
+
+    published: int
+    dropped: int
+    send_errors: int
+    applied: int
+    own: int
+    skipped: int
+    skipped_by_reason: dict[str, int] = field(default_factory=dict)
+    offset: int = 0
+    start_offset: int = 0
+    bootstrap_entries: int = 0
+    #: CPU seconds the applier thread spent decoding and applying records.
+    apply_cpu_s: float = 0.0
+    ready: bool = False
+    error: str | None = None
+
+
+def validate_replication_config(config: "CacheConfig") -> None:
+    """Raise :class:`~costline.errors.ConfigError` naming the first bad replication key."""
+
+    def bad(key: str, problem: str) -> ConfigError:
+        return ConfigError(f"[serving.cache] {key}", problem)
+
+    topic = config.replication_topic
+    if not isinstance(topic, str) or not _TOPIC_NAME.match(topic) or topic in (".", ".."):
+        raise bad("replication_topic", f"must be a Kafka topic name (letters, digits, . _ -); got {topic!r}")
+    if config.replica_id and not _REPLICA_NAME.match(config.replica_id):
+        raise bad("replica_id", f"must be letters, digits, . _ - (at most 128); got {config.replica_id!r}")
+    if config.replication_queue_size < 1:
+        raise bad("replication_queue_size", "must be at least 1")
+    if config.replication_snapshot_interval_s < 0 or math.isnan(config.replication_snapshot_interval_s):
+        raise bad("replication_snapshot_interval_s", "must be 0 (only at shutdown) or more seconds")
+    if not config.replication_snapshot_max_age_s > 0:
+        raise bad("replication_snapshot_max_age_s", "must be more than 0 seconds")
+    if config.replication_secret_env is not None and not config.replication_secret_env:
+        raise bad("replication_secret_env", "must name an environment variable (or be unset)")
+
+
+def ensure_cache_topic(bootstrap: str, topic: str, *, timeout_s: float = 10.0) -> int:
+    """Create ``topic`` (one partition, ``cleanup.policy=compact``) unless it exists; its partitions."""
+    from kafka.admin import KafkaAdminClient
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), client_id="costline-cache-admin",
+                             request_timeout_ms=int(timeout_s * 1000))
+    try:
+        if topic not in set(admin.list_topics()):
+            spec = {"num_partitions": 1, "replication_factor": -1,
+                    "configs": {"cleanup.policy": "compact", "delete.retention.ms": str(_DELETE_RETENTION_MS)}}
+            try:
+                admin.create_topics({topic: spec}, wait_for_metadata=True)
+            except TopicAlreadyExistsError:
+                pass
+        deadline = time.monotonic() + timeout_s
+        while True:  # just created (here or by another replica): its metadata may lag
+            described = admin.describe_topics([topic])
+            partitions = len(described[0]["partitions"]) if described else 0
+            if partitions or time.monotonic() >= deadline:
+                break
+            time.sleep(0.1)
+        policy = topic_cleanup_policy(admin, topic)
+        if policy is not None and "compact" not in policy:
+            log.warning("costline: cache replication topic %s has cleanup.policy=%s, not compact: removed entries "
+                        "stay on it and it grows; set cleanup.policy=compact", topic, policy)
+        return partitions
+    finally:
+        admin.close()
+
+
+def topic_cleanup_policy(admin: Any, topic: str) -> str | None:
+    """The topic's ``cleanup.policy`` (None when the cluster does not say)."""
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    try:
+        described = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)], config_filter="all")
+        for by_name in described.values():
+            value = by_name.get(topic, {}).get("cleanup.policy", {}).get("value")
+            if value is not None:
+                return str(value)
+    except Exception:  # not allowed to describe, an old broker: nothing to warn about
+        log.debug("costline: could not describe topic %s", topic, exc_info=True)
+    return None
+
+
+# -- the wire format ---------------------------------------------------------------------------
+def encode_change(change: Change, secret: bytes | None) -> tuple[bytes, bytes | None, list[tuple[str, bytes]]]:
+    """(key, value, headers) of a record; a ``remove`` is a tombstone (value None)."""
+    prefix = {"store": "e/", "remove": "e/", "invalidate_doc": "d/", "invalidate_tenant": "t/"}[change.op]
+    name = {"invalidate_doc": change.doc_hash, "invalidate_tenant": change.tenant}.get(change.op, change.key)
+    key = (prefix + name).encode("utf-8")
+    value: bytes | None = None
+    if change.op != "remove":
+        body: dict[str, Any] = {"v": FORMAT_VERSION, "op": change.op, "origin": change.origin}
+        if change.op == "store":
+            assert change.vector is not None
+            body.update(
+                key=change.key, tenant=change.tenant, ns=change.namespace, query=change.query,
+                answer=change.answer, docs=list(change.doc_hashes), created_at=change.created_at,
+                expires_at=change.expires_at, model=change.model,
+                vec=base64.b64encode(np.asarray(change.vector, dtype="<f4").tobytes()).decode("ascii"),
+            )
+        elif change.op == "invalidate_doc":
+            body["doc"] = change.doc_hash
+        else:
+            body["tenant"] = change.tenant
+        value = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    headers = [(ORIGIN_HEADER, change.origin.encode("utf-8"))]
+    if secret is not None:
+        headers.append((SIGNATURE_HEADER, _sign(secret, key, value).encode("ascii")))
+    return key, value, headers
+
+
+def decode_record(key: Any, value: Any, headers: Any, *, dim: int, model: str | None,
+                  secret: bytes | None) -> Change:
+    """The change a record carries, or :class:`RecordSkipped` saying why it is not one."""
+    if not isinstance(key, bytes) or not 2 < len(key) <= _KEY_MAX:
+        raise RecordSkipped("bad_key", "no key, or one over 1 KiB")
+    if value is not None and not isinstance(value, bytes):
+        raise RecordSkipped("bad_value")
+    if secret is not None:
+        sig = _header(headers, SIGNATURE_HEADER)
+        if sig is None or not hmac.compare_digest(sig, _sign(secret, key, value).encode("ascii")):
+            raise RecordSkipped("bad_signature", "unsigned or signed with another secret")
+    try:
+        text_key = key.decode("utf-8")
+    except UnicodeDecodeError:
+        raise RecordSkipped("bad_key", "not UTF-8") from None
+    prefix, name = text_key[:2], text_key[2:]
+    if prefix not in ("e/", "d/", "t/") or not name:
+        raise RecordSkipped("bad_key", f"unknown key {text_key[:40]!r}")
+    origin = (_header(headers, ORIGIN_HEADER) or b"").decode("utf-8", "replace")
+    if value is None:
+        if prefix != "e/":
+            raise RecordSkipped("bad_value", "a tombstone of an invalidation")
+        return Change("remove", key=name, origin=origin)
+    try:
+        body = json.loads(value)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise RecordSkipped("bad_value", "not JSON") from None
+    if not isinstance(body, dict) or body.get("v") != FORMAT_VERSION:
+        raise RecordSkipped("bad_version", f"not a v{FORMAT_VERSION} record")
+    op = body.get("op")
+    origin = _text(body, "origin", allow_empty=True)
+    expected = {"e/": "store", "d/": "invalidate_doc", "t/": "invalidate_tenant"}[prefix]
+    if op != expected:
+        raise RecordSkipped("bad_value", f"op {op!r} under a {prefix} key")
+    if op == "invalidate_doc":
+        if _text(body, "doc") != name:
+            raise RecordSkipped("bad_value", "doc differs from the key")
+        return Change(op, doc_hash=name, origin=origin)
+    if op == "invalidate_tenant":
+        if _text(body, "tenant") != name:
+            raise RecordSkipped("bad_value", "tenant differs from the key")
+        return Change(op, tenant=name, origin=origin)
+    if _text(body, "key") != name:
+        raise RecordSkipped("bad_value", "entry key differs from the record key")
+    tenant = _text(body, "tenant")
+    if len(tenant) > _TENANT_MAX:
+        raise RecordSkipped("bad_value", "tenant over 256 characters")
+    record_model = body.get("model")
+    if record_model is not None and not isinstance(record_model, str):
+        raise RecordSkipped("bad_value", "model is not a string")
+    if model and record_model and record_model != model:
+        raise RecordSkipped("model_mismatch", f"embedded with {record_model!r}, this replica uses {model!r}")
+    docs = body.get("docs")
+    if not isinstance(docs, list) or not all(isinstance(d, str) and d for d in docs):
+        raise RecordSkipped("bad_value", "docs is not a list of non-empty strings")
+    created = _number(body, "created_at")
+    expires = None if body.get("expires_at") is None else _number(body, "expires_at")
+    try:
+        raw = base64.b64decode(_text(body, "vec"), validate=True)
+    except (binascii.Error, ValueError):
+        raise RecordSkipped("bad_vector", "vec is not base64") from None
+    if len(raw) != 4 * dim:
+        raise RecordSkipped("bad_vector", f"{len(raw) // 4}-dimensional, this cache is {dim}")
+    vector = np.frombuffer(raw, dtype="<f4").astype(np.float32)
+    norm = float(np.linalg.norm(vector))
+    if not math.isfinite(norm) or norm == 0.0:
+        raise RecordSkipped("bad_vector", "not finite and non-zero")
+    return Change("store", key=name, origin=origin, tenant=tenant, namespace=_text(body, "ns"),
+                  query=_text(body, "query", allow_empty=True), answer=_text(body, "answer", allow_empty=True),
+                  doc_hashes=tuple(docs), created_at=created, expires_at=expires, vector=vector,
+                  model=record_model)
+
+
+def _text(body: dict[str, Any], name: str, *, allow_empty: bool = False) -> str:
+    value = body.get(name)
+    if not isinstance(value, str) or (not value and not allow_empty):
+        raise RecordSkipped("bad_value", f"{name} is not a{'' if allow_empty else ' non-empty'} string")
+    return value
+
+
+def _number(body: dict[str, Any], name: str) -> float:
+    value = body.get(name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise RecordSkipped("bad_value", f"{name} is not a finite number")
+    return float(value)
+
+
+def _header(headers: Any, name: str) -> bytes | None:
+    for k, v in headers or ():
+        if k == name and isinstance(v, bytes):
+            return v
+    return None
+
+
+def _sign(secret: bytes, key: bytes, value: bytes | None) -> str:
+    return hmac.new(secret, key + b"\n" + (value or b""), hashlib.sha256).hexdigest()
+
+
+# -- the replicator ------------------------------------------------------------------------------
+class CacheReplicator:
+    """Publishes a :class:`SemanticCache`'s changes and applies the other replicas' (module docstring).
+
+    Built by the cache when ``replication_topic`` is set; the cache's ``start`` / ``force_flush`` /
+    ``shutdown`` call the methods of the same names. ``now`` is the clock of the snapshot ages
+    and of the expiry of applied entries.
+    """
+
+    def __init__(self, cache: "SemanticCache", *, kafka: "KafkaConfig | None" = None,
+                 now: Callable[[], float] = time.time) -> None:
+        from costline.config import KafkaConfig
+
+        cfg = cache.config
+        assert cfg.replication_topic is not None
+        self._cache = cache
+        self._config = cfg
+        self._now = now
+        self.topic: str = cfg.replication_topic
+        self.bootstrap = cfg.replication_bootstrap_servers or (kafka or KafkaConfig()).bootstrap
+        self.replica_id = cfg.replica_id or f"{socket.gethostname()}-{os.getpid()}"
+        #: This process's incarnation: the prefix of the keys of the entries it stores.
+        self.instance = uuid.uuid4().hex[:16]
+        self._secret: bytes | None = None
+        if cfg.replication_secret_env is not None:
+            secret = os.environ.get(cfg.replication_secret_env, "")
+            if not secret:
+                raise ConfigError("[serving.cache] replication_secret_env",
+                                  f"names ${cfg.replication_secret_env}, which is unset or empty")
+            self._secret = secret.encode("utf-8")
+        self._queue: queue.Queue[Change | None] = queue.Queue(maxsize=cfg.replication_queue_size)
+        self._lock = threading.Lock()  # counters, pending keys, the flush condition
+        self._flushed = threading.Condition(self._lock)
+        self._pending: set[str] = set()  # our stores not yet read back from the topic
+        self._enqueued = 0
+        self._handed = 0  # handed to the producer
+        self._counts: Counter[str] = Counter()
+        self._skips: Counter[str] = Counter()
+        self._offset = 0  # the next topic offset to apply (changed under the cache's lock)
+        self._start_offset = 0
+        self._bootstrap_entries = 0
+        self._apply_cpu_s = 0.0
+        self._ready = threading.Event()
+        self._topic_ok = threading.Event()  # the topic exists as it must: the sender may produce
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._producer: Any = None
+        self._listeners: list[Callable[[Change, int], None]] = []
+        self._started = False
+        self._stopped = False
+        self._restored: bool | None = None  # a snapshot loaded before start: fresh enough to follow on from?
+        self.error: str | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        """Bootstrap from the snapshot (when usable), then publish and follow the topic in threads."""
+        if self._started:
+            return
+        self._started = True
+        start = self._bootstrap()
+        self._make_producer()
+        for name, target in (("sender", self._run_sender), ("applier", self._run_applier)):
+            args = (start,) if name == "applier" else ()
+            t = threading.Thread(target=target, args=args, name=f"costline-cache-{name}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def force_flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every change published so far was produced and acknowledged; False on timeout.
+
+        On a replicator never started (a tool that loads a cache, invalidates and exits), this
+        produces the queued changes itself, in the calling thread.
+        """
+        deadline = time.monotonic() + timeout
+        if not self._started and not self._stopped:
+            return self._produce_queued(deadline)
+        with self._flushed:
+            target = self._enqueued
+            while self._handed < target:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._started or self._stopped:
+                    return self._handed >= target
+                self._flushed.wait(min(left, 0.1))
+        producer = self._producer.get() if self._producer is not None else None
+        if producer is None:
+            return target == 0
+        try:
+            producer.flush(timeout=max(deadline - time.monotonic(), 0.001))
+        except Exception as exc:  # KafkaTimeoutError
+            log.warning("costline: cache replication flush did not finish: %s", exc)
+            return False
+        return True
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Flush, stop both threads, save a snapshot to ``path`` (if set), close the producer."""
+        if not self._started or self._stopped:
+            return
+        self.force_flush(timeout / 2)
+        self._stop.set()
+        self._stopped = True
+        for t in self._threads:
+            t.join(timeout)
+        if self._config.path is not None and self.error is None:
+            self.save_snapshot()
+        if self._producer is not None:
+            self._producer.close(timeout)
+
+    def _make_producer(self) -> None:
+        from costline.collectors.producer import LazyProducer
+        from costline.config import KafkaConfig
+
+        if self._producer is None:
+            self._producer = LazyProducer(
+                KafkaConfig(bootstrap_servers=self.bootstrap), connect_timeout_s=2.0,
+                producer_config={"client_id": f"costline-cache-{self.replica_id}", "linger_ms": 1},
+            )
+
+    def _produce_queued(self, deadline: float) -> bool:
+        if self._queue.empty() and self._enqueued == 0:
+            return True
+        if not self._topic_ok.is_set():
+            try:
+                partitions = ensure_cache_topic(self.bootstrap, self.topic,
+                                                timeout_s=max(deadline - time.monotonic(), 0.5))
+            except Exception as exc:
+                log.warning("costline: cannot publish cache changes to %s: %s", self.topic, exc)
+                return False
+            if partitions != 1:
+                log.warning("costline: topic %s has %d partitions, not 1: nothing published", self.topic, partitions)
+                return False
+            self._topic_ok.set()
+        self._make_producer()
+        while True:
+            try:
+                change = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if change is not None and not self._send(change, deadline):
+                return False
+        producer = self._producer.get()
+        if producer is None:
+            return False
+        try:
+            producer.flush(timeout=max(deadline - time.monotonic(), 0.001))
+        except Exception:
+            return False
+        return self.stats().send_errors == 0
+
+    def restore_offset(self, state: dict[str, Any] | None) -> None:
+        """Note the offset a snapshot loaded by :meth:`SemanticCache.load` covers (same topic only)."""
+        if isinstance(state, dict) and state.get("topic") == self.topic and isinstance(state.get("offset"), int):
+            fresh = self._now() - float(state.get("saved_at", 0)) <= self._config.replication_snapshot_max_age_s
+            with self._lock:
+                self._offset = self._start_offset = int(state["offset"])
+                self._restored = fresh
+
+    # -- state -------------------------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        """True once the topic was applied up to the end it had when this replica started."""
+        return self._ready.is_set()
+
+    def wait_ready(self, timeout: float) -> bool:
+        return self._ready.wait(timeout)
+
+    def add_listener(self, listener: Callable[[Change, int], None]) -> None:
+        """Call ``listener(change, offset)`` after each applied record (errors are logged)."""
+        self._listeners.append(listener)
+
+    def stats(self) -> ReplicationStats:
+        with self._lock:
+            c = self._counts
+            return ReplicationStats(
+                published=c["published"], dropped=c["dropped"], send_errors=c["send_errors"],
+                applied=c["applied"], own=c["own"], skipped=sum(self._skips.values()),
+                skipped_by_reason=dict(self._skips), offset=self._offset, start_offset=self._start_offset,
+                bootstrap_entries=self._bootstrap_entries, apply_cpu_s=self._apply_cpu_s,
+                ready=self.ready, error=self.error,
+            )
+
+    def snapshot_state(self) -> dict[str, Any]:
+        """What a snapshot records (called under the cache's lock, so it matches the entries)."""
+        return {"topic": self.topic, "partition": 0, "offset": self._offset, "saved_at": self._now(),
+                "replica_id": self.replica_id}
+
+    def save_snapshot(self) -> bool:
+        """Save the cache to ``path`` with the topic offset it covers; False (logged) if it failed."""
+        path = self._config.path
+        if path is None:
+            return False
+        try:
+            self._cache.save(path)
+            return True
+        except Exception:
+            log.exception("costline: could not save the cache snapshot to %s", path)
+            return False
+
+    # -- publishing (the hot path: called under the cache's lock; never blocks or raises) ------
+    def new_key(self, entry_id: int) -> str:
+        return f"{self.instance}:{entry_id}"
+
+    def publish_store(self, entry: "_Entry", vector: np.ndarray) -> None:
+        embedder = self._cache.embedder
+        change = Change("store", key=entry.key, origin=self.instance, tenant=entry.tenant,
+                        namespace=entry.namespace, query=entry.query, answer=entry.answer,
+                        doc_hashes=entry.doc_hashes, created_at=entry.created_at, expires_at=entry.expires_at,
+                        vector=vector, model=getattr(embedder, "model_name", None))
+        with self._lock:
+            self._pending.add(entry.key)
+        self._publish(change)
+
+    def publish_remove(self, key: str) -> None:
+        self._publish(Change("remove", key=key, origin=self.instance))
+
+    def publish_invalidate_doc(self, doc_hash: str) -> None:
+        self._publish(Change("invalidate_doc", doc_hash=doc_hash, origin=self.instance))
+
+    def publish_invalidate_tenant(self, tenant: str) -> None:
+        self._publish(Change("invalidate_tenant", tenant=tenant, origin=self.instance))
+
+    def _publish(self, change: Change) -> None:
+        try:
+            self._queue.put_nowait(change)
+        except queue.Full:
+            with self._lock:
+                self._counts["dropped"] += 1
+                dropped = self._counts["dropped"]
+                self._pending.discard(change.key)  # never on the topic: remote invalidations apply to it
+            if dropped == 1 or dropped % 1000 == 0:
+                log.warning("costline: cache replication queue full (%d changes); %d dropped so far: "
+                            "is Kafka at %s reachable?", self._queue.maxsize, dropped, self.bootstrap)
+            return
+        with self._lock:
+            self._enqueued += 1
+
+    # -- the sender thread ---------------------------------------------------------------------
+    def _run_sender(self) -> None:
+        while True:
+            try:
+                change = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                if self._stop.is_set():
+                    return
+                continue
+            if change is None:
+                return
+            self._send(change)
+
+    def _send(self, change: Change, deadline: float | None = None) -> bool:
+        def give_up() -> bool:
+            return self._stop.is_set() or (deadline is not None and time.monotonic() >= deadline)
+
+        while not self._topic_ok.wait(0.2):  # never let a send auto-create the topic uncompacted
+            if give_up() or self.error is not None:
+                self._sent(change, ok=False, why=self.error or "stopped before the topic was ready")
+                return False
+        producer = None
+        while producer is None:
+            producer = self._producer.get()
+            if producer is None:
+                if give_up():
+                    self._sent(change, ok=False, why="Kafka unreachable")
+                    return False
+                time.sleep(0.2)
+        try:
+            key, value, headers = encode_change(change, self._secret)
+            future = producer.send(self.topic, key=key, value=value, headers=headers, partition=0)
+        except Exception as exc:
+            self._sent(change, ok=False, why=f"{type(exc).__name__}: {exc}")
+            return False
+        future.add_errback(lambda exc: self._failed(change, exc))
+        self._sent(change, ok=True)
+        return True
+
+    def _sent(self, change: Change, *, ok: bool, why: str = "") -> None:
+        with self._flushed:
+            self._handed += 1
+            if ok:
+                self._counts["published"] += 1
+            else:
+                self._counts["send_errors"] += 1
+                self._pending.discard(change.key)
+            self._flushed.notify_all()
+        if not ok:
+            log.warning("costline: a cache %s was not published: %s", change.op, why)
+
+    def _failed(self, change: Change, exc: BaseException) -> None:
+        with self._lock:
+            self._counts["published"] -= 1
+            self._counts["send_errors"] += 1
+            self._pending.discard(change.key)
+        log.warning("costline: a cache %s was not published: %s", change.op, exc)
+
+    # -- the applier thread --------------------------------------------------------------------
+    def _bootstrap(self) -> int:
+        """Load the snapshot at ``path`` when it is usable; the topic offset to read from."""
+        from costline.serving.cache_store import MANIFEST, load_cache, read_replication_state
+
+        path = self._config.path
+        if len(self._cache) or self._restored is not None:  # loaded before start (SemanticCache.load)
+            if self._restored:
+                with self._lock:
+                    self._bootstrap_entries = len(self._cache)
+                return self._offset
+            log.warning("costline: the cache loaded before start records no recent offset of %s: "
+                        "dropping it and reading the topic from the beginning", self.topic)
+            self._cache.clear()
+            with self._lock:
+                self._offset = self._start_offset = 0
+            return 0
+        if path is None or not (Path(path) / MANIFEST).is_file():
+            return 0
+        state = read_replication_state(path)
+        why = None
+        if state is None or state.get("topic") != self.topic or not isinstance(state.get("offset"), int):
+            why = "it records no offset of this topic"
+        elif self._now() - float(state.get("saved_at", 0)) > self._config.replication_snapshot_max_age_s:
+            why = "it is older than replication_snapshot_max_age_s (the topic's tombstones may be gone)"
+        if why is None:
+            assert state is not None
+            try:
+                load_cache(self._cache, path)
+            except CacheError as exc:
+                why = str(exc)
+                self._cache.clear()
+            else:
+                with self._lock:
+                    self._offset = self._start_offset = int(state["offset"])
+                    self._bootstrap_entries = len(self._cache)
+                log.info("costline: cache replica %s bootstrapped %d entries from %s; topic from offset %d",
+                         self.replica_id, len(self._cache), path, self._offset)
+                return self._offset
+        log.warning("costline: not bootstrapping from the snapshot at %s (%s); reading %s from the beginning",
+                    path, why, self.topic)
+        return 0
+
+    def _run_applier(self, start: int) -> None:
+        consumer = None
+        try:
+            consumer = self._connect(start)
+            if consumer is None:
+                return
+            self._follow(consumer)
+        except Exception as exc:  # never silently: the replica keeps serving its local cache
+            self.error = f"{type(exc).__name__}: {exc}"
+            log.exception("costline: cache replication stopped applying %s", self.topic)
+        finally:
+            if consumer is not None:
+                try:
+                    consumer.close()
+                except Exception:
+                    log.debug("costline: closing the cache replication consumer failed", exc_info=True)
+
+    def _connect(self, start: int) -> Any:
+        """Create the topic if needed and a consumer positioned at ``start`` (retrying while Kafka is away)."""
+        from kafka import KafkaConsumer, TopicPartition
+        from kafka.errors import KafkaError
+
+        delay = 0.5
+        while not self._stop.is_set():
+            try:
+                partitions = ensure_cache_topic(self.bootstrap, self.topic)
+                if partitions != 1:
+                    self.error = (f"topic {self.topic} has {partitions} partitions; cache replication needs "
+                                  "exactly one (one order of changes): create it with one, or name another")
+                    log.error("costline: %s", self.error)
+                    return None
+                self._topic_ok.set()
+                consumer = KafkaConsumer(
+                    bootstrap_servers=self.bootstrap.split(","), group_id=f"costline-cache-{self.replica_id}",
+                    client_id=f"costline-cache-{self.replica_id}", enable_auto_commit=False,
+                    auto_offset_reset="earliest", fetch_max_wait_ms=100,
+                )
+                tp = TopicPartition(self.topic, 0)
+                consumer.assign([tp])
+                consumer.seek(tp, start)
+                return consumer
+            except (KafkaError, OSError, ValueError) as exc:
+                log.warning("costline: cache replication cannot reach Kafka at %s (%s); retrying in %.1fs",
+                            self.bootstrap, exc, delay)
+                self._stop.wait(delay)
+                delay = min(delay * 2, 10.0)
+        return None
+
+    def _follow(self, consumer: Any) -> None:
+        from kafka import TopicPartition
+
+        tp = TopicPartition(self.topic, 0)
+        end = consumer.end_offsets([tp])[tp]
+        if self._offset >= end:
+            self._ready.set()
+        interval = self._config.replication_snapshot_interval_s
+        last_save = time.monotonic()
+        last_commit = time.monotonic()
+        while not self._stop.is_set():
+            batch = consumer.poll(timeout_ms=100, max_records=500)
+            records = batch.get(tp, [])
+            if records:
+                cpu = time.thread_time()
+                applied = [(self._apply(r), r.offset) for r in records]
+                with self._lock:
+                    self._apply_cpu_s += time.thread_time() - cpu
+                for change, offset in applied:
+                    if change is not None:
+                        self._notify(change, offset)
+            if not self._ready.is_set() and (self._offset >= end or consumer.position(tp) >= end):
+                self._ready.set()
+            if interval and self._config.path is not None and time.monotonic() - last_save >= interval:
+                self.save_snapshot()
+                last_save = time.monotonic()
+            if records and time.monotonic() - last_commit >= 5.0:  # progress visible to kafka tooling
+                last_commit = time.monotonic()
+                try:
+                    consumer.commit_async()
+                except Exception:
+                    log.debug("costline: cache replication offset commit failed", exc_info=True)
+
+    def _apply(self, record: Any) -> Change | None:
+        """Apply one record (under the cache's lock, with the offset); the change, None if skipped."""
+        cache = self._cache
+        with cache._lock:
+            self._offset = record.offset + 1
+            try:
+                change = decode_record(record.key, record.value, record.headers, dim=cache.dim,
+                                       model=getattr(cache.embedder, "model_name", None), secret=self._secret)
+                self._apply_change(change)
+            except RecordSkipped as skip:
+                self._skip(skip.reason, str(skip), record.offset)
+                return None
+            except (ValueError, TypeError) as exc:  # the cache refused it (tenant, namespace, shape)
+                self._skip("invalid", str(exc), record.offset)
+                return None
+            except Exception as exc:
+                log.exception("costline: applying cache record at offset %d failed", record.offset)
+                self._skip("error", f"{type(exc).__name__}: {exc}", record.offset)
+                return None
+        return change
+
+    def _apply_change(self, change: Change) -> None:
+        cache = self._cache
+        own = change.origin == self.instance
+        if change.op == "store":
+            if own:
+                with self._lock:
+                    self._pending.discard(change.key)
+                    self._counts["own"] += 1
+                return
+            if change.expires_at is not None and change.expires_at <= self._now():
+                self._count("applied")  # expired on its way: nothing to serve
+                return
+            assert change.vector is not None
+            cache._apply_store(change.key, change.vector, change.answer, change.query, change.tenant,
+                               change.namespace, change.doc_hashes, change.created_at, change.expires_at)
+        elif change.op == "remove":
+            cache._apply_remove(change.key)
+        else:
+            if own:  # done here already; only the entries of other replicas stored before it remain
+                prefix = self.instance + ":"
+                def spare(key: str) -> bool:
+                    return key.startswith(prefix)
+            else:  # our stores not yet on the topic come after it in the log: they stay
+                with self._lock:
+                    pending = set(self._pending)
+                def spare(key: str) -> bool:
+                    return key in pending
+            if change.op == "invalidate_doc":
+                cache._apply_invalidate(doc_hash=change.doc_hash, spare=spare)
+            else:
+                cache._apply_invalidate(tenant=change.tenant, spare=spare)
+        self._count("own" if own else "applied")
+
+    def _count(self, name: str) -> None:
+        with self._lock:
+            self._counts[name] += 1
+
+    def _skip(self, reason: str, detail: str, offset: int) -> None:
+        with self._lock:
+            self._skips[reason] += 1
+            n = sum(self._skips.values())
+        if n <= _LOGGED_SKIPS or n % 1000 == 0:
+            log.warning("costline: skipped cache replication record at %s offset %d (%s); %d skipped so far",
+                        self.topic, offset, detail, n)
+
+    def _notify(self, change: Change, offset: int) -> None:
+        for listener in self._listeners:
+            try:
+                listener(change, offset)
+            except Exception:
+                log.exception("costline: a cache replication listener failed")
