@@ -205,11 +205,18 @@ def invalidate(config: Config, cache_path: Path | None, docs: tuple[str, ...], t
     """
     if not docs and not tenants:
         raise click.UsageError("give --doc HASH or --tenant NAME (each may repeat)")
-    cache_obj = _load(config, cache_path)
+    cache_obj = _load(config, cache_path, kafka=config.kafka)
     removed = sum(cache_obj.invalidate_by_doc(d) for d in docs)
     removed += sum(cache_obj.invalidate_tenant(t) for t in tenants)
     cache_obj.save(_path(config, cache_path))
     click.echo(f"removed {removed} entries; {len(cache_obj)} left")
+    if cache_obj.replication is not None:  # replicas drop them too, once the topic has the invalidations
+        sent = cache_obj.force_flush(10.0)
+        click.echo(f"invalidations {'published to' if sent else 'NOT all published to'} "
+                   f"{config.serving.cache.replication_topic}")
+        cache_obj.shutdown()
+        if not sent:
+            raise SystemExit(1)
 
 
 def _path(config: Config, cache_path: Path | None) -> Path:
@@ -219,10 +226,10 @@ def _path(config: Config, cache_path: Path | None) -> Path:
     return path
 
 
-def _load(config: Config, cache_path: Path | None):  # type: ignore[no-untyped-def]
+def _load(config: Config, cache_path: Path | None, kafka=None):  # type: ignore[no-untyped-def]
     from costline.serving.cache import SemanticCache
     from costline.serving.embedding import Embedder
 
     cfg = config.serving.cache
     # The embedder only names the model here; nothing is embedded, so it never loads.
-    return SemanticCache.load(_path(config, cache_path), Embedder(cfg.model_path), cfg)
+    return SemanticCache.load(_path(config, cache_path), Embedder(cfg.model_path), cfg, kafka=kafka)

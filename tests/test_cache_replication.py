@@ -398,3 +398,40 @@ def test_with_kafka_unreachable_a_started_replica_still_serves_and_shuts_down() 
         assert cache.force_flush(0.2) is False
     finally:
         cache.shutdown(timeout=2.0)
+
+
+@pytest.mark.kafka
+def test_costline_cache_invalidate_publishes_to_every_replica(kafka: KafkaConfig, topic: str, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from costline.cli import _register_area_commands, cli
+
+    _register_area_commands()
+    dim = 384  # the command loads the saved cache with the configured (MiniLM) embedder's dimension
+    vec = np.random.default_rng(1).normal(size=dim).astype(np.float32)
+    vec /= np.linalg.norm(vec)
+    a, b = (SemanticCache(None, replica_config(topic, kafka, n), dim=dim) for n in ("r0", "r1"))
+    try:
+        for c in (a, b):
+            c.start()
+            assert c.replication is not None and c.replication.wait_ready(WAIT_S)
+        a.store_vector(vec, "stale", tenant="acme", namespace="billing", doc_hashes=["policy"])
+
+        def answer(c: SemanticCache) -> str | None:
+            found = c.lookup_vector(vec, tenant="acme", namespace="billing")
+            return None if found is None else found.answer
+
+        assert wait_for(lambda: answer(b) == "stale")
+        saved = tmp_path / "saved"
+        a.save(saved)  # an operator's saved copy: the command edits it and publishes what it removed
+        toml = tmp_path / "costline.toml"
+        toml.write_text(f'[serving.cache]\nmode = "threshold"\nreplication_topic = "{topic}"\n'
+                        f'replication_bootstrap_servers = "{kafka.bootstrap}"\nreplica_id = "cli"\n')
+        r = CliRunner().invoke(cli, ["--config", str(toml), "cache", "invalidate", "--path", str(saved),
+                                     "--doc", "policy"])
+        assert r.exit_code == 0, r.output
+        assert "removed 1 entries" in r.output and f"published to {topic}" in r.output
+        assert wait_for(lambda: answer(a) is None and answer(b) is None)
+    finally:
+        a.shutdown()
+        b.shutdown()
