@@ -43,7 +43,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from costline.netsec import Limits, refuse_open_bind, ssl_context
-from costline.serving._http import HttpRequest, HttpResponse, JsonServer, Route, ServedByJsonServer
+from costline.serving._http import HttpRequest, HttpResponse, Route, ServedByJsonServer
+from costline.serving.asgi import AsgiServer
 from costline.serving.auth import GatewayGuard, KeyStore, Refused
 from costline.serving.backends import Prompt
 from costline.serving.cache_key import scope_of_body
@@ -76,21 +77,31 @@ class Gateway(ServedByJsonServer):
         self.guard = GatewayGuard(cfg, host=host, keys=keys, **({"now": now} if now else {}))
         refuse_open_bind("the gateway", host, authenticated=self.guard.auth_required(),
                          insecure=cfg.allow_insecure, how="add API keys with `costline keys add TENANT`")
-        busy = json.dumps({"type": "error", "error": {"type": "overloaded_error",
-                                                      "message": "the gateway is busy: retry later"}}).encode()
-        self._server = JsonServer(
+        self._server = AsgiServer(
             [Route("POST", "/v1/messages", self._messages), Route("GET", "/v1/models", self._models),
              Route("OPTIONS", "/v1/messages", self._preflight)],
             host=host,
             port=cfg.port if port is None else port,
             not_found=lambda req: _error(404, f"no route {req.method} {req.path}"),
             on_error=lambda req, exc: _error(500, f"costline gateway failure: {type(exc).__name__}"),
-            name="costline-gateway",
-            limits=Limits.of(cfg),
             reject=lambda r: _error(r.status, r.message, r.headers),
-            ssl_ctx=ssl_context(cfg.tls_cert_file, cfg.tls_key_file),
-            busy_body=("application/json", busy),
+            busy=lambda path: _error(529, "the gateway is busy: retry later",
+                                     {"retry-after": str(cfg.retry_after_s)}),
+            bad_request=lambda message: json.dumps(_error(400, message).body).encode(),
+            limits=Limits.of(cfg),
+            drain_timeout_s=cfg.drain_timeout_s,
+            tls_files=_tls_files(cfg),
+            name="costline-gateway",
         )
+
+    def bind(self) -> int:
+        """Bind the port (0 picks a free one) before :meth:`serve_forever` serves in this thread."""
+        return self._server.bind()
+
+    @property
+    def draining(self) -> bool:
+        """True once a drain began (SIGTERM or :meth:`shutdown`): ``/readyz`` answers 503."""
+        return self._server.draining
 
     # -- handlers ----------------------------------------------------------------------------
     def _preflight(self, req: HttpRequest) -> HttpResponse:
@@ -298,6 +309,13 @@ def _headers(result: Answer) -> dict[str, str]:
         "x-costline-cache-hit": json.dumps(result.cached),
         "x-costline-request-id": result.request_id,
     }
+
+
+def _tls_files(cfg: GatewayConfig) -> tuple[str, str] | None:
+    """The PEM files of an HTTPS gateway (checked here: a bad pair names its key)."""
+    if ssl_context(cfg.tls_cert_file, cfg.tls_key_file) is None:
+        return None
+    return str(cfg.tls_cert_file), str(cfg.tls_key_file)
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> HttpResponse:

@@ -77,16 +77,18 @@ def serve(config: Config, host: str | None, port: int | None, with_standin: bool
         cache = SemanticCache(make_embedder(c), c)
     pipeline = Pipeline.from_config(config, recorder=recorder, cache=cache)
     gateway = Gateway(pipeline, config.serving.gateway, host=host, port=port)
-    gateway.start()
+    gateway.bind()
     click.echo(f"costline gateway on {gateway.url} (policy {config.serving.router.policy}); Ctrl-C stops it")
     from costline.serving.auth import open_mode_note
 
     note = open_mode_note(config.serving.gateway, bind, gateway.guard)
     if note:
         click.echo(note, err=True)
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)  # SIGTERM flushes telemetry like Ctrl-C does
+    # SIGTERM: the server drains (/readyz 503, requests in flight finish, at most drain_timeout_s),
+    # then this handler, restored, ends the process through the finally below, which flushes telemetry.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
-        gateway.serve_forever()
+        gateway.serve_forever()  # uvicorn in this thread: the event loop, requests on a bounded pool
     finally:
         pipeline.close()
         provider.shutdown()
