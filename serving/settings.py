@@ -222,6 +222,9 @@ class GatewayConfig:
     retry_after_s: int = 1
     #: On SIGTERM: seconds requests in flight get to finish before the gateway exits anyway.
     drain_timeout_s: float = 30.0
+    #: Record the OTel GenAI client metrics and costline's own (collectors/metrics.py), exported as
+    #: [collector] metrics_otlp / metrics_prometheus say (`costline serve --metrics` turns it on too).
+    metrics: bool = False
     #: HTTPS: PEM certificate chain and private key (both or neither).
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None

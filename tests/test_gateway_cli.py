@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import urllib.request
 
 import anthropic
 import openai
@@ -24,25 +25,44 @@ keys_file = "{tmp / 'keys.json'}"
 
 [serving.cache]
 path = "{tmp / 'cache'}"
+
+[collector]
+metrics_prometheus = true
+metrics_prometheus_port = 0
 """)
     env = {k: v for k, v in os.environ.items() if not k.startswith("COSTLINE_")}
     proc = subprocess.Popen([sys.executable, "-m", "costline", "--config", str(config), "serve", "--standin",
-                             "--port", "0", "--no-telemetry"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             "--port", "0", "--no-telemetry", "--metrics"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env)
-    url = None
+    url = metrics = None
     for line in proc.stdout:
+        if line.startswith("metrics on "):
+            metrics = line.split()[2]
         if line.startswith("costline gateway on "):
             url = line.split()[3]
             break
-    if url is None:
+    if url is None or metrics is None:
         proc.kill()
         pytest.fail(proc.stderr.read())
-    yield url
+    yield url, metrics
     proc.terminate()
     assert proc.wait(60) == 0
 
 
+def scrape(url: str) -> dict[str, float]:
+    """name{labels} -> value of the Prometheus text format, summed over the labels."""
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        text = resp.read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            out[name.split("{")[0]] = out.get(name.split("{")[0], 0.0) + float(value)
+    return out
+
+
 def test_both_sdks_against_costline_serve(served) -> None:
+    served, metrics_url = served
     oa = openai.OpenAI(base_url=f"{served}/v1", api_key="unused", max_retries=0,
                        default_headers={"x-costline-tenant": "acme"})
     ask = dict(model="gpt-4o-mini", max_tokens=256, messages=[{"role": "user", "content": QUESTION}])
@@ -67,3 +87,7 @@ def test_both_sdks_against_costline_serve(served) -> None:
     raw = other.messages.with_raw_response.create(model="gpt-4o-mini", max_tokens=256,
                                                   messages=[{"role": "user", "content": QUESTION}])
     assert raw.headers["x-costline-cache-hit"] == "false"
+    # --metrics: the GenAI client metrics and costline's cache counters, scraped by Prometheus
+    seen = scrape(metrics_url)
+    assert seen["costline_cache_lookups_total"] == 4 and seen["costline_cache_hits_total"] == 2
+    assert seen["gen_ai_client_token_usage_count"] == 4  # two model calls, input and output each
