@@ -30,12 +30,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import uvicorn
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route as StarletteRoute
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from costline.serving.errors import MissingExtraError
+
+try:
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response, StreamingResponse
+    from starlette.routing import Route as StarletteRoute
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+except ImportError as exc:  # the serving extra
+    raise MissingExtraError(exc.name or "starlette") from None
 
 from costline.netsec import HttpReject, Limits
 from costline.serving._http import HttpRequest, HttpResponse, Route
@@ -144,7 +149,7 @@ class AsgiServer:
         cert, key = self._tls_files or (None, None)
         config = uvicorn.Config(
             self.app, http=self._protocol, loop="asyncio", lifespan="off", access_log=False, log_config=None,
-            log_level="warning", timeout_keep_alive=max(int(round(self._limits.idle_timeout_s)), 1),
+            log_level="warning", timeout_keep_alive=max(self._limits.idle_timeout_s, 0.01),
             timeout_graceful_shutdown=max(int(round(self._drain_timeout_s)), 1),
             h11_max_incomplete_event_size=self._limits.max_header_bytes,
             ssl_certfile=cert, ssl_keyfile=key, server_header=False)
@@ -350,6 +355,12 @@ class _ApiH11Protocol(H11Protocol):
     """uvicorn's h11 protocol, answering an unparsable request in the API's error format."""
 
     bad_request_body: Callable[[str], bytes]
+
+    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        # uvicorn times out idle connections only between requests: a connection that never sends
+        # its first one is closed after the same idle_timeout_s (its first bytes cancel the timer)
+        self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
 
     def send_400_response(self, msg: str) -> None:  # noqa: ARG002 - h11's message is generic
         import h11

@@ -159,3 +159,17 @@ drain_timeout_s = 30
             proc.kill()
             proc.wait()
         standin.shutdown()
+
+
+def test_a_connection_that_never_sends_a_request_is_closed_after_the_idle_timeout(standin, tmp_path) -> None:
+    import socket
+
+    pipeline = make_pipeline(standin)
+    gw = Gateway(pipeline, GatewayConfig(keys_file=tmp_path / "keys.json", idle_timeout_s=0.5), port=0)
+    gw.start()
+    try:
+        with socket.create_connection(("127.0.0.1", gw.port), timeout=20) as s:
+            assert s.recv(1024) == b""  # closed by the server (a timeout here would raise)
+    finally:
+        gw.shutdown()
+        pipeline.close()
