@@ -192,6 +192,9 @@ class AsgiServer:
         while not started.wait(0.01):
             if server.started:
                 break
+        if not server.started:
+            self._close()
+            raise RuntimeError(f"{self._name} could not start on {self._host}:{self._port} (see the log)")
         return self.port
 
     def serve_forever(self) -> None:
