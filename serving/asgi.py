@@ -278,10 +278,12 @@ class AsgiServer:
             response = await loop.run_in_executor(self._pool, self._dispatch, req)
             if response.stream is None:
                 return _to_starlette(response)
-            released = True  # the stream releases its slot when it ends
-            return StreamingResponse(self._pieces(response.stream), status_code=response.status,
-                                     media_type=response.content_type,
-                                     headers={"cache-control": "no-cache", **response.headers})
+            released = True  # the stream releases its slot when it ends (or is never sent)
+            it = iter(response.stream)
+            ended = _StreamEnd(self, it)
+            return _Streaming(self._pieces(it, ended), ended, status_code=response.status,
+                              media_type=response.content_type,
+                              headers={"cache-control": "no-cache", **response.headers})
         finally:
             if not released:
                 self._in_flight -= 1
@@ -299,17 +301,15 @@ class AsgiServer:
                     return self._on_error(req, exc)
         return self._not_found(request)
 
-    async def _pieces(self, stream: Any) -> Any:
+    async def _pieces(self, it: Iterator[bytes], ended: "_StreamEnd") -> Any:
         """A blocking iterator's pieces, each fetched on the worker pool; closed when the client goes."""
-        it: Iterator[bytes] = iter(stream)
         pool = self._pool
-        pending: Any = None  # the worker's future (not asyncio's wrapper: a cancelled await leaves it running)
         try:
             while True:
                 assert pool is not None
-                pending = pool.submit(next, it, _END)
-                piece = await asyncio.wrap_future(pending)
-                pending = None
+                ended.pending = pool.submit(next, it, _END)
+                piece = await asyncio.wrap_future(ended.pending)
+                ended.pending = None
                 if piece is _END:
                     return
                 if piece:
@@ -317,13 +317,7 @@ class AsgiServer:
         except Exception:  # too late for an error status: cut the stream short
             log.exception("%s: a stream failed midway", self._name)
         finally:
-            self._in_flight -= 1
-            close = getattr(it, "close", None)
-            if close is not None and pool is not None:
-                if pending is not None and not pending.done():  # close once the running next() returns
-                    pending.add_done_callback(lambda _f: _submit_quietly(pool, close))
-                else:
-                    _submit_quietly(pool, close)
+            ended()
 
     async def _read_body(self, request: Request) -> bytes:
         limit = self._limits.max_body_bytes
@@ -354,6 +348,48 @@ class AsgiServer:
                 return b"".join(parts)
 
 
+class _StreamEnd:
+    """Ends a streamed answer once: frees its slot and closes its iterator on the pool (after the
+    ``next()`` running there, if any: a generator cannot be closed while it runs)."""
+
+    def __init__(self, server: AsgiServer, it: Iterator[bytes]) -> None:
+        self.server = server
+        self.it = it
+        self.pending: Any = None  # the worker's future (asyncio's wrapper, once cancelled, says done too early)
+        self.done = False
+
+    def __call__(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        self.server._in_flight -= 1
+        close = getattr(self.it, "close", None)
+        pool = self.server._pool
+        if close is None:
+            return
+        if pool is None:
+            _submit_quietly(None, close)
+        elif self.pending is not None and not self.pending.done():
+            self.pending.add_done_callback(lambda _f: _submit_quietly(pool, close))
+        else:
+            _submit_quietly(pool, close)
+
+
+class _Streaming(StreamingResponse):
+    """A streaming response that ends its stream even when it is never iterated (the client left
+    before the first byte): the slot is freed and the request's pipeline generator closed."""
+
+    def __init__(self, content: Any, ended: _StreamEnd, **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self._ended = ended
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._ended()
+
+
 class _ApiH11Protocol(H11Protocol):
     """uvicorn's h11 protocol, answering an unparsable request in the API's error format."""
 
@@ -382,13 +418,16 @@ class _ApiH11Protocol(H11Protocol):
         self.transport.close()
 
 
-def _submit_quietly(pool: ThreadPoolExecutor, fn: Callable[[], Any]) -> None:
+def _submit_quietly(pool: ThreadPoolExecutor | None, fn: Callable[[], Any]) -> None:
     def run() -> None:
         try:
             fn()
         except Exception:
             log.debug("costline: closing a stream failed", exc_info=True)
 
+    if pool is None:
+        run()
+        return
     try:
         pool.submit(run)
     except RuntimeError:  # the pool is shut down: close here

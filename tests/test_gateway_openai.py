@@ -78,6 +78,17 @@ def gateway(standin, exporter, tmp_path):
         pipeline.close()
 
 
+def settles_to_zero(gw) -> bool:
+    """Every admitted request released its slot (a stream frees it once its last byte left)."""
+    import time
+
+    for _ in range(400):
+        if gw._server.in_flight == 0:
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def client(gw, **kw) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{gw.url}/v1", api_key=kw.pop("api_key", "unused"), max_retries=0, **kw)
 
@@ -140,6 +151,7 @@ def test_streaming_with_usage_in_the_final_chunk(gateway, standin, gated) -> Non
     # without include_usage no chunk carries usage
     chunks = list(app.chat.completions.create(**ask, stream=True))
     assert all(getattr(ch, "usage", None) is None for ch in chunks)
+    assert settles_to_zero(gw)
 
 
 def test_one_cache_entry_for_both_apis(gateway) -> None:
@@ -199,3 +211,4 @@ def test_a_model_failing_mid_stream_ends_the_stream_with_an_error(gateway, stand
             if chunk.choices:
                 pieces.append(chunk.choices[0].delta.content or "")
     assert "".join(pieces)  # what was sent before the failure stands
+    assert settles_to_zero(gw)
