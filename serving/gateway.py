@@ -72,7 +72,11 @@ ErrorFn = Callable[..., HttpResponse]
 
 
 class Gateway(ServedByJsonServer):
-    """Serves ``pipeline`` as an Anthropic Messages API. ``start()`` returns the port."""
+    """Serves ``pipeline`` as the Anthropic Messages API and the OpenAI Chat Completions API.
+
+    ``start()`` serves in a background thread and returns the port; ``bind()`` then
+    ``serve_forever()`` serves in this thread (draining on SIGTERM: ``costline serve``).
+    ``wall`` is the clock of the ``created`` timestamps of chat completions."""
 
     def __init__(self, pipeline: Pipeline, config: GatewayConfig | None = None, *,
                  host: str | None = None, port: int | None = None, keys: KeyStore | None = None,
