@@ -81,7 +81,7 @@ class AsgiServer:
         port: int,
         not_found: Callable[[HttpRequest], HttpResponse],
         on_error: Callable[[HttpRequest, Exception], HttpResponse],
-        reject: Callable[[HttpReject], HttpResponse],
+        reject: Callable[[HttpReject, str], HttpResponse],
         busy: Callable[[str], HttpResponse],
         bad_request: Callable[[str], bytes],
         limits: Limits,
@@ -268,7 +268,7 @@ class AsgiServer:
             try:
                 body = await self._read_body(request)
             except HttpReject as r:
-                response = self._reject(r)
+                response = self._reject(r, request.url.path)
                 if r.status in (413, 400, 411):
                     response.headers.setdefault("connection", "close")
                 return _to_starlette(response)

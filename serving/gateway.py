@@ -89,6 +89,9 @@ class Gateway(ServedByJsonServer):
                          insecure=cfg.allow_insecure, how="add API keys with `costline keys add TENANT`")
         from costline.serving.openai_api import ChatCompletions, openai_error
 
+        def _error_for(path: str) -> ErrorFn:  # each API answers in its own error format
+            return openai_error if path.startswith("/v1/chat/") else _error
+
         self.chat_completions = ChatCompletions(self, wall=wall)
         self._server = AsgiServer(
             [Route("POST", "/v1/messages", self._messages), Route("GET", "/v1/models", self._models),
@@ -98,10 +101,10 @@ class Gateway(ServedByJsonServer):
             host=host,
             port=cfg.port if port is None else port,
             not_found=lambda req: _error(404, f"no route {req.method} {req.path}"),
-            on_error=lambda req, exc: _error(500, f"costline gateway failure: {type(exc).__name__}"),
-            reject=lambda r: _error(r.status, r.message, r.headers),
-            busy=lambda path: (openai_error if path.startswith("/v1/chat/") else _error)(
-                529, "the gateway is busy: retry later", {"retry-after": str(cfg.retry_after_s)}),
+            on_error=lambda req, exc: _error_for(req.path)(500, f"costline gateway failure: {type(exc).__name__}"),
+            reject=lambda r, path: _error_for(path)(r.status, r.message, r.headers),
+            busy=lambda path: _error_for(path)(529, "the gateway is busy: retry later",
+                                               {"retry-after": str(cfg.retry_after_s)}),
             bad_request=lambda message: json.dumps(_error(400, message).body).encode(),
             limits=Limits.of(cfg),
             drain_timeout_s=cfg.drain_timeout_s,

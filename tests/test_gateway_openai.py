@@ -212,3 +212,10 @@ def test_a_model_failing_mid_stream_ends_the_stream_with_an_error(gateway, stand
                 pieces.append(chunk.choices[0].delta.content or "")
     assert "".join(pieces)  # what was sent before the failure stands
     assert settles_to_zero(gw)
+
+
+def test_a_body_over_the_limit_is_refused_in_openais_format(gateway) -> None:
+    gw = gateway(max_body_bytes=2048)
+    with pytest.raises(openai.APIStatusError) as err:
+        client(gw).chat.completions.create(model="m", messages=[{"role": "user", "content": "x" * 5000}])
+    assert err.value.status_code == 413 and err.value.body["type"] == "invalid_request_error"
