@@ -1,4 +1,5 @@
-"""A small JSON-over-HTTP server on the standard library, shared by the stand-ins and the gateway."""
+"""A small JSON-over-HTTP server on the standard library, shared by the local stand-ins and the distill dev server
+(the gateway serves the same handler shapes through :mod:`costline.serving.asgi`)."""
 
 from __future__ import annotations
 

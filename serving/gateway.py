@@ -1,4 +1,6 @@
-"""``costline serve``: an HTTP gateway that speaks the Anthropic Messages API.
+"""``costline serve``: an HTTP gateway that speaks the Anthropic Messages API (and, on the same
+pipeline, the OpenAI Chat Completions API: :mod:`costline.serving.openai_api`), served by
+:mod:`costline.serving.asgi` (Starlette on uvicorn, the handlers below on a bounded thread pool).
 
 An existing app changes only its ``base_url`` (``Anthropic(base_url="http://127.0.0.1:8787")``)
 and gets routing, the semantic cache, escalation and telemetry: ``POST /v1/messages`` runs
@@ -38,13 +40,15 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from costline.netsec import Limits, refuse_open_bind, ssl_context
-from costline.serving._http import HttpRequest, HttpResponse, JsonServer, Route, ServedByJsonServer
-from costline.serving.auth import GatewayGuard, KeyStore, Refused
+from costline.serving._http import HttpRequest, HttpResponse, Route, ServedByJsonServer
+from costline.serving.asgi import AsgiServer
+from costline.serving.auth import Admitted, GatewayGuard, KeyStore, Refused
 from costline.serving.backends import Prompt
 from costline.serving.cache_key import scope_of_body
 from costline.serving.pipeline import Answer, LiveAnswer, Pipeline
@@ -63,34 +67,59 @@ STREAM_MODE_HEADER = "x-costline-stream-mode"
 _STOP = {"stop": "end_turn", "length": "max_tokens"}
 _STATUS_OF_ERROR = {"RateLimitError": 429, "OverloadedError": 529}
 
+#: An API's error answer: ``error(status, message, headers)``.
+ErrorFn = Callable[..., HttpResponse]
+
 
 class Gateway(ServedByJsonServer):
-    """Serves ``pipeline`` as an Anthropic Messages API. ``start()`` returns the port."""
+    """Serves ``pipeline`` as the Anthropic Messages API and the OpenAI Chat Completions API.
+
+    ``start()`` serves in a background thread and returns the port; ``bind()`` then
+    ``serve_forever()`` serves in this thread (draining on SIGTERM: ``costline serve``).
+    ``wall`` is the clock of the ``created`` timestamps of chat completions."""
 
     def __init__(self, pipeline: Pipeline, config: GatewayConfig | None = None, *,
                  host: str | None = None, port: int | None = None, keys: KeyStore | None = None,
-                 now: Callable[[], float] | None = None) -> None:
+                 now: Callable[[], float] | None = None, wall: Callable[[], float] = time.time) -> None:
         self.pipeline = pipeline
         self.config = cfg = config or GatewayConfig()
         host = host or cfg.host
         self.guard = GatewayGuard(cfg, host=host, keys=keys, **({"now": now} if now else {}))
         refuse_open_bind("the gateway", host, authenticated=self.guard.auth_required(),
                          insecure=cfg.allow_insecure, how="add API keys with `costline keys add TENANT`")
-        busy = json.dumps({"type": "error", "error": {"type": "overloaded_error",
-                                                      "message": "the gateway is busy: retry later"}}).encode()
-        self._server = JsonServer(
+        from costline.serving.openai_api import ChatCompletions, openai_error
+
+        def _error_for(path: str) -> ErrorFn:  # each API answers in its own error format
+            return openai_error if path.startswith("/v1/chat/") else _error
+
+        self.chat_completions = ChatCompletions(self, wall=wall)
+        self._server = AsgiServer(
             [Route("POST", "/v1/messages", self._messages), Route("GET", "/v1/models", self._models),
-             Route("OPTIONS", "/v1/messages", self._preflight)],
+             Route("OPTIONS", "/v1/messages", self._preflight),
+             Route("POST", "/v1/chat/completions", self.chat_completions),
+             Route("OPTIONS", "/v1/chat/completions", self._preflight)],
             host=host,
             port=cfg.port if port is None else port,
             not_found=lambda req: _error(404, f"no route {req.method} {req.path}"),
-            on_error=lambda req, exc: _error(500, f"costline gateway failure: {type(exc).__name__}"),
-            name="costline-gateway",
+            on_error=lambda req, exc: _error_for(req.path)(500, f"costline gateway failure: {type(exc).__name__}"),
+            reject=lambda r, path: _error_for(path)(r.status, r.message, r.headers),
+            busy=lambda path: _error_for(path)(529, "the gateway is busy: retry later",
+                                               {"retry-after": str(cfg.retry_after_s)}),
+            bad_request=lambda message: json.dumps(_error(400, message).body).encode(),
             limits=Limits.of(cfg),
-            reject=lambda r: _error(r.status, r.message, r.headers),
-            ssl_ctx=ssl_context(cfg.tls_cert_file, cfg.tls_key_file),
-            busy_body=("application/json", busy),
+            drain_timeout_s=cfg.drain_timeout_s,
+            tls_files=_tls_files(cfg),
+            name="costline-gateway",
         )
+
+    def bind(self) -> int:
+        """Bind the port (0 picks a free one) before :meth:`serve_forever` serves in this thread."""
+        return self._server.bind()
+
+    @property
+    def draining(self) -> bool:
+        """True once a drain began (SIGTERM or :meth:`shutdown`): ``/readyz`` answers 503."""
+        return self._server.draining
 
     # -- handlers ----------------------------------------------------------------------------
     def _preflight(self, req: HttpRequest) -> HttpResponse:
@@ -99,23 +128,44 @@ class Gateway(ServedByJsonServer):
             return _error(allowed.status, allowed.message, allowed.headers)
         return HttpResponse(204, raw=b"", headers=allowed)
 
-    def _messages(self, req: HttpRequest) -> HttpResponse:
-        admitted = self.guard.admit(req)  # before the body is parsed: strangers get nothing for free
+    def _entry(self, req: HttpRequest, error: ErrorFn) -> tuple[Admitted, Mapping[str, Any]] | HttpResponse:
+        """The checks both APIs share: the guard (before the body is parsed: strangers get nothing
+        for free), a JSON object body, ``metadata.tenant``. The request's answer, or what to go on with."""
+        admitted = self.guard.admit(req)
         if isinstance(admitted, Refused):
-            return _error(admitted.status, admitted.message, admitted.headers)
+            return error(admitted.status, admitted.message, admitted.headers)
         try:
             body = req.json()
         except (ValueError, UnicodeDecodeError, RecursionError):
-            return _error(400, "the body is not valid JSON", admitted.headers)
+            return error(400, "the body is not valid JSON", admitted.headers)
         if not isinstance(body, Mapping):
-            return _error(400, "the body must be a JSON object", admitted.headers)
+            return error(400, "the body must be a JSON object", admitted.headers)
         meta = body.get("metadata") if isinstance(body.get("metadata"), Mapping) else {}
         refused = self.guard.check_body_tenant(admitted, meta.get("tenant"))
         if refused is not None:
-            return _error(refused.status, refused.message, refused.headers)
+            return error(refused.status, refused.message, refused.headers)
+        return admitted, body
+
+    def _messages(self, req: HttpRequest) -> HttpResponse:
+        entered = self._entry(req, _error)
+        if isinstance(entered, HttpResponse):
+            return entered
+        admitted, body = entered
         response = self._answer(req, body, admitted.tenant)
         response.headers.update(admitted.headers)
         return response
+
+    def ask(self, req: HttpRequest, *, query: str, prompt: Prompt, cache_scope: str, stream: bool,
+            metadata: Mapping[str, Any], tenant: str | None) -> Answer | LiveAnswer:
+        """Run the pipeline for a parsed request of either API (tenant, task type, doc hashes from the
+        request as documented above)."""
+        cfg = self.config
+        tenant = tenant or cfg.default_tenant
+        task_type = req.header(cfg.task_type_header) or str(metadata.get("task_type") or "") or cfg.default_task_type
+        doc_hashes = tuple(h.strip() for h in (req.header(cfg.doc_hashes_header) or "").split(",") if h.strip())
+        return (self.pipeline.answer_stream if stream else self.pipeline.answer)(
+            query, task_type=task_type, tenant=tenant, doc_hashes=doc_hashes, prompt=prompt,
+            cache_scope=cache_scope)
 
     def _answer(self, req: HttpRequest, body: Mapping[str, Any], tenant: str | None) -> HttpResponse:
         stream = bool(body.get("stream"))
@@ -129,20 +179,14 @@ class Gateway(ServedByJsonServer):
         if not query.strip():
             return _error(400, "messages: the last user message has no text")
         meta = body.get("metadata") if isinstance(body.get("metadata"), Mapping) else {}
-        cfg = self.config
-        tenant = tenant or cfg.default_tenant
-        task_type = req.header(cfg.task_type_header) or str(meta.get("task_type") or "") or cfg.default_task_type
-        doc_hashes = tuple(h.strip() for h in (req.header(cfg.doc_hashes_header) or "").split(",") if h.strip())
         prompt = Prompt(tuple(messages), body.get("system"), max_tokens)
-        result = (self.pipeline.answer_stream if stream else self.pipeline.answer)(
-            query, task_type=task_type, tenant=tenant, doc_hashes=doc_hashes, prompt=prompt,
-            cache_scope=scope_of_body(body))
+        result = self.ask(req, query=query, prompt=prompt, cache_scope=scope_of_body(body), stream=stream,
+                          metadata=meta, tenant=tenant)
         if isinstance(result, LiveAnswer):
             return _live_response(result)
         headers = _headers(result)
         if not result.cached and result.reply is None:
-            problem = result.attempts[-1].problem if result.attempts else "no attempt"
-            status = _STATUS_OF_ERROR.get(problem or "", 529 if "Overloaded" in (problem or "") else 500)
+            status = failure_status(result)
             # The gateway already retried (the SDK's retries, then escalation): ask clients not to.
             return _error(status, f"every tier failed: {result.reason}", {**headers, "x-should-retry": "false"})
         if stream:
@@ -155,9 +199,11 @@ class Gateway(ServedByJsonServer):
         admitted = self.guard.admit(req)
         if isinstance(admitted, Refused):
             return _error(admitted.status, admitted.message, admitted.headers)
+        # one list both SDKs read: Anthropic's fields and OpenAI's (object, created, owned_by)
         data = [{"type": "model", "id": t.model, "display_name": f"{t.model} ({t.name})",
-                 "created_at": "2026-06-01T00:00:00Z"} for t in self.pipeline.registry]
-        return HttpResponse(200, {"data": data, "has_more": False,
+                 "created_at": "2026-06-01T00:00:00Z", "object": "model", "created": 1780272000,
+                 "owned_by": "costline"} for t in self.pipeline.registry]
+        return HttpResponse(200, {"object": "list", "data": data, "has_more": False,
                                   "first_id": data[0]["id"] if data else None,
                                   "last_id": data[-1]["id"] if data else None})
 
@@ -217,25 +263,11 @@ def _live_response(live: LiveAnswer) -> HttpResponse:
     The first piece is awaited before the status goes out: a tier that fails before it is
     escalated, and a request whose every tier failed gets the error status of a plain request.
     """
-    pieces = iter(live)
-    try:
-        first = next(pieces, None)
-    except BaseException:
-        live.close()
-        raise
-    result = live.result
-    if result is not None and not result.cached and result.reply is None and not result.text:
-        live.close()
-        problem = result.attempts[-1].problem if result.attempts else "no attempt"
-        status = _STATUS_OF_ERROR.get(problem or "", 529 if "Overloaded" in (problem or "") else 500)
-        return _error(status, f"every tier failed: {result.reason}", {**_headers(result), "x-should-retry": "false"})
-    if result is not None:  # settled already: a cache hit, or escalated before the first piece
-        headers = _headers(result)
-    else:
-        headers = {"x-costline-tier": live.tier, "x-costline-routed-tier": live.routed_tier,
-                   "x-costline-attempts": "1", "x-costline-escalations": "0", "x-costline-cache-hit": "false",
-                   "x-costline-request-id": live.request_id}
-    headers[STREAM_MODE_HEADER] = "buffered" if live.buffered else "live"
+    opened = open_live(live)
+    if isinstance(opened, Answer):
+        return _error(failure_status(opened), f"every tier failed: {opened.reason}",
+                      {**_headers(opened), "x-should-retry": "false"})
+    first, pieces, headers = opened
     return HttpResponse(200, headers=headers, content_type="text/event-stream",
                         stream=_live_events(live, first, pieces))
 
@@ -280,6 +312,35 @@ def _live_events(live: LiveAnswer, first: str | None, pieces: Any) -> Any:
         live.close()
 
 
+def failure_status(result: Answer) -> int:
+    """Anthropic's status for an answer whose every tier failed: 429, 529 or 500."""
+    problem = result.attempts[-1].problem if result.attempts else "no attempt"
+    return _STATUS_OF_ERROR.get(problem or "", 529 if "Overloaded" in (problem or "") else 500)
+
+
+def open_live(live: LiveAnswer) -> tuple[str | None, Iterator[str], dict[str, str]] | Answer:
+    """The first piece of a live answer, the rest, and the response headers; or the failed
+    :class:`Answer` when every tier failed before a first piece (then nothing was sent)."""
+    pieces = iter(live)
+    try:
+        first = next(pieces, None)
+    except BaseException:
+        live.close()
+        raise
+    result = live.result
+    if result is not None and not result.cached and result.reply is None and not result.text:
+        live.close()
+        return result
+    if result is not None:  # settled already: a cache hit, or escalated before the first piece
+        headers = _headers(result)
+    else:
+        headers = {"x-costline-tier": live.tier, "x-costline-routed-tier": live.routed_tier,
+                   "x-costline-attempts": "1", "x-costline-escalations": "0", "x-costline-cache-hit": "false",
+                   "x-costline-request-id": live.request_id}
+    headers[STREAM_MODE_HEADER] = "buffered" if live.buffered else "live"
+    return first, pieces, headers
+
+
 def _upstream_error_type(error: Exception | None) -> str | None:
     """The Messages API error type a model's in-stream error event carried, if it said one."""
     body = getattr(getattr(error, "__cause__", None), "body", None)
@@ -298,6 +359,13 @@ def _headers(result: Answer) -> dict[str, str]:
         "x-costline-cache-hit": json.dumps(result.cached),
         "x-costline-request-id": result.request_id,
     }
+
+
+def _tls_files(cfg: GatewayConfig) -> tuple[str, str] | None:
+    """The PEM files of an HTTPS gateway (checked here: a bad pair names its key)."""
+    if ssl_context(cfg.tls_cert_file, cfg.tls_key_file) is None:
+        return None
+    return str(cfg.tls_cert_file), str(cfg.tls_key_file)
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> HttpResponse:

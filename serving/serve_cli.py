@@ -22,19 +22,25 @@ __all__ = ["serve", "standin"]
               help="Answer repeated questions from the semantic cache ([serving.cache]).")
 @click.option("--telemetry/--no-telemetry", default=True, show_default=True,
               help="Export spans to Kafka ([kafka]); off: no spans leave the process.")
+@click.option("--metrics/--no-metrics", default=None,
+              help="Record the OTel GenAI and costline metrics, exported per [collector] metrics_otlp / "
+                   "metrics_prometheus (default [serving.gateway] metrics).")
 @click.option("--insecure", is_flag=True, default=False,
               help="Listen beyond loopback without API keys (only behind a proxy that authenticates).")
 @pass_config
 def serve(config: Config, host: str | None, port: int | None, with_standin: bool, with_cache: bool,
-          telemetry: bool, insecure: bool) -> None:
-    """Run the gateway: the Anthropic Messages API (POST /v1/messages) in front of routing,
-    the semantic cache, escalation and telemetry. Apps only change their base_url.
+          telemetry: bool, metrics: bool | None, insecure: bool) -> None:
+    """Run the gateway: the Anthropic Messages API (POST /v1/messages) and the OpenAI Chat
+    Completions API (POST /v1/chat/completions) in front of routing, the semantic cache,
+    escalation and telemetry. Apps only change their base_url. SIGTERM drains it.
 
     \b
     Example:
         costline serve --standin --port 8787
         # then: Anthropic(base_url="http://127.0.0.1:8787", default_headers={"x-costline-tenant": "acme"})
         costline keys add acme   # from now on a key is required, and it decides the tenant
+        # OpenAI apps: OpenAI(base_url="http://127.0.0.1:8787/v1") (POST /v1/chat/completions)
+        COSTLINE_COLLECTOR_METRICS_PROMETHEUS=true costline serve --standin --metrics
     """
     from costline.collectors import Recorder, setup_tracing
     from costline.serving.gateway import Gateway
@@ -67,7 +73,15 @@ def serve(config: Config, host: str | None, port: int | None, with_standin: bool
         from opentelemetry.sdk.trace import TracerProvider
 
         provider = TracerProvider()
-    recorder = Recorder(provider, capture=config.capture)
+    telemetry_metrics = None
+    if config.serving.gateway.metrics if metrics is None else metrics:
+        from costline.collectors.metrics import setup_metrics
+
+        telemetry_metrics = setup_metrics("costline-gateway", config=config)
+        if telemetry_metrics.prometheus_url:
+            click.echo(f"metrics on {telemetry_metrics.prometheus_url}")
+    recorder = Recorder(provider, capture=config.capture,
+                        metrics=telemetry_metrics.metrics if telemetry_metrics is not None else None)
     cache = None
     if with_cache:
         from costline.serving.cache import SemanticCache
@@ -77,19 +91,23 @@ def serve(config: Config, host: str | None, port: int | None, with_standin: bool
         cache = SemanticCache(make_embedder(c), c)
     pipeline = Pipeline.from_config(config, recorder=recorder, cache=cache)
     gateway = Gateway(pipeline, config.serving.gateway, host=host, port=port)
-    gateway.start()
+    gateway.bind()
     click.echo(f"costline gateway on {gateway.url} (policy {config.serving.router.policy}); Ctrl-C stops it")
     from costline.serving.auth import open_mode_note
 
     note = open_mode_note(config.serving.gateway, bind, gateway.guard)
     if note:
         click.echo(note, err=True)
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)  # SIGTERM flushes telemetry like Ctrl-C does
+    # SIGTERM: the server drains (/readyz 503, requests in flight finish, at most drain_timeout_s),
+    # then this handler, restored, ends the process through the finally below, which flushes telemetry.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
-        gateway.serve_forever()
+        gateway.serve_forever()  # uvicorn in this thread: the event loop, requests on a bounded pool
     finally:
         pipeline.close()
         provider.shutdown()
+        if telemetry_metrics is not None:
+            telemetry_metrics.shutdown()  # the last export
         if standin is not None:
             standin.shutdown()
 

@@ -237,10 +237,16 @@ class GatewayConfig:
     max_header_bytes: int = 32 * 1024
     idle_timeout_s: float = 15.0
     read_timeout_s: float = 10.0
-    #: Requests answered at once; accepted connections waiting beyond those; past both: 503.
+    #: Requests answered at once (worker threads); admitted requests waiting for one beyond those;
+    #: past both: 529 overloaded_error with retry-after (idle keep-alive connections count for neither).
     max_workers: int = 32
     max_pending: int = 64
     retry_after_s: int = 1
+    #: On SIGTERM: seconds requests in flight get to finish before the gateway exits anyway.
+    drain_timeout_s: float = 30.0
+    #: Record the OTel GenAI client metrics and costline's own (collectors/metrics.py), exported as
+    #: [collector] metrics_otlp / metrics_prometheus say (`costline serve --metrics` turns it on too).
+    metrics: bool = False
     #: HTTPS: PEM certificate chain and private key (both or neither).
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
@@ -257,6 +263,10 @@ class GatewayConfig:
             from costline.errors import ConfigError
 
             raise ConfigError("[serving.gateway] rate_limit_burst", "must be at least 1")
+        if not self.drain_timeout_s > 0:
+            from costline.errors import ConfigError
+
+            raise ConfigError("[serving.gateway] drain_timeout_s", "must be above 0 seconds")
 
 
 @dataclass(frozen=True)

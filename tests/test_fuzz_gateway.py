@@ -1,5 +1,5 @@
 """Property-based fuzzing of the gateway's request parsing: any method, headers and body get an
-answer in Anthropic's error format or a message, never a 5xx (except 503 when busy), never a crash."""
+answer in Anthropic's error format or a message, never a 5xx (except 529 when busy), never a crash."""
 
 from __future__ import annotations
 
@@ -89,6 +89,6 @@ def test_gateway_parses_anything_without_a_server_error(gateway, method, path, h
         answer = resp.read()
     finally:
         conn.close()
-    assert resp.status < 500 or resp.status == 503, (resp.status, answer[:300])
+    assert resp.status < 500 or resp.status in (503, 529), (resp.status, answer[:300])  # busy: back-pressure
     if resp.status >= 400 and resp.status != 431:
         assert json.loads(answer)["type"] == "error"

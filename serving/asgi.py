@@ -1,0 +1,459 @@
+"""The gateway's HTTP server: Starlette on uvicorn, the request-handling core in a bounded thread pool.
+
+The handlers stay plain functions ``HttpRequest -> HttpResponse`` (:mod:`costline.serving._http`),
+because everything they do blocks: the API-key check, JSON parsing, embedding the query, the FAISS
+search, the SDK call to the model. :class:`AsgiServer` runs them on a ``ThreadPoolExecutor`` of
+``max_workers`` threads, so the event loop only moves bytes; it never embeds or searches.
+
+* **bounded concurrency, back-pressure**: at most ``max_workers`` requests run and ``max_pending``
+  wait for a thread; past that a request is answered at once with the API's *busy* answer
+  (the gateway's: ``529 overloaded_error`` with ``retry-after``) instead of queueing without bound.
+  Idle keep-alive connections cost no thread.
+* **limits** (:class:`~costline.netsec.Limits`): body size (413 before reading it, from
+  ``Content-Length``, and while reading a chunked one), a body slower than ``read_timeout_s`` per read
+  (400), header bytes (h11's ``max_incomplete_event_size``), keep-alive idle timeout; a request
+  h11 cannot parse gets a 400 in the API's error format (:class:`_ApiH11Protocol`);
+* **graceful drain**: on SIGTERM (or :meth:`AsgiServer.shutdown`) ``/readyz`` turns 503, the
+  listener closes, requests in flight finish (at most ``drain_timeout_s``), then the process exits;
+* ``GET /healthz`` (200 while the process serves) and ``GET /readyz`` (200 when accepting work,
+  503 while starting or draining), without authentication: they tell nothing but up/ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from costline.serving.errors import MissingExtraError
+
+try:
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response, StreamingResponse
+    from starlette.routing import Route as StarletteRoute
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+except ImportError as exc:  # the serving extra
+    raise MissingExtraError(exc.name or "starlette") from None
+
+from costline.netsec import HttpReject, Limits
+from costline.serving._http import HttpRequest, HttpResponse, Route
+
+__all__ = ["AsgiServer", "Busy"]
+
+log = logging.getLogger(__name__)
+
+_END = object()
+#: Methods a route table may name (Starlette needs them per path).
+_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD")
+
+
+@dataclass(frozen=True)
+class Busy:
+    """What the server answers when every worker and queue slot is taken."""
+
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+
+
+class AsgiServer:
+    """Serves ``routes`` (sync handlers) through Starlette + uvicorn with a bounded worker pool.
+
+    ``not_found`` answers unknown paths, ``on_error`` a handler that raised, ``reject`` a request
+    refused before its handler ran (a bad or too-large body), ``busy(path)`` one refused for want
+    of capacity, ``bad_request(message)`` the raw bytes of a 400 for a request h11 cannot parse.
+    ``start()`` serves in a background thread (tests, embedding); ``serve_forever()`` serves in
+    the calling thread and, in the main thread, drains on SIGTERM/SIGINT.
+    """
+
+    def __init__(
+        self,
+        routes: list[Route],
+        *,
+        host: str,
+        port: int,
+        not_found: Callable[[HttpRequest], HttpResponse],
+        on_error: Callable[[HttpRequest, Exception], HttpResponse],
+        reject: Callable[[HttpReject, str], HttpResponse],
+        busy: Callable[[str], HttpResponse],
+        bad_request: Callable[[str], bytes],
+        limits: Limits,
+        drain_timeout_s: float = 30.0,
+        tls_files: tuple[str, str] | None = None,
+        name: str = "costline-asgi",
+    ) -> None:
+        self._routes = routes
+        self._host = host
+        self._port = port
+        self._not_found = not_found
+        self._on_error = on_error
+        self._reject = reject
+        self._busy = busy
+        self._limits = limits
+        self._drain_timeout_s = drain_timeout_s
+        self._tls_files = tls_files
+        self._name = name
+        self._capacity = limits.max_workers + limits.max_pending
+        self._in_flight = 0  # touched on the event loop only
+        self._pool: ThreadPoolExecutor | None = None
+        self._sock: socket.socket | None = None
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self.draining = False
+        self.ready = False
+        self.app = self._build_app()
+
+        class _Protocol(_ApiH11Protocol):
+            bad_request_body = staticmethod(bad_request)
+
+        self._protocol = _Protocol
+
+    # -- lifecycle --------------------------------------------------------------------------
+    @property
+    def port(self) -> int:
+        if self._sock is None:
+            raise RuntimeError("not started")
+        return int(self._sock.getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        scheme = "https" if self._tls_files else "http"
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"{scheme}://{host}:{self.port}"
+
+    @property
+    def in_flight(self) -> int:
+        """Requests admitted and not yet answered (running or waiting for a worker)."""
+        return self._in_flight
+
+    def _prepare(self) -> uvicorn.Server:
+        family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self._host, self._port))
+        except OSError:
+            sock.close()
+            raise
+        sock.listen(2048)
+        sock.setblocking(False)
+        self._sock = sock
+        self._pool = ThreadPoolExecutor(self._limits.max_workers, thread_name_prefix=self._name)
+        cert, key = self._tls_files or (None, None)
+        config = uvicorn.Config(
+            self.app, http=self._protocol, loop="asyncio", lifespan="off", access_log=False, log_config=None,
+            log_level="warning", timeout_keep_alive=max(self._limits.idle_timeout_s, 0.01),
+            timeout_graceful_shutdown=max(int(round(self._drain_timeout_s)), 1),
+            h11_max_incomplete_event_size=self._limits.max_header_bytes,
+            ssl_certfile=cert, ssl_keyfile=key, server_header=False)
+        outer = self
+
+        class _Server(uvicorn.Server):
+            def handle_exit(self, sig: int, frame: Any) -> None:  # SIGTERM/SIGINT: not ready, then drain
+                outer.draining = True
+                outer.ready = False
+                super().handle_exit(sig, frame)
+
+            async def startup(self, sockets: Any = None) -> None:
+                await super().startup(sockets)
+                outer.ready = not outer.draining
+
+        self._server = _Server(config)
+        return self._server
+
+    def bind(self) -> int:
+        """Bind the listening socket (port 0 picks a free one) without serving yet; returns the port."""
+        if self._server is None:
+            self._prepare()
+        return self.port
+
+    def start(self) -> int:
+        """Bind (port 0 picks a free one), serve in a daemon thread, return the port once it serves."""
+        self.bind()
+        server = self._server
+        assert server is not None
+        started = threading.Event()
+
+        def run() -> None:
+            try:
+                asyncio.run(server.serve(sockets=[self._sock]))
+            finally:
+                started.set()
+
+        self._thread = threading.Thread(target=run, name=self._name, daemon=True)
+        self._thread.start()
+        while not started.wait(0.01):
+            if server.started:
+                break
+        if not server.started:
+            self._close()
+            raise RuntimeError(f"{self._name} could not start on {self._host}:{self._port} (see the log)")
+        return self.port
+
+    def serve_forever(self) -> None:
+        """Serve in this thread until SIGTERM/SIGINT (then drain); or until :meth:`shutdown` elsewhere."""
+        if self._thread is not None:  # started in the background: wait for it
+            try:
+                while self._thread.is_alive():
+                    self._thread.join(0.5)
+            except KeyboardInterrupt:
+                pass
+            finally:
+                self.shutdown()
+            return
+        self.bind()
+        assert self._server is not None
+        try:
+            self._server.run(sockets=[self._sock])
+        finally:
+            self._close()
+
+    def shutdown(self) -> None:
+        """Drain: stop accepting, let requests in flight finish (at most ``drain_timeout_s``), stop."""
+        self.draining = True
+        self.ready = False
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(self._drain_timeout_s + 5)
+            self._thread = None
+        self._close()
+
+    def _close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+        if self._sock is not None:
+            self._sock.close()
+        self._server = None
+
+    # -- the app ------------------------------------------------------------------------------
+    def _build_app(self) -> Starlette:
+        by_path: dict[str, list[str]] = {}
+        for route in self._routes:
+            by_path.setdefault(_starlette_path(route.pattern), []).append(route.method)
+        routes = [StarletteRoute("/healthz", self._healthz, methods=["GET"]),
+                  StarletteRoute("/readyz", self._readyz, methods=["GET"])]
+        routes += [StarletteRoute(path, self._endpoint, methods=list(_METHODS)) for path in by_path]
+        app = Starlette(routes=routes)
+        app.add_exception_handler(404, self._starlette_miss)
+        app.add_exception_handler(405, self._starlette_miss)
+        return app
+
+    async def _healthz(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def _readyz(self, request: Request) -> Response:
+        if self.ready and not self.draining:
+            return JSONResponse({"status": "ready", "in_flight": self._in_flight})
+        return JSONResponse({"status": "draining" if self.draining else "starting"}, status_code=503,
+                            headers={"retry-after": str(self._limits.retry_after_s)})
+
+    async def _starlette_miss(self, request: Request, exc: Exception) -> Response:
+        return _to_starlette(self._not_found(_request_of(request, b"")))
+
+    async def _endpoint(self, request: Request) -> Response:
+        if self._in_flight >= self._capacity or self.draining:
+            return _to_starlette(self._busy(request.url.path))
+        self._in_flight += 1
+        released = False
+        try:
+            try:
+                body = await self._read_body(request)
+            except HttpReject as r:
+                response = self._reject(r, request.url.path)
+                if r.status in (413, 400, 411):
+                    response.headers.setdefault("connection", "close")
+                return _to_starlette(response)
+            req = _request_of(request, body)
+            loop = asyncio.get_running_loop()
+            assert self._pool is not None
+            response = await loop.run_in_executor(self._pool, self._dispatch, req)
+            if response.stream is None:
+                return _to_starlette(response)
+            released = True  # the stream releases its slot when it ends (or is never sent)
+            it = iter(response.stream)
+            ended = _StreamEnd(self, it)
+            return _Streaming(self._pieces(it, ended), ended, status_code=response.status,
+                              media_type=response.content_type,
+                              headers={"cache-control": "no-cache", **response.headers})
+        finally:
+            if not released:
+                self._in_flight -= 1
+
+    def _dispatch(self, request: HttpRequest) -> HttpResponse:
+        for route in self._routes:
+            params = route.match(request.method, request.path)
+            if params is not None:
+                req = HttpRequest(request.method, request.path, request.headers, request.body, params,
+                                  request.raw_headers)
+                try:
+                    return route.handler(req)
+                except Exception as exc:
+                    log.exception("%s: %s %s failed", self._name, request.method, request.path)
+                    return self._on_error(req, exc)
+        return self._not_found(request)
+
+    async def _pieces(self, it: Iterator[bytes], ended: "_StreamEnd") -> Any:
+        """A blocking iterator's pieces, each fetched on the worker pool; closed when the client goes."""
+        pool = self._pool
+        try:
+            while True:
+                assert pool is not None
+                ended.pending = pool.submit(next, it, _END)
+                piece = await asyncio.wrap_future(ended.pending)
+                ended.pending = None
+                if piece is _END:
+                    return
+                if piece:
+                    yield piece
+        except Exception:  # too late for an error status: cut the stream short
+            log.exception("%s: a stream failed midway", self._name)
+        finally:
+            ended()
+
+    async def _read_body(self, request: Request) -> bytes:
+        limit = self._limits.max_body_bytes
+        lengths = [v for k, v in request.headers.raw if k == b"content-length"]
+        chunked = any(k == b"transfer-encoding" for k, _ in request.headers.raw)
+        if lengths:
+            announced = int(lengths[0])  # h11 already refused malformed and conflicting lengths
+            if announced > limit:
+                raise HttpReject(413, f"the body ({announced} bytes) is over the limit of {limit} bytes")
+        elif request.method in ("POST", "PUT", "PATCH") and not chunked:
+            raise HttpReject(411, "Content-Length is required")
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            try:
+                message = await asyncio.wait_for(request.receive(), self._limits.read_timeout_s)
+            except asyncio.TimeoutError:
+                raise HttpReject(400, f"the body is shorter than Content-Length (no data for "
+                                      f"{self._limits.read_timeout_s:g} s)") from None
+            if message["type"] == "http.disconnect":
+                raise HttpReject(400, "the client went away before sending the whole body")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise HttpReject(413, f"the body is over the limit of {limit} bytes")
+            parts.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(parts)
+
+
+class _StreamEnd:
+    """Ends a streamed answer once: frees its slot and closes its iterator on the pool (after the
+    ``next()`` running there, if any: a generator cannot be closed while it runs)."""
+
+    def __init__(self, server: AsgiServer, it: Iterator[bytes]) -> None:
+        self.server = server
+        self.it = it
+        self.pending: Any = None  # the worker's future (asyncio's wrapper, once cancelled, says done too early)
+        self.done = False
+
+    def __call__(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        self.server._in_flight -= 1
+        close = getattr(self.it, "close", None)
+        pool = self.server._pool
+        if close is None:
+            return
+        if pool is None:
+            _submit_quietly(None, close)
+        elif self.pending is not None and not self.pending.done():
+            self.pending.add_done_callback(lambda _f: _submit_quietly(pool, close))
+        else:
+            _submit_quietly(pool, close)
+
+
+class _Streaming(StreamingResponse):
+    """A streaming response that ends its stream even when it is never iterated (the client left
+    before the first byte): the slot is freed and the request's pipeline generator closed."""
+
+    def __init__(self, content: Any, ended: _StreamEnd, **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self._ended = ended
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._ended()
+
+
+class _ApiH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol, answering an unparsable request in the API's error format."""
+
+    bad_request_body: Callable[[str], bytes]
+
+    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        # uvicorn times out idle connections only between requests: a connection that never sends
+        # its first one is closed after the same idle_timeout_s (its first bytes cancel the timer)
+        self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
+
+    def send_400_response(self, msg: str) -> None:  # noqa: ARG002 - h11's message is generic
+        import h11
+
+        body = type(self).bad_request_body("malformed HTTP request (request line, headers or "
+                                           "Content-Length): fix the client")
+        event = h11.Response(status_code=400, reason=b"Bad Request", headers=[
+            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close")])
+        try:
+            self.transport.write(self.conn.send(event))
+            self.transport.write(self.conn.send(h11.Data(data=body)))
+            self.transport.write(self.conn.send(h11.EndOfMessage()))
+        except h11.LocalProtocolError:  # a response had started already: nothing more can be said
+            pass
+        self.transport.close()
+
+
+def _submit_quietly(pool: ThreadPoolExecutor | None, fn: Callable[[], Any]) -> None:
+    def run() -> None:
+        try:
+            fn()
+        except Exception:
+            log.debug("costline: closing a stream failed", exc_info=True)
+
+    if pool is None:
+        run()
+        return
+    try:
+        pool.submit(run)
+    except RuntimeError:  # the pool is shut down: close here
+        run()
+
+
+def _starlette_path(pattern: str) -> str:
+    return pattern  # "{id}" segments mean the same in Starlette
+
+
+def _request_of(request: Request, body: bytes) -> HttpRequest:
+    # http.server hands header values over as latin-1 text: do the same, so the checks that
+    # insist on UTF-8 (costline.serving.auth) see the bytes the client sent.
+    raw = tuple((k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in request.headers.raw)
+    path = request.url.path
+    if request.url.query:
+        path = f"{path}?{request.url.query}"
+    return HttpRequest(request.method, path, {k: v for k, v in raw}, body, raw_headers=raw)
+
+
+def _to_starlette(response: HttpResponse) -> Response:
+    if response.raw is not None:
+        payload = response.raw
+    else:
+        import json
+
+        payload = json.dumps(response.body).encode()
+    return Response(payload, status_code=response.status, headers=response.headers,
+                    media_type=response.content_type)

@@ -1,0 +1,242 @@
+"""The OpenAI Chat Completions API on the gateway: ``POST /v1/chat/completions``.
+
+An app on the ``openai`` SDK changes only its ``base_url`` (``OpenAI(base_url="http://127.0.0.1:8787/v1")``)
+and gets the same router, semantic cache, escalation, telemetry, keys and limits as the Messages
+API (:mod:`costline.serving.gateway`): the request is translated to the Messages shape (system and
+developer messages become the system prompt, text parts become text), answered by the same
+pipeline call, and the answer is written back as a ``chat.completion``:
+
+* ``model`` is the model that answered (``costline-cache`` for a cache hit); the request's
+  ``model`` is part of the cache scope only, as in the Messages API;
+* ``max_completion_tokens`` (or the older ``max_tokens``) is optional: default
+  :data:`DEFAULT_MAX_TOKENS`. The cache scope is that of the equivalent Messages request, so the
+  same question with the same parameters is one cache entry whichever API asked it;
+* ``usage``: ``prompt_tokens`` (cached tokens included, ``prompt_tokens_details.cached_tokens``),
+  ``completion_tokens``, ``total_tokens`` — zeros for a cache hit;
+* ``stream: true``: ``chat.completion.chunk`` server-sent events ending in ``data: [DONE]``, live
+  or buffered exactly as the Messages API decides (``x-costline-stream-mode``); with
+  ``stream_options.include_usage`` a last chunk with empty ``choices`` carries ``usage``. A model
+  failing mid-answer ends the stream with an ``error`` event (the SDK raises ``APIError``);
+* errors in OpenAI's format (``{"error": {"message", "type", "param", "code"}}``); every tier
+  failing answers 429, 503 (overloaded) or 500; tools and non-text parts are refused (400).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from costline.serving._http import HttpRequest, HttpResponse
+from costline.serving.backends import Prompt
+from costline.serving.cache_key import scope_of_body
+from costline.serving.gateway import (CACHE_MODEL, STREAM_MODE_HEADER, Gateway, _headers, failure_status,
+                                      open_live)
+from costline.serving.pipeline import Answer, LiveAnswer
+
+__all__ = ["ChatCompletions", "DEFAULT_MAX_TOKENS", "openai_error"]
+
+log = logging.getLogger(__name__)
+
+#: ``max_completion_tokens`` of a request that sets none (OpenAI's is optional, Anthropic's is not).
+DEFAULT_MAX_TOKENS = 1024
+
+_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                404: "not_found_error", 411: "invalid_request_error", 413: "invalid_request_error",
+                415: "invalid_request_error", 429: "rate_limit_error", 500: "server_error", 503: "server_error"}
+_FINISH = {"end_turn": "stop", "stop_sequence": "stop", "stop": "stop", "max_tokens": "length", "length": "length",
+           "tool_use": "tool_calls", "tool_calls": "tool_calls", "refusal": "content_filter"}
+_ROLES = {"system", "developer", "user", "assistant"}
+
+
+def openai_error(status: int, message: str, headers: Mapping[str, str] | None = None, *,
+                 param: str | None = None) -> HttpResponse:
+    """An error answer in OpenAI's format (Anthropic's 529 becomes 503: OpenAI clients know that one)."""
+    status = 503 if status == 529 else status
+    return HttpResponse(status, {"error": {"message": message, "type": _ERROR_TYPES.get(status, "server_error"),
+                                           "param": param, "code": None}}, headers=dict(headers or {}))
+
+
+class ChatCompletions:
+    """``POST /v1/chat/completions`` on a :class:`~costline.serving.gateway.Gateway`."""
+
+    def __init__(self, gateway: Gateway, *, wall: Callable[[], float]) -> None:
+        self.gateway = gateway
+        self._wall = wall
+
+    def __call__(self, req: HttpRequest) -> HttpResponse:
+        entered = self.gateway._entry(req, openai_error)
+        if isinstance(entered, HttpResponse):
+            return entered
+        admitted, body = entered
+        response = self._answer(req, body, admitted.tenant)
+        response.headers.update(admitted.headers)
+        return response
+
+    def _answer(self, req: HttpRequest, body: Mapping[str, Any], tenant: str | None) -> HttpResponse:
+        parsed = _to_messages(body)
+        if isinstance(parsed, HttpResponse):
+            return parsed
+        system, messages, query, max_tokens = parsed
+        stream = body.get("stream") is True
+        options = body.get("stream_options") if isinstance(body.get("stream_options"), Mapping) else {}
+        include_usage = stream and options.get("include_usage") is True
+        # the scope of the equivalent Messages request: one cache entry whichever API asked
+        equivalent = {**{k: body[k] for k in ("model", "temperature", "top_p", "seed", "response_format")
+                         if body.get(k) is not None},
+                      "system": system, "messages": messages, "max_tokens": max_tokens}
+        stop = body.get("stop")
+        if stop is not None:
+            equivalent["stop_sequences"] = [stop] if isinstance(stop, str) else stop
+        meta = body.get("metadata") if isinstance(body.get("metadata"), Mapping) else {}
+        result = self.gateway.ask(req, query=query, prompt=Prompt(tuple(messages), system, max_tokens),
+                                  cache_scope=scope_of_body(equivalent), stream=stream, metadata=meta, tenant=tenant)
+        created = int(self._wall())
+        if isinstance(result, LiveAnswer):
+            return self._live(result, created, include_usage)
+        headers = _headers(result)
+        if not result.cached and result.reply is None:
+            return openai_error(failure_status(result), f"every tier failed: {result.reason}",
+                                {**headers, "x-should-retry": "false"})
+        if not stream:
+            return HttpResponse(200, _completion(result, created), headers=headers)
+        headers[STREAM_MODE_HEADER] = "live" if result.cached else "buffered"
+        return HttpResponse(200, headers=headers, content_type="text/event-stream",
+                            stream=_chunks(_model_of(result), _id_of(result.request_id), created, [result.text],
+                                           lambda: result, include_usage))
+
+    def _live(self, live: LiveAnswer, created: int, include_usage: bool) -> HttpResponse:
+        opened = open_live(live)
+        if isinstance(opened, Answer):
+            return openai_error(failure_status(opened), f"every tier failed: {opened.reason}",
+                                {**_headers(opened), "x-should-retry": "false"})
+        first, pieces, headers = opened
+        model = CACHE_MODEL if live.cached else (live.model or "unknown")
+
+        def texts() -> Any:
+            piece = first
+            while piece is not None:
+                yield piece
+                piece = next(pieces, None)
+
+        def settle() -> Answer | None:
+            return None if live.error is not None else live.result
+
+        def body() -> Any:
+            try:
+                yield from _chunks(model, _id_of(live.request_id), created, texts(), settle, include_usage)
+            finally:
+                live.close()
+
+        return HttpResponse(200, headers=headers, content_type="text/event-stream", stream=body())
+
+
+def _to_messages(body: Mapping[str, Any]) -> tuple[Any, list[dict[str, Any]], str, int] | HttpResponse:
+    """(system, Messages-shaped turns, the last user text, max_tokens) of a chat request, or a 400."""
+    raw = body.get("messages")
+    if not isinstance(raw, list) or not raw or not all(isinstance(m, Mapping) for m in raw):
+        return openai_error(400, "messages: at least one message is required", param="messages")
+    if body.get("tools") or body.get("functions"):
+        return openai_error(400, "tools are not supported by the costline gateway", param="tools")
+    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    if max_tokens is None:
+        max_tokens = DEFAULT_MAX_TOKENS
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+        return openai_error(400, "max_completion_tokens: a whole number >= 1", param="max_completion_tokens")
+    if body.get("n") not in (None, 1):
+        return openai_error(400, "n: only 1 choice is supported", param="n")
+    system_parts: list[str] = []
+    turns: list[dict[str, Any]] = []
+    for i, m in enumerate(raw):
+        role = m.get("role")
+        if role not in _ROLES:
+            return openai_error(400, f"messages[{i}].role: {role!r} is not supported (system, developer, user, "
+                                     "assistant)", param=f"messages[{i}].role")
+        text = _text(m.get("content"))
+        if text is None:
+            return openai_error(400, f"messages[{i}].content: text (a string or text parts) is required",
+                                param=f"messages[{i}].content")
+        if role in ("system", "developer"):
+            system_parts.append(text)
+        else:
+            turns.append({"role": role, "content": text})
+    if not turns or turns[-1]["role"] != "user" or not turns[-1]["content"].strip():
+        return openai_error(400, "messages: the last message must be a user message with text", param="messages")
+    return ("\n\n".join(system_parts) or None), turns, turns[-1]["content"], max_tokens
+
+
+def _text(content: Any) -> str | None:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and all(isinstance(p, Mapping) and p.get("type") == "text"
+                                         and isinstance(p.get("text"), str) for p in content):
+        return "".join(p["text"] for p in content)
+    return None
+
+
+def _id_of(request_id: str) -> str:
+    return f"chatcmpl-costline-{request_id or uuid.uuid4().hex}"
+
+
+def _model_of(result: Answer) -> str:
+    return CACHE_MODEL if result.cached or result.reply is None else result.reply.model
+
+
+def _usage(result: Answer) -> dict[str, Any]:
+    reply = result.reply
+    if result.cached or reply is None:
+        prompt = completion = cached = 0
+    else:
+        prompt, completion, cached = reply.input_tokens, reply.output_tokens, reply.cache_read_tokens
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": cached}}
+
+
+def _finish(result: Answer) -> str:
+    if result.cached or result.reply is None:
+        return "stop"
+    return _FINISH.get(result.reply.stop_reason or "", "stop")
+
+
+def _completion(result: Answer, created: int) -> dict[str, Any]:
+    return {"id": _id_of(result.request_id), "object": "chat.completion", "created": created,
+            "model": _model_of(result),
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": result.text, "refusal": None},
+                         "finish_reason": _finish(result), "logprobs": None}],
+            "usage": _usage(result)}
+
+
+def _chunks(model: str, chat_id: str, created: int, texts: Any, settle: Callable[[], Answer | None],
+            include_usage: bool) -> Any:
+    """The chunk events: role, a content delta per piece, the finish reason, usage, ``[DONE]``."""
+
+    def chunk(choices: list[dict[str, Any]], **extra: Any) -> bytes:
+        doc = {"id": chat_id, "object": "chat.completion.chunk", "created": created, "model": model,
+               "choices": choices, **({"usage": None} if include_usage else {}), **extra}
+        return b"data: " + json.dumps(doc).encode() + b"\n\n"
+
+    yield chunk([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None,
+                  "logprobs": None}])
+    try:
+        for text in texts:
+            if text:
+                yield chunk([{"index": 0, "delta": {"content": text}, "finish_reason": None, "logprobs": None}])
+    except Exception as exc:  # not a model error (those end the pieces): still end the stream in form
+        log.exception("costline gateway: a live chat completion failed mid-stream")
+        yield _error_event(f"costline gateway failure mid-stream: {type(exc).__name__}")
+        return
+    result = settle()
+    if result is None:
+        yield _error_event("the model failed mid-answer: the text sent so far stands")
+        return
+    yield chunk([{"index": 0, "delta": {}, "finish_reason": _finish(result), "logprobs": None}])
+    if include_usage:
+        yield chunk([], usage=_usage(result))
+    yield b"data: [DONE]\n\n"
+
+
+def _error_event(message: str) -> bytes:
+    return b"data: " + json.dumps({"error": {"message": message, "type": "server_error", "param": None,
+                                             "code": None}}).encode() + b"\n\n"

@@ -1,0 +1,175 @@
+"""The gateway's server: health and readiness, an event loop that blocking work never holds, and a
+graceful drain on SIGTERM of `costline serve` (the request in flight is answered, then it exits)."""
+
+from __future__ import annotations
+
+import dataclasses
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import anthropic
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+
+from costline.collectors import Recorder
+from costline.config import Config
+from costline.serving.gateway import Gateway
+from costline.serving.pipeline import Pipeline
+from costline.serving.settings import BackendsConfig, GatewayConfig, StandInConfig
+from costline.serving.standin import StandInServer
+
+ASK = {"model": "m", "max_tokens": 50, "messages": [{"role": "user", "content": "How do I reset my password?"}]}
+
+
+class Gate:
+    """The stand-in's clock: each simulated pause waits until the test opens the gate."""
+
+    def __init__(self) -> None:
+        self.open = threading.Event()
+        self.waiting = threading.Event()
+
+    def sleep(self, seconds: float) -> None:
+        self.waiting.set()
+        assert self.open.wait(60), "the test never opened the gate"
+
+
+def get(port: int, path: str) -> tuple[int, dict]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read())
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def standin():
+    server = StandInServer(StandInConfig(latency_scale=0.0), port=0)
+    server.start()
+    yield server
+    server.shutdown()
+
+
+def make_pipeline(standin) -> Pipeline:
+    cfg = Config()
+    serving = dataclasses.replace(cfg.serving, backends=BackendsConfig(
+        anthropic_base_url=standin.url, student_base_url=standin.openai_url, max_retries=0))
+    return Pipeline.from_config(cfg.replace(serving=serving), recorder=Recorder(TracerProvider()), env={})
+
+
+def test_health_and_readiness_and_a_free_event_loop_while_workers_block(standin, tmp_path) -> None:
+    pipeline = make_pipeline(standin)
+    release = threading.Event()
+    entered = threading.Event()
+
+    def slow_validator(query: str, text: str) -> bool:  # blocking work in a worker thread
+        entered.set()
+        return release.wait(30)
+
+    pipeline.validator = slow_validator
+    gw = Gateway(pipeline, GatewayConfig(keys_file=tmp_path / "keys.json"), port=0)
+    gw.start()
+    try:
+        assert get(gw.port, "/healthz") == (200, {"status": "ok"})
+        assert get(gw.port, "/readyz")[0] == 200
+        client = anthropic.Anthropic(base_url=gw.url, api_key="unused", max_retries=0)
+        answers: list[str] = []
+        held = threading.Thread(target=lambda: answers.append(client.messages.create(**ASK).content[0].text))
+        held.start()
+        assert entered.wait(30)
+        # a request is blocked in a worker: the loop still answers
+        assert get(gw.port, "/healthz")[0] == 200
+        status, body = get(gw.port, "/readyz")
+        assert status == 200 and body["in_flight"] == 1
+        release.set()
+        held.join(30)
+        assert answers and answers[0]
+    finally:
+        release.set()
+        gw.shutdown()
+        pipeline.close()
+    assert gw.draining
+
+
+def test_sigterm_drains_costline_serve(tmp_path) -> None:
+    gate = Gate()
+    standin = StandInServer(StandInConfig(), port=0, sleep=gate.sleep)
+    standin.start()
+    config = tmp_path / "costline.toml"
+    config.write_text(f"""
+[serving.backends]
+anthropic_base_url = "{standin.url}"
+student_base_url = "{standin.openai_url}"
+max_retries = 0
+
+[serving.gateway]
+keys_file = "{tmp_path / 'keys.json'}"
+drain_timeout_s = 30
+""")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COSTLINE_")}
+    proc = subprocess.Popen([sys.executable, "-m", "costline", "--config", str(config), "serve", "--port", "0",
+                             "--no-cache", "--no-telemetry"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    try:
+        url = None
+        for line in proc.stdout:
+            if line.startswith("costline gateway on "):
+                url = line.split()[3]
+                break
+        assert url, proc.stderr.read()
+        port = int(url.rsplit(":", 1)[1])
+        assert get(port, "/readyz")[0] == 200
+        client = anthropic.Anthropic(base_url=url, api_key="unused", max_retries=0)
+        answers: list[int] = []
+
+        def ask() -> None:
+            raw = client.messages.with_raw_response.create(**ASK)
+            answers.append(raw.status_code)
+
+        held = threading.Thread(target=ask)
+        held.start()
+        assert gate.waiting.wait(30)  # the request is at the model
+        proc.send_signal(signal.SIGTERM)
+        # draining: no new work is taken (the listener is closed or /readyz says so)
+        refused = False
+        for _ in range(100):
+            try:
+                refused = get(port, "/readyz")[0] == 503
+            except OSError:
+                refused = True
+            if refused:
+                break
+            time.sleep(0.05)
+        assert refused
+        assert proc.poll() is None  # still up: a request is in flight
+        gate.open.set()
+        held.join(30)
+        assert answers == [200]  # the request in flight was answered
+        assert proc.wait(30) == 0
+    finally:
+        gate.open.set()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        standin.shutdown()
+
+
+def test_a_connection_that_never_sends_a_request_is_closed_after_the_idle_timeout(standin, tmp_path) -> None:
+    import socket
+
+    pipeline = make_pipeline(standin)
+    gw = Gateway(pipeline, GatewayConfig(keys_file=tmp_path / "keys.json", idle_timeout_s=0.5), port=0)
+    gw.start()
+    try:
+        with socket.create_connection(("127.0.0.1", gw.port), timeout=20) as s:
+            assert s.recv(1024) == b""  # closed by the server (a timeout here would raise)
+    finally:
+        gw.shutdown()
+        pipeline.close()

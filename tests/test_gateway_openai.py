@@ -1,0 +1,221 @@
+"""The OpenAI Chat Completions API on the gateway, driven by the real ``openai`` SDK (streaming
+included) against Gateway → Pipeline → the local stand-ins; the same question asked through the
+``anthropic`` SDK is one cache entry."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import anthropic
+import openai
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from costline import contract as c
+from costline.collectors import Recorder
+from costline.config import Config
+from costline.serving.auth import KeyStore
+from costline.serving.gateway import CACHE_MODEL, STREAM_MODE_HEADER, Gateway
+from costline.serving.pipeline import Pipeline
+from costline.serving.settings import BackendsConfig, GatewayConfig, StandInConfig
+from costline.serving.standin import StandInServer
+
+EASY = "How do I reset my password?"
+
+
+class DictCache:
+    """An exact-text cache (the semantic one is tested in test_gateway_cli.py and the cache tests)."""
+
+    def __init__(self) -> None:
+        self.entries: dict[tuple, str] = {}
+
+    def lookup(self, query, *, tenant, namespace=None):
+        found = self.entries.get((tenant, namespace, query))
+        return None if found is None else type("Hit", (), {"answer": found, "similarity": 1.0})()
+
+    def store(self, query, answer, *, tenant, namespace=None, doc_hashes=()):
+        self.entries[(tenant, namespace, query)] = answer
+
+
+@pytest.fixture
+def standin():
+    server = StandInServer(StandInConfig(latency_scale=0.0), port=0)
+    server.start()
+    yield server
+    server.shutdown()
+
+
+@pytest.fixture
+def exporter():
+    return InMemorySpanExporter()
+
+
+@pytest.fixture
+def gateway(standin, exporter, tmp_path):
+    made = []
+
+    def start(*, gated: bool = False, keys: bool = False, **settings):
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        cfg = Config()
+        serving = dataclasses.replace(cfg.serving, backends=BackendsConfig(
+            anthropic_base_url=standin.url, student_base_url=standin.openai_url, max_retries=0))
+        kwargs = {} if gated else {"confidence": None}
+        pipeline = Pipeline.from_config(cfg.replace(serving=serving), recorder=Recorder(provider),
+                                        cache=DictCache(), env={}, **kwargs)
+        gw = Gateway(pipeline, GatewayConfig(keys_file=tmp_path / "keys.json", **settings), port=0,
+                     wall=lambda: 1_780_000_000.0)
+        gw.start()
+        made.append((gw, pipeline))
+        return gw
+
+    yield start
+    for gw, pipeline in made:
+        gw.shutdown()
+        pipeline.close()
+
+
+def settles_to_zero(gw) -> bool:
+    """Every admitted request released its slot (a stream frees it once its last byte left)."""
+    import time
+
+    for _ in range(400):
+        if gw._server.in_flight == 0:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def client(gw, **kw) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{gw.url}/v1", api_key=kw.pop("api_key", "unused"), max_retries=0, **kw)
+
+
+def direct_usage(standin, query: str, model: str, max_tokens: int, system: str | None = None) -> tuple[int, int]:
+    """What the stand-in model itself reports for the prompt (asked directly, not through costline)."""
+    extra = {"system": system} if system is not None else {}
+    msg = anthropic.Anthropic(base_url=standin.url, api_key="x", max_retries=0).messages.create(
+        model=model, max_tokens=max_tokens, messages=[{"role": "user", "content": query}], **extra)
+    return msg.usage.input_tokens, msg.usage.output_tokens
+
+
+def test_a_chat_completion_through_the_openai_sdk(gateway, standin, exporter) -> None:
+    gw = gateway()
+    app = client(gw, default_headers={"x-costline-tenant": "acme"})
+    raw = app.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", max_completion_tokens=200,
+        messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": EASY}])
+    done = raw.parse()
+    assert raw.headers["x-costline-cache-hit"] == "false"
+    assert done.object == "chat.completion" and done.created == 1_780_000_000
+    assert done.choices[0].message.role == "assistant" and done.choices[0].message.content
+    assert done.choices[0].finish_reason == "stop"
+    # the usage the model reported for the same prompt asked directly: the system message reached it
+    # as the system prompt (without it the model counts fewer input tokens)
+    want_in, want_out = direct_usage(standin, EASY, done.model, 200, system="Be brief.")
+    assert (done.usage.prompt_tokens, done.usage.completion_tokens) == (want_in, want_out)
+    assert direct_usage(standin, EASY, done.model, 200)[0] != want_in
+    assert done.usage.total_tokens == done.usage.prompt_tokens + done.usage.completion_tokens
+    (req,) = [s for s in exporter.get_finished_spans() if s.name == c.SPAN_REQUEST]
+    assert req.attributes[c.COSTLINE_TENANT] == "acme"
+    # asked again: the cache answers, usage zero, model costline-cache
+    again = app.chat.completions.create(model="gpt-4o-mini", max_completion_tokens=200,
+                                        messages=[{"role": "system", "content": "Be brief."},
+                                                  {"role": "user", "content": EASY}])
+    assert again.model == CACHE_MODEL and again.choices[0].message.content == done.choices[0].message.content
+    assert again.usage.total_tokens == 0
+
+
+@pytest.mark.parametrize("gated", [False, True])
+def test_streaming_with_usage_in_the_final_chunk(gateway, standin, gated) -> None:
+    gw = gateway(gated=gated)
+    app = client(gw)
+    ask = dict(model="gpt-4o-mini", max_completion_tokens=150, messages=[{"role": "user", "content": EASY}])
+    with app.chat.completions.with_streaming_response.create(
+            **ask, stream=True, stream_options={"include_usage": True}) as raw:
+        assert raw.headers[STREAM_MODE_HEADER] == ("buffered" if gated else "live")
+        chunks = list(raw.parse())
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+    finals = [ch.choices[0].finish_reason for ch in chunks if ch.choices and ch.choices[0].finish_reason]
+    assert finals == ["stop"]
+    *body, last = chunks
+    assert last.choices == [] and all(ch.usage is None for ch in body)  # usage in the final chunk only
+    want_in, want_out = direct_usage(standin, EASY, last.model, 150)
+    assert (last.usage.prompt_tokens, last.usage.completion_tokens) == (want_in, want_out)
+    # the whole answer was stored: the same request without streaming gets the streamed text from the cache
+    plain = app.chat.completions.create(**ask)
+    assert text and plain.model == CACHE_MODEL and plain.choices[0].message.content == text
+    # without include_usage no chunk carries usage
+    chunks = list(app.chat.completions.create(**ask, stream=True))
+    assert all(getattr(ch, "usage", None) is None for ch in chunks)
+    assert settles_to_zero(gw)
+
+
+def test_one_cache_entry_for_both_apis(gateway) -> None:
+    gw = gateway()
+    first = anthropic.Anthropic(base_url=gw.url, api_key="unused", max_retries=0).messages.create(
+        model="m", max_tokens=300, system="Answer in one line.", messages=[{"role": "user", "content": EASY}])
+    again = client(gw).chat.completions.create(
+        model="m", max_tokens=300, messages=[{"role": "system", "content": "Answer in one line."},
+                                             {"role": "user", "content": EASY}])
+    assert again.model == CACHE_MODEL and again.choices[0].message.content == first.content[0].text
+    # another max_tokens is another scope: a model answers
+    other = client(gw).chat.completions.create(
+        model="m", max_tokens=301, messages=[{"role": "system", "content": "Answer in one line."},
+                                             {"role": "user", "content": EASY}])
+    assert other.model != CACHE_MODEL
+
+
+def test_errors_in_openais_format(gateway, standin, tmp_path) -> None:
+    gw = gateway()
+    app = client(gw)
+    with pytest.raises(openai.BadRequestError) as err:
+        app.chat.completions.create(model="m", messages=[{"role": "user", "content": EASY}],
+                                    tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}])
+    assert err.value.body["type"] == "invalid_request_error" and "tools" in err.value.body["message"]
+    with pytest.raises(openai.BadRequestError):
+        app.chat.completions.create(model="m", messages=[{"role": "assistant", "content": "hi"}])
+    with pytest.raises(openai.BadRequestError):
+        app.chat.completions.create(model="m", max_completion_tokens=0, messages=[{"role": "user", "content": EASY}])
+    standin.inject_errors(529, 20)  # every tier overloaded (this test's own stand-in)
+    with pytest.raises(openai.InternalServerError) as err:
+        app.chat.completions.create(model="m", messages=[{"role": "user", "content": "a fresh question"}])
+    assert err.value.status_code == 503 and err.value.response.headers["x-should-retry"] == "false"
+    assert err.value.body["type"] == "server_error"
+
+
+def test_keys_work_as_openai_api_keys(gateway, tmp_path, exporter) -> None:
+    _, key = KeyStore(tmp_path / "keys.json").add("globex")
+    gw = gateway()
+    with pytest.raises(openai.AuthenticationError) as err:
+        client(gw).chat.completions.create(model="m", messages=[{"role": "user", "content": EASY}])
+    assert err.value.body["type"] == "authentication_error"
+    done = client(gw, api_key=key).chat.completions.create(model="m", messages=[{"role": "user", "content": EASY}])
+    assert done.choices[0].message.content
+    assert [s.attributes[c.COSTLINE_TENANT] for s in exporter.get_finished_spans() if s.name == c.SPAN_REQUEST] \
+        == ["globex"]
+    models = client(gw, api_key=key).models.list()
+    assert [m.id for m in models.data] and all(m.object == "model" for m in models.data)
+
+
+def test_a_model_failing_mid_stream_ends_the_stream_with_an_error(gateway, standin) -> None:
+    gw = gateway()
+    standin.inject_stream_errors(after_deltas=2)
+    pieces = []
+    with pytest.raises(openai.APIError):
+        for chunk in client(gw).chat.completions.create(model="m", messages=[{"role": "user", "content": EASY}],
+                                                        stream=True):
+            if chunk.choices:
+                pieces.append(chunk.choices[0].delta.content or "")
+    assert "".join(pieces)  # what was sent before the failure stands
+    assert settles_to_zero(gw)
+
+
+def test_a_body_over_the_limit_is_refused_in_openais_format(gateway) -> None:
+    gw = gateway(max_body_bytes=2048)
+    with pytest.raises(openai.APIStatusError) as err:
+        client(gw).chat.completions.create(model="m", messages=[{"role": "user", "content": "x" * 5000}])
+    assert err.value.status_code == 413 and err.value.body["type"] == "invalid_request_error"
