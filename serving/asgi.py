@@ -88,8 +88,10 @@ class AsgiServer:
         drain_timeout_s: float = 30.0,
         tls_files: tuple[str, str] | None = None,
         name: str = "costline-asgi",
+        ready_check: Callable[[], bool] | None = None,
     ) -> None:
         self._routes = routes
+        self._ready_check = ready_check  # e.g. the replicated cache has caught up with its topic
         self._host = host
         self._port = port
         self._not_found = not_found
@@ -251,9 +253,11 @@ class AsgiServer:
         return JSONResponse({"status": "ok"})
 
     async def _readyz(self, request: Request) -> Response:
-        if self.ready and not self.draining:
+        caught_up = self._ready_check is None or self._ready_check()
+        if self.ready and not self.draining and caught_up:
             return JSONResponse({"status": "ready", "in_flight": self._in_flight})
-        return JSONResponse({"status": "draining" if self.draining else "starting"}, status_code=503,
+        status = "draining" if self.draining else "starting" if not self.ready else "cache replica catching up"
+        return JSONResponse({"status": status}, status_code=503,
                             headers={"retry-after": str(self._limits.retry_after_s)})
 
     async def _starlette_miss(self, request: Request, exc: Exception) -> Response:

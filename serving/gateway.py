@@ -110,11 +110,17 @@ class Gateway(ServedByJsonServer):
             drain_timeout_s=cfg.drain_timeout_s,
             tls_files=_tls_files(cfg),
             name="costline-gateway",
+            ready_check=self._cache_caught_up,
         )
 
     def bind(self) -> int:
         """Bind the port (0 picks a free one) before :meth:`serve_forever` serves in this thread."""
         return self._server.bind()
+
+    def _cache_caught_up(self) -> bool:
+        """False while a replicated cache is still reading its topic up to where it stood at start."""
+        replication = getattr(self.pipeline.cache, "replication", None)
+        return replication is None or bool(replication.ready)
 
     @property
     def draining(self) -> bool:

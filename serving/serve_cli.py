@@ -88,7 +88,10 @@ def serve(config: Config, host: str | None, port: int | None, with_standin: bool
         from costline.serving.embedding_onnx import make_embedder  # [serving.cache] embedder: torch | onnx
 
         c = config.serving.cache
-        cache = SemanticCache(make_embedder(c), c)
+        cache = SemanticCache(make_embedder(c), c, kafka=config.kafka)
+        cache.start()  # with [serving.cache] replication_topic: bootstrap (snapshot + topic), then follow it
+        if cache.replication is not None:
+            click.echo(f"cache replicated on topic {c.replication_topic} as replica {cache.replication.replica_id}")
     pipeline = Pipeline.from_config(config, recorder=recorder, cache=cache)
     gateway = Gateway(pipeline, config.serving.gateway, host=host, port=port)
     gateway.bind()
@@ -105,6 +108,8 @@ def serve(config: Config, host: str | None, port: int | None, with_standin: bool
         gateway.serve_forever()  # uvicorn in this thread: the event loop, requests on a bounded pool
     finally:
         pipeline.close()
+        if cache is not None:
+            cache.shutdown()  # publishes what is queued, stops following, saves a snapshot when path is set
         provider.shutdown()
         if telemetry_metrics is not None:
             telemetry_metrics.shutdown()  # the last export
