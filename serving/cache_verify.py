@@ -15,10 +15,14 @@ through :meth:`Verifier.check`:
    ``time``        clock times (``3 pm``, ``18:00``, noon);
    ``unit``        the unit after a number (``7 kg`` / ``7 lb``, ``2 nights`` / ``one week``);
    ``negation``    a different count of negations (not, never, no, without, n't …);
-   ``polarity``    opposite actions or states (enable / disable, add / remove, paid / unpaid …);
+   ``polarity``    opposite actions or states (enable / disable, add / remove, paid / unpaid …), or a
+                   verb of withdrawal / revocation / opting out / stopping on one side only
+                   ("consent" / "withdraw consent");
    ``entity``      another named entity: a capitalised name or product on each side that the
-                   other side lacks, or a one-for-one word swap at a named entity;
-   ``scope``       quantifiers (all, every, each, whole, both, any …) on one side only;
+                   other side lacks, a rare word on each side, or the same sentence with one noun
+                   phrase of up to three words swapped ("maternity ward" / "intensive care unit");
+   ``scope``       quantifiers (all, every, each, whole, both, any …) on one side only, or another
+                   reach by place or population ("my street" / "nationwide", "all customers");
    ``comparative`` opposite comparatives (more / less, earlier / later, over / under …);
    ``temporal``    past against future (last / next, was / will be, before / after, yesterday /
                    tomorrow), or disjoint tenses.
