@@ -3,9 +3,11 @@
     .venv/bin/python bench/cache.py [--sizes 10000,100000] [--queries 100] [--index exact]
 
 1. **Wrong answers and recall** on the test split of costline's own pair set
-   (serving/data/cache_pair_set.jsonl) and on the **held-out pair set**
-   (serving/data/cache_pair_heldout.jsonl: other domains and phrasings, written after the guards
-   and thresholds were frozen, never used to write or tune them): for each pair, ``q1`` is stored in a real
+   (serving/data/cache_pair_set.jsonl), on the **dev pair set** (serving/data/cache_pair_heldout.jsonl:
+   written as a held-out set, but its results were seen and the guards changed for its failure
+   families, so it is a dev set now) and on the **held-out pair set** (serving/data/cache_pair_heldout2.jsonl:
+   other domains again, written after the changed guards were committed, never used to write or tune
+   them): for each pair, ``q1`` is stored in a real
    :class:`SemanticCache` (its own namespace) and ``q2`` looked up. Printed for the threshold-only
    cache at 0.93, at its best single threshold (the lowest with a false-hit rate ≤ 1 %, else the one
    with the best recall minus false-hit rate) and for the verified cache (guards + the shipped
@@ -50,9 +52,14 @@ CATEGORIES = ("entity_swap", "negation", "number_date", "scope", "temporal")
 SAME = ("paraphrase", "near_repeat")
 
 
+def dev_pair_set_path() -> Path:
+    """The first held-out pair set: seen, and the guards changed after it, so a dev set now."""
+    return default_pair_set_path().with_name("cache_pair_heldout.jsonl")
+
+
 def heldout_pair_set_path() -> Path:
     """The pair set written after the verification stage was frozen (never used to build or tune it)."""
-    return default_pair_set_path().with_name("cache_pair_heldout.jsonl")
+    return default_pair_set_path().with_name("cache_pair_heldout2.jsonl")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -177,6 +184,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=1, help="FAISS OpenMP threads (default 1)")
     ap.add_argument("--skip-accuracy", action="store_true")
     ap.add_argument("--skip-latency", action="store_true")
+    ap.add_argument("--dev", type=Path, default=dev_pair_set_path(),
+                    help="the dev pair set (seen; JSON lines, as `costline cache tune --pairs` reads)")
     ap.add_argument("--heldout", type=Path, default=heldout_pair_set_path(),
                     help="the held-out pair set (JSON lines, as `costline cache tune --pairs` reads)")
     args = ap.parse_args(argv)
@@ -185,10 +194,15 @@ def main(argv: list[str] | None = None) -> None:
     pairs, _ = read_labelled_pairs(default_pair_set_path())
     if not args.skip_accuracy:
         print_accuracy(embedder, [p for p in pairs if p.split == "test"], "pair set, test split")
-        heldout, problems = read_labelled_pairs(args.heldout)
-        if problems:
-            raise SystemExit(f"{args.heldout}: {problems[0]}")
-        print_accuracy(embedder, heldout, f"held-out pair set ({args.heldout.name}, written after the guards)")
+        for path, title in ((args.dev, "dev pair set ({}, seen: the guards were changed after it)"),
+                            (args.heldout, "held-out pair set ({}, written after the guards were frozen)")):
+            if not path.exists():
+                print(f"{path}: no such file, skipped")
+                continue
+            extra, problems = read_labelled_pairs(path)
+            if problems:
+                raise SystemExit(f"{path}: {problems[0]}")
+            print_accuracy(embedder, extra, title.format(path.name))
     if args.skip_latency:
         print(f"(run {time.perf_counter() - start:.0f} s)")
         return

@@ -15,10 +15,14 @@ through :meth:`Verifier.check`:
    ``time``        clock times (``3 pm``, ``18:00``, noon);
    ``unit``        the unit after a number (``7 kg`` / ``7 lb``, ``2 nights`` / ``one week``);
    ``negation``    a different count of negations (not, never, no, without, n't …);
-   ``polarity``    opposite actions or states (enable / disable, add / remove, paid / unpaid …);
+   ``polarity``    opposite actions or states (enable / disable, add / remove, paid / unpaid …), or a
+                   verb of withdrawal / revocation / opting out / stopping on one side only
+                   ("consent" / "withdraw consent");
    ``entity``      another named entity: a capitalised name or product on each side that the
-                   other side lacks, or a one-for-one word swap at a named entity;
-   ``scope``       quantifiers (all, every, each, whole, both, any …) on one side only;
+                   other side lacks, a rare word on each side, or the same sentence with one noun
+                   phrase of up to three words swapped ("maternity ward" / "intensive care unit");
+   ``scope``       quantifiers (all, every, each, whole, both, any …) on one side only, or another
+                   reach by place or population ("my street" / "nationwide", "all customers");
    ``comparative`` opposite comparatives (more / less, earlier / later, over / under …);
    ``temporal``    past against future (last / next, was / will be, before / after, yesterday /
                    tomorrow), or disjoint tenses.
@@ -142,6 +146,30 @@ _FUTURE = {"will", "shall", "gonna", "going-to", "be"}
 _SCOPE = {"all", "every", "each", "everyone", "everybody", "everything", "entire", "whole", "both", "any",
           "always", "permanently", "everywhere", "ever", "in-total", "per-day", "per-week", "per-month", "per-year",
           "per-quarter"}
+# scope by place: how far a question reaches ("my street" / "my area" / "the region" / "nationwide")
+_REACH = (
+    (re.compile(r"\b(?:my|our|this|the)\s+(?:own\s+)?(?:street|road|building|block|house|home|address|flat|"
+                r"apartment|unit|neighbou?rhood|area|postcode|zip\s*code|town|village|location|branch|store|"
+                r"site)\b|\bnear\s+(?:me|us)\b|\blocal(?:ly)?\b"), "local"),
+    (re.compile(r"\b(?:region|regional|regionally|statewide|state-wide|countywide|citywide|city-wide|"
+                r"across\s+(?:the\s+)?(?:city|state|county|region|area))\b|\bwhole\s+(?:city|state|county)\b"),
+     "region"),
+    (re.compile(r"\b(?:nationwide|nation-wide|countrywide|country-wide|nationally)\b|\b(?:across|all\s+over|"
+                r"throughout)\s+the\s+country\b|\b(?:whole|entire)\s+country\b"), "nation"),
+    (re.compile(r"\b(?:worldwide|world-wide|globally|global|every\s+country|all\s+countries|"
+                r"all\s+over\s+the\s+world)\b"), "world"),
+    (re.compile(r"\b(?:all|every|each|other)\s+(?:customers?|users?|subscribers?|members?|clients?|"
+                r"residents?|tenants?|households?|accounts?|branches?|stores?|locations?|sites?)\b|"
+                r"\b(?:company|organi[sz]ation|system|network|platform|service)-?wide\b|\boutage\s+map\b"),
+     "everyone"),
+)
+# withdrawing from / undoing what the other question asks for ("consent" / "withdraw consent");
+# snowball stems of the verbs, and a few irregular forms
+_REVERSAL = ("withdraw", "withdrew", "withdrawn", "revoke", "rescind", "retract", "cancel", "cancellation",
+             "stop", "quit", "opt-out", "unsubscribe", "undo", "reverse", "discontinue", "terminate", "disable",
+             "deactivate", "turn-off", "switch-off", "remove", "delete", "unenroll", "deregister", "unregister",
+             "unlink", "disconnect", "suspend", "pause", "freeze", "refuse", "decline", "reject", "renounce",
+             "unshare", "unfollow", "waive", "forfeit", "relinquish", "unblock", "halt", "object", "deny")
 _COLLECTIVE = {"team", "teams", "department", "organization", "organisation", "company", "family",
                "group", "party", "passengers", "guests", "employees", "members", "staff", "children",
                "reports", "everyone", "colleagues", "users", "customers", "too"}
@@ -239,6 +267,10 @@ class QuestionFeatures:
     #: Stems of content words rare in English (wordfreq Zipf frequency under RARE_ZIPF): names,
     #: products, jargon — and typos, which the comparison forgives.
     rare: frozenset[str] = frozenset()
+    #: How far the question reaches by place or population ("local", "region", "nation", "world", "everyone").
+    reach: frozenset[str] = frozenset()
+    #: Verbs of withdrawal, revocation, opting out, stopping (stems).
+    reversal: frozenset[str] = frozenset()
 
 
 def _stemmer() -> Any:
@@ -372,6 +404,9 @@ def analyse(text: str, stemmer: Any | None = None) -> QuestionFeatures:
     entities = _entities(raw)
     qword = next((w for w in words if w in _QWORDS), "")
     rare = {stemmer.stemWord(w) for w in _rare_words(words)}
+    reach = {level for pattern, level in _REACH if pattern.search(low)}
+    reversal_stems = {stemmer.stemWord(w) for w in _REVERSAL}
+    reversal = {w for w in words if w in _REVERSAL or (w.isalpha() and stemmer.stemWord(w) in reversal_stems)}
     return QuestionFeatures(
         text=raw, tokens=tuple(words), stems=frozenset(stems), content=frozenset(content),
         numbers=frozenset(numbers), identifiers=frozenset(identifiers), dates=frozenset(dates),
@@ -380,6 +415,7 @@ def analyse(text: str, stemmer: Any | None = None) -> QuestionFeatures:
         collective=frozenset(w for w in words if w in _COLLECTIVE), third=any(w in _THIRD for w in words),
         owners=frozenset(m.group(1) or m.group(2) for m in _OWNER.finditer(low)),
         comparative=frozenset(comparative), entities=frozenset(entities), qword=qword, rare=frozenset(rare),
+        reach=frozenset(reach), reversal=frozenset(reversal),
     )
 
 
@@ -436,11 +472,11 @@ def guard(q: QuestionFeatures, c: QuestionFeatures) -> str | None:
         return "unit"
     if q.negations != c.negations:
         return "negation"
-    if _opposite(q.polarity, c.polarity):
+    if _opposite(q.polarity, c.polarity) or _reversal(q, c) or _reversal(c, q):
         return "polarity"
     if _entity_swap(q, c) or _rare_swap(q, c):
         return "entity"
-    if q.scope != c.scope or q.owners != c.owners:
+    if q.scope != c.scope or q.owners != c.owners or _reach_differs(q, c):
         return "scope"
     if _opposite(q.comparative, c.comparative):
         return "comparative"
@@ -470,6 +506,19 @@ def _aux_swap(ops: list[tuple[str, int, int, int, int]], q: QuestionFeatures, c:
     return False
 
 
+def _reversal(q: QuestionFeatures, c: QuestionFeatures) -> bool:
+    """``q`` withdraws from, stops or revokes what ``c`` asks about: a reversal verb on ``q``'s side
+    only, and ``c`` says little that ``q`` does not (so both are about the same thing)."""
+    return (bool(q.reversal) and not c.reversal and len(c.content - q.content) <= 1
+            and not any(_is_typo(r, w) for r in q.reversal for w in c.tokens))  # "waive" / "waaive"
+
+
+def _reach_differs(q: QuestionFeatures, c: QuestionFeatures) -> bool:
+    """The two reach differently far; "my street" against a question that names no place is no difference,
+    a wide reach ("nationwide", "all customers") on one side only is."""
+    return (q.reach - {"local"}) != (c.reach - {"local"})
+
+
 def _opposite(a: frozenset[tuple[int, int]], b: frozenset[tuple[int, int]]) -> bool:
     """Some group has one sign on one side and only the other sign on the other."""
     ga: dict[int, set[int]] = {}
@@ -493,28 +542,43 @@ def _rare_swap(q: QuestionFeatures, c: QuestionFeatures) -> bool:
 
 
 def _unmatched_rare(a: QuestionFeatures, b: QuestionFeatures) -> set[str]:
-    from rapidfuzz.distance import OSA
-
     return {w for w in a.rare if w not in b.stems and w not in b.tokens
-            and not any(OSA.normalized_similarity(w, t) >= _TYPO for t in b.stems)}
+            and not any(_is_typo(w, t) for t in b.stems)}
 
 
-#: Two words at least this similar (optimal string alignment: a swap of two letters is one edit) are a typo.
+#: Two words at least this similar (optimal string alignment: a swap of two letters is one edit) may be a typo.
 _TYPO = 0.7
+#: ... unless both are words of English at least this frequent (wordfreq Zipf): "radiology" / "cardiology"
+#: are two departments, "paymnet" / "payment" one word mistyped.
+TYPO_MAX_ZIPF = 2.9
+
+
+def _is_typo(a: str, b: str) -> bool:
+    from rapidfuzz.distance import OSA
+    from wordfreq import zipf_frequency
+
+    if re.sub(r"[^a-z]", "", a) == re.sub(r"[^a-z]", "", b):  # "clinic's" / "clinics", "any time" / "anytime"
+        return True
+    if OSA.normalized_similarity(a, b) < _TYPO:
+        return False
+    return min(zipf_frequency(a, "en"), zipf_frequency(b, "en")) < TYPO_MAX_ZIPF
 
 
 def _word_swap(ops: list[tuple[str, int, int, int, int]], q: QuestionFeatures, c: QuestionFeatures) -> bool:
-    """The very same sentence but for one or two content words swapped for others (not a typo)."""
-    from rapidfuzz.distance import OSA
-
+    """The very same sentence but for one noun phrase of up to three words swapped for another, not a
+    typo ("the maternity ward" / "the intensive care unit", "radiology" / "cardiology"), the rest of the
+    sentence saying something (a content word)."""
     changed = [op for op in ops if op[0] != "equal"]
     if len(changed) != 1 or changed[0][0] != "replace":
         return False
     _, i1, i2, j1, j2 = changed[0]
     left = [w for w in q.tokens[i1:i2] if w not in _STOP]
     right = [w for w in c.tokens[j1:j2] if w not in _STOP]
-    return (bool(left) and bool(right) and i2 - i1 <= 2 and j2 - j1 <= 2
-            and OSA.normalized_similarity(" ".join(left), " ".join(right)) < _TYPO)
+    rest = [w for w in q.tokens[:i1] + q.tokens[i2:] if w not in _STOP and w.isalpha()]
+    if set(left) & q.reversal and set(right) & c.reversal:  # "unsubscribe from" / "stop": one act in other words
+        return False
+    return (bool(left) and bool(right) and bool(rest) and i2 - i1 <= 3 and j2 - j1 <= 3
+            and not _is_typo(" ".join(left), " ".join(right)))
 
 
 def _opcodes(q: QuestionFeatures, c: QuestionFeatures) -> list[tuple[str, int, int, int, int]]:
@@ -560,8 +624,6 @@ def pair_features(q: QuestionFeatures, c: QuestionFeatures, cosine: float) -> li
 
 def _swaps(q: QuestionFeatures, c: QuestionFeatures) -> int:
     """One-for-one content word replacements that are not typos (difflib alignment, rapidfuzz distance)."""
-    from rapidfuzz.distance import OSA
-
     a, b = q.tokens, c.tokens
     n = 0
     for op, i1, i2, j1, j2 in _opcodes(q, c):
@@ -570,7 +632,7 @@ def _swaps(q: QuestionFeatures, c: QuestionFeatures) -> int:
         left = [w for w in a[i1:i2] if w not in _STOP]
         right = [w for w in b[j1:j2] if w not in _STOP]
         if left and right and len(left) == len(right) == 1:
-            if OSA.normalized_similarity(left[0], right[0]) < _TYPO:
+            if not _is_typo(left[0], right[0]):
                 n += 1
     return n
 

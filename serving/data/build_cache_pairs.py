@@ -588,6 +588,80 @@ hr|Did I get my bonus in March?|Will I get my bonus in March?
 hr|How many sick days did I take previously?|How many sick days can I take from now on?
 """
 
+# -- added after the first held-out set was seen (it is a dev set now): the failure families it showed,
+# in five more domains, all in the train split (category|domain|q1|q2) -------------------------------
+FAMILIES = """\
+negation|government|How do I register to vote by post?|How do I cancel my postal vote registration?
+negation|government|How do I give permission for my tax office to talk to my accountant?|How do I revoke permission for my tax office to talk to my accountant?
+negation|government|How do I join the organ donor register?|How do I opt out of the organ donor register?
+negation|utilities|How do I sign up for paperless bills?|How do I unsubscribe from paperless bills?
+negation|utilities|How do I agree to a smart meter installation?|How do I withdraw my agreement to a smart meter installation?
+negation|utilities|How do I set up the priority services register for my home?|How do I remove my home from the priority services register?
+negation|logistics|How do I authorise a neighbour to sign for my parcels?|How do I withdraw the authorisation for a neighbour to sign for my parcels?
+negation|logistics|How do I get SMS delivery alerts?|How do I stop SMS delivery alerts?
+negation|logistics|Can I request a Saturday delivery for my parcel?|Can I cancel the Saturday delivery for my parcel?
+negation|hospitality|How do I join the hotel loyalty club?|How do I quit the hotel loyalty club?
+negation|hospitality|How do I share my stay history with partner hotels?|How do I stop sharing my stay history with partner hotels?
+negation|hospitality|How do I accept the room upgrade offer?|How do I decline the room upgrade offer?
+negation|software_licensing|How do I consent to usage telemetry in the desktop app?|How do I withdraw consent to usage telemetry in the desktop app?
+negation|software_licensing|How do I assign a licence to a new engineer?|How do I revoke the licence of an engineer who left?
+negation|software_licensing|How do I turn on automatic licence renewal?|How do I discontinue automatic licence renewal?
+entity_swap|hospitality|What time does the rooftop bar open?|What time does the spa open?
+entity_swap|hospitality|Is breakfast included in the garden suite?|Is breakfast included in the family room?
+entity_swap|hospitality|Where is the conference hall?|Where is the fitness centre?
+entity_swap|government|What documents do I need for the passport office?|What documents do I need for the vehicle licensing agency?
+entity_swap|government|What are the opening hours of the planning department?|What are the opening hours of the housing department?
+entity_swap|government|How long does the immigration office take to reply?|How long does the tax office take to reply?
+entity_swap|utilities|Who do I call about the water supply?|Who do I call about the gas supply?
+entity_swap|utilities|What is the tariff for the electricity meter?|What is the tariff for the heat pump?
+entity_swap|logistics|Where is the nearest parcel locker?|Where is the nearest sorting depot?
+entity_swap|logistics|How much does the express courier cost?|How much does the freight pallet service cost?
+entity_swap|logistics|What are the opening hours of the collection point?|What are the opening hours of the customs warehouse?
+entity_swap|software_licensing|Does the enterprise plan include the analytics module?|Does the enterprise plan include the audit log?
+entity_swap|software_licensing|How do I activate the photo editor licence?|How do I activate the video suite licence?
+entity_swap|software_licensing|Where do I download the desktop client?|Where do I download the command line tool?
+entity_swap|hospitality|Can I bring my dog to the lakeside cabin?|Can I bring my dog to the main lodge?
+scope|utilities|Is there a power cut on my road?|Is there a power cut across the region?
+scope|utilities|Why is the water off in my flat?|Why is the water off citywide?
+scope|utilities|Is there a gas leak warning near me?|Is there a nationwide gas supply warning?
+scope|logistics|Are deliveries delayed to my address?|Are deliveries delayed nationwide?
+scope|logistics|Is my parcel affected by the strike?|Are all customers affected by the strike?
+scope|logistics|Is the depot in my town closed?|Are depots closed across the country?
+scope|government|Are bin collections cancelled on my street?|Are bin collections cancelled throughout the country?
+scope|government|Does the new parking rule apply to my road?|Does the new parking rule apply statewide?
+scope|government|Is the library in my area shut for the holiday?|Are libraries shut for the holiday across the whole country?
+scope|hospitality|Is the pool closed at this location?|Are pools closed at every location?
+scope|hospitality|Does the price rise apply to my booking?|Does the price rise apply to all guests?
+scope|software_licensing|Is the service down for my workspace?|Is the service down worldwide?
+scope|software_licensing|Does the price change affect my subscription?|Does the price change affect every subscriber?
+scope|software_licensing|Is the outage only in my region?|Is the outage global?
+scope|utilities|Will my bill go up in April?|Will everyone's bill go up in April?
+paraphrase|government|How do I cancel my postal vote?|I no longer want to vote by post, how do I stop it?
+paraphrase|government|How do I opt out of the organ donor register?|How can I take my name off the organ donor list?
+paraphrase|utilities|How do I unsubscribe from paperless bills?|How can I stop getting my bills by email?
+paraphrase|utilities|Is there a power cut on my road?|Is the electricity out on my street?
+paraphrase|utilities|Who do I call about the water supply?|What number do I ring if there's a problem with my water supply?
+paraphrase|logistics|How do I stop SMS delivery alerts?|How do I turn off the text messages about deliveries?
+paraphrase|logistics|Where is the nearest parcel locker?|Where's the closest parcel locker to me?
+paraphrase|logistics|Are deliveries delayed nationwide?|Is there a delay on deliveries across the country?
+paraphrase|hospitality|How do I quit the hotel loyalty club?|How do I cancel my loyalty club membership?
+paraphrase|hospitality|What time does the spa open?|When does the spa open in the morning?
+paraphrase|hospitality|Where is the fitness centre?|How do I find the fitness centre in the hotel?
+paraphrase|software_licensing|How do I withdraw consent to usage telemetry in the desktop app?|How do I revoke my consent to telemetry in the desktop app?
+paraphrase|software_licensing|Is the service down worldwide?|Is there a global outage of the service?
+paraphrase|software_licensing|Where do I download the command line tool?|Where can I get the CLI tool?
+paraphrase|government|What are the opening hours of the housing department?|When is the housing department open?
+"""
+
+
+def _families() -> list[dict]:
+    out = []
+    for line in FAMILIES.strip().splitlines():
+        category, domain, q1, q2 = line.split("|")
+        out.append({"q1": q1, "q2": q2, "same_answer": category in ("paraphrase", "near_repeat"),
+                    "category": category, "domain": domain, "split": "train"})
+    return out
+
 
 def _lines(block: str) -> list[tuple[str, str, str]]:
     return [tuple(line.split("|")) for line in block.strip().splitlines()]  # type: ignore[misc]
@@ -685,7 +759,7 @@ def build() -> list[dict]:
         if key not in seen and r["q1"] != r["q2"]:
             seen.add(key)
             out.append(r)
-    return out
+    return out + _families()
 
 
 def main() -> None:
