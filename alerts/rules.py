@@ -25,7 +25,7 @@ import logging
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from costline.alerts.settings import (
@@ -39,6 +39,7 @@ from costline.alerts.settings import (
     RuleSettings,
     StudentDriftSettings,
 )
+from costline.timeutil import utc_naive as _naive
 
 __all__ = [
     "Condition",
@@ -125,10 +126,6 @@ class Snapshot:
     dlq_samples: Sequence[tuple[datetime, int]] | None = None
     #: ``(what, error)`` of every lake query that failed for this snapshot; None: not checked.
     query_errors: Sequence[tuple[str, str]] | None = None
-
-
-def _naive(ts: datetime) -> datetime:
-    return ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo else ts
 
 
 def closed_window(now: datetime, settle_s: float = 0.0) -> datetime:

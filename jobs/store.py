@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -32,13 +31,14 @@ import pyarrow.parquet as pq
 
 from costline.errors import LakeError
 from costline.fsutil import fsync_dir
+from costline.timeutil import utc_naive  # noqa: F401  (re-exported: older imports of jobs.store.utc_naive)
 
 if TYPE_CHECKING:  # pragma: no cover
     import duckdb
 
     from costline.config import Config
 
-__all__ = ["JobStore", "JOB_SCHEMAS", "JOB_VIEWS", "jobs_views_sql", "open_jobs_lake", "utc_naive"]
+__all__ = ["JobStore", "JOB_SCHEMAS", "JOB_VIEWS", "jobs_views_sql", "open_jobs_lake"]
 
 _TS: Final = pa.timestamp("us")
 
@@ -202,8 +202,3 @@ def open_jobs_lake(config: "Config") -> "duckdb.DuckDBPyConnection":
     return con
 
 
-def utc_naive(ts: datetime) -> datetime:
-    """A datetime as naive UTC (how the lake stores time)."""
-    from datetime import UTC
-
-    return ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo else ts

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import click
 
 from costline.cli import pass_config
 from costline.config import Config
+from costline.timeutil import utc_now_naive as _utcnow
 
 __all__ = ["route"]
 
@@ -169,10 +170,6 @@ def _provenance(path: Path) -> str:
     if about.exists():
         return "labels: " + about.read_text(encoding="utf-8").strip()
     return "labels: as given in the file (their provenance is unknown to costline)"
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def _eval_candidate(config: Config, candidate: str, incumbent: str | None, since: datetime | None,

@@ -67,7 +67,7 @@ def retrain_candidate(
 ) -> RetrainResult:
     """Train, evaluate and (with ``auto_promote``) promote; raises :class:`NotEnoughLabelsError` when
     the lake holds too few labels. ``breaches`` defaults to :func:`tier_match_breaches`."""
-    from costline.jobs.store import utc_naive
+    from costline.timeutil import utc_naive
     from costline.serving.policy_learned import train_policy
     from costline.serving.registry import ModelRegistry
     from costline.serving.route_gate import LakeJudge, compare, load_policy, validate_loop_config
