@@ -39,6 +39,7 @@ from costline.alerts.settings import (
     RuleSettings,
     StudentDriftSettings,
 )
+from costline.sqlutil import sql_str as _sql_str
 from costline.timeutil import utc_naive as _naive
 
 __all__ = [
@@ -136,10 +137,6 @@ def closed_window(now: datetime, settle_s: float = 0.0) -> datetime:
 
 def _window_text(start: datetime) -> str:
     return f"{start:%Y-%m-%d %H:%M}–{start + timedelta(hours=1):%H:%M} UTC"
-
-
-def _sql_str(text: str) -> str:
-    return "'" + str(text).replace("'", "''") + "'"
 
 
 def two_proportion_p_value(hits1: int, n1: int, hits2: int, n2: int) -> float:

@@ -21,7 +21,6 @@ run's results completely or not at all.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -30,7 +29,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from costline.errors import LakeError
-from costline.fsutil import fsync_dir
+from costline.fsutil import atomic_write
+from costline.sqlutil import sql_str as _sql_str
 from costline.timeutil import utc_naive  # noqa: F401  (re-exported: older imports of jobs.store.utc_naive)
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -106,10 +106,6 @@ JOB_VIEWS: Final = ("eval_runs", "eval_items", "shadow_runs", "shadow_items", "c
 _EMPTY: Final = "_empty.parquet"
 
 
-def _sql_str(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 class JobStore:
     """The ``<lake>/jobs`` folder: atomic result files, checkpoints, locks."""
 
@@ -157,13 +153,8 @@ class JobStore:
 
     @staticmethod
     def _write(final: Path, arrow: pa.Table) -> None:
-        tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as fh:
+        with atomic_write(final) as fh:
             pq.write_table(arrow, fh, compression="zstd")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
-        fsync_dir(final.parent)
 
     def exists(self, table: str, name: str) -> bool:
         return (self.table_dir(table) / f"{name}.parquet").exists()
