@@ -29,7 +29,7 @@ def _need() -> None:
         import peft  # noqa: F401
         import transformers  # noqa: F401
     except ImportError:
-        raise MissingExtraError("training and serving the student") from None
+        raise MissingExtraError("transformers / peft", "distill", needed_for="training and serving the student") from None
 
 
 def format_prompt(tokenizer: Any, system: str | None, messages: Sequence[Mapping[str, Any]]) -> str:
