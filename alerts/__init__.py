@@ -8,11 +8,9 @@ See ``docs/alerts.md``.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from costline.alerts.errors import AlertsError, AlertsStateError, NotifierError, SilenceError
 from costline.alerts.settings import AlertsConfig
+from costline.lazy import lazy_loader
 
 __all__ = [
     "AlertsConfig",
@@ -60,9 +58,4 @@ _LAZY: dict[str, str] = {
     "SlackStandIn": "slack_standin",
 }
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'costline.alerts' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"costline.alerts.{module}"), name)
+__getattr__, __dir__ = lazy_loader(__name__, _LAZY)

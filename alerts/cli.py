@@ -13,6 +13,7 @@ import click
 
 from costline.cli import pass_config
 from costline.config import Config
+from costline.timeutil import utc_aware
 
 __all__ = ["commands", "alerts", "parse_duration"]
 
@@ -31,10 +32,6 @@ def parse_duration(text: str) -> timedelta:
 
 def _when(ts: float | None) -> str:
     return "-" if ts is None else f"{datetime.fromtimestamp(ts, UTC):%Y-%m-%d %H:%M:%S}"
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    return None if value is None else (value if value.tzinfo else value.replace(tzinfo=UTC))
 
 
 def _service(config: Config, **kwargs: Any) -> Any:
@@ -82,7 +79,7 @@ def run(config: Config, once: bool, interval: float | None, start: datetime | No
         if start is not None or end is not None:
             if start is None or end is None:
                 raise click.UsageError("--from and --to go together")
-            reports = service.replay(_utc(start), _utc(end), step_s=interval or 3600.0)  # type: ignore[arg-type]
+            reports = service.replay(utc_aware(start), utc_aware(end), step_s=interval or 3600.0)  # type: ignore[arg-type]
             fired = sum(1 for r in reports for _, _, to in r.tick.transitions if to == "firing")
             click.echo(f"replayed {len(reports)} evaluations: {fired} alerts fired; "
                        f"{service.outbox.pending()} messages still queued")

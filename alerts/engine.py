@@ -27,13 +27,14 @@ import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from costline.alerts.message import render
 from costline.alerts.rules import RULE_NAMES, Observation, fingerprint
 from costline.alerts.settings import AlertsConfig
 from costline.alerts.store import AlertStore, from_epoch, to_epoch
+from costline.timeutil import utc_now as _utc_now
 
 __all__ = ["AlertEngine", "TickResult", "ops_for"]
 
@@ -58,10 +59,6 @@ class TickResult:
     transitions: list[tuple[str, str, str]] = field(default_factory=list)  # (fingerprint, from, to)
     queued: list[tuple[str, str]] = field(default_factory=list)  # (group_key, kind)
     muted: dict[str, str] = field(default_factory=dict)  # fingerprint -> why
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _obs_dict(obs: Observation) -> dict[str, Any]:

@@ -32,20 +32,17 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from costline.alerts.notify import Notifier, Outgoing, SendResult
 from costline.alerts.settings import OutboxConfig
 from costline.alerts.store import AlertStore, from_epoch, to_epoch
+from costline.timeutil import utc_now as _utc_now
 
 __all__ = ["Outbox", "DeliveryStats"]
 
 log = logging.getLogger(__name__)
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass

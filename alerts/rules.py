@@ -25,7 +25,7 @@ import logging
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from costline.alerts.settings import (
@@ -39,6 +39,8 @@ from costline.alerts.settings import (
     RuleSettings,
     StudentDriftSettings,
 )
+from costline.sqlutil import sql_str as _sql_str
+from costline.timeutil import utc_naive as _naive
 
 __all__ = [
     "Condition",
@@ -131,10 +133,6 @@ class Snapshot:
     redistills: Sequence[Row] | None = None
 
 
-def _naive(ts: datetime) -> datetime:
-    return ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo else ts
-
-
 def closed_window(now: datetime, settle_s: float = 0.0) -> datetime:
     """Start (naive UTC) of the last hourly window that closed at or before ``now - settle_s``."""
     t = _naive(now) - timedelta(seconds=settle_s)
@@ -143,10 +141,6 @@ def closed_window(now: datetime, settle_s: float = 0.0) -> datetime:
 
 def _window_text(start: datetime) -> str:
     return f"{start:%Y-%m-%d %H:%M}–{start + timedelta(hours=1):%H:%M} UTC"
-
-
-def _sql_str(text: str) -> str:
-    return "'" + str(text).replace("'", "''") + "'"
 
 
 def two_proportion_p_value(hits1: int, n1: int, hits2: int, n2: int) -> float:

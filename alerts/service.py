@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +26,11 @@ from costline.alerts.source import AlertSource
 from costline.alerts.store import AlertStore, default_state_path
 from costline.alerts.view import export_history
 from costline.config import Config
+from costline.timeutil import utc_now as _utc_now
 
 __all__ = ["AlertService", "TickReport", "evaluate_job_rules", "state_path"]
 
 log = logging.getLogger(__name__)
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def state_path(config: Config) -> Path:

@@ -20,6 +20,7 @@ from typing import Any
 from costline.alerts.rules import JOB_RULES, RULE_NAMES, Snapshot, closed_window
 from costline.alerts.store import AlertStore
 from costline.config import Config, KafkaConfig
+from costline.timeutil import utc_naive as _naive
 
 __all__ = ["AlertSource", "kafka_dlq_counter", "CACHE_SQL", "TIERS_SQL", "LAST_SPAN_SQL"]
 
@@ -55,12 +56,6 @@ _JOB_VIEWS = {"student_drift": "eval_runs", "routing_tier_match_drop": "shadow_r
 _RETRAINS = "route_retrains"
 #: Exports the drift job started (costline.distill.redistill): the student_drift alert names them.
 _REDISTILL_VIEW = "distill_exports"
-
-
-def _naive(ts: datetime) -> datetime:
-    from datetime import UTC
-
-    return ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo else ts
 
 
 class AlertSource:

@@ -23,7 +23,7 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from costline.alerts.settings import AlertsConfig
 from costline.dashboards.settings import DashboardConfig
 from costline.distill.settings import DistillConfig
 from costline.errors import ConfigError
+from costline.timeutil import utc_naive
 from costline.jobs.settings import JobsConfig
 from costline.serving.settings import ServingConfig
 
@@ -545,7 +546,7 @@ def _validate(config: Config, source: str) -> None:
 def parse_utc(text: str) -> datetime:
     """An ISO 8601 time as a naive UTC datetime (a time without an offset is taken as UTC)."""
     ts = datetime.fromisoformat(text.strip())
-    return ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo else ts
+    return utc_naive(ts)
 
 
 def _suggest(word: str, known: Mapping[str, Any] | dict[str, Any]) -> str:

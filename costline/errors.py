@@ -10,6 +10,7 @@ what to do::
      │    └── UnknownModelError a call's model is in no pricing table
      ├── KafkaSetupError        the local broker cannot be fetched or started
      ├── LakeError              the Parquet lake cannot be read or written
+     ├── MissingExtraError      an optional extra is not installed (also an ImportError; every area raises this one)
      ├── collectors.CollectorError
      └── processors.ProcessorError
 """
@@ -23,6 +24,7 @@ __all__ = [
     "UnknownModelError",
     "KafkaSetupError",
     "LakeError",
+    "MissingExtraError",
 ]
 
 
@@ -61,3 +63,18 @@ class KafkaSetupError(CostlineError):
 
 class LakeError(CostlineError):
     """The Parquet lake is missing, unreadable or cannot be written."""
+
+
+class MissingExtraError(CostlineError, ImportError):
+    """An optional dependency is not installed; the message names the extra to install.
+
+    The one class for every area (serving, jobs, distill re-export it): ``except ImportError``
+    and ``except CostlineError`` both catch it.
+    """
+
+    def __init__(self, missing: str, extra: str = "serving", *, needed_for: str | None = None) -> None:
+        self.missing = missing
+        self.extra = extra
+        self.install_hint = f"pip install 'costline[{extra}]'"
+        why = f" ({needed_for} needs it)" if needed_for else ""
+        super().__init__(f"{missing} is not installed{why}: {self.install_hint}", name=missing.split(" ")[0])

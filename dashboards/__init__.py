@@ -13,8 +13,7 @@ public names below are loaded on first use.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from costline.lazy import lazy_loader
 
 __all__ = [
     "CHARTS",
@@ -44,13 +43,4 @@ _WHERE = {
     "announce_dashboard": "cli",
 }
 
-
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'costline.dashboards' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"costline.dashboards.{module}"), name)
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+__getattr__, __dir__ = lazy_loader(__name__, _WHERE)

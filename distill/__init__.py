@@ -8,11 +8,11 @@ serving need the ``distill`` extra.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from costline.distill.errors import DistillError, ExportError, GateFailedError, MissingExtraError, RunStateError
 from costline.distill.settings import DistillConfig
+from costline.lazy import lazy_loader
 
 __all__ = [
     "DistillConfig", "DistillError", "ExportError", "RunStateError", "GateFailedError", "MissingExtraError",
@@ -36,11 +36,7 @@ _LAZY: dict[str, str] = {
     "StudentServer": "serve", "on_drift": "redistill", "run_distill_demo": "demo",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"costline.distill.{_LAZY[name]}"), name)
-    raise AttributeError(f"module 'costline.distill' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_loader(__name__, _LAZY)
 
 
 def validate(config: Any) -> None:

@@ -120,7 +120,7 @@ def export_dataset(
     from costline.distill import validate
     from costline.jobs.drift import drift_run_id
     from costline.jobs.sampling import allocate, sample_requests
-    from costline.jobs.store import utc_naive
+    from costline.timeutil import utc_naive
     from costline.lake import open_lake
 
     validate(config)

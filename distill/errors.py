@@ -4,13 +4,14 @@
      └── DistillError            root of the distillation pipeline's errors
           ├── ExportError        nothing (or too little) to export; the message says what was skipped
           ├── RunStateError      a step needs an earlier step's output (run it first)
-          ├── GateFailedError    promote refused: the run did not pass its gate (names the subtypes)
-          └── MissingExtraError  training / serving needs the distill extra (also an ImportError)
+          └── GateFailedError    promote refused: the run did not pass its gate (names the subtypes)
+
+MissingExtraError (training / serving needs the distill extra) is :class:`costline.errors.MissingExtraError`.
 """
 
 from __future__ import annotations
 
-from costline.errors import CostlineError
+from costline.errors import CostlineError, MissingExtraError
 
 __all__ = ["DistillError", "ExportError", "RunStateError", "GateFailedError", "MissingExtraError", "INSTALL_HINT"]
 
@@ -31,10 +32,3 @@ class RunStateError(DistillError):
 
 class GateFailedError(DistillError):
     """Promotion refused: the run did not pass its quality gate."""
-
-
-class MissingExtraError(DistillError, ImportError):
-    """transformers / peft are missing."""
-
-    def __init__(self, what: str) -> None:
-        super().__init__(f"{what} needs transformers and peft: {INSTALL_HINT}", name="peft")

@@ -94,7 +94,7 @@ def evaluate_student(
     from costline.distill.teacher import split_answer
     from costline.jobs.drift import SubtypeScores, assess_subtypes
     from costline.jobs.scoring import ScoreRequest, Scorer, metric_for
-    from costline.jobs.store import utc_naive
+    from costline.timeutil import utc_naive
 
     validate(config)
     cfg, dcfg = config.distill, config.jobs.drift

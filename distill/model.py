@@ -40,7 +40,7 @@ def require_extra() -> None:
         import peft  # noqa: F401
         import transformers  # noqa: F401
     except ImportError:
-        raise MissingExtraError("training and serving the student") from None
+        raise MissingExtraError("transformers / peft", "distill", needed_for="training and serving the student") from None
 
 
 _need = require_extra

@@ -48,7 +48,7 @@ def compute_roi(config: Any, *, since: datetime | None = None, until: datetime |
                 teacher_cost_usd: float | None = None, train_gpu_hours: float | None = None,
                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> Roi:
     """Break-even and payback for ``[distill] task_types`` over ``[since, until)``; see the module docstring."""
-    from costline.jobs.store import utc_naive
+    from costline.timeutil import utc_naive
     from costline.lake import open_lake
 
     cfg = config.distill

@@ -6,12 +6,12 @@ See ``docs/jobs.md``.
 
 from __future__ import annotations
 
-import importlib
 import re
 from typing import Any
 
 from costline.jobs.errors import JobBusyError, JobsError, MissingExtraError, NoDataError, TeacherError
 from costline.jobs.settings import CostReportConfig, DriftConfig, JobsConfig, ShadowConfig, TeacherConfig
+from costline.lazy import lazy_loader
 
 __all__ = [
     "JobsConfig", "DriftConfig", "ShadowConfig", "CostReportConfig", "TeacherConfig",
@@ -38,11 +38,7 @@ _LAZY: dict[str, str] = {
     "JobStore": "store", "jobs_views_sql": "store", "open_jobs_lake": "store",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"costline.jobs.{_LAZY[name]}"), name)
-    raise AttributeError(f"module 'costline.jobs' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_loader(__name__, _LAZY)
 
 
 def validate(config: Any) -> None:

@@ -9,6 +9,7 @@ import click
 
 from costline.cli import pass_config
 from costline.config import Config
+from costline.timeutil import utc_naive
 
 __all__ = ["commands", "jobs"]
 
@@ -35,7 +36,7 @@ class _When(click.ParamType):
             dt = datetime.fromisoformat(text)
         except ValueError:
             self.fail(f"{text!r} is not a time: use 2026-11-08, 2026-11-08T02:00, now, -24h or -7d", param, ctx)
-        return dt.astimezone(UTC).replace(tzinfo=None) if dt.tzinfo else dt
+        return utc_naive(dt)
 
 
 WHEN = _When()

@@ -34,6 +34,7 @@ from typing import Any
 
 from costline.config import Config, ModelPrice
 from costline.jobs.errors import JobsError, NoDataError
+from costline.timeutil import utc_naive as _utc
 
 __all__ = ["StageRow", "CostReport", "build_cost_report", "run_cost_report", "COST_SQL", "HOSTING_SQL", "STAGES"]
 
@@ -171,10 +172,6 @@ def _price_sql(m: ModelPrice, config: Config) -> str:
     p = config.pricing
     return _PRICE.format(inp=repr(m.input_per_mtok), out=repr(m.output_per_mtok), read=repr(p.cache_read_multiplier),
                          write=repr(p.cache_write_multiplier), batch=repr(p.batch_multiplier))
-
-
-def _utc(ts: datetime) -> datetime:
-    return ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo else ts
 
 
 def build_cost_report(con: Any, config: Config, *, since: datetime, until: datetime,

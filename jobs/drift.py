@@ -39,6 +39,7 @@ from costline.config import Config
 from costline.jobs.errors import JobsError, NoDataError
 from costline.jobs.settings import DriftConfig
 from costline.jobs.stats import bootstrap_mean_ci, ks_test, mann_whitney_greater, mmd_permutation_test, psi, trend
+from costline.timeutil import utc_naive as _utc
 
 __all__ = [
     "SubtypeScores",
@@ -237,10 +238,6 @@ def drift_run_id(kind: str, until: datetime, params: Mapping[str, Any]) -> str:
     """Deterministic run id: the same window and parameters resume the same run."""
     h = hashlib.blake2b(json.dumps(dict(params), sort_keys=True, default=str).encode(), digest_size=4).hexdigest()
     return f"{kind}-{until:%Y%m%dT%H%M}-{h}"
-
-
-def _utc(ts: datetime) -> datetime:
-    return ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo else ts
 
 
 def _previous_runs(con: Any, run_id: str) -> list[dict[str, Any]]:

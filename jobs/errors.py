@@ -4,13 +4,14 @@
      └── JobsError              root of the nightly jobs' errors
           ├── JobBusyError      another run of the same job holds its lock
           ├── NoDataError       nothing to evaluate in the window (no captured content, no traffic)
-          ├── TeacherError      regenerating answers failed (too many errors, batch expired, timeout)
-          └── MissingExtraError embedding scoring needs the serving extra (also an ImportError)
+          └── TeacherError      regenerating answers failed (too many errors, batch expired, timeout)
+
+MissingExtraError (embedding scoring needs the serving extra) is :class:`costline.errors.MissingExtraError`.
 """
 
 from __future__ import annotations
 
-from costline.errors import CostlineError
+from costline.errors import CostlineError, MissingExtraError
 
 __all__ = ["JobsError", "JobBusyError", "NoDataError", "TeacherError", "MissingExtraError", "INSTALL_HINT"]
 
@@ -32,10 +33,3 @@ class NoDataError(JobsError):
 
 class TeacherError(JobsError):
     """Regenerating answers failed; what was answered is kept and the next run resumes."""
-
-
-class MissingExtraError(JobsError, ImportError):
-    """sentence-transformers / the MiniLM package is missing: embedding cosine and MMD need it."""
-
-    def __init__(self, what: str) -> None:
-        super().__init__(f"{what} needs the embedding model: {INSTALL_HINT}", name="sentence_transformers")

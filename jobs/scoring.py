@@ -89,7 +89,7 @@ def default_embedder() -> Embedder:
     try:
         from costline.serving.embedding import Embedder as MiniLM
     except ImportError:
-        raise MissingExtraError("embedding cosine scoring") from None
+        raise MissingExtraError("sentence-transformers", needed_for="embedding cosine scoring") from None
     return MiniLM()
 
 
@@ -130,7 +130,7 @@ class Scorer:
         try:
             return np.asarray(self.embedder.encode(list(texts)), dtype=np.float64)
         except ImportError as exc:  # the serving extra's own MissingExtraError is an ImportError
-            raise MissingExtraError("embedding cosine scoring") from exc
+            raise MissingExtraError("sentence-transformers", needed_for="embedding cosine scoring") from exc
 
     def score(self, items: Sequence[ScoreRequest]) -> list[tuple[float, float]]:
         """(answer score, reference score) per item, in order."""

@@ -23,6 +23,7 @@ from costline.config import Config
 from costline.jobs.errors import NoDataError
 from costline.jobs.settings import ShadowConfig
 from costline.jobs.stats import proportion_drop_p, trend, wilson_ci
+from costline.timeutil import utc_naive as _utc
 
 __all__ = ["TierAssessment", "ShadowResult", "assess_tiers", "run_shadow", "next_tier"]
 
@@ -106,10 +107,6 @@ class ShadowResult:
     @property
     def flagged(self) -> list[str]:
         return [a.tier for a in self.assessments if a.flagged]
-
-
-def _utc(ts: datetime) -> datetime:
-    return ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo else ts
 
 
 def run_shadow(

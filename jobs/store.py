@@ -23,9 +23,7 @@ run's results completely or not at all.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -33,14 +31,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from costline.errors import LakeError
-from costline.fsutil import fsync_dir
+from costline.fsutil import atomic_write
+from costline.sqlutil import sql_str as _sql_str
+from costline.timeutil import utc_naive  # noqa: F401  (re-exported: older imports of jobs.store.utc_naive)
 
 if TYPE_CHECKING:  # pragma: no cover
     import duckdb
 
     from costline.config import Config
 
-__all__ = ["JobStore", "JOB_SCHEMAS", "JOB_VIEWS", "jobs_views_sql", "open_jobs_lake", "utc_naive"]
+__all__ = ["JobStore", "JOB_SCHEMAS", "JOB_VIEWS", "jobs_views_sql", "open_jobs_lake"]
 
 _TS: Final = pa.timestamp("us")
 
@@ -120,10 +120,6 @@ JOB_VIEWS: Final = ("eval_runs", "eval_items", "shadow_runs", "shadow_items", "c
 _EMPTY: Final = "_empty.parquet"
 
 
-def _sql_str(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 class JobStore:
     """The ``<lake>/jobs`` folder: atomic result files, checkpoints, locks."""
 
@@ -171,13 +167,8 @@ class JobStore:
 
     @staticmethod
     def _write(final: Path, arrow: pa.Table) -> None:
-        tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as fh:
+        with atomic_write(final) as fh:
             pq.write_table(arrow, fh, compression="zstd")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
-        fsync_dir(final.parent)
 
     def exists(self, table: str, name: str) -> bool:
         return (self.table_dir(table) / f"{name}.parquet").exists()
@@ -216,8 +207,3 @@ def open_jobs_lake(config: "Config") -> "duckdb.DuckDBPyConnection":
     return con
 
 
-def utc_naive(ts: datetime) -> datetime:
-    """A datetime as naive UTC (how the lake stores time)."""
-    from datetime import UTC
-
-    return ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo else ts

@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -34,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from costline import sdk
 from costline.jobs.errors import TeacherError
 from costline.pricing import PricingTable
 
@@ -399,40 +399,23 @@ class Regenerator:
         self.checkpoint.close_batch(batch_id)
 
 
-def _loopback(url: str | None) -> bool:
-    return bool(url) and any(h in url for h in ("://127.0.0.1", "://localhost", "://[::1]"))
-
-
 def anthropic_client(config: Any, **kwargs: Any) -> Any:
     """An ``anthropic.Anthropic`` for the jobs: ``[jobs.teacher]``, else ``[serving.backends]``.
 
-    Without an API key a loopback ``base_url`` (the local stand-in) gets a placeholder key.
+    The key policy is :mod:`costline.sdk`'s: without one, only a loopback ``base_url`` (the local
+    stand-in) gets a placeholder; otherwise :class:`~costline.sdk.MissingApiKeyError` names the variable.
     """
-    import anthropic
-
     t = config.jobs.teacher
     b = config.serving.backends
-    base_url = t.base_url or b.anthropic_base_url or os.environ.get("ANTHROPIC_BASE_URL")
-    key_env = t.api_key_env or b.anthropic_api_key_env
-    api_key = os.environ.get(key_env)
-    if not api_key:
-        if not _loopback(base_url):
-            raise TeacherError(f"no Anthropic API key: set ${key_env} (or [jobs.teacher] api_key_env), "
-                               "or point [jobs.teacher] base_url at the local stand-in (`costline standin`)")
-        api_key = "costline-standin"
-    kw: dict[str, Any] = {"api_key": api_key, "max_retries": t.max_retries, "timeout": t.timeout_s}
-    if base_url:
-        kw["base_url"] = base_url
-    kw.update(kwargs)
-    return anthropic.Anthropic(**kw)
+    kw: dict[str, Any] = {"max_retries": t.max_retries, "timeout": t.timeout_s, **kwargs}
+    return sdk.anthropic_client(base_url=t.base_url or b.anthropic_base_url, key_env=t.api_key_env or b.anthropic_api_key_env,
+                                service="the jobs' teacher ([jobs.teacher])", **kw)
 
 
 def student_client(config: Any, **kwargs: Any) -> Any:
     """An ``openai.OpenAI`` for the student's vLLM server (``[serving.backends] student_base_url``)."""
-    import openai
-
     b = config.serving.backends
-    kw: dict[str, Any] = {"base_url": b.student_base_url, "api_key": os.environ.get(b.student_api_key_env) or "none",
-                          "max_retries": config.jobs.teacher.max_retries, "timeout": config.jobs.teacher.timeout_s}
-    kw.update(kwargs)
-    return openai.OpenAI(**kw)
+    kw: dict[str, Any] = {"max_retries": config.jobs.teacher.max_retries, "timeout": config.jobs.teacher.timeout_s,
+                          **kwargs}
+    return sdk.openai_client(base_url=b.student_base_url, key_env=b.student_api_key_env,
+                             service="the student ([serving.backends] student_base_url)", **kw)

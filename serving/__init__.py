@@ -8,8 +8,7 @@ Names are imported lazily on first use, so ``import costline.serving`` stays lig
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from costline.lazy import lazy_loader
 
 #: public name -> the module that defines it
 _LAZY: dict[str, str] = {
@@ -40,9 +39,4 @@ _LAZY: dict[str, str] = {
 
 __all__ = sorted(_LAZY)
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'costline.serving' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"costline.serving.{module}"), name)
+__getattr__, __dir__ = lazy_loader(__name__, _LAZY)

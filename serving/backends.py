@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 from costline import contract
 from costline.collectors import Recorder, instrument_anthropic, instrument_openai
+from costline.sdk import anthropic_client, openai_client
 from costline.serving.errors import BackendError, RoutingError
 from costline.serving.registry import ModelRegistry, TierSpec
 from costline.serving.settings import BackendsConfig
@@ -211,20 +212,16 @@ BackendFactory = Callable[[TierSpec, BackendsConfig, Recorder, Mapping[str, str]
 
 
 def _anthropic(spec: TierSpec, settings: BackendsConfig, recorder: Recorder, env: Mapping[str, str]) -> Backend:
-    import anthropic
-
-    key = env.get(settings.anthropic_api_key_env) or ("costline-local" if spec.base_url else None)
-    client = anthropic.Anthropic(api_key=key, base_url=spec.base_url, max_retries=settings.max_retries,
-                                 timeout=settings.timeout_s)
+    client = anthropic_client(base_url=spec.base_url, key_env=settings.anthropic_api_key_env, env=env,
+                              service=f"tier {spec.name!r} (Anthropic)", max_retries=settings.max_retries,
+                              timeout=settings.timeout_s)
     instrument_anthropic(client, recorder, tier=spec.name)
     return AnthropicBackend(spec, client, max_tokens=settings.max_tokens)
 
 
 def _openai(spec: TierSpec, settings: BackendsConfig, recorder: Recorder, env: Mapping[str, str]) -> Backend:
-    import openai
-
-    key = env.get(settings.student_api_key_env) or "costline-local"  # vLLM runs without a key by default
-    client = openai.OpenAI(api_key=key, base_url=spec.base_url, max_retries=settings.max_retries,
+    client = openai_client(base_url=spec.base_url, key_env=settings.student_api_key_env, env=env,
+                           service=f"tier {spec.name!r} ({spec.provider})", max_retries=settings.max_retries,
                            timeout=settings.timeout_s)
     instrument_openai(client, recorder, provider=spec.provider, tier=spec.name)
     return OpenAIChatBackend(spec, client, max_tokens=settings.max_tokens)

@@ -4,18 +4,20 @@
 
     CostlineError
      └── ServingError               root of everything raised here
-          ├── MissingExtraError     the `serving` extra is not installed (also an ImportError)
           ├── CacheError            the semantic cache cannot do what was asked
           │    └── CacheCorruptError  a saved cache fails its checksum or does not match the embedder
           ├── RoutingError          no policy, tier or backend for what a request needs
           │    └── PolicyFileError  a learned routing policy file is missing or unreadable
           ├── BackendError          a tier failed after the SDK's own retries (carries error_type)
           └── GatewayError          `costline serve` cannot start
+
+MissingExtraError (the `serving` extra is not installed) is :class:`costline.errors.MissingExtraError`,
+re-exported here.
 """
 
 from __future__ import annotations
 
-from costline.errors import CostlineError
+from costline.errors import CostlineError, MissingExtraError
 
 __all__ = [
     "ServingError",
@@ -35,13 +37,6 @@ INSTALL_HINT = "pip install 'costline[serving]'"
 
 class ServingError(CostlineError):
     """Root of the errors raised by :mod:`costline.serving`."""
-
-
-class MissingExtraError(ServingError, ImportError):
-    """An optional dependency (faiss, sentence-transformers, the MiniLM package) is not installed."""
-
-    def __init__(self, module: str) -> None:
-        super().__init__(f"{module} is not installed: {INSTALL_HINT}", name=module)
 
 
 class CacheError(ServingError):

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import click
 
 from costline.cli import pass_config
 from costline.config import Config
+from costline.timeutil import utc_now_naive as _utcnow
 
 __all__ = ["route"]
 
@@ -151,9 +152,10 @@ def eval_(config: Config, data_path: Path | None, policy_name: str | None, polic
     path = data_path or _DATA / "route_eval_judged.jsonl"
     policy = build_policy(config.serving, policy_name)
     registry = ModelRegistry.from_config(config)
-    report = evaluate(policy, read_rows(path), registry, max_escalations=config.serving.escalation.max_escalations)
+    rows = read_rows(path)
+    report = evaluate(policy, rows, registry, max_escalations=config.serving.escalation.max_escalations)
     click.echo(f"{path}: {report.rows} rows, policy {policy_name or router.policy}")
-    click.echo(_provenance(path))
+    click.echo(_provenance(path, rows))
     click.echo(report.format())
     if gate is not None:
         failing = report.failing_tiers(gate)
@@ -163,16 +165,12 @@ def eval_(config: Config, data_path: Path | None, policy_name: str | None, polic
         click.echo(f"quality gate passed: every tier at least {gate:.0%} adequate")
 
 
-def _provenance(path: Path) -> str:
-    """Say how the rows' labels were made: a shipped file's sidecar ``<name>.about`` tells."""
+def _provenance(path: Path, rows: list) -> str:  # type: ignore[type-arg]
+    """Say how the rows' labels were made: a shipped file's sidecar ``<name>.about``, else the rows."""
+    from costline.serving.route_eval import label_provenance
+
     about = path.with_name(path.stem + ".about")
-    if about.exists():
-        return "labels: " + about.read_text(encoding="utf-8").strip()
-    return "labels: as given in the file (their provenance is unknown to costline)"
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
+    return label_provenance(about.read_text(encoding="utf-8") if about.exists() else None, rows)
 
 
 def _eval_candidate(config: Config, candidate: str, incumbent: str | None, since: datetime | None,

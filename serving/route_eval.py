@@ -19,7 +19,7 @@ from costline.serving.policy_learned import LabelledQuery
 from costline.serving.registry import ModelRegistry
 from costline.serving.router import Decision, RoutingPolicy
 
-__all__ = ["TierStats", "EvalReport", "evaluate", "judged_rows"]
+__all__ = ["TierStats", "EvalReport", "evaluate", "judged_rows", "oracle_label_share", "label_provenance"]
 
 
 @dataclass
@@ -165,3 +165,38 @@ def judged_rows(
         ref = res.answers[per[-1].key]
         out.append(LabelledQuery(r.query, r.task_type, label, ref.input_tokens, ref.output_tokens))
     return out
+
+
+def oracle_label_share(rows: Sequence[LabelledQuery]) -> float:
+    """Share of ``rows`` whose label is the stand-in's own rule label (``cheapest_adequate_tier``, a
+    keyword table). At 1.0 the set measures agreement with that table, not adequacy of answers."""
+    if not rows:
+        return 0.0
+    from costline.serving.standin_model import cheapest_adequate_tier  # the simulation, only when asked
+
+    return sum(cheapest_adequate_tier(r.query) == r.tier for r in rows) / len(rows)
+
+
+#: Fewer rows than this say nothing about where their labels came from.
+_MIN_ROWS_TO_JUDGE_PROVENANCE = 20
+
+
+def label_provenance(about: str | None, rows: Sequence[LabelledQuery]) -> str:
+    """One line saying how an eval set's labels were made: the shipped file's sidecar text when there
+    is one; else a warning when every label is the stand-in's rule label (oracle-labelled rows).
+
+    A judged set whose every label still equals the rule label says so too: on the stand-in, whose
+    answers are adequate exactly where its keyword table says, judging answers reproduces the table.
+    """
+    all_oracle = len(rows) >= _MIN_ROWS_TO_JUDGE_PROVENANCE and oracle_label_share(rows) == 1.0
+    if about:
+        line = "labels: " + " ".join(about.split())
+        if all_oracle and "oracle-labelled" not in about:
+            line += ("; note: every label equals the stand-in's own rule label, so against the stand-in this "
+                     "measures agreement with its keyword table")
+        return line
+    if all_oracle:
+        return ("labels: WARNING every row's label is the stand-in's own rule (standin_model.cheapest_adequate_tier, "
+                "a keyword table): oracle-labelled, so adequacy here is agreement with that table, not a "
+                "judgement of answers")
+    return "labels: as given in the file (their provenance is unknown to costline)"

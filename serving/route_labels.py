@@ -243,7 +243,8 @@ def labels_from_lake(
     ``include_unlabelled``: also every other answered request with captured content, as
     ``[budget, unknown]`` (what an evaluation replays: the traffic a policy would move).
     """
-    from costline.jobs.store import open_jobs_lake, utc_naive
+    from costline.jobs.store import open_jobs_lake
+    from costline.timeutil import utc_naive
 
     since, until = utc_naive(since), utc_naive(until)
     if since >= until:

@@ -123,7 +123,7 @@ def retrain_candidate(
     """Train, evaluate and (with ``auto_promote``) promote; raises :class:`NotEnoughLabelsError` when
     the lake holds too few labels. ``breaches`` defaults to :func:`tier_match_breaches`. Either way
     the outcome is written to ``route_retrains`` for the alert (:func:`record_retrain`)."""
-    from costline.jobs.store import utc_naive
+    from costline.timeutil import utc_naive
     from costline.serving.policy_learned import train_policy
     from costline.serving.registry import ModelRegistry
     from costline.serving.route_gate import LakeJudge, compare, load_policy, validate_loop_config

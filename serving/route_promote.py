@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from costline.fsutil import fsync_dir
 from costline.serving.errors import RoutingError
+from costline.timeutil import utc_naive as _naive
 
 if TYPE_CHECKING:  # pragma: no cover
     from costline.config import Config
@@ -132,10 +133,6 @@ def record_event(config: "Config", event: PromotionEvent) -> Path:
     from costline.jobs.store import JobStore
 
     return JobStore(config.lake.path).init().write("route_promotions", event.event_id, [event.row()])
-
-
-def _naive(ts: datetime) -> datetime:
-    return ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo else ts
 
 
 def _archive(target: Path, keep: int, at: datetime) -> Path | None:

@@ -1,6 +1,11 @@
 """Shared fixtures. The ``kafka`` fixture starts one real broker per test session
 (unless ``KAFKA_BOOTSTRAP_SERVERS`` points at a cluster); ``kafka_topics`` gives each
-test its own fresh topics so tests never see each other's messages."""
+test its own fresh topics so tests never see each other's messages.
+
+With ``COSTLINE_REQUIRE_EXTRAS=1`` (``scripts/test`` sets it), a test skipped because an import
+failed (``pytest.importorskip``, at module level or inside a test) fails instead: CI installs every
+extra, so such a skip means coverage silently lost (FAISS, MiniLM, peft...), not an optional part.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,44 @@ from pathlib import Path
 import pytest
 
 from costline.config import Config, KafkaConfig, LakeConfig, ProcessorConfig
+
+#: Set to 1 to turn a skip for a missing import into a failure (scripts/test, CI).
+REQUIRE_EXTRAS_ENV = "COSTLINE_REQUIRE_EXTRAS"
+
+
+def _require_extras() -> bool:
+    return os.environ.get(REQUIRE_EXTRAS_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def _skipped_for_import(excinfo: pytest.ExceptionInfo[BaseException]) -> bool:
+    """A skip raised from inside ``pytest.importorskip`` (whatever its ``reason``)."""
+    return excinfo.errisinstance(pytest.skip.Exception) and any(
+        entry.frame.code.name == "importorskip" for entry in excinfo.traceback)
+
+
+def _loud(what: str, message: str) -> str:
+    return (f"{what} was skipped for a missing import ({message}) while {REQUIRE_EXTRAS_ENV}=1: install the "
+            f"extras (EXTRAS=dev,serving,distill scripts/setup) or run with {REQUIRE_EXTRAS_ENV}=0")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Iterator[None]:
+    report = yield
+    if report.skipped and _require_extras() and isinstance(report.longrepr, tuple):
+        message = str(report.longrepr[2])
+        if message.startswith("Skipped: could not import") or message.startswith("could not import"):
+            report.outcome = "failed"
+            report.longrepr = _loud(collector.nodeid, message)
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    report = yield
+    if report.skipped and _require_extras() and call.excinfo is not None and _skipped_for_import(call.excinfo):
+        report.outcome = "failed"
+        report.longrepr = _loud(item.nodeid, str(call.excinfo.value))
+    return report
 
 
 def free_port() -> int:

@@ -1,5 +1,8 @@
-"""The demo's app: requests through Pipeline + a real SemanticCache + SDK calls to the stand-in,
-spans on the simulated clock per the contract, stale answers served until the late invalidation."""
+"""The demo's app: requests through Pipeline + a real SemanticCache (FAISS) + SDK calls to the stand-in,
+spans on the simulated clock per the contract, stale answers served until the late invalidation.
+
+Most tests embed with a fast bag-of-words stand-in for MiniLM (``WordsEmbedder``);
+``test_with_the_real_minilm_...`` runs the demo app with the packaged all-MiniLM-L6-v2 itself."""
 
 from __future__ import annotations
 
@@ -235,3 +238,29 @@ def test_an_overload_burst_exhausts_the_sdk_retries_on_every_tier_and_the_reques
     assert req.attributes[c.COSTLINE_SUCCESS] is False
     assert app.answer(faq(2, T0 + timedelta(minutes=1))).success  # the burst is over
     assert (app.stats.error_bursts, app.stats.call_errors, app.stats.failed) == (1, ladder, 1)
+
+
+@pytest.fixture(scope="module")
+def minilm():  # type: ignore[no-untyped-def]
+    return Embedder()  # the packaged all-MiniLM-L6-v2, offline
+
+
+def test_with_the_real_minilm_a_rewording_hits_another_question_misses_and_invalidation_holds(minilm) -> None:  # type: ignore[no-untyped-def]
+    clock = SimClock()
+    config = Config()
+    standin = start_standin(config, clock)
+    app = DemoApp(config, recorders={"app": Recorder(TracerProvider(), now=clock)}, clock=clock, standin=standin,
+                  embedder=minilm)
+    try:
+        first = app.answer(faq(1, T0))
+        assert not first.cached and reference_tag(faq_prompt(faq(1, T0))) in first.text
+        reworded = app.answer(faq(2, T0 + timedelta(minutes=1), query="how do i get a return shipping label"))
+        assert reworded.cached and reworded.text == first.text and app.stats.semantic_hits == 1
+        other = app.answer(faq(3, T0 + timedelta(minutes=2), query="How long does a refund take to arrive?"))
+        assert not other.cached
+        app.handle(DocEvent(T0 + timedelta(hours=1), "acme", "acme-policy", "invalidate", 1))
+        assert not app.answer(faq(4, T0 + timedelta(hours=1, minutes=5), version=2)).cached
+        assert app.stats.stale_after_invalidation == 0
+    finally:
+        app.close()
+        standin.shutdown()

@@ -105,10 +105,24 @@ def test_processor_decode_and_flatten_raise_only_decode_errors(value, headers) -
     pricing = PRICING
     try:
         req = decode_message(value, headers)
-        flatten_message(req, pricing)
-        flatten_into(req, pricing, 0, 0, [], [], [], [])
     except OtlpDecodeError:
-        pass
+        return
+    try:
+        whole = flatten_message(req, pricing)
+    except OtlpDecodeError:
+        whole = None
+    requests: list = []
+    calls: list = []
+    lookups: list = []
+    try:
+        counts = flatten_into(req, pricing, 0, 0, requests, calls, lookups, [])
+    except OtlpDecodeError:
+        # all or nothing: the processor's form refuses the same message and keeps no part of it
+        assert whole is None and requests == calls == lookups == []
+        return
+    # the processor's one-pass form yields the same rows and counts as flatten_message
+    assert whole is not None and counts == (whole.spans, whole.ignored)
+    assert sorted(map(repr, requests + calls + lookups)) == sorted(map(repr, whole.rows))
 
 
 # -- the regression corpus: issue 12's hostile inputs -------------------------------------------------

@@ -237,3 +237,29 @@ def test_gateway_streams_to_clients_that_ask_for_it(gateway) -> None:
     assert reference_validator(query, final.content[0].text)
     assert final.model == plain.model == "claude-fable-5"  # escalated before the first event
     assert final.stop_reason == "end_turn" and final.usage.output_tokens > 0
+
+
+# -- the real cache: FAISS + the packaged MiniLM, not the dict above ----------------------------------
+@pytest.fixture(scope="module")
+def minilm():
+    pytest.importorskip("faiss")  # COSTLINE_REQUIRE_EXTRAS=1 (CI) turns a skip here into a failure
+    from costline.serving.embedding import Embedder
+
+    return Embedder()  # the packaged all-MiniLM-L6-v2, offline
+
+
+def test_the_real_faiss_minilm_cache_serves_a_rewording_and_nothing_unrelated(standin, exporter, minilm) -> None:
+    from costline.serving.cache import SemanticCache
+
+    cache = SemanticCache(minilm, Config().serving.cache)
+    p = make_pipeline(standin, exporter, cache=cache)
+    first = p.answer(EASY, task_type="faq", tenant="acme", doc_hashes=("policy-v3",))
+    assert not first.cached and first.success and len(cache) == 1
+    exporter.clear()
+    reworded = p.answer("how do i reset my password", task_type="faq", tenant="acme")  # case and punctuation
+    assert reworded.cached and reworded.text == first.text and 0.9 < reworded.similarity <= 1.0 + 1e-6
+    assert not call_spans(exporter)  # no model was called
+    assert not p.answer("What is your refund policy for damaged items?", task_type="faq", tenant="acme").cached
+    assert not p.answer(EASY, task_type="faq", tenant="globex").cached  # tenants do not share answers
+    assert cache.invalidate_by_doc("policy-v3") == 1
+    assert not p.answer(EASY, task_type="faq", tenant="acme").cached  # the document changed: asked again

@@ -1,0 +1,51 @@
+"""costline.fsutil.atomic_write and costline.sqlutil.sql_str: the shared small helpers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from costline.fsutil import atomic_write, tmp_path_for
+from costline.sqlutil import sql_str
+
+
+def test_atomic_write_replaces_the_whole_file(tmp_path: Path) -> None:
+    target = tmp_path / "a.json"
+    target.write_text("old")
+    with atomic_write(target, "w", encoding="utf-8") as fh:
+        fh.write("new")
+        assert target.read_text() == "old"  # not visible until the block ends
+        assert tmp_path_for(target).exists() and tmp_path_for(target).name.startswith(".")
+    assert target.read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]
+
+
+def test_atomic_write_failure_keeps_the_old_file_and_no_temporary(tmp_path: Path) -> None:
+    target = tmp_path / "a.bin"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        with atomic_write(target) as fh:
+            fh.write(b"half")
+            raise RuntimeError("disk on fire")
+    assert target.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin"]
+
+
+@pytest.mark.parametrize("mode", ["r", "rb", "a", "w+b"])
+def test_atomic_write_refuses_modes_that_are_not_a_fresh_write(tmp_path: Path, mode: str) -> None:
+    with pytest.raises(ValueError, match="writing only"):
+        with atomic_write(tmp_path / "x", mode):
+            pass
+
+
+@pytest.mark.parametrize(("text", "literal"), [
+    ("plain", "'plain'"),
+    ("it's", "'it''s'"),
+    ("''", "''''''"),
+    ("/lake/o'brien/*.parquet", "'/lake/o''brien/*.parquet'"),
+])
+def test_sql_str_round_trips_through_duckdb(text: str, literal: str) -> None:
+    assert sql_str(text) == literal
+    assert duckdb.connect().execute(f"SELECT {sql_str(text)}").fetchone()[0] == text
