@@ -32,7 +32,7 @@ def on_drift(config: Any, flagged: Sequence[str], until: datetime, *, drift_run_
         return None
     from costline.distill.dataset import export_dataset
     from costline.distill.store import write_rows
-    from costline.jobs.store import utc_naive
+    from costline.timeutil import utc_naive
 
     try:
         r = export_dataset(config, until=until, subtypes=list(flagged), now=now)

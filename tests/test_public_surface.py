@@ -60,7 +60,7 @@ PINNED: dict[str, list[str]] = {
         "DistillConfig", "DistillError", "DistillRun", "ExportError", "ExportResult", "GateFailedError",
         "GateResult", "MissingExtraError", "Roi", "RunStateError", "StudentServer", "TeacherRun", "TrainResult",
         "compute_roi", "distill_views_sql", "evaluate_student", "export_dataset", "gate_run", "on_drift",
-        "open_distill_lake", "promote_run", "run_teacher", "train_student", "validate", "verify_disjoint",
+        "open_distill_lake", "promote_run", "run_distill_demo", "run_teacher", "train_student", "validate", "verify_disjoint",
     ],
 }
 
