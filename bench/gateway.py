@@ -220,7 +220,7 @@ def main() -> int:
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--profile", type=Path, default=None,
                     help="py-spy (pip install py-spy) the gateway during unique@16 into this file (collapsed "
-                         "stacks of threads holding the GIL or in native code) and print where the time goes")
+                         "stacks of its busy threads) and print where the time goes")
     args = ap.parse_args()
     try:
         import litellm  # noqa: F401
