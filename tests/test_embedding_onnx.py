@@ -193,6 +193,16 @@ def test_make_embedder_follows_the_switch(tmp_path):
     e.shutdown()
 
 
+@pytest.mark.parametrize("threads, expected", [(0, 1), (2, 2)])
+def test_the_onnx_session_runs_one_idle_sleeping_thread_unless_embed_threads_says(threads, expected):
+    e = make_embedder(CacheConfig(embedder="onnx", embed_threads=threads, embed_batch_wait_ms=0.0))
+    options = e.session_options
+    e.shutdown()
+    assert (options.intra_op_num_threads, options.inter_op_num_threads) == (expected, 1)
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert options.get_session_config_entry("session.inter_op.allow_spinning") == "0"
+
+
 @pytest.mark.parametrize(
     "change, key",
     [
