@@ -156,7 +156,7 @@ class LocalObjectStore:
         self._wait_ready()
         return self.status()
 
-    def down(self, timeout_s: float = 20.0) -> bool:
+    def down(self, timeout_s: float = 5.0) -> bool:
         """Stop the server; True if one was running."""
         pid = self._running_pid()
         if pid is None:

@@ -37,7 +37,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -210,10 +210,14 @@ class TableLake:
 
     def committed_offsets(self, topic: str, partition: int) -> dict[str, int | None]:
         """Per table, the last offset of ``partition`` committed to it (None: none yet)."""
-        out: dict[str, int | None] = {}
+        return {t: by_p[partition] for t, by_p in self._committed_many(topic, [partition]).items()}
+
+    def _committed_many(self, topic: str, partitions: Iterable[int]) -> dict[str, dict[int, int | None]]:
+        out: dict[str, dict[int, int | None]] = {}
+        parts = list(partitions)
         for table in TABLES:
-            v = self._offsets_of(self.table(table)).get(topic, {}).get(str(partition))
-            out[table] = None if v is None else int(v)
+            by_topic = self._offsets_of(self.table(table)).get(topic, {})
+            out[table] = {p: (None if by_topic.get(str(p)) is None else int(by_topic[str(p)])) for p in parts}
         return out
 
     def last_manifest(self, topic: str, partition: int) -> int | None:
@@ -224,33 +228,51 @@ class TableLake:
 
     def recover(self, topic: str, partition: int) -> tuple[int | None, list[Path]]:
         """``(offset to resume from or None, [])``: nothing to delete (uncommitted files are invisible)."""
-        offsets = [o for o in self.committed_offsets(topic, partition).values()]
-        if all(o is None for o in offsets):
-            return None, []
-        if any(o is None for o in offsets):  # a first batch committed to some tables only: from the start
-            return None, []
-        return min(o for o in offsets if o is not None) + 1, []
+        return self.recover_many(topic, [partition])[partition], []
+
+    def recover_many(self, topic: str, partitions: Iterable[int]) -> dict[int, int | None]:
+        """Per partition, the offset to resume from: the smallest table's last committed offset + 1;
+        None when some table holds none (a first batch committed to some tables only: from the start,
+        the tables that hold it skip its rows)."""
+        parts = list(partitions)
+        by_table = self._committed_many(topic, parts)
+        out: dict[int, int | None] = {}
+        for p in parts:
+            offsets = [by_table[t][p] for t in TABLES]
+            out[p] = None if any(o is None for o in offsets) else min(o for o in offsets if o is not None) + 1
+        return out
 
     def claim(self, topic: str, partition: int) -> int:
         """Claim a partition on every table: returns the new claim; older claims can no longer commit."""
+        return self.claim_many(topic, [partition])[partition]
+
+    def claim_many(self, topic: str, partitions: Iterable[int]) -> dict[int, int]:
+        """Claim partitions on every table, one snapshot per table (a rebalance assigns several at once)."""
         from pyiceberg.exceptions import CommitFailedException
 
-        def claim_of(tbl: Any) -> int:
-            return int(self._summary_map(tbl, CLAIMS_PROPERTY).get(topic, {}).get(str(partition), 0))
+        parts = sorted(set(partitions))
+        if not parts:
+            return {}
 
-        mine = 1 + max(claim_of(self.table(t)) for t in TABLES)
+        def claims_of(tbl: Any) -> dict[str, int]:
+            return self._summary_map(tbl, CLAIMS_PROPERTY).get(topic, {})
+
+        current = [claims_of(self.table(t)) for t in TABLES]
+        mine = {p: 1 + max(int(c.get(str(p), 0)) for c in current) for p in parts}
         for table in TABLES:
             for attempt in range(self.settings.commit_retries):
                 tbl = self.table(table)
                 claims = self._summary_map(tbl, CLAIMS_PROPERTY)
-                current = int(claims.get(topic, {}).get(str(partition), 0))
-                if current > mine:
-                    raise WriterFenced(f"partition {partition} of {topic!r} was claimed by another writer "
-                                       f"(claim {current}) while this one claimed it ({mine})")
-                if current == mine:
+                theirs = claims.get(topic, {})
+                for p in parts:
+                    if int(theirs.get(str(p), 0)) > mine[p]:
+                        raise WriterFenced(f"partition {p} of {topic!r} was claimed by another writer (claim "
+                                           f"{theirs[str(p)]}) while this one claimed it ({mine[p]})")
+                if all(int(theirs.get(str(p), 0)) == mine[p] for p in parts):
                     break
-                claims.setdefault(topic, {})[str(partition)] = mine
-                props = self._snapshot_props(self._offsets_of(tbl), claims, f"{topic}/{partition}/claim/{mine}")
+                claims.setdefault(topic, {}).update({str(p): mine[p] for p in parts})
+                props = self._snapshot_props(self._offsets_of(tbl), claims,
+                                             f"{topic}/{','.join(map(str, parts))}/claim")
                 try:
                     tx = tbl.transaction()
                     with tx.update_snapshot(snapshot_properties=props).fast_append():
@@ -260,7 +282,7 @@ class TableLake:
                 except CommitFailedException:
                     self._backoff(attempt)
             else:
-                raise LakeError(f"could not claim partition {partition} on {self.identifier(table)} after "
+                raise LakeError(f"could not claim partitions {parts} on {self.identifier(table)} after "
                                 f"{self.settings.commit_retries} tries (catalog contention)")
         return mine
 
