@@ -115,7 +115,7 @@ class LocalObjectStore:
         now: Callable[[], float] = time.monotonic,
         progress: Callable[[str], None] | None = None,
     ) -> None:
-        self.data_dir = Path(data_dir)
+        self.data_dir = Path(data_dir).resolve()
         self.host = host
         self.port = port
         self.access_key = access_key

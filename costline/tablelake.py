@@ -310,11 +310,14 @@ class TableLake:
                 raise LakeError(f"unknown lake table {name!r}")
         rows: dict[str, int] = {}
         retries = 0
+        t0 = time.perf_counter()
         for table in TABLES:
             arrow = _as_table(table, tables.get(table))
             n, r = self._commit_table(table, topic, partition, first_offset, last_offset, arrow, epoch)
             rows[table] = n
             retries += r
+        log.debug("table commit: partition %d offsets %d..%d, %d rows, %.4f s, %d retries", partition,
+                  first_offset, last_offset, sum(rows.values()), time.perf_counter() - t0, retries)
         return TableCommit(topic, partition, first_offset, last_offset, rows, retries)
 
     def _commit_table(self, table: str, topic: str, partition: int, first: int, last: int,

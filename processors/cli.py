@@ -242,4 +242,9 @@ def lake_views(config: Config) -> None:
     click.echo(f"duckdb {path}")
 
 
+from costline.tablelake_cli import lake_down, lake_status, lake_up  # noqa: E402 - the table lake's servers
+
+for _command in (lake_up, lake_down, lake_status):
+    lake.add_command(_command)
+
 commands = [process, sql, lake]

@@ -108,12 +108,19 @@ def pg_catalog(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     pytest.importorskip("psycopg2", reason="the PostgreSQL catalog needs `pip install 'costline[lake]'`")
     from costline.localcatalog import LocalPostgres, PostgresNotFound
 
+    import shutil
+    import tempfile
+
+    # not under pytest's tmp folder: as root, the server runs as `postgres`, which cannot enter it
+    folder = tempfile.mkdtemp(prefix="costline-pgcatalog-")
     try:
-        pg = LocalPostgres(tmp_path_factory.mktemp("pgcatalog"), port=free_port())
+        pg = LocalPostgres(folder, port=free_port())
     except PostgresNotFound as exc:
+        shutil.rmtree(folder, ignore_errors=True)
         pytest.skip(str(exc))
-    uri = pg.up()
     try:
+        uri = pg.up()
         yield uri
     finally:
         pg.down()
+        shutil.rmtree(folder, ignore_errors=True)

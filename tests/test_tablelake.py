@@ -131,6 +131,11 @@ def test_the_views_read_the_tables(lake_cfg) -> None:
     con = open_lake(Config(lake=lake_cfg))
     assert con.execute("SELECT tier, requests, cost_usd FROM tier_hourly").fetchall() == [("haiku", 2, 0.75)]
     assert con.execute("SELECT count(*), min(date) FROM requests_raw").fetchone() == (2, datetime(2026, 11, 2).date())
+    # `costline sql` locks DuckDB out of files and the network: the tables are read through pyarrow
+    from costline.processors.cli import _lock_down
+
+    _lock_down(con, Config(lake=lake_cfg))
+    assert con.execute("SELECT sum(cost_usd) FROM requests").fetchone() == (0.75,)
 
 
 def test_table_mode_settings_are_validated_naming_the_key(tmp_path: Path) -> None:

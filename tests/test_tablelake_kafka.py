@@ -87,7 +87,7 @@ def test_three_processes_a_sigkill_and_rebalances_on_a_postgres_catalog(kafka_co
 
     TableLake(cfg.lake).init()
     costline = Path(sys.executable).with_name("costline")
-    traces = list(synthetic_traffic(2400, seed=13))
+    traces = list(synthetic_traffic(1200, seed=13))
     waves = [traces[i::4] for i in range(4)]
     prod = producer(cfg)
     produce(prod, cfg, waves[0])
@@ -98,7 +98,7 @@ def test_three_processes_a_sigkill_and_rebalances_on_a_postgres_catalog(kafka_co
         return subprocess.Popen([str(costline), "-v", "process", "--until-idle", str(idle)], env=env,
                                 stdout=logs[i], stderr=subprocess.STDOUT)
 
-    procs = [start(i, 25) for i in range(3)]  # three members: the group rebalances as each joins
+    procs = [start(i, 12) for i in range(3)]  # three members: the group rebalances as each joins
     deadline = time.monotonic() + 90
     while _committed_batches(cfg) < 2 and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -108,7 +108,7 @@ def test_three_processes_a_sigkill_and_rebalances_on_a_postgres_catalog(kafka_co
     victim.send_signal(signal.SIGKILL)  # mid-stream: its partitions move to the others (a rebalance)
     victim.wait()
     produce(prod, cfg, waves[2])
-    procs.append(start(3, 25))  # and a newcomer joins: another rebalance
+    procs.append(start(3, 12))  # and a newcomer joins: another rebalance
     produce(prod, cfg, waves[3])
     prod.close()
     for p in procs[1:]:
