@@ -20,7 +20,8 @@ commit was based on (optimistic concurrency); a writer that loses the race re-re
   retry sees the new claim and raises :class:`~costline.lake.WriterFenced`. A rebalanced-away
   instance can therefore never commit. (Claims are not table properties: a property change does not
   move the snapshot, so a stale writer's append would still pass the catalog's check.)
-- *Three tables.* A crash between two tables' commits leaves them at different offsets. Recovery
+- *Three tables.* The three tables' commits of a batch run concurrently; a crash between them leaves
+  the tables at different offsets. Recovery
   resumes the partition at the smallest committed offset + 1, and every later commit appends only the
   rows past its own table's committed offset (rows carry ``kafka_offset``), so each row lands once.
   Every flush commits to all three tables (a snapshot with no files when a table got no rows) so
@@ -308,14 +309,28 @@ class TableLake:
         for name in tables:
             if name not in SCHEMAS:
                 raise LakeError(f"unknown lake table {name!r}")
+        from concurrent.futures import ThreadPoolExecutor
+
         rows: dict[str, int] = {}
         retries = 0
         t0 = time.perf_counter()
-        for table in TABLES:
-            arrow = _as_table(table, tables.get(table))
-            n, r = self._commit_table(table, topic, partition, first_offset, last_offset, arrow, epoch)
-            rows[table] = n
-            retries += r
+        # The tables commit concurrently (their S3 writes and catalog round trips overlap): each is
+        # fenced and offset-checked on its own, and recovery takes the smallest table's offset, so
+        # the order they land in does not matter.
+        for table in TABLES:  # load them here, so that the threads only refresh
+            self.table(table, refresh=False)
+        with ThreadPoolExecutor(len(TABLES), thread_name_prefix="costline-table-commit") as pool:
+            futures = {table: pool.submit(self._commit_table, table, topic, partition, first_offset, last_offset,
+                                          _as_table(table, tables.get(table)), epoch) for table in TABLES}
+            errors = []
+            for table, fut in futures.items():
+                try:
+                    rows[table], r = fut.result()
+                    retries += r
+                except Exception as exc:  # noqa: BLE001 - re-raised below, a fence first
+                    errors.append(exc)
+        if errors:
+            raise next((e for e in errors if isinstance(e, WriterFenced)), errors[0])
         log.debug("table commit: partition %d offsets %d..%d, %d rows, %.4f s, %d retries", partition,
                   first_offset, last_offset, sum(rows.values()), time.perf_counter() - t0, retries)
         return TableCommit(topic, partition, first_offset, last_offset, rows, retries)
