@@ -150,3 +150,26 @@ def test_table_mode_settings_are_validated_naming_the_key(tmp_path: Path) -> Non
         f.write_text(f"[lake]\n{text}\n")
         with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
             load_config(f, env={})
+
+
+def test_a_commit_while_the_object_store_is_unreachable_commits_nothing_and_the_retry_lands_once(lake_cfg, tmp_path) -> None:
+    """The store is unreachable after the claim (same catalog, an S3 endpoint nobody listens on): the commit
+    fails, the table keeps its rows and offsets, and the batch redone once the store is back lands once."""
+    import dataclasses
+    import socket
+
+    lake = _lake(lake_cfg)
+    epoch = lake.claim(TOPIC, 0)
+    lake.commit_batch(TOPIC, 0, 0, 1, {"requests": _requests([0, 1])}, epoch=epoch)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    from costline.tablelake import TableLake
+
+    cut_off = TableLake(dataclasses.replace(lake_cfg, s3_endpoint=dead, commit_retries=2))
+    with pytest.raises(Exception):  # noqa: B017 - pyarrow's OSError or pyiceberg's, whichever layer notices
+        cut_off.commit_batch(TOPIC, 0, 2, 5, {"requests": _requests([2, 5])}, epoch=epoch)
+    assert lake.committed_offsets(TOPIC, 0) == {"requests": 1, "calls": 1, "lookups": 1}
+    assert lake.recover(TOPIC, 0) == (2, [])
+    lake.commit_batch(TOPIC, 0, 2, 5, {"requests": _requests([2, 5])}, epoch=epoch)
+    assert sorted(lake.table("requests").scan().to_arrow().column("kafka_offset").to_pylist()) == [0, 1, 2, 5]
