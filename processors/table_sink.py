@@ -23,6 +23,7 @@ import logging
 from typing import Any
 
 from costline.config import Config
+from costline.lake import WriterFenced
 from costline.processors.processor import Processor
 
 __all__ = ["lake_writer", "make_processor", "TableProcessor"]
@@ -101,7 +102,23 @@ class TableProcessor(Processor):
         partitions = [tp.partition for tp in pending]
         # Claim first: from here on a previous owner that missed the rebalance cannot commit, so
         # the offsets read next stay the truth.
-        epochs = self.lake.claim_many(self.topic, partitions)
+        try:
+            epochs = self.lake.claim_many(self.topic, partitions)
+        except WriterFenced:
+            # Another member claimed some of them meanwhile: this assignment is already stale (this
+            # instance sat in a long commit past a rebalance). Claim one by one; a partition claimed
+            # by a newer owner stays paused and uncommitted here until the next rebalance takes it.
+            epochs = {}
+            for p in partitions:
+                try:
+                    epochs[p] = self.lake.claim(self.topic, p)
+                except WriterFenced as exc:
+                    log.warning("%s: leaving partition %d to its newer owner", exc, p)
+                    self.stats.fenced += 1
+            pending = [tp for tp in pending if tp.partition in epochs]
+            partitions = [tp.partition for tp in pending]
+            if not pending:
+                return
         resume = self.lake.recover_many(self.topic, partitions)
         for tp in pending:
             self._epochs[tp.partition] = epochs[tp.partition]

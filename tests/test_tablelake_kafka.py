@@ -119,5 +119,7 @@ def test_three_processes_a_sigkill_and_rebalances_on_a_postgres_catalog(kafka_co
         f.close()
     tails = "\n".join((tmp_path / f"processor-{i}.log").read_text()[-1500:] for i in range(4))
     assert final.returncode == 0 and all(p.returncode == 0 for p in procs[1:]), tails
+    # partitions changed hands after commits: their new owners resumed from the tables' offsets
+    assert "resuming at offset" in "".join((tmp_path / f"processor-{i}.log").read_text() for i in (1, 2, 3)), tails
     assert_no_duplicates(cfg)
     assert_same_aggregates(lake_tier_hourly(cfg), expected_tier_hourly(traces, cfg))
