@@ -99,6 +99,27 @@ class KafkaConfig:
 @dataclass(frozen=True)
 class LakeConfig:
     path: Path = Path("costline-lake")
+    #: "local": Parquet files + offset manifests under ``path`` (one host). "table": Apache Iceberg
+    #: tables on S3-compatible storage with a SQL catalog, many hosts (docs/scale.md).
+    mode: str = "local"
+    # -- table mode (costline/tablelake.py) ------------------------------------------------------
+    #: SQLAlchemy URL of the Iceberg SQL catalog (PostgreSQL when several hosts write); None:
+    #: ``sqlite:///<objstore_dir>/catalog.db`` (one host).
+    catalog_uri: str | None = None
+    catalog_name: str = "costline"
+    namespace: str = "costline"
+    #: Where table data and metadata go (``s3://bucket/prefix``).
+    warehouse: str = "s3://costline-lake/warehouse"
+    #: S3 endpoint (``http://host:port``); None: the local object store (``costline lake up``).
+    s3_endpoint: str | None = None
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str = "costline"
+    s3_secret_access_key: str = "costline-local-only"
+    #: The local SeaweedFS object store of ``costline lake up``: S3 port and data folder.
+    objstore_port: int = 8333
+    objstore_dir: Path = Path("costline-objstore")
+    #: A table commit that loses the catalog's optimistic-concurrency race re-reads and retries this often.
+    commit_retries: int = 30
 
 
 @dataclass(frozen=True)
@@ -253,6 +274,7 @@ class Config:
 
 _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("processor", "encoding"): ("auto", "otlp_proto", "otlp_json"),
+    ("lake", "mode"): ("local", "table"),
 }
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -456,6 +478,26 @@ def _type_word(hint: Any) -> str:
     )
 
 
+def _validate_lake(lake: LakeConfig, source: str) -> None:
+    if lake.mode != "table":
+        return
+    if not lake.warehouse.startswith(("s3://", "s3a://")) or len(lake.warehouse.split("://", 1)[1].strip("/")) == 0:
+        raise ConfigError("[lake] warehouse", f"must be s3://bucket[/prefix]; got {lake.warehouse!r}", source=source)
+    if lake.s3_endpoint is not None and not lake.s3_endpoint.startswith(("http://", "https://")):
+        raise ConfigError("[lake] s3_endpoint", f"must be http(s)://host:port; got {lake.s3_endpoint!r}",
+                          source=source)
+    if lake.catalog_uri is not None and "://" not in lake.catalog_uri:
+        raise ConfigError("[lake] catalog_uri", "must be a SQLAlchemy URL (postgresql+psycopg2://user@host/db "
+                          f"or sqlite:////path/catalog.db); got {lake.catalog_uri!r}", source=source)
+    if not 0 < lake.objstore_port < 65536:
+        raise ConfigError("[lake] objstore_port", f"must be a TCP port (1-65535); got {lake.objstore_port}",
+                          source=source)
+    if not lake.namespace.isidentifier():
+        raise ConfigError("[lake] namespace", f"must be an identifier; got {lake.namespace!r}", source=source)
+    if lake.commit_retries < 1:
+        raise ConfigError("[lake] commit_retries", "must be at least 1", source=source)
+
+
 def _validate(config: Config, source: str) -> None:
     sections = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
     for (section, key), choices in _CHOICES.items():
@@ -473,6 +515,7 @@ def _validate(config: Config, source: str) -> None:
         raise ConfigError("[kafka] partitions", "must be at least 1", source=source)
     if not kafka.topic or not kafka.dlq_topic or kafka.topic == kafka.dlq_topic:
         raise ConfigError("[kafka] dlq_topic", "topic and dlq_topic must be set and differ", source=source)
+    _validate_lake(sections["lake"], source)
     collector: CollectorConfig = sections["collector"]
     if not 0 < collector.port < 65536:
         raise ConfigError("[collector] port", f"must be a TCP port (1-65535); got {collector.port}", source=source)

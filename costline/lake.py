@@ -838,6 +838,10 @@ def _provided_views(lake_path: Path | str) -> list[str]:
 
 def create_views(con: "duckdb.DuckDBPyConnection", config: Config) -> None:
     """Create the views of ``config``'s lake on a DuckDB connection (initialising the lake)."""
+    if config.lake.mode == "table":  # Iceberg tables on object storage (docs/scale.md)
+        from costline.tablelake import create_table_views
+
+        return create_table_views(con, config)
     Lake(config.lake.path).init()
     from costline.pricing import hosting_schedule
 

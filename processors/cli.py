@@ -42,9 +42,9 @@ def process(config: Config, until_idle: float | None, start: str | None) -> None
         costline process --until-idle 5  # drain the topic, then exit
         costline process --from-beginning  # a new lake for an existing group
     """
-    from costline.processors.processor import Processor
+    from costline.processors.table_sink import make_processor
 
-    proc = Processor(config, start=start or "lake")
+    proc = make_processor(config, start=start or "lake")
 
     def _stop(signum: int, frame: Any) -> None:  # noqa: ARG001
         proc.stop()
@@ -241,5 +241,10 @@ def lake_views(config: Config) -> None:
     path = write_views_db(config)
     click.echo(f"duckdb {path}")
 
+
+from costline.tablelake_cli import lake_down, lake_status, lake_up  # noqa: E402 - the table lake's servers
+
+for _command in (lake_up, lake_down, lake_status):
+    lake.add_command(_command)
 
 commands = [process, sql, lake]

@@ -37,7 +37,7 @@ from typing import Any
 
 from costline import contract
 from costline.config import Config
-from costline.lake import Lake, WriterFenced
+from costline.lake import WriterFenced
 from costline.otlp import OtlpDecodeError
 from costline.processors.buffer import PartitionBuffer
 from costline.processors.decode import decode_message, flatten_into
@@ -120,7 +120,9 @@ class Processor:
         self.start = start
         self.config = config
         self.topic = config.kafka.topic
-        self.lake = Lake(config.lake.path)
+        from costline.processors.table_sink import lake_writer  # [lake] mode: local files or Iceberg tables
+
+        self.lake = lake_writer(config)
         self.pricing = MemoPricingTable(config.pricing)
         self.stats = ProcessorStats()
         self._now = now

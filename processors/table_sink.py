@@ -1,0 +1,135 @@
+"""Where a processor commits its batches: the local lake, or the Iceberg tables (``[lake] mode``).
+
+Both sinks answer the same calls the processor makes — ``init``, ``claim``, ``recover``,
+``last_manifest``, ``commit_batch`` (raising :class:`costline.lake.WriterFenced` for a writer whose
+claim is stale) — so the processor's loop and fencing are one code path:
+
+- ``local``: :class:`costline.lake.Lake` (Parquet files + offset manifests, flock epochs; one host);
+- ``table``: :class:`costline.tablelake.TableLake` (files and Kafka offsets in one Iceberg snapshot
+  per table, claims in the snapshot summary; many hosts on one catalog + object store).
+
+A catalog commit takes a few hundred milliseconds (the S3 round trips of a metadata file, a manifest
+list and a manifest, and the catalog's compare-and-swap), too slow for Kafka's rebalance listener,
+which runs on the consumer's IO thread and holds up its heartbeats. :class:`TableProcessor` therefore
+moves that work to the poll loop: an assigned partition is paused, and claimed (all of a rebalance's
+partitions in one snapshot per table), recovered and resumed by the main thread right after ``poll``;
+a revoked partition's buffer is dropped instead of flushed (its new owner reads those messages again,
+from the tables' committed offsets).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from costline.config import Config
+from costline.lake import WriterFenced
+from costline.processors.processor import Processor
+
+__all__ = ["lake_writer", "make_processor", "TableProcessor"]
+
+log = logging.getLogger(__name__)
+
+
+def lake_writer(config: Config) -> Any:
+    """The sink ``[lake] mode`` selects (nothing of the table mode is imported in local mode)."""
+    if config.lake.mode == "table":
+        from costline.tablelake import TableLake
+
+        return TableLake(config.lake)
+    from costline.lake import Lake
+
+    return Lake(config.lake.path)
+
+
+def make_processor(config: Config, **kwargs: Any) -> Processor:
+    """The processor for ``[lake] mode``: :class:`TableProcessor` for tables, else :class:`Processor`."""
+    return TableProcessor(config, **kwargs) if config.lake.mode == "table" else Processor(config, **kwargs)
+
+
+class TableProcessor(Processor):
+    """A :class:`Processor` whose catalog work happens on the main thread, not in rebalance listeners."""
+
+    def __init__(self, config: Config, **kwargs: Any) -> None:
+        super().__init__(config, **kwargs)
+        self._pending: set[Any] = set()  # assigned TopicPartitions not yet claimed and recovered
+
+    # kafka's IO thread: bookkeeping only (no catalog calls, no blocking Kafka calls)
+    def _on_assigned(self, assigned: Any) -> None:
+        mine = [tp for tp in assigned if tp.topic == self.topic]
+        for tp in mine:
+            self._buffers.pop(tp.partition, None)
+            self._epochs.pop(tp.partition, None)
+        if mine:
+            self._consumer.pause(*mine)
+            self._pending.update(mine)
+        self._joined = True
+        self._last_activity = self._now()
+
+    def _on_revoked(self, revoked: Any) -> None:
+        for tp in revoked:
+            if tp.topic == self.topic:
+                self._pending.discard(tp)
+                self._drop(tp.partition)
+        self._last_activity = self._now()
+
+    def _on_lost(self, lost: Any) -> None:
+        for tp in lost:
+            self._pending.discard(tp)
+        super()._on_lost(lost)
+
+    def _drop(self, partition: int) -> None:
+        buf = self._buffers.pop(partition, None)
+        if buf is not None and not buf.empty:
+            log.info("partition %d revoked: offsets %s..%s left to its next owner", partition,
+                     buf.first_offset, buf.last_offset)
+        self._commit_kafka.pop(partition, None)
+        self._epochs.pop(partition, None)
+
+    # the main thread, right after each poll
+    def flush_due(self, now: float) -> None:
+        if self._pending:
+            self._claim_pending()
+        super().flush_due(now)
+
+    def _claim_pending(self) -> None:
+        pending = sorted(self._pending, key=lambda tp: tp.partition)
+        assigned = self._consumer.assignment()
+        pending = [tp for tp in pending if tp in assigned]
+        self._pending.clear()
+        if not pending:
+            return
+        partitions = [tp.partition for tp in pending]
+        # Claim first: from here on a previous owner that missed the rebalance cannot commit, so
+        # the offsets read next stay the truth.
+        try:
+            epochs = self.lake.claim_many(self.topic, partitions)
+        except WriterFenced:
+            # Another member claimed some of them meanwhile: this assignment is already stale (this
+            # instance sat in a long commit past a rebalance). Claim one by one; a partition claimed
+            # by a newer owner stays paused and uncommitted here until the next rebalance takes it.
+            epochs = {}
+            for p in partitions:
+                try:
+                    epochs[p] = self.lake.claim(self.topic, p)
+                except WriterFenced as exc:
+                    log.warning("%s: leaving partition %d to its newer owner", exc, p)
+                    self.stats.fenced += 1
+            pending = [tp for tp in pending if tp.partition in epochs]
+            partitions = [tp.partition for tp in pending]
+            if not pending:
+                return
+        resume = self.lake.recover_many(self.topic, partitions)
+        for tp in pending:
+            self._epochs[tp.partition] = epochs[tp.partition]
+            next_offset = resume[tp.partition]
+            if next_offset is not None:
+                self._consumer.seek(tp, next_offset)
+                log.info("partition %d: resuming at offset %d (table snapshot)", tp.partition, next_offset)
+            elif self.start == "beginning":
+                self._consumer.seek_to_beginning(tp)
+        self._consumer.resume(*pending)
+        self._last_activity = self._now()
+
+    def _caught_up(self) -> bool:
+        return not self._pending and super()._caught_up()

@@ -1,0 +1,125 @@
+"""The table lake end to end: a real broker, the SeaweedFS object store, a SQL catalog (SQLite; the
+shared PostgreSQL one for several processes), processors in table mode. Expected aggregates are
+computed in Python with hand-written prices (tests/test_processor_kafka.py), never by costline."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_processor_kafka import assert_no_duplicates, assert_same_aggregates, expected_tier_hourly, lake_tier_hourly, \
+    produce, producer
+
+from costline.config import Config
+from costline.processors.table_sink import TableProcessor
+from costline.processors.synth import synthetic_traffic
+from tests.tablelake_helpers import table_lake_config
+
+pytest.importorskip("pyiceberg")
+pytestmark = [pytest.mark.kafka, pytest.mark.objstore]
+
+
+def _spans(traces) -> int:  # type: ignore[no-untyped-def]
+    return sum(len(ss.spans) for t in traces for rs in t.request.resource_spans for ss in rs.scope_spans)
+
+
+def test_one_processor_in_table_mode_gives_the_expected_views(kafka_config: Config, objstore, tmp_path: Path):
+    cfg = kafka_config.replace(lake=table_lake_config(objstore, tmp_path),
+                               processor={"batch_max_spans": 2000, "flush_interval_s": 0.5})
+    traces = list(synthetic_traffic(800, seed=11))
+    prod = producer(cfg)
+    produce(prod, cfg, traces)
+    prod.close()
+    stats = TableProcessor(cfg).run(until_idle=1.5)
+    assert stats.spans == _spans(traces) and stats.fenced == 0
+    assert not (tmp_path / "lake" / "_offsets").exists()  # nothing went to the local lake's manifests
+    assert_no_duplicates(cfg)
+    assert_same_aggregates(lake_tier_hourly(cfg), expected_tier_hourly(traces, cfg))
+    # a second run finds every partition committed in the tables and reads nothing again
+    again = TableProcessor(cfg).run(until_idle=1.0)
+    assert again.messages == 0
+
+
+def _env(cfg: Config) -> dict[str, str]:
+    lake, p = cfg.lake, cfg.processor
+    env = dict(os.environ)
+    env.update({
+        "COSTLINE_CONFIG": os.devnull,
+        "KAFKA_BOOTSTRAP_SERVERS": cfg.kafka.bootstrap,
+        "COSTLINE_KAFKA_TOPIC": cfg.kafka.topic,
+        "COSTLINE_KAFKA_DLQ_TOPIC": cfg.kafka.dlq_topic,
+        "COSTLINE_PROCESSOR_GROUP_ID": p.group_id,
+        "COSTLINE_PROCESSOR_BATCH_MAX_SPANS": str(p.batch_max_spans),
+        "COSTLINE_PROCESSOR_FLUSH_INTERVAL_S": str(p.flush_interval_s),
+        "COSTLINE_PROCESSOR_SESSION_TIMEOUT_MS": "6000",
+        "COSTLINE_PROCESSOR_HEARTBEAT_INTERVAL_MS": "1000",
+        "COSTLINE_LAKE_PATH": str(lake.path),
+        "COSTLINE_LAKE_MODE": "table",
+        "COSTLINE_LAKE_CATALOG_URI": str(lake.catalog_uri),
+        "COSTLINE_LAKE_NAMESPACE": lake.namespace,
+        "COSTLINE_LAKE_WAREHOUSE": lake.warehouse,
+        "COSTLINE_LAKE_S3_ENDPOINT": str(lake.s3_endpoint),
+        "COSTLINE_LAKE_S3_ACCESS_KEY_ID": lake.s3_access_key_id,
+        "COSTLINE_LAKE_S3_SECRET_ACCESS_KEY": lake.s3_secret_access_key,
+    })
+    return env
+
+
+def _committed_batches(cfg: Config) -> int:
+    """Batches committed to the requests table so far (its snapshots that name a batch)."""
+    from costline.tablelake import BATCH_PROPERTY, TableLake
+
+    tbl = TableLake(cfg.lake).table("requests")
+    return sum(1 for s in tbl.snapshots()
+               if "claim" not in (s.summary.additional_properties.get(BATCH_PROPERTY, "claim") if s.summary else "claim"))
+
+
+def test_three_processes_a_sigkill_and_rebalances_on_a_postgres_catalog(kafka_config: Config, objstore, pg_catalog,
+                                                                        tmp_path: Path):
+    cfg = kafka_config.replace(lake=table_lake_config(objstore, tmp_path, catalog_uri=pg_catalog),
+                               processor={"batch_max_spans": 300, "flush_interval_s": 0.5})
+    from costline.tablelake import TableLake
+
+    TableLake(cfg.lake).init()
+    costline = Path(sys.executable).with_name("costline")
+    traces = list(synthetic_traffic(1200, seed=13))
+    waves = [traces[i::4] for i in range(4)]
+    prod = producer(cfg)
+    produce(prod, cfg, waves[0])
+    env = _env(cfg)
+    logs = [open(tmp_path / f"processor-{i}.log", "ab") for i in range(4)]
+
+    def start(i: int, idle: float) -> subprocess.Popen:
+        return subprocess.Popen([str(costline), "-v", "process", "--until-idle", str(idle)], env=env,
+                                stdout=logs[i], stderr=subprocess.STDOUT)
+
+    procs = [start(i, 12) for i in range(3)]  # three members: the group rebalances as each joins
+    deadline = time.monotonic() + 90
+    while _committed_batches(cfg) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    produce(prod, cfg, waves[1])
+    victim = procs[0]
+    assert victim.poll() is None, "the processor exited before it could be killed"
+    victim.send_signal(signal.SIGKILL)  # mid-stream: its partitions move to the others (a rebalance)
+    victim.wait()
+    produce(prod, cfg, waves[2])
+    procs.append(start(3, 12))  # and a newcomer joins: another rebalance
+    produce(prod, cfg, waves[3])
+    prod.close()
+    for p in procs[1:]:
+        p.wait(240)
+    final = subprocess.run([str(costline), "-v", "process", "--until-idle", "3"], env=env, stdout=logs[0],
+                           stderr=subprocess.STDOUT, timeout=180)
+    for f in logs:
+        f.close()
+    tails = "\n".join((tmp_path / f"processor-{i}.log").read_text()[-1500:] for i in range(4))
+    assert final.returncode == 0 and all(p.returncode == 0 for p in procs[1:]), tails
+    # partitions changed hands after commits: their new owners resumed from the tables' offsets
+    assert "resuming at offset" in "".join((tmp_path / f"processor-{i}.log").read_text() for i in (1, 2, 3)), tails
+    assert_no_duplicates(cfg)
+    assert_same_aggregates(lake_tier_hourly(cfg), expected_tier_hourly(traces, cfg))
