@@ -21,6 +21,16 @@ stream without ``include_usage``, with no token counts: the wrapper does not add
 ``stream_options`` to the app's request, since that adds a choice-less chunk the app never
 asked for and some OpenAI-compatible servers reject the option.
 
+``with_raw_response.create(...)`` and ``with_streaming_response.create(...)`` (on the resource
+or the client, both SDKs, sync and async) go through the same wrapper: the SDK calls the wrapped
+``create`` with its raw-response header and gets an ``APIResponse`` back. A raw response's body
+is already read: the call is recorded from ``response.parse()`` (cached by the SDK, so the app's
+own ``parse()`` returns the same object). A streaming response is handed over watched: what the
+app's ``parse()`` returns is recorded (a message) or watched like any stream (``stream=True``);
+a body read some other way (``json()``, ``read()``) is parsed when the response closes, and one
+closed unread leaves the call flagged ``costline.usage.incomplete``. Views the app read before
+instrumenting are dropped so that they bind the wrapped ``create`` when read again.
+
 Both are idempotent and return a callable that removes the wrappers. Recording never raises
 into the app and never changes what it sees.
 """
@@ -28,6 +38,7 @@ into the app and never changes what it sees.
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import time
 from collections.abc import Callable
@@ -85,11 +96,29 @@ def _install(client: Any, resource: Any, wrappers: dict[str, Callable[..., Calla
         for name, wrapper in installed.items():
             if resource.__dict__.get(name) is wrapper:
                 delattr(resource, name)
+        _forget_views(client, resource)
 
     for name, wrapper in installed.items():
         setattr(wrapper, _MARK, uninstrument)
         setattr(resource, name, wrapper)
+    _forget_views(client, resource)
     return uninstrument
+
+
+#: The SDKs' cached views of a resource that bind its ``create`` when first read
+#: (``client.messages.with_raw_response.create`` and the like).
+_VIEWS = ("with_raw_response", "with_streaming_response")
+
+
+def _forget_views(client: Any, resource: Any) -> None:
+    """Drop the views an app read before (un)instrumenting: read again, they bind the ``create``
+    in place now (the SDK builds them on first use; nothing else is kept in them)."""
+    for holder in (resource, client):
+        for name in _VIEWS:
+            try:
+                vars(holder).pop(name, None)
+            except TypeError:
+                pass  # no instance dict: nothing cached
 
 
 class _Kit:
@@ -118,6 +147,28 @@ class _Kit:
             log.exception("costline: could not open a call span for a stream")
             return None
 
+    def open_later(self, kwargs: dict[str, Any], raw: str | None) -> _StreamRecord | _ParsedRecord | None:
+        """The record of a call whose answer the app reads after ``create`` returned: a stream, or a
+        ``with_streaming_response`` body it reads when it likes."""
+        if kwargs.get("stream"):
+            return self.open_stream(kwargs)
+        try:
+            return _ParsedRecord(self, self.recorder.start_call(self.provider, self._model(kwargs), self.tier),
+                                 kwargs)
+        except Exception:
+            log.exception("costline: could not open a call span for a streamed response")
+            return None
+
+    def watch(self, result: Any, rec: _StreamRecord | _ParsedRecord | None, raw: str | None,
+              stream_proxy: type[wrapt.ObjectProxy]) -> Any:
+        """What ``create`` hands the app, watched: the SDK's stream, or (``with_raw_response``,
+        ``with_streaming_response``) its ``APIResponse``, whose ``parse()`` gives the stream or message."""
+        if rec is None:
+            return result
+        if raw is None:
+            return stream_proxy(result, rec)
+        return _ResponseProxy(result, rec)
+
     # -- create(): plain or stream=True -----------------------------------------------------------
     def create(self, original: Callable[..., Any], is_async: bool) -> Callable[..., Any]:
         kit = self
@@ -125,34 +176,42 @@ class _Kit:
 
             @functools.wraps(original)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                if kwargs.get("stream"):
-                    rec = kit.open_stream(kwargs)
+                raw = _raw_mode(kwargs)
+                if kwargs.get("stream") or raw == _RAW_STREAM:
+                    rec = kit.open_later(kwargs, raw)
                     try:
-                        stream = await original(*args, **kwargs)
+                        result = await original(*args, **kwargs)
                     except BaseException as exc:
                         _fail_and_finish(rec, exc)
                         raise
-                    return _AsyncStreamProxy(stream, rec) if rec is not None else stream
+                    return kit.watch(result, rec, raw, _AsyncStreamProxy)
                 with kit.recorder.call(kit.provider, kit._model(kwargs), kit.tier) as call:
                     response = await original(*args, **kwargs)
-                    _safe_record(kit.record, call, kit.recorder, kwargs, response)
+                    if raw is None:
+                        _safe_record(kit.record, call, kit.recorder, kwargs, response)
+                    else:  # with_raw_response: the body is read; its parse() is cached for the app
+                        await _record_raw(kit, call, kwargs, response)
                     return response
 
             return async_wrapper
 
         @functools.wraps(original)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            if kwargs.get("stream"):
-                rec = kit.open_stream(kwargs)
+            raw = _raw_mode(kwargs)
+            if kwargs.get("stream") or raw == _RAW_STREAM:
+                rec = kit.open_later(kwargs, raw)
                 try:
-                    stream = original(*args, **kwargs)
+                    result = original(*args, **kwargs)
                 except BaseException as exc:
                     _fail_and_finish(rec, exc)
                     raise
-                return _SyncStreamProxy(stream, rec) if rec is not None else stream
+                return kit.watch(result, rec, raw, _SyncStreamProxy)
             with kit.recorder.call(kit.provider, kit._model(kwargs), kit.tier) as call:
                 response = original(*args, **kwargs)
-                _safe_record(kit.record, call, kit.recorder, kwargs, response)
+                if raw is None:
+                    _safe_record(kit.record, call, kit.recorder, kwargs, response)
+                else:  # with_raw_response: the body is read; its parse() is cached for the app
+                    _record_raw_sync(kit, call, kwargs, response)
                 return response
 
         return wrapper
@@ -170,7 +229,50 @@ class _Kit:
         return wrapper
 
 
-def _fail_and_finish(rec: _StreamRecord | None, exc: BaseException) -> None:
+#: The header the SDKs' ``with_raw_response`` / ``with_streaming_response`` add to a call
+#: ("raw", or "true" in openai's legacy form: the body is read, ``create`` returns an ``APIResponse``;
+#: "stream": not read yet).
+_RAW_HEADER = "x-stainless-raw-response"
+_RAW_STREAM = "stream"
+
+
+def _raw_mode(kwargs: dict[str, Any]) -> str | None:
+    headers = kwargs.get("extra_headers")
+    if not headers:
+        return None
+    try:
+        for key, value in headers.items():
+            if isinstance(key, str) and key.lower() == _RAW_HEADER:
+                # "true": openai's legacy with_raw_response, read like "raw"
+                return _RAW_STREAM if value == _RAW_STREAM else "raw" if value in ("raw", "true") else None
+    except Exception:
+        log.warning("costline: could not read a call's extra_headers", exc_info=True)
+    return None
+
+
+def _record_raw_sync(kit: _Kit, call: CallHandle, kwargs: dict[str, Any], response: Any) -> None:
+    """``with_raw_response``: record from ``response.parse()`` (the SDK caches it for the app)."""
+    try:
+        parsed = response.parse()
+    except Exception:
+        log.warning("costline: could not parse a raw response", exc_info=True)
+        return
+    _safe_record(kit.record, call, kit.recorder, kwargs, parsed)
+
+
+async def _record_raw(kit: _Kit, call: CallHandle, kwargs: dict[str, Any], response: Any) -> None:
+    """:func:`_record_raw_sync` for an async client (whose ``parse()`` may be a coroutine)."""
+    try:
+        parsed = response.parse()
+        if inspect.isawaitable(parsed):
+            parsed = await parsed
+    except Exception:
+        log.warning("costline: could not parse a raw response", exc_info=True)
+        return
+    _safe_record(kit.record, call, kit.recorder, kwargs, parsed)
+
+
+def _fail_and_finish(rec: _StreamRecord | _ParsedRecord | None, exc: BaseException) -> None:
     if rec is not None:
         rec.fail(exc)
         rec.finish()
@@ -246,7 +348,7 @@ class _StreamRecord:
                 try:
                     self.parser.observe_message(self.fallback.current_message_snapshot)
                 except Exception:
-                    pass  # no message yet
+                    log.debug("costline: a stream ended before its first message", exc_info=True)
             self.parser.record(self.call, self.recorder, self.kwargs)
             self.call.streamed(self.first_chunk_s, self.parser.complete)
         except Exception:
@@ -255,12 +357,63 @@ class _StreamRecord:
             self.call.end()
 
 
-class _SyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
-    """The SDK's ``Stream`` as the app sees it, watched."""
+class _ParsedRecord:
+    """A call the app reads through ``with_streaming_response`` without ``stream=True``: recorded
+    from the response it parses (or, closed unparsed, from the body it read; else flagged
+    ``costline.usage.incomplete``). The span ends then."""
 
-    def __init__(self, wrapped: Any, record: _StreamRecord) -> None:
+    def __init__(self, kit: _Kit, call: CallHandle, kwargs: dict[str, Any]) -> None:
+        self.kit = kit
+        self.call = call
+        self.kwargs = kwargs
+        self.done = False
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.done:
+            self.call.error(type(exc).__name__, f"{type(exc).__name__}: {str(exc)[:200]}")
+
+    def parsed(self, parsed: Any) -> None:
+        if self.done:
+            return
+        _safe_record(self.kit.record, self.call, self.kit.recorder, self.kwargs, parsed)
+        self.finish(usage_complete=True)
+
+    def finish(self, usage_complete: bool = False) -> None:
+        """End the span (once). Never raises."""
+        if self.done:
+            return
+        self.done = True
+        try:
+            if not usage_complete:
+                self.call.span.set_attribute(contract.COSTLINE_USAGE_INCOMPLETE, True)
+        except Exception:
+            log.exception("costline: could not flag a response read without its usage")
+        finally:
+            self.call.end()
+
+
+def _finish_dropped(rec: _StreamRecord | _ParsedRecord | None) -> None:
+    """End the span of a stream or response the app dropped (from ``__del__``: never raises)."""
+    try:
+        if rec is not None:
+            rec.finish()
+    except Exception:
+        log.warning("costline: could not end the call span of a dropped stream", exc_info=True)
+
+
+class _Watched(wrapt.ObjectProxy):  # type: ignore[misc]
+    """What the app gets (the SDK's own object, same type and attributes), with the record of its call."""
+
+    def __init__(self, wrapped: Any, record: Any) -> None:
         super().__init__(wrapped)
         self._self_record = record
+
+    def __del__(self) -> None:  # dropped without being read to the end or closed
+        _finish_dropped(self._self_record)
+
+
+class _SyncStreamProxy(_Watched):
+    """The SDK's ``Stream`` as the app sees it, watched."""
 
     def __iter__(self) -> Any:
         rec = self._self_record
@@ -305,19 +458,9 @@ class _SyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
         finally:
             self._self_record.finish()
 
-    def __del__(self) -> None:  # dropped without being read to the end or closed
-        try:
-            self._self_record.finish()
-        except Exception:
-            pass
 
-
-class _AsyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
+class _AsyncStreamProxy(_Watched):
     """The SDK's ``AsyncStream`` as the app sees it, watched."""
-
-    def __init__(self, wrapped: Any, record: _StreamRecord) -> None:
-        super().__init__(wrapped)
-        self._self_record = record
 
     async def __aiter__(self) -> Any:
         rec = self._self_record
@@ -362,11 +505,83 @@ class _AsyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[misc]
         finally:
             self._self_record.finish()
 
-    def __del__(self) -> None:
+
+class _ResponseProxy(_Watched):
+    """The SDK's ``APIResponse`` (``with_raw_response`` / ``with_streaming_response``), watched:
+    what ``parse()`` gives is recorded (a message) or watched (a stream, the same proxy each
+    time); ``close()`` ends the span. Sync and async alike: an SDK method that returns an
+    awaitable is awaited before the record is made."""
+
+    def __init__(self, wrapped: Any, record: _StreamRecord | _ParsedRecord) -> None:
+        super().__init__(wrapped, record)
+        self._self_stream: Any = None
+
+    def parse(self, *args: Any, **kwargs: Any) -> Any:
+        result = self.__wrapped__.parse(*args, **kwargs)
+        if inspect.isawaitable(result):
+            return self._parsed_later(result, bool(args or kwargs))
+        return self._parsed(result, bool(args or kwargs))
+
+    async def _parsed_later(self, result: Any, custom: bool) -> Any:
+        return self._parsed(await result, custom)
+
+    def _parsed(self, parsed: Any, custom: bool) -> Any:
+        rec = self._self_record
+        if custom:  # parse(to=...): the app's own type, not the call's answer
+            return parsed
+        if isinstance(rec, _ParsedRecord):
+            rec.parsed(parsed)
+            return parsed
+        if self._self_stream is None or self._self_stream.__wrapped__ is not parsed:
+            proxy = _AsyncStreamProxy if hasattr(parsed, "__aiter__") else _SyncStreamProxy
+            self._self_stream = proxy(parsed, rec)
+        return self._self_stream
+
+    def close(self) -> Any:
         try:
+            result = self.__wrapped__.close()
+        except BaseException:
             self._self_record.finish()
+            raise
+        if inspect.isawaitable(result):
+            return self._closed_later(result)
+        self._closed(self._read_answer())
+        return result
+
+    async def _closed_later(self, result: Any) -> Any:
+        try:
+            return await result
+        finally:
+            parsed = self._read_answer()
+            if inspect.isawaitable(parsed):
+                try:
+                    parsed = await parsed
+                except Exception:
+                    log.warning("costline: could not parse a response the app read", exc_info=True)
+                    parsed = None
+            self._closed(parsed)
+
+    def _closed(self, parsed: Any) -> None:
+        rec = self._self_record
+        if parsed is not None and isinstance(rec, _ParsedRecord):
+            rec.parsed(parsed)
+        rec.finish()
+
+    def _read_answer(self) -> Any:
+        """For a record still waiting on its answer: the parse of a body the app read itself
+        (``read()``, ``json()``, ``text()``; no I/O then), else None."""
+        rec = self._self_record
+        if not isinstance(rec, _ParsedRecord) or rec.done:
+            return None
+        try:
+            self.__wrapped__.http_response.content  # raises while the body is not read
         except Exception:
-            pass
+            return None
+        try:
+            return self.__wrapped__.parse()
+        except Exception:
+            log.warning("costline: could not parse a response the app read", exc_info=True)
+            return None
 
 
 def _watch_message_stream(message_stream: Any, rec: _StreamRecord, proxy: type[wrapt.ObjectProxy]) -> None:
@@ -379,64 +594,72 @@ def _watch_message_stream(message_stream: Any, rec: _StreamRecord, proxy: type[w
         rec.fallback = message_stream
 
 
-class _SyncManagerProxy(wrapt.ObjectProxy):  # type: ignore[misc]
-    """``messages.stream(...)``'s ``MessageStreamManager``: the call span opens at ``__enter__``."""
+class _ManagerProxy(wrapt.ObjectProxy):  # type: ignore[misc]
+    """``messages.stream(...)``'s ``(Async)MessageStreamManager``: the call span opens when it is
+    entered and ends when it is left. Sync and async managers differ only in the dunder methods
+    of the two subclasses below."""
+
+    _stream_proxy: type[wrapt.ObjectProxy]
 
     def __init__(self, wrapped: Any, opener: Callable[[], _StreamRecord | None]) -> None:
         super().__init__(wrapped)
         self._self_opener = opener
         self._self_record: _StreamRecord | None = None
 
+    def _opening(self) -> _StreamRecord | None:
+        self._self_record = self._self_opener()
+        return self._self_record
+
+    def _opened(self, message_stream: Any) -> Any:
+        rec = self._self_record
+        if rec is not None:
+            if message_stream is None:
+                rec.finish()
+            else:
+                _watch_message_stream(message_stream, rec, self._stream_proxy)
+        return message_stream
+
+    def _left(self) -> None:
+        if self._self_record is not None:  # an error of the stream itself was recorded as it came
+            self._self_record.finish()
+
+
+class _SyncManagerProxy(_ManagerProxy):
+    _stream_proxy = _SyncStreamProxy
+
     def __enter__(self) -> Any:
-        rec = self._self_record = self._self_opener()
+        rec = self._opening()
         try:
             message_stream = self.__wrapped__.__enter__()
         except BaseException as exc:
             _fail_and_finish(rec, exc)
             raise
-        if rec is not None:
-            if message_stream is None:
-                rec.finish()
-            else:
-                _watch_message_stream(message_stream, rec, _SyncStreamProxy)
-        return message_stream
+        return self._opened(message_stream)
 
     def __exit__(self, *exc: Any) -> Any:
         try:
             return self.__wrapped__.__exit__(*exc)
         finally:
-            if self._self_record is not None:  # an error of the stream itself was recorded as it came
-                self._self_record.finish()
+            self._left()
 
 
-class _AsyncManagerProxy(wrapt.ObjectProxy):  # type: ignore[misc]
-    """``AsyncAnthropic.messages.stream(...)``'s manager: the call span opens at ``__aenter__``."""
-
-    def __init__(self, wrapped: Any, opener: Callable[[], _StreamRecord | None]) -> None:
-        super().__init__(wrapped)
-        self._self_opener = opener
-        self._self_record: _StreamRecord | None = None
+class _AsyncManagerProxy(_ManagerProxy):
+    _stream_proxy = _AsyncStreamProxy
 
     async def __aenter__(self) -> Any:
-        rec = self._self_record = self._self_opener()
+        rec = self._opening()
         try:
             message_stream = await self.__wrapped__.__aenter__()
         except BaseException as exc:
             _fail_and_finish(rec, exc)
             raise
-        if rec is not None:
-            if message_stream is None:
-                rec.finish()
-            else:
-                _watch_message_stream(message_stream, rec, _AsyncStreamProxy)
-        return message_stream
+        return self._opened(message_stream)
 
     async def __aexit__(self, *exc: Any) -> Any:
         try:
             return await self.__wrapped__.__aexit__(*exc)
         finally:
-            if self._self_record is not None:  # an error of the stream itself was recorded as it came
-                self._self_record.finish()
+            self._left()
 
 
 # --- what a response says ------------------------------------------------------------------------

@@ -28,10 +28,12 @@ threads at once; the listener does no blocking Kafka calls (seek only).
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +64,37 @@ IDLE_CHECK_TIMEOUT_MS = 2000
 #: Per-partition and per-request fetch sizes (kafka-python defaults: 1 MiB, 50 MiB).
 MAX_PARTITION_FETCH_BYTES = 4 * 1024 * 1024
 FETCH_MAX_BYTES = 64 * 1024 * 1024
+#: The cyclic GC's generation-0 threshold while a processor runs (CPython's default: 700). Buffers
+#: hold thousands of row tuples until they become Arrow batches, so with the default every 700 rows
+#: set off a collection that walks the rows held (measured: ~220 gen-0 and ~20 gen-1 collections per
+#: 100k spans, about 4 µs of GC CPU per span, 8-9 % of the end-to-end CPU; none in the bare decode,
+#: which holds no rows). Above the rows a processor holds at once, the rows are gone before a
+#: collection comes; cycles are still collected, after 50k allocations instead of 700.
+GC_GEN0_THRESHOLD = 50_000
+_gc_lock = threading.Lock()
+_gc_users = 0
+_gc_saved: tuple[int, int, int] | None = None
+
+
+@contextlib.contextmanager
+def _gc_for_buffers() -> Iterator[None]:
+    """Raise the GC's generation-0 threshold (never lower it) while any processor of this
+    interpreter runs; the first one in saves the old thresholds, the last one out restores them."""
+    global _gc_users, _gc_saved
+    with _gc_lock:
+        if _gc_users == 0:
+            _gc_saved = gc.get_threshold()
+            gen0, gen1, gen2 = _gc_saved
+            gc.set_threshold(max(gen0, GC_GEN0_THRESHOLD), gen1, gen2)
+        _gc_users += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_users -= 1
+            if _gc_users == 0 and _gc_saved is not None:
+                gc.set_threshold(*_gc_saved)
+                _gc_saved = None
 
 
 @dataclass
@@ -145,7 +178,13 @@ class Processor:
         self._stop.set()
 
     def run(self, until_idle: float | None = None) -> ProcessorStats:
-        """Process until :meth:`stop`, or (``until_idle``) caught up and idle that many seconds."""
+        """Process until :meth:`stop`, or (``until_idle``) caught up and idle that many seconds.
+
+        While it runs, the interpreter's cyclic GC runs less often (see :data:`GC_GEN0_THRESHOLD`)."""
+        with _gc_for_buffers():
+            return self._run(until_idle)
+
+    def _run(self, until_idle: float | None) -> ProcessorStats:
         from kafka.consumer.subscription_state import ConsumerRebalanceListener
 
         cfg = self.config

@@ -7,8 +7,9 @@ calls; the spans go through the processor's decode / flatten / commit path into 
 tmp_path, and the views are compared with figures computed here from the responses' usage and
 hand-written prices (never costline's pricing code).
 
-OpenLIT (``openlit``) does not install beside anthropic 2.x / openai 3.x (it pins anthropic < 1,
-openai < 3): its spelling is tested on spans built as its source writes them.
+OpenLIT (``openlit``) pins anthropic < 1 / openai < 3 in its metadata, yet its anthropic and openai
+instrumentors run on anthropic 2.x / openai 3.x: scripts/test installs it with ``--no-deps`` and its
+real instrumentors are driven here too (skipped, with that reason, only where it is not installed).
 """
 
 from __future__ import annotations
@@ -232,3 +233,108 @@ def test_third_party_spellings_are_read(cfg):
                   "FROM calls ORDER BY span_id")
     assert [r[:5] for r in rows] == [("anthropic", 1000, 50, 600, 100)] * 4
     assert [r[5] for r in rows] == [pytest.approx(one, rel=1e-12)] * 4  # OpenLIT's own gen_ai.usage.cost ignored
+
+
+# -- OpenLIT ------------------------------------------------------------------------------------------------
+OPENLIT_ABSENT = ("openlit is not installed: scripts/test installs it with `pip install --no-deps` (its "
+                  "metadata pins anthropic < 1 and openai < 3; its anthropic and openai instrumentors run on "
+                  "anthropic 2.x / openai 3.x)")
+
+
+def _sdk_class_attributes() -> dict:
+    """Every attribute of the SDKs' resource classes, to put back what OpenLIT patched: its
+    instrumentors' uninstrument() does nothing, and its wrappers must not leak into other tests."""
+    import sys
+
+    out = {}
+    for name, module in list(sys.modules.items()):
+        if name.startswith(("anthropic.resources", "openai.resources")):
+            for cls in list(vars(module).values()):
+                if isinstance(cls, type) and cls.__module__ == name:
+                    for key, value in list(vars(cls).items()):
+                        out[(cls, key)] = value
+    return out
+
+
+@pytest.fixture
+def openlit_instrumented(tracing, monkeypatch):
+    """OpenLIT's real anthropic and openai instrumentors, their spans into the test's provider."""
+    pytest.importorskip("openlit", reason=OPENLIT_ABSENT)
+    from opentelemetry import trace
+
+    from openlit._config import OpenlitConfig
+    from openlit.instrumentation.anthropic import AnthropicInstrumentor
+    from openlit.instrumentation.openai import OpenAIInstrumentor
+
+    provider, _ = tracing
+    OpenlitConfig()  # what openlit.init() sets up first: its defaults (no metrics instruments)
+    before = _sdk_class_attributes()
+    # OpenLIT takes its tracer from the global provider (trace.get_tracer) when instrumenting.
+    instrumentors = (AnthropicInstrumentor(), OpenAIInstrumentor())
+    with monkeypatch.context() as m:
+        m.setattr(trace, "get_tracer", lambda name, *a, **k: provider.get_tracer(name, *a))
+        for inst in instrumentors:
+            inst.instrument(disable_metrics=True)
+    try:
+        yield
+    finally:
+        for (cls, key), value in before.items():
+            if vars(cls).get(key) is not value:
+                setattr(cls, key, value)
+        for inst in instrumentors:
+            inst.uninstrument()  # unpatches nothing (done above); lets a later test instrument again
+
+
+def test_openlit_anthropic_and_openai_calls_count_once_at_the_hand_computed_price(standin, cfg, tracing,
+                                                                                   openlit_instrumented):
+    """OpenLIT alone, OpenLIT beside the anthropic SDK's own spans, and OpenLIT beside costline's
+    instrument_openai: each call once, priced from the responses' usage with the prices above
+    (OpenLIT writes Anthropic's input_tokens without the cache reads and writes)."""
+    provider, exporter = tracing
+    recorder = Recorder(provider)
+    usages = []
+    plain = anthropic.Anthropic(base_url=standin.url, api_key="test", max_retries=0)
+    native = anthropic.Anthropic(base_url=standin.url, api_key="test", max_retries=0,
+                                 open_telemetry={"tracer_provider": provider})
+    for i, client in enumerate([plain] * 3 + [native] * 3):
+        with recorder.request(task_type="faq", tenant="acme") as req:
+            r = client.messages.create(
+                model="claude-haiku-4-5", max_tokens=64,
+                system=[{"type": "text", "text": "OpenLIT. " + SYSTEM,  # its own prompt cache: written, then read
+                         "cache_control": {"type": "ephemeral"}}],
+                messages=[{"role": "user", "content": f"Question {i}: can I return a damaged item?"}])
+            usages.append(r.usage)
+            req.accept()
+    oa = openai.OpenAI(base_url=standin.openai_url, api_key="test", max_retries=0)
+    undo = instrument_openai(oa, recorder)
+    gpt = []
+    try:
+        for i in range(4):
+            with recorder.request(task_type="faq", tenant="acme") as req:
+                gpt.append(oa.chat.completions.create(
+                    model=STUDENT_MODEL, max_tokens=32,
+                    messages=[{"role": "user", "content": f"Summarise ticket {i}"}]).usage)
+                req.accept()
+    finally:
+        undo()
+    spans = exporter.get_finished_spans()
+    scopes = {}
+    for s in spans:
+        if s.name != "costline.request":
+            scopes[s.instrumentation_scope.name] = scopes.get(s.instrumentation_scope.name, 0) + 1
+    assert scopes == {"openlit.instrumentation.anthropic": 6, "com.anthropic.sdk.python": 3,
+                      "openlit.instrumentation.openai": 4, "costline.collectors": 4}
+    assert any(u.cache_read_input_tokens for u in usages) and any(u.cache_creation_input_tokens for u in usages)
+    lake_from_sdk_spans(spans, cfg)
+
+    want_haiku = sum(haiku_usd(u) for u in usages)
+    want_gpt = sum((u.prompt_tokens * GPT_IN + u.completion_tokens * GPT_OUT) / 1e6 for u in gpt)
+    got = q(cfg, "SELECT provider = 'anthropic', count(*), sum(cost_usd), sum(input_tokens), sum(cache_read_tokens) "
+                 "FROM calls GROUP BY 1 ORDER BY 1")
+    assert got == [
+        (False, 4, pytest.approx(want_gpt, rel=1e-9), sum(u.prompt_tokens for u in gpt), 0),
+        (True, 6, pytest.approx(want_haiku, rel=1e-9),
+         sum(u.input_tokens + u.cache_read_input_tokens + u.cache_creation_input_tokens for u in usages),
+         sum(u.cache_read_input_tokens for u in usages))]
+    assert q(cfg, "SELECT count(*), min(calls), max(calls), sum(cost_usd) FROM requests") == [
+        (10, 1, 1, pytest.approx(want_haiku + want_gpt, rel=1e-9))]

@@ -44,3 +44,25 @@ def test_a_row_of_the_wrong_type_rejects_its_message_only():
     tables = buf.tables()
     assert [m for m, _ in buf.rejected] == [("msg", 1)]
     assert [r for t in tables["calls"].values() for r in t.column("kafka_offset").to_pylist()] == [0]
+
+
+def test_a_running_processor_raises_the_gc_threshold_and_the_last_one_out_restores_it():
+    import gc
+
+    from costline.processors import processor as p
+
+    saved = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)
+        with p._gc_for_buffers():
+            assert gc.get_threshold() == (p.GC_GEN0_THRESHOLD, 10, 10)
+            with p._gc_for_buffers():  # a second processor in the same interpreter
+                pass
+            assert gc.get_threshold() == (p.GC_GEN0_THRESHOLD, 10, 10)  # the first still runs
+        assert gc.get_threshold() == (700, 10, 10)
+        gc.set_threshold(10 * p.GC_GEN0_THRESHOLD, 5, 5)
+        with p._gc_for_buffers():
+            assert gc.get_threshold() == (10 * p.GC_GEN0_THRESHOLD, 5, 5)  # never lowered
+        assert gc.get_threshold() == (10 * p.GC_GEN0_THRESHOLD, 5, 5)
+    finally:
+        gc.set_threshold(*saved)

@@ -437,3 +437,121 @@ def test_async_streams_that_fail_or_are_closed_early_end_their_spans(standin, sp
     assert usage_of(failed) == {k: sent[k] for k in ("input", "output", "read", "made")}
     assert failed.attributes[c.ERROR_TYPE] == "APIStatusError"
     assert closed.attributes[c.COSTLINE_USAGE_INCOMPLETE] is True and c.ERROR_TYPE not in closed.attributes
+
+
+# -- with_raw_response / with_streaming_response (issue 9) ------------------------------------------------
+def anthropic_json_sent(body: bytes) -> dict:
+    """The usage a non-streamed Anthropic answer carried, read from its JSON body here."""
+    u = json.loads(body)["usage"]
+    read, made = u.get("cache_read_input_tokens") or 0, u.get("cache_creation_input_tokens") or 0
+    return {"input": u["input_tokens"] + read + made, "output": u["output_tokens"], "read": read, "made": made}
+
+
+def test_anthropic_raw_and_streaming_response_calls_are_recorded_from_the_parsed_answer(standin, spans):
+    provider, exporter = spans
+    rec = Recorder(provider, env={})
+    tee = SyncTee()
+    client = anthropic.Anthropic(base_url=standin.url, api_key="x", max_retries=0,
+                                 http_client=httpx.Client(transport=tee))
+    early = client.messages.with_raw_response  # read before instrumenting: must not stay unwatched
+    assert early is client.messages.with_raw_response
+    instrument_anthropic(client, rec, tier="budget")
+    raw = client.messages.with_raw_response.create(model=HAIKU, max_tokens=60, messages=Q)
+    message = raw.parse()
+    with client.messages.with_streaming_response.create(model=HAIKU, max_tokens=60, messages=Q) as resp:
+        parsed = resp.parse()
+    with client.with_streaming_response.messages.create(model=HAIKU, max_tokens=60, messages=Q) as resp:
+        body = resp.json()  # read without parse(): recorded from the body read when it closes
+    with client.messages.with_streaming_response.create(model=HAIKU, max_tokens=60, messages=Q,
+                                                        stream=True) as resp:
+        stream = resp.parse()
+        assert isinstance(stream, anthropic.Stream) and resp.parse() is stream
+        events = list(stream)
+    with client.messages.with_streaming_response.create(model=HAIKU, max_tokens=60, messages=Q):
+        pass  # never read: the call is flagged, not $0
+    spans_ = calls(exporter)
+    assert len(spans_) == 5
+    plain = [anthropic_json_sent(b) for b in tee.bodies[:3]]
+    for span, sent in zip(spans_[:3], plain):
+        assert usage_of(span) == sent and c.COSTLINE_USAGE_INCOMPLETE not in span.attributes
+    assert message.usage.output_tokens == plain[0]["output"] and parsed.usage.output_tokens == plain[1]["output"]
+    assert spans_[0].attributes[c.GEN_AI_RESPONSE_ID] == message.id and body["id"] == spans_[2].attributes[
+        c.GEN_AI_RESPONSE_ID]
+    sent = anthropic_sent(tee.bodies[3])
+    assert usage_of(spans_[3]) == {k: sent[k] for k in ("input", "output", "read", "made")}
+    assert "".join(e.delta.text for e in events if e.type == "content_block_delta") == sent["text"]
+    assert spans_[3].attributes[c.GEN_AI_REQUEST_STREAM] is True
+    unread = spans_[4].attributes
+    assert unread[c.COSTLINE_USAGE_INCOMPLETE] is True and c.GEN_AI_USAGE_OUTPUT_TOKENS not in unread
+
+
+def test_async_anthropic_raw_and_streaming_response_calls_are_recorded(standin, spans):
+    provider, exporter = spans
+    tee = AsyncTee()
+    client = anthropic.AsyncAnthropic(base_url=standin.url, api_key="x", max_retries=0,
+                                      http_client=httpx.AsyncClient(transport=tee))
+    instrument_anthropic(client, Recorder(provider, env={}))
+
+    async def go():
+        raw = await client.messages.with_raw_response.create(model=HAIKU, max_tokens=60, messages=Q)
+        first = await raw.parse()
+        async with client.messages.with_streaming_response.create(model=HAIKU, max_tokens=60, messages=Q) as r:
+            second = await r.parse()
+        async with client.messages.with_streaming_response.create(model=HAIKU, max_tokens=60, messages=Q,
+                                                                  stream=True) as r:
+            events = [e async for e in await r.parse()]
+        return first, second, events
+
+    first, second, events = asyncio.run(go())
+    one, two, three = calls(exporter)
+    assert usage_of(one) == anthropic_json_sent(tee.bodies[0]) and first.usage.output_tokens == usage_of(one)["output"]
+    assert usage_of(two) == anthropic_json_sent(tee.bodies[1]) and second.id == two.attributes[c.GEN_AI_RESPONSE_ID]
+    sent = anthropic_sent(tee.bodies[2])
+    assert usage_of(three) == {k: sent[k] for k in ("input", "output", "read", "made")}
+    assert events[-1].type == "message_stop"
+
+
+def test_openai_raw_and_streaming_response_calls_are_recorded(standin, spans):
+    provider, exporter = spans
+    client, tee = sync_openai(standin, Recorder(provider, env={}))
+    raw = client.chat.completions.with_raw_response.create(model=STUDENT, messages=Q)
+    completion = raw.parse()
+    with client.chat.completions.with_streaming_response.create(
+            model=STUDENT, messages=Q, stream=True, stream_options={"include_usage": True}) as resp:
+        chunks = list(resp.parse())
+
+    async def go():
+        atee = AsyncTee()
+        aclient = openai.AsyncOpenAI(base_url=standin.openai_url, api_key="x", max_retries=0,
+                                     http_client=httpx.AsyncClient(transport=atee))
+        instrument_openai(aclient, Recorder(provider, env={}))
+        araw = await aclient.chat.completions.with_raw_response.create(model=STUDENT, messages=Q)
+        return araw.parse(), atee  # openai's raw response parses synchronously, async client or not
+
+    acompletion, atee = asyncio.run(go())
+    plain, streamed, aplain = calls(exporter)
+    for span, body, parsed in ((plain, tee.bodies[0], completion), (aplain, atee.bodies[0], acompletion)):
+        u = json.loads(body)["usage"]
+        a = span.attributes
+        assert (a[c.GEN_AI_USAGE_INPUT_TOKENS], a[c.GEN_AI_USAGE_OUTPUT_TOKENS]) == (
+            u["prompt_tokens"], u["completion_tokens"])
+        assert a[c.GEN_AI_RESPONSE_ID] == parsed.id
+    sent = openai_sent(tee.bodies[1])
+    assert streamed.attributes[c.GEN_AI_USAGE_OUTPUT_TOKENS] == sent["usage"]["completion_tokens"]
+    assert chunks[-1].usage.completion_tokens == sent["usage"]["completion_tokens"]
+
+
+def test_a_failing_finish_of_a_dropped_stream_is_logged_not_raised(standin, spans, caplog):
+    provider, exporter = spans
+    client, _ = sync_anthropic(standin, Recorder(provider, env={}))
+    stream = client.messages.create(model=HAIKU, max_tokens=20, messages=Q, stream=True)
+    rec = stream._self_record
+
+    def boom():
+        raise RuntimeError("finish failed")
+
+    rec.finish = boom
+    with caplog.at_level("WARNING", logger="costline.collectors.instrument"):
+        del stream
+        gc.collect()
+    assert any("dropped stream" in r.getMessage() and r.exc_info for r in caplog.records)
