@@ -17,7 +17,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -28,6 +27,8 @@ from pathlib import Path
 
 from costline.config import KafkaConfig
 from costline.errors import KafkaSetupError
+from costline.procutil import pid_alive as _pid_alive
+from costline.procutil import port_open as _port_open
 
 __all__ = ["LocalKafka", "KafkaStatus", "ensure_topics", "wait_for_broker"]
 
@@ -366,27 +367,6 @@ def _topics(bootstrap: str) -> tuple[str, ...]:
             admin.close()
     except (KafkaError, OSError):
         return ()
-
-
-def _port_open(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.settimeout(0.5)
-        return s.connect_ex((host, port)) == 0
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child of ours counts as gone.
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-        return state != "Z"
-    except (FileNotFoundError, IndexError):
-        return True
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

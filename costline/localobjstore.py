@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from costline.errors import LakeError
+from costline.procutil import pid_alive as _pid_alive
+from costline.procutil import port_open as _port_open
 
 __all__ = ["LocalObjectStore", "ObjectStoreStatus", "ObjectStoreError", "weed_binary", "s3_filesystem"]
 
@@ -77,26 +79,6 @@ def _free_port(host: str) -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
-
-
-def _port_open(host: str, port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex((host, port)) == 0
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie child of ours is not alive
-        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-            return fh.read().split(") ", 1)[1][:1] != "Z"
-    except OSError:
-        return True
 
 
 class LocalObjectStore:

@@ -13,7 +13,7 @@ from typing import Any
 
 from costline.netsec import GuardedHandler, HttpReject, Limits, PooledHTTPServer
 
-__all__ = ["HttpRequest", "HttpResponse", "JsonServer", "Route", "ServedByJsonServer"]
+__all__ = ["HttpRequest", "HttpResponse", "JsonServer", "Route", "ServedByJsonServer", "dispatch"]
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,24 @@ class Route:
             elif w != g:
                 return None
         return params
+
+
+def dispatch(routes: Iterable[Route], request: HttpRequest, *, name: str,
+             on_error: Callable[[HttpRequest, Exception], HttpResponse],
+             not_found: Callable[[HttpRequest], HttpResponse]) -> HttpResponse:
+    """The first route that matches answers (its path parameters filled in); a handler that raises
+    is logged and answered by ``on_error``; no match by ``not_found``. Both servers use it."""
+    for route in routes:
+        params = route.match(request.method, request.path)
+        if params is not None:
+            req = HttpRequest(request.method, request.path, request.headers, request.body, params,
+                              request.raw_headers)
+            try:
+                return route.handler(req)
+            except Exception as exc:
+                log.exception("%s: %s %s failed", name, request.method, request.path)
+                return on_error(req, exc)
+    return not_found(request)
 
 
 class JsonServer:
@@ -164,17 +182,7 @@ class JsonServer:
             self._server = None
 
     def dispatch(self, request: HttpRequest) -> HttpResponse:
-        for route in self._routes:
-            params = route.match(request.method, request.path)
-            if params is not None:
-                req = HttpRequest(request.method, request.path, request.headers, request.body, params,
-                                  request.raw_headers)
-                try:
-                    return route.handler(req)
-                except Exception as exc:
-                    log.exception("%s: %s %s failed", self._name, request.method, request.path)
-                    return self._on_error(req, exc)
-        return self._not_found(request)
+        return dispatch(self._routes, request, name=self._name, on_error=self._on_error, not_found=self._not_found)
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         outer = self

@@ -43,7 +43,7 @@ except ImportError as exc:  # the serving extra
     raise MissingExtraError(exc.name or "starlette") from None
 
 from costline.netsec import HttpReject, Limits
-from costline.serving._http import HttpRequest, HttpResponse, Route
+from costline.serving._http import HttpRequest, HttpResponse, Route, dispatch
 
 __all__ = ["AsgiServer", "Busy"]
 
@@ -293,17 +293,7 @@ class AsgiServer:
                 self._in_flight -= 1
 
     def _dispatch(self, request: HttpRequest) -> HttpResponse:
-        for route in self._routes:
-            params = route.match(request.method, request.path)
-            if params is not None:
-                req = HttpRequest(request.method, request.path, request.headers, request.body, params,
-                                  request.raw_headers)
-                try:
-                    return route.handler(req)
-                except Exception as exc:
-                    log.exception("%s: %s %s failed", self._name, request.method, request.path)
-                    return self._on_error(req, exc)
-        return self._not_found(request)
+        return dispatch(self._routes, request, name=self._name, on_error=self._on_error, not_found=self._not_found)
 
     async def _pieces(self, it: Iterator[bytes], ended: "_StreamEnd") -> Any:
         """A blocking iterator's pieces, each fetched on the worker pool; closed when the client goes."""
