@@ -167,3 +167,51 @@ def test_a_partition_handed_back_before_its_first_commit_is_read_again_from_its_
         consumer.close(autocommit=False)
     assert_no_duplicates(cfg)
     assert_same_aggregates(lake_tier_hourly(cfg), expected_tier_hourly(traces, cfg))
+
+
+def test_a_first_commit_by_another_member_while_one_starts_is_not_taken_for_skipped_history(
+        kafka_config: Config, objstore, tmp_path: Path):
+    """Another member commits partition 0's first batch (the tables, then Kafka's mirror of them) right
+    after the starting instance looked at the tables: the start check must not read that as a group
+    that committed past a lake without offsets (Kafka's offsets are read first, the tables second)."""
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.structs import OffsetAndMetadata
+
+    cfg = kafka_config.replace(lake=table_lake_config(objstore, tmp_path))
+    prod = producer(cfg)
+    for i in range(5):
+        prod.send(cfg.kafka.topic, value=b"x", partition=0)
+    prod.flush()
+    prod.close()
+    proc = TableProcessor(cfg)
+    proc.lake.init()
+    other = TableProcessor(cfg).lake
+    tp = TopicPartition(cfg.kafka.topic, 0)
+    done: list[bool] = []
+
+    def the_other_member_commits() -> None:  # partition 0's first batch: the tables, then Kafka's mirror
+        if done:
+            return
+        done.append(True)
+        other.commit_batch(cfg.kafka.topic, 0, 0, 4, {}, epoch=other.claim(cfg.kafka.topic, 0))
+        mirror = KafkaConsumer(bootstrap_servers=cfg.kafka.bootstrap, group_id=cfg.processor.group_id,
+                               enable_auto_commit=False)
+        mirror.assign([tp])
+        mirror.commit({tp: OffsetAndMetadata(5, "", -1)})
+        mirror.close(autocommit=False)
+
+    def then_commits(read):  # type: ignore[no-untyped-def]  # a read, then the other member's commit
+        def wrapped(*args, **kwargs):  # type: ignore[no-untyped-def]
+            answer = read(*args, **kwargs)
+            the_other_member_commits()
+            return answer
+        return wrapped
+
+    proc.lake.last_manifest = then_commits(proc.lake.last_manifest)  # type: ignore[method-assign]
+    proc._consumer = proc._make_consumer()
+    proc._consumer.committed = then_commits(proc._consumer.committed)
+    try:
+        proc._check_start_position()  # raised StartPositionError when it read the tables first
+    finally:
+        proc._consumer.close(autocommit=False)
+    assert other.last_manifest(cfg.kafka.topic, 0) == 4  # the other member's commit did happen meanwhile
