@@ -20,10 +20,12 @@ from the tables' committed offsets).
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from costline.config import Config
 from costline.lake import WriterFenced
+from costline.processors.errors import StartPositionError
 from costline.processors.processor import Processor
 
 __all__ = ["lake_writer", "make_processor", "TableProcessor"]
@@ -53,6 +55,38 @@ class TableProcessor(Processor):
     def __init__(self, config: Config, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
         self._pending: set[Any] = set()  # assigned TopicPartitions not yet claimed and recovered
+
+    def _check_start_position(self) -> None:
+        """:class:`Processor`'s check, reading Kafka's committed offsets *before* the tables.
+
+        In the other order, a running member that commits a partition's first batch between the two
+        reads (the tables, then Kafka's mirror of them) looks like skipped history, and this instance
+        refuses to start. Kafka's offset is mirrored only after every table holds the batch, so a
+        committed offset read first is always covered by the tables read next."""
+        if self.start != "lake":
+            return
+        from kafka import TopicPartition
+
+        deadline = time.monotonic() + 5.0  # a fresh topic can read as unknown for a moment
+        while not (partitions := self._consumer.partitions_for_topic(self.topic) or set()) \
+                and time.monotonic() < deadline:
+            time.sleep(0.25)
+        tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+        committed = {tp: self._consumer.committed(tp) for tp in tps}
+        fresh = [tp for tp in tps if committed[tp] is not None
+                 and self.lake.last_manifest(self.topic, tp.partition) is None]
+        if not fresh:
+            return
+        firsts = self._consumer.beginning_offsets(fresh)
+        skipped = [f"{tp.partition} (offsets {firsts.get(tp, 0)}..{committed[tp] - 1})" for tp in fresh
+                   if committed[tp] > firsts.get(tp, 0)]
+        if skipped:
+            raise StartPositionError(
+                f"the lake at {self.lake.path} has no offsets for partition(s) {', '.join(skipped)} of "
+                f"{self.topic!r}, but consumer group {self.config.processor.group_id!r} already committed past "
+                "them: starting there would skip that history. Run `costline process --from-beginning` to "
+                "read those partitions from their first offset (rebuilds the lake), or `--from-committed` "
+                "to start at the group's committed offsets and leave the earlier messages out")
 
     # kafka's IO thread: bookkeeping only (no catalog calls, no blocking Kafka calls)
     def _on_assigned(self, assigned: Any) -> None:
@@ -126,8 +160,15 @@ class TableProcessor(Processor):
             if next_offset is not None:
                 self._consumer.seek(tp, next_offset)
                 log.info("partition %d: resuming at offset %d (table snapshot)", tp.partition, next_offset)
-            elif self.start == "beginning":
-                self._consumer.seek_to_beginning(tp)
+            else:
+                # Always set the position: kafka-python keeps a partition's in-memory position when a
+                # rebalance hands it back to the same member, but _on_revoked dropped the rows read up
+                # to there, so carrying on from it would commit a batch past rows never written.
+                committed = self._consumer.committed(tp) if self.start == "committed" else None
+                if committed is not None:
+                    self._consumer.seek(tp, committed)
+                else:
+                    self._consumer.seek_to_beginning(tp)
         self._consumer.resume(*pending)
         self._last_activity = self._now()
 

@@ -126,3 +126,95 @@ def test_three_processes_a_sigkill_and_rebalances_on_a_postgres_catalog(kafka_co
     assert "resuming at offset" in "".join((tmp_path / f"processor-{i}.log").read_text() for i in (1, 2, 3)), tails
     assert_no_duplicates(cfg)
     assert_same_aggregates(lake_tier_hourly(cfg), expected_tier_hourly(traces, cfg))
+
+
+def test_a_partition_handed_back_before_its_first_commit_is_read_again_from_its_first_offset(
+        kafka_config: Config, objstore, tmp_path: Path):
+    """The rebalance that hands a member its own partitions back, before any batch of them reached
+    the tables: kafka-python keeps each partition's in-memory position across it, while the revoke
+    dropped the rows read up to there. Driven by hand (the two listener calls an eager rebalance makes,
+    no group timing): the tables must still hold every message once."""
+    from kafka import TopicPartition
+
+    cfg = kafka_config.replace(lake=table_lake_config(objstore, tmp_path),
+                               processor={"batch_max_spans": 100_000, "flush_interval_s": 3600.0})
+    traces = list(synthetic_traffic(240, seed=17))
+    prod = producer(cfg)
+    produce(prod, cfg, traces)
+    prod.close()
+    proc = TableProcessor(cfg, now=lambda: 0.0)  # a fixed clock: nothing is due until flush_all
+    proc.lake.init()
+    consumer = proc._consumer = proc._make_consumer()
+    try:
+        tps = [TopicPartition(cfg.kafka.topic, p) for p in sorted(consumer.partitions_for_topic(cfg.kafka.topic))]
+        consumer.assign(tps)
+        ends = consumer.end_offsets(tps)
+
+        def pump(enough) -> None:  # type: ignore[no-untyped-def]
+            while not enough():
+                for tp, records in consumer.poll(timeout_ms=500, max_records=40).items():
+                    for r in records:
+                        proc.handle(tp.partition, r.offset, r.key, r.value, r.headers, 0.0)
+                proc.flush_due(0.0)
+
+        proc._on_assigned(tps)
+        proc.flush_due(0.0)  # claims them: no table holds offsets yet
+        pump(lambda: proc.stats.messages >= 80)
+        assert proc.stats.commits == 0  # all of it is still in the buffers
+        proc._on_revoked(tps)  # the rebalance: the buffers are dropped...
+        proc._on_assigned(tps)  # ...and the same partitions come back, positions kept by the client
+        proc.flush_due(0.0)
+        pump(lambda: all(consumer.position(tp) >= ends[tp] for tp in tps))
+        proc.flush_all()
+    finally:
+        consumer.close(autocommit=False)
+    assert_no_duplicates(cfg)
+    assert_same_aggregates(lake_tier_hourly(cfg), expected_tier_hourly(traces, cfg))
+
+
+def test_a_first_commit_by_another_member_while_one_starts_is_not_taken_for_skipped_history(
+        kafka_config: Config, objstore, tmp_path: Path):
+    """Another member commits partition 0's first batch (the tables, then Kafka's mirror of them) right
+    after the starting instance looked at the tables: the start check must not read that as a group
+    that committed past a lake without offsets (Kafka's offsets are read first, the tables second)."""
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.structs import OffsetAndMetadata
+
+    cfg = kafka_config.replace(lake=table_lake_config(objstore, tmp_path))
+    prod = producer(cfg)
+    for i in range(5):
+        prod.send(cfg.kafka.topic, value=b"x", partition=0)
+    prod.flush()
+    prod.close()
+    proc = TableProcessor(cfg)
+    proc.lake.init()
+    other = TableProcessor(cfg).lake
+    tp = TopicPartition(cfg.kafka.topic, 0)
+    done: list[bool] = []
+
+    def the_other_member_commits() -> None:  # partition 0's first batch: the tables, then Kafka's mirror
+        if done:
+            return
+        done.append(True)
+        other.commit_batch(cfg.kafka.topic, 0, 0, 4, {}, epoch=other.claim(cfg.kafka.topic, 0))
+        mirror = KafkaConsumer(bootstrap_servers=cfg.kafka.bootstrap, group_id=cfg.processor.group_id,
+                               enable_auto_commit=False)
+        mirror.assign([tp])
+        mirror.commit({tp: OffsetAndMetadata(5, "", -1)})
+        mirror.close(autocommit=False)
+
+    def then_commits(read):  # type: ignore[no-untyped-def]  # a read, then the other member's commit
+        def wrapped(*args, **kwargs):  # type: ignore[no-untyped-def]
+            answer = read(*args, **kwargs)
+            the_other_member_commits()
+            return answer
+        return wrapped
+
+    proc.lake.last_manifest = then_commits(proc.lake.last_manifest)  # type: ignore[method-assign]
+    proc._consumer = proc._make_consumer()
+    proc._consumer.committed = then_commits(proc._consumer.committed)
+    try:
+        proc._check_start_position()  # raised StartPositionError when it read the tables first
+    finally:
+        proc._consumer.close(autocommit=False)
+    assert other.last_manifest(cfg.kafka.topic, 0) == 4  # the other member's commit did happen meanwhile
