@@ -79,9 +79,6 @@ def _committed_batches(cfg: Config) -> int:
                if "claim" not in (s.summary.additional_properties.get(BATCH_PROPERTY, "claim") if s.summary else "claim"))
 
 
-@pytest.mark.skipif(os.environ.get("COSTLINE_TABLELAKE_CHAOS") != "1", reason=(
-    "known bug (issue 13): in table mode, a SIGKILL plus rebalances loses rows in about 1 run in 4 "
-    "(hour x tier groups missing, no duplicates); run with COSTLINE_TABLELAKE_CHAOS=1 while fixing it"))
 def test_three_processes_a_sigkill_and_rebalances_on_a_postgres_catalog(kafka_config: Config, objstore, pg_catalog,
                                                                         tmp_path: Path):
     cfg = kafka_config.replace(lake=table_lake_config(objstore, tmp_path, catalog_uri=pg_catalog),
