@@ -255,22 +255,30 @@ def test_two_instances_rebalance_without_loss_or_duplicates(kafka_config: Config
     prod = producer(cfg)
     produce(prod, cfg, traces[:800])
     results: dict[str, object] = {}
+    procs = {name: Processor(cfg) for name in ("a", "b")}
 
     def run(name: str) -> None:
-        results[name] = Processor(cfg).run(until_idle=3)
+        results[name] = procs[name].run(until_idle=3)
 
-    a = threading.Thread(target=run, args=("a",))
-    a.start()
-    time.sleep(1.5)
-    produce(prod, cfg, traces[800:1600])
-    b = threading.Thread(target=run, args=("b",))
-    b.start()  # joins the group: partitions move between instances mid-stream
-    time.sleep(1.0)
-    produce(prod, cfg, traces[1600:])
-    prod.close()
-    a.join(180)  # generous: a rebalance on a loaded machine takes a few session timeouts
-    b.join(180)
-    assert not a.is_alive() and not b.is_alive()
+    # daemon threads, stopped in the finally: a processor stuck in a rebalance fails this test, never the session
+    a = threading.Thread(target=run, args=("a",), daemon=True)
+    b = threading.Thread(target=run, args=("b",), daemon=True)
+    try:
+        a.start()
+        time.sleep(1.5)
+        produce(prod, cfg, traces[800:1600])
+        b.start()  # joins the group: partitions move between instances mid-stream
+        time.sleep(1.0)
+        produce(prod, cfg, traces[1600:])
+        prod.close()
+        a.join(180)  # generous: a rebalance on a loaded machine takes a few session timeouts
+        b.join(180)
+        assert not a.is_alive() and not b.is_alive()
+    finally:
+        for name, t in (("a", a), ("b", b)):
+            if t.is_alive():
+                procs[name].stop()
+                t.join(30)
     assert results["a"].messages > 0 and results["b"].messages > 0  # type: ignore[attr-defined]
     assert_no_duplicates(cfg)
     assert_same_aggregates(lake_tier_hourly(cfg), expected_tier_hourly(traces, cfg))
