@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ from click.testing import CliRunner
 
 import costline.jobs as jobs_pkg
 from costline.cli import _register_area_commands, cli
-from costline.config import CaptureConfig, Config, LakeConfig
+from costline.config import Config, LakeConfig
 from costline.errors import ConfigError
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -76,21 +75,3 @@ def test_cost_report_command_on_a_demo_lake(tmp_path):
     assert doc["stages"][1]["cumulative_saving"] > 0.5
     res = _run(tmp_path, "jobs", "runs")
     assert res.exit_code == 0
-
-
-def test_demo_nights_flag_the_student_drift_on_the_day_it_starts(tmp_path):
-    from lakes import demo_plans, lake_from_plans
-
-    from costline.jobs.demo import run_nightly_demo
-
-    cfg = Config(lake=LakeConfig(path=tmp_path / "lake"), capture=CaptureConfig(message_content=True))
-    lake_from_plans(demo_plans(days=3, per_day=300, stale_day=None, shift_day=2), cfg)
-    lines: list[str] = []
-    outs = run_nightly_demo(cfg, start=dt.datetime(2026, 11, 1), days=3, echo=lines.append)
-    assert all(o.status == "succeeded" for o in outs), outs
-    nights = [ln for ln in lines if ln.startswith("night after")]
-    assert len(nights) == 3
-    assert "FLAGGED" not in nights[0] and "FLAGGED" not in nights[1]
-    assert "FLAGGED on sarcasm" in nights[2]
-    assert any("cumulative saving" in ln for ln in lines)
-    assert any("none twice: True" in ln for ln in lines)
