@@ -3,11 +3,12 @@
     .venv/bin/python bench/cache.py [--sizes 10000,100000] [--queries 100] [--index exact]
 
 1. **Wrong answers and recall** on the test split of costline's own pair set
-   (serving/data/cache_pair_set.jsonl), on the **dev pair set** (serving/data/cache_pair_heldout.jsonl:
-   written as a held-out set, but its results were seen and the guards changed for its failure
-   families, so it is a dev set now) and on the **held-out pair set** (serving/data/cache_pair_heldout2.jsonl:
-   other domains again, written after the changed guards were committed, never used to write or tune
-   them): for each pair, ``q1`` is stored in a real
+   (serving/data/cache_pair_set.jsonl), on the **dev pair sets** (serving/data/cache_pair_heldout.jsonl
+   and cache_pair_heldout2.jsonl: each written as a held-out set, but its results were seen and the
+   guards changed for its failure families, so they are dev sets now) and on the **held-out pair set**
+   (serving/data/cache_pair_heldout3.jsonl: other domains again, written after the changed guards were
+   committed, never used to write or tune them; every wrong answer and miss of the verified cache on
+   the dev and held-out sets is listed): for each pair, ``q1`` is stored in a real
    :class:`SemanticCache` (its own namespace) and ``q2`` looked up. Printed for the threshold-only
    cache at 0.93, at its best single threshold (the lowest with a false-hit rate ≤ 1 %, else the one
    with the best recall minus false-hit rate) and for the verified cache (guards + the shipped
@@ -42,7 +43,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from costline.serving.cache import SemanticCache  # noqa: E402
-from costline.serving.cache_admission import default_pair_set_path, read_labelled_pairs  # noqa: E402
+from costline.serving.cache_admission import default_pair_set_path, read_pairs  # noqa: E402
 from costline.serving.cache_index import import_faiss  # noqa: E402
 from costline.serving.embedding import Embedder  # noqa: E402
 from costline.serving.settings import CacheConfig  # noqa: E402
@@ -52,14 +53,14 @@ CATEGORIES = ("entity_swap", "negation", "number_date", "scope", "temporal")
 SAME = ("paraphrase", "near_repeat")
 
 
-def dev_pair_set_path() -> Path:
-    """The first held-out pair set: seen, and the guards changed after it, so a dev set now."""
-    return default_pair_set_path().with_name("cache_pair_heldout.jsonl")
+def dev_pair_set_paths() -> list[Path]:
+    """The first and second held-out pair sets: each was seen and the guards changed after it, so dev sets now."""
+    return [default_pair_set_path().with_name(n) for n in ("cache_pair_heldout.jsonl", "cache_pair_heldout2.jsonl")]
 
 
 def heldout_pair_set_path() -> Path:
     """The pair set written after the verification stage was frozen (never used to build or tune it)."""
-    return default_pair_set_path().with_name("cache_pair_heldout2.jsonl")
+    return default_pair_set_path().with_name("cache_pair_heldout3.jsonl")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -90,7 +91,8 @@ def rates(served: np.ndarray, pairs) -> dict[str, float]:
     return out
 
 
-def print_accuracy(embedder: Embedder, test: list, title: str) -> None:
+def print_accuracy(embedder: Embedder, test: list, title: str, *, verbose: bool = False) -> None:
+    """The three caches' rates on ``test``; with ``verbose``, every wrong answer and miss of the verified one."""
     embedder.warm([p.q1 for p in test] + [p.q2 for p in test])
     labels = np.array([p.same_answer for p in test])
     t0 = time.perf_counter()
@@ -106,7 +108,7 @@ def print_accuracy(embedder: Embedder, test: list, title: str) -> None:
                                      test)),
             (f"threshold {best:.2f} (best)", rates(accuracy(embedder, test,
                                                             CacheConfig(mode="threshold", threshold=best))[0], test)),
-            ("verified", rates(accuracy(embedder, test, CacheConfig())[0], test))]
+            ("verified", rates(verified := accuracy(embedder, test, CacheConfig())[0], test))]
     print(f"{title}: {int(labels.sum())} same-answer pairs, {int((~labels).sum())} traps "
           f"({time.perf_counter() - t0:.0f} s)")
     print(f"{'cache':>24} {'recall':>7} " + " ".join(f"{c:>11}" for c in SAME) + f" {'false-hit':>9} "
@@ -116,6 +118,11 @@ def print_accuracy(embedder: Embedder, test: list, title: str) -> None:
               + f" {r['false_hit']:>9.1%} " + " ".join(f"{r[c]:>11.1%}" for c in CATEGORIES))
     print("(recall per same-answer category, false-hit rate per trap category) targets: false-hit <= 1.0% "
           "overall, <= 2.0% per trap category, recall >= 70%", flush=True)
+    if verbose:
+        for kind, wrong in (("wrong answer served", ~labels & verified), ("miss", labels & ~verified)):
+            for i in np.flatnonzero(wrong):
+                p = test[i]
+                print(f"  verified {kind} [{p.category}, cosine {sims[i]:.2f}]: {p.q1!r} / {p.q2!r}")
 
 
 def fill(cache: SemanticCache, bare, n: int, base: np.ndarray, texts: list[str], rng: np.random.Generator,
@@ -184,25 +191,28 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=1, help="FAISS OpenMP threads (default 1)")
     ap.add_argument("--skip-accuracy", action="store_true")
     ap.add_argument("--skip-latency", action="store_true")
-    ap.add_argument("--dev", type=Path, default=dev_pair_set_path(),
-                    help="the dev pair set (seen; JSON lines, as `costline cache tune --pairs` reads)")
+    ap.add_argument("--dev", type=Path, action="append",
+                    help="a dev pair set (seen; JSON lines, as `costline cache tune --pairs` reads); repeat for "
+                         "several (default: the first two held-out sets)")
+    ap.add_argument("--skip-dev", action="store_true", help="measure the test split and the held-out set only")
     ap.add_argument("--heldout", type=Path, default=heldout_pair_set_path(),
                     help="the held-out pair set (JSON lines, as `costline cache tune --pairs` reads)")
     args = ap.parse_args(argv)
     start = time.perf_counter()
     embedder = Embedder().load()
-    pairs, _ = read_labelled_pairs(default_pair_set_path())
+    pairs, _ = read_pairs(default_pair_set_path())
     if not args.skip_accuracy:
         print_accuracy(embedder, [p for p in pairs if p.split == "test"], "pair set, test split")
-        for path, title in ((args.dev, "dev pair set ({}, seen: the guards were changed after it)"),
-                            (args.heldout, "held-out pair set ({}, written after the guards were frozen)")):
+        dev = [] if args.skip_dev else (args.dev or dev_pair_set_paths())
+        for path, title in ([(d, "dev pair set ({}, seen: the guards were changed after it)") for d in dev]
+                            + [(args.heldout, "held-out pair set ({}, written after the guards were frozen)")]):
             if not path.exists():
                 print(f"{path}: no such file, skipped")
                 continue
-            extra, problems = read_labelled_pairs(path)
+            extra, problems = read_pairs(path)
             if problems:
                 raise SystemExit(f"{path}: {problems[0]}")
-            print_accuracy(embedder, extra, title.format(path.name))
+            print_accuracy(embedder, extra, title.format(path.name), verbose=True)
     if args.skip_latency:
         print(f"(run {time.perf_counter() - start:.0f} s)")
         return

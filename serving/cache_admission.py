@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from costline.serving.cache_tune import Pair, read_pairs
 from costline.serving.cache_verify import FEATURE_NAMES, Verifier, guard, pair_features
 from costline.serving.errors import CacheError
 
@@ -39,7 +40,7 @@ __all__ = [
     "TRUE_CATEGORIES",
     "default_model_path",
     "default_pair_set_path",
-    "read_labelled_pairs",
+    "read_pairs",
     "score_pairs",
     "operating_points",
     "train_admission",
@@ -62,52 +63,8 @@ def default_pair_set_path() -> Path:
     return Path(__file__).resolve().parent / "data" / "cache_pair_set.jsonl"
 
 
-@dataclass(frozen=True)
-class LabelledPair:
-    q1: str
-    q2: str
-    same_answer: bool
-    category: str = ""
-    domain: str = ""
-    split: str = ""
-
-    @property
-    def trap(self) -> str:
-        """The trap category of a different-answer pair ("other" when it names none)."""
-        return self.category or "other"
-
-
-def read_labelled_pairs(path: str | os.PathLike[str]) -> tuple[list[LabelledPair], list[str]]:
-    """The valid pairs of a JSON-lines file, and one message per line that was not valid."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise CacheError(f"cannot read pairs file {path}: {exc.strerror or exc}") from None
-    pairs: list[LabelledPair] = []
-    problems: list[str] = []
-    for n, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            doc = json.loads(line)
-        except ValueError as exc:
-            problems.append(f"line {n}: not JSON ({exc.msg})")
-            continue
-        if not isinstance(doc, dict):
-            problems.append(f"line {n}: expected an object with q1, q2, same_answer")
-            continue
-        q1, q2 = doc.get("q1", doc.get("a")), doc.get("q2", doc.get("b"))
-        same = doc.get("same_answer")
-        extra = [doc.get(k, "") for k in ("category", "domain", "split")]
-        if not (isinstance(q1, str) and q1.strip() and isinstance(q2, str) and q2.strip()):
-            problems.append(f"line {n}: 'q1' and 'q2' must be non-empty strings")
-        elif not isinstance(same, bool):
-            problems.append(f"line {n}: 'same_answer' must be true or false")
-        elif not all(isinstance(v, str) for v in extra):
-            problems.append(f"line {n}: 'category', 'domain' and 'split' must be strings")
-        else:
-            pairs.append(LabelledPair(q1, q2, same, *extra))
-    return pairs, problems
+#: A labelled pair of questions (the one type :func:`~costline.serving.cache_tune.read_pairs` reads).
+LabelledPair = Pair
 
 
 @dataclass(frozen=True)

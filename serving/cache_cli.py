@@ -143,10 +143,10 @@ def tune(config: Config, pairs_path: Path | None, split: str, target: float | No
 
 
 def _pairs(pairs_path: Path | None, split: str):  # type: ignore[no-untyped-def]
-    from costline.serving.cache_admission import default_pair_set_path, read_labelled_pairs
+    from costline.serving.cache_admission import default_pair_set_path, read_pairs
 
     path = pairs_path or default_pair_set_path()
-    pairs, problems = read_labelled_pairs(path)
+    pairs, problems = read_pairs(path)
     for p in problems[:10]:
         click.echo(f"warning: {path}: {p} (skipped)", err=True)
     if len(problems) > 10:

@@ -1,6 +1,8 @@
 """Choosing the cache's similarity threshold from labelled pairs of questions.
 
-A pairs file is JSON lines ``{"a": "...", "b": "...", "same_answer": true}``. For each
+A pairs file is JSON lines ``{"q1", "q2", "same_answer", "category", "domain", "split"}``
+(``category``, ``domain``, ``split`` optional; the older ``{"a", "b", "same_answer"}`` is read too);
+:func:`read_pairs` is the one reader of them (threshold tuning, the admission model, the bench). For each
 threshold, the **hit rate** is the share of true pairs (same answer) whose similarity
 reaches it, and the **false-hit rate** the share of false pairs that reach it — a
 false hit serves one question's answer to another. The recommendation is the lowest
@@ -40,9 +42,27 @@ DEFAULT_THRESHOLDS: tuple[float, ...] = tuple(round(0.85 + 0.01 * i, 2) for i in
 
 @dataclass(frozen=True)
 class Pair:
-    a: str
-    b: str
+    """One labelled pair of questions: would the same answer be right for both?"""
+
+    q1: str
+    q2: str
     same_answer: bool
+    category: str = ""
+    domain: str = ""
+    split: str = ""
+
+    @property
+    def a(self) -> str:
+        return self.q1
+
+    @property
+    def b(self) -> str:
+        return self.q2
+
+    @property
+    def trap(self) -> str:
+        """The trap category of a different-answer pair ("other" when it names none)."""
+        return self.category or "other"
 
 
 @dataclass(frozen=True)
@@ -74,12 +94,12 @@ def default_pairs_path() -> Path:
 
 def read_pairs(path: str | os.PathLike[str]) -> tuple[list[Pair], list[str]]:
     """The valid pairs of a JSON-lines file, and one message per line that was not valid."""
-    pairs: list[Pair] = []
-    problems: list[str] = []
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise CacheError(f"cannot read pairs file {path}: {exc.strerror or exc}") from None
+    pairs: list[Pair] = []
+    problems: list[str] = []
     for n, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -89,15 +109,19 @@ def read_pairs(path: str | os.PathLike[str]) -> tuple[list[Pair], list[str]]:
             problems.append(f"line {n}: not JSON ({exc.msg})")
             continue
         if not isinstance(doc, dict):
-            problems.append(f"line {n}: expected an object with a, b, same_answer")
+            problems.append(f"line {n}: expected an object with q1, q2, same_answer")
             continue
-        a, b, same = doc.get("a"), doc.get("b"), doc.get("same_answer")
-        if not (isinstance(a, str) and a.strip() and isinstance(b, str) and b.strip()):
-            problems.append(f"line {n}: 'a' and 'b' must be non-empty strings")
+        q1, q2 = doc.get("q1", doc.get("a")), doc.get("q2", doc.get("b"))
+        same = doc.get("same_answer")
+        extra = [doc.get(k, "") for k in ("category", "domain", "split")]
+        if not (isinstance(q1, str) and q1.strip() and isinstance(q2, str) and q2.strip()):
+            problems.append(f"line {n}: 'q1' and 'q2' (or 'a' and 'b') must be non-empty strings")
         elif not isinstance(same, bool):
             problems.append(f"line {n}: 'same_answer' must be true or false")
+        elif not all(isinstance(v, str) for v in extra):
+            problems.append(f"line {n}: 'category', 'domain' and 'split' must be strings")
         else:
-            pairs.append(Pair(a, b, same))
+            pairs.append(Pair(q1, q2, same, *extra))
     return pairs, problems
 
 

@@ -14,15 +14,21 @@ through :meth:`Verifier.check`:
    ``date``        months, weekdays, calendar dates (numeric dates parsed with python-dateutil);
    ``time``        clock times (``3 pm``, ``18:00``, noon);
    ``unit``        the unit after a number (``7 kg`` / ``7 lb``, ``2 nights`` / ``one week``);
-   ``negation``    a different count of negations (not, never, no, without, n't …);
-   ``polarity``    opposite actions or states (enable / disable, add / remove, paid / unpaid …), or a
-                   verb of withdrawal / revocation / opting out / stopping on one side only
-                   ("consent" / "withdraw consent");
+   ``negation``    a different count of negations (not, never, no, without, n't …); a negating prefix
+                   on a word the other side has bare ("furnished" / "unfurnished", "legal" / "illegal";
+                   not "count" / "discount"); "avoid", "forbidden", "dangerous" … on one side only
+                   ("can I drive …" / "should I avoid driving …"); may against must in a yes / no
+                   question ("can I pay in cash" / "do I have to pay in cash");
+   ``polarity``    opposite actions or states (enable / disable, add / remove, paid / unpaid …), keeping
+                   or joining against giving up or leaving, phrasal verbs read by their lemma
+                   (lemminflect: "keep" / "gave up", "take up" / "turn down"), or a verb of withdrawal /
+                   revocation / opting out / stopping on one side only ("consent" / "withdraw consent");
    ``entity``      another named entity: a capitalised name or product on each side that the
                    other side lacks, a rare word on each side, or the same sentence with one noun
                    phrase of up to three words swapped ("maternity ward" / "intensive care unit");
-   ``scope``       quantifiers (all, every, each, whole, both, any …) on one side only, or another
-                   reach by place or population ("my street" / "nationwide", "all customers");
+   ``scope``       quantifiers (all, every, each, whole, both, any, anywhere …) on one side only, or
+                   another reach by place or population ("my street" / "nationwide", "national",
+                   "anywhere in the country", "internationally", "company-wide", "every branch");
    ``comparative`` opposite comparatives (more / less, earlier / later, over / under …);
    ``temporal``    past against future (last / next, was / will be, before / after, yesterday /
                    tomorrow), or disjoint tenses.
@@ -34,8 +40,8 @@ through :meth:`Verifier.check`:
 
 Features of a text are computed once and remembered (an LRU of ``memo_size`` texts), so a
 stored question is parsed once however often it is a candidate. Pure Python plus regex,
-word2number, python-dateutil, snowballstemmer and rapidfuzz: no model download, well under a
-millisecond per candidate.
+word2number, python-dateutil, snowballstemmer, lemminflect, wordfreq and rapidfuzz (their data ship in
+their wheels): no model download, well under a millisecond per candidate.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ from __future__ import annotations
 import re
 import threading
 from collections import OrderedDict
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -131,12 +138,15 @@ _POLARITY_PAIRS = (
     ("credit", "debit"), ("deposit", "withdraw"), ("charge", "refund"), ("charged", "refunded"),
     ("enroll", "opt-out"), ("enroll", "unenroll"), ("active", "disabled"), ("covered", "excluded"),
     ("include", "leave-out"), ("book", "avoid"), ("on-time", "late"), ("arrived", "lost"),
+    ("log-on", "log-off"), ("sign-on", "sign-off"), ("log-in", "log-off"), ("sign-in", "sign-off"),
+    ("move-in", "move-out"), ("resume", "pause"), ("resume", "suspend"),
 )
 _TEMPORAL_WORDS = {
     "last": -1, "previous": -1, "previously": -1, "past": -1, "prior": -1, "old": -1, "earlier": -1,
     "yesterday": -1, "ago": -1, "already": -1, "before": -1, "so-far": -1, "ever": -1, "former": -1,
     "next": 1, "upcoming": 1, "coming": 1, "future": 1, "new": 1, "later": 1, "tomorrow": 1, "soon": 1,
     "after": 1, "from-now-on": 1, "still": 1, "yet": 1, "pending": 1,
+    "while": 0, "whilst": 0, "during": 0, "meanwhile": 0,
     "now": 0, "today": 0, "tonight": 0, "current": 0, "currently": 0, "this-time": 0, "this-week": 0,
     "this-month": 0, "this-year": 0, "this-quarter": 0, "this-season": 0, "this-summer": 0, "this-winter": 0,
     "this-morning": 0, "this-evening": 0, "this-afternoon": 0, "this-weekend": 0, "this-cycle": 0,
@@ -144,7 +154,8 @@ _TEMPORAL_WORDS = {
 _PAST = {"was", "were", "did", "had", "got", "happened", "went", "could-have", "earned", "used", "spent"}
 _FUTURE = {"will", "shall", "gonna", "going-to", "be"}
 _SCOPE = {"all", "every", "each", "everyone", "everybody", "everything", "entire", "whole", "both", "any",
-          "always", "permanently", "everywhere", "ever", "in-total", "per-day", "per-week", "per-month", "per-year",
+          "always", "permanently", "everywhere", "anywhere", "ever", "in-total", "per-day", "per-week", "per-month",
+          "per-year",
           "per-quarter"}
 # scope by place: how far a question reaches ("my street" / "my area" / "the region" / "nationwide")
 _REACH = (
@@ -155,12 +166,27 @@ _REACH = (
                 r"across\s+(?:the\s+)?(?:city|state|county|region|area))\b|\bwhole\s+(?:city|state|county)\b"),
      "region"),
     (re.compile(r"\b(?:nationwide|nation-wide|countrywide|country-wide|nationally)\b|\b(?:across|all\s+over|"
-                r"throughout)\s+the\s+country\b|\b(?:whole|entire)\s+country\b"), "nation"),
-    (re.compile(r"\b(?:worldwide|world-wide|globally|global|every\s+country|all\s+countries|"
-                r"all\s+over\s+the\s+world)\b"), "world"),
-    (re.compile(r"\b(?:all|every|each|other)\s+(?:customers?|users?|subscribers?|members?|clients?|"
-                r"residents?|tenants?|households?|accounts?|branches?|stores?|locations?|sites?)\b|"
-                r"\b(?:company|organi[sz]ation|system|network|platform|service)-?wide\b|\boutage\s+map\b"),
+                r"throughout|anywhere\s+in|everywhere\s+in|all\s+of)\s+the\s+(?:country|nation)\b|"
+                r"\b(?:whole|entire)\s+(?:country|nation)\b|"
+                # "national" as a reach, not in a name ("national insurance", "National Rail", "national holiday")
+                r"\bnational\b(?!\s+(?:insurance|rail|railway|express|trust|park|parks|holiday|holidays|id|"
+                r"identity|anthem|team|lottery|grid|gallery|museum|health|guard|debt|average|minimum|living|"
+                r"curriculum|service|savings|number))"), "nation"),
+    (re.compile(r"\b(?:worldwide|world-wide|globally|global|internationally|every\s+country|all\s+countries|"
+                r"all\s+over\s+the\s+world|(?:around|across|anywhere\s+in)\s+the\s+(?:world|globe)|"
+                # abroad as where something goes ("ship abroad"), not where someone is ("while I'm abroad")
+                r"(?:ship|deliver|send|post|mail|call|transfer|dispatch)\w*\s+(?:\w+\s+){0,2}(?:abroad|overseas)|"
+                r"(?:other|foreign)\s+countries|outside\s+(?:the|this|my|our)\s+country|"
+                r"international\s+(?:shipping|delivery|deliveries|shortage|outage|recall))\b"), "world"),
+    (re.compile(r"\b(?:all|every|each|other|any)\s+(?:of\s+(?:your|the|our)\s+)?(?:customers?|users?|subscribers?|"
+                r"members?|clients?|residents?|tenants?|households?|accounts?|branch(?:es)?|stores?|locations?|"
+                r"sites?|offices?|depots?|warehouses?|pharmac(?:y|ies)|gyms?|clubs?|outlets?|shops?|centres?|"
+                r"centers?|clinics?|hospitals?|schools?|campus(?:es)?|stations?|lines?|routes?|regions?|"
+                r"states?|cities|counties)\b|"
+                r"\b(?:across|throughout)\s+(?:all\s+)?(?:(?:your|the|our)\s+)?(?:branch(?:es)?|stores|"
+                r"locations|sites|offices|network|chain|company|organi[sz]ation|business)\b|"
+                r"\b(?:company|organi[sz]ation|system|network|platform|service|chain|group|industry|"
+                r"sector)-?wide\b|\boutage\s+map\b"),
      "everyone"),
 )
 # withdrawing from / undoing what the other question asks for ("consent" / "withdraw consent");
@@ -169,7 +195,60 @@ _REVERSAL = ("withdraw", "withdrew", "withdrawn", "revoke", "rescind", "retract"
              "stop", "quit", "opt-out", "unsubscribe", "undo", "reverse", "discontinue", "terminate", "disable",
              "deactivate", "turn-off", "switch-off", "remove", "delete", "unenroll", "deregister", "unregister",
              "unlink", "disconnect", "suspend", "pause", "freeze", "refuse", "decline", "reject", "renounce",
-             "unshare", "unfollow", "waive", "forfeit", "relinquish", "unblock", "halt", "object", "deny")
+             "unshare", "unfollow", "waive", "forfeit", "relinquish", "unblock", "halt", "object", "deny",
+             "give-up", "give-back", "hand-back", "drop-out", "pull-out", "back-out", "call-off", "let-go",
+             "walk-away", "step-down", "sign-off", "log-off", "shut-down", "shut-off", "cut-off", "turn-down")
+# negating prefixes: "furnished" / "unfurnished", "register" / "deregister", "legal" / "illegal"; the rule
+# fires only when one side has the bare word (its snowball stem) and the other the prefixed one
+_NEG_PREFIXES = ("non", "dis", "un", "de", "in", "im", "il", "ir")
+#: Words that begin with a negating prefix but do not negate what follows ("discount" is no "count" undone).
+_NOT_NEGATING = frozenset("""
+understand understood undertake undergo underline undermine underwrite uniform union unique unit unite
+united universal universe university unless until unto unveil
+discount detail details invoice invoices deliver delivery deliveries delivered inform information install
+installation installment instalment depart department departure design define definite demand display
+discover dispatch discharge dispose disposal discuss discussion disease dismiss distance district distribute
+distribution disclose disclosure discard discipline disguise dispute disrupt dissolve distract distress
+disturb dispense disburse discern discourse discreet discrete dismal dispel dispatch
+include including income insight invest investment index inside input intend interest insure insurance
+instant instance instead instinct institute instruct instruction insist inspect intake intern internal invent
+inbound inland inbox incline incur indeed indicate induct infer inflate influence ingest inhale inherit
+initial inject injure inlet inmate innate inquire insert inset inspire insult intact integrate intense
+interact invite involve inward infamous invaluable inflammable
+impress import improve impose impact implant imply impart important impound impair impel implement
+illustrate illuminate illusion irritate iron irony
+depend deposit derive deserve deduct delay debit defer degree dessert desert detect devote depress deport
+depose decline decide declare decorate dedicate defeat defend delegate deny depict deploy descend describe
+desire destroy determine develop devise delight delicate deliberate demonstrate denote dental derail
+deduce deem default defect deficit delegate demo derby design despite detain deter detour
+nonetheless
+""".split())
+_PERMISSION = frozenset({"can", "could", "may", "allowed", "permitted", "able", "ok", "okay", "fine", "safe"})
+_OBLIGATION = frozenset({"must", "should", "need", "needs", "have", "has", "required", "obliged", "mandatory",
+                         "ought", "supposed"})
+# a question asking whether to avoid, or whether it is forbidden, what the other asks to do
+_PROHIBITION = frozenset({"avoid", "avoiding", "forbidden", "forbid", "prohibited", "prohibit", "banned", "ban",
+                          "refrain", "illegal", "unsafe", "dangerous", "outlawed", "prevent", "dodge"})
+# verbs + particle read as one word (lemmas by lemminflect: "gave up" is "give-up")
+_PARTICLES = frozenset({"up", "back", "out", "off", "down", "in", "on", "away", "go"})
+_PHRASAL = frozenset({
+    "give-up", "give-back", "hand-back", "hand-in", "drop-out", "pull-out", "back-out", "move-out", "move-in",
+    "call-off", "turn-down", "let-go", "walk-away", "step-down", "sign-up", "sign-on", "sign-off", "log-on",
+    "log-off", "take-up", "hold-on", "keep-on", "stay-on", "shut-down", "shut-off", "cut-off", "opt-out",
+    "opt-in", "check-in", "check-out", "sign-in", "sign-out", "log-in", "log-out", "turn-on", "turn-off",
+    "switch-on", "switch-off",
+})
+# keeping, joining, taking up / giving up, leaving, handing back: one group, either side
+_RETAIN = ("keep", "retain", "renew", "extend", "continue", "stay", "maintain", "resume", "reinstate",
+           "reactivate", "hold-on", "keep-on", "stay-on", "sign-up", "sign-on", "take-up", "join", "enrol",
+           "enroll", "register", "subscribe", "opt-in", "move-in", "accept")
+_RELINQUISH = ("give-up", "give-back", "hand-back", "hand-in", "surrender", "relinquish", "forfeit", "cancel",
+               "terminate", "quit", "leave", "drop-out", "pull-out", "back-out", "opt-out", "unsubscribe",
+               "unenroll", "deregister", "unregister", "call-off", "turn-down", "let-go", "walk-away",
+               "step-down", "sign-off", "move-out", "discontinue", "withdraw")
+#: The polarity group of _RETAIN / _RELINQUISH: it only counts when each side is all one sign ("leave" is also
+#: a noun: "can I keep my unused leave" is no giving up).
+_RETAIN_GROUP = -1
 _COLLECTIVE = {"team", "teams", "department", "organization", "organisation", "company", "family",
                "group", "party", "passengers", "guests", "employees", "members", "staff", "children",
                "reports", "everyone", "colleagues", "users", "customers", "too"}
@@ -208,6 +287,9 @@ def _polarity_index() -> dict[str, list[tuple[int, int]]]:
     for g, (a, b) in enumerate(_POLARITY_PAIRS):
         out.setdefault(a, []).append((g, 1))
         out.setdefault(b, []).append((g, -1))
+    for words, sign in ((_RETAIN, 1), (_RELINQUISH, -1)):  # one group: keeping / joining against giving up
+        for w in words:
+            out.setdefault(w, []).append((_RETAIN_GROUP, sign))
     return out
 
 
@@ -271,12 +353,80 @@ class QuestionFeatures:
     reach: frozenset[str] = frozenset()
     #: Verbs of withdrawal, revocation, opting out, stopping (stems).
     reversal: frozenset[str] = frozenset()
+    #: (stem of the base, stem of the word) of each word with a negating prefix ("unfurnished": furnish, unfurnish).
+    prefixed: frozenset[tuple[str, str]] = frozenset()
+    #: Words asking whether to avoid something, or whether it is forbidden ("avoid", "prohibited").
+    prohibition: frozenset[str] = frozenset()
+    #: "permit" (can, may, allowed) and / or "oblige" (must, should, have to, required).
+    modality: frozenset[str] = frozenset()
 
 
 def _stemmer() -> Any:
     import snowballstemmer
 
     return snowballstemmer.stemmer("english")
+
+
+@functools.cache
+def _prohibition_stems() -> frozenset[str]:
+    stemmer = _stemmer()  # its own: snowball stemmers keep state between calls
+    return frozenset(stemmer.stemWord(w) for w in _PROHIBITION)
+
+
+@functools.lru_cache(maxsize=65536)
+def _verb_lemma(word: str) -> str:
+    """The verb lemma of ``word`` (lemminflect: its lookup tables ship in the wheel), else ``word``."""
+    from lemminflect import getLemma
+
+    found = getLemma(word, upos="VERB")
+    return found[0] if found else word
+
+
+def _join_phrasal(words: list[str]) -> list[str]:
+    """A verb and its particle as one word when together they mean something else: "gave up" -> "give-up"."""
+    out: list[str] = []
+    i = 0
+    while i < len(words):
+        w = words[i]
+        if i + 1 < len(words) and words[i + 1] in _PARTICLES and w.isalpha():
+            joined = f"{_verb_lemma(w)}-{words[i + 1]}"
+            if joined in _PHRASAL:
+                out.append(joined)
+                i += 2
+                continue
+        out.append(w)
+        i += 1
+    return out
+
+
+def _negating_prefix(word: str) -> str | None:
+    """The base of a word with a negating prefix ("unfurnished" -> "furnished"), or None."""
+    if not word.isalpha() or word in _NOT_NEGATING:
+        return None
+    for p in _NEG_PREFIXES:
+        base = word[len(p):]
+        if word.startswith(p) and len(base) >= 4:
+            if (p == "im" and base[0] not in "bmp") or (p == "il" and base[0] != "l") \
+                    or (p == "ir" and base[0] != "r") or (p == "in" and base[0] in "bmplr"):
+                continue
+            return base
+    return None
+
+
+_OBLIGE_BEFORE_TO = frozenset({"have", "has", "need", "needs", "got", "ought", "supposed"})
+_OBLIGE_ALONE = frozenset({"must", "should", "mandatory", "required", "compulsory", "obligatory", "obliged"})
+_PERMIT = frozenset({"can", "could", "allowed", "permitted", "able", "ok", "okay"})
+
+
+def _modality(words: list[str]) -> set[str]:
+    out: set[str] = set()
+    for i, w in enumerate(words):
+        nxt = words[i + 1] if i + 1 < len(words) else ""
+        if w in _OBLIGE_ALONE or (w in _OBLIGE_BEFORE_TO and nxt == "to"):
+            out.add("oblige")
+        elif w in _PERMIT or (w == "may" and nxt in ("i", "we", "you", "they", "he", "she", "it")):
+            out.add("permit")
+    return out
 
 
 def _number_value(text: str) -> str | None:
@@ -328,7 +478,8 @@ def analyse(text: str, stemmer: Any | None = None) -> QuestionFeatures:
     words: list[str] = []
     for t in tokens:
         words.extend([t] if t.count("-") == 0 or t in _POLARITY or t in _TEMPORAL_WORDS or t in _COMPARATIVES
-                     or t in _SCOPE or t in _FUTURE or t in _PAST else t.split("-"))
+                     or t in _SCOPE or t in _FUTURE or t in _PAST or t in _PHRASAL else t.split("-"))
+    words = _join_phrasal(words)
     numbers: set[str] = set()
     units: set[str] = set()
     run: list[str] = []
@@ -407,6 +558,10 @@ def analyse(text: str, stemmer: Any | None = None) -> QuestionFeatures:
     reach = {level for pattern, level in _REACH if pattern.search(low)}
     reversal_stems = {stemmer.stemWord(w) for w in _REVERSAL}
     reversal = {w for w in words if w in _REVERSAL or (w.isalpha() and stemmer.stemWord(w) in reversal_stems)}
+    prefixed = {(stemmer.stemWord(base), stemmer.stemWord(w)) for w in words
+                if (base := _negating_prefix(w)) is not None}
+    prohibition = {w for w in words
+                   if w in _PROHIBITION or (w.isalpha() and stemmer.stemWord(w) in _prohibition_stems())}
     return QuestionFeatures(
         text=raw, tokens=tuple(words), stems=frozenset(stems), content=frozenset(content),
         numbers=frozenset(numbers), identifiers=frozenset(identifiers), dates=frozenset(dates),
@@ -415,7 +570,8 @@ def analyse(text: str, stemmer: Any | None = None) -> QuestionFeatures:
         collective=frozenset(w for w in words if w in _COLLECTIVE), third=any(w in _THIRD for w in words),
         owners=frozenset(m.group(1) or m.group(2) for m in _OWNER.finditer(low)),
         comparative=frozenset(comparative), entities=frozenset(entities), qword=qword, rare=frozenset(rare),
-        reach=frozenset(reach), reversal=frozenset(reversal),
+        reach=frozenset(reach), reversal=frozenset(reversal), prefixed=frozenset(prefixed),
+        prohibition=frozenset(prohibition), modality=frozenset(_modality(words)),
     )
 
 
@@ -474,6 +630,9 @@ def guard(q: QuestionFeatures, c: QuestionFeatures) -> str | None:
         return "negation"
     if _opposite(q.polarity, c.polarity) or _reversal(q, c) or _reversal(c, q):
         return "polarity"
+    if (_prefix_negation(q, c) or _prefix_negation(c, q) or _prohibits(q, c) or _prohibits(c, q)
+            or _modal_inversion(q, c)):
+        return "negation"
     if _entity_swap(q, c) or _rare_swap(q, c):
         return "entity"
     if q.scope != c.scope or q.owners != c.owners or _reach_differs(q, c):
@@ -513,6 +672,29 @@ def _reversal(q: QuestionFeatures, c: QuestionFeatures) -> bool:
             and not any(_is_typo(r, w) for r in q.reversal for w in c.tokens))  # "waive" / "waaive"
 
 
+def _prefix_negation(q: QuestionFeatures, c: QuestionFeatures) -> bool:
+    """``q`` has a word with a negating prefix whose bare word is ``c``'s: "unfurnished" / "furnished"."""
+    return any(base in c.stems and whole not in c.stems for base, whole in q.prefixed)
+
+
+def _prohibits(q: QuestionFeatures, c: QuestionFeatures) -> bool:
+    """``q`` asks whether to avoid (or whether it is forbidden) what ``c`` asks to do, and says little more:
+    "Can I drive with the warning on?" / "Should I avoid driving with the warning on?"."""
+    return (bool(q.prohibition) and not c.prohibition and not c.reversal and len(c.content - q.content) <= 1)
+
+
+_MODAL_WORDS = frozenset({"allow", "permit", "abl", "mandatori", "requir", "compulsori", "obligatori", "oblig",
+                          "suppos", "ought", "need", "must", "got"})
+
+
+def _modal_inversion(q: QuestionFeatures, c: QuestionFeatures) -> bool:
+    """A yes / no question asking whether one may against whether one must, about the same thing:
+    "Can I pay in cash?" / "Do I have to pay in cash?" (a wh-question, "how can I pay", is left alone)."""
+    if q.qword or c.qword or q.modality == c.modality or len(q.modality) != 1 or len(c.modality) != 1:
+        return False
+    return q.content - _MODAL_WORDS == c.content - _MODAL_WORDS
+
+
 def _reach_differs(q: QuestionFeatures, c: QuestionFeatures) -> bool:
     """The two reach differently far; "my street" against a question that names no place is no difference,
     a wide reach ("nationwide", "all customers") on one side only is."""
@@ -527,7 +709,10 @@ def _opposite(a: frozenset[tuple[int, int]], b: frozenset[tuple[int, int]]) -> b
         ga.setdefault(g, set()).add(s)
     for g, s in b:
         gb.setdefault(g, set()).add(s)
-    return any(g in gb and ga[g] != gb[g] for g in ga)
+    if _RETAIN_GROUP in ga and _RETAIN_GROUP in gb and len(ga[_RETAIN_GROUP]) == len(gb[_RETAIN_GROUP]) == 1 \
+            and ga[_RETAIN_GROUP] != gb[_RETAIN_GROUP]:
+        return True
+    return any(g in gb and ga[g] != gb[g] for g in ga if g != _RETAIN_GROUP)
 
 
 def _entity_swap(q: QuestionFeatures, c: QuestionFeatures) -> bool:
@@ -560,6 +745,8 @@ def _is_typo(a: str, b: str) -> bool:
     if re.sub(r"[^a-z]", "", a) == re.sub(r"[^a-z]", "", b):  # "clinic's" / "clinics", "any time" / "anytime"
         return True
     if OSA.normalized_similarity(a, b) < _TYPO:
+        return False
+    if any(x == p + y for p in _NEG_PREFIXES for x, y in ((a, b), (b, a))):  # "deregister" / "register"
         return False
     return min(zipf_frequency(a, "en"), zipf_frequency(b, "en")) < TYPO_MAX_ZIPF
 

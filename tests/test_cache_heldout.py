@@ -9,7 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 import costline.serving
-from costline.serving.cache_admission import read_labelled_pairs
+from costline.serving.cache_admission import read_pairs
 
 DATA = Path(costline.serving.__file__).resolve().parent / "data"
 SAME = {"paraphrase": True, "near_repeat": True, "negation": False, "entity_swap": False,
@@ -29,7 +29,7 @@ def test_at_least_210_pairs_30_per_category_labels_follow_the_category() -> None
         assert set(r) == {"q1", "q2", "same_answer", "category", "domain", "split"}
         assert r["same_answer"] is SAME[r["category"]] and r["split"] == "dev", r
         assert r["q1"].strip() and r["q2"].strip() and r["q1"] != r["q2"]
-    pairs, problems = read_labelled_pairs(DATA / "cache_pair_heldout.jsonl")  # what bench/cache.py reads
+    pairs, problems = read_pairs(DATA / "cache_pair_heldout.jsonl")  # what bench/cache.py reads
     assert problems == [] and len(pairs) == len(data)
 
 

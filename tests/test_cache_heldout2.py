@@ -1,7 +1,8 @@
 """The second held-out pair set (`cache_pair_heldout2.jsonl`), written and committed after the guards
-changed for the dev set's failure families were committed: its shape, and that it is other data than
-every pair file the guards or the admission model were written, trained or tuned with (other domains,
-no question shared)."""
+changed for the first dev set's failure families were committed: its shape, and that it is other data
+than every pair file the guards or the admission model were written, trained or tuned with (other
+domains, no question shared). It was run once, its failures were read and the guards changed for their
+families, so it is a dev set now (``split: "dev"``), like the first."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import costline.serving
-from costline.serving.cache_admission import read_labelled_pairs
+from costline.serving.cache_admission import read_pairs
 
 DATA = Path(costline.serving.__file__).resolve().parent / "data"
 SAME = {"paraphrase": True, "near_repeat": True, "negation": False, "entity_swap": False,
@@ -34,10 +35,10 @@ def test_at_least_210_pairs_30_per_category_labels_follow_the_category() -> None
     assert set(per_cat) == set(SAME) and min(per_cat.values()) >= 30
     for r in data:
         assert set(r) == {"q1", "q2", "same_answer", "category", "domain", "split"}
-        assert r["same_answer"] is SAME[r["category"]] and r["split"] == "heldout", r
+        assert r["same_answer"] is SAME[r["category"]] and r["split"] == "dev", r
         assert r["q1"].strip() and r["q2"].strip() and r["q1"] != r["q2"]
     assert len({(r["q1"], r["q2"]) for r in data}) == len(data)  # no pair twice
-    pairs, problems = read_labelled_pairs(DATA / "cache_pair_heldout2.jsonl")  # what bench/cache.py reads
+    pairs, problems = read_pairs(DATA / "cache_pair_heldout2.jsonl")  # what bench/cache.py reads
     assert problems == [] and len(pairs) == len(data)
 
 

@@ -1,8 +1,14 @@
-"""The guard families the first held-out set (now a dev set, `cache_pair_heldout.jsonl`) showed the
-verification stage could not read, each on the very pairs the verified cache served wrongly there
-(fair to test on now that the set has been seen) and on pairs of other domains written for these
-tests: withdrawal / revocation / opt-out verbs, a swapped noun phrase (department, ward, facility),
-and scope by place or population ("my street" / "nationwide", "all customers")."""
+"""The guard families the first two held-out sets (now dev sets, `cache_pair_heldout.jsonl` and
+`cache_pair_heldout2.jsonl`) showed the verification stage could not read, each on the very pairs the
+verified cache served wrongly there (fair to test on now that the sets have been seen) and on pairs of
+other domains written for these tests.
+
+First set: withdrawal / revocation / opt-out verbs, a swapped noun phrase (department, ward, facility),
+and scope by place or population ("my street" / "nationwide", "all customers").
+Second set: a negating prefix on a known word ("furnished" / "unfurnished", "register" / "deregister"),
+phrasal-verb opposites ("keep" / "give up"), modal and "avoid" inversions ("can I drive" / "should I
+avoid driving", "can I" / "do I have to", "is it forbidden"), and more words of reach ("national",
+"anywhere in the country", "company-wide", "every branch")."""
 
 from __future__ import annotations
 
@@ -10,7 +16,7 @@ import dataclasses
 
 import pytest
 
-from costline.serving.cache_verify import Verifier, guard
+from costline.serving.cache_verify import Verifier, _negating_prefix, guard
 
 # (stored, new, reason): the first of each family is the dev set's false hit
 TRAPS = [
@@ -51,9 +57,105 @@ SAME = [
 ]
 
 
+# the second dev set's families: (stored, new, reason); the first five are its false hits
+TRAPS2 = [
+    ("Is the flat furnished?", "Is the flat unfurnished?", "negation"),
+    ("Is the contract enforceable?", "Is the contract unenforceable?", "negation"),
+    ("How do I register my travel card?", "How do I deregister my travel card?", "polarity"),
+    ("How do I keep my locker for another month?", "How do I give up my locker?", "polarity"),
+    ("Can I drive with the tyre pressure warning on?",
+     "Should I avoid driving with the tyre pressure warning on?", "negation"),
+    ("Is there a shortage of my inhaler at this branch?", "Is there a national shortage of my inhaler?", "scope"),
+    ("Do you deliver to my street?", "Do you deliver anywhere in the country?", "scope"),
+    # a negating prefix (un-, in-, im-, il-, dis-, de-, non-) on a word the other side has bare
+    ("Is the room accessible for wheelchairs?", "Is the room inaccessible for wheelchairs?", "negation"),
+    ("Is this charge legal?", "Is this charge illegal?", "negation"),
+    ("Is the transaction authorised?", "Is the transaction unauthorised?", "negation"),
+    ("Is the deposit refundable?", "Is the deposit nonrefundable?", "polarity"),
+    ("How do I agree to the new terms?", "How do I disagree with the new terms?", "negation"),
+    ("How do I pack my belongings for storage?", "How do I unpack my belongings from storage?", "negation"),
+    # phrasal verbs: taking up, keeping, joining against giving up, turning down, dropping out
+    ("How do I take up the job offer?", "How do I turn down the job offer?", "polarity"),
+    ("How do I keep my phone number?", "How do I give up my phone number?", "polarity"),
+    ("How do I sign up for the loyalty scheme?", "How do I drop out of the loyalty scheme?", "polarity"),
+    ("Can I renew my library card?", "Can I hand back my library card?", "polarity"),
+    ("How do I log on to the portal?", "How do I log off the portal?", "polarity"),
+    # may against must, and "avoid" / "forbidden" / "dangerous" on one side
+    ("Can I park on the verge?", "Should I avoid parking on the verge?", "negation"),
+    ("Can I bring food into the cinema?", "Is it forbidden to bring food into the cinema?", "negation"),
+    ("Can I fly with a cold?", "Is it dangerous to fly with a cold?", "negation"),
+    ("Can I cancel by email?", "Do I have to cancel by email?", "negation"),
+    ("May I pay the fine in instalments?", "Must I pay the fine in instalments?", "negation"),
+    # reach: national, anywhere in the country, company-wide, every branch, around the world
+    ("Is the recall affecting my car?", "Is the recall national?", "scope"),
+    ("Is the outage at my office?", "Is the outage company-wide?", "scope"),
+    ("Does the discount apply at this store?", "Does the discount apply at every branch?", "scope"),
+    ("Is the app down in my city?", "Is the app down around the world?", "scope"),
+    ("Do you ship to my postcode?", "Do you ship internationally?", "scope"),
+    # during against after / before (the first dev set's one false hit with the retrained model)
+    ("Am I covered while the car is being repaired?", "Am I covered after the car is repaired?", "temporal"),
+    ("Can I work while I am on parental leave?", "Can I work after my parental leave?", "temporal"),
+]
+
+SAME2 = [
+    # a prefix that negates nothing, a typo of a prefixed word, the same prefixed word on both sides
+    ("Can I get a discount on my invoice?", "can I get a discount on my invoce"),
+    ("What details do you need to deliver my parcel?", "What details do you need to deliver my parcel please?"),
+    ("How do I install the app?", "How can I install the app?"),
+    ("How do I unlock my account?", "how do i unlock my acount"),
+    ("Is the flat unfurnished?", "Does the flat come unfurnished?"),
+    # both sides in one group, or a wh-question with another modal
+    ("How do I cancel my membership?", "I want to give up my membership, how?"),
+    ("How should I pay my council tax?", "How can I pay my council tax?"),
+    ("Can I park here overnight?", "Am I allowed to park here overnight?"),
+    ("How do I avoid late fees?", "How can I avoid late fees?"),
+    ("Can I keep my unused holiday if I leave?", "Do I keep my unused holiday when I leave?"),
+    # reach: a place someone is in is no reach; the same reach in other words
+    ("Do you ship internationally?", "Do you deliver abroad?"),
+    ("Can I sublet my apartment while I travel?",
+     "Am I allowed to rent out my place to someone else while I'm abroad?"),
+    ("Is there a national shortage of my inhaler?", "Is my inhaler in short supply nationally?"),
+    ("What is my national insurance number?", "Where can I find my national insurance number?"),
+    ("Am I covered while the car is being repaired?", "am i covered while my car is being repaired"),
+]
+
+
 @pytest.fixture(scope="module")
 def verifier():
     return Verifier()
+
+
+@pytest.mark.parametrize("stored, new, reason", TRAPS2)
+def test_the_second_dev_sets_families_reject_their_traps_both_ways(verifier, stored, new, reason) -> None:
+    assert guard(verifier.features(new), verifier.features(stored)) == reason
+    assert guard(verifier.features(stored), verifier.features(new)) == reason
+
+
+@pytest.mark.parametrize("stored, new", SAME2)
+def test_same_answer_pairs_of_the_second_sets_families_pass_the_guards(verifier, stored, new) -> None:
+    assert guard(verifier.features(new), verifier.features(stored)) is None
+    assert guard(verifier.features(stored), verifier.features(new)) is None
+
+
+@pytest.mark.parametrize("word, base", [
+    ("unfurnished", "furnished"), ("deregister", "register"), ("illegal", "legal"), ("irregular", "regular"),
+    ("impossible", "possible"), ("inactive", "active"), ("nonrefundable", "refundable"), ("disagree", "agree"),
+    # a prefix that negates nothing, or too short a base
+    ("understand", None), ("discount", None), ("detail", None), ("invoice", None), ("deliver", None),
+    ("install", None), ("important", None), ("inform", None), ("unit", None), ("undo", None),
+])
+def test_negating_prefixes(word, base) -> None:
+    assert _negating_prefix(word) == base
+
+
+def test_phrasal_verbs_are_read_by_their_lemma(verifier) -> None:
+    assert "give-up" in verifier.features("I gave up my locker").tokens
+    assert "give-up" in verifier.features("Has my locker been given up?").tokens
+    assert "drop-out" in verifier.features("What if I dropped out of the course?").tokens
+    assert verifier.features("Should I avoid driving?").prohibition == {"avoid"}
+    assert verifier.features("Do I have to pay?").modality == {"oblige"}
+    assert verifier.features("Can I pay?").modality == {"permit"}
+    assert verifier.features("Do I have a discount?").modality == frozenset()
 
 
 @pytest.mark.parametrize("stored, new, reason", TRAPS)
@@ -82,7 +184,7 @@ pytest.importorskip("sentence_transformers")
 
 DEV_FALSE_HITS = [t for t in TRAPS if t[0] in (
     "How do I consent to sharing my records with specialists?", "What are the visiting hours for the maternity ward?",
-    "Where is the radiology department?", "Is there an outage on my street?")]
+    "Where is the radiology department?", "Is there an outage on my street?")] + TRAPS2[:7]
 
 
 @pytest.fixture(scope="module")
