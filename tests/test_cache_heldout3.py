@@ -9,7 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 import costline.serving
-from costline.serving.cache_admission import read_labelled_pairs
+from costline.serving.cache_admission import read_pairs
 
 DATA = Path(costline.serving.__file__).resolve().parent / "data"
 NAME = "cache_pair_heldout3.jsonl"
@@ -38,7 +38,7 @@ def test_350_pairs_50_per_category_labels_follow_the_category() -> None:
         assert r["same_answer"] is SAME[r["category"]] and r["split"] == "heldout", r
         assert r["q1"].strip() and r["q2"].strip(), r
         assert r["q1"].strip().lower() != r["q2"].strip().lower(), r
-    pairs, problems = read_labelled_pairs(DATA / NAME)  # what bench/cache.py reads
+    pairs, problems = read_pairs(DATA / NAME)  # what bench/cache.py reads
     assert problems == [] and len(pairs) == len(data)
 
 
