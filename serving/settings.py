@@ -58,9 +58,10 @@ class CacheConfig:
     #: intra-op threads, 0 = 1 (idle threads never spin; more only helps large offline batches).
     embed_threads: int = 0
     # -- embedding runtime (serving/embedding_onnx.py; docs/cache.md) --
-    #: "torch" (sentence-transformers) or "onnx" (the same model exported to ONNX and run by ONNX
-    #: Runtime, with micro-batching of concurrent queries; int8 is not offered: docs/cache.md).
-    embedder: str = "torch"
+    #: "auto" (onnx when onnxruntime is installed, else torch), "torch" (sentence-transformers) or
+    #: "onnx" (the same model exported to ONNX and run by ONNX Runtime, with micro-batching of
+    #: concurrent queries; int8 is not offered: docs/cache.md).
+    embedder: str = "auto"
     #: ONNX: how long the micro-batcher waits for more concurrent queries (ms; 0 = take only
     #: what is already queued), the most texts in one batch, and the most requests queued.
     embed_batch_wait_ms: float = 2.0
