@@ -128,8 +128,13 @@ def resolve_embedder(name: str) -> str:
     tokenizers can be imported, else "torch"; "torch" and "onnx" are themselves."""
     if name != "auto":
         return name
-    found = all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "tokenizers"))
-    return "onnx" if found else "torch"
+    for module in ("onnxruntime", "tokenizers"):
+        try:
+            if importlib.util.find_spec(module) is None:
+                return "torch"
+        except (ImportError, ValueError):  # a module without a spec, or a broken parent package
+            return "torch"
+    return "onnx"
 
 
 def make_embedder(config: CacheConfig, *, memo_size: int | None = None) -> Embedder:
