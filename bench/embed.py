@@ -11,9 +11,11 @@ For each runtime (``make_embedder`` with ``[serving.cache] embedder`` = torch, o
    request threads would — latency p50/p99 as each caller sees it, aggregate queries/s, CPU ms per
    query. Torch serialises encodes (its tokenizer is not thread-safe); ONNX goes through the
    micro-batcher (``--wait-ms``, ``[serving.cache] embed_batch_wait_ms``);
-3. **decisions**: every text of the labelled pair set embedded by each runtime; at the configured
-   threshold, the false-hit rate and recall against PyTorch's (the issue's tolerance: 0.5 points),
-   the share of pairs with the same hit/miss decision and the lowest cosine to PyTorch's vector.
+3. **decisions**: every text of the labelled pair set's test split (``--split``) embedded by each
+   runtime; the false-hit rate and recall of the cache in both its modes — ``threshold`` (cosine at
+   the configured threshold) and ``verified`` (the default: guards + the shipped admission model at
+   its operating point) — side by side with PyTorch's (the issue's tolerance: 0.5 points), the share
+   of pairs with the same decision and the lowest cosine to PyTorch's vector.
 
 The runtimes take turns phase by phase so they share the machine's noise. Queries are the
 questions of the packaged tuning sample (serving/data/cache_pairs.jsonl). Ratios are against torch.
@@ -35,6 +37,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
+from costline.serving.cache_admission import (  # noqa: E402
+    AdmissionModel,
+    LabelledPair,
+    default_model_path,
+    score_pairs,
+)
 from costline.serving.embedding_onnx import OnnxEmbedder, make_embedder  # noqa: E402
 from costline.serving.settings import CacheConfig  # noqa: E402
 
@@ -101,11 +109,31 @@ def many_callers(embedder, texts: list[str], callers: int) -> dict:
     return out
 
 
-def decisions(vectors: dict[str, np.ndarray], pairs: list[dict], threshold: float) -> tuple[float, float, list[bool]]:
-    hits = [float(vectors[p["q1"]] @ vectors[p["q2"]]) >= threshold for p in pairs]
+class _Table:
+    """Answers encode() from precomputed vectors, so the verifier scores exactly those."""
+
+    def __init__(self, vectors: dict[str, np.ndarray]) -> None:
+        self.vectors = vectors
+
+    def encode(self, texts):
+        return np.stack([self.vectors[t] for t in texts])
+
+
+def decisions(vectors: dict[str, np.ndarray], pairs: list[dict], threshold: float) -> dict[str, list[bool]]:
+    """Per cache mode, which pairs the cache serves (q1 stored, q2 asked)."""
+    labelled = [LabelledPair(p["q1"], p["q2"], p["same_answer"], p.get("category", ""), p.get("domain", ""),
+                             p.get("split", "")) for p in pairs]
+    s = score_pairs(_Table(vectors), labelled)
+    model = AdmissionModel.load(default_model_path()).at(CacheConfig().target_false_hit_rate)
+    verified = (np.array([r is None for r in s.reasons]) & (s.features[:, 0] >= model.min_similarity)
+                & (model.probabilities(s.features) >= model.threshold))
+    return {"threshold": [bool(c >= threshold) for c in s.cosine], "verified": [bool(v) for v in verified]}
+
+
+def rates(hits: list[bool], pairs: list[dict]) -> tuple[float, float]:
     false = [h for h, p in zip(hits, pairs) if not p["same_answer"]]
     true = [h for h, p in zip(hits, pairs) if p["same_answer"]]
-    return sum(false) / len(false), sum(true) / len(true), hits
+    return sum(false) / len(false), sum(true) / len(true)
 
 
 def main() -> int:
@@ -114,7 +142,8 @@ def main() -> int:
     ap.add_argument("--callers", type=int, default=16)
     ap.add_argument("--threads", type=int, default=0, help="intra-op threads (0: each runtime's default)")
     ap.add_argument("--wait-ms", type=float, default=2.0, help="micro-batcher wait (embed_batch_wait_ms)")
-    ap.add_argument("--pairs", type=int, default=0, help="only the first N labelled pairs (0: all 830)")
+    ap.add_argument("--pairs", type=int, default=0, help="only the first N labelled pairs of the split (0: all)")
+    ap.add_argument("--split", default="test", help="the pair set's split to compare decisions on ('all': every pair)")
     ap.add_argument("--json", type=Path, help="write the figures here")
     args = ap.parse_args()
     base = CacheConfig(embed_threads=args.threads, embed_batch_wait_ms=args.wait_ms)
@@ -140,23 +169,27 @@ def main() -> int:
         results[name][str(args.callers)] = many_callers(embedders[name], texts, args.callers)
         print(f"{args.callers} callers {name:9s} done ({time.perf_counter() - t_start:4.0f} s)", flush=True)
 
-    pairs = pair_set()[:args.pairs or None]
+    pairs = [p for p in pair_set() if args.split == "all" or p.get("split") == args.split][:args.pairs or None]
     all_texts = sorted({p["q1"] for p in pairs} | {p["q2"] for p in pairs})
     vectors = {name: dict(zip(all_texts, embedders[name].encode(all_texts))) for name in RUNTIMES}
     print(f"pair set embedded ({time.perf_counter() - t_start:4.0f} s)", flush=True)
     for e in embedders.values():
         getattr(e, "shutdown", lambda: None)()
     threshold = base.threshold
-    ref_fhr, ref_recall, ref_hits = decisions(vectors["torch"], pairs, threshold)
+    ref = decisions(vectors["torch"], pairs, threshold)
     for name in RUNTIMES:
-        fhr, recall, hits = decisions(vectors[name], pairs, threshold)
+        got = decisions(vectors[name], pairs, threshold)
         cos = min(float(vectors[name][t] @ vectors["torch"][t]) for t in all_texts)
-        results[name]["decisions"] = {
-            "false_hit_rate": fhr, "recall": recall, "d_false_hit_pts": (fhr - ref_fhr) * 100,
-            "d_recall_pts": (recall - ref_recall) * 100,
-            "same_decision": sum(a == b for a, b in zip(hits, ref_hits)) / len(pairs), "min_cosine": cos,
-            "within_tolerance": abs(fhr - ref_fhr) <= TOLERANCE and abs(recall - ref_recall) <= TOLERANCE,
-        }
+        results[name]["decisions"] = {"min_cosine": cos}
+        for mode in ("threshold", "verified"):
+            fhr, recall = rates(got[mode], pairs)
+            ref_fhr, ref_recall = rates(ref[mode], pairs)
+            results[name]["decisions"][mode] = {
+                "false_hit_rate": fhr, "recall": recall, "d_false_hit_pts": (fhr - ref_fhr) * 100,
+                "d_recall_pts": (recall - ref_recall) * 100,
+                "same_decision": sum(a == b for a, b in zip(got[mode], ref[mode])) / len(pairs),
+                "within_tolerance": abs(fhr - ref_fhr) <= TOLERANCE and abs(recall - ref_recall) <= TOLERANCE,
+            }
 
     c = str(args.callers)
     print(f"\n{args.queries} queries per phase; threads={args.threads or 'default'}; micro-batch wait {args.wait_ms} ms")
@@ -168,12 +201,17 @@ def main() -> int:
         print(f"{name:10s} | {a['p50_ms']:8.2f} / {a['p99_ms']:8.2f} {a['qps']:7.0f} {a['cpu_ms']:8.2f} | "
               f"{b['p50_ms']:9.2f} / {b['p99_ms']:8.2f} {b['qps']:7.0f} {b['cpu_ms']:8.2f} "
               f"{b.get('mean_batch', 1):5.1f} | {a['qps'] / t1['qps']:5.2f} {b['qps'] / tn['qps']:6.2f}")
-    print(f"\ndecisions on {len(pairs)} labelled pairs at threshold {threshold} (tolerance 0.5 points vs torch):")
+    print(f"\ndecisions on {len(pairs)} labelled pairs ({args.split} split), tolerance 0.5 points vs torch; "
+          f"threshold mode at {threshold}, verified mode (default) at its operating point:")
+    print(f"{'runtime':10s} | {'mode':9s} | {'false-hit':>9s} {'(d pts)':>8s} | {'recall':>7s} {'(d pts)':>8s} | "
+          f"{'same':>7s} | {'min cos':>7s} | verdict")
     for name in RUNTIMES:
         d = results[name]["decisions"]
-        print(f"{name:10s} | false-hit {d['false_hit_rate']:.2%} ({d['d_false_hit_pts']:+.2f} pts)  "
-              f"recall {d['recall']:.2%} ({d['d_recall_pts']:+.2f} pts)  same decision {d['same_decision']:.2%}  "
-              f"min cosine {d['min_cosine']:.4f}  {'OK' if d['within_tolerance'] else 'OUT OF TOLERANCE'}")
+        for mode in ("threshold", "verified"):
+            m = d[mode]
+            print(f"{name:10s} | {mode:9s} | {m['false_hit_rate']:9.2%} {m['d_false_hit_pts']:+8.2f} | "
+                  f"{m['recall']:7.2%} {m['d_recall_pts']:+8.2f} | {m['same_decision']:7.2%} | "
+                  f"{d['min_cosine']:7.4f} | {'OK' if m['within_tolerance'] else 'OUT OF TOLERANCE'}")
     print(f"\ntotal {time.perf_counter() - t_start:.0f} s")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

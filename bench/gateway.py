@@ -1,6 +1,6 @@
 """Benchmark: `costline serve` under load, in front of the local stand-in (issue 16's table).
 
-    .venv/bin/python bench/gateway.py [--seconds 10] [--embedder onnx|torch] [--json FILE] [--profile FILE]
+    .venv/bin/python bench/gateway.py [--seconds 10] [--embedder auto|onnx|torch] [--no-peer] [--json FILE] [--profile FILE]
 
 Three processes: the stand-in (``costline standin --latency-scale 0``: the model APIs answer at once),
 the gateway (``costline serve``, semantic cache on, telemetry off, rate limit off) and this load
@@ -17,8 +17,10 @@ gateway's cost is what is measured). Phases, each on fresh connections:
   lookup embeds a text it has never seen; the hit share is printed beside the rate;
 * **exact repeats**: one stored question over and over at 16 connections.
 
-The LiteLLM proxy is the peer when it is installed (``litellm`` importable): it is not a costline
-dependency, and when it is missing the peer column says so. Targets (issue 16): unique@16 ≥ 2 ×
+The LiteLLM proxy is the peer when it is installed (``pip install 'litellm[proxy]'``; not a costline
+dependency): after costline's phases the gateway stops and ``litellm --num_workers 1`` starts in front
+of the same stand-in (its Anthropic route, no cache, no routing), and the same phases run against
+it; the table prints both side by side with the req/s ratio. When it is missing its columns say so. Targets (issue 16): unique@16 ≥ 2 ×
 LiteLLM (≥ ~170 req/s on 2 cores) with p99 ≤ 300 ms; unique@64 0 errors, p99 ≤ 1 s; paraphrase
 hits ≥ 300 req/s; gateway CPU per miss ≤ 6 ms. The machine the figures come from is printed
 (cores, load average): on a shared box they are a floor, not the gateway's ceiling.
@@ -80,10 +82,10 @@ def body(question: str, stream: bool = False) -> bytes:
                        "messages": [{"role": "user", "content": question}]}).encode()
 
 
-async def _one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str, payload: bytes
-               ) -> tuple[int, bool]:
+async def _one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str, payload: bytes,
+               key: bytes = b"bench") -> tuple[int, bool]:
     writer.write(b"POST " + path.encode() + b" HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-                 b"anthropic-version: 2023-06-01\r\nx-api-key: bench\r\nContent-Length: "
+                 b"anthropic-version: 2023-06-01\r\nx-api-key: " + key + b"\r\nContent-Length: "
                  + str(len(payload)).encode() + b"\r\n\r\n" + payload)
     head = await reader.readuntil(b"\r\n\r\n")
     status = int(head.split(b" ", 2)[1])
@@ -102,7 +104,7 @@ async def _one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path:
 
 async def run_phase(name: str, port: int, connections: int, *, seconds: float | None = None,
                     questions: list[str] | None = None, make=None, path: str = "/v1/messages",
-                    cpu_pid: int | None = None) -> Phase:
+                    cpu_pid: int | None = None, key: bytes = b"bench") -> Phase:
     """Requests over ``connections`` keep-alive connections, for ``seconds`` (questions from ``make(i)``)
     or until ``questions`` are all asked once."""
     latencies: list[float] = []
@@ -125,7 +127,7 @@ async def run_phase(name: str, port: int, connections: int, *, seconds: float | 
             while (q := next_question()) is not None:
                 t0 = time.perf_counter()
                 try:
-                    status, hit = await _one(reader, writer, path, body(q))
+                    status, hit = await _one(reader, writer, path, body(q), key)
                 except (OSError, asyncio.IncompleteReadError, ValueError):
                     errors += 1
                     writer.close()
@@ -151,8 +153,16 @@ async def run_phase(name: str, port: int, connections: int, *, seconds: float | 
 
 
 def _cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU seconds of ``pid`` and its child processes (a proxy's workers)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if stat.parent.name == str(pid) or fields[1] == str(pid):
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def _wait_for(port: int, proc: subprocess.Popen, what: str, timeout: float = 300) -> None:
@@ -209,24 +219,60 @@ def paraphrases(limit: int) -> list[tuple[str, str]]:
     return out[:limit]
 
 
+LITELLM_KEY = "sk-costline-bench-0123456789"
+
+
+def start_litellm(s_port: int, tmp: Path, env: dict[str, str]) -> tuple[subprocess.Popen, int] | None:
+    """The LiteLLM proxy (``litellm[proxy]``, when installed) in front of the same stand-in, one worker,
+    its Anthropic route forwarding claude-haiku-4-5; None when it is not installed."""
+    exe = Path(sys.executable).with_name("litellm")
+    if not exe.is_file():
+        return None
+    port = free_port()
+    (tmp / "litellm.yaml").write_text(f"""model_list:
+  - model_name: claude-haiku-4-5
+    litellm_params:
+      model: anthropic/claude-haiku-4-5
+      api_base: http://127.0.0.1:{s_port}
+      api_key: bench
+litellm_settings:
+  telemetry: false
+""")
+    proc = subprocess.Popen([str(exe), "--config", str(tmp / "litellm.yaml"), "--port", str(port), "--host",
+                             "127.0.0.1", "--num_workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, env={**env, "LITELLM_MASTER_KEY": LITELLM_KEY, "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+                                            "LITELLM_TELEMETRY": "False", "LITELLM_LOG": "ERROR"})
+    return proc, port
+
+
+async def timed_phases(port: int, args, rng: random.Random, pairs: list[tuple[str, str]], pid: int,
+                       key: bytes = b"bench") -> list[Phase]:
+    """unique@16, unique@64, paraphrase hits (after seeding the firsts), exact repeats: one target."""
+    out = [await run_phase("unique questions", port, 16, seconds=args.seconds, key=key, cpu_pid=pid,
+                           make=lambda i: unique_question(rng, 10**6 + i))]
+    out.append(await run_phase("unique questions", port, 64, seconds=args.seconds, key=key, cpu_pid=pid,
+                               make=lambda i: unique_question(rng, 2 * 10**6 + i)))
+    await run_phase("seed paraphrases", port, 16, questions=[a for a, _ in pairs], key=key)
+    out.append(await run_phase("paraphrase hits", port, 16, questions=[b for _, b in pairs], cpu_pid=pid, key=key))
+    out.append(await run_phase("exact repeats", port, 16, seconds=args.seconds / 2, cpu_pid=pid, key=key,
+                               make=lambda i: pairs[0][0]))
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=10.0, help="length of each timed phase")
-    ap.add_argument("--embedder", choices=("onnx", "torch"), default="onnx")
+    ap.add_argument("--embedder", choices=("auto", "onnx", "torch"), default="auto")
     ap.add_argument("--pairs", type=int, default=120, help="paraphrase pairs to seed and ask")
     ap.add_argument("--embed-threads", type=int, default=1,
                     help="[serving.cache] embed_threads (ONNX Runtime intra-op threads; 0 = its default, which "
                          "spins a thread per core: on a loaded 2-core box 1 costs less CPU per query)")
+    ap.add_argument("--no-peer", action="store_true", help="skip the LiteLLM proxy even when it is installed")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--profile", type=Path, default=None,
                     help="py-spy (pip install py-spy) the gateway during unique@16 into this file (collapsed "
                          "stacks of its busy threads) and print where the time goes")
     args = ap.parse_args()
-    try:
-        import litellm  # noqa: F401
-        peer = "installed, but its proxy run is not wired in this bench: no peer figures"
-    except ImportError:
-        peer = "not installed: no peer figures (it is not a costline dependency)"
 
     tmp = Path(tempfile.mkdtemp(prefix="costline-bench-gw-"))
     s_port, g_port = free_port(), free_port()
@@ -255,13 +301,16 @@ embed_threads = {args.embed_threads}
                                 "--no-telemetry"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                env=env)
     phases: list[Phase] = []
+    peer_phases: list[Phase] = []
+    peer = "skipped (--no-peer)" if args.no_peer else "not installed (pip install 'litellm[proxy]'; not a costline dependency)"
+    litellm: subprocess.Popen | None = None
     try:
         _wait_for(s_port, standin, "the stand-in")
         _wait_for(g_port, gateway, "the gateway")
         rng = random.Random(16)
         pairs = paraphrases(args.pairs)
 
-        async def all_phases() -> None:
+        async def costline_phases() -> None:
             # warm-up: loads the embedder and the FAISS index, opens the SDK's connection pool
             await run_phase("warm-up", g_port, 4, questions=[unique_question(rng, -i) for i in range(1, 41)])
             phases.append(await run_phase("stand-in alone", s_port, 16, seconds=args.seconds / 2,
@@ -272,21 +321,31 @@ embed_threads = {args.embed_threads}
                                         str(gateway.pid), "-d", str(max(1, int(args.seconds))), "-r", "200",
                                         "--format", "raw", "-o", str(args.profile), "--nonblocking"],
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            phases.append(await run_phase("unique questions", g_port, 16, seconds=args.seconds,
-                                          make=lambda i: unique_question(rng, 10**6 + i), cpu_pid=gateway.pid))
+            phases.extend(await timed_phases(g_port, args, rng, pairs, gateway.pid))
             if spy is not None:
                 spy.wait(60)
-            phases.append(await run_phase("unique questions", g_port, 64, seconds=args.seconds,
-                                          make=lambda i: unique_question(rng, 2 * 10**6 + i), cpu_pid=gateway.pid))
-            await run_phase("seed paraphrases", g_port, 16, questions=[a for a, _ in pairs])
-            phases.append(await run_phase("paraphrase hits", g_port, 16, questions=[b for _, b in pairs],
-                                          cpu_pid=gateway.pid))
-            phases.append(await run_phase("exact repeats", g_port, 16, seconds=args.seconds / 2,
-                                          make=lambda i: pairs[0][0], cpu_pid=gateway.pid))
 
-        asyncio.run(all_phases())
+        asyncio.run(costline_phases())
+        gateway.terminate()  # the peer runs alone beside the stand-in, as the gateway did
+        gateway.wait(60)
+        started = None if args.no_peer else start_litellm(s_port, tmp, env)
+        if started is not None:
+            litellm, l_port = started
+            _wait_for(l_port, litellm, "the LiteLLM proxy")
+            key = LITELLM_KEY.encode()
+
+            async def litellm_phases() -> None:
+                await run_phase("warm-up", l_port, 4, key=key, questions=[unique_question(rng, -i) for i in range(1, 41)])
+                peer_phases.extend(await timed_phases(l_port, args, rng, pairs, litellm.pid, key=key))
+
+            asyncio.run(litellm_phases())
+            import importlib.metadata as md
+
+            peer = f"LiteLLM proxy {md.version('litellm')}, 1 worker, no cache, no routing"
     finally:
-        for proc in (gateway, standin):
+        for proc in (litellm, gateway, standin):
+            if proc is None or proc.poll() is not None:
+                continue
             proc.terminate()
             try:
                 proc.wait(60)
@@ -295,19 +354,35 @@ embed_threads = {args.embed_threads}
 
     load = os.getloadavg()
     print(f"machine: {os.cpu_count()} cores, load average {load[0]:.1f} / {load[1]:.1f} (shared: figures are a "
-          f"floor); embedder {args.embedder}, {args.embed_threads or 'default'} thread(s); LiteLLM proxy: {peer}")
-    print(f"{'phase':<18}{'conns':>6}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'hits':>7}"
-          f"{'CPU ms/req':>12}")
-    for p in phases:
+          f"floor); {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; costline embedder {args.embedder}, "
+          f"{args.embed_threads or 'default'} thread(s); peer: {peer}")
+    base = phases[0]
+    print(f"stand-in alone, 16 connections: {base.rps:.0f} req/s, p50 {base.p50_ms:.1f} ms, p99 {base.p99_ms:.1f} ms")
+    head = f"{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'errs':>6}{'hits':>6}{'CPU ms':>8}"
+    print(f"{'':<18}{'':>6} | {'costline serve':^44} | {'LiteLLM proxy':^44} |")
+    print(f"{'phase':<18}{'conns':>6} | {head} | {head} | {'req/s ratio':>11}")
+
+    def cells(p: Phase | None) -> str:
+        if p is None:
+            return f"{'-':>8}{'-':>8}{'-':>8}{'-':>6}{'-':>6}{'-':>8}"
         cpu = f"{p.cpu_ms_per_request:.1f}" if p.cpu_ms_per_request is not None else "-"
-        print(f"{p.name:<18}{p.connections:>6}{p.rps:>9.1f}{p.p50_ms:>9.1f}{p.p99_ms:>9.1f}{p.errors:>8}"
-              f"{p.cache_hits:>7}{cpu:>12}")
+        return f"{p.rps:>8.1f}{p.p50_ms:>8.1f}{p.p99_ms:>8.1f}{p.errors:>6}{p.cache_hits:>6}{cpu:>8}"
+
+    for i, p in enumerate(phases[1:]):
+        q = peer_phases[i] if i < len(peer_phases) else None
+        ratio = f"{p.rps / q.rps:.2f}x" if q is not None and q.rps else "-"
+        print(f"{p.name:<18}{p.connections:>6} | {cells(p)} | {cells(q)} | {ratio:>11}")
+    print("CPU ms = the server process's (and its children's) CPU per request over the phase; the stand-in "
+          "runs in its own process and is excluded.")
     by = {(p.name, p.connections): p for p in phases}
     u16, u64 = by[("unique questions", 16)], by[("unique questions", 64)]
-    para, base = by[("paraphrase hits", 16)], by[("stand-in alone", 16)]
+    para = by[("paraphrase hits", 16)]
     para_rate = para.rps * (para.cache_hits / para.requests if para.requests else 0)
+    peer16 = peer_phases[0].rps if peer_phases else None
+    want16 = 2 * peer16 if peer16 else 170.0
     checks = [
-        ("unique@16 >= 170 req/s (2 x LiteLLM's ~86 on the issue's box)", u16.rps >= 170, f"{u16.rps:.0f}"),
+        (f"unique@16 >= {want16:.0f} req/s (2 x LiteLLM's {'%.0f here' % peer16 if peer16 else '~86 on the issue box'})",
+         u16.rps >= want16, f"{u16.rps:.0f}"),
         ("unique@16 p99 <= 300 ms", u16.p99_ms <= 300, f"{u16.p99_ms:.0f} ms"),
         ("unique@64 0 errors, p99 <= 1 s", u64.errors == 0 and u64.p99_ms <= 1000,
          f"{u64.errors} errors, {u64.p99_ms:.0f} ms"),
@@ -315,7 +390,6 @@ embed_threads = {args.embed_threads}
          f"{para.rps:.0f} req/s, {para.cache_hits}/{para.requests} hits ({para_rate:.0f} hits/s)"),
         ("gateway CPU per miss <= 6 ms", (u16.cpu_ms_per_request or 1e9) <= 6, f"{u16.cpu_ms_per_request:.1f} ms"),
     ]
-    print(f"stand-in alone / gateway (unique@16): {base.rps / max(u16.rps, 1e-9):.0f}x")
     for what, ok, got in checks:
         print(f"  [{'met' if ok else 'NOT met'}] {what}: {got}")
     if args.profile is not None and args.profile.is_file():
@@ -325,6 +399,7 @@ embed_threads = {args.embed_threads}
             print(f"  {100 * share:5.1f} %  {bucket}")
     if args.json:
         args.json.write_text(json.dumps({"phases": [{**asdict(p), "rps": p.rps} for p in phases],
+                                         "peer": peer, "peer_phases": [{**asdict(p), "rps": p.rps} for p in peer_phases],
                                          "load_average": load, "embedder": args.embedder}, indent=1))
     return 0
 

@@ -5,6 +5,10 @@
   usage includes ``cache_read_input_tokens`` and ``cache_creation_input_tokens``.
 * The student goes through vLLM's OpenAI-compatible ``/v1/chat/completions`` with the
   ``openai`` client (:class:`OpenAIChatBackend`), the served model or LoRA adapter as ``model``.
+* Any tier may instead be served by an OpenAI-compatible server (``[serving.tiers.<tier>] api =
+  "openai"``, ``base_url``, ``model``, ``api_key_env``): the same :class:`OpenAIChatBackend`, its
+  calls recorded with ``gen_ai.provider.name = "openai"`` and priced from ``[[pricing.models]]``
+  like any other.
 
 Every ``complete`` (and ``stream``: the same answer, its text yielded as the model writes it,
 the :class:`Reply` returned at the end) is one call span (``instrument_anthropic`` / ``instrument_openai``);
@@ -37,6 +41,7 @@ __all__ = [
     "AnthropicBackend",
     "OpenAIChatBackend",
     "BACKEND_FACTORIES",
+    "OPENAI_KEY_ENV",
     "build_backends",
 ]
 
@@ -211,8 +216,12 @@ class OpenAIChatBackend:
 BackendFactory = Callable[[TierSpec, BackendsConfig, Recorder, Mapping[str, str]], Backend]
 
 
+#: The API key variable of an OpenAI-compatible tier that names none ([serving.tiers.<tier>] api_key_env).
+OPENAI_KEY_ENV = "OPENAI_API_KEY"
+
+
 def _anthropic(spec: TierSpec, settings: BackendsConfig, recorder: Recorder, env: Mapping[str, str]) -> Backend:
-    client = anthropic_client(base_url=spec.base_url, key_env=settings.anthropic_api_key_env, env=env,
+    client = anthropic_client(base_url=spec.base_url, key_env=spec.key_env or settings.anthropic_api_key_env, env=env,
                               service=f"tier {spec.name!r} (Anthropic)", max_retries=settings.max_retries,
                               timeout=settings.timeout_s)
     instrument_anthropic(client, recorder, tier=spec.name)
@@ -220,7 +229,8 @@ def _anthropic(spec: TierSpec, settings: BackendsConfig, recorder: Recorder, env
 
 
 def _openai(spec: TierSpec, settings: BackendsConfig, recorder: Recorder, env: Mapping[str, str]) -> Backend:
-    client = openai_client(base_url=spec.base_url, key_env=settings.student_api_key_env, env=env,
+    default_key = settings.student_api_key_env if spec.is_student else OPENAI_KEY_ENV
+    client = openai_client(base_url=spec.base_url, key_env=spec.key_env or default_key, env=env,
                            service=f"tier {spec.name!r} ({spec.provider})", max_retries=settings.max_retries,
                            timeout=settings.timeout_s)
     instrument_openai(client, recorder, provider=spec.provider, tier=spec.name)

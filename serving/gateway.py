@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -110,8 +111,45 @@ class Gateway(ServedByJsonServer):
             drain_timeout_s=cfg.drain_timeout_s,
             tls_files=_tls_files(cfg),
             name="costline-gateway",
-            ready_check=self._cache_caught_up,
+            ready_check=self._ready_for_work,
         )
+        #: Set once the cache's embedding model is loaded (an ONNX export, on a clean cache, runs
+        #: then): until it is, /readyz answers 503 and a load balancer sends the work elsewhere.
+        self._embedder_warm = threading.Event()
+        self._warming: threading.Thread | None = None
+
+    def start(self) -> int:
+        """Serve in a background thread (see the class docstring); the embedding model loads meanwhile."""
+        self._warm_up()
+        return super().start()
+
+    def serve_forever(self) -> None:
+        self._warm_up()
+        super().serve_forever()
+
+    def _warm_up(self) -> None:
+        """Load the cache's embedding model in the background (once), so no request pays for it."""
+        embedder = getattr(self.pipeline.cache, "embedder", None)
+        if embedder is None or getattr(embedder, "loaded", True) or not hasattr(embedder, "load"):
+            self._embedder_warm.set()
+            return
+        if self._warming is not None:
+            return
+
+        def load() -> None:
+            try:
+                embedder.load()
+            except Exception:  # noqa: BLE001 - the first request loads it again and answers the error
+                log.exception("costline: could not load the embedding model at start")
+            finally:
+                self._embedder_warm.set()
+
+        self._warming = threading.Thread(target=load, name="costline-embedder-warm-up", daemon=True)
+        self._warming.start()
+
+    def _ready_for_work(self) -> bool:
+        """/readyz: the embedding model is loaded and a replicated cache has caught up."""
+        return self._embedder_warm.is_set() and self._cache_caught_up()
 
     def bind(self) -> int:
         """Bind the port (0 picks a free one) before :meth:`serve_forever` serves in this thread."""

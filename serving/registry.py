@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from costline import contract
 from costline.config import Config
@@ -36,6 +37,8 @@ class TierSpec:
     base_url: str | None
     input_per_mtok: float = 0.0
     output_per_mtok: float = 0.0
+    #: Environment variable of the API key ([serving.tiers.<tier>] api_key_env); None = the backend's default.
+    key_env: str | None = None
 
     @property
     def is_student(self) -> bool:
@@ -90,6 +93,10 @@ class ModelRegistry:
                                    entry.input_per_mtok, entry.output_per_mtok)
         tiers[contract.TIER_STUDENT] = TierSpec(contract.TIER_STUDENT, backends.student_model,
                                                 contract.PROVIDER_VLLM, backends.student_base_url)
+        for name in TIER_ORDER:  # [serving.tiers.<tier>]: another API, server or model for a tier
+            override = config.serving.tiers.get(name)
+            if override.configured:
+                tiers[name] = _overridden(config, name, tiers.get(name), override)
         per_request = config.pricing.student_usd_per_hour / max(student_requests_per_hour, 1e-9)
         return cls(tiers, pricing=PricingTable(config.pricing), student_next=config.serving.escalation.student_next,
                    student_cost_per_request=per_request)
@@ -152,3 +159,27 @@ class ModelRegistry:
             return price.cost_usd
         return (input_tokens * spec.input_per_mtok + output_tokens * spec.output_per_mtok) / 1e6
 
+
+
+def _overridden(config: Config, name: str, spec: TierSpec | None, override: Any) -> TierSpec:
+    """Tier ``name`` as ``[serving.tiers.<name>]`` (``override``) changes ``spec`` (None: a tier
+    [[pricing.models]] has no entry for)."""
+    where = f"[serving.tiers.{name}]"
+    default_provider = spec.provider if spec is not None else contract.PROVIDER_ANTHROPIC
+    provider = {"anthropic": contract.PROVIDER_ANTHROPIC, "openai": contract.PROVIDER_OPENAI}.get(
+        override.api, default_provider)
+    if provider == contract.PROVIDER_OPENAI and name == contract.TIER_STUDENT:
+        provider = contract.PROVIDER_VLLM  # the student is an OpenAI-compatible server already
+    model = override.model or (spec.model if spec is not None else "")
+    if not model:
+        raise RoutingError(f"{where} model: tier {name!r} has no [[pricing.models]] entry, so name its model here")
+    same_api = spec is not None and provider == spec.provider
+    base_url = override.base_url or (spec.base_url if same_api else None)
+    input_price = output_price = 0.0
+    if name != contract.TIER_STUDENT:
+        entry = next((m for m in config.pricing.models if model in (m.model, *m.aliases)), None)
+        if entry is None:
+            raise RoutingError(f"{where} model = {model!r} is not in [[pricing.models]]: add it there (with its "
+                               "provider and prices) so its calls are priced")
+        input_price, output_price = entry.input_per_mtok, entry.output_per_mtok
+    return TierSpec(name, model, provider, base_url, input_price, output_price, override.api_key_env or None)

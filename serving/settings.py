@@ -18,6 +18,9 @@ __all__ = [
     "RouterConfig",
     "EscalationConfig",
     "BackendsConfig",
+    "TierConfig",
+    "TiersConfig",
+    "TIER_APIS",
     "GatewayConfig",
     "StandInConfig",
 ]
@@ -58,9 +61,10 @@ class CacheConfig:
     #: intra-op threads, 0 = 1 (idle threads never spin; more only helps large offline batches).
     embed_threads: int = 0
     # -- embedding runtime (serving/embedding_onnx.py; docs/cache.md) --
-    #: "torch" (sentence-transformers) or "onnx" (the same model exported to ONNX and run by ONNX
-    #: Runtime, with micro-batching of concurrent queries; int8 is not offered: docs/cache.md).
-    embedder: str = "torch"
+    #: "auto" (onnx when onnxruntime is installed, else torch), "torch" (sentence-transformers) or
+    #: "onnx" (the same model exported to ONNX and run by ONNX Runtime, with micro-batching of
+    #: concurrent queries; int8 is not offered: docs/cache.md).
+    embedder: str = "auto"
     #: ONNX: how long the micro-batcher waits for more concurrent queries (ms; 0 = take only
     #: what is already queued), the most texts in one batch, and the most requests queued.
     embed_batch_wait_ms: float = 2.0
@@ -204,6 +208,61 @@ class BackendsConfig:
     tier_models: dict[str, str] = field(default_factory=dict)
 
 
+#: ``[serving.tiers.<tier>] api`` choices: the Anthropic Messages API (``anthropic`` SDK) or any
+#: OpenAI-compatible chat-completions server (``openai`` SDK: OpenAI, vLLM, a LiteLLM proxy...).
+TIER_APIS = ("anthropic", "openai")
+
+
+@dataclass(frozen=True)
+class TierConfig:
+    """``[serving.tiers.<tier>]``: where one tier is served, overriding [[pricing.models]] and
+    [serving.backends] for it. Empty values keep the tier's defaults."""
+
+    #: "anthropic" or "openai" (an OpenAI-compatible server); "" = the default (the provider of the
+    #: tier's [[pricing.models]] entry; the student: vLLM's OpenAI-compatible API).
+    api: str = ""
+    #: The server's base URL (openai: with its /v1); None = [serving.backends]'s URL for the
+    #: default API, the SDK's default (api.openai.com / api.anthropic.com) for another one.
+    base_url: str | None = None
+    #: The model id sent to the server; "" = the tier's default. Price it in [[pricing.models]]
+    #: (model or alias, with its provider) so its calls are costed; an unpriced model is refused.
+    model: str = ""
+    #: Environment variable holding the server's API key; "" = [serving.backends]'
+    #: anthropic_api_key_env (anthropic) or OPENAI_API_KEY (openai; the student keeps student_api_key_env).
+    api_key_env: str = ""
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.api or self.base_url or self.model or self.api_key_env)
+
+
+@dataclass(frozen=True)
+class TiersConfig:
+    """``[serving.tiers]``: one optional table per tier (``[serving.tiers.budget] api = "openai"``)."""
+
+    student: TierConfig = field(default_factory=TierConfig)
+    budget: TierConfig = field(default_factory=TierConfig)
+    mid: TierConfig = field(default_factory=TierConfig)
+    upper: TierConfig = field(default_factory=TierConfig)
+    frontier: TierConfig = field(default_factory=TierConfig)
+
+    def __post_init__(self) -> None:
+        from costline.errors import ConfigError
+
+        for name in ("student", "budget", "mid", "upper", "frontier"):
+            tier: TierConfig = getattr(self, name)
+            if tier.api and tier.api not in TIER_APIS:
+                raise ConfigError(f"[serving.tiers.{name}] api", f"must be one of {', '.join(TIER_APIS)}; "
+                                  f"got {tier.api!r}")
+            if tier.base_url is not None and not tier.base_url.startswith(("http://", "https://")):
+                raise ConfigError(f"[serving.tiers.{name}] base_url", f"must be an http(s) URL; got {tier.base_url!r}")
+
+    def get(self, name: str) -> TierConfig:
+        """The table of tier ``name`` (an empty one for a name that has none)."""
+        tier = getattr(self, name, None)
+        return tier if isinstance(tier, TierConfig) else TierConfig()
+
+
 @dataclass(frozen=True)
 class GatewayConfig:
     """``[serving.gateway]``: `costline serve`, an Anthropic Messages API in front of answer()."""
@@ -303,5 +362,6 @@ class ServingConfig:
     router: RouterConfig = field(default_factory=RouterConfig)
     escalation: EscalationConfig = field(default_factory=EscalationConfig)
     backends: BackendsConfig = field(default_factory=BackendsConfig)
+    tiers: TiersConfig = field(default_factory=TiersConfig)
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     standin: StandInConfig = field(default_factory=StandInConfig)

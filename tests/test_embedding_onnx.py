@@ -5,6 +5,8 @@ the [serving.cache] embedder switch."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -16,18 +18,28 @@ pytest.importorskip("sentence_transformers")
 
 from costline.errors import ConfigError  # noqa: E402
 from costline.serving.embedding import Embedder  # noqa: E402
+from costline.serving.cache_admission import (  # noqa: E402
+    AdmissionModel,
+    default_model_path,
+    default_pair_set_path,
+    read_labelled_pairs,
+    score_pairs,
+)
 from costline.serving.embedding_onnx import (  # noqa: E402
     EmbedderError,
     EmbedQueueFullError,
     MicroBatcher,
     OnnxEmbedder,
     make_embedder,
+    resolve_embedder,
 )
 from costline.serving.settings import CacheConfig  # noqa: E402
 
-#: A copy of serving/data/cache_pair_set.jsonl (the `cache` branch): q1, q2, same_answer, category, split.
-PAIRS = [json.loads(line) for line in (Path(__file__).parent / "data" / "cache_pair_set.jsonl").open()]
+#: The packaged labelled pair set (serving/data/cache_pair_set.jsonl): q1, q2, same_answer, category, split.
+PAIRS = [json.loads(line) for line in default_pair_set_path().open()]
 TEXTS = sorted({p["q1"] for p in PAIRS} | {p["q2"] for p in PAIRS})
+#: Its test split: the pairs the cache's decisions are compared on.
+TEST_PAIRS = [p for p in read_labelled_pairs(default_pair_set_path())[0] if p.split == "test"]
 #: The issue's tolerance: false-hit rate and recall within half a point of PyTorch's.
 TOLERANCE = 0.005
 
@@ -46,9 +58,11 @@ def onnx_fp32():
 
 
 def decisions(vectors: dict[str, np.ndarray], threshold: float) -> tuple[float, float]:
-    """(false-hit rate, recall) of a cache at ``threshold`` over the labelled pairs."""
+    """(false-hit rate, recall) of a threshold-mode cache at ``threshold`` over the test split."""
     hits_true = hits_false = n_true = n_false = 0
     for p in PAIRS:
+        if p["split"] != "test":
+            continue
         hit = float(vectors[p["q1"]] @ vectors[p["q2"]]) >= threshold
         if p["same_answer"]:
             n_true += 1
@@ -76,6 +90,37 @@ def test_cache_decisions_match_pytorch_on_the_pair_set(torch_vectors, onnx_fp32)
     assert 0 < ref_fhr < 1 and 0 < ref_recall < 1  # the threshold cuts through the pairs: a real comparison
     assert abs(fhr - ref_fhr) <= TOLERANCE, (fhr, ref_fhr)
     assert abs(recall - ref_recall) <= TOLERANCE, (recall, ref_recall)
+
+
+class _Table:
+    """An embedder answering from precomputed vectors (so score_pairs sees exactly those)."""
+
+    def __init__(self, vectors: dict[str, np.ndarray]) -> None:
+        self.vectors = vectors
+
+    def encode(self, texts):
+        return np.stack([self.vectors[t] for t in texts])
+
+
+def verified_decisions(vectors: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """What the verified cache serves on the test split (guards + the shipped admission model), and the labels."""
+    config = CacheConfig()
+    model = AdmissionModel.load(default_model_path()).at(config.target_false_hit_rate)
+    s = score_pairs(_Table(vectors), TEST_PAIRS)
+    unguarded = np.array([r is None for r in s.reasons])
+    served = unguarded & (s.features[:, 0] >= model.min_similarity) & (model.probabilities(s.features) >= model.threshold)
+    return served, s.labels
+
+
+def test_verified_cache_decisions_match_pytorch_on_the_test_split(torch_vectors, onnx_fp32):
+    """The cache's default mode (verified) on the pair set's test split: false-hit rate and recall
+    within half a point of PyTorch's (on 250 pairs that means no decision changes)."""
+    assert len(TEST_PAIRS) >= 200
+    ref, labels = verified_decisions(torch_vectors)
+    got, _ = verified_decisions(dict(zip(TEXTS, onnx_fp32.encode(TEXTS))))
+    assert 0 < ref[labels].mean() < 1  # some paraphrases served, some not: the comparison can fail
+    assert abs(got[~labels].mean() - ref[~labels].mean()) <= TOLERANCE
+    assert abs(got[labels].mean() - ref[labels].mean()) <= TOLERANCE
 
 
 def test_int8_export_is_a_separate_smaller_file(onnx_fp32):
@@ -182,8 +227,58 @@ def test_shutdown_finishes_queued_encodes():
     assert all(f.result(0).shape == (1, 1) for f in futures)
 
 
+def test_auto_is_onnx_when_onnxruntime_is_installed():
+    assert CacheConfig().embedder == "auto"
+    assert resolve_embedder("auto") == "onnx"  # onnxruntime is importable here (module skip above)
+    assert (resolve_embedder("torch"), resolve_embedder("onnx")) == ("torch", "onnx")
+    e = make_embedder(CacheConfig())
+    assert isinstance(e, OnnxEmbedder)
+    e.shutdown()
+
+
+def test_auto_falls_back_to_torch_without_onnxruntime():
+    code = ("import sys; sys.modules['onnxruntime'] = None\n"  # an import of it now fails, as when absent
+            "from costline.serving.embedding_onnx import make_embedder, resolve_embedder\n"
+            "from costline.serving.settings import CacheConfig\n"
+            "print(resolve_embedder('auto'), type(make_embedder(CacheConfig())).__name__)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["torch", "Embedder"]
+
+
+_EXPORTER = """
+import logging, sys, time
+from pathlib import Path
+logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+from costline.serving.embedding import default_model_path
+from costline.serving.embedding_onnx import export_onnx
+go = Path(sys.argv[2])
+print("ready", flush=True)
+while not go.exists():
+    time.sleep(0.01)
+print("path", export_onnx(default_model_path(), cache_dir=Path(sys.argv[1])), flush=True)
+"""
+
+
+def test_concurrent_processes_on_a_clean_cache_export_once(tmp_path):
+    """Two processes (replicas on one host) ask for the export at the same instant: one exports,
+    the other waits on the file lock and opens the finished file."""
+    cache, go = tmp_path / "onnx", tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", _EXPORTER, str(cache), str(go)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for p in procs:  # both imported and polling before either may start
+        assert p.stdout.readline().strip() == "ready"
+    go.touch()
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
+    lines = [line for out, _ in outs for line in out.splitlines()]
+    assert sum("exporting" in line for line in lines) == 1, lines
+    paths = {line.split(" ", 1)[1] for line in lines if line.startswith("path ")}
+    assert len(paths) == 1 and Path(paths.pop()).stat().st_size > 10_000_000
+
+
 def test_make_embedder_follows_the_switch(tmp_path):
-    assert type(make_embedder(CacheConfig())) is Embedder
+    assert type(make_embedder(CacheConfig(embedder="torch"))) is Embedder
     e = make_embedder(CacheConfig(embedder="onnx", embed_batch_wait_ms=1.0, embed_max_batch=8,
                                   onnx_cache_dir=tmp_path), memo_size=7)
     assert isinstance(e, OnnxEmbedder)
@@ -245,3 +340,62 @@ def test_the_semantic_cache_serves_a_paraphrase_through_the_onnx_embedder():
     assert hit is not None and hit.answer == "Use the reset link on the sign-in page."
     assert hit.similarity == pytest.approx(float(ref[0] @ ref[1]), abs=1e-3)  # what PyTorch's vectors give
     assert miss is None
+
+
+def test_concurrent_requests_embed_each_query_once_in_shared_batches(tmp_path):
+    """The gateway's request path with the default (ONNX) embedder and a learned MiniLM router:
+    concurrent requests' queries are micro-batched, and each query runs through the model once —
+    the router's vector is the one the cache looks up and stores under (real FAISS, stand-in API)."""
+    import dataclasses
+
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from costline.collectors import Recorder
+    from costline.config import Config
+    from costline.serving.cache import SemanticCache
+    from costline.serving.pipeline import Pipeline
+    from costline.serving.policy_learned import LabelledQuery, train_policy
+    from costline.serving.settings import BackendsConfig, StandInConfig
+    from costline.serving.standin import StandInServer
+
+    pytest.importorskip("faiss")
+    rows = [LabelledQuery(q, "faq", tier) for q, tier in [
+        ("what are your opening hours", "budget"), ("where is my parcel", "budget"),
+        ("compare these two contracts clause by clause and list the risks", "upper"),
+        ("draft a migration plan for our billing database with rollback steps", "upper")]]
+    embedder = make_embedder(CacheConfig(embed_batch_wait_ms=50.0))  # a long wait: callers share batches
+    assert isinstance(embedder, OnnxEmbedder)
+    policy = train_policy(rows, featurizer=Embedder(memo_size=0))
+    standin = StandInServer(StandInConfig(latency_scale=0.0), port=0)
+    standin.start()
+    try:
+        cfg = Config()
+        serving = dataclasses.replace(cfg.serving, backends=BackendsConfig(
+            anthropic_base_url=standin.url, student_base_url=standin.openai_url, max_retries=0))
+        cache = SemanticCache(embedder, CacheConfig(path=tmp_path / "cache"))
+        pipeline = Pipeline.from_config(cfg.replace(serving=serving), recorder=Recorder(TracerProvider()),
+                                        cache=cache, validator=None, policy=policy, env={})
+        assert pipeline.router.reads_embeddings
+        queries = [p["q1"] for p in PAIRS[:24]]
+        assert len(set(queries)) == len(queries)
+        answers: dict[str, object] = {}
+        barrier = threading.Barrier(8)
+
+        def client(mine: list[str]) -> None:
+            barrier.wait()
+            for q in mine:
+                answers[q] = pipeline.answer(q, task_type="faq", tenant="acme")
+
+        threads = [threading.Thread(target=client, args=(queries[i::8],)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert set(answers) == set(queries) and all(a.success for a in answers.values())
+        # route + lookup + store: one model run per query, and the 8 clients' queries shared batches
+        assert embedder.batcher.texts == len(queries)
+        assert embedder.batcher.batches < len(queries)
+        assert len(cache) == sum(not a.cached for a in answers.values())  # each miss stored, no re-embedding
+    finally:
+        embedder.shutdown()
+        standin.shutdown()
