@@ -22,7 +22,7 @@ from costline.serving.cache_admission import (  # noqa: E402
     AdmissionModel,
     default_model_path,
     default_pair_set_path,
-    read_labelled_pairs,
+    read_pairs,
     score_pairs,
 )
 from costline.serving.embedding_onnx import (  # noqa: E402
@@ -39,7 +39,7 @@ from costline.serving.settings import CacheConfig  # noqa: E402
 PAIRS = [json.loads(line) for line in default_pair_set_path().open()]
 TEXTS = sorted({p["q1"] for p in PAIRS} | {p["q2"] for p in PAIRS})
 #: Its test split: the pairs the cache's decisions are compared on.
-TEST_PAIRS = [p for p in read_labelled_pairs(default_pair_set_path())[0] if p.split == "test"]
+TEST_PAIRS = [p for p in read_pairs(default_pair_set_path())[0] if p.split == "test"]
 #: The issue's tolerance: false-hit rate and recall within half a point of PyTorch's.
 TOLERANCE = 0.005
 
