@@ -61,6 +61,10 @@ __all__ = [
     "create_table_views",
     "table_datasets",
     "open_table_lake",
+    "ResultTables",
+    "RESULT_NAME_COLUMN",
+    "result_schema",
+    "result_sink",
 ]
 
 log = logging.getLogger(__name__)
@@ -108,10 +112,12 @@ class TableCommit:
 class TableLake:
     """The Iceberg tables of one ``[lake]`` config: create, claim, recover, commit, read."""
 
-    def __init__(self, lake: LakeConfig, *, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(self, lake: LakeConfig, *, sleep: Callable[[float], None] = time.sleep,
+                 now: Callable[[], float] = time.monotonic) -> None:
         self.settings = lake
         self.path = lake.warehouse  # for messages (the local Lake's ``path``)
         self._sleep = sleep
+        self._now = now
         self._catalog: Any = None
         self._tables: dict[str, Any] = {}
 
@@ -142,6 +148,9 @@ class TableLake:
 
     def init(self) -> "TableLake":
         """Create the namespace and the tables if missing (safe from several processes at once)."""
+        return _Outage(self, "opening the tables").call(self._init_once)
+
+    def _init_once(self) -> "TableLake":
         from pyiceberg.exceptions import NamespaceAlreadyExistsError, TableAlreadyExistsError
         from pyiceberg.transforms import DayTransform
 
@@ -214,6 +223,11 @@ class TableLake:
         return {t: by_p[partition] for t, by_p in self._committed_many(topic, [partition]).items()}
 
     def _committed_many(self, topic: str, partitions: Iterable[int]) -> dict[str, dict[int, int | None]]:
+        parts = list(partitions)
+        return _Outage(self, f"reading the offsets of partitions {parts}").call(
+            lambda: self._committed_many_once(topic, parts))
+
+    def _committed_many_once(self, topic: str, partitions: Iterable[int]) -> dict[str, dict[int, int | None]]:
         out: dict[str, dict[int, int | None]] = {}
         parts = list(partitions)
         for table in TABLES:
@@ -248,10 +262,16 @@ class TableLake:
         return self.claim_many(topic, [partition])[partition]
 
     def claim_many(self, topic: str, partitions: Iterable[int]) -> dict[int, int]:
-        """Claim partitions on every table, one snapshot per table (a rebalance assigns several at once)."""
+        """Claim partitions on every table, one snapshot per table (a rebalance assigns several at once).
+
+        Retried whole through an outage: a claim that landed before the answer was lost is simply
+        bumped again (claims only ever grow, and this writer holds the highest)."""
+        parts = sorted(set(partitions))
+        return _Outage(self, f"claiming partitions {parts}").call(lambda: self._claim_many_once(topic, parts))
+
+    def _claim_many_once(self, topic: str, parts: list[int]) -> dict[int, int]:
         from pyiceberg.exceptions import CommitFailedException
 
-        parts = sorted(set(partitions))
         if not parts:
             return {}
 
@@ -317,8 +337,9 @@ class TableLake:
         # The tables commit concurrently (their S3 writes and catalog round trips overlap): each is
         # fenced and offset-checked on its own, and recovery takes the smallest table's offset, so
         # the order they land in does not matter.
-        for table in TABLES:  # load them here, so that the threads only refresh
-            self.table(table, refresh=False)
+        # load them here, so that the threads only refresh
+        _Outage(self, f"loading the tables for batch {first_offset}..{last_offset} of partition {partition}").call(
+            lambda: [self.table(table, refresh=False) for table in TABLES])
         with ThreadPoolExecutor(len(TABLES), thread_name_prefix="costline-table-commit") as pool:
             futures = {table: pool.submit(self._commit_table, table, topic, partition, first_offset, last_offset,
                                           _as_table(table, tables.get(table)), epoch) for table in TABLES}
@@ -343,51 +364,66 @@ class TableLake:
         data_files: list[Any] | None = None
         written_after: int | None = None  # the committed offset the data files were filtered by
         appended = 0
-        for attempt in range(self.settings.commit_retries):
-            tbl = self.table(table)
-            if tbl.properties.get("commit.retry.num-retries") != "0":
-                raise LakeError(f"{self.identifier(table)} lets pyiceberg retry commits on its own, which "
-                                "would bypass the claim check: run `costline process` once to reset it")
-            claims = self._summary_map(tbl, CLAIMS_PROPERTY)
-            current = int(claims.get(topic, {}).get(str(partition), 0))
-            if epoch is not None and current != epoch:
-                raise WriterFenced(
-                    f"partition {partition} of {topic!r} was claimed by another writer (claim {current}, this "
-                    f"writer's {epoch}): batch {first}..{last} not committed to {table}, the new owner "
-                    "reprocesses it")
-            offsets = self._offsets_of(tbl)
-            done = offsets.get(topic, {}).get(str(partition), -1)
-            if done >= last:
-                return 0, attempt  # committed before (a replay after a crash between tables)
-            if data_files is None or written_after != done:
-                keep = arrow.filter(pa.compute.greater(arrow["kafka_offset"], done)) if done >= first else arrow
-                appended = keep.num_rows
-                # Written once per batch, committed by reference on each retry (pyiceberg's own
-                # append rewrites the files on every attempt).
-                data_files = list(_dataframe_to_data_files(
-                    table_metadata=tbl.metadata, write_uuid=uuid.uuid4(), df=keep, io=tbl.io)) if appended else []
-                written_after = done
-            offsets.setdefault(topic, {})[str(partition)] = last
-            props = self._snapshot_props(offsets, claims, f"{topic}/{partition}/{first}-{last}/{epoch}")
+        lost = 0  # optimistic races lost
+        outage = _Outage(self, f"batch {first}..{last} of partition {partition} -> {self.identifier(table)}")
+        while True:
             try:
+                tbl = self.table(table)
+                if tbl.properties.get("commit.retry.num-retries") != "0":
+                    raise LakeError(f"{self.identifier(table)} lets pyiceberg retry commits on its own, which "
+                                    "would bypass the claim check: run `costline process` once to reset it")
+                claims = self._summary_map(tbl, CLAIMS_PROPERTY)
+                current = int(claims.get(topic, {}).get(str(partition), 0))
+                if epoch is not None and current != epoch:
+                    raise WriterFenced(
+                        f"partition {partition} of {topic!r} was claimed by another writer (claim {current}, this "
+                        f"writer's {epoch}): batch {first}..{last} not committed to {table}, the new owner "
+                        "reprocesses it")
+                offsets = self._offsets_of(tbl)
+                done = offsets.get(topic, {}).get(str(partition), -1)
+                if done >= last:  # committed before (a replay after a crash between tables, or a
+                    outage.over()  # commit whose answer the outage swallowed)
+                    return 0, lost
+                if data_files is None or written_after != done:
+                    keep = arrow.filter(pa.compute.greater(arrow["kafka_offset"], done)) if done >= first else arrow
+                    appended = keep.num_rows
+                    # Written once per batch, committed by reference on each retry (pyiceberg's own
+                    # append rewrites the files on every attempt).
+                    data_files = list(_dataframe_to_data_files(
+                        table_metadata=tbl.metadata, write_uuid=uuid.uuid4(), df=keep, io=tbl.io)) if appended else []
+                    written_after = done
+                offsets.setdefault(topic, {})[str(partition)] = last
+                props = self._snapshot_props(offsets, claims, f"{topic}/{partition}/{first}-{last}/{epoch}")
                 tx = tbl.transaction()
                 with tx.update_snapshot(snapshot_properties=props).fast_append() as fa:
                     for f in data_files:
                         fa.append_data_file(f)
                 tx.commit_transaction()
-                return appended, attempt
+                outage.over()
+                return appended, lost
             except CommitFailedException:
-                self._backoff(attempt)
-        raise LakeError(f"could not commit batch {first}..{last} of partition {partition} to "
+                lost += 1
+                if lost >= self.settings.commit_retries:
+                    raise LakeError(
+                        f"could not commit batch {first}..{last} of partition {partition} to "
                         f"{self.identifier(table)} after {self.settings.commit_retries} tries (catalog "
-                        "contention): nothing past its last commit is lost, a restart resumes there")
+                        "contention): nothing past its last commit is lost, a restart resumes there") from None
+                self._backoff(lost)
+            except Exception as exc:  # noqa: BLE001 - an outage retries, anything else is raised
+                if not _unreachable(exc):
+                    raise
+                # A store that died may have lost files it acknowledged: write them again. A commit that
+                # landed before the answer was lost is found by the offsets check on the next try.
+                data_files = None
+                outage.wait(exc)
 
     def _backoff(self, attempt: int) -> None:
         self._sleep(min(1.0, 0.01 * 2 ** attempt) * (0.5 + random.random()))
 
     # -- reading ---------------------------------------------------------------------------------------
-    def datasets(self) -> dict[str, Any]:
-        """Per table, a ``pyarrow.dataset`` over the current snapshot's data files (re-scannable)."""
+    def datasets(self, schemas: Mapping[str, pa.Schema] | None = None) -> dict[str, Any]:
+        """Per table (default: the span tables), a ``pyarrow.dataset`` over the current snapshot's
+        data files (re-scannable)."""
         import pyarrow.dataset as ds
 
         from costline.localobjstore import s3_filesystem
@@ -395,8 +431,9 @@ class TableLake:
         s = self.settings
         fs = s3_filesystem(s.s3_endpoint or f"http://127.0.0.1:{s.objstore_port}", s.s3_access_key_id,
                            s.s3_secret_access_key, s.s3_region)
+        schemas = schemas if schemas is not None else {t: SCHEMAS[t] for t in TABLES}
         out = {}
-        for table in TABLES:
+        for table in schemas:
             tbl = self.table(table)
             paths = []
             for task in tbl.scan().plan_files():
@@ -404,8 +441,80 @@ class TableLake:
                     raise LakeError(f"{self.identifier(table)} has delete files, which costline's readers "
                                     "do not apply yet: rewrite the table without deletes")
                 paths.append(task.file.file_path.split("://", 1)[1])
-            out[table] = ds.dataset(paths, schema=SCHEMAS[table], format="parquet", filesystem=fs)
+            out[table] = ds.dataset(paths, schema=schemas[table], format="parquet", filesystem=fs)
         return out
+
+
+def _unreachable(exc: BaseException) -> str | None:
+    """What an error says is unreachable ("object store", "catalog"), None when it is no outage.
+
+    pyarrow's S3 filesystem raises ``OSError`` (connection refused, reset, timed out); SQLAlchemy
+    raises ``OperationalError`` / ``InterfaceError`` (PostgreSQL down or restarted, SQLite locked) or
+    a ``DBAPIError`` that invalidated its connection."""
+    if isinstance(exc, OSError):
+        return "object store"
+    try:
+        from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+        from sqlalchemy.exc import TimeoutError as PoolTimeout
+    except ImportError:  # pragma: no cover - sqlalchemy comes with pyiceberg[sql-*]
+        return None
+    if isinstance(exc, (OperationalError, InterfaceError, DisconnectionError, PoolTimeout)):
+        return "catalog"
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return "catalog"
+    return None
+
+
+class _Outage:
+    """Bounded retries of one operation while the object store or the catalog is unreachable.
+
+    Backs off 0.25 s doubling to 5 s, logs each retry and the recovery, and gives up with a
+    :class:`LakeError` ``[lake] outage_retry_s`` seconds after the first failure."""
+
+    def __init__(self, lake: TableLake, what: str) -> None:
+        self.lake, self.what = lake, what
+        self.first: float | None = None
+        self.tries = 0
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        while True:
+            try:
+                out = fn()
+            except Exception as exc:  # noqa: BLE001 - only an outage is retried
+                if not _unreachable(exc):
+                    raise
+                self.wait(exc)
+                continue
+            self.over()
+            return out
+
+    def wait(self, exc: BaseException) -> None:
+        lake = self.lake
+        budget = lake.settings.outage_retry_s
+        now = lake._now()
+        if self.first is None:
+            self.first = now
+        self.tries += 1
+        waited = now - self.first
+        what = _unreachable(exc) or "object store or catalog"
+        cause = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+        if waited >= budget:
+            log.error("table lake: %s: %s still unreachable after %.0f s and %d tries (%s): giving up",
+                      self.what, what, waited, self.tries, cause)
+            raise LakeError(
+                f"{self.what}: the {what} has been unreachable for {waited:.0f} s ({self.tries} tries; last: "
+                f"{cause}); gave up after [lake] outage_retry_s = {budget:g}. Nothing past the last commit is "
+                "lost: once it is back, run `costline process` again, it resumes from the tables") from exc
+        delay = max(0.0, min(5.0, 0.25 * 2 ** (self.tries - 1), budget - waited))
+        log.warning("table lake: %s: %s unreachable (%s); retry %d in %.2f s (gives up %.0f s after the first "
+                    "failure)", self.what, what, cause, self.tries, delay, budget)
+        lake._sleep(delay)
+
+    def over(self) -> None:
+        if self.tries:
+            log.warning("table lake: %s: reachable again, done after %d retries (%.1f s)", self.what, self.tries,
+                        self.lake._now() - (self.first or 0.0))
+            self.first, self.tries = None, 0
 
 
 def _as_table(table: str, value: Any) -> pa.Table:
@@ -460,3 +569,85 @@ def create_table_views(con: "duckdb.DuckDBPyConnection", config: Config) -> None
         con.execute(stmt)
     for stmt in _provided_views(lake_path):
         con.execute(stmt)
+
+
+#: The column a result table adds to its rows: the name a write replaces (the local file's stem).
+RESULT_NAME_COLUMN: Final = "_name"
+
+
+class ResultTables:
+    """The jobs' (and distillation's, alerts') result tables as Iceberg tables in the same catalog.
+
+    The local store writes ``<table>/<name>.parquet``, replacing a file of that name; here a write
+    replaces, in one snapshot, the rows whose :data:`RESULT_NAME_COLUMN` is ``name``
+    (``Table.overwrite`` with a filter: pyiceberg rewrites the data files holding such rows and
+    appends the new ones). pyiceberg's own commit retry stays on for these tables (nothing is fenced);
+    an outage retries like the processors' commits. Read by :func:`create_table_views`."""
+
+    def __init__(self, lake: LakeConfig, *, sleep: Callable[[float], None] = time.sleep,
+                 now: Callable[[], float] = time.monotonic) -> None:
+        self.lake = TableLake(lake, sleep=sleep, now=now)
+
+    def _table(self, table: str, schema: pa.Schema) -> Any:
+        from pyiceberg.exceptions import NoSuchTableError, TableAlreadyExistsError
+
+        lake = self.lake
+        ident = lake.identifier(table)
+        try:
+            return lake.table(table)
+        except NoSuchTableError:
+            pass
+        lake.catalog.create_namespace_if_not_exists(lake.settings.namespace)
+        try:
+            lake._tables[table] = lake.catalog.create_table(ident, schema=result_schema(schema))
+        except TableAlreadyExistsError:
+            lake._tables[table] = lake.catalog.load_table(ident)
+        return lake._tables[table]
+
+    def init(self, schemas: Mapping[str, pa.Schema]) -> "ResultTables":
+        """Create the tables that are missing (so the views read empty tables before any write)."""
+        for table, schema in schemas.items():
+            _Outage(self.lake, f"creating result table {table}").call(lambda t=table, s=schema: self._table(t, s))
+        return self
+
+    def write(self, table: str, name: str, arrow: pa.Table) -> str:
+        """Replace the rows of ``name`` in ``table`` by ``arrow``; returns where (for messages)."""
+        from pyiceberg.expressions import EqualTo
+
+        rows = arrow.append_column(RESULT_NAME_COLUMN, pa.array([name] * arrow.num_rows, pa.string()))
+
+        def once() -> None:
+            tbl = self._table(table, arrow.schema)
+            tbl.overwrite(rows, overwrite_filter=EqualTo(RESULT_NAME_COLUMN, name),
+                          snapshot_properties={"costline.result": name})
+
+        _Outage(self.lake, f"writing {name} to result table {table}").call(once)
+        return f"{self.lake.identifier(table)}[{RESULT_NAME_COLUMN}={name!r}]"
+
+    def exists(self, table: str, name: str) -> bool:
+        from pyiceberg.exceptions import NoSuchTableError
+        from pyiceberg.expressions import EqualTo
+
+        def once() -> bool:
+            try:
+                tbl = self.lake.table(table)
+            except NoSuchTableError:
+                return False
+            return bool(tbl.scan(row_filter=EqualTo(RESULT_NAME_COLUMN, name), limit=1).to_arrow().num_rows)
+
+        return bool(_Outage(self.lake, f"reading result table {table}").call(once))
+
+    def datasets(self, schemas: Mapping[str, pa.Schema]) -> dict[str, Any]:
+        """Per table, a ``pyarrow.dataset`` over its current snapshot's files (schema + ``_name``)."""
+        self.init(schemas)
+        return self.lake.datasets({t: result_schema(s) for t, s in schemas.items()})
+
+
+def result_schema(schema: pa.Schema) -> pa.Schema:
+    """A result table's schema: the local file's columns and :data:`RESULT_NAME_COLUMN`."""
+    return schema if RESULT_NAME_COLUMN in schema.names else schema.append(pa.field(RESULT_NAME_COLUMN, pa.string()))
+
+
+def result_sink(config: Config) -> ResultTables | None:
+    """The result tables of ``[lake] mode = "table"``; None in local mode (the local files)."""
+    return ResultTables(config.lake) if config.lake.mode == "table" else None
