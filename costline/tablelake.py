@@ -65,6 +65,8 @@ __all__ = [
     "RESULT_NAME_COLUMN",
     "result_schema",
     "result_sink",
+    "result_table_schemas",
+    "create_result_views",
 ]
 
 log = logging.getLogger(__name__)
@@ -569,6 +571,32 @@ def create_table_views(con: "duckdb.DuckDBPyConnection", config: Config) -> None
         con.execute(stmt)
     for stmt in _provided_views(lake_path):
         con.execute(stmt)
+    create_result_views(con, config)
+
+
+def result_table_schemas() -> dict[str, pa.Schema]:
+    """The result tables of table mode: the jobs', distillation's and the alerts' exports."""
+    from costline.alerts.view import ALERTS_SCHEMA, HISTORY_SCHEMA
+    from costline.distill.store import DISTILL_SCHEMAS
+    from costline.jobs.store import JOB_SCHEMAS
+
+    return {**JOB_SCHEMAS, **DISTILL_SCHEMAS, "alerts": ALERTS_SCHEMA, "alerts_history": HISTORY_SCHEMA}
+
+
+def create_result_views(con: "duckdb.DuckDBPyConnection", config: Config) -> None:
+    """Replace the result views of the local files (``VIEW_PROVIDERS``) by views of the Iceberg result
+    tables: the same names and columns (``_name`` left out). ``job_runs`` keeps each run's last state,
+    ties broken by the write's name as the local view breaks them by file name; ``cost_report``
+    reads ``cost_reports`` by name, so it follows."""
+    for table, dataset in ResultTables(config.lake).datasets(result_table_schemas()).items():
+        con.register(f"{table}_iceberg", dataset)
+        src = f"(SELECT * EXCLUDE ({RESULT_NAME_COLUMN}) FROM {table}_iceberg)"
+        if table == "job_runs":
+            con.execute(f"CREATE OR REPLACE VIEW job_runs AS SELECT * EXCLUDE ({RESULT_NAME_COLUMN}) FROM "
+                        f"{table}_iceberg QUALIFY row_number() OVER (PARTITION BY run_id ORDER BY updated_at DESC, "
+                        f"{RESULT_NAME_COLUMN} DESC) = 1")
+        else:
+            con.execute(f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM {src}")
 
 
 #: The column a result table adds to its rows: the name a write replaces (the local file's stem).
@@ -617,9 +645,13 @@ class ResultTables:
         rows = arrow.append_column(RESULT_NAME_COLUMN, pa.array([name] * arrow.num_rows, pa.string()))
 
         def once() -> None:
+            import warnings
+
             tbl = self._table(table, arrow.schema)
-            tbl.overwrite(rows, overwrite_filter=EqualTo(RESULT_NAME_COLUMN, name),
-                          snapshot_properties={"costline.result": name})
+            with warnings.catch_warnings():  # a first write of a name replaces nothing, as it should
+                warnings.filterwarnings("ignore", "Delete operation did not match any records")
+                tbl.overwrite(rows, overwrite_filter=EqualTo(RESULT_NAME_COLUMN, name),
+                              snapshot_properties={"costline.result": name})
 
         _Outage(self.lake, f"writing {name} to result table {table}").call(once)
         return f"{self.lake.identifier(table)}[{RESULT_NAME_COLUMN}={name!r}]"
