@@ -55,6 +55,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "TableLake",
     "TableCommit",
+    "Compaction",
     "OFFSETS_PROPERTY",
     "CLAIMS_PROPERTY",
     "catalog_properties",
@@ -79,6 +80,8 @@ BATCH_PROPERTY: Final = "costline.kafka-batch"
 #: (``commit.retry.num-retries``, default 4): that would skip the claim check, so it is off and
 #: :class:`TableLake` retries itself, checking the claim again each time.
 _TABLE_PROPERTIES: Final = {"commit.retry.num-retries": "0"}
+#: Snapshot summary property of a maintenance snapshot (a compaction), which carries offsets and claims forward.
+MAINTENANCE_PROPERTY: Final = "costline.maintenance"
 #: Snapshot summary property holding ``{topic: {partition: claim}}`` (JSON), see :meth:`TableLake.claim`.
 CLAIMS_PROPERTY: Final = "costline.kafka-claims"
 
@@ -97,6 +100,18 @@ def catalog_properties(lake: LakeConfig) -> dict[str, str]:
         "s3.secret-access-key": lake.s3_secret_access_key,
         "s3.force-virtual-addressing": "false",
     }
+
+
+@dataclass(frozen=True)
+class Compaction:
+    """One partition of one table compacted: ``files`` small files -> ``new_files``, ``rows`` rows."""
+
+    table: str
+    partition: str
+    files: int
+    new_files: int
+    rows: int
+    lost_races: int
 
 
 @dataclass(frozen=True)
@@ -421,6 +436,133 @@ class TableLake:
 
     def _backoff(self, attempt: int) -> None:
         self._sleep(min(1.0, 0.01 * 2 ** attempt) * (0.5 + random.random()))
+
+    # -- maintenance -----------------------------------------------------------------------------------
+    def compact(self, *, target_file_bytes: int = 128 * 1024 * 1024,
+                tables: Iterable[str] = TABLES) -> list[Compaction]:
+        """Rewrite each partition's small data files (under ``target_file_bytes``; two or more) into
+        one, per table; safe beside running writers.
+
+        Each partition is one snapshot that deletes the small files and adds the rewritten one, based
+        on the current snapshot and carrying its offsets and claims forward (the processors resume
+        from the current snapshot only). Like a writer's commit it is optimistic: a commit that lost
+        the race to a writer retries on the new snapshot (the rows it rewrote are still exactly those
+        files': writers only add files), carrying the new offsets; a partition whose files another
+        compaction replaced meanwhile is left alone."""
+        out = []
+        for table in tables:
+            tbl = _Outage(self, f"planning the compaction of {self.identifier(table)}").call(
+                lambda t=table: self.table(t))
+            groups: dict[Any, list[Any]] = {}
+            for task in tbl.scan().plan_files():
+                f = task.file
+                if f.file_size_in_bytes < target_file_bytes:
+                    groups.setdefault((f.spec_id, str(f.partition)), []).append(f)
+            for (_, partition), files in sorted(groups.items(), key=lambda kv: kv[0][1]):
+                if len(files) >= 2:
+                    done = self._compact_files(table, partition, files)
+                    if done is not None:
+                        out.append(done)
+        return out
+
+    def _compact_files(self, table: str, partition: str, files: list[Any]) -> "Compaction | None":
+        import pyarrow.dataset as ds
+        from pyiceberg.exceptions import CommitFailedException
+        from pyiceberg.io.pyarrow import _dataframe_to_data_files
+
+        what = f"compacting {len(files)} files of {self.identifier(table)} {partition}"
+        rows = sum(f.record_count for f in files)
+        paths = {f.file_path for f in files}
+        outage = _Outage(self, what)
+        new_files: list[Any] | None = None
+        lost = 0
+        while True:
+            try:
+                tbl = self.table(table)
+                live = {t.file.file_path for t in tbl.scan().plan_files()}
+                if not paths <= live:
+                    log.info("table lake: %s: another compaction replaced them meanwhile; skipped", what)
+                    return None
+                if new_files is None:
+                    arrow = ds.dataset([p.split("://", 1)[1] for p in sorted(paths)], schema=SCHEMAS[table],
+                                       format="parquet", filesystem=self._filesystem()).to_table()
+                    if arrow.num_rows != rows:
+                        raise LakeError(f"{what}: read {arrow.num_rows} rows, the manifests say {rows}")
+                    arrow = arrow.sort_by([("kafka_partition", "ascending"), ("kafka_offset", "ascending")])
+                    new_files = list(_dataframe_to_data_files(table_metadata=tbl.metadata, write_uuid=uuid.uuid4(),
+                                                              df=arrow, io=tbl.io))
+                props = {OFFSETS_PROPERTY: json.dumps(self._offsets_of(tbl), sort_keys=True, separators=(",", ":")),
+                         CLAIMS_PROPERTY: json.dumps(self._summary_map(tbl, CLAIMS_PROPERTY), sort_keys=True,
+                                                     separators=(",", ":")),
+                         MAINTENANCE_PROPERTY: f"compaction of {len(files)} files"}
+                tx = tbl.transaction()
+                with tx.update_snapshot(snapshot_properties=props).overwrite() as ow:
+                    for f in files:
+                        ow.delete_data_file(f)
+                    for f in new_files:
+                        ow.append_data_file(f)
+                tx.commit_transaction()
+                outage.over()
+                log.info("table lake: %s: %d rows -> %d file(s) (%d lost races)", what, rows, len(new_files), lost)
+                return Compaction(table, partition, len(files), len(new_files), rows, lost)
+            except CommitFailedException:
+                lost += 1
+                if lost >= self.settings.commit_retries:
+                    log.warning("table lake: %s: lost the catalog's race %d times, left for the next run", what, lost)
+                    return None
+                self._backoff(lost)
+            except Exception as exc:  # noqa: BLE001 - an outage retries, anything else is raised
+                if not _unreachable(exc):
+                    raise
+                new_files = None
+                outage.wait(exc)
+
+    def expire_snapshots(self, *, older_than_s: float, keep_last: int = 10, now_ms: int | None = None,
+                         tables: Iterable[str] = TABLES) -> dict[str, int]:
+        """Expire each table's snapshots older than ``older_than_s`` except the newest ``keep_last``
+        and any whose offsets the current snapshot does not cover (the processors resume from the
+        current snapshot's offsets; every commit carries the whole map forward, so none should be
+        left uncovered — checked, not assumed). The current snapshot is never expired. Returns per
+        table the number expired. Data files only the expired snapshots referenced stay in the
+        object store (orphan-file removal is not automated)."""
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        cut = now_ms - int(older_than_s * 1000)
+        out = {}
+        for table in tables:
+            def once(table: str = table) -> int:
+                tbl = self.table(table)
+                current = tbl.current_snapshot()
+                if current is None:
+                    return 0
+                have = self._offsets_of(tbl)
+                newest = sorted(tbl.snapshots(), key=lambda s: (s.timestamp_ms, s.sequence_number or 0))
+                keep = {s.snapshot_id for s in newest[-keep_last:]} | {current.snapshot_id}
+                ids = []
+                for snap in newest:
+                    if snap.snapshot_id in keep or snap.timestamp_ms >= cut:
+                        continue
+                    raw = (snap.summary.additional_properties.get(OFFSETS_PROPERTY) if snap.summary else None)
+                    theirs = json.loads(raw) if raw else {}
+                    if all(have.get(t, {}).get(p, -1) >= o for t, by_p in theirs.items() for p, o in by_p.items()):
+                        ids.append(snap.snapshot_id)
+                    else:
+                        log.warning("table lake: %s snapshot %d holds offsets the current one lacks: kept",
+                                    self.identifier(table), snap.snapshot_id)
+                if ids:
+                    # no requirement: the catalog applies the removal to its current metadata, so a
+                    # writer's commit meanwhile is kept (and this never races a writer's own check)
+                    tbl.maintenance.expire_snapshots().by_ids(ids).commit()
+                return len(ids)
+
+            out[table] = _Outage(self, f"expiring snapshots of {self.identifier(table)}").call(once)
+        return out
+
+    def _filesystem(self) -> Any:
+        from costline.localobjstore import s3_filesystem
+
+        s = self.settings
+        return s3_filesystem(s.s3_endpoint or f"http://127.0.0.1:{s.objstore_port}", s.s3_access_key_id,
+                             s.s3_secret_access_key, s.s3_region)
 
     # -- reading ---------------------------------------------------------------------------------------
     def datasets(self, schemas: Mapping[str, pa.Schema] | None = None) -> dict[str, Any]:
