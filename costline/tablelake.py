@@ -55,6 +55,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "TableLake",
     "TableCommit",
+    "ClaimContested",
     "Compaction",
     "OFFSETS_PROPERTY",
     "CLAIMS_PROPERTY",
@@ -71,6 +72,15 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+class ClaimContested(WriterFenced):
+    """:meth:`TableLake.claim_many` found some partitions claimed by a newer writer meanwhile:
+    ``partitions`` names them (the others were not claimed by this call either)."""
+
+    def __init__(self, message: str, partitions: Iterable[int]) -> None:
+        super().__init__(message)
+        self.partitions = sorted(partitions)
+
 
 #: Snapshot summary property holding ``{topic: {partition: last committed offset}}`` (JSON).
 OFFSETS_PROPERTY: Final = "costline.kafka-offsets"
@@ -302,12 +312,15 @@ class TableLake:
                 tbl = self.table(table)
                 claims = self._summary_map(tbl, CLAIMS_PROPERTY)
                 theirs = claims.get(topic, {})
-                for p in parts:
-                    if int(theirs.get(str(p), 0)) > mine[p]:
-                        raise WriterFenced(f"partition {p} of {topic!r} was claimed by another writer (claim "
-                                           f"{theirs[str(p)]}) while this one claimed it ({mine[p]})")
-                if all(int(theirs.get(str(p), 0)) == mine[p] for p in parts):
-                    break
+                # This call writes each table once, so a claim equal to this writer's number on a
+                # table it has not written yet is another writer's, made concurrently from the same
+                # reading: two writers must never hold the same claim (both could commit).
+                contested = [p for p in parts if int(theirs.get(str(p), 0)) >= mine[p]]
+                if contested:
+                    raise ClaimContested(
+                        f"partition(s) {', '.join(map(str, contested))} of {topic!r} were claimed by another "
+                        f"writer (claims {', '.join(str(theirs[str(p)]) for p in contested)}) while this one "
+                        f"claimed them ({', '.join(str(mine[p]) for p in contested)})", contested)
                 claims.setdefault(topic, {}).update({str(p): mine[p] for p in parts})
                 props = self._snapshot_props(self._offsets_of(tbl), claims,
                                              f"{topic}/{','.join(map(str, parts))}/claim")
