@@ -26,6 +26,7 @@ from costline.alerts.source import AlertSource
 from costline.alerts.store import AlertStore, default_state_path
 from costline.alerts.view import export_history
 from costline.config import Config
+from costline.errors import LakeError
 from costline.timeutil import utc_now as _utc_now
 
 __all__ = ["AlertService", "TickReport", "evaluate_job_rules", "state_path"]
@@ -85,8 +86,8 @@ class AlertService:
         report.delivery = self.outbox.deliver_due(now)
         if self.export and report.tick.transitions:
             try:
-                export_history(self.store, self.config.lake.path)
-            except OSError as exc:
+                export_history(self.store, self.config)
+            except (OSError, LakeError) as exc:  # LakeError: table mode, its store or catalog down
                 log.warning("cannot export alert history to the lake: %s", exc)
         return report
 

@@ -75,8 +75,11 @@ def _ts(epoch: float | None) -> datetime | None:
     return None if epoch is None else datetime.fromtimestamp(epoch, UTC).replace(tzinfo=None)
 
 
-def export_history(store: AlertStore, lake_path: Path | str) -> Path:
-    """Rewrite both Parquet files from the state file; returns ``<lake>/alerts``."""
+def export_history(store: AlertStore, lake_path: Any) -> Path:
+    """Rewrite both Parquet files from the state file; returns ``<lake>/alerts``.
+
+    ``lake_path`` is the lake's folder, or the :class:`~costline.config.Config`: then ``[lake] mode =
+    "table"`` rewrites the Iceberg result tables ``alerts`` and ``alerts_history`` instead."""
     rows = store.query("SELECT * FROM history ORDER BY id")
     hist: dict[str, list[Any]] = {f.name: [] for f in HISTORY_SCHEMA}
     eps: list[dict[str, Any]] = []
@@ -98,6 +101,15 @@ def export_history(store: AlertStore, lake_path: Path | str) -> Path:
         elif r["from_state"] == "firing" and r["fingerprint"] in open_eps:
             ep = open_eps.pop(r["fingerprint"])
             ep.update(resolved_at=_ts(r["at"]), state="resolved", resolved_summary=r["summary"])
+    if hasattr(lake_path, "lake"):  # a Config
+        from costline.jobs.store import result_sink
+
+        sink = result_sink(lake_path)
+        if sink is not None:
+            sink.write("alerts_history", "history", pa.table(hist, schema=HISTORY_SCHEMA))
+            sink.write("alerts", "episodes", pa.Table.from_pylist(eps, schema=ALERTS_SCHEMA))
+            return Path(lake_path.lake.path) / "alerts"
+        lake_path = lake_path.lake.path
     root = ensure_alerts_dir(lake_path)
     _write(pa.table(hist, schema=HISTORY_SCHEMA), root / "history" / "history.parquet")
     _write(pa.Table.from_pylist(eps, schema=ALERTS_SCHEMA), root / "episodes" / "episodes.parquet")

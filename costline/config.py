@@ -120,6 +120,9 @@ class LakeConfig:
     objstore_dir: Path = Path("costline-objstore")
     #: A table commit that loses the catalog's optimistic-concurrency race re-reads and retries this often.
     commit_retries: int = 30
+    #: While the object store or the catalog is unreachable, a table commit / claim / offset read
+    #: retries (backoff up to 5 s) for this many seconds, then fails with the error (docs/scale.md).
+    outage_retry_s: float = 120.0
 
 
 @dataclass(frozen=True)
@@ -496,6 +499,9 @@ def _validate_lake(lake: LakeConfig, source: str) -> None:
         raise ConfigError("[lake] namespace", f"must be an identifier; got {lake.namespace!r}", source=source)
     if lake.commit_retries < 1:
         raise ConfigError("[lake] commit_retries", "must be at least 1", source=source)
+    if not lake.outage_retry_s > 0:
+        raise ConfigError("[lake] outage_retry_s", f"must be a positive number of seconds; got {lake.outage_retry_s}",
+                          source=source)
 
 
 def _validate(config: Config, source: str) -> None:

@@ -55,15 +55,32 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "TableLake",
     "TableCommit",
+    "ClaimContested",
+    "Compaction",
     "OFFSETS_PROPERTY",
     "CLAIMS_PROPERTY",
     "catalog_properties",
     "create_table_views",
     "table_datasets",
     "open_table_lake",
+    "ResultTables",
+    "RESULT_NAME_COLUMN",
+    "result_schema",
+    "result_sink",
+    "result_table_schemas",
+    "create_result_views",
 ]
 
 log = logging.getLogger(__name__)
+
+class ClaimContested(WriterFenced):
+    """:meth:`TableLake.claim_many` found some partitions claimed by a newer writer meanwhile:
+    ``partitions`` names them (the others were not claimed by this call either)."""
+
+    def __init__(self, message: str, partitions: Iterable[int]) -> None:
+        super().__init__(message)
+        self.partitions = sorted(partitions)
+
 
 #: Snapshot summary property holding ``{topic: {partition: last committed offset}}`` (JSON).
 OFFSETS_PROPERTY: Final = "costline.kafka-offsets"
@@ -73,6 +90,8 @@ BATCH_PROPERTY: Final = "costline.kafka-batch"
 #: (``commit.retry.num-retries``, default 4): that would skip the claim check, so it is off and
 #: :class:`TableLake` retries itself, checking the claim again each time.
 _TABLE_PROPERTIES: Final = {"commit.retry.num-retries": "0"}
+#: Snapshot summary property of a maintenance snapshot (a compaction), which carries offsets and claims forward.
+MAINTENANCE_PROPERTY: Final = "costline.maintenance"
 #: Snapshot summary property holding ``{topic: {partition: claim}}`` (JSON), see :meth:`TableLake.claim`.
 CLAIMS_PROPERTY: Final = "costline.kafka-claims"
 
@@ -94,6 +113,18 @@ def catalog_properties(lake: LakeConfig) -> dict[str, str]:
 
 
 @dataclass(frozen=True)
+class Compaction:
+    """One partition of one table compacted: ``files`` small files -> ``new_files``, ``rows`` rows."""
+
+    table: str
+    partition: str
+    files: int
+    new_files: int
+    rows: int
+    lost_races: int
+
+
+@dataclass(frozen=True)
 class TableCommit:
     """What one batch commit did, per table: rows appended (after skipping already-committed ones)."""
 
@@ -108,10 +139,12 @@ class TableCommit:
 class TableLake:
     """The Iceberg tables of one ``[lake]`` config: create, claim, recover, commit, read."""
 
-    def __init__(self, lake: LakeConfig, *, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(self, lake: LakeConfig, *, sleep: Callable[[float], None] = time.sleep,
+                 now: Callable[[], float] = time.monotonic) -> None:
         self.settings = lake
         self.path = lake.warehouse  # for messages (the local Lake's ``path``)
         self._sleep = sleep
+        self._now = now
         self._catalog: Any = None
         self._tables: dict[str, Any] = {}
 
@@ -142,6 +175,9 @@ class TableLake:
 
     def init(self) -> "TableLake":
         """Create the namespace and the tables if missing (safe from several processes at once)."""
+        return _Outage(self, "opening the tables").call(self._init_once)
+
+    def _init_once(self) -> "TableLake":
         from pyiceberg.exceptions import NamespaceAlreadyExistsError, TableAlreadyExistsError
         from pyiceberg.transforms import DayTransform
 
@@ -214,6 +250,11 @@ class TableLake:
         return {t: by_p[partition] for t, by_p in self._committed_many(topic, [partition]).items()}
 
     def _committed_many(self, topic: str, partitions: Iterable[int]) -> dict[str, dict[int, int | None]]:
+        parts = list(partitions)
+        return _Outage(self, f"reading the offsets of partitions {parts}").call(
+            lambda: self._committed_many_once(topic, parts))
+
+    def _committed_many_once(self, topic: str, partitions: Iterable[int]) -> dict[str, dict[int, int | None]]:
         out: dict[str, dict[int, int | None]] = {}
         parts = list(partitions)
         for table in TABLES:
@@ -248,10 +289,16 @@ class TableLake:
         return self.claim_many(topic, [partition])[partition]
 
     def claim_many(self, topic: str, partitions: Iterable[int]) -> dict[int, int]:
-        """Claim partitions on every table, one snapshot per table (a rebalance assigns several at once)."""
+        """Claim partitions on every table, one snapshot per table (a rebalance assigns several at once).
+
+        Retried whole through an outage: a claim that landed before the answer was lost is simply
+        bumped again (claims only ever grow, and this writer holds the highest)."""
+        parts = sorted(set(partitions))
+        return _Outage(self, f"claiming partitions {parts}").call(lambda: self._claim_many_once(topic, parts))
+
+    def _claim_many_once(self, topic: str, parts: list[int]) -> dict[int, int]:
         from pyiceberg.exceptions import CommitFailedException
 
-        parts = sorted(set(partitions))
         if not parts:
             return {}
 
@@ -265,12 +312,15 @@ class TableLake:
                 tbl = self.table(table)
                 claims = self._summary_map(tbl, CLAIMS_PROPERTY)
                 theirs = claims.get(topic, {})
-                for p in parts:
-                    if int(theirs.get(str(p), 0)) > mine[p]:
-                        raise WriterFenced(f"partition {p} of {topic!r} was claimed by another writer (claim "
-                                           f"{theirs[str(p)]}) while this one claimed it ({mine[p]})")
-                if all(int(theirs.get(str(p), 0)) == mine[p] for p in parts):
-                    break
+                # This call writes each table once, so a claim equal to this writer's number on a
+                # table it has not written yet is another writer's, made concurrently from the same
+                # reading: two writers must never hold the same claim (both could commit).
+                contested = [p for p in parts if int(theirs.get(str(p), 0)) >= mine[p]]
+                if contested:
+                    raise ClaimContested(
+                        f"partition(s) {', '.join(map(str, contested))} of {topic!r} were claimed by another "
+                        f"writer (claims {', '.join(str(theirs[str(p)]) for p in contested)}) while this one "
+                        f"claimed them ({', '.join(str(mine[p]) for p in contested)})", contested)
                 claims.setdefault(topic, {}).update({str(p): mine[p] for p in parts})
                 props = self._snapshot_props(self._offsets_of(tbl), claims,
                                              f"{topic}/{','.join(map(str, parts))}/claim")
@@ -317,8 +367,9 @@ class TableLake:
         # The tables commit concurrently (their S3 writes and catalog round trips overlap): each is
         # fenced and offset-checked on its own, and recovery takes the smallest table's offset, so
         # the order they land in does not matter.
-        for table in TABLES:  # load them here, so that the threads only refresh
-            self.table(table, refresh=False)
+        # load them here, so that the threads only refresh
+        _Outage(self, f"loading the tables for batch {first_offset}..{last_offset} of partition {partition}").call(
+            lambda: [self.table(table, refresh=False) for table in TABLES])
         with ThreadPoolExecutor(len(TABLES), thread_name_prefix="costline-table-commit") as pool:
             futures = {table: pool.submit(self._commit_table, table, topic, partition, first_offset, last_offset,
                                           _as_table(table, tables.get(table)), epoch) for table in TABLES}
@@ -343,51 +394,193 @@ class TableLake:
         data_files: list[Any] | None = None
         written_after: int | None = None  # the committed offset the data files were filtered by
         appended = 0
-        for attempt in range(self.settings.commit_retries):
-            tbl = self.table(table)
-            if tbl.properties.get("commit.retry.num-retries") != "0":
-                raise LakeError(f"{self.identifier(table)} lets pyiceberg retry commits on its own, which "
-                                "would bypass the claim check: run `costline process` once to reset it")
-            claims = self._summary_map(tbl, CLAIMS_PROPERTY)
-            current = int(claims.get(topic, {}).get(str(partition), 0))
-            if epoch is not None and current != epoch:
-                raise WriterFenced(
-                    f"partition {partition} of {topic!r} was claimed by another writer (claim {current}, this "
-                    f"writer's {epoch}): batch {first}..{last} not committed to {table}, the new owner "
-                    "reprocesses it")
-            offsets = self._offsets_of(tbl)
-            done = offsets.get(topic, {}).get(str(partition), -1)
-            if done >= last:
-                return 0, attempt  # committed before (a replay after a crash between tables)
-            if data_files is None or written_after != done:
-                keep = arrow.filter(pa.compute.greater(arrow["kafka_offset"], done)) if done >= first else arrow
-                appended = keep.num_rows
-                # Written once per batch, committed by reference on each retry (pyiceberg's own
-                # append rewrites the files on every attempt).
-                data_files = list(_dataframe_to_data_files(
-                    table_metadata=tbl.metadata, write_uuid=uuid.uuid4(), df=keep, io=tbl.io)) if appended else []
-                written_after = done
-            offsets.setdefault(topic, {})[str(partition)] = last
-            props = self._snapshot_props(offsets, claims, f"{topic}/{partition}/{first}-{last}/{epoch}")
+        lost = 0  # optimistic races lost
+        outage = _Outage(self, f"batch {first}..{last} of partition {partition} -> {self.identifier(table)}")
+        while True:
             try:
+                tbl = self.table(table)
+                if tbl.properties.get("commit.retry.num-retries") != "0":
+                    raise LakeError(f"{self.identifier(table)} lets pyiceberg retry commits on its own, which "
+                                    "would bypass the claim check: run `costline process` once to reset it")
+                claims = self._summary_map(tbl, CLAIMS_PROPERTY)
+                current = int(claims.get(topic, {}).get(str(partition), 0))
+                if epoch is not None and current != epoch:
+                    raise WriterFenced(
+                        f"partition {partition} of {topic!r} was claimed by another writer (claim {current}, this "
+                        f"writer's {epoch}): batch {first}..{last} not committed to {table}, the new owner "
+                        "reprocesses it")
+                offsets = self._offsets_of(tbl)
+                done = offsets.get(topic, {}).get(str(partition), -1)
+                if done >= last:  # committed before (a replay after a crash between tables, or a
+                    outage.over()  # commit whose answer the outage swallowed)
+                    return 0, lost
+                if data_files is None or written_after != done:
+                    keep = arrow.filter(pa.compute.greater(arrow["kafka_offset"], done)) if done >= first else arrow
+                    appended = keep.num_rows
+                    # Written once per batch, committed by reference on each retry (pyiceberg's own
+                    # append rewrites the files on every attempt).
+                    data_files = list(_dataframe_to_data_files(
+                        table_metadata=tbl.metadata, write_uuid=uuid.uuid4(), df=keep, io=tbl.io)) if appended else []
+                    written_after = done
+                offsets.setdefault(topic, {})[str(partition)] = last
+                props = self._snapshot_props(offsets, claims, f"{topic}/{partition}/{first}-{last}/{epoch}")
                 tx = tbl.transaction()
                 with tx.update_snapshot(snapshot_properties=props).fast_append() as fa:
                     for f in data_files:
                         fa.append_data_file(f)
                 tx.commit_transaction()
-                return appended, attempt
+                outage.over()
+                return appended, lost
             except CommitFailedException:
-                self._backoff(attempt)
-        raise LakeError(f"could not commit batch {first}..{last} of partition {partition} to "
+                lost += 1
+                if lost >= self.settings.commit_retries:
+                    raise LakeError(
+                        f"could not commit batch {first}..{last} of partition {partition} to "
                         f"{self.identifier(table)} after {self.settings.commit_retries} tries (catalog "
-                        "contention): nothing past its last commit is lost, a restart resumes there")
+                        "contention): nothing past its last commit is lost, a restart resumes there") from None
+                self._backoff(lost)
+            except Exception as exc:  # noqa: BLE001 - an outage retries, anything else is raised
+                if not _unreachable(exc):
+                    raise
+                # A store that died may have lost files it acknowledged: write them again. A commit that
+                # landed before the answer was lost is found by the offsets check on the next try.
+                data_files = None
+                outage.wait(exc)
 
     def _backoff(self, attempt: int) -> None:
         self._sleep(min(1.0, 0.01 * 2 ** attempt) * (0.5 + random.random()))
 
+    # -- maintenance -----------------------------------------------------------------------------------
+    def compact(self, *, target_file_bytes: int = 128 * 1024 * 1024,
+                tables: Iterable[str] = TABLES) -> list[Compaction]:
+        """Rewrite each partition's small data files (under ``target_file_bytes``; two or more) into
+        one, per table; safe beside running writers.
+
+        Each partition is one snapshot that deletes the small files and adds the rewritten one, based
+        on the current snapshot and carrying its offsets and claims forward (the processors resume
+        from the current snapshot only). Like a writer's commit it is optimistic: a commit that lost
+        the race to a writer retries on the new snapshot (the rows it rewrote are still exactly those
+        files': writers only add files), carrying the new offsets; a partition whose files another
+        compaction replaced meanwhile is left alone."""
+        out = []
+        for table in tables:
+            tbl = _Outage(self, f"planning the compaction of {self.identifier(table)}").call(
+                lambda t=table: self.table(t))
+            groups: dict[Any, list[Any]] = {}
+            for task in tbl.scan().plan_files():
+                f = task.file
+                if f.file_size_in_bytes < target_file_bytes:
+                    groups.setdefault((f.spec_id, str(f.partition)), []).append(f)
+            for (_, partition), files in sorted(groups.items(), key=lambda kv: kv[0][1]):
+                if len(files) >= 2:
+                    done = self._compact_files(table, partition, files)
+                    if done is not None:
+                        out.append(done)
+        return out
+
+    def _compact_files(self, table: str, partition: str, files: list[Any]) -> "Compaction | None":
+        import pyarrow.dataset as ds
+        from pyiceberg.exceptions import CommitFailedException
+        from pyiceberg.io.pyarrow import _dataframe_to_data_files
+
+        what = f"compacting {len(files)} files of {self.identifier(table)} {partition}"
+        rows = sum(f.record_count for f in files)
+        paths = {f.file_path for f in files}
+        outage = _Outage(self, what)
+        new_files: list[Any] | None = None
+        lost = 0
+        while True:
+            try:
+                tbl = self.table(table)
+                live = {t.file.file_path for t in tbl.scan().plan_files()}
+                if not paths <= live:
+                    log.info("table lake: %s: another compaction replaced them meanwhile; skipped", what)
+                    return None
+                if new_files is None:
+                    arrow = ds.dataset([p.split("://", 1)[1] for p in sorted(paths)], schema=SCHEMAS[table],
+                                       format="parquet", filesystem=self._filesystem()).to_table()
+                    if arrow.num_rows != rows:
+                        raise LakeError(f"{what}: read {arrow.num_rows} rows, the manifests say {rows}")
+                    arrow = arrow.sort_by([("kafka_partition", "ascending"), ("kafka_offset", "ascending")])
+                    new_files = list(_dataframe_to_data_files(table_metadata=tbl.metadata, write_uuid=uuid.uuid4(),
+                                                              df=arrow, io=tbl.io))
+                props = {OFFSETS_PROPERTY: json.dumps(self._offsets_of(tbl), sort_keys=True, separators=(",", ":")),
+                         CLAIMS_PROPERTY: json.dumps(self._summary_map(tbl, CLAIMS_PROPERTY), sort_keys=True,
+                                                     separators=(",", ":")),
+                         MAINTENANCE_PROPERTY: f"compaction of {len(files)} files"}
+                tx = tbl.transaction()
+                with tx.update_snapshot(snapshot_properties=props).overwrite() as ow:
+                    for f in files:
+                        ow.delete_data_file(f)
+                    for f in new_files:
+                        ow.append_data_file(f)
+                tx.commit_transaction()
+                outage.over()
+                log.info("table lake: %s: %d rows -> %d file(s) (%d lost races)", what, rows, len(new_files), lost)
+                return Compaction(table, partition, len(files), len(new_files), rows, lost)
+            except CommitFailedException:
+                lost += 1
+                if lost >= self.settings.commit_retries:
+                    log.warning("table lake: %s: lost the catalog's race %d times, left for the next run", what, lost)
+                    return None
+                self._backoff(lost)
+            except Exception as exc:  # noqa: BLE001 - an outage retries, anything else is raised
+                if not _unreachable(exc):
+                    raise
+                new_files = None
+                outage.wait(exc)
+
+    def expire_snapshots(self, *, older_than_s: float, keep_last: int = 10, now_ms: int | None = None,
+                         tables: Iterable[str] = TABLES) -> dict[str, int]:
+        """Expire each table's snapshots older than ``older_than_s`` except the newest ``keep_last``
+        and any whose offsets the current snapshot does not cover (the processors resume from the
+        current snapshot's offsets; every commit carries the whole map forward, so none should be
+        left uncovered — checked, not assumed). The current snapshot is never expired. Returns per
+        table the number expired. Data files only the expired snapshots referenced stay in the
+        object store (orphan-file removal is not automated)."""
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        cut = now_ms - int(older_than_s * 1000)
+        out = {}
+        for table in tables:
+            def once(table: str = table) -> int:
+                tbl = self.table(table)
+                current = tbl.current_snapshot()
+                if current is None:
+                    return 0
+                have = self._offsets_of(tbl)
+                newest = sorted(tbl.snapshots(), key=lambda s: (s.timestamp_ms, s.sequence_number or 0))
+                keep = {s.snapshot_id for s in newest[-keep_last:]} | {current.snapshot_id}
+                ids = []
+                for snap in newest:
+                    if snap.snapshot_id in keep or snap.timestamp_ms >= cut:
+                        continue
+                    raw = (snap.summary.additional_properties.get(OFFSETS_PROPERTY) if snap.summary else None)
+                    theirs = json.loads(raw) if raw else {}
+                    if all(have.get(t, {}).get(p, -1) >= o for t, by_p in theirs.items() for p, o in by_p.items()):
+                        ids.append(snap.snapshot_id)
+                    else:
+                        log.warning("table lake: %s snapshot %d holds offsets the current one lacks: kept",
+                                    self.identifier(table), snap.snapshot_id)
+                if ids:
+                    # no requirement: the catalog applies the removal to its current metadata, so a
+                    # writer's commit meanwhile is kept (and this never races a writer's own check)
+                    tbl.maintenance.expire_snapshots().by_ids(ids).commit()
+                return len(ids)
+
+            out[table] = _Outage(self, f"expiring snapshots of {self.identifier(table)}").call(once)
+        return out
+
+    def _filesystem(self) -> Any:
+        from costline.localobjstore import s3_filesystem
+
+        s = self.settings
+        return s3_filesystem(s.s3_endpoint or f"http://127.0.0.1:{s.objstore_port}", s.s3_access_key_id,
+                             s.s3_secret_access_key, s.s3_region)
+
     # -- reading ---------------------------------------------------------------------------------------
-    def datasets(self) -> dict[str, Any]:
-        """Per table, a ``pyarrow.dataset`` over the current snapshot's data files (re-scannable)."""
+    def datasets(self, schemas: Mapping[str, pa.Schema] | None = None) -> dict[str, Any]:
+        """Per table (default: the span tables), a ``pyarrow.dataset`` over the current snapshot's
+        data files (re-scannable)."""
         import pyarrow.dataset as ds
 
         from costline.localobjstore import s3_filesystem
@@ -395,8 +588,9 @@ class TableLake:
         s = self.settings
         fs = s3_filesystem(s.s3_endpoint or f"http://127.0.0.1:{s.objstore_port}", s.s3_access_key_id,
                            s.s3_secret_access_key, s.s3_region)
+        schemas = schemas if schemas is not None else {t: SCHEMAS[t] for t in TABLES}
         out = {}
-        for table in TABLES:
+        for table in schemas:
             tbl = self.table(table)
             paths = []
             for task in tbl.scan().plan_files():
@@ -404,8 +598,80 @@ class TableLake:
                     raise LakeError(f"{self.identifier(table)} has delete files, which costline's readers "
                                     "do not apply yet: rewrite the table without deletes")
                 paths.append(task.file.file_path.split("://", 1)[1])
-            out[table] = ds.dataset(paths, schema=SCHEMAS[table], format="parquet", filesystem=fs)
+            out[table] = ds.dataset(paths, schema=schemas[table], format="parquet", filesystem=fs)
         return out
+
+
+def _unreachable(exc: BaseException) -> str | None:
+    """What an error says is unreachable ("object store", "catalog"), None when it is no outage.
+
+    pyarrow's S3 filesystem raises ``OSError`` (connection refused, reset, timed out); SQLAlchemy
+    raises ``OperationalError`` / ``InterfaceError`` (PostgreSQL down or restarted, SQLite locked) or
+    a ``DBAPIError`` that invalidated its connection."""
+    if isinstance(exc, OSError):
+        return "object store"
+    try:
+        from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+        from sqlalchemy.exc import TimeoutError as PoolTimeout
+    except ImportError:  # pragma: no cover - sqlalchemy comes with pyiceberg[sql-*]
+        return None
+    if isinstance(exc, (OperationalError, InterfaceError, DisconnectionError, PoolTimeout)):
+        return "catalog"
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return "catalog"
+    return None
+
+
+class _Outage:
+    """Bounded retries of one operation while the object store or the catalog is unreachable.
+
+    Backs off 0.25 s doubling to 5 s, logs each retry and the recovery, and gives up with a
+    :class:`LakeError` ``[lake] outage_retry_s`` seconds after the first failure."""
+
+    def __init__(self, lake: TableLake, what: str) -> None:
+        self.lake, self.what = lake, what
+        self.first: float | None = None
+        self.tries = 0
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        while True:
+            try:
+                out = fn()
+            except Exception as exc:  # noqa: BLE001 - only an outage is retried
+                if not _unreachable(exc):
+                    raise
+                self.wait(exc)
+                continue
+            self.over()
+            return out
+
+    def wait(self, exc: BaseException) -> None:
+        lake = self.lake
+        budget = lake.settings.outage_retry_s
+        now = lake._now()
+        if self.first is None:
+            self.first = now
+        self.tries += 1
+        waited = now - self.first
+        what = _unreachable(exc) or "object store or catalog"
+        cause = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+        if waited >= budget:
+            log.error("table lake: %s: %s still unreachable after %.0f s and %d tries (%s): giving up",
+                      self.what, what, waited, self.tries, cause)
+            raise LakeError(
+                f"{self.what}: the {what} has been unreachable for {waited:.0f} s ({self.tries} tries; last: "
+                f"{cause}); gave up after [lake] outage_retry_s = {budget:g}. Nothing past the last commit is "
+                "lost: once it is back, run `costline process` again, it resumes from the tables") from exc
+        delay = max(0.0, min(5.0, 0.25 * 2 ** (self.tries - 1), budget - waited))
+        log.warning("table lake: %s: %s unreachable (%s); retry %d in %.2f s (gives up %.0f s after the first "
+                    "failure)", self.what, what, cause, self.tries, delay, budget)
+        lake._sleep(delay)
+
+    def over(self) -> None:
+        if self.tries:
+            log.warning("table lake: %s: reachable again, done after %d retries (%.1f s)", self.what, self.tries,
+                        self.lake._now() - (self.first or 0.0))
+            self.first, self.tries = None, 0
 
 
 def _as_table(table: str, value: Any) -> pa.Table:
@@ -460,3 +726,115 @@ def create_table_views(con: "duckdb.DuckDBPyConnection", config: Config) -> None
         con.execute(stmt)
     for stmt in _provided_views(lake_path):
         con.execute(stmt)
+    create_result_views(con, config)
+
+
+def result_table_schemas() -> dict[str, pa.Schema]:
+    """The result tables of table mode: the jobs', distillation's and the alerts' exports."""
+    from costline.alerts.view import ALERTS_SCHEMA, HISTORY_SCHEMA
+    from costline.distill.store import DISTILL_SCHEMAS
+    from costline.jobs.store import JOB_SCHEMAS
+
+    return {**JOB_SCHEMAS, **DISTILL_SCHEMAS, "alerts": ALERTS_SCHEMA, "alerts_history": HISTORY_SCHEMA}
+
+
+def create_result_views(con: "duckdb.DuckDBPyConnection", config: Config) -> None:
+    """Replace the result views of the local files (``VIEW_PROVIDERS``) by views of the Iceberg result
+    tables: the same names and columns (``_name`` left out). ``job_runs`` keeps each run's last state,
+    ties broken by the write's name as the local view breaks them by file name; ``cost_report``
+    reads ``cost_reports`` by name, so it follows."""
+    for table, dataset in ResultTables(config.lake).datasets(result_table_schemas()).items():
+        con.register(f"{table}_iceberg", dataset)
+        src = f"(SELECT * EXCLUDE ({RESULT_NAME_COLUMN}) FROM {table}_iceberg)"
+        if table == "job_runs":
+            con.execute(f"CREATE OR REPLACE VIEW job_runs AS SELECT * EXCLUDE ({RESULT_NAME_COLUMN}) FROM "
+                        f"{table}_iceberg QUALIFY row_number() OVER (PARTITION BY run_id ORDER BY updated_at DESC, "
+                        f"{RESULT_NAME_COLUMN} DESC) = 1")
+        else:
+            con.execute(f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM {src}")
+
+
+#: The column a result table adds to its rows: the name a write replaces (the local file's stem).
+RESULT_NAME_COLUMN: Final = "_name"
+
+
+class ResultTables:
+    """The jobs' (and distillation's, alerts') result tables as Iceberg tables in the same catalog.
+
+    The local store writes ``<table>/<name>.parquet``, replacing a file of that name; here a write
+    replaces, in one snapshot, the rows whose :data:`RESULT_NAME_COLUMN` is ``name``
+    (``Table.overwrite`` with a filter: pyiceberg rewrites the data files holding such rows and
+    appends the new ones). pyiceberg's own commit retry stays on for these tables (nothing is fenced);
+    an outage retries like the processors' commits. Read by :func:`create_table_views`."""
+
+    def __init__(self, lake: LakeConfig, *, sleep: Callable[[float], None] = time.sleep,
+                 now: Callable[[], float] = time.monotonic) -> None:
+        self.lake = TableLake(lake, sleep=sleep, now=now)
+
+    def _table(self, table: str, schema: pa.Schema) -> Any:
+        from pyiceberg.exceptions import NoSuchTableError, TableAlreadyExistsError
+
+        lake = self.lake
+        ident = lake.identifier(table)
+        try:
+            return lake.table(table)
+        except NoSuchTableError:
+            pass
+        lake.catalog.create_namespace_if_not_exists(lake.settings.namespace)
+        try:
+            lake._tables[table] = lake.catalog.create_table(ident, schema=result_schema(schema))
+        except TableAlreadyExistsError:
+            lake._tables[table] = lake.catalog.load_table(ident)
+        return lake._tables[table]
+
+    def init(self, schemas: Mapping[str, pa.Schema]) -> "ResultTables":
+        """Create the tables that are missing (so the views read empty tables before any write)."""
+        for table, schema in schemas.items():
+            _Outage(self.lake, f"creating result table {table}").call(lambda t=table, s=schema: self._table(t, s))
+        return self
+
+    def write(self, table: str, name: str, arrow: pa.Table) -> str:
+        """Replace the rows of ``name`` in ``table`` by ``arrow``; returns where (for messages)."""
+        from pyiceberg.expressions import EqualTo
+
+        rows = arrow.append_column(RESULT_NAME_COLUMN, pa.array([name] * arrow.num_rows, pa.string()))
+
+        def once() -> None:
+            import warnings
+
+            tbl = self._table(table, arrow.schema)
+            with warnings.catch_warnings():  # a first write of a name replaces nothing, as it should
+                warnings.filterwarnings("ignore", "Delete operation did not match any records")
+                tbl.overwrite(rows, overwrite_filter=EqualTo(RESULT_NAME_COLUMN, name),
+                              snapshot_properties={"costline.result": name})
+
+        _Outage(self.lake, f"writing {name} to result table {table}").call(once)
+        return f"{self.lake.identifier(table)}[{RESULT_NAME_COLUMN}={name!r}]"
+
+    def exists(self, table: str, name: str) -> bool:
+        from pyiceberg.exceptions import NoSuchTableError
+        from pyiceberg.expressions import EqualTo
+
+        def once() -> bool:
+            try:
+                tbl = self.lake.table(table)
+            except NoSuchTableError:
+                return False
+            return bool(tbl.scan(row_filter=EqualTo(RESULT_NAME_COLUMN, name), limit=1).to_arrow().num_rows)
+
+        return bool(_Outage(self.lake, f"reading result table {table}").call(once))
+
+    def datasets(self, schemas: Mapping[str, pa.Schema]) -> dict[str, Any]:
+        """Per table, a ``pyarrow.dataset`` over its current snapshot's files (schema + ``_name``)."""
+        self.init(schemas)
+        return self.lake.datasets({t: result_schema(s) for t, s in schemas.items()})
+
+
+def result_schema(schema: pa.Schema) -> pa.Schema:
+    """A result table's schema: the local file's columns and :data:`RESULT_NAME_COLUMN`."""
+    return schema if RESULT_NAME_COLUMN in schema.names else schema.append(pa.field(RESULT_NAME_COLUMN, pa.string()))
+
+
+def result_sink(config: Config) -> ResultTables | None:
+    """The result tables of ``[lake] mode = "table"``; None in local mode (the local files)."""
+    return ResultTables(config.lake) if config.lake.mode == "table" else None

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from typing import Any
+
 import click
 
 from costline.cli import pass_config
 from costline.config import Config
 
-__all__ = ["lake_up", "lake_down", "lake_status", "local_object_store"]
+__all__ = ["lake_up", "lake_down", "lake_status", "local_object_store", "compact_once", "compact_loop"]
 
 
 def local_object_store(config: Config):  # type: ignore[no-untyped-def]
@@ -92,3 +96,50 @@ def _shown(uri: str) -> str:
     from costline.tablelake import _redact
 
     return _redact(uri)
+
+
+def compact_once(config: Config, *, before: Any = None, expire_older_than: float = 3600.0) -> list[str]:
+    """One maintenance pass for ``[lake] mode``: lines telling what it did.
+
+    Table mode: :meth:`~costline.tablelake.TableLake.compact` then
+    :meth:`~costline.tablelake.TableLake.expire_snapshots`; local mode: ``Lake.compact``."""
+    if config.lake.mode != "table":
+        from costline.lake import Lake
+
+        done = Lake(config.lake.path).compact(before=before)
+        lines = [f"{table} {day}: {files} files -> 1 ({rows:,} rows)" for table, day, files, rows in done]
+        return lines + [f"compacted {len(done)} table-days" if done else "nothing to compact"]
+    from costline.tablelake import TableLake
+
+    lake = TableLake(config.lake)
+    done = lake.compact()
+    lines = [f"{c.table} {c.partition}: {c.files} files -> "
+             f"{c.new_files} ({c.rows:,} rows, {c.lost_races} lost races)" for c in done]
+    lines.append(f"compacted {len(done)} table partitions" if done else "nothing to compact")
+    expired = lake.expire_snapshots(older_than_s=expire_older_than)
+    lines.append("expired snapshots: " + ", ".join(f"{t} {n}" for t, n in expired.items()))
+    return lines
+
+
+def compact_loop(config: Config, *, before: Any = None, every: float | None = None,
+                 expire_older_than: float = 3600.0, sleep: Callable[[float], None] = time.sleep,
+                 passes: int | None = None) -> None:
+    """:func:`compact_once`, then again every ``every`` seconds (until interrupted, or ``passes``).
+
+    A pass that fails (the store or catalog down past ``[lake] outage_retry_s``) is reported and the
+    next one runs on schedule: maintenance never needs to be restarted by hand."""
+    from costline.errors import LakeError
+
+    n = 0
+    while True:
+        try:
+            for line in compact_once(config, before=before, expire_older_than=expire_older_than):
+                click.echo(line)
+        except LakeError as exc:
+            if every is None:
+                raise
+            click.echo(f"maintenance pass failed: {exc}", err=True)
+        n += 1
+        if every is None or (passes is not None and n >= passes):
+            return
+        sleep(every)

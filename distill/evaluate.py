@@ -143,13 +143,13 @@ def evaluate_student(
     teacher_cost = 0.0
     if run.path("teacher_manifest.json").exists():
         teacher_cost = float(run.read("teacher_manifest.json", "teacher").get("cost_usd") or 0.0)
-    write_rows(config.lake.path, "distill_items", run.run_id, [
+    write_rows(config, "distill_items", run.run_id, [
         {"run_id": run.run_id, "item_id": it["id"], "request_id": it["request_id"], "task_type": it["task_type"],
          "subtype": it["subtype"], "metric": r.metric, "query": it["query"], "student_answer": f,
          "teacher_answer": r.reference, "student_score": s, "teacher_score": t, "gap": t - s,
          "content_hash": it["content_hash"]} for it, f, r, (s, t) in zip(items, finals, reqs, scores)])
     metric_of = {it["subtype"]: r.metric for it, r in zip(items, reqs)}
-    write_rows(config.lake.path, "distill_runs", run.run_id, [
+    write_rows(config, "distill_runs", run.run_id, [
         {"run_id": run.run_id, "finished_at": finished, "task_type": v.task_type, "subtype": v.subtype,
          "metric": metric_of.get(v.subtype), "n": v.n, "student_score": v.student_score,
          "teacher_score": v.teacher_score, "gap": v.gap, "gap_ci_low": v.gap_ci_low, "gap_ci_high": v.gap_ci_high,

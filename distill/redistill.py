@@ -38,7 +38,7 @@ def on_drift(config: Any, flagged: Sequence[str], until: datetime, *, drift_run_
         r = export_dataset(config, until=until, subtypes=list(flagged), now=now)
         task_types = r.manifest.get("task_types", {})
         at = utc_naive(now())
-        write_rows(config.lake.path, "distill_exports", r.run.run_id, [
+        write_rows(config, "distill_exports", r.run.run_id, [
             {"run_id": r.run.run_id, "exported_at": at, "trigger": TRIGGER_DRIFT, "drift_run_id": drift_run_id,
              "task_type": task_types.get(sub), "subtype": sub, "train": c["train"], "eval": c["eval"],
              "window_since": datetime.fromisoformat(r.manifest["since"]), "window_until": utc_naive(until)}

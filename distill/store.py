@@ -73,11 +73,21 @@ def _init(lake_path: Path | str) -> None:
             _write(empty, schema.empty_table())
 
 
-def write_rows(lake_path: Path | str, table: str, name: str, rows: Sequence[Mapping[str, Any]]) -> Path:
-    """Write ``rows`` as ``<table>/<name>.parquet`` atomically (replacing a file of that name)."""
-    _init(lake_path)
+def write_rows(lake_path: Any, table: str, name: str, rows: Sequence[Mapping[str, Any]]) -> Path:
+    """Write ``rows`` as ``<table>/<name>.parquet`` atomically (replacing a file of that name).
+
+    ``lake_path`` is the lake's folder, or the :class:`~costline.config.Config`: then ``[lake] mode
+    = "table"`` writes the rows to the Iceberg result table instead (:func:`costline.jobs.store.result_sink`)."""
     schema = DISTILL_SCHEMAS[table]
     arrow = pa.Table.from_pydict({f.name: [r.get(f.name) for r in rows] for f in schema}, schema=schema)
+    if hasattr(lake_path, "lake"):  # a Config
+        from costline.jobs.store import result_sink
+
+        sink = result_sink(lake_path)
+        if sink is not None:
+            return Path(sink.write(table, name, arrow))
+        lake_path = lake_path.lake.path
+    _init(lake_path)
     final = _dir(lake_path, table) / f"{name}.parquet"
     _write(final, arrow)
     return final

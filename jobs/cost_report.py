@@ -228,7 +228,7 @@ def run_cost_report(config: Config, *, since: datetime, until: datetime,
                     now: Callable[[], datetime] = lambda: datetime.now(UTC), write: bool = True) -> CostReport:
     """Build the report from the lake and (``write``) store it as ``cost_reports`` / ``cost_report_days``."""
     from costline.jobs import validate
-    from costline.jobs.store import JobStore, open_jobs_lake
+    from costline.jobs.store import job_store, open_jobs_lake
 
     validate(config)
     generated = _utc(now())
@@ -238,7 +238,7 @@ def run_cost_report(config: Config, *, since: datetime, until: datetime,
     finally:
         con.close()
     if write:
-        store = JobStore(config.lake.path).init()
+        store = job_store(config).init()
         store.write("cost_report_days", report.report_id, [
             {"report_id": report.report_id, "generated_at": generated, **d} for d in report.per_day])
         store.write("cost_reports", report.report_id, [{

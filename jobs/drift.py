@@ -273,7 +273,7 @@ def run_drift(
     from costline.jobs import validate
     from costline.jobs.sampling import sample_requests
     from costline.jobs.scoring import ScoreRequest, Scorer, metric_for
-    from costline.jobs.store import JobStore, open_jobs_lake
+    from costline.jobs.store import job_store, open_jobs_lake
     from costline.jobs.teacher import AnswerRequest, Checkpoint, Regenerator, anthropic_client, student_client
     from costline.pricing import PricingTable
 
@@ -285,7 +285,7 @@ def run_drift(
     model = teacher_model(config)
     run_id = run_id or drift_run_id("drift", until, {"since": since, "size": size, "seed": seed, "model": model,
                                                      "regen": cfg.regenerate_student})
-    store = JobStore(config.lake.path).init()
+    store = job_store(config).init()
     started = _utc(now())
     con = open_jobs_lake(config)
     try:

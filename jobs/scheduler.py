@@ -27,7 +27,7 @@ from typing import Any
 
 from costline.config import Config
 from costline.jobs.errors import JobBusyError, JobsError, NoDataError
-from costline.jobs.store import JobStore, utc_naive
+from costline.jobs.store import JobStore, job_store, utc_naive
 
 __all__ = ["JOBS", "JobLock", "JobOutcome", "Runner", "run_job", "nightly", "default_runners", "NightlyService",
            "parse_schedule", "ROUTE_RETRAIN", "route_retrain_runner"]
@@ -183,7 +183,7 @@ def run_job(
 ) -> JobOutcome:
     """Run ``job`` for ``[since, until)`` under its lock; record it; never raises for a job failure."""
     since, until = utc_naive(since), utc_naive(until)
-    store = JobStore(config.lake.path).init()
+    store = job_store(config).init()
     previous = _attempts(config, job, until)
     attempt = len(previous) + 1
     retry_of = previous[-1]["run_id"] if previous else None

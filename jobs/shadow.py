@@ -130,7 +130,7 @@ def run_shadow(
     from costline.jobs.drift import drift_run_id, teacher_model
     from costline.jobs.sampling import sample_requests
     from costline.jobs.scoring import ScoreRequest, Scorer, metric_for
-    from costline.jobs.store import JobStore, open_jobs_lake
+    from costline.jobs.store import job_store, open_jobs_lake
     from costline.jobs.teacher import AnswerRequest, Checkpoint, Regenerator, anthropic_client
     from costline.pricing import PricingTable
 
@@ -142,7 +142,7 @@ def run_shadow(
     size = per_tier or cfg.per_tier
     run_id = run_id or drift_run_id("shadow", until, {"since": since, "size": size, "seed": seed,
                                                       "tiers": cfg.tiers, "regen": cfg.regenerate_cheap})
-    store = JobStore(config.lake.path).init()
+    store = job_store(config).init()
     started = _utc(now())
     con = open_jobs_lake(config)
     try:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -40,7 +40,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from costline.config import Config
 
-__all__ = ["JobStore", "JOB_SCHEMAS", "JOB_VIEWS", "jobs_views_sql", "open_jobs_lake"]
+__all__ = ["JobStore", "JOB_SCHEMAS", "JOB_VIEWS", "jobs_views_sql", "open_jobs_lake", "job_store", "result_sink", "ResultSink"]
 
 _TS: Final = pa.timestamp("us")
 
@@ -120,11 +120,22 @@ JOB_VIEWS: Final = ("eval_runs", "eval_items", "shadow_runs", "shadow_items", "c
 _EMPTY: Final = "_empty.parquet"
 
 
-class JobStore:
-    """The ``<lake>/jobs`` folder: atomic result files, checkpoints, locks."""
+class ResultSink(Protocol):
+    """Where results go instead of ``<lake>/jobs/<table>/<name>.parquet`` (``[lake] mode = "table"``:
+    :class:`costline.tablelake.ResultTables`). ``write`` replaces the rows of ``name``."""
 
-    def __init__(self, lake_path: Path | str) -> None:
+    def write(self, table: str, name: str, arrow: pa.Table) -> str: ...
+
+    def exists(self, table: str, name: str) -> bool: ...
+
+
+class JobStore:
+    """The ``<lake>/jobs`` folder: atomic result files, checkpoints, locks; with a ``sink``, the
+    result rows go there instead (checkpoints and locks stay in the folder)."""
+
+    def __init__(self, lake_path: Path | str, *, sink: ResultSink | None = None) -> None:
         self.root = Path(lake_path) / "jobs"
+        self.sink = sink
 
     def table_dir(self, table: str) -> Path:
         return self.root / table
@@ -156,6 +167,8 @@ class JobStore:
         schema = JOB_SCHEMAS[table]
         cols = {f.name: [r.get(f.name) for r in rows] for f in schema}
         arrow = pa.Table.from_pydict(cols, schema=schema)
+        if self.sink is not None:
+            return Path(self.sink.write(table, name, arrow))
         d = self.table_dir(table)
         d.mkdir(parents=True, exist_ok=True)
         final = d / f"{name}.parquet"
@@ -171,7 +184,23 @@ class JobStore:
             pq.write_table(arrow, fh, compression="zstd")
 
     def exists(self, table: str, name: str) -> bool:
+        if self.sink is not None:
+            return self.sink.exists(table, name)
         return (self.table_dir(table) / f"{name}.parquet").exists()
+
+
+def result_sink(config: "Config") -> ResultSink | None:
+    """The Iceberg result tables in ``[lake] mode = "table"`` (same catalog as the spans); None: local files."""
+    if config.lake.mode != "table":
+        return None
+    from costline.tablelake import ResultTables
+
+    return ResultTables(config.lake)
+
+
+def job_store(config: "Config") -> JobStore:
+    """The jobs' store for ``[lake] mode``: the local files, or the Iceberg result tables (table mode)."""
+    return JobStore(config.lake.path, sink=result_sink(config))
 
 
 def jobs_views_sql(lake_path: Path | str) -> list[str]:

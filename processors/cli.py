@@ -206,19 +206,32 @@ def lake() -> None:
 
 @lake.command("compact")
 @click.option("--before", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
-              help="Compact the days before this date (default: today, UTC: every closed day).")
+              help="Compact the days before this date (default: today, UTC: every closed day). Local mode.")
+@click.option("--every", type=float, default=None, metavar="SECONDS",
+              help="Run again every SECONDS until interrupted (a scheduled maintenance job).")
+@click.option("--expire-older-than", type=float, default=3600.0, show_default=True, metavar="SECONDS",
+              help="Table mode: expire snapshots older than this (the newest 10 and the current one are kept).")
 @pass_config
-def lake_compact(config: Config, before: Any) -> None:
-    """Merge each closed day's small files into one file per table (safe while `process` runs).
+def lake_compact(config: Config, before: Any, every: float | None, expire_older_than: float) -> None:
+    """Merge small files (safe while `process` runs); in table mode also expire old snapshots.
 
     Each processor flush writes a file per table and day; compaction keeps queries fast. Only
     files an offset manifest committed are merged, and the views read every row once meanwhile.
+    In [lake] mode = "table" each day partition's small data files are rewritten into one
+    (an Iceberg snapshot that carries the processors' offsets forward) and old snapshots expire.
 
     \b
     Example:
         costline lake compact
         costline lake compact --before 2026-11-01
+        COSTLINE_LAKE_MODE=table costline lake compact --every 600
     """
+    if config.lake.mode == "table" or every is not None:
+        from costline.tablelake_cli import compact_loop
+
+        compact_loop(config, before=before.date() if before else None, every=every,
+                     expire_older_than=expire_older_than)
+        return
     from costline.lake import Lake
 
     done = Lake(config.lake.path).compact(before=before.date() if before else None)

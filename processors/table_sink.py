@@ -133,26 +133,25 @@ class TableProcessor(Processor):
         self._pending.clear()
         if not pending:
             return
-        partitions = [tp.partition for tp in pending]
         # Claim first: from here on a previous owner that missed the rebalance cannot commit, so
-        # the offsets read next stay the truth.
-        try:
-            epochs = self.lake.claim_many(self.topic, partitions)
-        except WriterFenced:
-            # Another member claimed some of them meanwhile: this assignment is already stale (this
-            # instance sat in a long commit past a rebalance). Claim one by one; a partition claimed
-            # by a newer owner stays paused and uncommitted here until the next rebalance takes it.
-            epochs = {}
-            for p in partitions:
-                try:
-                    epochs[p] = self.lake.claim(self.topic, p)
-                except WriterFenced as exc:
-                    log.warning("%s: leaving partition %d to its newer owner", exc, p)
-                    self.stats.fenced += 1
-            pending = [tp for tp in pending if tp.partition in epochs]
-            partitions = [tp.partition for tp in pending]
-            if not pending:
-                return
+        # the offsets read next stay the truth. Partitions another member claimed meanwhile (this
+        # instance sat in a long commit past a rebalance: its assignment is stale for them) are left
+        # paused and uncommitted here until the next rebalance, and the others are claimed again in
+        # one batch: claiming those one by one would outbid the newer owner and steal them back.
+        partitions = [tp.partition for tp in pending]
+        epochs: dict[int, int] = {}
+        while partitions:
+            try:
+                epochs = self.lake.claim_many(self.topic, partitions)
+                break
+            except WriterFenced as exc:
+                lost = set(getattr(exc, "partitions", None) or partitions)
+                log.warning("%s: leaving partition(s) %s to the newer owner", exc, sorted(lost))
+                self.stats.fenced += len(lost)
+                partitions = [p for p in partitions if p not in lost]
+        pending = [tp for tp in pending if tp.partition in epochs]
+        if not pending:
+            return
         resume = self.lake.recover_many(self.topic, partitions)
         for tp in pending:
             self._epochs[tp.partition] = epochs[tp.partition]

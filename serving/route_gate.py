@@ -388,12 +388,12 @@ class LakeJudge:
     def __call__(self, items: Sequence[tuple[LakeLabel, str, str]]) -> tuple[dict[str, bool], float]:
         from costline.jobs.drift import teacher_model
         from costline.jobs.scoring import ScoreRequest, Scorer, metric_for
-        from costline.jobs.store import JobStore
+        from costline.jobs.store import job_store
         from costline.jobs.teacher import AnswerRequest, Checkpoint, Regenerator, anthropic_client
         from costline.pricing import PricingTable
 
         cfg, dcfg, tcfg = self.config, self.config.jobs.drift, self.config.jobs.teacher
-        store = JobStore(cfg.lake.path).init()
+        store = job_store(cfg).init()
         pairs, reqs = [], []
         for row, tier, ref_tier in items:
             messages, system = _to_anthropic(row.messages_doc, row.query)

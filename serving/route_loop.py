@@ -64,7 +64,7 @@ def _retrain_id(until: datetime, at: datetime) -> str:
 def record_retrain(config: "Config", result: RetrainResult, *, until: datetime,
                    now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> str:
     """Write the verdict of a retrain to ``route_retrains`` (one row per gated tier); its id."""
-    from costline.jobs.store import JobStore, utc_naive
+    from costline.jobs.store import job_store, utc_naive
     from costline.serving.route_promote import file_sha256
 
     at = utc_naive(now())
@@ -80,18 +80,18 @@ def record_retrain(config: "Config", result: RetrainResult, *, until: datetime,
     rows = [{**base, "tier": t.tier, "tier_moved": t.moved, "tier_judged": t.judged, "tier_adequate": t.adequate,
              "ci_low": t.ci_low, "ci_high": t.ci_high, "tier_passed": t.passed, "reason": t.reason}
             for t in rep.tiers] or [base]
-    JobStore(config.lake.path).init().write("route_retrains", rid, rows)
+    job_store(config).init().write("route_retrains", rid, rows)
     return rid
 
 
 def record_skipped(config: "Config", *, until: datetime, breaches: list[str], reason: str,
                    now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> str:
     """Write a retrain that could not train (too few labels) to ``route_retrains``; its id."""
-    from costline.jobs.store import JobStore, utc_naive
+    from costline.jobs.store import job_store, utc_naive
 
     at = utc_naive(now())
     rid = _retrain_id(utc_naive(until), at)
-    JobStore(config.lake.path).init().write("route_retrains", rid, [{
+    job_store(config).init().write("route_retrains", rid, [{
         "retrain_id": rid, "evaluated_at": at, "window_until": utc_naive(until), "status": "skipped",
         "trigger": ",".join(breaches), "reason": reason}])
     return rid

@@ -130,9 +130,9 @@ class PromotionEvent:
 
 def record_event(config: "Config", event: PromotionEvent) -> Path:
     """Write the event to ``<lake>/jobs/route_promotions/`` (the ``route_promotions`` view)."""
-    from costline.jobs.store import JobStore
+    from costline.jobs.store import job_store
 
-    return JobStore(config.lake.path).init().write("route_promotions", event.event_id, [event.row()])
+    return job_store(config).init().write("route_promotions", event.event_id, [event.row()])
 
 
 def _archive(target: Path, keep: int, at: datetime) -> Path | None:

@@ -166,7 +166,7 @@ def test_a_commit_while_the_object_store_is_unreachable_commits_nothing_and_the_
         dead = f"http://127.0.0.1:{s.getsockname()[1]}"
     from costline.tablelake import TableLake
 
-    cut_off = TableLake(dataclasses.replace(lake_cfg, s3_endpoint=dead, commit_retries=2))
+    cut_off = TableLake(dataclasses.replace(lake_cfg, s3_endpoint=dead, outage_retry_s=1.0))
     with pytest.raises(Exception):  # noqa: B017 - pyarrow's OSError or pyiceberg's, whichever layer notices
         cut_off.commit_batch(TOPIC, 0, 2, 5, {"requests": _requests([2, 5])}, epoch=epoch)
     assert lake.committed_offsets(TOPIC, 0) == {"requests": 1, "calls": 1, "lookups": 1}

@@ -215,3 +215,40 @@ def test_a_first_commit_by_another_member_while_one_starts_is_not_taken_for_skip
     finally:
         proc._consumer.close(autocommit=False)
     assert other.last_manifest(cfg.kafka.topic, 0) == 4  # the other member's commit did happen meanwhile
+
+
+def test_a_refused_batched_claim_leaves_the_contested_partition_to_its_newer_owner(
+        kafka_config: Config, objstore, tmp_path: Path):
+    """While this member claims its six partitions in one batch, another member claims partition 2
+    (its assignment is newer: this one sat in a long commit past a rebalance). The batch is refused;
+    the retry claims the other five in one batch and leaves partition 2 alone: the newer owner keeps
+    its claim and can commit (claiming one by one used to outbid it and steal the partition back)."""
+    from kafka import TopicPartition
+
+    from costline.tablelake import TableLake
+
+    cfg = kafka_config.replace(lake=table_lake_config(objstore, tmp_path))
+    proc = TableProcessor(cfg, now=lambda: 0.0)
+    proc.lake.init()
+    newer = TableLake(cfg.lake)
+    topic = cfg.kafka.topic
+    real = proc.lake.catalog.commit_table
+    newer_epoch: list[int] = []
+
+    def commit_table(table, requirements, updates):  # type: ignore[no-untyped-def]
+        if not newer_epoch:  # just before this member's first claim snapshot lands
+            newer_epoch.append(newer.claim(topic, 2))
+        return real(table, requirements, updates)
+
+    proc.lake.catalog.commit_table = commit_table
+    consumer = proc._consumer = proc._make_consumer()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(6)]
+        consumer.assign(tps)
+        proc._on_assigned(tps)
+        proc.flush_due(0.0)
+    finally:
+        consumer.close(autocommit=False)
+    assert sorted(proc._epochs) == [0, 1, 3, 4, 5] and proc.stats.fenced == 1
+    done = newer.commit_batch(topic, 2, 0, 3, {}, epoch=newer_epoch[0])  # not fenced: still its partition
+    assert done.partition == 2 and newer.committed_offsets(topic, 2) == {"requests": 3, "calls": 3, "lookups": 3}
