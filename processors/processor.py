@@ -247,19 +247,17 @@ class Processor:
     def _handle_batch(self, batch: dict[Any, list[Any]], now: float) -> None:
         """Handle one poll's records; stop early when the group wants to rebalance, rewinding
         each partition to its first unhandled record (read again after the rebalance, by
-        whichever member then owns it)."""
+        whichever member then owns it). Asked every :data:`REJOIN_CHECK_RECORDS` records."""
         handle = self.handle
-        since_check = 0
+        step = REJOIN_CHECK_RECORDS
         for tp, records in batch.items():
             partition = tp.partition
-            for i, rec in enumerate(records):
-                if since_check >= REJOIN_CHECK_RECORDS:
-                    since_check = 0
-                    if self._rejoin_pending():
-                        self._rewind(batch, tp, i)
-                        return
-                since_check += 1
-                handle(partition, rec.offset, rec.key, rec.value, rec.headers, now)
+            for start in range(0, len(records), step):
+                if start and self._rejoin_pending():
+                    self._rewind(batch, tp, start)
+                    return
+                for rec in records[start:start + step]:
+                    handle(partition, rec.offset, rec.key, rec.value, rec.headers, now)
 
     def _rewind(self, batch: dict[Any, list[Any]], stopped_at: Any, index: int) -> None:
         later = False
