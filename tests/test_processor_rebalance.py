@@ -25,9 +25,9 @@ def test_a_flush_longer_than_the_session_timeout_during_a_rebalance_loses_nothin
     lake must hold every span once."""
     cfg = kafka_config.replace(processor={"batch_max_spans": 60, "flush_interval_s": 0.2})
     stall_s = cfg.processor.session_timeout_ms / 1000 + 3
-    traces = list(synthetic_traffic(1600, seed=8))
+    traces = list(synthetic_traffic(1000, seed=8))
     prod = producer(cfg)
-    produce(prod, cfg, traces[:600])
+    produce(prod, cfg, traces[:400])
     b_started = threading.Event()
     stalls: list[str] = []
     lake_threads: set[str] = set()
@@ -56,11 +56,11 @@ def test_a_flush_longer_than_the_session_timeout_during_a_rebalance_loses_nothin
     try:
         ta.start()
         time.sleep(1.5)
-        produce(prod, cfg, traces[600:1100])
+        produce(prod, cfg, traces[400:700])
         b_started.set()
         tb.start()
         time.sleep(1.0)
-        produce(prod, cfg, traces[1100:])
+        produce(prod, cfg, traces[700:])
         prod.close()
         ta.join(150)
         tb.join(150)
