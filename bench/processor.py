@@ -188,10 +188,10 @@ def lake_rows(config: Config) -> tuple[dict[str, int], int]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--spans", type=int, default=50_000, help="spans to produce (at least; whole traces)")
+    ap.add_argument("--spans", type=int, default=100_000, help="spans to produce (at least; whole traces)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--partitions", type=int, default=6)
-    ap.add_argument("--rounds", type=int, default=5,
+    ap.add_argument("--rounds", type=int, default=4,
                     help="alternating bare / end-to-end rounds; the median round ratio counts")
     ap.add_argument("--round-timeout", type=float, default=180.0,
                     help="seconds an end-to-end round may run before it is stopped and counted as failed")
