@@ -1,6 +1,6 @@
 """Benchmark: OTLP spans through Kafka and ``costline process`` into the lake, beside a bare decode.
 
-    .venv/bin/python bench/processor.py [--spans 1000000] [--profile out.pstats]
+    .venv/bin/python bench/processor.py [--spans 100000] [--rounds 5] [--profile out.pstats]
 
 1. starts a local broker on free ports in a temp dir (or uses ``KAFKA_BOOTSTRAP_SERVERS``)
    and creates a fresh topic;
@@ -18,9 +18,15 @@
    row per span produced (no loss, no duplicates).
 
 Steps 3 and 4 alternate for ``--rounds`` rounds (bare, e2e, bare, e2e, ...; each e2e round on a
-fresh consumer group and a fresh lake), and each side's fastest round counts: on a shared machine
-the load drifts, and a best-of-N bare beside a single e2e run would compare a quiet moment with
-an average one. Each round's own ratio is printed too.
+fresh consumer group and a fresh lake). Each round's ratio compares a bare run with the e2e run
+right after it, so both saw about the same load; the result is the **median** of the rounds'
+ratios (and of each side's rates), printed beside the per-round table: on a shared machine one
+round can land on a busy moment, and a best-of-N would compare the quietest moment of one side
+with the quietest of the other.
+
+An e2e round that has not finished after ``--round-timeout`` seconds is stopped (the processor's
+``stop()``: it flushes and closes), the stacks of all threads are printed, and the round counts as
+failed: a wedged round ends the bench instead of hanging it.
 
 "Per core" = spans per CPU-second of the Python process. The machine this was
 written on has 2 shared cores (broker + processor), so wall-clock rates are
@@ -41,6 +47,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from statistics import median
 
 from costline.config import Config, KafkaConfig, LakeConfig, ProcessorConfig
 from costline.processors.synth import synthetic_traffic
@@ -121,7 +128,10 @@ class _TimedConsumer:
         return getattr(self._inner, name)
 
 
-def end_to_end(config: Config, until_idle: float, profile: str | None):
+def end_to_end(config: Config, until_idle: float, profile: str | None, timeout_s: float):
+    import faulthandler
+    import threading
+
     from kafka import KafkaConsumer
 
     from costline.processors.processor import Processor
@@ -136,14 +146,27 @@ def end_to_end(config: Config, until_idle: float, profile: str | None):
         return manifest
 
     proc.lake.commit_batch = commit_batch  # type: ignore[method-assign]
+    def wedged() -> None:
+        marks["timed_out"] = _clock()
+        print(f"end-to-end round still running after {timeout_s:g}s: stopping it; thread stacks:",
+              file=sys.stderr, flush=True)
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        proc.stop()
+
+    watchdog = threading.Timer(timeout_s, wedged)
+    watchdog.daemon = True
     prof = cProfile.Profile() if profile else None
     marks["start"] = _clock()
-    if prof:
-        prof.enable()
-    stats = proc.run(until_idle=until_idle)
-    if prof:
-        prof.disable()
-        prof.dump_stats(profile)
+    watchdog.start()
+    try:
+        if prof:
+            prof.enable()
+        stats = proc.run(until_idle=until_idle)
+        if prof:
+            prof.disable()
+            prof.dump_stats(profile)
+    finally:
+        watchdog.cancel()
     marks["end"] = _clock()
     return stats, marks
 
@@ -165,11 +188,13 @@ def lake_rows(config: Config) -> tuple[dict[str, int], int]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--spans", type=int, default=1_000_000, help="spans to produce (at least; whole traces)")
+    ap.add_argument("--spans", type=int, default=100_000, help="spans to produce (at least; whole traces)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--partitions", type=int, default=6)
-    ap.add_argument("--rounds", type=int, default=2,
-                    help="alternating bare / end-to-end rounds; each side's fastest counts")
+    ap.add_argument("--rounds", type=int, default=4,
+                    help="alternating bare / end-to-end rounds; the median round ratio counts")
+    ap.add_argument("--round-timeout", type=float, default=180.0,
+                    help="seconds an end-to-end round may run before it is stopped and counted as failed")
     ap.add_argument("--bare-repeat", type=int, default=1, help="bare-decode runs per round; the fastest counts")
     ap.add_argument("--until-idle", type=float, default=2.0)
     ap.add_argument("--batch-max-spans", type=int, default=None, help="override [processor] batch_max_spans")
@@ -230,7 +255,13 @@ def main(argv: list[str] | None = None) -> int:
                   f"({n_spans / wall_bare:,.0f} spans/s wall)", flush=True)
             config = Config(kafka=kafka, lake=LakeConfig(path=tmp / f"lake{rnd}"),
                             processor=ProcessorConfig(group_id=f"costline-bench-{suffix}-{rnd}", **overrides))
-            stats, marks = end_to_end(config, args.until_idle, args.profile if rnd == 0 else None)
+            stats, marks = end_to_end(config, args.until_idle, args.profile if rnd == 0 else None,
+                                      args.round_timeout)
+            if "timed_out" in marks or "first" not in marks or "last" not in marks:
+                print(f"[round {rnd + 1}] end to end: FAILED (stopped after {args.round_timeout:g}s, "
+                      f"{stats.messages:,} messages handled, {stats.commits} lake commits)", flush=True)
+                ok = False
+                break
             (ws, cs), (wf, cf), (wl, cl) = marks["start"], marks["first"], marks["last"]
             wall_e2e, cpu_e2e = wl - wf, cl - cf
             print(f"[round {rnd + 1}] end to end (first records polled -> last lake commit): {n_spans:,} spans, "
@@ -248,21 +279,29 @@ def main(argv: list[str] | None = None) -> int:
                            "e2e_wall_s": wall_e2e, "commits": stats.commits, "lake_rows": counts,
                            "messages": stats.messages, "ok": round_ok})
         del values
-        cpu_bare = min(r["bare_cpu_s"] for r in rounds)
-        cpu_e2e = min(r["e2e_cpu_s"] for r in rounds)
-        wall_e2e = min(r["e2e_wall_s"] for r in rounds)
-        bare_rate, e2e_rate = n_spans / cpu_bare, n_spans / cpu_e2e
-        ratio = e2e_rate / bare_rate
-        round_ratios = ", ".join(f"{r['bare_cpu_s'] / r['e2e_cpu_s']:.2f}" for r in rounds)
+        if not rounds:
+            print("RESULT none: no end-to-end round finished")
+            return 1
+        bare_rates = [n_spans / r["bare_cpu_s"] for r in rounds]
+        e2e_rates = [n_spans / r["e2e_cpu_s"] for r in rounds]
+        ratios = [r["bare_cpu_s"] / r["e2e_cpu_s"] for r in rounds]
+        print(f"\n{'round':>5} {'bare spans/s/core':>18} {'e2e spans/s/core':>17} {'e2e spans/s wall':>17} "
+              f"{'e2e/bare':>9}")
+        for i, r in enumerate(rounds):
+            print(f"{i + 1:>5} {bare_rates[i]:>18,.0f} {e2e_rates[i]:>17,.0f} "
+                  f"{n_spans / r['e2e_wall_s']:>17,.0f} {ratios[i]:>9.2f}")
+        bare_rate, e2e_rate, ratio = median(bare_rates), median(e2e_rates), median(ratios)
+        wall_rate = median(n_spans / r["e2e_wall_s"] for r in rounds)
+        print(f"{'median':>5} {bare_rate:>18,.0f} {e2e_rate:>17,.0f} {wall_rate:>17,.0f} {ratio:>9.2f}")
         print(f"RESULT bare {bare_rate:,.0f} spans/s/core | e2e {e2e_rate:,.0f} spans/s/core "
-              f"({n_spans / wall_e2e:,.0f} wall) | ratio e2e/bare {ratio:.2f} "
-              f"({'>=' if ratio >= 0.5 else '<'} 0.5 target; best of {len(rounds)} alternating rounds each; "
-              f"round ratios {round_ratios})")
+              f"({wall_rate:,.0f} wall) | ratio e2e/bare {ratio:.2f} "
+              f"({'>=' if ratio >= 0.5 else '<'} 0.5 target; median of {len(rounds)} alternating rounds, "
+              f"range {min(ratios):.2f}-{max(ratios):.2f})")
         if args.json:
             Path(args.json).write_text(json.dumps({
-                "spans": n_spans, "bare_cpu_s": cpu_bare, "bare_spans_per_cpu_s": bare_rate,
-                "e2e_cpu_s": cpu_e2e, "e2e_wall_s": wall_e2e, "e2e_spans_per_cpu_s": e2e_rate,
-                "e2e_spans_per_wall_s": n_spans / wall_e2e, "ratio": ratio, "rounds": rounds, "ok": ok,
+                "spans": n_spans, "bare_spans_per_cpu_s": bare_rate, "e2e_spans_per_cpu_s": e2e_rate,
+                "e2e_spans_per_wall_s": wall_rate, "ratio": ratio, "ratio_of": "median of rounds",
+                "rounds": rounds, "ok": ok,
             }, indent=1))
         return 0 if ok else 1
     finally:

@@ -21,9 +21,18 @@ carries that epoch. An instance that missed a rebalance (stalled past
 commit it: the lake refuses the stale epoch, the batch is dropped, and the new
 owner, which resumed from the last manifest, writes those offsets instead.
 
-Threading: kafka-python 3 runs rebalance listeners on its IO thread while the
-main thread is blocked inside ``poll()``, so buffers are never touched by two
-threads at once; the listener does no blocking Kafka calls (seek only).
+Rebalances (kafka-python 3): the rebalance listener runs on the consumer's IO thread, the
+thread that also sends the group heartbeats, while the main thread waits inside ``poll()``.
+Anything slow in the listener (a Parquet flush, a claim written to disk) stops the heartbeats;
+past ``session_timeout_ms`` the broker expels the member in the middle of the rebalance, and
+its JoinGroup / LeaveGroup then fail with UnknownMemberIdError. So the listener only records
+what happened and pauses newly assigned partitions; the main thread does the work after
+``poll()`` returns: it flushes revoked buffers (their commit is fenced if the new owner
+claimed first) and then claims, recovers, seeks and resumes the assigned partitions. Before
+that, as soon as the group wants to rebalance, the main thread stops handling the records of
+the current poll (the unhandled ones are read again), flushes what it holds and polls, so
+the group is not kept waiting: heartbeats come from the IO thread, so a busy main thread is
+never expelled, and the broker would hold the whole group up to ``max_poll_interval_ms``.
 """
 
 from __future__ import annotations
@@ -59,6 +68,8 @@ START_POSITIONS = ("lake", "committed", "beginning")
 
 #: Records one ``poll()`` returns at most.
 MAX_POLL_RECORDS = 1000
+#: Records handled between two checks whether the group wants to rebalance.
+REJOIN_CHECK_RECORDS = 100
 #: How long the "caught up?" check of ``--until-idle`` may wait for the broker (ms).
 IDLE_CHECK_TIMEOUT_MS = 2000
 #: Per-partition and per-request fetch sizes (kafka-python defaults: 1 MiB, 50 MiB).
@@ -170,6 +181,11 @@ class Processor:
         self._commit_kafka: dict[int, int] = {}
         #: Per assigned partition, this instance's claim on it in the lake (Lake.claim).
         self._epochs: dict[int, int] = {}
+        #: Set by the rebalance listener (IO thread), acted on by the main thread after poll():
+        #: buffers of revoked partitions with the epoch they were read under, to flush ...
+        self._revoked: dict[int, tuple[PartitionBuffer, int | None]] = {}
+        #: ... and assigned partitions, paused until they are claimed and recovered.
+        self._to_claim: list[Any] = []
         self._unpriced: list[CallRow] = []  # scratch list of handle()
 
     # -- lifecycle -------------------------------------------------------------------
@@ -201,15 +217,14 @@ class Processor:
         last_report = self._now()
         try:
             while not self._stop.is_set():
+                if self._rejoin_pending():  # flush now: the revoke listener must not
+                    self.flush_all()
                 batch = self._consumer.poll(timeout_ms=200, max_records=MAX_POLL_RECORDS)
+                self._settle_rebalance()
                 now = self._now()
                 if batch:
                     self._last_activity = now
-                    handle = self.handle
-                    for tp, records in batch.items():
-                        partition = tp.partition
-                        for rec in records:
-                            handle(partition, rec.offset, rec.key, rec.value, rec.headers, now)
+                    self._handle_batch(batch, now)
                 self.flush_due(now)
                 self._commit_to_kafka()
                 if now - last_report >= 10.0:
@@ -228,6 +243,86 @@ class Processor:
                     self._producer.close()
         log.info("processor done: %s", self.stats.describe())
         return self.stats
+
+    def _handle_batch(self, batch: dict[Any, list[Any]], now: float) -> None:
+        """Handle one poll's records; stop early when the group wants to rebalance, rewinding
+        each partition to its first unhandled record (read again after the rebalance, by
+        whichever member then owns it). Asked every :data:`REJOIN_CHECK_RECORDS` records."""
+        handle = self.handle
+        step = REJOIN_CHECK_RECORDS
+        for tp, records in batch.items():
+            partition = tp.partition
+            for start in range(0, len(records), step):
+                if start and self._rejoin_pending():
+                    self._rewind(batch, tp, start)
+                    return
+                for rec in records[start:start + step]:
+                    handle(partition, rec.offset, rec.key, rec.value, rec.headers, now)
+
+    def _rewind(self, batch: dict[Any, list[Any]], stopped_at: Any, index: int) -> None:
+        later = False
+        for tp, records in batch.items():
+            if tp == stopped_at:
+                later = True
+                first = records[index].offset
+            elif later and records:
+                first = records[0].offset
+            else:
+                continue
+            with contextlib.suppress(Exception):  # unassigned meanwhile: its new owner reads it
+                self._consumer.seek(tp, first)
+        log.info("the group is rebalancing: left the rest of this poll's records to be read again")
+
+    def _rejoin_pending(self) -> bool:
+        """True when this member's consumer must rejoin its group (a rebalance began). kafka-python
+        has no public call for it; its coordinator's ``need_rejoin()`` is what ``poll()`` asks."""
+        coordinator = getattr(self._consumer, "_coordinator", None)
+        try:
+            return bool(coordinator is not None and coordinator.need_rejoin())
+        except Exception:  # noqa: BLE001 - a client without it: the next poll() rejoins anyway
+            return False
+
+    def _settle_rebalance(self) -> None:
+        """Main thread, after poll(): the work the rebalance listener left (see the module doc)."""
+        if self._revoked:
+            revoked, self._revoked = self._revoked, {}
+            for partition, (buf, epoch) in revoked.items():
+                self._flush_buffer(partition, buf, epoch)
+        if self._to_claim:
+            assigned, self._to_claim = self._to_claim, []
+            owned = self._consumer.assignment()
+            for tp in assigned:
+                if tp in owned:  # else revoked again meanwhile
+                    self._claim(tp)
+            self._joined = True
+            self._last_activity = self._now()
+
+    def _claim(self, tp: Any) -> None:
+        # Claim first: from here on a previous owner that missed the rebalance (a "zombie")
+        # can no longer commit, so what recovery finds stays the truth.
+        self._buffers.pop(tp.partition, None)
+        self._epochs[tp.partition] = self.lake.claim(self.topic, tp.partition)
+        next_offset, removed = self.lake.recover(self.topic, tp.partition)
+        if removed:
+            log.warning("partition %d: removed %d uncommitted file(s) of a crashed batch",
+                        tp.partition, len(removed))
+        if next_offset is not None:
+            self._consumer.seek(tp, next_offset)
+            log.info("partition %d: resuming at offset %d (lake manifest)", tp.partition, next_offset)
+        else:
+            # Always set the position: kafka-python keeps a partition's in-memory position when a
+            # rebalance hands it back to the same member, and rows read up to there may never have
+            # reached the lake (a lost partition's buffer, a fenced flush). Without a manifest, the
+            # start is Kafka's committed offset for --from-committed, else the first offset (the
+            # start check made sure the group committed nothing past it).
+            committed = self._consumer.committed(tp) if self.start == "committed" else None
+            if committed is not None:
+                self._consumer.seek(tp, committed)
+            else:
+                self._consumer.seek_to_beginning(tp)
+            log.info("partition %d: no lake manifest; reading from offset %s", tp.partition,
+                     committed if committed is not None else "0 (its first)")
+        self._consumer.resume(tp)
 
     def _check_start_position(self) -> None:
         """Refuse (start "lake") when the group committed offsets the lake has no manifest for."""
@@ -383,10 +478,13 @@ class Processor:
     def flush_partition(self, partition: int) -> None:
         """Commit a partition's buffer to the lake (data files, then the manifest)."""
         buf = self._buffers.pop(partition, None)
-        if buf is None or buf.empty:
+        if buf is not None:
+            self._flush_buffer(partition, buf, self._epochs.get(partition))
+
+    def _flush_buffer(self, partition: int, buf: PartitionBuffer, epoch: int | None) -> None:
+        if buf.empty:
             return
         assert buf.first_offset is not None and buf.last_offset is not None
-        epoch = self._epochs.get(partition)
         if epoch is None:  # lost or fenced: the partition's new owner reads these messages again
             log.warning("partition %d: not ours any more; dropping offsets %d..%d uncommitted",
                         partition, buf.first_offset, buf.last_offset)
@@ -422,16 +520,20 @@ class Processor:
         self._commit_kafka.clear()
         if not offsets:
             return
-        try:
-            self._consumer.commit(offsets)
+        try:  # bounded: while the group rebalances a commit can only fail, and must not hold up poll()
+            self._consumer.commit(offsets, timeout_ms=IDLE_CHECK_TIMEOUT_MS)
         except KafkaError as exc:  # harmless: the lake's manifests decide where to resume
             log.info("could not mirror offsets to Kafka (%s); the lake stays authoritative", exc)
 
     def _caught_up(self) -> bool:
-        if not self._joined or any(not b.empty for b in self._buffers.values()):
+        if not self._joined or self._to_claim or self._revoked or any(not b.empty for b in self._buffers.values()):
+            return False
+        # Mid-rebalance (or expelled and rejoining) a member holds no partitions yet: that is not
+        # "caught up", or an instance could leave with partitions the group was about to give it.
+        if self._rejoin_pending() or not self._group_stable():
             return False
         assigned = list(self._consumer.assignment())
-        if not assigned:
+        if not assigned:  # a stable group that gives this member nothing (more members than partitions)
             return True
         # Bounded waits: during a rebalance the client's position/offset lookups can block until the
         # group settles, and this check must never hold up the poll loop (it is asked again soon).
@@ -442,39 +544,40 @@ class Processor:
         except Exception:  # noqa: BLE001 - not caught up as far as we can tell
             return False
 
-    # -- rebalance (kafka's IO thread; main thread is blocked in poll) ------------------
+    def _group_stable(self) -> bool:
+        try:
+            from kafka.structs import MemberState
+
+            return self._consumer.group_metadata().state is MemberState.STABLE
+        except Exception:  # noqa: BLE001 - a client without it: trust the assignment
+            return True
+
+    # -- rebalance listener: kafka's IO thread, main thread waiting in poll(). No I/O here ---------
     def _on_revoked(self, revoked: Any) -> None:
         for tp in revoked:
             if tp.topic == self.topic:
-                self.flush_partition(tp.partition)
+                buf = self._buffers.pop(tp.partition, None)
+                epoch = self._epochs.pop(tp.partition, None)
+                if buf is not None and not buf.empty:  # flushed by the main thread after poll()
+                    self._revoked[tp.partition] = (buf, epoch)
                 self._commit_kafka.pop(tp.partition, None)
-                self._epochs.pop(tp.partition, None)
+        self._to_claim = [tp for tp in self._to_claim if tp not in revoked]
         self._last_activity = self._now()
 
     def _on_lost(self, lost: Any) -> None:
         for tp in lost:  # another member may own it now: drop, never write
             self._buffers.pop(tp.partition, None)
+            self._revoked.pop(tp.partition, None)
             self._commit_kafka.pop(tp.partition, None)
             self._epochs.pop(tp.partition, None)
+        self._to_claim = [tp for tp in self._to_claim if tp not in lost]
         self._last_activity = self._now()
 
     def _on_assigned(self, assigned: Any) -> None:
-        for tp in assigned:
-            if tp.topic != self.topic:
-                continue
-            self._buffers.pop(tp.partition, None)  # re-read from the lake's offset
-            # Claim first: from here on a previous owner that missed the rebalance (a "zombie")
-            # can no longer commit, so what recovery finds stays the truth.
-            self._epochs[tp.partition] = self.lake.claim(self.topic, tp.partition)
-            next_offset, removed = self.lake.recover(self.topic, tp.partition)
-            if removed:
-                log.warning("partition %d: removed %d uncommitted file(s) of a crashed batch",
-                            tp.partition, len(removed))
-            if next_offset is not None:
-                self._consumer.seek(tp, next_offset)
-                log.info("partition %d: resuming at offset %d (lake manifest)", tp.partition, next_offset)
-            elif self.start == "beginning":
-                self._consumer.seek_to_beginning(tp)
-                log.info("partition %d: no lake manifest; reading from its first offset", tp.partition)
-        self._joined = True
+        mine = [tp for tp in assigned if tp.topic == self.topic]
+        if mine:  # not a record of them until the main thread has claimed and recovered them
+            self._consumer.pause(*mine)
+            self._to_claim.extend(mine)
+        else:
+            self._joined = True
         self._last_activity = self._now()

@@ -249,9 +249,6 @@ def test_kill_9_mid_stream_gives_the_same_aggregates(kafka_config: Config, tmp_p
     assert_same_aggregates(lake_tier_hourly(kafka_config), expected_tier_hourly(traces, kafka_config))
 
 
-@pytest.mark.skipif(os.environ.get("COSTLINE_REBALANCE_TEST") != "1", reason=(
-    "known intermittent bug: a processor expelled from the group mid-rebalance (UnknownMemberIdError) "
-    "never finishes; failed 2 of the last 4 runs; run with COSTLINE_REBALANCE_TEST=1 while fixing it"))
 def test_two_instances_rebalance_without_loss_or_duplicates(kafka_config: Config):
     cfg = kafka_config.replace(processor={"batch_max_spans": 60, "flush_interval_s": 0.2})
     traces = list(synthetic_traffic(2400, seed=4))
