@@ -9,8 +9,8 @@ from datetime import timedelta
 
 import pytest
 
-from costline.serving.standin_model import CAPABILITY, difficulty
-from costline.traffic import (FAQ_FAMILIES, DocEvent, ErrorBurst, ServingRequest, TrafficSpec, doc_events, doc_hash,
+from costline.sim.standin_model import CAPABILITY, difficulty
+from costline.sim.traffic import (FAQ_FAMILIES, DocEvent, ErrorBurst, ServingRequest, TrafficSpec, doc_events, doc_hash,
                               product_questions, serving_traffic, warmup_traffic)
 
 SPEC = TrafficSpec(days=4, requests_per_day=600, seed=3, stale_day=2, stale_hours=10, shift_day=3)

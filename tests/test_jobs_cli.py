@@ -81,7 +81,7 @@ def test_cost_report_command_on_a_demo_lake(tmp_path):
 def test_demo_nights_flag_the_student_drift_on_the_day_it_starts(tmp_path):
     from lakes import demo_plans, lake_from_plans
 
-    from costline.jobs.demo import run_nightly_demo
+    from costline.sim.nightly_demo import run_nightly_demo
 
     cfg = Config(lake=LakeConfig(path=tmp_path / "lake"), capture=CaptureConfig(message_content=True))
     lake_from_plans(demo_plans(days=3, per_day=300, stale_day=None, shift_day=2), cfg)

@@ -5,7 +5,7 @@ Two forms of the same world:
 * :func:`serving_traffic` yields *requests* — time, tenant, task type, subtype, query text,
   the document (and its version) an answer is grounded in — and the document events
   (updates, invalidations) between them. ``costline demo`` sends them through the real
-  serving path (:mod:`costline.demo_app`: router → semantic cache → stand-in model APIs),
+  serving path (:mod:`costline.sim.demo_app`: router → semantic cache → stand-in model APIs),
   so what happened to each request is what the pipeline did, not what was planned.
 * :func:`sample_traffic` yields *plans* with outcomes decided up front (below): the tests
   replay them and compute the expected aggregates independently of the processor.
@@ -13,7 +13,7 @@ Two forms of the same world:
 Each :class:`RequestPlan` says what one application request did: which tenant
 asked what kind of question, whether the semantic cache answered, which model
 calls were made (with token counts, errors and escalations) and whether the
-application accepted the answer. Plans are plain data: :mod:`costline.demo`
+application accepted the answer. Plans are plain data: :mod:`costline.sim.demo`
 replays them through the real telemetry path (recorder → Kafka → processor →
 lake) and the tests compute the expected aggregates from the same plans,
 independently of the processor.
