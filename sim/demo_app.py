@@ -33,7 +33,7 @@ from typing import Any
 
 from costline.collectors import Recorder
 from costline.config import Config
-from costline.sim.traffic import DocEvent, ErrorBurst, ServingRequest, doc_hash
+from costline.sim.traffic import DocEvent, ErrorBurst, ServingRequest, demo_rules, doc_hash
 
 __all__ = ["SimClock", "DemoValidator", "DemoStats", "DemoApp", "demo_serving_config", "FAQ_NAMESPACE",
            "faq_prompt", "start_standin", "document_text"]
@@ -147,8 +147,7 @@ def demo_serving_config(config: Config, standin: Any) -> Config:
     """``config`` with every tier pointed at ``standin`` and the demo's routing rules: the student
     gated for classification, analysis on the upper tier."""
     s = config.serving
-    rules = dataclasses.replace(s.router.rules, student_task_types=("classification",),
-                                upper_task_types=tuple(dict.fromkeys((*s.router.rules.upper_task_types, "analysis"))))
+    rules = demo_rules(s.router.rules)
     serving = dataclasses.replace(
         s,
         backends=dataclasses.replace(s.backends, anthropic_base_url=standin.url, student_base_url=standin.openai_url),
