@@ -42,7 +42,6 @@ __all__ = [
     "kafka_dlq_counter",
     "alerts_view_sql",
     "export_history",
-    "SlackStandIn",
 ]
 
 #: Where each lazily imported public name lives (read-only mapping of constants).
@@ -55,7 +54,6 @@ _LAZY: dict[str, str] = {
     "AlertSource": "source", "kafka_dlq_counter": "source",
     "AlertService": "service", "evaluate_job_rules": "service",
     "alerts_view_sql": "view", "export_history": "view",
-    "SlackStandIn": "slack_standin",
 }
 
 __getattr__, __dir__ = lazy_loader(__name__, _LAZY)

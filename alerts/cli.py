@@ -284,7 +284,7 @@ def slack_standin(host: str, port: int) -> None:
         COSTLINE_ALERTS_SLACK_TOKEN=xoxb-local COSTLINE_ALERTS_SLACK_CHANNEL=alerts \\
         COSTLINE_ALERTS_SLACK_BASE_URL=http://127.0.0.1:8765/api/ costline alerts test-notify
     """
-    from costline.alerts.slack_standin import SlackStandIn
+    from costline.sim.slack_standin import SlackStandIn
 
     standin = SlackStandIn(host, port).start()
     click.echo(f"Slack stand-in: base_url {standin.base_url}  webhook_url {standin.webhook_url}")

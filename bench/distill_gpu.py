@@ -59,7 +59,7 @@ def prepare(work: Path, n: int) -> None:
 
     from costline.distill.dataset import export_dataset
     from costline.distill.teacher import run_teacher
-    from costline.serving.standin import StandInConfig
+    from costline.sim.standin import StandInConfig
 
     shutil.rmtree(work, ignore_errors=True)
     cfg = _config(work, sample_size=n)

@@ -44,7 +44,7 @@ import uuid
 from pathlib import Path
 
 from costline.config import Config, KafkaConfig, LakeConfig, ProcessorConfig
-from costline.processors.synth import synthetic_traffic
+from costline.sim.synth import synthetic_traffic
 
 _COMMIT = re.compile(r"table commit: partition (\d+) offsets (\d+)\.\.(\d+), (\d+) rows, ([0-9.]+) s, (\d+) retries")
 _RUNNER = ("import logging, sys; logging.getLogger('costline.tablelake').setLevel(logging.DEBUG); "

@@ -4,7 +4,7 @@
 
 1. starts a local broker on free ports in a temp dir (or uses ``KAFKA_BOOTSTRAP_SERVERS``)
    and creates a fresh topic;
-2. builds synthetic, contract-conformant traces (:mod:`costline.processors.synth`),
+2. builds synthetic, contract-conformant traces (:mod:`costline.sim.synth`),
    encodes each once in the Collector's format (one ``ExportTraceServiceRequest``
    per trace, key = trace id hex) and produces them all *before* any timing;
 3. **bare**: decode + flatten of exactly those message values in this process,
@@ -50,7 +50,7 @@ from pathlib import Path
 from statistics import median
 
 from costline.config import Config, KafkaConfig, LakeConfig, ProcessorConfig
-from costline.processors.synth import synthetic_traffic
+from costline.sim.synth import synthetic_traffic
 
 
 def _free_port() -> int:

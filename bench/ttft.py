@@ -40,7 +40,7 @@ from costline.config import Config  # noqa: E402
 from costline.serving.gateway import STREAM_MODE_HEADER, Gateway  # noqa: E402
 from costline.serving.pipeline import Pipeline  # noqa: E402
 from costline.serving.settings import BackendsConfig, StandInConfig  # noqa: E402
-from costline.serving.standin import StandInServer  # noqa: E402
+from costline.sim.standin import StandInServer  # noqa: E402
 
 #: task type → the tier the rules route a long question to.
 TASKS = {"classification": "budget", "coding": "mid", "complex_reasoning": "upper", "chat": "frontier"}

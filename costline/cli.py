@@ -28,7 +28,7 @@ _AREA_COMMANDS: tuple[tuple[str, str], ...] = (
     ("costline.alerts.cli", "commands"),
     ("costline.dashboards.cli", "commands"),
     ("costline.distill.cli", "commands"),
-    ("costline.demo", "commands"),
+    ("costline.sim.demo", "commands"),
 )
 
 

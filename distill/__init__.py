@@ -23,7 +23,7 @@ __all__ = [
     "evaluate_student", "gate_run", "GateResult",
     "promote_run", "compute_roi", "Roi",
     "DistillRun", "open_distill_lake", "distill_views_sql",
-    "StudentServer", "on_drift", "run_distill_demo",
+    "StudentServer", "on_drift",
 ]
 
 _LAZY: dict[str, str] = {
@@ -33,7 +33,7 @@ _LAZY: dict[str, str] = {
     "evaluate_student": "evaluate", "gate_run": "evaluate", "GateResult": "evaluate",
     "promote_run": "promote", "compute_roi": "roi", "Roi": "roi",
     "DistillRun": "runs", "open_distill_lake": "store", "distill_views_sql": "store",
-    "StudentServer": "serve", "on_drift": "redistill", "run_distill_demo": "demo",
+    "StudentServer": "serve", "on_drift": "redistill",
 }
 
 __getattr__, __dir__ = lazy_loader(__name__, _LAZY)

@@ -4,7 +4,6 @@
 * :mod:`~costline.processors.decode` — Kafka message → OTLP request → rows;
 * :mod:`~costline.processors.buffer` — per-partition buffers → Arrow tables;
 * :mod:`~costline.processors.processor` — the consumer loop, exactly-once via lake manifests;
-* :mod:`~costline.processors.synth` — synthetic contract-following traces;
 * :mod:`~costline.processors.cli` — ``costline process``, ``costline sql``, ``costline lake views``.
 """
 

@@ -3,7 +3,9 @@
 Names are imported lazily on first use, so ``import costline.serving`` stays light
 (no SDK clients, no numpy, no torch)::
 
-    from costline.serving import Pipeline, StandInServer
+    from costline.serving import Pipeline, Router
+
+The local stand-ins and simulated traffic live in :mod:`costline.sim`, never imported from here.
 """
 
 from __future__ import annotations
@@ -33,8 +35,6 @@ _LAZY: dict[str, str] = {
     "train_policy": "policy_learned",
     "evaluate": "route_eval",
     "Gateway": "gateway",
-    "StandInServer": "standin",
-    "reference_validator": "standin_model",
 }
 
 __all__ = sorted(_LAZY)

@@ -54,7 +54,7 @@ from costline.serving.backends import Prompt
 from costline.serving.cache_key import scope_of_body
 from costline.serving.pipeline import Answer, LiveAnswer, Pipeline
 from costline.serving.settings import GatewayConfig
-from costline.serving.standin import ANTHROPIC_ERROR_TYPES, last_user_text
+from costline.serving.messages_api import ANTHROPIC_ERROR_TYPES, last_user_text
 
 __all__ = ["Gateway", "CACHE_MODEL", "STREAM_MODE_HEADER"]
 

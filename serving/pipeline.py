@@ -45,7 +45,7 @@ from costline.serving.errors import BackendError, RoutingError
 from costline.serving.registry import ModelRegistry
 from costline.serving.router import Router, RoutingPolicy, build_policy
 from costline.serving.settings import EscalationConfig
-from costline.serving.standin_model import parse_confidence
+from costline.serving.confidence import parse_confidence
 
 __all__ = [
     "AnswerCache",

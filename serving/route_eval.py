@@ -172,7 +172,7 @@ def oracle_label_share(rows: Sequence[LabelledQuery]) -> float:
     keyword table). At 1.0 the set measures agreement with that table, not adequacy of answers."""
     if not rows:
         return 0.0
-    from costline.serving.standin_model import cheapest_adequate_tier  # the simulation, only when asked
+    from costline.sim.standin_model import cheapest_adequate_tier  # the simulation, only when asked
 
     return sum(cheapest_adequate_tier(r.query) == r.tier for r in rows) / len(rows)
 

@@ -59,7 +59,7 @@ def serve(config: Config, host: str | None, port: int | None, with_standin: bool
                      how="add API keys with `costline keys add TENANT`")
     standin = None
     if with_standin:
-        from costline.serving.standin import StandInServer
+        from costline.sim.standin import StandInServer
 
         standin = StandInServer(config.serving.standin, pricing=config.pricing, port=0)
         standin.start()
@@ -138,7 +138,7 @@ def standin(config: Config, host: str | None, port: int | None, latency_scale: f
     Example:
         costline standin --port 8700 --degrade sarcasm --burst 529:3
     """
-    from costline.serving.standin import StandInServer
+    from costline.sim.standin import StandInServer
 
     cfg = config.serving.standin
     changes: dict[str, object] = {}

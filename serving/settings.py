@@ -331,7 +331,8 @@ class GatewayConfig:
 
 @dataclass(frozen=True)
 class StandInConfig:
-    """``[serving.standin]``: `costline standin`, local stand-ins for the Anthropic and vLLM APIs."""
+    """``[serving.standin]``: `costline standin`, local stand-ins for the Anthropic and vLLM APIs (the server
+    is simulation, :class:`costline.sim.standin.StandInServer`; its settings stay under ``[serving]``)."""
 
     host: str = "127.0.0.1"
     port: int = 8700

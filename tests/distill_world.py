@@ -13,7 +13,7 @@ from pathlib import Path
 
 from costline.config import CaptureConfig, Config, LakeConfig
 from costline.distill.settings import DistillConfig
-from costline.serving.standin import StandInServer
+from costline.sim.standin import StandInServer
 
 POSITIVE = ("great", "lovely", "superb", "perfect", "fine")
 NEGATIVE = ("awful", "broken", "terrible", "bad", "poor")

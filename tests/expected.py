@@ -10,7 +10,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
-from costline.traffic import CallPlan, RequestPlan
+from costline.sim.traffic import CallPlan, RequestPlan
 
 # USD per token (input, output), the article's June 2026 table.
 PRICES = {
@@ -35,7 +35,7 @@ def hour(ts: datetime) -> datetime:
 
 
 def call_ends(p: RequestPlan) -> list[datetime]:
-    """When each planned call span ends (as costline.demo.replay_one records them)."""
+    """When each planned call span ends (as costline.sim.demo.replay_one records them)."""
     at, out = p.start + timedelta(milliseconds=2), []
     for c in p.calls:
         at += timedelta(milliseconds=c.duration_ms)

@@ -1,8 +1,8 @@
 """Lakes filled from traffic plans without Kafka, through the product's own recording and commit path.
 
-:func:`lake_from_plans` replays plans (:mod:`costline.traffic`) through a real
+:func:`lake_from_plans` replays plans (:mod:`costline.sim.traffic`) through a real
 :class:`~costline.collectors.Recorder` on an OTel SDK ``TracerProvider`` with a
-simulated clock (:func:`costline.demo.replay_one`), encodes the finished spans
+simulated clock (:func:`costline.sim.demo.replay_one`), encodes the finished spans
 to OTLP one message per trace (as ``KafkaSpanExporter`` does), decodes and
 flattens each message exactly as the processor does, and commits them with the
 processor's buffer (:class:`~costline.processors.buffer.PartitionBuffer`) and
@@ -29,13 +29,13 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from costline.collectors import Recorder, RequestStampingProcessor
 from costline.config import Config, LakeConfig
-from costline.demo import SimClock, replay_one
+from costline.sim.demo import SimClock, replay_one
 from costline.lake import Lake
 from costline.otlp import encode_sdk_spans_by_trace
 from costline.processors.buffer import PartitionBuffer
 from costline.processors.decode import decode_message, flatten_message
 from costline.processors.records import MemoPricingTable
-from costline.traffic import RequestPlan, TrafficSpec, sample_traffic
+from costline.sim.traffic import RequestPlan, TrafficSpec, sample_traffic
 
 __all__ = ["LakeFill", "demo_plans", "lake_from_plans", "demo_lake", "add_standin_job_views"]
 

@@ -14,7 +14,7 @@ from costline.alerts.testing import ManualClock as Clock
 from costline.alerts.notify import InMemoryNotifier
 from costline.alerts.service import AlertService, state_path
 from costline.alerts.settings import AlertsConfig
-from costline.alerts.slack_standin import SlackStandIn
+from costline.sim.slack_standin import SlackStandIn
 from costline.alerts.view import alerts_view_sql
 from costline.config import Config, LakeConfig
 from costline.lake import LOOKUPS_SCHEMA, Lake

@@ -12,7 +12,7 @@ from costline.alerts.engine import AlertEngine
 from costline.alerts.notify import SlackBotNotifier, SlackWebhookNotifier
 from costline.alerts.outbox import Outbox
 from costline.alerts.settings import AlertsConfig, OutboxConfig
-from costline.alerts.slack_standin import SlackStandIn
+from costline.sim.slack_standin import SlackStandIn
 from costline.alerts.store import AlertStore
 
 CHANNEL = "#llm-costs"

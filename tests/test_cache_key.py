@@ -30,7 +30,7 @@ from costline.serving.embedding import Embedder  # noqa: E402
 from costline.serving.gateway import CACHE_MODEL, Gateway  # noqa: E402
 from costline.serving.pipeline import Pipeline  # noqa: E402
 from costline.serving.settings import BackendsConfig, CacheConfig, StandInConfig  # noqa: E402
-from costline.serving.standin import StandInServer  # noqa: E402
+from costline.sim.standin import StandInServer  # noqa: E402
 
 Q = "How do I reset my password?"
 BASE = {"model": "claude-haiku-4-5", "max_tokens": 300, "messages": [{"role": "user", "content": Q}]}

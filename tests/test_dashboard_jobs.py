@@ -30,7 +30,7 @@ DAYS = 3  # the traffic shift (the student degrades on sarcasm) starts on day 2
 
 @pytest.fixture(scope="module")
 def nights(tmp_path_factory: pytest.TempPathFactory):
-    from costline.jobs.demo import run_nightly_demo
+    from costline.sim.nightly_demo import run_nightly_demo
 
     path = tmp_path_factory.mktemp("nightly") / "lake"
     cfg = Config(lake=LakeConfig(path=path), capture=CaptureConfig(message_content=True))

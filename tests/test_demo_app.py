@@ -22,10 +22,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from costline import contract as c  # noqa: E402
 from costline.collectors import Recorder  # noqa: E402
 from costline.config import Config  # noqa: E402
-from costline.demo_app import DemoApp, DemoValidator, SimClock, faq_prompt, start_standin  # noqa: E402
+from costline.sim.demo_app import DemoApp, DemoValidator, SimClock, faq_prompt, start_standin  # noqa: E402
 from costline.serving.embedding import Embedder  # noqa: E402
-from costline.serving.standin_model import reference_tag  # noqa: E402
-from costline.traffic import DocEvent, ServingRequest  # noqa: E402
+from costline.sim.standin_model import reference_tag  # noqa: E402
+from costline.sim.traffic import DocEvent, ServingRequest  # noqa: E402
 
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 QUESTION = "How do I get a return shipping label?"  # easy: the budget tier answers it
@@ -224,7 +224,7 @@ def test_the_embedder_memo_embeds_each_text_once_and_evicts_the_least_recently_u
 
 
 def test_an_overload_burst_exhausts_the_sdk_retries_on_every_tier_and_the_request_fails(world) -> None:  # type: ignore[no-untyped-def]
-    from costline.traffic import ErrorBurst
+    from costline.sim.traffic import ErrorBurst
 
     app, exporter, standin = world
     retries = app.config.serving.backends.max_retries

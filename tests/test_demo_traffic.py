@@ -9,8 +9,8 @@ from datetime import timedelta
 
 import pytest
 
-from costline.serving.standin_model import CAPABILITY, difficulty
-from costline.traffic import (FAQ_FAMILIES, DocEvent, ErrorBurst, ServingRequest, TrafficSpec, doc_events, doc_hash,
+from costline.sim.standin_model import CAPABILITY, difficulty
+from costline.sim.traffic import (FAQ_FAMILIES, DocEvent, ErrorBurst, ServingRequest, TrafficSpec, doc_events, doc_hash,
                               product_questions, serving_traffic, warmup_traffic)
 
 SPEC = TrafficSpec(days=4, requests_per_day=600, seed=3, stale_day=2, stale_hours=10, shift_day=3)
@@ -161,3 +161,45 @@ def test_the_wordings_of_a_regular_question_match_it(embedder) -> None:  # type:
     for q in product_questions(7)[:20]:
         v = embedder.encode([q, q.lower().rstrip("?"), f"Hi, {q}", f"{q} Thanks."])
         assert (v[1:] @ v[0]).min() >= 0.93, q
+
+
+def test_the_plans_are_the_same_requests_routed_by_the_real_rule_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One traffic generator: sample_traffic's plans carry serving_traffic's requests, and their first
+    tier is what the real RulePolicy decides under the demo's rules (written out here by hand)."""
+    from costline.serving import router
+    from costline.sim import traffic
+    from costline.sim.demo_app import demo_serving_config
+    from costline.config import Config
+
+    plans = list(traffic.sample_traffic(SPEC))
+    reqs = requests()
+    assert [(p.request_id, p.start, p.tenant, p.task_type, p.subtype, p.query) for p in plans] == [
+        (r.request_id, r.at, r.tenant, r.task_type, r.subtype, r.query) for r in reqs]
+
+    def by_hand(task_type: str, query: str) -> str:  # [serving.router.rules] + the demo's student and analysis
+        if task_type == "classification":
+            return "student"
+        if len(query) < 200:
+            return "budget"
+        if task_type == "coding" or "explain" in query.lower():
+            return "mid"
+        if task_type in ("complex_reasoning", "analysis"):
+            return "upper"
+        return "frontier"
+
+    assert [p.routed_tier for p in plans] == [by_hand(p.task_type, p.query) for p in plans]
+    assert {p.routed_tier for p in plans} == {"student", "budget", "mid", "upper"}
+
+    calls: list[tuple[str, str | None]] = []
+    real_route = router.RulePolicy.route
+
+    def spy(self: router.RulePolicy, query: str, task_type: str | None, **kw: object) -> router.Decision:
+        calls.append((query, task_type))
+        return real_route(self, query, task_type, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(router.RulePolicy, "route", spy)
+    assert len(list(traffic.sample_traffic(dataclasses.replace(SPEC, days=1, requests_per_day=50)))) == 50
+    assert len(calls) == 50  # every plan was routed by the real policy, no copy of its rules
+    # and the demo's app routes with the very same rules
+    assert demo_serving_config(Config(), standin=dataclasses.make_dataclass("S", ["url", "openai_url"])("a", "b")
+                               ).serving.router.rules == traffic.demo_rules()

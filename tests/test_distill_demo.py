@@ -24,13 +24,13 @@ START = datetime(2026, 11, 5, tzinfo=UTC)
     ('Classify the urgency of this ticket as low, medium or high: ""', "other"),
 ])
 def test_the_demo_teacher_labels_by_the_last_word(query, label):
-    from costline.distill.demo import demo_label
+    from costline.sim.distill_demo import demo_label
 
     assert demo_label(query) == label
 
 
 def test_the_demo_distill_step_trains_gates_promotes_and_routes_to_the_student(tmp_path):
-    from costline.distill.demo import demo_label, run_distill_demo
+    from costline.sim.distill_demo import demo_label, run_distill_demo
     from costline.lake import open_lake
 
     cfg = Config(lake=LakeConfig(path=tmp_path / "lake"))

@@ -133,7 +133,7 @@ def test_the_serving_pipeline_routes_by_the_requests_subtype():
     from costline.config import Config
     from costline.serving.pipeline import Pipeline
     from costline.serving.settings import BackendsConfig, RouterConfig, StandInConfig
-    from costline.serving.standin import StandInServer
+    from costline.sim.standin import StandInServer
 
     with StandInServer(StandInConfig(latency_scale=0.0), port=0) as standin:
         cfg = Config()

@@ -91,7 +91,7 @@ def test_nightly_drift_exports_the_drifted_subtype_and_the_alert_says_so(tmp_pat
     from costline.distill.settings import DistillConfig
     from costline.jobs.scheduler import default_runners, nightly
     from costline.serving.settings import StandInConfig
-    from costline.serving.standin import StandInServer
+    from costline.sim.standin import StandInServer
 
     cfg = Config(lake=LakeConfig(path=tmp_path / "lake"), capture=CaptureConfig(message_content=True),
                  distill=DistillConfig(redistill_on_drift=True, near_duplicate_threshold=0.0, window_days=1))

@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from distill_world import labelled_plans, world_config  # noqa: E402
 
-from costline.traffic import CallPlan  # noqa: E402
+from costline.sim.traffic import CallPlan  # noqa: E402
 
 HAIKU = CallPlan("budget", "anthropic", "claude-haiku-4-5", input_tokens=1000, output_tokens=100)
 PER_REQUEST = (1000 * 0.80 + 100 * 4.0) / 1e6  # Haiku 4.5: $0.80 in / $4 out per MTok

@@ -24,7 +24,7 @@ from costline.collectors import Recorder  # noqa: E402
 from costline.config import CaptureConfig  # noqa: E402
 from costline.distill.teacher import run_teacher, split_answer, teacher_requests  # noqa: E402
 from costline.serving.settings import StandInConfig  # noqa: E402
-from costline.serving.standin import StandInServer  # noqa: E402
+from costline.sim.standin import StandInServer  # noqa: E402
 
 SINCE, UNTIL = datetime(2026, 11, 1), datetime(2026, 11, 2)
 

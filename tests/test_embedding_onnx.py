@@ -356,7 +356,7 @@ def test_concurrent_requests_embed_each_query_once_in_shared_batches(tmp_path):
     from costline.serving.pipeline import Pipeline
     from costline.serving.policy_learned import LabelledQuery, train_policy
     from costline.serving.settings import BackendsConfig, StandInConfig
-    from costline.serving.standin import StandInServer
+    from costline.sim.standin import StandInServer
 
     pytest.importorskip("faiss")
     rows = [LabelledQuery(q, "faq", tier) for q, tier in [

@@ -22,7 +22,7 @@ from costline.config import Config
 from costline.serving.gateway import Gateway
 from costline.serving.pipeline import Pipeline
 from costline.serving.settings import BackendsConfig, GatewayConfig, StandInConfig
-from costline.serving.standin import StandInServer
+from costline.sim.standin import StandInServer
 
 ASK = {"model": "m", "max_tokens": 50, "messages": [{"role": "user", "content": "How do I reset my password?"}]}
 

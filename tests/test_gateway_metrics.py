@@ -18,7 +18,7 @@ from costline.config import Config
 from costline.serving.gateway import Gateway
 from costline.serving.pipeline import Pipeline
 from costline.serving.settings import BackendsConfig, GatewayConfig, StandInConfig
-from costline.serving.standin import StandInServer
+from costline.sim.standin import StandInServer
 
 QUESTION = "How do I reset my password?"
 

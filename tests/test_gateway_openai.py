@@ -21,7 +21,7 @@ from costline.serving.auth import KeyStore
 from costline.serving.gateway import CACHE_MODEL, STREAM_MODE_HEADER, Gateway
 from costline.serving.pipeline import Pipeline
 from costline.serving.settings import BackendsConfig, GatewayConfig, StandInConfig
-from costline.serving.standin import StandInServer
+from costline.sim.standin import StandInServer
 
 EASY = "How do I reset my password?"
 

@@ -23,7 +23,7 @@ from costline.serving.pipeline import Pipeline
 from costline.serving.registry import ModelRegistry
 from costline.serving.settings import BackendsConfig, GatewayConfig, StandInConfig, TierConfig, TiersConfig
 # The stand-in serves both APIs; it is moving to a `sim` area (the lead fixes this import at merge).
-from costline.serving.standin import StandInServer
+from costline.sim.standin import StandInServer
 
 #: An OpenAI-compatible model for the budget tier, priced by hand (USD per million tokens).
 OPENAI_MODEL = "gpt-4o-mini"

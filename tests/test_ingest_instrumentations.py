@@ -22,9 +22,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from costline.collectors import Recorder, RequestStampingProcessor, instrument_anthropic, instrument_openai
 from costline.config import Config, LakeConfig, ModelPrice, PricingConfig
 from costline.lake import open_lake
-from costline.processors.synth import export_request, span
+from costline.sim.synth import export_request, span
 from costline.serving.settings import StandInConfig
-from costline.serving.standin import StandInServer
+from costline.sim.standin import StandInServer
 
 from figures_lake import lake_from_messages, lake_from_sdk_spans
 

@@ -12,7 +12,7 @@ from costline.lake import SCHEMAS
 from costline.processors.buffer import PartitionBuffer, rows_to_batch
 from costline.processors.decode import decode_message, flatten_message
 from costline.processors.records import INVALID_USAGE, CallRow, LookupRow, MemoPricingTable, RequestRow, flatten_span
-from costline.processors.synth import export_request, span
+from costline.sim.synth import export_request, span
 
 TID = bytes.fromhex("0af7651916cd43dd8448eb211c80319c")
 SID = bytes.fromhex("b7ad6b7169203331")

@@ -16,7 +16,7 @@ from costline.config import CaptureConfig, Config, LakeConfig
 from costline.jobs.errors import TeacherError
 from costline.jobs.teacher import AnswerRequest, Checkpoint, Regenerator, request_key
 from costline.serving.settings import StandInConfig
-from costline.serving.standin import StandInServer
+from costline.sim.standin import StandInServer
 
 
 def message(text="positive", inp=10, out=2):

@@ -339,7 +339,7 @@ def test_lookups_carry_why_the_verification_stage_rejected_candidates(cfg):
     """costline.cache.reject_reason reaches the lake, so an analyst can count near-misses per namespace."""
     from costline import contract as c
     from costline.processors.records import MemoPricingTable, flatten_span
-    from costline.processors.synth import span
+    from costline.sim.synth import span
 
     lake = Lake(cfg.lake.path).init()
     rows = []

@@ -12,10 +12,10 @@ import pytest
 
 from costline.collectors import KafkaForwarder, KafkaSpanExporter, OtlpReceiver, Recorder, setup_tracing
 from costline.config import Config
-from costline.demo import REPORT_QUERIES, SimClock, demo_spec, replay, run_demo
+from costline.sim.demo import REPORT_QUERIES, SimClock, demo_spec, replay, run_demo
 from costline.lake import open_lake
 from costline.processors.processor import Processor
-from costline.traffic import TrafficSpec, sample_traffic
+from costline.sim.traffic import TrafficSpec, sample_traffic
 import expected
 
 pytestmark = pytest.mark.kafka

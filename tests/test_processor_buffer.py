@@ -6,7 +6,7 @@ from __future__ import annotations
 from costline import contract as c
 from costline.processors.buffer import PartitionBuffer
 from costline.processors.records import MemoPricingTable, flatten_span
-from costline.processors.synth import span
+from costline.sim.synth import span
 
 T = 1_790_000_000_000_000_000
 PRICING = MemoPricingTable()

@@ -13,7 +13,7 @@ from test_processor_topics import lake_keys, produce, span_keys
 from costline.config import Config, load_config
 from costline.errors import ConfigError
 from costline.processors.processor import Processor
-from costline.processors.synth import synthetic_traffic
+from costline.sim.synth import synthetic_traffic
 
 
 def test_batch_max_bytes_is_validated_naming_the_key():

@@ -8,7 +8,7 @@ from test_processor_kafka import assert_no_duplicates, assert_same_aggregates, e
 
 from costline.config import Config
 from costline.processors.processor import Processor
-from costline.processors.synth import synthetic_traffic
+from costline.sim.synth import synthetic_traffic
 
 pytestmark = pytest.mark.kafka
 

@@ -13,7 +13,7 @@ from test_processor_kafka import (assert_no_duplicates, assert_same_aggregates, 
 from costline.config import Config
 from costline.lake import Lake, WriterFenced
 from costline.processors.processor import Processor
-from costline.processors.synth import synthetic_traffic
+from costline.sim.synth import synthetic_traffic
 
 
 def test_a_stale_epoch_cannot_commit_and_leaves_no_file(tmp_path: Path):

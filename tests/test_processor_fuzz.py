@@ -23,7 +23,7 @@ from costline.config import Config
 from costline.lake import Lake, open_lake
 from costline.otlp import ExportTraceServiceRequest
 from costline.processors.processor import Processor
-from costline.processors.synth import export_request, span, synthetic_traffic
+from costline.sim.synth import export_request, span, synthetic_traffic
 
 pytestmark = pytest.mark.kafka
 

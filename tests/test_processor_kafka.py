@@ -20,7 +20,7 @@ from costline import contract as c
 from costline.config import Config
 from costline.lake import open_lake
 from costline.processors.processor import Processor
-from costline.processors.synth import SyntheticTrace, export_request, span, synthetic_traffic
+from costline.sim.synth import SyntheticTrace, export_request, span, synthetic_traffic
 
 pytestmark = pytest.mark.kafka
 

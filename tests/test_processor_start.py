@@ -14,7 +14,7 @@ from test_processor_topics import lake_keys, produce, span_keys
 from costline.config import Config
 from costline.processors.errors import StartPositionError
 from costline.processors.processor import Processor
-from costline.processors.synth import synthetic_traffic
+from costline.sim.synth import synthetic_traffic
 
 pytestmark = pytest.mark.kafka
 

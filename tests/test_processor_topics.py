@@ -14,7 +14,7 @@ from costline.lake import Lake, open_lake, parse_data_file_name
 from costline.processors.buffer import rows_to_tables
 from costline.processors.processor import Processor
 from costline.processors.records import MemoPricingTable
-from costline.processors.synth import synthetic_traffic
+from costline.sim.synth import synthetic_traffic
 
 
 def span_keys(traces) -> set[tuple[str, str]]:

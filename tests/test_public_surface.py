@@ -33,9 +33,8 @@ PINNED: dict[str, list[str]] = {
     ],
     "costline.serving": [
         "Answer", "AnswerCache", "Attempt", "Backend", "Decision", "Gateway", "LearnedPolicy", "ModelRegistry",
-        "POLICIES", "Pipeline", "Prompt", "Reply", "Router", "RoutingPolicy", "RulePolicy", "StandInServer",
-        "TierSpec", "Validator", "build_backends", "build_policy", "evaluate", "reference_validator",
-        "train_policy",
+        "POLICIES", "Pipeline", "Prompt", "Reply", "Router", "RoutingPolicy", "RulePolicy", "TierSpec",
+        "Validator", "build_backends", "build_policy", "evaluate", "train_policy",
     ],
     "costline.jobs": [
         "AnswerRequest", "Checkpoint", "CostReport", "CostReportConfig", "DriftConfig", "JOBS", "JobBusyError",
@@ -47,9 +46,9 @@ PINNED: dict[str, list[str]] = {
     "costline.alerts": [
         "AlertEngine", "AlertService", "AlertSource", "AlertStore", "AlertsConfig", "AlertsError",
         "AlertsStateError", "Condition", "ConsoleNotifier", "InMemoryNotifier", "NotifierError", "Observation",
-        "Outbox", "Outgoing", "Rule", "SendResult", "SilenceError", "SlackBotNotifier", "SlackStandIn",
-        "SlackWebhookNotifier", "Snapshot", "alerts_view_sql", "evaluate", "evaluate_job_rules", "export_history",
-        "kafka_dlq_counter", "rules_from_config",
+        "Outbox", "Outgoing", "Rule", "SendResult", "SilenceError", "SlackBotNotifier", "SlackWebhookNotifier",
+        "Snapshot", "alerts_view_sql", "evaluate", "evaluate_job_rules", "export_history", "kafka_dlq_counter",
+        "rules_from_config",
     ],
     "costline.dashboards": [
         "CHARTS", "Chart", "ChartData", "ChartSqlError", "DashboardConfig", "DashboardError", "DashboardServer",
@@ -60,7 +59,12 @@ PINNED: dict[str, list[str]] = {
         "DistillConfig", "DistillError", "DistillRun", "ExportError", "ExportResult", "GateFailedError",
         "GateResult", "MissingExtraError", "Roi", "RunStateError", "StudentServer", "TeacherRun", "TrainResult",
         "compute_roi", "distill_views_sql", "evaluate_student", "export_dataset", "gate_run", "on_drift",
-        "open_distill_lake", "promote_run", "run_distill_demo", "run_teacher", "train_student", "validate", "verify_disjoint",
+        "open_distill_lake", "promote_run", "run_teacher", "train_student", "validate", "verify_disjoint",
+    ],
+    "costline.sim": [
+        "DemoApp", "RequestPlan", "ServingRequest", "SimClock", "SlackStandIn", "StandInServer", "TrafficSpec",
+        "reference_validator", "run_demo", "run_distill_demo", "run_nightly_demo", "sample_traffic",
+        "serving_traffic", "synthetic_traffic",
     ],
 }
 
@@ -169,7 +173,7 @@ def test_one_missing_extra_error_for_every_area() -> None:
 
 
 @pytest.mark.parametrize("package", ["costline.serving", "costline.jobs", "costline.alerts", "costline.dashboards",
-                                     "costline.distill"])
+                                     "costline.distill", "costline.sim"])
 def test_lazy_packages_list_their_lazy_names(package: str) -> None:
     mod = importlib.import_module(package)
     assert set(mod.__all__) <= set(dir(mod))

@@ -19,7 +19,7 @@ import pytest
 from costline.alerts.notify import ConsoleNotifier, SlackBotNotifier
 from costline.alerts.service import AlertService
 from costline.alerts.settings import AlertsConfig
-from costline.alerts.slack_standin import SlackStandIn
+from costline.sim.slack_standin import SlackStandIn
 from costline.alerts.testing import ManualClock
 from costline.config import Config, LakeConfig
 from costline.jobs.store import JobStore, open_jobs_lake

@@ -9,11 +9,11 @@ from pathlib import Path
 import anthropic
 
 from costline.config import Config
-from costline.jobs.demo import demo_jobs_config
+from costline.sim.nightly_demo import demo_jobs_config
 from costline.serving.policy_learned import LabelledQuery, read_rows
 from costline.serving.route_eval import judged_rows
 from costline.serving.settings import StandInConfig
-from costline.serving.standin import StandInServer
+from costline.sim.standin import StandInServer
 
 DATA = Path(__file__).parent.parent / "serving" / "data"
 

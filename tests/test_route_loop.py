@@ -4,7 +4,7 @@ lake → the nightly shadow job against the stand-in → `costline route train -
 `costline route eval --candidate` → `costline route promote` / `rollback`.
 
 What the gate decides is checked against the stand-in's own definition of adequacy
-(:func:`costline.serving.standin_model.adequate`), computed here independently of the lake."""
+(:func:`costline.sim.standin_model.adequate`), computed here independently of the lake."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from costline.cli import _register_area_commands, cli
 from costline.collectors import KafkaSpanExporter, Recorder, setup_tracing
 from costline.config import Config, load_config
 from costline.errors import CostlineError
-from costline.demo_app import SimClock
+from costline.sim.demo_app import SimClock
 from costline.jobs.scheduler import default_runners, nightly
 from costline.jobs.store import open_jobs_lake
 from costline.processors.processor import Processor
@@ -29,8 +29,8 @@ from costline.serving.pipeline import Pipeline
 from costline.serving.policy_learned import LabelledQuery, read_rows, train_policy
 from costline.serving.route_promote import file_sha256, read_manifest
 from costline.serving.settings import StandInConfig
-from costline.serving.standin import StandInServer
-from costline.serving.standin_model import adequate, reference_validator
+from costline.sim.standin import StandInServer
+from costline.sim.standin_model import adequate, reference_validator
 
 pytestmark = pytest.mark.kafka
 

@@ -17,7 +17,7 @@ from costline.serving.pipeline import Pipeline
 from costline.serving.policy_learned import LabelledQuery, train_policy
 from costline.serving.router import Router
 from costline.serving.settings import BackendsConfig, CacheConfig, StandInConfig
-from costline.serving.standin import StandInServer
+from costline.sim.standin import StandInServer
 
 ROWS = [LabelledQuery(q, "faq", tier) for q, tier in [
     ("what are your opening hours", "budget"), ("where is my parcel", "budget"),

@@ -26,7 +26,7 @@ from costline.serving.auth import KeyStore
 from costline.serving.gateway import Gateway
 from costline.serving.pipeline import Pipeline
 from costline.serving.settings import BackendsConfig, GatewayConfig, StandInConfig
-from costline.serving.standin import StandInServer
+from costline.sim.standin import StandInServer
 
 QUESTION = "How do I reset my password?"
 

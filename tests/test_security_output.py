@@ -14,7 +14,7 @@ import pytest
 
 from costline.alerts.message import render
 from costline.alerts.notify import Outgoing, SlackBotNotifier, SlackWebhookNotifier, slack_escape
-from costline.alerts.slack_standin import SlackStandIn
+from costline.sim.slack_standin import SlackStandIn
 
 HOSTILE = {
     "tenant": "<!channel> acme",

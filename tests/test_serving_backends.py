@@ -16,9 +16,9 @@ from costline.serving.backends import Prompt, build_backends
 from costline.serving.errors import BackendError
 from costline.serving.registry import ModelRegistry
 from costline.serving.settings import BackendsConfig, StandInConfig
-from costline.serving.standin import StandInServer
-from costline.serving.standin_model import (count_tokens, parse_confidence, reference_tag, reference_validator,
-                                            synthesize)
+from costline.sim.standin import StandInServer
+from costline.serving.confidence import parse_confidence
+from costline.sim.standin_model import count_tokens, reference_tag, reference_validator, synthesize
 
 FAST = StandInConfig(latency_scale=0.0, min_cache_tokens=20, retry_after_ms=1)
 

@@ -19,8 +19,8 @@ from costline.serving.gateway import CACHE_MODEL, Gateway
 from costline.serving.pipeline import AnswerCache, Pipeline
 from costline.serving.settings import (BackendsConfig, EscalationConfig, RouteRulesConfig, RouterConfig,
                                        StandInConfig)
-from costline.serving.standin import StandInServer
-from costline.serving.standin_model import reference_validator
+from costline.sim.standin import StandInServer
+from costline.sim.standin_model import reference_validator
 
 EASY = "How do I reset my password?"  # budget answers it
 HARD = "Reason step by step about the legal risks of these renewal terms."  # short: routed to budget

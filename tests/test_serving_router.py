@@ -17,7 +17,7 @@ from costline.serving.registry import ModelRegistry
 from costline.serving.route_eval import evaluate
 from costline.serving.router import Router, RulePolicy, StudentGate, build_policy
 from costline.serving.settings import RouteRulesConfig, RouterConfig, ServingConfig
-from costline.serving.standin_model import cheapest_adequate_tier
+from costline.sim.standin_model import cheapest_adequate_tier
 
 DATA = Path(__file__).parent.parent / "serving" / "data"
 LONG = "x" * 210

@@ -18,8 +18,8 @@ from costline.config import Config
 from costline.serving.gateway import CACHE_MODEL, STREAM_MODE_HEADER, Gateway
 from costline.serving.pipeline import Pipeline
 from costline.serving.settings import BackendsConfig, EscalationConfig, StandInConfig
-from costline.serving.standin import StandInServer
-from costline.serving.standin_model import reference_validator
+from costline.sim.standin import StandInServer
+from costline.sim.standin_model import reference_validator
 
 EASY = "How do I reset my password?"  # routed to budget, which answers it well
 HARD = "Reason step by step about the legal risks of these renewal terms."  # routed to budget, too hard for it

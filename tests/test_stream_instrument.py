@@ -24,7 +24,7 @@ from costline import contract as c
 from costline.config import CaptureConfig
 from costline.collectors import Recorder, instrument_anthropic, instrument_openai
 from costline.serving.settings import StandInConfig
-from costline.serving.standin import StandInServer
+from costline.sim.standin import StandInServer
 
 Q = [{"role": "user", "content": "How do I reset my password for the billing portal?"}]
 HAIKU = "claude-haiku-4-5"

@@ -84,7 +84,7 @@ def test_compaction_and_expiry_beside_a_running_processor(kafka_config: Config, 
     from test_processor_kafka import assert_no_duplicates, assert_same_aggregates, expected_tier_hourly, \
         lake_tier_hourly, produce, producer
 
-    from costline.processors.synth import synthetic_traffic
+    from costline.sim.synth import synthetic_traffic
     from costline.processors.table_sink import TableProcessor
     from costline.tablelake import TableLake
     from costline.tablelake_cli import compact_once

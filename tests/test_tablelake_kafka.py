@@ -17,7 +17,7 @@ from test_processor_kafka import assert_no_duplicates, assert_same_aggregates, e
 
 from costline.config import Config
 from costline.processors.table_sink import TableProcessor
-from costline.processors.synth import synthetic_traffic
+from costline.sim.synth import synthetic_traffic
 from tests.tablelake_helpers import table_lake_config
 
 pytest.importorskip("pyiceberg")

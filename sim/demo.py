@@ -3,9 +3,9 @@
 1. starts Kafka (or uses ``KAFKA_BOOTSTRAP_SERVERS``) and gives this run its own topic;
 2. starts the processor (``costline process``) and the OTLP/HTTP collector (``costline collect``)
    as child processes, exactly as an operator would run them;
-3. sends simulated days of traffic (:func:`costline.traffic.serving_traffic`: support FAQs and
+3. sends simulated days of traffic (:func:`costline.sim.traffic.serving_traffic`: support FAQs and
    their paraphrases, classification, extraction, coding, analysis; three tenants; documents that
-   change) through the real serving path (:class:`costline.demo_app.DemoApp`: router → semantic
+   change) through the real serving path (:class:`costline.sim.demo_app.DemoApp`: router → semantic
    cache → the ``anthropic``/``openai`` SDKs → the local stand-in APIs, with escalation), with two
    incidents: a document updated without invalidation (stale answers are served, then the hit rate
    falls once it is invalidated late) and a traffic shift the student handles badly. Two tenants'
@@ -40,8 +40,8 @@ from costline.cli import pass_config
 from costline.config import Config, KafkaConfig
 from costline.errors import CostlineError
 from costline.collectors import Recorder
-from costline.demo_app import DemoStats, SimClock
-from costline.traffic import RequestPlan, TrafficSpec
+from costline.sim.demo_app import DemoStats, SimClock
+from costline.sim.traffic import RequestPlan, TrafficSpec
 
 __all__ = ["commands", "replay", "replay_one", "SimClock", "DemoRun", "run_demo", "REPORT_QUERIES",
            "demo_spec", "DEMO_CACHE_TTL_S"]
@@ -229,9 +229,9 @@ def run_demo(
     from tqdm import tqdm
 
     from costline.collectors import KafkaSpanExporter, setup_tracing
-    from costline.demo_app import DemoApp, start_standin
+    from costline.sim.demo_app import DemoApp, start_standin
     from costline.localkafka import LocalKafka, ensure_topics
-    from costline.traffic import ServingRequest, serving_traffic, warmup_traffic
+    from costline.sim.traffic import ServingRequest, serving_traffic, warmup_traffic
 
     workdir = workdir.resolve()
     lake = workdir / "lake"
@@ -432,7 +432,7 @@ def report(run: DemoRun, echo: Callable[[str], None] = click.echo) -> None:
     echo("\nEvery figure above is a query over the lake. Run them yourself:")
     echo(f"  COSTLINE_LAKE_PATH={run.lake} costline sql \"SELECT * FROM tier_hourly LIMIT 5\"")
     echo(f"  duckdb {views}        # views: requests, calls, tier_hourly, cache_hourly, cache_hit_rate_7d")
-    echo("The queries: python -c 'from costline.demo import REPORT_QUERIES as q; print(*q.values(), sep=\"\\n\")'")
+    echo("The queries: python -c 'from costline.sim.demo import REPORT_QUERIES as q; print(*q.values(), sep=\"\\n\")'")
 
 
 def _student_note(con, config: Config) -> str:  # type: ignore[no-untyped-def]
@@ -504,7 +504,7 @@ def demo(config: Config, days: int, per_day: int, workdir: Path, seed: int, keep
     report(run)
     click.echo("\n== nightly jobs after each simulated day: student drift and shadow routing "
                "(teacher and tiers answered by the local stand-in API server) ==")
-    from costline.jobs.demo import run_nightly_demo
+    from costline.sim.nightly_demo import run_nightly_demo
 
     run_nightly_demo(run.config, start=spec.start, days=spec.days, echo=click.echo)
     click.echo("\n6/6 evaluating the alert rules hour by hour over the simulated days (as `costline alerts run` does)")
@@ -518,7 +518,7 @@ def demo(config: Config, days: int, per_day: int, workdir: Path, seed: int, keep
     if distill:
         click.echo("\n== distillation: the next day's classification traffic -> a student costline trains, "
                    "serves and routes to (docs/distill.md) ==")
-        from costline.distill.demo import run_distill_demo
+        from costline.sim.distill_demo import run_distill_demo
 
         run_distill_demo(run.config, start=spec.start + timedelta(days=spec.days), workdir=run.lake.parent,
                          echo=click.echo)

@@ -1,18 +1,18 @@
 """The demo's application: simulated traffic through the real serving path.
 
 :class:`DemoApp` is what a support-and-operations assistant of several tenants would run:
-every :class:`~costline.traffic.ServingRequest` goes through
+every :class:`~costline.sim.traffic.ServingRequest` goes through
 :meth:`costline.serving.pipeline.Pipeline.answer` — the rule router (classification gated to
 the student), a real :class:`~costline.serving.cache.SemanticCache` (FAISS, MiniLM embeddings,
 one index per tenant, TTL on the simulated clock) for FAQ questions, and real HTTP calls
 through the ``anthropic`` and ``openai`` SDKs to the local
-:class:`~costline.serving.standin.StandInServer` with escalation when the app's validator or
+:class:`~costline.sim.standin.StandInServer` with escalation when the app's validator or
 the model's confidence says no. Spans are recorded by :class:`~costline.collectors.Recorder`
 on a :class:`SimClock`, so days of traffic run in a minute.
 
 The app grounds FAQ answers in a document: the prompt names the document and the version it
 holds (so the stand-in's answer differs per version), and the answer is cached with that
-version's hash. :class:`~costline.traffic.DocEvent` s change documents and invalidate cached
+version's hash. :class:`~costline.sim.traffic.DocEvent` s change documents and invalidate cached
 answers; a cache hit whose answer was built from an older version than the one the app holds
 is a **stale answer** and is counted (:attr:`DemoStats.stale`).
 """
@@ -33,7 +33,7 @@ from typing import Any
 
 from costline.collectors import Recorder
 from costline.config import Config
-from costline.traffic import DocEvent, ErrorBurst, ServingRequest, doc_hash
+from costline.sim.traffic import DocEvent, ErrorBurst, ServingRequest, demo_rules, doc_hash
 
 __all__ = ["SimClock", "DemoValidator", "DemoStats", "DemoApp", "demo_serving_config", "FAQ_NAMESPACE",
            "faq_prompt", "start_standin", "document_text"]
@@ -96,7 +96,7 @@ class DemoValidator:
     """The app's check of an answer, as apps have them: cheap, and not perfect.
 
     It knows what a correct answer looks like for the prompt it sent (the stand-in's reference
-    tag, :func:`~costline.serving.standin_model.reference_validator`), but like a schema or
+    tag, :func:`~costline.sim.standin_model.reference_validator`), but like a schema or
     consistency check it catches only ``catch_rate`` of the wrong answers (which ones is a
     deterministic hash of the answer). What slips through is served — and, for the student,
     is what the nightly drift job exists to find.
@@ -108,7 +108,7 @@ class DemoValidator:
         self.catch_rate = catch_rate
 
     def __call__(self, prompt_text: str, answer: str) -> bool:
-        from costline.serving.standin_model import reference_validator
+        from costline.sim.standin_model import reference_validator
 
         if reference_validator(prompt_text, answer):
             return True
@@ -147,8 +147,7 @@ def demo_serving_config(config: Config, standin: Any) -> Config:
     """``config`` with every tier pointed at ``standin`` and the demo's routing rules: the student
     gated for classification, analysis on the upper tier."""
     s = config.serving
-    rules = dataclasses.replace(s.router.rules, student_task_types=("classification",),
-                                upper_task_types=tuple(dict.fromkeys((*s.router.rules.upper_task_types, "analysis"))))
+    rules = demo_rules(s.router.rules)
     serving = dataclasses.replace(
         s,
         backends=dataclasses.replace(s.backends, anthropic_base_url=standin.url, student_base_url=standin.openai_url),
@@ -206,7 +205,7 @@ class DemoApp:
 
     ``recorders`` maps a name to a :class:`Recorder` (all on ``clock``); ``recorder_for(tenant)``
     picks the name (default: the first). ``standin`` is a started
-    :class:`~costline.serving.standin.StandInServer`. The cache uses ``config.serving.cache``
+    :class:`~costline.sim.standin.StandInServer`. The cache uses ``config.serving.cache``
     with ``clock`` as its time.
     """
 
@@ -374,7 +373,7 @@ def start_standin(config: Config, clock: SimClock, *, degrade_keywords: Sequence
     each tier's latency is simulated by advancing ``clock`` (no real sleep), and its prompt cache
     lives on ``clock`` too, with the 1-hour TTL the app asks for on its document blocks."""
     from costline.serving.settings import StandInConfig
-    from costline.serving.standin import StandInServer
+    from costline.sim.standin import StandInServer
 
     server = StandInServer(StandInConfig(port=0, latency_scale=1.0, degrade_keywords=tuple(degrade_keywords),
                                          retry_after_ms=1, cache_ttl_s=PROMPT_CACHE_TTL_S),

@@ -31,7 +31,7 @@ from typing import Any
 
 __all__ = ["DemoDistillResult", "run_distill_demo", "demo_classification_plans", "demo_label", "tiny_base_model"]
 
-#: The demo's classification prompts (costline.traffic) and, per label, the words that decide it.
+#: The demo's classification prompts (costline.sim.traffic) and, per label, the words that decide it.
 _PROMPTS = {
     "sentiment": 'Classify the sentiment of this review as positive, negative or neutral: "{x}"',
     "intent": 'Classify the intent of this message as billing, shipping, account or other: "{x}"',
@@ -72,7 +72,7 @@ def _query(rng: random.Random, subtype: str) -> str:
 def demo_classification_plans(start: datetime, n: int, *, seed: int = 11) -> list[Any]:
     """``n`` classification requests of one simulated day from ``start``: the demo's plans (tenants,
     timing, tiers, calls) carrying labelled texts of the demo's subtypes, answered with the label."""
-    from costline.traffic import TrafficSpec, sample_traffic
+    from costline.sim.traffic import TrafficSpec, sample_traffic
 
     rng = random.Random(seed)
     plans = sample_traffic(TrafficSpec(days=1, requests_per_day=n, start=start, seed=seed, stale_day=None,
@@ -86,7 +86,7 @@ def demo_classification_plans(start: datetime, n: int, *, seed: int = 11) -> lis
 
 
 def _labelling_standin_class() -> type:
-    from costline.serving.standin import StandInServer
+    from costline.sim.standin import StandInServer
 
     class _LabellingStandIn(StandInServer):
         """The product's stand-in (Messages + Message Batches APIs, request log) whose models answer
@@ -210,7 +210,7 @@ def run_distill_demo(
     import anthropic
 
     from costline.config import load_config
-    from costline.demo import SimClock, replay_one
+    from costline.sim.demo import SimClock, replay_one
     from costline.distill.dataset import export_dataset
     from costline.distill.evaluate import evaluate_student, gate_run
     from costline.distill.model import format_prompt

@@ -1,6 +1,6 @@
 """The nightly jobs over the demo's simulated days, against the local stand-in.
 
-:func:`run_nightly_demo` starts :class:`~costline.serving.standin.StandInServer` (its student
+:func:`run_nightly_demo` starts :class:`~costline.sim.standin.StandInServer` (its student
 degrades on the ``sarcasm`` slice the traffic shift introduces), then runs :func:`nightly` at the
 end of each simulated day, as cron would at midnight, and prints what each night found and the
 cost report of the whole run. The demo's lake must hold captured content
@@ -48,7 +48,7 @@ def run_nightly_demo(
     from costline.jobs.scheduler import default_runners, nightly
     from costline.jobs.store import open_jobs_lake
     from costline.serving.settings import StandInConfig
-    from costline.serving.standin import StandInServer
+    from costline.sim.standin import StandInServer
 
     cfg = demo_jobs_config(config)
     start = start.replace(tzinfo=None)

@@ -1,19 +1,21 @@
-"""A built-in, deterministic sample of LLM traffic over simulated days.
+"""A built-in, deterministic sample of LLM traffic over simulated days: the one traffic generator.
 
-Two forms of the same world:
+Two forms of the same world (one request stream):
 
 * :func:`serving_traffic` yields *requests* — time, tenant, task type, subtype, query text,
   the document (and its version) an answer is grounded in — and the document events
   (updates, invalidations) between them. ``costline demo`` sends them through the real
-  serving path (:mod:`costline.demo_app`: router → semantic cache → stand-in model APIs),
+  serving path (:mod:`costline.sim.demo_app`: router → semantic cache → stand-in model APIs),
   so what happened to each request is what the pipeline did, not what was planned.
-* :func:`sample_traffic` yields *plans* with outcomes decided up front (below): the tests
-  replay them and compute the expected aggregates independently of the processor.
+* :func:`sample_traffic` yields *plans*: the same requests, routed by the real
+  :class:`~costline.serving.router.RulePolicy` (:func:`demo_rules`, as the demo's app routes), with
+  outcomes decided up front (below): the tests replay them and compute the expected aggregates
+  independently of the processor.
 
 Each :class:`RequestPlan` says what one application request did: which tenant
 asked what kind of question, whether the semantic cache answered, which model
 calls were made (with token counts, errors and escalations) and whether the
-application accepted the answer. Plans are plain data: :mod:`costline.demo`
+application accepted the answer. Plans are plain data: :mod:`costline.sim.demo`
 replays them through the real telemetry path (recorder → Kafka → processor →
 lake) and the tests compute the expected aggregates from the same plans,
 independently of the processor.
@@ -33,10 +35,13 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Iterator
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from costline import contract
+from costline.serving.router import RulePolicy
+from costline.serving.settings import RouteRulesConfig
 
 __all__ = [
     "CallPlan",
@@ -44,6 +49,7 @@ __all__ = [
     "RequestPlan",
     "TrafficSpec",
     "sample_traffic",
+    "demo_rules",
     "TIER_MODELS",
     "ServingRequest",
     "DocEvent",
@@ -162,51 +168,32 @@ _SUBTYPES = {
     "analysis": ("churn", "pricing"),
     "complex_reasoning": ("contract", "strategy"),
 }
-_QUESTIONS = {
-    "faq": "How do I {x}? I tried the settings page but could not find where to {x}.",
-    "classification": "Classify the {x} of: 'my order arrived late and the box was damaged'",
-    "extraction": "Extract the {x} fields from the attached document as JSON.",
-    "coding": "Write a function that handles {x} input and explain the edge cases it covers in detail.",
-    "analysis": "Analyse last quarter's {x} numbers across regions and tell me what changed and why it matters.",
-    "complex_reasoning": "Given the {x} terms below, reason step by step about the risks and what we should do.",
-}
-
-
-def _route(task_type: str, query: str) -> str:
-    """The article's heuristic router, with the student gated for classification."""
-    if task_type == "classification":
-        return contract.TIER_STUDENT
-    if len(query) < 200 and task_type in ("faq", "extraction"):
-        return contract.TIER_BUDGET
-    if task_type == "coding" or "explain" in query.lower():
-        return contract.TIER_MID
-    if task_type in ("complex_reasoning", "analysis"):
-        return contract.TIER_UPPER
-    return contract.TIER_FRONTIER
+def demo_rules(base: RouteRulesConfig | None = None) -> RouteRulesConfig:
+    """The simulated app's routing rules for the real :class:`~costline.serving.router.RulePolicy`:
+    ``base`` (default: the shipped rules) with the student gated for classification and analysis
+    sent to the upper tier. ``costline demo``'s app routes with them, and so do the plans of
+    :func:`sample_traffic`."""
+    base = base or RouteRulesConfig()
+    return dataclasses.replace(base, student_task_types=("classification",),
+                               upper_task_types=tuple(dict.fromkeys((*base.upper_task_types, "analysis"))))
 
 
 def sample_traffic(spec: TrafficSpec | None = None) -> Iterator[RequestPlan]:
-    """Yield the plans of ``spec.days`` simulated days, in time order, deterministically."""
+    """Yield the plans of ``spec.days`` simulated days, in time order, deterministically: the
+    requests of :func:`serving_traffic` (same times, tenants, task types, subtypes and queries),
+    routed by the real :class:`~costline.serving.router.RulePolicy` under :func:`demo_rules`, with
+    their outcomes decided up front (cache hits at ``spec.base_hit_rate``, the stale tenant's dip
+    after its late invalidation, errors, escalations, the student's shift)."""
     spec = spec or TrafficSpec()
     rng = random.Random(spec.seed)
-    kinds = list(spec.mix)
-    weights = [spec.mix[k] for k in kinds]
-    total = spec.days * spec.requests_per_day
-    step = timedelta(days=spec.days) / total
-    for i in range(total):
-        # Traffic is evenly spread with jitter, so every hourly window has lookups.
-        start = spec.start + step * i + timedelta(milliseconds=rng.randrange(0, max(int(step.total_seconds() * 500), 1)))
-        day = (start - spec.start).days
+    policy = RulePolicy(demo_rules())
+    for req in serving_traffic(spec):
+        if not isinstance(req, ServingRequest):
+            continue  # document events and error bursts: the plans decide their effects below
+        start, tenant, task_type, subtype, query = req.at, req.tenant, req.task_type, req.subtype, req.query
         hour_of_run = int((start - spec.start).total_seconds() // 3600)
-        tenant = spec.tenants[rng.randrange(len(spec.tenants))]
-        task_type = rng.choices(kinds, weights)[0]
-        subtype = rng.choice(_SUBTYPES[task_type])
-        shifted = spec.shift_day is not None and day >= spec.shift_day and task_type == "classification"
-        if shifted and rng.random() < 0.5:
-            subtype = "sarcasm"  # a slice the student was never trained on
-        query = _QUESTIONS[task_type].format(x=subtype)
-        routed = _route(task_type, query)
-        request_id = hashlib.blake2b(f"{spec.seed}-{i}".encode(), digest_size=8).hexdigest()
+        routed = policy.route(query, task_type, subtype=subtype).tier
+        request_id = req.request_id
 
         lookup = None
         if task_type == "faq":

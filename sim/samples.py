@@ -1,10 +1,10 @@
 """Labelled routing samples: ``(query, task_type, cheapest adequate tier)`` rows.
 
 The rows under ``serving/data/`` (``route_train.jsonl``, ``route_eval.jsonl``) were written by
-``python -m costline.serving.samples serving/data``: deterministic queries over the task types
-of :mod:`costline.traffic` (short and long, plain and hard), each labelled with the cheapest
+``python -m costline.sim.samples serving/data``: deterministic queries over the task types
+of :mod:`costline.sim.traffic` (short and long, plain and hard), each labelled with the cheapest
 API tier whose stand-in answer passes the reference validator
-(:func:`costline.serving.standin_model.cheapest_adequate_tier`). The eval rows are held out
+(:func:`costline.sim.standin_model.cheapest_adequate_tier`). The eval rows are held out
 by a hash of the query, so no query is in both files.
 """
 
@@ -17,12 +17,12 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from costline.serving.standin_model import cheapest_adequate_tier, count_tokens, synthesize
+from costline.sim.standin_model import cheapest_adequate_tier, count_tokens, synthesize
 
 __all__ = ["generate_rows", "write_samples", "DATA_DIR"]
 
-#: Where the packaged samples live.
-DATA_DIR = Path(__file__).parent / "data"
+#: Where the packaged samples live (package data of costline.serving).
+DATA_DIR = Path(__file__).resolve().parents[1] / "serving" / "data"
 
 _TEMPLATES: dict[str, tuple[str, ...]] = {
     "faq": (

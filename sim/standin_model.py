@@ -16,7 +16,7 @@ from ``(model, query)`` and tests can compute what the stand-in will say.
 * **Answers** — an adequate answer carries the query's reference tag ``[ref:xxxxxxxx]``,
   an inadequate one a wrong tag; every answer ends with ``(confidence: 0.87)``.
   :func:`reference_validator` is the application validator of this world;
-  :func:`parse_confidence` reads the marker.
+  :func:`costline.serving.confidence.parse_confidence` (product code) reads the marker.
 """
 
 from __future__ import annotations
@@ -39,11 +39,9 @@ __all__ = [
     "synthesize",
     "reference_tag",
     "reference_validator",
-    "parse_confidence",
 ]
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
-_CONFIDENCE = re.compile(r"\(confidence: ([01](?:\.\d+)?)\)\s*$")
 _REF = re.compile(r"\[ref:([0-9a-f]{8})\]")
 
 #: How hard a query is, by the words in it (the highest match wins).
@@ -152,9 +150,3 @@ def reference_validator(query: str, answer: str) -> bool:
     """The application validator of the synthetic world: the answer carries the query's reference tag."""
     found = _REF.search(answer or "")
     return found is not None and found.group(1) == reference_tag(query)
-
-
-def parse_confidence(text: str) -> float | None:
-    """The ``(confidence: 0.87)`` marker at the end of an answer, if any."""
-    found = _CONFIDENCE.search(text or "")
-    return float(found.group(1)) if found else None

@@ -21,7 +21,7 @@ A streamed answer takes the tier's latency in all: the first text delta comes af
 :meth:`StandInServer.inject_stream_errors` breaks the next streams after some deltas with each
 API's in-stream error.
 
-Answers come from :mod:`costline.serving.standin_model`: deterministic from
+Answers come from :mod:`costline.sim.standin_model`: deterministic from
 ``(model, query)``, adequate when the tier's capability reaches the query's difficulty,
 token counts exact for the returned text under its regex tokenizer. Knobs: per-tier
 latency (``latency_ms`` x ``latency_scale``, through an injected ``sleep``), error bursts
@@ -43,7 +43,7 @@ import threading
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -52,22 +52,12 @@ from costline import contract
 from costline.config import PricingConfig
 from costline.pricing import PricingTable, normalize_model_id
 from costline.serving._http import HttpRequest, HttpResponse, JsonServer, Route, ServedByJsonServer
+from costline.serving.messages_api import ANTHROPIC_ERROR_TYPES, last_user_text, message_text
 from costline.serving.settings import StandInConfig
-from costline.serving.standin_model import count_tokens, synthesize, tokenize
+from costline.sim.standin_model import count_tokens, synthesize, tokenize
 
-__all__ = ["StandInServer", "RequestLog", "LoggedRequest", "ANTHROPIC_ERROR_TYPES", "message_text", "last_user_text"]
+__all__ = ["StandInServer", "RequestLog", "LoggedRequest"]
 
-#: Anthropic's error ``type`` per HTTP status.
-ANTHROPIC_ERROR_TYPES: dict[int, str] = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    500: "api_error",
-    529: "overloaded_error",
-}
 _OPENAI_ERROR_TYPES: dict[int, str] = {
     400: "BadRequestError",
     404: "NotFoundError",
@@ -134,25 +124,6 @@ class RequestLog:
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
-
-
-def message_text(content: Any) -> str:
-    """The text of a message's ``content`` (a string or a list of blocks)."""
-    if isinstance(content, str):
-        return content
-    parts = []
-    for block in content or []:
-        if isinstance(block, Mapping) and block.get("type", "text") == "text":
-            parts.append(str(block.get("text", "")))
-    return "\n".join(parts)
-
-
-def last_user_text(messages: Iterable[Mapping[str, Any]]) -> str:
-    """The text of the last user message: what the stand-in answers."""
-    for m in reversed(list(messages)):
-        if m.get("role") == "user":
-            return message_text(m.get("content"))
-    return ""
 
 
 def _blocks(value: Any) -> list[tuple[str, bool]]:
