@@ -29,10 +29,11 @@ __all__ = ["COSTLINE_SCOPE", "VIEW_FILES", "VIEW_PROVIDERS", "create_views", "op
 #: The instrumentation scope of costline's own call spans (preferred when two spans report one call).
 COSTLINE_SCOPE: Final = "costline.collectors"
 
-#: The view files after the ``<table>_raw`` views (``raw.sql``, once per table), in the order they
-#: are created (each reads only views made before it).
+#: The view files after the ``<table>_raw`` views (``raw.sql``, once per table) and the links of calls
+#: and lookups to their requests (``links.sql``, twice), in the order they are created (each reads
+#: only views made before it).
 VIEW_FILES: Final = (
-    "call_links_all", "lookup_links", "call_links", "hosting_schedule", "student_hosting_hourly",
+    "call_links", "hosting_schedule", "student_hosting_hourly",
     "requests", "calls", "lookups", "tier_hourly", "cache_hourly", "cache_hit_rate_7d",
 )
 
@@ -78,6 +79,8 @@ def views_sql(
         hosting = [(None, None, rate)] if rate > 0 else []
     stmts = [view_file_sql("raw", table=table, source=read_table_sql(lake_path, table),
                            one_row_per_span=ONE_ROW_PER_SPAN) for table in TABLES]
+    stmts += [view_file_sql("links", view="call_links_all", source="calls_raw"),
+              view_file_sql("links", view="lookup_links", source="lookups_raw")]
     fields = {"costline_scope": COSTLINE_SCOPE, "schedule": _schedule_sql(hosting)}
     for name in VIEW_FILES:
         stmts.append(view_file_sql(name, **fields))
