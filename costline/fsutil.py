@@ -1,6 +1,7 @@
-"""Durable file writes shared by the lake, the jobs' results and the semantic cache's snapshots.
+"""Durable file writes: the one implementation of tmp + fsync + rename every area uses (the lake, the
+jobs' and distillation results, the semantic cache's snapshots, keys, policies, the dashboard).
 
-* :func:`atomic_write` — write under a temporary name (``.<name>.<pid>.tmp``, never matched by a
+* :func:`atomic_write` — write under a temporary name (``.<name>.<pid>-<thread>.tmp``, never matched by a
   ``*.parquet`` or ``*.json`` glob), fsync, rename into place, fsync the folder: a reader sees the
   old file or the whole new one, never a part;
 * :func:`atomic_path` — the same for a writer that takes a path, not a file object (DuckDB's
@@ -13,6 +14,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,8 +39,9 @@ def fsync_file(path: Path) -> None:
 
 
 def tmp_path_for(path: Path) -> Path:
-    """The temporary name :func:`atomic_write` stages ``path`` under (hidden, ends in ``.tmp``)."""
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """The temporary name :func:`atomic_write` stages ``path`` under (hidden, ends in ``.tmp``; one per
+    process and thread, so two writers of one file never share it)."""
+    return path.with_name(f".{path.name}.{os.getpid()}-{threading.get_native_id()}.tmp")
 
 
 def _check_write_mode(mode: str) -> str:
