@@ -39,7 +39,7 @@ from costline.alerts.settings import (
     RuleSettings,
     StudentDriftSettings,
 )
-from costline.sqlutil import sql_str as _sql_str
+from costline.sqlutil import sql_str
 from costline.timeutil import utc_naive as _naive
 
 __all__ = [
@@ -189,7 +189,7 @@ def _cache_hit_rate_drop(s: CacheHitRateDropSettings, snap: Snapshot, now: datet
             cond = Condition.BAND
         query = (
             "SELECT window_start, tenant, lookups, round(hit_rate, 3) AS hit_rate, round(avg_7d, 3) AS avg_7d\n"
-            f"FROM cache_hit_rate_7d WHERE tenant = {_sql_str(tenant)}\n"
+            f"FROM cache_hit_rate_7d WHERE tenant = {sql_str(tenant)}\n"
             f"  AND window_start >= TIMESTAMP '{window - timedelta(hours=24):%Y-%m-%d %H:%M:%S}'\n"
             "ORDER BY window_start"
         )
@@ -244,7 +244,7 @@ def _cost_per_success_rise(s: CostPerSuccessRiseSettings, snap: Snapshot, now: d
         query = (
             "SELECT window_start, tier, requests, successes, round(cost_usd, 4) AS cost_usd,\n"
             "       round(cost_per_success, 6) AS cost_per_success\n"
-            f"FROM tier_hourly WHERE tier = {_sql_str(tier)}\n"
+            f"FROM tier_hourly WHERE tier = {sql_str(tier)}\n"
             f"  AND window_start >= TIMESTAMP '{window - timedelta(hours=24):%Y-%m-%d %H:%M:%S}'\n"
             "ORDER BY window_start"
         )
@@ -310,7 +310,7 @@ def _student_drift(s: StudentDriftSettings, snap: Snapshot, now: datetime, settl
                                             f"--run {redistill[-1]}`, then train, eval, gate"}
                         if redistill else {})},
             query=("SELECT run_id, finished_at, subtype, gap, gap_ci_low, gap_ci_high, threshold, n\n"
-                   f"FROM eval_runs WHERE subtype = {_sql_str(subtype)} ORDER BY finished_at DESC LIMIT 10"),
+                   f"FROM eval_runs WHERE subtype = {sql_str(subtype)} ORDER BY finished_at DESC LIMIT 10"),
         ))
     return out
 
@@ -407,7 +407,7 @@ def _routing_tier_match_drop(s: RoutingTierMatchDropSettings, snap: Snapshot, no
             "tier-match rate": f"{rate:.1%}", "baseline": f"{base:.1%}" if base is not None else "n/a",
             "fires under": f"{threshold:.1%}", "queries shadowed": int(latest.get("n") or 0)}
         query = ("SELECT run_id, finished_at, tier, tier_match_rate, n\n"
-                 f"FROM shadow_runs WHERE tier = {_sql_str(tier)} ORDER BY finished_at DESC LIMIT 10")
+                 f"FROM shadow_runs WHERE tier = {sql_str(tier)} ORDER BY finished_at DESC LIMIT 10")
         retrain = _retrain_for(snap, latest, tier, now) if cond != Condition.OK else []
         if retrain:
             line, more = _retrain_text(retrain)
@@ -415,7 +415,7 @@ def _routing_tier_match_drop(s: RoutingTierMatchDropSettings, snap: Snapshot, no
             figures.update(more)
             query += (";\nSELECT evaluated_at, status, candidate, passed, moved_down, tier, tier_moved, "
                       "tier_adequate, tier_judged, ci_low, ci_high, reason\n"
-                      f"FROM route_retrains WHERE retrain_id = {_sql_str(str(retrain[0]['retrain_id']))}")
+                      f"FROM route_retrains WHERE retrain_id = {sql_str(str(retrain[0]['retrain_id']))}")
         out.append(Observation(
             rule="routing_tier_match_drop", labels={"tier": tier}, condition=cond, value=rate, threshold=threshold,
             summary=summary,

@@ -12,7 +12,6 @@ Each folder also holds a zero-row ``_empty.parquet`` so the views work before an
 from __future__ import annotations
 
 import json
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -21,6 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from costline.alerts.store import AlertStore
+from costline.fsutil import atomic_write
+from costline.sqlutil import sql_str
 
 __all__ = ["ALERTS_SCHEMA", "HISTORY_SCHEMA", "alerts_view_sql", "export_history", "ensure_alerts_dir"]
 
@@ -44,9 +45,8 @@ _EMPTY: Final = "_empty.parquet"
 
 def _write(table: pa.Table, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    with atomic_write(path) as fh:
+        pq.write_table(table, fh)
 
 
 def ensure_alerts_dir(lake_path: Path | str) -> Path:
@@ -64,7 +64,7 @@ def alerts_view_sql(lake_path: Path | str) -> str:
     root = ensure_alerts_dir(lake_path).resolve()
 
     def glob(name: str) -> str:
-        return "'" + str(root / name / "*.parquet").replace("'", "''") + "'"
+        return sql_str(root / name / "*.parquet")
 
     return (f"CREATE OR REPLACE VIEW alerts AS SELECT * FROM read_parquet({glob('episodes')}, union_by_name = true);\n"
             f"CREATE OR REPLACE VIEW alerts_history AS SELECT * FROM read_parquet({glob('history')}, "

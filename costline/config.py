@@ -35,6 +35,7 @@ from costline.errors import ConfigError
 from costline.timeutil import utc_naive
 from costline.jobs.settings import JobsConfig
 from costline.serving.settings import ServingConfig
+from costline.validate import Section
 
 __all__ = [
     "Config",
@@ -484,82 +485,61 @@ def _type_word(hint: Any) -> str:
 def _validate_lake(lake: LakeConfig, source: str) -> None:
     if lake.mode != "table":
         return
-    if not lake.warehouse.startswith(("s3://", "s3a://")) or len(lake.warehouse.split("://", 1)[1].strip("/")) == 0:
-        raise ConfigError("[lake] warehouse", f"must be s3://bucket[/prefix]; got {lake.warehouse!r}", source=source)
-    if lake.s3_endpoint is not None and not lake.s3_endpoint.startswith(("http://", "https://")):
-        raise ConfigError("[lake] s3_endpoint", f"must be http(s)://host:port; got {lake.s3_endpoint!r}",
-                          source=source)
-    if lake.catalog_uri is not None and "://" not in lake.catalog_uri:
-        raise ConfigError("[lake] catalog_uri", "must be a SQLAlchemy URL (postgresql+psycopg2://user@host/db "
-                          f"or sqlite:////path/catalog.db); got {lake.catalog_uri!r}", source=source)
-    if not 0 < lake.objstore_port < 65536:
-        raise ConfigError("[lake] objstore_port", f"must be a TCP port (1-65535); got {lake.objstore_port}",
-                          source=source)
-    if not lake.namespace.isidentifier():
-        raise ConfigError("[lake] namespace", f"must be an identifier; got {lake.namespace!r}", source=source)
-    if lake.commit_retries < 1:
-        raise ConfigError("[lake] commit_retries", "must be at least 1", source=source)
-    if not lake.outage_retry_s > 0:
-        raise ConfigError("[lake] outage_retry_s", f"must be a positive number of seconds; got {lake.outage_retry_s}",
-                          source=source)
+    s = Section("lake", source=source)
+    s.need(lake.warehouse.startswith(("s3://", "s3a://")) and len(lake.warehouse.split("://", 1)[1].strip("/")) > 0,
+           "warehouse", f"must be s3://bucket[/prefix]; got {lake.warehouse!r}")
+    s.need(lake.s3_endpoint is None or lake.s3_endpoint.startswith(("http://", "https://")), "s3_endpoint",
+           f"must be http(s)://host:port; got {lake.s3_endpoint!r}")
+    s.need(lake.catalog_uri is None or "://" in lake.catalog_uri, "catalog_uri",
+           "must be a SQLAlchemy URL (postgresql+psycopg2://user@host/db "
+           f"or sqlite:////path/catalog.db); got {lake.catalog_uri!r}")
+    s.port("objstore_port", lake.objstore_port)
+    s.need(lake.namespace.isidentifier(), "namespace", f"must be an identifier; got {lake.namespace!r}")
+    s.at_least("commit_retries", lake.commit_retries, 1)
+    s.need(lake.outage_retry_s > 0, "outage_retry_s",
+           f"must be a positive number of seconds; got {lake.outage_retry_s}")
 
 
 def _validate(config: Config, source: str) -> None:
     sections = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
     for (section, key), choices in _CHOICES.items():
-        value = getattr(sections[section], key)
-        if value not in choices:
-            raise ConfigError(f"[{section}] {key}", f"must be one of {', '.join(choices)}; got {value!r}", source=source)
+        Section(section, source=source).one_of(key, getattr(sections[section], key), choices)
     kafka: KafkaConfig = sections["kafka"]
+    s = Section("kafka", source=source)
     for key in ("port", "controller_port"):
-        port = getattr(kafka, key)
-        if not 0 < port < 65536:
-            raise ConfigError(f"[kafka] {key}", f"must be a TCP port (1-65535); got {port}", source=source)
-    if kafka.port == kafka.controller_port:
-        raise ConfigError("[kafka] controller_port", "must differ from [kafka] port", source=source)
-    if kafka.partitions < 1:
-        raise ConfigError("[kafka] partitions", "must be at least 1", source=source)
-    if not kafka.topic or not kafka.dlq_topic or kafka.topic == kafka.dlq_topic:
-        raise ConfigError("[kafka] dlq_topic", "topic and dlq_topic must be set and differ", source=source)
+        s.port(key, getattr(kafka, key))
+    s.need(kafka.port != kafka.controller_port, "controller_port", "must differ from [kafka] port")
+    s.at_least("partitions", kafka.partitions, 1)
+    s.need(bool(kafka.topic and kafka.dlq_topic) and kafka.topic != kafka.dlq_topic, "dlq_topic",
+           "topic and dlq_topic must be set and differ")
     _validate_lake(sections["lake"], source)
     collector: CollectorConfig = sections["collector"]
-    if not 0 < collector.port < 65536:
-        raise ConfigError("[collector] port", f"must be a TCP port (1-65535); got {collector.port}", source=source)
-    if collector.max_body_bytes < 1024:
-        raise ConfigError("[collector] max_body_bytes", "must be at least 1024", source=source)
+    s = Section("collector", source=source)
+    s.port("port", collector.port)
+    s.at_least("max_body_bytes", collector.max_body_bytes, 1024)
     from costline.netsec import validate_limits
 
     validate_limits("collector", collector)
-    if collector.max_message_bytes < 16 * 1024:
-        raise ConfigError("[collector] max_message_bytes", "must be at least 16384", source=source)
-    if collector.max_inflight_bytes < collector.max_body_bytes:
-        raise ConfigError("[collector] max_inflight_bytes", "must be at least max_body_bytes", source=source)
-    if not collector.metrics_export_interval_s > 0:
-        raise ConfigError("[collector] metrics_export_interval_s", "must be above 0 seconds", source=source)
-    if not 0 <= collector.metrics_prometheus_port < 65536:
-        raise ConfigError("[collector] metrics_prometheus_port",
-                          f"must be a TCP port (1-65535, or 0 for any free one); got {collector.metrics_prometheus_port}",
-                          source=source)
-    if not collector.metrics_prometheus_host:
-        raise ConfigError("[collector] metrics_prometheus_host", "must be an interface (127.0.0.1 keeps it local)",
-                          source=source)
+    s.at_least("max_message_bytes", collector.max_message_bytes, 16 * 1024)
+    s.need(collector.max_inflight_bytes >= collector.max_body_bytes, "max_inflight_bytes",
+           "must be at least max_body_bytes")
+    s.above_zero("metrics_export_interval_s", collector.metrics_export_interval_s, unit="seconds")
+    s.need(0 <= collector.metrics_prometheus_port < 65536, "metrics_prometheus_port",
+           f"must be a TCP port (1-65535, or 0 for any free one); got {collector.metrics_prometheus_port}")
+    s.need(bool(collector.metrics_prometheus_host), "metrics_prometheus_host",
+           "must be an interface (127.0.0.1 keeps it local)")
     endpoint = collector.metrics_otlp_endpoint
-    if endpoint is not None and not endpoint.startswith(("http://", "https://")):
-        raise ConfigError("[collector] metrics_otlp_endpoint",
-                          f"must be an http(s) URL such as http://127.0.0.1:4318/v1/metrics; got {endpoint!r}",
-                          source=source)
+    s.need(endpoint is None or endpoint.startswith(("http://", "https://")), "metrics_otlp_endpoint",
+           f"must be an http(s) URL such as http://127.0.0.1:4318/v1/metrics; got {endpoint!r}")
     processor: ProcessorConfig = sections["processor"]
-    if processor.batch_max_spans < 1:
-        raise ConfigError("[processor] batch_max_spans", "must be at least 1", source=source)
-    if processor.flush_interval_s <= 0:
-        raise ConfigError("[processor] flush_interval_s", "must be above 0 seconds", source=source)
-    if processor.batch_max_bytes < 1024:
-        raise ConfigError("[processor] batch_max_bytes", f"must be at least 1024 bytes; got {processor.batch_max_bytes}",
-                          source=source)
+    s = Section("processor", source=source)
+    s.at_least("batch_max_spans", processor.batch_max_spans, 1)
+    s.above_zero("flush_interval_s", processor.flush_interval_s, unit="seconds")
+    s.at_least("batch_max_bytes", processor.batch_max_bytes, 1024,
+               f"must be at least 1024 bytes; got {processor.batch_max_bytes}")
     pricing: PricingConfig = sections["pricing"]
     for key in ("cache_read_multiplier", "cache_write_multiplier", "batch_multiplier", "student_usd_per_hour"):
-        if getattr(pricing, key) < 0:
-            raise ConfigError(f"[pricing] {key}", "must not be negative", source=source)
+        Section("pricing", source=source).not_negative(key, getattr(pricing, key))
     for i, period in enumerate(pricing.hosting, 1):
         where = f"[[pricing.hosting]] #{i}"
         if not period.usd_per_hour >= 0 or period.usd_per_hour == float("inf"):

@@ -1,20 +1,26 @@
-"""Durable file writes shared by the lake, the jobs' results and the semantic cache's snapshots.
+"""Durable file writes: the one implementation of tmp + fsync + rename every area uses (the lake, the
+jobs' and distillation results, the semantic cache's snapshots, keys, policies, the dashboard).
 
-* :func:`atomic_write` — write under a temporary name (``.<name>.<pid>.tmp``, never matched by a
+* :func:`atomic_write` — write under a temporary name (``.<name>.<pid>-<thread>.tmp``, never matched by a
   ``*.parquet`` or ``*.json`` glob), fsync, rename into place, fsync the folder: a reader sees the
   old file or the whole new one, never a part;
+* :func:`atomic_path` — the same for a writer that takes a path, not a file object (DuckDB's
+  ``COPY ... TO``, ``shutil.copyfile``, an ONNX export): it writes the temporary path it is given;
+* :func:`synced_write` — open, write, fsync, no rename: for writers that stage several files
+  and rename them later (the lake's batches);
 * :func:`fsync_file` / :func:`fsync_dir` — the two fsyncs, for writers that stage several files.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_write", "fsync_dir", "fsync_file", "tmp_path_for"]
+__all__ = ["atomic_path", "atomic_write", "fsync_dir", "fsync_file", "synced_write", "tmp_path_for"]
 
 
 def fsync_dir(path: Path) -> None:
@@ -33,8 +39,45 @@ def fsync_file(path: Path) -> None:
 
 
 def tmp_path_for(path: Path) -> Path:
-    """The temporary name :func:`atomic_write` stages ``path`` under (hidden, ends in ``.tmp``)."""
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """The temporary name :func:`atomic_write` stages ``path`` under (hidden, ends in ``.tmp``; one per
+    process and thread, so two writers of one file never share it)."""
+    return path.with_name(f".{path.name}.{os.getpid()}-{threading.get_native_id()}.tmp")
+
+
+def _check_write_mode(mode: str) -> str:
+    if not any(c in mode for c in "wx") or "+" in mode:
+        raise ValueError(f"atomic_write opens for writing only ('wb' or 'w'), not {mode!r}")
+    return mode.replace("x", "w")
+
+
+@contextmanager
+def synced_write(path: Path | str, mode: str = "wb", **open_kwargs: Any) -> Iterator[IO[Any]]:
+    """Open ``path`` for writing; on a clean exit flush and fsync it (no rename: the caller stages
+    the file under a temporary name and renames it itself)."""
+    with open(path, _check_write_mode(mode), **open_kwargs) as fh:
+        yield fh
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+@contextmanager
+def atomic_path(path: Path | str) -> Iterator[Path]:
+    """Yield the temporary path to write ``path``'s new content to; on a clean exit fsync it, rename
+    it to ``path`` and fsync the folder. On an exception the temporary file is removed::
+
+        with atomic_path(final) as tmp:
+            con.execute(f"COPY (...) TO {sql_str(tmp)} (FORMAT parquet)")
+    """
+    final = Path(path)
+    tmp = tmp_path_for(final)
+    try:
+        yield tmp
+        fsync_file(tmp)
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(final.parent)
 
 
 @contextmanager
@@ -46,17 +89,6 @@ def atomic_write(path: Path | str, mode: str = "wb", **open_kwargs: Any) -> Iter
         with atomic_write(final) as fh:
             pq.write_table(table, fh)
     """
-    if not any(c in mode for c in "wx") or "+" in mode:
-        raise ValueError(f"atomic_write opens for writing only ('wb' or 'w'), not {mode!r}")
-    final = Path(path)
-    tmp = tmp_path_for(final)
-    try:
-        with open(tmp, mode.replace("x", "w"), **open_kwargs) as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(final.parent)
+    mode = _check_write_mode(mode)
+    with atomic_path(path) as tmp, open(tmp, mode, **open_kwargs) as fh:
+        yield fh

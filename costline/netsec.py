@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from costline.errors import ConfigError, CostlineError
+from costline.validate import Section
 
 __all__ = [
     "Limits",
@@ -79,17 +80,17 @@ class Limits:
 
 def validate_limits(section: str, settings: Any) -> None:
     """Raise :class:`ConfigError` naming the first bad limit key of ``[section]``."""
+    s = Section(section)
     for key in ("max_body_bytes", "max_header_bytes", "max_workers", "max_pending"):
-        if hasattr(settings, key) and getattr(settings, key) < 1:
-            raise ConfigError(f"[{section}] {key}", "must be at least 1")
+        if hasattr(settings, key):
+            s.at_least(key, getattr(settings, key), 1)
     for key in ("idle_timeout_s", "read_timeout_s"):
-        if hasattr(settings, key) and not getattr(settings, key) > 0:
-            raise ConfigError(f"[{section}] {key}", "must be above 0 seconds")
-    if hasattr(settings, "retry_after_s") and getattr(settings, "retry_after_s") < 0:
-        raise ConfigError(f"[{section}] retry_after_s", "must not be negative")
+        if hasattr(settings, key):
+            s.above_zero(key, getattr(settings, key), unit="seconds")
+    if hasattr(settings, "retry_after_s"):
+        s.not_negative("retry_after_s", getattr(settings, "retry_after_s"))
     cert, key = getattr(settings, "tls_cert_file", None), getattr(settings, "tls_key_file", None)
-    if (cert is None) != (key is None):
-        raise ConfigError(f"[{section}] tls_key_file", "set both tls_cert_file and tls_key_file, or neither")
+    s.need((cert is None) == (key is None), "tls_key_file", "set both tls_cert_file and tls_key_file, or neither")
 
 
 class HttpReject(Exception):

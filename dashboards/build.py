@@ -15,7 +15,6 @@ import decimal
 import html
 import json
 import math
-import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from costline.config import Config
 from costline.dashboards.charts import CHARTS, Chart, chart_sql, marks_sql
 from costline.dashboards.errors import ChartSqlError, DashboardError
+from costline.fsutil import atomic_write
 
 if TYPE_CHECKING:  # pragma: no cover
     import duckdb
@@ -236,9 +236,8 @@ def build_dashboard(config: Config, out: Path | str | None = None, *,
     text = build_page(config, con=con, now=now)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+        with atomic_write(path, "w", encoding="utf-8") as fh:
+            fh.write(text)
     except OSError as exc:
         raise DashboardError(f"cannot write the dashboard to {path}: {exc}: choose another --out") from exc
     return path

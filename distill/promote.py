@@ -20,6 +20,7 @@ from typing import Any
 
 from costline.distill.errors import GateFailedError
 from costline.distill.runs import DistillRun, write_json
+from costline.fsutil import atomic_write
 
 __all__ = ["Promotion", "promote_run", "vllm_command"]
 
@@ -68,9 +69,8 @@ def promote_run(config: Any, run: DistillRun, config_path: Path | str,
         current = list(gated.get(task_type, configured.get(task_type, ())))
         merged[task_type] = sorted(set(current) | set(subs))
         gated[task_type] = merged[task_type]
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(tomlkit.dumps(doc))
-    tmp.replace(path)
+    with atomic_write(path, "w", encoding="utf-8") as fh:
+        fh.write(tomlkit.dumps(doc))
     cmd = vllm_command(tm["base_model"], name, run.adapter, config.distill.lora_r)
     write_json(run.path("promoted.json"), {"run_id": run.run_id, "at": now().isoformat(), "config": str(path),
                                            "adapter_name": name, "adapter_path": str(run.adapter.resolve()),

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from costline.distill.errors import RunStateError
-from costline.fsutil import fsync_dir
+from costline.fsutil import atomic_write
 
 __all__ = ["DistillRun", "distill_root", "write_json", "write_jsonl", "read_jsonl", "sha256_file", "latest_run"]
 
@@ -30,13 +29,8 @@ def distill_root(config: Any) -> Path:
 
 def _atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
+    with atomic_write(path) as fh:
         fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 def write_json(path: Path, doc: Mapping[str, Any]) -> None:

@@ -9,7 +9,6 @@ replaces it) and :func:`distill_views_sql` — the same shape as
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -17,7 +16,8 @@ from typing import TYPE_CHECKING, Any, Final
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from costline.fsutil import fsync_dir
+from costline.fsutil import atomic_write
+from costline.sqlutil import sql_str
 
 if TYPE_CHECKING:
     import duckdb
@@ -57,13 +57,8 @@ def _dir(lake_path: Path | str, table: str) -> Path:
 
 def _write(final: Path, table: pa.Table) -> None:
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
+    with atomic_write(final) as fh:
         pq.write_table(table, fh, compression="zstd")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, final)
-    fsync_dir(final.parent)
 
 
 def _init(lake_path: Path | str) -> None:
@@ -99,8 +94,8 @@ def distill_views_sql(lake_path: Path | str) -> list[str]:
     _init(lake_path)
     out = []
     for table in DISTILL_SCHEMAS:
-        glob = str(_dir(lake_path, table) / "*.parquet").replace("'", "''")
-        out.append(f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM read_parquet('{glob}', union_by_name = true)")
+        glob = sql_str(_dir(lake_path, table) / "*.parquet")
+        out.append(f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM read_parquet({glob}, union_by_name = true)")
     return out
 
 

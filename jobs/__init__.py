@@ -43,33 +43,30 @@ __getattr__, __dir__ = lazy_loader(__name__, _LAZY)
 
 def validate(config: Any) -> None:
     """Check ``config.jobs``; raises :class:`~costline.errors.ConfigError` naming the key."""
-    from costline.errors import ConfigError
+    from costline.validate import Section
 
     j = config.jobs
     d, s, t = j.drift, j.shadow, j.teacher
+    metrics, metric_words = ("exact", "cosine", "judge"), "must be exact, cosine or judge"
 
-    def need(ok: bool, key: str, what: str) -> None:
-        if not ok:
-            raise ConfigError(key, what)
-
-    need(d.sample_size >= 1, "[jobs.drift] sample_size", "must be at least 1 (the article: 500-1,000)")
-    need(d.min_per_subtype >= 0, "[jobs.drift] min_per_subtype", "must not be negative")
-    need(0 < d.alpha < 1, "[jobs.drift] alpha", "must be between 0 and 1")
-    need(d.bootstrap_resamples >= 100, "[jobs.drift] bootstrap_resamples", "must be at least 100")
-    need(d.default_metric in ("exact", "cosine", "judge"), "[jobs.drift] default_metric",
-         "must be exact, cosine or judge")
+    drift = Section("jobs.drift")
+    drift.at_least("sample_size", d.sample_size, 1, "must be at least 1 (the article: 500-1,000)")
+    drift.not_negative("min_per_subtype", d.min_per_subtype)
+    drift.fraction("alpha", d.alpha, open_low=True, open_high=True, what="must be between 0 and 1")
+    drift.at_least("bootstrap_resamples", d.bootstrap_resamples, 100)
+    drift.one_of("default_metric", d.default_metric, metrics, metric_words)
     for k, v in d.metrics.items():
-        need(v in ("exact", "cosine", "judge"), f"[jobs.drift.metrics] {k}", "must be exact, cosine or judge")
+        Section("jobs.drift.metrics").one_of(k, v, metrics, metric_words)
     try:
         re.compile(d.answer_pattern or "")
     except re.error as exc:
-        raise ConfigError("[jobs.drift] answer_pattern", f"not a valid regex: {exc}") from None
-    need(d.trend_runs >= 2 and d.min_trend_runs >= 3, "[jobs.drift] trend_runs",
-         "trend_runs must be at least 2 and min_trend_runs at least 3")
-    need(s.per_tier >= 1, "[jobs.shadow] per_tier", "must be at least 1")
-    need(0 <= s.match_threshold <= 1, "[jobs.shadow] match_threshold", "must be between 0 and 1")
-    need(t.concurrency >= 1, "[jobs.teacher] concurrency", "must be at least 1")
-    need(t.max_tokens >= 1, "[jobs.teacher] max_tokens", "must be at least 1")
-    need(0 <= t.max_error_rate < 1, "[jobs.teacher] max_error_rate", "must be in [0, 1)")
-    need(j.window_hours > 0, "[jobs] window_hours", "must be above 0")
-    need(j.cost_report.days_per_month > 0, "[jobs.cost_report] days_per_month", "must be above 0")
+        raise drift.error("answer_pattern", f"not a valid regex: {exc}") from None
+    drift.need(d.trend_runs >= 2 and d.min_trend_runs >= 3, "trend_runs",
+               "trend_runs must be at least 2 and min_trend_runs at least 3")
+    Section("jobs.shadow").at_least("per_tier", s.per_tier, 1)
+    Section("jobs.shadow").fraction("match_threshold", s.match_threshold, what="must be between 0 and 1")
+    Section("jobs.teacher").at_least("concurrency", t.concurrency, 1)
+    Section("jobs.teacher").at_least("max_tokens", t.max_tokens, 1)
+    Section("jobs.teacher").fraction("max_error_rate", t.max_error_rate, open_high=True)
+    Section("jobs").above_zero("window_hours", j.window_hours)
+    Section("jobs.cost_report").above_zero("days_per_month", j.cost_report.days_per_month)

@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 
 from costline.errors import LakeError
 from costline.fsutil import atomic_write
-from costline.sqlutil import sql_str as _sql_str
+from costline.sqlutil import sql_str
 from costline.timeutil import utc_naive  # noqa: F401  (re-exported: older imports of jobs.store.utc_naive)
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -211,7 +211,7 @@ def jobs_views_sql(lake_path: Path | str) -> list[str]:
     store = JobStore(Path(lake_path).resolve()).init()
     stmts = []
     for table in JOB_SCHEMAS:
-        glob = _sql_str(str(store.table_dir(table) / "*.parquet"))
+        glob = sql_str(str(store.table_dir(table) / "*.parquet"))
         src = f"read_parquet({glob}, union_by_name = true)"
         if table == "job_runs":
             stmts.append(f"CREATE OR REPLACE VIEW job_runs AS SELECT * EXCLUDE (filename) FROM "

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from costline.fsutil import atomic_write
 from costline.netsec import is_loopback
 from costline.serving.errors import ServingError
 from costline.serving.settings import GatewayConfig
@@ -39,6 +40,11 @@ KEY_PREFIX = "clk_"
 _KEY = re.compile(r"clk_([0-9a-f]{12})_([A-Za-z0-9_-]{43})")
 #: Tenants are names: printable, no surrounding spaces, no markup characters, at most 128.
 _TENANT = re.compile(r"[^\s<>&\"'`\\\x00-\x1f\x7f](?:[^<>&\"'`\\\x00-\x1f\x7f]{0,126}[^\s<>&\"'`\\\x00-\x1f\x7f])?")
+
+
+def _owner_only(path: str, flags: int) -> int:
+    """``open``'s opener for a file only its owner may read (the key store holds key digests)."""
+    return os.open(path, flags, 0o600)
 
 
 class KeyStoreError(ServingError):
@@ -136,13 +142,8 @@ class KeyStore:
     # -- writing (costline keys) ------------------------------------------------------------------
     def _write(self, keys: dict[str, ApiKey]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with atomic_write(self.path, "w", encoding="utf-8", opener=_owner_only) as f:
             json.dump({"version": 1, "keys": [asdict(k) for k in keys.values()]}, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
 
     def add(self, tenant: str, name: str = "") -> tuple[ApiKey, str]:
         """Create a key for ``tenant``; returns it and the secret key text (shown once, never stored)."""

@@ -183,14 +183,10 @@ class AdmissionModel:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the model file atomically (a temporary file renamed over it)."""
-        from costline.fsutil import fsync_dir, fsync_file
+        from costline.fsutil import atomic_write
 
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_json(), indent=1) + "\n", encoding="utf-8")
-        fsync_file(tmp)
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
+        with atomic_write(path, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(self.to_json(), indent=1) + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> "AdmissionModel":

@@ -26,7 +26,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from costline.fsutil import fsync_dir
+from costline.fsutil import atomic_write, fsync_dir, synced_write
 from costline.serving.cache_index import Partition
 from costline.serving.errors import CacheCorruptError, CacheError
 
@@ -84,10 +84,8 @@ def save_cache(cache: "SemanticCache", path: str | os.PathLike[str]) -> Path:
     if "replication" in header:  # the replication topic offset this snapshot covers
         manifest["replication"] = header["replication"]
     body = json.dumps(manifest, indent=1, sort_keys=True).encode("utf-8")
-    tmp_manifest = root / f".{MANIFEST}.{uuid.uuid4().hex}"
-    _write(tmp_manifest, body)
-    os.replace(tmp_manifest, root / MANIFEST)  # the commit point
-    fsync_dir(root)
+    with atomic_write(root / MANIFEST) as fh:  # its rename is the commit point
+        fh.write(body)
     for old in root.iterdir():  # older generations and leftovers of crashed saves
         if old.name != gen_dir.name and (old.name.startswith("gen-") or old.name.startswith(".tmp-")
                                          or old.name.startswith(f".{MANIFEST}.")):
@@ -187,10 +185,8 @@ def _read_checked(path: Path, digest: str) -> bytes:
 
 
 def _write(path: Path, data: bytes) -> str:
-    with open(path, "wb") as f:
+    with synced_write(path) as f:
         f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
     return hashlib.sha256(data).hexdigest()
 
 

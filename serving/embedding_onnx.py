@@ -39,12 +39,11 @@ the export folder, and whoever takes the lock after it finds the file and only o
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 import os
 import queue
-import importlib.util
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -56,6 +55,7 @@ from typing import Any
 import numpy as np
 
 from costline.errors import ConfigError
+from costline.fsutil import atomic_path
 from costline.serving.embedding import Embedder
 from costline.serving.errors import MissingExtraError, ServingError
 from costline.serving.settings import CacheConfig
@@ -401,19 +401,15 @@ def _export_fp32(model_path: Path, target: Path) -> None:
     sample = {k: torch.ones(2, 8, dtype=torch.long) for k in _INPUTS}
     sample["token_type_ids"] = torch.zeros(2, 8, dtype=torch.long)
     axes = {k: {0: "batch", 1: "tokens"} for k in _INPUTS} | {_OUTPUT: {0: "batch"}}
-    tmp = _temp_path(target)
     try:
         import warnings
 
-        with torch.no_grad(), warnings.catch_warnings():
+        with atomic_path(target) as tmp, torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer warnings about python-side shape checks
             torch.onnx.export(wrapper, tuple(sample[k] for k in _INPUTS), str(tmp), input_names=list(_INPUTS),
                               output_names=[_OUTPUT], dynamic_axes=axes, opset_version=_OPSET, dynamo=False)
-        os.replace(tmp, target)
     except Exception as exc:
         raise EmbedderError(f"exporting {model_path} to ONNX failed: {exc}") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _quantize(fp32: Path, target: Path) -> None:
@@ -421,24 +417,14 @@ def _quantize(fp32: Path, target: Path) -> None:
         from onnxruntime.quantization import QuantType, quantize_dynamic
     except ImportError as exc:
         raise MissingExtraError(exc.name or "onnxruntime") from None
-    tmp = _temp_path(target)
     try:
         # MatMul weights only, one scale per output channel: per-tensor int8 moved MiniLM's
         # vectors to cosine ~0.95 of PyTorch's, enough to change cache decisions.
-        quantize_dynamic(str(fp32), str(tmp), weight_type=QuantType.QInt8, per_channel=True,
-                         op_types_to_quantize=["MatMul"])
-        os.replace(tmp, target)
+        with atomic_path(target) as tmp:
+            quantize_dynamic(str(fp32), str(tmp), weight_type=QuantType.QInt8, per_channel=True,
+                             op_types_to_quantize=["MatMul"])
     except Exception as exc:
         raise EmbedderError(f"quantising {fp32} to int8 failed: {exc}") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _temp_path(target: Path) -> Path:
-    fd, name = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    os.chmod(name, 0o644)  # a cache file like any other, not mkstemp's 0600
-    return Path(name)
 
 
 # --- the embedder --------------------------------------------------------------------------------

@@ -314,19 +314,13 @@ class GatewayConfig:
     def __post_init__(self) -> None:
         from costline.netsec import validate_limits
 
+        from costline.validate import Section
+
         validate_limits("serving.gateway", self)
-        if self.rate_limit_per_minute < 0:
-            from costline.errors import ConfigError
-
-            raise ConfigError("[serving.gateway] rate_limit_per_minute", "must not be negative (0 = unlimited)")
-        if self.rate_limit_burst < 1:
-            from costline.errors import ConfigError
-
-            raise ConfigError("[serving.gateway] rate_limit_burst", "must be at least 1")
-        if not self.drain_timeout_s > 0:
-            from costline.errors import ConfigError
-
-            raise ConfigError("[serving.gateway] drain_timeout_s", "must be above 0 seconds")
+        s = Section("serving.gateway")
+        s.not_negative("rate_limit_per_minute", self.rate_limit_per_minute, "must not be negative (0 = unlimited)")
+        s.at_least("rate_limit_burst", self.rate_limit_burst, 1)
+        s.above_zero("drain_timeout_s", self.drain_timeout_s, unit="seconds")
 
 
 @dataclass(frozen=True)

@@ -358,3 +358,19 @@ def test_lookups_carry_why_the_verification_stage_rejected_candidates(cfg):
           SELECT namespace, unnest(string_split(reject_reason, ',')) AS reason FROM lookups
           WHERE reject_reason IS NOT NULL) GROUP BY ALL ORDER BY reason""").fetchall()
     assert got == [("billing", "entity", 1), ("billing", "negation", 1), ("billing", "number", 1)]
+
+
+def test_every_view_file_is_created_and_every_view_has_a_file(tmp_path: Path) -> None:
+    import re
+    from importlib import resources
+
+    from costline.lake import VIEWS, views_sql
+
+    files = {p.name.removesuffix(".sql") for p in resources.files("costline.lake").joinpath("views").iterdir()
+             if p.name.endswith(".sql")}
+    stmts = views_sql(tmp_path, student_usd_per_hour=1.0)
+    created = {s.split("CREATE OR REPLACE VIEW ", 1)[1].split()[0] for s in stmts}
+    assert created == {"requests_raw", "calls_raw", "lookups_raw", "call_links_all", "lookup_links"} | (
+        files - {"raw", "links"})
+    assert set(VIEWS) <= created
+    assert not [s for s in stmts if re.search(r"\{\w+\}", s)], "a placeholder was left unfilled"

@@ -1,0 +1,101 @@
+"""The Parquet lake: layout, schemas, the offset-manifest commit protocol, DuckDB views.
+
+This package is the one place that knows the lake's paths, file schemas and views, one concern a module
+(all private: import from ``costline.lake``)::
+
+    _schema.py      the tables' Parquet schemas, the view names, one row per span
+    _files.py       file naming (data files, temporaries), the offset manifest, reading a table's files
+    _lake.py        Lake: folders, the commit protocol, writer fencing (claim / epochs)
+    _recovery.py    Lake.recover: the orphans of a crashed batch deleted before a partition resumes
+    _compaction.py  Lake.compact: each closed day's committed files merged into one
+    _views.py       the DuckDB views: views_sql, create_views, open_lake, write_views_db
+    views/*.sql     every view's SQL, one file a view, read by _views.py (docs/sql.md explains them)
+
+Layout::
+
+    <lake>/requests/date=YYYY-MM-DD/p003-000000000101-000000000150.otlp_spans.parquet
+    <lake>/calls/date=.../...
+    <lake>/lookups/date=.../...
+    <lake>/<table>/date=1970-01-01/_empty.parquet       zero-row schema file (views work on an empty lake)
+    <lake>/_offsets/<topic>/p003/000000000150.json      manifest: the commit point of a batch
+    <lake>/costline.duckdb                              views for the plain ``duckdb`` CLI
+
+Rows are hive-partitioned by the UTC date of their event time ``ts`` (the span's
+end time, stored as a naive ``TIMESTAMP`` in UTC). A data file is named by the
+Kafka partition, the offset range of the batch that wrote it and its topic (sanitised:
+characters outside ``[A-Za-z0-9._-]`` become ``_``), so that lakes fed from another topic
+(``[kafka] topic`` changed) keep their files. Lakes written before topics were in the
+names hold ``p003-000000000101-000000000150.parquet`` files: they are read as before, and
+recovery only touches them for a topic whose newest manifest is of that era.
+
+**Commit protocol** (exactly-once effect, see :meth:`Lake.commit_batch`): the
+data files of one batch of one partition are written under temporary names
+(``.*.tmp``, never matched by the views' ``*.parquet`` globs), fsynced and
+renamed into place; then a manifest naming the files and the offset range is
+written atomically (tmp + fsync + rename). The manifest is the commit point.
+Before a partition is consumed again :meth:`Lake.recover` deletes the data files
+of that topic's partition whose first offset lies beyond the last manifest (the orphans
+of a batch that crashed between rename and manifest) and returns the offset to
+resume from. Between such a crash and the next start of a processor for that
+partition the orphans are visible to the views; nowhere else is an uncommitted
+file ever visible.
+"""
+
+from __future__ import annotations
+
+from costline.lake._files import (
+    MANIFEST_FORMAT,
+    Manifest,
+    data_file_name,
+    data_file_topic,
+    day_of_us,
+    parse_data_file_name,
+    read_table_sql,
+    topic_tag,
+)
+from costline.lake._lake import Lake, WriterFenced
+from costline.lake._schema import (
+    CALLS_SCHEMA,
+    LOOKUPS_SCHEMA,
+    ONE_ROW_PER_SPAN,
+    REQUESTS_SCHEMA,
+    SCHEMAS,
+    TABLES,
+    VIEWS,
+)
+from costline.lake._views import (
+    COSTLINE_SCOPE,
+    VIEW_PROVIDERS,
+    create_views,
+    open_lake,
+    provided_views,
+    views_sql,
+    write_views_db,
+)
+
+#: The name costline.tablelake imports (kept while it does).
+_provided_views = provided_views
+
+__all__ = [
+    "Lake",
+    "Manifest",
+    "WriterFenced",
+    "TABLES",
+    "REQUESTS_SCHEMA",
+    "CALLS_SCHEMA",
+    "LOOKUPS_SCHEMA",
+    "SCHEMAS",
+    "VIEWS",
+    "open_lake",
+    "write_views_db",
+    "create_views",
+    "views_sql",
+    "data_file_name",
+    "parse_data_file_name",
+    "data_file_topic",
+    "topic_tag",
+    "MANIFEST_FORMAT",
+    "VIEW_PROVIDERS",
+    "ONE_ROW_PER_SPAN",
+    "read_table_sql",
+]

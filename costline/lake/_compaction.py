@@ -1,0 +1,89 @@
+"""Compaction: each closed day's committed files of a table merged into one ``c-…`` file."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from costline.fsutil import atomic_path, fsync_dir
+from costline.lake._files import EMPTY_DATE, data_file_topic, parse_data_file_name, topic_tag
+from costline.lake._schema import ONE_ROW_PER_SPAN, TABLES
+from costline.sqlutil import sql_str
+
+if TYPE_CHECKING:  # pragma: no cover
+    from costline.lake._lake import Lake
+
+__all__ = ["committed_offsets_by_topic", "compact"]
+
+
+def committed_offsets_by_topic(lake: "Lake") -> dict[str, dict[int, int]]:
+    """``{topic tag: {partition: last committed offset}}`` (tags as in data file names)."""
+    out: dict[str, dict[int, int]] = {}
+    root = lake.path / "_offsets"
+    if not root.is_dir():
+        return out
+    for pdir in root.glob("*/p[0-9][0-9][0-9]"):
+        last = max((int(m.stem) for m in pdir.glob("[0-9]*.json") if m.stem.isdigit()), default=None)
+        if last is not None:
+            by_partition = out.setdefault(topic_tag(pdir.parent.name), {})
+            part = int(pdir.name[1:])
+            by_partition[part] = max(by_partition.get(part, -1), last)
+    return out
+
+
+def compact(lake: "Lake", *, before: date | None = None) -> list[tuple[str, str, int, int]]:
+    """Merge each day's committed files of every table into one file; return
+    ``[(table, date, files merged, rows kept)]``.
+
+    Only closed days (``before``, default today UTC) and only files a manifest committed are
+    merged, so a running processor and crash recovery are never disturbed: the merged file is
+    named ``c-…`` (not a ``pNNN-first-last`` batch file, which recovery may delete) and is
+    written (tmp + fsync + rename) before the files it replaces are removed. A crash between
+    the two leaves rows twice on disk, which the views already read once (one row per
+    (trace_id, span_id)); the next compaction merges them away.
+    """
+    import duckdb
+
+    before = before or datetime.now(UTC).date()
+    committed = committed_offsets_by_topic(lake)
+    done: list[tuple[str, str, int, int]] = []
+    for table in TABLES:
+        for day_dir in sorted(lake.table_dir(table).glob("date=*")):
+            day = day_dir.name.removeprefix("date=")
+            if day == EMPTY_DATE or day >= before.isoformat():
+                continue
+            files = [f for f in sorted(day_dir.glob("*.parquet")) if _compactable(f, committed)]
+            if len(files) < 2:
+                continue
+            globs = "[" + ", ".join(sql_str(f) for f in files) + "]"
+            with atomic_path(day_dir / f"c-{uuid.uuid4().hex[:12]}.parquet") as tmp:
+                con = duckdb.connect()
+                try:
+                    con.execute(
+                        f"COPY (SELECT * FROM read_parquet({globs}, union_by_name = true) "
+                        f"{ONE_ROW_PER_SPAN} ORDER BY ts) "
+                        f"TO {sql_str(tmp)} (FORMAT parquet, COMPRESSION zstd)"
+                    )
+                    rows = con.execute(f"SELECT count(*) FROM read_parquet({sql_str(tmp)})").fetchone()[0]
+                finally:
+                    con.close()
+            for f in files:
+                f.unlink(missing_ok=True)
+            fsync_dir(day_dir)
+            done.append((table, day, len(files), int(rows)))
+    return done
+
+
+def _compactable(path: Path, committed: Mapping[str, Mapping[int, int]]) -> bool:
+    """A compacted file, or a batch file its topic's manifests committed (topic-less: any topic's)."""
+    if path.name.startswith("c-"):
+        return True
+    parsed = parse_data_file_name(path.name)
+    if parsed is None:
+        return False
+    tag = data_file_topic(path.name)
+    tags = committed.values() if tag is None else [committed.get(tag, {})]
+    return any(parsed[2] <= by_partition.get(parsed[0], -1) for by_partition in tags)

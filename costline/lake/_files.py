@@ -1,0 +1,99 @@
+"""How the lake names its files (data files, temporaries, manifests) and reads a table's files."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Final
+
+from costline.errors import LakeError
+from costline.sqlutil import sql_str
+
+__all__ = [
+    "EMPTY_DATE", "EMPTY_FILE", "MANIFEST_FORMAT", "Manifest", "OFFSET_DIGITS", "TMP_NAME", "data_file_name",
+    "data_file_topic", "day_of_us", "parse_data_file_name", "read_table_sql", "topic_tag",
+]
+
+#: The day folder of the zero-row schema files (views work on an empty lake).
+EMPTY_DATE: Final = "1970-01-01"
+EMPTY_FILE: Final = "_empty.parquet"
+OFFSET_DIGITS: Final = 12
+_DATA_NAME = re.compile(r"^p(\d+)-(\d+)-(\d+)(?:\.([A-Za-z0-9._-]+))?\.parquet$")
+#: A data file being written: ``.<data file name>[.w<writer token>].tmp``.
+TMP_NAME: Final = re.compile(r"^\.(.+\.parquet)(?:\.w[0-9a-f]+)?\.tmp$")
+_UNSAFE_IN_NAME = re.compile(r"[^A-Za-z0-9._-]")
+#: Manifest format: 1 (no ``format`` key) wrote topic-less data file names; 2 names the topic.
+MANIFEST_FORMAT: Final = 2
+_EPOCH: Final = date(1970, 1, 1)
+_US_PER_DAY: Final = 86_400_000_000
+
+
+def topic_tag(topic: str) -> str:
+    """A topic as it appears in data file names: ``[A-Za-z0-9._-]`` kept, anything else ``_``
+    (Kafka's own topic names need no change)."""
+    if not topic:
+        raise LakeError("a lake batch needs its Kafka topic ([kafka] topic is empty)")
+    return _UNSAFE_IN_NAME.sub("_", topic)
+
+
+def data_file_name(partition: int, first_offset: int, last_offset: int, topic: str | None = None) -> str:
+    """``p003-000000000101-000000000150.otlp_spans.parquet`` (without ``topic``: the topic-less
+    name of lakes written before topics were in the names)."""
+    stem = f"p{partition:03d}-{first_offset:0{OFFSET_DIGITS}d}-{last_offset:0{OFFSET_DIGITS}d}"
+    return f"{stem}.{topic_tag(topic)}.parquet" if topic is not None else f"{stem}.parquet"
+
+
+def parse_data_file_name(name: str) -> tuple[int, int, int] | None:
+    """``(partition, first_offset, last_offset)`` of a data file name; None for other files."""
+    m = _DATA_NAME.match(name)
+    return (int(m.group(1)), int(m.group(2)), int(m.group(3))) if m else None
+
+
+def data_file_topic(name: str) -> str | None:
+    """The topic tag (:func:`topic_tag`) of a data file name; None for topic-less and other files."""
+    m = _DATA_NAME.match(name)
+    return m.group(4) if m else None
+
+
+def day_of_us(ts_us: int) -> str:
+    """The UTC date (``YYYY-MM-DD``) of a timestamp in microseconds since the epoch."""
+    return (_EPOCH + timedelta(days=ts_us // _US_PER_DAY)).isoformat()
+
+
+def read_table_sql(lake_path: Path | str, table: str) -> str:
+    """``read_parquet(...)`` over every data file of a table, with the ``date`` partition column
+    (filter on it to prune days). Add :data:`ONE_ROW_PER_SPAN` to read each span once."""
+    glob = sql_str(Path(lake_path).resolve() / table / "*" / "*.parquet")
+    return f"read_parquet({glob}, hive_partitioning = true, union_by_name = true, hive_types = {{'date': DATE}})"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """One committed batch of one Kafka partition."""
+
+    topic: str
+    partition: int
+    first_offset: int
+    last_offset: int
+    files: tuple[str, ...]  # relative to the lake root
+    #: :data:`MANIFEST_FORMAT` of the writer (1: a lake from before topics were in file names).
+    format: int = MANIFEST_FORMAT
+    #: The writer's claim on the partition (:meth:`Lake.claim`); None: an unfenced writer.
+    epoch: int | None = None
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "format": self.format, "topic": self.topic, "partition": self.partition,
+            "first_offset": self.first_offset, "last_offset": self.last_offset,
+            "files": list(self.files), "epoch": self.epoch,
+        }, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Manifest":
+        d = json.loads(text)
+        return cls(d["topic"], int(d["partition"]), int(d["first_offset"]), int(d["last_offset"]),
+                   tuple(d["files"]), int(d.get("format", 1)),
+                   None if d.get("epoch") is None else int(d["epoch"]))

@@ -1,0 +1,220 @@
+"""The :class:`Lake`: its folders, the commit protocol and writer fencing (recovery and compaction
+live in their own modules; the class's methods hand over to them)."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import uuid
+from collections.abc import Iterator, Mapping
+from datetime import date
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from costline.errors import LakeError
+from costline.fsutil import atomic_write, fsync_dir, synced_write
+from costline.lake import _compaction, _recovery
+from costline.lake._files import EMPTY_DATE, EMPTY_FILE, OFFSET_DIGITS, Manifest, data_file_name, parse_data_file_name
+from costline.lake._schema import DICTIONARY_COLUMNS, SCHEMAS, same_schema
+
+__all__ = ["Lake", "WriterFenced"]
+
+
+class WriterFenced(LakeError):
+    """A writer's claim on a partition is stale: another writer claimed it since (a rebalance)."""
+
+
+class Lake:
+    """A lake rooted at ``path``: writes committed batches, recovers partitions, lists files."""
+
+    def __init__(self, path: Path | str, *, keep_manifests: int = 20) -> None:
+        self.path = Path(path)
+        self.keep_manifests = keep_manifests
+
+    # -- layout ---------------------------------------------------------------------
+    def table_dir(self, table: str) -> Path:
+        return self.path / table
+
+    def offsets_dir(self, topic: str, partition: int) -> Path:
+        return self.path / "_offsets" / topic / f"p{partition:03d}"
+
+    def init(self) -> "Lake":
+        """Create the folders and a zero-row schema file per table. Idempotent.
+
+        The schema file is what lets the views name a column no data file has yet (``union_by_name``
+        takes every file's columns): a lake made by an older costline gets it rewritten with the
+        current schema, so columns added since (``data_quality``, ``response_id``...) read as NULL
+        in its old files instead of failing every view."""
+        try:
+            for table, schema in SCHEMAS.items():
+                d = self.table_dir(table) / f"date={EMPTY_DATE}"
+                d.mkdir(parents=True, exist_ok=True)
+                empty = d / EMPTY_FILE
+                if not empty.exists() or not same_schema(empty, schema):
+                    with atomic_write(empty) as fh:
+                        pq.write_table(schema.empty_table(), fh)
+        except OSError as exc:
+            raise LakeError(f"cannot initialise the lake at {self.path}: {exc}: check the path and permissions") from exc
+        return self
+
+    def data_files(self, table: str, partition: int | None = None) -> list[Path]:
+        """Data files of a table (of one Kafka partition, if given; every topic's and topic-less
+        ones), schema files and compacted files excluded."""
+        pattern = f"date=*/p{partition:03d}-*.parquet" if partition is not None else "date=*/p*.parquet"
+        return sorted(p for p in self.table_dir(table).glob(pattern) if parse_data_file_name(p.name))
+
+    # -- commit protocol ---------------------------------------------------------------
+    def commit_batch(
+        self,
+        topic: str,
+        partition: int,
+        first_offset: int,
+        last_offset: int,
+        tables: Mapping[str, Mapping[str, pa.Table]],
+        *,
+        epoch: int | None = None,
+    ) -> Manifest:
+        """Write one batch (``{table: {date: arrow table}}``) and commit it with a manifest.
+
+        Offsets are inclusive. A batch may hold no rows (only ignored or
+        dead-lettered messages): its manifest still moves the partition on.
+
+        ``epoch`` (from :meth:`claim`) fences the writer: the data files are written under
+        temporary names, and renamed into place and committed only while the partition's
+        epoch is still ``epoch``, under the partition's lock (which :meth:`claim` and
+        :meth:`recover` take too). A writer another one claimed the partition from raises
+        :class:`WriterFenced` and leaves no file behind.
+        """
+        if last_offset < first_offset:
+            raise LakeError(f"empty offset range {first_offset}..{last_offset} for partition {partition}")
+        name = data_file_name(partition, first_offset, last_offset, topic)
+        writer = f"w{uuid.uuid4().hex[:12]}"
+        written: list[str] = []
+        staged: list[tuple[Path, Path]] = []
+        try:
+            dirs: set[Path] = set()
+            for table, by_date in tables.items():
+                if table not in SCHEMAS:
+                    raise LakeError(f"unknown lake table {table!r}")
+                for day, arrow in by_date.items():
+                    if arrow.num_rows == 0:
+                        continue
+                    d = self.table_dir(table) / f"date={day}"
+                    d.mkdir(parents=True, exist_ok=True)
+                    final = d / name
+                    tmp = d / f".{name}.{writer}.tmp"
+                    with synced_write(tmp) as fh:
+                        pq.write_table(arrow, fh, compression="zstd", use_dictionary=[
+                            c for c in arrow.column_names if c in DICTIONARY_COLUMNS])
+                    staged.append((tmp, final))
+                    dirs.add(d)
+            mdir = self.offsets_dir(topic, partition)
+            with self._partition_lock(topic, partition):
+                if epoch is not None and (current := self._read_epoch(mdir)) != epoch:
+                    raise WriterFenced(
+                        f"partition {partition} of {topic!r} was claimed by another writer (epoch {current}, "
+                        f"this writer's {epoch}): batch {first_offset}..{last_offset} discarded, the new "
+                        "owner reprocesses it")
+                for tmp, final in staged:
+                    os.replace(tmp, final)
+                    written.append(str(final.relative_to(self.path)))
+                staged.clear()
+                for d in dirs:
+                    fsync_dir(d)
+                manifest = Manifest(topic, partition, first_offset, last_offset, tuple(sorted(written)),
+                                    epoch=epoch)
+                with atomic_write(mdir / f"{last_offset:0{OFFSET_DIGITS}d}.json", "w", encoding="utf-8") as fh:
+                    fh.write(manifest.to_json())  # its rename is the commit point
+        except OSError as exc:
+            raise LakeError(f"cannot write batch {name} to the lake at {self.path}: {exc}") from exc
+        finally:
+            for tmp, _final in staged:  # not renamed: fenced, or failed
+                tmp.unlink(missing_ok=True)
+        self._prune_manifests(mdir)
+        return manifest
+
+    # -- writer fencing -----------------------------------------------------------------
+    @contextlib.contextmanager
+    def _partition_lock(self, topic: str, partition: int) -> Iterator[Path]:
+        """An exclusive lock on a partition's manifests (``flock``: processes and threads alike;
+        the lake must be on a local filesystem, where flock is honoured)."""
+        mdir = self.offsets_dir(topic, partition)
+        mdir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(mdir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield mdir
+        finally:
+            os.close(fd)  # releases the lock
+
+    @staticmethod
+    def _read_epoch(mdir: Path) -> int:
+        try:
+            return int((mdir / "epoch").read_text(encoding="utf-8").strip() or 0)
+        except FileNotFoundError:
+            return 0
+        except ValueError as exc:
+            raise LakeError(f"{mdir / 'epoch'} is not a number ({exc}): remove it (the next claim "
+                            "starts a new epoch)") from exc
+
+    def claim(self, topic: str, partition: int) -> int:
+        """Claim a partition for a new writer: bump and return its epoch. Writers holding an older
+        epoch can no longer commit (:meth:`commit_batch` raises :class:`WriterFenced`)."""
+        try:
+            with self._partition_lock(topic, partition) as mdir:
+                epoch = self._read_epoch(mdir) + 1
+                with atomic_write(mdir / "epoch", "w", encoding="utf-8") as fh:
+                    fh.write(f"{epoch}\n")
+        except OSError as exc:
+            raise LakeError(f"cannot claim partition {partition} of {topic!r} in the lake at {self.path}: "
+                            f"{exc}: check the path and permissions") from exc
+        return epoch
+
+    def _prune_manifests(self, mdir: Path) -> None:
+        names = sorted(p for p in mdir.glob("[0-9]*.json"))
+        for old in names[: max(len(names) - self.keep_manifests, 0)]:
+            old.unlink(missing_ok=True)
+
+    def last_manifest(self, topic: str, partition: int) -> Manifest | None:
+        """The newest committed manifest of a partition, or None."""
+        mdir = self.offsets_dir(topic, partition)
+        names = sorted(mdir.glob("[0-9]*.json")) if mdir.is_dir() else []
+        if not names:
+            return None
+        try:
+            return Manifest.from_json(names[-1].read_text(encoding="utf-8"))
+        except (OSError, ValueError, KeyError) as exc:
+            raise LakeError(f"manifest {names[-1]} is unreadable ({exc}): restore it or remove it "
+                            "together with the data files it lists") from exc
+
+    # -- recovery (costline/lake/_recovery.py) ------------------------------------------
+    def recover(self, topic: str, partition: int) -> tuple[int | None, list[Path]]:
+        """Delete a topic's partition's uncommitted files; return ``(next_offset or None, removed)``.
+
+        ``next_offset`` is the last committed offset + 1 (None: no manifest yet). Only files named
+        for ``topic`` are touched, and topic-less files (a lake from before topics were in the
+        names) only while the topic's newest manifest is of that era: other topics' files, and
+        what a lake committed before ``[kafka] topic`` changed, stay.
+        """
+        return _recovery.recover(self, topic, partition)
+
+    # -- compaction (costline/lake/_compaction.py) ---------------------------------------
+    def committed_offsets(self) -> dict[int, int]:
+        """Per Kafka partition, the last offset a manifest committed (over every topic's manifests)."""
+        out: dict[int, int] = {}
+        for by_partition in self.committed_offsets_by_topic().values():
+            for part, last in by_partition.items():
+                out[part] = max(out.get(part, -1), last)
+        return out
+
+    def committed_offsets_by_topic(self) -> dict[str, dict[int, int]]:
+        """``{topic tag: {partition: last committed offset}}`` (tags as in data file names)."""
+        return _compaction.committed_offsets_by_topic(self)
+
+    def compact(self, *, before: date | None = None) -> list[tuple[str, str, int, int]]:
+        """Merge each day's committed files of every table into one file; return
+        ``[(table, date, files merged, rows kept)]`` (see :func:`costline.lake._compaction.compact`)."""
+        return _compaction.compact(self, before=before)

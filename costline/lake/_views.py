@@ -1,0 +1,155 @@
+"""The DuckDB views over the lake: their SQL lives in ``costline/lake/views/<name>.sql``.
+
+:func:`views_sql` reads those files in dependency order and fills in the few ``{placeholders}``
+(the files of each table, the hosting schedule); docs/sql.md explains the rules they implement.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Sequence
+from datetime import datetime
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+from costline.config import Config
+from costline.fsutil import atomic_path
+from costline.lake._files import read_table_sql
+from costline.lake._lake import Lake
+from costline.lake._schema import ONE_ROW_PER_SPAN, TABLES
+
+if TYPE_CHECKING:  # pragma: no cover
+    import duckdb
+
+__all__ = ["COSTLINE_SCOPE", "VIEW_FILES", "VIEW_PROVIDERS", "create_views", "open_lake", "provided_views",
+           "view_file_sql", "views_sql", "write_views_db"]
+
+#: The instrumentation scope of costline's own call spans (preferred when two spans report one call).
+COSTLINE_SCOPE: Final = "costline.collectors"
+
+#: The view files after the ``<table>_raw`` views (``raw.sql``, once per table) and the links of calls
+#: and lookups to their requests (``links.sql``, twice), in the order they are created (each reads
+#: only views made before it).
+VIEW_FILES: Final = (
+    "call_links", "hosting_schedule", "student_hosting_hourly",
+    "requests", "calls", "lookups", "tier_hourly", "cache_hourly", "cache_hit_rate_7d",
+)
+
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+
+
+def view_file_sql(name: str, **fields: str) -> str:
+    """``views/<name>.sql`` with its ``{placeholders}`` filled in from ``fields`` (each one must be)."""
+    text = resources.files("costline.lake").joinpath("views", f"{name}.sql").read_text(encoding="utf-8")
+
+    def fill(m: re.Match[str]) -> str:
+        if m.group(1) not in fields:
+            raise KeyError(f"views/{name}.sql needs {{{m.group(1)}}}")
+        return fields[m.group(1)]
+
+    return _PLACEHOLDER.sub(fill, text).strip() + "\n"
+
+
+def _ts_sql(ts: datetime | None) -> str:
+    return "NULL::TIMESTAMP" if ts is None else f"TIMESTAMP '{ts.isoformat(sep=' ')}'"
+
+
+def _schedule_sql(schedule: Sequence[tuple[datetime | None, datetime | None, float]]) -> str:
+    if not schedule:
+        return "SELECT NULL::TIMESTAMP AS since, NULL::TIMESTAMP AS until, 0.0::DOUBLE AS usd_per_hour WHERE false"
+    rows = ", ".join(f"({_ts_sql(a)}, {_ts_sql(b)}, {float(r)!r}::DOUBLE)" for a, b, r in schedule)
+    return f"SELECT * FROM (VALUES {rows}) s(since, until, usd_per_hour)"
+
+
+def views_sql(
+    lake_path: Path | str,
+    *,
+    student_usd_per_hour: float | None = None,
+    hosting: Sequence[tuple[datetime | None, datetime | None, float]] | None = None,
+) -> list[str]:
+    """The ``CREATE VIEW`` statements over a lake (absolute paths, hosting schedule embedded).
+
+    ``hosting`` is :func:`costline.pricing.hosting_schedule`'s ``[(since, until, USD/hour)]``; without
+    it, ``student_usd_per_hour`` is one open period (the simplest schedule). docs/sql.md has the rules.
+    """
+    if hosting is None:
+        rate = float(student_usd_per_hour or 0.0)
+        hosting = [(None, None, rate)] if rate > 0 else []
+    stmts = [view_file_sql("raw", table=table, source=read_table_sql(lake_path, table),
+                           one_row_per_span=ONE_ROW_PER_SPAN) for table in TABLES]
+    stmts += [view_file_sql("links", view="call_links_all", source="calls_raw"),
+              view_file_sql("links", view="lookup_links", source="lookups_raw")]
+    fields = {"costline_scope": COSTLINE_SCOPE, "schedule": _schedule_sql(hosting)}
+    for name in VIEW_FILES:
+        stmts.append(view_file_sql(name, **fields))
+    return stmts
+
+
+#: Views other package areas keep over their own files in the lake: "module:function", where the
+#: function takes the lake path and returns SQL (one string or a list). Imported when views are
+#: created, so the core never imports an area at start-up; an area that is not installed is skipped.
+VIEW_PROVIDERS: Final = (
+    "costline.alerts.view:alerts_view_sql",
+    "costline.jobs.store:jobs_views_sql",
+    "costline.distill.store:distill_views_sql",
+)
+
+
+def provided_views(lake_path: Path | str) -> list[str]:
+    """The :data:`VIEW_PROVIDERS`' statements over ``lake_path`` (areas not installed left out)."""
+    out: list[str] = []
+    for spec in VIEW_PROVIDERS:
+        module_name, _, func = spec.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and module_name.startswith(exc.name):
+                continue
+            raise
+        sql = getattr(module, func)(lake_path)
+        out.extend([sql] if isinstance(sql, str) else sql)
+    return out
+
+
+def create_views(con: "duckdb.DuckDBPyConnection", config: Config) -> None:
+    """Create the views of ``config``'s lake on a DuckDB connection (initialising the lake)."""
+    if config.lake.mode == "table":  # Iceberg tables on object storage (docs/scale.md)
+        from costline.tablelake import create_table_views
+
+        return create_table_views(con, config)
+    Lake(config.lake.path).init()
+    from costline.pricing import hosting_schedule
+
+    for stmt in views_sql(config.lake.path, hosting=hosting_schedule(config.pricing)):
+        con.execute(stmt)
+    for stmt in provided_views(config.lake.path):
+        con.execute(stmt)
+
+
+def open_lake(config: Config) -> "duckdb.DuckDBPyConnection":
+    """An in-memory DuckDB connection with the lake's views."""
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    create_views(con, config)
+    return con
+
+
+def write_views_db(config: Config) -> Path:
+    """Write ``<lake>/costline.duckdb`` holding only the views (they read the files live)."""
+    import duckdb
+
+    path = Path(config.lake.path) / "costline.duckdb"
+    Lake(config.lake.path).init()
+    with atomic_path(path) as tmp:
+        tmp.unlink(missing_ok=True)  # a stale one from a crashed write would be opened, not replaced
+        con = duckdb.connect(str(tmp))
+        try:
+            create_views(con, config)
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+    return path

@@ -1,0 +1,54 @@
+-- One row per model call, whoever reported it (costline, the SDK's own spans, OpenLLMetry, OpenLIT, ...).
+--
+-- A call's identity is provider + response id within its trace: every instrumentation of one call
+-- reports it in the caller's trace, and an id is only as unique as the server that made it (the
+-- stand-ins count from 1 per process). The provider part of a call's identity (family): an
+-- OpenAI-compatible server (vLLM) is reported as "vllm" by costline's wrapper and as "openai" by
+-- OpenLLMetry / OpenLIT / openai-v2 for the same response.
+--
+-- Which of several spans of one model call is kept (first wins): one with an explicit price
+-- (pref_explicit), then the most complete usage (pref_tokens: most tokens counted), then costline's
+-- own span (pref_own: {costline_scope} is its instrumentation scope), then a fixed order.
+CREATE OR REPLACE VIEW call_links AS
+WITH f AS (
+  SELECT *, CASE WHEN provider IN ('vllm', 'openai') THEN 'openai' ELSE coalesce(provider, '') END AS family,
+         ts - to_microseconds(CAST(coalesce(duration_ms, 0) * 1000 AS BIGINT)) AS started,
+         (pricing_status = 'explicit') AS pref_explicit,
+         coalesce(input_tokens, 0) + coalesce(output_tokens, 0) + coalesce(cache_read_tokens, 0)
+           + coalesce(cache_creation_tokens, 0) AS pref_tokens,
+         (instrumentation IS NOT DISTINCT FROM '{costline_scope}') AS pref_own
+  FROM call_links_all
+), k AS (
+  SELECT *, CASE WHEN response_id IS NOT NULL THEN trace_id || '|' || family || '|' || response_id END AS call_key
+  FROM f
+), ranked AS (
+  SELECT *,
+         row_number() OVER (PARTITION BY call_key ORDER BY pref_explicit DESC, pref_tokens DESC, pref_own DESC,
+                            kafka_partition, kafka_offset, span_id) AS key_rank,
+         row_number() OVER (PARTITION BY trace_id ORDER BY pref_explicit DESC, pref_tokens DESC, pref_own DESC,
+                            kafka_partition, kafka_offset, span_id) AS trace_rank,
+         CASE WHEN call_key IS NOT NULL THEN max(linked_span_id) OVER (PARTITION BY call_key) END AS key_span_id,
+         CASE WHEN call_key IS NOT NULL THEN max(linked_request_id) OVER (PARTITION BY call_key) END AS key_request_id,
+         CASE WHEN call_key IS NOT NULL THEN max(request_tenant) OVER (PARTITION BY call_key) END AS key_tenant
+  FROM k
+), heads AS (
+  SELECT * FROM ranked WHERE call_key IS NULL OR key_rank = 1
+), shadowed AS (
+  -- without a response id: the same call when another instrumentation reported the same provider and
+  -- model, under the same parent (or one inside the other), over overlapping times
+  SELECT DISTINCT a.trace_id, a.span_id
+  FROM heads a JOIN heads b
+    ON b.trace_id = a.trace_id AND b.trace_rank < a.trace_rank
+   AND (a.call_key IS NULL OR b.call_key IS NULL)
+   AND coalesce(a.instrumentation, '') <> coalesce(b.instrumentation, '')
+   AND a.family = b.family AND lower(a.model) IS NOT DISTINCT FROM lower(b.model)
+   AND (a.parent_span_id IS NOT DISTINCT FROM b.parent_span_id OR a.parent_span_id = b.span_id
+        OR b.parent_span_id = a.span_id)
+   AND a.started <= b.ts AND b.started <= a.ts
+)
+SELECT h.* EXCLUDE (family, pref_explicit, pref_tokens, pref_own, call_key, key_rank, trace_rank, key_span_id,
+                    key_request_id, key_tenant, linked_span_id, linked_request_id, request_tenant),
+       coalesce(h.linked_span_id, h.key_span_id) AS linked_span_id,
+       coalesce(h.linked_request_id, h.key_request_id) AS linked_request_id,
+       coalesce(h.request_tenant, h.key_tenant) AS request_tenant
+FROM heads h ANTI JOIN shadowed s ON s.trace_id = h.trace_id AND s.span_id = h.span_id

@@ -1,0 +1,9 @@
+-- One row per model call (call_links), with the request it belongs to (itself when standalone).
+CREATE OR REPLACE VIEW calls AS
+SELECT span_id, trace_id, ts, provider, model, tier, input_tokens, output_tokens, cache_read_tokens,
+       cache_creation_tokens, error_type, cost_usd, duration_ms,
+       coalesce(linked_request_id, span_id) AS request_id, linked_span_id IS NULL AS standalone,
+       parent_span_id, operation, response_model, batch, finish_reasons, pricing_status, pricing_version,
+       input_messages, output_messages, kafka_partition, kafka_offset,
+       coalesce(linked_span_id, span_id) AS request_span_id, response_id, instrumentation, data_quality
+FROM call_links

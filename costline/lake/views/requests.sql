@@ -1,0 +1,53 @@
+-- One row per request: its request span with the cost of its calls (call_links) and its share of the
+-- student's hosting hour; a call no request span owns is a request of its own (standalone).
+CREATE OR REPLACE VIEW requests AS
+WITH c AS (
+  SELECT *, lag(tier) OVER (PARTITION BY trace_id, linked_span_id ORDER BY started, span_id) AS prev_tier
+  FROM call_links WHERE linked_span_id IS NOT NULL
+), agg AS (
+  SELECT trace_id, linked_span_id,
+         sum(cost_usd) AS call_cost_usd, count(*) FILTER (WHERE cost_usd IS NULL) AS unpriced_calls,
+         sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, count(*) AS calls,
+         bool_or(pricing_status = 'student') AS shares_hosting,
+         coalesce(arg_max(tier, started) FILTER (WHERE error_type IS NULL), arg_max(tier, started)) AS call_tier,
+         count(*) FILTER (WHERE prev_tier IS NOT NULL AND tier <> prev_tier) AS tier_changes
+  FROM c GROUP BY ALL
+), base AS (
+  SELECT r.request_id, r.trace_id, r.ts, r.tenant, r.task_type, r.subtype,
+         coalesce(r.tier, a.call_tier, CASE WHEN r.cache_hit THEN 'cache' END) AS tier, r.routed_tier,
+         coalesce(r.cache_hit, false) AS cache_hit,
+         CASE WHEN coalesce(r.attempts, 0) < coalesce(a.calls, 0) THEN a.calls ELSE coalesce(r.attempts, 1) END
+           AS attempts,
+         CASE WHEN r.tier IS NULL OR r.escalations IS NULL THEN coalesce(a.tier_changes, r.escalations, 0)
+              ELSE r.escalations END AS escalations,
+         r.success,
+         coalesce(a.call_cost_usd, 0.0) AS call_cost_usd,
+         coalesce(a.input_tokens, 0) AS input_tokens, coalesce(a.output_tokens, 0) AS output_tokens,
+         coalesce(a.unpriced_calls, 0) AS unpriced_calls, coalesce(a.calls, 0) AS calls,
+         false AS standalone, coalesce(a.shares_hosting, false) AS shares_hosting,
+         r.error_type, r.duration_ms, r.input_messages, r.output_messages, r.span_id
+  FROM requests_raw r LEFT JOIN agg a ON a.trace_id = r.trace_id AND a.linked_span_id = r.span_id
+  UNION ALL
+  SELECT c.span_id, c.trace_id, c.ts, NULL, NULL, NULL, c.tier, NULL,
+         false, 1, 0, c.error_type IS NULL,
+         coalesce(c.cost_usd, 0.0),
+         coalesce(c.input_tokens, 0), coalesce(c.output_tokens, 0),
+         CASE WHEN c.cost_usd IS NULL THEN 1 ELSE 0 END, 1,
+         true, c.pricing_status = 'student',
+         c.error_type, c.duration_ms, c.input_messages, c.output_messages, c.span_id
+  FROM call_links c WHERE c.linked_span_id IS NULL
+), sharing AS (
+  SELECT date_trunc('hour', ts) AS window_start, count(*) AS n FROM base WHERE shares_hosting GROUP BY 1
+), share AS (
+  SELECT h.window_start, h.hosting_usd / s.n AS share
+  FROM student_hosting_hourly h JOIN sharing s ON s.window_start = h.window_start
+)
+SELECT b.request_id, b.trace_id, b.ts, b.tenant, b.task_type, b.subtype, b.tier, b.routed_tier,
+       b.cache_hit, b.attempts, b.escalations, b.success,
+       b.call_cost_usd + coalesce(h.share, 0.0) AS cost_usd,
+       b.input_tokens, b.output_tokens,
+       b.unpriced_calls, b.calls, b.standalone, coalesce(h.share, 0.0) AS hosting_cost_usd,
+       b.call_cost_usd, b.error_type, b.duration_ms, b.input_messages, b.output_messages, b.span_id,
+       b.shares_hosting
+FROM base b
+LEFT JOIN share h ON b.shares_hosting AND h.window_start = date_trunc('hour', b.ts)

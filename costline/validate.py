@@ -1,0 +1,69 @@
+"""The checks every settings section repeats, each raising :class:`~costline.errors.ConfigError` naming its key.
+
+One :class:`Section` per ``[section]``; its checks take the key (without the section) and the value::
+
+    s = Section("jobs.drift")
+    s.at_least("sample_size", d.sample_size, 1)           # [jobs.drift] sample_size: must be at least 1
+    s.fraction("alpha", d.alpha, open_low=True, open_high=True, what="must be between 0 and 1")
+    s.one_of("default_metric", d.default_metric, ("exact", "cosine", "judge"))
+
+Each check has the message the areas have always written for it (``what=`` overrides it where an
+area says more, e.g. what 0 means); :meth:`Section.need` is the general case.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from costline.errors import ConfigError
+
+__all__ = ["Section"]
+
+
+class Section:
+    """Checks of one settings section: ``[section] key: problem`` (``section=""``: the key alone)."""
+
+    def __init__(self, section: str, *, source: str = "config") -> None:
+        self.section = section
+        self.source = source
+
+    def key(self, key: str) -> str:
+        """The key as the error names it: ``[section] key``."""
+        return f"[{self.section}] {key}" if self.section else key
+
+    def error(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(self.key(key), problem, source=self.source)
+
+    def need(self, ok: bool, key: str, what: str) -> None:
+        """Raise ``what`` about ``key`` unless ``ok``."""
+        if not ok:
+            raise self.error(key, what)
+
+    def at_least(self, key: str, value: float, minimum: float, what: str | None = None) -> None:
+        """``value >= minimum`` (counts, sizes): "must be at least N"."""
+        self.need(value >= minimum, key, what or f"must be at least {minimum}")
+
+    def above_zero(self, key: str, value: float, *, unit: str = "", what: str | None = None) -> None:
+        """``value > 0`` (NaN fails): "must be above 0" (+ `` seconds`` etc. with ``unit``)."""
+        self.need(value > 0, key, what or f"must be above 0{' ' + unit if unit else ''}")
+
+    def not_negative(self, key: str, value: float, what: str = "must not be negative") -> None:
+        """``value >= 0`` (NaN fails)."""
+        self.need(value >= 0, key, what)
+
+    def fraction(self, key: str, value: float, *, open_low: bool = False, open_high: bool = False,
+                 what: str | None = None) -> None:
+        """``value`` in [0, 1], ends excluded with ``open_low`` / ``open_high``: "must be in (0, 1]" etc."""
+        ok = (0 < value if open_low else 0 <= value) and (value < 1 if open_high else value <= 1)
+        interval = f"{'(' if open_low else '['}0, 1{')' if open_high else ']'}"
+        self.need(ok, key, what or f"must be in {interval}")
+
+    def one_of(self, key: str, value: Any, choices: Iterable[Any], what: str | None = None) -> None:
+        """``value`` is one of ``choices``: "must be one of a, b, c; got 'x'"."""
+        choices = tuple(choices)
+        self.need(value in choices, key, what or f"must be one of {', '.join(map(str, choices))}; got {value!r}")
+
+    def port(self, key: str, value: int) -> None:
+        """A TCP port: "must be a TCP port (1-65535); got N"."""
+        self.need(1 <= value <= 65535, key, f"must be a TCP port (1-65535); got {value}")
