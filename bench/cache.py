@@ -3,12 +3,13 @@
     .venv/bin/python bench/cache.py [--sizes 10000,100000] [--queries 100] [--index exact]
 
 1. **Wrong answers and recall** on the test split of costline's own pair set
-   (serving/data/cache_pair_set.jsonl), on the **dev pair sets** (serving/data/cache_pair_heldout.jsonl
-   and cache_pair_heldout2.jsonl: each written as a held-out set, but its results were seen and the
-   guards changed for its failure families, so they are dev sets now) and on the **held-out pair set**
-   (serving/data/cache_pair_heldout3.jsonl: other domains again, written after the changed guards were
-   committed, never used to write or tune them; every wrong answer and miss of the verified cache on
-   the dev and held-out sets is listed): for each pair, ``q1`` is stored in a real
+   (serving/data/cache_pair_set.jsonl), on the **dev pair sets** (serving/data/cache_pair_heldout.jsonl,
+   cache_pair_heldout2.jsonl and cache_pair_heldout3.jsonl: each written as a held-out set, but its results
+   were seen and the guards changed for its failure families, so they are dev sets now) and on the
+   **held-out pair set** (serving/data/cache_pair_heldout4.jsonl: other domains again, written after the
+   changed guards were committed, never used to write or tune them; every wrong answer and miss of the
+   verified cache on the dev and held-out sets is listed, with the reasons its candidate was rejected):
+   for each pair, ``q1`` is stored in a real
    :class:`SemanticCache` (its own namespace) and ``q2`` looked up. Printed for the threshold-only
    cache at 0.93, at its best single threshold (the lowest with a false-hit rate ≤ 1 %, else the one
    with the best recall minus false-hit rate) and for the verified cache (guards + the shipped
@@ -54,21 +55,24 @@ SAME = ("paraphrase", "near_repeat")
 
 
 def dev_pair_set_paths() -> list[Path]:
-    """The first and second held-out pair sets: each was seen and the guards changed after it, so dev sets now."""
-    return [default_pair_set_path().with_name(n) for n in ("cache_pair_heldout.jsonl", "cache_pair_heldout2.jsonl")]
+    """The first three held-out pair sets: each was seen and the guards changed after it, so dev sets now."""
+    return [default_pair_set_path().with_name(n) for n in ("cache_pair_heldout.jsonl", "cache_pair_heldout2.jsonl",
+                                                           "cache_pair_heldout3.jsonl")]
 
 
 def heldout_pair_set_path() -> Path:
     """The pair set written after the verification stage was frozen (never used to build or tune it)."""
-    return default_pair_set_path().with_name("cache_pair_heldout3.jsonl")
+    return default_pair_set_path().with_name("cache_pair_heldout4.jsonl")
 
 
 def pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values) * 1000.0, q))
 
 
-def accuracy(embedder: Embedder, pairs, cfg: CacheConfig) -> tuple[np.ndarray, np.ndarray]:
-    """(served, similarity) per pair: q1 stored, q2 looked up, through a real cache."""
+def accuracy(embedder: Embedder, pairs, cfg: CacheConfig,
+             reasons: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(served, similarity) per pair: q1 stored, q2 looked up, through a real cache; ``reasons`` gets each
+    lookup's reject reasons (comma-separated, "" for none)."""
     cache = SemanticCache(embedder, dataclasses.replace(cfg, ttl_s=0))
     served, sims = [], []
     for i, p in enumerate(pairs):
@@ -76,6 +80,8 @@ def accuracy(embedder: Embedder, pairs, cfg: CacheConfig) -> tuple[np.ndarray, n
         cache.store(p.q1, f"answer {i}", tenant=TENANT, namespace=ns)
         found = cache.lookup_detail(p.q2, tenant=TENANT, namespace=ns)
         served.append(found.hit is not None)
+        if reasons is not None:
+            reasons.append(",".join(found.reject_reasons))
         sims.append(found.similarity if found.similarity is not None else 0.0)
     return np.array(served), np.array(sims)
 
@@ -102,13 +108,14 @@ def print_accuracy(embedder: Embedder, test: list, title: str, *, verbose: bool 
     def at(t: float) -> dict[str, float]:
         return rates(sims >= t, test)
 
+    why: list[str] = []  # the verified cache's reject reasons per pair
     fitting = [t for t in candidates if at(t)["false_hit"] <= 0.01]
     best = fitting[0] if fitting else max(candidates, key=lambda t: at(t)["recall"] - at(t)["false_hit"])
     rows = [("threshold 0.93", rates(accuracy(embedder, test, CacheConfig(mode="threshold", threshold=0.93))[0],
                                      test)),
             (f"threshold {best:.2f} (best)", rates(accuracy(embedder, test,
                                                             CacheConfig(mode="threshold", threshold=best))[0], test)),
-            ("verified", rates(verified := accuracy(embedder, test, CacheConfig())[0], test))]
+            ("verified", rates(verified := accuracy(embedder, test, CacheConfig(), why)[0], test))]
     print(f"{title}: {int(labels.sum())} same-answer pairs, {int((~labels).sum())} traps "
           f"({time.perf_counter() - t0:.0f} s)")
     print(f"{'cache':>24} {'recall':>7} " + " ".join(f"{c:>11}" for c in SAME) + f" {'false-hit':>9} "
@@ -122,7 +129,8 @@ def print_accuracy(embedder: Embedder, test: list, title: str, *, verbose: bool 
         for kind, wrong in (("wrong answer served", ~labels & verified), ("miss", labels & ~verified)):
             for i in np.flatnonzero(wrong):
                 p = test[i]
-                print(f"  verified {kind} [{p.category}, cosine {sims[i]:.2f}]: {p.q1!r} / {p.q2!r}")
+                rejected = f", rejected: {why[i]}" if why[i] else ""
+                print(f"  verified {kind} [{p.category}, cosine {sims[i]:.2f}{rejected}]: {p.q1!r} / {p.q2!r}")
 
 
 def fill(cache: SemanticCache, bare, n: int, base: np.ndarray, texts: list[str], rng: np.random.Generator,
@@ -193,7 +201,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--skip-latency", action="store_true")
     ap.add_argument("--dev", type=Path, action="append",
                     help="a dev pair set (seen; JSON lines, as `costline cache tune --pairs` reads); repeat for "
-                         "several (default: the first two held-out sets)")
+                         "several (default: the first three held-out sets)")
     ap.add_argument("--skip-dev", action="store_true", help="measure the test split and the held-out set only")
     ap.add_argument("--heldout", type=Path, default=heldout_pair_set_path(),
                     help="the held-out pair set (JSON lines, as `costline cache tune --pairs` reads)")

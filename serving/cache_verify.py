@@ -18,20 +18,28 @@ through :meth:`Verifier.check`:
                    on a word the other side has bare ("furnished" / "unfurnished", "legal" / "illegal";
                    not "count" / "discount"); "avoid", "forbidden", "dangerous" … on one side only
                    ("can I drive …" / "should I avoid driving …"); may against must in a yes / no
-                   question ("can I pay in cash" / "do I have to pay in cash");
+                   question ("can I pay in cash" / "do I have to pay in cash"); a hyphenated prefix
+                   ("de-authorise") is read joined; a "-free" word is a negation ("phone-free");
    ``polarity``    opposite actions or states (enable / disable, add / remove, paid / unpaid …), keeping
                    or joining against giving up or leaving, phrasal verbs read by their lemma
                    (lemminflect: "keep" / "gave up", "take up" / "turn down"), or a verb of withdrawal /
                    revocation / opting out / stopping on one side only ("consent" / "withdraw consent");
+                   link / attach against detach; a particle after its object ("check my dog in" / "out");
    ``entity``      another named entity: a capitalised name or product on each side that the
                    other side lacks, a rare word on each side, or the same sentence with one noun
-                   phrase of up to three words swapped ("maternity ward" / "intensive care unit");
+                   phrase of up to three words swapped ("maternity ward" / "intensive care unit") —
+                   unless the swap is one word in another form (lemminflect: "archive" / "archives") or,
+                   at a cosine of SYNONYM_COSINE or more, one common word for another ("kids" /
+                   "children"); British and American spellings are one word (breame: "colour");
    ``scope``       quantifiers (all, every, each, whole, both, any, anywhere …) on one side only, or
                    another reach by place or population ("my street" / "nationwide", "national",
                    "anywhere in the country", "internationally", "company-wide", "every branch");
+                   "which orders" against "my order";
    ``comparative`` opposite comparatives (more / less, earlier / later, over / under …);
    ``temporal``    past against future (last / next, was / will be, before / after, yesterday /
-                   tomorrow), or disjoint tenses.
+                   tomorrow), or disjoint tenses; this moment against a habit, a season, a schedule,
+                   the past or the future ("open now" / "open late at night", "at the moment" /
+                   "usually"); "during" against "once … is over".
 
 2. **admission** — the candidates that pass every guard are scored by a small learned model
    (:mod:`costline.serving.cache_admission`) on :func:`pair_features`: the cosine, lexical
@@ -40,8 +48,8 @@ through :meth:`Verifier.check`:
 
 Features of a text are computed once and remembered (an LRU of ``memo_size`` texts), so a
 stored question is parsed once however often it is a candidate. Pure Python plus regex,
-word2number, python-dateutil, snowballstemmer, lemminflect, wordfreq and rapidfuzz (their data ship in
-their wheels): no model download, well under a millisecond per candidate.
+word2number, python-dateutil, snowballstemmer, lemminflect, wordfreq, rapidfuzz and breame (their data
+ship in their packages): no model download, well under a millisecond per candidate.
 """
 
 from __future__ import annotations
@@ -140,6 +148,8 @@ _POLARITY_PAIRS = (
     ("include", "leave-out"), ("book", "avoid"), ("on-time", "late"), ("arrived", "lost"),
     ("log-on", "log-off"), ("sign-on", "sign-off"), ("log-in", "log-off"), ("sign-in", "sign-off"),
     ("move-in", "move-out"), ("resume", "pause"), ("resume", "suspend"),
+    ("link", "unlink"), ("link", "detach"), ("attach", "detach"), ("linked", "unlinked"), ("link", "disconnect"),
+    ("attached", "detached"), ("linked", "detached"),
 )
 _TEMPORAL_WORDS = {
     "last": -1, "previous": -1, "previously": -1, "past": -1, "prior": -1, "old": -1, "earlier": -1,
@@ -304,6 +314,9 @@ def _comparative_index() -> dict[str, list[tuple[int, int]]]:
 _POLARITY = _polarity_index()
 _COMPARATIVES = _comparative_index()
 _PHRASES = (  # multi-word lexicon entries, joined with '-' before lookup
+    # a particle after a short object: "check my dog in" / "check my dog out of" -> "check-in my dog"
+    (re.compile(r"\b(turn|switch|opt|log|sign|check)(?:ing|ed|s)?\s+((?:my|the|your|our|their|his|her|this|that"
+                r"|a|an|it|them)(?:\s+[a-z']+){0,2}?)\s+(on|off|in|out)\b"), r"\1-\3 \2"),
     (re.compile(r"\b(turn|switch|opt|log|sign|check)(?:ing|ed|s)?\s+(on|off|in|out)\b"), r"\1-\2"),
     (re.compile(r"\b(in|out)\s+of\s+stock\b"), r"\1-of-stock"), (re.compile(r"\bin\s+stock\b"), "in-stock"),
     (re.compile(r"\bon\s+time\b"), "on-time"), (re.compile(r"\bat\s+(least|most)\b"), r"at-\1"),
@@ -318,7 +331,24 @@ _PHRASES = (  # multi-word lexicon entries, joined with '-' before lookup
     (re.compile(r"\bthis\s+(time|week|month|year|quarter|season|summer|winter|morning|evening|afternoon|weekend"
                 r"|cycle)\b"), r"this-\1"),
     (re.compile(r"\b(a|the|this|that|new|which|each|every|another|any|no|other)\s+one\b"), r"\1 onepronoun"),
+    # how far in time a question reaches: "right now" / "at the moment" against "usually" / "late at night"
+    (re.compile(r"\bnow\s+that\b"), "seeing that"), (re.compile(r"\bright\s+now\b"), "now"),
+    (re.compile(r"\bat\s+(?:the\s+moment|present)\b"), "now"),
+    (re.compile(r"\b(?:late\s+)?at\s+night\b"), "at-night"), (re.compile(r"\baround\s+the\s+clock\b"),
+                                                                   "around-the-clock"),
+    (re.compile(r"\bon\s+the\s+day\b"), "on-the-day"),
+    # "once the recovery period is over": after it, not during it
+    (re.compile(r"\bonce\b(?=.*\b(?:is|are|has|have)\s+(?:over|finished|ended|done)\b)"), "after"),
 )
+#: The question asks about this moment ("now", "currently", "at the moment" after _PHRASES).
+_NOW = frozenset({"now", "currently", "current", "presently"})
+#: ... and these about a habit, a season or a scheduled time.
+_HABITUAL = frozenset({"usually", "normally", "typically", "generally", "often", "regularly", "ordinarily",
+                       "overnight", "weekends", "holidays", "summer", "winter", "christmas", "night", "nights",
+                       "evenings", "mornings", "at-night", "around-the-clock", "on-the-day", "always",
+                       "per-day", "per-week", "per-month", "per-year", "seasonal", "seasonally"})
+_HYPHEN_PREFIX = re.compile(r"\b(de|un|dis)-(?=[a-z]{4,})")  # "de-authorise" is "deauthorise"
+
 
 
 @dataclass(frozen=True)
@@ -359,6 +389,12 @@ class QuestionFeatures:
     prohibition: frozenset[str] = frozenset()
     #: "permit" (can, may, allowed) and / or "oblige" (must, should, have to, required).
     modality: frozenset[str] = frozenset()
+    #: Lemmas of plural nouns right after "which" ("which orders are affected").
+    which_many: frozenset[str] = frozenset()
+    #: Asks about this moment ("now", "currently", "at the moment").
+    now: bool = False
+    #: Asks about a habit, a season or a scheduled time ("usually", "over the summer", "late at night").
+    habitual: bool = False
 
 
 def _stemmer() -> Any:
@@ -397,6 +433,40 @@ def _join_phrasal(words: list[str]) -> list[str]:
         out.append(w)
         i += 1
     return out
+
+
+def _which_many(words: list[str]) -> set[str]:
+    """Singular lemmas of plural nouns asked about with "which": "which orders" -> order."""
+    from lemminflect import getLemma
+
+    out: set[str] = set()
+    for i, w in enumerate(words[:-1]):
+        if w == "which":
+            for nxt in words[i + 1:i + 3]:
+                lemma = getLemma(nxt, upos="NOUN")
+                if nxt.isalpha() and lemma and lemma[0] != nxt:
+                    out.add(lemma[0])
+                    break
+    return out
+
+
+@functools.lru_cache(maxsize=65536)
+def _american(word: str) -> str:
+    """One spelling for British and American words ("colour" -> "color", "deauthorise" -> "deauthorize"):
+    breame's spelling tables, shipped in its wheel."""
+    from breame.spelling import get_american_spelling
+
+    if not word.isalpha():
+        return word
+    found = get_american_spelling(word)
+    if found != word:
+        return found
+    for p in ("de", "un", "dis", "re", "non"):
+        if word.startswith(p) and len(word) - len(p) >= 4:
+            base = get_american_spelling(word[len(p):])
+            if base != word[len(p):]:
+                return p + base
+    return word
 
 
 def _negating_prefix(word: str) -> str | None:
@@ -448,6 +518,7 @@ def analyse(text: str, stemmer: Any | None = None) -> QuestionFeatures:
     low = raw.lower()
     for pattern, repl in _CONTRACTIONS:
         low = pattern.sub(repl, low)
+    low = _HYPHEN_PREFIX.sub(r"\1", low)
     dates: set[str] = set()
     times: set[str] = set()
     # clock times and numeric dates first: their digits are not free-standing numbers
@@ -478,8 +549,9 @@ def analyse(text: str, stemmer: Any | None = None) -> QuestionFeatures:
     words: list[str] = []
     for t in tokens:
         words.extend([t] if t.count("-") == 0 or t in _POLARITY or t in _TEMPORAL_WORDS or t in _COMPARATIVES
-                     or t in _SCOPE or t in _FUTURE or t in _PAST or t in _PHRASAL else t.split("-"))
-    words = _join_phrasal(words)
+                     or t in _SCOPE or t in _FUTURE or t in _PAST or t in _PHRASAL or t in _HABITUAL
+                     else t.split("-"))
+    words = [_american(w) for w in _join_phrasal(words)]
     numbers: set[str] = set()
     units: set[str] = set()
     run: list[str] = []
@@ -551,7 +623,9 @@ def analyse(text: str, stemmer: Any | None = None) -> QuestionFeatures:
             tense.add("past")
         elif w in ("will", "shall", "gonna", "going-to", "should"):
             tense.add("future")
-    negations = sum(1 for w in words if w in _NEGATIONS)
+    # "-free" says "without": "phone-free" / "allow phone calls", "gluten-free" / "don't contain gluten"
+    negations = (sum(1 for w in words if w in _NEGATIONS)
+                 + sum(1 for t in tokens if re.fullmatch(r"[a-z]+-free", t)))
     entities = _entities(raw)
     qword = next((w for w in words if w in _QWORDS), "")
     rare = {stemmer.stemWord(w) for w in _rare_words(words)}
@@ -572,6 +646,8 @@ def analyse(text: str, stemmer: Any | None = None) -> QuestionFeatures:
         comparative=frozenset(comparative), entities=frozenset(entities), qword=qword, rare=frozenset(rare),
         reach=frozenset(reach), reversal=frozenset(reversal), prefixed=frozenset(prefixed),
         prohibition=frozenset(prohibition), modality=frozenset(_modality(words)),
+        now=any(w in _NOW for w in words), habitual=any(w in _HABITUAL for w in words),
+        which_many=frozenset(_which_many(words)),
     )
 
 
@@ -614,8 +690,10 @@ def _entities(raw: str) -> set[str]:
     return out
 
 
-def guard(q: QuestionFeatures, c: QuestionFeatures) -> str | None:
-    """The first guard reason that tells the two questions apart, or None."""
+def guard(q: QuestionFeatures, c: QuestionFeatures, cosine: float | None = None) -> str | None:
+    """The first guard reason that tells the two questions apart, or None. ``cosine`` (the pair's
+    embedding similarity), when given, lets a one-word swap of two common words pass as a synonym at
+    :data:`SYNONYM_COSINE` or above."""
     if q.identifiers != c.identifiers:
         return "identifier"
     if q.dates != c.dates:
@@ -635,7 +713,8 @@ def guard(q: QuestionFeatures, c: QuestionFeatures) -> str | None:
         return "negation"
     if _entity_swap(q, c) or _rare_swap(q, c):
         return "entity"
-    if q.scope != c.scope or q.owners != c.owners or _reach_differs(q, c):
+    if (q.scope != c.scope or q.owners != c.owners or _reach_differs(q, c) or _which_many_against_one(q, c)
+            or _which_many_against_one(c, q)):
         return "scope"
     if _opposite(q.comparative, c.comparative):
         return "comparative"
@@ -643,10 +722,12 @@ def guard(q: QuestionFeatures, c: QuestionFeatures) -> str | None:
         return "temporal"
     if q.tense and c.tense and q.tense.isdisjoint(c.tense):  # past against future
         return "temporal"
+    if _time_reach(q, c) or _time_reach(c, q):  # "is it open now" / "is it open late at night"
+        return "temporal"
     ops = _opcodes(q, c)
     if _aux_swap(ops, q, c):  # "when did it end" / "when does it end"
         return "temporal"
-    if _word_swap(ops, q, c):  # "is physiotherapy covered" / "is dental work covered"
+    if _word_swap(ops, q, c, cosine):  # "is physiotherapy covered" / "is dental work covered"
         return "entity"
     return None
 
@@ -663,6 +744,16 @@ def _aux_swap(ops: list[tuple[str, int, int, int, int]], q: QuestionFeatures, c:
             if (x & _PAST_AUX and y & _NOW_AUX) or (x & _NOW_AUX and y & _PAST_AUX):
                 return True
     return False
+
+
+def _time_reach(q: QuestionFeatures, c: QuestionFeatures) -> bool:
+    """``q`` asks about this moment, ``c`` about a habit, a season, a scheduled time, the past or the future:
+    "Is the box office open now?" / "... on the day of the show?", "... right now?" / "How long did ... today?"."""
+    return q.now and not c.now and (c.habitual or any(w in _TENSE_AUX for w in c.tokens))
+
+
+#: Auxiliaries that put a question in the past or the future ("how long did it", "when will it").
+_TENSE_AUX = frozenset({"will", "did", "shall", "going-to"})
 
 
 def _reversal(q: QuestionFeatures, c: QuestionFeatures) -> bool:
@@ -693,6 +784,11 @@ def _modal_inversion(q: QuestionFeatures, c: QuestionFeatures) -> bool:
     if q.qword or c.qword or q.modality == c.modality or len(q.modality) != 1 or len(c.modality) != 1:
         return False
     return q.content - _MODAL_WORDS == c.content - _MODAL_WORDS
+
+
+def _which_many_against_one(q: QuestionFeatures, c: QuestionFeatures) -> bool:
+    """``q`` asks which of many ("which orders are affected"), ``c`` about one ("has my order been affected")."""
+    return any(n in c.tokens and n not in q.tokens for n in q.which_many - c.which_many)
 
 
 def _reach_differs(q: QuestionFeatures, c: QuestionFeatures) -> bool:
@@ -751,7 +847,14 @@ def _is_typo(a: str, b: str) -> bool:
     return min(zipf_frequency(a, "en"), zipf_frequency(b, "en")) < TYPO_MAX_ZIPF
 
 
-def _word_swap(ops: list[tuple[str, int, int, int, int]], q: QuestionFeatures, c: QuestionFeatures) -> bool:
+#: A one-word swap of two common words (wordfreq Zipf >= RARE_ZIPF, no name) is read as a synonym when the
+#: questions are at least this similar: the threshold-only cache's own default bar ("kids" / "children",
+#: "fees" / "charges"); two different things swapped ("rabbit" / "cat" 0.82) sit under it.
+SYNONYM_COSINE = 0.93
+
+
+def _word_swap(ops: list[tuple[str, int, int, int, int]], q: QuestionFeatures, c: QuestionFeatures,
+               cosine: float | None = None) -> bool:
     """The very same sentence but for one noun phrase of up to three words swapped for another, not a
     typo ("the maternity ward" / "the intensive care unit", "radiology" / "cardiology"), the rest of the
     sentence saying something (a content word)."""
@@ -764,8 +867,47 @@ def _word_swap(ops: list[tuple[str, int, int, int, int]], q: QuestionFeatures, c
     rest = [w for w in q.tokens[:i1] + q.tokens[i2:] if w not in _STOP and w.isalpha()]
     if set(left) & q.reversal and set(right) & c.reversal:  # "unsubscribe from" / "stop": one act in other words
         return False
+    if _same_lemmas(left, right):  # "archive" / "archives", "after booking" / "after I've booked"
+        return False
+    if cosine is not None and cosine >= SYNONYM_COSINE and _common_synonym(left, right, q, c):
+        return False
     return (bool(left) and bool(right) and bool(rest) and i2 - i1 <= 3 and j2 - j1 <= 3
             and not _is_typo(" ".join(left), " ".join(right)))
+
+
+@functools.lru_cache(maxsize=65536)
+def _lemmas(word: str) -> frozenset[str]:
+    """The word and its lemmas of every part of speech (lemminflect's tables): "booked" -> book."""
+    from lemminflect import getAllLemmas
+
+    return frozenset({word}).union(*getAllLemmas(word).values())
+
+
+def _common_synonym(left: list[str], right: list[str], q: QuestionFeatures, c: QuestionFeatures) -> bool:
+    """One common word for another (no name, no rare word, no lexicon word): a candidate synonym."""
+    from wordfreq import zipf_frequency
+
+    if len(left) != 1 or len(right) != 1:
+        return False
+    a, b = left[0], right[0]
+    return all(w.isalpha() and zipf_frequency(w, "en") >= RARE_ZIPF and w not in f.entities
+               and w not in _LEXICON_WORDS for w, f in ((a, q), (b, c)))
+
+
+#: Words a guard reads: never a mere synonym.
+_LEXICON_WORDS = frozenset(set(_POLARITY) | set(_COMPARATIVES) | set(_TEMPORAL_WORDS) | _SCOPE
+                           | _NEGATIONS | set(_REVERSAL) | _PROHIBITION | _NOW | _HABITUAL
+                           | set(_NUMBER_WORDS) | set(_ORDINALS) | _PAST | _FUTURE)
+
+#: Auxiliaries that only carry a form ("after being neutered" / "after neutering").
+_FORM_WORDS = frozenset({"being", "been", "be", "getting", "get", "got"})
+
+
+def _same_lemmas(left: list[str], right: list[str]) -> bool:
+    """Every word on each side shares a lemma with a word on the other: one word in another form."""
+    a = [_lemmas(w) for w in left if w.isalpha() and w not in _FORM_WORDS]
+    b = [_lemmas(w) for w in right if w.isalpha() and w not in _FORM_WORDS]
+    return bool(a) and bool(b) and all(any(x & y for y in b) for x in a) and all(any(y & x for x in a) for y in b)
 
 
 def _opcodes(q: QuestionFeatures, c: QuestionFeatures) -> list[tuple[str, int, int, int, int]]:
@@ -878,7 +1020,7 @@ class Verifier:
                 self._verdicts.move_to_end(key)
                 return self._verdicts[key]
         q, c = self.features(query), self.features(candidate)
-        reason = guard(q, c)
+        reason = guard(q, c, cosine)
         if reason is None:
             model = self.model_for(namespace)
             if model is not None and not model.admits(pair_features(q, c, cosine)):

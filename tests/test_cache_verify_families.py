@@ -207,3 +207,94 @@ def test_the_dev_sets_false_hits_are_rejected_by_the_verified_cache(embedder, tm
     assert found.reject_reasons == (reason,)  # the candidate was found, and rejected by its family's guard
     again = cache.lookup_detail(stored.upper(), tenant="t")  # the stored question itself is still served
     assert again.hit is not None and again.hit.answer == "the stored answer"
+
+
+# -- the third set's families (cache_pair_heldout3.jsonl, seen: a dev set now), on sentences of other
+# domains; (stored, new, reason) through a real cache: the candidate is found and rejected by its guard
+TRAPS3 = [
+    # a particle after its object: "check my bag in" / "check my bag out"
+    ("How do I check my suitcase in at the hotel?", "How do I check my suitcase out of the hotel?", "polarity"),
+    ("How do I turn the heating on in my flat?", "How do I turn the heating off in my flat?", "polarity"),
+    # link / attach against detach / unlink
+    ("How do I link my loyalty card to the app?", "How do I detach my loyalty card from the app?", "polarity"),
+    ("How do I attach a printer to my laptop?", "How do I detach a printer from my laptop?", "polarity"),
+    # a hyphenated negating prefix: "de-activate" is "deactivate", British and American spellings one word
+    ("How do I authorize a new user on the payroll system?",
+     "How do I de-authorise a user on the payroll system?", "negation"),
+    ("Is the garden shed locked?", "Is the garden shed un-locked?", "polarity"),
+    # this moment against a habit, a season, a scheduled time, the past or the future
+    ("Is the pharmacy open now?", "Is the pharmacy open late at night?", "temporal"),
+    ("How busy is the gym at the moment?", "How busy is the gym usually?", "temporal"),
+    ("What is the current waiting time at A&E?", "What will the waiting time at A&E be over the winter?",
+     "temporal"),
+    ("Is the lift working right now?", "When will the lift be working?", "temporal"),
+    ("Is the helpline staffed now?", "Is the helpline staffed around the clock?", "temporal"),
+    ("Can I swim during the treatment?", "Can I swim once the treatment is over?", "temporal"),
+    # "-free" is "without"
+    ("Which carriages allow dogs?", "Which carriages are dog-free?", "negation"),
+    # which of many against one
+    ("Has my flight been affected by the strike?", "Which flights are affected by the strike?", "scope"),
+]
+
+SAME3 = [
+    # British and American spelling (breame's tables), one word in another form (lemminflect)
+    ("What colour is the recycling bin?", "What color is the recycling bin?"),
+    ("Where is the sports centre?", "Where is the sports center?"),
+    ("When does the autumn programme start?", "When does the autumn program start?"),
+    ("Where do I go after landing?", "Where do I go after I have landed?"),
+    ("Can I change my seat after paying?", "Can I change my seat after I've paid?"),
+    ("Where are the parish records?", "Where is the parish record?"),
+    # one common word for a synonym, the questions as close as the threshold-only cache's own bar
+    ("Do children need a passport to fly?", "Do kids need a passport to fly?"),
+    ("Is there bike parking at the station?", "Is there bicycle parking at the station?"),
+    # "now that" is no moment; "now" against a question in the same moment
+    ("I moved house, how do I update my address?", "Now that I've moved, how do I update my address?"),
+    ("The bus was cancelled, what can I do now?", "My bus got cancelled, what are my options now?"),
+]
+
+
+@pytest.mark.parametrize("stored, new, reason", TRAPS3)
+def test_the_third_dev_sets_families_are_rejected_by_the_verified_cache(embedder, tmp_path, stored, new,
+                                                                        reason) -> None:
+    from costline.serving.cache import SemanticCache
+    from costline.serving.settings import CacheConfig
+
+    cache = SemanticCache(embedder, CacheConfig(path=tmp_path))
+    cache.store(stored, "the stored answer", tenant="t")
+    found = cache.lookup_detail(new, tenant="t")
+    assert found.hit is None and found.reject_reasons == (reason,)
+    assert guard(verifier_features(stored), verifier_features(new)) == reason  # both ways
+
+
+@pytest.mark.parametrize("stored, new", SAME3)
+def test_same_answer_pairs_of_the_third_sets_families_are_served(embedder, tmp_path, stored, new) -> None:
+    from costline.serving.cache import SemanticCache
+    from costline.serving.settings import CacheConfig
+
+    cache = SemanticCache(embedder, CacheConfig(path=tmp_path))
+    cache.store(stored, "the stored answer", tenant="t")
+    found = cache.lookup_detail(new, tenant="t")
+    assert found.hit is not None and found.hit.answer == "the stored answer", found.reject_reasons
+
+
+def test_a_synonym_swap_needs_the_cosine_bar_and_common_words() -> None:
+    from costline.serving.cache_verify import SYNONYM_COSINE
+
+    v = Verifier()
+    q, c = v.features("Do kids need a passport to fly?"), v.features("Do children need a passport to fly?")
+    assert guard(q, c, SYNONYM_COSINE) is None
+    assert guard(q, c, SYNONYM_COSINE - 0.01) == "entity"  # under the bar: another thing swapped in
+    assert guard(q, c) == "entity"  # no cosine given: the swap rule as before
+    r, k = v.features("Can I bring my rabbit to the clinic?"), v.features("Can I bring my cat to the clinic?")
+    assert guard(r, k, 0.82) == "entity"  # their cosine: two animals, under the bar
+    f = v.features("Can I bring my ferret to the clinic?")  # a rare word (Zipf 3.0) is never a mere synonym
+    assert guard(f, k, 0.99) == "entity"
+    n, d = v.features("Is the pharmacy open now?"), v.features("Is the pharmacy open usually?")
+    assert guard(n, d, 0.99) == "temporal"  # a word a guard reads is never a mere synonym
+
+
+def verifier_features(text: str):
+    return _V.features(text)
+
+
+_V = Verifier()
