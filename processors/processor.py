@@ -297,6 +297,25 @@ class Processor:
             self._joined = True
             self._last_activity = self._now()
 
+    def _position(self, tp: Any, next_offset: int | None, where: str) -> None:
+        """Seek ``tp`` to ``next_offset`` (what the lake recorded), or to where reading starts without one."""
+        if next_offset is not None:
+            self._consumer.seek(tp, next_offset)
+            log.info("partition %d: resuming at offset %d (%s)", tp.partition, next_offset, where)
+            return
+        # Always set the position: kafka-python keeps a partition's in-memory position when a
+        # rebalance hands it back to the same member, and rows read up to there may never have
+        # reached the lake (a lost partition's buffer, a fenced flush). Without a record, the
+        # start is Kafka's committed offset for --from-committed, else the first offset (the
+        # start check made sure the group committed nothing past it).
+        committed = self._consumer.committed(tp) if self.start == "committed" else None
+        if committed is not None:
+            self._consumer.seek(tp, committed)
+        else:
+            self._consumer.seek_to_beginning(tp)
+        log.info("partition %d: no %s; reading from offset %s", tp.partition, where,
+                 committed if committed is not None else "0 (its first)")
+
     def _claim(self, tp: Any) -> None:
         # Claim first: from here on a previous owner that missed the rebalance (a "zombie")
         # can no longer commit, so what recovery finds stays the truth.
@@ -306,22 +325,7 @@ class Processor:
         if removed:
             log.warning("partition %d: removed %d uncommitted file(s) of a crashed batch",
                         tp.partition, len(removed))
-        if next_offset is not None:
-            self._consumer.seek(tp, next_offset)
-            log.info("partition %d: resuming at offset %d (lake manifest)", tp.partition, next_offset)
-        else:
-            # Always set the position: kafka-python keeps a partition's in-memory position when a
-            # rebalance hands it back to the same member, and rows read up to there may never have
-            # reached the lake (a lost partition's buffer, a fenced flush). Without a manifest, the
-            # start is Kafka's committed offset for --from-committed, else the first offset (the
-            # start check made sure the group committed nothing past it).
-            committed = self._consumer.committed(tp) if self.start == "committed" else None
-            if committed is not None:
-                self._consumer.seek(tp, committed)
-            else:
-                self._consumer.seek_to_beginning(tp)
-            log.info("partition %d: no lake manifest; reading from offset %s", tp.partition,
-                     committed if committed is not None else "0 (its first)")
+        self._position(tp, next_offset, "lake manifest")
         self._consumer.resume(tp)
 
     def _check_start_position(self) -> None:

@@ -155,19 +155,7 @@ class TableProcessor(Processor):
         resume = self.lake.recover_many(self.topic, partitions)
         for tp in pending:
             self._epochs[tp.partition] = epochs[tp.partition]
-            next_offset = resume[tp.partition]
-            if next_offset is not None:
-                self._consumer.seek(tp, next_offset)
-                log.info("partition %d: resuming at offset %d (table snapshot)", tp.partition, next_offset)
-            else:
-                # Always set the position: kafka-python keeps a partition's in-memory position when a
-                # rebalance hands it back to the same member, but _on_revoked dropped the rows read up
-                # to there, so carrying on from it would commit a batch past rows never written.
-                committed = self._consumer.committed(tp) if self.start == "committed" else None
-                if committed is not None:
-                    self._consumer.seek(tp, committed)
-                else:
-                    self._consumer.seek_to_beginning(tp)
+            self._position(tp, resume[tp.partition], "table snapshot")
         self._consumer.resume(*pending)
         self._last_activity = self._now()
 
