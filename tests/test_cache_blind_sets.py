@@ -1,0 +1,74 @@
+"""The pair sets written blind — without reading the guards, the admission model, their tuning or any
+other pair file's text — one per freeze of the cache's verification stage (docs/cache.md, the protocol):
+each set's shape, and that it is other data than every pair file before it (six domains used nowhere
+else, no question shared). A set run once after a freeze is seen, and its rows say so (split "dev")."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+import costline.serving
+from costline.serving.cache_admission import read_pairs
+
+DATA = Path(costline.serving.__file__).resolve().parent / "data"
+SAME = {"paraphrase": True, "near_repeat": True, "negation": False, "entity_swap": False,
+        "number_date": False, "scope": False, "temporal": False}
+EARLIER = ("cache_pair_set.jsonl", "cache_pair_heldout.jsonl", "cache_pair_heldout2.jsonl", "cache_pairs.jsonl")
+# (file, its six domains, its split now, the pair files written before it)
+SETS = [
+    ("cache_pair_heldout3.jsonl", {"pets", "ticketing", "childcare", "library", "coworking", "food_delivery"},
+     "dev", EARLIER),
+    ("cache_pair_heldout4.jsonl", {"solar", "car_rental", "dental", "language_school", "moving", "marketplace"},
+     "heldout", EARLIER + ("cache_pair_heldout3.jsonl",)),
+]
+blind_sets = pytest.mark.parametrize(("name", "domains", "split", "earlier"), SETS, ids=[s[0] for s in SETS])
+
+
+def rows(name: str) -> list[dict]:
+    return [json.loads(line) for line in (DATA / name).read_text().splitlines() if line.strip()]
+
+
+def questions(row: dict) -> tuple[str, str]:
+    return row.get("q1", row.get("a", "")), row.get("q2", row.get("b", ""))
+
+
+@blind_sets
+def test_350_pairs_50_per_category_labels_follow_the_category(name, domains, split, earlier) -> None:
+    data = rows(name)
+    assert len(data) == 350
+    assert Counter(r["category"] for r in data) == {cat: 50 for cat in SAME}
+    for r in data:
+        assert set(r) == {"q1", "q2", "same_answer", "category", "domain", "split"}, r
+        assert r["same_answer"] is SAME[r["category"]] and r["split"] == split, r
+        assert r["q1"].strip() and r["q2"].strip(), r
+        assert r["q1"].strip().lower() != r["q2"].strip().lower(), r
+    pairs, problems = read_pairs(DATA / name)  # what bench/cache.py reads
+    assert problems == [] and len(pairs) == len(data)
+
+
+@blind_sets
+def test_every_category_spread_over_all_six_domains(name, domains, split, earlier) -> None:
+    data = rows(name)
+    assert {r["domain"] for r in data} == domains
+    per = Counter((r["category"], r["domain"]) for r in data)
+    assert all(8 <= per[(cat, dom)] <= 9 for cat in SAME for dom in domains), per
+
+
+@blind_sets
+def test_no_question_appears_twice_in_the_file(name, domains, split, earlier) -> None:
+    seen = Counter(q.strip().lower() for r in rows(name) for q in questions(r))
+    assert [q for q, n in seen.items() if n > 1] == []
+
+
+@blind_sets
+def test_domains_used_nowhere_else_and_no_question_shared_with_earlier_files(name, domains, split, earlier) -> None:
+    seen: set[str] = set()
+    for other_name in earlier:
+        other = rows(other_name)
+        assert not domains & {r.get("domain", "") for r in other}, other_name
+        seen |= {q.strip().lower() for r in other for q in questions(r)}
+    assert [q for r in rows(name) for q in questions(r) if q.strip().lower() in seen] == []
