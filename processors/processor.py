@@ -350,6 +350,11 @@ class Processor:
             committed = self._consumer.committed(tp)
             if committed is not None and committed > firsts.get(tp, 0):
                 skipped.append(f"{tp.partition} (offsets {firsts.get(tp, 0)}..{committed - 1})")
+        self._refuse_skipping(skipped)
+
+    def _refuse_skipping(self, skipped: list[str]) -> None:
+        """Raise when a fresh lake would start past history the group already committed (``skipped``:
+        one "partition (offsets a..b)" each)."""
         if skipped:
             raise StartPositionError(
                 f"the lake at {self.lake.path} has no offsets for partition(s) {', '.join(skipped)} of "

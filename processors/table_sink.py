@@ -25,7 +25,6 @@ from typing import Any
 
 from costline.config import Config
 from costline.lake import WriterFenced
-from costline.processors.errors import StartPositionError
 from costline.processors.processor import Processor
 
 __all__ = ["lake_writer", "make_processor", "TableProcessor"]
@@ -80,13 +79,7 @@ class TableProcessor(Processor):
         firsts = self._consumer.beginning_offsets(fresh)
         skipped = [f"{tp.partition} (offsets {firsts.get(tp, 0)}..{committed[tp] - 1})" for tp in fresh
                    if committed[tp] > firsts.get(tp, 0)]
-        if skipped:
-            raise StartPositionError(
-                f"the lake at {self.lake.path} has no offsets for partition(s) {', '.join(skipped)} of "
-                f"{self.topic!r}, but consumer group {self.config.processor.group_id!r} already committed past "
-                "them: starting there would skip that history. Run `costline process --from-beginning` to "
-                "read those partitions from their first offset (rebuilds the lake), or `--from-committed` "
-                "to start at the group's committed offsets and leave the earlier messages out")
+        self._refuse_skipping(skipped)
 
     # kafka's IO thread: bookkeeping only (no catalog calls, no blocking Kafka calls)
     def _on_assigned(self, assigned: Any) -> None:
