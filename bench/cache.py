@@ -4,10 +4,10 @@
 
 1. **Wrong answers and recall** on the test split of costline's own pair set
    (serving/data/cache_pair_set.jsonl), on the **dev pair sets** (serving/data/cache_pair_heldout.jsonl,
-   cache_pair_heldout2.jsonl and cache_pair_heldout3.jsonl: each written as a held-out set, but its results
-   were seen and the guards changed for its failure families, so they are dev sets now) and on the
-   **held-out pair set** (serving/data/cache_pair_heldout4.jsonl: other domains again, written after the
-   changed guards were committed, never used to write or tune them; every wrong answer and miss of the
+   cache_pair_heldout2.jsonl, cache_pair_heldout3.jsonl and cache_pair_heldout4.jsonl: each written as a
+   held-out set, but its results were seen and the guards changed for its failure families, so they are dev
+   sets now) and on the **held-out pair set** (serving/data/cache_pair_heldout5.jsonl: other domains again,
+   written while the guards were changed and never used to write or tune them; every wrong answer and miss of the
    verified cache on the dev and held-out sets is listed, with the reasons its candidate was rejected):
    for each pair, ``q1`` is stored in a real
    :class:`SemanticCache` (its own namespace) and ``q2`` looked up. Printed for the threshold-only
@@ -55,14 +55,14 @@ SAME = ("paraphrase", "near_repeat")
 
 
 def dev_pair_set_paths() -> list[Path]:
-    """The first three held-out pair sets: each was seen and the guards changed after it, so dev sets now."""
+    """The first four held-out pair sets: each was seen and the guards changed after it, so dev sets now."""
     return [default_pair_set_path().with_name(n) for n in ("cache_pair_heldout.jsonl", "cache_pair_heldout2.jsonl",
-                                                           "cache_pair_heldout3.jsonl")]
+                                                           "cache_pair_heldout3.jsonl", "cache_pair_heldout4.jsonl")]
 
 
 def heldout_pair_set_path() -> Path:
     """The pair set written after the verification stage was frozen (never used to build or tune it)."""
-    return default_pair_set_path().with_name("cache_pair_heldout4.jsonl")
+    return default_pair_set_path().with_name("cache_pair_heldout5.jsonl")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--skip-latency", action="store_true")
     ap.add_argument("--dev", type=Path, action="append",
                     help="a dev pair set (seen; JSON lines, as `costline cache tune --pairs` reads); repeat for "
-                         "several (default: the first three held-out sets)")
+                         "several (default: the first four held-out sets)")
     ap.add_argument("--skip-dev", action="store_true", help="measure the test split and the held-out set only")
     ap.add_argument("--heldout", type=Path, default=heldout_pair_set_path(),
                     help="the held-out pair set (JSON lines, as `costline cache tune --pairs` reads)")

@@ -207,7 +207,16 @@ _REVERSAL = ("withdraw", "withdrew", "withdrawn", "revoke", "rescind", "retract"
              "unlink", "disconnect", "suspend", "pause", "freeze", "refuse", "decline", "reject", "renounce",
              "unshare", "unfollow", "waive", "forfeit", "relinquish", "unblock", "halt", "object", "deny",
              "give-up", "give-back", "hand-back", "drop-out", "pull-out", "back-out", "call-off", "let-go",
-             "walk-away", "step-down", "sign-off", "log-off", "shut-down", "shut-off", "cut-off", "turn-down")
+             "walk-away", "step-down", "sign-off", "log-off", "shut-down", "shut-off", "cut-off", "turn-down",
+             # not doing it at all: "do I need to take the antibiotics" / "can I skip the antibiotics"
+             "skip", "leave-out", "get-out")
+#: Reversal words that are also nouns ("hire a skip"): only a verb (not after a determiner) reverses.
+_VERB_ONLY_REVERSAL = frozenset({"skip"})
+_DETERMINERS = frozenset({"a", "an", "the", "my", "your", "our", "their", "his", "her", "this", "that", "each",
+                          "per", "one", "another", "any", "which"})
+#: "removal(s)" is also a house move (British): no reversal against a question about moving, unless it is the
+#: removal *of* something.
+_MOVE_WORDS = frozenset({"move", "moves", "moving", "moved", "mover", "movers"})
 # negating prefixes: "furnished" / "unfurnished", "register" / "deregister", "legal" / "illegal"; the rule
 # fires only when one side has the bare word (its snowball stem) and the other the prefixed one
 _NEG_PREFIXES = ("non", "dis", "un", "de", "in", "im", "il", "ir")
@@ -244,7 +253,7 @@ _PARTICLES = frozenset({"up", "back", "out", "off", "down", "in", "on", "away", 
 _PHRASAL = frozenset({
     "give-up", "give-back", "hand-back", "hand-in", "drop-out", "pull-out", "back-out", "move-out", "move-in",
     "call-off", "turn-down", "let-go", "walk-away", "step-down", "sign-up", "sign-on", "sign-off", "log-on",
-    "log-off", "take-up", "hold-on", "keep-on", "stay-on", "shut-down", "shut-off", "cut-off", "opt-out",
+    "log-off", "take-up", "get-out", "hold-on", "keep-on", "stay-on", "shut-down", "shut-off", "cut-off", "opt-out",
     "opt-in", "check-in", "check-out", "sign-in", "sign-out", "log-in", "log-out", "turn-on", "turn-off",
     "switch-on", "switch-off",
 })
@@ -338,7 +347,16 @@ _PHRASES = (  # multi-word lexicon entries, joined with '-' before lookup
                                                                    "around-the-clock"),
     (re.compile(r"\bon\s+the\s+day\b"), "on-the-day"),
     # "once the recovery period is over": after it, not during it
-    (re.compile(r"\bonce\b(?=.*\b(?:is|are|has|have)\s+(?:over|finished|ended|done)\b)"), "after"),
+    (re.compile(r"\bonce\b(?=.*\b(?:(?:is|are|has|have|had)\s+(?:been\s+)?(?:over|finished|ended|done|"
+                r"completed|passed|expired|stopped|gone|worn\s+off|run\s+out|healed|cleared)|"
+                r"(?:wears|wore)\s+off|runs\s+out|finishes|ends|expires)\b)"), "after"),
+    # a period's boundary: "for the first month" (during it) / "after the first month"
+    (re.compile(r"\b(?:for|in|within|over|throughout)\s+(?=(?:the|your|my|our)\s+(?:first|initial|opening|"
+                r"introductory|trial)\b)"), "during "),
+    # "at all" only stresses ("will it damage my tiles at all"): no quantifier
+    (re.compile(r"\bat\s+all\b"), " "),
+    # "every time I floss" is "whenever I floss", no scope ("every time" / "this time" still is)
+    (re.compile(r"\b(?:every|each)\s+time\s+(?=(?:i|you|we|they|he|she|it|my|the|your|our)\b)"), "whenever "),
 )
 #: The question asks about this moment ("now", "currently", "at the moment" after _PHRASES).
 _NOW = frozenset({"now", "currently", "current", "presently"})
@@ -407,6 +425,12 @@ def _stemmer() -> Any:
 def _prohibition_stems() -> frozenset[str]:
     stemmer = _stemmer()  # its own: snowball stemmers keep state between calls
     return frozenset(stemmer.stemWord(w) for w in _PROHIBITION)
+
+
+@functools.cache
+def _reversal_stems() -> frozenset[str]:
+    stemmer = _stemmer()  # its own: snowball stemmers keep state between calls
+    return frozenset(stemmer.stemWord(w) for w in _REVERSAL)
 
 
 @functools.lru_cache(maxsize=65536)
@@ -630,8 +654,10 @@ def analyse(text: str, stemmer: Any | None = None) -> QuestionFeatures:
     qword = next((w for w in words if w in _QWORDS), "")
     rare = {stemmer.stemWord(w) for w in _rare_words(words)}
     reach = {level for pattern, level in _REACH if pattern.search(low)}
-    reversal_stems = {stemmer.stemWord(w) for w in _REVERSAL}
-    reversal = {w for w in words if w in _REVERSAL or (w.isalpha() and stemmer.stemWord(w) in reversal_stems)}
+    reversal_stems = _reversal_stems()
+    reversal = {w for i, w in enumerate(words)
+                if (w in _REVERSAL or (w.isalpha() and stemmer.stemWord(w) in reversal_stems))
+                and not (stemmer.stemWord(w) in _VERB_ONLY_REVERSAL and i > 0 and words[i - 1] in _DETERMINERS)}
     prefixed = {(stemmer.stemWord(base), stemmer.stemWord(w)) for w in words
                 if (base := _negating_prefix(w)) is not None}
     prohibition = {w for w in words
@@ -713,7 +739,12 @@ def guard(q: QuestionFeatures, c: QuestionFeatures, cosine: float | None = None)
         return "negation"
     if _entity_swap(q, c) or _rare_swap(q, c):
         return "entity"
-    if (q.scope != c.scope or q.owners != c.owners or _reach_differs(q, c) or _which_many_against_one(q, c)
+    ops: list[tuple[str, int, int, int, int]] | None = None
+    if q.scope != c.scope:
+        ops = _opcodes(q, c)
+        if not _existential_any(ops, q, c):
+            return "scope"
+    if (q.owners != c.owners or _reach_differs(q, c) or _which_many_against_one(q, c)
             or _which_many_against_one(c, q)):
         return "scope"
     if _opposite(q.comparative, c.comparative):
@@ -724,12 +755,40 @@ def guard(q: QuestionFeatures, c: QuestionFeatures, cosine: float | None = None)
         return "temporal"
     if _time_reach(q, c) or _time_reach(c, q):  # "is it open now" / "is it open late at night"
         return "temporal"
-    ops = _opcodes(q, c)
+    ops = ops if ops is not None else _opcodes(q, c)
     if _aux_swap(ops, q, c):  # "when did it end" / "when does it end"
         return "temporal"
     if _word_swap(ops, q, c, cosine):  # "is physiotherapy covered" / "is dental work covered"
         return "entity"
     return None
+
+
+#: What "any" may stand against and still only ask whether there is some ("is there any parking" / "is there
+#: parking"); against one of these it is a quantifier ("can I install any app" / "this app", "any car" / "my
+#: own car", "any damage" / "the windscreen").
+_SPECIFIC = frozenset({"this", "that", "these", "those", "my", "your", "our", "their", "his", "her", "its", "the",
+                       "one", "own", "only", "single", "particular", "specific", "certain"})
+#: After "any" a quantifier however it stands: "any of your vets", "any number of guests", "any time".
+_ANY_QUANTIFIES = frozenset({"of", "number", "amount", "onepronoun", "time", "day", "hour", "date", "branch",
+                             "store", "location", "site", "size", "type", "card", "device", "account"}) | _SCOPE
+
+
+def _existential_any(ops: list[tuple[str, int, int, int, int]], q: QuestionFeatures, c: QuestionFeatures) -> bool:
+    """The two differ in quantifiers only by one "any" asking whether there is some, not which one: where the
+    other question has nothing, "a", "some" or other words but no specific determiner in its place ("is there
+    any parking" / "is there parking", "do you run any courses for IELTS" / "can you help me prepare for it")."""
+    if q.scope ^ c.scope != {"any"}:
+        return False
+    side, other = (q, c) if "any" in q.scope else (c, q)
+    at = [i for i, w in enumerate(side.tokens) if w == "any"]
+    if len(at) != 1 or (at[0] + 1 < len(side.tokens) and side.tokens[at[0] + 1] in _ANY_QUANTIFIES):
+        return False
+    i = at[0]
+    for op, i1, i2, j1, j2 in ops:
+        lo, hi, olo, ohi = (i1, i2, j1, j2) if side is q else (j1, j2, i1, i2)
+        if op != "equal" and lo <= i < max(hi, lo + 1):
+            return not (set(other.tokens[olo:ohi]) & (_SPECIFIC | _SCOPE))
+    return False
 
 
 _PAST_AUX = frozenset({"did", "was", "were", "had"})
@@ -741,8 +800,24 @@ def _aux_swap(ops: list[tuple[str, int, int, int, int]], q: QuestionFeatures, c:
     for op, i1, i2, j1, j2 in ops:
         if op == "replace" and i2 - i1 <= 2 and j2 - j1 <= 2:
             x, y = set(a[i1:i2]), set(b[j1:j2])
+            if x & _PERFECT_AUX and _perfect(a, i1) or y & _PERFECT_AUX and _perfect(b, j1):
+                continue  # "why was it taken down" / "why has it been taken down": both about what happened
             if (x & _PAST_AUX and y & _NOW_AUX) or (x & _NOW_AUX and y & _PAST_AUX):
                 return True
+    return False
+
+
+_PERFECT_AUX = frozenset({"has", "have"})
+
+
+def _perfect(tokens: tuple[str, ...], at: int) -> bool:
+    """A present perfect from ``at`` on: has / have, then within four words "been" or a past participle
+    ("has my listing been taken down", "have you received")."""
+    for j in range(at, min(at + 2, len(tokens))):
+        if tokens[j] in _PERFECT_AUX:
+            for w in tokens[j + 1:j + 5]:
+                if w == "been" or (w.isalpha() and re.search(r"(?:ed|en|wn|ne|t)$", w) and _verb_lemma(w) != w):
+                    return True
     return False
 
 
@@ -759,8 +834,13 @@ _TENSE_AUX = frozenset({"will", "did", "shall", "going-to"})
 def _reversal(q: QuestionFeatures, c: QuestionFeatures) -> bool:
     """``q`` withdraws from, stops or revokes what ``c`` asks about: a reversal verb on ``q``'s side
     only, and ``c`` says little that ``q`` does not (so both are about the same thing)."""
-    return (bool(q.reversal) and not c.reversal and len(c.content - q.content) <= 1
-            and not any(_is_typo(r, w) for r in q.reversal for w in c.tokens))  # "waive" / "waaive"
+    own = q.reversal
+    if any(w in _MOVE_WORDS for w in c.tokens) and not any(  # "after the removal" / "after the move": one move,
+            w in ("removal", "removals") and nxt in ("of", "from")  # but "removal of my data" removes something
+            for w, nxt in zip(q.tokens, q.tokens[1:])):
+        own = {r for r in own if r not in ("removal", "removals")}
+    return (bool(own) and not c.reversal and len(c.content - q.content) <= 1
+            and not any(_is_typo(r, w) for r in own for w in c.tokens))  # "waive" / "waaive"
 
 
 def _prefix_negation(q: QuestionFeatures, c: QuestionFeatures) -> bool:
@@ -869,10 +949,21 @@ def _word_swap(ops: list[tuple[str, int, int, int, int]], q: QuestionFeatures, c
         return False
     if _same_lemmas(left, right):  # "archive" / "archives", "after booking" / "after I've booked"
         return False
+    removal = {"removal", "removals"}
+    if left and right and ((set(left) <= removal and set(right) <= _MOVE_WORDS)
+                           or (set(right) <= removal and set(left) <= _MOVE_WORDS)):
+        return False  # a (house) removal is a move, in British English
+    if left and right and all(map(_numberish, left + right)) and q.numbers == c.numbers:
+        return False  # "a two-bed flat" / "a 2-bed flat": the number guard found the same values
     if cosine is not None and cosine >= SYNONYM_COSINE and _common_synonym(left, right, q, c):
         return False
     return (bool(left) and bool(right) and bool(rest) and i2 - i1 <= 3 and j2 - j1 <= 3
             and not _is_typo(" ".join(left), " ".join(right)))
+
+
+def _numberish(word: str) -> bool:
+    return (bool(re.fullmatch(r"\d+(?:[.,]\d+)*(?:st|nd|rd|th)?", word)) or word in _NUMBER_WORDS
+            or word in _ORDINALS or word in _OTHER_NUMBERS)
 
 
 @functools.lru_cache(maxsize=65536)

@@ -23,7 +23,7 @@ SETS = [
     ("cache_pair_heldout3.jsonl", {"pets", "ticketing", "childcare", "library", "coworking", "food_delivery"},
      "dev", EARLIER),
     ("cache_pair_heldout4.jsonl", {"solar", "car_rental", "dental", "language_school", "moving", "marketplace"},
-     "heldout", EARLIER + ("cache_pair_heldout3.jsonl",)),
+     "dev", EARLIER + ("cache_pair_heldout3.jsonl",)),
 ]
 blind_sets = pytest.mark.parametrize(("name", "domains", "split", "earlier"), SETS, ids=[s[0] for s in SETS])
 
