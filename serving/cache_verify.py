@@ -25,6 +25,8 @@ through :meth:`Verifier.check`:
                    (lemminflect: "keep" / "gave up", "take up" / "turn down"), or a verb of withdrawal /
                    revocation / opting out / stopping on one side only ("consent" / "withdraw consent");
                    link / attach against detach; a particle after its object ("check my dog in" / "out");
+                   not doing it at all ("skip", "leave out", "get out of"; "a skip" is a noun); a (house)
+                   "removal" against a "move" is one move;
    ``entity``      another named entity: a capitalised name or product on each side that the
                    other side lacks, a rare word on each side, or the same sentence with one noun
                    phrase of up to three words swapped ("maternity ward" / "intensive care unit") —
@@ -34,12 +36,14 @@ through :meth:`Verifier.check`:
    ``scope``       quantifiers (all, every, each, whole, both, any, anywhere …) on one side only, or
                    another reach by place or population ("my street" / "nationwide", "national",
                    "anywhere in the country", "internationally", "company-wide", "every branch");
-                   "which orders" against "my order";
+                   "which orders" against "my order"; an "any" asking whether there is some ("is there any
+                   parking" / "is there parking"), "at all" and "every time I" are none;
    ``comparative`` opposite comparatives (more / less, earlier / later, over / under …);
    ``temporal``    past against future (last / next, was / will be, before / after, yesterday /
                    tomorrow), or disjoint tenses; this moment against a habit, a season, a schedule,
                    the past or the future ("open now" / "open late at night", "at the moment" /
-                   "usually"); "during" against "once … is over".
+                   "usually"); "during" against "once … is over / has worn off"; "for the first month" against
+                   "after the first month"; a present perfect ("has been taken down") is no present tense.
 
 2. **admission** — the candidates that pass every guard are scored by a small learned model
    (:mod:`costline.serving.cache_admission`) on :func:`pair_features`: the cosine, lexical
