@@ -213,7 +213,7 @@ _REVERSAL = ("withdraw", "withdrew", "withdrawn", "revoke", "rescind", "retract"
              "give-up", "give-back", "hand-back", "drop-out", "pull-out", "back-out", "call-off", "let-go",
              "walk-away", "step-down", "sign-off", "log-off", "shut-down", "shut-off", "cut-off", "turn-down",
              # not doing it at all: "do I need to take the antibiotics" / "can I skip the antibiotics"
-             "skip", "leave-out", "get-out")
+             "skip", "leave-out", "get-out", "omit", "forgo", "forego", "bypass")
 #: Reversal words that are also nouns ("hire a skip"): only a verb (not after a determiner) reverses.
 _VERB_ONLY_REVERSAL = frozenset({"skip"})
 _DETERMINERS = frozenset({"a", "an", "the", "my", "your", "our", "their", "his", "her", "this", "that", "each",
@@ -257,8 +257,8 @@ _PARTICLES = frozenset({"up", "back", "out", "off", "down", "in", "on", "away", 
 _PHRASAL = frozenset({
     "give-up", "give-back", "hand-back", "hand-in", "drop-out", "pull-out", "back-out", "move-out", "move-in",
     "call-off", "turn-down", "let-go", "walk-away", "step-down", "sign-up", "sign-on", "sign-off", "log-on",
-    "log-off", "take-up", "get-out", "hold-on", "keep-on", "stay-on", "shut-down", "shut-off", "cut-off", "opt-out",
-    "opt-in", "check-in", "check-out", "sign-in", "sign-out", "log-in", "log-out", "turn-on", "turn-off",
+    "log-off", "take-up", "get-out", "hold-on", "keep-on", "stay-on", "shut-down", "shut-off", "cut-off",
+    "opt-out", "opt-in", "check-in", "check-out", "sign-in", "sign-out", "log-in", "log-out", "turn-on", "turn-off",
     "switch-on", "switch-off",
 })
 # keeping, joining, taking up / giving up, leaving, handing back: one group, either side
@@ -351,8 +351,9 @@ _PHRASES = (  # multi-word lexicon entries, joined with '-' before lookup
                                                                    "around-the-clock"),
     (re.compile(r"\bon\s+the\s+day\b"), "on-the-day"),
     # "once the recovery period is over": after it, not during it
-    (re.compile(r"\bonce\b(?=.*\b(?:(?:is|are|has|have|had)\s+(?:been\s+)?(?:over|finished|ended|done|"
-                r"completed|passed|expired|stopped|gone|worn\s+off|run\s+out|healed|cleared)|"
+    (re.compile(r"(?:\bonce|(?<=\w\s)(?:when|as\s+soon\s+as))\b(?=.*\b(?:(?:is|are|has|have|had)\s+(?:been\s+)?"
+                r"(?:over|finished|ended|done|completed|passed|expired|stopped|gone|worn\s+off|run\s+out|healed|"
+                r"cleared)|"
                 r"(?:wears|wore)\s+off|runs\s+out|finishes|ends|expires)\b)"), "after"),
     # a period's boundary: "for the first month" (during it) / "after the first month"
     (re.compile(r"\b(?:for|in|within|over|throughout)\s+(?=(?:the|your|my|our)\s+(?:first|initial|opening|"
@@ -804,7 +805,7 @@ def _aux_swap(ops: list[tuple[str, int, int, int, int]], q: QuestionFeatures, c:
     for op, i1, i2, j1, j2 in ops:
         if op == "replace" and i2 - i1 <= 2 and j2 - j1 <= 2:
             x, y = set(a[i1:i2]), set(b[j1:j2])
-            if x & _PERFECT_AUX and _perfect(a, i1) or y & _PERFECT_AUX and _perfect(b, j1):
+            if (x & _PERFECT_AUX and _perfect(a, i1)) or (y & _PERFECT_AUX and _perfect(b, j1)):
                 continue  # "why was it taken down" / "why has it been taken down": both about what happened
             if (x & _PAST_AUX and y & _NOW_AUX) or (x & _NOW_AUX and y & _PAST_AUX):
                 return True

@@ -307,10 +307,14 @@ TRAPS4 = [
     ("Do I have to attend the fire safety training?", "Can I skip the fire safety training?", "polarity"),
     ("How do I attend jury duty?", "How do I get out of jury duty?", "polarity"),
     ("Should I list my salary history on the form?", "Can I leave out my salary history on the form?", "polarity"),
+    ("Do I need to include a cover letter with my application?", "Can I omit the cover letter from my application?",
+     "polarity"),
     # during against after: "while X is still ..." / "once X has worn off, is over"
     ("Can I drive while the sedative is still working?", "Can I drive once the sedative has worn off?", "temporal"),
     ("Can I use the pool while the cleaning treatment is still running?",
      "Can I use the pool once the cleaning treatment is over?", "temporal"),
+    ("Can I exercise while the steroid injection is still working?",
+     "Can I exercise when the steroid injection has worn off?", "temporal"),
     # a period's boundary: for the first year / after the first year
     ("What is the interest rate for the first year?", "What is the interest rate after the first year?", "temporal"),
     ("Is the broadband price fixed for the first six months?",
