@@ -192,3 +192,48 @@ def test_backends_record_one_call_span_per_attempt_with_usage_and_error_type(sta
     assert backends["mid"].client.open_telemetry["traces"]["enabled"] is False
     for b in backends.values():
         b.close()
+
+
+def test_anthropic_complete_records_the_same_call_span_with_one_json_parse_as_through_the_sdk_models(
+        standin: StandInServer) -> None:
+    """With content capture off the backend reads the raw JSON once and records the call span itself;
+    with capture on it goes through messages.create and instrument_anthropic. Same reply, same span."""
+    import dataclasses
+
+    from costline.config import CaptureConfig
+
+    config = Config()
+    system = [{"type": "text", "text": "You answer for acme. " * 8, "cache_control": {"type": "ephemeral"}}]
+    seen = {}
+    fresh = StandInServer(FAST, port=0)  # the second pass starts with the stand-in's prompt cache empty too
+    fresh.start()
+    for capture, server in ((False, standin), (True, fresh)):
+        settings = BackendsConfig(anthropic_base_url=server.url, student_base_url=server.openai_url, max_retries=0)
+        registry = ModelRegistry.from_config(config.replace(serving=dataclasses.replace(config.serving,
+                                                                                        backends=settings)))
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        recorder = Recorder(provider, capture=CaptureConfig(message_content=capture))
+        backend = build_backends(registry, settings, recorder, tiers=["mid"])["mid"]
+        replies = [backend.complete(Prompt.of("where is my invoice?", system=system)) for _ in range(2)]
+        backend.close()
+        (created, read) = exporter.get_finished_spans()
+        seen[capture] = (replies, created, read)
+    fresh.shutdown()
+    (raw_replies, raw_created, raw_read), (sdk_replies, sdk_created, sdk_read) = seen[False], seen[True]
+    # the first call writes the prompt cache, the second reads it: computed here from the stand-in's tokenizer
+    prompt_tokens = count_tokens("where is my invoice?")
+    assert raw_replies[0].cache_creation_tokens > 0 and raw_replies[1].cache_read_tokens > 0
+    assert raw_replies[1].input_tokens == prompt_tokens + raw_replies[1].cache_read_tokens
+    for raw, sdk in zip(raw_replies, sdk_replies):
+        assert dataclasses.replace(raw, id=None) == dataclasses.replace(sdk, id=None)
+    content_keys = {c.GEN_AI_INPUT_MESSAGES, c.GEN_AI_OUTPUT_MESSAGES, "gen_ai.system_instructions"}
+    for raw, sdk in ((raw_created, sdk_created), (raw_read, sdk_read)):
+        assert raw.name == sdk.name
+        want = {k: v for k, v in sdk.attributes.items() if k not in content_keys and k != c.GEN_AI_RESPONSE_ID}
+        got = {k: v for k, v in raw.attributes.items() if k != c.GEN_AI_RESPONSE_ID}
+        assert got == want
+        assert raw.attributes[c.GEN_AI_RESPONSE_ID].startswith("msg_")
+    assert raw_read.attributes[c.GEN_AI_USAGE_INPUT_TOKENS] == raw_replies[1].input_tokens
+    assert not any(k in raw_created.attributes for k in content_keys)
