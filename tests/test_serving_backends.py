@@ -277,3 +277,37 @@ def test_anthropic_complete_refuses_an_answer_that_is_not_a_json_object(spans) -
     assert (err.value.tier, err.value.error_type) == ("budget", "APIResponseValidationError")
     (span,) = exporter.get_finished_spans()
     assert span.attributes[c.ERROR_TYPE] == "APIResponseValidationError"
+
+
+def test_openai_compatible_complete_records_the_same_call_span_with_one_json_parse_as_through_the_sdk_models(
+        standin: StandInServer) -> None:
+    """The student (vLLM's OpenAI-compatible API, through the openai SDK): capture off reads the raw
+    JSON once, capture on goes through chat.completions.create and instrument_openai. Same reply, same span."""
+    import dataclasses
+
+    from costline.config import CaptureConfig
+
+    config = Config()
+    settings = BackendsConfig(anthropic_base_url=standin.url, student_base_url=standin.openai_url, max_retries=0)
+    registry = ModelRegistry.from_config(config.replace(serving=dataclasses.replace(config.serving, backends=settings)))
+    seen = {}
+    for capture in (False, True):
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        recorder = Recorder(provider, capture=CaptureConfig(message_content=capture))
+        backend = build_backends(registry, settings, recorder, tiers=["student"])["student"]
+        reply = backend.complete(Prompt.of("Classify: the invoice was charged twice", system="You classify."))
+        backend.close()
+        (span,) = exporter.get_finished_spans()
+        seen[capture] = (reply, span)
+    (raw_reply, raw_span), (sdk_reply, sdk_span) = seen[False], seen[True]
+    assert raw_reply.text and raw_reply.model == "costline-student-lora" and raw_reply.output_tokens > 0
+    assert dataclasses.replace(raw_reply, id=None) == dataclasses.replace(sdk_reply, id=None)
+    content_keys = {c.GEN_AI_INPUT_MESSAGES, c.GEN_AI_OUTPUT_MESSAGES, "gen_ai.system_instructions"}
+    assert raw_span.name == sdk_span.name
+    want = {k: v for k, v in sdk_span.attributes.items() if k not in content_keys and k != c.GEN_AI_RESPONSE_ID}
+    got = {k: v for k, v in raw_span.attributes.items() if k != c.GEN_AI_RESPONSE_ID}
+    assert got == want
+    assert raw_span.attributes[c.GEN_AI_PROVIDER_NAME] == "vllm"
+    assert raw_span.attributes[c.GEN_AI_USAGE_INPUT_TOKENS] == raw_reply.input_tokens
