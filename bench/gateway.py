@@ -17,6 +17,10 @@ gateway's cost is what is measured). Phases, each on fresh connections:
   lookup embeds a text it has never seen; the hit share is printed beside the rate;
 * **exact repeats**: one stored question over and over at 16 connections.
 
+Every phase also prints the model calls per request (the gateway's ``x-costline-attempts``: the
+stand-in's budget answers carry a low confidence marker about half the time, and those escalate
+once, as the product does) and the CPU per model call.
+
 The LiteLLM proxy is the peer when it is installed (``pip install 'litellm[proxy]'``; not a costline
 dependency): after costline's phases the gateway stops and ``litellm --num_workers 1`` starts in front
 of the same stand-in (its Anthropic route, no cache, no routing), and the same phases run against
@@ -60,6 +64,12 @@ class Phase:
     p99_ms: float
     cache_hits: int = 0
     cpu_ms_per_request: float | None = None
+    #: Model calls the answers took (costline's ``x-costline-attempts``; None when the server does not say).
+    model_calls: int | None = None
+
+    @property
+    def calls_per_request(self) -> float | None:
+        return self.model_calls / self.requests if self.model_calls is not None and self.requests else None
 
     @property
     def rps(self) -> float:
@@ -83,7 +93,7 @@ def body(question: str, stream: bool = False) -> bytes:
 
 
 async def _one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str, payload: bytes,
-               key: bytes = b"bench") -> tuple[int, bool]:
+               key: bytes = b"bench") -> tuple[int, bool, int | None]:
     writer.write(b"POST " + path.encode() + b" HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
                  b"anthropic-version: 2023-06-01\r\nx-api-key: " + key + b"\r\nContent-Length: "
                  + str(len(payload)).encode() + b"\r\n\r\n" + payload)
@@ -91,6 +101,7 @@ async def _one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path:
     status = int(head.split(b" ", 2)[1])
     length = 0
     hit = False
+    attempts = None
     for line in head.split(b"\r\n")[1:]:
         name, _, value = line.partition(b":")
         name = name.strip().lower()
@@ -98,8 +109,10 @@ async def _one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path:
             length = int(value)
         elif name == b"x-costline-cache-hit":
             hit = value.strip() == b"true"
+        elif name == b"x-costline-attempts":
+            attempts = int(value)
     await reader.readexactly(length)
-    return status, hit
+    return status, hit, attempts
 
 
 async def run_phase(name: str, port: int, connections: int, *, seconds: float | None = None,
@@ -109,6 +122,7 @@ async def run_phase(name: str, port: int, connections: int, *, seconds: float | 
     or until ``questions`` are all asked once."""
     latencies: list[float] = []
     errors = hits = 0
+    calls: int | None = None
     counter = iter(range(10**9))
     queue = list(reversed(questions)) if questions is not None else None
     deadline = time.perf_counter() + seconds if seconds is not None else None
@@ -121,13 +135,13 @@ async def run_phase(name: str, port: int, connections: int, *, seconds: float | 
         return make(next(counter))
 
     async def worker() -> None:
-        nonlocal errors, hits
+        nonlocal errors, hits, calls
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
             while (q := next_question()) is not None:
                 t0 = time.perf_counter()
                 try:
-                    status, hit = await _one(reader, writer, path, body(q), key)
+                    status, hit, attempts = await _one(reader, writer, path, body(q), key)
                 except (OSError, asyncio.IncompleteReadError, ValueError):
                     errors += 1
                     writer.close()
@@ -137,6 +151,8 @@ async def run_phase(name: str, port: int, connections: int, *, seconds: float | 
                 if status != 200:
                     errors += 1
                 hits += hit
+                if attempts is not None:
+                    calls = (calls or 0) + attempts
         finally:
             writer.close()
 
@@ -149,7 +165,7 @@ async def run_phase(name: str, port: int, connections: int, *, seconds: float | 
     lat = sorted(latencies) or [0.0]
     return Phase(name, connections, done, errors, elapsed, 1000 * statistics.median(lat),
                  1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))], hits,
-                 (1000 * cpu / done) if cpu is not None and done else None)
+                 (1000 * cpu / done) if cpu is not None and done else None, calls)
 
 
 def _cpu_s(pid: int) -> float:
@@ -358,22 +374,29 @@ embed_threads = {args.embed_threads}
           f"{args.embed_threads or 'default'} thread(s); peer: {peer}")
     base = phases[0]
     print(f"stand-in alone, 16 connections: {base.rps:.0f} req/s, p50 {base.p50_ms:.1f} ms, p99 {base.p99_ms:.1f} ms")
-    head = f"{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'errs':>6}{'hits':>6}{'CPU ms':>8}"
-    print(f"{'':<18}{'':>6} | {'costline serve':^44} | {'LiteLLM proxy':^44} |")
+    head = f"{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'errs':>6}{'hits':>6}{'CPU ms':>8}{'calls':>7}{'CPU/call':>9}"
+    print(f"{'':<18}{'':>6} | {'costline serve':^60} | {'LiteLLM proxy':^60} |")
     print(f"{'phase':<18}{'conns':>6} | {head} | {head} | {'req/s ratio':>11}")
 
     def cells(p: Phase | None) -> str:
         if p is None:
-            return f"{'-':>8}{'-':>8}{'-':>8}{'-':>6}{'-':>6}{'-':>8}"
+            return f"{'-':>8}{'-':>8}{'-':>8}{'-':>6}{'-':>6}{'-':>8}{'-':>7}{'-':>9}"
         cpu = f"{p.cpu_ms_per_request:.1f}" if p.cpu_ms_per_request is not None else "-"
-        return f"{p.rps:>8.1f}{p.p50_ms:>8.1f}{p.p99_ms:>8.1f}{p.errors:>6}{p.cache_hits:>6}{cpu:>8}"
+        per = p.calls_per_request
+        calls = f"{per:.2f}" if per is not None else "-"
+        per_call = (f"{p.cpu_ms_per_request / per:.1f}" if per and not p.cache_hits and p.cpu_ms_per_request is not None
+                    else "-")  # a phase with cache hits mixes requests that make no call
+        return (f"{p.rps:>8.1f}{p.p50_ms:>8.1f}{p.p99_ms:>8.1f}{p.errors:>6}{p.cache_hits:>6}{cpu:>8}{calls:>7}"
+                f"{per_call:>9}")
 
     for i, p in enumerate(phases[1:]):
         q = peer_phases[i] if i < len(peer_phases) else None
         ratio = f"{p.rps / q.rps:.2f}x" if q is not None and q.rps else "-"
         print(f"{p.name:<18}{p.connections:>6} | {cells(p)} | {cells(q)} | {ratio:>11}")
     print("CPU ms = the server process's (and its children's) CPU per request over the phase; the stand-in "
-          "runs in its own process and is excluded.")
+          "runs in its own process and is excluded. calls = model calls per request (costline's "
+          "x-costline-attempts: a low-confidence budget answer escalates once; a cache hit makes none; the proxy "
+          "makes one a request and does not say); CPU/call = CPU ms / calls (phases without cache hits).")
     by = {(p.name, p.connections): p for p in phases}
     u16, u64 = by[("unique questions", 16)], by[("unique questions", 64)]
     para = by[("paraphrase hits", 16)]
@@ -398,7 +421,7 @@ embed_threads = {args.embed_threads}
         for bucket, share in profile_summary(args.profile):
             print(f"  {100 * share:5.1f} %  {bucket}")
     if args.json:
-        args.json.write_text(json.dumps({"phases": [{**asdict(p), "rps": p.rps} for p in phases],
+        args.json.write_text(json.dumps({"phases": [{**asdict(p), "rps": p.rps, "calls_per_request": p.calls_per_request} for p in phases],
                                          "peer": peer, "peer_phases": [{**asdict(p), "rps": p.rps} for p in peer_phases],
                                          "load_average": load, "embedder": args.embedder}, indent=1))
     return 0

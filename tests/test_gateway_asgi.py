@@ -173,3 +173,26 @@ def test_a_connection_that_never_sends_a_request_is_closed_after_the_idle_timeou
     finally:
         gw.shutdown()
         pipeline.close()
+
+
+def test_the_gateways_connections_send_without_nagle(standin, tmp_path) -> None:
+    """uvicorn writes a response's head and body in two sends: with Nagle's algorithm on, the body
+    waits for the client's delayed ACK of the head on every keep-alive request, so each accepted
+    connection must have TCP_NODELAY set (asyncio sets it only on sockets that say they are TCP)."""
+    import socket
+
+    pipeline = make_pipeline(standin)
+    gw = Gateway(pipeline, GatewayConfig(keys_file=tmp_path / "keys.json"), port=0)
+    gw.start()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
+        conn.request("GET", "/healthz")  # keep-alive: the connection stays open after the answer
+        assert conn.getresponse().read()
+        connections = list(gw._server._server.server_state.connections)
+        assert len(connections) == 1
+        sock = connections[0].transport.get_extra_info("socket")
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        conn.close()
+    finally:
+        gw.shutdown()
+        pipeline.close()

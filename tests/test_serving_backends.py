@@ -188,5 +188,126 @@ def test_backends_record_one_call_span_per_attempt_with_usage_and_error_type(sta
     assert mid.attributes[c.GEN_AI_USAGE_INPUT_TOKENS] == reply.input_tokens
     assert stu.attributes[c.GEN_AI_PROVIDER_NAME] == "vllm"
     assert failed.attributes[c.ERROR_TYPE] == "OverloadedError"
+    # costline's call span is the record: the SDK's own span per call (on a global provider) is off
+    assert backends["mid"].client.open_telemetry["traces"]["enabled"] is False
     for b in backends.values():
         b.close()
+
+
+def test_anthropic_complete_records_the_same_call_span_with_one_json_parse_as_through_the_sdk_models(
+        standin: StandInServer) -> None:
+    """With content capture off the backend reads the raw JSON once and records the call span itself;
+    with capture on it goes through messages.create and instrument_anthropic. Same reply, same span."""
+    import dataclasses
+
+    from costline.config import CaptureConfig
+
+    config = Config()
+    system = [{"type": "text", "text": "You answer for acme. " * 8, "cache_control": {"type": "ephemeral"}}]
+    seen = {}
+    fresh = StandInServer(FAST, port=0)  # the second pass starts with the stand-in's prompt cache empty too
+    fresh.start()
+    for capture, server in ((False, standin), (True, fresh)):
+        settings = BackendsConfig(anthropic_base_url=server.url, student_base_url=server.openai_url, max_retries=0)
+        registry = ModelRegistry.from_config(config.replace(serving=dataclasses.replace(config.serving,
+                                                                                        backends=settings)))
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        recorder = Recorder(provider, capture=CaptureConfig(message_content=capture))
+        backend = build_backends(registry, settings, recorder, tiers=["mid"])["mid"]
+        replies = [backend.complete(Prompt.of("where is my invoice?", system=system)) for _ in range(2)]
+        backend.close()
+        (created, read) = exporter.get_finished_spans()
+        seen[capture] = (replies, created, read)
+    fresh.shutdown()
+    (raw_replies, raw_created, raw_read), (sdk_replies, sdk_created, sdk_read) = seen[False], seen[True]
+    # the first call writes the prompt cache, the second reads it: computed here from the stand-in's tokenizer
+    prompt_tokens = count_tokens("where is my invoice?")
+    assert raw_replies[0].cache_creation_tokens > 0 and raw_replies[1].cache_read_tokens > 0
+    assert raw_replies[1].input_tokens == prompt_tokens + raw_replies[1].cache_read_tokens
+    for raw, sdk in zip(raw_replies, sdk_replies):
+        assert dataclasses.replace(raw, id=None) == dataclasses.replace(sdk, id=None)
+    content_keys = {c.GEN_AI_INPUT_MESSAGES, c.GEN_AI_OUTPUT_MESSAGES, "gen_ai.system_instructions"}
+    for raw, sdk in ((raw_created, sdk_created), (raw_read, sdk_read)):
+        assert raw.name == sdk.name
+        want = {k: v for k, v in sdk.attributes.items() if k not in content_keys and k != c.GEN_AI_RESPONSE_ID}
+        got = {k: v for k, v in raw.attributes.items() if k != c.GEN_AI_RESPONSE_ID}
+        assert got == want
+        assert raw.attributes[c.GEN_AI_RESPONSE_ID].startswith("msg_")
+    assert raw_read.attributes[c.GEN_AI_USAGE_INPUT_TOKENS] == raw_replies[1].input_tokens
+    assert not any(k in raw_created.attributes for k in content_keys)
+
+
+def test_anthropic_complete_refuses_an_answer_that_is_not_a_json_object(spans) -> None:
+    """A 200 whose body is not a JSON object is the SDK's APIResponseValidationError: a BackendError
+    for the pipeline (which escalates on it) and the call span's error.type, never a crash."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Broken(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            self.rfile.read(int(self.headers["content-length"]))
+            body = b"<html>upstream proxy error</html>"
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Broken)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    recorder, exporter = spans
+    try:
+        settings = BackendsConfig(anthropic_base_url=f"http://127.0.0.1:{server.server_port}", max_retries=0)
+        import dataclasses
+
+        config = Config()
+        registry = ModelRegistry.from_config(config.replace(serving=dataclasses.replace(config.serving,
+                                                                                        backends=settings)))
+        backend = build_backends(registry, settings, recorder, tiers=["budget"], env={"ANTHROPIC_API_KEY": "k"})["budget"]
+        with pytest.raises(BackendError) as err:
+            backend.complete(Prompt.of("hi"))
+        backend.close()
+    finally:
+        server.shutdown()
+    assert (err.value.tier, err.value.error_type) == ("budget", "APIResponseValidationError")
+    (span,) = exporter.get_finished_spans()
+    assert span.attributes[c.ERROR_TYPE] == "APIResponseValidationError"
+
+
+def test_openai_compatible_complete_records_the_same_call_span_with_one_json_parse_as_through_the_sdk_models(
+        standin: StandInServer) -> None:
+    """The student (vLLM's OpenAI-compatible API, through the openai SDK): capture off reads the raw
+    JSON once, capture on goes through chat.completions.create and instrument_openai. Same reply, same span."""
+    import dataclasses
+
+    from costline.config import CaptureConfig
+
+    config = Config()
+    settings = BackendsConfig(anthropic_base_url=standin.url, student_base_url=standin.openai_url, max_retries=0)
+    registry = ModelRegistry.from_config(config.replace(serving=dataclasses.replace(config.serving, backends=settings)))
+    seen = {}
+    for capture in (False, True):
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        recorder = Recorder(provider, capture=CaptureConfig(message_content=capture))
+        backend = build_backends(registry, settings, recorder, tiers=["student"])["student"]
+        reply = backend.complete(Prompt.of("Classify: the invoice was charged twice", system="You classify."))
+        backend.close()
+        (span,) = exporter.get_finished_spans()
+        seen[capture] = (reply, span)
+    (raw_reply, raw_span), (sdk_reply, sdk_span) = seen[False], seen[True]
+    assert raw_reply.text and raw_reply.model == "costline-student-lora" and raw_reply.output_tokens > 0
+    assert dataclasses.replace(raw_reply, id=None) == dataclasses.replace(sdk_reply, id=None)
+    content_keys = {c.GEN_AI_INPUT_MESSAGES, c.GEN_AI_OUTPUT_MESSAGES, "gen_ai.system_instructions"}
+    assert raw_span.name == sdk_span.name
+    want = {k: v for k, v in sdk_span.attributes.items() if k not in content_keys and k != c.GEN_AI_RESPONSE_ID}
+    got = {k: v for k, v in raw_span.attributes.items() if k != c.GEN_AI_RESPONSE_ID}
+    assert got == want
+    assert raw_span.attributes[c.GEN_AI_PROVIDER_NAME] == "vllm"
+    assert raw_span.attributes[c.GEN_AI_USAGE_INPUT_TOKENS] == raw_reply.input_tokens
