@@ -87,7 +87,7 @@ class CacheConfig:
     admission_model: Path | None = None
     #: ``[serving.cache.namespace_admission_models]``: a model per namespace, overriding admission_model.
     namespace_admission_models: dict[str, Path] = field(default_factory=dict)
-    # -- replicas sharing one cache over Kafka (serving/cache_replication.py; docs/cache.md "Replicas") --
+    # -- replicas sharing one cache over Kafka (serving/cache/replication.py; docs/cache.md "Replicas") --
     #: The compacted topic every store, invalidation and eviction is published to and applied from;
     #: None = replication off (the cache is local to its process).
     replication_topic: str | None = None
