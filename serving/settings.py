@@ -360,3 +360,9 @@ class ServingConfig:
     tiers: TiersConfig = field(default_factory=TiersConfig)
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     standin: StandInConfig = field(default_factory=StandInConfig)
+
+
+#: This area's config section, found by costline.areas: [serving] in costline.toml and
+#: COSTLINE_SERVING_* variables fill it, `config.serving` reads it.
+SECTION = "serving"
+SETTINGS = ServingConfig

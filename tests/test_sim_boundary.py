@@ -22,7 +22,7 @@ SIM = "costline.sim"
 #: (module, enclosing function) of the only places the product reaches the simulation; a function
 #: of None is a module-level string an importlib call resolves when ``main()`` runs.
 ALLOWED: set[tuple[str, str | None]] = {
-    ("costline.cli", None),  # _AREA_COMMANDS: ("costline.sim.demo", "commands") -> `costline demo`
+    ("costline.areas", None),  # AREAS: "costline.sim" -> its cli module's `costline demo` when main() runs
     ("costline.serving.gateway.serve_cli", "serve"),  # `costline serve --standin`
     ("costline.serving.gateway.serve_cli", "standin"),  # `costline standin`
     ("costline.alerts.cli", "slack_standin"),  # `costline alerts slack-standin`
