@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import importlib
 from types import ModuleType
 from typing import Any
+
+from costline.lazy import import_optional
 
 __all__ = ["AREAS", "SIMULATION", "area_sections", "area_cli_modules"]
 
@@ -50,7 +51,7 @@ def area_sections() -> dict[str, type[Any]]:
 def _sections(areas: tuple[str, ...]) -> tuple[tuple[str, type[Any]], ...]:
     found: dict[str, tuple[str, type[Any]]] = {}
     for package in areas:
-        module = _optional(f"{package}.settings")
+        module = import_optional(f"{package}.settings")
         if module is None or not hasattr(module, "SECTION"):
             continue
         section, settings = module.SECTION, getattr(module, "SETTINGS", None)
@@ -64,13 +65,4 @@ def _sections(areas: tuple[str, ...]) -> tuple[tuple[str, type[Any]], ...]:
 
 def area_cli_modules() -> list[ModuleType]:
     """The ``cli`` module of every area that has one, in :data:`AREAS` order, then the simulation's."""
-    return [m for m in (_optional(f"{package}.cli") for package in (*AREAS, SIMULATION)) if m is not None]
-
-
-def _optional(name: str) -> ModuleType | None:
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name and name.startswith(exc.name):  # the module itself (or its package) is not there
-            return None
-        raise
+    return [m for m in (import_optional(f"{package}.cli") for package in (*AREAS, SIMULATION)) if m is not None]

@@ -125,3 +125,19 @@ def test_the_built_in_areas_declare_their_sections() -> None:
                                      "dashboard": DashboardConfig, "distill": DistillConfig}
     assert list(Config().sections()) == ["kafka", "lake", "collector", "processor", "capture", "pricing",
                                          "serving", "jobs", "alerts", "dashboard", "distill"]
+
+
+def test_import_optional_skips_what_is_absent_and_raises_what_is_broken(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from costline.lazy import import_optional
+
+    pkg = tmp_path / "half_area"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "settings.py").write_text("import costline_no_such_dependency\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert import_optional("half_area.cli") is None  # the area has no cli module: skipped
+    assert import_optional("no_such_area.cli") is None  # nor the area itself
+    assert import_optional("half_area").__name__ == "half_area"  # type: ignore[union-attr]
+    with pytest.raises(ModuleNotFoundError, match="costline_no_such_dependency"):
+        import_optional("half_area.settings")  # there, but broken: never silently skipped
