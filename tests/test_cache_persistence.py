@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("faiss")
 
-from costline.serving.cache.semantic import store as cache_store  # noqa: E402
+from costline.serving.cache import store as cache_store  # noqa: E402
 from costline.serving.cache.semantic import SemanticCache  # noqa: E402
 from costline.serving.errors import CacheCorruptError, CacheError, ServingError  # noqa: E402
 from costline.serving.settings import CacheConfig  # noqa: E402
