@@ -177,3 +177,9 @@ class AlertsConfig:
     pipeline_silent: PipelineSilentSettings = field(default_factory=PipelineSilentSettings)
     dlq_growing: DlqGrowingSettings = field(default_factory=DlqGrowingSettings)
     lake_unreadable: LakeUnreadableSettings = field(default_factory=LakeUnreadableSettings)
+
+
+#: This area's config section, found by costline.areas: [alerts] in costline.toml and
+#: COSTLINE_ALERTS_* variables fill it, `config.alerts` reads it.
+SECTION = "alerts"
+SETTINGS = AlertsConfig

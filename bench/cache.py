@@ -3,10 +3,10 @@
     .venv/bin/python bench/cache.py [--sizes 10000,100000] [--queries 100] [--index exact]
 
 1. **Wrong answers and recall** on the test split of costline's own pair set
-   (serving/data/cache_pair_set.jsonl), on the **dev pair sets** (serving/data/cache_pair_heldout.jsonl,
+   (serving/cache/data/cache_pair_set.jsonl), on the **dev pair sets** (serving/cache/data/cache_pair_heldout.jsonl,
    cache_pair_heldout2.jsonl, cache_pair_heldout3.jsonl and cache_pair_heldout4.jsonl: each written as a
    held-out set, but its results were seen and the guards changed for its failure families, so they are dev
-   sets now) and on the **held-out pair set** (serving/data/cache_pair_heldout5.jsonl: other domains again,
+   sets now) and on the **held-out pair set** (serving/cache/data/cache_pair_heldout5.jsonl: other domains again,
    written while the guards were changed and never used to write or tune them; every wrong answer and miss of the
    verified cache on the dev and held-out sets is listed, with the reasons its candidate was rejected):
    for each pair, ``q1`` is stored in a real
@@ -43,9 +43,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from costline.serving.cache import SemanticCache  # noqa: E402
-from costline.serving.cache_admission import default_pair_set_path, read_pairs  # noqa: E402
-from costline.serving.cache_index import import_faiss  # noqa: E402
+from costline.serving.cache.semantic import SemanticCache  # noqa: E402
+from costline.serving.cache.admission import default_pair_set_path, read_pairs  # noqa: E402
+from costline.serving.cache.index import import_faiss  # noqa: E402
 from costline.serving.embedding import Embedder  # noqa: E402
 from costline.serving.settings import CacheConfig  # noqa: E402
 

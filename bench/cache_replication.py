@@ -52,7 +52,7 @@ def child(args: dict[str, Any]) -> None:
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     logging.getLogger("kafka").setLevel(logging.ERROR)
-    from costline.serving.cache import SemanticCache
+    from costline.serving.cache.semantic import SemanticCache
     from costline.serving.settings import CacheConfig
 
     cfg = CacheConfig(mode="threshold", ttl_s=0, max_entries=1_000_000, replication_topic=args["topic"],

@@ -18,7 +18,7 @@ For each runtime (``make_embedder`` with ``[serving.cache] embedder`` = torch, o
    of pairs with the same decision and the lowest cosine to PyTorch's vector.
 
 The runtimes take turns phase by phase so they share the machine's noise. Queries are the
-questions of the packaged tuning sample (serving/data/cache_pairs.jsonl). Ratios are against torch.
+questions of the packaged tuning sample (serving/cache/data/cache_pairs.jsonl). Ratios are against torch.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
-from costline.serving.cache_admission import (  # noqa: E402
+from costline.serving.cache.admission import (  # noqa: E402
     AdmissionModel,
     LabelledPair,
     default_model_path,
@@ -51,14 +51,14 @@ TOLERANCE = 0.005
 
 
 def pair_set() -> list[dict]:
-    for p in (ROOT / "serving" / "data" / "cache_pair_set.jsonl", ROOT / "tests" / "data" / "cache_pair_set.jsonl"):
+    for p in (ROOT / "serving" / "cache" / "data" / "cache_pair_set.jsonl", ROOT / "tests" / "data" / "cache_pair_set.jsonl"):
         if p.is_file():
             return [json.loads(line) for line in p.open()]
-    raise SystemExit("no labelled pair set (serving/data/cache_pair_set.jsonl or tests/data/ copy)")
+    raise SystemExit("no labelled pair set (serving/cache/data/cache_pair_set.jsonl or tests/data/ copy)")
 
 
 def queries(n: int) -> list[str]:
-    rows = [json.loads(line) for line in (ROOT / "serving" / "data" / "cache_pairs.jsonl").open()]
+    rows = [json.loads(line) for line in (ROOT / "serving" / "cache" / "data" / "cache_pairs.jsonl").open()]
     texts = list(dict.fromkeys(t for r in rows for t in (r["a"], r["b"])))
     return (texts * (n // len(texts) + 1))[:n]
 

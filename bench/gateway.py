@@ -12,7 +12,7 @@ gateway's cost is what is measured). Phases, each on fresh connections:
   embedding, FAISS search, the model call, the store); req/s, p50/p99 latency, errors (non-200);
   *gateway CPU per request*: the gateway process's user+system CPU over the 16-connection phase
   divided by its requests (the stand-in runs in its own process, so the backend is excluded);
-* **paraphrase hits**: the pair set's paraphrases (serving/data/cache_pair_set.jsonl): the first
+* **paraphrase hits**: the pair set's paraphrases (serving/cache/data/cache_pair_set.jsonl): the first
   of each pair is asked once (stored), then each second one once, at 16 connections — every
   lookup embeds a text it has never seen; the hit share is printed beside the rate;
 * **exact repeats**: one stored question over and over at 16 connections.
@@ -47,7 +47,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PAIRS = ROOT / "serving" / "data" / "cache_pair_set.jsonl"
+PAIRS = ROOT / "serving" / "cache" / "data" / "cache_pair_set.jsonl"
 WORDS = ("invoice refund login export webhook contract renewal seat plan region billing upgrade "
          "downgrade password token sandbox quota audit backup restore latency timeout invite admin "
          "report dashboard alert mobile desktop browser printer calendar payroll shipping warehouse").split()
@@ -200,8 +200,8 @@ BUCKETS = (
     ("model API call (SDK + HTTP client)", ("AnthropicBackend.", "OpenAIChatBackend.")),
     ("cache lookup and store (FAISS, verifier)", ("SemanticCache.",)),
     ("routing", ("Router.route", "policy_")),
-    ("server and pipeline glue (uvicorn, starlette, gateway)", ("uvicorn/", "starlette/", "serving/asgi.py",
-                                                        "serving/gateway.py", "serving/pipeline.py")),
+    ("server and pipeline glue (uvicorn, starlette, gateway)", ("uvicorn/", "starlette/", "serving/gateway/asgi.py",
+                                                        "serving/gateway/app.py", "serving/pipeline.py")),
 )
 
 

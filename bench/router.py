@@ -28,11 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from costline.config import Config  # noqa: E402
 from costline.serving.embedding import Embedder  # noqa: E402
-from costline.serving.policy_learned import read_rows, train_policy  # noqa: E402
+from costline.serving.routing.learned import read_rows, train_policy  # noqa: E402
 from costline.serving.registry import ModelRegistry  # noqa: E402
-from costline.serving.router import Router, StudentGate  # noqa: E402
+from costline.serving.routing.router import Router, StudentGate  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[1] / "serving" / "data"
+DATA = Path(__file__).resolve().parents[1] / "serving" / "routing" / "data"
 TARGET_MS = 2.0
 
 

@@ -37,7 +37,7 @@ from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
 
 from costline.collectors import Recorder  # noqa: E402
 from costline.config import Config  # noqa: E402
-from costline.serving.gateway import STREAM_MODE_HEADER, Gateway  # noqa: E402
+from costline.serving.gateway.app import STREAM_MODE_HEADER, Gateway  # noqa: E402
 from costline.serving.pipeline import Pipeline  # noqa: E402
 from costline.serving.settings import BackendsConfig, StandInConfig  # noqa: E402
 from costline.sim.standin import StandInServer  # noqa: E402

@@ -1,35 +1,22 @@
 """The ``costline`` command line.
 
-Each package area contributes its commands from its own ``cli`` module; they are
-imported when ``main()`` runs, never when :mod:`costline` is imported.
+Each area contributes its commands from its own ``cli`` module (found through
+:mod:`costline.areas`); they are imported when ``main()`` runs, never when :mod:`costline` is imported.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import sys
 from pathlib import Path
 
 import click
 
+from costline.areas import area_cli_modules
 from costline.config import Config, load_config
 from costline.errors import CostlineError
 
 __all__ = ["main", "cli", "pass_config"]
-
-#: (module, attribute) of the commands each area adds; missing modules are skipped
-#: so an area can land in its own time.
-_AREA_COMMANDS: tuple[tuple[str, str], ...] = (
-    ("costline.collectors.cli", "commands"),
-    ("costline.processors.cli", "commands"),
-    ("costline.serving.cli", "commands"),
-    ("costline.jobs.cli", "commands"),
-    ("costline.alerts.cli", "commands"),
-    ("costline.dashboards.cli", "commands"),
-    ("costline.distill.cli", "commands"),
-    ("costline.sim.demo", "commands"),
-)
 
 
 class _Ctx:
@@ -169,9 +156,8 @@ def show_config(config: Config) -> None:
             show(sub_name, sub)
 
     click.echo(f"# source: {config.source or 'defaults + environment'}")
-    for f in dataclasses.fields(config):
-        if f.name != "source":
-            show(f.name, getattr(config, f.name))
+    for name, section in config.sections().items():
+        show(name, section)
 
 
 #: Config keys holding secrets (``*_env`` keys name environment variables, which are not secret).
@@ -184,14 +170,8 @@ def is_secret_key(name: str) -> bool:
 
 
 def _register_area_commands() -> None:
-    for module_name, attr in _AREA_COMMANDS:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name and module_name.startswith(exc.name):
-                continue
-            raise
-        for command in getattr(module, attr):
+    for module in area_cli_modules():
+        for command in module.commands:
             cli.add_command(command)
 
 

@@ -9,6 +9,9 @@ Precedence, highest first: environment variables, the TOML file, defaults.
 * ``KAFKA_BOOTSTRAP_SERVERS`` points at an existing cluster (nothing is started);
 * ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true`` turns on content capture.
 
+The core sections are defined here; each area (serving, jobs, alerts, ...) declares its own
+section in its ``settings.py`` and is found through :mod:`costline.areas`.
+
 Everything is validated on load: an unknown key, a wrong type or a bad value
 raises :class:`~costline.errors.ConfigError` naming the key and what to do.
 """
@@ -25,17 +28,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from costline import contract
-from costline.alerts.settings import AlertsConfig
-from costline.dashboards.settings import DashboardConfig
-from costline.distill.settings import DistillConfig
+from costline.areas import area_sections
 from costline.errors import ConfigError
 from costline.timeutil import utc_naive
-from costline.jobs.settings import JobsConfig
-from costline.serving.settings import ServingConfig
 from costline.validate import Section
+
+if TYPE_CHECKING:  # the areas' own sections (costline.areas finds them at run time)
+    from costline.alerts.settings import AlertsConfig
+    from costline.dashboards.settings import DashboardConfig
+    from costline.distill.settings import DistillConfig
+    from costline.jobs.settings import JobsConfig
+    from costline.serving.settings import ServingConfig
 
 __all__ = [
     "Config",
@@ -249,31 +255,88 @@ class PricingConfig:
     student_providers: tuple[str, ...] = (contract.PROVIDER_VLLM,)
 
 
-@dataclass(frozen=True)
+#: The sections costline's core owns; the areas add theirs (:func:`section_types`).
+_CORE_SECTIONS: dict[str, type[Any]] = {
+    "kafka": KafkaConfig,
+    "lake": LakeConfig,
+    "collector": CollectorConfig,
+    "processor": ProcessorConfig,
+    "capture": CaptureConfig,
+    "pricing": PricingConfig,
+}
+
+
+def section_types() -> dict[str, type[Any]]:
+    """``name -> settings dataclass`` of every section: the core's, then each area's (costline.areas)."""
+    areas = area_sections()
+    clash = sorted(set(areas) & set(_CORE_SECTIONS))
+    if clash:
+        raise TypeError(f"an area declares the core section [{clash[0]}]: pick another SECTION name")
+    return {**_CORE_SECTIONS, **areas}
+
+
 class Config:
-    kafka: KafkaConfig = field(default_factory=KafkaConfig)
-    lake: LakeConfig = field(default_factory=LakeConfig)
-    collector: CollectorConfig = field(default_factory=CollectorConfig)
-    processor: ProcessorConfig = field(default_factory=ProcessorConfig)
-    capture: CaptureConfig = field(default_factory=CaptureConfig)
-    pricing: PricingConfig = field(default_factory=PricingConfig)
-    serving: ServingConfig = field(default_factory=ServingConfig)
-    jobs: JobsConfig = field(default_factory=JobsConfig)
-    alerts: AlertsConfig = field(default_factory=AlertsConfig)
-    dashboard: DashboardConfig = field(default_factory=DashboardConfig)
-    distill: DistillConfig = field(default_factory=DistillConfig)
+    """All of costline's settings, one immutable object: a section per attribute.
+
+    ``Config(lake=LakeConfig(...))`` gives the other sections their defaults; :meth:`replace`
+    returns a changed copy. The areas' sections (below ``TYPE_CHECKING``) are declared by the areas
+    themselves (:mod:`costline.areas`).
+    """
+
+    kafka: KafkaConfig
+    lake: LakeConfig
+    collector: CollectorConfig
+    processor: ProcessorConfig
+    capture: CaptureConfig
+    pricing: PricingConfig
+    if TYPE_CHECKING:
+        serving: ServingConfig
+        jobs: JobsConfig
+        alerts: AlertsConfig
+        dashboard: DashboardConfig
+        distill: DistillConfig
     #: The file it was loaded from, if any.
-    source: Path | None = None
+    source: Path | None
+
+    def __init__(self, *, source: Path | None = None, **sections: Any) -> None:
+        types_ = section_types()
+        unknown = sorted(set(sections) - set(types_))
+        if unknown:
+            raise TypeError(f"Config has no section {unknown[0]!r}{_suggest(unknown[0], types_)}")
+        for name, cls in types_.items():
+            object.__setattr__(self, name, sections[name] if name in sections else cls())
+        object.__setattr__(self, "source", source)
+
+    def sections(self) -> dict[str, Any]:
+        """``name -> section`` for every section, the core's first."""
+        return {name: getattr(self, name) for name in section_types()}
 
     def replace(self, **sections: Any) -> "Config":
         """A copy with some sections (or keys, as ``section={"key": value}``) replaced."""
-        changes: dict[str, Any] = {}
+        current = self.sections()
         for name, value in sections.items():
-            if isinstance(value, Mapping):
-                changes[name] = dataclasses.replace(getattr(self, name), **value)
-            else:
-                changes[name] = value
-        return dataclasses.replace(self, **changes)
+            if name in current and isinstance(value, Mapping):
+                value = dataclasses.replace(current[name], **value)
+            current[name] = value
+        source = current.pop("source", self.source)
+        return Config(source=source, **current)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}: use Config.replace")
+
+    def __delattr__(self, name: str) -> None:
+        raise dataclasses.FrozenInstanceError(f"cannot delete field {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Config):
+            return NotImplemented
+        return (self.sections(), self.source) == (other.sections(), other.source)
+
+    __hash__ = None  # type: ignore[assignment]  # sections hold dicts
+
+    def __repr__(self) -> str:
+        body = ", ".join(f"{name}={section!r}" for name, section in self.sections().items())
+        return f"Config({body}, source={self.source!r})"
 
 
 _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
@@ -314,9 +377,11 @@ def load_config(
             contract.ENV_CAPTURE_MESSAGE_CONTENT, env[contract.ENV_CAPTURE_MESSAGE_CONTENT]
         )
     loader.overrides = overrides
-    config = loader.build(Config, raw, path=(), skip=("source",))
+    tables = dataclasses.make_dataclass(  # one field per section, so the loader checks the top level too
+        "Sections", [(name, cls, field(default_factory=cls)) for name, cls in section_types().items()], frozen=True)
+    config = Config(source=file, **vars(loader.build(tables, raw, path=())))
     _validate(config, loader.source)
-    return dataclasses.replace(config, source=file)
+    return config
 
 
 def _find_file(path: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path | None:
@@ -501,7 +566,7 @@ def _validate_lake(lake: LakeConfig, source: str) -> None:
 
 
 def _validate(config: Config, source: str) -> None:
-    sections = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+    sections = config.sections()
     for (section, key), choices in _CHOICES.items():
         Section(section, source=source).one_of(key, getattr(sections[section], key), choices)
     kafka: KafkaConfig = sections["kafka"]

@@ -33,3 +33,9 @@ class DashboardConfig:
     cache_alert_min_lookups: int = 5
     #: Shown in the page's title bar and heading.
     title: str = "costline"
+
+
+#: This area's config section, found by costline.areas: [dashboard] in costline.toml and
+#: COSTLINE_DASHBOARD_* variables fill it, `config.dashboard` reads it.
+SECTION = "dashboard"
+SETTINGS = DashboardConfig

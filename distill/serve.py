@@ -16,7 +16,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from costline.serving._http import HttpRequest, HttpResponse, JsonServer, Route, ServedByJsonServer
+from costline.serving.gateway._http import HttpRequest, HttpResponse, JsonServer, Route, ServedByJsonServer
 
 __all__ = ["StudentServer"]
 

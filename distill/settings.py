@@ -104,3 +104,9 @@ class DistillConfig:
     # -- re-distillation --
     #: `costline jobs nightly` exports fresh traffic of the subtypes the drift job flags.
     redistill_on_drift: bool = False
+
+
+#: This area's config section, found by costline.areas: [distill] in costline.toml and
+#: COSTLINE_DISTILL_* variables fill it, `config.distill` reads it.
+SECTION = "distill"
+SETTINGS = DistillConfig

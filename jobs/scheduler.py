@@ -11,7 +11,7 @@
   up on a scheduled time it missed; ``costline jobs serve``.
 * opt-in (``[serving.router.loop] nightly``): after the shadow job, ``route-retrain`` trains a
   routing candidate on the latest labels and gates it against the policy in service when the
-  ``routing_tier_match_drop`` condition holds (:mod:`costline.serving.route_loop`).
+  ``routing_tier_match_drop`` condition holds (:mod:`costline.serving.routing.loop`).
 """
 
 from __future__ import annotations
@@ -129,8 +129,8 @@ def route_retrain_runner(*, client: Any = None, embedder: Any = None,
     """Retrain and gate a routing candidate when ``routing_tier_match_drop`` holds (else: no data)."""
 
     def run(config: Config, since: datetime, until: datetime) -> tuple[str, int, float]:
-        from costline.serving.route_labels import NotEnoughLabelsError
-        from costline.serving.route_loop import retrain_candidate, tier_match_breaches
+        from costline.serving.routing.labels import NotEnoughLabelsError
+        from costline.serving.routing.loop import retrain_candidate, tier_match_breaches
 
         breaches = tier_match_breaches(config, until)
         if not breaches:

@@ -141,3 +141,9 @@ class JobsConfig:
     drift: DriftConfig = field(default_factory=DriftConfig)
     shadow: ShadowConfig = field(default_factory=ShadowConfig)
     cost_report: CostReportConfig = field(default_factory=CostReportConfig)
+
+
+#: This area's config section, found by costline.areas: [jobs] in costline.toml and
+#: COSTLINE_JOBS_* variables fill it, `config.jobs` reads it.
+SECTION = "jobs"
+SETTINGS = JobsConfig

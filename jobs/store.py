@@ -94,7 +94,7 @@ JOB_SCHEMAS: Final[Mapping[str, pa.Schema]] = {
         ("note", pa.string()),
     ]),
     # One row per (nightly retrain, tier the gate judged); a retrain that moved nothing or was
-    # skipped has one row with tier NULL. Written by costline.serving.route_loop, read by the alerts.
+    # skipped has one row with tier NULL. Written by costline.serving.routing.loop, read by the alerts.
     "route_retrains": pa.schema([
         ("retrain_id", pa.string()), ("evaluated_at", _TS), ("window_since", _TS), ("window_until", _TS),
         ("status", pa.string()), ("trigger", pa.string()), ("candidate", pa.string()),

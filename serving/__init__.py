@@ -1,5 +1,20 @@
 """costline.serving: the router, the semantic cache, the model backends and the gateway.
 
+Layout (one folder per concern; this package's own modules are the path they share)::
+
+    pipeline.py      Pipeline: route -> cache lookup -> backend call -> escalation -> cache store
+    backends.py      the model tiers' SDK clients (Anthropic, OpenAI-compatible/vLLM)
+    registry.py      the tiers and their models ([serving.tiers])
+    confidence.py    the confidence marker the pipeline escalates on
+    embedding*.py    the MiniLM embedder (torch, ONNX), shared by the cache and the learned router
+    settings.py      the [serving] config section; errors.py: ServingError and its children
+    cache/           the semantic cache (FAISS index, key scoping, verification, admission model,
+                     threshold tuning, persistence, replication, `costline cache`)
+    routing/         the router and its policies (rules, learned), offline eval, the candidate gate,
+                     lake labels, the retrain loop, promotion (`costline route`)
+    gateway/         the HTTP front: the Anthropic Messages and OpenAI Chat Completions APIs on
+                     ASGI, API keys and rate limits (`costline serve`, `costline keys`)
+
 Names are imported lazily on first use, so ``import costline.serving`` stays light
 (no SDK clients, no numpy, no torch)::
 
@@ -25,16 +40,16 @@ _LAZY: dict[str, str] = {
     "build_backends": "backends",
     "ModelRegistry": "registry",
     "TierSpec": "registry",
-    "Router": "router",
-    "RulePolicy": "router",
-    "Decision": "router",
-    "RoutingPolicy": "router",
-    "POLICIES": "router",
-    "build_policy": "router",
-    "LearnedPolicy": "policy_learned",
-    "train_policy": "policy_learned",
-    "evaluate": "route_eval",
-    "Gateway": "gateway",
+    "Router": "routing.router",
+    "RulePolicy": "routing.router",
+    "Decision": "routing.router",
+    "RoutingPolicy": "routing.router",
+    "POLICIES": "routing.router",
+    "build_policy": "routing.router",
+    "LearnedPolicy": "routing.learned",
+    "train_policy": "routing.learned",
+    "evaluate": "routing.evaluation",
+    "Gateway": "gateway.app",
 }
 
 __all__ = sorted(_LAZY)

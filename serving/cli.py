@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from costline.serving.cache_cli import cache
-from costline.serving.keys_cli import keys
-from costline.serving.route_cli import route
-from costline.serving.serve_cli import serve, standin
+from costline.serving.cache.cli import cache
+from costline.serving.gateway.keys_cli import keys
+from costline.serving.gateway.serve_cli import serve, standin
+from costline.serving.routing.cli import route
 
 __all__ = ["commands"]
 

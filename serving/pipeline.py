@@ -39,11 +39,11 @@ from costline import contract
 from costline.collectors import Recorder
 from costline.config import Config
 from costline.serving.backends import Backend, Prompt, Reply, build_backends
-from costline.serving.cache_key import (COSTLINE_CACHE_REJECT_REASON, is_final, scope_of_prompt, scoped_namespace,
+from costline.serving.cache.key import (COSTLINE_CACHE_REJECT_REASON, is_final, scope_of_prompt, scoped_namespace,
                                         split_namespace)
 from costline.serving.errors import BackendError, RoutingError
 from costline.serving.registry import ModelRegistry
-from costline.serving.router import Router, RoutingPolicy, build_policy
+from costline.serving.routing.router import Router, RoutingPolicy, build_policy
 from costline.serving.settings import EscalationConfig
 from costline.serving.confidence import parse_confidence
 

@@ -87,7 +87,7 @@ class CacheConfig:
     admission_model: Path | None = None
     #: ``[serving.cache.namespace_admission_models]``: a model per namespace, overriding admission_model.
     namespace_admission_models: dict[str, Path] = field(default_factory=dict)
-    # -- replicas sharing one cache over Kafka (serving/cache_replication.py; docs/cache.md "Replicas") --
+    # -- replicas sharing one cache over Kafka (serving/cache/replication.py; docs/cache.md "Replicas") --
     #: The compacted topic every store, invalidation and eviction is published to and applied from;
     #: None = replication off (the cache is local to its process).
     replication_topic: str | None = None
@@ -360,3 +360,9 @@ class ServingConfig:
     tiers: TiersConfig = field(default_factory=TiersConfig)
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     standin: StandInConfig = field(default_factory=StandInConfig)
+
+
+#: This area's config section, found by costline.areas: [serving] in costline.toml and
+#: COSTLINE_SERVING_* variables fill it, `config.serving` reads it.
+SECTION = "serving"
+SETTINGS = ServingConfig

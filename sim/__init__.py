@@ -8,12 +8,12 @@ command (tests/test_sim_boundary.py checks that).
 
 * :mod:`~costline.sim.traffic` — the simulated world's requests over days (:func:`serving_traffic`)
   and the same world's outcome-decided plans (:func:`sample_traffic`), routed by the real
-  :class:`~costline.serving.router.RulePolicy`;
+  :class:`~costline.serving.routing.router.RulePolicy`;
 * :mod:`~costline.sim.standin_model` — the synthetic model world: tokens, difficulty, answers;
 * :mod:`~costline.sim.standin` — :class:`StandInServer`, local Anthropic / vLLM-style APIs;
 * :mod:`~costline.sim.slack_standin` — :class:`SlackStandIn`, a local Slack Web API and webhook;
 * :mod:`~costline.sim.synth` — contract-following OTLP traces (processor tests, benchmarks);
-* :mod:`~costline.sim.samples` — the labelled routing rows under ``serving/data``;
+* :mod:`~costline.sim.samples` — the labelled routing rows under ``serving/routing/data``;
 * :mod:`~costline.sim.demo_app`, :mod:`~costline.sim.demo` — ``costline demo`` on top of it all,
   with :mod:`~costline.sim.nightly_demo` and :mod:`~costline.sim.distill_demo` for its later steps.
 

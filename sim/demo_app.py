@@ -3,7 +3,7 @@
 :class:`DemoApp` is what a support-and-operations assistant of several tenants would run:
 every :class:`~costline.sim.traffic.ServingRequest` goes through
 :meth:`costline.serving.pipeline.Pipeline.answer` — the rule router (classification gated to
-the student), a real :class:`~costline.serving.cache.SemanticCache` (FAISS, MiniLM embeddings,
+the student), a real :class:`~costline.serving.cache.semantic.SemanticCache` (FAISS, MiniLM embeddings,
 one index per tenant, TTL on the simulated clock) for FAQ questions, and real HTTP calls
 through the ``anthropic`` and ``openai`` SDKs to the local
 :class:`~costline.sim.standin.StandInServer` with escalation when the app's validator or
@@ -220,7 +220,7 @@ class DemoApp:
         recorder_for: Callable[[str], str] | None = None,
         validator: Callable[[str, str], bool] | None = None,
     ) -> None:
-        from costline.serving.cache import SemanticCache
+        from costline.serving.cache.semantic import SemanticCache
         from costline.serving.pipeline import Pipeline
 
         if not recorders:

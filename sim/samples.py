@@ -1,7 +1,7 @@
 """Labelled routing samples: ``(query, task_type, cheapest adequate tier)`` rows.
 
-The rows under ``serving/data/`` (``route_train.jsonl``, ``route_eval.jsonl``) were written by
-``python -m costline.sim.samples serving/data``: deterministic queries over the task types
+The rows under ``serving/routing/data/`` (``route_train.jsonl``, ``route_eval.jsonl``) were written by
+``python -m costline.sim.samples serving/routing/data``: deterministic queries over the task types
 of :mod:`costline.sim.traffic` (short and long, plain and hard), each labelled with the cheapest
 API tier whose stand-in answer passes the reference validator
 (:func:`costline.sim.standin_model.cheapest_adequate_tier`). The eval rows are held out
@@ -22,7 +22,7 @@ from costline.sim.standin_model import cheapest_adequate_tier, count_tokens, syn
 __all__ = ["generate_rows", "write_samples", "DATA_DIR"]
 
 #: Where the packaged samples live (package data of costline.serving).
-DATA_DIR = Path(__file__).resolve().parents[1] / "serving" / "data"
+DATA_DIR = Path(__file__).resolve().parents[1] / "serving" / "routing" / "data"
 
 _TEMPLATES: dict[str, tuple[str, ...]] = {
     "faq": (

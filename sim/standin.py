@@ -51,8 +51,8 @@ from typing import Any
 from costline import contract
 from costline.config import PricingConfig
 from costline.pricing import PricingTable, normalize_model_id
-from costline.serving._http import HttpRequest, HttpResponse, JsonServer, Route, ServedByJsonServer
-from costline.serving.messages_api import ANTHROPIC_ERROR_TYPES, last_user_text, message_text
+from costline.serving.gateway._http import HttpRequest, HttpResponse, JsonServer, Route, ServedByJsonServer
+from costline.serving.gateway.messages_api import ANTHROPIC_ERROR_TYPES, last_user_text, message_text
 from costline.serving.settings import StandInConfig
 from costline.sim.standin_model import count_tokens, synthesize, tokenize
 

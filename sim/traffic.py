@@ -8,7 +8,7 @@ Two forms of the same world (one request stream):
   serving path (:mod:`costline.sim.demo_app`: router → semantic cache → stand-in model APIs),
   so what happened to each request is what the pipeline did, not what was planned.
 * :func:`sample_traffic` yields *plans*: the same requests, routed by the real
-  :class:`~costline.serving.router.RulePolicy` (:func:`demo_rules`, as the demo's app routes), with
+  :class:`~costline.serving.routing.router.RulePolicy` (:func:`demo_rules`, as the demo's app routes), with
   outcomes decided up front (below): the tests replay them and compute the expected aggregates
   independently of the processor.
 
@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from costline import contract
-from costline.serving.router import RulePolicy
+from costline.serving.routing.router import RulePolicy
 from costline.serving.settings import RouteRulesConfig
 
 __all__ = [
@@ -169,7 +169,7 @@ _SUBTYPES = {
     "complex_reasoning": ("contract", "strategy"),
 }
 def demo_rules(base: RouteRulesConfig | None = None) -> RouteRulesConfig:
-    """The simulated app's routing rules for the real :class:`~costline.serving.router.RulePolicy`:
+    """The simulated app's routing rules for the real :class:`~costline.serving.routing.router.RulePolicy`:
     ``base`` (default: the shipped rules) with the student gated for classification and analysis
     sent to the upper tier. ``costline demo``'s app routes with them, and so do the plans of
     :func:`sample_traffic`."""
@@ -181,7 +181,7 @@ def demo_rules(base: RouteRulesConfig | None = None) -> RouteRulesConfig:
 def sample_traffic(spec: TrafficSpec | None = None) -> Iterator[RequestPlan]:
     """Yield the plans of ``spec.days`` simulated days, in time order, deterministically: the
     requests of :func:`serving_traffic` (same times, tenants, task types, subtypes and queries),
-    routed by the real :class:`~costline.serving.router.RulePolicy` under :func:`demo_rules`, with
+    routed by the real :class:`~costline.serving.routing.router.RulePolicy` under :func:`demo_rules`, with
     their outcomes decided up front (cache hits at ``spec.base_hit_rate``, the stale tenant's dip
     after its late invalidation, errors, escalations, the student's shift)."""
     spec = spec or TrafficSpec()

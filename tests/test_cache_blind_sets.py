@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-import costline.serving
-from costline.serving.cache_admission import read_pairs
+import costline.serving.cache
+from costline.serving.cache.admission import read_pairs
 
-DATA = Path(costline.serving.__file__).resolve().parent / "data"
+DATA = Path(costline.serving.cache.__file__).resolve().parent / "data"
 SAME = {"paraphrase": True, "near_repeat": True, "negation": False, "entity_swap": False,
         "number_date": False, "scope": False, "temporal": False}
 EARLIER = ("cache_pair_set.jsonl", "cache_pair_heldout.jsonl", "cache_pair_heldout2.jsonl", "cache_pairs.jsonl")

@@ -10,10 +10,10 @@ import json
 from collections import Counter
 from pathlib import Path
 
-import costline.serving
-from costline.serving.cache_admission import read_pairs
+import costline.serving.cache
+from costline.serving.cache.admission import read_pairs
 
-DATA = Path(costline.serving.__file__).resolve().parent / "data"
+DATA = Path(costline.serving.cache.__file__).resolve().parent / "data"
 SAME = {"paraphrase": True, "near_repeat": True, "negation": False, "entity_swap": False,
         "number_date": False, "scope": False, "temporal": False}
 DOMAINS = {"real_estate", "automotive", "pharmacy", "gym", "public_transport", "legal"}

@@ -23,11 +23,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from costline.collectors import Recorder  # noqa: E402
 from costline.config import Config  # noqa: E402
 from costline.serving.backends import Prompt  # noqa: E402
-from costline.serving.cache import SemanticCache  # noqa: E402
-from costline.serving.cache_key import (COSTLINE_CACHE_REJECT_REASON, is_final, model_family, scope_of_body, scope_of_prompt,  # noqa: E402
+from costline.serving.cache.semantic import SemanticCache  # noqa: E402
+from costline.serving.cache.key import (COSTLINE_CACHE_REJECT_REASON, is_final, model_family, scope_of_body, scope_of_prompt,  # noqa: E402
                                         scoped_namespace, split_namespace)
 from costline.serving.embedding import Embedder  # noqa: E402
-from costline.serving.gateway import CACHE_MODEL, Gateway  # noqa: E402
+from costline.serving.gateway.app import CACHE_MODEL, Gateway  # noqa: E402
 from costline.serving.pipeline import Pipeline  # noqa: E402
 from costline.serving.settings import BackendsConfig, CacheConfig, StandInConfig  # noqa: E402
 from costline.sim.standin import StandInServer  # noqa: E402

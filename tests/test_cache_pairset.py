@@ -7,9 +7,9 @@ import json
 from collections import Counter
 from pathlib import Path
 
-import costline.serving
+import costline.serving.cache
 
-DATA = Path(costline.serving.__file__).resolve().parent / "data"
+DATA = Path(costline.serving.cache.__file__).resolve().parent / "data"
 CATEGORIES = {"paraphrase": True, "near_repeat": True, "negation": False, "entity_swap": False,
               "number_date": False, "scope": False, "temporal": False}
 DOMAINS = {"billing", "retail", "travel", "it", "hr"}

@@ -11,8 +11,8 @@ import pytest
 
 pytest.importorskip("faiss")
 
-from costline.serving import cache_store  # noqa: E402
-from costline.serving.cache import SemanticCache  # noqa: E402
+from costline.serving.cache import store as cache_store  # noqa: E402
+from costline.serving.cache.semantic import SemanticCache  # noqa: E402
 from costline.serving.errors import CacheCorruptError, CacheError, ServingError  # noqa: E402
 from costline.serving.settings import CacheConfig  # noqa: E402
 

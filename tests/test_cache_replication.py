@@ -17,8 +17,8 @@ import pytest
 
 from costline.config import KafkaConfig
 from costline.errors import ConfigError
-from costline.serving.cache import SemanticCache
-from costline.serving.cache_replication import (
+from costline.serving.cache.semantic import SemanticCache
+from costline.serving.cache.replication import (
     Change,
     RecordSkipped,
     decode_record,

@@ -36,7 +36,7 @@ HARNESS = r'''
 import dataclasses, json, logging, sys
 from pathlib import Path
 logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
-from costline.serving.cache import SemanticCache
+from costline.serving.cache.semantic import SemanticCache
 from costline.serving.embedding import Embedder
 from costline.serving.settings import CacheConfig
 

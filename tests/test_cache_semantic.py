@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from costline import contract as c  # noqa: E402
 from costline.collectors import Recorder  # noqa: E402
 from costline.errors import ConfigError  # noqa: E402
-from costline.serving.cache import CacheHit, SemanticCache  # noqa: E402
+from costline.serving.cache.semantic import CacheHit, SemanticCache  # noqa: E402
 from costline.serving.embedding import Embedder  # noqa: E402
 from costline.serving.settings import CacheConfig  # noqa: E402
 

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from costline.cli import _register_area_commands, cli
 from costline.config import load_config
-from costline.serving.cache_tune import (
+from costline.serving.cache.tune import (
     DEFAULT_THRESHOLDS,
     default_pairs_path,
     read_pairs,
@@ -98,7 +98,7 @@ def test_a_missing_extra_names_the_install_command(monkeypatch):
 
     monkeypatch.delitem(sys.modules, "faiss", raising=False)
     monkeypatch.setattr(builtins, "__import__", no_faiss)
-    from costline.serving.cache import SemanticCache
+    from costline.serving.cache.semantic import SemanticCache
 
     with pytest.raises(MissingExtraError, match=r"pip install 'costline\[serving\]'") as info:
         SemanticCache(None, dim=4)
@@ -108,7 +108,7 @@ def test_a_missing_extra_names_the_install_command(monkeypatch):
 def test_serving_modules_import_without_the_heavy_dependencies():
     code = (
         "import sys\n"
-        "import costline.serving.cache, costline.serving.embedding, costline.serving.cli\n"
+        "import costline.serving.cache.semantic, costline.serving.embedding, costline.serving.cli\n"
         "heavy = [m for m in ('faiss', 'torch', 'sentence_transformers') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
@@ -117,7 +117,7 @@ def test_serving_modules_import_without_the_heavy_dependencies():
 
 # -- the CLI (loads the real model once) --------------------------------------------------------
 def test_cli_train_then_tune_on_labelled_pairs(tmp_path):
-    from costline.serving.cache_admission import AdmissionModel, default_pair_set_path
+    from costline.serving.cache.admission import AdmissionModel, default_pair_set_path
 
     _register_area_commands()
     rows = [json.loads(line) for line in default_pair_set_path().read_text().splitlines()]
@@ -160,7 +160,7 @@ def test_cli_help_carries_examples():
 
 
 def test_cli_stats_and_invalidate_on_a_saved_cache(tmp_path):
-    from costline.serving.cache import SemanticCache
+    from costline.serving.cache.semantic import SemanticCache
 
     class Named:  # the packaged model's name and size; nothing is embedded
         model_name, dim = "all-MiniLM-L6-v2", 384

@@ -8,7 +8,7 @@ import dataclasses
 
 import pytest
 
-from costline.serving.cache_verify import GUARD_REASONS, Verifier, guard
+from costline.serving.cache.verify import GUARD_REASONS, Verifier, guard
 
 # (stored question, new question, the guard that must reject it). Every pair here has a cosine
 # of 0.93 or more under MiniLM (the threshold-only default) or is a trap of the issue.
@@ -97,7 +97,7 @@ def test_times_and_dates_are_parsed_not_compared_as_text(verifier) -> None:
 
 # -- the admission model --------------------------------------------------------------------------
 def test_the_shipped_admission_model_loads_and_picks_an_operating_point() -> None:
-    from costline.serving.cache_admission import AdmissionModel, default_model_path
+    from costline.serving.cache.admission import AdmissionModel, default_model_path
 
     model = AdmissionModel.load(default_model_path())
     point = model.point_for(0.01)
@@ -107,7 +107,7 @@ def test_the_shipped_admission_model_loads_and_picks_an_operating_point() -> Non
 
 
 def test_a_model_file_that_is_not_one_is_refused_with_the_file_named(tmp_path) -> None:
-    from costline.serving.cache_admission import AdmissionModel
+    from costline.serving.cache.admission import AdmissionModel
     from costline.serving.errors import CacheError
 
     bad = tmp_path / "m.json"
@@ -135,7 +135,7 @@ def make_cache(embedder, tmp_path, exporter=None, **cfg):
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
     from costline.collectors import Recorder
-    from costline.serving.cache import SemanticCache
+    from costline.serving.cache.semantic import SemanticCache
     from costline.serving.settings import CacheConfig
 
     recorder = None
@@ -171,7 +171,7 @@ def test_a_paraphrase_the_threshold_cache_missed_is_served(embedder, tmp_path) -
 def test_every_top_k_candidate_is_verified_not_only_the_best(embedder, tmp_path) -> None:
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    from costline.serving.cache_key import COSTLINE_CACHE_REJECT_REASON
+    from costline.serving.cache.key import COSTLINE_CACHE_REJECT_REASON
 
     exporter = InMemorySpanExporter()
     cache = make_cache(embedder, tmp_path, exporter)
@@ -194,7 +194,7 @@ def test_threshold_mode_stays_a_config_choice(embedder, tmp_path) -> None:
 
 
 def test_the_same_question_again_is_always_accepted_whatever_the_operating_point() -> None:
-    from costline.serving.cache_admission import AdmissionModel, default_model_path
+    from costline.serving.cache.admission import AdmissionModel, default_model_path
 
     strictest = AdmissionModel.load(default_model_path()).at(1e-9)
     v = Verifier({"*": strictest})

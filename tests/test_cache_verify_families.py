@@ -16,7 +16,7 @@ import dataclasses
 
 import pytest
 
-from costline.serving.cache_verify import Verifier, _negating_prefix, guard
+from costline.serving.cache.verify import Verifier, _negating_prefix, guard
 
 # (stored, new, reason): the first of each family is the dev set's false hit
 TRAPS = [
@@ -197,7 +197,7 @@ def embedder():
 @pytest.mark.parametrize("stored, new, reason", DEV_FALSE_HITS)
 def test_the_dev_sets_false_hits_are_rejected_by_the_verified_cache(embedder, tmp_path, stored, new,
                                                                     reason) -> None:
-    from costline.serving.cache import SemanticCache
+    from costline.serving.cache.semantic import SemanticCache
     from costline.serving.settings import CacheConfig
 
     cache = SemanticCache(embedder, dataclasses.replace(CacheConfig(path=tmp_path)))
@@ -256,7 +256,7 @@ SAME3 = [
 @pytest.mark.parametrize("stored, new, reason", TRAPS3)
 def test_the_third_dev_sets_families_are_rejected_by_the_verified_cache(embedder, tmp_path, stored, new,
                                                                         reason) -> None:
-    from costline.serving.cache import SemanticCache
+    from costline.serving.cache.semantic import SemanticCache
     from costline.serving.settings import CacheConfig
 
     cache = SemanticCache(embedder, CacheConfig(path=tmp_path))
@@ -268,7 +268,7 @@ def test_the_third_dev_sets_families_are_rejected_by_the_verified_cache(embedder
 
 @pytest.mark.parametrize("stored, new", SAME3)
 def test_same_answer_pairs_of_the_third_sets_families_are_served(embedder, tmp_path, stored, new) -> None:
-    from costline.serving.cache import SemanticCache
+    from costline.serving.cache.semantic import SemanticCache
     from costline.serving.settings import CacheConfig
 
     cache = SemanticCache(embedder, CacheConfig(path=tmp_path))
@@ -278,7 +278,7 @@ def test_same_answer_pairs_of_the_third_sets_families_are_served(embedder, tmp_p
 
 
 def test_a_synonym_swap_needs_the_cosine_bar_and_common_words() -> None:
-    from costline.serving.cache_verify import SYNONYM_COSINE
+    from costline.serving.cache.verify import SYNONYM_COSINE
 
     v = Verifier()
     q, c = v.features("Do kids need a passport to fly?"), v.features("Do children need a passport to fly?")

@@ -9,9 +9,10 @@ import pytest
 from click.testing import CliRunner
 
 from costline.cli import _register_area_commands, cli
-from costline.config import Config, DashboardConfig, LakeConfig
+from costline.config import Config, LakeConfig
 from costline.dashboards import DashboardError, DashboardServer, announce_dashboard, chart_by_name, chart_sql
 from costline.dashboards.serve import PageCache
+from costline.dashboards.settings import DashboardConfig
 
 
 def _run(tmp_path, *args):

@@ -166,7 +166,7 @@ def test_the_wordings_of_a_regular_question_match_it(embedder) -> None:  # type:
 def test_the_plans_are_the_same_requests_routed_by_the_real_rule_policy(monkeypatch: pytest.MonkeyPatch) -> None:
     """One traffic generator: sample_traffic's plans carry serving_traffic's requests, and their first
     tier is what the real RulePolicy decides under the demo's rules (written out here by hand)."""
-    from costline.serving import router
+    from costline.serving.routing import router
     from costline.sim import traffic
     from costline.sim.demo_app import demo_serving_config
     from costline.config import Config

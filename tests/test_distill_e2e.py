@@ -37,7 +37,7 @@ def test_distill_end_to_end_gate_passes_trained_rejects_untrained_and_promote_ga
     from costline.distill.teacher import run_teacher
     from costline.distill.train import train_student
     from costline.distill.store import open_distill_lake
-    from costline.serving.router import build_policy
+    from costline.serving.routing.router import build_policy
 
     cfg = world_config(tmp_path)
     lake_from_plans(labelled_plans(400), cfg)

@@ -11,7 +11,7 @@ import pytest
 
 from costline.config import load_config
 from costline.errors import ConfigError
-from costline.serving.router import Decision, Router, RulePolicy, StudentGate, build_policy
+from costline.serving.routing.router import Decision, Router, RulePolicy, StudentGate, build_policy
 from costline.serving.settings import RouteRulesConfig
 
 RULES = RouteRulesConfig(student_task_types=("faq",),

@@ -18,7 +18,7 @@ pytest.importorskip("sentence_transformers")
 
 from costline.errors import ConfigError  # noqa: E402
 from costline.serving.embedding import Embedder  # noqa: E402
-from costline.serving.cache_admission import (  # noqa: E402
+from costline.serving.cache.admission import (  # noqa: E402
     AdmissionModel,
     default_model_path,
     default_pair_set_path,
@@ -35,7 +35,7 @@ from costline.serving.embedding_onnx import (  # noqa: E402
 )
 from costline.serving.settings import CacheConfig  # noqa: E402
 
-#: The packaged labelled pair set (serving/data/cache_pair_set.jsonl): q1, q2, same_answer, category, split.
+#: The packaged labelled pair set (serving/cache/data/cache_pair_set.jsonl): q1, q2, same_answer, category, split.
 PAIRS = [json.loads(line) for line in default_pair_set_path().open()]
 TEXTS = sorted({p["q1"] for p in PAIRS} | {p["q2"] for p in PAIRS})
 #: Its test split: the pairs the cache's decisions are compared on.
@@ -327,7 +327,7 @@ def test_the_switch_loads_from_toml_and_env(tmp_path):
 
 def test_the_semantic_cache_serves_a_paraphrase_through_the_onnx_embedder():
     pytest.importorskip("faiss")
-    from costline.serving.cache import SemanticCache
+    from costline.serving.cache.semantic import SemanticCache
 
     stored, asked = "How do I reset my password?", "How can I reset my password?"
     e = make_embedder(CacheConfig(embedder="onnx", embed_threads=1))
@@ -352,9 +352,9 @@ def test_concurrent_requests_embed_each_query_once_in_shared_batches(tmp_path):
 
     from costline.collectors import Recorder
     from costline.config import Config
-    from costline.serving.cache import SemanticCache
+    from costline.serving.cache.semantic import SemanticCache
     from costline.serving.pipeline import Pipeline
-    from costline.serving.policy_learned import LabelledQuery, train_policy
+    from costline.serving.routing.learned import LabelledQuery, train_policy
     from costline.serving.settings import BackendsConfig, StandInConfig
     from costline.sim.standin import StandInServer
 

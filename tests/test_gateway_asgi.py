@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from costline.collectors import Recorder
 from costline.config import Config
-from costline.serving.gateway import Gateway
+from costline.serving.gateway.app import Gateway
 from costline.serving.pipeline import Pipeline
 from costline.serving.settings import BackendsConfig, GatewayConfig, StandInConfig
 from costline.sim.standin import StandInServer

@@ -17,8 +17,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from costline import contract as c
 from costline.collectors import Recorder
 from costline.config import Config
-from costline.serving.auth import KeyStore
-from costline.serving.gateway import CACHE_MODEL, STREAM_MODE_HEADER, Gateway
+from costline.serving.gateway.auth import KeyStore
+from costline.serving.gateway.app import CACHE_MODEL, STREAM_MODE_HEADER, Gateway
 from costline.serving.pipeline import Pipeline
 from costline.serving.settings import BackendsConfig, GatewayConfig, StandInConfig
 from costline.sim.standin import StandInServer

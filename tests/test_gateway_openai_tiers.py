@@ -18,7 +18,7 @@ from costline.collectors import Recorder
 from costline.config import Config, ModelPrice, load_config
 from costline.errors import ConfigError
 from costline.serving.errors import RoutingError
-from costline.serving.gateway import Gateway
+from costline.serving.gateway.app import Gateway
 from costline.serving.pipeline import Pipeline
 from costline.serving.registry import ModelRegistry
 from costline.serving.settings import BackendsConfig, GatewayConfig, StandInConfig, TierConfig, TiersConfig

@@ -19,9 +19,9 @@ from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
 
 from costline.collectors import Recorder  # noqa: E402
 from costline.config import Config  # noqa: E402
-from costline.serving.cache import SemanticCache  # noqa: E402
+from costline.serving.cache.semantic import SemanticCache  # noqa: E402
 from costline.serving.embedding_onnx import OnnxEmbedder  # noqa: E402
-from costline.serving.gateway import Gateway  # noqa: E402
+from costline.serving.gateway.app import Gateway  # noqa: E402
 from costline.serving.pipeline import Pipeline  # noqa: E402
 from costline.serving.settings import BackendsConfig, CacheConfig, GatewayConfig  # noqa: E402
 

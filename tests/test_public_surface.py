@@ -42,6 +42,15 @@ PINNED: dict[str, list[str]] = {
         "POLICIES", "Pipeline", "Prompt", "Reply", "Router", "RoutingPolicy", "RulePolicy", "TierSpec",
         "Validator", "build_backends", "build_policy", "evaluate", "train_policy",
     ],
+    "costline.serving.cache": [
+        "AdmissionModel", "CacheHit", "CacheReplicator", "CacheStats", "LookupResult", "SemanticCache", "Verifier",
+        "load_cache", "save_cache", "train_admission", "tune_thresholds",
+    ],
+    "costline.serving.routing": [
+        "Decision", "LearnedPolicy", "POLICIES", "Router", "RoutingPolicy", "RulePolicy", "build_policy", "compare",
+        "evaluate", "labels_from_lake", "promote", "retrain_candidate", "rollback", "train_policy",
+    ],
+    "costline.serving.gateway": ["AsgiServer", "ChatCompletions", "Gateway", "GatewayGuard", "KeyStore"],
     "costline.jobs": [
         "AnswerRequest", "Checkpoint", "CostReport", "CostReportConfig", "DriftConfig", "JOBS", "JobBusyError",
         "JobLock", "JobStore", "JobsConfig", "JobsError", "MissingExtraError", "NightlyService", "NoDataError",
@@ -181,7 +190,8 @@ def test_one_missing_extra_error_for_every_area() -> None:
                         "pip install 'costline[distill]'")
 
 
-@pytest.mark.parametrize("package", ["costline.serving", "costline.jobs", "costline.alerts", "costline.dashboards",
+@pytest.mark.parametrize("package", ["costline.serving", "costline.serving.cache", "costline.serving.routing",
+                                     "costline.serving.gateway", "costline.jobs", "costline.alerts", "costline.dashboards",
                                      "costline.distill", "costline.sim"])
 def test_lazy_packages_list_their_lazy_names(package: str) -> None:
     mod = importlib.import_module(package)

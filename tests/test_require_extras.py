@@ -1,7 +1,8 @@
 """conftest's COSTLINE_REQUIRE_EXTRAS guard: a skip for a missing import fails the run in CI.
 
-Runs a real inner pytest session (a subprocess, with this suite's conftest) over three tests: a
-module skipped at import, a test that skips for a missing import, a test that skips for another reason.
+Runs a real inner pytest session (a subprocess, with this suite's conftest) over: a module skipped
+at import, a test that skips for a missing import, a test that skips for another reason, and a test
+whose program is missing (conftest.missing_binary, as the SeaweedFS and PostgreSQL fixtures call it).
 """
 
 from __future__ import annotations
@@ -33,6 +34,19 @@ def test_needs_an_extra():
 
 def test_skips_for_another_reason():
     pytest.skip("no Chromium here")
+'''
+
+
+MISSING_BINARY = '''
+import pytest
+from conftest import missing_binary
+
+@pytest.fixture
+def weed():
+    missing_binary("the SeaweedFS `weed` binary is not installed")
+
+def test_needs_weed(weed):
+    pass
 '''
 
 
@@ -72,3 +86,16 @@ def test_with_the_flag_a_module_level_importorskip_fails_collection(tmp_path: Pa
     out, rc = _run(tmp_path, "1", MODULE_LEVEL)
     assert rc != 0, out
     assert _count(out, "error") == 1 and "costline_no_such_extra_module" in out, out
+
+
+def test_a_missing_binary_skips_without_the_flag(tmp_path: Path) -> None:
+    out, rc = _run(tmp_path, None, MISSING_BINARY)
+    assert rc == 0, out
+    assert _count(out, "skipped") == 1 and _count(out, "error") == 0, out
+
+
+def test_with_the_flag_a_missing_binary_fails_and_says_why(tmp_path: Path) -> None:
+    out, rc = _run(tmp_path, "1", MISSING_BINARY)
+    assert rc == 1, out
+    assert _count(out, "error") == 1 and _count(out, "skipped") == 0, out  # the fixture fails: setup error
+    assert "the SeaweedFS `weed` binary is not installed (COSTLINE_REQUIRE_EXTRAS=1" in out, out

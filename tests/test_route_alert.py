@@ -2,7 +2,7 @@
 nightly retrain, the alert's text (console and Slack) carries the candidate-vs-incumbent verdict.
 
 A real lake (Parquet files written by the jobs' store, DuckDB views), a real gate report
-(:func:`costline.serving.route_gate.compare` over hand-made labels), the real alert service with an
+(:func:`costline.serving.routing.gate.compare` over hand-made labels), the real alert service with an
 injected clock, the console notifier and the Slack stand-in through ``slack_sdk``. The expected
 figures (Wilson bounds, rates) are computed here by hand."""
 
@@ -24,10 +24,10 @@ from costline.alerts.testing import ManualClock
 from costline.config import Config, LakeConfig
 from costline.jobs.store import JobStore, open_jobs_lake
 from costline.serving.registry import ModelRegistry
-from costline.serving.route_gate import compare
-from costline.serving.route_labels import LakeLabel, NotEnoughLabelsError
-from costline.serving.route_loop import RetrainResult, record_retrain, retrain_candidate
-from costline.serving.router import Decision
+from costline.serving.routing.gate import compare
+from costline.serving.routing.labels import LakeLabel, NotEnoughLabelsError
+from costline.serving.routing.loop import RetrainResult, record_retrain, retrain_candidate
+from costline.serving.routing.router import Decision
 
 NIGHT = datetime(2026, 11, 8, 2)  # the nightly run's window ends here
 SHADOW_DONE = NIGHT + timedelta(minutes=20)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from costline.config import Config, LakeConfig
 from costline.dashboards.build import build_page
-from costline.serving.route_promote import PromotionEvent, record_event
+from costline.serving.routing.promote import PromotionEvent, record_event
 
 
 def _payload(page: str) -> dict:

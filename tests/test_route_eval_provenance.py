@@ -10,10 +10,10 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from costline.cli import _register_area_commands, cli
-from costline.serving.policy_learned import LabelledQuery, read_rows
-from costline.serving.route_eval import label_provenance, oracle_label_share
+from costline.serving.routing.learned import LabelledQuery, read_rows
+from costline.serving.routing.evaluation import label_provenance, oracle_label_share
 
-DATA = Path(__file__).resolve().parents[1] / "serving" / "data"
+DATA = Path(__file__).resolve().parents[1] / "serving" / "routing" / "data"
 WARNING = "labels: WARNING every row's label is the stand-in's own rule"
 UNKNOWN = "labels: as given in the file (their provenance is unknown to costline)"
 

@@ -13,10 +13,10 @@ from costline.config import Config, LakeConfig
 from costline.jobs.store import open_jobs_lake
 from costline.serving.errors import RoutingError
 from costline.serving.registry import ModelRegistry
-from costline.serving.route_gate import compare, validate_loop_config
-from costline.serving.route_labels import LabelSet, LakeLabel, NotEnoughLabelsError, _interval
-from costline.serving.route_promote import file_sha256, promote, read_manifest, rollback, write_manifest
-from costline.serving.router import Decision
+from costline.serving.routing.gate import compare, validate_loop_config
+from costline.serving.routing.labels import LabelSet, LakeLabel, NotEnoughLabelsError, _interval
+from costline.serving.routing.promote import file_sha256, promote, read_manifest, rollback, write_manifest
+from costline.serving.routing.router import Decision
 
 T0 = datetime(2026, 11, 2)
 # USD per million tokens, as [[pricing.models]] ships them (written out here, not read from costline).

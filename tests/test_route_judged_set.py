@@ -10,12 +10,12 @@ import anthropic
 
 from costline.config import Config
 from costline.sim.nightly_demo import demo_jobs_config
-from costline.serving.policy_learned import LabelledQuery, read_rows
-from costline.serving.route_eval import judged_rows
+from costline.serving.routing.learned import LabelledQuery, read_rows
+from costline.serving.routing.evaluation import judged_rows
 from costline.serving.settings import StandInConfig
 from costline.sim.standin import StandInServer
 
-DATA = Path(__file__).parent.parent / "serving" / "data"
+DATA = Path(__file__).parent.parent / "serving" / "routing" / "data"
 
 
 def test_the_judged_eval_set_is_what_judging_the_stand_ins_answers_gives(tmp_path: Path) -> None:

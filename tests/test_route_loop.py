@@ -26,15 +26,15 @@ from costline.jobs.scheduler import default_runners, nightly
 from costline.jobs.store import open_jobs_lake
 from costline.processors.processor import Processor
 from costline.serving.pipeline import Pipeline
-from costline.serving.policy_learned import LabelledQuery, read_rows, train_policy
-from costline.serving.route_promote import file_sha256, read_manifest
+from costline.serving.routing.learned import LabelledQuery, read_rows, train_policy
+from costline.serving.routing.promote import file_sha256, read_manifest
 from costline.serving.settings import StandInConfig
 from costline.sim.standin import StandInServer
 from costline.sim.standin_model import adequate, reference_validator
 
 pytestmark = pytest.mark.kafka
 
-DATA = Path(__file__).parent.parent / "serving" / "data"
+DATA = Path(__file__).parent.parent / "serving" / "routing" / "data"
 DAY1 = datetime(2026, 11, 1)
 DAY2 = DAY1 + timedelta(days=1)
 END = DAY2 + timedelta(days=1)

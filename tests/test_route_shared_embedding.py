@@ -11,11 +11,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from costline.collectors import Recorder
 from costline.config import Config
-from costline.serving.cache import SemanticCache
+from costline.serving.cache.semantic import SemanticCache
 from costline.serving.embedding import Embedder
 from costline.serving.pipeline import Pipeline
-from costline.serving.policy_learned import LabelledQuery, train_policy
-from costline.serving.router import Router
+from costline.serving.routing.learned import LabelledQuery, train_policy
+from costline.serving.routing.router import Router
 from costline.serving.settings import BackendsConfig, CacheConfig, StandInConfig
 from costline.sim.standin import StandInServer
 

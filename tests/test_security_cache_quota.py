@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("faiss")
 
 from costline.errors import ConfigError  # noqa: E402
-from costline.serving.cache import SemanticCache  # noqa: E402
+from costline.serving.cache.semantic import SemanticCache  # noqa: E402
 from costline.serving.settings import CacheConfig  # noqa: E402
 
 DIM = 16

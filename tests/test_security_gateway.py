@@ -22,8 +22,8 @@ from costline.cli import _register_area_commands, cli
 from costline.collectors import Recorder
 from costline.config import Config
 from costline.netsec import InsecureBindError
-from costline.serving.auth import KeyStore
-from costline.serving.gateway import Gateway
+from costline.serving.gateway.auth import KeyStore
+from costline.serving.gateway.app import Gateway
 from costline.serving.pipeline import Pipeline
 from costline.serving.settings import BackendsConfig, GatewayConfig, StandInConfig
 from costline.sim.standin import StandInServer
@@ -317,7 +317,7 @@ import dataclasses, sys
 from opentelemetry.sdk.trace import TracerProvider
 from costline.collectors import Recorder
 from costline.config import Config
-from costline.serving.gateway import Gateway
+from costline.serving.gateway.app import Gateway
 from costline.serving.pipeline import Pipeline
 from costline.serving.settings import BackendsConfig, GatewayConfig
 

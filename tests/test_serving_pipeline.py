@@ -15,7 +15,7 @@ from costline import contract as c
 from costline.collectors import Recorder
 from costline.config import Config
 from costline.pricing import PricingTable
-from costline.serving.gateway import CACHE_MODEL, Gateway
+from costline.serving.gateway.app import CACHE_MODEL, Gateway
 from costline.serving.pipeline import AnswerCache, Pipeline
 from costline.serving.settings import (BackendsConfig, EscalationConfig, RouteRulesConfig, RouterConfig,
                                        StandInConfig)
@@ -249,7 +249,7 @@ def minilm():
 
 
 def test_the_real_faiss_minilm_cache_serves_a_rewording_and_nothing_unrelated(standin, exporter, minilm) -> None:
-    from costline.serving.cache import SemanticCache
+    from costline.serving.cache.semantic import SemanticCache
 
     cache = SemanticCache(minilm, Config().serving.cache)
     p = make_pipeline(standin, exporter, cache=cache)

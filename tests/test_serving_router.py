@@ -12,14 +12,14 @@ from click.testing import CliRunner
 from costline.cli import _register_area_commands, cli
 from costline.config import Config, load_config
 from costline.serving.errors import PolicyFileError, RoutingError
-from costline.serving.policy_learned import HashingFeaturizer, LabelledQuery, LearnedPolicy, read_rows, train_policy
+from costline.serving.routing.learned import HashingFeaturizer, LabelledQuery, LearnedPolicy, read_rows, train_policy
 from costline.serving.registry import ModelRegistry
-from costline.serving.route_eval import evaluate
-from costline.serving.router import Router, RulePolicy, StudentGate, build_policy
+from costline.serving.routing.evaluation import evaluate
+from costline.serving.routing.router import Router, RulePolicy, StudentGate, build_policy
 from costline.serving.settings import RouteRulesConfig, RouterConfig, ServingConfig
 from costline.sim.standin_model import cheapest_adequate_tier
 
-DATA = Path(__file__).parent.parent / "serving" / "data"
+DATA = Path(__file__).parent.parent / "serving" / "routing" / "data"
 LONG = "x" * 210
 
 

@@ -22,11 +22,11 @@ SIM = "costline.sim"
 #: (module, enclosing function) of the only places the product reaches the simulation; a function
 #: of None is a module-level string an importlib call resolves when ``main()`` runs.
 ALLOWED: set[tuple[str, str | None]] = {
-    ("costline.cli", None),  # _AREA_COMMANDS: ("costline.sim.demo", "commands") -> `costline demo`
-    ("costline.serving.serve_cli", "serve"),  # `costline serve --standin`
-    ("costline.serving.serve_cli", "standin"),  # `costline standin`
+    ("costline.areas", None),  # AREAS: "costline.sim" -> its cli module's `costline demo` when main() runs
+    ("costline.serving.gateway.serve_cli", "serve"),  # `costline serve --standin`
+    ("costline.serving.gateway.serve_cli", "standin"),  # `costline standin`
     ("costline.alerts.cli", "slack_standin"),  # `costline alerts slack-standin`
-    ("costline.serving.route_eval", "oracle_label_share"),  # `costline route eval`: the oracle check, when asked
+    ("costline.serving.routing.evaluation", "oracle_label_share"),  # `costline route eval`: the oracle check, when asked
 }
 
 
@@ -91,7 +91,7 @@ def _reaches() -> dict[tuple[str, str | None], list[str]]:
 
 def test_the_walk_covers_the_product_and_not_the_simulation() -> None:
     modules = dict(_product_modules())
-    assert {"costline.cli", "costline.serving.gateway", "costline.serving.pipeline", "costline.processors.processor",
+    assert {"costline.cli", "costline.serving.gateway.app", "costline.serving.pipeline", "costline.processors.processor",
             "costline.alerts.cli", "costline.distill.cli", "costline.jobs.cli"} <= set(modules)
     assert not any(m.startswith(SIM) for m in modules)
 
@@ -114,8 +114,8 @@ def test_the_product_reaches_the_simulation_only_where_allowed() -> None:
 
 
 def test_importing_the_product_loads_no_simulation_module() -> None:
-    code = ("import sys, costline, costline.cli, costline.serving, costline.serving.gateway, "
-            "costline.serving.pipeline, costline.serving.route_eval, costline.serving.cli, costline.alerts, "
+    code = ("import sys, costline, costline.cli, costline.serving, costline.serving.gateway.app, "
+            "costline.serving.pipeline, costline.serving.routing.evaluation, costline.serving.cli, costline.alerts, "
             "costline.alerts.cli, costline.processors, costline.jobs, costline.distill, costline.dashboards; "
             "print(sorted(m for m in sys.modules if m.startswith('costline.sim')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)

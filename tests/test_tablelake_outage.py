@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import free_port
+from conftest import free_port, missing_binary
 from test_processor_kafka import assert_no_duplicates, assert_same_aggregates, expected_tier_hourly, lake_tier_hourly, \
     produce, producer
 
@@ -42,7 +42,7 @@ def own_objstore(tmp_path: Path) -> Iterator[Any]:
     try:
         weed_binary()
     except Exception as exc:  # noqa: BLE001
-        pytest.skip(str(exc))
+        missing_binary(str(exc))
     store = LocalObjectStore(tmp_path / "own-objstore", port=free_port(), access_key="costline-test",
                              secret_key="costline-test-secret", buckets=("costline-lake",))
     store.up()
@@ -63,7 +63,7 @@ def own_postgres() -> Iterator[Any]:
         pg = LocalPostgres(folder, port=free_port())
     except PostgresNotFound as exc:
         shutil.rmtree(folder, ignore_errors=True)
-        pytest.skip(str(exc))
+        missing_binary(str(exc))
     pg.up()
     try:
         yield pg

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import importlib
 import re
 from collections.abc import Sequence
 from datetime import datetime
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING, Final
 
 from costline.config import Config
 from costline.fsutil import atomic_path
+from costline.lazy import import_optional
 from costline.lake._files import read_table_sql
 from costline.lake._lake import Lake
 from costline.lake._schema import ONE_ROW_PER_SPAN, TABLES
@@ -102,12 +102,9 @@ def provided_views(lake_path: Path | str) -> list[str]:
     out: list[str] = []
     for spec in VIEW_PROVIDERS:
         module_name, _, func = spec.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name and module_name.startswith(exc.name):
-                continue
-            raise
+        module = import_optional(module_name)
+        if module is None:  # the area is not installed
+            continue
         sql = getattr(module, func)(lake_path)
         out.extend([sql] if isinstance(sql, str) else sql)
     return out

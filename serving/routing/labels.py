@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from costline import contract
 from costline.serving.errors import RoutingError
-from costline.serving.policy_learned import LabelledQuery
+from costline.serving.routing.learned import LabelledQuery
 
 if TYPE_CHECKING:  # pragma: no cover
     from costline.config import Config

@@ -43,14 +43,14 @@ def serve(config: Config, host: str | None, port: int | None, with_standin: bool
         COSTLINE_COLLECTOR_METRICS_PROMETHEUS=true costline serve --standin --metrics
     """
     from costline.collectors import Recorder, setup_tracing
-    from costline.serving.gateway import Gateway
+    from costline.serving.gateway.app import Gateway
     from costline.serving.pipeline import Pipeline
 
     if insecure:
         gw_cfg = dataclasses.replace(config.serving.gateway, allow_insecure=True)
         config = config.replace(serving=dataclasses.replace(config.serving, gateway=gw_cfg))
     from costline.netsec import refuse_open_bind
-    from costline.serving.auth import GatewayGuard
+    from costline.serving.gateway.auth import GatewayGuard
 
     bind = host or config.serving.gateway.host
     guard = GatewayGuard(config.serving.gateway, host=bind)  # refuse before anything else starts
@@ -84,7 +84,7 @@ def serve(config: Config, host: str | None, port: int | None, with_standin: bool
                         metrics=telemetry_metrics.metrics if telemetry_metrics is not None else None)
     cache = None
     if with_cache:
-        from costline.serving.cache import SemanticCache
+        from costline.serving.cache.semantic import SemanticCache
         from costline.serving.embedding_onnx import make_embedder  # [serving.cache] embedder: torch | onnx
 
         c = config.serving.cache
@@ -96,7 +96,7 @@ def serve(config: Config, host: str | None, port: int | None, with_standin: bool
     gateway = Gateway(pipeline, config.serving.gateway, host=host, port=port)
     gateway.bind()
     click.echo(f"costline gateway on {gateway.url} (policy {config.serving.router.policy}); Ctrl-C stops it")
-    from costline.serving.auth import open_mode_note
+    from costline.serving.gateway.auth import open_mode_note
 
     note = open_mode_note(config.serving.gateway, bind, gateway.guard)
     if note:

@@ -29,7 +29,7 @@ import numpy as np
 
 from costline import contract
 from costline.serving.errors import MissingExtraError, PolicyFileError, RoutingError
-from costline.serving.router import Decision
+from costline.serving.routing.router import Decision
 from costline.serving.settings import ServingConfig
 
 __all__ = [

@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from costline.serving.cache_tune import Pair, read_pairs
-from costline.serving.cache_verify import FEATURE_NAMES, Verifier, guard, pair_features
+from costline.serving.cache.tune import Pair, read_pairs
+from costline.serving.cache.verify import FEATURE_NAMES, Verifier, guard, pair_features
 from costline.serving.errors import CacheError
 
 if TYPE_CHECKING:

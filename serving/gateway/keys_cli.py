@@ -13,7 +13,7 @@ __all__ = ["keys"]
 
 
 def _store(config: Config, path: Path | None):  # type: ignore[no-untyped-def]
-    from costline.serving.auth import KeyStore
+    from costline.serving.gateway.auth import KeyStore
 
     return KeyStore(path or config.serving.gateway.keys_file)
 

@@ -25,7 +25,7 @@ How it keeps its promises (docs/cache.md has the long version):
 * **thread-safe** — one lock around index and metadata; embedding runs outside it;
 * **replicas** — with ``[serving.cache] replication_topic`` set, every store, invalidation and
   eviction is published to a compacted Kafka topic and the other replicas' changes are applied
-  from it (:mod:`costline.serving.cache_replication`): call :meth:`SemanticCache.start` once the
+  from it (:mod:`costline.serving.cache.replication`): call :meth:`SemanticCache.start` once the
   server is up and :meth:`SemanticCache.shutdown` when it stops.
 
 Each :meth:`SemanticCache.lookup` is a ``costline.cache.lookup`` span (hit, similarity,
@@ -47,15 +47,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from costline.errors import ConfigError
-from costline.serving.cache_index import INDEX_KINDS, Partition, import_faiss
-from costline.serving.cache_key import COSTLINE_CACHE_REJECT_REASON, split_namespace
+from costline.serving.cache.index import INDEX_KINDS, Partition, import_faiss
+from costline.serving.cache.key import COSTLINE_CACHE_REJECT_REASON, split_namespace
 from costline.serving.settings import CacheConfig
 
 if TYPE_CHECKING:
     from costline.collectors.recorder import Recorder
     from costline.config import KafkaConfig
-    from costline.serving.cache_replication import CacheReplicator
-    from costline.serving.cache_verify import Verifier
+    from costline.serving.cache.replication import CacheReplicator
+    from costline.serving.cache.verify import Verifier
     from costline.serving.embedding import Embedder
 
 #: The cache's modes: every candidate verified (guards + admission model), or a cosine threshold alone.
@@ -189,7 +189,7 @@ def validate_cache_config(config: CacheConfig) -> None:
     if not 0.0 < config.target_false_hit_rate < 1.0:
         raise bad("target_false_hit_rate", "must be in (0, 1)")
     if config.replication_topic is not None:
-        from costline.serving.cache_replication import validate_replication_config
+        from costline.serving.cache.replication import validate_replication_config
 
         validate_replication_config(config)
 
@@ -241,7 +241,7 @@ class SemanticCache:
         #: The replication of this cache over Kafka (None when ``replication_topic`` is unset).
         self.replication: "CacheReplicator | None" = None
         if self._config.replication_topic is not None:
-            from costline.serving.cache_replication import CacheReplicator
+            from costline.serving.cache.replication import CacheReplicator
 
             self.replication = CacheReplicator(self, kafka=kafka, now=now)
 
@@ -389,7 +389,7 @@ class SemanticCache:
     # -- persistence ---------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str]) -> None:
         """Save index and metadata under the folder ``path`` (atomically; see cache_store)."""
-        from costline.serving.cache_store import save_cache
+        from costline.serving.cache.store import save_cache
 
         save_cache(self, path)
 
@@ -406,7 +406,7 @@ class SemanticCache:
         kafka: "KafkaConfig | None" = None,
     ) -> "SemanticCache":
         """A cache read back from ``path``; raises CacheCorruptError rather than load anything wrong."""
-        from costline.serving.cache_store import load_cache
+        from costline.serving.cache.store import load_cache
 
         cache = cls(embedder, config, recorder=recorder, now=now, dim=dim, kafka=kafka)
         state = load_cache(cache, path)
@@ -693,8 +693,8 @@ class SemanticCache:
 
 def build_verifier(config: CacheConfig) -> "Verifier":
     """The verification stage of ``config``: the admission model(s) at the target false-hit rate."""
-    from costline.serving.cache_admission import AdmissionModel, default_model_path
-    from costline.serving.cache_verify import Verifier
+    from costline.serving.cache.admission import AdmissionModel, default_model_path
+    from costline.serving.cache.verify import Verifier
 
     target = config.target_false_hit_rate
     models = {"*": AdmissionModel.load(config.admission_model or default_model_path()).at(target)}

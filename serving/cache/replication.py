@@ -65,7 +65,7 @@ from costline.serving.errors import CacheError
 
 if TYPE_CHECKING:
     from costline.config import KafkaConfig
-    from costline.serving.cache import SemanticCache, _Entry
+    from costline.serving.cache.semantic import SemanticCache, _Entry
     from costline.serving.settings import CacheConfig
 
 __all__ = [
@@ -641,7 +641,7 @@ class CacheReplicator:
     # -- the applier thread --------------------------------------------------------------------
     def _bootstrap(self) -> int:
         """Load the snapshot at ``path`` when it is usable; the topic offset to read from."""
-        from costline.serving.cache_store import MANIFEST, load_cache, read_replication_state
+        from costline.serving.cache.store import MANIFEST, load_cache, read_replication_state
 
         path = self._config.path
         if len(self._cache) or self._restored is not None:  # loaded before start (SemanticCache.load)

@@ -43,7 +43,7 @@ def train(config: Config, pairs_path: Path | None, split: str, out_path: Path | 
     Example:
         costline cache train --pairs support-pairs.jsonl --out billing-admission.json --namespace billing
     """
-    from costline.serving.cache_admission import score_pairs, train_admission
+    from costline.serving.cache.admission import score_pairs, train_admission
     from costline.serving.embedding import Embedder
 
     cfg = config.serving.cache
@@ -88,9 +88,9 @@ def tune(config: Config, pairs_path: Path | None, split: str, target: float | No
     """
     import numpy as np
 
-    from costline.serving.cache_admission import AdmissionModel, default_model_path, score_pairs
-    from costline.serving.cache_tune import tune_thresholds
-    from costline.serving.cache_verify import Verifier
+    from costline.serving.cache.admission import AdmissionModel, default_model_path, score_pairs
+    from costline.serving.cache.tune import tune_thresholds
+    from costline.serving.cache.verify import Verifier
     from costline.serving.embedding_onnx import make_embedder
 
     cfg = config.serving.cache
@@ -143,7 +143,7 @@ def tune(config: Config, pairs_path: Path | None, split: str, target: float | No
 
 
 def _pairs(pairs_path: Path | None, split: str):  # type: ignore[no-untyped-def]
-    from costline.serving.cache_admission import default_pair_set_path, read_pairs
+    from costline.serving.cache.admission import default_pair_set_path, read_pairs
 
     path = pairs_path or default_pair_set_path()
     pairs, problems = read_pairs(path)
@@ -227,7 +227,7 @@ def _path(config: Config, cache_path: Path | None) -> Path:
 
 
 def _load(config: Config, cache_path: Path | None, kafka=None):  # type: ignore[no-untyped-def]
-    from costline.serving.cache import SemanticCache
+    from costline.serving.cache.semantic import SemanticCache
     from costline.serving.embedding import Embedder
 
     cfg = config.serving.cache

@@ -29,10 +29,10 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from costline.serving._http import HttpRequest, HttpResponse
+from costline.serving.gateway._http import HttpRequest, HttpResponse
 from costline.serving.backends import Prompt
-from costline.serving.cache_key import scope_of_body
-from costline.serving.gateway import (CACHE_MODEL, STREAM_MODE_HEADER, Gateway, _headers, failure_status,
+from costline.serving.cache.key import scope_of_body
+from costline.serving.gateway.app import (CACHE_MODEL, STREAM_MODE_HEADER, Gateway, _headers, failure_status,
                                       open_live)
 from costline.serving.pipeline import Answer, LiveAnswer
 

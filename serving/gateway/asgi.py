@@ -43,7 +43,7 @@ except ImportError as exc:  # the serving extra
     raise MissingExtraError(exc.name or "starlette") from None
 
 from costline.netsec import HttpReject, Limits
-from costline.serving._http import HttpRequest, HttpResponse, Route, dispatch
+from costline.serving.gateway._http import HttpRequest, HttpResponse, Route, dispatch
 
 __all__ = ["AsgiServer", "Busy"]
 

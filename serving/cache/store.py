@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from costline.fsutil import atomic_write, fsync_dir, synced_write
-from costline.serving.cache_index import Partition
+from costline.serving.cache.index import Partition
 from costline.serving.errors import CacheCorruptError, CacheError
 
 if TYPE_CHECKING:
-    from costline.serving.cache import SemanticCache
+    from costline.serving.cache.semantic import SemanticCache
 
 __all__ = ["save_cache", "load_cache", "read_replication_state", "MANIFEST", "FORMAT"]
 
@@ -114,7 +114,7 @@ def load_cache(cache: "SemanticCache", path: str | os.PathLike[str]) -> dict[str
     blobs = {name: _read_checked(gen_dir / name, digest) for name, digest in manifest["files"].items()}
     try:
         rows = json.loads(blobs[_ENTRIES])
-        from costline.serving.cache import _Entry
+        from costline.serving.cache.semantic import _Entry
 
         entries = [_Entry(int(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4]), tuple(r[5]), float(r[6]),
                           None if r[7] is None else float(r[7]), str(r[8]) if len(r) > 8 else "") for r in rows]

@@ -56,7 +56,7 @@ def train(config: Config, data_path: Path | None, from_lake: bool, since: dateti
         costline route train --data labelled.jsonl --out route-policy.npz
         costline route train --from-lake --since 2026-11-01
     """
-    from costline.serving.policy_learned import read_rows, train_policy
+    from costline.serving.routing.learned import read_rows, train_policy
 
     router = config.serving.router
     labels = None
@@ -65,9 +65,9 @@ def train(config: Config, data_path: Path | None, from_lake: bool, since: dateti
             raise click.UsageError("give --data or --from-lake, not both")
         if since is None:
             raise click.UsageError("--from-lake needs --since (the first day of labels to learn from)")
-        from costline.serving.route_gate import validate_loop_config
-        from costline.serving.route_labels import labels_from_lake, shadow_per_night
-        from costline.serving.route_promote import candidate_path
+        from costline.serving.routing.gate import validate_loop_config
+        from costline.serving.routing.labels import labels_from_lake, shadow_per_night
+        from costline.serving.routing.promote import candidate_path
 
         validate_loop_config(config)
         labels = labels_from_lake(config, since=since, until=until or _utcnow())
@@ -87,7 +87,7 @@ def train(config: Config, data_path: Path | None, from_lake: bool, since: dateti
     click.echo(f"trained on {len(rows)} rows ({', '.join(policy.classes)}; featurizer {policy.featurizer_name}); "
                f"adequate on its own rows at min_adequacy {policy.min_adequacy}: {ok / len(rows):.1%}")
     if labels is not None:
-        from costline.serving.route_promote import file_sha256, write_manifest
+        from costline.serving.routing.promote import file_sha256, write_manifest
 
         write_manifest(path, {
             "created_at": _utcnow().isoformat(), "policy_sha256": file_sha256(path),
@@ -144,10 +144,10 @@ def eval_(config: Config, data_path: Path | None, policy_name: str | None, polic
             raise click.UsageError("--candidate replays the lake's held-out production: drop --data / --policy")
         _eval_candidate(config, candidate, incumbent, since, until, gate, no_judge, fmt)
         return
-    from costline.serving.policy_learned import read_rows
+    from costline.serving.routing.learned import read_rows
     from costline.serving.registry import ModelRegistry
-    from costline.serving.route_eval import evaluate
-    from costline.serving.router import build_policy
+    from costline.serving.routing.evaluation import evaluate
+    from costline.serving.routing.router import build_policy
 
     path = data_path or _DATA / "route_eval_judged.jsonl"
     policy = build_policy(config.serving, policy_name)
@@ -167,7 +167,7 @@ def eval_(config: Config, data_path: Path | None, policy_name: str | None, polic
 
 def _provenance(path: Path, rows: list) -> str:  # type: ignore[type-arg]
     """Say how the rows' labels were made: a shipped file's sidecar ``<name>.about``, else the rows."""
-    from costline.serving.route_eval import label_provenance
+    from costline.serving.routing.evaluation import label_provenance
 
     about = path.with_name(path.stem + ".about")
     return label_provenance(about.read_text(encoding="utf-8") if about.exists() else None, rows)
@@ -178,9 +178,9 @@ def _eval_candidate(config: Config, candidate: str, incumbent: str | None, since
     import json
 
     from costline.serving.registry import ModelRegistry
-    from costline.serving.route_gate import LakeJudge, compare, load_policy, validate_loop_config
-    from costline.serving.route_labels import labels_from_lake
-    from costline.serving.route_promote import file_sha256, in_service, read_manifest, write_manifest
+    from costline.serving.routing.gate import LakeJudge, compare, load_policy, validate_loop_config
+    from costline.serving.routing.labels import labels_from_lake
+    from costline.serving.routing.promote import file_sha256, in_service, read_manifest, write_manifest
 
     validate_loop_config(config)
     loop = config.serving.router.loop
@@ -236,7 +236,7 @@ def promote_cmd(config: Config, candidate: Path, force: bool) -> None:
     Example:
         costline route promote costline-route-policy.candidate.npz
     """
-    from costline.serving.route_promote import promote
+    from costline.serving.routing.promote import promote
 
     event = promote(config, candidate, force=force)
     click.echo(f"promoted {candidate} -> {event.policy_path} (sha256 {event.policy_sha256[:12]}; "
@@ -254,7 +254,7 @@ def rollback_cmd(config: Config) -> None:
     Example:
         costline route rollback
     """
-    from costline.serving.route_promote import rollback
+    from costline.serving.routing.promote import rollback
 
     event = rollback(config)
     click.echo(f"rolled back {event.policy_path} to sha256 {event.policy_sha256[:12]} ({event.note})")
@@ -273,7 +273,7 @@ def show(config: Config, query: str, task_type: str, policy_name: str | None) ->
         costline route show "Explain the difference between net and gross revenue" --task-type faq
     """
     from costline.serving.registry import ModelRegistry
-    from costline.serving.router import Router, build_policy
+    from costline.serving.routing.router import Router, build_policy
 
     registry = ModelRegistry.from_config(config)
     decision = Router(build_policy(config.serving, policy_name), registry).route(query, task_type)

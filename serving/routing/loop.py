@@ -29,7 +29,7 @@ from costline.errors import CostlineError
 
 if TYPE_CHECKING:  # pragma: no cover
     from costline.config import Config
-    from costline.serving.route_gate import GateReport
+    from costline.serving.routing.gate import GateReport
 
 __all__ = ["RetrainResult", "tier_match_breaches", "retrain_candidate", "record_retrain", "record_skipped"]
 
@@ -65,7 +65,7 @@ def record_retrain(config: "Config", result: RetrainResult, *, until: datetime,
                    now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> str:
     """Write the verdict of a retrain to ``route_retrains`` (one row per gated tier); its id."""
     from costline.jobs.store import job_store, utc_naive
-    from costline.serving.route_promote import file_sha256
+    from costline.serving.routing.promote import file_sha256
 
     at = utc_naive(now())
     rid = _retrain_id(utc_naive(until), at)
@@ -124,11 +124,11 @@ def retrain_candidate(
     the lake holds too few labels. ``breaches`` defaults to :func:`tier_match_breaches`. Either way
     the outcome is written to ``route_retrains`` for the alert (:func:`record_retrain`)."""
     from costline.timeutil import utc_naive
-    from costline.serving.policy_learned import train_policy
+    from costline.serving.routing.learned import train_policy
     from costline.serving.registry import ModelRegistry
-    from costline.serving.route_gate import LakeJudge, compare, load_policy, validate_loop_config
-    from costline.serving.route_labels import NotEnoughLabelsError, labels_from_lake, shadow_per_night
-    from costline.serving.route_promote import (candidate_path, file_sha256, in_service, promote, read_manifest,
+    from costline.serving.routing.gate import LakeJudge, compare, load_policy, validate_loop_config
+    from costline.serving.routing.labels import NotEnoughLabelsError, labels_from_lake, shadow_per_night
+    from costline.serving.routing.promote import (candidate_path, file_sha256, in_service, promote, read_manifest,
                                                 write_manifest)
 
     validate_loop_config(config)

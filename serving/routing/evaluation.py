@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from costline import contract
-from costline.serving.policy_learned import LabelledQuery
+from costline.serving.routing.learned import LabelledQuery
 from costline.serving.registry import ModelRegistry
-from costline.serving.router import Decision, RoutingPolicy
+from costline.serving.routing.router import Decision, RoutingPolicy
 
 __all__ = ["TierStats", "EvalReport", "evaluate", "judged_rows", "oracle_label_share", "label_provenance"]
 

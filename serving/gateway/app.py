@@ -47,14 +47,14 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from costline.netsec import Limits, refuse_open_bind, ssl_context
-from costline.serving._http import HttpRequest, HttpResponse, Route, ServedByJsonServer
-from costline.serving.asgi import AsgiServer
-from costline.serving.auth import Admitted, GatewayGuard, KeyStore, Refused
+from costline.serving.gateway._http import HttpRequest, HttpResponse, Route, ServedByJsonServer
+from costline.serving.gateway.asgi import AsgiServer
+from costline.serving.gateway.auth import Admitted, GatewayGuard, KeyStore, Refused
 from costline.serving.backends import Prompt
-from costline.serving.cache_key import scope_of_body
+from costline.serving.cache.key import scope_of_body
 from costline.serving.pipeline import Answer, LiveAnswer, Pipeline
 from costline.serving.settings import GatewayConfig
-from costline.serving.messages_api import ANTHROPIC_ERROR_TYPES, last_user_text
+from costline.serving.gateway.messages_api import ANTHROPIC_ERROR_TYPES, last_user_text
 
 __all__ = ["Gateway", "CACHE_MODEL", "STREAM_MODE_HEADER"]
 
@@ -88,7 +88,7 @@ class Gateway(ServedByJsonServer):
         self.guard = GatewayGuard(cfg, host=host, keys=keys, **({"now": now} if now else {}))
         refuse_open_bind("the gateway", host, authenticated=self.guard.auth_required(),
                          insecure=cfg.allow_insecure, how="add API keys with `costline keys add TENANT`")
-        from costline.serving.openai_api import ChatCompletions, openai_error
+        from costline.serving.gateway.openai_api import ChatCompletions, openai_error
 
         def _error_for(path: str) -> ErrorFn:  # each API answers in its own error format
             return openai_error if path.startswith("/v1/chat/") else _error

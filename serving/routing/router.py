@@ -115,7 +115,7 @@ def _rules(serving: ServingConfig) -> RoutingPolicy:
 
 
 def _learned(serving: ServingConfig) -> RoutingPolicy:
-    from costline.serving.policy_learned import LearnedPolicy
+    from costline.serving.routing.learned import LearnedPolicy
 
     policy = LearnedPolicy.load(serving.router.policy_path, min_adequacy=serving.router.min_adequacy,
                                 serving=serving)

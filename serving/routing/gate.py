@@ -31,8 +31,8 @@ from costline import contract
 from costline.jobs.stats import wilson_ci
 from costline.serving.errors import RoutingError
 from costline.serving.registry import ModelRegistry
-from costline.serving.route_labels import LakeLabel
-from costline.serving.router import Decision, RoutingPolicy, StudentGate, build_policy
+from costline.serving.routing.labels import LakeLabel
+from costline.serving.routing.router import Decision, RoutingPolicy, StudentGate, build_policy
 
 if TYPE_CHECKING:  # pragma: no cover
     from costline.config import Config
@@ -66,7 +66,7 @@ def validate_loop_config(config: "Config") -> None:
 
 def load_policy(spec: str | Path, config: "Config") -> RoutingPolicy:
     """``"rules"`` (the configured heuristic) or the path of a learned policy file (``.npz``)."""
-    from costline.serving.policy_learned import LearnedPolicy
+    from costline.serving.routing.learned import LearnedPolicy
 
     router = config.serving.router
     if str(spec) == "rules":
