@@ -66,3 +66,25 @@ def test_a_running_processor_raises_the_gc_threshold_and_the_last_one_out_restor
         assert gc.get_threshold() == (10 * p.GC_GEN0_THRESHOLD, 5, 5)
     finally:
         gc.set_threshold(*saved)
+
+
+def test_the_poll_wait_ends_when_a_buffer_falls_due_or_the_idle_time_may_end_and_never_spins(tmp_path):
+    from costline.config import Config, LakeConfig, ProcessorConfig
+    from costline.processors.processor import Processor
+
+    clock = [100.0]
+    proc = Processor(Config(lake=LakeConfig(path=tmp_path / "lake"),
+                            processor=ProcessorConfig(flush_interval_s=30.0)), now=lambda: clock[0])
+    proc._last_activity = 100.0
+    assert proc._poll_wait_ms(None) == 1000  # nothing buffered: the longest wait, 1 s
+    assert proc._poll_wait_ms(until_idle=0.4) == 400  # --until-idle may end in 0.4 s
+    buf = proc._buffers[0] = PartitionBuffer(0)
+    buf.note(offset=5, spans=1, now=100.0)  # falls due at 130.0
+    clock[0] = 129.7
+    assert proc._poll_wait_ms(None) == 300
+    clock[0] = 131.0  # overdue: poll briefly, then flush_due flushes it
+    assert proc._poll_wait_ms(None) == 50
+    del proc._buffers[0]
+    # Idle past --until-idle but not caught up yet (e.g. still joining): ask again each second,
+    # not every 50 ms.
+    assert proc._poll_wait_ms(until_idle=2.0) == 1000
