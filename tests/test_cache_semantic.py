@@ -372,3 +372,45 @@ def test_concurrent_lookups_stores_and_invalidations(kind):
         if hit is not None:
             assert hit.answer == f"t{i % 4}:{i}"
     assert len(cache) == sum(1 for i in range(400) if cache.lookup_vector(vecs[i], tenant=f"t{i % 4}"))
+
+
+class _DuringCheck:
+    """The cache's real verifier, running ``hook`` (another thread's work, done in between) first."""
+
+    def __init__(self, inner, hook) -> None:
+        self.inner, self.hook = inner, hook
+
+    def check(self, query, candidate, cosine, namespace="*"):
+        self.hook()
+        return self.inner.check(query, candidate, cosine, namespace)
+
+
+def test_verification_runs_outside_the_cache_lock(embedder):
+    cache = SemanticCache(embedder, CacheConfig())
+    assert cache.verifier is not None  # the default mode verifies
+    cache.store("How long is the warranty on a laptop?", "two years", tenant="acme")
+    free: list[bool] = []
+
+    def try_lock() -> None:
+        got = cache._lock.acquire(blocking=False)
+        free.append(got)
+        if got:
+            cache._lock.release()
+
+    def another_thread_takes_the_lock() -> None:
+        t = threading.Thread(target=try_lock)
+        t.start()
+        t.join()
+
+    cache.verifier = _DuringCheck(cache.verifier, another_thread_takes_the_lock)
+    hit = cache.lookup("How long is the warranty on a laptop?", tenant="acme")
+    assert hit is not None and hit.answer == "two years"
+    assert free == [True]  # stores and other lookups were not held up by this lookup's verification
+
+
+def test_an_entry_invalidated_while_it_is_verified_is_not_served(embedder):
+    cache = SemanticCache(embedder, CacheConfig())
+    cache.store("How long is the warranty on a laptop?", "two years", tenant="acme", doc_hashes=["doc-w"])
+    cache.verifier = _DuringCheck(cache.verifier, lambda: cache.invalidate_by_doc("doc-w"))
+    assert cache.lookup("How long is the warranty on a laptop?", tenant="acme") is None
+    assert cache.stats().misses == 1 and cache.stats().hits == 0

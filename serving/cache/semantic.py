@@ -464,34 +464,40 @@ class SemanticCache:
         floor = self._config.verify_min_similarity
         base_ns = split_namespace(ns)[0]
         reasons: list[str] = []
+        # FAISS search and the candidates' snapshot under the lock (an index is not safe to search
+        # while another thread adds); their verification outside it (about a millisecond of parsing
+        # and model per lookup, which would otherwise serialise every concurrent lookup and store)
         with self._lock:
             part = self._parts.get((tenant, ns))
             if part is None:
                 self._counts["misses"] += 1
                 return LookupResult(None, None, ())
-            now = self._now()
-            candidates = self._candidates(part, vector, now)
-            best = candidates[0][0] if candidates else None
-            for sim, entry in candidates:
-                # every candidate with both texts is verified; a bare vector can only be thresholded
-                verify = verifier is not None and query is not None and bool(entry.query)
-                if sim < (floor if verify else threshold):
-                    reasons.append(REASON_SIMILARITY)
-                    break  # most similar first: the rest are further still
-                if query is not None and entry.query and not self._same_long(query, entry.query):
-                    reasons.append(REASON_LONG_QUERY)
+            candidates = self._candidates(part, vector, self._now())
+        best = candidates[0][0] if candidates else None
+        for sim, entry in candidates:
+            # every candidate with both texts is verified; a bare vector can only be thresholded
+            verify = verifier is not None and query is not None and bool(entry.query)
+            if sim < (floor if verify else threshold):
+                reasons.append(REASON_SIMILARITY)
+                break  # most similar first: the rest are further still
+            if query is not None and entry.query and not self._same_long(query, entry.query):
+                reasons.append(REASON_LONG_QUERY)
+                continue
+            if verify:
+                assert verifier is not None and query is not None
+                why = verifier.check(query, entry.query, sim, base_ns)
+                if why is not None:
+                    reasons.append(why)
                     continue
-                if verify:
-                    assert verifier is not None and query is not None
-                    why = verifier.check(query, entry.query, sim, base_ns)
-                    if why is not None:
-                        reasons.append(why)
-                        continue
+            with self._lock:
+                if self._entries.get(entry.id) is not entry or entry.expired(self._now()):
+                    continue  # invalidated, evicted or expired while it was verified: never served
                 self._lru.move_to_end(entry.id)  # recency only: the TTL stays absolute
                 self._counts["hits"] += 1
-                return LookupResult(_hit(entry, sim), best, tuple(reasons))
+            return LookupResult(_hit(entry, sim), best, tuple(reasons))
+        with self._lock:
             self._counts["misses"] += 1
-            return LookupResult(None, best, tuple(reasons))
+        return LookupResult(None, best, tuple(reasons))
 
     def _candidates(self, part: Partition, vector: np.ndarray, now: float) -> list[tuple[float, _Entry]]:
         """The top-k live, unexpired entries, most similar first."""
