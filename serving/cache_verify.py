@@ -355,6 +355,8 @@ _PHRASES = (  # multi-word lexicon entries, joined with '-' before lookup
     (re.compile(r"\bthis\s+(time|week|month|year|quarter|season|summer|winter|morning|evening|afternoon|weekend"
                 r"|cycle)\b"), r"this-\1"),
     (re.compile(r"\b(a|the|this|that|new|which|each|every|another|any|no|other)\s+one\b"), r"\1 onepronoun"),
+    # "one of my garments" is "a garment", not a count ("two of my garments" still is)
+    (re.compile(r"\bone\s+of\s+(?=(?:the|my|your|our|his|her|their|these|those)\b)"), "onepronoun of "),
     # how far in time a question reaches: "right now" / "at the moment" against "usually" / "late at night"
     (re.compile(r"\bnow\s+that\b"), "seeing that"), (re.compile(r"\bright\s+now\b"), "now"),
     (re.compile(r"\bat\s+(?:the\s+moment|present)\b"), "now"),

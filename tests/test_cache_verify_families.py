@@ -461,3 +461,13 @@ def test_the_coverage_rule_reads_edits_not_rewrites() -> None:
     # the coordination must be all the side says more: "and" in a rewrite is no growing list
     assert coverage("Do I need a referral to see a dermatologist?",
                     "Can I go straight to a skin specialist or does my doctor have to refer me?") is None
+
+
+def test_one_of_my_things_is_a_thing_not_a_count() -> None:
+    f = verifier_features
+    # "one of the rooms" is "a room": no number against the question without one
+    assert f("Can I reserve one of the meeting rooms for Friday?").numbers == f("Can I reserve a meeting room?").numbers
+    assert guard(f("Can I return one of my parcels unopened?"), f("Can I return a parcel unopened?")) is None
+    # a count of them still is one
+    assert guard(f("Can I return two of my parcels unopened?"), f("Can I return a parcel unopened?")) == "number"
+    assert guard(f("Can I return one parcel unopened?"), f("Can I return three parcels unopened?")) == "number"
