@@ -97,6 +97,9 @@ REASON_ADMISSION = "admission"
 _CONTRACTIONS = (
     (re.compile(r"\bcan(?:'|’)t\b|\bcannot\b"), "can not"), (re.compile(r"\bwon(?:'|’)t\b"), "will not"),
     (re.compile(r"\bshan(?:'|’)t\b"), "shall not"), (re.compile(r"n(?:'|’)t\b"), " not"),
+    # the same contractions typed without the apostrophe ("wont", "doesnt"): a near-repeat, not another word
+    (re.compile(r"\bwont\b"), "will not"), (re.compile(r"\bcant\b"), "can not"),
+    (re.compile(r"\b(do|does|did|is|are|was|were|has|have|had|should|could|would|must|need)nt\b"), r"\1 not"),
     (re.compile(r"(?:'|’)ll\b"), " will"), (re.compile(r"(?:'|’)re\b"), " are"),
     (re.compile(r"(?:'|’)ve\b"), " have"), (re.compile(r"\bi(?:'|’)m\b"), "i am"),
 )

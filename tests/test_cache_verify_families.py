@@ -471,3 +471,12 @@ def test_one_of_my_things_is_a_thing_not_a_count() -> None:
     # a count of them still is one
     assert guard(f("Can I return two of my parcels unopened?"), f("Can I return a parcel unopened?")) == "number"
     assert guard(f("Can I return one parcel unopened?"), f("Can I return three parcels unopened?")) == "number"
+
+
+def test_contractions_typed_without_the_apostrophe_are_the_same_words() -> None:
+    f = verifier_features
+    assert guard(f("Why doesn't my card work at the ATM?"), f("why doesnt my card work at the ATM")) is None
+    assert guard(f("Why won't the printer connect?"), f("why wont the printer connect")) is None
+    assert guard(f("I can't log in to the staff portal"), f("i cant log in to the staff portal")) is None
+    # and still negations against the question without one
+    assert guard(f("Why does my card work at the ATM?"), f("why doesnt my card work at the ATM")) == "negation"
