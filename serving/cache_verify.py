@@ -49,7 +49,7 @@ through :meth:`Verifier.check`:
    ``unmatched``   the coverage rule (:func:`_coverage`): the two questions aligned (difflib over the
                    tokens), every content word one has and the other lacks must be accounted for — the same
                    lemma, a spelling or compound variant, a typo, a number, a filler, a lexicon variant. An
-                   *edit* (at most two changed spans, 60 % of the tokens aligned) is rejected when it swaps
+                   *edit* (at most three changed spans, 60 % of the tokens aligned) is rejected when it swaps
                    the same verb's particle ("turn up" / "turn down"), one boundary of a period for another
                    ("until" / "from", "during" / "at the end of"), or content words on both sides around a
                    shared one ("add a room to" / "drop the room from", "with a credit card" / "by cheque"),
@@ -1000,7 +1000,7 @@ _BOUNDARIES = frozenset({"until", "till", "til", "from", "since", "during", "bef
 _TILL = {"till": "until", "til": "until"}
 _COORDINATORS = frozenset({"and", "or", "plus"})
 #: An edit, not a rewrite: at most this many changed spans (difflib opcodes over the tokens) ...
-EDIT_SPANS = 2
+EDIT_SPANS = 3
 #: ... and at least this much of the two token sequences aligned (difflib ratio).
 EDIT_RATIO = 0.6
 

@@ -393,7 +393,7 @@ TRAPS5 = [
      "unmatched"),
     ("Is the pharmacy open until 8pm?", "Is the pharmacy open from 8pm?", "unmatched"),
     ("Can I cancel during the free trial?", "Can I cancel at the end of the free trial?", "unmatched"),
-    # an edit that swaps content words on both sides around a shared one (two changed spans, or a swap longer
+    # an edit that swaps content words on both sides around a shared one (up to three changed spans, or a swap longer
     # than the noun-phrase rule reads)
     ("Can I pay the membership fee with a debit card?", "Can I pay the membership fee by bank transfer?",
      "unmatched"),
