@@ -982,14 +982,18 @@ def _word_swap(ops: list[tuple[str, int, int, int, int]], q: QuestionFeatures, c
             and not _is_typo(" ".join(left), " ".join(right)))
 
 
-#: Words that carry no content of their own for the coverage rule (:func:`_unmatched_edit`): stop words, hedges,
-#: greetings and sign-offs, light verbs ("use", "come", "make") and the scope words the coordination rule reads.
+#: Words that carry no content of their own for the coverage rule (:func:`_coverage`): stop words, prepositions,
+#: hedges, greetings and sign-offs, light verbs ("use", "come", "make") and the scope words the coordination rule
+#: reads.
 _COVER_FILLER = frozenset(_STOP | {
     "actually", "exactly", "kind", "sort", "bit", "still", "ever", "able", "anyone", "someone", "something",
     "anything", "yes", "even", "already", "s", "whats", "u", "q", "cheers", "ta", "thx", "roughly",
     "approximately", "using", "having", "whether", "advance", "much", "many", "use", "come", "make", "happen",
     "help", "currently", "usually", "normally", "generally", "only", "just", "also", "too", "well", "possible",
-    "available", "allowed", "exist", "option", "options", "thing", "things", "little", "lot", "time", "long"})
+    "available", "allowed", "exist", "option", "options", "thing", "things", "little", "lot", "time", "long",
+    # prepositions the stop words lack: the words around them say what changed ("on the towpath" / "through
+    # the campus"), they are no content of their own
+    "through", "across", "along", "via", "within", "into", "onto", "towards", "toward", "upon", "throughout"})
 #: Particles of a phrasal verb: the same verb with another particle is another act ("turn the heating up" /
 #: "down"); "in" and "on" are left out, they are prepositions far more often.
 _SLOT_PARTICLES = frozenset({"up", "down", "off", "back", "away", "out"})
