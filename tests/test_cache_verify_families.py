@@ -8,7 +8,10 @@ and scope by place or population ("my street" / "nationwide", "all customers").
 Second set: a negating prefix on a known word ("furnished" / "unfurnished", "register" / "deregister"),
 phrasal-verb opposites ("keep" / "give up"), modal and "avoid" inversions ("can I drive" / "should I
 avoid driving", "can I" / "do I have to", "is it forbidden"), and more words of reach ("national",
-"anywhere in the country", "company-wide", "every branch")."""
+"anywhere in the country", "company-wide", "every branch").
+Third to fifth sets (dev sets now): their families on sentences of other domains only (TRAPS3 / SAME3,
+TRAPS4 / SAME4, TRAPS5 / SAME5); the fifth set's by the coverage rule (a list growing on one side, "only"
+against "also", a particle or a period's boundary swapped, content words swapped in an edit)."""
 
 from __future__ import annotations
 
