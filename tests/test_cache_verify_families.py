@@ -8,7 +8,10 @@ and scope by place or population ("my street" / "nationwide", "all customers").
 Second set: a negating prefix on a known word ("furnished" / "unfurnished", "register" / "deregister"),
 phrasal-verb opposites ("keep" / "give up"), modal and "avoid" inversions ("can I drive" / "should I
 avoid driving", "can I" / "do I have to", "is it forbidden"), and more words of reach ("national",
-"anywhere in the country", "company-wide", "every branch")."""
+"anywhere in the country", "company-wide", "every branch").
+Third to fifth sets (dev sets now): their families on sentences of other domains only (TRAPS3 / SAME3,
+TRAPS4 / SAME4, TRAPS5 / SAME5); the fifth set's by the coverage rule (a list growing on one side, "only"
+against "also", a particle or a period's boundary swapped, content words swapped in an edit)."""
 
 from __future__ import annotations
 
@@ -377,3 +380,108 @@ def test_skip_as_a_noun_and_removal_of_something_keep_their_reading() -> None:
     # "any" in "any of", "any time" always quantifies
     assert guard(f("Is the pharmacy open any time?"), f("Is the pharmacy open?")) == "scope"
     assert guard(f("Are the branches open on Sunday?"), f("Are any of the branches open on Sunday?")) == "scope"
+
+
+# -- the fifth set's families (cache_pair_heldout5.jsonl, seen: a dev set now), read by the coverage rule
+# (cache_verify._coverage), on sentences of other domains (insurance, gyms, hotels, airlines, offices, pharmacy,
+# software trials, libraries, clubs, HR, healthcare)
+TRAPS5 = [
+    # a coordination growing on one side: "X" / "X and Y"; "only" against "also"
+    ("Does the policy cover my spouse?", "Does the policy cover my spouse and my children?", "scope"),
+    ("Is the gym open to members?", "Is the gym open to members and their guests?", "scope"),
+    ("Does the room rate include breakfast?", "Does the room rate include breakfast and dinner?", "scope"),
+    ("Is the lounge for business class passengers only?", "Is the lounge also open to economy passengers?", "scope"),
+    # the same verb with another particle; one boundary of a period for another
+    ("How do I turn the volume up on the desk phone?", "How do I turn the volume down on the desk phone?",
+     "unmatched"),
+    ("Is the pharmacy open until 8pm?", "Is the pharmacy open from 8pm?", "unmatched"),
+    ("Can I cancel during the free trial?", "Can I cancel at the end of the free trial?", "unmatched"),
+    # an edit that swaps content words on both sides around a shared one (up to three changed spans, or a swap longer
+    # than the noun-phrase rule reads)
+    ("Can I pay the membership fee with a debit card?", "Can I pay the membership fee by bank transfer?",
+     "unmatched"),
+    ("How do I upload a photo to my staff profile?", "How do I crop the photo on my staff profile?", "unmatched"),
+    ("Can I print documents in the library?", "Can I scan documents at the library?", "unmatched"),
+    ("Can I store my bike in the office basement?", "Can I charge my scooter in the office basement?",
+     "unmatched"),
+    # a preposition is no content word: the places around it are what changed
+    ("Can I walk my dog along the river path?", "Can I walk my dog through the city park?", "unmatched"),
+]
+
+SAME5 = [
+    # "also" against "as well", a coordination on both sides, "till" for "until", a particle moved
+    ("Do you also deliver to offices?", "Do you deliver to offices as well?"),
+    ("Can I bring my laptop and charger into the exam?", "Can I bring my laptop and its charger into the exam?"),
+    ("Is the swimming pool open until 9pm?", "Is the swimming pool open till 9pm?"),
+    ("How do I turn up the heating in my office?", "How do I turn the heating up in my office?"),
+    # a compound written apart, a preposition for another, a sign-off
+    ("Do you accept childcare vouchers?", "Do you accept child care vouchers?"),
+    ("Can I pay by debit card?", "Can I pay with my debit card?"),
+    ("Can I get a copy of my payslip?", "Can I get a copy of my payslip please, thanks"),
+]
+
+
+@pytest.mark.parametrize("stored, new, reason", TRAPS5)
+def test_the_fifth_dev_sets_families_are_rejected_by_the_verified_cache(embedder, tmp_path, stored, new,
+                                                                        reason) -> None:
+    from costline.serving.cache import SemanticCache
+    from costline.serving.settings import CacheConfig
+
+    for first, second in ((stored, new), (new, stored)):  # both ways, through a real cache
+        cache = SemanticCache(embedder, CacheConfig(path=tmp_path / str(first == stored)))
+        cache.store(first, "the stored answer", tenant="t")
+        found = cache.lookup_detail(second, tenant="t")
+        assert found.hit is None and found.reject_reasons == (reason,)
+    assert guard(verifier_features(stored), verifier_features(new)) == reason
+
+
+@pytest.mark.parametrize("stored, new", SAME5)
+def test_same_answer_pairs_of_the_fifth_sets_families_are_served(embedder, tmp_path, stored, new) -> None:
+    from costline.serving.cache import SemanticCache
+    from costline.serving.settings import CacheConfig
+
+    for first, second in ((stored, new), (new, stored)):
+        cache = SemanticCache(embedder, CacheConfig(path=tmp_path / str(first == stored)))
+        cache.store(first, "the stored answer", tenant="t")
+        found = cache.lookup_detail(second, tenant="t")
+        assert found.hit is not None and found.hit.answer == "the stored answer", found.reject_reasons
+
+
+def test_the_coverage_rule_reads_edits_not_rewrites() -> None:
+    from costline.serving.cache_verify import _coverage, _opcodes
+
+    f = verifier_features
+
+    def coverage(a: str, b: str, cosine: float | None = None) -> str | None:
+        q, c = f(a), f(b)
+        return _coverage(_opcodes(q, c), q, c, cosine)
+
+    # a rewrite (few tokens aligned) is left to the cosine and the admission model, however many words differ
+    assert coverage("How do I reset my password?", "I forgot my password, what do I do to get back in?") is None
+    # one word for one word is a synonym at the cosine bar, a swap under it
+    assert coverage("Are kids allowed in the lounge?", "Are children allowed in the lounge?", 0.95) is None
+    assert coverage("Are kids allowed in the lounge?", "Are children allowed in the lounge?", 0.80) == "unmatched"
+    # words added on one side only, not coordinated, are a detail ("in the hotel"), not another question
+    assert coverage("Where is the fitness centre?", "Where is the fitness centre in the hotel?") is None
+    # the coordination must be all the side says more: "and" in a rewrite is no growing list
+    assert coverage("Do I need a referral to see a dermatologist?",
+                    "Can I go straight to a skin specialist or does my doctor have to refer me?") is None
+
+
+def test_one_of_my_things_is_a_thing_not_a_count() -> None:
+    f = verifier_features
+    # "one of the rooms" is "a room": no number against the question without one
+    assert f("Can I reserve one of the meeting rooms for Friday?").numbers == f("Can I reserve a meeting room?").numbers
+    assert guard(f("Can I return one of my parcels unopened?"), f("Can I return a parcel unopened?")) is None
+    # a count of them still is one
+    assert guard(f("Can I return two of my parcels unopened?"), f("Can I return a parcel unopened?")) == "number"
+    assert guard(f("Can I return one parcel unopened?"), f("Can I return three parcels unopened?")) == "number"
+
+
+def test_contractions_typed_without_the_apostrophe_are_the_same_words() -> None:
+    f = verifier_features
+    assert guard(f("Why doesn't my card work at the ATM?"), f("why doesnt my card work at the ATM")) is None
+    assert guard(f("Why won't the printer connect?"), f("why wont the printer connect")) is None
+    assert guard(f("I can't log in to the staff portal"), f("i cant log in to the staff portal")) is None
+    # and still negations against the question without one
+    assert guard(f("Why does my card work at the ATM?"), f("why doesnt my card work at the ATM")) == "negation"

@@ -38,12 +38,23 @@ through :meth:`Verifier.check`:
                    "anywhere in the country", "internationally", "company-wide", "every branch");
                    "which orders" against "my order"; an "any" asking whether there is some ("is there any
                    parking" / "is there parking"), "at all" and "every time I" are none;
+                   a coordination growing on one side ("the guests" / "the guests and the suppliers") or
+                   "only" against "also" / "too" (the coverage rule, below);
    ``comparative`` opposite comparatives (more / less, earlier / later, over / under …);
    ``temporal``    past against future (last / next, was / will be, before / after, yesterday /
                    tomorrow), or disjoint tenses; this moment against a habit, a season, a schedule,
                    the past or the future ("open now" / "open late at night", "at the moment" /
                    "usually"); "during" against "once … is over / has worn off"; "for the first month" against
                    "after the first month"; a present perfect ("has been taken down") is no present tense.
+   ``unmatched``   the coverage rule (:func:`_coverage`): the two questions aligned (difflib over the
+                   tokens), every content word one has and the other lacks must be accounted for — the same
+                   lemma, a spelling or compound variant, a typo, a number, a filler, a lexicon variant. An
+                   *edit* (at most three changed spans, 60 % of the tokens aligned) is rejected when it swaps
+                   the same verb's particle ("turn up" / "turn down"), one boundary of a period for another
+                   ("until" / "from", "during" / "at the end of"), or content words on both sides around a
+                   shared one ("add a room to" / "drop the room from", "with a credit card" / "by cheque"),
+                   unless it is one word for one at SYNONYM_COSINE or more. A rewrite is left alone: with
+                   no synonym data, requiring its words to match rejects most true paraphrases.
 
 2. **admission** — the candidates that pass every guard are scored by a small learned model
    (:mod:`costline.serving.cache_admission`) on :func:`pair_features`: the cosine, lexical
@@ -78,7 +89,7 @@ __all__ = [
 ]
 
 GUARD_REASONS = ("number", "identifier", "date", "time", "unit", "negation", "polarity", "entity", "scope",
-                 "comparative", "temporal")
+                 "comparative", "temporal", "unmatched")
 #: A candidate that passed the guards but scored under the admission model's operating point.
 REASON_ADMISSION = "admission"
 
@@ -86,6 +97,9 @@ REASON_ADMISSION = "admission"
 _CONTRACTIONS = (
     (re.compile(r"\bcan(?:'|’)t\b|\bcannot\b"), "can not"), (re.compile(r"\bwon(?:'|’)t\b"), "will not"),
     (re.compile(r"\bshan(?:'|’)t\b"), "shall not"), (re.compile(r"n(?:'|’)t\b"), " not"),
+    # the same contractions typed without the apostrophe ("wont", "doesnt"): a near-repeat, not another word
+    (re.compile(r"\bwont\b"), "will not"), (re.compile(r"\bcant\b"), "can not"),
+    (re.compile(r"\b(do|does|did|is|are|was|were|has|have|had|should|could|would|must|need)nt\b"), r"\1 not"),
     (re.compile(r"(?:'|’)ll\b"), " will"), (re.compile(r"(?:'|’)re\b"), " are"),
     (re.compile(r"(?:'|’)ve\b"), " have"), (re.compile(r"\bi(?:'|’)m\b"), "i am"),
 )
@@ -344,6 +358,8 @@ _PHRASES = (  # multi-word lexicon entries, joined with '-' before lookup
     (re.compile(r"\bthis\s+(time|week|month|year|quarter|season|summer|winter|morning|evening|afternoon|weekend"
                 r"|cycle)\b"), r"this-\1"),
     (re.compile(r"\b(a|the|this|that|new|which|each|every|another|any|no|other)\s+one\b"), r"\1 onepronoun"),
+    # "one of my garments" is "a garment", not a count ("two of my garments" still is)
+    (re.compile(r"\bone\s+of\s+(?=(?:the|my|your|our|his|her|their|these|those)\b)"), "onepronoun of "),
     # how far in time a question reaches: "right now" / "at the moment" against "usually" / "late at night"
     (re.compile(r"\bnow\s+that\b"), "seeing that"), (re.compile(r"\bright\s+now\b"), "now"),
     (re.compile(r"\bat\s+(?:the\s+moment|present)\b"), "now"),
@@ -765,7 +781,7 @@ def guard(q: QuestionFeatures, c: QuestionFeatures, cosine: float | None = None)
         return "temporal"
     if _word_swap(ops, q, c, cosine):  # "is physiotherapy covered" / "is dental work covered"
         return "entity"
-    return None
+    return _coverage(ops, q, c, cosine)  # "add" / "drop", "until" / "from", "X" / "X and Y"
 
 
 #: What "any" may stand against and still only ask whether there is some ("is there any parking" / "is there
@@ -964,6 +980,128 @@ def _word_swap(ops: list[tuple[str, int, int, int, int]], q: QuestionFeatures, c
         return False
     return (bool(left) and bool(right) and bool(rest) and i2 - i1 <= 3 and j2 - j1 <= 3
             and not _is_typo(" ".join(left), " ".join(right)))
+
+
+#: Words that carry no content of their own for the coverage rule (:func:`_coverage`): stop words, prepositions,
+#: hedges, greetings and sign-offs, light verbs ("use", "come", "make") and the scope words the coordination rule
+#: reads.
+_COVER_FILLER = frozenset(_STOP | {
+    "actually", "exactly", "kind", "sort", "bit", "still", "ever", "able", "anyone", "someone", "something",
+    "anything", "yes", "even", "already", "s", "whats", "u", "q", "cheers", "ta", "thx", "roughly",
+    "approximately", "using", "having", "whether", "advance", "much", "many", "use", "come", "make", "happen",
+    "help", "currently", "usually", "normally", "generally", "only", "just", "also", "too", "well", "possible",
+    "available", "allowed", "exist", "option", "options", "thing", "things", "little", "lot", "time", "long",
+    # prepositions the stop words lack: the words around them say what changed ("on the towpath" / "through
+    # the campus"), they are no content of their own
+    "through", "across", "along", "via", "within", "into", "onto", "towards", "toward", "upon", "throughout"})
+#: Particles of a phrasal verb: the same verb with another particle is another act ("turn the heating up" /
+#: "down"); "in" and "on" are left out, they are prepositions far more often.
+_SLOT_PARTICLES = frozenset({"up", "down", "off", "back", "away", "out"})
+#: Boundaries of a period: one against another in the same place is another time ("until 6pm" / "from 6pm",
+#: "during the cycle" / "at the end of the cycle").
+_BOUNDARIES = frozenset({"until", "till", "til", "from", "since", "during", "before", "after", "by", "end", "start",
+                         "beginning"})
+_TILL = {"till": "until", "til": "until"}
+_COORDINATORS = frozenset({"and", "or", "plus"})
+#: An edit, not a rewrite: at most this many changed spans (difflib opcodes over the tokens) ...
+EDIT_SPANS = 3
+#: ... and at least this much of the two token sequences aligned (difflib ratio).
+EDIT_RATIO = 0.6
+
+
+def _lexicon_variant(w: str, t: str) -> bool:
+    """Two words the lexicons put on the same side of one opposition ("quit" / "cancel"), both words of
+    withdrawal, or a (house) removal against a move."""
+    if set(_POLARITY.get(w, ())) & set(_POLARITY.get(t, ())):
+        return True
+    if w in _REVERSAL and t in _REVERSAL:
+        return True
+    removal = ("removal", "removals")
+    return (w in removal and t in _MOVE_WORDS) or (t in removal and w in _MOVE_WORDS)
+
+
+def _covered(w: str, other: tuple[str, ...]) -> bool:
+    """``w`` is accounted for by the other question: the same lemma, a typo or another spelling of one of its
+    words, the same compound written apart or hyphenated ("childcare" / "child care", "wi-fi"), a number (the
+    number guard has compared the values), or a word the lexicons read as a variant of one of its words."""
+    lemmas = _lemmas(w)
+    for i, t in enumerate(other):
+        if t == w or lemmas & _lemmas(t) or _lexicon_variant(w, t):
+            return True
+        if i + 1 < len(other) and w == t + other[i + 1]:  # "childcare" / "child care"
+            return True
+        if "-" in t and w in t.split("-"):
+            return True
+        if len(w) > 3 and t.startswith(w) and t[len(w):] in other:  # "course" of "coursebooks" / "course books"
+            return True
+    if "-" in w and (w.replace("-", "") in other or all(
+            p in other or any(_lemmas(p) & _lemmas(t) for t in other) for p in w.split("-") if p)):
+        return True
+    if _numberish(w):
+        return True
+    return any(w.isalpha() and t.isalpha() and _is_typo(w, t) for t in other)
+
+
+def _uncovered(a: tuple[str, ...], b: tuple[str, ...]) -> list[str]:
+    """The content words of ``a`` that ``b`` does not account for (:func:`_covered`)."""
+    return [w for w in a if (w.isalpha() or "-" in w) and w not in _COVER_FILLER and w not in _NEGATIONS
+            and not _covered(w, b)]
+
+
+def _exclusive(tokens: tuple[str, ...]) -> bool:
+    """"only", or "just" before a determiner ("just the app")."""
+    return "only" in tokens or any(w == "just" and n in _DETERMINERS for w, n in zip(tokens, tokens[1:]))
+
+
+def _additive(tokens: tuple[str, ...]) -> bool:
+    return ("also" in tokens or "too" in tokens
+            or any(w == "as" and n == "well" for w, n in zip(tokens, tokens[1:])))
+
+
+def _coverage(ops: list[tuple[str, int, int, int, int]], q: QuestionFeatures, c: QuestionFeatures,
+              cosine: float | None) -> str | None:
+    """Every content word one question has and the other lacks must be accounted for (:func:`_covered`):
+
+    * ``scope`` — a coordination grows on one side ("the guests" / "the guests and the suppliers", "parts" /
+      "parts and labour"): the words after "and" / "or" are all the side says more, the other side says
+      nothing more; or "only" on one side against "also" / "too" / "as well" on the other;
+    * ``unmatched`` — an edit (at most :data:`EDIT_SPANS` changed spans, :data:`EDIT_RATIO` of the tokens
+      aligned) that swaps the same verb's particle ("turn up" / "turn down") or one boundary of a period for
+      another ("until" / "from", "during" / "at the end of"), or that swaps content words on both sides (at
+      most two each) around at least one shared one ("add a room to my booking" / "drop the room from my
+      booking", "pay with a credit card" / "pay by cheque") — unless, at :data:`SYNONYM_COSINE` or more, it
+      is one word for one word (a synonym: "kids" / "children").
+    """
+    a, b = q.tokens, c.tokens
+    ua, ub = _uncovered(a, b), _uncovered(b, a)
+    for side, other, own, rest in ((a, b, ua, ub), (b, a, ub, ua)):
+        if own and not rest:
+            for i, w in enumerate(side):
+                if w in _COORDINATORS and w not in other and all(x in side[i + 1:] for x in own):
+                    return "scope"
+    if (_exclusive(a) and not _exclusive(b) and _additive(b)) or (_exclusive(b) and not _exclusive(a)
+                                                                    and _additive(a)):
+        return "scope"
+    changed = [op for op in ops if op[0] != "equal"]
+    aligned = sum(i2 - i1 for op, i1, i2, _, _ in ops if op == "equal")
+    if len(changed) > EDIT_SPANS or 2 * aligned < EDIT_RATIO * (len(a) + len(b)):
+        return None
+    for _, i1, i2, j1, j2 in changed:
+        x, y = set(a[i1:i2]), set(b[j1:j2])
+        if x and y and x <= _SLOT_PARTICLES and y <= _SLOT_PARTICLES and x != y:
+            return "unmatched"
+        bx, by = {_TILL.get(w, w) for w in x & _BOUNDARIES}, {_TILL.get(w, w) for w in y & _BOUNDARIES}
+        if bx and by and not (bx <= by or by <= bx):
+            return "unmatched"
+    if not ua or not ub:
+        return None
+    if cosine is not None and cosine >= SYNONYM_COSINE and len(ua) == 1 and len(ub) == 1:
+        return None
+    shared = [w for w in a if w not in _COVER_FILLER and w not in _NEGATIONS and (w.isalpha() or "-" in w)
+              and w not in ua]
+    if len(ua) <= 2 and len(ub) <= 2 and shared:
+        return "unmatched"
+    return None
 
 
 def _numberish(word: str) -> bool:
