@@ -19,7 +19,7 @@ at ``max_tokens``, a tool call or a refusal).
 
 The cache is keyed on the query (matched semantically) *and* the request's scope (matched
 exactly: system prompt, earlier turns, tools, generation parameters; see
-:mod:`costline.serving.cache_key`), folded into the namespace the cache sees.
+:mod:`costline.serving.cache.key`), folded into the namespace the cache sees.
 
 :meth:`Pipeline.answer_stream` is ``answer()`` for a client that streams: when the routed
 tier's answer cannot be sent up a tier (:meth:`Pipeline.streams_live`: no validator and no
@@ -60,7 +60,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: The cache namespace of a lookup without one (as costline.serving.cache names it).
+#: The cache namespace of a lookup without one (as costline.serving.cache.semantic names it).
 DEFAULT_NAMESPACE = "default"
 
 #: The application's check of an answer: ``validator(query, answer_text) -> bool``.
@@ -77,7 +77,7 @@ class CacheHit(Protocol):
 
 @runtime_checkable
 class AnswerCache(Protocol):
-    """What the pipeline needs of a semantic cache (costline.serving.cache implements it)."""
+    """What the pipeline needs of a semantic cache (costline.serving.cache.semantic implements it)."""
 
     def lookup(self, query: str, *, tenant: str, namespace: str | None = None) -> CacheHit | None: ...
 
@@ -226,7 +226,7 @@ class Pipeline:
 
         ``prompt`` is what the models get (default: ``query`` as one user message);
         ``query`` is what is routed on and matched semantically in the cache. ``cache_scope``
-        is the exact part of the cache key (:func:`~costline.serving.cache_key.scope_of_body`
+        is the exact part of the cache key (:func:`~costline.serving.cache.key.scope_of_body`
         of the whole request); by default the scope of ``prompt`` (its system prompt, earlier
         turns and max_tokens), or none for a bare query.
         """

@@ -349,7 +349,7 @@ SAME4 = [
 @pytest.mark.parametrize("stored, new, reason", TRAPS4)
 def test_the_fourth_dev_sets_families_are_rejected_by_the_verified_cache(embedder, tmp_path, stored, new,
                                                                          reason) -> None:
-    from costline.serving.cache import SemanticCache
+    from costline.serving.cache.semantic import SemanticCache
     from costline.serving.settings import CacheConfig
 
     cache = SemanticCache(embedder, CacheConfig(path=tmp_path))
@@ -361,7 +361,7 @@ def test_the_fourth_dev_sets_families_are_rejected_by_the_verified_cache(embedde
 
 @pytest.mark.parametrize("stored, new", SAME4)
 def test_same_answer_pairs_of_the_fourth_sets_families_are_served(embedder, tmp_path, stored, new) -> None:
-    from costline.serving.cache import SemanticCache
+    from costline.serving.cache.semantic import SemanticCache
     from costline.serving.settings import CacheConfig
 
     cache = SemanticCache(embedder, CacheConfig(path=tmp_path))
@@ -424,7 +424,7 @@ SAME5 = [
 @pytest.mark.parametrize("stored, new, reason", TRAPS5)
 def test_the_fifth_dev_sets_families_are_rejected_by_the_verified_cache(embedder, tmp_path, stored, new,
                                                                         reason) -> None:
-    from costline.serving.cache import SemanticCache
+    from costline.serving.cache.semantic import SemanticCache
     from costline.serving.settings import CacheConfig
 
     for first, second in ((stored, new), (new, stored)):  # both ways, through a real cache
@@ -437,7 +437,7 @@ def test_the_fifth_dev_sets_families_are_rejected_by_the_verified_cache(embedder
 
 @pytest.mark.parametrize("stored, new", SAME5)
 def test_same_answer_pairs_of_the_fifth_sets_families_are_served(embedder, tmp_path, stored, new) -> None:
-    from costline.serving.cache import SemanticCache
+    from costline.serving.cache.semantic import SemanticCache
     from costline.serving.settings import CacheConfig
 
     for first, second in ((stored, new), (new, stored)):
@@ -448,7 +448,7 @@ def test_same_answer_pairs_of_the_fifth_sets_families_are_served(embedder, tmp_p
 
 
 def test_the_coverage_rule_reads_edits_not_rewrites() -> None:
-    from costline.serving.cache_verify import _coverage, _opcodes
+    from costline.serving.cache.verify import _coverage, _opcodes
 
     f = verifier_features
 

@@ -1,7 +1,7 @@
 """The learned admission model: the last word on a candidate that passed every guard.
 
 ``costline cache train --pairs FILE`` fits a logistic regression (scikit-learn) on the
-:data:`~costline.serving.cache_verify.FEATURE_NAMES` of labelled question pairs and saves it as
+:data:`~costline.serving.cache.verify.FEATURE_NAMES` of labelled question pairs and saves it as
 plain JSON — weights, feature scaling and a table of **operating points**: for each probability
 threshold, the recall on same-answer pairs and the false-hit rate overall and per trap category,
 measured on out-of-fold predictions of the training pairs (5-fold cross-validation), the guards
@@ -59,11 +59,11 @@ def default_model_path() -> Path:
 
 
 def default_pair_set_path() -> Path:
-    """costline's own labelled pair set (serving/data/build_cache_pairs.py writes it)."""
+    """costline's own labelled pair set (serving/cache/data/build_cache_pairs.py writes it)."""
     return Path(__file__).resolve().parent / "data" / "cache_pair_set.jsonl"
 
 
-#: A labelled pair of questions (the one type :func:`~costline.serving.cache_tune.read_pairs` reads).
+#: A labelled pair of questions (the one type :func:`~costline.serving.cache.tune.read_pairs` reads).
 LabelledPair = Pair
 
 

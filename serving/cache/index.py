@@ -10,7 +10,7 @@ only ever see the vectors of the tenant that asked. Two kinds of index:
   rebuilt from its survivors' stored vectors (never re-embedded) once tombstones pass
   ``rebuild_tombstone_ratio`` of it.
 
-Not thread-safe by itself: :class:`~costline.serving.cache.SemanticCache` holds its
+Not thread-safe by itself: :class:`~costline.serving.cache.semantic.SemanticCache` holds its
 lock around every call.
 """
 

@@ -1,6 +1,6 @@
 """Replicas that share one semantic cache, over a compacted Kafka topic.
 
-Each replica keeps its own FAISS indexes (:class:`~costline.serving.cache.SemanticCache`) and
+Each replica keeps its own FAISS indexes (:class:`~costline.serving.cache.semantic.SemanticCache`) and
 publishes every change it makes to ``[serving.cache] replication_topic``; a background consumer
 applies every other replica's changes to the local indexes. One partition keeps one order::
 

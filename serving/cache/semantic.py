@@ -21,7 +21,7 @@ How it keeps its promises (docs/cache.md has the long version):
 * **TTL** — absolute from the store (a hit does not extend it): an expired entry is
   never served and is purged in batches; **size cap** — least recently used first;
 * **persistence** — :meth:`SemanticCache.save` / :meth:`SemanticCache.load`
-  (see :mod:`costline.serving.cache_store`: a crash mid-save never leaves a cache that loads wrong);
+  (see :mod:`costline.serving.cache.store`: a crash mid-save never leaves a cache that loads wrong);
 * **thread-safe** — one lock around index and metadata; embedding runs outside it;
 * **replicas** — with ``[serving.cache] replication_topic`` set, every store, invalidation and
   eviction is published to a compacted Kafka topic and the other replicas' changes are applied

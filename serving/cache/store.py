@@ -1,4 +1,4 @@
-"""Saving and loading a :class:`~costline.serving.cache.SemanticCache`.
+"""Saving and loading a :class:`~costline.serving.cache.semantic.SemanticCache`.
 
 Layout of a saved cache folder::
 

@@ -6,7 +6,7 @@ A pairs file is JSON lines ``{"q1", "q2", "same_answer", "category", "domain", "
 threshold, the **hit rate** is the share of true pairs (same answer) whose similarity
 reaches it, and the **false-hit rate** the share of false pairs that reach it — a
 false hit serves one question's answer to another. The recommendation is the lowest
-threshold whose false-hit rate stays under the target. ``serving/data/cache_pairs.jsonl``
+threshold whose false-hit rate stays under the target. ``serving/cache/data/cache_pairs.jsonl``
 is a small sample the project wrote itself, negation traps included.
 """
 

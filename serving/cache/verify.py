@@ -57,7 +57,7 @@ through :meth:`Verifier.check`:
                    no synonym data, requiring its words to match rejects most true paraphrases.
 
 2. **admission** — the candidates that pass every guard are scored by a small learned model
-   (:mod:`costline.serving.cache_admission`) on :func:`pair_features`: the cosine, lexical
+   (:mod:`costline.serving.cache.admission`) on :func:`pair_features`: the cosine, lexical
    overlap, length ratio, unmatched content words, one-sided entities … A candidate under the
    model's operating point is rejected with reason ``admission``.
 
@@ -1208,7 +1208,7 @@ class Verifier:
     """Guards and admission for one cache; features of texts and verdicts of pairs memoised
     (``memo_size`` of each).
 
-    ``admission`` maps a namespace to its :class:`~costline.serving.cache_admission.AdmissionModel`
+    ``admission`` maps a namespace to its :class:`~costline.serving.cache.admission.AdmissionModel`
     (``"*"``: every other namespace). Thread-safe.
     """
 

@@ -1,5 +1,5 @@
 """A small JSON-over-HTTP server on the standard library, shared by the local stand-ins and the distill dev server
-(the gateway serves the same handler shapes through :mod:`costline.serving.asgi`)."""
+(the gateway serves the same handler shapes through :mod:`costline.serving.gateway.asgi`)."""
 
 from __future__ import annotations
 

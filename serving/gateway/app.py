@@ -1,6 +1,6 @@
 """``costline serve``: an HTTP gateway that speaks the Anthropic Messages API (and, on the same
-pipeline, the OpenAI Chat Completions API: :mod:`costline.serving.openai_api`), served by
-:mod:`costline.serving.asgi` (Starlette on uvicorn, the handlers below on a bounded thread pool).
+pipeline, the OpenAI Chat Completions API: :mod:`costline.serving.gateway.openai_api`), served by
+:mod:`costline.serving.gateway.asgi` (Starlette on uvicorn, the handlers below on a bounded thread pool).
 
 An existing app changes only its ``base_url`` (``Anthropic(base_url="http://127.0.0.1:8787")``)
 and gets routing, the semantic cache, escalation and telemetry: ``POST /v1/messages`` runs
@@ -8,7 +8,7 @@ and gets routing, the semantic cache, escalation and telemetry: ``POST /v1/messa
 Anthropic-shaped message whose ``model`` is the model that answered (``costline-cache`` for a
 cache hit). The request's ``model`` is ignored: the router picks.
 
-* who and which tenant (:mod:`costline.serving.auth`, docs/security.md): with API keys configured
+* who and which tenant (:mod:`costline.serving.gateway.auth`, docs/security.md): with API keys configured
   (``costline keys add``) every request needs one (``x-api-key`` or ``Authorization: Bearer``) and
   the key decides the tenant (a different ``x-costline-tenant`` or ``metadata.tenant`` is refused);
   open on loopback without keys (development), the header ``x-costline-tenant`` names it, else

@@ -1,6 +1,6 @@
 """The gateway's HTTP server: Starlette on uvicorn, the request-handling core in a bounded thread pool.
 
-The handlers stay plain functions ``HttpRequest -> HttpResponse`` (:mod:`costline.serving._http`),
+The handlers stay plain functions ``HttpRequest -> HttpResponse`` (:mod:`costline.serving.gateway._http`),
 because everything they do blocks: the API-key check, JSON parsing, embedding the query, the FAISS
 search, the SDK call to the model. :class:`AsgiServer` runs them on a ``ThreadPoolExecutor`` of
 ``max_workers`` threads, so the event loop only moves bytes; it never embeds or searches.
@@ -445,7 +445,7 @@ def _starlette_path(pattern: str) -> str:
 
 def _request_of(request: Request, body: bytes) -> HttpRequest:
     # http.server hands header values over as latin-1 text: do the same, so the checks that
-    # insist on UTF-8 (costline.serving.auth) see the bytes the client sent.
+    # insist on UTF-8 (costline.serving.gateway.auth) see the bytes the client sent.
     raw = tuple((k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in request.headers.raw)
     path = request.url.path
     if request.url.query:

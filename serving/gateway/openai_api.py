@@ -2,7 +2,7 @@
 
 An app on the ``openai`` SDK changes only its ``base_url`` (``OpenAI(base_url="http://127.0.0.1:8787/v1")``)
 and gets the same router, semantic cache, escalation, telemetry, keys and limits as the Messages
-API (:mod:`costline.serving.gateway`): the request is translated to the Messages shape (system and
+API (:mod:`costline.serving.gateway.app`): the request is translated to the Messages shape (system and
 developer messages become the system prompt, text parts become text), answered by the same
 pipeline call, and the answer is written back as a ``chat.completion``:
 
@@ -60,7 +60,7 @@ def openai_error(status: int, message: str, headers: Mapping[str, str] | None = 
 
 
 class ChatCompletions:
-    """``POST /v1/chat/completions`` on a :class:`~costline.serving.gateway.Gateway`."""
+    """``POST /v1/chat/completions`` on a :class:`~costline.serving.gateway.app.Gateway`."""
 
     def __init__(self, gateway: Gateway, *, wall: Callable[[], float]) -> None:
         self.gateway = gateway

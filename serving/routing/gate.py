@@ -1,7 +1,7 @@
 """Candidate vs. incumbent on recent production: the quality gate before a cheap tier widens.
 
 :func:`compare` replays a held-out slice of production (requests the candidate never trained
-on, :mod:`costline.serving.route_labels`) through both policies and reports, per policy and
+on, :mod:`costline.serving.routing.labels`) through both policies and reports, per policy and
 per (tier, task type), how often the chosen tier is adequate by the lake's labels (with a
 Wilson interval), what the first attempts cost and what they cost once escalations are
 paid. The gate looks at the **moved** requests: those the candidate sends to a cheaper tier

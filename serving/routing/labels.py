@@ -16,7 +16,7 @@ dearest one shown inadequate (budget when none was), ``hi`` the cheapest one sho
 mid matched upper); otherwise it is **censored**: with only one pair compared, a match
 says "``hi`` or cheaper" and a miss "above ``t``". Training uses ``hi`` when it is known
 (never labels a request cheaper than any evidence allows) and ``lo`` otherwise; the
-candidate-vs-incumbent gate (:mod:`costline.serving.route_gate`) judges a policy's choice
+candidate-vs-incumbent gate (:mod:`costline.serving.routing.gate`) judges a policy's choice
 against the whole interval and asks for more evidence where the interval cannot say.
 Contradicting evidence (a tier shown adequate below one shown inadequate) drops the request.
 """

@@ -3,7 +3,7 @@
 When the ``routing_tier_match_drop`` alert condition holds on some tier after the shadow job,
 :func:`retrain_candidate` trains a candidate on the latest labels (``train_days`` before the
 held-out slice), evaluates it against the policy in service on the last ``eval_days``
-(:func:`costline.serving.route_gate.compare`, moved requests judged), writes the candidate and its
+(:func:`costline.serving.routing.gate.compare`, moved requests judged), writes the candidate and its
 manifest next to ``policy_path`` and, only with ``auto_promote``, promotes it when it passed.
 The nightly run records it as the job ``route-retrain`` in ``job_runs`` (skipped when the
 condition does not hold or there are too few labels), with the verdict as its result.

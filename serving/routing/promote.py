@@ -2,7 +2,7 @@
 
 Next to every learned policy file ``p.npz`` lies ``p.npz.manifest.json``: what it was trained
 on (window, label counts, the training request ids the evaluation must leave out), the
-featurizer, and once evaluated the candidate-vs-incumbent figures (:mod:`~costline.serving.route_gate`).
+featurizer, and once evaluated the candidate-vs-incumbent figures (:mod:`~costline.serving.routing.gate`).
 :func:`promote` installs a candidate at ``[serving.router] policy_path`` only when its last
 evaluation passed the gate against the policy now in service, keeps the one it replaces under
 ``<policy_path>.history/`` (``[serving.router.loop] keep`` of them) and records the event in the

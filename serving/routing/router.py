@@ -7,7 +7,7 @@ request is never embedded twice). Two ship:
 * ``"rules"`` — :class:`RulePolicy`, the article's heuristic (``[serving.router.rules]``):
   task types (or task type + subtype pairs) the student is gated for → student; classification or a query under 200
   characters → budget; coding or "explain" → mid; complex reasoning → upper; else frontier;
-* ``"learned"`` — :class:`~costline.serving.policy_learned.LearnedPolicy`, a classifier
+* ``"learned"`` — :class:`~costline.serving.routing.learned.LearnedPolicy`, a classifier
   fitted by ``costline route train`` (loaded lazily: it needs the ``serving`` extra only
   when its featurizer does).
 

@@ -1,6 +1,6 @@
 """Builds ``cache_pair_set.jsonl``: costline's own labelled question pairs for the semantic cache.
 
-    python serving/data/build_cache_pairs.py   # rewrites serving/data/cache_pair_set.jsonl
+    python serving/cache/data/build_cache_pairs.py   # rewrites serving/cache/data/cache_pair_set.jsonl
 
 Every sentence and slot value here was written for costline (customer-support phrasing across
 billing, retail, travel, IT support and HR policy); no third-party pair set is used. Categories:
