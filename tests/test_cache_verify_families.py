@@ -485,3 +485,119 @@ def test_contractions_typed_without_the_apostrophe_are_the_same_words() -> None:
     assert guard(f("I can't log in to the staff portal"), f("i cant log in to the staff portal")) is None
     # and still negations against the question without one
     assert guard(f("Why does my card work at the ATM?"), f("why doesnt my card work at the ATM")) == "negation"
+
+
+# -- the sixth set's families (cache_pair_heldout6.jsonl, seen: a dev set now), on sentences of other domains
+# (offices, banking, electronics, vets, paint, gyms, car hire, hotels, airports, social media, parcels, bookings,
+# lakes, grocers, hiking, triathlon, health insurance)
+TRAPS6 = [
+    # a negating suffix on a word the other side has bare: "-less" is "without"
+    ("Do the office printers need a cord?", "Are the office printers cordless?", "negation"),
+    ("Does the bank still send paper statements?", "Is the bank paperless?", "negation"),
+    ("Do the new headphones need a wire?", "Are the new headphones wireless?", "negation"),
+    # a word of danger is a reason to avoid: "safe" against "poisonous", "harmful"
+    ("Is ibuprofen safe for dogs?", "Is ibuprofen poisonous to dogs?", "negation"),
+    ("Is the new paint safe for babies?", "Is the new paint harmful for babies?", "negation"),
+    # in the price against charged on top of it
+    ("Are towels included in the gym membership?", "Do towels cost extra with the gym membership?", "polarity"),
+    ("Is insurance included in the car hire price?", "Is insurance billed separately from the car hire price?",
+     "polarity"),
+    ("Does the hotel rate include parking?", "Is there an extra charge for parking at the hotel?", "polarity"),
+    ("Is the airport transfer included?", "Is the airport transfer extra?", "polarity"),
+    # "once X has / is <any past participle>" is after X, against "while X is still ..."
+    ("Can I edit my post while it is still under review?", "Can I edit my post once it has been approved?",
+     "temporal"),
+    ("Can I change the delivery address while the parcel is still at the depot?",
+     "Can I change the delivery address once the parcel has shipped?", "temporal"),
+    ("Can I add guests while the booking is still pending?", "Can I add guests once the booking is confirmed?",
+     "temporal"),
+    # a season or time of the year against now, a habit, or another season
+    ("Is the lake open for swimming now?", "Is the lake open for swimming in the spring?", "temporal"),
+    ("Do you usually stock fresh strawberries?", "Do you stock fresh strawberries over Christmas?", "temporal"),
+    ("Are the hiking trails open in winter?", "Are the hiking trails open in the autumn?", "temporal"),
+    # a noun phrase swapped in an edit, a hyphenated compound counted as one word
+    ("Are the open-water swims included in the triathlon camp fee?",
+     "Is the bike fitting included in the triathlon camp fee?", "unmatched"),
+    ("Are the full-body scans covered by my private health plan?",
+     "Is the eye test covered by my private health plan?", "unmatched"),
+]
+
+SAME6 = [
+    # "include" on both sides, "extra" on both sides, "extra" that is no price
+    ("Is breakfast included in the room rate?", "Does the room rate include breakfast?"),
+    ("Is there an extra charge for late checkout?", "Does late checkout cost extra?"),
+    ("Can I get an extra pillow?", "Could I have an extra pillow please?"),
+    # "once" as one time; "once" against "after"; the same season on both sides; "-less" on both sides
+    ("Can I reschedule my appointment once?", "Am I allowed to reschedule my appointment once?"),
+    ("Can I cancel my order once it has shipped?", "Can I cancel my order after it has shipped?"),
+    ("Is the outdoor pool open in summer?", "Is the outdoor pool open during the summer?"),
+    ("Are the earbuds wireless?", "Are these earbuds wireless?"),
+]
+
+
+@pytest.mark.parametrize("stored, new, reason", TRAPS6)
+def test_the_sixth_dev_sets_families_are_rejected_by_the_verified_cache(embedder, tmp_path, stored, new,
+                                                                        reason) -> None:
+    from costline.serving.cache.semantic import SemanticCache
+    from costline.serving.settings import CacheConfig
+
+    for first, second in ((stored, new), (new, stored)):  # both ways, through a real cache
+        cache = SemanticCache(embedder, CacheConfig(path=tmp_path / str(first == stored)))
+        cache.store(first, "the stored answer", tenant="t")
+        found = cache.lookup_detail(second, tenant="t")
+        assert found.hit is None and found.reject_reasons == (reason,)
+    assert guard(verifier_features(stored), verifier_features(new)) == reason
+
+
+@pytest.mark.parametrize("stored, new", SAME6)
+def test_same_answer_pairs_of_the_sixth_sets_families_are_served(embedder, tmp_path, stored, new) -> None:
+    from costline.serving.cache.semantic import SemanticCache
+    from costline.serving.settings import CacheConfig
+
+    for first, second in ((stored, new), (new, stored)):
+        cache = SemanticCache(embedder, CacheConfig(path=tmp_path / str(first == stored)))
+        cache.store(first, "the stored answer", tenant="t")
+        found = cache.lookup_detail(second, tenant="t")
+        assert found.hit is not None and found.hit.answer == "the stored answer", found.reject_reasons
+
+
+def test_negating_suffixes_need_the_bare_word_on_the_other_side() -> None:
+    from costline.serving.cache.verify import _negating_suffix
+
+    assert _negating_suffix("cashless") == "cash" and _negating_suffix("wireless") == "wire"
+    # "-less" words that negate no word of their own, and short ones, are left alone
+    assert {_negating_suffix(w) for w in ("unless", "regardless", "nevertheless", "less", "bless")} == {None}
+    f = verifier_features
+    # no bare word on the other side: no negation ("paperless" against "by email")
+    assert guard(f("Is the bank paperless?"), f("Does the bank send statements by email?")) != "negation"
+
+
+def test_once_reads_any_past_participle_as_after() -> None:
+    from costline.serving.cache.verify import _once_after
+
+    assert _once_after("can i swim once my tattoo has set".split())[3] == "after"
+    assert _once_after("can i edit it once it s been printed".split())[4] == "after"  # "it's been"
+    assert _once_after("is it open once the gate is locked".split())[3] == "after"
+    # "once" as one time, or before no participle, stays
+    assert "after" not in _once_after("can i pause my plan once a year".split())
+    assert "after" not in _once_after("what happens once it is open".split())
+
+
+def test_seasons_are_read_only_as_times_of_the_year() -> None:
+    f = verifier_features
+    assert f("Is the lake open in the autumn?").season == {"autumn"}
+    assert f("Do you deliver in the fall?").season == {"autumn"}
+    assert f("Are you open over the holidays?").season == {"christmas"}
+    # a spring in a mattress, a fall on the stairs: no season
+    assert f("Can you replace the spring in my mattress?").season == frozenset()
+    assert f("Does my policy cover a fall on the stairs?").season == frozenset()
+    # a season against a question with no time frame is a detail, left to the cosine and the model
+    assert guard(f("Are the hiking trails open?"), f("Are the hiking trails open in the autumn?")) is None
+
+
+def test_a_hyphenated_compound_counts_as_one_word_in_an_edit() -> None:
+    from costline.serving.cache.verify import _units
+
+    f = verifier_features("Are the cross-country trails open?")
+    assert _units(["cross", "country", "trails"], f) == 2
+    assert _units(["cross", "country", "trails"], verifier_features("Cross country trails?")) == 3

@@ -19,14 +19,17 @@ through :meth:`Verifier.check`:
                    not "count" / "discount"); "avoid", "forbidden", "dangerous" … on one side only
                    ("can I drive …" / "should I avoid driving …"); may against must in a yes / no
                    question ("can I pay in cash" / "do I have to pay in cash"); a hyphenated prefix
-                   ("de-authorise") is read joined; a "-free" word is a negation ("phone-free");
+                   ("de-authorise") is read joined; a "-free" word is a negation ("phone-free"); a
+                   negating suffix the same way ("cashless" / "accept cash"); a word of danger
+                   ("toxic", "harmful") against "safe";
    ``polarity``    opposite actions or states (enable / disable, add / remove, paid / unpaid …), keeping
                    or joining against giving up or leaving, phrasal verbs read by their lemma
                    (lemminflect: "keep" / "gave up", "take up" / "turn down"), or a verb of withdrawal /
                    revocation / opting out / stopping on one side only ("consent" / "withdraw consent");
                    link / attach against detach; a particle after its object ("check my dog in" / "out");
                    not doing it at all ("skip", "leave out", "get out of"; "a skip" is a noun); a (house)
-                   "removal" against a "move" is one move;
+                   "removal" against a "move" is one move; "included" against "charged separately",
+                   "cost extra", "a surcharge";
    ``entity``      another named entity: a capitalised name or product on each side that the
                    other side lacks, a rare word on each side, or the same sentence with one noun
                    phrase of up to three words swapped ("maternity ward" / "intensive care unit") —
@@ -45,7 +48,9 @@ through :meth:`Verifier.check`:
                    tomorrow), or disjoint tenses; this moment against a habit, a season, a schedule,
                    the past or the future ("open now" / "open late at night", "at the moment" /
                    "usually"); "during" against "once … is over / has worn off"; "for the first month" against
-                   "after the first month"; a present perfect ("has been taken down") is no present tense.
+                   "after the first month"; a present perfect ("has been taken down") is no present tense;
+                   "once X has / is <any past participle>" is "after X"; a season ("in the autumn") against
+                   now, a habit or another season.
    ``unmatched``   the coverage rule (:func:`_coverage`): the two questions aligned (difflib over the
                    tokens), every content word one has and the other lacks must be accounted for — the same
                    lemma, a spelling or compound variant, a typo, a number, a filler, a lexicon variant. An
@@ -168,6 +173,10 @@ _POLARITY_PAIRS = (
     ("move-in", "move-out"), ("resume", "pause"), ("resume", "suspend"),
     ("link", "unlink"), ("link", "detach"), ("attach", "detach"), ("linked", "unlinked"), ("link", "disconnect"),
     ("attached", "detached"), ("linked", "detached"),
+    # in the price or charged on top of it ("charged-extra" is read by _PHRASES: "charged separately", "cost
+    # extra", "an extra fee", "a surcharge", "is breakfast extra?")
+    ("include", "charged-extra"), ("includes", "charged-extra"), ("included", "charged-extra"),
+    ("including", "charged-extra"), ("inclusive", "charged-extra"),
 )
 _TEMPORAL_WORDS = {
     "last": -1, "previous": -1, "previously": -1, "past": -1, "prior": -1, "old": -1, "earlier": -1,
@@ -265,7 +274,9 @@ _OBLIGATION = frozenset({"must", "should", "need", "needs", "have", "has", "requ
                          "ought", "supposed"})
 # a question asking whether to avoid, or whether it is forbidden, what the other asks to do
 _PROHIBITION = frozenset({"avoid", "avoiding", "forbidden", "forbid", "prohibited", "prohibit", "banned", "ban",
-                          "refrain", "illegal", "unsafe", "dangerous", "outlawed", "prevent", "dodge"})
+                          "refrain", "illegal", "unsafe", "dangerous", "outlawed", "prevent", "dodge",
+                          # a danger is a reason to avoid: "is it safe for cats" / "is it toxic to cats"
+                          "toxic", "poisonous", "harmful", "hazardous", "risky"})
 # verbs + particle read as one word (lemmas by lemminflect: "gave up" is "give-up")
 _PARTICLES = frozenset({"up", "back", "out", "off", "down", "in", "on", "away", "go"})
 _PHRASAL = frozenset({
@@ -371,6 +382,12 @@ _PHRASES = (  # multi-word lexicon entries, joined with '-' before lookup
                 r"(?:over|finished|ended|done|completed|passed|expired|stopped|gone|worn\s+off|run\s+out|healed|"
                 r"cleared)|"
                 r"(?:wears|wore)\s+off|runs\s+out|finishes|ends|expires)\b)"), "after"),
+    # charged on top of the price: the opposite of "included" ("is X included" / "is X charged separately")
+    (re.compile(r"\b(?:cost|costs|costing|charge|charged|charges|charging|bill|billed|billing|pay|paid|paying|"
+                r"priced|sold|invoiced)\s+(?:for\s+)?(?:extra|separately|additionally|on\s+top)\b"), "charged-extra"),
+    (re.compile(r"\b(?:an?\s+)?(?:extra|additional|separate)\s+(?:charge|cost|fee)s?\b"), "charged-extra"),
+    (re.compile(r"\bsurcharges?\b"), "charged-extra"),
+    (re.compile(r"\b(?:extra|on\s+top)(?=\s*[?.!]*\s*$)"), "charged-extra"),  # "is breakfast extra?"
     # a period's boundary: "for the first month" (during it) / "after the first month"
     (re.compile(r"\b(?:for|in|within|over|throughout)\s+(?=(?:the|your|my|our)\s+(?:first|initial|opening|"
                 r"introductory|trial)\b)"), "during "),
@@ -434,6 +451,10 @@ class QuestionFeatures:
     now: bool = False
     #: Asks about a habit, a season or a scheduled time ("usually", "over the summer", "late at night").
     habitual: bool = False
+    #: Seasons and times of the year it names ("autumn", "christmas").
+    season: frozenset[str] = frozenset()
+    #: Asks about a habit or the whole year ("usually", "all year").
+    habit_frame: bool = False
 
 
 def _stemmer() -> Any:
@@ -553,6 +574,62 @@ def _number_value(text: str) -> str | None:
     return str(int(v)) if v == int(v) and "." not in t else repr(v)
 
 
+#: "-less" words whose bare word is no opposite ("regardless" of a regard).
+_NOT_SUFFIXED = frozenset({"unless", "regardless", "nevertheless", "nonetheless", "doubtless", "countless",
+                           "priceless", "bless", "less", "needless"})
+
+
+def _negating_suffix(word: str) -> str | None:
+    """The base of a word with a negating suffix ("cashless" -> "cash", "paperless" -> "paper"), or None."""
+    if word.isalpha() and word.endswith("less") and len(word) >= 7 and word not in _NOT_SUFFIXED:
+        return word[:-4]
+    return None
+
+
+def _past_participle(word: str) -> bool:
+    """``word`` is a verb's past participle (lemminflect: "set", "gone", "shipped", "printed")."""
+    from lemminflect import getAllLemmas, getInflection
+
+    return word.isalpha() and any(word in getInflection(lemma, "VBN")
+                                  for lemma in getAllLemmas(word).get("VERB", ()))
+
+
+_ONCE_AUX = frozenset({"is", "are", "has", "have", "had", "was", "were", "gets", "get", "got", "s", "ve", "d"})  # "it's"
+
+
+def _once_after(words: list[str]) -> list[str]:
+    """"once X has / is <any past participle>" is "after X": "once my tint has set", "once it's gone to press",
+    "once the parcel is delivered" (the ending need not be listed)."""
+    out = list(words)
+    for i, w in enumerate(words):
+        if w != "once":
+            continue
+        for j in range(i + 1, min(i + 6, len(words) - 1)):
+            if words[j] in _ONCE_AUX:
+                k = j + 1 + (words[j + 1] == "been" and j + 2 < len(words))
+                if _past_participle(words[k]):
+                    out[i] = "after"
+                break
+    return out
+
+
+#: Seasons and times of the year: "in the autumn", "over the holidays", "next spring" ("spring" and "fall" only
+#: after a word that makes them a time).
+_SEASONS = (
+    (re.compile(r"\b(?:autumn|autumnal)\b|\b(?:in|during|over|through|this|next|last|every|each|until|till|by|from|"
+                r"early|late)\s+(?:the\s+)?fall\b"), "autumn"),
+    (re.compile(r"\bspringtime\b|\b(?:in|during|over|through|this|next|last|every|each|until|till|by|from|early|"
+                r"late)\s+(?:the\s+)?spring\b"), "spring"),
+    (re.compile(r"\bsummer(?:time|s)?\b"), "summer"), (re.compile(r"\bwinter(?:time|s)?\b"), "winter"),
+    (re.compile(r"\b(?:christmas|xmas|festive\s+season|holiday\s+season|the\s+holidays)\b"), "christmas"),
+    (re.compile(r"\beaster\b"), "easter"), (re.compile(r"\bhalloween\b"), "halloween"),
+    (re.compile(r"\bthanksgiving\b"), "thanksgiving"),
+)
+#: A habit or the whole year: against a season, another time frame.
+_HABIT_FRAME = frozenset({"usually", "normally", "typically", "generally", "regularly", "ordinarily", "always",
+                          "year-round", "all-year"})
+
+
 def analyse(text: str, stemmer: Any | None = None) -> QuestionFeatures:
     """Parse one question for the guards (see the module docstring)."""
     from dateutil import parser as dateparser
@@ -596,7 +673,7 @@ def analyse(text: str, stemmer: Any | None = None) -> QuestionFeatures:
         words.extend([t] if t.count("-") == 0 or t in _POLARITY or t in _TEMPORAL_WORDS or t in _COMPARATIVES
                      or t in _SCOPE or t in _FUTURE or t in _PAST or t in _PHRASAL or t in _HABITUAL
                      else t.split("-"))
-    words = [_american(w) for w in _join_phrasal(words)]
+    words = _once_after([_american(w) for w in _join_phrasal(words)])
     numbers: set[str] = set()
     units: set[str] = set()
     run: list[str] = []
@@ -680,7 +757,7 @@ def analyse(text: str, stemmer: Any | None = None) -> QuestionFeatures:
                 if (w in _REVERSAL or (w.isalpha() and stemmer.stemWord(w) in reversal_stems))
                 and not (stemmer.stemWord(w) in _VERB_ONLY_REVERSAL and i > 0 and words[i - 1] in _DETERMINERS)}
     prefixed = {(stemmer.stemWord(base), stemmer.stemWord(w)) for w in words
-                if (base := _negating_prefix(w)) is not None}
+                if (base := _negating_prefix(w) or _negating_suffix(w)) is not None}
     prohibition = {w for w in words
                    if w in _PROHIBITION or (w.isalpha() and stemmer.stemWord(w) in _prohibition_stems())}
     return QuestionFeatures(
@@ -694,6 +771,9 @@ def analyse(text: str, stemmer: Any | None = None) -> QuestionFeatures:
         reach=frozenset(reach), reversal=frozenset(reversal), prefixed=frozenset(prefixed),
         prohibition=frozenset(prohibition), modality=frozenset(_modality(words)),
         now=any(w in _NOW for w in words), habitual=any(w in _HABITUAL for w in words),
+        season=frozenset(name for pattern, name in _SEASONS if pattern.search(low)),
+        habit_frame=any(w in _HABIT_FRAME for w in words) or bool(re.search(r"\b(?:all|whole)\s+(?:the\s+)?year\b",
+                                                                              low)),
         which_many=frozenset(_which_many(words)),
     )
 
@@ -776,6 +856,8 @@ def guard(q: QuestionFeatures, c: QuestionFeatures, cosine: float | None = None)
         return "temporal"
     if _time_reach(q, c) or _time_reach(c, q):  # "is it open now" / "is it open late at night"
         return "temporal"
+    if _season_frame(q, c) or _season_frame(c, q):  # "in season now" / "in season in the autumn"
+        return "temporal"
     ops = ops if ops is not None else _opcodes(q, c)
     if _aux_swap(ops, q, c):  # "when did it end" / "when does it end"
         return "temporal"
@@ -846,6 +928,13 @@ def _time_reach(q: QuestionFeatures, c: QuestionFeatures) -> bool:
     """``q`` asks about this moment, ``c`` about a habit, a season, a scheduled time, the past or the future:
     "Is the box office open now?" / "... on the day of the show?", "... right now?" / "How long did ... today?"."""
     return q.now and not c.now and (c.habitual or any(w in _TENSE_AUX for w in c.tokens))
+
+
+def _season_frame(q: QuestionFeatures, c: QuestionFeatures) -> bool:
+    """``q`` names a season or time of the year that ``c`` does not, and ``c`` asks about this moment, a habit
+    or the whole year — or names another season: "in season now" / "in the autumn", "usually" / "over
+    Christmas", "in spring" / "in the autumn"."""
+    return bool(q.season) and not (q.season & c.season) and (bool(c.season) or c.now or c.habit_frame)
 
 
 #: Auxiliaries that put a question in the past or the future ("how long did it", "when will it").
@@ -1099,9 +1188,15 @@ def _coverage(ops: list[tuple[str, int, int, int, int]], q: QuestionFeatures, c:
         return None
     shared = [w for w in a if w not in _COVER_FILLER and w not in _NEGATIONS and (w.isalpha() or "-" in w)
               and w not in ua]
-    if len(ua) <= 2 and len(ub) <= 2 and shared:
+    if _units(ua, q) <= 2 and _units(ub, c) <= 2 and shared:
         return "unmatched"
     return None
+
+
+def _units(words: list[str], f: QuestionFeatures) -> int:
+    """How many words ``words`` are, a hyphenated compound counted once ("cross-country trails": two)."""
+    low = f.text.lower()
+    return len(words) - sum(1 for x, y in zip(words, words[1:]) if f"{x}-{y}" in low)
 
 
 def _numberish(word: str) -> bool:
