@@ -57,10 +57,11 @@ SAME = ("paraphrase", "near_repeat")
 
 
 def dev_pair_set_paths() -> list[Path]:
-    """The first six held-out pair sets: each was seen and the guards changed after it, so dev sets now."""
+    """The first seven held-out pair sets: each was seen and the guards changed after it, so dev sets now."""
     return [default_pair_set_path().with_name(n) for n in ("cache_pair_heldout.jsonl", "cache_pair_heldout2.jsonl",
                                                            "cache_pair_heldout3.jsonl", "cache_pair_heldout4.jsonl",
-                                                           "cache_pair_heldout5.jsonl", "cache_pair_heldout6.jsonl")]
+                                                           "cache_pair_heldout5.jsonl", "cache_pair_heldout6.jsonl",
+                                                           "cache_pair_heldout7.jsonl")]
 
 
 def heldout_pair_set_path() -> Path:

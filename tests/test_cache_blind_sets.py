@@ -32,7 +32,7 @@ SETS = [
      "dev", EARLIER + ("cache_pair_heldout3.jsonl", "cache_pair_heldout4.jsonl", "cache_pair_heldout5.jsonl")),
     ("cache_pair_heldout7.jsonl",
      {"ferry", "wine_club", "escape_room", "driving_school", "museum", "window_cleaning"},
-     "heldout", EARLIER + ("cache_pair_heldout3.jsonl", "cache_pair_heldout4.jsonl", "cache_pair_heldout5.jsonl",
+     "dev", EARLIER + ("cache_pair_heldout3.jsonl", "cache_pair_heldout4.jsonl", "cache_pair_heldout5.jsonl",
                            "cache_pair_heldout6.jsonl")),
 ]
 blind_sets = pytest.mark.parametrize(("name", "domains", "split", "earlier"), SETS, ids=[s[0] for s in SETS])
