@@ -703,3 +703,19 @@ def test_at_all_is_a_quantifier_only_before_a_determiner_or_a_plural_noun() -> N
     assert "all" in f("Is it open at all branches?").scope
     assert "all" not in f("Will it stain the carpet at all?").scope
     assert "all" not in f("Is the bakery open at all today?").scope
+
+
+def test_a_malformed_antonym_lexicon_line_is_an_error_naming_the_line(tmp_path) -> None:
+    from costline.serving.cache.verify import read_antonyms
+    from costline.serving.errors import CacheError
+
+    good = tmp_path / "good.txt"
+    good.write_text("# a comment\n\nrise | fall\n~ lend | borrow\npick up | drop off\n")
+    single, phrases, converse = read_antonyms(good)
+    assert single == {"rise": ((3, 1),), "fall": ((3, -1),), "lend": ((4, 1),), "borrow": ((4, -1),)}
+    assert phrases == {("pick", "up"): ((5, 1),), ("drop", "off"): ((5, -1),)} and converse == {4}
+    for text, line in (("rise | fall\nrise fall\n", 2), ("rise, | fall\n", 1), ("a | b | c\n", 1)):
+        bad = tmp_path / "bad.txt"
+        bad.write_text(text)
+        with pytest.raises(CacheError, match=rf"bad.txt:{line}:"):
+            read_antonyms(bad)

@@ -91,6 +91,7 @@ __all__ = [
     "analyse",
     "guard",
     "pair_features",
+    "read_antonyms",
 ]
 
 GUARD_REASONS = ("number", "identifier", "date", "time", "unit", "negation", "polarity", "entity", "scope",
@@ -666,7 +667,14 @@ def _antonym_lexicon() -> tuple[dict[str, _Signs], dict[tuple[str, ...], _Signs]
     and phrases -> (line, side); the converse lines."""
     from pathlib import Path
 
-    path = Path(__file__).resolve().parent / "data" / "antonyms.txt"
+    return read_antonyms(Path(__file__).resolve().parent / "data" / "antonyms.txt")
+
+
+def read_antonyms(path: Any) -> tuple[dict[str, _Signs], dict[tuple[str, ...], _Signs], frozenset[int]]:
+    """Parse an antonym lexicon file (the format of data/antonyms.txt); :class:`CacheError` naming the file
+    and line for a malformed one."""
+    from costline.serving.errors import CacheError
+
     single: dict[str, list[tuple[int, int]]] = {}
     phrases: dict[tuple[str, ...], list[tuple[int, int]]] = {}
     converse: set[int] = set()
@@ -679,12 +687,12 @@ def _antonym_lexicon() -> tuple[dict[str, _Signs], dict[tuple[str, ...], _Signs]
             line = line[1:]
         sides = line.split("|")
         if len(sides) != 2:
-            raise ValueError(f"{path}:{n}: expected 'word, word | word, word', got {line!r}")
+            raise CacheError(f"{path}:{n}: expected 'word, word | word, word', got {line!r}")
         for sign, side in ((1, sides[0]), (-1, sides[1])):
             for entry in side.split(","):
                 words = tuple(entry.lower().split())
                 if not words:
-                    raise ValueError(f"{path}:{n}: an empty word in {line!r}")
+                    raise CacheError(f"{path}:{n}: an empty word in {line!r}")
                 target = single.setdefault(words[0], []) if len(words) == 1 else phrases.setdefault(words, [])
                 target.append((n, sign))
     return ({k: tuple(v) for k, v in single.items()}, {k: tuple(v) for k, v in phrases.items()},
