@@ -91,6 +91,7 @@ __all__ = [
     "analyse",
     "guard",
     "pair_features",
+    "read_antonyms",
 ]
 
 GUARD_REASONS = ("number", "identifier", "date", "time", "unit", "negation", "polarity", "entity", "scope",
@@ -391,8 +392,9 @@ _PHRASES = (  # multi-word lexicon entries, joined with '-' before lookup
     # a period's boundary: "for the first month" (during it) / "after the first month"
     (re.compile(r"\b(?:for|in|within|over|throughout)\s+(?=(?:the|your|my|our)\s+(?:first|initial|opening|"
                 r"introductory|trial)\b)"), "during "),
-    # "at all" only stresses ("will it damage my tiles at all"): no quantifier
-    (re.compile(r"\bat\s+all\b"), " "),
+    # "at all" only stresses ("will it damage my tiles at all"): no quantifier -- unless a determiner or a
+    # plural noun follows: "at all your venues", "at all branches" is "all" ("_at_all")
+    (re.compile(r"\bat\s+all\b(?:\s+([a-z]+))?"), lambda m: _at_all(m)),
     # "every time I floss" is "whenever I floss", no scope ("every time" / "this time" still is)
     (re.compile(r"\b(?:every|each)\s+time\s+(?=(?:i|you|we|they|he|she|it|my|the|your|our)\b)"), "whenever "),
 )
@@ -455,6 +457,12 @@ class QuestionFeatures:
     season: frozenset[str] = frozenset()
     #: Asks about a habit or the whole year ("usually", "all year").
     habit_frame: bool = False
+    #: (line, side) of each word or phrase of the antonym lexicon (data/antonyms.txt) it names, by lemma.
+    antonyms: frozenset[tuple[int, int]] = frozenset()
+    #: Speaks of "I" (me, my …) / of "you" (your …): a converse ("sell" / "buy") needs the same person.
+    person: tuple[bool, bool] = (False, False)
+    #: A weekday, month or period after "this" / "next" / "last" ("next:d3" for "next Wednesday").
+    deixis: frozenset[str] = frozenset()
 
 
 def _stemmer() -> Any:
@@ -630,6 +638,164 @@ _HABIT_FRAME = frozenset({"usually", "normally", "typically", "generally", "regu
                           "year-round", "all-year"})
 
 
+_AT_ALL_KEEP = frozenset({"the", "your", "my", "our", "their", "his", "her", "its", "these", "those", "of"})
+
+
+def _at_all(m: "re.Match[str]") -> str:
+    """ "at all" as stress (dropped) or, before a determiner or a plural noun, the quantifier "all"."""
+    nxt = m.group(1)
+    if nxt is None:
+        return " "
+    if nxt in _AT_ALL_KEEP or _plural_noun(nxt):
+        return m.group(0)
+    return " " + nxt
+
+
+def _plural_noun(word: str) -> bool:
+    from lemminflect import getAllLemmas
+
+    return word.endswith("s") and any(lemma != word for lemma in getAllLemmas(word).get("NOUN", ()))
+
+
+#: (line, side) of a word or phrase in the antonym lexicon.
+_Signs = tuple[tuple[int, int], ...]
+
+
+@functools.lru_cache(maxsize=1)
+def _antonym_lexicon() -> tuple[dict[str, _Signs], dict[tuple[str, ...], _Signs], frozenset[int]]:
+    """data/antonyms.txt ("a, b | c, d" a line, lemmas or phrases; "~" first for a converse): single words
+    and phrases -> (line, side); the converse lines."""
+    from pathlib import Path
+
+    return read_antonyms(Path(__file__).resolve().parent / "data" / "antonyms.txt")
+
+
+def read_antonyms(path: Any) -> tuple[dict[str, _Signs], dict[tuple[str, ...], _Signs], frozenset[int]]:
+    """Parse an antonym lexicon file (the format of data/antonyms.txt); :class:`CacheError` naming the file
+    and line for a malformed one."""
+    from costline.serving.errors import CacheError
+
+    single: dict[str, list[tuple[int, int]]] = {}
+    phrases: dict[tuple[str, ...], list[tuple[int, int]]] = {}
+    converse: set[int] = set()
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("~"):
+            converse.add(n)
+            line = line[1:]
+        sides = line.split("|")
+        if len(sides) != 2:
+            raise CacheError(f"{path}:{n}: expected 'word, word | word, word', got {line!r}")
+        for sign, side in ((1, sides[0]), (-1, sides[1])):
+            for entry in side.split(","):
+                words = tuple(entry.lower().split())
+                if not words:
+                    raise CacheError(f"{path}:{n}: an empty word in {line!r}")
+                target = single.setdefault(words[0], []) if len(words) == 1 else phrases.setdefault(words, [])
+                target.append((n, sign))
+    return ({k: tuple(v) for k, v in single.items()}, {k: tuple(v) for k, v in phrases.items()},
+            frozenset(converse))
+
+
+@functools.lru_cache(maxsize=1)
+def _phrase_starts() -> dict[str, tuple[tuple[str, ...], ...]]:
+    """The antonym lexicon's phrases by their first word."""
+    out: dict[str, list[tuple[str, ...]]] = {}
+    for phrase in _antonym_lexicon()[1]:
+        out.setdefault(phrase[0], []).append(phrase)
+    return {k: tuple(v) for k, v in out.items()}
+
+
+_ANTONYM_TOKEN = re.compile(r"[a-z]+(?:-[a-z]+)*")
+#: A phrase's next word may come this many words later ("pick the kids up").
+_PHRASE_GAP = 3
+
+
+def _antonym_signs(low: str) -> set[tuple[int, int]]:
+    """(line, side) of every antonym-lexicon entry the text names: phrases first (their words are theirs)."""
+    single, phrases, _ = _antonym_lexicon()
+    single_words = single.keys()
+    tokens = []
+    for t in _ANTONYM_TOKEN.findall(low):  # "full-to-full": its words, unless the lexicon has it whole
+        tokens.extend([t] if "-" not in t or t in single_words else t.split("-"))
+    lemmas = [_lemmas(t) for t in tokens]
+    used: set[int] = set()
+    out: set[tuple[int, int]] = set()
+    starts = _phrase_starts()
+    for i in range(len(tokens)):
+        for phrase in (p for lemma in lemmas[i] for p in starts.get(lemma, ())):
+            if i in used:
+                break
+            signs = phrases[phrase]
+            at, found = i, [i]
+            for w in phrase[1:]:
+                nxt = next((k for k in range(at + 1, min(at + 1 + _PHRASE_GAP, len(tokens)))
+                            if k not in used and (tokens[k] == w or w in lemmas[k])), None)
+                if nxt is None:
+                    break
+                found.append(nxt)
+                at = nxt
+            else:
+                out.update(signs)
+                used.update(found)
+    for i, found_lemmas in enumerate(lemmas):
+        if i not in used:
+            for lemma in found_lemmas:
+                out.update(single.get(lemma, ()))
+    return out
+
+
+_DEICTIC = re.compile(r"\b(this|next|last|coming|following)\s+(?:coming\s+)?([a-z]+)\b")
+_PERIODS = frozenset({"week", "weekend", "month", "year", "quarter", "season", "term", "semester"})
+
+
+def _deixis(low: str) -> set[str]:
+    """ "next Wednesday" -> "next:d3", "this March" -> "this:m3", "last week" -> "last:week"."""
+    out = set()
+    for m in _DEICTIC.finditer(low):
+        which = "next" if m.group(1) in ("coming", "following") or " coming " in m.group(0) + " " else m.group(1)
+        word = m.group(2)
+        if word in _WEEKDAYS:
+            target = f"d{_WEEKDAYS[word]}"
+        elif word in _MONTHS and word != "may":
+            target = f"m{_MONTHS[word]}"
+        elif word in _PERIODS:
+            target = word
+        else:
+            continue
+        out.add(f"{which}:{target}")
+    return out
+
+
+def _deixis_differs(q: QuestionFeatures, c: QuestionFeatures) -> bool:
+    """The same weekday, month or period, "this" on one side and "next" (or "last") on the other."""
+    def by_target(f: QuestionFeatures) -> dict[str, set[str]]:
+        out: dict[str, set[str]] = {}
+        for d in f.deixis:
+            which, target = d.split(":")
+            out.setdefault(target, set()).add(which)
+        return out
+
+    a, b = by_target(q), by_target(c)
+    return any(a[t] != b[t] for t in a.keys() & b.keys())
+
+
+def _antonym_opposite(q: QuestionFeatures, c: QuestionFeatures) -> bool:
+    """A lexicon line whose words one question names only on one side and the other only on the other;
+    a converse line only between questions about the same person."""
+    converse = _antonym_lexicon()[2]
+    ga: dict[int, set[int]] = {}
+    gb: dict[int, set[int]] = {}
+    for g, sign in q.antonyms:
+        ga.setdefault(g, set()).add(sign)
+    for g, sign in c.antonyms:
+        gb.setdefault(g, set()).add(sign)
+    return any(len(ga[g]) == 1 and len(gb[g]) == 1 and ga[g] != gb[g]
+               and (g not in converse or q.person == c.person) for g in ga.keys() & gb.keys())
+
+
 def analyse(text: str, stemmer: Any | None = None) -> QuestionFeatures:
     """Parse one question for the guards (see the module docstring)."""
     from dateutil import parser as dateparser
@@ -775,6 +941,9 @@ def analyse(text: str, stemmer: Any | None = None) -> QuestionFeatures:
         habit_frame=any(w in _HABIT_FRAME for w in words) or bool(re.search(r"\b(?:all|whole)\s+(?:the\s+)?year\b",
                                                                               low)),
         which_many=frozenset(_which_many(words)),
+        antonyms=_antonym_signs(low), person=("i" in words or "me" in words or "my" in words or "mine" in words
+                                              or "myself" in words, "you" in words or "your" in words),
+        deixis=frozenset(_deixis(low)),
     )
 
 
@@ -861,9 +1030,14 @@ def guard(q: QuestionFeatures, c: QuestionFeatures, cosine: float | None = None)
     ops = ops if ops is not None else _opcodes(q, c)
     if _aux_swap(ops, q, c):  # "when did it end" / "when does it end"
         return "temporal"
+    if _deixis_differs(q, c):  # "next Wednesday" / "this Wednesday" (checked after the rules above, which
+        return "date"  # read "last month" / "next month" already)
     if _word_swap(ops, q, c, cosine):  # "is physiotherapy covered" / "is dental work covered"
         return "entity"
-    return _coverage(ops, q, c, cosine)  # "add" / "drop", "until" / "from", "X" / "X and Y"
+    reason = _coverage(ops, q, c, cosine)  # "add" / "drop", "until" / "from", "X" / "X and Y"
+    if reason is None and _antonym_opposite(q, c):  # "pick up" / "drop off", "switch to" / "stay with"
+        return "polarity"  # (last: a pair the rules above reject keeps their reason)
+    return reason
 
 
 #: What "any" may stand against and still only ask whether there is some ("is there any parking" / "is there
