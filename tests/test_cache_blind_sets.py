@@ -36,7 +36,7 @@ SETS = [
                            "cache_pair_heldout6.jsonl")),
     ("cache_pair_heldout8.jsonl",
      {"cinema", "bakery", "phone_repair", "campsite", "art_classes", "boat_rental"},
-     "heldout", EARLIER + ("cache_pair_heldout3.jsonl", "cache_pair_heldout4.jsonl", "cache_pair_heldout5.jsonl",
+     "dev", EARLIER + ("cache_pair_heldout3.jsonl", "cache_pair_heldout4.jsonl", "cache_pair_heldout5.jsonl",
                            "cache_pair_heldout6.jsonl", "cache_pair_heldout7.jsonl")),
 ]
 blind_sets = pytest.mark.parametrize(("name", "domains", "split", "earlier"), SETS, ids=[s[0] for s in SETS])

@@ -719,3 +719,76 @@ def test_a_malformed_antonym_lexicon_line_is_an_error_naming_the_line(tmp_path) 
         bad.write_text(text)
         with pytest.raises(CacheError, match=rf"bad.txt:{line}:"):
             read_antonyms(bad)
+
+
+# The eighth set's families (and four seventh-set traps still served), on sentences of other domains (insurance,
+# festivals, shared housing, spas, gyms, tennis clubs, airlines): an obligation against a permission or a freedom
+# across a rewrite, a refusal or an exclusion against the plain verb, keep / throw away, "while being X-ed"
+# against "once X-ed", "up to N before" against "within N of".
+TRAPS8 = [
+    ("Does my home insurance cover storm damage to the fence?",
+     "Is storm damage to the fence excluded from my home insurance?", "negation"),
+    ("Can I re-enter the festival grounds with my wristband?",
+     "Is re-entry to the festival grounds refused with my wristband?", "polarity"),
+    ("Can my partner join me in the recovery room?", "Are partners excluded from the recovery room?", "negation"),
+    ("Can I take my e-scooter on the train?", "Are e-scooters refused on the train?", "polarity"),
+    ("Must I keep my dog on a lead in the park?", "Am I free to let my dog run loose in the park?",
+     "negation"),
+    ("Do I need to bring my own towel to the spa?", "Can I leave my own towel at home for the spa?", "negation"),
+    ("Will the gym keep my locker contents over the weekend?", "Will the gym throw away my locker contents?",
+     "polarity"),
+    ("Can I use the tennis court while it is being resurfaced?",
+     "Can I use the tennis court once it has been resurfaced?", "temporal"),
+    ("Can I change my flight up to two days before departure?",
+     "Can I change my flight within two days of departure?", "temporal"),
+]
+
+SAME8 = [
+    # "cover" and "covered", "exclude" and "excluded": the same word on both sides
+    ("Does my home insurance cover storm damage?", "Is storm damage covered by my home insurance?"),
+    ("Does my policy exclude flood damage?", "Is flood damage excluded from my policy?"),
+    # two obligations, two permissions: the same modality said differently
+    ("Do I need to bring my own towel to the spa?", "Do I have to bring a towel to the spa?"),
+    ("Must visitors sign in at reception?", "Do visitors have to sign in at reception?"),
+    ("Can I pay by card at the market?", "Am I allowed to pay by card at the market?"),
+    # the same window on both sides
+    ("Can I change my flight up to two days before departure?",
+     "Is it possible to change my flight up to two days before departure?"),
+]
+
+
+@pytest.mark.parametrize("stored, new, reason", TRAPS8)
+def test_the_eighth_dev_sets_families_are_rejected_by_the_verified_cache(embedder, tmp_path, stored, new,
+                                                                         reason) -> None:
+    from costline.serving.cache.semantic import SemanticCache
+    from costline.serving.settings import CacheConfig
+
+    for first, second in ((stored, new), (new, stored)):  # both ways, through a real cache
+        cache = SemanticCache(embedder, CacheConfig(path=tmp_path / str(first == stored)))
+        cache.store(first, "the stored answer", tenant="t")
+        found = cache.lookup_detail(second, tenant="t")
+        assert found.hit is None and found.reject_reasons == (reason,)
+    assert guard(verifier_features(stored), verifier_features(new)) == reason
+
+
+@pytest.mark.parametrize("stored, new", SAME8)
+def test_same_answer_pairs_of_the_eighth_sets_families_are_served(embedder, tmp_path, stored, new) -> None:
+    from costline.serving.cache.semantic import SemanticCache
+    from costline.serving.settings import CacheConfig
+
+    for first, second in ((stored, new), (new, stored)):
+        cache = SemanticCache(embedder, CacheConfig(path=tmp_path / str(first == stored)))
+        cache.store(first, "the stored answer", tenant="t")
+        found = cache.lookup_detail(second, tenant="t")
+        assert found.hit is not None and found.hit.answer == "the stored answer", found.reject_reasons
+
+
+def test_window_phrases_and_regular_participles_are_read() -> None:
+    from costline.serving.cache.verify import _past_participle, _window
+
+    assert _window("can i cancel up to a week before arrival") == {"lead"}
+    assert _window("can i cancel at least 48 hours before the class") == {"lead"}
+    assert _window("can i cancel within a week of arrival") == {"within"}
+    assert _window("can i cancel before arrival") == set()
+    assert _past_participle("mowed") and _past_participle("hoovered") and _past_participle("shipped")
+    assert not _past_participle("need") and not _past_participle("bed")

@@ -273,11 +273,15 @@ nonetheless
 _PERMISSION = frozenset({"can", "could", "may", "allowed", "permitted", "able", "ok", "okay", "fine", "safe"})
 _OBLIGATION = frozenset({"must", "should", "need", "needs", "have", "has", "required", "obliged", "mandatory",
                          "ought", "supposed"})
+# a refusal or an exclusion against the plain verb: "can I re-enter" / "is re-entry refused", "does it cover X" /
+# "is X excluded" (not "bar", a noun; not "reject" / "decline", which a declined card and a rejected payment share)
+_REFUSAL = frozenset({"refuse", "refused", "refusal", "deny", "denied", "exclude", "excluded", "exclusion",
+                      "disallowed"})
 # a question asking whether to avoid, or whether it is forbidden, what the other asks to do
 _PROHIBITION = frozenset({"avoid", "avoiding", "forbidden", "forbid", "prohibited", "prohibit", "banned", "ban",
                           "refrain", "illegal", "unsafe", "dangerous", "outlawed", "prevent", "dodge",
                           # a danger is a reason to avoid: "is it safe for cats" / "is it toxic to cats"
-                          "toxic", "poisonous", "harmful", "hazardous", "risky"})
+                          "toxic", "poisonous", "harmful", "hazardous", "risky"}) | _REFUSAL
 # verbs + particle read as one word (lemmas by lemminflect: "gave up" is "give-up")
 _PARTICLES = frozenset({"up", "back", "out", "off", "down", "in", "on", "away", "go"})
 _PHRASAL = frozenset({
@@ -447,6 +451,8 @@ class QuestionFeatures:
     prohibition: frozenset[str] = frozenset()
     #: "permit" (can, may, allowed) and / or "oblige" (must, should, have to, required).
     modality: frozenset[str] = frozenset()
+    #: The modality of the question's first words (its own: "must we …", "do I have to …", "are we free to …").
+    lead_modality: frozenset[str] = frozenset()
     #: Lemmas of plural nouns right after "which" ("which orders are affected").
     which_many: frozenset[str] = frozenset()
     #: Asks about this moment ("now", "currently", "at the moment").
@@ -463,6 +469,9 @@ class QuestionFeatures:
     person: tuple[bool, bool] = (False, False)
     #: A weekday, month or period after "this" / "next" / "last" ("next:d3" for "next Wednesday").
     deixis: frozenset[str] = frozenset()
+    #: How a period bounds an event: "lead" (up to / at least / no later than N before: at the latest N ahead)
+    #: or "within" (within / less than N of or before: closer than N).
+    window: frozenset[str] = frozenset()
 
 
 def _stemmer() -> Any:
@@ -560,15 +569,22 @@ def _negating_prefix(word: str) -> str | None:
 _OBLIGE_BEFORE_TO = frozenset({"have", "has", "need", "needs", "got", "ought", "supposed"})
 _OBLIGE_ALONE = frozenset({"must", "should", "mandatory", "required", "compulsory", "obligatory", "obliged"})
 _PERMIT = frozenset({"can", "could", "allowed", "permitted", "able", "ok", "okay"})
+#: Who may be "free to" do something ("are we free to play music"; "are the showers free to use" is a price).
+_PERSONS = frozenset({"i", "we", "you", "they", "he", "she"})
+#: A question's own modal comes first: "must we", "do I have to", "can members", "are we free to" (a modal later
+#: on, "… but need to move it, is that possible?", "…, or can I bring it back empty?", is no question's modality).
+_LEAD = 4
 
 
-def _modality(words: list[str]) -> set[str]:
+def _modality(words: list[str], first: int | None = None) -> set[str]:
+    """The modal words' kinds among ``words`` (among its ``first`` words when given, a following "to" read)."""
     out: set[str] = set()
-    for i, w in enumerate(words):
+    for i, w in enumerate(words[:first]):
         nxt = words[i + 1] if i + 1 < len(words) else ""
         if w in _OBLIGE_ALONE or (w in _OBLIGE_BEFORE_TO and nxt == "to"):
             out.add("oblige")
-        elif w in _PERMIT or (w == "may" and nxt in ("i", "we", "you", "they", "he", "she", "it")):
+        elif (w in _PERMIT or (w == "may" and nxt in ("i", "we", "you", "they", "he", "she", "it"))
+              or (w == "free" and nxt == "to" and i > 0 and words[i - 1] in _PERSONS)):
             out.add("permit")
     return out
 
@@ -598,8 +614,12 @@ def _past_participle(word: str) -> bool:
     """``word`` is a verb's past participle (lemminflect: "set", "gone", "shipped", "printed")."""
     from lemminflect import getAllLemmas, getInflection
 
-    return word.isalpha() and any(word in getInflection(lemma, "VBN")
-                                  for lemma in getAllLemmas(word).get("VERB", ()))
+    if not word.isalpha():
+        return False
+    if any(word in getInflection(lemma, "VBN") for lemma in getAllLemmas(word).get("VERB", ())):
+        return True
+    # a regular "-ed" form lemminflect's tables lack ("mowed", "hoovered"): a participle after "has" / "is"
+    return len(word) >= 5 and word.endswith("ed") and not word.endswith("eed")
 
 
 _ONCE_AUX = frozenset({"is", "are", "has", "have", "had", "was", "were", "gets", "get", "got", "s", "ve", "d"})  # "it's"
@@ -749,6 +769,17 @@ def _antonym_signs(low: str) -> set[tuple[int, int]]:
 
 _DEICTIC = re.compile(r"\b(this|next|last|coming|following)\s+(?:coming\s+)?([a-z]+)\b")
 _PERIODS = frozenset({"week", "weekend", "month", "year", "quarter", "season", "term", "semester"})
+
+
+_WINDOW_LEAD = re.compile(r"\b(?:up\s+to|at\s+least|no\s+later\s+than|not\s+later\s+than)\s+(?:[\w-]+\s+){1,3}?"
+                          r"(?:before|prior\s+to|ahead\s+of|in\s+advance)")
+_WINDOW_WITHIN = re.compile(r"\b(?:within|less\s+than|inside)\s+(?:[\w-]+\s+){1,3}?(?:of|before|prior\s+to)\b")
+
+
+def _window(low: str) -> set[str]:
+    """"up to a week before arrival" (lead: at the latest a week ahead) against "within a week of arrival"
+    (closer than a week)."""
+    return ({"lead"} if _WINDOW_LEAD.search(low) else set()) | ({"within"} if _WINDOW_WITHIN.search(low) else set())
 
 
 def _deixis(low: str) -> set[str]:
@@ -936,6 +967,7 @@ def analyse(text: str, stemmer: Any | None = None) -> QuestionFeatures:
         comparative=frozenset(comparative), entities=frozenset(entities), qword=qword, rare=frozenset(rare),
         reach=frozenset(reach), reversal=frozenset(reversal), prefixed=frozenset(prefixed),
         prohibition=frozenset(prohibition), modality=frozenset(_modality(words)),
+        lead_modality=frozenset(_modality(words[:_LEAD + 1], _LEAD)),
         now=any(w in _NOW for w in words), habitual=any(w in _HABITUAL for w in words),
         season=frozenset(name for pattern, name in _SEASONS if pattern.search(low)),
         habit_frame=any(w in _HABIT_FRAME for w in words) or bool(re.search(r"\b(?:all|whole)\s+(?:the\s+)?year\b",
@@ -943,7 +975,7 @@ def analyse(text: str, stemmer: Any | None = None) -> QuestionFeatures:
         which_many=frozenset(_which_many(words)),
         antonyms=_antonym_signs(low), person=("i" in words or "me" in words or "my" in words or "mine" in words
                                               or "myself" in words, "you" in words or "your" in words),
-        deixis=frozenset(_deixis(low)),
+        deixis=frozenset(_deixis(low)), window=frozenset(_window(low)),
     )
 
 
@@ -1022,6 +1054,8 @@ def guard(q: QuestionFeatures, c: QuestionFeatures, cosine: float | None = None)
     if q.temporal and c.temporal and q.temporal != c.temporal:
         return "temporal"
     if q.tense and c.tense and q.tense.isdisjoint(c.tense):  # past against future
+        return "temporal"
+    if q.window and c.window and q.window != c.window:  # "up to a week before" / "within a week of"
         return "temporal"
     if _time_reach(q, c) or _time_reach(c, q):  # "is it open now" / "is it open late at night"
         return "temporal"
@@ -1135,7 +1169,9 @@ def _prefix_negation(q: QuestionFeatures, c: QuestionFeatures) -> bool:
 def _prohibits(q: QuestionFeatures, c: QuestionFeatures) -> bool:
     """``q`` asks whether to avoid (or whether it is forbidden) what ``c`` asks to do, and says little more:
     "Can I drive with the warning on?" / "Should I avoid driving with the warning on?"."""
-    return (bool(q.prohibition) and not c.prohibition and not c.reversal and len(c.content - q.content) <= 1)
+    # a refusal names the thing refused in its own words ("re-enter" / "is re-entry refused"): one word more
+    more = 2 if q.prohibition & _REFUSAL else 1
+    return (bool(q.prohibition) and not c.prohibition and not c.reversal and len(c.content - q.content) <= more)
 
 
 _MODAL_WORDS = frozenset({"allow", "permit", "abl", "mandatori", "requir", "compulsori", "obligatori", "oblig",
@@ -1144,10 +1180,16 @@ _MODAL_WORDS = frozenset({"allow", "permit", "abl", "mandatori", "requir", "comp
 
 def _modal_inversion(q: QuestionFeatures, c: QuestionFeatures) -> bool:
     """A yes / no question asking whether one may against whether one must, about the same thing:
-    "Can I pay in cash?" / "Do I have to pay in cash?" (a wh-question, "how can I pay", is left alone)."""
-    if q.qword or c.qword or q.modality == c.modality or len(q.modality) != 1 or len(c.modality) != 1:
+    "Can I pay in cash?" / "Do I have to pay in cash?" (a wh-question, "how can I pay", is left alone), or in a
+    rewrite, by the questions' own modals: "Must we keep noise down?" / "Are we free to play music?"."""
+    if q.qword or c.qword:
         return False
-    return q.content - _MODAL_WORDS == c.content - _MODAL_WORDS
+    if q.modality != c.modality and len(q.modality) == 1 and len(c.modality) == 1:
+        if q.content - _MODAL_WORDS == c.content - _MODAL_WORDS:
+            return True
+    # a rewrite: "must we keep noise down" / "are we free to play music", "do I have to bring X" / "can I leave X
+    # at home" -- the questions' own modals (their first words), an obligation against a permission
+    return (q.lead_modality != c.lead_modality and len(q.lead_modality) == 1 and len(c.lead_modality) == 1)
 
 
 def _which_many_against_one(q: QuestionFeatures, c: QuestionFeatures) -> bool:
