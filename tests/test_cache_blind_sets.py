@@ -40,7 +40,7 @@ SETS = [
                            "cache_pair_heldout6.jsonl", "cache_pair_heldout7.jsonl")),
     ("cache_pair_heldout9.jsonl",
      {"theme_park", "dog_walking", "furniture", "waste_collection", "racket_club", "meal_kit"},
-     "heldout", EARLIER + ("cache_pair_heldout3.jsonl", "cache_pair_heldout4.jsonl", "cache_pair_heldout5.jsonl",
+     "dev", EARLIER + ("cache_pair_heldout3.jsonl", "cache_pair_heldout4.jsonl", "cache_pair_heldout5.jsonl",
                            "cache_pair_heldout6.jsonl", "cache_pair_heldout7.jsonl", "cache_pair_heldout8.jsonl")),
 ]
 blind_sets = pytest.mark.parametrize(("name", "domains", "split", "earlier"), SETS, ids=[s[0] for s in SETS])
