@@ -276,7 +276,9 @@ _OBLIGATION = frozenset({"must", "should", "need", "needs", "have", "has", "requ
 # a refusal or an exclusion against the plain verb: "can I re-enter" / "is re-entry refused", "does it cover X" /
 # "is X excluded" (not "bar", a noun; not "reject" / "decline", which a declined card and a rejected payment share)
 _REFUSAL = frozenset({"refuse", "refused", "refusal", "deny", "denied", "exclude", "excluded", "exclusion",
-                      "disallowed"})
+                      "disallowed", "blocked", "barred", "debarred", "banned", "prohibited", "forbidden"})
+#: Refusal participles read only word for word, never by their stem ("a block of flats", "the bar").
+_REFUSAL_EXACT = frozenset({"blocked", "barred", "debarred"})
 # a question asking whether to avoid, or whether it is forbidden, what the other asks to do
 _PROHIBITION = frozenset({"avoid", "avoiding", "forbidden", "forbid", "prohibited", "prohibit", "banned", "ban",
                           "refrain", "illegal", "unsafe", "dangerous", "outlawed", "prevent", "dodge",
@@ -483,7 +485,7 @@ def _stemmer() -> Any:
 @functools.cache
 def _prohibition_stems() -> frozenset[str]:
     stemmer = _stemmer()  # its own: snowball stemmers keep state between calls
-    return frozenset(stemmer.stemWord(w) for w in _PROHIBITION)
+    return frozenset(stemmer.stemWord(w) for w in _PROHIBITION - _REFUSAL_EXACT)
 
 
 @functools.cache
@@ -769,6 +771,9 @@ def _antonym_signs(low: str) -> set[tuple[int, int]]:
 
 _DEICTIC = re.compile(r"\b(this|next|last|coming|following)\s+(?:coming\s+)?([a-z]+)\b")
 _PERIODS = frozenset({"week", "weekend", "month", "year", "quarter", "season", "term", "semester"})
+_RELATIVE_DAY = re.compile(r"\b(same|next|following|previous|prior)[\s-]+day\b|\bthe\s+day\s+(after|before)\b")
+_RELATIVE_DAY_SIDE = {"same": "this", "next": "next", "following": "next", "after": "next", "previous": "last",
+                      "prior": "last", "before": "last"}
 
 
 _WINDOW_LEAD = re.compile(r"\b(?:up\s+to|at\s+least|no\s+later\s+than|not\s+later\s+than)\s+(?:[\w-]+\s+){1,3}?"
@@ -783,8 +788,10 @@ def _window(low: str) -> set[str]:
 
 
 def _deixis(low: str) -> set[str]:
-    """ "next Wednesday" -> "next:d3", "this March" -> "this:m3", "last week" -> "last:week"."""
-    out = set()
+    """ "next Wednesday" -> "next:d3", "this March" -> "this:m3", "last week" -> "last:week"; a day relative to
+    another: "the same day" -> "this:rday", "the next / following day", "the day after" -> "next:rday", "the day
+    before", "the previous day" -> "last:rday"."""
+    out = {f"{_RELATIVE_DAY_SIDE[m.group(1) or m.group(2)]}:rday" for m in _RELATIVE_DAY.finditer(low)}
     for m in _DEICTIC.finditer(low):
         which = "next" if m.group(1) in ("coming", "following") or " coming " in m.group(0) + " " else m.group(1)
         word = m.group(2)
@@ -1034,7 +1041,7 @@ def guard(q: QuestionFeatures, c: QuestionFeatures, cosine: float | None = None)
         return "unit"
     if q.negations != c.negations:
         return "negation"
-    if _opposite(q.polarity, c.polarity) or _reversal(q, c) or _reversal(c, q):
+    if _opposite(q.polarity, c.polarity) or _reversal(q, c) or _reversal(c, q) or _particle_reversal(q, c):
         return "polarity"
     if (_prefix_negation(q, c) or _prefix_negation(c, q) or _prohibits(q, c) or _prohibits(c, q)
             or _modal_inversion(q, c)):
@@ -1159,6 +1166,43 @@ def _reversal(q: QuestionFeatures, c: QuestionFeatures) -> bool:
         own = {r for r in own if r not in ("removal", "removals")}
     return (bool(own) and not c.reversal and len(c.content - q.content) <= 1
             and not any(_is_typo(r, w) for r in own for w in c.tokens))  # "waive" / "waaive"
+
+
+#: Particles that reverse one another after the same verb: "fold out" / "fold back up", "turn on" / "turn off",
+#: "check in" / "check out"; "in" and "on" only right after the verb (else they are prepositions).
+_PARTICLE_SIDES = (({"out"}, {"up", "in"}), ({"on"}, {"off"}), ({"up"}, {"down"}))
+_PARTICLE_WORDS = frozenset({"out", "up", "in", "on", "off", "down", "back"})
+#: Verbs whose two particles say the same ("fill in" / "fill out" a form).
+_SAME_PARTICLE_VERBS = frozenset({"fill", "be", "have", "do", "get", "go", "come"})
+_NEAR_PARTICLES = frozenset({"in", "on"})
+
+
+def _verb_particles(tokens: tuple[str, ...]) -> dict[str, set[str]]:
+    """Each alphabetic word's verb lemma and the particles that follow it: right after it, or up to three words
+    later for "out / up / off / down" ("fold the sofa bed back up": four words between)."""
+    out: dict[str, set[str]] = {}
+    for i, w in enumerate(tokens):
+        if not w.isalpha() or w in _PARTICLE_WORDS or w in _STOP:
+            continue
+        lemma = _verb_lemma(w)
+        if lemma in _SAME_PARTICLE_VERBS:
+            continue
+        for j in range(i + 1, min(i + 6, len(tokens))):
+            t = tokens[j]
+            if t in _PARTICLE_WORDS and (j == i + 1 or t not in _NEAR_PARTICLES):
+                out.setdefault(lemma, set()).add(t)
+    return out
+
+
+def _particle_reversal(q: QuestionFeatures, c: QuestionFeatures) -> bool:
+    """The same verb with opposite particles on the two sides, each side only one of them."""
+    a, b = _verb_particles(q.tokens), _verb_particles(c.tokens)
+    for verb in a.keys() & b.keys():
+        for one, other in _PARTICLE_SIDES:
+            if ((a[verb] & one and not a[verb] & other and b[verb] & other and not b[verb] & one)
+                    or (a[verb] & other and not a[verb] & one and b[verb] & one and not b[verb] & other)):
+                return True
+    return False
 
 
 def _prefix_negation(q: QuestionFeatures, c: QuestionFeatures) -> bool:
