@@ -42,6 +42,11 @@ SETS = [
      {"theme_park", "dog_walking", "furniture", "waste_collection", "racket_club", "meal_kit"},
      "dev", EARLIER + ("cache_pair_heldout3.jsonl", "cache_pair_heldout4.jsonl", "cache_pair_heldout5.jsonl",
                            "cache_pair_heldout6.jsonl", "cache_pair_heldout7.jsonl", "cache_pair_heldout8.jsonl")),
+    ("cache_pair_heldout10.jsonl",
+     {"car_wash", "karaoke", "piano_lessons", "bowling", "opticians", "wedding_planner"},
+     "heldout", EARLIER + ("cache_pair_heldout3.jsonl", "cache_pair_heldout4.jsonl", "cache_pair_heldout5.jsonl",
+                           "cache_pair_heldout6.jsonl", "cache_pair_heldout7.jsonl", "cache_pair_heldout8.jsonl",
+                           "cache_pair_heldout9.jsonl")),
 ]
 blind_sets = pytest.mark.parametrize(("name", "domains", "split", "earlier"), SETS, ids=[s[0] for s in SETS])
 
