@@ -44,7 +44,7 @@ SETS = [
                            "cache_pair_heldout6.jsonl", "cache_pair_heldout7.jsonl", "cache_pair_heldout8.jsonl")),
     ("cache_pair_heldout10.jsonl",
      {"car_wash", "karaoke", "piano_lessons", "bowling", "opticians", "wedding_planner"},
-     "heldout", EARLIER + ("cache_pair_heldout3.jsonl", "cache_pair_heldout4.jsonl", "cache_pair_heldout5.jsonl",
+     "dev", EARLIER + ("cache_pair_heldout3.jsonl", "cache_pair_heldout4.jsonl", "cache_pair_heldout5.jsonl",
                            "cache_pair_heldout6.jsonl", "cache_pair_heldout7.jsonl", "cache_pair_heldout8.jsonl",
                            "cache_pair_heldout9.jsonl")),
 ]

@@ -474,6 +474,17 @@ class QuestionFeatures:
     #: How a period bounds an event: "lead" (up to / at least / no later than N before: at the latest N ahead)
     #: or "within" (within / less than N of or before: closer than N).
     window: frozenset[str] = frozenset()
+    #: Asks about this very moment, wider than ``now``: also "today", "right away", "immediately".
+    moment: bool = False
+    #: Names a stretch of time ahead or a point near a deadline: "in the final month", "in the last two weeks",
+    #: "near the end", "closer to the date", "at the last minute".
+    ahead: bool = False
+    #: Its only count of one is a word ("one", "single"), not a digit or an ordinal: "one game", "a single lesson".
+    one_count: bool = False
+    #: Has the article "a" / "an" (a count of one in words that are no number).
+    article: bool = False
+    #: Weekdays named in the plural, a habit ("on Saturdays": d6).
+    weekday_habit: frozenset[str] = frozenset()
 
 
 def _stemmer() -> Any:
@@ -781,6 +792,19 @@ _WINDOW_LEAD = re.compile(r"\b(?:up\s+to|at\s+least|no\s+later\s+than|not\s+late
 _WINDOW_WITHIN = re.compile(r"\b(?:within|less\s+than|inside)\s+(?:[\w-]+\s+){1,3}?(?:of|before|prior\s+to)\b")
 
 
+#: A stretch of time ahead or a point near a deadline (against this very moment: "cancel now" / "cancel in the
+#: final month").
+_AHEAD = re.compile(
+    r"\b(?:in|during|within|inside|over|for)\s+the\s+(?:last|final|closing|first|opening)\s+(?:[\w-]+\s+){0,2}?"
+    r"(?:days?|weeks?|months?|years?|hours?|fortnight|minutes?)\b"
+    r"|\b(?:near|nearer|towards?|close\s+to|closer\s+to|nearer\s+to|right\s+before|just\s+before|shortly\s+before)"
+    r"\s+(?:the\s+)?(?:end|date|day|time|deadline|start|event|departure|wedding|booking)\b"
+    r"|\blast[\s-]minute\b")
+#: This very moment: "now" (after _PHRASES: "right now", "at the moment"), "today", "immediately" ...
+_MOMENT = frozenset({"now", "today", "immediately", "currently", "presently", "instantly"})
+_MOMENT_PHRASE = re.compile(r"\b(?:right|straight)\s+away\b|\bat\s+once\b")
+
+
 def _window(low: str) -> set[str]:
     """"up to a week before arrival" (lead: at the latest a week ahead) against "within a week of arrival"
     (closer than a week)."""
@@ -925,7 +949,12 @@ def analyse(text: str, stemmer: Any | None = None) -> QuestionFeatures:
         prev_number = is_number or (prev_number and w in ("-", "a", "per"))
     flush_run()
     month_days = set()
+    weekday_habit: set[str] = set()
     for i, w in enumerate(words):
+        if len(w) > 4 and w.endswith("s") and w[:-1] in _WEEKDAYS:  # "on Saturdays": the same day, as a habit
+            month_days.add(f"d{_WEEKDAYS[w[:-1]]}")
+            weekday_habit.add(f"d{_WEEKDAYS[w[:-1]]}")
+            continue
         if w in _MONTHS and (w != "may" or _near_number(words, i)) and (w != "march" or True):
             month_days.add(f"m{_MONTHS[w]}")
         elif w in _WEEKDAYS and not (w in ("sun", "sat", "wed") and not _near_number(words, i)):
@@ -983,6 +1012,10 @@ def analyse(text: str, stemmer: Any | None = None) -> QuestionFeatures:
         antonyms=_antonym_signs(low), person=("i" in words or "me" in words or "my" in words or "mine" in words
                                               or "myself" in words, "you" in words or "your" in words),
         deixis=frozenset(_deixis(low)), window=frozenset(_window(low)),
+        moment=any(w in _MOMENT for w in words) or bool(_MOMENT_PHRASE.search(low)),
+        ahead=bool(_AHEAD.search(low)),
+        one_count="1" in numbers and not any(w in ("1", "first", "1st") for w in words),
+        article=any(w in ("a", "an") for w in words), weekday_habit=frozenset(weekday_habit),
     )
 
 
@@ -1018,7 +1051,7 @@ def _entities(raw: str) -> set[str]:
         word = tok.rstrip(".").lower().replace("’", "'")
         word = word[:-2] if word.endswith("'s") else word
         if (not start and tok[0].isupper() and word not in _CAPITAL_SKIP and word not in _MONTHS
-                and word not in _WEEKDAYS) or (re.search(r"\d", tok) and re.search(r"[A-Za-z]", tok)
+                and word not in _WEEKDAYS and word[:-1] not in _WEEKDAYS) or (re.search(r"\d", tok) and re.search(r"[A-Za-z]", tok)
                                                  and not re.fullmatch(r"\d+(st|nd|rd|th)", word)):
             out.add(word)
         start = False
@@ -1031,11 +1064,11 @@ def guard(q: QuestionFeatures, c: QuestionFeatures, cosine: float | None = None)
     :data:`SYNONYM_COSINE` or above."""
     if q.identifiers != c.identifiers:
         return "identifier"
-    if q.dates != c.dates:
+    if _dates(q, c) != _dates(c, q) or _habit_against_one_day(q, c) or _habit_against_one_day(c, q):
         return "date"
     if q.times != c.times:
         return "time"
-    if q.numbers != c.numbers:
+    if _counts(q, c) != _counts(c, q):
         return "number"
     if q.units != c.units and q.units and c.units:
         return "unit"
@@ -1070,6 +1103,10 @@ def guard(q: QuestionFeatures, c: QuestionFeatures, cosine: float | None = None)
         return "temporal"
     ops = ops if ops is not None else _opcodes(q, c)
     if _aux_swap(ops, q, c):  # "when did it end" / "when does it end"
+        return "temporal"
+    if _moment_ahead(q, c) or _moment_ahead(c, q):  # "cancel now" / "cancel in the final month"
+        return "temporal"
+    if _boundary_at(ops, q, c):  # "before the booking day" / "on the booking day"
         return "temporal"
     if _deixis_differs(q, c):  # "next Wednesday" / "this Wednesday" (checked after the rules above, which
         return "date"  # read "last month" / "next month" already)
@@ -1136,6 +1173,64 @@ def _perfect(tokens: tuple[str, ...], at: int) -> bool:
             for w in tokens[j + 1:j + 5]:
                 if w == "been" or (w.isalpha() and re.search(r"(?:ed|en|wn|ne|t)$", w) and _verb_lemma(w) != w):
                     return True
+    return False
+
+
+def _counts(q: QuestionFeatures, c: QuestionFeatures) -> frozenset[str]:
+    """``q``'s numbers, less a count of one said in words ("one", "single") where ``c`` says it with "a" / "an" or
+    in words too: "one game" / "a game", "a single lesson" / "a lesson" are no other number."""
+    if q.one_count and (c.article or c.one_count):
+        return q.numbers - {"1"}
+    return q.numbers
+
+
+def _dates(q: QuestionFeatures, c: QuestionFeatures) -> frozenset[str]:
+    """``q``'s dates, less the weekdays it names in the plural ("on Saturdays") where ``c`` names no weekday at all
+    ("at the weekend" / "saturdays and sundays": a habit against no day, as before plurals were read)."""
+    if q.weekday_habit and not any(d.startswith("d") for d in c.dates):
+        return q.dates - q.weekday_habit
+    return q.dates
+
+
+def _habit_against_one_day(q: QuestionFeatures, c: QuestionFeatures) -> bool:
+    """``q`` names a weekday as a habit ("on Saturdays"), ``c`` one particular such day ("this / next Saturday")."""
+    days = {d.split(":")[1] for d in c.deixis}
+    return any(d in days and d not in c.weekday_habit for d in q.weekday_habit)
+
+
+def _moment_ahead(q: QuestionFeatures, c: QuestionFeatures) -> bool:
+    """``q`` asks about this very moment ("now", "today", "right away"), ``c`` about a stretch of time ahead or a
+    point near a deadline ("in the final month", "closer to the date", "at the last minute")."""
+    return q.moment and not c.moment and c.ahead and not q.ahead
+
+
+#: Prepositions that put an event at a time (at, on or during it) — against a boundary of it (before, after,
+#: until), around the same anchor, another time: "before the booking day" / "on the booking day".
+_AT_PREPS = frozenset({"on", "at", "during", "in", "upon", "throughout", "on-the-day"})
+_STRICT_BOUNDARY = {"before": "before", "prior": "before", "after": "after", "until": "until", "till": "until",
+                    "til": "until"}
+_BOUNDARY_FILLER = frozenset(_STOP | {"day", "of", "to"} | _AT_PREPS | set(_STRICT_BOUNDARY))
+
+
+def _boundary_at(ops: list[tuple[str, int, int, int, int]], q: QuestionFeatures, c: QuestionFeatures) -> bool:
+    """One time preposition swapped for another of another kind right before the same anchor: "before" / "on"
+    ("before the booking day" / "on the booking day", "before the event" / "on the day of the event"), "after" /
+    "during", "until" / "at" — the swapped spans hold nothing but prepositions, determiners and "the day of"."""
+    def kinds(words: tuple[str, ...]) -> set[str]:
+        return ({_STRICT_BOUNDARY[w] for w in words if w in _STRICT_BOUNDARY}
+                | ({"at"} if any(w in _AT_PREPS for w in words) else set()))
+
+    for k, (op, i1, i2, j1, j2) in enumerate(ops):
+        if op != "replace" or i2 - i1 > 4 or j2 - j1 > 4 or k + 1 >= len(ops) or ops[k + 1][0] != "equal":
+            continue
+        x, y = q.tokens[i1:i2], c.tokens[j1:j2]
+        if not all(w in _BOUNDARY_FILLER for w in x + y):
+            continue
+        if not any(w not in _STOP for w in q.tokens[ops[k + 1][1]:ops[k + 1][2]]):
+            continue  # no shared anchor after the swap
+        kx, ky = kinds(x), kinds(y)
+        if len(kx) == 1 and len(ky) == 1 and kx != ky and "at" in kx | ky:
+            return True
     return False
 
 
@@ -1469,7 +1564,8 @@ def _lemmas(word: str) -> frozenset[str]:
     """The word and its lemmas of every part of speech (lemminflect's tables): "booked" -> book."""
     from lemminflect import getAllLemmas
 
-    return frozenset({word}).union(*getAllLemmas(word).values())
+    plural_day = {word[:-1]} if word.endswith("s") and word[:-1] in _WEEKDAYS else set()  # not in its tables
+    return frozenset({word} | plural_day).union(*getAllLemmas(word).values())
 
 
 def _common_synonym(left: list[str], right: list[str], q: QuestionFeatures, c: QuestionFeatures) -> bool:
@@ -1555,8 +1651,19 @@ def _swaps(q: QuestionFeatures, c: QuestionFeatures) -> int:
     return n
 
 
+#: A hyphen after these changes the word ("re-sign" / "resign", "co-op" / "coop"): never a mere spelling.
+_MEANING_HYPHEN = re.compile(r"\b(?:re|co)-")
+
+
 def _same_text(a: str, b: str) -> bool:
-    return " ".join(a.lower().split()).rstrip("?.! ") == " ".join(b.lower().split()).rstrip("?.! ")
+    """The same question: case, spacing and end punctuation aside — or one word written with a hyphen, a space or
+    as one ("Ray-Ban" / "Rayban", "day-of" / "day of"), not after a prefix the hyphen changes ("re-sign")."""
+    a, b = " ".join(a.lower().split()).rstrip("?.! "), " ".join(b.lower().split()).rstrip("?.! ")
+    if a == b:
+        return True
+    if _MEANING_HYPHEN.search(a) or _MEANING_HYPHEN.search(b):
+        return False
+    return re.sub(r"[\s-]+", "", a) == re.sub(r"[\s-]+", "", b)
 
 
 class Verifier:
