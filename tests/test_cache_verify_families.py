@@ -701,7 +701,11 @@ TRAPS10 = [
     ("Can I swap my cooking class right away?", "Can I swap my cooking class at the last minute?", "temporal"),
     # a weekday as a habit against one such day; a count of one against another count
     ("Is the climbing gym open on Saturdays?", "Is the climbing gym open this Saturday?", "date"),
-    ("Can I bring one guest to the climbing gym?", "Can I bring two guests to the climbing gym?", "number"),
+    ("Can I bring one guest to the climbing gym?", "Can I bring two guests to the climbing gym?", "number"),    # done against only booked
+    ("Has my boiler service been done?", "Is my boiler service booked?", "temporal"),
+    ("Has the chimney sweep been carried out?", "Has the chimney sweep been scheduled?", "temporal"),    # waiting until an event is after it, against before it
+    ("Can the dog groomer start before I get back?", "Can the dog groomer wait until I'm back to start?",
+     "comparative"),
 ]
 # the same preposition or the same kind of time on both sides; "one" / "a" and "Saturdays" / "a Saturday" as one
 # count and one day; one word hyphenated, spaced or written as one
@@ -718,7 +722,8 @@ SAME10 = [
     ("What time does the climbing gym open on Saturdays?", "What time does the climbing gym open on a Saturday?"),
     ("Can I bring one guest to the climbing gym?", "Can I bring a guest to the climbing gym?"),
     ("Is there Wi-Fi in the departure lounge?", "Is there WiFi in the departure lounge?"),
-    ("Can I book a drop-in yoga session?", "Can I book a drop in yoga session?"),
+    ("Can I book a drop-in yoga session?", "Can I book a drop in yoga session?"),    ("Has my boiler service been booked?", "Is my boiler service booked?"),
+    ("Has my boiler service been done?", "Is my boiler service done yet?"),    ("Can the dog groomer wait until I'm back to start?", "Can the dog groomer wait till I am back to start?"),
 ]
 
 def test_moments_stretches_ahead_plural_weekdays_and_spellings_are_read() -> None:
@@ -739,6 +744,10 @@ def test_moments_stretches_ahead_plural_weekdays_and_spellings_are_read() -> Non
     assert _same_text("a day-of package", "a day of package")
     assert not _same_text("Can I re-sign the lease?", "Can I resign the lease?")
     assert not _same_text("Can I book a room?", "Can I book a rooms?")
+    assert verifier_features("Has my bulky collection been done?").stage == {"done"}
+    assert verifier_features("Is the repair finished?").stage == {"done"}
+    assert verifier_features("Is my bulky collection booked?").stage == {"booked"}
+    assert verifier_features("Can the repair be done on Saturday?").stage == frozenset()
 
 
 def _lookups(embedder, tmp_path, stored: str, new: str, *, both_ways: bool):

@@ -384,6 +384,9 @@ _PHRASES = (  # multi-word lexicon entries, joined with '-' before lookup
     (re.compile(r"\b(?:late\s+)?at\s+night\b"), "at-night"), (re.compile(r"\baround\s+the\s+clock\b"),
                                                                    "around-the-clock"),
     (re.compile(r"\bon\s+the\s+day\b"), "on-the-day"),
+    # "can you wait until I'm home to start" is "after I'm home" (against "before I get home"); not in "how long
+    # do I wait until …" (a duration, "how long before …")
+    (re.compile(r"^(?!.*\bhow\s+long\b)(.*?)\bwait\s+(?:until|till|til)\b"), r"\1after"),
     # "once the recovery period is over": after it, not during it
     (re.compile(r"(?:\bonce|(?<=\w\s)(?:when|as\s+soon\s+as))\b(?=.*\b(?:(?:is|are|has|have|had)\s+(?:been\s+)?"
                 r"(?:over|finished|ended|done|completed|passed|expired|stopped|gone|worn\s+off|run\s+out|healed|"
@@ -485,6 +488,9 @@ class QuestionFeatures:
     article: bool = False
     #: Weekdays named in the plural, a habit ("on Saturdays": d6).
     weekday_habit: frozenset[str] = frozenset()
+    #: Asks whether a thing is done ("has it been done", "is it finished") / only booked ("is it booked",
+    #: "has it been scheduled"): "done", "booked".
+    stage: frozenset[str] = frozenset()
 
 
 def _stemmer() -> Any:
@@ -805,6 +811,15 @@ _MOMENT = frozenset({"now", "today", "immediately", "currently", "presently", "i
 _MOMENT_PHRASE = re.compile(r"\b(?:right|straight)\s+away\b|\bat\s+once\b")
 
 
+#: Done: a perfect or a state of completion ("has my collection been done", "was it carried out", "is it finished").
+_DONE = re.compile(r"\b(?:has|have|had|was|were)\s+(?:[\w']+\s+){0,3}?(?:been\s+|already\s+)?(?:done|completed|"
+                   r"finished|carried\s+out|happened|taken\s+place|gone\s+ahead)\b"
+                   r"|\b(?:is|are)\s+(?:[\w']+\s+){0,3}?(?:already\s+)?(?:done|completed|complete|finished)\b")
+#: Only booked: a state of being scheduled ("is my collection booked", "has it been scheduled").
+_BOOKED = re.compile(r"\b(?:is|are|has|have|was|were)\s+(?:[\w']+\s+){0,3}?(?:been\s+|already\s+)?(?:booked|"
+                     r"scheduled|arranged|planned|lined\s+up|in\s+the\s+diary)\b")
+
+
 def _window(low: str) -> set[str]:
     """"up to a week before arrival" (lead: at the latest a week ahead) against "within a week of arrival"
     (closer than a week)."""
@@ -1016,6 +1031,7 @@ def analyse(text: str, stemmer: Any | None = None) -> QuestionFeatures:
         ahead=bool(_AHEAD.search(low)),
         one_count="1" in numbers and not any(w in ("1", "first", "1st") for w in words),
         article=any(w in ("a", "an") for w in words), weekday_habit=frozenset(weekday_habit),
+        stage=frozenset(({"done"} if _DONE.search(low) else set()) | ({"booked"} if _BOOKED.search(low) else set())),
     )
 
 
@@ -1107,6 +1123,8 @@ def guard(q: QuestionFeatures, c: QuestionFeatures, cosine: float | None = None)
     if _moment_ahead(q, c) or _moment_ahead(c, q):  # "cancel now" / "cancel in the final month"
         return "temporal"
     if _boundary_at(ops, q, c):  # "before the booking day" / "on the booking day"
+        return "temporal"
+    if len(q.stage) == 1 and len(c.stage) == 1 and q.stage != c.stage:  # "has it been done" / "is it booked"
         return "temporal"
     if _deixis_differs(q, c):  # "next Wednesday" / "this Wednesday" (checked after the rules above, which
         return "date"  # read "last month" / "next month" already)
