@@ -701,14 +701,26 @@ TRAPS10 = [
     ("Can I swap my cooking class right away?", "Can I swap my cooking class at the last minute?", "temporal"),
     # a weekday as a habit against one such day; a count of one against another count
     ("Is the climbing gym open on Saturdays?", "Is the climbing gym open this Saturday?", "date"),
-    ("Can I bring one guest to the climbing gym?", "Can I bring two guests to the climbing gym?", "number"),    # done against only booked
+    ("Can I bring one guest to the climbing gym?", "Can I bring two guests to the climbing gym?", "number"),
+    # done against only booked
     ("Has my boiler service been done?", "Is my boiler service booked?", "temporal"),
-    ("Has the chimney sweep been carried out?", "Has the chimney sweep been scheduled?", "temporal"),    # waiting until an event is after it, against before it
+    ("Has the chimney sweep been carried out?", "Has the chimney sweep been scheduled?", "temporal"),
+    # waiting until an event is after it, against before it
     ("Can the dog groomer start before I get back?", "Can the dog groomer wait until I'm back to start?",
      "comparative"),
+    # a point within a period: its start, its middle, its end
+    ("Can I join the community choir mid-season?", "Can I join the community choir at the start of the season?",
+     "temporal"),
+    ("Can I return the hired drill at the end of the hire?", "Can I return the hired drill halfway through the hire?",
+     "temporal"),
+    # free against paid, as the manner of getting it
+    ("Can I bring a friend to my yoga class for free?", "Can I bring a friend to my yoga class for a fee?",
+     "polarity"),
+    ("Can I store my bike at the climbing gym for free?", "Can I store my bike at the climbing gym for a small fee?",
+     "polarity"),
 ]
-# the same preposition or the same kind of time on both sides; "one" / "a" and "Saturdays" / "a Saturday" as one
-# count and one day; one word hyphenated, spaced or written as one
+# the same preposition, the same kind of time, the same stage or the same price on both sides; "one" / "a" and
+# "Saturdays" / "a Saturday" as one count and one day; one word hyphenated, spaced or written as one
 SAME10 = [
     ("Can I change my airline seat at check-in?", "Is it possible to change my airline seat at check-in?"),
     ("Can I bring a guest to the climbing gym on Sundays?", "Can I bring a guest to the climbing gym on Sunday?"),
@@ -722,9 +734,16 @@ SAME10 = [
     ("What time does the climbing gym open on Saturdays?", "What time does the climbing gym open on a Saturday?"),
     ("Can I bring one guest to the climbing gym?", "Can I bring a guest to the climbing gym?"),
     ("Is there Wi-Fi in the departure lounge?", "Is there WiFi in the departure lounge?"),
-    ("Can I book a drop-in yoga session?", "Can I book a drop in yoga session?"),    ("Has my boiler service been booked?", "Is my boiler service booked?"),
-    ("Has my boiler service been done?", "Is my boiler service done yet?"),    ("Can the dog groomer wait until I'm back to start?", "Can the dog groomer wait till I am back to start?"),
+    ("Can I book a drop-in yoga session?", "Can I book a drop in yoga session?"),
+    ("Has my boiler service been booked?", "Is my boiler service booked?"),
+    ("Has my boiler service been done?", "Is my boiler service done yet?"),
+    ("Can the dog groomer wait until I'm back to start?", "Can the dog groomer wait till I am back to start?"),
+    ("Can I join the community choir mid-season?", "Is it possible to join the community choir mid-season?"),
+    ("Can I bring a friend to my yoga class for free?", "Can I bring a friend to my yoga class free of charge?"),
+    # "is there a charge" / "is it free" is one yes / no question (our train split labels it so)
+    ("Does the climbing gym charge for bike storage?", "Is bike storage free at the climbing gym?"),
 ]
+
 
 def test_moments_stretches_ahead_plural_weekdays_and_spellings_are_read() -> None:
     from costline.serving.cache.verify import _same_text
@@ -748,6 +767,14 @@ def test_moments_stretches_ahead_plural_weekdays_and_spellings_are_read() -> Non
     assert verifier_features("Is the repair finished?").stage == {"done"}
     assert verifier_features("Is my bulky collection booked?").stage == {"booked"}
     assert verifier_features("Can the repair be done on Saturday?").stage == frozenset()
+    assert verifier_features("Can I join mid-season?").position == {"middle"}
+    assert verifier_features("Can I return it halfway through the hire?").position == {"middle"}
+    assert verifier_features("Can I join at the start of the season?").position == {"start"}
+    assert verifier_features("Can I return it at the end of the hire?").position == {"end"}
+    assert verifier_features("When does the season start?").position == frozenset()
+    assert verifier_features("Can kids ski for free?").price == {"free"}
+    assert verifier_features("Can kids ski for a small fee?").price == {"paid"}
+    assert verifier_features("Is skiing free for kids?").price == frozenset()
 
 
 def _lookups(embedder, tmp_path, stored: str, new: str, *, both_ways: bool):

@@ -491,6 +491,11 @@ class QuestionFeatures:
     #: Asks whether a thing is done ("has it been done", "is it finished") / only booked ("is it booked",
     #: "has it been scheduled"): "done", "booked".
     stage: frozenset[str] = frozenset()
+    #: Where in a period it asks about: "start" ("at the start of the season"), "middle" ("mid-season", "halfway
+    #: through the hire"), "end" ("at the end of the hire").
+    position: frozenset[str] = frozenset()
+    #: Asks about a thing "for free" / "at no cost" ("free") or "for a fee" / "at a cost" ("paid").
+    price: frozenset[str] = frozenset()
 
 
 def _stemmer() -> Any:
@@ -820,6 +825,25 @@ _BOOKED = re.compile(r"\b(?:is|are|has|have|was|were)\s+(?:[\w']+\s+){0,3}?(?:be
                      r"scheduled|arranged|planned|lined\s+up|in\s+the\s+diary)\b")
 
 
+#: A point within a period: its start, its middle or its end.
+_POSITION = (
+    (re.compile(r"\b(?:at|from|by|near|towards?|before|after|until|till|in)\s+the\s+(?:very\s+)?(?:start|beginning|"
+                r"outset)\s+of\b"), "start"),
+    (re.compile(r"\bmid-?(?:way|season|term|month|year|week|course|contract|trip|stay|flight|session|cycle|"
+                r"semester|holiday|booking|hire|rental|tenancy|subscription)\b|\b(?:halfway|half-way|partway|"
+                r"part-way|midway)\s+(?:through|into)\b|\bin\s+the\s+middle\s+of\b"), "middle"),
+    (re.compile(r"\b(?:at|by|near|towards?|before|after|until|till|from)\s+the\s+(?:very\s+)?end\s+of\b"), "end"),
+)
+
+
+#: Free against paid, said as a manner of getting it ("bring a friend for free" / "for a fee"); "is there a charge
+#: for" / "is it free" is left alone (a yes / no question whose answer covers both: our train split labels
+#: "does the hotel charge for parking" / "is parking free at the hotel" the same answer).
+_FREE = re.compile(r"\bfor\s+free\b|\bfree\s+of\s+charge\b|\bat\s+no\s+(?:extra\s+|additional\s+)?(?:cost|charge)\b"
+                   r"|\bfor\s+nothing\b|\bwithout\s+(?:paying|charge)\b")
+_PAID = re.compile(r"\b(?:for|at)\s+an?\s+(?:small\s+|extra\s+|additional\s+|added\s+)?(?:fee|charge|price|cost)\b")
+
+
 def _window(low: str) -> set[str]:
     """"up to a week before arrival" (lead: at the latest a week ahead) against "within a week of arrival"
     (closer than a week)."""
@@ -1032,6 +1056,8 @@ def analyse(text: str, stemmer: Any | None = None) -> QuestionFeatures:
         one_count="1" in numbers and not any(w in ("1", "first", "1st") for w in words),
         article=any(w in ("a", "an") for w in words), weekday_habit=frozenset(weekday_habit),
         stage=frozenset(({"done"} if _DONE.search(low) else set()) | ({"booked"} if _BOOKED.search(low) else set())),
+        position=frozenset(name for pattern, name in _POSITION if pattern.search(low)),
+        price=frozenset(({"free"} if _FREE.search(low) else set()) | ({"paid"} if _PAID.search(low) else set())),
     )
 
 
@@ -1066,9 +1092,9 @@ def _entities(raw: str) -> set[str]:
             continue
         word = tok.rstrip(".").lower().replace("’", "'")
         word = word[:-2] if word.endswith("'s") else word
-        if (not start and tok[0].isupper() and word not in _CAPITAL_SKIP and word not in _MONTHS
-                and word not in _WEEKDAYS and word[:-1] not in _WEEKDAYS) or (re.search(r"\d", tok) and re.search(r"[A-Za-z]", tok)
-                                                 and not re.fullmatch(r"\d+(st|nd|rd|th)", word)):
+        calendar = word in _MONTHS or word in _WEEKDAYS or word[:-1] in _WEEKDAYS  # "Saturdays" too
+        if (not start and tok[0].isupper() and word not in _CAPITAL_SKIP and not calendar) or (
+                re.search(r"\d", tok) and re.search(r"[A-Za-z]", tok) and not re.fullmatch(r"\d+(st|nd|rd|th)", word)):
             out.add(word)
         start = False
     return out
@@ -1090,7 +1116,8 @@ def guard(q: QuestionFeatures, c: QuestionFeatures, cosine: float | None = None)
         return "unit"
     if q.negations != c.negations:
         return "negation"
-    if _opposite(q.polarity, c.polarity) or _reversal(q, c) or _reversal(c, q) or _particle_reversal(q, c):
+    if (_opposite(q.polarity, c.polarity) or _reversal(q, c) or _reversal(c, q) or _particle_reversal(q, c)
+            or (len(q.price) == 1 and len(c.price) == 1 and q.price != c.price)):  # "for free" / "for a fee"
         return "polarity"
     if (_prefix_negation(q, c) or _prefix_negation(c, q) or _prohibits(q, c) or _prohibits(c, q)
             or _modal_inversion(q, c)):
@@ -1125,6 +1152,8 @@ def guard(q: QuestionFeatures, c: QuestionFeatures, cosine: float | None = None)
     if _boundary_at(ops, q, c):  # "before the booking day" / "on the booking day"
         return "temporal"
     if len(q.stage) == 1 and len(c.stage) == 1 and q.stage != c.stage:  # "has it been done" / "is it booked"
+        return "temporal"
+    if len(q.position) == 1 and len(c.position) == 1 and q.position != c.position:  # "mid-season" / "at the start"
         return "temporal"
     if _deixis_differs(q, c):  # "next Wednesday" / "this Wednesday" (checked after the rules above, which
         return "date"  # read "last month" / "next month" already)
