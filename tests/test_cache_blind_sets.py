@@ -47,6 +47,16 @@ SETS = [
      "dev", EARLIER + ("cache_pair_heldout3.jsonl", "cache_pair_heldout4.jsonl", "cache_pair_heldout5.jsonl",
                            "cache_pair_heldout6.jsonl", "cache_pair_heldout7.jsonl", "cache_pair_heldout8.jsonl",
                            "cache_pair_heldout9.jsonl")),
+    ("cache_pair_heldout11.jsonl",
+     {"self_storage", "spa", "pottery", "tutoring", "photography", "tailoring"},
+     "heldout", EARLIER + ("cache_pair_heldout3.jsonl", "cache_pair_heldout4.jsonl", "cache_pair_heldout5.jsonl",
+                           "cache_pair_heldout6.jsonl", "cache_pair_heldout7.jsonl", "cache_pair_heldout8.jsonl",
+                           "cache_pair_heldout9.jsonl", "cache_pair_heldout10.jsonl")),
+    ("cache_pair_heldout12.jsonl",
+     {"catering", "pest_control", "recording_studio", "horse_riding", "golf_course", "locksmith"},
+     "heldout", EARLIER + ("cache_pair_heldout3.jsonl", "cache_pair_heldout4.jsonl", "cache_pair_heldout5.jsonl",
+                           "cache_pair_heldout6.jsonl", "cache_pair_heldout7.jsonl", "cache_pair_heldout8.jsonl",
+                           "cache_pair_heldout9.jsonl", "cache_pair_heldout10.jsonl", "cache_pair_heldout11.jsonl")),
 ]
 blind_sets = pytest.mark.parametrize(("name", "domains", "split", "earlier"), SETS, ids=[s[0] for s in SETS])
 
