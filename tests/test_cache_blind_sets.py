@@ -1,5 +1,5 @@
 """The pair sets written blind — without reading the guards, the admission model, their tuning or any
-other pair file's text — one per freeze of the cache's verification stage (docs/cache.md, the protocol):
+other pair file's text — one per freeze of the cache's verification stage (docs/cache-heldout.md, the protocol):
 each set's shape, and that it is other data than every pair file before it (six domains used nowhere
 else, no question shared). A set run once after a freeze is seen, and its rows say so (split "dev")."""
 
