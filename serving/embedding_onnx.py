@@ -21,7 +21,11 @@ pair set's test split (bench/embed.py, 250 pairs) it moved the threshold-mode fa
 issue's tolerance is 0.5). Its vectors also depend on the batch a query lands in (dynamic
 quantisation scales activations per batch), so micro-batching would make a query's cache
 decision depend on its neighbours. Quantising fewer layers still moved one rate by 0.6 to 1.3
-points. bench/embed.py keeps measuring it beside fp32, so a better quantisation can earn its place.
+points. Static int8 (quantize_static, QDQ, scales calibrated on the pair set's train split) is
+batch-invariant but moved decisions more still, and where it kept them closer it saved too little
+CPU (docs/serving.md, "Static int8"). bench/embed.py keeps measuring both beside fp32
+(``--static-int8``), so a better quantisation can earn its place; ``OnnxEmbedder(onnx_file=...)``
+runs such a candidate file.
 
 Concurrent small encodes (one query per request) go through a :class:`MicroBatcher`: a bounded
 queue drained by one background thread that waits at most ``batch_wait_ms`` for more queries,
@@ -108,8 +112,9 @@ def validate_embedder_config(config: CacheConfig) -> None:
         return ConfigError(f"[serving.cache] {key}", problem)
 
     if config.embedder == "onnx-int8":
-        raise bad("embedder", "onnx-int8 is not offered: int8 moved the cache's false-hit rate or recall by more "
-                              "than 0.5 points on the labelled pair set's test split (bench/embed.py); use \"onnx\"")
+        raise bad("embedder", "onnx-int8 is not offered: int8 (dynamic, or static with calibrated scales) moved the "
+                              "cache's false-hit rate or recall by more than 0.5 points on the labelled pair sets "
+                              "(bench/embed.py, docs/serving.md); use \"onnx\"")
     if config.embedder not in EMBEDDERS:
         raise bad("embedder", f"must be one of {', '.join(EMBEDDERS)}; got {config.embedder!r}")
     wait = config.embed_batch_wait_ms
@@ -440,7 +445,10 @@ class OnnxEmbedder(Embedder):
 
     ``threads`` sets ONNX Runtime's intra-op threads for this session only (None:
     :data:`DEFAULT_THREADS`, i.e. 1); idle threads never spin.
-    ``quantize`` uses the int8 export (for measuring it: its vectors are outside the cache's tolerance). ``batch_wait_ms``/``max_batch``/``queue_size`` configure
+    ``quantize`` uses the int8 export (for measuring it: its vectors are outside the cache's tolerance).
+    ``onnx_file`` runs that ONNX file instead of an export (same inputs and output as
+    :func:`export_onnx`'s; for measuring candidates such as bench/embed.py's static int8 ones).
+    ``batch_wait_ms``/``max_batch``/``queue_size`` configure
     the micro-batcher that encodes of at most ``max_batch`` texts go through; ``batch_wait_ms=None``
     turns micro-batching off (every encode runs in its caller's thread).
     """
@@ -457,9 +465,11 @@ class OnnxEmbedder(Embedder):
         batch_wait_ms: float | None = 2.0,
         max_batch: int = 32,
         queue_size: int = 1024,
+        onnx_file: str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__(model_path, threads=threads, batch_size=batch_size, memo_size=memo_size)
         self.quantize = quantize
+        self.onnx_file = Path(onnx_file) if onnx_file is not None else None
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else None
         self._batcher: MicroBatcher | None = None
         if batch_wait_ms is not None:
@@ -468,7 +478,9 @@ class OnnxEmbedder(Embedder):
 
     @property
     def runtime(self) -> str:
-        """``"onnx"`` or ``"onnx-int8"``."""
+        """``"onnx"``, ``"onnx-int8"``, or ``"onnx-file"`` (``onnx_file`` given)."""
+        if self.onnx_file is not None:
+            return "onnx-file"
         return "onnx-int8" if self.quantize else "onnx"
 
     @property
@@ -525,7 +537,12 @@ class OnnxEmbedder(Embedder):
             from tokenizers import Tokenizer
         except ImportError as exc:
             raise MissingExtraError(exc.name or "onnxruntime") from None
-        onnx_file = export_onnx(path, quantize=self.quantize, cache_dir=self.cache_dir)
+        if self.onnx_file is None:
+            onnx_file = export_onnx(path, quantize=self.quantize, cache_dir=self.cache_dir)
+        elif self.onnx_file.is_file():
+            onnx_file = self.onnx_file
+        else:
+            raise EmbedderError(f"no ONNX file at {self.onnx_file}")
         tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
         tokenizer.no_padding()  # padded here, per batch, to its longest text
         tokenizer.enable_truncation(_max_seq_length(path))  # what sentence-transformers truncates to

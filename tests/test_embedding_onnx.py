@@ -133,6 +133,20 @@ def test_int8_export_is_a_separate_smaller_file(onnx_fp32):
     assert v.shape == (1, 384) and abs(float(np.linalg.norm(v)) - 1.0) < 1e-5
 
 
+def test_onnx_file_runs_that_file_instead_of_an_export(onnx_fp32, tmp_path):
+    """bench/embed.py's static int8 candidates run through onnx_file: the embedder runs exactly the
+    file it is given (a renamed copy of the fp32 export gives its vectors) and names a missing one."""
+    copy = tmp_path / "candidate.onnx"
+    copy.write_bytes(onnx_fp32.onnx_path.read_bytes())
+    e = OnnxEmbedder(threads=1, memo_size=0, onnx_file=copy, batch_wait_ms=None, cache_dir=tmp_path / "exports")
+    texts = TEXTS[:16]
+    assert e.onnx_path == copy and e.runtime == "onnx-file"
+    assert np.allclose(e.encode(texts), onnx_fp32.encode(texts), atol=1e-6)
+    assert not (tmp_path / "exports").exists()  # nothing exported
+    with pytest.raises(EmbedderError, match="no ONNX file at"):
+        OnnxEmbedder(onnx_file=tmp_path / "missing.onnx", batch_wait_ms=None).load()
+
+
 def test_concurrent_callers_each_get_their_own_vector(torch_vectors):
     texts = TEXTS[:48]
     # A long wait so the callers' queries really share batches (the result must not depend on it).
