@@ -816,6 +816,8 @@ SAME11 = [
     ("Can I wait while my tyres are changed?", "Can I wait whilst my tyres are changed?"),
     ("Do you lend mics for the quiz night?", "Do you lend microphones for the quiz night?"),
     ("Is a booking needed for the museum tour?", "Is a booking required for the museum tour?"),
+    ("Is there a car park at the football stadium?", "Is there a parking lot at the football stadium?"),
+    ("Can I take a pushchair on the city bus?", "Can I take a stroller on the city bus?"),
 ]
 
 
@@ -877,7 +879,8 @@ def _lookups(embedder, tmp_path, stored: str, new: str, *, both_ways: bool):
         yield cache.lookup_detail(second, tenant="t")
 
 
-# Each dev set's families (sets 3-12, seen; sets 11 and 12 as TRAPS11 / SAME11: dev sets now), on sentences of other domains than the set's:
+# Each dev set's families (sets 3-12, seen: dev sets now; sets 11 and 12 together as TRAPS11 / SAME11), on
+# sentences of other domains than the set's:
 # (stored, new, reason) through a real cache, the candidate found and rejected by its family's guard,
 # and the guard itself both ways; sets 5 on also through the cache both ways.
 FAMILY_TRAPS = [pytest.param(*t, k >= 5, id=f"set{k}-{i}")

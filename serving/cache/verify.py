@@ -1612,8 +1612,9 @@ def _uncovered(a: tuple[str, ...], b: tuple[str, ...]) -> list[str]:
 
 
 def _exclusive(tokens: tuple[str, ...]) -> bool:
-    """"only", or "just" before a determiner ("just the app")."""
-    return "only" in tokens or any(w == "just" and (n in _DETERMINERS or n == "for") for w, n in zip(tokens, tokens[1:]))
+    """"only", or "just" before a determiner or "for" ("just the app", "just for putting")."""
+    return "only" in tokens or any(w == "just" and (n in _DETERMINERS or n == "for")
+                                   for w, n in zip(tokens, tokens[1:]))
 
 
 def _added_party(tokens: tuple[str, ...]) -> bool:
