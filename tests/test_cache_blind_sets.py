@@ -57,6 +57,18 @@ SETS = [
      "dev", EARLIER + ("cache_pair_heldout3.jsonl", "cache_pair_heldout4.jsonl", "cache_pair_heldout5.jsonl",
                            "cache_pair_heldout6.jsonl", "cache_pair_heldout7.jsonl", "cache_pair_heldout8.jsonl",
                            "cache_pair_heldout9.jsonl", "cache_pair_heldout10.jsonl", "cache_pair_heldout11.jsonl")),
+    ("cache_pair_heldout13.jsonl",
+     {"swimming_lessons", "tattoo_studio", "camera_rental", "garden_centre", "translation", "ev_charging"},
+     "heldout", EARLIER + ("cache_pair_heldout3.jsonl", "cache_pair_heldout4.jsonl", "cache_pair_heldout5.jsonl",
+                           "cache_pair_heldout6.jsonl", "cache_pair_heldout7.jsonl", "cache_pair_heldout8.jsonl",
+                           "cache_pair_heldout9.jsonl", "cache_pair_heldout10.jsonl", "cache_pair_heldout11.jsonl",
+                           "cache_pair_heldout12.jsonl")),
+    ("cache_pair_heldout14.jsonl",
+     {"archery", "coach_hire", "farm_shop", "cooking_school", "ice_rink", "bookbinding"},
+     "heldout", EARLIER + ("cache_pair_heldout3.jsonl", "cache_pair_heldout4.jsonl", "cache_pair_heldout5.jsonl",
+                           "cache_pair_heldout6.jsonl", "cache_pair_heldout7.jsonl", "cache_pair_heldout8.jsonl",
+                           "cache_pair_heldout9.jsonl", "cache_pair_heldout10.jsonl", "cache_pair_heldout11.jsonl",
+                           "cache_pair_heldout12.jsonl", "cache_pair_heldout13.jsonl")),
 ]
 blind_sets = pytest.mark.parametrize(("name", "domains", "split", "earlier"), SETS, ids=[s[0] for s in SETS])
 
