@@ -92,6 +92,7 @@ __all__ = [
     "guard",
     "pair_features",
     "read_antonyms",
+    "read_synonyms",
 ]
 
 GUARD_REASONS = ("number", "identifier", "date", "time", "unit", "negation", "polarity", "entity", "scope",
@@ -414,6 +415,13 @@ _HABITUAL = frozenset({"usually", "normally", "typically", "generally", "often",
                        "overnight", "weekends", "holidays", "summer", "winter", "christmas", "night", "nights",
                        "evenings", "mornings", "at-night", "around-the-clock", "on-the-day", "always",
                        "per-day", "per-week", "per-month", "per-year", "seasonal", "seasonally"})
+#: A one-letter designator after a noun ("Studio A", "gate C", "Court B"): a capital letter other than "I", not
+#: followed by a word of its own ("Studio A is" still is one; "A" opening a clause after "." is not matched).
+_DESIGNATOR = re.compile(r"(?<![.!?]\s)\b([A-Za-z][a-z]{2,})\s+([A-HJ-Z])\b(?![’'.\w-])")
+#: The tier words a product name grows by ("Home Shield Plus", "Acme Pro"): capitalised, after a capitalised word.
+_TIER_WORDS = ("Plus", "Pro", "Premium", "Lite", "Light", "Basic", "Max", "Mini", "Ultra", "Standard", "Deluxe",
+               "Elite", "Gold", "Silver", "Platinum", "Bronze", "Advanced", "Essential", "Essentials", "Extra")
+_TIER = re.compile(r"\b([A-Z][\w&-]*)\s+(" + "|".join(_TIER_WORDS) + r")\b")
 _HYPHEN_PREFIX = re.compile(r"\b(de|un|dis)-(?=[a-z]{4,})")  # "de-authorise" is "deauthorise"
 
 
@@ -496,6 +504,13 @@ class QuestionFeatures:
     position: frozenset[str] = frozenset()
     #: Asks about a thing "for free" / "at no cost" ("free") or "for a fee" / "at a cost" ("paid").
     price: frozenset[str] = frozenset()
+    #: A wh-question: a wh-word among its first two words ("how can I pay", "and where do I park"); a wh-word later
+    #: on ("can I leave it where it is") is a clause, not the question's kind.
+    wh_lead: bool = False
+    #: One-letter designators of a named thing, "noun letter" ("Studio A" -> "studio a", "Gate C" -> "gate c").
+    designators: frozenset[str] = frozenset()
+    #: A name grown by a tier word, "name tier" ("Home Shield Plus" -> "shield plus", "Acme Pro" -> "acme pro").
+    tiers: frozenset[str] = frozenset()
 
 
 def _stemmer() -> Any:
@@ -592,7 +607,7 @@ def _negating_prefix(word: str) -> str | None:
 
 _OBLIGE_BEFORE_TO = frozenset({"have", "has", "need", "needs", "got", "ought", "supposed"})
 _OBLIGE_ALONE = frozenset({"must", "should", "mandatory", "required", "compulsory", "obligatory", "obliged"})
-_PERMIT = frozenset({"can", "could", "allowed", "permitted", "able", "ok", "okay"})
+_PERMIT = frozenset({"can", "could", "allowed", "permitted", "able", "ok", "okay", "acceptable", "optional"})
 #: Who may be "free to" do something ("are we free to play music"; "are the showers free to use" is a price).
 _PERSONS = frozenset({"i", "we", "you", "they", "he", "she"})
 #: A question's own modal comes first: "must we", "do I have to", "can members", "are we free to" (a modal later
@@ -605,7 +620,10 @@ def _modality(words: list[str], first: int | None = None) -> set[str]:
     out: set[str] = set()
     for i, w in enumerate(words[:first]):
         nxt = words[i + 1] if i + 1 < len(words) else ""
-        if w in _OBLIGE_ALONE or (w in _OBLIGE_BEFORE_TO and nxt == "to"):
+        if (w in _OBLIGE_ALONE or (w in _OBLIGE_BEFORE_TO and nxt == "to")
+                # "do I need a helmet" / "is a helmet optional" (the whole question's modality only: as a
+                # question's own lead, "do I need an appointment" / "can I just walk in" is one question)
+                or (first is None and w in ("need", "needs") and nxt in ("a", "an"))):
             out.add("oblige")
         elif (w in _PERMIT or (w == "may" and nxt in ("i", "we", "you", "they", "he", "she", "it"))
               or (w == "free" and nxt == "to" and i > 0 and words[i - 1] in _PERSONS)):
@@ -897,6 +915,40 @@ def _antonym_opposite(q: QuestionFeatures, c: QuestionFeatures) -> bool:
                and (g not in converse or q.person == c.person) for g in ga.keys() & gb.keys())
 
 
+@functools.lru_cache(maxsize=1)
+def _synonym_lexicon() -> tuple[tuple[re.Pattern[str], str], ...]:
+    """data/synonyms.txt: (pattern of a group's other forms, the form read first) per group."""
+    from pathlib import Path
+
+    return read_synonyms(Path(__file__).resolve().parent / "data" / "synonyms.txt")
+
+
+def read_synonyms(path: Any) -> tuple[tuple[re.Pattern[str], str], ...]:
+    """Parse a synonym lexicon file (the format of data/synonyms.txt): one pattern per group, matching its other
+    forms as whole words (lower case); :class:`CacheError` naming the file and line for a malformed one."""
+    from costline.serving.errors import CacheError
+
+    out: list[tuple[re.Pattern[str], str]] = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        forms = [" ".join(f.lower().split()) for f in line.split(",")]
+        if len(forms) < 2 or not all(forms) or "|" in line:
+            raise CacheError(f"{path}:{n}: expected 'word, word[, word …]' (at least two), got {line!r}")
+        others = sorted(forms[1:], key=len, reverse=True)  # the longest form first: "wait list" before "wait"
+        out.append((re.compile(r"(?<![\w-])(?:" + "|".join(re.escape(f).replace(r"\ ", r"\s+") for f in others)
+                               + r")(?![\w-])"), forms[0]))
+    return tuple(out)
+
+
+def _same_words(low: str) -> str:
+    """``low`` with each synonym-lexicon form replaced by its group's first form ("whilst" -> "while")."""
+    for pattern, first in _synonym_lexicon():
+        low = pattern.sub(first, low)
+    return low
+
+
 def analyse(text: str, stemmer: Any | None = None) -> QuestionFeatures:
     """Parse one question for the guards (see the module docstring)."""
     from dateutil import parser as dateparser
@@ -907,7 +959,7 @@ def analyse(text: str, stemmer: Any | None = None) -> QuestionFeatures:
     low = raw.lower()
     for pattern, repl in _CONTRACTIONS:
         low = pattern.sub(repl, low)
-    low = _HYPHEN_PREFIX.sub(r"\1", low)
+    low = _same_words(_HYPHEN_PREFIX.sub(r"\1", low))  # one word for each synonym group: data/synonyms.txt
     dates: set[str] = set()
     times: set[str] = set()
     # clock times and numeric dates first: their digits are not free-standing numbers
@@ -1058,6 +1110,9 @@ def analyse(text: str, stemmer: Any | None = None) -> QuestionFeatures:
         stage=frozenset(({"done"} if _DONE.search(low) else set()) | ({"booked"} if _BOOKED.search(low) else set())),
         position=frozenset(name for pattern, name in _POSITION if pattern.search(low)),
         price=frozenset(({"free"} if _FREE.search(low) else set()) | ({"paid"} if _PAID.search(low) else set())),
+        wh_lead=any(w in _QWORDS for w in words[:2]),
+        designators=frozenset(f"{m.group(1).lower()} {m.group(2).lower()}" for m in _DESIGNATOR.finditer(raw)),
+        tiers=frozenset(f"{m.group(1).lower()} {m.group(2).lower()}" for m in _TIER.finditer(raw)),
     )
 
 
@@ -1122,7 +1177,7 @@ def guard(q: QuestionFeatures, c: QuestionFeatures, cosine: float | None = None)
     if (_prefix_negation(q, c) or _prefix_negation(c, q) or _prohibits(q, c) or _prohibits(c, q)
             or _modal_inversion(q, c)):
         return "negation"
-    if _entity_swap(q, c) or _rare_swap(q, c):
+    if _entity_swap(q, c) or _rare_swap(q, c) or _designator_swap(q, c) or _tier_grows(q, c) or _tier_grows(c, q):
         return "entity"
     ops: list[tuple[str, int, int, int, int]] | None = None
     if q.scope != c.scope:
@@ -1226,8 +1281,8 @@ def _perfect(tokens: tuple[str, ...], at: int) -> bool:
 def _counts(q: QuestionFeatures, c: QuestionFeatures) -> frozenset[str]:
     """``q``'s numbers, less a count of one said in words ("one", "single") where ``c`` says it with "a" / "an" or
     in words too: "one game" / "a game", "a single lesson" / "a lesson" are no other number."""
-    if q.one_count and (c.article or c.one_count):
-        return q.numbers - {"1"}
+    if q.one_count and (c.article or c.one_count) and c.numbers <= ({"1"} if c.one_count else frozenset()):
+        return q.numbers - {"1"}  # only when the other side has no number of its own ("a unit for 1 month" has)
     return q.numbers
 
 
@@ -1361,14 +1416,14 @@ def _prohibits(q: QuestionFeatures, c: QuestionFeatures) -> bool:
 
 
 _MODAL_WORDS = frozenset({"allow", "permit", "abl", "mandatori", "requir", "compulsori", "obligatori", "oblig",
-                          "suppos", "ought", "need", "must", "got"})
+                          "suppos", "ought", "need", "must", "got", "option", "accept"})
 
 
 def _modal_inversion(q: QuestionFeatures, c: QuestionFeatures) -> bool:
     """A yes / no question asking whether one may against whether one must, about the same thing:
     "Can I pay in cash?" / "Do I have to pay in cash?" (a wh-question, "how can I pay", is left alone), or in a
     rewrite, by the questions' own modals: "Must we keep noise down?" / "Are we free to play music?"."""
-    if q.qword or c.qword:
+    if q.wh_lead or c.wh_lead:
         return False
     if q.modality != c.modality and len(q.modality) == 1 and len(c.modality) == 1:
         if q.content - _MODAL_WORDS == c.content - _MODAL_WORDS:
@@ -1407,6 +1462,23 @@ def _entity_swap(q: QuestionFeatures, c: QuestionFeatures) -> bool:
     missing_q = {e for e in q.entities if not _mentions(c, e)}
     missing_c = {e for e in c.entities if not _mentions(q, e)}
     return bool(missing_q and missing_c)
+
+
+def _designator_swap(q: QuestionFeatures, c: QuestionFeatures) -> bool:
+    """The same noun with another one-letter designator: "Studio A" / "Studio B", "gate C" / "gate D"."""
+    mine = {d.split()[0]: d for d in q.designators}
+    return any(d.split()[0] in mine and mine[d.split()[0]] != d for d in c.designators)
+
+
+def _tier_grows(q: QuestionFeatures, c: QuestionFeatures) -> bool:
+    """A name with a tier word on one side, the same name without it on the other: "the Home Shield Plus plan" /
+    "the Home Shield plan" (another product; "Acme Pro" / "Acme Max" is an entity swap already)."""
+    low = c.text.lower()
+    for t in q.tiers - c.tiers:
+        name, tier = t.split()
+        if name in c.entities and not re.search(rf"\b{re.escape(name)}\s+{tier}\b", low):
+            return True
+    return False
 
 
 def _rare_swap(q: QuestionFeatures, c: QuestionFeatures) -> bool:
@@ -1540,8 +1612,14 @@ def _uncovered(a: tuple[str, ...], b: tuple[str, ...]) -> list[str]:
 
 
 def _exclusive(tokens: tuple[str, ...]) -> bool:
-    """"only", or "just" before a determiner ("just the app")."""
-    return "only" in tokens or any(w == "just" and n in _DETERMINERS for w, n in zip(tokens, tokens[1:]))
+    """"only", or "just" before a determiner or "for" ("just the app", "just for putting")."""
+    return "only" in tokens or any(w == "just" and (n in _DETERMINERS or n == "for")
+                                   for w, n in zip(tokens, tokens[1:]))
+
+
+def _added_party(tokens: tuple[str, ...]) -> bool:
+    """Ends in "as well" / "too": "does it cover my flatmates' items as well?"."""
+    return tokens[-2:] == ("as", "well") or tokens[-1:] == ("too",)
 
 
 def _additive(tokens: tuple[str, ...]) -> bool:
@@ -1573,6 +1651,12 @@ def _coverage(ops: list[tuple[str, int, int, int, int]], q: QuestionFeatures, c:
     if (_exclusive(a) and not _exclusive(b) and _additive(b)) or (_exclusive(b) and not _exclusive(a)
                                                                     and _additive(a)):
         return "scope"
+    # a second party added after the object: "my items" / "my flatmates' items as well", "sent to me" / "sent to
+    # the school as well" -- the added side says more, the other side nothing more
+    for side, other, own, rest in ((a, b, ua, ub), (b, a, ub, ua)):
+        if (own := [w for w in own if w not in ("as", "well", "too")]) and not rest and _added_party(side) \
+                and not _additive(other):
+            return "scope"
     changed = [op for op in ops if op[0] != "equal"]
     aligned = sum(i2 - i1 for op, i1, i2, _, _ in ops if op == "equal")
     if len(changed) > EDIT_SPANS or 2 * aligned < EDIT_RATIO * (len(a) + len(b)):
