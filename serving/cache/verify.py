@@ -236,12 +236,13 @@ _REVERSAL = ("withdraw", "withdrew", "withdrawn", "revoke", "rescind", "retract"
              "unlink", "disconnect", "suspend", "pause", "freeze", "refuse", "decline", "reject", "renounce",
              "unshare", "unfollow", "waive", "forfeit", "relinquish", "unblock", "halt", "object", "deny",
              "give-up", "give-back", "hand-back", "drop-out", "pull-out", "back-out", "call-off", "let-go",
-             "walk-away", "step-down", "sign-off", "log-off", "shut-down", "shut-off", "cut-off", "turn-down",
+             "walk-away", "step-down", "sign-off", "log-off", "shut-down", "shut-off", "close-down", "close-off", "cut-off",
+             "turn-down",
              # not doing it at all: "do I need to take the antibiotics" / "can I skip the antibiotics"
              "skip", "leave-out", "get-out", "omit", "forgo", "forego", "bypass")
 #: Reversal words that are also nouns ("hire a skip"): only a verb (not after a determiner) reverses.
 _VERB_ONLY_REVERSAL = frozenset({"skip"})
-_DETERMINERS = frozenset({"a", "an", "the", "my", "your", "our", "their", "his", "her", "this", "that", "each",
+_DETERMINERS = frozenset({"a", "an", "the", "my", "your", "our", "their", "his", "her", "this", "that", "each", "every",
                           "per", "one", "another", "any", "which"})
 #: "removal(s)" is also a house move (British): no reversal against a question about moving, unless it is the
 #: removal *of* something.
@@ -290,7 +291,8 @@ _PARTICLES = frozenset({"up", "back", "out", "off", "down", "in", "on", "away", 
 _PHRASAL = frozenset({
     "give-up", "give-back", "hand-back", "hand-in", "drop-out", "pull-out", "back-out", "move-out", "move-in",
     "call-off", "turn-down", "let-go", "walk-away", "step-down", "sign-up", "sign-on", "sign-off", "log-on",
-    "log-off", "take-up", "get-out", "hold-on", "keep-on", "stay-on", "shut-down", "shut-off", "cut-off",
+    "log-off", "take-up", "get-out", "hold-on", "keep-on", "stay-on", "shut-down", "shut-off", "close-down", "close-off",
+    "cut-off",
     "opt-out", "opt-in", "check-in", "check-out", "sign-in", "sign-out", "log-in", "log-out", "turn-on", "turn-off",
     "switch-on", "switch-off",
 })
@@ -482,8 +484,9 @@ class QuestionFeatures:
     person: tuple[bool, bool] = (False, False)
     #: A weekday, month or period after "this" / "next" / "last" ("next:d3" for "next Wednesday").
     deixis: frozenset[str] = frozenset()
-    #: How a period bounds an event: "lead" (up to / at least / no later than N before: at the latest N ahead)
-    #: or "within" (within / less than N of or before: closer than N).
+    #: How a period bounds an event: "lead" (up to / at least / no later than N before: at the latest N ahead),
+    #: "within" (within / less than N of or before: closer than N) or "from" (from / starting N before: the
+    #: window's end, against "up to N before", its start).
     window: frozenset[str] = frozenset()
     #: Asks about this very moment, wider than ``now``: also "today", "right away", "immediately".
     moment: bool = False
@@ -511,6 +514,9 @@ class QuestionFeatures:
     designators: frozenset[str] = frozenset()
     #: A name grown by a tier word, "name tier" ("Home Shield Plus" -> "shield plus", "Acme Pro" -> "acme pro").
     tiers: frozenset[str] = frozenset()
+    #: How it names the first of a series ("the first year", "my first lesson"): "first" (the first one itself)
+    #: or "after" ("after the first year", "after my first one": the ones that follow it); empty when it names none.
+    first: frozenset[str] = frozenset()
 
 
 def _stemmer() -> Any:
@@ -588,7 +594,20 @@ def _american(word: str) -> str:
             base = get_american_spelling(word[len(p):])
             if base != word[len(p):]:
                 return p + base
+    # a derived word the tables lack, on a base they hold: "flavourful" -> "flavor" + "ful" ("-our" / "-or",
+    # "-ise" / "-ize", "-tre" / "-ter", "-ll-" / "-l-" come from the base's own entry)
+    for suffix in _SPELLING_SUFFIXES:
+        stem = word[:-len(suffix)]
+        if word.endswith(suffix) and len(stem) >= 4:
+            base = get_american_spelling(stem)
+            if base != stem:
+                return base + suffix
     return word
+
+
+#: Endings of a derived word whose base may carry a British spelling (the longest first).
+_SPELLING_SUFFIXES = ("lessness", "fulness", "lessly", "fully", "ful", "less", "some", "ably", "able",
+                      "ish", "ness", "ship", "hood")
 
 
 def _negating_prefix(word: str) -> str | None:
@@ -818,6 +837,8 @@ _RELATIVE_DAY_SIDE = {"same": "this", "next": "next", "following": "next", "afte
 
 _WINDOW_LEAD = re.compile(r"\b(?:up\s+to|at\s+least|no\s+later\s+than|not\s+later\s+than)\s+(?:[\w-]+\s+){1,3}?"
                           r"(?:before|prior\s+to|ahead\s+of|in\s+advance)")
+_WINDOW_FROM = re.compile(r"\b(?:from|starting|beginning)\s+(?:[\w-]+\s+){0,2}?(?:hours?|days?|weeks?|fortnight|"
+                          r"months?|years?)\s+(?:before|prior\s+to|ahead\s+of|in\s+advance)\b")
 _WINDOW_WITHIN = re.compile(r"\b(?:within|less\s+than|inside)\s+(?:[\w-]+\s+){1,3}?(?:of|before|prior\s+to)\b")
 
 
@@ -865,7 +886,22 @@ _PAID = re.compile(r"\b(?:for|at)\s+an?\s+(?:small\s+|extra\s+|additional\s+|add
 def _window(low: str) -> set[str]:
     """"up to a week before arrival" (lead: at the latest a week ahead) against "within a week of arrival"
     (closer than a week)."""
-    return ({"lead"} if _WINDOW_LEAD.search(low) else set()) | ({"within"} if _WINDOW_WITHIN.search(low) else set())
+    return (({"lead"} if _WINDOW_LEAD.search(low) else set()) | ({"within"} if _WINDOW_WITHIN.search(low) else set())
+            | ({"from"} if _WINDOW_FROM.search(low) else set()))
+
+
+#: The first of a series ("the first year", "my first lesson", "the initial term") and the ones after it ("after
+#: the first year", "after my first one").
+_FIRST = re.compile(r"\b(?:first|initial|opening|introductory)\b")
+_AFTER_FIRST = re.compile(r"\b(?:after|following|beyond)\s+(?:the|my|your|our|their|his|her|its|this|that)\s+"
+                          r"(?:very\s+)?(?:first|initial|opening|introductory)\b")
+
+
+def _first(low: str) -> set[str]:
+    """"after" when it speaks of what follows the first of a series, "first" when it names only the first one."""
+    if _AFTER_FIRST.search(low):
+        return {"after"}
+    return {"first"} if _FIRST.search(low) else set()
 
 
 def _deixis(low: str) -> set[str]:
@@ -939,7 +975,16 @@ def read_synonyms(path: Any) -> tuple[tuple[re.Pattern[str], str], ...]:
         others = sorted(forms[1:], key=len, reverse=True)  # the longest form first: "wait list" before "wait"
         out.append((re.compile(r"(?<![\w-])(?:" + "|".join(re.escape(f).replace(r"\ ", r"\s+") for f in others)
                                + r")(?![\w-])"), forms[0]))
+        for f in others:  # a verb and its particle around a short object: "pick the kids up" -> "collect the kids"
+            verb, _, particle = f.partition(" ")
+            if particle in _PARTICLES and verb.isalpha() and "\\" not in forms[0]:
+                out.append((re.compile(rf"(?<![\w-]){verb}\s+((?:{_SPLIT_OBJECT})(?:\s+[\w'-]+){{0,2}}?)\s+{particle}"
+                                       r"(?![\w-])"), forms[0] + r" \1"))
     return tuple(out)
+
+
+#: What may stand between a verb and its particle in a synonym-lexicon phrase ("pick <us> up", "pick <the kids> up").
+_SPLIT_OBJECT = "us|me|them|him|her|it|my|the|your|our|their|his|this|that|these|those|a|an"
 
 
 def _same_words(low: str) -> str:
@@ -993,6 +1038,8 @@ def analyse(text: str, stemmer: Any | None = None) -> QuestionFeatures:
                      or t in _SCOPE or t in _FUTURE or t in _PAST or t in _PHRASAL or t in _HABITUAL
                      else t.split("-"))
     words = _once_after([_american(w) for w in _join_phrasal(words)])
+    # "each" and "every" are one quantifier ("a fee for each session" / "for every session"); not "each other"
+    words = ["every" if w == "each" and words[i + 1:i + 2] != ["other"] else w for i, w in enumerate(words)]
     numbers: set[str] = set()
     units: set[str] = set()
     run: list[str] = []
@@ -1113,6 +1160,7 @@ def analyse(text: str, stemmer: Any | None = None) -> QuestionFeatures:
         wh_lead=any(w in _QWORDS for w in words[:2]),
         designators=frozenset(f"{m.group(1).lower()} {m.group(2).lower()}" for m in _DESIGNATOR.finditer(raw)),
         tiers=frozenset(f"{m.group(1).lower()} {m.group(2).lower()}" for m in _TIER.finditer(raw)),
+        first=frozenset(_first(low)),
     )
 
 
@@ -1194,6 +1242,8 @@ def guard(q: QuestionFeatures, c: QuestionFeatures, cosine: float | None = None)
     if q.tense and c.tense and q.tense.isdisjoint(c.tense):  # past against future
         return "temporal"
     if q.window and c.window and q.window != c.window:  # "up to a week before" / "within a week of"
+        return "temporal"
+    if q.first and c.first and q.first != c.first:  # "the first year" / "after the first year"
         return "temporal"
     if _time_reach(q, c) or _time_reach(c, q):  # "is it open now" / "is it open late at night"
         return "temporal"
