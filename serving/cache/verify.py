@@ -236,8 +236,8 @@ _REVERSAL = ("withdraw", "withdrew", "withdrawn", "revoke", "rescind", "retract"
              "unlink", "disconnect", "suspend", "pause", "freeze", "refuse", "decline", "reject", "renounce",
              "unshare", "unfollow", "waive", "forfeit", "relinquish", "unblock", "halt", "object", "deny",
              "give-up", "give-back", "hand-back", "drop-out", "pull-out", "back-out", "call-off", "let-go",
-             "walk-away", "step-down", "sign-off", "log-off", "shut-down", "shut-off", "close-down", "close-off", "cut-off",
-             "turn-down",
+             "walk-away", "step-down", "sign-off", "log-off", "shut-down", "shut-off", "close-down", "close-off",
+             "cut-off", "turn-down",
              # not doing it at all: "do I need to take the antibiotics" / "can I skip the antibiotics"
              "skip", "leave-out", "get-out", "omit", "forgo", "forego", "bypass")
 #: Reversal words that are also nouns ("hire a skip"): only a verb (not after a determiner) reverses.
@@ -291,8 +291,8 @@ _PARTICLES = frozenset({"up", "back", "out", "off", "down", "in", "on", "away", 
 _PHRASAL = frozenset({
     "give-up", "give-back", "hand-back", "hand-in", "drop-out", "pull-out", "back-out", "move-out", "move-in",
     "call-off", "turn-down", "let-go", "walk-away", "step-down", "sign-up", "sign-on", "sign-off", "log-on",
-    "log-off", "take-up", "get-out", "hold-on", "keep-on", "stay-on", "shut-down", "shut-off", "close-down", "close-off",
-    "cut-off",
+    "log-off", "take-up", "get-out", "hold-on", "keep-on", "stay-on", "shut-down", "shut-off", "close-down",
+    "close-off", "cut-off",
     "opt-out", "opt-in", "check-in", "check-out", "sign-in", "sign-out", "log-in", "log-out", "turn-on", "turn-off",
     "switch-on", "switch-off",
 })
