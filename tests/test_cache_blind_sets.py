@@ -69,6 +69,19 @@ SETS = [
                            "cache_pair_heldout6.jsonl", "cache_pair_heldout7.jsonl", "cache_pair_heldout8.jsonl",
                            "cache_pair_heldout9.jsonl", "cache_pair_heldout10.jsonl", "cache_pair_heldout11.jsonl",
                            "cache_pair_heldout12.jsonl", "cache_pair_heldout13.jsonl")),
+    ("cache_pair_heldout15.jsonl",
+     {"dance_school", "climbing_wall", "antique_restoration", "brewery_tours", "planetarium", "shoe_repair"},
+     "heldout", EARLIER + ("cache_pair_heldout3.jsonl", "cache_pair_heldout4.jsonl", "cache_pair_heldout5.jsonl",
+                           "cache_pair_heldout6.jsonl", "cache_pair_heldout7.jsonl", "cache_pair_heldout8.jsonl",
+                           "cache_pair_heldout9.jsonl", "cache_pair_heldout10.jsonl", "cache_pair_heldout11.jsonl",
+                           "cache_pair_heldout12.jsonl", "cache_pair_heldout13.jsonl", "cache_pair_heldout14.jsonl")),
+    ("cache_pair_heldout16.jsonl",
+     {"zoo", "surf_school", "hot_air_balloon", "bike_courier", "chimney_sweep", "magic_shows"},
+     "heldout", EARLIER + ("cache_pair_heldout3.jsonl", "cache_pair_heldout4.jsonl", "cache_pair_heldout5.jsonl",
+                           "cache_pair_heldout6.jsonl", "cache_pair_heldout7.jsonl", "cache_pair_heldout8.jsonl",
+                           "cache_pair_heldout9.jsonl", "cache_pair_heldout10.jsonl", "cache_pair_heldout11.jsonl",
+                           "cache_pair_heldout12.jsonl", "cache_pair_heldout13.jsonl", "cache_pair_heldout14.jsonl",
+                           "cache_pair_heldout15.jsonl")),
 ]
 blind_sets = pytest.mark.parametrize(("name", "domains", "split", "earlier"), SETS, ids=[s[0] for s in SETS])
 
