@@ -60,7 +60,7 @@ from costline.serving.cache.admission import (  # noqa: E402
     default_model_path,
     score_pairs,
 )
-from costline.serving.embedding_onnx import OnnxEmbedder, export_onnx, make_embedder  # noqa: E402
+from costline.serving.embedding_onnx import OnnxEmbedder, export_onnx, make_embedder, model_inputs  # noqa: E402
 from costline.serving.settings import CacheConfig  # noqa: E402
 
 RUNTIMES = ("torch", "onnx", "onnx-int8")  # int8 is measured, not a config choice (out of tolerance)
@@ -88,7 +88,6 @@ def train_questions() -> list[str]:
 
 
 # --- static int8 candidates (onnxruntime.quantization) -------------------------------------------
-_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def _tokenizer(model_path: Path):
@@ -102,15 +101,7 @@ def _tokenizer(model_path: Path):
 
 def _feed(tok, texts: list[str], width: int = 0) -> dict[str, np.ndarray]:
     """The model's inputs for ``texts``, padded to the longest (or to ``width``), as the embedder pads."""
-    enc = tok.encode_batch(texts)
-    width = max(width, max(len(e.ids) for e in enc))
-    feed = {k: np.zeros((len(texts), width), dtype=np.int64) for k in _INPUTS}
-    for i, e in enumerate(enc):
-        n = len(e.ids)
-        feed["input_ids"][i, :n] = e.ids
-        feed["attention_mask"][i, :n] = e.attention_mask
-        feed["token_type_ids"][i, :n] = e.type_ids
-    return feed
+    return model_inputs(tok, texts, width)
 
 
 def _session(path: Path):

@@ -74,6 +74,7 @@ __all__ = [
     "default_onnx_cache_dir",
     "export_onnx",
     "make_embedder",
+    "model_inputs",
     "resolve_embedder",
     "validate_embedder_config",
 ]
@@ -102,6 +103,20 @@ class EmbedderError(ServingError):
 
 class EmbedQueueFullError(EmbedderError):
     """The micro-batcher's queue stayed full: the embedder is behind its traffic."""
+
+
+def model_inputs(tokenizer: Any, texts: Sequence[str], width: int = 0) -> dict[str, np.ndarray]:
+    """The exported graph's inputs for ``texts`` (a ``tokenizers.Tokenizer`` without padding): each
+    batch padded to its own longest text, or to ``width`` if that is longer — never a fixed 256/512."""
+    encodings = tokenizer.encode_batch(list(texts))
+    width = max(width, max(len(e.ids) for e in encodings))
+    feed = {k: np.zeros((len(encodings), width), dtype=np.int64) for k in _INPUTS}
+    for i, e in enumerate(encodings):
+        n = len(e.ids)
+        feed["input_ids"][i, :n] = e.ids
+        feed["attention_mask"][i, :n] = e.attention_mask
+        feed["token_type_ids"][i, :n] = e.type_ids
+    return feed
 
 
 # --- config -------------------------------------------------------------------------------------
@@ -516,15 +531,7 @@ class OnnxEmbedder(Embedder):
 
     def _run_model(self, texts: list[str]) -> np.ndarray:
         m = self._get_model()
-        encodings = m.tokenizer.encode_batch(texts)
-        width = max(len(e.ids) for e in encodings)
-        feed = {k: np.zeros((len(texts), width), dtype=np.int64) for k in _INPUTS}
-        for i, e in enumerate(encodings):
-            n = len(e.ids)
-            feed["input_ids"][i, :n] = e.ids
-            feed["attention_mask"][i, :n] = e.attention_mask
-            feed["token_type_ids"][i, :n] = e.type_ids
-        (vectors,) = m.session.run([_OUTPUT], feed)
+        (vectors,) = m.session.run([_OUTPUT], model_inputs(m.tokenizer, texts))
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
     def _load_model(self) -> _OnnxModel:
