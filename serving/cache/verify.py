@@ -1559,6 +1559,8 @@ def _compound_grows(q: QuestionFeatures, c: QuestionFeatures) -> bool:
     "our back garden", "the test" / "the eye test": each a same-answer near-repeat of the dev sets)."""
     from lemminflect import getAllLemmas
 
+    if len(c.tokens) != len(q.tokens) + 1:  # one word more, or no such insertion (no alignment needed)
+        return False
     ops = [op for op in _opcodes(q, c) if op[0] != "equal"]
     if len(ops) != 1 or ops[0][0] != "insert" or ops[0][4] - ops[0][3] != 1:
         return False
