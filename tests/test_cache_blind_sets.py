@@ -82,6 +82,22 @@ SETS = [
                            "cache_pair_heldout9.jsonl", "cache_pair_heldout10.jsonl", "cache_pair_heldout11.jsonl",
                            "cache_pair_heldout12.jsonl", "cache_pair_heldout13.jsonl", "cache_pair_heldout14.jsonl",
                            "cache_pair_heldout15.jsonl")),
+    ("cache_pair_heldout17.jsonl",
+     {"roller_rink", "sauna", "stationery_shop", "instrument_repair", "aquarium", "community_garden"},
+     "heldout", EARLIER + ("cache_pair_heldout3.jsonl", "cache_pair_heldout4.jsonl", "cache_pair_heldout5.jsonl",
+                           "cache_pair_heldout6.jsonl", "cache_pair_heldout7.jsonl", "cache_pair_heldout8.jsonl",
+                           "cache_pair_heldout9.jsonl", "cache_pair_heldout10.jsonl", "cache_pair_heldout11.jsonl",
+                           "cache_pair_heldout12.jsonl", "cache_pair_heldout13.jsonl", "cache_pair_heldout14.jsonl",
+                           "cache_pair_heldout15.jsonl", "cache_pair_heldout16.jsonl")),
+    ("cache_pair_heldout18.jsonl",
+     {"vehicle_inspection", "trampoline_park", "coffee_roastery", "model_railway_shop", "hearing_aid_clinic",
+      "fencing_club"},
+     "heldout", EARLIER + ("cache_pair_heldout3.jsonl", "cache_pair_heldout4.jsonl", "cache_pair_heldout5.jsonl",
+                           "cache_pair_heldout6.jsonl", "cache_pair_heldout7.jsonl", "cache_pair_heldout8.jsonl",
+                           "cache_pair_heldout9.jsonl", "cache_pair_heldout10.jsonl", "cache_pair_heldout11.jsonl",
+                           "cache_pair_heldout12.jsonl", "cache_pair_heldout13.jsonl", "cache_pair_heldout14.jsonl",
+                           "cache_pair_heldout15.jsonl", "cache_pair_heldout16.jsonl",
+                           "cache_pair_heldout17.jsonl")),
 ]
 blind_sets = pytest.mark.parametrize(("name", "domains", "split", "earlier"), SETS, ids=[s[0] for s in SETS])
 
