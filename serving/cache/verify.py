@@ -466,6 +466,10 @@ class QuestionFeatures:
     prohibition: frozenset[str] = frozenset()
     #: "permit" (can, may, allowed) and / or "oblige" (must, should, have to, required).
     modality: frozenset[str] = frozenset()
+    #: Asks to stop someone doing something: "how do I block the courier from leaving parcels".
+    prevents: bool = False
+    #: Names a verb of stopping or preventing at all ("stop", "block", "prevent", "ban").
+    prevent_word: bool = False
     #: The modality of the question's first words (its own: "must we …", "do I have to …", "are we free to …").
     lead_modality: frozenset[str] = frozenset()
     #: Lemmas of plural nouns right after "which" ("which orders are affected").
@@ -1141,6 +1145,7 @@ def analyse(text: str, stemmer: Any | None = None) -> QuestionFeatures:
         comparative=frozenset(comparative), entities=frozenset(entities), qword=qword, rare=frozenset(rare),
         reach=frozenset(reach), reversal=frozenset(reversal), prefixed=frozenset(prefixed),
         prohibition=frozenset(prohibition), modality=frozenset(_modality(words)),
+        prevents=bool(_PREVENT_FROM.search(low)), prevent_word=any(w in _PREVENT_WORDS for w in words),
         lead_modality=frozenset(_modality(words[:_LEAD + 1], _LEAD)),
         now=any(w in _NOW for w in words), habitual=any(w in _HABITUAL for w in words),
         season=frozenset(name for pattern, name in _SEASONS if pattern.search(low)),
@@ -1223,9 +1228,10 @@ def guard(q: QuestionFeatures, c: QuestionFeatures, cosine: float | None = None)
             or (len(q.price) == 1 and len(c.price) == 1 and q.price != c.price)):  # "for free" / "for a fee"
         return "polarity"
     if (_prefix_negation(q, c) or _prefix_negation(c, q) or _prohibits(q, c) or _prohibits(c, q)
-            or _modal_inversion(q, c)):
+            or _modal_inversion(q, c) or _prevents(q, c) or _prevents(c, q)):
         return "negation"
-    if _entity_swap(q, c) or _rare_swap(q, c) or _designator_swap(q, c) or _tier_grows(q, c) or _tier_grows(c, q):
+    if (_entity_swap(q, c) or _rare_swap(q, c) or _designator_swap(q, c) or _tier_grows(q, c) or _tier_grows(c, q)
+            or _compound_grows(q, c) or _compound_grows(c, q)):
         return "entity"
     ops: list[tuple[str, int, int, int, int]] | None = None
     if q.scope != c.scope:
@@ -1457,6 +1463,21 @@ def _prefix_negation(q: QuestionFeatures, c: QuestionFeatures) -> bool:
     return any(base in c.stems and whole not in c.stems for base, whole in q.prefixed)
 
 
+#: Verbs of stopping someone doing something, in any form.
+_PREVENT_WORDS = frozenset({"block", "blocks", "blocked", "blocking", "stop", "stops", "stopped", "stopping",
+                            "prevent", "prevents", "prevented", "preventing", "ban", "bans", "banned", "banning",
+                            "bar", "bars", "barred", "barring", "forbid", "forbids", "forbade", "forbidden"})
+#: "block / stop / prevent / ban <someone> from doing": asks to forbid what a permission question allows.
+_PREVENT_FROM = re.compile(r"\b(?:block|stop|prevent|ban|bar|forbid)s?\s+(?:[\w']+\s+){0,4}?from\s+[a-z]+ing\b")
+
+
+def _prevents(q: QuestionFeatures, c: QuestionFeatures) -> bool:
+    """``q`` asks how to stop someone doing what ``c`` asks whether they may do, and ``c`` names no stopping:
+    "Is the courier allowed to leave parcels with a neighbour?" / "How do I block the courier from leaving
+    parcels with a neighbour?" (a wh-question the modal rule leaves alone)."""
+    return q.prevents and not c.prevent_word and "permit" in c.modality and not c.prohibition
+
+
 def _prohibits(q: QuestionFeatures, c: QuestionFeatures) -> bool:
     """``q`` asks whether to avoid (or whether it is forbidden) what ``c`` asks to do, and says little more:
     "Can I drive with the warning on?" / "Should I avoid driving with the warning on?"."""
@@ -1529,6 +1550,30 @@ def _tier_grows(q: QuestionFeatures, c: QuestionFeatures) -> bool:
         if name in c.entities and not re.search(rf"\b{re.escape(name)}\s+{tier}\b", low):
             return True
     return False
+
+
+def _compound_grows(q: QuestionFeatures, c: QuestionFeatures) -> bool:
+    """The one difference is a lower-case noun put between a determiner or preposition and a plural noun both
+    name, making another kind of thing: "feeding time for the lions" / "for the sea lions", "the bears" / "the
+    polar bears" (not a noun grown further, "child seats" / "child car seats", nor a singular one, "our garden" /
+    "our back garden", "the test" / "the eye test": each a same-answer near-repeat of the dev sets)."""
+    from lemminflect import getAllLemmas
+
+    if len(c.tokens) != len(q.tokens) + 1:  # one word more, or no such insertion (no alignment needed)
+        return False
+    ops = [op for op in _opcodes(q, c) if op[0] != "equal"]
+    if len(ops) != 1 or ops[0][0] != "insert" or ops[0][4] - ops[0][3] != 1:
+        return False
+    at = ops[0][3]
+    if at + 1 >= len(c.tokens):
+        return False
+    mod, head = c.tokens[at], c.tokens[at + 1]
+    if at == 0 or c.tokens[at - 1] not in _STOP or not _plural_noun(head):
+        return False
+    if (not mod.isalpha() or mod in _STOP or mod in _SCOPE or mod in _TEMPORAL_WORDS or mod in _COMPARATIVES
+            or mod in _POLARITY or mod in _QWORDS or not re.search(rf"(?<![\w-]){mod}\s+{head}\b", c.text)):
+        return False  # a capitalised modifier is a name: the entity rules read it
+    return "NOUN" in getAllLemmas(mod) and "NOUN" in getAllLemmas(head)
 
 
 def _rare_swap(q: QuestionFeatures, c: QuestionFeatures) -> bool:
