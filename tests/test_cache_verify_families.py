@@ -948,6 +948,41 @@ SAME15 = [  # each rejected before (entity / scope / unmatched), or still served
 ]
 
 
+TRAPS17 = [
+    # sets 17 and 18 (seen: dev sets now), on other domains: scope said without a quantifier word ("some" /
+    # "only", some of them against the thing itself, per unit against the whole, to oneself against shared, a
+    # second party "as well as mine"), opposites no lexicon held ("disqualified", "pointless", "communal" /
+    # "other people's")
+    ("Do tenants get to vote on the service charge?",
+     "Are some tenants disqualified from voting on the service charge?", "negation"),
+    ("Should I book the museum tour in advance?", "Is it pointless to book the museum tour in advance?", "negation"),
+    ("Does the bakery sell some vegan cakes?", "Does the bakery sell only vegan cakes?", "scope"),
+    ("Is the hotel restaurant vegetarian?", "Are some hotel restaurant dishes vegetarian?", "scope"),
+    ("Is the cleaning price per window?", "Is the cleaning price for the whole house?", "scope"),
+    ("Can I book the shared meeting room?", "Can I have the shared meeting room to myself?", "scope"),
+    ("Can I renew my own library card?", "Can I renew my son's library card as well as mine?", "scope"),
+    ("Do I have to clean my desk?", "Do I have to clean the kitchen as well as my desk?", "scope"),
+    ("Can I park in the communal car park?", "Can I park in other people's driveways?", "polarity"),
+]
+SAME17 = [  # the near-repeat misses of sets 17 and 18 as general English, and pairs each new rule must still serve
+    ("When does the pottery course finish?", "When does the pottery course end?"),
+    ("Are the climbing sessions good for beginners?", "Are the climbing sessions good for novices?"),
+    ("Do adults pay full price at the museum?", "Do grown-ups pay full price at the museum?"),
+    ("Can I take a rucksack into the stadium?", "Can I take a backpack into the stadium?"),
+    ("Is there parking for motorbikes at the hotel?", "Is there parking for motorcycles at the hotel?"),
+    ("Can I leave my keys at the front desk?", "Can I leave my keys at the reception desk?"),
+    ("Can I have the sauna to myself?", "Can I book the sauna privately?"),
+    ("Is the fee per person?", "How much is the fee per person?"),
+    ("Can I bring my partner as well as my kids?", "Can my partner come as well as my kids?"),
+]
+# opposites said as verbs or adjectives (antonyms.txt): one word swapped for its opposite, which the entity rule
+# lets pass as a synonym at the pair's cosine -- so read at it
+TRAPS17_COSINE = [
+    ("What happens if a guest follows the pool rules?", "What happens if a guest ignores the pool rules?"),
+    ("Will my train ticket still be valid if I change at Leeds?", "Will my train ticket be void if I change at Leeds?"),
+]
+
+
 # phrase opposites that the word-swap and coverage rules read first when no cosine is given: through the cache
 # (which gives the guards the pair's cosine) the antonym lexicon rejects them
 TRAPS15_COSINE = [
@@ -956,7 +991,7 @@ TRAPS15_COSINE = [
 ]
 
 
-@pytest.mark.parametrize("stored, new", TRAPS15_COSINE)
+@pytest.mark.parametrize("stored, new", TRAPS15_COSINE + TRAPS17_COSINE)
 def test_phrase_opposites_are_rejected_at_the_pairs_cosine(embedder, tmp_path, stored, new) -> None:
     for found in _lookups(embedder, tmp_path, stored, new, both_ways=True):
         assert found.hit is None and found.reject_reasons == ("polarity",)
@@ -1006,18 +1041,20 @@ def _lookups(embedder, tmp_path, stored: str, new: str, *, both_ways: bool):
         yield cache.lookup_detail(second, tenant="t")
 
 
-# Each dev set's families (sets 3-16, seen: dev sets now; sets 11 and 12 together as TRAPS11 / SAME11, sets 13
-# and 14 as TRAPS13 / SAME13, sets 15 and 16 as TRAPS15 / SAME15), on
+# Each dev set's families (sets 3-18, seen: dev sets now; sets 11 and 12 together as TRAPS11 / SAME11, sets 13
+# and 14 as TRAPS13 / SAME13, sets 15 and 16 as TRAPS15 / SAME15, sets 17 and 18 as TRAPS17 / SAME17), on
 # sentences of other domains than the set's:
 # (stored, new, reason) through a real cache, the candidate found and rejected by its family's guard,
 # and the guard itself both ways; sets 5 on also through the cache both ways.
 FAMILY_TRAPS = [pytest.param(*t, k >= 5, id=f"set{k}-{i}")
                 for k, traps in ((3, TRAPS3), (4, TRAPS4), (5, TRAPS5), (6, TRAPS6), (7, TRAPS7), (8, TRAPS8),
-                                 (9, TRAPS9), (10, TRAPS10), (11, TRAPS11), (13, TRAPS13), (15, TRAPS15))
+                                 (9, TRAPS9), (10, TRAPS10), (11, TRAPS11), (13, TRAPS13), (15, TRAPS15),
+                                 (17, TRAPS17))
                 for i, t in enumerate(traps)]
 FAMILY_SAME = [pytest.param(*t, k >= 5, k in (4, 10, 11), id=f"set{k}-{i}")
                for k, same in ((3, SAME3), (4, SAME4), (5, SAME5), (6, SAME6), (7, SAME7), (8, SAME8), (9, SAME9),
-                               (10, SAME10), (11, SAME11), (13, SAME13), (15, SAME15))
+                               (10, SAME10), (11, SAME11), (13, SAME13), (15, SAME15),
+                               (17, SAME17))
                for i, t in enumerate(same)]
 
 

@@ -278,12 +278,15 @@ _OBLIGATION = frozenset({"must", "should", "need", "needs", "have", "has", "requ
 # a refusal or an exclusion against the plain verb: "can I re-enter" / "is re-entry refused", "does it cover X" /
 # "is X excluded" (not "bar", a noun; not "reject" / "decline", which a declined card and a rejected payment share)
 _REFUSAL = frozenset({"refuse", "refused", "refusal", "deny", "denied", "exclude", "excluded", "exclusion",
-                      "disallowed", "blocked", "barred", "debarred", "banned", "prohibited", "forbidden"})
+                      "disallowed", "blocked", "barred", "debarred", "banned", "prohibited", "forbidden",
+                      "disqualified", "disqualify", "disqualification", "ineligible"})
 #: Refusal participles read only word for word, never by their stem ("a block of flats", "the bar").
 _REFUSAL_EXACT = frozenset({"blocked", "barred", "debarred"})
 # a question asking whether to avoid, or whether it is forbidden, what the other asks to do
 _PROHIBITION = frozenset({"avoid", "avoiding", "forbidden", "forbid", "prohibited", "prohibit", "banned", "ban",
                           "refrain", "illegal", "unsafe", "dangerous", "outlawed", "prevent", "dodge",
+                          # no reason to do what the other asks whether to do: "should I book" / "is it pointless"
+                          "pointless",
                           # a danger is a reason to avoid: "is it safe for cats" / "is it toxic to cats"
                           "toxic", "poisonous", "harmful", "hazardous", "risky"}) | _REFUSAL
 # verbs + particle read as one word (lemmas by lemminflect: "gave up" is "give-up")
@@ -1238,6 +1241,9 @@ def guard(q: QuestionFeatures, c: QuestionFeatures, cosine: float | None = None)
         ops = _opcodes(q, c)
         if not _existential_any(ops, q, c):
             return "scope"
+    if (_some_against_only(q, c) or _some_against_only(c, q) or _part_asked(q, c) or _part_asked(c, q)
+            or _to_oneself(q, c) or _to_oneself(c, q) or _unit_against_whole(q, c) or _unit_against_whole(c, q)):
+        return "scope"  # "sell some X" / "sell only X", "are some dishes" / "is the cafe", "per pad" / "the full"
     if (q.owners != c.owners or _reach_differs(q, c) or _which_many_against_one(q, c)
             or _which_many_against_one(c, q)):
         return "scope"
@@ -1302,6 +1308,45 @@ def _existential_any(ops: list[tuple[str, int, int, int, int]], q: QuestionFeatu
         if op != "equal" and lo <= i < max(hi, lo + 1):
             return not (set(other.tokens[olo:ohi]) & (_SPECIFIC | _SCOPE))
     return False
+
+
+def _some_against_only(q: QuestionFeatures, c: QuestionFeatures) -> bool:
+    """Part of a kind against nothing but that kind: "do you sell some protective gear" / "do you sell only
+    protective gear" (each side names its word, the other not)."""
+    return "some" in q.tokens and "only" not in q.tokens and "only" in c.tokens and "some" not in c.tokens
+
+
+_LEAD_AUX = frozenset({"are", "do", "can", "will", "have", "were", "did", "could", "should", "must", "would"})
+
+
+def _part_asked(q: QuestionFeatures, c: QuestionFeatures) -> bool:
+    """Asks about some of them ("are some cafe dishes gluten-free?", "are some members disqualified?") where the
+    other asks about the thing itself, with no "some" or "any" of its own ("is the cafe gluten-free?")."""
+    t = q.tokens
+    return (len(t) > 2 and t[0] in _LEAD_AUX and t[1] == "some" and not {"some", "any", "anything", "anyone"}
+            & set(c.tokens))
+
+
+_ONESELF = frozenset({"myself", "ourselves", "yourself", "yourselves", "themselves"})
+_PRIVATE = frozenset({"private", "privately", "own", "alone", "exclusive", "exclusively", "sole", "solely"})
+
+
+def _to_oneself(q: QuestionFeatures, c: QuestionFeatures) -> bool:
+    """Having a thing to oneself against using it ("can I have the shared greenhouse to myself?" / "can I use the
+    shared greenhouse?"): the other side neither says it nor names a private or own one."""
+    t = q.tokens
+    return (any(w == "to" and n in _ONESELF for w, n in zip(t, t[1:]))
+            and not any(w == "to" and n in _ONESELF for w, n in zip(c.tokens, c.tokens[1:]))
+            and not _PRIVATE & set(c.tokens))
+
+
+_WHOLE = frozenset({"full", "whole", "entire", "complete"})
+
+
+def _unit_against_whole(q: QuestionFeatures, c: QuestionFeatures) -> bool:
+    """A price or amount per unit against the whole job: "is the price per pad?" / "for the full repad?"."""
+    return ("per" in q.tokens and "per" not in c.tokens and bool(_WHOLE & set(c.tokens))
+            and not _WHOLE & set(q.tokens))
 
 
 _PAST_AUX = frozenset({"did", "was", "were", "had"})
@@ -1713,8 +1758,10 @@ def _exclusive(tokens: tuple[str, ...]) -> bool:
 
 
 def _added_party(tokens: tuple[str, ...]) -> bool:
-    """Ends in "as well" / "too": "does it cover my flatmates' items as well?"."""
-    return tokens[-2:] == ("as", "well") or tokens[-1:] == ("too",)
+    """Ends in "as well" / "too": "does it cover my flatmates' items as well?"; or adds a second party by "as
+    well as": "can I freeze my partner's membership as well as mine?", "weed the paths as well as my plot"."""
+    return (tokens[-2:] == ("as", "well") or tokens[-1:] == ("too",)
+            or any(tokens[i:i + 3] == ("as", "well", "as") for i in range(1, len(tokens) - 3)))
 
 
 def _additive(tokens: tuple[str, ...]) -> bool:
@@ -1749,6 +1796,7 @@ def _coverage(ops: list[tuple[str, int, int, int, int]], q: QuestionFeatures, c:
     # a second party added after the object: "my items" / "my flatmates' items as well", "sent to me" / "sent to
     # the school as well" -- the added side says more, the other side nothing more
     for side, other, own, rest in ((a, b, ua, ub), (b, a, ub, ua)):
+        rest = [w for w in rest if w != "own"]  # "my own membership" / "my partner's ... as well as mine"
         if (own := [w for w in own if w not in ("as", "well", "too")]) and not rest and _added_party(side) \
                 and not _additive(other):
             return "scope"
