@@ -11,7 +11,7 @@
    cache_pair_heldout18.jsonl:
    each written as a
    held-out set, but its results were seen and the guards changed for its failure families, so they are dev
-   sets now) and on the **held-out pair set** (serving/cache/data/cache_pair_heldout17.jsonl: other domains again,
+   sets now) and on the **held-out pair set** (serving/cache/data/cache_pair_heldout19.jsonl: other domains again,
    written while the guards were changed and never used to write or tune them; every wrong answer and miss of the
    verified cache on the dev and held-out sets is listed, with the reasons its candidate was rejected):
    for each pair, ``q1`` is stored in a real
@@ -77,7 +77,7 @@ def dev_pair_set_paths() -> list[Path]:
 
 def heldout_pair_set_path() -> Path:
     """The pair set written after the verification stage was frozen (never used to build or tune it)."""
-    return default_pair_set_path().with_name("cache_pair_heldout17.jsonl")
+    return default_pair_set_path().with_name("cache_pair_heldout19.jsonl")
 
 
 def pct(values: list[float], q: float) -> float:
