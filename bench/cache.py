@@ -63,7 +63,7 @@ SAME = ("paraphrase", "near_repeat")
 
 
 def dev_pair_set_paths() -> list[Path]:
-    """The first eighteen held-out pair sets: each was seen and the guards changed after it, so dev sets now."""
+    """The first twenty held-out pair sets: each was seen and the guards changed after it, so dev sets now."""
     return [default_pair_set_path().with_name(n) for n in ("cache_pair_heldout.jsonl", "cache_pair_heldout2.jsonl",
                                                            "cache_pair_heldout3.jsonl", "cache_pair_heldout4.jsonl",
                                                            "cache_pair_heldout5.jsonl", "cache_pair_heldout6.jsonl",
@@ -72,7 +72,8 @@ def dev_pair_set_paths() -> list[Path]:
                                                            "cache_pair_heldout11.jsonl", "cache_pair_heldout12.jsonl",
                                                            "cache_pair_heldout13.jsonl", "cache_pair_heldout14.jsonl",
                                                            "cache_pair_heldout15.jsonl", "cache_pair_heldout16.jsonl",
-                                                           "cache_pair_heldout17.jsonl", "cache_pair_heldout18.jsonl")]
+                                                           "cache_pair_heldout17.jsonl", "cache_pair_heldout18.jsonl",
+                                                           "cache_pair_heldout19.jsonl", "cache_pair_heldout20.jsonl")]
 
 
 def heldout_pair_set_path() -> Path:
