@@ -200,3 +200,31 @@ def test_the_same_question_again_is_always_accepted_whatever_the_operating_point
     v = Verifier({"*": strictest})
     assert v.check("How do I reset my password?", "how do I reset my  password", 1.0) is None
     assert v.check("How do I reset my password?", "How do I reset my username?", 0.9) is not None
+
+
+def test_the_synonym_prefilter_changes_no_question_of_any_pair_file() -> None:
+    """``_same_words`` skips the substitutions for a question with none of the lexicon's first words; on every
+    question of every pair file (as ``analyse`` hands it over: lower case, contractions expanded) it gives what the
+    substitutions in order give, and some of them do change (the prefilter lets those through)."""
+    import json
+    from pathlib import Path
+
+    from costline.serving.cache import verify
+
+    questions: set[str] = set()
+    for path in (Path(verify.__file__).resolve().parent / "data").glob("cache_pair*.jsonl"):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                row = json.loads(line)
+                questions.update((row.get("q1", row.get("a", "")), row.get("q2", row.get("b", ""))))
+    assert len(questions) > 10_000
+    changed = 0
+    for text in questions:
+        low = verify._fold_accents(text.strip()).lower()
+        for pattern, repl in verify._CONTRACTIONS:
+            low = pattern.sub(repl, low)
+        low = verify._HYPHEN_PREFIX.sub(r"\1", low)
+        expected = verify._same_words_in_order(low)
+        assert verify._same_words(low) == expected, text
+        changed += expected != low
+    assert changed > 100

@@ -983,6 +983,33 @@ TRAPS17_COSINE = [
 ]
 
 
+TRAPS19 = [
+    # sets 19 and 20 (seen: dev sets now), on other domains: the other side's word named and set aside ("rather
+    # than", "instead of"), included against charged on top, a negative evaluation against the plain act
+    ("Is the webinar streamed live?", "Is the webinar recorded rather than live?", "negation"),
+    ("Do you shred old bank statements?", "Can I keep my old bank statements instead of having them shredded?",
+     "negation"),
+    ("Does the hotel rate cover breakfast?", "Is breakfast charged on top of the hotel rate?", "polarity"),
+    ("Does the ticket price include the audio guide?", "Is the audio guide charged in addition to the ticket price?",
+     "polarity"),
+    ("Can I wash wool jumpers in the machine?", "Is it a bad idea to wash wool jumpers in the machine?", "negation"),
+    ("Can I repaint the walls of my rented flat?", "Is it a mistake to repaint the walls of my rented flat?",
+     "negation"),
+]
+SAME19 = [  # the near-repeat misses of sets 19 and 20 as general English, and pairs each new rule must still serve
+    ("Is the café in the museum open on Sundays?", "Is the cafe in the museum open on Sundays?"),
+    ("Is my first driving lesson free?", "Is my 1st driving lesson free?"),
+    ("Do you repair televisions?", "Do you repair TVs?"),
+    ("Can I buy a gift voucher online?", "Can I purchase a gift voucher online?"),
+    ("Is the flour sold per kilo?", "Is the flour sold per kilogram?"),
+    ("Can I store my bike underneath the stairs?", "Can I store my bike under the stairs?"),
+    ("Is it OK to wash wool jumpers in the machine?", "Can I wash wool jumpers in the machine?"),
+    ("Is it a bad idea to wash wool jumpers in the machine?", "Should I avoid washing wool jumpers in the machine?"),
+    ("Does the hotel rate cover breakfast?", "Is breakfast included in the hotel rate?"),
+    ("Can I pay by card rather than cash?", "Can I pay by card rather than with cash?"),
+]
+
+
 # phrase opposites that the word-swap and coverage rules read first when no cosine is given: through the cache
 # (which gives the guards the pair's cosine) the antonym lexicon rejects them
 TRAPS15_COSINE = [
@@ -1041,20 +1068,21 @@ def _lookups(embedder, tmp_path, stored: str, new: str, *, both_ways: bool):
         yield cache.lookup_detail(second, tenant="t")
 
 
-# Each dev set's families (sets 3-18, seen: dev sets now; sets 11 and 12 together as TRAPS11 / SAME11, sets 13
-# and 14 as TRAPS13 / SAME13, sets 15 and 16 as TRAPS15 / SAME15, sets 17 and 18 as TRAPS17 / SAME17), on
+# Each dev set's families (sets 3-20, seen: dev sets now; sets 11 and 12 together as TRAPS11 / SAME11, sets 13
+# and 14 as TRAPS13 / SAME13, sets 15 and 16 as TRAPS15 / SAME15, sets 17 and 18 as TRAPS17 / SAME17, sets 19 and
+# 20 as TRAPS19 / SAME19), on
 # sentences of other domains than the set's:
 # (stored, new, reason) through a real cache, the candidate found and rejected by its family's guard,
 # and the guard itself both ways; sets 5 on also through the cache both ways.
 FAMILY_TRAPS = [pytest.param(*t, k >= 5, id=f"set{k}-{i}")
                 for k, traps in ((3, TRAPS3), (4, TRAPS4), (5, TRAPS5), (6, TRAPS6), (7, TRAPS7), (8, TRAPS8),
                                  (9, TRAPS9), (10, TRAPS10), (11, TRAPS11), (13, TRAPS13), (15, TRAPS15),
-                                 (17, TRAPS17))
+                                 (17, TRAPS17), (19, TRAPS19))
                 for i, t in enumerate(traps)]
 FAMILY_SAME = [pytest.param(*t, k >= 5, k in (4, 10, 11), id=f"set{k}-{i}")
                for k, same in ((3, SAME3), (4, SAME4), (5, SAME5), (6, SAME6), (7, SAME7), (8, SAME8), (9, SAME9),
                                (10, SAME10), (11, SAME11), (13, SAME13), (15, SAME15),
-                               (17, SAME17))
+                               (17, SAME17), (19, SAME19))
                for i, t in enumerate(same)]
 
 

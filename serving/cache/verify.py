@@ -179,6 +179,8 @@ _POLARITY_PAIRS = (
     # extra", "an extra fee", "a surcharge", "is breakfast extra?")
     ("include", "charged-extra"), ("includes", "charged-extra"), ("included", "charged-extra"),
     ("including", "charged-extra"), ("inclusive", "charged-extra"),
+    # "does the fee cover X" / "is X charged on top of the fee"
+    ("cover", "charged-extra"), ("covers", "charged-extra"), ("covered", "charged-extra"),
 )
 _TEMPORAL_WORDS = {
     "last": -1, "previous": -1, "previously": -1, "past": -1, "prior": -1, "old": -1, "earlier": -1,
@@ -288,7 +290,11 @@ _PROHIBITION = frozenset({"avoid", "avoiding", "forbidden", "forbid", "prohibite
                           # no reason to do what the other asks whether to do: "should I book" / "is it pointless"
                           "pointless",
                           # a danger is a reason to avoid: "is it safe for cats" / "is it toxic to cats"
-                          "toxic", "poisonous", "harmful", "hazardous", "risky"}) | _REFUSAL
+                          "toxic", "poisonous", "harmful", "hazardous", "risky",
+                          # a negative evaluation against the plain act: "can I freeze it" / "is it a bad idea to
+                          # freeze it" ("a bad idea to", "a mistake to", "a waste of money to" are read as
+                          # "inadvisable" by _PHRASES)
+                          "inadvisable", "unwise", "unadvisable"}) | _REFUSAL
 # verbs + particle read as one word (lemmas by lemminflect: "gave up" is "give-up")
 _PARTICLES = frozenset({"up", "back", "out", "off", "down", "in", "on", "away", "go"})
 _PHRASAL = frozenset({
@@ -403,6 +409,12 @@ _PHRASES = (  # multi-word lexicon entries, joined with '-' before lookup
                 r"priced|sold|invoiced)\s+(?:for\s+)?(?:extra|separately|additionally|on\s+top)\b"), "charged-extra"),
     (re.compile(r"\b(?:an?\s+)?(?:extra|additional|separate)\s+(?:charge|cost|fee)s?\b"), "charged-extra"),
     (re.compile(r"\bsurcharges?\b"), "charged-extra"),
+    # "in addition to the fee", "on top of the price": charged beyond it
+    (re.compile(r"\b(?:on\s+top\s+of|in\s+addition\s+to)\s+(?:the|my|your|our|their|its)\s+(?:[\w-]+\s+){0,3}?"
+                r"(?:fee|price|cost|rate|fare|ticket|charge)s?\b"), "charged-extra"),
+    # a negative evaluation of the act asked about: "is it a bad idea to", "a mistake to", "a waste of money to"
+    (re.compile(r"\b(?:an?\s+)?(?:bad\s+idea|mistake|waste\s+of\s+(?:time|money))(?=\s+(?:to|if)\b)"),
+     "inadvisable"),
     (re.compile(r"\b(?:extra|on\s+top)(?=\s*[?.!]*\s*$)"), "charged-extra"),  # "is breakfast extra?"
     # a period's boundary: "for the first month" (during it) / "after the first month"
     (re.compile(r"\b(?:for|in|within|over|throughout)\s+(?=(?:the|your|my|our)\s+(?:first|initial|opening|"
@@ -524,6 +536,50 @@ class QuestionFeatures:
     #: How it names the first of a series ("the first year", "my first lesson"): "first" (the first one itself)
     #: or "after" ("after the first year", "after my first one": the ones that follow it); empty when it names none.
     first: frozenset[str] = frozenset()
+    #: Lemmas of the content words a "rather than / instead of / as opposed to / in place of" clause sets aside
+    #: ("is the course pre-recorded rather than live": live) / of those outside such a clause.
+    set_aside: frozenset[str] = frozenset()
+    asserted: frozenset[str] = frozenset()
+
+
+#: A clause setting the other choice aside, up to five words, ending at punctuation, a conjunction or the end.
+_SET_ASIDE = re.compile(r"\b(?:rather\s+than|instead\s+of|as\s+opposed\s+to|in\s+place\s+of)\s+"
+                        r"((?:[\w'-]+\s*){1,5}?)(?=[,;.?!]|\s+(?:and|but|or|so|because|if|when|while)\b|$)")
+#: Words of a set-aside clause that name no choice.
+_ASIDE_FILLER = frozenset({"have", "having", "get", "getting", "being", "been", "be", "do", "doing", "just",
+                           "use", "using", "go", "going"})
+
+
+def _content_lemmas(text: str) -> frozenset[str]:
+    """Every lemma of the content words of ``text`` (no stop words, no set-aside fillers)."""
+    words = [w for t in re.findall(r"[a-z]+(?:-[a-z]+)*", text) for w in t.split("-")]
+    return frozenset().union(*(_lemmas(w) for w in words
+                               if len(w) > 2 and w not in _STOP and w not in _ASIDE_FILLER
+                               and w not in _NEGATIONS))
+
+
+def _set_aside_parts(low: str) -> tuple[frozenset[str], frozenset[str]]:
+    """(lemmas set aside by "rather than / instead of …" clauses, lemmas of the rest of ``low``)."""
+    aside = [m.group(1) for m in _SET_ASIDE.finditer(low)]
+    if not aside:
+        return frozenset(), _content_lemmas(low)
+    rest = _SET_ASIDE.sub(" ", low)
+    return frozenset().union(*(_content_lemmas(a) for a in aside)), _content_lemmas(rest)
+
+
+#: Words of a question that weighs two choices itself: no plain assertion of either.
+_CHOICE = re.compile(r"\b(?:than|instead|opposed|or|swap|swapping|switch|switching|replace|replacing|substitute|"
+                     r"substituting|exchange|exchanging)\b")
+
+
+def _sets_aside(q: QuestionFeatures, c: QuestionFeatures) -> bool:
+    """``q`` sets aside a word that ``c`` asserts and sets aside nowhere: "Is the course pre-recorded rather than
+    live?" / "Is the course live?", "Can I keep my drive instead of having it destroyed?" / "Do you destroy
+    drives?" (the answer to one is the opposite of the other's)."""
+    if _CHOICE.search(c.text.lower()):  # the other side weighs choices too ("swap X for Y", "X or Y", "rther than")
+        return False
+    named = q.set_aside - q.asserted - c.set_aside
+    return bool(named & c.asserted)
 
 
 def _stemmer() -> Any:
@@ -995,10 +1051,58 @@ _SPLIT_OBJECT = "us|me|them|him|her|it|my|the|your|our|their|his|this|that|these
 
 
 def _same_words(low: str) -> str:
-    """``low`` with each synonym-lexicon form replaced by its group's first form ("whilst" -> "while")."""
+    """``low`` with each synonym-lexicon form replaced by its group's first form ("whilst" -> "while").
+
+    A question that has none of the lexicon's first words (:func:`_synonym_keys`) — most — is returned as it is:
+    no pattern can match it, so the substitutions in order would change nothing; the rest go through
+    :func:`_same_words_in_order`."""
+    keys = _synonym_keys()
+    if keys is not None and keys.isdisjoint(_WORD_RUN.findall(low)):
+        return low
+    return _same_words_in_order(low)
+
+
+def _same_words_in_order(low: str) -> str:
+    """Each synonym-lexicon pattern substituted in the file's order (a rule may read an earlier one's result)."""
     for pattern, first in _synonym_lexicon():
         low = pattern.sub(first, low)
     return low
+
+
+_WORD_RUN = re.compile(r"\w+")
+
+
+@functools.lru_cache(maxsize=1)
+def _synonym_keys() -> frozenset[str] | None:
+    """The first run of word characters of every form the synonym lexicon replaces: a pattern (whole forms, not
+    after a word character or hyphen) matches only where that run stands as a whole word of the text. None (no
+    prefilter) if a form starts with something else."""
+    from pathlib import Path
+
+    keys: set[str] = set()
+    path = Path(__file__).resolve().parent / "data" / "synonyms.txt"
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        for form in line.split(",")[1:]:
+            form = " ".join(form.lower().split())
+            m = re.match(r"\w+", form)
+            if m is None:
+                return None
+            keys.add(m.group(0))
+    return frozenset(keys)
+
+
+def _fold_accents(text: str) -> str:
+    """``text`` without combining marks (Unicode NFD): accents dropped ("Comté" -> "Comte", "café" -> "cafe");
+    ASCII text as it is."""
+    if text.isascii():
+        return text
+    import unicodedata
+
+    return unicodedata.normalize("NFC", "".join(ch for ch in unicodedata.normalize("NFD", text)
+                                                if not unicodedata.combining(ch)))
 
 
 def analyse(text: str, stemmer: Any | None = None) -> QuestionFeatures:
@@ -1007,7 +1111,7 @@ def analyse(text: str, stemmer: Any | None = None) -> QuestionFeatures:
     from word2number import w2n
 
     stemmer = stemmer or _stemmer()
-    raw = text.strip()
+    raw = _fold_accents(text.strip())  # "Comté" / "Comte", "café" / "cafe": one spelling
     low = raw.lower()
     for pattern, repl in _CONTRACTIONS:
         low = pattern.sub(repl, low)
@@ -1169,6 +1273,7 @@ def analyse(text: str, stemmer: Any | None = None) -> QuestionFeatures:
         designators=frozenset(f"{m.group(1).lower()} {m.group(2).lower()}" for m in _DESIGNATOR.finditer(raw)),
         tiers=frozenset(f"{m.group(1).lower()} {m.group(2).lower()}" for m in _TIER.finditer(raw)),
         first=frozenset(_first(low)),
+        set_aside=(aside := _set_aside_parts(low))[0], asserted=aside[1],
     )
 
 
@@ -1231,7 +1336,7 @@ def guard(q: QuestionFeatures, c: QuestionFeatures, cosine: float | None = None)
             or (len(q.price) == 1 and len(c.price) == 1 and q.price != c.price)):  # "for free" / "for a fee"
         return "polarity"
     if (_prefix_negation(q, c) or _prefix_negation(c, q) or _prohibits(q, c) or _prohibits(c, q)
-            or _modal_inversion(q, c) or _prevents(q, c) or _prevents(c, q)):
+            or _modal_inversion(q, c) or _prevents(q, c) or _prevents(c, q) or _sets_aside(q, c) or _sets_aside(c, q)):
         return "negation"
     if (_entity_swap(q, c) or _rare_swap(q, c) or _designator_swap(q, c) or _tier_grows(q, c) or _tier_grows(c, q)
             or _compound_grows(q, c) or _compound_grows(c, q)):
@@ -1528,7 +1633,10 @@ def _prohibits(q: QuestionFeatures, c: QuestionFeatures) -> bool:
     "Can I drive with the warning on?" / "Should I avoid driving with the warning on?"."""
     # a refusal names the thing refused in its own words ("re-enter" / "is re-entry refused"): one word more
     more = 2 if q.prohibition & _REFUSAL else 1
-    return (bool(q.prohibition) and not c.prohibition and not c.reversal and len(c.content - q.content) <= more)
+    # a reversal verb only on the plain side is the avoiding said another way ("stop" / "prevent"); the same one on
+    # both is the act asked about ("can I freeze hard cheese" / "is it a bad idea to freeze hard cheese")
+    return (bool(q.prohibition) and not c.prohibition and c.reversal <= q.reversal
+            and len(c.content - q.content) <= more)
 
 
 _MODAL_WORDS = frozenset({"allow", "permit", "abl", "mandatori", "requir", "compulsori", "obligatori", "oblig",
