@@ -21,15 +21,17 @@ through :meth:`Verifier.check`:
                    question ("can I pay in cash" / "do I have to pay in cash"); a hyphenated prefix
                    ("de-authorise") is read joined; a "-free" word is a negation ("phone-free"); a
                    negating suffix the same way ("cashless" / "accept cash"); a word of danger
-                   ("toxic", "harmful") against "safe";
+                   ("toxic", "harmful") against "safe"; "is it a bad idea to …" against "can I …"; a word
+                   set aside by "rather than / instead of" on one side and said plainly on the other
+                   ("is it pre-recorded rather than live" / "is it live");
    ``polarity``    opposite actions or states (enable / disable, add / remove, paid / unpaid …), keeping
                    or joining against giving up or leaving, phrasal verbs read by their lemma
                    (lemminflect: "keep" / "gave up", "take up" / "turn down"), or a verb of withdrawal /
                    revocation / opting out / stopping on one side only ("consent" / "withdraw consent");
                    link / attach against detach; a particle after its object ("check my dog in" / "out");
                    not doing it at all ("skip", "leave out", "get out of"; "a skip" is a noun); a (house)
-                   "removal" against a "move" is one move; "included" against "charged separately",
-                   "cost extra", "a surcharge";
+                   "removal" against a "move" is one move; "included" / "covered" against "charged
+                   separately", "cost extra", "a surcharge", "on top of the fee";
    ``entity``      another named entity: a capitalised name or product on each side that the
                    other side lacks, a rare word on each side, or the same sentence with one noun
                    phrase of up to three words swapped ("maternity ward" / "intensive care unit") —
@@ -1336,7 +1338,8 @@ def guard(q: QuestionFeatures, c: QuestionFeatures, cosine: float | None = None)
             or (len(q.price) == 1 and len(c.price) == 1 and q.price != c.price)):  # "for free" / "for a fee"
         return "polarity"
     if (_prefix_negation(q, c) or _prefix_negation(c, q) or _prohibits(q, c) or _prohibits(c, q)
-            or _modal_inversion(q, c) or _prevents(q, c) or _prevents(c, q) or _sets_aside(q, c) or _sets_aside(c, q)):
+            or _modal_inversion(q, c) or _prevents(q, c) or _prevents(c, q)
+            or _sets_aside(q, c) or _sets_aside(c, q)):  # "is it live" / "is it pre-recorded rather than live"
         return "negation"
     if (_entity_swap(q, c) or _rare_swap(q, c) or _designator_swap(q, c) or _tier_grows(q, c) or _tier_grows(c, q)
             or _compound_grows(q, c) or _compound_grows(c, q)):
