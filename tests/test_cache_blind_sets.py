@@ -55,6 +55,8 @@ SETS = [
     ("cache_pair_heldout20.jsonl",
      {"go_karting", "vintage_clothing", "electronics_recycling", "puppet_theatre", "beekeeping_courses", "cheese_shop"},
      "dev"),
+    ("cache_pair_heldout21.jsonl",
+     {"sailing_club", "pawn_shop", "tree_surgery", "bridal_boutique", "yoga_retreat", "rug_cleaning"}, "heldout"),
 ]
 blind_sets = pytest.mark.parametrize(("name", "domains", "split"), SETS, ids=[s[0] for s in SETS])
 ALL_FILES = EARLIER + tuple(s[0] for s in SETS)
