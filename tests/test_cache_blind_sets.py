@@ -55,6 +55,9 @@ SETS = [
     ("cache_pair_heldout20.jsonl",
      {"go_karting", "vintage_clothing", "electronics_recycling", "puppet_theatre", "beekeeping_courses", "cheese_shop"},
      "heldout"),
+    ("cache_pair_heldout22.jsonl",
+     {"scuba_diving", "jewellery_repair", "paintball", "notary_office", "pilates_studio", "bouncy_castle_hire"},
+     "heldout"),
 ]
 blind_sets = pytest.mark.parametrize(("name", "domains", "split"), SETS, ids=[s[0] for s in SETS])
 ALL_FILES = EARLIER + tuple(s[0] for s in SETS)
