@@ -60,6 +60,8 @@ SETS = [
     ("cache_pair_heldout22.jsonl",
      {"scuba_diving", "jewellery_repair", "paintball", "notary_office", "pilates_studio", "bouncy_castle_hire"},
      "dev"),
+    ("cache_pair_heldout23.jsonl",
+     {"canal_boat_hire", "axe_throwing", "piano_tuning", "roofing", "wildlife_safari", "carpet_fitting"}, "heldout"),
 ]
 blind_sets = pytest.mark.parametrize(("name", "domains", "split"), SETS, ids=[s[0] for s in SETS])
 ALL_FILES = EARLIER + tuple(s[0] for s in SETS)
