@@ -60,6 +60,9 @@ SETS = [
     ("cache_pair_heldout22.jsonl",
      {"scuba_diving", "jewellery_repair", "paintball", "notary_office", "pilates_studio", "bouncy_castle_hire"},
      "heldout"),
+    ("cache_pair_heldout24.jsonl",
+     {"mini_golf", "blacksmith_courses", "home_brewing_supplies", "upholstery", "dog_grooming", "watch_repair"},
+     "heldout"),
 ]
 blind_sets = pytest.mark.parametrize(("name", "domains", "split"), SETS, ids=[s[0] for s in SETS])
 ALL_FILES = EARLIER + tuple(s[0] for s in SETS)
