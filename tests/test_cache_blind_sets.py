@@ -62,6 +62,9 @@ SETS = [
      "dev"),
     ("cache_pair_heldout23.jsonl",
      {"canal_boat_hire", "axe_throwing", "piano_tuning", "roofing", "wildlife_safari", "carpet_fitting"}, "heldout"),
+    ("cache_pair_heldout24.jsonl",
+     {"mini_golf", "blacksmith_courses", "home_brewing_supplies", "upholstery", "dog_grooming", "watch_repair"},
+     "heldout"),
 ]
 blind_sets = pytest.mark.parametrize(("name", "domains", "split"), SETS, ids=[s[0] for s in SETS])
 ALL_FILES = EARLIER + tuple(s[0] for s in SETS)
