@@ -8,17 +8,18 @@
    cache_pair_heldout6.jsonl, cache_pair_heldout7.jsonl, cache_pair_heldout8.jsonl, cache_pair_heldout9.jsonl,
    cache_pair_heldout10.jsonl, cache_pair_heldout11.jsonl, cache_pair_heldout12.jsonl, cache_pair_heldout13.jsonl,
    cache_pair_heldout14.jsonl, cache_pair_heldout15.jsonl, cache_pair_heldout16.jsonl, cache_pair_heldout17.jsonl,
-   cache_pair_heldout18.jsonl, cache_pair_heldout19.jsonl and cache_pair_heldout20.jsonl:
+   cache_pair_heldout18.jsonl, cache_pair_heldout19.jsonl ... cache_pair_heldout22.jsonl:
    each written as a
    held-out set, but its results were seen and the guards changed for its failure families, so they are dev
-   sets now) and on the **held-out pair set** (serving/cache/data/cache_pair_heldout21.jsonl: other domains again,
+   sets now) and on the **held-out pair set** (serving/cache/data/cache_pair_heldout23.jsonl: other domains again,
    written while the guards were changed and never used to write or tune them; every wrong answer and miss of the
    verified cache on the dev and held-out sets is listed, with the reasons its candidate was rejected):
    for each pair, ``q1`` is stored in a real
    :class:`SemanticCache` (its own namespace) and ``q2`` looked up. Printed for the threshold-only
    cache at 0.93, at its best single threshold (the lowest with a false-hit rate ≤ 1 %, else the one
    with the best recall minus false-hit rate) and for the verified cache (guards + the shipped
-   admission model at ``target_false_hit_rate``): recall on same-answer pairs, the false-hit rate
+   admission model at ``target_false_hit_rate``), and the verified cache with its pair model (the shipped
+   cross-encoder, ``verify_pair_model``): recall on same-answer pairs, the false-hit rate
    overall and per trap category (and recall per same-answer category). The best single threshold is
    picked on the very pairs it is measured on: an optimistic figure for threshold-only.
 2. **Lookup latency** at each size: the cache is filled with that many entries whose texts are the
@@ -71,8 +72,8 @@ def dev_pair_set_paths() -> list[Path]:
 
 def heldout_pair_set_path() -> Path:
     """The latest pair set written blind after the verification stage was frozen (never used to build or tune it):
-    the twenty-first (the twenty-second, written at the same time, is passed with ``--heldout``)."""
-    return default_pair_set_path().with_name("cache_pair_heldout21.jsonl")
+    the twenty-third (the twenty-fourth, written at the same time, is passed with ``--heldout``)."""
+    return default_pair_set_path().with_name("cache_pair_heldout23.jsonl")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -107,8 +108,10 @@ def rates(served: np.ndarray, pairs) -> dict[str, float]:
     return out
 
 
-def print_accuracy(embedder: Embedder, test: list, title: str, *, verbose: bool = False) -> None:
-    """The three caches' rates on ``test``; with ``verbose``, every wrong answer and miss of the verified one."""
+def print_accuracy(embedder: Embedder, test: list, title: str, *, verbose: bool = False,
+                   pair_model: bool = True) -> None:
+    """The caches' rates on ``test`` (with ``pair_model``, the verified one with its pair model too); with
+    ``verbose``, every wrong answer and miss of the verified one (and what the pair model changes)."""
     embedder.warm([p.q1 for p in test] + [p.q2 for p in test])
     labels = np.array([p.same_answer for p in test])
     t0 = time.perf_counter()
@@ -119,6 +122,7 @@ def print_accuracy(embedder: Embedder, test: list, title: str, *, verbose: bool 
         return rates(sims >= t, test)
 
     why: list[str] = []  # the verified cache's reject reasons per pair
+    why_pm: list[str] = []
     fitting = [t for t in candidates if at(t)["false_hit"] <= 0.01]
     best = fitting[0] if fitting else max(candidates, key=lambda t: at(t)["recall"] - at(t)["false_hit"])
     rows = [("threshold 0.93", rates(accuracy(embedder, test, CacheConfig(mode="threshold", threshold=0.93))[0],
@@ -126,6 +130,9 @@ def print_accuracy(embedder: Embedder, test: list, title: str, *, verbose: bool 
             (f"threshold {best:.2f} (best)", rates(accuracy(embedder, test,
                                                             CacheConfig(mode="threshold", threshold=best))[0], test)),
             ("verified", rates(verified := accuracy(embedder, test, CacheConfig(), why)[0], test))]
+    if pair_model:
+        rows.append(("verified + pair model", rates(with_pm := accuracy(
+            embedder, test, CacheConfig(verify_pair_model=True), why_pm)[0], test)))
     print(f"{title}: {int(labels.sum())} same-answer pairs, {int((~labels).sum())} traps "
           f"({time.perf_counter() - t0:.0f} s)")
     print(f"{'cache':>24} {'recall':>7} " + " ".join(f"{c:>11}" for c in SAME) + f" {'false-hit':>9} "
@@ -141,6 +148,13 @@ def print_accuracy(embedder: Embedder, test: list, title: str, *, verbose: bool 
                 p = test[i]
                 rejected = f", rejected: {why[i]}" if why[i] else ""
                 print(f"  verified {kind} [{p.category}, cosine {sims[i]:.2f}{rejected}]: {p.q1!r} / {p.q2!r}")
+        if pair_model:
+            for kind, changed in (("wrong answer the pair model rejects", ~labels & verified & ~with_pm),
+                                  ("wrong answer served even with it", ~labels & with_pm),
+                                  ("same-answer pair it rejects", labels & verified & ~with_pm)):
+                for i in np.flatnonzero(changed):
+                    p = test[i]
+                    print(f"  pair model: {kind} [{p.category}, cosine {sims[i]:.2f}]: {p.q1!r} / {p.q2!r}")
 
 
 def fill(cache: SemanticCache, bare, n: int, base: np.ndarray, texts: list[str], rng: np.random.Generator,
@@ -221,6 +235,26 @@ def print_same_words_timing(pairs) -> None:
           f"{new * 1e3:.3f} ms (ratio {new / old:.2f})")
 
 
+def print_pair_model_timing(pairs: list, n: int) -> None:
+    """The pair model's cost per candidate it checks (one pair per call, as a lookup runs it)."""
+    from costline.serving.cache.pair_model import LazyPairModel, default_pair_model_path
+
+    model = LazyPairModel(default_pair_model_path()).get()
+    import torch
+
+    sample = [(p.q1, p.q2) for p in pairs[:n]]
+    for a, b in sample[:3]:
+        model.probability(a, b)
+    took = []
+    for a, b in sample:
+        t0 = time.perf_counter()
+        model.probability(a, b)
+        took.append(time.perf_counter() - t0)
+    print(f"pair model (PyTorch, {model.layers} layers, torch_threads={torch.get_num_threads()}): p50 "
+          f"{pct(took, 50):.2f} ms, p99 {pct(took, 99):.2f} ms per candidate it checks (only a candidate that "
+          "passed every guard and the admission model; [serving.cache] verify_pair_model)")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="10000,100000")
@@ -237,6 +271,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="a dev pair set (seen; JSON lines, as `costline cache tune --pairs` reads); repeat for "
                          "several (default: the twenty-two held-out sets seen so far)")
     ap.add_argument("--skip-dev", action="store_true", help="measure the test split and the held-out set only")
+    ap.add_argument("--skip-pair-model", action="store_true",
+                    help="leave out the verified cache with its pair model ([serving.cache] verify_pair_model)")
     ap.add_argument("--heldout", type=Path, default=heldout_pair_set_path(),
                     help="the held-out pair set (JSON lines, as `costline cache tune --pairs` reads)")
     args = ap.parse_args(argv)
@@ -244,7 +280,8 @@ def main(argv: list[str] | None = None) -> None:
     embedder = Embedder().load()
     pairs, _ = read_pairs(default_pair_set_path())
     if not args.skip_accuracy:
-        print_accuracy(embedder, [p for p in pairs if p.split == "test"], "pair set, test split")
+        pm = not args.skip_pair_model
+        print_accuracy(embedder, [p for p in pairs if p.split == "test"], "pair set, test split", pair_model=pm)
         dev = [] if args.skip_dev else (args.dev or dev_pair_set_paths())
         for path, title in ([(d, "dev pair set ({}, seen: the guards were changed after it)") for d in dev]
                             + [(args.heldout, "held-out pair set ({}, written after the guards were frozen)")]):
@@ -254,7 +291,7 @@ def main(argv: list[str] | None = None) -> None:
             extra, problems = read_pairs(path)
             if problems:
                 raise SystemExit(f"{path}: {problems[0]}")
-            print_accuracy(embedder, extra, title.format(path.name), verbose=True)
+            print_accuracy(embedder, extra, title.format(path.name), verbose=True, pair_model=pm)
     if args.skip_latency:
         print(f"(run {time.perf_counter() - start:.0f} s)")
         return
@@ -281,6 +318,8 @@ def main(argv: list[str] | None = None) -> None:
               f"{r['c99']:>6.2f}", flush=True)
     print("times in ms; ratio = verified lookup / (embed + search), target <= 1.2; verify 4 = the verification "
           "stage alone on 4 candidates, the query parsed anew")
+    if not args.skip_pair_model:
+        print_pair_model_timing(pairs, args.queries)
     print(f"(run {time.perf_counter() - start:.0f} s)")
     getattr(embedder, "shutdown", lambda: None)()  # an ONNX embedder's micro-batcher thread
 

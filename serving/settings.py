@@ -87,6 +87,14 @@ class CacheConfig:
     admission_model: Path | None = None
     #: ``[serving.cache.namespace_admission_models]``: a model per namespace, overriding admission_model.
     namespace_admission_models: dict[str, Path] = field(default_factory=dict)
+    #: Verified mode: a candidate that passed the guards and the admission model is served only when
+    #: the pair model (a small cross-encoder, serving/cache/pair_model.py) agrees. Off by default: it
+    #: halves the false hits on blind sets but costs tens of ms of CPU per candidate hit (docs/cache.md).
+    verify_pair_model: bool = False
+    #: The pair model file (`costline cache train-pair-model`); None = the one shipped.
+    pair_model: Path | None = None
+    #: The probability of one shared answer a candidate needs; None = the model file's own.
+    pair_model_threshold: float | None = None
     # -- replicas sharing one cache over Kafka (serving/cache/replication.py; docs/cache.md "Replicas") --
     #: The compacted topic every store, invalidation and eviction is published to and applied from;
     #: None = replication off (the cache is local to its process).

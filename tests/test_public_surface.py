@@ -43,8 +43,8 @@ PINNED: dict[str, list[str]] = {
         "Validator", "build_backends", "build_policy", "evaluate", "train_policy",
     ],
     "costline.serving.cache": [
-        "AdmissionModel", "CacheHit", "CacheReplicator", "CacheStats", "LookupResult", "SemanticCache", "Verifier",
-        "load_cache", "save_cache", "train_admission", "tune_thresholds",
+        "AdmissionModel", "CacheHit", "CacheReplicator", "CacheStats", "LookupResult", "PairModel", "SemanticCache",
+        "Verifier", "load_cache", "save_cache", "train_admission", "train_pair_model", "tune_thresholds",
     ],
     "costline.serving.routing": [
         "Decision", "LearnedPolicy", "POLICIES", "Router", "RoutingPolicy", "RulePolicy", "build_policy", "compare",

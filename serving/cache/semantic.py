@@ -188,6 +188,9 @@ def validate_cache_config(config: CacheConfig) -> None:
     similarity("verify_min_similarity", config.verify_min_similarity)
     if not 0.0 < config.target_false_hit_rate < 1.0:
         raise bad("target_false_hit_rate", "must be in (0, 1)")
+    t = config.pair_model_threshold
+    if t is not None and not (isinstance(t, (int, float)) and 0.0 <= t < 1.0):
+        raise bad("pair_model_threshold", f"must be a probability in [0, 1), or unset for the model's own; got {t!r}")
     if config.replication_topic is not None:
         from costline.serving.cache.replication import validate_replication_config
 
@@ -698,15 +701,21 @@ class SemanticCache:
 
 
 def build_verifier(config: CacheConfig) -> "Verifier":
-    """The verification stage of ``config``: the admission model(s) at the target false-hit rate."""
+    """The verification stage of ``config``: the admission model(s) at the target false-hit rate, and
+    the pair model (its file checked now, loaded on the first candidate that reaches it)."""
     from costline.serving.cache.admission import AdmissionModel, default_model_path
+    from costline.serving.cache.pair_model import LazyPairModel, default_pair_model_path
     from costline.serving.cache.verify import Verifier
 
     target = config.target_false_hit_rate
     models = {"*": AdmissionModel.load(config.admission_model or default_model_path()).at(target)}
     for ns, path in config.namespace_admission_models.items():
         models[ns] = AdmissionModel.load(path).at(target)
-    return Verifier(models)
+    pair_model = None
+    if config.verify_pair_model:
+        pair_model = LazyPairModel(config.pair_model or default_pair_model_path(),
+                                   threshold=config.pair_model_threshold)
+    return Verifier(models, pair_model=pair_model)
 
 
 def _names(tenant: str, namespace: str | None) -> str:

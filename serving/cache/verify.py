@@ -87,6 +87,7 @@ from typing import Any
 __all__ = [
     "GUARD_REASONS",
     "REASON_ADMISSION",
+    "REASON_PAIR_MODEL",
     "FEATURE_NAMES",
     "QuestionFeatures",
     "Verifier",
@@ -101,6 +102,8 @@ GUARD_REASONS = ("number", "identifier", "date", "time", "unit", "negation", "po
                  "comparative", "temporal", "unmatched")
 #: A candidate that passed the guards but scored under the admission model's operating point.
 REASON_ADMISSION = "admission"
+#: A candidate that passed the guards and the admission model but not the pair model (pair_model.py).
+REASON_PAIR_MODEL = "pair_model"
 
 # -- lexicons (lower case) --------------------------------------------------------------------------
 _CONTRACTIONS = (
@@ -2056,11 +2059,14 @@ class Verifier:
     (``memo_size`` of each).
 
     ``admission`` maps a namespace to its :class:`~costline.serving.cache.admission.AdmissionModel`
-    (``"*"``: every other namespace). Thread-safe.
+    (``"*"``: every other namespace); ``pair_model`` (:mod:`~costline.serving.cache.pair_model`), when
+    given, has the last word on a candidate that passed both. Thread-safe.
     """
 
-    def __init__(self, admission: dict[str, Any] | None = None, *, memo_size: int = 100_000) -> None:
+    def __init__(self, admission: dict[str, Any] | None = None, *, pair_model: Any = None,
+                 memo_size: int = 100_000) -> None:
         self.admission = dict(admission or {})
+        self.pair_model = pair_model
         self.memo_size = memo_size
         self._memo: OrderedDict[str, QuestionFeatures] = OrderedDict()
         #: Verdicts of (query, candidate, cosine, namespace) seen before.
@@ -2106,6 +2112,8 @@ class Verifier:
             model = self.model_for(namespace)
             if model is not None and not model.admits(pair_features(q, c, cosine)):
                 reason = REASON_ADMISSION
+            elif self.pair_model is not None and not self.pair_model.same_answer(candidate, query):
+                reason = REASON_PAIR_MODEL
         with self._lock:
             self._verdicts[key] = reason
             while len(self._verdicts) > self.memo_size:

@@ -1,0 +1,250 @@
+"""The pair model: a small cross-encoder that reads both questions at once, the verification stage's last check.
+
+The guards read words; the admission model reads features of words. Both miss an opposite said in words no
+rule or lexicon holds ("is the course live" / "is it pre-recorded rather than live", "does the fee cover
+the module" / "is the module charged on top of the fee"). A cross-encoder attends from every token of one
+question to every token of the other, so it can learn what makes two questions want different answers from
+labelled pairs, not from a list. costline's is the packaged all-MiniLM-L6-v2 cut to its first ``layers``
+transformer layers, with a one-logit head, fine-tuned on our own labelled pairs (never on third-party pair
+sets): ``costline cache train-pair-model``. A candidate that passed every guard and the admission model is
+served only when the pair model's probability that both questions share one answer reaches ``threshold``;
+otherwise the lookup records the reject reason ``pair_model``.
+
+The model file is a safetensors file (no pickle: loading it never runs code) holding only what fine-tuning
+changed — the transformer layers, pooler and head; the word embeddings stay frozen and are read from the
+packaged MiniLM — and, in its metadata, the format, the layer count, the threshold and what it was trained
+on. It runs on PyTorch (one pair per call, about a millisecond per layer on one core; loaded on first use).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from costline.serving.errors import CacheError
+
+__all__ = ["LazyPairModel", "PairModel", "default_pair_model_path", "read_header", "train_pair_model"]
+
+FORMAT = "costline-cache-pair-model/1"
+#: Question pairs longer than this many word pieces (both together) are cut from the end of each.
+MAX_LENGTH = 96
+_FROZEN_PREFIX = "bert.embeddings."
+log = logging.getLogger(__name__)
+
+
+def default_pair_model_path() -> Path:
+    """The pair model shipped with costline (trained on our own pair sets: docs/cache.md)."""
+    return Path(__file__).resolve().parent / "data" / "cache_pair_model.safetensors"
+
+
+def _base_path(base: str | os.PathLike[str] | None) -> Path:
+    if base is not None:
+        return Path(base)
+    from costline.serving.embedding import default_model_path
+
+    return default_model_path()
+
+
+def _quiet_transformers() -> Any:
+    """transformers' loader warns that the head is new — true, and the next line loads it."""
+    return logging.getLogger("transformers.modeling_utils")
+
+
+def _build(base: Path, layers: int) -> tuple[Any, Any]:
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    cfg = AutoConfig.from_pretrained(base, num_labels=1)
+    if not 1 <= layers <= cfg.num_hidden_layers:
+        raise CacheError(f"a pair model needs 1 to {cfg.num_hidden_layers} layers of {base.name}; got {layers}")
+    cfg.num_hidden_layers = layers
+    quiet = _quiet_transformers()
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(base, config=cfg)
+    finally:
+        quiet.setLevel(level)
+    return model, AutoTokenizer.from_pretrained(base)
+
+
+@dataclass
+class PairModel:
+    """Probability that two questions share one answer; :meth:`same_answer` is thread-safe."""
+
+    model: Any
+    tokenizer: Any
+    layers: int
+    threshold: float
+    trained_on: dict[str, Any] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def probability(self, stored: str, asked: str) -> float:
+        return float(self.probabilities([(stored, asked)])[0])
+
+    def probabilities(self, pairs: Sequence[tuple[str, str]], batch_size: int = 64) -> np.ndarray:
+        import torch
+
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(pairs), batch_size):
+                chunk = pairs[i:i + batch_size]
+                enc = self.tokenizer([a for a, _ in chunk], [b for _, b in chunk], padding=True,
+                                     truncation=True, max_length=MAX_LENGTH, return_tensors="pt")
+                out.append(torch.sigmoid(self.model(**enc).logits.squeeze(-1)).numpy())
+        return np.concatenate(out) if out else np.zeros(0)
+
+    def same_answer(self, stored: str, asked: str) -> bool:
+        """Whether ``asked`` may get the answer stored for ``stored`` (probability >= threshold)."""
+        return self.probability(stored, asked) >= self.threshold
+
+    # -- files ---------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the fine-tuned tensors and metadata (safetensors, atomically; fp16 halves the file)."""
+        from safetensors.torch import save
+
+        from costline.fsutil import atomic_write
+
+        tensors = {k: v.detach().to("cpu").half().contiguous() for k, v in self.model.state_dict().items()
+                   if not k.startswith(_FROZEN_PREFIX)}
+        meta = {"format": FORMAT, "layers": str(self.layers), "threshold": repr(self.threshold),
+                "max_length": str(MAX_LENGTH), "trained_on": json.dumps(self.trained_on, sort_keys=True)}
+        with atomic_write(path, "wb") as fh:
+            fh.write(save(tensors, metadata=meta))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], *, base: str | os.PathLike[str] | None = None,
+             threshold: float | None = None) -> "PairModel":
+        """Read a model file; :class:`CacheError` naming the file when it is not one."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        where = Path(path)
+        layers, file_threshold, trained_on = read_header(where)
+        try:
+            tensors = load_file(str(where))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise CacheError(f"{where} is not a valid pair model: {exc}") from None
+        model, tokenizer = _build(_base_path(base), layers)
+        own = {k for k in model.state_dict() if not k.startswith(_FROZEN_PREFIX)}
+        if set(tensors) != own:
+            raise CacheError(f"{where} does not fit a {layers}-layer MiniLM (tensors differ: "
+                             f"{sorted(set(tensors) ^ own)[:3]}); retrain it with `costline cache train-pair-model`")
+        model.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=False)
+        model.eval()
+        t = file_threshold if threshold is None else float(threshold)
+        if not 0.0 <= t < 1.0:
+            raise CacheError(f"a pair model's threshold must be in [0, 1); got {t!r}")
+        return cls(model, tokenizer, layers, t, trained_on)
+
+
+def read_header(path: str | os.PathLike[str]) -> tuple[int, float, dict[str, Any]]:
+    """(layers, threshold, trained_on) of a model file, reading only its header; CacheError if it is none."""
+    from safetensors import SafetensorError
+    from safetensors.torch import safe_open
+
+    where = Path(path)
+    if not where.is_file():
+        raise CacheError(f"cannot read the pair model {where}: no such file; train one with "
+                         "`costline cache train-pair-model`, or set [serving.cache] verify_pair_model = false")
+    try:
+        with safe_open(str(where), framework="pt") as fh:
+            meta = fh.metadata() or {}
+        if meta.get("format") != FORMAT:
+            raise CacheError(f"{where} is not a pair model (format is not {FORMAT!r})")
+        return int(meta["layers"]), float(meta["threshold"]), dict(json.loads(meta.get("trained_on") or "{}"))
+    except CacheError:
+        raise
+    except (SafetensorError, OSError, KeyError, ValueError, TypeError) as exc:
+        raise CacheError(f"{where} is not a valid pair model: {exc}") from None
+
+
+class LazyPairModel:
+    """A pair model file checked now (its header) and loaded on first use (PyTorch, ~1 s), once.
+
+    :meth:`same_answer` never raises: a model that cannot run rejects the candidate (a miss is safe) and
+    says why in the log, once.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, threshold: float | None = None,
+                 base: str | os.PathLike[str] | None = None) -> None:
+        self.path = Path(path)
+        self.layers, file_threshold, self.trained_on = read_header(self.path)
+        self.threshold = file_threshold if threshold is None else float(threshold)
+        self._base = base
+        self._model: PairModel | None = None
+        self._failed = False
+        self._lock = threading.Lock()
+
+    def get(self) -> PairModel:
+        with self._lock:
+            if self._model is None:
+                self._model = PairModel.load(self.path, base=self._base, threshold=self.threshold)
+            return self._model
+
+    def same_answer(self, stored: str, asked: str) -> bool:
+        try:
+            return self.get().same_answer(stored, asked)
+        except Exception:  # noqa: BLE001 - a lookup never fails because of its last check
+            if not self._failed:
+                self._failed = True
+                log.exception("pair model %s cannot run; its candidates are rejected", self.path)
+            return False
+
+
+def train_pair_model(pairs: Sequence[Any], *, layers: int = 2, epochs: int = 2, threshold: float = 0.05,
+                     batch_size: int = 32, learning_rate: float = 4e-5, seed: int = 0,
+                     base: str | os.PathLike[str] | None = None, trained_on: dict[str, Any] | None = None,
+                     progress: Callable[[int, int, float], None] | None = None) -> PairModel:
+    """Fine-tune the first ``layers`` layers of the packaged MiniLM as a cross-encoder on labelled pairs.
+
+    Each pair is read both ways (the label does not depend on which question was stored). The word
+    embeddings stay frozen, so the model file holds only what training changed. ``progress(step, steps,
+    loss)`` is called after every step.
+    """
+    import torch
+
+    labelled = [(p.q1, p.q2, bool(p.same_answer)) for p in pairs]
+    if len({y for _, _, y in labelled}) < 2:
+        raise CacheError("training a pair model needs same-answer and different-answer pairs: label both kinds")
+    torch.manual_seed(seed)
+    model, tokenizer = _build(_base_path(base), layers)
+    for name, param in model.named_parameters():
+        param.requires_grad = not name.startswith(_FROZEN_PREFIX)
+    first = [a for a, _, _ in labelled] + [b for _, b, _ in labelled]
+    second = [b for _, b, _ in labelled] + [a for a, _, _ in labelled]
+    ys = np.array([y for *_, y in labelled] * 2, dtype=np.float32)
+    n = len(ys)
+    steps = epochs * -(-n // batch_size)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=learning_rate,
+                            weight_decay=0.01)
+    warm = max(1, steps // 10)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) * max(0.0, 1 - s / steps))
+    rng = np.random.default_rng(seed)
+    step = 0
+    model.train()
+    for _ in range(epochs):
+        order = rng.permutation(n)
+        for i in range(0, n, batch_size):
+            b = order[i:i + batch_size]
+            enc = tokenizer([first[j] for j in b], [second[j] for j in b], padding=True, truncation=True,
+                            max_length=MAX_LENGTH, return_tensors="pt")
+            logits = model(**enc).logits.squeeze(-1)
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.from_numpy(ys[b]))
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad()
+            step += 1
+            if progress is not None:
+                progress(step, steps, float(loss.item()))
+    model.eval()
+    return PairModel(model, tokenizer, layers, float(threshold), dict(trained_on or {}))

@@ -1,0 +1,175 @@
+"""The pair model (serving/cache/pair_model.py): its file format, its lifecycle in the verification stage,
+and the shipped model on pairs written for these tests (other sentences than every pair file's)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from costline.serving.cache.pair_model import (
+    LazyPairModel,
+    PairModel,
+    default_pair_model_path,
+    read_header,
+    train_pair_model,
+)
+from costline.serving.cache.tune import Pair
+from costline.serving.errors import CacheError
+
+TINY = [Pair(a, b, same, "c", "d", "train") for a, b, same in [
+    ("How do I reset my password?", "How can I reset my password?", True),
+    ("Can I bring my dog?", "Are dogs allowed?", True),
+    ("Do you open on Sundays?", "Are you open on a Sunday?", True),
+    ("Can I pay by card?", "Do you take card payments?", True),
+    ("Can I bring my dog?", "Are dogs banned?", False),
+    ("Do you open on Sundays?", "Do you open on Mondays?", False),
+    ("Can I pay by card?", "Can I pay only by card?", False),
+    ("How do I reset my password?", "How do I reset everyone's password?", False),
+]]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> tuple[PairModel, Path]:
+    model = train_pair_model(TINY, layers=1, epochs=1, batch_size=8, threshold=0.3, trained_on={"pairs": "TINY"})
+    path = tmp_path_factory.mktemp("pm") / "tiny.safetensors"
+    model.save(path)
+    return model, path
+
+
+def test_a_saved_model_loads_with_the_same_probabilities_and_metadata(tiny) -> None:
+    model, path = tiny
+    loaded = PairModel.load(path)
+    pairs = [(p.q1, p.q2) for p in TINY]
+    assert loaded.layers == 1 and loaded.threshold == 0.3 and loaded.trained_on == {"pairs": "TINY"}
+    np.testing.assert_allclose(loaded.probabilities(pairs), model.probabilities(pairs), atol=5e-3)  # fp16 file
+    assert read_header(path) == (1, 0.3, {"pairs": "TINY"})
+
+
+def test_the_file_holds_only_what_training_changed_never_the_word_embeddings(tiny) -> None:
+    from safetensors import safe_open
+
+    _, path = tiny
+    with safe_open(str(path), framework="pt") as fh:
+        names = set(fh.keys())
+    assert names and not any("embeddings" in n for n in names)
+    assert any(n.startswith("bert.encoder.layer.0.") for n in names) and "classifier.weight" in names
+    assert not any(n.startswith("bert.encoder.layer.1.") for n in names)  # one layer kept
+
+
+def test_the_threshold_given_at_load_overrides_the_files(tiny) -> None:
+    _, path = tiny
+    assert PairModel.load(path, threshold=0.9).threshold == 0.9
+    with pytest.raises(CacheError, match=r"threshold must be in \[0, 1\)"):
+        PairModel.load(path, threshold=1.0)
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (None, "no such file; train one with `costline cache train-pair-model`"),
+    (b"not a safetensors file at all", "is not a valid pair model"),
+    ("other-format", "is not a pair model"),
+])
+def test_a_file_that_is_not_a_pair_model_is_refused_naming_it(tmp_path, content, message) -> None:
+    path = tmp_path / "model.safetensors"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content == "other-format":
+        import torch
+        from safetensors.torch import save_file
+
+        save_file({"x": torch.zeros(2)}, str(path), metadata={"format": "something-else"})
+    with pytest.raises(CacheError, match=message) as err:
+        LazyPairModel(path)
+    assert str(path) in str(err.value)
+
+
+def test_a_model_that_cannot_run_rejects_its_candidates_and_logs_once(tmp_path, caplog) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    path = tmp_path / "wrong-shape.safetensors"  # a valid header over tensors of another model
+    save_file({"classifier.weight": torch.zeros(1, 3)}, str(path),
+              metadata={"format": "costline-cache-pair-model/1", "layers": "1", "threshold": "0.5"})
+    lazy = LazyPairModel(path)  # the header is fine: accepted at start
+    with caplog.at_level(logging.ERROR, logger="costline.serving.cache.pair_model"):
+        assert lazy.same_answer("Can I pay by card?", "Can I pay by card please?") is False
+        assert lazy.same_answer("Can I pay by card?", "Can I pay by card please?") is False
+    assert [r.message for r in caplog.records].count(
+        f"pair model {path} cannot run; its candidates are rejected") == 1
+
+
+def test_training_needs_both_kinds_of_pairs() -> None:
+    with pytest.raises(CacheError, match="same-answer and different-answer pairs"):
+        train_pair_model([p for p in TINY if p.same_answer], layers=1, epochs=1)
+
+
+def test_the_pair_model_threshold_key_is_validated() -> None:
+    from costline.errors import ConfigError
+    from costline.serving.cache.semantic import validate_cache_config
+    from costline.serving.settings import CacheConfig
+
+    validate_cache_config(CacheConfig(pair_model_threshold=0.2))
+    with pytest.raises(ConfigError, match=r"pair_model_threshold"):
+        validate_cache_config(CacheConfig(pair_model_threshold=1.5))
+
+
+def test_the_shipped_model_is_a_pair_model_trained_on_our_own_pairs_only() -> None:
+    layers, threshold, trained_on = read_header(default_pair_model_path())
+    assert 1 <= layers <= 6 and 0.0 < threshold < 1.0
+    files = trained_on["pairs"]
+    assert files and all(f.startswith("cache_pair") for f in files)  # the project's own pair files
+    assert "test" not in trained_on["splits"] and "heldout" not in trained_on["splits"]
+
+
+# -- the shipped model through a real cache (FAISS + MiniLM): traps the guards and the admission model let
+# through, written for this test (no sentence of any pair file), and same-answer pairs it must still serve
+# (of six such traps written for it, the shipped model catches these three; it serves "park on the street" /
+# "get a ticket for parking on the street", "museum free" / "do I pay for entry", "available offline" /
+# "need an internet connection": docs/cache.md, "The pair model")
+PAST_THE_GUARDS = [
+    ("Should I water the seedlings daily?", "Is daily watering bad for the seedlings?"),
+    ("Can I wear jeans to the gala?", "Are jeans too casual for the gala?"),
+    ("Can guests use the rooftop pool?", "Is the rooftop pool for residents only?"),
+]
+# (of eight written for it, the shipped model rejects one: "hold my luggage after checkout" / "leave my bags
+# at the hotel after checking out")
+STILL_SERVED = [
+    ("Is the lecture recorded?", "Will there be a recording of the lecture?"),
+    ("Can I park on the street outside?", "Is street parking outside allowed?"),
+    ("Does the membership fee include towel hire?", "Is towel hire included in the membership fee?"),
+    ("Can I wear jeans to the gala?", "Are jeans OK for the gala?"),
+    ("Can guests use the rooftop pool?", "Are guests allowed in the rooftop pool?"),
+    ("Is breakfast served in the room?", "Can I have breakfast brought to my room?"),
+    ("Is the webinar streamed live?", "Will the webinar be broadcast live?"),
+]
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    from costline.serving.embedding import Embedder
+
+    return Embedder().load()
+
+
+def _lookup(embedder, tmp_path, stored: str, asked: str, *, pair_model: bool):
+    from costline.serving.cache.semantic import SemanticCache
+    from costline.serving.settings import CacheConfig
+
+    cache = SemanticCache(embedder, CacheConfig(path=tmp_path, verify_pair_model=pair_model))
+    cache.store(stored, "the stored answer", tenant="t")
+    return cache.lookup_detail(asked, tenant="t")
+
+
+@pytest.mark.parametrize(("stored", "asked"), PAST_THE_GUARDS)
+def test_the_pair_model_rejects_traps_the_guards_let_through(embedder, tmp_path, stored, asked) -> None:
+    assert _lookup(embedder, tmp_path, stored, asked, pair_model=False).hit is not None  # the guards serve it
+    found = _lookup(embedder, tmp_path, stored, asked, pair_model=True)
+    assert found.hit is None and found.reject_reasons == ("pair_model",)
+
+
+@pytest.mark.parametrize(("stored", "asked"), STILL_SERVED)
+def test_with_the_pair_model_same_answer_questions_are_still_served(embedder, tmp_path, stored, asked) -> None:
+    found = _lookup(embedder, tmp_path, stored, asked, pair_model=True)
+    assert found.hit is not None and found.hit.answer == "the stored answer"
