@@ -53,25 +53,25 @@ def _base_path(base: str | os.PathLike[str] | None) -> Path:
     return default_model_path()
 
 
-def _quiet_transformers() -> Any:
-    """transformers' loader warns that the head is new — true, and the next line loads it."""
-    return logging.getLogger("transformers.modeling_utils")
-
-
 def _build(base: Path, layers: int) -> tuple[Any, Any]:
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     cfg = AutoConfig.from_pretrained(base, num_labels=1)
     if not 1 <= layers <= cfg.num_hidden_layers:
         raise CacheError(f"a pair model needs 1 to {cfg.num_hidden_layers} layers of {base.name}; got {layers}")
     cfg.num_hidden_layers = layers
-    quiet = _quiet_transformers()
-    level = quiet.level
+    # transformers reports the new head as missing and draws a progress bar: true, and noise in a lookup
+    quiet = logging.getLogger("transformers")
+    level, bars = quiet.level, hf_logging.is_progress_bar_enabled()
     quiet.setLevel(logging.ERROR)
+    hf_logging.disable_progress_bar()
     try:
         model = AutoModelForSequenceClassification.from_pretrained(base, config=cfg)
     finally:
         quiet.setLevel(level)
+        if bars:
+            hf_logging.enable_progress_bar()
     return model, AutoTokenizer.from_pretrained(base)
 
 
