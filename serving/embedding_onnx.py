@@ -71,6 +71,7 @@ __all__ = [
     "EmbedQueueFullError",
     "MicroBatcher",
     "OnnxEmbedder",
+    "cached_export",
     "default_onnx_cache_dir",
     "export_onnx",
     "make_embedder",
@@ -355,8 +356,17 @@ def export_onnx(model_path: Path, *, quantize: bool = False, cache_dir: Path | N
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_onnx_cache_dir()
     folder = root / _model_key(model_path, quantize)
     target = folder / ("model-int8.onnx" if quantize else "model.onnx")
+    return cached_export(target, lambda: _export_locked(model_path, target, folder, root, quantize))
+
+
+def cached_export(target: Path, export: Callable[[], None]) -> Path:
+    """``target`` when it is a file; else ``export()`` (which writes it) run once, under a file lock
+    (``<folder>.<name>.lock`` beside ``target``'s folder): concurrent processes on a clean cache
+    export once, the others wait for the lock and then open the finished file. Shared by every
+    ONNX export costline caches (the embedder's, the cache's pair model's)."""
     if target.is_file():
         return target
+    folder = target.parent
     folder.mkdir(parents=True, exist_ok=True)
     try:
         # filelock (already installed with huggingface_hub/torch): an fcntl lock that the OS drops
@@ -368,11 +378,13 @@ def export_onnx(model_path: Path, *, quantize: bool = False, cache_dir: Path | N
         with FileLock(str(folder) + f".{target.name}.lock", timeout=_EXPORT_LOCK_TIMEOUT_S):
             if target.is_file():  # another process exported it while this one waited
                 return target
-            _export_locked(model_path, target, folder, root, quantize)
+            export()
     except Timeout:
         raise EmbedderError(f"another process has held the export lock of {target} for "
                             f"{_EXPORT_LOCK_TIMEOUT_S:.0f} s: if none is exporting, delete "
                             f"{folder}.{target.name}.lock") from None
+    if not target.is_file():
+        raise EmbedderError(f"the export wrote no {target}")
     return target
 
 

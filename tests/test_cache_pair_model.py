@@ -1,8 +1,10 @@
 """The pair model (serving/cache/pair_model.py): its file format, its lifecycle in the verification stage,
-and the shipped model on pairs written for these tests (other sentences than every pair file's)."""
+the shipped model on pairs written for these tests (other sentences than every pair file's), and its ONNX Runtime
+path against its PyTorch one (the same decision on every pair of two pair files; the export cached)."""
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from pathlib import Path
 
@@ -10,9 +12,12 @@ import numpy as np
 import pytest
 
 from costline.serving.cache.pair_model import (
+    MAX_LENGTH,
     LazyPairModel,
+    OnnxPairModel,
     PairModel,
     default_pair_model_path,
+    pair_onnx_path,
     read_header,
     train_pair_model,
 )
@@ -92,7 +97,7 @@ def test_a_model_that_cannot_run_rejects_its_candidates_and_logs_once(tmp_path, 
     path = tmp_path / "wrong-shape.safetensors"  # a valid header over tensors of another model
     save_file({"classifier.weight": torch.zeros(1, 3)}, str(path),
               metadata={"format": "costline-cache-pair-model/1", "layers": "1", "threshold": "0.5"})
-    lazy = LazyPairModel(path)  # the header is fine: accepted at start
+    lazy = LazyPairModel(path, cache_dir=tmp_path / "onnx")  # the header is fine: accepted at start
     with caplog.at_level(logging.ERROR, logger="costline.serving.cache.pair_model"):
         assert lazy.same_answer("Can I pay by card?", "Can I pay by card please?") is False
         assert lazy.same_answer("Can I pay by card?", "Can I pay by card please?") is False
@@ -173,3 +178,104 @@ def test_the_pair_model_rejects_traps_the_guards_let_through(embedder, tmp_path,
 def test_with_the_pair_model_same_answer_questions_are_still_served(embedder, tmp_path, stored, asked) -> None:
     found = _lookup(embedder, tmp_path, stored, asked, pair_model=True)
     assert found.hit is not None and found.hit.answer == "the stored answer"
+
+
+# -- ONNX Runtime: the same decisions as PyTorch, the export made once -----------------------------------------
+needs_onnx = pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None, reason="onnxruntime not installed")
+
+
+def _pairs_of(name: str, split: str | None = None) -> list[tuple[str, str]]:
+    from costline.serving.cache.admission import default_pair_set_path, read_pairs
+
+    pairs, problems = read_pairs(default_pair_set_path().with_name(name))
+    assert not problems
+    return [(p.q1, p.q2) for p in pairs if split is None or p.split == split]
+
+
+@needs_onnx
+def test_onnx_gives_the_pytorch_decision_on_every_pair_of_two_pair_files() -> None:
+    """The test split of the pair set (250) and held-out set 23 (350), plus two pairs long enough to be cut at
+    MAX_LENGTH: ONNX Runtime one pair per call (as a lookup runs it), PyTorch batched."""
+    long = " ".join(["Can I bring my large dog and its crate on the overnight ferry to the island"] * 8)
+    pairs = (_pairs_of("cache_pair_set.jsonl", "test") + _pairs_of("cache_pair_heldout23.jsonl")
+             + [(long, "Can I bring my dog on the ferry?"), (long, long.replace("dog", "cat"))])
+    assert len(pairs) == 602
+    onnx = LazyPairModel(default_pair_model_path(), runtime="onnx").get()
+    torch_model = LazyPairModel(default_pair_model_path(), runtime="torch").get()
+    assert (onnx.runtime, torch_model.runtime, onnx.threshold) == ("onnx", "torch", torch_model.threshold)
+    # the same word pieces, cut the same way (the fast tokenizer's own Rust tokenizer runs both)
+    for a, b in pairs[:50] + pairs[-2:]:
+        assert onnx.tokenizer.encode(a, b).ids == torch_model.tokenizer(
+            a, b, truncation=True, max_length=MAX_LENGTH)["input_ids"]
+    assert len(onnx.tokenizer.encode(long, long).ids) == MAX_LENGTH
+    expected = torch_model.probabilities(pairs)
+    got = np.array([onnx.probability(a, b) for a, b in pairs])
+    np.testing.assert_allclose(got, expected, atol=1e-3, rtol=0)
+    t = torch_model.threshold
+    assert [(a, b) for (a, b), x, y in zip(pairs, got, expected) if (x >= t) != (y >= t)] == []
+    assert 0 < int((expected >= t).sum()) < len(pairs)  # both sides of the threshold are exercised
+    assert [onnx.same_answer(a, b) for a, b in pairs[:20]] == [bool(p >= t) for p in expected[:20]]
+
+
+@needs_onnx
+def test_the_onnx_export_is_made_once_and_reused_by_a_second_model(tiny, tmp_path, monkeypatch, caplog) -> None:
+    from costline.serving.cache import pair_model
+
+    _, path = tiny
+    cache = tmp_path / "onnx"
+    target = pair_onnx_path(path, cache_dir=cache)
+    assert not target.exists()
+    with caplog.at_level(logging.INFO, logger="costline.serving.cache.pair_model"):
+        first = LazyPairModel(path, cache_dir=cache).get()  # "auto": onnxruntime is installed
+    assert isinstance(first, OnnxPairModel) and first.onnx_path == target and target.is_file()
+    assert sum("exporting the pair model" in r.message for r in caplog.records) == 1
+    stamp = target.stat().st_mtime_ns
+    pairs = [(p.q1, p.q2) for p in TINY]
+    np.testing.assert_allclose(first.probabilities(pairs), PairModel.load(path).probabilities(pairs), atol=1e-4)
+
+    def no_export(*_: object) -> None:
+        raise AssertionError("exported again")
+
+    monkeypatch.setattr(pair_model, "_export", no_export)
+    second = LazyPairModel(path, cache_dir=cache).get()
+    assert second.onnx_path == target and target.stat().st_mtime_ns == stamp
+    np.testing.assert_array_equal(second.probabilities(pairs), first.probabilities(pairs))
+    # another file (retrained: other bytes) gets its own export
+    other = tmp_path / "other.safetensors"
+    retrained = PairModel.load(path)
+    retrained.trained_on = {"pairs": "TINY, again"}
+    retrained.save(other)
+    assert pair_onnx_path(other, cache_dir=cache) != target
+
+
+@needs_onnx
+def test_the_runtime_follows_the_embedder_switch_and_its_threads(tiny, tmp_path) -> None:
+    from costline.serving.cache.semantic import build_verifier
+    from costline.serving.settings import CacheConfig
+
+    _, path = tiny
+    cache = tmp_path / "onnx"
+    assert isinstance(LazyPairModel(path, runtime="torch").get(), PairModel)
+    one = LazyPairModel(path, cache_dir=cache).get()
+    assert one.session.get_session_options().intra_op_num_threads == 1  # embed_threads = 0: one, as the embedder
+    two = LazyPairModel(path, runtime="onnx", threads=2, cache_dir=cache).get()
+    assert two.session.get_session_options().intra_op_num_threads == 2
+    for embedder, runtime in [("auto", "onnx"), ("onnx", "onnx"), ("torch", "torch")]:
+        verifier = build_verifier(CacheConfig(verify_pair_model=True, pair_model=path, embedder=embedder,
+                                              onnx_cache_dir=cache))
+        assert verifier.pair_model.runtime == runtime and verifier.pair_model.cache_dir == cache
+    with pytest.raises(CacheError, match=r"\[serving.cache\] embedder .* got 'onnx-int8'"):
+        LazyPairModel(path, runtime="onnx-int8")
+
+
+@needs_onnx
+def test_a_model_that_cannot_be_exported_is_refused_naming_its_file(tmp_path) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    path = tmp_path / "wrong-shape.safetensors"
+    save_file({"classifier.weight": torch.zeros(1, 3)}, str(path),
+              metadata={"format": "costline-cache-pair-model/1", "layers": "1", "threshold": "0.5"})
+    with pytest.raises(CacheError, match="does not fit a 1-layer MiniLM") as err:
+        LazyPairModel(path, runtime="onnx", cache_dir=tmp_path / "onnx").get()
+    assert str(path) in str(err.value)

@@ -13,11 +13,17 @@ otherwise the lookup records the reject reason ``pair_model``.
 The model file is a safetensors file (no pickle: loading it never runs code) holding only what fine-tuning
 changed — the transformer layers, pooler and head; the word embeddings stay frozen and are read from the
 packaged MiniLM — and, in its metadata, the format, the layer count, the threshold and what it was trained
-on. It runs on PyTorch (one pair per call, about a millisecond per layer on one core; loaded on first use).
+on. It is loaded on first use and runs one pair per call, on ONNX Runtime where the embedder does
+(``[serving.cache] embedder`` "auto" with onnxruntime installed, or "onnx"; :class:`OnnxPairModel`) and on
+PyTorch otherwise (:class:`PairModel`, also the training path). The ONNX graph is exported from the loaded
+PyTorch model once and cached beside the embedder's exports (``[serving.cache] onnx_cache_dir``), keyed by
+the model file's content and the base model's, so a retrained file gets a new export and a restart only
+opens the cached one (:func:`export_pair_onnx`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -31,12 +37,17 @@ import numpy as np
 
 from costline.serving.errors import CacheError
 
-__all__ = ["LazyPairModel", "PairModel", "default_pair_model_path", "read_header", "train_pair_model"]
+__all__ = ["LazyPairModel", "OnnxPairModel", "PairModel", "default_pair_model_path", "export_pair_onnx",
+           "pair_onnx_path", "read_header", "train_pair_model"]
 
 FORMAT = "costline-cache-pair-model/1"
 #: Question pairs longer than this many word pieces (both together) are cut from the end of each.
 MAX_LENGTH = 96
 _FROZEN_PREFIX = "bert.embeddings."
+#: Bumped whenever the exported pair-model graph changes, so old exports are not reused.
+_EXPORT_VERSION = "1"
+_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+_OUTPUT = "logit"
 log = logging.getLogger(__name__)
 
 
@@ -85,6 +96,8 @@ class PairModel:
     threshold: float
     trained_on: dict[str, Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    #: What runs the model (:class:`OnnxPairModel` says "onnx").
+    runtime = "torch"
 
     def probability(self, stored: str, asked: str) -> float:
         return float(self.probabilities([(stored, asked)])[0])
@@ -166,30 +179,212 @@ def read_header(path: str | os.PathLike[str]) -> tuple[int, float, dict[str, Any
         raise CacheError(f"{where} is not a valid pair model: {exc}") from None
 
 
+# -- ONNX Runtime ---------------------------------------------------------------------------------
+def _file_hash(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def pair_onnx_path(path: str | os.PathLike[str], *, base: str | os.PathLike[str] | None = None,
+                   cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Where the ONNX export of the pair model file ``path`` (on ``base``) is cached: keyed by the file's
+    content, the base model's files (the word embeddings come from them) and the export settings."""
+    from costline.serving.embedding_onnx import _OPSET, _model_key, default_onnx_cache_dir
+
+    where, base_path = Path(path), _base_path(base)
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_onnx_cache_dir()
+    h = hashlib.sha256(f"pair-model v{_EXPORT_VERSION} opset{_OPSET} max_length{MAX_LENGTH}\n".encode())
+    h.update(_file_hash(where).encode() + b"\0" + _model_key(base_path, False).encode())
+    return root / f"pair-{h.hexdigest()[:16]}" / "pair_model.onnx"
+
+
+def export_pair_onnx(path: str | os.PathLike[str], *, base: str | os.PathLike[str] | None = None,
+                     cache_dir: str | os.PathLike[str] | None = None, model: PairModel | None = None) -> Path:
+    """The ONNX file of the pair model file ``path``, exported if not cached (:func:`pair_onnx_path`).
+
+    The export loads the file on PyTorch (or takes ``model``, that file already loaded, fp32) and traces it
+    with eager attention; the graph takes ``input_ids``, ``attention_mask`` and ``token_type_ids`` (int64,
+    batch x tokens, both dynamic) and returns ``logit`` (float32, batch). Written atomically under the file
+    lock the embedder's exports use, so processes starting together on a clean cache export once.
+    :class:`CacheError` naming the file when it cannot be exported.
+    """
+    from costline.serving.embedding_onnx import cached_export
+
+    where = Path(path)
+    read_header(where)  # a file that is no pair model is refused before anything is hashed or loaded
+    target = pair_onnx_path(where, base=base, cache_dir=cache_dir)
+
+    def export() -> None:
+        log.info("costline: exporting the pair model %s to ONNX (%s)", where, target)
+        _export(model if model is not None else PairModel.load(where, base=base), target)
+        (target.parent / "source.json").write_text(json.dumps(
+            {"pair_model": str(where), "base": str(_base_path(base)), "export_version": _EXPORT_VERSION}))
+
+    try:
+        return cached_export(target, export)
+    except CacheError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever failed, the message names the file and what to do
+        raise CacheError(f"cannot export the pair model {where} to ONNX ({target}): {exc}; set "
+                         "[serving.cache] embedder = \"torch\" to run it on PyTorch") from exc
+
+
+def _export(pair: PairModel, target: Path) -> None:
+    import warnings
+
+    import torch
+
+    from costline.fsutil import atomic_path
+    from costline.serving.embedding_onnx import _OPSET
+
+    class _Logit(torch.nn.Module):
+        def __init__(self, model: Any) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
+            return self.model(input_ids=input_ids, attention_mask=attention_mask,
+                              token_type_ids=token_type_ids).logits.squeeze(-1)
+
+    model = pair.model
+    # eager attention traces to plain ops (SDPA's mask handling is traced as constants), as the embedder's
+    was = getattr(model.config, "_attn_implementation", None)
+    model.set_attn_implementation("eager")
+    try:
+        sample = {k: torch.ones(2, 8, dtype=torch.long) for k in _INPUTS}
+        sample["token_type_ids"] = torch.tensor([[0] * 4 + [1] * 4] * 2)
+        axes = {k: {0: "batch", 1: "tokens"} for k in _INPUTS} | {_OUTPUT: {0: "batch"}}
+        with atomic_path(target) as tmp, torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer warnings about python-side shape checks
+            torch.onnx.export(_Logit(model).eval(), tuple(sample[k] for k in _INPUTS), str(tmp),
+                              input_names=list(_INPUTS), output_names=[_OUTPUT], dynamic_axes=axes,
+                              opset_version=_OPSET, dynamo=False)
+    finally:
+        if was is not None and was != "eager":
+            model.set_attn_implementation(was)
+
+
+def _pair_tokenizer(base: Path) -> Any:
+    """The fast tokenizer's own ``tokenizers.Tokenizer`` (what :class:`PairModel`'s transformers tokenizer
+    runs), set to cut pairs as it does (longest first, at MAX_LENGTH) and not to pad (padded per batch)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base).backend_tokenizer
+    tokenizer.enable_truncation(MAX_LENGTH, strategy="longest_first")
+    tokenizer.no_padding()
+    return tokenizer
+
+
+@dataclass
+class OnnxPairModel:
+    """:class:`PairModel`'s probabilities from its ONNX export, on ONNX Runtime; thread-safe (the session and
+    the tokenizer's ``encode_batch`` are)."""
+
+    session: Any
+    tokenizer: Any
+    layers: int
+    threshold: float
+    onnx_path: Path
+    trained_on: dict[str, Any] = field(default_factory=dict)
+    runtime = "onnx"
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], *, base: str | os.PathLike[str] | None = None,
+             threshold: float | None = None, threads: int | None = None,
+             cache_dir: str | os.PathLike[str] | None = None) -> "OnnxPairModel":
+        """The model file ``path`` on ONNX Runtime (exported first if not cached), with ``threads`` intra-op
+        threads (None or 0: the embedder's default, one; idle threads never spin). :class:`CacheError`
+        naming the file when it cannot run."""
+        where = Path(path)
+        layers, file_threshold, trained_on = read_header(where)
+        t = file_threshold if threshold is None else float(threshold)
+        if not 0.0 <= t < 1.0:
+            raise CacheError(f"a pair model's threshold must be in [0, 1); got {t!r}")
+        onnx_file = export_pair_onnx(where, base=base, cache_dir=cache_dir)
+        try:
+            import onnxruntime as ort
+
+            from costline.serving.embedding_onnx import DEFAULT_THREADS
+
+            options = ort.SessionOptions()
+            options.inter_op_num_threads = 1
+            options.intra_op_num_threads = threads or DEFAULT_THREADS
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+            session = ort.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
+            tokenizer = _pair_tokenizer(_base_path(base))
+        except Exception as exc:  # noqa: BLE001 - named below, with what to do
+            raise CacheError(f"cannot run the pair model {where} on ONNX Runtime ({onnx_file}): {exc}; delete "
+                             f"{onnx_file.parent} to re-export it, or set [serving.cache] embedder = \"torch\"") from exc
+        return cls(session, tokenizer, layers, t, onnx_file, trained_on)
+
+    def probability(self, stored: str, asked: str) -> float:
+        return float(self.probabilities([(stored, asked)])[0])
+
+    def probabilities(self, pairs: Sequence[tuple[str, str]], batch_size: int = 64) -> np.ndarray:
+        from costline.serving.embedding_onnx import model_inputs
+
+        out = []
+        for i in range(0, len(pairs), batch_size):
+            chunk = [(a, b) for a, b in pairs[i:i + batch_size]]
+            (logits,) = self.session.run([_OUTPUT], model_inputs(self.tokenizer, chunk))
+            out.append(1.0 / (1.0 + np.exp(-logits.astype(np.float64))))
+        return np.concatenate(out) if out else np.zeros(0)
+
+    def same_answer(self, stored: str, asked: str) -> bool:
+        """Whether ``asked`` may get the answer stored for ``stored`` (probability >= threshold)."""
+        return self.probability(stored, asked) >= self.threshold
+
+
 class LazyPairModel:
-    """A pair model file checked now (its header) and loaded on first use (PyTorch, ~1 s), once.
+    """A pair model file checked now (its header) and loaded on first use, once.
+
+    ``runtime`` is a ``[serving.cache] embedder`` value and is resolved as the embedder's is
+    (:func:`~costline.serving.embedding_onnx.resolve_embedder`): "auto" runs ONNX Runtime
+    (:class:`OnnxPairModel`; the first start exports the model, ~10 s, later ones open the cached export)
+    where onnxruntime is installed, PyTorch (:class:`PairModel`, ~1 s) otherwise; "torch" and "onnx" are
+    themselves. ``threads`` (ONNX only; 0 or None: one) and ``cache_dir`` (None: the embedder's) are
+    ``[serving.cache] embed_threads`` and ``onnx_cache_dir``.
 
     :meth:`same_answer` never raises: a model that cannot run rejects the candidate (a miss is safe) and
     says why in the log, once.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, threshold: float | None = None,
-                 base: str | os.PathLike[str] | None = None) -> None:
+                 base: str | os.PathLike[str] | None = None, runtime: str = "auto", threads: int | None = None,
+                 cache_dir: str | os.PathLike[str] | None = None) -> None:
+        from costline.serving.embedding_onnx import EMBEDDERS, resolve_embedder
+
+        if runtime not in EMBEDDERS:
+            raise CacheError(f"a pair model runs where [serving.cache] embedder says: one of {', '.join(EMBEDDERS)}; "
+                             f"got {runtime!r}")
         self.path = Path(path)
         self.layers, file_threshold, self.trained_on = read_header(self.path)
         self.threshold = file_threshold if threshold is None else float(threshold)
+        self.runtime = resolve_embedder(runtime)
+        self.threads = threads
+        self.cache_dir = cache_dir
         self._base = base
-        self._model: PairModel | None = None
+        self._model: PairModel | OnnxPairModel | None = None
         self._failed = False
         self._lock = threading.Lock()
 
-    def get(self) -> PairModel:
+    def get(self) -> PairModel | OnnxPairModel:
         with self._lock:
             if self._model is None:
-                self._model = PairModel.load(self.path, base=self._base, threshold=self.threshold)
+                if self.runtime == "onnx":
+                    self._model = OnnxPairModel.load(self.path, base=self._base, threshold=self.threshold,
+                                                     threads=self.threads, cache_dir=self.cache_dir)
+                else:
+                    self._model = PairModel.load(self.path, base=self._base, threshold=self.threshold)
             return self._model
 
     def same_answer(self, stored: str, asked: str) -> bool:
+        if self._failed:  # not retried on every candidate: a load that failed once (an export!) fails again
+            return False
         try:
             return self.get().same_answer(stored, asked)
         except Exception:  # noqa: BLE001 - a lookup never fails because of its last check

@@ -714,7 +714,8 @@ def build_verifier(config: CacheConfig) -> "Verifier":
     pair_model = None
     if config.verify_pair_model:
         pair_model = LazyPairModel(config.pair_model or default_pair_model_path(),
-                                   threshold=config.pair_model_threshold)
+                                   threshold=config.pair_model_threshold, runtime=config.embedder,
+                                   threads=config.embed_threads, cache_dir=config.onnx_cache_dir)
     return Verifier(models, pair_model=pair_model)
 
 
