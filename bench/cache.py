@@ -236,23 +236,39 @@ def print_same_words_timing(pairs) -> None:
 
 
 def print_pair_model_timing(pairs: list, n: int) -> None:
-    """The pair model's cost per candidate it checks (one pair per call, as a lookup runs it)."""
+    """The pair model's cost per candidate it checks (one pair per call, as a lookup runs it) on both runtimes,
+    timed interleaved pair by pair: PyTorch and ONNX Runtime (one intra-op thread, as the product runs it)."""
     from costline.serving.cache.pair_model import LazyPairModel, default_pair_model_path
+    from costline.serving.embedding_onnx import resolve_embedder
 
-    model = LazyPairModel(default_pair_model_path()).get()
     import torch
 
+    default = resolve_embedder(CacheConfig().embedder)
+    models = {"torch": LazyPairModel(default_pair_model_path(), runtime="torch").get()}
+    if resolve_embedder("auto") == "onnx":
+        models["onnx"] = LazyPairModel(default_pair_model_path(), runtime="onnx").get()
     sample = [(p.q1, p.q2) for p in pairs[:n]]
-    for a, b in sample[:3]:
-        model.probability(a, b)
-    took = []
+    for m in models.values():
+        for a, b in sample[:3]:
+            m.probability(a, b)
+    took: dict[str, list[float]] = {k: [] for k in models}
     for a, b in sample:
-        t0 = time.perf_counter()
-        model.probability(a, b)
-        took.append(time.perf_counter() - t0)
-    print(f"pair model (PyTorch, {model.layers} layers, torch_threads={torch.get_num_threads()}): p50 "
-          f"{pct(took, 50):.2f} ms, p99 {pct(took, 99):.2f} ms per candidate it checks (only a candidate that "
-          "passed every guard and the admission model; [serving.cache] verify_pair_model)")
+        for name, m in models.items():
+            t0 = time.perf_counter()
+            m.probability(a, b)
+            took[name].append(time.perf_counter() - t0)
+    layers = models["torch"].layers
+    line = {"torch": f"PyTorch (torch_threads={torch.get_num_threads()})", "onnx": "ONNX Runtime (1 intra-op thread)"}
+    print(f"pair model ({layers} layers, {len(sample)} pairs, one per call) per candidate it checks (only a candidate "
+          "that passed every guard and the admission model; [serving.cache] verify_pair_model):")
+    for name in models:
+        print(f"  {line[name]:<36} p50 {pct(took[name], 50):6.2f} ms, p99 {pct(took[name], 99):6.2f} ms"
+              + ("   <- the product's default runtime" if name == default else ""))
+    if "onnx" in models:
+        print(f"  onnx / torch: p50 {pct(took['onnx'], 50) / pct(took['torch'], 50):.2f}, "
+              f"p99 {pct(took['onnx'], 99) / pct(took['torch'], 99):.2f}")
+    else:
+        print("  ONNX Runtime: onnxruntime is not installed, so the product runs the pair model on PyTorch")
 
 
 def main(argv: list[str] | None = None) -> None:
