@@ -279,3 +279,15 @@ def test_a_model_that_cannot_be_exported_is_refused_naming_its_file(tmp_path) ->
     with pytest.raises(CacheError, match="does not fit a 1-layer MiniLM") as err:
         LazyPairModel(path, runtime="onnx", cache_dir=tmp_path / "onnx").get()
     assert str(path) in str(err.value)
+
+
+def test_without_onnxruntime_auto_runs_the_pair_model_on_pytorch() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['onnxruntime'] = None\n"  # an import of it now fails, as when absent
+            "from costline.serving.cache.pair_model import LazyPairModel, default_pair_model_path\n"
+            "print(LazyPairModel(default_pair_model_path()).runtime)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["torch"]
