@@ -89,7 +89,8 @@ class CacheConfig:
     namespace_admission_models: dict[str, Path] = field(default_factory=dict)
     #: Verified mode: a candidate that passed the guards and the admission model is served only when
     #: the pair model (a small cross-encoder, serving/cache/pair_model.py) agrees. Off by default: it
-    #: halves the false hits on blind sets but costs tens of ms of CPU per candidate hit (docs/cache.md).
+    #: rejected every wrong answer of two blind sets but costs ~11 ms of CPU per candidate hit on ONNX
+    #: Runtime (runs where ``embedder`` says) and recall on some near-repeats (docs/cache.md).
     verify_pair_model: bool = False
     #: The pair model file (`costline cache train-pair-model`); None = the one shipped.
     pair_model: Path | None = None
