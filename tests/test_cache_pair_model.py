@@ -291,3 +291,39 @@ def test_without_onnxruntime_auto_runs_the_pair_model_on_pytorch() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["torch"]
+
+
+# -- near-repeats by the stage's own reading are not the pair model's to judge (it rejected these, written
+# here in other words: digits against words, a contraction, a synonym-lexicon word)
+SAME_READING = [
+    ("Is the gym open 24 hours a day?", "Is the gym open twenty-four hours a day?", True),
+    ("Why did my download stop at 80%?", "Why did my download stop at eighty percent?", True),
+    ("Can I return a jacket I can't wear?", "Can I return a jacket I cannot wear?", True),
+    ("Is there a booking fee for each ticket?", "Is there a booking fee for every ticket?", True),
+    ("Is the gym open 24 hours a day?", "Is the gym open 12 hours a day?", False),
+    ("Can I order 2 boxes?", "Can I order a hundred and two boxes?", False),
+    ("Should I store the wine near the oven?", "Should I store the wine away from the oven?", False),
+    ("Can I bring my dog?", "Can my dog bring me?", False),
+]
+
+
+@pytest.mark.parametrize(("a", "b", "same"), SAME_READING)
+def test_same_reading_is_the_same_words_in_order_or_the_same_numbers_written_otherwise(a, b, same) -> None:
+    from costline.serving.cache.verify import Verifier, _same_reading
+
+    v = Verifier()
+    assert _same_reading(v.features(a), v.features(b)) is same
+    assert _same_reading(v.features(b), v.features(a)) is same
+
+
+@pytest.mark.parametrize(("stored", "asked"), [  # two near-repeats of the dev sets it rejected
+    ("Is the garage open 24 hours?", "Is the garage open twenty-four hours?"),
+    ("Is there a connection fee for each charging session?", "Is there a connection fee for every charging session?"),
+])
+def test_near_repeats_by_the_stages_reading_are_served_with_the_pair_model_on(embedder, tmp_path, stored,
+                                                                              asked) -> None:
+    from costline.serving.cache.pair_model import LazyPairModel
+
+    assert not LazyPairModel(default_pair_model_path()).same_answer(stored, asked)  # the model alone rejects it
+    found = _lookup(embedder, tmp_path, stored, asked, pair_model=True)
+    assert found.hit is not None and found.hit.answer == "the stored answer"

@@ -2054,6 +2054,21 @@ def _same_text(a: str, b: str) -> bool:
     return re.sub(r"[\s-]+", "", a) == re.sub(r"[\s-]+", "", b)
 
 
+def _same_reading(q: QuestionFeatures, c: QuestionFeatures) -> bool:
+    """The same words in the same order as the guards read them — contractions expanded, the synonym lexicon
+    applied ("can't" / "cannot", "each" / "every", "pushchair" / "stroller") — or the same but for how a number
+    is written, with the same numbers parsed ("24 hours" / "twenty-four hours"). Such a pair is a near-repeat by
+    the stage's own reading, so the pair model is not asked (it rejected some: docs/cache.md)."""
+    if q.tokens == c.tokens:
+        return True
+    if not q.numbers or q.numbers != c.numbers:
+        return False
+
+    def words(f: QuestionFeatures) -> list[str]:
+        return [t for t in f.tokens if not (t in _NUMBER_WORDS or t in ("and", "a") or t.replace(".", "").isdigit())]
+    return words(q) == words(c)
+
+
 class Verifier:
     """Guards and admission for one cache; features of texts and verdicts of pairs memoised
     (``memo_size`` of each).
@@ -2112,7 +2127,8 @@ class Verifier:
             model = self.model_for(namespace)
             if model is not None and not model.admits(pair_features(q, c, cosine)):
                 reason = REASON_ADMISSION
-            elif self.pair_model is not None and not self.pair_model.same_answer(candidate, query):
+            elif (self.pair_model is not None and not _same_reading(q, c)
+                  and not self.pair_model.same_answer(candidate, query)):
                 reason = REASON_PAIR_MODEL
         with self._lock:
             self._verdicts[key] = reason
