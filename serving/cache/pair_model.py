@@ -86,8 +86,31 @@ def _build(base: Path, layers: int) -> tuple[Any, Any]:
     return model, AutoTokenizer.from_pretrained(base)
 
 
+def _threshold(from_file: float, given: float | None) -> float:
+    t = from_file if given is None else float(given)
+    if not 0.0 <= t < 1.0:
+        raise CacheError(f"a pair model's threshold must be in [0, 1); got {t!r}")
+    return t
+
+
+class _Decides:
+    """What both runtimes answer from their ``probabilities`` and ``threshold``."""
+
+    threshold: float
+
+    def probabilities(self, pairs: Sequence[tuple[str, str]], batch_size: int = 64) -> np.ndarray:
+        raise NotImplementedError
+
+    def probability(self, stored: str, asked: str) -> float:
+        return float(self.probabilities([(stored, asked)])[0])
+
+    def same_answer(self, stored: str, asked: str) -> bool:
+        """Whether ``asked`` may get the answer stored for ``stored`` (probability >= threshold)."""
+        return self.probability(stored, asked) >= self.threshold
+
+
 @dataclass
-class PairModel:
+class PairModel(_Decides):
     """Probability that two questions share one answer; :meth:`same_answer` is thread-safe."""
 
     model: Any
@@ -99,8 +122,6 @@ class PairModel:
     #: What runs the model (:class:`OnnxPairModel` says "onnx").
     runtime = "torch"
 
-    def probability(self, stored: str, asked: str) -> float:
-        return float(self.probabilities([(stored, asked)])[0])
 
     def probabilities(self, pairs: Sequence[tuple[str, str]], batch_size: int = 64) -> np.ndarray:
         import torch
@@ -114,9 +135,6 @@ class PairModel:
                 out.append(torch.sigmoid(self.model(**enc).logits.squeeze(-1)).numpy())
         return np.concatenate(out) if out else np.zeros(0)
 
-    def same_answer(self, stored: str, asked: str) -> bool:
-        """Whether ``asked`` may get the answer stored for ``stored`` (probability >= threshold)."""
-        return self.probability(stored, asked) >= self.threshold
 
     # -- files ---------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -152,9 +170,7 @@ class PairModel:
                              f"{sorted(set(tensors) ^ own)[:3]}); retrain it with `costline cache train-pair-model`")
         model.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=False)
         model.eval()
-        t = file_threshold if threshold is None else float(threshold)
-        if not 0.0 <= t < 1.0:
-            raise CacheError(f"a pair model's threshold must be in [0, 1); got {t!r}")
+        t = _threshold(file_threshold, threshold)
         return cls(model, tokenizer, layers, t, trained_on)
 
 
@@ -279,7 +295,7 @@ def _pair_tokenizer(base: Path) -> Any:
 
 
 @dataclass
-class OnnxPairModel:
+class OnnxPairModel(_Decides):
     """:class:`PairModel`'s probabilities from its ONNX export, on ONNX Runtime; thread-safe (the session and
     the tokenizer's ``encode_batch`` are)."""
 
@@ -300,9 +316,7 @@ class OnnxPairModel:
         naming the file when it cannot run."""
         where = Path(path)
         layers, file_threshold, trained_on = read_header(where)
-        t = file_threshold if threshold is None else float(threshold)
-        if not 0.0 <= t < 1.0:
-            raise CacheError(f"a pair model's threshold must be in [0, 1); got {t!r}")
+        t = _threshold(file_threshold, threshold)
         onnx_file = export_pair_onnx(where, base=base, cache_dir=cache_dir)
         try:
             import onnxruntime as ort
@@ -318,11 +332,10 @@ class OnnxPairModel:
             tokenizer = _pair_tokenizer(_base_path(base))
         except Exception as exc:  # noqa: BLE001 - named below, with what to do
             raise CacheError(f"cannot run the pair model {where} on ONNX Runtime ({onnx_file}): {exc}; delete "
-                             f"{onnx_file.parent} to re-export it, or set [serving.cache] embedder = \"torch\"") from exc
+                             f"{onnx_file.parent} to re-export it, or set [serving.cache] embedder = "
+                             "\"torch\"") from exc
         return cls(session, tokenizer, layers, t, onnx_file, trained_on)
 
-    def probability(self, stored: str, asked: str) -> float:
-        return float(self.probabilities([(stored, asked)])[0])
 
     def probabilities(self, pairs: Sequence[tuple[str, str]], batch_size: int = 64) -> np.ndarray:
         from costline.serving.embedding_onnx import model_inputs
@@ -334,9 +347,6 @@ class OnnxPairModel:
             out.append(1.0 / (1.0 + np.exp(-logits.astype(np.float64))))
         return np.concatenate(out) if out else np.zeros(0)
 
-    def same_answer(self, stored: str, asked: str) -> bool:
-        """Whether ``asked`` may get the answer stored for ``stored`` (probability >= threshold)."""
-        return self.probability(stored, asked) >= self.threshold
 
 
 class LazyPairModel:
@@ -394,7 +404,7 @@ class LazyPairModel:
             return False
 
 
-def train_pair_model(pairs: Sequence[Any], *, layers: int = 2, epochs: int = 2, threshold: float = 0.05,
+def train_pair_model(pairs: Sequence[Any], *, layers: int = 6, epochs: int = 2, threshold: float = 0.05,
                      batch_size: int = 32, learning_rate: float = 4e-5, seed: int = 0,
                      base: str | os.PathLike[str] | None = None, trained_on: dict[str, Any] | None = None,
                      progress: Callable[[int, int, float], None] | None = None) -> PairModel:
