@@ -23,17 +23,19 @@
    overall and per trap category (and recall per same-answer category). The best single threshold is
    picked on the very pairs it is measured on: an optimistic figure for threshold-only.
 2. **Lookup latency** at each size: the cache is filled with that many entries whose texts are the
-   pairs' first questions and whose vectors are perturbations of those questions' embeddings
-   (cosine ≈ 0.85); the lookups ask the pairs' second questions (paraphrases and traps of what is
-   stored), so each lookup's top-k are near-misses the verification stage must check
-   ("candidates/lookup" says how many it checked on average). Timed
-   interleaved, query by query: **verified** = ``cache.lookup`` (MiniLM embedding + FAISS search +
-   verification of every top-k candidate; the query's parsed features forgotten first, so each
-   lookup parses its query as a new one would) and **bare** = ``embedder.encode`` +
-   ``index.search`` on a bare ``IndexFlatIP`` of the same vectors. The embedder's memo is off on
-   both sides, so the model really runs, on the runtime ``--embedder`` picks (default: the product's default,
-   ``[serving.cache] embedder = "auto"``: ONNX Runtime where installed, else PyTorch; the run prints which).
-   Prints p50/p99 and verified / bare.
+   pairs' first questions — each once with its own vector (so a paraphrase finds it at its real cosine and
+   may be a hit), the rest perturbations of those questions' embeddings (cosine ≈ 0.85); the lookups ask the
+   pairs' second questions (paraphrases and traps of what is stored), so each lookup's top-k are near-misses
+   the verification stage must check ("cand/lookup" says how many it checked on average). Timed
+   interleaved, query by query, each path first in turn: **verified** = ``cache.lookup`` by the rules alone
+   (MiniLM embedding + FAISS search + guards and admission model on every top-k candidate; the query's parsed
+   features forgotten first, so each lookup parses its query as a new one would), **+ pair model** = the same
+   with ``verify_pair_model`` (the default; int8 on ONNX Runtime where the product runs it so) and **bare** =
+   ``embedder.encode`` + ``index.search`` on a bare ``IndexFlatIP`` of the same vectors. The embedder's memo is
+   off on every side, so the model really runs, on the runtime ``--embedder`` picks (default: the product's
+   default, ``[serving.cache] embedder = "auto"``: ONNX Runtime where installed, else PyTorch; the run prints
+   which). Prints p50/p99, each verified path / bare, the share of lookups served and of those that reached the
+   pair model (and their p50), then the pair model's own time per candidate on each runtime.
 
 Keep it under ~3 minutes on a busy 2-core machine: the defaults (``--sizes 10000,100000 --queries
 60``) do; fewer ``--queries`` if the machine is slower.
@@ -129,7 +131,8 @@ def print_accuracy(embedder: Embedder, test: list, title: str, *, verbose: bool 
                                      test)),
             (f"threshold {best:.2f} (best)", rates(accuracy(embedder, test,
                                                             CacheConfig(mode="threshold", threshold=best))[0], test)),
-            ("verified", rates(verified := accuracy(embedder, test, CacheConfig(), why)[0], test))]
+            ("verified", rates(verified := accuracy(embedder, test, CacheConfig(verify_pair_model=False),
+                                                    why)[0], test))]
     if pair_model:
         rows.append(("verified + pair model", rates(with_pm := accuracy(
             embedder, test, CacheConfig(verify_pair_model=True), why_pm)[0], test)))
@@ -157,62 +160,108 @@ def print_accuracy(embedder: Embedder, test: list, title: str, *, verbose: bool 
                     print(f"  pair model: {kind} [{p.category}, cosine {sims[i]:.2f}]: {p.q1!r} / {p.q2!r}")
 
 
-def fill(cache: SemanticCache, bare, n: int, base: np.ndarray, texts: list[str], rng: np.random.Generator,
+def fill(caches: list[SemanticCache], bare, n: int, base: np.ndarray, texts: list[str], rng: np.random.Generator,
          stored: list[str]) -> float:
-    """Fill both; ``stored`` gets each entry's question, in store order (= the bare index's ids)."""
+    """Fill them all alike: every stored question once with its own vector (so a paraphrase finds it at its
+    real cosine and may be a hit), the rest of the ``n`` entries perturbed copies; ``stored`` gets each
+    entry's question, in store order (= the bare index's ids)."""
     start = time.perf_counter()
     chunk = 20_000
     for lo in range(0, n, chunk):
         m = min(chunk, n - lo)
-        idx = rng.integers(0, len(texts), size=m)
+        if lo == 0:
+            own = min(m, len(texts))
+            idx = np.concatenate([np.arange(own), rng.integers(0, len(texts), size=m - own)])
+        else:
+            idx = rng.integers(0, len(texts), size=m)
         noise = rng.standard_normal((m, base.shape[1])).astype(np.float32)
         noise /= np.linalg.norm(noise, axis=1, keepdims=True)
         vecs = 0.85 * base[idx] + np.sqrt(1 - 0.85 ** 2) * noise  # cosine ~0.85 to its question
+        if lo == 0:
+            vecs[:len(texts)] = base[idx[:len(texts)]]
         vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
-        cache.store_vectors(vecs, [f"answer {i}" for i in idx], tenant=TENANT, queries=[texts[i] for i in idx])
+        for cache in caches:
+            cache.store_vectors(vecs, [f"answer {i}" for i in idx], tenant=TENANT, queries=[texts[i] for i in idx])
         stored.extend(texts[i] for i in idx)
         bare.add(vecs.astype(np.float32))
     return time.perf_counter() - start
 
 
+class CountingPairModel:
+    """The cache's pair model, counting the candidates it is asked about (the bench's only addition)."""
+
+    def __init__(self, model) -> None:
+        self.model, self.calls = model, 0
+
+    def same_answer(self, stored: str, asked: str) -> bool:
+        self.calls += 1
+        return self.model.same_answer(stored, asked)
+
+
 def run_size(n: int, args: argparse.Namespace, embedder: Embedder, texts: list[str], base: np.ndarray,
              asked: list[str]) -> dict:
+    """Times, interleaved query by query: the verified lookup by the rules alone (guards + admission
+    model), the verified lookup with the pair model (only when ``args.pair_model``) and the bare embed +
+    search."""
     faiss = import_faiss()
     rng = np.random.default_rng(n)
-    cfg = CacheConfig(index=args.index, max_entries=n + 1000, ttl_s=0, search_threads=args.threads)
-    cache = SemanticCache(embedder, cfg)
+    cfg = CacheConfig(index=args.index, max_entries=n + len(texts) + 1000, ttl_s=0, search_threads=args.threads)
+    caches = {"rules": SemanticCache(embedder, dataclasses.replace(cfg, verify_pair_model=False))}
+    if args.pair_model:
+        caches["pm"] = SemanticCache(embedder, dataclasses.replace(cfg, verify_pair_model=True))
+        counter = CountingPairModel(caches["pm"].verifier.pair_model)
+        caches["pm"].verifier.pair_model = counter
+        counter.model.get()  # loaded (exported on a clean cache) before the clock runs
     bare = faiss.IndexFlatIP(embedder.dim)
     entry_text: list[str] = []
-    fill_s = fill(cache, bare, n, base, texts, rng, entry_text)
+    fill_s = fill(list(caches.values()), bare, n, base, texts, rng, entry_text)
     faiss.omp_set_num_threads(args.threads)
-    assert cache.verifier is not None
-    cache.verifier.warm(texts)  # stored questions are parsed once, when first a candidate
+    for cache in caches.values():
+        assert cache.verifier is not None
+        cache.verifier.warm(texts)  # stored questions are parsed once, when first a candidate
     queries = [asked[i] for i in rng.permutation(len(asked))[:args.queries]]
-    for t in queries[:3]:  # warm up both paths
-        cache.lookup(t, tenant=TENANT)
+    for t in queries[:3]:  # warm up every path
+        for cache in caches.values():
+            cache.lookup(t, tenant=TENANT)
         bare.search(embedder.encode([t]), 4)
-    verified, base_t, verify_t, checked = [], [], [], 0
+    took: dict[str, list[float]] = {k: [] for k in (*caches, "bare", "verify")}
+    hits = {k: 0 for k in caches}
+    reached: list[float] = []  # with the pair model: the lookups that asked it
+    checked = 0
+    paths = [*caches, "bare"]
     for i, text in enumerate(queries):
-        for which in ((0, 1) if i % 2 == 0 else (1, 0)):
-            if which == 0:
-                cache.verifier.forget([text])  # parse the query as a new one
-                t0 = time.perf_counter()
-                found = cache.lookup_detail(text, tenant=TENANT)
-                verified.append(time.perf_counter() - t0)
-                checked += len(found.reject_reasons) + (found.hit is not None)
-            else:
+        for which in paths[i % len(paths):] + paths[:i % len(paths)]:  # each path first in turn
+            if which == "bare":
                 t0 = time.perf_counter()
                 sims, ids = bare.search(embedder.encode([text]), 4)
-                base_t.append(time.perf_counter() - t0)
-                # the verification stage alone, on the same four candidates (ids: store order)
-                cache.verifier.forget([text])
+                took["bare"].append(time.perf_counter() - t0)
+                # the verification stage alone (rules), on the same four candidates (ids: store order)
+                caches["rules"].verifier.forget([text])
                 t0 = time.perf_counter()
                 for sim, j in zip(sims[0], ids[0]):
-                    cache.verifier.check(text, entry_text[int(j)], float(sim))
-                verify_t.append(time.perf_counter() - t0)
-    return {"n": n, "fill_s": fill_s, "v50": pct(verified, 50), "v99": pct(verified, 99),
-            "b50": pct(base_t, 50), "b99": pct(base_t, 99), "checked": checked / len(queries),
-            "c50": pct(verify_t, 50), "c99": pct(verify_t, 99)}
+                    caches["rules"].verifier.check(text, entry_text[int(j)], float(sim))
+                took["verify"].append(time.perf_counter() - t0)
+                continue
+            cache = caches[which]
+            cache.verifier.forget([text])  # parse the query as a new one
+            before = counter.calls if which == "pm" else 0
+            t0 = time.perf_counter()
+            found = cache.lookup_detail(text, tenant=TENANT)
+            took[which].append(time.perf_counter() - t0)
+            hits[which] += found.hit is not None
+            if which == "rules":
+                checked += len(found.reject_reasons) + (found.hit is not None)
+            elif counter.calls > before:
+                reached.append(took[which][-1])
+    q = len(queries)
+    out = {"n": n, "fill_s": fill_s, "checked": checked / q, "hits": hits["rules"] / q,
+           "c50": pct(took["verify"], 50), "c99": pct(took["verify"], 99),
+           "b50": pct(took["bare"], 50), "b99": pct(took["bare"], 99),
+           "v50": pct(took["rules"], 50), "v99": pct(took["rules"], 99)}
+    if args.pair_model:
+        out |= {"p50": pct(took["pm"], 50), "p99": pct(took["pm"], 99), "pm_hits": hits["pm"] / q,
+                "reached": len(reached) / q, "r50": pct(reached, 50) if reached else float("nan")}
+    return out
 
 
 def print_same_words_timing(pairs) -> None:
@@ -244,9 +293,12 @@ def print_pair_model_timing(pairs: list, n: int) -> None:
     import torch
 
     default = resolve_embedder(CacheConfig().embedder)
+    if default == "onnx" and CacheConfig().pair_model_int8:
+        default = "onnx-int8"
     models = {"torch": LazyPairModel(default_pair_model_path(), runtime="torch").get()}
     if resolve_embedder("auto") == "onnx":
         models["onnx"] = LazyPairModel(default_pair_model_path(), runtime="onnx").get()
+        models["onnx-int8"] = LazyPairModel(default_pair_model_path(), runtime="onnx", int8=True).get()
     sample = [(p.q1, p.q2) for p in pairs[:n]]
     for m in models.values():
         for a, b in sample[:3]:
@@ -258,15 +310,17 @@ def print_pair_model_timing(pairs: list, n: int) -> None:
             m.probability(a, b)
             took[name].append(time.perf_counter() - t0)
     layers = models["torch"].layers
-    line = {"torch": f"PyTorch (torch_threads={torch.get_num_threads()})", "onnx": "ONNX Runtime (1 intra-op thread)"}
+    line = {"torch": f"PyTorch (torch_threads={torch.get_num_threads()})", "onnx": "ONNX Runtime float32 (1 thread)",
+            "onnx-int8": "ONNX Runtime int8 (1 thread)"}
     print(f"pair model ({layers} layers, {len(sample)} pairs, one per call) per candidate it checks (only a candidate "
           "that passed every guard and the admission model; [serving.cache] verify_pair_model):")
     for name in models:
         print(f"  {line[name]:<36} p50 {pct(took[name], 50):6.2f} ms, p99 {pct(took[name], 99):6.2f} ms"
               + ("   <- the product's default runtime" if name == default else ""))
     if "onnx" in models:
-        print(f"  onnx / torch: p50 {pct(took['onnx'], 50) / pct(took['torch'], 50):.2f}, "
-              f"p99 {pct(took['onnx'], 99) / pct(took['torch'], 99):.2f}")
+        for a, b in (("onnx", "torch"), ("onnx-int8", "onnx")):
+            print(f"  {a} / {b}: p50 {pct(took[a], 50) / pct(took[b], 50):.2f}, "
+                  f"p99 {pct(took[a], 99) / pct(took[b], 99):.2f}")
     else:
         print("  ONNX Runtime: onnxruntime is not installed, so the product runs the pair model on PyTorch")
 
@@ -325,15 +379,23 @@ def main(argv: list[str] | None = None) -> None:
     print(f"latency: index={args.index} faiss_threads={args.threads} embedder={args.embedder} (runs {runtime}) "
           f"torch_threads={torch.get_num_threads()} queries={args.queries} model={embedder.model_name} "
           f"(embedding memo off)")
-    print(f"{'entries':>9} {'fill s':>7} | {'verified p50':>12} {'p99':>7} | {'embed+search p50':>16} {'p99':>7} | "
-          f"{'ratio p50':>9} | {'candidates/lookup':>17} | {'verify 4 p50':>12} {'p99':>6}")
+    args.pair_model = not args.skip_pair_model
+    print(f"{'entries':>9} {'fill s':>7} | {'embed+search p50':>16} {'p99':>7} | {'verified p50':>12} {'p99':>7} "
+          f"{'ratio':>5} | {'+ pair model p50':>16} {'p99':>7} {'ratio':>5} | {'hits':>5} {'asked it':>8} "
+          f"{'those p50':>9} | {'cand/lookup':>11} | {'verify 4 p50':>12} {'p99':>6}")
     for n in (int(s) for s in args.sizes.split(",") if s):
         r = run_size(n, args, embedder, texts, base, asked)
-        print(f"{n:>9,} {r['fill_s']:>7.1f} | {r['v50']:>12.2f} {r['v99']:>7.2f} | {r['b50']:>16.2f} "
-              f"{r['b99']:>7.2f} | {r['v50'] / r['b50']:>9.2f} | {r['checked']:>17.1f} | {r['c50']:>12.2f} "
-              f"{r['c99']:>6.2f}", flush=True)
-    print("times in ms; ratio = verified lookup / (embed + search), target <= 1.2; verify 4 = the verification "
-          "stage alone on 4 candidates, the query parsed anew")
+        pm = (f"{r['p50']:>16.2f} {r['p99']:>7.2f} {r['p50'] / r['b50']:>5.2f} | {r['pm_hits']:>5.0%} "
+              f"{r['reached']:>8.0%} {r['r50']:>9.2f}" if args.pair_model else f"{'-':>16} {'-':>7} {'-':>5} | "
+              f"{r['hits']:>5.0%} {'-':>8} {'-':>9}")
+        print(f"{n:>9,} {r['fill_s']:>7.1f} | {r['b50']:>16.2f} {r['b99']:>7.2f} | {r['v50']:>12.2f} {r['v99']:>7.2f} "
+              f"{r['v50'] / r['b50']:>5.2f} | {pm} | {r['checked']:>11.1f} | {r['c50']:>12.2f} {r['c99']:>6.2f}",
+              flush=True)
+    print("times in ms; verified = the rules alone (guards + admission model), + pair model = with "
+          "verify_pair_model; ratio = that lookup's p50 / embed + search p50, target <= 1.2; hits = lookups "
+          "served, asked it = lookups whose candidate reached the pair model, those p50 = their lookup p50; "
+          "cand/lookup = candidates the rules checked; verify 4 = the rules alone on 4 candidates, the query "
+          "parsed anew")
     if not args.skip_pair_model:
         print_pair_model_timing(pairs, args.queries)
     print(f"(run {time.perf_counter() - start:.0f} s)")

@@ -88,14 +88,19 @@ class CacheConfig:
     #: ``[serving.cache.namespace_admission_models]``: a model per namespace, overriding admission_model.
     namespace_admission_models: dict[str, Path] = field(default_factory=dict)
     #: Verified mode: a candidate that passed the guards and the admission model is served only when
-    #: the pair model (a small cross-encoder, serving/cache/pair_model.py) agrees. Off by default: it
-    #: rejected every wrong answer of two blind sets but costs ~11 ms of CPU per candidate hit on ONNX
-    #: Runtime (runs where ``embedder`` says) and recall on some near-repeats (docs/cache.md).
-    verify_pair_model: bool = False
+    #: the pair model (a small cross-encoder, serving/cache/pair_model.py) agrees. On by default: with it
+    #: the stage served none of the wrong answers of two blind sets (the rules alone: 1.4 %), at ~8 ms of CPU
+    #: per candidate that reaches it (about one per hit; int8 on ONNX Runtime, which runs where ``embedder``
+    #: says) and 1-2 points of recall; false: the rules alone (docs/cache.md).
+    verify_pair_model: bool = True
     #: The pair model file (`costline cache train-pair-model`); None = the one shipped.
     pair_model: Path | None = None
     #: The probability of one shared answer a candidate needs; None = the model file's own.
     pair_model_threshold: float | None = None
+    #: ONNX Runtime runs the pair model's int8 export (MatMul weights; ~0.6x the time of float32, the same
+    #: false hits on every pair set, recall 0.1 points lower overall: docs/cache.md); false: float32.
+    #: PyTorch (``embedder = "torch"``) always runs float32.
+    pair_model_int8: bool = True
     # -- replicas sharing one cache over Kafka (serving/cache/replication.py; docs/cache.md "Replicas") --
     #: The compacted topic every store, invalidation and eviction is published to and applied from;
     #: None = replication off (the cache is local to its process).

@@ -218,6 +218,44 @@ def test_onnx_gives_the_pytorch_decision_on_every_pair_of_two_pair_files() -> No
 
 
 @needs_onnx
+def test_int8_keeps_float32s_decision_on_all_but_a_few_pairs_of_two_pair_files(tmp_path) -> None:
+    """The int8 export (the product's default on ONNX Runtime): the same decision as float32 on >= 98 % of the
+    600 pairs (measured: 591), and every pair's probability the same alone as among others (activations are
+    scaled per call, so it runs one pair per call)."""
+    pairs = _pairs_of("cache_pair_set.jsonl", "test") + _pairs_of("cache_pair_heldout23.jsonl")
+    assert len(pairs) == 600
+    fp32 = LazyPairModel(default_pair_model_path(), runtime="onnx", cache_dir=tmp_path).get()
+    int8 = LazyPairModel(default_pair_model_path(), runtime="onnx", int8=True, cache_dir=tmp_path).get()
+    assert (fp32.int8, int8.int8) == (False, True)
+    assert int8.onnx_path.name == "pair_model.int8.onnx" and int8.onnx_path.parent == fp32.onnx_path.parent
+    # int8 MatMul weights (the word-embedding table stays float32: it is gathered, not multiplied)
+    assert int8.onnx_path.stat().st_size < 0.7 * fp32.onnx_path.stat().st_size
+    a, b = fp32.probabilities(pairs), int8.probabilities(pairs)
+    t = fp32.threshold
+    assert 0 < int(((a >= t) != (b >= t)).sum()) <= 12  # not the same graph, and not far from it
+    assert float(np.median(np.abs(a - b))) < 0.01
+    alone = np.array([int8.probability(x, y) for x, y in pairs[:8]])
+    np.testing.assert_array_equal(alone, b[:8])
+
+
+@needs_onnx
+def test_the_int8_switch_follows_the_config_and_pytorch_runs_float32(tiny, tmp_path) -> None:
+    from costline.serving.cache.semantic import build_verifier
+    from costline.serving.settings import CacheConfig
+
+    _, path = tiny
+    cache = tmp_path / "onnx"
+    for embedder, int8, expected in [("auto", True, True), ("onnx", False, False), ("torch", True, False)]:
+        verifier = build_verifier(CacheConfig(verify_pair_model=True, pair_model=path, embedder=embedder,
+                                              pair_model_int8=int8, onnx_cache_dir=cache))
+        assert verifier.pair_model.int8 is expected
+    assert CacheConfig().pair_model_int8 is True
+    model = LazyPairModel(path, runtime="onnx", int8=True, cache_dir=cache).get()
+    assert model.onnx_path == pair_onnx_path(path, cache_dir=cache, int8=True) != pair_onnx_path(path, cache_dir=cache)
+    assert pair_onnx_path(path, cache_dir=cache).is_file()  # quantised from the float32 export, kept beside it
+
+
+@needs_onnx
 def test_the_onnx_export_is_made_once_and_reused_by_a_second_model(tiny, tmp_path, monkeypatch, caplog) -> None:
     from costline.serving.cache import pair_model
 

@@ -181,3 +181,47 @@ def test_cli_stats_and_invalidate_on_a_saved_cache(tmp_path):
     assert "entries=4 tenants=1 indexes=1" in out
     result = runner.invoke(cli, ["cache", "invalidate", "--path", str(tmp_path / "c")])
     assert result.exit_code != 0 and "--doc" in result.output
+
+
+def test_tune_shows_the_pair_model_per_threshold_and_its_configured_row_is_what_the_cache_serves(tmp_path):
+    """With verify_pair_model (the default) tune adds a row per pair-model threshold; the configured row's recall
+    and false-hit rate are those of a real cache looking the pairs up one by one (computed here, not by tune)."""
+    from costline.serving.cache.admission import default_pair_set_path
+    from costline.serving.cache.semantic import SemanticCache
+    from costline.serving.embedding import Embedder
+    from costline.serving.settings import CacheConfig
+
+    _register_area_commands()
+    rows = [json.loads(line) for line in default_pair_set_path().read_text().splitlines()]
+    picked = []
+    for category in ("paraphrase", "near_repeat", "negation", "entity_swap", "number_date", "scope", "temporal"):
+        picked += [r for r in rows if r["category"] == category and r["split"] == "test"][:6]
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in picked))
+    (tmp_path / "c.toml").write_text('[serving.cache]\nembedder = "torch"\n')
+    runner = CliRunner()
+    result = runner.invoke(cli, ["--config", str(tmp_path / "c.toml"), "cache", "tune", "--pairs", str(pairs)],
+                           catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    out = result.output.splitlines()
+    start = next(i for i, line in enumerate(out) if line.startswith("verified cache + pair model"))
+    assert "torch;" in out[start]
+    table = [line.split() for line in out[start + 2:start + 10] if "%" in line]
+    assert [r[0] for r in table] == ["0.01", "0.02", "0.05", "0.10", "0.20", "0.30", "0.50"]
+    recalls = [float(r[1].rstrip("%")) for r in table]
+    assert recalls == sorted(recalls, reverse=True)  # a higher threshold never serves more
+    configured = next(r for r, line in zip(table, out[start + 2:]) if "<- configured" in line)
+    assert configured[0] == "0.05"
+    cache = SemanticCache(Embedder().load(), CacheConfig(path=tmp_path / "c", embedder="torch"))
+    served = []
+    for i, r in enumerate(picked):
+        cache.store(r["q1"], "answer", tenant="t", namespace=f"p{i}")
+        served.append(cache.lookup(r["q2"], tenant="t", namespace=f"p{i}") is not None)
+    same = [s for s, r in zip(served, picked) if r["same_answer"]]
+    traps = [s for s, r in zip(served, picked) if not r["same_answer"]]
+    assert configured[1] == f"{100 * sum(same) / len(same):.1f}%"
+    assert configured[2] == f"{100 * sum(traps) / len(traps):.1f}%"
+    (tmp_path / "off.toml").write_text('[serving.cache]\nverify_pair_model = false\n')
+    result = runner.invoke(cli, ["--config", str(tmp_path / "off.toml"), "cache", "tune", "--pairs", str(pairs)],
+                           catch_exceptions=False)
+    assert "pair model" not in result.output

@@ -1056,14 +1056,15 @@ def test_the_synonym_lexicons_new_lines_spellings_and_quantifiers_are_read() -> 
     assert f("Are lessons free?").first == frozenset()
 
 
-def _lookups(embedder, tmp_path, stored: str, new: str, *, both_ways: bool):
-    """``new`` looked up in a real cache holding ``stored`` (and, both ways, the other way round)."""
+def _lookups(embedder, tmp_path, stored: str, new: str, *, both_ways: bool, pair_model: bool = True):
+    """``new`` looked up in a real cache holding ``stored`` (and, both ways, the other way round); without
+    ``pair_model``, the stage's rules alone (guards and admission model)."""
     from costline.serving.cache.semantic import SemanticCache
     from costline.serving.settings import CacheConfig
 
     ways = ((stored, new), (new, stored)) if both_ways else ((stored, new),)
     for first, second in ways:
-        cache = SemanticCache(embedder, CacheConfig(path=tmp_path / str(first == stored)))
+        cache = SemanticCache(embedder, CacheConfig(path=tmp_path / str(first == stored), verify_pair_model=pair_model))
         cache.store(first, "the stored answer", tenant="t")
         yield cache.lookup_detail(second, tenant="t")
 
@@ -1097,7 +1098,9 @@ def test_each_dev_sets_families_are_rejected_by_the_verified_cache(embedder, tmp
 @pytest.mark.parametrize("stored, new, both_ways, check_guard", FAMILY_SAME)
 def test_same_answer_pairs_of_each_dev_sets_families_are_served(embedder, tmp_path, stored, new, both_ways,
                                                                 check_guard) -> None:
-    for found in _lookups(embedder, tmp_path, stored, new, both_ways=both_ways):
+    """By the rules: the pair model, after them, rejects some of these (18 of the 126 when it was turned on by
+    default: its cost in recall, measured on every pair set in docs/cache.md), and has its own tests."""
+    for found in _lookups(embedder, tmp_path, stored, new, both_ways=both_ways, pair_model=False):
         assert found.hit is not None and found.hit.answer == "the stored answer", found.reject_reasons
     if check_guard:
         assert guard(verifier_features(stored), verifier_features(new)) is None  # both ways

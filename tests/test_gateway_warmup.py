@@ -1,5 +1,5 @@
-"""The gateway loads the cache's embedding model when it starts, not on the first request:
-/readyz answers 503 until the model (the default ONNX one, real) is loaded, then 200."""
+"""The gateway loads the cache's embedding model and pair model when it starts, not on the first request:
+/readyz answers 503 until they (the default ONNX ones, real) are loaded, then 200."""
 
 from __future__ import annotations
 
@@ -60,7 +60,8 @@ def test_readyz_waits_for_the_embedding_model_and_no_request_loads_it(tmp_path):
     try:
         assert embedder.load_started.wait(30)  # the gateway began loading it without any request
         status, doc = readyz(gw.url)
-        assert (status, doc["status"]) == (503, "warming up (embedding model, cache replica)")
+        assert (status, doc["status"]) == (503, "warming up (embedding model, pair model, cache replica)")
+        assert not pipeline.cache.verifier.pair_model.loaded
         embedder.release.set()
         for _ in range(600):
             status, doc = readyz(gw.url)
@@ -68,7 +69,7 @@ def test_readyz_waits_for_the_embedding_model_and_no_request_loads_it(tmp_path):
                 break
             time.sleep(0.05)
         assert (status, doc["status"]) == (200, "ready")
-        assert embedder.loaded
+        assert embedder.loaded and pipeline.cache.verifier.pair_model.loaded  # no request asked for either
     finally:
         embedder.release.set()
         gw.shutdown()

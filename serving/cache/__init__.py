@@ -5,7 +5,7 @@
 * :mod:`~costline.serving.cache.key` — what scopes an entry (system prompt, earlier turns, max_tokens);
 * :mod:`~costline.serving.cache.verify` — the guards every candidate hit passes;
 * :mod:`~costline.serving.cache.admission` — the admission model trained on labelled pairs;
-* :mod:`~costline.serving.cache.pair_model` — the pair model, a small cross-encoder with the last word (opt-in);
+* :mod:`~costline.serving.cache.pair_model` — the pair model, a small cross-encoder with the last word (on by default);
 * :mod:`~costline.serving.cache.tune` — the cosine-threshold sweep;
 * :mod:`~costline.serving.cache.store` — saving and loading a cache (crash-safe);
 * :mod:`~costline.serving.cache.replication` — replicas sharing one cache over Kafka;

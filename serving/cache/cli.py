@@ -133,7 +133,8 @@ def train_pair_model_cmd(config: Config, pairs_paths: tuple[Path, ...], splits: 
 @pass_config
 def tune(config: Config, pairs_path: Path | None, split: str, target: float | None, show: int) -> None:
     """Recall on same-answer pairs and false-hit rate per trap category: the threshold-only cache per
-    cosine threshold (0.85-0.99), then the verified cache per operating point of its admission model.
+    cosine threshold (0.85-0.99), then the verified cache per operating point of its admission model, then
+    (with [serving.cache] verify_pair_model) at the chosen point with the pair model, per its threshold.
 
     \b
     Example:
@@ -181,6 +182,8 @@ def tune(config: Config, pairs_path: Path | None, split: str, target: float | No
         mark = f"  <- operating point for target {target:.1%}" if p.threshold == chosen else ""
         click.echo(_row(f"{p.threshold:.2f}", guarded & (prob >= p.threshold), labels, traps, cats) + mark)
     click.echo(_row("guards", guarded, labels, traps, cats) + "  (guards alone, no admission model)")
+    if cfg.mode == "verified" and cfg.verify_pair_model:
+        _pair_model_rows(cfg, model.at(target), pairs, scores.cosine, labels, traps, cats)
     rejected: dict[str, int] = {}
     for r, same in zip(scores.reasons, labels):
         if r is not None and not same:
@@ -193,6 +196,44 @@ def tune(config: Config, pairs_path: Path | None, split: str, target: float | No
         click.echo("most similar false pairs:")
         for s, p in false_pairs:
             click.echo(f"  {s:.3f}  {p.q1!r} / {p.q2!r}")
+
+
+class _Asked:
+    """A pair model that records its probability for every candidate it is asked about and serves it, so the
+    rows below can apply each threshold to the same run."""
+
+    def __init__(self, model) -> None:  # type: ignore[no-untyped-def]
+        self.model = model
+        self.seen: dict[tuple[str, str], float] = {}
+
+    def same_answer(self, stored: str, asked: str) -> bool:
+        self.seen[(stored, asked)] = self.model.probability(stored, asked)
+        return True
+
+
+def _pair_model_rows(cfg, admission, pairs, cosine, labels, traps, cats) -> None:  # type: ignore[no-untyped-def]
+    """The verified cache at the chosen operating point with the pair model, per pair-model threshold: each
+    pair goes through the stage as a lookup would (guards, admission, then the pair model where the stage
+    asks it)."""
+    import numpy as np
+
+    from costline.serving.cache.pair_model import LazyPairModel, default_pair_model_path
+    from costline.serving.cache.verify import Verifier
+
+    path = cfg.pair_model or default_pair_model_path()
+    lazy = LazyPairModel(path, threshold=cfg.pair_model_threshold, runtime=cfg.embedder, threads=cfg.embed_threads,
+                         cache_dir=cfg.onnx_cache_dir, int8=cfg.pair_model_int8)
+    asked = _Asked(lazy.get())
+    verifier = Verifier({"*": admission}, pair_model=asked)
+    passed = np.array([verifier.check(p.q2, p.q1, float(c)) is None for p, c in zip(pairs, cosine)])
+    prob = np.array([asked.seen.get((p.q1, p.q2), 1.0) for p in pairs])  # 1.0: served without asking it
+    runtime = lazy.runtime + (" int8" if lazy.int8 else "")
+    click.echo(f"verified cache + pair model ({path}, {runtime}; {len(asked.seen)} pairs reach it), per pair-model "
+               "threshold:")
+    click.echo(_header("pm thr", cats))
+    for t in sorted({0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, round(lazy.threshold, 4)}):
+        mark = "  <- configured" if abs(t - lazy.threshold) < 1e-9 else ""
+        click.echo(_row(f"{t:.2f}", passed & (prob >= t), labels, traps, cats) + mark)
 
 
 def _pairs(pairs_path: Path | None, split: str):  # type: ignore[no-untyped-def]

@@ -205,35 +205,44 @@ def _file_hash(path: Path) -> str:
 
 
 def pair_onnx_path(path: str | os.PathLike[str], *, base: str | os.PathLike[str] | None = None,
-                   cache_dir: str | os.PathLike[str] | None = None) -> Path:
+                   cache_dir: str | os.PathLike[str] | None = None, int8: bool = False) -> Path:
     """Where the ONNX export of the pair model file ``path`` (on ``base``) is cached: keyed by the file's
-    content, the base model's files (the word embeddings come from them) and the export settings."""
+    content, the base model's files (the word embeddings come from them) and the export settings; the int8
+    file lies beside the float32 one it is quantised from."""
     from costline.serving.embedding_onnx import _OPSET, _model_key, default_onnx_cache_dir
 
     where, base_path = Path(path), _base_path(base)
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_onnx_cache_dir()
     h = hashlib.sha256(f"pair-model v{_EXPORT_VERSION} opset{_OPSET} max_length{MAX_LENGTH}\n".encode())
     h.update(_file_hash(where).encode() + b"\0" + _model_key(base_path, False).encode())
-    return root / f"pair-{h.hexdigest()[:16]}" / "pair_model.onnx"
+    return root / f"pair-{h.hexdigest()[:16]}" / ("pair_model.int8.onnx" if int8 else "pair_model.onnx")
 
 
 def export_pair_onnx(path: str | os.PathLike[str], *, base: str | os.PathLike[str] | None = None,
-                     cache_dir: str | os.PathLike[str] | None = None, model: PairModel | None = None) -> Path:
+                     cache_dir: str | os.PathLike[str] | None = None, model: PairModel | None = None,
+                     int8: bool = False) -> Path:
     """The ONNX file of the pair model file ``path``, exported if not cached (:func:`pair_onnx_path`).
 
     The export loads the file on PyTorch (or takes ``model``, that file already loaded, fp32) and traces it
     with eager attention; the graph takes ``input_ids``, ``attention_mask`` and ``token_type_ids`` (int64,
-    batch x tokens, both dynamic) and returns ``logit`` (float32, batch). Written atomically under the file
-    lock the embedder's exports use, so processes starting together on a clean cache export once.
+    batch x tokens, both dynamic) and returns ``logit`` (float32, batch). With ``int8`` that float32 export
+    (cached too) is quantised as the embedder's int8 export is (onnxruntime.quantization.quantize_dynamic:
+    MatMul weights, one scale per output channel; activations scaled per call). Written atomically under
+    the file lock the embedder's exports use, so processes starting together on a clean cache export once.
     :class:`CacheError` naming the file when it cannot be exported.
     """
-    from costline.serving.embedding_onnx import cached_export
+    from costline.serving.embedding_onnx import _quantize, cached_export
 
     where = Path(path)
     read_header(where)  # a file that is no pair model is refused before anything is hashed or loaded
-    target = pair_onnx_path(where, base=base, cache_dir=cache_dir)
+    target = pair_onnx_path(where, base=base, cache_dir=cache_dir, int8=int8)
 
     def export() -> None:
+        if int8:
+            fp32 = export_pair_onnx(where, base=base, cache_dir=cache_dir, model=model)
+            log.info("costline: quantising the pair model's export %s to int8 (%s)", fp32, target)
+            _quantize(fp32, target)
+            return
         log.info("costline: exporting the pair model %s to ONNX (%s)", where, target)
         _export(model if model is not None else PairModel.load(where, base=base), target)
         (target.parent / "source.json").write_text(json.dumps(
@@ -297,7 +306,10 @@ def _pair_tokenizer(base: Path) -> Any:
 @dataclass
 class OnnxPairModel(_Decides):
     """:class:`PairModel`'s probabilities from its ONNX export, on ONNX Runtime; thread-safe (the session and
-    the tokenizer's ``encode_batch`` are)."""
+    the tokenizer's ``encode_batch`` are). With ``int8`` the export's MatMul weights are int8: ~0.6x the time
+    of float32 per pair here, and the same decisions on every pair file but a few (docs/cache.md); dynamic
+    quantisation scales activations per call, so it runs one pair per call, and a pair's probability never
+    depends on the pairs beside it."""
 
     session: Any
     tokenizer: Any
@@ -305,19 +317,20 @@ class OnnxPairModel(_Decides):
     threshold: float
     onnx_path: Path
     trained_on: dict[str, Any] = field(default_factory=dict)
+    int8: bool = False
     runtime = "onnx"
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, base: str | os.PathLike[str] | None = None,
              threshold: float | None = None, threads: int | None = None,
-             cache_dir: str | os.PathLike[str] | None = None) -> "OnnxPairModel":
-        """The model file ``path`` on ONNX Runtime (exported first if not cached), with ``threads`` intra-op
-        threads (None or 0: the embedder's default, one; idle threads never spin). :class:`CacheError`
-        naming the file when it cannot run."""
+             cache_dir: str | os.PathLike[str] | None = None, int8: bool = False) -> "OnnxPairModel":
+        """The model file ``path`` on ONNX Runtime (exported first if not cached; its int8 export with
+        ``int8``), with ``threads`` intra-op threads (None or 0: the embedder's default, one; idle threads
+        never spin). :class:`CacheError` naming the file when it cannot run."""
         where = Path(path)
         layers, file_threshold, trained_on = read_header(where)
         t = _threshold(file_threshold, threshold)
-        onnx_file = export_pair_onnx(where, base=base, cache_dir=cache_dir)
+        onnx_file = export_pair_onnx(where, base=base, cache_dir=cache_dir, int8=int8)
         try:
             import onnxruntime as ort
 
@@ -334,12 +347,13 @@ class OnnxPairModel(_Decides):
             raise CacheError(f"cannot run the pair model {where} on ONNX Runtime ({onnx_file}): {exc}; delete "
                              f"{onnx_file.parent} to re-export it, or set [serving.cache] embedder = "
                              "\"torch\"") from exc
-        return cls(session, tokenizer, layers, t, onnx_file, trained_on)
-
+        return cls(session, tokenizer, layers, t, onnx_file, trained_on, int8)
 
     def probabilities(self, pairs: Sequence[tuple[str, str]], batch_size: int = 64) -> np.ndarray:
         from costline.serving.embedding_onnx import model_inputs
 
+        if self.int8:
+            batch_size = 1  # activations are scaled per call: a batch would move a pair's probability
         out = []
         for i in range(0, len(pairs), batch_size):
             chunk = [(a, b) for a, b in pairs[i:i + batch_size]]
@@ -356,8 +370,9 @@ class LazyPairModel:
     (:func:`~costline.serving.embedding_onnx.resolve_embedder`): "auto" runs ONNX Runtime
     (:class:`OnnxPairModel`; the first start exports the model, ~10 s, later ones open the cached export)
     where onnxruntime is installed, PyTorch (:class:`PairModel`, ~1 s) otherwise; "torch" and "onnx" are
-    themselves. ``threads`` (ONNX only; 0 or None: one) and ``cache_dir`` (None: the embedder's) are
-    ``[serving.cache] embed_threads`` and ``onnx_cache_dir``.
+    themselves. ``threads`` (ONNX only; 0 or None: one), ``cache_dir`` (None: the embedder's) and ``int8``
+    (ONNX only: its int8 export; PyTorch always runs float32) are ``[serving.cache] embed_threads``,
+    ``onnx_cache_dir`` and ``pair_model_int8``.
 
     :meth:`same_answer` never raises: a model that cannot run rejects the candidate (a miss is safe) and
     says why in the log, once.
@@ -365,7 +380,7 @@ class LazyPairModel:
 
     def __init__(self, path: str | os.PathLike[str], *, threshold: float | None = None,
                  base: str | os.PathLike[str] | None = None, runtime: str = "auto", threads: int | None = None,
-                 cache_dir: str | os.PathLike[str] | None = None) -> None:
+                 cache_dir: str | os.PathLike[str] | None = None, int8: bool = False) -> None:
         from costline.serving.embedding_onnx import EMBEDDERS, resolve_embedder
 
         if runtime not in EMBEDDERS:
@@ -377,17 +392,24 @@ class LazyPairModel:
         self.runtime = resolve_embedder(runtime)
         self.threads = threads
         self.cache_dir = cache_dir
+        self.int8 = bool(int8) and self.runtime == "onnx"
         self._base = base
         self._model: PairModel | OnnxPairModel | None = None
         self._failed = False
         self._lock = threading.Lock()
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the model is loaded (a lookup that reaches it now does not load it)."""
+        return self._model is not None
 
     def get(self) -> PairModel | OnnxPairModel:
         with self._lock:
             if self._model is None:
                 if self.runtime == "onnx":
                     self._model = OnnxPairModel.load(self.path, base=self._base, threshold=self.threshold,
-                                                     threads=self.threads, cache_dir=self.cache_dir)
+                                                     threads=self.threads, cache_dir=self.cache_dir,
+                                                     int8=self.int8)
                 else:
                     self._model = PairModel.load(self.path, base=self._base, threshold=self.threshold)
             return self._model

@@ -715,7 +715,8 @@ def build_verifier(config: CacheConfig) -> "Verifier":
     if config.verify_pair_model:
         pair_model = LazyPairModel(config.pair_model or default_pair_model_path(),
                                    threshold=config.pair_model_threshold, runtime=config.embedder,
-                                   threads=config.embed_threads, cache_dir=config.onnx_cache_dir)
+                                   threads=config.embed_threads, cache_dir=config.onnx_cache_dir,
+                                   int8=config.pair_model_int8)
     return Verifier(models, pair_model=pair_model)
 
 

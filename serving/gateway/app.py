@@ -113,8 +113,8 @@ class Gateway(ServedByJsonServer):
             name="costline-gateway",
             ready_check=self._ready_for_work,
         )
-        #: Set once the cache's embedding model is loaded (an ONNX export, on a clean cache, runs
-        #: then): until it is, /readyz answers 503 and a load balancer sends the work elsewhere.
+        #: Set once the cache's embedding model and pair model are loaded (ONNX exports, on a clean cache,
+        #: run then): until they are, /readyz answers 503 and a load balancer sends the work elsewhere.
         self._embedder_warm = threading.Event()
         self._warming: threading.Thread | None = None
 
@@ -128,9 +128,17 @@ class Gateway(ServedByJsonServer):
         super().serve_forever()
 
     def _warm_up(self) -> None:
-        """Load the cache's embedding model in the background (once), so no request pays for it."""
-        embedder = getattr(self.pipeline.cache, "embedder", None)
-        if embedder is None or getattr(embedder, "loaded", True) or not hasattr(embedder, "load"):
+        """Load the cache's embedding model and its pair model in the background (once), so no request pays
+        for them (on a clean cache each is exported to ONNX then)."""
+        cache = self.pipeline.cache
+        embedder = getattr(cache, "embedder", None)
+        pair_model = getattr(getattr(cache, "verifier", None), "pair_model", None)
+        todo = []
+        if embedder is not None and not getattr(embedder, "loaded", True) and hasattr(embedder, "load"):
+            todo.append(("embedding model", embedder.load))
+        if pair_model is not None and hasattr(pair_model, "get"):
+            todo.append(("pair model", pair_model.get))
+        if not todo:
             self._embedder_warm.set()
             return
         if self._warming is not None:
@@ -138,9 +146,11 @@ class Gateway(ServedByJsonServer):
 
         def load() -> None:
             try:
-                embedder.load()
-            except Exception:  # noqa: BLE001 - the first request loads it again and answers the error
-                log.exception("costline: could not load the embedding model at start")
+                for what, step in todo:
+                    try:
+                        step()
+                    except Exception:  # noqa: BLE001 - the first request that needs it loads it again
+                        log.exception("costline: could not load the cache's %s at start", what)
             finally:
                 self._embedder_warm.set()
 
@@ -148,7 +158,7 @@ class Gateway(ServedByJsonServer):
         self._warming.start()
 
     def _ready_for_work(self) -> bool:
-        """/readyz: the embedding model is loaded and a replicated cache has caught up."""
+        """/readyz: the embedding model and the pair model are loaded and a replicated cache has caught up."""
         return self._embedder_warm.is_set() and self._cache_caught_up()
 
     def bind(self) -> int:

@@ -258,7 +258,8 @@ class AsgiServer:
         caught_up = self._ready_check is None or self._ready_check()
         if self.ready and not self.draining and caught_up:
             return JSONResponse({"status": "ready", "in_flight": self._in_flight})
-        status = "draining" if self.draining else "starting" if not self.ready else "warming up (embedding model, cache replica)"
+        status = ("draining" if self.draining else "starting" if not self.ready
+                  else "warming up (embedding model, pair model, cache replica)")
         return JSONResponse({"status": status}, status_code=503,
                             headers={"retry-after": str(self._limits.retry_after_s)})
 
