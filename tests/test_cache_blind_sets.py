@@ -65,6 +65,8 @@ SETS = [
     ("cache_pair_heldout24.jsonl",
      {"mini_golf", "blacksmith_courses", "home_brewing_supplies", "upholstery", "dog_grooming", "watch_repair"},
      "dev"),
+    ("cache_pair_heldout25.jsonl",
+     {"glamping", "cider_mill", "drone_hire", "fossil_tours", "mosaic_workshops", "van_conversion"}, "heldout"),
 ]
 blind_sets = pytest.mark.parametrize(("name", "domains", "split"), SETS, ids=[s[0] for s in SETS])
 ALL_FILES = EARLIER + tuple(s[0] for s in SETS)
