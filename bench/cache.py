@@ -21,7 +21,11 @@
    admission model at ``target_false_hit_rate``), and the verified cache with its pair model (the shipped
    cross-encoder, ``verify_pair_model``): recall on same-answer pairs, the false-hit rate
    overall and per trap category (and recall per same-answer category). The best single threshold is
-   picked on the very pairs it is measured on: an optimistic figure for threshold-only.
+   picked on the very pairs it is measured on: an optimistic figure for threshold-only. Then, on the
+   held-out set, the **populated** check: every first question stored in one namespace (as a live cache
+   holds a domain's questions), every second one looked up — how many lookups got their own question's answer
+   (right or, for a trap, wrong), **another stored question's answer** (wrong but for the rare pair written
+   about the same thing as another) or nothing, for the verified cache with and without its pair model.
 2. **Lookup latency** at each size: the cache is filled with that many entries whose texts are the
    pairs' first questions — each once with its own vector (so a paraphrase finds it at its real cosine and
    may be a hit), the rest perturbations of those questions' embeddings (cosine ≈ 0.85); the lookups ask the
@@ -158,6 +162,48 @@ def print_accuracy(embedder: Embedder, test: list, title: str, *, verbose: bool 
                 for i in np.flatnonzero(changed):
                     p = test[i]
                     print(f"  pair model: {kind} [{p.category}, cosine {sims[i]:.2f}]: {p.q1!r} / {p.q2!r}")
+
+
+def populated(embedder: Embedder, pairs, cfg: CacheConfig) -> tuple[dict[str, int], list[tuple]]:
+    """Every pair's first question stored in ONE namespace (a cache holding a domain's questions, as a live one
+    does), then every second question looked up: counts of what it got — its own pair's question's answer
+    (right for a same-answer pair, wrong for a trap), **another stored question's answer** (wrong, but for the
+    rare pair written about the same thing as another), or nothing — and the other-answer lookups
+    (cosine, the question whose answer was served, the question asked)."""
+    cache = SemanticCache(embedder, dataclasses.replace(cfg, ttl_s=0))
+    for q in dict.fromkeys(p.q1 for p in pairs):
+        cache.store(q, q, tenant=TENANT)  # the answer names its question
+    out = {"own_right": 0, "own_wrong": 0, "other": 0, "miss": 0}
+    others = []
+    for p in pairs:
+        found = cache.lookup_detail(p.q2, tenant=TENANT)
+        if found.hit is None:
+            out["miss"] += 1
+        elif found.hit.answer == p.q1:
+            out["own_right" if p.same_answer else "own_wrong"] += 1
+        else:
+            out["other"] += 1
+            others.append((found.hit.similarity, found.hit.answer, p.q2))
+    return out, others
+
+
+def print_populated(embedder: Embedder, pairs, title: str, *, pair_model: bool = True) -> None:
+    """:func:`populated` for the rules alone and (``pair_model``) with the pair model."""
+    embedder.warm([p.q1 for p in pairs] + [p.q2 for p in pairs])
+    rows = [("verified", CacheConfig(verify_pair_model=False))]
+    if pair_model:
+        rows.append(("verified + pair model", CacheConfig(verify_pair_model=True)))
+    print(f"{title}, populated: every first question in one namespace ({len(set(p.q1 for p in pairs))} stored), "
+          f"every second one looked up ({len(pairs)})")
+    print(f"{'cache':>24} {'right':>6} {'wrong: own':>10} {'wrong: another question':>23} {'miss':>5}")
+    shown = None
+    for name, cfg in rows:
+        r, others = populated(embedder, pairs, cfg)
+        print(f"{name:>24} {r['own_right']:>6} {r['own_wrong']:>10} {r['other']:>23} {r['miss']:>5}"
+              f"   ({(r['own_wrong'] + r['other']) / len(pairs):.1%} of lookups answered wrongly)", flush=True)
+        shown = others
+    for sim, served, asked in sorted(shown or [], reverse=True)[:8]:
+        print(f"  another question's answer [cosine {sim:.2f}]: stored {served!r} / asked {asked!r}")
 
 
 def fill(caches: list[SemanticCache], bare, n: int, base: np.ndarray, texts: list[str], rng: np.random.Generator,
@@ -362,6 +408,8 @@ def main(argv: list[str] | None = None) -> None:
             if problems:
                 raise SystemExit(f"{path}: {problems[0]}")
             print_accuracy(embedder, extra, title.format(path.name), verbose=True, pair_model=pm)
+            if "held-out" in title:
+                print_populated(embedder, extra, path.name, pair_model=pm)
     if args.skip_latency:
         print(f"(run {time.perf_counter() - start:.0f} s)")
         return

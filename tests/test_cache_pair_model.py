@@ -17,6 +17,7 @@ from costline.serving.cache.pair_model import (
     OnnxPairModel,
     PairModel,
     default_pair_model_path,
+    mine_cross_negatives,
     pair_onnx_path,
     read_header,
     train_pair_model,
@@ -105,6 +106,40 @@ def test_a_model_that_cannot_run_rejects_its_candidates_and_logs_once(tmp_path, 
         f"pair model {path} cannot run; its candidates are rejected") == 1
 
 
+# two domains, one question per pair: the hard negatives are questions of different pairs of one domain
+MINED_FROM = [Pair(a, b, same, cat, dom, "dev") for a, b, same, cat, dom in [
+    ("Are cider tastings held in the morning?", "Can we do a cider tasting before noon?", True, "paraphrase", "cider"),
+    ("Do I need to book the cider tasting?", "Is booking required for the tasting?", True, "paraphrase", "cider"),
+    ("Can children join the orchard tour?", "Can kids come on the orchard walk?", True, "paraphrase", "cider"),
+    ("Is the orchard tour free?", "Is the orchard tour paid?", False, "negation", "cider"),
+    ("Can I bring my own kayak?", "Can I use my own kayak?", True, "near_repeat", "kayak"),
+    ("How long is the river trip?", "How many hours is the river trip?", True, "paraphrase", "kayak"),
+]]
+
+
+def test_mined_negatives_are_questions_of_different_pairs_of_one_domain_most_similar_first(embedder) -> None:
+    mined = mine_cross_negatives(MINED_FROM, embedder, count=5, max_cosine=0.8)
+    pair_of = {q: i for i, p in enumerate(MINED_FROM) for q in (p.q1, p.q2)}
+    domain = {q: p.domain for p in MINED_FROM for q in (p.q1, p.q2)}
+    assert 0 < len(mined) <= 5
+    assert all(not m.same_answer and m.category == "cross" for m in mined)
+    assert all(pair_of[m.q1] != pair_of[m.q2] and domain[m.q1] == domain[m.q2] for m in mined)
+    cos = [float(np.dot(*embedder.encode([m.q1, m.q2]))) for m in mined]
+    assert all(c <= 0.8 + 1e-6 for c in cos) and cos == sorted(cos, reverse=True)
+    assert len({frozenset((m.q1, m.q2)) for m in mined}) == len(mined)  # each unordered pair once
+
+
+def test_training_from_an_init_model_keeps_its_layers_and_moves_its_weights(tiny) -> None:
+    model, path = tiny
+    start = PairModel.load(path)
+    before = {k: v.clone() for k, v in start.model.state_dict().items()}
+    again = train_pair_model(TINY[:2] + TINY[4:6], epochs=1, batch_size=4, layers=6, init=start)
+    assert again.layers == 1  # the init model's, not the layers argument
+    after = again.model.state_dict()
+    assert any(not np.allclose(before[k].numpy(), after[k].numpy()) for k in before if "encoder" in k)
+    assert all(np.array_equal(before[k].numpy(), after[k].numpy()) for k in before if k.startswith("bert.embeddings."))
+
+
 def test_training_needs_both_kinds_of_pairs() -> None:
     with pytest.raises(CacheError, match="same-answer and different-answer pairs"):
         train_pair_model([p for p in TINY if p.same_answer], layers=1, epochs=1)
@@ -123,9 +158,12 @@ def test_the_pair_model_threshold_key_is_validated() -> None:
 def test_the_shipped_model_is_a_pair_model_trained_on_our_own_pairs_only() -> None:
     layers, threshold, trained_on = read_header(default_pair_model_path())
     assert 1 <= layers <= 6 and 0.0 < threshold < 1.0
-    files = trained_on["pairs"]
-    assert files and all(f.startswith("cache_pair") for f in files)  # the project's own pair files
-    assert "test" not in trained_on["splits"] and "heldout" not in trained_on["splits"]
+    for step in (trained_on, trained_on.get("init", {}).get("trained_on", {})):  # this training and the one before
+        files = step["pairs"] + step.get("cross_negatives", {}).get("from", [])
+        assert files and all(f.startswith("cache_pair") for f in files)  # the project's own pair files
+        assert "test" not in step["splits"] and "heldout" not in step["splits"]
+        held_out = {f"cache_pair_heldout{i}.jsonl" for i in range(25, 29)}  # never trained on
+        assert not held_out & set(files)
 
 
 # -- the shipped model through a real cache (FAISS + MiniLM): traps the guards and the admission model let
@@ -170,6 +208,23 @@ def _lookup(embedder, tmp_path, stored: str, asked: str, *, pair_model: bool):
 @pytest.mark.parametrize(("stored", "asked"), PAST_THE_GUARDS)
 def test_the_pair_model_rejects_traps_the_guards_let_through(embedder, tmp_path, stored, asked) -> None:
     assert _lookup(embedder, tmp_path, stored, asked, pair_model=False).hit is not None  # the guards serve it
+    found = _lookup(embedder, tmp_path, stored, asked, pair_model=True)
+    assert found.hit is None and found.reject_reasons == ("pair_model",)
+
+
+# different questions of one domain, the kind a populated cache meets (its top candidates for a new question are
+# other questions about the same service): of eight written for this test, the rules alone serve three; the shipped
+# model (trained with mined negatives of this kind) rejects these two and still serves "How long is the kayak
+# tour?" / "Where do we meet for the kayak tour?" (the model before it rejected only the sofa pair)
+DIFFERENT_QUESTIONS = [
+    ("Are wine tastings held in the evening?", "Do I need to book the wine tasting in advance?"),
+    ("Do you deliver the sofa on weekends?", "Can you take away my old sofa when you deliver?"),
+]
+
+
+@pytest.mark.parametrize(("stored", "asked"), DIFFERENT_QUESTIONS)
+def test_the_pair_model_rejects_another_question_of_the_same_domain(embedder, tmp_path, stored, asked) -> None:
+    assert _lookup(embedder, tmp_path, stored, asked, pair_model=False).hit is not None  # the rules serve it
     found = _lookup(embedder, tmp_path, stored, asked, pair_model=True)
     assert found.hit is None and found.reject_reasons == ("pair_model",)
 
@@ -354,14 +409,60 @@ def test_same_reading_is_the_same_words_in_order_or_the_same_numbers_written_oth
     assert _same_reading(v.features(b), v.features(a)) is same
 
 
-@pytest.mark.parametrize(("stored", "asked"), [  # two near-repeats of the dev sets it rejected
+class _RejectsAll:
+    """A pair model that rejects every candidate it is asked about, and counts them."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    def same_answer(self, stored: str, asked: str) -> bool:
+        self.asked += 1
+        return False
+
+
+@pytest.mark.parametrize(("stored", "asked"), [  # two near-repeats of the dev sets the first shipped model rejected
     ("Is the garage open 24 hours?", "Is the garage open twenty-four hours?"),
     ("Is there a connection fee for each charging session?", "Is there a connection fee for every charging session?"),
 ])
 def test_near_repeats_by_the_stages_reading_are_served_with_the_pair_model_on(embedder, tmp_path, stored,
                                                                               asked) -> None:
-    from costline.serving.cache.pair_model import LazyPairModel
+    from costline.serving.cache.semantic import SemanticCache
+    from costline.serving.settings import CacheConfig
 
-    assert not LazyPairModel(default_pair_model_path()).same_answer(stored, asked)  # the model alone rejects it
-    found = _lookup(embedder, tmp_path, stored, asked, pair_model=True)
+    cache = SemanticCache(embedder, CacheConfig(path=tmp_path, verify_pair_model=True))
+    cache.verifier.pair_model = rejects = _RejectsAll()  # whatever the model would say, it is not asked
+    cache.store(stored, "the stored answer", tenant="t")
+    found = cache.lookup_detail(asked, tenant="t")
     assert found.hit is not None and found.hit.answer == "the stored answer"
+    assert rejects.asked == 0
+    cache.store("Is the garage open on Sundays?", "another answer", tenant="u")  # a paraphrase is asked, and rejected
+    assert cache.lookup_detail("Does the garage open on a Sunday?", tenant="u").hit is None and rejects.asked == 1
+
+
+def test_cli_trains_with_mined_negatives_then_continues_from_that_model(tmp_path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from costline.cli import _register_area_commands, cli
+
+    _register_area_commands()
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"q1": p.q1, "q2": p.q2, "same_answer": p.same_answer, "category": p.category,
+                                         "domain": p.domain, "split": p.split}) + "\n" for p in MINED_FROM))
+    runner = CliRunner()
+    first, second = tmp_path / "one.safetensors", tmp_path / "two.safetensors"
+    result = runner.invoke(cli, ["cache", "train-pair-model", "--pairs", str(pairs), "--split", "dev", "--layers", "1",
+                                 "--epochs", "1", "--cross-negatives-from", str(pairs), "--cross-negatives", "3",
+                                 "--out", str(first)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "trained on 9 pairs (3 mined)" in result.output  # 6 labelled + 3 mined
+    layers, _, trained_on = read_header(first)
+    assert layers == 1 and trained_on["cross_negatives"] == {"from": ["pairs.jsonl"], "count": 3}
+    result = runner.invoke(cli, ["cache", "train-pair-model", "--init", str(first), "--pairs", str(pairs), "--split",
+                                 "dev", "--sample", "4", "--epochs", "1", "--learning-rate", "2e-5", "--out",
+                                 str(second)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    layers, _, trained_on = read_header(second)
+    assert layers == 1 and trained_on["count"] == 4 and trained_on["learning_rate"] == 2e-5
+    assert trained_on["init"]["file"] == "one.safetensors" and trained_on["init"]["trained_on"]["cross_negatives"]

@@ -82,9 +82,22 @@ def train(config: Config, pairs_path: Path | None, split: str, out_path: Path | 
 @click.option("--threshold", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.05, show_default=True,
               help="Probability of one shared answer a candidate needs (recorded in the file).")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--learning-rate", type=click.FloatRange(0.0, 1.0, min_open=True), default=4e-5, show_default=True)
+@click.option("--init", "init_path", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
+              help="Fine-tune this pair model further instead of starting from MiniLM (its layers).")
+@click.option("--sample", type=click.IntRange(1), default=None,
+              help="Train on this many of the labelled pairs, drawn at random (with --init: what it relearns "
+                   "beside the new negatives).")
+@click.option("--cross-negatives-from", "cross_paths", type=click.Path(path_type=Path, dir_okay=False),
+              multiple=True, help="Also train on different-answer pairs mined from this file (repeat): two "
+                                  "questions of different pairs of one domain, the kind a populated cache meets.")
+@click.option("--cross-negatives", "cross_count", type=click.IntRange(0), default=250, show_default=True,
+              help="How many to mine per --cross-negatives-from file (the most similar under cosine 0.8).")
 @pass_config
 def train_pair_model_cmd(config: Config, pairs_paths: tuple[Path, ...], splits: tuple[str, ...], out_path: Path,
-                         layers: int, epochs: int, threshold: float, seed: int) -> None:
+                         layers: int, epochs: int, threshold: float, seed: int, learning_rate: float,
+                         init_path: Path | None, sample: int | None, cross_paths: tuple[Path, ...],
+                         cross_count: int) -> None:
     """Fine-tune the verified cache's pair model: a small cross-encoder (the packaged MiniLM's first
     layers) that reads both questions together and has the last word on a candidate hit.
 
@@ -95,29 +108,54 @@ def train_pair_model_cmd(config: Config, pairs_paths: tuple[Path, ...], splits: 
     \b
     Example:
         costline cache train-pair-model --pairs support-pairs.jsonl --split train --out pair-model.safetensors
+        costline cache train-pair-model --init pair-model.safetensors --pairs support-pairs.jsonl \\
+            --cross-negatives-from support-pairs.jsonl --sample 2000 --epochs 1 --learning-rate 2e-5 \\
+            --out v2.safetensors
     """
-    from costline.serving.cache.admission import read_pairs
-    from costline.serving.cache.pair_model import train_pair_model
+    import random
 
-    pairs = []
-    for path in pairs_paths:
+    from costline.serving.cache.admission import read_pairs
+    from costline.serving.cache.pair_model import PairModel, mine_cross_negatives, train_pair_model
+
+    def labelled(path: Path) -> list:  # type: ignore[type-arg]
         found, problems = read_pairs(path)
         for p in problems[:10]:
             click.echo(f"warning: {path}: {p} (skipped)", err=True)
-        pairs += [p for p in found if "all" in splits or not p.split or p.split in splits]
+        return found
+
+    pairs = []
+    for path in pairs_paths:
+        pairs += [p for p in labelled(path) if "all" in splits or not p.split or p.split in splits]
     if not pairs:
         raise click.UsageError(f"no valid pairs of split {', '.join(splits)} in {', '.join(map(str, pairs_paths))}")
-    with click.progressbar(length=1, label=f"training on {len(pairs)} pairs", show_pos=True) as bar:
+    negatives = []
+    if cross_paths and cross_count:
+        from costline.serving.embedding import Embedder
+
+        embedder = Embedder().load()
+        for path in cross_paths:
+            negatives += mine_cross_negatives(labelled(path), embedder, count=cross_count)
+    if sample is not None and sample < len(pairs):
+        pairs = random.Random(seed).sample(pairs, sample)
+    init = PairModel.load(init_path) if init_path is not None else None
+    data = negatives + pairs
+    with click.progressbar(length=1, label=f"training on {len(data)} pairs", show_pos=True) as bar:
         def progress(step: int, steps: int, loss: float) -> None:
             bar.length = steps
             bar.update(1)
 
-        model = train_pair_model(pairs, layers=layers, epochs=epochs, threshold=threshold, seed=seed,
-                                 progress=progress, trained_on={
-                                     "pairs": [p.name for p in pairs_paths], "splits": list(splits),
-                                     "count": len(pairs), "layers": layers, "epochs": epochs, "seed": seed})
+        trained_on = {"pairs": [p.name for p in pairs_paths], "splits": list(splits), "count": len(pairs),
+                      "layers": init.layers if init else layers, "epochs": epochs, "seed": seed,
+                      "learning_rate": learning_rate}
+        if init is not None:
+            trained_on["init"] = {"file": init_path.name, "trained_on": init.trained_on}
+        if negatives:
+            trained_on["cross_negatives"] = {"from": [p.name for p in cross_paths], "count": len(negatives)}
+        model = train_pair_model(data, layers=layers, epochs=epochs, threshold=threshold, seed=seed,
+                                 learning_rate=learning_rate, progress=progress, trained_on=trained_on, init=init)
     model.save(out_path)
-    click.echo(f"trained on {len(pairs)} pairs -> {out_path} ({layers} layers, threshold {threshold})")
+    click.echo(f"trained on {len(data)} pairs ({len(negatives)} mined) -> {out_path} ({model.layers} layers, "
+               f"threshold {threshold})")
 
 
 @cache.command("tune")

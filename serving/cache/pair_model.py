@@ -38,7 +38,7 @@ import numpy as np
 from costline.serving.errors import CacheError
 
 __all__ = ["LazyPairModel", "OnnxPairModel", "PairModel", "default_pair_model_path", "export_pair_onnx",
-           "pair_onnx_path", "read_header", "train_pair_model"]
+           "mine_cross_negatives", "pair_onnx_path", "read_header", "train_pair_model"]
 
 FORMAT = "costline-cache-pair-model/1"
 #: Question pairs longer than this many word pieces (both together) are cut from the end of each.
@@ -426,11 +426,50 @@ class LazyPairModel:
             return False
 
 
+def mine_cross_negatives(pairs: Sequence[Any], embedder: Any, *, count: int, max_cosine: float = 0.8,
+                         per_question: int = 2) -> list[Any]:
+    """Different-answer pairs of the kind a populated cache meets: two questions of *different* labelled pairs
+    of one domain ("Are cider tastings available in the morning?" / "Is a reservation required for the
+    tasting?"). A pair set of near-miss traps has none, and a model trained only on it learns that what is no
+    near-miss is a paraphrase. For each question of ``pairs`` (one file's, written one question per pair), its
+    ``per_question`` most similar questions of other pairs in its domain with a cosine at most ``max_cosine``
+    (above it two pairs may ask the same thing); of those, the ``count`` most similar, each unordered pair
+    once, labelled different-answer (category "cross")."""
+    from costline.serving.cache.tune import Pair
+
+    by_domain: dict[str, list[tuple[str, int]]] = {}
+    for i, p in enumerate(pairs):
+        by_domain.setdefault(p.domain, []).extend([(p.q1, i), (p.q2, i)])
+    found: list[tuple[float, str, str]] = []
+    for questions in by_domain.values():
+        vecs = embedder.encode([q for q, _ in questions])
+        sims = vecs @ vecs.T
+        for a, (qa, pa) in enumerate(questions):
+            taken = 0
+            for b in np.argsort(-sims[a]):
+                qb, pb = questions[b]
+                if pb == pa or qa.lower() == qb.lower() or sims[a, b] > max_cosine:
+                    continue
+                found.append((float(sims[a, b]), qa, qb))
+                taken += 1
+                if taken == per_question:
+                    break
+    seen: set[frozenset[str]] = set()
+    out = []
+    for _, qa, qb in sorted(found, reverse=True):
+        if frozenset((qa, qb)) not in seen and len(out) < count:
+            seen.add(frozenset((qa, qb)))
+            out.append(Pair(qa, qb, False, "cross", "", "train"))
+    return out
+
+
 def train_pair_model(pairs: Sequence[Any], *, layers: int = 6, epochs: int = 2, threshold: float = 0.05,
                      batch_size: int = 32, learning_rate: float = 4e-5, seed: int = 0,
                      base: str | os.PathLike[str] | None = None, trained_on: dict[str, Any] | None = None,
-                     progress: Callable[[int, int, float], None] | None = None) -> PairModel:
-    """Fine-tune the first ``layers`` layers of the packaged MiniLM as a cross-encoder on labelled pairs.
+                     progress: Callable[[int, int, float], None] | None = None,
+                     init: PairModel | None = None) -> PairModel:
+    """Fine-tune the first ``layers`` layers of the packaged MiniLM as a cross-encoder on labelled pairs, or
+    (``init``) fine-tune that pair model further (its layers; ``layers`` is then ignored).
 
     Each pair is read both ways (the label does not depend on which question was stored). The word
     embeddings stay frozen, so the model file holds only what training changed. ``progress(step, steps,
@@ -442,7 +481,10 @@ def train_pair_model(pairs: Sequence[Any], *, layers: int = 6, epochs: int = 2, 
     if len({y for _, _, y in labelled}) < 2:
         raise CacheError("training a pair model needs same-answer and different-answer pairs: label both kinds")
     torch.manual_seed(seed)
-    model, tokenizer = _build(_base_path(base), layers)
+    if init is not None:
+        model, tokenizer, layers = init.model, init.tokenizer, init.layers
+    else:
+        model, tokenizer = _build(_base_path(base), layers)
     for name, param in model.named_parameters():
         param.requires_grad = not name.startswith(_FROZEN_PREFIX)
     first = [a for a, _, _ in labelled] + [b for _, b, _ in labelled]
