@@ -66,10 +66,10 @@ SETS = [
      {"mini_golf", "blacksmith_courses", "home_brewing_supplies", "upholstery", "dog_grooming", "watch_repair"},
      "dev"),
     ("cache_pair_heldout25.jsonl",
-     {"glamping", "cider_mill", "drone_hire", "fossil_tours", "mosaic_workshops", "van_conversion"}, "heldout"),
+     {"glamping", "cider_mill", "drone_hire", "fossil_tours", "mosaic_workshops", "van_conversion"}, "dev"),
     ("cache_pair_heldout26.jsonl",
      {"lighthouse_tours", "vinyl_record_shop", "sewing_machine_repair", "rowing_club", "alpaca_trekking",
-      "calligraphy_classes"}, "heldout"),
+      "calligraphy_classes"}, "dev"),
 ]
 blind_sets = pytest.mark.parametrize(("name", "domains", "split"), SETS, ids=[s[0] for s in SETS])
 ALL_FILES = EARLIER + tuple(s[0] for s in SETS)
