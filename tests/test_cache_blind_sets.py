@@ -65,6 +65,9 @@ SETS = [
     ("cache_pair_heldout24.jsonl",
      {"mini_golf", "blacksmith_courses", "home_brewing_supplies", "upholstery", "dog_grooming", "watch_repair"},
      "heldout"),
+    ("cache_pair_heldout27.jsonl",
+     {"knife_sharpening", "falconry_days", "stained_glass_studio", "well_drilling", "bagpipe_lessons",
+      "hedge_laying_courses"}, "heldout"),
 ]
 blind_sets = pytest.mark.parametrize(("name", "domains", "split"), SETS, ids=[s[0] for s in SETS])
 ALL_FILES = EARLIER + tuple(s[0] for s in SETS)
