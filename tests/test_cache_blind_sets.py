@@ -70,6 +70,9 @@ SETS = [
     ("cache_pair_heldout26.jsonl",
      {"lighthouse_tours", "vinyl_record_shop", "sewing_machine_repair", "rowing_club", "alpaca_trekking",
       "calligraphy_classes"}, "dev"),
+    ("cache_pair_heldout27.jsonl",
+     {"knife_sharpening", "falconry_days", "stained_glass_studio", "well_drilling", "bagpipe_lessons",
+      "hedge_laying_courses"}, "heldout"),
 ]
 blind_sets = pytest.mark.parametrize(("name", "domains", "split"), SETS, ids=[s[0] for s in SETS])
 ALL_FILES = EARLIER + tuple(s[0] for s in SETS)
