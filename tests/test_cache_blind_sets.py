@@ -65,6 +65,9 @@ SETS = [
     ("cache_pair_heldout24.jsonl",
      {"mini_golf", "blacksmith_courses", "home_brewing_supplies", "upholstery", "dog_grooming", "watch_repair"},
      "heldout"),
+    ("cache_pair_heldout28.jsonl",
+     {"beach_hut_rental", "pick_your_own_farm", "chess_club", "snooker_hall", "tuk_tuk_tours", "candle_making"},
+     "heldout"),
 ]
 blind_sets = pytest.mark.parametrize(("name", "domains", "split"), SETS, ids=[s[0] for s in SETS])
 ALL_FILES = EARLIER + tuple(s[0] for s in SETS)
