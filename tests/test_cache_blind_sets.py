@@ -73,6 +73,9 @@ SETS = [
     ("cache_pair_heldout27.jsonl",
      {"knife_sharpening", "falconry_days", "stained_glass_studio", "well_drilling", "bagpipe_lessons",
       "hedge_laying_courses"}, "heldout"),
+    ("cache_pair_heldout28.jsonl",
+     {"beach_hut_rental", "pick_your_own_farm", "chess_club", "snooker_hall", "tuk_tuk_tours", "candle_making"},
+     "heldout"),
 ]
 blind_sets = pytest.mark.parametrize(("name", "domains", "split"), SETS, ids=[s[0] for s in SETS])
 ALL_FILES = EARLIER + tuple(s[0] for s in SETS)
