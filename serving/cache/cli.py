@@ -255,12 +255,11 @@ def _pair_model_rows(cfg, admission, pairs, cosine, labels, traps, cats) -> None
     asks it)."""
     import numpy as np
 
-    from costline.serving.cache.pair_model import LazyPairModel, default_pair_model_path
+    from costline.serving.cache.semantic import build_pair_model
     from costline.serving.cache.verify import Verifier
 
-    path = cfg.pair_model or default_pair_model_path()
-    lazy = LazyPairModel(path, threshold=cfg.pair_model_threshold, runtime=cfg.embedder, threads=cfg.embed_threads,
-                         cache_dir=cfg.onnx_cache_dir, int8=cfg.pair_model_int8)
+    lazy = build_pair_model(cfg)
+    path = lazy.path
     asked = _Asked(lazy.get())
     verifier = Verifier({"*": admission}, pair_model=asked)
     passed = np.array([verifier.check(p.q2, p.q1, float(c)) is None for p, c in zip(pairs, cosine)])

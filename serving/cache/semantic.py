@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from costline.collectors.recorder import Recorder
     from costline.config import KafkaConfig
     from costline.serving.cache.replication import CacheReplicator
+    from costline.serving.cache.pair_model import LazyPairModel
     from costline.serving.cache.verify import Verifier
     from costline.serving.embedding import Embedder
 
@@ -704,20 +705,23 @@ def build_verifier(config: CacheConfig) -> "Verifier":
     """The verification stage of ``config``: the admission model(s) at the target false-hit rate, and
     the pair model (its file checked now, loaded on the first candidate that reaches it)."""
     from costline.serving.cache.admission import AdmissionModel, default_model_path
-    from costline.serving.cache.pair_model import LazyPairModel, default_pair_model_path
     from costline.serving.cache.verify import Verifier
 
     target = config.target_false_hit_rate
     models = {"*": AdmissionModel.load(config.admission_model or default_model_path()).at(target)}
     for ns, path in config.namespace_admission_models.items():
         models[ns] = AdmissionModel.load(path).at(target)
-    pair_model = None
-    if config.verify_pair_model:
-        pair_model = LazyPairModel(config.pair_model or default_pair_model_path(),
-                                   threshold=config.pair_model_threshold, runtime=config.embedder,
-                                   threads=config.embed_threads, cache_dir=config.onnx_cache_dir,
-                                   int8=config.pair_model_int8)
-    return Verifier(models, pair_model=pair_model)
+    return Verifier(models, pair_model=build_pair_model(config) if config.verify_pair_model else None)
+
+
+def build_pair_model(config: CacheConfig) -> "LazyPairModel":
+    """The pair model ``config`` names (its file checked now, loaded on first use), on the runtime, threads,
+    export folder and precision the config gives."""
+    from costline.serving.cache.pair_model import LazyPairModel, default_pair_model_path
+
+    return LazyPairModel(config.pair_model or default_pair_model_path(), threshold=config.pair_model_threshold,
+                         runtime=config.embedder, threads=config.embed_threads, cache_dir=config.onnx_cache_dir,
+                         int8=config.pair_model_int8)
 
 
 def _names(tenant: str, namespace: str | None) -> str:
