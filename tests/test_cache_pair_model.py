@@ -129,6 +129,21 @@ def test_mined_negatives_are_questions_of_different_pairs_of_one_domain_most_sim
     assert len({frozenset((m.q1, m.q2)) for m in mined}) == len(mined)  # each unordered pair once
 
 
+def test_randomly_picked_negatives_reach_below_the_most_similar_ones_and_repeat_with_the_seed(embedder) -> None:
+    everything = mine_cross_negatives(MINED_FROM, embedder, count=100, max_cosine=0.8, per_question=4)
+    top = mine_cross_negatives(MINED_FROM, embedder, count=3, max_cosine=0.8, per_question=4)
+    drawn = [mine_cross_negatives(MINED_FROM, embedder, count=3, max_cosine=0.8, per_question=4, pick="random",
+                                  seed=s) for s in range(6)]
+    key = lambda ms: [frozenset((m.q1, m.q2)) for m in ms]  # noqa: E731
+    assert len(everything) > 3 and all(len(d) == 3 for d in drawn)
+    assert all(set(key(d)) <= set(key(everything)) for d in drawn)  # the same candidates, only another choice
+    assert any(set(key(d)) != set(key(top)) for d in drawn)  # not always the most similar three
+    again = mine_cross_negatives(MINED_FROM, embedder, count=3, max_cosine=0.8, per_question=4, pick="random", seed=2)
+    assert key(again) == key(drawn[2])
+    with pytest.raises(ValueError, match="pick"):
+        mine_cross_negatives(MINED_FROM, embedder, count=3, pick="closest")
+
+
 def test_training_from_an_init_model_keeps_its_layers_and_moves_its_weights(tiny) -> None:
     model, path = tiny
     start = PairModel.load(path)
@@ -460,7 +475,8 @@ def test_cli_trains_with_mined_negatives_then_continues_from_that_model(tmp_path
     assert result.exit_code == 0, result.output
     assert "trained on 9 pairs (3 mined)" in result.output  # 6 labelled + 3 mined
     layers, _, trained_on = read_header(first)
-    assert layers == 1 and trained_on["cross_negatives"] == {"from": ["pairs.jsonl"], "count": 3}
+    assert layers == 1 and trained_on["cross_negatives"] == {"from": ["pairs.jsonl"], "count": 3, "max_cosine": 0.8,
+                                                            "per_question": 2, "pick": "similar"}
     result = runner.invoke(cli, ["cache", "train-pair-model", "--init", str(first), "--pairs", str(pairs), "--split",
                                  "dev", "--sample", "4", "--epochs", "1", "--learning-rate", "2e-5", "--out",
                                  str(second)], catch_exceptions=False)

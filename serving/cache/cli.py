@@ -92,12 +92,19 @@ def train(config: Config, pairs_path: Path | None, split: str, out_path: Path | 
               multiple=True, help="Also train on different-answer pairs mined from this file (repeat): two "
                                   "questions of different pairs of one domain, the kind a populated cache meets.")
 @click.option("--cross-negatives", "cross_count", type=click.IntRange(0), default=250, show_default=True,
-              help="How many to mine per --cross-negatives-from file (the most similar under cosine 0.8).")
+              help="How many to mine per --cross-negatives-from file.")
+@click.option("--cross-max-cosine", type=click.FloatRange(0.0, 1.0), default=0.8, show_default=True,
+              help="Mine no two questions more similar than this (above it two pairs may ask the same thing).")
+@click.option("--cross-per-question", type=click.IntRange(1), default=2, show_default=True,
+              help="Each question's nearest questions of other pairs that are candidates.")
+@click.option("--cross-pick", type=click.Choice(["similar", "random"]), default="similar", show_default=True,
+              help="Keep the most similar candidates, or draw them at random (every cosine band: docs/cache.md).")
 @pass_config
 def train_pair_model_cmd(config: Config, pairs_paths: tuple[Path, ...], splits: tuple[str, ...], out_path: Path,
                          layers: int, epochs: int, threshold: float, seed: int, learning_rate: float,
                          init_path: Path | None, sample: int | None, cross_paths: tuple[Path, ...],
-                         cross_count: int) -> None:
+                         cross_count: int, cross_max_cosine: float, cross_per_question: int,
+                         cross_pick: str) -> None:
     """Fine-tune the verified cache's pair model: a small cross-encoder (the packaged MiniLM's first
     layers) that reads both questions together and has the last word on a candidate hit.
 
@@ -111,6 +118,9 @@ def train_pair_model_cmd(config: Config, pairs_paths: tuple[Path, ...], splits: 
         costline cache train-pair-model --init pair-model.safetensors --pairs support-pairs.jsonl \\
             --cross-negatives-from support-pairs.jsonl --sample 2000 --epochs 1 --learning-rate 2e-5 \\
             --out v2.safetensors
+        costline cache train-pair-model --init pair-model.safetensors --pairs support-pairs.jsonl \
+            --cross-negatives-from support-pairs.jsonl --cross-pick random --cross-per-question 4 \
+            --cross-max-cosine 0.85 --epochs 1 --learning-rate 2e-5 --out v3.safetensors
     """
     import random
 
@@ -134,7 +144,9 @@ def train_pair_model_cmd(config: Config, pairs_paths: tuple[Path, ...], splits: 
 
         embedder = Embedder().load()
         for path in cross_paths:
-            negatives += mine_cross_negatives(labelled(path), embedder, count=cross_count)
+            negatives += mine_cross_negatives(labelled(path), embedder, count=cross_count,
+                                              max_cosine=cross_max_cosine, per_question=cross_per_question,
+                                              pick=cross_pick, seed=seed)
     if sample is not None and sample < len(pairs):
         pairs = random.Random(seed).sample(pairs, sample)
     init = PairModel.load(init_path) if init_path is not None else None
@@ -150,7 +162,9 @@ def train_pair_model_cmd(config: Config, pairs_paths: tuple[Path, ...], splits: 
         if init is not None:
             trained_on["init"] = {"file": init_path.name, "trained_on": init.trained_on}
         if negatives:
-            trained_on["cross_negatives"] = {"from": [p.name for p in cross_paths], "count": len(negatives)}
+            trained_on["cross_negatives"] = {"from": [p.name for p in cross_paths], "count": len(negatives),
+                                             "max_cosine": cross_max_cosine, "per_question": cross_per_question,
+                                             "pick": cross_pick}
         model = train_pair_model(data, layers=layers, epochs=epochs, threshold=threshold, seed=seed,
                                  learning_rate=learning_rate, progress=progress, trained_on=trained_on, init=init)
     model.save(out_path)

@@ -427,14 +427,20 @@ class LazyPairModel:
 
 
 def mine_cross_negatives(pairs: Sequence[Any], embedder: Any, *, count: int, max_cosine: float = 0.8,
-                         per_question: int = 2) -> list[Any]:
+                         per_question: int = 2, pick: str = "similar", seed: int = 0) -> list[Any]:
     """Different-answer pairs of the kind a populated cache meets: two questions of *different* labelled pairs
     of one domain ("Are cider tastings available in the morning?" / "Is a reservation required for the
     tasting?"). A pair set of near-miss traps has none, and a model trained only on it learns that what is no
     near-miss is a paraphrase. For each question of ``pairs`` (one file's, written one question per pair), its
     ``per_question`` most similar questions of other pairs in its domain with a cosine at most ``max_cosine``
-    (above it two pairs may ask the same thing); of those, the ``count`` most similar, each unordered pair
-    once, labelled different-answer (category "cross")."""
+    (above it two pairs may ask the same thing); of those, the ``count`` most similar (``pick="similar"``) or
+    ``count`` drawn at random with ``seed`` (``pick="random"``: every cosine band, as a cache meets them; the
+    wrong answers a populated cache served were at cosine 0.5-0.75, under the most similar ones), each
+    unordered pair once, labelled different-answer (category "cross")."""
+    import random
+
+    if pick not in ("similar", "random"):
+        raise ValueError(f"pick must be 'similar' or 'random', got {pick!r}")
     from costline.serving.cache.tune import Pair
 
     by_domain: dict[str, list[tuple[str, int]]] = {}
@@ -456,7 +462,10 @@ def mine_cross_negatives(pairs: Sequence[Any], embedder: Any, *, count: int, max
                     break
     seen: set[frozenset[str]] = set()
     out = []
-    for _, qa, qb in sorted(found, reverse=True):
+    ordered = sorted(found, reverse=True)
+    if pick == "random":
+        random.Random(seed).shuffle(ordered)
+    for _, qa, qb in ordered:
         if frozenset((qa, qb)) not in seen and len(out) < count:
             seen.add(frozenset((qa, qb)))
             out.append(Pair(qa, qb, False, "cross", "", "train"))
