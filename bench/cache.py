@@ -202,6 +202,8 @@ def print_populated(embedder: Embedder, pairs, title: str, *, pair_model: bool =
         print(f"{name:>24} {r['own_right']:>6} {r['own_wrong']:>10} {r['other']:>23} {r['miss']:>5}"
               f"   ({(r['own_wrong'] + r['other']) / len(pairs):.1%} of lookups answered wrongly)", flush=True)
         shown = others
+    print("target (ours, beside the issue's pairwise ones): <= 1.0% of lookups answered wrongly, as for a pair alone "
+          "(a few 'another question' answers are right: two pairs written about one thing)", flush=True)
     for sim, served, asked in sorted(shown or [], reverse=True)[:8]:
         print(f"  another question's answer [cosine {sim:.2f}]: stored {served!r} / asked {asked!r}")
 

@@ -352,7 +352,8 @@ class _Background:
 def app_summary(stats: DemoStats) -> list[str]:
     """What the app saw, for the console: the incidents as the app lived them."""
     lines = [f"{stats.requests:,} requests, {stats.calls:,} model calls; {stats.lookups:,} cache lookups, "
-             f"{stats.hits:,} hits ({stats.semantic_hits:,} on another wording of a stored question); "
+             f"{stats.hits:,} hits ({stats.semantic_hits:,} on another wording of a stored question, "
+             f"{stats.other_question_hits:,} of them answering another question: wrong answers); "
              f"{stats.escalated:,} requests escalated, {stats.failed:,} failed; {stats.call_errors:,} calls failed "
              f"after the SDK's retries in {stats.error_bursts} bursts of overload errors"]
     lines += stats.events

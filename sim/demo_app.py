@@ -33,7 +33,7 @@ from typing import Any
 
 from costline.collectors import Recorder
 from costline.config import Config
-from costline.sim.traffic import DocEvent, ErrorBurst, ServingRequest, demo_rules, doc_hash
+from costline.sim.traffic import DocEvent, ErrorBurst, ServingRequest, demo_rules, doc_hash, question_of
 
 __all__ = ["SimClock", "DemoValidator", "DemoStats", "DemoApp", "demo_serving_config", "FAQ_NAMESPACE",
            "faq_prompt", "start_standin", "document_text"]
@@ -125,6 +125,9 @@ class DemoStats:
     hits: int = 0
     #: Hits on a different wording than the stored question (paraphrases the cache matched).
     semantic_hits: int = 0
+    #: Hits whose stored question is *another* question of the traffic (sim.traffic.question_of): wrong answers
+    #: the cache served, by the traffic's own labels (the verification stage's failures, docs/cache.md).
+    other_question_hits: int = 0
     #: Cache hits whose answer was built from an older version of the document than the app's.
     stale: int = 0
     #: Stale answers per document, and those served after that version was invalidated (must be 0).
@@ -356,8 +359,11 @@ class DemoApp:
         hit = self._watched.last_hit
         if hit is None:
             return
-        if getattr(hit, "query", request.query) != request.query:
+        stored = getattr(hit, "query", request.query)
+        if stored != request.query:
             s.semantic_hits += 1
+            if stored and question_of(stored) != question_of(request.query):
+                s.other_question_hits += 1
         for h in getattr(hit, "doc_hashes", ()):
             doc, version = self._versions.get(h, (None, 0))
             if doc == request.doc_id and version < request.doc_version:

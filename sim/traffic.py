@@ -34,10 +34,11 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 import dataclasses
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
 
 from costline import contract
 from costline.serving.routing.router import RulePolicy
@@ -62,6 +63,7 @@ __all__ = [
     "ErrorBurst",
     "error_bursts",
     "product_questions",
+    "question_of",
 ]
 
 #: Model and provider per tier, as the default pricing table knows them.
@@ -565,6 +567,23 @@ def product_questions(seed: int) -> list[str]:
              for a in _PRODUCT_ASKS]
     random.Random(f"questions-{seed}").shuffle(texts)
     return texts
+
+
+#: Every FAQ-family paraphrase -> its family (the family names are unique across the banks).
+_FAMILY_OF: Mapping[str, str] = MappingProxyType(
+    {text: fam for bank in _FAQ_BANKS for fam, (_kind, texts) in bank.items() for text in texts})
+
+
+def question_of(text: str) -> str:
+    """Which question of the demo's traffic ``text`` asks: ``family:NAME`` for an FAQ family's paraphrase, else
+    the product question under its wording (``Hi, …``, ``… Thanks.``, lower case, no question mark), so that two
+    texts ask the same question exactly when this is equal. The demo counts a cache hit whose stored question
+    is another one as a wrong answer (DemoStats.other_question_hits): the traffic's own labels, not the cache's."""
+    family = _FAMILY_OF.get(text)
+    if family is not None:
+        return f"family:{family}"
+    core = text.removeprefix("Hi, ").removesuffix(" Thanks.")
+    return core.lower().rstrip("?")
 
 
 def _worded(rng: random.Random, question: str) -> str:

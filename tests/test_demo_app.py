@@ -264,3 +264,15 @@ def test_with_the_real_minilm_a_rewording_hits_another_question_misses_and_inval
     finally:
         app.close()
         standin.shutdown()
+
+
+def test_a_hit_on_another_question_of_the_traffic_counts_as_a_wrong_answer(world) -> None:  # type: ignore[no-untyped-def]
+    app, _, _ = world
+    app.answer(faq(1, T0))
+    # the same words, so the bag-of-words embedder matches it at cosine 1.0; by the traffic's labels (not a
+    # paraphrase of any FAQ family) another question
+    asked = "How do I get a shipping label return?"
+    assert app.answer(faq(2, T0 + timedelta(minutes=1), query=asked)).cached
+    assert (app.stats.semantic_hits, app.stats.other_question_hits) == (1, 1)
+    assert app.answer(faq(3, T0 + timedelta(minutes=2), query="How can I get a return shipping label?")).cached
+    assert (app.stats.semantic_hits, app.stats.other_question_hits) == (2, 1)  # a family paraphrase: right

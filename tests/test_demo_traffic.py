@@ -11,7 +11,7 @@ import pytest
 
 from costline.sim.standin_model import CAPABILITY, difficulty
 from costline.sim.traffic import (FAQ_FAMILIES, DocEvent, ErrorBurst, ServingRequest, TrafficSpec, doc_events, doc_hash,
-                              product_questions, serving_traffic, warmup_traffic)
+                              product_questions, question_of, serving_traffic, warmup_traffic)
 
 SPEC = TrafficSpec(days=4, requests_per_day=600, seed=3, stale_day=2, stale_hours=10, shift_day=3)
 
@@ -203,3 +203,36 @@ def test_the_plans_are_the_same_requests_routed_by_the_real_rule_policy(monkeypa
     # and the demo's app routes with the very same rules
     assert demo_serving_config(Config(), standin=dataclasses.make_dataclass("S", ["url", "openai_url"])("a", "b")
                                ).serving.router.rules == traffic.demo_rules()
+
+
+@pytest.mark.parametrize(("a", "b", "same"), [
+    # a family's paraphrases are one question, two families two
+    ("How do I reset my password?", "I forgot my password, how do I reset it?", True),
+    ("how do i reset my password", "How do I reset my password?", True),
+    ("How do I reset my password?", "How do I change the email address on my account?", False),
+    # a product question under each of its wordings
+    ("The toaster came without a manual, should I send it back?",
+     "Hi, The toaster came without a manual, should I send it back?", True),
+    ("The toaster came without a manual, should I send it back?",
+     "the toaster came without a manual, should i send it back", True),
+    ("The toaster came without a manual, should I send it back?",
+     "The toaster came without a manual, should I send it back? Thanks.", True),
+    # one slot changed: another question (subject, problem, ask)
+    ("The toaster came without a manual, should I send it back?",
+     "The desk fan came without a manual, should I send it back?", False),
+    ("The toaster came without a manual, should I send it back?",
+     "The toaster smells strongly of plastic, should I send it back?", False),
+    ("The toaster came without a manual, should I send it back?",
+     "The toaster came without a manual, who should I contact?", False),
+])
+def test_question_of_says_which_question_of_the_traffic_a_text_asks(a: str, b: str, same: bool) -> None:
+    assert (question_of(a) == question_of(b)) is same
+
+
+def test_every_faq_text_of_the_traffic_is_one_of_its_questions() -> None:
+    faqs = [r for r in requests() if r.task_type == "faq"]
+    for r in faqs:
+        if r.family is not None:
+            assert question_of(r.query) == f"family:{r.family}"
+    regular = {question_of(r.query) for r in faqs if r.subtype == "product"}
+    assert regular <= {q.lower().rstrip("?") for q in product_questions(SPEC.seed)}
