@@ -118,8 +118,8 @@ def train_pair_model_cmd(config: Config, pairs_paths: tuple[Path, ...], splits: 
         costline cache train-pair-model --init pair-model.safetensors --pairs support-pairs.jsonl \\
             --cross-negatives-from support-pairs.jsonl --sample 2000 --epochs 1 --learning-rate 2e-5 \\
             --out v2.safetensors
-        costline cache train-pair-model --init pair-model.safetensors --pairs support-pairs.jsonl \
-            --cross-negatives-from support-pairs.jsonl --cross-pick random --cross-per-question 4 \
+        costline cache train-pair-model --init pair-model.safetensors --pairs support-pairs.jsonl \\
+            --cross-negatives-from support-pairs.jsonl --cross-pick random --cross-per-question 4 \\
             --cross-max-cosine 0.85 --epochs 1 --learning-rate 2e-5 --out v3.safetensors
     """
     import random
