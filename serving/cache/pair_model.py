@@ -27,6 +27,7 @@ import hashlib
 import json
 import logging
 import os
+import random
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -437,8 +438,6 @@ def mine_cross_negatives(pairs: Sequence[Any], embedder: Any, *, count: int, max
     ``count`` drawn at random with ``seed`` (``pick="random"``: every cosine band, as a cache meets them; the
     wrong answers a populated cache served were at cosine 0.5-0.75, under the most similar ones), each
     unordered pair once, labelled different-answer (category "cross")."""
-    import random
-
     if pick not in ("similar", "random"):
         raise ValueError(f"pick must be 'similar' or 'random', got {pick!r}")
     from costline.serving.cache.tune import Pair
