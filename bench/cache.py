@@ -241,9 +241,9 @@ class CountingPairModel:
     def __init__(self, model) -> None:
         self.model, self.calls = model, 0
 
-    def same_answer(self, stored: str, asked: str) -> bool:
+    def same_answer(self, stored: str, asked: str, threshold: float | None = None) -> bool:
         self.calls += 1
-        return self.model.same_answer(stored, asked)
+        return self.model.same_answer(stored, asked, threshold)
 
 
 def run_size(n: int, args: argparse.Namespace, embedder: Embedder, texts: list[str], base: np.ndarray,

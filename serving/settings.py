@@ -78,8 +78,9 @@ class CacheConfig:
     #: "threshold" (a cosine threshold alone: about 12 % false hits at 0.93 on our pair set).
     mode: str = "verified"
     #: Verified mode: candidates under this cosine are not considered at all. The recall/correctness knob of a
-    #: populated cache: at 0.5 pairwise recall 79 % but 17 % of lookups in one shared namespace get another
-    #: question's answer; at 0.7, 63 % and 3.6 %; at 0.8, 51 % and 0.5 % (sets 25-28, docs/cache.md).
+    #: populated cache: with the first shipped pair model, at 0.5 pairwise recall 79 % but 17 % of lookups in one
+    #: shared namespace got another question's answer; at 0.7, 63 % and 3.6 %; at 0.8, 51 % and 0.5 % (sets 25-28).
+    #: The default stage now (the fourth model, the strict band below) reads 71 % and 3.4 % at 0.5 (docs/cache.md).
     verify_min_similarity: float = 0.5
     #: Verified mode: the admission model's operating point is the one with the best recall whose
     #: false-hit rate (on its training pairs, cross-validated) stays under this, and under twice this
@@ -91,15 +92,22 @@ class CacheConfig:
     namespace_admission_models: dict[str, Path] = field(default_factory=dict)
     #: Verified mode: a candidate that passed the guards and the admission model is served only when
     #: the pair model (a small cross-encoder, serving/cache/pair_model.py) agrees. On by default: with it
-    #: the stage served none of the 1,000 traps of four blind sets (the rules alone: ~1.5 %) and about half of the
-    #: rules' other-question answers in a populated cache, at ~9 ms of CPU per candidate that reaches it (about one
-    #: per hit; int8 on ONNX Runtime, which runs where ``embedder`` says) and recall; false: the rules alone
-    #: (docs/cache.md).
+    #: the stage served none of the 1,000 traps of four blind sets (the rules alone: ~1.5 %) and, with the strict
+    #: band, about a tenth of the rules' other-question answers in a populated cache, at ~9 ms of CPU per
+    #: candidate that reaches it (about one per hit; int8 on ONNX Runtime, which runs where ``embedder`` says) and
+    #: recall; false: the rules alone (docs/cache.md).
     verify_pair_model: bool = True
     #: The pair model file (`costline cache train-pair-model`); None = the one shipped.
     pair_model: Path | None = None
     #: The probability of one shared answer a candidate needs; None = the model file's own.
     pair_model_threshold: float | None = None
+    #: Under this cosine a candidate needs ``pair_model_strict_threshold`` from the pair model: there, the
+    #: questions a populated cache confuses (another stored question of the same domain) and the loose paraphrases
+    #: it should serve overlap, and the pair model is sure of far fewer of the first (docs/cache.md).
+    pair_model_strict_below: float = 0.7
+    #: The probability of one shared answer a candidate under ``pair_model_strict_below`` needs (0: no stricter
+    #: than the model's own threshold).
+    pair_model_strict_threshold: float = 0.5
     #: ONNX Runtime runs the pair model's int8 export (MatMul weights; ~0.6x the time of float32, the same
     #: false hits on every pair set, recall 0.1 points lower overall: docs/cache.md); false: float32.
     #: PyTorch (``embedder = "torch"``) always runs float32.

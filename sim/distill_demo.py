@@ -75,8 +75,9 @@ def demo_classification_plans(start: datetime, n: int, *, seed: int = 11) -> lis
     from costline.sim.traffic import TrafficSpec, sample_traffic
 
     rng = random.Random(seed)
+    # classification only, so the plans do not move when the demo's FAQ traffic is reshaped
     plans = sample_traffic(TrafficSpec(days=1, requests_per_day=n, start=start, seed=seed, stale_day=None,
-                                       shift_day=None))
+                                       shift_day=None, mix={"classification": 1.0}))
     out = []
     for p in plans:
         sub = rng.choice(sorted(_PROMPTS))

@@ -148,7 +148,7 @@ class TrafficSpec:
     #: (asked many times a day, in paraphrases) and from its regular questions (``faq_regulars``
     #: of them, each asked about once a day, worded a few ways); the rest are one-off questions.
     faq_family_share: float = 0.1
-    faq_regular_share: float = 0.65
+    faq_regular_share: float = 0.8
     faq_regulars: int = 280
     mix: dict[str, float] = field(
         default_factory=lambda: {

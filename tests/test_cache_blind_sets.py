@@ -17,7 +17,8 @@ from costline.serving.cache.admission import read_pairs
 DATA = Path(costline.serving.cache.__file__).resolve().parent / "data"
 SAME = {"paraphrase": True, "near_repeat": True, "negation": False, "entity_swap": False,
         "number_date": False, "scope": False, "temporal": False}
-EARLIER = ("cache_pair_set.jsonl", "cache_pair_heldout.jsonl", "cache_pair_heldout2.jsonl", "cache_pairs.jsonl")
+EARLIER = ("cache_pair_set.jsonl", "cache_pair_heldout.jsonl", "cache_pair_heldout2.jsonl", "cache_pairs.jsonl",
+           "cache_pair_compound.jsonl")
 # (file, its six domains, its split now); a set is checked against every other pair file, those written
 # beside it on other branches included
 SETS = [
@@ -125,3 +126,21 @@ def test_domains_used_nowhere_else_and_no_question_shared_with_any_other_pair_fi
         assert not domains & {r.get("domain", "") for r in other}, other_name
         seen |= {q.strip().lower() for r in other for q in questions(r)}
     assert [q for r in rows(name) for q in questions(r) if q.strip().lower() in seen] == []
+
+
+COMPOUND = {"paraphrase": True, "near_repeat": True, "entity_swap": False, "situation_swap": False,
+            "intent_swap": False, "double_swap": False}
+
+
+def test_the_compound_question_pairs_are_a_train_file_of_six_categories_in_six_domains() -> None:
+    """cache_pair_compound.jsonl (the thing, what happened, what is asked; one part swapped in a trap) trains the
+    pair model: train split only, so no kept-out figure ever reads it."""
+    data = rows("cache_pair_compound.jsonl")
+    assert len(data) == 480 and Counter(r["category"] for r in data) == {cat: 80 for cat in COMPOUND}
+    assert Counter(r["domain"] for r in data) == {d: 80 for d in (
+        "rail_travel", "bank_cards", "apartment_rental", "mobile_phone_plans", "hotel_stays", "appliance_repair")}
+    assert all(r["same_answer"] is COMPOUND[r["category"]] and r["split"] == "train" for r in data)
+    seen = Counter(q for r in data for q in questions(r))
+    assert [q for q, n in seen.items() if n > 1] == []
+    pairs, problems = read_pairs(DATA / "cache_pair_compound.jsonl")
+    assert problems == [] and len(pairs) == 480

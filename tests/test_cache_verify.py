@@ -176,7 +176,7 @@ def test_every_top_k_candidate_is_verified_not_only_the_best(embedder, tmp_path)
     exporter = InMemorySpanExporter()
     cache = make_cache(embedder, tmp_path, exporter)
     cache.store("How do I enable auto-pay?", "Turn it on under Billing.", tenant="t")
-    cache.store("How can I turn off autopay on my account?", "Switch it off under Billing.", tenant="t")
+    cache.store("How can I disable autopay on my account?", "Switch it off under Billing.", tenant="t")
     found = cache.lookup_detail("How do I disable auto-pay?", tenant="t")
     assert found.hit is not None and found.hit.answer == "Switch it off under Billing."
     assert found.reject_reasons == ("polarity",)  # the closer one, rejected; the next one served

@@ -90,7 +90,8 @@ def train(config: Config, pairs_path: Path | None, split: str, out_path: Path | 
                    "beside the new negatives).")
 @click.option("--cross-negatives-from", "cross_paths", type=click.Path(path_type=Path, dir_okay=False),
               multiple=True, help="Also train on different-answer pairs mined from this file (repeat): two "
-                                  "questions of different pairs of one domain, the kind a populated cache meets.")
+                                  "questions of different pairs of one domain, the kind a populated cache meets "
+                                  "(pairs of the --split splits only).")
 @click.option("--cross-negatives", "cross_count", type=click.IntRange(0), default=250, show_default=True,
               help="How many to mine per --cross-negatives-from file.")
 @click.option("--cross-max-cosine", type=click.FloatRange(0.0, 1.0), default=0.8, show_default=True,
@@ -133,9 +134,12 @@ def train_pair_model_cmd(config: Config, pairs_paths: tuple[Path, ...], splits: 
             click.echo(f"warning: {path}: {p} (skipped)", err=True)
         return found
 
+    def trained(found: list) -> list:  # type: ignore[type-arg]
+        return [p for p in found if "all" in splits or not p.split or p.split in splits]
+
     pairs = []
     for path in pairs_paths:
-        pairs += [p for p in labelled(path) if "all" in splits or not p.split or p.split in splits]
+        pairs += trained(labelled(path))
     if not pairs:
         raise click.UsageError(f"no valid pairs of split {', '.join(splits)} in {', '.join(map(str, pairs_paths))}")
     negatives = []
@@ -144,7 +148,8 @@ def train_pair_model_cmd(config: Config, pairs_paths: tuple[Path, ...], splits: 
 
         embedder = Embedder().load()
         for path in cross_paths:
-            negatives += mine_cross_negatives(labelled(path), embedder, count=cross_count,
+            # only questions of the training splits: a kept-out split stays unseen
+            negatives += mine_cross_negatives(trained(labelled(path)), embedder, count=cross_count,
                                               max_cosine=cross_max_cosine, per_question=cross_per_question,
                                               pick=cross_pick, seed=seed)
     if sample is not None and sample < len(pairs):
@@ -258,7 +263,7 @@ class _Asked:
         self.model = model
         self.seen: dict[tuple[str, str], float] = {}
 
-    def same_answer(self, stored: str, asked: str) -> bool:
+    def same_answer(self, stored: str, asked: str, threshold: float | None = None) -> bool:
         self.seen[(stored, asked)] = self.model.probability(stored, asked)
         return True
 
@@ -279,12 +284,16 @@ def _pair_model_rows(cfg, admission, pairs, cosine, labels, traps, cats) -> None
     passed = np.array([verifier.check(p.q2, p.q1, float(c)) is None for p, c in zip(pairs, cosine)])
     prob = np.array([asked.seen.get((p.q1, p.q2), 1.0) for p in pairs])  # 1.0: served without asking it
     runtime = lazy.runtime + (" int8" if lazy.int8 else "")
+    below, strict = cfg.pair_model_strict_below, cfg.pair_model_strict_threshold
+    band = f"; under cosine {below:g} at least {strict:g}, the strict band" if strict > 0 else ""
     click.echo(f"verified cache + pair model ({path}, {runtime}; {len(asked.seen)} pairs reach it), per pair-model "
-               "threshold:")
+               f"threshold{band}:")
     click.echo(_header("pm thr", cats))
+    under = np.asarray(cosine) < below
     for t in sorted({0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, round(lazy.threshold, 4)}):
         mark = "  <- configured" if abs(t - lazy.threshold) < 1e-9 else ""
-        click.echo(_row(f"{t:.2f}", passed & (prob >= t), labels, traps, cats) + mark)
+        need = np.where(under, max(t, strict), t)
+        click.echo(_row(f"{t:.2f}", passed & (prob >= need), labels, traps, cats) + mark)
 
 
 def _pairs(pairs_path: Path | None, split: str):  # type: ignore[no-untyped-def]

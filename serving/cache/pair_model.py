@@ -105,9 +105,11 @@ class _Decides:
     def probability(self, stored: str, asked: str) -> float:
         return float(self.probabilities([(stored, asked)])[0])
 
-    def same_answer(self, stored: str, asked: str) -> bool:
-        """Whether ``asked`` may get the answer stored for ``stored`` (probability >= threshold)."""
-        return self.probability(stored, asked) >= self.threshold
+    def same_answer(self, stored: str, asked: str, threshold: float | None = None) -> bool:
+        """Whether ``asked`` may get the answer stored for ``stored``: probability >= ``threshold`` (None: the
+        model's own; never under the model's own)."""
+        need = self.threshold if threshold is None else max(self.threshold, threshold)
+        return self.probability(stored, asked) >= need
 
 
 @dataclass
@@ -415,11 +417,11 @@ class LazyPairModel:
                     self._model = PairModel.load(self.path, base=self._base, threshold=self.threshold)
             return self._model
 
-    def same_answer(self, stored: str, asked: str) -> bool:
+    def same_answer(self, stored: str, asked: str, threshold: float | None = None) -> bool:
         if self._failed:  # not retried on every candidate: a load that failed once (an export!) fails again
             return False
         try:
-            return self.get().same_answer(stored, asked)
+            return self.get().same_answer(stored, asked, threshold)
         except Exception:  # noqa: BLE001 - a lookup never fails because of its last check
             if not self._failed:
                 self._failed = True

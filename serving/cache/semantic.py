@@ -192,6 +192,10 @@ def validate_cache_config(config: CacheConfig) -> None:
     t = config.pair_model_threshold
     if t is not None and not (isinstance(t, (int, float)) and 0.0 <= t < 1.0):
         raise bad("pair_model_threshold", f"must be a probability in [0, 1), or unset for the model's own; got {t!r}")
+    similarity("pair_model_strict_below", config.pair_model_strict_below)
+    t = config.pair_model_strict_threshold
+    if not (isinstance(t, (int, float)) and 0.0 <= t < 1.0):
+        raise bad("pair_model_strict_threshold", f"must be a probability in [0, 1) (0: no stricter); got {t!r}")
     if config.replication_topic is not None:
         from costline.serving.cache.replication import validate_replication_config
 
@@ -711,7 +715,8 @@ def build_verifier(config: CacheConfig) -> "Verifier":
     models = {"*": AdmissionModel.load(config.admission_model or default_model_path()).at(target)}
     for ns, path in config.namespace_admission_models.items():
         models[ns] = AdmissionModel.load(path).at(target)
-    return Verifier(models, pair_model=build_pair_model(config) if config.verify_pair_model else None)
+    return Verifier(models, pair_model=build_pair_model(config) if config.verify_pair_model else None,
+                    strict_below=config.pair_model_strict_below, strict_threshold=config.pair_model_strict_threshold)
 
 
 def build_pair_model(config: CacheConfig) -> "LazyPairModel":

@@ -2075,13 +2075,16 @@ class Verifier:
 
     ``admission`` maps a namespace to its :class:`~costline.serving.cache.admission.AdmissionModel`
     (``"*"``: every other namespace); ``pair_model`` (:mod:`~costline.serving.cache.pair_model`), when
-    given, has the last word on a candidate that passed both. Thread-safe.
+    given, has the last word on a candidate that passed both: a candidate under ``strict_below`` cosine needs a
+    probability of at least ``strict_threshold`` from it (the pair model's own threshold above). Thread-safe.
     """
 
     def __init__(self, admission: dict[str, Any] | None = None, *, pair_model: Any = None,
-                 memo_size: int = 100_000) -> None:
+                 memo_size: int = 100_000, strict_below: float = 0.0, strict_threshold: float = 0.0) -> None:
         self.admission = dict(admission or {})
         self.pair_model = pair_model
+        self.strict_below = strict_below
+        self.strict_threshold = strict_threshold
         self.memo_size = memo_size
         self._memo: OrderedDict[str, QuestionFeatures] = OrderedDict()
         #: Verdicts of (query, candidate, cosine, namespace) seen before.
@@ -2128,7 +2131,8 @@ class Verifier:
             if model is not None and not model.admits(pair_features(q, c, cosine)):
                 reason = REASON_ADMISSION
             elif (self.pair_model is not None and not _same_reading(q, c)
-                  and not self.pair_model.same_answer(candidate, query)):
+                  and not self.pair_model.same_answer(
+                      candidate, query, self.strict_threshold if cosine < self.strict_below else None)):
                 reason = REASON_PAIR_MODEL
         with self._lock:
             self._verdicts[key] = reason
