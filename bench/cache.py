@@ -11,7 +11,7 @@
    cache_pair_heldout18.jsonl, cache_pair_heldout19.jsonl ... cache_pair_heldout26.jsonl:
    each written as a
    held-out set, but its results were seen and the guards changed for its failure families, so they are dev
-   sets now) and on the **held-out pair set** (serving/cache/data/cache_pair_heldout27.jsonl: other domains again,
+   sets now) and on the **held-out pair set** (serving/cache/data/cache_pair_heldout29.jsonl: other domains again,
    written while the guards were changed and never used to write or tune them; every wrong answer and miss of the
    verified cache on the dev and held-out sets is listed, with the reasons its candidate was rejected):
    for each pair, ``q1`` is stored in a real
@@ -70,16 +70,16 @@ SAME = ("paraphrase", "near_repeat")
 
 
 def dev_pair_set_paths() -> list[Path]:
-    """The held-out pair sets seen so far (the first twenty-six): each was run once after a freeze and read,
+    """The held-out pair sets seen so far (the first twenty-eight): each was run once after a freeze and read,
     so dev sets now."""
-    names = ["cache_pair_heldout.jsonl"] + [f"cache_pair_heldout{i}.jsonl" for i in range(2, 27)]
+    names = ["cache_pair_heldout.jsonl"] + [f"cache_pair_heldout{i}.jsonl" for i in range(2, 29)]
     return [default_pair_set_path().with_name(n) for n in names]
 
 
 def heldout_pair_set_path() -> Path:
     """The latest pair set written blind after the verification stage was frozen (never used to build or tune it):
-    the twenty-seventh (the twenty-eighth, written at the same time, is passed with ``--heldout``)."""
-    return default_pair_set_path().with_name("cache_pair_heldout27.jsonl")
+    the twenty-ninth (the thirtieth, written at the same time, is passed with ``--heldout``)."""
+    return default_pair_set_path().with_name("cache_pair_heldout29.jsonl")
 
 
 def pct(values: list[float], q: float) -> float:

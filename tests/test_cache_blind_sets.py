@@ -73,10 +73,14 @@ SETS = [
       "calligraphy_classes"}, "dev"),
     ("cache_pair_heldout27.jsonl",
      {"knife_sharpening", "falconry_days", "stained_glass_studio", "well_drilling", "bagpipe_lessons",
-      "hedge_laying_courses"}, "heldout"),
+      "hedge_laying_courses"}, "dev"),
     ("cache_pair_heldout28.jsonl",
      {"beach_hut_rental", "pick_your_own_farm", "chess_club", "snooker_hall", "tuk_tuk_tours", "candle_making"},
-     "heldout"),
+     "dev"),
+    ("cache_pair_heldout29.jsonl",
+     {"funeral_home", "bicycle_repair", "hostel", "ballet_school", "tool_hire", "kayak_tours"}, "heldout"),
+    ("cache_pair_heldout30.jsonl",
+     {"cattery", "scrap_metal_yard", "opera_house", "barber_shop", "glazier", "hat_shop"}, "heldout"),
 ]
 blind_sets = pytest.mark.parametrize(("name", "domains", "split"), SETS, ids=[s[0] for s in SETS])
 ALL_FILES = EARLIER + tuple(s[0] for s in SETS)
