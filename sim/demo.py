@@ -289,10 +289,15 @@ def run_demo(
         app = DemoApp(cfg, recorders=recorders, clock=clock, standin=standin, embedder=embedded.result(),
                       recorder_for=lambda tenant: "otlp" if tenant == otlp_tenant else "direct")
         cached = app.prime(primer)
+        if cache_cfg.mode == "verified":
+            matching = (f"serves a candidate from cosine {cache_cfg.verify_min_similarity} that passes the verification "
+                        "stage" + (" and its pair model" if cache_cfg.verify_pair_model else ""))
+        else:
+            matching = f"matches at cosine {cache_cfg.threshold}"
         echo(f"3/6 serving {spec.days} simulated days through the serving path: {len(requests):,} requests "
              f"(router → semantic cache → anthropic/openai SDKs → local stand-in APIs); the cache starts with "
              f"{cached} answers from the days before, keeps them {cache_cfg.ttl_s / 3600:.0f} h (simulated "
-             f"clock), matches at cosine {cache_cfg.threshold}; tenant {otlp_tenant!r} exports OTLP/HTTP "
+             f"clock), {matching}; tenant {otlp_tenant!r} exports OTLP/HTTP "
              "through the collector, the others straight to Kafka")
         with tqdm(total=len(requests), unit="req", disable=not show_progress, leave=False) as bar:
             stats = app.run(items, progress=bar.update)
