@@ -280,19 +280,20 @@ def _pair_model_rows(cfg, admission, pairs, cosine, labels, traps, cats) -> None
     lazy = build_pair_model(cfg)
     path = lazy.path
     asked = _Asked(lazy.get())
-    verifier = Verifier({"*": admission}, pair_model=asked)
+    verifier = Verifier({"*": admission}, pair_model=asked, strict_below=cfg.pair_model_strict_below,
+                        strict_threshold=cfg.pair_model_strict_threshold)
     passed = np.array([verifier.check(p.q2, p.q1, float(c)) is None for p, c in zip(pairs, cosine)])
     prob = np.array([asked.seen.get((p.q1, p.q2), 1.0) for p in pairs])  # 1.0: served without asking it
     runtime = lazy.runtime + (" int8" if lazy.int8 else "")
-    below, strict = cfg.pair_model_strict_below, cfg.pair_model_strict_threshold
+    below, strict = verifier.strict_below, verifier.strict_threshold
     band = f"; under cosine {below:g} at least {strict:g}, the strict band" if strict > 0 else ""
     click.echo(f"verified cache + pair model ({path}, {runtime}; {len(asked.seen)} pairs reach it), per pair-model "
                f"threshold{band}:")
     click.echo(_header("pm thr", cats))
-    under = np.asarray(cosine) < below
+    band_need = np.array([verifier.pair_threshold(float(c)) or 0.0 for c in cosine])
     for t in sorted({0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, round(lazy.threshold, 4)}):
         mark = "  <- configured" if abs(t - lazy.threshold) < 1e-9 else ""
-        need = np.where(under, max(t, strict), t)
+        need = np.maximum(band_need, t)  # as the model's same_answer: never under its own threshold
         click.echo(_row(f"{t:.2f}", passed & (prob >= need), labels, traps, cats) + mark)
 
 

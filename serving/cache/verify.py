@@ -2109,6 +2109,11 @@ class Verifier:
                 self._memo.popitem(last=False)
         return found
 
+    def pair_threshold(self, cosine: float) -> float | None:
+        """The probability the pair model must give a candidate at ``cosine`` beyond its own threshold (the strict
+        band), or None: its own threshold alone."""
+        return self.strict_threshold if cosine < self.strict_below else None
+
     def model_for(self, namespace: str) -> Any:
         return self.admission.get(namespace) or self.admission.get("*")
 
@@ -2131,8 +2136,7 @@ class Verifier:
             if model is not None and not model.admits(pair_features(q, c, cosine)):
                 reason = REASON_ADMISSION
             elif (self.pair_model is not None and not _same_reading(q, c)
-                  and not self.pair_model.same_answer(
-                      candidate, query, self.strict_threshold if cosine < self.strict_below else None)):
+                  and not self.pair_model.same_answer(candidate, query, self.pair_threshold(cosine))):
                 reason = REASON_PAIR_MODEL
         with self._lock:
             self._verdicts[key] = reason
