@@ -23,7 +23,10 @@ through :meth:`Verifier.check`:
                    negating suffix the same way ("cashless" / "accept cash"); a word of danger
                    ("toxic", "harmful") against "safe"; "is it a bad idea to …" against "can I …"; a word
                    set aside by "rather than / instead of" on one side and said plainly on the other
-                   ("is it pre-recorded rather than live" / "is it live");
+                   ("is it pre-recorded rather than live" / "is it live"); a negation said aside does not
+                   count where the other question does not speak of that aside at all (a first-person
+                   statement before the question, "I've never ridden before, can I join?"; a purpose clause,
+                   "so they don't get damaged"); "zero experience" is "no experience";
    ``polarity``    opposite actions or states (enable / disable, add / remove, paid / unpaid …), keeping
                    or joining against giving up or leaving, phrasal verbs read by their lemma
                    (lemminflect: "keep" / "gave up", "take up" / "turn down"), or a verb of withdrawal /
@@ -31,20 +34,23 @@ through :meth:`Verifier.check`:
                    link / attach against detach; a particle after its object ("check my dog in" / "out");
                    not doing it at all ("skip", "leave out", "get out of"; "a skip" is a noun); a (house)
                    "removal" against a "move" is one move; "included" / "covered" against "charged
-                   separately", "cost extra", "a surcharge", "on top of the fee";
+                   separately", "cost extra", "a surcharge", "on top of the fee"; "charge a fee" / "free of
+                   charge";
    ``entity``      another named entity: a capitalised name or product on each side that the
                    other side lacks, a rare word on each side, or the same sentence with one noun
                    phrase of up to three words swapped ("maternity ward" / "intensive care unit") —
                    unless the swap is one word in another form (lemminflect: "archive" / "archives") or,
                    at a cosine of SYNONYM_COSINE or more, one common word for another ("kids" /
-                   "children"); British and American spellings are one word (breame: "colour");
+                   "children"); British and American spellings are one word (breame: "colour"); a
+                   hyphenated prefix making another kind ("the Pre-Primary class" / "the Primary class");
    ``scope``       quantifiers (all, every, each, whole, both, any, anywhere …) on one side only, or
                    another reach by place or population ("my street" / "nationwide", "national",
                    "anywhere in the country", "internationally", "company-wide", "every branch");
                    "which orders" against "my order"; an "any" asking whether there is some ("is there any
                    parking" / "is there parking"), "at all" and "every time I" are none;
                    a coordination growing on one side ("the guests" / "the guests and the suppliers") or
-                   "only" against "also" / "too" (the coverage rule, below);
+                   "only" against "also" / "too" (the coverage rule, below); a list said with commas grows
+                   like one said with "and" ("a blade" / "a blade, stand and water tray");
    ``comparative`` opposite comparatives (more / less, earlier / later, over / under …);
    ``temporal``    past against future (last / next, was / will be, before / after, yesterday /
                    tomorrow), or disjoint tenses; this moment against a habit, a season, a schedule,
@@ -52,7 +58,8 @@ through :meth:`Verifier.check`:
                    "usually"); "during" against "once … is over / has worn off"; "for the first month" against
                    "after the first month"; a present perfect ("has been taken down") is no present tense;
                    "once X has / is <any past participle>" is "after X"; a season ("in the autumn") against
-                   now, a habit or another season.
+                   now, a habit or another season; "in advance" / "beforehand" against "on the (same) day"
+                   (not in a question offering both with "or").
    ``unmatched``   the coverage rule (:func:`_coverage`): the two questions aligned (difflib over the
                    tokens), every content word one has and the other lacks must be accounted for — the same
                    lemma, a spelling or compound variant, a typo, a number, a filler, a lexicon variant. An
@@ -387,7 +394,12 @@ _PHRASES = (  # multi-word lexicon entries, joined with '-' before lookup
     (re.compile(r"\bso\s+far\b"), "so-far"), (re.compile(r"\bfrom\s+now\s+on\b"), "from-now-on"),
     (re.compile(r"\bgoing\s+to\b"), "going-to"), (re.compile(r"\bcould\s+have\b"), "could-have"),
     (re.compile(r"\bleave\s+out\b|\bleft\s+out\b"), "leave-out"), (re.compile(r"\bin\s+total\b"), "in-total"),
-    (re.compile(r"\b(?:every|each|per|a)\s+(day|week|month|year|quarter)\b"), r"per-\1"),
+    # (not "a week's hire": one week of it)
+    (re.compile(r"\b(?:every|each|per|a)\s+(day|week|month|year|quarter)\b(?!['\u2019]s\b)"), r"per-\1"),
+    # "second-hand" is "used", no count; "zero experience" is "no experience"
+    (re.compile(r"\bsecond[\s-]?hand\b"), "secondhand"),
+    (re.compile(r"\bzero\s+(?=[a-z]{3,})(?!(?:percent|per|to|and|or|of|degrees?|hours?|days?|pounds?|dollars?)\b)"),
+     "no "),
     (re.compile(r"\b(?:daily)\b"), "per-day"), (re.compile(r"\b(?:weekly)\b"), "per-week"),
     (re.compile(r"\b(?:monthly)\b"), "per-month"),
     (re.compile(r"\bthis\s+(time|week|month|year|quarter|season|summer|winter|morning|evening|afternoon|weekend"
@@ -401,6 +413,8 @@ _PHRASES = (  # multi-word lexicon entries, joined with '-' before lookup
     (re.compile(r"\b(?:late\s+)?at\s+night\b"), "at-night"), (re.compile(r"\baround\s+the\s+clock\b"),
                                                                    "around-the-clock"),
     (re.compile(r"\bon\s+the\s+day\b"), "on-the-day"),
+    # a list said with commas grows like one said with "and": "a blade" / "a blade, stand and water tray"
+    (re.compile(r",\s+(?=(?:[a-z'-]+\s+){1,3}(?:and|or)\s)"), " and "),
     # "can you wait until I'm home to start" is "after I'm home" (against "before I get home"); not in "how long
     # do I wait until …" (a duration, "how long before …")
     (re.compile(r"^(?!.*\bhow\s+long\b)(.*?)\bwait\s+(?:until|till|til)\b"), r"\1after"),
@@ -517,6 +531,18 @@ class QuestionFeatures:
     #: Names a stretch of time ahead or a point near a deadline: "in the final month", "in the last two weeks",
     #: "near the end", "closer to the date", "at the last minute".
     ahead: bool = False
+    #: (prefix, word) of each hyphenated prefix before a word: "pre-primary" (pre, primary), "semi-skimmed".
+    hyphen_prefixed: frozenset[tuple[str, str]] = frozenset()
+    #: Each word after a hyphen ("ready-picked": picked).
+    hyphenated: frozenset[str] = frozenset()
+    #: Negations said aside from what is asked: in a first-person statement before the question ("I've never
+    #: ridden before, can I join a trail ride?") or in a purpose clause ("... so they don't get damaged").
+    aside_negations: int = 0
+    #: The content stems of those asides.
+    aside_content: frozenset[str] = frozenset()
+    #: When a thing is done against its day: "advance" ("in advance", "beforehand", "ahead of time") and / or
+    #: "day" ("on the day", "on the same day", "same-day").
+    lead: frozenset[str] = frozenset()
     #: Its only count of one is a word ("one", "single"), not a digit or an ordinal: "one game", "a single lesson".
     one_count: bool = False
     #: Has the article "a" / "an" (a count of one in words that are no number).
@@ -907,6 +933,27 @@ _WINDOW_LEAD = re.compile(r"\b(?:up\s+to|at\s+least|no\s+later\s+than|not\s+late
                           r"(?:before|prior\s+to|ahead\s+of|in\s+advance)")
 _WINDOW_FROM = re.compile(r"\b(?:from|starting|beginning)\s+(?:[\w-]+\s+){0,2}?(?:hours?|days?|weeks?|fortnight|"
                           r"months?|years?)\s+(?:before|prior\s+to|ahead\s+of|in\s+advance)\b")
+#: A prefix that makes another kind of the thing after its hyphen: "the Pre-Primary class" is not "the Primary
+#: class", "semi-skimmed" not "skimmed".
+_HYPHENATED_KIND = re.compile(r"\b(pre|post|semi|sub|mini|ex|anti|multi|non)-([a-z]{3,})\b")
+_HYPHENATED = re.compile(r"\b([a-z]+)-([a-z]{3,})\b")
+
+
+def _hyphen_prefixed(low: str, stems: list[str], stemmer: Any) -> set[tuple[str, str]]:
+    """(prefix, word) of "pre-primary", unless the text names the word on its own too ("roast to order or is it
+    pre-roasted": the prefix tells the two apart within one question, not from another)."""
+    out = set()
+    for m in _HYPHENATED_KIND.finditer(low):
+        if stems.count(stemmer.stemWord(m.group(2))) == 1:
+            out.add((m.group(1), m.group(2)))
+    return out
+
+
+#: Ahead of the day ("in advance") against on the day itself ("on the same day"): QuestionFeatures.lead.
+_IN_ADVANCE = re.compile(r"\bin\s+advance\b|\bbeforehand\b|\bahead\s+of\s+time\b")
+#: "on the day" as the day of the event itself, not "on the day of the week" or "on the day you pick"
+_ON_THE_DAY = re.compile(r"\bon\s+the\s+(?:same\s+)?day\b(?!\s+(?:of|before|after|when|that|you|i|we|they)\b)"
+                         r"|\bsame[\s-]day\b|\bthe\s+day\s+itself\b")
 _WINDOW_WITHIN = re.compile(r"\b(?:within|less\s+than|inside)\s+(?:[\w-]+\s+){1,3}?(?:of|before|prior\s+to)\b")
 
 
@@ -948,7 +995,10 @@ _POSITION = (
 #: "does the hotel charge for parking" / "is parking free at the hotel" the same answer).
 _FREE = re.compile(r"\bfor\s+free\b|\bfree\s+of\s+charge\b|\bat\s+no\s+(?:extra\s+|additional\s+)?(?:cost|charge)\b"
                    r"|\bfor\s+nothing\b|\bwithout\s+(?:paying|charge)\b")
-_PAID = re.compile(r"\b(?:for|at)\s+an?\s+(?:small\s+|extra\s+|additional\s+|added\s+)?(?:fee|charge|price|cost)\b")
+_PAID = re.compile(r"\b(?:for|at)\s+an?\s+(?:small\s+|extra\s+|additional\s+|added\s+)?(?:fee|charge|price|cost)\b"
+                   # "do you charge a fee to take X" / "do you take X free of charge"
+                   r"|\bcharg(?:e|es|ed|ing)\s+(?:(?:you|me|us|them|people|customers)\s+)?an?\s+(?:small\s+|extra\s+|"
+                   r"additional\s+)?fee\b")
 
 
 def _window(low: str) -> set[str]:
@@ -1235,6 +1285,7 @@ def analyse(text: str, stemmer: Any | None = None) -> QuestionFeatures:
     # "-free" says "without": "phone-free" / "allow phone calls", "gluten-free" / "don't contain gluten"
     negations = (sum(1 for w in words if w in _NEGATIONS)
                  + sum(1 for t in tokens if re.fullmatch(r"[a-z]+-free", t)))
+    aside_words = [w for part in _asides(low) for w in _TOKEN.findall(part)]
     entities = _entities(raw)
     qword = next((w for w in words if w in _QWORDS), "")
     rare = {stemmer.stemWord(w) for w in _rare_words(words)}
@@ -1269,6 +1320,13 @@ def analyse(text: str, stemmer: Any | None = None) -> QuestionFeatures:
         deixis=frozenset(_deixis(low)), window=frozenset(_window(low)),
         moment=any(w in _MOMENT for w in words) or bool(_MOMENT_PHRASE.search(low)),
         ahead=bool(_AHEAD.search(low)),
+        hyphen_prefixed=frozenset(_hyphen_prefixed(low, stems, stemmer)),
+        aside_negations=sum(1 for w in aside_words if w in _NEGATIONS),
+        aside_content=frozenset(stemmer.stemWord(w) for w in aside_words
+                                if w.isalpha() and w not in _STOP and w not in _NEGATIONS),
+        hyphenated=frozenset(m.group(2) for m in _HYPHENATED.finditer(low)),
+        lead=frozenset(({"advance"} if _IN_ADVANCE.search(low) else set())
+                       | ({"day"} if _ON_THE_DAY.search(low) else set())),
         one_count="1" in numbers and not any(w in ("1", "first", "1st") for w in words),
         article=any(w in ("a", "an") for w in words), weekday_habit=frozenset(weekday_habit),
         stage=frozenset(({"done"} if _DONE.search(low) else set()) | ({"booked"} if _BOOKED.search(low) else set())),
@@ -1335,7 +1393,7 @@ def guard(q: QuestionFeatures, c: QuestionFeatures, cosine: float | None = None)
         return "number"
     if q.units != c.units and q.units and c.units:
         return "unit"
-    if q.negations != c.negations:
+    if q.negations != c.negations and not _negated_aside(q, c):
         return "negation"
     if (_opposite(q.polarity, c.polarity) or _reversal(q, c) or _reversal(c, q) or _particle_reversal(q, c)
             or (len(q.price) == 1 and len(c.price) == 1 and q.price != c.price)):  # "for free" / "for a fee"
@@ -1344,6 +1402,8 @@ def guard(q: QuestionFeatures, c: QuestionFeatures, cosine: float | None = None)
             or _modal_inversion(q, c) or _prevents(q, c) or _prevents(c, q)
             or _sets_aside(q, c) or _sets_aside(c, q)):  # "is it live" / "is it pre-recorded rather than live"
         return "negation"
+    if _kind_prefixed(q, c) or _kind_prefixed(c, q):  # "the Pre-Primary class" / "the Primary class"
+        return "entity"
     if (_entity_swap(q, c) or _rare_swap(q, c) or _designator_swap(q, c) or _tier_grows(q, c) or _tier_grows(c, q)
             or _compound_grows(q, c) or _compound_grows(c, q)):
         return "entity"
@@ -1365,6 +1425,9 @@ def guard(q: QuestionFeatures, c: QuestionFeatures, cosine: float | None = None)
     if q.tense and c.tense and q.tense.isdisjoint(c.tense):  # past against future
         return "temporal"
     if q.window and c.window and q.window != c.window:  # "up to a week before" / "within a week of"
+        return "temporal"
+    if (len(q.lead) == 1 and len(c.lead) == 1 and q.lead != c.lead  # "in advance" / "on the same day" -- not
+            and "or" not in q.tokens + c.tokens):  # "must I book ahead, or can I turn up on the day": one question
         return "temporal"
     if q.first and c.first and q.first != c.first:  # "the first year" / "after the first year"
         return "temporal"
@@ -1495,6 +1558,8 @@ def _counts(q: QuestionFeatures, c: QuestionFeatures) -> frozenset[str]:
     in words too: "one game" / "a game", "a single lesson" / "a lesson" are no other number."""
     if q.one_count and (c.article or c.one_count) and c.numbers <= ({"1"} if c.one_count else frozenset()):
         return q.numbers - {"1"}  # only when the other side has no number of its own ("a unit for 1 month" has)
+    if q.one_count and c.article and "1" not in c.numbers and c.numbers == q.numbers - {"1"}:
+        return c.numbers  # "can 2 cats share one pen" / "can two cats share a pen": the other numbers are the same
     return q.numbers
 
 
@@ -1612,6 +1677,35 @@ def _particle_reversal(q: QuestionFeatures, c: QuestionFeatures) -> bool:
                     or (a[verb] & other and not a[verb] & one and b[verb] & one and not b[verb] & other)):
                 return True
     return False
+
+
+#: A first-person statement before the question, up to a comma, a dash or a full stop ("I've never ridden before,
+#: ..."; "We're not locals - ..."), and a purpose clause with a negation ("so they don't get damaged").
+_STATEMENT = re.compile(r"^\s*(?:i|we|my|our)\s+[^,;:.!?\u2014\u2013]*?(?=\s*(?:[,;:.!\u2014\u2013]|\s-\s)\s*\w)")
+_PURPOSE = re.compile(r"\bso\s+(?:that\s+)?(?:i|we|they|it|you|he|she|the\s+\w+|my\s+\w+|our\s+\w+)\s+"
+                      r"(?:\w+\s+){0,2}?(?:not|never)\b[^,;:.!?]*")
+
+
+def _asides(low: str) -> list[str]:
+    """The parts of a question said aside from what it asks (see ``QuestionFeatures.aside_negations``)."""
+    parts = [m.group(0) for m in _STATEMENT.finditer(low)]
+    return parts + [m.group(0) for m in _PURPOSE.finditer(low)]
+
+
+def _negated_aside(q: QuestionFeatures, c: QuestionFeatures) -> bool:
+    """The two differ in negations only by one said aside on a side whose aside the other question does not speak
+    of at all: "Do you run courses for beginners?" / "I've never ridden before, can I join a course?"."""
+    if q.negations - q.aside_negations != c.negations - c.aside_negations:
+        return False
+    return all(not side.aside_negations or (side.aside_content and not side.aside_content & other.content)
+               for side, other in ((q, c), (c, q)))
+
+
+def _kind_prefixed(q: QuestionFeatures, c: QuestionFeatures) -> bool:
+    """``q`` names a word with a hyphenated prefix ("pre-primary") whose bare word ``c`` names without it."""
+    t = c.tokens
+    return any(word in t and word not in c.hyphenated and not any(a == prefix and b == word for a, b in zip(t, t[1:]))
+               for prefix, word in q.hyphen_prefixed)  # not "pre booked" / "ready-picked" either
 
 
 def _prefix_negation(q: QuestionFeatures, c: QuestionFeatures) -> bool:
