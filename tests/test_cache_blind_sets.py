@@ -83,10 +83,10 @@ SETS = [
      {"cattery", "scrap_metal_yard", "opera_house", "barber_shop", "glazier", "hat_shop"}, "dev"),
     ("cache_pair_heldout31.jsonl",
      {"dry_cleaning", "allotment_society", "film_processing_lab", "church_organ_recitals", "clock_repair",
-      "pumpkin_patch"}, "heldout"),
+      "pumpkin_patch"}, "dev"),
     ("cache_pair_heldout32.jsonl",
      {"costume_hire", "tile_showroom", "pub_quiz_league", "marine_engine_servicing", "sled_dog_tours",
-      "veg_box_scheme"}, "heldout"),
+      "veg_box_scheme"}, "dev"),
 ]
 blind_sets = pytest.mark.parametrize(("name", "domains", "split"), SETS, ids=[s[0] for s in SETS])
 ALL_FILES = EARLIER + tuple(s[0] for s in SETS)

@@ -1038,6 +1038,18 @@ SAME29 = [  # the near-repeat misses of sets 29 and 30 as general English, and p
     ("Can I swap the jumper at any time?", "can I swap the jumper anytime"),
     ("Can I join the choir if I've never sung before?", "Is the choir OK for someone with zero singing experience?"),
 ]
+TRAPS31 = [
+    # sets 31 and 32 (seen: dev sets now), on other domains: what has happened against when it will
+    ("Has my refund already been processed?", "When will my refund be processed?", "temporal"),
+    ("Has the hall been repainted yet?", "When will the hall be repainted?", "temporal"),
+]
+SAME31 = [  # the near-repeat misses of sets 31 and 32 as general English, and pairs the new rule must still serve
+    ("Is there a toilet at the stables?", "Is there a loo at the stables?"),
+    ("What is the price of an annual pass?", "What is the price of a yearly pass?"),
+    ("Do you stock spares for the PA-28?", "Do you stock spares for the PA28?"),
+    ("Have you got a changing room?", "Do you have a changing room?"),
+    ("Has my order been shipped?", "Was my order shipped?"),
+]
 
 
 # phrase opposites that the word-swap and coverage rules read first when no cosine is given: through the cache
@@ -1099,21 +1111,21 @@ def _lookups(embedder, tmp_path, stored: str, new: str, *, both_ways: bool, pair
         yield cache.lookup_detail(second, tenant="t")
 
 
-# Each dev set's families (sets 3-20 and 29-30, seen: dev sets now; sets 11 and 12 together as TRAPS11 / SAME11,
+# Each dev set's families (sets 3-20 and 29-32, seen: dev sets now; sets 11 and 12 together as TRAPS11 / SAME11,
 # sets 13 and 14 as TRAPS13 / SAME13, sets 15 and 16 as TRAPS15 / SAME15, sets 17 and 18 as TRAPS17 / SAME17, sets
-# 19 and 20 as TRAPS19 / SAME19, sets 29 and 30 as TRAPS29 / SAME29), on
+# 19 and 20 as TRAPS19 / SAME19, sets 29 and 30 as TRAPS29 / SAME29, sets 31 and 32 as TRAPS31 / SAME31), on
 # sentences of other domains than the set's:
 # (stored, new, reason) through a real cache, the candidate found and rejected by its family's guard,
 # and the guard itself both ways; sets 5 on also through the cache both ways.
 FAMILY_TRAPS = [pytest.param(*t, k >= 5, id=f"set{k}-{i}")
                 for k, traps in ((3, TRAPS3), (4, TRAPS4), (5, TRAPS5), (6, TRAPS6), (7, TRAPS7), (8, TRAPS8),
                                  (9, TRAPS9), (10, TRAPS10), (11, TRAPS11), (13, TRAPS13), (15, TRAPS15),
-                                 (17, TRAPS17), (19, TRAPS19), (29, TRAPS29))
+                                 (17, TRAPS17), (19, TRAPS19), (29, TRAPS29), (31, TRAPS31))
                 for i, t in enumerate(traps)]
 FAMILY_SAME = [pytest.param(*t, k >= 5, k in (4, 10, 11), id=f"set{k}-{i}")
                for k, same in ((3, SAME3), (4, SAME4), (5, SAME5), (6, SAME6), (7, SAME7), (8, SAME8), (9, SAME9),
                                (10, SAME10), (11, SAME11), (13, SAME13), (15, SAME15),
-                               (17, SAME17), (19, SAME19), (29, SAME29))
+                               (17, SAME17), (19, SAME19), (29, SAME29), (31, SAME31))
                for i, t in enumerate(same)]
 
 

@@ -53,7 +53,8 @@ through :meth:`Verifier.check`:
                    like one said with "and" ("a blade" / "a blade, stand and water tray");
    ``comparative`` opposite comparatives (more / less, earlier / later, over / under …);
    ``temporal``    past against future (last / next, was / will be, before / after, yesterday /
-                   tomorrow), or disjoint tenses; this moment against a habit, a season, a schedule,
+                   tomorrow), or disjoint tenses (a question opening "has / have … been / <participle>" asks
+                   what has happened: "has it already been shipped" / "when will it be shipped"); this moment against a habit, a season, a schedule,
                    the past or the future ("open now" / "open late at night", "at the moment" /
                    "usually"); "during" against "once … is over / has worn off"; "for the first month" against
                    "after the first month"; a present perfect ("has been taken down") is no present tense;
@@ -413,6 +414,8 @@ _PHRASES = (  # multi-word lexicon entries, joined with '-' before lookup
     (re.compile(r"\b(?:late\s+)?at\s+night\b"), "at-night"), (re.compile(r"\baround\s+the\s+clock\b"),
                                                                    "around-the-clock"),
     (re.compile(r"\bon\s+the\s+day\b"), "on-the-day"),
+    # a code said with a hyphen is the same code ("C-41" / "C41"), not a word and a number
+    (re.compile(r"\b([a-z]{1,3})-(\d{2,})\b"), r"\1\2"),
     # a list said with commas grows like one said with "and": "a blade" / "a blade, stand and water tray"
     (re.compile(r",\s+(?=(?:[a-z'-]+\s+){1,3}(?:and|or)\s)"), " and "),
     # "can you wait until I'm home to start" is "after I'm home" (against "before I get home"); not in "how long
@@ -1282,6 +1285,8 @@ def analyse(text: str, stemmer: Any | None = None) -> QuestionFeatures:
             tense.add("past")
         elif w in ("will", "shall", "gonna", "going-to", "should"):
             tense.add("future")
+    if words[:1] in (["has"], ["have"]) and "got" not in words[:4] and _perfect(tuple(words), 0):
+        tense.add("past")  # "has my order already been shipped?": what has happened ("have you got …" is having)
     # "-free" says "without": "phone-free" / "allow phone calls", "gluten-free" / "don't contain gluten"
     negations = (sum(1 for w in words if w in _NEGATIONS)
                  + sum(1 for t in tokens if re.fullmatch(r"[a-z]+-free", t)))
