@@ -54,8 +54,9 @@ through :meth:`Verifier.check`:
    ``comparative`` opposite comparatives (more / less, earlier / later, over / under …);
    ``temporal``    past against future (last / next, was / will be, before / after, yesterday /
                    tomorrow), or disjoint tenses (a question opening "has / have … been / <participle>" asks
-                   what has happened: "has it already been shipped" / "when will it be shipped"); this moment against a habit, a season, a schedule,
-                   the past or the future ("open now" / "open late at night", "at the moment" /
+                   what has happened: "has it already been shipped" / "when will it be shipped"); this
+                   moment against a habit, a season, a schedule, the past or the future ("open now" / "open
+                   late at night", "at the moment" /
                    "usually"); "during" against "once … is over / has worn off"; "for the first month" against
                    "after the first month"; a present perfect ("has been taken down") is no present tense;
                    "once X has / is <any past participle>" is "after X"; a season ("in the autumn") against
