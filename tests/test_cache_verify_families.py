@@ -1042,6 +1042,9 @@ TRAPS31 = [
     # sets 31 and 32 (seen: dev sets now), on other domains: what has happened against when it will
     ("Has my refund already been processed?", "When will my refund be processed?", "temporal"),
     ("Has the hall been repainted yet?", "When will the hall be repainted?", "temporal"),
+    # a comma inside a number splits no question into parts; a story that names what is asked is no aside
+    ("Is the deposit £1,200?", "Is the deposit £1,500?", "number"),
+    ("Can I bring my dog to the campsite?", "We have two dogs, can we bring them to the campsite?", "number"),
 ]
 SAME31 = [  # the near-repeat misses of sets 31 and 32 as general English, and pairs the new rule must still serve
     ("Is there a toilet at the stables?", "Is there a loo at the stables?"),
@@ -1049,6 +1052,11 @@ SAME31 = [  # the near-repeat misses of sets 31 and 32 as general English, and p
     ("Do you stock spares for the PA-28?", "Do you stock spares for the PA28?"),
     ("Have you got a changing room?", "Do you have a changing room?"),
     ("Has my order been shipped?", "Was my order shipped?"),
+    # a statement aside, before the question, that the other question does not speak of: no count, no negation
+    ("Is the weed killer you use safe around children?",
+     "I've got three kids under five, will the weed killer harm them?"),
+    ("Can teenagers join the climbing club?",
+     "thinking of signing up my 15 year old who loves bouldering, do you take teens at the climbing club?"),
 ]
 
 

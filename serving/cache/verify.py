@@ -23,10 +23,8 @@ through :meth:`Verifier.check`:
                    negating suffix the same way ("cashless" / "accept cash"); a word of danger
                    ("toxic", "harmful") against "safe"; "is it a bad idea to …" against "can I …"; a word
                    set aside by "rather than / instead of" on one side and said plainly on the other
-                   ("is it pre-recorded rather than live" / "is it live"); a negation said aside does not
-                   count where the other question does not speak of that aside at all (a first-person
-                   statement before the question, "I've never ridden before, can I join?"; a purpose clause,
-                   "so they don't get damaged"); "zero experience" is "no experience";
+                   ("is it pre-recorded rather than live" / "is it live"); "zero experience" is "no
+                   experience";
    ``polarity``    opposite actions or states (enable / disable, add / remove, paid / unpaid …), keeping
                    or joining against giving up or leaving, phrasal verbs read by their lemma
                    (lemminflect: "keep" / "gave up", "take up" / "turn down"), or a verb of withdrawal /
@@ -71,6 +69,11 @@ through :meth:`Verifier.check`:
                    shared one ("add a room to" / "drop the room from", "with a credit card" / "by cheque"),
                    unless it is one word for one at SYNONYM_COSINE or more. A rewrite is left alone: with
                    no synonym data, requiring its words to match rejects most true paraphrases.
+
+   A question's story aside from what it asks (statements before or after its question part, a purpose
+   clause: "I've never ridden before, can I join?", "… so they don't get damaged") is read as not said by the
+   negation, number, date, time, scope, comparative, temporal and polarity guards where the other question
+   tells no story and does not speak of it (:func:`_read_without_aside`).
 
 2. **admission** — the candidates that pass every guard are scored by a small learned model
    (:mod:`costline.serving.cache.admission`) on :func:`pair_features`: the cosine, lexical
@@ -539,11 +542,13 @@ class QuestionFeatures:
     hyphen_prefixed: frozenset[tuple[str, str]] = frozenset()
     #: Each word after a hyphen ("ready-picked": picked).
     hyphenated: frozenset[str] = frozenset()
-    #: Negations said aside from what is asked: in a first-person statement before the question ("I've never
-    #: ridden before, can I join a trail ride?") or in a purpose clause ("... so they don't get damaged").
-    aside_negations: int = 0
-    #: The content stems of those asides.
+    #: The content stems of what the question says aside from what it asks: a statement before or after the
+    #: question ("I've never ridden before, can I join a trail ride?") or a purpose clause ("... so they don't get
+    #: damaged").
     aside_content: frozenset[str] = frozenset()
+    #: The question read without those asides (None: it has none), which the guards compare instead where the
+    #: other question does not speak of the aside at all.
+    core: "QuestionFeatures | None" = None
     #: When a thing is done against its day: "advance" ("in advance", "beforehand", "ahead of time") and / or
     #: "day" ("on the day", "on the same day", "same-day").
     lead: frozenset[str] = frozenset()
@@ -1164,8 +1169,9 @@ def _fold_accents(text: str) -> str:
                                                 if not unicodedata.combining(ch)))
 
 
-def analyse(text: str, stemmer: Any | None = None) -> QuestionFeatures:
-    """Parse one question for the guards (see the module docstring)."""
+def analyse(text: str, stemmer: Any | None = None, *, asides: bool = True) -> QuestionFeatures:
+    """Parse one question for the guards (see the module docstring); with ``asides``, also the question without
+    what it says aside (``QuestionFeatures.core``)."""
     from dateutil import parser as dateparser
     from word2number import w2n
 
@@ -1291,7 +1297,10 @@ def analyse(text: str, stemmer: Any | None = None) -> QuestionFeatures:
     # "-free" says "without": "phone-free" / "allow phone calls", "gluten-free" / "don't contain gluten"
     negations = (sum(1 for w in words if w in _NEGATIONS)
                  + sum(1 for t in tokens if re.fullmatch(r"[a-z]+-free", t)))
-    aside_words = [w for part in _asides(low) for w in _TOKEN.findall(part)]
+    aside_spans = _aside_spans(raw.lower()) if asides else []
+    aside_words = [w for a, b in aside_spans for w in _TOKEN.findall(_contracted(raw.lower()[a:b]))]
+    core_text = _without_spans(raw, aside_spans)
+    core = analyse(core_text, stemmer, asides=False) if aside_spans and len(_TOKEN.findall(core_text)) >= 3 else None
     entities = _entities(raw)
     qword = next((w for w in words if w in _QWORDS), "")
     rare = {stemmer.stemWord(w) for w in _rare_words(words)}
@@ -1327,9 +1336,9 @@ def analyse(text: str, stemmer: Any | None = None) -> QuestionFeatures:
         moment=any(w in _MOMENT for w in words) or bool(_MOMENT_PHRASE.search(low)),
         ahead=bool(_AHEAD.search(low)),
         hyphen_prefixed=frozenset(_hyphen_prefixed(low, stems, stemmer)),
-        aside_negations=sum(1 for w in aside_words if w in _NEGATIONS),
         aside_content=frozenset(stemmer.stemWord(w) for w in aside_words
                                 if w.isalpha() and w not in _STOP and w not in _NEGATIONS),
+        core=core,
         hyphenated=frozenset(m.group(2) for m in _HYPHENATED.finditer(low)),
         lead=frozenset(({"advance"} if _IN_ADVANCE.search(low) else set())
                        | ({"day"} if _ON_THE_DAY.search(low) else set())),
@@ -1389,6 +1398,19 @@ def guard(q: QuestionFeatures, c: QuestionFeatures, cosine: float | None = None)
     """The first guard reason that tells the two questions apart, or None. ``cosine`` (the pair's
     embedding similarity), when given, lets a one-word swap of two common words pass as a synonym at
     :data:`SYNONYM_COSINE` or above."""
+    reason = _guard(q, c, cosine)
+    if reason in _ASIDE_REASONS:  # "I've never ridden before, can I join?": the question, without the story
+        qa, ca = _read_without_aside(q, c), _read_without_aside(c, q)
+        if (qa is not q) != (ca is not c) and _guard(qa, ca, cosine) is None:
+            return None
+    return reason
+
+
+#: What a guard may read in a question's aside alone (see :func:`_read_without_aside`).
+_ASIDE_REASONS = frozenset({"negation", "number", "date", "time", "scope", "comparative", "temporal", "polarity"})
+
+
+def _guard(q: QuestionFeatures, c: QuestionFeatures, cosine: float | None = None) -> str | None:
     if q.identifiers != c.identifiers:
         return "identifier"
     if _dates(q, c) != _dates(c, q) or _habit_against_one_day(q, c) or _habit_against_one_day(c, q):
@@ -1399,7 +1421,7 @@ def guard(q: QuestionFeatures, c: QuestionFeatures, cosine: float | None = None)
         return "number"
     if q.units != c.units and q.units and c.units:
         return "unit"
-    if q.negations != c.negations and not _negated_aside(q, c):
+    if q.negations != c.negations:
         return "negation"
     if (_opposite(q.polarity, c.polarity) or _reversal(q, c) or _reversal(c, q) or _particle_reversal(q, c)
             or (len(q.price) == 1 and len(c.price) == 1 and q.price != c.price)):  # "for free" / "for a fee"
@@ -1685,26 +1707,78 @@ def _particle_reversal(q: QuestionFeatures, c: QuestionFeatures) -> bool:
     return False
 
 
-#: A first-person statement before the question, up to a comma, a dash or a full stop ("I've never ridden before,
-#: ..."; "We're not locals - ..."), and a purpose clause with a negation ("so they don't get damaged").
-_STATEMENT = re.compile(r"^\s*(?:i|we|my|our)\s+[^,;:.!?\u2014\u2013]*?(?=\s*(?:[,;:.!\u2014\u2013]|\s-\s)\s*\w)")
-_PURPOSE = re.compile(r"\bso\s+(?:that\s+)?(?:i|we|they|it|you|he|she|the\s+\w+|my\s+\w+|our\s+\w+)\s+"
-                      r"(?:\w+\s+){0,2}?(?:not|never)\b[^,;:.!?]*")
+#: Where a question's parts split: a comma, a semicolon, a colon, a full stop, "!", "?" or a dash.
+_PART_SEP = re.compile(r"\s*(?:[;:!?\u2014\u2013]|[,.](?!\d)|\s-\s)\s*")  # not "£1,200", "4.30"
+#: A part that opens with one of these asks, conditions or links, or greets: never an aside.
+_NOT_ASIDE = frozenset({"what", "when", "where", "why", "who", "which", "how", "whom", "whose", "is", "are", "am",
+                        "was", "were", "do", "does", "did", "can", "could", "will", "would", "should", "shall", "may",
+                        "might", "must", "have", "has", "had", "any", "if", "unless", "once", "before", "after",
+                        "while", "whilst", "since", "because", "as", "though", "although", "until", "till", "so",
+                        "but", "and", "or", "then", "please", "hi", "hello", "hey", "thanks", "thank", "also",
+                        "otherwise", "instead", "or", "plus", "just", "even", "only", "in", "on", "at", "for",
+                        "with", "without", "from", "to", "by", "about", "during", "after", "between", "per",
+                        "whether", "isn't", "aren't", "don't", "doesn't", "can't", "won't", "wouldn't",
+                        "couldn't", "shouldn't", "there", "that", "this", "these", "those", "it", "its", "it's"})
+#: A purpose clause with a negation: "... so they don't get damaged", "so that we're not queueing".
+_PURPOSE = re.compile(r"\bso\s+(?:that\s+)?(?:i|we|they|it|you|he|she|the\s+\w+|my\s+\w+|our\s+\w+)['\u2019\w]*"
+                      r"(?:\s+[\w'\u2019]+){0,2}?\s+(?:not|never|\w+n['\u2019]t)\b[^,;:.!?]*")
 
 
-def _asides(low: str) -> list[str]:
-    """The parts of a question said aside from what it asks (see ``QuestionFeatures.aside_negations``)."""
-    parts = [m.group(0) for m in _STATEMENT.finditer(low)]
-    return parts + [m.group(0) for m in _PURPOSE.finditer(low)]
+def _contracted(low: str) -> str:
+    for pattern, repl in _CONTRACTIONS:
+        low = pattern.sub(repl, low)
+    return low
 
 
-def _negated_aside(q: QuestionFeatures, c: QuestionFeatures) -> bool:
-    """The two differ in negations only by one said aside on a side whose aside the other question does not speak
-    of at all: "Do you run courses for beginners?" / "I've never ridden before, can I join a course?"."""
-    if q.negations - q.aside_negations != c.negations - c.aside_negations:
-        return False
-    return all(not side.aside_negations or (side.aside_content and not side.aside_content & other.content)
-               for side, other in ((q, c), (c, q)))
+def _aside_spans(low: str) -> list[tuple[int, int]]:
+    """Where a question says something aside from what it asks (``low``: the question in lower case): the
+    statements before its question part and after it ("I've never ridden before, am I able to join …",
+    "… to the opera? Don't want to turn up in jeans"), parts that open with no word that asks, conditions or
+    links; and a purpose clause with a negation ("… so they don't get damaged")."""
+    parts, ends, at = [], [], 0  # each part, and whether a sentence ended before it
+    ended = True
+    for m in _PART_SEP.finditer(low):
+        if m.start() > at:
+            parts.append((at, m.start()))
+            ends.append(ended)
+        ended = bool(re.search(r"[.!?]", m.group(0)))
+        at = m.end()
+    if at < len(low):
+        parts.append((at, len(low)))
+        ends.append(ended)
+    words = [re.findall(r"[a-z0-9'\u2019]+", low[a:b]) for a, b in parts]
+    asks = [i for i, w in enumerate(words) if w and w[0] in _NOT_ASIDE - {"please", "hi", "hello", "hey", "thanks",
+                                                                         "thank", "but", "and", "so", "also"}]
+    spans = []
+    if asks:
+        for i, (span, w) in enumerate(zip(parts, words)):
+            # before the question; after it only a new sentence ("… to the opera? Don't want to …"), not a list
+            # going on after a comma ("a blade, stand and water tray")
+            if (len(w) >= 2 and w[0] not in _NOT_ASIDE
+                    and (i < asks[0] or (i > asks[-1] and ends[i]))):
+                spans.append(span)
+    spans += [(m.start(), m.end()) for m in _PURPOSE.finditer(low)]
+    return sorted(spans)
+
+
+def _without_spans(text: str, spans: list[tuple[int, int]]) -> str:
+    out, at = [], 0
+    for a, b in sorted(spans):
+        if a >= at:
+            out.append(text[at:a])
+            at = b
+    out.append(text[at:])
+    return re.sub(r"^[\s,;:.!\u2014\u2013-]+", "", " ".join(out)).strip()
+
+
+def _read_without_aside(q: QuestionFeatures, c: QuestionFeatures) -> QuestionFeatures:
+    """``q`` as the guards compare it with ``c``: without its asides where ``c`` says nothing aside and does not
+    speak of them at all ("I've got a dog and two cats, will the rodent bait harm them?" / "Is the rat poison
+    you use safe around pets?": no count asked). Where both tell a story ("My fridge is leaking, who do I
+    contact?" / "My oven is overheating, …"), the story is what differs."""
+    if q.core is not None and c.core is None and q.aside_content and not q.aside_content & c.content:
+        return q.core
+    return q
 
 
 def _kind_prefixed(q: QuestionFeatures, c: QuestionFeatures) -> bool:
