@@ -1058,6 +1058,12 @@ SAME31 = [  # the near-repeat misses of sets 31 and 32 as general English, and p
     ("Can teenagers join the climbing club?",
      "thinking of signing up my 15 year old who loves bouldering, do you take teens at the climbing club?"),
 ]
+SAME33 = [  # the near-repeat misses of sets 33 and 34 (seen: dev sets now) as general English
+    ("Can I call a cab from the station?", "Can I call a taxi from the station?"),
+    ("How long is the guarantee on the boiler?", "How long is the warranty on the boiler?"),
+    ("Can I drop off the furniture on Monday?", "Can I drop the furniture off on Monday?"),  # no verb "furniture on"
+    ("What is the phone number for the surgery?", "What's the phone no. for the surgery?"),  # "no." is no "not"
+]
 
 
 # phrase opposites that the word-swap and coverage rules read first when no cosine is given: through the cache
@@ -1119,9 +1125,10 @@ def _lookups(embedder, tmp_path, stored: str, new: str, *, both_ways: bool, pair
         yield cache.lookup_detail(second, tenant="t")
 
 
-# Each dev set's families (sets 3-20 and 29-32, seen: dev sets now; sets 11 and 12 together as TRAPS11 / SAME11,
+# Each dev set's families (sets 3-20 and 29-34, seen: dev sets now; sets 11 and 12 together as TRAPS11 / SAME11,
 # sets 13 and 14 as TRAPS13 / SAME13, sets 15 and 16 as TRAPS15 / SAME15, sets 17 and 18 as TRAPS17 / SAME17, sets
-# 19 and 20 as TRAPS19 / SAME19, sets 29 and 30 as TRAPS29 / SAME29, sets 31 and 32 as TRAPS31 / SAME31), on
+# 19 and 20 as TRAPS19 / SAME19, sets 29 and 30 as TRAPS29 / SAME29, sets 31 and 32 as TRAPS31 / SAME31, sets 33
+# and 34 as SAME33), on
 # sentences of other domains than the set's:
 # (stored, new, reason) through a real cache, the candidate found and rejected by its family's guard,
 # and the guard itself both ways; sets 5 on also through the cache both ways.
@@ -1133,7 +1140,8 @@ FAMILY_TRAPS = [pytest.param(*t, k >= 5, id=f"set{k}-{i}")
 FAMILY_SAME = [pytest.param(*t, k >= 5, k in (4, 10, 11), id=f"set{k}-{i}")
                for k, same in ((3, SAME3), (4, SAME4), (5, SAME5), (6, SAME6), (7, SAME7), (8, SAME8), (9, SAME9),
                                (10, SAME10), (11, SAME11), (13, SAME13), (15, SAME15),
-                               (17, SAME17), (19, SAME19), (29, SAME29), (31, SAME31))
+                               (17, SAME17), (19, SAME19), (29, SAME29), (31, SAME31),
+                               (33, SAME33))
                for i, t in enumerate(same)]
 
 

@@ -418,6 +418,10 @@ _PHRASES = (  # multi-word lexicon entries, joined with '-' before lookup
     (re.compile(r"\b(?:late\s+)?at\s+night\b"), "at-night"), (re.compile(r"\baround\s+the\s+clock\b"),
                                                                    "around-the-clock"),
     (re.compile(r"\bon\s+the\s+day\b"), "on-the-day"),
+    # "phone no." is "phone number", no negation
+    (re.compile(r"\b(phone|telephone|tel|mobile|account|reference|ref|order|invoice|policy|booking|flight|seat|"
+                r"room|house|table|item|serial|model|part|registration|reg|membership|ticket|pin)\s+no\.?(?=\s|$)"),
+     r"\1 number"),
     # a code said with a hyphen is the same code ("C-41" / "C41"), not a word and a number
     (re.compile(r"\b([a-z]{1,3})-(\d{2,})\b"), r"\1\2"),
     # a list said with commas grows like one said with "and": "a blade" / "a blade, stand and water tray"
@@ -647,6 +651,14 @@ def _verb_lemma(word: str) -> str:
 
     found = getLemma(word, upos="VERB")
     return found[0] if found else word
+
+
+def _never_a_verb(word: str) -> bool:
+    """lemminflect's dictionary knows ``word`` and never as a verb ("donations"); an unknown word may be one."""
+    from lemminflect import getAllLemmas
+
+    found = getAllLemmas(word)
+    return bool(found) and "VERB" not in found
 
 
 def _join_phrasal(words: list[str]) -> list[str]:
@@ -1687,7 +1699,7 @@ def _verb_particles(tokens: tuple[str, ...]) -> dict[str, set[str]]:
         if not w.isalpha() or w in _PARTICLE_WORDS or w in _STOP:
             continue
         lemma = _verb_lemma(w)
-        if lemma in _SAME_PARTICLE_VERBS:
+        if lemma in _SAME_PARTICLE_VERBS or _never_a_verb(w):  # "drop off donations on Sunday": no "donate on"
             continue
         for j in range(i + 1, min(i + 6, len(tokens))):
             t = tokens[j]
