@@ -93,6 +93,12 @@ SETS = [
     ("cache_pair_heldout34.jsonl",
      {"taxi_firm", "community_radio_station", "mushroom_foraging_walks", "3d_printing_service",
       "model_aircraft_club", "charity_shop"}, "dev"),
+    ("cache_pair_heldout35.jsonl",
+     {"bridge_club", "sports_massage_clinic", "christmas_tree_farm", "wetsuit_hire", "village_hall_bookings",
+      "organic_butcher"}, "heldout"),
+    ("cache_pair_heldout36.jsonl",
+     {"tyre_fitting", "ghost_walks", "sign_writing", "stamp_collecting_society", "ice_climbing_courses", "tea_room"},
+     "heldout"),
 ]
 blind_sets = pytest.mark.parametrize(("name", "domains", "split"), SETS, ids=[s[0] for s in SETS])
 ALL_FILES = EARLIER + tuple(s[0] for s in SETS)
