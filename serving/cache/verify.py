@@ -970,6 +970,10 @@ def _hyphen_prefixed(low: str, stems: list[str], stemmer: Any) -> set[tuple[str,
     return out
 
 
+#: A substance and "free" written apart: "gluten free" is "gluten-free" (not "is parking free", "is entry free").
+_SUBSTANCE_FREE = re.compile(r"\b(?:gluten|dairy|nut|peanut|sugar|alcohol|lactose|egg|soy|soya|wheat|meat|fat|"
+                             r"caffeine|fragrance|latex|plastic|palm\s+oil|pesticide|chemical|smoke|cruelty|bpa)"
+                             r"\s+free\b")
 #: Ahead of the day ("in advance") against on the day itself ("on the same day"): QuestionFeatures.lead.
 _IN_ADVANCE = re.compile(r"\bin\s+advance\b|\bbeforehand\b|\bahead\s+of\s+time\b")
 #: "on the day" as the day of the event itself, not "on the day of the week" or "on the day you pick"
@@ -1306,9 +1310,10 @@ def analyse(text: str, stemmer: Any | None = None, *, asides: bool = True) -> Qu
             tense.add("future")
     if words[:1] in (["has"], ["have"]) and "got" not in words[:4] and _perfect(tuple(words), 0):
         tense.add("past")  # "has my order already been shipped?": what has happened ("have you got …" is having)
-    # "-free" says "without": "phone-free" / "allow phone calls", "gluten-free" / "don't contain gluten"
+    # "-free" says "without": "phone-free" / "allow phone calls", "gluten-free" / "don't contain gluten"; so does
+    # a substance then "free" written apart ("is it gluten free")
     negations = (sum(1 for w in words if w in _NEGATIONS)
-                 + sum(1 for t in tokens if re.fullmatch(r"[a-z]+-free", t)))
+                 + sum(1 for t in tokens if re.fullmatch(r"[a-z]+-free", t)) + len(_SUBSTANCE_FREE.findall(low)))
     aside_spans = _aside_spans(raw.lower()) if asides else []
     aside_words = [w for a, b in aside_spans for w in _TOKEN.findall(_contracted(raw.lower()[a:b]))]
     core_text = _without_spans(raw, aside_spans)
