@@ -1058,6 +1058,12 @@ SAME31 = [  # the near-repeat misses of sets 31 and 32 as general English, and p
     ("Can teenagers join the climbing club?",
      "thinking of signing up my 15 year old who loves bouldering, do you take teens at the climbing club?"),
 ]
+SAME33 = [  # the near-repeat misses of sets 33 and 34 (seen: dev sets now) as general English
+    ("Can I call a cab from the station?", "Can I call a taxi from the station?"),
+    ("How long is the guarantee on the boiler?", "How long is the warranty on the boiler?"),
+    ("Can I drop off the furniture on Monday?", "Can I drop the furniture off on Monday?"),  # no verb "furniture on"
+    ("What is the phone number for the surgery?", "What's the phone no. for the surgery?"),  # "no." is no "not"
+]
 TRAPS35 = [
     # sets 35 and 36 (seen: dev sets now), on other domains: a substance then "free" written apart, good / bad,
     # normal / abnormal, return / collect
@@ -1067,12 +1073,6 @@ TRAPS35 = [
     ("When do I need to return the ladder?", "When can I collect the ladder?", "polarity"),
 ]
 SAME35 = [("Is the pasta egg-free?", "Is the pasta egg free?")]
-SAME33 = [  # the near-repeat misses of sets 33 and 34 (seen: dev sets now) as general English
-    ("Can I call a cab from the station?", "Can I call a taxi from the station?"),
-    ("How long is the guarantee on the boiler?", "How long is the warranty on the boiler?"),
-    ("Can I drop off the furniture on Monday?", "Can I drop the furniture off on Monday?"),  # no verb "furniture on"
-    ("What is the phone number for the surgery?", "What's the phone no. for the surgery?"),  # "no." is no "not"
-]
 
 
 # phrase opposites that the word-swap and coverage rules read first when no cosine is given: through the cache
@@ -1134,7 +1134,7 @@ def _lookups(embedder, tmp_path, stored: str, new: str, *, both_ways: bool, pair
         yield cache.lookup_detail(second, tenant="t")
 
 
-# Each dev set's families (sets 3-20 and 29-34, seen: dev sets now; sets 11 and 12 together as TRAPS11 / SAME11,
+# Each dev set's families (sets 3-20 and 29-36, seen: dev sets now; sets 11 and 12 together as TRAPS11 / SAME11,
 # sets 13 and 14 as TRAPS13 / SAME13, sets 15 and 16 as TRAPS15 / SAME15, sets 17 and 18 as TRAPS17 / SAME17, sets
 # 19 and 20 as TRAPS19 / SAME19, sets 29 and 30 as TRAPS29 / SAME29, sets 31 and 32 as TRAPS31 / SAME31, sets 33
 # and 34 as SAME33, sets 35 and 36 as TRAPS35 / SAME35), on

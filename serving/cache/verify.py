@@ -1428,6 +1428,7 @@ _ASIDE_REASONS = frozenset({"negation", "number", "date", "time", "scope", "comp
 
 
 def _guard(q: QuestionFeatures, c: QuestionFeatures, cosine: float | None = None) -> str | None:
+    """:func:`guard`'s rules, in order, on the two questions as given."""
     if q.identifiers != c.identifiers:
         return "identifier"
     if _dates(q, c) != _dates(c, q) or _habit_against_one_day(q, c) or _habit_against_one_day(c, q):
@@ -1732,8 +1733,8 @@ _NOT_ASIDE = frozenset({"what", "when", "where", "why", "who", "which", "how", "
                         "might", "must", "have", "has", "had", "any", "if", "unless", "once", "before", "after",
                         "while", "whilst", "since", "because", "as", "though", "although", "until", "till", "so",
                         "but", "and", "or", "then", "please", "hi", "hello", "hey", "thanks", "thank", "also",
-                        "otherwise", "instead", "or", "plus", "just", "even", "only", "in", "on", "at", "for",
-                        "with", "without", "from", "to", "by", "about", "during", "after", "between", "per",
+                        "otherwise", "instead", "plus", "just", "even", "only", "in", "on", "at", "for",
+                        "with", "without", "from", "to", "by", "about", "during", "between", "per",
                         "whether", "isn't", "aren't", "don't", "doesn't", "can't", "won't", "wouldn't",
                         "couldn't", "shouldn't", "there", "that", "this", "these", "those", "it", "its", "it's"})
 #: A purpose clause with a negation: "... so they don't get damaged", "so that we're not queueing".
@@ -1742,6 +1743,7 @@ _PURPOSE = re.compile(r"\bso\s+(?:that\s+)?(?:i|we|they|it|you|he|she|the\s+\w+|
 
 
 def _contracted(low: str) -> str:
+    """``low`` with its contractions spelt out ("don't" -> "do not"), as :func:`analyse` reads them."""
     for pattern, repl in _CONTRACTIONS:
         low = pattern.sub(repl, low)
     return low
@@ -1779,6 +1781,7 @@ def _aside_spans(low: str) -> list[tuple[int, int]]:
 
 
 def _without_spans(text: str, spans: list[tuple[int, int]]) -> str:
+    """``text`` without the character ``spans`` (and the punctuation they leave at its start)."""
     out, at = [], 0
     for a, b in sorted(spans):
         if a >= at:
