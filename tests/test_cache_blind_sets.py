@@ -101,10 +101,10 @@ SETS = [
      "dev"),
     ("cache_pair_heldout37.jsonl",
      {"river_cruises", "piano_removals", "hedgehog_rescue", "quilting_guild", "flight_simulator_experience",
-      "holiday_cottage_cleaning"}, "heldout"),
+      "holiday_cottage_cleaning"}, "dev"),
     ("cache_pair_heldout38.jsonl",
      {"vintage_bus_hire", "hot_tub_hire", "chocolate_workshop", "treetop_adventure_park", "telescope_shop",
-      "baby_sensory_classes"}, "heldout"),
+      "baby_sensory_classes"}, "dev"),
 ]
 blind_sets = pytest.mark.parametrize(("name", "domains", "split"), SETS, ids=[s[0] for s in SETS])
 ALL_FILES = EARLIER + tuple(s[0] for s in SETS)

@@ -1472,6 +1472,8 @@ def _guard(q: QuestionFeatures, c: QuestionFeatures, cosine: float | None = None
         return "temporal"
     if q.window and c.window and q.window != c.window:  # "up to a week before" / "within a week of"
         return "temporal"
+    if _before_after_prefix(q, c):  # "a pre-cruise hotel night" / "a post-cruise hotel night"
+        return "temporal"
     if (len(q.lead) == 1 and len(c.lead) == 1 and q.lead != c.lead  # "in advance" / "on the same day" -- not
             and "or" not in q.tokens + c.tokens):  # "must I book ahead, or can I turn up on the day": one question
         return "temporal"
@@ -1801,6 +1803,12 @@ def _read_without_aside(q: QuestionFeatures, c: QuestionFeatures) -> QuestionFea
     return q
 
 
+def _before_after_prefix(q: QuestionFeatures, c: QuestionFeatures) -> bool:
+    """The same word after "pre-" on one side and "post-" on the other: "pre-cruise" / "post-cruise"."""
+    qs, cs = dict((w, p) for p, w in q.hyphen_prefixed), dict((w, p) for p, w in c.hyphen_prefixed)
+    return any({qs[w], cs[w]} == {"pre", "post"} for w in qs.keys() & cs.keys())
+
+
 def _kind_prefixed(q: QuestionFeatures, c: QuestionFeatures) -> bool:
     """``q`` names a word with a hyphenated prefix ("pre-primary") whose bare word ``c`` names without it."""
     t = c.tokens
@@ -1979,6 +1987,8 @@ def _word_swap(ops: list[tuple[str, int, int, int, int]], q: QuestionFeatures, c
     rest = [w for w in q.tokens[:i1] + q.tokens[i2:] if w not in _STOP and w.isalpha()]
     if set(left) & q.reversal and set(right) & c.reversal:  # "unsubscribe from" / "stop": one act in other words
         return False
+    if left and right and set(left) <= _NEGATIONS and set(right) <= _NEGATIONS:
+        return False  # "with no single supplement" / "without a single supplement": the negation guard's business
     if _same_lemmas(left, right):  # "archive" / "archives", "after booking" / "after I've booked"
         return False
     removal = {"removal", "removals"}
