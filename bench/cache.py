@@ -8,10 +8,10 @@
    cache_pair_heldout6.jsonl, cache_pair_heldout7.jsonl, cache_pair_heldout8.jsonl, cache_pair_heldout9.jsonl,
    cache_pair_heldout10.jsonl, cache_pair_heldout11.jsonl, cache_pair_heldout12.jsonl, cache_pair_heldout13.jsonl,
    cache_pair_heldout14.jsonl, cache_pair_heldout15.jsonl, cache_pair_heldout16.jsonl, cache_pair_heldout17.jsonl,
-   cache_pair_heldout18.jsonl, cache_pair_heldout19.jsonl ... cache_pair_heldout36.jsonl:
+   cache_pair_heldout18.jsonl, cache_pair_heldout19.jsonl ... cache_pair_heldout38.jsonl:
    each written as a
    held-out set, but its results were seen and the guards changed for its failure families, so they are dev
-   sets now) and on the **held-out pair set** (serving/cache/data/cache_pair_heldout37.jsonl: other domains again,
+   sets now) and on the **held-out pair set** (serving/cache/data/cache_pair_heldout39.jsonl: other domains again,
    written while the guards were changed and never used to write or tune them; every wrong answer and miss of the
    verified cache on the dev and held-out sets is listed, with the reasons its candidate was rejected):
    for each pair, ``q1`` is stored in a real
@@ -70,16 +70,16 @@ SAME = ("paraphrase", "near_repeat")
 
 
 def dev_pair_set_paths() -> list[Path]:
-    """The held-out pair sets seen so far (the first thirty-six): each was run once after a freeze and read,
+    """The held-out pair sets seen so far (the first thirty-eight): each was run once after a freeze and read,
     so dev sets now."""
-    names = ["cache_pair_heldout.jsonl"] + [f"cache_pair_heldout{i}.jsonl" for i in range(2, 37)]
+    names = ["cache_pair_heldout.jsonl"] + [f"cache_pair_heldout{i}.jsonl" for i in range(2, 39)]
     return [default_pair_set_path().with_name(n) for n in names]
 
 
 def heldout_pair_set_path() -> Path:
     """The latest pair set written blind after the verification stage was frozen (never used to build or tune it):
-    the thirty-seventh (the thirty-eighth, written at the same time, is passed with ``--heldout``)."""
-    return default_pair_set_path().with_name("cache_pair_heldout37.jsonl")
+    the thirty-ninth (the fortieth, written at the same time, is passed with ``--heldout``)."""
+    return default_pair_set_path().with_name("cache_pair_heldout39.jsonl")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -387,7 +387,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--skip-latency", action="store_true")
     ap.add_argument("--dev", type=Path, action="append",
                     help="a dev pair set (seen; JSON lines, as `costline cache tune --pairs` reads); repeat for "
-                         "several (default: the thirty-six held-out sets seen so far)")
+                         "several (default: the thirty-eight held-out sets seen so far)")
     ap.add_argument("--skip-dev", action="store_true", help="measure the test split and the held-out set only")
     ap.add_argument("--skip-pair-model", action="store_true",
                     help="leave out the verified cache with its pair model ([serving.cache] verify_pair_model)")

@@ -105,6 +105,12 @@ SETS = [
     ("cache_pair_heldout38.jsonl",
      {"vintage_bus_hire", "hot_tub_hire", "chocolate_workshop", "treetop_adventure_park", "telescope_shop",
       "baby_sensory_classes"}, "dev"),
+    ("cache_pair_heldout39.jsonl",
+     {"pizza_takeaway", "driving_test_centre", "antique_clock_fair", "kids_coding_club", "allergy_clinic",
+      "camper_van_rental"}, "heldout"),
+    ("cache_pair_heldout40.jsonl",
+     {"window_blinds_fitter", "youth_football_league", "perfume_counter", "canoe_polo_club", "mobile_dog_wash",
+      "student_halls"}, "heldout"),
 ]
 blind_sets = pytest.mark.parametrize(("name", "domains", "split"), SETS, ids=[s[0] for s in SETS])
 ALL_FILES = EARLIER + tuple(s[0] for s in SETS)
