@@ -1076,6 +1076,10 @@ SAME35 = [("Is the pasta egg-free?", "Is the pasta egg free?")]
 TRAPS37 = [  # sets 37 and 38 (seen: dev sets now), on other domains: "pre-" against "post-" the same thing
     ("Can I book a pre-show dinner?", "Can I book a post-show dinner?", "temporal"),
 ]
+TRAPS39 = [  # sets 39 and 40 (seen: dev sets now), on other domains: lengths in words, well / poorly
+    ("Is the rowing course 500 metres long?", "Is the rowing course 500 yards long?", "unit"),
+    ("Do tomatoes grow well in the shade?", "Do tomatoes grow poorly when they are in the shade?", "polarity"),
+]
 SAME37 = [  # their near-repeat misses as general English
     ("Is there wifi on board the ferry?", "Is there wifi onboard the ferry?"),
     ("Is the cafe accessible with a pushchair?", "Is the cafe accessible with a stroller?"),
@@ -1142,10 +1146,11 @@ def _lookups(embedder, tmp_path, stored: str, new: str, *, both_ways: bool, pair
         yield cache.lookup_detail(second, tenant="t")
 
 
-# Each dev set's families (sets 3-20 and 29-38, seen: dev sets now; sets 11 and 12 together as TRAPS11 / SAME11,
+# Each dev set's families (sets 3-20 and 29-40, seen: dev sets now; sets 11 and 12 together as TRAPS11 / SAME11,
 # sets 13 and 14 as TRAPS13 / SAME13, sets 15 and 16 as TRAPS15 / SAME15, sets 17 and 18 as TRAPS17 / SAME17, sets
 # 19 and 20 as TRAPS19 / SAME19, sets 29 and 30 as TRAPS29 / SAME29, sets 31 and 32 as TRAPS31 / SAME31, sets 33
-# and 34 as SAME33, sets 35 and 36 as TRAPS35 / SAME35, sets 37 and 38 as TRAPS37 / SAME37), on
+# and 34 as SAME33, sets 35 and 36 as TRAPS35 / SAME35, sets 37 and 38 as TRAPS37 / SAME37, sets 39 and 40 as
+# TRAPS39), on
 # sentences of other domains than the set's:
 # (stored, new, reason) through a real cache, the candidate found and rejected by its family's guard,
 # and the guard itself both ways; sets 5 on also through the cache both ways.
@@ -1153,7 +1158,7 @@ FAMILY_TRAPS = [pytest.param(*t, k >= 5, id=f"set{k}-{i}")
                 for k, traps in ((3, TRAPS3), (4, TRAPS4), (5, TRAPS5), (6, TRAPS6), (7, TRAPS7), (8, TRAPS8),
                                  (9, TRAPS9), (10, TRAPS10), (11, TRAPS11), (13, TRAPS13), (15, TRAPS15),
                                  (17, TRAPS17), (19, TRAPS19), (29, TRAPS29), (31, TRAPS31),
-                                 (35, TRAPS35), (37, TRAPS37))
+                                 (35, TRAPS35), (37, TRAPS37), (39, TRAPS39))
                 for i, t in enumerate(traps)]
 FAMILY_SAME = [pytest.param(*t, k >= 5, k in (4, 10, 11), id=f"set{k}-{i}")
                for k, same in ((3, SAME3), (4, SAME4), (5, SAME5), (6, SAME6), (7, SAME7), (8, SAME8), (9, SAME9),

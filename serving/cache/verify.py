@@ -163,7 +163,14 @@ _UNITS = {"kg": "kg", "kgs": "kg", "kilo": "kg", "kilos": "kg", "kilogram": "kg"
           "user": "user", "users": "user", "license": "license", "licenses": "license", "licence": "license",
           "licences": "license", "item": "item", "items": "item", "box": "box", "boxes": "box",
           "bag": "bag", "bags": "bag", "adult": "adult", "adults": "adult", "child": "child",
-          "children": "child", "kid": "child", "kids": "child"}
+          "children": "child", "kid": "child", "kids": "child",
+          # lengths, areas and volumes in words (after a number only, as every unit here)
+          "centimetre": "cm", "centimetres": "cm", "centimeter": "cm", "centimeters": "cm",
+          "millimetre": "mm", "millimetres": "mm", "millimeter": "mm", "millimeters": "mm",
+          "metre": "m", "metres": "m", "meter": "m", "meters": "m", "kilometre": "km", "kilometres": "km",
+          "kilometer": "km", "kilometers": "km", "foot": "ft", "feet": "ft", "ft": "ft", "yard": "yd",
+          "yards": "yd", "yd": "yd", "acre": "acre", "acres": "acre", "hectare": "ha", "hectares": "ha",
+          "gallon": "gal", "gallons": "gal", "pint": "pint", "pints": "pint", "tonne": "t", "tonnes": "t"}
 _NEGATIONS = {"not", "no", "never", "none", "nothing", "nobody", "neither", "nor", "without", "non", "nowhere",
               "cannot", "unable", "unavailable"}
 # opposite actions and states: word -> (group, sign); a conflict is opposite signs in one group
