@@ -1200,10 +1200,8 @@ def analyse(text: str, stemmer: Any | None = None, *, asides: bool = True) -> Qu
 
     stemmer = stemmer or _stemmer()
     raw = _fold_accents(text.strip())  # "Comté" / "Comte", "café" / "cafe": one spelling
-    low = raw.lower()
-    for pattern, repl in _CONTRACTIONS:
-        low = pattern.sub(repl, low)
-    low = _same_words(_HYPHEN_PREFIX.sub(r"\1", low))  # one word for each synonym group: data/synonyms.txt
+    lowered = raw.lower()
+    low = _same_words(_HYPHEN_PREFIX.sub(r"\1", _contracted(lowered)))  # one word for each synonym group
     dates: set[str] = set()
     times: set[str] = set()
     # clock times and numeric dates first: their digits are not free-standing numbers
@@ -1321,8 +1319,8 @@ def analyse(text: str, stemmer: Any | None = None, *, asides: bool = True) -> Qu
     # a substance then "free" written apart ("is it gluten free")
     negations = (sum(1 for w in words if w in _NEGATIONS)
                  + sum(1 for t in tokens if re.fullmatch(r"[a-z]+-free", t)) + len(_SUBSTANCE_FREE.findall(low)))
-    aside_spans = _aside_spans(raw.lower()) if asides else []
-    aside_words = [w for a, b in aside_spans for w in _TOKEN.findall(_contracted(raw.lower()[a:b]))]
+    aside_spans = _aside_spans(lowered) if asides else []
+    aside_words = [w for a, b in aside_spans for w in _TOKEN.findall(_contracted(lowered[a:b]))]
     core_text = _without_spans(raw, aside_spans)
     core = analyse(core_text, stemmer, asides=False) if aside_spans and len(_TOKEN.findall(core_text)) >= 3 else None
     entities = _entities(raw)
@@ -1746,6 +1744,8 @@ _NOT_ASIDE = frozenset({"what", "when", "where", "why", "who", "which", "how", "
                         "with", "without", "from", "to", "by", "about", "during", "between", "per",
                         "whether", "isn't", "aren't", "don't", "doesn't", "can't", "won't", "wouldn't",
                         "couldn't", "shouldn't", "there", "that", "this", "these", "those", "it", "its", "it's"})
+#: ... of which these open the question part itself (the rest greet or link).
+_ASKS = _NOT_ASIDE - {"please", "hi", "hello", "hey", "thanks", "thank", "but", "and", "so", "also"}
 #: A purpose clause with a negation: "... so they don't get damaged", "so that we're not queueing".
 _PURPOSE = re.compile(r"\bso\s+(?:that\s+)?(?:i|we|they|it|you|he|she|the\s+\w+|my\s+\w+|our\s+\w+)['\u2019\w]*"
                       r"(?:\s+[\w'\u2019]+){0,2}?\s+(?:not|never|\w+n['\u2019]t)\b[^,;:.!?]*")
@@ -1775,8 +1775,7 @@ def _aside_spans(low: str) -> list[tuple[int, int]]:
         parts.append((at, len(low)))
         ends.append(ended)
     words = [re.findall(r"[a-z0-9'\u2019]+", low[a:b]) for a, b in parts]
-    asks = [i for i, w in enumerate(words) if w and w[0] in _NOT_ASIDE - {"please", "hi", "hello", "hey", "thanks",
-                                                                         "thank", "but", "and", "so", "also"}]
+    asks = [i for i, w in enumerate(words) if w and w[0] in _ASKS]
     spans = []
     if asks:
         for i, (span, w) in enumerate(zip(parts, words)):
