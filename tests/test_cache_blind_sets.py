@@ -18,7 +18,7 @@ DATA = Path(costline.serving.cache.__file__).resolve().parent / "data"
 SAME = {"paraphrase": True, "near_repeat": True, "negation": False, "entity_swap": False,
         "number_date": False, "scope": False, "temporal": False}
 EARLIER = ("cache_pair_set.jsonl", "cache_pair_heldout.jsonl", "cache_pair_heldout2.jsonl", "cache_pairs.jsonl",
-           "cache_pair_compound.jsonl")
+           "cache_pair_compound.jsonl", "cache_pair_related.jsonl")
 # (file, its six domains, its split now); a set is checked against every other pair file, those written
 # beside it on other branches included
 SETS = [
@@ -178,3 +178,31 @@ def test_the_compound_question_pairs_are_a_train_file_of_six_categories_in_six_d
     assert [q for q, n in seen.items() if n > 1] == []
     pairs, problems = read_pairs(DATA / "cache_pair_compound.jsonl")
     assert problems == [] and len(pairs) == 480
+
+
+RELATED = {"paraphrase": True, "near_repeat": True, "other_question": False, "negation": False, "entity_swap": False,
+           "number_date": False, "scope": False, "temporal": False}
+RELATED_DOMAINS = {
+    "mortgage_broker", "dog_training_classes", "furniture_assembly", "nail_salon", "indoor_skydiving",
+    "school_admissions_office", "electric_scooter_rental", "home_energy_assessment", "adult_evening_classes",
+    "sandwich_shop", "craft_beer_bar", "piercing_studio", "au_pair_agency", "driving_range", "fishing_lake",
+    "marquee_hire", "computer_repair_shop", "vegan_restaurant", "window_tinting", "language_exchange_meetup",
+    "guitar_shop", "skip_hire", "cycle_to_work_scheme", "soft_play_centre"}
+
+
+def test_the_related_question_pairs_are_a_train_file_in_domains_used_nowhere_else() -> None:
+    """cache_pair_related.jsonl (loose paraphrases beside questions on the same topic that ask something else)
+    trains the pair model: train split only, 24 domains of its own, no question shared with another pair file."""
+    data = rows("cache_pair_related.jsonl")
+    assert len(data) == 1506 and set(Counter(r["category"] for r in data)) == set(RELATED)
+    assert {r["domain"] for r in data} == RELATED_DOMAINS
+    assert all(r["same_answer"] is RELATED[r["category"]] and r["split"] == "train" for r in data)
+    seen = Counter(q.strip().lower() for r in data for q in questions(r))
+    assert [q for q, n in seen.items() if n > 1] == []
+    others: set[str] = set()
+    for name in (f for f in ALL_FILES if f != "cache_pair_related.jsonl"):
+        assert not RELATED_DOMAINS & {r.get("domain", "") for r in rows(name)}, name
+        others |= {q.strip().lower() for r in rows(name) for q in questions(r)}
+    assert [q for q in seen if q in others] == []
+    pairs, problems = read_pairs(DATA / "cache_pair_related.jsonl")
+    assert problems == [] and len(pairs) == 1506

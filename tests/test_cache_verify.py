@@ -168,20 +168,25 @@ def test_a_paraphrase_the_threshold_cache_missed_is_served(embedder, tmp_path) -
     assert hit is not None and hit.answer == "Billing > Payment methods." and hit.similarity < 0.93
 
 
-def test_every_top_k_candidate_is_verified_not_only_the_best(embedder, tmp_path) -> None:
+@pytest.mark.parametrize(("margin", "served", "reasons"), [
+    (1.0, "Switch it off under Billing.", "polarity"),  # every top-k candidate verified: the next one served
+    (0.0, None, "polarity,shadowed"),  # the default: 0.16 under a rejected candidate, the next one is shadowed
+])
+def test_top_k_candidates_are_verified_unless_shadowed_by_a_closer_rejected_one(embedder, tmp_path, margin, served,
+                                                                                reasons) -> None:
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
     from costline.serving.cache.key import COSTLINE_CACHE_REJECT_REASON
 
     exporter = InMemorySpanExporter()
-    cache = make_cache(embedder, tmp_path, exporter)
+    cache = make_cache(embedder, tmp_path, exporter, verify_shadow_margin=margin)
     cache.store("How do I enable auto-pay?", "Turn it on under Billing.", tenant="t")
     cache.store("How can I disable autopay on my account?", "Switch it off under Billing.", tenant="t")
     found = cache.lookup_detail("How do I disable auto-pay?", tenant="t")
-    assert found.hit is not None and found.hit.answer == "Switch it off under Billing."
-    assert found.reject_reasons == ("polarity",)  # the closer one, rejected; the next one served
+    assert (found.hit.answer if found.hit else None) == served
+    assert found.reject_reasons == tuple(reasons.split(","))  # the closer one rejected as the opposite action
     (span,) = [s for s in exporter.get_finished_spans() if s.name == "costline.cache.lookup"]
-    assert span.attributes[COSTLINE_CACHE_REJECT_REASON] == "polarity"
+    assert span.attributes[COSTLINE_CACHE_REJECT_REASON] == reasons
 
 
 def test_threshold_mode_stays_a_config_choice(embedder, tmp_path) -> None:

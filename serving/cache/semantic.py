@@ -71,6 +71,7 @@ __all__ = [
     "COSTLINE_CACHE_REJECT_REASON",
     "REASON_SIMILARITY",
     "REASON_LONG_QUERY",
+    "REASON_SHADOWED",
     "CACHE_MODES",
     "build_verifier",
     "validate_cache_config",
@@ -86,6 +87,9 @@ _SEARCH_K = 4
 REASON_SIMILARITY = "similarity"
 #: A query longer than the embedding model's window, which is only served for an exact repeat.
 REASON_LONG_QUERY = "long_query"
+#: A candidate less similar, by more than ``verify_shadow_margin``, than one the verifier rejected: the closest
+#: stored question asks something else, so a farther one is a weaker match than a known different question.
+REASON_SHADOWED = "shadowed"
 
 
 @dataclass(frozen=True)
@@ -187,6 +191,10 @@ def validate_cache_config(config: CacheConfig) -> None:
     if config.mode not in CACHE_MODES:
         raise bad("mode", f"must be one of {', '.join(CACHE_MODES)}; got {config.mode!r}")
     similarity("verify_min_similarity", config.verify_min_similarity)
+    m = config.verify_shadow_margin
+    if not (isinstance(m, (int, float)) and not isinstance(m, bool) and 0.0 <= m <= 1.0):
+        raise bad("verify_shadow_margin", f"must be a cosine margin in [0, 1] (1: verify every candidate on its "
+                                          f"own); got {m!r}")
     if not 0.0 < config.target_false_hit_rate < 1.0:
         raise bad("target_false_hit_rate", "must be in (0, 1)")
     t = config.pair_model_threshold
@@ -482,12 +490,17 @@ class SemanticCache:
                 return LookupResult(None, None, ())
             candidates = self._candidates(part, vector, self._now())
         best = candidates[0][0] if candidates else None
+        margin = self._config.verify_shadow_margin
+        rejected: float | None = None  # the cosine of the most similar candidate the verifier rejected
         for sim, entry in candidates:
             # every candidate with both texts is verified; a bare vector can only be thresholded
             verify = verifier is not None and query is not None and bool(entry.query)
             if sim < (floor if verify else threshold):
                 reasons.append(REASON_SIMILARITY)
                 break  # most similar first: the rest are further still
+            if verify and rejected is not None and sim < rejected - margin:
+                reasons.append(REASON_SHADOWED)
+                break
             if query is not None and entry.query and not self._same_long(query, entry.query):
                 reasons.append(REASON_LONG_QUERY)
                 continue
@@ -496,6 +509,7 @@ class SemanticCache:
                 why = verifier.check(query, entry.query, sim, base_ns)
                 if why is not None:
                     reasons.append(why)
+                    rejected = sim if rejected is None else rejected
                     continue
             with self._lock:
                 if self._entries.get(entry.id) is not entry or entry.expired(self._now()):
