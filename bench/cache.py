@@ -11,7 +11,7 @@
    cache_pair_heldout18.jsonl, cache_pair_heldout19.jsonl ... cache_pair_heldout40.jsonl:
    each written as a
    held-out set, but its results were seen and the guards changed for its failure families, so they are dev
-   sets now) and on the **held-out pair set** (serving/cache/data/cache_pair_heldout39.jsonl: other domains again,
+   sets now) and on the **held-out pair set** (serving/cache/data/cache_pair_heldout41.jsonl: other domains again,
    written while the guards were changed and never used to write or tune them; every wrong answer and miss of the
    verified cache on the dev and held-out sets is listed, with the reasons its candidate was rejected):
    for each pair, ``q1`` is stored in a real
@@ -77,11 +77,9 @@ def dev_pair_set_paths() -> list[Path]:
 
 
 def heldout_pair_set_path() -> Path:
-    """The latest pair set written blind after the verification stage was frozen: the thirty-ninth (the fortieth,
-    written at the same time, is passed with ``--heldout``). Both were run once and read since, and the guards
-    changed for their families, so they are dev sets too: write two new ones before the next freeze and point this
-    at the first."""
-    return default_pair_set_path().with_name("cache_pair_heldout39.jsonl")
+    """The latest pair set written blind after the verification stage was frozen: the forty-first (the forty-second,
+    written at the same time, is passed with ``--heldout``)."""
+    return default_pair_set_path().with_name("cache_pair_heldout41.jsonl")
 
 
 def pct(values: list[float], q: float) -> float:

@@ -111,6 +111,12 @@ SETS = [
     ("cache_pair_heldout40.jsonl",
      {"window_blinds_fitter", "youth_football_league", "perfume_counter", "canoe_polo_club", "mobile_dog_wash",
       "student_halls"}, "dev"),
+    ("cache_pair_heldout41.jsonl",
+     {"marina_berths", "vet_practice", "bridal_makeup_artist", "orienteering_club", "wakeboarding_lake",
+      "school_uniform_shop"}, "heldout"),
+    ("cache_pair_heldout42.jsonl",
+     {"physiotherapy_clinic", "horse_livery_yard", "downhill_bike_park", "cake_decorating_supplies",
+      "festival_campsite", "parish_council_services"}, "heldout"),
 ]
 blind_sets = pytest.mark.parametrize(("name", "domains", "split"), SETS, ids=[s[0] for s in SETS])
 ALL_FILES = EARLIER + tuple(s[0] for s in SETS)
