@@ -77,8 +77,8 @@ def dev_pair_set_paths() -> list[Path]:
 
 
 def heldout_pair_set_path() -> Path:
-    """The latest pair set written blind after the verification stage was frozen: the forty-first (the forty-second,
-    written at the same time, is passed with ``--heldout``)."""
+    """The latest pair set written blind after the verification stage was frozen: the forty-first (the forty-second
+    to forty-fourth, written for the same freeze, are passed with ``--heldout``)."""
     return default_pair_set_path().with_name("cache_pair_heldout41.jsonl")
 
 
