@@ -563,6 +563,9 @@ class QuestionFeatures:
     #: When a thing is done against its day: "advance" ("in advance", "beforehand", "ahead of time") and / or
     #: "day" ("on the day", "on the same day", "same-day").
     lead: frozenset[str] = frozenset()
+    #: The kind of time it asks for: "lead" ("how far in advance", "how early", "how much notice") or "duration"
+    #: ("how long is it", "how long does it last"); None when it asks neither or both could be meant.
+    time_ask: str | None = None
     #: Its only count of one is a word ("one", "single"), not a digit or an ordinal: "one game", "a single lesson".
     one_count: bool = False
     #: Has the article "a" / "an" (a count of one in words that are no number).
@@ -986,7 +989,26 @@ _IN_ADVANCE = re.compile(r"\bin\s+advance\b|\bbeforehand\b|\bahead\s+of\s+time\b
 #: "on the day" as the day of the event itself, not "on the day of the week" or "on the day you pick"
 _ON_THE_DAY = re.compile(r"\bon\s+the\s+(?:same\s+)?day\b(?!\s+(?:of|before|after|when|that|you|i|we|they)\b)"
                          r"|\bsame[\s-]day\b|\bthe\s+day\s+itself\b")
+#: The kind of time a question asks for: a lead time ("how far in advance", "how far ahead", "how early", "how much
+#: notice", "how long beforehand") against a duration ("how long is the course", "how long does it last"):
+#: QuestionFeatures.time_ask. "how soon", "how long until / before / after" are left alone (either, by context:
+#: "how soon will it arrive" is "how long does delivery take"), and so is a "how long" that speaks of notice, advance
+#: or a deadline ("how long is the notice period" asks the lead time).
+_LEAD_ASK = re.compile(r"\bhow\s+(?:far|long)\s+(?:in\s+advance|ahead|beforehand)\b|\bhow\s+early\b"
+                       r"|\bhow\s+much\s+(?:advance\s+)?notice\b")
+_DURATION_ASK = re.compile(r"\bhow\s+long\b")
+_LEAD_WORD = re.compile(r"\b(?:notice|advance|ahead|beforehand|early|earlier|prior|deadline|until|till|before|after|"
+                        r"soon)\b")
 _WINDOW_WITHIN = re.compile(r"\b(?:within|less\s+than|inside)\s+(?:[\w-]+\s+){1,3}?(?:of|before|prior\s+to)\b")
+
+
+def _time_ask(low: str) -> str | None:
+    """"lead" / "duration" / None: the kind of time the (lowered) question asks for (_LEAD_ASK)."""
+    if _LEAD_ASK.search(low):
+        return "lead"
+    if _DURATION_ASK.search(low) and not _LEAD_WORD.search(low):
+        return "duration"
+    return None
 
 
 #: A stretch of time ahead or a point near a deadline (against this very moment: "cancel now" / "cancel in the
@@ -1364,6 +1386,7 @@ def analyse(text: str, stemmer: Any | None = None, *, asides: bool = True) -> Qu
         hyphenated=frozenset(m.group(2) for m in _HYPHENATED.finditer(low)),
         lead=frozenset(({"advance"} if _IN_ADVANCE.search(low) else set())
                        | ({"day"} if _ON_THE_DAY.search(low) else set())),
+        time_ask=_time_ask(low),
         one_count="1" in numbers and not any(w in ("1", "first", "1st") for w in words),
         article=any(w in ("a", "an") for w in words), weekday_habit=frozenset(weekday_habit),
         stage=frozenset(({"done"} if _DONE.search(low) else set()) | ({"booked"} if _BOOKED.search(low) else set())),
@@ -1483,6 +1506,8 @@ def _guard(q: QuestionFeatures, c: QuestionFeatures, cosine: float | None = None
             and "or" not in q.tokens + c.tokens):  # "must I book ahead, or can I turn up on the day": one question
         return "temporal"
     if q.first and c.first and q.first != c.first:  # "the first year" / "after the first year"
+        return "temporal"
+    if q.time_ask and c.time_ask and q.time_ask != c.time_ask:  # "how long does it last" / "how far in advance"
         return "temporal"
     if _time_reach(q, c) or _time_reach(c, q):  # "is it open now" / "is it open late at night"
         return "temporal"
