@@ -1090,6 +1090,15 @@ SAME43 = [  # what the rule leaves alone: "how soon" and "how long until" are du
     ("How long is the notice period to cancel my membership?", "How much notice do I need to give to cancel my "
                                                                  "membership?"),
 ]
+TRAPS45 = [  # sets 45 and 46 (seen: dev sets now), on other domains: a kind named where "any" stood, a part asked
+    ("Can I fly if I'm taking any antibiotics?", "Can I fly if I'm taking penicillin antibiotics?", "scope"),
+    ("Is the buffet halal?", "Is anything on the buffet halal?", "scope"),
+    ("Is the bakery nut-free?", "Is anything at the bakery nut-free?", "scope"),
+]
+SAME45 = [  # what the "any" rule leaves alone: the kind named after "any" too, or nothing in its place
+    ("Do you offer pensioner discounts?", "Do you offer any discounts for pensioner members?"),
+    ("Do you have any gluten-free cakes?", "Do you have gluten-free cakes?"),
+]
 SAME37 = [  # their near-repeat misses as general English
     ("Is there wifi on board the ferry?", "Is there wifi onboard the ferry?"),
     ("Is the cafe accessible with a pushchair?", "Is the cafe accessible with a stroller?"),
@@ -1156,11 +1165,11 @@ def _lookups(embedder, tmp_path, stored: str, new: str, *, both_ways: bool, pair
         yield cache.lookup_detail(second, tenant="t")
 
 
-# Each dev set's families (sets 3-20 and 29-44, seen: dev sets now; sets 11 and 12 together as TRAPS11 / SAME11,
+# Each dev set's families (sets 3-20 and 29-46, seen: dev sets now; sets 11 and 12 together as TRAPS11 / SAME11,
 # sets 13 and 14 as TRAPS13 / SAME13, sets 15 and 16 as TRAPS15 / SAME15, sets 17 and 18 as TRAPS17 / SAME17, sets
 # 19 and 20 as TRAPS19 / SAME19, sets 29 and 30 as TRAPS29 / SAME29, sets 31 and 32 as TRAPS31 / SAME31, sets 33
 # and 34 as SAME33, sets 35 and 36 as TRAPS35 / SAME35, sets 37 and 38 as TRAPS37 / SAME37, sets 39 and 40 as
-# TRAPS39, sets 41-44 as TRAPS43 / SAME43), on
+# TRAPS39, sets 41-44 as TRAPS43 / SAME43, sets 45 and 46 as TRAPS45 / SAME45), on
 # sentences of other domains than the set's:
 # (stored, new, reason) through a real cache, the candidate found and rejected by its family's guard,
 # and the guard itself both ways; sets 5 on also through the cache both ways.
@@ -1168,13 +1177,13 @@ FAMILY_TRAPS = [pytest.param(*t, k >= 5, id=f"set{k}-{i}")
                 for k, traps in ((3, TRAPS3), (4, TRAPS4), (5, TRAPS5), (6, TRAPS6), (7, TRAPS7), (8, TRAPS8),
                                  (9, TRAPS9), (10, TRAPS10), (11, TRAPS11), (13, TRAPS13), (15, TRAPS15),
                                  (17, TRAPS17), (19, TRAPS19), (29, TRAPS29), (31, TRAPS31),
-                                 (35, TRAPS35), (37, TRAPS37), (39, TRAPS39), (43, TRAPS43))
+                                 (35, TRAPS35), (37, TRAPS37), (39, TRAPS39), (43, TRAPS43), (45, TRAPS45))
                 for i, t in enumerate(traps)]
 FAMILY_SAME = [pytest.param(*t, k >= 5, k in (4, 10, 11), id=f"set{k}-{i}")
                for k, same in ((3, SAME3), (4, SAME4), (5, SAME5), (6, SAME6), (7, SAME7), (8, SAME8), (9, SAME9),
                                (10, SAME10), (11, SAME11), (13, SAME13), (15, SAME15),
                                (17, SAME17), (19, SAME19), (29, SAME29), (31, SAME31),
-                               (33, SAME33), (35, SAME35), (37, SAME37), (43, SAME43))
+                               (33, SAME33), (35, SAME35), (37, SAME37), (43, SAME43), (45, SAME45))
                for i, t in enumerate(same)]
 
 

@@ -1558,6 +1558,13 @@ def _existential_any(ops: list[tuple[str, int, int, int, int]], q: QuestionFeatu
     for op, i1, i2, j1, j2 in ops:
         lo, hi, olo, ohi = (i1, i2, j1, j2) if side is q else (j1, j2, i1, i2)
         if op != "equal" and lo <= i < max(hi, lo + 1):
+            if (op == "replace" and hi - lo == 1 and hi < len(side.tokens) and ohi < len(other.tokens)
+                    and side.tokens[hi] == other.tokens[ohi]
+                    and all(w.isalpha() and w not in _STOP and w not in side.tokens[i + 1:]
+                            for w in other.tokens[olo:ohi])):
+                # "any medication" / "blood pressure medication": a kind named where "any" stood and not after it
+                # ("any discounts for student customers" / "student discounts" is one question)
+                return False
             return not (set(other.tokens[olo:ohi]) & (_SPECIFIC | _SCOPE))
     return False
 
@@ -1571,11 +1578,17 @@ def _some_against_only(q: QuestionFeatures, c: QuestionFeatures) -> bool:
 _LEAD_AUX = frozenset({"are", "do", "can", "will", "have", "were", "did", "could", "should", "must", "would"})
 
 
+#: "are some …", "is anything …", "are any …" opening a question: a part of the thing asked about (_part_asked).
+_PART_AUX = _LEAD_AUX | {"is"}
+_PART_WORDS = frozenset({"some", "anything", "any"})
+
+
 def _part_asked(q: QuestionFeatures, c: QuestionFeatures) -> bool:
-    """Asks about some of them ("are some cafe dishes gluten-free?", "are some members disqualified?") where the
-    other asks about the thing itself, with no "some" or "any" of its own ("is the cafe gluten-free?")."""
+    """Asks about some of them ("are some cafe dishes gluten-free?", "is anything on the menu vegan?", "are any of
+    the rooms accessible?") where the other asks about the thing itself, with no "some" or "any" of its own ("is
+    the cafe gluten-free?", "is the menu vegan?")."""
     t = q.tokens
-    return (len(t) > 2 and t[0] in _LEAD_AUX and t[1] == "some" and not {"some", "any", "anything", "anyone"}
+    return (len(t) > 2 and t[0] in _PART_AUX and t[1] in _PART_WORDS and not {"some", "any", "anything", "anyone"}
             & set(c.tokens))
 
 
