@@ -129,6 +129,12 @@ SETS = [
     ("cache_pair_heldout46.jsonl",
      {"tree_house_holidays", "blood_donation_centre", "car_share_club", "beach_lifeguard_club", "passport_photo_shop",
       "cryotherapy_clinic"}, "dev"),
+    ("cache_pair_heldout47.jsonl",
+     {"ferry_to_island_day_trips", "climbing_shoe_resoling", "village_fete_committee", "mobile_bike_mechanic",
+      "llama_farm_visits", "choir_robe_hire"}, "heldout"),
+    ("cache_pair_heldout48.jsonl",
+     {"lawnmower_servicing", "birdwatching_hides", "glass_recycling_centre", "sea_fishing_charters",
+      "model_shop_painting_classes", "night_market_stalls"}, "heldout"),
 ]
 blind_sets = pytest.mark.parametrize(("name", "domains", "split"), SETS, ids=[s[0] for s in SETS])
 ALL_FILES = EARLIER + tuple(s[0] for s in SETS)
