@@ -87,7 +87,7 @@ class CacheConfig:
     #: are rejected too (reason "shadowed"): the closest stored question asks something else, and a farther one,
     #: in a cache holding a domain's questions, is mostly another question (dev sets 35-40: of the hits served
     #: from under a rejected candidate, more were wrong than right). 0 (the default) keeps exact ties; 1 = off,
-    #: every top-k candidate verified on its own (docs/cache.md, "Shadowing").
+    #: every top-k candidate verified on its own (docs/cache.md, "Shadowing and the fifth model").
     verify_shadow_margin: float = 0.0
     #: Verified mode: the admission model's operating point is the one with the best recall whose
     #: false-hit rate (on its training pairs, cross-validated) stays under this, and under twice this

@@ -493,7 +493,8 @@ class SemanticCache:
         margin = self._config.verify_shadow_margin
         rejected: float | None = None  # the cosine of the most similar candidate the verifier rejected
         for sim, entry in candidates:
-            # every candidate with both texts is verified; a bare vector can only be thresholded
+            # every candidate with both texts is verified (unless a closer one was rejected: shadowed); a bare
+            # vector can only be thresholded
             verify = verifier is not None and query is not None and bool(entry.query)
             if sim < (floor if verify else threshold):
                 reasons.append(REASON_SIMILARITY)
@@ -509,7 +510,8 @@ class SemanticCache:
                 why = verifier.check(query, entry.query, sim, base_ns)
                 if why is not None:
                     reasons.append(why)
-                    rejected = sim if rejected is None else rejected
+                    if rejected is None:
+                        rejected = sim
                     continue
             with self._lock:
                 if self._entries.get(entry.id) is not entry or entry.expired(self._now()):

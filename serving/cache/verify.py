@@ -1003,7 +1003,7 @@ _WINDOW_WITHIN = re.compile(r"\b(?:within|less\s+than|inside)\s+(?:[\w-]+\s+){1,
 
 
 def _time_ask(low: str) -> str | None:
-    """"lead" / "duration" / None: the kind of time the (lowered) question asks for (_LEAD_ASK)."""
+    """The kind of time the (lowered) question asks for: "lead", "duration" or None (_LEAD_ASK)."""
     if _LEAD_ASK.search(low):
         return "lead"
     if _DURATION_ASK.search(low) and not _LEAD_WORD.search(low):
