@@ -178,6 +178,11 @@ def test_no_question_appears_twice_in_the_file(name, domains, split) -> None:
 
 @blind_sets
 def test_domains_used_nowhere_else_and_no_question_shared_with_any_other_pair_file(name, domains, split) -> None:
+    assert_apart_from_every_other_pair_file(name, domains)
+
+
+def assert_apart_from_every_other_pair_file(name: str, domains: set[str]) -> None:
+    """No other pair file uses one of ``domains`` or asks a question of ``name`` (case and spacing aside)."""
     seen: set[str] = set()
     for other_name in (f for f in ALL_FILES if f != name):
         other = rows(other_name)
@@ -223,10 +228,6 @@ def test_the_related_question_pairs_are_a_train_file_in_domains_used_nowhere_els
     assert all(r["same_answer"] is RELATED[r["category"]] and r["split"] == "train" for r in data)
     seen = Counter(q.strip().lower() for r in data for q in questions(r))
     assert [q for q, n in seen.items() if n > 1] == []
-    others: set[str] = set()
-    for name in (f for f in ALL_FILES if f != "cache_pair_related.jsonl"):
-        assert not RELATED_DOMAINS & {r.get("domain", "") for r in rows(name)}, name
-        others |= {q.strip().lower() for r in rows(name) for q in questions(r)}
-    assert [q for q in seen if q in others] == []
+    assert_apart_from_every_other_pair_file("cache_pair_related.jsonl", RELATED_DOMAINS)
     pairs, problems = read_pairs(DATA / "cache_pair_related.jsonl")
     assert problems == [] and len(pairs) == 1506
