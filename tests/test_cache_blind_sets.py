@@ -141,6 +141,12 @@ SETS = [
     ("cache_pair_heldout50.jsonl",
      {"chiropractor", "comic_book_store", "sports_stadium_tours", "pet_insurance", "food_bank", "cruise_line"},
      "heldout"),
+    ("cache_pair_heldout51.jsonl",
+     {"planning_permission_office", "football_club_tickets", "bookshop", "laser_hair_removal", "student_loan_helpline",
+      "vending_machine_operator"}, "heldout"),
+    ("cache_pair_heldout52.jsonl",
+     {"acupuncture_clinic", "furniture_rental", "airport_lounge", "marathon_race_entries", "dog_daycare",
+      "boiler_servicing"}, "heldout"),
 ]
 blind_sets = pytest.mark.parametrize(("name", "domains", "split"), SETS, ids=[s[0] for s in SETS])
 ALL_FILES = EARLIER + tuple(s[0] for s in SETS)
