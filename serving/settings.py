@@ -116,6 +116,11 @@ class CacheConfig:
     #: since shadowing: no stricter than the model's own threshold; 0.5 was the default before, at ~4 points of
     #: recall for half a point fewer wrong answers in a populated cache, dev sets 35-40: docs/cache.md).
     pair_model_strict_threshold: float = 0.0
+    #: The probability of one shared answer a candidate needs when it and the query both ask for a time ("when",
+    #: "what time", "how long", "how soon", "how far in advance" …): two such questions share their frame, and at
+    #: the model's own threshold it served questions about another event ("when is the deposit due" / "when is
+    #: the final payment due"; docs/cache.md, "Questions that ask for a time"). 0: no stricter.
+    pair_model_time_threshold: float = 0.4
     #: ONNX Runtime runs the pair model's int8 export (MatMul weights; ~0.6x the time of float32, the same
     #: false hits on every pair set, recall 0.1 points lower overall: docs/cache.md); false: float32.
     #: PyTorch (``embedder = "torch"``) always runs float32.

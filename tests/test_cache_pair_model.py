@@ -172,7 +172,9 @@ def test_the_pair_model_threshold_key_is_validated() -> None:
 
 
 @pytest.mark.parametrize(("key", "value"), [("pair_model_strict_threshold", 1.0), ("pair_model_strict_threshold", -0.1),
-                                            ("pair_model_strict_below", 0.0), ("pair_model_strict_below", 1.2)])
+                                            ("pair_model_strict_below", 0.0), ("pair_model_strict_below", 1.2),
+                                            ("pair_model_time_threshold", 1.0), ("pair_model_time_threshold", -0.2),
+                                            ("pair_model_time_threshold", True)])
 def test_the_strict_band_keys_are_validated(key, value) -> None:
     from costline.errors import ConfigError
     from costline.serving.cache.semantic import validate_cache_config
@@ -207,6 +209,25 @@ def test_under_strict_below_a_candidate_needs_the_strict_threshold(probability, 
     v = Verifier({}, pair_model=_Sure(probability), strict_below=0.7, strict_threshold=0.5)
     why = v.check("Are dogs allowed on the terrace?", "Can I bring my dog onto the terrace?", cosine)
     assert why == (None if served else REASON_PAIR_MODEL)
+
+
+@pytest.mark.parametrize(("stored", "asked", "probability", "served"), [
+    # both ask for a time: the model must be surer (0.4 here)
+    ("When do you need the deposit paid by?", "When do you need the final payment by?", 0.3, False),
+    ("When do you need the deposit paid by?", "By when must the deposit be paid?", 0.5, True),
+    ("How long will you hold a parcel for me?", "How soon can I collect my parcel?", 0.39, False),
+    ("What time do the gates open?", "I'm coming on Sunday - what time do the gates open?", 0.41, True),
+    # one side asks no time (or asks it in a clause): the model's own threshold (0.05)
+    ("When do you need the deposit paid by?", "Is the deposit refundable?", 0.3, True),
+    ("Can I come in when it's raining?", "Do you open when it rains?", 0.1, True),
+])
+def test_two_questions_asking_for_a_time_need_the_time_threshold(stored, asked, probability, served) -> None:
+    from costline.serving.cache.verify import REASON_PAIR_MODEL, Verifier
+
+    v = Verifier({}, pair_model=_Sure(probability), strict_below=0.0, time_threshold=0.4)
+    assert v.check(asked, stored, 0.8) == (None if served else REASON_PAIR_MODEL)
+    off = Verifier({}, pair_model=_Sure(probability), strict_below=0.0, time_threshold=0.0)
+    assert off.check(asked, stored, 0.8) is None  # 0: the model's own threshold for every pair
 
 
 def test_a_stricter_model_threshold_is_never_loosened_by_the_strict_band() -> None:

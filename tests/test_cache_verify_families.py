@@ -867,6 +867,47 @@ def test_the_synonym_lexicon_only_says_two_words_are_the_same(embedder, tmp_path
     assert ("while", "among") == tuple(first for _, first in shipped[:2])
 
 
+@pytest.mark.parametrize(("a", "b", "reason"), [
+    ("day", "year", "temporal"), ("mornings", "evenings", "temporal"), ("lunch", "dinner", "temporal"),
+    ("dogs", "cats", "entity"), ("alto", "tenor", "entity"), ("front", "back", "entity"), ("gold", "silver", "entity"),
+    ("kids", "children", None),   # a synonym: no line names both
+    ("dog", "dogs", None),        # one word, two forms
+    ("back", "rear", None),       # the same side, said twice
+    ("car", "gold", None),        # two lines, no line with both
+    ("booking", "reservation", None),
+])
+def test_the_alternatives_lexicon_names_words_of_one_kind(a, b, reason) -> None:
+    from costline.serving.cache.verify import alternatives
+
+    assert alternatives(a, b) == reason and alternatives(b, a) == reason
+
+
+def test_no_alternatives_line_holds_two_words_of_one_synonym_group(tmp_path) -> None:
+    """A word for a word of its own synonyms.txt group is one thing said twice, never another of its kind."""
+    from pathlib import Path
+
+    import costline.serving.cache.verify as verify_module
+    from costline.serving.cache.verify import alternatives, read_alternatives
+
+    data = Path(verify_module.__file__).resolve().parent / "data"
+    groups = [[" ".join(f.lower().split()) for f in line.split(",")]
+              for line in (data / "synonyms.txt").read_text().splitlines() if line.strip() and not line.startswith("#")]
+    clashes = [(x, y) for g in groups for x in g for y in g if x < y and " " not in x + y and alternatives(x, y)]
+    assert clashes == []
+    words, reasons = read_alternatives(data / "alternatives.txt")
+    assert set(reasons.values()) <= {"entity", "temporal", "scope"} and {"day", "alto", "front"} <= set(words)
+    from costline.serving.errors import CacheError
+
+    bad = tmp_path / "alternatives.txt"
+    for text, line in (("# header\nentity: red, blue\nred, blue\n", 3),  # no reason
+                       ("entity: red, blue\ncolour: red, blue\n", 2),    # no reason the guards give
+                       ("# x\n\nentity: red\n", 3),                     # one word is no set
+                       ("entity: red, light blue\n", 1)):                 # single words only
+        bad.write_text(text)
+        with pytest.raises(CacheError, match=rf"alternatives.txt:{line}:"):
+            read_alternatives(bad)
+
+
 # -- the thirteenth and fourteenth sets' families (cache_pair_heldout13.jsonl, cache_pair_heldout14.jsonl, seen: dev
 # sets now), on sentences of other domains (hotels, flights, driving lessons, phone contracts, solicitors, dry
 # cleaning, lettings, building sites, pubs, clinics, pharmacies, stations, libraries, bookshops, luggage, phones,
@@ -1095,6 +1136,23 @@ TRAPS45 = [  # sets 45 and 46 (seen: dev sets now), on other domains: a kind nam
     ("Is the buffet halal?", "Is anything on the buffet halal?", "scope"),
     ("Is the bakery nut-free?", "Is anything at the bakery nut-free?", "scope"),
 ]
+TRAPS47 = [  # sets 41-48 (seen: dev sets now), on other domains: one word for another word of its kind, which the
+    # coverage rule read as a synonym at a high cosine (the alternatives lexicon, data/alternatives.txt)
+    ("When is the best time of day to visit the lavender fields?",
+     "When is the best time of year to visit the lavender fields?", "temporal"),
+    ("Is there a rehearsal recording for the soprano line?", "Is there a rehearsal recording for the tenor line?",
+     "entity"),
+    ("Is the back gate of the allotments locked overnight?", "Is the front gate of the allotments locked overnight?",
+     "entity"),
+    ("Do you engrave gold wedding rings?", "Do you engrave silver wedding rings?", "entity"),
+]
+SAME47 = [  # a number glued to its unit, "not" against a negating prefix, "step free", short forms
+    ("What would you pay for a 2oz silver bar?", "What would you pay for a 2 oz silver bar?"),
+    ("Can I get a refund if I'm not happy with the frame?", "Can I get a refund if I'm unhappy with the frame?"),
+    ("Is there step free access to the gallery?", "Is there step-free access to the gallery?"),
+    ("Where can I find information about parking at the stadium?", "Where can I find info about parking at the stadium?"),
+    ("Do I need a helmet for my first ever lesson?", "Do I need a helmet for my first lesson?"),
+]
 SAME45 = [  # what the "any" rule leaves alone: the kind named after "any" too, or nothing in its place
     ("Do you offer pensioner discounts?", "Do you offer any discounts for pensioner members?"),
     ("Do you have any gluten-free cakes?", "Do you have gluten-free cakes?"),
@@ -1165,11 +1223,11 @@ def _lookups(embedder, tmp_path, stored: str, new: str, *, both_ways: bool, pair
         yield cache.lookup_detail(second, tenant="t")
 
 
-# Each dev set's families (sets 3-20 and 29-46, seen: dev sets now; sets 11 and 12 together as TRAPS11 / SAME11,
+# Each dev set's families (sets 3-20 and 29-48, seen: dev sets now; sets 11 and 12 together as TRAPS11 / SAME11,
 # sets 13 and 14 as TRAPS13 / SAME13, sets 15 and 16 as TRAPS15 / SAME15, sets 17 and 18 as TRAPS17 / SAME17, sets
 # 19 and 20 as TRAPS19 / SAME19, sets 29 and 30 as TRAPS29 / SAME29, sets 31 and 32 as TRAPS31 / SAME31, sets 33
 # and 34 as SAME33, sets 35 and 36 as TRAPS35 / SAME35, sets 37 and 38 as TRAPS37 / SAME37, sets 39 and 40 as
-# TRAPS39, sets 41-44 as TRAPS43 / SAME43, sets 45 and 46 as TRAPS45 / SAME45), on
+# TRAPS39, sets 41-44 as TRAPS43 / SAME43, sets 45 and 46 as TRAPS45 / SAME45, sets 41-48 as TRAPS47 / SAME47), on
 # sentences of other domains than the set's:
 # (stored, new, reason) through a real cache, the candidate found and rejected by its family's guard,
 # and the guard itself both ways; sets 5 on also through the cache both ways.
@@ -1177,13 +1235,15 @@ FAMILY_TRAPS = [pytest.param(*t, k >= 5, id=f"set{k}-{i}")
                 for k, traps in ((3, TRAPS3), (4, TRAPS4), (5, TRAPS5), (6, TRAPS6), (7, TRAPS7), (8, TRAPS8),
                                  (9, TRAPS9), (10, TRAPS10), (11, TRAPS11), (13, TRAPS13), (15, TRAPS15),
                                  (17, TRAPS17), (19, TRAPS19), (29, TRAPS29), (31, TRAPS31),
-                                 (35, TRAPS35), (37, TRAPS37), (39, TRAPS39), (43, TRAPS43), (45, TRAPS45))
+                                 (35, TRAPS35), (37, TRAPS37), (39, TRAPS39), (43, TRAPS43), (45, TRAPS45),
+                                 (47, TRAPS47))
                 for i, t in enumerate(traps)]
 FAMILY_SAME = [pytest.param(*t, k >= 5, k in (4, 10, 11), id=f"set{k}-{i}")
                for k, same in ((3, SAME3), (4, SAME4), (5, SAME5), (6, SAME6), (7, SAME7), (8, SAME8), (9, SAME9),
                                (10, SAME10), (11, SAME11), (13, SAME13), (15, SAME15),
                                (17, SAME17), (19, SAME19), (29, SAME29), (31, SAME31),
-                               (33, SAME33), (35, SAME35), (37, SAME37), (43, SAME43), (45, SAME45))
+                               (33, SAME33), (35, SAME35), (37, SAME37), (43, SAME43), (45, SAME45),
+                               (47, SAME47))
                for i, t in enumerate(same)]
 
 

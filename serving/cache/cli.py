@@ -281,7 +281,7 @@ def _pair_model_rows(cfg, admission, pairs, cosine, labels, traps, cats) -> None
     path = lazy.path
     asked = _Asked(lazy.get())
     verifier = Verifier({"*": admission}, pair_model=asked, strict_below=cfg.pair_model_strict_below,
-                        strict_threshold=cfg.pair_model_strict_threshold)
+                        strict_threshold=cfg.pair_model_strict_threshold, time_threshold=cfg.pair_model_time_threshold)
     passed = np.array([verifier.check(p.q2, p.q1, float(c)) is None for p, c in zip(pairs, cosine)])
     prob = np.array([asked.seen.get((p.q1, p.q2), 1.0) for p in pairs])  # 1.0: served without asking it
     runtime = lazy.runtime + (" int8" if lazy.int8 else "")
@@ -290,7 +290,8 @@ def _pair_model_rows(cfg, admission, pairs, cosine, labels, traps, cats) -> None
     click.echo(f"verified cache + pair model ({path}, {runtime}; {len(asked.seen)} pairs reach it), per pair-model "
                f"threshold{band}:")
     click.echo(_header("pm thr", cats))
-    band_need = np.array([verifier.pair_threshold(float(c)) or 0.0 for c in cosine])
+    band_need = np.array([verifier.pair_threshold(float(c), verifier.features(p.q2), verifier.features(p.q1)) or 0.0
+                          for p, c in zip(pairs, cosine)])
     for t in sorted({0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, round(lazy.threshold, 4)}):
         mark = "  <- configured" if abs(t - lazy.threshold) < 1e-9 else ""
         need = np.maximum(band_need, t)  # as the model's same_answer: never under its own threshold

@@ -204,6 +204,9 @@ def validate_cache_config(config: CacheConfig) -> None:
     t = config.pair_model_strict_threshold
     if not (isinstance(t, (int, float)) and 0.0 <= t < 1.0):
         raise bad("pair_model_strict_threshold", f"must be a probability in [0, 1) (0: no stricter); got {t!r}")
+    t = config.pair_model_time_threshold
+    if not (isinstance(t, (int, float)) and not isinstance(t, bool) and 0.0 <= t < 1.0):
+        raise bad("pair_model_time_threshold", f"must be a probability in [0, 1) (0: no stricter); got {t!r}")
     if config.replication_topic is not None:
         from costline.serving.cache.replication import validate_replication_config
 
@@ -732,7 +735,8 @@ def build_verifier(config: CacheConfig) -> "Verifier":
     for ns, path in config.namespace_admission_models.items():
         models[ns] = AdmissionModel.load(path).at(target)
     return Verifier(models, pair_model=build_pair_model(config) if config.verify_pair_model else None,
-                    strict_below=config.pair_model_strict_below, strict_threshold=config.pair_model_strict_threshold)
+                    strict_below=config.pair_model_strict_below, strict_threshold=config.pair_model_strict_threshold,
+                    time_threshold=config.pair_model_time_threshold)
 
 
 def build_pair_model(config: CacheConfig) -> "LazyPairModel":

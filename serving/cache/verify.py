@@ -24,7 +24,8 @@ through :meth:`Verifier.check`:
                    ("toxic", "harmful") against "safe"; "is it a bad idea to …" against "can I …"; a word
                    set aside by "rather than / instead of" on one side and said plainly on the other
                    ("is it pre-recorded rather than live" / "is it live"); "zero experience" is "no
-                   experience";
+                   experience"; "not" before a word the other side says with a negating prefix is one
+                   thing said twice ("not happy" / "unhappy");
    ``polarity``    opposite actions or states (enable / disable, add / remove, paid / unpaid …), keeping
                    or joining against giving up or leaving, phrasal verbs read by their lemma
                    (lemminflect: "keep" / "gave up", "take up" / "turn down"), or a verb of withdrawal /
@@ -39,8 +40,12 @@ through :meth:`Verifier.check`:
                    phrase of up to three words swapped ("maternity ward" / "intensive care unit") —
                    unless the swap is one word in another form (lemminflect: "archive" / "archives") or,
                    at a cosine of SYNONYM_COSINE or more, one common word for another ("kids" /
-                   "children"); British and American spellings are one word (breame: "colour"); a
-                   hyphenated prefix making another kind ("the Pre-Primary class" / "the Primary class");
+                   "children") — never two words of one line of the alternatives lexicon
+                   (data/alternatives.txt: "alto" / "tenor", "front" / "back", "gold" / "silver"; a line of
+                   time words, "day" / "year", "lunch" / "dinner", gives ``temporal``); British and American
+                   spellings are one word (breame: "colour"); a hyphenated prefix making another kind ("the
+                   Pre-Primary class" / "the Primary class"); a number glued to its unit is a quantity, no
+                   code ("a 1oz coin" / "a 1 oz coin");
    ``scope``       quantifiers (all, every, each, whole, both, any, anywhere …) on one side only, or
                    another reach by place or population ("my street" / "nationwide", "national",
                    "anywhere in the country", "internationally", "company-wide", "every branch");
@@ -79,6 +84,9 @@ through :meth:`Verifier.check`:
    (:mod:`costline.serving.cache.admission`) on :func:`pair_features`: the cosine, lexical
    overlap, length ratio, unmatched content words, one-sided entities … A candidate under the
    model's operating point is rejected with reason ``admission``.
+3. **the pair model** (:mod:`costline.serving.cache.pair_model`, when the cache has one) has the last word,
+   reason ``pair_model``: at its own threshold, stricter in the strict band and where both questions ask for a
+   time (:attr:`QuestionFeatures.asks_time`, ``Verifier.time_threshold``).
 
 Features of a text are computed once and remembered (an LRU of ``memo_size`` texts), so a
 stored question is parsed once however often it is a candidate. Pure Python plus regex,
@@ -103,9 +111,11 @@ __all__ = [
     "FEATURE_NAMES",
     "QuestionFeatures",
     "Verifier",
+    "alternatives",
     "analyse",
     "guard",
     "pair_features",
+    "read_alternatives",
     "read_antonyms",
     "read_synonyms",
 ]
@@ -566,6 +576,10 @@ class QuestionFeatures:
     #: The kind of time it asks for: "lead" ("how far in advance", "how early", "how much notice") or "duration"
     #: ("how long is it", "how long does it last"); None when it asks neither or both could be meant.
     time_ask: str | None = None
+    #: Asks for a time or a stretch of time at the start of a clause ("when", "what time", "how long", "how soon",
+    #: "how early", "how far in advance", "by when" …): two such questions share their frame, so the pair model is
+    #: asked to be surer (:attr:`Verifier.time_threshold`).
+    asks_time: bool = False
     #: Its only count of one is a word ("one", "single"), not a digit or an ordinal: "one game", "a single lesson".
     one_count: bool = False
     #: Has the article "a" / "an" (a count of one in words that are no number).
@@ -982,7 +996,7 @@ def _hyphen_prefixed(low: str, stems: list[str], stemmer: Any) -> set[tuple[str,
 
 #: A substance and "free" written apart: "gluten free" is "gluten-free" (not "is parking free", "is entry free").
 _SUBSTANCE_FREE = re.compile(r"\b(?:gluten|dairy|nut|peanut|sugar|alcohol|lactose|egg|soy|soya|wheat|meat|fat|"
-                             r"caffeine|fragrance|latex|plastic|palm\s+oil|pesticide|chemical|smoke|cruelty|bpa)"
+                             r"caffeine|fragrance|latex|plastic|palm\s+oil|pesticide|chemical|smoke|cruelty|bpa|step|stair|barrier|hands)"
                              r"\s+free\b")
 #: Ahead of the day ("in advance") against on the day itself ("on the same day"): QuestionFeatures.lead.
 _IN_ADVANCE = re.compile(r"\bin\s+advance\b|\bbeforehand\b|\bahead\s+of\s+time\b")
@@ -997,6 +1011,10 @@ _ON_THE_DAY = re.compile(r"\bon\s+the\s+(?:same\s+)?day\b(?!\s+(?:of|before|afte
 _LEAD_ASK = re.compile(r"\bhow\s+(?:far|long)\s+(?:in\s+advance|ahead|beforehand)\b|\bhow\s+early\b"
                        r"|\bhow\s+much\s+(?:advance\s+)?notice\b")
 _DURATION_ASK = re.compile(r"\bhow\s+long\b")
+#: A question for a time or a stretch of time, at the start of the text or of a clause: QuestionFeatures.asks_time.
+_ASKS_TIME = re.compile(r"(?:^|[,.;:!?]\s+|\s[-–]\s+)(?:(?:and|so|but|also|then|ok|okay|hi|hello)\s+)?(?:when\b|what\s+time\b"
+                        r"|by\s+when\b|what\s+day\b|how\s+(?:long|soon|early|late|quickly|far\s+(?:in\s+advance|ahead)"
+                        r"|close\s+to)\b)")
 _LEAD_WORD = re.compile(r"\b(?:notice|advance|ahead|beforehand|early|earlier|prior|deadline|until|till|before|after|"
                         r"soon)\b")
 _WINDOW_WITHIN = re.compile(r"\b(?:within|less\s+than|inside)\s+(?:[\w-]+\s+){1,3}?(?:of|before|prior\s+to)\b")
@@ -1305,6 +1323,9 @@ def analyse(text: str, stemmer: Any | None = None, *, asides: bool = True) -> Qu
             units.add(_UNITS[w])
         prev_number = is_number or (prev_number and w in ("-", "a", "per"))
     flush_run()
+    # a number and its unit is a quantity, not a code: "a 1oz coin" / "a 1 oz coin", "a 10m yacht" / "a 10 metre"
+    identifiers = {i for i in identifiers if not ((m := re.fullmatch(r"\d+(?:[.,]\d+)?([a-z]+)", i))
+                                                  and m.group(1) in _UNITS)}
     month_days = set()
     weekday_habit: set[str] = set()
     for i, w in enumerate(words):
@@ -1387,6 +1408,7 @@ def analyse(text: str, stemmer: Any | None = None, *, asides: bool = True) -> Qu
         lead=frozenset(({"advance"} if _IN_ADVANCE.search(low) else set())
                        | ({"day"} if _ON_THE_DAY.search(low) else set())),
         time_ask=_time_ask(low),
+        asks_time=bool(_ASKS_TIME.search(low)),
         one_count="1" in numbers and not any(w in ("1", "first", "1st") for w in words),
         article=any(w in ("a", "an") for w in words), weekday_habit=frozenset(weekday_habit),
         stage=frozenset(({"done"} if _DONE.search(low) else set()) | ({"booked"} if _BOOKED.search(low) else set())),
@@ -1467,7 +1489,7 @@ def _guard(q: QuestionFeatures, c: QuestionFeatures, cosine: float | None = None
         return "number"
     if q.units != c.units and q.units and c.units:
         return "unit"
-    if q.negations != c.negations:
+    if q.negations != c.negations and not (_not_for_prefix(q, c) or _not_for_prefix(c, q)):
         return "negation"
     if (_opposite(q.polarity, c.polarity) or _reversal(q, c) or _reversal(c, q) or _particle_reversal(q, c)
             or (len(q.price) == 1 and len(c.price) == 1 and q.price != c.price)):  # "for free" / "for a fee"
@@ -1526,6 +1548,8 @@ def _guard(q: QuestionFeatures, c: QuestionFeatures, cosine: float | None = None
         return "temporal"
     if _deixis_differs(q, c):  # "next Wednesday" / "this Wednesday" (checked after the rules above, which
         return "date"  # read "last month" / "next month" already)
+    if reason := _alternative_swap(ops, q, c):  # "the alto part" / "the tenor part", "time of day" / "of year"
+        return reason
     if _word_swap(ops, q, c, cosine):  # "is physiotherapy covered" / "is dental work covered"
         return "entity"
     reason = _coverage(ops, q, c, cosine)  # "add" / "drop", "until" / "from", "X" / "X and Y"
@@ -1861,8 +1885,20 @@ def _kind_prefixed(q: QuestionFeatures, c: QuestionFeatures) -> bool:
 
 
 def _prefix_negation(q: QuestionFeatures, c: QuestionFeatures) -> bool:
-    """``q`` has a word with a negating prefix whose bare word is ``c``'s: "unfurnished" / "furnished"."""
-    return any(base in c.stems and whole not in c.stems for base, whole in q.prefixed)
+    """``q`` has a word with a negating prefix whose bare word is ``c``'s: "unfurnished" / "furnished" (not when
+    ``c`` says "not" before it: "unhappy" / "not happy" is one thing said twice)."""
+    return any(base in c.stems and whole not in c.stems for base, whole in q.prefixed) \
+        and not _not_for_prefix(c, q)
+
+
+def _not_for_prefix(q: QuestionFeatures, c: QuestionFeatures) -> bool:
+    """``q`` has exactly one negation more than ``c``, a "not" right before a word that ``c`` says with a negating
+    prefix and nowhere bare: "if I'm not happy with it" / "if I'm unhappy with it"."""
+    if q.negations != c.negations + 1:
+        return False
+    said_not = {b for a, b in zip(q.tokens, q.tokens[1:]) if a == "not"}
+    return any(_negating_prefix(w) in said_not for w in c.tokens if w not in q.tokens) \
+        and not said_not & set(c.tokens)
 
 
 #: Verbs of stopping someone doing something, in any form.
@@ -2022,18 +2058,18 @@ def _word_swap(ops: list[tuple[str, int, int, int, int]], q: QuestionFeatures, c
     """The very same sentence but for one noun phrase of up to three words swapped for another, not a
     typo ("the maternity ward" / "the intensive care unit", "radiology" / "cardiology"), the rest of the
     sentence saying something (a content word)."""
-    changed = [op for op in ops if op[0] != "equal"]
-    if len(changed) != 1 or changed[0][0] != "replace":
+    swap = _one_swap(ops, q, c)
+    if swap is None:
         return False
-    _, i1, i2, j1, j2 = changed[0]
-    left = [w for w in q.tokens[i1:i2] if w not in _STOP]
-    right = [w for w in c.tokens[j1:j2] if w not in _STOP]
+    left, right, (i1, i2, j1, j2) = swap
     rest = [w for w in q.tokens[:i1] + q.tokens[i2:] if w not in _STOP and w.isalpha()]
     if set(left) & q.reversal and set(right) & c.reversal:  # "unsubscribe from" / "stop": one act in other words
         return False
     if left and right and set(left) <= _NEGATIONS and set(right) <= _NEGATIONS:
         return False  # "with no single supplement" / "without a single supplement": the negation guard's business
     if _same_lemmas(left, right):  # "archive" / "archives", "after booking" / "after I've booked"
+        return False
+    if _not_for_prefix(q, c) or _not_for_prefix(c, q):  # "not happy" / "unhappy"
         return False
     removal = {"removal", "removals"}
     if left and right and ((set(left) <= removal and set(right) <= _MOVE_WORDS)
@@ -2176,7 +2212,7 @@ def _coverage(ops: list[tuple[str, int, int, int, int]], q: QuestionFeatures, c:
     if not ua or not ub:
         return None
     if cosine is not None and cosine >= SYNONYM_COSINE and len(ua) == 1 and len(ub) == 1:
-        return None
+        return alternatives(ua[0], ub[0])  # one word for one word: a synonym, unless two of one kind
     shared = [w for w in a if w not in _COVER_FILLER and w not in _NEGATIONS and (w.isalpha() or "-" in w)
               and w not in ua]
     if _units(ua, q) <= 2 and _units(ub, c) <= 2 and shared:
@@ -2202,6 +2238,86 @@ def _lemmas(word: str) -> frozenset[str]:
 
     plural_day = {word[:-1]} if word.endswith("s") and word[:-1] in _WEEKDAYS else set()  # not in its tables
     return frozenset({word} | plural_day).union(*getAllLemmas(word).values())
+
+
+def _alternative_swap(ops: list[tuple[str, int, int, int, int]], q: QuestionFeatures,
+                      c: QuestionFeatures) -> str | None:
+    """The very same sentence but for one word swapped for another of the same line of the alternatives lexicon
+    (data/alternatives.txt): that line's reason ("the front entrance" / "the back entrance": entity)."""
+    swap = _one_swap(ops, q, c)
+    if swap is None or len(swap[0]) != 1 or len(swap[1]) != 1:
+        return None
+    return alternatives(swap[0][0], swap[1][0])
+
+
+def _one_swap(ops: list[tuple[str, int, int, int, int]], q: QuestionFeatures, c: QuestionFeatures,
+              ) -> tuple[list[str], list[str], tuple[int, int, int, int]] | None:
+    """When the only change between two questions is one replacement: the words of each side that are no stop
+    words, and the token spans (q from, q to, c from, c to); else None."""
+    changed = [op for op in ops if op[0] != "equal"]
+    if len(changed) != 1 or changed[0][0] != "replace":
+        return None
+    _, i1, i2, j1, j2 = changed[0]
+    return ([w for w in q.tokens[i1:i2] if w not in _STOP], [w for w in c.tokens[j1:j2] if w not in _STOP],
+            (i1, i2, j1, j2))
+
+
+def alternatives(a: str, b: str) -> str | None:
+    """The reason of a line of the alternatives lexicon naming ``a`` and ``b`` as two different words of one kind
+    (by lemma: "dogs" / "cats"); None when no line does (a synonym, one word, or words of no line)."""
+    lexicon = _alternatives_lexicon()
+    forms_a, forms_b = {a} | _lemmas(a), {b} | _lemmas(b)
+    for n in {n for w in forms_a for n in lexicon.get(w, ())}:
+        at_a = {w for w in forms_a if n in lexicon.get(w, ())}
+        at_b = {w for w in forms_b if n in lexicon.get(w, ())}
+        if at_b and at_a.isdisjoint(at_b):
+            return _alternatives_reasons()[n]
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def _alternatives_lexicon() -> dict[str, frozenset[int]]:
+    """data/alternatives.txt: each word (and its lemmas) -> the lines naming it."""
+    return _alternatives_read()[0]
+
+
+@functools.lru_cache(maxsize=1)
+def _alternatives_reasons() -> dict[int, str]:
+    return _alternatives_read()[1]
+
+
+@functools.lru_cache(maxsize=1)
+def _alternatives_read() -> tuple[dict[str, frozenset[int]], dict[int, str]]:
+    from pathlib import Path
+
+    return read_alternatives(Path(__file__).resolve().parent / "data" / "alternatives.txt")
+
+
+#: The reasons a line of the alternatives lexicon may give.
+ALTERNATIVE_REASONS = frozenset({"entity", "temporal", "scope"})
+
+
+def read_alternatives(path: Any) -> tuple[dict[str, frozenset[int]], dict[int, str]]:
+    """Parse an alternatives lexicon file (the format of data/alternatives.txt): word -> its lines, line ->
+    reason; :class:`CacheError` naming the file and line for a malformed one."""
+    from costline.serving.errors import CacheError
+
+    words: dict[str, set[int]] = {}
+    reasons: dict[int, str] = {}
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        reason, colon, rest = line.partition(":")
+        entries = [" ".join(e.lower().split()) for e in rest.split(",")]
+        if not colon or reason.strip() not in ALTERNATIVE_REASONS or len(entries) < 2 \
+                or not all(e.isalpha() for e in entries):
+            raise CacheError(f"{path}:{n}: expected 'entity|temporal|scope: word, word[, word …]' (single words, "
+                             f"at least two), got {line!r}")
+        reasons[n] = reason.strip()
+        for e in entries:
+            words.setdefault(e, set()).add(n)
+    return {w: frozenset(ns) for w, ns in words.items()}, reasons
 
 
 def _common_synonym(left: list[str], right: list[str], q: QuestionFeatures, c: QuestionFeatures) -> bool:
@@ -2324,15 +2440,19 @@ class Verifier:
     ``admission`` maps a namespace to its :class:`~costline.serving.cache.admission.AdmissionModel`
     (``"*"``: every other namespace); ``pair_model`` (:mod:`~costline.serving.cache.pair_model`), when
     given, has the last word on a candidate that passed both: a candidate under ``strict_below`` cosine needs a
-    probability of at least ``strict_threshold`` from it (the pair model's own threshold above). Thread-safe.
+    probability of at least ``strict_threshold`` from it, and two questions that both ask for a time
+    (:attr:`QuestionFeatures.asks_time`) at least ``time_threshold`` (the pair model's own threshold above).
+    Thread-safe.
     """
 
     def __init__(self, admission: dict[str, Any] | None = None, *, pair_model: Any = None,
-                 memo_size: int = 100_000, strict_below: float = 0.0, strict_threshold: float = 0.0) -> None:
+                 memo_size: int = 100_000, strict_below: float = 0.0, strict_threshold: float = 0.0,
+                 time_threshold: float = 0.0) -> None:
         self.admission = dict(admission or {})
         self.pair_model = pair_model
         self.strict_below = strict_below
         self.strict_threshold = strict_threshold
+        self.time_threshold = time_threshold
         self.memo_size = memo_size
         self._memo: OrderedDict[str, QuestionFeatures] = OrderedDict()
         #: Verdicts of (query, candidate, cosine, namespace) seen before.
@@ -2357,10 +2477,14 @@ class Verifier:
                 self._memo.popitem(last=False)
         return found
 
-    def pair_threshold(self, cosine: float) -> float | None:
+    def pair_threshold(self, cosine: float, q: QuestionFeatures | None = None,
+                       c: QuestionFeatures | None = None) -> float | None:
         """The probability the pair model must give a candidate at ``cosine`` beyond its own threshold (the strict
-        band), or None: its own threshold alone."""
-        return self.strict_threshold if cosine < self.strict_below else None
+        band; ``time_threshold`` when both ``q`` and ``c`` ask for a time), or None: its own threshold alone."""
+        need = [self.strict_threshold] if cosine < self.strict_below else []
+        if q is not None and c is not None and q.asks_time and c.asks_time and self.time_threshold > 0:
+            need.append(self.time_threshold)
+        return max(need) if need else None
 
     def model_for(self, namespace: str) -> Any:
         return self.admission.get(namespace) or self.admission.get("*")
@@ -2384,7 +2508,7 @@ class Verifier:
             if model is not None and not model.admits(pair_features(q, c, cosine)):
                 reason = REASON_ADMISSION
             elif (self.pair_model is not None and not _same_reading(q, c)
-                  and not self.pair_model.same_answer(candidate, query, self.pair_threshold(cosine))):
+                  and not self.pair_model.same_answer(candidate, query, self.pair_threshold(cosine, q, c))):
                 reason = REASON_PAIR_MODEL
         with self._lock:
             self._verdicts[key] = reason
