@@ -1153,6 +1153,18 @@ SAME47 = [  # a number glued to its unit, "not" against a negating prefix, "step
     ("Where can I find information about parking at the stadium?", "Where can I find info about parking at the stadium?"),
     ("Do I need a helmet for my first ever lesson?", "Do I need a helmet for my first lesson?"),
 ]
+TRAPS49 = [  # sets 49 and 50 (seen: dev sets now), on other domains: the stretch before an event against during it
+    ("Is the garden centre busy during Easter week?", "Is the garden centre busy in the days leading up to Easter?",
+     "temporal"),
+    ("Do hotel prices go up during the marathon weekend?", "Do hotel prices go up in the run-up to the marathon?",
+     "temporal"),
+]
+SAME49 = [  # one compound written apart and closed, US and UK words for one thing, the stretch before an event
+    ("Is there a call-out charge for the locksmith?", "Is there a callout charge for the locksmith?"),
+    ("Can I email my X-rays before the appointment?", "Can I email my xrays before the appointment?"),
+    ("Are there restrooms at the campsite?", "Are there toilets at the campsite?"),
+    ("Is the farm shop open in the run-up to Christmas?", "Is the farm shop open in the weeks before Christmas?"),
+]
 SAME45 = [  # what the "any" rule leaves alone: the kind named after "any" too, or nothing in its place
     ("Do you offer pensioner discounts?", "Do you offer any discounts for pensioner members?"),
     ("Do you have any gluten-free cakes?", "Do you have gluten-free cakes?"),
@@ -1223,11 +1235,12 @@ def _lookups(embedder, tmp_path, stored: str, new: str, *, both_ways: bool, pair
         yield cache.lookup_detail(second, tenant="t")
 
 
-# Each dev set's families (sets 3-20 and 29-48, seen: dev sets now; sets 11 and 12 together as TRAPS11 / SAME11,
+# Each dev set's families (sets 3-20 and 29-50, seen: dev sets now; sets 11 and 12 together as TRAPS11 / SAME11,
 # sets 13 and 14 as TRAPS13 / SAME13, sets 15 and 16 as TRAPS15 / SAME15, sets 17 and 18 as TRAPS17 / SAME17, sets
 # 19 and 20 as TRAPS19 / SAME19, sets 29 and 30 as TRAPS29 / SAME29, sets 31 and 32 as TRAPS31 / SAME31, sets 33
 # and 34 as SAME33, sets 35 and 36 as TRAPS35 / SAME35, sets 37 and 38 as TRAPS37 / SAME37, sets 39 and 40 as
-# TRAPS39, sets 41-44 as TRAPS43 / SAME43, sets 45 and 46 as TRAPS45 / SAME45, sets 41-48 as TRAPS47 / SAME47), on
+# TRAPS39, sets 41-44 as TRAPS43 / SAME43, sets 45 and 46 as TRAPS45 / SAME45, sets 41-48 as TRAPS47 / SAME47, sets 49 and 50 as
+# TRAPS49 / SAME49), on
 # sentences of other domains than the set's:
 # (stored, new, reason) through a real cache, the candidate found and rejected by its family's guard,
 # and the guard itself both ways; sets 5 on also through the cache both ways.
@@ -1236,14 +1249,14 @@ FAMILY_TRAPS = [pytest.param(*t, k >= 5, id=f"set{k}-{i}")
                                  (9, TRAPS9), (10, TRAPS10), (11, TRAPS11), (13, TRAPS13), (15, TRAPS15),
                                  (17, TRAPS17), (19, TRAPS19), (29, TRAPS29), (31, TRAPS31),
                                  (35, TRAPS35), (37, TRAPS37), (39, TRAPS39), (43, TRAPS43), (45, TRAPS45),
-                                 (47, TRAPS47))
+                                 (47, TRAPS47), (49, TRAPS49))
                 for i, t in enumerate(traps)]
 FAMILY_SAME = [pytest.param(*t, k >= 5, k in (4, 10, 11), id=f"set{k}-{i}")
                for k, same in ((3, SAME3), (4, SAME4), (5, SAME5), (6, SAME6), (7, SAME7), (8, SAME8), (9, SAME9),
                                (10, SAME10), (11, SAME11), (13, SAME13), (15, SAME15),
                                (17, SAME17), (19, SAME19), (29, SAME29), (31, SAME31),
                                (33, SAME33), (35, SAME35), (37, SAME37), (43, SAME43), (45, SAME45),
-                               (47, SAME47))
+                               (47, SAME47), (49, SAME49))
                for i, t in enumerate(same)]
 
 

@@ -435,6 +435,8 @@ _PHRASES = (  # multi-word lexicon entries, joined with '-' before lookup
     (re.compile(r"\b(?:late\s+)?at\s+night\b"), "at-night"), (re.compile(r"\baround\s+the\s+clock\b"),
                                                                    "around-the-clock"),
     (re.compile(r"\bon\s+the\s+day\b"), "on-the-day"),
+    # the stretch before an event: "in the weeks leading up to Black Friday", "in the run-up to Christmas"
+    (re.compile(r"\bleading\s+up\s+to\b|\b(?:in\s+)?the\s+(?:run|lead)[\s-]?up\s+to\b"), "before"),
     # "phone no." is "phone number", no negation
     (re.compile(r"\b(phone|telephone|tel|mobile|account|reference|ref|order|invoice|policy|booking|flight|seat|"
                 r"room|house|table|item|serial|model|part|registration|reg|membership|ticket|pin)\s+no\.?(?=\s|$)"),
@@ -2071,6 +2073,8 @@ def _word_swap(ops: list[tuple[str, int, int, int, int]], q: QuestionFeatures, c
         return False
     if _not_for_prefix(q, c) or _not_for_prefix(c, q):  # "not happy" / "unhappy"
         return False
+    if "".join(q.tokens[i1:i2]) == "".join(c.tokens[j1:j2]):  # one compound apart and closed: "call-out" / "callout"
+        return False
     removal = {"removal", "removals"}
     if left and right and ((set(left) <= removal and set(right) <= _MOVE_WORDS)
                            or (set(right) <= removal and set(left) <= _MOVE_WORDS)):
@@ -2145,8 +2149,10 @@ def _covered(w: str, other: tuple[str, ...]) -> bool:
 
 def _uncovered(a: tuple[str, ...], b: tuple[str, ...]) -> list[str]:
     """The content words of ``a`` that ``b`` does not account for (:func:`_covered`)."""
-    return [w for w in a if (w.isalpha() or "-" in w) and w not in _COVER_FILLER and w not in _NEGATIONS
-            and not _covered(w, b)]
+    starts = {i for i in range(len(a) - 1) if a[i] + a[i + 1] in b}  # "x rays" / "xrays", "call out" / "callout"
+    closed = starts | {i + 1 for i in starts}
+    return [w for i, w in enumerate(a) if (w.isalpha() or "-" in w) and w not in _COVER_FILLER
+            and w not in _NEGATIONS and i not in closed and not _covered(w, b)]
 
 
 def _exclusive(tokens: tuple[str, ...]) -> bool:
