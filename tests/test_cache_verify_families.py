@@ -1153,7 +1153,9 @@ SAME47 = [  # a number glued to its unit, "not" against a negating prefix, "step
     ("Where can I find information about parking at the stadium?", "Where can I find info about parking at the stadium?"),
     ("Do I need a helmet for my first ever lesson?", "Do I need a helmet for my first lesson?"),
 ]
-TRAPS49 = [  # sets 49 and 50 (seen: dev sets now), on other domains: the stretch before an event against during it
+TRAPS49 = [  # sets 49-52 (seen: dev sets now), on other domains: the stretch before an event against during it; a
+    # coordination grown in front ("the outside" / "the inside and outside")
+    ("Do you valet the interior of the car?", "Do you valet the exterior and interior of the car?", "scope"),
     ("Is the garden centre busy during Easter week?", "Is the garden centre busy in the days leading up to Easter?",
      "temporal"),
     ("Do hotel prices go up during the marathon weekend?", "Do hotel prices go up in the run-up to the marathon?",

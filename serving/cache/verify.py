@@ -2178,8 +2178,9 @@ def _coverage(ops: list[tuple[str, int, int, int, int]], q: QuestionFeatures, c:
     """Every content word one question has and the other lacks must be accounted for (:func:`_covered`):
 
     * ``scope`` — a coordination grows on one side ("the guests" / "the guests and the suppliers", "parts" /
-      "parts and labour"): the words after "and" / "or" are all the side says more, the other side says
-      nothing more; or "only" on one side against "also" / "too" / "as well" on the other;
+      "parts and labour"): the words after "and" / "or" — or all before it: "the outside" / "the inside and
+      outside" — are all the side says more, the other side says nothing more; or "only" on one side against
+      "also" / "too" / "as well" on the other;
     * ``unmatched`` — an edit (at most :data:`EDIT_SPANS` changed spans, :data:`EDIT_RATIO` of the tokens
       aligned) that swaps the same verb's particle ("turn up" / "turn down") or one boundary of a period for
       another ("until" / "from", "during" / "at the end of"), or that swaps content words on both sides (at
@@ -2192,8 +2193,9 @@ def _coverage(ops: list[tuple[str, int, int, int, int]], q: QuestionFeatures, c:
     for side, other, own, rest in ((a, b, ua, ub), (b, a, ub, ua)):
         if own and not rest:
             for i, w in enumerate(side):
-                if w in _COORDINATORS and w not in other and all(x in side[i + 1:] for x in own):
-                    return "scope"
+                if w in _COORDINATORS and w not in other and (all(x in side[i + 1:] for x in own)
+                                                              or all(x in side[:i] for x in own)):
+                    return "scope"  # "the outside" / "the outside and the inside" or "the inside and outside"
     if (_exclusive(a) and not _exclusive(b) and _additive(b)) or (_exclusive(b) and not _exclusive(a)
                                                                     and _additive(a)):
         return "scope"
