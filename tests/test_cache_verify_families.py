@@ -1150,7 +1150,8 @@ SAME47 = [  # a number glued to its unit, "not" against a negating prefix, "step
     ("What would you pay for a 2oz silver bar?", "What would you pay for a 2 oz silver bar?"),
     ("Can I get a refund if I'm not happy with the frame?", "Can I get a refund if I'm unhappy with the frame?"),
     ("Is there step free access to the gallery?", "Is there step-free access to the gallery?"),
-    ("Where can I find information about parking at the stadium?", "Where can I find info about parking at the stadium?"),
+    ("Where can I find information about parking at the stadium?",
+     "Where can I find info about parking at the stadium?"),
     ("Do I need a helmet for my first ever lesson?", "Do I need a helmet for my first lesson?"),
 ]
 TRAPS49 = [  # sets 49-52 (seen: dev sets now), on other domains: the stretch before an event against during it; a
@@ -1241,8 +1242,8 @@ def _lookups(embedder, tmp_path, stored: str, new: str, *, both_ways: bool, pair
 # sets 13 and 14 as TRAPS13 / SAME13, sets 15 and 16 as TRAPS15 / SAME15, sets 17 and 18 as TRAPS17 / SAME17, sets
 # 19 and 20 as TRAPS19 / SAME19, sets 29 and 30 as TRAPS29 / SAME29, sets 31 and 32 as TRAPS31 / SAME31, sets 33
 # and 34 as SAME33, sets 35 and 36 as TRAPS35 / SAME35, sets 37 and 38 as TRAPS37 / SAME37, sets 39 and 40 as
-# TRAPS39, sets 41-44 as TRAPS43 / SAME43, sets 45 and 46 as TRAPS45 / SAME45, sets 41-48 as TRAPS47 / SAME47, sets 49 and 50 as
-# TRAPS49 / SAME49), on
+# TRAPS39, sets 41-44 as TRAPS43 / SAME43, sets 45 and 46 as TRAPS45 / SAME45, sets 41-48 as TRAPS47 / SAME47,
+# sets 49-52 as TRAPS49 / SAME49), on
 # sentences of other domains than the set's:
 # (stored, new, reason) through a real cache, the candidate found and rejected by its family's guard,
 # and the guard itself both ways; sets 5 on also through the cache both ways.

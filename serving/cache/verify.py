@@ -998,7 +998,8 @@ def _hyphen_prefixed(low: str, stems: list[str], stemmer: Any) -> set[tuple[str,
 
 #: A substance and "free" written apart: "gluten free" is "gluten-free" (not "is parking free", "is entry free").
 _SUBSTANCE_FREE = re.compile(r"\b(?:gluten|dairy|nut|peanut|sugar|alcohol|lactose|egg|soy|soya|wheat|meat|fat|"
-                             r"caffeine|fragrance|latex|plastic|palm\s+oil|pesticide|chemical|smoke|cruelty|bpa|step|stair|barrier|hands)"
+                             r"caffeine|fragrance|latex|plastic|palm\s+oil|pesticide|chemical|smoke|cruelty|bpa|"
+                             r"step|stair|barrier|hands)"
                              r"\s+free\b")
 #: Ahead of the day ("in advance") against on the day itself ("on the same day"): QuestionFeatures.lead.
 _IN_ADVANCE = re.compile(r"\bin\s+advance\b|\bbeforehand\b|\bahead\s+of\s+time\b")
@@ -1014,9 +1015,9 @@ _LEAD_ASK = re.compile(r"\bhow\s+(?:far|long)\s+(?:in\s+advance|ahead|beforehand
                        r"|\bhow\s+much\s+(?:advance\s+)?notice\b")
 _DURATION_ASK = re.compile(r"\bhow\s+long\b")
 #: A question for a time or a stretch of time, at the start of the text or of a clause: QuestionFeatures.asks_time.
-_ASKS_TIME = re.compile(r"(?:^|[,.;:!?]\s+|\s[-–]\s+)(?:(?:and|so|but|also|then|ok|okay|hi|hello)\s+)?(?:when\b|what\s+time\b"
-                        r"|by\s+when\b|what\s+day\b|how\s+(?:long|soon|early|late|quickly|far\s+(?:in\s+advance|ahead)"
-                        r"|close\s+to)\b)")
+_ASKS_TIME = re.compile(r"(?:^|[,.;:!?]\s+|\s[-–]\s+)(?:(?:and|so|but|also|then|ok|okay|hi|hello)\s+)?"
+                        r"(?:when\b|what\s+time\b|by\s+when\b|what\s+day\b"
+                        r"|how\s+(?:long|soon|early|late|quickly|far\s+(?:in\s+advance|ahead)|close\s+to)\b)")
 _LEAD_WORD = re.compile(r"\b(?:notice|advance|ahead|beforehand|early|earlier|prior|deadline|until|till|before|after|"
                         r"soon)\b")
 _WINDOW_WITHIN = re.compile(r"\b(?:within|less\s+than|inside)\s+(?:[\w-]+\s+){1,3}?(?:of|before|prior\s+to)\b")
@@ -2273,29 +2274,19 @@ def _one_swap(ops: list[tuple[str, int, int, int, int]], q: QuestionFeatures, c:
 def alternatives(a: str, b: str) -> str | None:
     """The reason of a line of the alternatives lexicon naming ``a`` and ``b`` as two different words of one kind
     (by lemma: "dogs" / "cats"); None when no line does (a synonym, one word, or words of no line)."""
-    lexicon = _alternatives_lexicon()
+    lexicon, reasons = _alternatives_lexicon()
     forms_a, forms_b = {a} | _lemmas(a), {b} | _lemmas(b)
-    for n in {n for w in forms_a for n in lexicon.get(w, ())}:
+    for n in sorted({n for w in forms_a for n in lexicon.get(w, ())}):  # the first line naming both
         at_a = {w for w in forms_a if n in lexicon.get(w, ())}
         at_b = {w for w in forms_b if n in lexicon.get(w, ())}
         if at_b and at_a.isdisjoint(at_b):
-            return _alternatives_reasons()[n]
+            return reasons[n]
     return None
 
 
 @functools.lru_cache(maxsize=1)
-def _alternatives_lexicon() -> dict[str, frozenset[int]]:
-    """data/alternatives.txt: each word (and its lemmas) -> the lines naming it."""
-    return _alternatives_read()[0]
-
-
-@functools.lru_cache(maxsize=1)
-def _alternatives_reasons() -> dict[int, str]:
-    return _alternatives_read()[1]
-
-
-@functools.lru_cache(maxsize=1)
-def _alternatives_read() -> tuple[dict[str, frozenset[int]], dict[int, str]]:
+def _alternatives_lexicon() -> tuple[dict[str, frozenset[int]], dict[int, str]]:
+    """data/alternatives.txt: each word -> the lines naming it, each line -> its reason."""
     from pathlib import Path
 
     return read_alternatives(Path(__file__).resolve().parent / "data" / "alternatives.txt")
