@@ -77,10 +77,9 @@ def dev_pair_set_paths() -> list[Path]:
 
 
 def heldout_pair_set_path() -> Path:
-    """The latest pair set written blind after the verification stage was frozen: the fifty-fourth — run once
-    on its freeze and read since (docs/cache-heldout.md), so no unseen set is left; the next figure on new data
-    needs a new blind set, passed with ``--heldout``."""
-    return default_pair_set_path().with_name("cache_pair_heldout54.jsonl")
+    """The latest pair set written blind and not run yet: the fifty-fifth (the fifty-sixth, written at the same
+    time, is passed with ``--heldout``); run each once on the next freeze (docs/cache-heldout.md)."""
+    return default_pair_set_path().with_name("cache_pair_heldout55.jsonl")
 
 
 def pct(values: list[float], q: float) -> float:

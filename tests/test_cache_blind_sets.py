@@ -152,6 +152,12 @@ SETS = [
     ("cache_pair_heldout54.jsonl",
      {"cathedral_tours", "driveway_paving", "rugby_club", "arcade", "bin_cleaning_service", "heritage_railway"},
      "dev"),
+    ("cache_pair_heldout55.jsonl",
+     {"pet_shop", "window_replacement", "ice_cream_van_hire", "caving_trips", "yarn_shop",
+      "garden_fencing_installers"}, "heldout"),
+    ("cache_pair_heldout56.jsonl",
+     {"lighting_shop", "boxing_gym", "fireworks_displays", "garden_design", "pottery_painting_cafe", "tile_cleaning"},
+     "heldout"),
 ]
 blind_sets = pytest.mark.parametrize(("name", "domains", "split"), SETS, ids=[s[0] for s in SETS])
 ALL_FILES = EARLIER + tuple(s[0] for s in SETS)
