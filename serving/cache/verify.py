@@ -1014,13 +1014,13 @@ _ON_THE_DAY = re.compile(r"\bon\s+the\s+(?:same\s+)?day\b(?!\s+(?:of|before|afte
 _LEAD_ASK = re.compile(r"\bhow\s+(?:far|long)\s+(?:in\s+advance|ahead|beforehand)\b|\bhow\s+early\b"
                        r"|\bhow\s+much\s+(?:advance\s+)?notice\b")
 _DURATION_ASK = re.compile(r"\bhow\s+long\b")
+_LEAD_WORD = re.compile(r"\b(?:notice|advance|ahead|beforehand|early|earlier|prior|deadline|until|till|before|after|"
+                        r"soon)\b")
+_WINDOW_WITHIN = re.compile(r"\b(?:within|less\s+than|inside)\s+(?:[\w-]+\s+){1,3}?(?:of|before|prior\s+to)\b")
 #: A question for a time or a stretch of time, at the start of the text or of a clause: QuestionFeatures.asks_time.
 _ASKS_TIME = re.compile(r"(?:^|[,.;:!?]\s+|\s[-–]\s+)(?:(?:and|so|but|also|then|ok|okay|hi|hello)\s+)?"
                         r"(?:when\b|what\s+time\b|by\s+when\b|what\s+day\b"
                         r"|how\s+(?:long|soon|early|late|quickly|far\s+(?:in\s+advance|ahead)|close\s+to)\b)")
-_LEAD_WORD = re.compile(r"\b(?:notice|advance|ahead|beforehand|early|earlier|prior|deadline|until|till|before|after|"
-                        r"soon)\b")
-_WINDOW_WITHIN = re.compile(r"\b(?:within|less\s+than|inside)\s+(?:[\w-]+\s+){1,3}?(?:of|before|prior\s+to)\b")
 
 
 def _time_ask(low: str) -> str | None:
@@ -1492,12 +1492,13 @@ def _guard(q: QuestionFeatures, c: QuestionFeatures, cosine: float | None = None
         return "number"
     if q.units != c.units and q.units and c.units:
         return "unit"
-    if q.negations != c.negations and not (_not_for_prefix(q, c) or _not_for_prefix(c, q)):
+    said_twice = _not_for_prefix(q, c) or _not_for_prefix(c, q)  # "not happy" / "unhappy": one negation
+    if q.negations != c.negations and not said_twice:
         return "negation"
     if (_opposite(q.polarity, c.polarity) or _reversal(q, c) or _reversal(c, q) or _particle_reversal(q, c)
             or (len(q.price) == 1 and len(c.price) == 1 and q.price != c.price)):  # "for free" / "for a fee"
         return "polarity"
-    if (_prefix_negation(q, c) or _prefix_negation(c, q) or _prohibits(q, c) or _prohibits(c, q)
+    if ((not said_twice and (_prefix_negation(q, c) or _prefix_negation(c, q))) or _prohibits(q, c) or _prohibits(c, q)
             or _modal_inversion(q, c) or _prevents(q, c) or _prevents(c, q)
             or _sets_aside(q, c) or _sets_aside(c, q)):  # "is it live" / "is it pre-recorded rather than live"
         return "negation"
@@ -1553,7 +1554,7 @@ def _guard(q: QuestionFeatures, c: QuestionFeatures, cosine: float | None = None
         return "date"  # read "last month" / "next month" already)
     if reason := _alternative_swap(ops, q, c):  # "the alto part" / "the tenor part", "time of day" / "of year"
         return reason
-    if _word_swap(ops, q, c, cosine):  # "is physiotherapy covered" / "is dental work covered"
+    if not said_twice and _word_swap(ops, q, c, cosine):  # "is physiotherapy covered" / "is dental work covered"
         return "entity"
     reason = _coverage(ops, q, c, cosine)  # "add" / "drop", "until" / "from", "X" / "X and Y"
     if reason is None and _antonym_opposite(q, c):  # "pick up" / "drop off", "switch to" / "stay with"
@@ -1888,10 +1889,8 @@ def _kind_prefixed(q: QuestionFeatures, c: QuestionFeatures) -> bool:
 
 
 def _prefix_negation(q: QuestionFeatures, c: QuestionFeatures) -> bool:
-    """``q`` has a word with a negating prefix whose bare word is ``c``'s: "unfurnished" / "furnished" (not when
-    ``c`` says "not" before it: "unhappy" / "not happy" is one thing said twice)."""
-    return any(base in c.stems and whole not in c.stems for base, whole in q.prefixed) \
-        and not _not_for_prefix(c, q)
+    """``q`` has a word with a negating prefix whose bare word is ``c``'s: "unfurnished" / "furnished"."""
+    return any(base in c.stems and whole not in c.stems for base, whole in q.prefixed)
 
 
 def _not_for_prefix(q: QuestionFeatures, c: QuestionFeatures) -> bool:
@@ -2071,8 +2070,6 @@ def _word_swap(ops: list[tuple[str, int, int, int, int]], q: QuestionFeatures, c
     if left and right and set(left) <= _NEGATIONS and set(right) <= _NEGATIONS:
         return False  # "with no single supplement" / "without a single supplement": the negation guard's business
     if _same_lemmas(left, right):  # "archive" / "archives", "after booking" / "after I've booked"
-        return False
-    if _not_for_prefix(q, c) or _not_for_prefix(c, q):  # "not happy" / "unhappy"
         return False
     if "".join(q.tokens[i1:i2]) == "".join(c.tokens[j1:j2]):  # one compound apart and closed: "call-out" / "callout"
         return False
