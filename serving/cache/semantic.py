@@ -201,12 +201,10 @@ def validate_cache_config(config: CacheConfig) -> None:
     if t is not None and not (isinstance(t, (int, float)) and 0.0 <= t < 1.0):
         raise bad("pair_model_threshold", f"must be a probability in [0, 1), or unset for the model's own; got {t!r}")
     similarity("pair_model_strict_below", config.pair_model_strict_below)
-    t = config.pair_model_strict_threshold
-    if not (isinstance(t, (int, float)) and 0.0 <= t < 1.0):
-        raise bad("pair_model_strict_threshold", f"must be a probability in [0, 1) (0: no stricter); got {t!r}")
-    t = config.pair_model_time_threshold
-    if not (isinstance(t, (int, float)) and not isinstance(t, bool) and 0.0 <= t < 1.0):
-        raise bad("pair_model_time_threshold", f"must be a probability in [0, 1) (0: no stricter); got {t!r}")
+    for key in ("pair_model_strict_threshold", "pair_model_time_threshold"):
+        t = getattr(config, key)
+        if not (isinstance(t, (int, float)) and not isinstance(t, bool) and 0.0 <= t < 1.0):
+            raise bad(key, f"must be a probability in [0, 1) (0: no stricter); got {t!r}")
     if config.replication_topic is not None:
         from costline.serving.cache.replication import validate_replication_config
 
