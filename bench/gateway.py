@@ -1,6 +1,7 @@
 """Benchmark: `costline serve` under load, in front of the local stand-in (issue 16's table).
 
     .venv/bin/python bench/gateway.py [--seconds 10] [--embedder auto|onnx|torch] [--no-peer] [--json FILE] [--profile FILE]
+    .venv/bin/python bench/gateway.py --workers 2   # N worker processes beside one, same config, one run
 
 Three processes: the stand-in (``costline standin --latency-scale 0``: the model APIs answer at once),
 the gateway (``costline serve``, semantic cache on, telemetry off, rate limit off) and this load
@@ -28,6 +29,11 @@ it; the table prints both side by side with the req/s ratio. When it is missing 
 LiteLLM (≥ ~170 req/s on 2 cores) with p99 ≤ 300 ms; unique@64 0 errors, p99 ≤ 1 s; paraphrase
 hits ≥ 300 req/s; gateway CPU per miss ≤ 6 ms. The machine the figures come from is printed
 (cores, load average): on a shared box they are a floor, not the gateway's ceiling.
+
+``--workers N`` (N > 1) runs ``costline serve --workers N`` (docs/serving.md, "Workers"): the workers
+share the cache over Kafka (a local broker is started unless ``KAFKA_BOOTSTRAP_SERVERS`` names one),
+and the peer is then the same gateway with one worker and the same config (replication on too), so
+the ratio column is what the extra processes buy on this machine; CPU per request counts every worker.
 """
 
 from __future__ import annotations
@@ -269,6 +275,8 @@ async def timed_phases(port: int, args, rng: random.Random, pairs: list[tuple[st
     out.append(await run_phase("unique questions", port, 64, seconds=args.seconds, key=key, cpu_pid=pid,
                                make=lambda i: unique_question(rng, 2 * 10**6 + i)))
     await run_phase("seed paraphrases", port, 16, questions=[a for a, _ in pairs], key=key)
+    if args.workers > 1:
+        await asyncio.sleep(2.0)  # the stores reach every worker through the cache topic
     out.append(await run_phase("paraphrase hits", port, 16, questions=[b for _, b in pairs], cpu_pid=pid, key=key))
     out.append(await run_phase("exact repeats", port, 16, seconds=args.seconds / 2, cpu_pid=pid, key=key,
                                make=lambda i: pairs[0][0]))
@@ -283,7 +291,9 @@ def main() -> int:
     ap.add_argument("--embed-threads", type=int, default=1,
                     help="[serving.cache] embed_threads (ONNX Runtime intra-op threads; 0 = its default, which "
                          "spins a thread per core: on a loaded 2-core box 1 costs less CPU per query)")
-    ap.add_argument("--no-peer", action="store_true", help="skip the LiteLLM proxy even when it is installed")
+    ap.add_argument("--no-peer", action="store_true", help="skip the peer (LiteLLM, or one worker with --workers)")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="costline serve --workers N; N > 1 shares the cache over Kafka and compares with 1 worker")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--profile", type=Path, default=None,
                     help="py-spy (pip install py-spy) the gateway during unique@16 into this file (collapsed "
@@ -313,13 +323,35 @@ path = "{tmp / 'cache'}"
 embedder = "{args.embedder}"
 embed_threads = {args.embed_threads}
 """)
-    gateway = subprocess.Popen([*py, "--config", str(tmp / "costline.toml"), "serve", "--port", str(g_port),
-                                "--no-telemetry"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                               env=env)
+    broker = None
+    if args.workers > 1:  # the workers share the cache over Kafka
+        bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+        if not bootstrap:
+            from costline.config import KafkaConfig
+            from costline.localkafka import LocalKafka
+
+            kafka = KafkaConfig(port=free_port(), controller_port=free_port(), data_dir=tmp / "kafka", heap="512m")
+            broker = LocalKafka(kafka)
+            broker.up()
+            bootstrap = kafka.bootstrap
+        base = (tmp / "costline.toml").read_text()
+        for workers in (args.workers, 1):  # each run its own topic and snapshots: the peer starts cold too
+            (tmp / f"costline-{workers}.toml").write_text(
+                base.replace(f'path = "{tmp / "cache"}"', f'path = "{tmp / f"cache-{workers}"}"')
+                + f'replication_topic = "bench-cache-{os.getpid()}-{workers}"\n'
+                + f'replication_bootstrap_servers = "{bootstrap}"\n')
+
+    def start_gateway(workers: int) -> subprocess.Popen:
+        config = tmp / (f"costline-{workers}.toml" if args.workers > 1 else "costline.toml")
+        return subprocess.Popen([*py, "--config", str(config), "serve", "--port", str(g_port),
+                                 "--no-telemetry", "--workers", str(workers)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True, env=env)
+
+    gateway = start_gateway(args.workers)
     phases: list[Phase] = []
     peer_phases: list[Phase] = []
     peer = "skipped (--no-peer)" if args.no_peer else "not installed (pip install 'litellm[proxy]'; not a costline dependency)"
-    litellm: subprocess.Popen | None = None
+    litellm: subprocess.Popen | None = None  # the peer's process: the LiteLLM proxy, or one worker
     try:
         _wait_for(s_port, standin, "the stand-in")
         _wait_for(g_port, gateway, "the gateway")
@@ -343,8 +375,18 @@ embed_threads = {args.embed_threads}
 
         asyncio.run(costline_phases())
         gateway.terminate()  # the peer runs alone beside the stand-in, as the gateway did
-        gateway.wait(60)
-        started = None if args.no_peer else start_litellm(s_port, tmp, env)
+        gateway.wait(90)
+        if args.workers > 1 and not args.no_peer:  # the peer: one worker, the same config
+            litellm = start_gateway(1)
+            _wait_for(g_port, litellm, "the one-worker gateway")
+
+            async def one_worker_phases() -> None:
+                await run_phase("warm-up", g_port, 4, questions=[unique_question(rng, -i) for i in range(1, 41)])
+                peer_phases.extend(await timed_phases(g_port, args, rng, pairs, litellm.pid))  # type: ignore[union-attr]
+
+            asyncio.run(one_worker_phases())
+            peer = "costline serve, 1 worker (same config, cache replication on)"
+        started = None if args.no_peer or args.workers > 1 else start_litellm(s_port, tmp, env)
         if started is not None:
             litellm, l_port = started
             _wait_for(l_port, litellm, "the LiteLLM proxy")
@@ -364,18 +406,22 @@ embed_threads = {args.embed_threads}
                 continue
             proc.terminate()
             try:
-                proc.wait(60)
+                proc.wait(90)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        if broker is not None:
+            broker.down()
 
     load = os.getloadavg()
     print(f"machine: {os.cpu_count()} cores, load average {load[0]:.1f} / {load[1]:.1f} (shared: figures are a "
           f"floor); {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; costline embedder {args.embedder}, "
-          f"{args.embed_threads or 'default'} thread(s); peer: {peer}")
+          f"{args.embed_threads or 'default'} thread(s), {args.workers} worker(s); peer: {peer}")
     base = phases[0]
     print(f"stand-in alone, 16 connections: {base.rps:.0f} req/s, p50 {base.p50_ms:.1f} ms, p99 {base.p99_ms:.1f} ms")
     head = f"{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'errs':>6}{'hits':>6}{'CPU ms':>8}{'calls':>7}{'CPU/call':>9}"
-    print(f"{'':<18}{'':>6} | {'costline serve':^60} | {'LiteLLM proxy':^60} |")
+    names = (f"costline serve, {args.workers} workers", "costline serve, 1 worker") if args.workers > 1 \
+        else ("costline serve", "LiteLLM proxy")
+    print(f"{'':<18}{'':>6} | {names[0]:^60} | {names[1]:^60} |")
     print(f"{'phase':<18}{'conns':>6} | {head} | {head} | {'req/s ratio':>11}")
 
     def cells(p: Phase | None) -> str:
@@ -401,7 +447,7 @@ embed_threads = {args.embed_threads}
     u16, u64 = by[("unique questions", 16)], by[("unique questions", 64)]
     para = by[("paraphrase hits", 16)]
     para_rate = para.rps * (para.cache_hits / para.requests if para.requests else 0)
-    peer16 = peer_phases[0].rps if peer_phases else None
+    peer16 = peer_phases[0].rps if peer_phases and args.workers == 1 else None  # LiteLLM's
     want16 = 2 * peer16 if peer16 else 170.0
     checks = [
         (f"unique@16 >= {want16:.0f} req/s (2 x LiteLLM's {'%.0f here' % peer16 if peer16 else '~86 on the issue box'})",

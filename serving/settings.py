@@ -342,6 +342,10 @@ class GatewayConfig:
     retry_after_s: int = 1
     #: On SIGTERM: seconds requests in flight get to finish before the gateway exits anyway.
     drain_timeout_s: float = 30.0
+    #: Gateway processes listening on one port (SO_REUSEPORT; the kernel spreads connections over them),
+    #: each with its own embedder, so the gateway uses more than one core. More than 1 needs the cache
+    #: shared over Kafka ([serving.cache] replication_topic) or no cache (docs/serving.md, "Workers").
+    workers: int = 1
     #: Record the OTel GenAI client metrics and costline's own (collectors/metrics.py), exported as
     #: [collector] metrics_otlp / metrics_prometheus say (`costline serve --metrics` turns it on too).
     metrics: bool = False
@@ -359,6 +363,7 @@ class GatewayConfig:
         s.not_negative("rate_limit_per_minute", self.rate_limit_per_minute, "must not be negative (0 = unlimited)")
         s.at_least("rate_limit_burst", self.rate_limit_burst, 1)
         s.above_zero("drain_timeout_s", self.drain_timeout_s, unit="seconds")
+        s.at_least("workers", self.workers, 1, "must be 1 or more (processes serving the port; 1 = no supervisor)")
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,8 @@
 * :mod:`~costline.serving.gateway.messages_api` — the Messages API's shapes (error types, texts);
 * :mod:`~costline.serving.gateway.asgi` — serving the handlers (Starlette on uvicorn, bounded pool);
 * :mod:`~costline.serving.gateway.auth` — API keys, tenants and rate limits (docs/security.md);
+* :mod:`~costline.serving.gateway.workers` — ``costline serve --workers N``: N processes on one port, one cache;
+* :mod:`~costline.serving.gateway.shared_limits` — the rate-limit buckets those workers share;
 * ``_http`` — the plain request/response shapes and the stdlib JSON server the stand-ins share;
 * :mod:`~costline.serving.gateway.serve_cli` (``costline serve``), :mod:`~costline.serving.gateway.keys_cli`
   (``costline keys``).
@@ -23,6 +25,8 @@ _LAZY: dict[str, str] = {
     "ChatCompletions": "openai_api",
     "GatewayGuard": "auth",
     "KeyStore": "auth",
+    "WorkerSupervisor": "workers",
+    "SharedRateLimiter": "shared_limits",
 }
 
 __all__ = sorted(_LAZY)

@@ -49,7 +49,7 @@ from typing import Any
 from costline.netsec import Limits, refuse_open_bind, ssl_context
 from costline.serving.gateway._http import HttpRequest, HttpResponse, Route, ServedByJsonServer
 from costline.serving.gateway.asgi import AsgiServer
-from costline.serving.gateway.auth import Admitted, GatewayGuard, KeyStore, Refused
+from costline.serving.gateway.auth import Admitted, GatewayGuard, KeyStore, Limiter, Refused
 from costline.serving.backends import Prompt
 from costline.serving.cache.key import scope_of_body
 from costline.serving.pipeline import Answer, LiveAnswer, Pipeline
@@ -77,15 +77,18 @@ class Gateway(ServedByJsonServer):
 
     ``start()`` serves in a background thread and returns the port; ``bind()`` then
     ``serve_forever()`` serves in this thread (draining on SIGTERM: ``costline serve``).
-    ``wall`` is the clock of the ``created`` timestamps of chat completions."""
+    ``wall`` is the clock of the ``created`` timestamps of chat completions. ``worker`` K: this is
+    worker K of ``costline serve --workers`` (it shares the port and says ``x-costline-worker: K``);
+    ``limiter``: the rate limiter, when not this process's own (the workers share one)."""
 
     def __init__(self, pipeline: Pipeline, config: GatewayConfig | None = None, *,
                  host: str | None = None, port: int | None = None, keys: KeyStore | None = None,
-                 now: Callable[[], float] | None = None, wall: Callable[[], float] = time.time) -> None:
+                 now: Callable[[], float] | None = None, wall: Callable[[], float] = time.time,
+                 worker: int | None = None, limiter: Limiter | None = None) -> None:
         self.pipeline = pipeline
         self.config = cfg = config or GatewayConfig()
         host = host or cfg.host
-        self.guard = GatewayGuard(cfg, host=host, keys=keys, **({"now": now} if now else {}))
+        self.guard = GatewayGuard(cfg, host=host, keys=keys, limiter=limiter, **({"now": now} if now else {}))
         refuse_open_bind("the gateway", host, authenticated=self.guard.auth_required(),
                          insecure=cfg.allow_insecure, how="add API keys with `costline keys add TENANT`")
         from costline.serving.gateway.openai_api import ChatCompletions, openai_error
@@ -112,6 +115,9 @@ class Gateway(ServedByJsonServer):
             tls_files=_tls_files(cfg),
             name="costline-gateway",
             ready_check=self._ready_for_work,
+            # one of `costline serve --workers N`: share the port, and say on every answer which worker gave it
+            reuse_port=worker is not None,
+            headers=(("x-costline-worker", str(worker)),) if worker is not None else (),
         )
         #: Set once the cache's embedding model and pair model are loaded (ONNX exports, on a clean cache,
         #: run then): until they are, /readyz answers 503 and a load balancer sends the work elsewhere.

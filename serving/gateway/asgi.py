@@ -89,8 +89,12 @@ class AsgiServer:
         tls_files: tuple[str, str] | None = None,
         name: str = "costline-asgi",
         ready_check: Callable[[], bool] | None = None,
+        reuse_port: bool = False,
+        headers: tuple[tuple[str, str], ...] = (),
     ) -> None:
         self._routes = routes
+        self._reuse_port = reuse_port  # one of several processes on this port (`costline serve --workers`)
+        self._headers = list(headers)  # on every response (uvicorn adds them), e.g. x-costline-worker
         self._ready_check = ready_check  # e.g. the replicated cache has caught up with its topic
         self._host = host
         self._port = port
@@ -141,6 +145,8 @@ class AsgiServer:
         # (an accepted socket copies the listener's proto; 0 left Nagle on: see _ApiH11Protocol)
         sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if self._reuse_port:  # the kernel spreads new connections over every process listening on the port
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         try:
             sock.bind((self._host, self._port))
         except OSError:
@@ -156,7 +162,7 @@ class AsgiServer:
             log_level="warning", timeout_keep_alive=max(self._limits.idle_timeout_s, 0.01),
             timeout_graceful_shutdown=max(int(round(self._drain_timeout_s)), 1),
             h11_max_incomplete_event_size=self._limits.max_header_bytes,
-            ssl_certfile=cert, ssl_keyfile=key, server_header=False)
+            ssl_certfile=cert, ssl_keyfile=key, server_header=False, headers=self._headers)
         outer = self
 
         class _Server(uvicorn.Server):

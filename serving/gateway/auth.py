@@ -26,14 +26,14 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from costline.fsutil import atomic_write
 from costline.netsec import is_loopback
 from costline.serving.errors import ServingError
 from costline.serving.settings import GatewayConfig
 
-__all__ = ["ApiKey", "KeyStore", "KeyStoreError", "RateLimiter", "GatewayGuard", "Admitted", "Refused",
+__all__ = ["ApiKey", "KeyStore", "KeyStoreError", "RateLimiter", "Limiter", "GatewayGuard", "Admitted", "Refused",
            "default_keys_file", "check_tenant"]
 
 KEY_PREFIX = "clk_"
@@ -178,6 +178,14 @@ class KeyStore:
         return key
 
 
+class Limiter(Protocol):
+    """What the guard asks of a rate limiter (:class:`RateLimiter`, or the workers' shared one)."""
+
+    def take(self, name: str) -> float:
+        """0 when allowed, else seconds until a request would be."""
+        ...
+
+
 class RateLimiter:
     """A token bucket per name: ``rate_per_minute`` sustained, ``burst`` at once (0 rate = unlimited)."""
 
@@ -226,11 +234,14 @@ class GatewayGuard:
     """The gateway's request-entry checks; :meth:`admit` → :class:`Admitted` or :class:`Refused`."""
 
     def __init__(self, config: GatewayConfig, *, host: str, keys: KeyStore | None = None,
-                 now: Callable[[], float] = time.monotonic) -> None:
+                 now: Callable[[], float] = time.monotonic, limiter: Limiter | None = None) -> None:
         self.config = config
         self.host = host
         self.keys = keys if keys is not None else KeyStore(config.keys_file)
-        self.limiter = RateLimiter(config.rate_limit_per_minute, config.rate_limit_burst, now=now)
+        # anything with RateLimiter's take(name) -> seconds to wait: the workers of `costline serve --workers`
+        # share one (costline.serving.gateway.shared_limits)
+        self.limiter = limiter if limiter is not None else \
+            RateLimiter(config.rate_limit_per_minute, config.rate_limit_burst, now=now)
         self._origins = frozenset(o.rstrip("/") for o in config.allowed_origins)
 
     def auth_required(self) -> bool:

@@ -27,9 +27,19 @@ __all__ = ["serve", "standin"]
                    "metrics_prometheus (default [serving.gateway] metrics).")
 @click.option("--insecure", is_flag=True, default=False,
               help="Listen beyond loopback without API keys (only behind a proxy that authenticates).")
+@click.option("--workers", type=int, default=None,
+              help="Gateway processes on the port (default [serving.gateway] workers, 1); more than 1 needs "
+                   "[serving.cache] replication_topic (they share the cache over Kafka) or --no-cache.")
+@click.option("--worker-index", type=int, default=None, hidden=True,
+              help="Set by the supervisor of --workers: this process is worker K.")
+@click.option("--supervisor-pid", type=int, default=None, hidden=True,
+              help="Set by the supervisor of --workers: its pid (the worker drains and exits once it is gone).")
+@click.option("--rate-table", type=click.Path(dir_okay=False), default=None, hidden=True,
+              help="Set by the supervisor of --workers: the rate-limit buckets the workers share.")
 @pass_config
 def serve(config: Config, host: str | None, port: int | None, with_standin: bool, with_cache: bool,
-          telemetry: bool, metrics: bool | None, insecure: bool) -> None:
+          telemetry: bool, metrics: bool | None, insecure: bool, workers: int | None,
+          worker_index: int | None, supervisor_pid: int | None, rate_table: str | None) -> None:
     """Run the gateway: the Anthropic Messages API (POST /v1/messages) and the OpenAI Chat
     Completions API (POST /v1/chat/completions) in front of routing, the semantic cache,
     escalation and telemetry. Apps only change their base_url. SIGTERM drains it.
@@ -41,6 +51,8 @@ def serve(config: Config, host: str | None, port: int | None, with_standin: bool
         costline keys add acme   # from now on a key is required, and it decides the tenant
         # OpenAI apps: OpenAI(base_url="http://127.0.0.1:8787/v1") (POST /v1/chat/completions)
         COSTLINE_COLLECTOR_METRICS_PROMETHEUS=true costline serve --standin --metrics
+        # four processes on one port, sharing the cache over Kafka (docs/serving.md, "Workers"):
+        COSTLINE_SERVING_CACHE_REPLICATION_TOPIC=costline_cache costline serve --workers 4
     """
     from costline.collectors import Recorder, setup_tracing
     from costline.serving.gateway.app import Gateway
@@ -57,6 +69,18 @@ def serve(config: Config, host: str | None, port: int | None, with_standin: bool
     refuse_open_bind("the gateway", bind, authenticated=guard.auth_required(),
                      insecure=config.serving.gateway.allow_insecure,
                      how="add API keys with `costline keys add TENANT`")
+    workers = config.serving.gateway.workers if workers is None else workers
+    if worker_index is None and workers != 1:
+        from costline.serving.gateway.auth import open_mode_note
+
+        _supervise(config, bind=bind, port=port, workers=workers, with_standin=with_standin, with_cache=with_cache,
+                   telemetry=telemetry, metrics=metrics, insecure=insecure,
+                   note=open_mode_note(config.serving.gateway, bind, guard))
+        return
+    if supervisor_pid is not None:  # started by _supervise: drain and exit if it dies
+        from costline.serving.gateway.workers import watch_parent
+
+        watch_parent(supervisor_pid)
     standin = None
     if with_standin:
         from costline.sim.standin import StandInServer
@@ -93,13 +117,24 @@ def serve(config: Config, host: str | None, port: int | None, with_standin: bool
         if cache.replication is not None:
             click.echo(f"cache replicated on topic {c.replication_topic} as replica {cache.replication.replica_id}")
     pipeline = Pipeline.from_config(config, recorder=recorder, cache=cache)
-    gateway = Gateway(pipeline, config.serving.gateway, host=host, port=port)
+    limiter = None
+    if rate_table is not None:
+        from costline.serving.gateway.shared_limits import SharedRateLimiter
+
+        g = config.serving.gateway
+        limiter = SharedRateLimiter(rate_table, g.rate_limit_per_minute, g.rate_limit_burst)
+    gateway = Gateway(pipeline, config.serving.gateway, host=host, port=port, worker=worker_index, limiter=limiter)
     gateway.bind()
-    click.echo(f"costline gateway on {gateway.url} (policy {config.serving.router.policy}); Ctrl-C stops it")
+    if worker_index is None:
+        click.echo(f"costline gateway on {gateway.url} (policy {config.serving.router.policy}); Ctrl-C stops it")
+    else:
+        import os
+
+        click.echo(f"costline gateway worker {worker_index} on {gateway.url} (pid {os.getpid()})")
     from costline.serving.gateway.auth import open_mode_note
 
     note = open_mode_note(config.serving.gateway, bind, gateway.guard)
-    if note:
+    if note and worker_index is None:  # a worker's supervisor said it once
         click.echo(note, err=True)
     # SIGTERM: the server drains (/readyz 503, requests in flight finish, at most drain_timeout_s),
     # then this handler, restored, ends the process through the finally below, which flushes telemetry.
@@ -119,6 +154,87 @@ def serve(config: Config, host: str | None, port: int | None, with_standin: bool
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:  # noqa: ARG001
     raise SystemExit(0)
+
+
+def _supervise(config: Config, *, bind: str, port: int | None, workers: int, with_standin: bool, with_cache: bool,
+               telemetry: bool, metrics: bool | None, insecure: bool, note: str | None) -> None:
+    """``costline serve --workers N``: reserve the port, start N worker processes on it, restart one
+    that dies, drain them all on SIGTERM / Ctrl-C (costline.serving.gateway.workers). The workers
+    share one set of rate-limit buckets (a file in a private temporary folder)."""
+    import os
+    import shutil
+    import socket
+    import sys
+    import tempfile
+
+    from costline.serving.gateway.shared_limits import SharedRateLimiter
+    from costline.serving.gateway.workers import WorkerSupervisor, check_workers, worker_env
+
+    c = config.serving.cache
+    check_workers(workers, cache=with_cache, replication_topic=c.replication_topic)
+    root = click.get_current_context().find_root()
+    config_path = root.params.get("config_path")
+    verbose = int(root.params.get("verbose") or 0)
+    metrics_on = config.serving.gateway.metrics if metrics is None else metrics
+    prometheus_port = config.collector.metrics_prometheus_port \
+        if metrics_on and config.collector.metrics_prometheus else None
+    replica_base = c.replica_id or f"{socket.gethostname()}-{os.getpid()}"
+    base_env = dict(os.environ)
+    state = tempfile.mkdtemp(prefix="costline-gateway-")  # mode 0700: this user's processes only
+    rate_table = SharedRateLimiter.create(os.path.join(state, "rate-limits"))
+
+    def command(index: int) -> list[str]:
+        argv = [sys.executable, "-m", "costline", *(["-" + "v" * verbose] if verbose else [])]
+        if config_path is not None:
+            argv += ["--config", str(os.path.abspath(config_path))]
+        argv += ["serve", "--host", bind, "--port", str(supervisor.port), "--worker-index", str(index),
+                 "--supervisor-pid", str(os.getpid()), "--rate-table", str(rate_table),
+                 "--cache" if with_cache else "--no-cache", "--telemetry" if telemetry else "--no-telemetry"]
+        if metrics is not None:
+            argv.append("--metrics" if metrics else "--no-metrics")
+        if insecure:
+            argv.append("--insecure")
+        return argv
+
+    supervisor = WorkerSupervisor(
+        workers, command,
+        lambda index: worker_env(base_env, index, replica_base=replica_base,
+                                 cache_path=str(c.path) if c.path is not None else None,
+                                 prometheus_port=prometheus_port),
+        host=bind, port=config.serving.gateway.port if port is None else port,
+        drain_timeout_s=config.serving.gateway.drain_timeout_s, echo=click.echo)
+    standin = None
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: supervisor.stop())
+    codes: list[int | None] = []
+    try:
+        supervisor.reserve_port()
+        if with_standin:  # one stand-in for every worker, in this process
+            from costline.sim.standin import StandInServer
+
+            standin = StandInServer(config.serving.standin, pricing=config.pricing, port=0)
+            standin.start()
+            base_env["COSTLINE_SERVING_BACKENDS_ANTHROPIC_BASE_URL"] = standin.url
+            base_env["COSTLINE_SERVING_BACKENDS_STUDENT_BASE_URL"] = standin.openai_url
+            click.echo(f"stand-in APIs on {standin.url}")
+        supervisor.start()
+        if note:
+            click.echo(note, err=True)
+        host = f"[{bind}]" if ":" in bind else bind
+        scheme = "https" if config.serving.gateway.tls_cert_file else "http"
+        click.echo(f"costline gateway on {scheme}://{host}:{supervisor.port} ({workers} workers, pids "
+                   f"{', '.join(str(p) for p in supervisor.pids())}; cache "
+                   f"{'replica ' + replica_base + '-w*' if with_cache else 'off'}); Ctrl-C stops it")
+        try:
+            supervisor.run()
+        except KeyboardInterrupt:
+            pass
+    finally:
+        codes = supervisor.shutdown()
+        signal.signal(signal.SIGTERM, previous)
+        if standin is not None:
+            standin.shutdown()
+        shutil.rmtree(state, ignore_errors=True)
+    click.echo(f"costline gateway stopped (workers' exit status: {', '.join(str(code) for code in codes)})")
 
 
 @click.command("standin")
