@@ -342,7 +342,7 @@ def stop(proc: subprocess.Popen) -> int:
         raise
 
 
-def post(url: str, question: str, tenant: str = "acme") -> tuple[int, dict[str, str]]:
+def post(url: str, question: str, tenant: str = "acme", doc: str = "") -> tuple[int, dict[str, str]]:
     """One request on a connection of its own (so the kernel may hand it to either worker)."""
     import json
 
@@ -350,7 +350,7 @@ def post(url: str, question: str, tenant: str = "acme") -> tuple[int, dict[str, 
                        "messages": [{"role": "user", "content": question}]}).encode()
     req = urllib.request.Request(f"{url}/v1/messages", data=body, method="POST",
                                  headers={"content-type": "application/json", "x-costline-tenant": tenant,
-                                          "connection": "close"})
+                                          "connection": "close", **({"x-costline-doc-hashes": doc} if doc else {})})
     try:
         with urllib.request.urlopen(req, timeout=60) as resp:
             return resp.status, dict(resp.headers)
@@ -368,10 +368,10 @@ def test_serve_refuses_workers_that_would_not_share_the_cache(tmp_path: Path) ->
     assert "costline gateway on" not in done.stdout  # refused before anything started
 
 
-def first_answer_from(url: str, question: str, worker: str) -> tuple[int, dict[str, str]]:
+def first_answer_from(url: str, question: str, worker: str, doc: str = "") -> tuple[int, dict[str, str]]:
     """Ask on fresh connections until worker ``worker`` answers; its answer (the others' are discarded)."""
     for _ in range(60):
-        status, headers = post(url, question)
+        status, headers = post(url, question, doc=doc)
         if headers["x-costline-worker"] == worker:
             return status, headers
     pytest.fail(f"no request reached worker {worker}")
@@ -405,20 +405,32 @@ replica_id = "gw"
 """)
     question = "How can I change the billing address on my account?"
     try:
-        status, headers = post(url, question)
+        status, headers = post(url, question, doc="billing-policy")
         assert status == 200 and headers["x-costline-cache-hit"] == "false"
         stored_by = headers["x-costline-worker"]
         other = {"0": "1", "1": "0"}[stored_by]
         time.sleep(2.0)  # the store reaches the other worker through the topic (p95 ~0.1-0.3 s, docs/cache.md)
-        status, headers = first_answer_from(url, question, other)
+        status, headers = first_answer_from(url, question, other, doc="billing-policy")
         assert status == 200 and headers["x-costline-cache-hit"] == "true", \
             "a worker must answer from what another worker stored (the cache is shared over Kafka)"
         # kill the worker that stored; the supervisor restarts it and it comes back warm from the topic
         os.kill(pids[int(stored_by)], signal.SIGKILL)
         time.sleep(0.5)
         wait_ready(url, stored_by)
-        status, headers = first_answer_from(url, question, stored_by)  # the restarted worker's first
+        status, headers = first_answer_from(url, question, stored_by, doc="billing-policy")  # the restarted one's first
         assert status == 200 and headers["x-costline-cache-hit"] == "true", "a restarted worker must come back warm"
+        # the document changes: the operator's command publishes the invalidation (the workers' snapshots are in
+        # cache/worker-K, so the configured path holds none) and the workers stop serving the answer
+        env = {k: v for k, v in os.environ.items() if not k.startswith("COSTLINE_")}
+        done = subprocess.run([sys.executable, "-m", "costline", "--config", str(tmp_path / "costline.toml"), "cache",
+                               "invalidate", "--doc", "billing-policy"], capture_output=True, text=True, env=env,
+                              timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert "publishing the invalidations only" in done.stdout and f"published to {topic}" in done.stdout
+        time.sleep(2.0)  # through the topic, as the store was
+        status, headers = post(url, question, doc="billing-policy")
+        assert status == 200 and headers["x-costline-cache-hit"] == "false", \
+            "an invalidated answer must not be served by any worker"
     finally:
         assert stop(proc) == 0
 

@@ -355,17 +355,34 @@ def stats(config: Config, cache_path: Path | None) -> None:
 def invalidate(config: Config, cache_path: Path | None, docs: tuple[str, ...], tenants: tuple[str, ...]) -> None:
     """Remove entries built from documents, or a tenant's entries, from a saved cache.
 
+    With [serving.cache] replication_topic the invalidations are published too, so every replica
+    (every worker of `costline serve --workers N`) drops the entries; a path holding no saved cache
+    (the workers keep theirs in PATH/worker-K) then only publishes.
+
     \b
     Example:
         costline cache invalidate --path /var/lib/costline/cache --doc 9f2c1e
+        COSTLINE_SERVING_CACHE_REPLICATION_TOPIC=costline_cache costline cache invalidate --doc 9f2c1e
     """
     if not docs and not tenants:
         raise click.UsageError("give --doc HASH or --tenant NAME (each may repeat)")
-    cache_obj = _load(config, cache_path, kafka=config.kafka)
+    from costline.serving.cache.store import MANIFEST
+
+    path = _path(config, cache_path)
+    saved = (path / MANIFEST).is_file()
+    if saved or not config.serving.cache.replication_topic:
+        cache_obj = _load(config, cache_path, kafka=config.kafka)
+    else:  # nothing saved here: publish the invalidations for the replicas, keep nothing locally
+        from costline.serving.cache.semantic import SemanticCache
+        from costline.serving.embedding import Embedder
+
+        cache_obj = SemanticCache(Embedder(config.serving.cache.model_path), config.serving.cache, kafka=config.kafka)
+        click.echo(f"no saved cache at {path}: publishing the invalidations only")
     removed = sum(cache_obj.invalidate_by_doc(d) for d in docs)
     removed += sum(cache_obj.invalidate_tenant(t) for t in tenants)
-    cache_obj.save(_path(config, cache_path))
-    click.echo(f"removed {removed} entries; {len(cache_obj)} left")
+    if saved or not config.serving.cache.replication_topic:
+        cache_obj.save(path)
+        click.echo(f"removed {removed} entries; {len(cache_obj)} left")
     if cache_obj.replication is not None:  # replicas drop them too, once the topic has the invalidations
         sent = cache_obj.force_flush(10.0)
         click.echo(f"invalidations {'published to' if sent else 'NOT all published to'} "
