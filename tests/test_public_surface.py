@@ -50,7 +50,8 @@ PINNED: dict[str, list[str]] = {
         "Decision", "LearnedPolicy", "POLICIES", "Router", "RoutingPolicy", "RulePolicy", "build_policy", "compare",
         "evaluate", "labels_from_lake", "promote", "retrain_candidate", "rollback", "train_policy",
     ],
-    "costline.serving.gateway": ["AsgiServer", "ChatCompletions", "Gateway", "GatewayGuard", "KeyStore"],
+    "costline.serving.gateway": ["AsgiServer", "ChatCompletions", "Gateway", "GatewayGuard", "KeyStore",
+                                 "SharedRateLimiter", "WorkerSupervisor"],
     "costline.jobs": [
         "AnswerRequest", "Checkpoint", "CostReport", "CostReportConfig", "DriftConfig", "JOBS", "JobBusyError",
         "JobLock", "JobStore", "JobsConfig", "JobsError", "MissingExtraError", "NightlyService", "NoDataError",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import signal
+from typing import Any
 
 import click
 
@@ -73,7 +74,12 @@ def serve(config: Config, host: str | None, port: int | None, with_standin: bool
     if worker_index is None and workers != 1:
         from costline.serving.gateway.auth import open_mode_note
 
-        _supervise(config, bind=bind, port=port, workers=workers, with_standin=with_standin, with_cache=with_cache,
+        standin_server = None
+        if with_standin:  # one stand-in for every worker, in the supervisor (started there)
+            from costline.sim.standin import StandInServer
+
+            standin_server = StandInServer(config.serving.standin, pricing=config.pricing, port=0)
+        _supervise(config, bind=bind, port=port, workers=workers, standin=standin_server, with_cache=with_cache,
                    telemetry=telemetry, metrics=metrics, insecure=insecure,
                    note=open_mode_note(config.serving.gateway, bind, guard))
         return
@@ -156,11 +162,12 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:  # noqa: ARG001
     raise SystemExit(0)
 
 
-def _supervise(config: Config, *, bind: str, port: int | None, workers: int, with_standin: bool, with_cache: bool,
+def _supervise(config: Config, *, bind: str, port: int | None, workers: int, standin: Any, with_cache: bool,
                telemetry: bool, metrics: bool | None, insecure: bool, note: str | None) -> None:
     """``costline serve --workers N``: reserve the port, start N worker processes on it, restart one
     that dies, drain them all on SIGTERM / Ctrl-C (costline.serving.gateway.workers). The workers
-    share one set of rate-limit buckets (a file in a private temporary folder)."""
+    share one set of rate-limit buckets (a file in a private temporary folder). ``standin``: a stand-in
+    server (not started yet) every worker's tiers point at, or None."""
     import os
     import shutil
     import socket
@@ -203,15 +210,11 @@ def _supervise(config: Config, *, bind: str, port: int | None, workers: int, wit
                                  prometheus_port=prometheus_port),
         host=bind, port=config.serving.gateway.port if port is None else port,
         drain_timeout_s=config.serving.gateway.drain_timeout_s, echo=click.echo)
-    standin = None
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: supervisor.stop())
     codes: list[int | None] = []
     try:
         supervisor.reserve_port()
-        if with_standin:  # one stand-in for every worker, in this process
-            from costline.sim.standin import StandInServer
-
-            standin = StandInServer(config.serving.standin, pricing=config.pricing, port=0)
+        if standin is not None:  # one stand-in for every worker, in this process
             standin.start()
             base_env["COSTLINE_SERVING_BACKENDS_ANTHROPIC_BASE_URL"] = standin.url
             base_env["COSTLINE_SERVING_BACKENDS_STUDENT_BASE_URL"] = standin.openai_url
