@@ -582,6 +582,11 @@ class QuestionFeatures:
     #: "how early", "how far in advance", "by when" …): two such questions share their frame, so the pair model is
     #: asked to be surer (:attr:`Verifier.time_threshold`).
     asks_time: bool = False
+    #: What a time question measures, where its words say so: "often" (a frequency: "how often", "how many times a
+    #: year"), "window" (a time the asker has: "how long do I have to return it") or "take" (how long a thing
+    #: takes: "how long does the refund take"); "own" (a thing's own stretch: "the fitting itself", "the actual
+    #: treatment") and "span" (a stretch up to or from it: "from ordering to fitting", "how soon after ordering").
+    time_frame: frozenset[str] = frozenset()
     #: Its only count of one is a word ("one", "single"), not a digit or an ordinal: "one game", "a single lesson".
     one_count: bool = False
     #: Has the article "a" / "an" (a count of one in words that are no number).
@@ -1023,6 +1028,25 @@ _ASKS_TIME = re.compile(r"(?:^|[,.;:!?]\s+|\s[-–]\s+)(?:(?:and|so|but|also|the
                         r"|how\s+(?:long|soon|early|late|quickly|far\s+(?:in\s+advance|ahead)|close\s+to)\b)")
 
 
+#: What a time question measures (QuestionFeatures.time_frame): a frequency, a window the asker has (not "how long do
+#: I have to wait", which is how long a thing takes), or how long a thing takes.
+_TIME_FRAME = (
+    (re.compile(r"\bhow\s+(?:often|frequently|regularly)\b|\bhow\s+many\s+times\s+(?:a|an|per|each|every)\b"), "often"),
+    (re.compile(r"\bhow\s+long\s+(?:do|does|will|would)\s+(?:i|we|you|they|customers?|people)\s+(?:have|get)\b"
+                r"(?!\s+to\s+(?:wait|queue|stay|leave|keep|soak|spend))"
+                r"|\bhow\s+long\s+(?:have|has)\s+(?:i|we|you|they)\s+got\b"), "window"),
+    (re.compile(r"\bhow\s+long\s+(?:does|do|will|would|did|should|can|could|might)\b[^?.!,;]{0,60}?\btakes?\b"), "take"),
+)
+#: A time question about a thing's own stretch ("the fitting itself", "the actual treatment") against one about a
+#: span that runs up to or from it ("from ordering to fitting", "how soon after ordering"): _own_span_differs.
+_ITSELF = re.compile(r"\b[a-z][\w-]*\s+itself\b|\bthe\s+actual\s+[a-z]")
+_SPAN = re.compile(r"\bfrom\s+(?:[\w'-]+\s+){1,4}?(?:to|until|till)\b|\bhow\s+soon\b"
+                   r"|\b(?:after|before|until|till)\s+(?:i|we|you|the|my|our|your|ordering|booking|buying|paying)\b")
+#: An event of a delivery against another (QuestionFeatures via _event_swap): when it leaves against when it arrives.
+_DISPATCH_EVENT = frozenset({"dispatch", "ship", "post", "send"})
+_ARRIVAL_EVENT = frozenset({"deliver", "arrive", "receive", "reach"})
+
+
 def _time_ask(low: str) -> str | None:
     """The kind of time the (lowered) question asks for: "lead", "duration" or None (_LEAD_ASK)."""
     if _LEAD_ASK.search(low):
@@ -1412,6 +1436,8 @@ def analyse(text: str, stemmer: Any | None = None, *, asides: bool = True) -> Qu
                        | ({"day"} if _ON_THE_DAY.search(low) else set())),
         time_ask=_time_ask(low),
         asks_time=bool(_ASKS_TIME.search(low)),
+        time_frame=frozenset([name for pattern, name in _TIME_FRAME if pattern.search(low)]
+                             + (["own"] if _ITSELF.search(low) else []) + (["span"] if _SPAN.search(low) else [])),
         one_count="1" in numbers and not any(w in ("1", "first", "1st") for w in words),
         article=any(w in ("a", "an") for w in words), weekday_habit=frozenset(weekday_habit),
         stage=frozenset(({"done"} if _DONE.search(low) else set()) | ({"booked"} if _BOOKED.search(low) else set())),
@@ -1535,12 +1561,16 @@ def _guard(q: QuestionFeatures, c: QuestionFeatures, cosine: float | None = None
         return "temporal"
     if q.time_ask and c.time_ask and q.time_ask != c.time_ask:  # "how long does it last" / "how far in advance"
         return "temporal"
+    if _time_frames_differ(q, c):  # "how soon can I stain it" / "how often does it need staining"
+        return "temporal"
     if _time_reach(q, c) or _time_reach(c, q):  # "is it open now" / "is it open late at night"
         return "temporal"
     if _season_frame(q, c) or _season_frame(c, q):  # "in season now" / "in season in the autumn"
         return "temporal"
     ops = ops if ops is not None else _opcodes(q, c)
     if _aux_swap(ops, q, c):  # "when did it end" / "when does it end"
+        return "temporal"
+    if q.asks_time and c.asks_time and _event_swap(ops, q, c):  # "when will it be dispatched" / "… delivered"
         return "temporal"
     if _moment_ahead(q, c) or _moment_ahead(c, q):  # "cancel now" / "cancel in the final month"
         return "temporal"
@@ -2254,6 +2284,34 @@ def _alternative_swap(ops: list[tuple[str, int, int, int, int]], q: QuestionFeat
     if swap is None or len(swap[0]) != 1 or len(swap[1]) != 1:
         return None
     return alternatives(swap[0][0], swap[1][0])
+
+
+def _time_frames_differ(q: QuestionFeatures, c: QuestionFeatures) -> bool:
+    """Two time questions that measure different things: a frequency against any other time ("how soon can I
+    stain the fence" / "how often does it need staining"), a window the asker has against how long a thing
+    takes ("how long do I have to return it" / "how long does the refund take"), or a thing's own stretch against
+    a span up to it ("how long does the fitting itself take" / "how long from ordering to fitting")."""
+    measures = frozenset({"often", "window", "take"})
+    if not (q.asks_time or q.time_frame & measures) or not (c.asks_time or c.time_frame & measures):
+        return False
+    if ("often" in q.time_frame) != ("often" in c.time_frame):
+        return True
+    if {q.time_frame & {"window", "take"}, c.time_frame & {"window", "take"}} == {frozenset({"window"}),
+                                                                                  frozenset({"take"})}:
+        return True
+    own_q, own_c = "own" in q.time_frame, "own" in c.time_frame
+    return (q.asks_time and c.asks_time and own_q != own_c
+            and "span" in (c.time_frame if own_q else q.time_frame))
+
+
+def _event_swap(ops: list[tuple[str, int, int, int, int]], q: QuestionFeatures, c: QuestionFeatures) -> bool:
+    """One word swapped between when a thing leaves and when it arrives ("dispatched" / "delivered", "ship" /
+    "arrive"): in a time question, two events (elsewhere "do you ship to Ireland" / "deliver" ask one thing)."""
+    swap = _one_swap(ops, q, c)
+    if swap is None or len(swap[0]) != 1 or len(swap[1]) != 1:
+        return False
+    a, b = _lemmas(swap[0][0]), _lemmas(swap[1][0])
+    return bool((a & _DISPATCH_EVENT and b & _ARRIVAL_EVENT) or (a & _ARRIVAL_EVENT and b & _DISPATCH_EVENT))
 
 
 def _one_swap(ops: list[tuple[str, int, int, int, int]], q: QuestionFeatures, c: QuestionFeatures,
