@@ -244,10 +244,11 @@ def paraphrases(limit: int) -> list[tuple[str, str]]:
 LITELLM_KEY = "sk-costline-bench-0123456789"
 
 
-def start_litellm(s_port: int, tmp: Path, env: dict[str, str]) -> tuple[subprocess.Popen, int] | None:
-    """The LiteLLM proxy (``litellm[proxy]``, when installed) in front of the same stand-in, one worker,
-    its Anthropic route forwarding claude-haiku-4-5; None when it is not installed."""
-    exe = Path(sys.executable).with_name("litellm")
+def start_litellm(s_port: int, tmp: Path, env: dict[str, str], exe: Path | None = None,
+                  ) -> tuple[subprocess.Popen, int] | None:
+    """The LiteLLM proxy (``litellm[proxy]``, when installed: ``exe``, else beside this Python) in front of the
+    same stand-in, one worker, its Anthropic route forwarding claude-haiku-4-5; None when it is not installed."""
+    exe = exe or Path(sys.executable).with_name("litellm")
     if not exe.is_file():
         return None
     port = free_port()
@@ -291,6 +292,10 @@ def main() -> int:
     ap.add_argument("--embed-threads", type=int, default=1,
                     help="[serving.cache] embed_threads (ONNX Runtime intra-op threads; 0 = its default, which "
                          "spins a thread per core: on a loaded 2-core box 1 costs less CPU per query)")
+    ap.add_argument("--embed-max-batch", type=int, default=32,
+                    help="[serving.cache] embed_max_batch (queries the micro-batcher runs through the model at once)")
+    ap.add_argument("--litellm", type=Path, default=None,
+                    help="the litellm executable (e.g. of a venv of its own; default: beside this Python)")
     ap.add_argument("--no-peer", action="store_true", help="skip the peer (LiteLLM, or one worker with --workers)")
     ap.add_argument("--workers", type=int, default=1,
                     help="costline serve --workers N; N > 1 shares the cache over Kafka and compares with 1 worker")
@@ -322,6 +327,7 @@ max_pending = 256
 path = "{tmp / 'cache'}"
 embedder = "{args.embedder}"
 embed_threads = {args.embed_threads}
+embed_max_batch = {args.embed_max_batch}
 """)
     broker = None
     if args.workers > 1:  # the workers share the cache over Kafka
@@ -386,7 +392,7 @@ embed_threads = {args.embed_threads}
 
             asyncio.run(one_worker_phases())
             peer = "costline serve, 1 worker (same config, cache replication on)"
-        started = None if args.no_peer or args.workers > 1 else start_litellm(s_port, tmp, env)
+        started = None if args.no_peer or args.workers > 1 else start_litellm(s_port, tmp, env, args.litellm)
         if started is not None:
             litellm, l_port = started
             _wait_for(l_port, litellm, "the LiteLLM proxy")
@@ -397,9 +403,11 @@ embed_threads = {args.embed_threads}
                 peer_phases.extend(await timed_phases(l_port, args, rng, pairs, litellm.pid, key=key))
 
             asyncio.run(litellm_phases())
-            import importlib.metadata as md
-
-            peer = f"LiteLLM proxy {md.version('litellm')}, 1 worker, no cache, no routing"
+            exe = args.litellm or Path(sys.executable).with_name("litellm")
+            version = subprocess.run([str(exe.with_name("python")), "-c",
+                                      "import importlib.metadata as m; print(m.version('litellm'))"],
+                                     capture_output=True, text=True).stdout.strip() or "?"
+            peer = f"LiteLLM proxy {version}, 1 worker, no cache, no routing"
     finally:
         for proc in (litellm, gateway, standin):
             if proc is None or proc.poll() is not None:
