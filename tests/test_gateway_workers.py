@@ -434,3 +434,35 @@ replica_id = "gw"
     finally:
         assert stop(proc) == 0
 
+
+
+def test_a_worker_that_cannot_start_ends_the_supervision_with_the_reason() -> None:
+    failing = [sys.executable, "-c", "import sys; sys.exit(3)"]
+    sup, clock, lines = supervisor(failing, workers=1, first_delay_s=1, max_delay_s=2, stable_s=60, give_up_after=3)
+    try:
+        sup.start()
+        for _ in range(3):
+            sup.workers[0].proc.wait(30)  # type: ignore[union-attr]
+            sup.poll()  # noted; on the third quick exit the supervision ends
+            if sup.failed:
+                break
+            clock.t += sup.workers[0].delay_s
+            sup.poll()  # restarted
+        assert sup.failed is not None and "exited 3 times in a row" in sup.failed and "status 3" in sup.failed
+        assert sup.workers[0].restarts == 2 and sup.workers[0].restart_at is None
+        sup.run(interval_s=0.01)  # returns at once: stopped
+    finally:
+        sup.shutdown(5)
+
+
+def test_serve_with_workers_that_cannot_start_exits_with_the_reason(tmp_path: Path) -> None:
+    """Every worker refuses to start (no Anthropic API key, tiers at the SDK's default URL): after five quick exits
+    of one worker (1 + 2 + 4 + 8 s of back-off) the command stops its workers and exits 2 with the reason."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COSTLINE_") and k != "ANTHROPIC_API_KEY"}
+    (tmp_path / "costline.toml").write_text("")
+    done = subprocess.run([sys.executable, "-m", "costline", "--config", str(tmp_path / "costline.toml"), "serve",
+                           "--port", "0", "--workers", "2", "--no-cache", "--no-telemetry"], capture_output=True,
+                          text=True, env=env, timeout=600)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "$ANTHROPIC_API_KEY: not set" in done.stderr  # the workers' own error, shown
+    assert "exited 5 times in a row" in done.stderr and "costline gateway stopped" in done.stdout

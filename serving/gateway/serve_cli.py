@@ -238,6 +238,10 @@ def _supervise(config: Config, *, bind: str, port: int | None, workers: int, sta
             standin.shutdown()
         shutil.rmtree(state, ignore_errors=True)
     click.echo(f"costline gateway stopped (workers' exit status: {', '.join(str(code) for code in codes)})")
+    if supervisor.failed:
+        from costline.serving.errors import GatewayError
+
+        raise GatewayError(supervisor.failed)
 
 
 @click.command("standin")

@@ -11,9 +11,10 @@ Workers without that would each keep a cache of their own — a document invalid
 would still be served by the others — so :func:`check_workers` refuses it (``--no-cache`` is fine).
 
 The supervisor restarts a worker that exits while it serves (after ``1, 2, 4 … 30`` seconds; the
-delay resets once a worker has lived ``stable_s``), and on :meth:`WorkerSupervisor.shutdown` sends
-every worker SIGTERM (each drains: ``/readyz`` 503, requests in flight finish) and SIGKILLs what is
-left after ``drain_timeout_s``. A worker whose parent dies drains and exits by itself
+delay resets once a worker has lived ``stable_s``; five quick exits in a row end the supervision with
+the reason, as a setup that cannot start will not start on the sixth try either), and on
+:meth:`WorkerSupervisor.shutdown` sends every worker SIGTERM (each drains: ``/readyz`` 503, requests
+in flight finish) and SIGKILLs what is left after ``drain_timeout_s``. A worker whose parent dies drains and exits by itself
 (:func:`watch_parent`). Each worker answers with ``x-costline-worker: K`` and exports its telemetry
 with ``service.instance.id`` of its own, so OTLP backends keep the workers' series apart.
 """
@@ -91,6 +92,7 @@ class _Worker:
     started_at: float = 0.0
     restart_at: float | None = None  # when an exited worker is started again
     delay_s: float = 0.0  # the next restart's delay
+    quick_exits: int = 0  # exits in a row, each within stable_s of its start
     restarts: int = 0
     exits: list[int] = field(default_factory=list)
 
@@ -102,12 +104,15 @@ class WorkerSupervisor:
     Lifecycle: :meth:`reserve_port` (port 0 picks a free one; the socket is bound with
     ``SO_REUSEPORT`` and never listens, so it keeps the port for restarts without taking connections),
     :meth:`start`, then :meth:`run` (until :meth:`stop`) or :meth:`poll` steps, then :meth:`shutdown`.
-    ``now`` is a monotonic clock in seconds."""
+    A worker that exits ``give_up_after`` times in a row, each time within ``stable_s`` of starting (a
+    broken setup, not a crash), stops the supervision: :attr:`failed` says why. ``now`` is a monotonic
+    clock in seconds."""
 
     def __init__(self, workers: int, command: Callable[[int], Sequence[str]],
                  env: Callable[[int], Mapping[str, str]], *, host: str, port: int, drain_timeout_s: float = 30.0,
                  first_delay_s: float = 1.0, max_delay_s: float = 30.0, stable_s: float = 60.0,
-                 now: Callable[[], float] = time.monotonic, echo: Callable[[str], None] | None = None) -> None:
+                 give_up_after: int = 5, now: Callable[[], float] = time.monotonic,
+                 echo: Callable[[str], None] | None = None) -> None:
         if workers < 1:
             raise GatewayError(f"workers must be 1 or more; got {workers}")
         self.workers = [_Worker(i) for i in range(workers)]
@@ -119,6 +124,9 @@ class WorkerSupervisor:
         self._first_delay_s = first_delay_s
         self._max_delay_s = max_delay_s
         self._stable_s = stable_s
+        self._give_up_after = give_up_after  # 0: never
+        #: Why supervising stopped by itself (a worker that cannot start), else None.
+        self.failed: str | None = None
         self._now = now
         self._echo = echo or (lambda line: log.warning("%s", line))
         self._sock: socket.socket | None = None
@@ -174,10 +182,17 @@ class WorkerSupervisor:
                     continue
                 w.exits.append(rc)
                 lived = now - w.started_at
+                w.quick_exits = 0 if lived >= self._stable_s else w.quick_exits + 1
                 w.delay_s = self._first_delay_s if lived >= self._stable_s or not w.delay_s \
                     else min(w.delay_s * 2, self._max_delay_s)
-                w.restart_at = now + w.delay_s
                 w.proc = None
+                if self._give_up_after and w.quick_exits >= self._give_up_after:
+                    self.failed = (f"gateway worker {w.index} exited {w.quick_exits} times in a row, each within "
+                                   f"{self._stable_s:g} s of starting (last status {rc}): see its output above")
+                    self._echo(f"costline: {self.failed}; stopping")
+                    self.stop()
+                    return
+                w.restart_at = now + w.delay_s
                 self._echo(f"costline: gateway worker {w.index} exited (status {rc}) after {lived:.0f} s; "
                            f"restarting it in {w.delay_s:g} s")
             if w.restart_at is not None and now >= w.restart_at:
