@@ -164,6 +164,12 @@ SETS = [
     ("cache_pair_heldout58.jsonl",
      {"scaffolding_hire", "segway_tours", "christmas_grotto", "auction_house", "sheet_music_shop",
       "septic_tank_emptying"}, "dev"),
+    ("cache_pair_heldout59.jsonl",
+     {"swimming_pool_maintenance", "chauffeur_service", "jet_ski_hire", "genealogy_research_service",
+      "wood_burner_installers", "drama_school_for_children"}, "heldout"),
+    ("cache_pair_heldout60.jsonl",
+     {"electric_gate_installers", "loft_conversion_builders", "mountain_bike_guiding", "bed_and_breakfast",
+      "sushi_restaurant", "pizza_oven_sales"}, "heldout"),
 ]
 blind_sets = pytest.mark.parametrize(("name", "domains", "split"), SETS, ids=[s[0] for s in SETS])
 ALL_FILES = EARLIER + tuple(s[0] for s in SETS)
