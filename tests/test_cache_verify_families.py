@@ -1180,6 +1180,16 @@ SAME55 = [  # what those rules leave alone: a wait is how long a thing takes; ar
     ("When will my parcel arrive?", "When will my parcel be delivered?"),
     ("How long does the laser treatment itself take?", "How long does the actual laser treatment take?"),
 ]
+TRAPS57 = [  # sets 57 and 58 (seen: dev sets now) and the populated check, on other domains: "before" and "after"
+    # trading places; an amount asked against whether a price covers something
+    ("Should I stretch after warming up before the run?", "Should I stretch before warming up after the run?",
+     "temporal"),
+    ("How much is a gel manicure?", "Is nail art included in the price of a gel manicure?", "scope"),
+]
+SAME57 = [  # what those rules leave alone: "before or after" either way round; two ways to ask an amount
+    ("Can I swim before or after the lesson?", "Can I swim after or before the lesson?"),
+    ("How much does the package cost?", "What's the price of the package?"),
+]
 SAME45 = [  # what the "any" rule leaves alone: the kind named after "any" too, or nothing in its place
     ("Do you offer pensioner discounts?", "Do you offer any discounts for pensioner members?"),
     ("Do you have any gluten-free cakes?", "Do you have gluten-free cakes?"),
@@ -1255,7 +1265,7 @@ def _lookups(embedder, tmp_path, stored: str, new: str, *, both_ways: bool, pair
 # 19 and 20 as TRAPS19 / SAME19, sets 29 and 30 as TRAPS29 / SAME29, sets 31 and 32 as TRAPS31 / SAME31, sets 33
 # and 34 as SAME33, sets 35 and 36 as TRAPS35 / SAME35, sets 37 and 38 as TRAPS37 / SAME37, sets 39 and 40 as
 # TRAPS39, sets 41-44 as TRAPS43 / SAME43, sets 45 and 46 as TRAPS45 / SAME45, sets 41-48 as TRAPS47 / SAME47,
-# sets 49-52 as TRAPS49 / SAME49, sets 55 and 56 as TRAPS55 / SAME55), on
+# sets 49-52 as TRAPS49 / SAME49, sets 55 and 56 as TRAPS55 / SAME55, sets 57 and 58 as TRAPS57 / SAME57), on
 # sentences of other domains than the set's:
 # (stored, new, reason) through a real cache, the candidate found and rejected by its family's guard,
 # and the guard itself both ways; sets 5 on also through the cache both ways.
@@ -1264,14 +1274,14 @@ FAMILY_TRAPS = [pytest.param(*t, k >= 5, id=f"set{k}-{i}")
                                  (9, TRAPS9), (10, TRAPS10), (11, TRAPS11), (13, TRAPS13), (15, TRAPS15),
                                  (17, TRAPS17), (19, TRAPS19), (29, TRAPS29), (31, TRAPS31),
                                  (35, TRAPS35), (37, TRAPS37), (39, TRAPS39), (43, TRAPS43), (45, TRAPS45),
-                                 (47, TRAPS47), (49, TRAPS49), (55, TRAPS55))
+                                 (47, TRAPS47), (49, TRAPS49), (55, TRAPS55), (57, TRAPS57))
                 for i, t in enumerate(traps)]
 FAMILY_SAME = [pytest.param(*t, k >= 5, k in (4, 10, 11), id=f"set{k}-{i}")
                for k, same in ((3, SAME3), (4, SAME4), (5, SAME5), (6, SAME6), (7, SAME7), (8, SAME8), (9, SAME9),
                                (10, SAME10), (11, SAME11), (13, SAME13), (15, SAME15),
                                (17, SAME17), (19, SAME19), (29, SAME29), (31, SAME31),
                                (33, SAME33), (35, SAME35), (37, SAME37), (43, SAME43), (45, SAME45),
-                               (47, SAME47), (49, SAME49), (55, SAME55))
+                               (47, SAME47), (49, SAME49), (55, SAME55), (57, SAME57))
                for i, t in enumerate(same)]
 
 

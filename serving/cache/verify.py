@@ -1544,6 +1544,10 @@ def _guard(q: QuestionFeatures, c: QuestionFeatures, cosine: float | None = None
     if (q.owners != c.owners or _reach_differs(q, c) or _which_many_against_one(q, c)
             or _which_many_against_one(c, q)):
         return "scope"
+    if _price_against_inclusion(q, c) or _price_against_inclusion(c, q):  # "how much is X" / "is Y included in X"
+        return "scope"
+    if _relations_traded(q, c):  # "wait after colouring before washing" / "wait before colouring after washing"
+        return "temporal"
     if _opposite(q.comparative, c.comparative):
         return "comparative"
     if q.temporal and c.temporal and q.temporal != c.temporal:
@@ -2284,6 +2288,37 @@ def _alternative_swap(ops: list[tuple[str, int, int, int, int]], q: QuestionFeat
     if swap is None or len(swap[0]) != 1 or len(swap[1]) != 1:
         return None
     return alternatives(swap[0][0], swap[1][0])
+
+
+#: A question for an amount ("how much is …", "what's the price of …", "what does … cost") against a yes / no
+#: question on what a price covers ("is the jewellery included in the price", "does it cover the hire"):
+#: _price_against_inclusion.
+_PRICE_ASK = re.compile(r"^(?:\W*(?:hi|hello|hey)\b\W*)?(?:how\s+much\b|what(?:'s|\s+is|\s+are)\s+(?:the\s+|your\s+)?"
+                        r"(?:price|cost|fee|charge)s?\b|what\s+(?:does|do|will)\b.*\bcost\b)")
+_INCLUSION_ASK = re.compile(r"^(?:\W*(?:hi|hello|hey)\b\W*)?(?:do|does|is|are|will|would|can)\b.*"
+                            r"\b(?:includ\w*|cover\w*)\b")
+#: Words that relate one part of a question to another in time: trading their places is another question.
+_RELATION_WORDS = frozenset({"before", "after", "until", "till", "since", "prior"})
+_RELATIONS_JOINED = re.compile(r"\b(?:before|after|until|till|since)\s+(?:or|and|/)\s+(?:before|after|until|till|since)\b")
+
+
+def _price_against_inclusion(q: QuestionFeatures, c: QuestionFeatures) -> bool:
+    """``q`` asks an amount ("how much is a wash, cut and blow dry") and ``c`` whether a price covers something
+    ("does the price include a wash, cut and blow dry"): a sum against a yes or no."""
+    return (bool(_PRICE_ASK.search(q.text.lower())) and not _INCLUSION_ASK.search(q.text.lower())
+            and bool(_INCLUSION_ASK.search(c.text.lower())) and not _PRICE_ASK.search(c.text.lower()))
+
+
+def _relations_traded(q: QuestionFeatures, c: QuestionFeatures) -> bool:
+    """The same words in another order, where the words that moved include "before" / "after" (what happens
+    first and what after trade places: "wait after colouring before washing" / "before colouring after
+    washing")."""
+    if q.tokens == c.tokens or sorted(q.tokens) != sorted(c.tokens):
+        return False
+    if any(_RELATIONS_JOINED.search(" ".join(f.tokens)) for f in (q, c)):  # "before or after": one either way
+        return False
+    moved = {a for a, b in zip(q.tokens, c.tokens) if a != b}
+    return len(moved & _RELATION_WORDS) >= 2
 
 
 def _time_frames_differ(q: QuestionFeatures, c: QuestionFeatures) -> bool:
