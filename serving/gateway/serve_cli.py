@@ -162,6 +162,17 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:  # noqa: ARG001
     raise SystemExit(0)
 
 
+def _preflight(config: Config) -> None:
+    """Build (and close) what every worker builds first, the pipeline without its cache, so a setup no worker
+    could start with (a missing API key, a broken tier) is refused once, here, before any worker starts."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from costline.collectors import Recorder
+    from costline.serving.pipeline import Pipeline
+
+    Pipeline.from_config(config, recorder=Recorder(TracerProvider()), cache=None).close()
+
+
 def _supervise(config: Config, *, bind: str, port: int | None, workers: int, standin: Any, with_cache: bool,
                telemetry: bool, metrics: bool | None, insecure: bool, note: str | None) -> None:
     """``costline serve --workers N``: reserve the port, start N worker processes on it, restart one
@@ -214,11 +225,15 @@ def _supervise(config: Config, *, bind: str, port: int | None, workers: int, sta
     codes: list[int | None] = []
     try:
         supervisor.reserve_port()
+        checked = config
         if standin is not None:  # one stand-in for every worker, in this process
             standin.start()
             base_env["COSTLINE_SERVING_BACKENDS_ANTHROPIC_BASE_URL"] = standin.url
             base_env["COSTLINE_SERVING_BACKENDS_STUDENT_BASE_URL"] = standin.openai_url
-            click.echo(f"stand-in APIs on {standin.url}")
+            backends = dataclasses.replace(config.serving.backends, anthropic_base_url=standin.url,
+                                           student_base_url=standin.openai_url)
+            checked = config.replace(serving=dataclasses.replace(config.serving, backends=backends))
+        _preflight(checked)
         supervisor.start()
         if note:
             click.echo(note, err=True)
