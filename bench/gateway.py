@@ -49,7 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,6 +72,8 @@ class Phase:
     cpu_ms_per_request: float | None = None
     #: Model calls the answers took (costline's ``x-costline-attempts``; None when the server does not say).
     model_calls: int | None = None
+    #: Requests each worker answered (``x-costline-worker``, costline serve --workers); empty when not said.
+    by_worker: dict[str, int] = field(default_factory=dict)
 
     @property
     def calls_per_request(self) -> float | None:
@@ -99,7 +101,7 @@ def body(question: str, stream: bool = False) -> bytes:
 
 
 async def _one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str, payload: bytes,
-               key: bytes = b"bench") -> tuple[int, bool, int | None]:
+               key: bytes = b"bench") -> tuple[int, bool, int | None, str | None]:
     writer.write(b"POST " + path.encode() + b" HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
                  b"anthropic-version: 2023-06-01\r\nx-api-key: " + key + b"\r\nContent-Length: "
                  + str(len(payload)).encode() + b"\r\n\r\n" + payload)
@@ -108,6 +110,7 @@ async def _one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path:
     length = 0
     hit = False
     attempts = None
+    worker = None
     for line in head.split(b"\r\n")[1:]:
         name, _, value = line.partition(b":")
         name = name.strip().lower()
@@ -117,8 +120,10 @@ async def _one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path:
             hit = value.strip() == b"true"
         elif name == b"x-costline-attempts":
             attempts = int(value)
+        elif name == b"x-costline-worker":
+            worker = value.strip().decode()
     await reader.readexactly(length)
-    return status, hit, attempts
+    return status, hit, attempts, worker
 
 
 async def run_phase(name: str, port: int, connections: int, *, seconds: float | None = None,
@@ -129,6 +134,7 @@ async def run_phase(name: str, port: int, connections: int, *, seconds: float | 
     latencies: list[float] = []
     errors = hits = 0
     calls: int | None = None
+    by_worker: dict[str, int] = {}
     counter = iter(range(10**9))
     queue = list(reversed(questions)) if questions is not None else None
     deadline = time.perf_counter() + seconds if seconds is not None else None
@@ -147,7 +153,7 @@ async def run_phase(name: str, port: int, connections: int, *, seconds: float | 
             while (q := next_question()) is not None:
                 t0 = time.perf_counter()
                 try:
-                    status, hit, attempts = await _one(reader, writer, path, body(q), key)
+                    status, hit, attempts, answered_by = await _one(reader, writer, path, body(q), key)
                 except (OSError, asyncio.IncompleteReadError, ValueError):
                     errors += 1
                     writer.close()
@@ -159,6 +165,8 @@ async def run_phase(name: str, port: int, connections: int, *, seconds: float | 
                 hits += hit
                 if attempts is not None:
                     calls = (calls or 0) + attempts
+                if answered_by is not None:
+                    by_worker[answered_by] = by_worker.get(answered_by, 0) + 1
         finally:
             writer.close()
 
@@ -171,7 +179,7 @@ async def run_phase(name: str, port: int, connections: int, *, seconds: float | 
     lat = sorted(latencies) or [0.0]
     return Phase(name, connections, done, errors, elapsed, 1000 * statistics.median(lat),
                  1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))], hits,
-                 (1000 * cpu / done) if cpu is not None and done else None, calls)
+                 (1000 * cpu / done) if cpu is not None and done else None, calls, by_worker)
 
 
 def _cpu_s(pid: int) -> float:
@@ -447,6 +455,10 @@ embed_max_batch = {args.embed_max_batch}
         q = peer_phases[i] if i < len(peer_phases) else None
         ratio = f"{p.rps / q.rps:.2f}x" if q is not None and q.rps else "-"
         print(f"{p.name:<18}{p.connections:>6} | {cells(p)} | {cells(q)} | {ratio:>11}")
+    if args.workers > 1:  # how the kernel spread the connections: each phase opens its own
+        print("requests per worker: " + "; ".join(
+            f"{p.name}@{p.connections} " + " / ".join(f"{w}: {n}" for w, n in sorted(p.by_worker.items()))
+            for p in phases[1:]))
     print("CPU ms = the server process's (and its children's) CPU per request over the phase; the stand-in "
           "runs in its own process and is excluded. calls = model calls per request (costline's "
           "x-costline-attempts: a low-confidence budget answer escalates once; a cache hit makes none; the proxy "
