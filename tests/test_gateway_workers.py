@@ -260,6 +260,36 @@ def test_a_taken_port_is_refused_with_what_to_do() -> None:
         taken.close()
 
 
+def test_a_port_another_group_of_workers_serves_is_refused_not_shared() -> None:
+    other = socket.socket(socket.AF_INET, socket.SOCK_STREAM)  # another supervisor's worker, SO_REUSEPORT too
+    other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    other.bind(("127.0.0.1", 0))
+    other.listen(8)
+    try:
+        sup = WorkerSupervisor(1, lambda i: SLEEPER, lambda i: {}, host="127.0.0.1", port=other.getsockname()[1])
+        with pytest.raises(GatewayError, match="already listens"):
+            sup.reserve_port()
+    finally:
+        other.close()
+
+
+def test_threads_of_one_process_share_a_bucket_exactly(tmp_path: Path) -> None:
+    import threading
+
+    limiter = SharedRateLimiter(SharedRateLimiter.create(tmp_path / "t"), rate_per_minute=0.001, burst=25)
+    allowed: list[int] = []
+
+    def take() -> None:
+        allowed.append(sum(limiter.take("key:1") == 0.0 for _ in range(20)))
+
+    threads = [threading.Thread(target=take) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sum(allowed) == 25, allowed
+
+
 def test_a_worker_whose_supervisor_dies_is_told_to_go(tmp_path: Path) -> None:
     flag = tmp_path / "orphaned"
     worker = textwrap.dedent(f"""

@@ -85,6 +85,16 @@ def watch_parent(parent_pid: int, *, interval_s: float = 0.5,
     return thread
 
 
+def _listening(host: str, port: int) -> bool:
+    """Whether a connection to ``host:port`` is accepted now (a wildcard host is asked on loopback)."""
+    target = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    try:
+        with socket.create_connection((target, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
 @dataclass
 class _Worker:
     index: int
@@ -137,6 +147,9 @@ class WorkerSupervisor:
     def reserve_port(self) -> int:
         """Bind the port with SO_REUSEPORT (0: a free one) without listening; returns it."""
         if self._sock is None:
+            if self._port and _listening(self._host, self._port):  # SO_REUSEPORT would let us join it silently
+                raise GatewayError(f"something already listens on {self._host}:{self._port} (another `costline "
+                                   "serve --workers`?): stop it or pick another --port")
             family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
             sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
