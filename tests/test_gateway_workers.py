@@ -248,29 +248,25 @@ def test_the_reserved_port_takes_no_connections_but_lets_workers_listen_on_it() 
         sup.shutdown(1)
 
 
-def test_a_taken_port_is_refused_with_what_to_do() -> None:
+@pytest.mark.parametrize(("listens", "reuse_port", "match"), [
+    (True, False, "already listens"),  # a plain server
+    (True, True, "already listens"),  # another group of workers: SO_REUSEPORT would have let us join it
+    (False, False, "cannot reserve"),  # bound, not listening: the bind fails
+])
+def test_a_taken_port_is_refused_with_what_to_do(listens: bool, reuse_port: bool, match: str) -> None:
     taken = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if reuse_port:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     taken.bind(("127.0.0.1", 0))
-    taken.listen(1)
+    if listens:
+        taken.listen(8)
     try:
         sup = WorkerSupervisor(1, lambda i: SLEEPER, lambda i: {}, host="127.0.0.1", port=taken.getsockname()[1])
-        with pytest.raises(GatewayError, match="pick another --port"):
+        with pytest.raises(GatewayError, match=match) as refused:
             sup.reserve_port()
+        assert "another --port" in str(refused.value)
     finally:
         taken.close()
-
-
-def test_a_port_another_group_of_workers_serves_is_refused_not_shared() -> None:
-    other = socket.socket(socket.AF_INET, socket.SOCK_STREAM)  # another supervisor's worker, SO_REUSEPORT too
-    other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    other.bind(("127.0.0.1", 0))
-    other.listen(8)
-    try:
-        sup = WorkerSupervisor(1, lambda i: SLEEPER, lambda i: {}, host="127.0.0.1", port=other.getsockname()[1])
-        with pytest.raises(GatewayError, match="already listens"):
-            sup.reserve_port()
-    finally:
-        other.close()
 
 
 def test_threads_of_one_process_share_a_bucket_exactly(tmp_path: Path) -> None:
