@@ -170,6 +170,12 @@ SETS = [
     ("cache_pair_heldout60.jsonl",
      {"electric_gate_installers", "loft_conversion_builders", "mountain_bike_guiding", "bed_and_breakfast",
       "sushi_restaurant", "pizza_oven_sales"}, "dev"),
+    ("cache_pair_heldout61.jsonl",
+     {"kombucha_brewery", "greyhound_rescue", "handyman_service", "vinyl_flooring_fitters", "taxidermy_studio",
+      "oyster_bar"}, "heldout"),
+    ("cache_pair_heldout62.jsonl",
+     {"car_audio_fitting", "mobile_cocktail_bar", "bathroom_fitters", "beach_volleyball_club",
+      "shepherd_hut_holidays", "coffee_machine_repair"}, "heldout"),
 ]
 blind_sets = pytest.mark.parametrize(("name", "domains", "split"), SETS, ids=[s[0] for s in SETS])
 ALL_FILES = EARLIER + tuple(s[0] for s in SETS)
