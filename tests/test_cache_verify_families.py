@@ -1190,6 +1190,11 @@ SAME57 = [  # what those rules leave alone: "before or after" either way round; 
     ("Can I swim before or after the lesson?", "Can I swim after or before the lesson?"),
     ("How much does the package cost?", "What's the price of the package?"),
 ]
+SAME61 = [  # the near-repeat misses of sets 61 and 62 (seen: dev sets now) as general English: a particle that is
+    # the preposition of a day ("a stay on weekends" is no "stay-on"), a possessive's "s" against a plain noun
+    ("Do you offer a longer stay on weekends?", "Do you offer a longer stay at weekends?"),
+    ("Is there a kids menu at the cafe?", "Is there a children's menu at the cafe?"),
+]
 SAME45 = [  # what the "any" rule leaves alone: the kind named after "any" too, or nothing in its place
     ("Do you offer pensioner discounts?", "Do you offer any discounts for pensioner members?"),
     ("Do you have any gluten-free cakes?", "Do you have gluten-free cakes?"),
@@ -1265,7 +1270,7 @@ def _lookups(embedder, tmp_path, stored: str, new: str, *, both_ways: bool, pair
 # 19 and 20 as TRAPS19 / SAME19, sets 29 and 30 as TRAPS29 / SAME29, sets 31 and 32 as TRAPS31 / SAME31, sets 33
 # and 34 as SAME33, sets 35 and 36 as TRAPS35 / SAME35, sets 37 and 38 as TRAPS37 / SAME37, sets 39 and 40 as
 # TRAPS39, sets 41-44 as TRAPS43 / SAME43, sets 45 and 46 as TRAPS45 / SAME45, sets 41-48 as TRAPS47 / SAME47,
-# sets 49-52 as TRAPS49 / SAME49, sets 55 and 56 as TRAPS55 / SAME55, sets 57 and 58 as TRAPS57 / SAME57), on
+# sets 49-52 as TRAPS49 / SAME49, sets 55 and 56 as TRAPS55 / SAME55, sets 57 and 58 as TRAPS57 / SAME57, sets 61 and 62 as SAME61), on
 # sentences of other domains than the set's:
 # (stored, new, reason) through a real cache, the candidate found and rejected by its family's guard,
 # and the guard itself both ways; sets 5 on also through the cache both ways.
@@ -1281,7 +1286,7 @@ FAMILY_SAME = [pytest.param(*t, k >= 5, k in (4, 10, 11), id=f"set{k}-{i}")
                                (10, SAME10), (11, SAME11), (13, SAME13), (15, SAME15),
                                (17, SAME17), (19, SAME19), (29, SAME29), (31, SAME31),
                                (33, SAME33), (35, SAME35), (37, SAME37), (43, SAME43), (45, SAME45),
-                               (47, SAME47), (49, SAME49), (55, SAME55), (57, SAME57))
+                               (47, SAME47), (49, SAME49), (55, SAME55), (57, SAME57), (61, SAME61))
                for i, t in enumerate(same)]
 
 

@@ -329,6 +329,11 @@ _PROHIBITION = frozenset({"avoid", "avoiding", "forbidden", "forbid", "prohibite
                           # freeze it" ("a bad idea to", "a mistake to", "a waste of money to" are read as
                           # "inadvisable" by _PHRASES)
                           "inadvisable", "unwise", "unadvisable"}) | _REFUSAL
+#: Days a particle can be the preposition of ("stay on weekends", "check in on Mondays" is not "check-in on"):
+#: never joined to the verb before it.
+_DAY_NOUNS = frozenset({"weekend", "weekends", "weekday", "weekdays", "monday", "tuesday", "wednesday", "thursday",
+                        "friday", "saturday", "sunday", "mondays", "tuesdays", "wednesdays", "thursdays", "fridays",
+                        "saturdays", "sundays"})
 # verbs + particle read as one word (lemmas by lemminflect: "gave up" is "give-up")
 _PARTICLES = frozenset({"up", "back", "out", "off", "down", "in", "on", "away", "go"})
 _PHRASAL = frozenset({
@@ -698,7 +703,8 @@ def _join_phrasal(words: list[str]) -> list[str]:
     i = 0
     while i < len(words):
         w = words[i]
-        if i + 1 < len(words) and words[i + 1] in _PARTICLES and w.isalpha():
+        if (i + 1 < len(words) and words[i + 1] in _PARTICLES and w.isalpha()
+                and not (i + 2 < len(words) and words[i + 2] in _DAY_NOUNS)):  # "a stay on weekends": a preposition
             joined = f"{_verb_lemma(w)}-{words[i + 1]}"
             if joined in _PHRASAL:
                 out.append(joined)
@@ -2357,8 +2363,9 @@ def _one_swap(ops: list[tuple[str, int, int, int, int]], q: QuestionFeatures, c:
     if len(changed) != 1 or changed[0][0] != "replace":
         return None
     _, i1, i2, j1, j2 = changed[0]
-    return ([w for w in q.tokens[i1:i2] if w not in _STOP], [w for w in c.tokens[j1:j2] if w not in _STOP],
-            (i1, i2, j1, j2))
+    # a possessive's "s" ("a children's menu" / "a kids menu") says nothing of its own
+    return ([w for w in q.tokens[i1:i2] if w not in _STOP and w != "s"],
+            [w for w in c.tokens[j1:j2] if w not in _STOP and w != "s"], (i1, i2, j1, j2))
 
 
 def alternatives(a: str, b: str) -> str | None:
