@@ -330,32 +330,27 @@ def start_workers(tmp: Path, config_text: str, *extra: str) -> tuple[subprocess.
     else:
         proc.kill()
         pytest.fail("the workers did not start")
+    try:
+        wait_ready(url, "0", "1")
+    except BaseException:
+        stop(proc)
+        raise
+    return proc, url, pids
+
+
+def wait_ready(url: str, *workers: str, timeout: float = 240) -> None:
+    """Until each of ``workers`` has answered /readyz with 200 (it has caught up with the cache topic)."""
     ready: set[str] = set()
-    deadline = time.monotonic() + 240
-    while len(ready) < 2 and time.monotonic() < deadline:  # both workers' /readyz answered 200
+    deadline = time.monotonic() + timeout
+    while not ready >= set(workers) and time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(f"{url}/readyz", timeout=5) as resp:
                 ready.add(resp.headers["x-costline-worker"])
         except (urllib.error.HTTPError, urllib.error.URLError, ConnectionError):
-            time.sleep(0.2)
-    if len(ready) < 2:
-        stop(proc)
-        pytest.fail(f"only workers {sorted(ready)} became ready")
-    return proc, url, pids
-
-
-def wait_ready(url: str, worker: str, timeout: float = 240) -> None:
-    """Until worker ``worker``'s /readyz answers 200 (it has caught up with the cache topic)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/readyz", timeout=5) as resp:
-                if resp.headers["x-costline-worker"] == worker:
-                    return
-        except (urllib.error.HTTPError, urllib.error.URLError, ConnectionError):
-            pass
+            pass  # not listening yet, or 503 (still starting or catching up): ask again
         time.sleep(0.1)
-    pytest.fail(f"worker {worker} never became ready")
+    if not ready >= set(workers):
+        pytest.fail(f"of workers {sorted(workers)} only {sorted(ready)} became ready")
 
 
 def stop(proc: subprocess.Popen) -> int:

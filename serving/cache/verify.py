@@ -592,6 +592,9 @@ class QuestionFeatures:
     #: takes: "how long does the refund take"); "own" (a thing's own stretch: "the fitting itself", "the actual
     #: treatment") and "span" (a stretch up to or from it: "from ordering to fitting", "how soon after ordering").
     time_frame: frozenset[str] = frozenset()
+    #: What it asks of a price: "amount" ("how much is …", "what's the price of …") or "inclusion" (a yes / no on
+    #: what a price covers: "does the price include …"); None for neither or both (_PRICE_ASK, _INCLUSION_ASK).
+    price_ask: str | None = None
     #: Its only count of one is a word ("one", "single"), not a digit or an ordinal: "one game", "a single lesson".
     one_count: bool = False
     #: Has the article "a" / "an" (a count of one in words that are no number).
@@ -1442,6 +1445,7 @@ def analyse(text: str, stemmer: Any | None = None, *, asides: bool = True) -> Qu
                        | ({"day"} if _ON_THE_DAY.search(low) else set())),
         time_ask=_time_ask(low),
         asks_time=bool(_ASKS_TIME.search(low)),
+        price_ask=_price_ask(lowered),
         time_frame=frozenset([name for pattern, name in _TIME_FRAME if pattern.search(low)]
                              + (["own"] if _ITSELF.search(low) else []) + (["span"] if _SPAN.search(low) else [])),
         one_count="1" in numbers and not any(w in ("1", "first", "1st") for w in words),
@@ -1550,7 +1554,7 @@ def _guard(q: QuestionFeatures, c: QuestionFeatures, cosine: float | None = None
     if (q.owners != c.owners or _reach_differs(q, c) or _which_many_against_one(q, c)
             or _which_many_against_one(c, q)):
         return "scope"
-    if _price_against_inclusion(q, c) or _price_against_inclusion(c, q):  # "how much is X" / "is Y included in X"
+    if {q.price_ask, c.price_ask} == {"amount", "inclusion"}:  # "how much is X" / "is Y included in the price of X"
         return "scope"
     if _relations_traded(q, c):  # "wait after colouring before washing" / "wait before colouring after washing"
         return "temporal"
@@ -2298,7 +2302,7 @@ def _alternative_swap(ops: list[tuple[str, int, int, int, int]], q: QuestionFeat
 
 #: A question for an amount ("how much is …", "what's the price of …", "what does … cost") against a yes / no
 #: question on what a price covers ("is the jewellery included in the price", "does it cover the hire"):
-#: _price_against_inclusion.
+#: QuestionFeatures.price_ask.
 _PRICE_ASK = re.compile(r"^(?:\W*(?:hi|hello|hey)\b\W*)?(?:how\s+much\b|what(?:'s|\s+is|\s+are)\s+(?:the\s+|your\s+)?"
                         r"(?:price|cost|fee|charge)s?\b|what\s+(?:does|do|will)\b.*\bcost\b)")
 _INCLUSION_ASK = re.compile(r"^(?:\W*(?:hi|hello|hey)\b\W*)?(?:do|does|is|are|will|would|can)\b.*"
@@ -2308,11 +2312,11 @@ _RELATION_WORDS = frozenset({"before", "after", "until", "till", "since", "prior
 _RELATIONS_JOINED = re.compile(r"\b(?:before|after|until|till|since)\s+(?:or|and|/)\s+(?:before|after|until|till|since)\b")
 
 
-def _price_against_inclusion(q: QuestionFeatures, c: QuestionFeatures) -> bool:
-    """``q`` asks an amount ("how much is a wash, cut and blow dry") and ``c`` whether a price covers something
-    ("does the price include a wash, cut and blow dry"): a sum against a yes or no."""
-    return (bool(_PRICE_ASK.search(q.text.lower())) and not _INCLUSION_ASK.search(q.text.lower())
-            and bool(_INCLUSION_ASK.search(c.text.lower())) and not _PRICE_ASK.search(c.text.lower()))
+def _price_ask(lowered: str) -> str | None:
+    """"amount" ("how much is a wash, cut and blow dry"), "inclusion" ("does the price include a wash, cut and blow
+    dry": a yes or no, not a sum) or None (QuestionFeatures.price_ask)."""
+    amount, inclusion = bool(_PRICE_ASK.search(lowered)), bool(_INCLUSION_ASK.search(lowered))
+    return "amount" if amount and not inclusion else "inclusion" if inclusion and not amount else None
 
 
 def _relations_traded(q: QuestionFeatures, c: QuestionFeatures) -> bool:
@@ -2327,13 +2331,16 @@ def _relations_traded(q: QuestionFeatures, c: QuestionFeatures) -> bool:
     return len(moved & _RELATION_WORDS) >= 2
 
 
+#: The time frames that say what a time question measures (the others, "own" and "span", only qualify it).
+_MEASURES = frozenset({"often", "window", "take"})
+
+
 def _time_frames_differ(q: QuestionFeatures, c: QuestionFeatures) -> bool:
     """Two time questions that measure different things: a frequency against any other time ("how soon can I
     stain the fence" / "how often does it need staining"), a window the asker has against how long a thing
     takes ("how long do I have to return it" / "how long does the refund take"), or a thing's own stretch against
     a span up to it ("how long does the fitting itself take" / "how long from ordering to fitting")."""
-    measures = frozenset({"often", "window", "take"})
-    if not (q.asks_time or q.time_frame & measures) or not (c.asks_time or c.time_frame & measures):
+    if not (q.asks_time or q.time_frame & _MEASURES) or not (c.asks_time or c.time_frame & _MEASURES):
         return False
     if ("often" in q.time_frame) != ("often" in c.time_frame):
         return True

@@ -70,16 +70,16 @@ def serve(config: Config, host: str | None, port: int | None, with_standin: bool
     refuse_open_bind("the gateway", bind, authenticated=guard.auth_required(),
                      insecure=config.serving.gateway.allow_insecure,
                      how="add API keys with `costline keys add TENANT`")
+    standin = None
+    if with_standin:  # with --workers, one for every worker, in the supervisor
+        from costline.sim.standin import StandInServer
+
+        standin = StandInServer(config.serving.standin, pricing=config.pricing, port=0)
     workers = config.serving.gateway.workers if workers is None else workers
     if worker_index is None and workers != 1:
         from costline.serving.gateway.auth import open_mode_note
 
-        standin_server = None
-        if with_standin:  # one stand-in for every worker, in the supervisor (started there)
-            from costline.sim.standin import StandInServer
-
-            standin_server = StandInServer(config.serving.standin, pricing=config.pricing, port=0)
-        _supervise(config, bind=bind, port=port, workers=workers, standin=standin_server, with_cache=with_cache,
+        _supervise(config, bind=bind, port=port, workers=workers, standin=standin, with_cache=with_cache,
                    telemetry=telemetry, metrics=metrics, insecure=insecure,
                    note=open_mode_note(config.serving.gateway, bind, guard))
         return
@@ -87,16 +87,8 @@ def serve(config: Config, host: str | None, port: int | None, with_standin: bool
         from costline.serving.gateway.workers import watch_parent
 
         watch_parent(supervisor_pid)
-    standin = None
-    if with_standin:
-        from costline.sim.standin import StandInServer
-
-        standin = StandInServer(config.serving.standin, pricing=config.pricing, port=0)
-        standin.start()
-        backends = dataclasses.replace(config.serving.backends, anthropic_base_url=standin.url,
-                                       student_base_url=standin.openai_url)
-        config = config.replace(serving=dataclasses.replace(config.serving, backends=backends))
-        click.echo(f"stand-in APIs on {standin.url}")
+    if standin is not None:
+        config = _started(standin, config)
     if telemetry:
         provider = setup_tracing("costline-gateway", config=config)
     else:
@@ -160,6 +152,15 @@ def serve(config: Config, host: str | None, port: int | None, with_standin: bool
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:  # noqa: ARG001
     raise SystemExit(0)
+
+
+def _started(standin: Any, config: Config) -> Config:
+    """Start the stand-in APIs and return ``config`` with every tier pointed at them."""
+    standin.start()
+    click.echo(f"stand-in APIs on {standin.url}")
+    backends = dataclasses.replace(config.serving.backends, anthropic_base_url=standin.url,
+                                   student_base_url=standin.openai_url)
+    return config.replace(serving=dataclasses.replace(config.serving, backends=backends))
 
 
 def _preflight(config: Config) -> None:
@@ -226,13 +227,10 @@ def _supervise(config: Config, *, bind: str, port: int | None, workers: int, sta
     try:
         supervisor.reserve_port()
         checked = config
-        if standin is not None:  # one stand-in for every worker, in this process
-            standin.start()
+        if standin is not None:  # one stand-in for every worker, in this process; they learn its URLs by env
+            checked = _started(standin, config)
             base_env["COSTLINE_SERVING_BACKENDS_ANTHROPIC_BASE_URL"] = standin.url
             base_env["COSTLINE_SERVING_BACKENDS_STUDENT_BASE_URL"] = standin.openai_url
-            backends = dataclasses.replace(config.serving.backends, anthropic_base_url=standin.url,
-                                           student_base_url=standin.openai_url)
-            checked = config.replace(serving=dataclasses.replace(config.serving, backends=backends))
         _preflight(checked)
         supervisor.start()
         if note:
@@ -245,7 +243,7 @@ def _supervise(config: Config, *, bind: str, port: int | None, workers: int, sta
         try:
             supervisor.run()
         except KeyboardInterrupt:
-            pass
+            pass  # Ctrl-C ends supervising; the finally below drains every worker
     finally:
         codes = supervisor.shutdown()
         signal.signal(signal.SIGTERM, previous)

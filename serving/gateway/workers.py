@@ -29,7 +29,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from costline.serving.errors import GatewayError
 
@@ -104,7 +104,6 @@ class _Worker:
     delay_s: float = 0.0  # the next restart's delay
     quick_exits: int = 0  # exits in a row, each within stable_s of its start
     restarts: int = 0
-    exits: list[int] = field(default_factory=list)
 
 
 class WorkerSupervisor:
@@ -193,7 +192,6 @@ class WorkerSupervisor:
                 rc = w.proc.poll()
                 if rc is None:
                     continue
-                w.exits.append(rc)
                 lived = now - w.started_at
                 w.quick_exits = 0 if lived >= self._stable_s else w.quick_exits + 1
                 w.delay_s = self._first_delay_s if lived >= self._stable_s or not w.delay_s \
@@ -233,7 +231,7 @@ class WorkerSupervisor:
                 try:
                     proc.send_signal(signal.SIGTERM)
                 except ProcessLookupError:
-                    pass
+                    pass  # exited between poll() and the signal: nothing to stop
         deadline = self._now() + (self._drain_timeout_s + 10.0 if timeout_s is None else timeout_s)
         for proc in live:
             try:
