@@ -369,6 +369,52 @@ _IN0, _OUT0, _READ0, _WRITE0 = INPUT_TOKEN_KEYS[0], OUTPUT_TOKEN_KEYS[0], CACHE_
 _INPUT_EXCLUDES_CACHE_SCOPES: Final = ("openlit",)
 
 
+#: OpenInference (Arize Phoenix's conventions, ``openinference-instrumentation-*``): a span whose
+#: ``openinference.span.kind`` is LLM or EMBEDDING is a model call (the operation it is recorded as);
+#: its counts are ``llm.token_count.*`` (prompt includes the cached tokens, as in the GenAI conventions).
+OI_SPAN_KIND: Final = "openinference.span.kind"
+OI_PROVIDER: Final = "llm.provider"
+OI_SYSTEM: Final = "llm.system"
+OI_PROMPT_TOKENS: Final = "llm.token_count.prompt"
+OI_COMPLETION_TOKENS: Final = "llm.token_count.completion"
+OI_CACHE_READ_TOKENS: Final = "llm.token_count.prompt_details.cache_read"
+OI_CACHE_WRITE_TOKENS: Final = "llm.token_count.prompt_details.cache_write"
+OI_FINISH_REASON: Final = "llm.finish_reason"
+_ALL_INPUT_KEYS: Final = (*INPUT_TOKEN_KEYS, OI_PROMPT_TOKENS)
+_ALL_OUTPUT_KEYS: Final = (*OUTPUT_TOKEN_KEYS, OI_COMPLETION_TOKENS)
+_ALL_READ_KEYS: Final = (*CACHE_READ_KEYS, OI_CACHE_READ_TOKENS)
+_ALL_WRITE_KEYS: Final = (*CACHE_CREATION_KEYS, OI_CACHE_WRITE_TOKENS)
+_OI_OPERATIONS: Final = {"LLM": c.OPERATION_CHAT, "EMBEDDING": "embeddings"}
+_OI_MODEL_KEYS: Final = ("llm.request.model_name", "llm.model_name", "embedding.model_name")
+_OI_RESPONSE_MODEL_KEYS: Final = ("llm.response.model_name", "llm.model_name", "embedding.model_name")
+#: LLM spans that are no model call: Anthropic's count_tokens (free, nothing generated).
+_OI_NOT_CALLS: Final = ("count_tokens",)
+#: ``Status.code`` of a failed span (OTLP's STATUS_CODE_ERROR).
+_STATUS_ERROR: Final = 2
+#: ``error.type`` when a span failed and says no more (the GenAI conventions' fallback value).
+ERROR_TYPE_OTHER: Final = "_OTHER"
+
+
+def _first_str(get: Any, keys: tuple[str, ...]) -> str | None:
+    for key in keys:
+        s = _str(get(key))
+        if s:
+            return s
+    return None
+
+
+def _exception_type(span: Any) -> str:
+    """The ``exception.type`` of a failed span's last exception event, else ``_OTHER``."""
+    for event in reversed(span.events):
+        if event.name == "exception":
+            for kv in event.attributes:
+                if kv.key == "exception.type":
+                    t = _str(kv.value)
+                    if t:
+                        return t[:200]
+    return ERROR_TYPE_OTHER
+
+
 def _quality(bad: list[str]) -> str | None:
     return ",".join(bad) if bad else None
 
@@ -445,27 +491,45 @@ def flatten_span(
             _quality(bad),
             _str(get(c.COSTLINE_CACHE_REJECT_REASON)),
         ))
-    op = get(c.GEN_AI_OPERATION_NAME)
+    op_v = get(c.GEN_AI_OPERATION_NAME)
     model_v = get(c.GEN_AI_REQUEST_MODEL)
-    if op is None and model_v is None:
-        return None
-    model = _str(model_v)
-    response_model = _str(get(c.GEN_AI_RESPONSE_MODEL))
-    provider = _str(get(c.GEN_AI_PROVIDER_NAME)) or _str(get(c.GEN_AI_SYSTEM))
+    openinference = False
+    if op_v is not None or model_v is not None:
+        op = _str(op_v)
+        model = _str(model_v)
+        response_model = _str(get(c.GEN_AI_RESPONSE_MODEL))
+        provider = _str(get(c.GEN_AI_PROVIDER_NAME)) or _str(get(c.GEN_AI_SYSTEM))
+        # the first spelling is what costline and the current conventions write: look further only without it
+        v = get(_IN0)
+        input_tokens = _count(v, _IN0, bad) if v is not None else _count(*_first(get, INPUT_TOKEN_KEYS), bad)
+        v = get(_OUT0)
+        output_tokens = _count(v, _OUT0, bad) if v is not None else _count(*_first(get, OUTPUT_TOKEN_KEYS), bad)
+        v = get(_READ0)
+        read = _count(v, _READ0, bad) if v is not None else _count(*_first(get, CACHE_READ_KEYS), bad)
+        v = get(_WRITE0)
+        write = _count(v, _WRITE0, bad) if v is not None else _count(*_first(get, CACHE_CREATION_KEYS), bad)
+        finish_reasons = _str_list(get(c.GEN_AI_RESPONSE_FINISH_REASONS))
+    else:
+        kind_v = get(OI_SPAN_KIND)
+        op = _OI_OPERATIONS.get(_str(kind_v) or "") if kind_v is not None else None
+        if op is None or name.endswith(_OI_NOT_CALLS):
+            return None  # not an OpenInference model call (a chain, tool, agent... or a free token count)
+        openinference = True
+        model, response_model = _first_str(get, _OI_MODEL_KEYS), _first_str(get, _OI_RESPONSE_MODEL_KEYS)
+        provider = _str(get(OI_PROVIDER)) or _str(get(OI_SYSTEM))
+        input_tokens = _count(get(OI_PROMPT_TOKENS), OI_PROMPT_TOKENS, bad)
+        output_tokens = _count(get(OI_COMPLETION_TOKENS), OI_COMPLETION_TOKENS, bad)
+        read = _count(get(OI_CACHE_READ_TOKENS), OI_CACHE_READ_TOKENS, bad)
+        write = _count(get(OI_CACHE_WRITE_TOKENS), OI_CACHE_WRITE_TOKENS, bad)
+        finish_reasons = _str_list(get(OI_FINISH_REASON))
     if provider is not None:
         provider = provider.strip().lower()  # older OpenLLMetry spells it "Anthropic"
-    # the first spelling is what costline and the current conventions write: look further only without it
-    v = get(_IN0)
-    input_tokens = _count(v, _IN0, bad) if v is not None else _count(*_first(get, INPUT_TOKEN_KEYS), bad)
-    v = get(_OUT0)
-    output_tokens = _count(v, _OUT0, bad) if v is not None else _count(*_first(get, OUTPUT_TOKEN_KEYS), bad)
-    v = get(_READ0)
-    read = _count(v, _READ0, bad) if v is not None else _count(*_first(get, CACHE_READ_KEYS), bad)
-    v = get(_WRITE0)
-    write = _count(v, _WRITE0, bad) if v is not None else _count(*_first(get, CACHE_CREATION_KEYS), bad)
     if (scope is not None and input_tokens is not None and provider == c.PROVIDER_ANTHROPIC
             and scope.startswith(_INPUT_EXCLUDES_CACHE_SCOPES)):
         input_tokens += (read or 0) + (write or 0)
+    error_type = _str(get(c.ERROR_TYPE))
+    if error_type is None and span.status.code == _STATUS_ERROR:
+        error_type = _exception_type(span)  # an instrumentation that says "failed" only by the span's status
     batch = bool(_bool(get(c.COSTLINE_BATCH)))
     explicit = _usd(get(c.COSTLINE_COST_USD), bad)
     price = pricing.price_call(
@@ -490,24 +554,30 @@ def flatten_span(
         if input_tokens is None and output_tokens is None and explicit is None:
             cost, status = None, INCOMPLETE_USAGE
             bad.extend((f"{_IN0}:missing", f"{_OUT0}:missing"))
+    elif (openinference and input_tokens is None and output_tokens is None and explicit is None
+          and error_type is None and not bad):
+        # OpenInference writes counts only when the API reported usage: a call that answered without
+        # them (an OpenAI stream without include_usage) has unknown usage, never $0
+        cost, status = None, INCOMPLETE_USAGE
+        bad.extend((f"{OI_PROMPT_TOKENS}:missing", f"{OI_COMPLETION_TOKENS}:missing"))
     return _new(CallRow, (
         sid.hex(),
         tid.hex(),
         parent.hex() if parent else None,
         _str(get(c.COSTLINE_REQUEST_ID)),
         ts,
-        _str(op),
+        op,
         provider,
         model,
         response_model,
         price.tier,
-        input_tokens if input_tokens is not None else (None if bad and _dropped(bad, INPUT_TOKEN_KEYS) else 0),
-        output_tokens if output_tokens is not None else (None if bad and _dropped(bad, OUTPUT_TOKEN_KEYS) else 0),
-        read if read is not None else (None if bad and _dropped(bad, CACHE_READ_KEYS) else 0),
-        write if write is not None else (None if bad and _dropped(bad, CACHE_CREATION_KEYS) else 0),
+        input_tokens if input_tokens is not None else (None if bad and _dropped(bad, _ALL_INPUT_KEYS) else 0),
+        output_tokens if output_tokens is not None else (None if bad and _dropped(bad, _ALL_OUTPUT_KEYS) else 0),
+        read if read is not None else (None if bad and _dropped(bad, _ALL_READ_KEYS) else 0),
+        write if write is not None else (None if bad and _dropped(bad, _ALL_WRITE_KEYS) else 0),
         batch,
-        _str_list(get(c.GEN_AI_RESPONSE_FINISH_REASONS)),
-        _str(get(c.ERROR_TYPE)),
+        finish_reasons,
+        error_type,
         cost,
         status,
         pricing.version,
@@ -527,7 +597,7 @@ INVALID_USAGE: Final = "invalid_usage"
 #: ``pricing_status`` of a call whose instrumentation says it has no usage to report
 #: (``costline.usage.incomplete`` without token counts): not priced (cost NULL), never $0.
 INCOMPLETE_USAGE: Final = "incomplete_usage"
-_USAGE_PREFIX: Final = ("gen_ai.usage.", "llm.usage.")
+_USAGE_PREFIX: Final = ("gen_ai.usage.", "llm.usage.", "llm.token_count.")
 
 
 def _dropped(bad: list[str], keys: tuple[str, ...]) -> bool:

@@ -5,6 +5,7 @@
 * the **Anthropic Messages API** — ``POST /v1/messages`` (usage with
   ``cache_read_input_tokens`` / ``cache_creation_input_tokens``: ``cache_control``
   blocks create prompt-cache entries that later requests with the same prefix read),
+* ``POST /v1/messages/count_tokens`` (``{"input_tokens": N}``: free, nothing generated, not logged as paid),
 * the **Message Batches API** — ``POST /v1/messages/batches``, ``GET /v1/messages/batches``,
   ``GET /v1/messages/batches/{id}``, ``GET /v1/messages/batches/{id}/results`` (JSONL),
   ``POST /v1/messages/batches/{id}/cancel``,
@@ -190,6 +191,7 @@ class StandInServer(ServedByJsonServer):
         self.log = RequestLog()
         routes = [
             Route("POST", "/v1/messages", self._messages),
+            Route("POST", "/v1/messages/count_tokens", self._count_tokens),
             Route("POST", "/v1/messages/batches", self._batch_create),
             Route("GET", "/v1/messages/batches", self._batch_list),
             Route("GET", "/v1/messages/batches/{id}", self._batch_get),
@@ -377,6 +379,21 @@ class StandInServer(ServedByJsonServer):
         if tier:
             self._latency(tier)
         return HttpResponse(200, message, headers=headers)
+
+    def _count_tokens(self, req: HttpRequest) -> HttpResponse:
+        """The token count of a Messages request, as ``/v1/messages/count_tokens`` answers (nothing generated)."""
+        body = _json(req)
+        if not isinstance(body, Mapping) or not isinstance(body.get("model"), str) or not body.get("model"):
+            return self._error_response(req, 400, "model: field required")
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            return self._error_response(req, 400, "messages: at least one message is required")
+        tier = self.tier_of(body["model"])
+        if tier is None or tier == contract.TIER_STUDENT:
+            return self._error_response(req, 404, f"model: {body['model']}")
+        total = sum(count_tokens(t) for t, _ in _blocks(body.get("system"))) + sum(
+            count_tokens(t) for m in messages if isinstance(m, Mapping) for t, _ in _blocks(m.get("content")))
+        return HttpResponse(200, {"input_tokens": total})
 
     def _anthropic_events(self, message: dict[str, Any], tier: str, break_after: int | None) -> Iterator[bytes]:
         """A message as the Messages API streams it; ``break_after`` deltas, then an error event."""

@@ -7,6 +7,10 @@ calls; the spans go through the processor's decode / flatten / commit path into 
 tmp_path, and the views are compared with figures computed here from the responses' usage and
 hand-written prices (never costline's pricing code).
 
+OpenInference (``openinference-instrumentation-anthropic`` / ``-openai``, Arize Phoenix's conventions:
+``openinference.span.kind``, ``llm.token_count.*``, failures by span status only, no response id) is
+driven alone and beside the SDK's own spans.
+
 OpenLIT (``openlit``) pins anthropic < 1 / openai < 3 in its metadata, yet its anthropic and openai
 instrumentors run on anthropic 2.x / openai 3.x: scripts/test installs it with ``--no-deps`` and its
 real instrumentors are driven here too (skipped, with that reason, only where it is not installed).
@@ -338,3 +342,110 @@ def test_openlit_anthropic_and_openai_calls_count_once_at_the_hand_computed_pric
          sum(u.cache_read_input_tokens for u in usages))]
     assert q(cfg, "SELECT count(*), min(calls), max(calls), sum(cost_usd) FROM requests") == [
         (10, 1, 1, pytest.approx(want_haiku + want_gpt, rel=1e-9))]
+
+
+# -- OpenInference (Arize Phoenix's conventions) -------------------------------------------------------------
+@pytest.fixture
+def openinference(tracing):
+    """OpenInference's real anthropic and openai instrumentors, their spans into the test's provider."""
+    oi_anthropic = pytest.importorskip("openinference.instrumentation.anthropic")
+    oi_openai = pytest.importorskip("openinference.instrumentation.openai")
+    provider, _ = tracing
+    instrumentors = (oi_anthropic.AnthropicInstrumentor(), oi_openai.OpenAIInstrumentor())
+    for inst in instrumentors:
+        inst.instrument(tracer_provider=provider)
+    try:
+        yield
+    finally:
+        for inst in instrumentors:
+            inst.uninstrument()
+
+
+def test_openinference_calls_alone_are_priced_from_the_responses_usage(standin, cfg, tracing, openinference):
+    """An app traced only by OpenInference: every Messages call (cached prompt written then read,
+    a streamed one), a failed call and OpenAI chat calls are calls at the hand-computed price; a free
+    count_tokens is no call; an OpenAI stream without include_usage is unpriced, never $0."""
+    provider, exporter = tracing
+    client = anthropic.Anthropic(base_url=standin.url, api_key="test", max_retries=0)
+    usages = []
+    for i in range(4):
+        usages.append(client.messages.create(
+            model="claude-haiku-4-5", max_tokens=64,
+            system=[{"type": "text", "text": "OpenInference. " + SYSTEM, "cache_control": {"type": "ephemeral"}}],
+            messages=[{"role": "user", "content": f"Question {i}: can I return a damaged item?"}]).usage)
+    with client.messages.stream(model="claude-haiku-4-5", max_tokens=64,
+                                messages=[{"role": "user", "content": "Stream the refund steps"}]) as stream:
+        for _ in stream.text_stream:
+            pass
+        usages.append(stream.get_final_message().usage)
+    counted = client.messages.count_tokens(model="claude-haiku-4-5",
+                                           messages=[{"role": "user", "content": "How long is this question?"}])
+    assert counted.input_tokens > 0
+    standin.inject_errors(400, 1)
+    with pytest.raises(anthropic.BadRequestError):
+        client.messages.create(model="claude-haiku-4-5", max_tokens=64, messages=[{"role": "user", "content": "bad"}])
+    oa = openai.OpenAI(base_url=standin.openai_url, api_key="test", max_retries=0)
+    gpt = [oa.chat.completions.create(model=STUDENT_MODEL, max_tokens=32,
+                                      messages=[{"role": "user", "content": f"Summarise ticket {i}"}]).usage
+           for i in range(3)]
+    for chunk in oa.chat.completions.create(model=STUDENT_MODEL, max_tokens=32, stream=True,
+                                            stream_options={"include_usage": True},
+                                            messages=[{"role": "user", "content": "Summarise ticket 9"}]):
+        if chunk.usage is not None:
+            gpt.append(chunk.usage)
+    for _ in oa.chat.completions.create(model=STUDENT_MODEL, max_tokens=32, stream=True,  # no usage reported
+                                        messages=[{"role": "user", "content": "Summarise ticket 10"}]):
+        pass
+    spans = exporter.get_finished_spans()
+    assert {s.instrumentation_scope.name for s in spans} == {"openinference.instrumentation.anthropic",
+                                                             "openinference.instrumentation.openai"}
+    assert len(spans) == 4 + 1 + 1 + 1 + 3 + 1 + 1
+    assert len(gpt) == 4 and any(u.cache_read_input_tokens for u in usages)
+    lake_from_sdk_spans(spans, cfg)
+
+    want_haiku = sum(haiku_usd(u) for u in usages)
+    want_gpt = sum((u.prompt_tokens * GPT_IN + u.completion_tokens * GPT_OUT) / 1e6 for u in gpt)
+    assert q(cfg, "SELECT provider, count(*), count(cost_usd), sum(cost_usd), sum(input_tokens), "
+                  "sum(cache_read_tokens), sum(cache_creation_tokens), count(error_type) "
+                  "FROM calls GROUP BY 1 ORDER BY 1") == [
+        ("anthropic", 6, 6, pytest.approx(want_haiku, rel=1e-9),
+         sum(u.input_tokens + u.cache_read_input_tokens + u.cache_creation_input_tokens for u in usages),
+         sum(u.cache_read_input_tokens for u in usages), sum(u.cache_creation_input_tokens for u in usages), 1),
+        ("openai", 5, 4, pytest.approx(want_gpt, rel=1e-9), sum(u.prompt_tokens for u in gpt), 0, 0, 0)]
+    assert q(cfg, "SELECT error_type, cost_usd, input_tokens FROM calls WHERE error_type IS NOT NULL") == [
+        ("anthropic.BadRequestError", 0.0, 0)]
+    assert q(cfg, "SELECT pricing_status, data_quality FROM calls WHERE cost_usd IS NULL") == [
+        ("incomplete_usage", "llm.token_count.prompt:missing,llm.token_count.completion:missing")]
+    # each call a request of its own; the failed one is no success; the unpriced one is counted as such
+    assert q(cfg, "SELECT count(*), count(*) FILTER (WHERE success), sum(unpriced_calls), sum(cost_usd) "
+                  "FROM requests") == [(11, 10, 1, pytest.approx(want_haiku + want_gpt, rel=1e-9))]
+    assert sorted(r[0] for r in q(cfg, "SELECT DISTINCT operation FROM calls")) == ["chat"]
+
+
+def test_openinference_beside_the_sdk_spans_and_costline_counts_each_call_once(standin, cfg, tracing,
+                                                                               openinference):
+    """OpenInference + the anthropic SDK's own spans + costline's requests: OpenInference records no
+    response id, so its span is matched to the SDK's by provider, model and time: 8 calls, not 16."""
+    provider, exporter = tracing
+    client = anthropic.Anthropic(base_url=standin.url, api_key="test", max_retries=0,
+                                 open_telemetry={"tracer_provider": provider})
+    recorder = Recorder(provider)
+    usages = []
+    for i in range(4):
+        with recorder.request(task_type="faq", tenant="acme") as req:
+            for j in range(2):
+                usages.append(client.messages.create(
+                    model="claude-haiku-4-5", max_tokens=64,
+                    system=[{"type": "text", "text": "Both. " + SYSTEM, "cache_control": {"type": "ephemeral"}}],
+                    messages=[{"role": "user", "content": f"Question {i}.{j}: where is my parcel?"}]).usage)
+            req.accept()
+    spans = exporter.get_finished_spans()
+    calls = [s for s in spans if s.name != "costline.request"]
+    assert sorted({s.instrumentation_scope.name for s in calls}) == ["com.anthropic.sdk.python",
+                                                                       "openinference.instrumentation.anthropic"]
+    assert len(calls) == 16
+    lake_from_sdk_spans(spans, cfg)
+    want = sum(haiku_usd(u) for u in usages)
+    assert q(cfg, "SELECT count(*), sum(cost_usd) FROM calls") == [(8, pytest.approx(want, rel=1e-9))]
+    assert q(cfg, "SELECT count(*), min(calls), max(calls), sum(cost_usd), bool_and(success) FROM requests") == [
+        (4, 2, 2, pytest.approx(want, rel=1e-9), True)]

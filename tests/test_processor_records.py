@@ -118,6 +118,79 @@ def test_call_row_fields():
     assert (row.kafka_partition, row.kafka_offset, row.duration_ms) == (1, 7, 250.0)
 
 
+# OpenInference spellings (Arize Phoenix): prompt includes the cached tokens; prices hand-written
+# from the default table (haiku $0.80 / $4 per MTok, cache read x0.1, write x1.25).
+_OI = {"openinference.span.kind": "LLM", "llm.provider": "anthropic", "llm.system": "anthropic",
+       "llm.model_name": "claude-haiku-4-5"}
+
+
+@pytest.mark.parametrize("name, attrs, want", [
+    # (operation, provider, input, output, read, write, cost, pricing_status, data_quality)
+    ("messages.create", {**_OI, "llm.token_count.prompt": 1000, "llm.token_count.completion": 100,
+                         "llm.token_count.prompt_details.cache_read": 600,
+                         "llm.token_count.prompt_details.cache_write": 200, "llm.token_count.total": 1100},
+     ("chat", "anthropic", 1000, 100, 600, 200,
+      200 * 0.8e-6 + 600 * 0.8e-6 * 0.1 + 200 * 0.8e-6 * 1.25 + 100 * 4e-6, "priced", None)),
+    # OpenAI's instrumentor names only llm.system; the model is the response's
+    ("ChatCompletion", {"openinference.span.kind": "LLM", "llm.system": "OpenAI", "llm.model_name": "claude-haiku-4-5",
+                        "llm.token_count.prompt": 10, "llm.token_count.completion": 20},
+     ("chat", "openai", 10, 20, 0, 0, 10 * 0.8e-6 + 20 * 4e-6, "priced", None)),
+    # answered without usage (an OpenAI stream without include_usage): unknown, never $0
+    ("ChatCompletion", {**_OI}, ("chat", "anthropic", None, None, 0, 0, None, "incomplete_usage",
+                                 "llm.token_count.prompt:missing,llm.token_count.completion:missing")),
+    # a NaN count is dropped and named; the call is not priced from what is left
+    ("messages.create", {**_OI, "llm.token_count.prompt": float("nan"), "llm.token_count.completion": 5},
+     ("chat", "anthropic", None, 5, 0, 0, None, "invalid_usage", "llm.token_count.prompt:not_finite")),
+    ("CreateEmbeddings", {"openinference.span.kind": "EMBEDDING", "llm.system": "openai",
+                          "embedding.model_name": "text-embedding-3-small", "llm.token_count.prompt": 8},
+     ("embeddings", "openai", 8, 0, 0, 0, None, "unknown_model", None)),
+])
+def test_openinference_llm_spans_are_calls(name, attrs, want):
+    row = flatten_span(_span(name, attrs), MemoPricingTable())
+    assert isinstance(row, CallRow)
+    got = (row.operation, row.provider, row.input_tokens, row.output_tokens, row.cache_read_tokens,
+           row.cache_creation_tokens, row.cost_usd, row.pricing_status, row.data_quality)
+    assert got[:6] == want[:6] and got[7:] == want[7:]
+    assert got[6] == (None if want[6] is None else pytest.approx(want[6], abs=1e-12))
+
+
+@pytest.mark.parametrize("name, attrs", [
+    ("messages.count_tokens", {**_OI}),  # free: nothing generated
+    ("RunnableSequence", {"openinference.span.kind": "CHAIN", "llm.model_name": "claude-haiku-4-5"}),
+    ("search", {"openinference.span.kind": "RETRIEVER"}),
+    ("tool", {"openinference.span.kind": "TOOL", "llm.token_count.prompt": 5}),
+])
+def test_openinference_spans_that_are_no_model_call_are_ignored(name, attrs):
+    assert flatten_span(_span(name, attrs), PRICING) is None
+
+
+def _failed(attrs: dict, events: list[tuple[str, dict]]):
+    s = _span("messages.create", attrs)
+    s.status.code = 2  # STATUS_CODE_ERROR
+    for ev_name, ev_attrs in events:
+        ev = s.events.add()
+        ev.name = ev_name
+        for k, v in ev_attrs.items():
+            kv = ev.attributes.add()
+            kv.key = k
+            kv.value.string_value = v
+    return s
+
+
+@pytest.mark.parametrize("attrs, events, error_type", [
+    # a failure said only by the span's status: the exception event's type, else the conventions' _OTHER
+    ({**_OI}, [("exception", {"exception.type": "anthropic.BadRequestError", "exception.message": "bad"})],
+     "anthropic.BadRequestError"),
+    ({**_HAIKU}, [("First Token Stream Event", {}), ("exception", {"exception.type": "TimeoutError"})],
+     "TimeoutError"),
+    ({**_HAIKU}, [], "_OTHER"),
+    ({**_HAIKU, c.ERROR_TYPE: "overloaded_error"}, [("exception", {"exception.type": "X"})], "overloaded_error"),
+])
+def test_a_failed_span_status_is_an_error_type(attrs, events, error_type):
+    row = flatten_span(_failed(attrs, events), PRICING)
+    assert isinstance(row, CallRow) and row.error_type == error_type
+
+
 def test_lookup_row_and_ignored_span():
     row = flatten_span(_span(c.SPAN_CACHE_LOOKUP, {c.COSTLINE_CACHE_HIT: True, c.COSTLINE_CACHE_SIMILARITY: 0.93,
                                                     c.COSTLINE_CACHE_NAMESPACE: "faq"}), PRICING)

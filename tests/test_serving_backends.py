@@ -88,6 +88,21 @@ def test_prompt_cache_blocks_are_created_then_read(standin: StandInServer) -> No
     assert plain.usage.cache_read_input_tokens == plain.usage.cache_creation_input_tokens == 0
 
 
+def test_count_tokens_counts_what_a_message_would_bill_and_is_not_a_paid_call(standin: StandInServer) -> None:
+    cl = client(standin)
+    system = "You are the support agent of acme. " * 3
+    messages = [{"role": "user", "content": "where is my invoice?"}, {"role": "assistant", "content": "Which one?"},
+                {"role": "user", "content": "the one from May"}]
+    counted = cl.messages.count_tokens(model="claude-sonnet-4-6", system=system, messages=messages)
+    billed = cl.messages.create(model="claude-sonnet-4-6", max_tokens=50, system=system, messages=messages).usage
+    assert counted.input_tokens == billed.input_tokens > 0
+    assert [r.model for r in standin.log.entries()] == ["claude-sonnet-4-6"]  # only the message
+    with pytest.raises(anthropic.NotFoundError):
+        cl.messages.count_tokens(model="no-such-model", messages=messages)
+    with pytest.raises(anthropic.BadRequestError):
+        cl.messages.count_tokens(model="claude-sonnet-4-6", messages=[])
+
+
 def test_error_bursts_use_anthropics_format_and_the_sdk_retries(standin: StandInServer) -> None:
     cl = client(standin, retries=2)
     standin.inject_errors(429, 2)
