@@ -15,7 +15,7 @@
 
 ``stream: true`` is answered with server-sent events as each API sends them: the Messages
 API's ``message_start`` (input and cache usage) … ``content_block_delta`` … ``message_delta``
-(output usage) … ``message_stop``; OpenAI's ``chat.completion.chunk`` objects, plus a last chunk
+(the cumulative usage: input, cache and output) … ``message_stop``; OpenAI's ``chat.completion.chunk`` objects, plus a last chunk
 with ``usage`` and no choices when ``stream_options.include_usage`` is true, then ``[DONE]``.
 A streamed answer takes the tier's latency in all: the first text delta comes after
 :data:`PREFILL_SHARE` of it, the rest spread evenly over the deltas.
@@ -411,9 +411,11 @@ class StandInServer(ServedByJsonServer):
             yield _sse("content_block_delta", {"type": "content_block_delta", "index": 0,
                                                "delta": {"type": "text_delta", "text": piece}})
         yield _sse("content_block_stop", {"type": "content_block_stop", "index": 0})
+        # the API's message_delta carries the cumulative usage, input and cache counts included
+        # (anthropic's MessageDeltaUsage; LangChain reads a stream's usage from this event alone)
         yield _sse("message_delta", {"type": "message_delta",
                                      "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
-                                     "usage": {"output_tokens": usage["output_tokens"]}})
+                                     "usage": dict(usage)})
         yield _sse("message_stop", {"type": "message_stop"})
 
     # -- Message Batches API ------------------------------------------------------------------------

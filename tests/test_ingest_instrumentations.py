@@ -252,12 +252,24 @@ def _sdk_class_attributes() -> dict:
 
     out = {}
     for name, module in list(sys.modules.items()):
-        if name.startswith(("anthropic.resources", "openai.resources")):
+        if name.startswith(("anthropic.", "openai.")):
             for cls in list(vars(module).values()):
                 if isinstance(cls, type) and cls.__module__ == name:
                     for key, value in list(vars(cls).items()):
                         out[(cls, key)] = value
     return out
+
+
+@pytest.fixture(autouse=True)
+def _pristine_sdks():
+    """Each test starts from the SDKs' own methods: some instrumentors' uninstrument() leaves a wrapper
+    behind (OpenLIT's does nothing; OpenLLMetry's -openai beside -openai-v2 leaves one on
+    Completions.create), whose spans would otherwise become the parents of a later test's spans."""
+    before = _sdk_class_attributes()
+    yield
+    for (cls, key), value in before.items():
+        if vars(cls).get(key) is not value:
+            setattr(cls, key, value)
 
 
 @pytest.fixture
@@ -449,3 +461,93 @@ def test_openinference_beside_the_sdk_spans_and_costline_counts_each_call_once(s
     assert q(cfg, "SELECT count(*), sum(cost_usd) FROM calls") == [(8, pytest.approx(want, rel=1e-9))]
     assert q(cfg, "SELECT count(*), min(calls), max(calls), sum(cost_usd), bool_and(success) FROM requests") == [
         (4, 2, 2, pytest.approx(want, rel=1e-9), True)]
+
+
+# -- LangChain (OpenInference's and OpenLLMetry's LangChain instrumentors) ----------------------------------
+def _served_usd(standin) -> tuple[int, float]:
+    """Paid calls and their price from the stand-in's own log of what it served (no instrumentation)."""
+    paid = standin.log.paid()
+    usd = 0.0
+    for e in paid:
+        if e.api == "openai":
+            usd += (e.input_tokens * GPT_IN + e.output_tokens * GPT_OUT) / 1e6
+        else:
+            fresh = e.input_tokens - e.cache_read_tokens - e.cache_creation_tokens
+            usd += (fresh * HAIKU_IN + e.cache_read_tokens * HAIKU_IN * READ_X
+                    + e.cache_creation_tokens * HAIKU_IN * WRITE_X + e.output_tokens * HAIKU_OUT) / 1e6
+    return len(paid), usd
+
+
+def _langchain_traffic(standin, provider) -> None:
+    """Five LangChain calls in one app's server span each (as a web framework's instrumentation makes
+    them): three Anthropic invokes, a streamed one, an OpenAI-compatible one; then one that fails."""
+    from langchain_anthropic import ChatAnthropic
+    from langchain_openai import ChatOpenAI
+
+    tracer = provider.get_tracer("app")
+    claude = ChatAnthropic(model="claude-haiku-4-5", base_url=standin.url, api_key="test", max_retries=0,
+                           max_tokens=64)
+    gpt = ChatOpenAI(model=STUDENT_MODEL, base_url=standin.openai_url, api_key="test", max_retries=0, max_tokens=32)
+    for i in range(3):
+        with tracer.start_as_current_span("POST /ask"):
+            claude.invoke(f"Question {i}: where is my parcel?")
+    with tracer.start_as_current_span("POST /ask"):
+        for _ in claude.stream("Stream the refund steps"):
+            pass
+    with tracer.start_as_current_span("POST /ask"):
+        gpt.invoke("Summarise ticket 7")
+    standin.inject_errors(400, 1)
+    with tracer.start_as_current_span("POST /ask"):
+        with pytest.raises(Exception, match="400"):
+            claude.invoke("bad")
+
+
+def test_langchain_with_openinference_counts_each_call_once_at_the_served_price(standin, cfg, tracing,
+                                                                                 openinference):
+    """OpenInference's LangChain instrumentor beside its anthropic and openai ones: every call is two
+    LLM spans (LangChain's and the SDK's, siblings under the app's span: LangChain's span is never made
+    current), with no response id; each is one call, at the price of what the stand-in served."""
+    oi_langchain = pytest.importorskip("openinference.instrumentation.langchain")
+    pytest.importorskip("langchain_anthropic")
+    provider, exporter = tracing
+    standin.log.clear()
+    inst = oi_langchain.LangChainInstrumentor()
+    inst.instrument(tracer_provider=provider)
+    try:
+        _langchain_traffic(standin, provider)
+    finally:
+        inst.uninstrument()
+    spans = [s for s in exporter.get_finished_spans() if s.name != "POST /ask"]
+    assert {s.instrumentation_scope.name for s in spans} == {
+        "openinference.instrumentation.langchain", "openinference.instrumentation.anthropic",
+        "openinference.instrumentation.openai"}
+    assert len(spans) == 12
+    lake_from_sdk_spans(exporter.get_finished_spans(), cfg)
+    n, usd = _served_usd(standin)
+    assert n == 5
+    assert q(cfg, "SELECT count(*), count(*) FILTER (WHERE error_type IS NULL), sum(cost_usd) FROM calls") == [
+        (6, 5, pytest.approx(usd, rel=1e-9))]
+    assert q(cfg, "SELECT count(*), count(*) FILTER (WHERE success) FROM requests") == [(6, 5)]
+
+
+def test_langchain_with_openllmetry_counts_each_call_once_at_the_served_price(standin, cfg, tracing):
+    """OpenLLMetry's LangChain instrumentor beside its anthropic one (which it keeps quiet inside
+    LangChain): one span a call, with a response id, at the price of what the stand-in served."""
+    ll_langchain = pytest.importorskip("opentelemetry.instrumentation.langchain")
+    pytest.importorskip("langchain_anthropic")
+    provider, exporter = tracing
+    standin.log.clear()
+    insts = (ll_langchain.LangchainInstrumentor(), openllmetry_anthropic.AnthropicInstrumentor())
+    for inst in insts:
+        inst.instrument(tracer_provider=provider)
+    try:
+        _langchain_traffic(standin, provider)
+    finally:
+        for inst in insts:
+            inst.uninstrument()
+    lake_from_sdk_spans(exporter.get_finished_spans(), cfg)
+    n, usd = _served_usd(standin)
+    assert n == 5
+    assert q(cfg, "SELECT count(*), count(*) FILTER (WHERE error_type IS NULL), sum(cost_usd), "
+                  "bool_and(instrumentation = 'opentelemetry.instrumentation.langchain') FROM calls") == [
+        (6, 5, pytest.approx(usd, rel=1e-9), True)]

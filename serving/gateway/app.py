@@ -307,7 +307,7 @@ def _event_stream(message: dict[str, Any], chunk_chars: int = 48) -> bytes:
         ("content_block_stop", {"type": "content_block_stop", "index": 0}),
         ("message_delta", {"type": "message_delta",
                            "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
-                           "usage": {"output_tokens": usage["output_tokens"]}}),
+                           "usage": dict(usage)}),  # cumulative, as the API's (LangChain reads only this one)
         ("message_stop", {"type": "message_stop"}),
     ]
     return b"".join(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode() for name, data in events)
