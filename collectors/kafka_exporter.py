@@ -1,4 +1,4 @@
-"""``KafkaSpanExporter``: the SDK's spans → Kafka, one OTLP protobuf message per trace.
+"""``KafkaSpanExporter``: the SDK's spans → Kafka, one OTLP protobuf message per trace per export.
 
 The message format is the OpenTelemetry Collector Kafka exporter's with
 ``partition_traces_by_id``: value = an ``ExportTraceServiceRequest`` holding one

@@ -2,8 +2,10 @@
 
 Shared by the collectors (which forward what apps send) and the processors
 (which read it back from Kafka). The Kafka message format is the OpenTelemetry
-Collector's Kafka exporter with ``partition_traces_by_id``: one
-``ExportTraceServiceRequest`` per trace, keyed by the 32-hex-char trace id.
+Collector's Kafka exporter with ``partition_traces_by_id``: an
+``ExportTraceServiceRequest`` holding spans of one trace, keyed by the 32-hex-char
+trace id (the Collector writes one per trace, resource and scope of an export; a
+trace may come in several messages: docs/telemetry.md, "Kafka message format").
 """
 
 from __future__ import annotations
@@ -129,7 +131,8 @@ def span_count(req: ExportTraceServiceRequest) -> int:
 
 
 def split_by_trace(req: ExportTraceServiceRequest) -> list[tuple[str, ExportTraceServiceRequest]]:
-    """One request per trace id, keeping resource and scope of each span (like the Collector)."""
+    """One request per trace id, keeping resource and scope of each span (the Collector writes one per
+    trace, resource and scope; the processor reads either)."""
     out: dict[bytes, ExportTraceServiceRequest] = {}
     for rs in req.resource_spans:
         for ss in rs.scope_spans:
