@@ -369,6 +369,9 @@ _IN0, _OUT0, _READ0, _WRITE0 = INPUT_TOKEN_KEYS[0], OUTPUT_TOKEN_KEYS[0], CACHE_
 _INPUT_EXCLUDES_CACHE_SCOPES: Final = ("openlit",)
 
 
+#: ``gen_ai.operation.name`` values of the GenAI conventions that are no model call: an agent created or
+#: run (its span may carry the model and the usage of all its calls), a tool executed.
+NOT_CALL_OPERATIONS: Final = frozenset({"create_agent", "invoke_agent", "execute_tool"})
 #: OpenInference (Arize Phoenix's conventions, ``openinference-instrumentation-*``): a span whose
 #: ``openinference.span.kind`` is LLM or EMBEDDING is a model call (the operation it is recorded as);
 #: its counts are ``llm.token_count.*`` (prompt includes the cached tokens, as in the GenAI conventions).
@@ -496,6 +499,8 @@ def flatten_span(
     openinference = False
     if op_v is not None or model_v is not None:
         op = _str(op_v)
+        if op in NOT_CALL_OPERATIONS:
+            return None  # an agent's run or a tool's: its usage (if any) is its model calls', counted on them
         model = _str(model_v)
         response_model = _str(get(c.GEN_AI_RESPONSE_MODEL))
         provider = _str(get(c.GEN_AI_PROVIDER_NAME)) or _str(get(c.GEN_AI_SYSTEM))

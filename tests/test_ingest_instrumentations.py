@@ -18,6 +18,8 @@ real instrumentors are driven here too (skipped, with that reason, only where it
 
 from __future__ import annotations
 
+import collections
+
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -551,3 +553,49 @@ def test_langchain_with_openllmetry_counts_each_call_once_at_the_served_price(st
     assert q(cfg, "SELECT count(*), count(*) FILTER (WHERE error_type IS NULL), sum(cost_usd), "
                   "bool_and(instrumentation = 'opentelemetry.instrumentation.langchain') FROM calls") == [
         (6, 5, pytest.approx(usd, rel=1e-9), True)]
+
+
+# -- Pydantic AI (its own instrumentation, the GenAI conventions' agent spans) ------------------------------
+def test_pydantic_ai_agent_runs_count_their_model_calls_not_the_agent_span(standin, cfg, tracing):
+    """Pydantic AI's instrumentation: an ``invoke_agent`` span (the GenAI conventions' agent run, its
+    usage aggregated under ``gen_ai.aggregated_usage.*``) over one ``chat`` span per model request. Only
+    the model requests are calls: a cached-prompt run, a second run reading the cache, a streamed run
+    and a failed one, priced as the stand-in served them."""
+    pytest.importorskip("pydantic_ai")
+    import asyncio
+
+    from pydantic_ai import Agent, InstrumentationSettings
+    from pydantic_ai.models.anthropic import AnthropicModel, AnthropicModelSettings
+    from pydantic_ai.providers.anthropic import AnthropicProvider
+
+    provider, exporter = tracing
+    standin.log.clear()
+
+    async def runs() -> None:
+        client = anthropic.AsyncAnthropic(base_url=standin.url, api_key="test", max_retries=0)
+        agent = Agent(AnthropicModel("claude-haiku-4-5", provider=AnthropicProvider(anthropic_client=client)),
+                      system_prompt="Pydantic AI. " + SYSTEM,
+                      model_settings=AnthropicModelSettings(anthropic_cache_instructions=True, max_tokens=64))
+        agent.instrument = InstrumentationSettings(tracer_provider=provider)
+        await agent.run("Where is my parcel?")
+        await agent.run("Where is my parcel now?")
+        async with agent.run_stream("Stream the refund steps") as stream:
+            async for _ in stream.stream_text():
+                pass
+        standin.inject_errors(400, 1)
+        with pytest.raises(Exception, match="400"):
+            await agent.run("bad")
+
+    asyncio.run(runs())
+    spans = exporter.get_finished_spans()
+    ops = collections.Counter(s.attributes.get("gen_ai.operation.name") for s in spans)
+    assert ops == {"invoke_agent": 4, "chat": 4}
+    paid = standin.log.paid()
+    assert len(paid) == 3 and any(e.cache_read_tokens for e in paid) and any(e.cache_creation_tokens for e in paid)
+    lake_from_sdk_spans(spans, cfg)
+    n, usd = _served_usd(standin)
+    assert q(cfg, "SELECT count(*), count(*) FILTER (WHERE error_type IS NULL), sum(cost_usd), count(cost_usd), "
+                  "sum(cache_read_tokens) FROM calls") == [
+        (4, 3, pytest.approx(usd, rel=1e-9), 4, sum(e.cache_read_tokens for e in paid))]
+    assert q(cfg, "SELECT count(*), count(*) FILTER (WHERE success) FROM requests") == [(4, 3)]
+    assert q(cfg, "SELECT error_type FROM calls WHERE error_type IS NOT NULL") == [("pydantic_ai.exceptions.ModelRequestRejectedError",)]

@@ -164,6 +164,14 @@ def test_openinference_spans_that_are_no_model_call_are_ignored(name, attrs):
     assert flatten_span(_span(name, attrs), PRICING) is None
 
 
+@pytest.mark.parametrize("op", ["invoke_agent", "create_agent", "execute_tool"])
+def test_agent_and_tool_spans_of_the_genai_conventions_are_no_calls(op):
+    # an agent's span may carry the model and the usage of all its calls (the conventions allow it):
+    # counted as a call it would count them twice
+    attrs = {**_HAIKU, c.GEN_AI_OPERATION_NAME: op, c.GEN_AI_USAGE_INPUT_TOKENS: 900, c.GEN_AI_USAGE_OUTPUT_TOKENS: 90}
+    assert flatten_span(_span(f"{op} support-agent", attrs), PRICING) is None
+
+
 def _failed(attrs: dict, events: list[tuple[str, dict]]):
     s = _span("messages.create", attrs)
     s.status.code = 2  # STATUS_CODE_ERROR
