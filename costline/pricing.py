@@ -53,12 +53,22 @@ _DATE_SUFFIX = re.compile(r"(-\d{8}|@\d{8}|-v\d+(:\d+)?|-latest)$")
 _PER_TOKEN = 1e-6
 
 
+#: Amazon Bedrock's model ids: ``anthropic.`` after an optional cross-region inference prefix.
+_BEDROCK_PREFIX = re.compile(r"^(?:(?:us|us-gov|eu|apac|ap|jp|au|ca|global)\.)?anthropic\.")
+
+
 def normalize_model_id(model: str) -> str:
-    """``claude-haiku-4-5-20251001`` → ``claude-haiku-4-5`` (strip snapshot dates / ``-latest``)."""
+    """``claude-haiku-4-5-20251001`` → ``claude-haiku-4-5`` (strip snapshot dates / ``-latest``), also as
+    the clouds spell it: Bedrock's ``us.anthropic.claude-haiku-4-5-20251001-v1:0`` (or an inference
+    profile's ARN ending in it), Vertex AI's ``claude-haiku-4-5@20251001``."""
     model = model.strip().lower()
-    if "/" in model:  # "anthropic/claude-..." style prefixes
+    if "/" in model:  # "anthropic/claude-..." style prefixes, ARNs
         model = model.rsplit("/", 1)[1]
-    return _DATE_SUFFIX.sub("", model)
+    model = _BEDROCK_PREFIX.sub("", model)
+    stripped = _DATE_SUFFIX.sub("", model)
+    if stripped != model and stripped.startswith("claude-"):  # Bedrock: a version after the date
+        stripped = _DATE_SUFFIX.sub("", stripped)
+    return stripped
 
 
 @dataclass(frozen=True, slots=True)

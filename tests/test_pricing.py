@@ -102,7 +102,23 @@ def test_aliases_and_custom_table() -> None:
         ("claude-sonnet-4-6@20260101", "claude-sonnet-4-6"),
         ("claude-opus-4-8-latest", "claude-opus-4-8"),
         ("claude-fable-5", "claude-fable-5"),
+        # Amazon Bedrock: model ids, cross-region inference profiles, an inference profile's ARN
+        ("anthropic.claude-haiku-4-5-20251001-v1:0", "claude-haiku-4-5"),
+        ("us.anthropic.claude-sonnet-4-6-20260101-v1:0", "claude-sonnet-4-6"),
+        ("global.anthropic.claude-haiku-4-5-20251001-v1:0", "claude-haiku-4-5"),
+        ("arn:aws:bedrock:eu-west-1:123456789012:inference-profile/eu.anthropic.claude-haiku-4-5-20251001-v1:0",
+         "claude-haiku-4-5"),
+        ("deepseek-v3", "deepseek"),  # one suffix only for other names, as before
     ],
 )
 def test_normalize_model_id(raw: str, norm: str) -> None:
     assert normalize_model_id(raw) == norm
+
+
+@pytest.mark.parametrize("model", ["us.anthropic.claude-haiku-4-5-20251001-v1:0", "claude-haiku-4-5@20251001",
+                                   "anthropic.claude-haiku-4-5-20251001-v1:0"])
+def test_a_claude_call_through_bedrock_or_vertex_is_priced_as_the_model(model: str) -> None:
+    # hand-written: 1M input at $0.80 + 100k output at $4 per million (the default table's Haiku 4.5)
+    price = PricingTable().price_call(model=model, provider="aws.bedrock", input_tokens=M, output_tokens=M // 10)
+    assert (price.status, price.tier) == (PRICED, "budget")
+    assert price.cost_usd == pytest.approx(0.8 + 0.4)
