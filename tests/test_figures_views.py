@@ -166,6 +166,25 @@ def test_spans_without_a_response_id_are_one_call_when_they_overlap_under_one_pa
     assert q(cfg, "SELECT calls, cost_usd FROM requests") == [(4, pytest.approx(0.004))]
 
 
+@pytest.mark.parametrize("oi_provider, sdk_provider, calls", [
+    ("aws", "aws.bedrock", 1),  # Claude on Bedrock: OpenInference's spelling beside the anthropic SDK's
+    ("google", "gcp.vertex_ai", 1),  # Claude on Vertex AI
+    ("openai", "vllm", 1),  # an OpenAI-compatible server: the others' spelling beside costline's wrapper
+    ("anthropic", "aws.bedrock", 2),  # two providers: two calls
+])
+def test_one_failed_call_reported_under_two_spellings_of_its_provider_is_one_call(tmp_path, oi_provider,
+                                                                                   sdk_provider, calls):
+    cfg = config(tmp_path)
+    commit(cfg, [
+        req("s1", H + 5 * MIN, "budget", trace="t1"),
+        call("oi", "t1", H + MIN, parent="s1", tier="budget", model="claude-haiku-4-5", provider=oi_provider,
+             error="anthropic.InternalServerError", scope="openinference.instrumentation.anthropic"),
+        call("sdk", "t1", H + MIN, parent="s1", tier="budget", model="claude-haiku-4-5", provider=sdk_provider,
+             error="api_error", scope="com.anthropic.sdk.python", duration_ms=90.0),
+    ])
+    assert q(cfg, "SELECT count(*) FROM calls") == [(calls,)]
+
+
 # --- §4: the student's hosting, accounted once and completely -------------------------------------------
 
 

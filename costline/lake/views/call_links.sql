@@ -4,14 +4,20 @@
 -- reports it in the caller's trace, and an id is only as unique as the server that made it (the
 -- stand-ins count from 1 per process). The provider part of a call's identity (family): an
 -- OpenAI-compatible server (vLLM) is reported as "vllm" by costline's wrapper and as "openai" by
--- OpenLLMetry / OpenLIT / openai-v2 for the same response.
+-- OpenLLMetry / OpenLIT / openai-v2 for the same response; Claude on a cloud is "aws.bedrock" /
+-- "gcp.vertex_ai" to the anthropic SDK's spans and "aws" / "google" to OpenInference's.
 --
 -- Which of several spans of one model call is kept (first wins): one with an explicit price
 -- (pref_explicit), then the most complete usage (pref_tokens: most tokens counted), then costline's
 -- own span (pref_own: {costline_scope} is its instrumentation scope), then a fixed order.
 CREATE OR REPLACE VIEW call_links AS
 WITH f AS (
-  SELECT *, CASE WHEN provider IN ('vllm', 'openai') THEN 'openai' ELSE coalesce(provider, '') END AS family,
+  SELECT *, CASE WHEN provider IN ('vllm', 'openai') THEN 'openai'
+                 WHEN provider IN ('aws', 'aws.bedrock') THEN 'aws.bedrock'
+                 WHEN provider = 'google' OR provider LIKE 'gcp.%' THEN 'gcp'
+                 WHEN provider IN ('mistralai', 'mistral_ai') THEN 'mistral_ai'
+                 WHEN provider IN ('xai', 'x_ai') THEN 'x_ai'
+                 ELSE coalesce(provider, '') END AS family,
          ts - to_microseconds(CAST(coalesce(duration_ms, 0) * 1000 AS BIGINT)) AS started,
          (pricing_status = 'explicit') AS pref_explicit,
          coalesce(input_tokens, 0) + coalesce(output_tokens, 0) + coalesce(cache_read_tokens, 0)
