@@ -8,8 +8,9 @@ Follows the OTLP/HTTP specification:
   — with ``partial_success`` (rejected_spans, error_message) when invalid spans
   (bad trace/span ids) were dropped from an otherwise valid request;
 * 400 for an undecodable payload (google.rpc.Status body; clients must not retry);
-* 411 without Content-Length, 413 over ``max_body_bytes`` (checked before reading
-  and again while un-gzipping), 415 for another content type or encoding,
+* 411 without Content-Length or ``Transfer-Encoding: chunked`` (OpenTelemetry JS's exporters send
+  chunked bodies), 413 over ``max_body_bytes`` (checked before reading, as chunks arrive, and again
+  while un-gzipping), 415 for another content type or encoding,
   404 for another path, 405 for another method;
 * 503 with ``Retry-After`` when Kafka cannot take the data within
   ``produce_timeout_s``, so exporters retry later.
@@ -35,8 +36,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from costline import contract
 from costline.config import CollectorConfig
-from costline.netsec import (BearerTokens, BytesBudget, GuardedHandler, HttpReject, Limits, PooledHTTPServer,
-                             refuse_open_bind, ssl_context)
+from costline.netsec import (CHUNKED, BearerTokens, BytesBudget, GuardedHandler, HttpReject, Limits,
+                             PooledHTTPServer, refuse_open_bind, ssl_context)
 from costline.otlp import OtlpDecodeError, decode_json, span_count, split_by_trace
 
 from costline.collectors.errors import KafkaUnavailable, ReceiverError
@@ -329,10 +330,14 @@ class _Handler(GuardedHandler):
             raise _Reject(415, f"unsupported Content-Encoding {encoding[:80]!r}: send gzip or none")
         length = self.content_length(cfg.max_body_bytes)
         budget = self.receiver.budget
-        if not budget.acquire(length):
+        hold = cfg.max_body_bytes if length == CHUNKED else length  # a chunked body may be up to the limit
+        if not budget.acquire(hold):
             raise _Reject(503, "too many bytes in flight, retry later", {"Retry-After": str(max(cfg.retry_after_s, 1))})
         try:
             body = self.read_body(length)
+            if length == CHUNKED:  # now its size is known: hold only that
+                budget.release(hold - len(body))
+                hold = len(body)
             if encoding == "gzip":
                 body = _gunzip(body, cfg.max_body_bytes)
             try:
@@ -356,7 +361,7 @@ class _Handler(GuardedHandler):
                 key, reason = refused[0]
                 why = why or f"trace {key} refused by Kafka: {reason}"
         finally:
-            budget.release(length)
+            budget.release(hold)
         resp = ExportTraceServiceResponse()
         if rejected:
             resp.partial_success.rejected_spans = rejected

@@ -7,7 +7,10 @@
 * :class:`GuardedHandler`: a request handler with socket idle/read timeouts, a cap on header bytes
   (431) and :meth:`~GuardedHandler.read_body`, which refuses a missing (411), malformed, negative
   or repeated-and-different ``Content-Length`` (400), a body over the limit before reading it
-  (413) and a body shorter than announced once the read timeout passes (400).
+  (413) and a body shorter than announced once the read timeout passes (400). A
+  ``Transfer-Encoding: chunked`` body (what OpenTelemetry JS's OTLP exporters send) is decoded with
+  the same limit counted as it arrives (413), and refused beside a ``Content-Length`` (400: the
+  ambiguity request smuggling uses) or with any other transfer coding (501).
 * :class:`BytesBudget`: bytes in flight across requests (503 past it).
 * :class:`BearerTokens`: constant-time check of ``Authorization: Bearer`` tokens (the OpenTelemetry
   Collector's ``bearertokenauth``), from config and/or a file re-read when it changes.
@@ -37,6 +40,7 @@ from costline.errors import ConfigError, CostlineError
 from costline.validate import Section
 
 __all__ = [
+    "CHUNKED",
     "Limits",
     "HttpReject",
     "InsecureBindError",
@@ -54,6 +58,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _DIGITS = re.compile(r"[0-9]{1,19}")
+_HEX = re.compile(rb"[0-9a-fA-F]{1,15}")
+#: :meth:`GuardedHandler.content_length`'s answer for a ``Transfer-Encoding: chunked`` body.
+CHUNKED = -1
+#: Longest chunk-size line accepted (size, extensions, CRLF).
+_MAX_CHUNK_LINE = 1024
 
 
 @dataclass(frozen=True)
@@ -364,10 +373,22 @@ class GuardedHandler(BaseHTTPRequestHandler):
     def header_values(self, name: str) -> list[str]:
         return list(self.headers.get_all(name) or [])
 
+    #: ``max_bytes`` of the chunked body :meth:`content_length` announced, for :meth:`read_body`.
+    _chunked_max = 0
+
     def content_length(self, max_bytes: int) -> int:
-        """The announced body size, validated (raises :class:`HttpReject`)."""
-        if self.header_values("Transfer-Encoding"):
-            raise HttpReject(411, "chunked bodies are not supported: send Content-Length")
+        """The announced body size, validated (raises :class:`HttpReject`); :data:`CHUNKED` for a
+        chunked body, whose size :meth:`read_body` checks against ``max_bytes`` as it arrives."""
+        codings = [p.strip().lower() for v in self.header_values("Transfer-Encoding") for p in v.split(",")]
+        if codings:
+            self.close_connection = True  # until the body is read whole, the connection cannot be trusted
+            if self.header_values("Content-Length"):
+                raise HttpReject(400, "both Transfer-Encoding and Content-Length: send one of them")
+            if codings != ["chunked"]:
+                raise HttpReject(501, f"Transfer-Encoding {', '.join(codings)[:80]!r} is not supported: "
+                                      "send chunked or a Content-Length")
+            self._chunked_max = max_bytes
+            return CHUNKED
         values = self.header_values("Content-Length")
         if not values:
             if self.command in ("POST", "PUT", "PATCH"):
@@ -386,8 +407,11 @@ class GuardedHandler(BaseHTTPRequestHandler):
         return length
 
     def read_body(self, length: int) -> bytes:
-        """Read exactly ``length`` bytes within the read timeout, else 400 (the connection is closed)."""
+        """Read exactly ``length`` bytes within the read timeout, else 400 (the connection is closed);
+        :data:`CHUNKED`: the decoded chunks (see :meth:`content_length`)."""
         self.unread = 0
+        if length == CHUNKED:
+            return self._read_chunked(self._chunked_max)
         if length == 0:
             return b""
         self.connection.settimeout(self.server.limits.read_timeout_s)
@@ -413,5 +437,53 @@ class GuardedHandler(BaseHTTPRequestHandler):
             self.close_connection = True
             raise HttpReject(400, f"body shorter than Content-Length ({got} of {length} bytes)")
         return b"".join(chunks)
+
+    def _read_chunked(self, max_bytes: int) -> bytes:
+        """A chunked body (RFC 9112 §7.1), at most ``max_bytes`` decoded, each read within the read
+        timeout; trailers are read and dropped (at most ``max_header_bytes``). Any error closes the
+        connection: what is left of the body cannot be skipped safely."""
+        limits = self.server.limits
+        rfile = self.rfile
+        parts: list[bytes] = []
+        total = 0
+
+        def line(limit: int, what: str) -> bytes:
+            text = rfile.readline(limit + 1)
+            if not text.endswith(b"\n"):
+                raise HttpReject(400, f"chunked body cut short or {what} longer than {limit} bytes")
+            return text
+
+        self.close_connection = True
+        self.connection.settimeout(limits.read_timeout_s)
+        try:
+            while True:
+                size_text = line(_MAX_CHUNK_LINE, "a chunk-size line").split(b";", 1)[0].strip()
+                if not _HEX.fullmatch(size_text):
+                    raise HttpReject(400, f"bad chunk size {size_text[:20]!r}: hexadecimal digits are required")
+                size = int(size_text, 16)
+                if size == 0:
+                    break
+                if total + size > max_bytes:
+                    raise HttpReject(413, f"chunked body exceeds the limit of {max_bytes} bytes: send less")
+                data = rfile.read(size)
+                if len(data) != size or line(2, "a chunk's end") not in (b"\r\n", b"\n"):
+                    raise HttpReject(400, "chunked body cut short: a chunk is shorter than its size")
+                parts.append(data)
+                total += size
+            trailers = 0
+            while (text := line(limits.max_header_bytes, "a trailer")) not in (b"\r\n", b"\n"):
+                trailers += len(text)
+                if trailers > limits.max_header_bytes:
+                    raise HttpReject(431, f"trailers exceed {limits.max_header_bytes} bytes")
+        except (TimeoutError, socket.timeout):
+            raise HttpReject(400, f"chunked body not received within {limits.read_timeout_s:g}s a read "
+                                  f"({total} bytes so far)") from None
+        finally:
+            try:
+                self.connection.settimeout(limits.idle_timeout_s)
+            except OSError:
+                pass
+        self.close_connection = False
+        return b"".join(parts)
 
 

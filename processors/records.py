@@ -361,9 +361,10 @@ def _str_list(v: Any) -> list[str] | None:
 INPUT_TOKEN_KEYS: Final = (c.GEN_AI_USAGE_INPUT_TOKENS, "gen_ai.usage.prompt_tokens", "llm.usage.prompt_tokens")
 OUTPUT_TOKEN_KEYS: Final = (c.GEN_AI_USAGE_OUTPUT_TOKENS, "gen_ai.usage.completion_tokens",
                             "llm.usage.completion_tokens")
-CACHE_READ_KEYS: Final = (c.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, "gen_ai.usage.cache_read_input_tokens")
+CACHE_READ_KEYS: Final = (c.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, "gen_ai.usage.cache_read_input_tokens",
+                          "ai.usage.inputTokenDetails.cacheReadTokens", "ai.usage.cachedInputTokens")
 CACHE_CREATION_KEYS: Final = (c.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS, "gen_ai.usage.cache_write.input_tokens",
-                              "gen_ai.usage.cache_creation_input_tokens")
+                              "gen_ai.usage.cache_creation_input_tokens", "ai.usage.inputTokenDetails.cacheWriteTokens")
 _IN0, _OUT0, _READ0, _WRITE0 = INPUT_TOKEN_KEYS[0], OUTPUT_TOKEN_KEYS[0], CACHE_READ_KEYS[0], CACHE_CREATION_KEYS[0]
 #: Scopes whose Anthropic ``input_tokens`` is the API's own (cache reads and writes NOT included).
 _INPUT_EXCLUDES_CACHE_SCOPES: Final = ("openlit",)
@@ -371,7 +372,14 @@ _INPUT_EXCLUDES_CACHE_SCOPES: Final = ("openlit",)
 
 #: ``gen_ai.operation.name`` values of the GenAI conventions that are no model call: an agent created or
 #: run (its span may carry the model and the usage of all its calls), a tool executed.
-NOT_CALL_OPERATIONS: Final = frozenset({"create_agent", "invoke_agent", "execute_tool"})
+NOT_CALL_OPERATIONS: Final = frozenset({"create_agent", "invoke_agent", "execute_tool",
+                                        "agent_step"})  # the Vercel AI SDK's step of an agent's run
+#: The Vercel AI SDK's legacy telemetry (scope ``ai``): ``gen_ai.system`` is the provider and its API
+#: (``anthropic.messages``, ``openai.chat``), no ``gen_ai.operation.name``; its calls are named
+#: ``ai.<function>.doGenerate`` / ``.doStream`` (``.doEmbed``: embeddings).
+_AI_SDK_SCOPE: Final = "ai"
+_AI_SDK_OPERATIONS: Final = ((".doGenerate", c.OPERATION_CHAT), (".doStream", c.OPERATION_CHAT),
+                             (".doEmbed", "embeddings"))
 #: OpenInference (Arize Phoenix's conventions, ``openinference-instrumentation-*``): a span whose
 #: ``openinference.span.kind`` is LLM or EMBEDDING is a model call (the operation it is recorded as);
 #: its counts are ``llm.token_count.*`` (prompt includes the cached tokens, as in the GenAI conventions).
@@ -527,6 +535,11 @@ def flatten_span(
         read = _count(get(OI_CACHE_READ_TOKENS), OI_CACHE_READ_TOKENS, bad)
         write = _count(get(OI_CACHE_WRITE_TOKENS), OI_CACHE_WRITE_TOKENS, bad)
         finish_reasons = _str_list(get(OI_FINISH_REASON))
+    if scope == _AI_SDK_SCOPE and not openinference:
+        if provider:
+            provider = provider.split(".", 1)[0]  # "anthropic.messages" -> "anthropic"
+        if op is None:
+            op = next((o for suffix, o in _AI_SDK_OPERATIONS if name.endswith(suffix)), None)
     if provider is not None:
         provider = provider.strip().lower()  # older OpenLLMetry spells it "Anthropic"
     if (scope is not None and input_tokens is not None and provider == c.PROVIDER_ANTHROPIC
@@ -602,7 +615,7 @@ INVALID_USAGE: Final = "invalid_usage"
 #: ``pricing_status`` of a call whose instrumentation says it has no usage to report
 #: (``costline.usage.incomplete`` without token counts): not priced (cost NULL), never $0.
 INCOMPLETE_USAGE: Final = "incomplete_usage"
-_USAGE_PREFIX: Final = ("gen_ai.usage.", "llm.usage.", "llm.token_count.")
+_USAGE_PREFIX: Final = ("gen_ai.usage.", "llm.usage.", "llm.token_count.", "ai.usage.")
 
 
 def _dropped(bad: list[str], keys: tuple[str, ...]) -> bool:

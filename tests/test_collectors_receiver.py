@@ -197,6 +197,79 @@ def test_413_when_gzip_expands_over_the_limit(serve):
     assert status == 413 and fwd.batches == []
 
 
+# -- Transfer-Encoding: chunked (OpenTelemetry JS's OTLP exporters stream their bodies) -----------------
+def chunked(body: bytes, sizes=(7, 100, 1 << 20), ext: bytes = b"", trailers: bytes = b"") -> bytes:
+    out, i = [], 0
+    for n in sizes:
+        piece = body[i:i + n]
+        if not piece:
+            break
+        out.append(b"%x%s\r\n%s\r\n" % (len(piece), ext, piece))
+        i += n
+    assert i >= len(body)
+    return b"".join(out) + b"0\r\n" + trailers + b"\r\n"
+
+
+def raw_exchange(port: int, data: bytes, *, read_all: bool = True) -> bytes:
+    """Send raw bytes on one connection; everything the server answers until it closes (or 5 s)."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR) if read_all else None
+        got = b""
+        while chunk := sock.recv(65536):
+            got += chunk
+        return got
+
+
+def head(headers: dict[str, str]) -> bytes:
+    lines = [b"POST /v1/traces HTTP/1.1", b"Host: x"] + [f"{k}: {v}".encode() for k, v in headers.items()]
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+BODY = GOOD.SerializeToString()
+CHUNKED_PROTO = {**PROTO, "Transfer-Encoding": "chunked"}
+
+
+@pytest.mark.parametrize("body", [
+    pytest.param(chunked(BODY), id="three-chunks"),
+    pytest.param(chunked(BODY, sizes=(1,) * len(BODY)), id="one-byte-chunks"),
+    pytest.param(chunked(BODY, ext=b";name=value"), id="chunk-extensions"),
+    pytest.param(chunked(BODY, trailers=b"X-Checksum: abc\r\n"), id="trailers"),
+])
+def test_a_chunked_body_is_accepted_and_the_connection_kept(serve, body):
+    port, fwd = serve()
+    # two requests on one connection: the first read exactly to its end
+    answer = raw_exchange(port, head(CHUNKED_PROTO) + body + head({**PROTO, "Content-Length": str(len(BODY))}) + BODY)
+    assert answer.count(b"HTTP/1.1 200") == 2, answer[:300]
+    assert len(fwd.batches) == 2 and sorted(k for k, _ in fwd.batches[0]) == sorted([TRACE_A.hex(), TRACE_B.hex()])
+
+
+def test_a_gzipped_chunked_body_is_accepted(serve):
+    port, fwd = serve()
+    answer = raw_exchange(port, head({**CHUNKED_PROTO, "Content-Encoding": "gzip"}) + chunked(gzip.compress(BODY)))
+    assert answer.startswith(b"HTTP/1.1 200") and len(fwd.batches) == 1
+
+
+@pytest.mark.parametrize("headers, body, status, words", [
+    pytest.param(CHUNKED_PROTO, chunked(b"\x00" * 4096, sizes=(1024,) * 4), 413, b"2048", id="over-the-limit"),
+    pytest.param(CHUNKED_PROTO, b"zz\r\nab\r\n0\r\n\r\n", 400, b"chunk size", id="bad-size"),
+    pytest.param(CHUNKED_PROTO, b"a\r\nabc", 400, b"cut short", id="cut-short"),
+    pytest.param(CHUNKED_PROTO, b"3\r\nabcXY\r\n0\r\n\r\n", 400, b"cut short", id="chunk-longer-than-its-size"),
+    pytest.param(CHUNKED_PROTO, b"1" * 2000 + b"\r\n", 400, b"longer than", id="endless-size-line"),
+    pytest.param({**CHUNKED_PROTO, "Content-Length": "10"}, chunked(BODY), 400, b"both", id="smuggling-te-and-cl"),
+    pytest.param({**PROTO, "Transfer-Encoding": "gzip, chunked"}, chunked(BODY), 501, b"gzip", id="other-coding"),
+])
+def test_a_bad_chunked_body_is_refused_and_the_connection_closed(serve, headers, body, status, words):
+    port, fwd = serve(max_body_bytes=2048)
+    answer = raw_exchange(port, head(headers) + body + head({**PROTO, "Content-Length": str(len(BODY))}) + BODY)
+    assert answer.startswith(b"HTTP/1.1 %d" % status), answer[:200]
+    assert words in answer
+    assert answer.count(b"HTTP/1.1") == 1  # closed: the next request is never read as part of this one
+    assert fwd.batches == []
+
+
 def test_503_with_retry_after_when_kafka_is_unavailable(serve):
     port, _ = serve(FakeForwarder(fail=KafkaUnavailable("k:9092", "timeout", retry_after=7)))
     status, headers, raw = post(port, GOOD.SerializeToString(), PROTO)

@@ -164,7 +164,7 @@ def test_openinference_spans_that_are_no_model_call_are_ignored(name, attrs):
     assert flatten_span(_span(name, attrs), PRICING) is None
 
 
-@pytest.mark.parametrize("op", ["invoke_agent", "create_agent", "execute_tool"])
+@pytest.mark.parametrize("op", ["invoke_agent", "create_agent", "execute_tool", "agent_step"])
 def test_agent_and_tool_spans_of_the_genai_conventions_are_no_calls(op):
     # an agent's span may carry the model and the usage of all its calls (the conventions allow it):
     # counted as a call it would count them twice
