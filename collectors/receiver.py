@@ -14,6 +14,9 @@ Follows the OTLP/HTTP specification:
   404 for another path, 405 for another method;
 * 503 with ``Retry-After`` when Kafka cannot take the data within
   ``produce_timeout_s``, so exporters retry later.
+
+Decoding, packing, forwarding and the answer (:func:`decode_export`, :func:`export_request`) are
+shared with the OTLP/gRPC receiver (:mod:`costline.collectors.receiver_grpc`).
 """
 
 from __future__ import annotations
@@ -43,7 +46,8 @@ from costline.otlp import OtlpDecodeError, decode_json, span_count, split_by_tra
 from costline.collectors.errors import KafkaUnavailable, ReceiverError
 from costline.collectors.forwarder import Forwarder
 
-__all__ = ["OtlpReceiver", "TRACES_PATH", "pack_traces", "decode_with_rejections"]
+__all__ = ["OtlpReceiver", "ReceiverBase", "TRACES_PATH", "ExportRefused", "pack_traces", "decode_with_rejections",
+           "decode_export", "export_request"]
 
 log = logging.getLogger(__name__)
 
@@ -259,20 +263,59 @@ def pack_traces(req: ExportTraceServiceRequest, max_message_bytes: int) -> tuple
     return messages, rejected, why
 
 
-def _gunzip(body: bytes, limit: int) -> bytes:
-    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+# --- the export both receivers share (OTLP/HTTP here, OTLP/gRPC in receiver_grpc.py) ---------------
+class ExportRefused(HttpReject):
+    """A whole export refused: ``status`` 400 (not an OTLP trace request: the client must not retry)
+    or 503 (Kafka cannot take it: retry after ``retry_after`` seconds, sent as ``Retry-After``).
+    :attr:`grpc_code` is the OTLP/gRPC status code for the same answer."""
+
+    def __init__(self, status: int, message: str, *, retry_after: int | None = None) -> None:
+        super().__init__(status, message, None if retry_after is None else {"Retry-After": str(retry_after)})
+        self.retry_after = retry_after
+
+    @property
+    def grpc_code(self) -> int:
+        return _GRPC_CODE.get(self.status, 2)
+
+
+def decode_export(body: bytes, is_json: bool) -> tuple[ExportTraceServiceRequest, int, str]:
+    """:func:`decode_with_rejections`, refusing what is not an OTLP trace request with
+    :class:`ExportRefused` (400 / INVALID_ARGUMENT)."""
     try:
-        out = d.decompress(body, limit + 1)
-        if len(out) > limit or d.unconsumed_tail:
-            raise _Reject(413, f"decompressed body exceeds {limit} bytes: send smaller batches")
-        out += d.flush()
-    except zlib.error as exc:
-        raise _Reject(400, f"body is not valid gzip: {exc}") from None
-    if len(out) > limit:
-        raise _Reject(413, f"decompressed body exceeds {limit} bytes: send smaller batches")
-    if not d.eof:
-        raise _Reject(400, "body is truncated gzip")
-    return out
+        return decode_with_rejections(body, is_json)
+    except OtlpDecodeError as exc:
+        raise ExportRefused(400, str(exc)[:500]) from None
+
+
+def export_request(req: ExportTraceServiceRequest, forwarder: Forwarder, max_message_bytes: int, *,
+                   rejected: int = 0, why: str = "") -> ExportTraceServiceResponse:
+    """Pack ``req`` into Kafka messages (:func:`pack_traces`), forward them and wait for Kafka: the
+    answer, with ``partial_success`` counting ``rejected`` spans (already dropped by the decoder, with
+    ``why``) plus those too large for a message or refused by Kafka.
+
+    Raises :class:`ExportRefused` (503, ``retry_after`` from :class:`KafkaUnavailable`) when Kafka
+    cannot take the data in time: nothing of the request is acknowledged, the client sends it again.
+    """
+    messages, refused_spans, refused_why = pack_traces(req, max_message_bytes)
+    rejected += refused_spans
+    why = why or refused_why
+    try:
+        refused = forwarder.forward(messages)
+    except KafkaUnavailable as exc:
+        retry = max(int(round(exc.retry_after)), 1)
+        log.warning("costline collect: Kafka unavailable, asking the client to retry in %ss: %s", retry, exc)
+        raise ExportRefused(503, "Kafka unavailable, retry later", retry_after=retry) from None
+    if refused:
+        refused_keys = {key for key, _ in refused}
+        rejected += sum(span_count(ExportTraceServiceRequest.FromString(value))
+                        for key, value in messages if key in refused_keys)
+        key, reason = refused[0]
+        why = why or f"trace {key} refused by Kafka: {reason}"
+    resp = ExportTraceServiceResponse()
+    if rejected:
+        resp.partial_success.rejected_spans = rejected
+        resp.partial_success.error_message = why
+    return resp
 
 
 class _Handler(GuardedHandler):
@@ -340,32 +383,11 @@ class _Handler(GuardedHandler):
                 hold = len(body)
             if encoding == "gzip":
                 body = _gunzip(body, cfg.max_body_bytes)
-            try:
-                req, rejected, why = decode_with_rejections(body, is_json)
-            except OtlpDecodeError as exc:
-                raise _Reject(400, str(exc)[:500]) from None
+            req, rejected, why = decode_export(body, is_json)
             del body
-            messages, refused_spans, refused_why = pack_traces(req, cfg.max_message_bytes)
-            rejected += refused_spans
-            why = why or refused_why
-            try:
-                refused = self.receiver.forwarder.forward(messages)
-            except KafkaUnavailable as exc:
-                log.warning("costline collect: answering 503: %s", exc)
-                retry = str(max(int(round(exc.retry_after)), 1))
-                raise _Reject(503, "Kafka unavailable, retry later", {"Retry-After": retry}) from None
-            if refused:
-                refused_keys = {key for key, _ in refused}
-                rejected += sum(span_count(ExportTraceServiceRequest.FromString(value))
-                                for key, value in messages if key in refused_keys)
-                key, reason = refused[0]
-                why = why or f"trace {key} refused by Kafka: {reason}"
+            resp = export_request(req, self.receiver.forwarder, cfg.max_message_bytes, rejected=rejected, why=why)
         finally:
             budget.release(hold)
-        resp = ExportTraceServiceResponse()
-        if rejected:
-            resp.partial_success.rejected_spans = rejected
-            resp.partial_success.error_message = why
         self._send(200, resp, is_json)
 
     # -- answers ---------------------------------------------------------------------------------
@@ -394,15 +416,15 @@ class _Handler(GuardedHandler):
         self.linger(self.receiver.config.max_body_bytes)
 
 
-class OtlpReceiver:
-    """``POST /v1/traces`` on ``config.host:config.port`` → ``forwarder``.
+class ReceiverBase:
+    """What both OTLP receivers hold (:class:`OtlpReceiver`, ``receiver_grpc.OtlpGrpcReceiver``): the
+    ``[collector]`` config, the forwarder, the host, the bearer tokens, the bytes-in-flight budget and
+    the TLS context; the port is the config key :attr:`port_key` unless ``port`` is given."""
 
-    ``start()`` serves on a background thread and returns the bound port (pass
-    ``port=0`` for any free one); ``serve_forever()`` blocks; ``shutdown()``
-    stops serving and closes the forwarder. With ``bearer_token``/``bearer_token_file``
-    set, requests need ``Authorization: Bearer``; ``tls_cert_file``/``tls_key_file`` serve HTTPS.
-    A non-loopback host without a token is refused unless ``allow_insecure``.
-    """
+    #: The ``[collector]`` key of this receiver's port (also its ``--option`` and environment variable).
+    port_key = "port"
+    #: The protocol, as messages name it.
+    protocol = "OTLP/HTTP"
 
     def __init__(
         self,
@@ -415,12 +437,45 @@ class OtlpReceiver:
         self.config = config
         self.forwarder = forwarder
         self.host = config.host if host is None else host
-        self._port = config.port if port is None else port
+        wanted = getattr(config, self.port_key) if port is None else port
+        if wanted is None:
+            raise ReceiverError(f"no port for {self.protocol}: set one with {self.port_hint}")
+        self._port: int = wanted
         self.tokens = BearerTokens([config.bearer_token] if config.bearer_token else [], config.bearer_token_file)
         self.budget = BytesBudget(config.max_inflight_bytes)
         self._ssl = ssl_context(config.tls_cert_file, config.tls_key_file)
-        self._server: PooledHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+
+    @property
+    def port_hint(self) -> str:
+        """Where the port is set: ``--port / [collector] port (COSTLINE_COLLECTOR_PORT)``."""
+        key = self.port_key
+        return f"--{key.replace('_', '-')} / [collector] {key} (COSTLINE_COLLECTOR_{key.upper()})"
+
+    def refuse_open_bind(self) -> None:
+        """Raise InsecureBindError for a non-loopback host without a token (unless ``allow_insecure``)."""
+        what = "costline collect" if self.port_key == "port" else f"costline collect ({self.protocol})"
+        refuse_open_bind(what, self.host, authenticated=self.tokens.enabled, insecure=self.config.allow_insecure,
+                         how="set [collector] bearer_token or bearer_token_file")
+
+    def close_forwarder(self) -> None:
+        try:
+            self.forwarder.close()
+        except Exception:
+            log.exception("costline collect: error closing the forwarder")
+
+
+class OtlpReceiver(ReceiverBase):
+    """``POST /v1/traces`` on ``config.host:config.port`` → ``forwarder``.
+
+    ``start()`` serves on a background thread and returns the bound port (pass
+    ``port=0`` for any free one); ``serve_forever()`` blocks; ``shutdown()``
+    stops serving and closes the forwarder. With ``bearer_token``/``bearer_token_file``
+    set, requests need ``Authorization: Bearer``; ``tls_cert_file``/``tls_key_file`` serve HTTPS.
+    A non-loopback host without a token is refused unless ``allow_insecure``.
+    """
+
+    _server: PooledHTTPServer | None = None
+    _thread: threading.Thread | None = None
 
     @property
     def port(self) -> int:
@@ -435,9 +490,7 @@ class OtlpReceiver:
     def bind(self) -> PooledHTTPServer:
         """Open the listening socket (idempotent); raises ReceiverError when the port is taken."""
         if self._server is None:
-            refuse_open_bind("costline collect", self.host, authenticated=self.tokens.enabled,
-                             insecure=self.config.allow_insecure,
-                             how="set [collector] bearer_token or bearer_token_file")
+            self.refuse_open_bind()
             handler = type("OtlpHandler", (_Handler,), {"receiver": self})
             busy = status_pb2.Status(code=14, message="the receiver is busy, retry later")
             try:
@@ -447,7 +500,7 @@ class OtlpReceiver:
             except OSError as exc:
                 raise ReceiverError(
                     f"cannot listen on {self.host}:{self._port} ({exc.strerror or exc}): stop what uses the "
-                    "port, or pick another with --port / [collector] port (COSTLINE_COLLECTOR_PORT)"
+                    f"port, or pick another with {self.port_hint}"
                 ) from None
             self._server = server
         return self._server
@@ -472,7 +525,4 @@ class OtlpReceiver:
                 self._thread.join(timeout=5)
                 self._thread = None
             server.server_close()
-        try:
-            self.forwarder.close()
-        except Exception:
-            log.exception("costline collect: error closing the forwarder")
+        self.close_forwarder()

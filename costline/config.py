@@ -136,6 +136,9 @@ class LakeConfig:
 class CollectorConfig:
     host: str = "127.0.0.1"
     port: int = 4318
+    #: Also receive OTLP/gRPC (``TraceService/Export``, what many SDKs send by default) on this port,
+    #: same host, tokens, TLS and limits; None: off (4317 is the convention; set it to turn gRPC on).
+    grpc_port: int | None = None
     #: Bodies over this (compressed or not) are refused with 413.
     max_body_bytes: int = 16 * 1024 * 1024
     #: Seconds a client is asked to wait (Retry-After) when Kafka cannot take data.
@@ -581,6 +584,13 @@ def _validate(config: Config, source: str) -> None:
     collector: CollectorConfig = sections["collector"]
     s = Section("collector", source=source)
     s.port("port", collector.port)
+    if collector.grpc_port is not None:
+        s.need(1 <= collector.grpc_port <= 65535, "grpc_port",
+               f"must be a TCP port (1-65535; 4317 is OTLP/gRPC's), or unset to receive OTLP/HTTP only; "
+               f"got {collector.grpc_port}")
+        s.need(collector.grpc_port != collector.port, "grpc_port",
+               f"must differ from [collector] port ({collector.port}, OTLP/HTTP): gRPC needs its own port, "
+               "e.g. 4317")
     s.at_least("max_body_bytes", collector.max_body_bytes, 1024)
     from costline.netsec import validate_limits
 

@@ -29,8 +29,8 @@ PINNED: dict[str, list[str]] = {
     ],
     "costline.collectors": [
         "CallHandle", "CollectorError", "Forwarder", "KafkaForwarder", "KafkaSpanExporter", "KafkaUnavailable",
-        "LookupHandle", "OtlpReceiver", "REQUEST_ID_CONTEXT_KEY", "ReceiverError", "Recorder", "RequestHandle",
-        "RequestStampingProcessor", "capture_enabled", "current_request_id", "instrument_anthropic",
+        "LookupHandle", "OtlpGrpcReceiver", "OtlpReceiver", "REQUEST_ID_CONTEXT_KEY", "ReceiverError", "Recorder",
+        "RequestHandle", "RequestStampingProcessor", "capture_enabled", "current_request_id", "instrument_anthropic",
         "instrument_openai", "setup_tracing",
     ],
     "costline.processors": [

@@ -1,0 +1,203 @@
+"""An OTLP/gRPC trace receiver (``TraceService/Export``, port 4317 by convention) that forwards to Kafka.
+
+Many OpenTelemetry SDKs export OTLP/gRPC by default (Python's ``opentelemetry-exporter-otlp``,
+.NET): this listener lets such apps send to ``costline collect`` unchanged. It validates, packs
+and forwards exactly as the OTLP/HTTP receiver (:func:`~costline.collectors.receiver.decode_export`,
+:func:`~costline.collectors.receiver.export_request`) and answers as the OTLP specification's
+OTLP/gRPC section says:
+
+* ``OK`` with an ``ExportTraceServiceResponse`` once Kafka acknowledged every trace, with
+  ``partial_success`` (rejected_spans, error_message) when invalid spans were dropped;
+* ``UNAVAILABLE`` when Kafka cannot take the data within ``produce_timeout_s``, and
+  ``RESOURCE_EXHAUSTED`` past ``max_inflight_bytes``: both with a ``google.rpc.RetryInfo``
+  (``retry_delay``) in the trailing metadata, so exporters retry after it;
+* ``UNAUTHENTICATED`` without a valid ``authorization: Bearer <token>`` (same tokens as HTTP);
+* ``INVALID_ARGUMENT`` for a message that is not an ``ExportTraceServiceRequest``;
+* ``RESOURCE_EXHAUSTED`` from grpc itself for a message over ``max_body_bytes`` (decompressed),
+  metadata over ``max_header_bytes`` or past ``max_workers`` + ``max_pending`` RPCs at once (no
+  RetryInfo: grpc answers before this code runs);
+* ``INTERNAL`` for an unexpected error.
+
+RetryInfo travels twice: in ``grpc-status-details-bin`` (a ``google.rpc.Status`` whose details hold
+it: what the Go and Java exporters read) and bare in ``google.rpc.retryinfo-bin`` (what the Python
+exporter reads). ``grpc-encoding: gzip`` requests are decompressed by grpc.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import NoReturn
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import error_details_pb2, status_pb2
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+
+from costline.collectors.errors import ReceiverError
+from costline.collectors.receiver import ExportRefused, ReceiverBase, decode_export, export_request
+
+__all__ = ["OtlpGrpcReceiver", "TRACE_SERVICE", "STATUS_DETAILS_KEY", "RETRY_INFO_KEY"]
+
+log = logging.getLogger(__name__)
+
+#: The OTLP trace service's full gRPC name.
+TRACE_SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
+#: Trailing metadata: a serialized ``google.rpc.Status`` with details (the gRPC richer error model)...
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+#: ...and a bare serialized ``google.rpc.RetryInfo`` (read by OpenTelemetry Python's exporter).
+RETRY_INFO_KEY = "google.rpc.retryinfo-bin"
+#: Seconds an RPC in flight may still take when the receiver shuts down.
+SHUTDOWN_GRACE_S = 5.0
+
+
+def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str, *,
+           retry_after: int | None = None) -> NoReturn:
+    """End the RPC with ``code``; with ``retry_after``, attach RetryInfo (retry_delay) as OTLP asks."""
+    if retry_after is not None:
+        info = error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=retry_after))
+        detail = any_pb2.Any()
+        detail.Pack(info)
+        status = status_pb2.Status(code=code.value[0], message=message, details=[detail])
+        context.set_trailing_metadata(((STATUS_DETAILS_KEY, status.SerializeToString()),
+                                       (RETRY_INFO_KEY, info.SerializeToString())))
+    context.abort(code, message)
+    raise AssertionError("grpc's abort() returned")  # pragma: no cover: it raises
+
+
+class OtlpGrpcReceiver(ReceiverBase, trace_service_pb2_grpc.TraceServiceServicer):
+    """OTLP/gRPC ``TraceService/Export`` on ``config.host:config.grpc_port`` → ``forwarder``.
+
+    Same lifecycle as :class:`~costline.collectors.receiver.OtlpReceiver`: ``start()`` serves on
+    grpc's threads and returns the bound port (pass ``port=0`` for any free one);
+    ``serve_forever()`` blocks; ``shutdown()`` stops serving (RPCs in flight get
+    :data:`SHUTDOWN_GRACE_S`) and closes the forwarder. Bearer tokens, TLS, ``allow_insecure`` and the
+    limits are the ``[collector]`` ones the HTTP receiver uses.
+    """
+
+    port_key = "grpc_port"
+    protocol = "OTLP/gRPC"
+    _server: grpc.Server | None = None
+    _pool: ThreadPoolExecutor | None = None
+    _bound = 0
+    _started = False
+
+    @property
+    def port(self) -> int:
+        return self._bound or self._port
+
+    @property
+    def endpoint(self) -> str:
+        """What to give an OTLP/gRPC exporter (``OTEL_EXPORTER_OTLP_ENDPOINT``: the scheme says TLS or not)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'https' if self._ssl is not None else 'http'}://{host}:{self.port}"
+
+    def bind(self) -> grpc.Server:
+        """Open the listening socket (idempotent); raises ReceiverError when the port is taken."""
+        if self._server is not None:
+            return self._server
+        self.refuse_open_bind()
+        cfg = self.config
+        pool = ThreadPoolExecutor(max_workers=cfg.max_workers, thread_name_prefix="costline-collect-grpc")
+        server = grpc.server(
+            pool,
+            maximum_concurrent_rpcs=cfg.max_workers + cfg.max_pending,
+            options=[
+                ("grpc.max_receive_message_length", cfg.max_body_bytes),
+                ("grpc.max_send_message_length", 1024 * 1024),
+                ("grpc.max_metadata_size", cfg.max_header_bytes),  # soft limit (refused at random past it)
+                ("grpc.absolute_max_metadata_size", cfg.max_header_bytes),  # hard limit
+                ("grpc.max_connection_idle_ms", int(cfg.idle_timeout_s * 1000)),
+                ("grpc.so_reuseport", 0),  # a port in use must fail, not be shared with another server
+            ],
+        )
+        handler = grpc.unary_unary_rpc_method_handler(
+            self.Export,
+            request_deserializer=None,  # raw bytes: held against max_inflight_bytes before decoding
+            response_serializer=ExportTraceServiceResponse.SerializeToString,
+        )
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(TRACE_SERVICE, {"Export": handler}),))
+        address = f"[{self.host}]:{self._port}" if ":" in self.host else f"{self.host}:{self._port}"
+        try:
+            if self._ssl is not None:
+                assert cfg.tls_cert_file is not None and cfg.tls_key_file is not None
+                creds = grpc.ssl_server_credentials([(cfg.tls_key_file.read_bytes(), cfg.tls_cert_file.read_bytes())])
+                bound = server.add_secure_port(address, creds)
+            else:
+                bound = server.add_insecure_port(address)
+        except RuntimeError:
+            bound = 0
+        if not bound:
+            server.stop(None)
+            pool.shutdown(wait=False)
+            raise ReceiverError(
+                f"cannot listen for OTLP/gRPC on {address}: stop what uses the port, or pick another with "
+                f"{self.port_hint}")
+        self._server, self._pool, self._bound = server, pool, bound
+        return server
+
+    def start(self) -> int:
+        """Serve on grpc's threads; return the bound port."""
+        server = self.bind()
+        if not self._started:
+            server.start()
+            self._started = True
+        return self.port
+
+    def serve_forever(self) -> None:
+        """Serve until :meth:`shutdown` (or Ctrl-C)."""
+        self.start()
+        assert self._server is not None
+        self._server.wait_for_termination()
+
+    def shutdown(self) -> None:
+        server, self._server = self._server, None
+        pool, self._pool = self._pool, None
+        if server is not None:
+            server.stop(SHUTDOWN_GRACE_S).wait(SHUTDOWN_GRACE_S + 1)
+            self._started = False
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+        self.close_forwarder()
+
+    # -- TraceService ---------------------------------------------------------------------------
+    def Export(self, request: ExportTraceServiceRequest | bytes,
+               context: grpc.ServicerContext) -> ExportTraceServiceResponse:
+        """``TraceService/Export``: ``request`` is the message's bytes as :meth:`bind` registers it
+        (counted against ``max_inflight_bytes`` before decoding), or a decoded request when registered
+        with ``add_TraceServiceServicer_to_server`` (re-encoded, then handled the same)."""
+        self._authenticate(context)
+        cfg = self.config
+        body = request if isinstance(request, bytes) else request.SerializeToString()
+        hold = len(body)
+        if not self.budget.acquire(hold):
+            _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, "too many bytes in flight, retry later",
+                   retry_after=max(cfg.retry_after_s, 1))
+        try:
+            req, rejected, why = decode_export(body, False)  # the HTTP receiver's checks, span by span
+            del body
+            return export_request(req, self.forwarder, cfg.max_message_bytes, rejected=rejected, why=why)
+        except ExportRefused as r:
+            _abort(context, _status_code(r.grpc_code), r.message, retry_after=r.retry_after)
+        except Exception as exc:
+            log.exception("costline collect: unexpected error (OTLP/gRPC)")
+            _abort(context, grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
+        finally:
+            self.budget.release(hold)
+
+    def _authenticate(self, context: grpc.ServicerContext) -> None:
+        if not self.tokens.enabled:
+            return
+        values = [v for k, v in context.invocation_metadata() if k == "authorization"]
+        if len(values) != 1 or not isinstance(values[0], str) or not self.tokens.check(values[0]):
+            _abort(context, grpc.StatusCode.UNAUTHENTICATED,
+                   "a valid 'authorization: Bearer <token>' metadata entry is required")
+
+
+def _status_code(number: int) -> grpc.StatusCode:
+    """The ``grpc.StatusCode`` of a numeric code (UNKNOWN for one grpc does not name)."""
+    return next((code for code in grpc.StatusCode if code.value[0] == number), grpc.StatusCode.UNKNOWN)
