@@ -10,6 +10,7 @@ stays well above 100k spans/s per core. Field order equals the lake schemas
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any, Final, NamedTuple
 
@@ -406,6 +407,28 @@ _STATUS_ERROR: Final = 2
 ERROR_TYPE_OTHER: Final = "_OTHER"
 
 
+#: LiteLLM's OpenTelemetry callback (scope ``litellm``, SDK and proxy) writes no cache attribute: the
+#: counts are only in ``metadata.usage_object``, the repr of its usage dict (``{'prompt_tokens': 486,
+#: ..., 'cache_creation_input_tokens': 0, 'cache_read_input_tokens': 480}``; OpenAI's reads as
+#: ``'prompt_tokens_details': {'cached_tokens': 480, ...}``), read with a bounded pattern, never evaluated.
+_LITELLM_USAGE: Final = "metadata.usage_object"
+_LITELLM_COUNT = re.compile(r"['\"](cache_read_input_tokens|cache_creation_input_tokens|cached_tokens|"
+                            r"cache_creation_tokens)['\"]\s*:\s*(\d{1,12})\b")
+
+
+def _litellm_cache(text: str, bad: list[str]) -> tuple[int | None, int | None]:
+    found: dict[str, int] = {}
+    for key, value in _LITELLM_COUNT.findall(text[:8192]):
+        found.setdefault(key, int(value))
+    read = found.get("cache_read_input_tokens", found.get("cached_tokens"))
+    write = found.get("cache_creation_input_tokens", found.get("cache_creation_tokens"))
+    for key, n in (("cache_read", read), ("cache_creation", write)):
+        if n is not None and n > MAX_TOKENS:
+            bad.append(f"{_LITELLM_USAGE}.{key}:out_of_range")
+    return (read if read is None or read <= MAX_TOKENS else None,
+            write if write is None or write <= MAX_TOKENS else None)
+
+
 def _first_str(get: Any, keys: tuple[str, ...]) -> str | None:
     for key in keys:
         s = _str(get(key))
@@ -522,6 +545,8 @@ def flatten_span(
         v = get(_WRITE0)
         write = _count(v, _WRITE0, bad) if v is not None else _count(*_first(get, CACHE_CREATION_KEYS), bad)
         finish_reasons = _str_list(get(c.GEN_AI_RESPONSE_FINISH_REASONS))
+        if read is None and write is None and (v := get(_LITELLM_USAGE)) is not None:
+            read, write = _litellm_cache(_str(v) or "", bad)  # its cache counts are only in there
     else:
         kind_v = get(OI_SPAN_KIND)
         op = _OI_OPERATIONS.get(_str(kind_v) or "") if kind_v is not None else None

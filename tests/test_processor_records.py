@@ -154,6 +154,46 @@ def test_openinference_llm_spans_are_calls(name, attrs, want):
     assert got[6] == (None if want[6] is None else pytest.approx(want[6], abs=1e-12))
 
 
+# LiteLLM's OpenTelemetry callback (1.108.7, SDK or proxy) as it wrote a prompt-cached Anthropic call
+# and an OpenAI one here: no cache attribute, the counts only in metadata.usage_object (a dict's repr).
+_LITELLM = {"gen_ai.operation.name": "chat", "gen_ai.system": "anthropic", "gen_ai.request.model": "claude-haiku-4-5",
+            "gen_ai.response.model": "claude-haiku-4-5", "llm.request.type": "completion", "llm.is_streaming": "False",
+            "gen_ai.cost.total_cost": 0.000324, "gen_ai.usage.total_tokens": 540}
+
+
+@pytest.mark.parametrize("attrs, want", [
+    # (input, output, read, write, cost at the default table: Haiku $0.80 / $4, reads x0.1, writes x1.25)
+    ({**_LITELLM, "gen_ai.usage.input_tokens": 486, "gen_ai.usage.output_tokens": 54, "metadata.usage_object":
+      "{'completion_tokens': 54, 'prompt_tokens': 486, 'total_tokens': 540, 'completion_tokens_details': "
+      "{'reasoning_tokens': 0, 'text_tokens': 54}, 'prompt_tokens_details': {'audio_tokens': None, "
+      "'cache_write_tokens': 0, 'cached_tokens': 480, 'image_tokens': None, 'text_tokens': 6, 'video_tokens': None, "
+      "'initial_prompt_tokens': None, 'cache_creation_tokens': 0}, 'cache_creation_input_tokens': 0, "
+      "'cache_read_input_tokens': 480, 'iterations': None}"},
+     (486, 54, 480, 0, 6 * 0.8e-6 + 480 * 0.8e-6 * 0.1 + 54 * 4e-6)),
+    ({**_LITELLM, "gen_ai.usage.input_tokens": 486, "gen_ai.usage.output_tokens": 58, "metadata.usage_object":
+      "{'completion_tokens': 58, 'prompt_tokens': 486, 'prompt_tokens_details': {'cache_write_tokens': 480, "
+      "'cached_tokens': 0, 'cache_creation_tokens': 480}, 'cache_creation_input_tokens': 480, "
+      "'cache_read_input_tokens': 0}"},
+     (486, 58, 0, 480, 6 * 0.8e-6 + 480 * 0.8e-6 * 1.25 + 58 * 4e-6)),
+    # an OpenAI model through LiteLLM: only prompt_tokens_details.cached_tokens (reads)
+    ({**_LITELLM, "gen_ai.system": "openai", "gen_ai.usage.input_tokens": 2000, "gen_ai.usage.output_tokens": 10,
+      "metadata.usage_object": '{"prompt_tokens": 2000, "prompt_tokens_details": {"cached_tokens": 1500}}'},
+     (2000, 10, 1500, 0, 500 * 0.8e-6 + 1500 * 0.8e-6 * 0.1 + 10 * 4e-6)),
+    # cache attributes of the conventions win over the repr
+    ({**_LITELLM, "gen_ai.usage.input_tokens": 486, "gen_ai.usage.output_tokens": 54,
+      "gen_ai.usage.cache_read.input_tokens": 100, "metadata.usage_object": "{'cache_read_input_tokens': 480}"},
+     (486, 54, 100, 0, 386 * 0.8e-6 + 100 * 0.8e-6 * 0.1 + 54 * 4e-6)),
+    # no usage object, or one that says nothing: no cache counts
+    ({**_LITELLM, "gen_ai.usage.input_tokens": 10, "gen_ai.usage.output_tokens": 1, "metadata.usage_object": ""},
+     (10, 1, 0, 0, 10 * 0.8e-6 + 4e-6)),
+])
+def test_litellm_cache_counts_are_read_from_its_usage_object(attrs, want):
+    row = flatten_span(_span("litellm_request", attrs), MemoPricingTable())
+    assert isinstance(row, CallRow)
+    assert (row.input_tokens, row.output_tokens, row.cache_read_tokens, row.cache_creation_tokens) == want[:4]
+    assert row.cost_usd == pytest.approx(want[4], abs=1e-12)
+
+
 @pytest.mark.parametrize("name, attrs", [
     ("messages.count_tokens", {**_OI}),  # free: nothing generated
     ("RunnableSequence", {"openinference.span.kind": "CHAIN", "llm.model_name": "claude-haiku-4-5"}),
