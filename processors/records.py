@@ -392,10 +392,16 @@ OI_COMPLETION_TOKENS: Final = "llm.token_count.completion"
 OI_CACHE_READ_TOKENS: Final = "llm.token_count.prompt_details.cache_read"
 OI_CACHE_WRITE_TOKENS: Final = "llm.token_count.prompt_details.cache_write"
 OI_FINISH_REASON: Final = "llm.finish_reason"
-_ALL_INPUT_KEYS: Final = (*INPUT_TOKEN_KEYS, OI_PROMPT_TOKENS)
-_ALL_OUTPUT_KEYS: Final = (*OUTPUT_TOKEN_KEYS, OI_COMPLETION_TOKENS)
-_ALL_READ_KEYS: Final = (*CACHE_READ_KEYS, OI_CACHE_READ_TOKENS)
-_ALL_WRITE_KEYS: Final = (*CACHE_CREATION_KEYS, OI_CACHE_WRITE_TOKENS)
+_LF_USAGE_KEY: Final = "langfuse.observation.usage_details"  # (LF_USAGE, below: its parts are named after it)
+_ALL_INPUT_KEYS: Final = (*INPUT_TOKEN_KEYS, OI_PROMPT_TOKENS, _LF_USAGE_KEY,
+                          *(f"{_LF_USAGE_KEY}.{k}" for k in ("prompt_tokens", "input_tokens", "input")))
+_ALL_OUTPUT_KEYS: Final = (*OUTPUT_TOKEN_KEYS, OI_COMPLETION_TOKENS, _LF_USAGE_KEY,
+                           *(f"{_LF_USAGE_KEY}.{k}" for k in ("completion_tokens", "output_tokens", "output")))
+_ALL_READ_KEYS: Final = (*CACHE_READ_KEYS, OI_CACHE_READ_TOKENS, _LF_USAGE_KEY,
+                         *(f"{_LF_USAGE_KEY}.{k}" for k in ("cached_tokens", "cache_read_input_tokens", "input_cache_read")))
+_ALL_WRITE_KEYS: Final = (*CACHE_CREATION_KEYS, OI_CACHE_WRITE_TOKENS, _LF_USAGE_KEY,
+                          *(f"{_LF_USAGE_KEY}.{k}" for k in ("cache_write_tokens", "cache_creation_input_tokens",
+                                                             "input_cache_creation")))
 _OI_OPERATIONS: Final = {"LLM": c.OPERATION_CHAT, "EMBEDDING": "embeddings"}
 _OI_MODEL_KEYS: Final = ("llm.request.model_name", "llm.model_name", "embedding.model_name")
 _OI_RESPONSE_MODEL_KEYS: Final = ("llm.response.model_name", "llm.model_name", "embedding.model_name")
@@ -427,6 +433,54 @@ def _litellm_cache(text: str, bad: list[str]) -> tuple[int | None, int | None]:
             bad.append(f"{_LITELLM_USAGE}.{key}:out_of_range")
     return (read if read is None or read <= MAX_TOKENS else None,
             write if write is None or write <= MAX_TOKENS else None)
+
+
+#: Langfuse's SDK (v3+, OpenTelemetry-native): a ``generation`` (or ``embedding``) observation is a model
+#: call; its model is ``langfuse.observation.model.name`` (no provider), its usage the JSON object
+#: ``langfuse.observation.usage_details`` in one of three shapes: OpenAI's (``prompt_tokens``, cached
+#: included, ``prompt_tokens_details.cached_tokens``), Anthropic's (``input_tokens`` WITHOUT the cache,
+#: ``cache_read_input_tokens``, ``cache_creation_input_tokens``) or Langfuse's own usage types
+#: (``input`` without the cache, ``input_cache_read``, ``input_cache_creation``, ``output``).
+LF_TYPE: Final = "langfuse.observation.type"
+LF_MODEL: Final = "langfuse.observation.model.name"
+LF_USAGE: Final = _LF_USAGE_KEY
+_LF_OPERATIONS: Final = {"generation": c.OPERATION_CHAT, "embedding": "embeddings"}
+_LF_MAX_USAGE_CHARS: Final = 65_536
+
+
+def _langfuse_usage(v: Any, bad: list[str]) -> tuple[int | None, int | None, int | None, int | None]:
+    """(input with the cache, output, cache read, cache write) of a Langfuse usage_details value."""
+    text = _str(v) if v is not None else None
+    if not text:
+        return None, None, None, None
+    try:
+        usage = json.loads(text) if len(text) <= _LF_MAX_USAGE_CHARS else None
+    except ValueError:
+        usage = None
+    if not isinstance(usage, dict):
+        bad.append(f"{LF_USAGE}:not_an_object")
+        return None, None, None, None
+
+    def num(obj: Any, key: str) -> int | None:
+        x = obj.get(key) if isinstance(obj, dict) else None
+        if x is None:
+            return None
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or x != x or not 0 <= x <= MAX_TOKENS:
+            bad.append(f"{LF_USAGE}.{key}:out_of_range")
+            return None
+        return int(x)
+
+    details = usage.get("prompt_tokens_details")
+    if "prompt_tokens" in usage:  # OpenAI's: prompt_tokens includes the cached tokens
+        read, write = num(details, "cached_tokens"), num(details, "cache_write_tokens")
+        return num(usage, "prompt_tokens"), num(usage, "completion_tokens"), read, write
+    if "input_tokens" in usage:  # Anthropic's: input_tokens excludes the cache
+        fresh, keys = num(usage, "input_tokens"), ("cache_read_input_tokens", "cache_creation_input_tokens")
+    else:  # Langfuse's usage types
+        fresh, keys = num(usage, "input"), ("input_cache_read", "input_cache_creation")
+    read, write = num(usage, keys[0]), num(usage, keys[1])
+    total = None if fresh is None else fresh + (read or 0) + (write or 0)
+    return total, num(usage, "output_tokens" if "input_tokens" in usage else "output"), read, write
 
 
 def _first_str(get: Any, keys: tuple[str, ...]) -> str | None:
@@ -527,7 +581,8 @@ def flatten_span(
         ))
     op_v = get(c.GEN_AI_OPERATION_NAME)
     model_v = get(c.GEN_AI_REQUEST_MODEL)
-    openinference = False
+    #: for spans that carry counts only when the API reported usage: the data_quality names of missing ones
+    unreported: tuple[str, ...] = ()
     if op_v is not None or model_v is not None:
         op = _str(op_v)
         if op in NOT_CALL_OPERATIONS:
@@ -547,12 +602,21 @@ def flatten_span(
         finish_reasons = _str_list(get(c.GEN_AI_RESPONSE_FINISH_REASONS))
         if read is None and write is None and (v := get(_LITELLM_USAGE)) is not None:
             read, write = _litellm_cache(_str(v) or "", bad)  # its cache counts are only in there
+    elif (lf_v := get(LF_TYPE)) is not None:
+        op = _LF_OPERATIONS.get(_str(lf_v) or "")
+        if op is None:
+            return None  # a Langfuse span, event, agent, tool...: no model call
+        unreported = (f"{LF_USAGE}:missing",)
+        model = response_model = _str(get(LF_MODEL))
+        provider = None  # Langfuse does not say; the model prices the call
+        input_tokens, output_tokens, read, write = _langfuse_usage(get(LF_USAGE), bad)
+        finish_reasons = None
     else:
         kind_v = get(OI_SPAN_KIND)
         op = _OI_OPERATIONS.get(_str(kind_v) or "") if kind_v is not None else None
         if op is None or name.endswith(_OI_NOT_CALLS):
             return None  # not an OpenInference model call (a chain, tool, agent... or a free token count)
-        openinference = True
+        unreported = (f"{OI_PROMPT_TOKENS}:missing", f"{OI_COMPLETION_TOKENS}:missing")
         model, response_model = _first_str(get, _OI_MODEL_KEYS), _first_str(get, _OI_RESPONSE_MODEL_KEYS)
         provider = _str(get(OI_PROVIDER)) or _str(get(OI_SYSTEM))
         input_tokens = _count(get(OI_PROMPT_TOKENS), OI_PROMPT_TOKENS, bad)
@@ -560,7 +624,7 @@ def flatten_span(
         read = _count(get(OI_CACHE_READ_TOKENS), OI_CACHE_READ_TOKENS, bad)
         write = _count(get(OI_CACHE_WRITE_TOKENS), OI_CACHE_WRITE_TOKENS, bad)
         finish_reasons = _str_list(get(OI_FINISH_REASON))
-    if scope == _AI_SDK_SCOPE and not openinference:
+    if scope == _AI_SDK_SCOPE and not unreported:
         if provider:
             provider = provider.split(".", 1)[0]  # "anthropic.messages" -> "anthropic"
         if op is None:
@@ -597,12 +661,12 @@ def flatten_span(
         if input_tokens is None and output_tokens is None and explicit is None:
             cost, status = None, INCOMPLETE_USAGE
             bad.extend((f"{_IN0}:missing", f"{_OUT0}:missing"))
-    elif (openinference and input_tokens is None and output_tokens is None and explicit is None
+    elif (unreported and input_tokens is None and output_tokens is None and explicit is None
           and error_type is None and not bad):
-        # OpenInference writes counts only when the API reported usage: a call that answered without
-        # them (an OpenAI stream without include_usage) has unknown usage, never $0
+        # OpenInference and Langfuse write counts only when the API reported usage: a call that answered
+        # without them (an OpenAI stream without include_usage) has unknown usage, never $0
         cost, status = None, INCOMPLETE_USAGE
-        bad.extend((f"{OI_PROMPT_TOKENS}:missing", f"{OI_COMPLETION_TOKENS}:missing"))
+        bad.extend(unreported)
     return _new(CallRow, (
         sid.hex(),
         tid.hex(),
@@ -640,7 +704,7 @@ INVALID_USAGE: Final = "invalid_usage"
 #: ``pricing_status`` of a call whose instrumentation says it has no usage to report
 #: (``costline.usage.incomplete`` without token counts): not priced (cost NULL), never $0.
 INCOMPLETE_USAGE: Final = "incomplete_usage"
-_USAGE_PREFIX: Final = ("gen_ai.usage.", "llm.usage.", "llm.token_count.", "ai.usage.")
+_USAGE_PREFIX: Final = ("gen_ai.usage.", "llm.usage.", "llm.token_count.", "ai.usage.", LF_USAGE)
 
 
 def _dropped(bad: list[str], keys: tuple[str, ...]) -> bool:

@@ -599,3 +599,55 @@ def test_pydantic_ai_agent_runs_count_their_model_calls_not_the_agent_span(stand
         (4, 3, pytest.approx(usd, rel=1e-9), 4, sum(e.cache_read_tokens for e in paid))]
     assert q(cfg, "SELECT count(*), count(*) FILTER (WHERE success) FROM requests") == [(4, 3)]
     assert q(cfg, "SELECT error_type FROM calls WHERE error_type IS NOT NULL") == [("pydantic_ai.exceptions.ModelRequestRejectedError",)]
+
+
+# -- Langfuse (its SDK's own OpenTelemetry spans) -------------------------------------------------------------
+def test_langfuse_generations_are_calls_at_the_served_price(standin, cfg, tracing):
+    """Langfuse's SDK (OpenTelemetry-native since v3): its OpenAI wrapper's generations (OpenAI's usage
+    shape, a streamed one, a failed one) and generations an app records itself with Langfuse's usage
+    types and with Anthropic's usage shape (input without the cache) are calls, nothing else is."""
+    pytest.importorskip("langfuse")
+    from langfuse import Langfuse, observe
+    from langfuse.openai import OpenAI
+
+    provider, exporter = tracing
+    standin.log.clear()
+    client = Langfuse(public_key="pk-lf-test", secret_key="sk-lf-test", host="http://127.0.0.1:9",
+                      tracer_provider=provider, flush_at=1000)
+    oa = OpenAI(base_url=standin.openai_url, api_key="test", max_retries=0)
+    oa.chat.completions.create(model=STUDENT_MODEL, max_tokens=32, messages=[{"role": "user", "content": "Summarise 1"}])
+    for _ in oa.chat.completions.create(model=STUDENT_MODEL, max_tokens=32, stream=True,
+                                        stream_options={"include_usage": True},
+                                        messages=[{"role": "user", "content": "Summarise 2"}]):
+        pass
+    standin.inject_errors(500, 1, api="openai")
+    with pytest.raises(openai.InternalServerError):
+        oa.chat.completions.create(model=STUDENT_MODEL, max_tokens=32, messages=[{"role": "user", "content": "x"}])
+
+    @observe(as_type="generation")
+    def langfuse_types() -> None:  # Langfuse's usage types: input excludes the cache reads
+        client.update_current_generation(model="claude-haiku-4-5",
+                                         usage_details={"input": 6, "output": 54, "input_cache_read": 480})
+
+    @observe(as_type="generation")
+    def anthropic_shape() -> None:  # Anthropic's usage as the API returns it
+        client.update_current_generation(model="claude-haiku-4-5", usage_details={
+            "input_tokens": 7, "output_tokens": 40, "cache_read_input_tokens": 0, "cache_creation_input_tokens": 480})
+
+    @observe()
+    def a_plain_span() -> None:  # a span observation: no call
+        pass
+
+    langfuse_types()
+    anthropic_shape()
+    a_plain_span()
+    lf_spans = [s for s in exporter.get_finished_spans() if s.instrumentation_scope.name == "langfuse-sdk"]
+    assert len(lf_spans) == 6
+    lake_from_sdk_spans(exporter.get_finished_spans(), cfg)
+    _, served = _served_usd(standin)
+    mine = ((6 * HAIKU_IN + 480 * HAIKU_IN * READ_X + 54 * HAIKU_OUT)
+            + (7 * HAIKU_IN + 480 * HAIKU_IN * WRITE_X + 40 * HAIKU_OUT)) / 1e6
+    assert q(cfg, "SELECT count(*), count(error_type), sum(cost_usd), sum(input_tokens), sum(cache_read_tokens), "
+                  "sum(cache_creation_tokens) FROM calls") == [
+        (5, 1, pytest.approx(served + mine, rel=1e-9),
+         sum(e.input_tokens for e in standin.log.paid()) + 486 + 487, 480, 480)]

@@ -194,6 +194,38 @@ def test_litellm_cache_counts_are_read_from_its_usage_object(attrs, want):
     assert row.cost_usd == pytest.approx(want[4], abs=1e-12)
 
 
+_LF = {"langfuse.observation.type": "generation", "langfuse.observation.model.name": "claude-haiku-4-5"}
+
+
+@pytest.mark.parametrize("usage, want", [
+    # (input with the cache, output, read, write, pricing_status, data_quality)
+    ('{"prompt_tokens": 2000, "completion_tokens": 10, "prompt_tokens_details": {"cached_tokens": 1500}}',
+     (2000, 10, 1500, 0, "priced", None)),
+    ('{"input_tokens": 7, "output_tokens": 40, "cache_read_input_tokens": 100, "cache_creation_input_tokens": 480}',
+     (587, 40, 100, 480, "priced", None)),
+    ('{"input": 6, "output": 54, "input_cache_read": 480}', (486, 54, 480, 0, "priced", None)),
+    (None, (None, None, None, None, "incomplete_usage", "langfuse.observation.usage_details:missing")),
+    ('{"input": NaN, "output": 5}', (None, 5, 0, 0, "invalid_usage", "langfuse.observation.usage_details.input:out_of_range")),
+    ('{"input": -3, "output": 5}', (None, 5, 0, 0, "invalid_usage", "langfuse.observation.usage_details.input:out_of_range")),
+    ('{"input": true, "output": 5}', (None, 5, 0, 0, "invalid_usage", "langfuse.observation.usage_details.input:out_of_range")),
+    ('[1, 2]', (None, None, None, None, "invalid_usage", "langfuse.observation.usage_details:not_an_object")),
+    ('{"input": 1' + " " * 70_000 + '}', (None, None, None, None, "invalid_usage",
+                                          "langfuse.observation.usage_details:not_an_object")),
+])
+def test_langfuse_usage_shapes_and_bad_values(usage, want):
+    row = flatten_span(_span("OpenAI-generation", {**_LF, "langfuse.observation.usage_details": usage}),
+                       MemoPricingTable())
+    assert isinstance(row, CallRow)
+    assert (row.input_tokens, row.output_tokens, row.cache_read_tokens, row.cache_creation_tokens,
+            row.pricing_status, row.data_quality) == want
+    assert (row.cost_usd is None) == (want[4] != "priced")
+
+
+@pytest.mark.parametrize("kind", ["span", "event", "agent", "tool", "chain", "retriever"])
+def test_langfuse_observations_that_are_no_generation_are_no_calls(kind):
+    assert flatten_span(_span("x", {**_LF, "langfuse.observation.type": kind}), PRICING) is None
+
+
 @pytest.mark.parametrize("name, attrs", [
     ("messages.count_tokens", {**_OI}),  # free: nothing generated
     ("RunnableSequence", {"openinference.span.kind": "CHAIN", "llm.model_name": "claude-haiku-4-5"}),
