@@ -34,7 +34,7 @@ def by_name(exporter, name):
 def test_public_surface_is_pinned():
     assert set(collectors.__all__) == {
         "CallHandle", "CollectorError", "Forwarder", "KafkaForwarder", "KafkaSpanExporter", "KafkaUnavailable",
-        "LookupHandle", "OtlpReceiver", "REQUEST_ID_CONTEXT_KEY", "ReceiverError", "Recorder", "RequestHandle",
+        "LookupHandle", "OtlpGrpcReceiver", "OtlpReceiver", "REQUEST_ID_CONTEXT_KEY", "ReceiverError", "Recorder", "RequestHandle",
         "RequestStampingProcessor", "capture_enabled", "current_request_id", "instrument_anthropic",
         "instrument_openai", "setup_tracing",
     }
