@@ -63,6 +63,9 @@ _HEX = re.compile(rb"[0-9a-fA-F]{1,15}")
 CHUNKED = -1
 #: Longest chunk-size line accepted (size, extensions, CRLF).
 _MAX_CHUNK_LINE = 1024
+#: Most chunks one body may come in (OTel JS's exporters send a few, of ~16 KiB): a body of one-byte
+#: chunks would cost a Python loop turn per byte.
+_MAX_CHUNKS = 100_000
 
 
 @dataclass(frozen=True)
@@ -465,6 +468,8 @@ class GuardedHandler(BaseHTTPRequestHandler):
                     break
                 if total + size > max_bytes:
                     raise HttpReject(413, f"chunked body exceeds the limit of {max_bytes} bytes: send less")
+                if len(parts) >= _MAX_CHUNKS:
+                    raise HttpReject(400, f"chunked body in more than {_MAX_CHUNKS} chunks: send larger chunks")
                 data = rfile.read(size)
                 if len(data) != size or line(2, "a chunk's end") not in (b"\r\n", b"\n"):
                     raise HttpReject(400, "chunked body cut short: a chunk is shorter than its size")

@@ -72,6 +72,8 @@ def decode_json(body: bytes) -> ExportTraceServiceRequest:
         doc = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise OtlpDecodeError(f"not valid JSON: {exc}") from None
+    except RecursionError:
+        raise OtlpDecodeError("JSON nested too deeply") from None
     if not isinstance(doc, dict):
         raise OtlpDecodeError("OTLP JSON must be an object with resourceSpans")
     try:

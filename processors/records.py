@@ -455,7 +455,7 @@ def _langfuse_usage(v: Any, bad: list[str]) -> tuple[int | None, int | None, int
         return None, None, None, None
     try:
         usage = json.loads(text) if len(text) <= _LF_MAX_USAGE_CHARS else None
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past Python's recursion limit
         usage = None
     if not isinstance(usage, dict):
         bad.append(f"{LF_USAGE}:not_an_object")

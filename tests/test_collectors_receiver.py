@@ -260,9 +260,11 @@ def test_a_gzipped_chunked_body_is_accepted(serve):
     pytest.param(CHUNKED_PROTO, b"1" * 2000 + b"\r\n", 400, b"longer than", id="endless-size-line"),
     pytest.param({**CHUNKED_PROTO, "Content-Length": "10"}, chunked(BODY), 400, b"both", id="smuggling-te-and-cl"),
     pytest.param({**PROTO, "Transfer-Encoding": "gzip, chunked"}, chunked(BODY), 501, b"gzip", id="other-coding"),
+    pytest.param(CHUNKED_PROTO, b"1\r\nx\r\n" * 100_001 + b"0\r\n\r\n", 400, b"more than 100000 chunks",
+                 id="too-many-chunks"),
 ])
 def test_a_bad_chunked_body_is_refused_and_the_connection_closed(serve, headers, body, status, words):
-    port, fwd = serve(max_body_bytes=2048)
+    port, fwd = serve(max_body_bytes=2048 if status == 413 else 200_000)
     answer = raw_exchange(port, head(headers) + body + head({**PROTO, "Content-Length": str(len(BODY))}) + BODY)
     assert answer.startswith(b"HTTP/1.1 %d" % status), answer[:200]
     assert words in answer

@@ -209,6 +209,7 @@ _LF = {"langfuse.observation.type": "generation", "langfuse.observation.model.na
     ('{"input": -3, "output": 5}', (None, 5, 0, 0, "invalid_usage", "langfuse.observation.usage_details.input:out_of_range")),
     ('{"input": true, "output": 5}', (None, 5, 0, 0, "invalid_usage", "langfuse.observation.usage_details.input:out_of_range")),
     ('[1, 2]', (None, None, None, None, "invalid_usage", "langfuse.observation.usage_details:not_an_object")),
+    ("[" * 60_000, (None, None, None, None, "invalid_usage", "langfuse.observation.usage_details:not_an_object")),
     ('{"input": 1' + " " * 70_000 + '}', (None, None, None, None, "invalid_usage",
                                           "langfuse.observation.usage_details:not_an_object")),
 ])
