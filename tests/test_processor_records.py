@@ -321,6 +321,7 @@ def test_protobuf_and_json_decode_to_same_rows():
     (b"\xff\xfe garbage \x00", None),
     (b"{not json", None),
     (b'{"resourceSpans": 5}', None),
+    (b'{"resourceSpans": ' + b"[" * 60_000, None),  # nested past Python's recursion limit
     (b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "zz", "spanId": "01"}]}]}]}', None),
     (export_request([_span(c.SPAN_REQUEST, {})]).SerializeToString()[:-3], None),  # truncated
     (export_request([_span(c.SPAN_REQUEST, {})]).SerializeToString(), [("content-type", b"application/json")]),
