@@ -407,6 +407,11 @@ _OI_MODEL_KEYS: Final = ("llm.request.model_name", "llm.model_name", "embedding.
 _OI_RESPONSE_MODEL_KEYS: Final = ("llm.response.model_name", "llm.model_name", "embedding.model_name")
 #: LLM spans that are no model call: Anthropic's count_tokens (free, nothing generated).
 _OI_NOT_CALLS: Final = ("count_tokens",)
+#: Logfire's LLM integrations (scopes ``logfire.anthropic``, ``logfire.openai``): a streamed call is a span
+#: for the request (no usage) and, once the stream ends, a log (``logfire.span_type`` = ``log``, often in
+#: another trace) with the usage: the log is the call.
+_LOGFIRE_SCOPES: Final = ("logfire.",)
+_LOGFIRE_SPAN_TYPE: Final = "logfire.span_type"
 #: ``Status.code`` of a failed span (OTLP's STATUS_CODE_ERROR).
 _STATUS_ERROR: Final = 2
 #: ``error.type`` when a span failed and says no more (the GenAI conventions' fallback value).
@@ -637,6 +642,9 @@ def flatten_span(
     error_type = _str(get(c.ERROR_TYPE))
     if error_type is None and span.status.code == _STATUS_ERROR:
         error_type = _exception_type(span)  # an instrumentation that says "failed" only by the span's status
+    if (input_tokens is None and output_tokens is None and error_type is None and scope is not None
+            and scope.startswith(_LOGFIRE_SCOPES) and _str(get(_LOGFIRE_SPAN_TYPE)) == "span"):
+        return None  # Logfire's streamed call: its usage is on the "streaming response" log, the call
     batch = bool(_bool(get(c.COSTLINE_BATCH)))
     explicit = _usd(get(c.COSTLINE_COST_USD), bad)
     price = pricing.price_call(
