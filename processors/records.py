@@ -368,7 +368,7 @@ CACHE_CREATION_KEYS: Final = (c.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS, "gen_a
                               "gen_ai.usage.cache_creation_input_tokens", "ai.usage.inputTokenDetails.cacheWriteTokens")
 _IN0, _OUT0, _READ0, _WRITE0 = INPUT_TOKEN_KEYS[0], OUTPUT_TOKEN_KEYS[0], CACHE_READ_KEYS[0], CACHE_CREATION_KEYS[0]
 #: Scopes whose Anthropic ``input_tokens`` is the API's own (cache reads and writes NOT included).
-_INPUT_EXCLUDES_CACHE_SCOPES: Final = ("openlit",)
+_INPUT_EXCLUDES_CACHE_SCOPES: Final = ("openlit", "@traceloop/instrumentation-anthropic")  # OpenLLMetry JS
 
 
 #: ``gen_ai.operation.name`` values of the GenAI conventions that are no model call: an agent created or
@@ -588,7 +588,8 @@ def flatten_span(
     model_v = get(c.GEN_AI_REQUEST_MODEL)
     #: for spans that carry counts only when the API reported usage: the data_quality names of missing ones
     unreported: tuple[str, ...] = ()
-    if op_v is not None or model_v is not None:
+    genai = op_v is not None or model_v is not None  # the GenAI conventions' spelling (else OpenInference's, Langfuse's)
+    if genai:
         op = _str(op_v)
         if op in NOT_CALL_OPERATIONS:
             return None  # an agent's run or a tool's: its usage (if any) is its model calls', counted on them
@@ -607,6 +608,9 @@ def flatten_span(
         finish_reasons = _str_list(get(c.GEN_AI_RESPONSE_FINISH_REASONS))
         if read is None and write is None and (v := get(_LITELLM_USAGE)) is not None:
             read, write = _litellm_cache(_str(v) or "", bad)  # its cache counts are only in there
+        if input_tokens is None and output_tokens is None and read is None and write is None:
+            # no usage at all (OpenLLMetry JS on a streamed OpenAI call): unknown, never $0
+            unreported = (f"{_IN0}:missing", f"{_OUT0}:missing")
     elif (lf_v := get(LF_TYPE)) is not None:
         op = _LF_OPERATIONS.get(_str(lf_v) or "")
         if op is None:
@@ -629,7 +633,7 @@ def flatten_span(
         read = _count(get(OI_CACHE_READ_TOKENS), OI_CACHE_READ_TOKENS, bad)
         write = _count(get(OI_CACHE_WRITE_TOKENS), OI_CACHE_WRITE_TOKENS, bad)
         finish_reasons = _str_list(get(OI_FINISH_REASON))
-    if scope == _AI_SDK_SCOPE and not unreported:
+    if genai and scope == _AI_SDK_SCOPE:
         if provider:
             provider = provider.split(".", 1)[0]  # "anthropic.messages" -> "anthropic"
         if op is None:
@@ -669,10 +673,10 @@ def flatten_span(
         if input_tokens is None and output_tokens is None and explicit is None:
             cost, status = None, INCOMPLETE_USAGE
             bad.extend((f"{_IN0}:missing", f"{_OUT0}:missing"))
-    elif (unreported and input_tokens is None and output_tokens is None and explicit is None
+    elif (unreported and status == PRICED and input_tokens is None and output_tokens is None
           and error_type is None and not bad):
-        # OpenInference and Langfuse write counts only when the API reported usage: a call that answered
-        # without them (an OpenAI stream without include_usage) has unknown usage, never $0
+        # a call that answered without any usage (an OpenAI stream without include_usage, to OpenInference
+        # and Langfuse, which write counts only when the API reported them) has unknown usage, never $0
         cost, status = None, INCOMPLETE_USAGE
         bad.extend(unreported)
     return _new(CallRow, (

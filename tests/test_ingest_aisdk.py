@@ -27,31 +27,21 @@ Node app was dropped).
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
-import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from costline.collectors import KafkaForwarder, OtlpReceiver
-from costline.config import (CollectorConfig, Config, KafkaConfig, LakeConfig, ModelPrice, PricingConfig,
-                             ProcessorConfig)
-from costline.processors.processor import Processor, ProcessorStats
-from costline.serving.settings import StandInConfig
-from costline.sim.standin import LoggedRequest, StandInServer
+from costline.processors.processor import Processor
 
-from conftest import missing_binary
+from node_apps import (AppRun, assert_each_call_once, assert_the_failed_call, fresh_config, require_node, run_app,
+                       start_receiver, start_standin)
 # the hand-written prices, the price of what the stand-in served and the lake query helper
-from test_ingest_instrumentations import GPT_IN, GPT_OUT, HAIKU_IN, HAIKU_OUT, STUDENT_MODEL, _served_usd, q
+from test_ingest_instrumentations import STUDENT_MODEL, _served_usd, q
 
 pytestmark = pytest.mark.kafka
 
 APP_DIR = Path(__file__).parent / "js" / "aisdk"
 APP = APP_DIR / "app.mjs"
-NODE_TIMEOUT_S = 60.0
 
 #: app.mjs's calls: 1 failed + 5 Anthropic + 2 OpenAI-compatible answered, in this order.
 N_CALLS, N_PAID = 8, 7
@@ -62,75 +52,7 @@ SCOPES = {"genai": "gen_ai", "legacy": "ai"}
 
 @pytest.fixture(scope="module")
 def node() -> str:
-    exe = shutil.which("node")
-    if exe is None:
-        missing_binary("node (Node.js >= 20) is not installed: the AI SDK app needs it")
-    if not (APP_DIR / "node_modules" / "ai" / "package.json").is_file():
-        missing_binary("tests/js/aisdk/node_modules is missing: run: npm ci --prefix tests/js/aisdk")
-    return exe
-
-
-PRICING = PricingConfig(
-    models=(ModelPrice("claude-haiku-4-5", "budget", input_per_mtok=HAIKU_IN, output_per_mtok=HAIKU_OUT),
-            ModelPrice(STUDENT_MODEL, "budget", provider="openai", input_per_mtok=GPT_IN, output_per_mtok=GPT_OUT)),
-    student_usd_per_hour=0.0, student_providers=())
-
-
-def start_standin() -> StandInServer:
-    srv = StandInServer(StandInConfig(port=0, latency_scale=0.0, min_cache_tokens=100))
-    srv.start()
-    return srv
-
-
-def start_receiver(kafka: KafkaConfig) -> OtlpReceiver:
-    forwarder = KafkaForwarder(kafka, produce_timeout_s=10.0, connect_timeout_s=5.0)
-    recv = OtlpReceiver(CollectorConfig(), forwarder, host="127.0.0.1", port=0)
-    recv.start()
-    return recv
-
-
-def fresh_config(kafka: KafkaConfig, lake: Path) -> Config:
-    """As conftest's kafka_config (fresh topics, a unique consumer group, fast joins), with PRICING;
-    built here for a module-scoped run (one app run serves several tests)."""
-    from costline.localkafka import ensure_topics
-
-    suffix = uuid.uuid4().hex[:8]
-    topics = KafkaConfig(bootstrap_servers=kafka.bootstrap, topic=f"otlp_spans_{suffix}",
-                         dlq_topic=f"otlp_spans_{suffix}.dlq", partitions=kafka.partitions)
-    ensure_topics(topics)
-    return Config(kafka=topics, lake=LakeConfig(path=lake), pricing=PRICING, processor=ProcessorConfig(
-        group_id=f"costline-test-{uuid.uuid4().hex[:8]}", session_timeout_ms=6000, heartbeat_interval_ms=1000,
-        flush_interval_s=0.5))
-
-
-def run_app(node: str, endpoint: str, standin: StandInServer, telemetry: str, protocol: str) -> dict:
-    """app.mjs against the stand-in, the first Anthropic request answered 400: its JSON report."""
-    standin.inject_errors(400, 1)
-    try:
-        proc = subprocess.run(
-            [node, str(APP), "--otlp", endpoint, "--anthropic", standin.url + "/v1", "--openai", standin.openai_url,
-             "--telemetry", telemetry, "--protocol", protocol],
-            cwd=APP_DIR, capture_output=True, text=True, timeout=NODE_TIMEOUT_S, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"app.mjs ran past {NODE_TIMEOUT_S}s; stderr: {exc.stderr!r}")
-    assert proc.returncode == 0, f"app.mjs exited {proc.returncode}: {proc.stderr[-4000:]}"
-    lines = [line for line in proc.stdout.splitlines() if line.strip()]
-    assert lines, f"app.mjs printed nothing; stderr: {proc.stderr[-4000:]}"
-    report = json.loads(lines[-1])
-    report["stderr"] = proc.stderr
-    return report
-
-
-@dataclass
-class AppRun:
-    """One run of app.mjs (straight to the receiver), processed into a lake."""
-
-    cfg: Config
-    report: dict
-    stats: ProcessorStats
-    paid: list[LoggedRequest]
-    entries: list[LoggedRequest]
-    served_usd: float
+    return require_node(APP_DIR, ("ai",))
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +64,9 @@ def aisdk_run(request, node, kafka, tmp_path_factory) -> AppRun:
     standin = start_standin()
     receiver = start_receiver(cfg.kafka)
     try:
-        report = run_app(node, receiver.endpoint, standin, telemetry, protocol)
+        report = run_app(node, APP, standin, ["--otlp", receiver.endpoint, "--anthropic", standin.url + "/v1",
+                                             "--openai", standin.openai_url, "--telemetry", telemetry,
+                                             "--protocol", protocol])
     finally:
         receiver.shutdown()
         standin.shutdown()
@@ -180,22 +104,15 @@ def test_each_call_counted_once(aisdk_run: AppRun):
     """One call per model request (not one per span: the AI SDK's root/step spans are no calls), the
     failed one included; with no costline.request span, each call is a request of its own."""
     cfg = aisdk_run.cfg
-    assert q(cfg, "SELECT count(*), count(*) FILTER (WHERE error_type IS NOT NULL), count(DISTINCT trace_id) "
-                  "FROM calls") == [(N_CALLS, 1, N_CALLS)]
+    assert_each_call_once(cfg, N_CALLS)
     ids = q(cfg, "SELECT response_id FROM calls WHERE error_type IS NULL")
     assert sorted(r[0] for r in ids) == sorted(RESPONSE_IDS)
     assert q(cfg, "SELECT count(*) FROM calls WHERE cost_usd IS NULL") == [(0,)]
-    assert q(cfg, "SELECT count(*), count(*) FILTER (WHERE NOT success), sum(calls) FROM requests") == [
-        (N_CALLS, 1, N_CALLS)]
 
 
 @pytest.mark.parametrize("aisdk_run", [GENAI, LEGACY], indirect=True)
 def test_the_failed_call_is_an_error_and_its_request_no_success(aisdk_run: AppRun):
-    cfg = aisdk_run.cfg
-    assert q(cfg, "SELECT error_type, model, coalesce(cost_usd, 0), input_tokens + output_tokens, response_id "
-                  "FROM calls WHERE error_type IS NOT NULL") == [("AI_APICallError", "claude-haiku-4-5", 0.0, 0, None)]
-    assert q(cfg, "SELECT error_type, calls, cost_usd FROM requests WHERE NOT success") == [
-        ("AI_APICallError", 1, 0.0)]
+    assert_the_failed_call(aisdk_run.cfg, "AI_APICallError")
 
 
 @pytest.mark.parametrize("aisdk_run", [GENAI, LEGACY], indirect=True)
