@@ -245,6 +245,26 @@ def test_agent_and_tool_spans_of_the_genai_conventions_are_no_calls(op):
     assert flatten_span(_span(f"{op} support-agent", attrs), PRICING) is None
 
 
+_LOGFIRE = {**_HAIKU, "gen_ai.response.model": "claude-haiku-4-5"}
+
+
+@pytest.mark.parametrize("scope, attrs, is_call", [
+    # a streamed call to Logfire: the request's span without usage is no call, the log with the usage is
+    ("logfire.anthropic", {**_LOGFIRE, "logfire.span_type": "span"}, False),
+    ("logfire.anthropic", {**_LOGFIRE, "logfire.span_type": "log", c.GEN_AI_USAGE_INPUT_TOKENS: 481,
+                           c.GEN_AI_USAGE_OUTPUT_TOKENS: 56}, True),
+    ("logfire.anthropic", {**_LOGFIRE, "logfire.span_type": "span", c.GEN_AI_USAGE_INPUT_TOKENS: 481}, True),
+    ("logfire.anthropic", {**_LOGFIRE, "logfire.span_type": "span", c.ERROR_TYPE: "BadRequestError"}, True),
+    # the same usage-less span from anyone else is a call whose usage is unknown
+    ("opentelemetry.instrumentation.anthropic", {**_LOGFIRE, "logfire.span_type": "span"}, True),
+])
+def test_logfires_usage_less_request_span_of_a_stream_is_no_call(scope, attrs, is_call):
+    row = flatten_span(_span("Message with 'claude-haiku-4-5'", attrs), PRICING, scope=scope)
+    assert isinstance(row, CallRow) if is_call else row is None
+    if is_call and c.GEN_AI_USAGE_INPUT_TOKENS not in attrs and c.ERROR_TYPE not in attrs:
+        assert (row.cost_usd, row.pricing_status) == (None, "incomplete_usage")
+
+
 def _failed(attrs: dict, events: list[tuple[str, dict]]):
     s = _span("messages.create", attrs)
     s.status.code = 2  # STATUS_CODE_ERROR
