@@ -11,6 +11,8 @@
   ``POST /v1/messages/batches/{id}/cancel``,
 * the **OpenAI chat-completions API** as vLLM serves it — ``POST /v1/chat/completions``
   for the student's model and LoRA adapter names,
+* the **OpenAI embeddings API** — ``POST /v1/embeddings`` (any model name; deterministic 8-dimensional
+  vectors, float or base64 as asked; usage counts the input's tokens),
 * ``GET /v1/models`` (Anthropic's shape when the request carries ``anthropic-version``).
 
 ``stream: true`` is answered with server-sent events as each API sends them: the Messages
@@ -36,6 +38,7 @@ there was no duplicate paid request per ``Idempotency-Key`` header or batch ``cu
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import itertools
 import json
@@ -43,6 +46,7 @@ import re
 import threading
 import time
 import uuid
+from array import array
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -198,6 +202,7 @@ class StandInServer(ServedByJsonServer):
             Route("GET", "/v1/messages/batches/{id}/results", self._batch_results),
             Route("POST", "/v1/messages/batches/{id}/cancel", self._batch_cancel),
             Route("POST", "/v1/chat/completions", self._chat),
+            Route("POST", "/v1/embeddings", self._embeddings),
             Route("GET", "/v1/models", self._models),
         ]
         self._server = JsonServer(
@@ -515,15 +520,22 @@ class StandInServer(ServedByJsonServer):
             "results_url": f"http://{host}/v1/messages/batches/{batch.id}/results" if ended else None,
         }
 
-    # -- OpenAI chat completions (vLLM) ------------------------------------------------------------
-    def _chat(self, req: HttpRequest) -> HttpResponse:
+    # -- OpenAI chat completions (vLLM) and embeddings ------------------------------------------------
+    def _openai_request(self, req: HttpRequest) -> tuple[str | None, Any, str, HttpResponse | None]:
+        """(idempotency key, body, model, the injected error's answer or None) of an OpenAI API request."""
         key = req.header("idempotency-key")
         body = _json(req)
         model = str(body.get("model", "")) if isinstance(body, Mapping) else ""
         status = self._take_error(OPENAI)
-        if status is not None:
-            self.log.add(LoggedRequest(OPENAI, model, status, key, False))
-            return self._openai_error(status, _injected_message(status))
+        if status is None:
+            return key, body, model, None
+        self.log.add(LoggedRequest(OPENAI, model, status, key, False))
+        return key, body, model, self._openai_error(status, _injected_message(status))
+
+    def _chat(self, req: HttpRequest) -> HttpResponse:
+        key, body, model, refused = self._openai_request(req)
+        if refused is not None:
+            return refused
         messages = body.get("messages") if isinstance(body, Mapping) else None
         if not isinstance(messages, list) or not messages:
             return self._openai_error(400, "messages: at least one message is required")
@@ -592,9 +604,31 @@ class StandInServer(ServedByJsonServer):
                  "owned_by": "vllm" if self.tier_of(n) == contract.TIER_STUDENT else "anthropic"} for n in names]
         return HttpResponse(200, {"object": "list", "data": data})
 
+    def _embeddings(self, req: HttpRequest) -> HttpResponse:
+        """OpenAI's ``/v1/embeddings``: one deterministic 8-dimensional unit vector per input text."""
+        key, body, model, refused = self._openai_request(req)
+        if refused is not None:
+            return refused
+        texts = body.get("input") if isinstance(body, Mapping) else None
+        texts = [texts] if isinstance(texts, str) else texts
+        if not model or not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+            return self._openai_error(400, "model and input (a string or a list of strings) are required")
+        tokens = sum(count_tokens(t) for t in texts)
+        self.log.add(LoggedRequest(OPENAI, model, 200, key, True, tokens, 0))
+        base64_format = body.get("encoding_format") == "base64"
+        data = []
+        for i, text in enumerate(texts):
+            raw = [b - 127.5 for b in hashlib.sha256(text.encode()).digest()[:8]]
+            norm = sum(x * x for x in raw) ** 0.5 or 1.0
+            vec = array("f", (x / norm for x in raw))
+            data.append({"object": "embedding", "index": i,
+                         "embedding": base64.b64encode(vec.tobytes()).decode() if base64_format else vec.tolist()})
+        return HttpResponse(200, {"object": "list", "data": data, "model": model,
+                                  "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
     # -- errors --------------------------------------------------------------------------------
     def _error_response(self, req: HttpRequest, status: int, message: str) -> HttpResponse:
-        if req.path.startswith("/v1/chat/"):
+        if req.path.startswith(("/v1/chat/", "/v1/embeddings")):
             return self._openai_error(status, message)
         err_type = ANTHROPIC_ERROR_TYPES.get(status, "api_error")
         return HttpResponse(status, {"type": "error", "error": {"type": err_type, "message": message}},

@@ -651,3 +651,38 @@ def test_langfuse_generations_are_calls_at_the_served_price(standin, cfg, tracin
                   "sum(cache_creation_tokens) FROM calls") == [
         (5, 1, pytest.approx(served + mine, rel=1e-9),
          sum(e.input_tokens for e in standin.log.paid()) + 486 + 487, 480, 480)]
+
+
+# -- embeddings ----------------------------------------------------------------------------------------------
+EMBED_MODEL, EMBED_IN = "text-embedding-3-small", 0.02  # USD per million input tokens, hand-written
+
+
+def test_embedding_calls_through_three_instrumentations_count_once_at_the_served_price(standin, cfg, tracing,
+                                                                                        openinference):
+    """OpenLLMetry's -openai, the official -openai-v2 and OpenInference's on one OpenAI client calling the
+    embeddings API (its responses have no id): each call once, priced per input token as served."""
+    provider, exporter = tracing
+    standin.log.clear()
+    first, second = openllmetry_openai.OpenAIInstrumentor(), openai_v2.OpenAIInstrumentor()
+    first.instrument(tracer_provider=provider)
+    second.instrument(tracer_provider=provider)
+    try:
+        client = openai.OpenAI(base_url=standin.openai_url, api_key="test", max_retries=0)
+        tracer = provider.get_tracer("app")
+        for i in range(3):
+            with tracer.start_as_current_span("POST /search"):
+                client.embeddings.create(model=EMBED_MODEL, input=[f"where is parcel {i}", "refund policy"])
+    finally:
+        second.uninstrument()
+        first.uninstrument()
+    calls = [s for s in exporter.get_finished_spans() if s.name != "POST /search"]
+    assert len({s.instrumentation_scope.name for s in calls}) == 3, sorted({s.instrumentation_scope.name for s in calls})
+    cfg = cfg.replace(pricing=PricingConfig(models=(*cfg.pricing.models, ModelPrice(
+        EMBED_MODEL, "budget", provider="openai", input_per_mtok=EMBED_IN, output_per_mtok=0.0)),
+        student_usd_per_hour=0.0, student_providers=()))
+    lake_from_sdk_spans(exporter.get_finished_spans(), cfg)
+    paid = standin.log.paid()
+    assert len(paid) == 3
+    assert q(cfg, "SELECT count(*), sum(input_tokens), sum(cost_usd), min(operation) FROM calls") == [
+        (3, sum(e.input_tokens for e in paid), pytest.approx(sum(e.input_tokens for e in paid) * EMBED_IN / 1e6,
+                                                           rel=1e-9), "embeddings")]

@@ -38,10 +38,15 @@ WITH f AS (
          CASE WHEN call_key IS NOT NULL THEN max(request_tenant) OVER (PARTITION BY call_key) END AS key_tenant
   FROM k
 ), heads AS (
-  SELECT * FROM ranked WHERE call_key IS NULL OR key_rank = 1
+  -- grandparent: a span's parent's parent when that parent is a model-call span too (three
+  -- instrumentations wrapped around one call make a chain of three spans)
+  SELECT r.*, g.parent_span_id AS grandparent_span_id
+  FROM ranked r LEFT JOIN (SELECT DISTINCT trace_id, span_id, parent_span_id FROM call_links_all) g
+    ON g.trace_id = r.trace_id AND g.span_id = r.parent_span_id
+  WHERE r.call_key IS NULL OR r.key_rank = 1
 ), shadowed AS (
   -- without a response id: the same call when another instrumentation reported the same provider and
-  -- model, under the same parent (or one inside the other), over overlapping times
+  -- model, under the same parent (or one inside the other, up to two levels), over overlapping times
   SELECT DISTINCT a.trace_id, a.span_id
   FROM heads a JOIN heads b
     ON b.trace_id = a.trace_id AND b.trace_rank < a.trace_rank
@@ -49,11 +54,12 @@ WITH f AS (
    AND coalesce(a.instrumentation, '') <> coalesce(b.instrumentation, '')
    AND a.family = b.family AND lower(a.model) IS NOT DISTINCT FROM lower(b.model)
    AND (a.parent_span_id IS NOT DISTINCT FROM b.parent_span_id OR a.parent_span_id = b.span_id
-        OR b.parent_span_id = a.span_id)
+        OR b.parent_span_id = a.span_id OR a.grandparent_span_id = b.span_id OR b.grandparent_span_id = a.span_id)
    AND a.started <= b.ts AND b.started <= a.ts
 )
 SELECT h.* EXCLUDE (family, pref_explicit, pref_tokens, pref_own, call_key, key_rank, trace_rank, key_span_id,
-                    key_request_id, key_tenant, linked_span_id, linked_request_id, request_tenant),
+                    key_request_id, key_tenant, linked_span_id, linked_request_id, request_tenant,
+                    grandparent_span_id),
        coalesce(h.linked_span_id, h.key_span_id) AS linked_span_id,
        coalesce(h.linked_request_id, h.key_request_id) AS linked_request_id,
        coalesce(h.request_tenant, h.key_tenant) AS request_tenant
