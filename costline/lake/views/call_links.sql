@@ -41,7 +41,7 @@ WITH f AS (
   -- grandparent: a span's parent's parent when that parent is a model-call span too (three
   -- instrumentations wrapped around one call make a chain of three spans)
   SELECT r.*, g.parent_span_id AS grandparent_span_id
-  FROM ranked r LEFT JOIN (SELECT DISTINCT trace_id, span_id, parent_span_id FROM call_links_all) g
+  FROM ranked r LEFT JOIN (SELECT DISTINCT trace_id, span_id, parent_span_id FROM ranked) g
     ON g.trace_id = r.trace_id AND g.span_id = r.parent_span_id
   WHERE r.call_key IS NULL OR r.key_rank = 1
 ), shadowed AS (
