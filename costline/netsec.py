@@ -432,14 +432,18 @@ class GuardedHandler(BaseHTTPRequestHandler):
             raise HttpReject(400, f"body shorter than Content-Length ({got} of {length} bytes within "
                                   f"{self.server.limits.read_timeout_s:g}s)") from None
         finally:
-            try:
-                self.connection.settimeout(self.server.limits.idle_timeout_s)
-            except OSError:
-                pass
+            self._idle_timeout()
         if got != length:
             self.close_connection = True
             raise HttpReject(400, f"body shorter than Content-Length ({got} of {length} bytes)")
         return b"".join(chunks)
+
+    def _idle_timeout(self) -> None:
+        """Back to the idle timeout between requests, after a body read under the read timeout."""
+        try:
+            self.connection.settimeout(self.server.limits.idle_timeout_s)
+        except OSError:
+            pass  # the connection is already gone: nothing to restore
 
     def _read_chunked(self, max_bytes: int) -> bytes:
         """A chunked body (RFC 9112 §7.1), at most ``max_bytes`` decoded, each read within the read
@@ -484,10 +488,7 @@ class GuardedHandler(BaseHTTPRequestHandler):
             raise HttpReject(400, f"chunked body not received within {limits.read_timeout_s:g}s a read "
                                   f"({total} bytes so far)") from None
         finally:
-            try:
-                self.connection.settimeout(limits.idle_timeout_s)
-            except OSError:
-                pass
+            self._idle_timeout()
         self.close_connection = False
         return b"".join(parts)
 

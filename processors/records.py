@@ -392,15 +392,16 @@ OI_COMPLETION_TOKENS: Final = "llm.token_count.completion"
 OI_CACHE_READ_TOKENS: Final = "llm.token_count.prompt_details.cache_read"
 OI_CACHE_WRITE_TOKENS: Final = "llm.token_count.prompt_details.cache_write"
 OI_FINISH_REASON: Final = "llm.finish_reason"
-_LF_USAGE_KEY: Final = "langfuse.observation.usage_details"  # (LF_USAGE, below: its parts are named after it)
-_ALL_INPUT_KEYS: Final = (*INPUT_TOKEN_KEYS, OI_PROMPT_TOKENS, _LF_USAGE_KEY,
-                          *(f"{_LF_USAGE_KEY}.{k}" for k in ("prompt_tokens", "input_tokens", "input")))
-_ALL_OUTPUT_KEYS: Final = (*OUTPUT_TOKEN_KEYS, OI_COMPLETION_TOKENS, _LF_USAGE_KEY,
-                           *(f"{_LF_USAGE_KEY}.{k}" for k in ("completion_tokens", "output_tokens", "output")))
-_ALL_READ_KEYS: Final = (*CACHE_READ_KEYS, OI_CACHE_READ_TOKENS, _LF_USAGE_KEY,
-                         *(f"{_LF_USAGE_KEY}.{k}" for k in ("cached_tokens", "cache_read_input_tokens", "input_cache_read")))
-_ALL_WRITE_KEYS: Final = (*CACHE_CREATION_KEYS, OI_CACHE_WRITE_TOKENS, _LF_USAGE_KEY,
-                          *(f"{_LF_USAGE_KEY}.{k}" for k in ("cache_write_tokens", "cache_creation_input_tokens",
+#: Langfuse's usage attribute (see _langfuse_usage): bad values are named after it and its keys.
+LF_USAGE: Final = "langfuse.observation.usage_details"
+_ALL_INPUT_KEYS: Final = (*INPUT_TOKEN_KEYS, OI_PROMPT_TOKENS, LF_USAGE,
+                          *(f"{LF_USAGE}.{k}" for k in ("prompt_tokens", "input_tokens", "input")))
+_ALL_OUTPUT_KEYS: Final = (*OUTPUT_TOKEN_KEYS, OI_COMPLETION_TOKENS, LF_USAGE,
+                           *(f"{LF_USAGE}.{k}" for k in ("completion_tokens", "output_tokens", "output")))
+_ALL_READ_KEYS: Final = (*CACHE_READ_KEYS, OI_CACHE_READ_TOKENS, LF_USAGE,
+                         *(f"{LF_USAGE}.{k}" for k in ("cached_tokens", "cache_read_input_tokens", "input_cache_read")))
+_ALL_WRITE_KEYS: Final = (*CACHE_CREATION_KEYS, OI_CACHE_WRITE_TOKENS, LF_USAGE,
+                          *(f"{LF_USAGE}.{k}" for k in ("cache_write_tokens", "cache_creation_input_tokens",
                                                              "input_cache_creation")))
 _OI_OPERATIONS: Final = {"LLM": c.OPERATION_CHAT, "EMBEDDING": "embeddings"}
 _OI_MODEL_KEYS: Final = ("llm.request.model_name", "llm.model_name", "embedding.model_name")
@@ -448,7 +449,6 @@ def _litellm_cache(text: str, bad: list[str]) -> tuple[int | None, int | None]:
 #: (``input`` without the cache, ``input_cache_read``, ``input_cache_creation``, ``output``).
 LF_TYPE: Final = "langfuse.observation.type"
 LF_MODEL: Final = "langfuse.observation.model.name"
-LF_USAGE: Final = _LF_USAGE_KEY
 _LF_OPERATIONS: Final = {"generation": c.OPERATION_CHAT, "embedding": "embeddings"}
 _LF_MAX_USAGE_CHARS: Final = 65_536
 
