@@ -216,7 +216,6 @@ class Processor:
     def _run(self, until_idle: float | None) -> ProcessorStats:
         from kafka.consumer.subscription_state import ConsumerRebalanceListener
 
-        cfg = self.config
         self.lake.init()
         self._consumer = self._make_consumer()
         try:

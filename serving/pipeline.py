@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 from contextlib import nullcontext
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from costline import contract

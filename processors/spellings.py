@@ -1,0 +1,297 @@
+"""How instrumentations spell a model call: one span's attributes → a :class:`CallReading`, or None.
+
+costline reads three families of spans (docs/telemetry.md has the table of who writes what):
+
+* the **OpenTelemetry GenAI conventions** (``gen_ai.operation.name``, ``gen_ai.request.model``,
+  ``gen_ai.usage.*``): costline's own recorder, the anthropic SDK's native spans, OpenLLMetry,
+  ``opentelemetry-instrumentation-openai-v2``, OpenLIT, Pydantic AI, Logfire, LiteLLM and the Vercel AI
+  SDK, with the older and the tool-specific spellings each of them still writes;
+* **OpenInference** (Arize Phoenix's conventions: ``openinference.span.kind``, ``llm.token_count.*``);
+* **Langfuse**'s observations (``langfuse.observation.*``).
+
+Counts follow the GenAI conventions whatever the spelling: the input *includes* cache reads and cache
+writes. A family whose counts do not (OpenLIT's and OpenLLMetry JS's Anthropic input, Anthropic's
+shape of Langfuse's usage) is corrected here, so nothing downstream knows who spelled what.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Final, NamedTuple
+
+from costline import contract as c
+from costline.processors.attributes import (
+    MAX_TOKENS,
+    count_of,
+    first_present,
+    first_str,
+    str_list_of,
+    str_of,
+)
+
+__all__ = [
+    "CallReading",
+    "read_call",
+    "NOT_CALL_OPERATIONS",
+    "INPUT_TOKEN_KEYS",
+    "OUTPUT_TOKEN_KEYS",
+    "CACHE_READ_KEYS",
+    "CACHE_CREATION_KEYS",
+    "ALL_INPUT_KEYS",
+    "ALL_OUTPUT_KEYS",
+    "ALL_READ_KEYS",
+    "ALL_WRITE_KEYS",
+    "USAGE_PREFIXES",
+]
+
+
+class CallReading(NamedTuple):
+    """What a model-call span says about its call, in the GenAI conventions' terms."""
+
+    operation: str | None
+    #: lower-cased (older OpenLLMetry spells it ``Anthropic``)
+    provider: str | None
+    model: str | None
+    response_model: str | None
+    #: cache reads and writes included; None: not reported (or dropped as invalid, named in ``bad``)
+    input_tokens: int | None
+    output_tokens: int | None
+    cache_read_tokens: int | None
+    cache_creation_tokens: int | None
+    finish_reasons: list[str] | None
+    #: the ``data_quality`` names to add when the call reported no usage at all: for families that
+    #: write counts only when the API reported them (a call without any is then unpriced, never $0)
+    unreported: tuple[str, ...] = ()
+
+
+_new = tuple.__new__  # builds a CallReading without its Python-level __new__ (the hot path)
+
+
+# --- the GenAI conventions ------------------------------------------------------------
+
+#: Attribute spellings read for each usage figure, first present wins. The first is what costline and
+#: the current conventions write; the others are older conventions' and tools' spellings.
+INPUT_TOKEN_KEYS: Final = (c.GEN_AI_USAGE_INPUT_TOKENS, "gen_ai.usage.prompt_tokens", "llm.usage.prompt_tokens")
+OUTPUT_TOKEN_KEYS: Final = (c.GEN_AI_USAGE_OUTPUT_TOKENS, "gen_ai.usage.completion_tokens",
+                            "llm.usage.completion_tokens")
+CACHE_READ_KEYS: Final = (c.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, "gen_ai.usage.cache_read_input_tokens",
+                          "ai.usage.inputTokenDetails.cacheReadTokens", "ai.usage.cachedInputTokens")
+CACHE_CREATION_KEYS: Final = (c.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS, "gen_ai.usage.cache_write.input_tokens",
+                              "gen_ai.usage.cache_creation_input_tokens", "ai.usage.inputTokenDetails.cacheWriteTokens")
+_IN0, _OUT0, _READ0, _WRITE0 = INPUT_TOKEN_KEYS[0], OUTPUT_TOKEN_KEYS[0], CACHE_READ_KEYS[0], CACHE_CREATION_KEYS[0]
+_GENAI_UNREPORTED: Final = (f"{_IN0}:missing", f"{_OUT0}:missing")
+
+#: ``gen_ai.operation.name`` values of the GenAI conventions that are no model call: an agent created or
+#: run (its span may carry the model and the usage of all its calls), a tool executed.
+NOT_CALL_OPERATIONS: Final = frozenset({"create_agent", "invoke_agent", "execute_tool",
+                                        "agent_step"})  # the Vercel AI SDK's step of an agent's run
+
+#: Scopes whose Anthropic ``input_tokens`` is the API's own (cache reads and writes NOT included).
+_INPUT_EXCLUDES_CACHE_SCOPES: Final = ("openlit", "@traceloop/instrumentation-anthropic")  # OpenLLMetry JS
+
+#: The Vercel AI SDK's legacy telemetry (scope ``ai``): ``gen_ai.system`` is the provider and its API
+#: (``anthropic.messages``, ``openai.chat``), no ``gen_ai.operation.name``; its calls are named
+#: ``ai.<function>.doGenerate`` / ``.doStream`` (``.doEmbed``: embeddings).
+_AI_SDK_SCOPE: Final = "ai"
+_AI_SDK_OPERATIONS: Final = ((".doGenerate", c.OPERATION_CHAT), (".doStream", c.OPERATION_CHAT),
+                             (".doEmbed", "embeddings"))
+
+#: LiteLLM's OpenTelemetry callback (scope ``litellm``, SDK and proxy) writes no cache attribute: the
+#: counts are only in ``metadata.usage_object``, the repr of its usage dict (``{'prompt_tokens': 486,
+#: ..., 'cache_creation_input_tokens': 0, 'cache_read_input_tokens': 480}``; OpenAI's reads as
+#: ``'prompt_tokens_details': {'cached_tokens': 480, ...}``), read with a bounded pattern, never evaluated.
+_LITELLM_USAGE: Final = "metadata.usage_object"
+_LITELLM_COUNT = re.compile(r"['\"](cache_read_input_tokens|cache_creation_input_tokens|cached_tokens|"
+                            r"cache_creation_tokens)['\"]\s*:\s*(\d{1,12})\b")
+
+#: Logfire's LLM integrations (scopes ``logfire.anthropic``, ``logfire.openai``): a streamed call is a span
+#: for the request (no usage) and, once the stream ends, a log (``logfire.span_type`` = ``log``, often in
+#: another trace) with the usage: the log is the call.
+_LOGFIRE_SCOPES: Final = ("logfire.",)
+_LOGFIRE_SPAN_TYPE: Final = "logfire.span_type"
+
+
+def _read_genai(name: str, get: Any, scope: str | None, failed: bool, bad: list[str]) -> CallReading | None:
+    op = str_of(get(c.GEN_AI_OPERATION_NAME))
+    if op in NOT_CALL_OPERATIONS:
+        return None  # an agent's run or a tool's: its usage (if any) is its model calls', counted on them
+    provider = str_of(get(c.GEN_AI_PROVIDER_NAME)) or str_of(get(c.GEN_AI_SYSTEM))
+    # the first spelling is what costline and the current conventions write: look further only without it
+    v = get(_IN0)
+    input_tokens = count_of(v, _IN0, bad) if v is not None else count_of(*first_present(get, INPUT_TOKEN_KEYS), bad)
+    v = get(_OUT0)
+    output_tokens = count_of(v, _OUT0, bad) if v is not None else count_of(*first_present(get, OUTPUT_TOKEN_KEYS), bad)
+    v = get(_READ0)
+    read = count_of(v, _READ0, bad) if v is not None else count_of(*first_present(get, CACHE_READ_KEYS), bad)
+    v = get(_WRITE0)
+    write = count_of(v, _WRITE0, bad) if v is not None else count_of(*first_present(get, CACHE_CREATION_KEYS), bad)
+    if read is None and write is None and (v := get(_LITELLM_USAGE)) is not None:
+        read, write = _litellm_cache(str_of(v) or "", bad)  # its cache counts are only in there
+    if scope is not None:
+        if scope == _AI_SDK_SCOPE:
+            if provider:
+                provider = provider.split(".", 1)[0]  # "anthropic.messages" -> "anthropic"
+            if op is None:
+                op = next((o for suffix, o in _AI_SDK_OPERATIONS if name.endswith(suffix)), None)
+        elif (input_tokens is None and output_tokens is None and not failed and scope.startswith(_LOGFIRE_SCOPES)
+              and str_of(get(_LOGFIRE_SPAN_TYPE)) == "span"):
+            return None  # Logfire's streamed call: its usage is on the "streaming response" log, the call
+    if provider is not None:
+        provider = provider.strip().lower()  # older OpenLLMetry spells it "Anthropic"
+        if (input_tokens is not None and scope is not None and provider == c.PROVIDER_ANTHROPIC
+                and scope.startswith(_INPUT_EXCLUDES_CACHE_SCOPES)):
+            input_tokens += (read or 0) + (write or 0)
+    # no usage at all (OpenLLMetry JS on a streamed OpenAI call): unknown, never $0
+    unreported = _GENAI_UNREPORTED if input_tokens is output_tokens is read is write is None else ()
+    return _new(CallReading, (op, provider, str_of(get(c.GEN_AI_REQUEST_MODEL)), str_of(get(c.GEN_AI_RESPONSE_MODEL)),
+                              input_tokens, output_tokens, read, write,
+                              str_list_of(get(c.GEN_AI_RESPONSE_FINISH_REASONS)), unreported))
+
+
+def _litellm_cache(text: str, bad: list[str]) -> tuple[int | None, int | None]:
+    found: dict[str, int] = {}
+    for key, value in _LITELLM_COUNT.findall(text[:8192]):
+        found.setdefault(key, int(value))
+    read = found.get("cache_read_input_tokens", found.get("cached_tokens"))
+    write = found.get("cache_creation_input_tokens", found.get("cache_creation_tokens"))
+    for key, n in (("cache_read", read), ("cache_creation", write)):
+        if n is not None and n > MAX_TOKENS:
+            bad.append(f"{_LITELLM_USAGE}.{key}:out_of_range")
+    return (read if read is None or read <= MAX_TOKENS else None,
+            write if write is None or write <= MAX_TOKENS else None)
+
+
+# --- OpenInference --------------------------------------------------------------------
+
+#: OpenInference (Arize Phoenix's conventions, ``openinference-instrumentation-*``): a span whose
+#: ``openinference.span.kind`` is LLM or EMBEDDING is a model call (the operation it is recorded as);
+#: its counts are ``llm.token_count.*`` (prompt includes the cached tokens, as in the GenAI conventions).
+OI_SPAN_KIND: Final = "openinference.span.kind"
+OI_PROVIDER: Final = "llm.provider"
+OI_SYSTEM: Final = "llm.system"
+OI_PROMPT_TOKENS: Final = "llm.token_count.prompt"
+OI_COMPLETION_TOKENS: Final = "llm.token_count.completion"
+OI_CACHE_READ_TOKENS: Final = "llm.token_count.prompt_details.cache_read"
+OI_CACHE_WRITE_TOKENS: Final = "llm.token_count.prompt_details.cache_write"
+OI_FINISH_REASON: Final = "llm.finish_reason"
+_OI_OPERATIONS: Final = {"LLM": c.OPERATION_CHAT, "EMBEDDING": "embeddings"}
+_OI_MODEL_KEYS: Final = ("llm.request.model_name", "llm.model_name", "embedding.model_name")
+_OI_RESPONSE_MODEL_KEYS: Final = ("llm.response.model_name", "llm.model_name", "embedding.model_name")
+_OI_UNREPORTED: Final = (f"{OI_PROMPT_TOKENS}:missing", f"{OI_COMPLETION_TOKENS}:missing")
+#: LLM spans that are no model call: Anthropic's count_tokens (free, nothing generated).
+_OI_NOT_CALLS: Final = ("count_tokens",)
+
+
+def _read_openinference(kind: str | None, name: str, get: Any, bad: list[str]) -> CallReading | None:
+    op = _OI_OPERATIONS.get(kind or "")
+    if op is None or name.endswith(_OI_NOT_CALLS):
+        return None  # not an OpenInference model call (a chain, tool, agent... or a free token count)
+    provider = str_of(get(OI_PROVIDER)) or str_of(get(OI_SYSTEM))
+    return _new(CallReading, (
+        op,
+        provider.strip().lower() if provider is not None else None,
+        first_str(get, _OI_MODEL_KEYS),
+        first_str(get, _OI_RESPONSE_MODEL_KEYS),
+        count_of(get(OI_PROMPT_TOKENS), OI_PROMPT_TOKENS, bad),
+        count_of(get(OI_COMPLETION_TOKENS), OI_COMPLETION_TOKENS, bad),
+        count_of(get(OI_CACHE_READ_TOKENS), OI_CACHE_READ_TOKENS, bad),
+        count_of(get(OI_CACHE_WRITE_TOKENS), OI_CACHE_WRITE_TOKENS, bad),
+        str_list_of(get(OI_FINISH_REASON)),
+        _OI_UNREPORTED,  # OpenInference writes counts only when the API reported them
+    ))
+
+
+# --- Langfuse -------------------------------------------------------------------------
+
+#: Langfuse's SDK (v3+, OpenTelemetry-native): a ``generation`` (or ``embedding``) observation is a model
+#: call; its model is ``langfuse.observation.model.name`` (no provider), its usage the JSON object
+#: ``langfuse.observation.usage_details`` in one of three shapes: OpenAI's (``prompt_tokens``, cached
+#: included, ``prompt_tokens_details.cached_tokens``), Anthropic's (``input_tokens`` WITHOUT the cache,
+#: ``cache_read_input_tokens``, ``cache_creation_input_tokens``) or Langfuse's own usage types
+#: (``input`` without the cache, ``input_cache_read``, ``input_cache_creation``, ``output``).
+LF_TYPE: Final = "langfuse.observation.type"
+LF_MODEL: Final = "langfuse.observation.model.name"
+#: Langfuse's usage attribute: bad values are named after it and its keys.
+LF_USAGE: Final = "langfuse.observation.usage_details"
+_LF_OPERATIONS: Final = {"generation": c.OPERATION_CHAT, "embedding": "embeddings"}
+_LF_MAX_USAGE_CHARS: Final = 65_536
+_LF_UNREPORTED: Final = (f"{LF_USAGE}:missing",)
+
+
+def _read_langfuse(observation_type: str | None, get: Any, bad: list[str]) -> CallReading | None:
+    op = _LF_OPERATIONS.get(observation_type or "")
+    if op is None:
+        return None  # a Langfuse span, event, agent, tool...: no model call
+    model = str_of(get(LF_MODEL))
+    input_tokens, output_tokens, read, write = _langfuse_usage(get(LF_USAGE), bad)
+    # no provider: Langfuse does not say; the model prices the call
+    return _new(CallReading, (op, None, model, model, input_tokens, output_tokens, read, write, None, _LF_UNREPORTED))
+
+
+def _langfuse_usage(v: Any, bad: list[str]) -> tuple[int | None, int | None, int | None, int | None]:
+    """(input with the cache, output, cache read, cache write) of a Langfuse usage_details value."""
+    text = str_of(v) if v is not None else None
+    if not text:
+        return None, None, None, None
+    try:
+        usage = json.loads(text) if len(text) <= _LF_MAX_USAGE_CHARS else None
+    except (ValueError, RecursionError):  # not JSON, or nested past Python's recursion limit
+        usage = None
+    if not isinstance(usage, dict):
+        bad.append(f"{LF_USAGE}:not_an_object")
+        return None, None, None, None
+
+    def num(obj: Any, key: str) -> int | None:
+        x = obj.get(key) if isinstance(obj, dict) else None
+        if x is None:
+            return None
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or x != x or not 0 <= x <= MAX_TOKENS:
+            bad.append(f"{LF_USAGE}.{key}:out_of_range")
+            return None
+        return int(x)
+
+    details = usage.get("prompt_tokens_details")
+    if "prompt_tokens" in usage:  # OpenAI's: prompt_tokens includes the cached tokens
+        read, write = num(details, "cached_tokens"), num(details, "cache_write_tokens")
+        return num(usage, "prompt_tokens"), num(usage, "completion_tokens"), read, write
+    if "input_tokens" in usage:  # Anthropic's: input_tokens excludes the cache
+        fresh, keys = num(usage, "input_tokens"), ("cache_read_input_tokens", "cache_creation_input_tokens")
+    else:  # Langfuse's usage types
+        fresh, keys = num(usage, "input"), ("input_cache_read", "input_cache_creation")
+    read, write = num(usage, keys[0]), num(usage, keys[1])
+    total = None if fresh is None else fresh + (read or 0) + (write or 0)
+    return total, num(usage, "output_tokens" if "input_tokens" in usage else "output"), read, write
+
+
+# --- all families ---------------------------------------------------------------------
+
+#: Every attribute key a usage figure may be read from (a ``data_quality`` entry naming one of them
+#: means that figure was present and dropped as invalid: NULL, not 0).
+ALL_INPUT_KEYS: Final = (*INPUT_TOKEN_KEYS, OI_PROMPT_TOKENS, LF_USAGE,
+                         *(f"{LF_USAGE}.{k}" for k in ("prompt_tokens", "input_tokens", "input")))
+ALL_OUTPUT_KEYS: Final = (*OUTPUT_TOKEN_KEYS, OI_COMPLETION_TOKENS, LF_USAGE,
+                          *(f"{LF_USAGE}.{k}" for k in ("completion_tokens", "output_tokens", "output")))
+ALL_READ_KEYS: Final = (*CACHE_READ_KEYS, OI_CACHE_READ_TOKENS, LF_USAGE,
+                        *(f"{LF_USAGE}.{k}" for k in ("cached_tokens", "cache_read_input_tokens", "input_cache_read")))
+ALL_WRITE_KEYS: Final = (*CACHE_CREATION_KEYS, OI_CACHE_WRITE_TOKENS, LF_USAGE,
+                         *(f"{LF_USAGE}.{k}" for k in ("cache_write_tokens", "cache_creation_input_tokens",
+                                                           "input_cache_creation")))
+#: Prefixes of the usage attributes of every family: a call with one of them dropped is not priced.
+USAGE_PREFIXES: Final = ("gen_ai.usage.", "llm.usage.", "llm.token_count.", "ai.usage.", LF_USAGE)
+
+
+def read_call(name: str, get: Any, scope: str | None, failed: bool, bad: list[str]) -> CallReading | None:
+    """What the span named ``name`` says about its model call; None when it is no model call.
+
+    ``get`` is the span's ``{key: AnyValue}.get``; ``scope`` the name of its instrumentation scope;
+    ``failed`` whether the span reports a failure (some spellings tell a call from a request by it).
+    Unusable values are appended to ``bad`` (``key:reason``) and read as None; nothing raises.
+    """
+    if get(c.GEN_AI_OPERATION_NAME) is not None or get(c.GEN_AI_REQUEST_MODEL) is not None:
+        return _read_genai(name, get, scope, failed, bad)
+    if (lf_v := get(LF_TYPE)) is not None:
+        return _read_langfuse(str_of(lf_v), get, bad)
+    if (kind_v := get(OI_SPAN_KIND)) is not None:
+        return _read_openinference(str_of(kind_v), name, get, bad)
+    return None

@@ -1,0 +1,113 @@
+"""One span's attributes → what it says about its model call, per instrumentation family (no pricing).
+
+Each row is a span as its instrumentation writes it (keys copied from that package's source, see
+docs/telemetry.md) and the reading a person expects from it: counts with the cache included, the
+provider lower-cased, None for spans that are no model call.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from costline.processors.spellings import CallReading, read_call
+from costline.sim.synth import span
+
+T0 = 1_780_000_000_000_000_000
+
+
+def _read(attrs: dict, name: str = "call", scope: str | None = None, failed: bool = False):
+    s = span(name, trace_id=b"\x01" * 16, span_id=b"\x02" * 8, start_ns=T0, end_ns=T0 + 1, attributes=attrs)
+    get = {kv.key: kv.value for kv in s.attributes}.get
+    bad: list[str] = []
+    return read_call(name, get, scope, failed, bad), bad
+
+
+READS = [
+    pytest.param(
+        {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "Anthropic", "gen_ai.request.model": "claude-haiku-4-5",
+         "gen_ai.usage.input_tokens": 1200, "gen_ai.usage.output_tokens": 40,
+         "gen_ai.usage.cache_read.input_tokens": 1000},
+        "chat anthropic", None,
+        ("chat", "anthropic", "claude-haiku-4-5", None, 1200, 40, 1000, None, None, ()),
+        id="genai-conventions"),
+    pytest.param(  # OpenLIT: Anthropic's own input_tokens, without the cache
+        {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "anthropic", "gen_ai.request.model": "claude-haiku-4-5",
+         "gen_ai.usage.input_tokens": 200, "gen_ai.usage.output_tokens": 40,
+         "gen_ai.usage.cache_read_input_tokens": 1000, "gen_ai.usage.cache_creation_input_tokens": 5},
+        "chat claude-haiku-4-5", "openlit.instrumentation.anthropic",
+        ("chat", "anthropic", "claude-haiku-4-5", None, 1205, 40, 1000, 5, None, ()),
+        id="openlit-input-without-cache"),
+    pytest.param(  # the Vercel AI SDK's legacy scope: provider and API in one, operation from the name
+        {"gen_ai.system": "anthropic.messages", "gen_ai.request.model": "claude-haiku-4-5",
+         "gen_ai.usage.input_tokens": 10, "gen_ai.usage.output_tokens": 3},
+        "ai.generateText.doGenerate", "ai",
+        ("chat", "anthropic", "claude-haiku-4-5", None, 10, 3, None, None, None, ()),
+        id="ai-sdk-legacy"),
+    pytest.param(
+        {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o-mini"},
+        "chat", None,
+        ("chat", None, "gpt-4o-mini", None, None, None, None, None, None,
+         ("gen_ai.usage.input_tokens:missing", "gen_ai.usage.output_tokens:missing")),
+        id="genai-without-usage"),
+    pytest.param(
+        {"openinference.span.kind": "LLM", "llm.provider": "anthropic", "llm.model_name": "claude-haiku-4-5",
+         "llm.token_count.prompt": 1200, "llm.token_count.completion": 40,
+         "llm.token_count.prompt_details.cache_read": 1000},
+        "Messages", None,
+        ("chat", "anthropic", "claude-haiku-4-5", "claude-haiku-4-5", 1200, 40, 1000, None, None,
+         ("llm.token_count.prompt:missing", "llm.token_count.completion:missing")),
+        id="openinference-llm"),
+    pytest.param(  # Langfuse in Anthropic's shape: input without the cache
+        {"langfuse.observation.type": "generation", "langfuse.observation.model.name": "claude-haiku-4-5",
+         "langfuse.observation.usage_details":
+             '{"input_tokens": 200, "output_tokens": 40, "cache_read_input_tokens": 1000}'},
+        "generation", "langfuse-sdk",
+        ("chat", None, "claude-haiku-4-5", "claude-haiku-4-5", 1200, 40, 1000, None, None,
+         ("langfuse.observation.usage_details:missing",)),
+        id="langfuse-anthropic-shape"),
+]
+
+
+@pytest.mark.parametrize("attrs, name, scope, expected", READS)
+def test_each_family_reads_as_the_genai_conventions(attrs, name, scope, expected):
+    reading, bad = _read(attrs, name, scope)
+    assert reading == CallReading(*expected)
+    assert bad == []
+
+
+NOT_CALLS = [
+    pytest.param({"gen_ai.operation.name": "invoke_agent", "gen_ai.request.model": "claude-haiku-4-5",
+                  "gen_ai.usage.input_tokens": 900}, "invoke_agent support", None, id="agent-run"),
+    pytest.param({"gen_ai.operation.name": "execute_tool"}, "execute_tool lookup", None, id="tool"),
+    pytest.param({"openinference.span.kind": "CHAIN"}, "RunnableSequence", None, id="openinference-chain"),
+    pytest.param({"openinference.span.kind": "LLM", "llm.provider": "anthropic"}, "Messages.count_tokens", None,
+                 id="openinference-count-tokens"),
+    pytest.param({"langfuse.observation.type": "span"}, "retrieve", "langfuse-sdk", id="langfuse-span"),
+    pytest.param({"http.method": "POST"}, "POST /v1/messages", None, id="not-genai"),
+    pytest.param({"gen_ai.operation.name": "chat", "gen_ai.request.model": "claude-haiku-4-5",
+                  "logfire.span_type": "span"}, "Message with 'claude-haiku-4-5'", "logfire.anthropic",
+                 id="logfire-stream-request"),
+]
+
+
+@pytest.mark.parametrize("attrs, name, scope", NOT_CALLS)
+def test_spans_that_are_no_model_call_read_as_none(attrs, name, scope):
+    assert _read(attrs, name, scope)[0] is None
+
+
+def test_a_failed_logfire_request_span_is_the_call():
+    attrs = {"gen_ai.operation.name": "chat", "gen_ai.request.model": "claude-haiku-4-5", "logfire.span_type": "span"}
+    reading, _ = _read(attrs, "Message with 'claude-haiku-4-5'", "logfire.anthropic", failed=True)
+    assert reading is not None and reading.operation == "chat"
+
+
+@pytest.mark.parametrize("value, flag", [
+    (float("nan"), "gen_ai.usage.input_tokens:not_finite"),
+    (-3, "gen_ai.usage.input_tokens:negative"),
+    ("many", "gen_ai.usage.input_tokens:not_a_number"),
+])
+def test_unusable_counts_read_as_none_and_are_named(value, flag):
+    reading, bad = _read({"gen_ai.operation.name": "chat", "gen_ai.usage.input_tokens": value,
+                          "gen_ai.usage.output_tokens": 5})
+    assert reading.input_tokens is None and reading.output_tokens == 5
+    assert bad == [flag]
