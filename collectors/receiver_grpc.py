@@ -9,13 +9,16 @@ OTLP/gRPC section says:
 * ``OK`` with an ``ExportTraceServiceResponse`` once Kafka acknowledged every trace, with
   ``partial_success`` (rejected_spans, error_message) when invalid spans were dropped;
 * ``UNAVAILABLE`` when Kafka cannot take the data within ``produce_timeout_s``, and
-  ``RESOURCE_EXHAUSTED`` past ``max_inflight_bytes``: both with a ``google.rpc.RetryInfo``
-  (``retry_delay``) in the trailing metadata, so exporters retry after it;
+  ``RESOURCE_EXHAUSTED`` past ``max_inflight_bytes`` or past ``max_workers`` RPCs at work plus
+  ``max_pending`` waiting: all with a ``google.rpc.RetryInfo`` (``retry_delay``) in the trailing
+  metadata, so exporters retry after it (the Go and Java exporters, and the Collector's, retry a
+  RESOURCE_EXHAUSTED only with it: without, the batch is dropped);
 * ``UNAUTHENTICATED`` without a valid ``authorization: Bearer <token>`` (same tokens as HTTP);
 * ``INVALID_ARGUMENT`` for a message that is not an ``ExportTraceServiceRequest``;
-* ``RESOURCE_EXHAUSTED`` from grpc itself for a message over ``max_body_bytes`` (decompressed),
-  metadata over ``max_header_bytes`` or past ``max_workers`` + ``max_pending`` RPCs at once (no
-  RetryInfo: grpc answers before this code runs);
+* ``RESOURCE_EXHAUSTED`` from grpc itself for a message over ``max_body_bytes`` (decompressed) or
+  metadata over ``max_header_bytes`` (no RetryInfo: retrying would not help), and past
+  :data:`REFUSING_THREADS` more RPCs at once than the limits above (grpc answers before this code
+  runs: each of those threads only refuses, in microseconds, so it takes a flood to get there);
 * ``INTERNAL`` for an unexpected error.
 
 RetryInfo travels twice: in ``grpc-status-details-bin`` (a ``google.rpc.Status`` whose details hold
@@ -26,6 +29,7 @@ exporter reads). ``grpc-encoding: gzip`` requests are decompressed by grpc.
 from __future__ import annotations
 
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import NoReturn
 
@@ -39,7 +43,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from costline.collectors.errors import ReceiverError
+from costline.collectors.forwarder import Forwarder
 from costline.collectors.receiver import ExportRefused, ReceiverBase, decode_export, export_request
+from costline.config import CollectorConfig
 
 __all__ = ["OtlpGrpcReceiver", "TRACE_SERVICE", "STATUS_DETAILS_KEY", "RETRY_INFO_KEY"]
 
@@ -53,6 +59,9 @@ STATUS_DETAILS_KEY = "grpc-status-details-bin"
 RETRY_INFO_KEY = "google.rpc.retryinfo-bin"
 #: Seconds an RPC in flight may still take when the receiver shuts down.
 SHUTDOWN_GRACE_S = 5.0
+#: Threads beyond ``max_workers`` + ``max_pending`` whose only work is refusing with RetryInfo: grpc
+#: itself refuses (without RetryInfo) only past those.
+REFUSING_THREADS = 8
 
 
 def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str, *,
@@ -86,6 +95,14 @@ class OtlpGrpcReceiver(ReceiverBase, trace_service_pb2_grpc.TraceServiceServicer
     _bound = 0
     _started = False
 
+    def __init__(self, config: CollectorConfig, forwarder: Forwarder, *, host: str | None = None,
+                 port: int | None = None) -> None:
+        super().__init__(config, forwarder, host=host, port=port)
+        #: RPCs admitted (at work or waiting for a worker), under ``_admit_lock``.
+        self._admitted = 0
+        self._admit_lock = threading.Lock()
+        self._working = threading.BoundedSemaphore(config.max_workers)
+
     @property
     def port(self) -> int:
         return self._bound or self._port
@@ -102,10 +119,13 @@ class OtlpGrpcReceiver(ReceiverBase, trace_service_pb2_grpc.TraceServiceServicer
             return self._server
         self.refuse_open_bind()
         cfg = self.config
-        pool = ThreadPoolExecutor(max_workers=cfg.max_workers, thread_name_prefix="costline-collect-grpc")
+        # Every RPC grpc admits gets a thread at once: Export itself makes at most max_workers work,
+        # max_pending wait, and refuses the rest with RetryInfo (grpc's own limit would refuse without).
+        threads = cfg.max_workers + cfg.max_pending + REFUSING_THREADS
+        pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="costline-collect-grpc")
         server = grpc.server(
             pool,
-            maximum_concurrent_rpcs=cfg.max_workers + cfg.max_pending,
+            maximum_concurrent_rpcs=threads,
             options=[
                 ("grpc.max_receive_message_length", cfg.max_body_bytes),
                 ("grpc.max_send_message_length", 1024 * 1024),
@@ -171,6 +191,23 @@ class OtlpGrpcReceiver(ReceiverBase, trace_service_pb2_grpc.TraceServiceServicer
         (counted against ``max_inflight_bytes`` before decoding), or a decoded request when registered
         with ``add_TraceServiceServicer_to_server`` (re-encoded, then handled the same)."""
         self._authenticate(context)
+        cfg = self.config
+        with self._admit_lock:
+            admitted = self._admitted < cfg.max_workers + cfg.max_pending
+            if admitted:
+                self._admitted += 1
+        if not admitted:
+            _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, "too many exports at once, retry later",
+                   retry_after=max(cfg.retry_after_s, 1))
+        try:
+            with self._working:  # at most max_workers at work; the admitted others wait here
+                return self._export(request, context)
+        finally:
+            with self._admit_lock:
+                self._admitted -= 1
+
+    def _export(self, request: ExportTraceServiceRequest | bytes,
+                context: grpc.ServicerContext) -> ExportTraceServiceResponse:
         cfg = self.config
         body = request if isinstance(request, bytes) else request.SerializeToString()
         hold = len(body)

@@ -174,6 +174,37 @@ def test_resource_exhausted_with_retry_info_past_max_inflight_bytes(serve):
     assert len(fwd.messages) == 4
 
 
+def test_past_max_workers_and_max_pending_refused_with_retry_info_and_the_waiting_export_lands():
+    # The Go and Java exporters and the Collector drop a RESOURCE_EXHAUSTED batch that carries no RetryInfo:
+    # grpc's own concurrency limit answers so, so the receiver refuses (with RetryInfo) before it.
+    release = threading.Event()
+    fwd = RecordingForwarder(hold=release)
+    receiver = OtlpGrpcReceiver(CollectorConfig(max_workers=1, max_pending=1, retry_after_s=4), fwd,
+                                host="127.0.0.1", port=0)
+    channel = grpc.insecure_channel(f"127.0.0.1:{receiver.start()}")
+    stub = TraceServiceStub(channel)
+    try:
+        working = stub.Export.future(GOOD, timeout=10)  # held in the forwarder
+        assert fwd.entered.wait(10)
+        waiting = stub.Export.future(GOOD, timeout=10)  # admitted: waits for the one worker
+        deadline = time.monotonic() + 10
+        while receiver._admitted < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        code, _, details, trailing = export(stub, GOOD)
+        assert code is Code.RESOURCE_EXHAUSTED and "at once" in details
+        assert retry_delay(code, details, trailing) == 4
+        assert not waiting.done()
+        release.set()
+        assert not working.result().HasField("partial_success")
+        assert not waiting.result().HasField("partial_success")
+        assert export(stub, GOOD)[0] is Code.OK  # the slots were given back
+        assert len(fwd.messages) == 3 * 2  # GOOD holds two traces: one message each
+    finally:
+        release.set()
+        channel.close()
+        receiver.shutdown()
+
+
 def test_export_takes_decoded_requests_too_when_registered_as_a_servicer():
     """``add_TraceServiceServicer_to_server`` hands Export a decoded request: same checks, same answer."""
     fwd = FakeForwarder()
