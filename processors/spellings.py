@@ -97,6 +97,27 @@ _AI_SDK_SCOPE: Final = "ai"
 _AI_SDK_OPERATIONS: Final = ((".doGenerate", c.OPERATION_CHAT), (".doStream", c.OPERATION_CHAT),
                              (".doEmbed", "embeddings"))
 
+#: Its embedding calls (``ai.embed.doEmbed``, ``ai.embedMany.doEmbed``, one per HTTP call; ``embedMany``
+#: splits its values into several) carry no ``gen_ai.*`` at all: the model is ``ai.model.id``, the provider
+#: ``ai.model.provider`` (``openai.embedding``), the tokens ``ai.usage.tokens`` (NaN when the provider
+#: reported none). The ``ai.embed`` / ``ai.embedMany`` span around them (the sum of their tokens) is no call.
+_AI_SDK_EMBED_SUFFIX: Final = ".doEmbed"
+AI_SDK_EMBED_TOKENS: Final = "ai.usage.tokens"
+_AI_SDK_EMBED_UNREPORTED: Final = (f"{AI_SDK_EMBED_TOKENS}:missing",)
+
+
+def _read_ai_sdk_embedding(get: Any, bad: list[str]) -> CallReading:
+    provider = str_of(get("ai.model.provider"))
+    model = str_of(get("ai.model.id"))
+    return _new(CallReading, (
+        "embeddings",
+        provider.split(".", 1)[0].strip().lower() if provider else None,  # "openai.embedding" -> "openai"
+        model, None,
+        count_of(get(AI_SDK_EMBED_TOKENS), AI_SDK_EMBED_TOKENS, bad), None, None, None, None,
+        _AI_SDK_EMBED_UNREPORTED,
+    ))
+
+
 #: LiteLLM's OpenTelemetry callback (scope ``litellm``, SDK and proxy) writes no cache attribute: the
 #: counts are only in ``metadata.usage_object``, the repr of its usage dict (``{'prompt_tokens': 486,
 #: ..., 'cache_creation_input_tokens': 0, 'cache_read_input_tokens': 480}``; OpenAI's reads as
@@ -268,7 +289,7 @@ def _langfuse_usage(v: Any, bad: list[str]) -> tuple[int | None, int | None, int
 
 #: Every attribute key a usage figure may be read from (a ``data_quality`` entry naming one of them
 #: means that figure was present and dropped as invalid: NULL, not 0).
-ALL_INPUT_KEYS: Final = (*INPUT_TOKEN_KEYS, OI_PROMPT_TOKENS, LF_USAGE,
+ALL_INPUT_KEYS: Final = (*INPUT_TOKEN_KEYS, OI_PROMPT_TOKENS, AI_SDK_EMBED_TOKENS, LF_USAGE,
                          *(f"{LF_USAGE}.{k}" for k in ("prompt_tokens", "input_tokens", "input")))
 ALL_OUTPUT_KEYS: Final = (*OUTPUT_TOKEN_KEYS, OI_COMPLETION_TOKENS, LF_USAGE,
                           *(f"{LF_USAGE}.{k}" for k in ("completion_tokens", "output_tokens", "output")))
@@ -294,4 +315,6 @@ def read_call(name: str, get: Any, scope: str | None, failed: bool, bad: list[st
         return _read_langfuse(str_of(lf_v), get, bad)
     if (kind_v := get(OI_SPAN_KIND)) is not None:
         return _read_openinference(str_of(kind_v), name, get, bad)
+    if scope == _AI_SDK_SCOPE and name.endswith(_AI_SDK_EMBED_SUFFIX):
+        return _read_ai_sdk_embedding(get, bad)
     return None

@@ -185,6 +185,28 @@ def test_one_failed_call_reported_under_two_spellings_of_its_provider_is_one_cal
     assert q(cfg, "SELECT count(*) FROM calls") == [(calls,)]
 
 
+AISDK = "gen_ai"  # the Vercel AI SDK's GenAI integration: an operation's span around one span per HTTP call
+
+
+@pytest.mark.parametrize("outer, child, kept", [
+    pytest.param({}, {}, ["c1"], id="no-usage-around-its-call: no call"),
+    pytest.param({"error": "AI_APICallError"}, {"error": "AI_APICallError", "inp": 0}, ["c1"],
+                 id="failed-around-failed: one failure"),
+    pytest.param({"inp": 40}, {}, ["c1", "outer"], id="outer-with-tokens: two calls"),
+    pytest.param({"cost": 0.01, "status": "explicit"}, {}, ["c1", "outer"], id="outer-with-explicit-price"),
+    pytest.param({}, {"model": "text-embedding-3-large"}, ["c1", "outer"], id="other-model"),
+    pytest.param({"response_id": "resp_1"}, {}, ["c1", "outer"], id="outer-with-a-response-id"),
+])
+def test_an_operations_span_around_its_calls_is_no_call(tmp_path, outer, child, kept):
+    cfg = config(tmp_path)
+    embed = {"tier": "budget", "model": "text-embedding-3-small", "provider": "openai", "scope": AISDK}
+    commit(cfg, [
+        call("outer", "t1", H + MIN, parent="app", duration_ms=300.0, **{**embed, **outer}),
+        call("c1", "t1", H + MIN, parent="outer", duration_ms=200.0, **{**embed, "inp": 12, **child}),
+    ])
+    assert sorted(r[0] for r in q(cfg, "SELECT span_id FROM calls")) == kept
+
+
 # --- §4: the student's hosting, accounted once and completely -------------------------------------------
 
 

@@ -16,6 +16,19 @@ usage on the root and on ``chat``) and ``LegacyOpenTelemetry`` (``ai.generateTex
 ``ai.generateText.doGenerate``, ``ai.streamText`` > ``ai.streamText.doStream``: the spans of AI SDK <= 6's
 ``experimental_telemetry``). Both are driven, each once (a module-scoped run) for several tests.
 
+The app's ``embeddings`` scenario (``--scenario embeddings``, a run of its own) calls the OpenAI
+provider's embeddings API (``openai.embedding``, at most 2 values a request through
+``wrapEmbeddingModel``'s ``overrideMaxEmbeddingsPerCall``): an ``embed`` the stand-in fails with 400, an
+``embed`` of one value, and an ``embedMany`` of five values that the SDK splits into three requests, sent
+in parallel. Each is an outer span of the operation around one inner span per HTTP request, in one scope:
+``LegacyOpenTelemetry``: ``ai.embed`` > ``ai.embed.doEmbed``, ``ai.embedMany`` > ``ai.embedMany.doEmbed``
+(no ``gen_ai.*`` attribute at all: ``ai.model.id``, ``ai.model.provider`` = ``openai.embedding``,
+``ai.operationId``; usage ``ai.usage.tokens``, the outer's the sum of its requests'); ``OpenTelemetry``:
+``embeddings {model}`` > ``embeddings {model}``, both with ``gen_ai.operation.name`` = ``embeddings``,
+provider and model; only the inner ones carry ``gen_ai.usage.input_tokens``, and a failed request's outer
+and inner spans are alike (status ``ERROR``, an ``exception`` event). Each HTTP request served is one
+call at the price of its tokens; the outer span is no call.
+
 Expected figures come from the stand-in's own log of what it served and hand-written prices, never
 from costline's pricing code.
 
@@ -31,12 +44,13 @@ from pathlib import Path
 
 import pytest
 
+from costline.config import ModelPrice, PricingConfig
 from costline.processors.processor import Processor
 
-from node_apps import (AppRun, assert_each_call_once, assert_the_failed_call, fresh_config, require_node, run_app,
-                       start_receiver, start_standin)
+from node_apps import (PRICING, AppRun, assert_each_call_once, assert_the_failed_call, fresh_config, require_node,
+                       run_app, start_receiver, start_standin)
 # the hand-written prices, the price of what the stand-in served and the lake query helper
-from test_ingest_instrumentations import STUDENT_MODEL, _served_usd, q
+from test_ingest_instrumentations import EMBED_IN, EMBED_MODEL, STUDENT_MODEL, _served_usd, q
 
 pytestmark = pytest.mark.kafka
 
@@ -140,3 +154,128 @@ def test_provider_model_and_operation_as_the_genai_conventions_name_them(aisdk_r
                             "GROUP BY ALL ORDER BY ALL") == [
         ("anthropic", "claude-haiku-4-5", "chat", SCOPES[aisdk_run.report["telemetry"]], 6),
         ("openai", STUDENT_MODEL, "chat", SCOPES[aisdk_run.report["telemetry"]], 2)]
+
+
+# -- embeddings: embed / embedMany (--scenario embeddings) ---------------------------------------------------
+#: app.mjs's embeddings scenario: a failed embed, an embed of one value, an embedMany of 5 values at most 2 a
+#: request: 1 + 1 + 3 HTTP requests, 4 of them answered.
+EMBED_REQUESTS, EMBED_PAID, EMBED_MANY_REQUESTS = 5, 4, 3
+#: The names of the AI SDK's spans per integration: (outer, inner) of embed and of embedMany.
+EMBED_SPANS = {"legacy": (("ai.embed", "ai.embed.doEmbed"), ("ai.embedMany", "ai.embedMany.doEmbed")),
+               "genai": ((f"embeddings {EMBED_MODEL}",) * 2, (f"embeddings {EMBED_MODEL}",) * 2)}
+
+
+@pytest.fixture(scope="module")
+def embed_run(request, node, kafka, tmp_path_factory) -> AppRun:
+    """app.mjs --scenario embeddings with one AI SDK telemetry integration and one OTLP encoding (the
+    param), the embedding model priced by hand; the first OpenAI request answered 400."""
+    telemetry, protocol = request.param
+    cfg = fresh_config(kafka, tmp_path_factory.mktemp(f"aisdk-embed-{telemetry}-{protocol}") / "lake")
+    cfg = cfg.replace(pricing=PricingConfig(models=(*PRICING.models, ModelPrice(
+        EMBED_MODEL, "budget", provider="openai", input_per_mtok=EMBED_IN, output_per_mtok=0.0)),
+        student_usd_per_hour=0.0, student_providers=()))
+    standin = start_standin()
+    receiver = start_receiver(cfg.kafka)
+    try:
+        # the failed embed (run_app also arms an Anthropic 400: this scenario makes no Anthropic request)
+        standin.inject_errors(400, 1, api="openai")
+        report = run_app(node, APP, standin, ["--otlp", receiver.endpoint, "--anthropic", standin.url + "/v1",
+                                             "--openai", standin.openai_url, "--telemetry", telemetry,
+                                             "--protocol", protocol, "--scenario", "embeddings"])
+    finally:
+        receiver.shutdown()
+        standin.shutdown()
+    stats = Processor(cfg).run(until_idle=1.5)
+    paid = standin.log.paid()
+    return AppRun(cfg, report, stats, paid, standin.log.entries(),
+                  sum(e.input_tokens for e in paid) * EMBED_IN / 1e6)
+
+
+def _sdk_spans(run: AppRun) -> tuple[list[dict], list[dict]]:
+    """The AI SDK's spans in the report: (outer, inner): an inner one's parent is a span of the same scope."""
+    scope = SCOPES[run.report["telemetry"]]
+    mine = [sp for sp in run.report["spans"] if sp["scope"] == scope]
+    ids = {sp["spanId"] for sp in mine}
+    return [sp for sp in mine if sp["parent"] not in ids], [sp for sp in mine if sp["parent"] in ids]
+
+
+GENAI_EMBED = pytest.param(("genai", "proto"), id="genai-proto")
+LEGACY_EMBED = pytest.param(("legacy", "json"), id="legacy-json")
+
+
+@pytest.mark.parametrize("embed_run", [GENAI_EMBED, LEGACY_EMBED], indirect=True)
+def test_embeddings_the_app_saw_what_the_standin_served_and_exported_every_span(embed_run: AppRun):
+    """The premise: the AI SDK's usage is the stand-in's, every span got out, and each HTTP request the
+    stand-in served has one inner span (under its embed / embedMany's outer span) in the SDK's scope."""
+    run = embed_run
+    calls = run.report["calls"]
+    assert [(c["name"], c["failed"]) for c in calls] == [("embed-fails", True), ("embed", False),
+                                                         ("embed-many", False)], calls
+    assert calls[0]["statusCode"] == 400 and calls[0]["error"] == "AI_APICallError"
+    assert len(run.entries) == EMBED_REQUESTS and len(run.paid) == EMBED_PAID
+    assert {(e.api, e.model) for e in run.entries} == {("openai", EMBED_MODEL)}
+    assert [e.output_tokens for e in run.paid] == [0] * EMBED_PAID
+    # embed is served first; embedMany's three requests after it, in parallel (any order)
+    assert calls[1]["usage"]["tokens"] == run.paid[0].input_tokens
+    assert calls[2]["usage"]["tokens"] == sum(e.input_tokens for e in run.paid[1:])
+    assert (calls[2]["responses"], calls[2]["embeddings"]) == (EMBED_MANY_REQUESTS, 5)
+    export = run.report["export"]
+    assert export["failures"] == [] and export["accepted"] == export["ended"] > 0, run.report["stderr"][-4000:]
+    assert (run.stats.spans, run.stats.dlq) == (export["ended"], 0)
+    outer, inner = _sdk_spans(run)
+    (embed_outer, embed_inner), (many_outer, many_inner) = EMBED_SPANS[run.report["telemetry"]]
+    assert sorted(sp["name"] for sp in outer) == sorted([embed_outer, embed_outer, many_outer]), run.spans()
+    assert sorted(sp["name"] for sp in inner) == sorted([embed_inner] * 2 + [many_inner] * 3), run.spans()
+    assert len(inner) == EMBED_REQUESTS
+    assert sum(sp["status"]["code"] == 2 for sp in inner) == sum(sp["status"]["code"] == 2 for sp in outer) == 1
+
+
+@pytest.mark.parametrize("embed_run", [GENAI_EMBED, LEGACY_EMBED], indirect=True)
+def test_each_embedding_request_is_one_call_and_the_outer_span_none(embed_run: AppRun):
+    """One call per HTTP request (each inner span), the failed one included; the embed / embedMany span
+    around them is no call (it is no model request: an extra call, unpriced or failed, if it were)."""
+    run, cfg = embed_run, embed_run.cfg
+    outer, inner = _sdk_spans(run)
+    got = q(cfg, "SELECT span_id FROM calls")
+    assert sorted(r[0] for r in got) == sorted(sp["spanId"] for sp in inner), run.spans()
+    assert q(cfg, "SELECT count(*), count(*) FILTER (WHERE error_type IS NOT NULL), count(DISTINCT trace_id) "
+                  "FROM calls") == [(EMBED_REQUESTS, 1, 3)]  # the failed embed, the embed, the embedMany
+    # embedMany's three requests: three calls in one trace, none the parent of another
+    assert q(cfg, "SELECT count(*) FROM calls GROUP BY trace_id ORDER BY 1") == [(1,), (1,), (EMBED_MANY_REQUESTS,)]
+    assert q(cfg, "SELECT count(*) FROM calls c JOIN calls p ON p.span_id = c.parent_span_id") == [(0,)]
+
+
+@pytest.mark.parametrize("embed_run", [GENAI_EMBED, LEGACY_EMBED], indirect=True)
+def test_embedding_tokens_and_cost_are_the_served_ones(embed_run: AppRun):
+    """Each answered request at the price of the input tokens the stand-in served it (none unpriced);
+    the failed one no tokens, no price."""
+    run, cfg = embed_run, embed_run.cfg
+    got = q(cfg, "SELECT input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, cost_usd, "
+                 "pricing_status FROM calls WHERE error_type IS NULL ORDER BY input_tokens")
+    assert [r[:4] for r in got] == sorted((e.input_tokens, 0, 0, 0) for e in run.paid)
+    assert [r[4] for r in got] == [pytest.approx(r[0] * EMBED_IN / 1e6, rel=1e-9) for r in got]
+    assert q(cfg, "SELECT count(*) FROM calls WHERE cost_usd IS NULL AND error_type IS NULL") == [(0,)]
+    assert q(cfg, "SELECT sum(input_tokens), sum(cost_usd) FROM calls") == [
+        (sum(e.input_tokens for e in run.paid), pytest.approx(run.served_usd, rel=1e-9))]
+    assert q(cfg, "SELECT error_type, model, coalesce(cost_usd, 0), input_tokens + output_tokens FROM calls "
+                  "WHERE error_type IS NOT NULL") == [("AI_APICallError", EMBED_MODEL, 0.0, 0)]
+
+
+@pytest.mark.parametrize("embed_run", [GENAI_EMBED, LEGACY_EMBED], indirect=True)
+def test_embedding_calls_with_no_request_span_are_a_request_each(embed_run: AppRun):
+    """No costline.request around them (docs/telemetry.md): each call is one request of its own, the
+    failed one no success; the requests cost what the stand-in served."""
+    cfg = embed_run.cfg
+    assert q(cfg, "SELECT count(*), count(*) FILTER (WHERE NOT success), sum(calls), sum(cost_usd) FROM requests") == [
+        (EMBED_REQUESTS, 1, EMBED_REQUESTS, pytest.approx(embed_run.served_usd, rel=1e-9))]
+    assert q(cfg, "SELECT error_type, calls, coalesce(cost_usd, 0) FROM requests WHERE NOT success") == [
+        ("AI_APICallError", 1, 0.0)]
+
+
+@pytest.mark.parametrize("embed_run", [GENAI_EMBED, LEGACY_EMBED], indirect=True)
+def test_embedding_provider_model_and_operation(embed_run: AppRun):
+    """provider ``openai`` (legacy: ``ai.model.provider`` = ``openai.embedding``), the model asked for,
+    operation ``embeddings``, the integration's scope."""
+    assert q(embed_run.cfg, "SELECT provider, model, operation, instrumentation, count(*) FROM calls "
+                            "GROUP BY ALL ORDER BY ALL") == [
+        ("openai", EMBED_MODEL, "embeddings", SCOPES[embed_run.report["telemetry"]], EMBED_REQUESTS)]

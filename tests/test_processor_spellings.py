@@ -43,6 +43,13 @@ READS = [
         "ai.generateText.doGenerate", "ai",
         ("chat", "anthropic", "claude-haiku-4-5", None, 10, 3, None, None, None, ()),
         id="ai-sdk-legacy"),
+    pytest.param(  # its embedding calls carry no gen_ai.* at all
+        {"ai.model.id": "text-embedding-3-small", "ai.model.provider": "openai.embedding", "ai.usage.tokens": 12,
+         "ai.operationId": "ai.embedMany.doEmbed"},
+        "ai.embedMany.doEmbed", "ai",
+        ("embeddings", "openai", "text-embedding-3-small", None, 12, None, None, None, None,
+         ("ai.usage.tokens:missing",)),
+        id="ai-sdk-legacy-embedding"),
     pytest.param(
         {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o-mini"},
         "chat", None,
@@ -84,6 +91,10 @@ NOT_CALLS = [
                  id="openinference-count-tokens"),
     pytest.param({"langfuse.observation.type": "span"}, "retrieve", "langfuse-sdk", id="langfuse-span"),
     pytest.param({"http.method": "POST"}, "POST /v1/messages", None, id="not-genai"),
+    pytest.param({"ai.model.id": "text-embedding-3-small", "ai.usage.tokens": 34}, "ai.embedMany", "ai",
+                 id="ai-sdk-embed-many-around-its-calls"),
+    pytest.param({"ai.model.id": "text-embedding-3-small", "ai.usage.tokens": 34}, "x.doEmbed", "other",
+                 id="doEmbed-of-another-scope"),
     pytest.param({"gen_ai.operation.name": "chat", "gen_ai.request.model": "claude-haiku-4-5",
                   "logfire.span_type": "span"}, "Message with 'claude-haiku-4-5'", "logfire.anthropic",
                  id="logfire-stream-request"),
@@ -111,3 +122,9 @@ def test_unusable_counts_read_as_none_and_are_named(value, flag):
                           "gen_ai.usage.output_tokens": 5})
     assert reading.input_tokens is None and reading.output_tokens == 5
     assert bad == [flag]
+
+
+def test_the_ai_sdks_nan_embedding_tokens_are_named_not_read_as_zero():
+    reading, bad = _read({"ai.model.id": "text-embedding-3-small", "ai.usage.tokens": float("nan")},
+                         "ai.embed.doEmbed", "ai")
+    assert reading.input_tokens is None and bad == ["ai.usage.tokens:not_finite"]

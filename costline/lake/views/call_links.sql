@@ -10,8 +10,12 @@
 -- Which of several spans of one model call is kept (first wins): one with an explicit price
 -- (pref_explicit), then the most complete usage (pref_tokens: most tokens counted), then costline's
 -- own span (pref_own: {costline_scope} is its instrumentation scope), then a fixed order.
+--
+-- An operation's span around its calls is no call: a span with no tokens and no explicit price that is
+-- the parent of a call span of the same instrumentation, provider family, model and operation (the
+-- Vercel AI SDK's "embeddings <model>" span around the one per HTTP call that embedMany splits its values into).
 CREATE OR REPLACE VIEW call_links AS
-WITH f AS (
+WITH f0 AS (
   SELECT *, CASE WHEN provider IN ('vllm', 'openai') THEN 'openai'
                  WHEN provider IN ('aws', 'aws.bedrock') THEN 'aws.bedrock'
                  WHEN provider = 'google' OR provider LIKE 'gcp.%' THEN 'gcp'
@@ -24,6 +28,14 @@ WITH f AS (
            + coalesce(cache_creation_tokens, 0) AS pref_tokens,
          (instrumentation IS NOT DISTINCT FROM '{costline_scope}') AS pref_own
   FROM call_links_all
+), envelopes AS (
+  SELECT DISTINCT p.trace_id, p.span_id
+  FROM f0 p JOIN f0 ch ON ch.trace_id = p.trace_id AND ch.parent_span_id = p.span_id
+  WHERE p.pref_tokens = 0 AND NOT p.pref_explicit AND p.response_id IS NULL
+    AND ch.instrumentation IS NOT DISTINCT FROM p.instrumentation AND ch.family = p.family
+    AND lower(ch.model) IS NOT DISTINCT FROM lower(p.model) AND ch.operation IS NOT DISTINCT FROM p.operation
+), f AS (
+  SELECT * FROM f0 ANTI JOIN envelopes e ON e.trace_id = f0.trace_id AND e.span_id = f0.span_id
 ), k AS (
   SELECT *, CASE WHEN response_id IS NOT NULL THEN trace_id || '|' || family || '|' || response_id END AS call_key
   FROM f

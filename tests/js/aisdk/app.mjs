@@ -1,21 +1,25 @@
 // A small Vercel AI SDK app whose OpenTelemetry spans go to an OTLP/HTTP endpoint (costline's
 // OtlpReceiver in tests/test_ingest_aisdk.py). It makes real AI SDK calls against costline's stand-in
-// APIs (Anthropic Messages + an OpenAI-compatible chat completions server), then prints ONE JSON line
-// on stdout: what the SDK itself reported per call (its `usage` objects, the response id, whether the
-// call failed), and force-flushes and shuts the tracer provider down before exiting.
+// APIs (Anthropic Messages + an OpenAI-compatible chat completions server; OpenAI's embeddings API with
+// --scenario embeddings), then prints ONE JSON line on stdout: what the SDK itself reported per call (its
+// `usage` objects, the response id, whether the call failed) and the spans it ended, and force-flushes and
+// shuts the tracer provider down before exiting.
 //
 //   node app.mjs --otlp http://127.0.0.1:4318/v1/traces \
 //                --anthropic http://127.0.0.1:8080/v1 --openai http://127.0.0.1:8080/v1 \
-//                [--telemetry genai|legacy] [--protocol json|proto]
+//                [--telemetry genai|legacy] [--protocol json|proto] [--scenario chat|embeddings]
 //
 // Each flag may come from the environment instead: OTLP_ENDPOINT, ANTHROPIC_BASE_URL, OPENAI_BASE_URL,
-// AISDK_TELEMETRY, OTLP_PROTOCOL.
+// AISDK_TELEMETRY, OTLP_PROTOCOL, AISDK_SCENARIO.
 //
 // --telemetry picks the AI SDK 7 integration from @ai-sdk/otel: `genai` is `OpenTelemetry` (GenAI
 // semantic conventions: `invoke_agent {model}` > `step {n}` > `chat {model}`), `legacy` is
 // `LegacyOpenTelemetry` (`ai.generateText` > `ai.generateText.doGenerate`, `ai.streamText` >
 // `ai.streamText.doStream`, the spans AI SDK <= 6 made with experimental_telemetry).
 // --protocol picks @opentelemetry/exporter-trace-otlp-http (OTLP JSON) or -otlp-proto (protobuf).
+// --scenario picks the calls: `chat` (the default: generateText / streamText, below) or `embeddings`
+// (`embed` / `embedMany` on the OpenAI provider's embeddings API: legacy `ai.embed` > `ai.embed.doEmbed`,
+// `ai.embedMany` > one `ai.embedMany.doEmbed` per chunk; genai `embeddings {model}` > `embeddings {model}`).
 // In AI SDK 7 the per-call `telemetry` option (formerly `experimental_telemetry`, still accepted) emits
 // no span unless an integration is registered with registerTelemetry, as below.
 //
@@ -24,7 +28,9 @@
 // api 1.9.1: the api @ai-sdk/otel pins, so one copy), because OTel JS 3.x requires Node >= 22.15.
 //
 // The FIRST model request is expected to fail: the driving test makes the stand-in answer 400 to the
-// next Anthropic request before it starts this program.
+// next Anthropic request (chat) or the next OpenAI request (embeddings) before it starts this program.
+//
+// The report also lists every ended span (scope, name, ids, parent, status, attributes: long values cut).
 
 import { diag, DiagConsoleLogger, DiagLogLevel, SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
 import { OTLPTraceExporter as OTLPJsonTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
@@ -35,7 +41,7 @@ import { NodeTracerProvider } from '@opentelemetry/sdk-trace-node';
 import { createAnthropic } from '@ai-sdk/anthropic';
 import { createOpenAI } from '@ai-sdk/openai';
 import { LegacyOpenTelemetry, OpenTelemetry } from '@ai-sdk/otel';
-import { generateText, registerTelemetry, streamText } from 'ai';
+import { embed, embedMany, generateText, registerTelemetry, streamText, wrapEmbeddingModel } from 'ai';
 
 function option(flag, env, fallback) {
   const i = process.argv.indexOf(flag);
@@ -50,8 +56,10 @@ const anthropicBaseURL = option('--anthropic', 'ANTHROPIC_BASE_URL');
 const openaiBaseURL = option('--openai', 'OPENAI_BASE_URL');
 const telemetryKind = option('--telemetry', 'AISDK_TELEMETRY', 'genai');
 const protocol = option('--protocol', 'OTLP_PROTOCOL', 'json');
+const scenario = option('--scenario', 'AISDK_SCENARIO', 'chat');
 if (!['genai', 'legacy'].includes(telemetryKind)) throw new Error(`--telemetry: genai or legacy, not ${telemetryKind}`);
 if (!['json', 'proto'].includes(protocol)) throw new Error(`--protocol: json or proto, not ${protocol}`);
+if (!['chat', 'embeddings'].includes(scenario)) throw new Error(`--scenario: chat or embeddings, not ${scenario}`);
 
 diag.setLogger(new DiagConsoleLogger(), DiagLogLevel.WARN); // export failures on stderr
 
@@ -74,9 +82,28 @@ const exporter = {
   forceFlush: () => otlp.forceFlush(),
   shutdown: () => otlp.shutdown(),
 };
+// Every ended span, for the report (the test prints it on failure; it documents what each integration emits).
+const cut = (v) => (typeof v === 'string' && v.length > 160 ? `${v.slice(0, 160)}...(${v.length} chars)` : v);
+const cutAll = (attrs) => Object.fromEntries(Object.entries(attrs ?? {}).map(([k, v]) => [k, cut(v)]));
+const spans = [];
 const countEnded = {
   onStart() {},
-  onEnd() { exported.ended += 1; },
+  onEnd(span) {
+    exported.ended += 1;
+    spans.push({
+      name: span.name,
+      scope: span.instrumentationScope?.name ?? span.instrumentationLibrary?.name,
+      kind: span.kind,
+      traceId: span.spanContext().traceId,
+      spanId: span.spanContext().spanId,
+      parent: span.parentSpanContext?.spanId ?? span.parentSpanId ?? null,
+      start: span.startTime,
+      end: span.endTime,
+      status: span.status,
+      attributes: cutAll(span.attributes),
+      events: span.events.map((e) => ({ name: e.name, attributes: cutAll(e.attributes) })),
+    });
+  },
   forceFlush: () => Promise.resolve(),
   shutdown: () => Promise.resolve(),
 };
@@ -91,6 +118,14 @@ const anthropic = createAnthropic({ baseURL: anthropicBaseURL, apiKey: 'test' })
 const openai = createOpenAI({ baseURL: openaiBaseURL, apiKey: 'test' });
 const claude = anthropic('claude-haiku-4-5');
 const student = openai.chat('costline-student'); // Chat Completions API, not the Responses API
+// The embeddings API, at most EMBED_CHUNK values a request (OpenAI's own limit is 2048): embedMany splits
+// its values into chunks, one doEmbed (one HTTP request) each, sent in parallel (supportsParallelCalls).
+const EMBED_MODEL = 'text-embedding-3-small';
+const EMBED_CHUNK = 2;
+const embedder = wrapEmbeddingModel({
+  model: openai.embedding(EMBED_MODEL),
+  middleware: { overrideMaxEmbeddingsPerCall: () => EMBED_CHUNK },
+});
 
 // Long enough to pass the stand-in's minimum cacheable prefix: the first call writes it, later ones read.
 const SYSTEM = 'You answer questions about our refund policy. '.repeat(60);
@@ -120,8 +155,8 @@ async function call(name, api, stream, parent, fn) {
   const run = async () => {
     try {
       const r = await fn();
-      results.push({ name, api, stream, parent, failed: false, usage: r.usage, responseId: r.responseId,
-                     modelId: r.modelId });
+      // chat: usage, responseId, modelId; embeddings: usage ({ tokens }), responses, and the vectors' count
+      results.push({ name, api, stream, parent, failed: false, ...r });
     } catch (err) {
       // the handler answers 500: its server span failed too
       if (parent) trace.getActiveSpan()?.setStatus({ code: SpanStatusCode.ERROR, message: String(err?.message) });
@@ -137,6 +172,16 @@ async function generate(opts) {
   return { usage: r.usage, responseId: r.response?.id, modelId: r.response?.modelId };
 }
 
+async function embedOne(opts) {
+  const r = await embed(opts);
+  return { usage: r.usage, responses: 1, dimensions: r.embedding.length };
+}
+
+async function embedAll(opts) {
+  const r = await embedMany(opts);
+  return { usage: r.usage, responses: r.responses?.length ?? null, embeddings: r.embeddings.length };
+}
+
 async function stream(opts) {
   const r = streamText(opts);
   let text = '';
@@ -146,7 +191,7 @@ async function stream(opts) {
   return { usage: await r.usage, responseId: response?.id, modelId: response?.modelId };
 }
 
-try {
+async function chatScenario() {
   // 0: the stand-in answers this one 400 (armed by the test): an APICallError, not retried.
   await call('fails', 'anthropic', false, 'POST /ask', () =>
     generate({ ...common, model: claude, prompt: 'Can I return a damaged item?' }));
@@ -169,9 +214,29 @@ try {
   // 7: the student streamed, without a parent span.
   await call('student-streamed', 'openai', true, null, () =>
     stream({ ...common, model: student, maxOutputTokens: 32, prompt: 'Summarise ticket 8' }));
+}
+
+// 5 values, at most EMBED_CHUNK a request: 3 requests.
+const DOCS = ['Refunds take five working days.', 'Damaged items can be returned within 30 days.',
+              'Order 42 shipped on Monday.', 'Gift cards cannot be refunded.', 'Returns are free in the EU.'];
+
+async function embeddingsScenario() {
+  const opts = { model: embedder, maxRetries: 0, telemetry };
+  // 0: the stand-in answers this one 400 (armed by the test): an APICallError, not retried.
+  await call('embed-fails', 'openai', false, 'POST /search', () =>
+    embedOne({ ...opts, value: 'Can I return a damaged item?' }));
+  // 1: embed of one value (one request), without a parent span.
+  await call('embed', 'openai', false, null, () => embedOne({ ...opts, value: 'Where is order 42?' }));
+  // 2: embedMany of 5 values in a server span: 3 requests (2 + 2 + 1 values), in parallel.
+  await call('embed-many', 'openai', false, 'POST /index', () => embedAll({ ...opts, values: DOCS }));
+}
+
+try {
+  await (scenario === 'embeddings' ? embeddingsScenario() : chatScenario());
 } finally {
   // an export the endpoint refused rejects the flush: it is in exported.failures, reported below
   await provider.forceFlush().catch((err) => exported.flushError = String(err?.message ?? err));
   await provider.shutdown().catch((err) => exported.shutdownError = String(err?.message ?? err));
 }
-process.stdout.write(JSON.stringify({ telemetry: telemetryKind, protocol, calls: results, export: exported }) + '\n');
+process.stdout.write(JSON.stringify({ telemetry: telemetryKind, protocol, scenario, calls: results, export: exported,
+                                     spans }) + '\n');
