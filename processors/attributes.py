@@ -99,8 +99,14 @@ def first_str(get: Any, keys: tuple[str, ...]) -> str | None:
     return None
 
 
+#: Longest string read as a JSON array of strings by :func:`str_list_of`.
+_MAX_JSON_LIST_CHARS: Final = 4096
+
+
 def str_list_of(v: Any) -> list[str] | None:
-    """An array of strings (a single string as a one-element list); None for anything else."""
+    """An array of strings; a single string as a one-element list, or as the list it spells in JSON
+    (Microsoft Agent Framework writes ``gen_ai.response.finish_reasons`` as ``'["stop"]'``); None for
+    anything else."""
     if v is None:
         return None
     kind = v.WhichOneof("value")
@@ -111,7 +117,15 @@ def str_list_of(v: Any) -> list[str] | None:
             return out
         return [str(x) for x in anyvalue_to_python(v) if x is not None]
     if kind == "string_value":
-        return [v.string_value]
+        s = v.string_value
+        if s.startswith("[") and len(s) <= _MAX_JSON_LIST_CHARS:
+            try:
+                items = json.loads(s)
+            except (ValueError, RecursionError):
+                items = None
+            if isinstance(items, list) and all(isinstance(x, str) for x in items):
+                return items
+        return [s]
     return None
 
 

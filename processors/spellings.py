@@ -34,6 +34,7 @@ __all__ = [
     "CallReading",
     "read_call",
     "NOT_CALL_OPERATIONS",
+    "CALL_OPERATIONS",
     "INPUT_TOKEN_KEYS",
     "OUTPUT_TOKEN_KEYS",
     "CACHE_READ_KEYS",
@@ -84,11 +85,24 @@ _GENAI_UNREPORTED: Final = (f"{_IN0}:missing", f"{_OUT0}:missing")
 
 #: ``gen_ai.operation.name`` values of the GenAI conventions that are no model call: an agent created or
 #: run (its span may carry the model and the usage of all its calls), a tool executed.
-NOT_CALL_OPERATIONS: Final = frozenset({"create_agent", "invoke_agent", "execute_tool",
-                                        "agent_step"})  # the Vercel AI SDK's step of an agent's run
+NOT_CALL_OPERATIONS: Final = frozenset({
+    "create_agent", "invoke_agent", "execute_tool",
+    "agent_step",  # the Vercel AI SDK's step of an agent's run
+    # Strands Agents: a cycle of its event loop (model call + tools), multi-agent runs, memory
+    "execute_event_loop_cycle", "invoke_swarm", "invoke_graph", "memory.search", "memory.add", "memory.inject",
+    "memory.extract",
+})
+#: The GenAI conventions' operations that are model calls. Another operation is one only when the span
+#: names the model it asked for (a framework's own step without ``gen_ai.request.model`` is not).
+CALL_OPERATIONS: Final = frozenset({"chat", "text_completion", "generate_content", "embeddings"})
+#: ``gen_ai.system`` / ``gen_ai.provider.name`` values that name the framework, not the model's provider
+#: (Strands Agents writes its own name on every span): read as no provider, so the model prices the call
+#: and the views may match it with another instrumentation's span of the same call.
+_FRAMEWORK_SYSTEMS: Final = frozenset({"strands-agents"})
 
-#: Scopes whose Anthropic ``input_tokens`` is the API's own (cache reads and writes NOT included).
-_INPUT_EXCLUDES_CACHE_SCOPES: Final = ("openlit", "@traceloop/instrumentation-anthropic")  # OpenLLMetry JS
+#: Scopes whose Anthropic ``input_tokens`` is the API's own (cache reads and writes NOT included): OpenLIT,
+#: OpenLLMetry JS, Microsoft Agent Framework's Anthropic client (agent-framework-anthropic 1.0.0b261022).
+_INPUT_EXCLUDES_CACHE_SCOPES: Final = ("openlit", "@traceloop/instrumentation-anthropic", "agent_framework")
 
 #: The Vercel AI SDK's legacy telemetry (scope ``ai``): ``gen_ai.system`` is the provider and its API
 #: (``anthropic.messages``, ``openai.chat``), no ``gen_ai.operation.name``; its calls are named
@@ -135,9 +149,12 @@ _LOGFIRE_SPAN_TYPE: Final = "logfire.span_type"
 
 def _read_genai(name: str, get: Any, scope: str | None, failed: bool, bad: list[str]) -> CallReading | None:
     op = str_of(get(c.GEN_AI_OPERATION_NAME))
-    if op in NOT_CALL_OPERATIONS:
+    model = str_of(get(c.GEN_AI_REQUEST_MODEL))
+    if op is not None and (op in NOT_CALL_OPERATIONS or (model is None and op not in CALL_OPERATIONS)):
         return None  # an agent's run or a tool's: its usage (if any) is its model calls', counted on them
     provider = str_of(get(c.GEN_AI_PROVIDER_NAME)) or str_of(get(c.GEN_AI_SYSTEM))
+    if provider in _FRAMEWORK_SYSTEMS:
+        provider = None
     # the first spelling is what costline and the current conventions write: look further only without it
     v = get(_IN0)
     input_tokens = count_of(v, _IN0, bad) if v is not None else count_of(*first_present(get, INPUT_TOKEN_KEYS), bad)
@@ -165,7 +182,7 @@ def _read_genai(name: str, get: Any, scope: str | None, failed: bool, bad: list[
             input_tokens += (read or 0) + (write or 0)
     # no usage at all (OpenLLMetry JS on a streamed OpenAI call): unknown, never $0
     unreported = _GENAI_UNREPORTED if input_tokens is output_tokens is read is write is None else ()
-    return _new(CallReading, (op, provider, str_of(get(c.GEN_AI_REQUEST_MODEL)), str_of(get(c.GEN_AI_RESPONSE_MODEL)),
+    return _new(CallReading, (op, provider, model, str_of(get(c.GEN_AI_RESPONSE_MODEL)),
                               input_tokens, output_tokens, read, write,
                               str_list_of(get(c.GEN_AI_RESPONSE_FINISH_REASONS)), unreported))
 

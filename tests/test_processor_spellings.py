@@ -50,6 +50,19 @@ READS = [
         ("embeddings", "openai", "text-embedding-3-small", None, 12, None, None, None, None,
          ("ai.usage.tokens:missing",)),
         id="ai-sdk-legacy-embedding"),
+    pytest.param(  # Strands Agents names itself as the system: no provider (the model prices the call)
+        {"gen_ai.operation.name": "chat", "gen_ai.system": "strands-agents", "gen_ai.request.model": "claude-haiku-4-5",
+         "gen_ai.usage.input_tokens": 121, "gen_ai.usage.output_tokens": 9},
+        "chat", "strands.telemetry.tracer",
+        ("chat", None, "claude-haiku-4-5", None, 121, 9, None, None, None, ()),
+        id="strands-chat"),
+    pytest.param(  # Agent Framework's Anthropic client: Anthropic's input, without the cache
+        {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "anthropic", "gen_ai.request.model": "claude-haiku-4-5",
+         "gen_ai.usage.input_tokens": 5, "gen_ai.usage.output_tokens": 9, "gen_ai.usage.cache_read.input_tokens": 116,
+         "gen_ai.response.finish_reasons": '["end_turn"]'},
+        "chat claude-haiku-4-5", "agent_framework",
+        ("chat", "anthropic", "claude-haiku-4-5", None, 121, 9, 116, None, ["end_turn"], ()),
+        id="agent-framework-anthropic"),
     pytest.param(
         {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o-mini"},
         "chat", None,
@@ -87,6 +100,11 @@ NOT_CALLS = [
                   "gen_ai.usage.input_tokens": 900}, "invoke_agent support", None, id="agent-run"),
     pytest.param({"gen_ai.operation.name": "execute_tool"}, "execute_tool lookup", None, id="tool"),
     pytest.param({"openinference.span.kind": "CHAIN"}, "RunnableSequence", None, id="openinference-chain"),
+    pytest.param({"gen_ai.operation.name": "execute_event_loop_cycle", "gen_ai.system": "strands-agents",
+                  "gen_ai.usage.input_tokens": 300}, "execute_event_loop_cycle", "strands.telemetry.tracer",
+                 id="strands-cycle"),
+    pytest.param({"gen_ai.operation.name": "plan_step", "gen_ai.usage.input_tokens": 300}, "plan", None,
+                 id="unknown-operation-without-a-model"),
     pytest.param({"openinference.span.kind": "LLM", "llm.provider": "anthropic"}, "Messages.count_tokens", None,
                  id="openinference-count-tokens"),
     pytest.param({"langfuse.observation.type": "span"}, "retrieve", "langfuse-sdk", id="langfuse-span"),
@@ -128,3 +146,17 @@ def test_the_ai_sdks_nan_embedding_tokens_are_named_not_read_as_zero():
     reading, bad = _read({"ai.model.id": "text-embedding-3-small", "ai.usage.tokens": float("nan")},
                          "ai.embed.doEmbed", "ai")
     assert reading.input_tokens is None and bad == ["ai.usage.tokens:not_finite"]
+
+
+@pytest.mark.parametrize("value, expected", [
+    ('["stop"]', ["stop"]),
+    ('["stop", "length"]', ["stop", "length"]),
+    ("stop", ["stop"]),
+    ("[not json", ["[not json"]),
+    ('[1, 2]', ["[1, 2]"]),  # not a list of strings: the string as it is
+    (["end_turn"], ["end_turn"]),
+])
+def test_finish_reasons_as_an_array_or_a_json_string(value, expected):
+    reading, _ = _read({"gen_ai.operation.name": "chat", "gen_ai.request.model": "m",
+                        "gen_ai.response.finish_reasons": value})
+    assert reading.finish_reasons == expected

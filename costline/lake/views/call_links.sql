@@ -58,13 +58,14 @@ WITH f0 AS (
   WHERE r.call_key IS NULL OR r.key_rank = 1
 ), shadowed AS (
   -- without a response id: the same call when another instrumentation reported the same provider and
-  -- model, under the same parent (or one inside the other, up to two levels), over overlapping times
+  -- model, under the same parent (or one inside the other, up to two levels), over overlapping times; a span
+  -- that names no provider (Langfuse's, Strands Agents') matches any
   SELECT DISTINCT a.trace_id, a.span_id
   FROM heads a JOIN heads b
     ON b.trace_id = a.trace_id AND b.trace_rank < a.trace_rank
    AND (a.call_key IS NULL OR b.call_key IS NULL)
    AND coalesce(a.instrumentation, '') <> coalesce(b.instrumentation, '')
-   AND a.family = b.family AND lower(a.model) IS NOT DISTINCT FROM lower(b.model)
+   AND (a.family = b.family OR a.family = '' OR b.family = '') AND lower(a.model) IS NOT DISTINCT FROM lower(b.model)
    AND (a.parent_span_id IS NOT DISTINCT FROM b.parent_span_id OR a.parent_span_id = b.span_id
         OR b.parent_span_id = a.span_id OR a.grandparent_span_id = b.span_id OR b.grandparent_span_id = a.span_id)
    AND a.started <= b.ts AND b.started <= a.ts
