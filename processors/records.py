@@ -17,7 +17,7 @@ from typing import Any, Final, NamedTuple
 from costline import contract as c
 from costline.config import ModelPrice, PricingConfig
 from costline.otlp import OtlpDecodeError
-from costline.pricing import PRICED, PricingTable
+from costline.pricing import PRICED, UNKNOWN_MODEL, PricingTable
 from costline.processors.attributes import (
     MAX_ATTEMPTS,
     MAX_TOKENS,
@@ -287,6 +287,9 @@ def flatten_span(
         response_model=response_model,
     )
     cost, status = price.cost_usd, price.status
+    if (cost is None and status == UNKNOWN_MODEL and error_type is not None and explicit is None
+            and not input_tokens and not output_tokens and not read and not write):
+        cost = 0.0  # a failed call that counted no tokens cost nothing, whatever the model (still named unknown)
     if bad and status == PRICED and any(f.startswith(USAGE_PREFIXES) for f in bad):
         cost, status = None, INVALID_USAGE  # a price from a count that was dropped would be made up
     if bool_of(get(c.COSTLINE_USAGE_INCOMPLETE)):

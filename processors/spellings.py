@@ -101,8 +101,16 @@ CALL_OPERATIONS: Final = frozenset({"chat", "text_completion", "generate_content
 _FRAMEWORK_SYSTEMS: Final = frozenset({"strands-agents"})
 
 #: Scopes whose Anthropic ``input_tokens`` is the API's own (cache reads and writes NOT included): OpenLIT,
-#: OpenLLMetry JS, Microsoft Agent Framework's Anthropic client (agent-framework-anthropic 1.0.0b261022).
-_INPUT_EXCLUDES_CACHE_SCOPES: Final = ("openlit", "@traceloop/instrumentation-anthropic", "agent_framework")
+#: OpenLLMetry JS, Microsoft Agent Framework's Anthropic client (agent-framework-anthropic 1.0.0b261022),
+#: Spring AI's Anthropic model observed by Micrometer (Spring AI 2.0.1: scope ``org.springframework.boot``).
+_INPUT_EXCLUDES_CACHE_SCOPES: Final = ("openlit", "@traceloop/instrumentation-anthropic", "agent_framework",
+                                       "org.springframework")
+#: Micrometer's placeholder for a value it does not have (Spring AI's failed call: response model ``none``).
+_MICROMETER_SCOPES: Final = ("org.springframework",)
+_MICROMETER_NONE: Final = "none"
+#: Where a call's finish reasons are when ``gen_ai.response.finish_reasons`` is absent: the Anthropic
+#: Java SDK's own spans write only the stop reason (anthropic-java 3.14.0).
+_ANTHROPIC_STOP_REASON: Final = "anthropic.message.stop_reason"
 
 #: The Vercel AI SDK's legacy telemetry (scope ``ai``): ``gen_ai.system`` is the provider and its API
 #: (``anthropic.messages``, ``openai.chat``), no ``gen_ai.operation.name``; its calls are named
@@ -182,9 +190,14 @@ def _read_genai(name: str, get: Any, scope: str | None, failed: bool, bad: list[
             input_tokens += (read or 0) + (write or 0)
     # no usage at all (OpenLLMetry JS on a streamed OpenAI call): unknown, never $0
     unreported = _GENAI_UNREPORTED if input_tokens is output_tokens is read is write is None else ()
-    return _new(CallReading, (op, provider, model, str_of(get(c.GEN_AI_RESPONSE_MODEL)),
-                              input_tokens, output_tokens, read, write,
-                              str_list_of(get(c.GEN_AI_RESPONSE_FINISH_REASONS)), unreported))
+    response_model = str_of(get(c.GEN_AI_RESPONSE_MODEL))
+    if scope is not None and scope.startswith(_MICROMETER_SCOPES):
+        model = None if model == _MICROMETER_NONE else model
+        response_model = None if response_model == _MICROMETER_NONE else response_model
+    v = get(c.GEN_AI_RESPONSE_FINISH_REASONS)
+    finish_reasons = str_list_of(v if v is not None else get(_ANTHROPIC_STOP_REASON))
+    return _new(CallReading, (op, provider, model, response_model, input_tokens, output_tokens, read, write,
+                              finish_reasons, unreported))
 
 
 def _litellm_cache(text: str, bad: list[str]) -> tuple[int | None, int | None]:

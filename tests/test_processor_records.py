@@ -370,3 +370,14 @@ def test_buffer_due_and_date_partitioning():
     assert sorted(tables["requests"]) == ["2026-05-27", "2026-05-28"]
     assert tables["requests"]["2026-05-27"].column("request_id").to_pylist() == ["late"]
     assert rows_to_tables("requests", [])== {}
+
+
+@pytest.mark.parametrize("attrs, cost, status", [
+    ({c.ERROR_TYPE: "NotFoundException"}, 0.0, UNKNOWN_MODEL),  # failed, no tokens: nothing to pay
+    ({c.ERROR_TYPE: "APITimeoutError", c.GEN_AI_USAGE_INPUT_TOKENS: 10}, None, UNKNOWN_MODEL),  # tokens: unknown
+    ({}, None, UNKNOWN_MODEL),  # answered, no usage: unknown, never $0
+])
+def test_a_failed_call_without_tokens_to_an_unknown_model_costs_nothing(attrs, cost, status):
+    row = flatten_span(_span("chat gpt-9", {c.GEN_AI_OPERATION_NAME: "chat", c.GEN_AI_PROVIDER_NAME: "openai",
+                                            c.GEN_AI_REQUEST_MODEL: "gpt-9", **attrs}), PRICING)
+    assert (row.cost_usd, row.pricing_status) == (cost, status)

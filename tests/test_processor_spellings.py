@@ -63,6 +63,19 @@ READS = [
         "chat claude-haiku-4-5", "agent_framework",
         ("chat", "anthropic", "claude-haiku-4-5", None, 121, 9, 116, None, ["end_turn"], ()),
         id="agent-framework-anthropic"),
+    pytest.param(  # Spring AI (Micrometer, every value a string): Anthropic's input without the cache, "none"
+        {"gen_ai.operation.name": "chat", "gen_ai.system": "anthropic", "gen_ai.request.model": "claude-haiku-4-5",
+         "gen_ai.response.model": "none", "gen_ai.usage.input_tokens": "10", "gen_ai.usage.output_tokens": "7",
+         "gen_ai.usage.cache_read.input_tokens": "480"},
+        "chat claude-haiku-4-5", "org.springframework.boot",
+        ("chat", "anthropic", "claude-haiku-4-5", None, 490, 7, 480, None, None, ()),
+        id="spring-ai-anthropic"),
+    pytest.param(  # the Anthropic Java SDK's own spans: the stop reason only
+        {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "anthropic", "gen_ai.request.model": "claude-haiku-4-5",
+         "gen_ai.usage.input_tokens": 490, "gen_ai.usage.output_tokens": 7, "anthropic.message.stop_reason": "end_turn"},
+        "anthropic.messages.create", "com.anthropic.sdk.java",
+        ("chat", "anthropic", "claude-haiku-4-5", None, 490, 7, None, None, ["end_turn"], ()),
+        id="anthropic-java"),
     pytest.param(
         {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o-mini"},
         "chat", None,
