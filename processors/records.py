@@ -271,7 +271,7 @@ def flatten_span(
     if call is None:
         return None  # no model call: an agent's or a tool's span, a chain, an app's own span...
     (op, provider, model, response_model, input_tokens, output_tokens, read, write,
-     finish_reasons, unreported) = call
+     finish_reasons, unreported, response_id) = call
     batch = bool(bool_of(get(c.COSTLINE_BATCH)))
     explicit = usd_of(get(c.COSTLINE_COST_USD), bad)
     price = pricing.price_call(
@@ -331,7 +331,7 @@ def flatten_span(
         str_of(get(c.GEN_AI_OUTPUT_MESSAGES)),
         kafka_partition,
         kafka_offset,
-        str_of(get(c.GEN_AI_RESPONSE_ID)),
+        response_id,
         scope or None,
         _quality(bad),
     ))

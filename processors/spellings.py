@@ -64,6 +64,8 @@ class CallReading(NamedTuple):
     #: the ``data_quality`` names to add when the call reported no usage at all: for families that
     #: write counts only when the API reported them (a call without any is then unpriced, never $0)
     unreported: tuple[str, ...] = ()
+    #: the API's id of the response (``gen_ai.response.id``), the call's identity across instrumentations
+    response_id: str | None = None
 
 
 _new = tuple.__new__  # builds a CallReading without its Python-level __new__ (the hot path)
@@ -136,7 +138,7 @@ def _read_ai_sdk_embedding(get: Any, bad: list[str]) -> CallReading:
         provider.split(".", 1)[0].strip().lower() if provider else None,  # "openai.embedding" -> "openai"
         model, None,
         count_of(get(AI_SDK_EMBED_TOKENS), AI_SDK_EMBED_TOKENS, bad), None, None, None, None,
-        _AI_SDK_EMBED_UNREPORTED,
+        _AI_SDK_EMBED_UNREPORTED, None,
     ))
 
 
@@ -157,7 +159,9 @@ _LOGFIRE_SPAN_TYPE: Final = "logfire.span_type"
 
 def _read_genai(name: str, get: Any, scope: str | None, failed: bool, bad: list[str]) -> CallReading | None:
     op = str_of(get(c.GEN_AI_OPERATION_NAME))
-    model = str_of(get(c.GEN_AI_REQUEST_MODEL))
+    response_model = str_of(get(c.GEN_AI_RESPONSE_MODEL))
+    # the model asked for, else the one that answered (OpenLLMetry's OpenAI Agents bridge writes only that)
+    model = str_of(get(c.GEN_AI_REQUEST_MODEL)) or response_model
     if op is not None and (op in NOT_CALL_OPERATIONS or (model is None and op not in CALL_OPERATIONS)):
         return None  # an agent's run or a tool's: its usage (if any) is its model calls', counted on them
     provider = str_of(get(c.GEN_AI_PROVIDER_NAME)) or str_of(get(c.GEN_AI_SYSTEM))
@@ -190,14 +194,13 @@ def _read_genai(name: str, get: Any, scope: str | None, failed: bool, bad: list[
             input_tokens += (read or 0) + (write or 0)
     # no usage at all (OpenLLMetry JS on a streamed OpenAI call): unknown, never $0
     unreported = _GENAI_UNREPORTED if input_tokens is output_tokens is read is write is None else ()
-    response_model = str_of(get(c.GEN_AI_RESPONSE_MODEL))
     if scope is not None and scope.startswith(_MICROMETER_SCOPES):
         model = None if model == _MICROMETER_NONE else model
         response_model = None if response_model == _MICROMETER_NONE else response_model
     v = get(c.GEN_AI_RESPONSE_FINISH_REASONS)
     finish_reasons = str_list_of(v if v is not None else get(_ANTHROPIC_STOP_REASON))
     return _new(CallReading, (op, provider, model, response_model, input_tokens, output_tokens, read, write,
-                              finish_reasons, unreported))
+                              finish_reasons, unreported, str_of(get(c.GEN_AI_RESPONSE_ID))))
 
 
 def _litellm_cache(text: str, bad: list[str]) -> tuple[int | None, int | None]:
@@ -232,6 +235,10 @@ _OI_RESPONSE_MODEL_KEYS: Final = ("llm.response.model_name", "llm.model_name", "
 _OI_UNREPORTED: Final = (f"{OI_PROMPT_TOKENS}:missing", f"{OI_COMPLETION_TOKENS}:missing")
 #: LLM spans that are no model call: Anthropic's count_tokens (free, nothing generated).
 _OI_NOT_CALLS: Final = ("count_tokens",)
+#: OpenInference writes no response id; the API's response, as JSON in ``output.value`` (unless the app
+#: hides outputs), begins with it (``{"id":"resp_…"``, ``{"id":"chatcmpl-…"``, ``{"id":"msg_…"``).
+_OI_OUTPUT: Final = "output.value"
+_OI_OUTPUT_ID = re.compile(r'\{\s*"id"\s*:\s*"([A-Za-z0-9_.:-]{1,200})"')
 
 
 def _read_openinference(kind: str | None, name: str, get: Any, bad: list[str]) -> CallReading | None:
@@ -250,7 +257,16 @@ def _read_openinference(kind: str | None, name: str, get: Any, bad: list[str]) -
         count_of(get(OI_CACHE_WRITE_TOKENS), OI_CACHE_WRITE_TOKENS, bad),
         str_list_of(get(OI_FINISH_REASON)),
         _OI_UNREPORTED,  # OpenInference writes counts only when the API reported them
+        _oi_response_id(get(_OI_OUTPUT)),
     ))
+
+
+def _oi_response_id(v: Any) -> str | None:
+    """The id the response JSON in ``output.value`` starts with (its first 256 characters; never parsed)."""
+    if v is None:
+        return None
+    m = _OI_OUTPUT_ID.match(v.string_value[:256])
+    return m.group(1) if m else None
 
 
 # --- Langfuse -------------------------------------------------------------------------
@@ -277,7 +293,8 @@ def _read_langfuse(observation_type: str | None, get: Any, bad: list[str]) -> Ca
     model = str_of(get(LF_MODEL))
     input_tokens, output_tokens, read, write = _langfuse_usage(get(LF_USAGE), bad)
     # no provider: Langfuse does not say; the model prices the call
-    return _new(CallReading, (op, None, model, model, input_tokens, output_tokens, read, write, None, _LF_UNREPORTED))
+    return _new(CallReading, (op, None, model, model, input_tokens, output_tokens, read, write, None, _LF_UNREPORTED,
+                              None))
 
 
 def _langfuse_usage(v: Any, bad: list[str]) -> tuple[int | None, int | None, int | None, int | None]:

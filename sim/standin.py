@@ -11,6 +11,13 @@
   ``POST /v1/messages/batches/{id}/cancel``,
 * the **OpenAI chat-completions API** as vLLM serves it — ``POST /v1/chat/completions``
   for the student's model and LoRA adapter names,
+* the **OpenAI Responses API** — ``POST /v1/responses`` for the student's names and the models
+  ``pricing`` lists with provider ``openai``: ``input`` a string or a list of items (messages,
+  ``function_call`` / ``function_call_output``), ``instructions``, ``max_output_tokens``; a function
+  tool whose name the last user message mentions is called (once: a ``function_call_output`` after
+  that message gets a text answer); automatic prompt caching as OpenAI does it (every prefix ending
+  at an input item's end and at least ``min_cache_tokens`` long is cached, the longest cached one is
+  read: ``usage.input_tokens_details.cached_tokens``, part of ``input_tokens``; no write charge),
 * the **OpenAI embeddings API** — ``POST /v1/embeddings`` (any model name; deterministic 8-dimensional
   vectors, float or base64 as asked; usage counts the input's tokens),
 * ``GET /v1/models`` (Anthropic's shape when the request carries ``anthropic-version``).
@@ -18,7 +25,11 @@
 ``stream: true`` is answered with server-sent events as each API sends them: the Messages
 API's ``message_start`` (input and cache usage) … ``content_block_delta`` … ``message_delta``
 (the cumulative usage: input, cache and output) … ``message_stop``; OpenAI's ``chat.completion.chunk`` objects, plus a last chunk
-with ``usage`` and no choices when ``stream_options.include_usage`` is true, then ``[DONE]``.
+with ``usage`` and no choices when ``stream_options.include_usage`` is true, then ``[DONE]``; the
+Responses API's ``response.created``, ``response.in_progress``, ``response.output_item.added``,
+``response.content_part.added``, ``response.output_text.delta`` … (a function call's
+``response.function_call_arguments.delta`` …), ``…done`` events, ``response.completed`` with the
+full response and its usage (``response.incomplete`` when cut at ``max_output_tokens``).
 A streamed answer takes the tier's latency in all: the first text delta comes after
 :data:`PREFILL_SHARE` of it, the rest spread evenly over the deltas.
 :meth:`StandInServer.inject_stream_errors` breaks the next streams after some deltas with each
@@ -84,7 +95,7 @@ _WORD_START = re.compile(r"(?<=\s)(?=\S)")
 class LoggedRequest:
     """One data-plane request the stand-in received."""
 
-    api: str  # "anthropic" | "openai" | "anthropic-batch"
+    api: str  # "anthropic" | "openai" (chat completions, responses, embeddings) | "anthropic-batch"
     model: str
     status: int
     #: The ``Idempotency-Key`` header, or the batch request's ``custom_id``.
@@ -202,6 +213,7 @@ class StandInServer(ServedByJsonServer):
             Route("GET", "/v1/messages/batches/{id}/results", self._batch_results),
             Route("POST", "/v1/messages/batches/{id}/cancel", self._batch_cancel),
             Route("POST", "/v1/chat/completions", self._chat),
+            Route("POST", "/v1/responses", self._responses),
             Route("POST", "/v1/embeddings", self._embeddings),
             Route("GET", "/v1/models", self._models),
         ]
@@ -593,6 +605,140 @@ class StandInServer(ServedByJsonServer):
             yield _sse(None, {**head, "choices": [], "usage": usage})
         yield b"data: [DONE]\n\n"
 
+    # -- OpenAI Responses API ----------------------------------------------------------------------
+    def _responses(self, req: HttpRequest) -> HttpResponse:
+        """OpenAI's ``POST /v1/responses``: text answers, function calls, automatic prompt caching."""
+        key, body, model, refused = self._openai_request(req)
+        if refused is not None:
+            return refused
+        if not isinstance(body, Mapping) or not model:
+            return self._openai_error(400, "model: field required")
+        items = _response_input(body.get("input"))
+        if items is None:
+            return self._openai_error(400, "input: a string or a list of input items is required")
+        instructions = body.get("instructions")
+        if instructions is not None and not isinstance(instructions, str):
+            return self._openai_error(400, "instructions: a string is required")
+        tier = self.tier_of(model)
+        entry = self._pricing.lookup(model)
+        if tier is None or (tier != contract.TIER_STUDENT and (entry is None or entry.provider != OPENAI)):
+            self.log.add(LoggedRequest(OPENAI, model, 404, key, False))
+            return self._openai_error(404, f"The model `{model}` does not exist or you do not have access to it.")
+        limit = body.get("max_output_tokens") or 1024
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+            return self._openai_error(400, "max_output_tokens must be a whole number >= 1")
+        texts = ([instructions] if instructions else []) + [_item_text(i) for i in items]
+        prompt = sum(count_tokens(t) for t in texts)
+        # OpenAI caches prompts by itself: every prefix ending at an input item's end is a breakpoint
+        read = self._automatic_cache_usage(model, texts)
+        rid = f"resp_standin_{next(self._ids):08d}"
+        call = _function_call(body.get("tools"), items)
+        if call is not None:
+            name, arguments = call
+            out_tokens = count_tokens(name) + count_tokens(arguments)
+            output = [{"type": "function_call", "id": f"fc_{rid[5:]}", "call_id": f"call_{rid[5:]}",
+                       "name": name, "arguments": arguments, "status": "completed"}]
+            truncated = False
+        else:
+            text, out_tokens, truncated = self._generate(model, tier, _last_user_item_text(items), limit)
+            output = [{"type": "message", "id": f"msg_{rid[5:]}", "role": "assistant",
+                       "status": "incomplete" if truncated else "completed",
+                       "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]}]
+        self.log.add(LoggedRequest(OPENAI, model, 200, key, True, prompt, out_tokens, read, 0))
+        usage = {"input_tokens": prompt,
+                 "input_tokens_details": {"cached_tokens": read, "cache_write_tokens": 0},
+                 "output_tokens": out_tokens, "output_tokens_details": {"reasoning_tokens": 0},
+                 "total_tokens": prompt + out_tokens}
+        response = {
+            "id": rid, "object": "response", "created_at": int(self._wall()), "model": model,
+            "status": "incomplete" if truncated else "completed",
+            "completed_at": int(self._wall()),
+            "error": None,
+            "incomplete_details": {"reason": "max_output_tokens"} if truncated else None,
+            "instructions": instructions, "max_output_tokens": body.get("max_output_tokens"),
+            "metadata": body.get("metadata") or {}, "output": output,
+            "parallel_tool_calls": bool(body.get("parallel_tool_calls", True)),
+            "previous_response_id": body.get("previous_response_id"),
+            "reasoning": {"effort": None, "summary": None}, "store": bool(body.get("store", True)),
+            "temperature": body.get("temperature", 1.0), "top_p": body.get("top_p", 1.0),
+            "text": {"format": {"type": "text"}}, "tool_choice": body.get("tool_choice", "auto"),
+            "tools": list(body.get("tools") or []), "truncation": body.get("truncation", "disabled"),
+            "usage": usage, "user": body.get("user"),
+        }
+        if body.get("stream"):
+            break_after = self._take_error(OPENAI, self._stream_errors)
+            return HttpResponse(200, content_type="text/event-stream",
+                                stream=self._response_events(response, tier, break_after))
+        self._latency(tier)
+        return HttpResponse(200, response)
+
+    def _automatic_cache_usage(self, model: str, texts: list[str]) -> int:
+        """Cached input tokens of a request under OpenAI's automatic prompt caching: the longest cached
+        prefix ending at an input item's end; every such prefix of ``min_cache_tokens`` or more is cached."""
+        h = hashlib.blake2b(b"openai-auto\x1e" + normalize_model_id(model).encode(), digest_size=16)
+        total = 0
+        prefixes: list[tuple[str, int]] = []
+        for text in texts:
+            h.update(text.encode() + b"\x1e")
+            total += count_tokens(text)
+            if total >= self.config.min_cache_tokens:
+                prefixes.append((h.hexdigest(), total))
+        now = self._now()
+        expires = now + self.config.cache_ttl_s
+        with self._lock:
+            read = max((n for k, n in prefixes if self._prompt_cache.get(k, -1.0) > now), default=0)
+            for k, _ in prefixes:
+                self._prompt_cache[k] = expires
+        return read
+
+    def _response_events(self, response: dict[str, Any], tier: str, break_after: int | None) -> Iterator[bytes]:
+        """A response as the Responses API streams it: ``response.created`` … ``response.completed``
+        (the full response with its usage; ``response.incomplete`` when cut at max_output_tokens)."""
+        seq = itertools.count()
+        pending = {**response, "status": "in_progress", "output": [], "usage": None, "completed_at": None,
+                   "incomplete_details": None}
+
+        def event(kind: str, **data: Any) -> bytes:
+            return _sse(kind, {"type": kind, "sequence_number": next(seq), **data})
+
+        item = response["output"][0]
+        if item["type"] == "function_call":
+            pieces = _pieces(item["arguments"])
+            added = {**item, "arguments": "", "status": "in_progress"}
+        else:
+            pieces = _pieces(item["content"][0]["text"])
+            added = {**item, "content": [], "status": "in_progress"}
+        part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+        for i, piece in self._paced(tier, pieces):
+            if i == 0:
+                yield event("response.created", response=pending)
+                yield event("response.in_progress", response=pending)
+                yield event("response.output_item.added", output_index=0, item=added)
+                if item["type"] == "message":
+                    yield event("response.content_part.added", item_id=item["id"], output_index=0,
+                                content_index=0, part=part)
+            if break_after is not None and i >= break_after:
+                yield event("error", code="server_error", message="stand-in failure mid-stream", param=None)
+                return
+            if item["type"] == "message":
+                yield event("response.output_text.delta", item_id=item["id"], output_index=0, content_index=0,
+                            delta=piece, logprobs=[])
+            else:
+                yield event("response.function_call_arguments.delta", item_id=item["id"], output_index=0,
+                            delta=piece)
+        if item["type"] == "message":
+            text = item["content"][0]["text"]
+            yield event("response.output_text.done", item_id=item["id"], output_index=0, content_index=0,
+                        text=text, logprobs=[])
+            yield event("response.content_part.done", item_id=item["id"], output_index=0, content_index=0,
+                        part={**part, "text": text})
+        else:
+            yield event("response.function_call_arguments.done", item_id=item["id"], output_index=0,
+                        name=item["name"], arguments=item["arguments"])
+        yield event("response.output_item.done", output_index=0, item=item)
+        final = "response.incomplete" if response["status"] == "incomplete" else "response.completed"
+        yield event(final, response=response)
+
     def _models(self, req: HttpRequest) -> HttpResponse:
         names = [m.model for m in self._pricing.config.models] + list(self.config.student_models)
         if req.header("anthropic-version"):
@@ -628,7 +774,7 @@ class StandInServer(ServedByJsonServer):
 
     # -- errors --------------------------------------------------------------------------------
     def _error_response(self, req: HttpRequest, status: int, message: str) -> HttpResponse:
-        if req.path.startswith(("/v1/chat/", "/v1/embeddings")):
+        if req.path.startswith(("/v1/chat/", "/v1/embeddings", "/v1/responses")):
             return self._openai_error(status, message)
         err_type = ANTHROPIC_ERROR_TYPES.get(status, "api_error")
         return HttpResponse(status, {"type": "error", "error": {"type": err_type, "message": message}},
@@ -651,6 +797,61 @@ def _pieces(text: str) -> list[str]:
     words = _WORD_START.split(text)
     n = STREAM_WORDS_PER_DELTA
     return ["".join(words[i:i + n]) for i in range(0, len(words), n)] or [""]
+
+
+def _response_input(value: Any) -> list[dict[str, Any]] | None:
+    """A Responses request's ``input`` as a list of items (a string is one user message); None if invalid."""
+    if isinstance(value, str):
+        return [{"type": "message", "role": "user", "content": value}]
+    if not isinstance(value, list) or not value or not all(isinstance(i, Mapping) for i in value):
+        return None
+    return [dict(i) for i in value]
+
+
+def _item_text(item: Mapping[str, Any]) -> str:
+    """The text an input item puts before the model: a message's text, a call's name and arguments, a
+    call's output."""
+    kind = item.get("type", "message")
+    if kind == "message" or "role" in item and kind not in ("function_call", "function_call_output"):
+        content = item.get("content")
+        if isinstance(content, str):
+            return content
+        return "\n".join(str(p.get("text", "")) for p in content or []
+                         if isinstance(p, Mapping) and p.get("type") in ("input_text", "output_text", "text"))
+    if kind == "function_call":
+        return f"{item.get('name', '')} {item.get('arguments', '')}"
+    if kind == "function_call_output":
+        out = item.get("output")
+        return out if isinstance(out, str) else json.dumps(out, sort_keys=True)
+    return json.dumps(item, sort_keys=True)
+
+
+def _last_user_item_text(items: list[dict[str, Any]]) -> str:
+    for item in reversed(items):
+        if item.get("role") == "user":
+            return _item_text(item)
+    return ""
+
+
+def _function_call(tools: Any, items: list[dict[str, Any]]) -> tuple[str, str] | None:
+    """(name, JSON arguments) of the function the stand-in calls: the first function tool whose name the
+    last user message mentions, unless a function's output came back since that message."""
+    if not isinstance(tools, list):
+        return None
+    last_user = max((i for i, item in enumerate(items) if item.get("role") == "user"), default=None)
+    if last_user is None or any(item.get("type") == "function_call_output" for item in items[last_user:]):
+        return None
+    query = _item_text(items[last_user])
+    for tool in tools:
+        if isinstance(tool, Mapping) and tool.get("type") == "function" and tool.get("name") \
+                and str(tool["name"]) in query:
+            params = tool.get("parameters") if isinstance(tool.get("parameters"), Mapping) else {}
+            props = params.get("properties") if isinstance(params.get("properties"), Mapping) else {}
+            defaults = {"string": "stand-in", "integer": 1, "number": 1, "boolean": True}
+            args = {name: defaults.get(spec.get("type") if isinstance(spec, Mapping) else None)
+                    for name, spec in props.items()}
+            return str(tool["name"]), json.dumps(args)
+    return None
 
 
 def _sse(event: str | None, data: Any) -> bytes:

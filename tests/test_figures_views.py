@@ -207,6 +207,41 @@ def test_an_operations_span_around_its_calls_is_no_call(tmp_path, outer, child, 
     assert sorted(r[0] for r in q(cfg, "SELECT span_id FROM calls")) == kept
 
 
+@pytest.mark.parametrize("second, calls", [
+    pytest.param({}, 1, id="two-instrumentations-two-traces: one call"),
+    pytest.param({"scope": "opentelemetry.instrumentation.openai.v1"}, 2, id="same-instrumentation: two"),
+    pytest.param({"minutes": 30}, 2, id="times-apart: an id another server repeated"),
+    pytest.param({"response_id": "resp_2"}, 2, id="other-id"),
+])
+def test_one_response_reported_in_two_traces_is_one_call(tmp_path, second, calls):
+    # OpenLLMetry starts its span of a Responses call after the call returned: beside OpenInference's, with
+    # no span around them, each is a trace of its own.
+    cfg = config(tmp_path)
+    second = {"scope": "openinference.instrumentation.openai", "response_id": "resp_1", "minutes": 0, **second}
+    commit(cfg, [
+        call("ll", "t1", H + MIN, tier="budget", model="claude-haiku-4-5", provider="openai", cost=0.002,
+             inp=1000, out=200, response_id="resp_1", scope="opentelemetry.instrumentation.openai.v1"),
+        call("oi", "t2", H + MIN + second["minutes"] * MIN, tier="budget", model="claude-haiku-4-5",
+             provider="openai", cost=0.002, inp=1000, out=200, response_id=second["response_id"],
+             scope=second["scope"], duration_ms=120.0),
+    ])
+    assert q(cfg, "SELECT count(*), sum(cost_usd) FROM calls") == [(calls, pytest.approx(0.002 * calls))]
+    assert q(cfg, "SELECT count(*) FROM requests") == [(calls,)]  # each call alone is a request of its own
+
+
+def test_of_one_response_in_two_traces_the_span_in_an_apps_request_is_kept(tmp_path):
+    cfg = config(tmp_path)
+    commit(cfg, [
+        req("s1", H + 2 * MIN, "budget", trace="t2", request_id="R"),
+        call("ll", "t1", H + MIN, tier="budget", model="claude-haiku-4-5", provider="openai", cost=0.002,
+             inp=1000, out=250, response_id="resp_1", scope="opentelemetry.instrumentation.openai.v1"),
+        call("oi", "t2", H + MIN, parent="s1", tier="budget", model="claude-haiku-4-5", provider="openai",
+             cost=0.002, inp=1000, out=200, response_id="resp_1", scope="openinference.instrumentation.openai"),
+    ])
+    assert q(cfg, "SELECT span_id FROM calls") == [("oi",)]
+    assert q(cfg, "SELECT request_id, calls FROM requests") == [("R", 1)]
+
+
 # --- §4: the student's hosting, accounted once and completely -------------------------------------------
 
 

@@ -49,6 +49,7 @@ from costline.serving.settings import StandInConfig
 from costline.sim.standin import StandInServer
 
 from figures_lake import lake_from_messages, lake_from_sdk_spans
+from sdk_hygiene import pristine_sdks  # noqa: F401 (autouse fixture)
 
 # Hand-written prices, USD per million tokens (not costline's defaults, so nothing leaks from them).
 HAIKU_IN, HAIKU_OUT = 1.0, 5.0
@@ -246,28 +247,6 @@ def agent_framework_tracing(monkeypatch):
     provider.shutdown()
 
 
-def _sdk_class_attributes() -> dict:
-    import sys
-
-    out = {}
-    for name, module in list(sys.modules.items()):
-        if name.startswith("openai."):
-            for cls in list(vars(module).values()):
-                if isinstance(cls, type) and cls.__module__ == name:
-                    for key, value in list(vars(cls).items()):
-                        out[(cls, key)] = value
-    return out
-
-
-@pytest.fixture(autouse=True)
-def _pristine_sdks():
-    """OpenLLMetry's -openai beside -openai-v2 leaves a wrapper behind on uninstrument(): put the
-    SDK's own methods back so that no later test gets their spans."""
-    before = _sdk_class_attributes()
-    yield
-    for (cls, key), value in before.items():
-        if vars(cls).get(key) is not value:
-            setattr(cls, key, value)
 
 
 def get_order_status(order_id: str) -> str:

@@ -33,6 +33,7 @@ from costline.serving.settings import StandInConfig
 from costline.sim.standin import StandInServer
 
 from figures_lake import lake_from_messages, lake_from_sdk_spans
+from sdk_hygiene import pristine_sdks, restore_sdk_classes, sdk_class_attributes  # noqa: F401 (autouse fixture)
 
 anthropic = pytest.importorskip("anthropic")
 openai = pytest.importorskip("openai")
@@ -247,31 +248,6 @@ OPENLIT_ABSENT = ("openlit is not installed: scripts/test installs it with `pip 
                   "anthropic 2.x / openai 3.x)")
 
 
-def _sdk_class_attributes() -> dict:
-    """Every attribute of the SDKs' resource classes, to put back what OpenLIT patched: its
-    instrumentors' uninstrument() does nothing, and its wrappers must not leak into other tests."""
-    import sys
-
-    out = {}
-    for name, module in list(sys.modules.items()):
-        if name.startswith(("anthropic.", "openai.")):
-            for cls in list(vars(module).values()):
-                if isinstance(cls, type) and cls.__module__ == name:
-                    for key, value in list(vars(cls).items()):
-                        out[(cls, key)] = value
-    return out
-
-
-@pytest.fixture(autouse=True)
-def _pristine_sdks():
-    """Each test starts from the SDKs' own methods: some instrumentors' uninstrument() leaves a wrapper
-    behind (OpenLIT's does nothing; OpenLLMetry's -openai beside -openai-v2 leaves one on
-    Completions.create), whose spans would otherwise become the parents of a later test's spans."""
-    before = _sdk_class_attributes()
-    yield
-    for (cls, key), value in before.items():
-        if vars(cls).get(key) is not value:
-            setattr(cls, key, value)
 
 
 @pytest.fixture
@@ -286,7 +262,7 @@ def openlit_instrumented(tracing, monkeypatch):
 
     provider, _ = tracing
     OpenlitConfig()  # what openlit.init() sets up first: its defaults (no metrics instruments)
-    before = _sdk_class_attributes()
+    before = sdk_class_attributes()
     # OpenLIT takes its tracer from the global provider (trace.get_tracer) when instrumenting.
     instrumentors = (AnthropicInstrumentor(), OpenAIInstrumentor())
     with monkeypatch.context() as m:
@@ -296,9 +272,7 @@ def openlit_instrumented(tracing, monkeypatch):
     try:
         yield
     finally:
-        for (cls, key), value in before.items():
-            if vars(cls).get(key) is not value:
-                setattr(cls, key, value)
+        restore_sdk_classes(before)
         for inst in instrumentors:
             inst.uninstrument()  # unpatches nothing (done above); lets a later test instrument again
 

@@ -173,3 +173,16 @@ def test_finish_reasons_as_an_array_or_a_json_string(value, expected):
     reading, _ = _read({"gen_ai.operation.name": "chat", "gen_ai.request.model": "m",
                         "gen_ai.response.finish_reasons": value})
     assert reading.finish_reasons == expected
+
+
+@pytest.mark.parametrize("output, response_id", [
+    ('{"id":"resp_0a1b2c","object":"response","created_at":1}', "resp_0a1b2c"),
+    ('{ "id": "chatcmpl-9x", "choices": []}', "chatcmpl-9x"),
+    ('{"object":"response","id":"resp_late"}', None),  # not where the API's JSON puts it: not guessed
+    ('{"id":"' + "x" * 300 + '"}', None),  # past the bounded prefix
+    ("plain text answer", None),
+])
+def test_openinference_response_id_from_the_start_of_its_output_json(output, response_id):
+    reading, _ = _read({"openinference.span.kind": "LLM", "llm.model_name": "gpt-5-mini", "output.value": output,
+                        "output.mime_type": "application/json"}, "Response")
+    assert reading.response_id == response_id

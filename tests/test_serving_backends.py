@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import anthropic
 import openai
 import pytest
@@ -177,6 +179,114 @@ def test_openai_chat_completions_serve_the_student_and_degrade_on_the_shifted_sl
     finally:
         server.shutdown()
 
+
+
+def _responses_server() -> StandInServer:
+    from costline.config import ModelPrice, PricingConfig
+
+    return StandInServer(StandInConfig(latency_scale=0.0, min_cache_tokens=20, retry_after_ms=1), port=0,
+                         pricing=PricingConfig(models=(ModelPrice("gpt-5-mini", "budget", provider="openai"),)))
+
+
+def test_openai_responses_api_answers_with_exact_usage_and_reads_its_automatic_prompt_cache() -> None:
+    """``POST /v1/responses`` through the openai SDK: a string or a list of items as input, instructions,
+    usage counted as the chat endpoint counts it (input includes the cached tokens), OpenAI's automatic
+    prompt cache (no cache_control: the instructions' prefix is read by the next request), the log."""
+    server = _responses_server()
+    server.start()
+    try:
+        oc = openai.OpenAI(base_url=server.openai_url, api_key="test", max_retries=0)
+        system = "You answer questions about our refund policy. " * 5
+        q1 = "Classify the intent of: 'where is my parcel?'"
+        r = oc.responses.create(model="gpt-5-mini", instructions=system, input=q1)
+        assert r.object == "response" and r.status == "completed" and r.id.startswith("resp_")
+        assert reference_validator(q1, r.output_text)
+        assert r.usage.input_tokens == count_tokens(system) + count_tokens(q1)
+        assert r.usage.output_tokens == count_tokens(r.output_text)
+        assert r.usage.total_tokens == r.usage.input_tokens + r.usage.output_tokens
+        assert r.usage.input_tokens_details.cached_tokens == 0 and r.usage.output_tokens_details.reasoning_tokens == 0
+        q2 = "Classify the intent of: 'can I get a refund?'"
+        r2 = oc.responses.create(model="gpt-5-mini", instructions=system, input=[
+            {"role": "user", "content": [{"type": "input_text", "text": q2}]}])
+        assert r2.usage.input_tokens_details.cached_tokens == count_tokens(system)  # the instructions' prefix
+        assert r2.usage.input_tokens == count_tokens(system) + count_tokens(q2)
+        short = oc.responses.create(model="costline-student", input="hi", max_output_tokens=2)
+        assert short.status == "incomplete" and short.incomplete_details.reason == "max_output_tokens"
+        assert short.usage.output_tokens == 2 and short.usage.input_tokens_details.cached_tokens == 0
+        paid = server.log.paid()
+        assert [(e.api, e.input_tokens, e.output_tokens, e.cache_read_tokens) for e in paid] == [
+            ("openai", u.input_tokens, u.output_tokens, u.input_tokens_details.cached_tokens)
+            for u in (r.usage, r2.usage, short.usage)]
+        with pytest.raises(openai.NotFoundError):  # an Anthropic model is no OpenAI model
+            oc.responses.create(model="claude-haiku-4-5", input="x")
+        server.inject_errors(429, 1, api="openai")
+        with pytest.raises(openai.RateLimitError):
+            oc.responses.create(model="gpt-5-mini", input="x")
+        with pytest.raises(openai.BadRequestError):
+            oc.responses.create(model="gpt-5-mini", input=[])
+        assert len(server.log.paid()) == 3
+    finally:
+        server.shutdown()
+
+
+def test_openai_responses_api_streams_the_events_the_sdk_assembles() -> None:
+    """``stream: true``: response.created … output_text.delta … response.completed with the usage, in the
+    order the API sends them; the SDK's stream helper assembles the same text; an injected mid-stream error."""
+    server = _responses_server()
+    server.start()
+    try:
+        oc = openai.OpenAI(base_url=server.openai_url, api_key="test", max_retries=0)
+        events = list(oc.responses.create(model="gpt-5-mini", input="Stream the refund steps, please", stream=True))
+        kinds = [e.type for e in events]
+        deltas = kinds.count("response.output_text.delta")
+        assert deltas >= 2
+        assert kinds == (["response.created", "response.in_progress", "response.output_item.added",
+                          "response.content_part.added"] + ["response.output_text.delta"] * deltas
+                         + ["response.output_text.done", "response.content_part.done", "response.output_item.done",
+                            "response.completed"])
+        assert [e.sequence_number for e in events] == list(range(len(events)))
+        done = events[-1].response
+        text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+        assert done.output_text == text == events[-4].text
+        assert done.usage.output_tokens == count_tokens(text)
+        assert done.usage.input_tokens == count_tokens("Stream the refund steps, please")
+        assert events[0].response.usage is None and events[0].response.status == "in_progress"
+        with oc.responses.stream(model="gpt-5-mini", input="Stream the refund steps, please") as stream:
+            assert "".join(e.delta for e in stream if e.type == "response.output_text.delta") == text
+            assert stream.get_final_response().usage.output_tokens == done.usage.output_tokens
+        server.inject_stream_errors(after_deltas=1, api="openai")  # the API's ResponseErrorEvent, then the end
+        broken = list(oc.responses.create(model="gpt-5-mini", input="Stream again", stream=True))
+        assert [e.type for e in broken[-2:]] == ["response.output_text.delta", "error"]
+        assert broken[-1].code == "server_error" and "response.completed" not in {e.type for e in broken}
+    finally:
+        server.shutdown()
+
+
+def test_openai_responses_api_calls_a_named_function_tool_once() -> None:
+    """A function tool the last user message names is called (streamed too: function_call_arguments
+    events); its output coming back gets a text answer."""
+    server = _responses_server()
+    server.start()
+    try:
+        oc = openai.OpenAI(base_url=server.openai_url, api_key="test", max_retries=0)
+        tools = [{"type": "function", "name": "lookup_order", "description": "Look an order up.", "strict": True,
+                  "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}},
+                                 "required": ["order_id"], "additionalProperties": False}}]
+        r = oc.responses.create(model="gpt-5-mini", input="please lookup_order 42", tools=tools)
+        (call,) = r.output
+        assert call.type == "function_call" and call.name == "lookup_order"
+        assert list(json.loads(call.arguments)) == ["order_id"]
+        assert r.usage.output_tokens > 0
+        follow = oc.responses.create(model="gpt-5-mini", tools=tools, input=[
+            {"role": "user", "content": "please lookup_order 42"}, call.model_dump(exclude_none=True),
+            {"type": "function_call_output", "call_id": call.call_id, "output": "shipped"}])
+        assert follow.output[0].type == "message" and follow.output_text
+        kinds = [e.type for e in oc.responses.create(model="gpt-5-mini", input="please lookup_order 42", tools=tools,
+                                                     stream=True)]
+        assert "response.function_call_arguments.done" in kinds and kinds[-1] == "response.completed"
+        assert oc.responses.create(model="gpt-5-mini", input="no tool here", tools=tools).output[0].type == "message"
+    finally:
+        server.shutdown()
 
 def test_backends_record_one_call_span_per_attempt_with_usage_and_error_type(standin: StandInServer, spans) -> None:
     recorder, exporter = spans

@@ -59,16 +59,33 @@ WITH f0 AS (
 ), shadowed AS (
   -- without a response id: the same call when another instrumentation reported the same provider and
   -- model, under the same parent (or one inside the other, up to two levels), over overlapping times; a span
-  -- that names no provider (Langfuse's, Strands Agents') matches any
+  -- that names no provider (Langfuse's, Strands Agents') matches any, and one that names no model (a failed
+  -- call to an agent framework's bridge) matches the span it is directly inside or around
   SELECT DISTINCT a.trace_id, a.span_id
   FROM heads a JOIN heads b
     ON b.trace_id = a.trace_id AND b.trace_rank < a.trace_rank
    AND (a.call_key IS NULL OR b.call_key IS NULL)
    AND coalesce(a.instrumentation, '') <> coalesce(b.instrumentation, '')
-   AND (a.family = b.family OR a.family = '' OR b.family = '') AND lower(a.model) IS NOT DISTINCT FROM lower(b.model)
+   AND (a.family = b.family OR a.family = '' OR b.family = '')
+   AND (lower(a.model) IS NOT DISTINCT FROM lower(b.model)
+        OR ((a.model IS NULL OR b.model IS NULL) AND (a.parent_span_id = b.span_id OR b.parent_span_id = a.span_id)))
    AND (a.parent_span_id IS NOT DISTINCT FROM b.parent_span_id OR a.parent_span_id = b.span_id
         OR b.parent_span_id = a.span_id OR a.grandparent_span_id = b.span_id OR b.grandparent_span_id = a.span_id)
    AND a.started <= b.ts AND b.started <= a.ts
+), crossed AS (
+  -- one response reported in two traces (two instrumentations, neither inside the other, with no span
+  -- around them): the same call when the spans' times overlap, as an id repeated by another server would
+  -- not; the span linked to a request wins, then the order above
+  SELECT DISTINCT a.trace_id, a.span_id
+  FROM heads a JOIN heads b
+    ON b.response_id = a.response_id AND b.family = a.family AND b.trace_id <> a.trace_id
+   AND coalesce(a.instrumentation, '') <> coalesce(b.instrumentation, '')
+   AND a.started <= b.ts AND b.started <= a.ts
+  WHERE a.response_id IS NOT NULL
+    AND (coalesce(b.linked_request_id, b.key_request_id) IS NOT NULL,
+         b.pref_explicit, b.pref_tokens, b.pref_own, a.span_id)
+      > (coalesce(a.linked_request_id, a.key_request_id) IS NOT NULL,
+         a.pref_explicit, a.pref_tokens, a.pref_own, b.span_id)
 )
 SELECT h.* EXCLUDE (family, pref_explicit, pref_tokens, pref_own, call_key, key_rank, trace_rank, key_span_id,
                     key_request_id, key_tenant, linked_span_id, linked_request_id, request_tenant,
@@ -76,4 +93,5 @@ SELECT h.* EXCLUDE (family, pref_explicit, pref_tokens, pref_own, call_key, key_
        coalesce(h.linked_span_id, h.key_span_id) AS linked_span_id,
        coalesce(h.linked_request_id, h.key_request_id) AS linked_request_id,
        coalesce(h.request_tenant, h.key_tenant) AS request_tenant
-FROM heads h ANTI JOIN shadowed s ON s.trace_id = h.trace_id AND s.span_id = h.span_id
+FROM heads h ANTI JOIN (SELECT * FROM shadowed UNION SELECT * FROM crossed) s
+  ON s.trace_id = h.trace_id AND s.span_id = h.span_id
