@@ -107,6 +107,12 @@ _FRAMEWORK_SYSTEMS: Final = frozenset({"strands-agents"})
 #: Spring AI's Anthropic model observed by Micrometer (Spring AI 2.0.1: scope ``org.springframework.boot``).
 _INPUT_EXCLUDES_CACHE_SCOPES: Final = ("openlit", "@traceloop/instrumentation-anthropic", "agent_framework",
                                        "org.springframework")
+#: OpenLLMetry's Gemini instrumentation (``opentelemetry-instrumentation-google-generativeai`` 0.62, on the
+#: ``google-genai`` SDK) writes ``gen_ai.usage.output_tokens`` = the API's ``candidatesTokenCount`` only; a
+#: thinking model's ``thoughtsTokenCount`` (billed as output) is only in ``gen_ai.usage.total_tokens``
+#: (prompt + candidates + thoughts): the surplus of the total is output.
+_OUTPUT_IN_TOTAL_SCOPES: Final = ("opentelemetry.instrumentation.google_generativeai",)
+_TOTAL_TOKENS: Final = "gen_ai.usage.total_tokens"
 #: Micrometer's placeholder for a value it does not have (Spring AI's failed call: response model ``none``).
 _MICROMETER_SCOPES: Final = ("org.springframework",)
 _MICROMETER_NONE: Final = "none"
@@ -187,6 +193,9 @@ def _read_genai(name: str, get: Any, scope: str | None, failed: bool, bad: list[
         elif (input_tokens is None and output_tokens is None and not failed and scope.startswith(_LOGFIRE_SCOPES)
               and str_of(get(_LOGFIRE_SPAN_TYPE)) == "span"):
             return None  # Logfire's streamed call: its usage is on the "streaming response" log, the call
+        elif (input_tokens is not None and output_tokens is not None and scope.startswith(_OUTPUT_IN_TOTAL_SCOPES)
+              and (total := count_of(get(_TOTAL_TOKENS), _TOTAL_TOKENS, bad)) is not None):
+            output_tokens += max(0, total - input_tokens - output_tokens)  # the thoughts
     if provider is not None:
         provider = provider.strip().lower()  # older OpenLLMetry spells it "Anthropic"
         if (input_tokens is not None and scope is not None and provider == c.PROVIDER_ANTHROPIC

@@ -21,6 +21,9 @@
 * the **OpenAI embeddings API** — ``POST /v1/embeddings`` (any model name; deterministic 8-dimensional
   vectors, float or base64 as asked; usage counts the input's tokens),
 * ``GET /v1/models`` (Anthropic's shape when the request carries ``anthropic-version``).
+* the **Gemini API** (Google AI Studio's REST shape, what ``google-genai`` speaks) —
+  ``POST /v1beta/models/{model}:generateContent`` / ``:streamGenerateContent`` / ``:countTokens`` /
+  ``:embedContent``: :mod:`costline.sim.standin_gemini` (``server.gemini``).
 
 ``stream: true`` is answered with server-sent events as each API sends them: the Messages
 API's ``message_start`` (input and cache usage) … ``content_block_delta`` … ``message_delta``
@@ -70,6 +73,7 @@ from costline.pricing import PricingTable, normalize_model_id
 from costline.serving.gateway._http import HttpRequest, HttpResponse, JsonServer, Route, ServedByJsonServer
 from costline.serving.gateway.messages_api import ANTHROPIC_ERROR_TYPES, last_user_text, message_text
 from costline.serving.settings import StandInConfig
+from costline.sim.standin_gemini import GeminiApi, gemini_error, is_gemini_path
 from costline.sim.standin_model import count_tokens, synthesize, tokenize
 
 __all__ = ["StandInServer", "RequestLog", "LoggedRequest"]
@@ -217,6 +221,9 @@ class StandInServer(ServedByJsonServer):
             Route("POST", "/v1/embeddings", self._embeddings),
             Route("GET", "/v1/models", self._models),
         ]
+        #: the Gemini API (``/v1beta/models/{model}:generateContent`` ...): sim/standin_gemini.py
+        self.gemini = GeminiApi(self)
+        routes.extend(self.gemini.routes())
         self._server = JsonServer(
             routes,
             host=host or self.config.host,
@@ -672,10 +679,11 @@ class StandInServer(ServedByJsonServer):
         self._latency(tier)
         return HttpResponse(200, response)
 
-    def _automatic_cache_usage(self, model: str, texts: list[str]) -> int:
-        """Cached input tokens of a request under OpenAI's automatic prompt caching: the longest cached
-        prefix ending at an input item's end; every such prefix of ``min_cache_tokens`` or more is cached."""
-        h = hashlib.blake2b(b"openai-auto\x1e" + normalize_model_id(model).encode(), digest_size=16)
+    def _automatic_cache_usage(self, model: str, texts: list[str], api: bytes = b"openai-auto") -> int:
+        """Cached input tokens of a request under automatic (implicit) prompt caching, OpenAI's or Gemini's
+        (``api``: their caches are apart): the longest cached prefix ending at an input item's end; every such
+        prefix of ``min_cache_tokens`` or more is cached."""
+        h = hashlib.blake2b(api + b"\x1e" + normalize_model_id(model).encode(), digest_size=16)
         total = 0
         prefixes: list[tuple[str, int]] = []
         for text in texts:
@@ -774,6 +782,8 @@ class StandInServer(ServedByJsonServer):
 
     # -- errors --------------------------------------------------------------------------------
     def _error_response(self, req: HttpRequest, status: int, message: str) -> HttpResponse:
+        if is_gemini_path(req.path):
+            return gemini_error(self, status, message)
         if req.path.startswith(("/v1/chat/", "/v1/embeddings", "/v1/responses")):
             return self._openai_error(status, message)
         err_type = ANTHROPIC_ERROR_TYPES.get(status, "api_error")

@@ -12,13 +12,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from costline.config import Config
-from costline.lake import Lake
+from costline.lake import Lake, open_lake
 from costline.otlp import encode_sdk_spans_by_trace
 from costline.processors.buffer import PartitionBuffer
 from costline.processors.decode import decode_message, flatten_message
 from costline.processors.records import MemoPricingTable
 
-__all__ = ["lake_from_sdk_spans", "lake_from_messages"]
+__all__ = ["lake_from_sdk_spans", "lake_from_messages", "query_lake"]
 
 
 def lake_from_messages(messages: Sequence[bytes], config: Config, *, partition: int = 0, first_offset: int = 0) -> int:
@@ -41,3 +41,12 @@ def lake_from_sdk_spans(spans: Sequence[Any], config: Config, *, partition: int 
     """Write finished SDK spans to ``config.lake.path``; returns the rows written."""
     return lake_from_messages([value for _trace, value in encode_sdk_spans_by_trace(spans)], config,
                               partition=partition)
+
+
+def query_lake(cfg: Config, sql: str) -> list[tuple]:
+    """``sql``'s rows over the lake's views (a connection of its own, closed after)."""
+    con = open_lake(cfg)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()

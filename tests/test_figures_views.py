@@ -242,6 +242,52 @@ def test_of_one_response_in_two_traces_the_span_in_an_apps_request_is_kept(tmp_p
     assert q(cfg, "SELECT request_id, calls FROM requests") == [("R", 1)]
 
 
+
+GEMINI = {"tier": "budget", "model": "gemini-2.0-flash", "error": "429"}
+
+
+@pytest.mark.parametrize("ll_parent, calls", [
+    pytest.param("app", 1, id="beside-the-span-the-other-is-inside: one call"),
+    pytest.param("other", 2, id="under-another-parent: two"),
+])
+def test_a_failed_call_beside_the_span_another_instrumentation_is_inside_is_one_call(tmp_path, ll_parent, calls):
+    # Gemini under three instrumentations in an app's span: OpenInference's span (provider google) with the
+    # official instrumentation's inside it (gemini), OpenLLMetry's (gcp.gen_ai) beside OpenInference's; a failed
+    # call has no response id. The official span ranks first (lowest span id), then OpenLLMetry's: each shadows
+    # OpenInference's, and OpenLLMetry's stays a second call unless the rule reaches the span beside a call's parent.
+    cfg = config(tmp_path)
+    commit(cfg, [
+        call("a-official", "t1", H + MIN, parent="c-oi", provider="gemini",
+             scope="opentelemetry.instrumentation.google_genai", duration_ms=80.0, **GEMINI),
+        call("b-ll", "t1", H + MIN, parent=ll_parent, provider="gcp.gen_ai",
+             scope="opentelemetry.instrumentation.google_generativeai", duration_ms=90.0, **GEMINI),
+        call("c-oi", "t1", H + MIN, parent="app", provider="google", scope="openinference.instrumentation.google_genai",
+             **GEMINI),
+    ])
+    assert q(cfg, "SELECT count(*) FROM calls") == [(calls,)]
+
+
+@pytest.mark.parametrize("official_id, calls", [
+    pytest.param("gem_1", 1, id="the-id-of-the-span-it-stands-for: one call"),
+    pytest.param("gem_2", 2, id="another-id: two"),
+])
+def test_a_span_without_an_id_stands_for_the_id_of_the_span_it_shadowed_across_traces(tmp_path, official_id, calls):
+    # OpenLLMetry's Gemini span is never made current: with no app span it is a trace of its own (t1), and
+    # OpenInference's span (no id) with the official one inside it (with the id) is another (t2). OpenInference's
+    # is kept in t2 (more tokens), standing for the official span's id: the same response as OpenLLMetry's.
+    cfg = config(tmp_path)
+    commit(cfg, [
+        call("ll", "t1", H + MIN, tier="budget", model="gemini-2.0-flash", provider="gcp.gen_ai", cost=0.001,
+             inp=120, out=54, response_id="gem_1", scope="opentelemetry.instrumentation.google_generativeai"),
+        call("oi", "t2", H + MIN, tier="budget", model="gemini-2.0-flash", provider="google", cost=0.001,
+             inp=120, out=60, scope="openinference.instrumentation.google_genai", duration_ms=110.0),
+        call("official", "t2", H + MIN, parent="oi", tier="budget", model="gemini-2.0-flash", provider="gemini",
+             cost=0.001, inp=120, out=54, response_id=official_id, scope="opentelemetry.instrumentation.google_genai",
+             duration_ms=100.0),
+    ])
+    assert q(cfg, "SELECT count(*) FROM calls") == [(calls,)]
+    assert ("oi",) in q(cfg, "SELECT span_id FROM calls")
+
 # --- §4: the student's hosting, accounted once and completely -------------------------------------------
 
 

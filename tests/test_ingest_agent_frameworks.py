@@ -44,11 +44,10 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from costline.config import Config, LakeConfig, ModelPrice, PricingConfig
-from costline.lake import open_lake
 from costline.serving.settings import StandInConfig
 from costline.sim.standin import StandInServer
 
-from figures_lake import lake_from_messages, lake_from_sdk_spans
+from figures_lake import lake_from_messages, lake_from_sdk_spans, query_lake as q
 from sdk_hygiene import pristine_sdks  # noqa: F401 (autouse fixture)
 
 # Hand-written prices, USD per million tokens (not costline's defaults, so nothing leaks from them).
@@ -75,12 +74,6 @@ def cfg(tmp_path) -> Config:
         student_usd_per_hour=0.0, student_providers=()))
 
 
-def q(cfg: Config, sql: str):
-    con = open_lake(cfg)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 def served_usd(entries) -> tuple[int, float, int, int]:

@@ -27,12 +27,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from costline.collectors import Recorder, RequestStampingProcessor, instrument_anthropic, instrument_openai
 from costline.config import Config, LakeConfig, ModelPrice, PricingConfig
-from costline.lake import open_lake
 from costline.sim.synth import export_request, span
 from costline.serving.settings import StandInConfig
 from costline.sim.standin import StandInServer
 
-from figures_lake import lake_from_messages, lake_from_sdk_spans
+from figures_lake import lake_from_messages, lake_from_sdk_spans, query_lake as q
 from sdk_hygiene import pristine_sdks, restore_sdk_classes, sdk_class_attributes  # noqa: F401 (autouse fixture)
 
 anthropic = pytest.importorskip("anthropic")
@@ -83,12 +82,6 @@ def haiku_usd(u) -> float:
             + u.output_tokens * HAIKU_OUT) / 1e6
 
 
-def q(cfg: Config, sql: str):
-    con = open_lake(cfg)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 def test_anthropic_sdk_spans_and_openllmetry_count_each_call_once(standin, cfg, tracing):

@@ -32,10 +32,9 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from costline.config import Config, LakeConfig, ModelPrice, PricingConfig
-from costline.lake import open_lake
 from costline.sim.synth import set_anyvalue
 
-from figures_lake import lake_from_messages
+from figures_lake import lake_from_messages, query_lake as q
 from sdk_hygiene import (openllmetry_forgets_responses,  # noqa: F401 (autouse fixture)
                          restore_sdk_classes, sdk_class_attributes)
 
@@ -59,12 +58,6 @@ def cfg(tmp_path) -> Config:
 
 
 
-def q(cfg: Config, sql: str):
-    con = open_lake(cfg)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 

@@ -50,6 +50,19 @@ READS = [
         ("embeddings", "openai", "text-embedding-3-small", None, 12, None, None, None, None,
          ("ai.usage.tokens:missing",)),
         id="ai-sdk-legacy-embedding"),
+    pytest.param(  # OpenLLMetry's Gemini: output = candidates only, the thoughts only in the total
+        {"gen_ai.operation.name": "generate_content", "gen_ai.provider.name": "gcp.gen_ai",
+         "gen_ai.request.model": "gemini-2.5-flash", "gen_ai.usage.input_tokens": 6,
+         "gen_ai.usage.output_tokens": 27, "gen_ai.usage.total_tokens": 59},
+        "generate_content gemini-2.5-flash", "opentelemetry.instrumentation.google_generativeai",
+        ("generate_content", "gcp.gen_ai", "gemini-2.5-flash", None, 6, 53, None, None, None, ()),
+        id="openllmetry-gemini-thoughts-in-total"),
+    pytest.param(  # elsewhere a total is not read (OpenLLMetry's Anthropic total includes the cache)
+        {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "anthropic", "gen_ai.request.model": "claude-haiku-4-5",
+         "gen_ai.usage.input_tokens": 6, "gen_ai.usage.output_tokens": 27, "gen_ai.usage.total_tokens": 59},
+        "anthropic.chat", "opentelemetry.instrumentation.anthropic",
+        ("chat", "anthropic", "claude-haiku-4-5", None, 6, 27, None, None, None, ()),
+        id="total-not-read-elsewhere"),
     pytest.param(  # Strands Agents names itself as the system: no provider (the model prices the call)
         {"gen_ai.operation.name": "chat", "gen_ai.system": "strands-agents", "gen_ai.request.model": "claude-haiku-4-5",
          "gen_ai.usage.input_tokens": 121, "gen_ai.usage.output_tokens": 9},

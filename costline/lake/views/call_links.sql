@@ -5,7 +5,8 @@
 -- stand-ins count from 1 per process). The provider part of a call's identity (family): an
 -- OpenAI-compatible server (vLLM) is reported as "vllm" by costline's wrapper and as "openai" by
 -- OpenLLMetry / OpenLIT / openai-v2 for the same response; Claude on a cloud is "aws.bedrock" /
--- "gcp.vertex_ai" to the anthropic SDK's spans and "aws" / "google" to OpenInference's.
+-- "gcp.vertex_ai" to the anthropic SDK's spans and "aws" / "google" to OpenInference's; Gemini is "gemini"
+-- to OpenTelemetry's google-genai instrumentation, "gcp.gen_ai" to OpenLLMetry's, "google" to OpenInference's.
 --
 -- Which of several spans of one model call is kept (first wins): one with an explicit price
 -- (pref_explicit), then the most complete usage (pref_tokens: most tokens counted), then costline's
@@ -18,7 +19,7 @@ CREATE OR REPLACE VIEW call_links AS
 WITH f0 AS (
   SELECT *, CASE WHEN provider IN ('vllm', 'openai') THEN 'openai'
                  WHEN provider IN ('aws', 'aws.bedrock') THEN 'aws.bedrock'
-                 WHEN provider = 'google' OR provider LIKE 'gcp.%' THEN 'gcp'
+                 WHEN provider IN ('google', 'gemini') OR provider LIKE 'gcp.%' THEN 'gcp'
                  WHEN provider IN ('mistralai', 'mistral_ai') THEN 'mistral_ai'
                  WHEN provider IN ('xai', 'x_ai') THEN 'x_ai'
                  ELSE coalesce(provider, '') END AS family,
@@ -56,12 +57,14 @@ WITH f0 AS (
   FROM ranked r LEFT JOIN (SELECT DISTINCT trace_id, span_id, parent_span_id FROM ranked) g
     ON g.trace_id = r.trace_id AND g.span_id = r.parent_span_id
   WHERE r.call_key IS NULL OR r.key_rank = 1
-), shadowed AS (
+), shadow_pairs AS (
   -- without a response id: the same call when another instrumentation reported the same provider and
-  -- model, under the same parent (or one inside the other, up to two levels), over overlapping times; a span
-  -- that names no provider (Langfuse's, Strands Agents') matches any, and one that names no model (a failed
-  -- call to an agent framework's bridge) matches the span it is directly inside or around
-  SELECT DISTINCT a.trace_id, a.span_id
+  -- model, under the same parent (or one inside the other, up to two levels, or beside the call span another
+  -- is inside: OpenInference's span with OpenTelemetry's inside it and OpenLLMetry's beside it), over
+  -- overlapping times; a span that names no provider (Langfuse's, Strands Agents') matches any, and one
+  -- that names no model (a failed call to an agent framework's bridge) matches the span it is directly
+  -- inside or around
+  SELECT a.trace_id, a.span_id, b.span_id AS by_span_id, a.response_id
   FROM heads a JOIN heads b
     ON b.trace_id = a.trace_id AND b.trace_rank < a.trace_rank
    AND (a.call_key IS NULL OR b.call_key IS NULL)
@@ -70,18 +73,30 @@ WITH f0 AS (
    AND (lower(a.model) IS NOT DISTINCT FROM lower(b.model)
         OR ((a.model IS NULL OR b.model IS NULL) AND (a.parent_span_id = b.span_id OR b.parent_span_id = a.span_id)))
    AND (a.parent_span_id IS NOT DISTINCT FROM b.parent_span_id OR a.parent_span_id = b.span_id
-        OR b.parent_span_id = a.span_id OR a.grandparent_span_id = b.span_id OR b.grandparent_span_id = a.span_id)
+        OR b.parent_span_id = a.span_id OR a.grandparent_span_id = b.span_id OR b.grandparent_span_id = a.span_id
+        OR a.grandparent_span_id = b.parent_span_id OR b.grandparent_span_id = a.parent_span_id)
    AND a.started <= b.ts AND b.started <= a.ts
+), shadowed AS (
+  SELECT DISTINCT trace_id, span_id FROM shadow_pairs
+), group_ids AS (
+  -- the response id of what a kept span stands for: its own, else that of a span it shadowed (OpenInference's
+  -- span has none, the OpenTelemetry span inside it has the call's)
+  SELECT trace_id, by_span_id AS span_id, max(response_id) AS response_id
+  FROM shadow_pairs WHERE response_id IS NOT NULL GROUP BY ALL
+), kept AS (
+  SELECT h.*, coalesce(h.response_id, g.response_id) AS group_response_id
+  FROM heads h ANTI JOIN shadowed s ON s.trace_id = h.trace_id AND s.span_id = h.span_id
+  LEFT JOIN group_ids g ON g.trace_id = h.trace_id AND g.span_id = h.span_id
 ), crossed AS (
   -- one response reported in two traces (two instrumentations, neither inside the other, with no span
   -- around them): the same call when the spans' times overlap, as an id repeated by another server would
   -- not; the span linked to a request wins, then the order above
   SELECT DISTINCT a.trace_id, a.span_id
-  FROM heads a JOIN heads b
-    ON b.response_id = a.response_id AND b.family = a.family AND b.trace_id <> a.trace_id
+  FROM kept a JOIN kept b
+    ON b.group_response_id = a.group_response_id AND b.family = a.family AND b.trace_id <> a.trace_id
    AND coalesce(a.instrumentation, '') <> coalesce(b.instrumentation, '')
    AND a.started <= b.ts AND b.started <= a.ts
-  WHERE a.response_id IS NOT NULL
+  WHERE a.group_response_id IS NOT NULL
     AND (coalesce(b.linked_request_id, b.key_request_id) IS NOT NULL,
          b.pref_explicit, b.pref_tokens, b.pref_own, a.span_id)
       > (coalesce(a.linked_request_id, a.key_request_id) IS NOT NULL,
@@ -89,9 +104,8 @@ WITH f0 AS (
 )
 SELECT h.* EXCLUDE (family, pref_explicit, pref_tokens, pref_own, call_key, key_rank, trace_rank, key_span_id,
                     key_request_id, key_tenant, linked_span_id, linked_request_id, request_tenant,
-                    grandparent_span_id),
+                    grandparent_span_id, group_response_id),
        coalesce(h.linked_span_id, h.key_span_id) AS linked_span_id,
        coalesce(h.linked_request_id, h.key_request_id) AS linked_request_id,
        coalesce(h.request_tenant, h.key_tenant) AS request_tenant
-FROM heads h ANTI JOIN (SELECT * FROM shadowed UNION SELECT * FROM crossed) s
-  ON s.trace_id = h.trace_id AND s.span_id = h.span_id
+FROM kept h ANTI JOIN crossed s ON s.trace_id = h.trace_id AND s.span_id = h.span_id
