@@ -214,6 +214,13 @@ class ModelPrice:
     input_per_mtok: float = 0.0
     output_per_mtok: float = 0.0
     aliases: tuple[str, ...] = ()
+    #: USD per million input tokens read from the provider's prompt cache; unset: ``input_per_mtok`` x
+    #: ``[pricing] cache_read_multiplier`` (Anthropic's 0.1). Set it where the provider discounts otherwise
+    #: (Gemini's implicit cache: a quarter of the input price; OpenAI's: a half or a tenth, by model).
+    cache_read_per_mtok: float | None = None
+    #: USD per million input tokens written to the prompt cache; unset: ``input_per_mtok`` x
+    #: ``[pricing] cache_write_multiplier`` (Anthropic's 1.25; providers that charge no write: the input price).
+    cache_write_per_mtok: float | None = None
 
 
 #: The article's June 2026 prices (USD per million tokens).
@@ -635,8 +642,12 @@ def _validate(config: Config, source: str) -> None:
             raise ConfigError(f"{where} until", "must be after since", source=source)
     seen: dict[str, str] = {}
     for m in pricing.models:
-        if m.input_per_mtok < 0 or m.output_per_mtok < 0:
-            raise ConfigError(f"[[pricing.models]] {m.model}", "prices must not be negative", source=source)
+        for key in ("input_per_mtok", "output_per_mtok", "cache_read_per_mtok", "cache_write_per_mtok"):
+            v = getattr(m, key)
+            if v is not None and not 0 <= v < float("inf"):
+                raise ConfigError(f"[[pricing.models]] {m.model} {key}",
+                                  f"must be a finite price in USD per million tokens, not negative; got {v!r}",
+                                  source=source)
         for name in (m.model, *m.aliases):
             if name in seen:
                 raise ConfigError(

@@ -8,8 +8,8 @@ It answers two questions about a model call:
 
 Token accounting follows the GenAI semantic conventions: ``input_tokens``
 *includes* cache reads and cache writes, so the uncached part is
-``input - cache_read - cache_creation``. Cache reads cost
-``cache_read_multiplier`` x the input price, cache writes
+``input - cache_read - cache_creation``. Cache reads cost the model's ``cache_read_per_mtok``, else
+``cache_read_multiplier`` x its input price; cache writes its ``cache_write_per_mtok``, else
 ``cache_write_multiplier`` x; a batch call costs ``batch_multiplier`` x the lot.
 
 Student calls have no token price (``cost_usd`` is 0, status ``student``) unless the span
@@ -38,6 +38,7 @@ __all__ = [
     "CallPrice",
     "normalize_model_id",
     "hosting_schedule",
+    "cache_prices",
     "PRICED",
     "EXPLICIT",
     "STUDENT",
@@ -152,10 +153,11 @@ class PricingTable:
         write = max(int(cache_creation_tokens or 0), 0)
         uncached = max(int(input_tokens or 0) - read - write, 0)
         in_price = entry.input_per_mtok * _PER_TOKEN
+        read_price, write_price = cache_prices(entry, cfg)
         cost = (
             uncached * in_price
-            + read * in_price * cfg.cache_read_multiplier
-            + write * in_price * cfg.cache_write_multiplier
+            + read * read_price * _PER_TOKEN
+            + write * write_price * _PER_TOKEN
             + max(int(output_tokens or 0), 0) * entry.output_per_mtok * _PER_TOKEN
         )
         if batch:
@@ -165,6 +167,15 @@ class PricingTable:
     def student_hourly_cost(self) -> float:
         """The flat hosting rate (``student_usd_per_hour``); the views use :func:`hosting_schedule`."""
         return self.config.student_usd_per_hour
+
+
+def cache_prices(model: ModelPrice, config: PricingConfig) -> tuple[float, float]:
+    """USD per million cache-read and cache-write input tokens of ``model``: its own prices where set, else its
+    input price x ``cache_read_multiplier`` / ``cache_write_multiplier``."""
+    read = model.cache_read_per_mtok
+    write = model.cache_write_per_mtok
+    return (model.input_per_mtok * config.cache_read_multiplier if read is None else read,
+            model.input_per_mtok * config.cache_write_multiplier if write is None else write)
 
 
 def hosting_schedule(config: PricingConfig) -> list[tuple[datetime | None, datetime | None, float]]:

@@ -33,6 +33,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from costline.config import Config, ModelPrice
+from costline.pricing import cache_prices
 from costline.jobs.errors import JobsError, NoDataError
 from costline.timeutil import utc_naive as _utc
 
@@ -46,7 +47,7 @@ STAGES: tuple[tuple[str, str], ...] = (
 )
 
 _PRICE = """(greatest(c.input_tokens - c.cache_read_tokens - c.cache_creation_tokens, 0) * {inp}
-          + c.cache_read_tokens * {inp} * {read} + c.cache_creation_tokens * {inp} * {write}
+          + c.cache_read_tokens * {read} + c.cache_creation_tokens * {write}
           + c.output_tokens * {out}) / 1e6 * CASE WHEN coalesce(c.batch, false) THEN {batch} ELSE 1 END"""
 
 #: Per day: request counts and the four stage totals (before hosting, which is added in Python).
@@ -170,8 +171,9 @@ def _model_for(config: Config, tier: str) -> ModelPrice:
 
 def _price_sql(m: ModelPrice, config: Config) -> str:
     p = config.pricing
-    return _PRICE.format(inp=repr(m.input_per_mtok), out=repr(m.output_per_mtok), read=repr(p.cache_read_multiplier),
-                         write=repr(p.cache_write_multiplier), batch=repr(p.batch_multiplier))
+    read, write = cache_prices(m, p)
+    return _PRICE.format(inp=repr(float(m.input_per_mtok)), out=repr(float(m.output_per_mtok)), read=repr(float(read)),
+                         write=repr(float(write)), batch=repr(float(p.batch_multiplier)))
 
 
 def build_cost_report(con: Any, config: Config, *, since: datetime, until: datetime,

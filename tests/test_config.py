@@ -93,6 +93,10 @@ def test_pricing_models_from_toml(tmp_path: Path) -> None:
         ("[pricing]\nbatch_multiplier = -1\n", {}, "[pricing] batch_multiplier: must not be negative"),
         ('[[pricing.models]]\nmodel = "m"\n', {}, "[[pricing.models]] #1 tier: is required"),
         ('[[pricing.models]]\nmodel = "m"\ntier = "budget"\nprice = 3\n', {}, "#1 price: unknown key"),
+        ('[[pricing.models]]\nmodel = "m"\ntier = "budget"\ncache_read_per_mtok = -0.1\n', {},
+         "[[pricing.models]] m cache_read_per_mtok: must be a finite price"),
+        ('[[pricing.models]]\nmodel = "m"\ntier = "budget"\ninput_per_mtok = inf\n', {},
+         "[[pricing.models]] m input_per_mtok: must be a finite price"),
         (
             '[[pricing.models]]\nmodel = "m"\ntier = "budget"\n[[pricing.models]]\nmodel = "m"\ntier = "mid"\n',
             {},

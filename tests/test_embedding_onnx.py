@@ -131,6 +131,10 @@ def test_int8_export_is_a_separate_smaller_file(onnx_fp32):
     assert int8.onnx_path.stat().st_size < onnx_fp32.onnx_path.stat().st_size * 0.75
     v = int8.encode(["How do I reset my password?"])
     assert v.shape == (1, 384) and abs(float(np.linalg.norm(v)) - 1.0) < 1e-5
+    # dynamic quantisation scales a MatMul's input per tensor: each text runs alone, so its vector is the
+    # same beside a much longer text as on its own
+    longer = "Explain every step of exporting the quarterly audit report with all invoices to CSV, " * 4
+    assert np.array_equal(int8.encode([longer, "How do I reset my password?"])[1], v[0])
 
 
 def test_onnx_file_runs_that_file_instead_of_an_export(onnx_fp32, tmp_path):

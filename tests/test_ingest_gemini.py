@@ -75,11 +75,13 @@ GEMINI_SCOPES["all"] = GEMINI_SCOPES["all_app"] = set().union(*(GEMINI_SCOPES[m]
 
 @pytest.fixture
 def cfg(tmp_path) -> Config:
-    models = tuple(ModelPrice(m, "budget", provider="gcp.gemini", input_per_mtok=i, output_per_mtok=o)
-                   for m, (i, o) in PRICES.items())
+    # each model's own cache-read price (Gemini's implicit cache: a quarter of the input price); the table's
+    # multiplier stays Anthropic's 0.1
+    models = tuple(ModelPrice(m, "budget", provider="gcp.gemini", input_per_mtok=i, output_per_mtok=o,
+                              cache_read_per_mtok=i * READ_X) for m, (i, o) in PRICES.items())
     return Config(lake=LakeConfig(path=tmp_path / "lake"), pricing=PricingConfig(
         models=models + (ModelPrice(EMBED_MODEL, "budget", provider="gcp.gemini", input_per_mtok=EMBED_IN),),
-        cache_read_multiplier=READ_X, student_usd_per_hour=0.0, student_providers=()))
+        student_usd_per_hour=0.0, student_providers=()))
 
 
 def recording(mode: str) -> tuple[list[bytes], list[dict], list[dict]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 
@@ -103,3 +104,18 @@ def test_the_simplest_schedule_covers_the_first_student_call_to_the_newest_span(
         con.close()
     assert rep.hosting_usd == pytest.approx(3 * 2.74)
     assert {s.stage: s for s in rep.stages}["student"].total_cost_usd == pytest.approx(0.0094 + 3 * 2.74)
+
+
+def test_the_baseline_prices_cache_reads_at_the_models_own_read_price(cfg):
+    # claude-fable-5 with its own cache-read price ($2.50 / MTok instead of 0.1 x $10):
+    # baseline R4 (300*10 + 200*2.5 + 100*50)/1e6 = .0085, R3 (hit) = (.015 + .0085)/2 = .01175,
+    # R1 .015, R2 .0225: .05775 in all
+    models = tuple(dataclasses.replace(m, cache_read_per_mtok=2.5) if m.model == "claude-fable-5" else m
+                   for m in cfg.pricing.models)
+    cfg = cfg.replace(pricing=dataclasses.replace(cfg.pricing, models=models))
+    con = open_jobs_lake(cfg)
+    try:
+        rep = build_cost_report(con, cfg, since=DAY, until=DAY + dt.timedelta(days=1))
+    finally:
+        con.close()
+    assert {s.stage: s for s in rep.stages}["baseline"].daily_cost_usd == pytest.approx(0.05775)

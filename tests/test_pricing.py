@@ -39,6 +39,25 @@ def test_cache_tokens_are_part_of_input_and_priced_with_multipliers() -> None:
     assert price.cost_usd == pytest.approx(expected, abs=1e-15)
 
 
+@pytest.mark.parametrize("read, write, expected", [
+    # Gemini 2.5 Flash: implicit cache reads at a quarter of $0.30, no write charge (the input price)
+    pytest.param(0.075, 0.30, (200 * 0.30 + 600 * 0.075 + 200 * 0.30 + 100 * 2.50) / M, id="own-read-and-write"),
+    pytest.param(0.075, None, (200 * 0.30 + 600 * 0.075 + 200 * 0.30 * 1.25 + 100 * 2.50) / M, id="own-read-only"),
+    pytest.param(None, None, (200 * 0.30 + 600 * 0.30 * 0.1 + 200 * 0.30 * 1.25 + 100 * 2.50) / M, id="multipliers"),
+])
+def test_a_models_own_cache_prices_replace_the_multipliers(read, write, expected) -> None:
+    table = PricingTable(PricingConfig(models=(
+        ModelPrice("gemini-2.5-flash", contract.TIER_BUDGET, provider="gcp.gemini", input_per_mtok=0.30,
+                   output_per_mtok=2.50, cache_read_per_mtok=read, cache_write_per_mtok=write),
+        ModelPrice("claude-sonnet-4-6", contract.TIER_MID, input_per_mtok=3.0, output_per_mtok=15.0))))
+    price = table.price_call(model="gemini-2.5-flash", input_tokens=1000, output_tokens=100,
+                             cache_read_tokens=600, cache_creation_tokens=200)
+    assert price.cost_usd == pytest.approx(expected, abs=1e-15)
+    # another model of the same table keeps the multipliers
+    other = table.price_call(model="claude-sonnet-4-6", input_tokens=1000, cache_read_tokens=1000)
+    assert other.cost_usd == pytest.approx(1000 * 3e-6 * 0.1, abs=1e-15)
+
+
 def test_batch_is_half_price() -> None:
     table = PricingTable()
     full = table.price_call(model="claude-fable-5", input_tokens=500, output_tokens=500).cost_usd
