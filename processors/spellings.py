@@ -107,6 +107,13 @@ _FRAMEWORK_SYSTEMS: Final = frozenset({"strands-agents"})
 #: Spring AI's Anthropic model observed by Micrometer (Spring AI 2.0.1: scope ``org.springframework.boot``).
 _INPUT_EXCLUDES_CACHE_SCOPES: Final = ("openlit", "@traceloop/instrumentation-anthropic", "agent_framework",
                                        "org.springframework")
+#: Scopes that write Amazon Bedrock's own ``inputTokens`` as the input, WITHOUT the cache reads and writes they
+#: report beside it, whatever the model: OpenTelemetry's botocore instrumentation (0.66b2,
+#: ``opentelemetry.instrumentation.botocore.bedrock-runtime``; its InvokeModel spans write no cache counts at all:
+#: nothing to add there) and OpenLLMetry's ``opentelemetry-instrumentation-bedrock`` (0.62), on Converse /
+#: ConverseStream.
+_BEDROCK_INPUT_EXCLUDES_CACHE_SCOPES: Final = ("opentelemetry.instrumentation.botocore",
+                                               "opentelemetry.instrumentation.bedrock")
 #: OpenLLMetry's Gemini instrumentation (``opentelemetry-instrumentation-google-generativeai`` 0.62, on the
 #: ``google-genai`` SDK) writes ``gen_ai.usage.output_tokens`` = the API's ``candidatesTokenCount`` only; a
 #: thinking model's ``thoughtsTokenCount`` (billed as output) is only in ``gen_ai.usage.total_tokens``
@@ -198,8 +205,9 @@ def _read_genai(name: str, get: Any, scope: str | None, failed: bool, bad: list[
             output_tokens += max(0, total - input_tokens - output_tokens)  # the thoughts
     if provider is not None:
         provider = provider.strip().lower()  # older OpenLLMetry spells it "Anthropic"
-        if (input_tokens is not None and scope is not None and provider == c.PROVIDER_ANTHROPIC
-                and scope.startswith(_INPUT_EXCLUDES_CACHE_SCOPES)):
+        if input_tokens is not None and scope is not None and (
+                (provider == c.PROVIDER_ANTHROPIC and scope.startswith(_INPUT_EXCLUDES_CACHE_SCOPES))
+                or scope.startswith(_BEDROCK_INPUT_EXCLUDES_CACHE_SCOPES)):
             input_tokens += (read or 0) + (write or 0)
     # no usage at all (OpenLLMetry JS on a streamed OpenAI call): unknown, never $0
     unreported = _GENAI_UNREPORTED if input_tokens is output_tokens is read is write is None else ()

@@ -24,6 +24,9 @@
 * the **Gemini API** (Google AI Studio's REST shape, what ``google-genai`` speaks) —
   ``POST /v1beta/models/{model}:generateContent`` / ``:streamGenerateContent`` / ``:countTokens`` /
   ``:embedContent``: :mod:`costline.sim.standin_gemini` (``server.gemini``).
+* **Amazon Bedrock Runtime**'s Converse API (what ``boto3.client("bedrock-runtime")`` speaks) —
+  ``POST /model/{modelId}/converse`` / ``converse-stream`` (an AWS event stream), ``cachePoint``
+  prompt caching: :mod:`costline.sim.standin_bedrock` (``server.bedrock``).
 
 ``stream: true`` is answered with server-sent events as each API sends them: the Messages
 API's ``message_start`` (input and cache usage) … ``content_block_delta`` … ``message_delta``
@@ -73,6 +76,7 @@ from costline.pricing import PricingTable, normalize_model_id
 from costline.serving.gateway._http import HttpRequest, HttpResponse, JsonServer, Route, ServedByJsonServer
 from costline.serving.gateway.messages_api import ANTHROPIC_ERROR_TYPES, last_user_text, message_text
 from costline.serving.settings import StandInConfig
+from costline.sim.standin_bedrock import BedrockApi, bedrock_error, is_bedrock_path
 from costline.sim.standin_gemini import GeminiApi, gemini_error, is_gemini_path
 from costline.sim.standin_model import count_tokens, synthesize, tokenize
 
@@ -224,6 +228,9 @@ class StandInServer(ServedByJsonServer):
         #: the Gemini API (``/v1beta/models/{model}:generateContent`` ...): sim/standin_gemini.py
         self.gemini = GeminiApi(self)
         routes.extend(self.gemini.routes())
+        #: Amazon Bedrock Runtime's Converse API (``/model/{modelId}/converse``): sim/standin_bedrock.py
+        self.bedrock = BedrockApi(self)
+        routes.extend(self.bedrock.routes())
         self._server = JsonServer(
             routes,
             host=host or self.config.host,
@@ -784,6 +791,8 @@ class StandInServer(ServedByJsonServer):
     def _error_response(self, req: HttpRequest, status: int, message: str) -> HttpResponse:
         if is_gemini_path(req.path):
             return gemini_error(self, status, message)
+        if is_bedrock_path(req.path):
+            return bedrock_error(self, status, message)
         if req.path.startswith(("/v1/chat/", "/v1/embeddings", "/v1/responses")):
             return self._openai_error(status, message)
         err_type = ANTHROPIC_ERROR_TYPES.get(status, "api_error")

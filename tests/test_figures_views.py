@@ -185,6 +185,23 @@ def test_one_failed_call_reported_under_two_spellings_of_its_provider_is_one_cal
     assert q(cfg, "SELECT count(*) FROM calls") == [(calls,)]
 
 
+
+@pytest.mark.parametrize("other_model, calls", [
+    ("claude-haiku-4-5-20251001-v1:0", 1),  # OpenLLMetry's Bedrock spelling: the profile and provider cut
+    ("anthropic.claude-haiku-4-5-20251001-v1:0", 1),  # the model id without a cross-region profile
+    ("claude-sonnet-4-6-20251001-v1:0", 2),  # another model: two calls
+])
+def test_one_bedrock_call_under_two_spellings_of_its_model_is_one_call(tmp_path, other_model, calls):
+    cfg = config(tmp_path)
+    commit(cfg, [
+        call("oll", "t1", H + MIN, parent="app", tier="budget", model=other_model, provider="aws.bedrock",
+             error="ThrottlingException", scope="opentelemetry.instrumentation.bedrock"),
+        call("boto", "t1", H + MIN, parent="oll", tier="budget", model="us.anthropic.claude-haiku-4-5-20251001-v1:0",
+             provider="aws.bedrock", error="ThrottlingException",
+             scope="opentelemetry.instrumentation.botocore.bedrock-runtime", duration_ms=90.0),
+    ])
+    assert q(cfg, "SELECT count(*) FROM calls") == [(calls,)]
+
 AISDK = "gen_ai"  # the Vercel AI SDK's GenAI integration: an operation's span around one span per HTTP call
 
 

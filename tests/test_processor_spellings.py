@@ -50,6 +50,14 @@ READS = [
         ("embeddings", "openai", "text-embedding-3-small", None, 12, None, None, None, None,
          ("ai.usage.tokens:missing",)),
         id="ai-sdk-legacy-embedding"),
+    pytest.param(  # OpenTelemetry's botocore instrumentation on Bedrock's Converse: inputTokens without the cache
+        {"gen_ai.operation.name": "chat", "gen_ai.system": "aws.bedrock",
+         "gen_ai.request.model": "us.anthropic.claude-haiku-4-5-20251001-v1:0", "gen_ai.usage.input_tokens": 5,
+         "gen_ai.usage.output_tokens": 61, "gen_ai.usage.cache_read.input_tokens": 160,
+         "gen_ai.usage.cache_creation.input_tokens": 20},
+        "chat us.anthropic.claude-haiku-4-5-20251001-v1:0", "opentelemetry.instrumentation.botocore.bedrock-runtime",
+        ("chat", "aws.bedrock", "us.anthropic.claude-haiku-4-5-20251001-v1:0", None, 185, 61, 160, 20, None, ()),
+        id="botocore-converse-input-without-cache"),
     pytest.param(  # OpenLLMetry's Gemini: output = candidates only, the thoughts only in the total
         {"gen_ai.operation.name": "generate_content", "gen_ai.provider.name": "gcp.gen_ai",
          "gen_ai.request.model": "gemini-2.5-flash", "gen_ai.usage.input_tokens": 6,

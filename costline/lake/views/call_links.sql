@@ -23,6 +23,11 @@ WITH f0 AS (
                  WHEN provider IN ('mistralai', 'mistral_ai') THEN 'mistral_ai'
                  WHEN provider IN ('xai', 'x_ai') THEN 'x_ai'
                  ELSE coalesce(provider, '') END AS family,
+         -- the model as instrumentations of one call may spell it differently: Bedrock's cross-region
+         -- profile (us.anthropic.claude-...) to OpenTelemetry's botocore, without us.anthropic. to OpenLLMetry's
+         CASE WHEN strpos(model, '.') > 0
+              THEN regexp_replace(lower(model), '^((us|eu|apac|global|us-gov)\.)?(anthropic|amazon|meta|mistral|cohere|ai21|deepseek|qwen|openai|writer)\.', '')
+              ELSE lower(model) END AS model_key,
          ts - to_microseconds(CAST(coalesce(duration_ms, 0) * 1000 AS BIGINT)) AS started,
          (pricing_status = 'explicit') AS pref_explicit,
          coalesce(input_tokens, 0) + coalesce(output_tokens, 0) + coalesce(cache_read_tokens, 0)
@@ -34,7 +39,7 @@ WITH f0 AS (
   FROM f0 p JOIN f0 ch ON ch.trace_id = p.trace_id AND ch.parent_span_id = p.span_id
   WHERE p.pref_tokens = 0 AND NOT p.pref_explicit AND p.response_id IS NULL
     AND ch.instrumentation IS NOT DISTINCT FROM p.instrumentation AND ch.family = p.family
-    AND lower(ch.model) IS NOT DISTINCT FROM lower(p.model) AND ch.operation IS NOT DISTINCT FROM p.operation
+    AND ch.model_key IS NOT DISTINCT FROM p.model_key AND ch.operation IS NOT DISTINCT FROM p.operation
 ), f AS (
   SELECT * FROM f0 ANTI JOIN envelopes e ON e.trace_id = f0.trace_id AND e.span_id = f0.span_id
 ), k AS (
@@ -70,7 +75,7 @@ WITH f0 AS (
    AND (a.call_key IS NULL OR b.call_key IS NULL)
    AND coalesce(a.instrumentation, '') <> coalesce(b.instrumentation, '')
    AND (a.family = b.family OR a.family = '' OR b.family = '')
-   AND (lower(a.model) IS NOT DISTINCT FROM lower(b.model)
+   AND (a.model_key IS NOT DISTINCT FROM b.model_key
         OR ((a.model IS NULL OR b.model IS NULL) AND (a.parent_span_id = b.span_id OR b.parent_span_id = a.span_id)))
    AND (a.parent_span_id IS NOT DISTINCT FROM b.parent_span_id OR a.parent_span_id = b.span_id
         OR b.parent_span_id = a.span_id OR a.grandparent_span_id = b.span_id OR b.grandparent_span_id = a.span_id
@@ -102,7 +107,7 @@ WITH f0 AS (
       > (coalesce(a.linked_request_id, a.key_request_id) IS NOT NULL,
          a.pref_explicit, a.pref_tokens, a.pref_own, b.span_id)
 )
-SELECT h.* EXCLUDE (family, pref_explicit, pref_tokens, pref_own, call_key, key_rank, trace_rank, key_span_id,
+SELECT h.* EXCLUDE (family, model_key, pref_explicit, pref_tokens, pref_own, call_key, key_rank, trace_rank, key_span_id,
                     key_request_id, key_tenant, linked_span_id, linked_request_id, request_tenant,
                     grandparent_span_id, group_response_id),
        coalesce(h.linked_span_id, h.key_span_id) AS linked_span_id,

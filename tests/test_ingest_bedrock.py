@@ -1,0 +1,160 @@
+"""Amazon Bedrock's Converse API (``boto3.client("bedrock-runtime")``) through OpenTelemetry's botocore
+instrumentation and OpenLLMetry's Bedrock instrumentation, alone and together: each call once, at the price of
+what the stand-in served.
+
+Bedrock's ``usage.inputTokens`` excludes the tokens read from and written to the prompt cache (reported beside
+it as ``cacheReadInputTokens`` / ``cacheWriteInputTokens``), and ``opentelemetry-instrumentation-botocore``
+0.66b2 and ``opentelemetry-instrumentation-bedrock`` 0.62 write it as ``gen_ai.usage.input_tokens`` unchanged:
+costline adds the cache back for those scopes, as the GenAI conventions count input. OpenLLMetry's writes the
+model without the inference profile's ``us.anthropic.`` (priced as the same model). boto3 retries a throttled call inside the same span: one call, priced by the
+attempt that answered. Expected figures: the stand-in's log (sim/standin_bedrock.py) priced with the hand-written
+prices below, never costline's pricing code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+
+from costline.config import Config, LakeConfig, ModelPrice, PricingConfig
+from costline.serving.settings import StandInConfig
+from costline.sim.standin import StandInServer
+from costline.sim.standin_bedrock import BEDROCK
+
+from figures_lake import lake_from_sdk_spans, query_lake as q
+
+boto3 = pytest.importorskip("boto3", reason="boto3 comes with `pip install 'costline[compat]'`")
+botocore_instrumentation = pytest.importorskip(
+    "opentelemetry.instrumentation.botocore",
+    reason="opentelemetry-instrumentation-botocore comes with `pip install 'costline[compat]'`")
+
+from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: E402
+
+MODEL = "us.anthropic.claude-haiku-4-5-20251001-v1:0"  # a cross-region inference profile of Claude Haiku 4.5
+IN, OUT, READ_X, WRITE_X = 0.80, 4.0, 0.1, 1.25  # USD per MTok; cache read / write as multiples of the input
+SYSTEM = [{"text": "You answer questions about our refund policy. " * 20}, {"cachePoint": {"type": "default"}}]
+
+
+@pytest.fixture
+def standin():
+    srv = StandInServer(StandInConfig(port=0, latency_scale=0.0, min_cache_tokens=100))
+    srv.start()
+    yield srv
+    srv.shutdown()
+
+
+@pytest.fixture
+def cfg(tmp_path) -> Config:
+    return Config(lake=LakeConfig(path=tmp_path / "lake"), pricing=PricingConfig(
+        models=(ModelPrice("claude-haiku-4-5", "budget", provider="aws.bedrock", input_per_mtok=IN,
+                           output_per_mtok=OUT),),
+        cache_read_multiplier=READ_X, cache_write_multiplier=WRITE_X, student_usd_per_hour=0.0,
+        student_providers=()))
+
+
+BOTOCORE, OPENLLMETRY = "opentelemetry.instrumentation.botocore.bedrock-runtime", "opentelemetry.instrumentation.bedrock"
+
+
+@pytest.fixture(params=[(BOTOCORE,), (OPENLLMETRY,), (BOTOCORE, OPENLLMETRY)], ids=["botocore", "openllmetry", "both"])
+def traced(request):
+    """OpenTelemetry's botocore instrumentation, OpenLLMetry's Bedrock instrumentation, or both."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    instrumentors = []
+    if BOTOCORE in request.param:
+        instrumentors.append(botocore_instrumentation.BotocoreInstrumentor())
+    if OPENLLMETRY in request.param:
+        mod = pytest.importorskip("opentelemetry.instrumentation.bedrock",
+                                  reason="opentelemetry-instrumentation-bedrock comes with `pip install 'costline[compat]'`")
+        instrumentors.append(mod.BedrockInstrumentor())
+    for instrumentor in instrumentors:
+        instrumentor.instrument(tracer_provider=provider)
+    tracer = provider.get_tracer("app")
+
+    def app():
+        """Both together: each call inside an app's span (a web framework's server span). OpenLLMetry's span of
+        a streamed call is not current while botocore's runs: with no span around them, each is a trace of
+        its own and, with no response id in either, the call would count twice."""
+        return tracer.start_as_current_span("app.request") if len(request.param) > 1 else contextlib.nullcontext()
+
+    yield exporter, set(request.param), app
+    for instrumentor in instrumentors:
+        instrumentor.uninstrument()
+    provider.shutdown()
+
+
+def client(srv: StandInServer, **config):
+    from botocore.config import Config as BotoConfig
+
+    return boto3.client("bedrock-runtime", endpoint_url=srv.url, region_name="us-east-1", aws_access_key_id="x",
+                        aws_secret_access_key="y", config=BotoConfig(**config))
+
+
+def ask(text: str) -> dict:
+    return {"modelId": MODEL, "system": SYSTEM, "messages": [{"role": "user", "content": [{"text": text}]}],
+            "inferenceConfig": {"maxTokens": 64}}
+
+
+def served_usd(srv: StandInServer) -> float:
+    """What the stand-in served, priced by hand: its log's input includes the cached tokens."""
+    return sum(((e.input_tokens - e.cache_read_tokens - e.cache_creation_tokens) * IN
+                + e.cache_read_tokens * IN * READ_X + e.cache_creation_tokens * IN * WRITE_X
+                + e.output_tokens * OUT) / 1e6 for e in srv.log.paid(BEDROCK))
+
+
+def test_the_stand_in_speaks_converse_as_boto3_reads_it(standin):
+    """Bedrock's usage (input without the cache), cachePoint caching, the event stream, Bedrock's errors."""
+    c = client(standin, retries={"total_max_attempts": 1})
+    first, second = c.converse(**ask("Where is my parcel?")), c.converse(**ask("Where is it now?"))
+    assert first["output"]["message"]["content"][0]["text"] and first["stopReason"] == "end_turn"
+    u1, u2 = first["usage"], second["usage"]
+    assert u1["cacheWriteInputTokens"] > 0 and u1["cacheReadInputTokens"] == 0
+    assert u2["cacheReadInputTokens"] == u1["cacheWriteInputTokens"] and u2["cacheWriteInputTokens"] == 0
+    assert u2["totalTokens"] == u2["inputTokens"] + u2["cacheReadInputTokens"] + u2["outputTokens"]
+    events = list(c.converse_stream(**ask("Stream the refund steps"))["stream"])
+    assert [next(iter(e)) for e in events[:1] + events[-3:]] == [
+        "messageStart", "contentBlockStop", "messageStop", "metadata"]
+    assert "".join(e["contentBlockDelta"]["delta"]["text"] for e in events if "contentBlockDelta" in e)
+    assert events[-1]["metadata"]["usage"]["cacheReadInputTokens"] == u1["cacheWriteInputTokens"]
+    standin.bedrock.inject_errors(429)
+    with pytest.raises(c.exceptions.ThrottlingException):
+        c.converse(**ask("throttled"))
+    with pytest.raises(c.exceptions.ValidationException, match="model identifier is invalid"):
+        c.converse(modelId="palm-2", messages=[{"role": "user", "content": [{"text": "x"}]}])
+    assert [(e.status, e.paid) for e in standin.log.entries(BEDROCK)] == [
+        (200, True), (200, True), (200, True), (429, False), (400, False)]
+
+
+def test_botocore_converse_calls_count_once_at_the_served_price(standin, traced, cfg):
+    """Two Converse calls (cache written, then read), a cached ConverseStream, a throttled call boto3 retries
+    inside its span, an unknown model: four answered calls at the served price (the cached input added back
+    to Bedrock's inputTokens), one failure at $0."""
+    exporter, scopes, app = traced
+    c = client(standin, retries={"total_max_attempts": 3, "mode": "standard"})
+    with app():
+        c.converse(**ask("Where is my parcel?"))
+    with app():
+        c.converse(**ask("Where is it now?"))
+    with app():
+        for _ in c.converse_stream(**ask("Stream the refund steps"))["stream"]:
+            pass
+    standin.bedrock.inject_errors(429)
+    with app():
+        c.converse(**ask("Throttled once, then answered"))
+    with app(), pytest.raises(c.exceptions.ValidationException):
+        c.converse(modelId="palm-2", messages=[{"role": "user", "content": [{"text": "x"}]}])
+    spans = exporter.get_finished_spans()
+    assert {s.instrumentation_scope.name for s in spans} - {"app"} == scopes
+    lake_from_sdk_spans(spans, cfg)
+    paid = standin.log.paid(BEDROCK)
+    assert len(paid) == 4 and sum(e.cache_read_tokens for e in paid) > 0 and paid[0].cache_creation_tokens > 0
+    assert q(cfg, "SELECT count(*), sum(input_tokens), sum(cache_read_tokens), sum(cache_creation_tokens), "
+                  "sum(output_tokens), sum(cost_usd) FROM calls WHERE error_type IS NULL") == [(
+        4, sum(e.input_tokens for e in paid), sum(e.cache_read_tokens for e in paid),
+        sum(e.cache_creation_tokens for e in paid), sum(e.output_tokens for e in paid),
+        pytest.approx(served_usd(standin), rel=1e-9))]
+    assert q(cfg, "SELECT model, cost_usd FROM calls WHERE error_type IS NOT NULL") == [("palm-2", 0.0)]
