@@ -221,6 +221,9 @@ class StandInServer(ServedByJsonServer):
             Route("GET", "/v1/messages/batches/{id}/results", self._batch_results),
             Route("POST", "/v1/messages/batches/{id}/cancel", self._batch_cancel),
             Route("POST", "/v1/chat/completions", self._chat),
+            # Azure OpenAI's spelling (AzureOpenAI(azure_endpoint=...)): the deployment in the path, the model
+            # (the deployment's name) in the body as well
+            Route("POST", "/openai/deployments/{deployment}/chat/completions", self._chat),
             Route("POST", "/v1/responses", self._responses),
             Route("POST", "/v1/embeddings", self._embeddings),
             Route("GET", "/v1/models", self._models),
@@ -793,7 +796,7 @@ class StandInServer(ServedByJsonServer):
             return gemini_error(self, status, message)
         if is_bedrock_path(req.path):
             return bedrock_error(self, status, message)
-        if req.path.startswith(("/v1/chat/", "/v1/embeddings", "/v1/responses")):
+        if req.path.startswith(("/v1/chat/", "/v1/embeddings", "/v1/responses", "/openai/")):
             return self._openai_error(status, message)
         err_type = ANTHROPIC_ERROR_TYPES.get(status, "api_error")
         return HttpResponse(status, {"type": "error", "error": {"type": err_type, "message": message}},

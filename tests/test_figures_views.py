@@ -202,6 +202,23 @@ def test_one_bedrock_call_under_two_spellings_of_its_model_is_one_call(tmp_path,
     ])
     assert q(cfg, "SELECT count(*) FROM calls") == [(calls,)]
 
+
+def test_a_failed_call_without_a_model_two_levels_inside_another_is_one_call(tmp_path):
+    # Azure OpenAI under openai-v2 (outermost, provider openai), OpenLLMetry (azure.ai.openai) and OpenInference
+    # (innermost, azure, no model on a failure). Ranked by span id: openai-v2's first, OpenInference's second:
+    # it is two levels inside openai-v2's, and names no model.
+    cfg = config(tmp_path)
+    failed = {"tier": "budget", "error": "NotFoundError"}
+    commit(cfg, [
+        call("a-v2", "t1", H + MIN, parent="app", model="gpt-4o-prod", provider="openai",
+             scope="opentelemetry.util.genai.handler", duration_ms=100.0, **failed),
+        call("b-oi", "t1", H + MIN, parent="c-oll", model=None, provider="azure",
+             scope="openinference.instrumentation.openai", duration_ms=80.0, **failed),
+        call("c-oll", "t1", H + MIN, parent="a-v2", model="gpt-4o-prod", provider="azure.ai.openai",
+             scope="opentelemetry.instrumentation.openai.v1", duration_ms=90.0, **failed),
+    ])
+    assert q(cfg, "SELECT span_id FROM calls") == [("a-v2",)]
+
 AISDK = "gen_ai"  # the Vercel AI SDK's GenAI integration: an operation's span around one span per HTTP call
 
 

@@ -4,7 +4,8 @@
 -- reports it in the caller's trace, and an id is only as unique as the server that made it (the
 -- stand-ins count from 1 per process). The provider part of a call's identity (family): an
 -- OpenAI-compatible server (vLLM) is reported as "vllm" by costline's wrapper and as "openai" by
--- OpenLLMetry / OpenLIT / openai-v2 for the same response; Claude on a cloud is "aws.bedrock" /
+-- OpenLLMetry / OpenLIT / openai-v2 for the same response, and Azure OpenAI's is "azure" to OpenInference,
+-- "azure.ai.openai" to OpenLLMetry and "openai" to openai-v2; Claude on a cloud is "aws.bedrock" /
 -- "gcp.vertex_ai" to the anthropic SDK's spans and "aws" / "google" to OpenInference's; Gemini is "gemini"
 -- to OpenTelemetry's google-genai instrumentation, "gcp.gen_ai" to OpenLLMetry's, "google" to OpenInference's.
 --
@@ -17,7 +18,7 @@
 -- Vercel AI SDK's "embeddings <model>" span around the one per HTTP call that embedMany splits its values into).
 CREATE OR REPLACE VIEW call_links AS
 WITH f0 AS (
-  SELECT *, CASE WHEN provider IN ('vllm', 'openai') THEN 'openai'
+  SELECT *, CASE WHEN provider IN ('vllm', 'openai', 'azure', 'azure.ai.openai', 'az.ai.openai') THEN 'openai'
                  WHEN provider IN ('aws', 'aws.bedrock') THEN 'aws.bedrock'
                  WHEN provider IN ('google', 'gemini') OR provider LIKE 'gcp.%' THEN 'gcp'
                  WHEN provider IN ('mistralai', 'mistral_ai') THEN 'mistral_ai'
@@ -67,8 +68,8 @@ WITH f0 AS (
   -- model, under the same parent (or one inside the other, up to two levels, or beside the call span another
   -- is inside: OpenInference's span with OpenTelemetry's inside it and OpenLLMetry's beside it), over
   -- overlapping times; a span that names no provider (Langfuse's, Strands Agents') matches any, and one
-  -- that names no model (a failed call to an agent framework's bridge) matches the span it is directly
-  -- inside or around
+  -- that names no model (a failed call to an agent framework's bridge, OpenInference's failed OpenAI call)
+  -- matches the span it is inside or around, up to two levels
   SELECT a.trace_id, a.span_id, b.span_id AS by_span_id, a.response_id
   FROM heads a JOIN heads b
     ON b.trace_id = a.trace_id AND b.trace_rank < a.trace_rank
@@ -76,7 +77,9 @@ WITH f0 AS (
    AND coalesce(a.instrumentation, '') <> coalesce(b.instrumentation, '')
    AND (a.family = b.family OR a.family = '' OR b.family = '')
    AND (a.model_key IS NOT DISTINCT FROM b.model_key
-        OR ((a.model IS NULL OR b.model IS NULL) AND (a.parent_span_id = b.span_id OR b.parent_span_id = a.span_id)))
+        OR ((a.model IS NULL OR b.model IS NULL) AND (a.parent_span_id = b.span_id OR b.parent_span_id = a.span_id
+                                                       OR a.grandparent_span_id = b.span_id
+                                                       OR b.grandparent_span_id = a.span_id)))
    AND (a.parent_span_id IS NOT DISTINCT FROM b.parent_span_id OR a.parent_span_id = b.span_id
         OR b.parent_span_id = a.span_id OR a.grandparent_span_id = b.span_id OR b.grandparent_span_id = a.span_id
         OR a.grandparent_span_id = b.parent_span_id OR b.grandparent_span_id = a.parent_span_id)
