@@ -33,6 +33,10 @@ calibration), ``no-ffn-down`` (MinMax, the feed-forward down-projections left fp
 other MatMuls' inputs into their weights — exact in fp32). Built into ``--work-dir`` (reused when
 there; a temporary folder otherwise; ~30-40 s CPU each).
 
+``--dynamic-int8 no-ffn-down`` adds a dynamic int8 candidate (``quantize_dynamic``, per-channel int8 weights)
+with the feed-forward down-projections left fp32, run one text a call as the int8 embedder runs (its
+vectors never depend on a batch).
+
 The runtimes take turns phase by phase so they share the machine's noise. Queries are the
 questions of the packaged tuning sample (serving/cache/data/cache_pairs.jsonl). Ratios are against torch.
 """
@@ -42,7 +46,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import statistics
 import sys
 import tempfile
 import threading
@@ -65,6 +68,7 @@ from costline.serving.settings import CacheConfig  # noqa: E402
 
 RUNTIMES = ("torch", "onnx", "onnx-int8")  # int8 is measured, not a config choice (out of tolerance)
 STATIC_VARIANTS = ("minmax", "entropy", "no-ffn-down", "smooth-no-ffn-down")
+DYNAMIC_VARIANTS = ("no-ffn-down",)
 TOLERANCE = 0.005
 DATA = ROOT / "serving" / "cache" / "data"
 
@@ -158,6 +162,27 @@ def _smooth(src: Path, dst: Path, tok, texts: list[str], alpha: float = 0.5) -> 
     model.graph.node.extend(nodes)
     onnx.save(model, str(dst))
     return dst
+
+
+def build_dynamic_int8(variant: str, work_dir: Path) -> Path:
+    """A dynamic int8 candidate: ``no-ffn-down`` quantises every weight MatMul's weights per channel but the
+    feed-forward down-projections' (their GELU inputs carry the outlier activations a per-tensor activation
+    scale suffers from). Run one text a call, as the int8 embedder runs."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    target = work_dir / f"dynamic-{variant}.onnx"
+    if target.is_file():
+        return target
+    work_dir.mkdir(parents=True, exist_ok=True)
+    src = export_onnx(OnnxEmbedder().model_path)
+    names = [n.name for n in _weight_matmuls(onnx.load(str(src)))]
+    exclude = [n for n in names if _is_ffn_down(n)] if variant == "no-ffn-down" else []
+    if variant == "no-ffn-down" and len(exclude) != 6:
+        raise SystemExit(f"expected 6 feed-forward down-projections in {src}, found {len(exclude)}: {names[:8]}")
+    quantize_dynamic(str(src), str(target), weight_type=QuantType.QInt8, per_channel=True,
+                     op_types_to_quantize=["MatMul"], nodes_to_exclude=exclude)
+    return target
 
 
 def build_static_int8(variant: str, work_dir: Path) -> Path:
@@ -314,6 +339,8 @@ def main() -> int:
     ap.add_argument("--ref", default="torch", help="the runtime decisions and cosines are compared with")
     ap.add_argument("--static-int8", action="append", default=[], choices=STATIC_VARIANTS, metavar="VARIANT",
                     help=f"add a static int8 candidate ({', '.join(STATIC_VARIANTS)}); repeatable")
+    ap.add_argument("--dynamic-int8", action="append", default=[], choices=DYNAMIC_VARIANTS, metavar="VARIANT",
+                    help=f"add a dynamic int8 candidate run one text a call ({', '.join(DYNAMIC_VARIANTS)}); repeatable")
     ap.add_argument("--work-dir", type=Path, help="where static int8 candidates are built (reused; default: a temp dir)")
     ap.add_argument("--dev", action="store_true", help="also compare decisions on the dev sets heldout3..9")
     ap.add_argument("--json", type=Path, help="write the figures here")
@@ -321,19 +348,26 @@ def main() -> int:
     base_runtimes = [r for r in args.runtimes.split(",") if r]
     if unknown := [r for r in base_runtimes if r not in RUNTIMES]:
         ap.error(f"--runtimes: unknown {unknown}; choose from {RUNTIMES}")
-    runtimes = base_runtimes + [f"static-{v}" for v in dict.fromkeys(args.static_int8)]
+    runtimes = (base_runtimes + [f"static-{v}" for v in dict.fromkeys(args.static_int8)]
+                + [f"dynamic-{v}" for v in dict.fromkeys(args.dynamic_int8)])
     if args.ref not in runtimes:
         ap.error(f"--ref {args.ref} is not among the runtimes measured ({', '.join(runtimes)})")
     base = CacheConfig(embed_threads=args.threads, embed_batch_wait_ms=args.wait_ms)
     t_start = time.perf_counter()
     tmp = None
-    if args.static_int8 and args.work_dir is None:
+    if (args.static_int8 or args.dynamic_int8) and args.work_dir is None:
         tmp = tempfile.TemporaryDirectory(prefix="costline-static-int8-")
     work_dir = args.work_dir or Path(tmp.name if tmp else ".")
     embedders = {}
     for name in runtimes:
         t0 = time.perf_counter()
-        if name.startswith("static-"):
+        if name.startswith("dynamic-"):
+            built = build_dynamic_int8(name.removeprefix("dynamic-"), work_dir)
+            # quantize=True: one text a call (the candidate file is what runs)
+            embedders[name] = OnnxEmbedder(threads=base.embed_threads or None, memo_size=0, onnx_file=built,
+                                           quantize=True, batch_wait_ms=base.embed_batch_wait_ms,
+                                           max_batch=base.embed_max_batch)
+        elif name.startswith("static-"):
             built = build_static_int8(name.removeprefix("static-"), work_dir)
             embedders[name] = OnnxEmbedder(threads=base.embed_threads or None, memo_size=0, onnx_file=built,
                                            batch_wait_ms=base.embed_batch_wait_ms, max_batch=base.embed_max_batch)
