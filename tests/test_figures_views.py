@@ -170,6 +170,9 @@ def test_spans_without_a_response_id_are_one_call_when_they_overlap_under_one_pa
     ("aws", "aws.bedrock", 1),  # Claude on Bedrock: OpenInference's spelling beside the anthropic SDK's
     ("google", "gcp.vertex_ai", 1),  # Claude on Vertex AI
     ("openai", "vllm", 1),  # an OpenAI-compatible server: the others' spelling beside costline's wrapper
+    ("azure", "azure.ai.openai", 1),  # Azure OpenAI to OpenInference and to OpenLLMetry
+    ("google-gla", "gcp.gen_ai", 1),  # Gemini to Pydantic AI before 2.0 and to OpenLLMetry
+    ("google-cloud", "gemini", 1),  # Gemini on Vertex to Pydantic AI, the Gemini API to OpenTelemetry's
     ("anthropic", "aws.bedrock", 2),  # two providers: two calls
 ])
 def test_one_failed_call_reported_under_two_spellings_of_its_provider_is_one_call(tmp_path, oi_provider,

@@ -242,3 +242,58 @@ def test_live_gemini_instrumentations_count_each_call_once_at_the_served_price(c
     assert failed == [("gemini-2.0-flash", 0.0), ("palm-2", 0.0)]
     if mode != "all":  # with no app span a failed call (no response id) is in two traces: counted in each
         assert q(cfg, "SELECT count(*) FROM calls WHERE error_type IS NOT NULL") == [(2,)]
+
+
+def test_pydantic_ai_gemini_agent_beside_openinference_counts_each_call_once(cfg, tmp_path):
+    """Pydantic AI's own instrumentation of a GoogleModel agent (``gen_ai.provider.name`` = ``google``, a response
+    id) with OpenInference's google-genai instrumentor (``llm.provider`` = ``google``, no id) around the same
+    SDK calls: each model call once, at the served price (thoughts as output, the cached system prompt as cached)."""
+    pytest.importorskip("google.genai", reason="google-genai comes with `pip install 'costline[compat]'`")
+    pytest.importorskip("pydantic_ai.models.google")
+    oi = pytest.importorskip("openinference.instrumentation.google_genai")
+    import asyncio
+    import dataclasses
+
+    from google import genai
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from pydantic_ai import Agent, InstrumentationSettings
+    from pydantic_ai.models.google import GoogleModel
+    from pydantic_ai.providers.google import GoogleProvider
+
+    from costline.serving.settings import StandInConfig
+    from costline.sim.standin import StandInServer
+
+    from figures_lake import lake_from_sdk_spans
+
+    srv = StandInServer(StandInConfig(port=0, latency_scale=0.0, min_cache_tokens=100))
+    srv.start()
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    instrumentor = oi.GoogleGenAIInstrumentor()
+    instrumentor.instrument(tracer_provider=provider)
+    try:
+        client = genai.Client(api_key="x", http_options=genai.types.HttpOptions(
+            base_url=srv.url, retry_options=genai.types.HttpRetryOptions(attempts=1)))
+        agent = Agent(GoogleModel("gemini-2.5-flash", provider=GoogleProvider(client=client)),
+                      system_prompt="You answer questions about our refund policy. " * 20)
+        agent.instrument = InstrumentationSettings(tracer_provider=provider)
+        tracer = provider.get_tracer("app")
+
+        async def runs() -> None:
+            for question in ("Where is my parcel?", "Where is my parcel now?"):
+                with tracer.start_as_current_span("POST /ask"):
+                    await agent.run(question)
+
+        asyncio.run(runs())
+    finally:
+        instrumentor.uninstrument()
+        srv.shutdown()
+    spans = exporter.get_finished_spans()
+    assert {s.instrumentation_scope.name for s in spans} >= {"pydantic-ai", "openinference.instrumentation.google_genai"}
+    lake_from_sdk_spans(spans, cfg)
+    served = [dataclasses.asdict(e) for e in srv.log.entries()]
+    assert [e["cache_read_tokens"] > 0 for e in served] == [False, True]
+    assert successes_by_model(cfg) == served_by_model(served)

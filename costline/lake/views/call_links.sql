@@ -7,7 +7,8 @@
 -- OpenLLMetry / OpenLIT / openai-v2 for the same response, and Azure OpenAI's is "azure" to OpenInference,
 -- "azure.ai.openai" to OpenLLMetry and "openai" to openai-v2; Claude on a cloud is "aws.bedrock" /
 -- "gcp.vertex_ai" to the anthropic SDK's spans and "aws" / "google" to OpenInference's; Gemini is "gemini"
--- to OpenTelemetry's google-genai instrumentation, "gcp.gen_ai" to OpenLLMetry's, "google" to OpenInference's.
+-- to OpenTelemetry's google-genai instrumentation, "gcp.gen_ai" to OpenLLMetry's, "google" to OpenInference's,
+-- "google" / "google-cloud" to Pydantic AI's (before its 2.0: "google-gla" / "google-vertex").
 --
 -- Which of several spans of one model call is kept (first wins): one with an explicit price
 -- (pref_explicit), then the most complete usage (pref_tokens: most tokens counted), then costline's
@@ -20,7 +21,8 @@ CREATE OR REPLACE VIEW call_links AS
 WITH f0 AS (
   SELECT *, CASE WHEN provider IN ('vllm', 'openai', 'azure', 'azure.ai.openai', 'az.ai.openai') THEN 'openai'
                  WHEN provider IN ('aws', 'aws.bedrock') THEN 'aws.bedrock'
-                 WHEN provider IN ('google', 'gemini') OR provider LIKE 'gcp.%' THEN 'gcp'
+                 WHEN provider IN ('google', 'gemini', 'google-cloud', 'google-gla', 'google-vertex')
+                      OR provider LIKE 'gcp.%' THEN 'gcp'
                  WHEN provider IN ('mistralai', 'mistral_ai') THEN 'mistral_ai'
                  WHEN provider IN ('xai', 'x_ai') THEN 'x_ai'
                  ELSE coalesce(provider, '') END AS family,
