@@ -8,7 +8,10 @@
   ``min_cache_tokens`` long) is written to the cache the first time and read from it while cached;
 * ``POST /model/{modelId}/converse-stream``: the same answer as an AWS event stream
   (``application/vnd.amazon.eventstream``: ``messageStart``, ``contentBlockDelta`` …,
-  ``contentBlockStop``, ``messageStop``, ``metadata`` with the usage).
+  ``contentBlockStop``, ``messageStop``, ``metadata`` with the usage);
+* ``POST /model/{modelId}/invoke`` with an Anthropic Messages body (``anthropic_version``): the Messages API's
+  answer (its ``cache_control`` prompt caching, usage without the cache) and Bedrock's
+  ``x-amzn-bedrock-{input,output,cache-read-input,cache-write-input}-token-count`` headers.
 
 ``usage`` is Bedrock's: ``inputTokens`` **without** the cached tokens (as Anthropic's own API counts),
 ``cacheReadInputTokens`` and ``cacheWriteInputTokens`` beside it, ``outputTokens``, ``totalTokens`` (all four).
@@ -126,12 +129,49 @@ class BedrockApi:
 
     def routes(self) -> list[Route]:
         return [Route("POST", "/model/{model}/converse", self._converse),
-                Route("POST", "/model/{model}/converse-stream", self._converse_stream)]
+                Route("POST", "/model/{model}/converse-stream", self._converse_stream),
+                Route("POST", "/model/{model}/invoke", self._invoke)]
 
     def inject_errors(self, status: int, count: int = 1) -> None:
         """Fail the next ``count`` Bedrock requests with ``status`` (Bedrock's error shape)."""
         with self.server._lock:
             self.server._errors.extend([(int(status), BEDROCK)] * count)
+
+    def _invoke(self, req: HttpRequest) -> HttpResponse:
+        """InvokeModel with an Anthropic Messages body (``anthropic_version`` ``bedrock-2023-05-31``, no model):
+        the Messages API's answer, and Bedrock's token-count headers (input without the cache, as the body's)."""
+        from costline.sim.standin import LoggedRequest, _ApiError
+
+        srv = self.server
+        model = unquote(req.params["model"])
+        status = srv._take_error(BEDROCK)
+        if status is not None:
+            srv.log.add(LoggedRequest(BEDROCK, model, 503 if status == 529 else status, None, False))
+            return bedrock_error(srv, status, "Too many requests, please wait before trying again. (stand-in burst)")
+        try:
+            body = req.json()
+        except (ValueError, UnicodeDecodeError):
+            body = None
+        if not isinstance(body, Mapping) or not isinstance(body.get("anthropic_version"), str):
+            srv.log.add(LoggedRequest(BEDROCK, model, 400, None, False))
+            return bedrock_error(srv, 400, "Malformed input request: anthropic_version is required")
+        try:
+            message = srv._message({k: v for k, v in body.items() if k != "anthropic_version"} | {"model": model},
+                                   key=None, api=BEDROCK)
+        except _ApiError as exc:
+            srv.log.add(LoggedRequest(BEDROCK, model, 400, None, False))
+            return bedrock_error(srv, 400, "The provided model identifier is invalid." if exc.status == 404
+                                 else exc.message)
+        usage = message["usage"]
+        tier = srv.tier_of(model)
+        if tier:
+            srv._latency(tier)
+        return HttpResponse(200, message, headers={
+            "x-amzn-bedrock-input-token-count": str(usage["input_tokens"]),
+            "x-amzn-bedrock-output-token-count": str(usage["output_tokens"]),
+            "x-amzn-bedrock-cache-read-input-token-count": str(usage["cache_read_input_tokens"]),
+            "x-amzn-bedrock-cache-write-input-token-count": str(usage["cache_creation_input_tokens"]),
+            "x-amzn-bedrock-invocation-latency": "1"})
 
     def _converse(self, req: HttpRequest) -> HttpResponse:
         return self._answer(req, stream=False)

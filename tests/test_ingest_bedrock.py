@@ -14,6 +14,7 @@ prices below, never costline's pricing code.
 from __future__ import annotations
 
 import contextlib
+import json
 
 import pytest
 
@@ -158,3 +159,88 @@ def test_botocore_converse_calls_count_once_at_the_served_price(standin, traced,
         sum(e.cache_creation_tokens for e in paid), sum(e.output_tokens for e in paid),
         pytest.approx(served_usd(standin), rel=1e-9))]
     assert q(cfg, "SELECT model, cost_usd FROM calls WHERE error_type IS NOT NULL") == [("palm-2", 0.0)]
+
+
+INVOKE_SYSTEM = [{"type": "text", "text": "You answer questions about our refund policy. " * 20,
+                  "cache_control": {"type": "ephemeral"}}]
+
+
+def invoke(c, text: str) -> dict:
+    """InvokeModel with an Anthropic Messages body: the usage Bedrock returned (Anthropic's: without the cache)."""
+    body = {"anthropic_version": "bedrock-2023-05-31", "max_tokens": 64, "system": INVOKE_SYSTEM,
+            "messages": [{"role": "user", "content": text}]}
+    return json.loads(c.invoke_model(modelId=MODEL, body=json.dumps(body))["body"].read())["usage"]
+
+
+def test_the_stand_in_answers_invoke_model_with_anthropics_body_and_bedrocks_headers(standin):
+    c = client(standin, retries={"total_max_attempts": 1})
+    first, second = invoke(c, "Where is my parcel?"), invoke(c, "Where is it now?")
+    assert first["cache_creation_input_tokens"] > 0 and second["cache_read_input_tokens"] == first[
+        "cache_creation_input_tokens"]
+    served = standin.log.paid(BEDROCK)
+    assert [(e.input_tokens, e.cache_read_tokens, e.cache_creation_tokens) for e in served] == [
+        (u["input_tokens"] + u["cache_read_input_tokens"] + u["cache_creation_input_tokens"],
+         u["cache_read_input_tokens"], u["cache_creation_input_tokens"]) for u in (first, second)]
+    raw = c.invoke_model(modelId=MODEL, body=json.dumps({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 8,
+                                                          "messages": [{"role": "user", "content": "hi"}]}))
+    headers = raw["ResponseMetadata"]["HTTPHeaders"]
+    assert int(headers["x-amzn-bedrock-input-token-count"]) == json.loads(raw["body"].read())["usage"]["input_tokens"]
+    with pytest.raises(c.exceptions.ValidationException):
+        c.invoke_model(modelId=MODEL, body=json.dumps({"messages": []}))
+
+
+@pytest.mark.parametrize("names", [pytest.param((OPENLLMETRY,), id="openllmetry"),
+                                   pytest.param((BOTOCORE, OPENLLMETRY), id="both")])
+def test_invoke_model_calls_are_priced_as_served_with_their_cache_from_bedrocks_headers(standin, cfg, names):
+    """InvokeModel with Claude's body: OpenLLMetry reads Bedrock's cache-count headers (and the input without
+    them), so a cached call is priced as served; with botocore's span beside it (which has no cache counts)
+    the span with the most tokens, OpenLLMetry's, is kept."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    instrumentors = []
+    if BOTOCORE in names:
+        instrumentors.append(botocore_instrumentation.BotocoreInstrumentor())
+    mod = pytest.importorskip("opentelemetry.instrumentation.bedrock",
+                              reason="opentelemetry-instrumentation-bedrock comes with `pip install 'costline[compat]'`")
+    instrumentors.append(mod.BedrockInstrumentor())
+    for instrumentor in instrumentors:
+        instrumentor.instrument(tracer_provider=provider)
+    tracer = provider.get_tracer("app")
+    try:
+        c = client(standin, retries={"total_max_attempts": 1})
+        for text in ("Where is my parcel?", "Where is it now?"):
+            with tracer.start_as_current_span("POST /ask"):
+                invoke(c, text)
+    finally:
+        for instrumentor in instrumentors:
+            instrumentor.uninstrument()
+        provider.shutdown()
+    spans = exporter.get_finished_spans()
+    lake_from_sdk_spans(spans, cfg)
+    paid = standin.log.paid(BEDROCK)
+    assert paid[0].cache_creation_tokens > 0 and paid[1].cache_read_tokens > 0
+    assert q(cfg, "SELECT count(*), sum(input_tokens), sum(cache_read_tokens), sum(cache_creation_tokens), "
+                  "sum(cost_usd) FROM calls") == [(
+        2, sum(e.input_tokens for e in paid), sum(e.cache_read_tokens for e in paid),
+        sum(e.cache_creation_tokens for e in paid), pytest.approx(served_usd(standin), rel=1e-9))]
+
+
+def test_botocores_invoke_model_span_has_no_cache_counts(standin, cfg):
+    """OpenTelemetry's botocore instrumentation on InvokeModel writes Anthropic's own input (without the cache)
+    and no cache count at all: a cached call's cached input is not in its span, so it cannot be priced (what
+    costline reads is the uncached part). Use Converse, or OpenLLMetry's instrumentation, for cached Claude calls."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    instrumentor = botocore_instrumentation.BotocoreInstrumentor()
+    instrumentor.instrument(tracer_provider=provider)
+    try:
+        c = client(standin, retries={"total_max_attempts": 1})
+        usages = [invoke(c, t) for t in ("Where is my parcel?", "Where is it now?")]
+    finally:
+        instrumentor.uninstrument()
+        provider.shutdown()
+    lake_from_sdk_spans(exporter.get_finished_spans(), cfg)
+    assert q(cfg, "SELECT count(*), sum(input_tokens), sum(cache_read_tokens), sum(cache_creation_tokens) "
+                  "FROM calls") == [(2, sum(u["input_tokens"] for u in usages), 0, 0)]
