@@ -2,7 +2,8 @@
 
 :class:`GeminiApi` is the :class:`~costline.sim.standin.StandInServer`'s Gemini API (``server.gemini``)
 
-* ``POST /v1beta/models/{model}:generateContent`` (``/v1/`` too): ``contents`` (``user`` / ``model``
+* ``POST /v1beta/models/{model}:generateContent`` (``/v1/`` too; and Vertex AI's
+  ``/v1beta1/projects/{project}/locations/{location}/publishers/google/models/{model}:generateContent``): ``contents`` (``user`` / ``model``
   turns of ``parts``), ``systemInstruction``, ``generationConfig.maxOutputTokens`` and
   ``generationConfig.thinkingConfig`` (``thinkingBudget``, ``includeThoughts``);
 * ``POST /v1beta/models/{model}:streamGenerateContent?alt=sse``: the same answer as server-sent
@@ -83,7 +84,8 @@ def is_gemini_path(path: str) -> bool:
     """Whether a request path is the Gemini API's (its errors are then Google's shape): anything under
     ``/v1beta/``, and ``/v1/models/{model}:{method}``."""
     path = path.split("?", 1)[0]
-    return path.startswith("/v1beta/") or (path.startswith(_PATH_PREFIXES) and ":" in path.rsplit("/", 1)[-1])
+    return (path.startswith(("/v1beta/", "/v1beta1/")) or "/publishers/google/models/" in path
+            or (path.startswith(_PATH_PREFIXES) and ":" in path.rsplit("/", 1)[-1]))
 
 
 def thinks(model: str) -> bool:
@@ -145,8 +147,12 @@ class GeminiApi:
         self.server = server
 
     def routes(self) -> list[Route]:
+        vertex = "/projects/{project}/locations/{location}/publishers/google/models/{call}"
         return [Route("POST", "/v1beta/models/{call}", self._call),
-                Route("POST", "/v1/models/{call}", self._call)]
+                Route("POST", "/v1/models/{call}", self._call),
+                # Gemini on Vertex AI (genai.Client(vertexai=True, project=..., location=...)): the same API
+                Route("POST", "/v1beta1" + vertex, self._call),
+                Route("POST", "/v1" + vertex, self._call)]
 
     # -- knobs ----------------------------------------------------------------------------------
     def inject_errors(self, status: int, count: int = 1) -> None:

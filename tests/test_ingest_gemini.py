@@ -228,7 +228,8 @@ def run_probe(mode: str, tmp_path: pathlib.Path) -> tuple[list[bytes], list[dict
     return [gzip.decompress(base64.b64decode(m)) for m in got["otlp_gzip"]], served
 
 
-@pytest.mark.parametrize("mode", ["openllmetry", "all_app", "all"])  # OpenLLMetry alone, the three together
+# OpenLLMetry alone, the three together; on Vertex AI (the official instrumentation names it vertex_ai)
+@pytest.mark.parametrize("mode", ["openllmetry", "all_app", "all", "all_app_vertex"])
 def test_live_gemini_instrumentations_count_each_call_once_at_the_served_price(cfg, tmp_path, mode):
     """The installed google-genai and instrumentations, driven now: each answered call once at the price of what
     the stand-in served (thoughts as output, cached tokens as cached), the two failures at $0 (once each, but
@@ -236,7 +237,8 @@ def test_live_gemini_instrumentations_count_each_call_once_at_the_served_price(c
     messages, served = run_probe(mode, tmp_path)
     lake_from_messages(messages, cfg)
     # every instrumentation reported (which of a call's spans is kept depends on the random span ids)
-    assert {r[0] for r in q(cfg, "SELECT DISTINCT instrumentation FROM call_links_all")} == LIVE_SCOPES[mode]
+    scopes = LIVE_SCOPES[mode.removesuffix("_vertex")]
+    assert {r[0] for r in q(cfg, "SELECT DISTINCT instrumentation FROM call_links_all")} == scopes
     assert successes_by_model(cfg) == served_by_model(served)
     failed = q(cfg, "SELECT DISTINCT model, cost_usd FROM calls WHERE error_type IS NOT NULL ORDER BY model")
     assert failed == [("gemini-2.0-flash", 0.0), ("palm-2", 0.0)]

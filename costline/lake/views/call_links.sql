@@ -8,7 +8,8 @@
 -- "azure.ai.openai" to OpenLLMetry and "openai" to openai-v2; Claude on a cloud is "aws.bedrock" /
 -- "gcp.vertex_ai" to the anthropic SDK's spans and "aws" / "google" to OpenInference's; Gemini is "gemini"
 -- to OpenTelemetry's google-genai instrumentation, "gcp.gen_ai" to OpenLLMetry's, "google" to OpenInference's,
--- "google" / "google-cloud" to Pydantic AI's (before its 2.0: "google-gla" / "google-vertex").
+-- "google" / "google-cloud" to Pydantic AI's (before its 2.0: "google-gla" / "google-vertex"); Gemini on
+-- Vertex AI is "vertex_ai" to OpenTelemetry's google-genai instrumentation on util-genai 1.1.
 --
 -- Which of several spans of one model call is kept (first wins): one with an explicit price
 -- (pref_explicit), then the most complete usage (pref_tokens: most tokens counted), then costline's
@@ -21,7 +22,7 @@ CREATE OR REPLACE VIEW call_links AS
 WITH f0 AS (
   SELECT *, CASE WHEN provider IN ('vllm', 'openai', 'azure', 'azure.ai.openai', 'az.ai.openai') THEN 'openai'
                  WHEN provider IN ('aws', 'aws.bedrock') THEN 'aws.bedrock'
-                 WHEN provider IN ('google', 'gemini', 'google-cloud', 'google-gla', 'google-vertex')
+                 WHEN provider IN ('google', 'gemini', 'vertex_ai', 'google-cloud', 'google-gla', 'google-vertex')
                       OR provider LIKE 'gcp.%' THEN 'gcp'
                  WHEN provider IN ('mistralai', 'mistral_ai') THEN 'mistral_ai'
                  WHEN provider IN ('xai', 'x_ai') THEN 'x_ai'
