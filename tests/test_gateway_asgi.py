@@ -196,3 +196,34 @@ def test_the_gateways_connections_send_without_nagle(standin, tmp_path) -> None:
     finally:
         gw.shutdown()
         pipeline.close()
+
+
+def test_sigterm_while_the_cache_models_load_exits_cleanly(tmp_path) -> None:
+    """SIGTERM the moment `costline serve` says where it listens: the cache's models are still loading in
+    the background (native code). The process waits for that load and exits 0, never SIGTERM's default
+    death nor SIGABRT ("terminate called without an active exception": the interpreter finalised under
+    ONNX Runtime / PyTorch in a daemon thread)."""
+    config = tmp_path / "costline.toml"
+    config.write_text(f"""
+[serving.gateway]
+keys_file = "{tmp_path / 'keys.json'}"
+
+[serving.cache]
+path = "{tmp_path / 'cache'}"
+""")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COSTLINE_")}
+    with open(tmp_path / "stderr", "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "costline", "--config", str(config), "serve", "--standin",
+                                 "--port", "0", "--no-telemetry"], stdout=subprocess.PIPE, stderr=err, text=True,
+                                env={**env, "PYTHONFAULTHANDLER": "1"})
+        try:
+            for line in proc.stdout:
+                if line.startswith("costline gateway on "):
+                    break
+            proc.send_signal(signal.SIGTERM)
+            rc = proc.wait(120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert rc == 0, (tmp_path / "stderr").read_text()[-4000:]

@@ -31,9 +31,10 @@ metrics_prometheus = true
 metrics_prometheus_port = 0
 """)
     env = {k: v for k, v in os.environ.items() if not k.startswith("COSTLINE_")}
+    err = open(tmp / "stderr", "w")  # a file, not a pipe nobody reads: a chatty process never blocks on it
     proc = subprocess.Popen([sys.executable, "-m", "costline", "--config", str(config), "serve", "--standin",
-                             "--port", "0", "--no-telemetry", "--metrics"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
+                             "--port", "0", "--no-telemetry", "--metrics"], stdout=subprocess.PIPE, stderr=err,
+                            text=True, env={**env, "PYTHONFAULTHANDLER": "1"})
     url = metrics = None
     for line in proc.stdout:
         if line.startswith("metrics on "):
@@ -43,10 +44,14 @@ metrics_prometheus_port = 0
             break
     if url is None or metrics is None:
         proc.kill()
-        pytest.fail(proc.stderr.read())
+        proc.wait()
+        err.close()
+        pytest.fail((tmp / "stderr").read_text())
     yield url, metrics
     proc.terminate()
-    assert proc.wait(60) == 0
+    rc = proc.wait(60)
+    err.close()
+    assert rc == 0, (tmp / "stderr").read_text()[-4000:]
 
 
 def scrape(url: str) -> dict[str, float]:

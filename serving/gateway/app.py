@@ -131,7 +131,25 @@ class Gateway(ServedByJsonServer):
 
     def serve_forever(self) -> None:
         self._warm_up()
-        super().serve_forever()
+        try:
+            super().serve_forever()
+        finally:
+            self._wait_for_warm_up()
+
+    def shutdown(self) -> None:
+        super().shutdown()
+        self._wait_for_warm_up()
+
+    def _wait_for_warm_up(self) -> None:
+        """Let a model load still running finish before the process may exit: the loading thread is inside
+        native code (ONNX Runtime, PyTorch) that aborts the whole process (SIGABRT, "terminate called without
+        an active exception") if the interpreter finalises under it. A load is finite; an export on a clean
+        cache is the long one, and it is logged."""
+        thread = self._warming
+        if thread is None or not thread.is_alive():
+            return
+        log.info("costline: waiting for the cache's models to finish loading before stopping")
+        thread.join()
 
     def _warm_up(self) -> None:
         """Load the cache's embedding model and its pair model in the background (once), so no request pays

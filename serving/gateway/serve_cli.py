@@ -104,13 +104,14 @@ def serve(config: Config, host: str | None, port: int | None, with_standin: bool
             click.echo(f"metrics on {telemetry_metrics.prometheus_url}")
     recorder = Recorder(provider, capture=config.capture,
                         metrics=telemetry_metrics.metrics if telemetry_metrics is not None else None)
-    cache = None
+    cache = embedder = None
     if with_cache:
         from costline.serving.cache.semantic import SemanticCache
         from costline.serving.embedding_onnx import make_embedder  # [serving.cache] embedder: torch | onnx
 
         c = config.serving.cache
-        cache = SemanticCache(make_embedder(c), c, kafka=config.kafka)
+        embedder = make_embedder(c)
+        cache = SemanticCache(embedder, c, kafka=config.kafka)
         cache.start()  # with [serving.cache] replication_topic: bootstrap (snapshot + topic), then follow it
         if cache.replication is not None:
             click.echo(f"cache replicated on topic {c.replication_topic} as replica {cache.replication.replica_id}")
@@ -122,27 +123,30 @@ def serve(config: Config, host: str | None, port: int | None, with_standin: bool
         g = config.serving.gateway
         limiter = SharedRateLimiter(rate_table, g.rate_limit_per_minute, g.rate_limit_burst)
     gateway = Gateway(pipeline, config.serving.gateway, host=host, port=port, worker=worker_index, limiter=limiter)
-    gateway.bind()
-    if worker_index is None:
-        click.echo(f"costline gateway on {gateway.url} (policy {config.serving.router.policy}); Ctrl-C stops it")
-    else:
-        import os
-
-        click.echo(f"costline gateway worker {worker_index} on {gateway.url} (pid {os.getpid()})")
-    from costline.serving.gateway.auth import open_mode_note
-
-    note = open_mode_note(config.serving.gateway, bind, gateway.guard)
-    if note and worker_index is None:  # a worker's supervisor said it once
-        click.echo(note, err=True)
     # SIGTERM: the server drains (/readyz 503, requests in flight finish, at most drain_timeout_s),
     # then this handler, restored, ends the process through the finally below, which flushes telemetry.
+    # Installed before the address is announced: whoever reads it may stop the gateway at once.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
+        gateway.bind()
+        if worker_index is None:
+            click.echo(f"costline gateway on {gateway.url} (policy {config.serving.router.policy}); Ctrl-C stops it")
+        else:
+            import os
+
+            click.echo(f"costline gateway worker {worker_index} on {gateway.url} (pid {os.getpid()})")
+        from costline.serving.gateway.auth import open_mode_note
+
+        note = open_mode_note(config.serving.gateway, bind, gateway.guard)
+        if note and worker_index is None:  # a worker's supervisor said it once
+            click.echo(note, err=True)
         gateway.serve_forever()  # uvicorn in this thread: the event loop, requests on a bounded pool
     finally:
         pipeline.close()
         if cache is not None:
             cache.shutdown()  # publishes what is queued, stops following, saves a snapshot when path is set
+        if embedder is not None and hasattr(embedder, "shutdown"):
+            embedder.shutdown()  # its micro-batch thread ends before the interpreter does (the ONNX runtime's)
         provider.shutdown()
         if telemetry_metrics is not None:
             telemetry_metrics.shutdown()  # the last export
