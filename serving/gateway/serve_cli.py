@@ -271,8 +271,12 @@ def _supervise(config: Config, *, bind: str, port: int | None, workers: int, sta
 @pass_config
 def standin(config: Config, host: str | None, port: int | None, latency_scale: float | None,
             degrade: tuple[str, ...], burst: tuple[str, ...]) -> None:
-    """Run local stand-ins of the Anthropic Messages + Message Batches APIs and of a vLLM
-    OpenAI-compatible server, with deterministic synthetic answers.
+    """Run local stand-ins of the model APIs, with deterministic synthetic answers.
+
+    One server speaks the Anthropic Messages + Message Batches APIs, a vLLM OpenAI-compatible server
+    (chat completions, also on Azure OpenAI's deployment paths; Responses; embeddings), the Gemini API
+    (also on Vertex AI's paths) and Amazon Bedrock Runtime's Converse and InvokeModel: point each SDK's
+    base URL (boto3's endpoint_url) at it.
 
     \b
     Example:
