@@ -379,7 +379,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--queries", type=int, default=60)
     ap.add_argument("--index", choices=("exact", "hnsw"), default="exact")
     ap.add_argument("--threads", type=int, default=1, help="FAISS OpenMP threads (default 1)")
-    ap.add_argument("--embedder", choices=("auto", "torch", "onnx"), default=CacheConfig().embedder,
+    ap.add_argument("--embedder", choices=("auto", "torch", "onnx", "openvino"), default=CacheConfig().embedder,
                     help="the embedding runtime of the latency part (default: the product's default, "
                          "[serving.cache] embedder; \"auto\" is onnx where onnxruntime is installed); the accuracy "
                          "part always embeds with PyTorch, as its published figures do")

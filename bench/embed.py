@@ -3,9 +3,10 @@
     .venv/bin/python bench/embed.py [--queries 200] [--callers 16] [--threads 0] [--wait-ms 2]
     .venv/bin/python bench/embed.py --runtimes onnx,onnx-int8 --ref onnx --static-int8 minmax \
         --static-int8 smooth-no-ffn-down --dev          # static int8 candidates, judged on ~2,700 pairs
+    .venv/bin/python bench/embed.py --runtimes torch,onnx,openvino --ref onnx --dev   # OpenVINO (bf16 on AMX)
 
-For each runtime (``make_embedder`` with ``[serving.cache] embedder`` = torch, onnx, and
-``OnnxEmbedder(quantize=True)`` for dynamic int8, which is not a config choice; memo off, so every query really runs the model; models loaded and warmed before timing):
+For each runtime (``make_embedder`` with ``[serving.cache] embedder`` = torch, onnx, openvino (not measured
+unless named: ``pip install openvino``), and ``OnnxEmbedder(quantize=True)`` for dynamic int8, which is not a config choice; memo off, so every query really runs the model; models loaded and warmed before timing):
 
 1. **1 caller**: ``encode([q])`` one query after another — per-query latency p50/p99, queries/s
    and process CPU ms per query;
@@ -66,7 +67,8 @@ from costline.serving.cache.admission import (  # noqa: E402
 from costline.serving.embedding_onnx import OnnxEmbedder, export_onnx, make_embedder, model_inputs  # noqa: E402
 from costline.serving.settings import CacheConfig  # noqa: E402
 
-RUNTIMES = ("torch", "onnx", "onnx-int8")  # int8 is measured, not a config choice (out of tolerance)
+# int8 is measured, not a config choice (out of tolerance); openvino needs `pip install openvino`
+RUNTIMES = ("torch", "onnx", "onnx-int8", "openvino")
 STATIC_VARIANTS = ("minmax", "entropy", "no-ffn-down", "smooth-no-ffn-down")
 DYNAMIC_VARIANTS = ("no-ffn-down",)
 TOLERANCE = 0.005
@@ -335,7 +337,7 @@ def main() -> int:
     ap.add_argument("--wait-ms", type=float, default=2.0, help="micro-batcher wait (embed_batch_wait_ms)")
     ap.add_argument("--pairs", type=int, default=0, help="only the first N labelled pairs of the split (0: all)")
     ap.add_argument("--split", default="test", help="the pair set's split to compare decisions on ('all': every pair)")
-    ap.add_argument("--runtimes", default=",".join(RUNTIMES), help=f"comma-separated, of {', '.join(RUNTIMES)}")
+    ap.add_argument("--runtimes", default="torch,onnx,onnx-int8", help=f"comma-separated, of {', '.join(RUNTIMES)}")
     ap.add_argument("--ref", default="torch", help="the runtime decisions and cosines are compared with")
     ap.add_argument("--static-int8", action="append", default=[], choices=STATIC_VARIANTS, metavar="VARIANT",
                     help=f"add a static int8 candidate ({', '.join(STATIC_VARIANTS)}); repeatable")

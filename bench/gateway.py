@@ -1,6 +1,6 @@
 """Benchmark: `costline serve` under load, in front of the local stand-in (issue 16's table).
 
-    .venv/bin/python bench/gateway.py [--seconds 10] [--embedder auto|onnx|torch] [--no-peer] [--json FILE] [--profile FILE]
+    .venv/bin/python bench/gateway.py [--seconds 10] [--embedder auto|onnx|torch|openvino] [--no-peer] [--json FILE] [--profile FILE]
     .venv/bin/python bench/gateway.py --workers 2   # N worker processes beside one, same config, one run
 
 Three processes: the stand-in (``costline standin --latency-scale 0``: the model APIs answer at once),
@@ -295,7 +295,7 @@ async def timed_phases(port: int, args, rng: random.Random, pairs: list[tuple[st
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=10.0, help="length of each timed phase")
-    ap.add_argument("--embedder", choices=("auto", "onnx", "torch"), default="auto")
+    ap.add_argument("--embedder", choices=("auto", "onnx", "torch", "openvino"), default="auto")
     ap.add_argument("--pairs", type=int, default=120, help="paraphrase pairs to seed and ask")
     ap.add_argument("--embed-threads", type=int, default=1,
                     help="[serving.cache] embed_threads (ONNX Runtime intra-op threads; 0 = its default, which "

@@ -61,9 +61,10 @@ class CacheConfig:
     #: intra-op threads, 0 = 1 (idle threads never spin; more only helps large offline batches).
     embed_threads: int = 0
     # -- embedding runtime (serving/embedding_onnx.py; docs/cache.md) --
-    #: "auto" (onnx when onnxruntime is installed, else torch), "torch" (sentence-transformers) or
+    #: "auto" (onnx when onnxruntime is installed, else torch), "torch" (sentence-transformers),
     #: "onnx" (the same model exported to ONNX and run by ONNX Runtime, with micro-batching of
-    #: concurrent queries; int8 is not offered: docs/cache.md).
+    #: concurrent queries; int8 is not offered: docs/cache.md) or "openvino" (that export on OpenVINO,
+    #: bfloat16 on CPUs with AMX / AVX-512 BF16; `pip install 'costline[openvino]'`; docs/serving.md).
     embedder: str = "auto"
     #: ONNX: how long the micro-batcher waits for more concurrent queries (ms; 0 = take only
     #: what is already queued), the most texts in one batch, and the most requests queued.

@@ -324,7 +324,7 @@ def _embedder(config: Config, embedder: Any, texts: list[str]) -> Any:
 
     c = config.serving.cache
     if embedder is None:
-        embedder = make_embedder(c, memo_size=len(texts) + 4096)  # [serving.cache] embedder: torch | onnx
+        embedder = make_embedder(c, memo_size=len(texts) + 4096)  # [serving.cache] embedder: torch | onnx | openvino
     embedder.load()
     warm = getattr(embedder, "warm", None)
     if warm is not None:

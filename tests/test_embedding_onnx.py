@@ -417,3 +417,55 @@ def test_concurrent_requests_embed_each_query_once_in_shared_batches(tmp_path):
     finally:
         embedder.shutdown()
         standin.shutdown()
+
+
+# --- [serving.cache] embedder = "openvino": the same export on OpenVINO (bf16 where the CPU has it) --------------
+@pytest.fixture(scope="module")
+def openvino():
+    pytest.importorskip("openvino")
+    e = make_embedder(CacheConfig(embedder="openvino"), memo_size=0).load()
+    yield e
+    e.shutdown()
+
+
+def test_openvino_vectors_match_pytorch(torch_vectors, openvino):
+    assert openvino.runtime == "openvino"
+    assert openvino._get_model().session.precision in ("bf16", "f32")
+    got = openvino.encode(TEXTS)
+    ref = np.stack([torch_vectors[t] for t in TEXTS])
+    assert (got * ref).sum(axis=1).min() >= 0.999
+    assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-3)
+
+
+def test_openvino_keeps_pytorchs_cache_decisions_in_both_modes(torch_vectors, openvino):
+    vectors = dict(zip(TEXTS, openvino.encode(TEXTS)))
+    threshold = CacheConfig().threshold
+    (ref_fhr, ref_recall), (fhr, recall) = decisions(torch_vectors, threshold), decisions(vectors, threshold)
+    assert 0 < ref_fhr < 1 and 0 < ref_recall < 1
+    assert abs(fhr - ref_fhr) <= TOLERANCE and abs(recall - ref_recall) <= TOLERANCE, (fhr, ref_fhr, recall, ref_recall)
+    ref, labels = verified_decisions(torch_vectors)
+    got, _ = verified_decisions(vectors)
+    assert abs(got[~labels].mean() - ref[~labels].mean()) <= TOLERANCE
+    assert abs(got[labels].mean() - ref[labels].mean()) <= TOLERANCE
+
+
+def test_openvino_pads_to_its_bucket_without_moving_a_vector(openvino):
+    """Inputs are padded to a multiple of 16 tokens (so OpenVINO sees few shapes): a text's vector is the
+    same alone, in a batch of longer and shorter texts, and at a length just over a bucket's edge."""
+    short, long_ = "Refund?", "How long does a refund take to reach my card after I send the shoes back? " * 3
+    texts = [short, long_, "How do I reset my password?"]
+    alone = np.concatenate([openvino._encode_model([t]) for t in texts])
+    together = openvino._encode_model(texts)
+    assert (alone * together).sum(axis=1).min() >= 0.9995
+    width = openvino._get_model().tokenizer.encode(long_).ids
+    assert len(width) % 16 != 0  # the long text is padded too
+
+
+def test_openvino_without_the_package_names_the_extra(monkeypatch):
+    from costline.errors import MissingExtraError
+
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino raises ImportError
+    e = make_embedder(CacheConfig(embedder="openvino"), memo_size=0)
+    with pytest.raises(MissingExtraError, match=r"costline\[openvino\]"):
+        e.load()
+    e.shutdown()

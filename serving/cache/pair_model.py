@@ -373,7 +373,8 @@ class LazyPairModel:
     (:func:`~costline.serving.embedding_onnx.resolve_embedder`): "auto" runs ONNX Runtime
     (:class:`OnnxPairModel`; the first start exports the model, ~10 s, later ones open the cached export)
     where onnxruntime is installed, PyTorch (:class:`PairModel`, ~1 s) otherwise; "torch" and "onnx" are
-    themselves. ``threads`` (ONNX only; 0 or None: one), ``cache_dir`` (None: the embedder's) and ``int8``
+    themselves; "openvino" (the embedder's opt-in) runs the pair model on ONNX Runtime too, whose int8 export
+    is the one measured on the pair sets. ``threads`` (ONNX only; 0 or None: one), ``cache_dir`` (None: the embedder's) and ``int8``
     (ONNX only: its int8 export; PyTorch always runs float32) are ``[serving.cache] embed_threads``,
     ``onnx_cache_dir`` and ``pair_model_int8``.
 
@@ -392,7 +393,7 @@ class LazyPairModel:
         self.path = Path(path)
         self.layers, file_threshold, self.trained_on = read_header(self.path)
         self.threshold = file_threshold if threshold is None else float(threshold)
-        self.runtime = resolve_embedder(runtime)
+        self.runtime = "onnx" if resolve_embedder(runtime) == "openvino" else resolve_embedder(runtime)
         self.threads = threads
         self.cache_dir = cache_dir
         self.int8 = bool(int8) and self.runtime == "onnx"

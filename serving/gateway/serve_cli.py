@@ -107,7 +107,7 @@ def serve(config: Config, host: str | None, port: int | None, with_standin: bool
     cache = embedder = None
     if with_cache:
         from costline.serving.cache.semantic import SemanticCache
-        from costline.serving.embedding_onnx import make_embedder  # [serving.cache] embedder: torch | onnx
+        from costline.serving.embedding_onnx import make_embedder  # [serving.cache] embedder: torch | onnx | openvino
 
         c = config.serving.cache
         embedder = make_embedder(c)
