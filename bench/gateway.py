@@ -311,6 +311,9 @@ def main() -> int:
     ap.add_argument("--profile", type=Path, default=None,
                     help="py-spy (pip install py-spy) the gateway during unique@16 into this file (collapsed "
                          "stacks of its busy threads) and print where the time goes")
+    ap.add_argument("--profile-gil", action="store_true",
+                    help="with --profile: sample only the thread holding the GIL (py-spy --gil), i.e. where the "
+                         "Python CPU goes, leaving out threads that wait for the GIL or run native code without it")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="costline-bench-gw-"))
@@ -381,7 +384,8 @@ embed_max_batch = {args.embed_max_batch}
             if args.profile is not None:
                 spy = subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "--pid",
                                         str(gateway.pid), "-d", str(max(1, int(args.seconds))), "-r", "200",
-                                        "--format", "raw", "-o", str(args.profile), "--nonblocking"],
+                                        "--format", "raw", "-o", str(args.profile), "--nonblocking",
+                                        *(["--gil"] if args.profile_gil else [])],
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             phases.extend(await timed_phases(g_port, args, rng, pairs, gateway.pid))
             if spy is not None:

@@ -643,8 +643,11 @@ class OpenVinoSession:
         self.dim = int(last.get_length())
 
     @classmethod
-    def open(cls, onnx_file: Path, *, threads: int, precision: str | None = None) -> "OpenVinoSession":
-        """Compile ``onnx_file`` for the CPU; ``precision`` None: bf16 where native, else f32."""
+    def open(cls, onnx_file: Path, *, threads: int, precision: str | None = None,
+             pin: bool = False) -> "OpenVinoSession":
+        """Compile ``onnx_file`` for the CPU; ``precision`` None: bf16 where native, else f32. ``pin``: let
+        OpenVINO pin its inference threads to cores (its default on Linux; off here: every worker process of
+        one machine would pin to the same cores, and the gateway's other threads need them too)."""
         try:
             import openvino as ov
         except ImportError:
@@ -656,7 +659,7 @@ class OpenVinoSession:
                 precision = "bf16" if "BF16" in native else "f32"
             compiled = core.compile_model(str(onnx_file), "CPU", {
                 "INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": max(1, threads),
-                "NUM_STREAMS": 1})
+                "NUM_STREAMS": 1, "ENABLE_CPU_PINNING": pin})
         except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError subclasses of its own
             raise EmbedderError(f"OpenVINO cannot compile {onnx_file}: {exc}; set [serving.cache] embedder = "
                                 "\"onnx\" to run it on ONNX Runtime") from exc

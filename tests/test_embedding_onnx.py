@@ -430,7 +430,12 @@ def openvino():
 
 def test_openvino_vectors_match_pytorch(torch_vectors, openvino):
     assert openvino.runtime == "openvino"
-    assert openvino._get_model().session.precision in ("bf16", "f32")
+    session = openvino._get_model().session
+    assert session.precision in ("bf16", "f32")
+    # one stream, one thread (embed_threads 0), not pinned: workers on one machine must not pin to the same core
+    compiled = session._compiled
+    assert compiled.get_property("INFERENCE_NUM_THREADS") == 1 and compiled.get_property("NUM_STREAMS") == 1
+    assert compiled.get_property("ENABLE_CPU_PINNING") is False
     got = openvino.encode(TEXTS)
     ref = np.stack([torch_vectors[t] for t in TEXTS])
     assert (got * ref).sum(axis=1).min() >= 0.999
@@ -469,3 +474,27 @@ def test_openvino_without_the_package_names_the_extra(monkeypatch):
     with pytest.raises(MissingExtraError, match=r"costline\[openvino\]"):
         e.load()
     e.shutdown()
+
+
+def test_openvino_callers_on_their_own_threads_each_get_their_own_vectors(torch_vectors):
+    """Without the micro-batcher every caller runs the compiled model in its own thread (one infer request
+    per thread): eight threads at once, each with batches of its own texts, get their own rows."""
+    pytest.importorskip("openvino")
+    e = OnnxEmbedder(memo_size=0, batch_wait_ms=None, engine="openvino")
+    texts = TEXTS[:64]
+    results: dict[str, np.ndarray] = {}
+    barrier = threading.Barrier(8)
+
+    def caller(mine: list[str]) -> None:
+        barrier.wait()
+        for i in range(0, len(mine), 3):
+            results.update(zip(mine[i:i + 3], e.encode(mine[i:i + 3])))
+
+    threads = [threading.Thread(target=caller, args=(texts[i::8],)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    got = np.stack([results[t] for t in texts])
+    sims = got @ np.stack([torch_vectors[t] for t in texts]).T
+    assert (sims.argmax(axis=1) == np.arange(len(texts))).all() and np.diag(sims).min() >= 0.999
