@@ -2,7 +2,7 @@
 
 ::
 
-    embedder = make_embedder(config.serving.cache)   # [serving.cache] embedder = "torch" | "onnx"
+    embedder = make_embedder(config.serving.cache)   # [serving.cache] embedder = "torch" | "onnx" | "openvino"
     vectors = embedder.encode(["How do I reset my password?"])
     ...
     embedder.shutdown()
@@ -35,8 +35,10 @@ runs them as one batch and hands each caller its own rows through a future. Larg
 
 ``[serving.cache] embedder = "auto"`` (the default) picks ONNX Runtime when ``onnxruntime`` and
 ``tokenizers`` are installed (the ``serving`` extra brings both) and PyTorch otherwise; ``"torch"``
-keeps PyTorch (the fallback). The ONNX export needs PyTorch and transformers once, serving from the
-cached export needs only onnxruntime and tokenizers. Processes that start on a clean cache at the
+keeps PyTorch (the fallback); ``"openvino"`` runs the same export on OpenVINO (:class:`OpenVinoSession`:
+bfloat16 on CPUs with AMX / AVX-512 BF16; the ``openvino`` extra), an opt-in that pays under concurrent
+load. The ONNX export needs PyTorch and transformers once, serving from the cached export needs only
+onnxruntime and tokenizers. Processes that start on a clean cache at the
 same time (replicas, workers) export once: the export runs under a file lock (``filelock``) next to
 the export folder, and whoever takes the lock after it finds the file and only opens it.
 """
@@ -619,11 +621,12 @@ class OpenVinoSession:
     """An ONNX file compiled by OpenVINO for the CPU, with ONNX Runtime's ``run(outputs, feed)`` call.
 
     Precision: bfloat16 where the CPU computes it natively (OpenVINO reports ``BF16`` among its
-    optimization capabilities: AMX or AVX-512 BF16), where it cost ~1.6x less CPU per query than ONNX
-    Runtime's float32 under a gateway's concurrent load (bench/embed.py) with vectors at cosine ≥ 0.9999
-    of float32's; float32 elsewhere (slower than ONNX Runtime there: choose "onnx"). ``threads``: OpenVINO's
-    inference threads, one stream. Inputs are padded to a multiple of :attr:`pad_to` tokens. One infer request per calling thread (a request is not thread-safe;
-    the compiled model is); each call's output is copied out of the request's buffer.
+    optimization capabilities: AMX or AVX-512 BF16), where it cost 1.6-1.9x less CPU per query than ONNX
+    Runtime's float32 with 16 concurrent callers (bench/embed.py; about the same one query at a time) with
+    vectors at cosine ≥ 0.9999 of float32's; float32 elsewhere (slower than ONNX Runtime there: choose
+    "onnx"). ``threads``: OpenVINO's inference threads, one stream. Inputs are padded to a multiple of
+    :attr:`pad_to` tokens. One infer request per calling thread (a request is not thread-safe; the compiled
+    model is); each call's output is copied out of the request's buffer.
     """
 
     #: Every batch is padded to a multiple of this many tokens: OpenVINO re-plans its kernels when an input's

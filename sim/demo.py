@@ -338,7 +338,9 @@ class _Background:
     def __init__(self, fn: Callable[[], Any]) -> None:
         self._value: Any = None
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(fn,), name="costline-demo-embed", daemon=True)
+        # Not a daemon: if the demo stops early (Kafka did not start, Ctrl-C), the interpreter waits for the load
+        # to finish instead of finalising under ONNX Runtime / PyTorch, which aborts the process (SIGABRT).
+        self._thread = threading.Thread(target=self._run, args=(fn,), name="costline-demo-embed", daemon=False)
         self._thread.start()
 
     def _run(self, fn: Callable[[], Any]) -> None:
