@@ -65,7 +65,7 @@ from costline.errors import ConfigError
 from costline.fsutil import atomic_path
 from costline.serving.embedding import Embedder
 from costline.serving.errors import MissingExtraError, ServingError
-from costline.serving.settings import CacheConfig
+from costline.serving.settings import CACHE_EMBEDDERS, CacheConfig
 
 __all__ = [
     "DEFAULT_THREADS",
@@ -90,7 +90,7 @@ log = logging.getLogger(__name__)
 #: ``[serving.cache] embedder`` choices (int8 is left out: see the module docstring). "auto": onnx
 #: when onnxruntime and tokenizers are installed, else torch. "openvino": the same ONNX export on OpenVINO
 #: (bfloat16 on CPUs with native bf16 — AMX / AVX-512 BF16 — float32 elsewhere; an opt-in).
-EMBEDDERS = ("auto", "torch", "onnx", "openvino")
+EMBEDDERS = CACHE_EMBEDDERS
 
 #: Intra-op threads when ``[serving.cache] embed_threads`` is 0: one. A one-query encode (a
 #: request's) gains nothing from more, and ONNX Runtime's default (a spinning thread per core)

@@ -23,7 +23,15 @@ __all__ = [
     "TIER_APIS",
     "GatewayConfig",
     "StandInConfig",
+    "CACHE_EMBEDDERS",
+    "CACHE_MODES",
+    "CACHE_INDEX_KINDS",
 ]
+
+#: ``[serving.cache]`` choices, checked when the config loads (the modules that run them import these).
+CACHE_EMBEDDERS = ("auto", "torch", "onnx", "openvino")
+CACHE_MODES = ("verified", "threshold")
+CACHE_INDEX_KINDS = ("exact", "hnsw")
 
 
 @dataclass(frozen=True)
@@ -145,6 +153,20 @@ class CacheConfig:
     #: without a valid signature are skipped; None = records are not signed.
     replication_secret_env: str | None = None
 
+
+    def __post_init__(self) -> None:
+        # The choice keys fail when the config loads (`costline config` too), not when a cache is first built;
+        # the numbers are checked where they are used (validate_cache_config, validate_embedder_config).
+        from costline.errors import ConfigError
+
+        if self.embedder == "onnx-int8":
+            raise ConfigError("[serving.cache] embedder", "onnx-int8 is not offered: int8 (dynamic, or static with "
+                              "calibrated scales) moved the cache's false-hit rate or recall by more than 0.5 points "
+                              "on the labelled pair sets (bench/embed.py, docs/serving.md); use \"onnx\"")
+        for key, choices in (("embedder", CACHE_EMBEDDERS), ("mode", CACHE_MODES), ("index", CACHE_INDEX_KINDS)):
+            if getattr(self, key) not in choices:
+                raise ConfigError(f"[serving.cache] {key}",
+                                  f"must be one of {', '.join(choices)}; got {getattr(self, key)!r}")
 
 @dataclass(frozen=True)
 class RouteRulesConfig:

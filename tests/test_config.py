@@ -102,6 +102,12 @@ def test_pricing_models_from_toml(tmp_path: Path) -> None:
             {},
             "model id 'm' is listed twice",
         ),
+        # the cache's choice keys fail when the config loads, not when a cache is first built
+        ('[serving.cache]\nembedder = "openvinoo"\n', {},
+         "[serving.cache] embedder: must be one of auto, torch, onnx, openvino; got 'openvinoo'"),
+        ("", {"COSTLINE_SERVING_CACHE_EMBEDDER": "onnx-int8"}, "[serving.cache] embedder: onnx-int8 is not offered"),
+        ('[serving.cache]\nmode = "fuzzy"\n', {}, "[serving.cache] mode: must be one of verified, threshold"),
+        ("", {"COSTLINE_SERVING_CACHE_INDEX": "ivf"}, "[serving.cache] index: must be one of exact, hnsw; got 'ivf'"),
         ("[kafka\n", {}, "not valid TOML"),
         ("lake = 3\n", {}, "lake: must be a table"),
     ],

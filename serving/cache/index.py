@@ -22,11 +22,11 @@ from typing import Any
 import numpy as np
 
 from costline.serving.errors import MissingExtraError
-from costline.serving.settings import CacheConfig
+from costline.serving.settings import CACHE_INDEX_KINDS, CacheConfig
 
 __all__ = ["Partition", "INDEX_KINDS", "import_faiss"]
 
-INDEX_KINDS = ("exact", "hnsw")
+INDEX_KINDS = CACHE_INDEX_KINDS
 
 
 def import_faiss() -> Any:

@@ -49,6 +49,7 @@ import numpy as np
 from costline.errors import ConfigError
 from costline.serving.cache.index import INDEX_KINDS, Partition, import_faiss
 from costline.serving.cache.key import COSTLINE_CACHE_REJECT_REASON, split_namespace
+from costline.serving.settings import CACHE_MODES as _CACHE_MODES
 from costline.serving.settings import CacheConfig
 
 if TYPE_CHECKING:
@@ -60,7 +61,7 @@ if TYPE_CHECKING:
     from costline.serving.embedding import Embedder
 
 #: The cache's modes: every candidate verified (guards + admission model), or a cosine threshold alone.
-CACHE_MODES = ("verified", "threshold")
+CACHE_MODES = _CACHE_MODES
 
 __all__ = [
     "SemanticCache",
