@@ -28,7 +28,8 @@ __all__ = [
     "CACHE_INDEX_KINDS",
 ]
 
-#: ``[serving.cache]`` choices, checked when the config loads (the modules that run them import these).
+#: ``[serving.cache]`` choices, checked when the config loads (the modules that run them import these). Modes:
+#: every candidate verified (guards + admission model), or a cosine threshold alone.
 CACHE_EMBEDDERS = ("auto", "torch", "onnx", "openvino")
 CACHE_MODES = ("verified", "threshold")
 CACHE_INDEX_KINDS = ("exact", "hnsw")

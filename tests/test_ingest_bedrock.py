@@ -59,33 +59,43 @@ def cfg(tmp_path) -> Config:
 BOTOCORE, OPENLLMETRY = "opentelemetry.instrumentation.botocore.bedrock-runtime", "opentelemetry.instrumentation.bedrock"
 
 
-@pytest.fixture(params=[(BOTOCORE,), (OPENLLMETRY,), (BOTOCORE, OPENLLMETRY)], ids=["botocore", "openllmetry", "both"])
-def traced(request):
-    """OpenTelemetry's botocore instrumentation, OpenLLMetry's Bedrock instrumentation, or both."""
+@contextlib.contextmanager
+def instrumented(names):
+    """A provider with the instrumentations ``names`` on it (OpenTelemetry's botocore one, OpenLLMetry's Bedrock
+    one, or both) and its in-memory exporter; uninstrumented and shut down on exit."""
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     instrumentors = []
-    if BOTOCORE in request.param:
+    if BOTOCORE in names:
         instrumentors.append(botocore_instrumentation.BotocoreInstrumentor())
-    if OPENLLMETRY in request.param:
+    if OPENLLMETRY in names:
         mod = pytest.importorskip("opentelemetry.instrumentation.bedrock",
                                   reason="opentelemetry-instrumentation-bedrock comes with `pip install 'costline[compat]'`")
         instrumentors.append(mod.BedrockInstrumentor())
     for instrumentor in instrumentors:
         instrumentor.instrument(tracer_provider=provider)
-    tracer = provider.get_tracer("app")
+    try:
+        yield provider, exporter
+    finally:
+        for instrumentor in instrumentors:
+            instrumentor.uninstrument()
+        provider.shutdown()
 
-    def app():
-        """Both together: each call inside an app's span (a web framework's server span). OpenLLMetry's span of
-        a streamed call is not current while botocore's runs: with no span around them, each is a trace of
-        its own and, with no response id in either, the call would count twice."""
-        return tracer.start_as_current_span("app.request") if len(request.param) > 1 else contextlib.nullcontext()
 
-    yield exporter, set(request.param), app
-    for instrumentor in instrumentors:
-        instrumentor.uninstrument()
-    provider.shutdown()
+@pytest.fixture(params=[(BOTOCORE,), (OPENLLMETRY,), (BOTOCORE, OPENLLMETRY)], ids=["botocore", "openllmetry", "both"])
+def traced(request):
+    """OpenTelemetry's botocore instrumentation, OpenLLMetry's Bedrock instrumentation, or both."""
+    with instrumented(request.param) as (provider, exporter):
+        tracer = provider.get_tracer("app")
+
+        def app():
+            """Both together: each call inside an app's span (a web framework's server span). OpenLLMetry's span of
+            a streamed call is not current while botocore's runs: with no span around them, each is a trace of
+            its own and, with no response id in either, the call would count twice."""
+            return tracer.start_as_current_span("app.request") if len(request.param) > 1 else contextlib.nullcontext()
+
+        yield exporter, set(request.param), app
 
 
 def client(srv: StandInServer, **config):
@@ -195,27 +205,12 @@ def test_invoke_model_calls_are_priced_as_served_with_their_cache_from_bedrocks_
     """InvokeModel with Claude's body: OpenLLMetry reads Bedrock's cache-count headers (and the input without
     them), so a cached call is priced as served; with botocore's span beside it (which has no cache counts)
     the span with the most tokens, OpenLLMetry's, is kept."""
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    instrumentors = []
-    if BOTOCORE in names:
-        instrumentors.append(botocore_instrumentation.BotocoreInstrumentor())
-    mod = pytest.importorskip("opentelemetry.instrumentation.bedrock",
-                              reason="opentelemetry-instrumentation-bedrock comes with `pip install 'costline[compat]'`")
-    instrumentors.append(mod.BedrockInstrumentor())
-    for instrumentor in instrumentors:
-        instrumentor.instrument(tracer_provider=provider)
-    tracer = provider.get_tracer("app")
-    try:
+    with instrumented(names) as (provider, exporter):
+        tracer = provider.get_tracer("app")
         c = client(standin, retries={"total_max_attempts": 1})
         for text in ("Where is my parcel?", "Where is it now?"):
             with tracer.start_as_current_span("POST /ask"):
                 invoke(c, text)
-    finally:
-        for instrumentor in instrumentors:
-            instrumentor.uninstrument()
-        provider.shutdown()
     spans = exporter.get_finished_spans()
     lake_from_sdk_spans(spans, cfg)
     paid = standin.log.paid(BEDROCK)
@@ -230,17 +225,9 @@ def test_botocores_invoke_model_span_has_no_cache_counts(standin, cfg):
     """OpenTelemetry's botocore instrumentation on InvokeModel writes Anthropic's own input (without the cache)
     and no cache count at all: a cached call's cached input is not in its span, so it cannot be priced (what
     costline reads is the uncached part). Use Converse, or OpenLLMetry's instrumentation, for cached Claude calls."""
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    instrumentor = botocore_instrumentation.BotocoreInstrumentor()
-    instrumentor.instrument(tracer_provider=provider)
-    try:
+    with instrumented((BOTOCORE,)) as (_, exporter):
         c = client(standin, retries={"total_max_attempts": 1})
         usages = [invoke(c, t) for t in ("Where is my parcel?", "Where is it now?")]
-    finally:
-        instrumentor.uninstrument()
-        provider.shutdown()
     lake_from_sdk_spans(exporter.get_finished_spans(), cfg)
     assert q(cfg, "SELECT count(*), sum(input_tokens), sum(cache_read_tokens), sum(cache_creation_tokens) "
                   "FROM calls") == [(2, sum(u["input_tokens"] for u in usages), 0, 0)]

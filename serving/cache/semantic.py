@@ -47,10 +47,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from costline.errors import ConfigError
-from costline.serving.cache.index import INDEX_KINDS, Partition, import_faiss
+from costline.serving.cache.index import Partition, import_faiss
 from costline.serving.cache.key import COSTLINE_CACHE_REJECT_REASON, split_namespace
-from costline.serving.settings import CACHE_MODES as _CACHE_MODES
-from costline.serving.settings import CacheConfig
+from costline.serving.settings import CACHE_MODES, CacheConfig
 
 if TYPE_CHECKING:
     from costline.collectors.recorder import Recorder
@@ -59,9 +58,6 @@ if TYPE_CHECKING:
     from costline.serving.cache.pair_model import LazyPairModel
     from costline.serving.cache.verify import Verifier
     from costline.serving.embedding import Embedder
-
-#: The cache's modes: every candidate verified (guards + admission model), or a cosine threshold alone.
-CACHE_MODES = _CACHE_MODES
 
 __all__ = [
     "SemanticCache",
@@ -170,8 +166,6 @@ def validate_cache_config(config: CacheConfig) -> None:
     similarity("threshold", config.threshold)
     for ns, value in config.namespace_thresholds.items():
         similarity(f"namespace_thresholds.{ns}", value)
-    if config.index not in INDEX_KINDS:
-        raise bad("index", f"must be one of {', '.join(INDEX_KINDS)}; got {config.index!r}")
     if config.ttl_s < 0 or math.isnan(config.ttl_s):
         raise bad("ttl_s", "must be 0 (never expires) or more seconds")
     if config.max_entries < 1:
@@ -189,8 +183,6 @@ def validate_cache_config(config: CacheConfig) -> None:
         raise bad("search_threads", "must be 0 (FAISS's default) or more")
     if not 0.0 < config.tune_max_false_hit_rate < 1.0:
         raise bad("tune_max_false_hit_rate", "must be in (0, 1)")
-    if config.mode not in CACHE_MODES:
-        raise bad("mode", f"must be one of {', '.join(CACHE_MODES)}; got {config.mode!r}")
     similarity("verify_min_similarity", config.verify_min_similarity)
     m = config.verify_shadow_margin
     if not (isinstance(m, (int, float)) and not isinstance(m, bool) and 0.0 <= m <= 1.0):
