@@ -207,10 +207,7 @@ def test_the_same_question_again_is_always_accepted_whatever_the_operating_point
     assert v.check("How do I reset my password?", "How do I reset my username?", 0.9) is not None
 
 
-def test_the_synonym_prefilter_changes_no_question_of_any_pair_file() -> None:
-    """``_same_words`` skips the substitutions for a question with none of the lexicon's first words; on every
-    question of every pair file (as ``analyse`` hands it over: lower case, contractions expanded) it gives what the
-    substitutions in order give, and some of them do change (the prefilter lets those through)."""
+def _pair_file_questions() -> set[str]:
     import json
     from pathlib import Path
 
@@ -222,14 +219,73 @@ def test_the_synonym_prefilter_changes_no_question_of_any_pair_file() -> None:
             if line.strip():
                 row = json.loads(line)
                 questions.update((row.get("q1", row.get("a", "")), row.get("q2", row.get("b", ""))))
+    return questions
+
+
+def test_the_rewrite_prefilters_change_no_question_of_any_pair_file() -> None:
+    """``analyse`` skips a synonym substitution for a question with none of the lexicon's first words, and any
+    rewrite rule (contractions, phrases, synonyms) whose required literals are not in the text; on every question
+    of every pair file, in the order ``analyse`` runs them, each step gives what running every rule in order gives,
+    and each step changes some questions (the prefilters let those through)."""
+    from costline.serving.cache import verify
+
+    def every_rule(rules, text):
+        for pattern, repl in rules:
+            text = pattern.sub(repl, text)
+        return text
+
+    questions = _pair_file_questions()
     assert len(questions) > 10_000
-    changed = 0
+    changed = {"contractions": 0, "synonyms": 0, "phrases": 0}
     for text in questions:
         low = verify._fold_accents(text.strip()).lower()
-        for pattern, repl in verify._CONTRACTIONS:
-            low = pattern.sub(repl, low)
-        low = verify._HYPHEN_PREFIX.sub(r"\1", low)
-        expected = verify._same_words_in_order(low)
-        assert verify._same_words(low) == expected, text
-        changed += expected != low
-    assert changed > 100
+        expected = every_rule(verify._CONTRACTIONS, low)
+        assert verify._contracted(low) == expected, text
+        changed["contractions"] += expected != low
+        low = verify._HYPHEN_PREFIX.sub(r"\1", expected)
+        expected = every_rule(verify._synonym_lexicon(), low)
+        assert verify._same_words(low) == expected == verify._same_words_in_order(low), text
+        changed["synonyms"] += expected != low
+        expected_phrased = every_rule(verify._PHRASES, expected)
+        assert verify._phrase_rewrites()(expected) == expected_phrased, text
+        changed["phrases"] += expected_phrased != expected
+    assert min(changed.values()) > 100, changed
+
+
+@pytest.mark.parametrize("pattern, literals", [
+    (r"\bin\s+stock\b", ("stock",)),  # the longest run of literal characters
+    (r"\b(turn|switch)(?:ing|ed)?\s+on\b", ("switch", "turn")),  # one per branch beats the short "on"
+    (r"\bleave\s+out\b|\bleft\s+out\b", ("ave", "out")),  # the parser factors out "le": "ave" or "out" stays
+    (r"(?:abc)+d", ("abc",)),  # a repeat of at least one: its body counts
+    (r"(?:abc)?de", ("de",)),  # an optional part requires nothing
+    (r"x(?:abc|d)y", None),  # a branch of one character: no set of two or more
+    (r"(?i)stock", None),  # case-insensitive: a literal test would miss "STOCK"
+    (r"(?i:stock)", None),
+    (r"(?i:stock)\s+inside", ("inside",)),  # what stands outside the group is still literal
+    (r"(?x) in \s+ stock", ("stock",)),  # verbose: the spaces are no literals
+    (r"n(?:'|’)t\b", None),
+    (r"(?<=ab)c", None),  # look-arounds require nothing of the match
+])
+def test_required_literals(pattern, literals) -> None:
+    import re
+
+    from costline.serving.cache.verify import required_literals
+
+    compiled = re.compile(pattern)
+    assert required_literals(compiled) == literals
+    if literals:  # and they are required: a match of each sample contains one
+        for sample in ("in stock", "turning on", "switch on", "leave out", "left out", "ababcd", "abcde", "de"):
+            m = compiled.search(sample)
+            assert m is None or any(n in m.group(0) for n in literals), (pattern, sample)
+
+
+def test_the_question_without_its_aside_is_parsed_only_when_read() -> None:
+    """``analyse`` keeps the text without the aside; ``core`` parses it on first read, as an eager parse would."""
+    from costline.serving.cache.verify import _stemmer, analyse
+
+    f = analyse("Ticket 41 9f3e: what should I do about a refund for order 1234?")
+    assert f.core_text == "what should I do about a refund for order 1234?"
+    assert "core" not in vars(f)  # not parsed yet
+    assert f.core == analyse(f.core_text, _stemmer(), asides=False)
+    assert f.core.numbers == frozenset({"1234"}) and "41" in f.numbers
+    assert analyse("What should I do about a refund?").core is None

@@ -574,9 +574,9 @@ class QuestionFeatures:
     #: question ("I've never ridden before, can I join a trail ride?") or a purpose clause ("... so they don't get
     #: damaged").
     aside_content: frozenset[str] = frozenset()
-    #: The question read without those asides (None: it has none), which the guards compare instead where the
-    #: other question does not speak of the aside at all.
-    core: "QuestionFeatures | None" = None
+    #: The question's text without those asides (None: it has none, or they leave under three words); read as
+    #: :attr:`core` when a guard needs it.
+    core_text: str | None = None
     #: When a thing is done against its day: "advance" ("in advance", "beforehand", "ahead of time") and / or
     #: "day" ("on the day", "on the same day", "same-day").
     lead: frozenset[str] = frozenset()
@@ -623,6 +623,15 @@ class QuestionFeatures:
     #: ("is the course pre-recorded rather than live": live) / of those outside such a clause.
     set_aside: frozenset[str] = frozenset()
     asserted: frozenset[str] = frozenset()
+
+    @functools.cached_property
+    def core(self) -> "QuestionFeatures | None":
+        """The question read without its asides (None: it has none), which the guards compare instead where the
+        other question does not speak of the aside at all. Parsed on first use: only a guard reason an aside can
+        carry (a number, a date, a negation …) asks for it, so most questions never pay for a second parse."""
+        if self.core_text is None:
+            return None
+        return analyse(self.core_text, _stemmer(), asides=False)  # a stemmer of its own: they keep state
 
 
 #: A clause setting the other choice aside, up to five words, ending at punctuation, a conjunction or the end.
@@ -1227,9 +1236,7 @@ def _same_words(low: str) -> str:
 
 def _same_words_in_order(low: str) -> str:
     """Each synonym-lexicon pattern substituted in the file's order (a rule may read an earlier one's result)."""
-    for pattern, first in _synonym_lexicon():
-        low = pattern.sub(first, low)
-    return low
+    return _synonym_rewrites()(low)
 
 
 _WORD_RUN = re.compile(r"\w+")
@@ -1269,8 +1276,8 @@ def _fold_accents(text: str) -> str:
 
 
 def analyse(text: str, stemmer: Any | None = None, *, asides: bool = True) -> QuestionFeatures:
-    """Parse one question for the guards (see the module docstring); with ``asides``, also the question without
-    what it says aside (``QuestionFeatures.core``)."""
+    """Parse one question for the guards (see the module docstring); with ``asides``, also the text of the question
+    without what it says aside (``QuestionFeatures.core_text``, parsed when :attr:`QuestionFeatures.core` is read)."""
     from dateutil import parser as dateparser
     from word2number import w2n
 
@@ -1300,9 +1307,7 @@ def analyse(text: str, stemmer: Any | None = None, *, asides: bool = True) -> Qu
     identifiers = {re.sub(r"[#\s-]", "", m.group(0)).lower() for m in _IDENT.finditer(_TIME.sub(" ", raw))
                    if not re.fullmatch(r"#?\s?\d{1,3}(?:st|nd|rd|th)?", m.group(0).strip())}
     identifiers = {i for i in identifiers if not re.fullmatch(r"\d+(st|nd|rd|th)", i)}
-    phrased = low_nt
-    for pattern, repl in _PHRASES:
-        phrased = pattern.sub(repl, phrased)
+    phrased = _phrase_rewrites()(low_nt)
     tokens = _TOKEN.findall(phrased)
     tokens = [t for t in (tok.strip("-") for tok in tokens) if t]
     words: list[str] = []
@@ -1401,7 +1406,7 @@ def analyse(text: str, stemmer: Any | None = None, *, asides: bool = True) -> Qu
     aside_spans = _aside_spans(lowered) if asides else []
     aside_words = [w for a, b in aside_spans for w in _TOKEN.findall(_contracted(lowered[a:b]))]
     core_text = _without_spans(raw, aside_spans)
-    core = analyse(core_text, stemmer, asides=False) if aside_spans and len(_TOKEN.findall(core_text)) >= 3 else None
+    core_text = core_text if aside_spans and len(_TOKEN.findall(core_text)) >= 3 else None
     entities = _entities(raw)
     qword = next((w for w in words if w in _QWORDS), "")
     rare = {stemmer.stemWord(w) for w in _rare_words(words)}
@@ -1439,7 +1444,7 @@ def analyse(text: str, stemmer: Any | None = None, *, asides: bool = True) -> Qu
         hyphen_prefixed=frozenset(_hyphen_prefixed(low, stems, stemmer)),
         aside_content=frozenset(stemmer.stemWord(w) for w in aside_words
                                 if w.isalpha() and w not in _STOP and w not in _NEGATIONS),
-        core=core,
+        core_text=core_text,
         hyphenated=frozenset(m.group(2) for m in _HYPHENATED.finditer(low)),
         lead=frozenset(({"advance"} if _IN_ADVANCE.search(low) else set())
                        | ({"day"} if _ON_THE_DAY.search(low) else set())),
@@ -1459,6 +1464,89 @@ def analyse(text: str, stemmer: Any | None = None, *, asides: bool = True) -> Qu
         first=frozenset(_first(low)),
         set_aside=(aside := _set_aside_parts(low))[0], asserted=aside[1],
     )
+
+
+# -- skipping rules that cannot match -------------------------------------------------------------------------------
+# analyse() runs each question through dozens of rewrite rules in order (contractions, phrases, synonyms); most
+# match nothing in a given question, and a regex scan that finds nothing still costs a few microseconds. A rule
+# is only run when the text holds one of the literal strings every match of its pattern must contain, which
+# leaves the result exactly as running it would (a rule that cannot match changes nothing).
+
+def required_literals(pattern: "re.Pattern[str]") -> tuple[str, ...] | None:
+    """Strings one of which every match of ``pattern`` contains (the most selective such set found in its
+    parse tree: a run of literal characters, or one per branch of an alternation), or None when it has none of at
+    least two characters, or is case-insensitive (a literal test would then miss matches)."""
+    if pattern.flags & re.IGNORECASE:
+        return None
+    try:
+        from re import _parser  # the stdlib's own regex parser (Python >= 3.11)
+
+        found = _literals_of(list(_parser.parse(pattern.pattern, pattern.flags)), _parser)
+    except Exception:  # an unknown parse tree: run the rule every time
+        return None
+    return tuple(sorted(found)) if found and min(map(len, found)) >= 2 else None
+
+
+def _literals_of(items: list[Any], P: Any) -> frozenset[str] | None:
+    """The best required-literal set of a parsed sequence (see :func:`required_literals`)."""
+    best: frozenset[str] | None = None
+    run: list[str] = []
+
+    def consider(option: frozenset[str] | None) -> None:
+        nonlocal best
+        if option and (best is None or min(map(len, option)) > min(map(len, best))):
+            best = option
+
+    def end_run() -> None:
+        if run:
+            consider(frozenset(["".join(run)]))
+            run.clear()
+
+    for op, arg in items:
+        if op is P.LITERAL:
+            run.append(chr(arg))
+            continue
+        end_run()
+        if op is P.SUBPATTERN:
+            if not arg[1] & re.IGNORECASE:  # "(?i:…)": its literals match in any case
+                consider(_literals_of(list(arg[-1]), P))
+        elif op is P.BRANCH:
+            branches = [_literals_of(list(b), P) for b in arg[1]]
+            if all(branches):
+                consider(frozenset().union(*branches))  # type: ignore[arg-type]
+        elif op in (P.MAX_REPEAT, P.MIN_REPEAT, P.POSSESSIVE_REPEAT) and arg[0] >= 1:
+            consider(_literals_of(list(arg[2]), P))
+        # anything else (classes, anchors, look-arounds, optional parts) requires no literal
+    end_run()
+    return best
+
+
+class _Rewrites:
+    """Rewrite rules ``(pattern, replacement)`` applied in order, each only where it could match."""
+
+    def __init__(self, rules: Iterable[tuple["re.Pattern[str]", str]]) -> None:
+        self.rules = tuple((pattern, repl, required_literals(pattern)) for pattern, repl in rules)
+
+    def __call__(self, text: str) -> str:
+        for pattern, repl, needs in self.rules:
+            if needs is None or any(n in text for n in needs):
+                text = pattern.sub(repl, text)
+        return text
+
+
+@functools.cache
+def _phrase_rewrites() -> _Rewrites:
+    return _Rewrites(_PHRASES)
+
+
+@functools.cache
+def _contraction_rewrites() -> _Rewrites:
+    return _Rewrites(_CONTRACTIONS)
+
+
+@functools.cache
+def _synonym_rewrites() -> _Rewrites:
+    return _Rewrites(_synonym_lexicon())
 
 
 #: A word rarer than this Zipf frequency (wordfreq: 3 = once per million words) names something.
@@ -1863,9 +1951,7 @@ _PURPOSE = re.compile(r"\bso\s+(?:that\s+)?(?:i|we|they|it|you|he|she|the\s+\w+|
 
 def _contracted(low: str) -> str:
     """``low`` with its contractions spelt out ("don't" -> "do not"), as :func:`analyse` reads them."""
-    for pattern, repl in _CONTRACTIONS:
-        low = pattern.sub(repl, low)
-    return low
+    return _contraction_rewrites()(low)
 
 
 def _aside_spans(low: str) -> list[tuple[int, int]]:
@@ -1914,8 +2000,8 @@ def _read_without_aside(q: QuestionFeatures, c: QuestionFeatures) -> QuestionFea
     speak of them at all ("I've got a dog and two cats, will the rodent bait harm them?" / "Is the rat poison
     you use safe around pets?": no count asked). Where both tell a story ("My fridge is leaking, who do I
     contact?" / "My oven is overheating, …"), the story is what differs."""
-    if q.core is not None and c.core is None and q.aside_content and not q.aside_content & c.content:
-        return q.core
+    if q.core_text is not None and c.core_text is None and q.aside_content and not q.aside_content & c.content:
+        return q.core or q
     return q
 
 
