@@ -195,11 +195,26 @@ def _cpu_s(pid: int) -> float:
     return total
 
 
+def spawn(cmd: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
+    """Start ``cmd`` with its stderr in the file ``log`` (a pipe nobody reads while the phases run would block a
+    process that logs more than the pipe holds); :func:`said` reads it."""
+    with open(log, "w") as err:  # the child keeps its own descriptor
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, text=True, env=env)
+    proc.log = log  # type: ignore[attr-defined]
+    return proc
+
+
+def said(proc: subprocess.Popen) -> str:
+    """What a process started by :func:`spawn` wrote on stderr so far."""
+    log = getattr(proc, "log", None)
+    return log.read_text(errors="replace") if log is not None and log.exists() else ""
+
+
 def _wait_for(port: int, proc: subprocess.Popen, what: str, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"{what} exited: {proc.stderr.read() if proc.stderr else ''}")
+            raise SystemExit(f"{what} exited: {said(proc)[-4000:]}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1):
                 return
@@ -269,10 +284,10 @@ def start_litellm(s_port: int, tmp: Path, env: dict[str, str], exe: Path | None 
 litellm_settings:
   telemetry: false
 """)
-    proc = subprocess.Popen([str(exe), "--config", str(tmp / "litellm.yaml"), "--port", str(port), "--host",
-                             "127.0.0.1", "--num_workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, env={**env, "LITELLM_MASTER_KEY": LITELLM_KEY, "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-                                            "LITELLM_TELEMETRY": "False", "LITELLM_LOG": "ERROR"})
+    proc = spawn([str(exe), "--config", str(tmp / "litellm.yaml"), "--port", str(port), "--host", "127.0.0.1",
+                  "--num_workers", "1"], tmp / "litellm.log",
+                 {**env, "LITELLM_MASTER_KEY": LITELLM_KEY, "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+                  "LITELLM_TELEMETRY": "False", "LITELLM_LOG": "ERROR"})
     return proc, port
 
 
@@ -302,6 +317,8 @@ def main() -> int:
                          "spins a thread per core: on a loaded 2-core box 1 costs less CPU per query)")
     ap.add_argument("--embed-max-batch", type=int, default=32,
                     help="[serving.cache] embed_max_batch (queries the micro-batcher runs through the model at once)")
+    ap.add_argument("--embed-batch-wait-ms", type=float, default=2.0,
+                    help="[serving.cache] embed_batch_wait_ms (how long the micro-batcher waits for more queries)")
     ap.add_argument("--litellm", type=Path, default=None,
                     help="the litellm executable (e.g. of a venv of its own; default: beside this Python)")
     ap.add_argument("--no-peer", action="store_true", help="skip the peer (LiteLLM, or one worker with --workers)")
@@ -320,8 +337,7 @@ def main() -> int:
     s_port, g_port = free_port(), free_port()
     py = [sys.executable, "-m", "costline"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("COSTLINE_")}
-    standin = subprocess.Popen([*py, "standin", "--port", str(s_port), "--latency-scale", "0"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    standin = spawn([*py, "standin", "--port", str(s_port), "--latency-scale", "0"], tmp / "standin.log", env)
     (tmp / "costline.toml").write_text(f"""
 [serving.backends]
 anthropic_base_url = "http://127.0.0.1:{s_port}"
@@ -339,6 +355,7 @@ path = "{tmp / 'cache'}"
 embedder = "{args.embedder}"
 embed_threads = {args.embed_threads}
 embed_max_batch = {args.embed_max_batch}
+embed_batch_wait_ms = {args.embed_batch_wait_ms}
 """)
     broker = None
     if args.workers > 1:  # the workers share the cache over Kafka
@@ -360,13 +377,13 @@ embed_max_batch = {args.embed_max_batch}
 
     def start_gateway(workers: int) -> subprocess.Popen:
         config = tmp / (f"costline-{workers}.toml" if args.workers > 1 else "costline.toml")
-        return subprocess.Popen([*py, "--config", str(config), "serve", "--port", str(g_port),
-                                 "--no-telemetry", "--workers", str(workers)], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True, env=env)
+        return spawn([*py, "--config", str(config), "serve", "--port", str(g_port), "--no-telemetry", "--workers",
+                      str(workers)], tmp / f"gateway-{workers}.log", env)
 
     gateway = start_gateway(args.workers)
     phases: list[Phase] = []
     peer_phases: list[Phase] = []
+    batches: list[str] = []  # the gateway's "embedder: …" lines (one per worker), said when it stops
     peer = "skipped (--no-peer)" if args.no_peer else "not installed (pip install 'litellm[proxy]'; not a costline dependency)"
     litellm: subprocess.Popen | None = None  # the peer's process: the LiteLLM proxy, or one worker
     try:
@@ -394,6 +411,7 @@ embed_max_batch = {args.embed_max_batch}
         asyncio.run(costline_phases())
         gateway.terminate()  # the peer runs alone beside the stand-in, as the gateway did
         gateway.wait(90)
+        batches = [line for line in said(gateway).splitlines() if line.startswith("embedder:")]
         if args.workers > 1 and not args.no_peer:  # the peer: one worker, the same config
             litellm = start_gateway(1)
             _wait_for(g_port, litellm, "the one-worker gateway")
@@ -435,7 +453,10 @@ embed_max_batch = {args.embed_max_batch}
     load = os.getloadavg()
     print(f"machine: {os.cpu_count()} cores, load average {load[0]:.1f} / {load[1]:.1f} (shared: figures are a "
           f"floor); {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; costline embedder {args.embedder}, "
-          f"{args.embed_threads or 'default'} thread(s), {args.workers} worker(s); peer: {peer}")
+          f"{args.embed_threads or 'default'} thread(s), batches of <= {args.embed_max_batch} within "
+          f"{args.embed_batch_wait_ms:g} ms, {args.workers} worker(s); peer: {peer}")
+    for line in batches:
+        print(f"costline {line} (every phase together)")
     base = phases[0]
     print(f"stand-in alone, 16 connections: {base.rps:.0f} req/s, p50 {base.p50_ms:.1f} ms, p99 {base.p99_ms:.1f} ms")
     head = f"{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'errs':>6}{'hits':>6}{'CPU ms':>8}{'calls':>7}{'CPU/call':>9}"

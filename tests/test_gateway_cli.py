@@ -4,6 +4,7 @@ the ``openai`` SDK and one on the ``anthropic`` SDK switch by changing only thei
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import urllib.request
@@ -51,7 +52,10 @@ metrics_prometheus_port = 0
     proc.terminate()
     rc = proc.wait(60)
     err.close()
-    assert rc == 0, (tmp / "stderr").read_text()[-4000:]
+    said = (tmp / "stderr").read_text()
+    assert rc == 0, said[-4000:]
+    # on the way out it says how the embedder's micro-batches filled (what embed_max_batch / embed_batch_wait_ms tune)
+    assert re.search(r"^embedder: \d+ queries in \d+ batches \(mean \d+\.\d a batch\)$", said, re.M), said[-4000:]
 
 
 def scrape(url: str) -> dict[str, float]:

@@ -147,11 +147,20 @@ def serve(config: Config, host: str | None, port: int | None, with_standin: bool
             cache.shutdown()  # publishes what is queued, stops following, saves a snapshot when path is set
         if embedder is not None and hasattr(embedder, "shutdown"):
             embedder.shutdown()  # its micro-batch thread ends before the interpreter does (the ONNX runtime's)
+            _say_batches(getattr(embedder, "batcher", None))
         provider.shutdown()
         if telemetry_metrics is not None:
             telemetry_metrics.shutdown()  # the last export
         if standin is not None:
             standin.shutdown()
+
+
+def _say_batches(batcher: Any) -> None:
+    """One line on stderr: how the embedder's micro-batches filled ([serving.cache] embed_max_batch and
+    embed_batch_wait_ms trade CPU per query against latency; the mean batch says where they stand)."""
+    if batcher is not None and batcher.batches:
+        click.echo(f"embedder: {batcher.texts} queries in {batcher.batches} batches "
+                   f"(mean {batcher.texts / batcher.batches:.1f} a batch)", err=True)
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:  # noqa: ARG001
