@@ -64,6 +64,72 @@ def make_pipeline(standin) -> Pipeline:
     return Pipeline.from_config(cfg.replace(serving=serving), recorder=Recorder(TracerProvider()), env={})
 
 
+class _LoadingModels:
+    """A cache whose embedding model loads when the gateway warms it up (what the gateway looks at)."""
+
+    def __init__(self) -> None:
+        self.embedder = self
+        self.loaded = False
+
+    def load(self) -> None:
+        self.loaded = True
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_after_warm_up_runs_once_the_models_are_loaded_and_before_the_gateway_says_ready(standin, tmp_path, caplog,
+                                                                                        fails) -> None:
+    """``costline serve`` settles its heap there; /readyz says 503 until the step is done, and a step that fails
+    is logged and serving goes on."""
+    pipeline = make_pipeline(standin)
+    pipeline.cache = _LoadingModels()
+    entered, release = threading.Event(), threading.Event()
+    calls: list[bool] = []
+
+    def step() -> None:
+        calls.append(pipeline.cache.loaded)  # the models are loaded first
+        entered.set()
+        assert release.wait(30)
+        if fails:
+            raise RuntimeError("boom")
+
+    gw = Gateway(pipeline, GatewayConfig(keys_file=tmp_path / "keys.json"), port=0, after_warm_up=step)
+    gw.start()
+    try:
+        assert entered.wait(30)
+        assert get(gw.port, "/readyz")[0] == 503
+        release.set()
+        deadline = time.monotonic() + 30
+        while get(gw.port, "/readyz")[0] != 200:
+            assert time.monotonic() < deadline, "never ready"
+            time.sleep(0.05)
+        assert calls == [True]
+        assert ("after-warm-up step failed" in caplog.text) is fails
+    finally:
+        release.set()
+        gw.shutdown()
+        pipeline.close()
+
+
+def test_settle_heap_collects_then_freezes_what_is_alive() -> None:
+    import gc
+    import weakref
+
+    from costline.serving.gateway.serve_cli import settle_heap
+
+    class Cycle:
+        def __init__(self) -> None:
+            self.me = self
+
+    garbage = weakref.ref(Cycle())  # garbage in a reference cycle: only the collector frees it
+    gc.unfreeze()
+    try:
+        settle_heap()
+        assert gc.get_freeze_count() > 10_000  # this process's modules, pytest's, costline's
+        assert garbage() is None  # collected first, not frozen alive
+    finally:
+        gc.unfreeze()  # the rest of the test session collects as before
+
+
 def test_health_and_readiness_and_a_free_event_loop_while_workers_block(standin, tmp_path) -> None:
     pipeline = make_pipeline(standin)
     release = threading.Event()

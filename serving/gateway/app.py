@@ -79,13 +79,18 @@ class Gateway(ServedByJsonServer):
     ``serve_forever()`` serves in this thread (draining on SIGTERM: ``costline serve``).
     ``wall`` is the clock of the ``created`` timestamps of chat completions. ``worker`` K: this is
     worker K of ``costline serve --workers`` (it shares the port and says ``x-costline-worker: K``);
-    ``limiter``: the rate limiter, when not this process's own (the workers share one)."""
+    ``limiter``: the rate limiter, when not this process's own (the workers share one). ``after_warm_up``
+    runs once the cache's models are loaded (or at once when there are none), before ``/readyz`` says ready:
+    ``costline serve`` settles the process's heap there (:func:`~costline.serving.gateway.serve_cli.settle_heap`);
+    an exception in it is logged, never served."""
 
     def __init__(self, pipeline: Pipeline, config: GatewayConfig | None = None, *,
                  host: str | None = None, port: int | None = None, keys: KeyStore | None = None,
                  now: Callable[[], float] | None = None, wall: Callable[[], float] = time.time,
-                 worker: int | None = None, limiter: Limiter | None = None) -> None:
+                 worker: int | None = None, limiter: Limiter | None = None,
+                 after_warm_up: Callable[[], None] | None = None) -> None:
         self.pipeline = pipeline
+        self._after_warm_up = after_warm_up
         self.config = cfg = config or GatewayConfig()
         host = host or cfg.host
         self.guard = GatewayGuard(cfg, host=host, keys=keys, limiter=limiter, **({"now": now} if now else {}))
@@ -162,10 +167,10 @@ class Gateway(ServedByJsonServer):
             todo.append(("embedding model", embedder.load))
         if pair_model is not None and hasattr(pair_model, "get"):
             todo.append(("pair model", pair_model.get))
-        if not todo:
-            self._embedder_warm.set()
+        if self._warming is not None or self._embedder_warm.is_set():
             return
-        if self._warming is not None:
+        if not todo:
+            self._warmed()
             return
 
         def load() -> None:
@@ -176,10 +181,20 @@ class Gateway(ServedByJsonServer):
                     except Exception:  # noqa: BLE001 - the first request that needs it loads it again
                         log.exception("costline: could not load the cache's %s at start", what)
             finally:
-                self._embedder_warm.set()
+                self._warmed()
 
         self._warming = threading.Thread(target=load, name="costline-embedder-warm-up", daemon=True)
         self._warming.start()
+
+    def _warmed(self) -> None:
+        """The models are loaded: run ``after_warm_up``, then let /readyz say ready."""
+        try:
+            if self._after_warm_up is not None:
+                self._after_warm_up()
+        except Exception:  # noqa: BLE001 - a hook never keeps the gateway from serving
+            log.exception("costline: the gateway's after-warm-up step failed")
+        finally:
+            self._embedder_warm.set()
 
     def _ready_for_work(self) -> bool:
         """/readyz: the embedding model and the pair model are loaded and a replicated cache has caught up."""
