@@ -304,3 +304,81 @@ def test_a_questions_empty_sets_are_one_object() -> None:
     assert len(empties) > 20 and len({id(v) for v in empties}) == 1
     assert all(isinstance(v, frozenset) for v in sets)
     assert len({id(v) for v in sets if gc.is_tracked(v)}) < 10  # objects the collector walks: 4 here, not 41
+
+
+def test_a_number_longer_than_a_float_holds_is_read_exactly() -> None:
+    """A pasted 400-digit number made float() infinite and the parser raise (OverflowError); now it is the number
+    as written, and two such numbers a digit apart are told apart."""
+    from costline.serving.cache.verify import analyse
+
+    long_a, long_b = "9" * 400, "9" * 399 + "8"
+    fa, fb = analyse(f"Is code {long_a} still valid?"), analyse(f"Is code {long_b} still valid?")
+    assert long_a in fa.numbers and long_b in fb.numbers
+    assert guard(fa, fb) is not None and guard(fa, analyse(f"Is code {long_a} still valid?")) is None
+    assert "1" * 320 + ".5" in analyse("Is " + "1" * 320 + ".5 too much?").numbers
+
+
+def test_a_pair_the_verifier_cannot_read_is_a_rejected_candidate_not_a_failed_lookup(monkeypatch, caplog) -> None:
+    from costline.serving.cache import verify
+
+    v = Verifier()
+    real = verify.analyse
+
+    def breaks_on_boom(text, *args, **kwargs):
+        if "boom" in text:
+            raise RuntimeError("a parser bug")
+        return real(text, *args, **kwargs)
+
+    monkeypatch.setattr(verify, "analyse", breaks_on_boom)
+    with caplog.at_level("WARNING", logger="costline.serving.cache.verify"):
+        assert v.check("Where is my boom order?", "Where is my order?", 0.95) == verify.REASON_UNREADABLE
+        assert v.check("Where is my order?", "Where is my boom parcel?", 0.95) == verify.REASON_UNREADABLE
+    warned = [r for r in caplog.records if "could not read" in r.getMessage()]
+    assert len(warned) == 2 and warned[0].exc_info and not warned[1].exc_info  # the traceback once
+    assert v.check("Where is my order?", "Where is my order, please?", 0.95) is None  # the rest still verified
+
+
+@pytest.mark.timeout(60)  # a hang guard, not a speed target: the old pattern took longer than the universe
+@pytest.mark.parametrize("text", [
+    # a "rather than" clause whose long word the lookahead cannot end: the set-aside pattern split the word every
+    # way into five parts (C(n, 4) tries: 0.3 s at 50 letters, hours at 2,000)
+    "Is it live rather than " + "e" * 2000 + " ① #123 order?",
+    "Can I pay instead of " + "x" * 2000 + " # now",
+    "Is it billion nine?",  # word2number raised IndexError on a multiplier with nothing before it
+    "billion million trillion",
+    "Is code " + "9" * 400 + " valid?",  # float() overflowed
+])
+def test_hostile_questions_are_parsed_not_raised_or_hung(text) -> None:
+    from costline.serving.cache.verify import analyse
+
+    f = analyse(text)
+    assert guard(f, analyse(text)) is None  # the same text again: readable, and a repeat
+
+
+_PIECES = ["9" * 20, "3pm", "12:61", "99:99 am", "1,000,000", "billion", "million", "trillion", "thousand", "nine",
+           "twenty", "zero", "hundred", "and", "first", "31st",
+           "Feb 30", "2026-13-45", "13/13/2026", "Q5", "#", "$", "€", "%", "½", "②", "Ⅻ", "ß", "é", "\u0301", "\u200b",
+           "'", "’", "n't", "won't", "-", "—", "(", "?", "!", ",", ":", "rather than", "instead of", "so that", "not",
+           "un-", "pre-", "INV-", "#123", "AB12", "noon", "every", "per", "my", "Acme", "Monday", "mondays", "may",
+           "spring", "now", "e" * 60, "\n", "😀", "\x00"]
+
+
+@pytest.mark.timeout(120)
+def test_the_parser_reads_any_mix_of_what_trips_parsers() -> None:
+    """Property: analyse (and the guards on a pair of such questions) never raise, whatever the mix of numbers, dates,
+    times, codes, number words, combining marks, control characters and long words (found: word2number's
+    IndexError, float overflow, the set-aside pattern's backtracking)."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from costline.serving.cache.verify import analyse
+
+    texts = st.lists(st.sampled_from(_PIECES) | st.sampled_from(_PIECES) | st.text(max_size=12), min_size=1,
+                     max_size=20).map(" ".join)
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(texts, texts)
+    def readable(a: str, b: str) -> None:
+        guard(analyse(a), analyse(b))
+
+    readable()

@@ -88,6 +88,10 @@ through :meth:`Verifier.check`:
    reason ``pair_model``: at its own threshold, stricter in the strict band and where both questions ask for a
    time (:attr:`QuestionFeatures.asks_time`, ``Verifier.time_threshold``).
 
+A pair the stage cannot read (a parser that raises on some text) is rejected with reason ``unreadable`` and
+logged: a miss, never a failed lookup, so a stored question that trips the parser cannot break the lookups it is
+a candidate of.
+
 Features of a text are computed once and remembered (an LRU of ``memo_size`` texts), so a
 stored question is parsed once however often it is a candidate. Pure Python plus regex,
 word2number, python-dateutil, snowballstemmer, lemminflect, wordfreq, rapidfuzz and breame (their data
@@ -96,6 +100,8 @@ ship in their packages): no model download, well under a millisecond per candida
 
 from __future__ import annotations
 
+import logging
+import math
 import re
 import threading
 from collections import OrderedDict
@@ -104,10 +110,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "GUARD_REASONS",
     "REASON_ADMISSION",
     "REASON_PAIR_MODEL",
+    "REASON_UNREADABLE",
     "FEATURE_NAMES",
     "QuestionFeatures",
     "Verifier",
@@ -126,6 +135,9 @@ GUARD_REASONS = ("number", "identifier", "date", "time", "unit", "negation", "po
 REASON_ADMISSION = "admission"
 #: A candidate that passed the guards and the admission model but not the pair model (pair_model.py).
 REASON_PAIR_MODEL = "pair_model"
+#: A candidate the stage could not read (parsing the question or the candidate failed): never served, and the
+#: lookup goes on with the next candidate.
+REASON_UNREADABLE = "unreadable"
 
 # -- lexicons (lower case) --------------------------------------------------------------------------
 _CONTRACTIONS = (
@@ -648,7 +660,7 @@ class QuestionFeatures:
 
 #: A clause setting the other choice aside, up to five words, ending at punctuation, a conjunction or the end.
 _SET_ASIDE = re.compile(r"\b(?:rather\s+than|instead\s+of|as\s+opposed\s+to|in\s+place\s+of)\s+"
-                        r"((?:[\w'-]+\s*){1,5}?)(?=[,;.?!]|\s+(?:and|but|or|so|because|if|when|while)\b|$)")
+                        r"((?:[\w'-]++\s*){1,5}?)(?=[,;.?!]|\s+(?:and|but|or|so|because|if|when|while)\b|$)")
 #: Words of a set-aside clause that name no choice.
 _ASIDE_FILLER = frozenset({"have", "having", "get", "getting", "being", "been", "be", "do", "doing", "just",
                            "use", "using", "go", "going"})
@@ -832,6 +844,8 @@ def _number_value(text: str) -> str | None:
         v = float(t)
     except ValueError:
         return None
+    if not math.isfinite(v):  # more digits than a float holds (over ~300): the number as written, exactly
+        return t.lstrip("0") or "0"
     return str(int(v)) if v == int(v) and "." not in t else repr(v)
 
 
@@ -1338,7 +1352,7 @@ def analyse(text: str, stemmer: Any | None = None, *, asides: bool = True) -> Qu
         if run:
             try:
                 numbers.add(str(w2n.word_to_num(" ".join(run))))
-            except ValueError:
+            except (ValueError, IndexError):  # not a number word2number can read ("billion nine": IndexError)
                 pass
             run.clear()
 
@@ -2661,6 +2675,7 @@ class Verifier:
         self._lock = threading.Lock()
         self._stemmer_obj = _stemmer()
         self._stem_lock = threading.Lock()
+        self._said_unreadable = False  # the first unreadable pair is logged with its traceback, the rest without
         # load the parsers' data (wordfreq's lists take a second or two) now, not in the first lookup
         analyse("Warm up: 2 items on May 3 at 3 pm for Acme, not all", self._stemmer_obj)
 
@@ -2702,15 +2717,22 @@ class Verifier:
             if key in self._verdicts:  # support traffic asks the same questions again and again
                 self._verdicts.move_to_end(key)
                 return self._verdicts[key]
-        q, c = self.features(query), self.features(candidate)
-        reason = guard(q, c, cosine)
-        if reason is None:
-            model = self.model_for(namespace)
-            if model is not None and not model.admits(pair_features(q, c, cosine)):
-                reason = REASON_ADMISSION
-            elif (self.pair_model is not None and not _same_reading(q, c)
-                  and not self.pair_model.same_answer(candidate, query, self.pair_threshold(cosine, q, c))):
-                reason = REASON_PAIR_MODEL
+        try:
+            q, c = self.features(query), self.features(candidate)
+            reason = guard(q, c, cosine)
+            if reason is None:
+                model = self.model_for(namespace)
+                if model is not None and not model.admits(pair_features(q, c, cosine)):
+                    reason = REASON_ADMISSION
+                elif (self.pair_model is not None and not _same_reading(q, c)
+                      and not self.pair_model.same_answer(candidate, query, self.pair_threshold(cosine, q, c))):
+                    reason = REASON_PAIR_MODEL
+        except Exception:  # noqa: BLE001 - a text the stage cannot read is a miss, never a failed lookup
+            # (a stored question that broke the parser would otherwise fail every lookup it is a candidate of)
+            log.warning("costline: the cache's verifier could not read a question pair; the candidate is not "
+                        "served (reject reason %r)", REASON_UNREADABLE, exc_info=not self._said_unreadable)
+            self._said_unreadable = True
+            reason = REASON_UNREADABLE
         with self._lock:
             self._verdicts[key] = reason
             while len(self._verdicts) > self.memo_size:
