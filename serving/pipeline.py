@@ -56,6 +56,7 @@ __all__ = [
     "Answer",
     "LiveAnswer",
     "Pipeline",
+    "well_formed",
 ]
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,17 @@ class AnswerCache(Protocol):
 
     def store(self, query: str, answer: str, *, tenant: str, namespace: str | None = None,
               doc_hashes: Sequence[str] = ()) -> Any: ...
+
+
+def well_formed(text: str) -> str:
+    """``text`` with each lone surrogate as U+FFFD. JSON's ``"\\ud800"`` escape decodes to one, and no tokenizer
+    takes it (the embedder and the pair model raised on it, per request): the query that is routed on and looked up
+    is made of characters; the prompt the model gets is left as the client sent it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
 
 
 def marker_confidence(reply: Reply) -> float | None:
@@ -230,6 +242,7 @@ class Pipeline:
         of the whole request); by default the scope of ``prompt`` (its system prompt, earlier
         turns and max_tokens), or none for a bare query.
         """
+        query = well_formed(query)
         decision = self._route(query, task_type, subtype)
         if cache_scope is None:
             cache_scope = scope_of_prompt(prompt) if prompt is not None else ""
@@ -294,6 +307,7 @@ class Pipeline:
         :meth:`streams_live` (the cache is looked up first: a hit comes as one piece), else the
         settled :class:`Answer` (a gate may send the answer up a tier, so it has to be whole).
         Nothing is sent to a model before the LiveAnswer is iterated."""
+        query = well_formed(query)
         decision = self._route(query, task_type, subtype)
         if not self.streams_live(decision.tier):
             return self.answer(query, task_type=task_type, tenant=tenant, doc_hashes=doc_hashes,

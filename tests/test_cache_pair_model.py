@@ -104,7 +104,28 @@ def test_a_model_that_cannot_run_rejects_its_candidates_and_logs_once(tmp_path, 
         assert lazy.same_answer("Can I pay by card?", "Can I pay by card please?") is False
         assert lazy.same_answer("Can I pay by card?", "Can I pay by card please?") is False
     assert [r.message for r in caplog.records].count(
-        f"pair model {path} cannot run; its candidates are rejected") == 1
+        f"pair model {path} cannot load; its candidates are rejected") == 1
+
+
+def test_a_pair_the_model_cannot_read_rejects_that_candidate_only(caplog) -> None:
+    """One odd text (a tokenizer that raised on it) used to turn the model off for the process: every later
+    candidate, of every tenant, rejected. Now only that pair is."""
+    from costline.serving.cache.pair_model import default_pair_model_path
+
+    class Model:  # the loaded model, as LazyPairModel.get() returns it
+        def same_answer(self, stored, asked, threshold=None):
+            if "\ufffe" in asked:
+                raise TypeError("TextInputSequence must be str")
+            return True
+
+    lazy = LazyPairModel(default_pair_model_path())
+    lazy._model = Model()
+    with caplog.at_level(logging.WARNING, logger="costline.serving.cache.pair_model"):
+        assert lazy.same_answer("Can I pay by card?", "Can I pay by card\ufffe?") is False
+        assert lazy.same_answer("Can I pay by card?", "Can I pay by card\ufffe?!") is False
+        assert lazy.same_answer("Can I pay by card?", "Can I pay by card please?") is True
+    warned = [r for r in caplog.records if "could not read a pair" in r.getMessage()]
+    assert len(warned) == 2 and warned[0].exc_info and not warned[1].exc_info
 
 
 # two domains, one question per pair: the hard negatives are questions of different pairs of one domain

@@ -263,3 +263,33 @@ def test_the_real_faiss_minilm_cache_serves_a_rewording_and_nothing_unrelated(st
     assert not p.answer(EASY, task_type="faq", tenant="globex").cached  # tenants do not share answers
     assert cache.invalidate_by_doc("policy-v3") == 1
     assert not p.answer(EASY, task_type="faq", tenant="acme").cached  # the document changed: asked again
+
+
+def test_a_query_with_a_lone_surrogate_is_looked_up_and_stored_like_any_other(standin, exporter, minilm,
+                                                                               caplog) -> None:
+    """JSON's "\\ud800" escape decodes to a lone surrogate, which no tokenizer takes: the embedder raised on it, so
+    every such request logged a failed lookup with its traceback and was never cached. The query is read with
+    U+FFFD in its place; the cache then works for it as for any question."""
+    from costline.serving.cache.semantic import SemanticCache
+
+    cache = SemanticCache(minilm, Config().serving.cache)
+    p = make_pipeline(standin, exporter, cache=cache)
+    odd = "How do I reset my password \ud800?"
+    with caplog.at_level("WARNING"):
+        first = p.answer(odd, task_type="faq", tenant="acme")
+        again = p.answer(odd, task_type="faq", tenant="acme")
+    assert first.success and not first.cached and again.cached and again.text == first.text
+    assert "lookup failed" not in caplog.text
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("plain ascii", "plain ascii"),
+    ("emoji 😀 and é", "emoji 😀 and é"),
+    ("lone \ud800 high", "lone \ufffd high"),
+    ("lone \udc00 low", "lone \ufffd low"),
+    ("a split pair \ud83d\ude00", "a split pair 😀"),  # two surrogates that make one character, joined
+])
+def test_well_formed(text, expected) -> None:
+    from costline.serving.pipeline import well_formed
+
+    assert well_formed(text) == expected

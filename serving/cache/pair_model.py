@@ -400,6 +400,7 @@ class LazyPairModel:
         self._base = base
         self._model: PairModel | OnnxPairModel | None = None
         self._failed = False
+        self._said_pair = False  # the first pair it could not read is logged with its traceback, the rest without
         self._lock = threading.Lock()
 
     @property
@@ -422,11 +423,17 @@ class LazyPairModel:
         if self._failed:  # not retried on every candidate: a load that failed once (an export!) fails again
             return False
         try:
-            return self.get().same_answer(stored, asked, threshold)
+            model = self.get()
         except Exception:  # noqa: BLE001 - a lookup never fails because of its last check
-            if not self._failed:
-                self._failed = True
-                log.exception("pair model %s cannot run; its candidates are rejected", self.path)
+            self._failed = True
+            log.exception("pair model %s cannot load; its candidates are rejected", self.path)
+            return False
+        try:
+            return model.same_answer(stored, asked, threshold)
+        except Exception:  # noqa: BLE001 - this pair only: one odd text never turns the model off for everyone
+            log.warning("pair model %s could not read a pair; that candidate is rejected", self.path,
+                        exc_info=not self._said_pair)
+            self._said_pair = True
             return False
 
 

@@ -11,7 +11,7 @@ import click
 from costline.cli import pass_config
 from costline.config import Config
 
-__all__ = ["serve", "standin"]
+__all__ = ["serve", "settle_heap", "standin"]
 
 
 @click.command("serve")
