@@ -161,3 +161,35 @@ def test_a_long_query_embeds_its_tail(embedder) -> None:
     prefix = "We have used your product for years and like it a lot. " * 40
     a, b = embedder.encode([prefix + "How do I cancel?", prefix + "Where is the invoice for March?"])
     assert float(a @ b) < 0.999  # truncation to the head would make them identical
+
+
+def test_a_lone_surrogate_in_the_system_prompt_or_the_question_is_served_and_cached(served) -> None:
+    """JSON's "\\ud800" escape decodes to a lone surrogate (the anthropic SDK refuses to send one; a raw HTTP client
+    does): hashing the scope raised UnicodeEncodeError (a 500 for the request) and the embedder refused the
+    question. Both are read now, and the repeat is a hit."""
+    import http.client
+    import json
+    from urllib.parse import urlsplit
+
+    app, cache = served
+    url = urlsplit(str(app.base_url))
+
+    def raw_ask(system: str) -> tuple[int, str, bool]:
+        body = {"model": "claude-haiku-4-5", "max_tokens": 300, "system": system,
+                "messages": [{"role": "user", "content": "How do I reset my password \udc00?"}]}
+        conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+        try:
+            conn.request("POST", "/v1/messages", json.dumps(body).encode(),  # ensure_ascii: "\\udc00" on the wire
+                         {"content-type": "application/json", "x-costline-tenant": "acme",
+                          "x-costline-task-type": "faq"})
+            resp = conn.getresponse()
+            out = json.loads(resp.read())
+            return resp.status, json.dumps(out.get("content")), resp.getheader("x-costline-cache-hit") == "true"
+        finally:
+            conn.close()
+
+    status, first, hit = raw_ask("Answer briefly \ud800.")
+    assert status == 200 and not hit
+    status, again, hit = raw_ask("Answer briefly \ud800.")
+    assert status == 200 and hit and again == first
+    assert not raw_ask("Answer briefly.")[2]  # another system prompt: another scope

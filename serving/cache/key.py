@@ -86,7 +86,8 @@ def request_scope(
     doc = {"system": _normal(system), "earlier": _normal(list(earlier)), "tools": _normal(tools),
            "model": model_family(model), "params": _normal(kept)}
     raw = json.dumps(doc, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
-    return hashlib.sha256(raw.encode("utf-8")).hexdigest()[:32]
+    # surrogatepass: a lone surrogate (JSON's "\\ud800" escape decodes to one) is hashed, not a UnicodeEncodeError
+    return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 def scope_of_body(body: Mapping[str, Any]) -> str:

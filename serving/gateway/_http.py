@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -38,10 +39,43 @@ class HttpRequest:
         return [v for k, v in self.raw_headers if k == name]
 
     def json(self) -> Any:
-        return json.loads(self.body.decode("utf-8") or "null")
+        doc = json.loads(self.body.decode("utf-8") or "null")
+        if b"\\u" in self.body and _SURROGATE_ESCAPE.search(self.body):  # only then can a lone surrogate be in it
+            doc = _well_formed_strings(doc)
+        return doc
 
     def header(self, name: str, default: str | None = None) -> str | None:
         return self.headers.get(name.lower(), default)
+
+
+
+#: A JSON escape of a UTF-16 surrogate ("\\ud83d", "\\uDC00"): a pair of them is one character (an emoji, from a
+#: client that escapes non-ASCII), one alone decodes to a lone surrogate, which no tokenizer, hash or SDK takes.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _well_formed_strings(doc: Any) -> Any:
+    """``doc`` (parsed JSON) with every string, keys included, made well formed: a lone surrogate becomes U+FFFD, as a
+    UTF-8 decoder reads a byte it cannot (:func:`~costline.serving.pipeline.well_formed`). Iterative: as deep as
+    json.loads went."""
+    from costline.serving.pipeline import well_formed
+
+    if isinstance(doc, str):
+        return well_formed(doc)
+    root = [doc]
+    todo: list[Any] = [root]
+    while todo:
+        node = todo.pop()
+        items = list(node.items()) if isinstance(node, dict) else list(enumerate(node))
+        if isinstance(node, dict):
+            node.clear()
+        for key, value in items:
+            if isinstance(value, str):
+                value = well_formed(value)
+            elif isinstance(value, (dict, list)):
+                todo.append(value)
+            node[well_formed(key) if isinstance(key, str) else key] = value
+    return root[0]
 
 
 @dataclass
