@@ -89,7 +89,8 @@ class AnswerCache(Protocol):
 def well_formed(text: str) -> str:
     """``text`` with each lone surrogate as U+FFFD. JSON's ``"\\ud800"`` escape decodes to one, and no tokenizer
     takes it (the embedder and the pair model raised on it, per request): the query that is routed on and looked up
-    is made of characters; the prompt the model gets is left as the client sent it."""
+    is made of characters. The gateway already reads every string of a request body this way (its JSON reader,
+    ``serving/gateway/_http.py``); this covers callers of :class:`Pipeline` itself, whose prompt is left as given."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
