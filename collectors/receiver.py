@@ -24,6 +24,7 @@ from __future__ import annotations
 import binascii
 import json
 import logging
+import re
 import threading
 import zlib
 from types import MappingProxyType
@@ -137,6 +138,24 @@ def _array(obj: dict[str, Any], *keys: str) -> list[Any]:
     return []
 
 
+#: A UTF-16 surrogate left alone in a decoded JSON string (a pair is one character by then).
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _json_bytes(doc: Any) -> bytes:
+    """``doc`` as UTF-8 JSON, a lone surrogate (``"\\ud83d"``) written as U+FFFD.
+
+    OpenTelemetry JS cuts an attribute value at its length limit by UTF-16 code units: a cut through
+    an emoji leaves half of it, which its JSON serializer writes as ``\\ud83d`` (its protobuf one, as
+    U+FFFD). protobuf refuses such a string, and one cut prompt must not refuse the whole export.
+    """
+    text = json.dumps(doc, ensure_ascii=False)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return _LONE_SURROGATE.sub("\ufffd", text).encode()
+
+
 def decode_with_rejections(body: bytes, is_json: bool) -> tuple[ExportTraceServiceRequest, int, str]:
     """Decode an OTLP trace request, dropping invalid spans → (request, rejected, error message).
 
@@ -147,7 +166,7 @@ def decode_with_rejections(body: bytes, is_json: bool) -> tuple[ExportTraceServi
         try:
             doc = json.loads(body)
             rejected, first = _drop_invalid_json_spans(doc)
-            req = decode_json(json.dumps(doc).encode())
+            req = decode_json(_json_bytes(doc))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise OtlpDecodeError(f"not valid JSON: {exc}") from None
         except RecursionError:

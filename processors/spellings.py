@@ -209,6 +209,11 @@ def _read_genai(name: str, get: Any, scope: str | None, failed: bool, bad: list[
                 (provider == c.PROVIDER_ANTHROPIC and scope.startswith(_INPUT_EXCLUDES_CACHE_SCOPES))
                 or scope.startswith(_BEDROCK_INPUT_EXCLUDES_CACHE_SCOPES)):
             input_tokens += (read or 0) + (write or 0)
+    if input_tokens is not None and (read or 0) + (write or 0) > input_tokens:
+        # an input smaller than its own cache reads and writes cannot include them (the conventions' reading):
+        # an instrumentation not named above wrote the API's own input_tokens. Read it as that, or the fresh
+        # input would price at 0 and the cached share pass 100 %.
+        input_tokens += (read or 0) + (write or 0)
     # no usage at all (OpenLLMetry JS on a streamed OpenAI call): unknown, never $0
     unreported = _GENAI_UNREPORTED if input_tokens is output_tokens is read is write is None else ()
     if scope is not None and scope.startswith(_MICROMETER_SCOPES):

@@ -37,6 +37,14 @@ READS = [
         "chat claude-haiku-4-5", "openlit.instrumentation.anthropic",
         ("chat", "anthropic", "claude-haiku-4-5", None, 1205, 40, 1000, 5, None, ()),
         id="openlit-input-without-cache"),
+    pytest.param(  # an instrumentation costline does not know, writing Anthropic's own input_tokens: an input
+        # under its cache reads cannot include them, so it is read as the API's (10 fresh + 1000 read + 5 written)
+        {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "anthropic", "gen_ai.request.model": "claude-haiku-4-5",
+         "gen_ai.usage.input_tokens": 10, "gen_ai.usage.output_tokens": 40,
+         "gen_ai.usage.cache_read.input_tokens": 1000, "gen_ai.usage.cache_creation.input_tokens": 5},
+        "chat claude-haiku-4-5", "some.unknown.instrumentation",
+        ("chat", "anthropic", "claude-haiku-4-5", None, 1015, 40, 1000, 5, None, ()),
+        id="unknown-scope-input-under-its-cache"),
     pytest.param(  # the Vercel AI SDK's legacy scope: provider and API in one, operation from the name
         {"gen_ai.system": "anthropic.messages", "gen_ai.request.model": "claude-haiku-4-5",
          "gen_ai.usage.input_tokens": 10, "gen_ai.usage.output_tokens": 3},
