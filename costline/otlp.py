@@ -66,8 +66,12 @@ def decode_protobuf(body: bytes) -> ExportTraceServiceRequest:
     return req
 
 
-def decode_json(body: bytes) -> ExportTraceServiceRequest:
-    """OTLP/JSON: lowerCamelCase keys, hex trace/span ids, enums as ints, int64 as strings."""
+def decode_json(body: bytes, *, check_ids: bool = True) -> ExportTraceServiceRequest:
+    """OTLP/JSON: lowerCamelCase keys, hex trace/span ids, enums as ints, int64 as strings.
+
+    With ``check_ids`` False a span's malformed id (not hex, the wrong length, all zeros) does not refuse
+    the request: a non-hex id is read as empty, and the caller checks every span's ids itself (the
+    processor does, span by span, so one bad span is left out and its neighbours are kept)."""
     try:
         doc = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -80,14 +84,15 @@ def decode_json(body: bytes) -> ExportTraceServiceRequest:
         for rs in _list(doc, "resourceSpans", "resource_spans"):
             for ss in _list(rs, "scopeSpans", "scope_spans"):
                 for span in _list(ss, "spans"):
-                    _hex_ids_to_b64(span)
+                    _hex_ids_to_b64(span, strict=check_ids)
                     for link in _list(span, "links"):
-                        _hex_ids_to_b64(link)
+                        _hex_ids_to_b64(link, strict=check_ids)
         req = ExportTraceServiceRequest()
         json_format.ParseDict(doc, req, ignore_unknown_fields=True)
     except (json_format.ParseError, TypeError, ValueError, AttributeError) as exc:
         raise OtlpDecodeError(f"not an OTLP JSON trace request: {exc}") from None
-    _check_ids(req)
+    if check_ids:
+        _check_ids(req)
     return req
 
 
@@ -103,7 +108,7 @@ def _list(obj: Any, *keys: str) -> list[Any]:
     return []
 
 
-def _hex_ids_to_b64(obj: Any) -> None:
+def _hex_ids_to_b64(obj: Any, strict: bool = True) -> None:
     if not isinstance(obj, dict):
         raise TypeError("a span must be an object")
     for key in ("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id"):
@@ -112,7 +117,9 @@ def _hex_ids_to_b64(obj: Any) -> None:
             try:
                 raw = binascii.unhexlify(value)
             except (binascii.Error, ValueError):
-                raise ValueError(f"{key} {value!r} is not hex") from None
+                if strict:
+                    raise ValueError(f"{key} {value!r} is not hex") from None
+                raw = b""  # an empty id: the span is refused when its ids are checked, alone
             obj[key] = base64.b64encode(raw).decode()
 
 

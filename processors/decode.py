@@ -21,7 +21,7 @@ from costline.pricing import UNKNOWN_MODEL, PricingTable
 from costline.processors.records import CallRow, LookupRow, RequestRow, Row, flatten_span
 
 __all__ = ["content_type_of", "decode_message", "DecodedMessage", "flatten_message", "flatten_into",
-           "ENCODING_TO_CONTENT_TYPE"]
+           "invalid_spans_request", "ENCODING_TO_CONTENT_TYPE"]
 
 #: ``[processor] encoding`` → the content type it stands for ("auto": sniff).
 ENCODING_TO_CONTENT_TYPE = {
@@ -62,7 +62,7 @@ def decode_message(
             raise OtlpDecodeError(f"not an OTLP protobuf ExportTraceServiceRequest: {exc}") from None
         return req
     if kind in _JSON_TYPES:
-        return decode_json(value)
+        return decode_json(value, check_ids=False)  # ids are checked span by span while flattening
     return decode_request(value, ctype)
 
 
@@ -118,13 +118,16 @@ def flatten_into(
     calls: list[CallRow],
     lookups: list[LookupRow],
     unpriced: list[CallRow],
+    invalid: list[tuple[Any, Any, Any, str]] | None = None,
 ) -> tuple[int, int]:
     """Append a decoded message's rows to per-table lists; returns ``(spans, ignored)``.
 
     The processor's form of :func:`flatten_message` (same rows, one pass, no row list in
     between); calls whose model is not in the pricing table are also appended to
-    ``unpriced``. All or nothing: when a span raises :class:`OtlpDecodeError` the lists
-    are cut back to what they held before.
+    ``unpriced``. A span with malformed ids (:class:`OtlpDecodeError`) is appended to
+    ``invalid`` as ``(resource_spans, scope_spans, span, why)`` and left out, its neighbours
+    kept; without ``invalid`` it raises. All or nothing otherwise: when a span raises, the
+    lists are cut back to what they held before.
     """
     marks = len(requests), len(calls), len(lookups), len(unpriced)
     spans = ignored = 0
@@ -134,7 +137,13 @@ def flatten_into(
                 scope = ss.scope.name or None
                 for span in ss.spans:
                     spans += 1
-                    row = flatten_span(span, pricing, kafka_partition, kafka_offset, scope)
+                    try:
+                        row = flatten_span(span, pricing, kafka_partition, kafka_offset, scope)
+                    except OtlpDecodeError as exc:
+                        if invalid is None:
+                            raise
+                        invalid.append((rs, ss, span, str(exc)))
+                        continue
                     kind = type(row)
                     if kind is CallRow:
                         calls.append(row)
@@ -151,6 +160,24 @@ def flatten_into(
             del lst[mark:]
         raise
     return spans, ignored
+
+
+def invalid_spans_request(invalid: Sequence[tuple[Any, Any, Any, str]]) -> bytes:
+    """OTLP protobuf of the spans :func:`flatten_into` left out, each under its own resource and scope
+    (what the processor dead-letters when a message held valid spans too)."""
+    out = ExportTraceServiceRequest()
+    groups: dict[tuple[int, int], Any] = {}
+    for rs, ss, span, _ in invalid:
+        group = groups.get((id(rs), id(ss)))
+        if group is None:
+            new_rs = out.resource_spans.add()
+            new_rs.resource.CopyFrom(rs.resource)
+            new_rs.schema_url = rs.schema_url
+            group = groups[(id(rs), id(ss))] = new_rs.scope_spans.add()
+            group.scope.CopyFrom(ss.scope)
+            group.schema_url = ss.schema_url
+        group.spans.add().CopyFrom(span)
+    return out.SerializeToString()
 
 
 def iter_rows(messages: Iterable[tuple[bytes, Any]], pricing: PricingTable) -> list[Row]:

@@ -51,7 +51,7 @@ from costline.config import Config
 from costline.lake import WriterFenced
 from costline.otlp import OtlpDecodeError
 from costline.processors.buffer import PartitionBuffer
-from costline.processors.decode import decode_message, flatten_into
+from costline.processors.decode import decode_message, flatten_into, invalid_spans_request
 from costline.processors.errors import DeadLetterError, StartPositionError
 from costline.processors.records import CallRow, MemoPricingTable
 
@@ -128,6 +128,8 @@ class ProcessorStats:
     messages: int = 0
     spans: int = 0
     ignored_spans: int = 0
+    #: Spans left out for malformed ids while the rest of their message was kept (they go to the DLQ).
+    invalid_spans: int = 0
     rows: dict[str, int] = field(default_factory=lambda: {"requests": 0, "calls": 0, "lookups": 0})
     dlq: int = 0
     unknown_model_calls: int = 0
@@ -139,7 +141,8 @@ class ProcessorStats:
     def describe(self) -> str:
         rows = ", ".join(f"{k} {v}" for k, v in self.rows.items())
         unknown = f" ({', '.join(sorted(self.unknown_models))})" if self.unknown_models else ""
-        return (f"messages {self.messages}, spans {self.spans} (ignored {self.ignored_spans}); rows: {rows}; "
+        invalid = f", invalid ids {self.invalid_spans}" if self.invalid_spans else ""
+        return (f"messages {self.messages}, spans {self.spans} (ignored {self.ignored_spans}{invalid}); rows: {rows}; "
                 f"dlq {self.dlq}; unknown-model calls {self.unknown_model_calls}{unknown}; "
                 f"lake commits {self.commits}" + (f"; fenced batches {self.fenced}" if self.fenced else ""))
 
@@ -438,13 +441,16 @@ class Processor:
         pcfg = self.config.processor
         pending = buf.rows
         unpriced = self._unpriced
+        invalid: list[tuple[Any, Any, Any, str]] = []
         try:
-            # Rows go straight into the buffer's lists (all or nothing per message). Flattening
-            # validates span ids too (decode_message's protobuf fast path leaves that to it),
-            # so a bad id dead-letters the message like any other undecodable one.
+            # Rows go straight into the buffer's lists. Flattening validates span ids too
+            # (decode_message leaves that to it): a span with a malformed id is left out and its
+            # neighbours kept, as an OTLP receiver does; a message of nothing else is dead-lettered whole.
             spans, ignored = flatten_into(decode_message(value, headers, pcfg.encoding), self.pricing,
                                           partition, offset, pending["requests"], pending["calls"],
-                                          pending["lookups"], unpriced)
+                                          pending["lookups"], unpriced, invalid)
+            if invalid and len(invalid) == spans:
+                raise OtlpDecodeError(invalid[0][3])
         except OtlpDecodeError as exc:
             self._dead_letter(partition, offset, key, value, headers, str(exc))
             buf.note(offset, 0, now)
@@ -457,6 +463,13 @@ class Processor:
             return
         stats.spans += spans
         stats.ignored_spans += ignored
+        if invalid:  # what the lake does not hold goes to the DLQ: only those spans, so a replay duplicates nothing
+            stats.invalid_spans += len(invalid)
+            self._dead_letter(partition, offset, key, invalid_spans_request(invalid),
+                              [(k, v) for k, v in (headers or ()) if k.lower() != contract.HEADER_CONTENT_TYPE]
+                              + [(contract.HEADER_CONTENT_TYPE, contract.CONTENT_TYPE_PROTOBUF.encode())],
+                              f"{len(invalid)} of the message's {spans} spans left out (the others are in the "
+                              f"lake): {invalid[0][3]}")
         if unpriced:
             self._note_unpriced(unpriced)
         buf.note(offset, spans, now, (offset, key, value, headers), len(value))  # type: ignore[arg-type]

@@ -204,7 +204,8 @@ def flatten_span(
     ``scope`` is the name of the instrumentation scope the span came in (``ScopeSpans.scope.name``).
     Values out of range (NaN, infinities, negative or absurd counts and prices, times that are
     not times) are nulled and named in the row's ``data_quality``; they never raise.
-    Raises :class:`~costline.otlp.OtlpDecodeError` for malformed ids (the message is dead-lettered).
+    Raises :class:`~costline.otlp.OtlpDecodeError` for malformed ids (the processor leaves that span out and
+    dead-letters it).
     """
     tid = span.trace_id
     sid = span.span_id

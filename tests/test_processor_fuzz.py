@@ -229,6 +229,10 @@ def test_hostile_corpus_never_stops_the_processor(kafka_config: Config, drawn_pr
     assert len(dead) == stats.dlq
     hostile_values = {v for v, _ in hostile}
     for m in dead:
-        assert dict(m.headers)[c.HEADER_DLQ_REASON]
-        assert m.value in hostile_values
+        reason = dict(m.headers)[c.HEADER_DLQ_REASON]
+        assert reason
+        if m.value not in hostile_values:  # the spans with malformed ids of a message whose others landed
+            assert b"left out (the others are in the lake)" in reason
+            left_out = ExportTraceServiceRequest.FromString(m.value)
+            assert span_ids(left_out) and not span_ids(left_out) & expected
     assert stats.dlq >= 8  # undecodable ones at least: truncated, random, empty, bad JSON, ...

@@ -192,6 +192,62 @@ def test_undecodable_messages_go_to_the_dlq(kafka_config: Config):
         assert m.key.startswith(b"bad-")
 
 
+def test_a_span_with_a_malformed_id_is_left_out_and_its_neighbours_kept(kafka_config: Config):
+    """One span with a zero, short or non-hex id (the OTel Collector forwards what its senders wrote) costs the
+    lake only that span: its neighbours in the same message land, and the DLQ holds exactly the spans left out
+    (re-encoded, so a replay of the DLQ duplicates nothing) with the reason."""
+    import json
+
+    from kafka import KafkaConsumer
+
+    from costline.otlp import ExportTraceServiceRequest
+
+    t = 1_790_000_000_000_000_000
+    tid = b"\x11" * 16
+
+    def req_span(name: str, trace_id: bytes, span_id: bytes):
+        return span(c.SPAN_REQUEST, trace_id=trace_id, span_id=span_id, start_ns=t, end_ns=t + 1_000_000,
+                    attributes={c.COSTLINE_TENANT: name})
+
+    mixed = export_request([req_span("good-1", tid, b"\x01" * 8), req_span("zero-span-id", tid, bytes(8)),
+                            req_span("good-2", tid, b"\x02" * 8), req_span("short-trace-id", b"\x11" * 5, b"\x03" * 8)])
+    as_json = json.dumps({"resourceSpans": [{"resource": {"attributes": [
+        {"key": "service.name", "value": {"stringValue": "json-app"}}]}, "scopeSpans": [{"spans": [
+            {"traceId": "22" * 16, "spanId": "04" * 8, "name": c.SPAN_REQUEST, "startTimeUnixNano": str(t),
+             "endTimeUnixNano": str(t + 1), "attributes": [{"key": c.COSTLINE_TENANT, "value": {"stringValue": "good-3"}}]},
+            {"traceId": "zz" * 16, "spanId": "05" * 8, "name": c.SPAN_REQUEST, "startTimeUnixNano": str(t),
+             "endTimeUnixNano": str(t + 1)}]}]}]}).encode()
+    prod = producer(kafka_config)
+    prod.send(kafka_config.kafka.topic, key=b"mixed", value=mixed.SerializeToString())
+    prod.send(kafka_config.kafka.topic, key=b"json", value=as_json, headers=[("content-type", b"application/json")])
+    prod.close()
+
+    stats = Processor(kafka_config).run(until_idle=1.5)
+
+    assert (stats.spans, stats.invalid_spans, stats.dlq) == (6, 3, 2)
+    con = open_lake(kafka_config)
+    try:
+        landed = sorted(con.execute("SELECT span_id FROM requests_raw").fetchall())
+    finally:
+        con.close()
+    assert landed == [("01" * 8,), ("02" * 8,), ("04" * 8,)]
+    consumer = KafkaConsumer(kafka_config.kafka.dlq_topic, bootstrap_servers=kafka_config.kafka.bootstrap,
+                             auto_offset_reset="earliest", consumer_timeout_ms=3000)
+    dead = {m.key: m for m in consumer}
+    consumer.close()
+    assert set(dead) == {b"mixed", b"json"}
+    for key, want in ((b"mixed", [bytes(8), b"\x03" * 8]), (b"json", [b"\x05" * 8])):
+        headers = dict(dead[key].headers)
+        assert headers["content-type"] == c.CONTENT_TYPE_PROTOBUF.encode()
+        assert b"left out (the others are in the lake)" in headers[c.HEADER_DLQ_REASON]
+        request = ExportTraceServiceRequest()
+        request.ParseFromString(dead[key].value)
+        left_out = [s for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans]
+        assert [s.span_id for s in left_out] == want
+    json_rs = ExportTraceServiceRequest.FromString(dead[b"json"].value).resource_spans[0]
+    assert json_rs.resource.attributes[0].value.string_value == "json-app"  # under its own resource
+
+
 def _env(config: Config, batch: int) -> dict[str, str]:
     env = dict(os.environ)
     env.update({
