@@ -54,7 +54,7 @@ from costline.serving.backends import Prompt
 from costline.serving.cache.key import scope_of_body
 from costline.serving.pipeline import Answer, LiveAnswer, Pipeline
 from costline.serving.settings import GatewayConfig
-from costline.serving.gateway.messages_api import ANTHROPIC_ERROR_TYPES, last_user_text
+from costline.serving.gateway.messages_api import ANTHROPIC_ERROR_TYPES, last_user_text, shape_problem
 
 __all__ = ["Gateway", "CACHE_MODEL", "STREAM_MODE_HEADER"]
 
@@ -70,6 +70,26 @@ _STATUS_OF_ERROR = {"RateLimitError": 429, "OverloadedError": 529}
 
 #: An API's error answer: ``error(status, message, headers)``.
 ErrorFn = Callable[..., HttpResponse]
+
+#: How deep a request body may nest (objects and arrays). json.loads takes ~990 levels, but what reads the body
+#: after it (the cache's scope hash, the SDKs) recurses, and a body a few hundred levels deep failed there
+#: with RecursionError (a 500). No real request (tool schemas included) comes near.
+MAX_JSON_DEPTH = 100
+
+
+def json_depth(doc: Any, limit: int) -> int:
+    """How deep ``doc`` nests (a scalar: 0), counted iteratively up to ``limit`` + 1 (then it stops looking)."""
+    deepest = 0
+    todo: list[tuple[Any, int]] = [(doc, 0)]
+    while todo:
+        node, depth = todo.pop()
+        if isinstance(node, (dict, list)):
+            depth += 1
+            if depth > limit:
+                return depth
+            deepest = max(deepest, depth)
+            todo.extend((child, depth) for child in (node.values() if isinstance(node, dict) else node))
+    return deepest
 
 
 class Gateway(ServedByJsonServer):
@@ -233,6 +253,9 @@ class Gateway(ServedByJsonServer):
             return error(400, "the body is not valid JSON", admitted.headers)
         if not isinstance(body, Mapping):
             return error(400, "the body must be a JSON object", admitted.headers)
+        if json_depth(body, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+            return error(400, f"the body nests objects and arrays more than {MAX_JSON_DEPTH} levels deep: flatten it",
+                         admitted.headers)
         meta = body.get("metadata") if isinstance(body.get("metadata"), Mapping) else {}
         refused = self.guard.check_body_tenant(admitted, meta.get("tenant"))
         if refused is not None:
@@ -261,10 +284,16 @@ class Gateway(ServedByJsonServer):
             cache_scope=cache_scope)
 
     def _answer(self, req: HttpRequest, body: Mapping[str, Any], tenant: str | None) -> HttpResponse:
-        stream = bool(body.get("stream"))
+        stream = body.get("stream")
+        if stream is not None and not isinstance(stream, bool):
+            return _error(400, "stream: true or false")
+        stream = bool(stream)
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages or not all(isinstance(m, Mapping) for m in messages):
             return _error(400, "messages: at least one message is required")
+        problem = shape_problem(messages, body.get("system"))
+        if problem:
+            return _error(400, problem)
         max_tokens = body.get("max_tokens")
         if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
             return _error(400, "max_tokens: field required (a whole number >= 1)")
@@ -462,6 +491,7 @@ def _tls_files(cfg: GatewayConfig) -> tuple[str, str] | None:
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> HttpResponse:
-    err_type = ANTHROPIC_ERROR_TYPES.get(status, "api_error")
+    # a 4xx the table does not name (411, 415, 431) is still the caller's to fix
+    err_type = ANTHROPIC_ERROR_TYPES.get(status, "invalid_request_error" if 400 <= status < 500 else "api_error")
     return HttpResponse(status, {"type": "error", "error": {"type": err_type, "message": message}},
                         headers=dict(headers or {}))

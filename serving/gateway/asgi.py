@@ -11,8 +11,11 @@ search, the SDK call to the model. :class:`AsgiServer` runs them on a ``ThreadPo
   Idle keep-alive connections cost no thread.
 * **limits** (:class:`~costline.netsec.Limits`): body size (413 before reading it, from
   ``Content-Length``, and while reading a chunked one), a body slower than ``read_timeout_s`` per read
-  (400), header bytes (h11's ``max_incomplete_event_size``), keep-alive idle timeout; a request
-  h11 cannot parse gets a 400 in the API's error format (:class:`_ApiH11Protocol`);
+  (400) and, in all, ``read_timeout_s`` plus ``read_timeout_s`` per 64 KiB received (a body trickled
+  a byte at a time holds no slot for longer), header bytes (h11's ``max_incomplete_event_size`` while
+  a head arrives, 431 for a whole one over the limit), a request head due within ``read_timeout_s`` of
+  its first byte (slowloris), keep-alive idle timeout; a request h11 cannot parse gets a 400 in the
+  API's error format (:class:`_ApiH11Protocol`);
 * **graceful drain**: on SIGTERM (or :meth:`AsgiServer.shutdown`) ``/readyz`` turns 503, the
   listener closes, requests in flight finish (at most ``drain_timeout_s``), then the process exits;
 * ``GET /healthz`` (200 while the process serves) and ``GET /readyz`` (200 when accepting work,
@@ -33,6 +36,7 @@ from typing import Any
 from costline.serving.errors import MissingExtraError
 
 try:
+    import h11
     import uvicorn
     from starlette.applications import Starlette
     from starlette.requests import Request
@@ -50,6 +54,9 @@ __all__ = ["AsgiServer", "Busy"]
 log = logging.getLogger(__name__)
 
 _END = object()
+#: A body gets ``read_timeout_s`` more for every this many bytes received (a minimum rate of 64 KiB per
+#: ``read_timeout_s``: 6.4 KiB/s by default), on top of ``read_timeout_s`` to begin.
+_BODY_BYTES_PER_TIMEOUT = 64 * 1024
 #: Methods a route table may name (Starlette needs them per path).
 _METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD")
 
@@ -118,6 +125,7 @@ class AsgiServer:
 
         class _Protocol(_ApiH11Protocol):
             bad_request_body = staticmethod(bad_request)
+            head_timeout_s = limits.read_timeout_s
 
         self._protocol = _Protocol
 
@@ -273,6 +281,14 @@ class AsgiServer:
         return _to_starlette(self._not_found(_request_of(request, b"")))
 
     async def _endpoint(self, request: Request) -> Response:
+        # h11 bounds a head only while it is incomplete: one that came whole in one read is measured here
+        head = sum(len(k) + len(v) + 4 for k, v in request.headers.raw)
+        if head > self._limits.max_header_bytes:
+            response = self._reject(HttpReject(431, f"the request's headers ({head} bytes) are over the limit of "
+                                                    f"{self._limits.max_header_bytes} bytes: send fewer or shorter "
+                                                    "ones"), request.url.path)
+            response.headers.setdefault("connection", "close")
+            return _to_starlette(response)
         if self._in_flight >= self._capacity or self.draining:
             return _to_starlette(self._busy(request.url.path))
         self._in_flight += 1
@@ -334,18 +350,27 @@ class AsgiServer:
             raise HttpReject(411, "Content-Length is required")
         parts: list[bytes] = []
         size = 0
+        timeout = self._limits.read_timeout_s
+        loop = asyncio.get_running_loop()
+        start = loop.time()
         while True:
             try:
-                message = await asyncio.wait_for(request.receive(), self._limits.read_timeout_s)
+                message = await asyncio.wait_for(request.receive(), timeout)
             except asyncio.TimeoutError:
                 raise HttpReject(400, f"the body is shorter than Content-Length (no data for "
-                                      f"{self._limits.read_timeout_s:g} s)") from None
+                                      f"{timeout:g} s)") from None
             if message["type"] == "http.disconnect":
                 raise HttpReject(400, "the client went away before sending the whole body")
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
                 raise HttpReject(413, f"the body is over the limit of {limit} bytes")
+            # each read within read_timeout_s (above), and the whole body at 64 KiB per read_timeout_s or faster:
+            # a body trickled a byte per read holds its slot no longer than that
+            took = loop.time() - start
+            if took > timeout * (1 + size / _BODY_BYTES_PER_TIMEOUT) and message.get("more_body", False):
+                raise HttpReject(400, f"the body arrives too slowly ({size} bytes in {took:.1f} s): send at least "
+                                      f"64 KiB per {timeout:g} s")
             parts.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(parts)
@@ -397,6 +422,9 @@ class _ApiH11Protocol(H11Protocol):
     """uvicorn's h11 protocol, answering an unparsable request in the API's error format."""
 
     bad_request_body: Callable[[str], bytes]
+    #: Seconds a request head may take to arrive from its first byte (then the connection is closed).
+    head_timeout_s: float = 10.0
+    _head_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: Any) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -413,9 +441,31 @@ class _ApiH11Protocol(H11Protocol):
         # its first one is closed after the same idle_timeout_s (its first bytes cancel the timer)
         self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
 
-    def send_400_response(self, msg: str) -> None:  # noqa: ARG002 - h11's message is generic
-        import h11
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        # uvicorn's keep-alive timer stops at a head's first byte and nothing times the rest: a head trickled
+        # a byte at a time (slowloris) held its connection for ever. It is due within head_timeout_s.
+        if self.conn.their_state is h11.IDLE and self.conn.trailing_data[0]:
+            if self._head_timer is None:
+                self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
+        else:
+            self._cancel_head_timer()
 
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            self.transport.close()
+
+    def _cancel_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_head_timer()
+        super().connection_lost(exc)
+
+    def send_400_response(self, msg: str) -> None:  # noqa: ARG002 - h11's message is generic
         body = type(self).bad_request_body("malformed HTTP request (request line, headers or "
                                            "Content-Length): fix the client")
         event = h11.Response(status_code=400, reason=b"Bad Request", headers=[

@@ -45,7 +45,8 @@ DEFAULT_MAX_TOKENS = 1024
 
 _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                 404: "not_found_error", 411: "invalid_request_error", 413: "invalid_request_error",
-                415: "invalid_request_error", 429: "rate_limit_error", 500: "server_error", 503: "server_error"}
+                415: "invalid_request_error", 431: "invalid_request_error", 429: "rate_limit_error",
+                500: "server_error", 503: "server_error"}
 _FINISH = {"end_turn": "stop", "stop_sequence": "stop", "stop": "stop", "max_tokens": "length", "length": "length",
            "tool_use": "tool_calls", "tool_calls": "tool_calls", "refusal": "content_filter"}
 _ROLES = {"system", "developer", "user", "assistant"}
@@ -145,8 +146,11 @@ def _to_messages(body: Mapping[str, Any]) -> tuple[Any, list[dict[str, Any]], st
         max_tokens = DEFAULT_MAX_TOKENS
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
         return openai_error(400, "max_completion_tokens: a whole number >= 1", param="max_completion_tokens")
-    if body.get("n") not in (None, 1):
+    n = body.get("n")
+    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n != 1):
         return openai_error(400, "n: only 1 choice is supported", param="n")
+    if body.get("stream") is not None and not isinstance(body.get("stream"), bool):
+        return openai_error(400, "stream: true or false", param="stream")
     system_parts: list[str] = []
     turns: list[dict[str, Any]] = []
     for i, m in enumerate(raw):
