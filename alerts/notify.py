@@ -94,23 +94,49 @@ def slack_escape(text: object) -> str:
     return _BROADCAST.sub("@\u200b", out)
 
 
-def _escape_block(value: Any) -> Any:
+#: Slack's limits (characters): the message text (Slack's recommended maximum), a header, a section's
+#: text, one of its fields, any other text object. Past them chat.postMessage answers invalid_blocks /
+#: msg_too_long, which no retry fixes: a tenant or model name of 10,000 characters must not block a thread.
+_TEXT_MAX, _HEADER_MAX, _SECTION_MAX, _FIELD_MAX = 4000, 150, 3000, 2000
+_PARTIAL_ENTITY = re.compile(r"&[a-z]{0,3}$")
+
+
+def _clip(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters with an ellipsis, never inside an ``&amp;``-style escape."""
+    if len(text) <= limit:
+        return text
+    cut = _PARTIAL_ENTITY.sub("", text[: limit - 1])
+    return cut + "…"
+
+
+def _escape_block(value: Any, limit: int = _SECTION_MAX) -> Any:
     if isinstance(value, dict):
         if value.get("type") == "mrkdwn" and isinstance(value.get("text"), str):
-            return {**value, "text": slack_escape(value["text"])}
+            return {**value, "text": _clip(slack_escape(value["text"]), limit)}
         if value.get("type") == "plain_text" and isinstance(value.get("text"), str):
             # shown as typed: Slack forms no mention or link from plain_text, so only break @here & co.
-            return {**value, "text": _BROADCAST.sub("@\u200b", value["text"])}
-        return {k: _escape_block(v) for k, v in value.items()}
+            return {**value, "text": _clip(_BROADCAST.sub("@\u200b", value["text"]), limit)}
+        kind = value.get("type")
+        out = {}
+        for k, v in value.items():
+            if kind == "header" and k == "text":
+                out[k] = _escape_block(v, _HEADER_MAX)
+            elif kind == "section" and k == "fields":
+                out[k] = _escape_block(v[:10] if isinstance(v, list) else v, _FIELD_MAX)
+            else:
+                out[k] = _escape_block(v, limit)
+        return out
     if isinstance(value, list):
-        return [_escape_block(v) for v in value]
+        return [_escape_block(v, limit) for v in value]
     return value
 
 
 def slack_payload(payload: Mapping[str, Any]) -> tuple[str, Any]:
-    """``(text, blocks)`` of an outbox payload with every text object escaped by :func:`slack_escape`."""
+    """``(text, blocks)`` of an outbox payload with every text object escaped by :func:`slack_escape`
+    and clipped to Slack's limits (an ellipsis marks a clipped text)."""
     blocks = payload.get("blocks")
-    return slack_escape(payload.get("text", "")), (_escape_block(blocks) if blocks is not None else None)
+    return (_clip(slack_escape(payload.get("text", "")), _TEXT_MAX),
+            _escape_block(blocks) if blocks is not None else None)
 
 
 class Notifier(Protocol):

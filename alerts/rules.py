@@ -183,8 +183,8 @@ def _cache_hit_rate_drop(s: CacheHitRateDropSettings, snap: Snapshot, now: datet
         drop = avg - rate
         if enough and drop >= s.drop - 1e-12 and p < s.max_p_value:
             cond = Condition.BREACH
-        elif drop <= s.resolve_within + 1e-12:
-            cond = Condition.OK
+        elif enough and drop <= s.resolve_within + 1e-12:
+            cond = Condition.OK  # a quiet hour (2 lookups, both hits) is too little data to resolve on
         else:
             cond = Condition.BAND
         query = (
@@ -237,8 +237,8 @@ def _cost_per_success_rise(s: CostPerSuccessRiseSettings, snap: Snapshot, now: d
         enough = successes >= s.min_successes and succ_7d >= s.min_successes_7d
         if enough and rise >= s.rise_pct - 1e-9:
             cond = Condition.BREACH
-        elif rise <= s.resolve_pct + 1e-9:
-            cond = Condition.OK
+        elif enough and rise <= s.resolve_pct + 1e-9:
+            cond = Condition.OK  # too few successes to call it back to normal: keep the state
         else:
             cond = Condition.BAND
         query = (

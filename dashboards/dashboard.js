@@ -202,6 +202,9 @@
   });
   allDays.sort();
   var minDay = allDays.length ? allDays[0] : "", maxDay = allDays.length ? allDays[allDays.length - 1] : "";
+  // "last day" / "last 7 days" end at the newest day with data, but never after the day the page was
+  // built: a span stamped in the future (a client's skewed clock) must not make them show an empty week.
+  var builtDay = day(DATA.built_at), lastDay = builtDay && maxDay > builtDay ? builtDay : maxDay;
   [fromInput, toInput].forEach(function (el) { el.min = minDay; el.max = maxDay; });
 
   function shiftDay(iso, days) {
@@ -263,7 +266,8 @@
     b.addEventListener("click", function () {
       var r = b.getAttribute("data-range");
       if (r === "all" || !maxDay) setRange(minDay, maxDay);
-      else setRange(shiftDay(maxDay, 1 - parseInt(r, 10)) < minDay ? minDay : shiftDay(maxDay, 1 - parseInt(r, 10)), maxDay);
+      else setRange(shiftDay(lastDay, 1 - parseInt(r, 10)) < minDay ? minDay : shiftDay(lastDay, 1 - parseInt(r, 10)),
+                    lastDay);
     });
   });
   Array.prototype.forEach.call(document.querySelectorAll("button.copy"), function (b) {

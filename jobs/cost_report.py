@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -39,6 +40,8 @@ from costline.timeutil import utc_naive as _utc
 
 __all__ = ["StageRow", "CostReport", "build_cost_report", "run_cost_report", "COST_SQL", "HOSTING_SQL", "STAGES"]
 
+log = logging.getLogger(__name__)
+
 STAGES: tuple[tuple[str, str], ...] = (
     ("baseline", "every request on the baseline model with its actual tokens"),
     ("routing", "each request on the tier the router chose (student calls at the replaced tier's price)"),
@@ -51,13 +54,17 @@ _PRICE = """(greatest(c.input_tokens - c.cache_read_tokens - c.cache_creation_to
           + c.output_tokens * {out}) / 1e6 * CASE WHEN coalesce(c.batch, false) THEN {batch} ELSE 1 END"""
 
 #: Per day: request counts and the four stage totals (before hosting, which is added in Python).
+#: A call cost that is NaN or infinite (a lake written before validation) is left out of the sums and
+#: counted (``ignored_costs``): one bad figure must not turn every stage into NaN.
 COST_SQL = """
 WITH per_request AS (
   SELECT r.request_id, r.trace_id, CAST(r.ts AS DATE) AS day, coalesce(r.task_type, '(none)') AS task_type,
          r.cache_hit OR r.tier = 'cache' AS hit, r.tier = 'student' AS student,
          coalesce(sum({frontier}), 0) AS frontier_usd,
-         coalesce(sum(CASE WHEN c.tier = 'student' THEN {replaced} ELSE coalesce(c.cost_usd, 0) END), 0) AS routed_usd,
-         coalesce(sum(coalesce(c.cost_usd, 0)), 0) AS paid_usd
+         coalesce(sum(CASE WHEN c.tier = 'student' THEN {replaced}
+                           WHEN isfinite(c.cost_usd) THEN c.cost_usd ELSE 0 END), 0) AS routed_usd,
+         coalesce(sum(CASE WHEN isfinite(c.cost_usd) THEN c.cost_usd ELSE 0 END), 0) AS paid_usd,
+         count(c.cost_usd) FILTER (WHERE NOT isfinite(c.cost_usd)) AS ignored_costs
   FROM requests r
   LEFT JOIN calls c ON c.trace_id = r.trace_id AND c.request_span_id = r.span_id
   WHERE r.ts >= $since AND r.ts < $until
@@ -75,7 +82,8 @@ SELECT p.day, count(*) AS requests, count(*) FILTER (WHERE p.hit) AS hits,
        sum(CASE WHEN p.hit THEN coalesce(d.r, t.r, o.r, 0) ELSE p.routed_usd END) AS routing,
        sum(CASE WHEN p.hit THEN 0 ELSE p.routed_usd END) AS cache,
        sum(CASE WHEN p.hit THEN 0 ELSE p.paid_usd END) AS student_api,
-       sum(CASE WHEN p.student AND NOT p.hit THEN p.routed_usd - p.paid_usd ELSE 0 END) AS student_saved
+       sum(CASE WHEN p.student AND NOT p.hit THEN p.routed_usd - p.paid_usd ELSE 0 END) AS student_saved,
+       sum(p.ignored_costs) AS ignored_costs
 FROM per_request p
 LEFT JOIN typical_day d ON d.day = p.day AND d.task_type = p.task_type
 LEFT JOIN typical t ON t.task_type = p.task_type
@@ -118,6 +126,8 @@ class CostReport:
     student_requests_per_day: float
     per_day: list[dict[str, Any]] = field(default_factory=list)
     generated_at: datetime | None = None
+    #: Call costs left out because they were NaN or infinite in the lake.
+    ignored_costs: int = 0
 
     # -- renderings ---------------------------------------------------------------------------
     def _cells(self) -> tuple[list[str], list[list[str]]]:
@@ -133,7 +143,14 @@ class CostReport:
               else f"{self.break_even_requests_per_day:,.0f} student requests/day")
         return (f"{self.requests:,} requests from {self.since:%Y-%m-%d %H:%M} to {self.until:%Y-%m-%d %H:%M} UTC "
                 f"({self.days:g} days; {self.cache_hits:,} cache hits, {self.student_requests:,} on the student). "
-                f"Student break-even: {be}; it served {self.student_requests_per_day:,.0f}/day.")
+                f"Student break-even: {be}; it served {self.student_requests_per_day:,.0f}/day." + self._ignored_note())
+
+    def _ignored_note(self) -> str:
+        n = self.ignored_costs
+        if not n:
+            return ""
+        what = "1 call cost that was NaN/infinite was" if n == 1 else f"{n:,} call costs that were NaN/infinite were"
+        return f" {what} left out (find them: SELECT * FROM calls WHERE NOT isfinite(cost_usd))."
 
     def to_text(self) -> str:
         cols, rows = self._cells()
@@ -219,11 +236,14 @@ def build_cost_report(con: Any, config: Config, *, since: datetime, until: datet
         for step, (name, _) in enumerate(STAGES, 1):
             cost = float(d["student_api"]) + day_hosting if name == "student" else float(d[name])
             per_day.append({"day": day, "step": step, "stage": name, "cost_usd": cost})
+    ignored = sum(int(d["ignored_costs"] or 0) for d in days_rows)
+    if ignored:
+        log.warning("cost report %s–%s: left out %d call cost(s) that were NaN/infinite", since, until, ignored)
     rid_src = f"{since.isoformat()}|{until.isoformat()}|{(generated_at or datetime.now(UTC)).isoformat()}"
     report_id = f"cost-{until:%Y%m%dT%H%M}-{hashlib.blake2b(rid_src.encode(), digest_size=3).hexdigest()}"
     return CostReport(report_id, since, until, days, sum(int(d["requests"]) for d in days_rows),
                       sum(int(d["hits"]) for d in days_rows), student_n, hosting, stages, break_even,
-                      student_n / days, per_day, generated_at)
+                      student_n / days, per_day, generated_at, ignored)
 
 
 def run_cost_report(config: Config, *, since: datetime, until: datetime,

@@ -5,7 +5,8 @@
 * :func:`run_job` — runs one job for one window under its lock and records ``running`` then
   ``succeeded`` / ``failed`` (with the error) / ``skipped`` (no data, or busy) in ``job_runs``.
 * :func:`nightly` — drift, shadow, cost report in that order for the window ending at ``until``,
-  after retrying every window of the last ``retry_days`` whose last run failed or was interrupted
+  after retrying every window of the last ``retry_days`` whose last run failed, was interrupted or
+  was skipped as busy
   (the drift and shadow runs resume from their checkpoints: nothing is paid twice).
 * :class:`NightlyService` — runs :func:`nightly` at the ``[jobs] schedule`` times (UTC), catching
   up on a scheduled time it missed; ``costline jobs serve``.
@@ -218,7 +219,8 @@ def run_job(
 
 
 def _failed_windows(config: Config, until: datetime) -> list[tuple[str, datetime, datetime]]:
-    """(job, since, until) of earlier windows whose latest run failed or never finished."""
+    """(job, since, until) of earlier windows whose latest run failed, never finished, or was skipped
+    because another run of the job held its lock (``busy``: that night was never evaluated)."""
     from costline.jobs.store import open_jobs_lake
 
     horizon = until - timedelta(days=config.jobs.retry_days)
@@ -228,7 +230,8 @@ def _failed_windows(config: Config, until: datetime) -> list[tuple[str, datetime
             SELECT job, window_since, window_until FROM (
               SELECT *, row_number() OVER (PARTITION BY job, window_until ORDER BY updated_at DESC, attempt DESC) AS k
               FROM job_runs)
-            WHERE k = 1 AND status IN ('failed', 'running') AND window_until < $u AND window_until >= $h
+            WHERE k = 1 AND (status IN ('failed', 'running') OR (status = 'skipped' AND starts_with(error, 'busy:')))
+              AND window_until < $u AND window_until >= $h
             ORDER BY window_until""", {"u": until, "h": horizon})
     finally:
         con.close()

@@ -38,11 +38,12 @@ def bootstrap_mean_ci(
     level: float = 0.95,
     rng: np.random.Generator | None = None,
 ) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of ``values`` (NaN, NaN when empty)."""
+    """Percentile bootstrap interval of the mean of ``values`` (NaN, NaN for fewer than two values:
+    resampling one value gives that value, an interval of width 0 that no decision may rest on)."""
     x = np.asarray(values, dtype=np.float64)
-    if x.size == 0:
+    if x.size < 2:
         return math.nan, math.nan
-    if x.size == 1 or np.all(x == x[0]):
+    if np.all(x == x[0]):
         return float(x[0]), float(x[0])
     rng = rng or np.random.default_rng(0)
     # Resample in chunks so memory stays ~8 MB whatever the sample size.
