@@ -31,7 +31,6 @@ from types import MappingProxyType
 from typing import Any
 
 from google.protobuf import json_format
-from google.protobuf.message import DecodeError
 from google.rpc import status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
@@ -42,7 +41,7 @@ from costline import contract
 from costline.config import CollectorConfig
 from costline.netsec import (CHUNKED, BearerTokens, BytesBudget, GuardedHandler, HttpReject, Limits,
                              PooledHTTPServer, refuse_open_bind, ssl_context)
-from costline.otlp import OtlpDecodeError, decode_json, span_count, split_by_trace
+from costline.otlp import OtlpDecodeError, decode_json, parse_protobuf, span_count, split_by_trace
 
 from costline.collectors.errors import KafkaUnavailable, ReceiverError
 from costline.collectors.forwarder import Forwarder
@@ -175,11 +174,7 @@ def decode_with_rejections(body: bytes, is_json: bool) -> tuple[ExportTraceServi
             raise OtlpDecodeError(f"not an OTLP JSON trace request: {exc}") from None
         more, why = _drop_invalid_spans(req)
         return req, rejected + more, first or why
-    req = ExportTraceServiceRequest()
-    try:
-        req.ParseFromString(body)
-    except (DecodeError, ValueError, RuntimeError, RecursionError) as exc:
-        raise OtlpDecodeError(f"not an OTLP protobuf ExportTraceServiceRequest: {exc}") from None
+    req = parse_protobuf(body)  # a string that is not UTF-8 is repaired (U+FFFD), not a refused export
     rejected, first = _drop_invalid_spans(req)
     return req, rejected, first
 

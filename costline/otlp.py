@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from google.protobuf import json_format
+from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
@@ -28,6 +30,7 @@ __all__ = [
     "ExportTraceServiceRequest",
     "decode_request",
     "decode_protobuf",
+    "parse_protobuf",
     "decode_json",
     "split_by_trace",
     "encode_sdk_spans_by_trace",
@@ -57,13 +60,97 @@ def decode_request(body: bytes, content_type: str | None = None) -> ExportTraceS
 
 
 def decode_protobuf(body: bytes) -> ExportTraceServiceRequest:
+    req = parse_protobuf(body)
+    _check_ids(req)
+    return req
+
+
+def parse_protobuf(body: bytes) -> ExportTraceServiceRequest:
+    """An OTLP protobuf trace request, its ids unchecked; :class:`OtlpDecodeError` when it is none.
+
+    A string field that is not valid UTF-8 (an app that cut a prompt at a byte limit through a character;
+    the OTel Collector forwards it as it came) makes protobuf refuse the whole request. Such a request is
+    read again with every string field as bytes, its invalid sequences replaced by U+FFFD: one cut prompt
+    costs no span. A request that is corrupt in any other way is still refused.
+    """
     req = ExportTraceServiceRequest()
     try:
         req.ParseFromString(body)
-    except (DecodeError, ValueError, RuntimeError) as exc:
-        raise OtlpDecodeError(f"not an OTLP protobuf ExportTraceServiceRequest: {exc}") from None
-    _check_ids(req)
-    return req
+        return req
+    except (DecodeError, ValueError, RuntimeError, RecursionError) as exc:
+        error = exc
+    try:
+        return _parse_repairing_utf8(body)
+    except (DecodeError, ValueError, RuntimeError, RecursionError):
+        raise OtlpDecodeError(f"not an OTLP protobuf ExportTraceServiceRequest: {error}") from None
+
+
+#: The package of the request's wire twin that reads string fields as bytes (see :func:`_strings_as_bytes`).
+_TWIN = "costline.otlp.strings_as_bytes."
+
+
+@functools.lru_cache(maxsize=1)
+def _strings_as_bytes() -> Any:
+    """The message class of ExportTraceServiceRequest's wire twin: the same fields and numbers (string and
+    bytes fields are one wire type), every string field declared bytes, so invalid UTF-8 parses."""
+    pool = descriptor_pool.DescriptorPool()
+    added: set[str] = set()
+
+    def add(file: Any) -> None:
+        if file.name in added:
+            return
+        added.add(file.name)
+        for dep in file.dependencies:
+            add(dep)
+        proto = descriptor_pb2.FileDescriptorProto()
+        file.CopyToProto(proto)
+        proto.name = _TWIN + proto.name
+        proto.package = _TWIN + proto.package
+        deps = [_TWIN + d for d in proto.dependency]
+        del proto.dependency[:]
+        proto.dependency.extend(deps)
+        del proto.service[:]
+        todo = list(proto.message_type)
+        while todo:
+            msg = todo.pop()
+            todo.extend(msg.nested_type)
+            for f in msg.field:
+                if f.type == FieldDescriptor.TYPE_STRING:
+                    f.type = FieldDescriptor.TYPE_BYTES
+                if f.type_name.startswith("."):
+                    f.type_name = "." + _TWIN + f.type_name[1:]
+        pool.Add(proto)
+
+    add(ExportTraceServiceRequest.DESCRIPTOR.file)
+    return message_factory.GetMessageClass(
+        pool.FindMessageTypeByName(_TWIN + ExportTraceServiceRequest.DESCRIPTOR.full_name))
+
+
+def _repeated(field: Any) -> bool:
+    """Whether ``field`` is repeated (protobuf 7 dropped ``label`` for ``is_repeated``; older ones lack it)."""
+    is_repeated = getattr(field, "is_repeated", None)
+    if callable(is_repeated):
+        is_repeated = is_repeated()
+    return bool(is_repeated) if is_repeated is not None else field.label == FieldDescriptor.LABEL_REPEATED
+
+
+def _parse_repairing_utf8(body: bytes) -> ExportTraceServiceRequest:
+    twin = _strings_as_bytes()()
+    twin.ParseFromString(body)
+    todo: list[tuple[Any, Any]] = [(twin, ExportTraceServiceRequest.DESCRIPTOR)]
+    while todo:  # no recursion: AnyValue nests as deep as the sender liked
+        msg, real = todo.pop()
+        for field, value in msg.ListFields():
+            kind = real.fields_by_name[field.name]
+            if kind.type == FieldDescriptor.TYPE_STRING:
+                if _repeated(field):
+                    value[:] = [v.decode("utf-8", "replace").encode() for v in value]
+                else:
+                    setattr(msg, field.name, value.decode("utf-8", "replace").encode())
+            elif kind.type == FieldDescriptor.TYPE_MESSAGE:
+                children = value if _repeated(field) else [value]
+                todo.extend((child, kind.message_type) for child in children)
+    return ExportTraceServiceRequest.FromString(twin.SerializeToString())
 
 
 def decode_json(body: bytes, *, check_ids: bool = True) -> ExportTraceServiceRequest:

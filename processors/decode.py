@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from costline import contract
-from google.protobuf.message import DecodeError
 
-from costline.otlp import ExportTraceServiceRequest, OtlpDecodeError, decode_json, decode_request
+from costline.otlp import ExportTraceServiceRequest, OtlpDecodeError, decode_json, decode_request, parse_protobuf
 from costline.pricing import UNKNOWN_MODEL, PricingTable
 from costline.processors.records import CallRow, LookupRow, RequestRow, Row, flatten_span
 
@@ -55,12 +54,7 @@ def decode_message(
     if kind in _PROTOBUF_TYPES or (not kind and _MAYBE_JSON(value) is None):
         # Fast path: span ids are validated while flattening (see records.flatten_span),
         # not in a second pass over the message as costline.otlp.decode_protobuf does.
-        req = ExportTraceServiceRequest()
-        try:
-            req.ParseFromString(value)
-        except (DecodeError, ValueError, RuntimeError) as exc:
-            raise OtlpDecodeError(f"not an OTLP protobuf ExportTraceServiceRequest: {exc}") from None
-        return req
+        return parse_protobuf(value)  # invalid UTF-8 in a string is repaired, not a lost message
     if kind in _JSON_TYPES:
         return decode_json(value, check_ids=False)  # ids are checked span by span while flattening
     return decode_request(value, ctype)

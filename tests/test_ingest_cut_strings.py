@@ -12,6 +12,7 @@ import pytest
 
 from costline.collectors.receiver import OtlpReceiver, decode_export, pack_traces
 from costline.config import CollectorConfig
+from costline.otlp import OtlpDecodeError
 from costline.processors.decode import decode_message, flatten_message
 from costline.processors.records import CallRow, MemoPricingTable
 
@@ -96,4 +97,43 @@ def test_the_http_receiver_accepts_otlp_json_with_a_cut_emoji():
         r.shutdown()
     assert resp.status == 200, body
     assert b"rejected" not in body.lower()
+    assert [(c.input_tokens, c.output_tokens) for c in _calls(fwd.messages)] == [(100, 10), (200, 20)]
+
+
+def _byte_cut_protobuf() -> bytes:
+    """The same two calls as OTLP protobuf from a sender that cuts strings at a byte limit (Go's ``s[:n]``, a C++
+    or Rust app): the second prompt ends in the first 3 bytes of the 4-byte emoji, which is not UTF-8."""
+    req, _, _ = decode_export(JS_OTLP_JSON_WITH_A_CUT_EMOJI, True)
+    body = req.SerializeToString()
+    assert body.count("\ufffd".encode()) == 1
+    return body.replace("\ufffd".encode(), "\U0001F600".encode()[:3])  # same length: the wire stays whole
+
+
+def test_a_prompt_cut_at_a_byte_limit_in_otlp_protobuf_costs_no_call():
+    """A Kafka message as an OTel Collector forwards it (the Collector does not check UTF-8): protobuf refuses a
+    string that is not UTF-8, which would dead-letter both calls; it is read with the cut bytes as U+FFFD."""
+    body = _byte_cut_protobuf()
+    calls = _calls([("key", body)])
+    assert [(c.input_tokens, c.output_tokens) for c in calls] == [(100, 10), (200, 20)]
+    assert [c.cost_usd for c in calls] == [pytest.approx((100 * HAIKU_IN + 10 * HAIKU_OUT) / 1e6),
+                                           pytest.approx((200 * HAIKU_IN + 20 * HAIKU_OUT) / 1e6)]
+    assert calls[1].input_messages == "Thanks for the refund!! \ufffd"
+    with pytest.raises(OtlpDecodeError, match="not an OTLP protobuf"):  # a corrupt wire is still refused
+        decode_message(body[:-5])
+
+
+def test_the_http_receiver_accepts_otlp_protobuf_with_a_byte_cut_prompt():
+    fwd = _Collecting()
+    r = OtlpReceiver(CollectorConfig(), fwd, host="127.0.0.1", port=0)
+    r.start()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", r.port, timeout=10)
+        conn.request("POST", "/v1/traces", body=_byte_cut_protobuf(),
+                     headers={"Content-Type": "application/x-protobuf"})
+        resp = conn.getresponse()
+        body = resp.read()
+        conn.close()
+    finally:
+        r.shutdown()
+    assert resp.status == 200, body
     assert [(c.input_tokens, c.output_tokens) for c in _calls(fwd.messages)] == [(100, 10), (200, 20)]
