@@ -82,20 +82,25 @@ def test_a_prompt_cut_through_an_emoji_in_otlp_json_costs_no_call():
     assert calls[1].input_messages == "Thanks for the refund!! \ufffd"
 
 
-def test_the_http_receiver_accepts_otlp_json_with_a_cut_emoji():
+def _post(export: bytes, content_type: str) -> tuple[int, bytes, _Collecting]:
+    """``export`` POSTed to a real OtlpReceiver → (status, answer, what it forwarded)."""
     fwd = _Collecting()
     r = OtlpReceiver(CollectorConfig(), fwd, host="127.0.0.1", port=0)
     r.start()
     try:
         conn = http.client.HTTPConnection("127.0.0.1", r.port, timeout=10)
-        conn.request("POST", "/v1/traces", body=JS_OTLP_JSON_WITH_A_CUT_EMOJI,
-                     headers={"Content-Type": "application/json"})
+        conn.request("POST", "/v1/traces", body=export, headers={"Content-Type": content_type})
         resp = conn.getresponse()
         body = resp.read()
         conn.close()
     finally:
         r.shutdown()
-    assert resp.status == 200, body
+    return resp.status, body, fwd
+
+
+def test_the_http_receiver_accepts_otlp_json_with_a_cut_emoji():
+    status, body, fwd = _post(JS_OTLP_JSON_WITH_A_CUT_EMOJI, "application/json")
+    assert status == 200, body
     assert b"rejected" not in body.lower()
     assert [(c.input_tokens, c.output_tokens) for c in _calls(fwd.messages)] == [(100, 10), (200, 20)]
 
@@ -123,17 +128,6 @@ def test_a_prompt_cut_at_a_byte_limit_in_otlp_protobuf_costs_no_call():
 
 
 def test_the_http_receiver_accepts_otlp_protobuf_with_a_byte_cut_prompt():
-    fwd = _Collecting()
-    r = OtlpReceiver(CollectorConfig(), fwd, host="127.0.0.1", port=0)
-    r.start()
-    try:
-        conn = http.client.HTTPConnection("127.0.0.1", r.port, timeout=10)
-        conn.request("POST", "/v1/traces", body=_byte_cut_protobuf(),
-                     headers={"Content-Type": "application/x-protobuf"})
-        resp = conn.getresponse()
-        body = resp.read()
-        conn.close()
-    finally:
-        r.shutdown()
-    assert resp.status == 200, body
+    status, body, fwd = _post(_byte_cut_protobuf(), "application/x-protobuf")
+    assert status == 200, body
     assert [(c.input_tokens, c.output_tokens) for c in _calls(fwd.messages)] == [(100, 10), (200, 20)]
