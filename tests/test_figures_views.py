@@ -383,6 +383,22 @@ def test_a_later_rate_does_not_reprice_earlier_hours(tmp_path):
         == [(pytest.approx(9.0),)]
 
 
+def test_open_ended_hosting_stops_at_the_current_hour_whatever_a_skewed_clock_wrote(tmp_path):
+    """An open-ended hosting period runs to the lake's newest span; a span dated years ahead (a client's clock)
+    must not bill the student's GPU for every hour until then: the period ends with the current hour."""
+    iso = lambda t: t.isoformat() + "Z"  # noqa: E731
+    cfg = config(tmp_path, hosting=(HostingPeriod(2.0, since=iso(H - 2 * HOUR)),))  # $2/h, no end
+    future = dt.datetime(2031, 1, 1, 12)
+    commit(cfg, [req("A", H + 10 * MIN, "student"), student("a1", "t-A", H + 9 * MIN, parent="A"),
+                 req("Z", future, "budget"), call("z1", "t-Z", future, parent="Z", cost=0.01)])
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    current_hour = now.replace(minute=0, second=0, microsecond=0)
+    (last, hours, total), = q(cfg, "SELECT max(window_start), count(*), sum(hosting_usd) FROM student_hosting_hourly")
+    assert last in (current_hour, current_hour - HOUR)  # (the hour may turn between the query and the clock read)
+    hand = (last + HOUR - (H - 2 * HOUR)) / HOUR  # whole hours from the period's start to the end of the last one
+    assert hours == hand and total == pytest.approx(2.0 * hand)
+
+
 def test_cost_report_and_views_agree_to_the_cent(tmp_path):
     cfg = hosting_config(tmp_path)
     commit(cfg, hosting_rows())
