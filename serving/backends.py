@@ -19,7 +19,10 @@ an Anthropic ``complete`` with content capture off records the same span itself 
 see :class:`AnthropicBackend`);
 an SDK error that survives the retries is recorded as ``error.type`` (its class name:
 ``RateLimitError``, ``OverloadedError``, ``InternalServerError``...) and raised as
-:class:`~costline.serving.errors.BackendError`.
+:class:`~costline.serving.errors.BackendError` (an Anthropic ``error`` event in a 200 stream, or a 200 whose
+body is the error object, by the class its error type has as a status: :data:`ANTHROPIC_ERROR_CLASSES`). A
+stream that ends before the model's final event (no stop reason: cut off by a proxy) fails the tier with
+:data:`INCOMPLETE_STREAM`; it is never returned as an answer.
 
 :data:`BACKEND_FACTORIES` maps a tier's provider to a factory; add one for another API.
 """
@@ -30,6 +33,7 @@ import logging
 import os
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Protocol
 
 from costline import contract
@@ -50,6 +54,8 @@ __all__ = [
     "OpenAIChatBackend",
     "BACKEND_FACTORIES",
     "OPENAI_KEY_ENV",
+    "ANTHROPIC_ERROR_CLASSES",
+    "INCOMPLETE_STREAM",
     "build_backends",
 ]
 
@@ -97,7 +103,73 @@ class StreamingBackend(Backend, Protocol):
 
 
 def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+    """A token count as a whole number >= 0: a negative, a fraction, null or anything else is 0; a count the
+    server sent as a string (``"9"``) or a float (``9.0``) reads as the SDKs' own models read it."""
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    elif isinstance(value, str) and value.isascii() and value.isdigit():
+        value = int(value)
+    return value if isinstance(value, int) and value > 0 else 0
+
+
+def _field(obj: Any, name: str) -> Any:
+    """``obj[name]`` of a JSON object, ``obj.name`` of an SDK model; None when absent."""
+    return obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
+
+
+def _message_text(blocks: Any) -> str:
+    """The text of a Messages API answer's content (raw JSON blocks or the SDK's): its text blocks'
+    strings, joined; a missing or null ``content`` or ``text`` has none."""
+    parts = []
+    for block in blocks if isinstance(blocks, list) else ():
+        text = _field(block, "text") if _field(block, "type") == "text" else None
+        if isinstance(text, str):
+            parts.append(text)
+    return "".join(parts)
+
+
+#: The Messages API's error types (https://docs.anthropic.com/en/api/errors) → the ``anthropic`` SDK class the
+#: same error has when it comes as an HTTP status. An ``error`` event in a 200 stream (``overloaded_error``
+#: mid-answer) or a 200 whose body is the error object gets the SDK's bare ``APIStatusError``, whose class is
+#: picked by the status (200): the tier's error type is the class named here instead, so escalation, the
+#: request span and the gateway's 429 / 529 / 500 treat it as they treat the status.
+ANTHROPIC_ERROR_CLASSES: Mapping[str, str] = MappingProxyType({
+    "invalid_request_error": "BadRequestError",
+    "authentication_error": "AuthenticationError",
+    "billing_error": "PaymentRequiredError",
+    "permission_error": "PermissionDeniedError",
+    "not_found_error": "NotFoundError",
+    "request_too_large": "RequestTooLargeError",
+    "rate_limit_error": "RateLimitError",
+    "api_error": "InternalServerError",
+    "timeout_error": "GatewayTimeoutError",
+    "overloaded_error": "OverloadedError",
+})
+
+
+def _anthropic_error_kind(body: Any) -> str | None:
+    """The ``error.type`` of a Messages API error object (``{"type": "error", "error": {"type": ...}}``)."""
+    inner = _field(body, "error")
+    kind = _field(inner, "type") if inner is not None else None
+    return kind if isinstance(kind, str) else None
+
+
+def _anthropic_error_type(exc: BaseException) -> str:
+    """A stream's failure as the tier's error type: the exception's class name, except the SDK's bare
+    ``APIStatusError`` of an ``error`` event, named by its error type (:data:`ANTHROPIC_ERROR_CLASSES`)."""
+    name = type(exc).__name__
+    if name == "APIStatusError":
+        return ANTHROPIC_ERROR_CLASSES.get(_anthropic_error_kind(getattr(exc, "body", None)) or "", name)
+    return name
+
+
+#: The tier's error type of a stream that ended (cleanly, as far as the transport could tell) before the
+#: model's final event: no stop reason, so the answer may be cut off. It is not an answer.
+INCOMPLETE_STREAM = "IncompleteStreamError"
+_INCOMPLETE_STREAM_MESSAGE = ("the model's stream ended before its final event (no stop reason): the answer may be "
+                              "cut off; check the server or proxy between costline and the model")
 
 
 def _str_or_none(value: Any) -> str | None:
@@ -162,7 +234,12 @@ class AnthropicBackend:
 
         assert self.recorder is not None
         with self.recorder.call(contract.PROVIDER_ANTHROPIC, self.spec.model, self.spec.name) as call:
-            _, body = _json_object(self.client, "/v1/messages", kwargs, anthropic.APIResponseValidationError)
+            http, body = _json_object(self.client, "/v1/messages", kwargs, anthropic.APIResponseValidationError)
+            if body.get("type") == "error":  # a proxy's 200 with the API's error object: not an (empty) answer
+                kind = _anthropic_error_kind(body)
+                error = getattr(anthropic, ANTHROPIC_ERROR_CLASSES.get(kind or "", ""), anthropic.APIStatusError)
+                raise error(f"/v1/messages answered 200 with an error ({kind}): {body.get('error')}"[:300],
+                            response=http, body=body)
             usage = body.get("usage")
             usage = usage if isinstance(usage, Mapping) else None
             fresh = _int(usage.get("input_tokens")) if usage else 0
@@ -177,20 +254,24 @@ class AnthropicBackend:
                 call.response(model, [stop] if stop else None, rid)
             except Exception:
                 log.exception("costline: could not record a model response")
-        blocks = body.get("content") if isinstance(body.get("content"), list) else []
-        text = "".join(str(b.get("text", "")) for b in blocks if isinstance(b, Mapping) and b.get("type") == "text")
-        return Reply(text, self.spec.name, model or self.spec.model, stop, fresh + read + created, out, read, created,
-                     rid)
+        return Reply(_message_text(body.get("content")), self.spec.name, model or self.spec.model, stop,
+                     fresh + read + created, out, read, created, rid)
 
     def stream(self, prompt: Prompt) -> Generator[str, None, Reply]:
         """:meth:`complete`, streamed (``messages.stream``): yields text deltas, returns the Reply."""
         kwargs = self._kwargs(prompt)
+        response = None
         try:
             with self.client.messages.stream(**kwargs) as stream:
                 yield from stream.text_stream
-                response = stream.get_final_message()
+                try:
+                    response = stream.get_final_message()
+                except AssertionError:  # the stream ended before message_start
+                    response = None
         except Exception as exc:  # the SDK's errors, and its transport's when a stream breaks
-            raise BackendError(self.spec.name, type(exc).__name__, str(exc)[:300]) from exc
+            raise BackendError(self.spec.name, _anthropic_error_type(exc), str(exc)[:300]) from exc
+        if response is None or _field(response, "stop_reason") is None:  # no message_delta: cut off
+            raise BackendError(self.spec.name, INCOMPLETE_STREAM, _INCOMPLETE_STREAM_MESSAGE)
         return self._reply(response)
 
     def _kwargs(self, prompt: Prompt) -> dict[str, Any]:
@@ -204,13 +285,20 @@ class AnthropicBackend:
         return kwargs
 
     def _reply(self, response: Any) -> Reply:
-        text = "".join(getattr(b, "text", "") for b in response.content if getattr(b, "type", "") == "text")
-        usage = response.usage
-        read = _int(getattr(usage, "cache_read_input_tokens", 0))
-        created = _int(getattr(usage, "cache_creation_input_tokens", 0))
-        return Reply(text, self.spec.name, response.model, response.stop_reason,
-                     _int(usage.input_tokens) + read + created, _int(usage.output_tokens), read, created,
-                     response.id)
+        """The Reply of the SDK's ``Message``: read as :meth:`_complete_raw` reads the JSON (the SDK builds
+        the model without validating it, so any field may be missing or null)."""
+        if _field(response, "type") == "error":  # a proxy's 200 with the API's error object
+            kind = _anthropic_error_kind(response)
+            raise BackendError(self.spec.name, ANTHROPIC_ERROR_CLASSES.get(kind or "", "APIStatusError"),
+                               f"the model answered 200 with an error ({kind})")
+        usage = _field(response, "usage")
+        read = _int(_field(usage, "cache_read_input_tokens"))
+        created = _int(_field(usage, "cache_creation_input_tokens"))
+        return Reply(_message_text(_field(response, "content")), self.spec.name,
+                     _str_or_none(_field(response, "model")) or self.spec.model,
+                     _str_or_none(_field(response, "stop_reason")),
+                     _int(_field(usage, "input_tokens")) + read + created, _int(_field(usage, "output_tokens")),
+                     read, created, _str_or_none(_field(response, "id")))
 
     def close(self) -> None:
         self.client.close()
@@ -258,9 +346,15 @@ class OpenAIChatBackend:
             response = self.client.chat.completions.create(**request)
         except openai.APIError as exc:
             raise BackendError(self.spec.name, type(exc).__name__, str(exc)[:300]) from exc
-        choice = response.choices[0]
-        return self._reply(choice.message.content or "", response.model, choice.finish_reason, response.usage,
-                           response.id)
+        choices = _field(response, "choices")
+        if not isinstance(choices, list) or not choices:  # as _complete_raw refuses it
+            raise BackendError(self.spec.name, "APIResponseValidationError", "the chat completion has no choices")
+        choice = choices[0]
+        content = _field(_field(choice, "message"), "content")
+        return self._reply(content if isinstance(content, str) else "",
+                           _str_or_none(_field(response, "model")) or self.spec.model,
+                           _str_or_none(_field(choice, "finish_reason")), _field(response, "usage"),
+                           _str_or_none(_field(response, "id")))
 
     def _complete_raw(self, request: dict[str, Any]) -> Reply:
         import openai
@@ -311,13 +405,15 @@ class OpenAIChatBackend:
                             yield choice.delta.content
         except Exception as exc:  # the SDK's errors, and its transport's when a stream breaks
             raise BackendError(self.spec.name, type(exc).__name__, str(exc)[:300]) from exc
+        if finish is None:  # no finish_reason: the stream was cut off
+            raise BackendError(self.spec.name, INCOMPLETE_STREAM, _INCOMPLETE_STREAM_MESSAGE)
         return self._reply("".join(parts), model, finish, usage, rid)
 
     def _reply(self, text: str, model: str, finish: str | None, usage: Any, rid: str | None) -> Reply:
-        details = getattr(usage, "prompt_tokens_details", None)
+        details = _field(usage, "prompt_tokens_details") if usage is not None else None
         return Reply(text, self.spec.name, model, finish,
-                     _int(getattr(usage, "prompt_tokens", 0)), _int(getattr(usage, "completion_tokens", 0)),
-                     _int(getattr(details, "cached_tokens", 0)) if details is not None else 0, 0, rid)
+                     _int(_field(usage, "prompt_tokens")), _int(_field(usage, "completion_tokens")),
+                     _int(_field(details, "cached_tokens")) if details is not None else 0, 0, rid)
 
     def close(self) -> None:
         self.client.close()

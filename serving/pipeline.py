@@ -14,8 +14,8 @@ the application's ``validator(query, text) -> bool``, or whose confidence is und
 ``max_escalations`` times; so is a tier that still fails after the SDK's retries
 (``on_error``). The request span carries ``costline.attempts``, ``costline.escalations``,
 the tier that finally answered and ``costline.success``. Accepted answers are stored in
-the cache with their ``doc_hashes`` — only final ones (a natural end: never an answer cut off
-at ``max_tokens``, a tool call or a refusal).
+the cache with their ``doc_hashes`` — only final ones (a natural end with some text: never an answer
+cut off at ``max_tokens``, a tool call, a refusal or an empty one; :func:`cacheable`).
 
 The cache is keyed on the query (matched semantically) *and* the request's scope (matched
 exactly: system prompt, earlier turns, tools, generation parameters; see
@@ -56,6 +56,7 @@ __all__ = [
     "Answer",
     "LiveAnswer",
     "Pipeline",
+    "cacheable",
     "well_formed",
 ]
 
@@ -96,6 +97,13 @@ def well_formed(text: str) -> str:
     except UnicodeEncodeError:
         return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
     return text
+
+
+def cacheable(reply: Reply) -> bool:
+    """True for an answer worth serving again from the cache: a natural end (:func:`is_final`) with some
+    text. A model that ends its turn with no text (empty ``content``, a vLLM ``content: null``) answered
+    nothing: stored, it would be served, empty, to every similar question after it."""
+    return is_final(reply.stop_reason) and bool(reply.text.strip())
 
 
 def marker_confidence(reply: Reply) -> float | None:
@@ -268,7 +276,7 @@ class Pipeline:
                     assert attempt.reply is not None
                     req.served_by(tier)
                     req.accept()
-                    if self.cache is not None and is_final(attempt.reply.stop_reason):
+                    if self.cache is not None and cacheable(attempt.reply):
                         self._store(query, attempt.reply.text, tenant, namespace, doc_hashes)
                     return Answer(attempt.reply.text, tier, attempt.reply.model, decision.tier, True,
                                   attempts=tuple(attempts), request_id=req.request_id, reply=attempt.reply,
@@ -400,7 +408,7 @@ class Pipeline:
             req.served_by(tier)
             if ok:
                 req.accept()
-                if self.cache is not None and is_final(reply.stop_reason):
+                if self.cache is not None and cacheable(reply):
                     self._store(query, reply.text, tenant, namespace, doc_hashes)
             else:
                 req.reject(f"{tier}: {problem}")
@@ -420,7 +428,7 @@ class Pipeline:
                 assert attempt.reply is not None
                 req.served_by(tier)
                 req.accept()
-                if self.cache is not None and is_final(attempt.reply.stop_reason):
+                if self.cache is not None and cacheable(attempt.reply):
                     self._store(query, attempt.reply.text, tenant, namespace, doc_hashes)
                 return Answer(attempt.reply.text, tier, attempt.reply.model, decision.tier, True,
                               attempts=tuple(attempts), request_id=req.request_id, reply=attempt.reply,
