@@ -52,7 +52,7 @@ def alerts() -> None:
 
 @alerts.command("run")
 @click.option("--once", is_flag=True, help="Evaluate and deliver once, then exit.")
-@click.option("--interval", type=float, default=None, metavar="SECONDS",
+@click.option("--interval", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
               help="Seconds between evaluations (default [alerts] interval_s, 60).")
 @click.option("--from", "start", type=click.DateTime(), default=None,
               help="Replay: evaluate as of each interval from this UTC time (past data)...")
@@ -153,7 +153,7 @@ def list_(config: Config, show_all: bool, silences: bool, outbox: bool) -> None:
 
 
 @alerts.command("history")
-@click.option("--limit", default=50, show_default=True)
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1))
 @click.option("--rule", default=None, help="Only this rule.")
 @pass_config
 def history(config: Config, limit: int, rule: str | None) -> None:
@@ -239,7 +239,7 @@ def unsilence(config: Config, silence_id: int) -> None:
 
 
 @alerts.command("test-notify")
-@click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds to keep retrying.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True, help="Seconds to keep retrying.")
 @pass_config
 def test_notify(config: Config, timeout: float) -> None:
     """Send a test message through every configured notifier (console, Slack).
@@ -272,7 +272,7 @@ def test_notify(config: Config, timeout: float) -> None:
 
 @alerts.command("slack-standin")
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=0, show_default=True, help="0 picks a free port.")
+@click.option("--port", default=0, show_default=True, type=click.IntRange(0, 65535), help="0 picks a free port.")
 def slack_standin(host: str, port: int) -> None:
     """Run the local Slack stand-in (Web API subset + incoming webhooks) until Ctrl-C.
 

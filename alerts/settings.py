@@ -22,8 +22,9 @@ min_lookups = 50
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "AlertsConfig",
@@ -37,6 +38,7 @@ __all__ = [
     "PipelineSilentSettings",
     "DlqGrowingSettings",
     "LakeUnreadableSettings",
+    "validate",
 ]
 
 
@@ -177,6 +179,43 @@ class AlertsConfig:
     pipeline_silent: PipelineSilentSettings = field(default_factory=PipelineSilentSettings)
     dlq_growing: DlqGrowingSettings = field(default_factory=DlqGrowingSettings)
     lake_unreadable: LakeUnreadableSettings = field(default_factory=LakeUnreadableSettings)
+
+
+def validate(config: Any) -> None:
+    """Check ``config.alerts`` when the config loads; raises :class:`~costline.errors.ConfigError` naming the key.
+
+    Rates are fractions: ``drop = 10`` (meant as 10 points) would never fire, so it is refused here.
+    """
+    from costline.validate import Section
+
+    a = config.alerts
+    s = Section("alerts")
+    for key in ("interval_s", "repeat_interval_s"):
+        s.above_zero(key, getattr(a, key), unit="seconds")
+    s.not_negative("settle_s", a.settle_s)
+    s = Section("alerts.slack")
+    s.need(a.slack.base_url.startswith(("http://", "https://")), "base_url",
+           f"must be an http(s) URL such as https://slack.com/api/; got {a.slack.base_url!r}")
+    s.above_zero("timeout_s", a.slack.timeout_s, unit="seconds")
+    s = Section("alerts.outbox")
+    s.above_zero("backoff_initial_s", a.outbox.backoff_initial_s, unit="seconds")
+    s.at_least("backoff_max_s", a.outbox.backoff_max_s, a.outbox.backoff_initial_s,
+               "must be at least backoff_initial_s")
+    s.not_negative("keep_sent_s", a.outbox.keep_sent_s)
+    rules = [f.name for f in fields(a) if isinstance(getattr(a, f.name), RuleSettings)]
+    fraction = "must be in [0, 1] (a fraction: 0.10 = 10 points)"
+    for name in rules:
+        rule, s = getattr(a, name), Section(f"alerts.{name}")
+        s.not_negative("for_s", rule.for_s)
+        s.above_zero("no_data_resolve_s", rule.no_data_resolve_s, unit="seconds")
+        for key in ("drop", "resolve_within", "max_gap", "min_rate", "max_p_value"):
+            if hasattr(rule, key):
+                s.fraction(key, getattr(rule, key), what=fraction)
+        for key in ("silent_s", "window_s"):
+            if hasattr(rule, key):
+                s.above_zero(key, getattr(rule, key), unit="seconds")
+        for target in getattr(rule, "inhibits", ()):
+            s.need(target in rules, "inhibits", f"{target!r} is no rule: use {', '.join(rules)}")
 
 
 #: This area's config section, found by costline.areas: [alerts] in costline.toml and

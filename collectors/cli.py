@@ -12,7 +12,7 @@ __all__ = ["commands", "collect"]
 
 @click.command("collect")
 @click.option("--host", default=None, help="Interface to listen on (default: [collector] host, 127.0.0.1).")
-@click.option("--port", type=int, default=None, help="TCP port (default: [collector] port, 4318).")
+@click.option("--port", type=click.IntRange(0, 65535), default=None, help="TCP port (default: [collector] port, 4318).")
 @click.option("--grpc-port", type=click.IntRange(1, 65535), default=None,
               help="Also receive OTLP/gRPC on this port, e.g. 4317 (default: [collector] grpc_port, off).")
 @click.option("--insecure", is_flag=True, default=False,

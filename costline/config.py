@@ -31,8 +31,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from costline import contract
-from costline.areas import area_sections
+from costline.areas import AREAS, area_sections
 from costline.errors import ConfigError
+from costline.lazy import import_optional
 from costline.timeutil import utc_naive
 from costline.validate import Section
 
@@ -370,14 +371,7 @@ def load_config(
     """
     env = os.environ if env is None else env
     file = _find_file(path, env)
-    raw: dict[str, Any] = {}
-    if file is not None:
-        try:
-            raw = tomllib.loads(file.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(str(file), "file not found: check the path or unset COSTLINE_CONFIG") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(str(file), f"not valid TOML ({exc}): fix the syntax", source=str(file)) from None
+    raw = _read_file(file) if file is not None else {}
     loader = _Loader(env, str(file) if file else "config")
     overrides: dict[str, Any] = {}
     if env.get(ENV_KAFKA_BOOTSTRAP):
@@ -391,7 +385,46 @@ def load_config(
         "Sections", [(name, cls, field(default_factory=cls)) for name, cls in section_types().items()], frozen=True)
     config = Config(source=file, **vars(loader.build(tables, raw, path=())))
     _validate(config, loader.source)
+    _validate_areas(config, loader.source)
     return config
+
+
+def _validate_areas(config: Config, source: str) -> None:
+    """Each area's own checks, on load like the core's: ``validate(config)`` in its settings module or package."""
+    for package in AREAS:
+        for module in (import_optional(f"{package}.settings"), import_optional(package)):
+            check = getattr(module, "validate", None)
+            if callable(check):
+                try:
+                    check(config)
+                except ConfigError as exc:
+                    if exc.source != "config":
+                        raise
+                    raise ConfigError(exc.key, exc.problem, source=source) from None
+                break
+
+
+def _read_file(file: Path) -> dict[str, Any]:
+    """The TOML tables of ``file``; a file that cannot be read or parsed is a ConfigError naming it."""
+    flag = "--config / COSTLINE_CONFIG"
+    try:
+        data = file.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(flag, "file not found: check the path or unset COSTLINE_CONFIG", source=str(file)) from None
+    except IsADirectoryError:
+        raise ConfigError(flag, "is a directory: give the TOML file (e.g. costline.toml)", source=str(file)) from None
+    except OSError as exc:
+        raise ConfigError(flag, f"cannot read it ({exc.strerror}): check its permissions", source=str(file)) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"line {line}", f"not UTF-8 text (byte 0x{data[exc.start]:02x}): save the file as UTF-8",
+                          source=str(file)) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("not valid TOML", f"{exc}: fix the syntax", source=str(file)) from None
 
 
 def _find_file(path: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path | None:
@@ -482,6 +515,10 @@ class _Loader:
             if text is not None or not isinstance(value, Mapping):
                 raise ConfigError(where, "must be a table of key = value", source=src)
             return {str(k): self.convert((*path[:-1], f"{path[-1]}.{k}"), args[1], v) for k, v in value.items()}
+        if hint is Path and (text if text is not None else value) == "":
+            unset = f"unset {where}" if text is not None else "remove the key"
+            raise ConfigError(where, f"must not be empty (that is the current directory): give a path, or {unset} "
+                              "for the default", source=src)
         try:
             return _scalar(hint, value, text)
         except (TypeError, ValueError):

@@ -32,7 +32,7 @@ def announce_dashboard(config: Config, out: Path | str | None = None,
               help="HTML file to write (default: [dashboard] out, costline-dashboard.html).")
 @click.option("--serve", is_flag=True, help="Serve the page on localhost, rebuilt from the lake as it fills.")
 @click.option("--host", default=None, help="--serve: address to listen on (default: [dashboard] host, 127.0.0.1).")
-@click.option("--port", type=int, default=None, help="--serve: port (default: [dashboard] port, 8050).")
+@click.option("--port", type=click.IntRange(0, 65535), default=None, help="--serve: port (default: [dashboard] port, 8050).")
 @click.option("--refresh", "refresh_s", type=float, default=None,
               help="--serve: seconds between reloads (default: [dashboard] refresh_s, 60).")
 @click.option("--sql", "sql_chart", type=click.Choice([c.name for c in CHARTS]), default=None,

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-__all__ = ["DashboardConfig"]
+__all__ = ["DashboardConfig", "validate"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,18 @@ class DashboardConfig:
     cache_alert_min_lookups: int = 5
     #: Shown in the page's title bar and heading.
     title: str = "costline"
+
+
+def validate(config: Any) -> None:
+    """Check ``config.dashboard`` when the config loads; raises :class:`~costline.errors.ConfigError` naming the key."""
+    from costline.validate import Section
+
+    d, s = config.dashboard, Section("dashboard")
+    s.need(0 <= d.port <= 65535, "port", f"must be a TCP port (1-65535, or 0 for any free one); got {d.port}")
+    s.above_zero("refresh_s", d.refresh_s, unit="seconds")
+    s.fraction("cache_alert_band", d.cache_alert_band, open_low=True,
+               what="must be in (0, 1] (a fraction: 0.10 = 10 points)")
+    s.not_negative("cache_alert_min_lookups", d.cache_alert_min_lookups)
 
 
 #: This area's config section, found by costline.areas: [dashboard] in costline.toml and

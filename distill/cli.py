@@ -294,7 +294,7 @@ def runs_cmd(config: Config) -> None:
 @_RUN
 @click.option("--base-model", default=None, help="Base model (default: the run's training manifest).")
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
 @pass_config
 def serve_cmd(config: Config, run_id: str | None, base_model: str | None, host: str, port: int) -> None:
     """Serve a run's adapter on its base model as an OpenAI-compatible API (development; vLLM in production).

@@ -206,7 +206,7 @@ def serve_cmd(config: Config, batch: bool) -> None:
 
 
 @jobs.command("runs")
-@click.option("--limit", default=20, show_default=True)
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1))
 @pass_config
 def runs_cmd(config: Config, limit: int) -> None:
     """Show the latest recorded job runs (the job_runs view).

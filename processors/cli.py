@@ -20,7 +20,7 @@ __all__ = ["commands", "process", "sql", "lake", "format_result"]
 
 
 @click.command("process")
-@click.option("--until-idle", type=float, default=None, metavar="SECONDS",
+@click.option("--until-idle", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
               help="Exit once caught up and idle this many seconds (after committing).")
 @click.option("--from-beginning", "start", flag_value="beginning",
               help="Partitions the lake has no offsets for: read from their first offset.")
@@ -42,6 +42,8 @@ def process(config: Config, until_idle: float | None, start: str | None) -> None
         costline process --until-idle 5  # drain the topic, then exit
         costline process --from-beginning  # a new lake for an existing group
     """
+    from kafka.errors import KafkaTimeoutError
+
     from costline.processors.table_sink import make_processor
 
     proc = make_processor(config, start=start or "lake")
@@ -53,6 +55,9 @@ def process(config: Config, until_idle: float | None, start: str | None) -> None
     old_int = signal.signal(signal.SIGINT, _stop)
     try:
         stats = proc.run(until_idle=until_idle)
+    except KafkaTimeoutError as exc:
+        raise click.ClickException(f"cannot reach Kafka at {config.kafka.bootstrap} ({exc}): start the local broker "
+                                   "with `costline kafka up`, or point KAFKA_BOOTSTRAP_SERVERS at your cluster") from None
     finally:
         signal.signal(signal.SIGTERM, old_term)
         signal.signal(signal.SIGINT, old_int)
@@ -207,9 +212,9 @@ def lake() -> None:
 @lake.command("compact")
 @click.option("--before", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
               help="Compact the days before this date (default: today, UTC: every closed day). Local mode.")
-@click.option("--every", type=float, default=None, metavar="SECONDS",
+@click.option("--every", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
               help="Run again every SECONDS until interrupted (a scheduled maintenance job).")
-@click.option("--expire-older-than", type=float, default=3600.0, show_default=True, metavar="SECONDS",
+@click.option("--expire-older-than", type=click.FloatRange(min=0), default=3600.0, show_default=True, metavar="SECONDS",
               help="Table mode: expire snapshots older than this (the newest 10 and the current one are kept).")
 @pass_config
 def lake_compact(config: Config, before: Any, every: float | None, expire_older_than: float) -> None:

@@ -384,6 +384,7 @@ class GatewayConfig:
 
         validate_limits("serving.gateway", self)
         s = Section("serving.gateway")
+        s.need(0 <= self.port <= 65535, "port", f"must be a TCP port (1-65535, or 0 for any free one); got {self.port}")
         s.not_negative("rate_limit_per_minute", self.rate_limit_per_minute, "must not be negative (0 = unlimited)")
         s.at_least("rate_limit_burst", self.rate_limit_burst, 1)
         s.above_zero("drain_timeout_s", self.drain_timeout_s, unit="seconds")
@@ -414,6 +415,12 @@ class StandInConfig:
     retry_after_ms: int = 1000
     #: Seconds before a message batch ends.
     batch_delay_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        from costline.validate import Section
+
+        Section("serving.standin").need(0 <= self.port <= 65535, "port",
+                                        f"must be a TCP port (1-65535, or 0 for any free one); got {self.port}")
 
 
 @dataclass(frozen=True)

@@ -471,8 +471,8 @@ def _pivot_hit_rates(rows: list[tuple]) -> tuple[list[str], list[tuple]]:  # typ
 
 
 @click.command("demo")
-@click.option("--days", default=4, show_default=True, help="Simulated days of traffic.")
-@click.option("--per-day", default=3000, show_default=True, help="Requests per simulated day.")
+@click.option("--days", default=4, show_default=True, type=click.IntRange(min=1), help="Simulated days of traffic.")
+@click.option("--per-day", default=3000, show_default=True, type=click.IntRange(min=1), help="Requests per simulated day.")
 @click.option("--workdir", type=click.Path(path_type=Path), default=Path("costline-demo"), show_default=True,
               help="Where the demo's lake and logs go (the lake is recreated on each run).")
 @click.option("--seed", default=7, show_default=True, help="Seed of the traffic.")

@@ -107,9 +107,9 @@ def train(config: Config, data_path: Path | None, from_lake: bool, since: dateti
 @click.option("--policy", "policy_name", default=None, help="rules or learned (default [serving.router] policy).")
 @click.option("--policy-path", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="The learned policy file (default [serving.router] policy_path).")
-@click.option("--min-adequacy", type=float, default=None,
+@click.option("--min-adequacy", type=click.FloatRange(0, 1), default=None,
               help="Learned policy: cheapest tier with P(adequate) >= this (default [serving.router]).")
-@click.option("--gate", type=float, default=None,
+@click.option("--gate", type=click.FloatRange(0, 1), default=None,
               help="Exit with status 1 when any tier's adequacy is under this (e.g. 0.95); with --candidate, "
                    "the moved requests' lower bound (default [serving.router.loop] gate).")
 @click.option("--candidate", default=None,
