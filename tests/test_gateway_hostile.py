@@ -291,3 +291,22 @@ def test_json_a_few_hundred_levels_deep_is_400_not_a_recursion_error(serve, stan
     assert len(standin.log.entries()) == before
     status, _, answer = post(gw, path, (body % (_nested(90), QUESTION)).encode())  # deep, within the bound
     assert status == 200, answer
+
+
+@pytest.mark.parametrize(("problems", "status"), [
+    (("BadRequestError", "BadRequestError", "BadRequestError"), 400),  # every tier's API: the request is invalid
+    (("BadRequestError", "RequestTooLargeError"), 400),
+    (("UnprocessableEntityError",), 400),  # vLLM's 422
+    (("BadRequestError", "OverloadedError"), 529),  # one tier could have answered it: a fault to retry later
+    (("low_confidence", "BadRequestError"), 500),
+    (("RateLimitError",), 429),
+    (("InternalServerError",), 500),
+    ((), 500),
+])
+def test_the_failure_status_is_400_only_when_every_tier_refused_the_request_as_invalid(problems, status) -> None:
+    from costline.serving.gateway.app import failure_status
+    from costline.serving.pipeline import Answer, Attempt
+
+    attempts = tuple(Attempt(f"tier{i}", "m", False, p) for i, p in enumerate(problems))
+    result = Answer("", "budget", "m", "budget", False, attempts=attempts)
+    assert failure_status(result) == status

@@ -434,9 +434,18 @@ def _live_events(live: LiveAnswer, first: str | None, pieces: Any) -> Any:
         live.close()
 
 
+#: SDK errors that say the request itself is wrong (the model's API answered 400 / 413 / 422).
+_CALLER_ERRORS = frozenset({"BadRequestError", "RequestTooLargeError", "UnprocessableEntityError"})
+
+
 def failure_status(result: Answer) -> int:
-    """Anthropic's status for an answer whose every tier failed: 429, 529 or 500."""
-    problem = result.attempts[-1].problem if result.attempts else "no attempt"
+    """Anthropic's status for an answer whose every tier failed: 429, 529 or 500 — or 400 when every tier's API
+    refused the request as invalid (max_tokens over every model's limit, say): the caller's to fix, not a fault
+    of the gateway to retry."""
+    problems = [a.problem for a in result.attempts]
+    if problems and all(p in _CALLER_ERRORS for p in problems):
+        return 400
+    problem = problems[-1] if problems else "no attempt"
     return _STATUS_OF_ERROR.get(problem or "", 529 if "Overloaded" in (problem or "") else 500)
 
 

@@ -16,7 +16,7 @@ __all__ = ["serve", "settle_heap", "standin"]
 
 @click.command("serve")
 @click.option("--host", default=None, help="Interface (default [serving.gateway] host).")
-@click.option("--port", type=int, default=None, help="Port (default [serving.gateway] port, 8787).")
+@click.option("--port", type=click.IntRange(0, 65535), default=None, help="Port (default [serving.gateway] port, 8787).")
 @click.option("--standin/--no-standin", "with_standin", default=False,
               help="Also start the local stand-in APIs and point every tier at them.")
 @click.option("--cache/--no-cache", "with_cache", default=True, show_default=True,
@@ -286,7 +286,7 @@ def _supervise(config: Config, *, bind: str, port: int | None, workers: int, sta
 
 @click.command("standin")
 @click.option("--host", default=None, help="Interface (default [serving.standin] host).")
-@click.option("--port", type=int, default=None, help="Port (default [serving.standin] port, 8700).")
+@click.option("--port", type=click.IntRange(0, 65535), default=None, help="Port (default [serving.standin] port, 8700).")
 @click.option("--latency-scale", type=float, default=None, help="Multiply the per-tier latencies (0: none).")
 @click.option("--degrade", multiple=True, help="A keyword of the shifted slice the student answers badly.")
 @click.option("--burst", multiple=True, metavar="STATUS:COUNT",
