@@ -226,7 +226,9 @@ def test_the_rewrite_prefilters_change_no_question_of_any_pair_file() -> None:
     """``analyse`` skips a synonym substitution for a question with none of the lexicon's first words, and any
     rewrite rule (contractions, phrases, synonyms) whose required literals are not in the text; on every question
     of every pair file, in the order ``analyse`` runs them, each step gives what running every rule in order gives,
-    and each step changes some questions (the prefilters let those through)."""
+    and each step changes some questions (the prefilters let those through). A fixed third of the ~50,000
+    questions (every third in sorted order; the whole set was checked when the prefilters went in, and
+    test_required_literals checks how literals are read off a pattern), so the suite stays short."""
     from costline.serving.cache import verify
 
     def every_rule(rules, text):
@@ -234,7 +236,7 @@ def test_the_rewrite_prefilters_change_no_question_of_any_pair_file() -> None:
             text = pattern.sub(repl, text)
         return text
 
-    questions = _pair_file_questions()
+    questions = sorted(_pair_file_questions())[::3]
     assert len(questions) > 10_000
     changed = {"contractions": 0, "synonyms": 0, "phrases": 0}
     for text in questions:
