@@ -5,7 +5,12 @@
 ``client.chat.completions.create`` of an OpenAI-compatible client (``OpenAI``, ``AsyncOpenAI``:
 vLLM...). Each call opens a call span in the active costline request, or a standalone one
 without one; an SDK exception is recorded as ``error.type`` (its class name, e.g.
-``RateLimitError``) and re-raised.
+``RateLimitError``) and re-raised. An Anthropic ``error`` event in a 200 stream (the SDK's bare
+``APIStatusError``), or a 200 whose body is the error object, is named as the same error is named as a
+status (``OverloadedError``: ``serving.backends.ANTHROPIC_ERROR_CLASSES``). ``parse()`` (structured
+output, both SDKs) is recorded as ``create`` is; so are calls through ``client.with_options(...)`` and
+``client.copy(...)`` (the copy is instrumented as its original). A token count the provider sent as null
+is left out and the call flagged ``costline.usage.incomplete``, never recorded as 0.
 
 Streamed calls (``create(stream=True)``, ``messages.stream(...)``) hand the app the SDK's own
 stream object behind a transparent proxy (:mod:`wrapt`: same type for ``isinstance``, same
@@ -64,8 +69,8 @@ def instrument_anthropic(client: Any, recorder: Recorder, *, tier: str | None = 
     """Record every ``client.messages.create`` and ``client.messages.stream`` call; returns the
     undo callable. ``clock`` (seconds) times the first chunk of a streamed answer."""
     kit = _Kit(recorder, contract.PROVIDER_ANTHROPIC, tier, clock, _record_anthropic, _AnthropicStream)
-    resource = client.messages
-    return _install(client, resource, {"create": kit.create, "stream": kit.stream_helper})
+    return _install(client, client.messages, {"create": kit.create, "parse": kit.create, "stream": kit.stream_helper},
+                    lambda copy: instrument_anthropic(copy, recorder, tier=tier, clock=clock))
 
 
 def instrument_openai(
@@ -78,31 +83,69 @@ def instrument_openai(
 ) -> Callable[[], None]:
     """Record every ``client.chat.completions.create`` call; returns the undo callable."""
     kit = _Kit(recorder, provider, tier, clock, _record_openai, _OpenAIStream)
-    return _install(client, client.chat.completions, {"create": kit.create})
+    return _install(client, client.chat.completions, {"create": kit.create, "parse": kit.create},
+                    lambda copy: instrument_openai(copy, recorder, provider=provider, tier=tier, clock=clock))
 
 
-def _install(client: Any, resource: Any, wrappers: dict[str, Callable[..., Callable[..., Any]]]) -> Callable[[], None]:
+def _install(client: Any, resource: Any, wrappers: dict[str, Callable[..., Callable[..., Any]]],
+             again: Callable[[Any], Any]) -> Callable[[], None]:
     undo = getattr(getattr(resource, "create"), _MARK, None)
     if undo is not None:
         return undo  # already instrumented
-    is_async = type(client).__name__.startswith("Async")
+    is_async = _is_async(client)
     installed: dict[str, Any] = {}
     for name, make in wrappers.items():
         original = getattr(resource, name, None)
         if original is not None:
             installed[name] = make(original, is_async)
+    copiers: dict[str, Any] = {}
+    for name in _COPIERS:
+        original = getattr(client, name, None)
+        if callable(original):
+            copiers[name] = _copier(original, again)
 
     def uninstrument() -> None:
-        for name, wrapper in installed.items():
-            if resource.__dict__.get(name) is wrapper:
-                delattr(resource, name)
+        for holder, wrappers_ in ((resource, installed), (client, copiers)):
+            for name, wrapper in wrappers_.items():
+                if vars(holder).get(name) is wrapper:
+                    delattr(holder, name)
         _forget_views(client, resource)
 
     for name, wrapper in installed.items():
         setattr(wrapper, _MARK, uninstrument)
         setattr(resource, name, wrapper)
+    for name, wrapper in copiers.items():
+        try:
+            setattr(client, name, wrapper)
+        except Exception:
+            log.warning("costline: copies of a %s will not be recorded", type(client).__name__, exc_info=True)
     _forget_views(client, resource)
     return uninstrument
+
+
+def _is_async(client: Any) -> bool:
+    """An ``AsyncAnthropic`` / ``AsyncOpenAI`` (or a subclass of one: both SDKs' async clients derive from
+    their ``AsyncAPIClient``)."""
+    return type(client).__name__.startswith("Async") or any(
+        k.__name__ == "AsyncAPIClient" for k in type(client).__mro__)
+
+
+#: The client methods that make a new client of the same options but other resources
+#: (``client.with_options(timeout=...)`` is ``copy``): the copy is instrumented as the client was.
+_COPIERS = ("copy", "with_options")
+
+
+def _copier(original: Callable[..., Any], again: Callable[[Any], Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def copy(*args: Any, **kwargs: Any) -> Any:
+        made = original(*args, **kwargs)
+        try:
+            again(made)
+        except Exception:
+            log.exception("costline: could not instrument a copy of a client")
+        return made
+
+    return copy
 
 
 #: The SDKs' cached views of a resource that bind its ``create`` when first read
@@ -304,6 +347,11 @@ class _StreamParser:
     def observe_message(self, message: Any) -> None:
         """The final message, when the events themselves could not be watched."""
 
+    @staticmethod
+    def error_name(exc: BaseException) -> str:
+        """The call's ``error.type`` when ``exc`` broke it."""
+        return type(exc).__name__
+
     def record(self, call: CallHandle, recorder: Recorder, kwargs: dict[str, Any]) -> None:
         raise NotImplementedError
 
@@ -336,7 +384,7 @@ class _StreamRecord:
 
     def fail(self, exc: BaseException) -> None:
         if not self.done:
-            self.call.error(type(exc).__name__, f"{type(exc).__name__}: {str(exc)[:200]}")
+            self.call.error(self.parser.error_name(exc), f"{type(exc).__name__}: {str(exc)[:200]}")
 
     def finish(self) -> None:
         """End the span with what was seen (once). Never raises."""
@@ -370,7 +418,7 @@ class _ParsedRecord:
 
     def fail(self, exc: BaseException) -> None:
         if not self.done:
-            self.call.error(type(exc).__name__, f"{type(exc).__name__}: {str(exc)[:200]}")
+            self.call.error(self.kit.parser.error_name(exc), f"{type(exc).__name__}: {str(exc)[:200]}")
 
     def parsed(self, parsed: Any) -> None:
         if self.done:
@@ -464,17 +512,24 @@ class _AsyncStreamProxy(_Watched):
 
     async def __aiter__(self) -> Any:
         rec = self._self_record
-        try:
-            async for item in self.__wrapped__:
-                rec.item(item)
+        iterator = self.__wrapped__.__aiter__()
+        while True:
+            try:
+                item = await iterator.__anext__()
+            except StopAsyncIteration:
+                rec.finish()
+                return
+            except BaseException as exc:
+                _fail_and_finish(rec, exc)
+                raise
+            rec.item(item)
+            try:
                 yield item
-        except GeneratorExit:
-            rec.finish()
-            raise
-        except BaseException as exc:
-            _fail_and_finish(rec, exc)
-            raise
-        rec.finish()
+            except BaseException:
+                # thrown in while the app held the item: it stopped reading (aclose), or the event loop
+                # closed the iterator the app dropped (asyncio.run's end cancels that aclose)
+                rec.finish()
+                raise
 
     async def __anext__(self) -> Any:
         rec = self._self_record
@@ -667,6 +722,45 @@ def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
+def _count(value: Any) -> int | None:
+    """A token count the provider sent; None when it sent none (null, missing): not a count of 0."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _flag_incomplete(call: CallHandle) -> None:
+    try:
+        call.span.set_attribute(contract.COSTLINE_USAGE_INCOMPLETE, True)
+    except Exception:
+        log.warning("costline: could not flag a call's usage incomplete", exc_info=True)
+
+
+def _field(obj: Any, name: str) -> Any:
+    return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+
+
+def _anthropic_error_class(error_object: Any) -> str | None:
+    """The ``anthropic`` class an error object's type (``{"type": "error", "error": {"type":
+    "overloaded_error"}}``) has as an HTTP status (``serving.backends.ANTHROPIC_ERROR_CLASSES``), if known."""
+    kind = _field(_field(error_object, "error"), "type")
+    if not isinstance(kind, str):
+        return None
+    try:  # imported here, on the error path: costline.serving.backends imports this package
+        from costline.serving.backends import ANTHROPIC_ERROR_CLASSES
+    except Exception:
+        log.warning("costline: could not read the Anthropic error classes", exc_info=True)
+        return None
+    return ANTHROPIC_ERROR_CLASSES.get(kind)
+
+
+def _anthropic_error_name(exc: BaseException) -> str:
+    """The exception's class name, except the SDK's bare ``APIStatusError`` of an ``error`` event in a 200
+    stream: named as the same error is named when it comes as a status (``OverloadedError``...)."""
+    name = type(exc).__name__
+    if name == "APIStatusError":
+        return _anthropic_error_class(getattr(exc, "body", None)) or name
+    return name
+
+
 def _anthropic_inputs(kwargs: dict[str, Any]) -> list[Any]:
     inputs: list[Any] = []
     system = kwargs.get("system")
@@ -677,14 +771,21 @@ def _anthropic_inputs(kwargs: dict[str, Any]) -> list[Any]:
 
 
 def _anthropic_usage(call: CallHandle, usage: Any) -> None:
-    fresh = _int(getattr(usage, "input_tokens", 0))
-    read = _int(getattr(usage, "cache_read_input_tokens", 0))
+    fresh = _count(getattr(usage, "input_tokens", None))
+    output = _count(getattr(usage, "output_tokens", None))
+    read = _int(getattr(usage, "cache_read_input_tokens", 0))  # null: no cache used
     created = _int(getattr(usage, "cache_creation_input_tokens", 0))
     # Anthropic's input_tokens excludes cached tokens; the GenAI semconv total includes them.
-    call.usage(fresh + read + created, _int(getattr(usage, "output_tokens", 0)), read, created)
+    call.usage(None if fresh is None else fresh + read + created, output, read, created)
+    if fresh is None or output is None:  # a count the API did not send is not 0
+        _flag_incomplete(call)
 
 
 def _record_anthropic(call: CallHandle, recorder: Recorder, kwargs: dict[str, Any], response: Any) -> None:
+    if getattr(response, "type", None) == "error":  # a 200 whose body is the API's error object
+        error = _anthropic_error_class(response) or "APIStatusError"
+        call.error(error, f"the model answered 200 with an error: {getattr(response, 'error', None)}"[:200])
+        return
     usage = getattr(response, "usage", None)
     if usage is not None:
         _anthropic_usage(call, usage)
@@ -702,8 +803,8 @@ class _Usage:
     """Usage fields as a stream reports them, the later value of a field winning."""
 
     def __init__(self) -> None:
-        self.input_tokens = 0
-        self.output_tokens = 0
+        self.input_tokens: int | None = None
+        self.output_tokens: int | None = None
         self.cache_read_input_tokens = 0
         self.cache_creation_input_tokens = 0
 
@@ -727,6 +828,8 @@ class _AnthropicStream(_StreamParser):
 
     def is_output(self, event: Any) -> bool:
         return getattr(event, "type", None) == "content_block_delta"
+
+    error_name = staticmethod(_anthropic_error_name)
 
     def observe(self, event: Any) -> None:
         kind = getattr(event, "type", None)
@@ -779,8 +882,11 @@ class _AnthropicStream(_StreamParser):
 def _openai_usage(call: CallHandle, usage: Any) -> None:
     details = getattr(usage, "prompt_tokens_details", None)
     cached = _int(getattr(details, "cached_tokens", 0)) if details is not None else 0
+    prompt, completion = _count(getattr(usage, "prompt_tokens", None)), _count(getattr(usage, "completion_tokens", None))
     # prompt_tokens already includes cached tokens, as the semconv total does.
-    call.usage(_int(getattr(usage, "prompt_tokens", 0)), _int(getattr(usage, "completion_tokens", 0)), cached, 0)
+    call.usage(prompt, completion, cached, 0)
+    if prompt is None or completion is None:  # a count the server did not send is not 0
+        _flag_incomplete(call)
 
 
 def _record_openai(call: CallHandle, recorder: Recorder, kwargs: dict[str, Any], response: Any) -> None:
@@ -811,6 +917,7 @@ class _OpenAIStream(_StreamParser):
         self.id: str | None = None
         self.model: str | None = None
         self.reasons: dict[int, str] = {}
+        self.seen: set[int] = set()
         self.text: dict[int, list[str]] = {}
 
     def is_output(self, chunk: Any) -> bool:
@@ -826,12 +933,9 @@ class _OpenAIStream(_StreamParser):
     def observe(self, chunk: Any) -> None:
         self.id = self.id or getattr(chunk, "id", None)
         self.model = self.model or getattr(chunk, "model", None)
-        usage = getattr(chunk, "usage", None)
-        if usage is not None:
-            self.usage = usage
-            self.complete = True
         for choice in getattr(chunk, "choices", None) or []:
             index = _int(getattr(choice, "index", 0))
+            self.seen.add(index)
             reason = getattr(choice, "finish_reason", None)
             if isinstance(reason, str):
                 self.reasons[index] = reason
@@ -839,6 +943,12 @@ class _OpenAIStream(_StreamParser):
                 text = getattr(getattr(choice, "delta", None), "content", None)
                 if isinstance(text, str):
                     self.text.setdefault(index, []).append(text)
+        usage = getattr(chunk, "usage", None)
+        if usage is not None:
+            self.usage = usage
+            # the final count: include_usage's last chunk (no choices), or a running count
+            # (vLLM's continuous_usage_stats, on every chunk) once every choice has finished
+            self.complete = not getattr(chunk, "choices", None) or self.seen <= set(self.reasons)
 
     def record(self, call: CallHandle, recorder: Recorder, kwargs: dict[str, Any]) -> None:
         if self.usage is not None:

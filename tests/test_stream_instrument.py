@@ -262,7 +262,8 @@ def test_an_error_mid_stream_sets_error_type_keeps_the_usage_sent_and_reraises(s
     (call,) = calls(exporter)
     sent = anthropic_sent(tee.bodies[0])  # message_start's usage only: no message_delta came
     assert usage_of(call) == {k: sent[k] for k in ("input", "output", "read", "made")}
-    assert call.attributes[c.ERROR_TYPE] == type(info.value).__name__
+    # the SDK's bare APIStatusError of the error event, named as the status would name it
+    assert type(info.value) is anthropic.APIStatusError and call.attributes[c.ERROR_TYPE] == "OverloadedError"
     assert call.attributes[c.COSTLINE_USAGE_INCOMPLETE] is True
     assert call.status.status_code is StatusCode.ERROR
 
@@ -435,7 +436,7 @@ def test_async_streams_that_fail_or_are_closed_early_end_their_spans(standin, sp
     failed, closed = calls(exporter)
     sent = anthropic_sent(tee.bodies[0])
     assert usage_of(failed) == {k: sent[k] for k in ("input", "output", "read", "made")}
-    assert failed.attributes[c.ERROR_TYPE] == "APIStatusError"
+    assert failed.attributes[c.ERROR_TYPE] == "OverloadedError"  # the error event's type, as a status names it
     assert closed.attributes[c.COSTLINE_USAGE_INCOMPLETE] is True and c.ERROR_TYPE not in closed.attributes
 
 
