@@ -105,6 +105,13 @@ def teacher_cmd(config: Config, run_id: str | None, sync: bool, no_spans: bool) 
         t = run_teacher(config, run, recorder=rec, batch=False if sync else None, show_progress=True)
     click.echo(f"run {run.run_id}: {t.answered} answers ({t.sent} paid now, {t.resumed} resumed, "
                f"{'batch' if t.batch else 'sync'}), teacher cost ${t.cost_usd:.4f}")
+    _print_unusable(t)
+
+
+def _print_unusable(t: Any) -> None:
+    if any(t.unusable.values()):
+        click.echo("  left out of training and eval: " + ", ".join(f"{n} {why}" for why, n in t.unusable.items() if n)
+                   + " (raise [distill] max_tokens for answers cut short)")
 
 
 @distill.command("train")
@@ -228,6 +235,7 @@ def run_cmd(config: Config, since: datetime | None, until: datetime | None, size
     with _recorder(config, not no_spans) as rec:
         t = run_teacher(config, ex.run, recorder=rec, batch=False if sync else None, show_progress=True)
     click.echo(f"teacher: {t.answered} answers, ${t.cost_usd:.4f}")
+    _print_unusable(t)
     tr = train_student(config, ex.run, base_model=base_model, show_progress=True)
     click.echo(f"train: {tr.steps} steps, final loss {tr.final_loss}")
     evaluate_student(config, ex.run)

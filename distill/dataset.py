@@ -8,9 +8,11 @@
 3. exact duplicates (normalised system prompt + conversation) dropped;
 4. a stratified sample of ``sample_size`` (allocation by :func:`costline.jobs.sampling.allocate`,
    order by a seeded hash of the content);
-5. near duplicates dropped: MiniLM embeddings (:class:`costline.serving.embedding.Embedder`) in a
-   FAISS inner-product index, a query within ``near_duplicate_threshold`` of one kept is dropped;
-6. each subtype split by a seeded hash: ``eval_fraction`` held out.
+5. near duplicates dropped: MiniLM embeddings (:class:`costline.serving.embedding.Embedder`) of the
+   conversation (not the system prompt) in a FAISS inner-product index, a query within
+   ``near_duplicate_threshold`` of one kept is dropped;
+6. each subtype split by a seeded hash of the conversation: ``eval_fraction`` held out (the same
+   question under different system prompts stays on one side).
 
 The manifest lists the counts per subtype and split, what was skipped and why, and the sha256
 of every item's content (and of the files), so :func:`verify_disjoint` can prove that no eval
@@ -200,8 +202,9 @@ def export_dataset(
             from costline.serving.embedding import Embedder
 
             embedder = Embedder(config.serving.cache.model_path)
-        texts = [((it["system"] or "") + "\n" + "\n".join(str(m["content"]) for m in it["messages"])).strip()
-                 for it in chosen]
+        # the conversation only: a long system prompt the requests share would make them all alike (and MiniLM
+        # reads only a text's first 256 tokens)
+        texts = ["\n".join(str(m["content"]) for m in it["messages"]).strip() for it in chosen]
         dup = _near_duplicates(texts, cfg.near_duplicate_threshold, embedder)
         skipped["near duplicate"] += sum(dup)
         chosen = [it for it, d in zip(chosen, dup) if not d]
@@ -213,13 +216,22 @@ def export_dataset(
     train, held = [], []
     counts: dict[str, dict[str, int]] = {}
     for sub in sorted({it["subtype"] for it in chosen}):
-        lst = sorted((it for it in chosen if it["subtype"] == sub),
-                     key=lambda it: _hash_order(cfg.seed, "split", it["content_hash"]))
-        n_eval = round(len(lst) * cfg.eval_fraction) if len(lst) >= 2 else 0
-        n_eval = max(n_eval, 1) if len(lst) >= 2 else 0
-        held += [{**it, "split": "eval"} for it in lst[:n_eval]]
-        train += [{**it, "split": "train"} for it in lst[n_eval:]]
-        counts[sub] = {"train": len(lst) - n_eval, "eval": n_eval}
+        # one question asked under different system prompts (a date, a user's name) is one unit of the split:
+        # it is held out or trained on, never both
+        by_q: dict[str, list[dict[str, Any]]] = {}
+        for it in sorted((it for it in chosen if it["subtype"] == sub), key=lambda it: it["content_hash"]):
+            by_q.setdefault(content_hash(None, it["messages"]), []).append(it)
+        order = sorted(by_q, key=lambda q: _hash_order(cfg.seed, "split", q))
+        n = sum(len(v) for v in by_q.values())
+        n_eval = max(round(n * cfg.eval_fraction), 1) if n >= 2 else 0
+        ev: list[dict[str, Any]] = []
+        for i, q in enumerate(order):
+            if len(ev) < n_eval and i < len(order) - 1:  # the last question left always trains
+                ev += by_q[q]
+            else:
+                train += [{**it, "split": "train"} for it in by_q[q]]
+        held += [{**it, "split": "eval"} for it in ev]
+        counts[sub] = {"train": n - len(ev), "eval": len(ev)}
 
     run.dataset.mkdir(parents=True, exist_ok=True)
     write_jsonl(run.dataset / "train.jsonl", train)

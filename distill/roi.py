@@ -3,8 +3,9 @@
 From the lake: the student-eligible traffic (requests of ``[distill] task_types`` in the window, not
 served by the student) and what the API charged for it. Costs of the student: the GPU it runs on
 around the clock (``[pricing] student_usd_per_hour``) and each distillation (fine-tuning GPU hours
-at ``train_gpu_usd_per_hour`` plus the teacher's batch answers), repeated every
-``redistill_every_days``. Break-even requests/day = (daily GPU cost + amortised distillation cost)
+at ``train_gpu_usd_per_hour`` plus the teacher's answers to ``sample_size`` requests: the teacher
+model's own price, batch price when ``[distill] batch``, for the traffic's mean tokens per call),
+repeated every ``redistill_every_days``. Break-even requests/day = (daily GPU cost + amortised distillation cost)
 / API cost per request; payback = one distillation's cost / (daily API cost avoided - daily GPU cost).
 
 After a run, ``costline distill roi --run ID`` prices it with what it actually cost: the teacher's
@@ -44,6 +45,27 @@ class Roi:
         return "\n".join(lines + [f"verdict: {verdict}"])
 
 
+def _teacher_estimate(config: Any, sample: int, calls: int, tokens_in: int, tokens_out: int) -> float | None:
+    """``sample`` answers of the teacher model (``[distill] teacher_model`` / ``teacher_tier``) at its own
+    price (batch price when ``[distill] batch``), each with the traffic's mean tokens per call; None when
+    the teacher model is unknown or unpriced."""
+    from costline.errors import CostlineError
+    from costline.jobs.drift import teacher_model
+    from costline.pricing import PricingTable
+
+    cfg = config.distill
+    if sample <= 0 or calls <= 0:
+        return 0.0 if sample <= 0 else None
+    try:
+        model = cfg.teacher_model or teacher_model(config, cfg.teacher_tier)
+    except CostlineError:
+        return None
+    price = PricingTable(config.pricing).price_call(
+        model=model, provider="anthropic", input_tokens=round(tokens_in * sample / calls),
+        output_tokens=round(tokens_out * sample / calls), batch=cfg.batch)
+    return None if price.cost_usd is None else float(price.cost_usd)
+
+
 def compute_roi(config: Any, *, since: datetime | None = None, until: datetime | None = None,
                 teacher_cost_usd: float | None = None, train_gpu_hours: float | None = None,
                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> Roi:
@@ -57,16 +79,19 @@ def compute_roi(config: Any, *, since: datetime | None = None, until: datetime |
     days = max((until - since).total_seconds() / 86400.0, 1e-9)
     con = open_lake(config)
     try:
-        n, cost = con.execute(
-            "SELECT count(*), coalesce(sum(call_cost_usd), 0) FROM requests WHERE ts >= $s AND ts < $u "
-            "AND NOT standalone AND coalesce(tier, '') <> 'student' AND task_type IN (SELECT unnest($tt))",
+        n, cost, calls, tok_in, tok_out = con.execute(
+            "SELECT count(*), coalesce(sum(call_cost_usd), 0), coalesce(sum(calls), 0), "
+            "coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0) FROM requests WHERE ts >= $s "
+            "AND ts < $u AND NOT standalone AND coalesce(tier, '') <> 'student' AND task_type IN (SELECT unnest($tt))",
             {"s": since, "u": until, "tt": list(cfg.task_types)}).fetchone()
     finally:
         con.close()
     n, cost = int(n), float(cost)
     per_req = cost / n if n else 0.0
-    if teacher_cost_usd is None:  # the teacher answers a sample once, at the batch price
-        teacher_cost_usd = min(cfg.sample_size, n) * per_req * config.pricing.batch_multiplier
+    if teacher_cost_usd is None:  # the teacher answers a sample once
+        teacher_cost_usd = _teacher_estimate(config, min(cfg.sample_size, n), int(calls), int(tok_in), int(tok_out))
+        if teacher_cost_usd is None:  # no priced teacher model: what the traffic paid, at the batch price
+            teacher_cost_usd = min(cfg.sample_size, n) * per_req * config.pricing.batch_multiplier
     hours = cfg.train_gpu_hours if train_gpu_hours is None else train_gpu_hours
     training = hours * cfg.train_gpu_usd_per_hour
     distill = training + teacher_cost_usd

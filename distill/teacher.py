@@ -7,8 +7,11 @@ per-run SQLite checkpoint (``teacher.sqlite``) so a crashed run resumes without 
 
 Reasoning subtypes get the chain-of-thought prompt (``[distill] cot_prompt``): the teacher reasons,
 then writes the final answer after ``final_answer_marker``; both are kept apart, so the student is
-trained on the reasoning and scored on the answer. Each answer paid for is recorded as a model-call
-span through costline's :class:`~costline.collectors.Recorder` (cost, tokens, batch flag), so the
+trained on the reasoning and scored on the answer. An answer that is empty or cut at ``max_tokens``
+is paid for but left out of ``teacher.jsonl`` (counted as
+``unusable`` in ``teacher_manifest.json``): it would teach the student to stop short and grade it on
+nothing. Each answer paid for is recorded as a model-call span through costline's
+:class:`~costline.collectors.Recorder` (cost, tokens, batch flag), so the
 distillation's API cost lands in the lake like any other call.
 """
 
@@ -16,12 +19,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from costline.distill.runs import DistillRun, read_jsonl, sha256_file, write_json, write_jsonl
 
-__all__ = ["TeacherRun", "run_teacher", "split_answer", "teacher_requests"]
+__all__ = ["TeacherRun", "run_teacher", "split_answer", "teacher_requests", "unusable_reason", "UNUSABLE"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +59,22 @@ class TeacherRun:
     resumed: int
     cost_usd: float
     batch: bool
+    #: Answers paid for but left out of training and eval, by reason (see :data:`UNUSABLE`).
+    unusable: dict[str, int] = field(default_factory=dict)
+
+
+#: Why a teacher answer trains and grades nothing: no text (a refusal, non-text blocks), or cut at
+#: ``[distill] max_tokens`` (a reasoning answer cut short has no final answer).
+UNUSABLE = ("empty", "cut at max_tokens")
+
+
+def unusable_reason(answer: Any, final: str, cfg: Any) -> str | None:
+    """Which of :data:`UNUSABLE` ``answer`` is (``final``: its final answer), or None when it can teach."""
+    if not final.strip():
+        return "empty"
+    if answer.output_tokens >= cfg.max_tokens:
+        return "cut at max_tokens"
+    return None
 
 
 def _span_recorder(recorder: Any, tier: str) -> Callable[[Any], None] | None:
@@ -136,11 +155,16 @@ def run_teacher(
         if bar is not None:
             bar.close()
         rows = []
+        unusable = dict.fromkeys(UNUSABLE, 0)
         for it, r in zip(items, reqs):
             a = res.answers.get(r.key)
             if a is None:
                 continue
             reasoning, final = split_answer(a.text, cfg.final_answer_marker) if it.get("reasoning") else ("", a.text.strip())
+            why = unusable_reason(a, final, cfg)
+            if why:  # paid for, but it would teach the student to stop short (and grade it on nothing)
+                unusable[why] += 1
+                continue
             rows.append({"id": it["id"], "split": it["split"], "subtype": it["subtype"], "task_type": it["task_type"],
                          "key": r.key, "text": a.text, "reasoning": reasoning, "answer": final, "model": a.model,
                          "cost_usd": a.cost_usd, "batch": a.batch})
@@ -148,6 +172,10 @@ def run_teacher(
     write_jsonl(run.path("teacher.jsonl"), rows)
     write_json(run.path("teacher_manifest.json"), {
         "run_id": run.run_id, "model": model, "tier": cfg.teacher_tier, "batch": use_batch, "answers": len(rows),
-        "failed": len(res.failed), "cost_usd": cost, "dataset_manifest": sha256_file(run.dataset / "manifest.json"),
+        "failed": len(res.failed), "unusable": unusable, "cost_usd": cost, "dataset_manifest": sha256_file(run.dataset / "manifest.json"),
         "dataset_files": manifest["files"], "file": sha256_file(run.path("teacher.jsonl"))})
-    return TeacherRun(run, len(rows), res.sent, res.resumed, cost, use_batch)
+    if any(unusable.values()):
+        log.warning("teacher %s: %s answers left out of training and eval (%s): raise [distill] max_tokens for "
+                    "answers cut short", run.run_id, sum(unusable.values()),
+                    ", ".join(f"{n} {why}" for why, n in unusable.items() if n))
+    return TeacherRun(run, len(rows), res.sent, res.resumed, cost, use_batch, unusable)

@@ -18,6 +18,7 @@ from costline.sim.traffic import CallPlan  # noqa: E402
 
 HAIKU = CallPlan("budget", "anthropic", "claude-haiku-4-5", input_tokens=1000, output_tokens=100)
 PER_REQUEST = (1000 * 0.80 + 100 * 4.0) / 1e6  # Haiku 4.5: $0.80 in / $4 out per MTok
+TEACHER = (1000 * 10.0 + 100 * 50.0) / 1e6 * 0.5  # the frontier teacher (Fable 5: $10 / $50), batch price
 
 
 def lake(tmp_path, n, **distill):
@@ -40,7 +41,7 @@ def test_roi_break_even_and_payback(tmp_path):
     r = compute_roi(cfg, since=datetime(2026, 11, 1), until=datetime(2026, 11, 2))
     assert r.requests == 300 and r.days == pytest.approx(1.0)
     assert r.api_cost_per_request == pytest.approx(PER_REQUEST)
-    teacher = 100 * PER_REQUEST * 0.5  # the sample, once, at the batch price
+    teacher = 100 * TEACHER  # the sample, once, at the teacher's batch price
     distill = 2.0 * 3.0 + teacher
     gpu_day = 2.74 * 24
     assert r.distill_cost_usd == pytest.approx(distill)
@@ -57,7 +58,7 @@ def test_roi_pays_back_when_the_gpu_is_cheap_enough(tmp_path):
     cfg = cfg.replace(pricing={"student_usd_per_hour": 0.01})
     r = compute_roi(cfg, since=datetime(2026, 11, 1), until=datetime(2026, 11, 2))
     margin = 300 * PER_REQUEST - 0.01 * 24
-    distill = 2.0 + 300 * PER_REQUEST * 0.5
+    distill = 2.0 + 300 * TEACHER
     assert r.payback_days == pytest.approx(distill / margin)
     assert r.net_saving_usd_per_day == pytest.approx(margin - distill / 30.0)
 
