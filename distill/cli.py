@@ -215,34 +215,52 @@ def promote_cmd(config: Config, run_id: str | None, config_file: Path | None) ->
 @click.option("--promote", "do_promote", is_flag=True, help="Promote when the gate passes.")
 @click.option("--config-file", type=click.Path(path_type=Path), default=None, help="TOML file promote updates.")
 @click.option("--no-spans", is_flag=True, help="Do not record the teacher calls as spans.")
+@click.option("--run", "run_id", default=None,
+              help="Resume this exported run (its dataset as exported; the teacher's paid answers are reused).")
 @pass_config
 def run_cmd(config: Config, since: datetime | None, until: datetime | None, size: int | None,
-            base_model: str | None, sync: bool, do_promote: bool, config_file: Path | None, no_spans: bool) -> int:
-    """export → teacher → train → eval → gate (→ promote); re-running resumes the same run.
+            base_model: str | None, sync: bool, do_promote: bool, config_file: Path | None, no_spans: bool,
+            run_id: str | None) -> int:
+    """export → teacher → train → eval → gate (→ promote); each step resumes where it stopped.
+
+    A window given with a fixed --until is the same run when run again; without one (--until is now) each
+    start exports a new run, so resume a stopped one with --run ID (the id it printed): its teacher answers,
+    already paid, are not paid again.
 
     \b
     Example:
         costline distill run --since -30d --base-model /models/qwen2.5-1.5b-instruct --promote
+        costline distill run --run distill-20261201T0000-3f2a1b9c --base-model /models/qwen2.5-1.5b-instruct
     """
     from costline.distill.dataset import export_dataset
     from costline.distill.evaluate import evaluate_student, gate_run
     from costline.distill.promote import promote_run
+    from costline.distill.runs import DistillRun
     from costline.distill.teacher import run_teacher
     from costline.distill.train import train_student
 
-    ex = export_dataset(config, since=since, until=until, sample_size=size)
-    _print_export(ex)
+    if run_id is not None:
+        if since is not None or until is not None or size is not None:
+            raise click.UsageError("--run resumes an exported run as it was exported: drop --since / --until / --size")
+        run = DistillRun.of(config, run_id)
+        run.need("dataset/manifest.json", "export")
+        click.echo(f"run {run.run_id}: resuming (dataset {run.dataset})")
+    else:
+        ex = export_dataset(config, since=since, until=until, sample_size=size)
+        _print_export(ex)
+        run = ex.run
+        click.echo(f"(stopped before the end? resume it with `costline distill run --run {run.run_id}`)")
     with _recorder(config, not no_spans) as rec:
-        t = run_teacher(config, ex.run, recorder=rec, batch=False if sync else None, show_progress=True)
+        t = run_teacher(config, run, recorder=rec, batch=False if sync else None, show_progress=True)
     click.echo(f"teacher: {t.answered} answers, ${t.cost_usd:.4f}")
     _print_unusable(t)
-    tr = train_student(config, ex.run, base_model=base_model, show_progress=True)
+    tr = train_student(config, run, base_model=base_model, show_progress=True)
     click.echo(f"train: {tr.steps} steps, final loss {tr.final_loss}")
-    evaluate_student(config, ex.run)
-    g = gate_run(ex.run)
+    evaluate_student(config, run)
+    g = gate_run(run)
     _print_gate(g)
     if g.passed and do_promote:
-        p = promote_run(config, ex.run, _config_file(config, config_file))
+        p = promote_run(config, run, _config_file(config, config_file))
         click.echo(p.vllm_command)
     return 0 if g.passed else 1
 

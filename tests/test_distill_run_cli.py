@@ -68,6 +68,16 @@ torch_threads = 1
                                      "2026-11-02", "--base-model", str(base), "--no-spans", "--promote"])
         assert r.exit_code == 0, (r.output, r.exception)
         assert srv.log.duplicate_paid_keys() == {} and srv.log.paid("anthropic-batch")
+        # run again by its id (as after a crash of a run whose --until was now): nothing exported anew,
+        # the teacher's answers reused, not paid twice
+        run_id = r.output.split("run ", 1)[1].split(":", 1)[0]
+        paid = len(srv.log.paid())
+        again = CliRunner().invoke(cli, ["--config", str(toml), "distill", "run", "--run", run_id, "--base-model",
+                                         str(base), "--no-spans"])
+        assert again.exit_code == 0, (again.output, again.exception)
+        assert f"run {run_id}: resuming" in again.output and len(srv.log.paid()) == paid
+        refused = CliRunner().invoke(cli, ["--config", str(toml), "distill", "run", "--run", run_id, "--since", "-1d"])
+        assert refused.exit_code == 2 and "drop --since / --until / --size" in refused.output
     assert "PASSED the gate" in r.output and "vllm serve" in r.output
     after = load_config(toml)
     assert after.serving.router.rules.student_subtypes == {"classification": ("sentiment", "topic")}
