@@ -86,11 +86,12 @@ def test_a_directory_is_not_a_config_file(tmp_path: Path) -> None:
         load_config(tmp_path, env={})
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
 def test_an_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
     path = write(tmp_path, "[kafka]\n")
     path.chmod(0)
-    with pytest.raises(ConfigError, match="cannot read"):
+    if os.geteuid() == 0 or os.access(path, os.R_OK):  # root reads any mode: a file the kernel will not read
+        path = Path("/proc/self/mem")  # reading it from offset 0 is EIO, for root too
+    with pytest.raises(ConfigError, match="cannot read it"):
         load_config(path, env={})
 
 
