@@ -74,7 +74,7 @@ from costline import contract
 from costline.config import PricingConfig
 from costline.pricing import PricingTable, normalize_model_id
 from costline.serving.gateway._http import HttpRequest, HttpResponse, JsonServer, Route, ServedByJsonServer
-from costline.serving.gateway.messages_api import ANTHROPIC_ERROR_TYPES, last_user_text, message_text
+from costline.serving.gateway.messages_api import ANTHROPIC_ERROR_TYPES, last_user_text, shape_problem, message_text
 from costline.serving.settings import StandInConfig
 from costline.sim.standin_bedrock import BedrockApi, bedrock_error, is_bedrock_path
 from costline.sim.standin_gemini import GeminiApi, gemini_error, is_gemini_path
@@ -156,6 +156,8 @@ def _blocks(value: Any) -> list[tuple[str, bool]]:
         return []
     if isinstance(value, str):
         return [(value, False)]
+    if not isinstance(value, list):  # as the API: a 400, not the stand-in's own TypeError (a 500)
+        raise _ApiError(400, f"system / content: a string or a list of content blocks, not {type(value).__name__}")
     out = []
     for block in value:
         if isinstance(block, Mapping):
@@ -362,6 +364,11 @@ class StandInServer(ServedByJsonServer):
             raise _ApiError(400, "max_tokens: field required (a whole number >= 1)")
         if not isinstance(messages, list) or not messages:
             raise _ApiError(400, "messages: at least one message is required")
+        if not all(isinstance(m, Mapping) for m in messages):
+            raise _ApiError(400, "messages: each message is an object with a role and content")
+        problem = shape_problem(messages, body.get("system"))  # roles, content and system shapes, as the API checks
+        if problem:
+            raise _ApiError(400, problem)
         if body.get("stream") and api != ANTHROPIC:
             raise _ApiError(400, "stream: message batches do not stream; send stream=false")
         tier = self.tier_of(model)
@@ -425,8 +432,11 @@ class StandInServer(ServedByJsonServer):
         tier = self.tier_of(body["model"])
         if tier is None or tier == contract.TIER_STUDENT:
             return self._error_response(req, 404, f"model: {body['model']}")
-        total = sum(count_tokens(t) for t, _ in _blocks(body.get("system"))) + sum(
-            count_tokens(t) for m in messages if isinstance(m, Mapping) for t, _ in _blocks(m.get("content")))
+        try:
+            total = sum(count_tokens(t) for t, _ in _blocks(body.get("system"))) + sum(
+                count_tokens(t) for m in messages if isinstance(m, Mapping) for t, _ in _blocks(m.get("content")))
+        except _ApiError as exc:
+            return self._error_response(req, exc.status, exc.message)
         return HttpResponse(200, {"input_tokens": total})
 
     def _anthropic_events(self, message: dict[str, Any], tier: str, break_after: int | None) -> Iterator[bytes]:

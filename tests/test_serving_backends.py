@@ -105,6 +105,17 @@ def test_count_tokens_counts_what_a_message_would_bill_and_is_not_a_paid_call(st
         cl.messages.count_tokens(model="claude-sonnet-4-6", messages=[])
 
 
+@pytest.mark.parametrize("fields", [{"system": 5}, {"messages": [{"role": "user", "content": 5}]}])
+def test_the_standin_answers_a_malformed_system_or_content_with_the_apis_400(standin: StandInServer, fields) -> None:
+    """As the Messages API does: a 400 invalid_request_error, not the stand-in's own TypeError (a 500)."""
+    cl = client(standin)
+    body = {"model": "claude-sonnet-4-6", "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}], **fields}
+    with pytest.raises(anthropic.BadRequestError, match="a string or a list of (content|text) blocks"):
+        cl.messages.create(**body)
+    with pytest.raises(anthropic.BadRequestError, match="a string or a list of (content|text) blocks"):
+        cl.messages.count_tokens(**{k: v for k, v in body.items() if k != "max_tokens"})
+
+
 def test_error_bursts_use_anthropics_format_and_the_sdk_retries(standin: StandInServer) -> None:
     cl = client(standin, retries=2)
     standin.inject_errors(429, 2)
