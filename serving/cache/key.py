@@ -134,7 +134,7 @@ def _earlier(messages: list[Any]) -> list[Any]:
 def _normal(value: Any) -> Any:
     """Plain JSON values; a system prompt given as text blocks hashes like the same plain text."""
     if isinstance(value, Mapping):
-        return {str(k): _normal(v) for k, v in value.items() if k != "cache_control"}
+        return {str(k): _normal(v) for k, v in value.items() if not (k == "cache_control" and _caching_marker(v))}
     if isinstance(value, (list, tuple)):
         items = [_normal(v) for v in value]
         if items and all(isinstance(b, Mapping) and b.get("type") == "text" and set(b) <= {"type", "text"}
@@ -142,3 +142,9 @@ def _normal(value: Any) -> Any:
             return "\n".join(str(b.get("text", "")) for b in items)
         return items
     return value
+
+
+def _caching_marker(value: Any) -> bool:
+    """A prompt-caching ``cache_control`` (``{"type": "ephemeral", ...}``), not a field of the request's data (a
+    tool's schema, a tool call's input) that happens to bear the name: only the marker leaves the answer as is."""
+    return isinstance(value, Mapping) and value.get("type") == "ephemeral"

@@ -8,6 +8,7 @@ applies every other replica's changes to the local indexes. One partition keeps 
                                 answer, doc hashes, created/expiry times)     or null: removed
     key  d/<doc hash>    value: invalidate every entry built from this document
     key  t/<tenant>      value: invalidate every entry of this tenant
+                         (a doc hash or tenant that would make a key over 1 KiB: ``sha256:<its hex digest>``)
 
 The topic is created with ``cleanup.policy=compact``: a removed entry's store is compacted away
 behind its tombstone, so the topic holds about what the caches hold. Every replica applies the
@@ -223,7 +224,8 @@ def topic_cleanup_policy(admin: Any, topic: str) -> str | None:
 def encode_change(change: Change, secret: bytes | None) -> tuple[bytes, bytes | None, list[tuple[str, bytes]]]:
     """(key, value, headers) of a record; a ``remove`` is a tombstone (value None)."""
     prefix = {"store": "e/", "remove": "e/", "invalidate_doc": "d/", "invalidate_tenant": "t/"}[change.op]
-    name = {"invalidate_doc": change.doc_hash, "invalidate_tenant": change.tenant}.get(change.op, change.key)
+    name = {"invalidate_doc": _key_name(change.doc_hash),
+            "invalidate_tenant": _key_name(change.tenant)}.get(change.op, change.key)
     key = (prefix + name).encode("utf-8")
     value: bytes | None = None
     if change.op != "remove":
@@ -282,13 +284,15 @@ def decode_record(key: Any, value: Any, headers: Any, *, dim: int, model: str | 
     if op != expected:
         raise RecordSkipped("bad_value", f"op {op!r} under a {prefix} key")
     if op == "invalidate_doc":
-        if _text(body, "doc") != name:
+        doc = _text(body, "doc")
+        if _key_name(doc) != name:
             raise RecordSkipped("bad_value", "doc differs from the key")
-        return Change(op, doc_hash=name, origin=origin)
+        return Change(op, doc_hash=doc, origin=origin)
     if op == "invalidate_tenant":
-        if _text(body, "tenant") != name:
+        tenant = _text(body, "tenant")
+        if _key_name(tenant) != name:
             raise RecordSkipped("bad_value", "tenant differs from the key")
-        return Change(op, tenant=name, origin=origin)
+        return Change(op, tenant=tenant, origin=origin)
     if _text(body, "key") != name:
         raise RecordSkipped("bad_value", "entry key differs from the record key")
     tenant = _text(body, "tenant")
@@ -318,6 +322,13 @@ def decode_record(key: Any, value: Any, headers: Any, *, dim: int, model: str | 
                   query=_text(body, "query", allow_empty=True), answer=_text(body, "answer", allow_empty=True),
                   doc_hashes=tuple(docs), created_at=created, expires_at=expires, vector=vector,
                   model=record_model)
+
+
+def _key_name(name: str) -> str:
+    """The key name of an invalidation of the document or tenant ``name``: itself, or its SHA-256 where the key
+    would pass 1 KiB (any name a store carries can be invalidated on every replica; the value names it in full)."""
+    raw = name.encode("utf-8", "surrogatepass")
+    return name if len(raw) <= _KEY_MAX - 2 else "sha256:" + hashlib.sha256(raw).hexdigest()
 
 
 def _text(body: dict[str, Any], name: str, *, allow_empty: bool = False) -> str:

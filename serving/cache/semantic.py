@@ -552,6 +552,8 @@ class SemanticCache:
             if not isinstance(a, str):
                 raise TypeError(f"answers must be strings, got {type(a).__name__}")
         docs = [_doc_tuple(d) for d in doc_hashes]
+        if not answers:
+            return []  # nothing to add: no index either (an empty one would never be removed)
         ttl = self._config.ttl_s
         repl = self.replication
         with self._lock:
@@ -611,6 +613,10 @@ class SemanticCache:
             if not entry.expired(now):
                 break
             expired.append(entry.id)
+        if len(self._entries) > cap:
+            # ... mostly: a clock set back, or a replica's entry of a longer TTL, breaks the order; over the cap
+            # every expired entry goes before any live one (once per evict_fraction of the cap)
+            expired = [e.id for e in self._entries.values() if e.expired(now)]
         if expired and (len(expired) >= batch or len(self._entries) > cap):
             self._remove(expired, "expired")
         over = len(self._entries) - cap
@@ -643,6 +649,8 @@ class SemanticCache:
                     if self.replication is not None and not self._applying:
                         self.replication.publish_remove(entry.key)
                 self._per_tenant[entry.tenant] -= 1
+                if not self._per_tenant[entry.tenant]:
+                    del self._per_tenant[entry.tenant]  # a tenant holding nothing leaves no name behind
                 self._lru.pop(entry_id, None)
                 for d in entry.doc_hashes:
                     owners = self._by_doc.get(d)
