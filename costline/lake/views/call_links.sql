@@ -73,7 +73,9 @@ WITH f0 AS (
   -- overlapping times; a span that names no provider (Langfuse's, Strands Agents') matches any, and one
   -- that names no model (a failed call to an agent framework's bridge, OpenInference's failed OpenAI call)
   -- matches the span it is inside or around, up to two levels
-  SELECT a.trace_id, a.span_id, b.span_id AS by_span_id, a.response_id
+  SELECT a.trace_id, a.span_id, b.span_id AS by_span_id, a.response_id,
+         coalesce(a.linked_span_id, a.key_span_id) AS a_span_id, coalesce(a.linked_request_id, a.key_request_id)
+           AS a_request_id, coalesce(a.request_tenant, a.key_tenant) AS a_tenant
   FROM heads a JOIN heads b
     ON b.trace_id = a.trace_id AND b.trace_rank < a.trace_rank
    AND (a.call_key IS NULL OR b.call_key IS NULL)
@@ -94,10 +96,23 @@ WITH f0 AS (
   -- span has none, the OpenTelemetry span inside it has the call's)
   SELECT trace_id, by_span_id AS span_id, max(response_id) AS response_id
   FROM shadow_pairs WHERE response_id IS NOT NULL GROUP BY ALL
+), group_links AS (
+  -- the request of what a kept span stands for, when it has none of its own: that of a span it shadowed (the SDK's
+  -- span inside costline's counted the tokens, so it is kept, but only costline's has the request span as parent)
+  SELECT trace_id, by_span_id AS span_id, a_span_id, a_request_id, a_tenant
+  FROM shadow_pairs WHERE a_span_id IS NOT NULL
+  QUALIFY row_number() OVER (PARTITION BY trace_id, by_span_id ORDER BY span_id) = 1
 ), kept AS (
-  SELECT h.*, coalesce(h.response_id, g.response_id) AS group_response_id
+  SELECT h.* REPLACE (coalesce(h.linked_span_id, h.key_span_id, l.a_span_id) AS linked_span_id,
+                      CASE WHEN coalesce(h.linked_span_id, h.key_span_id) IS NOT NULL
+                           THEN coalesce(h.linked_request_id, h.key_request_id) ELSE l.a_request_id END
+                        AS linked_request_id,
+                      CASE WHEN coalesce(h.linked_span_id, h.key_span_id) IS NOT NULL
+                           THEN coalesce(h.request_tenant, h.key_tenant) ELSE l.a_tenant END AS request_tenant),
+         coalesce(h.response_id, g.response_id) AS group_response_id
   FROM heads h ANTI JOIN shadowed s ON s.trace_id = h.trace_id AND s.span_id = h.span_id
   LEFT JOIN group_ids g ON g.trace_id = h.trace_id AND g.span_id = h.span_id
+  LEFT JOIN group_links l ON l.trace_id = h.trace_id AND l.span_id = h.span_id
 ), crossed AS (
   -- one response reported in two traces (two instrumentations, neither inside the other, with no span
   -- around them): the same call when the spans' times overlap, as an id repeated by another server would
