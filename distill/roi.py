@@ -75,10 +75,14 @@ def compute_roi(config: Any, *, since: datetime | None = None, until: datetime |
 
     cfg = config.distill
     until = utc_naive(until or now())
+    defaulted = since is None
     since = utc_naive(since) if since else until - timedelta(days=cfg.window_days)
-    days = max((until - since).total_seconds() / 86400.0, 1e-9)
     con = open_lake(config)
     try:
+        if defaulted:  # a lake younger than the default window: per day over the days it has, not the window's
+            (first,) = con.execute("SELECT min(ts) FROM requests WHERE ts < $u", {"u": until}).fetchone()
+            if first is not None and first > since:
+                since = first
         n, cost, calls, tok_in, tok_out = con.execute(
             "SELECT count(*), coalesce(sum(call_cost_usd), 0), coalesce(sum(calls), 0), "
             "coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0) FROM requests WHERE ts >= $s "
@@ -86,6 +90,7 @@ def compute_roi(config: Any, *, since: datetime | None = None, until: datetime |
             {"s": since, "u": until, "tt": list(cfg.task_types)}).fetchone()
     finally:
         con.close()
+    days = max((until - since).total_seconds() / 86400.0, 1e-9)
     n, cost = int(n), float(cost)
     per_req = cost / n if n else 0.0
     if teacher_cost_usd is None:  # the teacher answers a sample once

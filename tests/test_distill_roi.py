@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -14,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from distill_world import labelled_plans, world_config  # noqa: E402
 
+from costline.lake import open_lake  # noqa: E402
 from costline.sim.traffic import CallPlan  # noqa: E402
 
 HAIKU = CallPlan("budget", "anthropic", "claude-haiku-4-5", input_tokens=1000, output_tokens=100)
@@ -106,3 +107,20 @@ sentiment = 0.02
     assert doc["teacher_cost_usd"] == 1.5 and doc["distill_cost_usd"] == pytest.approx(1.5 + 2.0 * 2.74)
     r = runner.invoke(cli, ["--config", str(toml), "distill", "gate", "--run", "cli"])
     assert r.exit_code != 0 and "costline distill eval --run cli" in str(r.exception)
+
+
+def test_roi_over_the_default_window_counts_per_day_over_the_days_the_lake_has(tmp_path):
+    """A lake one day old read with the default 30-day window: 300 requests are 300 a day, not 10 (the window's
+    29 empty days before the first request are not traffic that stopped); an explicit --since keeps its window."""
+    from costline.distill.roi import compute_roi
+
+    cfg = lake(tmp_path, 300, window_days=30)
+    with open_lake(cfg) as con:
+        first, last = con.execute("SELECT min(ts), max(ts) FROM requests").fetchone()
+    until = last + timedelta(microseconds=1)
+    r = compute_roi(cfg, until=until)
+    assert r.requests == 300
+    assert r.days == pytest.approx((until - first).total_seconds() / 86400)
+    assert r.requests_per_day == pytest.approx(300 / r.days)
+    explicit = compute_roi(cfg, since=until - timedelta(days=30), until=until)
+    assert explicit.days == pytest.approx(30.0) and explicit.requests_per_day == pytest.approx(10.0)
