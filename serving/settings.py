@@ -26,6 +26,7 @@ __all__ = [
     "CACHE_EMBEDDERS",
     "CACHE_MODES",
     "CACHE_INDEX_KINDS",
+    "validate",
 ]
 
 #: ``[serving.cache]`` choices, checked when the config loads (the modules that run them import these). Modes:
@@ -440,3 +441,11 @@ class ServingConfig:
 #: COSTLINE_SERVING_* variables fill it, `config.serving` reads it.
 SECTION = "serving"
 SETTINGS = ServingConfig
+
+
+def validate(config: object) -> None:
+    """``[serving.cache]``'s checks when the config loads (``costline config``, ``costline serve`` at start), not
+    first when a cache is built: a threshold of 1.5 or a bad replication topic is refused naming the key."""
+    from costline.serving.cache.semantic import validate_cache_config  # numpy only; loaded when this runs
+
+    validate_cache_config(config.serving.cache)  # type: ignore[attr-defined]

@@ -30,6 +30,9 @@ MISTAKES = [
     ("", {"COSTLINE_LAKE_PATH": ""}, "COSTLINE_LAKE_PATH: must not be empty"),
     ('[lake]\npath = ""\n', {}, "[lake] path: must not be empty"),
     ('[dashboard]\nout = ""\n', {}, "[dashboard] out: must not be empty"),
+    # the cache's keys too, not first when a cache is built
+    ('[serving.cache]\nthreshold = 1.5\n', {}, "[serving.cache] threshold: must be a cosine similarity in (0, 1]"),
+    ("", {"COSTLINE_SERVING_CACHE_REPLICATION_TOPIC": "bad topic!"}, "[serving.cache] replication_topic"),
     # an area's keys are checked when the config loads (`costline config`, `jobs serve` at start),
     # not in the nightly job at 02:00
     ("[jobs.drift]\nalpha = 1.5\n", {}, "[jobs.drift] alpha: must be between 0 and 1"),
