@@ -156,6 +156,15 @@ def test_an_empty_batch_leaves_no_index_behind() -> None:
     assert (stats.entries, stats.partitions, stats.tenants) == (0, 0, 0)
 
 
+@pytest.mark.parametrize("fields", [{"query": 123}, {"query": None}, {"query": b"bytes"}])
+def test_a_stored_query_that_is_not_text_is_refused_and_nothing_is_stored(fields) -> None:
+    """store_vector(query=123) was stored, and a later lookup of the same scope met it as a candidate."""
+    cache = SemanticCache(None, CacheConfig(), dim=DIM)
+    with pytest.raises(TypeError, match="queries must be strings"):
+        cache.store_vector(unit(0), "an answer", tenant="acme", **fields)
+    assert cache.stats().entries == 0
+
+
 def _clock_set_back(cache: SemanticCache, clock: Clock) -> None:
     cache.store_vector(unit(0), "live", tenant="acme")  # expires at t0 + 100
     clock.t -= 500  # the clock is set back: the next entries expire before the first one

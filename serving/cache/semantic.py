@@ -548,9 +548,10 @@ class SemanticCache:
     ) -> list[int]:
         """Add entries; ``replicated`` = (key, created_at, expires_at) of one entry from the topic."""
         ns = _names(tenant, namespace)
-        for a in answers:
-            if not isinstance(a, str):
-                raise TypeError(f"answers must be strings, got {type(a).__name__}")
+        for what, values in (("answers", answers), ("queries", queries)):
+            for v in values:
+                if not isinstance(v, str):  # a stored query of another type would break every later lookup near it
+                    raise TypeError(f"{what} must be strings, got {type(v).__name__}")
         docs = [_doc_tuple(d) for d in doc_hashes]
         if not answers:
             return []  # nothing to add: no index either (an empty one would never be removed)
