@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from costline.distill.errors import DistillError
 from costline.distill.runs import DistillRun, read_jsonl, write_json
 
 __all__ = ["evaluate_student", "gate_run", "GateResult", "SubtypeVerdict"]
@@ -101,6 +102,11 @@ def evaluate_student(
     tm = run.read("adapter/training_manifest.json", "train") if student is None else {}
     teacher = {r["id"]: r for r in read_jsonl(run.need("teacher.jsonl", "teacher")) if r["split"] == "eval"}
     items = [it for it in read_jsonl(run.dataset / "eval.jsonl") if it["id"] in teacher]
+    judged = sorted({it["subtype"] for it in items
+                     if metric_for(it["subtype"], it["task_type"], dcfg.metrics, dcfg.default_metric) == "judge"})
+    if judged:  # before the student answers: the gate scores with exact match or MiniLM cosine only
+        raise DistillError(f"subtypes {', '.join(judged)} are scored by an LLM judge ([jobs.drift.metrics]), which "
+                           "the distillation gate does not run: set them to \"exact\" or \"cosine\" for the gate")
     if student is None:
         from costline.distill.model import generate, load_student, set_threads
 

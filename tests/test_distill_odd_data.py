@@ -158,6 +158,31 @@ def test_empty_and_cut_teacher_answers_neither_train_nor_grade_the_student(tmp_p
     assert not g.passed
 
 
+def test_a_subtype_scored_by_an_llm_judge_is_refused_before_the_student_answers(tmp_path):
+    """The drift job can score a subtype with an LLM judge; the gate cannot: it says so, naming the subtype, before
+    the student is asked anything (it used to fail after generating every answer, saying 'run the job with a
+    teacher client')."""
+    import dataclasses
+
+    from lakes import lake_from_plans
+
+    from costline.distill.dataset import export_dataset
+    from costline.distill.errors import DistillError
+    from costline.distill.evaluate import evaluate_student
+    from costline.distill.teacher import run_teacher
+
+    cfg = world_config(tmp_path, min_eval_per_subtype=1)
+    cfg = cfg.replace(jobs=dataclasses.replace(cfg.jobs, drift=dataclasses.replace(
+        cfg.jobs.drift, metrics={**cfg.jobs.drift.metrics, "sentiment": "judge"})))
+    lake_from_plans(labelled_plans(60), cfg)
+    ex = export_dataset(cfg, since=SINCE, until=UNTIL, run_id="judged")
+    run_teacher(cfg, ex.run, client=_mock_teacher(64, {}), batch=False)
+    asked: list[str] = []
+    with pytest.raises(DistillError, match="subtypes sentiment are scored by an LLM judge"):
+        evaluate_student(cfg, ex.run, student=lambda qs: asked.extend(qs) or ["" for _ in qs])
+    assert asked == []
+
+
 # -- ROI ---------------------------------------------------------------------------------------------------
 
 def test_roi_prices_the_teachers_answers_at_the_teacher_models_batch_price(tmp_path):
