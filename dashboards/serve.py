@@ -48,8 +48,17 @@ class PageCache:
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     server: "_HTTPServer"
+    #: Seconds a client may take to send its request or read the page: an idle or stalled
+    #: connection must not hold a thread forever.
+    timeout = 30
+
+    def do_HEAD(self) -> None:  # noqa: N802 - http.server's naming
+        self._answer(body=False)
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        self._answer(body=True)
+
+    def _answer(self, *, body: bool) -> None:
         hosts = self.headers.get_all("Host") or []
         if len(hosts) != 1 or _host_name(hosts[0]) not in self.server.allowed_hosts:
             # DNS rebinding: a page on evil.example resolving to 127.0.0.1 sends Host: evil.example
@@ -60,17 +69,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_error(404, "the dashboard is at /")
             return
         try:
-            body = self.server.pages.get()
+            page = self.server.pages.get()
         except Exception as exc:  # a broken lake must not kill the server: say what happened
             log.exception("costline dashboard: cannot build the page")
-            self.send_error(500, f"cannot build the dashboard: {exc}")
+            # The reason goes in the (escaped) body: DuckDB's messages span lines, which in the
+            # status line would end it and be read as headers.
+            self.send_error(500, "cannot build the dashboard", f"cannot build the dashboard: {exc}")
             return
         self.send_response(200)
         self.send_header("Content-Type", "text/html; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(len(page)))
         self.send_header("Cache-Control", "no-store")
         self.end_headers()
-        self.wfile.write(body)
+        if body:
+            self.wfile.write(page)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's signature
         log.info("dashboard %s - %s", self.address_string(), format % args)

@@ -14,7 +14,7 @@ from costline.sqlutil import sql_str
 
 __all__ = [
     "EMPTY_DATE", "EMPTY_FILE", "MANIFEST_FORMAT", "Manifest", "OFFSET_DIGITS", "TMP_NAME", "data_file_name",
-    "data_file_topic", "day_of_us", "parse_data_file_name", "read_table_sql", "topic_tag",
+    "check_glob_free", "data_file_topic", "day_of_us", "parse_data_file_name", "read_table_sql", "topic_tag",
 ]
 
 #: The day folder of the zero-row schema files (views work on an empty lake).
@@ -63,10 +63,24 @@ def day_of_us(ts_us: int) -> str:
     return (_EPOCH + timedelta(days=ts_us // _US_PER_DAY)).isoformat()
 
 
+#: Characters DuckDB's globs treat as patterns (a backslash it cannot read in a folder name either).
+_GLOB_CHARS: Final = re.compile(r"[*?\[\]\\]")
+
+
+def check_glob_free(lake_path: Path | str) -> Path:
+    """The lake folder, absolute; :class:`LakeError` when its name holds a glob character: the views'
+    globs would read other folders too (``lake*`` also matches ``lake-old``) or none at all."""
+    path = Path(lake_path).resolve()
+    if _GLOB_CHARS.search(str(path)):
+        raise LakeError(f"the lake path {str(path)!r} holds a glob character (* ? [ ] or \\), which the views' "
+                        "file globs would expand: move the lake or point [lake] path at a folder without them")
+    return path
+
+
 def read_table_sql(lake_path: Path | str, table: str) -> str:
     """``read_parquet(...)`` over every data file of a table, with the ``date`` partition column
     (filter on it to prune days). Add :data:`ONE_ROW_PER_SPAN` to read each span once."""
-    glob = sql_str(Path(lake_path).resolve() / table / "*" / "*.parquet")
+    glob = sql_str(check_glob_free(lake_path) / table / "*" / "*.parquet")
     return f"read_parquet({glob}, hive_partitioning = true, union_by_name = true, hive_types = {{'date': DATE}})"
 
 

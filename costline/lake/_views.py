@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Final
 from costline.config import Config
 from costline.fsutil import atomic_path
 from costline.lazy import import_optional
-from costline.lake._files import read_table_sql
+from costline.lake._files import check_glob_free, read_table_sql
 from costline.lake._lake import Lake
 from costline.lake._schema import ONE_ROW_PER_SPAN, TABLES
 
@@ -116,6 +116,7 @@ def create_views(con: "duckdb.DuckDBPyConnection", config: Config) -> None:
         from costline.tablelake import create_table_views
 
         return create_table_views(con, config)
+    check_glob_free(config.lake.path)
     Lake(config.lake.path).init()
     from costline.pricing import hosting_schedule
 
@@ -140,6 +141,7 @@ def write_views_db(config: Config) -> Path:
     import duckdb
 
     path = Path(config.lake.path) / "costline.duckdb"
+    check_glob_free(config.lake.path)  # before init: no stray folder named like a glob
     Lake(config.lake.path).init()
     with atomic_path(path) as tmp:
         tmp.unlink(missing_ok=True)  # a stale one from a crashed write would be opened, not replaced
