@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
+import decimal
 import io
 import json
+import math
 import signal
 import sys
 from collections.abc import Sequence
@@ -81,15 +83,37 @@ def _jsonable(value: Any) -> Any:
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (bytes, bytearray)):
         return value.hex()
-    if isinstance(value, (str, int, float, bool)) or value is None:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None  # JSON has no NaN / Infinity: a parser refuses them
+    if isinstance(value, decimal.Decimal):  # a DECIMAL column: a number, not a string
+        return _jsonable(int(value) if value == value.to_integral_value() else float(value)) if value.is_finite() \
+            else None
+    if isinstance(value, (str, int, bool)) or value is None:
         return value
     return str(value)
 
 
+def _unique(columns: Sequence[str]) -> list[str]:
+    """Column names as JSON keys: a repeated name (``SELECT 1 AS a, 2 AS a``) gets ``_2``, ``_3``... rather than
+    silently replacing the first."""
+    out: list[str] = []
+    taken: set[str] = set()
+    for c in columns:
+        name, k = c, 1
+        while name in taken:
+            k += 1
+            name = f"{c}_{k}"
+        taken.add(name)
+        out.append(name)
+    return out
+
+
 def format_result(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str = "table") -> str:
-    """Render a query result as an aligned table, CSV or JSON (a list of objects)."""
+    """Render a query result as an aligned table, CSV or JSON (a list of objects; NaN and infinities as null,
+    repeated column names suffixed)."""
     if fmt == "json":
-        return json.dumps([{c: _jsonable(v) for c, v in zip(columns, row)} for row in rows], indent=1)
+        keys = _unique(columns)
+        return json.dumps([{c: _jsonable(v) for c, v in zip(keys, row)} for row in rows], indent=1, allow_nan=False)
     if fmt == "csv":
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")

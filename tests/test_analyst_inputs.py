@@ -86,3 +86,16 @@ def test_dashboard_answers_head_like_get_without_a_body() -> None:
         resp = _raw(port, f"HEAD / HTTP/1.0\r\nHost: localhost:{port}\r\n\r\n".encode())
     head, _, body = resp.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.0 200") and b"Content-Length: 12" in head and body == b""
+
+
+def test_sql_json_output_is_valid_json_whatever_the_values_and_keeps_every_column() -> None:
+    """`costline sql --format json`: NaN and infinities were written bare (a JSON parser refuses them), a repeated
+    column name kept only the last value, a DECIMAL came out as a string."""
+    import decimal
+    import json as _json
+
+    from costline.processors.cli import format_result
+
+    out = format_result(["x", "x", "d", "inf"], [(float("nan"), 1, decimal.Decimal("1.50"), float("-inf"))], "json")
+    assert _json.loads(out, parse_constant=lambda c: pytest.fail(f"not JSON: {c}")) == [
+        {"x": None, "x_2": 1, "d": 1.5, "inf": None}]
