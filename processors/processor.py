@@ -400,6 +400,9 @@ class Processor:
             client_id=f"costline-processor-{cfg.processor.group_id}",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            # A transactional producer's aborted records must never reach the lake, nor records of a
+            # transaction still open (they may yet be aborted): read up to the last stable offset only.
+            isolation_level="read_committed",
             session_timeout_ms=cfg.processor.session_timeout_ms,
             heartbeat_interval_ms=cfg.processor.heartbeat_interval_ms,
             max_poll_records=MAX_POLL_RECORDS,
