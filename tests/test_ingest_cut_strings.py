@@ -10,6 +10,8 @@ import http.client
 
 import pytest
 
+from test_collectors_receiver import FakeForwarder
+
 from costline.collectors.receiver import OtlpReceiver, decode_export, pack_traces
 from costline.config import CollectorConfig
 from costline.otlp import OtlpDecodeError
@@ -49,20 +51,6 @@ JS_OTLP_JSON_WITH_A_CUT_EMOJI = (
 )
 
 
-class _Collecting:
-    """A forwarder that keeps what it is given (no Kafka)."""
-
-    def __init__(self) -> None:
-        self.messages: list[tuple[str, bytes]] = []
-
-    def forward(self, messages):
-        self.messages.extend(messages)
-        return []
-
-    def close(self) -> None:
-        pass
-
-
 def _calls(messages) -> list[CallRow]:
     pricing = MemoPricingTable()
     return sorted((row for _key, value in messages for row in flatten_message(decode_message(value), pricing).rows),
@@ -82,9 +70,9 @@ def test_a_prompt_cut_through_an_emoji_in_otlp_json_costs_no_call():
     assert calls[1].input_messages == "Thanks for the refund!! \ufffd"
 
 
-def _post(export: bytes, content_type: str) -> tuple[int, bytes, _Collecting]:
+def _post(export: bytes, content_type: str) -> tuple[int, bytes, list[tuple[str, bytes]]]:
     """``export`` POSTed to a real OtlpReceiver → (status, answer, what it forwarded)."""
-    fwd = _Collecting()
+    fwd = FakeForwarder()
     r = OtlpReceiver(CollectorConfig(), fwd, host="127.0.0.1", port=0)
     r.start()
     try:
@@ -95,14 +83,14 @@ def _post(export: bytes, content_type: str) -> tuple[int, bytes, _Collecting]:
         conn.close()
     finally:
         r.shutdown()
-    return resp.status, body, fwd
+    return resp.status, body, [m for batch in fwd.batches for m in batch]
 
 
 def test_the_http_receiver_accepts_otlp_json_with_a_cut_emoji():
-    status, body, fwd = _post(JS_OTLP_JSON_WITH_A_CUT_EMOJI, "application/json")
+    status, body, forwarded = _post(JS_OTLP_JSON_WITH_A_CUT_EMOJI, "application/json")
     assert status == 200, body
     assert b"rejected" not in body.lower()
-    assert [(c.input_tokens, c.output_tokens) for c in _calls(fwd.messages)] == [(100, 10), (200, 20)]
+    assert [(c.input_tokens, c.output_tokens) for c in _calls(forwarded)] == [(100, 10), (200, 20)]
 
 
 def _byte_cut_protobuf() -> bytes:
@@ -128,6 +116,6 @@ def test_a_prompt_cut_at_a_byte_limit_in_otlp_protobuf_costs_no_call():
 
 
 def test_the_http_receiver_accepts_otlp_protobuf_with_a_byte_cut_prompt():
-    status, body, fwd = _post(_byte_cut_protobuf(), "application/x-protobuf")
+    status, body, forwarded = _post(_byte_cut_protobuf(), "application/x-protobuf")
     assert status == 200, body
-    assert [(c.input_tokens, c.output_tokens) for c in _calls(fwd.messages)] == [(100, 10), (200, 20)]
+    assert [(c.input_tokens, c.output_tokens) for c in _calls(forwarded)] == [(100, 10), (200, 20)]

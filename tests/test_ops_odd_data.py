@@ -137,6 +137,12 @@ def test_a_non_finite_call_cost_is_left_out_of_the_cost_report_and_said_so(tmp_p
         assert math.isfinite(g.total_cost_usd), (g.stage, g.total_cost_usd)
         assert g.total_cost_usd == pytest.approx(w.total_cost_usd), g.stage
         assert g.cumulative_saving == pytest.approx(w.cumulative_saving)
+    # by hand (Haiku $0.80 / $4 per MTok): the non-hit requests as routed — R1 $0.0012, R2's student call at the
+    # budget price it replaced (2000 in, 50 out: $0.0018), R4 $0.0082, R5's bad cost left out — and as paid,
+    # the student's GPU for the day's 24 scheduled hours at $2.74 on top
+    by_stage = {g.stage: g.total_cost_usd for g in got.stages}
+    assert by_stage["cache"] == pytest.approx(0.0012 + (2000 * 0.80 + 50 * 4.0) / 1e6 + 0.0082)
+    assert by_stage["student"] == pytest.approx(0.0012 + 0.0082 + 24 * 2.74)
     assert all(math.isfinite(d["cost_usd"]) for d in got.per_day)
     assert got.ignored_costs == 1 and want.ignored_costs == 0
     assert "1 call cost that was NaN/infinite was left out" in got.to_text()
