@@ -7,7 +7,7 @@ vLLM...). Each call opens a call span in the active costline request, or a stand
 without one; an SDK exception is recorded as ``error.type`` (its class name, e.g.
 ``RateLimitError``) and re-raised. An Anthropic ``error`` event in a 200 stream (the SDK's bare
 ``APIStatusError``), or a 200 whose body is the error object, is named as the same error is named as a
-status (``OverloadedError``: ``serving.backends.ANTHROPIC_ERROR_CLASSES``). ``parse()`` (structured
+status (``OverloadedError``: :data:`ANTHROPIC_ERROR_CLASSES`). ``parse()`` (structured
 output, both SDKs) is recorded as ``create`` is; so are calls through ``client.with_options(...)`` and
 ``client.copy(...)`` (the copy is instrumented as its original). A token count the provider sent as null
 is left out and the call flagged ``costline.usage.incomplete``, never recorded as 0.
@@ -46,7 +46,8 @@ import functools
 import inspect
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 import wrapt
@@ -55,7 +56,8 @@ from costline import contract
 
 from costline.collectors.recorder import CallHandle, Recorder
 
-__all__ = ["instrument_anthropic", "instrument_openai"]
+__all__ = ["ANTHROPIC_ERROR_CLASSES", "anthropic_error_class", "anthropic_error_name", "instrument_anthropic",
+           "instrument_openai"]
 
 log = logging.getLogger(__name__)
 
@@ -735,29 +737,41 @@ def _flag_incomplete(call: CallHandle) -> None:
 
 
 def _field(obj: Any, name: str) -> Any:
-    return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+    return obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
 
 
-def _anthropic_error_class(error_object: Any) -> str | None:
-    """The ``anthropic`` class an error object's type (``{"type": "error", "error": {"type":
-    "overloaded_error"}}``) has as an HTTP status (``serving.backends.ANTHROPIC_ERROR_CLASSES``), if known."""
+#: The Messages API's error types (https://docs.anthropic.com/en/api/errors) → the ``anthropic`` SDK class the
+#: same error has when it comes as an HTTP status. An ``error`` event in a 200 stream (``overloaded_error``
+#: mid-answer) or a 200 whose body is the error object gets the SDK's bare ``APIStatusError``, whose class is
+#: picked by the status (200): call spans (here) and the serving tiers (``serving.backends``) name it by the class
+#: given here instead, so escalation, the request span and the gateway's 429 / 529 / 500 treat it as the status.
+ANTHROPIC_ERROR_CLASSES: Mapping[str, str] = MappingProxyType({
+    "invalid_request_error": "BadRequestError",
+    "authentication_error": "AuthenticationError",
+    "billing_error": "PaymentRequiredError",
+    "permission_error": "PermissionDeniedError",
+    "not_found_error": "NotFoundError",
+    "request_too_large": "RequestTooLargeError",
+    "rate_limit_error": "RateLimitError",
+    "api_error": "InternalServerError",
+    "timeout_error": "GatewayTimeoutError",
+    "overloaded_error": "OverloadedError",
+})
+
+
+def anthropic_error_class(error_object: Any) -> str | None:
+    """The ``anthropic`` class an error object's type (``{"type": "error", "error": {"type": "overloaded_error"}}``,
+    JSON or the SDK's model) has as an HTTP status (:data:`ANTHROPIC_ERROR_CLASSES`), if known."""
     kind = _field(_field(error_object, "error"), "type")
-    if not isinstance(kind, str):
-        return None
-    try:  # imported here, on the error path: costline.serving.backends imports this package
-        from costline.serving.backends import ANTHROPIC_ERROR_CLASSES
-    except Exception:
-        log.warning("costline: could not read the Anthropic error classes", exc_info=True)
-        return None
-    return ANTHROPIC_ERROR_CLASSES.get(kind)
+    return ANTHROPIC_ERROR_CLASSES.get(kind) if isinstance(kind, str) else None
 
 
-def _anthropic_error_name(exc: BaseException) -> str:
+def anthropic_error_name(exc: BaseException) -> str:
     """The exception's class name, except the SDK's bare ``APIStatusError`` of an ``error`` event in a 200
     stream: named as the same error is named when it comes as a status (``OverloadedError``...)."""
     name = type(exc).__name__
     if name == "APIStatusError":
-        return _anthropic_error_class(getattr(exc, "body", None)) or name
+        return anthropic_error_class(getattr(exc, "body", None)) or name
     return name
 
 
@@ -783,7 +797,7 @@ def _anthropic_usage(call: CallHandle, usage: Any) -> None:
 
 def _record_anthropic(call: CallHandle, recorder: Recorder, kwargs: dict[str, Any], response: Any) -> None:
     if getattr(response, "type", None) == "error":  # a 200 whose body is the API's error object
-        error = _anthropic_error_class(response) or "APIStatusError"
+        error = anthropic_error_class(response) or "APIStatusError"
         call.error(error, f"the model answered 200 with an error: {getattr(response, 'error', None)}"[:200])
         return
     usage = getattr(response, "usage", None)
@@ -829,7 +843,7 @@ class _AnthropicStream(_StreamParser):
     def is_output(self, event: Any) -> bool:
         return getattr(event, "type", None) == "content_block_delta"
 
-    error_name = staticmethod(_anthropic_error_name)
+    error_name = staticmethod(anthropic_error_name)
 
     def observe(self, event: Any) -> None:
         kind = getattr(event, "type", None)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import binascii
 import json
 import logging
-import re
 import threading
 import zlib
 from types import MappingProxyType
@@ -42,6 +41,7 @@ from costline.config import CollectorConfig
 from costline.netsec import (CHUNKED, BearerTokens, BytesBudget, GuardedHandler, HttpReject, Limits,
                              PooledHTTPServer, refuse_open_bind, ssl_context)
 from costline.otlp import OtlpDecodeError, decode_json, parse_protobuf, span_count, split_by_trace
+from costline.textutil import well_formed
 
 from costline.collectors.errors import KafkaUnavailable, ReceiverError
 from costline.collectors.forwarder import Forwarder
@@ -137,22 +137,14 @@ def _array(obj: dict[str, Any], *keys: str) -> list[Any]:
     return []
 
 
-#: A UTF-16 surrogate left alone in a decoded JSON string (a pair is one character by then).
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
 def _json_bytes(doc: Any) -> bytes:
-    """``doc`` as UTF-8 JSON, a lone surrogate (``"\\ud83d"``) written as U+FFFD.
+    """``doc`` as UTF-8 JSON, a lone surrogate (``"\\ud83d"``) written as U+FFFD (:func:`~costline.textutil.well_formed`).
 
     OpenTelemetry JS cuts an attribute value at its length limit by UTF-16 code units: a cut through
     an emoji leaves half of it, which its JSON serializer writes as ``\\ud83d`` (its protobuf one, as
     U+FFFD). protobuf refuses such a string, and one cut prompt must not refuse the whole export.
     """
-    text = json.dumps(doc, ensure_ascii=False)
-    try:
-        return text.encode()
-    except UnicodeEncodeError:
-        return _LONE_SURROGATE.sub("\ufffd", text).encode()
+    return well_formed(json.dumps(doc, ensure_ascii=False)).encode()
 
 
 def decode_with_rejections(body: bytes, is_json: bool) -> tuple[ExportTraceServiceRequest, int, str]:

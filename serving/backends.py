@@ -20,7 +20,7 @@ see :class:`AnthropicBackend`);
 an SDK error that survives the retries is recorded as ``error.type`` (its class name:
 ``RateLimitError``, ``OverloadedError``, ``InternalServerError``...) and raised as
 :class:`~costline.serving.errors.BackendError` (an Anthropic ``error`` event in a 200 stream, or a 200 whose
-body is the error object, by the class its error type has as a status: :data:`ANTHROPIC_ERROR_CLASSES`). A
+body is the error object, by the class its error type has as a status: ``collectors.instrument.ANTHROPIC_ERROR_CLASSES``). A
 stream that ends before the model's final event (no stop reason: cut off by a proxy) fails the tier with
 :data:`INCOMPLETE_STREAM`; it is never returned as an answer.
 
@@ -33,11 +33,11 @@ import logging
 import os
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import Any, Protocol
 
 from costline import contract
 from costline.collectors import Recorder, instrument_anthropic, instrument_openai
+from costline.collectors.instrument import ANTHROPIC_ERROR_CLASSES, anthropic_error_class, anthropic_error_name
 from costline.sdk import anthropic_client, openai_client
 from costline.serving.errors import BackendError, RoutingError
 from costline.serving.registry import ModelRegistry, TierSpec
@@ -130,41 +130,6 @@ def _message_text(blocks: Any) -> str:
     return "".join(parts)
 
 
-#: The Messages API's error types (https://docs.anthropic.com/en/api/errors) → the ``anthropic`` SDK class the
-#: same error has when it comes as an HTTP status. An ``error`` event in a 200 stream (``overloaded_error``
-#: mid-answer) or a 200 whose body is the error object gets the SDK's bare ``APIStatusError``, whose class is
-#: picked by the status (200): the tier's error type is the class named here instead, so escalation, the
-#: request span and the gateway's 429 / 529 / 500 treat it as they treat the status.
-ANTHROPIC_ERROR_CLASSES: Mapping[str, str] = MappingProxyType({
-    "invalid_request_error": "BadRequestError",
-    "authentication_error": "AuthenticationError",
-    "billing_error": "PaymentRequiredError",
-    "permission_error": "PermissionDeniedError",
-    "not_found_error": "NotFoundError",
-    "request_too_large": "RequestTooLargeError",
-    "rate_limit_error": "RateLimitError",
-    "api_error": "InternalServerError",
-    "timeout_error": "GatewayTimeoutError",
-    "overloaded_error": "OverloadedError",
-})
-
-
-def _anthropic_error_kind(body: Any) -> str | None:
-    """The ``error.type`` of a Messages API error object (``{"type": "error", "error": {"type": ...}}``)."""
-    inner = _field(body, "error")
-    kind = _field(inner, "type") if inner is not None else None
-    return kind if isinstance(kind, str) else None
-
-
-def _anthropic_error_type(exc: BaseException) -> str:
-    """A stream's failure as the tier's error type: the exception's class name, except the SDK's bare
-    ``APIStatusError`` of an ``error`` event, named by its error type (:data:`ANTHROPIC_ERROR_CLASSES`)."""
-    name = type(exc).__name__
-    if name == "APIStatusError":
-        return ANTHROPIC_ERROR_CLASSES.get(_anthropic_error_kind(getattr(exc, "body", None)) or "", name)
-    return name
-
-
 #: The tier's error type of a stream that ended (cleanly, as far as the transport could tell) before the
 #: model's final event: no stop reason, so the answer may be cut off. It is not an answer.
 INCOMPLETE_STREAM = "IncompleteStreamError"
@@ -236,9 +201,8 @@ class AnthropicBackend:
         with self.recorder.call(contract.PROVIDER_ANTHROPIC, self.spec.model, self.spec.name) as call:
             http, body = _json_object(self.client, "/v1/messages", kwargs, anthropic.APIResponseValidationError)
             if body.get("type") == "error":  # a proxy's 200 with the API's error object: not an (empty) answer
-                kind = _anthropic_error_kind(body)
-                error = getattr(anthropic, ANTHROPIC_ERROR_CLASSES.get(kind or "", ""), anthropic.APIStatusError)
-                raise error(f"/v1/messages answered 200 with an error ({kind}): {body.get('error')}"[:300],
+                error = getattr(anthropic, anthropic_error_class(body) or "", anthropic.APIStatusError)
+                raise error(f"/v1/messages answered 200 with an error: {body.get('error')}"[:300],
                             response=http, body=body)
             usage = body.get("usage")
             usage = usage if isinstance(usage, Mapping) else None
@@ -269,7 +233,7 @@ class AnthropicBackend:
                 except AssertionError:  # the stream ended before message_start
                     response = None
         except Exception as exc:  # the SDK's errors, and its transport's when a stream breaks
-            raise BackendError(self.spec.name, _anthropic_error_type(exc), str(exc)[:300]) from exc
+            raise BackendError(self.spec.name, anthropic_error_name(exc), str(exc)[:300]) from exc
         if response is None or _field(response, "stop_reason") is None:  # no message_delta: cut off
             raise BackendError(self.spec.name, INCOMPLETE_STREAM, _INCOMPLETE_STREAM_MESSAGE)
         return self._reply(response)
@@ -288,9 +252,8 @@ class AnthropicBackend:
         """The Reply of the SDK's ``Message``: read as :meth:`_complete_raw` reads the JSON (the SDK builds
         the model without validating it, so any field may be missing or null)."""
         if _field(response, "type") == "error":  # a proxy's 200 with the API's error object
-            kind = _anthropic_error_kind(response)
-            raise BackendError(self.spec.name, ANTHROPIC_ERROR_CLASSES.get(kind or "", "APIStatusError"),
-                               f"the model answered 200 with an error ({kind})")
+            raise BackendError(self.spec.name, anthropic_error_class(response) or "APIStatusError",
+                               f"the model answered 200 with an error: {_field(response, 'error')}"[:300])
         usage = _field(response, "usage")
         read = _int(_field(usage, "cache_read_input_tokens"))
         created = _int(_field(usage, "cache_creation_input_tokens"))

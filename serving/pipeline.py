@@ -45,6 +45,7 @@ from costline.serving.errors import BackendError, RoutingError
 from costline.serving.registry import ModelRegistry
 from costline.serving.routing.router import Router, RoutingPolicy, build_policy
 from costline.serving.settings import EscalationConfig
+from costline.textutil import well_formed  # re-exported (serving's callers import it from here)
 from costline.serving.confidence import parse_confidence
 
 __all__ = [
@@ -85,18 +86,6 @@ class AnswerCache(Protocol):
 
     def store(self, query: str, answer: str, *, tenant: str, namespace: str | None = None,
               doc_hashes: Sequence[str] = ()) -> Any: ...
-
-
-def well_formed(text: str) -> str:
-    """``text`` with each lone surrogate as U+FFFD. JSON's ``"\\ud800"`` escape decodes to one, and no tokenizer
-    takes it (the embedder and the pair model raised on it, per request): the query that is routed on and looked up
-    is made of characters. The gateway already reads every string of a request body this way (its JSON reader,
-    ``serving/gateway/_http.py``); this covers callers of :class:`Pipeline` itself, whose prompt is left as given."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-    return text
 
 
 def cacheable(reply: Reply) -> bool:

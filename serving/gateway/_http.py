@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from costline.netsec import GuardedHandler, HttpReject, Limits, PooledHTTPServer
+from costline.textutil import well_formed
 
 __all__ = ["HttpRequest", "HttpResponse", "JsonServer", "Route", "ServedByJsonServer", "dispatch"]
 
@@ -56,10 +57,8 @@ _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 def _well_formed_strings(doc: Any) -> Any:
     """``doc`` (parsed JSON) with every string, keys included, made well formed: a lone surrogate becomes U+FFFD, as a
-    UTF-8 decoder reads a byte it cannot (:func:`~costline.serving.pipeline.well_formed`). Iterative: as deep as
+    UTF-8 decoder reads a byte it cannot (:func:`~costline.textutil.well_formed`). Iterative: as deep as
     json.loads went."""
-    from costline.serving.pipeline import well_formed
-
     if isinstance(doc, str):
         return well_formed(doc)
     root = [doc]
