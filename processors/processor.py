@@ -48,6 +48,7 @@ from typing import Any
 
 from costline import contract
 from costline.config import Config
+from costline.kafkaheaders import read_header_keys_like_java
 from costline.lake import WriterFenced
 from costline.otlp import OtlpDecodeError
 from costline.processors.buffer import PartitionBuffer
@@ -414,6 +415,9 @@ class Processor:
             # are read by nothing here: lag is visible through the offsets mirrored to Kafka.
             metrics_enabled=False,
         )
+        # One record whose header key is not UTF-8 (sarama / librdkafka can write one) must not stop the
+        # partition: kafka-python fails the whole poll() on it, at the same offset on every start.
+        read_header_keys_like_java()
         if self._consumer_factory is not None:
             return self._consumer_factory(**kwargs)
         from kafka import KafkaConsumer

@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from test_kafka_headers import RawKey
 from test_processor_kafka import assert_no_duplicates, assert_same_aggregates, expected_tier_hourly, lake_tier_hourly
 
 from costline.config import Config
@@ -51,4 +52,34 @@ def test_aborted_and_open_transactions_never_reach_the_lake(kafka_config: Config
     stats = Processor(kafka_config).run(until_idle=1.5)  # resumes past the markers: the rest, once
     assert (stats.messages, stats.spans, stats.dlq) == (len(pending), _spans(pending), 0)
     assert_same_aggregates(lake_tier_hourly(kafka_config), expected_tier_hourly(landed + pending, kafka_config))
+    assert_no_duplicates(kafka_config)
+
+
+def test_a_header_key_that_is_not_utf8_loses_nothing(kafka_config: Config, monkeypatch: pytest.MonkeyPatch):
+    """A message whose header key is not UTF-8 is read like the Java client reads it (U+FFFD), not an error
+    that stops the processor on every start: its spans and every message after it land, and its other
+    headers (content-type) are still read."""
+    from kafka import KafkaProducer
+    from kafka.record.default_records import DefaultRecordBatch
+
+    read = DefaultRecordBatch._read_msg  # kafka-python's own reader, as a fresh process has it: the processor
+    monkeypatch.setattr(DefaultRecordBatch, "_read_msg", getattr(read, "__wrapped__", read))  # must install it
+
+    topic = kafka_config.kafka.topic
+    traces = list(synthetic_traffic(30, seed=29))
+    prod = KafkaProducer(bootstrap_servers=kafka_config.kafka.bootstrap, acks="all", linger_ms=0)
+    for i, t in enumerate(traces):
+        headers = None
+        if i in (3, 17):
+            headers = [(RawKey(b"x-\xff\xfe-source"), b"\xc3\x28"),
+                       ("content-type", b"application/x-protobuf")]
+        prod.send(topic, key=t.trace_id.encode(), value=t.request.SerializeToString(), headers=headers)
+        if i in (3, 4):
+            prod.flush()  # the bad record first in a fetch, and in the middle of one
+    prod.flush()
+    prod.close()
+
+    stats = Processor(kafka_config).run(until_idle=1.5)
+    assert (stats.messages, stats.spans, stats.dlq) == (len(traces), _spans(traces), 0)
+    assert_same_aggregates(lake_tier_hourly(kafka_config), expected_tier_hourly(traces, kafka_config))
     assert_no_duplicates(kafka_config)
