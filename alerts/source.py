@@ -45,11 +45,38 @@ FROM tier_hourly
 WHERE window_start >= $w - INTERVAL 168 HOURS AND window_start <= $w
 GROUP BY tier"""
 
-LAST_SPAN_SQL = """
-SELECT max(ts) FROM (
-  SELECT max(ts) AS ts FROM requests_raw WHERE ts <= $now
-  UNION ALL SELECT max(ts) FROM calls_raw WHERE ts <= $now
-  UNION ALL SELECT max(ts) FROM lookups_raw WHERE ts <= $now)"""
+#: The tables whose event times say whether spans still arrive (``<name>_raw`` in the lake).
+_SPAN_TABLES = ("requests", "calls", "lookups")
+
+
+def _last_span_sql(source: Callable[[str], str]) -> str:
+    """The newest event time at or before ``$now`` over :data:`_SPAN_TABLES`; ``source(table)`` is the relation
+    (a name or a subquery with a ``ts`` column) read for each."""
+    newest = "\n  UNION ALL ".join(f"SELECT max(ts) AS ts FROM {source(t)} WHERE ts <= $now" for t in _SPAN_TABLES)
+    return f"\nSELECT max(ts) FROM (\n  {newest})"
+
+
+LAST_SPAN_SQL = _last_span_sql(lambda table: f"{table}_raw")
+
+
+def _arrived_sql(lake_path: Any, table: str) -> str:
+    """A local lake's ``table`` as ``ts`` bounded by when its file was written: a span cannot be newer than its
+    arrival, so a client whose clock runs ahead cannot keep ``pipeline_silent`` quiet after the pipeline died."""
+    from costline.lake._files import check_glob_free
+    from costline.sqlutil import sql_str
+
+    glob = sql_str(check_glob_free(lake_path) / table / "*" / "*.parquet")
+    return (f"SELECT least(d.ts, timezone('UTC', b.last_modified)) AS ts "
+            f"FROM read_parquet({glob}, filename = true, union_by_name = true) d "
+            f"JOIN read_blob({glob}) b ON b.filename = d.filename")
+
+
+def _raw_ts_sql(config: Config, table: str) -> str:
+    """What :data:`LAST_SPAN_SQL` reads as ``<table>_raw``: the event times, bounded by arrival in a local lake."""
+    if config.lake.mode == "local":
+        return _arrived_sql(config.lake.path, table)
+    return f"SELECT ts FROM {table}_raw"
+
 
 _JOB_VIEWS = {"student_drift": "eval_runs", "routing_tier_match_drop": "shadow_runs"}
 #: The nightly routing retrain's verdicts, reported in the routing_tier_match_drop alert.
@@ -95,8 +122,8 @@ class AlertSource:
             tables = {
                 "cache_hit_rate_7d": "SELECT * FROM cache_hit_rate_7d",
                 "tier_hourly": "SELECT * FROM tier_hourly",
-                # LAST_SPAN_SQL only needs the event times.
-                **{t: f"SELECT ts FROM {t}" for t in ("requests_raw", "calls_raw", "lookups_raw")},
+                # LAST_SPAN_SQL only needs the event times (bounded by arrival, as live).
+                **{f"{t}_raw": _raw_ts_sql(self.config, t) for t in _SPAN_TABLES},
             }
             views = {r[0] for r in live.execute("SELECT table_name FROM information_schema.tables").fetchall()}
             tables.update({v: f"SELECT * FROM {v}" for v in (*_JOB_VIEWS.values(), _RETRAINS, _REDISTILL_VIEW)
@@ -179,7 +206,9 @@ class AlertSource:
                     "AND drift_run_id IN (SELECT unnest($ids))",
                     {"ids": sorted({str(r["run_id"]) for r in evals})}))
             if "pipeline_silent" in wanted or "lake_unreadable" in wanted:  # reads every file of the lake
-                got = self._try("last span", lambda: con.execute(LAST_SPAN_SQL, {"now": n}).fetchone(), errors)
+                got = self._try("last span", lambda: con.execute(
+                    LAST_SPAN_SQL if self._frozen is not None  # the frozen tables hold the bounded times
+                    else _last_span_sql(lambda t: f"({_raw_ts_sql(self.config, t)})"), {"now": n}).fetchone(), errors)
                 if got is not None and "pipeline_silent" in wanted:
                     last_span, spans_known = got[0], True
         finally:
