@@ -129,6 +129,8 @@ class Snapshot:
     dlq_samples: Sequence[tuple[datetime, int]] | None = None
     #: ``(what, error)`` of every lake query that failed for this snapshot; None: not checked.
     query_errors: Sequence[tuple[str, str]] | None = None
+    #: Lake files set aside as unreadable or misplaced (costline.lake), still there: their rows are in no figure.
+    set_aside: Sequence[str] = ()
     #: ``distill_exports`` rows the drift job started (run_id, drift_run_id, subtype): re-distillation.
     redistills: Sequence[Row] | None = None
 
@@ -470,16 +472,26 @@ def _lake_unreadable(s: LakeUnreadableSettings, snap: Snapshot, now: datetime, s
                      ) -> list[Observation] | None:
     if snap.query_errors is None:
         return None
-    errors = list(snap.query_errors)
-    first = f"{errors[0][0]}: {errors[0][1]}" if errors else ""
+    errors, aside = list(snap.query_errors), list(snap.set_aside)
+    if errors:
+        first = f"{errors[0][0]}: {errors[0][1]}"
+        summary = (f"{len(errors)} lake quer{'y' if len(errors) == 1 else 'ies'} failed, the rules that need "
+                   f"{'it' if len(errors) == 1 else 'them'} are skipped: {first[:300]}")
+    elif aside:
+        summary = (f"{len(aside)} lake file{'' if len(aside) == 1 else 's'} could not be read and "
+                   f"{'was' if len(aside) == 1 else 'were'} set aside, so every figure leaves out "
+                   f"{'its' if len(aside) == 1 else 'their'} rows: {aside[0][:300]} — restore it (the log of "
+                   "the process that set it aside says why) and rename it back, or delete it")
+    else:
+        summary = "the lake's views are readable again"
+    figures = {what: err[:300] for what, err in errors}
+    figures.update({f"set aside {i + 1}": path[:300] for i, path in enumerate(aside[:10])})
     return [Observation(
-        rule="lake_unreadable", labels={}, condition=Condition.BREACH if errors else Condition.OK,
-        value=float(len(errors)), threshold=1.0,
-        summary=(f"{len(errors)} lake quer{'y' if len(errors) == 1 else 'ies'} failed, the rules that need "
-                 f"{'it' if len(errors) == 1 else 'them'} are skipped: {first[:300]}") if errors
-        else "the lake's views are readable again",
+        rule="lake_unreadable", labels={}, condition=Condition.BREACH if errors or aside else Condition.OK,
+        value=float(len(errors) + len(aside)), threshold=1.0,
+        summary=summary,
         window=f"at {_naive(now):%Y-%m-%d %H:%M} UTC",
-        figures={what: err[:300] for what, err in errors},
+        figures=figures,
         query="-- find the file that does not read (each one alone):\n"
               "SELECT filename, count(*) FROM read_parquet('<lake>/*/date=*/*.parquet', filename = true,\n"
               "                                            union_by_name = true) GROUP BY 1",

@@ -220,10 +220,16 @@ class AlertSource:
                 window = self.config.alerts.dlq_growing.window_s
                 self.store.add_sample("dlq", now, float(count), keep_s=max(4 * window, 3600.0))
                 dlq = self.store.samples("dlq", since=now - timedelta(seconds=window))
+        aside: list[str] = []
+        if "lake_unreadable" in wanted and self._frozen is None and self.config.lake.mode == "local":
+            from costline.lake import set_aside_files  # opening the views set them aside; they stay missing
+
+            aside = self._try("set-aside files", lambda: [str(p) for p in set_aside_files(self.config.lake.path)],
+                              errors) or []
         return Snapshot(cache=cache, tiers=tiers, eval_runs=evals, shadow_runs=shadows, route_retrains=retrains,
                         redistills=redistills,
                         last_span_at=last_span, spans_known=spans_known, dlq_samples=dlq,
-                        query_errors=errors if "lake_unreadable" in wanted else None)
+                        query_errors=errors if "lake_unreadable" in wanted else None, set_aside=aside)
 
 
 class _NoClose:

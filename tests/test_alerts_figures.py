@@ -87,7 +87,7 @@ def test_nan_hit_rates_are_skipped_with_a_log_line(caplog):
     assert "NaN/NULL hit rate" in caplog.text
 
 
-def test_a_corrupt_parquet_file_raises_lake_unreadable(tmp_path):
+def test_a_corrupt_parquet_file_is_set_aside_and_raises_lake_unreadable(tmp_path):
     rows = mid_request(1, H, 0.01)
     cfg = lake_with(tmp_path / "lake", rows)
     cfg = Config(lake=cfg.lake, pricing=cfg.pricing,
@@ -102,11 +102,23 @@ def test_a_corrupt_parquet_file_raises_lake_unreadable(tmp_path):
         service.shutdown()
     (obs,) = report.observations["lake_unreadable"]
     assert obs.condition is Condition.BREACH
-    assert "p001-000000000000-000000000009.parquet" in obs.summary  # names the file to repair
-    assert report.observations["cost_per_success_rise"] is None  # skipped, its alerts keep their state
-    assert [m.payload["title"].split()[2] for m in memory.sent()] == ["lake_unreadable"]
+    assert "p001-000000000000-000000000009.parquet.unreadable" in obs.summary  # names the file to repair
+    assert "set aside" in obs.summary
+    assert not bad.exists()  # set aside, byte for byte, so the other files stay readable
+    aside = bad.with_name(bad.name + ".unreadable")
+    assert aside.read_bytes() == b"PAR1 this is not a parquet file PAR1"
+    assert report.observations["cost_per_success_rise"] is not None  # the rules read the good files
+    # (and pipeline_silent can read again: the lake's one good span ended over 15 minutes before NOW)
+    assert sorted(m.payload["title"].split()[2] for m in memory.sent()) == ["lake_unreadable", "pipeline_silent"]
 
-    bad.unlink()  # repaired: resolves
+    service = AlertService(cfg, now=ManualClock(NOW + timedelta(minutes=2)), notifiers={"slack": memory})
+    try:
+        report = service.tick()
+    finally:
+        service.shutdown()
+    assert report.observations["lake_unreadable"][0].condition is Condition.BREACH  # until someone sees to it
+
+    aside.unlink()  # dealt with: resolves
     service = AlertService(cfg, now=ManualClock(NOW + timedelta(minutes=5)), notifiers={"slack": memory})
     try:
         report = service.tick()

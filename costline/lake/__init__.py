@@ -8,6 +8,7 @@ This package is the one place that knows the lake's paths, file schemas and view
     _lake.py        Lake: folders, the commit protocol, writer fencing (claim / epochs)
     _recovery.py    Lake.recover: the orphans of a crashed batch deleted before a partition resumes
     _compaction.py  Lake.compact: each closed day's committed files merged into one
+    _oddfiles.py    files the views cannot read (crashed writes, hand-copied, misplaced) set aside, logged
     _views.py       the DuckDB views: views_sql, create_views, open_lake, write_views_db
     views/*.sql     every view's SQL, one file a view, read by _views.py (docs/sql.md explains them)
 
@@ -54,6 +55,7 @@ from costline.lake._files import (
     topic_tag,
 )
 from costline.lake._lake import Lake, WriterFenced
+from costline.lake._oddfiles import set_aside_files, set_aside_odd_files
 from costline.lake._schema import (
     CALLS_SCHEMA,
     LOOKUPS_SCHEMA,
@@ -98,4 +100,6 @@ __all__ = [
     "VIEW_PROVIDERS",
     "ONE_ROW_PER_SPAN",
     "read_table_sql",
+    "set_aside_files",
+    "set_aside_odd_files",
 ]

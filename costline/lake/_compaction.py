@@ -8,8 +8,10 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from costline.errors import LakeError
 from costline.fsutil import atomic_path, fsync_dir
 from costline.lake._files import EMPTY_DATE, data_file_topic, parse_data_file_name, topic_tag
+from costline.lake._oddfiles import UNREADABLE, file_problem, set_aside
 from costline.lake._schema import ONE_ROW_PER_SPAN, TABLES
 from costline.sqlutil import sql_str
 
@@ -50,6 +52,7 @@ def compact(lake: "Lake", *, before: date | None = None) -> list[tuple[str, str,
     before = before or datetime.now(UTC).date()
     committed = committed_offsets_by_topic(lake)
     done: list[tuple[str, str, int, int]] = []
+    failed: list[str] = []
     for table in TABLES:
         for day_dir in sorted(lake.table_dir(table).glob("date=*")):
             day = day_dir.name.removeprefix("date=")
@@ -58,23 +61,46 @@ def compact(lake: "Lake", *, before: date | None = None) -> list[tuple[str, str,
             files = [f for f in sorted(day_dir.glob("*.parquet")) if _compactable(f, committed)]
             if len(files) < 2:
                 continue
+            # a file DuckDB cannot read would stop this day and every one after it: set it aside
+            files = [f for f in files if not _set_aside_if_unreadable(f, table)]
+            if len(files) < 2:
+                continue
             globs = "[" + ", ".join(sql_str(f) for f in files) + "]"
-            with atomic_path(day_dir / f"c-{uuid.uuid4().hex[:12]}.parquet") as tmp:
-                con = duckdb.connect()
-                try:
-                    con.execute(
-                        f"COPY (SELECT * FROM read_parquet({globs}, union_by_name = true) "
-                        f"{ONE_ROW_PER_SPAN} ORDER BY ts) "
-                        f"TO {sql_str(tmp)} (FORMAT parquet, COMPRESSION zstd)"
-                    )
-                    rows = con.execute(f"SELECT count(*) FROM read_parquet({sql_str(tmp)})").fetchone()[0]
-                finally:
-                    con.close()
+            try:
+                with atomic_path(day_dir / f"c-{uuid.uuid4().hex[:12]}.parquet") as tmp:
+                    con = duckdb.connect()
+                    try:
+                        # hive_partitioning off: the folder's date is no column of the files
+                        con.execute(
+                            f"COPY (SELECT * FROM read_parquet({globs}, union_by_name = true, "
+                            f"hive_partitioning = false) {ONE_ROW_PER_SPAN} ORDER BY ts) "
+                            f"TO {sql_str(tmp)} (FORMAT parquet, COMPRESSION zstd)"
+                        )
+                        rows = con.execute(f"SELECT count(*) FROM read_parquet({sql_str(tmp)})").fetchone()[0]
+                    finally:
+                        con.close()
+            except duckdb.Error as exc:  # the day's files stay as they were; the other days go on
+                failed.append(f"{day_dir}: {str(exc).splitlines()[0]}")
+                continue
             for f in files:
                 f.unlink(missing_ok=True)
             fsync_dir(day_dir)
             done.append((table, day, len(files), int(rows)))
+    if failed:
+        raise LakeError(
+            f"compaction merged {len(done)} table-days but could not merge {len(failed)}, whose files were left "
+            "as they were (the views still read them): " + "; ".join(failed) + ". Move the file named out of "
+            "the lake folder (restore it from its source) and compact again")
     return done
+
+
+def _set_aside_if_unreadable(path: Path, table: str) -> bool:
+    why = file_problem(path, table)
+    if why is None:
+        return False
+    set_aside(path, UNREADABLE, why, f"restore it from where it came from and rename it back to {path.name}, "
+              "then compact again; delete it if it is the leftover of a crashed write")
+    return True
 
 
 def _compactable(path: Path, committed: Mapping[str, Mapping[int, int]]) -> bool:

@@ -18,6 +18,7 @@ from costline.fsutil import atomic_path
 from costline.lazy import import_optional
 from costline.lake._files import check_glob_free, read_table_sql
 from costline.lake._lake import Lake
+from costline.lake._oddfiles import set_aside_odd_files
 from costline.lake._schema import ONE_ROW_PER_SPAN, TABLES
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -118,6 +119,7 @@ def create_views(con: "duckdb.DuckDBPyConnection", config: Config) -> None:
         return create_table_views(con, config)
     check_glob_free(config.lake.path)
     Lake(config.lake.path).init()
+    set_aside_odd_files(config.lake.path)  # one unreadable file would fail every query over its table
     from costline.pricing import hosting_schedule
 
     for stmt in views_sql(config.lake.path, hosting=hosting_schedule(config.pricing)):
