@@ -24,8 +24,8 @@ PINNED: dict[str, list[str]] = {
     "costline.lake": [
         "CALLS_SCHEMA", "LOOKUPS_SCHEMA", "Lake", "MANIFEST_FORMAT", "Manifest", "ONE_ROW_PER_SPAN", "REQUESTS_SCHEMA",
         "SCHEMAS", "TABLES", "VIEWS", "VIEW_PROVIDERS", "WriterFenced", "create_views", "data_file_name",
-        "data_file_topic", "open_lake", "parse_data_file_name", "read_table_sql", "topic_tag", "views_sql",
-        "write_views_db",
+        "data_file_topic", "open_lake", "parse_data_file_name", "read_table_sql", "set_aside_files",
+        "set_aside_odd_files", "topic_tag", "views_sql", "write_views_db",
     ],
     "costline.collectors": [
         "CallHandle", "CollectorError", "Forwarder", "KafkaForwarder", "KafkaSpanExporter", "KafkaUnavailable",

@@ -198,12 +198,29 @@ class GateReport:
     def failing(self) -> list[str]:
         return [t.tier for t in self.tiers if not t.passed]
 
+    @property
+    def cost_change(self) -> float | None:
+        """The candidate's cost with escalation relative to the incumbent's (0.25: 25 % more); None without
+        a cost. The gate judges quality only: a candidate that over-routes passes it, and this says what it costs."""
+        base = self.incumbent.cost_with_escalation_usd
+        return self.candidate.cost_with_escalation_usd / base - 1.0 if base > 0 else None
+
+    def dearer_text(self) -> str | None:
+        """"N requests to dearer tiers, costs X% more …" when the candidate costs more than the incumbent."""
+        change = self.cost_change
+        if change is None or change <= 0.005:
+            return None
+        return (f"{self.moved_up} requests to dearer tiers: it costs {change:.0%} more than the incumbent with "
+                f"escalation (${self.candidate.cost_with_escalation_usd:.4f} vs "
+                f"${self.incumbent.cost_with_escalation_usd:.4f})")
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "window": list(self.window) if self.window else None, "rows": self.rows, "labelled": self.labelled,
             "gate": self.gate, "passed": self.passed, "failing": self.failing,
             "candidate": self.candidate.as_dict(), "incumbent": self.incumbent.as_dict(),
-            "moved_down": len(self.moved), "moved_up": self.moved_up, "judge_cost_usd": self.judge_cost_usd,
+            "moved_down": len(self.moved), "moved_up": self.moved_up, "cost_change": self.cost_change,
+            "judge_cost_usd": self.judge_cost_usd,
             "moved": [{"request_id": m.request_id, "task_type": m.task_type, "query": m.query, "from": m.from_tier,
                        "to": m.to_tier, "adequate": m.adequate, "by": m.by} for m in self.moved],
             "gate_tiers": [{"tier": t.tier, "moved": t.moved, "judged": t.judged, "adequate": t.adequate,
@@ -247,6 +264,9 @@ class GateReport:
                        f"{'passed' if t.passed else 'FAILED'} ({t.reason})")
         if not self.tiers:
             out.append("  the candidate widens no cheap tier: nothing to gate")
+        dearer = self.dearer_text()
+        if dearer:
+            out.append(f"  NOTE: the candidate moves {dearer}; the gate judges quality only")
         return "\n".join(out)
 
 

@@ -20,6 +20,7 @@ import hashlib
 import json
 import math
 import re
+import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -256,14 +257,52 @@ class LearnedPolicy:
         except FileNotFoundError:
             raise PolicyFileError(f"no learned routing policy at {path}: run `costline route train` "
                                   "or set [serving.router] policy_path") from None
-        except (OSError, ValueError, KeyError) as exc:
-            raise PolicyFileError(f"{path} is not a costline routing policy ({exc}): retrain it "
-                                  "with `costline route train`") from None
-        if meta.get("format") != _FORMAT:
-            raise PolicyFileError(f"{path}: format {meta.get('format')!r} is not {_FORMAT!r}: retrain it")
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:  # a truncated file: the last two
+            raise PolicyFileError(f"{path} is not a costline routing policy ({exc or type(exc).__name__}): retrain "
+                                  "it with `costline route train`") from None
+        if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
+            found = meta.get("format") if isinstance(meta, dict) else meta
+            raise PolicyFileError(f"{path}: format {found!r} is not {_FORMAT!r}: retrain it")
+        _check_file(path, meta, coef, intercept, serving)
         return cls(coef=coef, intercept=intercept, classes=meta["classes"], task_types=meta["task_types"],
                    featurizer_name=meta["featurizer"], featurizer=featurizer, min_adequacy=min_adequacy,
                    serving=serving)
+
+
+def _check_file(path: Path, meta: dict, coef: np.ndarray, intercept: np.ndarray,
+                serving: ServingConfig | None) -> None:
+    """Refuse (:class:`PolicyFileError`) a file whose parts do not fit together or name features this version does
+    not compute: loaded, it would fail on every request, or route by the wrong column."""
+    def bad(why: str) -> PolicyFileError:
+        return PolicyFileError(f"{path}: {why}: retrain it with `costline route train`")
+
+    classes, task_types, name = meta.get("classes"), meta.get("task_types"), meta.get("featurizer")
+    if not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)
+            and isinstance(task_types, list) and all(isinstance(t, str) for t in task_types)):
+        raise bad("its metadata lacks the classes or task types")
+    if name not in FEATURIZERS:
+        raise bad(f"featurizer {name!r} is not one this version has ({', '.join(FEATURIZERS)})")
+    if coef.ndim != 2 or intercept.ndim != 1 or coef.shape[0] != intercept.shape[0]:
+        raise bad(f"weights of shape {coef.shape} and intercept {intercept.shape} do not fit together")
+    rows = 1 if len(classes) == 2 else len(classes)  # binary: sklearn keeps one row
+    if len(classes) < 2 or coef.shape[0] != rows or len(set(classes)) != len(classes):
+        raise bad(f"{coef.shape[0]} rows of weights for the classes {classes}")
+    dim = coef.shape[1] - len(task_types) - 1
+    want = _embedding_dim(name, serving)
+    if dim < 1 or (want is not None and dim != want):
+        raise bad(f"its weights expect {coef.shape[1]} features, but {name} vectors ({want or '?'} dims), "
+                  f"{len(task_types)} task types and the length make {(want or 0) + len(task_types) + 1}")
+
+
+def _embedding_dim(name: str, serving: ServingConfig | None) -> int | None:
+    """The size of the vectors ``name`` makes, when known without loading a model."""
+    if name == "hashing":
+        return HashingFeaturizer().dim
+    if name == "minilm" and (serving or ServingConfig()).cache.model_path is None:
+        from costline.serving.embedding import MINILM_DIM
+
+        return MINILM_DIM
+    return None
 
 
 def train_policy(

@@ -53,8 +53,10 @@ class RetrainResult:
         then = ("promoted" if self.promoted else
                 "not promoted: run `costline route promote` to put it in service" if self.report.passed else
                 "not promoted")
+        dearer = self.report.dearer_text()
         return (f"tier-match drop on {', '.join(self.breaches)}: candidate {self.candidate} trained on "
-                f"{self.labels} labels moves {len(self.report.moved)} requests to cheaper tiers; {verdict}; {then}")
+                f"{self.labels} labels moves {len(self.report.moved)} requests to cheaper tiers"
+                f"{f' and {dearer}' if dearer else ''}; {verdict}; {then}")
 
 
 def _retrain_id(until: datetime, at: datetime) -> str:

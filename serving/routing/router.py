@@ -17,6 +17,7 @@ another policy.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -33,6 +34,8 @@ __all__ = ["Decision", "RoutingPolicy", "RulePolicy", "StudentGate", "Router", "
 
 #: The subtype of a request that has none, in gating lists (as the drift job and distillation name it).
 NO_SUBTYPE = "(none)"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,11 +162,23 @@ class StudentGate:
 
 
 class Router:
-    """A policy checked against the registry: the tier it picks must exist there."""
+    """A policy checked against the registry.
+
+    What the config names is checked when the router is built: the rules' ``default_tier`` and, when a task
+    type is gated for the student, the student must be tiers of the registry (a :class:`RoutingError` naming the
+    key, at start, rather than a failure on every request that reaches them). On a request the router never
+    fails it: a policy that raises routes the request to the dearest API tier (quality first; the reason says
+    ``fallback`` and why, confidence 0), and a tier the registry lacks becomes the nearest tier above it."""
 
     def __init__(self, policy: RoutingPolicy, registry: "ModelRegistry") -> None:
         self.policy = policy
         self.registry = registry
+        self._warned: set[str] = set()
+        for tier, key in _configured_tiers(policy):
+            if tier not in registry:
+                raise RoutingError(f"{key} names tier {tier!r}, which the registry lacks (have: "
+                                   f"{', '.join(registry.names)}): list a model for it in [[pricing.models]] or "
+                                   "[serving.tiers], or change the key")
 
     @property
     def reads_embeddings(self) -> bool:
@@ -178,9 +193,55 @@ class Router:
     def route(self, query: str, task_type: str | None = None, *, embedding: Any = None,
               subtype: str | None = None) -> Decision:
         """The policy's decision; ``embedding``: the query's vector if the cache already has it;
-        ``subtype``: the request's, for the student's per-subtype gating."""
-        decision = _route(self.policy, query, task_type, embedding, subtype)
-        if decision.tier not in self.registry:
-            raise RoutingError(f"the routing policy chose tier {decision.tier!r}, which the registry lacks "
-                               f"(have: {', '.join(self.registry.names)})")
-        return decision
+        ``subtype``: the request's, for the student's per-subtype gating. Never raises (see the class)."""
+        try:
+            decision = _route(self.policy, query, task_type, embedding, subtype)
+            if not isinstance(getattr(decision, "tier", None), str):
+                raise RoutingError(f"the policy returned {type(decision).__name__}, not a Decision")
+        except Exception as exc:  # noqa: BLE001 - a router failure costs money, never the request
+            top = self._top()
+            self._warn(f"policy:{type(exc).__name__}", "costline: the routing policy failed (%s: %s); requests it "
+                       "fails on go to %s until it is fixed", type(exc).__name__, exc, top, exc_info=True)
+            return Decision(top, 0.0, f"fallback to {top}: the routing policy failed ({type(exc).__name__}: "
+                                      f"{str(exc)[:120]})")
+        if decision.tier in self.registry:
+            return decision
+        tier = self._nearest_above(decision.tier)
+        self._warn(f"tier:{decision.tier}", "costline: the routing policy chose tier %r, which the registry lacks "
+                   "(have: %s); those requests go to %s", decision.tier, ", ".join(self.registry.names), tier)
+        return Decision(tier, getattr(decision, "confidence", 1.0),
+                        f"{getattr(decision, 'reason', '')}; {decision.tier!r} is not configured: {tier}")
+
+    def _top(self) -> str:
+        api = self.registry.api_tiers
+        return api[-1] if api else self.registry.names[-1]
+
+    def _nearest_above(self, tier: str) -> str:
+        order = (contract.TIER_STUDENT, *contract.API_TIERS)
+        rank = order.index(tier) if tier in order else len(order)
+        return next((t for t in self.registry.api_tiers if order.index(t) > rank), self._top())
+
+    def _warn(self, key: str, msg: str, *args: Any, exc_info: bool = False) -> None:
+        """Log once per kind of failure (each request would otherwise log it again)."""
+        if key in self._warned:
+            return
+        self._warned.add(key)
+        log.warning(msg, *args, exc_info=exc_info)
+
+
+def _configured_tiers(policy: Any) -> list[tuple[str, str]]:
+    """(tier, config key) the policy is configured to send requests to, whatever the requests."""
+    out: list[tuple[str, str]] = []
+    while True:
+        if isinstance(policy, RulePolicy):
+            r = policy.rules
+            out.append((r.default_tier, f"[serving.router.rules] default_tier = {r.default_tier!r}"))
+            if r.student_task_types or any(r.student_subtypes.values()):
+                out.append((contract.TIER_STUDENT, "[serving.router.rules] student_task_types/student_subtypes"))
+            return out
+        if isinstance(policy, StudentGate):
+            if policy.task_types or any(policy.subtypes.values()):
+                out.append((contract.TIER_STUDENT, "[serving.router.rules] student_task_types/student_subtypes"))
+            policy = policy.inner
+            continue
+        return out
