@@ -5,7 +5,11 @@ Precedence, highest first: environment variables, the TOML file, defaults.
 * the file is ``--config PATH`` on the CLI, else ``$COSTLINE_CONFIG``, else
   ``./costline.toml`` when it exists; no file at all is fine;
 * every scalar key ``[section] key`` can be set as ``COSTLINE_SECTION_KEY``
-  (e.g. ``COSTLINE_LAKE_PATH``, ``COSTLINE_KAFKA_PORT``);
+  (e.g. ``COSTLINE_LAKE_PATH``, ``COSTLINE_KAFKA_PORT``); tables (``[[pricing.models]]``, a
+  ``key = value`` table) have no environment form. A ``COSTLINE_*`` variable that looks like a key
+  but names none (a typo, ``__`` for ``_``, a table) is ignored with a warning naming the closest key;
+* ``COSTLINE_*`` names that are not keys: ``COSTLINE_CONFIG``, the tests' ``COSTLINE_REQUIRE_EXTRAS``,
+  ``COSTLINE_CHROMIUM`` and ``COSTLINE_PYTHON``, and any variable a ``*_env`` key names (an API key);
 * ``KAFKA_BOOTSTRAP_SERVERS`` points at an existing cluster (nothing is started);
 * ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true`` turns on content capture.
 
@@ -20,7 +24,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import os
+import re
 import tomllib
 import types
 import typing
@@ -62,6 +68,17 @@ __all__ = [
 ENV_CONFIG_FILE = "COSTLINE_CONFIG"
 ENV_KAFKA_BOOTSTRAP = "KAFKA_BOOTSTRAP_SERVERS"
 ENV_PREFIX = "COSTLINE_"
+
+#: ``COSTLINE_*`` variables read elsewhere that are no config keys: never warned about (nor is a variable that
+#: a ``*_env`` key of the loaded config names, e.g. ``[serving.backends] student_api_key_env``).
+_ENV_NOT_KEYS = frozenset({
+    ENV_CONFIG_FILE,            # the config file (--config)
+    "COSTLINE_REQUIRE_EXTRAS",  # tests/conftest.py, scripts/test
+    "COSTLINE_CHROMIUM",        # the dashboard's browser tests (docs/dashboard.md)
+    "COSTLINE_PYTHON",          # tests/data/recorders
+})
+
+log = logging.getLogger(__name__)
 
 
 def _default_cache_home() -> Path:
@@ -383,7 +400,10 @@ def load_config(
     loader.overrides = overrides
     tables = dataclasses.make_dataclass(  # one field per section, so the loader checks the top level too
         "Sections", [(name, cls, field(default_factory=cls)) for name, cls in section_types().items()], frozen=True)
-    config = Config(source=file, **vars(loader.build(tables, raw, path=())))
+    built = loader.build(tables, raw, path=())
+    for warning in _env_warnings(env, loader.env_names, built):
+        log.warning("%s", warning)
+    config = Config(source=file, **vars(built))
     _validate(config, loader.source)
     _validate_areas(config, loader.source)
     return config
@@ -456,6 +476,9 @@ class _Loader:
         self.env = env
         self.source = source
         self.overrides: dict[tuple[str, ...], _EnvValue] = {}
+        #: Every env name a field of what was built would have: ``name -> (key path, kind)``; kind ``key`` (it
+        #: can be set), ``table`` (a section), ``array`` (of tables) or ``map`` (``key = value``): those cannot.
+        self.env_names: dict[str, tuple[tuple[str, ...], str]] = {}
 
     def build(self, cls: type, values: Mapping[str, Any], *, path: tuple[str, ...], skip: tuple[str, ...] = ()) -> Any:
         hints = typing.get_type_hints(cls)
@@ -471,6 +494,8 @@ class _Loader:
             hint = hints[name]
             in_array = any(p.startswith("#") for p in key_path)
             env_name = "" if in_array else (ENV_PREFIX + "_".join(key_path)).upper()
+            if env_name:
+                self.env_names.setdefault(env_name, (key_path, _env_kind(hint)))
             if dataclasses.is_dataclass(hint):
                 sub = values.get(name, {})
                 if not isinstance(sub, Mapping):
@@ -549,6 +574,82 @@ def _env_settable(hint: Any) -> bool:
     if origin is tuple:
         return not (args and dataclasses.is_dataclass(args[0]))
     return origin is None
+
+
+def _env_kind(hint: Any) -> str:
+    if dataclasses.is_dataclass(hint):
+        return "table"
+    if _env_settable(hint):
+        return "key"
+    return "map" if typing.get_origin(hint) is dict else "array"
+
+
+def _named_env_vars(value: Any) -> set[str]:
+    """The variables that ``*_env`` keys of ``value`` (a built config, any depth) name."""
+    out: set[str] = set()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for f in dataclasses.fields(value):
+            v = getattr(value, f.name)
+            if f.name.endswith("_env") and isinstance(v, str):
+                out.add(v)
+            else:
+                out |= _named_env_vars(v)
+    elif isinstance(value, (tuple, list)):
+        for v in value:
+            out |= _named_env_vars(v)
+    elif isinstance(value, Mapping):
+        for v in value.values():
+            out |= _named_env_vars(v)
+    return out
+
+
+def _env_warnings(env: Mapping[str, str], names: Mapping[str, tuple[tuple[str, ...], str]], built: Any) -> list[str]:
+    """What to tell the operator about ``COSTLINE_*`` variables that look like config keys but set none.
+
+    ``names``: every env name of the config (:attr:`_Loader.env_names`). A variable is reported when it names a
+    table (no env form), differs from a key only in case or in ``__`` separators, starts like a section
+    (``COSTLINE_SERVING_...``) or is close to a key's name; other ``COSTLINE_*`` names are left alone.
+    """
+    keys = {name: path for name, (path, kind) in names.items() if kind == "key"}
+    sections = tuple(name + "_" for name, (path, _) in names.items() if len(path) == 1)
+    quiet = _ENV_NOT_KEYS | _named_env_vars(built)
+    out: list[str] = []
+    for var in sorted(env):
+        upper = var.upper()
+        if var in keys or var in quiet or not upper.startswith(ENV_PREFIX) or upper == ENV_PREFIX:
+            continue
+        collapsed = re.sub(r"_+", "_", upper).rstrip("_")
+        if upper in names and var == upper:
+            out.append(_table_warning(var, *names[upper], keys))
+        elif upper in keys:
+            out.append(f"{var} is ignored: environment variables are case-sensitive and costline reads {upper} "
+                       f"({_where(keys[upper])})")
+        elif collapsed in keys:
+            out.append(f"{var} is ignored: costline joins section, table and key with a single '_': set "
+                       f"{collapsed} ({_where(keys[collapsed])})")
+        elif collapsed in names:
+            out.append(_table_warning(var, *names[collapsed], keys))
+        else:
+            close = difflib.get_close_matches(collapsed, list(keys), n=1, cutoff=0.6)
+            looks_like_key = collapsed.startswith(sections) or bool(
+                difflib.get_close_matches(collapsed, list(keys), n=1, cutoff=0.8))
+            if not looks_like_key:
+                continue
+            hint = (f"did you mean {close[0]} ({_where(keys[close[0]])})?" if close
+                    else "no key is close to it (`costline config` shows them all)")
+            out.append(f"{var} names no config key and is ignored: {hint}")
+    return out
+
+
+def _table_warning(var: str, path: tuple[str, ...], kind: str, keys: Mapping[str, tuple[str, ...]]) -> str:
+    if kind == "table":
+        inside = sorted(name for name, p in keys.items() if p[: len(path)] == path)
+        example = f" (e.g. {inside[0]})" if inside else ""
+        return (f"{var} is ignored: [{'.'.join(path)}] is a table, which has no environment form; set its keys "
+                f"one by one{example} or in the config file")
+    what = f"an array of tables ([[{'.'.join(path)}]])" if kind == "array" else "a table of key = value"
+    return (f"{var} is ignored: {_where(path)} is {what}, which has no environment form; set it in the config "
+            "file")
 
 
 def _scalar(hint: Any, value: Any, text: str | None) -> Any:

@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import datetime as _dt
-import decimal
-import io
-import json
-import math
 import signal
 import sys
 from collections.abc import Sequence
@@ -17,6 +11,7 @@ import click
 
 from costline.cli import pass_config
 from costline.config import Config
+from costline.sqlutil import DEFAULT_TABLE_ROWS, FORMATS, fetch_chunks, more_rows_note, render_rows, write_rows
 
 __all__ = ["commands", "process", "sql", "lake", "format_result"]
 
@@ -66,68 +61,10 @@ def process(config: Config, until_idle: float | None, start: str | None) -> None
     click.echo(stats.describe())
 
 
-def _cell(value: Any) -> str:
-    if value is None:
-        return "NULL"
-    if isinstance(value, float):
-        return f"{value:.10g}"
-    return str(value)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
-        return value.isoformat()
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (bytes, bytearray)):
-        return value.hex()
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None  # JSON has no NaN / Infinity: a parser refuses them
-    if isinstance(value, decimal.Decimal):  # a DECIMAL column: a number, not a string
-        return _jsonable(int(value) if value == value.to_integral_value() else float(value)) if value.is_finite() \
-            else None
-    if isinstance(value, (str, int, bool)) or value is None:
-        return value
-    return str(value)
-
-
-def _unique(columns: Sequence[str]) -> list[str]:
-    """Column names as JSON keys: a repeated name (``SELECT 1 AS a, 2 AS a``) gets ``_2``, ``_3``... rather than
-    silently replacing the first."""
-    out: list[str] = []
-    taken: set[str] = set()
-    for c in columns:
-        name, k = c, 1
-        while name in taken:
-            k += 1
-            name = f"{c}_{k}"
-        taken.add(name)
-        out.append(name)
-    return out
-
-
 def format_result(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str = "table") -> str:
     """Render a query result as an aligned table, CSV or JSON (a list of objects; NaN and infinities as null,
     repeated column names suffixed)."""
-    if fmt == "json":
-        keys = _unique(columns)
-        return json.dumps([{c: _jsonable(v) for c, v in zip(keys, row)} for row in rows], indent=1, allow_nan=False)
-    if fmt == "csv":
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(columns)
-        for row in rows:
-            w.writerow(["" if v is None else v for v in row])
-        return buf.getvalue().rstrip("\n")
-    cells = [[_cell(v) for v in row] for row in rows]
-    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
-    line = "  ".join(c.ljust(w) for c, w in zip(columns, widths))
-    out = [line, "  ".join("-" * w for w in widths)]
-    out += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in cells]
-    out.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
-    return "\n".join(out)
+    return render_rows(columns, rows, fmt)
 
 
 def _lock_down(con: Any, config: Config) -> None:
@@ -140,7 +77,7 @@ def _lock_down(con: Any, config: Config) -> None:
     con.execute("SET lock_configuration = true")
 
 
-def _run_read_only(con: Any, query: str, fmt: str) -> str:
+def _run_read_only(con: Any, query: str, fmt: str, max_rows: int | None) -> None:
     """Run ``query`` if every statement in it only reads (SELECT, EXPLAIN)."""
     import duckdb
 
@@ -153,34 +90,50 @@ def _run_read_only(con: Any, query: str, fmt: str) -> str:
         if kind not in ("SELECT", "EXPLAIN"):
             raise click.ClickException(f"{kind} statements are refused: `costline sql` only reads the lake "
                                        "(pass --unsafe to run anything)")
-    return _run_query(con, query, fmt)
+    _run_query(con, query, fmt, max_rows)
 
 
-def _run_query(con: Any, query: str, fmt: str) -> str:
+def _run_query(con: Any, query: str, fmt: str, max_rows: int | None) -> None:
+    """Run ``query`` and print its result as it is fetched, a chunk at a time; rows past ``max_rows`` (None: the
+    format's default) are counted on stderr, never held."""
     import duckdb
 
+    if max_rows is None:
+        max_rows = DEFAULT_TABLE_ROWS if fmt == "table" else 0
     try:
-        rel = con.execute(query)
-    except duckdb.Error as exc:
+        cur = con.execute(query)
+        if cur.description is None:
+            click.echo("ok")
+            return
+        columns = [d[0] for d in cur.description]
+        hidden = write_rows(columns, fetch_chunks(cur), fmt, lambda text: click.echo(text, nl=False),
+                            max_rows=max_rows)
+    except duckdb.Error as exc:  # also while fetching: a streamed result fails where its rows do
         raise click.ClickException(str(exc)) from None
-    if rel.description is None:
-        return "ok"
-    columns = [d[0] for d in rel.description]
-    return format_result(columns, rel.fetchall(), fmt)
+    if hidden:
+        click.echo(more_rows_note(hidden, fmt), err=True)
 
 
 @click.command("sql")
 @click.argument("query", required=False)
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
-              show_default=True, help="Output format.")
+@click.option("--format", "fmt", type=click.Choice(list(FORMATS)), default="table", show_default=True,
+              help="Output format: an aligned table, or csv, json, jsonl (one object a line) streamed as the rows "
+                   "come, e.g. --format csv.")
+@click.option("--max-rows", type=click.IntRange(min=0), default=None, metavar="N",
+              help=f"Print at most N rows, 0 for all; stderr counts the rest. Default: {DEFAULT_TABLE_ROWS} for "
+                   "the table, all for the other formats. E.g. --max-rows 0.")
 @click.option("--unsafe", is_flag=True, default=False,
               help="Allow any statement (COPY, CREATE...) and files outside the lake.")
 @pass_config
-def sql(config: Config, query: str | None, fmt: str, unsafe: bool) -> None:
+def sql(config: Config, query: str | None, fmt: str, max_rows: int | None, unsafe: bool) -> None:
     """Query the lake's views with DuckDB SQL (docs/sql.md lists them).
 
     Without QUERY, reads statements ending in ';' from stdin (an interactive
     prompt on a terminal; `.quit` or Ctrl-D leaves).
+
+    Output is bounded: the table shows the first 100 rows (--max-rows) and
+    says on stderr how many more there are; csv, json and jsonl stream
+    every row, a chunk at a time, so a result of any size never fills memory.
 
     Read-only by default: only SELECT (SHOW, DESCRIBE, SUMMARIZE) and EXPLAIN
     run, and DuckDB may read files under the lake's directory only (so
@@ -191,6 +144,8 @@ def sql(config: Config, query: str | None, fmt: str, unsafe: bool) -> None:
     Example:
         costline sql "SELECT * FROM tier_hourly ORDER BY window_start DESC LIMIT 10"
         costline sql --format csv "SELECT tier, sum(cost_usd) FROM requests GROUP BY tier"
+        costline sql --format jsonl "SELECT * FROM calls" > calls.jsonl
+        costline sql --max-rows 0 "SELECT * FROM cache_hourly"
     """
     from costline.lake import open_lake
 
@@ -199,7 +154,7 @@ def sql(config: Config, query: str | None, fmt: str, unsafe: bool) -> None:
         _lock_down(con, config)
     run = _run_query if unsafe else _run_read_only
     if query is not None:
-        click.echo(run(con, query, fmt))
+        run(con, query, fmt, max_rows)
         return
     interactive = sys.stdin.isatty()
     pending: list[str] = []
@@ -216,11 +171,11 @@ def sql(config: Config, query: str | None, fmt: str, unsafe: bool) -> None:
         if text.endswith(";"):
             pending.clear()
             try:
-                click.echo(run(con, text, fmt))
+                run(con, text, fmt, max_rows)
             except click.ClickException as exc:
                 click.echo(f"error: {exc.message}", err=True)
     if "".join(pending).strip():
-        click.echo(run(con, "".join(pending), fmt))
+        run(con, "".join(pending), fmt, max_rows)
 
 
 @click.group("lake")
