@@ -24,7 +24,11 @@ dropped. It carries the usage the provider streamed (Anthropic: ``message_start`
 count keeps the usage it had and is flagged ``costline.usage.incomplete``; so is an OpenAI
 stream without ``include_usage``, with no token counts: the wrapper does not add
 ``stream_options`` to the app's request, since that adds a choice-less chunk the app never
-asked for and some OpenAI-compatible servers reject the option.
+asked for and some OpenAI-compatible servers reject the option. A stream that runs out (the
+SDK's iteration stops without an error: the server or a proxy ended the response) before the
+model's final event (Anthropic: ``message_delta`` with its stop reason; OpenAI: a ``finish_reason``
+for every choice) was cut off: a failed call, ``error.type`` = :data:`INCOMPLETE_STREAM`, status
+ERROR. One the app closes or drops before its end is the app's choice, not an error.
 
 ``with_raw_response.create(...)`` and ``with_streaming_response.create(...)`` (on the resource
 or the client, both SDKs, sync and async) go through the same wrapper: the SDK calls the wrapped
@@ -56,14 +60,22 @@ from costline import contract
 
 from costline.collectors.recorder import CallHandle, Recorder
 
-__all__ = ["ANTHROPIC_ERROR_CLASSES", "anthropic_error_class", "anthropic_error_name", "instrument_anthropic",
-           "instrument_openai"]
+__all__ = ["ANTHROPIC_ERROR_CLASSES", "INCOMPLETE_STREAM", "anthropic_error_class", "anthropic_error_name",
+           "instrument_anthropic", "instrument_openai"]
 
 log = logging.getLogger(__name__)
 
 _MARK = "__costline_uninstrument__"
 
 Clock = Callable[[], float]
+
+#: ``error.type`` of a streamed call whose stream ran out (the SDK's iteration stopped without an error: the
+#: server or a proxy ended the response) before the model's final event: Anthropic's ``message_delta`` with its
+#: stop reason, OpenAI's ``finish_reason`` of every choice. The answer may be cut off: a failed call. The serving
+#: tiers fail with the same name (``serving.backends.INCOMPLETE_STREAM``).
+INCOMPLETE_STREAM = "IncompleteStreamError"
+_INCOMPLETE_STREAM_MESSAGE = ("the stream ended before the model's final event (no stop reason): the answer may be "
+                              "cut off")
 
 
 def instrument_anthropic(client: Any, recorder: Recorder, *, tier: str | None = None,
@@ -354,6 +366,10 @@ class _StreamParser:
         """The call's ``error.type`` when ``exc`` broke it."""
         return type(exc).__name__
 
+    def finished(self) -> bool:
+        """The model's final event came (its answer is whole, whatever the usage says)."""
+        raise NotImplementedError
+
     def record(self, call: CallHandle, recorder: Recorder, kwargs: dict[str, Any]) -> None:
         raise NotImplementedError
 
@@ -387,6 +403,18 @@ class _StreamRecord:
     def fail(self, exc: BaseException) -> None:
         if not self.done:
             self.call.error(self.parser.error_name(exc), f"{type(exc).__name__}: {str(exc)[:200]}")
+
+    def ran_out(self) -> None:
+        """The stream ended on its own (the SDK's iteration stopped, no error): before the model's final
+        event, the server or a proxy cut it off, a failed call (:data:`INCOMPLETE_STREAM`). A stream the app
+        closes or drops goes to :meth:`finish` alone: stopping early is its choice, not an error."""
+        if not self.done:
+            try:
+                if not self.parser.finished():
+                    self.call.error(INCOMPLETE_STREAM, _INCOMPLETE_STREAM_MESSAGE)
+            except Exception:
+                log.exception("costline: could not record a stream that was cut off")
+        self.finish()
 
     def finish(self) -> None:
         """End the span with what was seen (once). Never raises."""
@@ -477,14 +505,14 @@ class _SyncStreamProxy(_Watched):
         except BaseException as exc:
             _fail_and_finish(rec, exc)
             raise
-        rec.finish()
+        rec.ran_out()
 
     def __next__(self) -> Any:
         rec = self._self_record
         try:
             item = self.__wrapped__.__next__()
         except StopIteration:
-            rec.finish()
+            rec.ran_out()
             raise
         except BaseException as exc:
             _fail_and_finish(rec, exc)
@@ -519,7 +547,7 @@ class _AsyncStreamProxy(_Watched):
             try:
                 item = await iterator.__anext__()
             except StopAsyncIteration:
-                rec.finish()
+                rec.ran_out()
                 return
             except BaseException as exc:
                 _fail_and_finish(rec, exc)
@@ -538,7 +566,7 @@ class _AsyncStreamProxy(_Watched):
         try:
             item = await self.__wrapped__.__anext__()
         except StopAsyncIteration:
-            rec.finish()
+            rec.ran_out()
             raise
         except BaseException as exc:
             _fail_and_finish(rec, exc)
@@ -845,6 +873,9 @@ class _AnthropicStream(_StreamParser):
 
     error_name = staticmethod(anthropic_error_name)
 
+    def finished(self) -> bool:
+        return self.stop is not None  # message_delta's stop reason (message_stop carries nothing more)
+
     def observe(self, event: Any) -> None:
         kind = getattr(event, "type", None)
         if kind == "message_start":
@@ -933,6 +964,9 @@ class _OpenAIStream(_StreamParser):
         self.reasons: dict[int, str] = {}
         self.seen: set[int] = set()
         self.text: dict[int, list[str]] = {}
+
+    def finished(self) -> bool:
+        return bool(self.seen) and self.seen <= set(self.reasons)  # every choice has its finish_reason
 
     def is_output(self, chunk: Any) -> bool:
         for choice in getattr(chunk, "choices", None) or []:

@@ -22,7 +22,8 @@ an SDK error that survives the retries is recorded as ``error.type`` (its class 
 :class:`~costline.serving.errors.BackendError` (an Anthropic ``error`` event in a 200 stream, or a 200 whose
 body is the error object, by the class its error type has as a status: ``collectors.instrument.ANTHROPIC_ERROR_CLASSES``). A
 stream that ends before the model's final event (no stop reason: cut off by a proxy) fails the tier with
-:data:`INCOMPLETE_STREAM`; it is never returned as an answer.
+:data:`INCOMPLETE_STREAM`; it is never returned as an answer, and its call span says so (``error.type`` =
+:data:`INCOMPLETE_STREAM`, status ERROR: the instrumentation records it as the stream runs out).
 
 :data:`BACKEND_FACTORIES` maps a tier's provider to a factory; add one for another API.
 """
@@ -37,7 +38,8 @@ from typing import Any, Protocol
 
 from costline import contract
 from costline.collectors import Recorder, instrument_anthropic, instrument_openai
-from costline.collectors.instrument import ANTHROPIC_ERROR_CLASSES, anthropic_error_class, anthropic_error_name
+from costline.collectors.instrument import (ANTHROPIC_ERROR_CLASSES, INCOMPLETE_STREAM, anthropic_error_class,
+                                            anthropic_error_name)
 from costline.sdk import anthropic_client, openai_client
 from costline.serving.errors import BackendError, RoutingError
 from costline.serving.registry import ModelRegistry, TierSpec
@@ -130,9 +132,9 @@ def _message_text(blocks: Any) -> str:
     return "".join(parts)
 
 
-#: The tier's error type of a stream that ended (cleanly, as far as the transport could tell) before the
-#: model's final event: no stop reason, so the answer may be cut off. It is not an answer.
-INCOMPLETE_STREAM = "IncompleteStreamError"
+# INCOMPLETE_STREAM (imported from collectors.instrument, re-exported): the tier's error type of a stream that
+# ended (cleanly, as far as the transport could tell) before the model's final event: no stop reason, so the
+# answer may be cut off. It is not an answer. The same name is the call span's ``error.type``.
 _INCOMPLETE_STREAM_MESSAGE = ("the model's stream ended before its final event (no stop reason): the answer may be "
                               "cut off; check the server or proxy between costline and the model")
 
