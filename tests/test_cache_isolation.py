@@ -174,7 +174,8 @@ def _clock_set_back(cache: SemanticCache, clock: Clock) -> None:
 
 
 def _replica_with_a_longer_ttl(cache: SemanticCache, clock: Clock) -> None:
-    other = SemanticCache(None, REPLICATED, dim=DIM, now=clock)  # ttl_s: a day
+    # ttl_s: a day; its clock 60 s ahead, so its entry, stored "later", outlives ours under our own ttl too
+    other = SemanticCache(None, REPLICATED, dim=DIM, now=lambda: clock() + 60)
     other.store_vector(unit(0), "live", tenant="acme")
     for offset, (key, value, headers) in enumerate(_published(other)):  # it arrives before ours
         assert cache.replication is not None

@@ -16,9 +16,12 @@ same log in the same order, so they converge:
 
 * **stores** — an entry's key is ``<instance>:<id>`` (the instance is this process's incarnation);
   a store whose key is already here is skipped (idempotent replays), one of our own is only noted;
+* **expiry** — a replicated entry is served until the earlier of its sender's expiry and its store
+  time + this replica's own ``ttl_s`` (0: the sender's alone); a record already past it is not applied;
 * **removals** (invalidation, eviction, expiry, quota) are published as tombstones of the removed
-  keys; **invalidations** also as one ``d/``/``t/`` record, so a replica drops the document's
-  entries it holds that the invalidating replica had not seen yet. Applied in log order: an entry
+  keys (except an expiry by this replica's own, shorter ttl: it stays local); **invalidations** also
+  as one ``d/``/``t/`` record, so a replica drops the document's entries it holds that the
+  invalidating replica had not seen yet. Applied in log order: an entry
   of ours not yet on the topic was stored *after* the invalidation and stays, as it would on every
   replica; our own invalidation, read back, removes the other replicas' entries stored before it;
 * **removals made while applying the log** (the local size cap, the tenant quota) are not
@@ -62,6 +65,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from costline.errors import ConfigError
+from costline.serving.cache.semantic import effective_expiry
 from costline.serving.errors import CacheError
 
 if TYPE_CHECKING:
@@ -803,8 +807,11 @@ class CacheReplicator:
                     self._pending.discard(change.key)
                     self._counts["own"] += 1
                 return
-            if change.expires_at is not None and change.expires_at <= self._now():
-                self._count("applied")  # expired on its way: nothing to serve
+            # expired on its way (by the sender's expiry, or by this replica's own ttl from the entry's store time:
+            # a bootstrap from the topic's beginning): nothing to serve
+            expires = effective_expiry(change.created_at, change.expires_at, cache.config.ttl_s)
+            if expires is not None and expires <= self._now():
+                self._count("applied")
                 return
             assert change.vector is not None
             cache._apply_store(change.key, change.vector, change.answer, change.query, change.tenant,

@@ -19,7 +19,9 @@ How it keeps its promises (docs/cache.md has the long version):
   from a document (one batched ``remove_ids`` per index; survivors are never
   re-embedded); :meth:`SemanticCache.invalidate_tenant` drops a tenant;
 * **TTL** — absolute from the store (a hit does not extend it): an expired entry is
-  never served and is purged in batches; **size cap** — least recently used first;
+  never served and is purged in batches; an entry from another replica expires here at the
+  earlier of the sender's expiry and its store time + this cache's ``ttl_s``;
+  **size cap** — least recently used first;
 * **persistence** — :meth:`SemanticCache.save` / :meth:`SemanticCache.load`
   (see :mod:`costline.serving.cache.store`: a crash mid-save never leaves a cache that loads wrong);
 * **thread-safe** — one lock around index and metadata; embedding runs outside it;
@@ -145,12 +147,23 @@ class _Entry:
     answer: str
     doc_hashes: tuple[str, ...]
     created_at: float
+    #: The expiry the entry was stored with (by another replica, for a replicated one: what its record says).
     expires_at: float | None
     #: The entry's name across replicas ("" when the cache is not replicated).
     key: str = ""
 
     def expired(self, now: float) -> bool:
+        """Past the expiry it was stored with (every replica's bound; this cache's own: ``SemanticCache._expired``)."""
         return self.expires_at is not None and now >= self.expires_at
+
+
+def effective_expiry(created_at: float, expires_at: float | None, ttl_s: float) -> float | None:
+    """When an entry stops being served by a cache of ``ttl_s``: the earlier of the expiry it was stored with (the
+    sender's, for a replicated entry) and its store time + ``ttl_s`` (0: no bound of this cache's own). None: never."""
+    own = created_at + ttl_s if ttl_s > 0 else None
+    if expires_at is None or own is None:
+        return own if expires_at is None else expires_at
+    return min(expires_at, own)
 
 
 def validate_cache_config(config: CacheConfig) -> None:
@@ -384,7 +397,7 @@ class SemanticCache:
         """Remove every expired entry now (lookups never serve them anyway); returns how many."""
         with self._lock:
             now = self._now()
-            return self._remove([e.id for e in self._entries.values() if e.expired(now)], "expired")
+            return self._remove([e.id for e in self._entries.values() if self._expired(e, now)], "expired")
 
     def clear(self) -> None:
         """Remove everything (here only: replicas keep theirs; nothing is published)."""
@@ -508,11 +521,11 @@ class SemanticCache:
                         rejected = sim
                     continue
             with self._lock:
-                if self._entries.get(entry.id) is not entry or entry.expired(self._now()):
+                if self._entries.get(entry.id) is not entry or self._expired(entry, self._now()):
                     continue  # invalidated, evicted or expired while it was verified: never served
                 self._lru.move_to_end(entry.id)  # recency only: the TTL stays absolute
                 self._counts["hits"] += 1
-            return LookupResult(_hit(entry, sim), best, tuple(reasons))
+            return LookupResult(_hit(entry, sim, self._expires(entry)), best, tuple(reasons))
         with self._lock:
             self._counts["misses"] += 1
         return LookupResult(None, best, tuple(reasons))
@@ -522,7 +535,7 @@ class SemanticCache:
         k = _SEARCH_K
         while True:
             found = part.search(vector, k)
-            out = [(sim, self._entries[i]) for sim, i in found if not self._entries[i].expired(now)]
+            out = [(sim, self._entries[i]) for sim, i in found if not self._expired(self._entries[i], now)]
             # expired ones are never served; purged in batches by _maintain / purge_expired
             if len(out) >= _SEARCH_K or len(found) < k:
                 return out[:_SEARCH_K]
@@ -611,13 +624,13 @@ class SemanticCache:
         batch = max(1, int(cap * self._config.evict_fraction))
         expired = []
         for entry in self._entries.values():  # store order: the expired ones come first
-            if not entry.expired(now):
+            if not self._expired(entry, now):
                 break
             expired.append(entry.id)
         if len(self._entries) > cap:
-            # ... mostly: a clock set back, or a replica's entry of a longer TTL, breaks the order; over the cap
-            # every expired entry goes before any live one (once per evict_fraction of the cap)
-            expired = [e.id for e in self._entries.values() if e.expired(now)]
+            # ... mostly: a clock set back, or a replica's entry (its store time is the sender's), breaks the order;
+            # over the cap every expired entry goes before any live one (once per evict_fraction of the cap)
+            expired = [e.id for e in self._entries.values() if self._expired(e, now)]
         if expired and (len(expired) >= batch or len(self._entries) > cap):
             self._remove(expired, "expired")
         over = len(self._entries) - cap
@@ -629,7 +642,19 @@ class SemanticCache:
                     break
             self._remove(victims, "evicted")
 
+    def _expires(self, entry: _Entry) -> float | None:
+        """When ``entry`` stops being served here (:func:`effective_expiry` with this cache's ``ttl_s``)."""
+        return effective_expiry(entry.created_at, entry.expires_at, self._config.ttl_s)
+
+    def _expired(self, entry: _Entry, now: float) -> bool:
+        expires = self._expires(entry)
+        return expires is not None and now >= expires
+
     def _remove(self, ids: list[int], reason: str) -> int:
+        # an entry that expired here by this cache's own ttl before the expiry it was stored with (another replica's
+        # entry, the sender's ttl being longer) is removed here only: no tombstone, the other replicas keep it for as
+        # long as their own ttls say (else the shortest ttl of all would hold on every replica)
+        now = self._now() if reason == "expired" else 0.0
         by_part: dict[tuple[str, str], list[int]] = {}
         for entry_id in ids:
             entry = self._entries.get(entry_id)
@@ -647,7 +672,8 @@ class SemanticCache:
                 entry = self._entries.pop(entry_id)
                 if entry.key:
                     self._by_key.pop(entry.key, None)
-                    if self.replication is not None and not self._applying:
+                    if self.replication is not None and not self._applying and (
+                            reason != "expired" or entry.expired(now)):
                         self.replication.publish_remove(entry.key)
                 self._per_tenant[entry.tenant] -= 1
                 if not self._per_tenant[entry.tenant]:
@@ -786,7 +812,7 @@ def _record(lk: Any, found: LookupResult) -> None:
             pass
 
 
-def _hit(entry: _Entry, similarity: float) -> CacheHit:
+def _hit(entry: _Entry, similarity: float, expires_at: float | None) -> CacheHit:
     return CacheHit(
         entry_id=entry.id,
         answer=entry.answer,
@@ -796,5 +822,5 @@ def _hit(entry: _Entry, similarity: float) -> CacheHit:
         namespace=split_namespace(entry.namespace)[0],
         doc_hashes=entry.doc_hashes,
         created_at=entry.created_at,
-        expires_at=entry.expires_at,
+        expires_at=expires_at,
     )
