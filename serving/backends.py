@@ -64,15 +64,40 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Prompt:
-    """What is sent to a model: Anthropic-style ``messages`` and ``system`` (string or blocks)."""
+    """What is sent to a model: Anthropic-style ``messages`` and ``system`` (string or blocks), and the
+    request's generation parameters (``sampling``: ``(name, value)`` pairs — ``temperature``, ``top_p``,
+    ``stop_sequences``, ``effort`` — checked by the gateway; each backend sends those its API takes)."""
 
     messages: tuple[Mapping[str, Any], ...]
     system: Any = None
     max_tokens: int | None = None
+    sampling: tuple[tuple[str, Any], ...] = ()
 
     @classmethod
     def of(cls, query: str, *, system: Any = None, max_tokens: int | None = None) -> "Prompt":
         return cls(({"role": "user", "content": query},), system, max_tokens)
+
+
+def _anthropic_sampling(prompt: Prompt) -> dict[str, Any]:
+    """``prompt.sampling`` as Messages API fields: ``stop_sequences``, ``effort`` as ``output_config.effort``.
+    ``temperature`` / ``top_p`` are not sent: the Messages API (anthropic 2.x) has no such fields."""
+    given = dict(prompt.sampling)
+    out: dict[str, Any] = {}
+    if given.get("stop_sequences"):
+        out["stop_sequences"] = list(given["stop_sequences"])
+    if given.get("effort"):
+        out["output_config"] = {"effort": given["effort"]}
+    return out
+
+
+def _openai_sampling(prompt: Prompt) -> dict[str, Any]:
+    """``prompt.sampling`` as Chat Completions fields: ``temperature``, ``top_p``, ``stop_sequences`` as ``stop``.
+    ``effort`` is not sent (an Anthropic output setting; the student is no reasoning model)."""
+    given = dict(prompt.sampling)
+    out = {k: given[k] for k in ("temperature", "top_p") if k in given}
+    if given.get("stop_sequences"):
+        out["stop"] = list(given["stop_sequences"])
+    return out
 
 
 @dataclass(frozen=True)
@@ -248,6 +273,7 @@ class AnthropicBackend:
         }
         if prompt.system:
             kwargs["system"] = prompt.system
+        kwargs.update(_anthropic_sampling(prompt))
         return kwargs
 
     def _reply(self, response: Any) -> Reply:
@@ -304,7 +330,7 @@ class OpenAIChatBackend:
         import openai
 
         request = {"model": self.spec.model, "messages": openai_messages(prompt),
-                   "max_tokens": prompt.max_tokens or self.max_tokens}
+                   "max_tokens": prompt.max_tokens or self.max_tokens, **_openai_sampling(prompt)}
         try:
             if self.recorder is not None and not self.recorder.capture_enabled:
                 return self._complete_raw(request)
@@ -358,7 +384,7 @@ class OpenAIChatBackend:
             stream = self.client.chat.completions.create(
                 model=self.spec.model, messages=openai_messages(prompt),
                 max_tokens=prompt.max_tokens or self.max_tokens, stream=True,
-                stream_options={"include_usage": True})
+                stream_options={"include_usage": True}, **_openai_sampling(prompt))
             with stream:
                 for chunk in stream:
                     model, rid = chunk.model or model, chunk.id or rid

@@ -113,6 +113,43 @@ class LoggedRequest:
     output_tokens: int = 0
     cache_read_tokens: int = 0
     cache_creation_tokens: int = 0
+    #: The generation parameters the request set, ``(name, value)`` by the asking API's names.
+    sampling: tuple[tuple[str, Any], ...] = ()
+
+
+def _sampling(body: Mapping[str, Any], names: tuple[str, ...], max_temperature: float) -> tuple[tuple[str, Any], ...]:
+    """The generation parameters of ``body`` among ``names``, checked as the API checks them (raises _ApiError)."""
+    out = []
+    for name in names:
+        value = body.get(name)
+        if value is None:
+            continue
+        if name in ("temperature", "top_p"):
+            top = max_temperature if name == "temperature" else 1.0
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= top:
+                raise _ApiError(400, f"{name}: range: 0..{top:g}")
+        elif name == "top_k" and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+            raise _ApiError(400, "top_k: a whole number >= 0")
+        elif name == "output_config":
+            if not isinstance(value, Mapping):
+                raise _ApiError(400, "output_config: Input should be a valid dictionary")
+            value = tuple(sorted(value.items()))
+        elif name in ("stop_sequences", "stop"):
+            value = [value] if name == "stop" and isinstance(value, str) else value
+            if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+                raise _ApiError(400, f"{name}: a list of non-empty strings")
+            value = tuple(value)
+        out.append((name, value))
+    return tuple(out)
+
+
+def _stopped(text: str, stops: Any) -> tuple[str, str | None]:
+    """``text`` cut before the first of ``stops`` it holds, and that stop sequence (None: none held)."""
+    cuts = [(text.find(stop), stop) for stop in stops or () if stop in text]
+    if not cuts:
+        return text, None
+    at, stop = min(cuts)
+    return text[:at], stop
 
 
 class RequestLog:
@@ -374,8 +411,12 @@ class StandInServer(ServedByJsonServer):
         tier = self.tier_of(model)
         if tier is None or tier == contract.TIER_STUDENT:
             raise _ApiError(404, f"model: {model}")
+        sampling = _sampling(body, ("temperature", "top_p", "top_k", "stop_sequences", "output_config"), 1.0)
         query = last_user_text(messages)
         text, out_tokens, truncated = self._generate(model, tier, query, max_tokens)
+        text, stopped = _stopped(text, dict(sampling).get("stop_sequences"))
+        if stopped is not None:
+            out_tokens, truncated = count_tokens(text), False
         read, created = self._prompt_cache_usage(model, body.get("system"), messages)
         total_in = sum(count_tokens(t) for t, _ in _blocks(body.get("system"))) + sum(
             count_tokens(t) for m in messages for t, _ in _blocks(m.get("content")))
@@ -385,15 +426,15 @@ class StandInServer(ServedByJsonServer):
             "cache_creation_input_tokens": created,
             "cache_read_input_tokens": read,
         }
-        self.log.add(LoggedRequest(api, model, 200, key, True, total_in, out_tokens, read, created))
+        self.log.add(LoggedRequest(api, model, 200, key, True, total_in, out_tokens, read, created, sampling))
         return {
             "id": f"msg_standin_{next(self._ids):08d}",
             "type": "message",
             "role": "assistant",
             "model": model,
             "content": [{"type": "text", "text": text}],
-            "stop_reason": "max_tokens" if truncated else "end_turn",
-            "stop_sequence": None,
+            "stop_reason": "stop_sequence" if stopped is not None else "max_tokens" if truncated else "end_turn",
+            "stop_sequence": stopped,
             "usage": usage,
         }
 
@@ -458,7 +499,8 @@ class StandInServer(ServedByJsonServer):
         # the API's message_delta carries the cumulative usage, input and cache counts included
         # (anthropic's MessageDeltaUsage; LangChain reads a stream's usage from this event alone)
         yield _sse("message_delta", {"type": "message_delta",
-                                     "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
+                                     "delta": {"stop_reason": message["stop_reason"],
+                                               "stop_sequence": message.get("stop_sequence")},
                                      "usage": dict(usage)})
         yield _sse("message_stop", {"type": "message_stop"})
 
@@ -584,10 +626,17 @@ class StandInServer(ServedByJsonServer):
         limit = body.get("max_completion_tokens") or body.get("max_tokens") or 1024
         if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
             return self._openai_error(400, "max_tokens must be a whole number >= 1")
+        try:
+            sampling = _sampling(body, ("temperature", "top_p", "top_k", "stop"), 2.0)
+        except _ApiError as exc:
+            return self._openai_error(exc.status, exc.message)
         query = last_user_text(messages)
         text, out_tokens, truncated = self._generate(model, contract.TIER_STUDENT, query, limit)
+        text, stopped = _stopped(text, dict(sampling).get("stop"))
+        if stopped is not None:
+            out_tokens, truncated = count_tokens(text), False
         prompt = sum(count_tokens(message_text(m.get("content"))) for m in messages if isinstance(m, Mapping))
-        self.log.add(LoggedRequest(OPENAI, model, 200, key, True, prompt, out_tokens))
+        self.log.add(LoggedRequest(OPENAI, model, 200, key, True, prompt, out_tokens, sampling=sampling))
         usage = {"prompt_tokens": prompt, "completion_tokens": out_tokens, "total_tokens": prompt + out_tokens}
         finish = "length" if truncated else "stop"
         cid = f"chatcmpl-standin-{next(self._ids):08d}"

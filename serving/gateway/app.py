@@ -17,6 +17,8 @@ cache hit). The request's ``model`` is ignored: the router picks.
   (``allowed_origins`` opens CORS); limits: body and header size, timeouts, workers (503), rate (429);
 * task type: header ``x-costline-task-type`` (or ``metadata.task_type``), else ``default_task_type``;
 * document hashes for cache invalidation: header ``x-costline-doc-hashes`` (comma-separated);
+* generation parameters reach the tiers whose API takes them (``messages_api.SAMPLING_FIELDS``); tools,
+  tool_choice, thinking and structured outputs are refused with a 400 (the answers are text);
 * response headers: ``x-costline-tier``, ``x-costline-routed-tier``, ``x-costline-attempts``,
   ``x-costline-escalations``, ``x-costline-success``, ``x-costline-cache-hit``, ``x-costline-request-id``.
 
@@ -54,7 +56,8 @@ from costline.serving.backends import Prompt
 from costline.serving.cache.key import scope_of_body
 from costline.serving.pipeline import Answer, LiveAnswer, Pipeline
 from costline.serving.settings import GatewayConfig
-from costline.serving.gateway.messages_api import ANTHROPIC_ERROR_TYPES, last_user_text, shape_problem
+from costline.serving.gateway.messages_api import (ANTHROPIC_ERROR_TYPES, last_user_text, sampling_of, shape_problem,
+                                                   unsupported_problem)
 
 __all__ = ["Gateway", "CACHE_MODEL", "STREAM_MODE_HEADER"]
 
@@ -291,9 +294,12 @@ class Gateway(ServedByJsonServer):
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages or not all(isinstance(m, Mapping) for m in messages):
             return _error(400, "messages: at least one message is required")
-        problem = shape_problem(messages, body.get("system"))
+        problem = shape_problem(messages, body.get("system")) or unsupported_problem(body)
         if problem:
             return _error(400, problem)
+        sampling = sampling_of(body)
+        if isinstance(sampling, str):
+            return _error(400, sampling)
         max_tokens = body.get("max_tokens")
         if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
             return _error(400, "max_tokens: field required (a whole number >= 1)")
@@ -301,7 +307,7 @@ class Gateway(ServedByJsonServer):
         if not query.strip():
             return _error(400, "messages: the last user message has no text")
         meta = body.get("metadata") if isinstance(body.get("metadata"), Mapping) else {}
-        prompt = Prompt(tuple(messages), body.get("system"), max_tokens)
+        prompt = Prompt(tuple(messages), body.get("system"), max_tokens, sampling)
         result = self.ask(req, query=query, prompt=prompt, cache_scope=scope_of_body(body), stream=stream,
                           metadata=meta, tenant=tenant)
         if isinstance(result, LiveAnswer):

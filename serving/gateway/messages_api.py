@@ -4,15 +4,20 @@
 * :func:`message_text` — the text of a message's ``content`` (a string or a list of blocks);
 * :func:`last_user_text` — the text of the last user message: what a request asks;
 * :func:`shape_problem` — what is wrong with a request's ``messages`` and ``system``, checked as the API does
-  before any model is called (a malformed one would fail on every tier, each paid for a round trip).
+  before any model is called (a malformed one would fail on every tier, each paid for a round trip);
+* :func:`sampling_of` — the generation parameters forwarded to every tier (:data:`SAMPLING_FIELDS`), checked;
+* :func:`unsupported_problem` — a field the gateway cannot carry (:data:`UNSUPPORTED_FIELDS`: tool use, extended
+  thinking): refused with a 400 rather than dropped, which would answer a tool request with plain text.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["ANTHROPIC_ERROR_TYPES", "message_text", "last_user_text", "shape_problem"]
+__all__ = ["ANTHROPIC_ERROR_TYPES", "SAMPLING_FIELDS", "UNSUPPORTED_FIELDS", "message_text", "last_user_text",
+           "sampling_of", "shape_problem", "unsupported_problem"]
 
 #: Anthropic's error ``type`` per HTTP status.
 ANTHROPIC_ERROR_TYPES: dict[int, str] = {
@@ -85,4 +90,73 @@ def shape_problem(messages: list[Mapping[str, Any]], system: Any) -> str | None:
         problem = _blocks_problem(f"messages[{i}].content", content)
         if problem:
             return problem
+    return None
+
+
+#: Generation parameters the gateway carries to the tiers (``Prompt.sampling``), each to the tiers whose API takes
+#: it: ``stop_sequences`` to every tier (``stop`` on the Chat Completions API); ``effort`` (the Messages API's
+#: ``output_config.effort``) to Anthropic tiers; ``temperature`` and ``top_p`` — Chat Completions fields, which
+#: the Messages API of anthropic 2.x no longer has — to OpenAI-compatible tiers (the student).
+SAMPLING_FIELDS = ("temperature", "top_p", "stop_sequences", "effort")
+#: ``output_config.effort`` values of the Messages API.
+EFFORTS = ("low", "medium", "high", "xhigh", "max")
+#: Fields the gateway cannot carry: its answers are text, so a tool call or a thinking block could not be
+#: returned, and no tier below the top could be held to a JSON schema. Refused (400) — dropping them would answer
+#: a request with tools as if it had none.
+UNSUPPORTED_FIELDS = ("tools", "tool_choice", "thinking", "output_config.format")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def sampling_of(body: Mapping[str, Any], *, max_temperature: float = 1.0) -> tuple[tuple[str, Any], ...] | str:
+    """The request's :data:`SAMPLING_FIELDS` that are set, as ``((name, value), ...)``, or what is wrong with
+    one (the API would refuse it on every tier, each a paid round trip). ``max_temperature``: the asking API's
+    bound (Anthropic's was 1, OpenAI's is 2)."""
+    out: list[tuple[str, Any]] = []
+    t = body.get("temperature")
+    if t is not None:
+        if not _number(t) or not 0 <= t <= max_temperature:
+            return f"temperature: a number from 0 to {max_temperature:g}"
+        out.append(("temperature", float(t)))
+    p = body.get("top_p")
+    if p is not None:
+        if not _number(p) or not 0 <= p <= 1:
+            return "top_p: a number from 0 to 1"
+        out.append(("top_p", float(p)))
+    stop = body.get("stop_sequences")
+    if stop is not None:
+        if not isinstance(stop, list) or not all(isinstance(x, str) and x for x in stop):
+            return "stop_sequences: a list of non-empty strings"
+        if stop:
+            out.append(("stop_sequences", tuple(stop)))
+    config = body.get("output_config")
+    if config is not None:
+        if not isinstance(config, Mapping):
+            return "output_config: an object"
+        effort = config.get("effort")
+        if effort is not None:
+            if effort not in EFFORTS:
+                return f"output_config.effort: one of {', '.join(EFFORTS)}"
+            out.append(("effort", effort))
+    return tuple(out)
+
+
+def unsupported_problem(body: Mapping[str, Any]) -> str | None:
+    """What the gateway cannot carry in ``body`` (:data:`UNSUPPORTED_FIELDS`), or None. ``tools: []``,
+    ``tool_choice`` ``{"type": "none"}`` and ``thinking`` ``{"type": "disabled"}`` ask for nothing and pass."""
+    tools, choice, thinking = body.get("tools"), body.get("tool_choice"), body.get("thinking")
+    if tools not in (None, []):
+        return ("tools: tool use is not supported by the costline gateway (its answers are text); send requests "
+                "with tools to the API directly")
+    if choice is not None and not (isinstance(choice, Mapping) and choice.get("type") == "none"):
+        return "tool_choice: tool use is not supported by the costline gateway; send it to the API directly"
+    if thinking is not None and not (isinstance(thinking, Mapping) and thinking.get("type") == "disabled"):
+        return ("thinking: extended thinking is not supported by the costline gateway (its answers are text); "
+                "send it to the API directly")
+    config = body.get("output_config")
+    if isinstance(config, Mapping) and config.get("format") is not None:
+        return ("output_config.format: structured outputs are not supported by the costline gateway (a cheaper "
+                "tier could not be held to the schema); send it to the API directly")
     return None

@@ -34,6 +34,7 @@ from costline.serving.backends import Prompt
 from costline.serving.cache.key import scope_of_body
 from costline.serving.gateway.app import (CACHE_MODEL, STREAM_MODE_HEADER, Gateway, _headers, failure_status,
                                       open_live)
+from costline.serving.gateway.messages_api import sampling_of
 from costline.serving.pipeline import Answer, LiveAnswer
 
 __all__ = ["ChatCompletions", "DEFAULT_MAX_TOKENS", "openai_error"]
@@ -80,7 +81,7 @@ class ChatCompletions:
         parsed = _to_messages(body)
         if isinstance(parsed, HttpResponse):
             return parsed
-        system, messages, query, max_tokens = parsed
+        system, messages, query, max_tokens, sampling = parsed
         stream = body.get("stream") is True
         options = body.get("stream_options") if isinstance(body.get("stream_options"), Mapping) else {}
         include_usage = stream and options.get("include_usage") is True
@@ -92,7 +93,7 @@ class ChatCompletions:
         if stop is not None:
             equivalent["stop_sequences"] = [stop] if isinstance(stop, str) else stop
         meta = body.get("metadata") if isinstance(body.get("metadata"), Mapping) else {}
-        result = self.gateway.ask(req, query=query, prompt=Prompt(tuple(messages), system, max_tokens),
+        result = self.gateway.ask(req, query=query, prompt=Prompt(tuple(messages), system, max_tokens, sampling),
                                   cache_scope=scope_of_body(equivalent), stream=stream, metadata=meta, tenant=tenant)
         created = int(self._wall())
         if isinstance(result, LiveAnswer):
@@ -134,8 +135,8 @@ class ChatCompletions:
         return HttpResponse(200, headers=headers, content_type="text/event-stream", stream=body())
 
 
-def _to_messages(body: Mapping[str, Any]) -> tuple[Any, list[dict[str, Any]], str, int] | HttpResponse:
-    """(system, Messages-shaped turns, the last user text, max_tokens) of a chat request, or a 400."""
+def _to_messages(body: Mapping[str, Any]) -> tuple[Any, list[dict[str, Any]], str, int, Any] | HttpResponse:
+    """(system, Messages-shaped turns, the last user text, max_tokens, sampling) of a chat request, or a 400."""
     raw = body.get("messages")
     if not isinstance(raw, list) or not raw or not all(isinstance(m, Mapping) for m in raw):
         return openai_error(400, "messages: at least one message is required", param="messages")
@@ -151,6 +152,15 @@ def _to_messages(body: Mapping[str, Any]) -> tuple[Any, list[dict[str, Any]], st
         return openai_error(400, "n: only 1 choice is supported", param="n")
     if body.get("stream") is not None and not isinstance(body.get("stream"), bool):
         return openai_error(400, "stream: true or false", param="stream")
+    stop = body.get("stop")
+    if stop is not None and not (isinstance(stop, str) or isinstance(stop, list)):
+        return openai_error(400, "stop: a string or a list of strings", param="stop")
+    sampling = sampling_of({"temperature": body.get("temperature"), "top_p": body.get("top_p"),
+                            "stop_sequences": [stop] if isinstance(stop, str) else stop}, max_temperature=2.0)
+    if isinstance(sampling, str):
+        param = sampling.split(":")[0]
+        return openai_error(400, sampling.replace("stop_sequences", "stop"), param="stop" if param == "stop_sequences"
+                            else param)
     system_parts: list[str] = []
     turns: list[dict[str, Any]] = []
     for i, m in enumerate(raw):
@@ -168,7 +178,7 @@ def _to_messages(body: Mapping[str, Any]) -> tuple[Any, list[dict[str, Any]], st
             turns.append({"role": role, "content": text})
     if not turns or turns[-1]["role"] != "user" or not turns[-1]["content"].strip():
         return openai_error(400, "messages: the last message must be a user message with text", param="messages")
-    return ("\n\n".join(system_parts) or None), turns, turns[-1]["content"], max_tokens
+    return ("\n\n".join(system_parts) or None), turns, turns[-1]["content"], max_tokens, sampling
 
 
 def _text(content: Any) -> str | None:

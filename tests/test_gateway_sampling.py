@@ -1,0 +1,200 @@
+"""Generation parameters through the gateway: what an app sets reaches the model that answers, in the names of that
+model's API, through the real ``anthropic`` (2.x: ``stop_sequences``, ``output_config.effort``; its Messages API
+has no temperature) and ``openai`` SDKs (``temperature``, ``top_p``, ``stop``), streamed or not; what the gateway
+cannot carry (tools, tool_choice, extended thinking, structured outputs) is a 400 naming the field, never
+silently dropped (a request with tools answered as if it had none). The stand-in records the parameters each
+call carried, by its API's names, and stops at a stop sequence as the API does."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import anthropic
+import openai
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from test_gateway_hostile import pipeline, post, serve, standin  # noqa: F401 - fixtures
+
+from costline.collectors import Recorder
+from costline.config import Config
+from costline.serving.backends import Prompt, build_backends
+from costline.serving.pipeline import Pipeline
+from costline.serving.registry import ModelRegistry
+from costline.serving.settings import BackendsConfig, RouteRulesConfig
+from costline.sim.standin import StandInServer
+
+QUESTION = "How do I export my invoices as CSV?"
+
+
+def _anthropic(gw) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=f"http://127.0.0.1:{gw.port}", api_key="unused", max_retries=0)
+
+
+def _openai(gw) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"http://127.0.0.1:{gw.port}/v1", api_key="unused", max_retries=0)
+
+
+def _sent(standin: StandInServer) -> list[dict]:
+    """The generation parameters of each paid call the tiers made, oldest first."""
+    return [dict(e.sampling) for e in standin.log.paid()]
+
+
+@pytest.fixture(scope="module")
+def student_pipeline(standin):  # noqa: F811 - the imported fixture
+    """Task type "classify" goes to the student (an OpenAI-compatible tier) first."""
+    cfg = Config()
+    router = dataclasses.replace(cfg.serving.router, rules=RouteRulesConfig(student_task_types=("classify",)))
+    serving = dataclasses.replace(cfg.serving, router=router, backends=BackendsConfig(
+        anthropic_base_url=standin.url, student_base_url=standin.openai_url, max_retries=0))
+    p = Pipeline.from_config(cfg.replace(serving=serving), recorder=Recorder(TracerProvider()), env={})
+    yield p
+    p.close()
+
+
+def _ask_messages(gw, stream: bool, tenant: str, **extra) -> str:
+    kwargs = dict(model="claude-haiku-4-5", max_tokens=200, messages=[{"role": "user", "content": QUESTION}],
+                  extra_headers={"x-costline-tenant": tenant, **extra.pop("headers", {})}, **extra)
+    if stream:
+        with _anthropic(gw).messages.stream(**kwargs) as s:
+            return "".join(s.text_stream)
+    return _anthropic(gw).messages.create(**kwargs).content[0].text
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_messages_api_parameters_reach_anthropic_tiers_in_its_names(standin, serve, stream):  # noqa: F811
+    """stop_sequences and output_config.effort are sent; temperature and top_p (not fields of the Messages API
+    any more, sent by an older client) are not sent to an Anthropic tier."""
+    standin.log.clear()
+    gw = serve()
+    assert _ask_messages(gw, stream, f"sampling-{stream}", stop_sequences=["zzz-never"],
+                         output_config={"effort": "low"}, extra_body={"temperature": 0.2, "top_p": 0.9})
+    sent = _sent(standin)
+    assert sent and all(p == {"stop_sequences": ("zzz-never",), "output_config": (("effort", "low"),)}
+                        for p in sent), sent
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_messages_api_parameters_reach_the_student_in_openai_names(standin, student_pipeline, tmp_path, stream):
+    """Routed to the student (task type classify): temperature, top_p and stop, never effort."""
+    from costline.serving.gateway.app import Gateway
+    from costline.serving.settings import GatewayConfig
+
+    standin.log.clear()
+    gw = Gateway(student_pipeline, GatewayConfig(keys_file=tmp_path / "keys.json", rate_limit_per_minute=0), port=0)
+    gw.start()
+    try:
+        assert _ask_messages(gw, stream, f"student-{stream}", stop_sequences=["zzz-never"],
+                             output_config={"effort": "low"}, extra_body={"temperature": 0.2, "top_p": 0.9},
+                             headers={"x-costline-task-type": "classify"})
+    finally:
+        gw.shutdown()
+    calls = standin.log.paid()
+    assert calls[0].api == "openai"  # the student answered (or was asked) first
+    assert dict(calls[0].sampling) == {"temperature": 0.2, "top_p": 0.9, "stop": ("zzz-never",)}
+
+
+def test_a_stop_sequence_ends_the_answer_where_the_api_ends_it(standin, serve):  # noqa: F811
+    """The stand-in's whole answer to QUESTION, then the same request with a stop sequence from inside it: the
+    answer ends before it, with stop_reason stop_sequence (the tier's own words, not the gateway's)."""
+    gw = serve()
+    client = _anthropic(gw)
+    whole = client.messages.create(model="m", max_tokens=300, messages=[{"role": "user", "content": QUESTION}],
+                                   extra_headers={"x-costline-tenant": "stop-whole"}).content[0].text
+    words = whole.split()
+    stop = " ".join(words[3:5])  # two words from inside the answer
+    cut = client.messages.create(model="m", max_tokens=300, messages=[{"role": "user", "content": QUESTION}],
+                                 stop_sequences=[stop], extra_headers={"x-costline-tenant": "stop-cut"})
+    assert cut.stop_reason == "stop_sequence"
+    assert cut.content[0].text == whole[:whole.index(stop)]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_chat_completions_parameters_reach_the_anthropic_tiers_by_their_names(standin, serve, stream):  # noqa: F811
+    """``stop`` is sent as stop_sequences; temperature and top_p have no Messages API field and are not sent."""
+    standin.log.clear()
+    gw = serve()
+    kwargs = dict(model="gpt-anything", max_completion_tokens=200, temperature=1.6, top_p=0.5, stop="zzz-never",
+                  messages=[{"role": "user", "content": QUESTION}],
+                  extra_headers={"x-costline-tenant": f"sampling-openai-{stream}"})
+    if stream:
+        text = "".join(c.choices[0].delta.content or "" for c in _openai(gw).chat.completions.create(
+            stream=True, **kwargs) if c.choices)
+    else:
+        text = _openai(gw).chat.completions.create(**kwargs).choices[0].message.content
+    assert text
+    sent = _sent(standin)
+    assert sent and all(p == {"stop_sequences": ("zzz-never",)} for p in sent), sent
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_openai_compatible_tier_gets_openai_names_and_never_effort(standin, stream):  # noqa: F811
+    config = Config()
+    settings = BackendsConfig(anthropic_base_url=standin.url, student_base_url=standin.openai_url, max_retries=0)
+    registry = ModelRegistry.from_config(config.replace(serving=dataclasses.replace(config.serving, backends=settings)))
+    backends = build_backends(registry, settings, Recorder(TracerProvider()))
+    try:
+        standin.log.clear()
+        prompt = Prompt(({"role": "user", "content": "Classify: fine"},), None, 50,
+                        (("temperature", 0.3), ("top_p", 0.8), ("stop_sequences", ("zzz", "yyy")), ("effort", "max")))
+        if stream:
+            gen = backends["student"].stream(prompt)
+            while True:
+                try:
+                    next(gen)
+                except StopIteration:
+                    break
+        else:
+            backends["student"].complete(prompt)
+        assert _sent(standin) == [{"temperature": 0.3, "top_p": 0.8, "stop": ("zzz", "yyy")}]
+    finally:
+        for b in backends.values():
+            b.close()
+
+
+@pytest.mark.parametrize("field, value", [
+    ("tools", [{"name": "get_invoice", "description": "d", "input_schema": {"type": "object"}}]),
+    ("tool_choice", {"type": "auto"}),
+    ("thinking", {"type": "enabled", "budget_tokens": 1024}),
+    ("output_config", {"format": {"type": "json_schema", "schema": {"type": "object"}}}),
+])
+def test_what_the_gateway_cannot_carry_is_refused_not_dropped(standin, serve, field, value):  # noqa: F811
+    standin.log.clear()
+    gw = serve()
+    with pytest.raises(anthropic.BadRequestError) as err:
+        _anthropic(gw).messages.create(model="m", max_tokens=100, messages=[{"role": "user", "content": QUESTION}],
+                                       extra_body={field: value})
+    assert err.value.body["error"]["type"] == "invalid_request_error"
+    assert err.value.body["error"]["message"].startswith(f"{field}: " if field != "output_config"
+                                                         else "output_config.format: ")
+    assert standin.log.entries() == []  # no model was called
+
+
+@pytest.mark.parametrize("extra", [{"tools": []}, {"tool_choice": {"type": "none"}}, {"thinking": {"type": "disabled"}}])
+def test_fields_that_ask_for_nothing_pass(standin, serve, extra):  # noqa: F811
+    gw = serve()
+    msg = _anthropic(gw).messages.create(model="m", max_tokens=100, messages=[{"role": "user", "content": QUESTION}],
+                                         extra_body=extra, extra_headers={"x-costline-tenant": "asks-nothing"})
+    assert msg.content[0].text
+
+
+@pytest.mark.parametrize("path, body, message", [
+    ("/v1/messages", {"temperature": 1.5}, "temperature: a number from 0 to 1"),
+    ("/v1/messages", {"temperature": True}, "temperature: a number from 0 to 1"),
+    ("/v1/messages", {"top_p": "0.9"}, "top_p: a number from 0 to 1"),
+    ("/v1/messages", {"output_config": {"effort": "extreme"}}, "output_config.effort: one of low, medium, high"),
+    ("/v1/messages", {"output_config": "high"}, "output_config: an object"),
+    ("/v1/messages", {"stop_sequences": "END"}, "stop_sequences: a list of non-empty strings"),
+    ("/v1/messages", {"stop_sequences": [""]}, "stop_sequences: a list of non-empty strings"),
+    ("/v1/chat/completions", {"temperature": 2.5}, "temperature: a number from 0 to 2"),
+    ("/v1/chat/completions", {"stop": 5}, "stop: a string or a list of strings"),
+    ("/v1/chat/completions", {"stop": ["ok", 5]}, "stop: a list of non-empty strings"),
+])
+def test_parameters_the_api_would_refuse_are_a_400_before_any_call(standin, serve, path, body, message):  # noqa: F811
+    """Each would fail on every tier, each a paid round trip: refused up front, naming the field."""
+    standin.log.clear()
+    gw = serve()
+    status, _, raw = post(gw, path, {"model": "m", "max_tokens": 50,
+                                     "messages": [{"role": "user", "content": QUESTION}], **body})
+    assert status == 400
+    assert message in raw.decode()
+    assert standin.log.entries() == []
