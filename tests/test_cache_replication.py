@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_kafka_headers import RawKey, kafka_python_reader  # noqa: F401 - a fixture
 
 from costline.config import KafkaConfig
 from costline.errors import ConfigError
@@ -282,6 +283,26 @@ def test_a_store_after_an_invalidation_survives_it_on_every_replica(replicas: li
     assert a.replication is not None
     assert wait_for(lambda: a.replication.stats().own >= 3)  # A read its own three records back...
     assert hit(a, 2) == "new"  # ...and its own invalidation did not remove what came after it
+
+
+@pytest.mark.kafka
+def test_a_foreign_record_with_a_header_key_that_is_not_utf8_does_not_stop_the_replicas(
+        kafka_python_reader: None, kafka: KafkaConfig, topic: str, replicas: list[SemanticCache]) -> None:
+    """A record on the cache topic whose header key is not UTF-8 (sarama / librdkafka can write one) is skipped
+    as a foreign record, and the changes after it are applied: it used to stop each replica's consumer at that
+    offset, so no invalidation after it reached any replica."""
+    from kafka import KafkaProducer
+
+    a, b = replicas
+    a.store_vector(unit(1), "before", tenant="acme", namespace="billing", doc_hashes=["policy"])
+    assert wait_for(lambda: hit(b, 1) == "before")
+    prod = KafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all")
+    prod.send(topic, key=b"foreign", value=b"not a cache change", headers=[(RawKey(b"\xff\xfe"), b"x")], partition=0)
+    prod.flush()
+    prod.close()
+    a.invalidate_by_doc("policy")
+    a.store_vector(unit(2), "after", tenant="acme", namespace="billing")
+    assert wait_for(lambda: hit(b, 2) == "after" and hit(b, 1) is None)
 
 
 @pytest.mark.kafka

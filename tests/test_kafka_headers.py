@@ -22,6 +22,15 @@ class RawKey(str):
         return self.raw
 
 
+@pytest.fixture
+def kafka_python_reader(monkeypatch: pytest.MonkeyPatch) -> None:
+    """kafka-python's own record reader, as a fresh process has it (another test may have installed costline's):
+    list it before the fixtures that make consumers, so what the test proves is that the code under test
+    installs it."""
+    read = DefaultRecordBatch._read_msg
+    monkeypatch.setattr(DefaultRecordBatch, "_read_msg", getattr(read, "__wrapped__", read))
+
+
 CODECS = [DefaultRecordBatch.CODEC_NONE, DefaultRecordBatch.CODEC_GZIP, DefaultRecordBatch.CODEC_SNAPPY,
           DefaultRecordBatch.CODEC_LZ4, DefaultRecordBatch.CODEC_ZSTD]
 

@@ -65,6 +65,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from costline.errors import ConfigError
+from costline.kafkaheaders import read_header_keys_like_java
 from costline.serving.cache.semantic import effective_expiry
 from costline.serving.errors import CacheError
 
@@ -728,6 +729,7 @@ class CacheReplicator:
                     log.error("costline: %s", self.error)
                     return None
                 self._topic_ok.set()
+                read_header_keys_like_java()  # one record's non-UTF-8 header key must not stop every replica
                 consumer = KafkaConsumer(
                     bootstrap_servers=self.bootstrap.split(","), group_id=f"costline-cache-{self.replica_id}",
                     client_id=f"costline-cache-{self.replica_id}", enable_auto_commit=False,
