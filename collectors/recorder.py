@@ -389,6 +389,7 @@ class Recorder:
         subtype: str | None = None,
         request_id: str | None = None,
         routed_tier: str | None = None,
+        route_reason: str | None = None,
     ) -> Iterator[RequestHandle]:
         """Open a ``costline.request`` span and make it the active request."""
         rid = request_id if isinstance(request_id, str) and request_id else uuid.uuid4().hex
@@ -398,6 +399,7 @@ class Recorder:
         _set(span, contract.COSTLINE_TASK_TYPE, task_type, _str)
         _set(span, contract.COSTLINE_SUBTYPE, subtype, _str)
         _set(span, contract.COSTLINE_ROUTED_TIER, routed_tier, _str)
+        _set(span, contract.COSTLINE_ROUTE_REASON, route_reason[:256] if isinstance(route_reason, str) else None, _str)
         handle = RequestHandle(self, span, rid)
         ctx = trace.set_span_in_context(span)
         ctx = otel_context.set_value(REQUEST_ID_CONTEXT_KEY, rid, ctx)

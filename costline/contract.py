@@ -69,6 +69,8 @@ COSTLINE_TENANT: Final = "costline.tenant"
 COSTLINE_TASK_TYPE: Final = "costline.task_type"
 COSTLINE_SUBTYPE: Final = "costline.subtype"
 COSTLINE_ROUTED_TIER: Final = "costline.routed_tier"
+#: Why the router picked that tier (the policy's reason; ``fallback to …`` when the policy failed).
+COSTLINE_ROUTE_REASON: Final = "costline.route.reason"
 COSTLINE_ATTEMPTS: Final = "costline.attempts"
 COSTLINE_ESCALATIONS: Final = "costline.escalations"
 COSTLINE_SUCCESS: Final = "costline.success"

@@ -248,7 +248,8 @@ class Pipeline:
             namespace = scoped_namespace(namespace or DEFAULT_NAMESPACE, cache_scope)
         prompt = prompt or Prompt.of(query)
         with self.recorder.request(task_type=task_type, tenant=tenant, subtype=subtype,
-                                   request_id=request_id, routed_tier=decision.tier) as req:
+                                   request_id=request_id, routed_tier=decision.tier,
+                                   route_reason=decision.reason) as req:
             if self.cache is not None:
                 hit = self._lookup(req, query, tenant, namespace)
                 if hit is not None:
@@ -343,7 +344,8 @@ class Pipeline:
               doc_hashes: Sequence[str], namespace: str | None, subtype: str | None,
               request_id: str | None) -> Iterator[str]:
         with self.recorder.request(task_type=task_type, tenant=tenant, subtype=subtype,
-                                   request_id=request_id, routed_tier=decision.tier) as req:
+                                   request_id=request_id, routed_tier=decision.tier,
+                                   route_reason=decision.reason) as req:
             live.request_id = req.request_id
             if self.cache is not None:
                 hit = self._lookup(req, query, tenant, namespace)

@@ -80,6 +80,9 @@ def test_a_policy_that_fails_on_a_request_falls_back_to_the_top_tier_instead_of_
     assert message.model == "claude-fable-5"
     requests = [s for s in exporter.get_finished_spans() if s.name == "costline.request"]
     assert [s.attributes.get("costline.routed_tier") for s in requests] == ["frontier"]
+    # the span says it was a fallback, and why: in the lake and a trace it is not a real frontier decision
+    assert requests[0].attributes["costline.route.reason"].startswith(
+        "fallback to frontier: the routing policy failed (ValueError")
 
 
 def test_a_fallback_decision_says_why(hashing_policy) -> None:
