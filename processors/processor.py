@@ -67,6 +67,10 @@ log = logging.getLogger(__name__)
 #: (--from-beginning). Partitions with a manifest always resume from the lake.
 START_POSITIONS = ("lake", "committed", "beginning")
 
+#: Distinct unpriced model names the processor names in its log and summary (the rest: "and more").
+MAX_UNKNOWN_MODELS = 100
+#: An unpriced model's name is cut to this many characters in the log and summary.
+MAX_MODEL_NAME_CHARS = 120
 #: Records one ``poll()`` returns at most.
 MAX_POLL_RECORDS = 1000
 #: Records handled between two checks whether the group wants to rebalance.
@@ -134,14 +138,19 @@ class ProcessorStats:
     rows: dict[str, int] = field(default_factory=lambda: {"requests": 0, "calls": 0, "lookups": 0})
     dlq: int = 0
     unknown_model_calls: int = 0
+    #: Names of unpriced models seen (at most :data:`MAX_UNKNOWN_MODELS`, each cut to
+    #: :data:`MAX_MODEL_NAME_CHARS`: a sender inventing ids must not grow it, or the log, without bound).
     unknown_models: set[str] = field(default_factory=set)
+    #: Whether more distinct unpriced models came than ``unknown_models`` keeps.
+    unknown_models_more: bool = False
     commits: int = 0
     #: Batches refused because another instance had claimed their partition (a rebalance).
     fenced: int = 0
 
     def describe(self) -> str:
         rows = ", ".join(f"{k} {v}" for k, v in self.rows.items())
-        unknown = f" ({', '.join(sorted(self.unknown_models))})" if self.unknown_models else ""
+        more = ", and more" if self.unknown_models_more else ""
+        unknown = f" ({', '.join(sorted(self.unknown_models))}{more})" if self.unknown_models else ""
         invalid = f", invalid ids {self.invalid_spans}" if self.invalid_spans else ""
         return (f"messages {self.messages}, spans {self.spans} (ignored {self.ignored_spans}{invalid}); rows: {rows}; "
                 f"dlq {self.dlq}; unknown-model calls {self.unknown_model_calls}{unknown}; "
@@ -490,10 +499,19 @@ class Processor:
         for row in calls:
             stats.unknown_model_calls += 1
             model = row.response_model or row.model or "<none>"
-            if model not in stats.unknown_models:
-                stats.unknown_models.add(model)
-                log.warning("model %r is not in the pricing table: its calls get cost_usd NULL "
-                            "(add it under [[pricing.models]])", model)
+            if len(model) > MAX_MODEL_NAME_CHARS:
+                model = model[:MAX_MODEL_NAME_CHARS] + "…"
+            if model in stats.unknown_models or stats.unknown_models_more:
+                continue
+            if len(stats.unknown_models) >= MAX_UNKNOWN_MODELS:
+                stats.unknown_models_more = True
+                log.warning("more than %d distinct models are not in the pricing table: the rest are not named "
+                            "(their calls get cost_usd NULL; `SELECT DISTINCT model FROM calls WHERE cost_usd IS "
+                            "NULL` lists them)", MAX_UNKNOWN_MODELS)
+                continue
+            stats.unknown_models.add(model)
+            log.warning("model %r is not in the pricing table: its calls get cost_usd NULL "
+                        "(add it under [[pricing.models]])", model)
         calls.clear()
 
     def _dead_letter_rejected(self, partition: int, buf: PartitionBuffer) -> None:

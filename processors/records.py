@@ -153,6 +153,10 @@ class MemoPricingTable(PricingTable):
     """
 
     _MAX_MEMO = 10_000
+    #: Longest model id (and provider, tier) memoized: the memo holds its keys for the processor's life, and
+    #: a sender's made-up ids can be as long as a Kafka message (10,000 of 500 kB ones held 5 GB). Real
+    #: ids are far shorter; a longer one is looked up each time, as a model without the memo would be.
+    _MAX_MEMO_KEY_CHARS = 256
 
     def __init__(self, config: PricingConfig | None = None) -> None:
         super().__init__(config)
@@ -166,7 +170,7 @@ class MemoPricingTable(PricingTable):
             return self._memo[model]
         except KeyError:
             found = super().lookup(model)
-            if len(self._memo) < self._MAX_MEMO:
+            if len(self._memo) < self._MAX_MEMO and len(model) <= self._MAX_MEMO_KEY_CHARS:
                 self._memo[model] = found
             return found
 
@@ -177,7 +181,8 @@ class MemoPricingTable(PricingTable):
             return self._tier_memo[key]
         except KeyError:
             tier = super().tier_of(provider, model, explicit_tier)
-            if len(self._tier_memo) < self._MAX_MEMO:
+            if (len(self._tier_memo) < self._MAX_MEMO
+                    and len(provider or "") + len(model or "") + len(explicit_tier or "") <= self._MAX_MEMO_KEY_CHARS):
                 self._tier_memo[key] = tier
             return tier
 
