@@ -5,11 +5,11 @@ nothing is dead-lettered."""
 from __future__ import annotations
 
 import gzip
-import http.client
 import json
 
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from test_bounds_receiver import post
 
 from costline.collectors import KafkaForwarder, OtlpReceiver
 from costline.config import Config
@@ -19,16 +19,6 @@ from costline.processors.processor import Processor
 pytestmark = pytest.mark.kafka
 
 T0 = 1_700_000_000_000_000_000
-
-
-def _post(port: int, body: bytes, headers: dict) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        conn.request("POST", "/v1/traces", body=body, headers=headers)
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
 
 
 def _json_call(trace: str, span: str, tokens: int, **extra) -> dict:
@@ -74,7 +64,7 @@ def test_bad_spans_cost_only_themselves_end_to_end(kafka_config: Config) -> None
                        attributes=[{"key": "n", "value": {"intValue": 100000000000000000000}}]),
             _json_call("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", 300),
         ]}]}]}
-        status, body = _post(port, json.dumps(doc).encode(), {"Content-Type": "application/json"})
+        status, body = post(port, json.dumps(doc).encode(), {"Content-Type": "application/json"})
         assert status == 200, body
         assert json.loads(body)["partialSuccess"]["rejectedSpans"] == "1"
 
@@ -93,7 +83,7 @@ def test_bad_spans_cost_only_themselves_end_to_end(kafka_config: Config) -> None
                 kv = s.attributes.add()
                 kv.key, kv.value.int_value = key, value
             halves.append(gzip.compress(req.SerializeToString()))
-        status, body = _post(port, b"".join(halves),
+        status, body = post(port, b"".join(halves),
                              {"Content-Type": "application/x-protobuf", "Content-Encoding": "gzip"})
         assert status == 200, body
     finally:

@@ -18,6 +18,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
+from test_collectors_receiver import FakeForwarder
+
 from costline.collectors import OtlpReceiver
 from costline.collectors.receiver import decode_export
 from costline.config import CollectorConfig
@@ -26,16 +28,12 @@ PROTO = {"Content-Type": "application/x-protobuf"}
 JSON = {"Content-Type": "application/json"}
 
 
-class Forwarder:
-    def __init__(self):
-        self.messages: list[tuple[str, bytes]] = []
+class Forwarder(FakeForwarder):
+    """test_collectors_receiver's forwarder, read back as one list of messages and as span names."""
 
-    def forward(self, messages):
-        self.messages.extend(messages)
-        return []
-
-    def close(self):
-        pass
+    @property
+    def messages(self) -> list[tuple[str, bytes]]:
+        return [m for batch in self.batches for m in batch]
 
     def span_names(self) -> list[str]:
         return sorted(s.name for _, v in self.messages
