@@ -97,5 +97,8 @@ CONTENT_TYPE_JSON: Final = "application/json"
 #: Header on a dead-lettered message saying why it was rejected.
 HEADER_DLQ_REASON: Final = "costline.dlq.reason"
 HEADER_DLQ_SOURCE: Final = "costline.dlq.source"  # "topic/partition/offset" of the original
+#: On a DLQ record whose value was too large for the DLQ topic: "<n> bytes: ..." (the value is left out; the
+#: original is at costline.dlq.source while the source topic's retention keeps it).
+HEADER_DLQ_VALUE_DROPPED: Final = "costline.dlq.value_dropped"
 
 __all__ = [name for name in dir() if name.isupper()]

@@ -67,6 +67,11 @@ log = logging.getLogger(__name__)
 #: (--from-beginning). Partitions with a manifest always resume from the lake.
 START_POSITIONS = ("lake", "committed", "beginning")
 
+#: The DLQ producer's request limit (kafka-python's default is 1 MiB): a dead-lettered value is the message as
+#: read, uncompressed. A record the DLQ topic still cannot hold is dead-lettered without its value.
+DLQ_MAX_REQUEST_BYTES = 32 << 20
+#: kafka-python's errors for a record too large for the producer's limit or the topic's ``max.message.bytes``.
+_TOO_LARGE = frozenset({"MessageSizeTooLargeError", "RecordListTooLargeError"})
 #: Distinct unpriced model names the processor names in its log and summary (the rest: "and more").
 MAX_UNKNOWN_MODELS = 100
 #: An unpriced model's name is cut to this many characters in the log and summary.
@@ -435,8 +440,11 @@ class Processor:
 
     def _dlq_producer(self) -> Any:
         if self._producer is None:
+            # Compressed, and a request limit past kafka-python's 1 MiB: a message is read uncompressed, and one
+            # that came in a producer's compressed batch may be many times the broker's limit as it is.
             kwargs = dict(bootstrap_servers=self.config.kafka.bootstrap, acks="all", retries=5,
-                          client_id="costline-processor-dlq")
+                          client_id="costline-processor-dlq", compression_type="gzip",
+                          max_request_size=DLQ_MAX_REQUEST_BYTES)
             if self._producer_factory is not None:
                 self._producer = self._producer_factory(**kwargs)
             else:
@@ -444,6 +452,14 @@ class Processor:
 
                 self._producer = KafkaProducer(**kwargs)
         return self._producer
+
+    def _close_dlq_producer(self) -> None:
+        if self._producer is not None:
+            try:
+                self._producer.close(timeout=5)
+            except Exception:  # noqa: BLE001 - a producer in error: the next one is made fresh anyway
+                log.debug("closing the DLQ producer failed", exc_info=True)
+            self._producer = None
 
     # -- per message -----------------------------------------------------------------
     def handle(self, partition: int, offset: int, key: bytes | None, value: bytes | None,
@@ -530,8 +546,20 @@ class Processor:
         ]
         try:
             # Durable before any manifest can cover this offset.
-            self._dlq_producer().send(self.config.kafka.dlq_topic, key=key, value=value or b"",
-                                      headers=hdrs).get(timeout=30)
+            try:
+                self._dlq_producer().send(self.config.kafka.dlq_topic, key=key, value=value or b"",
+                                          headers=hdrs).get(timeout=30)
+            except Exception as exc:
+                if type(exc).__name__ not in _TOO_LARGE:
+                    raise
+                # A record the DLQ topic cannot hold would stop the partition here on every start: leave its
+                # value out and say where the original is (the source topic, while its retention keeps it).
+                dropped = (f"{len(value or b'')} bytes: too large for the DLQ topic ({type(exc).__name__}); the "
+                           "original is at costline.dlq.source")
+                self._close_dlq_producer()  # kafka-python's sender treats the broker's refusal as fatal
+                self._dlq_producer().send(self.config.kafka.dlq_topic, key=key, value=b"", headers=hdrs + [
+                    (contract.HEADER_DLQ_VALUE_DROPPED, dropped.encode())]).get(timeout=30)
+                reason = f"{reason} (value left out: {dropped})"
         except Exception as exc:  # kafka errors of many kinds: all mean "not durable"
             raise DeadLetterError(
                 f"cannot write offset {offset} of partition {partition} to DLQ topic "
