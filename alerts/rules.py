@@ -357,6 +357,8 @@ def _retrain_text(rows: Sequence[Row]) -> tuple[str, dict[str, Any]]:
         return (f"nightly retrain skipped: {why}", {"nightly retrain": "skipped: too few labels"})
     cand = str(head.get("candidate"))
     moved = int(head.get("moved_down") or 0)
+    up = int(head.get("moved_up") or 0)  # the gate judges quality only: a candidate may cost more and pass
+
     def tier_text(r: Row) -> str:
         judged = int(r.get("tier_judged") or 0)
         rate = int(r.get("tier_adequate") or 0) / judged if judged else None
@@ -377,9 +379,10 @@ def _retrain_text(rows: Sequence[Row]) -> tuple[str, dict[str, Any]]:
                 f"{cand}.manifest.json)")
     text = (f"nightly retrain: candidate {cand} ({int(head.get('labels') or 0)} labels) vs "
             f"{head.get('incumbent')}: gate {verdict}{gate_txt}; it moves {moved} requests to cheaper tiers "
-            f"({per_tier}); {then}")
+            f"({per_tier}){f' and {up} to dearer tiers' if up else ''}; {then}")
     fields: dict[str, Any] = {
         "nightly retrain": f"gate {verdict}", "moved to cheaper tiers": moved,
+        **({"moved to dearer tiers": up} if up else {}),
         "adequacy of moved (95% CI)": per_tier[:300], "candidate": cand, "next step": then[:300]}
     return text, fields
 

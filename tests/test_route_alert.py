@@ -179,3 +179,23 @@ def test_a_retrain_with_too_few_labels_says_so_in_the_alert(tmp_path: Path) -> N
     assert (status, trigger) == ("skipped", "upper")
     (text,) = alert_lines(cfg)
     assert "nightly retrain skipped:" in text and "usable labels" in text
+
+
+def test_a_candidate_that_moves_requests_up_says_so_in_the_alert(tmp_path: Path) -> None:
+    """The gate judges quality only, so a candidate that sends requests to a dearer tier can pass: the on-call
+    engineer reads how many it moves up beside how many it moves down."""
+    cfg = config(tmp_path)
+    write_shadow_runs(cfg)
+    rows = GOOD + BAD
+    up = [r.query for r in BAD[:4]]
+    report = compare(Table({**{r.query: "budget" for r in GOOD}, **{q: "frontier" for q in up}}, "upper"),
+                     Table({}, "upper"), rows, ModelRegistry.from_config(cfg), gate=0.75)
+    cand = tmp_path / "policy" / "route.candidate.npz"
+    cand.parent.mkdir(parents=True, exist_ok=True)
+    cand.write_bytes(b"candidate")
+    record_retrain(cfg, RetrainResult(cand, ["upper"], 412, report, False, 0.0, incumbent="rules",
+                                      window=(NIGHT - timedelta(days=1), NIGHT)),
+                   until=NIGHT, now=lambda: RETRAIN_DONE)
+    (text,) = alert_lines(cfg)
+    assert f"it moves {len(GOOD)} requests to cheaper tiers" in text
+    assert "and 4 to dearer tiers" in text
