@@ -214,6 +214,9 @@ class DriftResult:
     resumed: int = 0
     already_done: bool = False
     rows: list[dict[str, Any]] = field(default_factory=list)
+    #: Teacher answers paid for but left out of scoring, by reason (as distill's ``unusable``): an empty
+    #: answer or one cut at ``[jobs.teacher] max_tokens`` is no reference to score the student against.
+    unusable: dict[str, int] = field(default_factory=dict)
 
     @property
     def flagged(self) -> list[str]:
@@ -347,8 +350,15 @@ def run_drift(
             bar.close()
         # score
         items, kept = [], []
+        unusable = {"empty": 0, "cut at max_tokens": 0}
         for s, r in zip(sample, treqs):
             if r.key not in tres.answers or s.request_id not in student_answers:
+                continue
+            ta = tres.answers[r.key]
+            why = ("empty" if not ta.text.strip() else
+                   "cut at max_tokens" if ta.output_tokens >= r.max_tokens else None)
+            if why:  # paid for, but scoring against it would read as a gap the student does not have
+                unusable[why] += 1
                 continue
             metric = metric_for(s.subtype, s.task_type, cfg.metrics, cfg.default_metric)
             items.append(ScoreRequest(s.request_id, metric, s.query, student_answers[s.request_id],
@@ -374,6 +384,10 @@ def run_drift(
         scorer = Scorer(answer_pattern=cfg.answer_pattern, embedder=emb, judge=judge)
         scores = scorer.score(items)
         job_cost = sum(a.cost_usd for a in ckpt.answers().values())
+    if any(unusable.values()):
+        log.warning("drift %s: %d teacher answers left out of scoring (%s): raise [jobs.teacher] max_tokens "
+                    "for answers cut short", run_id, sum(unusable.values()),
+                    ", ".join(f"{n} {why}" for why, n in unusable.items() if n))
 
     # assess
     per: dict[str, tuple[list[float], list[float]]] = {}
@@ -429,4 +443,4 @@ def run_drift(
     store.write("eval_items", run_id, item_rows)
     store.write("eval_runs", run_id, run_rows)  # last: a run is visible once its items are
     return DriftResult(run_id, since, until, assessments, inputs, len(kept), job_cost, sent=sent, resumed=resumed,
-                       rows=run_rows)
+                       rows=run_rows, unusable=unusable)

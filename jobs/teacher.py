@@ -15,9 +15,10 @@ sends only the keys that have no answer. A batch id is persisted *before* the
 first poll, so a restarted run re-attaches to the batch instead of submitting it
 again. Only a hard kill (SIGKILL, power loss) between a request's response and
 its checkpoint write can lose an answer already paid for (at most ``concurrency``
-of them, or one batch between its creation and the write of its id); the retry
-then carries the same key, so an API that honours idempotency keys does not
-charge it twice.
+of them); the retry then carries the same key, so an API that honours idempotency
+keys does not charge it twice. A batch create is preceded by a recorded intent: a
+create whose outcome is unknown (killed before its id was written, a lost response)
+is found again in the batch list instead of being paid a second time.
 """
 
 from __future__ import annotations
@@ -49,6 +50,14 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: The Message Batches API's limits (platform docs, "Batch limitations"): a batch holds at most 100,000
+#: requests or 256 MB, whichever comes first. Requests are capped lower (smaller batches end sooner);
+#: bytes are counted as the JSON body, 256 MB read as 256 * 10^6 (the stricter reading).
+BATCH_MAX_REQUESTS = 10_000
+BATCH_MAX_BYTES = 256 * 1000 * 1000
+#: How far before its recorded intent a batch's ``created_at`` may lie (clock skew) and still be ours.
+_CREATE_SKEW_S = 120.0
 
 
 def request_key(request_id: str, model: str, messages: Sequence[Mapping[str, Any]], *, system: str | None = None,
@@ -108,6 +117,7 @@ CREATE TABLE IF NOT EXISTS answers (
 CREATE TABLE IF NOT EXISTS errors (key TEXT, error TEXT, at REAL);
 CREATE TABLE IF NOT EXISTS batches (batch_id TEXT PRIMARY KEY, state TEXT, keys TEXT, at REAL);
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS batch_intents (token TEXT PRIMARY KEY, keys TEXT, at REAL);
 """
 
 
@@ -157,9 +167,33 @@ class Checkpoint:
     def errors(self) -> list[tuple[str, str]]:
         return [(r[0], r[1]) for r in self._db.execute("SELECT key, error FROM errors ORDER BY at")]
 
-    def add_batch(self, batch_id: str, keys: Iterable[str]) -> None:
-        self._db.execute("INSERT OR REPLACE INTO batches VALUES (?, 'submitted', ?, ?)",
-                         (batch_id, json.dumps(sorted(keys)), time.time()))
+    def add_batch(self, batch_id: str, keys: Iterable[str], *, intent: str | None = None) -> None:
+        """Record a submitted batch (and, in the same transaction, drop the create ``intent`` it fulfils)."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("INSERT OR REPLACE INTO batches VALUES (?, 'submitted', ?, ?)",
+                             (batch_id, json.dumps(sorted(keys)), time.time()))
+            if intent is not None:
+                self._db.execute("DELETE FROM batch_intents WHERE token = ?", (intent,))
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def batch_keys(self, batch_id: str) -> list[str]:
+        row = self._db.execute("SELECT keys FROM batches WHERE batch_id = ?", (batch_id,)).fetchone()
+        return json.loads(row[0]) if row else []
+
+    def add_intent(self, token: str, keys: Iterable[str], at: float) -> None:
+        """Written before a batch create: until the batch id replaces it, the create's outcome is unknown."""
+        self._db.execute("INSERT OR REPLACE INTO batch_intents VALUES (?, ?, ?)", (token, json.dumps(sorted(keys)), at))
+
+    def intents(self) -> list[tuple[str, list[str], float]]:
+        rows = self._db.execute("SELECT token, keys, at FROM batch_intents ORDER BY at").fetchall()
+        return [(r[0], json.loads(r[1]), float(r[2])) for r in rows]
+
+    def drop_intent(self, token: str) -> None:
+        self._db.execute("DELETE FROM batch_intents WHERE token = ?", (token,))
 
     def open_batches(self) -> list[tuple[str, list[str]]]:
         rows = self._db.execute("SELECT batch_id, keys FROM batches WHERE state = 'submitted' ORDER BY at")
@@ -234,6 +268,7 @@ class Regenerator:
         now: Callable[[], float] = time.monotonic,
         progress: Callable[[int], None] | None = None,
         on_answer: Callable[[Answer], None] | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         if api not in ("anthropic", "openai"):
             raise ValueError(f"api must be 'anthropic' or 'openai', got {api!r}")
@@ -254,6 +289,7 @@ class Regenerator:
         self.now = now
         self.progress = progress
         self.on_answer = on_answer
+        self.wall = wall
 
     # -- public ---------------------------------------------------------------------------
     def run(self, requests: Sequence[AnswerRequest]) -> RegenerationResult:
@@ -277,9 +313,15 @@ class Regenerator:
                 result.failed[k] = errors.get(k, "no answer")
             if len(missing) > self.max_error_rate * len(unique):
                 first = result.failed[missing[0]]
+                invalid = [k for k in missing if "invalid_request_error" in result.failed[k]]
+                hint = "run the job again to resume"
+                if invalid:
+                    hint += (f" ({len(invalid)} of them were refused as invalid requests, invalid_request_error: "
+                             "running the job again will not help them until the request is fixed, e.g. a prompt "
+                             "too long for the model or a wrong model id)")
                 raise TeacherError(
                     f"{len(missing)} of {len(unique)} requests got no answer (first: {first}); "
-                    f"{len(stored)} answers are kept in {self.checkpoint.path}: run the job again to resume")
+                    f"{len(stored)} answers are kept in {self.checkpoint.path}: {hint}")
         return result
 
     # -- answers ---------------------------------------------------------------------------
@@ -355,19 +397,149 @@ class Regenerator:
 
     # -- Message Batches ------------------------------------------------------------------------
     def _run_batches(self, unique: Mapping[str, AnswerRequest], result: RegenerationResult) -> None:
+        # 0. a create whose outcome is unknown (killed before its id was written, or its response lost):
+        #    find the batch it made instead of paying for the same items again
+        for token, keys, at in self.checkpoint.intents():
+            found = self._find_created(keys, at)
+            if found is not None:
+                log.warning("found message batch %s, created for %d requests but never recorded: re-attaching",
+                            found, len(keys))
+                self.checkpoint.add_batch(found, keys, intent=token)
+            else:
+                self.checkpoint.drop_intent(token)  # it was never created: submit below
         # 1. re-attach to batches a previous (killed) run submitted
         for batch_id, _keys in self.checkpoint.open_batches():
             log.info("re-attaching to message batch %s", batch_id)
             self._finish_batch(batch_id, unique, result)
-        # 2. submit what is still unanswered (errored results of earlier batches included), once
+        # 2. submit what is still unanswered (errored results of earlier batches included), once: every
+        #    part first (each id recorded), then wait on them
         done = self.checkpoint.done_keys()
         pending = [r for k, r in unique.items() if k not in done]
-        for start in range(0, len(pending), 10_000):
-            chunk = pending[start:start + 10_000]
-            batch = self.client.messages.batches.create(
-                requests=[{"custom_id": r.key, "params": r.params()} for r in chunk])
-            self.checkpoint.add_batch(batch.id, [r.key for r in chunk])  # before the first poll
-            self._finish_batch(batch.id, unique, result)
+        submitted = [self._create(chunk) for chunk in self._chunks(pending)]
+        for batch_id in submitted:
+            self._finish_batch(batch_id, unique, result)
+
+    def _chunks(self, pending: Sequence[AnswerRequest]) -> list[list[AnswerRequest]]:
+        """``pending`` in parts within the API's per-batch limits (requests and bytes)."""
+        envelope = len('{"requests": []}')
+        chunks: list[list[AnswerRequest]] = []
+        chunk: list[AnswerRequest] = []
+        size = envelope
+        for r in pending:
+            n = len(json.dumps({"custom_id": r.key, "params": r.params()}, default=str).encode()) + 2
+            if envelope + n > BATCH_MAX_BYTES:
+                self.checkpoint.error(r.key, f"request too large for one message batch ({n} bytes of JSON, the "
+                                             f"API takes {BATCH_MAX_BYTES}): shorten it or answer it synchronously")
+                log.warning("request %s is too large for a message batch (%d bytes): not sent", r.request_id, n)
+                continue
+            if chunk and (len(chunk) >= BATCH_MAX_REQUESTS or size + n > BATCH_MAX_BYTES):
+                chunks.append(chunk)
+                chunk, size = [], envelope
+            chunk.append(r)
+            size += n
+        if chunk:
+            chunks.append(chunk)
+        return chunks
+
+    def _create(self, chunk: Sequence[AnswerRequest]) -> str:
+        """Create one batch and record its id; never two batches for the same items.
+
+        The API does not deduplicate ``custom_id`` across batches and the SDK sends no idempotency key, so
+        the SDK's own retries are off for the create: a lost response (timeout, connection reset) or a 5xx
+        may hide a created batch, which is then looked up in the batch list instead of being re-POSTed.
+        """
+        import anthropic
+
+        keys = [r.key for r in chunk]
+        token = hashlib.blake2b(json.dumps([keys, self.wall()]).encode(), digest_size=8).hexdigest()
+        at = self.wall()
+        self.checkpoint.add_intent(token, keys, at)  # before the create: a kill after it is found again
+        client = self.client.with_options(max_retries=0)
+        attempts = max(int(getattr(self.client, "max_retries", 2) or 0), 0) + 1
+        last: Exception | None = None
+        for attempt in range(attempts):
+            if attempt:
+                retry_after = None
+                resp = getattr(last, "response", None)
+                if resp is not None:
+                    try:
+                        retry_after = float(resp.headers.get("retry-after", ""))
+                    except ValueError:
+                        retry_after = None
+                self.sleep(min(retry_after if retry_after is not None else 2.0 ** attempt, 60.0))
+            try:
+                batch = client.messages.batches.create(
+                    requests=[{"custom_id": r.key, "params": r.params()} for r in chunk])
+            except anthropic.APIStatusError as exc:
+                last = exc
+                if exc.status_code in (408, 409, 429, 529):
+                    continue  # refused before anything was created
+                if exc.status_code < 500:
+                    self.checkpoint.drop_intent(token)
+                    raise
+            except anthropic.APIConnectionError as exc:  # timeouts included: the create may have gone through
+                last = exc
+            else:
+                self.checkpoint.add_batch(batch.id, keys, intent=token)  # before the first poll
+                return batch.id
+            found = self._find_created(keys, at)
+            if found is not None:
+                log.warning("the create of message batch %s looked failed (%s) but it exists: using it", found, last)
+                self.checkpoint.add_batch(found, keys, intent=token)
+                return found
+        status = getattr(last, "status_code", None)
+        if status in (408, 409, 429, 529):
+            self.checkpoint.drop_intent(token)  # refused each time: nothing was created
+            raise TeacherError(
+                f"the Message Batches API refused to create a batch of {len(chunk)} requests {attempts} times "
+                f"(last: {status} {type(last).__name__}): nothing was submitted or paid; run the job again later "
+                "(or raise [jobs.teacher] max_retries)") from last
+        raise TeacherError(
+            f"could not tell whether a message batch of {len(chunk)} requests was created ({last}): the next run "
+            "looks for it in the batch list before submitting again, so run the job again; nothing is paid "
+            "twice") from last
+
+    def _find_created(self, keys: Sequence[str], at: float) -> str | None:
+        """The batch created for ``keys`` at or after wall time ``at`` whose id was never recorded, if any.
+
+        Batches carry no client metadata: one is taken as ours when it was created after our intent (less
+        a clock skew), holds as many requests and is not one this checkpoint already knows. Its results are
+        then only taken for ``keys`` (:meth:`_finish_batch`), so a wrong match costs a resubmission, not a
+        misattributed answer.
+        """
+        import anthropic
+
+        known = set(self.checkpoint.batch_ids())
+        found: list[str] = []
+        try:
+            for b in self.client.messages.batches.list(limit=100):  # most recent first
+                if b.created_at.timestamp() < at - _CREATE_SKEW_S:
+                    break
+                c = b.request_counts
+                total = c.processing + c.succeeded + c.errored + c.canceled + c.expired
+                if b.id not in known and total == len(keys):
+                    found.append(b.id)
+        except anthropic.APIError as exc:
+            raise TeacherError(f"could not list message batches to find one created for {len(keys)} requests "
+                               f"whose id was not recorded ({exc}): run the job again later; nothing was "
+                               "submitted again") from exc
+        if len(found) > 1:
+            log.warning("message batches %s may all hold the same %d requests: using the oldest, %s; cancel the "
+                        "others if they are this job's", ", ".join(found), len(keys), found[-1])
+        return found[-1] if found else None
+
+    def _results(self, batch_id: str) -> Iterable[tuple[int, Any]]:
+        """(line number, parsed result or the exception) per line of the batch's results JSONL."""
+        from anthropic.types.messages import MessageBatchIndividualResponse
+
+        with self.client.messages.batches.with_streaming_response.results(batch_id) as resp:
+            for n, line in enumerate(resp.iter_lines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    yield n, MessageBatchIndividualResponse.model_validate(json.loads(line))
+                except Exception as exc:  # noqa: BLE001 - one unreadable line must not lose the rest
+                    yield n, exc
 
     def _finish_batch(self, batch_id: str, unique: Mapping[str, AnswerRequest], result: RegenerationResult) -> None:
         result.batch_ids.append(batch_id)
@@ -380,11 +552,21 @@ class Regenerator:
                 raise TeacherError(f"message batch {batch_id} has not ended after {self.batch_timeout_s:.0f}s: "
                                    "run the job again later; it re-attaches to the batch")
             self.sleep(self.poll_interval_s)
+        sent = set(self.checkpoint.batch_keys(batch_id))
         done = self.checkpoint.done_keys()
-        for item in self.client.messages.batches.results(batch_id):
-            key = item.custom_id
-            if key in done:
+        seen: set[str] = set()
+        for n, item in self._results(batch_id):
+            if isinstance(item, Exception):
+                log.warning("message batch %s: result line %d is unreadable (%s): skipped", batch_id, n, item)
                 continue
+            key = item.custom_id
+            if sent and key not in sent:  # never charge this run an answer it did not ask for
+                log.warning("message batch %s: result for custom_id %r, which the batch never sent: ignored",
+                            batch_id, key)
+                continue
+            if key in done or key in seen:
+                continue
+            seen.add(key)
             kind = item.result.type
             if kind == "succeeded":
                 message = item.result.message
@@ -395,7 +577,10 @@ class Regenerator:
                 done.add(key)
             else:
                 detail = getattr(getattr(item.result, "error", None), "error", None)
-                self.checkpoint.error(key, f"batch result {kind}" + (f": {detail.message}" if detail else ""))
+                self.checkpoint.error(key, f"batch result {kind}" + (
+                    f": {detail.type}: {detail.message}" if detail else ""))
+        for key in sorted(sent - done - seen):  # its line was unreadable, or missing
+            self.checkpoint.error(key, f"no readable result in message batch {batch_id}")
         self.checkpoint.close_batch(batch_id)
 
 
