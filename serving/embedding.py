@@ -22,6 +22,7 @@ module does not.
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -32,10 +33,17 @@ import numpy as np
 
 from costline.serving.errors import INSTALL_HINT, MissingExtraError, ServingError
 
-__all__ = ["Embedder", "MINILM_DIM", "default_model_path"]
+__all__ = ["Embedder", "MINILM_DIM", "MAX_TEXT_CHARS", "default_model_path"]
 
 #: Output size of all-MiniLM-L6-v2.
 MINILM_DIM = 384
+
+#: Characters of a text the tokenizer reads at most: its head and its tail this long. A longer text never fits the
+#: window (:meth:`Embedder.fits`), whatever its word pieces: 256 of them are a few thousand characters of any real
+#: text, while whitespace, control and zero-width characters cost none and a word of over 100 characters one
+#: ([UNK]), so a request body's megabytes could "fit" and be tokenized whole, a second a megabyte, at every lookup.
+#: The vector of a longer text is that of its head and tail windows as before (they lie well inside these slices).
+MAX_TEXT_CHARS = 32_768
 
 
 def default_model_path() -> Path:
@@ -131,34 +139,37 @@ class Embedder:
         for i, t in enumerate(items):
             if not isinstance(t, str):
                 raise TypeError(f"texts[{i}] is {type(t).__name__}, expected str")
+        items = [_well_formed(t) for t in items]
         if not items:
             return np.zeros((0, self.dim), dtype=np.float32)
         if not self.memo_size:
             return self._encode_model(items)
+        keys = [_memo_key(t) for t in items]
         rows: list[np.ndarray | None] = [None] * len(items)
         with self._memo_lock:
-            for i, t in enumerate(items):
-                row = self._memo.get(t)
+            for i, k in enumerate(keys):
+                row = self._memo.get(k)
                 if row is not None:
-                    self._memo.move_to_end(t)
+                    self._memo.move_to_end(k)
                     rows[i] = row
-        todo = list(dict.fromkeys(t for t, r in zip(items, rows) if r is None))  # unique, in order
-        fresh: dict[str, np.ndarray] = {}
+        todo = dict.fromkeys(k for k, r in zip(keys, rows) if r is None)  # unique, in order
+        firsts = {k: t for k, t in zip(reversed(keys), reversed(items)) if k in todo}
+        fresh: dict[Any, np.ndarray] = {}
         if todo:
-            batch = self._encode_model(todo)
+            batch = self._encode_model([firsts[k] for k in todo])
             batch.setflags(write=False)  # its rows are kept in the memo: nobody may change them
             fresh = dict(zip(todo, batch))
         with self._memo_lock:
             self.memo_hits += len(items) - sum(r is None for r in rows)
             self.memo_misses += len(todo)
-            for t, row in fresh.items():
-                self._memo[t] = row
-                self._memo.move_to_end(t)
+            for k, row in fresh.items():
+                self._memo[k] = row
+                self._memo.move_to_end(k)
             while len(self._memo) > self.memo_size:
                 self._memo.popitem(last=False)
         out = np.empty((len(items), self.dim), dtype=np.float32)
-        for i, (t, r) in enumerate(zip(items, rows)):
-            out[i] = r if r is not None else fresh[t]
+        for i, (k, r) in enumerate(zip(keys, rows)):
+            out[i] = r if r is not None else fresh[k]
         return out
 
     def warm(self, texts: Iterable[str]) -> int:
@@ -169,7 +180,7 @@ class Embedder:
         if not self.memo_size:
             return 0
         with self._memo_lock:
-            todo = [t for t in dict.fromkeys(texts) if t not in self._memo]
+            todo = [t for t in dict.fromkeys(texts) if _memo_key(t) not in self._memo]
         if todo:
             self.encode(todo)
         return len(todo)
@@ -208,7 +219,9 @@ class Embedder:
         # a word piece is at least one character: a short text cannot overflow (no tokenizer call)
         if len(text) <= 254:
             return True
-        return self._token_count(text) <= self.window - 2
+        if len(text) > MAX_TEXT_CHARS:  # long, whatever its word pieces (not tokenized: MAX_TEXT_CHARS)
+            return False
+        return self._token_count(_well_formed(text)) <= self.window - 2
 
     def _token_count(self, text: str) -> int:
         model = self._get_model()
@@ -219,8 +232,12 @@ class Embedder:
         """The head and tail windows of a text longer than the window; None if it fits."""
         if len(text) <= 254:
             return None
-        ids = model.tokenizer(text, add_special_tokens=False)["input_ids"]
         room = self.window - 2
+        if len(text) > MAX_TEXT_CHARS:  # long whatever its word pieces: its head and tail slices are read, no more
+            head = model.tokenizer(text[:MAX_TEXT_CHARS], add_special_tokens=False)["input_ids"][:room]
+            tail = model.tokenizer(text[-MAX_TEXT_CHARS:], add_special_tokens=False)["input_ids"][-room:]
+            return [model.tokenizer.decode(head), model.tokenizer.decode(tail)]
+        ids = model.tokenizer(text, add_special_tokens=False)["input_ids"]
         if len(ids) <= room:
             return None
         return [model.tokenizer.decode(ids[:room]), model.tokenizer.decode(ids[-room:])]
@@ -267,6 +284,26 @@ class Embedder:
             raise ServingError(f"model {path} makes {dim}-dimensional vectors, expected {self._dim}")
         self._dim = dim
         return model
+
+
+#: A UTF-16 surrogate code point: JSON's "\\ud800" escape decodes to one, which no tokenizer takes.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _well_formed(text: str) -> str:
+    """``text`` with each lone surrogate as U+FFFD (and a pair of them as the one character it encodes), as the
+    gateway reads a request body: the tokenizers raise TypeError on one."""
+    if not _SURROGATE.search(text):
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
+def _memo_key(text: str) -> Any:
+    """What the memo knows a text's vector by: the text, or for one over MAX_TEXT_CHARS its head and tail slices
+    (all its vector is made of: the memo does not keep a request body's megabytes per text)."""
+    if len(text) <= 2 * MAX_TEXT_CHARS:
+        return text
+    return (len(text), text[:MAX_TEXT_CHARS], text[-MAX_TEXT_CHARS:])
 
 
 def _model_dim(model: Any) -> int:

@@ -63,7 +63,7 @@ import numpy as np
 
 from costline.errors import ConfigError
 from costline.fsutil import atomic_path
-from costline.serving.embedding import Embedder
+from costline.serving.embedding import MAX_TEXT_CHARS, Embedder
 from costline.serving.errors import MissingExtraError, ServingError
 from costline.serving.settings import CACHE_EMBEDDERS, CacheConfig
 
@@ -537,7 +537,20 @@ class OnnxEmbedder(Embedder):
         if self._batcher is not None:
             self._batcher.shutdown()
 
+    @property
+    def window(self) -> int:
+        """Word pieces the model reads at once (its sentence-transformers config's ``max_seq_length``: 256)."""
+        return _max_seq_length(self.model_path)
+
+    def _token_count(self, text: str) -> int:
+        # a tokenizers.Tokenizer (not callable, as the torch path's is), truncating at the window: what it cut off
+        # is in its overflowing encodings
+        enc = self._get_model().tokenizer.encode(text, add_special_tokens=False)
+        return len(enc.ids) + sum(len(o.ids) for o in enc.overflowing)
+
     def _encode_model(self, items: list[str]) -> np.ndarray:
+        # the tokenizer reads the head of a long text only (it truncates to the window after tokenizing all of it)
+        items = [t if len(t) <= MAX_TEXT_CHARS else t[:MAX_TEXT_CHARS] for t in items]
         if self._batcher is not None and len(items) <= self._batcher.max_batch:
             out = self._batcher(items)
         else:

@@ -117,6 +117,8 @@ __all__ = [
     "REASON_ADMISSION",
     "REASON_PAIR_MODEL",
     "REASON_UNREADABLE",
+    "REASON_LONG_QUERY",
+    "MAX_QUESTION_CHARS",
     "FEATURE_NAMES",
     "QuestionFeatures",
     "Verifier",
@@ -138,6 +140,14 @@ REASON_PAIR_MODEL = "pair_model"
 #: A candidate the stage could not read (parsing the question or the candidate failed): never served, and the
 #: lookup goes on with the next candidate.
 REASON_UNREADABLE = "unreadable"
+#: A question longer than MAX_QUESTION_CHARS, which is only served for the same text again (the cache's reason for
+#: a question over the embedder's window, too).
+REASON_LONG_QUERY = "long_query"
+#: Characters of a question the stage parses at most. Longer ones are not parsed (:meth:`Verifier.check`): 254 word
+#: pieces of any real question are well under this, but whitespace, control and zero-width characters cost the
+#: embedder no word piece and a word of over 100 characters one ([UNK]), so a question of a request body's megabytes
+#: can reach the stage, and its parse (dozens of regexes, difflib over its words) grows with the text.
+MAX_QUESTION_CHARS = 2_000
 
 # -- lexicons (lower case) --------------------------------------------------------------------------
 _CONTRACTIONS = (
@@ -1956,8 +1966,11 @@ def _particle_reversal(q: QuestionFeatures, c: QuestionFeatures) -> bool:
     return False
 
 
-#: Where a question's parts split: a comma, a semicolon, a colon, a full stop, "!", "?" or a dash.
-_PART_SEP = re.compile(r"\s*(?:[;:!?\u2014\u2013]|[,.](?!\d)|\s-\s)\s*")  # not "£1,200", "4.30"
+#: Where a question's parts split: a comma, a semicolon, a colon, a full stop, "!", "?" or a dash. The spaces before
+#: one are only taken from the start of their run (the lookbehind): a bare leading ``\s*`` was retried from every
+#: space of a run, quadratic in its length (30 000 spaces, which cost the embedder no token: seconds per parse);
+#: the matches are the same.
+_PART_SEP = re.compile(r"(?:(?<!\s)\s+)?(?:[;:!?\u2014\u2013]|[,.](?!\d)|\s-\s)\s*")  # not "£1,200", "4.30"
 #: A part that opens with one of these asks, conditions or links, or greets: never an aside.
 _NOT_ASIDE = frozenset({"what", "when", "where", "why", "who", "which", "how", "whom", "whose", "is", "are", "am",
                         "was", "were", "do", "does", "did", "can", "could", "will", "would", "should", "shall", "may",
@@ -2633,6 +2646,18 @@ def _same_text(a: str, b: str) -> bool:
     return re.sub(r"[\s-]+", "", a) == re.sub(r"[\s-]+", "", b)
 
 
+def _symbols(text: str) -> list[str]:
+    """The pictographs and other symbols of ``text`` beyond Latin-1 (emoji, "☂", "✓"; private-use and unassigned
+    code points), sorted. The embedding model reads most of them as its unknown word piece ([UNK]), as does the pair
+    model, and the guards read words: "is the 🍕 vegan" / "is the 🍔 vegan" had a cosine of 1.0 and passed every
+    stage. Emoji variation selectors (U+FE0F, a mark), joiners and other format characters are not symbols."""
+    if text.isascii():
+        return []
+    import unicodedata
+
+    return sorted(ch for ch in text if ord(ch) > 0xFF and unicodedata.category(ch) in ("So", "Co", "Cn"))
+
+
 def _same_reading(q: QuestionFeatures, c: QuestionFeatures) -> bool:
     """The same words in the same order as the guards read them — contractions expanded, the synonym lexicon
     applied ("can't" / "cannot", "each" / "every", "pushchair" / "stroller") — or the same but for how a number
@@ -2708,10 +2733,15 @@ class Verifier:
     def check(self, query: str, candidate: str, cosine: float, namespace: str = "*") -> str | None:
         """None to accept ``candidate`` as an answer to ``query``, else the reason to reject it.
 
-        The same question again (case, spacing and end punctuation aside) is always accepted.
+        The same question again (case, spacing and end punctuation aside) is always accepted; any other pair with
+        a question over MAX_QUESTION_CHARS characters is rejected (``long_query``) unparsed.
         """
         if _same_text(query, candidate):
             return None
+        if len(query) > MAX_QUESTION_CHARS or len(candidate) > MAX_QUESTION_CHARS:
+            return REASON_LONG_QUERY  # not parsed (nor remembered): only the same text again is served
+        if _symbols(query) != _symbols(candidate):
+            return "entity"  # "is the 🍕 vegan" / "is the 🍔 vegan": what the model and the guards cannot read
         key = (query, candidate, round(cosine, 5), namespace)
         with self._lock:
             if key in self._verdicts:  # support traffic asks the same questions again and again

@@ -1,0 +1,60 @@
+"""The verification stage against hostile question text, for CPU time: whitespace costs the embedder no word piece, so
+a question padded with a request body's megabytes of it "fits" the model's window and reaches the stage's parser."""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+
+from costline.serving.cache import verify
+
+#: _PART_SEP as it was (quadratic on a run of spaces), to show the rewrite finds the same separators.
+_OLD_PART_SEP = re.compile(r"\s*(?:[;:!?\u2014\u2013]|[,.](?!\d)|\s-\s)\s*")
+
+
+def test_part_separator_finds_the_same_matches_as_before() -> None:
+    rnd = random.Random(7)
+    alphabet = [" ", " ", "\n", "\t", "\u00a0", ";", ",", ".", "-", "?", "\u2014", "1", "a", "b"]
+    for _ in range(50_000):
+        s = "".join(rnd.choice(alphabet) for _ in range(rnd.randint(0, 14)))
+        old = [(m.span(), m.group(0)) for m in _OLD_PART_SEP.finditer(s)]
+        assert [(m.span(), m.group(0)) for m in verify._PART_SEP.finditer(s)] == old, repr(s)
+
+
+def cpu(fn, *args) -> float:
+    t = time.process_time()
+    fn(*args)
+    return time.process_time() - t
+
+
+def test_a_run_of_spaces_is_parsed_in_linear_time() -> None:
+    """20 000 spaces in a question: _aside_spans took ~6 s (quadratic), against milliseconds for as many characters
+    of words."""
+    words = "how do i " + "a " * 10_000 + "reset it?"
+    spaces = "how do i " + " " * 20_000 + "reset it?"
+    base = min(cpu(verify._aside_spans, words) for _ in range(3))
+    took = cpu(verify._aside_spans, spaces)
+    assert took < 20 * base + 0.05, (took, base)
+
+
+def test_a_long_question_is_not_parsed(monkeypatch) -> None:
+    """A question over MAX_QUESTION_CHARS (padded with whitespace, zero-width or control characters, which cost the
+    embedder nothing) is only served as the same text again: never parsed, whatever it holds."""
+    v = verify.Verifier()
+    parsed: list[int] = []
+    real = verify.analyse
+
+    def spy(text, *args, **kwargs):
+        parsed.append(len(text))
+        return real(text, *args, **kwargs)
+
+    monkeypatch.setattr(verify, "analyse", spy)
+    for pad in (" ", "\n", "\u200b", "\x00", "- "):
+        stored = "How do I reset my password?" + pad * 30_000
+        asked = "How do I change my password?" + pad * 30_000
+        assert v.check(asked, stored, 0.99) == verify.REASON_LONG_QUERY
+    assert v.check("How do I reset my password?" + " " * 30_000, "how do I  reset my password", 0.99) is None  # same
+    assert parsed == []
+    assert v.check("How do I reset my password?", "How can I reset my password?", 0.97) is None  # short: parsed
+    assert parsed
