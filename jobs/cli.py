@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -101,6 +102,18 @@ def drift_cmd(config: Config, since: datetime | None, until: datetime | None, ba
         click.echo(f"input drift: {r.inputs.reason}")
     click.echo(f"run {r.run_id}: {r.n} requests evaluated, {r.sent} answers paid now, {r.resumed} resumed; "
                f"job cost ${r.cost_usd:.4f}")
+    left_out = unusable_line(r.unusable)
+    if left_out:
+        click.echo(left_out)
+
+
+def unusable_line(unusable: Mapping[str, int]) -> str | None:
+    """The drift run's line about teacher answers it paid for but could not score (None: there were none)."""
+    left_out = [f"{n} {why}" for why, n in unusable.items() if n]
+    if not left_out:
+        return None
+    return (f"teacher answers left out of scoring: {', '.join(left_out)} (paid for; raise [jobs.teacher] "
+            "max_tokens if they were cut)")
 
 
 @jobs.command("shadow")

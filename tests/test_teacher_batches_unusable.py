@@ -89,3 +89,16 @@ def test_drift_leaves_out_cut_and_empty_teacher_answers(tmp_path):
     finally:
         con.close()
     assert n_items == res.n
+
+
+@pytest.mark.parametrize("unusable, line", [
+    ({"empty": 0, "cut at max_tokens": 0}, None),
+    ({"empty": 2, "cut at max_tokens": 0}, "teacher answers left out of scoring: 2 empty (paid for; raise "
+                                           "[jobs.teacher] max_tokens if they were cut)"),
+    ({"empty": 1, "cut at max_tokens": 7}, "teacher answers left out of scoring: 1 empty, 7 cut at max_tokens "
+                                           "(paid for; raise [jobs.teacher] max_tokens if they were cut)"),
+])
+def test_costline_jobs_drift_says_what_it_left_out(unusable, line):
+    from costline.jobs.cli import unusable_line
+
+    assert unusable_line(unusable) == line
