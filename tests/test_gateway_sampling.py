@@ -198,3 +198,35 @@ def test_parameters_the_api_would_refuse_are_a_400_before_any_call(standin, serv
     assert status == 400
     assert message in raw.decode()
     assert standin.log.entries() == []
+
+
+@pytest.mark.parametrize("extra, param", [
+    ({"response_format": {"type": "json_object"}}, "response_format"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}},
+     "response_format"),
+    ({"logprobs": True, "top_logprobs": 3}, "logprobs"),
+    ({"modalities": ["text", "audio"], "audio": {"voice": "alloy", "format": "wav"}}, "modalities"),
+    ({"web_search_options": {}}, "web_search_options"),
+    ({"reasoning_effort": "extreme"}, "reasoning_effort"),
+])
+def test_chat_fields_the_gateway_cannot_answer_are_refused(standin, serve, extra, param):  # noqa: F811
+    """Each asks for an answer the gateway cannot give (JSON held to a schema, log probabilities, audio, web
+    search): a 400 naming the field, in OpenAI's format, before any model is paid."""
+    standin.log.clear()
+    gw = serve()
+    with pytest.raises(openai.BadRequestError) as err:
+        _openai(gw).chat.completions.create(model="m", messages=[{"role": "user", "content": QUESTION}],
+                                            extra_body=extra)
+    assert err.value.body["param"] == param
+    assert standin.log.entries() == []
+
+
+def test_reasoning_effort_reaches_the_anthropic_tiers_as_effort(standin, serve):  # noqa: F811
+    standin.log.clear()
+    gw = serve()
+    out = _openai(gw).chat.completions.create(model="m", messages=[{"role": "user", "content": QUESTION}],
+                                              reasoning_effort="minimal", response_format={"type": "text"},
+                                              extra_headers={"x-costline-tenant": "effort"})
+    assert out.choices[0].message.content
+    sent = _sent(standin)
+    assert sent and all(p == {"output_config": (("effort", "low"),)} for p in sent), sent

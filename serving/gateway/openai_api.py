@@ -142,6 +142,9 @@ def _to_messages(body: Mapping[str, Any]) -> tuple[Any, list[dict[str, Any]], st
         return openai_error(400, "messages: at least one message is required", param="messages")
     if body.get("tools") or body.get("functions"):
         return openai_error(400, "tools are not supported by the costline gateway", param="tools")
+    cannot = _cannot_carry(body)
+    if cannot is not None:
+        return openai_error(400, cannot[1], param=cannot[0])
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
     if max_tokens is None:
         max_tokens = DEFAULT_MAX_TOKENS
@@ -155,8 +158,12 @@ def _to_messages(body: Mapping[str, Any]) -> tuple[Any, list[dict[str, Any]], st
     stop = body.get("stop")
     if stop is not None and not (isinstance(stop, str) or isinstance(stop, list)):
         return openai_error(400, "stop: a string or a list of strings", param="stop")
+    effort = body.get("reasoning_effort")
+    if effort is not None and effort not in _EFFORTS:
+        return openai_error(400, f"reasoning_effort: one of {', '.join(_EFFORTS)}", param="reasoning_effort")
     sampling = sampling_of({"temperature": body.get("temperature"), "top_p": body.get("top_p"),
-                            "stop_sequences": [stop] if isinstance(stop, str) else stop}, max_temperature=2.0)
+                            "stop_sequences": [stop] if isinstance(stop, str) else stop,
+                            "output_config": {"effort": _EFFORTS[effort]} if effort else None}, max_temperature=2.0)
     if isinstance(sampling, str):
         param = sampling.split(":")[0]
         return openai_error(400, sampling.replace("stop_sequences", "stop"), param="stop" if param == "stop_sequences"
@@ -179,6 +186,28 @@ def _to_messages(body: Mapping[str, Any]) -> tuple[Any, list[dict[str, Any]], st
     if not turns or turns[-1]["role"] != "user" or not turns[-1]["content"].strip():
         return openai_error(400, "messages: the last message must be a user message with text", param="messages")
     return ("\n\n".join(system_parts) or None), turns, turns[-1]["content"], max_tokens, sampling
+
+
+#: ``reasoning_effort`` → the Messages API's ``output_config.effort`` (Anthropic tiers; the student ignores it).
+_EFFORTS = {"none": "low", "minimal": "low", "low": "low", "medium": "medium", "high": "high", "xhigh": "xhigh"}
+
+
+def _cannot_carry(body: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(param, message) for a request field whose answer the gateway cannot give (its answers are text, one
+    choice, no log probabilities), or None. Ignoring them would hand the app something else than it asked for."""
+    fmt = body.get("response_format")
+    if fmt is not None and not (isinstance(fmt, Mapping) and fmt.get("type") == "text"):
+        return "response_format", ("structured outputs (response_format json_schema / json_object) are not supported "
+                                   "by the costline gateway (a cheaper tier could not be held to them); send the "
+                                   "request to the API directly")
+    if body.get("logprobs") or body.get("top_logprobs"):
+        return "logprobs", "log probabilities are not supported by the costline gateway"
+    modalities = body.get("modalities")
+    if body.get("audio") is not None or (modalities is not None and modalities != ["text"]):
+        return "modalities", "only text output is supported by the costline gateway"
+    if body.get("web_search_options") is not None:
+        return "web_search_options", "web search is not supported by the costline gateway"
+    return None
 
 
 def _text(content: Any) -> str | None:
