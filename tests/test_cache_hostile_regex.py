@@ -33,9 +33,10 @@ def test_a_run_of_spaces_is_parsed_in_linear_time() -> None:
     of words."""
     words = "how do i " + "a " * 10_000 + "reset it?"
     spaces = "how do i " + " " * 20_000 + "reset it?"
-    base = min(cpu(verify._aside_spans, words) for _ in range(3))
-    took = cpu(verify._aside_spans, spaces)
-    assert took < 20 * base + 0.05, (took, base)
+    cpu(verify._aside_spans, words)
+    # CPU time of this process, not wall time, with a margin of hundreds: linear takes milliseconds, the quadratic
+    # pattern ~6 s (a hang guard, not a performance target)
+    assert cpu(verify._aside_spans, spaces) < 1.5
 
 
 def test_a_long_question_is_not_parsed(monkeypatch) -> None:
