@@ -27,7 +27,7 @@ import logging
 import threading
 import zlib
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Callable
 
 from google.protobuf import json_format
 from google.rpc import status_pb2
@@ -108,11 +108,10 @@ def _hex_id(value: Any, nbytes: int, *, optional: bool = False) -> bool:
     return optional or raw != bytes(nbytes)
 
 
-def _drop_invalid_json_spans(doc: Any) -> tuple[int, str]:
-    """OTLP/JSON: remove spans whose hex ids are malformed (structure errors are left to the decoder)."""
+def _filter_json_spans(doc: dict[str, Any], reason_of: Callable[[Any], str | None]) -> tuple[int, str]:
+    """Remove from an OTLP/JSON document the spans for which ``reason_of`` gives a reason → (how many, the
+    first reason). One pass, each span list rebuilt once (dropping many is linear)."""
     rejected, first = 0, ""
-    if not isinstance(doc, dict):
-        raise OtlpDecodeError("OTLP JSON must be an object with resourceSpans")
     for rs in _array(doc, "resourceSpans", "resource_spans"):
         if not isinstance(rs, dict):
             continue
@@ -121,45 +120,48 @@ def _drop_invalid_json_spans(doc: Any) -> tuple[int, str]:
                 continue
             kept = []
             for span in ss["spans"]:
-                if isinstance(span, dict):
-                    ok = (
-                        _hex_id(span.get("traceId", span.get("trace_id")), 16)
-                        and _hex_id(span.get("spanId", span.get("span_id")), 8)
-                        and _hex_id(span.get("parentSpanId", span.get("parent_span_id")), 8, optional=True)
-                    )
-                    if not ok:
-                        rejected += 1
-                        first = f"span {span.get('name')!r}: invalid trace/span id (need hex, non-zero)"
-                        continue
-                kept.append(span)
+                reason = reason_of(span)
+                if reason is None:
+                    kept.append(span)
+                    continue
+                rejected += 1
+                first = first or reason
             ss["spans"] = kept
     return rejected, first
+
+
+def _invalid_ids(span: Any) -> str | None:
+    if not isinstance(span, dict):
+        return None  # structure errors are left to the decoder
+    if (_hex_id(span.get("traceId", span.get("trace_id")), 16)
+            and _hex_id(span.get("spanId", span.get("span_id")), 8)
+            and _hex_id(span.get("parentSpanId", span.get("parent_span_id")), 8, optional=True)):
+        return None
+    return f"span {str(span.get('name'))[:80]!r}: invalid trace/span id (need hex, non-zero)"
+
+
+def _unparsable(span: Any) -> str | None:
+    try:
+        # its hex ids were checked already; they read as base64 here, which is all this needs
+        json_format.ParseDict(json.loads(_json_bytes(span)), Span(), ignore_unknown_fields=True)
+    except (json_format.ParseError, TypeError, ValueError, AttributeError, RecursionError) as exc:
+        name = span.get("name") if isinstance(span, dict) else None
+        return f"span {str(name)[:80]!r}: {str(exc)[:300]}"
+    return None
+
+
+def _drop_invalid_json_spans(doc: Any) -> tuple[int, str]:
+    """OTLP/JSON: remove spans whose hex ids are malformed (structure errors are left to the decoder)."""
+    if not isinstance(doc, dict):
+        raise OtlpDecodeError("OTLP JSON must be an object with resourceSpans")
+    return _filter_json_spans(doc, _invalid_ids)
 
 
 def _drop_unparsable_json_spans(doc: dict[str, Any]) -> tuple[int, str]:
     """OTLP/JSON whose decoding failed: remove the spans that do not decode on their own (a value out of
     its field's range, a wrong type inside the span) → (how many, the first reason). Only called after a
     failure, so the common path decodes once."""
-    rejected, first = 0, ""
-    for rs in _array(doc, "resourceSpans", "resource_spans"):
-        if not isinstance(rs, dict):
-            continue
-        for ss in _array(rs, "scopeSpans", "scope_spans"):
-            if not isinstance(ss, dict) or not isinstance(ss.get("spans"), list):
-                continue
-            kept = []
-            for span in ss["spans"]:
-                try:
-                    # its hex ids were checked already; they read as base64 here, which is all this needs
-                    json_format.ParseDict(json.loads(_json_bytes(span)), Span(), ignore_unknown_fields=True)
-                except (json_format.ParseError, TypeError, ValueError, AttributeError, RecursionError) as exc:
-                    rejected += 1
-                    name = span.get("name") if isinstance(span, dict) else None
-                    first = first or f"span {str(name)[:80]!r}: {str(exc)[:300]}"
-                    continue
-                kept.append(span)
-            ss["spans"] = kept
-    return rejected, first
+    return _filter_json_spans(doc, _unparsable)
 
 
 def _array(obj: dict[str, Any], *keys: str) -> list[Any]:

@@ -138,6 +138,36 @@ def kafka_config(kafka_topics: KafkaConfig, tmp_path: Path) -> Config:
     )
 
 
+@pytest.fixture
+def spans() -> Iterator[tuple["object", "object"]]:
+    """An OTel TracerProvider as costline's collectors set one up (request stamping) and the in-memory
+    exporter that receives its finished spans → (provider, exporter)."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from costline.collectors import RequestStampingProcessor
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(RequestStampingProcessor())
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    yield provider, exporter
+    provider.shutdown()
+
+
+@pytest.fixture(scope="module")
+def standin() -> Iterator["object"]:
+    """The local stand-in for the Anthropic / OpenAI-compatible APIs, answering without simulated latency."""
+    from costline.serving.settings import StandInConfig
+    from costline.sim.standin import StandInServer
+
+    server = StandInServer(StandInConfig(latency_scale=0.0), port=0)
+    server.start()
+    yield server
+    server.shutdown()
+
+
 # -- table lake (docs/scale.md): a SeaweedFS object store and a PostgreSQL catalog per session --------
 @pytest.fixture(scope="session")
 def objstore(tmp_path_factory: pytest.TempPathFactory) -> Iterator["object"]:

@@ -9,14 +9,11 @@ import anthropic
 import httpx2 as httpx
 import openai
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
 from costline import contract as c
 from costline.config import CaptureConfig
-from costline.collectors import Recorder, RequestStampingProcessor, instrument_anthropic, instrument_openai
+from costline.collectors import Recorder, instrument_anthropic, instrument_openai
 
 ANTHROPIC_OK = {
     "id": "msg_01", "type": "message", "role": "assistant", "model": "claude-haiku-4-5-20251001",
@@ -37,15 +34,6 @@ ERRORS = {
     400: {"type": "error", "error": {"type": "invalid_request_error", "message": "bad"}},
 }
 
-
-@pytest.fixture
-def env():
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(RequestStampingProcessor())
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    yield provider, exporter
-    provider.shutdown()
 
 
 def transport(status, body):
@@ -77,8 +65,8 @@ def ask(client):
                                   messages=[{"role": "user", "content": "where is my invoice?"}])
 
 
-def test_anthropic_call_in_a_request_records_usage_including_cache_tokens(env):
-    provider, exporter = env
+def test_anthropic_call_in_a_request_records_usage_including_cache_tokens(spans):
+    provider, exporter = spans
     rec = Recorder(provider, env={})
     client, seen = anthropic_client()
     instrument_anthropic(client, rec, tier="budget")
@@ -104,8 +92,8 @@ def test_anthropic_call_in_a_request_records_usage_including_cache_tokens(env):
 
 @pytest.mark.parametrize("status, error_type", [(429, "RateLimitError"), (500, "InternalServerError"),
                                                 (400, "BadRequestError")])
-def test_anthropic_errors_set_error_type_and_are_reraised(env, status, error_type):
-    provider, exporter = env
+def test_anthropic_errors_set_error_type_and_are_reraised(spans, status, error_type):
+    provider, exporter = spans
     client, _ = anthropic_client(status, ERRORS[status])
     instrument_anthropic(client, Recorder(provider, env={}))
     with pytest.raises(anthropic.APIStatusError) as info:
@@ -117,8 +105,8 @@ def test_anthropic_errors_set_error_type_and_are_reraised(env, status, error_typ
     assert c.GEN_AI_USAGE_INPUT_TOKENS not in call.attributes
 
 
-def test_anthropic_standalone_call_without_request(env):
-    provider, exporter = env
+def test_anthropic_standalone_call_without_request(spans):
+    provider, exporter = spans
     client, _ = anthropic_client()
     instrument_anthropic(client, Recorder(provider, env={}))
     ask(client)
@@ -126,8 +114,8 @@ def test_anthropic_standalone_call_without_request(env):
     assert call.parent is None and c.COSTLINE_REQUEST_ID not in call.attributes
 
 
-def test_anthropic_instrumentation_is_idempotent_and_undoable(env):
-    provider, exporter = env
+def test_anthropic_instrumentation_is_idempotent_and_undoable(spans):
+    provider, exporter = spans
     rec = Recorder(provider, env={})
     client, _ = anthropic_client()
     undo = instrument_anthropic(client, rec)
@@ -139,8 +127,8 @@ def test_anthropic_instrumentation_is_idempotent_and_undoable(env):
     assert len(exporter.get_finished_spans()) == 1
 
 
-def test_anthropic_content_capture(env):
-    provider, exporter = env
+def test_anthropic_content_capture(spans):
+    provider, exporter = spans
     rec = Recorder(provider, capture=CaptureConfig(message_content=True), env={})
     client, _ = anthropic_client()
     instrument_anthropic(client, rec)
@@ -157,8 +145,8 @@ def test_anthropic_content_capture(env):
     ]
 
 
-def test_async_anthropic_is_instrumented(env):
-    provider, exporter = env
+def test_async_anthropic_is_instrumented(spans):
+    provider, exporter = spans
     t, _ = transport(200, ANTHROPIC_OK)
     client = anthropic.AsyncAnthropic(base_url="http://test", api_key="test", max_retries=0,
                                       http_client=httpx.AsyncClient(transport=t))
@@ -173,8 +161,8 @@ def test_async_anthropic_is_instrumented(env):
     assert call.attributes[c.GEN_AI_USAGE_INPUT_TOKENS] == 130
 
 
-def test_openai_compatible_call_records_prompt_and_cached_tokens(env):
-    provider, exporter = env
+def test_openai_compatible_call_records_prompt_and_cached_tokens(spans):
+    provider, exporter = spans
     rec = Recorder(provider, env={})
     client, _ = openai_client()
     instrument_openai(client, rec, tier="student")
@@ -191,8 +179,8 @@ def test_openai_compatible_call_records_prompt_and_cached_tokens(env):
     assert a[c.GEN_AI_RESPONSE_MODEL] == "student-v1" and a[c.COSTLINE_TIER] == "student"
 
 
-def test_openai_error_sets_error_type(env):
-    provider, exporter = env
+def test_openai_error_sets_error_type(spans):
+    provider, exporter = spans
     client, _ = openai_client(429, {"error": {"message": "slow", "type": "rate_limit"}})
     instrument_openai(client, Recorder(provider, env={}))
     with pytest.raises(openai.RateLimitError):

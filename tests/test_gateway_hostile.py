@@ -22,20 +22,12 @@ from costline.collectors import Recorder
 from costline.config import Config
 from costline.serving.gateway.app import Gateway
 from costline.serving.pipeline import Pipeline
-from costline.serving.settings import BackendsConfig, GatewayConfig, StandInConfig
-from costline.sim.standin import StandInServer
+from costline.serving.settings import BackendsConfig, GatewayConfig
 
 QUESTION = "How do I reset my password?"
 MESSAGES = "/v1/messages"
 CHAT = "/v1/chat/completions"
 
-
-@pytest.fixture(scope="module")
-def standin():
-    server = StandInServer(StandInConfig(latency_scale=0.0), port=0)
-    server.start()
-    yield server
-    server.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -21,11 +21,8 @@ from __future__ import annotations
 import collections
 
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from costline.collectors import Recorder, RequestStampingProcessor, instrument_anthropic, instrument_openai
+from costline.collectors import Recorder, instrument_anthropic, instrument_openai
 from costline.config import Config, LakeConfig, ModelPrice, PricingConfig
 from costline.sim.synth import export_request, span
 from costline.serving.settings import StandInConfig
@@ -65,15 +62,6 @@ def cfg(tmp_path) -> Config:
         student_usd_per_hour=0.0, student_providers=()))
 
 
-@pytest.fixture
-def tracing():
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(RequestStampingProcessor())
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    yield provider, exporter
-    provider.shutdown()
-
 
 def haiku_usd(u) -> float:
     """Anthropic's usage: input_tokens excludes the cached reads and writes."""
@@ -84,9 +72,9 @@ def haiku_usd(u) -> float:
 
 
 
-def test_anthropic_sdk_spans_and_openllmetry_count_each_call_once(standin, cfg, tracing):
+def test_anthropic_sdk_spans_and_openllmetry_count_each_call_once(standin, cfg, spans):
     """anthropic 2.x + OpenLLMetry: 40 Haiku calls are 40 calls, not 80, at the price of 40."""
-    provider, exporter = tracing
+    provider, exporter = spans
     instrumentor = openllmetry_anthropic.AnthropicInstrumentor()
     instrumentor.instrument(tracer_provider=provider)
     usages = []
@@ -126,9 +114,9 @@ def test_anthropic_sdk_spans_and_openllmetry_count_each_call_once(standin, cfg, 
     assert sum(r[3] for r in rows) == pytest.approx(want, rel=1e-9)
 
 
-def test_costline_wrapper_sdk_spans_and_openllmetry_count_each_call_once(standin, cfg, tracing):
+def test_costline_wrapper_sdk_spans_and_openllmetry_count_each_call_once(standin, cfg, spans):
     """costline's own instrument_anthropic on top: three spans a call, still one call (costline's kept)."""
-    provider, exporter = tracing
+    provider, exporter = spans
     instrumentor = openllmetry_anthropic.AnthropicInstrumentor()
     instrumentor.instrument(tracer_provider=provider)
     usages = []
@@ -160,9 +148,9 @@ def test_costline_wrapper_sdk_spans_and_openllmetry_count_each_call_once(standin
     assert q(cfg, "SELECT count(*), sum(calls) FROM requests") == [(11, 11)]
 
 
-def test_openai_clients_with_openllmetry_and_openai_v2_count_each_call_once(standin, cfg, tracing):
+def test_openai_clients_with_openllmetry_and_openai_v2_count_each_call_once(standin, cfg, spans):
     """OpenLLMetry's -openai, the official -openai-v2 and costline's instrument_openai on one client."""
-    provider, exporter = tracing
+    provider, exporter = spans
     first = openllmetry_openai.OpenAIInstrumentor()
     second = openai_v2.OpenAIInstrumentor()
     first.instrument(tracer_provider=provider)
@@ -244,7 +232,7 @@ OPENLIT_ABSENT = ("openlit is not installed: scripts/test installs it with `pip 
 
 
 @pytest.fixture
-def openlit_instrumented(tracing, monkeypatch):
+def openlit_instrumented(spans, monkeypatch):
     """OpenLIT's real anthropic and openai instrumentors, their spans into the test's provider."""
     pytest.importorskip("openlit", reason=OPENLIT_ABSENT)
     from opentelemetry import trace
@@ -253,7 +241,7 @@ def openlit_instrumented(tracing, monkeypatch):
     from openlit.instrumentation.anthropic import AnthropicInstrumentor
     from openlit.instrumentation.openai import OpenAIInstrumentor
 
-    provider, _ = tracing
+    provider, _ = spans
     OpenlitConfig()  # what openlit.init() sets up first: its defaults (no metrics instruments)
     before = sdk_class_attributes()
     # OpenLIT takes its tracer from the global provider (trace.get_tracer) when instrumenting.
@@ -270,12 +258,12 @@ def openlit_instrumented(tracing, monkeypatch):
             inst.uninstrument()  # unpatches nothing (done above); lets a later test instrument again
 
 
-def test_openlit_anthropic_and_openai_calls_count_once_at_the_hand_computed_price(standin, cfg, tracing,
+def test_openlit_anthropic_and_openai_calls_count_once_at_the_hand_computed_price(standin, cfg, spans,
                                                                                    openlit_instrumented):
     """OpenLIT alone, OpenLIT beside the anthropic SDK's own spans, and OpenLIT beside costline's
     instrument_openai: each call once, priced from the responses' usage with the prices above
     (OpenLIT writes Anthropic's input_tokens without the cache reads and writes)."""
-    provider, exporter = tracing
+    provider, exporter = spans
     recorder = Recorder(provider)
     usages = []
     plain = anthropic.Anthropic(base_url=standin.url, api_key="test", max_retries=0)
@@ -327,11 +315,11 @@ def test_openlit_anthropic_and_openai_calls_count_once_at_the_hand_computed_pric
 
 # -- OpenInference (Arize Phoenix's conventions) -------------------------------------------------------------
 @pytest.fixture
-def openinference(tracing):
+def openinference(spans):
     """OpenInference's real anthropic and openai instrumentors, their spans into the test's provider."""
     oi_anthropic = pytest.importorskip("openinference.instrumentation.anthropic")
     oi_openai = pytest.importorskip("openinference.instrumentation.openai")
-    provider, _ = tracing
+    provider, _ = spans
     instrumentors = (oi_anthropic.AnthropicInstrumentor(), oi_openai.OpenAIInstrumentor())
     for inst in instrumentors:
         inst.instrument(tracer_provider=provider)
@@ -342,11 +330,11 @@ def openinference(tracing):
             inst.uninstrument()
 
 
-def test_openinference_calls_alone_are_priced_from_the_responses_usage(standin, cfg, tracing, openinference):
+def test_openinference_calls_alone_are_priced_from_the_responses_usage(standin, cfg, spans, openinference):
     """An app traced only by OpenInference: every Messages call (cached prompt written then read,
     a streamed one), a failed call and OpenAI chat calls are calls at the hand-computed price; a free
     count_tokens is no call; an OpenAI stream without include_usage is unpriced, never $0."""
-    provider, exporter = tracing
+    provider, exporter = spans
     client = anthropic.Anthropic(base_url=standin.url, api_key="test", max_retries=0)
     usages = []
     for i in range(4):
@@ -403,11 +391,11 @@ def test_openinference_calls_alone_are_priced_from_the_responses_usage(standin, 
     assert sorted(r[0] for r in q(cfg, "SELECT DISTINCT operation FROM calls")) == ["chat"]
 
 
-def test_openinference_beside_the_sdk_spans_and_costline_counts_each_call_once(standin, cfg, tracing,
+def test_openinference_beside_the_sdk_spans_and_costline_counts_each_call_once(standin, cfg, spans,
                                                                                openinference):
     """OpenInference + the anthropic SDK's own spans + costline's requests: OpenInference records no
     response id, so its span is matched to the SDK's by provider, model and time: 8 calls, not 16."""
-    provider, exporter = tracing
+    provider, exporter = spans
     client = anthropic.Anthropic(base_url=standin.url, api_key="test", max_retries=0,
                                  open_telemetry={"tracer_provider": provider})
     recorder = Recorder(provider)
@@ -471,14 +459,14 @@ def _langchain_traffic(standin, provider) -> None:
             claude.invoke("bad")
 
 
-def test_langchain_with_openinference_counts_each_call_once_at_the_served_price(standin, cfg, tracing,
+def test_langchain_with_openinference_counts_each_call_once_at_the_served_price(standin, cfg, spans,
                                                                                  openinference):
     """OpenInference's LangChain instrumentor beside its anthropic and openai ones: every call is two
     LLM spans (LangChain's and the SDK's, siblings under the app's span: LangChain's span is never made
     current), with no response id; each is one call, at the price of what the stand-in served."""
     oi_langchain = pytest.importorskip("openinference.instrumentation.langchain")
     pytest.importorskip("langchain_anthropic")
-    provider, exporter = tracing
+    provider, exporter = spans
     standin.log.clear()
     inst = oi_langchain.LangChainInstrumentor()
     inst.instrument(tracer_provider=provider)
@@ -499,12 +487,12 @@ def test_langchain_with_openinference_counts_each_call_once_at_the_served_price(
     assert q(cfg, "SELECT count(*), count(*) FILTER (WHERE success) FROM requests") == [(6, 5)]
 
 
-def test_langchain_with_openllmetry_counts_each_call_once_at_the_served_price(standin, cfg, tracing):
+def test_langchain_with_openllmetry_counts_each_call_once_at_the_served_price(standin, cfg, spans):
     """OpenLLMetry's LangChain instrumentor beside its anthropic one (which it keeps quiet inside
     LangChain): one span a call, with a response id, at the price of what the stand-in served."""
     ll_langchain = pytest.importorskip("opentelemetry.instrumentation.langchain")
     pytest.importorskip("langchain_anthropic")
-    provider, exporter = tracing
+    provider, exporter = spans
     standin.log.clear()
     insts = (ll_langchain.LangchainInstrumentor(), openllmetry_anthropic.AnthropicInstrumentor())
     for inst in insts:
@@ -523,7 +511,7 @@ def test_langchain_with_openllmetry_counts_each_call_once_at_the_served_price(st
 
 
 # -- Pydantic AI (its own instrumentation, the GenAI conventions' agent spans) ------------------------------
-def test_pydantic_ai_agent_runs_count_their_model_calls_not_the_agent_span(standin, cfg, tracing):
+def test_pydantic_ai_agent_runs_count_their_model_calls_not_the_agent_span(standin, cfg, spans):
     """Pydantic AI's instrumentation: an ``invoke_agent`` span (the GenAI conventions' agent run, its
     usage aggregated under ``gen_ai.aggregated_usage.*``) over one ``chat`` span per model request. Only
     the model requests are calls: a cached-prompt run, a second run reading the cache, a streamed run
@@ -535,7 +523,7 @@ def test_pydantic_ai_agent_runs_count_their_model_calls_not_the_agent_span(stand
     from pydantic_ai.models.anthropic import AnthropicModel, AnthropicModelSettings
     from pydantic_ai.providers.anthropic import AnthropicProvider
 
-    provider, exporter = tracing
+    provider, exporter = spans
     standin.log.clear()
 
     async def runs() -> None:
@@ -569,7 +557,7 @@ def test_pydantic_ai_agent_runs_count_their_model_calls_not_the_agent_span(stand
 
 
 # -- Langfuse (its SDK's own OpenTelemetry spans) -------------------------------------------------------------
-def test_langfuse_generations_are_calls_at_the_served_price(standin, cfg, tracing):
+def test_langfuse_generations_are_calls_at_the_served_price(standin, cfg, spans):
     """Langfuse's SDK (OpenTelemetry-native since v3): its OpenAI wrapper's generations (OpenAI's usage
     shape, a streamed one, a failed one) and generations an app records itself with Langfuse's usage
     types and with Anthropic's usage shape (input without the cache) are calls, nothing else is."""
@@ -577,7 +565,7 @@ def test_langfuse_generations_are_calls_at_the_served_price(standin, cfg, tracin
     from langfuse import Langfuse, observe
     from langfuse.openai import OpenAI
 
-    provider, exporter = tracing
+    provider, exporter = spans
     standin.log.clear()
     client = Langfuse(public_key="pk-lf-test", secret_key="sk-lf-test", host="http://127.0.0.1:9",
                       tracer_provider=provider, flush_at=1000)
@@ -624,11 +612,11 @@ def test_langfuse_generations_are_calls_at_the_served_price(standin, cfg, tracin
 EMBED_MODEL, EMBED_IN = "text-embedding-3-small", 0.02  # USD per million input tokens, hand-written
 
 
-def test_embedding_calls_through_three_instrumentations_count_once_at_the_served_price(standin, cfg, tracing,
+def test_embedding_calls_through_three_instrumentations_count_once_at_the_served_price(standin, cfg, spans,
                                                                                         openinference):
     """OpenLLMetry's -openai, the official -openai-v2 and OpenInference's on one OpenAI client calling the
     embeddings API (its responses have no id): each call once, priced per input token as served."""
-    provider, exporter = tracing
+    provider, exporter = spans
     standin.log.clear()
     first, second = openllmetry_openai.OpenAIInstrumentor(), openai_v2.OpenAIInstrumentor()
     first.instrument(tracer_provider=provider)

@@ -16,11 +16,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from costline.collectors import RequestStampingProcessor
 from costline.config import Config, LakeConfig, ModelPrice, PricingConfig
 from costline.lake import open_lake
 from costline.serving.settings import StandInConfig
@@ -59,15 +55,6 @@ def cfg(tmp_path) -> Config:
         models=(ModelPrice(GPT_MODEL, "budget", provider="openai", input_per_mtok=GPT_IN, output_per_mtok=GPT_OUT),),
         student_usd_per_hour=0.0, student_providers=(), cache_read_multiplier=READ_X))
 
-
-@pytest.fixture
-def tracing():
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(RequestStampingProcessor())
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    yield provider, exporter
-    provider.shutdown()
 
 
 
@@ -133,10 +120,10 @@ COMBINATIONS = ["openllmetry", "openinference", "openllmetry+openinference", "op
 
 
 @pytest.mark.parametrize("names", COMBINATIONS)
-def test_responses_calls_count_once_at_the_price_of_the_returned_usage(standin, cfg, tracing, names):
+def test_responses_calls_count_once_at_the_price_of_the_returned_usage(standin, cfg, spans, names):
     """Each combination: 5 calls (one failed, unpriced as $0), 4 priced from the usage the SDK returned,
     the cached read counted as such; every call the request of its app span."""
-    provider, exporter = tracing
+    provider, exporter = spans
     standin.log.clear()
     instrumentors = _instrumentors(names)
     for inst in instrumentors:
@@ -168,10 +155,10 @@ def test_responses_calls_count_once_at_the_price_of_the_returned_usage(standin, 
         (5, 4, 5, pytest.approx(want, rel=1e-9))]
 
 
-def test_openai_v2_does_not_instrument_the_responses_api(standin, tracing):
+def test_openai_v2_does_not_instrument_the_responses_api(standin, spans):
     """opentelemetry-instrumentation-openai-v2 2.4b0 wraps chat completions and embeddings only: a Responses
     call leaves no span (an app traced by it alone has its Responses calls missing from the lake)."""
-    provider, exporter = tracing
+    provider, exporter = spans
     (inst,) = _instrumentors("openai-v2")
     inst.instrument(tracer_provider=provider)
     try:
@@ -184,9 +171,9 @@ def test_openai_v2_does_not_instrument_the_responses_api(standin, tracing):
     assert [s.name for s in exporter.get_finished_spans()] == ["chat costline-student"]
 
 
-def test_responses_spans_carry_the_attributes_the_docs_table_names(standin, tracing):
+def test_responses_spans_carry_the_attributes_the_docs_table_names(standin, spans):
     """What each instrumentation writes on a Responses call (the facts behind docs/telemetry.md's table)."""
-    provider, exporter = tracing
+    provider, exporter = spans
     instrumentors = _instrumentors("openllmetry+openinference")
     for inst in instrumentors:
         inst.instrument(tracer_provider=provider)
@@ -220,12 +207,12 @@ def test_responses_spans_carry_the_attributes_the_docs_table_names(standin, trac
     assert json.loads(oi.attributes["output.value"])["id"] == r.id
 
 
-def test_responses_calls_outside_any_app_span_count_once_under_two_instrumentations(standin, cfg, tracing):
+def test_responses_calls_outside_any_app_span_count_once_under_two_instrumentations(standin, cfg, spans):
     """OpenLLMetry's and OpenInference's spans of one Responses call with no span around it: OpenLLMetry
     starts its span after the call returned (a streamed one: when the stream comes back), so neither is the
     other's parent and each is a trace of its own. Still one call each (OpenInference's response JSON in
     ``output.value`` carries the id OpenLLMetry writes as gen_ai.response.id)."""
-    provider, exporter = tracing
+    provider, exporter = spans
     standin.log.clear()
     instrumentors = _instrumentors("openllmetry+openinference")
     for inst in instrumentors:

@@ -24,21 +24,13 @@ from costline.serving.pipeline import Pipeline
 from costline.serving.registry import ModelRegistry
 from costline.serving.routing.learned import HashingFeaturizer, LearnedPolicy, read_rows, train_policy
 from costline.serving.routing.router import Router, RulePolicy
-from costline.serving.settings import BackendsConfig, GatewayConfig, StandInConfig
-from costline.sim.standin import StandInServer
+from costline.serving.settings import BackendsConfig, GatewayConfig
 
 DATA = Path(__file__).parent.parent / "serving" / "routing" / "data"
 LONG_QUESTION = ("Walk me through why our quarterly revenue recognition differs between the two subsidiaries, "
                  "given that one invoices annually in advance and the other monthly in arrears, and what an "
                  "auditor would ask about it.")
 
-
-@pytest.fixture(scope="module")
-def standin():
-    server = StandInServer(StandInConfig(latency_scale=0.0), port=0)
-    server.start()
-    yield server
-    server.shutdown()
 
 
 def _config(standin, *, drop_tiers: tuple[str, ...] = ()) -> Config:

@@ -25,18 +25,10 @@ from costline.netsec import InsecureBindError
 from costline.serving.gateway.auth import KeyStore
 from costline.serving.gateway.app import Gateway
 from costline.serving.pipeline import Pipeline
-from costline.serving.settings import BackendsConfig, GatewayConfig, StandInConfig
-from costline.sim.standin import StandInServer
+from costline.serving.settings import BackendsConfig, GatewayConfig
 
 QUESTION = "How do I reset my password?"
 
-
-@pytest.fixture(scope="module")
-def standin():
-    server = StandInServer(StandInConfig(latency_scale=0.0), port=0)
-    server.start()
-    yield server
-    server.shutdown()
 
 
 @pytest.fixture

@@ -25,13 +25,11 @@ import anthropic
 import httpx2 as httpx
 import openai
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
 from costline import contract as c
-from costline.collectors import Recorder, RequestStampingProcessor, instrument_anthropic, instrument_openai
+from costline.collectors import Recorder, instrument_anthropic, instrument_openai
 from costline.config import Config, LakeConfig
 from costline.serving.settings import StandInConfig
 from costline.sim.standin import StandInServer
@@ -154,15 +152,6 @@ def proxy(standin: StandInServer) -> Iterator[CuttingProxy]:
     yield p
     p.close()
 
-
-@pytest.fixture
-def spans() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(RequestStampingProcessor())
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    yield provider, exporter
-    provider.shutdown()
 
 
 def calls(exporter: InMemorySpanExporter) -> list[Any]:

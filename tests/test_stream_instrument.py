@@ -23,8 +23,6 @@ from opentelemetry.trace import StatusCode
 from costline import contract as c
 from costline.config import CaptureConfig
 from costline.collectors import Recorder, instrument_anthropic, instrument_openai
-from costline.serving.settings import StandInConfig
-from costline.sim.standin import StandInServer
 
 Q = [{"role": "user", "content": "How do I reset my password for the billing portal?"}]
 HAIKU = "claude-haiku-4-5"
@@ -136,13 +134,6 @@ def openai_sent(body: bytes) -> dict:
 
 
 # -- fixtures --------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def standin():
-    server = StandInServer(StandInConfig(latency_scale=0.0), port=0)
-    server.start()
-    yield server
-    server.shutdown()
-
 
 @pytest.fixture
 def spans():
