@@ -244,8 +244,8 @@ def _cost_per_success_rise(s: CostPerSuccessRiseSettings, snap: Snapshot, now: d
         else:
             cond = Condition.BAND
         query = (
-            "SELECT window_start, tier, requests, successes, round(cost_usd, 4) AS cost_usd,\n"
-            "       round(cost_per_success, 6) AS cost_per_success\n"
+            "SELECT window_start, tier, requests, successes, round(call_cost_usd, 4) AS call_cost_usd,\n"
+            "       round(call_cost_usd / nullif(successes, 0), 6) AS call_cost_per_success\n"
             f"FROM tier_hourly WHERE tier = {sql_str(tier)}\n"
             f"  AND window_start >= TIMESTAMP '{window - timedelta(hours=24):%Y-%m-%d %H:%M:%S}'\n"
             "ORDER BY window_start"
@@ -253,7 +253,8 @@ def _cost_per_success_rise(s: CostPerSuccessRiseSettings, snap: Snapshot, now: d
         out.append(Observation(
             rule="cost_per_success_rise", labels={"tier": str(tier)}, condition=cond,
             value=cps, threshold=base * (1 + s.rise_pct / 100),
-            summary=f"cost per successful request on tier {tier} ${cps:.5f} vs 7-day ${base:.5f} ({rise:+.0f}%)",
+            summary=(f"cost per successful request on tier {tier} ${cps:.5f} vs 7-day ${base:.5f} ({rise:+.0f}%; "
+                     "what the calls cost, the student's hosting left out)"),
             window=_window_text(window),
             figures={"cost per success": f"${cps:.5f}", "7-day level": f"${base:.5f}", "rise": f"{rise:+.1f}%",
                      "successes": successes, "successes (7 days)": succ_7d,

@@ -30,17 +30,20 @@ CACHE_SQL = """
 SELECT window_start, tenant, hit_rate, avg_7d, lookups, hits, lookups_7d
 FROM cache_hit_rate_7d WHERE window_start = $w"""
 
+#: What the calls cost per success (``call_cost_usd``): the student's GPU hosting is a fixed cost per
+#: hour, so its share per request follows the hour's volume (a quiet night hour costs 10x a busy one per
+#: request) and says nothing about routing or quality; it is left out here and shown by every other figure.
 #: An hour whose cost is NaN / NULL is left out of the sums (its successes too) and counted
 #: (``ignored``), so one bad figure cannot turn a week of cost per success into NaN.
 TIERS_SQL = """
 SELECT $w AS window_start, tier,
        sum(requests)  FILTER (WHERE window_start = $w) AS requests,
-       sum(successes) FILTER (WHERE window_start = $w AND isfinite(cost_usd)) AS successes,
-       sum(cost_usd)  FILTER (WHERE window_start = $w AND isfinite(cost_usd)) AS cost_usd,
-       sum(successes) FILTER (WHERE window_start < $w AND isfinite(cost_usd)) AS successes_7d,
-       sum(cost_usd)  FILTER (WHERE window_start < $w AND isfinite(cost_usd)) AS cost_usd_7d,
-       count(*) FILTER (WHERE window_start = $w AND NOT coalesce(isfinite(cost_usd), false)) AS ignored,
-       count(*) FILTER (WHERE window_start < $w AND NOT coalesce(isfinite(cost_usd), false)) AS ignored_7d
+       sum(successes) FILTER (WHERE window_start = $w AND isfinite(call_cost_usd)) AS successes,
+       sum(call_cost_usd) FILTER (WHERE window_start = $w AND isfinite(call_cost_usd)) AS cost_usd,
+       sum(successes) FILTER (WHERE window_start < $w AND isfinite(call_cost_usd)) AS successes_7d,
+       sum(call_cost_usd) FILTER (WHERE window_start < $w AND isfinite(call_cost_usd)) AS cost_usd_7d,
+       count(*) FILTER (WHERE window_start = $w AND NOT coalesce(isfinite(call_cost_usd), false)) AS ignored,
+       count(*) FILTER (WHERE window_start < $w AND NOT coalesce(isfinite(call_cost_usd), false)) AS ignored_7d
 FROM tier_hourly
 WHERE window_start >= $w - INTERVAL 168 HOURS AND window_start <= $w
 GROUP BY tier"""
