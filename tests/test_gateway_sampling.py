@@ -13,7 +13,7 @@ import anthropic
 import openai
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
-from test_gateway_hostile import pipeline, post, serve, standin  # noqa: F401 - fixtures
+from test_gateway_hostile import pipeline, post, serve  # noqa: F401 - fixtures
 
 from costline.collectors import Recorder
 from costline.config import Config
