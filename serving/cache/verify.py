@@ -104,7 +104,7 @@ import logging
 import math
 import re
 import threading
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -132,7 +132,7 @@ __all__ = [
 ]
 
 GUARD_REASONS = ("number", "identifier", "date", "time", "unit", "negation", "polarity", "entity", "scope",
-                 "comparative", "temporal", "unmatched")
+                 "comparative", "temporal", "order", "unmatched")
 #: A candidate that passed the guards but scored under the admission model's operating point.
 REASON_ADMISSION = "admission"
 #: A candidate that passed the guards and the admission model but not the pair model (pair_model.py).
@@ -1642,6 +1642,8 @@ _ASIDE_REASONS = frozenset({"negation", "number", "date", "time", "scope", "comp
 
 def _guard(q: QuestionFeatures, c: QuestionFeatures, cosine: float | None = None) -> str | None:
     """:func:`guard`'s rules, in order, on the two questions as given."""
+    if _foreign_words(q.text) != _foreign_words(c.text):  # "Как отменить заказ" / "Как изменить заказ": the
+        return "unmatched"  # guards read English, the embedder barely more; in another script only the same words pass
     if q.identifiers != c.identifiers:
         return "identifier"
     if _dates(q, c) != _dates(c, q) or _habit_against_one_day(q, c) or _habit_against_one_day(c, q):
@@ -1682,6 +1684,8 @@ def _guard(q: QuestionFeatures, c: QuestionFeatures, cosine: float | None = None
         return "scope"
     if _relations_traded(q, c):  # "wait after colouring before washing" / "wait before colouring after washing"
         return "temporal"
+    if _roles_swapped(q, c):  # "from savings to checking" / "from checking to savings"
+        return "order"
     if _opposite(q.comparative, c.comparative):
         return "comparative"
     if q.temporal and c.temporal and q.temporal != c.temporal:
@@ -2454,6 +2458,66 @@ def _relations_traded(q: QuestionFeatures, c: QuestionFeatures) -> bool:
         return False
     moved = {a for a, b in zip(q.tokens, c.tokens) if a != b}
     return len(moved & _RELATION_WORDS) >= 2
+
+
+#: Words that give the word after them a role: "from A to B", "turn A into B", "faster than B", "A instead of B",
+#: "stop at A before B".
+_ROLE_MARKERS = frozenset({"from", "to", "into", "onto", "than", "instead", "rather", "vs", "versus", "towards",
+                           "toward", "via", "before", "after"})
+_JOINERS = frozenset({"or", "and", "nor", "/"})
+
+
+def _roles(tokens: tuple[str, ...]) -> dict[str, Counter[str]]:
+    """For each role marker of ``tokens``, the words right after it (determiners and "of" skipped). A marker in
+    a coordination gives no role: "before or after", "to and from", "to rent or to buy" (alternatives, in either
+    order the same question)."""
+    out: dict[str, Counter[str]] = {}
+    for i, w in enumerate(tokens):
+        if w not in _ROLE_MARKERS or (i > 0 and tokens[i - 1] in _JOINERS):
+            continue
+        j = i + 1
+        while j < len(tokens) and (tokens[j] in _DETERMINERS or tokens[j] == "of"):
+            j += 1
+        if j < len(tokens) and tokens[j] not in _JOINERS and (j + 1 == len(tokens) or tokens[j + 1] not in _JOINERS):
+            out.setdefault(w, Counter())[tokens[j]] += 1
+    return out
+
+
+def _roles_swapped(q: QuestionFeatures, c: QuestionFeatures) -> bool:
+    """Two words that trade roles: a marker both questions use as often hands its role to a word that the other
+    question also names, but in another place ("transfer from savings to checking" / "from checking to savings",
+    "convert a string to an int" / "an int to a string", "is Python faster than Java" / "Java faster than
+    Python"). The same roles in another order ("from the airport to the hotel" / "to the hotel from the
+    airport") are one question."""
+    if q.tokens == c.tokens:
+        return False
+    rq, rc = _roles(q.tokens), _roles(c.tokens)
+    words_q, words_c = set(q.tokens), set(c.tokens)
+    for marker, after_q in rq.items():
+        after_c = rc.get(marker)
+        if after_c is None or after_q == after_c or sum(after_q.values()) != sum(after_c.values()):
+            continue
+        gone, came = after_q - after_c, after_c - after_q
+        if all(w in words_c for w in gone) and all(w in words_q for w in came):
+            return True
+    return False
+
+
+#: Letters the guards cannot read: any script but Latin. Chinese, Japanese and Thai are written without spaces,
+#: so their letters are compared one by one.
+_FOREIGN_WORD = re.compile(r"[^\W\d_a-zA-Z\u00c0-\u024f\u1e00-\u1eff]+")
+_UNSPACED = re.compile(r"[\u0e00-\u0e7f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]")
+
+
+def _foreign_words(text: str) -> Counter[str]:
+    """The words of ``text`` in scripts other than Latin (lower-cased; unspaced scripts letter by letter)."""
+    out: Counter[str] = Counter()
+    for word in _FOREIGN_WORD.findall(text.lower()):
+        if _UNSPACED.search(word):
+            out.update(word)
+        else:
+            out[word] += 1
+    return out
 
 
 #: The time frames that say what a time question measures (the others, "own" and "span", only qualify it).
