@@ -1,7 +1,8 @@
 """Two near-miss families the verified cache served as hits (cosine 0.94-1.00, every guard silent):
 
 - **the same words in other roles**: "transfer from savings to checking" / "from checking to savings", "convert a
-  string to an int" / "an int to a string", "is Python faster than Java" / "is Java faster than Python";
+  string to an int" / "an int to a string", "is Python faster than Java" / "is Java faster than Python", "can a
+  landlord evict a tenant" / "can a tenant evict a landlord", "shipping to Canada" / "shipping from Canada";
 - **questions in another script**, where the guards read no word and MiniLM little more: "Как отменить заказ?"
   (cancel) / "Как изменить заказ?" (change), "如何取消我的订单" / "如何修改我的订单" (cosine 1.000);
 
@@ -26,6 +27,11 @@ TRAPS = [
     ("How do I merge main into my feature branch?", "How do I merge my feature branch into main?", "order"),
     ("Does the 9am train stop at Reading before Slough?", "Does the 9am train stop at Slough before Reading?",
      "order"),
+    ("Can a landlord evict a tenant without notice?", "Can a tenant evict a landlord without notice?", "order"),
+    ("Does the employer pay the employee's pension contributions?",
+     "Does the employee pay the employer's pension contributions?", "order"),
+    ("How many ounces are in a pound?", "How many pounds are in an ounce?", "order"),
+    ("How much is shipping to Canada?", "How much is shipping from Canada?", "order"),
     ("Как отменить заказ?", "Как изменить заказ?", "unmatched"),
     ("如何取消我的订单？", "如何修改我的订单？", "unmatched"),
     ("注文をキャンセルするにはどうすればいいですか？", "注文を変更するにはどうすればいいですか？", "unmatched"),
@@ -41,6 +47,11 @@ SAME = [
     ("Is it cheaper to rent or to buy a car?", "Is it cheaper to buy or to rent a car?"),
     ("Can I swim before or after the lesson?", "Can I swim after or before the lesson?"),  # joined markers
     ("How do I send money to my friend from my bank account?", "How do I send money from my bank account to my friend?"),
+    # two nouns of a coordination, words that move freely, a rewrite that names the nouns in another order
+    ("Who pays the deposit, the tenant or the landlord?", "Who pays the deposit, the landlord or the tenant?"),
+    ("Is parking free on Sundays?", "On Sundays, is parking free?"),
+    ("How can I track my order?", "Where is my order? How do I track it?"),
+    ("What's your return policy?", "What is your policy on returns?"),
     # a marker used once more on one side is no swap ("to" as an infinitive)
     ("How do I switch to dark mode?", "How to switch to dark mode?"),
     # the same words in another script, spacing and punctuation aside

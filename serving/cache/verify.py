@@ -1684,8 +1684,6 @@ def _guard(q: QuestionFeatures, c: QuestionFeatures, cosine: float | None = None
         return "scope"
     if _relations_traded(q, c):  # "wait after colouring before washing" / "wait before colouring after washing"
         return "temporal"
-    if _roles_swapped(q, c):  # "from savings to checking" / "from checking to savings"
-        return "order"
     if _opposite(q.comparative, c.comparative):
         return "comparative"
     if q.temporal and c.temporal and q.temporal != c.temporal:
@@ -1724,6 +1722,8 @@ def _guard(q: QuestionFeatures, c: QuestionFeatures, cosine: float | None = None
         return "temporal"
     if _deixis_differs(q, c):  # "next Wednesday" / "this Wednesday" (checked after the rules above, which
         return "date"  # read "last month" / "next month" already)
+    if _roles_swapped(q, c) or _nouns_swapped(q, c):  # "from savings to checking" / "from checking to savings",
+        return "order"  # "can a landlord evict a tenant" / "can a tenant evict a landlord"
     if reason := _alternative_swap(ops, q, c):  # "the alto part" / "the tenor part", "time of day" / "of year"
         return reason
     if not said_twice and _word_swap(ops, q, c, cosine):  # "is physiotherapy covered" / "is dental work covered"
@@ -2487,11 +2487,16 @@ def _roles_swapped(q: QuestionFeatures, c: QuestionFeatures) -> bool:
     """Two words that trade roles: a marker both questions use as often hands its role to a word that the other
     question also names, but in another place ("transfer from savings to checking" / "from checking to savings",
     "convert a string to an int" / "an int to a string", "is Python faster than Java" / "Java faster than
-    Python"). The same roles in another order ("from the airport to the hotel" / "to the hotel from the
+    Python"), or a word after "to" that the other question has after "from" ("shipping to Canada" / "shipping
+    from Canada"). The same roles in another order ("from the airport to the hotel" / "to the hotel from the
     airport") are one question."""
     if q.tokens == c.tokens:
         return False
     rq, rc = _roles(q.tokens), _roles(c.tokens)
+    for one, other in (("to", "from"), ("from", "to"), ("into", "from")):  # "shipping to Canada" / "from Canada"
+        moved = (rq.get(one, Counter()) & rc.get(other, Counter())) - rc.get(one, Counter()) - rq.get(other, Counter())
+        if moved:
+            return True
     words_q, words_c = set(q.tokens), set(c.tokens)
     for marker, after_q in rq.items():
         after_c = rc.get(marker)
@@ -2501,6 +2506,55 @@ def _roles_swapped(q: QuestionFeatures, c: QuestionFeatures) -> bool:
         if all(w in words_c for w in gone) and all(w in words_q for w in came):
             return True
     return False
+
+
+def _noun_lemma(word: str) -> str | None:
+    """``word``'s noun lemma when lemminflect reads it only as a noun or verb ("landlord", "ounces", "pound"), else
+    None: a word that may be an adjective or adverb ("free", "online") moves around a sentence freely."""
+    from lemminflect import getAllLemmas
+
+    found = getAllLemmas(word)
+    if "NOUN" not in found or "ADJ" in found or "ADV" in found:
+        return None
+    return found["NOUN"][0]
+
+
+def _content_sequence(tokens: tuple[str, ...]) -> list[tuple[str, int]]:
+    """The content words of ``tokens`` in order, nouns by their lemma, with their token positions."""
+    return [(_noun_lemma(w) or w, i) for i, w in enumerate(tokens) if w not in _STOP and w != "s"]
+
+
+def _nouns_swapped(q: QuestionFeatures, c: QuestionFeatures) -> bool:
+    """Two nouns that trade places and nothing else: "can a landlord evict a tenant" / "can a tenant evict a
+    landlord", "how many ounces are in a pound" / "pounds in an ounce", "does the employer pay the employee's
+    pension" / "the employee pay the employer's". Two nouns of a coordination ("the tenant or the landlord") and
+    words that move around a sentence (adjectives, adverbs: "is parking free" / "is there free parking") do not
+    count."""
+    if len(q.tokens) != len(c.tokens) or sum(a != b for a, b in zip(q.tokens, c.tokens)) > 4:
+        return False  # an edit, not a rewrite ("how can I track my order" / "where is my order, how do I track it")
+    sq, sc = _content_sequence(q.tokens), _content_sequence(c.tokens)
+    if len(sq) != len(sc):
+        return False
+    diff = [k for k, ((a, _), (b, _)) in enumerate(zip(sq, sc)) if a != b]
+    if len(diff) != 2:
+        return False
+    i, j = diff
+    (a, qi), (b, qj) = sq[i], sq[j]
+    if (sc[i][0], sc[j][0]) != (b, a) or _noun_lemma(q.tokens[qi]) is None or _noun_lemma(q.tokens[qj]) is None:
+        return False
+    ci, cj = sc[i][1], sc[j][1]  # where b and a stand in c
+    if _lead(q.tokens, qi) == _lead(c.tokens, cj) and _lead(q.tokens, qj) == _lead(c.tokens, ci):
+        return False  # each keeps the word before it: "from the airport to the hotel" / "to the hotel from the airport"
+    return not any(t in _JOINERS for f, (x, y) in ((q, (qi, qj)), (c, (ci, cj)))
+                   for t in f.tokens[min(x, y):max(x, y)])
+
+
+def _lead(tokens: tuple[str, ...], at: int) -> str:
+    """The word before ``tokens[at]``, determiners and a possessive "s" skipped ("" at the start)."""
+    k = at - 1
+    while k >= 0 and (tokens[k] in _DETERMINERS or tokens[k] == "s"):
+        k -= 1
+    return tokens[k] if k >= 0 else ""
 
 
 #: Letters the guards cannot read: any script but Latin. Chinese, Japanese and Thai are written without spaces,
