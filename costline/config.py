@@ -274,11 +274,16 @@ class PricingConfig:
     batch_multiplier: float = 0.5
     #: The student has no token price: its GPU hosting cost is shared by the requests of each
     #: hour that used it (docs/sql.md). ~$2,000/month A100 (the article). The simplest form of
-    #: the schedule: one GPU at this rate from the first student call on, used when ``hosting``
-    #: is empty. Changing it re-prices history; a dated ``hosting`` schedule does not.
+    #: the schedule: one GPU at this rate over the runs of student calls (``hosting_open_gap_hours``),
+    #: used when ``hosting`` is empty. Changing it re-prices history; a dated ``hosting`` schedule does not.
     student_usd_per_hour: float = 2.74
     #: The dated hosting schedule (``[[pricing.hosting]]``); overlapping periods add up.
     hosting: tuple[HostingPeriod, ...] = ()
+    #: A period with an open ``since`` (``student_usd_per_hour`` alone is one) bills the hours the student
+    #: ran, read off its calls: hours with student calls and the idle hours between two of them at most
+    #: this many hours apart (a week: nights and weekends are idle hours of a running GPU). A longer
+    #: silence is not billed, so one call stamped years early bills its own hour, not every hour since.
+    hosting_open_gap_hours: int = 168
     #: Calls from these providers are served by the self-hosted student.
     student_providers: tuple[str, ...] = (contract.PROVIDER_VLLM,)
 
@@ -760,6 +765,7 @@ def _validate(config: Config, source: str) -> None:
     pricing: PricingConfig = sections["pricing"]
     for key in ("cache_read_multiplier", "cache_write_multiplier", "batch_multiplier", "student_usd_per_hour"):
         Section("pricing", source=source).not_negative(key, getattr(pricing, key))
+    Section("pricing", source=source).at_least("hosting_open_gap_hours", pricing.hosting_open_gap_hours, 1)
     for i, period in enumerate(pricing.hosting, 1):
         where = f"[[pricing.hosting]] #{i}"
         if not period.usd_per_hour >= 0 or period.usd_per_hour == float("inf"):

@@ -713,7 +713,8 @@ def create_table_views(con: "duckdb.DuckDBPyConnection", config: Config) -> None
     Lake(lake_path).init()
     for table, dataset in table_datasets(config).items():
         con.register(f"{table}_iceberg", dataset)
-    stmts = views_sql(lake_path, hosting=hosting_schedule(config.pricing))
+    stmts = views_sql(lake_path, hosting=hosting_schedule(config.pricing),
+                      open_gap_hours=config.pricing.hosting_open_gap_hours)
     for table in TABLES:
         local = read_table_sql(lake_path, table)
         source = (f"(SELECT *, coalesce(CAST(ts AS DATE), DATE '1970-01-01') AS date FROM {table}_iceberg)")

@@ -47,7 +47,8 @@ def tier_hourly(plans: Iterable[RequestPlan], student_usd_per_hour: float = STUD
     """{(window_start, tier): (requests, successes, cost_usd)}; windows by request end time.
 
     Hosting (docs/sql.md): ``student_usd_per_hour`` for every hour from the hour of the first student
-    call to the hour of the newest span; each hour's cost shared equally by the requests of that hour
+    call to the hour of the newest span (these plans have no silence longer than hosting_open_gap_hours);
+    each hour's cost shared equally by the requests of that hour
     that made a student call (answered or escalated away); an hour nobody shared is a student row with
     0 requests.
     """
@@ -93,7 +94,8 @@ def add_hosting(out: dict, answered: Iterable[tuple[int, str, bool, float, bool]
                 last_end_us: int, rate: float) -> None:
     """Add the rows of ``answered`` (end µs, tier, ok, call cost, shares hosting) and the student's hosting
     to ``out`` (``{(hour index, tier): [requests, successes, cost]}``), by the rules in docs/sql.md:
-    ``rate`` every hour from the first student call's hour to the newest span's hour; shared equally
+    ``rate`` every hour from the first student call's hour to the newest span's hour (no silence longer
+    than hosting_open_gap_hours in these lakes); shared equally
     by the hour's requests that made a student call without an explicit price; an hour nobody
     shared is a student row with 0 requests."""
     answered = list(answered)

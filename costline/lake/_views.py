@@ -13,7 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from costline.config import Config
+from costline.config import Config, PricingConfig
 from costline.fsutil import atomic_path
 from costline.lazy import import_optional
 from costline.lake._files import check_glob_free, read_table_sql
@@ -69,12 +69,17 @@ def views_sql(
     *,
     student_usd_per_hour: float | None = None,
     hosting: Sequence[tuple[datetime | None, datetime | None, float]] | None = None,
+    open_gap_hours: int = PricingConfig.hosting_open_gap_hours,
 ) -> list[str]:
     """The ``CREATE VIEW`` statements over a lake (absolute paths, hosting schedule embedded).
 
     ``hosting`` is :func:`costline.pricing.hosting_schedule`'s ``[(since, until, USD/hour)]``; without
-    it, ``student_usd_per_hour`` is one open period (the simplest schedule). docs/sql.md has the rules.
+    it, ``student_usd_per_hour`` is one open period (the simplest schedule). An open ``since`` bills the
+    runs of student calls, bridging silences of at most ``open_gap_hours`` (``[pricing]
+    hosting_open_gap_hours``). docs/sql.md has the rules.
     """
+    if int(open_gap_hours) < 1:
+        raise ValueError(f"open_gap_hours must be at least 1; got {open_gap_hours!r}")
     if hosting is None:
         rate = float(student_usd_per_hour or 0.0)
         hosting = [(None, None, rate)] if rate > 0 else []
@@ -82,7 +87,8 @@ def views_sql(
                            one_row_per_span=ONE_ROW_PER_SPAN) for table in TABLES]
     stmts += [view_file_sql("links", view="call_links_all", source="calls_raw"),
               view_file_sql("links", view="lookup_links", source="lookups_raw")]
-    fields = {"costline_scope": COSTLINE_SCOPE, "schedule": _schedule_sql(hosting)}
+    fields = {"costline_scope": COSTLINE_SCOPE, "schedule": _schedule_sql(hosting),
+              "open_gap_hours": str(int(open_gap_hours))}
     for name in VIEW_FILES:
         stmts.append(view_file_sql(name, **fields))
     return stmts
@@ -122,7 +128,8 @@ def create_views(con: "duckdb.DuckDBPyConnection", config: Config) -> None:
     set_aside_odd_files(config.lake.path)  # one unreadable file would fail every query over its table
     from costline.pricing import hosting_schedule
 
-    for stmt in views_sql(config.lake.path, hosting=hosting_schedule(config.pricing)):
+    for stmt in views_sql(config.lake.path, hosting=hosting_schedule(config.pricing),
+                          open_gap_hours=config.pricing.hosting_open_gap_hours):
         con.execute(stmt)
     for stmt in provided_views(config.lake.path):
         con.execute(stmt)
