@@ -1722,8 +1722,9 @@ def _guard(q: QuestionFeatures, c: QuestionFeatures, cosine: float | None = None
         return "temporal"
     if _deixis_differs(q, c):  # "next Wednesday" / "this Wednesday" (checked after the rules above, which
         return "date"  # read "last month" / "next month" already)
-    if _roles_swapped(q, c) or _nouns_swapped(q, c):  # "from savings to checking" / "from checking to savings",
-        return "order"  # "can a landlord evict a tenant" / "can a tenant evict a landlord"
+    if _roles_swapped(q, c) or _nouns_swapped(q, c) or _subjects_swapped(q, c):  # "from savings to checking" /
+        return "order"  # "from checking to savings", "can a landlord evict a tenant" / "a tenant evict a landlord",
+        # "can my husband use my card" / "can I use my husband's card"
     if reason := _alternative_swap(ops, q, c):  # "the alto part" / "the tenor part", "time of day" / "of year"
         return reason
     if not said_twice and _word_swap(ops, q, c, cosine):  # "is physiotherapy covered" / "is dental work covered"
@@ -2547,6 +2548,118 @@ def _nouns_swapped(q: QuestionFeatures, c: QuestionFeatures) -> bool:
         return False  # each keeps the word before it: "from the airport to the hotel" / "to the hotel from the airport"
     return not any(t in _JOINERS for f, (x, y) in ((q, (qi, qj)), (c, (ci, cj)))
                    for t in f.tokens[min(x, y):max(x, y)])
+
+
+#: What opens a question before its subject: "how do I", "can my husband", "why can't my wife".
+_QUESTION_AUX = frozenset({"can", "could", "may", "might", "will", "would", "shall", "should", "must", "do", "does",
+                           "did", "is", "are", "am", "was", "were", "have", "has", "had"})
+_QUESTION_WH = frozenset({"how", "why", "when", "where", "what", "whether", "so", "then"})
+#: The asker and the one asked, in every form: a subject "I" and an object "me" are one person.
+_FIRST_PERSON = frozenset({"i", "me", "my", "mine", "myself", "we", "us", "our", "ours", "ourselves"})
+_SECOND_PERSON = frozenset({"you", "your", "yours", "yourself", "yourselves"})
+#: Before a noun subject ("my husband", "the admin"); a bare plural ("guests") needs none.
+_SUBJECT_DETS = frozenset({"my", "your", "our", "their", "his", "her", "the", "a", "an", "this", "that", "these",
+                           "those"})
+#: Verbs and adjectives that hand the question to the verb after "to": "am I allowed to use", "is my manager able
+#: to read", "does my son need to sign".
+_TO_CHAIN = frozenset({"need", "needs", "want", "wants", "have", "has", "able", "allowed", "permitted", "supposed",
+                       "going", "try", "tries", "get", "gets", "expected", "required"})
+_BE_FORMS = frozenset({"is", "are", "am", "was", "were", "be", "been", "being"})
+
+
+def _person(word: str) -> str | None:
+    """Who ``word`` names: "1" (the asker: I, me, my, we...), "2" (you, your...), a noun's lemma, else None."""
+    if word in _FIRST_PERSON:
+        return "1"
+    if word in _SECOND_PERSON:
+        return "2"
+    return _noun_lemma(word) or _unknown_word(word)
+
+
+def _unknown_word(word: str) -> str | None:
+    """A word lemminflect does not know ("admin", a product's name): itself, taken as a noun."""
+    from lemminflect import getAllLemmas
+
+    return word if word.isalpha() and word not in _NOT_A_VERB_HERE and not getAllLemmas(word) else None
+
+
+#: Words that are never the verb after a subject (what `_subject_verb` steps over or stops at).
+_NOT_A_VERB_HERE = _FIRST_PERSON | _SECOND_PERSON | _SUBJECT_DETS | _BE_FORMS | frozenset({
+    "to", "of", "in", "on", "at", "for", "from", "by", "with", "about", "if", "and", "or", "but", "not", "there",
+    "it", "its", "they", "them", "he", "him", "she", "s", "any", "some", "all", "every", "each", "who", "whom",
+    "which", "what", "whose"})
+#: Verbs that say the same thing whoever is their subject: "can I meet you" / "can you meet me".
+_SYMMETRIC_VERBS = frozenset({"meet", "chat", "talk", "speak", "date", "marry", "match", "trade", "swap", "exchange",
+                              "collaborate", "connect", "communicate", "interact", "converse", "correspond",
+                              "compete", "play", "partner", "split", "sync", "agree", "disagree", "argue",
+                              "negotiate", "video-chat", "hang-out", "catch-up", "team-up"})
+
+
+def _subject_verb(tokens: tuple[str, ...]) -> tuple[str, str] | None:
+    """The subject of a question and the verb it does, ``(person, verb lemma)``: "can my husband use my card" ->
+    ("husband", "use"), "how do I add my wife" -> ("1", "add"), "am I allowed to use" -> ("1", "use"). None when
+    the question is passive ("will I be refunded", "can my messages be seen": the subject is not the doer), asks
+    what something is ("is my son eligible") or has another shape."""
+    n, i = len(tokens), 0
+    if i < n and tokens[i] in _QUESTION_WH:
+        i += 1
+    led = i < n and tokens[i] in _QUESTION_AUX
+    be_led = led and tokens[i] in _BE_FORMS  # "is the studio wheelchair accessible": what it is, not what it does
+    if led:
+        i += 1
+    elif i:  # "how to reset it": no subject
+        return None
+    if i < n and tokens[i] == "not":
+        i += 1
+    if i >= n:
+        return None
+    if tokens[i] in {"i", "we", "you"}:
+        subject, i = _person(tokens[i]), i + 1
+    else:
+        if tokens[i] in _SUBJECT_DETS:
+            i += 1
+        if i >= n or tokens[i] in _NOT_A_VERB_HERE or (subject := _person(tokens[i])) is None:
+            return None
+        i += 1
+        if i < n and tokens[i] not in _NOT_A_VERB_HERE and _noun_lemma(tokens[i]) and _never_a_verb(tokens[i]):
+            subject, i = _noun_lemma(tokens[i]), i + 1  # "my credit card", "the team admin": the head is last
+    while i < n and tokens[i] in {"not", "also", "still", "just", "really", "ever", "even"}:
+        i += 1
+    if not led and i < n and tokens[i] in _QUESTION_AUX and tokens[i] not in _BE_FORMS:
+        i += 1  # "my husband can use my card": the modal after a fronted subject
+    if i < n and tokens[i] in _BE_FORMS:  # "will I be refunded", "is my son eligible": no doer here
+        if i + 2 < n and tokens[i + 1] in _TO_CHAIN and tokens[i + 2] == "to":
+            i += 1  # "will I be able to"
+        else:
+            return None
+    if be_led and not (i + 1 < n and tokens[i] in _TO_CHAIN and tokens[i + 1] == "to"):
+        return None  # only "is my manager able to read", "are my kids allowed to use" name a doer
+    while i + 2 < n and tokens[i] in _TO_CHAIN and tokens[i + 1] == "to":
+        i += 2
+    if i >= n or tokens[i] in _NOT_A_VERB_HERE or not tokens[i].replace("-", "").isalpha():
+        return None
+    from lemminflect import getAllLemmas
+
+    kinds = getAllLemmas(tokens[i])
+    if "VERB" not in kinds and ("ADJ" in kinds or "ADV" in kinds):  # "accessible", "eligible", "online"
+        return None
+    return subject, _verb_lemma(tokens[i])
+
+
+def _subjects_swapped(q: QuestionFeatures, c: QuestionFeatures) -> bool:
+    """Two people who trade who does what: "can my husband use my card" / "can I use my husband's card", "can I
+    add my wife to my account" / "can my wife add me to hers", "do I owe you money" / "do you owe me money". The
+    same verb, each question's subject named in the other question but not as its subject. Not: another verb
+    for the same thing ("can I get a refund" / "can you give me one"), a passive ("can my messages be seen by my
+    manager"), a question that asks both ways ("should I call you or will you call me")."""
+    sq, sc = _subject_verb(q.tokens), _subject_verb(c.tokens)
+    if sq is None or sc is None or sq[0] == sc[0] or sq[1] != sc[1] or sq[1] in _SYMMETRIC_VERBS:
+        return False
+    if any("or" in f.tokens for f in (q, c)):
+        return False
+    people_q = {p for w in q.tokens if (p := _person(w))}
+    people_c = {p for w in c.tokens if (p := _person(w))}
+    return sq[0] in people_c and sc[0] in people_q
 
 
 def _lead(tokens: tuple[str, ...], at: int) -> str:
