@@ -132,7 +132,7 @@ __all__ = [
 ]
 
 GUARD_REASONS = ("number", "identifier", "date", "time", "unit", "negation", "polarity", "entity", "scope",
-                 "comparative", "temporal", "order", "unmatched")
+                 "comparative", "temporal", "order", "question_word", "unmatched")
 #: A candidate that passed the guards but scored under the admission model's operating point.
 REASON_ADMISSION = "admission"
 #: A candidate that passed the guards and the admission model but not the pair model (pair_model.py).
@@ -613,6 +613,12 @@ class QuestionFeatures:
     #: "how early", "how far in advance", "by when" …): two such questions share their frame, so the pair model is
     #: asked to be surer (:attr:`Verifier.time_threshold`).
     asks_time: bool = False
+    #: What kind of answer it asks for at the start of a clause, beside a time: "place" ("where"), "reason" ("why",
+    #: "how come"), "person" ("who", "whom", "whose"), "manner" ("how do / can / should I", "how to"), and "time"
+    #: (:attr:`asks_time`). A time or a reason answers no other kind ("where do I return it" / "when do I return
+    #: it", "why can people see my posts" / "who can see them"); the others often share one ("where do I find my
+    #: invoice" / "how do I find it", "who do I contact about billing" / "how do I contact billing").
+    asks: frozenset[str] = frozenset()
     #: What a time question measures, where its words say so: "often" (a frequency: "how often", "how many times a
     #: year"), "window" (a time the asker has: "how long do I have to return it") or "take" (how long a thing
     #: takes: "how long does the refund take"); "own" (a thing's own stretch: "the fitting itself", "the actual
@@ -1081,6 +1087,17 @@ _ASKS_TIME = re.compile(r"(?:^|[,.;:!?]\s+|\s[-–]\s+)(?:(?:and|so|but|also|the
                         r"(?:when\b|what\s+time\b|by\s+when\b|what\s+day\b"
                         r"|how\s+(?:long|soon|early|late|quickly|far\s+(?:in\s+advance|ahead)|close\s+to)\b)")
 
+_CLAUSE_START = r"(?:^|[,.;:!?]\s+|\s[-–]\s+)(?:(?:and|so|but|also|then|ok|okay|hi|hello|hey|please)\s+)?"
+#: The kinds of answer a clause asks for (QuestionFeatures.asks), beside a time (_ASKS_TIME).
+_ANSWER_KINDS = (
+    (re.compile(_CLAUSE_START + r"where\b"), "place"),
+    (re.compile(_CLAUSE_START + r"(?:why\b|how\s+come\b)"), "reason"),
+    (re.compile(_CLAUSE_START + r"(?:who|whom|whose)\b"), "person"),
+    (re.compile(_CLAUSE_START + r"how\s+(?:do|does|did|can|could|should|would|will|may|might|must|to)\b"), "manner"),
+)
+#: Kinds of answer no other kind gives: a time, a reason.
+_ASKS_APART = frozenset({"time", "reason"})
+
 
 #: What a time question measures (QuestionFeatures.time_frame): a frequency, a window the asker has (not "how long do
 #: I have to wait", which is how long a thing takes), or how long a thing takes.
@@ -1486,6 +1503,8 @@ def analyse(text: str, stemmer: Any | None = None, *, asides: bool = True) -> Qu
                        | ({"day"} if _ON_THE_DAY.search(low) else set())),
         time_ask=_time_ask(low),
         asks_time=bool(_ASKS_TIME.search(low)),
+        asks=frozenset([name for pattern, name in _ANSWER_KINDS if pattern.search(low)]
+                       + (["time"] if _ASKS_TIME.search(low) else [])),
         price_ask=_price_ask(lowered),
         time_frame=frozenset([name for pattern, name in _TIME_FRAME if pattern.search(low)]
                              + (["own"] if _ITSELF.search(low) else []) + (["span"] if _SPAN.search(low) else [])),
@@ -1722,6 +1741,8 @@ def _guard(q: QuestionFeatures, c: QuestionFeatures, cosine: float | None = None
         return "temporal"
     if _deixis_differs(q, c):  # "next Wednesday" / "this Wednesday" (checked after the rules above, which
         return "date"  # read "last month" / "next month" already)
+    if _asks_differ(q, c):  # "where do I return an item" / "when do I return an item", "why was my card declined" /
+        return "question_word"  # "when was my card declined", "who can see my posts" / "why can people see them"
     if _roles_swapped(q, c) or _nouns_swapped(q, c) or _subjects_swapped(q, c):  # "from savings to checking" /
         return "order"  # "from checking to savings", "can a landlord evict a tenant" / "a tenant evict a landlord",
         # "can my husband use my card" / "can I use my husband's card"
@@ -2644,6 +2665,14 @@ def _subject_verb(tokens: tuple[str, ...]) -> tuple[str, str] | None:
     if "VERB" not in kinds and ("ADJ" in kinds or "ADV" in kinds):  # "accessible", "eligible", "online"
         return None
     return subject, _verb_lemma(tokens[i])
+
+
+def _asks_differ(q: QuestionFeatures, c: QuestionFeatures) -> bool:
+    """The two ask for different kinds of answer: no kind in common, and one of them a time or a reason
+    (:attr:`QuestionFeatures.asks`)."""
+    if not q.asks or not c.asks or q.asks & c.asks:
+        return False
+    return bool((q.asks | c.asks) & _ASKS_APART)
 
 
 def _subjects_swapped(q: QuestionFeatures, c: QuestionFeatures) -> bool:
