@@ -7,6 +7,9 @@ The guard reads each question's subject and the verb it does; when the verbs are
 named in the other question, but not as its subject, the two ask about different doers (reason ``order``).
 Expected reasons come from the sentences; the same-answer pairs below are what the rule must leave alone:
 another verb for the same act, passives, "is X able / allowed to", verbs that mean the same either way round.
+
+Beside them, another owner of the same thing ("how do I delete my account" / "how do I delete my child's account",
+6 of 10 dev pairs served before) is another question (reason ``entity``).
 """
 
 from __future__ import annotations
@@ -84,3 +87,27 @@ def test_the_real_cache_no_longer_serves_a_swap_and_still_serves_the_question(tm
         assert found.hit is None and "order" in found.reject_reasons, (new, found.reject_reasons)
         again = cache.lookup_detail(stored.lower().rstrip("?"), tenant=f"t{i}")
         assert again.hit is not None and again.hit.answer == f"answer {i}"
+
+
+OWNERS = [
+    ("How do I delete my account?", "How do I delete my child's account?"),
+    ("Can I see my orders?", "Can I see my partner's orders?"),
+    ("How do I reset my phone?", "How do I reset my daughter's phone?"),  # "daughter" may also be an adjective
+    ("Where can I view my grades?", "Where can I view my student's grades?"),
+    ("Can I check my lesson notes online?", "Can I check my flatmate's lesson notes online?"),  # a word lemminflect lacks
+]
+
+
+@pytest.mark.parametrize("stored, new", OWNERS)
+def test_another_owner_of_the_same_thing_is_another_question(verifier, stored, new) -> None:
+    assert guard(verifier.features(new), verifier.features(stored), 0.99) == "entity"
+    assert guard(verifier.features(stored), verifier.features(new), 0.99) == "entity"
+
+
+@pytest.mark.parametrize("stored, new", [
+    ("How do I delete my account?", "How do I delete my own account?"),
+    ("How do I change my child's password?", "How can I change my child's password?"),
+    ("Can I access my husband's account?", "Am I able to access my husband's account?"),
+])
+def test_the_same_owner_passes(verifier, stored, new) -> None:
+    assert guard(verifier.features(new), verifier.features(stored), 0.99) is None

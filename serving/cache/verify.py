@@ -1751,6 +1751,8 @@ def _guard(q: QuestionFeatures, c: QuestionFeatures, cosine: float | None = None
     if not said_twice and _word_swap(ops, q, c, cosine):  # "is physiotherapy covered" / "is dental work covered"
         return "entity"
     reason = _coverage(ops, q, c, cosine)  # "add" / "drop", "until" / "from", "X" / "X and Y"
+    if reason is None and _owner_added(ops, q, c):  # "delete my account" / "delete my child's account" (after
+        return "entity"  # coverage: "my garden" / "my neighbour's garden as well" is a party added, scope)
     if reason is None and _antonym_opposite(q, c):  # "pick up" / "drop off", "switch to" / "stay with"
         return "polarity"  # (last: a pair the rules above reject keeps their reason)
     return reason
@@ -2665,6 +2667,37 @@ def _subject_verb(tokens: tuple[str, ...]) -> tuple[str, str] | None:
     if "VERB" not in kinds and ("ADJ" in kinds or "ADV" in kinds):  # "accessible", "eligible", "online"
         return None
     return subject, _verb_lemma(tokens[i])
+
+
+_POSSESSIVE_DETS = frozenset({"my", "your", "our", "his", "her", "their"})
+
+
+def _owner_added(ops: list[tuple[str, int, int, int, int]], q: QuestionFeatures, c: QuestionFeatures) -> bool:
+    """One question names another owner of the same thing, and nothing else changes there: "delete my account" /
+    "delete my child's account", "can I see my partner's orders" against "my orders". The added words are one
+    noun and its possessive "s" between "my" (your, our ...) and the thing owned."""
+    for op, i1, i2, j1, j2 in ops:
+        if op == "insert":  # c says more
+            shorter, at, added = q.tokens, i1, c.tokens[j1:j2]
+        elif op == "delete":  # q says more
+            shorter, at, added = c.tokens, j1, q.tokens[i1:i2]
+        else:
+            continue
+        if len(added) == 2 and added[1] == "s" and 0 < at < len(shorter) and shorter[at - 1] in _POSSESSIVE_DETS \
+                and added[0] not in shorter and _possessor(added[0]):
+            return True
+    return False
+
+
+def _possessor(word: str) -> bool:
+    """``word`` before a possessive "s" names an owner: a noun ("daughter", "mum" and "patient" too, which may
+    also be adjectives) or a word lemminflect does not know ("flatmate"), not a pronoun or function word."""
+    from lemminflect import getAllLemmas
+
+    if not word.isalpha() or word in _NOT_A_VERB_HERE:
+        return False
+    kinds = getAllLemmas(word)
+    return "NOUN" in kinds or not kinds
 
 
 def _asks_differ(q: QuestionFeatures, c: QuestionFeatures) -> bool:
