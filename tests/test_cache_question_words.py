@@ -24,6 +24,11 @@ APART = [
     ("Where can I park?", "What time can I park?"),
     ("Hi, where do I vote?", "Hi, when do I vote?"),  # a greeting before the question word
     ("I moved house. Where do I update my address?", "I moved house. Why do I update my address?"),
+    # asked inside a sentence
+    ("I'd like to know where I can park.", "I'd like to know when I can park."),
+    ("Do you know why my order was cancelled?", "Do you know when my order was cancelled?"),
+    ("Please tell me who approved my leave.", "Please tell me when my leave was approved."),
+    ("Any idea why the site is down?", "Any idea when the site will be back?"),
 ]
 
 SAME = [
@@ -36,6 +41,11 @@ SAME = [
     ("Can I return an item where the tag is removed?", "Can I return an item if the tag is removed?"),
     # a question that asks two kinds shares one with a question asking one of them
     ("Where do I return an item and when is the deadline?", "Where do I return an item?"),
+    # a way to find out a time may be a place where it is posted
+    ("Where do you post upcoming event dates?", "How can I find out when the next sessions are?"),
+    # the same kind, asked inside a sentence and plainly
+    ("Do you know why my order was cancelled?", "Why was my order cancelled?"),
+    ("Could you let me know where my refund is?", "Could you let me know how to get my refund?"),
 ]
 
 

@@ -1089,11 +1089,17 @@ _ASKS_TIME = re.compile(r"(?:^|[,.;:!?]\s+|\s[-–]\s+)(?:(?:and|so|but|also|the
 
 _CLAUSE_START = r"(?:^|[,.;:!?]\s+|\s[-–]\s+)(?:(?:and|so|but|also|then|ok|okay|hi|hello|hey|please)\s+)?"
 #: The kinds of answer a clause asks for (QuestionFeatures.asks), beside a time (_ASKS_TIME).
+#: A question asked inside a sentence: "can you tell me where", "I'd like to know when", "any idea why".
+_EMBEDDED = (r"\b(?:know|tell\s+(?:me|us)|wondering|wonder|idea|find\s+out|figure\s+out|explain|ask|asking|sure|"
+             r"show\s+(?:me|us)|remind\s+(?:me|us)|check)\s+")
+_ASK_AT = rf"(?:{_CLAUSE_START}|{_EMBEDDED})"
 _ANSWER_KINDS = (
-    (re.compile(_CLAUSE_START + r"where\b"), "place"),
-    (re.compile(_CLAUSE_START + r"(?:why\b|how\s+come\b)"), "reason"),
-    (re.compile(_CLAUSE_START + r"(?:who|whom|whose)\b"), "person"),
-    (re.compile(_CLAUSE_START + r"how\s+(?:do|does|did|can|could|should|would|will|may|might|must|to)\b"), "manner"),
+    (re.compile(_ASK_AT + r"where\b"), "place"),
+    (re.compile(_ASK_AT + r"(?:why\b|how\s+come\b)"), "reason"),
+    (re.compile(_ASK_AT + r"(?:who|whom|whose)\b"), "person"),
+    (re.compile(_ASK_AT + r"how\s+(?:do|does|did|can|could|should|would|will|may|might|must|to)\b"), "manner"),
+    (re.compile(_EMBEDDED + r"(?:when\b|what\s+time\b|by\s+when\b|what\s+day\b"
+                r"|how\s+(?:long|soon|early|late|quickly)\b)"), "time"),  # at a clause's start: _ASKS_TIME
 )
 #: Kinds of answer no other kind gives: a time, a reason.
 _ASKS_APART = frozenset({"time", "reason"})
@@ -2701,11 +2707,12 @@ def _possessor(word: str) -> bool:
 
 
 def _asks_differ(q: QuestionFeatures, c: QuestionFeatures) -> bool:
-    """The two ask for different kinds of answer: no kind in common, and one of them a time or a reason
-    (:attr:`QuestionFeatures.asks`)."""
+    """The two ask for different kinds of answer: no kind in common, and one of them asks only for a time or a
+    reason (:attr:`QuestionFeatures.asks`); "how can I find out when the next sessions are" (a manner and a time)
+    may be answered by "where do you post event dates"."""
     if not q.asks or not c.asks or q.asks & c.asks:
         return False
-    return bool((q.asks | c.asks) & _ASKS_APART)
+    return q.asks <= _ASKS_APART or c.asks <= _ASKS_APART
 
 
 def _subjects_swapped(q: QuestionFeatures, c: QuestionFeatures) -> bool:
