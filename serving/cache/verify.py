@@ -613,9 +613,10 @@ class QuestionFeatures:
     #: "how early", "how far in advance", "by when" …): two such questions share their frame, so the pair model is
     #: asked to be surer (:attr:`Verifier.time_threshold`).
     asks_time: bool = False
-    #: What kind of answer it asks for at the start of a clause, beside a time: "place" ("where"), "reason" ("why",
-    #: "how come"), "person" ("who", "whom", "whose"), "manner" ("how do / can / should I", "how to"), and "time"
-    #: (:attr:`asks_time`). A time or a reason answers no other kind ("where do I return it" / "when do I return
+    #: What kinds of answer it asks for, at the start of a clause or inside a sentence ("can you tell me where",
+    #: "I'd like to know when"): "place" ("where"), "reason" ("why", "how come"), "person" ("who", "whom",
+    #: "whose"), "manner" ("how do / can / should I", "how to"), "time" (:attr:`asks_time`, or "when" inside a
+    #: sentence). A time or a reason answers no other kind ("where do I return it" / "when do I return
     #: it", "why can people see my posts" / "who can see them"); the others often share one ("where do I find my
     #: invoice" / "how do I find it", "who do I contact about billing" / "how do I contact billing").
     asks: frozenset[str] = frozenset()
@@ -1087,12 +1088,13 @@ _ASKS_TIME = re.compile(r"(?:^|[,.;:!?]\s+|\s[-–]\s+)(?:(?:and|so|but|also|the
                         r"(?:when\b|what\s+time\b|by\s+when\b|what\s+day\b"
                         r"|how\s+(?:long|soon|early|late|quickly|far\s+(?:in\s+advance|ahead)|close\s+to)\b)")
 
+#: Where a question word asks the question: at the start of the text or of a clause ...
 _CLAUSE_START = r"(?:^|[,.;:!?]\s+|\s[-–]\s+)(?:(?:and|so|but|also|then|ok|okay|hi|hello|hey|please)\s+)?"
-#: The kinds of answer a clause asks for (QuestionFeatures.asks), beside a time (_ASKS_TIME).
-#: A question asked inside a sentence: "can you tell me where", "I'd like to know when", "any idea why".
+#: ... or inside a sentence: "can you tell me where", "I'd like to know when", "any idea why".
 _EMBEDDED = (r"\b(?:know|tell\s+(?:me|us)|wondering|wonder|idea|find\s+out|figure\s+out|explain|ask|asking|sure|"
              r"show\s+(?:me|us)|remind\s+(?:me|us)|check)\s+")
 _ASK_AT = rf"(?:{_CLAUSE_START}|{_EMBEDDED})"
+#: The kinds of answer a question asks for (QuestionFeatures.asks); a time at a clause's start is _ASKS_TIME's.
 _ANSWER_KINDS = (
     (re.compile(_ASK_AT + r"where\b"), "place"),
     (re.compile(_ASK_AT + r"(?:why\b|how\s+come\b)"), "reason"),
@@ -2596,6 +2598,7 @@ _TO_CHAIN = frozenset({"need", "needs", "want", "wants", "have", "has", "able", 
 _BE_FORMS = frozenset({"is", "are", "am", "was", "were", "be", "been", "being"})
 
 
+@functools.lru_cache(maxsize=65536)
 def _person(word: str) -> str | None:
     """Who ``word`` names: "1" (the asker: I, me, my, we...), "2" (you, your...), a noun's lemma, else None."""
     if word in _FIRST_PERSON:
