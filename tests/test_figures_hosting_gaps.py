@@ -130,17 +130,17 @@ def test_an_open_since_with_a_dated_until_bills_the_runs_before_until(tmp_path):
 
 
 def test_a_student_call_from_the_future_bills_nothing_and_leaves_the_real_tail(tmp_path):
+    """A span dated 2031 ends the lake at the current hour; the student's real call, 3 days before it, is more than
+    the 48-hour gap away, so it bills its own hour only, and the 2031 call bills nothing."""
     cfg = make_config(tmp_path, hosting_open_gap_hours=48)
-    rows = student_request(1, H + 5 * MIN) + budget_request(1, H + 2 * HOUR + 5 * MIN)
+    current_hour = dt.datetime.now(dt.UTC).replace(tzinfo=None, minute=0, second=0, microsecond=0)
+    real = current_hour - 3 * DAY
+    rows = student_request(1, real + 5 * MIN) + budget_request(1, real + 2 * HOUR + 5 * MIN)
     rows += student_request(9, dt.datetime(2031, 1, 1, 12))
     commit(cfg, rows)
-    now = dt.datetime.now(dt.UTC).replace(tzinfo=None, minute=0, second=0, microsecond=0)
     got = hosting(cfg)
-    assert max(got) < dt.datetime(2031, 1, 1)
-    if now - H <= 48 * HOUR:  # (a lake clamped at the current hour: the run may reach it)
-        pytest.skip("the test's hours are within the gap of the current hour")
-    # the lake's end is the current hour (a span from 2031): more than 48 h after the real call
-    assert sorted(got) == [H]
+    assert sorted(got) == [real]
+    assert got[real] == pytest.approx(1.0)
 
 
 def test_the_cost_report_and_tier_hourly_agree_with_the_runs(tmp_path):

@@ -1480,6 +1480,7 @@ def analyse(text: str, stemmer: Any | None = None, *, asides: bool = True) -> Qu
                 if (base := _negating_prefix(w) or _negating_suffix(w)) is not None}
     prohibition = {w for w in words
                    if w in _PROHIBITION or (w.isalpha() and stemmer.stemWord(w) in _prohibition_stems())}
+    asks_time = bool(_ASKS_TIME.search(low))
     return QuestionFeatures(
         text=raw, tokens=tuple(words), stems=frozenset(stems), content=frozenset(content),
         numbers=frozenset(numbers), identifiers=frozenset(identifiers), dates=frozenset(dates),
@@ -1510,9 +1511,9 @@ def analyse(text: str, stemmer: Any | None = None, *, asides: bool = True) -> Qu
         lead=frozenset(({"advance"} if _IN_ADVANCE.search(low) else set())
                        | ({"day"} if _ON_THE_DAY.search(low) else set())),
         time_ask=_time_ask(low),
-        asks_time=bool(_ASKS_TIME.search(low)),
+        asks_time=asks_time,
         asks=frozenset([name for pattern, name in _ANSWER_KINDS if pattern.search(low)]
-                       + (["time"] if _ASKS_TIME.search(low) else [])),
+                       + (["time"] if asks_time else [])),
         price_ask=_price_ask(lowered),
         time_frame=frozenset([name for pattern, name in _TIME_FRAME if pattern.search(low)]
                              + (["own"] if _ITSELF.search(low) else []) + (["span"] if _SPAN.search(low) else [])),
