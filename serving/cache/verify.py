@@ -1738,8 +1738,8 @@ def _guard(q: QuestionFeatures, c: QuestionFeatures, cosine: float | None = None
     ops = ops if ops is not None else _opcodes(q, c)
     if _aux_swap(ops, q, c):  # "when did it end" / "when does it end"
         return "temporal"
-    if q.asks_time and c.asks_time and _event_swap(ops, q, c):  # "when will it be dispatched" / "… delivered"
-        return "temporal"
+    if ((q.asks_time and c.asks_time) or ("past" in q.tense and "past" in c.tense)) and _event_swap(ops, q, c):
+        return "temporal"  # "when will it be dispatched" / "… delivered", "has it been shipped" / "… delivered"
     if _moment_ahead(q, c) or _moment_ahead(c, q):  # "cancel now" / "cancel in the final month"
         return "temporal"
     if _boundary_at(ops, q, c):  # "before the booking day" / "on the booking day"
@@ -1752,9 +1752,11 @@ def _guard(q: QuestionFeatures, c: QuestionFeatures, cosine: float | None = None
         return "date"  # read "last month" / "next month" already)
     if _asks_differ(q, c):  # "where do I return an item" / "when do I return an item", "why was my card declined" /
         return "question_word"  # "when was my card declined", "who can see my posts" / "why can people see them"
-    if _roles_swapped(q, c) or _nouns_swapped(q, c) or _subjects_swapped(q, c):  # "from savings to checking" /
+    if (_roles_swapped(q, c) or _nouns_swapped(q, c) or _subjects_swapped(q, c)  # "from savings to checking" /
+            or _clause_subjects_differ(q, c) or _relative_swapped(q, c) or _agent_differs(q, c)):
         return "order"  # "from checking to savings", "can a landlord evict a tenant" / "a tenant evict a landlord",
-        # "can my husband use my card" / "can I use my husband's card"
+        # "can my husband use my card" / "can I use my husband's card", "if I cancel" / "if you cancel", "a user who
+        # blocked me" / "a user I blocked", "can I reset it myself" / "can you reset it for me"
     if reason := _alternative_swap(ops, q, c):  # "the alto part" / "the tenor part", "time of day" / "of year"
         return reason
     if not said_twice and _word_swap(ops, q, c, cosine):  # "is physiotherapy covered" / "is dental work covered"
@@ -2733,6 +2735,91 @@ def _subjects_swapped(q: QuestionFeatures, c: QuestionFeatures) -> bool:
     people_q = {p for w in q.tokens if (p := _person(w))}
     people_c = {p for w in c.tokens if (p := _person(w))}
     return sq[0] in people_c and sc[0] in people_q
+
+
+#: What opens a clause inside a question whose subject may differ from the question's own: "what happens if I
+#: cancel", "will I be charged when the driver cancels".
+_CLAUSE_OPENERS = frozenset({"if", "when", "once", "unless", "until", "after", "before", "because", "whether"})
+
+
+def _clause_doers(tokens: tuple[str, ...]) -> dict[tuple[str, str], str]:
+    """The subordinate clauses of a question and who does their verb: ``{(opener, verb lemma): person}``; "will I be
+    charged if the driver cancels" -> {("if", "cancel"): "driver"}. A passive clause ("if my flight is cancelled")
+    names no doer and is left out, as is an opener at the start or before a question's verb ("when do I pay")."""
+    out: dict[tuple[str, str], str] = {}
+    for k in range(1, len(tokens) - 1):
+        if tokens[k] in _CLAUSE_OPENERS and tokens[k + 1] not in _QUESTION_AUX:  # not "... and when do I pay"
+            found = _subject_verb(tokens[k + 1:])
+            if found is not None:
+                out.setdefault((tokens[k], found[1]), found[0])
+    return out
+
+
+def _clause_subjects_differ(q: QuestionFeatures, c: QuestionFeatures) -> bool:
+    """The same clause with another doer: "what happens if I cancel the booking" / "if you cancel the booking",
+    "will I be refunded if you cancel" / "will you refund me if I cancel" (cosine 0.95-0.99, every other guard
+    silent). The same opener and verb, the asker (or the one asked) doing it on one side and someone else on the
+    other; "if we cancel" / "if I cancel" are one asker, two nouns ("before the film starts" / "before the movie
+    starts") may name one thing, and a passive ("if my flight is cancelled") names no doer to compare."""
+    if any("or" in f.tokens for f in (q, c)):
+        return False  # "what if I cancel or you cancel": asks both
+    dq, dc = _clause_doers(q.tokens), _clause_doers(c.tokens)
+    return any(key in dc and dc[key] != who and {who, dc[key]} & {"1", "2"} and key[1] not in _SYMMETRIC_VERBS
+               for key, who in dq.items())
+
+
+#: Words that close a relative clause's object after its verb ("a user who blocked me").
+_RELATIVE = frozenset({"who", "that", "whom"})
+
+
+def _relative_roles(tokens: tuple[str, ...]) -> set[tuple[str, str, str]]:
+    """The relative clauses about people and who does what in them, ``(doer, verb lemma, done to)``: "a user who
+    blocked me" -> ("user", "block", "1"), "a user I blocked" and "someone whom I invited" -> ("1", "block",
+    "user"), ("1", "invite", "someone")."""
+    from lemminflect import getAllLemmas
+
+    def verb(w: str) -> str | None:
+        return _verb_lemma(w) if w not in _NOT_A_VERB_HERE and "VERB" in getAllLemmas(w) else None
+
+    out: set[tuple[str, str, str]] = set()
+    n = len(tokens)
+    for k in range(1, n - 1):
+        head = tokens[k - 1]
+        if head in _NOT_A_VERB_HERE or head in _QUESTION_AUX or (noun := _person(head)) is None or noun in ("1", "2"):
+            continue
+        at = k + 1 if tokens[k] in _RELATIVE else k
+        if at < n - 1 and tokens[at] in {"i", "we", "you"} and (v := verb(tokens[at + 1])):
+            out.add((_person(tokens[at]) or "", v, noun))  # "a user (that) I blocked"
+        elif tokens[k] in {"who", "that"} and k + 2 < n and (v := verb(tokens[k + 1])) \
+                and (obj := _person(tokens[k + 2])) is not None:
+            out.add((noun, v, obj))  # "a user who blocked me"
+    return out
+
+
+def _relative_swapped(q: QuestionFeatures, c: QuestionFeatures) -> bool:
+    """Two people who trade roles inside a relative clause: "can a user who blocked me still message me" / "can a
+    user I blocked still message me", "will the people I follow see my posts" / "the people who follow me"."""
+    rc = _relative_roles(c.tokens)
+    return any((b, v, a) in rc and a != b and v not in _SYMMETRIC_VERBS for a, v, b in _relative_roles(q.tokens))
+
+
+#: Who does it, said outright: the asker ("myself", "on my own") or the one asked ("for me").
+_BY_ONESELF = re.compile(r"\b(?:(?:by|on) (?:my|our) own|myself|ourselves|by myself)\b")
+_FOR_THE_ASKER = re.compile(r"\bfor (?:me|us)\b")
+
+
+def _agent_differs(q: QuestionFeatures, c: QuestionFeatures) -> bool:
+    """The asker doing it against the one asked doing it for them, said outright: "can I reset my password myself"
+    / "can you reset my password for me". The same verb, "I" against "you" as its subject, and "myself" (on my
+    own) on the asker's side or "for me" on the other. "Can I reset my password" / "can you reset my password"
+    say neither and pass: support answers both the same way."""
+    sq, sc = _subject_verb(q.tokens), _subject_verb(c.tokens)
+    if sq is None or sc is None or sq[1] != sc[1] or {sq[0], sc[0]} != {"1", "2"} or sq[1] in _SYMMETRIC_VERBS:
+        return False
+    mine, yours = (q, c) if sq[0] == "1" else (c, q)
+    if any("or" in f.tokens for f in (q, c)) or _BY_ONESELF.search(" ".join(yours.tokens)):
+        return False
+    return bool(_BY_ONESELF.search(" ".join(mine.tokens)) or _FOR_THE_ASKER.search(" ".join(yours.tokens)))
 
 
 def _lead(tokens: tuple[str, ...], at: int) -> str:
