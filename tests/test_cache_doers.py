@@ -30,6 +30,11 @@ REJECTED = [
     # the asker doing it against the one asked, said outright
     ("Can you cancel my subscription for me?", "Can I cancel my subscription myself?", "order"),
     ("Will you update my billing details for me?", "Can I update my billing details on my own?", "order"),
+    # a passive whose "by" names the doer, against the asker doing it
+    ("Can I be contacted by the agent?", "Can I contact the agent?", "order"),
+    ("Will I be notified by the courier?", "Will I notify the courier?", "order"),
+    # whose the thing is for
+    ("Can my employer check my personal phone?", "Can my employer check my work phone?", "entity"),
     # a delivery that left against one that arrived, asked as done
     ("Has my package been shipped?", "Has my package been delivered?", "temporal"),
     ("Has my order been shipped yet?", "Has my order been delivered yet?", "temporal"),
@@ -46,6 +51,8 @@ PASSED = [
     ("Can you reset my password?", "Can I reset my password?"),  # neither says who outright: support answers both
     ("Should I cancel it myself or will you cancel it for me?", "Will you cancel it for me or should I cancel it?"),
     ("Has my order been delivered?", "Did my order arrive?"),  # the same event
+    ("Can my employer read my work emails?", "Can my work emails be read by my employer?"),  # one doer, by or not
+    ("Can I be paid by bank transfer?", "Can you pay me by bank transfer?"),  # "by" a means, not a doer
     ("Do you ship to Ireland?", "Do you deliver to Ireland?"),  # not asked as done: one question
 ]
 

@@ -2633,7 +2633,8 @@ _SYMMETRIC_VERBS = frozenset({"meet", "chat", "talk", "speak", "date", "marry", 
 def _subject_verb(tokens: tuple[str, ...]) -> tuple[str, str] | None:
     """The subject of a question and the verb it does, ``(person, verb lemma)``: "can my husband use my card" ->
     ("husband", "use"), "how do I add my wife" -> ("1", "add"), "am I allowed to use" -> ("1", "use"). None when
-    the question is passive ("will I be refunded", "can my messages be seen": the subject is not the doer), asks
+    the question is passive ("will I be refunded", "can my messages be seen": the subject is not the doer) unless
+    "by" names the doer (:func:`_passive_doer`: "can I be contacted by the agent" -> ("agent", "contact")), asks
     what something is ("is my son eligible") or has another shape."""
     n, i = len(tokens), 0
     if i < n and tokens[i] in _QUESTION_WH:
@@ -2666,7 +2667,7 @@ def _subject_verb(tokens: tuple[str, ...]) -> tuple[str, str] | None:
         if i + 2 < n and tokens[i + 1] in _TO_CHAIN and tokens[i + 2] == "to":
             i += 1  # "will I be able to"
         else:
-            return None
+            return _passive_doer(tokens, i + 1)
     if be_led and not (i + 1 < n and tokens[i] in _TO_CHAIN and tokens[i + 1] == "to"):
         return None  # only "is my manager able to read", "are my kids allowed to use" name a doer
     while i + 2 < n and tokens[i] in _TO_CHAIN and tokens[i + 1] == "to":
@@ -2682,6 +2683,21 @@ def _subject_verb(tokens: tuple[str, ...]) -> tuple[str, str] | None:
 
 
 _POSSESSIVE_DETS = frozenset({"my", "your", "our", "his", "her", "their"})
+
+
+def _passive_doer(tokens: tuple[str, ...], at: int) -> tuple[str, str] | None:
+    """A passive's doer and verb when "by" names one right after the participle at ``at``: "can I be contacted by
+    the agent" -> ("agent", "contact"), "can my emails be read by my employer" -> ("employer", "read"). Only after a
+    determiner or "my" (your ...): "by card", "by phone", "by email" name a means, not a doer. Else None."""
+    from lemminflect import getAllLemmas
+
+    n = len(tokens)
+    if at + 3 >= n or tokens[at] in _NOT_A_VERB_HERE or "VERB" not in getAllLemmas(tokens[at]):
+        return None
+    if tokens[at + 1] != "by" or tokens[at + 2] not in _SUBJECT_DETS or tokens[at + 3] in _NOT_A_VERB_HERE:
+        return None
+    doer = _person(tokens[at + 3])
+    return (doer, _verb_lemma(tokens[at])) if doer else None
 
 
 def _owner_added(ops: list[tuple[str, int, int, int, int]], q: QuestionFeatures, c: QuestionFeatures) -> bool:
