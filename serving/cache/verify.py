@@ -1686,6 +1686,7 @@ def _guard(q: QuestionFeatures, c: QuestionFeatures, cosine: float | None = None
     if q.negations != c.negations and not said_twice:
         return "negation"
     if (_opposite(q.polarity, c.polarity) or _reversal(q, c) or _reversal(c, q) or _particle_reversal(q, c)
+            or _over_under(q, c)  # "overcharged" / "undercharged"
             or (len(q.price) == 1 and len(c.price) == 1 and q.price != c.price)):  # "for free" / "for a fee"
         return "polarity"
     if ((not said_twice and (_prefix_negation(q, c) or _prefix_negation(c, q))) or _prohibits(q, c) or _prohibits(c, q)
@@ -2087,6 +2088,19 @@ def _before_after_prefix(q: QuestionFeatures, c: QuestionFeatures) -> bool:
     """The same word after "pre-" on one side and "post-" on the other: "pre-cruise" / "post-cruise"."""
     qs, cs = dict((w, p) for p, w in q.hyphen_prefixed), dict((w, p) for p, w in c.hyphen_prefixed)
     return any({qs[w], cs[w]} == {"pre", "post"} for w in qs.keys() & cs.keys())
+
+
+_OVER_UNDER = re.compile(r"^(over|under)-?([a-z]{3,})$")
+
+
+def _over_under(q: QuestionFeatures, c: QuestionFeatures) -> bool:
+    """The same word after "over" on one side and "under" on the other: "I was overcharged" / "I was
+    undercharged", "overpaid" / "underpaid", "over-cooked" / "under-cooked"."""
+    def marked(f: QuestionFeatures) -> dict[str, str]:
+        return {m.group(2): m.group(1) for t in f.tokens if (m := _OVER_UNDER.match(t))}
+
+    mq, mc = marked(q), marked(c)
+    return any(mq[w] != mc[w] for w in mq.keys() & mc.keys())
 
 
 def _kind_prefixed(q: QuestionFeatures, c: QuestionFeatures) -> bool:
@@ -2565,8 +2579,13 @@ def _nouns_swapped(q: QuestionFeatures, c: QuestionFeatures) -> bool:
     pension" / "the employee pay the employer's". Two nouns of a coordination ("the tenant or the landlord") and
     words that move around a sentence (adjectives, adverbs: "is parking free" / "is there free parking") do not
     count."""
-    if len(q.tokens) != len(c.tokens) or sum(a != b for a, b in zip(q.tokens, c.tokens)) > 4:
-        return False  # an edit, not a rewrite ("how can I track my order" / "where is my order, how do I track it")
+    if len(q.tokens) != len(c.tokens):
+        return False
+    if sum(a != b for a, b in zip(q.tokens, c.tokens)) > 4 and Counter(q.tokens) != Counter(c.tokens):
+        return False  # an edit, not a rewrite ("how can I track my order" / "where is my order, how do I track it");
+        # the same words in another order may be one ("is the discount applied before or after tax" / "is tax …")
+    if _two_words_exchanged(q.tokens, c.tokens):
+        return True
     sq, sc = _content_sequence(q.tokens), _content_sequence(c.tokens)
     if len(sq) != len(sc):
         return False
@@ -2578,10 +2597,38 @@ def _nouns_swapped(q: QuestionFeatures, c: QuestionFeatures) -> bool:
     if (sc[i][0], sc[j][0]) != (b, a) or _noun_lemma(q.tokens[qi]) is None or _noun_lemma(q.tokens[qj]) is None:
         return False
     ci, cj = sc[i][1], sc[j][1]  # where b and a stand in c
-    if _lead(q.tokens, qi) == _lead(c.tokens, cj) and _lead(q.tokens, qj) == _lead(c.tokens, ci):
-        return False  # each keeps the word before it: "from the airport to the hotel" / "to the hotel from the airport"
-    return not any(t in _JOINERS for f, (x, y) in ((q, (qi, qj)), (c, (ci, cj)))
-                   for t in f.tokens[min(x, y):max(x, y)])
+    if (_lead(q.tokens, qi) != _lead(q.tokens, qj) and _lead(q.tokens, qi) == _lead(c.tokens, cj)
+            and _lead(q.tokens, qj) == _lead(c.tokens, ci)):
+        return False  # each keeps its own word before it: "from the airport to the hotel" / "to the hotel from the
+        # airport" (one word before both, "on my phone but works on laptop", keeps nothing apart)
+    return not any(_coordinated(f.tokens, x, y) for f, (x, y) in ((q, (qi, qj)), (c, (ci, cj))))
+
+
+def _coordinated(tokens: tuple[str, ...], x: int, y: int) -> bool:
+    """The words at ``x`` and ``y`` are two parts of one coordination: nothing but "and" / "or", determiners and
+    prepositions between them ("the tenant or the landlord", "on my phone and on my laptop"). A verb between them
+    ("is the discount applied before or after tax") is no coordination of the two."""
+    between = tokens[min(x, y) + 1:max(x, y)]
+    return any(t in _JOINERS for t in between) and all(
+        t in _JOINERS or t in _DETERMINERS or t in _ROLE_PREPOSITIONS or t == "s" for t in between)
+
+
+#: Prepositions that may stand inside a coordination of two nouns ("on my phone and on my laptop").
+_ROLE_PREPOSITIONS = frozenset({"to", "of", "in", "on", "at", "for", "from", "by", "with", "about", "into", "onto"})
+
+
+def _two_words_exchanged(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+    """The same words but two that trade places, whatever their kind: "ordered the blue one but got green" /
+    "ordered the green one but got blue" (adjectives, which `_nouns_swapped`'s noun test leaves alone because they
+    move freely: "is parking free" / "is there free parking" is no exchange of two words). Not two words of one
+    coordination ("red and blue paint" / "blue and red paint"), nor two side by side ("organic certified" /
+    "certified organic"), nor function words."""
+    diff = [k for k, (x, y) in enumerate(zip(a, b)) if x != y]
+    if len(a) != len(b) or len(diff) != 2:
+        return False
+    i, j = diff  # two words side by side that trade places are a word order ("certified organic", "drop it off")
+    return (j - i > 1 and a[i] == b[j] and a[j] == b[i] and a[i] not in _STOP and a[j] not in _STOP
+            and a[i].isalpha() and a[j].isalpha() and not _coordinated(a, i, j))
 
 
 #: What opens a question before its subject: "how do I", "can my husband", "why can't my wife".
