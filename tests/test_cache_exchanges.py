@@ -20,6 +20,12 @@ REJECTED = [
     ("ordered the blue one but got green, what do i do", "ordered the green one but got blue, what do i do", "order"),
     ("is the discount applied before or after tax", "is tax applied before or after the discount", "order"),
     ("the heating works upstairs but not downstairs", "the heating works downstairs but not upstairs", "order"),
+    # things of more than one word
+    ("the website works in chrome but not in safari", "the website works in safari but not in chrome", "order"),
+    ("my credit card was charged instead of my debit card", "my debit card was charged instead of my credit card",
+     "order"),
+    ("can i claim for glasses if i already claimed for contact lenses this year",
+     "can i claim for contact lenses if i already claimed for glasses this year", "order"),
     ("i was overcharged on my last bill", "i was undercharged on my last bill", "polarity"),
     ("Was I overpaid this month?", "Was I underpaid this month?", "polarity"),
 ]
@@ -27,6 +33,11 @@ REJECTED = [
 PASSED = [
     ("Do you sell red and blue paint?", "Do you sell blue and red paint?"),
     ("Can I pick up and drop off at different branches?", "Can I drop off and pick up at different branches?"),
+    ("what's the difference between a credit card and a debit card",
+     "what's the difference between a debit card and a credit card"),
+    ("can i pay with apple pay or google pay", "can i pay with google pay or apple pay"),
+    ("how do i move money from my savings account to my current account",
+     "how do i move money to my current account from my savings account"),  # each with its own marker
     ("Is your coffee organic certified?", "Is your coffee certified organic?"),
     ("Can I drop off donations on Sunday?", "Can I drop donations off on Sunday?"),
     ("How do I get from the airport to the hotel?", "How do I get to the hotel from the airport?"),

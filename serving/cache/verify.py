@@ -2605,12 +2605,19 @@ def _nouns_swapped(q: QuestionFeatures, c: QuestionFeatures) -> bool:
 
 
 def _coordinated(tokens: tuple[str, ...], x: int, y: int) -> bool:
-    """The words at ``x`` and ``y`` are two parts of one coordination: nothing but "and" / "or", determiners and
-    prepositions between them ("the tenant or the landlord", "on my phone and on my laptop"). A verb between them
-    ("is the discount applied before or after tax") is no coordination of the two."""
-    between = tokens[min(x, y) + 1:max(x, y)]
-    return any(t in _JOINERS for t in between) and all(
-        t in _JOINERS or t in _DETERMINERS or t in _ROLE_PREPOSITIONS or t == "s" for t in between)
+    """The words at ``x`` and ``y`` are two parts of one coordination: an "and" / "or" between them right after a
+    content word ("the tenant or the landlord", "a credit card and a debit card", "apple pay or google pay", "on my
+    phone and on my laptop"). One that joins two prepositions ("is the discount applied before or after tax") or
+    stands after a verb's particle is no coordination of the two."""
+    lo, hi = min(x, y), max(x, y)
+    return any(tokens[k] in _JOINERS and tokens[k - 1].isalpha() and tokens[k - 1] not in _STOP
+               and tokens[k - 1] not in _ROLE_PREPOSITIONS and tokens[k - 1] not in _TIME_PREPOSITIONS
+               for k in range(lo + 1, hi))
+
+
+#: Prepositions of time, which "or" joins to each other ("before or after"), not the words around them.
+_TIME_PREPOSITIONS = frozenset({"before", "after", "until", "till", "since", "during", "over", "under", "above",
+                                "below", "between", "within"})
 
 
 #: Prepositions that may stand inside a coordination of two nouns ("on my phone and on my laptop").
@@ -2618,17 +2625,32 @@ _ROLE_PREPOSITIONS = frozenset({"to", "of", "in", "on", "at", "for", "from", "by
 
 
 def _two_words_exchanged(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
-    """The same words but two that trade places, whatever their kind: "ordered the blue one but got green" /
-    "ordered the green one but got blue" (adjectives, which `_nouns_swapped`'s noun test leaves alone because they
-    move freely: "is parking free" / "is there free parking" is no exchange of two words). Not two words of one
-    coordination ("red and blue paint" / "blue and red paint"), nor two side by side ("organic certified" /
-    "certified organic"), nor function words."""
-    diff = [k for k, (x, y) in enumerate(zip(a, b)) if x != y]
-    if len(a) != len(b) or len(diff) != 2:
+    """The same words but two things that trade places, whatever their kind, each one to three words: "ordered the
+    blue one but got green" / "ordered the green one but got blue" (adjectives, which `_nouns_swapped`'s noun test
+    leaves alone because they move freely: "is parking free" / "is there free parking" is no exchange), "works on
+    wifi but not on mobile data" / "works on mobile data but not on wifi". Not two parts of one coordination ("red
+    and blue paint" / "blue and red paint"), nor two side by side ("organic certified" / "certified organic"), nor
+    function words."""
+    if len(a) != len(b) or a == b:
         return False
-    i, j = diff  # two words side by side that trade places are a word order ("certified organic", "drop it off")
-    return (j - i > 1 and a[i] == b[j] and a[j] == b[i] and a[i] not in _STOP and a[j] not in _STOP
-            and a[i].isalpha() and a[j].isalpha() and not _coordinated(a, i, j))
+    lo = next(k for k, (x, y) in enumerate(zip(a, b)) if x != y)
+    hi = len(a) - next(k for k, (x, y) in enumerate(zip(reversed(a), reversed(b))) if x != y)
+    mid_a, mid_b = a[lo:hi], b[lo:hi]  # a = P X Q Y R and b = P Y Q X R: the middles hold the exchange
+    for nx in range(1, min(3, len(mid_a) - 2) + 1):
+        for ny in range(1, min(3, len(mid_a) - nx - 1) + 1):
+            x, q, y = mid_a[:nx], mid_a[nx:len(mid_a) - ny], mid_a[len(mid_a) - ny:]
+            if (mid_b == y + q + x and x != y and all(_says_something(w) for w in (x[-1], y[-1]))
+                    and not _coordinated(a, lo + nx - 1, lo + nx + len(q))
+                    and not (x[0] != y[0] and x[0] in _ROLE_PREPOSITIONS and y[0] in _ROLE_PREPOSITIONS)):
+                return True  # (the last: each thing moved with its own marker, "from my savings to my current
+                # account" / "to my current account from my savings": the same roles)
+    return False
+
+
+def _says_something(word: str) -> bool:
+    """A content word: letters, no stop word, no preposition."""
+    return (word.isalpha() and word not in _STOP and word not in _ROLE_PREPOSITIONS
+            and word not in _TIME_PREPOSITIONS)
 
 
 #: What opens a question before its subject: "how do I", "can my husband", "why can't my wife".
