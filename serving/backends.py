@@ -44,6 +44,7 @@ from costline.sdk import anthropic_client, openai_client
 from costline.serving.errors import BackendError, RoutingError
 from costline.serving.registry import ModelRegistry, TierSpec
 from costline.serving.settings import BackendsConfig
+from costline.serving.tool_calls import blocks_from_openai, messages_to_openai, tools_to_openai, uses_tools
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,16 @@ class Prompt:
     system: Any = None
     max_tokens: int | None = None
     sampling: tuple[tuple[str, Any], ...] = ()
+    #: The tools offered (the Messages API's ``tools``, checked by the gateway: :mod:`costline.serving.tool_calls`)
+    #: and ``tool_choice``; the turns may carry ``tool_use`` / ``tool_result`` blocks.
+    tools: tuple[Mapping[str, Any], ...] = ()
+    tool_choice: Mapping[str, Any] | None = None
+
+    @property
+    def uses_tools(self) -> bool:
+        """True when the request offers tools or its turns carry tool calls or results: its answer may be a tool
+        call, and it depends on what the tools returned (never served from or stored in the cache)."""
+        return uses_tools(self.messages, self.tools)
 
     @classmethod
     def of(cls, query: str, *, system: Any = None, max_tokens: int | None = None) -> "Prompt":
@@ -113,6 +124,14 @@ class Reply:
     cache_read_tokens: int = 0
     cache_creation_tokens: int = 0
     id: str | None = None
+    #: The answer's content blocks (Messages API shapes) when it calls tools: its text and ``tool_use`` blocks;
+    #: empty for a text answer (``text`` is all of it).
+    content: tuple[Mapping[str, Any], ...] = ()
+
+    @property
+    def tool_calls(self) -> tuple[Mapping[str, Any], ...]:
+        """The ``tool_use`` blocks of the answer."""
+        return tuple(b for b in self.content if b.get("type") == "tool_use")
 
 
 class Backend(Protocol):
@@ -155,6 +174,24 @@ def _message_text(blocks: Any) -> str:
         if isinstance(text, str):
             parts.append(text)
     return "".join(parts)
+
+
+def _tool_blocks(blocks: Any) -> tuple[dict[str, Any], ...]:
+    """A Messages API answer's content (raw JSON blocks or the SDK's) as plain blocks when it calls a tool
+    (its text and ``tool_use`` blocks, in order), else ``()``: a text answer is all in ``Reply.text``."""
+    blocks = blocks if isinstance(blocks, list) else []
+    if not any(_field(b, "type") == "tool_use" for b in blocks):
+        return ()
+    out: list[dict[str, Any]] = []
+    for block in blocks:
+        kind = _field(block, "type")
+        if kind == "text" and isinstance(_field(block, "text"), str):
+            out.append({"type": "text", "text": _field(block, "text")})
+        elif kind == "tool_use":
+            given = _field(block, "input")
+            out.append({"type": "tool_use", "id": str(_field(block, "id") or ""), "name": str(_field(block, "name")),
+                        "input": dict(given) if isinstance(given, Mapping) else {}})
+    return tuple(out)
 
 
 # INCOMPLETE_STREAM (imported from collectors.instrument, re-exported): the tier's error type of a stream that
@@ -246,7 +283,7 @@ class AnthropicBackend:
             except Exception:
                 log.exception("costline: could not record a model response")
         return Reply(_message_text(body.get("content")), self.spec.name, model or self.spec.model, stop,
-                     fresh + read + created, out, read, created, rid)
+                     fresh + read + created, out, read, created, rid, _tool_blocks(body.get("content")))
 
     def stream(self, prompt: Prompt) -> Generator[str, None, Reply]:
         """:meth:`complete`, streamed (``messages.stream``): yields text deltas, returns the Reply."""
@@ -273,6 +310,10 @@ class AnthropicBackend:
         }
         if prompt.system:
             kwargs["system"] = prompt.system
+        if prompt.tools:
+            kwargs["tools"] = [dict(t) for t in prompt.tools]
+            if prompt.tool_choice:
+                kwargs["tool_choice"] = dict(prompt.tool_choice)
         kwargs.update(_anthropic_sampling(prompt))
         return kwargs
 
@@ -289,26 +330,16 @@ class AnthropicBackend:
                      _str_or_none(_field(response, "model")) or self.spec.model,
                      _str_or_none(_field(response, "stop_reason")),
                      _int(_field(usage, "input_tokens")) + read + created, _int(_field(usage, "output_tokens")),
-                     read, created, _str_or_none(_field(response, "id")))
+                     read, created, _str_or_none(_field(response, "id")), _tool_blocks(_field(response, "content")))
 
     def close(self) -> None:
         self.client.close()
 
 
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    return "\n".join(str(b.get("text", "")) for b in content or [] if isinstance(b, Mapping)
-                     and b.get("type", "text") == "text")
-
-
-def openai_messages(prompt: Prompt) -> list[dict[str, str]]:
-    """Anthropic-style system + messages as OpenAI chat messages (text only)."""
-    out = []
-    if prompt.system:
-        out.append({"role": "system", "content": _text(prompt.system)})
-    out.extend({"role": str(m.get("role", "user")), "content": _text(m.get("content"))} for m in prompt.messages)
-    return out
+def openai_messages(prompt: Prompt) -> list[dict[str, Any]]:
+    """Anthropic-style system + messages as OpenAI chat messages (tool calls and results included:
+    :func:`~costline.serving.tool_calls.messages_to_openai`)."""
+    return messages_to_openai(prompt.system, prompt.messages)
 
 
 class OpenAIChatBackend:
@@ -330,7 +361,8 @@ class OpenAIChatBackend:
         import openai
 
         request = {"model": self.spec.model, "messages": openai_messages(prompt),
-                   "max_tokens": prompt.max_tokens or self.max_tokens, **_openai_sampling(prompt)}
+                   "max_tokens": prompt.max_tokens or self.max_tokens, **_openai_sampling(prompt),
+                   **tools_to_openai(prompt.tools, prompt.tool_choice)}
         try:
             if self.recorder is not None and not self.recorder.capture_enabled:
                 return self._complete_raw(request)
@@ -341,11 +373,19 @@ class OpenAIChatBackend:
         if not isinstance(choices, list) or not choices:  # as _complete_raw refuses it
             raise BackendError(self.spec.name, "APIResponseValidationError", "the chat completion has no choices")
         choice = choices[0]
-        content = _field(_field(choice, "message"), "content")
+        message = _field(choice, "message")
+        content = _field(message, "content")
+        blocks: tuple[dict[str, Any], ...] = ()
+        if _field(message, "tool_calls"):
+            dumped = message.model_dump() if hasattr(message, "model_dump") else message
+            found, problem = blocks_from_openai(dumped if isinstance(dumped, Mapping) else {})
+            if problem:
+                raise BackendError(self.spec.name, "APIResponseValidationError", problem)
+            blocks = tuple(found)
         return self._reply(content if isinstance(content, str) else "",
                            _str_or_none(_field(response, "model")) or self.spec.model,
                            _str_or_none(_field(choice, "finish_reason")), _field(response, "usage"),
-                           _str_or_none(_field(response, "id")))
+                           _str_or_none(_field(response, "id")), blocks)
 
     def _complete_raw(self, request: dict[str, Any]) -> Reply:
         import openai
@@ -370,11 +410,17 @@ class OpenAIChatBackend:
                 call.response(model, reasons or None, rid)
             except Exception:
                 log.exception("costline: could not record a model response")
-        first = choices[0]
-        message = first.get("message") if isinstance(first.get("message"), Mapping) else {}
+            first = choices[0]
+            message = first.get("message") if isinstance(first.get("message"), Mapping) else {}
+            blocks: tuple[dict[str, Any], ...] = ()
+            if message.get("tool_calls"):
+                found, problem = blocks_from_openai(message)
+                if problem:  # a broken call is no answer: the span says so, the tier fails (escalated)
+                    raise openai.APIResponseValidationError(http, body, message=problem)
+                blocks = tuple(found)
         text = message.get("content") if isinstance(message.get("content"), str) else ""
         return Reply(text, self.spec.name, model or self.spec.model, _str_or_none(first.get("finish_reason")),
-                     prompt_tokens, completion_tokens, cached, 0, rid)
+                     prompt_tokens, completion_tokens, cached, 0, rid, blocks)
 
     def stream(self, prompt: Prompt) -> Generator[str, None, Reply]:
         """:meth:`complete`, streamed (with ``include_usage``): yields text deltas, returns the Reply."""
@@ -400,11 +446,12 @@ class OpenAIChatBackend:
             raise BackendError(self.spec.name, INCOMPLETE_STREAM, _INCOMPLETE_STREAM_MESSAGE)
         return self._reply("".join(parts), model, finish, usage, rid)
 
-    def _reply(self, text: str, model: str, finish: str | None, usage: Any, rid: str | None) -> Reply:
+    def _reply(self, text: str, model: str, finish: str | None, usage: Any, rid: str | None,
+               blocks: tuple[dict[str, Any], ...] = ()) -> Reply:
         details = _field(usage, "prompt_tokens_details") if usage is not None else None
         return Reply(text, self.spec.name, model, finish,
                      _int(_field(usage, "prompt_tokens")), _int(_field(usage, "completion_tokens")),
-                     _int(_field(details, "cached_tokens")) if details is not None else 0, 0, rid)
+                     _int(_field(details, "cached_tokens")) if details is not None else 0, 0, rid, blocks)
 
     def close(self) -> None:
         self.client.close()

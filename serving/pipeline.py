@@ -92,7 +92,7 @@ def cacheable(reply: Reply) -> bool:
     """True for an answer worth serving again from the cache: a natural end (:func:`is_final`) with some
     text. A model that ends its turn with no text (empty ``content``, a vLLM ``content: null``) answered
     nothing: stored, it would be served, empty, to every similar question after it."""
-    return is_final(reply.stop_reason) and bool(reply.text.strip())
+    return is_final(reply.stop_reason) and bool(reply.text.strip()) and not reply.tool_calls
 
 
 def marker_confidence(reply: Reply) -> float | None:
@@ -247,10 +247,12 @@ class Pipeline:
         if cache_scope:
             namespace = scoped_namespace(namespace or DEFAULT_NAMESPACE, cache_scope)
         prompt = prompt or Prompt.of(query)
+        # a request with tools: its answer may be a call, and depends on what the tools returned: no cache
+        cache = None if prompt.uses_tools else self.cache
         with self.recorder.request(task_type=task_type, tenant=tenant, subtype=subtype,
                                    request_id=request_id, routed_tier=decision.tier,
                                    route_reason=decision.reason) as req:
-            if self.cache is not None:
+            if cache is not None:
                 hit = self._lookup(req, query, tenant, namespace)
                 if hit is not None:
                     req.served_by(contract.TIER_CACHE)
@@ -266,7 +268,7 @@ class Pipeline:
                     assert attempt.reply is not None
                     req.served_by(tier)
                     req.accept()
-                    if self.cache is not None and cacheable(attempt.reply):
+                    if cache is not None and cacheable(attempt.reply):
                         self._store(query, attempt.reply.text, tenant, namespace, doc_hashes)
                     return Answer(attempt.reply.text, tier, attempt.reply.model, decision.tier, True,
                                   attempts=tuple(attempts), request_id=req.request_id, reply=attempt.reply,
@@ -308,7 +310,8 @@ class Pipeline:
         Nothing is sent to a model before the LiveAnswer is iterated."""
         query = well_formed(query)
         decision = self._route(query, task_type, subtype)
-        if not self.streams_live(decision.tier):
+        # a tool call's blocks are whole before they are sent (the gateway writes them as the API's events)
+        if not self.streams_live(decision.tier) or (prompt is not None and prompt.uses_tools):
             return self.answer(query, task_type=task_type, tenant=tenant, doc_hashes=doc_hashes,
                                namespace=namespace, subtype=subtype, prompt=prompt, request_id=request_id,
                                cache_scope=cache_scope)
@@ -446,7 +449,10 @@ class Pipeline:
         return Attempt(tier, reply.model, ok, problem, confidence, reply)
 
     def _judge(self, query: str, reply: Reply) -> tuple[bool, str | None, float | None]:
-        """(accepted, why not, confidence) of one reply: the validator, then the confidence gate."""
+        """(accepted, why not, confidence) of one reply: the validator, then the confidence gate. An answer that
+        calls a tool is accepted as it is: both gates read a final answer's text, and a call is not one."""
+        if reply.tool_calls:
+            return True, None, None
         confidence = None
         if self.confidence is not None:
             try:

@@ -4,13 +4,19 @@
 
 * the **Anthropic Messages API** — ``POST /v1/messages`` (usage with
   ``cache_read_input_tokens`` / ``cache_creation_input_tokens``: ``cache_control``
-  blocks create prompt-cache entries that later requests with the same prefix read),
+  blocks create prompt-cache entries that later requests with the same prefix read; ``tools`` /
+  ``tool_choice``: a tool is called — a ``tool_use`` block after a short text block, ``stop_reason``
+  ``tool_use`` — when the last user question names it, or ``tool_choice`` is ``any`` / ``tool``, unless
+  ``tool_result`` blocks came back since that question: those get the text answer
+  ``"<tool name> returned: <result>"``),
 * ``POST /v1/messages/count_tokens`` (``{"input_tokens": N}``: free, nothing generated, not logged as paid),
 * the **Message Batches API** — ``POST /v1/messages/batches``, ``GET /v1/messages/batches``,
   ``GET /v1/messages/batches/{id}``, ``GET /v1/messages/batches/{id}/results`` (JSONL),
   ``POST /v1/messages/batches/{id}/cancel``,
 * the **OpenAI chat-completions API** as vLLM serves it — ``POST /v1/chat/completions``
-  for the student's model and LoRA adapter names,
+  for the student's model and LoRA adapter names (``tools`` / ``tool_choice`` as for the Messages API:
+  ``tool_calls`` with JSON ``arguments`` and ``finish_reason`` ``tool_calls``; ``role: "tool"`` results
+  after the last user question get ``"<function name> returned: <content>"``),
 * the **OpenAI Responses API** — ``POST /v1/responses`` for the student's names and the models
   ``pricing`` lists with provider ``openai``: ``input`` a string or a list of items (messages,
   ``function_call`` / ``function_call_output``), ``instructions``, ``max_output_tokens``; a function
@@ -29,8 +35,10 @@
   prompt caching: :mod:`costline.sim.standin_bedrock` (``server.bedrock``).
 
 ``stream: true`` is answered with server-sent events as each API sends them: the Messages
-API's ``message_start`` (input and cache usage) … ``content_block_delta`` … ``message_delta``
-(the cumulative usage: input, cache and output) … ``message_stop``; OpenAI's ``chat.completion.chunk`` objects, plus a last chunk
+API's ``message_start`` (input and cache usage) … ``content_block_delta`` (``text_delta``; a tool call's
+``input_json_delta`` pieces) … ``message_delta`` (the cumulative usage: input, cache and output) …
+``message_stop``; OpenAI's ``chat.completion.chunk`` objects (a tool call's ``delta.tool_calls``: the id and
+name, then ``arguments`` pieces), plus a last chunk
 with ``usage`` and no choices when ``stream_options.include_usage`` is true, then ``[DONE]``; the
 Responses API's ``response.created``, ``response.in_progress``, ``response.output_item.added``,
 ``response.content_part.added``, ``response.output_text.delta`` … (a function call's
@@ -330,10 +338,7 @@ class StandInServer(ServedByJsonServer):
     def _generate(self, model: str, tier: str, query: str, max_tokens: int) -> tuple[str, int, bool]:
         """(text, output tokens, truncated) for one answer."""
         answer = synthesize(model, tier, query, degraded=self._degraded(tier, query))
-        pieces = tokenize(answer.text)
-        if len(pieces) > max_tokens:
-            return " ".join(pieces[:max_tokens]), max_tokens, True
-        return answer.text, len(pieces), False
+        return _clipped(answer.text, max_tokens)
 
     def _latency(self, tier: str) -> None:
         ms = self.config.latency_ms.get(tier, 0.0) * self.config.latency_scale
@@ -412,11 +417,27 @@ class StandInServer(ServedByJsonServer):
         if tier is None or tier == contract.TIER_STUDENT:
             raise _ApiError(404, f"model: {model}")
         sampling = _sampling(body, ("temperature", "top_p", "top_k", "stop_sequences", "output_config"), 1.0)
-        query = last_user_text(messages)
-        text, out_tokens, truncated = self._generate(model, tier, query, max_tokens)
-        text, stopped = _stopped(text, dict(sampling).get("stop_sequences"))
-        if stopped is not None:
-            out_tokens, truncated = count_tokens(text), False
+        tools, choice, named = _message_tools(body)
+        tool = _chosen_tool(tools, choice, named, _open_question(messages, _holds_tool_results))
+        stopped: str | None = None
+        truncated = False
+        if tool is not None:  # a tool call: a short text block, then the tool_use block
+            name, schema = tool
+            lead, tool_input = f"Calling {name}.", _default_input(schema)
+            content: list[dict[str, Any]] = [
+                {"type": "text", "text": lead},
+                {"type": "tool_use", "id": f"toolu_standin_{next(self._ids):08d}", "name": name, "input": tool_input}]
+            out_tokens = count_tokens(lead) + count_tokens(name) + count_tokens(json.dumps(tool_input))
+        else:
+            results = _tool_results_answer(messages) if tools else None
+            if results is not None:
+                text, out_tokens, truncated = _clipped(results, max_tokens)
+            else:
+                text, out_tokens, truncated = self._generate(model, tier, last_user_text(messages), max_tokens)
+            text, stopped = _stopped(text, dict(sampling).get("stop_sequences"))
+            if stopped is not None:
+                out_tokens, truncated = count_tokens(text), False
+            content = [{"type": "text", "text": text}]
         read, created = self._prompt_cache_usage(model, body.get("system"), messages)
         total_in = sum(count_tokens(t) for t, _ in _blocks(body.get("system"))) + sum(
             count_tokens(t) for m in messages for t, _ in _blocks(m.get("content")))
@@ -432,8 +453,9 @@ class StandInServer(ServedByJsonServer):
             "type": "message",
             "role": "assistant",
             "model": model,
-            "content": [{"type": "text", "text": text}],
-            "stop_reason": "stop_sequence" if stopped is not None else "max_tokens" if truncated else "end_turn",
+            "content": content,
+            "stop_reason": "tool_use" if tool is not None else "stop_sequence" if stopped is not None
+            else "max_tokens" if truncated else "end_turn",
             "stop_sequence": stopped,
             "usage": usage,
         }
@@ -484,18 +506,33 @@ class StandInServer(ServedByJsonServer):
         """A message as the Messages API streams it; ``break_after`` deltas, then an error event."""
         usage = message["usage"]
         start = {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
-        for i, piece in self._paced(tier, _pieces(message["content"][0]["text"])):
+        blocks = message["content"]
+        steps: list[tuple[int, str]] = []  # (content block index, its next delta)
+        for b, block in enumerate(blocks):
+            pieces = _pieces(block["text"]) if block["type"] == "text" else _json_pieces(json.dumps(block["input"]))
+            steps.extend((b, piece) for piece in pieces)
+        current = -1
+        for i, piece in self._paced(tier, [piece for _, piece in steps]):
+            b = steps[i][0]
             if i == 0:
                 yield _sse("message_start", {"type": "message_start", "message": start})
-                yield _sse("content_block_start", {"type": "content_block_start", "index": 0,
-                                                   "content_block": {"type": "text", "text": ""}})
+            if b != current:
+                if current >= 0:
+                    yield _sse("content_block_stop", {"type": "content_block_stop", "index": current})
+                block = blocks[b]
+                opened = {"type": "text", "text": ""} if block["type"] == "text" else {
+                    "type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}
+                yield _sse("content_block_start", {"type": "content_block_start", "index": b,
+                                                   "content_block": opened})
+                current = b
             if break_after is not None and i >= break_after:
                 yield _sse("error", {"type": "error", "error": {"type": "overloaded_error",
                                                                  "message": "Overloaded (stand-in, mid-stream)"}})
                 return
-            yield _sse("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                               "delta": {"type": "text_delta", "text": piece}})
-        yield _sse("content_block_stop", {"type": "content_block_stop", "index": 0})
+            delta = {"type": "text_delta", "text": piece} if blocks[b]["type"] == "text" else {
+                "type": "input_json_delta", "partial_json": piece}
+            yield _sse("content_block_delta", {"type": "content_block_delta", "index": b, "delta": delta})
+        yield _sse("content_block_stop", {"type": "content_block_stop", "index": current})
         # the API's message_delta carries the cumulative usage, input and cache counts included
         # (anthropic's MessageDeltaUsage; LangChain reads a stream's usage from this event alone)
         yield _sse("message_delta", {"type": "message_delta",
@@ -628,17 +665,32 @@ class StandInServer(ServedByJsonServer):
             return self._openai_error(400, "max_tokens must be a whole number >= 1")
         try:
             sampling = _sampling(body, ("temperature", "top_p", "top_k", "stop"), 2.0)
+            tools, choice, named = _chat_tools(body)
         except _ApiError as exc:
             return self._openai_error(exc.status, exc.message)
-        query = last_user_text(messages)
-        text, out_tokens, truncated = self._generate(model, contract.TIER_STUDENT, query, limit)
-        text, stopped = _stopped(text, dict(sampling).get("stop"))
-        if stopped is not None:
-            out_tokens, truncated = count_tokens(text), False
-        prompt = sum(count_tokens(message_text(m.get("content"))) for m in messages if isinstance(m, Mapping))
+        turns = [m for m in messages if isinstance(m, Mapping)]
+        tool = _chosen_tool(tools, choice, named, _open_question(turns, lambda m: m.get("role") == "tool"))
+        call: dict[str, Any] | None = None
+        if tool is not None:  # a function call: no text, the call's arguments as a JSON string
+            name, schema = tool
+            arguments = json.dumps(_default_input(schema))
+            call = {"id": f"call_standin_{next(self._ids):08d}", "type": "function",
+                    "function": {"name": name, "arguments": arguments}}
+            text, out_tokens, finish = "", count_tokens(name) + count_tokens(arguments), "tool_calls"
+        else:
+            results = _chat_results_answer(turns) if tools else None
+            if results is not None:
+                text, out_tokens, truncated = _clipped(results, limit)
+            else:
+                text, out_tokens, truncated = self._generate(model, contract.TIER_STUDENT, last_user_text(messages),
+                                                             limit)
+            text, stopped = _stopped(text, dict(sampling).get("stop"))
+            if stopped is not None:
+                out_tokens, truncated = count_tokens(text), False
+            finish = "length" if truncated else "stop"
+        prompt = sum(count_tokens(_chat_message_text(m)) for m in turns)
         self.log.add(LoggedRequest(OPENAI, model, 200, key, True, prompt, out_tokens, sampling=sampling))
         usage = {"prompt_tokens": prompt, "completion_tokens": out_tokens, "total_tokens": prompt + out_tokens}
-        finish = "length" if truncated else "stop"
         cid = f"chatcmpl-standin-{next(self._ids):08d}"
         if body.get("stream"):
             options = body.get("stream_options")
@@ -646,21 +698,24 @@ class StandInServer(ServedByJsonServer):
             break_after = self._take_error(OPENAI, self._stream_errors)
             return HttpResponse(200, content_type="text/event-stream",
                                 stream=self._openai_chunks(cid, model, text, finish, usage if with_usage else None,
-                                                           break_after))
+                                                           break_after, call))
         self._latency(contract.TIER_STUDENT)
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        if call is not None:
+            message = {"role": "assistant", "content": None, "tool_calls": [call]}
         return HttpResponse(200, {
             "id": cid,
             "object": "chat.completion",
             "created": int(self._wall()),
             "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                         "finish_reason": finish, "logprobs": None}],
+            "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
             "usage": usage,
         })
 
     def _openai_chunks(self, cid: str, model: str, text: str, finish: str, usage: dict[str, int] | None,
-                       break_after: int | None) -> Iterator[bytes]:
-        """A chat completion as vLLM streams it; ``usage`` (include_usage) in a last, choice-less chunk."""
+                       break_after: int | None, call: dict[str, Any] | None = None) -> Iterator[bytes]:
+        """A chat completion as vLLM streams it; ``usage`` (include_usage) in a last, choice-less chunk. A function
+        ``call``: its id and name in the first chunk's ``delta.tool_calls``, then its ``arguments`` in pieces."""
         head = {"id": cid, "object": "chat.completion.chunk", "created": int(self._wall()), "model": model}
         extra = {"usage": None} if usage is not None else {}
 
@@ -668,14 +723,19 @@ class StandInServer(ServedByJsonServer):
             choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}
             return _sse(None, {**head, "choices": [choice], **extra})
 
-        for i, piece in self._paced(contract.TIER_STUDENT, _pieces(text)):
+        pieces = _pieces(text) if call is None else _json_pieces(call["function"]["arguments"])
+        for i, piece in self._paced(contract.TIER_STUDENT, pieces):
             if i == 0:
-                yield chunk({"role": "assistant", "content": ""})
+                yield chunk({"role": "assistant", "content": ""} if call is None else {
+                    "role": "assistant", "content": None,
+                    "tool_calls": [{"index": 0, "id": call["id"], "type": "function",
+                                    "function": {"name": call["function"]["name"], "arguments": ""}}]})
             if break_after is not None and i >= break_after:
                 yield _sse(None, {"error": {"message": "stand-in failure mid-stream", "type": "InternalServerError",
                                             "param": None, "code": 500}})
                 return
-            yield chunk({"content": piece})
+            yield chunk({"content": piece} if call is None else
+                        {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
         yield chunk({}, finish)
         if usage is not None:
             yield _sse(None, {**head, "choices": [], "usage": usage})
@@ -926,13 +986,180 @@ def _function_call(tools: Any, items: list[dict[str, Any]]) -> tuple[str, str] |
     for tool in tools:
         if isinstance(tool, Mapping) and tool.get("type") == "function" and tool.get("name") \
                 and str(tool["name"]) in query:
-            params = tool.get("parameters") if isinstance(tool.get("parameters"), Mapping) else {}
-            props = params.get("properties") if isinstance(params.get("properties"), Mapping) else {}
-            defaults = {"string": "stand-in", "integer": 1, "number": 1, "boolean": True}
-            args = {name: defaults.get(spec.get("type") if isinstance(spec, Mapping) else None)
-                    for name, spec in props.items()}
-            return str(tool["name"]), json.dumps(args)
+            return str(tool["name"]), json.dumps(_default_input(tool.get("parameters")))
     return None
+
+
+#: The argument a stand-in tool call passes for a parameter, by the parameter's JSON Schema type (else null).
+_DEFAULT_ARGUMENTS: dict[str, Any] = {"string": "stand-in", "integer": 1, "number": 1, "boolean": True}
+#: Characters per ``input_json_delta`` / ``arguments`` delta of a streamed tool call.
+STREAM_JSON_CHARS = 12
+
+
+def _default_input(schema: Any) -> dict[str, Any]:
+    """A tool call's input for the JSON Schema ``schema``: each of its properties, in order, with the default
+    argument of its type (:data:`_DEFAULT_ARGUMENTS`)."""
+    props = schema.get("properties") if isinstance(schema, Mapping) else None
+    out: dict[str, Any] = {}
+    for name, spec in (props if isinstance(props, Mapping) else {}).items():
+        kind = spec.get("type") if isinstance(spec, Mapping) else None
+        out[str(name)] = _DEFAULT_ARGUMENTS.get(kind) if isinstance(kind, str) else None
+    return out
+
+
+def _json_pieces(text: str) -> list[str]:
+    """A tool call's JSON in the pieces a stream sends it (they concatenate back to ``text``)."""
+    n = STREAM_JSON_CHARS
+    return [text[i:i + n] for i in range(0, len(text), n)] or [""]
+
+
+def _clipped(text: str, max_tokens: int) -> tuple[str, int, bool]:
+    """(text, output tokens, truncated): ``text`` cut at ``max_tokens`` tokens."""
+    pieces = tokenize(text)
+    if len(pieces) > max_tokens:
+        return " ".join(pieces[:max_tokens]), max_tokens, True
+    return text, len(pieces), False
+
+
+#: A request's tools as (name, input JSON Schema), the tool_choice type ("auto" | "any" | "none" | "tool") and the
+#: tool it names.
+_Tools = tuple[list[tuple[str, Any]], str, str | None]
+
+
+def _message_tools(body: Mapping[str, Any]) -> _Tools:
+    """A Messages request's ``tools`` and ``tool_choice``, checked as the API checks them (raises _ApiError)."""
+    tools = body.get("tools")
+    if tools is None:  # tool_choice alone asks for nothing
+        return [], "auto", None
+    if not isinstance(tools, list):
+        raise _ApiError(400, "tools: Input should be a valid list")
+    out = []
+    for i, tool in enumerate(tools):
+        if not isinstance(tool, Mapping) or not isinstance(tool.get("name"), str) or not tool["name"]:
+            raise _ApiError(400, f"tools.{i}.name: Field required (a string)")
+        if not isinstance(tool.get("input_schema"), Mapping):
+            raise _ApiError(400, f"tools.{i}.input_schema: Field required (an object)")
+        out.append((tool["name"], tool["input_schema"]))
+    choice = body.get("tool_choice")
+    if choice is None:
+        return out, "auto", None
+    kind = choice.get("type") if isinstance(choice, Mapping) else None
+    if kind not in ("auto", "any", "none", "tool"):
+        raise _ApiError(400, "tool_choice.type: one of 'auto', 'any', 'tool', 'none'")
+    named = choice.get("name") if kind == "tool" else None
+    if kind == "tool" and not any(name == named for name, _ in out):
+        raise _ApiError(400, f"tool_choice.name: no tool named {str(named)[:64]!r} in tools")
+    return out, str(kind), named
+
+
+def _chat_tools(body: Mapping[str, Any]) -> _Tools:
+    """A chat completion request's function ``tools`` and ``tool_choice`` (``required`` is the Messages API's
+    ``any``, a named function its ``tool``), checked as the API checks them (raises _ApiError)."""
+    tools = body.get("tools")
+    if tools is None:
+        return [], "auto", None
+    if not isinstance(tools, list):
+        raise _ApiError(400, "tools: Input should be a valid list")
+    out = []
+    for i, tool in enumerate(tools):
+        fn = tool.get("function") if isinstance(tool, Mapping) else None
+        if not isinstance(fn, Mapping) or tool.get("type") != "function":
+            raise _ApiError(400, f"tools[{i}]: a function tool: {{'type': 'function', 'function': {{'name': ...}}}}")
+        if not isinstance(fn.get("name"), str) or not fn["name"]:
+            raise _ApiError(400, f"tools[{i}].function.name: Field required (a string)")
+        if fn.get("parameters") is not None and not isinstance(fn["parameters"], Mapping):
+            raise _ApiError(400, f"tools[{i}].function.parameters: an object (a JSON Schema)")
+        out.append((fn["name"], fn.get("parameters")))
+    choice = body.get("tool_choice")
+    if choice is None or choice in ("auto", "none", "required"):
+        return out, {"required": "any"}.get(str(choice), str(choice or "auto")), None
+    fn = choice.get("function") if isinstance(choice, Mapping) and choice.get("type") == "function" else None
+    named = fn.get("name") if isinstance(fn, Mapping) else None
+    if not isinstance(named, str):
+        raise _ApiError(400, "tool_choice: 'auto', 'none', 'required' or {'type': 'function', 'function': "
+                             "{'name': ...}}")
+    if not any(name == named for name, _ in out):
+        raise _ApiError(400, f"tool_choice.function.name: no function named {named[:64]!r} in tools")
+    return out, "tool", named
+
+
+def _holds_tool_results(message: Mapping[str, Any]) -> bool:
+    content = message.get("content")
+    return isinstance(content, list) and any(isinstance(b, Mapping) and b.get("type") == "tool_result"
+                                             for b in content)
+
+
+def _open_question(messages: list[Any], is_result: Callable[[Mapping[str, Any]], bool]) -> str | None:
+    """The text of the last user message with text, unless a tool's result (``is_result``) came back since
+    (in that message or after it): then None — the question is being answered."""
+    asked = max((i for i, m in enumerate(messages) if isinstance(m, Mapping) and m.get("role") == "user"
+                 and message_text(m.get("content")).strip()), default=None)
+    if asked is None or any(isinstance(m, Mapping) and is_result(m) for m in messages[asked:]):
+        return None
+    return message_text(messages[asked].get("content"))
+
+
+def _chosen_tool(tools: list[tuple[str, Any]], choice: str, named: str | None,
+                 question: str | None) -> tuple[str, Any] | None:
+    """(name, schema) of the tool the stand-in calls, or None: with tools offered, ``tool_choice`` not ``none``
+    and an open ``question``, the tool ``tool_choice`` names, else the first tool the question names, else
+    (``tool_choice`` ``any``) the first tool."""
+    if not tools or choice == "none" or question is None:
+        return None
+    if choice == "tool":
+        return next(tool for tool in tools if tool[0] == named)
+    for tool in tools:
+        if tool[0] in question:
+            return tool
+    return tools[0] if choice == "any" else None
+
+
+def _tool_results_answer(messages: list[Any]) -> str | None:
+    """The answer to a last user message holding ``tool_result`` blocks: ``"<tool name> returned: <result>"``
+    a line per result (the name from the earlier ``tool_use`` block with that id); None without results."""
+    users = [m for m in messages if m.get("role") == "user"]
+    if not users or not _holds_tool_results(users[-1]):
+        return None
+    names = {b.get("id"): b.get("name") for m in messages if m.get("role") == "assistant"
+             and isinstance(m.get("content"), list)
+             for b in m["content"] if isinstance(b, Mapping) and b.get("type") == "tool_use"}
+    return "\n".join(f"{_name_of(names, b.get('tool_use_id'))} returned: {message_text(b.get('content'))}"
+                     for b in users[-1]["content"] if isinstance(b, Mapping) and b.get("type") == "tool_result")
+
+
+def _name_of(names: Mapping[Any, Any], call_id: Any) -> str:
+    """The name of the tool called with ``call_id`` ("the tool" when no call had that id)."""
+    name = names.get(call_id) if isinstance(call_id, str) else None
+    return name if isinstance(name, str) and name else "the tool"
+
+
+def _chat_results_answer(messages: list[Mapping[str, Any]]) -> str | None:
+    """The answer to ``role: "tool"`` messages after the last user message: ``"<function name> returned:
+    <content>"`` a line per result (the name from the assistant ``tool_calls`` entry with that id); None without."""
+    last = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
+    results = [m for m in messages[last + 1:] if m.get("role") == "tool"]
+    if not results:
+        return None
+    names: dict[Any, Any] = {}
+    for m in messages:
+        calls = m.get("tool_calls") if m.get("role") == "assistant" else None
+        for call in calls if isinstance(calls, list) else []:
+            fn = call.get("function") if isinstance(call, Mapping) else None
+            if isinstance(fn, Mapping):
+                names[call.get("id")] = fn.get("name")
+    return "\n".join(f"{_name_of(names, m.get('tool_call_id'))} returned: {message_text(m.get('content'))}"
+                     for m in results)
+
+
+def _chat_message_text(message: Mapping[str, Any]) -> str:
+    """The text a chat message puts before the model: its content, and its tool calls' names and arguments."""
+    text = message_text(message.get("content"))
+    calls = message.get("tool_calls")
+    for call in calls if isinstance(calls, list) else []:
+        fn = call.get("function") if isinstance(call, Mapping) else None
+        if isinstance(fn, Mapping):
+            text += f"\n{fn.get('name', '')} {fn.get('arguments', '')}"
+    return text
 
 
 def _sse(event: str | None, data: Any) -> bytes:

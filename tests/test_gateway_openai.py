@@ -174,8 +174,8 @@ def test_errors_in_openais_format(gateway, standin, tmp_path) -> None:
     app = client(gw)
     with pytest.raises(openai.BadRequestError) as err:
         app.chat.completions.create(model="m", messages=[{"role": "user", "content": EASY}],
-                                    tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}])
-    assert err.value.body["type"] == "invalid_request_error" and "tools" in err.value.body["message"]
+                                    functions=[{"name": "f", "parameters": {}}])
+    assert err.value.body["type"] == "invalid_request_error" and "functions" in err.value.body["message"]
     with pytest.raises(openai.BadRequestError):
         app.chat.completions.create(model="m", messages=[{"role": "assistant", "content": "hi"}])
     with pytest.raises(openai.BadRequestError):

@@ -17,8 +17,11 @@ cache hit). The request's ``model`` is ignored: the router picks.
   (``allowed_origins`` opens CORS); limits: body and header size, timeouts, workers (503), rate (429);
 * task type: header ``x-costline-task-type`` (or ``metadata.task_type``), else ``default_task_type``;
 * document hashes for cache invalidation: header ``x-costline-doc-hashes`` (comma-separated);
-* generation parameters reach the tiers whose API takes them (``messages_api.SAMPLING_FIELDS``); tools,
-  tool_choice, thinking and structured outputs are refused with a 400 (the answers are text);
+* generation parameters reach the tiers whose API takes them (``messages_api.SAMPLING_FIELDS``); thinking and
+  structured outputs are refused with a 400;
+* tools (custom tools, ``tool_choice``, ``tool_use`` / ``tool_result`` turns) reach the routed tier, translated
+  for an OpenAI-compatible one (:mod:`costline.serving.tool_calls`); such a request is routed on its question,
+  never cached, escalated on API errors only (a call is not judged), and a ``stream: true`` one is buffered;
 * response headers: ``x-costline-tier``, ``x-costline-routed-tier``, ``x-costline-attempts``,
   ``x-costline-escalations``, ``x-costline-success``, ``x-costline-cache-hit``, ``x-costline-request-id``.
 
@@ -56,8 +59,8 @@ from costline.serving.backends import Prompt
 from costline.serving.cache.key import scope_of_body
 from costline.serving.pipeline import Answer, LiveAnswer, Pipeline
 from costline.serving.settings import GatewayConfig
-from costline.serving.gateway.messages_api import (ANTHROPIC_ERROR_TYPES, last_user_text, sampling_of, shape_problem,
-                                                   unsupported_problem)
+from costline.serving.gateway.messages_api import (ANTHROPIC_ERROR_TYPES, last_user_text, question_text, sampling_of,
+                                                   shape_problem, unsupported_problem)
 
 __all__ = ["Gateway", "CACHE_MODEL", "STREAM_MODE_HEADER"]
 
@@ -68,7 +71,7 @@ CACHE_MODEL = "costline-cache"
 #: Response header of a ``stream: true`` request: ``live`` (token by token) or ``buffered``.
 STREAM_MODE_HEADER = "x-costline-stream-mode"
 
-_STOP = {"stop": "end_turn", "length": "max_tokens"}
+_STOP = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
 _STATUS_OF_ERROR = {"RateLimitError": 429, "OverloadedError": 529}
 
 #: An API's error answer: ``error(status, message, headers)``.
@@ -303,11 +306,13 @@ class Gateway(ServedByJsonServer):
         max_tokens = body.get("max_tokens")
         if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
             return _error(400, "max_tokens: field required (a whole number >= 1)")
-        query = last_user_text(messages)
+        tools = tuple(body.get("tools") or ())
+        prompt = Prompt(tuple(messages), body.get("system"), max_tokens, sampling, tools,
+                        body.get("tool_choice") if tools else None)
+        query = question_text(messages) if prompt.uses_tools else last_user_text(messages)
         if not query.strip():
             return _error(400, "messages: the last user message has no text")
         meta = body.get("metadata") if isinstance(body.get("metadata"), Mapping) else {}
-        prompt = Prompt(tuple(messages), body.get("system"), max_tokens, sampling)
         result = self.ask(req, query=query, prompt=prompt, cache_scope=scope_of_body(body), stream=stream,
                           metadata=meta, tenant=tenant)
         if isinstance(result, LiveAnswer):
@@ -350,9 +355,10 @@ def _message(result: Answer) -> dict[str, Any]:
         model = reply.model
         stop = _STOP.get(reply.stop_reason or "", reply.stop_reason or "end_turn")
         msg_id = reply.id if reply.id and reply.id.startswith("msg_") else f"msg_costline_{result.request_id}"
+    content = [dict(b) for b in reply.content] if reply is not None and reply.content and not result.cached \
+        else [{"type": "text", "text": result.text}]
     return {"id": msg_id, "type": "message", "role": "assistant", "model": model,
-            "content": [{"type": "text", "text": result.text}], "stop_reason": stop, "stop_sequence": None,
-            "usage": usage}
+            "content": content, "stop_reason": stop, "stop_sequence": None, "usage": usage}
 
 
 def _event_stream(message: dict[str, Any], chunk_chars: int = 48) -> bytes:
@@ -362,17 +368,26 @@ def _event_stream(message: dict[str, Any], chunk_chars: int = 48) -> bytes:
     which tier's answer is good enough, which a token-by-token stream would have to reveal
     before knowing. Clients that stream (``client.messages.stream``) work unchanged.
     """
-    text = message["content"][0]["text"]
     usage = message["usage"]
     start = {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 0}}
-    pieces = [text[i:i + chunk_chars] for i in range(0, len(text), chunk_chars)] or [""]
-    events: list[tuple[str, dict[str, Any]]] = [
-        ("message_start", {"type": "message_start", "message": start}),
-        ("content_block_start", {"type": "content_block_start", "index": 0,
-                                 "content_block": {"type": "text", "text": ""}}),
-        *(("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                   "delta": {"type": "text_delta", "text": piece}}) for piece in pieces),
-        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+    events: list[tuple[str, dict[str, Any]]] = [("message_start", {"type": "message_start", "message": start})]
+    for index, block in enumerate(message["content"]):
+        if block.get("type") == "tool_use":  # the call's input as input_json_delta pieces, as the API streams it
+            opened = {"type": "tool_use", "id": block.get("id"), "name": block.get("name"), "input": {}}
+            doc = json.dumps(block.get("input") or {})
+            deltas = [{"type": "input_json_delta", "partial_json": doc[i:i + chunk_chars]}
+                      for i in range(0, len(doc), chunk_chars)]
+        else:
+            opened = {"type": "text", "text": ""}
+            text = str(block.get("text", ""))
+            deltas = [{"type": "text_delta", "text": text[i:i + chunk_chars]}
+                      for i in range(0, len(text), chunk_chars)] or [{"type": "text_delta", "text": ""}]
+        events.append(("content_block_start", {"type": "content_block_start", "index": index,
+                                               "content_block": opened}))
+        events.extend(("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
+                      for delta in deltas)
+        events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
+    events += [
         ("message_delta", {"type": "message_delta",
                            "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
                            "usage": dict(usage)}),  # cumulative, as the API's (LangChain reads only this one)

@@ -2,12 +2,13 @@
 
 * :data:`ANTHROPIC_ERROR_TYPES` — the error ``type`` Anthropic answers per HTTP status;
 * :func:`message_text` — the text of a message's ``content`` (a string or a list of blocks);
-* :func:`last_user_text` — the text of the last user message: what a request asks;
+* :func:`last_user_text` — the text of the last user message: what a request asks (:func:`question_text`: the
+  same in a tool loop, whose last user turn may hold only tool results);
 * :func:`shape_problem` — what is wrong with a request's ``messages`` and ``system``, checked as the API does
   before any model is called (a malformed one would fail on every tier, each paid for a round trip);
 * :func:`sampling_of` — the generation parameters forwarded to every tier (:data:`SAMPLING_FIELDS`), checked;
-* :func:`unsupported_problem` — a field the gateway cannot carry (:data:`UNSUPPORTED_FIELDS`: tool use, extended
-  thinking): refused with a 400 rather than dropped, which would answer a tool request with plain text.
+* :func:`unsupported_problem` — a field the gateway cannot carry (:data:`UNSUPPORTED_FIELDS`: extended thinking,
+  structured outputs) or malformed ``tools``: refused with a 400 rather than dropped.
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from costline.serving.tool_calls import block_text, tools_problem
+
 __all__ = ["ANTHROPIC_ERROR_TYPES", "SAMPLING_FIELDS", "UNSUPPORTED_FIELDS", "message_text", "last_user_text",
+           "question_text",
            "sampling_of", "shape_problem", "unsupported_problem"]
 
 #: Anthropic's error ``type`` per HTTP status.
@@ -51,6 +55,21 @@ def last_user_text(messages: Iterable[Mapping[str, Any]]) -> str:
     return ""
 
 
+def question_text(messages: Iterable[Mapping[str, Any]]) -> str:
+    """What a request asks, for routing: the last user message's text — or, in a tool loop whose last user
+    turn carries only tool results, the last user text before it (the question the loop answers), else
+    the results' text."""
+    turns = [m for m in messages if m.get("role") == "user"]
+    for m in reversed(turns):
+        text = message_text(m.get("content"))
+        if text.strip():
+            return text
+    last = turns[-1].get("content") if turns else None
+    blocks = last if isinstance(last, list) else []
+    results = (block_text(b.get("content")) for b in blocks if isinstance(b, Mapping) and b.get("type") == "tool_result")
+    return "\n".join(r for r in results if r)
+
+
 #: The roles of the Messages API's turns (the system prompt is the ``system`` field).
 ROLES = ("user", "assistant")
 
@@ -64,6 +83,17 @@ def _blocks_problem(where: str, blocks: list[Any], *, text_only: bool = False) -
             return f"{where}[{j}].type: only text blocks are accepted here, not {kind[:40]!r}"
         if kind == "text" and not isinstance(block.get("text"), str):
             return f"{where}[{j}].text: a text block's text is a string"
+        if kind == "tool_use" and not (isinstance(block.get("id"), str) and isinstance(block.get("name"), str)
+                                       and isinstance(block.get("input"), Mapping)):
+            return f"{where}[{j}]: a tool_use block has a string id and name and an object input"
+        if kind == "tool_result":
+            content = block.get("content")
+            if not isinstance(block.get("tool_use_id"), str):
+                return f"{where}[{j}].tool_use_id: the id of the tool_use block it answers"
+            if content is not None and not isinstance(content, str) and not (
+                    isinstance(content, list) and all(isinstance(b, Mapping) and b.get("type") == "text"
+                                                      and isinstance(b.get("text"), str) for b in content)):
+                return f"{where}[{j}].content: a tool result's content is a string or text blocks"
     return None
 
 
@@ -100,10 +130,10 @@ def shape_problem(messages: list[Mapping[str, Any]], system: Any) -> str | None:
 SAMPLING_FIELDS = ("temperature", "top_p", "stop_sequences", "effort")
 #: ``output_config.effort`` values of the Messages API.
 EFFORTS = ("low", "medium", "high", "xhigh", "max")
-#: Fields the gateway cannot carry: its answers are text, so a tool call or a thinking block could not be
-#: returned, and no tier below the top could be held to a JSON schema. Refused (400) — dropping them would answer
-#: a request with tools as if it had none.
-UNSUPPORTED_FIELDS = ("tools", "tool_choice", "thinking", "output_config.format")
+#: Fields the gateway cannot carry: a thinking block could not be returned by every tier, and no tier below the
+#: top could be held to a JSON schema. Refused (400) — dropping them would answer the request as if it had not
+#: asked. (Tools are carried: :mod:`costline.serving.tool_calls`.)
+UNSUPPORTED_FIELDS = ("thinking", "output_config.format")
 
 
 def _number(value: Any) -> bool:
@@ -144,14 +174,13 @@ def sampling_of(body: Mapping[str, Any], *, max_temperature: float = 1.0) -> tup
 
 
 def unsupported_problem(body: Mapping[str, Any]) -> str | None:
-    """What the gateway cannot carry in ``body`` (:data:`UNSUPPORTED_FIELDS`), or None. ``tools: []``,
-    ``tool_choice`` ``{"type": "none"}`` and ``thinking`` ``{"type": "disabled"}`` ask for nothing and pass."""
-    tools, choice, thinking = body.get("tools"), body.get("tool_choice"), body.get("thinking")
-    if tools not in (None, []):
-        return ("tools: tool use is not supported by the costline gateway (its answers are text); send requests "
-                "with tools to the API directly")
-    if choice is not None and not (isinstance(choice, Mapping) and choice.get("type") == "none"):
-        return "tool_choice: tool use is not supported by the costline gateway; send it to the API directly"
+    """What the gateway cannot carry in ``body`` (:data:`UNSUPPORTED_FIELDS`), or what is wrong with its ``tools``
+    and ``tool_choice`` (:func:`~costline.serving.tool_calls.tools_problem`), or None. ``thinking``
+    ``{"type": "disabled"}`` asks for nothing and passes."""
+    thinking = body.get("thinking")
+    problem = tools_problem(body.get("tools"), body.get("tool_choice"))
+    if problem:
+        return problem
     if thinking is not None and not (isinstance(thinking, Mapping) and thinking.get("type") == "disabled"):
         return ("thinking: extended thinking is not supported by the costline gateway (its answers are text); "
                 "send it to the API directly")

@@ -17,8 +17,12 @@ pipeline call, and the answer is written back as a ``chat.completion``:
   or buffered exactly as the Messages API decides (``x-costline-stream-mode``); with
   ``stream_options.include_usage`` a last chunk with empty ``choices`` carries ``usage``. A model
   failing mid-answer ends the stream with an ``error`` event (the SDK raises ``APIError``);
+* ``tools`` (function tools), ``tool_choice``, an assistant message's ``tool_calls`` and ``role: "tool"``
+  results are carried in the Messages API's shapes (:mod:`costline.serving.tool_calls`) and an answer that calls
+  tools comes back as ``tool_calls`` with ``finish_reason: "tool_calls"`` (streamed: a ``tool_calls`` delta with
+  the name, then one with the arguments); such a request is never cached;
 * errors in OpenAI's format (``{"error": {"message", "type", "param", "code"}}``); every tier
-  failing answers 429, 503 (overloaded) or 500; tools and non-text parts are refused (400).
+  failing answers 429, 503 (overloaded) or 500; non-text parts and the deprecated ``functions`` are refused (400).
 """
 
 from __future__ import annotations
@@ -34,7 +38,8 @@ from costline.serving.backends import Prompt
 from costline.serving.cache.key import scope_of_body
 from costline.serving.gateway.app import (CACHE_MODEL, STREAM_MODE_HEADER, Gateway, _headers, failure_status,
                                       open_live)
-from costline.serving.gateway.messages_api import sampling_of
+from costline.serving.gateway.messages_api import question_text, sampling_of
+from costline.serving.tool_calls import openai_tool_calls, tools_from_openai, turns_from_openai, uses_tools
 from costline.serving.pipeline import Answer, LiveAnswer
 
 __all__ = ["ChatCompletions", "DEFAULT_MAX_TOKENS", "openai_error"]
@@ -50,7 +55,6 @@ _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: 
                 500: "server_error", 503: "server_error"}
 _FINISH = {"end_turn": "stop", "stop_sequence": "stop", "stop": "stop", "max_tokens": "length", "length": "length",
            "tool_use": "tool_calls", "tool_calls": "tool_calls", "refusal": "content_filter"}
-_ROLES = {"system", "developer", "user", "assistant"}
 
 
 def openai_error(status: int, message: str, headers: Mapping[str, str] | None = None, *,
@@ -81,7 +85,7 @@ class ChatCompletions:
         parsed = _to_messages(body)
         if isinstance(parsed, HttpResponse):
             return parsed
-        system, messages, query, max_tokens, sampling = parsed
+        system, messages, query, max_tokens, sampling, tools, tool_choice = parsed
         stream = body.get("stream") is True
         options = body.get("stream_options") if isinstance(body.get("stream_options"), Mapping) else {}
         include_usage = stream and options.get("include_usage") is True
@@ -93,8 +97,9 @@ class ChatCompletions:
         if stop is not None:
             equivalent["stop_sequences"] = [stop] if isinstance(stop, str) else stop
         meta = body.get("metadata") if isinstance(body.get("metadata"), Mapping) else {}
-        result = self.gateway.ask(req, query=query, prompt=Prompt(tuple(messages), system, max_tokens, sampling),
-                                  cache_scope=scope_of_body(equivalent), stream=stream, metadata=meta, tenant=tenant)
+        prompt = Prompt(tuple(messages), system, max_tokens, sampling, tools, tool_choice)
+        result = self.gateway.ask(req, query=query, prompt=prompt, cache_scope=scope_of_body(equivalent),
+                                  stream=stream, metadata=meta, tenant=tenant)
         created = int(self._wall())
         if isinstance(result, LiveAnswer):
             return self._live(result, created, include_usage)
@@ -107,7 +112,7 @@ class ChatCompletions:
         headers[STREAM_MODE_HEADER] = "live" if result.cached else "buffered"
         return HttpResponse(200, headers=headers, content_type="text/event-stream",
                             stream=_chunks(_model_of(result), _id_of(result.request_id), created, [result.text],
-                                           lambda: result, include_usage))
+                                           lambda: result, include_usage, _calls(result)))
 
     def _live(self, live: LiveAnswer, created: int, include_usage: bool) -> HttpResponse:
         opened = open_live(live)
@@ -135,13 +140,19 @@ class ChatCompletions:
         return HttpResponse(200, headers=headers, content_type="text/event-stream", stream=body())
 
 
-def _to_messages(body: Mapping[str, Any]) -> tuple[Any, list[dict[str, Any]], str, int, Any] | HttpResponse:
-    """(system, Messages-shaped turns, the last user text, max_tokens, sampling) of a chat request, or a 400."""
+def _to_messages(body: Mapping[str, Any]) -> tuple[Any, list[dict[str, Any]], str, int, Any, Any, Any] | HttpResponse:
+    """(system, Messages-shaped turns, the question, max_tokens, sampling, tools, tool_choice) of a chat request
+    (tools and tool turns in the Messages API's shapes: :mod:`costline.serving.tool_calls`), or a 400."""
     raw = body.get("messages")
     if not isinstance(raw, list) or not raw or not all(isinstance(m, Mapping) for m in raw):
         return openai_error(400, "messages: at least one message is required", param="messages")
-    if body.get("tools") or body.get("functions"):
-        return openai_error(400, "tools are not supported by the costline gateway", param="tools")
+    if body.get("functions") or body.get("function_call"):
+        return openai_error(400, "functions / function_call (deprecated by OpenAI) are not carried by the costline "
+                                 "gateway: send them as tools / tool_choice", param="functions")
+    tooled = tools_from_openai(body.get("tools"), body.get("tool_choice"))
+    if isinstance(tooled[0], str):
+        return openai_error(400, str(tooled[1]), param=str(tooled[0]))
+    tools, tool_choice = tooled
     cannot = _cannot_carry(body)
     if cannot is not None:
         return openai_error(400, cannot[1], param=cannot[0])
@@ -168,24 +179,22 @@ def _to_messages(body: Mapping[str, Any]) -> tuple[Any, list[dict[str, Any]], st
         param = sampling.split(":")[0]
         return openai_error(400, sampling.replace("stop_sequences", "stop"), param="stop" if param == "stop_sequences"
                             else param)
-    system_parts: list[str] = []
-    turns: list[dict[str, Any]] = []
-    for i, m in enumerate(raw):
-        role = m.get("role")
-        if role not in _ROLES:
-            return openai_error(400, f"messages[{i}].role: {role!r} is not supported (system, developer, user, "
-                                     "assistant)", param=f"messages[{i}].role")
-        text = _text(m.get("content"))
-        if text is None:
-            return openai_error(400, f"messages[{i}].content: text (a string or text parts) is required",
-                                param=f"messages[{i}].content")
-        if role in ("system", "developer"):
-            system_parts.append(text)
-        else:
-            turns.append({"role": role, "content": text})
-    if not turns or turns[-1]["role"] != "user" or not turns[-1]["content"].strip():
-        return openai_error(400, "messages: the last message must be a user message with text", param="messages")
-    return ("\n\n".join(system_parts) or None), turns, turns[-1]["content"], max_tokens, sampling
+    parsed = turns_from_openai(raw, _text)
+    if isinstance(parsed[0], str):
+        return openai_error(400, str(parsed[1]), param=str(parsed[0]))
+    system_parts, turns = parsed
+    tool_choice = tool_choice if tools else None
+    if uses_tools(turns, tools):  # a tool loop: its last turn may be the tools' results
+        query = question_text(turns)
+        if not turns or turns[-1]["role"] != "user" or not query.strip():
+            return openai_error(400, "messages: the last message must be a user message or a tool result",
+                                param="messages")
+    else:
+        if not turns or turns[-1]["role"] != "user" or not turns[-1]["content"].strip():
+            return openai_error(400, "messages: the last message must be a user message with text", param="messages")
+        query = turns[-1]["content"]
+    return (("\n\n".join(system_parts) or None), turns, query, max_tokens, sampling, tuple(tools),
+            tool_choice)
 
 
 #: ``reasoning_effort`` → the Messages API's ``output_config.effort`` (Anthropic tiers; the student ignores it).
@@ -243,17 +252,27 @@ def _finish(result: Answer) -> str:
     return _FINISH.get(result.reply.stop_reason or "", "stop")
 
 
+def _calls(result: Answer) -> list[dict[str, Any]]:
+    """The answer's tool calls as a chat message's ``tool_calls`` (none for a text answer or a cache hit)."""
+    reply = result.reply
+    return openai_tool_calls(reply.tool_calls) if reply is not None and not result.cached else []
+
+
 def _completion(result: Answer, created: int) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": result.text, "refusal": None}
+    calls = _calls(result)
+    if calls:
+        message.update(content=result.text or None, tool_calls=calls)
     return {"id": _id_of(result.request_id), "object": "chat.completion", "created": created,
             "model": _model_of(result),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": result.text, "refusal": None},
-                         "finish_reason": _finish(result), "logprobs": None}],
+            "choices": [{"index": 0, "message": message, "finish_reason": _finish(result), "logprobs": None}],
             "usage": _usage(result)}
 
 
 def _chunks(model: str, chat_id: str, created: int, texts: Any, settle: Callable[[], Answer | None],
-            include_usage: bool) -> Any:
-    """The chunk events: role, a content delta per piece, the finish reason, usage, ``[DONE]``."""
+            include_usage: bool, calls: list[dict[str, Any]] | None = None) -> Any:
+    """The chunk events: role, a content delta per piece, a ``tool_calls`` delta per call (its name, then its
+    arguments), the finish reason, usage, ``[DONE]``."""
 
     def chunk(choices: list[dict[str, Any]], **extra: Any) -> bytes:
         doc = {"id": chat_id, "object": "chat.completion.chunk", "created": created, "model": model,
@@ -270,6 +289,12 @@ def _chunks(model: str, chat_id: str, created: int, texts: Any, settle: Callable
         log.exception("costline gateway: a live chat completion failed mid-stream")
         yield _error_event(f"costline gateway failure mid-stream: {type(exc).__name__}")
         return
+    for i, call in enumerate(calls or []):
+        head = {"index": i, "id": call["id"], "type": "function",
+                "function": {"name": call["function"]["name"], "arguments": ""}}
+        yield chunk([{"index": 0, "delta": {"tool_calls": [head]}, "finish_reason": None, "logprobs": None}])
+        yield chunk([{"index": 0, "delta": {"tool_calls": [{"index": i, "function": {
+            "arguments": call["function"]["arguments"]}}]}, "finish_reason": None, "logprobs": None}])
     result = settle()
     if result is None:
         yield _error_event("the model failed mid-answer: the text sent so far stands")

@@ -1,0 +1,272 @@
+"""Tool use (function calling) between the two APIs the gateway speaks and the two kinds of tier it calls.
+
+A request that offers tools, or whose turns carry tool calls and their results, is carried through the
+pipeline in the Messages API's shapes (the canonical form of a :class:`~costline.serving.backends.Prompt`):
+
+* ``tools``: ``[{"name", "description"?, "input_schema"}]``, ``tool_choice``: ``{"type": "auto" | "any" |
+  "none"}`` or ``{"type": "tool", "name"}`` (``disable_parallel_tool_use`` kept);
+* an assistant turn's ``tool_use`` blocks (``id``, ``name``, ``input`` an object) and the next user turn's
+  ``tool_result`` blocks (``tool_use_id``, ``content`` a string or text blocks, ``is_error``).
+
+This module checks those shapes (:func:`tools_problem`, what the API itself would refuse) and translates
+them to and from the Chat Completions API's (``tools: [{"type": "function", "function": {"name",
+"description", "parameters"}}]``, ``tool_choice`` ``"auto" | "none" | "required"`` or a named function, an
+assistant message's ``tool_calls`` with JSON ``arguments``, ``role: "tool"`` messages): both for an app on the
+``openai`` SDK (:func:`tools_from_openai`, :func:`turns_from_openai`, :func:`openai_tool_calls`) and for a tier
+served by an OpenAI-compatible server (:func:`tools_to_openai`, :func:`messages_to_openai`,
+:func:`blocks_from_openai`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = ["TOOL_NAME", "MAX_TOOLS", "tools_problem", "uses_tools", "tools_from_openai", "turns_from_openai",
+           "tools_to_openai", "messages_to_openai", "blocks_from_openai", "openai_tool_calls", "block_text"]
+
+#: A tool's name as both APIs accept it (Anthropic allows 128 characters, OpenAI 64).
+TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+#: At most this many tools a request (the APIs' own limit is in the same range: OpenAI 128).
+MAX_TOOLS = 128
+_CHOICES = ("auto", "any", "none", "tool")
+
+
+def block_text(content: Any, sep: str = "\n") -> str:
+    """The text of a message's (or a ``tool_result``'s) content: a string, or its text blocks joined by ``sep``."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return sep.join(str(b.get("text", "")) for b in content if isinstance(b, Mapping)
+                        and b.get("type", "text") == "text")
+    return ""
+
+
+def uses_tools(messages: Sequence[Mapping[str, Any]], tools: Sequence[Any] = ()) -> bool:
+    """True when a request offers tools or its turns carry tool calls or results."""
+    if tools:
+        return True
+    for m in messages:
+        content = m.get("content")
+        if isinstance(content, list) and any(isinstance(b, Mapping) and b.get("type") in ("tool_use", "tool_result")
+                                             for b in content):
+            return True
+    return False
+
+
+def tools_problem(tools: Any, tool_choice: Any) -> str | None:
+    """What is wrong with a Messages request's ``tools`` and ``tool_choice`` (as the API would say it), or None.
+    Only custom tools (a name and an ``input_schema``) are carried: Anthropic's server tools (web search, code
+    execution…) run inside Anthropic's API and no other tier could answer them."""
+    if tools is not None:
+        if not isinstance(tools, list):
+            return "tools: a list of tools"
+        if len(tools) > MAX_TOOLS:
+            return f"tools: at most {MAX_TOOLS} tools a request"
+        seen: set[str] = set()
+        for i, tool in enumerate(tools):
+            if not isinstance(tool, Mapping):
+                return f"tools[{i}]: a tool is an object"
+            kind = tool.get("type", "custom")
+            if kind not in ("custom", None):
+                return (f"tools[{i}].type: {str(kind)[:60]!r} is a server tool, which runs inside Anthropic's API; "
+                        "the costline gateway carries custom tools (name, input_schema) only")
+            name = tool.get("name")
+            if not isinstance(name, str) or not TOOL_NAME.fullmatch(name):
+                return f"tools[{i}].name: 1-64 letters, digits, '_' or '-'"
+            if name in seen:
+                return f"tools[{i}].name: {name!r} is offered twice"
+            seen.add(name)
+            if not isinstance(tool.get("input_schema"), Mapping):
+                return f"tools[{i}].input_schema: a JSON Schema object is required"
+            if tool.get("description") is not None and not isinstance(tool.get("description"), str):
+                return f"tools[{i}].description: a string"
+    if tool_choice is None:
+        return None
+    if not isinstance(tool_choice, Mapping) or tool_choice.get("type") not in _CHOICES:
+        return "tool_choice: an object whose type is auto, any, none or tool"
+    if tool_choice.get("type") == "tool":
+        names = {t.get("name") for t in tools or [] if isinstance(t, Mapping)}
+        if tool_choice.get("name") not in names:
+            return "tool_choice.name: the name of one of the request's tools"
+    elif tool_choice.get("type") in ("any",) and not tools:
+        return "tool_choice: 'any' needs tools"
+    return None
+
+
+def _arguments(raw: Any) -> dict[str, Any] | None:
+    """A function call's JSON ``arguments`` as an object (an empty string is no arguments); None if not one."""
+    if raw is None or raw == "":
+        return {}
+    if isinstance(raw, Mapping):
+        return dict(raw)
+    if not isinstance(raw, str):
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+# -- an app on the openai SDK -> the pipeline's Messages shapes --------------------------------------------------
+def tools_from_openai(tools: Any, tool_choice: Any) -> tuple[list[dict[str, Any]], dict[str, Any] | None] | tuple[str, str]:
+    """A Chat Completions request's ``tools`` / ``tool_choice`` as the Messages API's, or ``(param, problem)``."""
+    out: list[dict[str, Any]] = []
+    if tools is not None:
+        if not isinstance(tools, list):
+            return "tools", "tools: a list of function tools"
+        for i, tool in enumerate(tools):
+            fn = tool.get("function") if isinstance(tool, Mapping) else None
+            if not isinstance(tool, Mapping) or tool.get("type") != "function" or not isinstance(fn, Mapping):
+                return f"tools[{i}]", (f"tools[{i}]: only function tools ({{'type': 'function', 'function': {{...}}}}) "
+                                       "are carried by the costline gateway")
+            params = fn.get("parameters")
+            if params is None:
+                params = {"type": "object", "properties": {}}
+            if not isinstance(params, Mapping):
+                return f"tools[{i}].function.parameters", f"tools[{i}].function.parameters: a JSON Schema object"
+            converted: dict[str, Any] = {"name": fn.get("name"), "input_schema": dict(params)}
+            if fn.get("description") is not None:
+                converted["description"] = fn.get("description")
+            out.append(converted)
+    choice: dict[str, Any] | None = None
+    if tool_choice is not None:
+        if tool_choice in ("auto", "none"):
+            choice = {"type": tool_choice}
+        elif tool_choice == "required":
+            choice = {"type": "any"}
+        elif isinstance(tool_choice, Mapping) and tool_choice.get("type") == "function" \
+                and isinstance(tool_choice.get("function"), Mapping):
+            choice = {"type": "tool", "name": tool_choice["function"].get("name")}
+        else:
+            return "tool_choice", "tool_choice: 'auto', 'none', 'required' or {'type': 'function', 'function': {'name'}}"
+    problem = tools_problem(out if tools is not None else None, choice)
+    if problem:
+        return ("tool_choice" if problem.startswith("tool_choice") else "tools"), \
+            problem.replace("input_schema", "function.parameters").replace("].name", "].function.name")
+    return out, choice
+
+
+def turns_from_openai(raw: Sequence[Mapping[str, Any]], text_of: Any) -> tuple[list[str], list[dict[str, Any]]] | tuple[str, str]:
+    """(system parts, Messages-shaped turns) of Chat Completions ``messages`` that may carry ``tool_calls`` and
+    ``role: "tool"`` results, or ``(param, problem)``. ``text_of(content)`` reads a message's text (None: not text).
+    Consecutive tool results become one user turn of ``tool_result`` blocks, as the Messages API wants them."""
+    system: list[str] = []
+    turns: list[dict[str, Any]] = []
+    for i, m in enumerate(raw):
+        role = m.get("role")
+        if role == "tool":
+            call_id = m.get("tool_call_id")
+            text = text_of(m.get("content"))
+            if not isinstance(call_id, str) or not call_id:
+                return f"messages[{i}].tool_call_id", f"messages[{i}].tool_call_id: the id of the call it answers"
+            if text is None:
+                return f"messages[{i}].content", f"messages[{i}].content: a tool result's text"
+            block = {"type": "tool_result", "tool_use_id": call_id, "content": text}
+            last = turns[-1] if turns else None
+            if last is not None and last["role"] == "user" and isinstance(last["content"], list) \
+                    and all(b.get("type") == "tool_result" for b in last["content"]):
+                last["content"].append(block)
+            else:
+                turns.append({"role": "user", "content": [block]})
+            continue
+        if role not in ("system", "developer", "user", "assistant"):
+            return f"messages[{i}].role", (f"messages[{i}].role: {role!r} is not supported (system, developer, user, "
+                                           "assistant, tool)")
+        calls = m.get("tool_calls") if role == "assistant" else None
+        content = m.get("content")
+        text = "" if content is None and calls else text_of(content)
+        if text is None:
+            return f"messages[{i}].content", f"messages[{i}].content: text (a string or text parts) is required"
+        if role in ("system", "developer"):
+            system.append(text)
+            continue
+        if not calls:
+            turns.append({"role": role, "content": text})
+            continue
+        if not isinstance(calls, list):
+            return f"messages[{i}].tool_calls", f"messages[{i}].tool_calls: a list of function calls"
+        blocks: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
+        for j, call in enumerate(calls):
+            fn = call.get("function") if isinstance(call, Mapping) else None
+            args = _arguments(fn.get("arguments")) if isinstance(fn, Mapping) else None
+            if not isinstance(fn, Mapping) or not isinstance(call.get("id"), str) \
+                    or not isinstance(fn.get("name"), str) or args is None:
+                return f"messages[{i}].tool_calls[{j}]", (f"messages[{i}].tool_calls[{j}]: a function call with an id, "
+                                                          "a name and JSON object arguments")
+            blocks.append({"type": "tool_use", "id": call["id"], "name": fn["name"], "input": args})
+        turns.append({"role": "assistant", "content": blocks})
+    return system, turns
+
+
+def openai_tool_calls(blocks: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """An answer's ``tool_use`` blocks as a chat completion message's ``tool_calls``."""
+    return [{"id": b.get("id"), "type": "function",
+             "function": {"name": b.get("name"), "arguments": json.dumps(b.get("input") or {})}}
+            for b in blocks if b.get("type") == "tool_use"]
+
+
+# -- the pipeline's Messages shapes -> a tier on an OpenAI-compatible server ------------------------------------
+def tools_to_openai(tools: Sequence[Mapping[str, Any]], tool_choice: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The request fields (``tools``, ``tool_choice``, ``parallel_tool_calls``) of a Messages request's tools."""
+    if not tools:
+        return {}
+    out: dict[str, Any] = {"tools": [{"type": "function", "function": {
+        "name": t.get("name"), **({"description": t["description"]} if t.get("description") else {}),
+        "parameters": t.get("input_schema") or {"type": "object", "properties": {}}}} for t in tools]}
+    if tool_choice:
+        kind = tool_choice.get("type")
+        out["tool_choice"] = ({"type": "function", "function": {"name": tool_choice.get("name")}} if kind == "tool"
+                              else {"any": "required"}.get(str(kind), kind))
+        if tool_choice.get("disable_parallel_tool_use") is True and kind != "none":
+            out["parallel_tool_calls"] = False
+    return out
+
+
+def messages_to_openai(system: Any, messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Messages-shaped system + turns as Chat Completions messages: text, an assistant turn's ``tool_use``
+    blocks as ``tool_calls``, a user turn's ``tool_result`` blocks as ``role: "tool"`` messages (before
+    the turn's text, as an OpenAI conversation orders them)."""
+    out: list[dict[str, Any]] = []
+    if system:
+        out.append({"role": "system", "content": block_text(system)})
+    for m in messages:
+        role = str(m.get("role", "user"))
+        content = m.get("content")
+        if not isinstance(content, list):
+            out.append({"role": role, "content": block_text(content)})
+            continue
+        text = block_text(content)
+        uses = [b for b in content if isinstance(b, Mapping) and b.get("type") == "tool_use"]
+        results = [b for b in content if isinstance(b, Mapping) and b.get("type") == "tool_result"]
+        if role == "assistant" and uses:
+            out.append({"role": "assistant", "content": text or None, "tool_calls": openai_tool_calls(uses)})
+            continue
+        for r in results:
+            result = block_text(r.get("content"))
+            if r.get("is_error") is True:
+                result = f"Error: {result}"
+            out.append({"role": "tool", "tool_call_id": str(r.get("tool_use_id", "")), "content": result})
+        if text or not results:
+            out.append({"role": role, "content": text})
+    return out
+
+
+def blocks_from_openai(message: Mapping[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
+    """(Messages-shaped content blocks, problem) of a chat completion's message that calls tools: its text
+    (if any) and a ``tool_use`` block per call. ``problem`` names a call whose ``arguments`` are no JSON object
+    (a model's broken call: not an answer to pass on)."""
+    content = message.get("content")
+    blocks: list[dict[str, Any]] = [{"type": "text", "text": content}] if isinstance(content, str) and content else []
+    for call in message.get("tool_calls") or []:
+        fn = call.get("function") if isinstance(call, Mapping) else None
+        if not isinstance(fn, Mapping) or not isinstance(fn.get("name"), str):
+            return blocks, "a tool call without a function name"
+        args = _arguments(fn.get("arguments"))
+        if args is None:
+            return blocks, f"the arguments of the call to {fn['name'][:64]!r} are not a JSON object"
+        blocks.append({"type": "tool_use", "id": str(call.get("id") or ""), "name": fn["name"], "input": args})
+    return blocks, None

@@ -1,0 +1,232 @@
+"""Tool use through the gateway, driven by the real ``anthropic`` and ``openai`` SDKs (streaming included) against
+Gateway → Pipeline → the local stand-ins: a two-turn tool loop on an Anthropic tier and on an OpenAI-compatible
+tier (the student), from either API, so the tools, the calls and the results are translated both ways. A request
+with tools is never answered from the cache nor stored in it; malformed tools are a 400 before any model call.
+
+The stand-in calls the first offered tool whose name the question mentions, with each parameter set to a
+default of its JSON type (a string: ``"stand-in"``), and answers a tool result with ``"<name> returned: <result>"``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import anthropic
+import openai
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from costline.collectors import Recorder
+from costline.config import Config
+from costline.serving.gateway.app import STREAM_MODE_HEADER, Gateway
+from costline.serving.pipeline import Pipeline
+from costline.serving.settings import BackendsConfig, GatewayConfig, RouteRulesConfig, StandInConfig
+from costline.sim.standin import StandInServer
+
+QUESTION = "Please use get_weather: is it cold in Oslo today?"
+WEATHER = {"name": "get_weather", "description": "The current weather of a city.",
+           "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
+OPENAI_WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "The current weather of a city.",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+#: task type routed to the student (an OpenAI-compatible tier) by this test's rules; anything else: Anthropic tiers
+STUDENT = {"x-costline-task-type": "classify"}
+ANTHROPIC_TIER = {"x-costline-task-type": "support"}
+
+
+class DictCache:
+    """An exact-text cache that remembers every lookup and store (a tool request must do neither)."""
+
+    def __init__(self) -> None:
+        self.entries: dict[tuple, str] = {}
+        self.lookups = 0
+
+    def lookup(self, query, *, tenant, namespace=None):
+        self.lookups += 1
+        found = self.entries.get((tenant, query))
+        return None if found is None else type("Hit", (), {"answer": found, "similarity": 1.0})()
+
+    def store(self, query, answer, *, tenant, namespace=None, doc_hashes=()):
+        self.entries[(tenant, query)] = answer
+
+
+@pytest.fixture(scope="module")
+def standin():
+    server = StandInServer(StandInConfig(latency_scale=0.0), port=0)
+    server.start()
+    yield server
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def exporter():
+    return InMemorySpanExporter()
+
+
+@pytest.fixture(scope="module")
+def setup(standin, exporter, tmp_path_factory):
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    cfg = Config()
+    router = dataclasses.replace(cfg.serving.router, rules=RouteRulesConfig(student_task_types=("classify",)))
+    serving = dataclasses.replace(cfg.serving, router=router, backends=BackendsConfig(
+        anthropic_base_url=standin.url, student_base_url=standin.openai_url, max_retries=0))
+    cache = DictCache()
+    pipeline = Pipeline.from_config(cfg.replace(serving=serving), recorder=Recorder(provider), cache=cache, env={},
+                                    confidence=None)
+    gw = Gateway(pipeline, GatewayConfig(keys_file=tmp_path_factory.mktemp("keys") / "keys.json",
+                                         rate_limit_per_minute=0), port=0)
+    gw.start()
+    yield gw, cache
+    gw.shutdown()
+    pipeline.close()
+
+
+def _anthropic(gw: Gateway, headers: dict[str, str]) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=f"http://127.0.0.1:{gw.port}", api_key="unused", max_retries=0,
+                               default_headers=headers)
+
+
+def _openai(gw: Gateway, headers: dict[str, str]) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"http://127.0.0.1:{gw.port}/v1", api_key="unused", max_retries=0,
+                         default_headers=headers)
+
+
+@pytest.mark.parametrize("route, tier", [(ANTHROPIC_TIER, "anthropic"), (STUDENT, "student")])
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_tool_loop_through_the_messages_api(setup, standin, route, tier, stream) -> None:
+    gw, cache = setup
+    client = _anthropic(gw, route)
+    first = [{"role": "user", "content": QUESTION}]
+    kwargs = dict(model="claude-haiku-4-5", max_tokens=300, tools=[WEATHER])
+    lookups, paid = cache.lookups, len(standin.log.paid())
+    if stream:
+        with client.messages.stream(messages=first, **kwargs) as s:
+            message = s.get_final_message()
+    else:
+        message = client.messages.create(messages=first, **kwargs)
+    assert message.stop_reason == "tool_use"
+    calls = [b for b in message.content if b.type == "tool_use"]
+    assert [(c.name, c.input) for c in calls] == [("get_weather", {"city": "stand-in"})]
+    assert calls[0].id
+    second = [*first, {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in message.content]},
+              {"role": "user", "content": [{"type": "tool_result", "tool_use_id": calls[0].id, "content": "-3 C"}]}]
+    if stream:
+        with client.messages.stream(messages=second, **kwargs) as s:
+            text = "".join(s.text_stream)
+            final = s.get_final_message()
+    else:
+        final = client.messages.create(messages=second, **kwargs)
+        text = final.content[0].text
+    assert text == "get_weather returned: -3 C"
+    assert final.stop_reason == "end_turn"
+    # the same question again: a model answers it, never the cache (nothing was looked up or stored)
+    again = client.messages.create(messages=first, **kwargs)
+    assert again.stop_reason == "tool_use" and again.model != "costline-cache"
+    assert cache.lookups == lookups and cache.entries == {}
+    calls_made = standin.log.paid()[paid:]
+    assert len(calls_made) == 3
+    expected_api = "openai" if tier == "student" else "anthropic"
+    assert {e.api for e in calls_made} == {expected_api}
+
+
+@pytest.mark.parametrize("route, tier", [(ANTHROPIC_TIER, "anthropic"), (STUDENT, "student")])
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_tool_loop_through_the_chat_completions_api(setup, standin, route, tier, stream) -> None:
+    gw, cache = setup
+    client = _openai(gw, route)
+    first = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": QUESTION}]
+    lookups, paid = cache.lookups, len(standin.log.paid())
+    if stream:
+        call_id, name, arguments, finish = "", "", "", None
+        for chunk in client.chat.completions.create(model="gpt-5-mini", messages=first, tools=[OPENAI_WEATHER],
+                                                    stream=True, stream_options={"include_usage": True}):
+            for choice in chunk.choices:
+                finish = choice.finish_reason or finish
+                for delta in choice.delta.tool_calls or []:
+                    assert delta.index == 0
+                    call_id = delta.id or call_id
+                    name += (delta.function.name or "") if delta.function else ""
+                    arguments += (delta.function.arguments or "") if delta.function else ""
+    else:
+        reply = client.chat.completions.create(model="gpt-5-mini", messages=first, tools=[OPENAI_WEATHER])
+        finish = reply.choices[0].finish_reason
+        (call,) = reply.choices[0].message.tool_calls
+        call_id, name, arguments = call.id, call.function.name, call.function.arguments
+    assert finish == "tool_calls"
+    assert name == "get_weather" and json.loads(arguments) == {"city": "stand-in"} and call_id
+    second = [*first, {"role": "assistant", "content": None, "tool_calls": [
+        {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}]},
+        {"role": "tool", "tool_call_id": call_id, "content": "-3 C"}]
+    answer = client.chat.completions.create(model="gpt-5-mini", messages=second, tools=[OPENAI_WEATHER])
+    assert answer.choices[0].message.content == "get_weather returned: -3 C"
+    assert answer.choices[0].finish_reason == "stop" and not answer.choices[0].message.tool_calls
+    assert cache.lookups == lookups and cache.entries == {}
+    calls_made = standin.log.paid()[paid:]
+    assert {e.api for e in calls_made} == {"openai" if tier == "student" else "anthropic"}
+
+
+def test_tool_choice_reaches_the_model(setup) -> None:
+    gw, _ = setup
+    client = _anthropic(gw, ANTHROPIC_TIER)
+    plain = [{"role": "user", "content": "Is it cold in Oslo today?"}]  # names no tool
+    forced = client.messages.create(model="m", max_tokens=100, messages=plain, tools=[WEATHER],
+                                    tool_choice={"type": "tool", "name": "get_weather"})
+    assert [b.name for b in forced.content if b.type == "tool_use"] == ["get_weather"]
+    banned = client.messages.create(model="m", max_tokens=100, messages=[{"role": "user", "content": QUESTION}],
+                                    tools=[WEATHER], tool_choice={"type": "none"})
+    assert banned.stop_reason == "end_turn" and all(b.type == "text" for b in banned.content)
+    required = _openai(gw, STUDENT).chat.completions.create(model="m", messages=plain, tools=[OPENAI_WEATHER],
+                                                            tool_choice="required")
+    assert required.choices[0].message.tool_calls[0].function.name == "get_weather"
+
+
+@pytest.mark.parametrize("tools, tool_choice, message", [
+    ([{"name": "get weather", "input_schema": {"type": "object"}}], None, "tools[0].name: 1-64 letters"),
+    ([{"name": "get_weather"}], None, "tools[0].input_schema: a JSON Schema object is required"),
+    ([{"type": "web_search_20250305", "name": "web_search", "max_uses": 3}], None, "tools[0].type: 'web_search"),
+    ([WEATHER], {"type": "tool", "name": "get_time"}, "tool_choice.name: the name of one of the request's tools"),
+])
+def test_malformed_tools_are_a_400_before_any_model_call(setup, standin, tools, tool_choice, message) -> None:
+    gw, _ = setup
+    paid = len(standin.log.paid())
+    extra = {"tool_choice": tool_choice} if tool_choice else {}
+    with pytest.raises(anthropic.BadRequestError) as err:
+        _anthropic(gw, ANTHROPIC_TIER).messages.create(
+            model="m", max_tokens=100, messages=[{"role": "user", "content": QUESTION}], extra_body={"tools": tools,
+                                                                                                  **extra})
+    assert err.value.body["error"]["type"] == "invalid_request_error"
+    assert err.value.body["error"]["message"].startswith(message)
+    assert len(standin.log.paid()) == paid
+
+
+@pytest.mark.parametrize("body, param", [
+    ({"tools": [{"type": "function", "function": {"name": "get weather"}}]}, "tools"),
+    ({"tools": [OPENAI_WEATHER], "tool_choice": "sometimes"}, "tool_choice"),
+    ({"messages": [{"role": "user", "content": QUESTION}, {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{oops"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "-3 C"}]}, "messages[1].tool_calls[0]"),
+    ({"messages": [{"role": "user", "content": QUESTION}, {"role": "tool", "content": "-3 C"}]},
+     "messages[1].tool_call_id"),
+])
+def test_malformed_openai_tool_requests_are_a_400_naming_the_param(setup, standin, body, param) -> None:
+    gw, _ = setup
+    paid = len(standin.log.paid())
+    request = {"model": "m", "messages": [{"role": "user", "content": QUESTION}], **body}
+    with pytest.raises(openai.BadRequestError) as err:
+        _openai(gw, ANTHROPIC_TIER).chat.completions.create(**request)
+    assert err.value.body["param"] == param and err.value.body["type"] == "invalid_request_error"
+    assert len(standin.log.paid()) == paid
+
+
+def test_a_streamed_tool_request_is_buffered_and_says_so(setup) -> None:
+    gw, _ = setup
+    raw = _anthropic(gw, ANTHROPIC_TIER).messages.with_raw_response.create(
+        model="m", max_tokens=100, messages=[{"role": "user", "content": QUESTION}], tools=[WEATHER], stream=True)
+    assert raw.headers[STREAM_MODE_HEADER] == "buffered"
+    kinds = [event.type for event in raw.parse()]
+    assert kinds[0] == "message_start" and kinds[-1] == "message_stop"
+    assert "content_block_start" in kinds and kinds.count("content_block_stop") == 2  # a text block, a tool_use block

@@ -1,0 +1,164 @@
+"""Tool shapes between the Messages API and the Chat Completions API (costline.serving.tool_calls), table-driven.
+
+Every expected value is written out by hand from the two APIs' documented shapes."""
+
+from __future__ import annotations
+
+import pytest
+
+from costline.serving.tool_calls import (blocks_from_openai, messages_to_openai, openai_tool_calls, tools_from_openai,
+                                         tools_to_openai,
+                                         tools_problem, turns_from_openai, uses_tools)
+
+WEATHER = {"name": "get_weather", "description": "Weather of a city.",
+           "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
+
+
+@pytest.mark.parametrize("tools, choice, problem", [
+    ([WEATHER], None, None),
+    ([WEATHER], {"type": "auto"}, None),
+    ([WEATHER], {"type": "any", "disable_parallel_tool_use": True}, None),
+    ([WEATHER], {"type": "tool", "name": "get_weather"}, None),
+    ([], {"type": "none"}, None),
+    (None, None, None),
+    ({"name": "x"}, None, "tools: a list of tools"),
+    (["get_weather"], None, "tools[0]: a tool is an object"),
+    ([{"name": "get weather", "input_schema": {}}], None, "tools[0].name: 1-64 letters, digits, '_' or '-'"),
+    ([{"name": "a" * 65, "input_schema": {}}], None, "tools[0].name: 1-64 letters, digits, '_' or '-'"),
+    ([{"name": "f"}], None, "tools[0].input_schema: a JSON Schema object is required"),
+    ([{"name": "f", "input_schema": {}}, {"name": "f", "input_schema": {}}], None, "tools[1].name: 'f' is offered twice"),
+    ([{"name": "f", "input_schema": {}, "description": 3}], None, "tools[0].description: a string"),
+    ([{"type": "web_search_20250305", "name": "web_search"}], None, "tools[0].type: 'web_search_20250305' is a server"),
+    ([WEATHER], {"type": "tool", "name": "other"}, "tool_choice.name: the name of one of the request's tools"),
+    ([WEATHER], {"type": "sometimes"}, "tool_choice: an object whose type is auto, any, none or tool"),
+    ([WEATHER], "auto", "tool_choice: an object whose type is auto, any, none or tool"),
+    (None, {"type": "any"}, "tool_choice: 'any' needs tools"),
+    ([{"name": f"t{i}", "input_schema": {}} for i in range(129)], None, "tools: at most 128 tools a request"),
+])
+def test_tools_problem_says_what_the_api_would_refuse(tools, choice, problem) -> None:
+    found = tools_problem(tools, choice)
+    assert (found is None) if problem is None else (found or "").startswith(problem)
+
+
+@pytest.mark.parametrize("messages, tools, expected", [
+    ([{"role": "user", "content": "hi"}], (), False),
+    ([{"role": "user", "content": [{"type": "text", "text": "hi"}]}], (), False),
+    ([{"role": "user", "content": "hi"}], ({"name": "f"},), True),
+    ([{"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "f", "input": {}}]}], (), True),
+    ([{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": "1"}]}], (), True),
+])
+def test_uses_tools(messages, tools, expected) -> None:
+    assert uses_tools(messages, tools) is expected
+
+
+def test_openai_tools_become_messages_tools() -> None:
+    tools = [{"type": "function", "function": {"name": "get_weather", "description": "Weather of a city.",
+                                               "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                                                              "required": ["city"]}}},
+             {"type": "function", "function": {"name": "now"}}]
+    assert tools_from_openai(tools, "required") == (
+        [WEATHER, {"name": "now", "input_schema": {"type": "object", "properties": {}}}], {"type": "any"})
+    assert tools_from_openai(tools, {"type": "function", "function": {"name": "now"}})[1] == {"type": "tool", "name": "now"}
+    assert tools_from_openai(tools, "none")[1] == {"type": "none"}
+    assert tools_from_openai(None, None) == ([], None)
+
+
+@pytest.mark.parametrize("tools, choice, param, problem", [
+    ([{"type": "custom", "custom": {"name": "f"}}], None, "tools[0]", "tools[0]: only function tools"),
+    ([{"type": "function", "function": {"name": "f", "parameters": "{}"}}], None, "tools[0].function.parameters",
+     "tools[0].function.parameters: a JSON Schema object"),
+    ([{"type": "function", "function": {"name": "bad name"}}], None, "tools", "tools[0].function.name: 1-64"),
+    ([{"type": "function", "function": {"name": "f"}}], {"type": "function", "function": {"name": "g"}}, "tool_choice",
+     "tool_choice.name"),
+    ([{"type": "function", "function": {"name": "f"}}], "always", "tool_choice", "tool_choice: 'auto', 'none'"),
+    ("f", None, "tools", "tools: a list of function tools"),
+])
+def test_openai_tools_that_cannot_be_carried_name_the_param(tools, choice, param, problem) -> None:
+    got = tools_from_openai(tools, choice)
+    assert got[0] == param and str(got[1]).startswith(problem)
+
+
+def _text(content):
+    return content if isinstance(content, str) else None
+
+
+def test_an_openai_tool_loop_becomes_messages_turns() -> None:
+    raw = [{"role": "system", "content": "Be brief."},
+           {"role": "user", "content": "Weather in Oslo and Lima?"},
+           {"role": "assistant", "content": None, "tool_calls": [
+               {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}},
+               {"id": "call_2", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Lima"}'}}]},
+           {"role": "tool", "tool_call_id": "call_1", "content": "-3 C"},
+           {"role": "tool", "tool_call_id": "call_2", "content": "19 C"}]
+    system, turns = turns_from_openai(raw, _text)
+    assert system == ["Be brief."]
+    assert turns == [
+        {"role": "user", "content": "Weather in Oslo and Lima?"},
+        {"role": "assistant", "content": [
+            {"type": "tool_use", "id": "call_1", "name": "get_weather", "input": {"city": "Oslo"}},
+            {"type": "tool_use", "id": "call_2", "name": "get_weather", "input": {"city": "Lima"}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "call_1", "content": "-3 C"},
+                                     {"type": "tool_result", "tool_use_id": "call_2", "content": "19 C"}]}]
+
+
+@pytest.mark.parametrize("raw, param", [
+    ([{"role": "tool", "content": "1"}], "messages[0].tool_call_id"),
+    ([{"role": "tool", "tool_call_id": "c", "content": [{"type": "image_url"}]}], "messages[0].content"),
+    ([{"role": "assistant", "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": "{not json"}}]}],
+     "messages[0].tool_calls[0]"),
+    ([{"role": "assistant", "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": "[1, 2]"}}]}],
+     "messages[0].tool_calls[0]"),
+    ([{"role": "assistant", "tool_calls": "f"}], "messages[0].tool_calls"),
+    ([{"role": "function", "content": "x"}], "messages[0].role"),
+])
+def test_openai_turns_that_cannot_be_carried_name_the_param(raw, param) -> None:
+    assert turns_from_openai(raw, _text)[0] == param
+
+
+def test_messages_turns_become_an_openai_conversation() -> None:
+    messages = [{"role": "user", "content": "Weather in Oslo?"},
+                {"role": "assistant", "content": [{"type": "text", "text": "Checking."},
+                                                  {"type": "tool_use", "id": "toolu_1", "name": "get_weather",
+                                                   "input": {"city": "Oslo"}}]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1",
+                                              "content": [{"type": "text", "text": "-3 C"}]},
+                                             {"type": "tool_result", "tool_use_id": "toolu_2", "content": "no such city",
+                                              "is_error": True},
+                                             {"type": "text", "text": "And tomorrow?"}]}]
+    assert messages_to_openai([{"type": "text", "text": "Be"}, {"type": "text", "text": "brief."}], messages) == [
+        {"role": "system", "content": "Be\nbrief."},
+        {"role": "user", "content": "Weather in Oslo?"},
+        {"role": "assistant", "content": "Checking.", "tool_calls": [
+            {"id": "toolu_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}]},
+        {"role": "tool", "tool_call_id": "toolu_1", "content": "-3 C"},
+        {"role": "tool", "tool_call_id": "toolu_2", "content": "Error: no such city"},
+        {"role": "user", "content": "And tomorrow?"}]
+
+
+def test_a_chat_answer_that_calls_tools_becomes_tool_use_blocks() -> None:
+    blocks, problem = blocks_from_openai({"role": "assistant", "content": None, "tool_calls": [
+        {"id": "call_9", "type": "function", "function": {"name": "now", "arguments": ""}},
+        {"id": "call_10", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Lima"}'}}]})
+    assert problem is None
+    assert blocks == [{"type": "tool_use", "id": "call_9", "name": "now", "input": {}},
+                      {"type": "tool_use", "id": "call_10", "name": "get_weather", "input": {"city": "Lima"}}]
+    assert openai_tool_calls(blocks) == [
+        {"id": "call_9", "type": "function", "function": {"name": "now", "arguments": "{}"}},
+        {"id": "call_10", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Lima"}'}}]
+    _, problem = blocks_from_openai({"tool_calls": [{"id": "c", "function": {"name": "f", "arguments": '{"a": '}}]})
+    assert problem == "the arguments of the call to 'f' are not a JSON object"
+
+
+@pytest.mark.parametrize("choice, fields", [
+    (None, {}),
+    ({"type": "auto"}, {"tool_choice": "auto"}),
+    ({"type": "any", "disable_parallel_tool_use": True}, {"tool_choice": "required", "parallel_tool_calls": False}),
+    ({"type": "tool", "name": "get_weather"}, {"tool_choice": {"type": "function", "function": {"name": "get_weather"}}}),
+    ({"type": "none", "disable_parallel_tool_use": True}, {"tool_choice": "none"}),
+])
+def test_messages_tools_become_openai_request_fields(choice, fields) -> None:
+    function = {"type": "function", "function": {"name": "get_weather", "description": "Weather of a city.",
+                                                 "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                                                                "required": ["city"]}}}
+    assert tools_to_openai([WEATHER], choice) == {"tools": [function], **fields}
+    assert tools_to_openai([], choice) == {}
