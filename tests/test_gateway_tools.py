@@ -23,8 +23,7 @@ from costline.collectors import Recorder
 from costline.config import Config
 from costline.serving.gateway.app import STREAM_MODE_HEADER, Gateway
 from costline.serving.pipeline import Pipeline
-from costline.serving.settings import BackendsConfig, GatewayConfig, RouteRulesConfig, StandInConfig
-from costline.sim.standin import StandInServer
+from costline.serving.settings import BackendsConfig, GatewayConfig, RouteRulesConfig
 
 QUESTION = "Please use get_weather: is it cold in Oslo today?"
 WEATHER = {"name": "get_weather", "description": "The current weather of a city.",
@@ -51,14 +50,6 @@ class DictCache:
 
     def store(self, query, answer, *, tenant, namespace=None, doc_hashes=()):
         self.entries[(tenant, query)] = answer
-
-
-@pytest.fixture(scope="module")
-def standin():
-    server = StandInServer(StandInConfig(latency_scale=0.0), port=0)
-    server.start()
-    yield server
-    server.shutdown()
 
 
 @pytest.fixture(scope="module")

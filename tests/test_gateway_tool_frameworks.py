@@ -1,0 +1,139 @@
+"""Agent frameworks' tool loops through the gateway, unchanged but for their base URL: LangChain's ChatAnthropic
+and ChatOpenAI (``bind_tools``, invoke and stream), the OpenAI Agents SDK (an ``Agent`` with a ``function_tool``
+on ``OpenAIChatCompletionsModel``) and Pydantic AI (``tool_plain`` on its OpenAI and Anthropic models). Each
+sends the request fields its own code writes (``parallel_tool_calls``, ``strict`` schemas, ``stream_options``...)
+and reads the answer with its own parser; the stand-in behind the gateway calls the tool the question names and
+answers its result with ``"<name> returned: <result>"``. Routed to an Anthropic tier, or to the student (an
+OpenAI-compatible tier) by task type, so the shapes are translated both ways.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+
+from costline.collectors import Recorder
+from costline.config import Config
+from costline.serving.gateway.app import Gateway
+from costline.serving.pipeline import Pipeline
+from costline.serving.settings import BackendsConfig, GatewayConfig, RouteRulesConfig
+
+ROUTES = {"anthropic": {"x-costline-task-type": "support"}, "student": {"x-costline-task-type": "classify"}}
+
+
+@pytest.fixture(scope="module")
+def base(standin, tmp_path_factory):
+    cfg = Config()
+    router = dataclasses.replace(cfg.serving.router, rules=RouteRulesConfig(student_task_types=("classify",)))
+    serving = dataclasses.replace(cfg.serving, router=router, backends=BackendsConfig(
+        anthropic_base_url=standin.url, student_base_url=standin.openai_url, max_retries=0))
+    pipeline = Pipeline.from_config(cfg.replace(serving=serving), recorder=Recorder(TracerProvider()), env={},
+                                    confidence=None)
+    gw = Gateway(pipeline, GatewayConfig(keys_file=tmp_path_factory.mktemp("keys") / "keys.json",
+                                         rate_limit_per_minute=0), port=0)
+    gw.start()
+    yield f"http://127.0.0.1:{gw.port}"
+    gw.shutdown()
+    pipeline.close()
+
+
+def _paid_apis(standin, since: int) -> set[str]:
+    return {e.api for e in standin.log.paid()[since:]}
+
+
+def _langchain_loop(model) -> tuple[list, str, list]:
+    from langchain_core.messages import HumanMessage, ToolMessage
+    from langchain_core.tools import tool
+
+    @tool
+    def get_weather(city: str) -> str:
+        """The current weather of a city."""
+        return f"-3 C in {city}"
+
+    bound = model.bind_tools([get_weather])
+    asked = [HumanMessage("Please use get_weather: is it cold in Oslo?")]
+    ai = bound.invoke(asked)
+    results = [ToolMessage(get_weather.invoke(call["args"]), tool_call_id=call["id"]) for call in ai.tool_calls]
+    final = bound.invoke([*asked, ai, *results])
+    streamed = None
+    for chunk in bound.stream(asked):
+        streamed = chunk if streamed is None else streamed + chunk
+    return ai.tool_calls, final.content, streamed.tool_calls
+
+
+@pytest.mark.parametrize("route", ["anthropic", "student"])
+@pytest.mark.parametrize("api", ["ChatAnthropic", "ChatOpenAI"])
+def test_langchain_binds_tools_invokes_and_streams(base, standin, api, route) -> None:
+    if api == "ChatAnthropic":
+        from langchain_anthropic import ChatAnthropic
+        model = ChatAnthropic(model="claude-haiku-4-5", base_url=base, api_key="unused", max_retries=0,
+                              default_headers=ROUTES[route])
+    else:
+        from langchain_openai import ChatOpenAI
+        model = ChatOpenAI(model="gpt-5-mini", base_url=f"{base}/v1", api_key="unused", max_retries=0,
+                           default_headers=ROUTES[route])
+    since = len(standin.log.paid())
+    calls, final, streamed = _langchain_loop(model)
+    assert [(c["name"], c["args"]) for c in calls] == [("get_weather", {"city": "stand-in"})]
+    assert final == "get_weather returned: -3 C in stand-in"
+    assert [(c["name"], c["args"]) for c in streamed] == [("get_weather", {"city": "stand-in"})]
+    assert _paid_apis(standin, since) == {"openai" if route == "student" else "anthropic"}
+
+
+@pytest.mark.parametrize("route", ["anthropic", "student"])
+def test_an_openai_agents_sdk_agent_runs_its_function_tool(base, standin, route) -> None:
+    from agents import Agent, OpenAIChatCompletionsModel, RunConfig, Runner, function_tool
+    from openai import AsyncOpenAI
+
+    ran: list[str] = []
+
+    @function_tool
+    def get_weather(city: str) -> str:
+        """The current weather of a city."""
+        ran.append(city)
+        return f"-3 C in {city}"
+
+    client = AsyncOpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0, default_headers=ROUTES[route])
+    agent = Agent(name="weather", instructions="Be brief.", tools=[get_weather],
+                  model=OpenAIChatCompletionsModel(model="gpt-5-mini", openai_client=client))
+    since = len(standin.log.paid())
+    result = Runner.run_sync(agent, "Please use get_weather: is it cold in Oslo?",
+                             run_config=RunConfig(tracing_disabled=True))
+    assert ran == ["stand-in"]
+    assert result.final_output == "get_weather returned: -3 C in stand-in"
+    assert _paid_apis(standin, since) == {"openai" if route == "student" else "anthropic"}
+
+
+@pytest.mark.parametrize("route", ["anthropic", "student"])
+@pytest.mark.parametrize("api", ["openai", "anthropic"])
+def test_a_pydantic_ai_agent_runs_its_tool(base, standin, api, route) -> None:
+    from pydantic_ai import Agent
+
+    if api == "openai":
+        from openai import AsyncOpenAI
+        from pydantic_ai.models.openai import OpenAIChatModel
+        from pydantic_ai.providers.openai import OpenAIProvider
+        client = AsyncOpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0, default_headers=ROUTES[route])
+        model = OpenAIChatModel("gpt-5-mini", provider=OpenAIProvider(openai_client=client))
+    else:
+        from anthropic import AsyncAnthropic
+        from pydantic_ai.models.anthropic import AnthropicModel
+        from pydantic_ai.providers.anthropic import AnthropicProvider
+        client = AsyncAnthropic(base_url=base, api_key="unused", max_retries=0, default_headers=ROUTES[route])
+        model = AnthropicModel("claude-haiku-4-5", provider=AnthropicProvider(anthropic_client=client))
+    agent = Agent(model)
+    ran: list[str] = []
+
+    @agent.tool_plain
+    def get_weather(city: str) -> str:
+        """The current weather of a city."""
+        ran.append(city)
+        return f"-3 C in {city}"
+
+    since = len(standin.log.paid())
+    result = agent.run_sync("Please use get_weather: is it cold in Oslo?")
+    assert ran == ["stand-in"]
+    assert result.output == "get_weather returned: -3 C in stand-in"
+    assert _paid_apis(standin, since) == {"openai" if route == "student" else "anthropic"}
