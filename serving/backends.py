@@ -44,7 +44,7 @@ from costline.sdk import anthropic_client, openai_client
 from costline.serving.errors import BackendError, RoutingError
 from costline.serving.registry import ModelRegistry, TierSpec
 from costline.serving.settings import BackendsConfig
-from costline.serving.tool_calls import blocks_from_openai, messages_to_openai, tools_to_openai, uses_tools
+from costline.serving.translate import blocks_from_openai, messages_to_openai, tools_to_openai, uses_tools
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class Prompt:
     system: Any = None
     max_tokens: int | None = None
     sampling: tuple[tuple[str, Any], ...] = ()
-    #: The tools offered (the Messages API's ``tools``, checked by the gateway: :mod:`costline.serving.tool_calls`)
+    #: The tools offered (the Messages API's ``tools``, checked by the gateway: :mod:`costline.serving.translate`)
     #: and ``tool_choice``; the turns may carry ``tool_use`` / ``tool_result`` blocks.
     tools: tuple[Mapping[str, Any], ...] = ()
     tool_choice: Mapping[str, Any] | None = None
@@ -338,7 +338,7 @@ class AnthropicBackend:
 
 def openai_messages(prompt: Prompt) -> list[dict[str, Any]]:
     """Anthropic-style system + messages as OpenAI chat messages (tool calls and results included:
-    :func:`~costline.serving.tool_calls.messages_to_openai`)."""
+    :func:`~costline.serving.translate.messages_to_openai`)."""
     return messages_to_openai(prompt.system, prompt.messages)
 
 

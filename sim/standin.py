@@ -663,6 +663,11 @@ class StandInServer(ServedByJsonServer):
         limit = body.get("max_completion_tokens") or body.get("max_tokens") or 1024
         if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
             return self._openai_error(400, "max_tokens must be a whole number >= 1")
+        if any(isinstance(m, Mapping) and isinstance(m.get("content"), list) and any(
+                isinstance(p, Mapping) and p.get("type") == "image_url" for p in m["content"]) for m in messages):
+            # as vLLM answers image parts sent to a text-only model (the student is one)
+            self.log.add(LoggedRequest(OPENAI, model, 400, key, False))
+            return self._openai_error(400, f"{model} is not a multimodal model: image_url parts are not supported")
         try:
             sampling = _sampling(body, ("temperature", "top_p", "top_k", "stop"), 2.0)
             tools, choice, named = _chat_tools(body)

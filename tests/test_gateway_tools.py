@@ -2,6 +2,7 @@
 Gateway → Pipeline → the local stand-ins: a two-turn tool loop on an Anthropic tier and on an OpenAI-compatible
 tier (the student), from either API, so the tools, the calls and the results are translated both ways. A request
 with tools is never answered from the cache nor stored in it; malformed tools are a 400 before any model call.
+An image for the text-only student reaches it as an image part (refused there, escalated), never dropped.
 
 The stand-in calls the first offered tool whose name the question mentions, with each parameter set to a
 default of its JSON type (a string: ``"stand-in"``), and answers a tool result with ``"<name> returned: <result>"``.
@@ -221,3 +222,21 @@ def test_a_streamed_tool_request_is_buffered_and_says_so(setup) -> None:
     kinds = [event.type for event in raw.parse()]
     assert kinds[0] == "message_start" and kinds[-1] == "message_stop"
     assert "content_block_start" in kinds and kinds.count("content_block_stop") == 2  # a text block, a tool_use block
+
+
+def test_an_image_for_a_text_only_student_is_escalated_not_dropped(setup, standin) -> None:
+    """The image reaches the student as an image_url part; the stand-in refuses it as vLLM refuses image parts
+    for a text-only model, and a tier that reads images answers (before, the student got the text alone and
+    answered a question about a picture it never saw)."""
+    gw, _ = setup
+    entries = len(standin.log.entries())
+    raw = _anthropic(gw, STUDENT).messages.with_raw_response.create(
+        model="m", max_tokens=100, messages=[{"role": "user", "content": [
+            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}},
+            {"type": "text", "text": "Which label fits this picture?"}]}])
+    assert raw.headers["x-costline-routed-tier"] == "student"
+    assert raw.headers["x-costline-tier"] != "student" and int(raw.headers["x-costline-escalations"]) >= 1
+    assert raw.parse().content[0].text
+    logged = standin.log.entries()[entries:]
+    assert (logged[0].api, logged[0].status, logged[0].paid) == ("openai", 400, False)
+    assert logged[-1].api == "anthropic" and logged[-1].paid

@@ -20,7 +20,7 @@ cache hit). The request's ``model`` is ignored: the router picks.
 * generation parameters reach the tiers whose API takes them (``messages_api.SAMPLING_FIELDS``); thinking and
   structured outputs are refused with a 400;
 * tools (custom tools, ``tool_choice``, ``tool_use`` / ``tool_result`` turns) reach the routed tier, translated
-  for an OpenAI-compatible one (:mod:`costline.serving.tool_calls`); such a request is routed on its question,
+  for an OpenAI-compatible one (:mod:`costline.serving.translate`); such a request is routed on its question,
   never cached, escalated on API errors only (a call is not judged), and a ``stream: true`` one is buffered;
 * response headers: ``x-costline-tier``, ``x-costline-routed-tier``, ``x-costline-attempts``,
   ``x-costline-escalations``, ``x-costline-success``, ``x-costline-cache-hit``, ``x-costline-request-id``.

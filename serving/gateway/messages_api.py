@@ -17,7 +17,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from costline.serving.tool_calls import block_text, tools_problem
+from costline.serving.translate import block_text, tools_problem
 
 __all__ = ["ANTHROPIC_ERROR_TYPES", "SAMPLING_FIELDS", "UNSUPPORTED_FIELDS", "message_text", "last_user_text",
            "question_text",
@@ -132,7 +132,7 @@ SAMPLING_FIELDS = ("temperature", "top_p", "stop_sequences", "effort")
 EFFORTS = ("low", "medium", "high", "xhigh", "max")
 #: Fields the gateway cannot carry: a thinking block could not be returned by every tier, and no tier below the
 #: top could be held to a JSON schema. Refused (400) — dropping them would answer the request as if it had not
-#: asked. (Tools are carried: :mod:`costline.serving.tool_calls`.)
+#: asked. (Tools are carried: :mod:`costline.serving.translate`.)
 UNSUPPORTED_FIELDS = ("thinking", "output_config.format")
 
 
@@ -175,7 +175,7 @@ def sampling_of(body: Mapping[str, Any], *, max_temperature: float = 1.0) -> tup
 
 def unsupported_problem(body: Mapping[str, Any]) -> str | None:
     """What the gateway cannot carry in ``body`` (:data:`UNSUPPORTED_FIELDS`), or what is wrong with its ``tools``
-    and ``tool_choice`` (:func:`~costline.serving.tool_calls.tools_problem`), or None. ``thinking``
+    and ``tool_choice`` (:func:`~costline.serving.translate.tools_problem`), or None. ``thinking``
     ``{"type": "disabled"}`` asks for nothing and passes."""
     thinking = body.get("thinking")
     problem = tools_problem(body.get("tools"), body.get("tool_choice"))

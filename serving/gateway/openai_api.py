@@ -18,7 +18,7 @@ pipeline call, and the answer is written back as a ``chat.completion``:
   ``stream_options.include_usage`` a last chunk with empty ``choices`` carries ``usage``. A model
   failing mid-answer ends the stream with an ``error`` event (the SDK raises ``APIError``);
 * ``tools`` (function tools), ``tool_choice``, an assistant message's ``tool_calls`` and ``role: "tool"``
-  results are carried in the Messages API's shapes (:mod:`costline.serving.tool_calls`) and an answer that calls
+  results are carried in the Messages API's shapes (:mod:`costline.serving.translate`) and an answer that calls
   tools comes back as ``tool_calls`` with ``finish_reason: "tool_calls"`` (streamed: a ``tool_calls`` delta with
   the name, then one with the arguments); such a request is never cached;
 * errors in OpenAI's format (``{"error": {"message", "type", "param", "code"}}``); every tier
@@ -39,7 +39,7 @@ from costline.serving.cache.key import scope_of_body
 from costline.serving.gateway.app import (CACHE_MODEL, STREAM_MODE_HEADER, Gateway, _headers, failure_status,
                                       open_live)
 from costline.serving.gateway.messages_api import question_text, sampling_of
-from costline.serving.tool_calls import openai_tool_calls, tools_from_openai, turns_from_openai, uses_tools
+from costline.serving.translate import openai_tool_calls, tools_from_openai, turns_from_openai, uses_tools
 from costline.serving.pipeline import Answer, LiveAnswer
 
 __all__ = ["ChatCompletions", "DEFAULT_MAX_TOKENS", "openai_error"]
@@ -142,7 +142,7 @@ class ChatCompletions:
 
 def _to_messages(body: Mapping[str, Any]) -> tuple[Any, list[dict[str, Any]], str, int, Any, Any, Any] | HttpResponse:
     """(system, Messages-shaped turns, the question, max_tokens, sampling, tools, tool_choice) of a chat request
-    (tools and tool turns in the Messages API's shapes: :mod:`costline.serving.tool_calls`), or a 400."""
+    (tools and tool turns in the Messages API's shapes: :mod:`costline.serving.translate`), or a 400."""
     raw = body.get("messages")
     if not isinstance(raw, list) or not raw or not all(isinstance(m, Mapping) for m in raw):
         return openai_error(400, "messages: at least one message is required", param="messages")

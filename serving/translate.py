@@ -1,4 +1,5 @@
-"""Tool use (function calling) between the two APIs the gateway speaks and the two kinds of tier it calls.
+"""The Messages API's request shapes and the Chat Completions API's, translated: tool use (function calling)
+and images, between the two APIs the gateway speaks and the two kinds of tier it calls.
 
 A request that offers tools, or whose turns carry tool calls and their results, is carried through the
 pipeline in the Messages API's shapes (the canonical form of a :class:`~costline.serving.backends.Prompt`):
@@ -15,6 +16,10 @@ assistant message's ``tool_calls`` with JSON ``arguments``, ``role: "tool"`` mes
 ``openai`` SDK (:func:`tools_from_openai`, :func:`turns_from_openai`, :func:`openai_tool_calls`) and for a tier
 served by an OpenAI-compatible server (:func:`tools_to_openai`, :func:`messages_to_openai`,
 :func:`blocks_from_openai`).
+
+A user turn's ``image`` blocks (``source`` base64 or url) reach an OpenAI-compatible tier as ``image_url`` parts
+(a data URL for base64): a tier that cannot read images refuses the request (an API error, escalated to a tier
+that can), rather than answering a question about a picture it never saw.
 """
 
 from __future__ import annotations
@@ -240,6 +245,7 @@ def messages_to_openai(system: Any, messages: Sequence[Mapping[str, Any]]) -> li
             out.append({"role": role, "content": block_text(content)})
             continue
         text = block_text(content)
+        images = [_image_part(b) for b in content if isinstance(b, Mapping) and b.get("type") == "image"]
         uses = [b for b in content if isinstance(b, Mapping) and b.get("type") == "tool_use"]
         results = [b for b in content if isinstance(b, Mapping) and b.get("type") == "tool_result"]
         if role == "assistant" and uses:
@@ -250,9 +256,24 @@ def messages_to_openai(system: Any, messages: Sequence[Mapping[str, Any]]) -> li
             if r.get("is_error") is True:
                 result = f"Error: {result}"
             out.append({"role": "tool", "tool_call_id": str(r.get("tool_use_id", "")), "content": result})
-        if text or not results:
+        if images and role == "user":  # the turn's parts in order: text and images
+            parts = [{"type": "text", "text": str(b.get("text", ""))} if b.get("type", "text") == "text"
+                     else _image_part(b) for b in content if isinstance(b, Mapping)
+                     and b.get("type", "text") in ("text", "image")]
+            out.append({"role": role, "content": parts})
+        elif text or not results:
             out.append({"role": role, "content": text})
     return out
+
+
+def _image_part(block: Mapping[str, Any]) -> dict[str, Any]:
+    """A Messages ``image`` block as a Chat Completions ``image_url`` part (base64 as a data URL)."""
+    source = block.get("source") if isinstance(block.get("source"), Mapping) else {}
+    if source.get("type") == "url":
+        url = str(source.get("url", ""))
+    else:
+        url = f"data:{source.get('media_type', 'image/png')};base64,{source.get('data', '')}"
+    return {"type": "image_url", "image_url": {"url": url}}
 
 
 def blocks_from_openai(message: Mapping[str, Any]) -> tuple[list[dict[str, Any]], str | None]:

@@ -1,4 +1,4 @@
-"""Tool shapes between the Messages API and the Chat Completions API (costline.serving.tool_calls), table-driven.
+"""Tool shapes between the Messages API and the Chat Completions API (costline.serving.translate), table-driven.
 
 Every expected value is written out by hand from the two APIs' documented shapes."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from costline.serving.tool_calls import (blocks_from_openai, messages_to_openai, openai_tool_calls, tools_from_openai,
+from costline.serving.translate import (blocks_from_openai, messages_to_openai, openai_tool_calls, tools_from_openai,
                                          tools_to_openai,
                                          tools_problem, turns_from_openai, uses_tools)
 
@@ -162,3 +162,14 @@ def test_messages_tools_become_openai_request_fields(choice, fields) -> None:
                                                                 "required": ["city"]}}}
     assert tools_to_openai([WEATHER], choice) == {"tools": [function], **fields}
     assert tools_to_openai([], choice) == {}
+
+
+def test_a_user_turns_images_reach_an_openai_tier_as_image_url_parts_in_order() -> None:
+    turn = {"role": "user", "content": [
+        {"type": "text", "text": "Which of these two is a cat?"},
+        {"type": "image", "source": {"type": "base64", "media_type": "image/jpeg", "data": "QUJD"}},
+        {"type": "image", "source": {"type": "url", "url": "https://example.com/b.png"}}]}
+    assert messages_to_openai(None, [turn]) == [{"role": "user", "content": [
+        {"type": "text", "text": "Which of these two is a cat?"},
+        {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,QUJD"}},
+        {"type": "image_url", "image_url": {"url": "https://example.com/b.png"}}]}]
