@@ -153,7 +153,7 @@ def _trickle(sock: socket.socket, seconds: float) -> bytes:
 
 
 # -- oversized heads ------------------------------------------------------------------------------
-@pytest.mark.parametrize("path", [MESSAGES, CHAT])
+@pytest.mark.parametrize("path", [MESSAGES, CHAT, "/v1/responses"])
 def test_headers_over_max_header_bytes_are_refused_even_when_they_arrive_in_one_read(serve, path) -> None:
     """h11 enforces max_header_bytes only on a head still incomplete: one that arrived whole in one read passed."""
     gw = serve(max_header_bytes=4096)

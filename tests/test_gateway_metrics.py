@@ -11,6 +11,7 @@ import openai
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
+from gateways import DictCache
 
 from costline.collectors import Recorder
 from costline.collectors.metrics import CostlineMetrics
@@ -21,18 +22,6 @@ from costline.serving.settings import BackendsConfig, GatewayConfig, StandInConf
 from costline.sim.standin import StandInServer
 
 QUESTION = "How do I reset my password?"
-
-
-class DictCache:
-    def __init__(self) -> None:
-        self.entries: dict[tuple, str] = {}
-
-    def lookup(self, query, *, tenant, namespace=None):
-        found = self.entries.get((tenant, namespace, query))
-        return None if found is None else type("Hit", (), {"answer": found, "similarity": 1.0})()
-
-    def store(self, query, answer, *, tenant, namespace=None, doc_hashes=()):
-        self.entries[(tenant, namespace, query)] = answer
 
 
 def points(reader: InMemoryMetricReader) -> dict[str, list]:

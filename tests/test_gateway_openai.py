@@ -5,7 +5,6 @@ included) against Gateway → Pipeline → the local stand-ins; the same questio
 from __future__ import annotations
 
 import dataclasses
-import json
 
 import anthropic
 import openai
@@ -13,6 +12,7 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from gateways import DictCache
 
 from costline import contract as c
 from costline.collectors import Recorder
@@ -24,20 +24,6 @@ from costline.serving.settings import BackendsConfig, GatewayConfig, StandInConf
 from costline.sim.standin import StandInServer
 
 EASY = "How do I reset my password?"
-
-
-class DictCache:
-    """An exact-text cache (the semantic one is tested in test_gateway_cli.py and the cache tests)."""
-
-    def __init__(self) -> None:
-        self.entries: dict[tuple, str] = {}
-
-    def lookup(self, query, *, tenant, namespace=None):
-        found = self.entries.get((tenant, namespace, query))
-        return None if found is None else type("Hit", (), {"answer": found, "similarity": 1.0})()
-
-    def store(self, query, answer, *, tenant, namespace=None, doc_hashes=()):
-        self.entries[(tenant, namespace, query)] = answer
 
 
 @pytest.fixture

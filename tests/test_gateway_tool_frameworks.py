@@ -9,34 +9,13 @@ OpenAI-compatible tier) by task type, so the shapes are translated both ways.
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
-
-from costline.collectors import Recorder
-from costline.config import Config
-from costline.serving.gateway.app import Gateway
-from costline.serving.pipeline import Pipeline
-from costline.serving.settings import BackendsConfig, GatewayConfig, RouteRulesConfig
-
-ROUTES = {"anthropic": {"x-costline-task-type": "support"}, "student": {"x-costline-task-type": "classify"}}
-
+from gateways import ROUTES, routed_gateway
 
 @pytest.fixture(scope="module")
 def base(standin, tmp_path_factory):
-    cfg = Config()
-    router = dataclasses.replace(cfg.serving.router, rules=RouteRulesConfig(student_task_types=("classify",)))
-    serving = dataclasses.replace(cfg.serving, router=router, backends=BackendsConfig(
-        anthropic_base_url=standin.url, student_base_url=standin.openai_url, max_retries=0))
-    pipeline = Pipeline.from_config(cfg.replace(serving=serving), recorder=Recorder(TracerProvider()), env={},
-                                    confidence=None)
-    gw = Gateway(pipeline, GatewayConfig(keys_file=tmp_path_factory.mktemp("keys") / "keys.json",
-                                         rate_limit_per_minute=0), port=0)
-    gw.start()
-    yield f"http://127.0.0.1:{gw.port}"
-    gw.shutdown()
-    pipeline.close()
+    with routed_gateway(standin, tmp_path_factory.mktemp("keys") / "keys.json") as gw:
+        yield f"http://127.0.0.1:{gw.port}"
 
 
 def _paid_apis(standin, since: int) -> set[str]:

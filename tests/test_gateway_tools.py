@@ -10,21 +10,14 @@ default of its JSON type (a string: ``"stand-in"``), and answers a tool result w
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import anthropic
 import openai
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from gateways import ROUTES, DictCache, routed_gateway
 
-from costline.collectors import Recorder
-from costline.config import Config
 from costline.serving.gateway.app import STREAM_MODE_HEADER, Gateway
-from costline.serving.pipeline import Pipeline
-from costline.serving.settings import BackendsConfig, GatewayConfig, RouteRulesConfig
 
 QUESTION = "Please use get_weather: is it cold in Oslo today?"
 WEATHER = {"name": "get_weather", "description": "The current weather of a city.",
@@ -32,49 +25,14 @@ WEATHER = {"name": "get_weather", "description": "The current weather of a city.
 OPENAI_WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "The current weather of a city.",
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
-#: task type routed to the student (an OpenAI-compatible tier) by this test's rules; anything else: Anthropic tiers
-STUDENT = {"x-costline-task-type": "classify"}
-ANTHROPIC_TIER = {"x-costline-task-type": "support"}
-
-
-class DictCache:
-    """An exact-text cache that remembers every lookup and store (a tool request must do neither)."""
-
-    def __init__(self) -> None:
-        self.entries: dict[tuple, str] = {}
-        self.lookups = 0
-
-    def lookup(self, query, *, tenant, namespace=None):
-        self.lookups += 1
-        found = self.entries.get((tenant, query))
-        return None if found is None else type("Hit", (), {"answer": found, "similarity": 1.0})()
-
-    def store(self, query, answer, *, tenant, namespace=None, doc_hashes=()):
-        self.entries[(tenant, query)] = answer
+STUDENT, ANTHROPIC_TIER = ROUTES["student"], ROUTES["anthropic"]
 
 
 @pytest.fixture(scope="module")
-def exporter():
-    return InMemorySpanExporter()
-
-
-@pytest.fixture(scope="module")
-def setup(standin, exporter, tmp_path_factory):
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    cfg = Config()
-    router = dataclasses.replace(cfg.serving.router, rules=RouteRulesConfig(student_task_types=("classify",)))
-    serving = dataclasses.replace(cfg.serving, router=router, backends=BackendsConfig(
-        anthropic_base_url=standin.url, student_base_url=standin.openai_url, max_retries=0))
+def setup(standin, tmp_path_factory):
     cache = DictCache()
-    pipeline = Pipeline.from_config(cfg.replace(serving=serving), recorder=Recorder(provider), cache=cache, env={},
-                                    confidence=None)
-    gw = Gateway(pipeline, GatewayConfig(keys_file=tmp_path_factory.mktemp("keys") / "keys.json",
-                                         rate_limit_per_minute=0), port=0)
-    gw.start()
-    yield gw, cache
-    gw.shutdown()
-    pipeline.close()
+    with routed_gateway(standin, tmp_path_factory.mktemp("keys") / "keys.json", cache=cache) as gw:
+        yield gw, cache
 
 
 def _anthropic(gw: Gateway, headers: dict[str, str]) -> anthropic.Anthropic:
@@ -94,7 +52,7 @@ def test_a_tool_loop_through_the_messages_api(setup, standin, route, tier, strea
     client = _anthropic(gw, route)
     first = [{"role": "user", "content": QUESTION}]
     kwargs = dict(model="claude-haiku-4-5", max_tokens=300, tools=[WEATHER])
-    lookups, paid = cache.lookups, len(standin.log.paid())
+    lookups, paid, stored = cache.lookups, len(standin.log.paid()), dict(cache.entries)
     if stream:
         with client.messages.stream(messages=first, **kwargs) as s:
             message = s.get_final_message()
@@ -118,7 +76,7 @@ def test_a_tool_loop_through_the_messages_api(setup, standin, route, tier, strea
     # the same question again: a model answers it, never the cache (nothing was looked up or stored)
     again = client.messages.create(messages=first, **kwargs)
     assert again.stop_reason == "tool_use" and again.model != "costline-cache"
-    assert cache.lookups == lookups and cache.entries == {}
+    assert cache.lookups == lookups and cache.entries == stored
     calls_made = standin.log.paid()[paid:]
     assert len(calls_made) == 3
     expected_api = "openai" if tier == "student" else "anthropic"
@@ -131,7 +89,7 @@ def test_a_tool_loop_through_the_chat_completions_api(setup, standin, route, tie
     gw, cache = setup
     client = _openai(gw, route)
     first = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": QUESTION}]
-    lookups, paid = cache.lookups, len(standin.log.paid())
+    lookups, paid, stored = cache.lookups, len(standin.log.paid()), dict(cache.entries)
     if stream:
         call_id, name, arguments, finish = "", "", "", None
         for chunk in client.chat.completions.create(model="gpt-5-mini", messages=first, tools=[OPENAI_WEATHER],
@@ -156,7 +114,7 @@ def test_a_tool_loop_through_the_chat_completions_api(setup, standin, route, tie
     answer = client.chat.completions.create(model="gpt-5-mini", messages=second, tools=[OPENAI_WEATHER])
     assert answer.choices[0].message.content == "get_weather returned: -3 C"
     assert answer.choices[0].finish_reason == "stop" and not answer.choices[0].message.tool_calls
-    assert cache.lookups == lookups and cache.entries == {}
+    assert cache.lookups == lookups and cache.entries == stored
     calls_made = standin.log.paid()[paid:]
     assert {e.api for e in calls_made} == {"openai" if tier == "student" else "anthropic"}
 

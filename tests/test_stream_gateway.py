@@ -11,6 +11,7 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from gateways import DictCache
 
 from costline import contract as c
 from costline.collectors import Recorder
@@ -39,18 +40,6 @@ class Pace:
     def allow(self, n: int = 10_000) -> None:
         for _ in range(n):
             self.permits.release()
-
-
-class DictCache:
-    def __init__(self) -> None:
-        self.entries: dict[tuple, str] = {}
-
-    def lookup(self, query, *, tenant, namespace=None):
-        found = self.entries.get((tenant, namespace, query))
-        return None if found is None else type("Hit", (), {"answer": found, "similarity": 1.0})()
-
-    def store(self, query, answer, *, tenant, namespace=None, doc_hashes=()):
-        self.entries[(tenant, namespace, query)] = answer
 
 
 @pytest.fixture

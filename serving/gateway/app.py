@@ -1,5 +1,6 @@
 """``costline serve``: an HTTP gateway that speaks the Anthropic Messages API (and, on the same
-pipeline, the OpenAI Chat Completions API: :mod:`costline.serving.gateway.openai_api`), served by
+pipeline, the OpenAI Chat Completions API: :mod:`costline.serving.gateway.openai_api`, and the OpenAI
+Responses API: :mod:`costline.serving.gateway.responses_api`), served by
 :mod:`costline.serving.gateway.asgi` (Starlette on uvicorn, the handlers below on a bounded thread pool).
 
 An existing app changes only its ``base_url`` (``Anthropic(base_url="http://127.0.0.1:8787")``)
@@ -123,16 +124,20 @@ class Gateway(ServedByJsonServer):
         refuse_open_bind("the gateway", host, authenticated=self.guard.auth_required(),
                          insecure=cfg.allow_insecure, how="add API keys with `costline keys add TENANT`")
         from costline.serving.gateway.openai_api import ChatCompletions, openai_error
+        from costline.serving.gateway.responses_api import Responses
 
         def _error_for(path: str) -> ErrorFn:  # each API answers in its own error format
-            return openai_error if path.startswith("/v1/chat/") else _error
+            return openai_error if path.startswith(("/v1/chat/", "/v1/responses")) else _error
 
         self.chat_completions = ChatCompletions(self, wall=wall)
+        self.responses = Responses(self, wall=wall)
         self._server = AsgiServer(
             [Route("POST", "/v1/messages", self._messages), Route("GET", "/v1/models", self._models),
              Route("OPTIONS", "/v1/messages", self._preflight),
              Route("POST", "/v1/chat/completions", self.chat_completions),
-             Route("OPTIONS", "/v1/chat/completions", self._preflight)],
+             Route("OPTIONS", "/v1/chat/completions", self._preflight),
+             Route("POST", "/v1/responses", self.responses),
+             Route("OPTIONS", "/v1/responses", self._preflight)],
             host=host,
             port=cfg.port if port is None else port,
             not_found=lambda req: _error(404, f"no route {req.method} {req.path}"),

@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from costline.serving.gateway._http import HttpRequest, HttpResponse
@@ -42,7 +42,7 @@ from costline.serving.gateway.messages_api import question_text, sampling_of
 from costline.serving.translate import openai_tool_calls, tools_from_openai, turns_from_openai, uses_tools
 from costline.serving.pipeline import Answer, LiveAnswer
 
-__all__ = ["ChatCompletions", "DEFAULT_MAX_TOKENS", "openai_error"]
+__all__ = ["ChatCompletions", "DEFAULT_MAX_TOKENS", "OpenAIRoute", "model_of", "open_openai_live", "openai_error", "token_counts"]
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +65,10 @@ def openai_error(status: int, message: str, headers: Mapping[str, str] | None = 
                                            "param": param, "code": None}}, headers=dict(headers or {}))
 
 
-class ChatCompletions:
-    """``POST /v1/chat/completions`` on a :class:`~costline.serving.gateway.app.Gateway`."""
+class OpenAIRoute:
+    """A route of an OpenAI API on a :class:`~costline.serving.gateway.app.Gateway`: the checks every API shares
+    (key, tenant, a JSON object body), answered in OpenAI's format, then :meth:`_answer`. ``wall`` is the clock
+    of the answers' timestamps."""
 
     def __init__(self, gateway: Gateway, *, wall: Callable[[], float]) -> None:
         self.gateway = gateway
@@ -80,6 +82,13 @@ class ChatCompletions:
         response = self._answer(req, body, admitted.tenant)
         response.headers.update(admitted.headers)
         return response
+
+    def _answer(self, req: HttpRequest, body: Mapping[str, Any], tenant: str | None) -> HttpResponse:
+        raise NotImplementedError
+
+
+class ChatCompletions(OpenAIRoute):
+    """``POST /v1/chat/completions`` on a :class:`~costline.serving.gateway.app.Gateway`."""
 
     def _answer(self, req: HttpRequest, body: Mapping[str, Any], tenant: str | None) -> HttpResponse:
         parsed = _to_messages(body)
@@ -111,29 +120,21 @@ class ChatCompletions:
             return HttpResponse(200, _completion(result, created), headers=headers)
         headers[STREAM_MODE_HEADER] = "live" if result.cached else "buffered"
         return HttpResponse(200, headers=headers, content_type="text/event-stream",
-                            stream=_chunks(_model_of(result), _id_of(result.request_id), created, [result.text],
+                            stream=_chunks(model_of(result), _id_of(result.request_id), created, [result.text],
                                            lambda: result, include_usage, _calls(result)))
 
     def _live(self, live: LiveAnswer, created: int, include_usage: bool) -> HttpResponse:
-        opened = open_live(live)
-        if isinstance(opened, Answer):
-            return openai_error(failure_status(opened), f"every tier failed: {opened.reason}",
-                                {**_headers(opened), "x-should-retry": "false"})
-        first, pieces, headers = opened
-        model = CACHE_MODEL if live.cached else (live.model or "unknown")
-
-        def texts() -> Any:
-            piece = first
-            while piece is not None:
-                yield piece
-                piece = next(pieces, None)
+        opened = open_openai_live(live)
+        if isinstance(opened, HttpResponse):
+            return opened
+        model, texts, headers = opened
 
         def settle() -> Answer | None:
             return None if live.error is not None else live.result
 
         def body() -> Any:
             try:
-                yield from _chunks(model, _id_of(live.request_id), created, texts(), settle, include_usage)
+                yield from _chunks(model, _id_of(live.request_id), created, texts, settle, include_usage)
             finally:
                 live.close()
 
@@ -232,16 +233,39 @@ def _id_of(request_id: str) -> str:
     return f"chatcmpl-costline-{request_id or uuid.uuid4().hex}"
 
 
-def _model_of(result: Answer) -> str:
+def open_openai_live(live: LiveAnswer) -> tuple[str, Iterator[str], dict[str, str]] | HttpResponse:
+    """:func:`~costline.serving.gateway.app.open_live` for an OpenAI route: (the answering model, the text pieces,
+    the headers), or the error answer in OpenAI's format when every tier failed before a first piece."""
+    opened = open_live(live)
+    if isinstance(opened, Answer):
+        return openai_error(failure_status(opened), f"every tier failed: {opened.reason}",
+                            {**_headers(opened), "x-should-retry": "false"})
+    first, pieces, headers = opened
+
+    def texts() -> Iterator[str]:
+        piece = first
+        while piece is not None:
+            yield piece
+            piece = next(pieces, None)
+
+    return (CACHE_MODEL if live.cached else (live.model or "unknown")), texts(), headers
+
+
+def model_of(result: Answer) -> str:
+    """The model an answer names: the one that answered, ``costline-cache`` for a cache hit."""
     return CACHE_MODEL if result.cached or result.reply is None else result.reply.model
 
 
-def _usage(result: Answer) -> dict[str, Any]:
+def token_counts(result: Answer) -> tuple[int, int, int]:
+    """(input tokens with cached ones, output tokens, cached input tokens) of an answer: zeros for a cache hit."""
     reply = result.reply
     if result.cached or reply is None:
-        prompt = completion = cached = 0
-    else:
-        prompt, completion, cached = reply.input_tokens, reply.output_tokens, reply.cache_read_tokens
+        return 0, 0, 0
+    return reply.input_tokens, reply.output_tokens, reply.cache_read_tokens
+
+
+def _usage(result: Answer) -> dict[str, Any]:
+    prompt, completion, cached = token_counts(result)
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
             "prompt_tokens_details": {"cached_tokens": cached}}
 
@@ -264,7 +288,7 @@ def _completion(result: Answer, created: int) -> dict[str, Any]:
     if calls:
         message.update(content=result.text or None, tool_calls=calls)
     return {"id": _id_of(result.request_id), "object": "chat.completion", "created": created,
-            "model": _model_of(result),
+            "model": model_of(result),
             "choices": [{"index": 0, "message": message, "finish_reason": _finish(result), "logprobs": None}],
             "usage": _usage(result)}
 

@@ -41,16 +41,17 @@ __all__ = ["serve", "settle_heap", "standin"]
 def serve(config: Config, host: str | None, port: int | None, with_standin: bool, with_cache: bool,
           telemetry: bool, metrics: bool | None, insecure: bool, workers: int | None,
           worker_index: int | None, supervisor_pid: int | None, rate_table: str | None) -> None:
-    """Run the gateway: the Anthropic Messages API (POST /v1/messages) and the OpenAI Chat
-    Completions API (POST /v1/chat/completions) in front of routing, the semantic cache,
-    escalation and telemetry. Apps only change their base_url. SIGTERM drains it.
+    """Run the gateway: the Anthropic Messages API (POST /v1/messages), the OpenAI Chat
+    Completions API (POST /v1/chat/completions) and the OpenAI Responses API (POST /v1/responses)
+    in front of routing, the semantic cache, escalation and telemetry. Apps only change their
+    base_url. SIGTERM drains it.
 
     \b
     Example:
         costline serve --standin --port 8787
         # then: Anthropic(base_url="http://127.0.0.1:8787", default_headers={"x-costline-tenant": "acme"})
         costline keys add acme   # from now on a key is required, and it decides the tenant
-        # OpenAI apps: OpenAI(base_url="http://127.0.0.1:8787/v1") (POST /v1/chat/completions)
+        # OpenAI apps: OpenAI(base_url="http://127.0.0.1:8787/v1") (chat.completions or responses)
         COSTLINE_COLLECTOR_METRICS_PROMETHEUS=true costline serve --standin --metrics
         # four processes on one port, sharing the cache over Kafka (docs/serving.md, "Workers"):
         COSTLINE_SERVING_CACHE_REPLICATION_TOPIC=costline_cache costline serve --workers 4

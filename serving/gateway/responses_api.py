@@ -1,0 +1,403 @@
+"""The OpenAI Responses API on the gateway: ``POST /v1/responses``.
+
+OpenAI's newer API (what the ``openai`` SDK's ``client.responses.create`` and the OpenAI Agents SDK's default
+model call) on the same router, semantic cache, escalation, telemetry, keys and limits as the Messages API and
+the Chat Completions API: the request is translated to the Messages shape and answered by the same pipeline call.
+
+* ``input``: a string, or a list of items — messages (``role`` user / assistant / system / developer, ``content``
+  a string or ``input_text`` / ``output_text`` / ``input_image`` parts), ``function_call`` and
+  ``function_call_output`` items (a tool loop: :mod:`costline.serving.translate`); ``reasoning`` items are
+  skipped (another model's reasoning is not input a tier can take). ``instructions`` and system / developer
+  messages become the system prompt;
+* ``max_output_tokens`` (default :data:`~costline.serving.gateway.openai_api.DEFAULT_MAX_TOKENS`), ``temperature``,
+  ``top_p``, ``reasoning.effort`` (the Anthropic tiers' ``output_config.effort``), function ``tools``,
+  ``tool_choice``, ``parallel_tool_calls``;
+* the answer: ``output`` holds a ``message`` item (``output_text``) and a ``function_call`` item per tool call;
+  ``status`` ``incomplete`` (``incomplete_details.reason: max_output_tokens``) when the model ran out of tokens;
+  ``usage`` with ``input_tokens_details.cached_tokens``; ``model`` is the model that answered
+  (``costline-cache`` for a cache hit);
+* ``stream: true``: the API's events, ``response.created`` … ``response.output_text.delta`` …
+  ``response.completed`` (with the whole response), live or buffered as the other APIs decide
+  (``x-costline-stream-mode``);
+* refused with a 400 naming the parameter: ``previous_response_id`` and ``conversation`` (the gateway stores no
+  responses: send the whole conversation in ``input``; ``store`` is accepted and nothing is stored), ``background``,
+  hosted tools (web / file search, computer use, code interpreter…), structured outputs (``text.format`` other
+  than ``text``), ``item_reference`` items.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import re
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from costline.serving.backends import Prompt
+from costline.serving.cache.key import scope_of_body
+from costline.serving.gateway._http import HttpRequest, HttpResponse
+from costline.serving.gateway.app import STREAM_MODE_HEADER, _headers, failure_status
+from costline.serving.gateway.messages_api import question_text, sampling_of
+from costline.serving.gateway.openai_api import (DEFAULT_MAX_TOKENS, OpenAIRoute, model_of, open_openai_live,
+                                                 openai_error, token_counts)
+from costline.serving.pipeline import Answer, LiveAnswer
+from costline.serving.translate import tools_from_openai
+
+__all__ = ["Responses"]
+
+log = logging.getLogger(__name__)
+
+#: ``reasoning.effort`` → the Messages API's ``output_config.effort`` (as the Chat Completions route maps it).
+_EFFORTS = {"none": "low", "minimal": "low", "low": "low", "medium": "medium", "high": "high", "xhigh": "xhigh"}
+_DATA_URL = re.compile(r"data:(image/[a-zA-Z0-9.+-]+);base64,(.*)", re.DOTALL)
+#: Fields whose answer needs state the gateway does not keep, or work it cannot do: (field, why).
+_REFUSED = (
+    ("previous_response_id", "the costline gateway stores no responses: send the whole conversation in input"),
+    ("conversation", "the costline gateway keeps no conversations: send the whole conversation in input"),
+    ("background", "background responses are not supported by the costline gateway"),
+    ("prompt", "stored prompt templates are not supported by the costline gateway: send instructions and input"),
+)
+
+
+class _Refused(Exception):
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class Responses(OpenAIRoute):
+    """``POST /v1/responses`` on a :class:`~costline.serving.gateway.app.Gateway`."""
+
+    def _answer(self, req: HttpRequest, body: Mapping[str, Any], tenant: str | None) -> HttpResponse:
+        try:
+            return self._respond(req, body, tenant)
+        except _Refused as refused:
+            return openai_error(400, str(refused), param=refused.param)
+
+    def _respond(self, req: HttpRequest, body: Mapping[str, Any], tenant: str | None) -> HttpResponse:
+        system, turns, query, max_tokens, sampling, tools, tool_choice = _to_messages(body)
+        stream = body.get("stream")
+        if stream is not None and not isinstance(stream, bool):
+            raise _Refused("stream", "stream: true or false")
+        # the scope of the equivalent Messages request: one cache entry whichever API asked
+        equivalent = {**{k: body[k] for k in ("model", "temperature", "top_p") if body.get(k) is not None},
+                      "system": system, "messages": turns, "max_tokens": max_tokens}
+        meta = body.get("metadata") if isinstance(body.get("metadata"), Mapping) else {}
+        prompt = Prompt(tuple(turns), system, max_tokens, sampling, tools, tool_choice)
+        result = self.gateway.ask(req, query=query, prompt=prompt, cache_scope=scope_of_body(equivalent),
+                                  stream=bool(stream), metadata=meta, tenant=tenant)
+        shell = _shell(body, int(self._wall()))
+        if isinstance(result, LiveAnswer):
+            return self._live(result, shell)
+        headers = _headers(result)
+        if not result.cached and result.reply is None:
+            return openai_error(failure_status(result), f"every tier failed: {result.reason}",
+                                {**headers, "x-should-retry": "false"})
+        if not stream:
+            return HttpResponse(200, _finished(shell, result), headers=headers)
+        headers[STREAM_MODE_HEADER] = "live" if result.cached else "buffered"
+        return HttpResponse(200, headers=headers, content_type="text/event-stream",
+                            stream=_events(shell, result.request_id, model_of(result), [result.text], lambda: result))
+
+    def _live(self, live: LiveAnswer, shell: dict[str, Any]) -> HttpResponse:
+        opened = open_openai_live(live)
+        if isinstance(opened, HttpResponse):
+            return opened
+        model, texts, headers = opened
+
+        def body() -> Any:
+            try:
+                yield from _events(shell, live.request_id, model, texts,
+                                   lambda: None if live.error is not None else live.result)
+            finally:
+                live.close()
+
+        return HttpResponse(200, headers=headers, content_type="text/event-stream", stream=body())
+
+
+# -- the request ------------------------------------------------------------------------------------------------
+def _to_messages(body: Mapping[str, Any]) -> tuple[Any, list[dict[str, Any]], str, int, Any, tuple, Any]:
+    """(system, Messages-shaped turns, the question, max_tokens, sampling, tools, tool_choice) of a Responses
+    request; raises :class:`_Refused` for what the gateway cannot carry or the API would refuse."""
+    for field, why in _REFUSED:
+        if body.get(field) not in (None, False):
+            raise _Refused(field, f"{field}: {why}")
+    text = body.get("text")
+    fmt = text.get("format") if isinstance(text, Mapping) else None
+    if fmt is not None and not (isinstance(fmt, Mapping) and fmt.get("type") == "text"):
+        raise _Refused("text.format", "text.format: structured outputs are not supported by the costline gateway (a "
+                                      "cheaper tier could not be held to the schema); send the request to the API "
+                                      "directly")
+    max_tokens = body.get("max_output_tokens")
+    if max_tokens is None:
+        max_tokens = DEFAULT_MAX_TOKENS
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+        raise _Refused("max_output_tokens", "max_output_tokens: a whole number >= 1")
+    reasoning = body.get("reasoning")
+    effort = reasoning.get("effort") if isinstance(reasoning, Mapping) else None
+    if effort is not None and effort not in _EFFORTS:
+        raise _Refused("reasoning.effort", f"reasoning.effort: one of {', '.join(_EFFORTS)}")
+    sampling = sampling_of({"temperature": body.get("temperature"), "top_p": body.get("top_p"),
+                            "output_config": {"effort": _EFFORTS[effort]} if effort else None}, max_temperature=2.0)
+    if isinstance(sampling, str):
+        raise _Refused(sampling.split(":")[0], sampling)
+    tools, tool_choice = _tools(body)
+    instructions = body.get("instructions")
+    if instructions is not None and not isinstance(instructions, str):
+        raise _Refused("instructions", "instructions: a string")
+    system, turns = _turns(body.get("input"))
+    if instructions:
+        system.insert(0, instructions)
+    if not turns or turns[-1]["role"] != "user":
+        raise _Refused("input", "input: the last item must be a user message or a function_call_output")
+    query = question_text(turns)
+    if not query.strip():
+        raise _Refused("input", "input: the last user message has no text")
+    return ("\n\n".join(system) or None), turns, query, max_tokens, sampling, tools, tool_choice
+
+
+def _tools(body: Mapping[str, Any]) -> tuple[tuple[dict[str, Any], ...], dict[str, Any] | None]:
+    """The request's function tools and tool_choice in the Messages API's shapes (hosted tools are refused)."""
+    raw = body.get("tools")
+    if raw is not None and not isinstance(raw, list):
+        raise _Refused("tools", "tools: a list of tools")
+    chat_tools = []
+    for i, tool in enumerate(raw or []):
+        kind = tool.get("type") if isinstance(tool, Mapping) else None
+        if kind != "function":
+            raise _Refused(f"tools[{i}]", f"tools[{i}]: only function tools are carried by the costline gateway "
+                                          f"({str(kind)[:40]!r} is a tool OpenAI's API runs itself)")
+        chat_tools.append({"type": "function", "function": {k: tool[k] for k in ("name", "description", "parameters")
+                                                             if k in tool}})
+    choice = body.get("tool_choice")
+    if isinstance(choice, Mapping) and choice.get("type") == "function":
+        choice = {"type": "function", "function": {"name": choice.get("name")}}
+    elif isinstance(choice, Mapping):
+        raise _Refused("tool_choice", "tool_choice: 'auto', 'none', 'required' or {'type': 'function', 'name'}")
+    converted = tools_from_openai(chat_tools if raw is not None else None, choice)
+    if isinstance(converted[0], str):
+        raise _Refused(str(converted[0]).replace("function.", ""), str(converted[1]).replace("function.", ""))
+    tools, tool_choice = converted
+    if not tools:
+        return (), None
+    if body.get("parallel_tool_calls") is False and tool_choice is not None and tool_choice.get("type") != "none":
+        tool_choice = {**tool_choice, "disable_parallel_tool_use": True}
+    elif body.get("parallel_tool_calls") is False:
+        tool_choice = {"type": "auto", "disable_parallel_tool_use": True}
+    return tuple(tools), tool_choice
+
+
+def _turns(raw: Any) -> tuple[list[str], list[dict[str, Any]]]:
+    """(system parts, Messages-shaped turns) of ``input``: adjacent items of one role are one turn."""
+    if isinstance(raw, str):
+        return [], [{"role": "user", "content": raw}]
+    if not isinstance(raw, list) or not raw:
+        raise _Refused("input", "input: a string or a non-empty list of input items")
+    system: list[str] = []
+    turns: list[dict[str, Any]] = []
+
+    def add(role: str, blocks: list[dict[str, Any]]) -> None:
+        if turns and turns[-1]["role"] == role:
+            turns[-1]["content"].extend(blocks)
+        else:
+            turns.append({"role": role, "content": list(blocks)})
+
+    for i, item in enumerate(raw):
+        if not isinstance(item, Mapping):
+            raise _Refused(f"input[{i}]", f"input[{i}]: an input item is an object")
+        kind = item.get("type", "message")
+        if kind == "message":
+            role = item.get("role")
+            if role not in ("user", "assistant", "system", "developer"):
+                raise _Refused(f"input[{i}].role", f"input[{i}].role: user, assistant, system or developer")
+            blocks = _parts(item.get("content"), f"input[{i}].content")
+            if role in ("system", "developer"):
+                if any(b["type"] != "text" for b in blocks):
+                    raise _Refused(f"input[{i}].content", f"input[{i}].content: a {role} message holds text only")
+                system.append("".join(b["text"] for b in blocks))
+            elif blocks:
+                add(role, blocks)
+        elif kind == "function_call":
+            call_id, name, arguments = item.get("call_id"), item.get("name"), item.get("arguments", "")
+            try:
+                args = json.loads(arguments) if isinstance(arguments, str) and arguments else {}
+            except ValueError:
+                args = None
+            if not isinstance(call_id, str) or not isinstance(name, str) or not isinstance(args, dict):
+                raise _Refused(f"input[{i}]", f"input[{i}]: a function_call has a call_id, a name and JSON object "
+                                              "arguments")
+            add("assistant", [{"type": "tool_use", "id": call_id, "name": name, "input": args}])
+        elif kind == "function_call_output":
+            call_id, output = item.get("call_id"), item.get("output")
+            if isinstance(output, list):
+                output = "".join(str(p.get("text", "")) for p in output if isinstance(p, Mapping)
+                                 and p.get("type") in ("input_text", "output_text"))
+            if not isinstance(call_id, str) or not isinstance(output, str):
+                raise _Refused(f"input[{i}]", f"input[{i}]: a function_call_output has a call_id and an output")
+            add("user", [{"type": "tool_result", "tool_use_id": call_id, "content": output}])
+        elif kind == "reasoning":
+            continue  # another model's reasoning: not input a tier can take
+        else:
+            raise _Refused(f"input[{i}].type", f"input[{i}].type: {str(kind)[:40]!r} items are not supported by the "
+                                               "costline gateway (messages, function_call, function_call_output)")
+    for turn in turns:  # a turn of text alone is a string, as the other APIs' turns are
+        if all(b["type"] == "text" for b in turn["content"]):
+            turn["content"] = "".join(b["text"] for b in turn["content"])
+    return system, turns
+
+
+def _parts(content: Any, where: str) -> list[dict[str, Any]]:
+    """A message's ``content`` as Messages blocks: text parts as text, ``input_image`` as an image block."""
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    if not isinstance(content, list):
+        raise _Refused(where, f"{where}: a string or a list of content parts")
+    blocks: list[dict[str, Any]] = []
+    for j, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, Mapping) else None
+        if kind in ("input_text", "output_text", "text") and isinstance(part.get("text"), str):
+            blocks.append({"type": "text", "text": part["text"]})
+        elif kind == "refusal":
+            continue
+        elif kind == "input_image" and isinstance(part.get("image_url"), str):
+            blocks.append(_image(part["image_url"], f"{where}[{j}]"))
+        else:
+            raise _Refused(f"{where}[{j}]", f"{where}[{j}]: text and input_image (an image_url) parts are supported "
+                                            f"by the costline gateway, not {str(kind)[:40]!r}")
+    return blocks
+
+
+def _image(url: str, where: str) -> dict[str, Any]:
+    found = _DATA_URL.fullmatch(url)
+    if found is None:
+        if not url.startswith(("https://", "http://")):
+            raise _Refused(where, f"{where}.image_url: a data: URL (base64) or an http(s) URL")
+        return {"type": "image", "source": {"type": "url", "url": url}}
+    try:
+        base64.b64decode(found.group(2), validate=True)
+    except (binascii.Error, ValueError):
+        raise _Refused(where, f"{where}.image_url: the data URL is not valid base64") from None
+    return {"type": "image", "source": {"type": "base64", "media_type": found.group(1), "data": found.group(2)}}
+
+
+# -- the answer -------------------------------------------------------------------------------------------------
+def _shell(body: Mapping[str, Any], created: int) -> dict[str, Any]:
+    """The response's fields that echo the request."""
+    return {"object": "response", "created_at": created, "error": None,
+            "instructions": body.get("instructions") if isinstance(body.get("instructions"), str) else None,
+            "max_output_tokens": body.get("max_output_tokens"),
+            "metadata": body.get("metadata") if isinstance(body.get("metadata"), Mapping) else {},
+            "parallel_tool_calls": body.get("parallel_tool_calls") is not False, "previous_response_id": None,
+            "reasoning": {"effort": None, "summary": None}, "store": False,
+            "temperature": body.get("temperature", 1.0), "top_p": body.get("top_p", 1.0),
+            "text": {"format": {"type": "text"}}, "tool_choice": body.get("tool_choice", "auto"),
+            "tools": list(body.get("tools") or []), "truncation": "disabled", "user": None}
+
+
+def _id_of(request_id: str) -> str:
+    return f"resp_costline_{request_id or uuid.uuid4().hex}"
+
+
+def _usage(result: Answer) -> dict[str, Any]:
+    prompt, completion, cached = token_counts(result)
+    return {"input_tokens": prompt, "input_tokens_details": {"cached_tokens": cached}, "output_tokens": completion,
+            "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": prompt + completion}
+
+
+def _cut(result: Answer) -> bool:
+    """True when the model stopped at its token limit."""
+    return result.reply is not None and not result.cached and result.reply.stop_reason in ("max_tokens", "length")
+
+
+def _items(rid: str, result: Answer) -> list[dict[str, Any]]:
+    """The ``output`` items of an answer: its text as a message item, then a function_call item per tool call."""
+    reply = result.reply
+    calls = list(reply.tool_calls) if reply is not None and not result.cached else []
+    items: list[dict[str, Any]] = []
+    if result.text or not calls:
+        items.append({"type": "message", "id": f"msg_{rid[5:]}", "role": "assistant",
+                      "status": "incomplete" if _cut(result) else "completed",
+                      "content": [{"type": "output_text", "text": result.text, "annotations": [], "logprobs": []}]})
+    for k, call in enumerate(calls):
+        items.append({"type": "function_call", "id": f"fc_{rid[5:]}_{k}", "call_id": call.get("id"),
+                      "name": call.get("name"), "arguments": json.dumps(call.get("input") or {}),
+                      "status": "completed"})
+    return items
+
+
+def _finished(shell: dict[str, Any], result: Answer) -> dict[str, Any]:
+    rid = _id_of(result.request_id)
+    cut = _cut(result)
+    return {**shell, "id": rid, "model": model_of(result), "status": "incomplete" if cut else "completed",
+            "completed_at": shell["created_at"], "incomplete_details": {"reason": "max_output_tokens"} if cut else None,
+            "output": _items(rid, result), "usage": _usage(result)}
+
+
+def _events(shell: dict[str, Any], request_id: str, model: str, texts: Iterable[str],
+            settle: Callable[[], Answer | None]) -> Any:
+    """The Responses API's events: created, in_progress, the message item's text deltas as they come, then the
+    function_call items (their arguments in one delta), then ``response.completed`` (or ``incomplete``)."""
+    seq = iter(range(1 << 62))
+    rid = _id_of(request_id)
+    msg_id = f"msg_{rid[5:]}"
+    pending = {**shell, "id": rid, "model": model, "status": "in_progress", "output": [], "usage": None,
+               "completed_at": None, "incomplete_details": None}
+
+    def event(kind: str, **data: Any) -> bytes:
+        return f"event: {kind}\ndata: {json.dumps({'type': kind, 'sequence_number': next(seq), **data})}\n\n".encode()
+
+    yield event("response.created", response=pending)
+    yield event("response.in_progress", response=pending)
+    part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+    opened = False
+    try:
+        for piece in texts:
+            if not piece:
+                continue
+            if not opened:
+                yield event("response.output_item.added", output_index=0, item={
+                    "type": "message", "id": msg_id, "role": "assistant", "status": "in_progress", "content": []})
+                yield event("response.content_part.added", item_id=msg_id, output_index=0, content_index=0, part=part)
+                opened = True
+            yield event("response.output_text.delta", item_id=msg_id, output_index=0, content_index=0, delta=piece,
+                        logprobs=[])
+    except Exception as exc:  # not a model error (those end the pieces): still end the stream in form
+        log.exception("costline gateway: a live response failed mid-stream")
+        yield event("error", code="server_error", message=f"costline gateway failure mid-stream: {type(exc).__name__}",
+                    param=None)
+        return
+    result = settle()
+    if result is None:
+        yield event("error", code="server_error", message="the model failed mid-answer: the text sent so far stands",
+                    param=None)
+        return
+    final = _finished(shell, result)
+    items = final["output"]
+    index = 0
+    if items and items[0]["type"] == "message":
+        message = items[0]
+        if not opened:  # an answer with no text pieces: the message item still opens and closes
+            yield event("response.output_item.added", output_index=0, item={**message, "status": "in_progress",
+                                                                            "content": []})
+            yield event("response.content_part.added", item_id=message["id"], output_index=0, content_index=0,
+                        part=part)
+        text = message["content"][0]["text"]
+        yield event("response.output_text.done", item_id=message["id"], output_index=0, content_index=0, text=text,
+                    logprobs=[])
+        yield event("response.content_part.done", item_id=message["id"], output_index=0, content_index=0,
+                    part={**part, "text": text})
+        yield event("response.output_item.done", output_index=0, item=message)
+        index = 1
+    for k, item in enumerate(items[index:], start=index):
+        yield event("response.output_item.added", output_index=k, item={**item, "arguments": "",
+                                                                        "status": "in_progress"})
+        yield event("response.function_call_arguments.delta", item_id=item["id"], output_index=k,
+                    delta=item["arguments"])
+        yield event("response.function_call_arguments.done", item_id=item["id"], output_index=k, name=item["name"],
+                    arguments=item["arguments"])
+        yield event("response.output_item.done", output_index=k, item=item)
+    done = "response.incomplete" if final["status"] == "incomplete" else "response.completed"
+    yield event(done, response=final)

@@ -1,0 +1,56 @@
+"""Shared by the gateway tests: an exact-text answer cache and a gateway in front of the stand-ins whose router
+sends task type ``classify`` to the student (an OpenAI-compatible tier) and anything else to Anthropic tiers."""
+
+from __future__ import annotations
+
+import dataclasses
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from opentelemetry.sdk.trace import TracerProvider
+
+from costline.collectors import Recorder
+from costline.config import Config
+from costline.serving.gateway.app import Gateway
+from costline.serving.pipeline import Pipeline
+from costline.serving.settings import BackendsConfig, GatewayConfig, RouteRulesConfig
+
+#: Request headers that route to the student (task type ``classify``) or to an Anthropic tier.
+ROUTES = {"anthropic": {"x-costline-task-type": "support"}, "student": {"x-costline-task-type": "classify"}}
+
+
+class DictCache:
+    """An exact-text cache (the semantic one is tested in the cache tests) that counts its lookups."""
+
+    def __init__(self) -> None:
+        self.entries: dict[tuple, str] = {}
+        self.lookups = 0
+
+    def lookup(self, query, *, tenant, namespace=None):
+        self.lookups += 1
+        found = self.entries.get((tenant, namespace, query))
+        return None if found is None else type("Hit", (), {"answer": found, "similarity": 1.0})()
+
+    def store(self, query, answer, *, tenant, namespace=None, doc_hashes=()):
+        self.entries[(tenant, namespace, query)] = answer
+
+
+@contextmanager
+def routed_gateway(standin: Any, keys_file: Path, *, cache: Any = None, recorder: Recorder | None = None,
+                   **settings: Any) -> Iterator[Gateway]:
+    """A started gateway (no confidence gate) in front of ``standin``, ``classify`` routed to the student."""
+    cfg = Config()
+    router = dataclasses.replace(cfg.serving.router, rules=RouteRulesConfig(student_task_types=("classify",)))
+    serving = dataclasses.replace(cfg.serving, router=router, backends=BackendsConfig(
+        anthropic_base_url=standin.url, student_base_url=standin.openai_url, max_retries=0))
+    pipeline = Pipeline.from_config(cfg.replace(serving=serving), recorder=recorder or Recorder(TracerProvider()),
+                                    cache=cache, env={}, confidence=None)
+    settings.setdefault("rate_limit_per_minute", 0)
+    gw = Gateway(pipeline, GatewayConfig(keys_file=keys_file, **settings), port=0)
+    gw.start()
+    try:
+        yield gw
+    finally:
+        gw.shutdown()
+        pipeline.close()

@@ -1,0 +1,203 @@
+"""The OpenAI Responses API on the gateway (``POST /v1/responses``), driven by the real ``openai`` SDK
+(``responses.create`` and ``responses.stream``) and by the OpenAI Agents SDK's default model (which calls the
+Responses API), against Gateway → Pipeline → the local stand-ins: text answers, the cache (one entry whichever
+API asked), a tool loop on an Anthropic tier and on the OpenAI-compatible student, ``max_output_tokens`` cuts,
+and what the gateway cannot carry refused with a 400 naming the parameter before any model call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import openai
+import pytest
+from gateways import ROUTES, DictCache, routed_gateway
+
+from costline.serving.gateway.app import CACHE_MODEL, STREAM_MODE_HEADER, Gateway
+
+TOOLS = [{"type": "function", "name": "get_weather", "description": "The current weather of a city.", "strict": True,
+          "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"],
+                         "additionalProperties": False}}]
+ASK_TOOL = "Please use get_weather: is it cold in Oslo?"
+
+
+@pytest.fixture(scope="module")
+def setup(standin, tmp_path_factory):
+    cache = DictCache()
+    with routed_gateway(standin, tmp_path_factory.mktemp("keys") / "keys.json", cache=cache) as gw:
+        yield gw, cache
+
+
+def _client(gw: Gateway, route: str = "anthropic", tenant: str = "t") -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"http://127.0.0.1:{gw.port}/v1", api_key="unused", max_retries=0,
+                         default_headers={**ROUTES[route], "x-costline-tenant": tenant})
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_text_answer_then_the_same_question_from_the_cache(setup, standin, stream) -> None:
+    gw, _ = setup
+    client = _client(gw, tenant=f"text-{stream}")
+    question = f"How do I export my invoices as CSV ({stream})?"
+
+    def ask():
+        if stream:
+            with client.responses.stream(model="gpt-5-mini", input=question, instructions="Be brief.") as s:
+                deltas = "".join(e.delta for e in s if e.type == "response.output_text.delta")
+                final = s.get_final_response()
+            assert deltas == final.output_text
+            return final
+        return client.responses.create(model="gpt-5-mini", input=question, instructions="Be brief.")
+
+    paid = len(standin.log.paid())
+    first = ask()
+    assert first.status == "completed" and first.model != CACHE_MODEL and first.output_text
+    assert first.usage.input_tokens > 0 and first.usage.output_tokens > 0
+    assert [o.type for o in first.output] == ["message"]
+    second = ask()
+    assert second.model == CACHE_MODEL and second.output_text == first.output_text
+    assert second.usage.input_tokens == 0 and second.usage.output_tokens == 0
+    assert len(standin.log.paid()) == paid + 1
+
+
+def test_one_cache_entry_whichever_openai_api_asked(setup, standin) -> None:
+    gw, _ = setup
+    client = _client(gw, tenant="both-apis")
+    question = "How do I change the email address on my account?"
+    answer = client.responses.create(model="gpt-5-mini", input=[{"role": "user", "content": question}])
+    assert answer.model != CACHE_MODEL
+    chat = client.chat.completions.create(model="gpt-5-mini", messages=[{"role": "user", "content": question}])
+    assert chat.model == CACHE_MODEL and chat.choices[0].message.content == answer.output_text
+
+
+@pytest.mark.parametrize("route", ["anthropic", "student"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_tool_loop(setup, standin, route, stream) -> None:
+    gw, cache = setup
+    client = _client(gw, route, tenant="tools")
+    stored = dict(cache.entries)
+    paid = len(standin.log.paid())
+    if stream:
+        with client.responses.stream(model="gpt-5-mini", input=ASK_TOOL, tools=TOOLS) as s:
+            argument_deltas = "".join(e.delta for e in s if e.type == "response.function_call_arguments.delta")
+            first = s.get_final_response()
+        assert argument_deltas == '{"city": "stand-in"}'
+    else:
+        first = client.responses.create(model="gpt-5-mini", input=ASK_TOOL, tools=TOOLS)
+    calls = [o for o in first.output if o.type == "function_call"]
+    assert [(c.name, c.arguments) for c in calls] == [("get_weather", '{"city": "stand-in"}')]
+    follow = [{"role": "user", "content": ASK_TOOL}, *[o.model_dump(exclude_none=True) for o in first.output],
+              {"type": "function_call_output", "call_id": calls[0].call_id, "output": "-3 C"}]
+    final = client.responses.create(model="gpt-5-mini", input=follow, tools=TOOLS)
+    assert final.output_text == "get_weather returned: -3 C"
+    assert [o.type for o in final.output] == ["message"]
+    assert cache.entries == stored  # nothing of a tool loop is stored
+    assert {e.api for e in standin.log.paid()[paid:]} == {"openai" if route == "student" else "anthropic"}
+
+
+@pytest.mark.parametrize("route", ["anthropic", "student"])
+def test_the_openai_agents_sdk_default_model_runs_through_the_responses_api(setup, route) -> None:
+    from agents import Agent, RunConfig, Runner, function_tool
+    from agents.models.openai_responses import OpenAIResponsesModel
+
+    gw, _ = setup
+    ran: list[str] = []
+
+    @function_tool
+    def get_weather(city: str) -> str:
+        """The current weather of a city."""
+        ran.append(city)
+        return f"-3 C in {city}"
+
+    def agent() -> Agent:  # a client per event loop (an async client's connections belong to one)
+        client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{gw.port}/v1", api_key="unused", max_retries=0,
+                                    default_headers=ROUTES[route])
+        return Agent(name="weather", instructions="Be brief.", tools=[get_weather],
+                     model=OpenAIResponsesModel(model="gpt-5-mini", openai_client=client))
+
+    config = RunConfig(tracing_disabled=True)
+    result = Runner.run_sync(agent(), ASK_TOOL, run_config=config)
+    assert result.final_output == "get_weather returned: -3 C in stand-in"
+
+    async def streamed() -> str:
+        run = Runner.run_streamed(agent(), ASK_TOOL, run_config=config)
+        async for _ in run.stream_events():
+            pass
+        return run.final_output
+
+    assert asyncio.run(streamed()) == "get_weather returned: -3 C in stand-in"
+    assert ran == ["stand-in", "stand-in"]
+
+
+def test_an_answer_cut_at_max_output_tokens_is_incomplete(setup) -> None:
+    gw, _ = setup
+    cut = _client(gw, tenant="cut").responses.create(
+        model="gpt-5-mini", input="Explain in detail how refunds for annual plans are calculated.", max_output_tokens=3)
+    assert cut.status == "incomplete" and cut.incomplete_details.reason == "max_output_tokens"
+    assert cut.usage.output_tokens == 3
+
+
+def test_a_streamed_tool_request_is_buffered_and_a_text_one_says_its_mode(setup) -> None:
+    gw, _ = setup
+    raw = _client(gw, tenant="modes").responses.with_raw_response.create(
+        model="gpt-5-mini", input=ASK_TOOL, tools=TOOLS, stream=True)
+    assert raw.headers[STREAM_MODE_HEADER] == "buffered"
+    kinds = [event.type for event in raw.parse()]
+    assert kinds[:2] == ["response.created", "response.in_progress"] and kinds[-1] == "response.completed"
+    assert kinds.count("response.output_item.done") == 2  # the text, the call
+
+
+@pytest.mark.parametrize("extra, param", [
+    ({"previous_response_id": "resp_123"}, "previous_response_id"),
+    ({"conversation": "conv_123"}, "conversation"),
+    ({"background": True}, "background"),
+    ({"tools": [{"type": "web_search"}]}, "tools[0]"),
+    ({"tools": [{"type": "function", "name": "bad name", "parameters": {}}]}, "tools"),
+    ({"text": {"format": {"type": "json_schema", "name": "x", "schema": {"type": "object"}}}}, "text.format"),
+    ({"input": [{"type": "item_reference", "id": "msg_1"}]}, "input[0].type"),
+    ({"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]}, "input[0].content[0]"),
+    ({"input": [{"role": "user", "content": "hi"}, {"type": "function_call", "call_id": "c", "name": "f",
+                                                    "arguments": "{broken"}]}, "input[1]"),
+    ({"input": [{"role": "assistant", "content": "hello"}]}, "input"),
+    ({"max_output_tokens": 0}, "max_output_tokens"),
+    ({"reasoning": {"effort": "extreme"}}, "reasoning.effort"),
+    ({"temperature": 3}, "temperature"),
+])
+def test_what_cannot_be_carried_is_a_400_naming_the_param(setup, standin, extra, param) -> None:
+    gw, _ = setup
+    paid = len(standin.log.paid())
+    with pytest.raises(openai.BadRequestError) as err:
+        _client(gw).responses.create(**{"model": "gpt-5-mini", "input": "How do I reset my password?", **extra})
+    assert err.value.body["param"] == param and err.value.body["type"] == "invalid_request_error"
+    assert len(standin.log.paid()) == paid
+
+
+def test_input_images_reach_a_tier_as_image_blocks(setup, standin) -> None:
+    """An ``input_image`` (a data URL) reaches the text-only student as an image part: refused there as vLLM
+    refuses it, and escalated to a tier that reads images."""
+    gw, _ = setup
+    entries = len(standin.log.entries())
+    raw = _client(gw, "student", tenant="images").responses.with_raw_response.create(
+        model="gpt-5-mini", input=[{"role": "user", "content": [
+            {"type": "input_text", "text": "Which label fits this picture?"},
+            {"type": "input_image", "image_url": "data:image/png;base64,iVBORw0KGgo="}]}])
+    assert raw.headers["x-costline-routed-tier"] == "student" and raw.headers["x-costline-tier"] != "student"
+    assert raw.parse().output_text
+    logged = standin.log.entries()[entries:]
+    assert (logged[0].api, logged[0].status) == ("openai", 400) and logged[-1].api == "anthropic"
+
+
+def test_with_keys_the_key_decides_the_tenant_on_this_route_too(standin, tmp_path) -> None:
+    from costline.serving.gateway.auth import KeyStore
+
+    keyfile = tmp_path / "keys.json"
+    _, key = KeyStore(keyfile).add("acme")
+    with routed_gateway(standin, keyfile) as gw:
+        base = f"http://127.0.0.1:{gw.port}/v1"
+        with pytest.raises(openai.AuthenticationError) as err:
+            openai.OpenAI(base_url=base, api_key="not-a-key", max_retries=0).responses.create(
+                model="m", input="How do I reset my password?")
+        assert "error" in err.value.response.json()  # OpenAI's error format
+        acme = openai.OpenAI(base_url=base, api_key=key, max_retries=0)
+        assert acme.responses.create(model="m", input="How do I reset my password?").output_text
+        with pytest.raises(openai.PermissionDeniedError):
+            acme.responses.create(model="m", input="How do I reset my password?", metadata={"tenant": "globex"})
