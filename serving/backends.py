@@ -302,6 +302,19 @@ class AnthropicBackend:
             raise BackendError(self.spec.name, INCOMPLETE_STREAM, _INCOMPLETE_STREAM_MESSAGE)
         return self._reply(response)
 
+    def count_tokens(self, prompt: Prompt) -> int:
+        """The input tokens ``prompt`` would cost on this tier's model (the Messages API's free ``count_tokens``:
+        system, turns and tools counted by the model's own tokenizer); nothing is generated or recorded."""
+        import anthropic
+
+        kwargs = self._kwargs(prompt)
+        fields = {k: kwargs[k] for k in ("model", "messages", "system", "tools", "tool_choice") if k in kwargs}
+        try:
+            counted = self.client.messages.count_tokens(**fields)
+        except anthropic.APIError as exc:
+            raise BackendError(self.spec.name, type(exc).__name__, str(exc)[:300]) from exc
+        return _int(_field(counted, "input_tokens"))
+
     def _kwargs(self, prompt: Prompt) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
             "model": self.spec.model,

@@ -328,6 +328,10 @@ class Pipeline:
                                   request_id=request_id)
         return live
 
+    def route(self, query: str, task_type: str, subtype: str | None = None) -> Any:
+        """The router's decision for ``query`` (the tier :meth:`answer` would start at), without answering."""
+        return self._route(well_formed(query), task_type, subtype)
+
     # -- internals -------------------------------------------------------------------------
     def _route(self, query: str, task_type: str, subtype: str | None = None) -> Any:
         """The router's decision. When the policy reads MiniLM vectors and the cache embeds with the

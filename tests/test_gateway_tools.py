@@ -198,3 +198,19 @@ def test_an_image_for_a_text_only_student_is_escalated_not_dropped(setup, standi
     logged = standin.log.entries()[entries:]
     assert (logged[0].api, logged[0].status, logged[0].paid) == ("openai", 400, False)
     assert logged[-1].api == "anthropic" and logged[-1].paid
+
+
+def test_count_tokens_through_the_anthropic_sdk_counts_on_the_routed_tiers_model(setup, standin) -> None:
+    """``messages.count_tokens`` (LangChain's get_num_tokens_from_messages, Claude Code) reaches the Messages API's
+    free count on the tier the request would go to — the nearest Anthropic tier up the ladder for the student —
+    and nothing is paid. The stand-in counts a token per word and per punctuation mark."""
+    gw, _ = setup
+    paid = len(standin.log.paid())
+    for route in (ANTHROPIC_TIER, STUDENT):
+        raw = _anthropic(gw, route).messages.with_raw_response.count_tokens(
+            model="claude-haiku-4-5", system="Be brief.", messages=[{"role": "user", "content": "How do I reset my password?"}])
+        assert raw.parse().input_tokens == 3 + 7  # "Be" "brief" "." and "How" "do" "I" "reset" "my" "password" "?"
+        assert raw.headers["x-costline-tier"] != "student"
+    with pytest.raises(anthropic.BadRequestError):
+        _anthropic(gw, ANTHROPIC_TIER).messages.count_tokens(model="m", messages=[{"role": "robot", "content": "x"}])
+    assert len(standin.log.paid()) == paid

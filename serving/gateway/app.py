@@ -62,6 +62,8 @@ from costline.serving.pipeline import Answer, LiveAnswer, Pipeline
 from costline.serving.settings import GatewayConfig
 from costline.serving.gateway.messages_api import (ANTHROPIC_ERROR_TYPES, last_user_text, question_text, sampling_of,
                                                    shape_problem, unsupported_problem)
+from costline.serving.errors import BackendError
+from costline.serving.translate import tools_problem
 
 __all__ = ["Gateway", "CACHE_MODEL", "STREAM_MODE_HEADER"]
 
@@ -134,6 +136,8 @@ class Gateway(ServedByJsonServer):
         self._server = AsgiServer(
             [Route("POST", "/v1/messages", self._messages), Route("GET", "/v1/models", self._models),
              Route("OPTIONS", "/v1/messages", self._preflight),
+             Route("POST", "/v1/messages/count_tokens", self._count_tokens),
+             Route("OPTIONS", "/v1/messages/count_tokens", self._preflight),
              Route("POST", "/v1/chat/completions", self.chat_completions),
              Route("OPTIONS", "/v1/chat/completions", self._preflight),
              Route("POST", "/v1/responses", self.responses),
@@ -281,6 +285,44 @@ class Gateway(ServedByJsonServer):
         response = self._answer(req, body, admitted.tenant)
         response.headers.update(admitted.headers)
         return response
+
+    def _count_tokens(self, req: HttpRequest) -> HttpResponse:
+        """``POST /v1/messages/count_tokens``: the input tokens of a Messages request on the model of the tier it
+        would be routed to (the nearest Anthropic tier up its ladder when that tier's API has no count), from that
+        API's own free count. Nothing is generated; no request span (it is not a request a model answered)."""
+        entered = self._entry(req, _error)
+        if isinstance(entered, HttpResponse):
+            return entered
+        admitted, body = entered
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages or not all(isinstance(m, Mapping) for m in messages):
+            return _error(400, "messages: at least one message is required", admitted.headers)
+        problem = shape_problem(messages, body.get("system")) or tools_problem(body.get("tools"), body.get("tool_choice"))
+        if problem:
+            return _error(400, problem, admitted.headers)
+        tools = tuple(body.get("tools") or ())
+        prompt = Prompt(tuple(messages), body.get("system"), None, (), tools, body.get("tool_choice") if tools else None)
+        query = question_text(messages)
+        cfg = self.config
+        task_type = req.header(cfg.task_type_header) or cfg.default_task_type
+        try:
+            decision = self.pipeline.route(query or " ", task_type)
+        except Exception as exc:  # noqa: BLE001 - a router that cannot decide: the caller gets a clear error
+            log.exception("costline gateway: could not route a count_tokens request")
+            return _error(500, f"costline gateway failure: {type(exc).__name__}", admitted.headers)
+        ladder = self.pipeline.registry.ladder(decision.tier, len(self.pipeline.registry.names))
+        backend = next((b for b in (self.pipeline.backends.get(t) for t in ladder) if hasattr(b, "count_tokens")), None)
+        if backend is None:
+            return _error(400, f"no tier from {decision.tier} up is served by the Messages API, which counts tokens",
+                          admitted.headers)
+        try:
+            counted = backend.count_tokens(prompt)
+        except BackendError as exc:
+            status = _STATUS_OF_ERROR.get(exc.error_type, 529 if "Overloaded" in exc.error_type else
+                                          400 if exc.error_type in _CALLER_ERRORS else 500)
+            return _error(status, f"{exc.tier}: {exc.error_type}", admitted.headers)
+        return HttpResponse(200, {"input_tokens": counted},
+                            headers={**admitted.headers, "x-costline-tier": backend.spec.name})
 
     def ask(self, req: HttpRequest, *, query: str, prompt: Prompt, cache_scope: str, stream: bool,
             metadata: Mapping[str, Any], tenant: str | None) -> Answer | LiveAnswer:
