@@ -1,5 +1,7 @@
 """Property-based fuzzing of the gateway's request parsing: any method, headers and body get an
-answer in Anthropic's error format or a message, never a 5xx (except 529 when busy), never a crash."""
+answer in Anthropic's error format or a message, never a 5xx (except 529 when busy), never a crash; and a valid
+tool-loop request of each route (Messages, count_tokens, Chat Completions, Responses) with one to three of its
+values replaced at any depth gets an answer or a 400 in its API's error format."""
 
 from __future__ import annotations
 
@@ -92,3 +94,78 @@ def test_gateway_parses_anything_without_a_server_error(gateway, method, path, h
     assert resp.status < 500 or resp.status in (503, 529), (resp.status, answer[:300])  # busy: back-pressure
     if resp.status >= 400 and resp.status != 431:
         assert json.loads(answer)["type"] == "error"
+
+
+# -- tools, tool turns and the OpenAI routes: a valid tool-loop request of each route, one to three of its values
+# (at any depth) replaced by something else, so the fuzz reaches the deep checks and the translation -----------
+WEATHER_SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+QUESTION_TOOL = "Please use get_weather: is it cold in Oslo?"
+BASES = {
+    "/v1/messages": {
+        "model": "m", "max_tokens": 50, "system": [{"type": "text", "text": "Be brief."}],
+        "tools": [{"name": "get_weather", "description": "Weather.", "input_schema": WEATHER_SCHEMA}],
+        "tool_choice": {"type": "auto"},
+        "messages": [{"role": "user", "content": QUESTION_TOOL},
+                     {"role": "assistant", "content": [{"type": "text", "text": "Calling."}, {
+                         "type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Oslo"}}]},
+                     {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1",
+                                                   "content": [{"type": "text", "text": "-3 C"}]}]}]},
+    "/v1/chat/completions": {
+        "model": "m", "max_completion_tokens": 50, "stream": False, "tool_choice": "auto",
+        "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": WEATHER_SCHEMA}}],
+        "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": QUESTION_TOOL},
+                     {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function", "function": {
+                         "name": "get_weather", "arguments": '{"city": "Oslo"}'}}]},
+                     {"role": "tool", "tool_call_id": "call_1", "content": "-3 C"}]},
+    "/v1/responses": {
+        "model": "m", "instructions": "Be brief.", "max_output_tokens": 50, "parallel_tool_calls": False,
+        "tools": [{"type": "function", "name": "get_weather", "parameters": WEATHER_SCHEMA}],
+        "input": [{"role": "user", "content": [{"type": "input_text", "text": QUESTION_TOOL},
+                                               {"type": "input_image", "image_url": "data:image/png;base64,iVBORw0K"}]},
+                  {"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": '{"city": "Oslo"}'},
+                  {"type": "function_call_output", "call_id": "call_1", "output": "-3 C"}]},
+    "/v1/messages/count_tokens": {
+        "model": "m", "tools": [{"name": "get_weather", "input_schema": WEATHER_SCHEMA}],
+        "messages": [{"role": "user", "content": QUESTION_TOOL}]},
+}
+odd = st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.floats(allow_nan=False), st.text(max_size=8),
+                st.sampled_from(["", "tool", "any", "none", "function", "user", "assistant", "tool_use", "text",
+                                 "{not json", "[1]", "data:image/png;base64,@@", "ftp://x"]),
+                st.lists(st.integers(), max_size=2), st.just({}), st.just([]),
+                st.dictionaries(st.sampled_from(["type", "name", "text"]), st.text(max_size=4), max_size=2))
+
+
+def _paths(doc, at=()):
+    """Every place in ``doc`` (a key of an object, an index of a list), outermost first."""
+    items = doc.items() if isinstance(doc, dict) else enumerate(doc) if isinstance(doc, list) else ()
+    for key, value in items:
+        yield (*at, key)
+        yield from _paths(value, (*at, key))
+
+
+@FUZZ
+@given(route=st.sampled_from(sorted(BASES)), data=st.data())
+def test_tool_and_openai_route_shapes_never_get_a_server_error(gateway, route, data) -> None:
+    gw, key = gateway
+    body = json.loads(json.dumps(BASES[route]))
+    for _ in range(data.draw(st.integers(1, 3))):
+        places = list(_paths(body))
+        if not places:
+            break
+        *parent, last = data.draw(st.sampled_from(places))
+        node = body
+        for step in parent:
+            node = node[step]
+        node[last] = data.draw(odd)
+    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=20)
+    try:
+        conn.request("POST", route, json.dumps(body), {"x-api-key": key, "content-type": "application/json"})
+        resp = conn.getresponse()
+        answer = resp.read()
+    finally:
+        conn.close()
+    assert resp.status < 500 or resp.status in (503, 529), (resp.status, answer[:300], body)
+    if resp.status >= 400:
+        doc = json.loads(answer)
+        assert (doc.get("type") == "error") == route.startswith("/v1/messages")  # each API in its own format
+        assert doc["error"]["message"]
