@@ -77,6 +77,10 @@ class Prompt:
     #: and ``tool_choice``; the turns may carry ``tool_use`` / ``tool_result`` blocks.
     tools: tuple[Mapping[str, Any], ...] = ()
     tool_choice: Mapping[str, Any] | None = None
+    #: Messages API fields an Anthropic tier gets as they came (``PASSTHROUGH_FIELDS``: ``cache_control``,
+    #: ``service_tier``, ``speed``, ``inference_geo``, ``metadata.user_id``), checked by the gateway;
+    #: an OpenAI-compatible tier has no such fields and does not get them.
+    anthropic_extra: tuple[tuple[str, Any], ...] = ()
 
     @property
     def uses_tools(self) -> bool:
@@ -328,6 +332,7 @@ class AnthropicBackend:
             if prompt.tool_choice:
                 kwargs["tool_choice"] = dict(prompt.tool_choice)
         kwargs.update(_anthropic_sampling(prompt))
+        kwargs.update(prompt.anthropic_extra)
         return kwargs
 
     def _reply(self, response: Any) -> Reply:

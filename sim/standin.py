@@ -125,6 +125,11 @@ class LoggedRequest:
     sampling: tuple[tuple[str, Any], ...] = ()
 
 
+#: Messages API fields that change how a request is served, not what it asks; logged with the parameters so
+#: tests see what a client's request carried to the model.
+_CARRIED = ("cache_control", "service_tier", "speed", "inference_geo", "metadata")
+
+
 def _sampling(body: Mapping[str, Any], names: tuple[str, ...], max_temperature: float) -> tuple[tuple[str, Any], ...]:
     """The generation parameters of ``body`` among ``names``, checked as the API checks them (raises _ApiError)."""
     out = []
@@ -138,9 +143,9 @@ def _sampling(body: Mapping[str, Any], names: tuple[str, ...], max_temperature: 
                 raise _ApiError(400, f"{name}: range: 0..{top:g}")
         elif name == "top_k" and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
             raise _ApiError(400, "top_k: a whole number >= 0")
-        elif name == "output_config":
+        elif name in ("output_config", "cache_control", "metadata"):
             if not isinstance(value, Mapping):
-                raise _ApiError(400, "output_config: Input should be a valid dictionary")
+                raise _ApiError(400, f"{name}: Input should be a valid dictionary")
             value = tuple(sorted(value.items()))
         elif name in ("stop_sequences", "stop"):
             value = [value] if name == "stop" and isinstance(value, str) else value
@@ -416,7 +421,7 @@ class StandInServer(ServedByJsonServer):
         tier = self.tier_of(model)
         if tier is None or tier == contract.TIER_STUDENT:
             raise _ApiError(404, f"model: {model}")
-        sampling = _sampling(body, ("temperature", "top_p", "top_k", "stop_sequences", "output_config"), 1.0)
+        sampling = _sampling(body, ("temperature", "top_p", "top_k", "stop_sequences", "output_config", *_CARRIED), 1.0)
         tools, choice, named = _message_tools(body)
         tool = _chosen_tool(tools, choice, named, _open_question(messages, _holds_tool_results))
         stopped: str | None = None

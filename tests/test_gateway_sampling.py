@@ -228,3 +228,36 @@ def test_reasoning_effort_reaches_the_anthropic_tiers_as_effort(standin, serve):
     assert out.choices[0].message.content
     sent = _sent(standin)
     assert sent and all(p == {"output_config": (("effort", "low"),)} for p in sent), sent
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_fields_that_change_how_a_request_is_served_reach_anthropic_tiers_as_they_came(standin, serve, stream):  # noqa: F811
+    """Top-level prompt caching, the service tier, fast mode, the inference region and the end user's id were
+    dropped on the way (a request pinned to a region went without it); now an Anthropic tier gets them as sent —
+    and only the end user's id of ``metadata`` (the tenant stays costline's)."""
+    standin.log.clear()
+    gw = serve()
+    assert _ask_messages(gw, stream, f"carried-{stream}", extra_body={
+        "cache_control": {"type": "ephemeral", "ttl": "1h"}, "service_tier": "standard_only", "speed": "fast",
+        "inference_geo": "us", "metadata": {"user_id": "user-42", "task_type": "support"}})
+    sent = _sent(standin)
+    assert sent and all(p == {"cache_control": (("ttl", "1h"), ("type", "ephemeral")), "service_tier": "standard_only",
+                              "speed": "fast", "inference_geo": "us", "metadata": (("user_id", "user-42"),)}
+                        for p in sent), sent
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"cache_control": {"type": "persistent"}}, "cache_control: {\"type\": \"ephemeral\"}"),
+    ({"service_tier": "priority"}, "service_tier: one of auto, standard_only"),
+    ({"speed": "ludicrous"}, "speed: one of standard, fast"),
+    ({"inference_geo": 7}, "inference_geo: a region name"),
+    ({"metadata": {"user_id": "u" * 300}}, "metadata.user_id: a string of up to 256 characters"),
+])
+def test_carried_fields_the_api_would_refuse_are_a_400_before_any_call(standin, serve, extra, message):  # noqa: F811
+    standin.log.clear()
+    gw = serve()
+    with pytest.raises(anthropic.BadRequestError) as err:
+        _anthropic(gw).messages.create(model="m", max_tokens=50, messages=[{"role": "user", "content": QUESTION}],
+                                       extra_body=extra)
+    assert err.value.body["error"]["message"].startswith(message)
+    assert standin.log.entries() == []

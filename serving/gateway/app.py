@@ -60,8 +60,8 @@ from costline.serving.backends import Prompt
 from costline.serving.cache.key import scope_of_body
 from costline.serving.pipeline import Answer, LiveAnswer, Pipeline
 from costline.serving.settings import GatewayConfig
-from costline.serving.gateway.messages_api import (ANTHROPIC_ERROR_TYPES, last_user_text, question_text, sampling_of,
-                                                   shape_problem, unsupported_problem)
+from costline.serving.gateway.messages_api import (ANTHROPIC_ERROR_TYPES, last_user_text, passthrough_of, question_text,
+                                                   sampling_of, shape_problem, unsupported_problem)
 from costline.serving.errors import BackendError
 from costline.serving.translate import tools_problem
 
@@ -350,12 +350,15 @@ class Gateway(ServedByJsonServer):
         sampling = sampling_of(body)
         if isinstance(sampling, str):
             return _error(400, sampling)
+        extra = passthrough_of(body)
+        if isinstance(extra, str):
+            return _error(400, extra)
         max_tokens = body.get("max_tokens")
         if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
             return _error(400, "max_tokens: field required (a whole number >= 1)")
         tools = tuple(body.get("tools") or ())
         prompt = Prompt(tuple(messages), body.get("system"), max_tokens, sampling, tools,
-                        body.get("tool_choice") if tools else None)
+                        body.get("tool_choice") if tools else None, extra)
         query = question_text(messages) if prompt.uses_tools else last_user_text(messages)
         if not query.strip():
             return _error(400, "messages: the last user message has no text")

@@ -7,6 +7,7 @@
 * :func:`shape_problem` — what is wrong with a request's ``messages`` and ``system``, checked as the API does
   before any model is called (a malformed one would fail on every tier, each paid for a round trip);
 * :func:`sampling_of` — the generation parameters forwarded to every tier (:data:`SAMPLING_FIELDS`), checked;
+* :func:`passthrough_of` — the fields carried as they are to Anthropic tiers (:data:`PASSTHROUGH_FIELDS`), checked;
 * :func:`unsupported_problem` — a field the gateway cannot carry (:data:`UNSUPPORTED_FIELDS`: extended thinking,
   structured outputs) or malformed ``tools``: refused with a 400 rather than dropped.
 """
@@ -19,9 +20,9 @@ from typing import Any
 
 from costline.serving.translate import block_text, tools_problem
 
-__all__ = ["ANTHROPIC_ERROR_TYPES", "SAMPLING_FIELDS", "UNSUPPORTED_FIELDS", "message_text", "last_user_text",
+__all__ = ["ANTHROPIC_ERROR_TYPES", "PASSTHROUGH_FIELDS", "SAMPLING_FIELDS", "UNSUPPORTED_FIELDS", "message_text", "last_user_text",
            "question_text",
-           "sampling_of", "shape_problem", "unsupported_problem"]
+           "passthrough_of", "sampling_of", "shape_problem", "unsupported_problem"]
 
 #: Anthropic's error ``type`` per HTTP status.
 ANTHROPIC_ERROR_TYPES: dict[int, str] = {
@@ -170,6 +171,42 @@ def sampling_of(body: Mapping[str, Any], *, max_temperature: float = 1.0) -> tup
             if effort not in EFFORTS:
                 return f"output_config.effort: one of {', '.join(EFFORTS)}"
             out.append(("effort", effort))
+    return tuple(out)
+
+
+#: Messages API fields the gateway carries as they are to Anthropic tiers (``Prompt.anthropic_extra``), each with
+#: the check the API would make: prompt caching for the whole request, the service tier, fast mode, where the
+#: inference runs, the end user's id (``metadata.user_id``: the rest of ``metadata`` is costline's).
+PASSTHROUGH_FIELDS = ("cache_control", "service_tier", "speed", "inference_geo", "metadata.user_id")
+
+
+def passthrough_of(body: Mapping[str, Any]) -> tuple[tuple[str, Any], ...] | str:
+    """The request's :data:`PASSTHROUGH_FIELDS` that are set, as ``((field, value), ...)``, or what is wrong with
+    one (a value the API would refuse on every Anthropic tier)."""
+    out: list[tuple[str, Any]] = []
+    cache = body.get("cache_control")
+    if cache is not None:
+        if not isinstance(cache, Mapping) or cache.get("type") != "ephemeral" \
+                or cache.get("ttl") not in (None, "5m", "1h") or set(cache) - {"type", "ttl"}:
+            return "cache_control: {\"type\": \"ephemeral\"} with an optional ttl of \"5m\" or \"1h\""
+        out.append(("cache_control", dict(cache)))
+    for name, allowed in (("service_tier", ("auto", "standard_only")), ("speed", ("standard", "fast"))):
+        value = body.get(name)
+        if value is not None:
+            if value not in allowed:
+                return f"{name}: one of {', '.join(allowed)}"
+            out.append((name, value))
+    geo = body.get("inference_geo")
+    if geo is not None:
+        if not isinstance(geo, str) or not 0 < len(geo) <= 32:
+            return "inference_geo: a region name (a string of up to 32 characters)"
+        out.append(("inference_geo", geo))
+    meta = body.get("metadata")
+    user = meta.get("user_id") if isinstance(meta, Mapping) else None
+    if user is not None:
+        if not isinstance(user, str) or len(user) > 256:
+            return "metadata.user_id: a string of up to 256 characters"
+        out.append(("metadata", {"user_id": user}))
     return tuple(out)
 
 
