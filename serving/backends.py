@@ -81,12 +81,21 @@ class Prompt:
     #: ``service_tier``, ``speed``, ``inference_geo``, ``metadata.user_id``), checked by the gateway;
     #: an OpenAI-compatible tier has no such fields and does not get them.
     anthropic_extra: tuple[tuple[str, Any], ...] = ()
+    #: The Messages API's ``thinking`` (``enabled`` with a budget, or ``adaptive``), checked by the gateway: sent to
+    #: Anthropic tiers; an OpenAI-compatible tier answers without it (and without thinking blocks).
+    thinking: Mapping[str, Any] | None = None
 
     @property
     def uses_tools(self) -> bool:
         """True when the request offers tools or its turns carry tool calls or results: its answer may be a tool
-        call, and it depends on what the tools returned (never served from or stored in the cache)."""
+        call, and it depends on what the tools returned."""
         return uses_tools(self.messages, self.tools)
+
+    @property
+    def expects_blocks(self) -> bool:
+        """True when the answer may hold blocks other than text — tool calls (:attr:`uses_tools`) or thinking
+        blocks (``thinking``): it is never served from or stored in the cache, and is streamed whole."""
+        return self.thinking is not None or self.uses_tools
 
     @classmethod
     def of(cls, query: str, *, system: Any = None, max_tokens: int | None = None) -> "Prompt":
@@ -128,8 +137,8 @@ class Reply:
     cache_read_tokens: int = 0
     cache_creation_tokens: int = 0
     id: str | None = None
-    #: The answer's content blocks (Messages API shapes) when it calls tools: its text and ``tool_use`` blocks;
-    #: empty for a text answer (``text`` is all of it).
+    #: The answer's content blocks (Messages API shapes) when it holds more than text: its text, ``tool_use`` and
+    #: ``thinking`` / ``redacted_thinking`` blocks; empty for a text answer (``text`` is all of it).
     content: tuple[Mapping[str, Any], ...] = ()
 
     @property
@@ -180,11 +189,12 @@ def _message_text(blocks: Any) -> str:
     return "".join(parts)
 
 
-def _tool_blocks(blocks: Any) -> tuple[dict[str, Any], ...]:
-    """A Messages API answer's content (raw JSON blocks or the SDK's) as plain blocks when it calls a tool
-    (its text and ``tool_use`` blocks, in order), else ``()``: a text answer is all in ``Reply.text``."""
+def _content_blocks(blocks: Any) -> tuple[dict[str, Any], ...]:
+    """A Messages API answer's content (raw JSON blocks or the SDK's) as plain blocks when it holds more than text
+    (``tool_use``, ``thinking``, ``redacted_thinking``: kept in order with its text blocks, each with the fields a
+    client sends back on the next turn), else ``()``: a text answer is all in ``Reply.text``."""
     blocks = blocks if isinstance(blocks, list) else []
-    if not any(_field(b, "type") == "tool_use" for b in blocks):
+    if all(_field(b, "type") == "text" for b in blocks):
         return ()
     out: list[dict[str, Any]] = []
     for block in blocks:
@@ -195,6 +205,11 @@ def _tool_blocks(blocks: Any) -> tuple[dict[str, Any], ...]:
             given = _field(block, "input")
             out.append({"type": "tool_use", "id": str(_field(block, "id") or ""), "name": str(_field(block, "name")),
                         "input": dict(given) if isinstance(given, Mapping) else {}})
+        elif kind == "thinking":
+            out.append({"type": "thinking", "thinking": str(_field(block, "thinking") or ""),
+                        "signature": str(_field(block, "signature") or "")})
+        elif kind == "redacted_thinking":
+            out.append({"type": "redacted_thinking", "data": str(_field(block, "data") or "")})
     return tuple(out)
 
 
@@ -287,7 +302,7 @@ class AnthropicBackend:
             except Exception:
                 log.exception("costline: could not record a model response")
         return Reply(_message_text(body.get("content")), self.spec.name, model or self.spec.model, stop,
-                     fresh + read + created, out, read, created, rid, _tool_blocks(body.get("content")))
+                     fresh + read + created, out, read, created, rid, _content_blocks(body.get("content")))
 
     def stream(self, prompt: Prompt) -> Generator[str, None, Reply]:
         """:meth:`complete`, streamed (``messages.stream``): yields text deltas, returns the Reply."""
@@ -331,6 +346,8 @@ class AnthropicBackend:
             kwargs["tools"] = [dict(t) for t in prompt.tools]
             if prompt.tool_choice:
                 kwargs["tool_choice"] = dict(prompt.tool_choice)
+        if prompt.thinking:
+            kwargs["thinking"] = dict(prompt.thinking)
         kwargs.update(_anthropic_sampling(prompt))
         kwargs.update(prompt.anthropic_extra)
         return kwargs
@@ -348,7 +365,7 @@ class AnthropicBackend:
                      _str_or_none(_field(response, "model")) or self.spec.model,
                      _str_or_none(_field(response, "stop_reason")),
                      _int(_field(usage, "input_tokens")) + read + created, _int(_field(usage, "output_tokens")),
-                     read, created, _str_or_none(_field(response, "id")), _tool_blocks(_field(response, "content")))
+                     read, created, _str_or_none(_field(response, "id")), _content_blocks(_field(response, "content")))
 
     def close(self) -> None:
         self.client.close()

@@ -247,8 +247,9 @@ class Pipeline:
         if cache_scope:
             namespace = scoped_namespace(namespace or DEFAULT_NAMESPACE, cache_scope)
         prompt = prompt or Prompt.of(query)
-        # a request with tools: its answer may be a call, and depends on what the tools returned: no cache
-        cache = None if prompt.uses_tools else self.cache
+        # a request with tools (its answer may be a call, and depends on what the tools returned) or thinking
+        # (its answer holds thinking blocks a client sends back): no cache
+        cache = None if prompt.expects_blocks else self.cache
         with self.recorder.request(task_type=task_type, tenant=tenant, subtype=subtype,
                                    request_id=request_id, routed_tier=decision.tier,
                                    route_reason=decision.reason) as req:
@@ -310,8 +311,8 @@ class Pipeline:
         Nothing is sent to a model before the LiveAnswer is iterated."""
         query = well_formed(query)
         decision = self._route(query, task_type, subtype)
-        # a tool call's blocks are whole before they are sent (the gateway writes them as the API's events)
-        if not self.streams_live(decision.tier) or (prompt is not None and prompt.uses_tools):
+        # tool calls and thinking blocks are whole before they are sent (the gateway writes them as the API's events)
+        if not self.streams_live(decision.tier) or (prompt is not None and prompt.expects_blocks):
             return self.answer(query, task_type=task_type, tenant=tenant, doc_hashes=doc_hashes,
                                namespace=namespace, subtype=subtype, prompt=prompt, request_id=request_id,
                                cache_scope=cache_scope)

@@ -443,6 +443,13 @@ class StandInServer(ServedByJsonServer):
             if stopped is not None:
                 out_tokens, truncated = count_tokens(text), False
             content = [{"type": "text", "text": text}]
+        thinking = _thinking(body, max_tokens)
+        if thinking is not None:  # the model's thought comes first (empty when display is "omitted")
+            thought = "" if thinking.get("display") == "omitted" else \
+                f"The stand-in thinks about: {last_user_text(messages)[:60]}"
+            content.insert(0, {"type": "thinking", "thinking": thought,
+                               "signature": f"sig_standin_{next(self._ids):08d}"})
+            out_tokens += count_tokens(thought)
         read, created = self._prompt_cache_usage(model, body.get("system"), messages)
         total_in = sum(count_tokens(t) for t, _ in _blocks(body.get("system"))) + sum(
             count_tokens(t) for m in messages for t, _ in _blocks(m.get("content")))
@@ -512,13 +519,19 @@ class StandInServer(ServedByJsonServer):
         usage = message["usage"]
         start = {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
         blocks = message["content"]
-        steps: list[tuple[int, str]] = []  # (content block index, its next delta)
+        steps: list[tuple[int, dict[str, Any]]] = []  # (content block index, its next delta)
         for b, block in enumerate(blocks):
-            pieces = _pieces(block["text"]) if block["type"] == "text" else _json_pieces(json.dumps(block["input"]))
-            steps.extend((b, piece) for piece in pieces)
+            if block["type"] == "text":
+                steps.extend((b, {"type": "text_delta", "text": p}) for p in _pieces(block["text"]))
+            elif block["type"] == "thinking":  # the thought in pieces, then its signature
+                steps.extend((b, {"type": "thinking_delta", "thinking": p}) for p in _pieces(block["thinking"]))
+                steps.append((b, {"type": "signature_delta", "signature": block["signature"]}))
+            else:
+                steps.extend((b, {"type": "input_json_delta", "partial_json": p})
+                             for p in _json_pieces(json.dumps(block["input"])))
         current = -1
-        for i, piece in self._paced(tier, [piece for _, piece in steps]):
-            b = steps[i][0]
+        for i, _ in self._paced(tier, [str(delta) for _, delta in steps]):
+            b, delta = steps[i]
             if i == 0:
                 yield _sse("message_start", {"type": "message_start", "message": start})
             if b != current:
@@ -526,6 +539,7 @@ class StandInServer(ServedByJsonServer):
                     yield _sse("content_block_stop", {"type": "content_block_stop", "index": current})
                 block = blocks[b]
                 opened = {"type": "text", "text": ""} if block["type"] == "text" else {
+                    "type": "thinking", "thinking": "", "signature": ""} if block["type"] == "thinking" else {
                     "type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}
                 yield _sse("content_block_start", {"type": "content_block_start", "index": b,
                                                    "content_block": opened})
@@ -534,8 +548,6 @@ class StandInServer(ServedByJsonServer):
                 yield _sse("error", {"type": "error", "error": {"type": "overloaded_error",
                                                                  "message": "Overloaded (stand-in, mid-stream)"}})
                 return
-            delta = {"type": "text_delta", "text": piece} if blocks[b]["type"] == "text" else {
-                "type": "input_json_delta", "partial_json": piece}
             yield _sse("content_block_delta", {"type": "content_block_delta", "index": b, "delta": delta})
         yield _sse("content_block_stop", {"type": "content_block_stop", "index": current})
         # the API's message_delta carries the cumulative usage, input and cache counts included
@@ -998,6 +1010,24 @@ def _function_call(tools: Any, items: list[dict[str, Any]]) -> tuple[str, str] |
                 and str(tool["name"]) in query:
             return str(tool["name"]), json.dumps(_default_input(tool.get("parameters")))
     return None
+
+
+def _thinking(body: Mapping[str, Any], max_tokens: int) -> Mapping[str, Any] | None:
+    """The request's ``thinking`` when it asks the model to think (``enabled`` / ``adaptive``), checked as the
+    API checks it (raises _ApiError); None when absent or ``disabled``."""
+    thinking = body.get("thinking")
+    if thinking is None:
+        return None
+    kind = thinking.get("type") if isinstance(thinking, Mapping) else None
+    if kind == "disabled":
+        return None
+    if kind not in ("enabled", "adaptive"):
+        raise _ApiError(400, "thinking.type: one of 'enabled', 'adaptive', 'disabled'")
+    budget = thinking.get("budget_tokens")
+    if kind == "enabled" and (not isinstance(budget, int) or isinstance(budget, bool) or budget < 1024
+                              or budget >= max_tokens):
+        raise _ApiError(400, "thinking.budget_tokens: at least 1024 and less than max_tokens")
+    return thinking
 
 
 #: The argument a stand-in tool call passes for a parameter, by the parameter's JSON Schema type (else null).

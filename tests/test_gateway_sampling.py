@@ -1,8 +1,8 @@
 """Generation parameters through the gateway: what an app sets reaches the model that answers, in the names of that
 model's API, through the real ``anthropic`` (2.x: ``stop_sequences``, ``output_config.effort``; its Messages API
 has no temperature) and ``openai`` SDKs (``temperature``, ``top_p``, ``stop``), streamed or not; what the gateway
-cannot carry (extended thinking, structured outputs) is a 400 naming the field, never silently dropped (a
-request answered as if it had not asked). The stand-in records the parameters each
+cannot carry (structured outputs) is a 400 naming the field, never silently dropped (a request answered as if it
+had not asked). The stand-in records the parameters each
 call carried, by its API's names, and stops at a stop sequence as the API does."""
 
 from __future__ import annotations
@@ -152,7 +152,6 @@ def test_an_openai_compatible_tier_gets_openai_names_and_never_effort(standin, s
 
 
 @pytest.mark.parametrize("field, value", [  # (tools are carried: tests/test_gateway_tools.py)
-    ("thinking", {"type": "enabled", "budget_tokens": 1024}),
     ("output_config", {"format": {"type": "json_schema", "schema": {"type": "object"}}}),
 ])
 def test_what_the_gateway_cannot_carry_is_refused_not_dropped(standin, serve, field, value):  # noqa: F811

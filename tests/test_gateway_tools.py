@@ -3,6 +3,7 @@ Gateway → Pipeline → the local stand-ins: a two-turn tool loop on an Anthrop
 tier (the student), from either API, so the tools, the calls and the results are translated both ways. A request
 with tools is never answered from the cache nor stored in it; malformed tools are a 400 before any model call.
 An image for the text-only student reaches it as an image part (refused there, escalated), never dropped.
+Extended thinking reaches Anthropic tiers and its blocks come back (never cached); count_tokens is answered.
 
 The stand-in calls the first offered tool whose name the question mentions, with each parameter set to a
 default of its JSON type (a string: ``"stand-in"``), and answers a tool result with ``"<name> returned: <result>"``.
@@ -213,4 +214,75 @@ def test_count_tokens_through_the_anthropic_sdk_counts_on_the_routed_tiers_model
         assert raw.headers["x-costline-tier"] != "student"
     with pytest.raises(anthropic.BadRequestError):
         _anthropic(gw, ANTHROPIC_TIER).messages.count_tokens(model="m", messages=[{"role": "robot", "content": "x"}])
+    assert len(standin.log.paid()) == paid
+
+
+THINK = {"type": "enabled", "budget_tokens": 1024}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_extended_thinking_comes_back_with_its_signature_and_is_never_cached(setup, standin, stream) -> None:
+    """``thinking`` reaches an Anthropic tier; the thinking block (its text and signature, which the client sends
+    back on the next turn) comes back before the text, streamed as thinking_delta + signature_delta; the request
+    is neither looked up in nor stored in the cache. (It was refused with a 400 before.)"""
+    gw, cache = setup
+    client = _anthropic(gw, ANTHROPIC_TIER)
+    question = f"How do I rotate my API key ({stream})?"
+    kwargs = dict(model="claude-sonnet-4-6", max_tokens=2000, thinking=THINK,
+                  messages=[{"role": "user", "content": question}])
+    lookups, stored, paid = cache.lookups, dict(cache.entries), len(standin.log.paid())
+    for _ in range(2):  # the same request twice: a model answers both
+        if stream:
+            with client.messages.stream(**kwargs) as s:
+                text = "".join(s.text_stream)
+                message = s.get_final_message()
+        else:
+            message = client.messages.create(**kwargs)
+            text = message.content[1].text
+        assert [b.type for b in message.content] == ["thinking", "text"]
+        assert message.content[0].thinking == f"The stand-in thinks about: {question}"
+        assert message.content[0].signature.startswith("sig_standin_")
+        assert text and message.content[1].text == text
+    assert cache.lookups == lookups and cache.entries == stored
+    assert len(standin.log.paid()) == paid + 2
+
+
+def test_thinking_and_tools_in_one_loop_send_the_thinking_block_back(setup, standin) -> None:
+    gw, _ = setup
+    client = _anthropic(gw, ANTHROPIC_TIER)
+    first = [{"role": "user", "content": QUESTION}]
+    kwargs = dict(model="claude-sonnet-4-6", max_tokens=2000, thinking=THINK, tools=[WEATHER])
+    message = client.messages.create(messages=first, **kwargs)
+    assert [b.type for b in message.content] == ["thinking", "text", "tool_use"]
+    call = message.content[2]
+    follow = [*first, {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in message.content]},
+              {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "-3 C"}]}]
+    final = client.messages.create(messages=follow, **kwargs)
+    assert final.content[-1].text == "get_weather returned: -3 C"
+
+
+def test_thinking_routed_to_the_student_answers_without_it(setup, standin) -> None:
+    """An OpenAI-compatible tier has no thinking: it answers the question, with no thinking block."""
+    gw, _ = setup
+    paid = len(standin.log.paid())
+    message = _anthropic(gw, STUDENT).messages.create(model="m", max_tokens=2000, thinking=THINK,
+                                                      messages=[{"role": "user", "content": "Classify: refund late"}])
+    assert [b.type for b in message.content] == ["text"] and message.content[0].text
+    assert [e.api for e in standin.log.paid()[paid:]] == ["openai"]
+
+
+@pytest.mark.parametrize("thinking, message", [
+    ({"type": "enabled", "budget_tokens": 512}, "thinking.budget_tokens: a whole number >= 1024"),
+    ({"type": "enabled", "budget_tokens": 4096}, "thinking.budget_tokens: must be less than max_tokens"),
+    ({"type": "enabled"}, "thinking.budget_tokens: a whole number >= 1024"),
+    ({"type": "deep"}, "thinking: {\"type\": \"enabled\""),
+    ({"type": "adaptive", "display": "full"}, "thinking.display: summarized or omitted"),
+])
+def test_thinking_the_api_would_refuse_is_a_400_before_any_call(setup, standin, thinking, message) -> None:
+    gw, _ = setup
+    paid = len(standin.log.paid())
+    with pytest.raises(anthropic.BadRequestError) as err:
+        _anthropic(gw, ANTHROPIC_TIER).messages.create(model="m", max_tokens=2000, thinking=thinking,
+                                                       messages=[{"role": "user", "content": QUESTION}])
+    assert err.value.body["error"]["message"].startswith(message)
     assert len(standin.log.paid()) == paid

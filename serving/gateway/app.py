@@ -61,7 +61,7 @@ from costline.serving.cache.key import scope_of_body
 from costline.serving.pipeline import Answer, LiveAnswer, Pipeline
 from costline.serving.settings import GatewayConfig
 from costline.serving.gateway.messages_api import (ANTHROPIC_ERROR_TYPES, last_user_text, passthrough_of, question_text,
-                                                   sampling_of, shape_problem, unsupported_problem)
+                                                   sampling_of, shape_problem, thinking_of, unsupported_problem)
 from costline.serving.errors import BackendError
 from costline.serving.translate import tools_problem
 
@@ -353,13 +353,16 @@ class Gateway(ServedByJsonServer):
         extra = passthrough_of(body)
         if isinstance(extra, str):
             return _error(400, extra)
+        thinking = thinking_of(body)
+        if isinstance(thinking, str):
+            return _error(400, thinking)
         max_tokens = body.get("max_tokens")
         if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
             return _error(400, "max_tokens: field required (a whole number >= 1)")
         tools = tuple(body.get("tools") or ())
         prompt = Prompt(tuple(messages), body.get("system"), max_tokens, sampling, tools,
-                        body.get("tool_choice") if tools else None, extra)
-        query = question_text(messages) if prompt.uses_tools else last_user_text(messages)
+                        body.get("tool_choice") if tools else None, extra, thinking)
+        query = question_text(messages) if prompt.expects_blocks else last_user_text(messages)
         if not query.strip():
             return _error(400, "messages: the last user message has no text")
         meta = body.get("metadata") if isinstance(body.get("metadata"), Mapping) else {}
@@ -427,6 +430,14 @@ def _event_stream(message: dict[str, Any], chunk_chars: int = 48) -> bytes:
             doc = json.dumps(block.get("input") or {})
             deltas = [{"type": "input_json_delta", "partial_json": doc[i:i + chunk_chars]}
                       for i in range(0, len(doc), chunk_chars)]
+        elif block.get("type") == "thinking":  # thinking_delta pieces, then the signature (as the API streams it)
+            opened = {"type": "thinking", "thinking": "", "signature": ""}
+            thought = str(block.get("thinking", ""))
+            deltas = [{"type": "thinking_delta", "thinking": thought[i:i + chunk_chars]}
+                      for i in range(0, len(thought), chunk_chars)]
+            deltas.append({"type": "signature_delta", "signature": str(block.get("signature", ""))})
+        elif block.get("type") == "redacted_thinking":  # whole in its start event
+            opened, deltas = dict(block), []
         else:
             opened = {"type": "text", "text": ""}
             text = str(block.get("text", ""))

@@ -8,8 +8,8 @@
   before any model is called (a malformed one would fail on every tier, each paid for a round trip);
 * :func:`sampling_of` — the generation parameters forwarded to every tier (:data:`SAMPLING_FIELDS`), checked;
 * :func:`passthrough_of` — the fields carried as they are to Anthropic tiers (:data:`PASSTHROUGH_FIELDS`), checked;
-* :func:`unsupported_problem` — a field the gateway cannot carry (:data:`UNSUPPORTED_FIELDS`: extended thinking,
-  structured outputs) or malformed ``tools``: refused with a 400 rather than dropped.
+* :func:`unsupported_problem` — a field the gateway cannot carry (:data:`UNSUPPORTED_FIELDS`: structured outputs)
+  or malformed ``tools``: refused with a 400 rather than dropped; :func:`thinking_of` — ``thinking``, checked.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from costline.serving.translate import block_text, tools_problem
 
 __all__ = ["ANTHROPIC_ERROR_TYPES", "PASSTHROUGH_FIELDS", "SAMPLING_FIELDS", "UNSUPPORTED_FIELDS", "message_text", "last_user_text",
            "question_text",
-           "passthrough_of", "sampling_of", "shape_problem", "unsupported_problem"]
+           "passthrough_of", "sampling_of", "shape_problem", "thinking_of", "unsupported_problem"]
 
 #: Anthropic's error ``type`` per HTTP status.
 ANTHROPIC_ERROR_TYPES: dict[int, str] = {
@@ -131,10 +131,33 @@ def shape_problem(messages: list[Mapping[str, Any]], system: Any) -> str | None:
 SAMPLING_FIELDS = ("temperature", "top_p", "stop_sequences", "effort")
 #: ``output_config.effort`` values of the Messages API.
 EFFORTS = ("low", "medium", "high", "xhigh", "max")
-#: Fields the gateway cannot carry: a thinking block could not be returned by every tier, and no tier below the
-#: top could be held to a JSON schema. Refused (400) — dropping them would answer the request as if it had not
-#: asked. (Tools are carried: :mod:`costline.serving.translate`.)
-UNSUPPORTED_FIELDS = ("thinking", "output_config.format")
+#: Fields the gateway cannot carry: no tier below the top could be held to a JSON schema. Refused (400) — dropping
+#: it would answer the request as if it had not asked. (Tools are carried: :mod:`costline.serving.translate`;
+#: thinking: :func:`thinking_of`.)
+UNSUPPORTED_FIELDS = ("output_config.format",)
+
+
+def thinking_of(body: Mapping[str, Any]) -> Mapping[str, Any] | None | str:
+    """The request's ``thinking`` as the API takes it (``enabled`` with ``budget_tokens`` of at least 1024 and
+    under ``max_tokens``, or ``adaptive``; ``display`` summarized or omitted), None when absent or ``disabled``,
+    or what is wrong with it."""
+    thinking = body.get("thinking")
+    if thinking is None:
+        return None
+    kind = thinking.get("type") if isinstance(thinking, Mapping) else None
+    if kind == "disabled":
+        return None
+    if kind not in ("enabled", "adaptive"):
+        return "thinking: {\"type\": \"enabled\", \"budget_tokens\": N}, {\"type\": \"adaptive\"} or {\"type\": \"disabled\"}"
+    if thinking.get("display") not in (None, "summarized", "omitted"):
+        return "thinking.display: summarized or omitted"
+    if kind == "enabled":
+        budget, limit = thinking.get("budget_tokens"), body.get("max_tokens")
+        if not isinstance(budget, int) or isinstance(budget, bool) or budget < 1024:
+            return "thinking.budget_tokens: a whole number >= 1024"
+        if isinstance(limit, int) and budget >= limit:
+            return "thinking.budget_tokens: must be less than max_tokens"
+    return {k: thinking[k] for k in ("type", "budget_tokens", "display") if thinking.get(k) is not None}
 
 
 def _number(value: Any) -> bool:
@@ -212,15 +235,10 @@ def passthrough_of(body: Mapping[str, Any]) -> tuple[tuple[str, Any], ...] | str
 
 def unsupported_problem(body: Mapping[str, Any]) -> str | None:
     """What the gateway cannot carry in ``body`` (:data:`UNSUPPORTED_FIELDS`), or what is wrong with its ``tools``
-    and ``tool_choice`` (:func:`~costline.serving.translate.tools_problem`), or None. ``thinking``
-    ``{"type": "disabled"}`` asks for nothing and passes."""
-    thinking = body.get("thinking")
+    and ``tool_choice`` (:func:`~costline.serving.translate.tools_problem`), or None."""
     problem = tools_problem(body.get("tools"), body.get("tool_choice"))
     if problem:
         return problem
-    if thinking is not None and not (isinstance(thinking, Mapping) and thinking.get("type") == "disabled"):
-        return ("thinking: extended thinking is not supported by the costline gateway (its answers are text); "
-                "send it to the API directly")
     config = body.get("output_config")
     if isinstance(config, Mapping) and config.get("format") is not None:
         return ("output_config.format: structured outputs are not supported by the costline gateway (a cheaper "
