@@ -686,7 +686,7 @@ class StandInServer(ServedByJsonServer):
             self.log.add(LoggedRequest(OPENAI, model, 400, key, False))
             return self._openai_error(400, f"{model} is not a multimodal model: image_url parts are not supported")
         try:
-            sampling = _sampling(body, ("temperature", "top_p", "top_k", "stop"), 2.0)
+            sampling = _sampling(body, ("temperature", "top_p", "top_k", "stop", "parallel_tool_calls"), 2.0)
             tools, choice, named = _chat_tools(body)
         except _ApiError as exc:
             return self._openai_error(exc.status, exc.message)

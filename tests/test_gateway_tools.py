@@ -286,3 +286,14 @@ def test_thinking_the_api_would_refuse_is_a_400_before_any_call(setup, standin, 
                                                        messages=[{"role": "user", "content": QUESTION}])
     assert err.value.body["error"]["message"].startswith(message)
     assert len(standin.log.paid()) == paid
+
+
+def test_parallel_tool_calls_false_reaches_an_openai_tier_as_it_was_sent(setup, standin) -> None:
+    """Chat Completions' parallel_tool_calls: false is the Messages API's disable_parallel_tool_use on the way in
+    and parallel_tool_calls: false again at an OpenAI-compatible tier (the stand-in logs what it received)."""
+    gw, _ = setup
+    paid = len(standin.log.paid())
+    _openai(gw, STUDENT).chat.completions.create(model="m", messages=[{"role": "user", "content": QUESTION}],
+                                                 tools=[OPENAI_WEATHER], parallel_tool_calls=False)
+    (call,) = standin.log.paid()[paid:]
+    assert call.api == "openai" and dict(call.sampling).get("parallel_tool_calls") is False

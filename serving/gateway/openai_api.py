@@ -185,6 +185,10 @@ def _to_messages(body: Mapping[str, Any]) -> tuple[Any, list[dict[str, Any]], st
         return openai_error(400, str(parsed[1]), param=str(parsed[0]))
     system_parts, turns = parsed
     tool_choice = tool_choice if tools else None
+    if tools and body.get("parallel_tool_calls") is False:  # one call a turn: the Messages API's way to say it
+        tool_choice = {**(tool_choice or {"type": "auto"}), "disable_parallel_tool_use": True}
+        if tool_choice["type"] == "none":
+            tool_choice.pop("disable_parallel_tool_use")
     if uses_tools(turns, tools):  # a tool loop: its last turn may be the tools' results
         query = question_text(turns)
         if not turns or turns[-1]["role"] != "user" or not query.strip():
