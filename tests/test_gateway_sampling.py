@@ -260,3 +260,21 @@ def test_carried_fields_the_api_would_refuse_are_a_400_before_any_call(standin, 
                                        extra_body=extra)
     assert err.value.body["error"]["message"].startswith(message)
     assert standin.log.entries() == []
+
+
+@pytest.mark.parametrize("route, field", [("chat", "safety_identifier"), ("chat", "user"),
+                                          ("responses", "safety_identifier"), ("responses", "user")])
+def test_an_openai_apps_end_user_id_reaches_anthropic_tiers_as_metadata_user_id(standin, serve, route, field):  # noqa: F811
+    standin.log.clear()
+    gw = serve()
+    client = _openai(gw)
+    body = {"model": "gpt-5-mini", field: "user-7", "extra_headers": {"x-costline-tenant": f"end-user-{route}-{field}"}}
+    if route == "chat":
+        client.chat.completions.create(messages=[{"role": "user", "content": QUESTION}], **body)
+    else:
+        client.responses.create(input=QUESTION, **body)
+    sent = _sent(standin)
+    assert sent and all(p.get("metadata") == (("user_id", "user-7"),) for p in sent), sent
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(messages=[{"role": "user", "content": QUESTION}], **{**body, field: "u" * 300})
+    assert err.value.body["param"] == field

@@ -42,7 +42,7 @@ from costline.serving.gateway.messages_api import question_text, sampling_of
 from costline.serving.translate import openai_tool_calls, tools_from_openai, turns_from_openai, uses_tools
 from costline.serving.pipeline import Answer, LiveAnswer
 
-__all__ = ["ChatCompletions", "DEFAULT_MAX_TOKENS", "OpenAIRoute", "model_of", "open_openai_live", "openai_error", "token_counts"]
+__all__ = ["ChatCompletions", "DEFAULT_MAX_TOKENS", "OpenAIRoute", "end_user_of", "model_of", "open_openai_live", "openai_error", "token_counts"]
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,10 @@ class ChatCompletions(OpenAIRoute):
         if stop is not None:
             equivalent["stop_sequences"] = [stop] if isinstance(stop, str) else stop
         meta = body.get("metadata") if isinstance(body.get("metadata"), Mapping) else {}
-        prompt = Prompt(tuple(messages), system, max_tokens, sampling, tools, tool_choice)
+        end_user = end_user_of(body)
+        if isinstance(end_user, HttpResponse):
+            return end_user
+        prompt = Prompt(tuple(messages), system, max_tokens, sampling, tools, tool_choice, end_user)
         result = self.gateway.ask(req, query=query, prompt=prompt, cache_scope=scope_of_body(equivalent),
                                   stream=stream, metadata=meta, tenant=tenant)
         created = int(self._wall())
@@ -235,6 +238,19 @@ def _text(content: Any) -> str | None:
 
 def _id_of(request_id: str) -> str:
     return f"chatcmpl-costline-{request_id or uuid.uuid4().hex}"
+
+
+def end_user_of(body: Mapping[str, Any]) -> tuple[tuple[str, Any], ...] | HttpResponse:
+    """The app's end-user id (``safety_identifier``, or the older ``user``) as what an Anthropic tier takes for it
+    (``metadata.user_id``: ``Prompt.anthropic_extra``), or a 400 for one the API would refuse."""
+    for param in ("safety_identifier", "user"):
+        value = body.get(param)
+        if value is None:
+            continue
+        if not isinstance(value, str) or len(value) > 256:
+            return openai_error(400, f"{param}: a string of up to 256 characters", param=param)
+        return (("metadata", {"user_id": value}),)
+    return ()
 
 
 def open_openai_live(live: LiveAnswer) -> tuple[str, Iterator[str], dict[str, str]] | HttpResponse:

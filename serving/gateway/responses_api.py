@@ -41,8 +41,8 @@ from costline.serving.cache.key import scope_of_body
 from costline.serving.gateway._http import HttpRequest, HttpResponse
 from costline.serving.gateway.app import STREAM_MODE_HEADER, _headers, failure_status
 from costline.serving.gateway.messages_api import question_text, sampling_of
-from costline.serving.gateway.openai_api import (DEFAULT_MAX_TOKENS, OpenAIRoute, model_of, open_openai_live,
-                                                 openai_error, token_counts)
+from costline.serving.gateway.openai_api import (DEFAULT_MAX_TOKENS, OpenAIRoute, end_user_of, model_of,
+                                                 open_openai_live, openai_error, token_counts)
 from costline.serving.pipeline import Answer, LiveAnswer
 from costline.serving.translate import tools_from_openai
 
@@ -86,7 +86,10 @@ class Responses(OpenAIRoute):
         equivalent = {**{k: body[k] for k in ("model", "temperature", "top_p") if body.get(k) is not None},
                       "system": system, "messages": turns, "max_tokens": max_tokens}
         meta = body.get("metadata") if isinstance(body.get("metadata"), Mapping) else {}
-        prompt = Prompt(tuple(turns), system, max_tokens, sampling, tools, tool_choice)
+        end_user = end_user_of(body)
+        if isinstance(end_user, HttpResponse):
+            return end_user
+        prompt = Prompt(tuple(turns), system, max_tokens, sampling, tools, tool_choice, end_user)
         result = self.gateway.ask(req, query=query, prompt=prompt, cache_scope=scope_of_body(equivalent),
                                   stream=bool(stream), metadata=meta, tenant=tenant)
         shell = _shell(body, int(self._wall()))
