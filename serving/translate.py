@@ -24,13 +24,16 @@ that can), rather than answering a question about a picture it never saw.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 __all__ = ["TOOL_NAME", "MAX_TOOLS", "tools_problem", "uses_tools", "tools_from_openai", "turns_from_openai",
-           "tools_to_openai", "messages_to_openai", "blocks_from_openai", "openai_tool_calls", "block_text"]
+           "tools_to_openai", "messages_to_openai", "blocks_from_openai", "openai_tool_calls", "block_text",
+           "image_block"]
 
 #: A tool's name as both APIs accept it (Anthropic allows 128 characters, OpenAI 64).
 TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
@@ -183,6 +186,13 @@ def turns_from_openai(raw: Sequence[Mapping[str, Any]], text_of: Any) -> tuple[l
                                            "assistant, tool)")
         calls = m.get("tool_calls") if role == "assistant" else None
         content = m.get("content")
+        if role == "user" and isinstance(content, list) and any(
+                isinstance(p, Mapping) and p.get("type") == "image_url" for p in content):
+            blocks = _user_parts(content)
+            if isinstance(blocks, str):
+                return f"messages[{i}].content", f"messages[{i}].content{blocks}"
+            turns.append({"role": "user", "content": blocks})
+            continue
         text = "" if content is None and calls else text_of(content)
         if text is None:
             return f"messages[{i}].content", f"messages[{i}].content: text (a string or text parts) is required"
@@ -205,6 +215,24 @@ def turns_from_openai(raw: Sequence[Mapping[str, Any]], text_of: Any) -> tuple[l
             blocks.append({"type": "tool_use", "id": call["id"], "name": fn["name"], "input": args})
         turns.append({"role": "assistant", "content": blocks})
     return system, turns
+
+
+def _user_parts(parts: list[Any]) -> list[dict[str, Any]] | str:
+    """A user message's text and ``image_url`` parts as Messages blocks, in order, or what is wrong (``[j]: …``)."""
+    blocks: list[dict[str, Any]] = []
+    for j, part in enumerate(parts):
+        kind = part.get("type") if isinstance(part, Mapping) else None
+        if kind == "text" and isinstance(part.get("text"), str):
+            blocks.append({"type": "text", "text": part["text"]})
+            continue
+        url = part.get("image_url") if kind == "image_url" else None
+        block = image_block(url.get("url") if isinstance(url, Mapping) else url)
+        if block is None:
+            return (f"[{j}]: text parts and image_url parts (a base64 data: URL or an http(s) URL) are supported "
+                    f"by the costline gateway, not {str(kind)[:40]!r}" if kind != "image_url"
+                    else f"[{j}].image_url.url: a base64 data: URL or an http(s) URL")
+        blocks.append(block)
+    return blocks
 
 
 def openai_tool_calls(blocks: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -264,6 +292,25 @@ def messages_to_openai(system: Any, messages: Sequence[Mapping[str, Any]]) -> li
         elif text or not results:
             out.append({"role": role, "content": text})
     return out
+
+
+_DATA_URL = re.compile(r"data:(image/[a-zA-Z0-9.+-]+);base64,(.*)", re.DOTALL)
+
+
+def image_block(url: Any) -> dict[str, Any] | None:
+    """An OpenAI image URL (a base64 ``data:`` URL or an http(s) URL) as a Messages ``image`` block, or None when
+    it is neither (or its base64 does not decode)."""
+    if not isinstance(url, str):
+        return None
+    found = _DATA_URL.fullmatch(url)
+    if found is None:
+        return {"type": "image", "source": {"type": "url", "url": url}} if url.startswith(("https://", "http://")) \
+            else None
+    try:
+        base64.b64decode(found.group(2), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return {"type": "image", "source": {"type": "base64", "media_type": found.group(1), "data": found.group(2)}}
 
 
 def _image_part(block: Mapping[str, Any]) -> dict[str, Any]:

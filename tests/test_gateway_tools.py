@@ -297,3 +297,26 @@ def test_parallel_tool_calls_false_reaches_an_openai_tier_as_it_was_sent(setup, 
                                                  tools=[OPENAI_WEATHER], parallel_tool_calls=False)
     (call,) = standin.log.paid()[paid:]
     assert call.api == "openai" and dict(call.sampling).get("parallel_tool_calls") is False
+
+
+def test_chat_completions_image_parts_reach_a_tier_and_two_pictures_are_two_cache_entries(setup, standin) -> None:
+    """An openai-SDK app's image_url parts become image blocks: an Anthropic tier answers, and the same question
+    about another picture is not served the first picture's answer from the cache."""
+    gw, _ = setup
+    client = _openai(gw, ANTHROPIC_TIER)
+
+    def ask(picture: str):
+        return client.chat.completions.create(model="m", messages=[{"role": "user", "content": [
+            {"type": "text", "text": "What is in this picture?"},
+            {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{picture}"}}]}])
+
+    paid = len(standin.log.paid())
+    first, again, other = ask("iVBORw0KGgo="), ask("iVBORw0KGgo="), ask("R0lGODlhAQABAAAAACw=")
+    assert first.model != "costline-cache" and first.choices[0].message.content
+    assert again.model == "costline-cache"  # the same picture: the cache
+    assert other.model != "costline-cache"  # another picture: a model
+    assert [e.api for e in standin.log.paid()[paid:]] == ["anthropic", "anthropic"]
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model="m", messages=[{"role": "user", "content": [
+            {"type": "text", "text": "What is this?"}, {"type": "image_url", "image_url": {"url": "file:///etc/passwd"}}]}])
+    assert err.value.body["param"] == "messages[0].content"

@@ -173,3 +173,28 @@ def test_a_user_turns_images_reach_an_openai_tier_as_image_url_parts_in_order() 
         {"type": "text", "text": "Which of these two is a cat?"},
         {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,QUJD"}},
         {"type": "image_url", "image_url": {"url": "https://example.com/b.png"}}]}]
+
+
+@pytest.mark.parametrize("url, block", [
+    ("data:image/png;base64,QUJD", {"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                                               "data": "QUJD"}}),
+    ("https://example.com/a.jpg", {"type": "image", "source": {"type": "url", "url": "https://example.com/a.jpg"}}),
+    ("data:image/png;base64,@@not base64", None),
+    ("data:text/html;base64,QUJD", None),
+    ("file:///etc/passwd", None),
+    (7, None),
+])
+def test_image_block_of_an_openai_image_url(url, block) -> None:
+    from costline.serving.translate import image_block
+    assert image_block(url) == block
+
+
+def test_a_chat_user_message_with_image_parts_becomes_text_and_image_blocks() -> None:
+    raw = [{"role": "user", "content": [{"type": "text", "text": "What is this?"},
+                                        {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,QUJD",
+                                                                           "detail": "low"}}]}]
+    assert turns_from_openai(raw, _text) == ([], [{"role": "user", "content": [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image", "source": {"type": "base64", "media_type": "image/jpeg", "data": "QUJD"}}]}])
+    bad = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "ftp://x/y.png"}}]}]
+    assert turns_from_openai(bad, _text)[0] == "messages[0].content"

@@ -21,8 +21,10 @@ pipeline call, and the answer is written back as a ``chat.completion``:
   results are carried in the Messages API's shapes (:mod:`costline.serving.translate`) and an answer that calls
   tools comes back as ``tool_calls`` with ``finish_reason: "tool_calls"`` (streamed: a ``tool_calls`` delta with
   the name, then one with the arguments); such a request is never cached;
+* a user message's ``image_url`` parts become image blocks (:func:`~costline.serving.translate.image_block`);
 * errors in OpenAI's format (``{"error": {"message", "type", "param", "code"}}``); every tier
-  failing answers 429, 503 (overloaded) or 500; non-text parts and the deprecated ``functions`` are refused (400).
+  failing answers 429, 503 (overloaded) or 500; other parts (audio, files) and the deprecated ``functions`` are
+  refused (400).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from costline.serving.cache.key import scope_of_body
 from costline.serving.gateway.app import (CACHE_MODEL, STREAM_MODE_HEADER, Gateway, _headers, failure_status,
                                       open_live)
 from costline.serving.gateway.messages_api import question_text, sampling_of
-from costline.serving.translate import openai_tool_calls, tools_from_openai, turns_from_openai, uses_tools
+from costline.serving.translate import block_text, openai_tool_calls, tools_from_openai, turns_from_openai, uses_tools
 from costline.serving.pipeline import Answer, LiveAnswer
 
 __all__ = ["ChatCompletions", "DEFAULT_MAX_TOKENS", "OpenAIRoute", "end_user_of", "model_of", "open_openai_live", "openai_error", "token_counts"]
@@ -198,9 +200,9 @@ def _to_messages(body: Mapping[str, Any]) -> tuple[Any, list[dict[str, Any]], st
             return openai_error(400, "messages: the last message must be a user message or a tool result",
                                 param="messages")
     else:
-        if not turns or turns[-1]["role"] != "user" or not turns[-1]["content"].strip():
+        query = block_text(turns[-1]["content"], "") if turns else ""
+        if not turns or turns[-1]["role"] != "user" or not query.strip():
             return openai_error(400, "messages: the last message must be a user message with text", param="messages")
-        query = turns[-1]["content"]
     return (("\n\n".join(system_parts) or None), turns, query, max_tokens, sampling, tuple(tools),
             tool_choice)
 

@@ -27,11 +27,8 @@ the Chat Completions API: the request is translated to the Messages shape and an
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import logging
-import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -44,7 +41,7 @@ from costline.serving.gateway.messages_api import question_text, sampling_of
 from costline.serving.gateway.openai_api import (DEFAULT_MAX_TOKENS, OpenAIRoute, end_user_of, model_of,
                                                  open_openai_live, openai_error, token_counts)
 from costline.serving.pipeline import Answer, LiveAnswer
-from costline.serving.translate import tools_from_openai
+from costline.serving.translate import image_block, tools_from_openai
 
 __all__ = ["Responses"]
 
@@ -52,7 +49,6 @@ log = logging.getLogger(__name__)
 
 #: ``reasoning.effort`` → the Messages API's ``output_config.effort`` (as the Chat Completions route maps it).
 _EFFORTS = {"none": "low", "minimal": "low", "low": "low", "medium": "medium", "high": "high", "xhigh": "xhigh"}
-_DATA_URL = re.compile(r"data:(image/[a-zA-Z0-9.+-]+);base64,(.*)", re.DOTALL)
 #: Fields whose answer needs state the gateway does not keep, or work it cannot do: (field, why).
 _REFUSED = (
     ("previous_response_id", "the costline gateway stores no responses: send the whole conversation in input"),
@@ -274,16 +270,10 @@ def _parts(content: Any, where: str) -> list[dict[str, Any]]:
 
 
 def _image(url: str, where: str) -> dict[str, Any]:
-    found = _DATA_URL.fullmatch(url)
-    if found is None:
-        if not url.startswith(("https://", "http://")):
-            raise _Refused(where, f"{where}.image_url: a data: URL (base64) or an http(s) URL")
-        return {"type": "image", "source": {"type": "url", "url": url}}
-    try:
-        base64.b64decode(found.group(2), validate=True)
-    except (binascii.Error, ValueError):
-        raise _Refused(where, f"{where}.image_url: the data URL is not valid base64") from None
-    return {"type": "image", "source": {"type": "base64", "media_type": found.group(1), "data": found.group(2)}}
+    block = image_block(url)
+    if block is None:
+        raise _Refused(where, f"{where}.image_url: a base64 data: URL or an http(s) URL")
+    return block
 
 
 # -- the answer -------------------------------------------------------------------------------------------------
