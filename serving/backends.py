@@ -395,7 +395,9 @@ class OpenAIChatBackend:
     def complete(self, prompt: Prompt) -> Reply:
         import openai
 
-        request = {"model": self.spec.model, "messages": openai_messages(prompt),
+        messages = openai_messages(prompt)
+        self._refuse_fetches(messages)
+        request = {"model": self.spec.model, "messages": messages,
                    "max_tokens": prompt.max_tokens or self.max_tokens, **_openai_sampling(prompt),
                    **tools_to_openai(prompt.tools, prompt.tool_choice)}
         try:
@@ -421,6 +423,21 @@ class OpenAIChatBackend:
                            _str_or_none(_field(response, "model")) or self.spec.model,
                            _str_or_none(_field(choice, "finish_reason")), _field(response, "usage"),
                            _str_or_none(_field(response, "id")), blocks)
+
+    def _refuse_fetches(self, messages: list[dict[str, Any]]) -> None:
+        """A self-hosted tier (vLLM) fetches an image given by URL itself, from inside the network it runs in: a
+        caller's URL (``http://169.254.169.254/…``, an internal service) would be fetched there. Such an image
+        is not sent to it — the tier fails (escalated to a tier whose API fetches from outside); an image sent
+        inline (a ``data:`` URL) is."""
+        if self.spec.provider != contract.PROVIDER_VLLM:
+            return
+        for m in messages:
+            parts = m.get("content") if isinstance(m.get("content"), list) else ()
+            if any(p.get("type") == "image_url" and not str(p["image_url"].get("url", "")).startswith("data:")
+                   for p in parts):
+                raise BackendError(self.spec.name, "ImageUrlNotSent",
+                                   "an image given by URL is not sent to a self-hosted tier (its server would fetch "
+                                   "it from inside your network); send it inline (base64) to use this tier")
 
     def _complete_raw(self, request: dict[str, Any]) -> Reply:
         import openai
@@ -461,9 +478,11 @@ class OpenAIChatBackend:
         """:meth:`complete`, streamed (with ``include_usage``): yields text deltas, returns the Reply."""
         parts: list[str] = []
         model, finish, usage, rid = self.spec.model, None, None, None
+        messages = openai_messages(prompt)
+        self._refuse_fetches(messages)
         try:
             stream = self.client.chat.completions.create(
-                model=self.spec.model, messages=openai_messages(prompt),
+                model=self.spec.model, messages=messages,
                 max_tokens=prompt.max_tokens or self.max_tokens, stream=True,
                 stream_options={"include_usage": True}, **_openai_sampling(prompt))
             with stream:

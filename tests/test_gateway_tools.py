@@ -320,3 +320,18 @@ def test_chat_completions_image_parts_reach_a_tier_and_two_pictures_are_two_cach
         client.chat.completions.create(model="m", messages=[{"role": "user", "content": [
             {"type": "text", "text": "What is this?"}, {"type": "image_url", "image_url": {"url": "file:///etc/passwd"}}]}])
     assert err.value.body["param"] == "messages[0].content"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_image_by_url_is_never_sent_to_the_self_hosted_student(setup, standin, stream) -> None:
+    """vLLM fetches an image URL itself, from inside the network it runs in: a caller's URL (cloud metadata, an
+    internal service) would be fetched there. The student is not asked at all; a tier whose API fetches from
+    outside answers (streamed too: this gateway has no gate, so a stream to the student would go live)."""
+    gw, _ = setup
+    entries = len(standin.log.entries())
+    raw = _anthropic(gw, STUDENT).messages.with_raw_response.create(
+        model="m", max_tokens=100, stream=stream, messages=[{"role": "user", "content": [
+            {"type": "image", "source": {"type": "url", "url": "http://169.254.169.254/latest/meta-data/"}},
+            {"type": "text", "text": f"Which label fits this picture ({stream})?"}]}])
+    assert raw.headers["x-costline-routed-tier"] == "student" and raw.headers["x-costline-tier"] != "student"
+    assert [e.api for e in standin.log.entries()[entries:]] == ["anthropic"]  # the student's server was never asked
