@@ -1,6 +1,7 @@
 """Agent frameworks' tool loops through the gateway, unchanged but for their base URL: LangChain's ChatAnthropic
 and ChatOpenAI (``bind_tools``, invoke and stream), the OpenAI Agents SDK (an ``Agent`` with a ``function_tool``
-on ``OpenAIChatCompletionsModel``) and Pydantic AI (``tool_plain`` on its OpenAI and Anthropic models). Each
+on ``OpenAIChatCompletionsModel``), Pydantic AI (``tool_plain`` on its OpenAI and Anthropic models) and, in
+JavaScript, the Vercel AI SDK (``generateText`` / ``streamText`` with a tool on all three APIs). Each
 sends the request fields its own code writes (``parallel_tool_calls``, ``strict`` schemas, ``stream_options``...)
 and reads the answer with its own parser; the stand-in behind the gateway calls the tool the question names and
 answers its result with ``"<name> returned: <result>"``. Routed to an Anthropic tier, or to the student (an
@@ -9,8 +10,13 @@ OpenAI-compatible tier) by task type, so the shapes are translated both ways.
 
 from __future__ import annotations
 
+import json
+import subprocess
+from pathlib import Path
+
 import pytest
 from gateways import ROUTES, routed_gateway
+from node_apps import NODE_TIMEOUT_S, require_node
 
 @pytest.fixture(scope="module")
 def base(standin, tmp_path_factory):
@@ -116,3 +122,23 @@ def test_a_pydantic_ai_agent_runs_its_tool(base, standin, api, route) -> None:
     assert ran == ["stand-in"]
     assert result.output == "get_weather returned: -3 C in stand-in"
     assert _paid_apis(standin, since) == {"openai" if route == "student" else "anthropic"}
+
+
+@pytest.mark.parametrize("route", ["anthropic", "student"])
+def test_a_vercel_ai_sdk_agent_runs_its_tool_on_all_three_apis(base, route) -> None:
+    """tests/js/aisdk/gateway_agent.mjs: generateText and streamText with a tool and up to three steps, on
+    @ai-sdk/anthropic (Messages), @ai-sdk/openai's default model (Responses) and its .chat model (Chat
+    Completions), pointed at the gateway by base URL only."""
+    app = Path(__file__).parent / "js" / "aisdk"
+    node = require_node(app, ("ai", "@ai-sdk/anthropic", "@ai-sdk/openai"))
+    done = subprocess.run([node, str(app / "gateway_agent.mjs"), "--gateway", base,
+                           "--task-type", ROUTES[route]["x-costline-task-type"]],
+                          capture_output=True, text=True, timeout=NODE_TIMEOUT_S, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert sorted(report) == sorted(f"{api}/{mode}" for api in ("messages", "responses", "chat")
+                                    for mode in ("generate", "stream"))
+    for case, got in report.items():
+        assert "error" not in got, (case, got)
+        assert got["ran"] == ["stand-in"] and got["steps"] == 2, (case, got)
+        assert got["text"].endswith("get_weather returned: -3 C in stand-in"), (case, got)
