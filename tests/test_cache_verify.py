@@ -25,6 +25,8 @@ TRAPS = [
      "date"),
     ("Will the maintenance on 2026-03-01 affect email?", "Will the maintenance on 2026-03-10 affect email?", "date"),
     ("Is there a later flight than the 3 pm departure?", "Is there a later flight than the 5 pm departure?", "time"),
+    ("Does the pharmacy open at 7 in the morning?", "Does the pharmacy open at 7 in the evening?", "time"),
+    ("Is the front desk staffed at 2 at night?", "Is the front desk staffed at 2pm?", "time"),
     ("Is breakfast included in my booking?", "Is breakfast not included in my booking?", "negation"),
     ("Please cancel my order.", "Please don't cancel my order.", "negation"),
     ("Can I install software on my laptop?", "Why can't I install software on my laptop?", "negation"),
@@ -60,6 +62,9 @@ SAME = [
     ("Was my leave approved?", "quick question: was my levae approved"),
     ("How do I install Slack on my work computer?", "Can I get Slack onto my company laptop?"),
     ("Is there a later flight than the 3 pm departure?", "Anything after the 3pm flight?"),
+    ("Can I check in online before 6pm?", "Is online check-in available before 6 in the evening?"),
+    ("Does the pharmacy open at 7:30am?", "Is the pharmacy open at 7:30 in the morning?"),
+    ("Is room service available at 11 pm?", "Can I order room service at 11 o'clock at night?"),
 ]
 
 

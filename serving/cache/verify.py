@@ -165,6 +165,19 @@ _TOKEN = re.compile(r"[$€£#%]|\d+(?:[.,:]\d+)*(?:st|nd|rd|th)?|[^\W\d_]+(?:-[
 _IDENT = re.compile(r"(?<![\w$€£])#?\s?(?:[A-Za-z]{1,4}[-]?\d{2,}[A-Za-z0-9]*|\d+-\d+|\d{4,}|[A-Za-z]+\d+[A-Za-z]*"
                     r"|\d+[A-Za-z]+\d*)\b")
 _TIME = re.compile(r"\b(\d{1,2})(?::(\d{2}))?\s*([ap])\.?\s?m\b\.?|\b(\d{1,2}):(\d{2})\b", re.I)
+#: A clock time said with the part of the day ("6 in the evening", "9 o'clock at night", "7:30 in the morning"):
+#: read as "6 pm", "9 pm", "7:30 am" before clock times are parsed, so it is the time "6pm" names.
+_DAYPART_CLOCK = re.compile(r"\b(\d{1,2})(:\d{2})?\s*(?:o'?clock\s+)?(?:in\s+the\s+(morning|afternoon|evening)|at\s+(night))\b")
+
+
+def _daypart_clock(m: "re.Match[str]") -> str:
+    hour, minutes, part, night = int(m.group(1)), m.group(2) or "", m.group(3), m.group(4)
+    if hour > 12:
+        return m.group(0)  # "18 in the evening": already a 24-hour time, left as it is
+    morning = part == "morning" or (night is not None and (hour == 12 or hour < 5))  # "2 at night": 2 am
+    return f"{hour}{minutes} {'am' if morning else 'pm'}"
+
+
 _NUMERIC_DATE = re.compile(r"\b\d{4}-\d{1,2}-\d{1,2}\b|\b\d{1,2}/\d{1,2}(?:/\d{2,4})?\b")
 _MONTHS = {"jan": 1, "january": 1, "feb": 2, "february": 2, "mar": 3, "march": 3, "apr": 4, "april": 4,
            "may": 5, "jun": 6, "june": 6, "jul": 7, "july": 7, "aug": 8, "august": 8, "sep": 9, "sept": 9,
@@ -1349,6 +1362,7 @@ def analyse(text: str, stemmer: Any | None = None, *, asides: bool = True) -> Qu
     dates: set[str] = set()
     times: set[str] = set()
     # clock times and numeric dates first: their digits are not free-standing numbers
+    low = _DAYPART_CLOCK.sub(_daypart_clock, low)
     for m in _TIME.finditer(low):
         try:
             times.add(dateparser.parse(m.group(0).replace(".", ""), fuzzy=True).strftime("%H:%M"))
