@@ -99,7 +99,7 @@ def tools_problem(tools: Any, tool_choice: Any) -> str | None:
         names = {t.get("name") for t in tools or [] if isinstance(t, Mapping)}
         if tool_choice.get("name") not in names:
             return "tool_choice.name: the name of one of the request's tools"
-    elif tool_choice.get("type") in ("any",) and not tools:
+    elif tool_choice.get("type") == "any" and not tools:
         return "tool_choice: 'any' needs tools"
     return None
 
@@ -273,7 +273,7 @@ def messages_to_openai(system: Any, messages: Sequence[Mapping[str, Any]]) -> li
             out.append({"role": role, "content": block_text(content)})
             continue
         text = block_text(content)
-        images = [_image_part(b) for b in content if isinstance(b, Mapping) and b.get("type") == "image"]
+        images = any(isinstance(b, Mapping) and b.get("type") == "image" for b in content)
         uses = [b for b in content if isinstance(b, Mapping) and b.get("type") == "tool_use"]
         results = [b for b in content if isinstance(b, Mapping) and b.get("type") == "tool_result"]
         if role == "assistant" and uses:

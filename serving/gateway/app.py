@@ -18,11 +18,13 @@ cache hit). The request's ``model`` is ignored: the router picks.
   (``allowed_origins`` opens CORS); limits: body and header size, timeouts, workers (503), rate (429);
 * task type: header ``x-costline-task-type`` (or ``metadata.task_type``), else ``default_task_type``;
 * document hashes for cache invalidation: header ``x-costline-doc-hashes`` (comma-separated);
-* generation parameters reach the tiers whose API takes them (``messages_api.SAMPLING_FIELDS``); thinking and
-  structured outputs are refused with a 400;
+* generation parameters reach the tiers whose API takes them (``messages_api.SAMPLING_FIELDS``), and the fields of
+  ``messages_api.PASSTHROUGH_FIELDS`` reach Anthropic tiers as they came; structured outputs are refused with a 400;
 * tools (custom tools, ``tool_choice``, ``tool_use`` / ``tool_result`` turns) reach the routed tier, translated
-  for an OpenAI-compatible one (:mod:`costline.serving.translate`); such a request is routed on its question,
-  never cached, escalated on API errors only (a call is not judged), and a ``stream: true`` one is buffered;
+  for an OpenAI-compatible one (:mod:`costline.serving.translate`), and ``thinking`` reaches Anthropic tiers; such
+  a request is routed on its question, never cached, and a ``stream: true`` one is buffered; an answer that calls
+  a tool is not judged by the validator or the confidence gate;
+* ``POST /v1/messages/count_tokens`` counts on the routed tier's model (the nearest Anthropic tier up its ladder);
 * response headers: ``x-costline-tier``, ``x-costline-routed-tier``, ``x-costline-attempts``,
   ``x-costline-escalations``, ``x-costline-success``, ``x-costline-cache-hit``, ``x-costline-request-id``.
 
@@ -318,9 +320,7 @@ class Gateway(ServedByJsonServer):
         try:
             counted = backend.count_tokens(prompt)
         except BackendError as exc:
-            status = _STATUS_OF_ERROR.get(exc.error_type, 529 if "Overloaded" in exc.error_type else
-                                          400 if exc.error_type in _CALLER_ERRORS else 500)
-            return _error(status, f"{exc.tier}: {exc.error_type}", admitted.headers)
+            return _error(_status_of_problems([exc.error_type]), f"{exc.tier}: {exc.error_type}", admitted.headers)
         return HttpResponse(200, {"input_tokens": counted},
                             headers={**admitted.headers, "x-costline-tier": backend.spec.name})
 
@@ -524,11 +524,16 @@ def failure_status(result: Answer) -> int:
     """Anthropic's status for an answer whose every tier failed: 429, 529 or 500 — or 400 when every tier's API
     refused the request as invalid (max_tokens over every model's limit, say): the caller's to fix, not a fault
     of the gateway to retry."""
-    problems = [a.problem for a in result.attempts]
+    return _status_of_problems([a.problem for a in result.attempts])
+
+
+def _status_of_problems(problems: list[str | None]) -> int:
+    """400 when every problem is the API refusing the request as invalid, else the last one's status (429, 529,
+    else 500)."""
     if problems and all(p in _CALLER_ERRORS for p in problems):
         return 400
-    problem = problems[-1] if problems else "no attempt"
-    return _STATUS_OF_ERROR.get(problem or "", 529 if "Overloaded" in (problem or "") else 500)
+    problem = (problems[-1] if problems else None) or "no attempt"
+    return _STATUS_OF_ERROR.get(problem, 529 if "Overloaded" in problem else 500)
 
 
 def open_live(live: LiveAnswer) -> tuple[str | None, Iterator[str], dict[str, str]] | Answer:

@@ -32,7 +32,8 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from costline.serving.gateway._http import HttpRequest, HttpResponse
@@ -44,7 +45,8 @@ from costline.serving.gateway.messages_api import question_text, sampling_of
 from costline.serving.translate import block_text, openai_tool_calls, tools_from_openai, turns_from_openai, uses_tools
 from costline.serving.pipeline import Answer, LiveAnswer
 
-__all__ = ["ChatCompletions", "DEFAULT_MAX_TOKENS", "OpenAIRoute", "end_user_of", "model_of", "open_openai_live", "openai_error", "token_counts"]
+__all__ = ["ChatCompletions", "DEFAULT_MAX_TOKENS", "OpenAIRoute", "end_user_of", "model_of", "open_openai_live", "openai_error",
+           "settled_response", "token_counts"]
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +69,7 @@ def openai_error(status: int, message: str, headers: Mapping[str, str] | None = 
                                            "param": param, "code": None}}, headers=dict(headers or {}))
 
 
-class OpenAIRoute:
+class OpenAIRoute(ABC):
     """A route of an OpenAI API on a :class:`~costline.serving.gateway.app.Gateway`: the checks every API shares
     (key, tenant, a JSON object body), answered in OpenAI's format, then :meth:`_answer`. ``wall`` is the clock
     of the answers' timestamps."""
@@ -85,8 +87,9 @@ class OpenAIRoute:
         response.headers.update(admitted.headers)
         return response
 
+    @abstractmethod
     def _answer(self, req: HttpRequest, body: Mapping[str, Any], tenant: str | None) -> HttpResponse:
-        raise NotImplementedError
+        """The answer to an admitted request's JSON ``body`` (``tenant``: the key's, or None in open mode)."""
 
 
 class ChatCompletions(OpenAIRoute):
@@ -117,16 +120,9 @@ class ChatCompletions(OpenAIRoute):
         created = int(self._wall())
         if isinstance(result, LiveAnswer):
             return self._live(result, created, include_usage)
-        headers = _headers(result)
-        if not result.cached and result.reply is None:
-            return openai_error(failure_status(result), f"every tier failed: {result.reason}",
-                                {**headers, "x-should-retry": "false"})
-        if not stream:
-            return HttpResponse(200, _completion(result, created), headers=headers)
-        headers[STREAM_MODE_HEADER] = "live" if result.cached else "buffered"
-        return HttpResponse(200, headers=headers, content_type="text/event-stream",
-                            stream=_chunks(model_of(result), _id_of(result.request_id), created, [result.text],
-                                           lambda: result, include_usage, _calls(result)))
+        return settled_response(result, stream, lambda: _completion(result, created), lambda: _chunks(
+            model_of(result), _id_of(result.request_id), created, [result.text], lambda: result, include_usage,
+            _calls(result)))
 
     def _live(self, live: LiveAnswer, created: int, include_usage: bool) -> HttpResponse:
         opened = open_openai_live(live)
@@ -255,13 +251,31 @@ def end_user_of(body: Mapping[str, Any]) -> tuple[tuple[str, Any], ...] | HttpRe
     return ()
 
 
+def _every_tier_failed(result: Answer) -> HttpResponse:
+    """OpenAI's error for an answer whose every tier failed (the gateway retried already: clients should not)."""
+    return openai_error(failure_status(result), f"every tier failed: {result.reason}",
+                        {**_headers(result), "x-should-retry": "false"})
+
+
+def settled_response(result: Answer, stream: bool, whole: Callable[[], Any],
+                     events: Callable[[], Iterable[bytes]]) -> HttpResponse:
+    """An OpenAI route's answer once the pipeline settled it: the error when every tier failed, else the ``whole``
+    body, or with ``stream`` its ``events`` (``x-costline-stream-mode``: live for a cache hit, else buffered)."""
+    if not result.cached and result.reply is None:
+        return _every_tier_failed(result)
+    headers = _headers(result)
+    if not stream:
+        return HttpResponse(200, whole(), headers=headers)
+    headers[STREAM_MODE_HEADER] = "live" if result.cached else "buffered"
+    return HttpResponse(200, headers=headers, content_type="text/event-stream", stream=events())
+
+
 def open_openai_live(live: LiveAnswer) -> tuple[str, Iterator[str], dict[str, str]] | HttpResponse:
     """:func:`~costline.serving.gateway.app.open_live` for an OpenAI route: (the answering model, the text pieces,
     the headers), or the error answer in OpenAI's format when every tier failed before a first piece."""
     opened = open_live(live)
     if isinstance(opened, Answer):
-        return openai_error(failure_status(opened), f"every tier failed: {opened.reason}",
-                            {**_headers(opened), "x-should-retry": "false"})
+        return _every_tier_failed(opened)
     first, pieces, headers = opened
 
     def texts() -> Iterator[str]:

@@ -36,10 +36,9 @@ from typing import Any
 from costline.serving.backends import Prompt
 from costline.serving.cache.key import scope_of_body
 from costline.serving.gateway._http import HttpRequest, HttpResponse
-from costline.serving.gateway.app import STREAM_MODE_HEADER, _headers, failure_status
 from costline.serving.gateway.messages_api import question_text, sampling_of
 from costline.serving.gateway.openai_api import (DEFAULT_MAX_TOKENS, OpenAIRoute, end_user_of, model_of,
-                                                 open_openai_live, openai_error, token_counts)
+                                                 open_openai_live, openai_error, settled_response, token_counts)
 from costline.serving.pipeline import Answer, LiveAnswer
 from costline.serving.translate import image_block, tools_from_openai
 
@@ -91,15 +90,8 @@ class Responses(OpenAIRoute):
         shell = _shell(body, int(self._wall()))
         if isinstance(result, LiveAnswer):
             return self._live(result, shell)
-        headers = _headers(result)
-        if not result.cached and result.reply is None:
-            return openai_error(failure_status(result), f"every tier failed: {result.reason}",
-                                {**headers, "x-should-retry": "false"})
-        if not stream:
-            return HttpResponse(200, _finished(shell, result), headers=headers)
-        headers[STREAM_MODE_HEADER] = "live" if result.cached else "buffered"
-        return HttpResponse(200, headers=headers, content_type="text/event-stream",
-                            stream=_events(shell, result.request_id, model_of(result), [result.text], lambda: result))
+        return settled_response(result, bool(stream), lambda: _finished(shell, result), lambda: _events(
+            shell, result.request_id, model_of(result), [result.text], lambda: result))
 
     def _live(self, live: LiveAnswer, shell: dict[str, Any]) -> HttpResponse:
         opened = open_openai_live(live)
