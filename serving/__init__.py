@@ -6,6 +6,8 @@ Layout (one folder per concern; this package's own modules are the path they sha
     backends.py      the model tiers' SDK clients (Anthropic, OpenAI-compatible/vLLM)
     registry.py      the tiers and their models ([serving.tiers])
     confidence.py    the confidence marker the pipeline escalates on
+    structured.py    structured outputs: each API's format read into one, every answer checked against it
+    translate.py     tools and images between the Messages and Chat Completions shapes
     embedding*.py    the MiniLM embedder (torch, ONNX), shared by the cache and the learned router
     settings.py      the [serving] config section; errors.py: ServingError and its children
     cache/           the semantic cache (FAISS index, key scoping, verification, admission model,
@@ -38,6 +40,7 @@ _LAZY: dict[str, str] = {
     "Reply": "backends",
     "Backend": "backends",
     "build_backends": "backends",
+    "OutputFormat": "structured",
     "ModelRegistry": "registry",
     "TierSpec": "registry",
     "Router": "routing.router",

@@ -44,6 +44,7 @@ from costline.sdk import anthropic_client, openai_client
 from costline.serving.errors import BackendError, RoutingError
 from costline.serving.registry import ModelRegistry, TierSpec
 from costline.serving.settings import BackendsConfig
+from costline.serving.structured import JSON_OBJECT_INSTRUCTION, OutputFormat
 from costline.serving.translate import blocks_from_openai, messages_to_openai, tools_to_openai, uses_tools
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,9 @@ class Prompt:
     #: The Messages API's ``thinking`` (``enabled`` with a budget, or ``adaptive``), checked by the gateway: sent to
     #: Anthropic tiers; an OpenAI-compatible tier answers without it (and without thinking blocks).
     thinking: Mapping[str, Any] | None = None
+    #: Structured outputs (:mod:`costline.serving.structured`): the answer must be JSON valid against a schema, or
+    #: one JSON object. Each tier gets it in its API's shape; the pipeline checks every answer against it.
+    output_format: OutputFormat | None = None
 
     @property
     def uses_tools(self) -> bool:
@@ -350,6 +354,13 @@ class AnthropicBackend:
             kwargs["thinking"] = dict(prompt.thinking)
         kwargs.update(_anthropic_sampling(prompt))
         kwargs.update(prompt.anthropic_extra)
+        fmt = prompt.output_format
+        if fmt is not None:
+            spec = fmt.to_anthropic()
+            if spec is not None:
+                kwargs["output_config"] = {**kwargs.get("output_config", {}), "format": spec}
+            else:  # JSON without a schema: the Messages API has no such mode, so the model is told
+                kwargs["system"] = _with_instruction(kwargs.get("system"), JSON_OBJECT_INSTRUCTION)
         return kwargs
 
     def _reply(self, response: Any) -> Reply:
@@ -369,6 +380,15 @@ class AnthropicBackend:
 
     def close(self) -> None:
         self.client.close()
+
+
+def _with_instruction(system: Any, instruction: str) -> Any:
+    """``system`` (absent, a string or text blocks) with ``instruction`` after it."""
+    if not system:
+        return instruction
+    if isinstance(system, str):
+        return f"{system}\n\n{instruction}"
+    return [*system, {"type": "text", "text": instruction}]
 
 
 def openai_messages(prompt: Prompt) -> list[dict[str, Any]]:
@@ -400,6 +420,8 @@ class OpenAIChatBackend:
         request = {"model": self.spec.model, "messages": messages,
                    "max_tokens": prompt.max_tokens or self.max_tokens, **_openai_sampling(prompt),
                    **tools_to_openai(prompt.tools, prompt.tool_choice)}
+        if prompt.output_format is not None:  # vLLM's guided decoding holds the student to it
+            request["response_format"] = prompt.output_format.to_chat()
         try:
             if self.recorder is not None and not self.recorder.capture_enabled:
                 return self._complete_raw(request)
@@ -484,7 +506,8 @@ class OpenAIChatBackend:
             stream = self.client.chat.completions.create(
                 model=self.spec.model, messages=messages,
                 max_tokens=prompt.max_tokens or self.max_tokens, stream=True,
-                stream_options={"include_usage": True}, **_openai_sampling(prompt))
+                stream_options={"include_usage": True}, **_openai_sampling(prompt),
+                **({"response_format": prompt.output_format.to_chat()} if prompt.output_format else {}))
             with stream:
                 for chunk in stream:
                     model, rid = chunk.model or model, chunk.id or rid

@@ -29,6 +29,7 @@ text comes as the model writes it; otherwise the settled :class:`Answer`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from contextlib import nullcontext
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
@@ -45,6 +46,7 @@ from costline.serving.errors import BackendError, RoutingError
 from costline.serving.registry import ModelRegistry
 from costline.serving.routing.router import Router, RoutingPolicy, build_policy
 from costline.serving.settings import EscalationConfig
+from costline.serving.structured import SCHEMA_PROBLEM, OutputFormat
 from costline.textutil import well_formed  # re-exported (serving's callers import it from here)
 from costline.serving.confidence import parse_confidence
 
@@ -311,8 +313,10 @@ class Pipeline:
         Nothing is sent to a model before the LiveAnswer is iterated."""
         query = well_formed(query)
         decision = self._route(query, task_type, subtype)
-        # tool calls and thinking blocks are whole before they are sent (the gateway writes them as the API's events)
-        if not self.streams_live(decision.tier) or (prompt is not None and prompt.expects_blocks):
+        # tool calls and thinking blocks are whole before they are sent (the gateway writes them as the API's events);
+        # a structured answer is checked against its format before it is accepted
+        if not self.streams_live(decision.tier) or (prompt is not None and (
+                prompt.expects_blocks or prompt.output_format is not None)):
             return self.answer(query, task_type=task_type, tenant=tenant, doc_hashes=doc_hashes,
                                namespace=namespace, subtype=subtype, prompt=prompt, request_id=request_id,
                                cache_scope=cache_scope)
@@ -450,14 +454,23 @@ class Pipeline:
             reply = backend.complete(prompt)
         except BackendError as exc:
             return Attempt(tier, backend.spec.model, False, exc.error_type)
-        ok, problem, confidence = self._judge(query, reply)
+        fmt = prompt.output_format
+        if fmt is not None and not reply.tool_calls:
+            reply = _settled(reply, fmt)
+        ok, problem, confidence = self._judge(query, reply, fmt)
         return Attempt(tier, reply.model, ok, problem, confidence, reply)
 
-    def _judge(self, query: str, reply: Reply) -> tuple[bool, str | None, float | None]:
-        """(accepted, why not, confidence) of one reply: the validator, then the confidence gate. An answer that
-        calls a tool is accepted as it is: both gates read a final answer's text, and a call is not one."""
+    def _judge(self, query: str, reply: Reply, fmt: OutputFormat | None = None) -> tuple[bool, str | None, float | None]:
+        """(accepted, why not, confidence) of one reply: its structured-output format (``fmt``: valid JSON, valid
+        against the schema), the validator, then the confidence gate. An answer that calls a tool is accepted as it
+        is: the gates read a final answer's text, and a call is not one."""
         if reply.tool_calls:
             return True, None, None
+        if fmt is not None:
+            broken = fmt.problem(reply.text)
+            if broken is not None:
+                log.info("costline: the %s tier's structured answer failed: %s", reply.tier, broken)
+                return False, SCHEMA_PROBLEM, None
         confidence = None
         if self.confidence is not None:
             try:
@@ -508,6 +521,17 @@ class Pipeline:
             self.cache.store(query, text, tenant=tenant, namespace=namespace, doc_hashes=tuple(doc_hashes))
         except Exception:  # a cache that cannot store must not fail the answer
             log.exception("costline: could not store an answer in the semantic cache")
+
+
+def _settled(reply: Reply, fmt: OutputFormat) -> Reply:
+    """``reply`` with its text as a structured answer is given (:meth:`OutputFormat.settle`: a fence unwrapped); its
+    other blocks (thinking) kept."""
+    text = fmt.settle(reply.text)
+    if text == reply.text:
+        return reply
+    others = tuple(b for b in reply.content if b.get("type") != "text")
+    content = (*others, {"type": "text", "text": text}) if others else ()
+    return dataclasses.replace(reply, text=text, content=content)
 
 
 def _whole(backend: Backend, prompt: Prompt) -> Generator[str, None, Reply]:

@@ -86,7 +86,8 @@ from costline.serving.gateway.messages_api import ANTHROPIC_ERROR_TYPES, last_us
 from costline.serving.settings import StandInConfig
 from costline.sim.standin_bedrock import BedrockApi, bedrock_error, is_bedrock_path
 from costline.sim.standin_gemini import GeminiApi, gemini_error, is_gemini_path
-from costline.sim.standin_model import count_tokens, synthesize, tokenize
+from costline.sim.standin_model import adequate, count_tokens, synthesize, tokenize
+from costline.sim.standin_structured import asks_for_json, json_object_answer, schema_instance
 
 __all__ = ["StandInServer", "RequestLog", "LoggedRequest"]
 
@@ -143,7 +144,7 @@ def _sampling(body: Mapping[str, Any], names: tuple[str, ...], max_temperature: 
                 raise _ApiError(400, f"{name}: range: 0..{top:g}")
         elif name == "top_k" and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
             raise _ApiError(400, "top_k: a whole number >= 0")
-        elif name in ("output_config", "cache_control", "metadata"):
+        elif name in ("output_config", "cache_control", "metadata", "response_format"):
             if not isinstance(value, Mapping):
                 raise _ApiError(400, f"{name}: Input should be a valid dictionary")
             value = tuple(sorted(value.items()))
@@ -345,6 +346,20 @@ class StandInServer(ServedByJsonServer):
         answer = synthesize(model, tier, query, degraded=self._degraded(tier, query))
         return _clipped(answer.text, max_tokens)
 
+    def _structured(self, generated: tuple[str, int, bool], model: str, tier: str, query: str, max_tokens: int,
+                    schema: Any, told: bool, *, guided: bool = False) -> tuple[str, int, bool]:
+        """(text, output tokens, truncated) of a structured answer: an instance of ``schema`` (decoding held to it),
+        or, with a prompt that only ``told`` the model to answer in JSON, a JSON object (prose before it from a tier
+        the question is too hard for; ``guided``: held to JSON, never prose); ``generated`` as it is otherwise."""
+        text = generated[0]
+        if schema is not None:
+            doc = json.dumps(schema_instance(schema, text))
+        elif told or guided:
+            doc = json_object_answer(text, adequate=guided or adequate(tier, query, degraded=self._degraded(tier, query)))
+        else:
+            return generated
+        return _clipped_json(doc, max_tokens)
+
     def _latency(self, tier: str) -> None:
         ms = self.config.latency_ms.get(tier, 0.0) * self.config.latency_scale
         if ms > 0:
@@ -439,6 +454,9 @@ class StandInServer(ServedByJsonServer):
                 text, out_tokens, truncated = _clipped(results, max_tokens)
             else:
                 text, out_tokens, truncated = self._generate(model, tier, last_user_text(messages), max_tokens)
+                text, out_tokens, truncated = self._structured(
+                    (text, out_tokens, truncated), model, tier, last_user_text(messages), max_tokens,
+                    _output_schema(body), asks_for_json(message_text(body.get("system"))))
             text, stopped = _stopped(text, dict(sampling).get("stop_sequences"))
             if stopped is not None:
                 out_tokens, truncated = count_tokens(text), False
@@ -686,7 +704,8 @@ class StandInServer(ServedByJsonServer):
             self.log.add(LoggedRequest(OPENAI, model, 400, key, False))
             return self._openai_error(400, f"{model} is not a multimodal model: image_url parts are not supported")
         try:
-            sampling = _sampling(body, ("temperature", "top_p", "top_k", "stop", "parallel_tool_calls"), 2.0)
+            sampling = _sampling(body, ("temperature", "top_p", "top_k", "stop", "parallel_tool_calls", "response_format"),
+                                 2.0)
             tools, choice, named = _chat_tools(body)
         except _ApiError as exc:
             return self._openai_error(exc.status, exc.message)
@@ -706,6 +725,12 @@ class StandInServer(ServedByJsonServer):
             else:
                 text, out_tokens, truncated = self._generate(model, contract.TIER_STUDENT, last_user_text(messages),
                                                              limit)
+                fmt = body.get("response_format") if isinstance(body.get("response_format"), Mapping) else {}
+                spec = fmt.get("json_schema") if isinstance(fmt.get("json_schema"), Mapping) else {}
+                if fmt.get("type") in ("json_schema", "json_object"):  # guided decoding: always the format
+                    text, out_tokens, truncated = self._structured(
+                        (text, out_tokens, truncated), model, contract.TIER_STUDENT, last_user_text(messages), limit,
+                        spec.get("schema", {}) if fmt.get("type") == "json_schema" else None, False, guided=True)
             text, stopped = _stopped(text, dict(sampling).get("stop"))
             if stopped is not None:
                 out_tokens, truncated = count_tokens(text), False
@@ -1045,6 +1070,23 @@ def _default_input(schema: Any) -> dict[str, Any]:
         kind = spec.get("type") if isinstance(spec, Mapping) else None
         out[str(name)] = _DEFAULT_ARGUMENTS.get(kind) if isinstance(kind, str) else None
     return out
+
+
+def _output_schema(body: Mapping[str, Any]) -> Any:
+    """The JSON Schema a Messages request holds the answer to (``output_config.format``, or the beta's top-level
+    ``output_format``), or None."""
+    config = body.get("output_config")
+    fmt = config.get("format") if isinstance(config, Mapping) else None
+    fmt = fmt if isinstance(fmt, Mapping) else body.get("output_format")
+    return fmt.get("schema") if isinstance(fmt, Mapping) and fmt.get("type") == "json_schema" else None
+
+
+def _clipped_json(doc: str, max_tokens: int) -> tuple[str, int, bool]:
+    """(text, output tokens, truncated) of a JSON answer: cut (and so no longer JSON) past ``max_tokens``."""
+    pieces = tokenize(doc)
+    if len(pieces) <= max_tokens:
+        return doc, len(pieces), False
+    return "".join(pieces[:max_tokens]), max_tokens, True
 
 
 def _json_pieces(text: str) -> list[str]:

@@ -100,6 +100,9 @@ def test_gateway_parses_anything_without_a_server_error(gateway, method, path, h
 # (at any depth) replaced by something else, so the fuzz reaches the deep checks and the translation -----------
 WEATHER_SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
 QUESTION_TOOL = "Please use get_weather: is it cold in Oslo?"
+TICKET_SCHEMA = {"$defs": {"P": {"enum": ["low", "high"]}}, "type": "object", "required": ["title", "p"],
+                 "properties": {"title": {"type": "string", "pattern": "^[A-Z]"}, "p": {"$ref": "#/$defs/P"}},
+                 "additionalProperties": False}
 BASES = {
     "/v1/messages": {
         "model": "m", "max_tokens": 50, "system": [{"type": "text", "text": "Be brief."}],
@@ -127,10 +130,22 @@ BASES = {
     "/v1/messages/count_tokens": {
         "model": "m", "tools": [{"name": "get_weather", "input_schema": WEATHER_SCHEMA}],
         "messages": [{"role": "user", "content": QUESTION_TOOL}]},
+    # structured outputs: each API's format around a schema with a $ref, an enum and a pattern
+    "/v1/messages#structured": {
+        "model": "m", "max_tokens": 50, "messages": [{"role": "user", "content": "File a ticket"}],
+        "output_config": {"effort": "low", "format": {"type": "json_schema", "schema": TICKET_SCHEMA}}},
+    "/v1/chat/completions#structured": {
+        "model": "m", "messages": [{"role": "user", "content": "File a ticket"}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "t", "strict": True,
+                                                                   "schema": TICKET_SCHEMA}}},
+    "/v1/responses#structured": {
+        "model": "m", "input": "File a ticket",
+        "text": {"format": {"type": "json_schema", "name": "t", "schema": TICKET_SCHEMA}}},
 }
 odd = st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.floats(allow_nan=False), st.text(max_size=8),
                 st.sampled_from(["", "tool", "any", "none", "function", "user", "assistant", "tool_use", "text",
-                                 "{not json", "[1]", "data:image/png;base64,@@", "ftp://x"]),
+                                 "{not json", "[1]", "data:image/png;base64,@@", "ftp://x", "json_object",
+                                 "json_schema", "#/$defs/Q", "http://169.254.169.254/", "(a|aa)+$", "[", "#"]),
                 st.lists(st.integers(), max_size=2), st.just({}), st.just([]),
                 st.dictionaries(st.sampled_from(["type", "name", "text"]), st.text(max_size=4), max_size=2))
 
@@ -159,7 +174,8 @@ def test_tool_and_openai_route_shapes_never_get_a_server_error(gateway, route, d
         node[last] = data.draw(odd)
     conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=20)
     try:
-        conn.request("POST", route, json.dumps(body), {"x-api-key": key, "content-type": "application/json"})
+        conn.request("POST", route.split("#")[0], json.dumps(body), {"x-api-key": key,
+                                                                     "content-type": "application/json"})
         resp = conn.getresponse()
         answer = resp.read()
     finally:

@@ -1,8 +1,9 @@
 """Generation parameters through the gateway: what an app sets reaches the model that answers, in the names of that
 model's API, through the real ``anthropic`` (2.x: ``stop_sequences``, ``output_config.effort``; its Messages API
 has no temperature) and ``openai`` SDKs (``temperature``, ``top_p``, ``stop``), streamed or not; what the gateway
-cannot carry (structured outputs) is a 400 naming the field, never silently dropped (a request answered as if it
-had not asked). The stand-in records the parameters each
+cannot carry (log probabilities, audio, web search) or the API would refuse (a malformed structured-output format)
+is a 400 naming the field, never silently dropped (a request answered as if it had not asked). (Structured outputs
+themselves: tests/test_gateway_structured.py.) The stand-in records the parameters each
 call carried, by its API's names, and stops at a stop sequence as the API does."""
 
 from __future__ import annotations
@@ -151,8 +152,8 @@ def test_an_openai_compatible_tier_gets_openai_names_and_never_effort(standin, s
             b.close()
 
 
-@pytest.mark.parametrize("field, value", [  # (tools are carried: tests/test_gateway_tools.py)
-    ("output_config", {"format": {"type": "json_schema", "schema": {"type": "object"}}}),
+@pytest.mark.parametrize("field, value", [  # (tools and schemas are carried: test_gateway_tools.py, _structured.py)
+    ("output_config", {"format": {"type": "json_object"}}),  # the Messages API takes schemas only
 ])
 def test_what_the_gateway_cannot_carry_is_refused_not_dropped(standin, serve, field, value):  # noqa: F811
     standin.log.clear()
@@ -198,17 +199,18 @@ def test_parameters_the_api_would_refuse_are_a_400_before_any_call(standin, serv
 
 
 @pytest.mark.parametrize("extra, param", [
-    ({"response_format": {"type": "json_object"}}, "response_format"),
-    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}},
-     "response_format"),
+    ({"response_format": {"type": "xml"}}, "response_format"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": 7}}}},
+     "response_format.json_schema.schema"),
     ({"logprobs": True, "top_logprobs": 3}, "logprobs"),
     ({"modalities": ["text", "audio"], "audio": {"voice": "alloy", "format": "wav"}}, "modalities"),
     ({"web_search_options": {}}, "web_search_options"),
     ({"reasoning_effort": "extreme"}, "reasoning_effort"),
 ])
 def test_chat_fields_the_gateway_cannot_answer_are_refused(standin, serve, extra, param):  # noqa: F811
-    """Each asks for an answer the gateway cannot give (JSON held to a schema, log probabilities, audio, web
-    search): a 400 naming the field, in OpenAI's format, before any model is paid."""
+    """Each asks for an answer the gateway cannot give (log probabilities, audio, web search) or is malformed (a
+    response format of no known type, a schema that is no JSON Schema): a 400 naming the field, in OpenAI's
+    format, before any model is paid."""
     standin.log.clear()
     gw = serve()
     with pytest.raises(openai.BadRequestError) as err:

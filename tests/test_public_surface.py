@@ -39,7 +39,7 @@ PINNED: dict[str, list[str]] = {
     ],
     "costline.serving": [
         "Answer", "AnswerCache", "Attempt", "Backend", "Decision", "Gateway", "LearnedPolicy", "ModelRegistry",
-        "POLICIES", "Pipeline", "Prompt", "Reply", "Router", "RoutingPolicy", "RulePolicy", "TierSpec",
+        "OutputFormat", "POLICIES", "Pipeline", "Prompt", "Reply", "Router", "RoutingPolicy", "RulePolicy", "TierSpec",
         "Validator", "build_backends", "build_policy", "evaluate", "train_policy",
     ],
     "costline.serving.cache": [

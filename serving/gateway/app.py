@@ -19,7 +19,10 @@ cache hit). The request's ``model`` is ignored: the router picks.
 * task type: header ``x-costline-task-type`` (or ``metadata.task_type``), else ``default_task_type``;
 * document hashes for cache invalidation: header ``x-costline-doc-hashes`` (comma-separated);
 * generation parameters reach the tiers whose API takes them (``messages_api.SAMPLING_FIELDS``), and the fields of
-  ``messages_api.PASSTHROUGH_FIELDS`` reach Anthropic tiers as they came; structured outputs are refused with a 400;
+  ``messages_api.PASSTHROUGH_FIELDS`` reach Anthropic tiers as they came;
+* structured outputs (``output_config.format``) reach every tier in its API's shape, and every answer is checked
+  against the schema before it is accepted (:mod:`costline.serving.structured`): one that is not valid goes up a
+  tier; a ``stream: true`` one is buffered;
 * tools (custom tools, ``tool_choice``, ``tool_use`` / ``tool_result`` turns) reach the routed tier, translated
   for an OpenAI-compatible one (:mod:`costline.serving.translate`), and ``thinking`` reaches Anthropic tiers; such
   a request is routed on its question, never cached, and a ``stream: true`` one is buffered; an answer that calls
@@ -65,6 +68,7 @@ from costline.serving.settings import GatewayConfig
 from costline.serving.gateway.messages_api import (ANTHROPIC_ERROR_TYPES, last_user_text, passthrough_of, question_text,
                                                    sampling_of, shape_problem, thinking_of, unsupported_problem)
 from costline.serving.errors import BackendError
+from costline.serving.structured import from_anthropic
 from costline.serving.translate import tools_problem
 
 __all__ = ["Gateway", "CACHE_MODEL", "STREAM_MODE_HEADER"]
@@ -356,17 +360,22 @@ class Gateway(ServedByJsonServer):
         thinking = thinking_of(body)
         if isinstance(thinking, str):
             return _error(400, thinking)
+        fmt = from_anthropic(body)
+        if isinstance(fmt, tuple):
+            return _error(400, fmt[1])
         max_tokens = body.get("max_tokens")
         if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
             return _error(400, "max_tokens: field required (a whole number >= 1)")
         tools = tuple(body.get("tools") or ())
         prompt = Prompt(tuple(messages), body.get("system"), max_tokens, sampling, tools,
-                        body.get("tool_choice") if tools else None, extra, thinking)
+                        body.get("tool_choice") if tools else None, extra, thinking, fmt)
         query = question_text(messages) if prompt.expects_blocks else last_user_text(messages)
         if not query.strip():
             return _error(400, "messages: the last user message has no text")
         meta = body.get("metadata") if isinstance(body.get("metadata"), Mapping) else {}
-        result = self.ask(req, query=query, prompt=prompt, cache_scope=scope_of_body(body), stream=stream,
+        # the format in the shape every API's request scopes it in (one cache entry whichever API asked)
+        scope = scope_of_body({**body, "output_format": fmt.scope() if fmt is not None else None})
+        result = self.ask(req, query=query, prompt=prompt, cache_scope=scope, stream=stream,
                           metadata=meta, tenant=tenant)
         if isinstance(result, LiveAnswer):
             return _live_response(result)

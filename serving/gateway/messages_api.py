@@ -8,8 +8,8 @@
   before any model is called (a malformed one would fail on every tier, each paid for a round trip);
 * :func:`sampling_of` — the generation parameters forwarded to every tier (:data:`SAMPLING_FIELDS`), checked;
 * :func:`passthrough_of` — the fields carried as they are to Anthropic tiers (:data:`PASSTHROUGH_FIELDS`), checked;
-* :func:`unsupported_problem` — a field the gateway cannot carry (:data:`UNSUPPORTED_FIELDS`: structured outputs)
-  or malformed ``tools``: refused with a 400 rather than dropped; :func:`thinking_of` — ``thinking``, checked.
+* :func:`unsupported_problem` — malformed ``tools``: refused with a 400 rather than dropped; :func:`thinking_of` —
+  ``thinking``, checked. (Structured outputs, ``output_config.format``: :mod:`costline.serving.structured`.)
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 from costline.serving.translate import block_text, tools_problem
 
-__all__ = ["ANTHROPIC_ERROR_TYPES", "PASSTHROUGH_FIELDS", "SAMPLING_FIELDS", "UNSUPPORTED_FIELDS", "message_text", "last_user_text",
+__all__ = ["ANTHROPIC_ERROR_TYPES", "PASSTHROUGH_FIELDS", "SAMPLING_FIELDS", "message_text", "last_user_text",
            "question_text",
            "passthrough_of", "sampling_of", "shape_problem", "thinking_of", "unsupported_problem"]
 
@@ -131,11 +131,6 @@ def shape_problem(messages: list[Mapping[str, Any]], system: Any) -> str | None:
 SAMPLING_FIELDS = ("temperature", "top_p", "stop_sequences", "effort")
 #: ``output_config.effort`` values of the Messages API.
 EFFORTS = ("low", "medium", "high", "xhigh", "max")
-#: Fields the gateway cannot carry: no tier below the top could be held to a JSON schema. Refused (400) — dropping
-#: it would answer the request as if it had not asked. (Tools are carried: :mod:`costline.serving.translate`;
-#: thinking: :func:`thinking_of`.)
-UNSUPPORTED_FIELDS = ("output_config.format",)
-
 
 def thinking_of(body: Mapping[str, Any]) -> Mapping[str, Any] | None | str:
     """The request's ``thinking`` as the API takes it (``enabled`` with ``budget_tokens`` of at least 1024 and
@@ -234,13 +229,6 @@ def passthrough_of(body: Mapping[str, Any]) -> tuple[tuple[str, Any], ...] | str
 
 
 def unsupported_problem(body: Mapping[str, Any]) -> str | None:
-    """What the gateway cannot carry in ``body`` (:data:`UNSUPPORTED_FIELDS`), or what is wrong with its ``tools``
-    and ``tool_choice`` (:func:`~costline.serving.translate.tools_problem`), or None."""
-    problem = tools_problem(body.get("tools"), body.get("tool_choice"))
-    if problem:
-        return problem
-    config = body.get("output_config")
-    if isinstance(config, Mapping) and config.get("format") is not None:
-        return ("output_config.format: structured outputs are not supported by the costline gateway (a cheaper "
-                "tier could not be held to the schema); send it to the API directly")
-    return None
+    """What is wrong with the ``tools`` and ``tool_choice`` of ``body``
+    (:func:`~costline.serving.translate.tools_problem`), or None."""
+    return tools_problem(body.get("tools"), body.get("tool_choice"))

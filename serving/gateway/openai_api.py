@@ -22,6 +22,8 @@ pipeline call, and the answer is written back as a ``chat.completion``:
   tools comes back as ``tool_calls`` with ``finish_reason: "tool_calls"`` (streamed: a ``tool_calls`` delta with
   the name, then one with the arguments); such a request is never cached;
 * a user message's ``image_url`` parts become image blocks (:func:`~costline.serving.translate.image_block`);
+* ``response_format`` ``json_schema`` / ``json_object`` (structured outputs, what the SDK's ``parse`` sends) reach
+  every tier in its API's shape and every answer is checked against it (:mod:`costline.serving.structured`);
 * errors in OpenAI's format (``{"error": {"message", "type", "param", "code"}}``); every tier
   failing answers 429, 503 (overloaded) or 500; other parts (audio, files) and the deprecated ``functions`` are
   refused (400).
@@ -42,6 +44,7 @@ from costline.serving.cache.key import scope_of_body
 from costline.serving.gateway.app import (CACHE_MODEL, STREAM_MODE_HEADER, Gateway, _headers, failure_status,
                                       open_live)
 from costline.serving.gateway.messages_api import question_text, sampling_of
+from costline.serving.structured import from_chat
 from costline.serving.translate import block_text, openai_tool_calls, tools_from_openai, turns_from_openai, uses_tools
 from costline.serving.pipeline import Answer, LiveAnswer
 
@@ -100,13 +103,16 @@ class ChatCompletions(OpenAIRoute):
         if isinstance(parsed, HttpResponse):
             return parsed
         system, messages, query, max_tokens, sampling, tools, tool_choice = parsed
+        fmt = from_chat(body.get("response_format"))
+        if isinstance(fmt, tuple):
+            return openai_error(400, fmt[1], param=fmt[0])
         stream = body.get("stream") is True
         options = body.get("stream_options") if isinstance(body.get("stream_options"), Mapping) else {}
         include_usage = stream and options.get("include_usage") is True
         # the scope of the equivalent Messages request: one cache entry whichever API asked
-        equivalent = {**{k: body[k] for k in ("model", "temperature", "top_p", "seed", "response_format")
-                         if body.get(k) is not None},
-                      "system": system, "messages": messages, "max_tokens": max_tokens}
+        equivalent = {**{k: body[k] for k in ("model", "temperature", "top_p", "seed") if body.get(k) is not None},
+                      "system": system, "messages": messages, "max_tokens": max_tokens,
+                      "output_format": fmt.scope() if fmt is not None else None}
         stop = body.get("stop")
         if stop is not None:
             equivalent["stop_sequences"] = [stop] if isinstance(stop, str) else stop
@@ -114,7 +120,7 @@ class ChatCompletions(OpenAIRoute):
         end_user = end_user_of(body)
         if isinstance(end_user, HttpResponse):
             return end_user
-        prompt = Prompt(tuple(messages), system, max_tokens, sampling, tools, tool_choice, end_user)
+        prompt = Prompt(tuple(messages), system, max_tokens, sampling, tools, tool_choice, end_user, output_format=fmt)
         result = self.gateway.ask(req, query=query, prompt=prompt, cache_scope=scope_of_body(equivalent),
                                   stream=stream, metadata=meta, tenant=tenant)
         created = int(self._wall())
@@ -208,13 +214,8 @@ _EFFORTS = {"none": "low", "minimal": "low", "low": "low", "medium": "medium", "
 
 
 def _cannot_carry(body: Mapping[str, Any]) -> tuple[str, str] | None:
-    """(param, message) for a request field whose answer the gateway cannot give (its answers are text, one
-    choice, no log probabilities), or None. Ignoring them would hand the app something else than it asked for."""
-    fmt = body.get("response_format")
-    if fmt is not None and not (isinstance(fmt, Mapping) and fmt.get("type") == "text"):
-        return "response_format", ("structured outputs (response_format json_schema / json_object) are not supported "
-                                   "by the costline gateway (a cheaper tier could not be held to them); send the "
-                                   "request to the API directly")
+    """(param, message) for a request field whose answer the gateway cannot give (one choice, no log
+    probabilities, text out), or None. Ignoring them would hand the app something else than it asked for."""
     if body.get("logprobs") or body.get("top_logprobs"):
         return "logprobs", "log probabilities are not supported by the costline gateway"
     modalities = body.get("modalities")

@@ -11,7 +11,8 @@ the Chat Completions API: the request is translated to the Messages shape and an
   messages become the system prompt;
 * ``max_output_tokens`` (default :data:`~costline.serving.gateway.openai_api.DEFAULT_MAX_TOKENS`), ``temperature``,
   ``top_p``, ``reasoning.effort`` (the Anthropic tiers' ``output_config.effort``), function ``tools``,
-  ``tool_choice``, ``parallel_tool_calls``;
+  ``tool_choice``, ``parallel_tool_calls``, ``text.format`` (structured outputs: ``json_schema`` / ``json_object``,
+  checked on every answer: :mod:`costline.serving.structured`);
 * the answer: ``output`` holds a ``message`` item (``output_text``) and a ``function_call`` item per tool call;
   ``status`` ``incomplete`` (``incomplete_details.reason: max_output_tokens``) when the model ran out of tokens;
   ``usage`` with ``input_tokens_details.cached_tokens``; ``model`` is the model that answered
@@ -21,8 +22,7 @@ the Chat Completions API: the request is translated to the Messages shape and an
   (``x-costline-stream-mode``);
 * refused with a 400 naming the parameter: ``previous_response_id`` and ``conversation`` (the gateway stores no
   responses: send the whole conversation in ``input``; ``store`` is accepted and nothing is stored), ``background``,
-  hosted tools (web / file search, computer use, code interpreter…), structured outputs (``text.format`` other
-  than ``text``), ``item_reference`` items.
+  hosted tools (web / file search, computer use, code interpreter…), ``item_reference`` items.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from costline.serving.gateway.messages_api import question_text, sampling_of
 from costline.serving.gateway.openai_api import (DEFAULT_MAX_TOKENS, OpenAIRoute, end_user_of, model_of,
                                                  open_openai_live, openai_error, settled_response, token_counts)
 from costline.serving.pipeline import Answer, LiveAnswer
+from costline.serving.structured import from_responses
 from costline.serving.translate import image_block, tools_from_openai
 
 __all__ = ["Responses"]
@@ -74,17 +75,21 @@ class Responses(OpenAIRoute):
 
     def _respond(self, req: HttpRequest, body: Mapping[str, Any], tenant: str | None) -> HttpResponse:
         system, turns, query, max_tokens, sampling, tools, tool_choice = _to_messages(body)
+        fmt = from_responses(body.get("text"))
+        if isinstance(fmt, tuple):
+            raise _Refused(*fmt)
         stream = body.get("stream")
         if stream is not None and not isinstance(stream, bool):
             raise _Refused("stream", "stream: true or false")
         # the scope of the equivalent Messages request: one cache entry whichever API asked
         equivalent = {**{k: body[k] for k in ("model", "temperature", "top_p") if body.get(k) is not None},
-                      "system": system, "messages": turns, "max_tokens": max_tokens}
+                      "system": system, "messages": turns, "max_tokens": max_tokens,
+                      "output_format": fmt.scope() if fmt is not None else None}
         meta = body.get("metadata") if isinstance(body.get("metadata"), Mapping) else {}
         end_user = end_user_of(body)
         if isinstance(end_user, HttpResponse):
             return end_user
-        prompt = Prompt(tuple(turns), system, max_tokens, sampling, tools, tool_choice, end_user)
+        prompt = Prompt(tuple(turns), system, max_tokens, sampling, tools, tool_choice, end_user, output_format=fmt)
         result = self.gateway.ask(req, query=query, prompt=prompt, cache_scope=scope_of_body(equivalent),
                                   stream=bool(stream), metadata=meta, tenant=tenant)
         shell = _shell(body, int(self._wall()))
@@ -116,12 +121,6 @@ def _to_messages(body: Mapping[str, Any]) -> tuple[Any, list[dict[str, Any]], st
     for field, why in _REFUSED:
         if body.get(field) not in (None, False):
             raise _Refused(field, f"{field}: {why}")
-    text = body.get("text")
-    fmt = text.get("format") if isinstance(text, Mapping) else None
-    if fmt is not None and not (isinstance(fmt, Mapping) and fmt.get("type") == "text"):
-        raise _Refused("text.format", "text.format: structured outputs are not supported by the costline gateway (a "
-                                      "cheaper tier could not be held to the schema); send the request to the API "
-                                      "directly")
     max_tokens = body.get("max_output_tokens")
     if max_tokens is None:
         max_tokens = DEFAULT_MAX_TOKENS
@@ -278,8 +277,15 @@ def _shell(body: Mapping[str, Any], created: int) -> dict[str, Any]:
             "parallel_tool_calls": body.get("parallel_tool_calls") is not False, "previous_response_id": None,
             "reasoning": {"effort": None, "summary": None}, "store": False,
             "temperature": body.get("temperature", 1.0), "top_p": body.get("top_p", 1.0),
-            "text": {"format": {"type": "text"}}, "tool_choice": body.get("tool_choice", "auto"),
+            "text": {"format": dict(_format_of(body))}, "tool_choice": body.get("tool_choice", "auto"),
             "tools": list(body.get("tools") or []), "truncation": "disabled", "user": None}
+
+
+def _format_of(body: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The request's ``text.format`` (checked already), or the default ``text``."""
+    text = body.get("text")
+    fmt = text.get("format") if isinstance(text, Mapping) else None
+    return fmt if isinstance(fmt, Mapping) else {"type": "text"}
 
 
 def _id_of(request_id: str) -> str:
