@@ -45,7 +45,8 @@ from costline.serving.errors import BackendError, RoutingError
 from costline.serving.registry import ModelRegistry, TierSpec
 from costline.serving.settings import BackendsConfig
 from costline.serving.structured import JSON_OBJECT_INSTRUCTION, OutputFormat
-from costline.serving.translate import blocks_from_openai, messages_to_openai, tools_to_openai, uses_tools
+from costline.serving.translate import (NotTranslatable, blocks_from_openai, cites, messages_to_openai, tools_to_openai,
+                                       uses_tools)
 
 log = logging.getLogger(__name__)
 
@@ -97,9 +98,10 @@ class Prompt:
 
     @property
     def expects_blocks(self) -> bool:
-        """True when the answer may hold blocks other than text — tool calls (:attr:`uses_tools`) or thinking
-        blocks (``thinking``): it is never served from or stored in the cache, and is streamed whole."""
-        return self.thinking is not None or self.uses_tools
+        """True when the answer may hold more than text — tool calls (:attr:`uses_tools`), thinking blocks
+        (``thinking``) or citations (a document or search result with ``citations.enabled``): it is never served from
+        or stored in the cache, and is streamed whole."""
+        return self.thinking is not None or self.uses_tools or cites(self.messages)
 
     @classmethod
     def of(cls, query: str, *, system: Any = None, max_tokens: int | None = None) -> "Prompt":
@@ -195,16 +197,19 @@ def _message_text(blocks: Any) -> str:
 
 def _content_blocks(blocks: Any) -> tuple[dict[str, Any], ...]:
     """A Messages API answer's content (raw JSON blocks or the SDK's) as plain blocks when it holds more than text
-    (``tool_use``, ``thinking``, ``redacted_thinking``: kept in order with its text blocks, each with the fields a
-    client sends back on the next turn), else ``()``: a text answer is all in ``Reply.text``."""
+    (``tool_use``, ``thinking``, ``redacted_thinking``, text blocks' ``citations``: kept in order with its text
+    blocks, each with the fields a client sends back on the next turn), else ``()``: a text answer is all in
+    ``Reply.text``."""
     blocks = blocks if isinstance(blocks, list) else []
-    if all(_field(b, "type") == "text" for b in blocks):
+    if all(_field(b, "type") == "text" and not _field(b, "citations") for b in blocks):
         return ()
     out: list[dict[str, Any]] = []
     for block in blocks:
         kind = _field(block, "type")
         if kind == "text" and isinstance(_field(block, "text"), str):
-            out.append({"type": "text", "text": _field(block, "text")})
+            cited = _field(block, "citations")
+            out.append({"type": "text", "text": _field(block, "text"),
+                        **({"citations": [_plain(c) for c in cited]} if isinstance(cited, list) and cited else {})})
         elif kind == "tool_use":
             given = _field(block, "input")
             out.append({"type": "tool_use", "id": str(_field(block, "id") or ""), "name": str(_field(block, "name")),
@@ -215,6 +220,12 @@ def _content_blocks(blocks: Any) -> tuple[dict[str, Any], ...]:
         elif kind == "redacted_thinking":
             out.append({"type": "redacted_thinking", "data": str(_field(block, "data") or "")})
     return tuple(out)
+
+
+def _plain(value: Any) -> Any:
+    """A citation as plain JSON (the SDK's pydantic object dumped; raw JSON as it is)."""
+    dump = getattr(value, "model_dump", None)
+    return dump(mode="json", exclude_none=True) if callable(dump) else value
 
 
 # INCOMPLETE_STREAM (imported from collectors.instrument, re-exported): the tier's error type of a stream that
@@ -415,8 +426,7 @@ class OpenAIChatBackend:
     def complete(self, prompt: Prompt) -> Reply:
         import openai
 
-        messages = openai_messages(prompt)
-        self._refuse_fetches(messages)
+        messages = self._messages(prompt)
         request = {"model": self.spec.model, "messages": messages,
                    "max_tokens": prompt.max_tokens or self.max_tokens, **_openai_sampling(prompt),
                    **tools_to_openai(prompt.tools, prompt.tool_choice)}
@@ -445,6 +455,16 @@ class OpenAIChatBackend:
                            _str_or_none(_field(response, "model")) or self.spec.model,
                            _str_or_none(_field(choice, "finish_reason")), _field(response, "usage"),
                            _str_or_none(_field(response, "id")), blocks)
+
+    def _messages(self, prompt: Prompt) -> list[dict[str, Any]]:
+        """The prompt as this tier's chat messages; a block it cannot be given (a PDF, citations: see
+        :mod:`costline.serving.translate`) or an image it would fetch from inside your network fails the tier."""
+        try:
+            messages = openai_messages(prompt)
+        except NotTranslatable as exc:
+            raise BackendError(self.spec.name, "ContentNotSent", f"not sent to this tier: {exc}") from exc
+        self._refuse_fetches(messages)
+        return messages
 
     def _refuse_fetches(self, messages: list[dict[str, Any]]) -> None:
         """A self-hosted tier (vLLM) fetches an image given by URL itself, from inside the network it runs in: a
@@ -500,8 +520,7 @@ class OpenAIChatBackend:
         """:meth:`complete`, streamed (with ``include_usage``): yields text deltas, returns the Reply."""
         parts: list[str] = []
         model, finish, usage, rid = self.spec.model, None, None, None
-        messages = openai_messages(prompt)
-        self._refuse_fetches(messages)
+        messages = self._messages(prompt)
         try:
             stream = self.client.chat.completions.create(
                 model=self.spec.model, messages=messages,

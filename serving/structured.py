@@ -234,15 +234,25 @@ def _default_dialect() -> Any:
 
 
 # -- the check --------------------------------------------------------------------------------------------------
+#: Schemas up to this size (canonical JSON) keep their validator between requests; a bigger one is rebuilt per
+#: answer, so what the cache holds stays under ~256 x 64 KB whatever callers send (a body may be 8 MB).
+CACHED_SCHEMA_CHARS = 64 * 1024
+
+
 def _errors(schema_key: str, value: Any) -> Iterator[Any]:
     """The validation errors of ``value`` against the schema (canonical JSON), best first."""
-    return _validator(schema_key).iter_errors(value)
+    validator = _validator(schema_key) if len(schema_key) <= CACHED_SCHEMA_CHARS else _build(schema_key)
+    return validator.iter_errors(value)
 
 
 @lru_cache(maxsize=256)
 def _validator(schema_key: str) -> Any:
-    """A validator of the schema: its dialect, ``pattern`` by :func:`_pattern`, no remote references. Built once
-    per schema (a structured app sends the same few schemas over and over)."""
+    """:func:`_build`, once per schema (a structured app sends the same few schemas over and over)."""
+    return _build(schema_key)
+
+
+def _build(schema_key: str) -> Any:
+    """A validator of the schema: its dialect, ``pattern`` by :func:`_pattern`, no remote references."""
     from jsonschema.validators import validator_for
     from referencing import Registry
 

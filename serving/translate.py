@@ -20,6 +20,14 @@ served by an OpenAI-compatible server (:func:`tools_to_openai`, :func:`messages_
 A user turn's ``image`` blocks (``source`` base64 or url) reach an OpenAI-compatible tier as ``image_url`` parts
 (a data URL for base64): a tier that cannot read images refuses the request (an API error, escalated to a tier
 that can), rather than answering a question about a picture it never saw.
+
+A ``document`` block whose source is text (``source.type`` ``text``, or ``content`` of text blocks) and a
+``search_result`` block reach such a tier as text (:func:`document_text`: its title, context and text). Anything
+it cannot be given — a PDF or a document by URL or file id, a document or search result that asks for
+citations (the Messages API's citation blocks have no Chat Completions form), an image in a tool result, a
+block type this module does not know — raises :class:`NotTranslatable`: that tier fails and the request goes up
+a tier, never answered by a model that did not see part of it. (Thinking blocks of earlier assistant turns are
+left out: an OpenAI-compatible API takes no reasoning as input.)
 """
 
 from __future__ import annotations
@@ -31,9 +39,9 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["TOOL_NAME", "MAX_TOOLS", "tools_problem", "uses_tools", "tools_from_openai", "turns_from_openai",
-           "tools_to_openai", "messages_to_openai", "blocks_from_openai", "openai_tool_calls", "block_text",
-           "image_block"]
+__all__ = ["TOOL_NAME", "MAX_TOOLS", "NotTranslatable", "tools_problem", "uses_tools", "cites", "tools_from_openai",
+           "turns_from_openai", "tools_to_openai", "messages_to_openai", "blocks_from_openai", "openai_tool_calls",
+           "block_text", "document_text", "file_block", "image_block"]
 
 #: A tool's name as both APIs accept it (Anthropic allows 128 characters, OpenAI 64).
 TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
@@ -50,6 +58,60 @@ def block_text(content: Any, sep: str = "\n") -> str:
         return sep.join(str(b.get("text", "")) for b in content if isinstance(b, Mapping)
                         and b.get("type", "text") == "text")
     return ""
+
+
+class NotTranslatable(ValueError):
+    """A block an OpenAI-compatible tier cannot be given (the Chat Completions API has no form for it): that tier
+    fails, and the request goes up a tier."""
+
+
+#: Blocks that carry a source a model may cite (the Messages API's ``citations: {"enabled": true}``).
+_CITABLE = ("document", "search_result")
+
+
+def cites(messages: Sequence[Mapping[str, Any]]) -> bool:
+    """True when a document or search result of the turns (a tool result's included) asks for citations: the
+    answer's text blocks then carry ``citations``, which only the Messages API has."""
+    for m in messages:
+        content = m.get("content")
+        for block in content if isinstance(content, list) else ():
+            if not isinstance(block, Mapping):
+                continue
+            inner = block.get("content") if block.get("type") == "tool_result" else None
+            for b in [block, *(inner if isinstance(inner, list) else ())]:
+                if isinstance(b, Mapping) and b.get("type") in _CITABLE and _citations_on(b):
+                    return True
+    return False
+
+
+def _citations_on(block: Mapping[str, Any]) -> bool:
+    config = block.get("citations")
+    return isinstance(config, Mapping) and config.get("enabled") is True
+
+
+def document_text(block: Mapping[str, Any]) -> str:
+    """A ``document`` block with a text source, or a ``search_result`` block, as the text an OpenAI-compatible tier
+    reads (title, context, then the text); raises :class:`NotTranslatable` for any other source or when it asks
+    for citations."""
+    kind = block.get("type")
+    if _citations_on(block):
+        raise NotTranslatable(f"a {kind} that asks for citations (an OpenAI-compatible API cannot return them)")
+    title = block.get("title")
+    if kind == "search_result":
+        head = f"Search result: {title} ({block.get('source')})" if title else f"Search result ({block.get('source')})"
+        return f"{head}\n{block_text(block.get('content'))}"
+    source = block.get("source") if isinstance(block.get("source"), Mapping) else {}
+    if source.get("type") == "text" and isinstance(source.get("data"), str):
+        body = source["data"]
+    elif source.get("type") == "content":
+        body = block_text(source.get("content"))
+    else:
+        what = source.get("media_type") or source.get("type") or "unknown"
+        raise NotTranslatable(f"a document of source {str(what)[:40]!r} (an OpenAI-compatible tier reads text)")
+    lines = [f"Document: {title}" if title else "Document:"]
+    if isinstance(block.get("context"), str) and block["context"]:
+        lines.append(block["context"])
+    return "\n".join(lines) + f"\n\n{body}"
 
 
 def uses_tools(messages: Sequence[Mapping[str, Any]], tools: Sequence[Any] = ()) -> bool:
@@ -187,7 +249,7 @@ def turns_from_openai(raw: Sequence[Mapping[str, Any]], text_of: Any) -> tuple[l
         calls = m.get("tool_calls") if role == "assistant" else None
         content = m.get("content")
         if role == "user" and isinstance(content, list) and any(
-                isinstance(p, Mapping) and p.get("type") == "image_url" for p in content):
+                isinstance(p, Mapping) and p.get("type") in ("image_url", "file") for p in content):
             blocks = _user_parts(content)
             if isinstance(blocks, str):
                 return f"messages[{i}].content", f"messages[{i}].content{blocks}"
@@ -218,21 +280,56 @@ def turns_from_openai(raw: Sequence[Mapping[str, Any]], text_of: Any) -> tuple[l
 
 
 def _user_parts(parts: list[Any]) -> list[dict[str, Any]] | str:
-    """A user message's text and ``image_url`` parts as Messages blocks, in order, or what is wrong (``[j]: …``)."""
+    """A user message's text, ``image_url`` and ``file`` parts as Messages blocks, in order, or what is wrong
+    (``[j]: …``)."""
     blocks: list[dict[str, Any]] = []
     for j, part in enumerate(parts):
         kind = part.get("type") if isinstance(part, Mapping) else None
         if kind == "text" and isinstance(part.get("text"), str):
             blocks.append({"type": "text", "text": part["text"]})
             continue
+        if kind == "file":
+            given = part.get("file") if isinstance(part.get("file"), Mapping) else {}
+            block = file_block(given.get("file_data"), given.get("filename"))
+            if block is None:
+                return (f"[{j}].file: file_data, a base64 data: URL of a PDF or plain text (a file_id names a file "
+                        "stored at OpenAI, which the gateway cannot read: send the data inline)")
+            blocks.append(block)
+            continue
         url = part.get("image_url") if kind == "image_url" else None
         block = image_block(url.get("url") if isinstance(url, Mapping) else url)
         if block is None:
-            return (f"[{j}]: text parts and image_url parts (a base64 data: URL or an http(s) URL) are supported "
-                    f"by the costline gateway, not {str(kind)[:40]!r}" if kind != "image_url"
+            return (f"[{j}]: text, image_url and file parts are supported by the costline gateway, not "
+                    f"{str(kind)[:40]!r}" if kind != "image_url"
                     else f"[{j}].image_url.url: a base64 data: URL or an http(s) URL")
         blocks.append(block)
     return blocks
+
+
+_DATA_DOCUMENT = re.compile(r"data:(application/pdf|text/plain)(?:;[^;,]*)*;base64,(.*)", re.DOTALL)
+
+
+def file_block(data: Any, filename: Any = None, url: Any = None) -> dict[str, Any] | None:
+    """An OpenAI file input (``file_data``: a base64 ``data:`` URL of a PDF or plain text; or, from the Responses API,
+    a ``file_url``) as a Messages ``document`` block titled with ``filename``, or None when it is neither."""
+    title = {"title": filename[:500]} if isinstance(filename, str) and filename else {}
+    if isinstance(url, str) and url.startswith(("https://", "http://")) and data is None:
+        return {"type": "document", "source": {"type": "url", "url": url}, **title}
+    found = _DATA_DOCUMENT.fullmatch(data) if isinstance(data, str) else None
+    if found is None:
+        return None
+    try:
+        raw = base64.b64decode(found.group(2), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    if found.group(1) == "text/plain":
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        return {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": text}, **title}
+    return {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": found.group(2)},
+            **title}
 
 
 def openai_tool_calls(blocks: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -260,9 +357,10 @@ def tools_to_openai(tools: Sequence[Mapping[str, Any]], tool_choice: Mapping[str
 
 
 def messages_to_openai(system: Any, messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Messages-shaped system + turns as Chat Completions messages: text, an assistant turn's ``tool_use``
-    blocks as ``tool_calls``, a user turn's ``tool_result`` blocks as ``role: "tool"`` messages (before
-    the turn's text, as an OpenAI conversation orders them)."""
+    """Messages-shaped system + turns as Chat Completions messages: text (documents and search results as text), an
+    assistant turn's ``tool_use`` blocks as ``tool_calls``, a user turn's ``tool_result`` blocks as ``role:
+    "tool"`` messages (before the turn's text, as an OpenAI conversation orders them). Raises
+    :class:`NotTranslatable` for a block the tier cannot be given (see the module)."""
     out: list[dict[str, Any]] = []
     if system:
         out.append({"role": "system", "content": block_text(system)})
@@ -272,26 +370,62 @@ def messages_to_openai(system: Any, messages: Sequence[Mapping[str, Any]]) -> li
         if not isinstance(content, list):
             out.append({"role": role, "content": block_text(content)})
             continue
-        text = block_text(content)
-        images = any(isinstance(b, Mapping) and b.get("type") == "image" for b in content)
-        uses = [b for b in content if isinstance(b, Mapping) and b.get("type") == "tool_use"]
-        results = [b for b in content if isinstance(b, Mapping) and b.get("type") == "tool_result"]
+        blocks = [b for b in content if isinstance(b, Mapping)]
+        for b in blocks:
+            _check_translatable(b, role)
+        text = "\n".join(_text_of(b) for b in blocks if b.get("type", "text") in _TEXTUAL)
+        images = any(b.get("type") == "image" for b in blocks)
+        uses = [b for b in blocks if b.get("type") == "tool_use"]
+        results = [b for b in blocks if b.get("type") == "tool_result"]
         if role == "assistant" and uses:
             out.append({"role": "assistant", "content": text or None, "tool_calls": openai_tool_calls(uses)})
             continue
         for r in results:
-            result = block_text(r.get("content"))
+            result = _result_text(r.get("content"))
             if r.get("is_error") is True:
                 result = f"Error: {result}"
             out.append({"role": "tool", "tool_call_id": str(r.get("tool_use_id", "")), "content": result})
         if images and role == "user":  # the turn's parts in order: text and images
-            parts = [{"type": "text", "text": str(b.get("text", ""))} if b.get("type", "text") == "text"
-                     else _image_part(b) for b in content if isinstance(b, Mapping)
-                     and b.get("type", "text") in ("text", "image")]
+            parts = [{"type": "text", "text": _text_of(b)} if b.get("type", "text") in _TEXTUAL else _image_part(b)
+                     for b in blocks if b.get("type", "text") in (*_TEXTUAL, "image")]
             out.append({"role": role, "content": parts})
         elif text or not results:
             out.append({"role": role, "content": text})
     return out
+
+
+#: Blocks an OpenAI-compatible tier reads as text.
+_TEXTUAL = ("text", "document", "search_result")
+#: Blocks of earlier assistant turns it is not given (it takes no reasoning as input).
+_LEFT_OUT = ("thinking", "redacted_thinking")
+
+
+def _text_of(block: Mapping[str, Any]) -> str:
+    if block.get("type", "text") == "text":
+        return str(block.get("text", ""))
+    return document_text(block)
+
+
+def _result_text(content: Any) -> str:
+    """A tool result's content as the text of a ``role: "tool"`` message (search results as text; an image or a
+    document it cannot read raises :class:`NotTranslatable`)."""
+    if not isinstance(content, list):
+        return block_text(content)
+    parts = []
+    for b in content:
+        kind = b.get("type", "text") if isinstance(b, Mapping) else None
+        if kind not in _TEXTUAL:
+            raise NotTranslatable(f"a tool result holding {str(kind)[:40]!r} content (an OpenAI-compatible tool "
+                                  "message holds text)")
+        parts.append(_text_of(b))
+    return "\n".join(parts)
+
+
+def _check_translatable(block: Mapping[str, Any], role: str) -> None:
+    kind = block.get("type", "text")
+    known = {"user": (*_TEXTUAL, "image", "tool_result"), "assistant": ("text", "tool_use", *_LEFT_OUT)}
+    if kind not in known.get(role, ("text",)):
+        raise NotTranslatable(f"a {str(kind)[:40]!r} block in a {role[:20]} turn (no Chat Completions form)")
 
 
 _DATA_URL = re.compile(r"data:(image/[a-zA-Z0-9.+-]+);base64,(.*)", re.DOTALL)

@@ -87,6 +87,7 @@ from costline.serving.settings import StandInConfig
 from costline.sim.standin_bedrock import BedrockApi, bedrock_error, is_bedrock_path
 from costline.sim.standin_gemini import GeminiApi, gemini_error, is_gemini_path
 from costline.sim.standin_model import adequate, count_tokens, synthesize, tokenize
+from costline.sim.standin_documents import cited_answer
 from costline.sim.standin_structured import asks_for_json, json_object_answer, schema_instance
 
 __all__ = ["StandInServer", "RequestLog", "LoggedRequest"]
@@ -461,6 +462,10 @@ class StandInServer(ServedByJsonServer):
             if stopped is not None:
                 out_tokens, truncated = count_tokens(text), False
             content = [{"type": "text", "text": text}]
+            cited = cited_answer(messages)
+            if cited is not None:  # the sources asked for citations: quote each, cited
+                content = cited
+                out_tokens, truncated, stopped = sum(count_tokens(b["text"]) for b in cited), False, None
         thinking = _thinking(body, max_tokens)
         if thinking is not None:  # the model's thought comes first (empty when display is "omitted")
             thought = "" if thinking.get("display") == "omitted" else \
@@ -539,7 +544,8 @@ class StandInServer(ServedByJsonServer):
         blocks = message["content"]
         steps: list[tuple[int, dict[str, Any]]] = []  # (content block index, its next delta)
         for b, block in enumerate(blocks):
-            if block["type"] == "text":
+            if block["type"] == "text":  # its citations first (one citations_delta each), then the text
+                steps.extend((b, {"type": "citations_delta", "citation": c}) for c in block.get("citations") or ())
                 steps.extend((b, {"type": "text_delta", "text": p}) for p in _pieces(block["text"]))
             elif block["type"] == "thinking":  # the thought in pieces, then its signature
                 steps.extend((b, {"type": "thinking_delta", "thinking": p}) for p in _pieces(block["thinking"]))

@@ -36,6 +36,22 @@ class DictCache:
         self.entries[(tenant, namespace, query)] = answer
 
 
+def anthropic_client(gw: Gateway, route: str, tenant: str) -> Any:
+    """The real ``anthropic`` SDK pointed at ``gw``, routed by ``route`` (a key of :data:`ROUTES`), as ``tenant``."""
+    import anthropic
+
+    return anthropic.Anthropic(base_url=f"http://127.0.0.1:{gw.port}", api_key="unused", max_retries=0,
+                               default_headers={**ROUTES[route], "x-costline-tenant": tenant})
+
+
+def openai_client(gw: Gateway, route: str, tenant: str) -> Any:
+    """The real ``openai`` SDK pointed at ``gw``, routed by ``route``, as ``tenant``."""
+    import openai
+
+    return openai.OpenAI(base_url=f"http://127.0.0.1:{gw.port}/v1", api_key="unused", max_retries=0,
+                         default_headers={**ROUTES[route], "x-costline-tenant": tenant})
+
+
 @contextmanager
 def routed_gateway(standin: Any, keys_file: Path, *, cache: Any = None, recorder: Recorder | None = None,
                    **settings: Any) -> Iterator[Gateway]:

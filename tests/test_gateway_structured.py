@@ -1,7 +1,7 @@
 """Structured outputs through the gateway, asked the way apps ask: the ``openai`` SDK's ``chat.completions.parse`` and
 ``responses.parse`` (a pydantic model becomes a strict ``json_schema``), JSON mode, the ``anthropic`` SDK's
 ``messages.parse`` / ``messages.stream`` with ``output_format``, LangChain's ``with_structured_output`` and Pydantic
-AI's ``NativeOutput`` — each unchanged but for its base URL, routed to an Anthropic tier and to the student (an
+AI's ``NativeOutput``, the Vercel AI SDK's ``Output.object`` / ``generateObject`` — each unchanged but for its base URL, routed to an Anthropic tier and to the student (an
 OpenAI-compatible tier), streamed and not. The stand-in behind the gateway answers with an instance of the schema
 (as constrained decoding does), and with prose around the JSON when only told to answer in JSON by a tier the
 question is too hard for. Expected values come from the schema (written out here) and ``json.loads``, not from
@@ -11,13 +11,16 @@ costline's checker.
 from __future__ import annotations
 
 import json
+import subprocess
 from enum import Enum
+from pathlib import Path
 
 import anthropic
 import httpx
 import openai
 import pytest
-from gateways import ROUTES, DictCache, routed_gateway
+from gateways import ROUTES, DictCache, anthropic_client, openai_client, routed_gateway
+from node_apps import NODE_TIMEOUT_S, require_node
 from pydantic import BaseModel
 
 from costline.serving.gateway.app import CACHE_MODEL
@@ -49,16 +52,6 @@ def setup(standin, tmp_path_factory):
         yield gw, cache
 
 
-def _openai(gw, route: str, tenant: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"http://127.0.0.1:{gw.port}/v1", api_key="unused", max_retries=0,
-                         default_headers={**ROUTES[route], "x-costline-tenant": tenant})
-
-
-def _anthropic(gw, route: str, tenant: str) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=f"http://127.0.0.1:{gw.port}", api_key="unused", max_retries=0,
-                               default_headers={**ROUTES[route], "x-costline-tenant": tenant})
-
-
 def _tier_received(standin, since: int) -> dict:
     """The structured-output field the paid model call carried, by the tier's API."""
     entry = standin.log.paid()[since]
@@ -72,7 +65,7 @@ def _tier_received(standin, since: int) -> dict:
 @pytest.mark.parametrize("stream", [False, True])
 def test_openai_chat_parse_gets_a_parsed_model(setup, standin, route, stream) -> None:
     gw, _ = setup
-    client = _openai(gw, route, f"chat-parse-{stream}")
+    client = openai_client(gw, route, f"chat-parse-{stream}")
     paid = len(standin.log.paid())
     asked = [{"role": "user", "content": f"File a ticket: the CSV export button does nothing ({route}, {stream})"}]
     if stream:
@@ -97,7 +90,7 @@ def test_openai_chat_parse_gets_a_parsed_model(setup, standin, route, stream) ->
 @pytest.mark.parametrize("stream", [False, True])
 def test_openai_responses_parse_gets_a_parsed_model(setup, route, stream) -> None:
     gw, _ = setup
-    client = _openai(gw, route, f"responses-parse-{stream}")
+    client = openai_client(gw, route, f"responses-parse-{stream}")
     question = f"File a ticket: login fails on Safari ({route}, {stream})"
     if stream:
         with client.responses.stream(model="gpt-5-mini", input=question, text_format=Ticket) as s:
@@ -115,7 +108,7 @@ def test_openai_responses_parse_gets_a_parsed_model(setup, route, stream) -> Non
 @pytest.mark.parametrize("stream", [False, True])
 def test_anthropic_messages_parse_gets_a_parsed_model(setup, route, stream) -> None:
     gw, _ = setup
-    client = _anthropic(gw, route, f"messages-parse-{stream}")
+    client = anthropic_client(gw, route, f"messages-parse-{stream}")
     asked = [{"role": "user", "content": f"File a ticket: dark mode is unreadable ({route}, {stream})"}]
     if stream:
         with client.messages.stream(model="claude-haiku-4-5", max_tokens=500, messages=asked,
@@ -149,13 +142,13 @@ def test_one_cache_entry_per_question_and_schema_whichever_api_asked(setup, stan
               "properties": {"title": {"type": "string"}, "priority": {"enum": ["low", "high"]},
                              "tags": {"type": "array", "items": {"type": "string"}},
                              "estimate_hours": {"type": "integer"}}}
-    chat = _openai(gw, "anthropic", "cache-structured")
+    chat = openai_client(gw, "anthropic", "cache-structured")
     paid = len(standin.log.paid())
     first = chat.chat.completions.create(
         model="claude-haiku-4-5", messages=[{"role": "user", "content": question}],
         response_format={"type": "json_schema", "json_schema": {"name": "ticket", "schema": schema, "strict": True}})
     assert first.model != CACHE_MODEL
-    again = _anthropic(gw, "anthropic", "cache-structured").messages.create(
+    again = anthropic_client(gw, "anthropic", "cache-structured").messages.create(
         model="claude-haiku-4-5", max_tokens=1024, messages=[{"role": "user", "content": question}],
         output_config={"format": {"type": "json_schema", "schema": schema}})
     assert again.model == CACHE_MODEL
@@ -186,7 +179,7 @@ def _question_for(top: str) -> str:
 @pytest.mark.parametrize("hard", [False, True])
 def test_json_mode_on_an_anthropic_tier_escalates_an_answer_that_is_not_json(setup, standin, hard) -> None:
     gw, _ = setup
-    client = _openai(gw, "anthropic", f"json-mode-{hard}")
+    client = openai_client(gw, "anthropic", f"json-mode-{hard}")
     question = _question_for("mid" if hard else "budget")
     raw = client.chat.completions.with_raw_response.create(
         model="gpt-5-mini", messages=[{"role": "user", "content": question}], response_format={"type": "json_object"})
@@ -204,15 +197,15 @@ def test_a_schema_that_reaches_outside_itself_is_refused_before_any_model_call(s
     paid = len(standin.log.paid())
     with pytest.raises((openai.BadRequestError, anthropic.BadRequestError)) as refused:
         if api == "messages":
-            _anthropic(gw, "anthropic", "ssrf").messages.create(
+            anthropic_client(gw, "anthropic", "ssrf").messages.create(
                 model="claude-haiku-4-5", max_tokens=100, messages=[{"role": "user", "content": "hi"}],
                 output_config={"format": {"type": "json_schema", "schema": schema}})
         elif api == "chat":
-            _openai(gw, "student", "ssrf").chat.completions.create(
+            openai_client(gw, "student", "ssrf").chat.completions.create(
                 model="gpt-5-mini", messages=[{"role": "user", "content": "hi"}],
                 response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": schema}})
         else:
-            _openai(gw, "student", "ssrf").responses.create(
+            openai_client(gw, "student", "ssrf").responses.create(
                 model="gpt-5-mini", input="hi", text={"format": {"type": "json_schema", "name": "x", "schema": schema}})
     assert "points outside the schema" in str(refused.value)
     assert len(standin.log.paid()) == paid
@@ -273,3 +266,25 @@ def test_pydantic_ai_native_output(setup, route, provider) -> None:
     agent = Agent(model, output_type=NativeOutput(Ticket))
     result = agent.run_sync(f"File a ticket: search ignores accents ({provider}, {route})")
     assert _is_ticket(result.output)
+
+
+@pytest.mark.parametrize("route", ["anthropic", "student"])
+def test_the_vercel_ai_sdk_gets_objects_on_all_three_apis(setup, route) -> None:
+    """tests/js/aisdk/gateway_structured.mjs: generateText / streamText with ``Output.object`` and the older
+    generateObject, on @ai-sdk/anthropic (Messages), @ai-sdk/openai's default model (Responses) and its .chat model
+    (Chat Completions), pointed at the gateway by base URL only."""
+    gw, _ = setup
+    app = Path(__file__).parent / "js" / "aisdk"
+    node = require_node(app, ("ai", "@ai-sdk/anthropic", "@ai-sdk/openai"))
+    done = subprocess.run([node, str(app / "gateway_structured.mjs"), "--gateway", f"http://127.0.0.1:{gw.port}",
+                           "--task-type", ROUTES[route]["x-costline-task-type"]],
+                          capture_output=True, text=True, timeout=NODE_TIMEOUT_S, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert sorted(report) == sorted(f"{api}/{mode}" for api in ("messages", "responses", "chat")
+                                    for mode in ("output", "stream", "generateObject"))
+    for case, got in report.items():
+        assert "error" not in got, (case, got)
+        obj = got["object"]
+        assert set(obj) == {"title", "priority", "tags"}, (case, got)
+        assert obj["priority"] == "low" and obj["title"].strip() and len(obj["tags"]) == 1, (case, got)

@@ -248,3 +248,15 @@ def test_an_answer_that_breaks_its_format_goes_up_a_tier(student, above, served_
         assert tiers[up].prompts[0].output_format == TICKET_FORMAT
     if success:
         assert TICKET_FORMAT.problem(answer.text) is None  # what the client gets is the JSON itself, fence or not
+
+
+def test_a_big_schema_is_checked_without_being_kept() -> None:
+    from costline.serving import structured
+
+    big = {"enum": [f"value-{i:06d}" for i in range(8000)]}  # ~120 KB of JSON
+    fmt = OutputFormat.of(JSON_SCHEMA, big)
+    assert len(fmt.schema_key) > structured.CACHED_SCHEMA_CHARS
+    before = structured._validator.cache_info().currsize
+    assert fmt.problem('"value-007999"') is None
+    assert "is not one of" in fmt.problem('"value-9"')
+    assert structured._validator.cache_info().currsize == before

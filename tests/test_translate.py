@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from costline.serving.translate import (blocks_from_openai, messages_to_openai, openai_tool_calls, tools_from_openai,
-                                         tools_to_openai,
-                                         tools_problem, turns_from_openai, uses_tools)
+from costline.serving.translate import (NotTranslatable, blocks_from_openai, cites, messages_to_openai,
+                                         openai_tool_calls, tools_from_openai, tools_to_openai, tools_problem,
+                                         turns_from_openai, uses_tools)
 
 WEATHER = {"name": "get_weather", "description": "Weather of a city.",
            "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
@@ -198,3 +198,69 @@ def test_a_chat_user_message_with_image_parts_becomes_text_and_image_blocks() ->
         {"type": "image", "source": {"type": "base64", "media_type": "image/jpeg", "data": "QUJD"}}]}])
     bad = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "ftp://x/y.png"}}]}]
     assert turns_from_openai(bad, _text)[0] == "messages[0].content"
+
+
+# -- documents and search results to an OpenAI-compatible tier ------------------------------------------------------
+POLICY = "The refund window is 30 days. Opened software is not refundable."
+TEXT_DOC = {"type": "document", "title": "Refunds", "context": "Policy of 2026.",
+            "source": {"type": "text", "media_type": "text/plain", "data": POLICY}}
+CONTENT_DOC = {"type": "document", "source": {"type": "content", "content": [{"type": "text", "text": "Part one."},
+                                                                                {"type": "text", "text": "Part two."}]}}
+RESULT = {"type": "search_result", "source": "https://help.example.com/refunds", "title": "Refunds",
+          "content": [{"type": "text", "text": POLICY}]}
+
+
+def test_text_documents_and_search_results_reach_an_openai_tier_as_text_in_order() -> None:
+    turns = [{"role": "user", "content": [TEXT_DOC, CONTENT_DOC, RESULT, {"type": "text", "text": "How long?"}]}]
+    assert messages_to_openai(None, turns) == [{"role": "user", "content": (
+        f"Document: Refunds\nPolicy of 2026.\n\n{POLICY}\n"
+        "Document:\n\nPart one.\nPart two.\n"
+        f"Search result: Refunds (https://help.example.com/refunds)\n{POLICY}\n"
+        "How long?")}]
+
+
+def test_a_tools_search_results_reach_an_openai_tier_as_the_tool_messages_text() -> None:
+    turns = [{"role": "user", "content": "How long?"},
+             {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "search", "input": {}}]},
+             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": [RESULT]}]}]
+    tool = messages_to_openai(None, turns)[-1]
+    assert tool == {"role": "tool", "tool_call_id": "t1",
+                    "content": f"Search result: Refunds (https://help.example.com/refunds)\n{POLICY}"}
+
+
+def test_earlier_thinking_is_left_out_for_an_openai_tier() -> None:
+    turns = [{"role": "user", "content": "Hi"},
+             {"role": "assistant", "content": [{"type": "thinking", "thinking": "hm", "signature": "s"},
+                                               {"type": "text", "text": "Hello."}]},
+             {"role": "user", "content": "And?"}]
+    assert [m["content"] for m in messages_to_openai(None, turns)] == ["Hi", "Hello.", "And?"]
+
+
+@pytest.mark.parametrize("block, says", [
+    ({**TEXT_DOC, "citations": {"enabled": True}}, "citations"),
+    ({**RESULT, "citations": {"enabled": True}}, "citations"),
+    ({"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0="}},
+     "application/pdf"),
+    ({"type": "document", "source": {"type": "url", "url": "https://example.com/a.pdf"}}, "'url'"),
+    ({"type": "document", "source": {"type": "file", "file_id": "file_1"}}, "'file'"),
+    ({"type": "container_upload", "file_id": "file_1"}, "container_upload"),
+    ({"type": "tool_result", "tool_use_id": "t1", "content": [{"type": "image", "source": {
+        "type": "base64", "media_type": "image/png", "data": "iVBORw0K"}}]}, "tool result holding 'image'"),
+])
+def test_what_an_openai_tier_cannot_read_is_never_dropped(block, says) -> None:
+    """Until 2026-12-03 such blocks were left out: the student answered about a document it never saw."""
+    with pytest.raises(NotTranslatable) as refused:
+        messages_to_openai(None, [{"role": "user", "content": [block, {"type": "text", "text": "Summarise it."}]}])
+    assert says in str(refused.value)
+
+
+@pytest.mark.parametrize("turns, expected", [
+    ([{"role": "user", "content": [TEXT_DOC, {"type": "text", "text": "q"}]}], False),
+    ([{"role": "user", "content": [{**TEXT_DOC, "citations": {"enabled": True}}]}], True),
+    ([{"role": "user", "content": [{**TEXT_DOC, "citations": {"enabled": False}}]}], False),
+    ([{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": [
+        {**RESULT, "citations": {"enabled": True}}]}]}], True),
+    ([{"role": "user", "content": "q"}], False),
+])
+def test_cites(turns, expected) -> None:
+    assert cites(turns) is expected

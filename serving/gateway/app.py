@@ -27,6 +27,10 @@ cache hit). The request's ``model`` is ignored: the router picks.
   for an OpenAI-compatible one (:mod:`costline.serving.translate`), and ``thinking`` reaches Anthropic tiers; such
   a request is routed on its question, never cached, and a ``stream: true`` one is buffered; an answer that calls
   a tool is not judged by the validator or the confidence gate;
+* ``document`` and ``search_result`` blocks reach Anthropic tiers as they came, and an OpenAI-compatible tier as text
+  when it can read them (:func:`~costline.serving.translate.document_text`); a PDF, or one that asks for citations,
+  fails that tier (escalated). An answer's ``citations`` come back on its text blocks (streamed: ``citations_delta``);
+  a request that asks for citations is never cached and is buffered when streamed;
 * ``POST /v1/messages/count_tokens`` counts on the routed tier's model (the nearest Anthropic tier up its ladder);
 * response headers: ``x-costline-tier``, ``x-costline-routed-tier``, ``x-costline-attempts``,
   ``x-costline-escalations``, ``x-costline-success``, ``x-costline-cache-hit``, ``x-costline-request-id``.
@@ -447,11 +451,12 @@ def _event_stream(message: dict[str, Any], chunk_chars: int = 48) -> bytes:
             deltas.append({"type": "signature_delta", "signature": str(block.get("signature", ""))})
         elif block.get("type") == "redacted_thinking":  # whole in its start event
             opened, deltas = dict(block), []
-        else:
+        else:  # a text block: its citations (citations_delta, one each), then its text in pieces
             opened = {"type": "text", "text": ""}
             text = str(block.get("text", ""))
-            deltas = [{"type": "text_delta", "text": text[i:i + chunk_chars]}
-                      for i in range(0, len(text), chunk_chars)] or [{"type": "text_delta", "text": ""}]
+            deltas = [{"type": "citations_delta", "citation": c} for c in block.get("citations") or ()]
+            deltas += [{"type": "text_delta", "text": text[i:i + chunk_chars]}
+                       for i in range(0, len(text), chunk_chars)] or [{"type": "text_delta", "text": ""}]
         events.append(("content_block_start", {"type": "content_block_start", "index": index,
                                                "content_block": opened}))
         events.extend(("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})

@@ -71,6 +71,8 @@ def question_text(messages: Iterable[Mapping[str, Any]]) -> str:
     return "\n".join(r for r in results if r)
 
 
+#: The blocks a ``tool_result``'s content may hold (a search tool's results, a screenshot, a fetched document).
+TOOL_RESULT_BLOCKS = ("text", "image", "search_result", "document")
 #: The roles of the Messages API's turns (the system prompt is the ``system`` field).
 ROLES = ("user", "assistant")
 
@@ -92,9 +94,11 @@ def _blocks_problem(where: str, blocks: list[Any], *, text_only: bool = False) -
             if not isinstance(block.get("tool_use_id"), str):
                 return f"{where}[{j}].tool_use_id: the id of the tool_use block it answers"
             if content is not None and not isinstance(content, str) and not (
-                    isinstance(content, list) and all(isinstance(b, Mapping) and b.get("type") == "text"
-                                                      and isinstance(b.get("text"), str) for b in content)):
-                return f"{where}[{j}].content: a tool result's content is a string or text blocks"
+                    isinstance(content, list) and all(
+                        isinstance(b, Mapping) and b.get("type") in TOOL_RESULT_BLOCKS
+                        and (b.get("type") != "text" or isinstance(b.get("text"), str)) for b in content)):
+                return (f"{where}[{j}].content: a tool result's content is a string or a list of "
+                        f"{', '.join(TOOL_RESULT_BLOCKS)} blocks")
     return None
 
 

@@ -21,12 +21,14 @@ pipeline call, and the answer is written back as a ``chat.completion``:
   results are carried in the Messages API's shapes (:mod:`costline.serving.translate`) and an answer that calls
   tools comes back as ``tool_calls`` with ``finish_reason: "tool_calls"`` (streamed: a ``tool_calls`` delta with
   the name, then one with the arguments); such a request is never cached;
-* a user message's ``image_url`` parts become image blocks (:func:`~costline.serving.translate.image_block`);
+* a user message's ``image_url`` parts become image blocks (:func:`~costline.serving.translate.image_block`), its
+  ``file`` parts with inline ``file_data`` (a PDF or plain text) document blocks
+  (:func:`~costline.serving.translate.file_block`);
 * ``response_format`` ``json_schema`` / ``json_object`` (structured outputs, what the SDK's ``parse`` sends) reach
   every tier in its API's shape and every answer is checked against it (:mod:`costline.serving.structured`);
 * errors in OpenAI's format (``{"error": {"message", "type", "param", "code"}}``); every tier
-  failing answers 429, 503 (overloaded) or 500; other parts (audio, files) and the deprecated ``functions`` are
-  refused (400).
+  failing answers 429, 503 (overloaded) or 500; other parts (audio, a file by ``file_id``) and the deprecated
+  ``functions`` are refused (400).
 """
 
 from __future__ import annotations

@@ -22,7 +22,8 @@ the Chat Completions API: the request is translated to the Messages shape and an
   (``x-costline-stream-mode``);
 * refused with a 400 naming the parameter: ``previous_response_id`` and ``conversation`` (the gateway stores no
   responses: send the whole conversation in ``input``; ``store`` is accepted and nothing is stored), ``background``,
-  hosted tools (web / file search, computer use, code interpreter…), ``item_reference`` items.
+  hosted tools (web / file search, computer use, code interpreter…), ``item_reference`` items, an ``input_file`` by
+  ``file_id`` (``input_file`` with ``file_data`` or ``file_url`` becomes a document block).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from costline.serving.gateway.openai_api import (DEFAULT_MAX_TOKENS, OpenAIRoute
                                                  open_openai_live, openai_error, settled_response, token_counts)
 from costline.serving.pipeline import Answer, LiveAnswer
 from costline.serving.structured import from_responses
-from costline.serving.translate import image_block, tools_from_openai
+from costline.serving.translate import file_block, image_block, tools_from_openai
 
 __all__ = ["Responses"]
 
@@ -240,7 +241,8 @@ def _turns(raw: Any) -> tuple[list[str], list[dict[str, Any]]]:
 
 
 def _parts(content: Any, where: str) -> list[dict[str, Any]]:
-    """A message's ``content`` as Messages blocks: text parts as text, ``input_image`` as an image block."""
+    """A message's ``content`` as Messages blocks: text parts as text, ``input_image`` as an image block,
+    ``input_file`` as a document block (:func:`~costline.serving.translate.file_block`)."""
     if isinstance(content, str):
         return [{"type": "text", "text": content}] if content else []
     if not isinstance(content, list):
@@ -254,9 +256,16 @@ def _parts(content: Any, where: str) -> list[dict[str, Any]]:
             continue
         elif kind == "input_image" and isinstance(part.get("image_url"), str):
             blocks.append(_image(part["image_url"], f"{where}[{j}]"))
+        elif kind == "input_file":
+            block = file_block(part.get("file_data"), part.get("filename"), part.get("file_url"))
+            if block is None:
+                raise _Refused(f"{where}[{j}]", f"{where}[{j}]: an input_file is carried with file_data (a base64 "
+                                                "data: URL of a PDF or plain text) or a file_url; a file_id names a "
+                                                "file stored at OpenAI, which the gateway cannot read")
+            blocks.append(block)
         else:
-            raise _Refused(f"{where}[{j}]", f"{where}[{j}]: text and input_image (an image_url) parts are supported "
-                                            f"by the costline gateway, not {str(kind)[:40]!r}")
+            raise _Refused(f"{where}[{j}]", f"{where}[{j}]: text, input_image (an image_url) and input_file parts are "
+                                            f"supported by the costline gateway, not {str(kind)[:40]!r}")
     return blocks
 
 

@@ -6,26 +6,10 @@
 //
 //   node gateway_agent.mjs --gateway http://127.0.0.1:8787 [--task-type support|classify]
 
-import { createAnthropic } from '@ai-sdk/anthropic';
-import { createOpenAI } from '@ai-sdk/openai';
 import { generateText, isStepCount, jsonSchema, streamText, tool } from 'ai';
+import { gatewayModels } from './gateway_models.mjs';
 
-function option(flag, fallback) {
-  const i = process.argv.indexOf(flag);
-  if (i >= 0 && i + 1 < process.argv.length) return process.argv[i + 1];
-  if (fallback !== undefined) return fallback;
-  throw new Error(`missing ${flag}`);
-}
-
-const gateway = option('--gateway');
-const headers = { 'x-costline-task-type': option('--task-type', 'support') };
-const anthropic = createAnthropic({ baseURL: `${gateway}/v1`, apiKey: 'unused', headers });
-const openai = createOpenAI({ baseURL: `${gateway}/v1`, apiKey: 'unused', headers });
-const models = {
-  messages: anthropic('claude-haiku-4-5'),
-  responses: openai('gpt-5-mini'), // the provider's default: the Responses API
-  chat: openai.chat('gpt-5-mini'), // Chat Completions
-};
+const models = gatewayModels();
 
 const ran = [];
 const tools = {
