@@ -69,7 +69,8 @@ __all__ = [
 class Prompt:
     """What is sent to a model: Anthropic-style ``messages`` and ``system`` (string or blocks), and the
     request's generation parameters (``sampling``: ``(name, value)`` pairs — ``temperature``, ``top_p``,
-    ``stop_sequences``, ``effort`` — checked by the gateway; each backend sends those its API takes)."""
+    ``stop_sequences``, ``effort``, and from the Chat Completions API ``frequency_penalty``, ``presence_penalty``,
+    ``seed``, ``logit_bias`` — checked by the gateway; each backend sends those its API takes)."""
 
     messages: tuple[Mapping[str, Any], ...]
     system: Any = None
@@ -86,6 +87,9 @@ class Prompt:
     #: The Messages API's ``thinking`` (``enabled`` with a budget, or ``adaptive``), checked by the gateway: sent to
     #: Anthropic tiers; an OpenAI-compatible tier answers without it (and without thinking blocks).
     thinking: Mapping[str, Any] | None = None
+    #: The ``anthropic-beta`` features the client asked for (checked by the gateway), sent to Anthropic tiers in the
+    #: same header; an OpenAI-compatible tier has no betas.
+    anthropic_betas: tuple[str, ...] = ()
     #: Structured outputs (:mod:`costline.serving.structured`): the answer must be JSON valid against a schema, or
     #: one JSON object. Each tier gets it in its API's shape; the pipeline checks every answer against it.
     output_format: OutputFormat | None = None
@@ -121,12 +125,15 @@ def _anthropic_sampling(prompt: Prompt) -> dict[str, Any]:
 
 
 def _openai_sampling(prompt: Prompt) -> dict[str, Any]:
-    """``prompt.sampling`` as Chat Completions fields: ``temperature``, ``top_p``, ``stop_sequences`` as ``stop``.
+    """``prompt.sampling`` as Chat Completions fields: ``temperature``, ``top_p``, ``stop_sequences`` as ``stop``, and
+    the Chat Completions API's own (``frequency_penalty``, ``presence_penalty``, ``seed``, ``logit_bias``).
     ``effort`` is not sent (an Anthropic output setting; the student is no reasoning model)."""
     given = dict(prompt.sampling)
-    out = {k: given[k] for k in ("temperature", "top_p") if k in given}
+    out = {k: given[k] for k in ("temperature", "top_p", "frequency_penalty", "presence_penalty", "seed") if k in given}
     if given.get("stop_sequences"):
         out["stop"] = list(given["stop_sequences"])
+    if given.get("logit_bias"):
+        out["logit_bias"] = dict(given["logit_bias"])
     return out
 
 
@@ -239,7 +246,8 @@ def _str_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _json_object(client: Any, path: str, body: dict[str, Any], invalid: type[Exception]) -> tuple[Any, dict[str, Any]]:
+def _json_object(client: Any, path: str, body: dict[str, Any], invalid: type[Exception],
+                 headers: Mapping[str, str] | None = None) -> tuple[Any, dict[str, Any]]:
     """POST ``body`` through an SDK client (``anthropic`` or ``openai``: their retries, headers,
     timeouts and error classes) and read the answer's JSON once, without the SDK's pydantic models.
     An answer that is not a JSON object raises the SDK's ``APIResponseValidationError`` (``invalid``).
@@ -249,7 +257,8 @@ def _json_object(client: Any, path: str, body: dict[str, Any], invalid: type[Exc
     except ImportError:
         import httpx
 
-    http = client.post(path, body=body, cast_to=httpx.Response)
+    http = client.post(path, body=body, cast_to=httpx.Response,
+                       **({"options": {"headers": dict(headers)}} if headers else {}))
     try:
         parsed = http.json()
     except ValueError:
@@ -282,22 +291,23 @@ class AnthropicBackend:
         import anthropic
 
         kwargs = self._kwargs(prompt)
+        headers = _beta_headers(prompt)
         try:
             if self.recorder is not None and not self.recorder.capture_enabled:
-                return self._complete_raw(kwargs)
-            response = self.client.messages.create(**kwargs)
+                return self._complete_raw(kwargs, headers)
+            response = self.client.messages.create(**kwargs, **({"extra_headers": headers} if headers else {}))
         except anthropic.APIError as exc:
             raise BackendError(self.spec.name, type(exc).__name__, str(exc)[:300]) from exc
         return self._reply(response)
 
-    def _complete_raw(self, kwargs: dict[str, Any]) -> Reply:
+    def _complete_raw(self, kwargs: dict[str, Any], headers: Mapping[str, str] | None = None) -> Reply:
         """One Messages call through the SDK client's ``post``, its JSON parsed once, its call span
         recorded here (see the class docstring)."""
         import anthropic
 
         assert self.recorder is not None
         with self.recorder.call(contract.PROVIDER_ANTHROPIC, self.spec.model, self.spec.name) as call:
-            http, body = _json_object(self.client, "/v1/messages", kwargs, anthropic.APIResponseValidationError)
+            http, body = _json_object(self.client, "/v1/messages", kwargs, anthropic.APIResponseValidationError, headers)
             if body.get("type") == "error":  # a proxy's 200 with the API's error object: not an (empty) answer
                 error = getattr(anthropic, anthropic_error_class(body) or "", anthropic.APIStatusError)
                 raise error(f"/v1/messages answered 200 with an error: {body.get('error')}"[:300],
@@ -322,9 +332,10 @@ class AnthropicBackend:
     def stream(self, prompt: Prompt) -> Generator[str, None, Reply]:
         """:meth:`complete`, streamed (``messages.stream``): yields text deltas, returns the Reply."""
         kwargs = self._kwargs(prompt)
+        headers = _beta_headers(prompt)
         response = None
         try:
-            with self.client.messages.stream(**kwargs) as stream:
+            with self.client.messages.stream(**kwargs, **({"extra_headers": headers} if headers else {})) as stream:
                 yield from stream.text_stream
                 try:
                     response = stream.get_final_message()
@@ -343,8 +354,9 @@ class AnthropicBackend:
 
         kwargs = self._kwargs(prompt)
         fields = {k: kwargs[k] for k in ("model", "messages", "system", "tools", "tool_choice") if k in kwargs}
+        headers = _beta_headers(prompt)
         try:
-            counted = self.client.messages.count_tokens(**fields)
+            counted = self.client.messages.count_tokens(**fields, **({"extra_headers": headers} if headers else {}))
         except anthropic.APIError as exc:
             raise BackendError(self.spec.name, type(exc).__name__, str(exc)[:300]) from exc
         return _int(_field(counted, "input_tokens"))
@@ -391,6 +403,11 @@ class AnthropicBackend:
 
     def close(self) -> None:
         self.client.close()
+
+
+def _beta_headers(prompt: Prompt) -> dict[str, str]:
+    """The ``anthropic-beta`` header of the prompt's betas (none: no header)."""
+    return {"anthropic-beta": ",".join(prompt.anthropic_betas)} if prompt.anthropic_betas else {}
 
 
 def _with_instruction(system: Any, instruction: str) -> Any:

@@ -125,11 +125,15 @@ class LoggedRequest:
     cache_creation_tokens: int = 0
     #: The generation parameters the request set, ``(name, value)`` by the asking API's names.
     sampling: tuple[tuple[str, Any], ...] = ()
+    #: The ``anthropic-beta`` features the request named (Messages API).
+    betas: tuple[str, ...] = ()
 
 
 #: Messages API fields that change how a request is served, not what it asks; logged with the parameters so
 #: tests see what a client's request carried to the model.
-_CARRIED = ("cache_control", "service_tier", "speed", "inference_geo", "metadata")
+_CARRIED = ("cache_control", "service_tier", "speed", "inference_geo", "metadata", "context_management")
+#: Chat Completions fields the Messages API does not have (it refuses a request that sends one).
+_NOT_MESSAGES_FIELDS = ("frequency_penalty", "presence_penalty", "seed", "logit_bias", "response_format")
 
 
 def _sampling(body: Mapping[str, Any], names: tuple[str, ...], max_temperature: float) -> tuple[tuple[str, Any], ...]:
@@ -145,7 +149,11 @@ def _sampling(body: Mapping[str, Any], names: tuple[str, ...], max_temperature: 
                 raise _ApiError(400, f"{name}: range: 0..{top:g}")
         elif name == "top_k" and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
             raise _ApiError(400, "top_k: a whole number >= 0")
-        elif name in ("output_config", "cache_control", "metadata", "response_format"):
+        elif name in ("frequency_penalty", "presence_penalty") and (
+                not isinstance(value, (int, float)) or isinstance(value, bool) or not -2 <= value <= 2):
+            raise _ApiError(400, f"{name}: range: -2..2")
+        elif name in ("output_config", "cache_control", "metadata", "response_format", "logit_bias",
+                      "context_management"):
             if not isinstance(value, Mapping):
                 raise _ApiError(400, f"{name}: Input should be a valid dictionary")
             value = tuple(sorted(value.items()))
@@ -414,7 +422,8 @@ class StandInServer(ServedByJsonServer):
                 self._prompt_cache[last_key] = now + ttl
         return read, created
 
-    def _message(self, body: Any, *, key: str | None, api: str = ANTHROPIC) -> dict[str, Any]:
+    def _message(self, body: Any, *, key: str | None, api: str = ANTHROPIC,
+                 betas: tuple[str, ...] = ()) -> dict[str, Any]:
         """Answer one Messages API request body (raises _ApiError)."""
         if not isinstance(body, Mapping):
             raise _ApiError(400, "the body must be a JSON object")
@@ -437,6 +446,9 @@ class StandInServer(ServedByJsonServer):
         tier = self.tier_of(model)
         if tier is None or tier == contract.TIER_STUDENT:
             raise _ApiError(404, f"model: {model}")
+        extra = next((k for k in _NOT_MESSAGES_FIELDS if k in body), None)
+        if extra is not None:  # as the API answers a field it does not have
+            raise _ApiError(400, f"{extra}: Extra inputs are not permitted")
         sampling = _sampling(body, ("temperature", "top_p", "top_k", "stop_sequences", "output_config", *_CARRIED), 1.0)
         tools, choice, named = _message_tools(body)
         tool = _chosen_tool(tools, choice, named, _open_question(messages, _holds_tool_results))
@@ -482,7 +494,7 @@ class StandInServer(ServedByJsonServer):
             "cache_creation_input_tokens": created,
             "cache_read_input_tokens": read,
         }
-        self.log.add(LoggedRequest(api, model, 200, key, True, total_in, out_tokens, read, created, sampling))
+        self.log.add(LoggedRequest(api, model, 200, key, True, total_in, out_tokens, read, created, sampling, betas))
         return {
             "id": f"msg_standin_{next(self._ids):08d}",
             "type": "message",
@@ -506,7 +518,8 @@ class StandInServer(ServedByJsonServer):
             return self._error_response(req, status, _injected_message(status))
         try:
             tier = self.tier_of(str(model)) if model else None
-            message = self._message(body, key=key)
+            betas = tuple(b.strip() for b in (req.header("anthropic-beta") or "").split(",") if b.strip())
+            message = self._message(body, key=key, betas=betas)
         except _ApiError as exc:
             self.log.add(LoggedRequest(ANTHROPIC, str(model), exc.status, key, False))
             return self._error_response(req, exc.status, exc.message)
@@ -710,8 +723,8 @@ class StandInServer(ServedByJsonServer):
             self.log.add(LoggedRequest(OPENAI, model, 400, key, False))
             return self._openai_error(400, f"{model} is not a multimodal model: image_url parts are not supported")
         try:
-            sampling = _sampling(body, ("temperature", "top_p", "top_k", "stop", "parallel_tool_calls", "response_format"),
-                                 2.0)
+            sampling = _sampling(body, ("temperature", "top_p", "top_k", "stop", "parallel_tool_calls", "response_format",
+                                        "frequency_penalty", "presence_penalty", "seed", "logit_bias"), 2.0)
             tools, choice, named = _chat_tools(body)
         except _ApiError as exc:
             return self._openai_error(exc.status, exc.message)

@@ -269,7 +269,7 @@ def _nested(depth: int) -> str:
 @pytest.mark.parametrize("path, body", [
     (MESSAGES, '{"model": "m", "max_tokens": 20, "messages": [{"role": "user", "content": [{"type": "tool_result", '
                '"tool_use_id": "t", "content": "x", "extra": %s}, {"type": "text", "text": "%s"}]}]}'),
-    (CHAT, '{"model": "m", "seed": %s, "messages": [{"role": "user", "content": "%s"}]}'),
+    (CHAT, '{"model": "m", "prediction": %s, "messages": [{"role": "user", "content": "%s"}]}'),
 ])
 def test_json_a_few_hundred_levels_deep_is_400_not_a_recursion_error(serve, standin, path, body) -> None:
     """json.loads refuses ~990 levels (400 already), but 500 levels parsed and then the cache's scope hash

@@ -150,6 +150,8 @@ def test_a_streamed_tool_request_is_buffered_and_a_text_one_says_its_mode(setup)
     ({"previous_response_id": "resp_123"}, "previous_response_id"),
     ({"conversation": "conv_123"}, "conversation"),
     ({"background": True}, "background"),
+    ({"top_logprobs": 3}, "top_logprobs"),
+    ({"include": ["message.output_text.logprobs"]}, "include"),
     ({"tools": [{"type": "web_search"}]}, "tools[0]"),
     ({"tools": [{"type": "function", "name": "bad name", "parameters": {}}]}, "tools"),
     ({"text": {"format": {"type": "json_schema", "schema": {"type": "object"}}}}, "text.format.name"),

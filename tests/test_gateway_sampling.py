@@ -206,11 +206,16 @@ def test_parameters_the_api_would_refuse_are_a_400_before_any_call(standin, serv
     ({"modalities": ["text", "audio"], "audio": {"voice": "alloy", "format": "wav"}}, "modalities"),
     ({"web_search_options": {}}, "web_search_options"),
     ({"reasoning_effort": "extreme"}, "reasoning_effort"),
+    ({"frequency_penalty": 3}, "frequency_penalty"),
+    ({"presence_penalty": "high"}, "presence_penalty"),
+    ({"seed": 1.5}, "seed"),
+    ({"logit_bias": {"word": 5}}, "logit_bias"),
+    ({"logit_bias": {"50256": 101}}, "logit_bias"),
 ])
 def test_chat_fields_the_gateway_cannot_answer_are_refused(standin, serve, extra, param):  # noqa: F811
     """Each asks for an answer the gateway cannot give (log probabilities, audio, web search) or is malformed (a
-    response format of no known type, a schema that is no JSON Schema): a 400 naming the field, in OpenAI's
-    format, before any model is paid."""
+    response format of no known type, a schema that is no JSON Schema, a penalty, seed or logit bias the API would
+    refuse): a 400 naming the field, in OpenAI's format, before any model is paid."""
     standin.log.clear()
     gw = serve()
     with pytest.raises(openai.BadRequestError) as err:
@@ -280,3 +285,69 @@ def test_an_openai_apps_end_user_id_reaches_anthropic_tiers_as_metadata_user_id(
     with pytest.raises(openai.BadRequestError) as err:
         client.chat.completions.create(messages=[{"role": "user", "content": QUESTION}], **{**body, field: "u" * 300})
     assert err.value.body["param"] == field
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_chat_only_parameters_reach_the_student_and_never_an_anthropic_tier(standin, student_pipeline, tmp_path,
+                                                                            stream):
+    """``frequency_penalty``, ``presence_penalty``, ``seed`` and ``logit_bias`` have no Messages API field (the API
+    refuses a request that sends one): an OpenAI-compatible tier gets them; an Anthropic tier answers without
+    them. Until 2026-12-03 the student never got them either."""
+    from costline.serving.gateway.app import Gateway
+    from costline.serving.settings import GatewayConfig
+
+    standin.log.clear()
+    fields = dict(frequency_penalty=0.5, presence_penalty=-0.25, seed=42, logit_bias={"50256": -100})
+    gw = Gateway(student_pipeline, GatewayConfig(keys_file=tmp_path / "keys.json", rate_limit_per_minute=0), port=0)
+    gw.start()
+    try:
+        for route in ("classify", "support"):  # the student, then an Anthropic tier
+            kwargs = dict(model="m", max_completion_tokens=100, messages=[{"role": "user", "content": QUESTION}],
+                          extra_headers={"x-costline-tenant": f"chat-only-{stream}-{route}",
+                                         "x-costline-task-type": route}, **fields)
+            if stream:
+                assert "".join(c.choices[0].delta.content or "" for c in _openai(gw).chat.completions.create(
+                    stream=True, **kwargs) if c.choices)
+            else:
+                assert _openai(gw).chat.completions.create(**kwargs).choices[0].message.content
+    finally:
+        gw.shutdown()
+    student, *anthropic_calls = standin.log.paid()
+    assert student.api == "openai"
+    assert {k: v for k, v in student.sampling if k in fields} == {
+        "frequency_penalty": 0.5, "presence_penalty": -0.25, "seed": 42, "logit_bias": (("50256", -100),)}
+    assert anthropic_calls and all(c.api == "anthropic" and not set(dict(c.sampling)) & set(fields)
+                                   for c in anthropic_calls)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_anthropic_beta_header_and_context_management_reach_anthropic_tiers(standin, serve, stream):  # noqa: F811
+    """The SDK's ``betas=`` (the ``anthropic-beta`` header: a 1M-token context, interleaved thinking…) and the
+    context-management beta's ``context_management`` were dropped on the way; an Anthropic tier now gets both."""
+    standin.log.clear()
+    gw = serve()
+    edits = {"edits": [{"type": "clear_tool_uses_20250919"}]}
+    kwargs = dict(model="claude-sonnet-4-5", max_tokens=200, messages=[{"role": "user", "content": QUESTION}],
+                  betas=["context-1m-2025-08-07", "context-management-2025-06-27"],
+                  extra_body={"context_management": edits}, extra_headers={"x-costline-tenant": f"betas-{stream}"})
+    if stream:
+        with _anthropic(gw).beta.messages.stream(**kwargs) as s:
+            assert "".join(s.text_stream)
+    else:
+        assert _anthropic(gw).beta.messages.create(**kwargs).content[0].text
+    calls = standin.log.paid()
+    assert calls and all(c.api == "anthropic" for c in calls)
+    assert all(c.betas == ("context-1m-2025-08-07", "context-management-2025-06-27") for c in calls)
+    assert all(dict(c.sampling)["context_management"] == (("edits", [{"type": "clear_tool_uses_20250919"}]),)
+               for c in calls)
+
+
+@pytest.mark.parametrize("header", ["UPPER-case", ",".join(f"beta-{i}" for i in range(17)), "a b"])
+def test_a_malformed_beta_header_is_a_400(standin, serve, header):  # noqa: F811
+    standin.log.clear()
+    gw = serve()
+    with pytest.raises(anthropic.BadRequestError) as err:
+        _anthropic(gw).messages.create(model="m", max_tokens=50, messages=[{"role": "user", "content": QUESTION}],
+                                       extra_headers={"anthropic-beta": header})
+    assert "anthropic-beta" in err.value.body["error"]["message"]
+    assert standin.log.entries() == []

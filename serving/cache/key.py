@@ -52,7 +52,8 @@ SCOPE_SEPARATOR = "\x1f"
 
 #: Generation parameters of a Messages / Chat Completions body that change the answer.
 _PARAMS = ("temperature", "top_p", "top_k", "max_tokens", "max_completion_tokens", "stop_sequences", "stop",
-           "response_format", "output_format", "tool_choice", "thinking", "seed")
+           "response_format", "output_format", "tool_choice", "thinking", "seed", "frequency_penalty",
+           "presence_penalty", "logit_bias")
 
 _DATE_SUFFIX = re.compile(r"(-\d{8}|-latest|@\d{8})$")
 

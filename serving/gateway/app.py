@@ -19,7 +19,7 @@ cache hit). The request's ``model`` is ignored: the router picks.
 * task type: header ``x-costline-task-type`` (or ``metadata.task_type``), else ``default_task_type``;
 * document hashes for cache invalidation: header ``x-costline-doc-hashes`` (comma-separated);
 * generation parameters reach the tiers whose API takes them (``messages_api.SAMPLING_FIELDS``), and the fields of
-  ``messages_api.PASSTHROUGH_FIELDS`` reach Anthropic tiers as they came;
+  ``messages_api.PASSTHROUGH_FIELDS`` and the ``anthropic-beta`` header reach Anthropic tiers as they came;
 * structured outputs (``output_config.format``) reach every tier in its API's shape, and every answer is checked
   against the schema before it is accepted (:mod:`costline.serving.structured`): one that is not valid goes up a
   tier; a ``stream: true`` one is buffered;
@@ -69,8 +69,9 @@ from costline.serving.backends import Prompt
 from costline.serving.cache.key import scope_of_body
 from costline.serving.pipeline import Answer, LiveAnswer, Pipeline
 from costline.serving.settings import GatewayConfig
-from costline.serving.gateway.messages_api import (ANTHROPIC_ERROR_TYPES, last_user_text, passthrough_of, question_text,
-                                                   sampling_of, shape_problem, thinking_of, unsupported_problem)
+from costline.serving.gateway.messages_api import (ANTHROPIC_ERROR_TYPES, betas_of, last_user_text, passthrough_of,
+                                                   question_text, sampling_of, shape_problem, thinking_of,
+                                                   unsupported_problem)
 from costline.serving.errors import BackendError
 from costline.serving.structured import from_anthropic
 from costline.serving.translate import tools_problem
@@ -310,8 +311,12 @@ class Gateway(ServedByJsonServer):
         problem = shape_problem(messages, body.get("system")) or tools_problem(body.get("tools"), body.get("tool_choice"))
         if problem:
             return _error(400, problem, admitted.headers)
+        betas = betas_of(req.header("anthropic-beta"))
+        if isinstance(betas, str):
+            return _error(400, betas, admitted.headers)
         tools = tuple(body.get("tools") or ())
-        prompt = Prompt(tuple(messages), body.get("system"), None, (), tools, body.get("tool_choice") if tools else None)
+        prompt = Prompt(tuple(messages), body.get("system"), None, (), tools, body.get("tool_choice") if tools else None,
+                        anthropic_betas=betas)
         query = question_text(messages)
         cfg = self.config
         task_type = req.header(cfg.task_type_header) or cfg.default_task_type
@@ -367,12 +372,15 @@ class Gateway(ServedByJsonServer):
         fmt = from_anthropic(body)
         if isinstance(fmt, tuple):
             return _error(400, fmt[1])
+        betas = betas_of(req.header("anthropic-beta"))
+        if isinstance(betas, str):
+            return _error(400, betas)
         max_tokens = body.get("max_tokens")
         if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
             return _error(400, "max_tokens: field required (a whole number >= 1)")
         tools = tuple(body.get("tools") or ())
         prompt = Prompt(tuple(messages), body.get("system"), max_tokens, sampling, tools,
-                        body.get("tool_choice") if tools else None, extra, thinking, fmt)
+                        body.get("tool_choice") if tools else None, extra, thinking, betas, fmt)
         query = question_text(messages) if prompt.expects_blocks else last_user_text(messages)
         if not query.strip():
             return _error(400, "messages: the last user message has no text")

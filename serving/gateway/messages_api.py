@@ -15,12 +15,14 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from costline.serving.translate import block_text, tools_problem
 
-__all__ = ["ANTHROPIC_ERROR_TYPES", "PASSTHROUGH_FIELDS", "SAMPLING_FIELDS", "message_text", "last_user_text",
+__all__ = ["ANTHROPIC_ERROR_TYPES", "MAX_BETAS", "PASSTHROUGH_FIELDS", "SAMPLING_FIELDS", "betas_of", "message_text",
+           "last_user_text",
            "question_text",
            "passthrough_of", "sampling_of", "shape_problem", "thinking_of", "unsupported_problem"]
 
@@ -198,8 +200,25 @@ def sampling_of(body: Mapping[str, Any], *, max_temperature: float = 1.0) -> tup
 
 #: Messages API fields the gateway carries as they are to Anthropic tiers (``Prompt.anthropic_extra``), each with
 #: the check the API would make: prompt caching for the whole request, the service tier, fast mode, where the
-#: inference runs, the end user's id (``metadata.user_id``: the rest of ``metadata`` is costline's).
-PASSTHROUGH_FIELDS = ("cache_control", "service_tier", "speed", "inference_geo", "metadata.user_id")
+#: inference runs, the end user's id (``metadata.user_id``: the rest of ``metadata`` is costline's), the
+#: context-management beta's edits. The ``anthropic-beta`` header is carried to them too (:func:`betas_of`).
+PASSTHROUGH_FIELDS = ("cache_control", "service_tier", "speed", "inference_geo", "metadata.user_id",
+                      "context_management")
+#: An ``anthropic-beta`` feature name, and how many one request may name.
+_BETA = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+MAX_BETAS = 16
+
+
+def betas_of(header: str | None) -> tuple[str, ...] | str:
+    """The features an ``anthropic-beta`` header names (comma-separated, as the SDK's ``betas=`` sends them), or what
+    is wrong with it."""
+    if not header:
+        return ()
+    names = tuple(n.strip() for n in header.split(",") if n.strip())
+    if len(names) > MAX_BETAS or not all(_BETA.fullmatch(n) for n in names):
+        return (f"anthropic-beta: up to {MAX_BETAS} comma-separated feature names (lower-case letters, digits, "
+                "'.', '_' and '-')")
+    return tuple(dict.fromkeys(names))
 
 
 def passthrough_of(body: Mapping[str, Any]) -> tuple[tuple[str, Any], ...] | str:
@@ -229,6 +248,11 @@ def passthrough_of(body: Mapping[str, Any]) -> tuple[tuple[str, Any], ...] | str
         if not isinstance(user, str) or len(user) > 256:
             return "metadata.user_id: a string of up to 256 characters"
         out.append(("metadata", {"user_id": user}))
+    manage = body.get("context_management")
+    if manage is not None:  # (the context-management beta's: clearing old tool results and thinking)
+        if not isinstance(manage, Mapping):
+            return "context_management: an object"
+        out.append(("context_management", dict(manage)))
     return tuple(out)
 
 

@@ -27,7 +27,8 @@ pipeline call, and the answer is written back as a ``chat.completion``:
 * ``response_format`` ``json_schema`` / ``json_object`` (structured outputs, what the SDK's ``parse`` sends) reach
   every tier in its API's shape and every answer is checked against it (:mod:`costline.serving.structured`);
 * errors in OpenAI's format (``{"error": {"message", "type", "param", "code"}}``); every tier
-  failing answers 429, 503 (overloaded) or 500; other parts (audio, a file by ``file_id``) and the deprecated
+  failing answers 429, 503 (overloaded) or 500; ``frequency_penalty``, ``presence_penalty``, ``seed`` and
+  ``logit_bias`` reach OpenAI-compatible tiers only (:data:`CHAT_SAMPLING_FIELDS`); other parts (audio, a file by ``file_id``) and the deprecated
   ``functions`` are refused (400).
 """
 
@@ -50,7 +51,7 @@ from costline.serving.structured import from_chat
 from costline.serving.translate import block_text, openai_tool_calls, tools_from_openai, turns_from_openai, uses_tools
 from costline.serving.pipeline import Answer, LiveAnswer
 
-__all__ = ["ChatCompletions", "DEFAULT_MAX_TOKENS", "OpenAIRoute", "end_user_of", "model_of", "open_openai_live", "openai_error",
+__all__ = ["CHAT_SAMPLING_FIELDS", "ChatCompletions", "DEFAULT_MAX_TOKENS", "chat_sampling_of", "OpenAIRoute", "end_user_of", "model_of", "open_openai_live", "openai_error",
            "settled_response", "token_counts"]
 
 log = logging.getLogger(__name__)
@@ -112,7 +113,8 @@ class ChatCompletions(OpenAIRoute):
         options = body.get("stream_options") if isinstance(body.get("stream_options"), Mapping) else {}
         include_usage = stream and options.get("include_usage") is True
         # the scope of the equivalent Messages request: one cache entry whichever API asked
-        equivalent = {**{k: body[k] for k in ("model", "temperature", "top_p", "seed") if body.get(k) is not None},
+        equivalent = {**{k: body[k] for k in ("model", "temperature", "top_p", *CHAT_SAMPLING_FIELDS)
+                         if body.get(k) is not None},
                       "system": system, "messages": messages, "max_tokens": max_tokens,
                       "output_format": fmt.scope() if fmt is not None else None}
         stop = body.get("stop")
@@ -189,6 +191,10 @@ def _to_messages(body: Mapping[str, Any]) -> tuple[Any, list[dict[str, Any]], st
         param = sampling.split(":")[0]
         return openai_error(400, sampling.replace("stop_sequences", "stop"), param="stop" if param == "stop_sequences"
                             else param)
+    chat_only = chat_sampling_of(body)
+    if isinstance(chat_only, tuple) and chat_only and isinstance(chat_only[0], str):
+        return openai_error(400, chat_only[1], param=chat_only[0])
+    sampling = (*sampling, *chat_only)
     parsed = turns_from_openai(raw, _text)
     if isinstance(parsed[0], str):
         return openai_error(400, str(parsed[1]), param=str(parsed[0]))
@@ -209,6 +215,39 @@ def _to_messages(body: Mapping[str, Any]) -> tuple[Any, list[dict[str, Any]], st
             return openai_error(400, "messages: the last message must be a user message with text", param="messages")
     return (("\n\n".join(system_parts) or None), turns, query, max_tokens, sampling, tuple(tools),
             tool_choice)
+
+
+#: Chat Completions generation parameters the Messages API has no field for: carried to OpenAI-compatible tiers
+#: (vLLM takes them all), not sent to Anthropic tiers (whose API would refuse the request), part of the cache scope.
+CHAT_SAMPLING_FIELDS = ("frequency_penalty", "presence_penalty", "seed", "logit_bias")
+
+
+def chat_sampling_of(body: Mapping[str, Any]) -> tuple[tuple[str, Any], ...] | tuple[str, str]:
+    """The request's :data:`CHAT_SAMPLING_FIELDS` that are set, as ``((name, value), ...)``, or ``(param, what is
+    wrong)`` for a value the API would refuse."""
+    out: list[tuple[str, Any]] = []
+    for name in ("frequency_penalty", "presence_penalty"):
+        value = body.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not -2 <= value <= 2:
+            return name, f"{name}: a number from -2 to 2"
+        if value:
+            out.append((name, float(value)))
+    seed = body.get("seed")
+    if seed is not None:
+        if not isinstance(seed, int) or isinstance(seed, bool) or not -2 ** 63 <= seed < 2 ** 63:
+            return "seed", "seed: a whole number (64-bit)"
+        out.append(("seed", seed))
+    bias = body.get("logit_bias")
+    if bias is not None:
+        if not isinstance(bias, Mapping) or len(bias) > 300 or not all(
+                isinstance(k, str) and k.isdigit() and isinstance(v, (int, float)) and not isinstance(v, bool)
+                and -100 <= v <= 100 for k, v in bias.items()):
+            return "logit_bias", "logit_bias: an object of up to 300 token ids (as strings) to numbers from -100 to 100"
+        if bias:
+            out.append(("logit_bias", tuple(sorted((k, float(v)) for k, v in bias.items()))))
+    return tuple(out)
 
 
 #: ``reasoning_effort`` → the Messages API's ``output_config.effort`` (Anthropic tiers; the student ignores it).

@@ -22,7 +22,9 @@ the Chat Completions API: the request is translated to the Messages shape and an
   (``x-costline-stream-mode``);
 * refused with a 400 naming the parameter: ``previous_response_id`` and ``conversation`` (the gateway stores no
   responses: send the whole conversation in ``input``; ``store`` is accepted and nothing is stored), ``background``,
-  hosted tools (web / file search, computer use, code interpreter…), ``item_reference`` items, an ``input_file`` by
+  hosted tools (web / file search, computer use, code interpreter…), log probabilities (``top_logprobs``, ``include``
+  ``message.output_text.logprobs``; other ``include`` values ask for nothing the gateway has), ``item_reference``
+  items, an ``input_file`` by
   ``file_id`` (``input_file`` with ``file_data`` or ``file_url`` becomes a document block).
 """
 
@@ -122,6 +124,12 @@ def _to_messages(body: Mapping[str, Any]) -> tuple[Any, list[dict[str, Any]], st
     for field, why in _REFUSED:
         if body.get(field) not in (None, False):
             raise _Refused(field, f"{field}: {why}")
+    include = body.get("include")
+    if include is not None and not (isinstance(include, list) and all(isinstance(i, str) for i in include)):
+        raise _Refused("include", "include: a list of strings")
+    if body.get("top_logprobs") or "message.output_text.logprobs" in (include or ()):
+        raise _Refused("top_logprobs" if body.get("top_logprobs") else "include",
+                       "log probabilities are not supported by the costline gateway")
     max_tokens = body.get("max_output_tokens")
     if max_tokens is None:
         max_tokens = DEFAULT_MAX_TOKENS
