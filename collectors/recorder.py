@@ -44,6 +44,9 @@ __all__ = ["Recorder", "RequestHandle", "CallHandle", "LookupHandle", "capture_e
 
 log = logging.getLogger(__name__)
 
+#: At most this many rejected attempts are listed on a request span (a ladder is a handful of tiers).
+MAX_REJECTED_ATTEMPTS = 8
+
 _HANDLE_KEY = otel_context.create_key("costline.request.handle")
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _SCOPE = "costline.collectors"
@@ -251,6 +254,7 @@ class RequestHandle:
         self._served_by: str | None = None
         self._success: bool | None = None
         self._error_type: str | None = None
+        self._rejected: list[str] = []
 
     # -- public ------------------------------------------------------------------------
     def cache_lookup(self, namespace: str | None = None) -> Any:
@@ -280,6 +284,17 @@ class RequestHandle:
     def accept(self) -> None:
         """The answer was good: ``costline.success`` = true."""
         self._success = True
+
+    def attempt_rejected(self, tier: str, problem: str | None) -> None:
+        """An attempt's answer was not accepted (``problem``: ``validator``, ``low_confidence``, an SDK error class…):
+        said on the span as ``costline.rejected_attempts`` (``tier:problem``, in order; at most
+        :data:`MAX_REJECTED_ATTEMPTS`). Never raises."""
+        try:
+            with self._lock:
+                if len(self._rejected) < MAX_REJECTED_ATTEMPTS:
+                    self._rejected.append(f"{_str(tier)[:32]}:{_str(problem or 'unknown')[:64]}".replace(",", ";"))
+        except Exception as exc:  # noqa: BLE001 - telemetry never fails the answer
+            log.warning("costline: dropped a rejected attempt: %s", exc)
 
     def reject(self, reason: str | None = None) -> None:
         """The answer was not good enough: ``costline.success`` = false (reason kept as an event)."""
@@ -334,6 +349,8 @@ class RequestHandle:
         _set(s, contract.COSTLINE_ATTEMPTS, self._attempts, _count)
         _set(s, contract.COSTLINE_ESCALATIONS, self._escalations, _count)
         _set(s, contract.COSTLINE_SUCCESS, bool(self._success), _bool)
+        if self._rejected:
+            _set(s, contract.COSTLINE_REJECTED_ATTEMPTS, ",".join(self._rejected), _str)
         if self._error_type:
             _set(s, contract.ERROR_TYPE, self._error_type, _str)
             s.set_status(Status(StatusCode.ERROR, self._error_type))

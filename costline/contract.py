@@ -73,6 +73,9 @@ COSTLINE_ROUTED_TIER: Final = "costline.routed_tier"
 COSTLINE_ROUTE_REASON: Final = "costline.route.reason"
 COSTLINE_ATTEMPTS: Final = "costline.attempts"
 COSTLINE_ESCALATIONS: Final = "costline.escalations"
+#: The attempts whose answer was not accepted, in order, as ``tier:problem`` comma-separated (``student:validator,
+#: budget:RateLimitError``): why the request escalated, or failed (requests.rejected_attempts in the lake).
+COSTLINE_REJECTED_ATTEMPTS: Final = "costline.rejected_attempts"
 COSTLINE_SUCCESS: Final = "costline.success"
 
 # --- tiers --------------------------------------------------------------------------

@@ -189,6 +189,7 @@ class TableLake:
         for table in TABLES:
             if cat.table_exists(self.identifier(table)):
                 self._ensure_properties(table)
+                self._ensure_columns(table)
                 continue
             try:
                 tx = cat.create_table_transaction(self.identifier(table), schema=SCHEMAS[table],
@@ -217,6 +218,27 @@ class TableLake:
                 return
             except CommitFailedException:
                 self._backoff(attempt)
+
+    def _ensure_columns(self, table: str) -> None:
+        """Add the columns a newer costline writes (``requests.rejected_attempts``...) to a table an older one made:
+        its existing rows read them as NULL, and this version's batches append (Iceberg refuses a batch with a
+        column its table lacks). Columns are only added, never changed or dropped; a concurrent opener adding
+        the same ones is retried."""
+        from pyiceberg.exceptions import CommitFailedException
+
+        for attempt in range(self.settings.commit_retries):
+            tbl = self.table(table)
+            have = {f.name for f in tbl.schema().fields}
+            if all(name in have for name in SCHEMAS[table].names):
+                return
+            try:
+                with tbl.update_schema() as update:
+                    update.union_by_name(SCHEMAS[table])
+                return
+            except CommitFailedException:
+                self._backoff(attempt)
+        raise LakeError(f"cannot add the new columns of {self.identifier(table)}: the catalog kept refusing the "
+                        f"schema update ({self.settings.commit_retries} tries); retry, or check the catalog")
 
     def table(self, table: str, *, refresh: bool = True) -> Any:
         t = self._tables.get(table)

@@ -99,6 +99,15 @@ CHARTS: tuple[Chart, ...] = (
         source="the verified semantic cache (lookups.reject_reason)",
     ),
     Chart(
+        "rejected_attempts", "Answers sent up a tier, by tier and reason",
+        "Attempts whose answer was not used, per day: the quality gates (validator, low confidence), a "
+        "structured answer that broke its schema (output_format), an API error. A growing band on the student "
+        "is drift; on one API tier, a router sending work too low.",
+        "stacked_bar", x="day", columns=("day", "tier", "problem", "series", "rejected"),
+        options={"y": "rejected", "series": "series", "y_title": "rejected attempts"},
+        source="the serving pipeline (requests.rejected_attempts)",
+    ),
+    Chart(
         "student_vs_teacher", "Student vs teacher score per subtype",
         "Nightly blind evaluation on production queries: student (solid) against teacher (dashed); "
         "a widening gap signals drift and re-distillation.",

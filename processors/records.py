@@ -89,6 +89,8 @@ class RequestRow(NamedTuple):
     kafka_offset: int
     #: What flattening dropped from this span (``field:reason``, comma-separated); None: nothing.
     data_quality: str | None = None
+    #: The attempts whose answer was not accepted, ``tier:problem`` comma-separated (``costline.rejected_attempts``).
+    rejected_attempts: str | None = None
 
 
 class CallRow(NamedTuple):
@@ -248,6 +250,7 @@ def flatten_span(
             kafka_partition,
             kafka_offset,
             _quality(bad),
+            str_of(get(c.COSTLINE_REJECTED_ATTEMPTS)),
         ))
     if name == c.SPAN_CACHE_LOOKUP:
         sim_v = get(c.COSTLINE_CACHE_SIMILARITY)

@@ -267,6 +267,8 @@ class Pipeline:
             for tier in self.registry.ladder(decision.tier, self.escalation.max_escalations):
                 attempt = self._attempt(tier, query, prompt)
                 attempts.append(attempt)
+                if not attempt.ok:
+                    req.attempt_rejected(attempt.tier, attempt.problem)
                 if attempt.ok:
                     assert attempt.reply is not None
                     req.served_by(tier)
@@ -392,6 +394,7 @@ class Pipeline:
             except BackendError as exc:
                 failed = Attempt(tier, backend.spec.model, False, exc.error_type)
                 if parts or not self.escalation.on_error:  # too late (or not allowed) to escalate
+                    req.attempt_rejected(tier, exc.error_type)
                     live.error = exc
                     req.reject(f"{tier}: {exc.error_type}")
                     req.served_by(tier)
@@ -409,6 +412,8 @@ class Pipeline:
             ok, problem, confidence = self._judge(query, reply)
             attempt = Attempt(tier, reply.model, ok, problem, confidence, reply)
             req.served_by(tier)
+            if not ok:
+                req.attempt_rejected(tier, problem)
             if ok:
                 req.accept()
                 if self.cache is not None and cacheable(reply):
@@ -424,9 +429,12 @@ class Pipeline:
                         namespace: str | None, doc_hashes: Sequence[str]) -> Answer:
         """The rest of the ladder after a live tier failed before its first piece, as answer() does."""
         attempts = [failed]
+        req.attempt_rejected(failed.tier, failed.problem)
         for tier in self.registry.ladder(decision.tier, self.escalation.max_escalations)[1:]:
             attempt = self._attempt(tier, query, prompt)
             attempts.append(attempt)
+            if not attempt.ok:
+                req.attempt_rejected(attempt.tier, attempt.problem)
             if attempt.ok:
                 assert attempt.reply is not None
                 req.served_by(tier)

@@ -126,8 +126,11 @@ def replay_one(plan: RequestPlan, recorder: Recorder, clock: SimClock) -> None:
                 lk.result(hit=plan.lookup.hit, similarity=plan.lookup.similarity)
                 clock.set(plan.lookup_end)
         at = plan.start + timedelta(milliseconds=2)
-        for c in plan.calls:
+        for i, c in enumerate(plan.calls):
             clock.set(at)
+            # every call but an accepted last one was turned down: by its API's error, else by the validator
+            if c.error_type or i < len(plan.calls) - 1 or not plan.success:
+                req.attempt_rejected(c.tier, c.error_type or "validator")
             with req.call(provider=c.provider, model=c.model, tier=c.tier) as call:
                 call.usage(
                     input_tokens=c.input_tokens,

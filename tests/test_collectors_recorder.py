@@ -119,6 +119,23 @@ def test_reject_sets_success_false_with_reason_event(spans):
     assert [(e.name, dict(e.attributes)) for e in request.events] == [("costline.reject", {"reason": "judge score 0.3"})]
 
 
+@pytest.mark.parametrize("rejected, expected", [
+    ([], None),
+    ([("student", "validator")], "student:validator"),
+    ([("student", "output_format"), ("budget", "RateLimitError")], "student:output_format,budget:RateLimitError"),
+    ([("student", None)], "student:unknown"),
+    ([("mid", "a,b")], "mid:a;b"),  # a comma in a problem cannot split the list
+    ([("t", "p")] * 12, ",".join(["t:p"] * 8)),  # at most MAX_REJECTED_ATTEMPTS
+])
+def test_rejected_attempts_are_listed_on_the_request_span(spans, rejected, expected):
+    provider, exporter = spans
+    with Recorder(provider, env={}).request() as req:
+        for tier, problem in rejected:
+            req.attempt_rejected(tier, problem)
+    (request,) = by_name(exporter, c.SPAN_REQUEST)
+    assert request.attributes.get(c.COSTLINE_REJECTED_ATTEMPTS) == expected
+
+
 def test_exception_in_call_sets_error_type_and_is_reraised(spans):
     provider, exporter = spans
     rec = Recorder(provider, env={})

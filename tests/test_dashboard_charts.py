@@ -17,7 +17,7 @@ from costline.dashboards.build import STATUS_EMPTY, STATUS_ERROR, STATUS_MISSING
 from costline.dashboards.charts import KINDS, raw_sql
 from costline.lake import open_lake
 
-FROM_LAKE = ("cost_per_success", "cache_hit_rate", "traffic_mix", "savings_waterfall")
+FROM_LAKE = ("cost_per_success", "cache_hit_rate", "traffic_mix", "savings_waterfall", "rejected_attempts")
 # Views that exist from the start (zero-row files) but that only the nightly jobs / the alert
 # service fill: the demo lake has none of their rows.
 FROM_LATER_ISSUES = ("student_vs_teacher", "tier_match_rate")
@@ -222,3 +222,21 @@ def test_waterfall_reads_the_latest_cost_report_once_one_was_run(tmp_path):
     for (rday, step, stage, cost), (day, step2, stage2, cost2) in zip(report, rows):
         assert (str(rday), step, stage) == (str(day), step2, stage2)
         assert cost2 == pytest.approx(cost)
+
+
+def test_rejected_attempts_count_every_paid_answer_that_was_not_used(con, lake_config):
+    """The chart's total per (tier, problem) is the plans' calls that did not serve the request: each failed with an
+    API error, or was escalated away from (the validator), or was the last answer of a failed request."""
+    from collections import Counter
+
+    expected: Counter = Counter()
+    for plan in demo_plans():
+        for i, call in enumerate(plan.calls):
+            if call.error_type or i < len(plan.calls) - 1 or not plan.success:
+                expected[(call.tier, call.error_type or "validator")] += 1
+    result = query_chart(con, dashboards.chart_by_name("rejected_attempts"), lake_config)
+    i = {c: n for n, c in enumerate(result.columns)}
+    got: Counter = Counter()
+    for row in result.rows:
+        got[(row[i["tier"]], row[i["problem"]])] += row[i["rejected"]]
+    assert got == expected and sum(expected.values()) > 0

@@ -336,11 +336,19 @@ def test_an_older_lakes_schema_file_is_brought_up_to_date(cfg):
     assert con.execute("SELECT span_id, data_quality FROM calls").fetchall() == [("C1", None)]
 
 
+def _flattened(name: str, i: int, attrs: dict):
+    """The lake row of span number ``i`` named ``name`` with ``attrs``, in hour H (partition 0, offset ``i``)."""
+    from costline.processors.records import MemoPricingTable, flatten_span
+    from costline.sim.synth import span
+
+    start = us(H) * 1000 + i
+    return flatten_span(span(name, trace_id=bytes([i + 1]) * 16, span_id=bytes([i + 1]) * 8, start_ns=start,
+                             end_ns=start + 1000, attributes=attrs), MemoPricingTable(), 0, i)
+
+
 def test_lookups_carry_why_the_verification_stage_rejected_candidates(cfg):
     """costline.cache.reject_reason reaches the lake, so an analyst can count near-misses per namespace."""
     from costline import contract as c
-    from costline.processors.records import MemoPricingTable, flatten_span
-    from costline.sim.synth import span
 
     lake = Lake(cfg.lake.path).init()
     rows = []
@@ -348,10 +356,7 @@ def test_lookups_carry_why_the_verification_stage_rejected_candidates(cfg):
         attrs = {c.COSTLINE_CACHE_HIT: False, c.COSTLINE_CACHE_NAMESPACE: "billing", c.COSTLINE_TENANT: "acme"}
         if reason:
             attrs[c.COSTLINE_CACHE_REJECT_REASON] = reason
-        start = us(H) * 1000 + i
-        rows.append(flatten_span(span(c.SPAN_CACHE_LOOKUP, trace_id=bytes([i + 1]) * 16, span_id=bytes([i + 1]) * 8,
-                                      start_ns=start, end_ns=start + 1000, attributes=attrs),
-                                 MemoPricingTable(), 0, i))
+        rows.append(_flattened(c.SPAN_CACHE_LOOKUP, i, attrs))
     assert [r.reject_reason for r in rows] == ["number,negation", None, "entity"]
     commit(lake, 0, 0, 2, rows)
     got = open_lake(cfg).execute("""
@@ -375,3 +380,31 @@ def test_every_view_file_is_created_and_every_view_has_a_file(tmp_path: Path) ->
         files - {"raw", "links"})
     assert set(VIEWS) <= created
     assert not [s for s in stmts if re.search(r"\{\w+\}", s)], "a placeholder was left unfilled"
+
+
+def test_requests_say_which_attempts_were_rejected_and_why(cfg):
+    """costline.rejected_attempts reaches requests.rejected_attempts, and docs/sql.md's recipe counts escalations by
+    the tier and problem that caused them."""
+    from costline import contract as c
+
+    lake = Lake(cfg.lake.path).init()
+    rows = []
+    for i, (routed, rejected) in enumerate([("student", "student:output_format"), ("student", None),
+                                            ("budget", "budget:low_confidence,mid:validator"),
+                                            ("student", "student:output_format")]):
+        attrs = {c.COSTLINE_TENANT: "acme", c.COSTLINE_ROUTED_TIER: routed, c.COSTLINE_TIER: "mid",
+                 c.COSTLINE_SUCCESS: True, c.COSTLINE_ATTEMPTS: 1 + (rejected or "").count(":")}
+        if rejected:
+            attrs[c.COSTLINE_REJECTED_ATTEMPTS] = rejected
+        rows.append(_flattened(c.SPAN_REQUEST, i, attrs))
+    assert [r.rejected_attempts for r in rows] == ["student:output_format", None,
+                                                   "budget:low_confidence,mid:validator", "student:output_format"]
+    commit(lake, 0, 0, 3, rows)
+    got = open_lake(cfg).execute("""
+        SELECT routed_tier, split_part(reason, ':', 1) AS failed_tier, split_part(reason, ':', 2) AS problem,
+               count(*) AS attempts, count(DISTINCT request_id) AS requests
+        FROM (SELECT request_id, routed_tier, unnest(string_split(rejected_attempts, ',')) AS reason
+              FROM requests WHERE rejected_attempts IS NOT NULL)
+        GROUP BY ALL ORDER BY attempts DESC, problem""").fetchall()
+    assert got == [("student", "student", "output_format", 2, 2), ("budget", "budget", "low_confidence", 1, 1),
+                   ("budget", "mid", "validator", 1, 1)]

@@ -8,6 +8,10 @@ import time
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from costline import contract as c
 
 from costline.collectors import Recorder
 from costline.serving.backends import AnthropicBackend, Prompt, Reply
@@ -237,15 +241,24 @@ def test_an_answer_that_breaks_its_format_goes_up_a_tier(student, above, served_
     up = registry.ladder("student", 1)[1]  # the tier above the student
     served_by = up if served_by == "above" else served_by
     tiers = {"student": _Scripted(registry.tier("student"), student), up: _Scripted(registry.tier(up), above)}
-    pipeline = Pipeline(router=Router(_ToStudent(), registry), backends=tiers, recorder=Recorder(TracerProvider()),
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    pipeline = Pipeline(router=Router(_ToStudent(), registry), backends=tiers, recorder=Recorder(provider, env={}),
                         confidence=None, escalation=EscalationConfig(max_escalations=1))
     prompt = Prompt(({"role": "user", "content": "File a ticket: export is broken"},), None, 100,
                     output_format=TICKET_FORMAT)
     answer = pipeline.answer("File a ticket: export is broken", task_type="t", tenant="x", prompt=prompt)
     assert answer.tier == served_by and answer.success is success
+    (span,) = [s for s in exporter.get_finished_spans() if s.name == c.SPAN_REQUEST]
+    rejected = span.attributes.get(c.COSTLINE_REJECTED_ATTEMPTS)
     if served_by == up:
         assert answer.attempts[0].problem == SCHEMA_PROBLEM
         assert tiers[up].prompts[0].output_format == TICKET_FORMAT
+        # why it escalated is on the request span (requests.rejected_attempts in the lake)
+        assert rejected == ("student:output_format" if success else f"student:output_format,{up}:output_format")
+    else:
+        assert rejected is None
     if success:
         assert TICKET_FORMAT.problem(answer.text) is None  # what the client gets is the JSON itself, fence or not
 

@@ -173,3 +173,28 @@ def test_a_commit_while_the_object_store_is_unreachable_commits_nothing_and_the_
     assert lake.recover(TOPIC, 0) == (2, [])
     lake.commit_batch(TOPIC, 0, 2, 5, {"requests": _requests([2, 5])}, epoch=epoch)
     assert sorted(lake.table("requests").scan().to_arrow().column("kafka_offset").to_pylist()) == [0, 1, 2, 5]
+
+
+def test_a_table_an_older_costline_made_gets_the_new_columns(lake_cfg) -> None:
+    """A requests table created without ``rejected_attempts`` (costline before 2026-12-03): opening the lake adds the
+    column, this version's batches append, and the rows written before read it as NULL."""
+    from costline.lake import open_lake
+    from costline.tablelake import TableLake
+
+    old_schema = SCHEMAS["requests"].remove(SCHEMAS["requests"].get_field_index("rejected_attempts"))
+    first = TableLake(lake_cfg)
+    first.catalog.create_namespace_if_not_exists(lake_cfg.namespace)
+    first.catalog.create_table(first.identifier("requests"), schema=old_schema)
+    first.catalog.load_table(first.identifier("requests")).append(pa.Table.from_pylist([{
+        "request_id": "old", "trace_id": "t-old", "span_id": "s-old", "ts": datetime(2026, 11, 2, 9, 0),
+        "tenant": "acme", "tier": "haiku", "success": True, "kafka_partition": 0, "kafka_offset": 0}],
+        schema=old_schema))
+    lake = _lake(lake_cfg)
+    assert "rejected_attempts" in {f.name for f in lake.table("requests").schema().fields}
+    epoch = lake.claim(TOPIC, 0)
+    new = _requests([1]).set_column(SCHEMAS["requests"].get_field_index("rejected_attempts"), "rejected_attempts",
+                                    pa.array(["student:validator"]))
+    lake.commit_batch(TOPIC, 0, 1, 1, {"requests": new}, epoch=epoch)
+    con = open_lake(Config(lake=lake_cfg))
+    assert sorted(con.execute("SELECT request_id, rejected_attempts FROM requests_raw").fetchall()) == [
+        ("old", None), ("r0-1", "student:validator")]

@@ -44,6 +44,7 @@ REQUESTS_SCHEMA: Final = pa.schema([
     ("kafka_partition", pa.int32()),
     ("kafka_offset", pa.int64()),
     ("data_quality", pa.string()),
+    ("rejected_attempts", pa.string()),
 ])
 
 CALLS_SCHEMA: Final = pa.schema([
