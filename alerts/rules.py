@@ -35,6 +35,7 @@ from costline.alerts.settings import (
     DlqGrowingSettings,
     LakeUnreadableSettings,
     PipelineSilentSettings,
+    RejectedAttemptsRiseSettings,
     RoutingTierMatchDropSettings,
     RuleSettings,
     StudentDriftSettings,
@@ -115,6 +116,9 @@ class Snapshot:
     #: Per tier: window_start, tier, requests, successes, cost_usd, cost_per_success,
     #: and the preceding 168 hours' cost_usd_7d, successes_7d.
     tiers: Sequence[Row] | None = None
+    #: Per tier: window_start, tier, attempts, rejected, problems (the hour), attempts_7d, rejected_7d (the
+    #: preceding 168 hours), from ``rejections_hourly``.
+    rejections: Sequence[Row] | None = None
     #: ``eval_runs`` rows (run_id, finished_at, subtype, gap, gap_ci_low, gap_ci_high, threshold, n).
     eval_runs: Sequence[Row] | None = None
     #: ``shadow_runs`` rows (run_id, finished_at, until, tier, tier_match_rate, n).
@@ -261,6 +265,57 @@ def _cost_per_success_rise(s: CostPerSuccessRiseSettings, snap: Snapshot, now: d
                      "fires at": f"+{s.rise_pct:g}%", "resolves under": f"+{s.resolve_pct:g}%",
                      **({"ignored (NaN/NULL cost)": f"{ignored + ignored_7d} hourly figure(s)"}
                         if ignored or ignored_7d else {})},
+            query=query,
+        ))
+    return out
+
+
+def _rejected_attempts_rise(s: RejectedAttemptsRiseSettings, snap: Snapshot, now: datetime, settle_s: float
+                            ) -> list[Observation] | None:
+    """A tier whose answers were turned down (quality gates, broken schemas, API errors) in the last hour clearly
+    more often than over the 7 days before: the student drifting, a router sending work too low, an API failing."""
+    if snap.rejections is None:
+        return None
+    window = closed_window(now, settle_s)
+    out = []
+    for row in snap.rejections:
+        tier = row.get("tier")
+        if _naive(row["window_start"]) != window or tier is None:
+            continue
+        attempts, rejected = int(row.get("attempts") or 0), int(row.get("rejected") or 0)
+        attempts_7d, rejected_7d = int(row.get("attempts_7d") or 0), int(row.get("rejected_7d") or 0)
+        if attempts <= 0 or attempts_7d <= 0:
+            continue
+        share, base = min(rejected / attempts, 1.0), min(rejected_7d / attempts_7d, 1.0)
+        # one-sided: the hour's share of accepted answers is lower than the 7 days'
+        p = two_proportion_p_value(attempts - min(rejected, attempts), attempts,
+                                   attempts_7d - min(rejected_7d, attempts_7d), attempts_7d)
+        enough = attempts >= s.min_attempts and attempts_7d >= s.min_attempts_7d
+        rise = share - base
+        if enough and rise >= s.rise - 1e-12 and p < s.max_p_value:
+            cond = Condition.BREACH
+        elif enough and rise <= s.resolve_within + 1e-12:
+            cond = Condition.OK
+        else:
+            cond = Condition.BAND
+        query = (
+            "SELECT request_id, ts, routed_tier, tier, rejected_attempts, task_type, tenant\n"
+            f"FROM requests WHERE rejected_attempts LIKE {sql_str(f'%{tier}:%')}\n"
+            f"  AND ts >= TIMESTAMP '{window:%Y-%m-%d %H:%M:%S}'\n"
+            f"  AND ts < TIMESTAMP '{window + timedelta(hours=1):%Y-%m-%d %H:%M:%S}'\n"
+            "ORDER BY ts"
+        )
+        out.append(Observation(
+            rule="rejected_attempts_rise", labels={"tier": str(tier)}, condition=cond,
+            value=share, threshold=base + s.rise,
+            summary=(f"answers of tier {tier} turned down {share:.1%} of the time vs 7-day {base:.1%} "
+                     f"({rise * 100:+.1f} points): {row.get('problems') or 'no reasons recorded'}"),
+            window=_window_text(window),
+            figures={"turned down": f"{rejected} of {attempts} ({share:.1%})", "7-day share": f"{base:.1%}",
+                     "rise": f"{rise * 100:+.1f} points", "why (this hour)": row.get("problems") or "-",
+                     "attempts (7 days)": attempts_7d, "p-value": f"{p:.2g}",
+                     "fires at": f"{s.rise * 100:.0f} points over",
+                     "resolves within": f"{s.resolve_within * 100:.0f} points"},
             query=query,
         ))
     return out
@@ -507,6 +562,7 @@ Evaluator = Callable[[Any, Snapshot, datetime, float], "list[Observation] | None
 _EVALUATORS: Mapping[str, Evaluator] = {
     "cache_hit_rate_drop": _cache_hit_rate_drop,
     "cost_per_success_rise": _cost_per_success_rise,
+    "rejected_attempts_rise": _rejected_attempts_rise,
     "student_drift": _student_drift,
     "routing_tier_match_drop": _routing_tier_match_drop,
     "pipeline_silent": _pipeline_silent,
@@ -515,8 +571,8 @@ _EVALUATORS: Mapping[str, Evaluator] = {
 }
 RULE_NAMES: tuple[str, ...] = tuple(_EVALUATORS)
 #: Evaluated every interval over the lake's aggregates.
-STREAM_RULES: tuple[str, ...] = ("cache_hit_rate_drop", "cost_per_success_rise", "pipeline_silent", "dlq_growing",
-                                 "lake_unreadable")
+STREAM_RULES: tuple[str, ...] = ("cache_hit_rate_drop", "cost_per_success_rise", "rejected_attempts_rise",
+                                 "pipeline_silent", "dlq_growing", "lake_unreadable")
 #: Evaluated over the nightly jobs' results (also every interval: the state machine dedups).
 JOB_RULES: tuple[str, ...] = ("student_drift", "routing_tier_match_drop")
 

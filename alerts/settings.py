@@ -33,6 +33,7 @@ __all__ = [
     "RuleSettings",
     "CacheHitRateDropSettings",
     "CostPerSuccessRiseSettings",
+    "RejectedAttemptsRiseSettings",
     "StudentDriftSettings",
     "RoutingTierMatchDropSettings",
     "PipelineSilentSettings",
@@ -87,6 +88,20 @@ class CacheHitRateDropSettings(RuleSettings):
     min_lookups: int = 50
     #: Lookups the 7-day window needs to be a baseline.
     min_lookups_7d: int = 200
+    #: One-sided two-proportion z-test (hour vs 7 days): fire only when p < this.
+    max_p_value: float = 0.01
+
+
+@dataclass(frozen=True)
+class RejectedAttemptsRiseSettings(RuleSettings):
+    #: Fire when the share of a tier's answers turned down in the last hour (a quality gate, a broken schema, an
+    #: API error after the SDK's retries) is this far (fraction) over its 7-day share...
+    rise: float = 0.10
+    #: ...and resolve only once it is back within this distance.
+    resolve_within: float = 0.05
+    #: Attempts the hour needs before it can fire, and the 7 days before they are a baseline.
+    min_attempts: int = 30
+    min_attempts_7d: int = 200
     #: One-sided two-proportion z-test (hour vs 7 days): fire only when p < this.
     max_p_value: float = 0.01
 
@@ -174,6 +189,7 @@ class AlertsConfig:
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
     cache_hit_rate_drop: CacheHitRateDropSettings = field(default_factory=CacheHitRateDropSettings)
     cost_per_success_rise: CostPerSuccessRiseSettings = field(default_factory=CostPerSuccessRiseSettings)
+    rejected_attempts_rise: RejectedAttemptsRiseSettings = field(default_factory=RejectedAttemptsRiseSettings)
     student_drift: StudentDriftSettings = field(default_factory=StudentDriftSettings)
     routing_tier_match_drop: RoutingTierMatchDropSettings = field(default_factory=RoutingTierMatchDropSettings)
     pipeline_silent: PipelineSilentSettings = field(default_factory=PipelineSilentSettings)
@@ -208,7 +224,7 @@ def validate(config: Any) -> None:
         rule, s = getattr(a, name), Section(f"alerts.{name}")
         s.not_negative("for_s", rule.for_s)
         s.above_zero("no_data_resolve_s", rule.no_data_resolve_s, unit="seconds")
-        for key in ("drop", "resolve_within", "max_gap", "min_rate", "max_p_value"):
+        for key in ("drop", "rise", "resolve_within", "max_gap", "min_rate", "max_p_value"):
             if hasattr(rule, key):
                 s.fraction(key, getattr(rule, key), what=fraction)
         for key in ("silent_s", "window_s"):

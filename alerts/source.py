@@ -22,7 +22,7 @@ from costline.alerts.store import AlertStore
 from costline.config import Config, KafkaConfig
 from costline.timeutil import utc_naive as _naive
 
-__all__ = ["AlertSource", "kafka_dlq_counter", "CACHE_SQL", "TIERS_SQL", "LAST_SPAN_SQL"]
+__all__ = ["AlertSource", "kafka_dlq_counter", "CACHE_SQL", "TIERS_SQL", "REJECTIONS_SQL", "LAST_SPAN_SQL"]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,18 @@ SELECT $w AS window_start, tier,
        count(*) FILTER (WHERE window_start = $w AND NOT coalesce(isfinite(call_cost_usd), false)) AS ignored,
        count(*) FILTER (WHERE window_start < $w AND NOT coalesce(isfinite(call_cost_usd), false)) AS ignored_7d
 FROM tier_hourly
+WHERE window_start >= $w - INTERVAL 168 HOURS AND window_start <= $w
+GROUP BY tier"""
+
+#: Per tier: the closed hour's attempts, rejected answers and reasons, and the preceding 168 hours' sums.
+REJECTIONS_SQL = """
+SELECT $w AS window_start, tier,
+       sum(attempts) FILTER (WHERE window_start = $w) AS attempts,
+       sum(rejected) FILTER (WHERE window_start = $w) AS rejected,
+       max(problems) FILTER (WHERE window_start = $w) AS problems,
+       sum(attempts) FILTER (WHERE window_start < $w) AS attempts_7d,
+       sum(rejected) FILTER (WHERE window_start < $w) AS rejected_7d
+FROM rejections_hourly
 WHERE window_start >= $w - INTERVAL 168 HOURS AND window_start <= $w
 GROUP BY tier"""
 
@@ -125,6 +137,7 @@ class AlertSource:
             tables = {
                 "cache_hit_rate_7d": "SELECT * FROM cache_hit_rate_7d",
                 "tier_hourly": "SELECT * FROM tier_hourly",
+                "rejections_hourly": "SELECT * FROM rejections_hourly",
                 # LAST_SPAN_SQL only needs the event times (bounded by arrival, as live).
                 **{f"{t}_raw": _raw_ts_sql(self.config, t) for t in _SPAN_TABLES},
             }
@@ -174,7 +187,7 @@ class AlertSource:
         w = closed_window(now, self.config.alerts.settle_s)
         n = _naive(now)
         errors: list[tuple[str, str]] = []
-        cache = tiers = evals = shadows = retrains = redistills = None
+        cache = tiers = rejections = evals = shadows = retrains = redistills = None
         last_span, spans_known = None, False
         con = self._try("the lake's views", self._open, errors)
         if con is None:
@@ -186,6 +199,9 @@ class AlertSource:
                 cache = self._try("cache_hit_rate_7d", lambda: self._rows(con, CACHE_SQL, {"w": w}), errors)
             if "cost_per_success_rise" in wanted:
                 tiers = self._try("tier_hourly", lambda: self._rows(con, TIERS_SQL, {"w": w}), errors)
+            if "rejected_attempts_rise" in wanted:
+                rejections = self._try("rejections_hourly",
+                                       lambda: self._rows(con, REJECTIONS_SQL, {"w": w}), errors)
             job_rows: dict[str, Any] = {}
             for rule in JOB_RULES:
                 view = _JOB_VIEWS[rule]
@@ -229,7 +245,8 @@ class AlertSource:
 
             aside = self._try("set-aside files", lambda: [str(p) for p in set_aside_files(self.config.lake.path)],
                               errors) or []
-        return Snapshot(cache=cache, tiers=tiers, eval_runs=evals, shadow_runs=shadows, route_retrains=retrains,
+        return Snapshot(cache=cache, tiers=tiers, rejections=rejections, eval_runs=evals, shadow_runs=shadows,
+                        route_retrains=retrains,
                         redistills=redistills,
                         last_span_at=last_span, spans_known=spans_known, dlq_samples=dlq,
                         query_errors=errors if "lake_unreadable" in wanted else None, set_aside=aside)

@@ -18,7 +18,9 @@ call, lookup or request is counted when it ends, whatever the trace sampler deci
   advisory bucket boundaries. ``gen_ai.system`` (the deprecated name) is not written: costline
   writes ``gen_ai.provider.name`` everywhere (see :mod:`costline.contract`).
 * ``costline.cache.lookups`` / ``costline.cache.hits`` (counters, by ``costline.cache.namespace``),
-  ``costline.escalations`` (counter, by the ``costline.tier`` that served the request) and
+  ``costline.escalations`` (counter, by the ``costline.tier`` that served the request),
+  ``costline.rejected_attempts`` (counter, by the ``costline.tier`` whose answer was turned down and the
+  ``costline.problem``: ``validator``, ``low_confidence``, ``output_format``, an SDK error class…) and
   ``costline.cost`` (counter, ``USD``, by provider, request model and tier): the call's explicit
   cost, else its price from the pricing table given to :class:`CostlineMetrics` (calls of an
   unknown model add nothing).
@@ -59,6 +61,8 @@ __all__ = [
     "CACHE_LOOKUPS",
     "CACHE_HITS",
     "ESCALATIONS",
+    "REJECTED_ATTEMPTS",
+    "PROBLEM",
     "COST",
     "GEN_AI_TOKEN_TYPE",
 ]
@@ -70,6 +74,9 @@ OPERATION_DURATION = "gen_ai.client.operation.duration"
 CACHE_LOOKUPS = "costline.cache.lookups"
 CACHE_HITS = "costline.cache.hits"
 ESCALATIONS = "costline.escalations"
+REJECTED_ATTEMPTS = "costline.rejected_attempts"
+#: The attribute of ``costline.rejected_attempts`` naming why an answer was turned down.
+PROBLEM = "costline.problem"
 COST = "costline.cost"
 GEN_AI_TOKEN_TYPE = "gen_ai.token.type"
 
@@ -153,6 +160,9 @@ class CostlineMetrics:
             CACHE_HITS: meter.create_counter(CACHE_HITS, unit="{hit}", description="Semantic cache hits."),
             ESCALATIONS: meter.create_counter(ESCALATIONS, unit="{escalation}",
                                               description="Retries of a request on another tier."),
+            REJECTED_ATTEMPTS: meter.create_counter(
+                REJECTED_ATTEMPTS, unit="{attempt}",
+                description="Model answers not used (a quality gate or the tier's API turned them down)."),
             COST: meter.create_counter(COST, unit="USD", description="Cost of model calls in US dollars."),
         }
 
@@ -185,12 +195,16 @@ class CostlineMetrics:
         except Exception:
             log.exception("costline: could not record cache lookup metrics")
 
-    def request_ended(self, *, tier: str | None, escalations: int) -> None:
-        """Count a finished request's escalations (nothing when it had none). Never raises."""
+    def request_ended(self, *, tier: str | None, escalations: int, rejected: Sequence[str] = ()) -> None:
+        """Count a finished request's escalations (nothing when it had none) and its rejected attempts
+        (``tier:problem`` each). Never raises."""
         try:
             if isinstance(escalations, int) and escalations > 0:
                 attrs = {contract.COSTLINE_TIER: tier} if isinstance(tier, str) and tier else {}
                 self._instruments[ESCALATIONS].add(escalations, attrs)
+            for item in rejected:
+                failed, _, problem = str(item).partition(":")
+                self._instruments[REJECTED_ATTEMPTS].add(1, {contract.COSTLINE_TIER: failed, PROBLEM: problem})
         except Exception:
             log.exception("costline: could not record request metrics")
 

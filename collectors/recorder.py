@@ -356,7 +356,8 @@ class RequestHandle:
             s.set_status(Status(StatusCode.ERROR, self._error_type))
         s.end(end_time=self._recorder._now())
         if self._recorder._metrics is not None:
-            self._recorder._metrics.request_ended(tier=tier, escalations=self._escalations)
+            self._recorder._metrics.request_ended(tier=tier, escalations=self._escalations,
+                                                  rejected=tuple(self._rejected))
 
 
 class Recorder:

@@ -56,9 +56,11 @@ def traffic(recorder: Recorder, clock: Clock) -> None:
             clock.t += 0.25
             call.usage(input_tokens=1200, output_tokens=80)
             call.response(model="claude-haiku-4-5-20251001", finish_reasons=["end_turn"])
+        req.attempt_rejected("budget", "validator")
         with req.call(provider="anthropic", model="claude-sonnet-4-6", tier="mid") as call:
             clock.t += 1.5
             call.error("overloaded_error")
+        req.attempt_rejected("mid", "OverloadedError")
         with req.call(provider="anthropic", model="claude-sonnet-4-6", tier="mid") as call:
             clock.t += 0.5
             call.usage(input_tokens=10, output_tokens=2)
@@ -104,6 +106,9 @@ def test_cache_escalation_and_cost_counters(recorded):
         ({"costline.cache.namespace": "acme"}, 2)]
     assert [p.value for p in recorded["costline.cache.hits"]] == [1]
     assert [(dict(p.attributes), p.value) for p in recorded["costline.escalations"]] == [({"costline.tier": "mid"}, 1)]
+    assert sorted((p.attributes["costline.tier"], p.attributes["costline.problem"], p.value)
+                  for p in recorded["costline.rejected_attempts"]) == [("budget", "validator", 1),
+                                                                       ("mid", "OverloadedError", 1)]
     cost = {p.attributes["gen_ai.request.model"]: (p.value, p.attributes["costline.tier"]) for p in recorded["costline.cost"]}
     assert cost["claude-haiku-4-5"][0] == pytest.approx(1200 * HAIKU_IN + 80 * HAIKU_OUT)
     assert cost["claude-haiku-4-5"][1] == "budget"

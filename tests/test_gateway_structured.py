@@ -295,14 +295,16 @@ def test_the_vercel_ai_sdk_gets_objects_on_all_three_apis(setup, route) -> None:
 def test_an_openai_agents_sdk_agent_with_an_output_type(setup, route, api) -> None:
     """An Agents SDK ``Agent(output_type=...)`` asks for a strict JSON schema (the Responses API's ``text.format``
     on its default model, ``response_format`` on the Chat Completions one) and parses the final output."""
-    from agents import Agent, OpenAIChatCompletionsModel, OpenAIResponsesModel, Runner, set_tracing_disabled
+    from agents import Agent, OpenAIChatCompletionsModel, OpenAIResponsesModel, RunConfig, Runner
 
-    set_tracing_disabled(True)
     gw, _ = setup
     client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{gw.port}/v1", api_key="unused", max_retries=0,
                                 default_headers={**ROUTES[route], "x-costline-tenant": "agents"})
     model = (OpenAIResponsesModel if api == "responses" else OpenAIChatCompletionsModel)(
         model="gpt-5-mini", openai_client=client)
     agent = Agent(name="triage", instructions="File support tickets.", output_type=Ticket, model=model)
-    result = Runner.run_sync(agent, f"File a ticket: the invoice page is blank ({api}, {route})")
+    # tracing off for this run only: set_tracing_disabled() is process-wide, and a later test in this worker
+    # (tests/test_ingest_openai_agents.py) records the SDK's traces
+    result = Runner.run_sync(agent, f"File a ticket: the invoice page is blank ({api}, {route})",
+                             run_config=RunConfig(tracing_disabled=True))
     assert _is_ticket(result.final_output)

@@ -103,7 +103,7 @@ SCHEMAS: Final[Mapping[str, pa.Schema]] = {
 }
 #: Views :func:`create_views` makes (besides the ``*_raw`` ones over the files).
 VIEWS: Final = ("requests", "calls", "lookups", "tier_hourly", "cache_hourly", "cache_hit_rate_7d",
-                 "student_hosting_hourly", "hosting_schedule")
+                 "student_hosting_hourly", "hosting_schedule", "rejections_hourly")
 
 
 #: Upstream delivery is at least once (an exporter or OTLP client may resend a trace after a

@@ -35,7 +35,7 @@ COSTLINE_SCOPE: Final = "costline.collectors"
 #: only views made before it).
 VIEW_FILES: Final = (
     "call_links", "hosting_schedule", "student_hosting_hourly",
-    "requests", "calls", "lookups", "tier_hourly", "cache_hourly", "cache_hit_rate_7d",
+    "requests", "calls", "lookups", "tier_hourly", "cache_hourly", "cache_hit_rate_7d", "rejections_hourly",
 )
 
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
