@@ -421,10 +421,13 @@ def _result_text(content: Any) -> str:
     return "\n".join(parts)
 
 
+#: The block types an OpenAI-compatible tier can be given, by the role of the turn that holds them.
+_TRANSLATABLE = {"user": (*_TEXTUAL, "image", "tool_result"), "assistant": ("text", "tool_use", *_LEFT_OUT)}
+
+
 def _check_translatable(block: Mapping[str, Any], role: str) -> None:
     kind = block.get("type", "text")
-    known = {"user": (*_TEXTUAL, "image", "tool_result"), "assistant": ("text", "tool_use", *_LEFT_OUT)}
-    if kind not in known.get(role, ("text",)):
+    if kind not in _TRANSLATABLE.get(role, ("text",)):
         raise NotTranslatable(f"a {str(kind)[:40]!r} block in a {role[:20]} turn (no Chat Completions form)")
 
 

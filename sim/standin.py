@@ -82,7 +82,8 @@ from costline import contract
 from costline.config import PricingConfig
 from costline.pricing import PricingTable, normalize_model_id
 from costline.serving.gateway._http import HttpRequest, HttpResponse, JsonServer, Route, ServedByJsonServer
-from costline.serving.gateway.messages_api import ANTHROPIC_ERROR_TYPES, last_user_text, shape_problem, message_text
+from costline.serving.gateway.messages_api import (ANTHROPIC_ERROR_TYPES, last_user_text, message_text, shape_problem,
+                                                   thinking_of)
 from costline.serving.settings import StandInConfig
 from costline.sim.standin_bedrock import BedrockApi, bedrock_error, is_bedrock_path
 from costline.sim.standin_gemini import GeminiApi, gemini_error, is_gemini_path
@@ -478,7 +479,7 @@ class StandInServer(ServedByJsonServer):
             if cited is not None:  # the sources asked for citations: quote each, cited
                 content = cited
                 out_tokens, truncated, stopped = sum(count_tokens(b["text"]) for b in cited), False, None
-        thinking = _thinking(body, max_tokens)
+        thinking = _thinking(body)
         if thinking is not None:  # the model's thought comes first (empty when display is "omitted")
             thought = "" if thinking.get("display") == "omitted" else \
                 f"The stand-in thinks about: {last_user_text(messages)[:60]}"
@@ -1056,22 +1057,14 @@ def _function_call(tools: Any, items: list[dict[str, Any]]) -> tuple[str, str] |
     return None
 
 
-def _thinking(body: Mapping[str, Any], max_tokens: int) -> Mapping[str, Any] | None:
+def _thinking(body: Mapping[str, Any]) -> Mapping[str, Any] | None:
     """The request's ``thinking`` when it asks the model to think (``enabled`` / ``adaptive``), checked as the
-    API checks it (raises _ApiError); None when absent or ``disabled``."""
-    thinking = body.get("thinking")
-    if thinking is None:
-        return None
-    kind = thinking.get("type") if isinstance(thinking, Mapping) else None
-    if kind == "disabled":
-        return None
-    if kind not in ("enabled", "adaptive"):
-        raise _ApiError(400, "thinking.type: one of 'enabled', 'adaptive', 'disabled'")
-    budget = thinking.get("budget_tokens")
-    if kind == "enabled" and (not isinstance(budget, int) or isinstance(budget, bool) or budget < 1024
-                              or budget >= max_tokens):
-        raise _ApiError(400, "thinking.budget_tokens: at least 1024 and less than max_tokens")
-    return thinking
+    API checks it (:func:`~costline.serving.gateway.messages_api.thinking_of`; raises _ApiError); None when absent
+    or ``disabled``."""
+    checked = thinking_of(body)
+    if isinstance(checked, str):
+        raise _ApiError(400, checked)
+    return checked
 
 
 #: The argument a stand-in tool call passes for a parameter, by the parameter's JSON Schema type (else null).
