@@ -343,7 +343,7 @@ def _reachable(bootstrap: str) -> bool:
         return False
     try:
         admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000,
-                                 client_id="costline-probe")
+                                 bootstrap_timeout_ms=3000, client_id="costline-probe")
     except (KafkaError, OSError, ValueError):
         return False
     try:
@@ -360,7 +360,7 @@ def _topics(bootstrap: str) -> tuple[str, ...]:
     from kafka.errors import KafkaError
 
     try:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000, bootstrap_timeout_ms=3000)
         try:
             return tuple(sorted(t for t in admin.list_topics() if not t.startswith("__")))
         finally:

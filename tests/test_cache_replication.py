@@ -185,7 +185,9 @@ def test_publishing_never_blocks_past_the_queue_it_drops_and_counts() -> None:
     assert cache.replication is not None
     stats = cache.replication.stats()
     assert stats.dropped == 7
+    started = time.monotonic()
     assert cache.force_flush(0.05) is False
+    assert time.monotonic() - started < 5, "force_flush(timeout) waited out the admin client's 30 s bootstrap"
 
 
 # -- two replicas in this process, on a real broker ---------------------------------------------
@@ -418,7 +420,9 @@ def test_with_kafka_unreachable_a_started_replica_still_serves_and_shuts_down() 
         assert not stats.ready
         assert cache.force_flush(0.2) is False
     finally:
+        started = time.monotonic()
         cache.shutdown(timeout=2.0)
+    assert time.monotonic() - started < 3.5, "shutdown(timeout) must bound the whole shutdown, not each thread's join"
 
 
 @pytest.mark.kafka

@@ -124,12 +124,14 @@ class Replica:
         self.proc.kill()  # SIGKILL: no shutdown, no snapshot at exit
         self.proc.wait(30)
 
-    def quit(self) -> None:
-        if self.proc.poll() is None:
+    def ask_to_quit(self) -> None:
+        """Send ``quit`` without waiting: the fixture stops the three side by side."""
+        if self.proc.poll() is None and self.proc.stdin is not None:
             try:
-                self.call("quit")
-            finally:
-                self.proc.wait(60)
+                self.proc.stdin.write(json.dumps({"op": "quit"}) + "\n")
+                self.proc.stdin.flush()
+            except OSError:
+                pass
 
 
 def wait_for(what: Callable[[], bool], timeout: float = WAIT_S) -> bool:
@@ -153,7 +155,9 @@ def trio(kafka: KafkaConfig, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         yield world
     finally:
         for name in ("A", "B", "C"):
-            world[name].quit()
+            world[name].ask_to_quit()
+        for name in ("A", "B", "C"):
+            world[name].proc.wait(60)
 
 
 Q1 = "How do I cancel my subscription?"

@@ -27,6 +27,12 @@ QUESTION = "How can I change the billing address on my account?"
 
 
 def start(tmp: Path, name: str, topic: str, bootstrap: str) -> tuple[subprocess.Popen, str]:
+    """Start a replica and wait until it is ready."""
+    return ready(*launch(tmp, name, topic, bootstrap))
+
+
+def launch(tmp: Path, name: str, topic: str, bootstrap: str) -> tuple[subprocess.Popen, str, str]:
+    """Start a replica's process; its URL once it listens (not yet ready: see :func:`ready`)."""
     config = tmp / f"{name}.toml"
     config.write_text(f"""
 [serving.cache]
@@ -46,6 +52,11 @@ replica_id = "{name}"
     else:
         proc.kill()
         pytest.fail(f"replica {name} did not start: {proc.stderr.read()}")  # type: ignore[union-attr]
+    return proc, url, name
+
+
+def ready(proc: subprocess.Popen, url: str, name: str) -> tuple[subprocess.Popen, str]:
+    """Wait for the replica's /readyz."""
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:  # /readyz: 200 once the replica has read the topic up to its end
         try:
@@ -73,9 +84,9 @@ def test_three_gateways_share_one_cache_over_kafka(kafka, tmp_path: Path) -> Non
     topic = f"cache-gw-{uuid.uuid4().hex[:8]}"
     procs: list[subprocess.Popen] = []
     try:
-        a, url_a = start(tmp_path, "a", topic, kafka.bootstrap)
-        b, url_b = start(tmp_path, "b", topic, kafka.bootstrap)
-        procs += [a, b]
+        launched = [launch(tmp_path, name, topic, kafka.bootstrap) for name in ("a", "b")]  # side by side
+        procs += [p for p, _, _ in launched]
+        (a, url_a), (b, url_b) = (ready(*r) for r in launched)
         assert ask(url_a) is False  # answered by the model tier, stored, published
         c, url_c = start(tmp_path, "c", topic, kafka.bootstrap)  # bootstraps from the topic
         procs.append(c)

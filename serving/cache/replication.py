@@ -184,8 +184,9 @@ def ensure_cache_topic(bootstrap: str, topic: str, *, timeout_s: float = 10.0) -
     from kafka.admin import KafkaAdminClient
     from kafka.errors import TopicAlreadyExistsError
 
+    # bootstrap_timeout_ms too: its default (30 s) would outlast a force_flush(timeout) on a down broker
     admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), client_id="costline-cache-admin",
-                             request_timeout_ms=int(timeout_s * 1000))
+                             request_timeout_ms=int(timeout_s * 1000), bootstrap_timeout_ms=int(timeout_s * 1000))
     try:
         if topic not in set(admin.list_topics()):
             spec = {"num_partitions": 1, "replication_factor": -1,
@@ -458,15 +459,16 @@ class CacheReplicator:
         """Flush, stop both threads, save a snapshot to ``path`` (if set), close the producer."""
         if not self._started or self._stopped:
             return
+        deadline = time.monotonic() + timeout  # the whole shutdown, not each step, is bounded by timeout
         self.force_flush(timeout / 2)
         self._stop.set()
         self._stopped = True
-        for t in self._threads:
-            t.join(timeout)
+        for t in self._threads:  # daemon threads: one stuck reaching Kafka is left behind, not waited out
+            t.join(max(deadline - time.monotonic(), 0.0))
         if self._config.path is not None and self.error is None:
             self.save_snapshot()
         if self._producer is not None:
-            self._producer.close(timeout)
+            self._producer.close(max(deadline - time.monotonic(), 0.1))
 
     def _make_producer(self) -> None:
         from costline.collectors.producer import LazyProducer
@@ -484,7 +486,7 @@ class CacheReplicator:
         if not self._topic_ok.is_set():
             try:
                 partitions = ensure_cache_topic(self.bootstrap, self.topic,
-                                                timeout_s=max(deadline - time.monotonic(), 0.5))
+                                                timeout_s=max(deadline - time.monotonic(), 0.05))
             except Exception as exc:
                 log.warning("costline: cannot publish cache changes to %s: %s", self.topic, exc)
                 return False
