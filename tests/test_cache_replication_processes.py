@@ -10,6 +10,7 @@ command a line. Waits for propagation are bounded polls, never assertions on tim
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import queue
 import subprocess
@@ -127,11 +128,9 @@ class Replica:
     def ask_to_quit(self) -> None:
         """Send ``quit`` without waiting: the fixture stops the three side by side."""
         if self.proc.poll() is None and self.proc.stdin is not None:
-            try:
+            with contextlib.suppress(BrokenPipeError):  # it exited since the poll: nothing left to stop
                 self.proc.stdin.write(json.dumps({"op": "quit"}) + "\n")
                 self.proc.stdin.flush()
-            except OSError:
-                pass
 
 
 def wait_for(what: Callable[[], bool], timeout: float = WAIT_S) -> bool:
