@@ -817,8 +817,9 @@ def _anthropic_usage(call: CallHandle, usage: Any) -> None:
     output = _count(getattr(usage, "output_tokens", None))
     read = _int(getattr(usage, "cache_read_input_tokens", 0))  # null: no cache used
     created = _int(getattr(usage, "cache_creation_input_tokens", 0))
+    one_hour = _cache_1h(usage)  # of the writes, the one-hour ones (priced 2 x the input, not 1.25 x)
     # Anthropic's input_tokens excludes cached tokens; the GenAI semconv total includes them.
-    call.usage(None if fresh is None else fresh + read + created, output, read, created)
+    call.usage(None if fresh is None else fresh + read + created, output, read, created, one_hour)
     if fresh is None or output is None:  # a count the API did not send is not 0
         _flag_incomplete(call)
 
@@ -841,6 +842,11 @@ def _record_anthropic(call: CallHandle, recorder: Recorder, kwargs: dict[str, An
         call.content(_anthropic_inputs(kwargs), [output])
 
 
+def _cache_1h(usage: Any) -> int:
+    """Anthropic's ``usage.cache_creation.ephemeral_1h_input_tokens`` (0 when absent or null)."""
+    return _int(getattr(getattr(usage, "cache_creation", None), "ephemeral_1h_input_tokens", 0))
+
+
 class _Usage:
     """Usage fields as a stream reports them, the later value of a field winning."""
 
@@ -849,12 +855,23 @@ class _Usage:
         self.output_tokens: int | None = None
         self.cache_read_input_tokens = 0
         self.cache_creation_input_tokens = 0
+        self.cache_creation = _CacheCreation()
 
     def update(self, usage: Any) -> None:
         for name in ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"):
             value = getattr(usage, name, None)
             if isinstance(value, int) and not isinstance(value, bool):
                 setattr(self, name, value)
+        value = getattr(getattr(usage, "cache_creation", None), "ephemeral_1h_input_tokens", None)
+        if isinstance(value, int) and not isinstance(value, bool):
+            self.cache_creation.ephemeral_1h_input_tokens = value
+
+
+class _CacheCreation:
+    """The one field of Anthropic's ``usage.cache_creation`` that prices differently."""
+
+    def __init__(self) -> None:
+        self.ephemeral_1h_input_tokens = 0
 
 
 class _AnthropicStream(_StreamParser):
@@ -941,6 +958,7 @@ def _record_openai(call: CallHandle, recorder: Recorder, kwargs: dict[str, Any],
     choices = list(getattr(response, "choices", None) or [])
     reasons = [c.finish_reason for c in choices if isinstance(getattr(c, "finish_reason", None), str)]
     call.response(getattr(response, "model", None), reasons or None, getattr(response, "id", None))
+    _service_tier(call, getattr(response, "service_tier", None))
     if recorder.capture_enabled:
         outputs = []
         for c in choices:
@@ -953,6 +971,15 @@ def _record_openai(call: CallHandle, recorder: Recorder, kwargs: dict[str, Any],
         call.content(list(kwargs.get("messages") or []), outputs)
 
 
+def _service_tier(call: CallHandle, tier: Any) -> None:
+    """OpenAI's ``service_tier`` as the GenAI conventions spell it (``flex`` is billed at Batch API prices)."""
+    if isinstance(tier, str) and tier:
+        try:
+            call.span.set_attribute(contract.OPENAI_RESPONSE_SERVICE_TIER, tier[:64])
+        except Exception:
+            log.exception("costline: could not record a service tier")
+
+
 class _OpenAIStream(_StreamParser):
     """``chat.completion.chunk`` objects: usage only in the last one, and only with include_usage."""
 
@@ -961,6 +988,7 @@ class _OpenAIStream(_StreamParser):
         self.usage: Any = None
         self.id: str | None = None
         self.model: str | None = None
+        self.service_tier: Any = None
         self.reasons: dict[int, str] = {}
         self.seen: set[int] = set()
         self.text: dict[int, list[str]] = {}
@@ -981,6 +1009,7 @@ class _OpenAIStream(_StreamParser):
     def observe(self, chunk: Any) -> None:
         self.id = self.id or getattr(chunk, "id", None)
         self.model = self.model or getattr(chunk, "model", None)
+        self.service_tier = getattr(chunk, "service_tier", None) or self.service_tier
         for choice in getattr(chunk, "choices", None) or []:
             index = _int(getattr(choice, "index", 0))
             self.seen.add(index)
@@ -1003,6 +1032,7 @@ class _OpenAIStream(_StreamParser):
             _openai_usage(call, self.usage)
         reasons = [self.reasons[i] for i in sorted(self.reasons)]
         call.response(self.model, reasons or None, self.id)
+        _service_tier(call, self.service_tier)
         if recorder.capture_enabled:
             outputs = []
             for i in sorted(set(self.text) | set(self.reasons)):

@@ -146,17 +146,22 @@ class CallHandle:
         output_tokens: int,
         cache_read_tokens: int = 0,
         cache_creation_tokens: int = 0,
+        cache_creation_1h_tokens: int = 0,
     ) -> None:
         """Record token usage. ``input_tokens`` is the GenAI-semconv total: it INCLUDES
         ``cache_read_tokens`` and ``cache_creation_tokens`` (Anthropic reports them apart:
-        add them up first)."""
+        add them up first). ``cache_creation_1h_tokens`` are the part of the cache writes with a
+        one-hour lifetime (Anthropic's ``usage.cache_creation.ephemeral_1h_input_tokens``), priced higher."""
         s = self.span
         _set(s, contract.GEN_AI_USAGE_INPUT_TOKENS, input_tokens, _count)
         _set(s, contract.GEN_AI_USAGE_OUTPUT_TOKENS, output_tokens, _count)
         _set(s, contract.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, cache_read_tokens, _count)
         _set(s, contract.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS, cache_creation_tokens, _count)
+        if cache_creation_1h_tokens:
+            _set(s, contract.ANTHROPIC_USAGE_CACHE_CREATION_1H, cache_creation_1h_tokens, _count)
         if self._obs is not None:
-            self._obs.usage(input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens)
+            self._obs.usage(input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens,
+                            cache_creation_1h_tokens)
         try:
             if input_tokens < cache_read_tokens + cache_creation_tokens:
                 log.warning(

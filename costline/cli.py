@@ -135,7 +135,7 @@ def show_config(config: Config) -> None:
     import dataclasses
 
     from costline.netsec import mask_secret
-    from costline.pricing import cache_prices
+    from costline.pricing import cache_prices, cache_write_1h_price
 
     def show(name: str, section: object) -> None:
         click.echo(f"[{name}]")
@@ -146,7 +146,8 @@ def show_config(config: Config) -> None:
                 for m in value:
                     read, write = cache_prices(m, section)
                     click.echo(f"  model {m.model} tier={m.tier} in=${m.input_per_mtok}/MTok "
-                               f"out=${m.output_per_mtok}/MTok cache read=${read:g}/MTok write=${write:g}/MTok")
+                               f"out=${m.output_per_mtok}/MTok cache read=${read:g}/MTok write=${write:g}/MTok "
+                               f"write 1h=${cache_write_1h_price(m, section):g}/MTok")
                 continue
             if dataclasses.is_dataclass(value):
                 nested.append((f"{name}.{sf.name}", value))

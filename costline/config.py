@@ -239,6 +239,11 @@ class ModelPrice:
     #: USD per million input tokens written to the prompt cache; unset: ``input_per_mtok`` x
     #: ``[pricing] cache_write_multiplier`` (Anthropic's 1.25; providers that charge no write: the input price).
     cache_write_per_mtok: float | None = None
+    #: USD per million input tokens written to the prompt cache with a one-hour lifetime (Anthropic's
+    #: ``cache_control: {"ttl": "1h"}``); unset: ``input_per_mtok`` x ``[pricing] cache_write_1h_multiplier``
+    #: (Anthropic's 2). Those are the part of the cache writes a span reports as
+    #: ``anthropic.usage.cache_creation.ephemeral_1h_input_tokens``; the rest price as ``cache_write_per_mtok``.
+    cache_write_1h_per_mtok: float | None = None
 
 
 #: The article's June 2026 prices (USD per million tokens).
@@ -271,6 +276,9 @@ class PricingConfig:
     models: tuple[ModelPrice, ...] = DEFAULT_MODELS
     cache_read_multiplier: float = 0.1
     cache_write_multiplier: float = 1.25
+    #: Anthropic's one-hour cache writes (``cache_control: {"ttl": "1h"}``) cost 2 x the input price, the
+    #: five-minute ones 1.25 x.
+    cache_write_1h_multiplier: float = 2.0
     batch_multiplier: float = 0.5
     #: The student has no token price: its GPU hosting cost is shared by the requests of each
     #: hour that used it (docs/sql.md). ~$2,000/month A100 (the article). The simplest form of
@@ -763,7 +771,8 @@ def _validate(config: Config, source: str) -> None:
     s.at_least("batch_max_bytes", processor.batch_max_bytes, 1024,
                f"must be at least 1024 bytes; got {processor.batch_max_bytes}")
     pricing: PricingConfig = sections["pricing"]
-    for key in ("cache_read_multiplier", "cache_write_multiplier", "batch_multiplier", "student_usd_per_hour"):
+    for key in ("cache_read_multiplier", "cache_write_multiplier", "cache_write_1h_multiplier", "batch_multiplier",
+                "student_usd_per_hour"):
         Section("pricing", source=source).not_negative(key, getattr(pricing, key))
     Section("pricing", source=source).at_least("hosting_open_gap_hours", pricing.hosting_open_gap_hours, 1)
     for i, period in enumerate(pricing.hosting, 1):
@@ -786,7 +795,8 @@ def _validate(config: Config, source: str) -> None:
             raise ConfigError(f"{where} until", "must be after since", source=source)
     seen: dict[str, str] = {}
     for m in pricing.models:
-        for key in ("input_per_mtok", "output_per_mtok", "cache_read_per_mtok", "cache_write_per_mtok"):
+        for key in ("input_per_mtok", "output_per_mtok", "cache_read_per_mtok", "cache_write_per_mtok",
+                    "cache_write_1h_per_mtok"):
             v = getattr(m, key)
             if v is not None and not 0 <= v < float("inf"):
                 raise ConfigError(f"[[pricing.models]] {m.model} {key}",

@@ -33,6 +33,13 @@ GEN_AI_USAGE_INPUT_TOKENS: Final = "gen_ai.usage.input_tokens"
 GEN_AI_USAGE_OUTPUT_TOKENS: Final = "gen_ai.usage.output_tokens"
 GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: Final = "gen_ai.usage.cache_read.input_tokens"
 GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS: Final = "gen_ai.usage.cache_creation.input_tokens"
+# Of the cache writes, those with a one-hour lifetime (Anthropic's ttl "1h": 2 x the input price, not 1.25 x).
+# No GenAI convention names them: costline writes (and reads) the anthropic SDK's own spelling.
+ANTHROPIC_USAGE_CACHE_CREATION_1H: Final = "anthropic.usage.cache_creation.ephemeral_1h_input_tokens"
+# The tier that served the call as the API said it ("batch": priced at the batch multiplier). OpenAI's is a
+# GenAI convention ("flex" is billed at Batch API prices); Anthropic's is the anthropic SDK's spelling.
+ANTHROPIC_RESPONSE_SERVICE_TIER: Final = "anthropic.response.service_tier"
+OPENAI_RESPONSE_SERVICE_TIER: Final = "openai.response.service_tier"
 # Streamed calls: the request asked for a stream; seconds from sending it to the first chunk of output.
 GEN_AI_REQUEST_STREAM: Final = "gen_ai.request.stream"
 GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK: Final = "gen_ai.response.time_to_first_chunk"

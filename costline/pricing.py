@@ -10,7 +10,9 @@ Token accounting follows the GenAI semantic conventions: ``input_tokens``
 *includes* cache reads and cache writes, so the uncached part is
 ``input - cache_read - cache_creation``. Cache reads cost the model's ``cache_read_per_mtok``, else
 ``cache_read_multiplier`` x its input price; cache writes its ``cache_write_per_mtok``, else
-``cache_write_multiplier`` x; a batch call costs ``batch_multiplier`` x the lot.
+``cache_write_multiplier`` x, except those written with a one-hour lifetime (Anthropic's ``ttl: "1h"``, a part
+of the writes): its ``cache_write_1h_per_mtok``, else ``cache_write_1h_multiplier`` x (2 against 1.25); a batch
+call costs ``batch_multiplier`` x the lot.
 
 Student calls have no token price (``cost_usd`` is 0, status ``student``) unless the span
 carries an explicit ``costline.cost_usd``: the GPU's hosting cost comes from a dated
@@ -39,6 +41,7 @@ __all__ = [
     "normalize_model_id",
     "hosting_schedule",
     "cache_prices",
+    "cache_write_1h_price",
     "PRICED",
     "EXPLICIT",
     "STUDENT",
@@ -132,12 +135,16 @@ class PricingTable:
         output_tokens: int = 0,
         cache_read_tokens: int = 0,
         cache_creation_tokens: int = 0,
+        cache_creation_1h_tokens: int = 0,
         batch: bool = False,
         explicit_cost_usd: float | None = None,
         explicit_tier: str | None = None,
         response_model: str | None = None,
     ) -> CallPrice:
-        """Price one model call. Never raises for unknown models: see ``status``."""
+        """Price one model call. Never raises for unknown models: see ``status``.
+
+        ``cache_creation_1h_tokens`` are the part of ``cache_creation_tokens`` written with a one-hour lifetime
+        (more than the writes is read as all of them)."""
         tier = self.tier_of(provider, response_model or model, explicit_tier)
         if tier == contract.UNKNOWN_TIER and response_model:
             tier = self.tier_of(provider, model, explicit_tier)
@@ -151,13 +158,15 @@ class PricingTable:
         cfg = self.config
         read = max(int(cache_read_tokens or 0), 0)
         write = max(int(cache_creation_tokens or 0), 0)
+        write_1h = min(max(int(cache_creation_1h_tokens or 0), 0), write)
         uncached = max(int(input_tokens or 0) - read - write, 0)
         in_price = entry.input_per_mtok * _PER_TOKEN
         read_price, write_price = cache_prices(entry, cfg)
         cost = (
             uncached * in_price
             + read * read_price * _PER_TOKEN
-            + write * write_price * _PER_TOKEN
+            + (write - write_1h) * write_price * _PER_TOKEN
+            + (write_1h * cache_write_1h_price(entry, cfg) * _PER_TOKEN if write_1h else 0.0)
             + max(int(output_tokens or 0), 0) * entry.output_per_mtok * _PER_TOKEN
         )
         if batch:
@@ -176,6 +185,13 @@ def cache_prices(model: ModelPrice, config: PricingConfig) -> tuple[float, float
     write = model.cache_write_per_mtok
     return (model.input_per_mtok * config.cache_read_multiplier if read is None else read,
             model.input_per_mtok * config.cache_write_multiplier if write is None else write)
+
+
+def cache_write_1h_price(model: ModelPrice, config: PricingConfig) -> float:
+    """USD per million input tokens of ``model`` written to the prompt cache for an hour: its own price where set,
+    else its input price x ``cache_write_1h_multiplier``."""
+    own = model.cache_write_1h_per_mtok
+    return model.input_per_mtok * config.cache_write_1h_multiplier if own is None else own
 
 
 def hosting_schedule(config: PricingConfig) -> list[tuple[datetime | None, datetime | None, float]]:

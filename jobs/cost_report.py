@@ -34,7 +34,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from costline.config import Config, ModelPrice
-from costline.pricing import cache_prices
+from costline.pricing import cache_prices, cache_write_1h_price
 from costline.jobs.errors import JobsError, NoDataError
 from costline.timeutil import utc_naive as _utc
 
@@ -50,7 +50,9 @@ STAGES: tuple[tuple[str, str], ...] = (
 )
 
 _PRICE = """(greatest(c.input_tokens - c.cache_read_tokens - c.cache_creation_tokens, 0) * {inp}
-          + c.cache_read_tokens * {read} + c.cache_creation_tokens * {write}
+          + c.cache_read_tokens * {read}
+          + (c.cache_creation_tokens - least(coalesce(c.cache_creation_1h_tokens, 0), c.cache_creation_tokens)) * {write}
+          + least(coalesce(c.cache_creation_1h_tokens, 0), c.cache_creation_tokens) * {write_1h}
           + c.output_tokens * {out}) / 1e6 * CASE WHEN coalesce(c.batch, false) THEN {batch} ELSE 1 END"""
 
 #: Per day: request counts and the four stage totals (before hosting, which is added in Python).
@@ -190,7 +192,8 @@ def _price_sql(m: ModelPrice, config: Config) -> str:
     p = config.pricing
     read, write = cache_prices(m, p)
     return _PRICE.format(inp=repr(float(m.input_per_mtok)), out=repr(float(m.output_per_mtok)), read=repr(float(read)),
-                         write=repr(float(write)), batch=repr(float(p.batch_multiplier)))
+                         write=repr(float(write)), write_1h=repr(float(cache_write_1h_price(m, p))),
+                         batch=repr(float(p.batch_multiplier)))
 
 
 def build_cost_report(con: Any, config: Config, *, since: datetime, until: datetime,

@@ -124,6 +124,8 @@ class CallRow(NamedTuple):
     #: The instrumentation scope that reported the span (``costline.collectors``, ``com.anthropic.sdk.python``, …).
     instrumentation: str | None = None
     data_quality: str | None = None
+    #: Of ``cache_creation_tokens``, those written with a one-hour lifetime (priced at the 1-hour write price).
+    cache_creation_1h_tokens: int | None = None
 
 
 class LookupRow(NamedTuple):
@@ -280,8 +282,8 @@ def flatten_span(
     if call is None:
         return None  # no model call: an agent's or a tool's span, a chain, an app's own span...
     (op, provider, model, response_model, input_tokens, output_tokens, read, write,
-     finish_reasons, unreported, response_id) = call
-    batch = bool(bool_of(get(c.COSTLINE_BATCH)))
+     finish_reasons, unreported, response_id, write_1h) = call
+    batch = bool(bool_of(get(c.COSTLINE_BATCH))) or _batch_tier(get, provider)
     explicit = usd_of(get(c.COSTLINE_COST_USD), bad)
     price = pricing.price_call(
         model=model,
@@ -290,6 +292,7 @@ def flatten_span(
         output_tokens=output_tokens or 0,
         cache_read_tokens=read or 0,
         cache_creation_tokens=write or 0,
+        cache_creation_1h_tokens=write_1h or 0,
         batch=batch,
         explicit_cost_usd=explicit,
         explicit_tier=str_of(get(c.COSTLINE_TIER)),
@@ -343,7 +346,23 @@ def flatten_span(
         response_id,
         scope or None,
         _quality(bad),
+        min(write_1h, write) if write_1h is not None and write is not None else (0 if write is not None else None),
     ))
+
+
+#: Service tiers billed at batch prices, by the attribute that says it: Anthropic's Message Batches API
+#: (``usage.service_tier`` "batch", the anthropic SDK's native spans) and OpenAI's flex processing ("Tokens
+#: are priced at Batch API rates"), on OpenAI's own API or Azure's.
+_BATCH_TIERS: Final = ((c.ANTHROPIC_RESPONSE_SERVICE_TIER, "batch", (c.PROVIDER_ANTHROPIC,)),
+                       (c.OPENAI_RESPONSE_SERVICE_TIER, "flex", ("openai", "azure")))
+
+
+def _batch_tier(get: Any, provider: str | None) -> bool:
+    for key, tier, providers in _BATCH_TIERS:
+        v = get(key)
+        if v is not None and str_of(v) == tier and provider is not None and provider.startswith(providers):
+            return True
+    return False
 
 
 #: ``pricing_status`` of a call whose token counts were dropped as invalid: not priced (cost NULL).

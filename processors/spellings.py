@@ -39,6 +39,7 @@ __all__ = [
     "OUTPUT_TOKEN_KEYS",
     "CACHE_READ_KEYS",
     "CACHE_CREATION_KEYS",
+    "CACHE_CREATION_1H_KEYS",
     "ALL_INPUT_KEYS",
     "ALL_OUTPUT_KEYS",
     "ALL_READ_KEYS",
@@ -66,6 +67,8 @@ class CallReading(NamedTuple):
     unreported: tuple[str, ...] = ()
     #: the API's id of the response (``gen_ai.response.id``), the call's identity across instrumentations
     response_id: str | None = None
+    #: of the cache writes, those with a one-hour lifetime (None: not reported, all priced as five-minute ones)
+    cache_creation_1h_tokens: int | None = None
 
 
 _new = tuple.__new__  # builds a CallReading without its Python-level __new__ (the hot path)
@@ -82,6 +85,9 @@ CACHE_READ_KEYS: Final = (c.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, "gen_ai.usage.
                           "ai.usage.inputTokenDetails.cacheReadTokens", "ai.usage.cachedInputTokens")
 CACHE_CREATION_KEYS: Final = (c.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS, "gen_ai.usage.cache_write.input_tokens",
                               "gen_ai.usage.cache_creation_input_tokens", "ai.usage.inputTokenDetails.cacheWriteTokens")
+#: Of the cache writes, the one-hour ones (Anthropic's ``ttl: "1h"``; no GenAI convention names them): the anthropic
+#: SDK's native spans and costline write the first, Pydantic AI (and Logfire through it) the second.
+CACHE_CREATION_1H_KEYS: Final = (c.ANTHROPIC_USAGE_CACHE_CREATION_1H, "gen_ai.usage.details.ephemeral_1h_input_tokens")
 _IN0, _OUT0, _READ0, _WRITE0 = INPUT_TOKEN_KEYS[0], OUTPUT_TOKEN_KEYS[0], CACHE_READ_KEYS[0], CACHE_CREATION_KEYS[0]
 _GENAI_UNREPORTED: Final = (f"{_IN0}:missing", f"{_OUT0}:missing")
 
@@ -151,7 +157,7 @@ def _read_ai_sdk_embedding(get: Any, bad: list[str]) -> CallReading:
         provider.split(".", 1)[0].strip().lower() if provider else None,  # "openai.embedding" -> "openai"
         model, None,
         count_of(get(AI_SDK_EMBED_TOKENS), AI_SDK_EMBED_TOKENS, bad), None, None, None, None,
-        _AI_SDK_EMBED_UNREPORTED, None,
+        _AI_SDK_EMBED_UNREPORTED, None, None,
     ))
 
 
@@ -161,7 +167,7 @@ def _read_ai_sdk_embedding(get: Any, bad: list[str]) -> CallReading:
 #: ``'prompt_tokens_details': {'cached_tokens': 480, ...}``), read with a bounded pattern, never evaluated.
 _LITELLM_USAGE: Final = "metadata.usage_object"
 _LITELLM_COUNT = re.compile(r"['\"](cache_read_input_tokens|cache_creation_input_tokens|cached_tokens|"
-                            r"cache_creation_tokens)['\"]\s*:\s*(\d{1,12})\b")
+                            r"cache_creation_tokens|ephemeral_1h_input_tokens)['\"]\s*:\s*(\d{1,12})\b")
 
 #: Logfire's LLM integrations (scopes ``logfire.anthropic``, ``logfire.openai``): a streamed call is a span
 #: for the request (no usage) and, once the stream ends, a log (``logfire.span_type`` = ``log``, often in
@@ -189,8 +195,9 @@ def _read_genai(name: str, get: Any, scope: str | None, failed: bool, bad: list[
     read = count_of(v, _READ0, bad) if v is not None else count_of(*first_present(get, CACHE_READ_KEYS), bad)
     v = get(_WRITE0)
     write = count_of(v, _WRITE0, bad) if v is not None else count_of(*first_present(get, CACHE_CREATION_KEYS), bad)
+    write_1h = count_of(*first_present(get, CACHE_CREATION_1H_KEYS), bad) if write else None
     if read is None and write is None and (v := get(_LITELLM_USAGE)) is not None:
-        read, write = _litellm_cache(str_of(v) or "", bad)  # its cache counts are only in there
+        read, write, write_1h = _litellm_cache(str_of(v) or "", bad)  # its cache counts are only in there
     if scope is not None:
         if scope == _AI_SDK_SCOPE:
             if provider:
@@ -222,20 +229,22 @@ def _read_genai(name: str, get: Any, scope: str | None, failed: bool, bad: list[
     v = get(c.GEN_AI_RESPONSE_FINISH_REASONS)
     finish_reasons = str_list_of(v if v is not None else get(_ANTHROPIC_STOP_REASON))
     return _new(CallReading, (op, provider, model, response_model, input_tokens, output_tokens, read, write,
-                              finish_reasons, unreported, str_of(get(c.GEN_AI_RESPONSE_ID))))
+                              finish_reasons, unreported, str_of(get(c.GEN_AI_RESPONSE_ID)), write_1h))
 
 
-def _litellm_cache(text: str, bad: list[str]) -> tuple[int | None, int | None]:
+def _litellm_cache(text: str, bad: list[str]) -> tuple[int | None, int | None, int | None]:
     found: dict[str, int] = {}
     for key, value in _LITELLM_COUNT.findall(text[:8192]):
         found.setdefault(key, int(value))
     read = found.get("cache_read_input_tokens", found.get("cached_tokens"))
     write = found.get("cache_creation_input_tokens", found.get("cache_creation_tokens"))
-    for key, n in (("cache_read", read), ("cache_creation", write)):
+    write_1h = found.get("ephemeral_1h_input_tokens")
+    for key, n in (("cache_read", read), ("cache_creation", write), ("ephemeral_1h", write_1h)):
         if n is not None and n > MAX_TOKENS:
             bad.append(f"{_LITELLM_USAGE}.{key}:out_of_range")
     return (read if read is None or read <= MAX_TOKENS else None,
-            write if write is None or write <= MAX_TOKENS else None)
+            write if write is None or write <= MAX_TOKENS else None,
+            write_1h if write_1h is None or write_1h <= MAX_TOKENS else None)
 
 
 # --- OpenInference --------------------------------------------------------------------
@@ -280,6 +289,7 @@ def _read_openinference(kind: str | None, name: str, get: Any, bad: list[str]) -
         str_list_of(get(OI_FINISH_REASON)),
         _OI_UNREPORTED,  # OpenInference writes counts only when the API reported them
         _oi_response_id(get(_OI_OUTPUT)),
+        None,  # OpenInference: "The breakdown of cache_creation by TTL has no semantic convention"
     ))
 
 
@@ -316,7 +326,7 @@ def _read_langfuse(observation_type: str | None, get: Any, bad: list[str]) -> Ca
     input_tokens, output_tokens, read, write = _langfuse_usage(get(LF_USAGE), bad)
     # no provider: Langfuse does not say; the model prices the call
     return _new(CallReading, (op, None, model, model, input_tokens, output_tokens, read, write, None, _LF_UNREPORTED,
-                              None))
+                              None, None))
 
 
 def _langfuse_usage(v: Any, bad: list[str]) -> tuple[int | None, int | None, int | None, int | None]:
@@ -368,7 +378,7 @@ ALL_WRITE_KEYS: Final = (*CACHE_CREATION_KEYS, OI_CACHE_WRITE_TOKENS, LF_USAGE,
                          *(f"{LF_USAGE}.{k}" for k in ("cache_write_tokens", "cache_creation_input_tokens",
                                                            "input_cache_creation")))
 #: Prefixes of the usage attributes of every family: a call with one of them dropped is not priced.
-USAGE_PREFIXES: Final = ("gen_ai.usage.", "llm.usage.", "llm.token_count.", "ai.usage.", LF_USAGE)
+USAGE_PREFIXES: Final = ("gen_ai.usage.", "llm.usage.", "llm.token_count.", "ai.usage.", LF_USAGE, "anthropic.usage.")
 
 
 def read_call(name: str, get: Any, scope: str | None, failed: bool, bad: list[str]) -> CallReading | None:

@@ -153,6 +153,8 @@ class Reply:
     #: The answer's content blocks (Messages API shapes) when it holds more than text: its text, ``tool_use`` and
     #: ``thinking`` / ``redacted_thinking`` blocks; empty for a text answer (``text`` is all of it).
     content: tuple[Mapping[str, Any], ...] = ()
+    #: Of ``cache_creation_tokens``, those written with a one-hour lifetime (Anthropic's ``ttl: "1h"``).
+    cache_creation_1h_tokens: int = 0
 
     @property
     def tool_calls(self) -> tuple[Mapping[str, Any], ...]:
@@ -318,16 +320,18 @@ class AnthropicBackend:
             out = _int(usage.get("output_tokens")) if usage else 0
             read = _int(usage.get("cache_read_input_tokens")) if usage else 0
             created = _int(usage.get("cache_creation_input_tokens")) if usage else 0
+            split = usage.get("cache_creation") if usage else None
+            one_hour = _int(split.get("ephemeral_1h_input_tokens")) if isinstance(split, Mapping) else 0
             stop, model, rid = (_str_or_none(body.get(k)) for k in ("stop_reason", "model", "id"))
             try:  # recording never fails the answer (as instrument_anthropic's does not)
                 if usage is not None:
                     # Anthropic's input_tokens excludes cached tokens; the GenAI total includes them
-                    call.usage(fresh + read + created, out, read, created)
+                    call.usage(fresh + read + created, out, read, created, one_hour)
                 call.response(model, [stop] if stop else None, rid)
             except Exception:
                 log.exception("costline: could not record a model response")
         return Reply(_message_text(body.get("content")), self.spec.name, model or self.spec.model, stop,
-                     fresh + read + created, out, read, created, rid, _content_blocks(body.get("content")))
+                     fresh + read + created, out, read, created, rid, _content_blocks(body.get("content")), one_hour)
 
     def stream(self, prompt: Prompt) -> Generator[str, None, Reply]:
         """:meth:`complete`, streamed (``messages.stream``): yields text deltas, returns the Reply."""
@@ -399,7 +403,8 @@ class AnthropicBackend:
                      _str_or_none(_field(response, "model")) or self.spec.model,
                      _str_or_none(_field(response, "stop_reason")),
                      _int(_field(usage, "input_tokens")) + read + created, _int(_field(usage, "output_tokens")),
-                     read, created, _str_or_none(_field(response, "id")), _content_blocks(_field(response, "content")))
+                     read, created, _str_or_none(_field(response, "id")), _content_blocks(_field(response, "content")),
+                     _int(_field(_field(usage, "cache_creation"), "ephemeral_1h_input_tokens")))
 
     def close(self) -> None:
         self.client.close()

@@ -105,6 +105,10 @@ ANTHROPIC = "anthropic"
 OPENAI = "openai"
 #: Share of a streamed answer's latency spent before its first text delta (the prefill).
 PREFILL_SHARE = 0.25
+#: OpenAI's ``service_tier`` asked for -> the one its answer names (``auto`` is served by the default tier).
+_OPENAI_SERVICE_TIERS = {"auto": "default", "default": "default", "flex": "flex", "priority": "priority"}
+#: How long a prompt-cache entry written with ``cache_control: {"ttl": "1h"}`` lives (others: ``cache_ttl_s``).
+ONE_HOUR_S = 3600.0
 #: Words per text delta of a streamed answer.
 STREAM_WORDS_PER_DELTA = 3
 _WORD_START = re.compile(r"(?<=\s)(?=\S)")
@@ -211,8 +215,9 @@ class RequestLog:
             self._entries.clear()
 
 
-def _blocks(value: Any) -> list[tuple[str, bool]]:
-    """(text, has cache_control) for a system prompt or a message's content."""
+def _blocks(value: Any) -> list[tuple[str, str | None]]:
+    """(text, its cache_control's lifetime: "5m", "1h", or None without one) for a system prompt or a message's
+    content."""
     if value is None:
         return []
     if isinstance(value, str):
@@ -223,8 +228,14 @@ def _blocks(value: Any) -> list[tuple[str, bool]]:
     for block in value:
         if isinstance(block, Mapping):
             text = block.get("text") if block.get("type", "text") == "text" else json.dumps(block, sort_keys=True)
-            out.append((str(text or ""), bool(block.get("cache_control"))))
+            out.append((str(text or ""), _cache_ttl(block.get("cache_control"))))
     return out
+
+
+def _cache_ttl(cache_control: Any) -> str | None:
+    if not cache_control:
+        return None
+    return "1h" if isinstance(cache_control, Mapping) and cache_control.get("ttl") == "1h" else "5m"
 
 
 class _ApiError(Exception):
@@ -394,34 +405,42 @@ class StandInServer(ServedByJsonServer):
                 self._sleep(pause)
             yield i, piece
 
-    def _prompt_cache_usage(self, model: str, system: Any, messages: list[Any]) -> tuple[int, int]:
-        """(cache read, cache creation) tokens for the request's cache_control breakpoints."""
+    def _prompt_cache_usage(self, model: str, system: Any, messages: list[Any]) -> tuple[int, int, int]:
+        """(cache read, cache creation, of which one-hour) tokens for the request's cache_control breakpoints.
+
+        The tokens written are those after the longest prefix read; each breakpoint's share of them (from the
+        breakpoint before it) is written with its own lifetime, as the API bills a mix of "1h" and "5m"."""
         h = hashlib.blake2b(normalize_model_id(model).encode(), digest_size=16)
         total = 0
-        breakpoints: list[tuple[str, int]] = []
+        breakpoints: list[tuple[str, int, str]] = []
         blocks = _blocks(system) + [b for m in messages for b in _blocks(m.get("content"))]
-        for text, marked in blocks:
+        for text, ttl_name in blocks:
             h.update(text.encode() + b"\x1e")
             total += count_tokens(text)
-            if marked:
-                breakpoints.append((h.hexdigest(), total))
-        eligible = [(k, n) for k, n in breakpoints[-4:] if n >= self.config.min_cache_tokens]
+            if ttl_name:
+                breakpoints.append((h.hexdigest(), total, ttl_name))
+        eligible = [(k, n, t) for k, n, t in breakpoints[-4:] if n >= self.config.min_cache_tokens]
         if not eligible:
-            return 0, 0
+            return 0, 0, 0
         now = self._now()
         ttl = self.config.cache_ttl_s
         with self._lock:
             read = 0
-            for key, tokens in reversed(eligible):
+            for key, tokens, ttl_name in reversed(eligible):
                 if self._prompt_cache.get(key, -1.0) > now:
                     read = tokens
-                    self._prompt_cache[key] = now + ttl
+                    self._prompt_cache[key] = now + (ONE_HOUR_S if ttl_name == "1h" else ttl)
                     break
-            last_key, last_tokens = eligible[-1]
+            last_key, last_tokens, last_ttl = eligible[-1]
             created = max(last_tokens - read, 0)
+            one_hour, before = 0, read
+            for _, tokens, ttl_name in eligible:
+                if tokens > before:
+                    one_hour += tokens - before if ttl_name == "1h" else 0
+                    before = tokens
             if created:
-                self._prompt_cache[last_key] = now + ttl
-        return read, created
+                self._prompt_cache[last_key] = now + (ONE_HOUR_S if last_ttl == "1h" else ttl)
+        return read, created, one_hour
 
     def _message(self, body: Any, *, key: str | None, api: str = ANTHROPIC,
                  betas: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -486,7 +505,7 @@ class StandInServer(ServedByJsonServer):
             content.insert(0, {"type": "thinking", "thinking": thought,
                                "signature": f"sig_standin_{next(self._ids):08d}"})
             out_tokens += count_tokens(thought)
-        read, created = self._prompt_cache_usage(model, body.get("system"), messages)
+        read, created, one_hour = self._prompt_cache_usage(model, body.get("system"), messages)
         total_in = sum(count_tokens(t) for t, _ in _blocks(body.get("system"))) + sum(
             count_tokens(t) for m in messages for t, _ in _blocks(m.get("content")))
         usage = {
@@ -494,6 +513,8 @@ class StandInServer(ServedByJsonServer):
             "output_tokens": out_tokens,
             "cache_creation_input_tokens": created,
             "cache_read_input_tokens": read,
+            # the API's breakdown of the writes by lifetime (one-hour writes cost 2 x the input, five-minute 1.25 x)
+            "cache_creation": {"ephemeral_5m_input_tokens": created - one_hour, "ephemeral_1h_input_tokens": one_hour},
         }
         self.log.add(LoggedRequest(api, model, 200, key, True, total_in, out_tokens, read, created, sampling, betas))
         return {
@@ -759,13 +780,15 @@ class StandInServer(ServedByJsonServer):
         self.log.add(LoggedRequest(OPENAI, model, 200, key, True, prompt, out_tokens, sampling=sampling))
         usage = {"prompt_tokens": prompt, "completion_tokens": out_tokens, "total_tokens": prompt + out_tokens}
         cid = f"chatcmpl-standin-{next(self._ids):08d}"
+        # the tier that served it, as OpenAI says it when asked for one ("flex": billed at Batch API prices)
+        tier = _OPENAI_SERVICE_TIERS.get(body.get("service_tier")) if isinstance(body.get("service_tier"), str) else None
         if body.get("stream"):
             options = body.get("stream_options")
             with_usage = isinstance(options, Mapping) and bool(options.get("include_usage"))
             break_after = self._take_error(OPENAI, self._stream_errors)
             return HttpResponse(200, content_type="text/event-stream",
                                 stream=self._openai_chunks(cid, model, text, finish, usage if with_usage else None,
-                                                           break_after, call))
+                                                           break_after, call, tier))
         self._latency(contract.TIER_STUDENT)
         message: dict[str, Any] = {"role": "assistant", "content": text}
         if call is not None:
@@ -777,13 +800,16 @@ class StandInServer(ServedByJsonServer):
             "model": model,
             "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
             "usage": usage,
+            **({"service_tier": tier} if tier else {}),
         })
 
     def _openai_chunks(self, cid: str, model: str, text: str, finish: str, usage: dict[str, int] | None,
-                       break_after: int | None, call: dict[str, Any] | None = None) -> Iterator[bytes]:
+                       break_after: int | None, call: dict[str, Any] | None = None,
+                       tier: str | None = None) -> Iterator[bytes]:
         """A chat completion as vLLM streams it; ``usage`` (include_usage) in a last, choice-less chunk. A function
         ``call``: its id and name in the first chunk's ``delta.tool_calls``, then its ``arguments`` in pieces."""
-        head = {"id": cid, "object": "chat.completion.chunk", "created": int(self._wall()), "model": model}
+        head = {"id": cid, "object": "chat.completion.chunk", "created": int(self._wall()), "model": model,
+                **({"service_tier": tier} if tier else {})}
         extra = {"usage": None} if usage is not None else {}
 
         def chunk(delta: dict[str, Any], reason: str | None = None) -> bytes:

@@ -168,6 +168,18 @@ def standin() -> Iterator["object"]:
     server.shutdown()
 
 
+@pytest.fixture(scope="module")
+def cache_standin() -> Iterator["object"]:
+    """The stand-in, prompt-caching any breakpoint of 100 tokens or more (the API's minimum is 1,024 or more)."""
+    from costline.serving.settings import StandInConfig
+    from costline.sim.standin import StandInServer
+
+    server = StandInServer(StandInConfig(port=0, latency_scale=0.0, min_cache_tokens=100))
+    server.start()
+    yield server
+    server.shutdown()
+
+
 # -- table lake (docs/scale.md): a SeaweedFS object store and a PostgreSQL catalog per session --------
 @pytest.fixture(scope="session")
 def objstore(tmp_path_factory: pytest.TempPathFactory) -> Iterator["object"]:

@@ -76,6 +76,8 @@ CALLS_SCHEMA: Final = pa.schema([
     ("response_id", pa.string()),
     ("instrumentation", pa.string()),
     ("data_quality", pa.string()),
+    # of cache_creation_tokens, those written with a one-hour lifetime (NULL in files written before it)
+    ("cache_creation_1h_tokens", pa.int64()),
 ])
 
 LOOKUPS_SCHEMA: Final = pa.schema([

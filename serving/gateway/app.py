@@ -415,17 +415,24 @@ class Gateway(ServedByJsonServer):
                                   "last_id": data[-1]["id"] if data else None})
 
 
+def _cache_creation(written: int, one_hour: int) -> dict[str, int]:
+    """The API's breakdown of the cache writes by lifetime (one-hour writes cost 2 x the input, not 1.25 x)."""
+    one_hour = min(max(one_hour, 0), written)
+    return {"ephemeral_5m_input_tokens": written - one_hour, "ephemeral_1h_input_tokens": one_hour}
+
+
 def _message(result: Answer) -> dict[str, Any]:
     reply = result.reply
     if result.cached or reply is None:
         usage = {"input_tokens": 0, "output_tokens": 0, "cache_creation_input_tokens": 0,
-                 "cache_read_input_tokens": 0}
+                 "cache_read_input_tokens": 0, "cache_creation": _cache_creation(0, 0)}
         model, stop, msg_id = CACHE_MODEL, "end_turn", f"msg_costline_{result.request_id or uuid.uuid4().hex}"
     else:
         fresh = max(reply.input_tokens - reply.cache_read_tokens - reply.cache_creation_tokens, 0)
         usage = {"input_tokens": fresh, "output_tokens": reply.output_tokens,
                  "cache_creation_input_tokens": reply.cache_creation_tokens,
-                 "cache_read_input_tokens": reply.cache_read_tokens}
+                 "cache_read_input_tokens": reply.cache_read_tokens,
+                 "cache_creation": _cache_creation(reply.cache_creation_tokens, reply.cache_creation_1h_tokens)}
         model = reply.model
         stop = _STOP.get(reply.stop_reason or "", reply.stop_reason or "end_turn")
         msg_id = reply.id if reply.id and reply.id.startswith("msg_") else f"msg_costline_{result.request_id}"

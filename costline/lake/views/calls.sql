@@ -5,5 +5,7 @@ SELECT span_id, trace_id, ts, provider, model, tier, input_tokens, output_tokens
        coalesce(linked_request_id, span_id) AS request_id, linked_span_id IS NULL AS standalone,
        parent_span_id, operation, response_model, batch, finish_reasons, pricing_status, pricing_version,
        input_messages, output_messages, kafka_partition, kafka_offset,
-       coalesce(linked_span_id, span_id) AS request_span_id, response_id, instrumentation, data_quality
+       coalesce(linked_span_id, span_id) AS request_span_id, response_id, instrumentation, data_quality,
+       CASE WHEN cache_creation_tokens IS NOT NULL THEN coalesce(cache_creation_1h_tokens, 0) END
+         AS cache_creation_1h_tokens
 FROM call_links

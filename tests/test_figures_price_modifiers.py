@@ -1,0 +1,380 @@
+"""What the API says changed the price of a call: one-hour prompt-cache writes, batch and flex service tiers.
+
+Anthropic bills a cache write with a one-hour lifetime (``cache_control: {"type": "ephemeral", "ttl": "1h"}``)
+at 2 x the input price, a five-minute one at 1.25 x; its usage splits the writes by lifetime
+(``usage.cache_creation.ephemeral_1h_input_tokens``). OpenAI bills ``service_tier: "flex"`` at Batch API prices;
+Anthropic's Message Batches report ``usage.service_tier: "batch"``. Agent loops (Claude Code among them) write
+their context with the one-hour lifetime, so pricing every write at 1.25 x understated those writes by 37.5 %.
+
+The calls are made by the real SDKs and instrumentations (the anthropic SDK's native spans, costline's wrappers,
+Pydantic AI, ``opentelemetry-instrumentation-openai-v2``) and the gateway, against costline's stand-in; the
+expected dollars are computed here from the responses' usage and hand-written prices, never with costline's
+pricing code.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from costline.collectors import Recorder, instrument_anthropic, instrument_openai
+from costline.config import Config, ConfigError, LakeConfig, ModelPrice, PricingConfig, load_config
+from costline.lake import Lake
+from costline.pricing import PricingTable
+
+from figures_lake import lake_from_sdk_spans, query_lake as q
+from sdk_hygiene import pristine_sdks, restore_sdk_classes, sdk_class_attributes  # noqa: F401 (autouse fixture)
+
+anthropic = pytest.importorskip("anthropic")
+openai = pytest.importorskip("openai")
+
+# Hand-written prices, USD per million tokens (not costline's defaults, so nothing leaks from them).
+HAIKU_IN, HAIKU_OUT = 1.0, 5.0
+GPT_IN, GPT_OUT = 0.5, 2.0
+STUDENT_MODEL = "costline-student"  # the stand-in's OpenAI-compatible model, priced here as a paid API model
+SYSTEM = "You answer questions about our refund policy. " * 60  # long enough to be prompt-cached
+RULES = "Shipping rules: parcels leave the warehouse within two days. " * 40
+
+
+@pytest.fixture(scope="module")
+def standin(cache_standin):
+    return cache_standin
+
+
+@pytest.fixture
+def cfg(tmp_path) -> Config:
+    return Config(lake=LakeConfig(path=tmp_path / "lake"), pricing=PricingConfig(
+        models=(ModelPrice("claude-haiku-4-5", "budget", input_per_mtok=HAIKU_IN, output_per_mtok=HAIKU_OUT),
+                ModelPrice(STUDENT_MODEL, "budget", provider="openai", input_per_mtok=GPT_IN,
+                           output_per_mtok=GPT_OUT)),
+        student_usd_per_hour=0.0, student_providers=()))
+
+
+def haiku_usd(u) -> float:
+    """Anthropic's usage (input_tokens excludes the cache): reads 0.1 x, five-minute writes 1.25 x, one-hour 2 x."""
+    read, write = u.cache_read_input_tokens or 0, u.cache_creation_input_tokens or 0
+    one_hour = u.cache_creation.ephemeral_1h_input_tokens if u.cache_creation is not None else 0
+    return (u.input_tokens * HAIKU_IN + read * HAIKU_IN * 0.1 + (write - one_hour) * HAIKU_IN * 1.25
+            + one_hour * HAIKU_IN * 2.0 + u.output_tokens * HAIKU_OUT) / 1e6
+
+
+# -- the price of one call --------------------------------------------------------------------------------------
+# model "m": $2 in, $10 out per MTok. Each row: (input incl. cache, output, read, write, of which 1h, batch,
+# model's own 1h price, USD worked out by hand).
+PRICES = [
+    # 400 fresh * 2 + 200 five-minute writes * 2.5 + 400 one-hour writes * 4 + 100 out * 10
+    ("one-hour and five-minute writes", 1000, 100, 0, 600, 400, False, None, (800 + 500 + 1600 + 1000) / 1e6),
+    ("only five-minute writes", 1000, 100, 0, 600, 0, False, None, (800 + 1500 + 1000) / 1e6),
+    # 300 fresh * 2 + 100 reads * 0.2 + 600 one-hour writes * 4 + 50 out * 10
+    ("reads and one-hour writes", 1000, 50, 100, 600, 600, False, None, (600 + 20 + 2400 + 500) / 1e6),
+    ("more one-hour tokens than writes: all the writes", 1000, 0, 0, 600, 9000, False, None, (800 + 2400) / 1e6),
+    ("one-hour tokens without writes: nothing to reprice", 1000, 0, 0, 0, 500, False, None, 2000 / 1e6),
+    ("the model's own one-hour price ($3)", 1000, 0, 0, 600, 400, False, 3.0, (800 + 500 + 1200) / 1e6),
+    ("a batch call: half of it all", 1000, 100, 0, 600, 400, True, None, (800 + 500 + 1600 + 1000) / 2e6),
+]
+
+
+@pytest.mark.parametrize("inp,out,read,write,one_hour,batch,own_1h,usd",
+                         [p[1:] for p in PRICES], ids=[p[0] for p in PRICES])
+def test_the_price_of_one_call(inp, out, read, write, one_hour, batch, own_1h, usd):
+    table = PricingTable(PricingConfig(models=(ModelPrice("m", "budget", input_per_mtok=2.0, output_per_mtok=10.0,
+                                                          cache_write_1h_per_mtok=own_1h),)))
+    price = table.price_call(model="m", input_tokens=inp, output_tokens=out, cache_read_tokens=read,
+                             cache_creation_tokens=write, cache_creation_1h_tokens=one_hour, batch=batch)
+    assert (price.cost_usd, price.status) == (pytest.approx(usd, rel=1e-12), "priced")
+
+
+@pytest.mark.parametrize("toml,key", [
+    ("[pricing]\ncache_write_1h_multiplier = -1\n", "cache_write_1h_multiplier"),
+    ('[[pricing.models]]\nmodel = "m"\ntier = "budget"\ninput_per_mtok = 1.0\ncache_write_1h_per_mtok = -2.0\n',
+     "cache_write_1h_per_mtok"),
+    ('[[pricing.models]]\nmodel = "m"\ntier = "budget"\ninput_per_mtok = 1.0\ncache_write_1h_per_mtok = "two"\n',
+     "cache_write_1h_per_mtok"),
+])
+def test_a_bad_one_hour_price_is_refused_by_its_key(tmp_path, toml, key):
+    path = tmp_path / "costline.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError, match=key):
+        load_config(path, env={})
+
+
+def test_the_one_hour_price_comes_from_the_file(tmp_path):
+    path = tmp_path / "costline.toml"
+    path.write_text('[pricing]\ncache_write_1h_multiplier = 3.0\n[[pricing.models]]\nmodel = "m"\ntier = "budget"\n'
+                    'input_per_mtok = 1.0\n[[pricing.models]]\nmodel = "n"\ntier = "mid"\ninput_per_mtok = 1.0\n'
+                    'cache_write_1h_per_mtok = 1.5\n')
+    table = PricingTable(load_config(path, env={}).pricing)
+    for model, usd in (("m", 3.0), ("n", 1.5)):  # a million one-hour writes and nothing else
+        got = table.price_call(model=model, input_tokens=10**6, cache_creation_tokens=10**6,
+                               cache_creation_1h_tokens=10**6)
+        assert got.cost_usd == pytest.approx(usd)
+
+
+# -- the SDKs and instrumentations, against the stand-in -------------------------------------------------------
+def _cached_system(ttl_first: str | None, ttl_second: str | None) -> list[dict]:
+    """A system prompt of two cached blocks (the API wants one-hour breakpoints before five-minute ones)."""
+    blocks = []
+    for text, ttl in ((SYSTEM, ttl_first), (RULES, ttl_second)):
+        block = {"type": "text", "text": text}
+        if ttl is not None:
+            block["cache_control"] = {"type": "ephemeral", **({"ttl": ttl} if ttl != "5m" else {})}
+        blocks.append(block)
+    return blocks
+
+
+#: (first block's ttl, second's): every write one hour, a mix, every write five minutes
+LIFETIMES = [("1h", "1h"), ("1h", "5m"), ("5m", None)]
+
+
+def _anthropic_traffic(client, tag: str, stream: bool = False) -> list:
+    """Per lifetime mix: a first call writes the prompt, a second reads it; returns the usages served."""
+    usages = []
+    for first, second in LIFETIMES:
+        system = _cached_system(first, second)
+        system[0]["text"] = f"[{tag} {first}/{second}] " + system[0]["text"]  # its own prefix: written anew
+        for question in ("Can I return a damaged item?", "And a used one?"):
+            kwargs = dict(model="claude-haiku-4-5", max_tokens=64, system=system,
+                          messages=[{"role": "user", "content": question}])
+            if stream:
+                with client.messages.stream(**kwargs) as s:
+                    for _ in s.text_stream:
+                        pass
+                    usages.append(s.get_final_message().usage)
+            else:
+                usages.append(client.messages.create(**kwargs).usage)
+    return usages
+
+
+def _check_the_served_split(usages) -> None:
+    one_hour = [u.cache_creation.ephemeral_1h_input_tokens for u in usages]
+    writes = [u.cache_creation_input_tokens for u in usages]
+    assert one_hour[0] == writes[0] > 0  # all one-hour
+    assert 0 < one_hour[2] < writes[2]  # a mix
+    assert one_hour[4] == 0 < writes[4]  # all five-minute
+    assert usages[1].cache_read_input_tokens > 0 and usages[1].cache_creation_input_tokens == 0
+
+
+def test_the_anthropic_sdks_own_spans_price_one_hour_writes_at_twice_the_input(standin, cfg, spans):
+    provider, exporter = spans
+    client = anthropic.Anthropic(base_url=standin.url, api_key="test", max_retries=0,
+                                 open_telemetry={"tracer_provider": provider})
+    usages = _anthropic_traffic(client, "sdk")
+    _check_the_served_split(usages)
+    sdk_spans = exporter.get_finished_spans()
+    assert {s.instrumentation_scope.name for s in sdk_spans} == {"com.anthropic.sdk.python"}
+    assert any(s.attributes.get("anthropic.usage.cache_creation.ephemeral_1h_input_tokens") for s in sdk_spans)
+    lake_from_sdk_spans(sdk_spans, cfg)
+    assert q(cfg, "SELECT count(*), sum(cost_usd), sum(cache_creation_1h_tokens), sum(cache_creation_tokens) "
+                  "FROM calls") == [(6, pytest.approx(sum(haiku_usd(u) for u in usages), rel=1e-9),
+                                     sum(u.cache_creation.ephemeral_1h_input_tokens for u in usages),
+                                     sum(u.cache_creation_input_tokens for u in usages))]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
+def test_costlines_wrapper_records_the_one_hour_writes(standin, cfg, spans, stream):
+    provider, exporter = spans
+    client = anthropic.Anthropic(base_url=standin.url, api_key="test", max_retries=0)
+    instrument_anthropic(client, Recorder(provider))
+    usages = _anthropic_traffic(client, f"wrapper-{stream}", stream=stream)
+    _check_the_served_split(usages)
+    calls = [s for s in exporter.get_finished_spans() if s.name != "costline.request"]
+    assert [s.attributes.get("anthropic.usage.cache_creation.ephemeral_1h_input_tokens", 0) for s in calls] == [
+        u.cache_creation.ephemeral_1h_input_tokens for u in usages]
+    lake_from_sdk_spans(exporter.get_finished_spans(), cfg)
+    assert q(cfg, "SELECT count(*), sum(cost_usd) FROM calls") == [
+        (6, pytest.approx(sum(haiku_usd(u) for u in usages), rel=1e-9))]
+
+
+def test_pydantic_ai_one_hour_cached_instructions_are_priced_as_such(standin, cfg, spans):
+    """Pydantic AI writes the split as ``gen_ai.usage.details.ephemeral_1h_input_tokens``."""
+    pytest.importorskip("pydantic_ai")
+    import asyncio
+
+    from pydantic_ai import Agent, InstrumentationSettings
+    from pydantic_ai.models.anthropic import AnthropicModel, AnthropicModelSettings
+    from pydantic_ai.providers.anthropic import AnthropicProvider
+
+    provider, exporter = spans
+    standin.log.clear()
+    served = []
+
+    async def runs() -> None:
+        client = anthropic.AsyncAnthropic(base_url=standin.url, api_key="test", max_retries=0)
+        agent = Agent(AnthropicModel("claude-haiku-4-5", provider=AnthropicProvider(anthropic_client=client)),
+                      system_prompt="Pydantic AI, one hour. " + SYSTEM,
+                      model_settings=AnthropicModelSettings(anthropic_cache_instructions="1h", max_tokens=64))
+        agent.instrument = InstrumentationSettings(tracer_provider=provider)
+        for question in ("Where is my parcel?", "Where is my parcel now?"):
+            result = await agent.run(question)
+            served.append(result.usage)
+
+    asyncio.run(runs())
+    chats = [s for s in exporter.get_finished_spans() if s.attributes.get("gen_ai.operation.name") == "chat"]
+    assert [s.attributes.get("gen_ai.usage.details.ephemeral_1h_input_tokens", 0) > 0 for s in chats] == [True, False]
+    paid = standin.log.paid()
+    assert len(paid) == 2 and paid[0].cache_creation_tokens > 0 and paid[1].cache_read_tokens > 0
+    lake_from_sdk_spans(exporter.get_finished_spans(), cfg)
+    # the stand-in's log: all of the first call's writes were one-hour ones (its only breakpoint said so)
+    want = sum(((e.input_tokens - e.cache_read_tokens - e.cache_creation_tokens) * HAIKU_IN
+                + e.cache_read_tokens * HAIKU_IN * 0.1 + e.cache_creation_tokens * HAIKU_IN * 2.0
+                + e.output_tokens * HAIKU_OUT) / 1e6 for e in paid)
+    assert q(cfg, "SELECT count(*), sum(cost_usd), sum(cache_creation_1h_tokens) FROM calls") == [
+        (2, pytest.approx(want, rel=1e-9), paid[0].cache_creation_tokens)]
+
+
+def _gpt_usd(usage, flex: bool) -> float:
+    return (usage.prompt_tokens * GPT_IN + usage.completion_tokens * GPT_OUT) / 1e6 * (0.5 if flex else 1.0)
+
+
+@pytest.mark.parametrize("tier", ["flex", "default", None])
+def test_openai_flex_calls_are_billed_at_batch_prices(standin, cfg, spans, tier):
+    """``opentelemetry-instrumentation-openai-v2`` writes ``openai.response.service_tier``; costline's wrapper
+    writes the same. A flex call costs half (OpenAI: "Tokens are priced at Batch API rates")."""
+    openai_v2 = pytest.importorskip("opentelemetry.instrumentation.openai_v2")
+    provider, exporter = spans
+    extra = {"service_tier": tier} if tier else {}
+    instrumentor = openai_v2.OpenAIInstrumentor()
+    instrumentor.instrument(tracer_provider=provider)
+    try:
+        client = openai.OpenAI(base_url=standin.openai_url, api_key="test", max_retries=0)
+        usages = [client.chat.completions.create(model=STUDENT_MODEL, messages=[
+            {"role": "user", "content": f"Classify ticket {i}"}], **extra).usage for i in range(3)]
+    finally:
+        instrumentor.uninstrument()
+    wrapped = openai.OpenAI(base_url=standin.openai_url, api_key="test", max_retries=0)
+    instrument_openai(wrapped, Recorder(provider), provider="openai")  # OpenAI's API (costline's default: vLLM)
+    streamed = wrapped.chat.completions.create(model=STUDENT_MODEL, stream=True, stream_options={"include_usage": True},
+                                               messages=[{"role": "user", "content": "Classify ticket 9"}], **extra)
+    usages += [chunk.usage for chunk in streamed if chunk.usage is not None]
+    finished = [s for s in exporter.get_finished_spans() if s.name != "costline.request"]
+    assert len(finished) == 4 and len(usages) == 4
+    assert {s.attributes.get("openai.response.service_tier") for s in finished} == {
+        None if tier is None else tier}
+    lake_from_sdk_spans(exporter.get_finished_spans(), cfg)
+    flex = tier == "flex"
+    assert q(cfg, "SELECT count(*), sum(cost_usd), bool_and(batch) = ? FROM calls".replace("?", str(flex).lower())) \
+        == [(4, pytest.approx(sum(_gpt_usd(u, flex) for u in usages), rel=1e-9), True)]
+
+
+def test_an_anthropic_batch_tier_span_is_billed_at_batch_prices(cfg):
+    """The anthropic SDK's native span of a Message Batches result says ``anthropic.response.service_tier`` =
+    "batch"; a "standard" one is not discounted, nor is another provider's "batch"."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("com.anthropic.sdk.python")
+    for i, (system, tier) in enumerate((("anthropic", "batch"), ("anthropic", "standard"), ("anthropic", None),
+                                        ("openai", "batch"))):
+        with tracer.start_as_current_span(f"chat claude-haiku-4-5 #{i}") as s:
+            s.set_attributes({"gen_ai.operation.name": "chat", "gen_ai.provider.name": system,
+                              "gen_ai.request.model": "claude-haiku-4-5", "gen_ai.usage.input_tokens": 1000,
+                              "gen_ai.usage.output_tokens": 200, **({"anthropic.response.service_tier": tier}
+                                                                     if tier else {})})
+    lake_from_sdk_spans(exporter.get_finished_spans(), cfg)
+    full = (1000 * HAIKU_IN + 200 * HAIKU_OUT) / 1e6
+    assert q(cfg, "SELECT batch, cost_usd FROM calls ORDER BY cost_usd, batch") == [
+        (True, pytest.approx(full / 2)), (False, pytest.approx(full)), (False, pytest.approx(full)),
+        (False, pytest.approx(full))]
+
+
+# -- the gateway -------------------------------------------------------------------------------------------------
+def test_the_gateway_passes_the_split_on_and_prices_it(standin, cfg, spans, tmp_path):
+    """An app on the anthropic SDK behind ``costline serve``: its usage shows the API's split of the writes, and
+    the gateway's own call spans price the one-hour ones at 2 x (the default prices: Haiku $0.80 in, $4 out)."""
+    from gateways import anthropic_client, routed_gateway
+
+    provider, exporter = spans
+    with routed_gateway(standin, tmp_path / "keys.json", recorder=Recorder(provider)) as gw:
+        usages = _anthropic_traffic(anthropic_client(gw, "anthropic", "acme"), "gateway")
+    _check_the_served_split(usages)
+    lake_from_sdk_spans(exporter.get_finished_spans(), cfg.replace(pricing=PricingConfig()))
+    want = sum((u.input_tokens * 0.8 + (u.cache_read_input_tokens or 0) * 0.08
+                + (u.cache_creation_input_tokens - u.cache_creation.ephemeral_1h_input_tokens) * 1.0
+                + u.cache_creation.ephemeral_1h_input_tokens * 1.6 + u.output_tokens * 4.0) / 1e6 for u in usages)
+    assert q(cfg, "SELECT count(*), sum(cost_usd), sum(cache_creation_1h_tokens) FROM calls") == [
+        (6, pytest.approx(want, rel=1e-9), sum(u.cache_creation.ephemeral_1h_input_tokens for u in usages))]
+
+
+# -- the lake and the reports ------------------------------------------------------------------------------------
+DAY = dt.datetime(2026, 11, 7)
+
+
+def test_the_cost_reports_baseline_prices_one_hour_writes_at_the_frontiers_one_hour_price(tmp_path):
+    """The stacking table reprices each call at the frontier model: its one-hour writes at 2 x its input."""
+    from costline.jobs.cost_report import build_cost_report
+    from costline.jobs.store import open_jobs_lake
+    from costline.processors.buffer import rows_to_tables
+    from costline.processors.records import CallRow, RequestRow
+
+    cfg = Config(lake=LakeConfig(path=tmp_path / "lake"), pricing=PricingConfig(student_usd_per_hour=0.0))
+    ts = int(DAY.replace(hour=1, tzinfo=dt.timezone.utc).timestamp() * 1_000_000)
+    request = RequestRow("R1", "t-R1", "s-R1", ts, "acme", "faq", "x", "budget", "budget", False, 1, 0, True, None, 5.0,
+                         None, None, 0, 0)
+    # 1,000 input tokens: 100 fresh, 900 written, 600 of them for an hour; 100 out
+    call = CallRow("c-R1", "t-R1", "s-R1", "R1", ts, "chat", "anthropic", "claude-haiku-4-5", "claude-haiku-4-5",
+                   "budget", 1000, 100, 0, 900, False, ["stop"], None, 0.00258, "priced", "2026-06", 5.0, None, None,
+                   0, 1, None, None, None, 600)
+    Lake(cfg.lake.path).init().commit_batch("otlp_spans", 0, 0, 1, {
+        "requests": rows_to_tables("requests", [request]), "calls": rows_to_tables("calls", [call])})
+    con = open_jobs_lake(cfg)
+    try:
+        report = build_cost_report(con, cfg, since=DAY, until=DAY + dt.timedelta(days=1))
+    finally:
+        con.close()
+    # claude-fable-5, $10 in / $50 out: 100 * 10 + 300 * 12.5 + 600 * 20 + 100 * 50
+    assert {s.stage: s.total_cost_usd for s in report.stages}["baseline"] == pytest.approx(
+        (1000 + 3750 + 12000 + 5000) / 1e6)
+
+
+def test_litellms_usage_object_gives_the_one_hour_writes(cfg):
+    """LiteLLM's OpenTelemetry callback writes no cache attribute: its usage dict's repr (``metadata.usage_object``)
+    carries ``cache_creation_token_details`` with the split."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    usage = {"completion_tokens": 100, "prompt_tokens": 1000, "total_tokens": 1100,
+             "prompt_tokens_details": {"cached_tokens": 0, "cache_creation_tokens": 900},
+             "cache_creation_input_tokens": 900, "cache_read_input_tokens": 0,
+             "cache_creation_token_details": {"ephemeral_5m_input_tokens": 300, "ephemeral_1h_input_tokens": 600}}
+    with provider.get_tracer("litellm").start_as_current_span("litellm_request") as s:
+        s.set_attributes({"gen_ai.system": "anthropic", "gen_ai.request.model": "claude-haiku-4-5",
+                          "gen_ai.usage.input_tokens": 1000, "gen_ai.usage.output_tokens": 100,
+                          "metadata.usage_object": repr(usage)})
+    lake_from_sdk_spans(exporter.get_finished_spans(), cfg)
+    # 100 fresh + 300 five-minute writes * 1.25 + 600 one-hour writes * 2, $1 in; 100 out at $5
+    assert q(cfg, "SELECT cost_usd, cache_creation_1h_tokens FROM calls") == [
+        (pytest.approx((100 + 375 + 1200 + 500) / 1e6), 600)]
+
+
+@pytest.mark.parametrize("one_hour", [float("nan"), -5, "600"])
+def test_an_unusable_one_hour_count_leaves_the_call_unpriced_and_says_why(cfg, one_hour):
+    """A price made from a dropped count would be made up: NULL, ``invalid_usage``, the key in ``data_quality``
+    (a count sent as a string, as some SDKs do, is read)."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with provider.get_tracer("com.anthropic.sdk.python").start_as_current_span("chat claude-haiku-4-5") as s:
+        s.set_attributes({"gen_ai.operation.name": "chat", "gen_ai.provider.name": "anthropic",
+                          "gen_ai.request.model": "claude-haiku-4-5", "gen_ai.usage.input_tokens": 1000,
+                          "gen_ai.usage.output_tokens": 100, "gen_ai.usage.cache_write.input_tokens": 900,
+                          "anthropic.usage.cache_creation.ephemeral_1h_input_tokens": one_hour})
+    lake_from_sdk_spans(exporter.get_finished_spans(), cfg)
+    status, cost, quality = q(cfg, "SELECT pricing_status, cost_usd, data_quality FROM calls")[0]
+    if one_hour == "600":
+        assert (status, cost) == ("priced", pytest.approx((100 + 375 + 1200 + 500) / 1e6))
+    else:
+        assert (status, cost) == ("invalid_usage", None)
+        assert "anthropic.usage.cache_creation.ephemeral_1h_input_tokens" in quality
