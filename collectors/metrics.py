@@ -231,8 +231,8 @@ class CostlineMetrics:
                 provider=obs._attrs.get(contract.GEN_AI_PROVIDER_NAME),
                 input_tokens=obs._input or 0, output_tokens=obs._output or 0,
                 cache_read_tokens=obs._cache_read, cache_creation_tokens=obs._cache_creation,
-                cache_creation_1h_tokens=obs._cache_creation_1h, batch=obs._batch, explicit_cost_usd=cost, explicit_tier=tier,
-                response_model=obs._response_model)
+                cache_creation_1h_tokens=obs._cache_creation_1h, batch=obs._batch, explicit_cost_usd=cost,
+                explicit_tier=tier, response_model=obs._response_model)
             cost, tier = price.cost_usd, price.tier
         if cost is not None and cost > 0:
             cost_attrs = {k: v for k, v in obs._attrs.items() if k != contract.GEN_AI_OPERATION_NAME}

@@ -147,7 +147,9 @@ def show_config(config: Config) -> None:
                     read, write = cache_prices(m, section)
                     click.echo(f"  model {m.model} tier={m.tier} in=${m.input_per_mtok}/MTok "
                                f"out=${m.output_per_mtok}/MTok cache read=${read:g}/MTok write=${write:g}/MTok "
-                               f"write 1h=${cache_write_1h_price(m, section):g}/MTok")
+                               f"write 1h=${cache_write_1h_price(m, section):g}/MTok"
+                               + (f" (over {m.long_context_above_tokens:,} input tokens: in=${m.long_input_per_mtok}"
+                                  f"/MTok out=${m.long_output_per_mtok}/MTok)" if m.long_context_above_tokens else ""))
                 continue
             if dataclasses.is_dataclass(value):
                 nested.append((f"{name}.{sf.name}", value))

@@ -244,6 +244,14 @@ class ModelPrice:
     #: (Anthropic's 2). Those are the part of the cache writes a span reports as
     #: ``anthropic.usage.cache_creation.ephemeral_1h_input_tokens``; the rest price as ``cache_write_per_mtok``.
     cache_write_1h_per_mtok: float | None = None
+    #: A long-prompt price band: a call whose input (cache reads and writes included) is over this many tokens
+    #: is billed, all of it, at ``long_input_per_mtok`` / ``long_output_per_mtok``, its cached tokens at their
+    #: prices scaled as the input's (``long_input_per_mtok / input_per_mtok``). Gemini 2.5 / 3 Pro and Claude's
+    #: 1M-token context bill prompts over 200,000 tokens so (about 2 x the input, 1.5 x the output). Unset: one
+    #: price whatever the length. The three are set together.
+    long_context_above_tokens: int | None = None
+    long_input_per_mtok: float | None = None
+    long_output_per_mtok: float | None = None
 
 
 #: The article's June 2026 prices (USD per million tokens).
@@ -795,8 +803,18 @@ def _validate(config: Config, source: str) -> None:
             raise ConfigError(f"{where} until", "must be after since", source=source)
     seen: dict[str, str] = {}
     for m in pricing.models:
+        long_band = (m.long_context_above_tokens, m.long_input_per_mtok, m.long_output_per_mtok)
+        if any(v is not None for v in long_band) and any(v is None for v in long_band):
+            raise ConfigError(f"[[pricing.models]] {m.model} long_context_above_tokens",
+                              "set long_context_above_tokens, long_input_per_mtok and long_output_per_mtok together "
+                              "(e.g. 200000, 2.5, 15.0), or none of them", source=source)
+        if m.long_context_above_tokens is not None and not (
+                isinstance(m.long_context_above_tokens, int) and m.long_context_above_tokens >= 1):
+            raise ConfigError(f"[[pricing.models]] {m.model} long_context_above_tokens",
+                              "must be a whole number of input tokens, at least 1; "
+                              f"got {m.long_context_above_tokens!r}", source=source)
         for key in ("input_per_mtok", "output_per_mtok", "cache_read_per_mtok", "cache_write_per_mtok",
-                    "cache_write_1h_per_mtok"):
+                    "cache_write_1h_per_mtok", "long_input_per_mtok", "long_output_per_mtok"):
             v = getattr(m, key)
             if v is not None and not 0 <= v < float("inf"):
                 raise ConfigError(f"[[pricing.models]] {m.model} {key}",

@@ -10,9 +10,10 @@ Token accounting follows the GenAI semantic conventions: ``input_tokens``
 *includes* cache reads and cache writes, so the uncached part is
 ``input - cache_read - cache_creation``. Cache reads cost the model's ``cache_read_per_mtok``, else
 ``cache_read_multiplier`` x its input price; cache writes its ``cache_write_per_mtok``, else
-``cache_write_multiplier`` x, except those written with a one-hour lifetime (Anthropic's ``ttl: "1h"``, a part
-of the writes): its ``cache_write_1h_per_mtok``, else ``cache_write_1h_multiplier`` x (2 against 1.25); a batch
-call costs ``batch_multiplier`` x the lot.
+``cache_write_multiplier`` x, except those written with a one-hour lifetime (Anthropic's ``ttl: "1h"``, a
+part of the writes): its ``cache_write_1h_per_mtok``, else ``cache_write_1h_multiplier`` x (2 against 1.25).
+A call over a model's ``long_context_above_tokens`` of input (cached ones included) is billed, all of it, at
+its long-prompt prices (:func:`long_prices`); a batch call costs ``batch_multiplier`` x the lot.
 
 Student calls have no token price (``cost_usd`` is 0, status ``student``) unless the span
 carries an explicit ``costline.cost_usd``: the GPU's hosting cost comes from a dated
@@ -42,6 +43,8 @@ __all__ = [
     "hosting_schedule",
     "cache_prices",
     "cache_write_1h_price",
+    "long_prices",
+    "long_prompt",
     "PRICED",
     "EXPLICIT",
     "STUDENT",
@@ -159,15 +162,18 @@ class PricingTable:
         read = max(int(cache_read_tokens or 0), 0)
         write = max(int(cache_creation_tokens or 0), 0)
         write_1h = min(max(int(cache_creation_1h_tokens or 0), 0), write)
-        uncached = max(int(input_tokens or 0) - read - write, 0)
-        in_price = entry.input_per_mtok * _PER_TOKEN
+        total_in = max(int(input_tokens or 0), 0)
+        uncached = max(total_in - read - write, 0)
+        in_price, out_price, scale = entry.input_per_mtok, entry.output_per_mtok, 1.0
+        if long_prompt(entry, total_in):
+            in_price, out_price, scale = long_prices(entry)
         read_price, write_price = cache_prices(entry, cfg)
         cost = (
-            uncached * in_price
-            + read * read_price * _PER_TOKEN
-            + (write - write_1h) * write_price * _PER_TOKEN
-            + (write_1h * cache_write_1h_price(entry, cfg) * _PER_TOKEN if write_1h else 0.0)
-            + max(int(output_tokens or 0), 0) * entry.output_per_mtok * _PER_TOKEN
+            uncached * in_price * _PER_TOKEN
+            + read * read_price * scale * _PER_TOKEN
+            + (write - write_1h) * write_price * scale * _PER_TOKEN
+            + (write_1h * cache_write_1h_price(entry, cfg) * scale * _PER_TOKEN if write_1h else 0.0)
+            + max(int(output_tokens or 0), 0) * out_price * _PER_TOKEN
         )
         if batch:
             cost *= cfg.batch_multiplier
@@ -185,6 +191,20 @@ def cache_prices(model: ModelPrice, config: PricingConfig) -> tuple[float, float
     write = model.cache_write_per_mtok
     return (model.input_per_mtok * config.cache_read_multiplier if read is None else read,
             model.input_per_mtok * config.cache_write_multiplier if write is None else write)
+
+
+def long_prompt(model: ModelPrice, input_tokens: int) -> bool:
+    """Whether a call of ``input_tokens`` (cache reads and writes included) falls in the model's long-prompt band."""
+    above = model.long_context_above_tokens
+    return above is not None and input_tokens > above
+
+
+def long_prices(model: ModelPrice) -> tuple[float, float, float]:
+    """USD per million input and output tokens in the model's long-prompt band, and the factor its cache prices
+    are scaled by there (as its input price is; 1 for a model whose input price is 0)."""
+    long_in = model.long_input_per_mtok if model.long_input_per_mtok is not None else model.input_per_mtok
+    long_out = model.long_output_per_mtok if model.long_output_per_mtok is not None else model.output_per_mtok
+    return long_in, long_out, (long_in / model.input_per_mtok if model.input_per_mtok > 0 else 1.0)
 
 
 def cache_write_1h_price(model: ModelPrice, config: PricingConfig) -> float:

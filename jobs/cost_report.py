@@ -34,7 +34,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from costline.config import Config, ModelPrice
-from costline.pricing import cache_prices, cache_write_1h_price
+from costline.pricing import cache_prices, cache_write_1h_price, long_prices
 from costline.jobs.errors import JobsError, NoDataError
 from costline.timeutil import utc_naive as _utc
 
@@ -51,9 +51,12 @@ STAGES: tuple[tuple[str, str], ...] = (
 
 _PRICE = """(greatest(c.input_tokens - c.cache_read_tokens - c.cache_creation_tokens, 0) * {inp}
           + c.cache_read_tokens * {read}
-          + (c.cache_creation_tokens - least(coalesce(c.cache_creation_1h_tokens, 0), c.cache_creation_tokens)) * {write}
+          + (c.cache_creation_tokens - least(coalesce(c.cache_creation_1h_tokens, 0), c.cache_creation_tokens))
+            * {write}
           + least(coalesce(c.cache_creation_1h_tokens, 0), c.cache_creation_tokens) * {write_1h}
           + c.output_tokens * {out}) / 1e6 * CASE WHEN coalesce(c.batch, false) THEN {batch} ELSE 1 END"""
+#: A model with a long-prompt band: each call priced in the band its own input falls in.
+_BANDED = "(CASE WHEN c.input_tokens > {above} THEN {long} ELSE {short} END)"
 
 #: Per day: request counts and the four stage totals (before hosting, which is added in Python).
 #: A call cost that is NaN or infinite (a lake written before validation) is left out of the sums and
@@ -189,11 +192,20 @@ def _model_for(config: Config, tier: str) -> ModelPrice:
 
 
 def _price_sql(m: ModelPrice, config: Config) -> str:
+    """The SQL of a call's price at ``m`` (its tokens as they were), in ``m``'s long-prompt band where it has one."""
     p = config.pricing
     read, write = cache_prices(m, p)
-    return _PRICE.format(inp=repr(float(m.input_per_mtok)), out=repr(float(m.output_per_mtok)), read=repr(float(read)),
-                         write=repr(float(write)), write_1h=repr(float(cache_write_1h_price(m, p))),
-                         batch=repr(float(p.batch_multiplier)))
+
+    def price(inp: float, out: float, scale: float) -> str:
+        return _PRICE.format(inp=repr(float(inp)), out=repr(float(out)), read=repr(float(read * scale)),
+                             write=repr(float(write * scale)),
+                             write_1h=repr(float(cache_write_1h_price(m, p) * scale)),
+                             batch=repr(float(p.batch_multiplier)))
+
+    short = price(m.input_per_mtok, m.output_per_mtok, 1.0)
+    if m.long_context_above_tokens is None:
+        return short
+    return _BANDED.format(above=int(m.long_context_above_tokens), long=price(*long_prices(m)), short=short)
 
 
 def build_cost_report(con: Any, config: Config, *, since: datetime, until: datetime,

@@ -781,7 +781,8 @@ class StandInServer(ServedByJsonServer):
         usage = {"prompt_tokens": prompt, "completion_tokens": out_tokens, "total_tokens": prompt + out_tokens}
         cid = f"chatcmpl-standin-{next(self._ids):08d}"
         # the tier that served it, as OpenAI says it when asked for one ("flex": billed at Batch API prices)
-        tier = _OPENAI_SERVICE_TIERS.get(body.get("service_tier")) if isinstance(body.get("service_tier"), str) else None
+        asked = body.get("service_tier")
+        tier = _OPENAI_SERVICE_TIERS.get(asked) if isinstance(asked, str) else None
         if body.get("stream"):
             options = body.get("stream_options")
             with_usage = isinstance(options, Mapping) and bool(options.get("include_usage"))

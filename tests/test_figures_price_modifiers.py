@@ -85,7 +85,36 @@ def test_the_price_of_one_call(inp, out, read, write, one_hour, batch, own_1h, u
     assert (price.cost_usd, price.status) == (pytest.approx(usd, rel=1e-12), "priced")
 
 
+# model "g" (Gemini 2.5 Pro's shape): $1.25 in, $10 out, cache reads $0.3125; over 200,000 input tokens (cached
+# ones included) $2.50 in, $15 out, and the cache reads scaled as the input: $0.625. Rows: (input incl. cache,
+# output, reads, writes, USD worked out by hand).
+LONG = [
+    ("at the threshold: the short prices", 200_000, 1000, 0, 0, (250_000 + 10_000) / 1e6),
+    ("one token over: all of it at the long prices", 200_001, 1000, 0, 0, (500_002.5 + 15_000) / 1e6),
+    ("cache reads count toward the threshold", 210_000, 0, 60_000, 0, (375_000 + 37_500) / 1e6),
+    ("long, with reads and five-minute writes (1.25 x the long input)", 250_000, 2000, 100_000, 40_000,
+     (110_000 * 2.5 + 100_000 * 0.625 + 40_000 * 3.125 + 30_000) / 1e6),
+    ("short, with reads", 150_000, 2000, 100_000, 0, (62_500 + 31_250 + 20_000) / 1e6),
+]
+
+
+@pytest.mark.parametrize("inp,out,read,write,usd", [p[1:] for p in LONG], ids=[p[0] for p in LONG])
+def test_the_long_prompt_band(inp, out, read, write, usd):
+    table = PricingTable(PricingConfig(models=(ModelPrice(
+        "g", "frontier", provider="gcp.gemini", input_per_mtok=1.25, output_per_mtok=10.0, cache_read_per_mtok=0.3125,
+        long_context_above_tokens=200_000, long_input_per_mtok=2.5, long_output_per_mtok=15.0),)))
+    price = table.price_call(model="g", input_tokens=inp, output_tokens=out, cache_read_tokens=read,
+                             cache_creation_tokens=write)
+    assert price.cost_usd == pytest.approx(usd, rel=1e-12)
+
+
 @pytest.mark.parametrize("toml,key", [
+    ('[[pricing.models]]\nmodel = "g"\ntier = "frontier"\ninput_per_mtok = 1.0\nlong_input_per_mtok = 2.0\n',
+     "long_context_above_tokens"),
+    ('[[pricing.models]]\nmodel = "g"\ntier = "frontier"\ninput_per_mtok = 1.0\nlong_context_above_tokens = 0\n'
+     'long_input_per_mtok = 2.0\nlong_output_per_mtok = 3.0\n', "long_context_above_tokens"),
+    ('[[pricing.models]]\nmodel = "g"\ntier = "frontier"\ninput_per_mtok = 1.0\nlong_context_above_tokens = 200000\n'
+     'long_input_per_mtok = -2.0\nlong_output_per_mtok = 3.0\n', "long_input_per_mtok"),
     ("[pricing]\ncache_write_1h_multiplier = -1\n", "cache_write_1h_multiplier"),
     ('[[pricing.models]]\nmodel = "m"\ntier = "budget"\ninput_per_mtok = 1.0\ncache_write_1h_per_mtok = -2.0\n',
      "cache_write_1h_per_mtok"),
@@ -378,3 +407,34 @@ def test_an_unusable_one_hour_count_leaves_the_call_unpriced_and_says_why(cfg, o
     else:
         assert (status, cost) == ("invalid_usage", None)
         assert "anthropic.usage.cache_creation.ephemeral_1h_input_tokens" in quality
+
+
+def test_the_cost_reports_baseline_bills_a_long_prompt_in_the_frontiers_long_band(tmp_path):
+    """A frontier model with a long-prompt band: the baseline reprices each call in the band of its own input."""
+    from costline.jobs.cost_report import build_cost_report
+    from costline.jobs.store import open_jobs_lake
+    from costline.processors.buffer import rows_to_tables
+    from costline.processors.records import CallRow, RequestRow
+
+    frontier = ModelPrice("claude-fable-5", "frontier", input_per_mtok=10.0, output_per_mtok=50.0,
+                          long_context_above_tokens=200_000, long_input_per_mtok=20.0, long_output_per_mtok=75.0)
+    cfg = Config(lake=LakeConfig(path=tmp_path / "lake"), pricing=PricingConfig(
+        models=(*[m for m in PricingConfig().models if m.tier != "frontier"], frontier), student_usd_per_hour=0.0))
+    ts = int(DAY.replace(hour=1, tzinfo=dt.timezone.utc).timestamp() * 1_000_000)
+    requests, calls = [], []
+    for rid, inp, read in (("R1", 1000, 0), ("R2", 300_000, 100_000)):  # a short call, and a long one with reads
+        requests.append(RequestRow(rid, f"t-{rid}", f"s-{rid}", ts, "acme", "faq", "x", "budget", "budget", False, 1,
+                                   0, True, None, 5.0, None, None, 0, 0))
+        calls.append(CallRow(f"c-{rid}", f"t-{rid}", f"s-{rid}", rid, ts, "chat", "anthropic", "claude-haiku-4-5",
+                             "claude-haiku-4-5", "budget", inp, 100, read, 0, False, ["stop"], None, 0.001, "priced",
+                             "2026-06", 5.0, None, None, 0, len(calls) + 1))
+    Lake(cfg.lake.path).init().commit_batch("otlp_spans", 0, 0, 2, {
+        "requests": rows_to_tables("requests", requests), "calls": rows_to_tables("calls", calls)})
+    con = open_jobs_lake(cfg)
+    try:
+        report = build_cost_report(con, cfg, since=DAY, until=DAY + dt.timedelta(days=1))
+    finally:
+        con.close()
+    # R1: 1000 * 10 + 100 * 50; R2 (long): 200,000 fresh * 20 + 100,000 reads * 0.1 * 20 + 100 * 75
+    want = (10_000 + 5_000) / 1e6 + (4_000_000 + 200_000 + 7_500) / 1e6
+    assert {s.stage: s.total_cost_usd for s in report.stages}["baseline"] == pytest.approx(want)
