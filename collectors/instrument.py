@@ -818,8 +818,9 @@ def _anthropic_usage(call: CallHandle, usage: Any) -> None:
     read = _int(getattr(usage, "cache_read_input_tokens", 0))  # null: no cache used
     created = _int(getattr(usage, "cache_creation_input_tokens", 0))
     one_hour = _cache_1h(usage)  # of the writes, the one-hour ones (priced 2 x the input, not 1.25 x)
+    searches = _int(getattr(getattr(usage, "server_tool_use", None), "web_search_requests", 0))
     # Anthropic's input_tokens excludes cached tokens; the GenAI semconv total includes them.
-    call.usage(None if fresh is None else fresh + read + created, output, read, created, one_hour)
+    call.usage(None if fresh is None else fresh + read + created, output, read, created, one_hour, searches)
     if fresh is None or output is None:  # a count the API did not send is not 0
         _flag_incomplete(call)
 
@@ -856,6 +857,7 @@ class _Usage:
         self.cache_read_input_tokens = 0
         self.cache_creation_input_tokens = 0
         self.cache_creation = _CacheCreation()
+        self.server_tool_use = _ServerToolUse()
 
     def update(self, usage: Any) -> None:
         for name in ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"):
@@ -865,6 +867,9 @@ class _Usage:
         value = getattr(getattr(usage, "cache_creation", None), "ephemeral_1h_input_tokens", None)
         if isinstance(value, int) and not isinstance(value, bool):
             self.cache_creation.ephemeral_1h_input_tokens = value
+        value = getattr(getattr(usage, "server_tool_use", None), "web_search_requests", None)
+        if isinstance(value, int) and not isinstance(value, bool):
+            self.server_tool_use.web_search_requests = value
 
 
 class _CacheCreation:
@@ -872,6 +877,13 @@ class _CacheCreation:
 
     def __init__(self) -> None:
         self.ephemeral_1h_input_tokens = 0
+
+
+class _ServerToolUse:
+    """The priced field of Anthropic's ``usage.server_tool_use``."""
+
+    def __init__(self) -> None:
+        self.web_search_requests = 0
 
 
 class _AnthropicStream(_StreamParser):

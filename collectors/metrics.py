@@ -89,8 +89,8 @@ _SCOPE = "costline.collectors"
 class CallObservation:
     """One model call being measured; :class:`~costline.collectors.CallHandle` feeds it."""
 
-    __slots__ = ("_metrics", "_attrs", "_tier", "_batch", "_started", "_input", "_output",
-                 "_cache_read", "_cache_creation", "_cache_creation_1h", "_response_model", "_cost", "_ended")
+    __slots__ = ("_metrics", "_attrs", "_tier", "_batch", "_started", "_input", "_output", "_cache_read",
+                 "_cache_creation", "_cache_creation_1h", "_web_searches", "_response_model", "_cost", "_ended")
 
     def __init__(self, metrics: CostlineMetrics, attrs: dict[str, str], tier: str | None,
                  cost_usd: float | None, batch: bool | None) -> None:
@@ -105,16 +105,18 @@ class CallObservation:
         self._cache_read = 0
         self._cache_creation = 0
         self._cache_creation_1h = 0
+        self._web_searches = 0
         self._response_model: str | None = None
         self._ended = False
 
     def usage(self, input_tokens: Any, output_tokens: Any, cache_read_tokens: Any = 0,
-              cache_creation_tokens: Any = 0, cache_creation_1h_tokens: Any = 0) -> None:
+              cache_creation_tokens: Any = 0, cache_creation_1h_tokens: Any = 0, web_search_requests: Any = 0) -> None:
         self._input = _count_or_none(input_tokens)
         self._output = _count_or_none(output_tokens)
         self._cache_read = _count_or_none(cache_read_tokens) or 0
         self._cache_creation = _count_or_none(cache_creation_tokens) or 0
         self._cache_creation_1h = _count_or_none(cache_creation_1h_tokens) or 0
+        self._web_searches = _count_or_none(web_search_requests) or 0
 
     def response(self, model: Any) -> None:
         if isinstance(model, str) and model:
@@ -231,7 +233,8 @@ class CostlineMetrics:
                 provider=obs._attrs.get(contract.GEN_AI_PROVIDER_NAME),
                 input_tokens=obs._input or 0, output_tokens=obs._output or 0,
                 cache_read_tokens=obs._cache_read, cache_creation_tokens=obs._cache_creation,
-                cache_creation_1h_tokens=obs._cache_creation_1h, batch=obs._batch, explicit_cost_usd=cost,
+                cache_creation_1h_tokens=obs._cache_creation_1h, web_search_requests=obs._web_searches,
+                batch=obs._batch, explicit_cost_usd=cost,
                 explicit_tier=tier, response_model=obs._response_model)
             cost, tier = price.cost_usd, price.tier
         if cost is not None and cost > 0:

@@ -147,11 +147,13 @@ class CallHandle:
         cache_read_tokens: int = 0,
         cache_creation_tokens: int = 0,
         cache_creation_1h_tokens: int = 0,
+        web_search_requests: int = 0,
     ) -> None:
         """Record token usage. ``input_tokens`` is the GenAI-semconv total: it INCLUDES
         ``cache_read_tokens`` and ``cache_creation_tokens`` (Anthropic reports them apart:
         add them up first). ``cache_creation_1h_tokens`` are the part of the cache writes with a
-        one-hour lifetime (Anthropic's ``usage.cache_creation.ephemeral_1h_input_tokens``), priced higher."""
+        one-hour lifetime (Anthropic's ``usage.cache_creation.ephemeral_1h_input_tokens``), priced higher;
+        ``web_search_requests`` the searches the model's server tool made (``usage.server_tool_use``), priced each."""
         s = self.span
         _set(s, contract.GEN_AI_USAGE_INPUT_TOKENS, input_tokens, _count)
         _set(s, contract.GEN_AI_USAGE_OUTPUT_TOKENS, output_tokens, _count)
@@ -159,9 +161,11 @@ class CallHandle:
         _set(s, contract.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS, cache_creation_tokens, _count)
         if cache_creation_1h_tokens:
             _set(s, contract.ANTHROPIC_USAGE_CACHE_CREATION_1H, cache_creation_1h_tokens, _count)
+        if web_search_requests:
+            _set(s, contract.ANTHROPIC_USAGE_WEB_SEARCH_REQUESTS, web_search_requests, _count)
         if self._obs is not None:
             self._obs.usage(input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens,
-                            cache_creation_1h_tokens)
+                            cache_creation_1h_tokens, web_search_requests)
         try:
             if input_tokens < cache_read_tokens + cache_creation_tokens:
                 log.warning(

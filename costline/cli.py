@@ -135,7 +135,7 @@ def show_config(config: Config) -> None:
     import dataclasses
 
     from costline.netsec import mask_secret
-    from costline.pricing import cache_prices, cache_write_1h_price
+    from costline.pricing import cache_prices, cache_write_1h_price, web_search_price
 
     def show(name: str, section: object) -> None:
         click.echo(f"[{name}]")
@@ -147,7 +147,8 @@ def show_config(config: Config) -> None:
                     read, write = cache_prices(m, section)
                     click.echo(f"  model {m.model} tier={m.tier} in=${m.input_per_mtok}/MTok "
                                f"out=${m.output_per_mtok}/MTok cache read=${read:g}/MTok write=${write:g}/MTok "
-                               f"write 1h=${cache_write_1h_price(m, section):g}/MTok"
+                               f"write 1h=${cache_write_1h_price(m, section):g}/MTok "
+                               f"web search=${web_search_price(m, section):g}/1k"
                                + (f" (over {m.long_context_above_tokens:,} input tokens: in=${m.long_input_per_mtok}"
                                   f"/MTok out=${m.long_output_per_mtok}/MTok)" if m.long_context_above_tokens else ""))
                 continue

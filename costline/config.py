@@ -252,6 +252,9 @@ class ModelPrice:
     long_context_above_tokens: int | None = None
     long_input_per_mtok: float | None = None
     long_output_per_mtok: float | None = None
+    #: USD per 1,000 web searches the model's server tool makes (Anthropic's ``web_search``); unset:
+    #: ``[pricing] web_search_per_1k``.
+    web_search_per_1k: float | None = None
 
 
 #: The article's June 2026 prices (USD per million tokens).
@@ -287,6 +290,9 @@ class PricingConfig:
     #: Anthropic's one-hour cache writes (``cache_control: {"ttl": "1h"}``) cost 2 x the input price, the
     #: five-minute ones 1.25 x.
     cache_write_1h_multiplier: float = 2.0
+    #: USD per 1,000 web searches a model's server tool makes (Anthropic's list price, and OpenAI's for its web
+    #: search tool), on top of the tokens; a model's own ``web_search_per_1k`` wins. Not batch-discounted.
+    web_search_per_1k: float = 10.0
     batch_multiplier: float = 0.5
     #: The student has no token price: its GPU hosting cost is shared by the requests of each
     #: hour that used it (docs/sql.md). ~$2,000/month A100 (the article). The simplest form of
@@ -780,7 +786,7 @@ def _validate(config: Config, source: str) -> None:
                f"must be at least 1024 bytes; got {processor.batch_max_bytes}")
     pricing: PricingConfig = sections["pricing"]
     for key in ("cache_read_multiplier", "cache_write_multiplier", "cache_write_1h_multiplier", "batch_multiplier",
-                "student_usd_per_hour"):
+                "student_usd_per_hour", "web_search_per_1k"):
         Section("pricing", source=source).not_negative(key, getattr(pricing, key))
     Section("pricing", source=source).at_least("hosting_open_gap_hours", pricing.hosting_open_gap_hours, 1)
     for i, period in enumerate(pricing.hosting, 1):
@@ -814,7 +820,7 @@ def _validate(config: Config, source: str) -> None:
                               "must be a whole number of input tokens, at least 1; "
                               f"got {m.long_context_above_tokens!r}", source=source)
         for key in ("input_per_mtok", "output_per_mtok", "cache_read_per_mtok", "cache_write_per_mtok",
-                    "cache_write_1h_per_mtok", "long_input_per_mtok", "long_output_per_mtok"):
+                    "cache_write_1h_per_mtok", "long_input_per_mtok", "long_output_per_mtok", "web_search_per_1k"):
             v = getattr(m, key)
             if v is not None and not 0 <= v < float("inf"):
                 raise ConfigError(f"[[pricing.models]] {m.model} {key}",

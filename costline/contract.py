@@ -38,6 +38,9 @@ GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS: Final = "gen_ai.usage.cache_creation.i
 ANTHROPIC_USAGE_CACHE_CREATION_1H: Final = "anthropic.usage.cache_creation.ephemeral_1h_input_tokens"
 # The tier that served the call as the API said it ("batch": priced at the batch multiplier). OpenAI's is a
 # GenAI convention ("flex" is billed at Batch API prices); Anthropic's is the anthropic SDK's spelling.
+# Web searches the model's server tool made for the call (Anthropic's usage.server_tool_use.web_search_requests):
+# billed per search on top of the tokens. Spelled as the anthropic SDK spells its other usage attributes.
+ANTHROPIC_USAGE_WEB_SEARCH_REQUESTS: Final = "anthropic.usage.server_tool_use.web_search_requests"
 ANTHROPIC_RESPONSE_SERVICE_TIER: Final = "anthropic.response.service_tier"
 OPENAI_RESPONSE_SERVICE_TIER: Final = "openai.response.service_tier"
 # Streamed calls: the request asked for a stream; seconds from sending it to the first chunk of output.

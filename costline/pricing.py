@@ -13,7 +13,8 @@ Token accounting follows the GenAI semantic conventions: ``input_tokens``
 ``cache_write_multiplier`` x, except those written with a one-hour lifetime (Anthropic's ``ttl: "1h"``, a
 part of the writes): its ``cache_write_1h_per_mtok``, else ``cache_write_1h_multiplier`` x (2 against 1.25).
 A call over a model's ``long_context_above_tokens`` of input (cached ones included) is billed, all of it, at
-its long-prompt prices (:func:`long_prices`); a batch call costs ``batch_multiplier`` x the lot.
+its long-prompt prices (:func:`long_prices`); a batch call costs ``batch_multiplier`` x its tokens. The web
+searches a model's server tool made cost :func:`web_search_price` each on top.
 
 Student calls have no token price (``cost_usd`` is 0, status ``student``) unless the span
 carries an explicit ``costline.cost_usd``: the GPU's hosting cost comes from a dated
@@ -45,6 +46,7 @@ __all__ = [
     "cache_write_1h_price",
     "long_prices",
     "long_prompt",
+    "web_search_price",
     "PRICED",
     "EXPLICIT",
     "STUDENT",
@@ -139,6 +141,7 @@ class PricingTable:
         cache_read_tokens: int = 0,
         cache_creation_tokens: int = 0,
         cache_creation_1h_tokens: int = 0,
+        web_search_requests: int = 0,
         batch: bool = False,
         explicit_cost_usd: float | None = None,
         explicit_tier: str | None = None,
@@ -147,7 +150,8 @@ class PricingTable:
         """Price one model call. Never raises for unknown models: see ``status``.
 
         ``cache_creation_1h_tokens`` are the part of ``cache_creation_tokens`` written with a one-hour lifetime
-        (more than the writes is read as all of them)."""
+        (more than the writes is read as all of them); ``web_search_requests`` the searches its server tool made,
+        priced per search on top of the tokens (the batch multiplier discounts the tokens only)."""
         tier = self.tier_of(provider, response_model or model, explicit_tier)
         if tier == contract.UNKNOWN_TIER and response_model:
             tier = self.tier_of(provider, model, explicit_tier)
@@ -177,6 +181,9 @@ class PricingTable:
         )
         if batch:
             cost *= cfg.batch_multiplier
+        searches = max(int(web_search_requests or 0), 0)
+        if searches:
+            cost += searches * web_search_price(entry, cfg) / 1000.0
         return CallPrice(cost, tier, PRICED)
 
     def student_hourly_cost(self) -> float:
@@ -191,6 +198,11 @@ def cache_prices(model: ModelPrice, config: PricingConfig) -> tuple[float, float
     write = model.cache_write_per_mtok
     return (model.input_per_mtok * config.cache_read_multiplier if read is None else read,
             model.input_per_mtok * config.cache_write_multiplier if write is None else write)
+
+
+def web_search_price(model: ModelPrice, config: PricingConfig) -> float:
+    """USD per 1,000 web searches of ``model``'s server tool: its own price, else ``[pricing] web_search_per_1k``."""
+    return config.web_search_per_1k if model.web_search_per_1k is None else model.web_search_per_1k
 
 
 def long_prompt(model: ModelPrice, input_tokens: int) -> bool:

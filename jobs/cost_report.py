@@ -34,7 +34,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from costline.config import Config, ModelPrice
-from costline.pricing import cache_prices, cache_write_1h_price, long_prices
+from costline.pricing import cache_prices, cache_write_1h_price, long_prices, web_search_price
 from costline.jobs.errors import JobsError, NoDataError
 from costline.timeutil import utc_naive as _utc
 
@@ -54,7 +54,8 @@ _PRICE = """(greatest(c.input_tokens - c.cache_read_tokens - c.cache_creation_to
           + (c.cache_creation_tokens - least(coalesce(c.cache_creation_1h_tokens, 0), c.cache_creation_tokens))
             * {write}
           + least(coalesce(c.cache_creation_1h_tokens, 0), c.cache_creation_tokens) * {write_1h}
-          + c.output_tokens * {out}) / 1e6 * CASE WHEN coalesce(c.batch, false) THEN {batch} ELSE 1 END"""
+          + c.output_tokens * {out}) / 1e6 * CASE WHEN coalesce(c.batch, false) THEN {batch} ELSE 1 END
+          + coalesce(c.web_search_requests, 0) * {search} / 1000.0"""
 #: A model with a long-prompt band: each call priced in the band its own input falls in.
 _BANDED = "(CASE WHEN c.input_tokens > {above} THEN {long} ELSE {short} END)"
 
@@ -200,7 +201,7 @@ def _price_sql(m: ModelPrice, config: Config) -> str:
         return _PRICE.format(inp=repr(float(inp)), out=repr(float(out)), read=repr(float(read * scale)),
                              write=repr(float(write * scale)),
                              write_1h=repr(float(cache_write_1h_price(m, p) * scale)),
-                             batch=repr(float(p.batch_multiplier)))
+                             batch=repr(float(p.batch_multiplier)), search=repr(float(web_search_price(m, p))))
 
     short = price(m.input_per_mtok, m.output_per_mtok, 1.0)
     if m.long_context_above_tokens is None:

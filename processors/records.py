@@ -126,6 +126,8 @@ class CallRow(NamedTuple):
     data_quality: str | None = None
     #: Of ``cache_creation_tokens``, those written with a one-hour lifetime (priced at the 1-hour write price).
     cache_creation_1h_tokens: int | None = None
+    #: Web searches the model's server tool made (priced per search on top of the tokens).
+    web_search_requests: int | None = None
 
 
 class LookupRow(NamedTuple):
@@ -282,7 +284,7 @@ def flatten_span(
     if call is None:
         return None  # no model call: an agent's or a tool's span, a chain, an app's own span...
     (op, provider, model, response_model, input_tokens, output_tokens, read, write,
-     finish_reasons, unreported, response_id, write_1h) = call
+     finish_reasons, unreported, response_id, write_1h, searches) = call
     batch = bool(bool_of(get(c.COSTLINE_BATCH))) or _batch_tier(get, provider)
     explicit = usd_of(get(c.COSTLINE_COST_USD), bad)
     price = pricing.price_call(
@@ -293,6 +295,7 @@ def flatten_span(
         cache_read_tokens=read or 0,
         cache_creation_tokens=write or 0,
         cache_creation_1h_tokens=write_1h or 0,
+        web_search_requests=searches or 0,
         batch=batch,
         explicit_cost_usd=explicit,
         explicit_tier=str_of(get(c.COSTLINE_TIER)),
@@ -347,6 +350,7 @@ def flatten_span(
         scope or None,
         _quality(bad),
         min(write_1h, write) if write_1h is not None and write is not None else (0 if write is not None else None),
+        searches or 0,
     ))
 
 

@@ -40,6 +40,7 @@ __all__ = [
     "CACHE_READ_KEYS",
     "CACHE_CREATION_KEYS",
     "CACHE_CREATION_1H_KEYS",
+    "WEB_SEARCH_KEYS",
     "ALL_INPUT_KEYS",
     "ALL_OUTPUT_KEYS",
     "ALL_READ_KEYS",
@@ -69,6 +70,8 @@ class CallReading(NamedTuple):
     response_id: str | None = None
     #: of the cache writes, those with a one-hour lifetime (None: not reported, all priced as five-minute ones)
     cache_creation_1h_tokens: int | None = None
+    #: web searches the model's server tool made (None: not reported)
+    web_search_requests: int | None = None
 
 
 _new = tuple.__new__  # builds a CallReading without its Python-level __new__ (the hot path)
@@ -88,6 +91,9 @@ CACHE_CREATION_KEYS: Final = (c.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS, "gen_a
 #: Of the cache writes, the one-hour ones (Anthropic's ``ttl: "1h"``; no GenAI convention names them): the anthropic
 #: SDK's native spans and costline write the first, Pydantic AI (and Logfire through it) the second.
 CACHE_CREATION_1H_KEYS: Final = (c.ANTHROPIC_USAGE_CACHE_CREATION_1H, "gen_ai.usage.details.ephemeral_1h_input_tokens")
+#: Web searches the model's server tool made (Anthropic's ``usage.server_tool_use.web_search_requests``): costline
+#: writes the first, Pydantic AI the second (on Google models, its count of grounding queries).
+WEB_SEARCH_KEYS: Final = (c.ANTHROPIC_USAGE_WEB_SEARCH_REQUESTS, "gen_ai.usage.details.web_search_requests")
 _IN0, _OUT0, _READ0, _WRITE0 = INPUT_TOKEN_KEYS[0], OUTPUT_TOKEN_KEYS[0], CACHE_READ_KEYS[0], CACHE_CREATION_KEYS[0]
 _GENAI_UNREPORTED: Final = (f"{_IN0}:missing", f"{_OUT0}:missing")
 
@@ -157,7 +163,7 @@ def _read_ai_sdk_embedding(get: Any, bad: list[str]) -> CallReading:
         provider.split(".", 1)[0].strip().lower() if provider else None,  # "openai.embedding" -> "openai"
         model, None,
         count_of(get(AI_SDK_EMBED_TOKENS), AI_SDK_EMBED_TOKENS, bad), None, None, None, None,
-        _AI_SDK_EMBED_UNREPORTED, None, None,
+        _AI_SDK_EMBED_UNREPORTED, None, None, None,
     ))
 
 
@@ -229,7 +235,8 @@ def _read_genai(name: str, get: Any, scope: str | None, failed: bool, bad: list[
     v = get(c.GEN_AI_RESPONSE_FINISH_REASONS)
     finish_reasons = str_list_of(v if v is not None else get(_ANTHROPIC_STOP_REASON))
     return _new(CallReading, (op, provider, model, response_model, input_tokens, output_tokens, read, write,
-                              finish_reasons, unreported, str_of(get(c.GEN_AI_RESPONSE_ID)), write_1h))
+                              finish_reasons, unreported, str_of(get(c.GEN_AI_RESPONSE_ID)), write_1h,
+                              count_of(*first_present(get, WEB_SEARCH_KEYS), bad)))
 
 
 def _litellm_cache(text: str, bad: list[str]) -> tuple[int | None, int | None, int | None]:
@@ -290,6 +297,7 @@ def _read_openinference(kind: str | None, name: str, get: Any, bad: list[str]) -
         _OI_UNREPORTED,  # OpenInference writes counts only when the API reported them
         _oi_response_id(get(_OI_OUTPUT)),
         None,  # OpenInference: "The breakdown of cache_creation by TTL has no semantic convention"
+        None,
     ))
 
 
@@ -326,7 +334,7 @@ def _read_langfuse(observation_type: str | None, get: Any, bad: list[str]) -> Ca
     input_tokens, output_tokens, read, write = _langfuse_usage(get(LF_USAGE), bad)
     # no provider: Langfuse does not say; the model prices the call
     return _new(CallReading, (op, None, model, model, input_tokens, output_tokens, read, write, None, _LF_UNREPORTED,
-                              None, None))
+                              None, None, None))
 
 
 def _langfuse_usage(v: Any, bad: list[str]) -> tuple[int | None, int | None, int | None, int | None]:

@@ -405,6 +405,15 @@ class StandInServer(ServedByJsonServer):
                 self._sleep(pause)
             yield i, piece
 
+    def _search_blocks(self, question: str, n: int) -> list[dict[str, Any]]:
+        """One search of the web search server tool: its ``server_tool_use`` block and its result."""
+        tool_id = f"srvtoolu_standin_{next(self._ids):08d}"
+        return [{"type": "server_tool_use", "id": tool_id, "name": "web_search",
+                 "input": {"query": f"{question[:80]} ({n + 1})"}},
+                {"type": "web_search_tool_result", "tool_use_id": tool_id, "content": [
+                    {"type": "web_search_result", "url": f"https://standin.invalid/search/{n + 1}",
+                     "title": f"Stand-in result {n + 1}", "encrypted_content": "c3RhbmQtaW4=", "page_age": None}]}]
+
     def _prompt_cache_usage(self, model: str, system: Any, messages: list[Any]) -> tuple[int, int, int]:
         """(cache read, cache creation, of which one-hour) tokens for the request's cache_control breakpoints.
 
@@ -505,6 +514,10 @@ class StandInServer(ServedByJsonServer):
             content.insert(0, {"type": "thinking", "thinking": thought,
                                "signature": f"sig_standin_{next(self._ids):08d}"})
             out_tokens += count_tokens(thought)
+        searches = 0 if tool is not None else _web_searches(body, last_user_text(messages))
+        if searches:  # the server tool's calls and results come before the answer that read them
+            content = [block for n in range(searches) for block in self._search_blocks(last_user_text(messages), n)] \
+                + content
         read, created, one_hour = self._prompt_cache_usage(model, body.get("system"), messages)
         total_in = sum(count_tokens(t) for t, _ in _blocks(body.get("system"))) + sum(
             count_tokens(t) for m in messages for t, _ in _blocks(m.get("content")))
@@ -516,6 +529,8 @@ class StandInServer(ServedByJsonServer):
             # the API's breakdown of the writes by lifetime (one-hour writes cost 2 x the input, five-minute 1.25 x)
             "cache_creation": {"ephemeral_5m_input_tokens": created - one_hour, "ephemeral_1h_input_tokens": one_hour},
         }
+        if searches:  # billed per search on top of the tokens
+            usage["server_tool_use"] = {"web_search_requests": searches}
         self.log.add(LoggedRequest(api, model, 200, key, True, total_in, out_tokens, read, created, sampling, betas))
         return {
             "id": f"msg_standin_{next(self._ids):08d}",
@@ -585,6 +600,8 @@ class StandInServer(ServedByJsonServer):
             elif block["type"] == "thinking":  # the thought in pieces, then its signature
                 steps.extend((b, {"type": "thinking_delta", "thinking": p}) for p in _pieces(block["thinking"]))
                 steps.append((b, {"type": "signature_delta", "signature": block["signature"]}))
+            elif block["type"] == "web_search_tool_result":  # whole in its content_block_start, no delta
+                steps.append((b, None))
             else:
                 steps.extend((b, {"type": "input_json_delta", "partial_json": p})
                              for p in _json_pieces(json.dumps(block["input"])))
@@ -598,8 +615,9 @@ class StandInServer(ServedByJsonServer):
                     yield _sse("content_block_stop", {"type": "content_block_stop", "index": current})
                 block = blocks[b]
                 opened = {"type": "text", "text": ""} if block["type"] == "text" else {
-                    "type": "thinking", "thinking": "", "signature": ""} if block["type"] == "thinking" else {
-                    "type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}
+                    "type": "thinking", "thinking": "", "signature": ""} if block["type"] == "thinking" else \
+                    block if block["type"] == "web_search_tool_result" else {
+                    "type": block["type"], "id": block["id"], "name": block["name"], "input": {}}
                 yield _sse("content_block_start", {"type": "content_block_start", "index": b,
                                                    "content_block": opened})
                 current = b
@@ -607,7 +625,8 @@ class StandInServer(ServedByJsonServer):
                 yield _sse("error", {"type": "error", "error": {"type": "overloaded_error",
                                                                  "message": "Overloaded (stand-in, mid-stream)"}})
                 return
-            yield _sse("content_block_delta", {"type": "content_block_delta", "index": b, "delta": delta})
+            if delta is not None:
+                yield _sse("content_block_delta", {"type": "content_block_delta", "index": b, "delta": delta})
         yield _sse("content_block_stop", {"type": "content_block_stop", "index": current})
         # the API's message_delta carries the cumulative usage, input and cache counts included
         # (anthropic's MessageDeltaUsage; LangChain reads a stream's usage from this event alone)
@@ -1158,6 +1177,10 @@ def _message_tools(body: Mapping[str, Any]) -> _Tools:
     for i, tool in enumerate(tools):
         if not isinstance(tool, Mapping) or not isinstance(tool.get("name"), str) or not tool["name"]:
             raise _ApiError(400, f"tools.{i}.name: Field required (a string)")
+        if _is_web_search(tool):  # a server tool: the API runs it (_web_searches), no schema
+            if tool["name"] != "web_search":
+                raise _ApiError(400, f"tools.{i}.name: the web search tool is named 'web_search'")
+            continue
         if not isinstance(tool.get("input_schema"), Mapping):
             raise _ApiError(400, f"tools.{i}.input_schema: Field required (an object)")
         out.append((tool["name"], tool["input_schema"]))
@@ -1171,6 +1194,21 @@ def _message_tools(body: Mapping[str, Any]) -> _Tools:
     if kind == "tool" and not any(name == named for name, _ in out):
         raise _ApiError(400, f"tool_choice.name: no tool named {str(named)[:64]!r} in tools")
     return out, str(kind), named
+
+
+def _is_web_search(tool: Mapping[str, Any]) -> bool:
+    return str(tool.get("type") or "").startswith("web_search_")
+
+
+def _web_searches(body: Mapping[str, Any], question: str) -> int:
+    """How many searches the stand-in's web search server tool makes for ``question``: one, plus one per " and "
+    in it, at most the tool's ``max_uses``; 0 without the tool."""
+    tool = next((t for t in body.get("tools") or () if isinstance(t, Mapping) and _is_web_search(t)), None)
+    if tool is None:
+        return 0
+    limit = tool.get("max_uses")
+    wanted = 1 + question.count(" and ")
+    return min(wanted, limit) if isinstance(limit, int) and not isinstance(limit, bool) and limit >= 1 else wanted
 
 
 def _chat_tools(body: Mapping[str, Any]) -> _Tools:

@@ -333,8 +333,9 @@ def test_the_gateway_passes_the_split_on_and_prices_it(standin, cfg, spans, tmp_
 DAY = dt.datetime(2026, 11, 7)
 
 
-def test_the_cost_reports_baseline_prices_one_hour_writes_at_the_frontiers_one_hour_price(tmp_path):
-    """The stacking table reprices each call at the frontier model: its one-hour writes at 2 x its input."""
+def test_the_cost_reports_baseline_prices_one_hour_writes_and_searches_at_the_frontiers_prices(tmp_path):
+    """The stacking table reprices each call at the frontier model: its one-hour writes at 2 x its input, its web
+    searches at its search price."""
     from costline.jobs.cost_report import build_cost_report
     from costline.jobs.store import open_jobs_lake
     from costline.processors.buffer import rows_to_tables
@@ -344,10 +345,10 @@ def test_the_cost_reports_baseline_prices_one_hour_writes_at_the_frontiers_one_h
     ts = int(DAY.replace(hour=1, tzinfo=dt.timezone.utc).timestamp() * 1_000_000)
     request = RequestRow("R1", "t-R1", "s-R1", ts, "acme", "faq", "x", "budget", "budget", False, 1, 0, True, None, 5.0,
                          None, None, 0, 0)
-    # 1,000 input tokens: 100 fresh, 900 written, 600 of them for an hour; 100 out
+    # 1,000 input tokens: 100 fresh, 900 written, 600 of them for an hour; 100 out; 2 web searches
     call = CallRow("c-R1", "t-R1", "s-R1", "R1", ts, "chat", "anthropic", "claude-haiku-4-5", "claude-haiku-4-5",
-                   "budget", 1000, 100, 0, 900, False, ["stop"], None, 0.00258, "priced", "2026-06", 5.0, None, None,
-                   0, 1, None, None, None, 600)
+                   "budget", 1000, 100, 0, 900, False, ["stop"], None, 0.02258, "priced", "2026-06", 5.0, None, None,
+                   0, 1, None, None, None, 600, 2)
     Lake(cfg.lake.path).init().commit_batch("otlp_spans", 0, 0, 1, {
         "requests": rows_to_tables("requests", [request]), "calls": rows_to_tables("calls", [call])})
     con = open_jobs_lake(cfg)
@@ -355,9 +356,9 @@ def test_the_cost_reports_baseline_prices_one_hour_writes_at_the_frontiers_one_h
         report = build_cost_report(con, cfg, since=DAY, until=DAY + dt.timedelta(days=1))
     finally:
         con.close()
-    # claude-fable-5, $10 in / $50 out: 100 * 10 + 300 * 12.5 + 600 * 20 + 100 * 50
+    # claude-fable-5, $10 in / $50 out: 100 * 10 + 300 * 12.5 + 600 * 20 + 100 * 50, and the searches at $10 / 1,000
     assert {s.stage: s.total_cost_usd for s in report.stages}["baseline"] == pytest.approx(
-        (1000 + 3750 + 12000 + 5000) / 1e6)
+        (1000 + 3750 + 12000 + 5000) / 1e6 + 2 * 0.01)
 
 
 def test_litellms_usage_object_gives_the_one_hour_writes(cfg):
@@ -438,3 +439,86 @@ def test_the_cost_reports_baseline_bills_a_long_prompt_in_the_frontiers_long_ban
     # R1: 1000 * 10 + 100 * 50; R2 (long): 200,000 fresh * 20 + 100,000 reads * 0.1 * 20 + 100 * 75
     want = (10_000 + 5_000) / 1e6 + (4_000_000 + 200_000 + 7_500) / 1e6
     assert {s.stage: s.total_cost_usd for s in report.stages}["baseline"] == pytest.approx(want)
+
+
+# -- web searches (Anthropic's web search server tool: $10 per 1,000 searches on top of the tokens) -----------------
+WEB_SEARCH = {"type": "web_search_20250305", "name": "web_search", "max_uses": 3}
+SEARCH_QUESTIONS = ("What is the weather in Lisbon?", "Compare the ferry and the bus and the train to Sintra.",
+                    "Which museums open late and which are free and which are near the river and the castle?")
+
+
+def _searches(response_or_usage) -> int:
+    usage = getattr(response_or_usage, "usage", response_or_usage)
+    return usage.server_tool_use.web_search_requests if usage.server_tool_use is not None else 0
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
+def test_web_searches_are_priced_per_search_on_top_of_the_tokens(standin, cfg, spans, stream):
+    provider, exporter = spans
+    client = anthropic.Anthropic(base_url=standin.url, api_key="test", max_retries=0)
+    instrument_anthropic(client, Recorder(provider))
+    usages, blocks = [], []
+    for question in SEARCH_QUESTIONS:
+        kwargs = dict(model="claude-haiku-4-5", max_tokens=256, tools=[WEB_SEARCH],
+                      messages=[{"role": "user", "content": question}])
+        if stream:
+            with client.messages.stream(**kwargs) as s:
+                message = s.get_final_message()
+        else:
+            message = client.messages.create(**kwargs)
+        usages.append(message.usage)
+        blocks.append([b.type for b in message.content])
+    # the SDK read the server tool's blocks and counts: 1, 3 and 3 (max_uses) searches
+    assert [_searches(u) for u in usages] == [1, 3, 3]
+    assert blocks[0] == ["server_tool_use", "web_search_tool_result", "text"]
+    calls = [s for s in exporter.get_finished_spans() if s.name != "costline.request"]
+    assert [s.attributes.get("anthropic.usage.server_tool_use.web_search_requests") for s in calls] == [1, 3, 3]
+    lake_from_sdk_spans(exporter.get_finished_spans(), cfg)
+    want = sum(haiku_usd(u) + _searches(u) * 10.0 / 1000 for u in usages)
+    assert q(cfg, "SELECT count(*), sum(cost_usd), sum(web_search_requests) FROM calls") == [
+        (3, pytest.approx(want, rel=1e-9), 7)]
+
+
+def test_pydantic_ai_web_searches_are_priced(standin, cfg, spans):
+    """Pydantic AI's built-in web search tool on Anthropic: it writes ``gen_ai.usage.details.web_search_requests``."""
+    pytest.importorskip("pydantic_ai")
+    import asyncio
+
+    from pydantic_ai import Agent, InstrumentationSettings
+    from pydantic_ai.capabilities.web_search import WebSearch
+    from pydantic_ai.models.anthropic import AnthropicModel, AnthropicModelSettings
+    from pydantic_ai.providers.anthropic import AnthropicProvider
+
+    provider, exporter = spans
+    standin.log.clear()
+    responses = []
+
+    async def runs() -> None:
+        client = anthropic.AsyncAnthropic(base_url=standin.url, api_key="test", max_retries=0)
+        agent = Agent(AnthropicModel("claude-haiku-4-5", provider=AnthropicProvider(anthropic_client=client)),
+                      capabilities=[WebSearch(max_uses=2)], model_settings=AnthropicModelSettings(max_tokens=256))
+        agent.instrument = InstrumentationSettings(tracer_provider=provider)
+        for question in SEARCH_QUESTIONS[:2]:
+            responses.append((await agent.run(question)).response)
+
+    asyncio.run(runs())
+    chats = [s for s in exporter.get_finished_spans() if s.attributes.get("gen_ai.operation.name") == "chat"]
+    assert [s.attributes.get("gen_ai.usage.details.web_search_requests") for s in chats] == [1, 2]
+    lake_from_sdk_spans(exporter.get_finished_spans(), cfg)
+    paid = standin.log.paid()
+    want = sum(((e.input_tokens - e.cache_read_tokens - e.cache_creation_tokens) * HAIKU_IN
+                + e.output_tokens * HAIKU_OUT) / 1e6 for e in paid) + 3 * 10.0 / 1000
+    assert q(cfg, "SELECT count(*), sum(cost_usd), sum(web_search_requests) FROM calls") == [
+        (2, pytest.approx(want, rel=1e-9), 3)]
+
+
+@pytest.mark.parametrize("own,batch,usd", [
+    (None, False, (1000 * 2.0 + 100 * 10.0) / 1e6 + 4 * 0.010),   # [pricing] web_search_per_1k: $10
+    (25.0, False, (1000 * 2.0 + 100 * 10.0) / 1e6 + 4 * 0.025),   # the model's own: $25 per 1,000
+    (None, True, (1000 * 2.0 + 100 * 10.0) / 2e6 + 4 * 0.010),    # batch halves the tokens, not the searches
+])
+def test_the_price_of_web_searches(own, batch, usd):
+    table = PricingTable(PricingConfig(models=(ModelPrice("m", "budget", input_per_mtok=2.0, output_per_mtok=10.0,
+                                                          web_search_per_1k=own),)))
+    got = table.price_call(model="m", input_tokens=1000, output_tokens=100, web_search_requests=4, batch=batch)
+    assert got.cost_usd == pytest.approx(usd, rel=1e-12)

@@ -78,6 +78,8 @@ CALLS_SCHEMA: Final = pa.schema([
     ("data_quality", pa.string()),
     # of cache_creation_tokens, those written with a one-hour lifetime (NULL in files written before it)
     ("cache_creation_1h_tokens", pa.int64()),
+    # web searches the model's server tool made (NULL in files written before it)
+    ("web_search_requests", pa.int64()),
 ])
 
 LOOKUPS_SCHEMA: Final = pa.schema([
