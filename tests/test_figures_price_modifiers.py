@@ -215,30 +215,36 @@ def test_costlines_wrapper_records_the_one_hour_writes(standin, cfg, spans, stre
         (6, pytest.approx(sum(haiku_usd(u) for u in usages), rel=1e-9))]
 
 
-def test_pydantic_ai_one_hour_cached_instructions_are_priced_as_such(standin, cfg, spans):
-    """Pydantic AI writes the split as ``gen_ai.usage.details.ephemeral_1h_input_tokens``."""
+def _pydantic_ai_runs(standin, provider, questions, **agent_kwargs) -> None:
+    """Pydantic AI's Anthropic model, instrumented, through the real AsyncAnthropic client to the stand-in."""
     pytest.importorskip("pydantic_ai")
     import asyncio
 
     from pydantic_ai import Agent, InstrumentationSettings
-    from pydantic_ai.models.anthropic import AnthropicModel, AnthropicModelSettings
+    from pydantic_ai.models.anthropic import AnthropicModel
     from pydantic_ai.providers.anthropic import AnthropicProvider
-
-    provider, exporter = spans
-    standin.log.clear()
-    served = []
 
     async def runs() -> None:
         client = anthropic.AsyncAnthropic(base_url=standin.url, api_key="test", max_retries=0)
         agent = Agent(AnthropicModel("claude-haiku-4-5", provider=AnthropicProvider(anthropic_client=client)),
+                      **agent_kwargs)
+        agent.instrument = InstrumentationSettings(tracer_provider=provider)
+        for question in questions:
+            await agent.run(question)
+
+    standin.log.clear()
+    asyncio.run(runs())
+
+
+def test_pydantic_ai_one_hour_cached_instructions_are_priced_as_such(standin, cfg, spans):
+    """Pydantic AI writes the split as ``gen_ai.usage.details.ephemeral_1h_input_tokens``."""
+    pytest.importorskip("pydantic_ai")
+    from pydantic_ai.models.anthropic import AnthropicModelSettings
+
+    provider, exporter = spans
+    _pydantic_ai_runs(standin, provider, ("Where is my parcel?", "Where is my parcel now?"),
                       system_prompt="Pydantic AI, one hour. " + SYSTEM,
                       model_settings=AnthropicModelSettings(anthropic_cache_instructions="1h", max_tokens=64))
-        agent.instrument = InstrumentationSettings(tracer_provider=provider)
-        for question in ("Where is my parcel?", "Where is my parcel now?"):
-            result = await agent.run(question)
-            served.append(result.usage)
-
-    asyncio.run(runs())
     chats = [s for s in exporter.get_finished_spans() if s.attributes.get("gen_ai.operation.name") == "chat"]
     assert [s.attributes.get("gen_ai.usage.details.ephemeral_1h_input_tokens", 0) > 0 for s in chats] == [True, False]
     paid = standin.log.paid()
@@ -482,26 +488,12 @@ def test_web_searches_are_priced_per_search_on_top_of_the_tokens(standin, cfg, s
 def test_pydantic_ai_web_searches_are_priced(standin, cfg, spans):
     """Pydantic AI's built-in web search tool on Anthropic: it writes ``gen_ai.usage.details.web_search_requests``."""
     pytest.importorskip("pydantic_ai")
-    import asyncio
-
-    from pydantic_ai import Agent, InstrumentationSettings
     from pydantic_ai.capabilities.web_search import WebSearch
-    from pydantic_ai.models.anthropic import AnthropicModel, AnthropicModelSettings
-    from pydantic_ai.providers.anthropic import AnthropicProvider
+    from pydantic_ai.models.anthropic import AnthropicModelSettings
 
     provider, exporter = spans
-    standin.log.clear()
-    responses = []
-
-    async def runs() -> None:
-        client = anthropic.AsyncAnthropic(base_url=standin.url, api_key="test", max_retries=0)
-        agent = Agent(AnthropicModel("claude-haiku-4-5", provider=AnthropicProvider(anthropic_client=client)),
-                      capabilities=[WebSearch(max_uses=2)], model_settings=AnthropicModelSettings(max_tokens=256))
-        agent.instrument = InstrumentationSettings(tracer_provider=provider)
-        for question in SEARCH_QUESTIONS[:2]:
-            responses.append((await agent.run(question)).response)
-
-    asyncio.run(runs())
+    _pydantic_ai_runs(standin, provider, SEARCH_QUESTIONS[:2], capabilities=[WebSearch(max_uses=2)],
+                      model_settings=AnthropicModelSettings(max_tokens=256))
     chats = [s for s in exporter.get_finished_spans() if s.attributes.get("gen_ai.operation.name") == "chat"]
     assert [s.attributes.get("gen_ai.usage.details.web_search_requests") for s in chats] == [1, 2]
     lake_from_sdk_spans(exporter.get_finished_spans(), cfg)
