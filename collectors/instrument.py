@@ -821,6 +821,7 @@ def _anthropic_usage(call: CallHandle, usage: Any) -> None:
     searches = _int(getattr(getattr(usage, "server_tool_use", None), "web_search_requests", 0))
     # Anthropic's input_tokens excludes cached tokens; the GenAI semconv total includes them.
     call.usage(None if fresh is None else fresh + read + created, output, read, created, one_hour, searches)
+    call.speed(getattr(usage, "speed", None))  # "fast": billed at the model's fast multiplier
     if fresh is None or output is None:  # a count the API did not send is not 0
         _flag_incomplete(call)
 
@@ -858,6 +859,7 @@ class _Usage:
         self.cache_creation_input_tokens = 0
         self.cache_creation = _CacheCreation()
         self.server_tool_use = _ServerToolUse()
+        self.speed: str | None = None
 
     def update(self, usage: Any) -> None:
         for name in ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"):
@@ -870,6 +872,9 @@ class _Usage:
         value = getattr(getattr(usage, "server_tool_use", None), "web_search_requests", None)
         if isinstance(value, int) and not isinstance(value, bool):
             self.server_tool_use.web_search_requests = value
+        value = getattr(usage, "speed", None)
+        if isinstance(value, str):
+            self.speed = value
 
 
 class _CacheCreation:

@@ -90,7 +90,8 @@ class CallObservation:
     """One model call being measured; :class:`~costline.collectors.CallHandle` feeds it."""
 
     __slots__ = ("_metrics", "_attrs", "_tier", "_batch", "_started", "_input", "_output", "_cache_read",
-                 "_cache_creation", "_cache_creation_1h", "_web_searches", "_response_model", "_cost", "_ended")
+                 "_cache_creation", "_cache_creation_1h", "_web_searches", "_fast", "_response_model", "_cost",
+                 "_ended")
 
     def __init__(self, metrics: CostlineMetrics, attrs: dict[str, str], tier: str | None,
                  cost_usd: float | None, batch: bool | None) -> None:
@@ -106,6 +107,7 @@ class CallObservation:
         self._cache_creation = 0
         self._cache_creation_1h = 0
         self._web_searches = 0
+        self._fast = False
         self._response_model: str | None = None
         self._ended = False
 
@@ -117,6 +119,9 @@ class CallObservation:
         self._cache_creation = _count_or_none(cache_creation_tokens) or 0
         self._cache_creation_1h = _count_or_none(cache_creation_1h_tokens) or 0
         self._web_searches = _count_or_none(web_search_requests) or 0
+
+    def speed(self, speed: Any) -> None:
+        self._fast = speed == "fast"
 
     def response(self, model: Any) -> None:
         if isinstance(model, str) and model:
@@ -234,7 +239,7 @@ class CostlineMetrics:
                 input_tokens=obs._input or 0, output_tokens=obs._output or 0,
                 cache_read_tokens=obs._cache_read, cache_creation_tokens=obs._cache_creation,
                 cache_creation_1h_tokens=obs._cache_creation_1h, web_search_requests=obs._web_searches,
-                batch=obs._batch, explicit_cost_usd=cost,
+                batch=obs._batch, fast=obs._fast, explicit_cost_usd=cost,
                 explicit_tier=tier, response_model=obs._response_model)
             cost, tier = price.cost_usd, price.tier
         if cost is not None and cost > 0:

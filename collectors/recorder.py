@@ -176,6 +176,14 @@ class CallHandle:
         except TypeError:
             pass
 
+    def speed(self, speed: str | None) -> None:
+        """The speed the provider says the call ran at (Anthropic's ``usage.speed``): ``"fast"`` is billed at the
+        model's ``fast_multiplier`` of its standard prices."""
+        if isinstance(speed, str) and speed:
+            _set(self.span, contract.ANTHROPIC_RESPONSE_SPEED, speed[:32], _str)
+            if self._obs is not None:
+                self._obs.speed(speed)
+
     def response(
         self, model: str | None = None, finish_reasons: Sequence[str] | None = None, id: str | None = None
     ) -> None:

@@ -150,7 +150,8 @@ def show_config(config: Config) -> None:
                                f"write 1h=${cache_write_1h_price(m, section):g}/MTok "
                                f"web search=${web_search_price(m, section):g}/1k"
                                + (f" (over {m.long_context_above_tokens:,} input tokens: in=${m.long_input_per_mtok}"
-                                  f"/MTok out=${m.long_output_per_mtok}/MTok)" if m.long_context_above_tokens else ""))
+                                  f"/MTok out=${m.long_output_per_mtok}/MTok)" if m.long_context_above_tokens else "")
+                               + (f" fast={m.fast_multiplier:g}x" if m.fast_multiplier is not None else ""))
                 continue
             if dataclasses.is_dataclass(value):
                 nested.append((f"{name}.{sf.name}", value))

@@ -255,6 +255,10 @@ class ModelPrice:
     #: USD per 1,000 web searches the model's server tool makes (Anthropic's ``web_search``); unset:
     #: ``[pricing] web_search_per_1k``.
     web_search_per_1k: float | None = None
+    #: Anthropic's fast mode (``speed: "fast"``, Opus models): its calls cost this many times the standard token
+    #: prices, prompt caching on top (2 for Opus 5 and 4.8, 6 for 4.6 / 4.7 in 2026). Unset: a fast call of this
+    #: model is left unpriced (``pricing_status`` ``no_fast_price``), never priced as a standard one.
+    fast_multiplier: float | None = None
 
 
 #: The article's June 2026 prices (USD per million tokens).
@@ -819,13 +823,15 @@ def _validate(config: Config, source: str) -> None:
             raise ConfigError(f"[[pricing.models]] {m.model} long_context_above_tokens",
                               "must be a whole number of input tokens, at least 1; "
                               f"got {m.long_context_above_tokens!r}", source=source)
-        for key in ("input_per_mtok", "output_per_mtok", "cache_read_per_mtok", "cache_write_per_mtok",
-                    "cache_write_1h_per_mtok", "long_input_per_mtok", "long_output_per_mtok", "web_search_per_1k"):
+        for key, what in (*((k, "price in USD per million tokens") for k in (
+                "input_per_mtok", "output_per_mtok", "cache_read_per_mtok", "cache_write_per_mtok",
+                "cache_write_1h_per_mtok", "long_input_per_mtok", "long_output_per_mtok")),
+                ("web_search_per_1k", "price in USD per 1,000 searches"),
+                ("fast_multiplier", "multiple of the standard prices (e.g. 2 or 6)")):
             v = getattr(m, key)
             if v is not None and not 0 <= v < float("inf"):
-                raise ConfigError(f"[[pricing.models]] {m.model} {key}",
-                                  f"must be a finite price in USD per million tokens, not negative; got {v!r}",
-                                  source=source)
+                raise ConfigError(f"[[pricing.models]] {m.model} {key}", f"must be a finite {what}, not negative; "
+                                  f"got {v!r}", source=source)
         for name in (m.model, *m.aliases):
             if name in seen:
                 raise ConfigError(

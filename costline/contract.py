@@ -41,6 +41,9 @@ ANTHROPIC_USAGE_CACHE_CREATION_1H: Final = "anthropic.usage.cache_creation.ephem
 # Web searches the model's server tool made for the call (Anthropic's usage.server_tool_use.web_search_requests):
 # billed per search on top of the tokens. Spelled as the anthropic SDK spells its other usage attributes.
 ANTHROPIC_USAGE_WEB_SEARCH_REQUESTS: Final = "anthropic.usage.server_tool_use.web_search_requests"
+# The speed the call ran at, as the API said it (Anthropic's usage.speed: "fast" is billed at a per-model
+# multiplier of the standard prices). Spelled after the SDK's anthropic.response.service_tier (also a usage field).
+ANTHROPIC_RESPONSE_SPEED: Final = "anthropic.response.speed"
 ANTHROPIC_RESPONSE_SERVICE_TIER: Final = "anthropic.response.service_tier"
 OPENAI_RESPONSE_SERVICE_TIER: Final = "openai.response.service_tier"
 # Streamed calls: the request asked for a stream; seconds from sending it to the first chunk of output.

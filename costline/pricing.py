@@ -14,7 +14,8 @@ Token accounting follows the GenAI semantic conventions: ``input_tokens``
 part of the writes): its ``cache_write_1h_per_mtok``, else ``cache_write_1h_multiplier`` x (2 against 1.25).
 A call over a model's ``long_context_above_tokens`` of input (cached ones included) is billed, all of it, at
 its long-prompt prices (:func:`long_prices`); a batch call costs ``batch_multiplier`` x its tokens. The web
-searches a model's server tool made cost :func:`web_search_price` each on top.
+searches a model's server tool made cost :func:`web_search_price` each on top. A call in Anthropic's fast mode
+costs the model's ``fast_multiplier`` x its tokens; without one it is unpriced (``no_fast_price``).
 
 Student calls have no token price (``cost_usd`` is 0, status ``student``) unless the span
 carries an explicit ``costline.cost_usd``: the GPU's hosting cost comes from a dated
@@ -51,12 +52,14 @@ __all__ = [
     "EXPLICIT",
     "STUDENT",
     "UNKNOWN_MODEL",
+    "NO_FAST_PRICE",
 ]
 
 PRICED: Final = "priced"  # priced from the table
 EXPLICIT: Final = "explicit"  # the span carried costline.cost_usd
 STUDENT: Final = "student"  # self-hosted: hosting cost spread per window
 UNKNOWN_MODEL: Final = "unknown_model"  # no price known: cost_usd is None
+NO_FAST_PRICE: Final = "no_fast_price"  # a fast-mode call of a model without fast_multiplier: cost_usd is None
 
 _DATE_SUFFIX = re.compile(r"(-\d{8}|@\d{8}|-v\d+(:\d+)?|-latest)$")
 _PER_TOKEN = 1e-6
@@ -143,6 +146,7 @@ class PricingTable:
         cache_creation_1h_tokens: int = 0,
         web_search_requests: int = 0,
         batch: bool = False,
+        fast: bool = False,
         explicit_cost_usd: float | None = None,
         explicit_tier: str | None = None,
         response_model: str | None = None,
@@ -151,7 +155,8 @@ class PricingTable:
 
         ``cache_creation_1h_tokens`` are the part of ``cache_creation_tokens`` written with a one-hour lifetime
         (more than the writes is read as all of them); ``web_search_requests`` the searches its server tool made,
-        priced per search on top of the tokens (the batch multiplier discounts the tokens only)."""
+        priced per search on top of the tokens (the batch multiplier discounts the tokens only). ``fast``: the
+        call ran in Anthropic's fast mode, its tokens at the model's ``fast_multiplier`` (none: unpriced)."""
         tier = self.tier_of(provider, response_model or model, explicit_tier)
         if tier == contract.UNKNOWN_TIER and response_model:
             tier = self.tier_of(provider, model, explicit_tier)
@@ -162,6 +167,8 @@ class PricingTable:
         entry = self.lookup(response_model) or self.lookup(model)
         if entry is None:
             return CallPrice(None, tier, UNKNOWN_MODEL)
+        if fast and entry.fast_multiplier is None:
+            return CallPrice(None, tier, NO_FAST_PRICE)  # 2 to 6 x the standard price: never guessed
         cfg = self.config
         read = max(int(cache_read_tokens or 0), 0)
         write = max(int(cache_creation_tokens or 0), 0)
@@ -179,6 +186,8 @@ class PricingTable:
             + (write_1h * cache_write_1h_price(entry, cfg) * scale * _PER_TOKEN if write_1h else 0.0)
             + max(int(output_tokens or 0), 0) * out_price * _PER_TOKEN
         )
+        if fast:
+            cost *= entry.fast_multiplier or 0.0
         if batch:
             cost *= cfg.batch_multiplier
         searches = max(int(web_search_requests or 0), 0)

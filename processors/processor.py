@@ -51,6 +51,7 @@ from costline.config import Config
 from costline.kafkaheaders import read_header_keys_like_java
 from costline.lake import WriterFenced
 from costline.otlp import OtlpDecodeError
+from costline.pricing import NO_FAST_PRICE
 from costline.processors.buffer import PartitionBuffer
 from costline.processors.decode import decode_message, flatten_into, invalid_spans_request
 from costline.processors.errors import DeadLetterError, StartPositionError
@@ -146,6 +147,8 @@ class ProcessorStats:
     #: Names of unpriced models seen (at most :data:`MAX_UNKNOWN_MODELS`, each cut to
     #: :data:`MAX_MODEL_NAME_CHARS`: a sender inventing ids must not grow it, or the log, without bound).
     unknown_models: set[str] = field(default_factory=set)
+    #: Known models whose fast-mode calls came without a ``fast_multiplier`` to price them (named once each).
+    no_fast_price_models: set[str] = field(default_factory=set)
     #: Whether more distinct unpriced models came than ``unknown_models`` keeps.
     unknown_models_more: bool = False
     commits: int = 0
@@ -513,6 +516,13 @@ class Processor:
     def _note_unpriced(self, calls: list[CallRow]) -> None:
         stats = self.stats
         for row in calls:
+            if row.pricing_status == NO_FAST_PRICE:  # a known model in fast mode, its multiplier not configured
+                model = (row.response_model or row.model or "<none>")[:MAX_MODEL_NAME_CHARS]
+                if model not in stats.no_fast_price_models and len(stats.no_fast_price_models) < MAX_UNKNOWN_MODELS:
+                    stats.no_fast_price_models.add(model)
+                    log.warning("model %r ran in fast mode (speed \"fast\") but has no fast_multiplier: its fast calls "
+                                "get cost_usd NULL (set it under [[pricing.models]], e.g. 2 or 6)", model)
+                continue
             stats.unknown_model_calls += 1
             model = row.response_model or row.model or "<none>"
             if len(model) > MAX_MODEL_NAME_CHARS:

@@ -128,6 +128,8 @@ class CallRow(NamedTuple):
     cache_creation_1h_tokens: int | None = None
     #: Web searches the model's server tool made (priced per search on top of the tokens).
     web_search_requests: int | None = None
+    #: Whether the call ran in Anthropic's fast mode (priced at the model's ``fast_multiplier``).
+    fast: bool | None = None
 
 
 class LookupRow(NamedTuple):
@@ -286,6 +288,7 @@ def flatten_span(
     (op, provider, model, response_model, input_tokens, output_tokens, read, write,
      finish_reasons, unreported, response_id, write_1h, searches) = call
     batch = bool(bool_of(get(c.COSTLINE_BATCH))) or _batch_tier(get, provider)
+    fast = str_of(get(c.ANTHROPIC_RESPONSE_SPEED)) == "fast"
     explicit = usd_of(get(c.COSTLINE_COST_USD), bad)
     price = pricing.price_call(
         model=model,
@@ -297,6 +300,7 @@ def flatten_span(
         cache_creation_1h_tokens=write_1h or 0,
         web_search_requests=searches or 0,
         batch=batch,
+        fast=fast,
         explicit_cost_usd=explicit,
         explicit_tier=str_of(get(c.COSTLINE_TIER)),
         response_model=response_model,
@@ -351,6 +355,7 @@ def flatten_span(
         _quality(bad),
         min(write_1h, write) if write_1h is not None and write is not None else (0 if write is not None else None),
         searches or 0,
+        fast,
     ))
 
 

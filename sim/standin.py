@@ -531,6 +531,8 @@ class StandInServer(ServedByJsonServer):
         }
         if searches:  # billed per search on top of the tokens
             usage["server_tool_use"] = {"web_search_requests": searches}
+        if body.get("speed") == "fast":  # the API says which speed served it (fast mode: a premium per token)
+            usage["speed"] = "fast"
         self.log.add(LoggedRequest(api, model, 200, key, True, total_in, out_tokens, read, created, sampling, betas))
         return {
             "id": f"msg_standin_{next(self._ids):08d}",

@@ -14,6 +14,7 @@ pricing code.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import pytest
@@ -115,6 +116,9 @@ def test_the_long_prompt_band(inp, out, read, write, usd):
      'long_input_per_mtok = 2.0\nlong_output_per_mtok = 3.0\n', "long_context_above_tokens"),
     ('[[pricing.models]]\nmodel = "g"\ntier = "frontier"\ninput_per_mtok = 1.0\nlong_context_above_tokens = 200000\n'
      'long_input_per_mtok = -2.0\nlong_output_per_mtok = 3.0\n', "long_input_per_mtok"),
+    ('[[pricing.models]]\nmodel = "o"\ntier = "upper"\nfast_multiplier = -6\n', "fast_multiplier"),
+    ('[[pricing.models]]\nmodel = "o"\ntier = "upper"\nweb_search_per_1k = nan\n', "web_search_per_1k"),
+    ("[pricing]\nweb_search_per_1k = -10\n", "web_search_per_1k"),
     ("[pricing]\ncache_write_1h_multiplier = -1\n", "cache_write_1h_multiplier"),
     ('[[pricing.models]]\nmodel = "m"\ntier = "budget"\ninput_per_mtok = 1.0\ncache_write_1h_per_mtok = -2.0\n',
      "cache_write_1h_per_mtok"),
@@ -514,3 +518,71 @@ def test_the_price_of_web_searches(own, batch, usd):
                                                           web_search_per_1k=own),)))
     got = table.price_call(model="m", input_tokens=1000, output_tokens=100, web_search_requests=4, batch=batch)
     assert got.cost_usd == pytest.approx(usd, rel=1e-12)
+
+
+# -- Anthropic's fast mode (speed "fast": a per-model multiple of the standard prices) ----------------------------
+@pytest.mark.parametrize("multiplier,fast,usd,status", [
+    (6.0, True, 6 * (1000 * 5.0 + 100 * 25.0) / 1e6, "priced"),
+    (6.0, False, (1000 * 5.0 + 100 * 25.0) / 1e6, "priced"),
+    (None, True, None, "no_fast_price"),  # 2 to 6 x: never guessed
+    (None, False, (1000 * 5.0 + 100 * 25.0) / 1e6, "priced"),
+])
+def test_the_price_of_a_fast_call(multiplier, fast, usd, status):
+    table = PricingTable(PricingConfig(models=(ModelPrice("claude-opus-4-6", "upper", input_per_mtok=5.0,
+                                                          output_per_mtok=25.0, fast_multiplier=multiplier),)))
+    got = table.price_call(model="claude-opus-4-6", input_tokens=1000, output_tokens=100, fast=fast)
+    assert (got.cost_usd, got.status) == (pytest.approx(usd) if usd is not None else None, status)
+
+
+def test_fast_calls_through_the_gateway_and_the_wrapper_are_priced_at_the_multiplier(standin, cfg, spans, tmp_path):
+    """``speed: "fast"`` through ``costline serve`` (which passes it on) and through ``instrument_anthropic``: the
+    API's ``usage.speed`` is recorded and the tokens priced at the model's multiplier (here 6 x Haiku's $1 / $5)."""
+    from gateways import anthropic_client, routed_gateway
+
+    provider, exporter = spans
+    direct = anthropic.Anthropic(base_url=standin.url, api_key="test", max_retries=0)
+    instrument_anthropic(direct, Recorder(provider))
+    usages = []
+    with routed_gateway(standin, tmp_path / "keys.json", recorder=Recorder(provider)) as gw:
+        for client in (anthropic_client(gw, "anthropic", "acme"), direct):
+            for speed in ("fast", "standard"):
+                usages.append(client.messages.create(model="claude-haiku-4-5", max_tokens=64, speed=speed,
+                                                     messages=[{"role": "user", "content": f"Refund {speed}?"}]).usage)
+    assert [u.speed for u in usages] == ["fast", None, "fast", None]
+    fast_cfg = cfg.replace(pricing=dataclasses.replace(cfg.pricing, models=(dataclasses.replace(
+        cfg.pricing.models[0], fast_multiplier=6.0), *cfg.pricing.models[1:])))
+    lake_from_sdk_spans(exporter.get_finished_spans(), fast_cfg)
+    want = sum((u.input_tokens * HAIKU_IN + u.output_tokens * HAIKU_OUT) / 1e6 * (6 if u.speed == "fast" else 1)
+               for u in usages)
+    assert q(cfg, "SELECT count(*), count(*) FILTER (WHERE fast), sum(cost_usd) FROM calls") == [
+        (4, 2, pytest.approx(want, rel=1e-9))]
+
+
+def test_a_fast_call_of_a_model_without_a_multiplier_is_unpriced_and_named_once(standin, cfg, spans, caplog):
+    """2 to 6 x the standard price is never guessed: NULL, ``no_fast_price``, and the processor names the model
+    once in its log, with what to set."""
+    import types
+
+    from costline.otlp import encode_sdk_spans_by_trace
+    from costline.processors.decode import decode_message, flatten_into
+    from costline.processors.processor import Processor, ProcessorStats
+    from costline.processors.records import MemoPricingTable
+
+    provider, exporter = spans
+    client = anthropic.Anthropic(base_url=standin.url, api_key="test", max_retries=0)
+    instrument_anthropic(client, Recorder(provider))
+    for _ in range(3):
+        client.messages.create(model="claude-haiku-4-5", max_tokens=64, speed="fast",
+                               messages=[{"role": "user", "content": "Where is my refund?"}])
+    lake_from_sdk_spans(exporter.get_finished_spans(), cfg)
+    assert q(cfg, "SELECT count(*), count(cost_usd), min(pricing_status) FROM calls") == [(3, 0, "no_fast_price")]
+    requests, calls, lookups, unpriced = [], [], [], []
+    for offset, (_trace, value) in enumerate(encode_sdk_spans_by_trace(exporter.get_finished_spans())):
+        flatten_into(decode_message(value), MemoPricingTable(cfg.pricing), 0, offset, requests, calls, lookups,
+                     unpriced)
+    processor = types.SimpleNamespace(stats=ProcessorStats())
+    with caplog.at_level("WARNING", logger="costline.processors.processor"):
+        Processor._note_unpriced(processor, unpriced)
+    said = [r.getMessage() for r in caplog.records if "fast" in r.getMessage()]
+    assert len(said) == 1 and "claude-haiku-4-5" in said[0] and "fast_multiplier" in said[0]
+    assert processor.stats.unknown_model_calls == 0  # a known model: not counted as an unknown one

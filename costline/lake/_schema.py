@@ -80,6 +80,8 @@ CALLS_SCHEMA: Final = pa.schema([
     ("cache_creation_1h_tokens", pa.int64()),
     # web searches the model's server tool made (NULL in files written before it)
     ("web_search_requests", pa.int64()),
+    # whether the call ran in Anthropic's fast mode (NULL in files written before it)
+    ("fast", pa.bool_()),
 ])
 
 LOOKUPS_SCHEMA: Final = pa.schema([
