@@ -4,7 +4,11 @@
 
 * the **Anthropic Messages API** — ``POST /v1/messages`` (usage with
   ``cache_read_input_tokens`` / ``cache_creation_input_tokens``: ``cache_control``
-  blocks create prompt-cache entries that later requests with the same prefix read; ``tools`` /
+  blocks create prompt-cache entries that later requests with the same prefix read, the writes split by
+  lifetime in ``usage.cache_creation`` (a ``"ttl": "1h"`` breakpoint's share is one-hour); ``speed: "fast"``
+  is said back in ``usage.speed``; a ``web_search_*`` server tool searches once, plus once per " and " in the
+  question, at most ``max_uses`` (``server_tool_use`` and ``web_search_tool_result`` blocks before the answer,
+  ``usage.server_tool_use.web_search_requests``); ``tools`` /
   ``tool_choice``: a tool is called — a ``tool_use`` block after a short text block, ``stop_reason``
   ``tool_use`` — when the last user question names it, or ``tool_choice`` is ``any`` / ``tool``, unless
   ``tool_result`` blocks came back since that question: those get the text answer
@@ -14,7 +18,8 @@
   ``GET /v1/messages/batches/{id}``, ``GET /v1/messages/batches/{id}/results`` (JSONL),
   ``POST /v1/messages/batches/{id}/cancel``,
 * the **OpenAI chat-completions API** as vLLM serves it — ``POST /v1/chat/completions``
-  for the student's model and LoRA adapter names (``tools`` / ``tool_choice`` as for the Messages API:
+  for the student's model and LoRA adapter names (a ``service_tier`` asked for is named in the answer, as
+  OpenAI does; ``tools`` / ``tool_choice`` as for the Messages API:
   ``tool_calls`` with JSON ``arguments`` and ``finish_reason`` ``tool_calls``; ``role: "tool"`` results
   after the last user question get ``"<function name> returned: <content>"``),
 * the **OpenAI Responses API** — ``POST /v1/responses`` for the student's names and the models
