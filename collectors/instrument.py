@@ -51,7 +51,7 @@ import inspect
 import logging
 import time
 from collections.abc import Callable, Mapping
-from types import MappingProxyType
+from types import MappingProxyType, SimpleNamespace
 from typing import Any
 
 import wrapt
@@ -857,8 +857,9 @@ class _Usage:
         self.output_tokens: int | None = None
         self.cache_read_input_tokens = 0
         self.cache_creation_input_tokens = 0
-        self.cache_creation = _CacheCreation()
-        self.server_tool_use = _ServerToolUse()
+        # the nested usage fields that price differently, in the SDK's shape (_anthropic_usage reads both alike)
+        self.cache_creation = SimpleNamespace(ephemeral_1h_input_tokens=0)
+        self.server_tool_use = SimpleNamespace(web_search_requests=0)
         self.speed: str | None = None
 
     def update(self, usage: Any) -> None:
@@ -875,20 +876,6 @@ class _Usage:
         value = getattr(usage, "speed", None)
         if isinstance(value, str):
             self.speed = value
-
-
-class _CacheCreation:
-    """The one field of Anthropic's ``usage.cache_creation`` that prices differently."""
-
-    def __init__(self) -> None:
-        self.ephemeral_1h_input_tokens = 0
-
-
-class _ServerToolUse:
-    """The priced field of Anthropic's ``usage.server_tool_use``."""
-
-    def __init__(self) -> None:
-        self.web_search_requests = 0
 
 
 class _AnthropicStream(_StreamParser):

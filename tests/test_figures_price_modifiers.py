@@ -171,8 +171,7 @@ def _anthropic_traffic(client, tag: str, stream: bool = False) -> list:
                           messages=[{"role": "user", "content": question}])
             if stream:
                 with client.messages.stream(**kwargs) as s:
-                    for _ in s.text_stream:
-                        pass
+                    assert "".join(s.text_stream)  # read as an app reads it, to the end
                     usages.append(s.get_final_message().usage)
             else:
                 usages.append(client.messages.create(**kwargs).usage)
