@@ -822,6 +822,8 @@ def _anthropic_usage(call: CallHandle, usage: Any) -> None:
     # Anthropic's input_tokens excludes cached tokens; the GenAI semconv total includes them.
     call.usage(None if fresh is None else fresh + read + created, output, read, created, one_hour, searches)
     call.speed(getattr(usage, "speed", None))  # "fast": billed at the model's fast multiplier
+    call.inference_geo(getattr(usage, "inference_geo", None))  # "us": US-only inference, 1.1 x the tokens
+    call.service_tier(getattr(usage, "service_tier", None), contract.ANTHROPIC_RESPONSE_SERVICE_TIER)
     if fresh is None or output is None:  # a count the API did not send is not 0
         _flag_incomplete(call)
 
@@ -861,6 +863,7 @@ class _Usage:
         self.cache_creation = SimpleNamespace(ephemeral_1h_input_tokens=0)
         self.server_tool_use = SimpleNamespace(web_search_requests=0)
         self.speed: str | None = None
+        self.inference_geo: str | None = None
 
     def update(self, usage: Any) -> None:
         for name in ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"):
@@ -876,6 +879,9 @@ class _Usage:
         value = getattr(usage, "speed", None)
         if isinstance(value, str):
             self.speed = value
+        value = getattr(usage, "inference_geo", None)
+        if isinstance(value, str):
+            self.inference_geo = value
 
 
 class _AnthropicStream(_StreamParser):
@@ -976,12 +982,12 @@ def _record_openai(call: CallHandle, recorder: Recorder, kwargs: dict[str, Any],
 
 
 def _service_tier(call: CallHandle, tier: Any) -> None:
-    """OpenAI's ``service_tier`` as the GenAI conventions spell it (``flex`` is billed at Batch API prices)."""
-    if isinstance(tier, str) and tier:
-        try:
-            call.span.set_attribute(contract.OPENAI_RESPONSE_SERVICE_TIER, tier[:64])
-        except Exception:
-            log.exception("costline: could not record a service tier")
+    """OpenAI's ``service_tier`` as the GenAI conventions spell it (``flex`` is billed at Batch API prices,
+    ``priority`` at the model's premium)."""
+    try:
+        call.service_tier(tier)
+    except Exception:
+        log.exception("costline: could not record a service tier")
 
 
 class _OpenAIStream(_StreamParser):

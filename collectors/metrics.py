@@ -90,8 +90,8 @@ class CallObservation:
     """One model call being measured; :class:`~costline.collectors.CallHandle` feeds it."""
 
     __slots__ = ("_metrics", "_attrs", "_tier", "_batch", "_started", "_input", "_output", "_cache_read",
-                 "_cache_creation", "_cache_creation_1h", "_web_searches", "_fast", "_response_model", "_cost",
-                 "_ended")
+                 "_cache_creation", "_cache_creation_1h", "_web_searches", "_fast", "_service_tier", "_geo",
+                 "_response_model", "_cost", "_ended")
 
     def __init__(self, metrics: CostlineMetrics, attrs: dict[str, str], tier: str | None,
                  cost_usd: float | None, batch: bool | None) -> None:
@@ -108,6 +108,8 @@ class CallObservation:
         self._cache_creation_1h = 0
         self._web_searches = 0
         self._fast = False
+        self._service_tier: str | None = None
+        self._geo: str | None = None
         self._response_model: str | None = None
         self._ended = False
 
@@ -122,6 +124,12 @@ class CallObservation:
 
     def speed(self, speed: Any) -> None:
         self._fast = speed == "fast"
+
+    def service_tier(self, tier: str) -> None:
+        self._service_tier = tier
+
+    def inference_geo(self, geo: str) -> None:
+        self._geo = geo
 
     def response(self, model: Any) -> None:
         if isinstance(model, str) and model:
@@ -239,7 +247,8 @@ class CostlineMetrics:
                 input_tokens=obs._input or 0, output_tokens=obs._output or 0,
                 cache_read_tokens=obs._cache_read, cache_creation_tokens=obs._cache_creation,
                 cache_creation_1h_tokens=obs._cache_creation_1h, web_search_requests=obs._web_searches,
-                batch=obs._batch, fast=obs._fast, explicit_cost_usd=cost,
+                batch=obs._batch, fast=obs._fast, service_tier=obs._service_tier, inference_geo=obs._geo,
+                explicit_cost_usd=cost,
                 explicit_tier=tier, response_model=obs._response_model)
             cost, tier = price.cost_usd, price.tier
         if cost is not None and cost > 0:

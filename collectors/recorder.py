@@ -184,6 +184,22 @@ class CallHandle:
             if self._obs is not None:
                 self._obs.speed(speed)
 
+    def service_tier(self, tier: str | None, attribute: str = contract.OPENAI_RESPONSE_SERVICE_TIER) -> None:
+        """The service tier the provider says served the call (OpenAI's ``service_tier``: ``"flex"`` is billed at
+        batch prices, ``"priority"`` at the model's ``priority_multiplier``), as ``attribute`` spells it."""
+        if isinstance(tier, str) and tier:
+            _set(self.span, attribute, tier[:32], _str)
+            if self._obs is not None:
+                self._obs.service_tier(tier[:32])
+
+    def inference_geo(self, geo: str | None) -> None:
+        """Where the provider says it ran the call (Anthropic's ``usage.inference_geo``): ``"us"`` (US-only
+        inference) is billed at ``us_inference_multiplier`` x the token prices."""
+        if isinstance(geo, str) and geo:
+            _set(self.span, contract.ANTHROPIC_RESPONSE_INFERENCE_GEO, geo[:32], _str)
+            if self._obs is not None:
+                self._obs.inference_geo(geo[:32])
+
     def response(
         self, model: str | None = None, finish_reasons: Sequence[str] | None = None, id: str | None = None
     ) -> None:

@@ -135,7 +135,8 @@ def show_config(config: Config) -> None:
     import dataclasses
 
     from costline.netsec import mask_secret
-    from costline.pricing import cache_prices, cache_write_1h_price, web_search_price
+    from costline import contract
+    from costline.pricing import cache_prices, cache_write_1h_price, us_inference_price, web_search_price
 
     def show(name: str, section: object) -> None:
         click.echo(f"[{name}]")
@@ -151,7 +152,10 @@ def show_config(config: Config) -> None:
                                f"web search=${web_search_price(m, section):g}/1k"
                                + (f" (over {m.long_context_above_tokens:,} input tokens: in=${m.long_input_per_mtok}"
                                   f"/MTok out=${m.long_output_per_mtok}/MTok)" if m.long_context_above_tokens else "")
-                               + (f" fast={m.fast_multiplier:g}x" if m.fast_multiplier is not None else ""))
+                               + (f" fast={m.fast_multiplier:g}x" if m.fast_multiplier is not None else "")
+                               + (f" priority={m.priority_multiplier:g}x" if m.priority_multiplier is not None else "")
+                               + (f" us-only={us_inference_price(m, section):g}x"
+                                  if m.provider.startswith(contract.PROVIDER_ANTHROPIC) else ""))
                 continue
             if dataclasses.is_dataclass(value):
                 nested.append((f"{name}.{sf.name}", value))

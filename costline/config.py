@@ -259,6 +259,13 @@ class ModelPrice:
     #: prices, prompt caching on top (2 for Opus 5 and 4.8, 6 for 4.6 / 4.7 in 2026). Unset: a fast call of this
     #: model is left unpriced (``pricing_status`` ``no_fast_price``), never priced as a standard one.
     fast_multiplier: float | None = None
+    #: OpenAI's priority processing (the answer's ``service_tier: "priority"``): its calls cost this many times the
+    #: standard token prices, cached input included (2 for gpt-5 and gpt-5.2, 1.75 for gpt-4.1, 1.8 for gpt-5-mini
+    #: in 2026). Unset: a priority call of this model is left unpriced (``no_priority_price``), never guessed.
+    priority_multiplier: float | None = None
+    #: Anthropic's US-only inference (the answer's ``usage.inference_geo: "us"``): its tokens cost this many
+    #: times the global prices; unset: ``[pricing] us_inference_multiplier``.
+    us_inference_multiplier: float | None = None
 
 
 #: The article's June 2026 prices (USD per million tokens).
@@ -298,6 +305,9 @@ class PricingConfig:
     #: search tool), on top of the tokens; a model's own ``web_search_per_1k`` wins. Not batch-discounted.
     web_search_per_1k: float = 10.0
     batch_multiplier: float = 0.5
+    #: Anthropic's US-only inference (``inference_geo: "us"``, models from February 2026 on) costs 1.1 x the
+    #: global token prices, every kind of token; a model's own ``us_inference_multiplier`` wins.
+    us_inference_multiplier: float = 1.1
     #: The student has no token price: its GPU hosting cost is shared by the requests of each
     #: hour that used it (docs/sql.md). ~$2,000/month A100 (the article). The simplest form of
     #: the schedule: one GPU at this rate over the runs of student calls (``hosting_open_gap_hours``),
@@ -790,7 +800,7 @@ def _validate(config: Config, source: str) -> None:
                f"must be at least 1024 bytes; got {processor.batch_max_bytes}")
     pricing: PricingConfig = sections["pricing"]
     for key in ("cache_read_multiplier", "cache_write_multiplier", "cache_write_1h_multiplier", "batch_multiplier",
-                "student_usd_per_hour", "web_search_per_1k"):
+                "student_usd_per_hour", "web_search_per_1k", "us_inference_multiplier"):
         Section("pricing", source=source).not_negative(key, getattr(pricing, key))
     Section("pricing", source=source).at_least("hosting_open_gap_hours", pricing.hosting_open_gap_hours, 1)
     for i, period in enumerate(pricing.hosting, 1):
@@ -827,7 +837,9 @@ def _validate(config: Config, source: str) -> None:
                 "input_per_mtok", "output_per_mtok", "cache_read_per_mtok", "cache_write_per_mtok",
                 "cache_write_1h_per_mtok", "long_input_per_mtok", "long_output_per_mtok")),
                 ("web_search_per_1k", "price in USD per 1,000 searches"),
-                ("fast_multiplier", "multiple of the standard prices (e.g. 2 or 6)")):
+                ("fast_multiplier", "multiple of the standard prices (e.g. 2 or 6)"),
+                ("priority_multiplier", "multiple of the standard prices (e.g. 1.75 or 2)"),
+                ("us_inference_multiplier", "multiple of the global prices (e.g. 1.1)")):
             v = getattr(m, key)
             if v is not None and not 0 <= v < float("inf"):
                 raise ConfigError(f"[[pricing.models]] {m.model} {key}", f"must be a finite {what}, not negative; "

@@ -46,6 +46,13 @@ ANTHROPIC_USAGE_WEB_SEARCH_REQUESTS: Final = "anthropic.usage.server_tool_use.we
 ANTHROPIC_RESPONSE_SPEED: Final = "anthropic.response.speed"
 ANTHROPIC_RESPONSE_SERVICE_TIER: Final = "anthropic.response.service_tier"
 OPENAI_RESPONSE_SERVICE_TIER: Final = "openai.response.service_tier"
+# The older GenAI spelling of OpenAI's served tier, which LiteLLM's OpenTelemetry callback still writes (for every
+# provider: Anthropic's usage.service_tier too).
+GEN_AI_OPENAI_RESPONSE_SERVICE_TIER: Final = "gen_ai.openai.response.service_tier"
+# Where Anthropic ran the call, as its usage.inference_geo says ("us": US-only inference, 1.1 x the token prices
+# on models from February 2026 on; "global"). No convention or SDK span names it: spelled after the SDK's
+# anthropic.response.service_tier.
+ANTHROPIC_RESPONSE_INFERENCE_GEO: Final = "anthropic.response.inference_geo"
 # Streamed calls: the request asked for a stream; seconds from sending it to the first chunk of output.
 GEN_AI_REQUEST_STREAM: Final = "gen_ai.request.stream"
 GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK: Final = "gen_ai.response.time_to_first_chunk"

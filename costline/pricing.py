@@ -15,7 +15,11 @@ part of the writes): its ``cache_write_1h_per_mtok``, else ``cache_write_1h_mult
 A call over a model's ``long_context_above_tokens`` of input (cached ones included) is billed, all of it, at
 its long-prompt prices (:func:`long_prices`); a batch call costs ``batch_multiplier`` x its tokens. The web
 searches a model's server tool made cost :func:`web_search_price` each on top. A call in Anthropic's fast mode
-costs the model's ``fast_multiplier`` x its tokens; without one it is unpriced (``no_fast_price``).
+costs the model's ``fast_multiplier`` x its tokens; without one it is unpriced (``no_fast_price``). The service
+tier a provider says served the call (:func:`service_tier_effect`) can discount it to batch prices (OpenAI's
+``flex``, an Anthropic batch) or raise it: OpenAI's ``priority`` costs the model's ``priority_multiplier`` x its
+tokens, without one it is unpriced (``no_priority_price``). Anthropic's US-only inference (``inference_geo`` "us")
+costs :func:`us_inference_price` x its tokens (1.1).
 
 Student calls have no token price (``cost_usd`` is 0, status ``student``) unless the span
 carries an explicit ``costline.cost_usd``: the GPU's hosting cost comes from a dated
@@ -48,11 +52,17 @@ __all__ = [
     "long_prices",
     "long_prompt",
     "web_search_price",
+    "us_inference_price",
+    "service_tier_effect",
+    "BATCH",
+    "PRIORITY",
     "PRICED",
     "EXPLICIT",
     "STUDENT",
     "UNKNOWN_MODEL",
     "NO_FAST_PRICE",
+    "NO_PRIORITY_PRICE",
+    "UNPRICED_STATUSES",
 ]
 
 PRICED: Final = "priced"  # priced from the table
@@ -60,6 +70,20 @@ EXPLICIT: Final = "explicit"  # the span carried costline.cost_usd
 STUDENT: Final = "student"  # self-hosted: hosting cost spread per window
 UNKNOWN_MODEL: Final = "unknown_model"  # no price known: cost_usd is None
 NO_FAST_PRICE: Final = "no_fast_price"  # a fast-mode call of a model without fast_multiplier: cost_usd is None
+NO_PRIORITY_PRICE: Final = "no_priority_price"  # an OpenAI priority call of a model without priority_multiplier
+#: Statuses of a call the table could not price (``cost_usd`` None); the processor names their models in its log.
+UNPRICED_STATUSES: Final = frozenset({UNKNOWN_MODEL, NO_FAST_PRICE, NO_PRIORITY_PRICE})
+
+BATCH: Final = "batch"  # a service tier billed at batch prices
+PRIORITY: Final = "priority"  # a service tier billed at the model's priority multiplier
+#: (provider prefixes, service tier the answer names) -> what it does to the price. OpenAI bills ``flex`` at Batch
+#: API prices and ``priority`` at a per-model premium (its own API and Azure's); an Anthropic Message Batches
+#: result says ``usage.service_tier`` "batch". Other tiers ("default", "standard", "auto", "scale") change nothing.
+_SERVICE_TIERS: Final = (
+    (("anthropic",), "batch", BATCH),
+    (("openai", "azure"), "flex", BATCH),
+    (("openai", "azure"), "priority", PRIORITY),
+)
 
 _DATE_SUFFIX = re.compile(r"(-\d{8}|@\d{8}|-v\d+(:\d+)?|-latest)$")
 _PER_TOKEN = 1e-6
@@ -147,6 +171,8 @@ class PricingTable:
         web_search_requests: int = 0,
         batch: bool = False,
         fast: bool = False,
+        service_tier: str | None = None,
+        inference_geo: str | None = None,
         explicit_cost_usd: float | None = None,
         explicit_tier: str | None = None,
         response_model: str | None = None,
@@ -156,7 +182,10 @@ class PricingTable:
         ``cache_creation_1h_tokens`` are the part of ``cache_creation_tokens`` written with a one-hour lifetime
         (more than the writes is read as all of them); ``web_search_requests`` the searches its server tool made,
         priced per search on top of the tokens (the batch multiplier discounts the tokens only). ``fast``: the
-        call ran in Anthropic's fast mode, its tokens at the model's ``fast_multiplier`` (none: unpriced)."""
+        call ran in Anthropic's fast mode, its tokens at the model's ``fast_multiplier`` (none: unpriced).
+        ``service_tier``: the tier the provider says served it (:func:`service_tier_effect`: batch prices, or the
+        model's ``priority_multiplier``, none: unpriced). ``inference_geo``: where Anthropic says it ran ("us":
+        :func:`us_inference_price` x the tokens)."""
         tier = self.tier_of(provider, response_model or model, explicit_tier)
         if tier == contract.UNKNOWN_TIER and response_model:
             tier = self.tier_of(provider, model, explicit_tier)
@@ -169,6 +198,9 @@ class PricingTable:
             return CallPrice(None, tier, UNKNOWN_MODEL)
         if fast and entry.fast_multiplier is None:
             return CallPrice(None, tier, NO_FAST_PRICE)  # 2 to 6 x the standard price: never guessed
+        effect = service_tier_effect(provider, service_tier)
+        if effect == PRIORITY and entry.priority_multiplier is None:
+            return CallPrice(None, tier, NO_PRIORITY_PRICE)  # 1.7 to 2 x, by model: never guessed
         cfg = self.config
         read = max(int(cache_read_tokens or 0), 0)
         write = max(int(cache_creation_tokens or 0), 0)
@@ -188,7 +220,11 @@ class PricingTable:
         )
         if fast:
             cost *= entry.fast_multiplier or 0.0
-        if batch:
+        if effect == PRIORITY:
+            cost *= entry.priority_multiplier or 0.0
+        if inference_geo == "us":
+            cost *= us_inference_price(entry, cfg)
+        if batch or effect == BATCH:
             cost *= cfg.batch_multiplier
         searches = max(int(web_search_requests or 0), 0)
         if searches:
@@ -212,6 +248,24 @@ def cache_prices(model: ModelPrice, config: PricingConfig) -> tuple[float, float
 def web_search_price(model: ModelPrice, config: PricingConfig) -> float:
     """USD per 1,000 web searches of ``model``'s server tool: its own price, else ``[pricing] web_search_per_1k``."""
     return config.web_search_per_1k if model.web_search_per_1k is None else model.web_search_per_1k
+
+
+def us_inference_price(model: ModelPrice, config: PricingConfig) -> float:
+    """The multiple of its global token prices a call of ``model`` costs when Anthropic ran it in the US only
+    (``inference_geo`` "us"): its own ``us_inference_multiplier``, else ``[pricing] us_inference_multiplier``."""
+    own = model.us_inference_multiplier
+    return config.us_inference_multiplier if own is None else own
+
+
+def service_tier_effect(provider: str | None, service_tier: str | None) -> str | None:
+    """What the service tier a provider's answer names does to a call's price: :data:`BATCH` (batch prices),
+    :data:`PRIORITY` (the model's ``priority_multiplier``) or None (the standard prices)."""
+    if not service_tier or not provider:
+        return None
+    for providers, tier, effect in _SERVICE_TIERS:
+        if service_tier == tier and provider.startswith(providers):
+            return effect
+    return None
 
 
 def long_prompt(model: ModelPrice, input_tokens: int) -> bool:

@@ -3,7 +3,8 @@
 The article's stacking table, computed from the lake for ``[since, until)``:
 
 1. **baseline** — every request priced on the baseline (frontier) model with its actual tokens
-   (every call it made; cache reads/writes and batch at their multipliers); a cache hit, which
+   (every call it made; cache reads/writes, batch and US-only inference at their multipliers; fast mode and
+   OpenAI's priority tier, premiums of the model that ran, are not carried over); a cache hit, which
    made no call, at its day's average baseline cost of an uncached request of its task type
    (else that task type's average over the range, else all requests');
 2. **+ routing** — every API call at what it actually cost; student calls at the prices of the
@@ -34,11 +35,12 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from costline.config import Config, ModelPrice
-from costline.pricing import cache_prices, cache_write_1h_price, long_prices, web_search_price
+from costline.pricing import cache_prices, cache_write_1h_price, long_prices, us_inference_price, web_search_price
 from costline.jobs.errors import JobsError, NoDataError
 from costline.timeutil import utc_naive as _utc
 
-__all__ = ["StageRow", "CostReport", "build_cost_report", "run_cost_report", "COST_SQL", "HOSTING_SQL", "STAGES"]
+__all__ = ["StageRow", "CostReport", "build_cost_report", "run_cost_report", "cost_sql", "tier_model", "COST_SQL",
+           "HOSTING_SQL", "STAGES"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,7 @@ _PRICE = """(greatest(c.input_tokens - c.cache_read_tokens - c.cache_creation_to
             * {write}
           + least(coalesce(c.cache_creation_1h_tokens, 0), c.cache_creation_tokens) * {write_1h}
           + c.output_tokens * {out}) / 1e6 * CASE WHEN coalesce(c.batch, false) THEN {batch} ELSE 1 END
+          * CASE WHEN c.inference_geo = 'us' THEN {us} ELSE 1 END
           + coalesce(c.web_search_requests, 0) * {search} / 1000.0"""
 #: A model with a long-prompt band: each call priced in the band its own input falls in.
 _BANDED = "(CASE WHEN c.input_tokens > {above} THEN {long} ELSE {short} END)"
@@ -184,12 +187,21 @@ class CostReport:
         return json.dumps(doc, indent=1)
 
 
-def _model_for(config: Config, tier: str) -> ModelPrice:
+def tier_model(config: Config, tier: str) -> ModelPrice | None:
+    """The model the cost report prices ``tier`` at: the one ``[serving.backends]`` runs it on, else the first
+    ``[[pricing.models]]`` entry of that tier; None when there is none."""
     name = config.serving.backends.tier_models.get(tier)
     for m in config.pricing.models:
         if (name and (m.model == name or name in m.aliases)) or (not name and m.tier == tier):
             return m
-    raise JobsError(f"no [[pricing.models]] entry of tier {tier!r}: the cost report prices with it")
+    return None
+
+
+def _model_for(config: Config, tier: str) -> ModelPrice:
+    found = tier_model(config, tier)
+    if found is None:
+        raise JobsError(f"no [[pricing.models]] entry of tier {tier!r}: the cost report prices with it")
+    return found
 
 
 def _price_sql(m: ModelPrice, config: Config) -> str:
@@ -201,12 +213,22 @@ def _price_sql(m: ModelPrice, config: Config) -> str:
         return _PRICE.format(inp=repr(float(inp)), out=repr(float(out)), read=repr(float(read * scale)),
                              write=repr(float(write * scale)),
                              write_1h=repr(float(cache_write_1h_price(m, p) * scale)),
-                             batch=repr(float(p.batch_multiplier)), search=repr(float(web_search_price(m, p))))
+                             batch=repr(float(p.batch_multiplier)), search=repr(float(web_search_price(m, p))),
+                             us=repr(float(us_inference_price(m, p))))
 
     short = price(m.input_per_mtok, m.output_per_mtok, 1.0)
     if m.long_context_above_tokens is None:
         return short
     return _BANDED.format(above=int(m.long_context_above_tokens), long=price(*long_prices(m)), short=short)
+
+
+def cost_sql(config: Config) -> str:
+    """:data:`COST_SQL` with the baseline and the replaced tier's prices filled in from ``config`` (its ``$since``
+    and ``$until`` left as parameters); :class:`JobsError` when the pricing table has no model for one of them.
+    The dashboard's savings waterfall runs it too, over the lake's whole days, until a report is stored."""
+    cfg = config.jobs.cost_report
+    return COST_SQL.format(frontier=_price_sql(_model_for(config, cfg.baseline_tier), config),
+                           replaced=_price_sql(_model_for(config, cfg.student_replaces_tier), config))
 
 
 def build_cost_report(con: Any, config: Config, *, since: datetime, until: datetime,
@@ -216,8 +238,7 @@ def build_cost_report(con: Any, config: Config, *, since: datetime, until: datet
     if until <= since:
         raise JobsError(f"empty range: --until ({until}) must be after --since ({since})")
     cfg = config.jobs.cost_report
-    sql = COST_SQL.format(frontier=_price_sql(_model_for(config, cfg.baseline_tier), config),
-                          replaced=_price_sql(_model_for(config, cfg.student_replaces_tier), config))
+    sql = cost_sql(config)
     cur = con.execute(sql, {"since": since, "until": until})
     cols = [c[0] for c in cur.description]
     days_rows = [dict(zip(cols, r)) for r in cur.fetchall()]

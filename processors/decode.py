@@ -16,7 +16,7 @@ from typing import Any
 from costline import contract
 
 from costline.otlp import ExportTraceServiceRequest, OtlpDecodeError, decode_json, decode_request, parse_protobuf
-from costline.pricing import NO_FAST_PRICE, UNKNOWN_MODEL, PricingTable
+from costline.pricing import UNPRICED_STATUSES, PricingTable
 from costline.processors.records import CallRow, LookupRow, RequestRow, Row, flatten_span
 
 __all__ = ["content_type_of", "decode_message", "DecodedMessage", "flatten_message", "flatten_into",
@@ -102,7 +102,7 @@ def flatten_message(
 
 _STATUS = CallRow._fields.index("pricing_status")
 #: Statuses of calls the pricing table could not price (the processor names their models once in its log).
-_UNPRICED = frozenset({UNKNOWN_MODEL, NO_FAST_PRICE})
+_UNPRICED = UNPRICED_STATUSES
 
 
 def flatten_into(

@@ -44,14 +44,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from costline import contract
 from costline.config import Config
 from costline.kafkaheaders import read_header_keys_like_java
 from costline.lake import WriterFenced
 from costline.otlp import OtlpDecodeError
-from costline.pricing import NO_FAST_PRICE
+from costline.pricing import NO_FAST_PRICE, NO_PRIORITY_PRICE
 from costline.processors.buffer import PartitionBuffer
 from costline.processors.decode import decode_message, flatten_into, invalid_spans_request
 from costline.processors.errors import DeadLetterError, StartPositionError
@@ -132,6 +132,15 @@ def _gc_for_buffers() -> Iterator[None]:
                 _gc_saved = None
 
 
+#: pricing_status of a known model's call on a premium mode it has no multiplier for -> (the stats set naming those
+#: models, how it ran, the key to set, an example value): named once each in the log.
+_PREMIUMS: Final = {
+    NO_FAST_PRICE: ("no_fast_price_models", 'in fast mode (speed "fast")', "fast_multiplier", "2 or 6"),
+    NO_PRIORITY_PRICE: ("no_priority_price_models", 'on OpenAI\'s priority tier (service_tier "priority")',
+                        "priority_multiplier", "1.75 or 2"),
+}
+
+
 @dataclass
 class ProcessorStats:
     """Counters of one processor run."""
@@ -149,6 +158,8 @@ class ProcessorStats:
     unknown_models: set[str] = field(default_factory=set)
     #: Known models whose fast-mode calls came without a ``fast_multiplier`` to price them (named once each).
     no_fast_price_models: set[str] = field(default_factory=set)
+    #: Known models whose OpenAI priority calls came without a ``priority_multiplier`` (named once each).
+    no_priority_price_models: set[str] = field(default_factory=set)
     #: Whether more distinct unpriced models came than ``unknown_models`` keeps.
     unknown_models_more: bool = False
     commits: int = 0
@@ -516,12 +527,15 @@ class Processor:
     def _note_unpriced(self, calls: list[CallRow]) -> None:
         stats = self.stats
         for row in calls:
-            if row.pricing_status == NO_FAST_PRICE:  # a known model in fast mode, its multiplier not configured
+            premium = _PREMIUMS.get(row.pricing_status)
+            if premium is not None:  # a known model on a premium mode whose multiplier is not configured
+                seen_attr, how, key, example = premium
+                seen = getattr(stats, seen_attr)
                 model = (row.response_model or row.model or "<none>")[:MAX_MODEL_NAME_CHARS]
-                if model not in stats.no_fast_price_models and len(stats.no_fast_price_models) < MAX_UNKNOWN_MODELS:
-                    stats.no_fast_price_models.add(model)
-                    log.warning("model %r ran in fast mode (speed \"fast\") but has no fast_multiplier: its fast calls "
-                                "get cost_usd NULL (set it under [[pricing.models]], e.g. 2 or 6)", model)
+                if model not in seen and len(seen) < MAX_UNKNOWN_MODELS:
+                    seen.add(model)
+                    log.warning("model %r ran %s but has no %s: those calls get cost_usd NULL (set it under "
+                                "[[pricing.models]], e.g. %s)", model, how, key, example)
                 continue
             stats.unknown_model_calls += 1
             model = row.response_model or row.model or "<none>"

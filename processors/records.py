@@ -17,7 +17,7 @@ from typing import Any, Final, NamedTuple
 from costline import contract as c
 from costline.config import ModelPrice, PricingConfig
 from costline.otlp import OtlpDecodeError
-from costline.pricing import PRICED, UNKNOWN_MODEL, PricingTable
+from costline.pricing import BATCH, PRICED, UNKNOWN_MODEL, PricingTable, service_tier_effect
 from costline.processors.attributes import (
     MAX_ATTEMPTS,
     MAX_TOKENS,
@@ -130,6 +130,10 @@ class CallRow(NamedTuple):
     web_search_requests: int | None = None
     #: Whether the call ran in Anthropic's fast mode (priced at the model's ``fast_multiplier``).
     fast: bool | None = None
+    #: The service tier the provider says served the call ("flex", "priority", "batch", "default", ...).
+    service_tier: str | None = None
+    #: Where Anthropic says it ran the call ("us": US-only inference, priced at the US multiplier; "global").
+    inference_geo: str | None = None
 
 
 class LookupRow(NamedTuple):
@@ -287,8 +291,10 @@ def flatten_span(
         return None  # no model call: an agent's or a tool's span, a chain, an app's own span...
     (op, provider, model, response_model, input_tokens, output_tokens, read, write,
      finish_reasons, unreported, response_id, write_1h, searches) = call
-    batch = bool(bool_of(get(c.COSTLINE_BATCH))) or _batch_tier(get, provider)
+    served_tier = _served_tier(get)
+    batch = bool(bool_of(get(c.COSTLINE_BATCH))) or service_tier_effect(provider, served_tier) == BATCH
     fast = str_of(get(c.ANTHROPIC_RESPONSE_SPEED)) == "fast"
+    geo = _short(str_of(get(c.ANTHROPIC_RESPONSE_INFERENCE_GEO)))
     explicit = usd_of(get(c.COSTLINE_COST_USD), bad)
     price = pricing.price_call(
         model=model,
@@ -301,6 +307,8 @@ def flatten_span(
         web_search_requests=searches or 0,
         batch=batch,
         fast=fast,
+        service_tier=served_tier,
+        inference_geo=geo,
         explicit_cost_usd=explicit,
         explicit_tier=str_of(get(c.COSTLINE_TIER)),
         response_model=response_model,
@@ -356,22 +364,31 @@ def flatten_span(
         min(write_1h, write) if write_1h is not None and write is not None else (0 if write is not None else None),
         searches or 0,
         fast,
+        served_tier,
+        geo,
     ))
 
 
-#: Service tiers billed at batch prices, by the attribute that says it: Anthropic's Message Batches API
-#: (``usage.service_tier`` "batch", the anthropic SDK's native spans) and OpenAI's flex processing ("Tokens
-#: are priced at Batch API rates"), on OpenAI's own API or Azure's.
-_BATCH_TIERS: Final = ((c.ANTHROPIC_RESPONSE_SERVICE_TIER, "batch", (c.PROVIDER_ANTHROPIC,)),
-                       (c.OPENAI_RESPONSE_SERVICE_TIER, "flex", ("openai", "azure")))
+#: Where a span says the tier that served its call, first found wins: OpenAI's (the GenAI conventions; what
+#: ``opentelemetry-instrumentation-openai-v2``, OpenLLMetry and OpenLIT write), its older spelling (LiteLLM's, for
+#: every provider) and Anthropic's (the anthropic SDK's native spans). What a tier does to the price depends on the
+#: provider too (:func:`costline.pricing.service_tier_effect`).
+_SERVICE_TIER_KEYS: Final = (c.OPENAI_RESPONSE_SERVICE_TIER, c.GEN_AI_OPENAI_RESPONSE_SERVICE_TIER,
+                             c.ANTHROPIC_RESPONSE_SERVICE_TIER)
+#: Longest service tier or inference geography kept (the names are short; a sender's made-up ones are cut).
+MAX_TIER_NAME_CHARS: Final = 32
 
 
-def _batch_tier(get: Any, provider: str | None) -> bool:
-    for key, tier, providers in _BATCH_TIERS:
-        v = get(key)
-        if v is not None and str_of(v) == tier and provider is not None and provider.startswith(providers):
-            return True
-    return False
+def _short(value: str | None) -> str | None:
+    return value[:MAX_TIER_NAME_CHARS] if value else None
+
+
+def _served_tier(get: Any) -> str | None:
+    for key in _SERVICE_TIER_KEYS:
+        tier = _short(str_of(get(key)))
+        if tier:
+            return tier
+    return None
 
 
 #: ``pricing_status`` of a call whose token counts were dropped as invalid: not priced (cost NULL).

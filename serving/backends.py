@@ -157,6 +157,8 @@ class Reply:
     cache_creation_1h_tokens: int = 0
     #: The speed the API says served it (Anthropic's ``usage.speed``: "fast" costs a premium), when it says one.
     speed: str | None = None
+    #: Where the API says it ran (Anthropic's ``usage.inference_geo``: "us" costs 1.1 x), when it says.
+    inference_geo: str | None = None
 
     @property
     def tool_calls(self) -> tuple[Mapping[str, Any], ...]:
@@ -330,12 +332,14 @@ class AnthropicBackend:
                     # Anthropic's input_tokens excludes cached tokens; the GenAI total includes them
                     call.usage(fresh + read + created, out, read, created, one_hour)
                     call.speed(_str_or_none(usage.get("speed")))  # "fast": billed at the model's fast multiplier
+                    call.inference_geo(_str_or_none(usage.get("inference_geo")))  # "us": 1.1 x the tokens
                 call.response(model, [stop] if stop else None, rid)
             except Exception:
                 log.exception("costline: could not record a model response")
         return Reply(_message_text(body.get("content")), self.spec.name, model or self.spec.model, stop,
                      fresh + read + created, out, read, created, rid, _content_blocks(body.get("content")), one_hour,
-                     _str_or_none(usage.get("speed")) if usage else None)
+                     _str_or_none(usage.get("speed")) if usage else None,
+                     _str_or_none(usage.get("inference_geo")) if usage else None)
 
     def stream(self, prompt: Prompt) -> Generator[str, None, Reply]:
         """:meth:`complete`, streamed (``messages.stream``): yields text deltas, returns the Reply."""
@@ -409,7 +413,7 @@ class AnthropicBackend:
                      _int(_field(usage, "input_tokens")) + read + created, _int(_field(usage, "output_tokens")),
                      read, created, _str_or_none(_field(response, "id")), _content_blocks(_field(response, "content")),
                      _int(_field(_field(usage, "cache_creation"), "ephemeral_1h_input_tokens")),
-                     _str_or_none(_field(usage, "speed")))
+                     _str_or_none(_field(usage, "speed")), _str_or_none(_field(usage, "inference_geo")))
 
     def close(self) -> None:
         self.client.close()

@@ -6,7 +6,7 @@
   ``cache_read_input_tokens`` / ``cache_creation_input_tokens``: ``cache_control``
   blocks create prompt-cache entries that later requests with the same prefix read, the writes split by
   lifetime in ``usage.cache_creation`` (a ``"ttl": "1h"`` breakpoint's share is one-hour); ``speed: "fast"``
-  is said back in ``usage.speed``; a ``web_search_*`` server tool searches once, plus once per " and " in the
+  is said back in ``usage.speed``, ``inference_geo`` ("us" or "global") in ``usage.inference_geo``; a ``web_search_*`` server tool searches once, plus once per " and " in the
   question, at most ``max_uses`` (``server_tool_use`` and ``web_search_tool_result`` blocks before the answer,
   ``usage.server_tool_use.web_search_requests``); ``tools`` /
   ``tool_choice``: a tool is called — a ``tool_use`` block after a short text block, ``stop_reason``
@@ -538,6 +538,8 @@ class StandInServer(ServedByJsonServer):
             usage["server_tool_use"] = {"web_search_requests": searches}
         if body.get("speed") == "fast":  # the API says which speed served it (fast mode: a premium per token)
             usage["speed"] = "fast"
+        if body.get("inference_geo") in ("us", "global"):  # and where it ran (US-only: 1.1 x the token prices)
+            usage["inference_geo"] = body["inference_geo"]
         self.log.add(LoggedRequest(api, model, 200, key, True, total_in, out_tokens, read, created, sampling, betas))
         return {
             "id": f"msg_standin_{next(self._ids):08d}",

@@ -18,7 +18,7 @@ from costline.processors.buffer import PartitionBuffer
 from costline.processors.decode import decode_message, flatten_message
 from costline.processors.records import MemoPricingTable
 
-__all__ = ["lake_from_sdk_spans", "lake_from_messages", "query_lake"]
+__all__ = ["cost_report_stages", "lake_from_sdk_spans", "lake_from_messages", "note_unpriced", "query_lake"]
 
 
 def lake_from_messages(messages: Sequence[bytes], config: Config, *, partition: int = 0, first_offset: int = 0) -> int:
@@ -50,3 +50,42 @@ def query_lake(cfg: Config, sql: str) -> list[tuple]:
         return con.execute(sql).fetchall()
     finally:
         con.close()
+
+
+def note_unpriced(spans: Sequence[Any], config: Config) -> Any:
+    """Flatten finished SDK spans as the processor does and hand its unpriced calls to the processor's own
+    ``_note_unpriced`` (which logs each unpriced model once); returns the :class:`ProcessorStats` it kept."""
+    import types
+
+    from costline.processors.decode import flatten_into
+    from costline.processors.processor import Processor, ProcessorStats
+
+    requests: list = []
+    calls: list = []
+    lookups: list = []
+    unpriced: list = []
+    pricing = MemoPricingTable(config.pricing)
+    for offset, (_trace, value) in enumerate(encode_sdk_spans_by_trace(spans)):
+        flatten_into(decode_message(value), pricing, 0, offset, requests, calls, lookups, unpriced)
+    processor = types.SimpleNamespace(stats=ProcessorStats())
+    Processor._note_unpriced(processor, unpriced)  # type: ignore[arg-type]
+    return processor.stats
+
+
+def cost_report_stages(config: Config, requests: Sequence[Any], calls: Sequence[Any], day: Any) -> dict[str, float]:
+    """Commit ``RequestRow`` / ``CallRow`` rows to a fresh lake and build the cost report of ``day`` (a naive UTC
+    midnight) on it: each stage's total."""
+    import datetime as dt
+
+    from costline.jobs.cost_report import build_cost_report
+    from costline.jobs.store import open_jobs_lake
+    from costline.processors.buffer import rows_to_tables
+
+    Lake(config.lake.path).init().commit_batch("otlp_spans", 0, 0, max(len(requests), len(calls)), {
+        "requests": rows_to_tables("requests", list(requests)), "calls": rows_to_tables("calls", list(calls))})
+    con = open_jobs_lake(config)
+    try:
+        report = build_cost_report(con, config, since=day, until=day + dt.timedelta(days=1))
+    finally:
+        con.close()
+    return {s.stage: s.total_cost_usd for s in report.stages}

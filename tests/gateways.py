@@ -70,3 +70,17 @@ def routed_gateway(standin: Any, keys_file: Path, *, cache: Any = None, recorder
     finally:
         gw.shutdown()
         pipeline.close()
+
+
+@contextmanager
+def gateway_and_direct_anthropic(standin: Any, provider: TracerProvider, keys_file: Path) -> Iterator[tuple[Any, Any]]:
+    """Two ``anthropic`` SDK clients whose calls end up as call spans on ``provider``: one through a routed gateway
+    (its tier calls recorded) and one straight to ``standin``, wrapped by ``instrument_anthropic``."""
+    import anthropic
+
+    from costline.collectors import instrument_anthropic
+
+    direct = anthropic.Anthropic(base_url=standin.url, api_key="test", max_retries=0)
+    instrument_anthropic(direct, Recorder(provider))
+    with routed_gateway(standin, keys_file, recorder=Recorder(provider)) as gw:
+        yield anthropic_client(gw, "anthropic", "acme"), direct

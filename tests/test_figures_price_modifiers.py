@@ -21,10 +21,9 @@ import pytest
 
 from costline.collectors import Recorder, instrument_anthropic, instrument_openai
 from costline.config import Config, ConfigError, LakeConfig, ModelPrice, PricingConfig, load_config
-from costline.lake import Lake
 from costline.pricing import PricingTable
 
-from figures_lake import lake_from_sdk_spans, query_lake as q
+from figures_lake import cost_report_stages, lake_from_sdk_spans, note_unpriced, query_lake as q
 from sdk_hygiene import pristine_sdks, restore_sdk_classes, sdk_class_attributes  # noqa: F401 (autouse fixture)
 
 anthropic = pytest.importorskip("anthropic")
@@ -345,9 +344,6 @@ DAY = dt.datetime(2026, 11, 7)
 def test_the_cost_reports_baseline_prices_one_hour_writes_and_searches_at_the_frontiers_prices(tmp_path):
     """The stacking table reprices each call at the frontier model: its one-hour writes at 2 x its input, its web
     searches at its search price."""
-    from costline.jobs.cost_report import build_cost_report
-    from costline.jobs.store import open_jobs_lake
-    from costline.processors.buffer import rows_to_tables
     from costline.processors.records import CallRow, RequestRow
 
     cfg = Config(lake=LakeConfig(path=tmp_path / "lake"), pricing=PricingConfig(student_usd_per_hour=0.0))
@@ -358,15 +354,8 @@ def test_the_cost_reports_baseline_prices_one_hour_writes_and_searches_at_the_fr
     call = CallRow("c-R1", "t-R1", "s-R1", "R1", ts, "chat", "anthropic", "claude-haiku-4-5", "claude-haiku-4-5",
                    "budget", 1000, 100, 0, 900, False, ["stop"], None, 0.02258, "priced", "2026-06", 5.0, None, None,
                    0, 1, None, None, None, 600, 2)
-    Lake(cfg.lake.path).init().commit_batch("otlp_spans", 0, 0, 1, {
-        "requests": rows_to_tables("requests", [request]), "calls": rows_to_tables("calls", [call])})
-    con = open_jobs_lake(cfg)
-    try:
-        report = build_cost_report(con, cfg, since=DAY, until=DAY + dt.timedelta(days=1))
-    finally:
-        con.close()
     # claude-fable-5, $10 in / $50 out: 100 * 10 + 300 * 12.5 + 600 * 20 + 100 * 50, and the searches at $10 / 1,000
-    assert {s.stage: s.total_cost_usd for s in report.stages}["baseline"] == pytest.approx(
+    assert cost_report_stages(cfg, [request], [call], DAY)["baseline"] == pytest.approx(
         (1000 + 3750 + 12000 + 5000) / 1e6 + 2 * 0.01)
 
 
@@ -421,9 +410,6 @@ def test_an_unusable_one_hour_count_leaves_the_call_unpriced_and_says_why(cfg, o
 
 def test_the_cost_reports_baseline_bills_a_long_prompt_in_the_frontiers_long_band(tmp_path):
     """A frontier model with a long-prompt band: the baseline reprices each call in the band of its own input."""
-    from costline.jobs.cost_report import build_cost_report
-    from costline.jobs.store import open_jobs_lake
-    from costline.processors.buffer import rows_to_tables
     from costline.processors.records import CallRow, RequestRow
 
     frontier = ModelPrice("claude-fable-5", "frontier", input_per_mtok=10.0, output_per_mtok=50.0,
@@ -438,16 +424,9 @@ def test_the_cost_reports_baseline_bills_a_long_prompt_in_the_frontiers_long_ban
         calls.append(CallRow(f"c-{rid}", f"t-{rid}", f"s-{rid}", rid, ts, "chat", "anthropic", "claude-haiku-4-5",
                              "claude-haiku-4-5", "budget", inp, 100, read, 0, False, ["stop"], None, 0.001, "priced",
                              "2026-06", 5.0, None, None, 0, len(calls) + 1))
-    Lake(cfg.lake.path).init().commit_batch("otlp_spans", 0, 0, 2, {
-        "requests": rows_to_tables("requests", requests), "calls": rows_to_tables("calls", calls)})
-    con = open_jobs_lake(cfg)
-    try:
-        report = build_cost_report(con, cfg, since=DAY, until=DAY + dt.timedelta(days=1))
-    finally:
-        con.close()
     # R1: 1000 * 10 + 100 * 50; R2 (long): 200,000 fresh * 20 + 100,000 reads * 0.1 * 20 + 100 * 75
     want = (10_000 + 5_000) / 1e6 + (4_000_000 + 200_000 + 7_500) / 1e6
-    assert {s.stage: s.total_cost_usd for s in report.stages}["baseline"] == pytest.approx(want)
+    assert cost_report_stages(cfg, requests, calls, DAY)["baseline"] == pytest.approx(want)
 
 
 # -- web searches (Anthropic's web search server tool: $10 per 1,000 searches on top of the tokens) -----------------
@@ -536,14 +515,12 @@ def test_the_price_of_a_fast_call(multiplier, fast, usd, status):
 def test_fast_calls_through_the_gateway_and_the_wrapper_are_priced_at_the_multiplier(standin, cfg, spans, tmp_path):
     """``speed: "fast"`` through ``costline serve`` (which passes it on) and through ``instrument_anthropic``: the
     API's ``usage.speed`` is recorded and the tokens priced at the model's multiplier (here 6 x Haiku's $1 / $5)."""
-    from gateways import anthropic_client, routed_gateway
+    from gateways import gateway_and_direct_anthropic
 
     provider, exporter = spans
-    direct = anthropic.Anthropic(base_url=standin.url, api_key="test", max_retries=0)
-    instrument_anthropic(direct, Recorder(provider))
     usages = []
-    with routed_gateway(standin, tmp_path / "keys.json", recorder=Recorder(provider)) as gw:
-        for client in (anthropic_client(gw, "anthropic", "acme"), direct):
+    with gateway_and_direct_anthropic(standin, provider, tmp_path / "keys.json") as clients:
+        for client in clients:
             for speed in ("fast", "standard"):
                 usages.append(client.messages.create(model="claude-haiku-4-5", max_tokens=64, speed=speed,
                                                      messages=[{"role": "user", "content": f"Refund {speed}?"}]).usage)
@@ -560,13 +537,6 @@ def test_fast_calls_through_the_gateway_and_the_wrapper_are_priced_at_the_multip
 def test_a_fast_call_of_a_model_without_a_multiplier_is_unpriced_and_named_once(standin, cfg, spans, caplog):
     """2 to 6 x the standard price is never guessed: NULL, ``no_fast_price``, and the processor names the model
     once in its log, with what to set."""
-    import types
-
-    from costline.otlp import encode_sdk_spans_by_trace
-    from costline.processors.decode import decode_message, flatten_into
-    from costline.processors.processor import Processor, ProcessorStats
-    from costline.processors.records import MemoPricingTable
-
     provider, exporter = spans
     client = anthropic.Anthropic(base_url=standin.url, api_key="test", max_retries=0)
     instrument_anthropic(client, Recorder(provider))
@@ -575,13 +545,8 @@ def test_a_fast_call_of_a_model_without_a_multiplier_is_unpriced_and_named_once(
                                messages=[{"role": "user", "content": "Where is my refund?"}])
     lake_from_sdk_spans(exporter.get_finished_spans(), cfg)
     assert q(cfg, "SELECT count(*), count(cost_usd), min(pricing_status) FROM calls") == [(3, 0, "no_fast_price")]
-    requests, calls, lookups, unpriced = [], [], [], []
-    for offset, (_trace, value) in enumerate(encode_sdk_spans_by_trace(exporter.get_finished_spans())):
-        flatten_into(decode_message(value), MemoPricingTable(cfg.pricing), 0, offset, requests, calls, lookups,
-                     unpriced)
-    processor = types.SimpleNamespace(stats=ProcessorStats())
     with caplog.at_level("WARNING", logger="costline.processors.processor"):
-        Processor._note_unpriced(processor, unpriced)
+        stats = note_unpriced(exporter.get_finished_spans(), cfg)
     said = [r.getMessage() for r in caplog.records if "fast" in r.getMessage()]
     assert len(said) == 1 and "claude-haiku-4-5" in said[0] and "fast_multiplier" in said[0]
-    assert processor.stats.unknown_model_calls == 0  # a known model: not counted as an unknown one
+    assert stats.unknown_model_calls == 0  # a known model: not counted as an unknown one

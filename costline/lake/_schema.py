@@ -82,6 +82,9 @@ CALLS_SCHEMA: Final = pa.schema([
     ("web_search_requests", pa.int64()),
     # whether the call ran in Anthropic's fast mode (NULL in files written before it)
     ("fast", pa.bool_()),
+    # the service tier the provider said served the call, and where Anthropic ran it (NULL: not said, or older files)
+    ("service_tier", pa.string()),
+    ("inference_geo", pa.string()),
 ])
 
 LOOKUPS_SCHEMA: Final = pa.schema([

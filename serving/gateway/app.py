@@ -435,6 +435,8 @@ def _message(result: Answer) -> dict[str, Any]:
                  "cache_creation": _cache_creation(reply.cache_creation_tokens, reply.cache_creation_1h_tokens)}
         if reply.speed:  # the speed that served it, as the API says it (fast mode costs a premium)
             usage["speed"] = reply.speed
+        if reply.inference_geo:  # where it ran, as the API says it (US-only inference costs a premium)
+            usage["inference_geo"] = reply.inference_geo
         model = reply.model
         stop = _STOP.get(reply.stop_reason or "", reply.stop_reason or "end_turn")
         msg_id = reply.id if reply.id and reply.id.startswith("msg_") else f"msg_costline_{result.request_id}"

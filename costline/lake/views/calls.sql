@@ -8,5 +8,6 @@ SELECT span_id, trace_id, ts, provider, model, tier, input_tokens, output_tokens
        coalesce(linked_span_id, span_id) AS request_span_id, response_id, instrumentation, data_quality,
        CASE WHEN cache_creation_tokens IS NOT NULL THEN coalesce(cache_creation_1h_tokens, 0) END
          AS cache_creation_1h_tokens,
-       coalesce(web_search_requests, 0) AS web_search_requests, coalesce(fast, false) AS fast
+       coalesce(web_search_requests, 0) AS web_search_requests, coalesce(fast, false) AS fast,
+       service_tier, inference_geo
 FROM call_links
