@@ -185,10 +185,30 @@ def sql_params(config: Config) -> dict[str, str]:
     return params
 
 
+def _cost_days_sql(config: Config) -> dict[str, str]:
+    """The cost report's per-day SQL (:func:`costline.jobs.cost_report.cost_sql`) over the lake's whole days (a
+    ``lake_days`` CTE of the chart's), and the two models it prices with: the waterfall before a report is run."""
+    from costline.jobs.cost_report import cost_sql, tier_model
+
+    cfg = config.jobs.cost_report
+    models = {}
+    for tier in (cfg.baseline_tier, cfg.student_replaces_tier):
+        models[tier] = tier_model(config, tier)
+        if models[tier] is None:
+            raise ChartSqlError(f"the pricing table has no {tier!r} model, which the savings waterfall prices "
+                                f"against: add one under [[pricing.models]] with tier = {tier!r}")
+    sql = cost_sql(config).replace("$since", "(SELECT since FROM lake_days)").replace(
+        "$until", "(SELECT until FROM lake_days)")
+    return {"cost_days_sql": sql.strip(), "baseline_model": models[cfg.baseline_tier].model,
+            "replaced_model": models[cfg.student_replaces_tier].model}
+
+
 def chart_sql(chart: Chart, config: Config) -> str:
     """The chart's SQL with its placeholders filled in from ``config``: runnable in duckdb as is."""
     params = sql_params(config)
     text = raw_sql(chart)
+    if "{{cost_days_sql}}" in text:
+        params.update(_cost_days_sql(config))
 
     def fill(m: re.Match[str]) -> str:
         name = m.group(1)

@@ -1,50 +1,37 @@
 -- Savings waterfall: the daily cost after each lever, baseline -> routing -> cache -> student.
 -- From the latest cost report (`costline jobs cost-report`, view cost_report_days) when one was run;
--- until then computed here from requests and calls, the same way:
---   baseline  every call priced at the frontier model ({{frontier_model}}: ${{frontier_input_per_mtok}} in /
---             ${{frontier_output_per_mtok}} out per MTok) with its actual tokens; a cache hit is priced at its
---             day's average frontier cost of an uncached request of the same task type;
---   routing   every API call at what it actually cost; student calls at the budget model's prices
---             ({{budget_model}}: ${{budget_input_per_mtok}} / ${{budget_output_per_mtok}}), as if there were no
---             student; a cache hit at its day's average routed cost of an uncached request of its task type;
+-- until then the cost report's own computation (jobs/cost_report.py, COST_SQL) over the lake's whole days:
+--   baseline  every call repriced at the baseline model ({{baseline_model}}) with its actual tokens, cache reads
+--             and writes (one-hour ones too), batch, a long-prompt band, US-only inference and web searches as
+--             its prices bill them; a cache hit at its day's average baseline cost of an uncached request of its
+--             task type (else the task type's, else all requests');
+--   routing   every API call at what it actually cost; student calls at the replaced tier's model's prices
+--             ({{replaced_model}}), as if there were no student; a cache hit imputed as above at routed prices;
 --   cache     cache hits cost nothing;
---   student   what was paid: sum(tier_hourly.cost_usd), the student's GPU hosting included (idle hours too).
-WITH per_request AS (
-  SELECT r.request_id, CAST(r.ts AS DATE) AS day, r.task_type, r.cache_hit,
-         any_value(r.cost_usd) AS actual_usd,
-         coalesce(sum((c.input_tokens * {{frontier_input_per_mtok}}
-                       + c.output_tokens * {{frontier_output_per_mtok}}) / 1e6), 0) AS frontier_usd,
-         coalesce(sum(CASE WHEN c.tier = 'student'
-                           THEN (c.input_tokens * {{budget_input_per_mtok}}
-                                 + c.output_tokens * {{budget_output_per_mtok}}) / 1e6
-                           ELSE coalesce(c.cost_usd, 0) END), 0) AS routed_usd
-  FROM requests r
-  LEFT JOIN calls c ON c.trace_id = r.trace_id AND c.request_span_id = r.span_id
-  GROUP BY r.request_id, r.trace_id, day, r.task_type, r.cache_hit
-), typical_day AS (
-  SELECT day, task_type, avg(frontier_usd) AS frontier_usd, avg(routed_usd) AS routed_usd
-  FROM per_request WHERE NOT cache_hit GROUP BY ALL
-), typical AS (
-  SELECT task_type, avg(frontier_usd) AS frontier_usd, avg(routed_usd) AS routed_usd
-  FROM per_request WHERE NOT cache_hit GROUP BY ALL
-), paid AS (
-  SELECT CAST(window_start AS DATE) AS day, sum(cost_usd) AS usd FROM tier_hourly GROUP BY ALL
-), levels AS (
-  SELECT p.day,
-         sum(CASE WHEN p.cache_hit THEN coalesce(d.frontier_usd, t.frontier_usd, 0) ELSE p.frontier_usd END) AS baseline,
-         sum(CASE WHEN p.cache_hit THEN coalesce(d.routed_usd, t.routed_usd, 0) ELSE p.routed_usd END)       AS routing,
-         sum(CASE WHEN p.cache_hit THEN 0 ELSE p.routed_usd END)                                             AS cache,
-         any_value(coalesce(pd.usd, 0))                                                                      AS student
-  FROM per_request p
-  LEFT JOIN typical_day d ON d.day = p.day AND d.task_type = p.task_type
-  LEFT JOIN typical t ON t.task_type = p.task_type
-  LEFT JOIN paid pd ON pd.day = p.day
-  GROUP BY p.day
+--   student   what was paid for calls, plus the student's GPU for every hour its hosting schedule covers
+--             (student_hosting_hourly: idle hours too).
+WITH lake_days AS (
+  SELECT CAST(CAST(min(ts) AS DATE) AS TIMESTAMP) AS since,
+         CAST(CAST(max(ts) AS DATE) AS TIMESTAMP) + INTERVAL 1 DAY AS until
+  FROM requests
+), per_day AS (
+{{cost_days_sql}}
+), hosting AS (
+  SELECT CAST(window_start AS DATE) AS day, sum(hosting_usd) AS usd
+  FROM student_hosting_hourly
+  WHERE window_start >= (SELECT since FROM lake_days) AND window_start < (SELECT until FROM lake_days)
+  GROUP BY 1
+), days AS (
+  SELECT day FROM per_day UNION SELECT day FROM hosting
 ), computed AS (
-  SELECT day, 1 AS step, 'baseline' AS stage, baseline AS cost_usd FROM levels
-  UNION ALL SELECT day, 2, 'routing', routing FROM levels
-  UNION ALL SELECT day, 3, 'cache', cache FROM levels
-  UNION ALL SELECT day, 4, 'student', student FROM levels
+  SELECT d.day, s.step, s.stage,
+         CASE s.stage WHEN 'baseline' THEN coalesce(p.baseline, 0) WHEN 'routing' THEN coalesce(p.routing, 0)
+                      WHEN 'cache' THEN coalesce(p.cache, 0)
+                      ELSE coalesce(p.student_api, 0) + coalesce(h.usd, 0) END AS cost_usd
+  FROM days d
+  CROSS JOIN (VALUES (1, 'baseline'), (2, 'routing'), (3, 'cache'), (4, 'student')) s(step, stage)
+  LEFT JOIN per_day p ON p.day = d.day
+  LEFT JOIN hosting h ON h.day = d.day
 ), report AS (
   SELECT day, step, stage, cost_usd FROM cost_report_days
   WHERE report_id = (SELECT arg_max(report_id, generated_at) FROM cost_report_days)

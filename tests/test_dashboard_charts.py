@@ -224,6 +224,56 @@ def test_waterfall_reads_the_latest_cost_report_once_one_was_run(tmp_path):
         assert cost2 == pytest.approx(cost)
 
 
+def test_waterfall_before_a_report_is_the_reports_computation_over_the_lakes_days(tmp_path):
+    """Until a report is stored, the chart computes what `costline jobs cost-report` would over the lake's whole
+    days: the same stages, day by day, to the cent (hosting of idle hours included)."""
+    from costline.jobs.cost_report import build_cost_report
+
+    config = demo_lake(tmp_path / "lake", days=2, per_day=150)
+    con = open_lake(config)
+    try:
+        rows = query_chart(con, dashboards.chart_by_name("savings_waterfall"), config).rows
+        first, last = con.execute("SELECT min(ts)::DATE, max(ts)::DATE FROM requests").fetchone()
+        since = dt.datetime.combine(first, dt.time())
+        report = build_cost_report(con, config, since=since,
+                                   until=dt.datetime.combine(last, dt.time()) + dt.timedelta(days=1))
+    finally:
+        con.close()
+    want = [(str(d["day"]), d["step"], d["stage"], d["cost_usd"]) for d in report.per_day]
+    assert [(str(day), step, stage) for day, step, stage, _ in rows] == [w[:3] for w in want]
+    assert [cost for *_, cost in rows] == pytest.approx([w[3] for w in want], abs=1e-9)
+
+
+def test_waterfall_baseline_bills_cached_tokens_at_the_frontier_models_cache_prices(tmp_path):
+    """One budget call of 10,000 input tokens, 8,000 of them cache reads and 1,000 cache writes, and 200 output: on
+    the frontier model ($10 in, $50 out) it would cost 1,000 x 10 + 8,000 x 1 + 1,000 x 12.5 + 200 x 50 per million,
+    not 10,000 x 10 + 200 x 50 (reads at 0.1 x, writes at 1.25 x the input)."""
+    from costline.lake import Lake
+    from costline.processors.buffer import rows_to_tables
+    from costline.processors.records import CallRow, RequestRow
+
+    config = Config(lake=LakeConfig(path=tmp_path / "lake"), pricing=PricingConfig(
+        models=(ModelPrice("small", "budget", input_per_mtok=1.0, output_per_mtok=5.0),
+                ModelPrice("big", "frontier", input_per_mtok=10.0, output_per_mtok=50.0)),
+        student_usd_per_hour=0.0, student_providers=()))
+    ts = int(dt.datetime(2026, 11, 7, 1, tzinfo=dt.UTC).timestamp() * 1_000_000)
+    paid = (1000 * 1.0 + 8000 * 0.1 + 1000 * 1.25 + 200 * 5.0) / 1e6
+    request = RequestRow("R1", "t1", "s1", ts, "acme", "faq", "x", "budget", "budget", False, 1, 0, True, None, 5.0,
+                         None, None, 0, 0)
+    call = CallRow("c1", "t1", "s1", "R1", ts, "chat", "anthropic", "small", "small", "budget", 10_000, 200, 8000,
+                   1000, False, ["stop"], None, paid, "priced", "v", 5.0, None, None, 0, 1)
+    Lake(config.lake.path).init().commit_batch("otlp_spans", 0, 0, 1, {
+        "requests": rows_to_tables("requests", [request]), "calls": rows_to_tables("calls", [call])})
+    con = open_lake(config)
+    try:
+        rows = query_chart(con, dashboards.chart_by_name("savings_waterfall"), config).rows
+    finally:
+        con.close()
+    assert [(stage, cost) for _day, _step, stage, cost in rows] == [
+        ("baseline", pytest.approx((10_000 + 8000 + 12_500 + 10_000) / 1e6)), ("routing", pytest.approx(paid)),
+        ("cache", pytest.approx(paid)), ("student", pytest.approx(paid))]
+
+
 def test_rejected_attempts_count_every_paid_answer_that_was_not_used(con, lake_config):
     """The chart's total per (tier, problem) is the plans' calls that did not serve the request: each failed with an
     API error, or was escalated away from (the validator), or was the last answer of a failed request."""
