@@ -159,6 +159,8 @@ class Reply:
     speed: str | None = None
     #: Where the API says it ran (Anthropic's ``usage.inference_geo``: "us" costs 1.1 x), when it says.
     inference_geo: str | None = None
+    #: Searches Anthropic's web search server tool made for it (``usage.server_tool_use``), billed per search.
+    web_search_requests: int = 0
 
     @property
     def tool_calls(self) -> tuple[Mapping[str, Any], ...]:
@@ -210,9 +212,9 @@ def _message_text(blocks: Any) -> str:
 
 def _content_blocks(blocks: Any) -> tuple[dict[str, Any], ...]:
     """A Messages API answer's content (raw JSON blocks or the SDK's) as plain blocks when it holds more than text
-    (``tool_use``, ``thinking``, ``redacted_thinking``, text blocks' ``citations``: kept in order with its text
-    blocks, each with the fields a client sends back on the next turn), else ``()``: a text answer is all in
-    ``Reply.text``."""
+    (``tool_use``, ``thinking``, ``redacted_thinking``, text blocks' ``citations``, a server tool's
+    ``server_tool_use`` and ``*_tool_result`` blocks as they came: kept in order with its text blocks, each with the
+    fields a client sends back on the next turn), else ``()``: a text answer is all in ``Reply.text``."""
     blocks = blocks if isinstance(blocks, list) else []
     if all(_field(b, "type") == "text" and not _field(b, "citations") for b in blocks):
         return ()
@@ -232,11 +234,15 @@ def _content_blocks(blocks: Any) -> tuple[dict[str, Any], ...]:
                         "signature": str(_field(block, "signature") or "")})
         elif kind == "redacted_thinking":
             out.append({"type": "redacted_thinking", "data": str(_field(block, "data") or "")})
+        elif isinstance(kind, str):  # a server tool's call and result (server_tool_use, web_search_tool_result…)
+            plain = _plain(block)
+            if isinstance(plain, Mapping):
+                out.append(dict(plain))
     return tuple(out)
 
 
 def _plain(value: Any) -> Any:
-    """A citation as plain JSON (the SDK's pydantic object dumped; raw JSON as it is)."""
+    """A citation or a block as plain JSON (the SDK's pydantic object dumped; raw JSON as it is)."""
     dump = getattr(value, "model_dump", None)
     return dump(mode="json", exclude_none=True) if callable(dump) else value
 
@@ -326,11 +332,12 @@ class AnthropicBackend:
             created = _int(usage.get("cache_creation_input_tokens")) if usage else 0
             split = usage.get("cache_creation") if usage else None
             one_hour = _int(split.get("ephemeral_1h_input_tokens")) if isinstance(split, Mapping) else 0
+            searches = _int(_field(usage.get("server_tool_use"), "web_search_requests")) if usage else 0
             stop, model, rid = (_str_or_none(body.get(k)) for k in ("stop_reason", "model", "id"))
             try:  # recording never fails the answer (as instrument_anthropic's does not)
                 if usage is not None:
                     # Anthropic's input_tokens excludes cached tokens; the GenAI total includes them
-                    call.usage(fresh + read + created, out, read, created, one_hour)
+                    call.usage(fresh + read + created, out, read, created, one_hour, searches)
                     call.speed(_str_or_none(usage.get("speed")))  # "fast": billed at the model's fast multiplier
                     call.inference_geo(_str_or_none(usage.get("inference_geo")))  # "us": 1.1 x the tokens
                 call.response(model, [stop] if stop else None, rid)
@@ -339,7 +346,7 @@ class AnthropicBackend:
         return Reply(_message_text(body.get("content")), self.spec.name, model or self.spec.model, stop,
                      fresh + read + created, out, read, created, rid, _content_blocks(body.get("content")), one_hour,
                      _str_or_none(usage.get("speed")) if usage else None,
-                     _str_or_none(usage.get("inference_geo")) if usage else None)
+                     _str_or_none(usage.get("inference_geo")) if usage else None, searches)
 
     def stream(self, prompt: Prompt) -> Generator[str, None, Reply]:
         """:meth:`complete`, streamed (``messages.stream``): yields text deltas, returns the Reply."""
@@ -413,7 +420,8 @@ class AnthropicBackend:
                      _int(_field(usage, "input_tokens")) + read + created, _int(_field(usage, "output_tokens")),
                      read, created, _str_or_none(_field(response, "id")), _content_blocks(_field(response, "content")),
                      _int(_field(_field(usage, "cache_creation"), "ephemeral_1h_input_tokens")),
-                     _str_or_none(_field(usage, "speed")), _str_or_none(_field(usage, "inference_geo")))
+                     _str_or_none(_field(usage, "speed")), _str_or_none(_field(usage, "inference_geo")),
+                     _int(_field(_field(usage, "server_tool_use"), "web_search_requests")))
 
     def close(self) -> None:
         self.client.close()
@@ -458,9 +466,12 @@ class OpenAIChatBackend:
         import openai
 
         messages = self._messages(prompt)
+        try:
+            tools = tools_to_openai(prompt.tools, prompt.tool_choice)
+        except NotTranslatable as exc:  # an Anthropic-defined tool (web search...): never a paid call here
+            raise BackendError(self.spec.name, "ContentNotSent", f"not sent to this tier: {exc}") from exc
         request = {"model": self.spec.model, "messages": messages,
-                   "max_tokens": prompt.max_tokens or self.max_tokens, **_openai_sampling(prompt),
-                   **tools_to_openai(prompt.tools, prompt.tool_choice)}
+                   "max_tokens": prompt.max_tokens or self.max_tokens, **_openai_sampling(prompt), **tools}
         if prompt.output_format is not None:  # vLLM's guided decoding holds the student to it
             request["response_format"] = prompt.output_format.to_chat()
         try:

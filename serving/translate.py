@@ -28,6 +28,13 @@ citations (the Messages API's citation blocks have no Chat Completions form), an
 block type this module does not know — raises :class:`NotTranslatable`: that tier fails and the request goes up
 a tier, never answered by a model that did not see part of it. (Thinking blocks of earlier assistant turns are
 left out: an OpenAI-compatible API takes no reasoning as input.)
+
+Anthropic-defined tools (a ``type`` with a version date: the server tools ``web_search_20250305``,
+``web_fetch_20250910``, ``code_execution_20250825``… that run inside Anthropic's API, and the client tools
+``bash_20250124``, ``text_editor_20250728``, ``computer_20250124``… whose schema Anthropic defines) are carried to
+Anthropic tiers as they came (:func:`anthropic_defined`); an OpenAI-compatible tier has no form of them
+(:func:`tools_to_openai` raises :class:`NotTranslatable`), nor of the ``server_tool_use`` / ``*_tool_result``
+blocks they leave in a conversation.
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["TOOL_NAME", "MAX_TOOLS", "NotTranslatable", "tools_problem", "uses_tools", "cites", "tools_from_openai",
+__all__ = ["TOOL_NAME", "MAX_TOOLS", "ANTHROPIC_TOOL_TYPE", "NotTranslatable", "anthropic_defined", "tools_problem", "uses_tools", "cites", "tools_from_openai",
            "turns_from_openai", "tools_to_openai", "messages_to_openai", "blocks_from_openai", "openai_tool_calls",
            "block_text", "document_text", "file_block", "image_block"]
 
@@ -47,6 +54,8 @@ __all__ = ["TOOL_NAME", "MAX_TOOLS", "NotTranslatable", "tools_problem", "uses_t
 TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 #: At most this many tools a request (the APIs' own limit is in the same range: OpenAI 128).
 MAX_TOOLS = 128
+#: The type of an Anthropic-defined tool: its name and the date of its version (``web_search_20250305``).
+ANTHROPIC_TOOL_TYPE = re.compile(r"[a-z][a-z0-9_]{0,63}_\d{8}")
 _CHOICES = ("auto", "any", "none", "tool")
 
 
@@ -140,15 +149,17 @@ def tools_problem(tools: Any, tool_choice: Any) -> str | None:
             if not isinstance(tool, Mapping):
                 return f"tools[{i}]: a tool is an object"
             kind = tool.get("type", "custom")
-            if kind not in ("custom", None):
-                return (f"tools[{i}].type: {str(kind)[:60]!r} is a server tool, which runs inside Anthropic's API; "
-                        "the costline gateway carries custom tools (name, input_schema) only")
+            if kind not in ("custom", None) and not (isinstance(kind, str) and ANTHROPIC_TOOL_TYPE.fullmatch(kind)):
+                return (f"tools[{i}].type: {str(kind)[:60]!r} is neither custom nor an Anthropic-defined tool type "
+                        "(a name and its version date, such as web_search_20250305)")
             name = tool.get("name")
             if not isinstance(name, str) or not TOOL_NAME.fullmatch(name):
                 return f"tools[{i}].name: 1-64 letters, digits, '_' or '-'"
             if name in seen:
                 return f"tools[{i}].name: {name!r} is offered twice"
             seen.add(name)
+            if anthropic_defined(tool):
+                continue  # its schema is Anthropic's; its other fields are the API's to check
             if not isinstance(tool.get("input_schema"), Mapping):
                 return f"tools[{i}].input_schema: a JSON Schema object is required"
             if tool.get("description") is not None and not isinstance(tool.get("description"), str):
@@ -164,6 +175,13 @@ def tools_problem(tools: Any, tool_choice: Any) -> str | None:
     elif tool_choice.get("type") == "any" and not tools:
         return "tool_choice: 'any' needs tools"
     return None
+
+
+def anthropic_defined(tool: Mapping[str, Any]) -> bool:
+    """True for an Anthropic-defined tool (a server tool such as web search, or a client tool whose schema Anthropic
+    defines such as bash): only an Anthropic tier can be given it."""
+    kind = tool.get("type")
+    return isinstance(kind, str) and ANTHROPIC_TOOL_TYPE.fullmatch(kind) is not None
 
 
 def _arguments(raw: Any) -> dict[str, Any] | None:
@@ -341,9 +359,14 @@ def openai_tool_calls(blocks: Sequence[Mapping[str, Any]]) -> list[dict[str, Any
 
 # -- the pipeline's Messages shapes -> a tier on an OpenAI-compatible server ------------------------------------
 def tools_to_openai(tools: Sequence[Mapping[str, Any]], tool_choice: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The request fields (``tools``, ``tool_choice``, ``parallel_tool_calls``) of a Messages request's tools."""
+    """The request fields (``tools``, ``tool_choice``, ``parallel_tool_calls``) of a Messages request's tools;
+    :class:`NotTranslatable` for an Anthropic-defined tool."""
     if not tools:
         return {}
+    for t in tools:
+        if anthropic_defined(t):
+            raise NotTranslatable(f"the Anthropic-defined tool {str(t.get('type'))[:60]!r} (it runs on Anthropic "
+                                  "tiers only)")
     out: dict[str, Any] = {"tools": [{"type": "function", "function": {
         "name": t.get("name"), **({"description": t["description"]} if t.get("description") else {}),
         "parameters": t.get("input_schema") or {"type": "object", "properties": {}}}} for t in tools]}

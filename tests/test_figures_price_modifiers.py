@@ -435,16 +435,8 @@ SEARCH_QUESTIONS = ("What is the weather in Lisbon?", "Compare the ferry and the
                     "Which museums open late and which are free and which are near the river and the castle?")
 
 
-def _searches(response_or_usage) -> int:
-    usage = getattr(response_or_usage, "usage", response_or_usage)
-    return usage.server_tool_use.web_search_requests if usage.server_tool_use is not None else 0
-
-
-@pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
-def test_web_searches_are_priced_per_search_on_top_of_the_tokens(standin, cfg, spans, stream):
-    provider, exporter = spans
-    client = anthropic.Anthropic(base_url=standin.url, api_key="test", max_retries=0)
-    instrument_anthropic(client, Recorder(provider))
+def _search_traffic(client, stream: bool) -> tuple[list, list]:
+    """SEARCH_QUESTIONS with the web search tool: the usages and the block types the SDK read."""
     usages, blocks = [], []
     for question in SEARCH_QUESTIONS:
         kwargs = dict(model="claude-haiku-4-5", max_tokens=256, tools=[WEB_SEARCH],
@@ -456,6 +448,33 @@ def test_web_searches_are_priced_per_search_on_top_of_the_tokens(standin, cfg, s
             message = client.messages.create(**kwargs)
         usages.append(message.usage)
         blocks.append([b.type for b in message.content])
+    return usages, blocks
+
+
+def _searches(response_or_usage) -> int:
+    usage = getattr(response_or_usage, "usage", response_or_usage)
+    return usage.server_tool_use.web_search_requests if usage.server_tool_use is not None else 0
+
+
+@pytest.mark.parametrize("via", ["wrapper", "gateway"])
+@pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
+def test_web_searches_are_priced_per_search_on_top_of_the_tokens(standin, cfg, spans, tmp_path, stream, via):
+    """The web search server tool called by the real SDK, wrapped by ``instrument_anthropic`` or through ``costline
+    serve`` (which carries the tool to an Anthropic tier and its blocks and count back): each search at $10 / 1,000
+    on top of the tokens."""
+    from contextlib import ExitStack
+
+    from gateways import anthropic_client, routed_gateway
+
+    provider, exporter = spans
+    with ExitStack() as stack:
+        if via == "gateway":
+            gw = stack.enter_context(routed_gateway(standin, tmp_path / "keys.json", recorder=Recorder(provider)))
+            client = anthropic_client(gw, "anthropic", "acme")
+        else:
+            client = anthropic.Anthropic(base_url=standin.url, api_key="test", max_retries=0)
+            instrument_anthropic(client, Recorder(provider))
+        usages, blocks = _search_traffic(client, stream)
     # the SDK read the server tool's blocks and counts: 1, 3 and 3 (max_uses) searches
     assert [_searches(u) for u in usages] == [1, 3, 3]
     assert blocks[0] == ["server_tool_use", "web_search_tool_result", "text"]

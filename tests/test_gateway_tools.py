@@ -41,6 +41,15 @@ def _anthropic(gw: Gateway, headers: dict[str, str]) -> anthropic.Anthropic:
                                default_headers=headers)
 
 
+def _ask(client: anthropic.Anthropic, stream: bool, **kwargs):
+    """One Messages request, streamed or not: the answer's text (as the stream gave it) and the final message."""
+    if stream:
+        with client.messages.stream(**kwargs) as s:
+            return "".join(s.text_stream), s.get_final_message()
+    message = client.messages.create(**kwargs)
+    return message.content[-1].text, message
+
+
 def _openai(gw: Gateway, headers: dict[str, str]) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"http://127.0.0.1:{gw.port}/v1", api_key="unused", max_retries=0,
                          default_headers=headers)
@@ -138,7 +147,8 @@ def test_tool_choice_reaches_the_model(setup) -> None:
 @pytest.mark.parametrize("tools, tool_choice, message", [
     ([{"name": "get weather", "input_schema": {"type": "object"}}], None, "tools[0].name: 1-64 letters"),
     ([{"name": "get_weather"}], None, "tools[0].input_schema: a JSON Schema object is required"),
-    ([{"type": "web_search_20250305", "name": "web_search", "max_uses": 3}], None, "tools[0].type: 'web_search"),
+    ([{"type": "web-search", "name": "web_search"}], None, "tools[0].type: 'web-search' is neither custom"),
+    ([{"type": "web_search_20250305", "name": "web search"}], None, "tools[0].name: 1-64 letters"),
     ([WEATHER], {"type": "tool", "name": "get_time"}, "tool_choice.name: the name of one of the request's tools"),
 ])
 def test_malformed_tools_are_a_400_before_any_model_call(setup, standin, tools, tool_choice, message) -> None:
@@ -181,6 +191,38 @@ def test_a_streamed_tool_request_is_buffered_and_says_so(setup) -> None:
     kinds = [event.type for event in raw.parse()]
     assert kinds[0] == "message_start" and kinds[-1] == "message_stop"
     assert "content_block_start" in kinds and kinds.count("content_block_stop") == 2  # a text block, a tool_use block
+
+
+WEB_SEARCH = {"type": "web_search_20250305", "name": "web_search", "max_uses": 5}
+
+
+@pytest.mark.parametrize("route", [ANTHROPIC_TIER, STUDENT], ids=["anthropic", "student"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_web_search_runs_on_an_anthropic_tier_and_its_blocks_come_back(setup, standin, route, stream) -> None:
+    """Anthropic's web search server tool reaches an Anthropic tier as it was sent; its ``server_tool_use`` and
+    ``web_search_tool_result`` blocks come back before the answer (streamed as the API streams them) with
+    ``usage.server_tool_use``. Its answers come from live results: never looked up in nor stored in the cache.
+    Routed to the student, which has no such tool, the request goes up to an Anthropic tier without a paid student
+    call. (Such tools were refused with a 400 before.)"""
+    gw, cache = setup
+    client = _anthropic(gw, route)
+    question = f"What changed in the refund policy and in the shipping rules ({route is STUDENT}, {stream})?"
+    lookups, stored = cache.lookups, dict(cache.entries)
+    for _ in range(2):  # the same question twice: searched twice
+        entries = len(standin.log.entries())
+        kwargs = dict(model="claude-haiku-4-5", max_tokens=400, tools=[WEB_SEARCH],
+                      messages=[{"role": "user", "content": question}])
+        text, message = _ask(client, stream, **kwargs)
+        # one " and " in the question: two searches, each a call and its result, then the answer
+        assert [b.type for b in message.content] == ["server_tool_use", "web_search_tool_result"] * 2 + ["text"]
+        assert message.content[0].name == "web_search" and message.content[0].input["query"]
+        assert message.content[1].tool_use_id == message.content[0].id
+        assert message.content[1].content[0].url.startswith("https://standin.invalid/search/")
+        assert text and message.content[-1].text == text
+        assert message.usage.server_tool_use.web_search_requests == 2
+        logged = standin.log.entries()[entries:]
+        assert [(e.api, e.paid) for e in logged] == [("anthropic", True)]  # the student was never called
+    assert cache.lookups == lookups and cache.entries == stored
 
 
 def test_an_image_for_a_text_only_student_is_escalated_not_dropped(setup, standin) -> None:
@@ -232,13 +274,7 @@ def test_extended_thinking_comes_back_with_its_signature_and_is_never_cached(set
                   messages=[{"role": "user", "content": question}])
     lookups, stored, paid = cache.lookups, dict(cache.entries), len(standin.log.paid())
     for _ in range(2):  # the same request twice: a model answers both
-        if stream:
-            with client.messages.stream(**kwargs) as s:
-                text = "".join(s.text_stream)
-                message = s.get_final_message()
-        else:
-            message = client.messages.create(**kwargs)
-            text = message.content[1].text
+        text, message = _ask(client, stream, **kwargs)
         assert [b.type for b in message.content] == ["thinking", "text"]
         assert message.content[0].thinking == f"The stand-in thinks about: {question}"
         assert message.content[0].signature.startswith("sig_standin_")

@@ -437,6 +437,8 @@ def _message(result: Answer) -> dict[str, Any]:
             usage["speed"] = reply.speed
         if reply.inference_geo:  # where it ran, as the API says it (US-only inference costs a premium)
             usage["inference_geo"] = reply.inference_geo
+        if reply.web_search_requests:  # the searches its web search tool made, billed each
+            usage["server_tool_use"] = {"web_search_requests": reply.web_search_requests}
         model = reply.model
         stop = _STOP.get(reply.stop_reason or "", reply.stop_reason or "end_turn")
         msg_id = reply.id if reply.id and reply.id.startswith("msg_") else f"msg_costline_{result.request_id}"
@@ -457,18 +459,19 @@ def _event_stream(message: dict[str, Any], chunk_chars: int = 48) -> bytes:
     start = {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 0}}
     events: list[tuple[str, dict[str, Any]]] = [("message_start", {"type": "message_start", "message": start})]
     for index, block in enumerate(message["content"]):
-        if block.get("type") == "tool_use":  # the call's input as input_json_delta pieces, as the API streams it
-            opened = {"type": "tool_use", "id": block.get("id"), "name": block.get("name"), "input": {}}
+        kind = block.get("type")
+        if kind in ("tool_use", "server_tool_use"):  # the call's input as input_json_delta pieces, as the API does
+            opened = {"type": kind, "id": block.get("id"), "name": block.get("name"), "input": {}}
             doc = json.dumps(block.get("input") or {})
             deltas = [{"type": "input_json_delta", "partial_json": doc[i:i + chunk_chars]}
                       for i in range(0, len(doc), chunk_chars)]
-        elif block.get("type") == "thinking":  # thinking_delta pieces, then the signature (as the API streams it)
+        elif kind == "thinking":  # thinking_delta pieces, then the signature (as the API streams it)
             opened = {"type": "thinking", "thinking": "", "signature": ""}
             thought = str(block.get("thinking", ""))
             deltas = [{"type": "thinking_delta", "thinking": thought[i:i + chunk_chars]}
                       for i in range(0, len(thought), chunk_chars)]
             deltas.append({"type": "signature_delta", "signature": str(block.get("signature", ""))})
-        elif block.get("type") == "redacted_thinking":  # whole in its start event
+        elif kind != "text":  # redacted thinking, a server tool's result (web_search_tool_result…): whole in its start
             opened, deltas = dict(block), []
         else:  # a text block: its citations (citations_delta, one each), then its text in pieces
             opened = {"type": "text", "text": ""}
