@@ -51,18 +51,6 @@ def missing_binary(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Longest test files first (tests/file_weights.py), each file's tests in their order: with ``--dist loadfile
-    --no-loadscope-reorder`` (.ci/run) the workers start the minute-long files early instead of waiting on them
-    at the end. The sort is the same in every worker, as xdist requires."""
-    from file_weights import file_weights
-
-    weights = file_weights()
-    if weights:
-        position = {id(item): i for i, item in enumerate(items)}
-        items.sort(key=lambda item: (-weights.get(item.path.name, 0.0), position[id(item)]))
-
-
 @pytest.hookimpl(wrapper=True)
 def pytest_make_collect_report(collector: pytest.Collector) -> Iterator[None]:
     report = yield
