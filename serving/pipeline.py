@@ -90,6 +90,10 @@ class AnswerCache(Protocol):
               doc_hashes: Sequence[str] = ()) -> Any: ...
 
 
+#: The stop reason of a turn Anthropic paused mid-way (a long server-tool turn): not a final answer, nor a failed one.
+PAUSE_TURN = "pause_turn"
+
+
 def cacheable(reply: Reply) -> bool:
     """True for an answer worth serving again from the cache: a natural end (:func:`is_final`) with some
     text. A model that ends its turn with no text (empty ``content``, a vLLM ``content: null``) answered
@@ -471,8 +475,10 @@ class Pipeline:
     def _judge(self, query: str, reply: Reply, fmt: OutputFormat | None = None) -> tuple[bool, str | None, float | None]:
         """(accepted, why not, confidence) of one reply: its structured-output format (``fmt``: valid JSON, valid
         against the schema), the validator, then the confidence gate. An answer that calls a tool is accepted as it
-        is: the gates read a final answer's text, and a call is not one."""
-        if reply.tool_calls:
+        is: the gates read a final answer's text, and a call is not one. Nor is a turn Anthropic paused (a server
+        tool's long turn, ``stop_reason`` "pause_turn"): the client sends it back to go on; sent up a tier instead,
+        the searches it made would be paid for again."""
+        if reply.tool_calls or reply.stop_reason == PAUSE_TURN:
             return True, None, None
         if fmt is not None:
             broken = fmt.problem(reply.text)

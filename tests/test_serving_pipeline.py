@@ -151,6 +151,32 @@ def test_without_on_error_a_failed_tier_ends_the_request(standin, exporter) -> N
     assert not result.success and len(result.attempts) == 1 and result.reply is None
 
 
+def test_a_paused_server_tool_turn_goes_back_to_the_client_not_up_a_tier(standin, exporter) -> None:
+    """A long web-search turn that Anthropic paused (``stop_reason`` "pause_turn": searches and no text yet) is not
+    a final answer the validator could judge: it goes back to the client, which sends it back to go on. Escalated,
+    the next tier would run (and bill) the searches again."""
+    from costline.serving.backends import Prompt, Reply
+
+    p = make_pipeline(standin, exporter, max_escalations=2)  # the reference validator refuses an empty text
+    calls = []
+
+    class Paused:  # every tier pauses its turn after a search
+        def __init__(self, backend):
+            self.spec = backend.spec
+
+        def complete(self, prompt):
+            calls.append(self.spec.name)
+            return Reply("", self.spec.name, "claude-haiku-4-5", "pause_turn", 900, 40, content=(
+                {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {"query": "refunds"}},))
+
+    p.backends = {tier: Paused(backend) for tier, backend in p.backends.items()}
+    prompt = Prompt(({"role": "user", "content": "What changed in the refund policy?"},),
+                    tools=({"type": "web_search_20250305", "name": "web_search"},))
+    answer = p.answer("What changed in the refund policy?", task_type="support", tenant="acme", prompt=prompt)
+    assert (answer.success, answer.tier, len(answer.attempts)) == (True, answer.routed_tier, 1)
+    assert answer.reply.stop_reason == "pause_turn" and calls == [answer.routed_tier]
+
+
 def test_cache_hit_skips_the_models_and_accepted_answers_are_stored_with_doc_hashes(standin, exporter) -> None:
     cache = FakeCache()
     assert isinstance(cache, AnswerCache)
