@@ -197,6 +197,16 @@ def embedder():
     return Embedder().load()
 
 
+@pytest.fixture(scope="module")
+def verifiers():
+    """The verification stage with and without the pair model, built once: each case's cache shares it (a cache
+    builds its own otherwise, loading the models again for every pair)."""
+    from costline.serving.cache.semantic import build_verifier
+    from costline.serving.settings import CacheConfig
+
+    return {flag: build_verifier(CacheConfig(verify_pair_model=flag)) for flag in (True, False)}
+
+
 @pytest.mark.parametrize("stored, new, reason", DEV_FALSE_HITS)
 def test_the_dev_sets_false_hits_are_rejected_by_the_verified_cache(embedder, tmp_path, stored, new,
                                                                     reason) -> None:
@@ -821,7 +831,7 @@ SAME11 = [
 ]
 
 
-def test_designators_tiers_and_the_lexicons_new_opposites_are_read(embedder, tmp_path) -> None:
+def test_designators_tiers_and_the_lexicons_new_opposites_are_read(embedder, verifiers, tmp_path) -> None:
     from costline.serving.cache.verify import _antonym_opposite
 
     assert verifier_features("Do you have a projector in Studio A?").designators == {"studio a"}
@@ -837,13 +847,13 @@ def test_designators_tiers_and_the_lexicons_new_opposites_are_read(embedder, tmp
                         ("Can you resume my newspaper delivery?", "Can you put my newspaper delivery on hold?"),
                         ("Can the bridal shop take in my dress?", "Can the bridal shop let out my dress?")):
         assert _antonym_opposite(verifier_features(stored), verifier_features(new)), stored
-        for found in _lookups(embedder, tmp_path, stored, new, both_ways=True):
+        for found in _lookups(embedder, verifiers, tmp_path, stored, new, both_ways=True):
             assert found.hit is None and found.reject_reasons, stored
     assert not _antonym_opposite(verifier_features("Can I resume my paused membership?"),
                                  verifier_features("How do I resume my membership?"))
 
 
-def test_the_synonym_lexicon_only_says_two_words_are_the_same(embedder, tmp_path) -> None:
+def test_the_synonym_lexicon_only_says_two_words_are_the_same(embedder, verifiers, tmp_path) -> None:
     from costline.serving.cache.verify import read_synonyms
     from costline.serving.errors import CacheError
 
@@ -852,7 +862,7 @@ def test_the_synonym_lexicon_only_says_two_words_are_the_same(embedder, tmp_path
     assert "mic" not in verifier_features("Do you sell comic books?").tokens  # whole words only
     assert "comic" in verifier_features("Do you sell comic books?").tokens
     # a synonym never hides what else differs: the same "waitlist", another course
-    for found in _lookups(embedder, tmp_path, "Is there a waiting list for the junior course?",
+    for found in _lookups(embedder, verifiers, tmp_path, "Is there a waiting list for the junior course?",
                           "Is there a waitlist for the adult course?", both_ways=True):
         assert found.hit is None and found.reject_reasons
     bad = tmp_path / "synonyms.txt"
@@ -1215,8 +1225,8 @@ TRAPS15_COSINE = [
 
 
 @pytest.mark.parametrize("stored, new", TRAPS15_COSINE + TRAPS17_COSINE)
-def test_phrase_opposites_are_rejected_at_the_pairs_cosine(embedder, tmp_path, stored, new) -> None:
-    for found in _lookups(embedder, tmp_path, stored, new, both_ways=True):
+def test_phrase_opposites_are_rejected_at_the_pairs_cosine(embedder, verifiers, tmp_path, stored, new) -> None:
+    for found in _lookups(embedder, verifiers, tmp_path, stored, new, both_ways=True):
         assert found.hit is None and found.reject_reasons == ("polarity",)
         assert guard(verifier_features(stored), verifier_features(new), found.similarity) == "polarity"
 
@@ -1252,7 +1262,7 @@ def test_the_synonym_lexicons_new_lines_spellings_and_quantifiers_are_read() -> 
     assert f("Are lessons free?").first == frozenset()
 
 
-def _lookups(embedder, tmp_path, stored: str, new: str, *, both_ways: bool, pair_model: bool = True):
+def _lookups(embedder, verifiers, tmp_path, stored: str, new: str, *, both_ways: bool, pair_model: bool = True):
     """``new`` looked up in a real cache holding ``stored`` (and, both ways, the other way round); without
     ``pair_model``, the stage's rules alone (guards and admission model)."""
     from costline.serving.cache.semantic import SemanticCache
@@ -1260,7 +1270,8 @@ def _lookups(embedder, tmp_path, stored: str, new: str, *, both_ways: bool, pair
 
     ways = ((stored, new), (new, stored)) if both_ways else ((stored, new),)
     for first, second in ways:
-        cache = SemanticCache(embedder, CacheConfig(path=tmp_path / str(first == stored), verify_pair_model=pair_model))
+        cache = SemanticCache(embedder, CacheConfig(path=tmp_path / str(first == stored), verify_pair_model=pair_model),
+                              verifier=verifiers[pair_model])
         cache.store(first, "the stored answer", tenant="t")
         yield cache.lookup_detail(second, tenant="t")
 
@@ -1291,19 +1302,19 @@ FAMILY_SAME = [pytest.param(*t, k >= 5, k in (4, 10, 11), id=f"set{k}-{i}")
 
 
 @pytest.mark.parametrize("stored, new, reason, both_ways", FAMILY_TRAPS)
-def test_each_dev_sets_families_are_rejected_by_the_verified_cache(embedder, tmp_path, stored, new, reason,
+def test_each_dev_sets_families_are_rejected_by_the_verified_cache(embedder, verifiers, tmp_path, stored, new, reason,
                                                                    both_ways) -> None:
-    for found in _lookups(embedder, tmp_path, stored, new, both_ways=both_ways):
+    for found in _lookups(embedder, verifiers, tmp_path, stored, new, both_ways=both_ways):
         assert found.hit is None and found.reject_reasons == (reason,)
     assert guard(verifier_features(stored), verifier_features(new)) == reason  # both ways
 
 
 @pytest.mark.parametrize("stored, new, both_ways, check_guard", FAMILY_SAME)
-def test_same_answer_pairs_of_each_dev_sets_families_are_served(embedder, tmp_path, stored, new, both_ways,
+def test_same_answer_pairs_of_each_dev_sets_families_are_served(embedder, verifiers, tmp_path, stored, new, both_ways,
                                                                 check_guard) -> None:
     """By the rules: the pair model, after them, rejects some of these (18 of the 126 when it was turned on by
     default: its cost in recall, measured on every pair set in docs/cache.md), and has its own tests."""
-    for found in _lookups(embedder, tmp_path, stored, new, both_ways=both_ways, pair_model=False):
+    for found in _lookups(embedder, verifiers, tmp_path, stored, new, both_ways=both_ways, pair_model=False):
         assert found.hit is not None and found.hit.answer == "the stored answer", found.reject_reasons
     if check_guard:
         assert guard(verifier_features(stored), verifier_features(new)) is None  # both ways
