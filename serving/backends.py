@@ -150,8 +150,9 @@ class Reply:
     cache_read_tokens: int = 0
     cache_creation_tokens: int = 0
     id: str | None = None
-    #: The answer's content blocks (Messages API shapes) when it holds more than text: its text, ``tool_use`` and
-    #: ``thinking`` / ``redacted_thinking`` blocks; empty for a text answer (``text`` is all of it).
+    #: The answer's content blocks (Messages API shapes) when it holds more than text: its text, ``tool_use``,
+    #: ``thinking`` / ``redacted_thinking`` and a server tool's ``server_tool_use`` / ``*_tool_result`` blocks;
+    #: empty for a text answer (``text`` is all of it).
     content: tuple[Mapping[str, Any], ...] = ()
     #: Of ``cache_creation_tokens``, those written with a one-hour lifetime (Anthropic's ``ttl: "1h"``).
     cache_creation_1h_tokens: int = 0
@@ -345,8 +346,9 @@ class AnthropicBackend:
                 log.exception("costline: could not record a model response")
         return Reply(_message_text(body.get("content")), self.spec.name, model or self.spec.model, stop,
                      fresh + read + created, out, read, created, rid, _content_blocks(body.get("content")), one_hour,
-                     _str_or_none(usage.get("speed")) if usage else None,
-                     _str_or_none(usage.get("inference_geo")) if usage else None, searches)
+                     speed=_str_or_none(usage.get("speed")) if usage else None,
+                     inference_geo=_str_or_none(usage.get("inference_geo")) if usage else None,
+                     web_search_requests=searches)
 
     def stream(self, prompt: Prompt) -> Generator[str, None, Reply]:
         """:meth:`complete`, streamed (``messages.stream``): yields text deltas, returns the Reply."""
@@ -420,8 +422,9 @@ class AnthropicBackend:
                      _int(_field(usage, "input_tokens")) + read + created, _int(_field(usage, "output_tokens")),
                      read, created, _str_or_none(_field(response, "id")), _content_blocks(_field(response, "content")),
                      _int(_field(_field(usage, "cache_creation"), "ephemeral_1h_input_tokens")),
-                     _str_or_none(_field(usage, "speed")), _str_or_none(_field(usage, "inference_geo")),
-                     _int(_field(_field(usage, "server_tool_use"), "web_search_requests")))
+                     speed=_str_or_none(_field(usage, "speed")),
+                     inference_geo=_str_or_none(_field(usage, "inference_geo")),
+                     web_search_requests=_int(_field(_field(usage, "server_tool_use"), "web_search_requests")))
 
     def close(self) -> None:
         self.client.close()
