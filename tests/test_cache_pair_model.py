@@ -387,14 +387,15 @@ def test_onnx_gives_the_pytorch_decision_on_every_pair_of_two_pair_files() -> No
 
 
 @needs_onnx
-def test_int8_keeps_float32s_decision_on_all_but_a_few_pairs_of_two_pair_files(tmp_path) -> None:
+def test_int8_keeps_float32s_decision_on_all_but_a_few_pairs_of_two_pair_files() -> None:
     """The int8 export (the product's default on ONNX Runtime): the same decision as float32 on >= 98 % of the
     600 pairs (measured: 591), and every pair's probability the same alone as among others (activations are
-    scaled per call, so it runs one pair per call)."""
+    scaled per call, so it runs one pair per call). The exports in the default cache, as a gateway's are (the
+    export itself: test_the_onnx_export_is_made_once_and_reused_by_a_second_model)."""
     pairs = _pairs_of("cache_pair_set.jsonl", "test") + _pairs_of("cache_pair_heldout23.jsonl")
     assert len(pairs) == 600
-    fp32 = LazyPairModel(default_pair_model_path(), runtime="onnx", cache_dir=tmp_path).get()
-    int8 = LazyPairModel(default_pair_model_path(), runtime="onnx", int8=True, cache_dir=tmp_path).get()
+    fp32 = LazyPairModel(default_pair_model_path(), runtime="onnx").get()
+    int8 = LazyPairModel(default_pair_model_path(), runtime="onnx", int8=True).get()
     assert (fp32.int8, int8.int8) == (False, True)
     assert int8.onnx_path.name == "pair_model.int8.onnx" and int8.onnx_path.parent == fp32.onnx_path.parent
     # int8 MatMul weights (the word-embedding table stays float32: it is gathered, not multiplied)
@@ -486,6 +487,38 @@ def test_a_model_that_cannot_be_exported_is_refused_naming_its_file(tmp_path) ->
     with pytest.raises(CacheError, match="does not fit a 1-layer MiniLM") as err:
         LazyPairModel(path, runtime="onnx", cache_dir=tmp_path / "onnx").get()
     assert str(path) in str(err.value)
+
+
+_NO_PYTORCH = """
+import sys
+for name in ("torch", "transformers", "sentence_transformers"):
+    sys.modules[name] = None  # an import of any of them now fails
+from costline.serving.cache.semantic import SemanticCache
+from costline.serving.embedding_onnx import make_embedder
+from costline.serving.settings import CacheConfig
+cfg = CacheConfig()
+cache = SemanticCache(make_embedder(cfg), cfg)
+cache.store("How do I reset my password?", "Settings > Security.", tenant="t")
+found = cache.lookup_detail("How can I reset my password?", tenant="t")
+print(cache.verifier.pair_model.get().runtime, found.hit is not None and found.hit.answer)
+"""
+
+
+@needs_onnx
+def test_a_cache_on_onnx_runtime_runs_without_pytorch() -> None:
+    """The gateway's cache as `costline serve` builds it (the defaults: ONNX Runtime, the int8 pair model) looks up,
+    verifies and serves without importing PyTorch or transformers (~3 s of CPU and ~0.3 GiB a process), once the
+    exports are cached (the first start exports on PyTorch)."""
+    import subprocess
+    import sys
+
+    from costline.serving.embedding_onnx import OnnxEmbedder
+
+    LazyPairModel(default_pair_model_path(), runtime="onnx", int8=True).get()  # the exports the child opens
+    OnnxEmbedder().load().shutdown()
+    out = subprocess.run([sys.executable, "-c", _NO_PYTORCH], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split() == ["onnx", "Settings", ">", "Security."]
 
 
 def test_without_onnxruntime_auto_runs_the_pair_model_on_pytorch() -> None:

@@ -166,7 +166,9 @@ class AsgiServer:
         self._pool = ThreadPoolExecutor(self._limits.max_workers, thread_name_prefix=self._name)
         cert, key = self._tls_files or (None, None)
         config = uvicorn.Config(
-            self.app, http=self._protocol, loop="asyncio", lifespan="off", access_log=False, log_config=None,
+            # ws="none": the gateway speaks no WebSocket, and uvicorn then never imports a WebSocket library
+            # (~1 s of a worker's start here); an Upgrade header is answered as the plain request it carries
+            self.app, http=self._protocol, ws="none", loop="asyncio", lifespan="off", access_log=False, log_config=None,
             log_level="warning", timeout_keep_alive=max(self._limits.idle_timeout_s, 0.01),
             timeout_graceful_shutdown=max(int(round(self._drain_timeout_s)), 1),
             h11_max_incomplete_event_size=self._limits.max_header_bytes,
