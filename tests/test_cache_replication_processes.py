@@ -1,5 +1,5 @@
 """Three cache replicas in three processes sharing one topic on a real broker, each with real
-FAISS and the packaged MiniLM: a store on A is served by B and C, an invalidation on A stops
+FAISS and the packaged MiniLM (on ONNX Runtime, as the gateway runs it): a store on A is served by B and C, an invalidation on A stops
 their hits, a replica killed (SIGKILL) and restarted comes back warm from its snapshot plus the
 topic, and hostile records on the topic are skipped while the replicas keep applying.
 
@@ -31,20 +31,20 @@ pytestmark = pytest.mark.kafka
 
 WAIT_S = 60.0  # bound on a propagation wait (the machine is shared and slow); not a time assertion
 CALL_S = 180.0  # bound on one harness command
-START_S = 600.0  # bound on a start: importing torch and loading MiniLM, three at once, on a loaded machine
+START_S = 600.0  # bound on a start: loading MiniLM (exporting it, on a clean cache), three at once, on a loaded machine
 
 HARNESS = r'''
 import dataclasses, json, logging, sys
 from pathlib import Path
 logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
 from costline.serving.cache.semantic import SemanticCache
-from costline.serving.embedding import Embedder
+from costline.serving.embedding_onnx import make_embedder
 from costline.serving.settings import CacheConfig
 
 args = json.loads(sys.argv[1])
 cfg = CacheConfig(ttl_s=0, replication_topic=args["topic"], replication_bootstrap_servers=args["bootstrap"],
                   replica_id=args["name"], path=Path(args["path"]), replication_snapshot_interval_s=0)
-cache = SemanticCache(Embedder(), cfg)
+cache = SemanticCache(make_embedder(cfg), cfg)  # as `costline serve` builds it: ONNX Runtime, no PyTorch
 cache.embedder.encode(["warm the model up"])
 cache.start()
 

@@ -129,10 +129,11 @@ pytest.importorskip("sentence_transformers")
 
 
 @pytest.fixture(scope="module")
-def embedder():
-    from costline.serving.embedding import Embedder
+def embedder(request):
+    """Every case's pair embedded at once (tests/embedders.py)."""
+    from embedders import primed_embedder
 
-    return Embedder().load()
+    return primed_embedder(request)
 
 
 def make_cache(embedder, tmp_path, exporter=None, **cfg):

@@ -191,10 +191,11 @@ DEV_FALSE_HITS = [t for t in TRAPS if t[0] in (
 
 
 @pytest.fixture(scope="module")
-def embedder():
-    from costline.serving.embedding import Embedder
+def embedder(request):
+    """Every case's pair, and the false hits' stored questions in capitals, embedded at once (tests/embedders.py)."""
+    from embedders import primed_embedder
 
-    return Embedder().load()
+    return primed_embedder(request, extra=[t.upper() for t, *_ in DEV_FALSE_HITS])
 
 
 @pytest.fixture(scope="module")

@@ -57,6 +57,13 @@ def onnx_fp32():
     e.shutdown()
 
 
+@pytest.fixture(scope="module")
+def onnx_vectors(onnx_fp32) -> dict[str, np.ndarray]:
+    """Every text of the pair set through the ONNX embedder once (> max_batch: the direct path, in batches of
+    batch_size); the comparisons below share it."""
+    return dict(zip(TEXTS, onnx_fp32.encode(TEXTS)))
+
+
 def decisions(vectors: dict[str, np.ndarray], threshold: float) -> tuple[float, float]:
     """(false-hit rate, recall) of a threshold-mode cache at ``threshold`` over the test split."""
     hits_true = hits_false = n_true = n_false = 0
@@ -73,18 +80,18 @@ def decisions(vectors: dict[str, np.ndarray], threshold: float) -> tuple[float, 
     return hits_false / n_false, hits_true / n_true
 
 
-def test_fp32_vectors_match_pytorch(torch_vectors, onnx_fp32):
+def test_fp32_vectors_match_pytorch(torch_vectors, onnx_vectors):
     assert len(TEXTS) >= 300
-    got = onnx_fp32.encode(TEXTS)  # > max_batch: the direct path, in batches of batch_size
+    got = np.stack([onnx_vectors[t] for t in TEXTS])
     ref = np.stack([torch_vectors[t] for t in TEXTS])
     cosines = (got * ref).sum(axis=1)
     assert cosines.min() >= 0.999
     assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
 
 
-def test_cache_decisions_match_pytorch_on_the_pair_set(torch_vectors, onnx_fp32):
+def test_cache_decisions_match_pytorch_on_the_pair_set(torch_vectors, onnx_vectors):
     threshold = CacheConfig().threshold
-    vectors = dict(zip(TEXTS, onnx_fp32.encode(TEXTS)))
+    vectors = onnx_vectors
     ref_fhr, ref_recall = decisions(torch_vectors, threshold)
     fhr, recall = decisions(vectors, threshold)
     assert 0 < ref_fhr < 1 and 0 < ref_recall < 1  # the threshold cuts through the pairs: a real comparison
@@ -112,12 +119,12 @@ def verified_decisions(vectors: dict[str, np.ndarray]) -> tuple[np.ndarray, np.n
     return served, s.labels
 
 
-def test_verified_cache_decisions_match_pytorch_on_the_test_split(torch_vectors, onnx_fp32):
+def test_verified_cache_decisions_match_pytorch_on_the_test_split(torch_vectors, onnx_vectors):
     """The cache's default mode (verified) on the pair set's test split: false-hit rate and recall
     within half a point of PyTorch's (on 250 pairs that means no decision changes)."""
     assert len(TEST_PAIRS) >= 200
     ref, labels = verified_decisions(torch_vectors)
-    got, _ = verified_decisions(dict(zip(TEXTS, onnx_fp32.encode(TEXTS))))
+    got, _ = verified_decisions(onnx_vectors)
     assert 0 < ref[labels].mean() < 1  # some paraphrases served, some not: the comparison can fail
     assert abs(got[~labels].mean() - ref[~labels].mean()) <= TOLERANCE
     assert abs(got[labels].mean() - ref[labels].mean()) <= TOLERANCE

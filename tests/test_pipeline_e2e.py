@@ -90,9 +90,12 @@ def test_standard_otlp_exporter_through_collect_equals_the_plans(kafka_config: C
 def test_demo_flags_the_stale_cache_hours_of_acme_only(kafka_config: Config, tmp_path: Path) -> None:
     """The demo's traffic through the real serving path: the late invalidation of acme's stale policy
     document is the only significant hit-rate drop, and the student's escalations jump on the shift day."""
-    spec = demo_spec(days=4, per_day=3000, seed=7)  # stale document on day 2, shift on day 3
+    # stale document on day 1, shift on day 2; day 0 is the history the hit rates are compared with. Three days,
+    # not the README demo's four: the suite's longest test (4 days: 120-164 s in CI) is a quarter shorter, and the
+    # drop still shows (one acme hour at z 4.3 here, three at z 4.4-5.1 with four days; per_day 1500 shows none)
+    spec = demo_spec(days=3, per_day=3000, seed=7)
     run = run_demo(kafka_config, spec=spec, workdir=tmp_path / "demo", show_progress=False, echo=lambda _m: None)
-    assert run.requests == 4 * 3000
+    assert run.requests == 3 * 3000
     stats = run.stats
     assert stats is not None and stats.requests == run.requests
     assert stats.stale_by_doc["acme-policy"] > 0 and stats.stale_after_invalidation == 0
@@ -112,5 +115,6 @@ def test_demo_flags_the_stale_cache_hours_of_acme_only(kafka_config: Config, tmp
     assert {row[1] for row in breaches} == {"acme"}
     assert all(invalidated.replace(tzinfo=None) <= row[0] < invalidated.replace(tzinfo=None) + timedelta(hours=14)
                for row in breaches)
-    escalated = {row[0].isoformat(): row[2] for row in shift}
-    assert escalated["2026-11-04"] > 2 * max(v for d, v in escalated.items() if d != "2026-11-04")
+    escalated = {row[0]: row[2] for row in shift}
+    shift_day = (spec.start + timedelta(days=spec.shift_day)).date()
+    assert escalated[shift_day] > 2 * max(v for d, v in escalated.items() if d != shift_day)
