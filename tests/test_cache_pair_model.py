@@ -507,8 +507,8 @@ print(cache.verifier.pair_model.get().runtime, found.hit is not None and found.h
 @needs_onnx
 def test_a_cache_on_onnx_runtime_runs_without_pytorch() -> None:
     """The gateway's cache as `costline serve` builds it (the defaults: ONNX Runtime, the int8 pair model) looks up,
-    verifies and serves without importing PyTorch or transformers (~3 s of CPU and ~0.3 GiB a process), once the
-    exports are cached (the first start exports on PyTorch)."""
+    verifies and serves without importing PyTorch or transformers (~3 s of CPU and ~0.5 GiB of resident memory a
+    process), once the exports are cached (the first start exports on PyTorch)."""
     import subprocess
     import sys
 

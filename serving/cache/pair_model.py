@@ -300,7 +300,7 @@ def _pair_tokenizer(base: Path) -> Any:
 
     Read straight from the base's ``tokenizer.json``, as the ONNX embedder reads its own: the same ids, type ids
     and mask as transformers' tokenizer gives on all 26,329 pairs of our pair files (checked 2026-12-03), without
-    importing transformers and PyTorch (~3 s of CPU and ~0.3 GiB per gateway process that runs ONNX only)."""
+    importing transformers and PyTorch (~3 s of CPU and ~0.5 GiB resident per gateway process that runs ONNX only)."""
     from tokenizers import Tokenizer
 
     if (base / "tokenizer.json").is_file():
