@@ -32,11 +32,13 @@ from costline.processors.attributes import (
     usd_of,
 )
 from costline.processors.spellings import (
+    AI_SDK_PROVIDER_METADATA,
     ALL_INPUT_KEYS,
     ALL_OUTPUT_KEYS,
     ALL_READ_KEYS,
     ALL_WRITE_KEYS,
     USAGE_PREFIXES,
+    provider_metadata_attributes,
     read_call,
 )
 
@@ -234,6 +236,8 @@ def flatten_span(
     attrs = {kv.key: kv.value for kv in span.attributes}
     bad: list[str] = []
     ts, duration_ms = span_times(span, bad)
+    if (meta := attrs.get(AI_SDK_PROVIDER_METADATA)) is not None:  # the Vercel AI SDK's: figures only it holds
+        attrs.update(provider_metadata_attributes(str_of(meta), attrs.__contains__, bad))
     get = attrs.get
     if name == c.SPAN_REQUEST:
         span_id = sid.hex()

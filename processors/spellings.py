@@ -46,6 +46,8 @@ __all__ = [
     "ALL_READ_KEYS",
     "ALL_WRITE_KEYS",
     "USAGE_PREFIXES",
+    "AI_SDK_PROVIDER_METADATA",
+    "provider_metadata_attributes",
 ]
 
 
@@ -153,6 +155,71 @@ _AI_SDK_OPERATIONS: Final = ((".doGenerate", c.OPERATION_CHAT), (".doStream", c.
 _AI_SDK_EMBED_SUFFIX: Final = ".doEmbed"
 AI_SDK_EMBED_TOKENS: Final = "ai.usage.tokens"
 _AI_SDK_EMBED_UNREPORTED: Final = (f"{AI_SDK_EMBED_TOKENS}:missing",)
+
+
+#: The Vercel AI SDK's ``ai.response.providerMetadata``: the provider's own response fields as JSON, on each call's
+#: span (the legacy integration always; ``OpenTelemetry`` of @ai-sdk/otel with ``{ providerMetadata: true }``).
+#: Only there are Anthropic's one-hour cache writes, web searches, service tier, speed and inference geography
+#: (``anthropic.usage``: the API's own usage object) and the OpenAI Responses API's served tier
+#: (``openai.serviceTier``); the genai integration's call span has no cache-write count but in it.
+AI_SDK_PROVIDER_METADATA: Final = "ai.response.providerMetadata"
+#: Longest providerMetadata read (a response's is a few hundred bytes; a longer one is skipped and flagged).
+MAX_PROVIDER_METADATA_CHARS: Final = 65_536
+#: (path in the JSON, the attribute it stands for, counts or names): what the anthropic SDK's native spans and
+#: costline write for the same figures, so the readers below take them as they take those.
+_PROVIDER_METADATA_FIGURES: Final = (
+    (("anthropic", "usage", "cache_creation_input_tokens"), c.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS, int),
+    (("anthropic", "usage", "cache_creation", "ephemeral_1h_input_tokens"), c.ANTHROPIC_USAGE_CACHE_CREATION_1H, int),
+    (("anthropic", "usage", "server_tool_use", "web_search_requests"), c.ANTHROPIC_USAGE_WEB_SEARCH_REQUESTS, int),
+    (("anthropic", "usage", "service_tier"), c.ANTHROPIC_RESPONSE_SERVICE_TIER, str),
+    (("anthropic", "serviceTier"), c.ANTHROPIC_RESPONSE_SERVICE_TIER, str),
+    (("anthropic", "usage", "speed"), c.ANTHROPIC_RESPONSE_SPEED, str),
+    (("anthropic", "usage", "inference_geo"), c.ANTHROPIC_RESPONSE_INFERENCE_GEO, str),
+    (("openai", "serviceTier"), c.OPENAI_RESPONSE_SERVICE_TIER, str),
+)
+
+
+def provider_metadata_attributes(value: str | None, present: Any, bad: list[str]) -> dict[str, Any]:
+    """The attributes the AI SDK's providerMetadata JSON ``value`` stands for (see
+    :data:`_PROVIDER_METADATA_FIGURES`), as OTLP ``AnyValue`` s, leaving out those ``present`` (a key test: the
+    span's own attributes win) and the cache-write count when the span has any spelling of it. A count that is
+    not a number goes on as is, for the readers to flag; JSON that is no object, or too long, is flagged in ``bad``
+    and gives nothing. Never raises."""
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+    if not value:
+        return {}
+    if len(value) > MAX_PROVIDER_METADATA_CHARS:
+        bad.append(f"{AI_SDK_PROVIDER_METADATA}:too_long")
+        return {}
+    try:
+        meta = json.loads(value)
+    except ValueError:
+        meta = None
+    if not isinstance(meta, dict):
+        bad.append(f"{AI_SDK_PROVIDER_METADATA}:not_an_object")
+        return {}
+    out: dict[str, Any] = {}
+    for path, key, kind in _PROVIDER_METADATA_FIGURES:
+        if key in out or present(key):
+            continue
+        if key == c.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS and any(present(k) for k in CACHE_CREATION_KEYS):
+            continue
+        v: Any = meta
+        for step in path:
+            v = v.get(step) if isinstance(v, dict) else None
+        if v is None:
+            continue
+        if kind is str:
+            if isinstance(v, str) and v:
+                out[key] = AnyValue(string_value=v[:256])
+        elif isinstance(v, bool) or not isinstance(v, (int, float)):
+            out[key] = AnyValue(string_value=str(v)[:64])  # read as not a number, and flagged
+        elif isinstance(v, int) and -(2**63) <= v < 2**63:
+            out[key] = AnyValue(int_value=v)
+        else:
+            out[key] = AnyValue(double_value=float(v))
+    return out
 
 
 def _read_ai_sdk_embedding(get: Any, bad: list[str]) -> CallReading:

@@ -40,6 +40,7 @@ Node app was dropped).
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -50,7 +51,7 @@ from costline.processors.processor import Processor
 from node_apps import (PRICING, AppRun, assert_each_call_once, assert_the_failed_call, fresh_config, require_node,
                        run_app, start_receiver, start_standin)
 # the hand-written prices, the price of what the stand-in served and the lake query helper
-from test_ingest_instrumentations import EMBED_IN, EMBED_MODEL, STUDENT_MODEL, _served_usd, q
+from test_ingest_instrumentations import EMBED_IN, EMBED_MODEL, HAIKU_IN, HAIKU_OUT, STUDENT_MODEL, _served_usd, q
 
 pytestmark = pytest.mark.kafka
 
@@ -279,3 +280,80 @@ def test_embedding_provider_model_and_operation(embed_run: AppRun):
     assert q(embed_run.cfg, "SELECT provider, model, operation, instrumentation, count(*) FROM calls "
                             "GROUP BY ALL ORDER BY ALL") == [
         ("openai", EMBED_MODEL, "embeddings", SCOPES[embed_run.report["telemetry"]], EMBED_REQUESTS)]
+
+
+# -- what Anthropic bills beyond the tokens, in providerMetadata (--scenario modifiers) ------------------------
+#: app.mjs's modifiers scenario: a one-hour cache write, its read, a web search (2 searches), US-only inference
+#: streamed; all answered.
+MODIFIER_CALLS = 4
+#: The hand-written multipliers: one-hour writes 2 x the input price, US-only inference 1.1 x every token, USD per
+#: 1,000 searches (Anthropic's list prices, 2026).
+WRITE_1H_X, US_X, SEARCH_PER_1K = 2.0, 1.1, 10.0
+
+
+def _anthropic_usage(call: dict) -> dict:
+    """The Anthropic API's own usage object of one call, as the AI SDK received it (the app's report)."""
+    return call["providerMetadata"]["anthropic"]["usage"]
+
+
+def _billed_usd(usage: dict) -> float:
+    """What Anthropic bills for ``usage`` (its raw usage object), by hand-written prices."""
+    one_hour = usage["cache_creation"]["ephemeral_1h_input_tokens"]
+    five_min = usage["cache_creation_input_tokens"] - one_hour
+    tokens = (usage["input_tokens"] * HAIKU_IN + usage["cache_read_input_tokens"] * HAIKU_IN * 0.1
+              + five_min * HAIKU_IN * 1.25 + one_hour * HAIKU_IN * WRITE_1H_X + usage["output_tokens"] * HAIKU_OUT) / 1e6
+    searches = (usage.get("server_tool_use") or {}).get("web_search_requests", 0)
+    return tokens * (US_X if usage.get("inference_geo") == "us" else 1.0) + searches * SEARCH_PER_1K / 1000
+
+
+@pytest.fixture(scope="module")
+def modifiers_run(request, node, kafka, tmp_path_factory) -> AppRun:
+    """app.mjs --scenario modifiers with one integration (the param: the genai one recording providerMetadata, or
+    the legacy one, which always does), the multipliers set by hand."""
+    telemetry, metadata = request.param
+    cfg = fresh_config(kafka, tmp_path_factory.mktemp(f"aisdk-modifiers-{telemetry}") / "lake")
+    cfg = cfg.replace(pricing=dataclasses.replace(cfg.pricing, cache_read_multiplier=0.1, cache_write_multiplier=1.25,
+                                                  cache_write_1h_multiplier=WRITE_1H_X, us_inference_multiplier=US_X,
+                                                  web_search_per_1k=SEARCH_PER_1K))
+    standin = start_standin()
+    receiver = start_receiver(cfg.kafka)
+    try:
+        report = run_app(node, APP, standin, ["--otlp", receiver.endpoint, "--anthropic", standin.url + "/v1",
+                                             "--openai", standin.openai_url, "--telemetry", telemetry,
+                                             "--scenario", "modifiers", "--provider-metadata", metadata],
+                         fail_first=False)
+    finally:
+        receiver.shutdown()
+        standin.shutdown()
+    stats = Processor(cfg).run(until_idle=1.5)
+    return AppRun(cfg, report, stats, standin.log.paid(), standin.log.entries(),
+                  sum(_billed_usd(_anthropic_usage(c)) for c in report["calls"]))
+
+
+MODIFIERS = [pytest.param(("genai", "on"), id="genai-providerMetadata"), pytest.param(("legacy", "off"), id="legacy")]
+
+
+@pytest.mark.parametrize("modifiers_run", MODIFIERS, indirect=True)
+def test_one_hour_writes_searches_and_us_inference_are_priced_from_the_provider_metadata(modifiers_run: AppRun):
+    """Anthropic's one-hour cache writes (2 x), web searches ($10 / 1,000) and US-only inference (1.1 x) are only
+    in the AI SDK's ``ai.response.providerMetadata`` (the API's raw usage): each call costs what Anthropic bills for
+    the usage the SDK received, the streamed one too; nothing is left unpriced."""
+    run, cfg = modifiers_run, modifiers_run.cfg
+    calls = run.report["calls"]
+    assert [c["failed"] for c in calls] == [False] * MODIFIER_CALLS, calls
+    usages = [_anthropic_usage(c) for c in calls]
+    # the premise: the one-hour write, then reads of it; two searches; the US-only stream
+    assert [u["cache_creation"]["ephemeral_1h_input_tokens"] > 0 for u in usages] == [True, False, False, False]
+    assert [u["cache_read_input_tokens"] > 0 for u in usages] == [False, True, False, True]
+    assert [(u.get("server_tool_use") or {}).get("web_search_requests", 0) for u in usages] == [0, 0, 2, 0]
+    assert [u.get("inference_geo") for u in usages] == [None, None, None, "us"]
+    export = run.report["export"]
+    assert export["failures"] == [] and export["accepted"] == export["ended"] > 0, run.report["stderr"][-4000:]
+    assert (run.stats.spans, run.stats.dlq) == (export["ended"], 0)
+    got = {r[0]: r[1:] for r in q(cfg, "SELECT response_id, cost_usd, cache_creation_1h_tokens, web_search_requests, "
+                                       "inference_geo, pricing_status, data_quality FROM calls")}
+    want = {c["responseId"]: (pytest.approx(_billed_usd(u), rel=1e-9), u["cache_creation"]["ephemeral_1h_input_tokens"],
+                              (u.get("server_tool_use") or {}).get("web_search_requests", 0), u.get("inference_geo"),
+                              "priced", None) for c, u in zip(calls, usages)}
+    assert got == want, run.spans()
+    assert q(cfg, "SELECT sum(cost_usd) FROM requests") == [(pytest.approx(run.served_usd, rel=1e-9),)]

@@ -7,10 +7,11 @@
 //
 //   node app.mjs --otlp http://127.0.0.1:4318/v1/traces \
 //                --anthropic http://127.0.0.1:8080/v1 --openai http://127.0.0.1:8080/v1 \
-//                [--telemetry genai|legacy] [--protocol json|proto] [--scenario chat|embeddings]
+//                [--telemetry genai|legacy] [--protocol json|proto] [--scenario chat|embeddings|modifiers]
+//                [--provider-metadata on|off]
 //
 // Each flag may come from the environment instead: OTLP_ENDPOINT, ANTHROPIC_BASE_URL, OPENAI_BASE_URL,
-// AISDK_TELEMETRY, OTLP_PROTOCOL, AISDK_SCENARIO.
+// AISDK_TELEMETRY, OTLP_PROTOCOL, AISDK_SCENARIO, AISDK_PROVIDER_METADATA.
 //
 // --telemetry picks the AI SDK 7 integration from @ai-sdk/otel: `genai` is `OpenTelemetry` (GenAI
 // semantic conventions: `invoke_agent {model}` > `step {n}` > `chat {model}`), `legacy` is
@@ -20,6 +21,11 @@
 // --scenario picks the calls: `chat` (the default: generateText / streamText, below) or `embeddings`
 // (`embed` / `embedMany` on the OpenAI provider's embeddings API: legacy `ai.embed` > `ai.embed.doEmbed`,
 // `ai.embedMany` > one `ai.embedMany.doEmbed` per chunk; genai `embeddings {model}` > `embeddings {model}`).
+// `modifiers`: Anthropic calls billed otherwise than by their tokens alone: a one-hour cache write and a read of
+// it, a web search (the provider's server tool), US-only inference streamed. Nothing fails in it.
+// --provider-metadata on makes the genai integration record `ai.response.providerMetadata` (a supplemental
+// attribute, off by default; the legacy integration always records it): the provider's own response fields
+// as JSON, where Anthropic's raw usage (one-hour writes, searches, geography) is.
 // In AI SDK 7 the per-call `telemetry` option (formerly `experimental_telemetry`, still accepted) emits
 // no span unless an integration is registered with registerTelemetry, as below.
 //
@@ -57,9 +63,13 @@ const openaiBaseURL = option('--openai', 'OPENAI_BASE_URL');
 const telemetryKind = option('--telemetry', 'AISDK_TELEMETRY', 'genai');
 const protocol = option('--protocol', 'OTLP_PROTOCOL', 'json');
 const scenario = option('--scenario', 'AISDK_SCENARIO', 'chat');
+const providerMetadata = option('--provider-metadata', 'AISDK_PROVIDER_METADATA', 'off');
+if (!['on', 'off'].includes(providerMetadata)) throw new Error(`--provider-metadata: on or off, not ${providerMetadata}`);
 if (!['genai', 'legacy'].includes(telemetryKind)) throw new Error(`--telemetry: genai or legacy, not ${telemetryKind}`);
 if (!['json', 'proto'].includes(protocol)) throw new Error(`--protocol: json or proto, not ${protocol}`);
-if (!['chat', 'embeddings'].includes(scenario)) throw new Error(`--scenario: chat or embeddings, not ${scenario}`);
+if (!['chat', 'embeddings', 'modifiers'].includes(scenario)) {
+  throw new Error(`--scenario: chat, embeddings or modifiers, not ${scenario}`);
+}
 
 diag.setLogger(new DiagConsoleLogger(), DiagLogLevel.WARN); // export failures on stderr
 
@@ -112,7 +122,8 @@ const provider = new NodeTracerProvider({
   spanProcessors: [countEnded, new BatchSpanProcessor(exporter, { scheduledDelayMillis: 200 })],
 });
 provider.register(); // global tracer provider + AsyncLocalStorage context manager (parent spans)
-registerTelemetry(telemetryKind === 'legacy' ? new LegacyOpenTelemetry() : new OpenTelemetry());
+registerTelemetry(telemetryKind === 'legacy' ? new LegacyOpenTelemetry()
+  : new OpenTelemetry({ providerMetadata: providerMetadata === 'on' }));
 
 const anthropic = createAnthropic({ baseURL: anthropicBaseURL, apiKey: 'test' });
 const openai = createOpenAI({ baseURL: openaiBaseURL, apiKey: 'test' });
@@ -169,7 +180,8 @@ async function call(name, api, stream, parent, fn) {
 
 async function generate(opts) {
   const r = await generateText(opts);
-  return { usage: r.usage, responseId: r.response?.id, modelId: r.response?.modelId };
+  return { usage: r.usage, responseId: r.response?.id, modelId: r.response?.modelId,
+           providerMetadata: r.providerMetadata ?? null };
 }
 
 async function embedOne(opts) {
@@ -188,7 +200,8 @@ async function stream(opts) {
   for await (const delta of r.textStream) text += delta; // consumed to the end
   const response = await r.response;
   if (!text) throw new Error('empty stream');
-  return { usage: await r.usage, responseId: response?.id, modelId: response?.modelId };
+  return { usage: await r.usage, responseId: response?.id, modelId: response?.modelId,
+           providerMetadata: (await r.providerMetadata) ?? null };
 }
 
 async function chatScenario() {
@@ -216,6 +229,27 @@ async function chatScenario() {
     stream({ ...common, model: student, maxOutputTokens: 32, prompt: 'Summarise ticket 8' }));
 }
 
+// The cached system prompt, kept an hour (Anthropic bills the write at 2x the input price, not 1.25x).
+const oneHourInstructions = { ...cachedInstructions,
+                              providerOptions: { anthropic: { cacheControl: { type: 'ephemeral', ttl: '1h' } } } };
+
+async function modifiersScenario() {
+  // 0-1: a one-hour cache write, then a read of it (in a server span).
+  for (let i = 0; i < 2; i++) {
+    await call(`one-hour-${i}`, 'anthropic', false, 'POST /ask', () =>
+      generate({ ...common, model: claude, instructions: oneHourInstructions,
+                 prompt: `Question ${i}: can I return a damaged item?` }));
+  }
+  // 2: the web search server tool (the stand-in searches once, and once more per " and "), no parent span.
+  await call('web-search', 'anthropic', false, null, () =>
+    generate({ ...common, model: claude, tools: { web_search: anthropic.tools.webSearch_20250305({ maxUses: 3 }) },
+               prompt: 'What changed in the refund policy and when?' }));
+  // 3: US-only inference (1.1x every token), streamed, reading the one-hour prompt.
+  await call('us-only', 'anthropic', true, 'POST /chat', () =>
+    stream({ ...common, model: claude, instructions: oneHourInstructions,
+             providerOptions: { anthropic: { inferenceGeo: 'us' } }, prompt: 'Question 2: how long do refunds take?' }));
+}
+
 // 5 values, at most EMBED_CHUNK a request: 3 requests.
 const DOCS = ['Refunds take five working days.', 'Damaged items can be returned within 30 days.',
               'Order 42 shipped on Monday.', 'Gift cards cannot be refunded.', 'Returns are free in the EU.'];
@@ -232,11 +266,11 @@ async function embeddingsScenario() {
 }
 
 try {
-  await (scenario === 'embeddings' ? embeddingsScenario() : chatScenario());
+  await ({ chat: chatScenario, embeddings: embeddingsScenario, modifiers: modifiersScenario })[scenario]();
 } finally {
   // an export the endpoint refused rejects the flush: it is in exported.failures, reported below
   await provider.forceFlush().catch((err) => exported.flushError = String(err?.message ?? err));
   await provider.shutdown().catch((err) => exported.shutdownError = String(err?.message ?? err));
 }
-process.stdout.write(JSON.stringify({ telemetry: telemetryKind, protocol, scenario, calls: results, export: exported,
-                                     spans }) + '\n');
+process.stdout.write(JSON.stringify({ telemetry: telemetryKind, protocol, scenario, providerMetadata, calls: results,
+                                     export: exported, spans }) + '\n');
