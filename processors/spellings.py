@@ -161,7 +161,8 @@ _AI_SDK_EMBED_UNREPORTED: Final = (f"{AI_SDK_EMBED_TOKENS}:missing",)
 #: span (the legacy integration always; ``OpenTelemetry`` of @ai-sdk/otel with ``{ providerMetadata: true }``).
 #: Only there are Anthropic's one-hour cache writes, web searches, service tier, speed and inference geography
 #: (``anthropic.usage``: the API's own usage object) and the OpenAI Responses API's served tier
-#: (``openai.serviceTier``); the genai integration's call span has no cache-write count but in it.
+#: (``openai.serviceTier``); the cache-write count too, for a call span that carries none (the genai integration's
+#: ``generateObject`` call spans: cache reads only).
 AI_SDK_PROVIDER_METADATA: Final = "ai.response.providerMetadata"
 #: Longest providerMetadata read (a response's is a few hundred bytes; a longer one is skipped and flagged).
 MAX_PROVIDER_METADATA_CHARS: Final = 65_536

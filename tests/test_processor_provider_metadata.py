@@ -23,7 +23,8 @@ PRICING = PricingTable(PricingConfig(models=(ModelPrice("claude-haiku-4-5", "bud
                                                         output_per_mtok=5.0),),
                                      cache_write_1h_multiplier=2.0, us_inference_multiplier=1.1,
                                      web_search_per_1k=10.0))
-#: The genai integration's call span: the input includes the cache (1,000 fresh + 3,000 written), no write count.
+#: A genai integration's call span without a write count (its generateObject ones): the input includes the cache
+#: (1,000 fresh + 3,000 written).
 CHAT = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "anthropic", "gen_ai.request.model":
         "claude-haiku-4-5", "gen_ai.usage.input_tokens": 4000, "gen_ai.usage.output_tokens": 100}
 USAGE = {"input_tokens": 1000, "output_tokens": 100, "cache_read_input_tokens": 0,
