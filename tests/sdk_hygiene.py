@@ -19,12 +19,20 @@ import pytest
 __all__ = ["sdk_class_attributes", "restore_sdk_classes", "pristine_sdks", "openllmetry_forgets_responses"]
 
 
-def sdk_class_attributes(prefixes: tuple[str, ...] = ("anthropic.", "openai.")) -> dict:
+#: The SDKs whose classes instrumentors patch.
+SDK_PREFIXES = ("anthropic.", "openai.")
+
+
+def _loaded(prefixes: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(name for name in list(sys.modules) if name.startswith(prefixes))
+
+
+def sdk_class_attributes(prefixes: tuple[str, ...] = SDK_PREFIXES) -> dict:
     """Every attribute of the loaded SDK modules' own classes, to put back what an instrumentor patched.
 
     pydantic's own (``__pydantic_*``: a model's validator, built on first use) are left out: no instrumentor
     patches them, and putting back the placeholder of a model not yet used made pydantic rebuild it."""
-    return _class_attributes(tuple(name for name in list(sys.modules) if name.startswith(prefixes)))
+    return _class_attributes(_loaded(prefixes))
 
 
 def _class_attributes(names: tuple[str, ...]) -> dict:
@@ -56,7 +64,7 @@ def restore_sdk_classes(before: dict) -> None:
 @pytest.fixture(autouse=True)
 def pristine_sdks() -> Iterator[None]:
     """Each test starts from the SDKs' own methods (autouse where imported)."""
-    before = _snapshot(tuple(name for name in list(sys.modules) if name.startswith(("anthropic.", "openai."))))
+    before = _snapshot(_loaded(SDK_PREFIXES))
     yield
     restore_sdk_classes(before)
 
