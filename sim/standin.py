@@ -8,6 +8,7 @@
   lifetime in ``usage.cache_creation`` (a ``"ttl": "1h"`` breakpoint's share is one-hour); ``speed: "fast"``
   is said back in ``usage.speed``, ``inference_geo`` ("us" or "global") in ``usage.inference_geo``; a ``web_search_*`` server tool searches once, plus once per " and " in the
   question, at most ``max_uses`` (``server_tool_use`` and ``web_search_tool_result`` blocks before the answer,
+  which is a lead text block then the answer's, citing each result as ``web_search_result_location``;
   ``usage.server_tool_use.web_search_requests``); ``tools`` /
   ``tool_choice``: a tool is called — a ``tool_use`` block after a short text block, ``stop_reason``
   ``tool_use`` — when the last user question names it, or ``tool_choice`` is ``any`` / ``tool``, unless
@@ -416,7 +417,7 @@ class StandInServer(ServedByJsonServer):
         return [{"type": "server_tool_use", "id": tool_id, "name": "web_search",
                  "input": {"query": f"{question[:80]} ({n + 1})"}},
                 {"type": "web_search_tool_result", "tool_use_id": tool_id, "content": [
-                    {"type": "web_search_result", "url": f"https://standin.invalid/search/{n + 1}",
+                    {"type": "web_search_result", "url": _search_url(n),
                      "title": f"Stand-in result {n + 1}", "encrypted_content": "c3RhbmQtaW4=", "page_age": None}]}]
 
     def _prompt_cache_usage(self, model: str, system: Any, messages: list[Any]) -> tuple[int, int, int]:
@@ -520,7 +521,12 @@ class StandInServer(ServedByJsonServer):
                                "signature": f"sig_standin_{next(self._ids):08d}"})
             out_tokens += count_tokens(thought)
         searches = 0 if tool is not None else _web_searches(body, last_user_text(messages))
-        if searches:  # the server tool's calls and results come before the answer that read them
+        if searches:  # the server tool's calls and results come before the answer that read them, which cites them
+            if [b["type"] for b in content] == ["text"] and content[0]["text"]:  # as the API does: a lead, then
+                # the answer in a text block whose citations are the results it read (web_search_result_location)
+                content = [{"type": "text", "text": SEARCH_LEAD}, {**content[0], "citations": [
+                    _search_citation(n) for n in range(searches)]}]
+                out_tokens += count_tokens(SEARCH_LEAD)
             content = [block for n in range(searches) for block in self._search_blocks(last_user_text(messages), n)] \
                 + content
         read, created, one_hour = self._prompt_cache_usage(model, body.get("system"), messages)
@@ -1189,6 +1195,7 @@ def _message_tools(body: Mapping[str, Any]) -> _Tools:
         if _is_web_search(tool):  # a server tool: the API runs it (_web_searches), no schema
             if tool["name"] != "web_search":
                 raise _ApiError(400, f"tools.{i}.name: the web search tool is named 'web_search'")
+            _check_web_search(tool, i)
             continue
         if not isinstance(tool.get("input_schema"), Mapping):
             raise _ApiError(400, f"tools.{i}.input_schema: Field required (an object)")
@@ -1203,6 +1210,47 @@ def _message_tools(body: Mapping[str, Any]) -> _Tools:
     if kind == "tool" and not any(name == named for name, _ in out):
         raise _ApiError(400, f"tool_choice.name: no tool named {str(named)[:64]!r} in tools")
     return out, str(kind), named
+
+
+#: The uncited text block before a searched answer's cited one.
+SEARCH_LEAD = "From the search results: "
+
+
+def _search_url(n: int) -> str:
+    return f"https://standin.invalid/search/{n + 1}"
+
+
+def _search_citation(n: int) -> dict[str, Any]:
+    """The citation of search ``n``'s result on the text that read it (the API's ``web_search_result_location``)."""
+    return {"type": "web_search_result_location", "url": _search_url(n), "title": f"Stand-in result {n + 1}",
+            "encrypted_index": "c3RhbmQtaW4=", "cited_text": f"What stand-in result {n + 1} says."}
+
+
+_WEB_SEARCH_FIELDS = frozenset({"type", "name", "max_uses", "user_location", "allowed_domains", "blocked_domains",
+                                "cache_control"})
+
+
+def _check_web_search(tool: Mapping[str, Any], i: int) -> None:
+    """The web search tool's fields, checked as the API checks them (raises _ApiError)."""
+    extra = sorted(set(tool) - _WEB_SEARCH_FIELDS)
+    if extra:
+        raise _ApiError(400, f"tools.{i}.{extra[0]}: Extra inputs are not permitted")
+    uses = tool.get("max_uses")
+    if uses is not None and (not isinstance(uses, int) or isinstance(uses, bool) or uses < 1):
+        raise _ApiError(400, f"tools.{i}.max_uses: Input should be greater than 0")
+    place = tool.get("user_location")
+    if place is None:
+        return
+    if not isinstance(place, Mapping) or place.get("type") != "approximate":
+        raise _ApiError(400, f"tools.{i}.user_location.type: Input should be 'approximate'")
+    for key, value in place.items():
+        if key == "type":
+            continue
+        if key not in ("city", "region", "country", "timezone"):
+            raise _ApiError(400, f"tools.{i}.user_location.{key}: Extra inputs are not permitted")
+        if value is not None and (not isinstance(value, str) or not 1 <= len(value) <= 255
+                                  or (key == "country" and len(value) != 2)):
+            raise _ApiError(400, f"tools.{i}.user_location.{key}: a string (country: two letters)")
 
 
 def _is_web_search(tool: Mapping[str, Any]) -> bool:

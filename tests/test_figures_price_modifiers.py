@@ -477,7 +477,7 @@ def test_web_searches_are_priced_per_search_on_top_of_the_tokens(standin, cfg, s
         usages, blocks = _search_traffic(client, stream)
     # the SDK read the server tool's blocks and counts: 1, 3 and 3 (max_uses) searches
     assert [_searches(u) for u in usages] == [1, 3, 3]
-    assert blocks[0] == ["server_tool_use", "web_search_tool_result", "text"]
+    assert blocks[0] == ["server_tool_use", "web_search_tool_result", "text", "text"]  # a lead, then the cited answer
     calls = [s for s in exporter.get_finished_spans() if s.name != "costline.request"]
     assert [s.attributes.get("anthropic.usage.server_tool_use.web_search_requests") for s in calls] == [1, 3, 3]
     lake_from_sdk_spans(exporter.get_finished_spans(), cfg)

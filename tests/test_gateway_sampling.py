@@ -204,7 +204,18 @@ def test_parameters_the_api_would_refuse_are_a_400_before_any_call(standin, serv
      "response_format.json_schema.schema"),
     ({"logprobs": True, "top_logprobs": 3}, "logprobs"),
     ({"modalities": ["text", "audio"], "audio": {"voice": "alloy", "format": "wav"}}, "modalities"),
-    ({"web_search_options": {}}, "web_search_options"),
+    ({"web_search_options": "on"}, "web_search_options"),
+    ({"web_search_options": {"search_context_size": "huge"}}, "web_search_options"),
+    ({"web_search_options": {"search_domain_filter": ["a.example"]}}, "web_search_options"),
+    ({"web_search_options": {"user_location": {"type": "exact", "approximate": {"city": "Oslo"}}}},
+     "web_search_options"),
+    ({"web_search_options": {"user_location": {"type": "approximate", "approximate": {"country": "Norway"}}}},
+     "web_search_options"),
+    ({"web_search_options": {"user_location": {"type": "approximate", "approximate": {"street": "Main St"}}}},
+     "web_search_options"),
+    ({"web_search_options": {"user_location": {"type": "approximate", "approximate": {"city": ""}}}},
+     "web_search_options"),
+    ({"web_search_options": {}, "tools": [{"type": "function", "function": {"name": "web_search"}}]}, "tools"),
     ({"reasoning_effort": "extreme"}, "reasoning_effort"),
     ({"frequency_penalty": 3}, "frequency_penalty"),
     ({"presence_penalty": "high"}, "presence_penalty"),
@@ -213,9 +224,10 @@ def test_parameters_the_api_would_refuse_are_a_400_before_any_call(standin, serv
     ({"logit_bias": {"50256": 101}}, "logit_bias"),
 ])
 def test_chat_fields_the_gateway_cannot_answer_are_refused(standin, serve, extra, param):  # noqa: F811
-    """Each asks for an answer the gateway cannot give (log probabilities, audio, web search) or is malformed (a
-    response format of no known type, a schema that is no JSON Schema, a penalty, seed or logit bias the API would
-    refuse): a 400 naming the field, in OpenAI's format, before any model is paid."""
+    """Each asks for an answer the gateway cannot give (log probabilities, audio) or is malformed (a response format
+    of no known type, a schema that is no JSON Schema, a penalty, seed or logit bias the API would refuse, web search
+    options of another shape than OpenAI's or beside a function of the search tool's name): a 400 naming the field,
+    in OpenAI's format, before any model is paid."""
     standin.log.clear()
     gw = serve()
     with pytest.raises(openai.BadRequestError) as err:

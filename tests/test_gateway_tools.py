@@ -213,16 +213,73 @@ def test_web_search_runs_on_an_anthropic_tier_and_its_blocks_come_back(setup, st
         kwargs = dict(model="claude-haiku-4-5", max_tokens=400, tools=[WEB_SEARCH],
                       messages=[{"role": "user", "content": question}])
         text, message = _ask(client, stream, **kwargs)
-        # one " and " in the question: two searches, each a call and its result, then the answer
-        assert [b.type for b in message.content] == ["server_tool_use", "web_search_tool_result"] * 2 + ["text"]
+        # one " and " in the question: two searches, each a call and its result, then the answer (a lead, then
+        # the text that cites both results)
+        assert [b.type for b in message.content] == ["server_tool_use", "web_search_tool_result"] * 2 + ["text"] * 2
         assert message.content[0].name == "web_search" and message.content[0].input["query"]
         assert message.content[1].tool_use_id == message.content[0].id
         assert message.content[1].content[0].url.startswith("https://standin.invalid/search/")
-        assert text and message.content[-1].text == text
+        assert [c.url for c in message.content[-1].citations] == [message.content[1].content[0].url,
+                                                                 message.content[3].content[0].url]
+        assert text and text.endswith(message.content[-1].text)
         assert message.usage.server_tool_use.web_search_requests == 2
         logged = standin.log.entries()[entries:]
         assert [(e.api, e.paid) for e in logged] == [("anthropic", True)]  # the student was never called
     assert cache.lookups == lookups and cache.entries == stored
+
+
+@pytest.mark.parametrize("route", [ANTHROPIC_TIER, STUDENT], ids=["anthropic", "student"])
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("options, searches", [
+    ({}, 2),  # OpenAI's default size (medium): up to 5 searches; the question asks for 2
+    ({"search_context_size": "low"}, 1),  # at most one search
+    ({"search_context_size": "high", "user_location": {"type": "approximate", "approximate": {
+        "city": "Oslo", "country": "NO", "region": "Oslo", "timezone": "Europe/Oslo"}}}, 2),
+], ids=["default", "low", "located"])
+def test_web_search_options_search_on_an_anthropic_tier_and_cite_as_url_annotations(
+        setup, standin, route, stream, options, searches) -> None:
+    """An app on the ``openai`` SDK asks with ``web_search_options``: an Anthropic tier searches (the stand-in
+    refuses a search tool of another shape than the API's), the answer comes back as ``content`` with one
+    ``url_citation`` annotation per result it cites, spanning the cited text (streamed: an ``annotations`` delta
+    after the text, as OpenAI streams them); never from the cache nor into it; routed to the student, the request
+    goes up without a paid student call. (Such requests were refused with a 400 before.)"""
+    gw, cache = setup
+    client = _openai(gw, route)
+    question = f"What changed in the refund policy and in the shipping rules ({route is STUDENT}, {stream}, {searches})?"
+    lookups, stored = cache.lookups, dict(cache.entries)
+    entries = len(standin.log.entries())
+    kwargs = dict(model="gpt-4o-search-preview", messages=[{"role": "user", "content": question}],
+                  web_search_options=options)
+    if stream:
+        text, annotations, finish = "", [], None
+        for chunk in client.chat.completions.create(stream=True, **kwargs):
+            delta = chunk.choices[0].delta
+            text += delta.content or ""
+            annotations += (delta.model_extra or {}).get("annotations") or []
+            finish = chunk.choices[0].finish_reason or finish
+        cited = [(a["url_citation"]["url"], a["url_citation"]["start_index"], a["url_citation"]["end_index"],
+                  a["url_citation"]["title"]) for a in annotations]
+    else:
+        out = client.chat.completions.create(**kwargs)
+        text, finish = out.choices[0].message.content, out.choices[0].finish_reason
+        cited = [(a.url_citation.url, a.url_citation.start_index, a.url_citation.end_index, a.url_citation.title)
+                 for a in out.choices[0].message.annotations or []]
+    assert finish == "stop" and text
+    # the stand-in's answer after searching: an uncited lead, then the cited answer (to the end of the content)
+    lead = "From the search results: "
+    assert text.startswith(lead) and len(text) > len(lead)
+    assert cited == [(f"https://standin.invalid/search/{n}", len(lead), len(text), f"Stand-in result {n}")
+                     for n in range(1, searches + 1)]
+    logged = standin.log.entries()[entries:]
+    assert [(e.api, e.paid) for e in logged] == [("anthropic", True)]  # the student was never called
+    assert cache.lookups == lookups and cache.entries == stored
+
+
+def test_an_answer_without_citations_has_no_annotations(setup) -> None:
+    gw, _ = setup
+    out = _openai(gw, ANTHROPIC_TIER).chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "What is the capital of Norway?"}])
+    assert out.choices[0].message.content and out.choices[0].message.annotations is None
 
 
 def test_an_image_for_a_text_only_student_is_escalated_not_dropped(setup, standin) -> None:

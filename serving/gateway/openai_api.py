@@ -26,6 +26,11 @@ pipeline call, and the answer is written back as a ``chat.completion``:
   (:func:`~costline.serving.translate.file_block`);
 * ``response_format`` ``json_schema`` / ``json_object`` (structured outputs, what the SDK's ``parse`` sends) reach
   every tier in its API's shape and every answer is checked against it (:mod:`costline.serving.structured`);
+* ``web_search_options`` becomes Anthropic's web search server tool (``search_context_size`` low / medium / high:
+  at most 1 / 5 / 10 searches, LiteLLM's mapping; ``user_location`` as the tool's): it runs on Anthropic tiers only
+  (routed to an OpenAI-compatible tier, the request goes up a tier before any call there), is never cached, and the
+  answer's web search citations come back as ``message.annotations`` of type ``url_citation`` (streamed: a delta of
+  ``annotations`` after the text), each the place of a cited text block in ``content``;
 * errors in OpenAI's format (``{"error": {"message", "type", "param", "code"}}``); every tier
   failing answers 429, 503 (overloaded) or 500; ``frequency_penalty``, ``presence_penalty``, ``seed`` and
   ``logit_bias`` reach OpenAI-compatible tiers only (:data:`CHAT_SAMPLING_FIELDS`); other parts (audio, a file by ``file_id``) and the deprecated
@@ -51,8 +56,9 @@ from costline.serving.structured import from_chat
 from costline.serving.translate import block_text, openai_tool_calls, tools_from_openai, turns_from_openai, uses_tools
 from costline.serving.pipeline import Answer, LiveAnswer
 
-__all__ = ["CHAT_SAMPLING_FIELDS", "ChatCompletions", "DEFAULT_MAX_TOKENS", "chat_sampling_of", "OpenAIRoute", "end_user_of", "model_of", "open_openai_live", "openai_error",
-           "settled_response", "token_counts"]
+__all__ = ["CHAT_SAMPLING_FIELDS", "ChatCompletions", "DEFAULT_MAX_TOKENS", "SEARCH_CONTEXT_USES", "chat_sampling_of",
+           "OpenAIRoute", "end_user_of", "model_of", "open_openai_live", "openai_error", "settled_response",
+           "token_counts", "url_citations", "web_search_tool"]
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +171,14 @@ def _to_messages(body: Mapping[str, Any]) -> tuple[Any, list[dict[str, Any]], st
     if isinstance(tooled[0], str):
         return openai_error(400, str(tooled[1]), param=str(tooled[0]))
     tools, tool_choice = tooled
+    if body.get("web_search_options") is not None:  # Anthropic's web search server tool (Anthropic tiers only)
+        search = web_search_tool(body["web_search_options"])
+        if isinstance(search, tuple):
+            return openai_error(400, search[1], param=search[0])
+        if any(t.get("name") == "web_search" for t in tools):
+            return openai_error(400, "tools: a function named web_search cannot go with web_search_options (the "
+                                     "search tool has that name)", param="tools")
+        tools = [*tools, search]
     cannot = _cannot_carry(body)
     if cannot is not None:
         return openai_error(400, cannot[1], param=cannot[0])
@@ -262,9 +276,79 @@ def _cannot_carry(body: Mapping[str, Any]) -> tuple[str, str] | None:
     modalities = body.get("modalities")
     if body.get("audio") is not None or (modalities is not None and modalities != ["text"]):
         return "modalities", "only text output is supported by the costline gateway"
-    if body.get("web_search_options") is not None:
-        return "web_search_options", "web search is not supported by the costline gateway"
     return None
+
+
+#: ``web_search_options.search_context_size`` as the web search tool's ``max_uses`` (LiteLLM's mapping, so an app
+#: moving from its proxy searches as often); OpenAI's default size is "medium".
+SEARCH_CONTEXT_USES = {"low": 1, "medium": 5, "high": 10}
+_LOCATION_FIELDS = ("city", "region", "country", "timezone")
+_WEB_SEARCH_TYPE = "web_search_20250305"
+
+
+def web_search_tool(options: Any) -> dict[str, Any] | tuple[str, str]:
+    """Chat Completions' ``web_search_options`` as Anthropic's web search server tool (``web_search_20250305``:
+    ``max_uses`` from ``search_context_size``, ``user_location`` as the tool's), or ``(param, problem)``."""
+    param = "web_search_options"
+    if not isinstance(options, Mapping):
+        return param, "web_search_options: an object ({} searches with the defaults)"
+    unknown = sorted(str(k) for k in options if k not in ("search_context_size", "user_location"))
+    if unknown:
+        return param, f"web_search_options.{unknown[0][:40]}: not a field (search_context_size, user_location)"
+    size = options.get("search_context_size")
+    size = "medium" if size is None else size
+    if not isinstance(size, str) or size not in SEARCH_CONTEXT_USES:
+        return param, "web_search_options.search_context_size: low, medium or high"
+    tool: dict[str, Any] = {"type": _WEB_SEARCH_TYPE, "name": "web_search", "max_uses": SEARCH_CONTEXT_USES[size]}
+    location = options.get("user_location")
+    if location is None:
+        return tool
+    approx = location.get("approximate") if isinstance(location, Mapping) else None
+    if not isinstance(location, Mapping) or location.get("type") != "approximate" or not isinstance(approx, Mapping):
+        return param, ("web_search_options.user_location: {\"type\": \"approximate\", \"approximate\": "
+                       "{\"city\", \"region\", \"country\", \"timezone\"}}")
+    place: dict[str, Any] = {"type": "approximate"}
+    for key, value in approx.items():
+        where = f"web_search_options.user_location.approximate.{str(key)[:40]}"
+        if key not in _LOCATION_FIELDS:
+            return param, f"{where}: not a field (city, region, country, timezone)"
+        if value is None:
+            continue
+        if not isinstance(value, str) or not 1 <= len(value) <= 255:
+            return param, f"{where}: a string of 1-255 characters"
+        if key == "country" and not (len(value) == 2 and value.isascii() and value.isalpha()):
+            return param, f"{where}: a two-letter ISO 3166-1 country code, such as GB"
+        place[key] = value
+    tool["user_location"] = place
+    return tool
+
+
+def url_citations(result: Answer) -> list[dict[str, Any]]:
+    """The web search citations of an answer as Chat Completions' ``url_citation`` annotations: each cited text
+    block's place in the message's ``content`` (the answer's text blocks joined) with the cited page's URL and
+    title; none for a cache hit or an answer without them."""
+    reply = result.reply
+    if reply is None or result.cached:
+        return []
+    out: list[dict[str, Any]] = []
+    seen: set[tuple[int, int, str]] = set()
+    at, end = 0, len(result.text)
+    for block in reply.content:
+        text = block.get("text") if block.get("type") == "text" else None
+        if not isinstance(text, str):
+            continue
+        span = (min(at, end), min(at + len(text), end))
+        for cited in block.get("citations") or ():
+            url = cited.get("url") if isinstance(cited, Mapping) else None
+            if not isinstance(url, str) or cited.get("type") != "web_search_result_location" or (*span, url) in seen:
+                continue
+            seen.add((*span, url))
+            title = cited.get("title")
+            out.append({"type": "url_citation", "url_citation": {
+                "start_index": span[0], "end_index": span[1], "url": url,
+                "title": title if isinstance(title, str) else url}})
+        at += len(text)
+    return out
 
 
 def _text(content: Any) -> str | None:
@@ -365,6 +449,9 @@ def _completion(result: Answer, created: int) -> dict[str, Any]:
     calls = _calls(result)
     if calls:
         message.update(content=result.text or None, tool_calls=calls)
+    cited = url_citations(result)
+    if cited:
+        message["annotations"] = cited
     return {"id": _id_of(result.request_id), "object": "chat.completion", "created": created,
             "model": model_of(result),
             "choices": [{"index": 0, "message": message, "finish_reason": _finish(result), "logprobs": None}],
@@ -401,6 +488,9 @@ def _chunks(model: str, chat_id: str, created: int, texts: Any, settle: Callable
     if result is None:
         yield _error_event("the model failed mid-answer: the text sent so far stands")
         return
+    cited = url_citations(result)
+    if cited:  # as OpenAI streams a search's citations: on a delta of their own once the text is out
+        yield chunk([{"index": 0, "delta": {"annotations": cited}, "finish_reason": None, "logprobs": None}])
     yield chunk([{"index": 0, "delta": {}, "finish_reason": _finish(result), "logprobs": None}])
     if include_usage:
         yield chunk([], usage=_usage(result))
