@@ -128,6 +128,79 @@ def test_the_openai_agents_sdk_default_model_runs_through_the_responses_api(setu
     assert ran == ["stand-in", "stand-in"]
 
 
+LEAD = "From the search results: "  # the stand-in's uncited text before a searched answer's cited one
+
+
+@pytest.mark.parametrize("route", ["anthropic", "student"])
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("tool, include, searches", [
+    ({"type": "web_search"}, [], 2),
+    ({"type": "web_search_preview", "search_context_size": "low",
+      "user_location": {"type": "approximate", "city": "Oslo", "country": "NO"}}, ["web_search_call.action.sources"], 1),
+    ({"type": "web_search", "filters": {"allowed_domains": ["standin.invalid"]}, "search_context_size": "high"},
+     ["web_search_call.action.sources"], 2),
+], ids=["default", "low-located-sources", "filtered"])
+def test_the_web_search_tool_searches_on_an_anthropic_tier(setup, standin, route, stream, tool, include,
+                                                           searches) -> None:
+    """OpenAI's web search tool becomes Anthropic's (the stand-in refuses one of another shape): a ``web_search_call``
+    item per search before the message (its query; its sources when ``include`` asks), the message's citations as
+    ``url_citation`` annotations spanning the cited text; streamed, the SDK's events say the same; never cached;
+    routed to the student, it goes up without a paid student call. (It was a 400 before.)"""
+    gw, cache = setup
+    client = _client(gw, route, tenant="search")
+    question = f"What changed in the refund policy and in the shipping rules ({route}, {stream}, {searches})?"
+    stored, lookups, paid = dict(cache.entries), cache.lookups, len(standin.log.paid())
+    kwargs = dict(model="gpt-5-mini", input=question, tools=[tool], include=include)
+    if stream:
+        with client.responses.stream(**kwargs) as s:
+            events = list(s)
+            response = s.get_final_response()
+        added = [e.annotation for e in events if e.type == "response.output_text.annotation.added"]
+        assert [(a.url, a.start_index, a.end_index) for a in added] == [
+            (f"https://standin.invalid/search/{n}", len(LEAD), len(response.output_text))
+            for n in range(1, searches + 1)]
+        kinds = [e.type for e in events]
+        assert kinds.count("response.web_search_call.completed") == searches
+        assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == response.output_text
+    else:
+        response = client.responses.create(**kwargs)
+    assert [o.type for o in response.output] == ["web_search_call"] * searches + ["message"]
+    calls, message = response.output[:-1], response.output[-1]
+    assert all(c.status == "completed" and c.action.type == "search" and c.action.query for c in calls)
+    if include:
+        assert [[src.url for src in c.action.sources] for c in calls] == [
+            [f"https://standin.invalid/search/{n}"] for n in range(1, searches + 1)]
+    else:
+        assert all(c.action.sources is None for c in calls)
+    text = response.output_text
+    assert text.startswith(LEAD) and len(text) > len(LEAD)
+    assert [(a.type, a.url, a.title, a.start_index, a.end_index) for a in message.content[0].annotations] == [
+        ("url_citation", f"https://standin.invalid/search/{n}", f"Stand-in result {n}", len(LEAD), len(text))
+        for n in range(1, searches + 1)]
+    assert [e.api for e in standin.log.paid()[paid:]] == ["anthropic"]
+    assert cache.entries == stored and cache.lookups == lookups
+
+
+def test_the_openai_agents_sdk_web_search_tool_runs_through_the_gateway(setup, standin) -> None:
+    """The OpenAI Agents SDK's hosted ``WebSearchTool`` (what an agent on OpenAI's default model searches with) runs
+    on an Anthropic tier through the gateway: the agent's run sees the search and the answer."""
+    from agents import Agent, RunConfig, Runner, WebSearchTool
+    from agents.models.openai_responses import OpenAIResponsesModel
+
+    gw, _ = setup
+    client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{gw.port}/v1", api_key="unused", max_retries=0,
+                                default_headers=ROUTES["anthropic"])
+    agent = Agent(name="researcher", instructions="Be brief.", tools=[WebSearchTool(search_context_size="low")],
+                  model=OpenAIResponsesModel(model="gpt-5-mini", openai_client=client))
+    paid = len(standin.log.paid())
+    result = Runner.run_sync(agent, "What changed in the refund policy this year?",
+                             run_config=RunConfig(tracing_disabled=True))
+    assert result.final_output.startswith(LEAD)
+    kinds = [item.type for item in result.new_items]
+    assert kinds == ["tool_call_item", "message_output_item"]  # the search, then the answer
+    assert [e.api for e in standin.log.paid()[paid:]] == ["anthropic"]
+
+
 def test_an_answer_cut_at_max_output_tokens_is_incomplete(setup) -> None:
     gw, _ = setup
     cut = _client(gw, tenant="cut").responses.create(
@@ -152,7 +225,14 @@ def test_a_streamed_tool_request_is_buffered_and_a_text_one_says_its_mode(setup)
     ({"background": True}, "background"),
     ({"top_logprobs": 3}, "top_logprobs"),
     ({"include": ["message.output_text.logprobs"]}, "include"),
-    ({"tools": [{"type": "web_search"}]}, "tools[0]"),
+    ({"tools": [{"type": "file_search", "vector_store_ids": ["vs_1"]}]}, "tools[0]"),
+    ({"tools": [{"type": "web_search", "search_context_size": "max"}]}, "tools[0]"),
+    ({"tools": [{"type": "web_search", "external_web_access": False}]}, "tools[0]"),
+    ({"tools": [{"type": "web_search", "search_content_types": ["image"]}]}, "tools[0]"),
+    ({"tools": [{"type": "web_search", "user_location": {"type": "approximate", "country": "Norway"}}]}, "tools[0]"),
+    ({"tools": [{"type": "web_search", "filters": {"allowed_domains": "example.com"}}]}, "tools[0]"),
+    ({"tools": [{"type": "web_search"}, {"type": "web_search_preview"}]}, "tools[1]"),
+    ({"tools": [{"type": "web_search"}, {"type": "function", "name": "web_search", "parameters": {}}]}, "tools"),
     ({"tools": [{"type": "function", "name": "bad name", "parameters": {}}]}, "tools"),
     ({"text": {"format": {"type": "json_schema", "schema": {"type": "object"}}}}, "text.format.name"),
     ({"input": [{"type": "item_reference", "id": "msg_1"}]}, "input[0].type"),

@@ -57,8 +57,8 @@ from costline.serving.translate import block_text, openai_tool_calls, tools_from
 from costline.serving.pipeline import Answer, LiveAnswer
 
 __all__ = ["CHAT_SAMPLING_FIELDS", "ChatCompletions", "DEFAULT_MAX_TOKENS", "SEARCH_CONTEXT_USES", "chat_sampling_of",
-           "OpenAIRoute", "end_user_of", "model_of", "open_openai_live", "openai_error", "settled_response",
-           "token_counts", "url_citations", "web_search_tool"]
+           "OpenAIRoute", "citation_spans", "end_user_of", "model_of", "open_openai_live", "openai_error",
+           "search_tool", "settled_response", "token_counts", "url_citations", "web_search_tool"]
 
 log = logging.getLogger(__name__)
 
@@ -287,68 +287,93 @@ _WEB_SEARCH_TYPE = "web_search_20250305"
 
 
 def web_search_tool(options: Any) -> dict[str, Any] | tuple[str, str]:
-    """Chat Completions' ``web_search_options`` as Anthropic's web search server tool (``web_search_20250305``:
-    ``max_uses`` from ``search_context_size``, ``user_location`` as the tool's), or ``(param, problem)``."""
+    """Chat Completions' ``web_search_options`` as Anthropic's web search server tool (:func:`search_tool`), or
+    ``(param, problem)``."""
     param = "web_search_options"
     if not isinstance(options, Mapping):
         return param, "web_search_options: an object ({} searches with the defaults)"
     unknown = sorted(str(k) for k in options if k not in ("search_context_size", "user_location"))
     if unknown:
         return param, f"web_search_options.{unknown[0][:40]}: not a field (search_context_size, user_location)"
-    size = options.get("search_context_size")
-    size = "medium" if size is None else size
-    if not isinstance(size, str) or size not in SEARCH_CONTEXT_USES:
-        return param, "web_search_options.search_context_size: low, medium or high"
-    tool: dict[str, Any] = {"type": _WEB_SEARCH_TYPE, "name": "web_search", "max_uses": SEARCH_CONTEXT_USES[size]}
     location = options.get("user_location")
-    if location is None:
-        return tool
     approx = location.get("approximate") if isinstance(location, Mapping) else None
-    if not isinstance(location, Mapping) or location.get("type") != "approximate" or not isinstance(approx, Mapping):
+    if location is not None and (not isinstance(location, Mapping) or location.get("type") != "approximate"
+                                 or not isinstance(approx, Mapping)):
         return param, ("web_search_options.user_location: {\"type\": \"approximate\", \"approximate\": "
                        "{\"city\", \"region\", \"country\", \"timezone\"}}")
-    place: dict[str, Any] = {"type": "approximate"}
-    for key, value in approx.items():
-        where = f"web_search_options.user_location.approximate.{str(key)[:40]}"
-        if key not in _LOCATION_FIELDS:
-            return param, f"{where}: not a field (city, region, country, timezone)"
-        if value is None:
-            continue
-        if not isinstance(value, str) or not 1 <= len(value) <= 255:
-            return param, f"{where}: a string of 1-255 characters"
-        if key == "country" and not (len(value) == 2 and value.isascii() and value.isalpha()):
-            return param, f"{where}: a two-letter ISO 3166-1 country code, such as GB"
-        place[key] = value
-    tool["user_location"] = place
+    tool = search_tool(options.get("search_context_size"), approx, "web_search_options.search_context_size",
+                       "web_search_options.user_location.approximate")
+    return (param, tool) if isinstance(tool, str) else tool
+
+
+def search_tool(size: Any, place: Mapping[str, Any] | None, size_field: str, place_field: str,
+                allowed_domains: Any = None, domains_field: str = "") -> dict[str, Any] | str:
+    """Anthropic's web search server tool (``web_search_20250305``) for an OpenAI API's search options, or what is
+    wrong with them (naming ``size_field`` / ``place_field`` / ``domains_field``): ``max_uses`` from the search
+    context ``size`` (:data:`SEARCH_CONTEXT_USES`, None: medium), ``user_location`` from ``place`` (city, region,
+    country, timezone; ``type`` aside), ``allowed_domains`` as they came (up to 100 host names)."""
+    size = "medium" if size is None else size
+    if not isinstance(size, str) or size not in SEARCH_CONTEXT_USES:
+        return f"{size_field}: low, medium or high"
+    tool: dict[str, Any] = {"type": _WEB_SEARCH_TYPE, "name": "web_search", "max_uses": SEARCH_CONTEXT_USES[size]}
+    if place is not None:
+        located: dict[str, Any] = {"type": "approximate"}
+        for key, value in place.items():
+            where = f"{place_field}.{str(key)[:40]}"
+            if key == "type":
+                continue
+            if key not in _LOCATION_FIELDS:
+                return f"{where}: not a field (city, region, country, timezone)"
+            if value is None:
+                continue
+            if not isinstance(value, str) or not 1 <= len(value) <= 255:
+                return f"{where}: a string of 1-255 characters"
+            if key == "country" and not (len(value) == 2 and value.isascii() and value.isalpha()):
+                return f"{where}: a two-letter ISO 3166-1 country code, such as GB"
+            located[key] = value
+        tool["user_location"] = located
+    if allowed_domains is not None:
+        if not isinstance(allowed_domains, list) or len(allowed_domains) > 100 or not all(
+                isinstance(d, str) and 1 <= len(d) <= 253 and d.isascii() and not any(c.isspace() for c in d)
+                for d in allowed_domains):
+            return f"{domains_field}: a list of up to 100 domain names"
+        if allowed_domains:
+            tool["allowed_domains"] = list(allowed_domains)
     return tool
 
 
-def url_citations(result: Answer) -> list[dict[str, Any]]:
-    """The web search citations of an answer as Chat Completions' ``url_citation`` annotations: each cited text
-    block's place in the message's ``content`` (the answer's text blocks joined) with the cited page's URL and
-    title; none for a cache hit or an answer without them."""
+def citation_spans(result: Answer) -> list[tuple[int, int, str, str]]:
+    """(start, end, url, title) of each web search citation of an answer: the cited text block's place in its text
+    (the answer's text blocks joined), the cited page's URL and title (its URL when it has none), each once; none
+    for a cache hit or an answer without them."""
     reply = result.reply
     if reply is None or result.cached:
         return []
-    out: list[dict[str, Any]] = []
-    seen: set[tuple[int, int, str]] = set()
+    out: list[tuple[int, int, str, str]] = []
     at, end = 0, len(result.text)
     for block in reply.content:
         text = block.get("text") if block.get("type") == "text" else None
         if not isinstance(text, str):
             continue
-        span = (min(at, end), min(at + len(text), end))
+        start, stop = min(at, end), min(at + len(text), end)
         for cited in block.get("citations") or ():
             url = cited.get("url") if isinstance(cited, Mapping) else None
-            if not isinstance(url, str) or cited.get("type") != "web_search_result_location" or (*span, url) in seen:
+            if not isinstance(url, str) or cited.get("type") != "web_search_result_location":
                 continue
-            seen.add((*span, url))
             title = cited.get("title")
-            out.append({"type": "url_citation", "url_citation": {
-                "start_index": span[0], "end_index": span[1], "url": url,
-                "title": title if isinstance(title, str) else url}})
+            span = (start, stop, url, title if isinstance(title, str) else url)
+            if span not in out:
+                out.append(span)
         at += len(text)
     return out
+
+
+def url_citations(result: Answer) -> list[dict[str, Any]]:
+    """The web search citations of an answer (:func:`citation_spans`) as Chat Completions' ``url_citation``
+    annotations."""
+    return [{"type": "url_citation", "url_citation": {"start_index": start, "end_index": stop, "url": url,
+                                                      "title": title}}
+            for start, stop, url, title in citation_spans(result)]
 
 
 def _text(content: Any) -> str | None:

@@ -20,9 +20,15 @@ the Chat Completions API: the request is translated to the Messages shape and an
 * ``stream: true``: the API's events, ``response.created`` … ``response.output_text.delta`` …
   ``response.completed`` (with the whole response), live or buffered as the other APIs decide
   (``x-costline-stream-mode``);
+* the ``web_search`` tool (or ``web_search_preview``) becomes Anthropic's web search server tool, as Chat
+  Completions' ``web_search_options`` does (:func:`~costline.serving.gateway.openai_api.search_tool`; its
+  ``filters.allowed_domains`` as the tool's): Anthropic tiers only, never cached; each search comes back as a
+  ``web_search_call`` item before the message (its query; its ``action.sources`` with ``include``
+  ``web_search_call.action.sources``), the citations as the ``output_text``'s ``url_citation`` annotations
+  (streamed: ``response.web_search_call.*`` events, then ``response.output_text.annotation.added``);
 * refused with a 400 naming the parameter: ``previous_response_id`` and ``conversation`` (the gateway stores no
   responses: send the whole conversation in ``input``; ``store`` is accepted and nothing is stored), ``background``,
-  hosted tools (web / file search, computer use, code interpreter…), log probabilities (``top_logprobs``, ``include``
+  other hosted tools (file search, computer use, code interpreter…), log probabilities (``top_logprobs``, ``include``
   ``message.output_text.logprobs``; other ``include`` values ask for nothing the gateway has), ``item_reference``
   items, an ``input_file`` by
   ``file_id`` (``input_file`` with ``file_data`` or ``file_url`` becomes a document block).
@@ -40,8 +46,9 @@ from costline.serving.backends import Prompt
 from costline.serving.cache.key import scope_of_body
 from costline.serving.gateway._http import HttpRequest, HttpResponse
 from costline.serving.gateway.messages_api import question_text, sampling_of
-from costline.serving.gateway.openai_api import (DEFAULT_MAX_TOKENS, OpenAIRoute, end_user_of, model_of,
-                                                 open_openai_live, openai_error, settled_response, token_counts)
+from costline.serving.gateway.openai_api import (DEFAULT_MAX_TOKENS, OpenAIRoute, citation_spans, end_user_of,
+                                                 model_of, open_openai_live, openai_error, search_tool,
+                                                 settled_response, token_counts)
 from costline.serving.pipeline import Answer, LiveAnswer
 from costline.serving.structured import from_responses
 from costline.serving.translate import file_block, image_block, tools_from_openai
@@ -52,6 +59,8 @@ log = logging.getLogger(__name__)
 
 #: ``reasoning.effort`` → the Messages API's ``output_config.effort`` (as the Chat Completions route maps it).
 _EFFORTS = {"none": "low", "minimal": "low", "low": "low", "medium": "medium", "high": "high", "xhigh": "xhigh"}
+#: The ``include`` value asking for each web search's sources (``action.sources``: the URLs it found).
+_SOURCES = "web_search_call.action.sources"
 #: Fields whose answer needs state the gateway does not keep, or work it cannot do: (field, why).
 _REFUSED = (
     ("previous_response_id", "the costline gateway stores no responses: send the whole conversation in input"),
@@ -96,12 +105,13 @@ class Responses(OpenAIRoute):
         result = self.gateway.ask(req, query=query, prompt=prompt, cache_scope=scope_of_body(equivalent),
                                   stream=bool(stream), metadata=meta, tenant=tenant)
         shell = _shell(body, int(self._wall()))
+        sources = _SOURCES in (body.get("include") or ())
         if isinstance(result, LiveAnswer):
-            return self._live(result, shell)
-        return settled_response(result, bool(stream), lambda: _finished(shell, result), lambda: _events(
-            shell, result.request_id, model_of(result), [result.text], lambda: result))
+            return self._live(result, shell, sources)
+        return settled_response(result, bool(stream), lambda: _finished(shell, result, sources), lambda: _events(
+            shell, result.request_id, model_of(result), [result.text], lambda: result, sources, settled=result))
 
-    def _live(self, live: LiveAnswer, shell: dict[str, Any]) -> HttpResponse:
+    def _live(self, live: LiveAnswer, shell: dict[str, Any], sources: bool) -> HttpResponse:
         opened = open_openai_live(live)
         if isinstance(opened, HttpResponse):
             return opened
@@ -110,7 +120,7 @@ class Responses(OpenAIRoute):
         def body() -> Any:
             try:
                 yield from _events(shell, live.request_id, model, texts,
-                                   lambda: None if live.error is not None else live.result)
+                                   lambda: None if live.error is not None else live.result, sources)
             finally:
                 live.close()
 
@@ -164,11 +174,17 @@ def _tools(body: Mapping[str, Any]) -> tuple[tuple[dict[str, Any], ...], dict[st
     if raw is not None and not isinstance(raw, list):
         raise _Refused("tools", "tools: a list of tools")
     chat_tools = []
+    search: dict[str, Any] | None = None
     for i, tool in enumerate(raw or []):
         kind = tool.get("type") if isinstance(tool, Mapping) else None
+        if kind in WEB_SEARCH_TYPES:
+            if search is not None:
+                raise _Refused(f"tools[{i}]", f"tools[{i}]: one web search tool a request")
+            search = _search_tool(tool, i)
+            continue
         if kind != "function":
-            raise _Refused(f"tools[{i}]", f"tools[{i}]: only function tools are carried by the costline gateway "
-                                          f"({str(kind)[:40]!r} is a tool OpenAI's API runs itself)")
+            raise _Refused(f"tools[{i}]", f"tools[{i}]: only function tools and web search are carried by the "
+                                          f"costline gateway ({str(kind)[:40]!r} is a tool OpenAI's API runs itself)")
         chat_tools.append({"type": "function", "function": {k: tool[k] for k in ("name", "description", "parameters")
                                                              if k in tool}})
     choice = body.get("tool_choice")
@@ -180,6 +196,11 @@ def _tools(body: Mapping[str, Any]) -> tuple[tuple[dict[str, Any], ...], dict[st
     if isinstance(converted[0], str):
         raise _Refused(str(converted[0]).replace("function.", ""), str(converted[1]).replace("function.", ""))
     tools, tool_choice = converted
+    if search is not None:
+        if any(t.get("name") == "web_search" for t in tools):
+            raise _Refused("tools", "tools: a function named web_search cannot go with the web search tool (the "
+                                    "search tool has that name)")
+        tools = [*tools, search]
     if not tools:
         return (), None
     if body.get("parallel_tool_calls") is False and tool_choice is not None and tool_choice.get("type") != "none":
@@ -187,6 +208,40 @@ def _tools(body: Mapping[str, Any]) -> tuple[tuple[dict[str, Any], ...], dict[st
     elif body.get("parallel_tool_calls") is False:
         tool_choice = {"type": "auto", "disable_parallel_tool_use": True}
     return tuple(tools), tool_choice
+
+
+#: The Responses API's web search tool types: each becomes Anthropic's web search server tool.
+WEB_SEARCH_TYPES = ("web_search", "web_search_2025_08_26", "web_search_preview", "web_search_preview_2025_03_11")
+_SEARCH_FIELDS = ("type", "search_context_size", "user_location", "filters", "external_web_access",
+                  "search_content_types")
+
+
+def _search_tool(tool: Mapping[str, Any], i: int) -> dict[str, Any]:
+    """A web search tool of the request as Anthropic's server tool (:func:`~costline.serving.gateway.openai_api.
+    search_tool`: ``filters.allowed_domains`` as its ``allowed_domains``)."""
+    where = f"tools[{i}]"
+    unknown = sorted(str(k) for k in tool if k not in _SEARCH_FIELDS)
+    if unknown:
+        raise _Refused(where, f"{where}.{unknown[0][:40]}: not a field of the web search tool")
+    if tool.get("external_web_access") is False:  # OpenAI's cached-results-only mode: Anthropic's search has none
+        raise _Refused(where, f"{where}.external_web_access: false (cached results only) is not supported by the "
+                              "costline gateway: its tiers search the live web")
+    kinds = tool.get("search_content_types")
+    if kinds is not None and (not isinstance(kinds, list) or any(k != "text" for k in kinds)):
+        raise _Refused(where, f"{where}.search_content_types: only [\"text\"] (the costline gateway's tiers search "
+                              "for text, not images)")
+    place, filters = tool.get("user_location"), tool.get("filters")
+    if place is not None and (not isinstance(place, Mapping) or place.get("type", "approximate") != "approximate"):
+        raise _Refused(where, f"{where}.user_location: {{\"type\": \"approximate\", \"city\", \"region\", "
+                              "\"country\", \"timezone\"}")
+    if filters is not None and (not isinstance(filters, Mapping) or set(filters) - {"allowed_domains"}):
+        raise _Refused(where, f"{where}.filters: {{\"allowed_domains\": [...]}}")
+    made = search_tool(tool.get("search_context_size"), place, f"{where}.search_context_size",
+                       f"{where}.user_location", (filters or {}).get("allowed_domains"),
+                       f"{where}.filters.allowed_domains")
+    if isinstance(made, str):
+        raise _Refused(where, made)
+    return made
 
 
 def _turns(raw: Any) -> tuple[list[str], list[dict[str, Any]]]:
@@ -320,15 +375,41 @@ def _cut(result: Answer) -> bool:
     return result.reply is not None and not result.cached and result.reply.stop_reason in ("max_tokens", "length")
 
 
-def _items(rid: str, result: Answer) -> list[dict[str, Any]]:
-    """The ``output`` items of an answer: its text as a message item, then a function_call item per tool call."""
+def _searches(result: Answer, sources: bool) -> list[dict[str, Any]]:
+    """A ``web_search_call`` item per search the answer's web search tool made (its query; with ``sources``, the
+    URLs it found), ``failed`` when the search came back as an error."""
+    reply = result.reply
+    if reply is None or result.cached:
+        return []
+    found = {b.get("tool_use_id"): b.get("content") for b in reply.content if b.get("type") == "web_search_tool_result"}
+    items = []
+    for block in reply.content:
+        if block.get("type") != "server_tool_use" or block.get("name") != "web_search":
+            continue
+        given = block.get("input") if isinstance(block.get("input"), Mapping) else {}
+        results = found.get(block.get("id"))
+        action: dict[str, Any] = {"type": "search", "query": str(given.get("query") or "")}
+        if sources:
+            action["sources"] = [{"type": "url", "url": r["url"]} for r in results or ()
+                                 if isinstance(r, Mapping) and isinstance(r.get("url"), str)]
+        items.append({"type": "web_search_call", "id": f"ws_{block.get('id') or uuid.uuid4().hex}",
+                      "status": "completed" if isinstance(results, list) else "failed", "action": action})
+    return items
+
+
+def _items(rid: str, result: Answer, sources: bool = False) -> list[dict[str, Any]]:
+    """The ``output`` items of an answer: a ``web_search_call`` item per search (first, as OpenAI's API orders
+    them), its text as a message item (its web search citations as ``url_citation`` annotations), then a
+    function_call item per tool call."""
     reply = result.reply
     calls = list(reply.tool_calls) if reply is not None and not result.cached else []
-    items: list[dict[str, Any]] = []
+    items = _searches(result, sources)
     if result.text or not calls:
+        cited = [{"type": "url_citation", "start_index": start, "end_index": stop, "url": url, "title": title}
+                 for start, stop, url, title in citation_spans(result)]
         items.append({"type": "message", "id": f"msg_{rid[5:]}", "role": "assistant",
                       "status": "incomplete" if _cut(result) else "completed",
-                      "content": [{"type": "output_text", "text": result.text, "annotations": [], "logprobs": []}]})
+                      "content": [{"type": "output_text", "text": result.text, "annotations": cited, "logprobs": []}]})
     for k, call in enumerate(calls):
         items.append({"type": "function_call", "id": f"fc_{rid[5:]}_{k}", "call_id": call.get("id"),
                       "name": call.get("name"), "arguments": json.dumps(call.get("input") or {}),
@@ -336,17 +417,19 @@ def _items(rid: str, result: Answer) -> list[dict[str, Any]]:
     return items
 
 
-def _finished(shell: dict[str, Any], result: Answer) -> dict[str, Any]:
+def _finished(shell: dict[str, Any], result: Answer, sources: bool = False) -> dict[str, Any]:
     rid = _id_of(result.request_id)
     cut = _cut(result)
     return {**shell, "id": rid, "model": model_of(result), "status": "incomplete" if cut else "completed",
             "completed_at": shell["created_at"], "incomplete_details": {"reason": "max_output_tokens"} if cut else None,
-            "output": _items(rid, result), "usage": _usage(result)}
+            "output": _items(rid, result, sources), "usage": _usage(result)}
 
 
 def _events(shell: dict[str, Any], request_id: str, model: str, texts: Iterable[str],
-            settle: Callable[[], Answer | None]) -> Any:
-    """The Responses API's events: created, in_progress, the message item's text deltas as they come, then the
+            settle: Callable[[], Answer | None], sources: bool = False, settled: Answer | None = None) -> Any:
+    """The Responses API's events: created, in_progress, the web_search_call items of a ``settled`` answer (in
+    progress, searching, completed: a request with tools is answered whole before it streams, so they are known),
+    the message item's text deltas as they come (then its annotations, one ``annotation.added`` each), the
     function_call items (their arguments in one delta), then ``response.completed`` (or ``incomplete``)."""
     seq = iter(range(1 << 62))
     rid = _id_of(request_id)
@@ -359,6 +442,13 @@ def _events(shell: dict[str, Any], request_id: str, model: str, texts: Iterable[
 
     yield event("response.created", response=pending)
     yield event("response.in_progress", response=pending)
+    searches = _searches(settled, sources) if settled is not None else []
+    for k, item in enumerate(searches):
+        yield event("response.output_item.added", output_index=k, item={**item, "status": "in_progress"})
+        for stage in ("in_progress", "searching", "completed"):
+            yield event(f"response.web_search_call.{stage}", item_id=item["id"], output_index=k)
+        yield event("response.output_item.done", output_index=k, item=item)
+    at = len(searches)  # the message item's output index
     part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
     opened = False
     try:
@@ -366,11 +456,12 @@ def _events(shell: dict[str, Any], request_id: str, model: str, texts: Iterable[
             if not piece:
                 continue
             if not opened:
-                yield event("response.output_item.added", output_index=0, item={
+                yield event("response.output_item.added", output_index=at, item={
                     "type": "message", "id": msg_id, "role": "assistant", "status": "in_progress", "content": []})
-                yield event("response.content_part.added", item_id=msg_id, output_index=0, content_index=0, part=part)
+                yield event("response.content_part.added", item_id=msg_id, output_index=at, content_index=0,
+                            part=part)
                 opened = True
-            yield event("response.output_text.delta", item_id=msg_id, output_index=0, content_index=0, delta=piece,
+            yield event("response.output_text.delta", item_id=msg_id, output_index=at, content_index=0, delta=piece,
                         logprobs=[])
     except Exception as exc:  # not a model error (those end the pieces): still end the stream in form
         log.exception("costline gateway: a live response failed mid-stream")
@@ -382,23 +473,26 @@ def _events(shell: dict[str, Any], request_id: str, model: str, texts: Iterable[
         yield event("error", code="server_error", message="the model failed mid-answer: the text sent so far stands",
                     param=None)
         return
-    final = _finished(shell, result)
+    final = _finished(shell, result, sources)
     items = final["output"]
-    index = 0
-    if items and items[0]["type"] == "message":
-        message = items[0]
+    index = at
+    if index < len(items) and items[index]["type"] == "message":
+        message = items[index]
         if not opened:  # an answer with no text pieces: the message item still opens and closes
-            yield event("response.output_item.added", output_index=0, item={**message, "status": "in_progress",
-                                                                            "content": []})
-            yield event("response.content_part.added", item_id=message["id"], output_index=0, content_index=0,
+            yield event("response.output_item.added", output_index=at, item={**message, "status": "in_progress",
+                                                                             "content": []})
+            yield event("response.content_part.added", item_id=message["id"], output_index=at, content_index=0,
                         part=part)
-        text = message["content"][0]["text"]
-        yield event("response.output_text.done", item_id=message["id"], output_index=0, content_index=0, text=text,
+        text, cited = message["content"][0]["text"], message["content"][0]["annotations"]
+        for a, annotation in enumerate(cited):
+            yield event("response.output_text.annotation.added", item_id=message["id"], output_index=at,
+                        content_index=0, annotation_index=a, annotation=annotation)
+        yield event("response.output_text.done", item_id=message["id"], output_index=at, content_index=0, text=text,
                     logprobs=[])
-        yield event("response.content_part.done", item_id=message["id"], output_index=0, content_index=0,
-                    part={**part, "text": text})
-        yield event("response.output_item.done", output_index=0, item=message)
-        index = 1
+        yield event("response.content_part.done", item_id=message["id"], output_index=at, content_index=0,
+                    part={**part, "text": text, "annotations": cited})
+        yield event("response.output_item.done", output_index=at, item=message)
+        index += 1
     for k, item in enumerate(items[index:], start=index):
         yield event("response.output_item.added", output_index=k, item={**item, "arguments": "",
                                                                         "status": "in_progress"})
