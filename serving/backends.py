@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Generator, Mapping, Sequence
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -93,6 +94,10 @@ class Prompt:
     #: Structured outputs (:mod:`costline.serving.structured`): the answer must be JSON valid against a schema, or
     #: one JSON object. Each tier gets it in its API's shape; the pipeline checks every answer against it.
     output_format: OutputFormat | None = None
+    #: How many times an Anthropic tier's paused turn (``stop_reason`` "pause_turn": the API paused a long server-tool
+    #: turn, such as many web searches) is sent back to go on before its answer stands — what the OpenAI routes
+    #: ask, whose clients cannot send one back; 0 (the Messages API): the client gets the paused turn and does.
+    resume_paused: int = 0
 
     @property
     def uses_tools(self) -> bool:
@@ -301,6 +306,18 @@ class AnthropicBackend:
         self.recorder = recorder
 
     def complete(self, prompt: Prompt) -> Reply:
+        """One answer; a paused turn (:data:`PAUSE_TURN`) sent back to go on up to ``prompt.resume_paused`` times
+        (each continuation a call of its own, recorded and billed as one), the pieces joined into one Reply."""
+        reply = self._complete_once(prompt)
+        for _ in range(prompt.resume_paused):
+            if reply.stop_reason != PAUSE_TURN:
+                break
+            so_far = reply.content or ({"type": "text", "text": reply.text},)
+            turn = {"role": "assistant", "content": [dict(b) for b in so_far]}
+            reply = _joined(reply, self._complete_once(dataclasses.replace(prompt, messages=(*prompt.messages, turn))))
+        return reply
+
+    def _complete_once(self, prompt: Prompt) -> Reply:
         import anthropic
 
         kwargs = self._kwargs(prompt)
@@ -428,6 +445,26 @@ class AnthropicBackend:
 
     def close(self) -> None:
         self.client.close()
+
+
+#: The stop reason of a turn Anthropic paused mid-way (a long server-tool turn): sent back as the last assistant turn,
+#: it goes on. Not a final answer, nor a failed one.
+PAUSE_TURN = "pause_turn"
+
+
+def _joined(first: Reply, more: Reply) -> Reply:
+    """A paused turn's Reply and its continuation's as one: the text and blocks in order, the counts of both calls
+    (each billed), the continuation's stop reason, model and id."""
+    content = (*(first.content or ({"type": "text", "text": first.text},)),
+               *(more.content or ({"type": "text", "text": more.text},)))
+    return dataclasses.replace(
+        more, text=first.text + more.text, content=content,
+        input_tokens=first.input_tokens + more.input_tokens, output_tokens=first.output_tokens + more.output_tokens,
+        cache_read_tokens=first.cache_read_tokens + more.cache_read_tokens,
+        cache_creation_tokens=first.cache_creation_tokens + more.cache_creation_tokens,
+        cache_creation_1h_tokens=first.cache_creation_1h_tokens + more.cache_creation_1h_tokens,
+        web_search_requests=first.web_search_requests + more.web_search_requests,
+        speed=more.speed or first.speed, inference_geo=more.inference_geo or first.inference_geo)
 
 
 def _beta_headers(prompt: Prompt) -> dict[str, str]:

@@ -39,7 +39,7 @@ from typing import Any, Protocol, runtime_checkable
 from costline import contract
 from costline.collectors import Recorder
 from costline.config import Config
-from costline.serving.backends import Backend, Prompt, Reply, build_backends
+from costline.serving.backends import PAUSE_TURN, Backend, Prompt, Reply, build_backends
 from costline.serving.cache.key import (COSTLINE_CACHE_REJECT_REASON, is_final, scope_of_prompt, scoped_namespace,
                                         split_namespace)
 from costline.serving.errors import BackendError, RoutingError
@@ -90,8 +90,6 @@ class AnswerCache(Protocol):
               doc_hashes: Sequence[str] = ()) -> Any: ...
 
 
-#: The stop reason of a turn Anthropic paused mid-way (a long server-tool turn): not a final answer, nor a failed one.
-PAUSE_TURN = "pause_turn"
 
 
 def cacheable(reply: Reply) -> bool:

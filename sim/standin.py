@@ -8,7 +8,9 @@
   lifetime in ``usage.cache_creation`` (a ``"ttl": "1h"`` breakpoint's share is one-hour); ``speed: "fast"``
   is said back in ``usage.speed``, ``inference_geo`` ("us" or "global") in ``usage.inference_geo``; a ``web_search_*`` server tool searches once, plus once per " and " in the
   question, at most ``max_uses`` (``server_tool_use`` and ``web_search_tool_result`` blocks before the answer,
-  which is a lead text block then the answer's, citing each result as ``web_search_result_location``;
+  which is a lead text block then the answer's, citing each result as ``web_search_result_location``; a turn
+  that needs more than three searches pauses after three — ``stop_reason`` ``pause_turn``, no text — and goes on,
+  sent back with the paused turn as the last assistant message;
   ``usage.server_tool_use.web_search_requests``); ``tools`` /
   ``tool_choice``: a tool is called — a ``tool_use`` block after a short text block, ``stop_reason``
   ``tool_use`` — when the last user question names it, or ``tool_choice`` is ``any`` / ``tool``, unless
@@ -520,15 +522,24 @@ class StandInServer(ServedByJsonServer):
             content.insert(0, {"type": "thinking", "thinking": thought,
                                "signature": f"sig_standin_{next(self._ids):08d}"})
             out_tokens += count_tokens(thought)
-        searches = 0 if tool is not None else _web_searches(body, last_user_text(messages))
-        if searches:  # the server tool's calls and results come before the answer that read them, which cites them
-            if [b["type"] for b in content] == ["text"] and content[0]["text"]:  # as the API does: a lead, then
-                # the answer in a text block whose citations are the results it read (web_search_result_location)
-                content = [{"type": "text", "text": SEARCH_LEAD}, {**content[0], "citations": [
-                    _search_citation(n) for n in range(searches)]}]
-                out_tokens += count_tokens(SEARCH_LEAD)
-            content = [block for n in range(searches) for block in self._search_blocks(last_user_text(messages), n)] \
-                + content
+        # the web search server tool: its searches (those of a paused turn sent back as the last assistant turn
+        # done already), at most SEARCHES_A_TURN a response: a turn that needs more pauses (stop_reason pause_turn)
+        wanted = 0 if tool is not None else _web_searches(body, last_user_text(messages))
+        done = _searched_before(messages)
+        searches = min(max(wanted - done, 0), SEARCHES_A_TURN)
+        paused = wanted - done > SEARCHES_A_TURN
+        if paused:  # only the searches so far, no answer yet
+            content, out_tokens, truncated, stopped = [], 0, False, None
+        elif wanted and [b["type"] for b in content] == ["text"] and content[0]["text"]:
+            # as the API answers after searching: a lead, then the answer in a text block whose citations are the
+            # results it read (web_search_result_location), those of the paused turns before included
+            content = [{"type": "text", "text": SEARCH_LEAD}, {**content[0], "citations": [
+                _search_citation(n) for n in range(wanted)]}]
+            out_tokens += count_tokens(SEARCH_LEAD)
+        if searches:  # the server tool's calls and results come before the answer that read them
+            blocks = [b for n in range(done, done + searches) for b in self._search_blocks(last_user_text(messages), n)]
+            content = blocks + content
+            out_tokens += sum(count_tokens(b["input"]["query"]) for b in blocks if b["type"] == "server_tool_use")
         read, created, one_hour = self._prompt_cache_usage(model, body.get("system"), messages)
         total_in = sum(count_tokens(t) for t, _ in _blocks(body.get("system"))) + sum(
             count_tokens(t) for m in messages for t, _ in _blocks(m.get("content")))
@@ -553,8 +564,8 @@ class StandInServer(ServedByJsonServer):
             "role": "assistant",
             "model": model,
             "content": content,
-            "stop_reason": "tool_use" if tool is not None else "stop_sequence" if stopped is not None
-            else "max_tokens" if truncated else "end_turn",
+            "stop_reason": "tool_use" if tool is not None else "pause_turn" if paused else "stop_sequence"
+            if stopped is not None else "max_tokens" if truncated else "end_turn",
             "stop_sequence": stopped,
             "usage": usage,
         }
@@ -1214,6 +1225,17 @@ def _message_tools(body: Mapping[str, Any]) -> _Tools:
 
 #: The uncited text block before a searched answer's cited one.
 SEARCH_LEAD = "From the search results: "
+#: Searches the stand-in's web search tool makes in one response: a turn that needs more is paused (``pause_turn``).
+SEARCHES_A_TURN = 3
+
+
+def _searched_before(messages: list[Any]) -> int:
+    """Web searches of a paused turn sent back to go on (a last assistant turn's ``server_tool_use`` blocks)."""
+    last = messages[-1] if messages else None
+    if not isinstance(last, Mapping) or last.get("role") != "assistant" or not isinstance(last.get("content"), list):
+        return 0
+    return sum(1 for b in last["content"] if isinstance(b, Mapping) and b.get("type") == "server_tool_use"
+               and b.get("name") == "web_search")
 
 
 def _search_url(n: int) -> str:

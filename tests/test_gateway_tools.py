@@ -11,6 +11,7 @@ default of its JSON type (a string: ``"stand-in"``), and answers a tool result w
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import anthropic
@@ -273,6 +274,82 @@ def test_web_search_options_search_on_an_anthropic_tier_and_cite_as_url_annotati
     logged = standin.log.entries()[entries:]
     assert [(e.api, e.paid) for e in logged] == [("anthropic", True)]  # the student was never called
     assert cache.lookups == lookups and cache.entries == stored
+
+
+#: Four " and ": five searches, more than the stand-in makes in one response (three): its turn pauses once.
+LONG_SEARCH = ("Compare the refund policy and the shipping rules and the warranty terms and the return window and the "
+               "price match promise ({})")
+
+
+def test_a_paused_search_turn_reaches_a_messages_client_which_sends_it_back(setup, standin) -> None:
+    """On the Messages API the client continues a paused turn itself (as Anthropic's docs say): the gateway hands
+    the ``pause_turn`` answer over as it came, and the paused turn sent back goes on to the answer."""
+    gw, _ = setup
+    client = _anthropic(gw, ANTHROPIC_TIER)
+    question = [{"role": "user", "content": LONG_SEARCH.format("messages")}]
+    kwargs = dict(model="claude-haiku-4-5", max_tokens=400, tools=[{**WEB_SEARCH, "max_uses": 10}])
+    paused = client.messages.create(messages=question, **kwargs)
+    assert paused.stop_reason == "pause_turn"
+    assert [b.type for b in paused.content] == ["server_tool_use", "web_search_tool_result"] * 3
+    turn = {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in paused.content]}
+    final = client.messages.create(messages=[*question, turn], **kwargs)
+    assert final.stop_reason == "end_turn"
+    assert [b.type for b in final.content] == ["server_tool_use", "web_search_tool_result"] * 2 + ["text"] * 2
+    assert [c.url for c in final.content[-1].citations] == [f"https://standin.invalid/search/{n}" for n in range(1, 6)]
+
+
+@pytest.mark.parametrize("api", ["chat", "responses"])
+def test_the_openai_routes_send_a_paused_search_turn_back_themselves(setup, standin, api) -> None:
+    """An OpenAI client cannot send a paused turn back: the gateway does (``RESUME_PAUSED`` times at most), and the
+    app gets one answer — all five searches, their citations, the usage of both calls (each billed)."""
+    gw, _ = setup
+    client = _openai(gw, ANTHROPIC_TIER)
+    entries = len(standin.log.entries())
+    question = LONG_SEARCH.format(api)
+    if api == "chat":
+        out = client.chat.completions.create(model="m", messages=[{"role": "user", "content": question}],
+                                             web_search_options={"search_context_size": "high"})
+        assert out.choices[0].finish_reason == "stop"
+        urls = [a.url_citation.url for a in out.choices[0].message.annotations]
+        usage = (out.usage.prompt_tokens, out.usage.completion_tokens)
+    else:
+        out = client.responses.create(model="m", input=question,
+                                      tools=[{"type": "web_search", "search_context_size": "high"}])
+        assert out.status == "completed"
+        assert [o.type for o in out.output] == ["web_search_call"] * 5 + ["message"]
+        urls = [a.url for a in out.output[-1].content[0].annotations]
+        usage = (out.usage.input_tokens, out.usage.output_tokens)
+    assert urls == [f"https://standin.invalid/search/{n}" for n in range(1, 6)]
+    calls = standin.log.entries()[entries:]
+    assert [(e.api, e.paid) for e in calls] == [("anthropic", True)] * 2  # the paused turn, then its continuation
+    # the usage the app reads is both calls' as the API counted them (the continuation re-reads the paused turn)
+    assert usage == (sum(e.input_tokens for e in calls), sum(e.output_tokens for e in calls))
+
+
+def test_an_anthropic_tier_resumes_a_paused_turn_at_most_as_often_as_asked(standin) -> None:
+    """``Prompt.resume_paused`` bounds the continuations: ten searches (three a response) need three; given one,
+    the answer is the first two responses joined — six searches, their blocks in order, both calls' counts — and
+    still paused."""
+    from costline.config import Config
+    from costline.serving.backends import AnthropicBackend, Prompt
+    from costline.serving.registry import ModelRegistry
+
+    backend = AnthropicBackend(ModelRegistry.from_config(Config()).tier("budget"),
+                               anthropic.Anthropic(base_url=standin.url, api_key="test", max_retries=0))
+    question = " and ".join(f"topic {n}" for n in range(10))
+    entries = len(standin.log.entries())
+    prompt = Prompt(({"role": "user", "content": question},), None, 300,
+                    tools=({**WEB_SEARCH, "max_uses": 10},), resume_paused=1)
+    reply = backend.complete(prompt)
+    calls = standin.log.entries()[entries:]
+    assert len(calls) == 2 and reply.stop_reason == "pause_turn" and reply.text == ""
+    assert reply.web_search_requests == 6
+    assert [b["type"] for b in reply.content] == ["server_tool_use", "web_search_tool_result"] * 6
+    assert [b["content"][0]["url"] for b in reply.content[1::2]] == [
+        f"https://standin.invalid/search/{n}" for n in range(1, 7)]
+    assert (reply.input_tokens, reply.output_tokens) == (sum(e.input_tokens for e in calls),
+                                                         sum(e.output_tokens for e in calls))
+    assert backend.complete(dataclasses.replace(prompt, resume_paused=0)).web_search_requests == 3
 
 
 def test_an_answer_without_citations_has_no_annotations(setup) -> None:

@@ -30,7 +30,8 @@ pipeline call, and the answer is written back as a ``chat.completion``:
   at most 1 / 5 / 10 searches, LiteLLM's mapping; ``user_location`` as the tool's): it runs on Anthropic tiers only
   (routed to an OpenAI-compatible tier, the request goes up a tier before any call there), is never cached, and the
   answer's web search citations come back as ``message.annotations`` of type ``url_citation`` (streamed: a delta of
-  ``annotations`` after the text), each the place of a cited text block in ``content``;
+  ``annotations`` after the text), each the place of a cited text block in ``content``; a turn Anthropic pauses
+  (``pause_turn``) is sent back to go on, up to :data:`RESUME_PAUSED` times;
 * errors in OpenAI's format (``{"error": {"message", "type", "param", "code"}}``); every tier
   failing answers 429, 503 (overloaded) or 500; ``frequency_penalty``, ``presence_penalty``, ``seed`` and
   ``logit_bias`` reach OpenAI-compatible tiers only (:data:`CHAT_SAMPLING_FIELDS`); other parts (audio, a file by ``file_id``) and the deprecated
@@ -56,7 +57,8 @@ from costline.serving.structured import from_chat
 from costline.serving.translate import block_text, openai_tool_calls, tools_from_openai, turns_from_openai, uses_tools
 from costline.serving.pipeline import Answer, LiveAnswer
 
-__all__ = ["CHAT_SAMPLING_FIELDS", "ChatCompletions", "DEFAULT_MAX_TOKENS", "SEARCH_CONTEXT_USES", "chat_sampling_of",
+__all__ = ["CHAT_SAMPLING_FIELDS", "ChatCompletions", "DEFAULT_MAX_TOKENS", "RESUME_PAUSED", "SEARCH_CONTEXT_USES",
+           "chat_sampling_of",
            "OpenAIRoute", "citation_spans", "end_user_of", "model_of", "open_openai_live", "openai_error",
            "search_tool", "settled_response", "token_counts", "url_citations", "web_search_tool"]
 
@@ -64,12 +66,17 @@ log = logging.getLogger(__name__)
 
 #: ``max_completion_tokens`` of a request that sets none (OpenAI's is optional, Anthropic's is not).
 DEFAULT_MAX_TOKENS = 1024
+#: How many times the OpenAI routes send an Anthropic tier's paused turn (a long web search turn: ``pause_turn``)
+#: back to go on: their clients cannot (:attr:`~costline.serving.backends.Prompt.resume_paused`). A turn still
+#: paused after that ends as cut short (``finish_reason: "length"``; the Responses API's ``incomplete``).
+RESUME_PAUSED = 8
 
 _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                 404: "not_found_error", 411: "invalid_request_error", 413: "invalid_request_error",
                 415: "invalid_request_error", 431: "invalid_request_error", 429: "rate_limit_error",
                 500: "server_error", 503: "server_error"}
 _FINISH = {"end_turn": "stop", "stop_sequence": "stop", "stop": "stop", "max_tokens": "length", "length": "length",
+           "pause_turn": "length",
            "tool_use": "tool_calls", "tool_calls": "tool_calls", "refusal": "content_filter"}
 
 
@@ -130,7 +137,8 @@ class ChatCompletions(OpenAIRoute):
         end_user = end_user_of(body)
         if isinstance(end_user, HttpResponse):
             return end_user
-        prompt = Prompt(tuple(messages), system, max_tokens, sampling, tools, tool_choice, end_user, output_format=fmt)
+        prompt = Prompt(tuple(messages), system, max_tokens, sampling, tools, tool_choice, end_user, output_format=fmt,
+                        resume_paused=RESUME_PAUSED)
         result = self.gateway.ask(req, query=query, prompt=prompt, cache_scope=scope_of_body(equivalent),
                                   stream=stream, metadata=meta, tenant=tenant)
         created = int(self._wall())

@@ -42,12 +42,12 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from costline.serving.backends import Prompt
+from costline.serving.backends import PAUSE_TURN, Prompt
 from costline.serving.cache.key import scope_of_body
 from costline.serving.gateway._http import HttpRequest, HttpResponse
 from costline.serving.gateway.messages_api import question_text, sampling_of
-from costline.serving.gateway.openai_api import (DEFAULT_MAX_TOKENS, OpenAIRoute, citation_spans, end_user_of,
-                                                 model_of, open_openai_live, openai_error, search_tool,
+from costline.serving.gateway.openai_api import (DEFAULT_MAX_TOKENS, RESUME_PAUSED, OpenAIRoute, citation_spans,
+                                                 end_user_of, model_of, open_openai_live, openai_error, search_tool,
                                                  settled_response, token_counts)
 from costline.serving.pipeline import Answer, LiveAnswer
 from costline.serving.structured import from_responses
@@ -101,7 +101,8 @@ class Responses(OpenAIRoute):
         end_user = end_user_of(body)
         if isinstance(end_user, HttpResponse):
             return end_user
-        prompt = Prompt(tuple(turns), system, max_tokens, sampling, tools, tool_choice, end_user, output_format=fmt)
+        prompt = Prompt(tuple(turns), system, max_tokens, sampling, tools, tool_choice, end_user, output_format=fmt,
+                        resume_paused=RESUME_PAUSED)
         result = self.gateway.ask(req, query=query, prompt=prompt, cache_scope=scope_of_body(equivalent),
                                   stream=bool(stream), metadata=meta, tenant=tenant)
         shell = _shell(body, int(self._wall()))
@@ -372,7 +373,8 @@ def _usage(result: Answer) -> dict[str, Any]:
 
 def _cut(result: Answer) -> bool:
     """True when the model stopped at its token limit."""
-    return result.reply is not None and not result.cached and result.reply.stop_reason in ("max_tokens", "length")
+    return result.reply is not None and not result.cached and result.reply.stop_reason in (
+        "max_tokens", "length", PAUSE_TURN)  # a turn still paused after RESUME_PAUSED continuations: cut short too
 
 
 def _searches(result: Answer, sources: bool) -> list[dict[str, Any]]:
