@@ -89,6 +89,16 @@ _DATE_SUFFIX = re.compile(r"(-\d{8}|@\d{8}|-v\d+(:\d+)?|-latest)$")
 _PER_TOKEN = 1e-6
 
 
+#: ``provider:model`` as Pydantic AI and LangChain's ``init_chat_model`` name a model (only these providers: an
+#: Ollama tag such as ``llama3.1:8b`` is a name of its own).
+_PROVIDER_PREFIX = re.compile(r"^(?:anthropic|openai|azure|bedrock|google-vertex|google-gla|vertex_ai|gateway):")
+#: OpenRouter's variants of a Claude model billed at its prices (``:online`` adds web results: not stripped).
+_ROUTER_VARIANT = re.compile(r":(?:beta|thinking)$")
+#: A dotted version in a Claude id as routers write it (``claude-3.5-haiku``, ``claude-sonnet-4.5``).
+_DOTTED_VERSION = re.compile(r"(\d)\.(\d)")
+#: A Claude 4-or-later id with its version first, as the Vercel AI Gateway first named them (``claude-4-sonnet``,
+#: ``claude-4.1-opus``): Anthropic's ids since Claude 4 put the family first (``claude-sonnet-4``).
+_VERSION_FIRST = re.compile(r"^claude-([4-9](?:-\d)?)-(opus|sonnet|haiku)(?=$|-)")
 #: Amazon Bedrock's model ids: ``anthropic.`` after an optional cross-region inference prefix.
 _BEDROCK_PREFIX = re.compile(r"^(?:(?:us|us-gov|eu|apac|ap|jp|au|ca|global)\.)?anthropic\.")
 
@@ -96,11 +106,18 @@ _BEDROCK_PREFIX = re.compile(r"^(?:(?:us|us-gov|eu|apac|ap|jp|au|ca|global)\.)?a
 def normalize_model_id(model: str) -> str:
     """``claude-haiku-4-5-20251001`` → ``claude-haiku-4-5`` (strip snapshot dates / ``-latest``), also as
     the clouds spell it: Bedrock's ``us.anthropic.claude-haiku-4-5-20251001-v1:0`` (or an inference
-    profile's ARN ending in it), Vertex AI's ``claude-haiku-4-5@20251001``."""
+    profile's ARN ending in it), Vertex AI's ``claude-haiku-4-5@20251001``; as routers and frameworks spell it:
+    OpenRouter's and the Vercel AI Gateway's ``anthropic/claude-haiku-4.5`` (a Claude version's dots are dashes;
+    the gateway's early ``claude-4.1-opus`` is ``claude-opus-4-1``; OpenRouter's same-price ``:beta`` /
+    ``:thinking`` variants), Pydantic AI's and LangChain's ``anthropic:claude-haiku-4-5``."""
     model = model.strip().lower()
     if "/" in model:  # "anthropic/claude-..." style prefixes, ARNs
         model = model.rsplit("/", 1)[1]
+    model = _PROVIDER_PREFIX.sub("", model)
     model = _BEDROCK_PREFIX.sub("", model)
+    if model.startswith("claude-"):
+        model = _DOTTED_VERSION.sub(r"\1-\2", _ROUTER_VARIANT.sub("", model))
+        model = _VERSION_FIRST.sub(r"claude-\2-\1", model)
     stripped = _DATE_SUFFIX.sub("", model)
     if stripped != model and stripped.startswith("claude-"):  # Bedrock: a version after the date
         stripped = _DATE_SUFFIX.sub("", stripped)

@@ -128,6 +128,20 @@ def test_aliases_and_custom_table() -> None:
         ("arn:aws:bedrock:eu-west-1:123456789012:inference-profile/eu.anthropic.claude-haiku-4-5-20251001-v1:0",
          "claude-haiku-4-5"),
         ("deepseek-v3", "deepseek"),  # one suffix only for other names, as before
+        # routers (OpenRouter, the Vercel AI Gateway) and frameworks (Pydantic AI, LangChain) spell them so
+        ("anthropic/claude-haiku-4.5", "claude-haiku-4-5"),
+        ("openrouter/anthropic/claude-sonnet-4.6", "claude-sonnet-4-6"),
+        ("anthropic/claude-3.5-haiku", "claude-3-5-haiku"),
+        ("anthropic/claude-3.7-sonnet:thinking", "claude-3-7-sonnet"),
+        ("anthropic/claude-3.5-sonnet:beta", "claude-3-5-sonnet"),
+        ("anthropic/claude-sonnet-4.5:online", "claude-sonnet-4-5:online"),  # web results cost more: not the model
+        ("anthropic:claude-haiku-4-5", "claude-haiku-4-5"),
+        ("anthropic/claude-4-sonnet", "claude-sonnet-4"),  # the Vercel AI Gateway's early version-first ids
+        ("anthropic/claude-4.1-opus", "claude-opus-4-1"),
+        ("claude-3-5-sonnet-20241022", "claude-3-5-sonnet"),  # Claude 3.x ids put the version first themselves
+        ("openai:gpt-4.1-mini", "gpt-4.1-mini"),  # only Claude versions lose their dots
+        ("gpt-4.1", "gpt-4.1"),
+        ("llama3.1:8b", "llama3.1:8b"),  # an Ollama tag keeps its name
     ],
 )
 def test_normalize_model_id(raw: str, norm: str) -> None:
@@ -135,8 +149,9 @@ def test_normalize_model_id(raw: str, norm: str) -> None:
 
 
 @pytest.mark.parametrize("model", ["us.anthropic.claude-haiku-4-5-20251001-v1:0", "claude-haiku-4-5@20251001",
-                                   "anthropic.claude-haiku-4-5-20251001-v1:0"])
-def test_a_claude_call_through_bedrock_or_vertex_is_priced_as_the_model(model: str) -> None:
+                                   "anthropic.claude-haiku-4-5-20251001-v1:0", "anthropic/claude-haiku-4.5",
+                                   "anthropic:claude-haiku-4-5"])
+def test_a_claude_call_through_a_cloud_or_a_router_is_priced_as_the_model(model: str) -> None:
     # hand-written: 1M input at $0.80 + 100k output at $4 per million (the default table's Haiku 4.5)
     price = PricingTable().price_call(model=model, provider="aws.bedrock", input_tokens=M, output_tokens=M // 10)
     assert (price.status, price.tier) == (PRICED, "budget")
