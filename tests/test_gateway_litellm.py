@@ -136,3 +136,26 @@ def test_a_pydantic_response_format_comes_back_as_that_model(litellm, gateway, s
     weather = Weather.model_validate_json(done.choices[0].message.content)
     assert isinstance(weather.temperature_c, int) and isinstance(weather.windy, bool) and weather.city
     assert paid_apis(standin, since) == ["openai" if route == "student" else "anthropic"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize(("provider", "route"), ROUTED)
+def test_web_search_options_search_on_an_anthropic_tier(litellm, gateway, standin, provider, route, stream) -> None:
+    """``web_search_options`` through LiteLLM: its ``anthropic/`` provider turns them into the Messages API's web search
+    tool, its ``openai/`` provider sends them as they are (the gateway's Chat Completions route turns them into the
+    same tool); either way an Anthropic tier searches once (``low``) and answers — routed to the student too, which
+    cannot search — and on the Chat Completions route LiteLLM reads the citation as OpenAI's ``url_citation``."""
+    question = f"What changed in the refund policy and in the shipping rules? ({provider} via {route}, {stream})"
+    since = len(standin.log.paid())
+    where = target(provider, gateway, route)
+    if provider == "openai":  # LiteLLM refuses web_search_options for an OpenAI model that cannot search
+        where["model"] = "openai/gpt-4o-search-preview"
+    done = litellm.completion(messages=[{"role": "user", "content": question}], max_tokens=300, stream=stream,
+                              web_search_options={"search_context_size": "low"}, **where)
+    if stream:
+        done = litellm.stream_chunk_builder(list(done))
+    message = done.choices[0].message
+    assert message.content.startswith("From the search results: ")  # the stand-in's searched answer
+    if provider == "openai":
+        assert [a["url_citation"]["url"] for a in message.annotations] == ["https://standin.invalid/search/1"]
+    assert paid_apis(standin, since) == ["anthropic"]
