@@ -179,11 +179,16 @@ def test_the_web_search_tool_searches_on_an_anthropic_tier(setup, standin, route
         for n in range(1, searches + 1)]
     assert [e.api for e in standin.log.paid()[paid:]] == ["anthropic"]
     assert cache.entries == stored and cache.lookups == lookups
+    # the next turn sends the whole conversation back, the search items included (the gateway stores none)
+    follow = [{"role": "user", "content": question}, *[o.model_dump(exclude_none=True) for o in response.output],
+              {"role": "user", "content": "Thanks. Is that the same for refunds of annual plans?"}]
+    assert client.responses.create(model="gpt-5-mini", input=follow, tools=[tool]).output_text
 
 
 def test_the_openai_agents_sdk_web_search_tool_runs_through_the_gateway(setup, standin) -> None:
     """The OpenAI Agents SDK's hosted ``WebSearchTool`` (what an agent on OpenAI's default model searches with) runs
-    on an Anthropic tier through the gateway: the agent's run sees the search and the answer."""
+    on an Anthropic tier through the gateway: the agent's run sees the search and the answer, and a second turn
+    (the first run's items as its input, as ``to_input_list()`` gives them) runs too."""
     from agents import Agent, RunConfig, Runner, WebSearchTool
     from agents.models.openai_responses import OpenAIResponsesModel
 
@@ -199,6 +204,9 @@ def test_the_openai_agents_sdk_web_search_tool_runs_through_the_gateway(setup, s
     kinds = [item.type for item in result.new_items]
     assert kinds == ["tool_call_item", "message_output_item"]  # the search, then the answer
     assert [e.api for e in standin.log.paid()[paid:]] == ["anthropic"]
+    follow = [*result.to_input_list(), {"role": "user", "content": "And for annual plans?"}]
+    again = Runner.run_sync(agent, follow, run_config=RunConfig(tracing_disabled=True))
+    assert again.final_output.startswith(LEAD)
 
 
 def test_an_answer_cut_at_max_output_tokens_is_incomplete(setup) -> None:

@@ -6,8 +6,9 @@ the Chat Completions API: the request is translated to the Messages shape and an
 
 * ``input``: a string, or a list of items — messages (``role`` user / assistant / system / developer, ``content``
   a string or ``input_text`` / ``output_text`` / ``input_image`` parts), ``function_call`` and
-  ``function_call_output`` items (a tool loop: :mod:`costline.serving.translate`); ``reasoning`` items are
-  skipped (another model's reasoning is not input a tier can take). ``instructions`` and system / developer
+  ``function_call_output`` items (a tool loop: :mod:`costline.serving.translate`); ``reasoning`` and
+  ``web_search_call`` items are skipped (another model's reasoning, an earlier answer's search: not input a tier
+  can take). ``instructions`` and system / developer
   messages become the system prompt;
 * ``max_output_tokens`` (default :data:`~costline.serving.gateway.openai_api.DEFAULT_MAX_TOKENS`), ``temperature``,
   ``top_p``, ``reasoning.effort`` (the Anthropic tiers' ``output_config.effort``), function ``tools``,
@@ -293,8 +294,10 @@ def _turns(raw: Any) -> tuple[list[str], list[dict[str, Any]]]:
             if not isinstance(call_id, str) or not isinstance(output, str):
                 raise _Refused(f"input[{i}]", f"input[{i}]: a function_call_output has a call_id and an output")
             add("user", [{"type": "tool_result", "tool_use_id": call_id, "content": output}])
-        elif kind == "reasoning":
-            continue  # another model's reasoning: not input a tier can take
+        elif kind in ("reasoning", "web_search_call"):
+            # another model's reasoning, or a search an earlier answer made (what it found is in that answer's
+            # text; its results are not in the item): not input a tier can take
+            continue
         else:
             raise _Refused(f"input[{i}].type", f"input[{i}].type: {str(kind)[:40]!r} items are not supported by the "
                                                "costline gateway (messages, function_call, function_call_output)")
