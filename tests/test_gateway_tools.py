@@ -274,6 +274,10 @@ def test_web_search_options_search_on_an_anthropic_tier_and_cite_as_url_annotati
     logged = standin.log.entries()[entries:]
     assert [(e.api, e.paid) for e in logged] == [("anthropic", True)]  # the student was never called
     assert cache.lookups == lookups and cache.entries == stored
+    if not stream:  # the next turn sends the answer back as the SDK gives it, its annotations included
+        follow = [*kwargs["messages"], out.choices[0].message.model_dump(exclude_none=True),
+                  {"role": "user", "content": "Thanks. And for annual plans?"}]
+        assert client.chat.completions.create(**{**kwargs, "messages": follow}).choices[0].message.content
 
 
 #: Four " and ": five searches, more than the stand-in makes in one response (three): its turn pauses once.
