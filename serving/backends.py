@@ -306,15 +306,26 @@ class AnthropicBackend:
         self.recorder = recorder
 
     def complete(self, prompt: Prompt) -> Reply:
-        """One answer; a paused turn (:data:`PAUSE_TURN`) sent back to go on up to ``prompt.resume_paused`` times
-        (each continuation a call of its own, recorded and billed as one), the pieces joined into one Reply."""
+        """One answer; a paused turn (:data:`PAUSE_TURN`) sent back to go on up to ``prompt.resume_paused`` times,
+        the pieces joined into one Reply. Each continuation is a call of its own (recorded and billed as one) within
+        what is left of the request's bounds (:func:`_bounds_left`: ``max_tokens`` less the output so far, each server
+        tool's ``max_uses`` less the searches so far). A continuation that fails leaves the paused turn as the answer
+        (its searches are paid for: sent up a tier, they would be paid again)."""
         reply = self._complete_once(prompt)
+        limit = prompt.max_tokens or self.max_tokens
         for _ in range(prompt.resume_paused):
-            if reply.stop_reason != PAUSE_TURN:
+            so_far = _blocks_of(reply)
+            left = _bounds_left(prompt, limit - reply.output_tokens, reply.web_search_requests)
+            if reply.stop_reason != PAUSE_TURN or not so_far or left is None:
                 break
-            so_far = reply.content or ({"type": "text", "text": reply.text},)
             turn = {"role": "assistant", "content": [dict(b) for b in so_far]}
-            reply = _joined(reply, self._complete_once(dataclasses.replace(prompt, messages=(*prompt.messages, turn))))
+            try:
+                more = self._complete_once(dataclasses.replace(left, messages=(*prompt.messages, turn)))
+            except BackendError as exc:
+                log.warning("costline: continuing a paused turn on the %s tier failed (%s); its paused turn stands",
+                            self.spec.name, exc)
+                break
+            reply = _joined(reply, more)
         return reply
 
     def _complete_once(self, prompt: Prompt) -> Reply:
@@ -452,11 +463,33 @@ class AnthropicBackend:
 PAUSE_TURN = "pause_turn"
 
 
+def _blocks_of(reply: Reply) -> tuple[Mapping[str, Any], ...]:
+    """A Reply's content blocks (a text answer's text as one block; none for an empty one)."""
+    return reply.content or (({"type": "text", "text": reply.text},) if reply.text else ())
+
+
+def _bounds_left(prompt: Prompt, tokens: int, searches: int) -> Prompt | None:
+    """``prompt`` with what is left of its bounds after a paused turn (``tokens`` of output, ``searches`` made):
+    ``max_tokens`` and each server tool's ``max_uses``. A tool with no use left stays offered (the paused turn's
+    calls name it) with ``tool_choice`` none, so the model writes its answer without another call; None when no
+    output token is left."""
+    if tokens < 1:
+        return None
+    tools, spent = [], False
+    for tool in prompt.tools:
+        uses = tool.get("max_uses")
+        if isinstance(uses, int) and not isinstance(uses, bool):
+            spent = spent or uses - searches < 1
+            tool = {**tool, "max_uses": max(uses - searches, 1)}
+        tools.append(tool)
+    return dataclasses.replace(prompt, max_tokens=tokens, tools=tuple(tools),
+                               tool_choice={"type": "none"} if spent else prompt.tool_choice)
+
+
 def _joined(first: Reply, more: Reply) -> Reply:
     """A paused turn's Reply and its continuation's as one: the text and blocks in order, the counts of both calls
     (each billed), the continuation's stop reason, model and id."""
-    content = (*(first.content or ({"type": "text", "text": first.text},)),
-               *(more.content or ({"type": "text", "text": more.text},)))
+    content = (*_blocks_of(first), *_blocks_of(more))
     return dataclasses.replace(
         more, text=first.text + more.text, content=content,
         input_tokens=first.input_tokens + more.input_tokens, output_tokens=first.output_tokens + more.output_tokens,

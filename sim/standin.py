@@ -7,7 +7,8 @@
   blocks create prompt-cache entries that later requests with the same prefix read, the writes split by
   lifetime in ``usage.cache_creation`` (a ``"ttl": "1h"`` breakpoint's share is one-hour); ``speed: "fast"``
   is said back in ``usage.speed``, ``inference_geo`` ("us" or "global") in ``usage.inference_geo``; a ``web_search_*`` server tool searches once, plus once per " and " in the
-  question, at most ``max_uses`` (``server_tool_use`` and ``web_search_tool_result`` blocks before the answer,
+  question, at most ``max_uses`` a request, none with ``tool_choice`` none (``server_tool_use`` and
+  ``web_search_tool_result`` blocks before the answer,
   which is a lead text block then the answer's, citing each result as ``web_search_result_location``; a turn
   that needs more than three searches pauses after three — ``stop_reason`` ``pause_turn``, no text — and goes on,
   sent back with the paused turn as the last assistant message;
@@ -524,17 +525,17 @@ class StandInServer(ServedByJsonServer):
             out_tokens += count_tokens(thought)
         # the web search server tool: its searches (those of a paused turn sent back as the last assistant turn
         # done already), at most SEARCHES_A_TURN a response: a turn that needs more pauses (stop_reason pause_turn)
-        wanted = 0 if tool is not None else _web_searches(body, last_user_text(messages))
         done = _searched_before(messages)
-        searches = min(max(wanted - done, 0), SEARCHES_A_TURN)
-        paused = wanted - done > SEARCHES_A_TURN
+        allowed, wanted = (0, 0) if tool is not None else _web_searches(body, last_user_text(messages), done)
+        searches = min(allowed, SEARCHES_A_TURN)
+        paused = allowed > SEARCHES_A_TURN
         if paused:  # only the searches so far, no answer yet
             content, out_tokens, truncated, stopped = [], 0, False, None
-        elif wanted and [b["type"] for b in content] == ["text"] and content[0]["text"]:
+        elif done + searches and [b["type"] for b in content] == ["text"] and content[0]["text"]:
             # as the API answers after searching: a lead, then the answer in a text block whose citations are the
             # results it read (web_search_result_location), those of the paused turns before included
             content = [{"type": "text", "text": SEARCH_LEAD}, {**content[0], "citations": [
-                _search_citation(n) for n in range(wanted)]}]
+                _search_citation(n) for n in range(done + searches)]}]
             out_tokens += count_tokens(SEARCH_LEAD)
         if searches:  # the server tool's calls and results come before the answer that read them
             blocks = [b for n in range(done, done + searches) for b in self._search_blocks(last_user_text(messages), n)]
@@ -1218,6 +1219,8 @@ def _message_tools(body: Mapping[str, Any]) -> _Tools:
     if kind not in ("auto", "any", "none", "tool"):
         raise _ApiError(400, "tool_choice.type: one of 'auto', 'any', 'tool', 'none'")
     named = choice.get("name") if kind == "tool" else None
+    if kind == "tool" and any(isinstance(t, Mapping) and _is_web_search(t) and t.get("name") == named for t in tools):
+        return out, "auto", None  # a server tool forced: it runs (_web_searches), no client tool is called
     if kind == "tool" and not any(name == named for name, _ in out):
         raise _ApiError(400, f"tool_choice.name: no tool named {str(named)[:64]!r} in tools")
     return out, str(kind), named
@@ -1249,7 +1252,7 @@ def _search_citation(n: int) -> dict[str, Any]:
 
 
 _WEB_SEARCH_FIELDS = frozenset({"type", "name", "max_uses", "user_location", "allowed_domains", "blocked_domains",
-                                "cache_control"})
+                                "cache_control", "allowed_callers", "defer_loading", "strict", "response_inclusion"})
 
 
 def _check_web_search(tool: Mapping[str, Any], i: int) -> None:
@@ -1257,6 +1260,8 @@ def _check_web_search(tool: Mapping[str, Any], i: int) -> None:
     extra = sorted(set(tool) - _WEB_SEARCH_FIELDS)
     if extra:
         raise _ApiError(400, f"tools.{i}.{extra[0]}: Extra inputs are not permitted")
+    if tool.get("allowed_domains") and tool.get("blocked_domains"):
+        raise _ApiError(400, f"tools.{i}: allowed_domains and blocked_domains cannot both be set")
     uses = tool.get("max_uses")
     if uses is not None and (not isinstance(uses, int) or isinstance(uses, bool) or uses < 1):
         raise _ApiError(400, f"tools.{i}.max_uses: Input should be greater than 0")
@@ -1279,15 +1284,20 @@ def _is_web_search(tool: Mapping[str, Any]) -> bool:
     return str(tool.get("type") or "").startswith("web_search_")
 
 
-def _web_searches(body: Mapping[str, Any], question: str) -> int:
-    """How many searches the stand-in's web search server tool makes for ``question``: one, plus one per " and "
-    in it, at most the tool's ``max_uses``; 0 without the tool."""
+def _web_searches(body: Mapping[str, Any], question: str, done: int = 0) -> tuple[int, int]:
+    """(searches this request's web search server tool may make, searches the question wants in all): it wants
+    one, plus one per " and " in it; those of the paused turn sent back (``done``) are made already; the tool's
+    ``max_uses`` caps this request's; ``tool_choice`` none makes none. (0, 0) without the tool."""
     tool = next((t for t in body.get("tools") or () if isinstance(t, Mapping) and _is_web_search(t)), None)
     if tool is None:
-        return 0
-    limit = tool.get("max_uses")
+        return 0, 0
     wanted = 1 + question.count(" and ")
-    return min(wanted, limit) if isinstance(limit, int) and not isinstance(limit, bool) and limit >= 1 else wanted
+    choice = body.get("tool_choice")
+    if isinstance(choice, Mapping) and choice.get("type") == "none":
+        return 0, wanted
+    limit = tool.get("max_uses")
+    more = max(wanted - done, 0)
+    return (min(more, limit) if isinstance(limit, int) and not isinstance(limit, bool) and limit >= 1 else more), wanted
 
 
 def _chat_tools(body: Mapping[str, Any]) -> _Tools:

@@ -185,6 +185,22 @@ def test_the_web_search_tool_searches_on_an_anthropic_tier(setup, standin, route
     assert client.responses.create(model="gpt-5-mini", input=follow, tools=[tool]).output_text
 
 
+@pytest.mark.parametrize("extra, searches", [
+    ({"tool_choice": "required"}, 2),  # the search alone may be required
+    ({"tool_choice": {"type": "web_search_preview"}, "tools": [*TOOLS, {"type": "web_search_preview"}]}, 2),
+    ({"tool_choice": {"type": "web_search"}}, 2),  # what the Agents SDK sends for tool_choice="web_search"
+    ({"max_tool_calls": 1}, 1),  # caps the built-in tool's calls: one search, not the two wanted
+], ids=["required", "forced-preview", "forced", "max-tool-calls"])
+def test_the_web_search_tool_may_be_forced_and_capped(setup, standin, extra, searches) -> None:
+    gw, _ = setup
+    question = f"What changed in the refund policy and in the shipping rules ({sorted(extra)}, {searches})?"
+    out = _client(gw, tenant="forced").responses.create(
+        **{"model": "gpt-5-mini", "input": question, "tools": [{"type": "web_search", "search_context_size": "high"}],
+           **extra})
+    assert [o.type for o in out.output] == ["web_search_call"] * searches + ["message"]
+    assert len(out.output[-1].content[0].annotations) == searches
+
+
 def test_the_openai_agents_sdk_web_search_tool_runs_through_the_gateway(setup, standin) -> None:
     """The OpenAI Agents SDK's hosted ``WebSearchTool`` (what an agent on OpenAI's default model searches with) runs
     on an Anthropic tier through the gateway: the agent's run sees the search and the answer, and a second turn
@@ -241,6 +257,8 @@ def test_a_streamed_tool_request_is_buffered_and_a_text_one_says_its_mode(setup)
     ({"tools": [{"type": "web_search", "filters": {"allowed_domains": "example.com"}}]}, "tools[0]"),
     ({"tools": [{"type": "web_search"}, {"type": "web_search_preview"}]}, "tools[1]"),
     ({"tools": [{"type": "web_search"}, {"type": "function", "name": "web_search", "parameters": {}}]}, "tools"),
+    ({"tools": TOOLS, "tool_choice": {"type": "web_search"}}, "tool_choice"),  # no search tool to force
+    ({"tools": [{"type": "web_search"}], "max_tool_calls": "two"}, "max_tool_calls"),
     ({"tools": [{"type": "function", "name": "bad name", "parameters": {}}]}, "tools"),
     ({"text": {"format": {"type": "json_schema", "schema": {"type": "object"}}}}, "text.format.name"),
     ({"input": [{"type": "item_reference", "id": "msg_1"}]}, "input[0].type"),
@@ -291,3 +309,34 @@ def test_with_keys_the_key_decides_the_tenant_on_this_route_too(standin, tmp_pat
         assert acme.responses.create(model="m", input="How do I reset my password?").output_text
         with pytest.raises(openai.PermissionDeniedError):
             acme.responses.create(model="m", input="How do I reset my password?", metadata={"tenant": "globex"})
+
+
+@pytest.mark.parametrize("content, want", [
+    # a search and its result: completed, its id from the search's own
+    ([{"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {"query": "q"}},
+      {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": [{"url": "https://a.example"}]}],
+     [("ws_srvtoolu_1", "completed", "q", ["https://a.example"])]),
+    # the result an error object (the API's web_search_tool_result_error): failed
+    ([{"type": "server_tool_use", "id": "srvtoolu_2", "name": "web_search", "input": {"query": "q"}},
+      {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_2",
+       "content": {"type": "web_search_tool_result_error", "error_code": "max_uses_exceeded"}}],
+     [("ws_srvtoolu_2", "failed", "q", [])]),
+    # a proxy's odd blocks: an id that is no string, a query that is none, no result at all — failed, never a crash
+    ([{"type": "server_tool_use", "id": ["x"], "name": "web_search", "input": {"query": 7}},
+      {"type": "web_search_tool_result", "tool_use_id": ["x"], "content": []}],
+     [("ws_costline_r1_0", "failed", "", [])]),
+    ([{"type": "server_tool_use", "id": "srvtoolu_3", "name": "web_fetch", "input": {}}], []),  # not a search
+])
+def test_web_search_call_items_of_an_answer(content, want) -> None:
+    from costline.serving.backends import Reply
+    from costline.serving.gateway.responses_api import _items
+    from costline.serving.pipeline import Answer
+
+    reply = Reply("the answer", "budget", "m", "end_turn", content=(*content, {"type": "text", "text": "the answer"}))
+    answer = Answer("the answer", "budget", "m", "budget", True, request_id="r1", reply=reply)
+    twice = [_items("resp_costline_r1", answer, sources=True) for _ in range(2)]
+    assert twice[0] == twice[1]  # built the same each time: the streamed items and the final response agree
+    calls = [i for i in twice[0] if i["type"] == "web_search_call"]
+    assert [(c["id"], c["status"], c["action"]["query"], [s["url"] for s in c["action"]["sources"]])
+            for c in calls] == want
+    assert twice[0][-1]["type"] == "message"

@@ -216,6 +216,8 @@ def test_parameters_the_api_would_refuse_are_a_400_before_any_call(standin, serv
     ({"web_search_options": {"user_location": {"type": "approximate", "approximate": {"city": ""}}}},
      "web_search_options"),
     ({"web_search_options": {}, "tools": [{"type": "function", "function": {"name": "web_search"}}]}, "tools"),
+    ({"web_search_options": {}, "tools": [{"type": "function", "function": {"name": f"f{i}"}} for i in range(128)]},
+     "tools"),  # 128 functions are the most a request offers; the search would be a 129th tool
     ({"reasoning_effort": "extreme"}, "reasoning_effort"),
     ({"frequency_penalty": 3}, "frequency_penalty"),
     ({"presence_penalty": "high"}, "presence_penalty"),

@@ -334,12 +334,9 @@ def test_an_anthropic_tier_resumes_a_paused_turn_at_most_as_often_as_asked(stand
     """``Prompt.resume_paused`` bounds the continuations: ten searches (three a response) need three; given one,
     the answer is the first two responses joined — six searches, their blocks in order, both calls' counts — and
     still paused."""
-    from costline.config import Config
-    from costline.serving.backends import AnthropicBackend, Prompt
-    from costline.serving.registry import ModelRegistry
+    from costline.serving.backends import Prompt
 
-    backend = AnthropicBackend(ModelRegistry.from_config(Config()).tier("budget"),
-                               anthropic.Anthropic(base_url=standin.url, api_key="test", max_retries=0))
+    backend = _haiku_backend(standin)
     question = " and ".join(f"topic {n}" for n in range(10))
     entries = len(standin.log.entries())
     prompt = Prompt(({"role": "user", "content": question},), None, 300,
@@ -354,6 +351,76 @@ def test_an_anthropic_tier_resumes_a_paused_turn_at_most_as_often_as_asked(stand
     assert (reply.input_tokens, reply.output_tokens) == (sum(e.input_tokens for e in calls),
                                                          sum(e.output_tokens for e in calls))
     assert backend.complete(dataclasses.replace(prompt, resume_paused=0)).web_search_requests == 3
+
+
+def _haiku_backend(standin):
+    from costline.config import Config
+    from costline.serving.backends import AnthropicBackend
+    from costline.serving.registry import ModelRegistry
+
+    return AnthropicBackend(ModelRegistry.from_config(Config()).tier("budget"),
+                            anthropic.Anthropic(base_url=standin.url, api_key="test", max_retries=0))
+
+
+def test_a_resumed_turn_keeps_the_requests_search_and_token_bounds(standin) -> None:
+    """The continuations together stay within what the request allowed: ``max_uses`` 4 makes four searches in all
+    (three, paused, then one), not four more; a continuation with no output token left is not sent."""
+    from costline.serving.backends import Prompt
+
+    backend = _haiku_backend(standin)
+    question = " and ".join(f"topic {n}" for n in range(10))  # ten searches wanted
+    entries = len(standin.log.entries())
+    reply = backend.complete(Prompt(({"role": "user", "content": question},), None, 300,
+                                    tools=({**WEB_SEARCH, "max_uses": 4},), resume_paused=8))
+    assert len(standin.log.entries()) - entries == 2
+    assert reply.stop_reason == "end_turn" and reply.web_search_requests == 4
+    assert len(reply.content[-1]["citations"]) == 4
+    entries = len(standin.log.entries())
+    tiny = backend.complete(Prompt(({"role": "user", "content": question},), None, 1,
+                                   tools=({**WEB_SEARCH, "max_uses": 10},), resume_paused=8))
+    assert len(standin.log.entries()) - entries == 1 and tiny.stop_reason == "pause_turn"
+
+
+@pytest.mark.parametrize("max_tokens, out, uses, searches, want_tokens, want_uses, forced_none", [
+    (300, 40, 10, 3, 260, 7, False),
+    (300, 40, None, 3, 260, None, False),  # a server tool without max_uses stays without
+    (300, 40, 3, 3, 260, 1, True),  # no search left: offered (its calls are in the turn), none to be made
+    (300, 300, 10, 3, None, None, False),  # no output token left: not sent
+])
+def test_what_is_left_of_a_paused_requests_bounds(max_tokens, out, uses, searches, want_tokens, want_uses,
+                                                  forced_none) -> None:
+    from costline.serving.backends import Prompt, _bounds_left
+
+    tool = {**WEB_SEARCH, "max_uses": uses} if uses is not None else {k: v for k, v in WEB_SEARCH.items()
+                                                                       if k != "max_uses"}
+    left = _bounds_left(Prompt(({"role": "user", "content": "q"},), None, max_tokens, tools=(tool,),
+                               tool_choice={"type": "auto"}), max_tokens - out, searches)
+    if want_tokens is None:
+        assert left is None
+        return
+    assert left.max_tokens == want_tokens and left.tools[0].get("max_uses") == want_uses
+    assert left.tool_choice == ({"type": "none"} if forced_none else {"type": "auto"})
+
+
+def test_a_failed_continuation_leaves_the_paused_turn_as_the_answer(standin, monkeypatch) -> None:
+    """Its searches are paid for: the paused turn stands (cut short for an OpenAI client), no error goes up to
+    send the request to another tier, where they would be paid again."""
+    from costline.serving.backends import AnthropicBackend, Prompt
+    from costline.serving.errors import BackendError
+
+    backend = _haiku_backend(standin)
+    real, calls = AnthropicBackend._complete_once, []
+
+    def once(self, prompt):
+        calls.append(prompt)
+        if len(calls) > 1:
+            raise BackendError("budget", "InternalServerError", "stand-in failure on the continuation")
+        return real(self, prompt)
+
+    monkeypatch.setattr(AnthropicBackend, "_complete_once", once)
+    reply = backend.complete(Prompt(({"role": "user", "content": LONG_SEARCH.format("fails")},), None, 300,
+                                    tools=({**WEB_SEARCH, "max_uses": 10},), resume_paused=8))
+    assert len(calls) == 2 and reply.stop_reason == "pause_turn" and reply.web_search_requests == 3
 
 
 def test_an_answer_without_citations_has_no_annotations(setup) -> None:

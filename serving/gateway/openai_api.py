@@ -54,7 +54,8 @@ from costline.serving.gateway.app import (CACHE_MODEL, STREAM_MODE_HEADER, Gatew
                                       open_live)
 from costline.serving.gateway.messages_api import question_text, sampling_of
 from costline.serving.structured import from_chat
-from costline.serving.translate import block_text, openai_tool_calls, tools_from_openai, turns_from_openai, uses_tools
+from costline.serving.translate import (MAX_TOOLS, block_text, openai_tool_calls, tools_from_openai,
+                                       turns_from_openai, uses_tools)
 from costline.serving.pipeline import Answer, LiveAnswer
 
 __all__ = ["CHAT_SAMPLING_FIELDS", "ChatCompletions", "DEFAULT_MAX_TOKENS", "RESUME_PAUSED", "SEARCH_CONTEXT_USES",
@@ -186,6 +187,9 @@ def _to_messages(body: Mapping[str, Any]) -> tuple[Any, list[dict[str, Any]], st
         if any(t.get("name") == "web_search" for t in tools):
             return openai_error(400, "tools: a function named web_search cannot go with web_search_options (the "
                                      "search tool has that name)", param="tools")
+        if len(tools) >= MAX_TOOLS:
+            return openai_error(400, f"tools: at most {MAX_TOOLS - 1} functions with web_search_options (the "
+                                     "search is a tool too)", param="tools")
         tools = [*tools, search]
     cannot = _cannot_carry(body)
     if cannot is not None:

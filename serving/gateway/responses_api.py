@@ -52,7 +52,7 @@ from costline.serving.gateway.openai_api import (DEFAULT_MAX_TOKENS, RESUME_PAUS
                                                  settled_response, token_counts)
 from costline.serving.pipeline import Answer, LiveAnswer
 from costline.serving.structured import from_responses
-from costline.serving.translate import file_block, image_block, tools_from_openai
+from costline.serving.translate import MAX_TOOLS, file_block, image_block, tools_from_openai
 
 __all__ = ["Responses"]
 
@@ -156,6 +156,15 @@ def _to_messages(body: Mapping[str, Any]) -> tuple[Any, list[dict[str, Any]], st
     if isinstance(sampling, str):
         raise _Refused(sampling.split(":")[0], sampling)
     tools, tool_choice = _tools(body)
+    cap = body.get("max_tool_calls")  # of built-in tools: here the web search, whose max_uses it lowers
+    if cap is not None:
+        if not isinstance(cap, int) or isinstance(cap, bool) or cap < 0:
+            raise _Refused("max_tool_calls", "max_tool_calls: a whole number >= 0")
+        capped = [{**t, "max_uses": min(t["max_uses"], cap)} if "max_uses" in t else t for t in tools
+                  if cap or "max_uses" not in t]
+        if len(capped) < len(tools) and tool_choice is not None and tool_choice.get("name") == "web_search":
+            raise _Refused("max_tool_calls", "max_tool_calls: 0 with the web search tool required")
+        tools, tool_choice = tuple(capped), (tool_choice if capped else None)
     instructions = body.get("instructions")
     if instructions is not None and not isinstance(instructions, str):
         raise _Refused("instructions", "instructions: a string")
@@ -190,11 +199,18 @@ def _tools(body: Mapping[str, Any]) -> tuple[tuple[dict[str, Any], ...], dict[st
         chat_tools.append({"type": "function", "function": {k: tool[k] for k in ("name", "description", "parameters")
                                                              if k in tool}})
     choice = body.get("tool_choice")
+    forced_search = isinstance(choice, Mapping) and choice.get("type") in WEB_SEARCH_TYPES
+    if forced_search and search is None:
+        raise _Refused("tool_choice", "tool_choice: the web search tool is not among the request's tools")
     if isinstance(choice, Mapping) and choice.get("type") == "function":
         choice = {"type": "function", "function": {"name": choice.get("name")}}
-    elif isinstance(choice, Mapping):
-        raise _Refused("tool_choice", "tool_choice: 'auto', 'none', 'required' or {'type': 'function', 'name'}")
-    converted = tools_from_openai(chat_tools if raw is not None else None, choice)
+    elif isinstance(choice, Mapping) and not forced_search:
+        raise _Refused("tool_choice", "tool_choice: 'auto', 'none', 'required', {'type': 'function', 'name'} or "
+                                      "{'type': 'web_search'}")
+    # the choice among the functions (the search tool is not one): a search alone may be required, or forced
+    only_search = search is not None and not chat_tools
+    converted = tools_from_openai(chat_tools if raw is not None else None,
+                                  None if forced_search or only_search else choice)
     if isinstance(converted[0], str):
         raise _Refused(str(converted[0]).replace("function.", ""), str(converted[1]).replace("function.", ""))
     tools, tool_choice = converted
@@ -202,7 +218,15 @@ def _tools(body: Mapping[str, Any]) -> tuple[tuple[dict[str, Any], ...], dict[st
         if any(t.get("name") == "web_search" for t in tools):
             raise _Refused("tools", "tools: a function named web_search cannot go with the web search tool (the "
                                     "search tool has that name)")
+        if len(tools) >= MAX_TOOLS:
+            raise _Refused("tools", f"tools: at most {MAX_TOOLS} tools a request, the web search tool included")
         tools = [*tools, search]
+        if forced_search:
+            tool_choice = {"type": "tool", "name": "web_search"}
+        elif only_search and choice is not None:
+            if choice not in _CHOICES:
+                raise _Refused("tool_choice", "tool_choice: 'auto', 'none', 'required' or {'type': 'web_search'}")
+            tool_choice = {"type": _CHOICES[choice]}
     if not tools:
         return (), None
     if body.get("parallel_tool_calls") is False and tool_choice is not None and tool_choice.get("type") != "none":
@@ -212,6 +236,8 @@ def _tools(body: Mapping[str, Any]) -> tuple[tuple[dict[str, Any], ...], dict[st
     return tuple(tools), tool_choice
 
 
+#: A Responses ``tool_choice`` string as the Messages API's choice type.
+_CHOICES = {"auto": "auto", "none": "none", "required": "any"}
 #: The Responses API's web search tool types: each becomes Anthropic's web search server tool.
 WEB_SEARCH_TYPES = ("web_search", "web_search_2025_08_26", "web_search_preview", "web_search_preview_2025_03_11")
 _SEARCH_FIELDS = ("type", "search_context_size", "user_location", "filters", "external_web_access",
@@ -380,24 +406,28 @@ def _cut(result: Answer) -> bool:
         "max_tokens", "length", PAUSE_TURN)  # a turn still paused after RESUME_PAUSED continuations: cut short too
 
 
-def _searches(result: Answer, sources: bool) -> list[dict[str, Any]]:
+def _searches(result: Answer, sources: bool, rid: str) -> list[dict[str, Any]]:
     """A ``web_search_call`` item per search the answer's web search tool made (its query; with ``sources``, the
-    URLs it found), ``failed`` when the search came back as an error."""
+    URLs it found), ``failed`` when the search came back as an error or without its result; its id from the
+    search's own (else from ``rid`` and its place), the same each time it is built."""
     reply = result.reply
     if reply is None or result.cached:
         return []
-    found = {b.get("tool_use_id"): b.get("content") for b in reply.content if b.get("type") == "web_search_tool_result"}
+    found = {b["tool_use_id"]: b.get("content") for b in reply.content
+             if b.get("type") == "web_search_tool_result" and isinstance(b.get("tool_use_id"), str)}
     items = []
     for block in reply.content:
         if block.get("type") != "server_tool_use" or block.get("name") != "web_search":
             continue
+        own = block.get("id") if isinstance(block.get("id"), str) else None
         given = block.get("input") if isinstance(block.get("input"), Mapping) else {}
-        results = found.get(block.get("id"))
-        action: dict[str, Any] = {"type": "search", "query": str(given.get("query") or "")}
+        results = found.get(own) if own else None
+        query = given.get("query")
+        action: dict[str, Any] = {"type": "search", "query": query if isinstance(query, str) else ""}
         if sources:
             action["sources"] = [{"type": "url", "url": r["url"]} for r in results or ()
                                  if isinstance(r, Mapping) and isinstance(r.get("url"), str)]
-        items.append({"type": "web_search_call", "id": f"ws_{block.get('id') or uuid.uuid4().hex}",
+        items.append({"type": "web_search_call", "id": f"ws_{own}" if own else f"ws_{rid[5:]}_{len(items)}",
                       "status": "completed" if isinstance(results, list) else "failed", "action": action})
     return items
 
@@ -408,7 +438,7 @@ def _items(rid: str, result: Answer, sources: bool = False) -> list[dict[str, An
     function_call item per tool call."""
     reply = result.reply
     calls = list(reply.tool_calls) if reply is not None and not result.cached else []
-    items = _searches(result, sources)
+    items = _searches(result, sources, rid)
     if result.text or not calls:
         cited = [{"type": "url_citation", "start_index": start, "end_index": stop, "url": url, "title": title}
                  for start, stop, url, title in citation_spans(result)]
@@ -447,10 +477,11 @@ def _events(shell: dict[str, Any], request_id: str, model: str, texts: Iterable[
 
     yield event("response.created", response=pending)
     yield event("response.in_progress", response=pending)
-    searches = _searches(settled, sources) if settled is not None else []
+    searches = _searches(settled, sources, rid) if settled is not None else []
     for k, item in enumerate(searches):
         yield event("response.output_item.added", output_index=k, item={**item, "status": "in_progress"})
-        for stage in ("in_progress", "searching", "completed"):
+        stages = ("in_progress", "searching", "completed") if item["status"] == "completed" else ("in_progress",)
+        for stage in stages:  # a failed search has no event of its own: its item is done as failed
             yield event(f"response.web_search_call.{stage}", item_id=item["id"], output_index=k)
         yield event("response.output_item.done", output_index=k, item=item)
     at = len(searches)  # the message item's output index
