@@ -125,6 +125,30 @@ def test_a_pydantic_ai_agent_runs_its_tool(base, standin, api, route) -> None:
 
 
 @pytest.mark.parametrize("route", ["anthropic", "student"])
+def test_a_vercel_ai_sdk_app_searches_the_web_through_the_gateway(base, standin, route) -> None:
+    """tests/js/aisdk/gateway_search.mjs: generateText and streamText with @ai-sdk/anthropic's web search tool (the
+    Messages API's server tool, carried as it came) and @ai-sdk/openai's (the Responses API's hosted tool, turned
+    into Anthropic's): the SDK reads each search as a provider-executed tool call and each cited result as a
+    source. The question wants two searches; the openai one asks for a low search context: one."""
+    app = Path(__file__).parent / "js" / "aisdk"
+    node = require_node(app, ("ai", "@ai-sdk/anthropic", "@ai-sdk/openai"))
+    since = len(standin.log.paid())
+    done = subprocess.run([node, str(app / "gateway_search.mjs"), "--gateway", base,
+                           "--task-type", ROUTES[route]["x-costline-task-type"]],
+                          capture_output=True, text=True, timeout=NODE_TIMEOUT_S, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert sorted(report) == sorted(f"{api}/{mode}" for api in ("messages", "responses") for mode in ("generate", "stream"))
+    for case, got in report.items():
+        assert "error" not in got, (case, got)
+        n = 2 if case.startswith("messages") else 1
+        assert got["searches"] == ["web_search"] * n, (case, got)
+        assert got["sources"] == [f"https://standin.invalid/search/{k}" for k in range(1, n + 1)], (case, got)
+        assert got["text"].startswith("From the search results: "), (case, got)
+    assert _paid_apis(standin, since) == {"anthropic"}  # the student cannot search: never asked
+
+
+@pytest.mark.parametrize("route", ["anthropic", "student"])
 def test_a_vercel_ai_sdk_agent_runs_its_tool_on_all_three_apis(base, route) -> None:
     """tests/js/aisdk/gateway_agent.mjs: generateText and streamText with a tool and up to three steps, on
     @ai-sdk/anthropic (Messages), @ai-sdk/openai's default model (Responses) and its .chat model (Chat
