@@ -537,12 +537,21 @@ class Pipeline:
 
 def _settled(reply: Reply, fmt: OutputFormat) -> Reply:
     """``reply`` with its text as a structured answer is given (:meth:`OutputFormat.settle`: a fence unwrapped); its
-    other blocks (thinking) kept."""
-    text = fmt.settle(reply.text)
+    other blocks (thinking, a server tool's calls and results) kept. After a server tool (web search…), the answer
+    is the text after its last result: what the model wrote before it searched ("I'll look that up") is dropped,
+    and the answer's blocks stay as they came (their citations) unless settling changed the text."""
+    blocks = reply.content
+    last = max((i for i, b in enumerate(blocks) if str(b.get("type", "")).endswith("_tool_result")), default=None)
+    final = reply.text if last is None else "".join(
+        b["text"] for b in blocks[last + 1:] if b.get("type") == "text" and isinstance(b.get("text"), str))
+    text = fmt.settle(final)
     if text == reply.text:
         return reply
-    others = tuple(b for b in reply.content if b.get("type") != "text")
-    content = (*others, {"type": "text", "text": text}) if others else ()
+    if last is not None and text == final:
+        content = (*(b for b in blocks[:last + 1] if b.get("type") != "text"), *blocks[last + 1:])
+    else:
+        others = tuple(b for b in blocks if b.get("type") != "text")
+        content = (*others, {"type": "text", "text": text}) if others else ()
     return dataclasses.replace(reply, text=text, content=content)
 
 

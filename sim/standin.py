@@ -533,10 +533,14 @@ class StandInServer(ServedByJsonServer):
             content, out_tokens, truncated, stopped = [], 0, False, None
         elif done + searches and [b["type"] for b in content] == ["text"] and content[0]["text"]:
             # as the API answers after searching: a lead, then the answer in a text block whose citations are the
-            # results it read (web_search_result_location), those of the paused turns before included
-            content = [{"type": "text", "text": SEARCH_LEAD}, {**content[0], "citations": [
-                _search_citation(n) for n in range(done + searches)]}]
-            out_tokens += count_tokens(SEARCH_LEAD)
+            # results it read (web_search_result_location), those of the paused turns before included; a structured
+            # answer is its JSON alone
+            cited = {**content[0], "citations": [_search_citation(n) for n in range(done + searches)]}
+            if _output_schema(body) is None and not asks_for_json(message_text(body.get("system"))):
+                content = [{"type": "text", "text": SEARCH_LEAD}, cited]
+                out_tokens += count_tokens(SEARCH_LEAD)
+            else:
+                content = [cited]
         if searches:  # the server tool's calls and results come before the answer that read them
             blocks = [b for n in range(done, done + searches) for b in self._search_blocks(last_user_text(messages), n)]
             content = blocks + content

@@ -280,6 +280,26 @@ def test_web_search_options_search_on_an_anthropic_tier_and_cite_as_url_annotati
         assert client.chat.completions.create(**{**kwargs, "messages": follow}).choices[0].message.content
 
 
+def test_a_structured_answer_that_searched_parses_and_keeps_its_citations(setup, standin) -> None:
+    """``response_format`` with ``web_search_options`` (the SDK's ``parse``): the answer is the schema's JSON, read on
+    the first tier (one paid search), with its citations as annotations spanning all of it."""
+    from pydantic import BaseModel
+
+    class Summary(BaseModel):
+        summary: str
+
+    gw, _ = setup
+    entries = len(standin.log.entries())
+    out = _openai(gw, ANTHROPIC_TIER).chat.completions.parse(
+        model="m", messages=[{"role": "user", "content": "What changed in the refund policy and in the shipping rules?"}],
+        response_format=Summary, web_search_options={})
+    message = out.choices[0].message
+    assert isinstance(message.parsed, Summary) and message.parsed.summary
+    assert [(a.url_citation.start_index, a.url_citation.end_index) for a in message.annotations] == \
+        [(0, len(message.content))] * 2
+    assert [(e.api, e.paid) for e in standin.log.entries()[entries:]] == [("anthropic", True)]
+
+
 #: Four " and ": five searches, more than the stand-in makes in one response (three): its turn pauses once.
 LONG_SEARCH = ("Compare the refund policy and the shipping rules and the warranty terms and the return window and the "
                "price match promise ({})")

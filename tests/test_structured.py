@@ -273,3 +273,33 @@ def test_a_big_schema_is_checked_without_being_kept() -> None:
     assert fmt.problem('"value-007999"') is None
     assert "is not one of" in fmt.problem('"value-9"')
     assert structured._validator.cache_info().currsize == before
+
+
+SEARCH = ({"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {"query": "refunds"}},
+          {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": []})
+CITE = [{"type": "web_search_result_location", "url": "https://a.example", "title": "A", "cited_text": "x",
+         "encrypted_index": "e"}]
+
+
+@pytest.mark.parametrize("content, want_text, want_types, cited", [
+    # what the model wrote before it searched is not the structured answer: dropped; the answer's block (its
+    # citations) kept as it came
+    ([{"type": "text", "text": "I'll look that up."}, *SEARCH, {"type": "text", "text": '{"a": 1}', "citations": CITE}],
+     '{"a": 1}', ["server_tool_use", "web_search_tool_result", "text"], True),
+    # the answer fenced after the search: unwrapped into one text block (its citations do not survive the change)
+    ([*SEARCH, {"type": "text", "text": '```json\n{"a": 1}\n```', "citations": CITE}],
+     '{"a": 1}', ["server_tool_use", "web_search_tool_result", "text"], False),
+    # no server tool: the whole text is the answer, as before
+    ([{"type": "thinking", "thinking": "t", "signature": "s"}, {"type": "text", "text": '```json\n{"a": 1}\n```'}],
+     '{"a": 1}', ["thinking", "text"], False),
+])
+def test_a_structured_answer_after_a_search_is_the_text_after_its_last_result(content, want_text, want_types,
+                                                                              cited) -> None:
+    from costline.serving.pipeline import _settled
+
+    reply = Reply("".join(b["text"] for b in content if b["type"] == "text"), "budget", "m", "end_turn",
+                  content=tuple(content))
+    settled = _settled(reply, OutputFormat.of(JSON_OBJECT, None))
+    assert settled.text == want_text
+    assert [b["type"] for b in settled.content] == want_types
+    assert bool(settled.content[-1].get("citations")) is cited
