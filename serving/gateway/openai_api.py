@@ -58,10 +58,9 @@ from costline.serving.translate import (MAX_TOOLS, block_text, openai_tool_calls
                                        turns_from_openai, uses_tools)
 from costline.serving.pipeline import Answer, LiveAnswer
 
-__all__ = ["CHAT_SAMPLING_FIELDS", "ChatCompletions", "DEFAULT_MAX_TOKENS", "RESUME_PAUSED", "SEARCH_CONTEXT_USES",
-           "chat_sampling_of",
-           "OpenAIRoute", "citation_spans", "end_user_of", "model_of", "open_openai_live", "openai_error",
-           "search_tool", "settled_response", "token_counts", "url_citations", "web_search_tool"]
+__all__ = ["CHAT_SAMPLING_FIELDS", "ChatCompletions", "DEFAULT_MAX_TOKENS", "OpenAIRoute", "RESUME_PAUSED",
+           "SEARCH_CONTEXT_USES", "chat_sampling_of", "citation_spans", "end_user_of", "model_of", "open_openai_live",
+           "openai_error", "search_tool", "settled_response", "token_counts", "url_citations", "web_search_tool"]
 
 log = logging.getLogger(__name__)
 
