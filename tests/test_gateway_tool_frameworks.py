@@ -67,6 +67,43 @@ def test_langchain_binds_tools_invokes_and_streams(base, standin, api, route) ->
     assert _paid_apis(standin, since) == {"openai" if route == "student" else "anthropic"}
 
 
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("api", ["ChatAnthropic", "ChatOpenAI-responses", "ChatOpenAI-chat"])
+def test_langchain_searches_the_web_through_the_gateway(base, standin, api, stream) -> None:
+    """LangChain's chat models with a web search tool bound (ChatAnthropic: Anthropic's server tool on the Messages
+    API; ChatOpenAI on the Responses API: the hosted web_search tool) or ``web_search_options`` (ChatOpenAI on Chat
+    Completions), invoked and streamed: the searched answer comes back, and where LangChain keeps them (its content
+    blocks) the searches and their citations (two: the question wants two searches)."""
+    question = f"What changed in the refund policy and in the shipping rules ({api}, {stream})?"
+    if api == "ChatAnthropic":
+        from langchain_anthropic import ChatAnthropic
+        model = ChatAnthropic(model="claude-haiku-4-5", base_url=base, api_key="unused", max_retries=0).bind_tools(
+            [{"type": "web_search_20250305", "name": "web_search", "max_uses": 3}])
+    elif api == "ChatOpenAI-responses":
+        from langchain_openai import ChatOpenAI
+        model = ChatOpenAI(model="gpt-5-mini", base_url=f"{base}/v1", api_key="unused", max_retries=0,
+                           use_responses_api=True).bind_tools([{"type": "web_search"}])
+    else:
+        from langchain_openai import ChatOpenAI
+        model = ChatOpenAI(model="gpt-4o-search-preview", base_url=f"{base}/v1", api_key="unused", max_retries=0,
+                           model_kwargs={"web_search_options": {}})
+    since = len(standin.log.paid())
+    if stream:
+        message = None
+        for chunk in model.stream(question):
+            message = chunk if message is None else message + chunk
+    else:
+        message = model.invoke(question)
+    assert message.text.startswith("From the search results: ")
+    blocks = [b for b in message.content if isinstance(b, dict)] if isinstance(message.content, list) else []
+    cited = [c for b in blocks for c in (b.get("annotations") or b.get("citations") or [])]
+    if api == "ChatAnthropic":
+        assert [b["type"] for b in blocks].count("web_search_tool_result") == 2 and len(cited) == 2
+    elif api == "ChatOpenAI-responses":
+        assert [b["type"] for b in blocks].count("web_search_call") == 2 and len(cited) == 2
+    assert _paid_apis(standin, since) == {"anthropic"}
+
+
 @pytest.mark.parametrize("route", ["anthropic", "student"])
 def test_an_openai_agents_sdk_agent_runs_its_function_tool(base, standin, route) -> None:
     from agents import Agent, OpenAIChatCompletionsModel, RunConfig, Runner, function_tool
