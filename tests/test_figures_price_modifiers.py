@@ -569,3 +569,29 @@ def test_a_fast_call_of_a_model_without_a_multiplier_is_unpriced_and_named_once(
     said = [r.getMessage() for r in caplog.records if "fast" in r.getMessage()]
     assert len(said) == 1 and "claude-haiku-4-5" in said[0] and "fast_multiplier" in said[0]
     assert stats.unknown_model_calls == 0  # a known model: not counted as an unknown one
+
+
+@pytest.mark.parametrize("api", ["chat", "responses"])
+def test_a_paused_search_turn_the_gateway_resumes_is_billed_as_its_two_calls(standin, cfg, spans, tmp_path, api):
+    """An OpenAI client's web search that Anthropic pauses (the stand-in: after three of the five searches wanted):
+    the gateway sends the paused turn back, and the lake holds both calls, each at its own tokens and searches —
+    priced by hand from what the stand-in logged, $10 per 1,000 searches on top."""
+    from gateways import openai_client, routed_gateway
+
+    provider, exporter = spans
+    question = ("Compare the refund policy and the shipping rules and the warranty terms and the return window and "
+                f"the price match promise ({api})")
+    entries = len(standin.log.entries())
+    with routed_gateway(standin, tmp_path / "keys.json", recorder=Recorder(provider)) as gw:
+        client = openai_client(gw, "anthropic", "acme")
+        if api == "chat":
+            client.chat.completions.create(model="m", messages=[{"role": "user", "content": question}],
+                                           web_search_options={"search_context_size": "high"})
+        else:
+            client.responses.create(model="m", input=question, tools=[{"type": "web_search"}])
+    logged = standin.log.entries()[entries:]
+    assert len(logged) == 2 and all(e.cache_read_tokens == e.cache_creation_tokens == 0 for e in logged)
+    lake_from_sdk_spans(exporter.get_finished_spans(), cfg)
+    want = sum(e.input_tokens * HAIKU_IN + e.output_tokens * HAIKU_OUT for e in logged) / 1e6 + 5 * 10.0 / 1000
+    assert q(cfg, "SELECT count(*), sum(cost_usd), sum(web_search_requests), count(DISTINCT request_id) "
+                  "FROM calls") == [(2, pytest.approx(want, rel=1e-9), 5, 1)]
