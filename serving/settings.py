@@ -377,6 +377,14 @@ class GatewayConfig:
     #: HTTPS: PEM certificate chain and private key (both or neither).
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
+    # -- the Responses API's stored responses (previous_response_id; serving/gateway/response_store.py) ------
+    #: The SQLite file that keeps them; None = in memory (with --workers N: a file the workers share, gone when
+    #: the gateway stops). Set it to keep them across restarts.
+    responses_store_path: Path | None = None
+    #: Seconds a stored response can be continued; 0 = none is stored (store: true is answered as false).
+    responses_ttl_s: float = 86_400.0
+    #: Stored responses kept at most (the oldest dropped first).
+    responses_max: int = 10_000
 
     def __post_init__(self) -> None:
         from costline.netsec import validate_limits
@@ -390,6 +398,8 @@ class GatewayConfig:
         s.at_least("rate_limit_burst", self.rate_limit_burst, 1)
         s.above_zero("drain_timeout_s", self.drain_timeout_s, unit="seconds")
         s.at_least("workers", self.workers, 1, "must be 1 or more (processes serving the port; 1 = no supervisor)")
+        s.not_negative("responses_ttl_s", self.responses_ttl_s, "must not be negative (0 = store no responses)")
+        s.at_least("responses_max", self.responses_max, 1)
 
 
 @dataclass(frozen=True)

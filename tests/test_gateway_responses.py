@@ -94,13 +94,12 @@ def test_a_tool_loop(setup, standin, route, stream) -> None:
     assert {e.api for e in standin.log.paid()[paid:]} == {"openai" if route == "student" else "anthropic"}
 
 
-@pytest.mark.parametrize("route", ["anthropic", "student"])
-def test_the_openai_agents_sdk_default_model_runs_through_the_responses_api(setup, route) -> None:
-    from agents import Agent, RunConfig, Runner, function_tool
+def weather_agent(gw: Gateway, ran: list[str], headers: dict[str, str]):
+    """An OpenAI Agents SDK agent on the gateway's Responses API (the SDK's default model) with a ``get_weather``
+    tool that notes each city it ran for; a new client each time (an async client's connections belong to one
+    event loop)."""
+    from agents import Agent, function_tool
     from agents.models.openai_responses import OpenAIResponsesModel
-
-    gw, _ = setup
-    ran: list[str] = []
 
     @function_tool
     def get_weather(city: str) -> str:
@@ -108,11 +107,21 @@ def test_the_openai_agents_sdk_default_model_runs_through_the_responses_api(setu
         ran.append(city)
         return f"-3 C in {city}"
 
-    def agent() -> Agent:  # a client per event loop (an async client's connections belong to one)
-        client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{gw.port}/v1", api_key="unused", max_retries=0,
-                                    default_headers=ROUTES[route])
-        return Agent(name="weather", instructions="Be brief.", tools=[get_weather],
-                     model=OpenAIResponsesModel(model="gpt-5-mini", openai_client=client))
+    client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{gw.port}/v1", api_key="unused", max_retries=0,
+                                default_headers=headers)
+    return Agent(name="weather", instructions="Be brief.", tools=[get_weather],
+                 model=OpenAIResponsesModel(model="gpt-5-mini", openai_client=client))
+
+
+@pytest.mark.parametrize("route", ["anthropic", "student"])
+def test_the_openai_agents_sdk_default_model_runs_through_the_responses_api(setup, route) -> None:
+    from agents import RunConfig, Runner
+
+    gw, _ = setup
+    ran: list[str] = []
+
+    def agent():
+        return weather_agent(gw, ran, ROUTES[route])
 
     config = RunConfig(tracing_disabled=True)
     result = Runner.run_sync(agent(), ASK_TOOL, run_config=config)
@@ -179,7 +188,7 @@ def test_the_web_search_tool_searches_on_an_anthropic_tier(setup, standin, route
         for n in range(1, searches + 1)]
     assert [e.api for e in standin.log.paid()[paid:]] == ["anthropic"]
     assert cache.entries == stored and cache.lookups == lookups
-    # the next turn sends the whole conversation back, the search items included (the gateway stores none)
+    # a next turn that sends the whole conversation back (no previous_response_id), the search items included
     follow = [{"role": "user", "content": question}, *[o.model_dump(exclude_none=True) for o in response.output],
               {"role": "user", "content": "Thanks. Is that the same for refunds of annual plans?"}]
     assert client.responses.create(model="gpt-5-mini", input=follow, tools=[tool]).output_text
@@ -244,7 +253,8 @@ def test_a_streamed_tool_request_is_buffered_and_a_text_one_says_its_mode(setup)
 
 
 @pytest.mark.parametrize("extra, param", [
-    ({"previous_response_id": "resp_123"}, "previous_response_id"),
+    ({"previous_response_id": "resp_123"}, "previous_response_id"),  # never stored
+    ({"previous_response_id": 123}, "previous_response_id"),
     ({"conversation": "conv_123"}, "conversation"),
     ({"background": True}, "background"),
     ({"top_logprobs": 3}, "top_logprobs"),
@@ -340,3 +350,73 @@ def test_web_search_call_items_of_an_answer(content, want) -> None:
     assert [(c["id"], c["status"], c["action"]["query"], [s["url"] for s in c["action"]["sources"]])
             for c in calls] == want
     assert twice[0][-1]["type"] == "message"
+
+
+# -- stored responses: previous_response_id ------------------------------------------------------------------------
+@pytest.mark.parametrize("stream", [False, True])
+def test_previous_response_id_continues_the_stored_conversation(setup, standin, stream) -> None:
+    """The second request sends only its new question and the first response's id: the model reads the whole
+    conversation — the same input tokens as the same conversation sent whole, counted by the stand-in (another
+    tenant, so neither is a cache hit of the other); the earlier instructions are not carried over."""
+    gw, _ = setup
+    client = _client(gw, tenant=f"stored-{stream}")
+    first_q, second_q = f"How do I export my invoices ({stream})?", "And can I export them as PDF instead?"
+
+    def ask(client, **kwargs):
+        if stream:
+            with client.responses.stream(model="gpt-5-mini", **kwargs) as s:
+                return s.get_final_response()
+        return client.responses.create(model="gpt-5-mini", **kwargs)
+
+    first = ask(client, input=first_q, instructions="Be brief.")
+    assert first.store is True
+    entries = len(standin.log.entries())
+    second = ask(client, input=second_q, previous_response_id=first.id)
+    assert second.output_text and second.previous_response_id == first.id
+    continued = standin.log.entries()[entries:]
+    whole = _client(gw, tenant=f"whole-{stream}").responses.create(model="gpt-5-mini", input=[
+        {"role": "user", "content": first_q}, {"role": "assistant", "content": first.output_text},
+        {"role": "user", "content": second_q}])
+    sent_whole = standin.log.entries()[-1]
+    assert whole.output_text == second.output_text
+    assert [e.input_tokens for e in continued] == [sent_whole.input_tokens]
+
+
+def test_a_tool_loop_continues_from_the_stored_call(setup, standin) -> None:
+    """The Responses API's own tool loop: the second request holds only the function_call_output and the id of the
+    response that called the tool."""
+    gw, _ = setup
+    client = _client(gw, tenant="stored-tools")
+    first = client.responses.create(model="gpt-5-mini", input=ASK_TOOL, tools=TOOLS)
+    call = next(o for o in first.output if o.type == "function_call")
+    final = client.responses.create(model="gpt-5-mini", tools=TOOLS, previous_response_id=first.id,
+                                    input=[{"type": "function_call_output", "call_id": call.call_id, "output": "-3 C"}])
+    assert final.output_text == "get_weather returned: -3 C"
+
+
+@pytest.mark.parametrize("how", ["store false", "another tenant"])
+def test_a_response_not_stored_or_not_yours_cannot_be_continued(setup, how) -> None:
+    gw, _ = setup
+    first = _client(gw, tenant="owner").responses.create(model="gpt-5-mini", input="How do I close my account?",
+                                                          store=how != "store false")
+    assert first.store is (how != "store false")
+    asker = _client(gw, tenant="owner" if how == "store false" else "intruder")
+    with pytest.raises(openai.BadRequestError) as err:
+        asker.responses.create(model="gpt-5-mini", input="And reopen it?", previous_response_id=first.id)
+    assert err.value.body["param"] == "previous_response_id" and "not found" in err.value.body["message"]
+
+
+def test_the_openai_agents_sdk_keeps_its_conversation_on_the_gateway(setup, standin) -> None:
+    """The Agents SDK's server-side conversation mode (``auto_previous_response_id``): each model call sends only its
+    new items and the previous response's id — a tool loop within the run, then a second run continuing the first."""
+    from agents import RunConfig, Runner
+
+    gw, _ = setup
+    ran: list[str] = []
+    agent = weather_agent(gw, ran, {**ROUTES["anthropic"], "x-costline-tenant": "agents-stored"})
+    config = RunConfig(tracing_disabled=True)
+    first = Runner.run_sync(agent, ASK_TOOL, run_config=config, auto_previous_response_id=True)
+    assert first.final_output == "get_weather returned: -3 C in stand-in" and ran == ["stand-in"]
+    again = Runner.run_sync(agent, "Thanks. And tomorrow?", run_config=config,
+                            previous_response_id=first.last_response_id)
+    assert again.final_output

@@ -414,6 +414,41 @@ def test_the_rate_limit_holds_across_the_workers(tmp_path: Path) -> None:
         assert stop(proc) == 0
 
 
+def respond(url: str, body: dict) -> tuple[int, dict, dict[str, str]]:
+    """One Responses API request on a connection of its own: (status, JSON body, headers)."""
+    import json
+
+    req = urllib.request.Request(f"{url}/v1/responses", data=json.dumps(body).encode(), method="POST",
+                                 headers={"content-type": "application/json", "x-costline-tenant": "acme",
+                                          "connection": "close"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return resp.status, json.loads(resp.read()), dict(resp.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read()), dict(exc.headers)
+
+
+def test_a_response_stored_by_one_worker_is_continued_by_another(tmp_path: Path) -> None:
+    """The workers share the Responses API's stored responses (a file in the supervisor's private folder): a
+    conversation continues with previous_response_id whichever worker its next request lands on."""
+    proc, url, _ = start_workers(tmp_path, "", "--no-cache")
+    try:
+        for _ in range(60):
+            status, first, headers = respond(url, {"model": "m", "input": "How do I export my invoices?"})
+            if headers["x-costline-worker"] == "0":
+                break
+        assert status == 200 and headers["x-costline-worker"] == "0"
+        for _ in range(60):
+            status, second, headers = respond(url, {"model": "m", "input": "And as PDF?",
+                                                    "previous_response_id": first["id"]})
+            if headers["x-costline-worker"] == "1":
+                break
+        assert (status, headers["x-costline-worker"]) == (200, "1"), second
+        assert second["previous_response_id"] == first["id"] and second["output"][0]["content"][0]["text"]
+    finally:
+        assert stop(proc) == 0
+
+
 @pytest.mark.kafka
 def test_two_workers_share_one_cache_and_a_killed_one_comes_back_warm(kafka, tmp_path: Path) -> None:
     topic = f"cache-workers-{uuid.uuid4().hex[:8]}"

@@ -59,6 +59,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 from costline.netsec import Limits, refuse_open_bind, ssl_context
@@ -128,10 +129,16 @@ class Gateway(ServedByJsonServer):
                  host: str | None = None, port: int | None = None, keys: KeyStore | None = None,
                  now: Callable[[], float] | None = None, wall: Callable[[], float] = time.time,
                  worker: int | None = None, limiter: Limiter | None = None,
-                 after_warm_up: Callable[[], None] | None = None) -> None:
+                 after_warm_up: Callable[[], None] | None = None, responses_store: str | Path | None = None) -> None:
+        from costline.serving.gateway.response_store import ResponseStore
+
         self.pipeline = pipeline
         self._after_warm_up = after_warm_up
         self.config = cfg = config or GatewayConfig()
+        #: The Responses API's stored responses (``previous_response_id``): in ``responses_store`` (a file the
+        #: workers share), else ``[serving.gateway] responses_store_path``, else in memory.
+        self.stored_responses = ResponseStore(responses_store or cfg.responses_store_path, ttl_s=cfg.responses_ttl_s,
+                                              max_responses=cfg.responses_max, max_bytes=cfg.max_body_bytes)
         host = host or cfg.host
         self.guard = GatewayGuard(cfg, host=host, keys=keys, limiter=limiter, **({"now": now} if now else {}))
         refuse_open_bind("the gateway", host, authenticated=self.guard.auth_required(),
@@ -190,6 +197,7 @@ class Gateway(ServedByJsonServer):
     def shutdown(self) -> None:
         super().shutdown()
         self._wait_for_warm_up()
+        self.stored_responses.close()
 
     def _wait_for_warm_up(self) -> None:
         """Let a model load still running finish before the process may exit: the loading thread is inside

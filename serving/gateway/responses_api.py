@@ -27,8 +27,13 @@ the Chat Completions API: the request is translated to the Messages shape and an
   ``web_search_call`` item before the message (its query; its ``action.sources`` with ``include``
   ``web_search_call.action.sources``), the citations as the ``output_text``'s ``url_citation`` annotations
   (streamed: ``response.web_search_call.*`` events, then ``response.output_text.annotation.added``);
-* refused with a 400 naming the parameter: ``previous_response_id`` and ``conversation`` (the gateway stores no
-  responses: send the whole conversation in ``input``; ``store`` is accepted and nothing is stored), ``background``,
+* ``store`` (true unless false, as in OpenAI's API) keeps the response's conversation — what it answered and its
+  answer's text and tool calls — for ``[serving.gateway] responses_ttl_s`` (:mod:`~costline.serving.gateway.
+  response_store`), and ``previous_response_id`` continues it: the request's ``input`` follows the stored turns
+  (the earlier ``instructions`` are not carried over, as in OpenAI's API); one not stored, expired or another
+  tenant's is a 400 naming the parameter;
+* refused with a 400 naming the parameter: ``conversation`` (the gateway keeps no conversation objects: use
+  ``previous_response_id`` or send the whole conversation in ``input``), ``background``,
   other hosted tools (file search, computer use, code interpreter…), log probabilities (``top_logprobs``, ``include``
   ``message.output_text.logprobs``; other ``include`` values ask for nothing the gateway has), ``item_reference``
   items, an ``input_file`` by
@@ -64,8 +69,8 @@ _EFFORTS = {"none": "low", "minimal": "low", "low": "low", "medium": "medium", "
 _SOURCES = "web_search_call.action.sources"
 #: Fields whose answer needs state the gateway does not keep, or work it cannot do: (field, why).
 _REFUSED = (
-    ("previous_response_id", "the costline gateway stores no responses: send the whole conversation in input"),
-    ("conversation", "the costline gateway keeps no conversations: send the whole conversation in input"),
+    ("conversation", "the costline gateway keeps no conversation objects: use previous_response_id, or send the "
+                     "whole conversation in input"),
     ("background", "background responses are not supported by the costline gateway"),
     ("prompt", "stored prompt templates are not supported by the costline gateway: send instructions and input"),
 )
@@ -87,7 +92,9 @@ class Responses(OpenAIRoute):
             return openai_error(400, str(refused), param=refused.param)
 
     def _respond(self, req: HttpRequest, body: Mapping[str, Any], tenant: str | None) -> HttpResponse:
-        system, turns, query, max_tokens, sampling, tools, tool_choice = _to_messages(body)
+        owner = tenant or self.gateway.config.default_tenant  # whose stored responses it may continue
+        system, turns, query, max_tokens, sampling, tools, tool_choice = _to_messages(
+            body, self._earlier(owner, body.get("previous_response_id")))
         fmt = from_responses(body.get("text"))
         if isinstance(fmt, tuple):
             raise _Refused(*fmt)
@@ -107,22 +114,54 @@ class Responses(OpenAIRoute):
         result = self.gateway.ask(req, query=query, prompt=prompt, cache_scope=scope_of_body(equivalent),
                                   stream=bool(stream), metadata=meta, tenant=tenant)
         shell = _shell(body, int(self._wall()))
+        shell["store"] = body.get("store") is not False and self.gateway.config.responses_ttl_s > 0
+        shell["previous_response_id"] = body.get("previous_response_id")
+        keep = (lambda answer: self._keep(owner, turns, answer)) if shell["store"] else (lambda answer: None)
         sources = _SOURCES in (body.get("include") or ())
         if isinstance(result, LiveAnswer):
-            return self._live(result, shell, sources)
+            return self._live(result, shell, sources, keep)
+        if result.cached or result.reply is not None:
+            keep(result)
         return settled_response(result, bool(stream), lambda: _finished(shell, result, sources), lambda: _events(
             shell, result.request_id, model_of(result), [result.text], lambda: result, sources, settled=result))
 
-    def _live(self, live: LiveAnswer, shell: dict[str, Any], sources: bool) -> HttpResponse:
+    def _earlier(self, owner: str, previous: Any) -> list[dict[str, Any]] | None:
+        """The conversation of the stored response ``previous`` (``previous_response_id``) of ``owner``, or None
+        without one; raises :class:`_Refused` for one not stored (or not ``owner``'s)."""
+        if previous is None:
+            return None
+        if not isinstance(previous, str) or not 1 <= len(previous) <= 256:
+            raise _Refused("previous_response_id", "previous_response_id: the id of a stored response")
+        earlier = self.gateway.stored_responses.get(owner, previous)
+        if earlier is None:
+            raise _Refused("previous_response_id", f"Previous response with id '{previous[:80]}' not found: the "
+                                                   "gateway keeps stored responses for [serving.gateway] "
+                                                   "responses_ttl_s; send the whole conversation in input instead")
+        return earlier
+
+    def _keep(self, owner: str, turns: list[dict[str, Any]], result: Answer) -> None:
+        """Store the conversation that ``result`` answered, with the answer, as its response id (``store``); an
+        answer with nothing in it is not a turn to go on from."""
+        answer = _answer_turn(result)
+        if answer["content"]:
+            self.gateway.stored_responses.put(owner, _id_of(result.request_id), [*turns, answer])
+
+    def _live(self, live: LiveAnswer, shell: dict[str, Any], sources: bool,
+              keep: Callable[[Answer], None]) -> HttpResponse:
         opened = open_openai_live(live)
         if isinstance(opened, HttpResponse):
             return opened
         model, texts, headers = opened
 
+        def settle() -> Answer | None:
+            return None if live.error is not None else live.result
+
         def body() -> Any:
             try:
-                yield from _events(shell, live.request_id, model, texts,
-                                   lambda: None if live.error is not None else live.result, sources)
+                yield from _events(shell, live.request_id, model, texts, settle, sources)
+                done = settle()
+                if done is not None:
+                    keep(done)
             finally:
                 live.close()
 
@@ -130,9 +169,12 @@ class Responses(OpenAIRoute):
 
 
 # -- the request ------------------------------------------------------------------------------------------------
-def _to_messages(body: Mapping[str, Any]) -> tuple[Any, list[dict[str, Any]], str, int, Any, tuple, Any]:
+def _to_messages(body: Mapping[str, Any], earlier: list[dict[str, Any]] | None = None,
+                 ) -> tuple[Any, list[dict[str, Any]], str, int, Any, tuple, Any]:
     """(system, Messages-shaped turns, the question, max_tokens, sampling, tools, tool_choice) of a Responses
-    request; raises :class:`_Refused` for what the gateway cannot carry or the API would refuse."""
+    request, after the ``earlier`` turns of the response it continues (``previous_response_id``: its instructions
+    are not carried over, as in OpenAI's API); raises :class:`_Refused` for what the gateway cannot carry or the
+    API would refuse."""
     for field, why in _REFUSED:
         if body.get(field) not in (None, False):
             raise _Refused(field, f"{field}: {why}")
@@ -169,6 +211,8 @@ def _to_messages(body: Mapping[str, Any]) -> tuple[Any, list[dict[str, Any]], st
     if instructions is not None and not isinstance(instructions, str):
         raise _Refused("instructions", "instructions: a string")
     system, turns = _turns(body.get("input"))
+    if earlier:
+        turns = _continued(earlier, turns)
     if instructions:
         system.insert(0, instructions)
     if not turns or turns[-1]["role"] != "user":
@@ -331,6 +375,35 @@ def _turns(raw: Any) -> tuple[list[str], list[dict[str, Any]]]:
         if all(b["type"] == "text" for b in turn["content"]):
             turn["content"] = "".join(b["text"] for b in turn["content"])
     return system, turns
+
+
+def _blocks(content: Any) -> list[dict[str, Any]]:
+    return [{"type": "text", "text": content}] if isinstance(content, str) else list(content)
+
+
+def _continued(earlier: list[dict[str, Any]], turns: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A stored conversation followed by a request's turns (a first turn of the same role as the last stored one
+    joins it, as adjacent items of one role are one turn)."""
+    out = [dict(t) for t in earlier]
+    for turn in turns:
+        if out and out[-1]["role"] == turn["role"]:
+            joined = _blocks(out[-1]["content"]) + _blocks(turn["content"])
+            out[-1] = {"role": turn["role"], "content": "".join(b["text"] for b in joined)
+                       if all(b.get("type") == "text" for b in joined) else joined}
+        else:
+            out.append(turn)
+    return out
+
+
+def _answer_turn(result: Answer) -> dict[str, Any]:
+    """An answer as the assistant turn a next request continues from: its text and tool calls (a server tool's
+    blocks and thinking are not kept: the text says what the search found)."""
+    reply = result.reply
+    calls = [dict(c) for c in reply.tool_calls] if reply is not None and not result.cached else []
+    if not calls:
+        return {"role": "assistant", "content": result.text}
+    return {"role": "assistant", "content": [*([{"type": "text", "text": result.text}] if result.text else []),
+                                             *calls]}
 
 
 def _parts(content: Any, where: str) -> list[dict[str, Any]]:

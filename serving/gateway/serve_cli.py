@@ -37,10 +37,13 @@ __all__ = ["serve", "settle_heap", "standin"]
               help="Set by the supervisor of --workers: its pid (the worker drains and exits once it is gone).")
 @click.option("--rate-table", type=click.Path(dir_okay=False), default=None, hidden=True,
               help="Set by the supervisor of --workers: the rate-limit buckets the workers share.")
+@click.option("--responses-store", type=click.Path(dir_okay=False), default=None, hidden=True,
+              help="Set by the supervisor of --workers: the Responses API's stored responses the workers share.")
 @pass_config
 def serve(config: Config, host: str | None, port: int | None, with_standin: bool, with_cache: bool,
           telemetry: bool, metrics: bool | None, insecure: bool, workers: int | None,
-          worker_index: int | None, supervisor_pid: int | None, rate_table: str | None) -> None:
+          worker_index: int | None, supervisor_pid: int | None, rate_table: str | None,
+          responses_store: str | None) -> None:
     """Run the gateway: the Anthropic Messages API (POST /v1/messages), the OpenAI Chat
     Completions API (POST /v1/chat/completions) and the OpenAI Responses API (POST /v1/responses)
     in front of routing, the semantic cache, escalation and telemetry. Apps only change their
@@ -124,7 +127,7 @@ def serve(config: Config, host: str | None, port: int | None, with_standin: bool
         g = config.serving.gateway
         limiter = SharedRateLimiter(rate_table, g.rate_limit_per_minute, g.rate_limit_burst)
     gateway = Gateway(pipeline, config.serving.gateway, host=host, port=port, worker=worker_index, limiter=limiter,
-                      after_warm_up=settle_heap)
+                      after_warm_up=settle_heap, responses_store=responses_store)
     # SIGTERM: the server drains (/readyz 503, requests in flight finish, at most drain_timeout_s),
     # then this handler, restored, ends the process through the finally below, which flushes telemetry.
     # Installed before the address is announced: whoever reads it may stop the gateway at once.
@@ -229,6 +232,9 @@ def _supervise(config: Config, *, bind: str, port: int | None, workers: int, sta
     base_env = dict(os.environ)
     state = tempfile.mkdtemp(prefix="costline-gateway-")  # mode 0700: this user's processes only
     rate_table = SharedRateLimiter.create(os.path.join(state, "rate-limits"))
+    # the Responses API's stored responses: one database for every worker (a response stored by one is continued
+    # by whichever the next request lands on), [serving.gateway] responses_store_path when set
+    stored = None if config.serving.gateway.responses_store_path else os.path.join(state, "responses.sqlite3")
 
     def command(index: int) -> list[str]:
         argv = [sys.executable, "-m", "costline", *(["-" + "v" * verbose] if verbose else [])]
@@ -236,6 +242,7 @@ def _supervise(config: Config, *, bind: str, port: int | None, workers: int, sta
             argv += ["--config", str(os.path.abspath(config_path))]
         argv += ["serve", "--host", bind, "--port", str(supervisor.port), "--worker-index", str(index),
                  "--supervisor-pid", str(os.getpid()), "--rate-table", str(rate_table),
+                 *(["--responses-store", stored] if stored else []),
                  "--cache" if with_cache else "--no-cache", "--telemetry" if telemetry else "--no-telemetry"]
         if metrics is not None:
             argv.append("--metrics" if metrics else "--no-metrics")
