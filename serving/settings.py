@@ -383,8 +383,11 @@ class GatewayConfig:
     responses_store_path: Path | None = None
     #: Seconds a stored response can be continued; 0 = none is stored (store: true is answered as false).
     responses_ttl_s: float = 86_400.0
-    #: Stored responses kept at most (the oldest dropped first).
-    responses_max: int = 10_000
+    #: Stored responses kept per tenant at most, and the MiB they take per tenant and in all (the oldest dropped
+    #: first: a tenant's own at its bounds, anyone's at the total).
+    responses_max: int = 1_000
+    responses_tenant_max_mib: float = 32.0
+    responses_total_max_mib: float = 256.0
 
     def __post_init__(self) -> None:
         from costline.netsec import validate_limits
@@ -400,6 +403,8 @@ class GatewayConfig:
         s.at_least("workers", self.workers, 1, "must be 1 or more (processes serving the port; 1 = no supervisor)")
         s.not_negative("responses_ttl_s", self.responses_ttl_s, "must not be negative (0 = store no responses)")
         s.at_least("responses_max", self.responses_max, 1)
+        s.above_zero("responses_tenant_max_mib", self.responses_tenant_max_mib, unit="MiB")
+        s.above_zero("responses_total_max_mib", self.responses_total_max_mib, unit="MiB")
 
 
 @dataclass(frozen=True)

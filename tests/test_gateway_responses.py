@@ -420,3 +420,30 @@ def test_the_openai_agents_sdk_keeps_its_conversation_on_the_gateway(setup, stan
     again = Runner.run_sync(agent, "Thanks. And tomorrow?", run_config=config,
                             previous_response_id=first.last_response_id)
     assert again.final_output
+
+
+def test_a_streamed_response_is_stored_before_it_says_it_is_complete(setup) -> None:
+    """A client may continue the moment it reads ``response.completed`` (the Agents SDK may close the stream
+    there): the response is stored by then."""
+    gw, _ = setup
+    client = _client(gw, tenant="stored-early")
+    found = None
+    with client.responses.stream(model="gpt-5-mini", input="How do I rename a project?") as s:
+        for event in s:
+            if event.type == "response.completed":
+                found = gw.stored_responses.get("stored-early", event.response.id)
+                assert event.response.store is True
+                break
+    assert found is not None and found["turns"][0]["content"] == "How do I rename a project?"
+
+
+def test_the_system_messages_of_the_input_are_carried_over_and_the_instructions_are_not(setup) -> None:
+    """As in OpenAI's API: a developer message in the input is part of the conversation a continuation reads; the
+    request's ``instructions`` are not."""
+    gw, _ = setup
+    first = _client(gw, tenant="stored-dev").responses.create(
+        model="gpt-5-mini", instructions="Be brief.",
+        input=[{"role": "developer", "content": "Always answer in French."}, {"role": "user", "content": "hi"}])
+    stored = gw.stored_responses.get("stored-dev", first.id)
+    assert stored["system"] == ["Always answer in French."]
+    assert [t["role"] for t in stored["turns"]] == ["user", "assistant"]

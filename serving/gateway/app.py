@@ -137,8 +137,10 @@ class Gateway(ServedByJsonServer):
         self.config = cfg = config or GatewayConfig()
         #: The Responses API's stored responses (``previous_response_id``): in ``responses_store`` (a file the
         #: workers share), else ``[serving.gateway] responses_store_path``, else in memory.
-        self.stored_responses = ResponseStore(responses_store or cfg.responses_store_path, ttl_s=cfg.responses_ttl_s,
-                                              max_responses=cfg.responses_max, max_bytes=cfg.max_body_bytes)
+        self.stored_responses = ResponseStore(
+            responses_store or cfg.responses_store_path, ttl_s=cfg.responses_ttl_s, max_responses=cfg.responses_max,
+            max_bytes=cfg.max_body_bytes, tenant_max_bytes=int(cfg.responses_tenant_max_mib * 2 ** 20),
+            total_max_bytes=int(cfg.responses_total_max_mib * 2 ** 20))
         host = host or cfg.host
         self.guard = GatewayGuard(cfg, host=host, keys=keys, limiter=limiter, **({"now": now} if now else {}))
         refuse_open_bind("the gateway", host, authenticated=self.guard.auth_required(),

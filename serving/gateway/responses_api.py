@@ -93,7 +93,7 @@ class Responses(OpenAIRoute):
 
     def _respond(self, req: HttpRequest, body: Mapping[str, Any], tenant: str | None) -> HttpResponse:
         owner = tenant or self.gateway.config.default_tenant  # whose stored responses it may continue
-        system, turns, query, max_tokens, sampling, tools, tool_choice = _to_messages(
+        system, turns, query, max_tokens, sampling, tools, tool_choice, kept = _to_messages(
             body, self._earlier(owner, body.get("previous_response_id")))
         fmt = from_responses(body.get("text"))
         if isinstance(fmt, tuple):
@@ -114,18 +114,22 @@ class Responses(OpenAIRoute):
         result = self.gateway.ask(req, query=query, prompt=prompt, cache_scope=scope_of_body(equivalent),
                                   stream=bool(stream), metadata=meta, tenant=tenant)
         shell = _shell(body, int(self._wall()))
-        shell["store"] = body.get("store") is not False and self.gateway.config.responses_ttl_s > 0
+        store = body.get("store") is not False and self.gateway.config.responses_ttl_s > 0
+        shell["store"] = store  # then whether it was stored
         shell["previous_response_id"] = body.get("previous_response_id")
-        keep = (lambda answer: self._keep(owner, turns, answer)) if shell["store"] else (lambda answer: None)
+
+        def keep(answer: Answer) -> bool:
+            return store and self._keep(owner, kept, turns, answer)
+
         sources = _SOURCES in (body.get("include") or ())
         if isinstance(result, LiveAnswer):
             return self._live(result, shell, sources, keep)
         if result.cached or result.reply is not None:
-            keep(result)
+            shell["store"] = keep(result)
         return settled_response(result, bool(stream), lambda: _finished(shell, result, sources), lambda: _events(
             shell, result.request_id, model_of(result), [result.text], lambda: result, sources, settled=result))
 
-    def _earlier(self, owner: str, previous: Any) -> list[dict[str, Any]] | None:
+    def _earlier(self, owner: str, previous: Any) -> dict[str, Any] | None:
         """The conversation of the stored response ``previous`` (``previous_response_id``) of ``owner``, or None
         without one; raises :class:`_Refused` for one not stored (or not ``owner``'s)."""
         if previous is None:
@@ -133,21 +137,21 @@ class Responses(OpenAIRoute):
         if not isinstance(previous, str) or not 1 <= len(previous) <= 256:
             raise _Refused("previous_response_id", "previous_response_id: the id of a stored response")
         earlier = self.gateway.stored_responses.get(owner, previous)
-        if earlier is None:
+        if not isinstance(earlier, dict):
             raise _Refused("previous_response_id", f"Previous response with id '{previous[:80]}' not found: the "
                                                    "gateway keeps stored responses for [serving.gateway] "
                                                    "responses_ttl_s; send the whole conversation in input instead")
         return earlier
 
-    def _keep(self, owner: str, turns: list[dict[str, Any]], result: Answer) -> None:
-        """Store the conversation that ``result`` answered, with the answer, as its response id (``store``); an
-        answer with nothing in it is not a turn to go on from."""
+    def _keep(self, owner: str, system: list[str], turns: list[dict[str, Any]], result: Answer) -> bool:
+        """Store the conversation that ``result`` answered — the system messages of its input(s), its turns and the
+        answer — as its response id; whether it was (an answer with nothing in it is no turn to go on from)."""
         answer = _answer_turn(result)
-        if answer["content"]:
-            self.gateway.stored_responses.put(owner, _id_of(result.request_id), [*turns, answer])
+        return bool(answer["content"]) and self.gateway.stored_responses.put(
+            owner, _id_of(result.request_id), {"system": system, "turns": [*turns, answer]})
 
     def _live(self, live: LiveAnswer, shell: dict[str, Any], sources: bool,
-              keep: Callable[[Answer], None]) -> HttpResponse:
+              keep: Callable[[Answer], bool]) -> HttpResponse:
         opened = open_openai_live(live)
         if isinstance(opened, HttpResponse):
             return opened
@@ -158,10 +162,7 @@ class Responses(OpenAIRoute):
 
         def body() -> Any:
             try:
-                yield from _events(shell, live.request_id, model, texts, settle, sources)
-                done = settle()
-                if done is not None:
-                    keep(done)
+                yield from _events(shell, live.request_id, model, texts, settle, sources, keep=keep)
             finally:
                 live.close()
 
@@ -169,12 +170,12 @@ class Responses(OpenAIRoute):
 
 
 # -- the request ------------------------------------------------------------------------------------------------
-def _to_messages(body: Mapping[str, Any], earlier: list[dict[str, Any]] | None = None,
-                 ) -> tuple[Any, list[dict[str, Any]], str, int, Any, tuple, Any]:
-    """(system, Messages-shaped turns, the question, max_tokens, sampling, tools, tool_choice) of a Responses
-    request, after the ``earlier`` turns of the response it continues (``previous_response_id``: its instructions
-    are not carried over, as in OpenAI's API); raises :class:`_Refused` for what the gateway cannot carry or the
-    API would refuse."""
+def _to_messages(body: Mapping[str, Any], earlier: Mapping[str, Any] | None = None,
+                 ) -> tuple[Any, list[dict[str, Any]], str, int, Any, tuple, Any, list[str]]:
+    """(system, Messages-shaped turns, the question, max_tokens, sampling, tools, tool_choice, the system messages of
+    the conversation's inputs) of a Responses request, after the ``earlier`` conversation of the response it
+    continues (``previous_response_id``: its system messages and turns; its ``instructions`` are not carried over,
+    as in OpenAI's API); raises :class:`_Refused` for what the gateway cannot carry or the API would refuse."""
     for field, why in _REFUSED:
         if body.get(field) not in (None, False):
             raise _Refused(field, f"{field}: {why}")
@@ -212,7 +213,9 @@ def _to_messages(body: Mapping[str, Any], earlier: list[dict[str, Any]] | None =
         raise _Refused("instructions", "instructions: a string")
     system, turns = _turns(body.get("input"))
     if earlier:
-        turns = _continued(earlier, turns)
+        system = [str(p) for p in earlier.get("system") or () if isinstance(p, str)] + system
+        turns = _continued(list(earlier.get("turns") or ()), turns)
+    kept = list(system)  # what a continuation carries over: not the instructions
     if instructions:
         system.insert(0, instructions)
     if not turns or turns[-1]["role"] != "user":
@@ -220,7 +223,7 @@ def _to_messages(body: Mapping[str, Any], earlier: list[dict[str, Any]] | None =
     query = question_text(turns)
     if not query.strip():
         raise _Refused("input", "input: the last user message has no text")
-    return ("\n\n".join(system) or None), turns, query, max_tokens, sampling, tools, tool_choice
+    return ("\n\n".join(system) or None), turns, query, max_tokens, sampling, tools, tool_choice, kept
 
 
 def _tools(body: Mapping[str, Any]) -> tuple[tuple[dict[str, Any], ...], dict[str, Any] | None]:
@@ -534,7 +537,8 @@ def _finished(shell: dict[str, Any], result: Answer, sources: bool = False) -> d
 
 
 def _events(shell: dict[str, Any], request_id: str, model: str, texts: Iterable[str],
-            settle: Callable[[], Answer | None], sources: bool = False, settled: Answer | None = None) -> Any:
+            settle: Callable[[], Answer | None], sources: bool = False, settled: Answer | None = None,
+            keep: Callable[[Answer], bool] | None = None) -> Any:
     """The Responses API's events: created, in_progress, the web_search_call items of a ``settled`` answer (in
     progress, searching, completed: a request with tools is answered whole before it streams, so they are known),
     the message item's text deltas as they come (then its annotations, one ``annotation.added`` each), the
@@ -582,6 +586,8 @@ def _events(shell: dict[str, Any], request_id: str, model: str, texts: Iterable[
         yield event("error", code="server_error", message="the model failed mid-answer: the text sent so far stands",
                     param=None)
         return
+    if keep is not None:  # stored before the client hears it is complete (it may continue at once)
+        shell = {**shell, "store": keep(result)}
     final = _finished(shell, result, sources)
     items = final["output"]
     index = at

@@ -235,6 +235,9 @@ def _supervise(config: Config, *, bind: str, port: int | None, workers: int, sta
     # the Responses API's stored responses: one database for every worker (a response stored by one is continued
     # by whichever the next request lands on), [serving.gateway] responses_store_path when set
     stored = None if config.serving.gateway.responses_store_path else os.path.join(state, "responses.sqlite3")
+    from costline.serving.gateway.response_store import ResponseStore
+
+    ResponseStore(stored or config.serving.gateway.responses_store_path).close()  # made once, before the workers
 
     def command(index: int) -> list[str]:
         argv = [sys.executable, "-m", "costline", *(["-" + "v" * verbose] if verbose else [])]
