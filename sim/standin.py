@@ -476,7 +476,7 @@ class StandInServer(ServedByJsonServer):
             raise _ApiError(400, "messages: at least one message is required")
         if not all(isinstance(m, Mapping) for m in messages):
             raise _ApiError(400, "messages: each message is an object with a role and content")
-        problem = shape_problem(messages, body.get("system"))  # roles, content and system shapes, as the API checks
+        problem = shape_problem(messages, body.get("system")) or _repeated_tool_use(messages)  # as the API checks
         if problem:
             raise _ApiError(400, problem)
         if body.get("stream") and api != ANTHROPIC:
@@ -1257,6 +1257,18 @@ def _search_citation(n: int) -> dict[str, Any]:
 
 _WEB_SEARCH_FIELDS = frozenset({"type", "name", "max_uses", "user_location", "allowed_domains", "blocked_domains",
                                 "cache_control", "allowed_callers", "defer_loading", "strict", "response_inclusion"})
+
+
+def _repeated_tool_use(messages: list[Mapping[str, Any]]) -> str | None:
+    """The API's error for a conversation that holds one tool_use id twice, or None."""
+    seen: set[Any] = set()
+    for i, m in enumerate(messages):
+        for j, block in enumerate(m.get("content") if isinstance(m.get("content"), list) else ()):
+            if isinstance(block, Mapping) and block.get("type") == "tool_use" and isinstance(block.get("id"), str):
+                if block["id"] in seen:
+                    return f"messages.{i}.content.{j}: `tool_use` ids must be unique"
+                seen.add(block["id"])
+    return None
 
 
 def _check_web_search(tool: Mapping[str, Any], i: int) -> None:

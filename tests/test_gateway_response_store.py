@@ -7,8 +7,8 @@ import pytest
 
 from costline.serving.gateway.response_store import ResponseStore
 
-TURNS = {"system": ["Answer in French."], "turns": [{"role": "user", "content": "How do I reset my password?"},
-                                                    {"role": "assistant", "content": "Comme ceci."}]}
+TURNS = {"input": [{"type": "message", "role": "user", "content": "How do I reset my password?"}],
+         "response": {"id": "resp_1", "output": [{"type": "message", "role": "assistant", "content": "Comme ceci."}]}}
 
 
 class Clock:
@@ -25,6 +25,19 @@ def test_a_tenant_reads_its_own_responses_only() -> None:
     assert store.get("acme", "resp_1") == TURNS
     assert store.get("globex", "resp_1") is None  # another tenant's id: not found, as one never stored
     assert store.get("acme", "resp_2") is None
+
+
+def test_a_tenant_deletes_its_own_responses_only() -> None:
+    clock = Clock()
+    store = ResponseStore(ttl_s=60, now=clock)
+    store.put("acme", "resp_1", TURNS)
+    store.put("acme", "resp_old", TURNS)
+    assert not store.delete("globex", "resp_1")  # another tenant's: not found, and still there
+    assert store.get("acme", "resp_1") == TURNS
+    assert store.delete("acme", "resp_1") and store.get("acme", "resp_1") is None
+    assert not store.delete("acme", "resp_1")  # gone already
+    clock.t += 61
+    assert not store.delete("acme", "resp_old")  # expired: as good as gone
 
 
 @pytest.mark.parametrize("age, found", [(0, True), (59.9, True), (60.1, False)])
@@ -64,7 +77,7 @@ def test_a_tenants_bytes_are_bounded_then_everyones() -> None:
 
 
 def test_a_conversation_over_max_bytes_is_not_stored() -> None:
-    store = ResponseStore(max_bytes=180)
+    store = ResponseStore(max_bytes=250)
     assert not store.put("acme", "resp_big", {"system": [], "turns": [{"role": "user", "content": "x" * 300}]})
     assert store.get("acme", "resp_big") is None
     assert store.put("acme", "resp_small", TURNS) and store.get("acme", "resp_small") == TURNS

@@ -434,16 +434,115 @@ def test_a_streamed_response_is_stored_before_it_says_it_is_complete(setup) -> N
                 found = gw.stored_responses.get("stored-early", event.response.id)
                 assert event.response.store is True
                 break
-    assert found is not None and found["turns"][0]["content"] == "How do I rename a project?"
+    assert found is not None and found["input"][0]["content"] == [{"type": "input_text",
+                                                                   "text": "How do I rename a project?"}]
 
 
-def test_the_system_messages_of_the_input_are_carried_over_and_the_instructions_are_not(setup) -> None:
+def test_the_system_messages_of_the_input_are_carried_over_and_the_instructions_are_not(setup, standin) -> None:
     """As in OpenAI's API: a developer message in the input is part of the conversation a continuation reads; the
-    request's ``instructions`` are not."""
+    request's ``instructions`` are not — the continuation reads as many input tokens as the conversation sent whole
+    without them (counted by the stand-in)."""
     gw, _ = setup
+    developer = {"role": "developer", "content": "Always answer in French, and name the page of the manual."}
     first = _client(gw, tenant="stored-dev").responses.create(
-        model="gpt-5-mini", instructions="Be brief.",
-        input=[{"role": "developer", "content": "Always answer in French."}, {"role": "user", "content": "hi"}])
+        model="gpt-5-mini", instructions="Be brief and polite, and never mention any competitor.",
+        input=[developer, {"role": "user", "content": "hi"}])
     stored = gw.stored_responses.get("stored-dev", first.id)
-    assert stored["system"] == ["Always answer in French."]
-    assert [t["role"] for t in stored["turns"]] == ["user", "assistant"]
+    assert [(i["role"], i["content"][0]["text"]) for i in stored["input"]] == [
+        ("developer", developer["content"]), ("user", "hi")]
+    assert stored["response"]["instructions"].startswith("Be brief")
+    entries = len(standin.log.entries())
+    _client(gw, tenant="stored-dev").responses.create(model="gpt-5-mini", input="How do I reset my password?",
+                                                      previous_response_id=first.id)
+    continued = standin.log.entries()[entries:]
+    _client(gw, tenant="stored-dev-whole").responses.create(model="gpt-5-mini", input=[
+        developer, {"role": "user", "content": "hi"}, {"role": "assistant", "content": first.output_text},
+        {"role": "user", "content": "How do I reset my password?"}])
+    assert [e.input_tokens for e in continued] == [standin.log.entries()[-1].input_tokens]
+
+
+def test_a_function_call_sent_again_with_its_output_is_not_a_second_call(setup, standin) -> None:
+    """A client that sends the stored response's function_call back with its output (the item as the answer gave
+    it) continues as one that sends the output alone: the same input tokens at the stand-in, which, as Anthropic's
+    API, refuses a conversation holding one tool_use id twice."""
+    gw, _ = setup
+    client = _client(gw, tenant="stored-resent")
+    first = client.responses.create(model="gpt-5-mini", input=ASK_TOOL, tools=TOOLS)
+    call = next(o for o in first.output if o.type == "function_call")
+    output = {"type": "function_call_output", "call_id": call.call_id, "output": "-3 C"}
+    entries = len(standin.log.entries())
+    alone = client.responses.create(model="gpt-5-mini", tools=TOOLS, previous_response_id=first.id, input=[output])
+    again = client.responses.create(model="gpt-5-mini", tools=TOOLS, previous_response_id=first.id,
+                                    input=[call.model_dump(exclude_none=True), output])
+    assert alone.output_text == again.output_text == "get_weather returned: -3 C"
+    sent = standin.log.entries()[entries:]
+    assert len(sent) == 2 and sent[0].input_tokens == sent[1].input_tokens
+    listed = client.responses.input_items.list(again.id, order="asc")
+    assert [i.type for i in listed.data] == ["message", *(o.type for o in first.output), "function_call_output"]
+    assert [i.type for i in first.output].count("function_call") == 1
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_stored_response_is_read_back_listed_and_deleted(setup, stream) -> None:
+    """``responses.retrieve``, ``responses.input_items.list`` (the SDK's own paging) and ``responses.delete`` of the
+    real openai SDK: the response as it was answered; the items it answered — the first question, the first answer,
+    the second question — newest first unless ``order=asc``; then gone: not read, not listed, not continued."""
+    gw, _ = setup
+    client = _client(gw, tenant=f"read-back-{stream}")
+    first = client.responses.create(model="gpt-5-mini", input=f"How do I archive a project ({stream})?")
+
+    def ask(**kwargs):
+        if stream:
+            with client.responses.stream(model="gpt-5-mini", **kwargs) as s:
+                return s.get_final_response()
+        return client.responses.create(model="gpt-5-mini", **kwargs)
+
+    second = ask(input=[{"role": "user", "content": [{"type": "input_text", "text": "And restore it?"}]}],
+                 previous_response_id=first.id, metadata={"ticket": "T-7"})
+    read = client.responses.retrieve(second.id)
+    assert read.model_dump(exclude={"output"}) == second.model_dump(exclude={"output"})  # a stream's has `parsed`
+    assert [(o.id, o.content[0].text) for o in read.output] == [(o.id, o.content[0].text) for o in second.output]
+    assert read.store is True and read.previous_response_id == first.id and read.metadata == {"ticket": "T-7"}
+    newest_first = client.responses.input_items.list(second.id)
+    texts = [(i.role, i.content[0].text) for i in newest_first.data]
+    assert texts == [("user", "And restore it?"), ("assistant", first.output_text),
+                     ("user", f"How do I archive a project ({stream})?")]
+    assert newest_first.data[1].id == first.output[0].id and not newest_first.has_more
+    paged = list(client.responses.input_items.list(second.id, order="asc", limit=1))  # the SDK follows `after`
+    assert [(i.role, i.content[0].text) for i in paged] == texts[::-1]
+    assert len({i.id for i in paged}) == 3
+    deleted = client.responses.delete(second.id)
+    assert deleted is None  # the SDK reads nothing back; the answer is the API's {"id", "object", "deleted": true}
+    for gone in (lambda: client.responses.retrieve(second.id), lambda: client.responses.input_items.list(second.id),
+                 lambda: client.responses.delete(second.id)):
+        with pytest.raises(openai.NotFoundError):
+            gone()
+    with pytest.raises(openai.BadRequestError):
+        client.responses.create(model="gpt-5-mini", input="And then?", previous_response_id=second.id)
+    assert client.responses.retrieve(first.id).id == first.id  # the one it continued stays
+
+
+def test_another_tenant_cannot_read_list_or_delete_a_stored_response(setup) -> None:
+    gw, _ = setup
+    owner, intruder = _client(gw, tenant="keeper"), _client(gw, tenant="snooper")
+    kept = owner.responses.create(model="gpt-5-mini", input="What is my account's recovery code?")
+    for look in (lambda: intruder.responses.retrieve(kept.id), lambda: intruder.responses.input_items.list(kept.id),
+                 lambda: intruder.responses.delete(kept.id)):
+        with pytest.raises(openai.NotFoundError):
+            look()
+    assert owner.responses.retrieve(kept.id).output_text == kept.output_text
+
+
+@pytest.mark.parametrize("path, param", [
+    ("/input_items?limit=0", "limit"), ("/input_items?limit=101", "limit"), ("/input_items?limit=x", "limit"),
+    ("/input_items?order=sideways", "order"), ("/input_items?after=msg_nope", "after"), ("?stream=true", "stream"),
+])
+def test_reading_a_stored_response_with_a_bad_query_is_a_400_naming_it(setup, path, param) -> None:
+    import httpx
+
+    gw, _ = setup
+    client = _client(gw, tenant="bad-query")
+    kept = client.responses.create(model="gpt-5-mini", input="How do I export my contacts?")
+    got = httpx.get(f"http://127.0.0.1:{gw.port}/v1/responses/{kept.id}{path}",
+                    headers={**ROUTES["anthropic"], "x-costline-tenant": "bad-query"})
+    assert got.status_code == 400 and got.json()["error"]["param"] == param

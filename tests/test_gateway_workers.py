@@ -414,13 +414,13 @@ def test_the_rate_limit_holds_across_the_workers(tmp_path: Path) -> None:
         assert stop(proc) == 0
 
 
-def respond(url: str, body: dict) -> tuple[int, dict, dict[str, str]]:
+def respond(url: str, body: dict | None, method: str = "POST", path: str = "") -> tuple[int, dict, dict[str, str]]:
     """One Responses API request on a connection of its own: (status, JSON body, headers)."""
     import json
 
-    req = urllib.request.Request(f"{url}/v1/responses", data=json.dumps(body).encode(), method="POST",
-                                 headers={"content-type": "application/json", "x-costline-tenant": "acme",
-                                          "connection": "close"})
+    req = urllib.request.Request(f"{url}/v1/responses{path}", data=None if body is None else json.dumps(body).encode(),
+                                 method=method, headers={"content-type": "application/json",
+                                                         "x-costline-tenant": "acme", "connection": "close"})
     try:
         with urllib.request.urlopen(req, timeout=60) as resp:
             return resp.status, json.loads(resp.read()), dict(resp.headers)
@@ -430,7 +430,8 @@ def respond(url: str, body: dict) -> tuple[int, dict, dict[str, str]]:
 
 def test_a_response_stored_by_one_worker_is_continued_by_another(tmp_path: Path) -> None:
     """The workers share the Responses API's stored responses (a file in the supervisor's private folder): a
-    conversation continues with previous_response_id whichever worker its next request lands on."""
+    conversation continues with previous_response_id whichever worker its next request lands on, and a response
+    deleted on one worker is gone on the other."""
     proc, url, _ = start_workers(tmp_path, "", "--no-cache")
     try:
         for _ in range(60):
@@ -445,6 +446,15 @@ def test_a_response_stored_by_one_worker_is_continued_by_another(tmp_path: Path)
                 break
         assert (status, headers["x-costline-worker"]) == (200, "1"), second
         assert second["previous_response_id"] == first["id"] and second["output"][0]["content"][0]["text"]
+        # deleted on the worker that answers; then no worker reads it back
+        status, deleted, headers = respond(url, None, "DELETE", f"/{second['id']}")
+        assert (status, deleted) == (200, {"id": second["id"], "object": "response", "deleted": True})
+        other = {"0": "1", "1": "0"}[headers["x-costline-worker"]]
+        for _ in range(60):
+            status, _, headers = respond(url, None, "GET", f"/{second['id']}")
+            if headers["x-costline-worker"] == other:
+                break
+        assert (status, headers["x-costline-worker"]) == (404, other)
     finally:
         assert stop(proc) == 0
 

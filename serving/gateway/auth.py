@@ -276,7 +276,7 @@ class GatewayGuard:
         cors = self.cors(req)
         if isinstance(cors, Refused) or not cors:
             return cors if isinstance(cors, Refused) else Refused(403, "CORS preflight without Origin", {})
-        return {**cors, "access-control-allow-methods": "POST, GET",
+        return {**cors, "access-control-allow-methods": "POST, GET, DELETE",
                 "access-control-allow-headers": "content-type, x-api-key, authorization, anthropic-version, "
                                                 "x-costline-task-type, x-costline-doc-hashes",
                 "access-control-max-age": "600"}

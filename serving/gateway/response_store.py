@@ -1,9 +1,10 @@
 """Stored responses of the gateway's Responses API, for ``previous_response_id``.
 
 OpenAI's Responses API stores each response (``store``, true by default) so that the next request of a conversation
-sends only its new input and ``previous_response_id``. The gateway keeps, per tenant, each stored response's
-conversation in the Messages API's shape — the system messages its input held, the turns it answered and its
-answer (text and tool calls) — and a request naming it continues from there.
+sends only its new input and ``previous_response_id``; the API also reads a stored response back
+(``GET /v1/responses/{id}``), lists the input items it answered and deletes it. The store keeps, per tenant, a JSON
+document per response (the Responses route decides its shape: the conversation's input items and the response)
+and a request naming it continues from there.
 
 Bounded per tenant — at most ``max_responses`` responses and ``tenant_max_bytes`` bytes, its oldest dropped first,
 so one tenant never pushes out another's — and in all (``total_max_bytes``, the oldest of anyone's dropped), each
@@ -11,7 +12,7 @@ for ``ttl_s`` seconds; a conversation longer than ``max_bytes`` is not stored (n
 
 One SQLite database: in memory for one gateway process, or a file every worker of ``costline serve --workers N``
 opens (``[serving.gateway] responses_store_path``, or a file in the supervisor's private folder), created
-readable by its owner only. A tenant reads only its own responses. Replicas on other machines do not share it: a
+readable by its owner only. A tenant reads and deletes only its own responses. Replicas on other machines do not share it: a
 conversation that moves between them must send its whole input, as one that is not stored does.
 """
 
@@ -137,6 +138,15 @@ class ResponseStore:
         if row is None or row[0] < self._now() - self.ttl_s:
             return None
         return json.loads(row[1])
+
+    def delete(self, tenant: str, response_id: str) -> bool:
+        """Drop ``tenant``'s ``response_id``; whether it was there (never stored, expired, another tenant's: False).
+        Raises :class:`sqlite3.Error` when the database would not take the write (the caller says so: a delete that
+        did not happen must not look like one that did)."""
+        with self._write_lock:
+            gone = self._db.execute("DELETE FROM responses WHERE tenant = ? AND id = ? AND created >= ?",
+                                    (tenant, response_id, self._now() - self.ttl_s)).rowcount
+        return gone > 0
 
     def close(self) -> None:
         with self._write_lock:

@@ -27,11 +27,14 @@ the Chat Completions API: the request is translated to the Messages shape and an
   ``web_search_call`` item before the message (its query; its ``action.sources`` with ``include``
   ``web_search_call.action.sources``), the citations as the ``output_text``'s ``url_citation`` annotations
   (streamed: ``response.web_search_call.*`` events, then ``response.output_text.annotation.added``);
-* ``store`` (true unless false, as in OpenAI's API) keeps the response's conversation — what it answered and its
-  answer's text and tool calls — for ``[serving.gateway] responses_ttl_s`` (:mod:`~costline.serving.gateway.
-  response_store`), and ``previous_response_id`` continues it: the request's ``input`` follows the stored turns
-  (the earlier ``instructions`` are not carried over, as in OpenAI's API); one not stored, expired or another
-  tenant's is a 400 naming the parameter;
+* ``store`` (true unless false, as in OpenAI's API) keeps the response with the input items it answered (those of
+  the responses it continued, their outputs, its own input) for ``[serving.gateway] responses_ttl_s``
+  (:mod:`~costline.serving.gateway.response_store`), and ``previous_response_id`` continues it: the request's
+  ``input`` follows those items (the earlier ``instructions`` are not carried over, as in OpenAI's API; a
+  ``function_call`` sent again with its output is not a second call); one not stored, expired or another tenant's
+  is a 400 naming the parameter. ``GET /v1/responses/{id}`` reads a stored response back,
+  ``GET /v1/responses/{id}/input_items`` lists its input items (``limit``, ``order``, ``after``) and
+  ``DELETE /v1/responses/{id}`` deletes it (another tenant's, or one not stored: a 404);
 * refused with a 400 naming the parameter: ``conversation`` (the gateway keeps no conversation objects: use
   ``previous_response_id`` or send the whole conversation in ``input``), ``background``,
   other hosted tools (file search, computer use, code interpreter…), log probabilities (``top_logprobs``, ``include``
@@ -44,6 +47,8 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
+import urllib.parse
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -51,6 +56,7 @@ from typing import Any
 from costline.serving.backends import PAUSE_TURN, Prompt
 from costline.serving.cache.key import scope_of_body
 from costline.serving.gateway._http import HttpRequest, HttpResponse
+from costline.serving.gateway.auth import Refused
 from costline.serving.gateway.messages_api import question_text, sampling_of
 from costline.serving.gateway.openai_api import (DEFAULT_MAX_TOKENS, RESUME_PAUSED, OpenAIRoute, citation_spans,
                                                  end_user_of, model_of, open_openai_live, openai_error, search_tool,
@@ -93,7 +99,7 @@ class Responses(OpenAIRoute):
 
     def _respond(self, req: HttpRequest, body: Mapping[str, Any], tenant: str | None) -> HttpResponse:
         owner = tenant or self.gateway.config.default_tenant  # whose stored responses it may continue
-        system, turns, query, max_tokens, sampling, tools, tool_choice, kept = _to_messages(
+        system, turns, query, max_tokens, sampling, tools, tool_choice, history = _to_messages(
             body, self._earlier(owner, body.get("previous_response_id")))
         fmt = from_responses(body.get("text"))
         if isinstance(fmt, tuple):
@@ -118,10 +124,12 @@ class Responses(OpenAIRoute):
         shell["store"] = store  # then whether it was stored
         shell["previous_response_id"] = body.get("previous_response_id")
 
-        def keep(answer: Answer) -> bool:
-            return store and self._keep(owner, kept, turns, answer)
-
         sources = _SOURCES in (body.get("include") or ())
+
+        def keep(answer: Answer) -> bool:
+            return store and self._keep(owner, history, body.get("input"), _finished({**shell, "store": True}, answer,
+                                                                                     sources))
+
         if isinstance(result, LiveAnswer):
             return self._live(result, shell, sources, keep)
         if result.cached or result.reply is not None:
@@ -143,12 +151,94 @@ class Responses(OpenAIRoute):
                                                    "responses_ttl_s; send the whole conversation in input instead")
         return earlier
 
-    def _keep(self, owner: str, system: list[str], turns: list[dict[str, Any]], result: Answer) -> bool:
-        """Store the conversation that ``result`` answered — the system messages of its input(s), its turns and the
-        answer — as its response id; whether it was (an answer with nothing in it is no turn to go on from)."""
-        answer = _answer_turn(result)
-        return bool(answer["content"]) and self.gateway.stored_responses.put(
-            owner, _id_of(result.request_id), {"system": system, "turns": [*turns, answer]})
+    def _keep(self, owner: str, history: list[dict[str, Any]], given: Any, response: dict[str, Any]) -> bool:
+        """Store ``response`` with the input items it answered — the ``history`` of the response it continued, then
+        the request's own ``given`` input (each item with an id) — under its id; whether it was (an answer with
+        nothing in it is no turn to go on from)."""
+        if not any(item["type"] == "function_call" or any(p.get("text") for p in item.get("content") or ())
+                   for item in response["output"] if item["type"] in ("message", "function_call")):
+            return False
+        items = [*history, *_input_items(given, response["id"], _call_ids(history))]
+        return self.gateway.stored_responses.put(owner, response["id"], {"input": items, "response": response})
+
+    # -- stored responses: read back, their input items, deleted ----------------------------------------------
+    def retrieve(self, req: HttpRequest) -> HttpResponse:
+        """``GET /v1/responses/{id}``: a stored response as it was answered (``stream=true``, a replay of its
+        events, is refused)."""
+        found = self._stored(req)
+        if isinstance(found, HttpResponse):
+            return found
+        doc, headers = found
+        if _query(req).get("stream", "false").lower() not in ("false", "0"):
+            return openai_error(400, "stream: replaying a stored response's events is not supported by the costline "
+                                     "gateway: read it whole", headers, param="stream")
+        return HttpResponse(200, doc["response"], headers=headers)
+
+    def input_items(self, req: HttpRequest) -> HttpResponse:
+        """``GET /v1/responses/{id}/input_items``: the items a stored response answered — those of the responses it
+        continued, their outputs, then its own input — a page at a time (``limit`` 1-100, default 20; ``order``
+        ``desc`` (the default) or ``asc``; ``after`` an item id of the previous page)."""
+        found = self._stored(req)
+        if isinstance(found, HttpResponse):
+            return found
+        doc, headers = found
+        query = _query(req)
+        limit = query.get("limit", "20")
+        if not (limit.isascii() and limit.isdigit() and 1 <= int(limit) <= 100):
+            return openai_error(400, "limit: a whole number from 1 to 100", headers, param="limit")
+        order = query.get("order", "desc")
+        if order not in ("asc", "desc"):
+            return openai_error(400, "order: asc or desc", headers, param="order")
+        items = list(doc.get("input") or ())
+        if order == "desc":
+            items.reverse()
+        after = query.get("after")
+        if after is not None:
+            at = next((k for k, item in enumerate(items) if item.get("id") == after), None)
+            if at is None:
+                return openai_error(400, f"after: {after[:80]!r} is not an input item of this response", headers,
+                                    param="after")
+            items = items[at + 1:]
+        page = items[:int(limit)]
+        return HttpResponse(200, {"object": "list", "data": page, "first_id": page[0]["id"] if page else None,
+                                  "last_id": page[-1]["id"] if page else None, "has_more": len(items) > len(page)},
+                            headers=headers)
+
+    def delete(self, req: HttpRequest) -> HttpResponse:
+        """``DELETE /v1/responses/{id}``: the stored response is gone (it can no longer be read or continued)."""
+        admitted = self._admitted(req)
+        if isinstance(admitted, HttpResponse):
+            return admitted
+        owner, rid, headers = admitted
+        try:
+            gone = self.gateway.stored_responses.delete(owner, rid)
+        except sqlite3.Error:
+            log.warning("costline gateway: could not delete stored response %s", rid, exc_info=True)
+            return openai_error(503, "the stored responses could not be changed just now: retry later", headers)
+        if not gone:
+            return _not_found(rid, headers)
+        return HttpResponse(200, {"id": rid, "object": "response", "deleted": True}, headers=headers)
+
+    def _admitted(self, req: HttpRequest) -> tuple[str, str, dict[str, str]] | HttpResponse:
+        """(the tenant whose stored responses the request reaches, the response id, the headers of its answer), or
+        the refusal."""
+        admitted = self.gateway.guard.admit(req)
+        if isinstance(admitted, Refused):
+            return openai_error(admitted.status, admitted.message, admitted.headers)
+        rid = req.params.get("id", "")
+        if not 1 <= len(rid) <= 256:
+            return _not_found(rid, admitted.headers)
+        return admitted.tenant or self.gateway.config.default_tenant, rid, dict(admitted.headers)
+
+    def _stored(self, req: HttpRequest) -> tuple[dict[str, Any], dict[str, str]] | HttpResponse:
+        admitted = self._admitted(req)
+        if isinstance(admitted, HttpResponse):
+            return admitted
+        owner, rid, headers = admitted
+        doc = self.gateway.stored_responses.get(owner, rid)
+        if not isinstance(doc, dict) or not isinstance(doc.get("response"), dict):
+            return _not_found(rid, headers)  # a record of an older gateway holds no response to show
+        return doc, headers
 
     def _live(self, live: LiveAnswer, shell: dict[str, Any], sources: bool,
               keep: Callable[[Answer], bool]) -> HttpResponse:
@@ -169,13 +259,25 @@ class Responses(OpenAIRoute):
         return HttpResponse(200, headers=headers, content_type="text/event-stream", stream=body())
 
 
+def _not_found(rid: str, headers: Mapping[str, str]) -> HttpResponse:
+    return openai_error(404, f"Response with id '{rid[:80]}' not found: it was never stored (store: false), it is "
+                             "another tenant's, or it expired ([serving.gateway] responses_ttl_s) or was deleted",
+                        headers)
+
+
+def _query(req: HttpRequest) -> dict[str, str]:
+    """The request's query parameters (the first value of each)."""
+    _, _, query = req.path.partition("?")
+    return {k: v[0] for k, v in urllib.parse.parse_qs(query).items()}
+
+
 # -- the request ------------------------------------------------------------------------------------------------
 def _to_messages(body: Mapping[str, Any], earlier: Mapping[str, Any] | None = None,
-                 ) -> tuple[Any, list[dict[str, Any]], str, int, Any, tuple, Any, list[str]]:
-    """(system, Messages-shaped turns, the question, max_tokens, sampling, tools, tool_choice, the system messages of
-    the conversation's inputs) of a Responses request, after the ``earlier`` conversation of the response it
-    continues (``previous_response_id``: its system messages and turns; its ``instructions`` are not carried over,
-    as in OpenAI's API); raises :class:`_Refused` for what the gateway cannot carry or the API would refuse."""
+                 ) -> tuple[Any, list[dict[str, Any]], str, int, Any, tuple, Any, list[dict[str, Any]]]:
+    """(system, Messages-shaped turns, the question, max_tokens, sampling, tools, tool_choice, the conversation's
+    items before this request's input) of a Responses request, after the ``earlier`` stored response it continues
+    (``previous_response_id``: its input items and its output; its ``instructions`` are not carried over, as in
+    OpenAI's API); raises :class:`_Refused` for what the gateway cannot carry or the API would refuse."""
     for field, why in _REFUSED:
         if body.get(field) not in (None, False):
             raise _Refused(field, f"{field}: {why}")
@@ -211,11 +313,13 @@ def _to_messages(body: Mapping[str, Any], earlier: Mapping[str, Any] | None = No
     instructions = body.get("instructions")
     if instructions is not None and not isinstance(instructions, str):
         raise _Refused("instructions", "instructions: a string")
-    system, turns = _turns(body.get("input"))
-    if earlier:
-        system = [str(p) for p in earlier.get("system") or () if isinstance(p, str)] + system
-        turns = _continued(list(earlier.get("turns") or ()), turns)
-    kept = list(system)  # what a continuation carries over: not the instructions
+    history = _history(earlier) if earlier else []
+    # a function_call sent again with the output of a call the stored response made is that call, not a second one
+    system, turns = _turns(body.get("input"), _call_ids(history))
+    if history:
+        earlier_system, earlier_turns = _turns(history)
+        system = earlier_system + system
+        turns = _continued(earlier_turns, turns)
     if instructions:
         system.insert(0, instructions)
     if not turns or turns[-1]["role"] != "user":
@@ -223,7 +327,7 @@ def _to_messages(body: Mapping[str, Any], earlier: Mapping[str, Any] | None = No
     query = question_text(turns)
     if not query.strip():
         raise _Refused("input", "input: the last user message has no text")
-    return ("\n\n".join(system) or None), turns, query, max_tokens, sampling, tools, tool_choice, kept
+    return ("\n\n".join(system) or None), turns, query, max_tokens, sampling, tools, tool_choice, history
 
 
 def _tools(body: Mapping[str, Any]) -> tuple[tuple[dict[str, Any], ...], dict[str, Any] | None]:
@@ -319,8 +423,9 @@ def _search_tool(tool: Mapping[str, Any], i: int) -> dict[str, Any]:
     return made
 
 
-def _turns(raw: Any) -> tuple[list[str], list[dict[str, Any]]]:
-    """(system parts, Messages-shaped turns) of ``input``: adjacent items of one role are one turn."""
+def _turns(raw: Any, skip_calls: frozenset[str] = frozenset()) -> tuple[list[str], list[dict[str, Any]]]:
+    """(system parts, Messages-shaped turns) of ``input``: adjacent items of one role are one turn; a function_call
+    whose call_id is in ``skip_calls`` is left out."""
     if isinstance(raw, str):
         return [], [{"role": "user", "content": raw}]
     if not isinstance(raw, list) or not raw:
@@ -358,6 +463,8 @@ def _turns(raw: Any) -> tuple[list[str], list[dict[str, Any]]]:
             if not isinstance(call_id, str) or not isinstance(name, str) or not isinstance(args, dict):
                 raise _Refused(f"input[{i}]", f"input[{i}]: a function_call has a call_id, a name and JSON object "
                                               "arguments")
+            if call_id in skip_calls:
+                continue
             add("assistant", [{"type": "tool_use", "id": call_id, "name": name, "input": args}])
         elif kind == "function_call_output":
             call_id, output = item.get("call_id"), item.get("output")
@@ -380,6 +487,46 @@ def _turns(raw: Any) -> tuple[list[str], list[dict[str, Any]]]:
     return system, turns
 
 
+def _history(earlier: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The items of a stored response's conversation: the input items it answered, then its output."""
+    response = earlier.get("response")
+    output = response.get("output") if isinstance(response, Mapping) else None
+    return [i for i in [*(earlier.get("input") or ()), *(output or ())] if isinstance(i, dict)]
+
+
+def _call_ids(items: Iterable[Mapping[str, Any]]) -> frozenset[str]:
+    """The call_ids of the function_call items among ``items``."""
+    return frozenset(i["call_id"] for i in items if i.get("type") == "function_call" and isinstance(i.get("call_id"), str))
+
+
+#: The id prefix of an input item the client sent without one, by type (OpenAI's own prefixes).
+_ITEM_PREFIXES = {"message": "msg", "function_call": "fc", "function_call_output": "fc", "reasoning": "rs",
+                  "web_search_call": "ws"}
+
+
+def _input_items(given: Any, response_id: str, skip_calls: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
+    """A request's ``input`` (checked already) as the input items ``GET /v1/responses/{id}/input_items`` lists:
+    each with an id (its own, else one from the response's id and its place), a message's text content as
+    ``input_text`` (``output_text`` for an assistant's) parts; a function_call in ``skip_calls`` left out."""
+    raw = [{"type": "message", "role": "user", "content": given}] if isinstance(given, str) else given
+    items = []
+    for k, item in enumerate(raw if isinstance(raw, list) else ()):
+        kind = item.get("type", "message")
+        if kind == "function_call" and item.get("call_id") in skip_calls:
+            continue
+        own = item.get("id")
+        item = {**item, "type": kind, "id": own if isinstance(own, str) and 0 < len(own) <= 256
+                else f"{_ITEM_PREFIXES.get(kind, 'item')}_{response_id[5:]}_in{k}"}
+        if kind == "message":
+            if isinstance(item.get("content"), str):
+                text = item["content"]
+                part = "output_text" if item.get("role") == "assistant" else "input_text"
+                item["content"] = [{"type": part, "text": text}] if text else []
+            item.setdefault("status", "completed")
+        items.append(item)
+    return items
+
+
 def _blocks(content: Any) -> list[dict[str, Any]]:
     return [{"type": "text", "text": content}] if isinstance(content, str) else list(content)
 
@@ -396,17 +543,6 @@ def _continued(earlier: list[dict[str, Any]], turns: list[dict[str, Any]]) -> li
         else:
             out.append(turn)
     return out
-
-
-def _answer_turn(result: Answer) -> dict[str, Any]:
-    """An answer as the assistant turn a next request continues from: its text and tool calls (a server tool's
-    blocks and thinking are not kept: the text says what the search found)."""
-    reply = result.reply
-    calls = [dict(c) for c in reply.tool_calls] if reply is not None and not result.cached else []
-    if not calls:
-        return {"role": "assistant", "content": result.text}
-    return {"role": "assistant", "content": [*([{"type": "text", "text": result.text}] if result.text else []),
-                                             *calls]}
 
 
 def _parts(content: Any, where: str) -> list[dict[str, Any]]:
