@@ -388,6 +388,12 @@ class GatewayConfig:
     responses_max: int = 1_000
     responses_tenant_max_mib: float = 32.0
     responses_total_max_mib: float = 256.0
+    #: The Conversations API's conversations (in the same store): seconds one is kept after its last use (0 = the
+    #: API is off), and per tenant at most this many; their items take at most responses_tenant_max_mib per tenant
+    #: and responses_total_max_mib in all besides the responses' (past them, adding items is refused: nothing of a
+    #: conversation is dropped behind its back).
+    conversations_ttl_s: float = 30 * 86_400.0
+    conversations_max: int = 1_000
 
     def __post_init__(self) -> None:
         from costline.netsec import validate_limits
@@ -405,6 +411,8 @@ class GatewayConfig:
         s.at_least("responses_max", self.responses_max, 1)
         s.above_zero("responses_tenant_max_mib", self.responses_tenant_max_mib, unit="MiB")
         s.above_zero("responses_total_max_mib", self.responses_total_max_mib, unit="MiB")
+        s.not_negative("conversations_ttl_s", self.conversations_ttl_s, "must not be negative (0 = no conversations)")
+        s.at_least("conversations_max", self.conversations_max, 1)
 
 
 @dataclass(frozen=True)

@@ -127,3 +127,82 @@ def test_a_save_waits_for_another_writer_a_bounded_time_and_reads_do_not(tmp_pat
         other.execute("ROLLBACK")
         other.close()
     assert store.put("acme", "resp_2", TURNS)
+
+
+# -- the Conversations API's conversations -----------------------------------------------------------------------
+def _msg(n: int, text: str = "") -> dict:
+    return {"type": "message", "id": f"msg_{n}", "role": "user", "content": [{"type": "input_text", "text": text}]}
+
+
+def test_a_conversations_items_are_kept_in_order_and_paged_both_ways() -> None:
+    store = ResponseStore()
+    store.create_conversation("acme", "conv_1", {"topic": "billing"}, [_msg(1), _msg(2)])
+    assert store.add_items("acme", "conv_1", [_msg(3), _msg(4), _msg(5)]) == [_msg(3), _msg(4), _msg(5)]
+    ids = lambda page: [i["id"] for i in page[0]]  # noqa: E731
+    assert ids(store.conversation_items("acme", "conv_1")) == ["msg_1", "msg_2", "msg_3", "msg_4", "msg_5"]
+    first = store.conversation_items("acme", "conv_1", limit=2, order="desc")
+    assert (ids(first), first[1]) == (["msg_5", "msg_4"], True)
+    last = store.conversation_items("acme", "conv_1", limit=2, order="desc", after="msg_2")
+    assert (ids(last), last[1]) == (["msg_1"], False)
+    assert ids(store.conversation_items("acme", "conv_1", limit=2, after="msg_3")) == ["msg_4", "msg_5"]
+    with pytest.raises(LookupError):
+        store.conversation_items("acme", "conv_1", after="msg_9")
+    assert store.conversation("acme", "conv_1")["metadata"] == {"topic": "billing"}
+
+
+def test_an_item_id_the_conversation_holds_already_gets_a_new_one() -> None:
+    store = ResponseStore()
+    store.create_conversation("acme", "conv_1", {}, [_msg(1, "a"), _msg(1, "b")])
+    added = store.add_items("acme", "conv_1", [_msg(1, "c")])
+    held = store.conversation_items("acme", "conv_1")[0]
+    assert [i["content"][0]["text"] for i in held] == ["a", "b", "c"]
+    assert len({i["id"] for i in held}) == 3 and held[0]["id"] == "msg_1" and added[0]["id"].startswith("msg_")
+
+
+def test_a_tenant_reaches_only_its_own_conversations() -> None:
+    store = ResponseStore()
+    store.create_conversation("acme", "conv_1", {}, [_msg(1)])
+    assert store.conversation("globex", "conv_1") is None
+    assert store.conversation_items("globex", "conv_1") is None
+    assert store.add_items("globex", "conv_1", [_msg(2)]) is None
+    assert store.conversation_item("globex", "conv_1", "msg_1") is None
+    assert not store.delete_conversation_item("globex", "conv_1", "msg_1")
+    assert not store.update_conversation("globex", "conv_1", {"x": "y"})
+    assert not store.delete_conversation("globex", "conv_1")
+    assert [i["id"] for i in store.conversation_items("acme", "conv_1")[0]] == ["msg_1"]
+    assert store.conversation("acme", "conv_1")["metadata"] == {}
+
+
+def test_past_its_bounds_a_conversation_refuses_items_and_loses_none() -> None:
+    """Conversations are refused past conversations_max and their items past the tenant's bytes and everyone's;
+    what was there stays whole, and another tenant goes on."""
+    from costline.serving.gateway.response_store import StoreFull
+
+    store = ResponseStore(max_conversations=2, tenant_max_bytes=1500, total_max_bytes=1900)
+    store.create_conversation("acme", "conv_1", {}, [_msg(1, "x" * 600)])
+    store.create_conversation("acme", "conv_2", {}, [])
+    with pytest.raises(StoreFull, match="conversations_max"):
+        store.create_conversation("acme", "conv_3", {}, [])
+    with pytest.raises(StoreFull, match="responses_tenant_max_mib"):
+        store.add_items("acme", "conv_1", [_msg(2, "y" * 300), _msg(3, "z" * 600)])
+    assert [i["id"] for i in store.conversation_items("acme", "conv_1")[0]] == ["msg_1"]  # none of the two
+    store.create_conversation("globex", "conv_1", {}, [_msg(1, "x" * 600)])
+    with pytest.raises(StoreFull):  # ~2.0 kB in all: under globex's own bound, over everyone's
+        store.add_items("globex", "conv_1", [_msg(2, "y" * 600)])
+    assert store.delete_conversation("acme", "conv_1")
+    assert store.add_items("globex", "conv_1", [_msg(2, "y" * 600)])  # room again
+
+
+def test_a_conversation_unused_for_its_ttl_is_gone_with_its_items() -> None:
+    clock = Clock()
+    store = ResponseStore(conversation_ttl_s=100, now=clock)
+    store.create_conversation("acme", "old", {}, [_msg(1)])
+    store.create_conversation("acme", "used", {}, [_msg(1)])
+    clock.t += 60
+    store.add_items("acme", "used", [_msg(2)])  # a use keeps it
+    clock.t += 60
+    assert store.conversation("acme", "old") is None and store.add_items("acme", "old", [_msg(2)]) is None
+    assert [i["id"] for i in store.conversation_items("acme", "used")[0]] == ["msg_1", "msg_2"]
+    store.create_conversation("acme", "new", {}, [])  # expired rows go in the next write
+    rows = store._db.execute("SELECT count(*) FROM conversation_items WHERE conversation = 'old'").fetchone()[0]
+    assert rows == 0

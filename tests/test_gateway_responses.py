@@ -255,7 +255,7 @@ def test_a_streamed_tool_request_is_buffered_and_a_text_one_says_its_mode(setup)
 @pytest.mark.parametrize("extra, param", [
     ({"previous_response_id": "resp_123"}, "previous_response_id"),  # never stored
     ({"previous_response_id": 123}, "previous_response_id"),
-    ({"conversation": "conv_123"}, "conversation"),
+    ({"conversation": 123}, "conversation"), ({"conversation": {"id": ""}}, "conversation"),
     ({"background": True}, "background"),
     ({"top_logprobs": 3}, "top_logprobs"),
     ({"include": ["message.output_text.logprobs"]}, "include"),
@@ -461,24 +461,30 @@ def test_the_system_messages_of_the_input_are_carried_over_and_the_instructions_
     assert [e.input_tokens for e in continued] == [standin.log.entries()[-1].input_tokens]
 
 
-def test_a_function_call_sent_again_with_its_output_is_not_a_second_call(setup, standin) -> None:
-    """A client that sends the stored response's function_call back with its output (the item as the answer gave
-    it) continues as one that sends the output alone: the same input tokens at the stand-in, which, as Anthropic's
-    API, refuses a conversation holding one tool_use id twice."""
+@pytest.mark.parametrize("resent", ["the call", "the whole output", "the call without its id"])
+def test_an_output_sent_again_with_the_call_output_is_not_repeated(setup, standin, resent) -> None:
+    """A client that sends the stored response's output back with the tool's output (``input=[*resp.output,
+    output]``, or just the function_call) continues as one that sends the output alone: the same input tokens at
+    the stand-in (which, as Anthropic's API, refuses a conversation holding one tool_use id twice), and the items
+    listed once each, so the SDK's paging ends."""
     gw, _ = setup
-    client = _client(gw, tenant="stored-resent")
+    client = _client(gw, tenant=f"stored-resent-{resent}")
     first = client.responses.create(model="gpt-5-mini", input=ASK_TOOL, tools=TOOLS)
     call = next(o for o in first.output if o.type == "function_call")
     output = {"type": "function_call_output", "call_id": call.call_id, "output": "-3 C"}
+    sent_back = {"the call": [call.model_dump(exclude_none=True)],
+                 "the whole output": [o.model_dump(exclude_none=True) for o in first.output],
+                 "the call without its id": [call.model_dump(exclude_none=True, exclude={"id"})]}[resent]
     entries = len(standin.log.entries())
     alone = client.responses.create(model="gpt-5-mini", tools=TOOLS, previous_response_id=first.id, input=[output])
     again = client.responses.create(model="gpt-5-mini", tools=TOOLS, previous_response_id=first.id,
-                                    input=[call.model_dump(exclude_none=True), output])
+                                    input=[*sent_back, output])
     assert alone.output_text == again.output_text == "get_weather returned: -3 C"
     sent = standin.log.entries()[entries:]
     assert len(sent) == 2 and sent[0].input_tokens == sent[1].input_tokens
-    listed = client.responses.input_items.list(again.id, order="asc")
-    assert [i.type for i in listed.data] == ["message", *(o.type for o in first.output), "function_call_output"]
+    listed = list(client.responses.input_items.list(again.id, order="asc", limit=1))
+    assert [i.type for i in listed] == ["message", *(o.type for o in first.output), "function_call_output"]
+    assert len({i.id for i in listed}) == len(listed)
     assert [i.type for i in first.output].count("function_call") == 1
 
 
@@ -534,7 +540,7 @@ def test_another_tenant_cannot_read_list_or_delete_a_stored_response(setup) -> N
 
 
 @pytest.mark.parametrize("path, param", [
-    ("/input_items?limit=0", "limit"), ("/input_items?limit=101", "limit"), ("/input_items?limit=x", "limit"),
+    ("/input_items?limit=0", "limit"), ("/input_items?limit=" + "1" * 5000, "limit"), ("/input_items?limit=101", "limit"), ("/input_items?limit=x", "limit"),
     ("/input_items?order=sideways", "order"), ("/input_items?after=msg_nope", "after"), ("?stream=true", "stream"),
 ])
 def test_reading_a_stored_response_with_a_bad_query_is_a_400_naming_it(setup, path, param) -> None:

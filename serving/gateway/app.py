@@ -140,19 +140,22 @@ class Gateway(ServedByJsonServer):
         self.stored_responses = ResponseStore(
             responses_store or cfg.responses_store_path, ttl_s=cfg.responses_ttl_s, max_responses=cfg.responses_max,
             max_bytes=cfg.max_body_bytes, tenant_max_bytes=int(cfg.responses_tenant_max_mib * 2 ** 20),
-            total_max_bytes=int(cfg.responses_total_max_mib * 2 ** 20))
+            total_max_bytes=int(cfg.responses_total_max_mib * 2 ** 20), conversation_ttl_s=cfg.conversations_ttl_s,
+            max_conversations=cfg.conversations_max)
         host = host or cfg.host
         self.guard = GatewayGuard(cfg, host=host, keys=keys, limiter=limiter, **({"now": now} if now else {}))
         refuse_open_bind("the gateway", host, authenticated=self.guard.auth_required(),
                          insecure=cfg.allow_insecure, how="add API keys with `costline keys add TENANT`")
         from costline.serving.gateway.openai_api import ChatCompletions, openai_error
+        from costline.serving.gateway.conversations_api import Conversations, conversation_routes
         from costline.serving.gateway.responses_api import Responses
 
         def _error_for(path: str) -> ErrorFn:  # each API answers in its own error format
-            return openai_error if path.startswith(("/v1/chat/", "/v1/responses")) else _error
+            return openai_error if path.startswith(("/v1/chat/", "/v1/responses", "/v1/conversations")) else _error
 
         self.chat_completions = ChatCompletions(self, wall=wall)
         self.responses = Responses(self, wall=wall)
+        self.conversations = Conversations(self)
         self._server = AsgiServer(
             [Route("POST", "/v1/messages", self._messages), Route("GET", "/v1/models", self._models),
              Route("OPTIONS", "/v1/messages", self._preflight),
@@ -166,7 +169,8 @@ class Gateway(ServedByJsonServer):
              Route("DELETE", "/v1/responses/{id}", self.responses.delete),
              Route("OPTIONS", "/v1/responses/{id}", self._preflight),
              Route("GET", "/v1/responses/{id}/input_items", self.responses.input_items),
-             Route("OPTIONS", "/v1/responses/{id}/input_items", self._preflight)],
+             Route("OPTIONS", "/v1/responses/{id}/input_items", self._preflight),
+             *conversation_routes(self.conversations, self._preflight)],
             host=host,
             port=cfg.port if port is None else port,
             not_found=lambda req: _error(404, f"no route {req.method} {req.path}"),

@@ -24,11 +24,12 @@ import os
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ResponseStore"]
+__all__ = ["ResponseStore", "StoreFull"]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,15 @@ _SCHEMA = (
     "size INTEGER NOT NULL, turns TEXT NOT NULL, PRIMARY KEY (tenant, id))",
     "CREATE INDEX IF NOT EXISTS responses_by_tenant ON responses (tenant, created, size)",
     "CREATE INDEX IF NOT EXISTS responses_by_age ON responses (created, size)",
+    # the Conversations API: a conversation, and its items in order (seq)
+    "CREATE TABLE IF NOT EXISTS conversations (tenant TEXT NOT NULL, id TEXT NOT NULL, created REAL NOT NULL, "
+    "used REAL NOT NULL, metadata TEXT NOT NULL, PRIMARY KEY (tenant, id))",
+    "CREATE INDEX IF NOT EXISTS conversations_by_use ON conversations (used)",
+    "CREATE TABLE IF NOT EXISTS conversation_items (tenant TEXT NOT NULL, conversation TEXT NOT NULL, "
+    "seq INTEGER NOT NULL, id TEXT NOT NULL, size INTEGER NOT NULL, item TEXT NOT NULL, "
+    "PRIMARY KEY (tenant, conversation, seq))",
+    "CREATE INDEX IF NOT EXISTS conversation_items_by_id ON conversation_items (tenant, conversation, id)",
+    "CREATE INDEX IF NOT EXISTS conversation_items_by_tenant ON conversation_items (tenant, size)",
 )
 #: How long a save waits for another process's write (the workers share the file); past it, not stored.
 _BUSY_S = 1.0
@@ -50,14 +60,22 @@ def _connect(path: str | Path | None, timeout: float) -> sqlite3.Connection:
                            isolation_level=None)
 
 
+class StoreFull(Exception):
+    """A conversation's items would go past a bound: nothing was added (a conversation never loses items behind its
+    back, as a stored response may)."""
+
+
 class ResponseStore:
     """Conversations of stored responses, per tenant (see the module docstring). Thread-safe; ``now`` is the clock
     of their ages (seconds)."""
 
     def __init__(self, path: str | Path | None = None, *, ttl_s: float = 86_400.0, max_responses: int = 1_000,
                  max_bytes: int = 8 * 1024 * 1024, tenant_max_bytes: int = 32 * 1024 * 1024,
-                 total_max_bytes: int = 256 * 1024 * 1024, now: Callable[[], float] = time.time) -> None:
+                 total_max_bytes: int = 256 * 1024 * 1024, conversation_ttl_s: float = 30 * 86_400.0,
+                 max_conversations: int = 1_000, now: Callable[[], float] = time.time) -> None:
         self.ttl_s = ttl_s
+        self.conversation_ttl_s = conversation_ttl_s
+        self.max_conversations = max_conversations
         self.max_responses = max_responses
         self.max_bytes = min(max_bytes, tenant_max_bytes)
         self.tenant_max_bytes = tenant_max_bytes
@@ -92,24 +110,36 @@ class ResponseStore:
             log.info("costline: response %s not stored: its conversation is over %d bytes", response_id, self.max_bytes)
             return False
         now = self._now()
+
+        def save(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM responses WHERE created < ?", (now - self.ttl_s,))
+            db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?)", (tenant, response_id, now, size, body))
+            self._trim(db, "WHERE tenant = ?", (tenant,), self.max_responses, self.tenant_max_bytes)
+            self._trim(db, "", (), None, self.total_max_bytes)
+
         try:
-            with self._write_lock:
-                db = self._db
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    db.execute("DELETE FROM responses WHERE created < ?", (now - self.ttl_s,))
-                    db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?)",
-                               (tenant, response_id, now, size, body))
-                    self._trim(db, "WHERE tenant = ?", (tenant,), self.max_responses, self.tenant_max_bytes)
-                    self._trim(db, "", (), None, self.total_max_bytes)
-                    db.execute("COMMIT")
-                except BaseException:
-                    db.execute("ROLLBACK")
-                    raise
+            self._write(save)
         except sqlite3.Error:  # busy past _BUSY_S, a full disk, a closed store: the answer stands, not its sequel
             log.warning("costline: could not store response %s", response_id, exc_info=True)
             return False
         return True
+
+    def _write(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
+        """``work(db)``'s result, done in one transaction (all of it or none)."""
+        with self._write_lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                out = work(db)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return out
+
+    def _read(self, sql: str, args: tuple[Any, ...]) -> list[Any]:
+        with self._read_lock:
+            return self._reader.execute(sql, args).fetchall()
 
     @staticmethod
     def _trim(db: sqlite3.Connection, where: str, args: tuple[Any, ...], max_rows: int | None, max_bytes: int) -> None:
@@ -147,6 +177,147 @@ class ResponseStore:
             gone = self._db.execute("DELETE FROM responses WHERE tenant = ? AND id = ? AND created >= ?",
                                     (tenant, response_id, self._now() - self.ttl_s)).rowcount
         return gone > 0
+
+    # -- the Conversations API's conversations and their items (raise sqlite3.Error when the database fails) ---
+    def create_conversation(self, tenant: str, conversation_id: str, metadata: dict[str, str],
+                            items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """A new conversation of ``tenant`` holding ``items`` (each with an ``id``); the items as stored (an id the
+        conversation holds already is replaced by a new one). Raises :class:`StoreFull` past ``max_conversations``
+        or the byte bounds."""
+        now = self._now()
+
+        def create(db: sqlite3.Connection) -> list[dict[str, Any]]:
+            self._expire_conversations(db, now)
+            (count,) = db.execute("SELECT count(*) FROM conversations WHERE tenant = ?", (tenant,)).fetchone()
+            if count >= self.max_conversations:
+                raise StoreFull(f"this tenant keeps {count} conversations, the most [serving.gateway] "
+                                "conversations_max allows: delete the ones it no longer needs")
+            db.execute("INSERT INTO conversations VALUES (?, ?, ?, ?, ?)",
+                       (tenant, conversation_id, now, now, json.dumps(metadata, ensure_ascii=False)))
+            return self._append(db, tenant, conversation_id, items)
+
+        return self._write(create)
+
+    def conversation(self, tenant: str, conversation_id: str) -> dict[str, Any] | None:
+        """``{"id", "created_at", "metadata"}`` of ``tenant``'s conversation, or None (never created, deleted,
+        unused for ``conversation_ttl_s``, another tenant's)."""
+        rows = self._read("SELECT created, metadata FROM conversations WHERE tenant = ? AND id = ? AND used >= ?",
+                          (tenant, conversation_id, self._now() - self.conversation_ttl_s))
+        if not rows:
+            return None
+        return {"id": conversation_id, "created_at": int(rows[0][0]), "metadata": json.loads(rows[0][1])}
+
+    def update_conversation(self, tenant: str, conversation_id: str, metadata: dict[str, str]) -> bool:
+        """Replace the conversation's metadata; whether it was there."""
+        now = self._now()
+        return self._write(lambda db: db.execute(
+            "UPDATE conversations SET metadata = ?, used = ? WHERE tenant = ? AND id = ? AND used >= ?",
+            (json.dumps(metadata, ensure_ascii=False), now, tenant, conversation_id,
+             now - self.conversation_ttl_s)).rowcount > 0)
+
+    def delete_conversation(self, tenant: str, conversation_id: str) -> bool:
+        """Drop the conversation and its items; whether it was there."""
+        now = self._now()
+
+        def delete(db: sqlite3.Connection) -> bool:
+            gone = db.execute("DELETE FROM conversations WHERE tenant = ? AND id = ? AND used >= ?",
+                              (tenant, conversation_id, now - self.conversation_ttl_s)).rowcount
+            db.execute("DELETE FROM conversation_items WHERE tenant = ? AND conversation = ?", (tenant, conversation_id))
+            return gone > 0
+
+        return self._write(delete)
+
+    def add_items(self, tenant: str, conversation_id: str, items: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+        """Append ``items`` (each with an ``id``) to the conversation: the items as stored, or None when there is no
+        such conversation. Raises :class:`StoreFull` past the byte bounds (nothing added)."""
+        now = self._now()
+
+        def add(db: sqlite3.Connection) -> list[dict[str, Any]] | None:
+            self._expire_conversations(db, now)
+            if db.execute("UPDATE conversations SET used = ? WHERE tenant = ? AND id = ? AND used >= ?",
+                          (now, tenant, conversation_id, now - self.conversation_ttl_s)).rowcount == 0:
+                return None
+            return self._append(db, tenant, conversation_id, items)
+
+        return self._write(add)
+
+    def conversation_items(self, tenant: str, conversation_id: str, *, after: str | None = None,
+                           limit: int | None = None, order: str = "asc") -> tuple[list[dict[str, Any]], bool] | None:
+        """(a page of the conversation's items in ``order``, whether more follow), or None when there is no such
+        conversation; ``after`` an item id (the page starts past it; raises LookupError for one it does not
+        hold); ``limit`` None: all of them."""
+        if self.conversation(tenant, conversation_id) is None:
+            return None
+        down = order == "desc"
+        where, args = "tenant = ? AND conversation = ?", [tenant, conversation_id]
+        if after is not None:
+            at = self._read(f"SELECT seq FROM conversation_items WHERE {where} AND id = ? ORDER BY seq LIMIT 1",
+                            (*args, after))
+            if not at:
+                raise LookupError(after)
+            where += " AND seq < ?" if down else " AND seq > ?"
+            args.append(at[0][0])
+        sql = f"SELECT item FROM conversation_items WHERE {where} ORDER BY seq {'DESC' if down else 'ASC'}"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit + 1)
+        rows = [json.loads(r[0]) for r in self._read(sql, tuple(args))]
+        if limit is not None and len(rows) > limit:
+            return rows[:limit], True
+        return rows, False
+
+    def conversation_item(self, tenant: str, conversation_id: str, item_id: str) -> dict[str, Any] | None:
+        if self.conversation(tenant, conversation_id) is None:
+            return None
+        rows = self._read("SELECT item FROM conversation_items WHERE tenant = ? AND conversation = ? AND id = ? "
+                          "ORDER BY seq LIMIT 1", (tenant, conversation_id, item_id))
+        return json.loads(rows[0][0]) if rows else None
+
+    def delete_conversation_item(self, tenant: str, conversation_id: str, item_id: str) -> bool:
+        """Drop one item of the conversation; whether it was there."""
+        now = self._now()
+
+        def delete(db: sqlite3.Connection) -> bool:
+            if db.execute("UPDATE conversations SET used = ? WHERE tenant = ? AND id = ? AND used >= ?",
+                          (now, tenant, conversation_id, now - self.conversation_ttl_s)).rowcount == 0:
+                return False
+            return db.execute("DELETE FROM conversation_items WHERE tenant = ? AND conversation = ? AND id = ?",
+                              (tenant, conversation_id, item_id)).rowcount > 0
+
+        return self._write(delete)
+
+    def _expire_conversations(self, db: sqlite3.Connection, now: float) -> None:
+        cutoff = now - self.conversation_ttl_s
+        db.execute("DELETE FROM conversation_items WHERE (tenant, conversation) IN "
+                   "(SELECT tenant, id FROM conversations WHERE used < ?)", (cutoff,))
+        db.execute("DELETE FROM conversations WHERE used < ?", (cutoff,))
+
+    def _append(self, db: sqlite3.Connection, tenant: str, conversation_id: str,
+                items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Append ``items`` after the conversation's last (in this transaction), an id it holds already replaced."""
+        stored, bodies, taken = [], [], set()
+        for item in items:
+            own = item["id"]
+            if own in taken or db.execute("SELECT 1 FROM conversation_items WHERE tenant = ? AND conversation = ? "
+                                          "AND id = ?", (tenant, conversation_id, own)).fetchone():
+                item = {**item, "id": f"{own.split('_')[0][:16]}_{uuid.uuid4().hex}"}
+            taken.add(item["id"])
+            stored.append(item)
+            bodies.append(json.dumps(item, separators=(",", ":"), ensure_ascii=False))
+        size = sum(len(b.encode()) for b in bodies)
+        (mine,) = db.execute("SELECT coalesce(sum(size), 0) FROM conversation_items WHERE tenant = ?",
+                             (tenant,)).fetchone()
+        (everyone,) = db.execute("SELECT coalesce(sum(size), 0) FROM conversation_items").fetchone()
+        if mine + size > self.tenant_max_bytes or everyone + size > self.total_max_bytes:
+            raise StoreFull("the stored conversations are at their bound ([serving.gateway] responses_tenant_max_mib "
+                            "per tenant, responses_total_max_mib in all): delete conversations or items no longer "
+                            "needed")
+        (last,) = db.execute("SELECT coalesce(max(seq), 0) FROM conversation_items WHERE tenant = ? AND "
+                             "conversation = ?", (tenant, conversation_id)).fetchone()
+        db.executemany("INSERT INTO conversation_items VALUES (?, ?, ?, ?, ?, ?)",
+                       [(tenant, conversation_id, last + k, item["id"], len(body.encode()), body)
+                        for k, (item, body) in enumerate(zip(stored, bodies), start=1)])
+        return stored
 
     def close(self) -> None:
         with self._write_lock:

@@ -35,8 +35,9 @@ the Chat Completions API: the request is translated to the Messages shape and an
   is a 400 naming the parameter. ``GET /v1/responses/{id}`` reads a stored response back,
   ``GET /v1/responses/{id}/input_items`` lists its input items (``limit``, ``order``, ``after``) and
   ``DELETE /v1/responses/{id}`` deletes it (another tenant's, or one not stored: a 404);
-* refused with a 400 naming the parameter: ``conversation`` (the gateway keeps no conversation objects: use
-  ``previous_response_id`` or send the whole conversation in ``input``), ``background``,
+* ``conversation`` (an id of the Conversations API's, :mod:`~costline.serving.gateway.conversations_api`): its
+  items come before the request's input, and the input and the answer are added to it;
+* refused with a 400 naming the parameter: ``background``,
   other hosted tools (file search, computer use, code interpreter…), log probabilities (``top_logprobs``, ``include``
   ``message.output_text.logprobs``; other ``include`` values ask for nothing the gateway has), ``item_reference``
   items, an ``input_file`` by
@@ -57,6 +58,7 @@ from costline.serving.backends import PAUSE_TURN, Prompt
 from costline.serving.cache.key import scope_of_body
 from costline.serving.gateway._http import HttpRequest, HttpResponse
 from costline.serving.gateway.auth import Refused
+from costline.serving.gateway.response_store import StoreFull
 from costline.serving.gateway.messages_api import question_text, sampling_of
 from costline.serving.gateway.openai_api import (DEFAULT_MAX_TOKENS, RESUME_PAUSED, OpenAIRoute, citation_spans,
                                                  end_user_of, model_of, open_openai_live, openai_error, search_tool,
@@ -75,14 +77,14 @@ _EFFORTS = {"none": "low", "minimal": "low", "low": "low", "medium": "medium", "
 _SOURCES = "web_search_call.action.sources"
 #: Fields whose answer needs state the gateway does not keep, or work it cannot do: (field, why).
 _REFUSED = (
-    ("conversation", "the costline gateway keeps no conversation objects: use previous_response_id, or send the "
-                     "whole conversation in input"),
     ("background", "background responses are not supported by the costline gateway"),
     ("prompt", "stored prompt templates are not supported by the costline gateway: send instructions and input"),
 )
 
 
-class _Refused(Exception):
+class BadParam(Exception):
+    """A request the API would refuse: a 400 naming ``param``."""
+
     def __init__(self, param: str, message: str) -> None:
         super().__init__(message)
         self.param = param
@@ -94,19 +96,22 @@ class Responses(OpenAIRoute):
     def _answer(self, req: HttpRequest, body: Mapping[str, Any], tenant: str | None) -> HttpResponse:
         try:
             return self._respond(req, body, tenant)
-        except _Refused as refused:
+        except BadParam as refused:
             return openai_error(400, str(refused), param=refused.param)
 
     def _respond(self, req: HttpRequest, body: Mapping[str, Any], tenant: str | None) -> HttpResponse:
         owner = tenant or self.gateway.config.default_tenant  # whose stored responses it may continue
-        system, turns, query, max_tokens, sampling, tools, tool_choice, history = _to_messages(
-            body, self._earlier(owner, body.get("previous_response_id")))
+        conversation = self._conversation(owner, body)
+        if isinstance(conversation, HttpResponse):
+            return conversation
+        history = conversation[1] if conversation else _history(self._earlier(owner, body.get("previous_response_id")))
+        system, turns, query, max_tokens, sampling, tools, tool_choice = _to_messages(body, history)
         fmt = from_responses(body.get("text"))
         if isinstance(fmt, tuple):
-            raise _Refused(*fmt)
+            raise BadParam(*fmt)
         stream = body.get("stream")
         if stream is not None and not isinstance(stream, bool):
-            raise _Refused("stream", "stream: true or false")
+            raise BadParam("stream", "stream: true or false")
         # the scope of the equivalent Messages request: one cache entry whichever API asked
         equivalent = {**{k: body[k] for k in ("model", "temperature", "top_p") if body.get(k) is not None},
                       "system": system, "messages": turns, "max_tokens": max_tokens,
@@ -123,12 +128,16 @@ class Responses(OpenAIRoute):
         store = body.get("store") is not False and self.gateway.config.responses_ttl_s > 0
         shell["store"] = store  # then whether it was stored
         shell["previous_response_id"] = body.get("previous_response_id")
-
+        if conversation:
+            shell["conversation"] = {"id": conversation[0]}
         sources = _SOURCES in (body.get("include") or ())
 
         def keep(answer: Answer) -> bool:
-            return store and self._keep(owner, history, body.get("input"), _finished({**shell, "store": True}, answer,
-                                                                                     sources))
+            """Add the turn to the conversation, and store the response; whether it was stored."""
+            final = _finished({**shell, "store": True}, answer, sources)
+            if conversation:
+                self._add_turn(owner, conversation[0], history, body.get("input"), final)
+            return store and self._keep(owner, history, body.get("input"), final)
 
         if isinstance(result, LiveAnswer):
             return self._live(result, shell, sources, keep)
@@ -137,16 +146,51 @@ class Responses(OpenAIRoute):
         return settled_response(result, bool(stream), lambda: _finished(shell, result, sources), lambda: _events(
             shell, result.request_id, model_of(result), [result.text], lambda: result, sources, settled=result))
 
-    def _earlier(self, owner: str, previous: Any) -> dict[str, Any] | None:
-        """The conversation of the stored response ``previous`` (``previous_response_id``) of ``owner``, or None
-        without one; raises :class:`_Refused` for one not stored (or not ``owner``'s)."""
-        if previous is None:
+    def _conversation(self, owner: str, body: Mapping[str, Any]
+                      ) -> tuple[str, list[dict[str, Any]]] | None | HttpResponse:
+        """(the id, the items) of the request's ``conversation`` (an id, or ``{"id": ...}``) of ``owner``, None
+        without one, or the 404 of one not found; raises :class:`BadParam` for a bad one."""
+        named = body.get("conversation")
+        if named is None:
             return None
+        if isinstance(named, Mapping):
+            named = named.get("id")
+        if not isinstance(named, str) or not 1 <= len(named) <= 256:
+            raise BadParam("conversation", "conversation: the id of a conversation, or {\"id\": ...}")
+        if body.get("previous_response_id") is not None:
+            raise BadParam("previous_response_id", "previous_response_id and conversation: send one of them")
+        try:
+            found = self.gateway.stored_responses.conversation_items(owner, named)
+        except sqlite3.Error:
+            log.warning("costline gateway: could not read conversation %s", named, exc_info=True)
+            return openai_error(503, "the stored conversations could not be read just now: retry later")
+        if found is None:
+            return openai_error(404, f"Conversation with id '{named[:80]}' not found", param="conversation")
+        return named, found[0]
+
+    def _add_turn(self, owner: str, conversation: str, history: list[dict[str, Any]], given: Any,
+                  response: dict[str, Any]) -> None:
+        """Append the request's input items and the response's output to the conversation it named (the answer
+        stands if that fails: logged)."""
+        items = [*items_of(given, response["id"], seen_before(history)), *response["output"]]
+        try:
+            if self.gateway.stored_responses.add_items(owner, conversation, items) is None:
+                log.warning("costline gateway: conversation %s was deleted while %s answered it", conversation,
+                            response["id"])
+        except (StoreFull, sqlite3.Error) as exc:
+            log.warning("costline gateway: response %s was not added to conversation %s: %s", response["id"],
+                        conversation, exc)
+
+    def _earlier(self, owner: str, previous: Any) -> dict[str, Any]:
+        """The stored response ``previous`` (``previous_response_id``) of ``owner`` (an empty one without it);
+        raises :class:`BadParam` for one not stored (or not ``owner``'s)."""
+        if previous is None:
+            return {}
         if not isinstance(previous, str) or not 1 <= len(previous) <= 256:
-            raise _Refused("previous_response_id", "previous_response_id: the id of a stored response")
+            raise BadParam("previous_response_id", "previous_response_id: the id of a stored response")
         earlier = self.gateway.stored_responses.get(owner, previous)
-        if not isinstance(earlier, dict):
-            raise _Refused("previous_response_id", f"Previous response with id '{previous[:80]}' not found: the "
+        if not isinstance(earlier, dict) or not isinstance(earlier.get("response"), dict):  # an older gateway's too
+            raise BadParam("previous_response_id", f"Previous response with id '{previous[:80]}' not found: the "
                                                    "gateway keeps stored responses for [serving.gateway] "
                                                    "responses_ttl_s; send the whole conversation in input instead")
         return earlier
@@ -158,7 +202,7 @@ class Responses(OpenAIRoute):
         if not any(item["type"] == "function_call" or any(p.get("text") for p in item.get("content") or ())
                    for item in response["output"] if item["type"] in ("message", "function_call")):
             return False
-        items = [*history, *_input_items(given, response["id"], _call_ids(history))]
+        items = [*history, *items_of(given, response["id"], seen_before(history))]
         return self.gateway.stored_responses.put(owner, response["id"], {"input": items, "response": response})
 
     # -- stored responses: read back, their input items, deleted ----------------------------------------------
@@ -169,7 +213,7 @@ class Responses(OpenAIRoute):
         if isinstance(found, HttpResponse):
             return found
         doc, headers = found
-        if _query(req).get("stream", "false").lower() not in ("false", "0"):
+        if query_of(req).get("stream", "false").lower() not in ("false", "0"):
             return openai_error(400, "stream: replaying a stored response's events is not supported by the costline "
                                      "gateway: read it whole", headers, param="stream")
         return HttpResponse(200, doc["response"], headers=headers)
@@ -182,24 +226,20 @@ class Responses(OpenAIRoute):
         if isinstance(found, HttpResponse):
             return found
         doc, headers = found
-        query = _query(req)
-        limit = query.get("limit", "20")
-        if not (limit.isascii() and limit.isdigit() and 1 <= int(limit) <= 100):
-            return openai_error(400, "limit: a whole number from 1 to 100", headers, param="limit")
-        order = query.get("order", "desc")
-        if order not in ("asc", "desc"):
-            return openai_error(400, "order: asc or desc", headers, param="order")
+        try:
+            limit, order, after = page_of(query_of(req))
+        except BadParam as bad:
+            return openai_error(400, str(bad), headers, param=bad.param)
         items = list(doc.get("input") or ())
         if order == "desc":
             items.reverse()
-        after = query.get("after")
         if after is not None:
             at = next((k for k, item in enumerate(items) if item.get("id") == after), None)
             if at is None:
                 return openai_error(400, f"after: {after[:80]!r} is not an input item of this response", headers,
                                     param="after")
             items = items[at + 1:]
-        page = items[:int(limit)]
+        page = items[:limit]
         return HttpResponse(200, {"object": "list", "data": page, "first_id": page[0]["id"] if page else None,
                                   "last_id": page[-1]["id"] if page else None, "has_more": len(items) > len(page)},
                             headers=headers)
@@ -265,118 +305,130 @@ def _not_found(rid: str, headers: Mapping[str, str]) -> HttpResponse:
                         headers)
 
 
-def _query(req: HttpRequest) -> dict[str, str]:
+def page_of(query: Mapping[str, str]) -> tuple[int, str, str | None]:
+    """(``limit``, ``order``, ``after``) of a list request's query (1-100, default 20; ``desc`` by default, or
+    ``asc``; an item id or None), or :class:`BadParam`."""
+    limit = query.get("limit", "20")
+    if not (limit.isascii() and limit.isdigit() and len(limit) <= 3 and 1 <= int(limit) <= 100):
+        raise BadParam("limit", "limit: a whole number from 1 to 100")
+    order = query.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise BadParam("order", "order: asc or desc")
+    return int(limit), order, query.get("after")
+
+
+def query_of(req: HttpRequest) -> dict[str, str]:
     """The request's query parameters (the first value of each)."""
     _, _, query = req.path.partition("?")
     return {k: v[0] for k, v in urllib.parse.parse_qs(query).items()}
 
 
 # -- the request ------------------------------------------------------------------------------------------------
-def _to_messages(body: Mapping[str, Any], earlier: Mapping[str, Any] | None = None,
-                 ) -> tuple[Any, list[dict[str, Any]], str, int, Any, tuple, Any, list[dict[str, Any]]]:
-    """(system, Messages-shaped turns, the question, max_tokens, sampling, tools, tool_choice, the conversation's
-    items before this request's input) of a Responses request, after the ``earlier`` stored response it continues
-    (``previous_response_id``: its input items and its output; its ``instructions`` are not carried over, as in
-    OpenAI's API); raises :class:`_Refused` for what the gateway cannot carry or the API would refuse."""
+def _to_messages(body: Mapping[str, Any], history: list[dict[str, Any]] | None = None,
+                 ) -> tuple[Any, list[dict[str, Any]], str, int, Any, tuple, Any]:
+    """(system, Messages-shaped turns, the question, max_tokens, sampling, tools, tool_choice) of a Responses
+    request, after the ``history`` items it continues (those of the stored response of ``previous_response_id``
+    and its output, or those of its ``conversation``; an earlier ``instructions`` is not carried over, as in
+    OpenAI's API); raises :class:`BadParam` for what the gateway cannot carry or the API would refuse."""
     for field, why in _REFUSED:
         if body.get(field) not in (None, False):
-            raise _Refused(field, f"{field}: {why}")
+            raise BadParam(field, f"{field}: {why}")
     include = body.get("include")
     if include is not None and not (isinstance(include, list) and all(isinstance(i, str) for i in include)):
-        raise _Refused("include", "include: a list of strings")
+        raise BadParam("include", "include: a list of strings")
     if body.get("top_logprobs") or "message.output_text.logprobs" in (include or ()):
-        raise _Refused("top_logprobs" if body.get("top_logprobs") else "include",
+        raise BadParam("top_logprobs" if body.get("top_logprobs") else "include",
                        "log probabilities are not supported by the costline gateway")
     max_tokens = body.get("max_output_tokens")
     if max_tokens is None:
         max_tokens = DEFAULT_MAX_TOKENS
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
-        raise _Refused("max_output_tokens", "max_output_tokens: a whole number >= 1")
+        raise BadParam("max_output_tokens", "max_output_tokens: a whole number >= 1")
     reasoning = body.get("reasoning")
     effort = reasoning.get("effort") if isinstance(reasoning, Mapping) else None
     if effort is not None and effort not in _EFFORTS:
-        raise _Refused("reasoning.effort", f"reasoning.effort: one of {', '.join(_EFFORTS)}")
+        raise BadParam("reasoning.effort", f"reasoning.effort: one of {', '.join(_EFFORTS)}")
     sampling = sampling_of({"temperature": body.get("temperature"), "top_p": body.get("top_p"),
                             "output_config": {"effort": _EFFORTS[effort]} if effort else None}, max_temperature=2.0)
     if isinstance(sampling, str):
-        raise _Refused(sampling.split(":")[0], sampling)
+        raise BadParam(sampling.split(":")[0], sampling)
     tools, tool_choice = _tools(body)
     cap = body.get("max_tool_calls")  # of built-in tools: here the web search, whose max_uses it lowers
     if cap is not None:
         if not isinstance(cap, int) or isinstance(cap, bool) or cap < 0:
-            raise _Refused("max_tool_calls", "max_tool_calls: a whole number >= 0")
+            raise BadParam("max_tool_calls", "max_tool_calls: a whole number >= 0")
         capped = [{**t, "max_uses": min(t["max_uses"], cap)} if "max_uses" in t else t for t in tools
                   if cap or "max_uses" not in t]
         if len(capped) < len(tools) and tool_choice is not None and tool_choice.get("name") == "web_search":
-            raise _Refused("max_tool_calls", "max_tool_calls: 0 with the web search tool required")
+            raise BadParam("max_tool_calls", "max_tool_calls: 0 with the web search tool required")
         tools, tool_choice = tuple(capped), (tool_choice if capped else None)
     instructions = body.get("instructions")
     if instructions is not None and not isinstance(instructions, str):
-        raise _Refused("instructions", "instructions: a string")
-    history = _history(earlier) if earlier else []
+        raise BadParam("instructions", "instructions: a string")
+    history = history or []
     # a function_call sent again with the output of a call the stored response made is that call, not a second one
-    system, turns = _turns(body.get("input"), _call_ids(history))
+    system, turns = turns_of(body.get("input"), seen_before(history))
     if history:
-        earlier_system, earlier_turns = _turns(history)
+        earlier_system, earlier_turns = turns_of(history)
         system = earlier_system + system
         turns = _continued(earlier_turns, turns)
     if instructions:
         system.insert(0, instructions)
     if not turns or turns[-1]["role"] != "user":
-        raise _Refused("input", "input: the last item must be a user message or a function_call_output")
+        raise BadParam("input", "input: the last item must be a user message or a function_call_output")
     query = question_text(turns)
     if not query.strip():
-        raise _Refused("input", "input: the last user message has no text")
-    return ("\n\n".join(system) or None), turns, query, max_tokens, sampling, tools, tool_choice, history
+        raise BadParam("input", "input: the last user message has no text")
+    return ("\n\n".join(system) or None), turns, query, max_tokens, sampling, tools, tool_choice
 
 
 def _tools(body: Mapping[str, Any]) -> tuple[tuple[dict[str, Any], ...], dict[str, Any] | None]:
     """The request's function tools and tool_choice in the Messages API's shapes (hosted tools are refused)."""
     raw = body.get("tools")
     if raw is not None and not isinstance(raw, list):
-        raise _Refused("tools", "tools: a list of tools")
+        raise BadParam("tools", "tools: a list of tools")
     chat_tools = []
     search: dict[str, Any] | None = None
     for i, tool in enumerate(raw or []):
         kind = tool.get("type") if isinstance(tool, Mapping) else None
         if kind in WEB_SEARCH_TYPES:
             if search is not None:
-                raise _Refused(f"tools[{i}]", f"tools[{i}]: one web search tool a request")
+                raise BadParam(f"tools[{i}]", f"tools[{i}]: one web search tool a request")
             search = _search_tool(tool, i)
             continue
         if kind != "function":
-            raise _Refused(f"tools[{i}]", f"tools[{i}]: only function tools and web search are carried by the "
+            raise BadParam(f"tools[{i}]", f"tools[{i}]: only function tools and web search are carried by the "
                                           f"costline gateway ({str(kind)[:40]!r} is a tool OpenAI's API runs itself)")
         chat_tools.append({"type": "function", "function": {k: tool[k] for k in ("name", "description", "parameters")
                                                              if k in tool}})
     choice = body.get("tool_choice")
     forced_search = isinstance(choice, Mapping) and choice.get("type") in WEB_SEARCH_TYPES
     if forced_search and search is None:
-        raise _Refused("tool_choice", "tool_choice: the web search tool is not among the request's tools")
+        raise BadParam("tool_choice", "tool_choice: the web search tool is not among the request's tools")
     if isinstance(choice, Mapping) and choice.get("type") == "function":
         choice = {"type": "function", "function": {"name": choice.get("name")}}
     elif isinstance(choice, Mapping) and not forced_search:
-        raise _Refused("tool_choice", "tool_choice: 'auto', 'none', 'required', {'type': 'function', 'name'} or "
+        raise BadParam("tool_choice", "tool_choice: 'auto', 'none', 'required', {'type': 'function', 'name'} or "
                                       "{'type': 'web_search'}")
     # the choice among the functions (the search tool is not one): a search alone may be required, or forced
     only_search = search is not None and not chat_tools
     converted = tools_from_openai(chat_tools if raw is not None else None,
                                   None if forced_search or only_search else choice)
     if isinstance(converted[0], str):
-        raise _Refused(str(converted[0]).replace("function.", ""), str(converted[1]).replace("function.", ""))
+        raise BadParam(str(converted[0]).replace("function.", ""), str(converted[1]).replace("function.", ""))
     tools, tool_choice = converted
     if search is not None:
         if any(t.get("name") == "web_search" for t in tools):
-            raise _Refused("tools", "tools: a function named web_search cannot go with the web search tool (the "
+            raise BadParam("tools", "tools: a function named web_search cannot go with the web search tool (the "
                                     "search tool has that name)")
         if len(tools) >= MAX_TOOLS:
-            raise _Refused("tools", f"tools: at most {MAX_TOOLS} tools a request, the web search tool included")
+            raise BadParam("tools", f"tools: at most {MAX_TOOLS} tools a request, the web search tool included")
         tools = [*tools, search]
         if forced_search:
             tool_choice = {"type": "tool", "name": "web_search"}
         elif only_search and choice is not None:
             if choice not in _CHOICES:
-                raise _Refused("tool_choice", "tool_choice: 'auto', 'none', 'required' or {'type': 'web_search'}")
+                raise BadParam("tool_choice", "tool_choice: 'auto', 'none', 'required' or {'type': 'web_search'}")
             tool_choice = {"type": _CHOICES[choice]}
     if not tools:
         return (), None
@@ -401,35 +453,35 @@ def _search_tool(tool: Mapping[str, Any], i: int) -> dict[str, Any]:
     where = f"tools[{i}]"
     unknown = sorted(str(k) for k in tool if k not in _SEARCH_FIELDS)
     if unknown:
-        raise _Refused(where, f"{where}.{unknown[0][:40]}: not a field of the web search tool")
+        raise BadParam(where, f"{where}.{unknown[0][:40]}: not a field of the web search tool")
     if tool.get("external_web_access") is False:  # OpenAI's cached-results-only mode: Anthropic's search has none
-        raise _Refused(where, f"{where}.external_web_access: false (cached results only) is not supported by the "
+        raise BadParam(where, f"{where}.external_web_access: false (cached results only) is not supported by the "
                               "costline gateway: its tiers search the live web")
     kinds = tool.get("search_content_types")
     if kinds is not None and (not isinstance(kinds, list) or any(k != "text" for k in kinds)):
-        raise _Refused(where, f"{where}.search_content_types: only [\"text\"] (the costline gateway's tiers search "
+        raise BadParam(where, f"{where}.search_content_types: only [\"text\"] (the costline gateway's tiers search "
                               "for text, not images)")
     place, filters = tool.get("user_location"), tool.get("filters")
     if place is not None and (not isinstance(place, Mapping) or place.get("type", "approximate") != "approximate"):
-        raise _Refused(where, f"{where}.user_location: {{\"type\": \"approximate\", \"city\", \"region\", "
+        raise BadParam(where, f"{where}.user_location: {{\"type\": \"approximate\", \"city\", \"region\", "
                               "\"country\", \"timezone\"}")
     if filters is not None and (not isinstance(filters, Mapping) or set(filters) - {"allowed_domains"}):
-        raise _Refused(where, f"{where}.filters: {{\"allowed_domains\": [...]}}")
+        raise BadParam(where, f"{where}.filters: {{\"allowed_domains\": [...]}}")
     made = search_tool(tool.get("search_context_size"), place, f"{where}.search_context_size",
                        f"{where}.user_location", (filters or {}).get("allowed_domains"),
                        f"{where}.filters.allowed_domains")
     if isinstance(made, str):
-        raise _Refused(where, made)
+        raise BadParam(where, made)
     return made
 
 
-def _turns(raw: Any, skip_calls: frozenset[str] = frozenset()) -> tuple[list[str], list[dict[str, Any]]]:
+def turns_of(raw: Any, seen: frozenset[str] = frozenset()) -> tuple[list[str], list[dict[str, Any]]]:
     """(system parts, Messages-shaped turns) of ``input``: adjacent items of one role are one turn; a function_call
-    whose call_id is in ``skip_calls`` is left out."""
+    :func:`seen_before` in ``seen`` (an earlier item sent again) is left out."""
     if isinstance(raw, str):
         return [], [{"role": "user", "content": raw}]
     if not isinstance(raw, list) or not raw:
-        raise _Refused("input", "input: a string or a non-empty list of input items")
+        raise BadParam("input", "input: a string or a non-empty list of input items")
     system: list[str] = []
     turns: list[dict[str, Any]] = []
 
@@ -441,16 +493,18 @@ def _turns(raw: Any, skip_calls: frozenset[str] = frozenset()) -> tuple[list[str
 
     for i, item in enumerate(raw):
         if not isinstance(item, Mapping):
-            raise _Refused(f"input[{i}]", f"input[{i}]: an input item is an object")
+            raise BadParam(f"input[{i}]", f"input[{i}]: an input item is an object")
+        if _sent_again(item, seen):
+            continue
         kind = item.get("type", "message")
         if kind == "message":
             role = item.get("role")
             if role not in ("user", "assistant", "system", "developer"):
-                raise _Refused(f"input[{i}].role", f"input[{i}].role: user, assistant, system or developer")
+                raise BadParam(f"input[{i}].role", f"input[{i}].role: user, assistant, system or developer")
             blocks = _parts(item.get("content"), f"input[{i}].content")
             if role in ("system", "developer"):
                 if any(b["type"] != "text" for b in blocks):
-                    raise _Refused(f"input[{i}].content", f"input[{i}].content: a {role} message holds text only")
+                    raise BadParam(f"input[{i}].content", f"input[{i}].content: a {role} message holds text only")
                 system.append("".join(b["text"] for b in blocks))
             elif blocks:
                 add(role, blocks)
@@ -461,10 +515,8 @@ def _turns(raw: Any, skip_calls: frozenset[str] = frozenset()) -> tuple[list[str
             except ValueError:
                 args = None
             if not isinstance(call_id, str) or not isinstance(name, str) or not isinstance(args, dict):
-                raise _Refused(f"input[{i}]", f"input[{i}]: a function_call has a call_id, a name and JSON object "
+                raise BadParam(f"input[{i}]", f"input[{i}]: a function_call has a call_id, a name and JSON object "
                                               "arguments")
-            if call_id in skip_calls:
-                continue
             add("assistant", [{"type": "tool_use", "id": call_id, "name": name, "input": args}])
         elif kind == "function_call_output":
             call_id, output = item.get("call_id"), item.get("output")
@@ -472,14 +524,14 @@ def _turns(raw: Any, skip_calls: frozenset[str] = frozenset()) -> tuple[list[str
                 output = "".join(str(p.get("text", "")) for p in output if isinstance(p, Mapping)
                                  and p.get("type") in ("input_text", "output_text"))
             if not isinstance(call_id, str) or not isinstance(output, str):
-                raise _Refused(f"input[{i}]", f"input[{i}]: a function_call_output has a call_id and an output")
+                raise BadParam(f"input[{i}]", f"input[{i}]: a function_call_output has a call_id and an output")
             add("user", [{"type": "tool_result", "tool_use_id": call_id, "content": output}])
         elif kind in ("reasoning", "web_search_call"):
             # another model's reasoning, or a search an earlier answer made (what it found is in that answer's
             # text; its results are not in the item): not input a tier can take
             continue
         else:
-            raise _Refused(f"input[{i}].type", f"input[{i}].type: {str(kind)[:40]!r} items are not supported by the "
+            raise BadParam(f"input[{i}].type", f"input[{i}].type: {str(kind)[:40]!r} items are not supported by the "
                                                "costline gateway (messages, function_call, function_call_output)")
     for turn in turns:  # a turn of text alone is a string, as the other APIs' turns are
         if all(b["type"] == "text" for b in turn["content"]):
@@ -494,9 +546,20 @@ def _history(earlier: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [i for i in [*(earlier.get("input") or ()), *(output or ())] if isinstance(i, dict)]
 
 
-def _call_ids(items: Iterable[Mapping[str, Any]]) -> frozenset[str]:
-    """The call_ids of the function_call items among ``items``."""
-    return frozenset(i["call_id"] for i in items if i.get("type") == "function_call" and isinstance(i.get("call_id"), str))
+def seen_before(items: Iterable[Mapping[str, Any]]) -> frozenset[str]:
+    """What marks an item of ``items`` sent again: the ids of them all, the call_ids of their function_calls."""
+    ids = {f"id:{i['id']}" for i in items if isinstance(i.get("id"), str)}
+    return frozenset(ids | {f"call:{i['call_id']}" for i in items
+                            if i.get("type") == "function_call" and isinstance(i.get("call_id"), str)})
+
+
+def _sent_again(item: Mapping[str, Any], seen: frozenset[str]) -> bool:
+    """Whether ``item`` is one of the conversation's already (its id, or a function_call's call_id): the Responses
+    API takes an item once, so one sent again with ``previous_response_id`` (a client that sends the last output
+    back with its tool results) is left out, not repeated."""
+    own = item.get("id")
+    call = item.get("call_id") if item.get("type") == "function_call" else None
+    return (isinstance(own, str) and f"id:{own}" in seen) or (isinstance(call, str) and f"call:{call}" in seen)
 
 
 #: The id prefix of an input item the client sent without one, by type (OpenAI's own prefixes).
@@ -504,19 +567,23 @@ _ITEM_PREFIXES = {"message": "msg", "function_call": "fc", "function_call_output
                   "web_search_call": "ws"}
 
 
-def _input_items(given: Any, response_id: str, skip_calls: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
+def items_of(given: Any, response_id: str, seen: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
     """A request's ``input`` (checked already) as the input items ``GET /v1/responses/{id}/input_items`` lists:
-    each with an id (its own, else one from the response's id and its place), a message's text content as
-    ``input_text`` (``output_text`` for an assistant's) parts; a function_call in ``skip_calls`` left out."""
+    each with an id of its own (the one it came with, unless another item has it; else one from the response's
+    id and its place), a message's text content as ``input_text`` (``output_text`` for an assistant's) parts; one
+    sent again (:func:`seen_before` in ``seen``) left out."""
     raw = [{"type": "message", "role": "user", "content": given}] if isinstance(given, str) else given
-    items = []
+    items: list[dict[str, Any]] = []
+    taken: set[str] = set()
     for k, item in enumerate(raw if isinstance(raw, list) else ()):
-        kind = item.get("type", "message")
-        if kind == "function_call" and item.get("call_id") in skip_calls:
+        if _sent_again(item, seen):
             continue
+        kind = item.get("type", "message")
         own = item.get("id")
-        item = {**item, "type": kind, "id": own if isinstance(own, str) and 0 < len(own) <= 256
-                else f"{_ITEM_PREFIXES.get(kind, 'item')}_{response_id[5:]}_in{k}"}
+        if not (isinstance(own, str) and 0 < len(own) <= 256) or own in taken:
+            own = f"{_ITEM_PREFIXES.get(kind, 'item')}_{response_id[5:]}_in{k}"
+        taken.add(own)
+        item = {**item, "type": kind, "id": own}
         if kind == "message":
             if isinstance(item.get("content"), str):
                 text = item["content"]
@@ -551,7 +618,7 @@ def _parts(content: Any, where: str) -> list[dict[str, Any]]:
     if isinstance(content, str):
         return [{"type": "text", "text": content}] if content else []
     if not isinstance(content, list):
-        raise _Refused(where, f"{where}: a string or a list of content parts")
+        raise BadParam(where, f"{where}: a string or a list of content parts")
     blocks: list[dict[str, Any]] = []
     for j, part in enumerate(content):
         kind = part.get("type") if isinstance(part, Mapping) else None
@@ -564,12 +631,12 @@ def _parts(content: Any, where: str) -> list[dict[str, Any]]:
         elif kind == "input_file":
             block = file_block(part.get("file_data"), part.get("filename"), part.get("file_url"))
             if block is None:
-                raise _Refused(f"{where}[{j}]", f"{where}[{j}]: an input_file is carried with file_data (a base64 "
+                raise BadParam(f"{where}[{j}]", f"{where}[{j}]: an input_file is carried with file_data (a base64 "
                                                 "data: URL of a PDF or plain text) or a file_url; a file_id names a "
                                                 "file stored at OpenAI, which the gateway cannot read")
             blocks.append(block)
         else:
-            raise _Refused(f"{where}[{j}]", f"{where}[{j}]: text, input_image (an image_url) and input_file parts are "
+            raise BadParam(f"{where}[{j}]", f"{where}[{j}]: text, input_image (an image_url) and input_file parts are "
                                             f"supported by the costline gateway, not {str(kind)[:40]!r}")
     return blocks
 
@@ -577,7 +644,7 @@ def _parts(content: Any, where: str) -> list[dict[str, Any]]:
 def _image(url: str, where: str) -> dict[str, Any]:
     block = image_block(url)
     if block is None:
-        raise _Refused(where, f"{where}.image_url: a base64 data: URL or an http(s) URL")
+        raise BadParam(where, f"{where}.image_url: a base64 data: URL or an http(s) URL")
     return block
 
 
