@@ -388,7 +388,7 @@ class GatewayConfig:
     responses_max: int = 1_000
     responses_tenant_max_mib: float = 32.0
     responses_total_max_mib: float = 256.0
-    #: The Conversations API's conversations (in the same store): seconds one is kept after its last use (0 = the
+    #: The Conversations API's conversations (in the same store): seconds one is kept after its last change (0 = the
     #: API is off), and per tenant at most this many; their items take at most responses_tenant_max_mib per tenant
     #: and responses_total_max_mib in all besides the responses' (past them, adding items is refused: nothing of a
     #: conversation is dropped behind its back).

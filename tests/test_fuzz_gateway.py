@@ -1,7 +1,7 @@
 """Property-based fuzzing of the gateway's request parsing: any method, headers and body get an
 answer in Anthropic's error format or a message, never a 5xx (except 529 when busy), never a crash; and a valid
-tool-loop request of each route (Messages, count_tokens, Chat Completions, Responses) with one to three of its
-values replaced at any depth gets an answer or a 400 in its API's error format."""
+tool-loop request of each route (Messages, count_tokens, Chat Completions, Responses, a new conversation's items)
+with one to three of its values replaced at any depth gets an answer or a 400 in its API's error format."""
 
 from __future__ import annotations
 
@@ -72,7 +72,10 @@ header_names = st.sampled_from(["x-costline-tenant", "content-type", "origin", "
 
 @FUZZ
 @given(method=st.sampled_from(["POST", "POST", "POST", "GET", "OPTIONS", "PUT", "DELETE"]),
-       path=st.sampled_from(["/v1/messages", "/v1/models", "/v1/messages?beta=true", "/", "/v1/../etc"]),
+       path=st.sampled_from(["/v1/messages", "/v1/models", "/v1/messages?beta=true", "/", "/v1/../etc",
+                             "/v1/responses/resp_x", "/v1/responses/resp_x/input_items?limit=5&after=%00",
+                             "/v1/conversations", "/v1/conversations/conv_x/items?order=asc&limit=999",
+                             "/v1/conversations/conv_x/items/msg_x"]),
        headers=st.lists(st.tuples(header_names, header_values), max_size=5),
        with_key=st.booleans(), body=bodies)
 def test_gateway_parses_anything_without_a_server_error(gateway, method, path, headers, with_key, body) -> None:
@@ -93,7 +96,11 @@ def test_gateway_parses_anything_without_a_server_error(gateway, method, path, h
         conn.close()
     assert resp.status < 500 or resp.status in (503, 529), (resp.status, answer[:300])  # busy: back-pressure
     if resp.status >= 400 and resp.status != 431:
-        assert json.loads(answer)["type"] == "error"
+        doc = json.loads(answer)
+        if path.startswith(("/v1/responses", "/v1/conversations")):  # OpenAI's error format
+            assert doc["error"]["message"]
+        else:
+            assert doc["type"] == "error"
 
 
 # -- tools, tool turns and the OpenAI routes: a valid tool-loop request of each route, one to three of its values
@@ -125,6 +132,11 @@ BASES = {
         "tools": [{"type": "function", "name": "get_weather", "parameters": WEATHER_SCHEMA}],
         "input": [{"role": "user", "content": [{"type": "input_text", "text": QUESTION_TOOL},
                                                {"type": "input_image", "image_url": "data:image/png;base64,iVBORw0K"}]},
+                  {"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": '{"city": "Oslo"}'},
+                  {"type": "function_call_output", "call_id": "call_1", "output": "-3 C"}]},
+    "/v1/conversations": {
+        "metadata": {"topic": "weather"},
+        "items": [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": QUESTION_TOOL}]},
                   {"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": '{"city": "Oslo"}'},
                   {"type": "function_call_output", "call_id": "call_1", "output": "-3 C"}]},
     "/v1/messages/count_tokens": {

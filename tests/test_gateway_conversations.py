@@ -171,3 +171,67 @@ def test_a_response_names_a_conversation_or_a_previous_response_not_both(gw) -> 
     with pytest.raises(openai.NotFoundError):
         client.responses.create(model="gpt-5-mini", input="And resume it?", conversation="conv_never")
     assert client.conversations.items.list(conv.id).data == []  # nothing was added
+
+
+def test_one_response_at_a_time_on_a_conversation(gw) -> None:
+    """While a response is answering on a conversation another one is refused with OpenAI's ``conversation_locked``
+    (the Agents SDK retries it), and the hold ends with the answer — streamed or not, or refused."""
+    client = _client(gw, "conv-lock")
+    conv = client.conversations.create()
+    assert gw.stored_responses.hold_conversation("conv-lock", conv.id, 60)  # a response answering elsewhere
+    with pytest.raises(openai.BadRequestError) as err:
+        client.responses.create(model="gpt-5-mini", input="How do I pause my plan?", conversation=conv.id)
+    assert err.value.code == "conversation_locked"
+    gw.stored_responses.release_conversation("conv-lock", conv.id)
+    with client.responses.stream(model="gpt-5-mini", input="How do I pause my plan?", conversation=conv.id) as s:
+        s.get_final_response()
+    with pytest.raises(openai.BadRequestError):  # refused after it was held: released too
+        client.responses.create(model="gpt-5-mini", input="x", conversation=conv.id, max_output_tokens=0)
+    again = client.responses.create(model="gpt-5-mini", input="And resume it?", conversation=conv.id)
+    assert again.conversation.id == conv.id
+    assert len(client.conversations.items.list(conv.id).data) == 4
+
+
+def test_a_turn_the_conversation_has_no_room_for_is_refused_or_said_not_added(standin, tmp_path) -> None:
+    """Past the tenant's bytes, an input that cannot fit is refused before any model call; an answer that does not
+    fit comes back without its ``conversation`` and leaves the conversation as it was (no half turn, no gap)."""
+    with routed_gateway(standin, tmp_path / "keys.json", responses_tenant_max_mib=2048 / 2 ** 20) as small:
+        client = _client(small, "conv-full")
+        conv = client.conversations.create()
+        first = client.responses.create(model="gpt-5-mini", input="How do I pause my plan?", conversation=conv.id)
+        assert first.conversation.id == conv.id
+        held = client.conversations.items.list(conv.id).data
+        paid = len(standin.log.paid())
+        with pytest.raises(openai.BadRequestError) as err:
+            client.responses.create(model="gpt-5-mini", input="Why? " * 500, conversation=conv.id)
+        assert err.value.body["param"] == "conversation" and "responses_tenant_max_mib" in err.value.body["message"]
+        assert len(standin.log.paid()) == paid  # refused before any model call
+        room = small.stored_responses.conversation_room("conv-full")
+        fits_alone = "Why? " * ((room - 40) // 5)  # the input fits; with the answer's item, the turn does not
+        late = client.responses.create(model="gpt-5-mini", input=fits_alone, conversation=conv.id)
+        assert late.output_text and late.conversation is None
+        assert [i.id for i in client.conversations.items.list(conv.id).data] == [i.id for i in held]
+
+
+def test_a_conversations_metadata_is_its_own_even_with_a_tenant_key(standin, tmp_path) -> None:
+    """With API keys, ``metadata.tenant`` of a request body is checked against the key's tenant; a conversation's
+    metadata is the app's data, so a ``tenant`` key there is just data."""
+    from costline.serving.gateway.auth import KeyStore
+
+    _, key = KeyStore(tmp_path / "keys.json").add("acme")
+    with routed_gateway(standin, tmp_path / "keys.json") as keyed:
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{keyed.port}/v1", api_key=key, max_retries=0)
+        conv = client.conversations.create(metadata={"tenant": "customer-42"})
+        assert client.conversations.update(conv.id, metadata={"tenant": "customer-43"}).metadata == {
+            "tenant": "customer-43"}
+
+
+def test_an_item_id_a_route_could_not_name_is_replaced(gw) -> None:
+    client = _client(gw, "conv-ids")
+    conv = client.conversations.create()
+    added = client.conversations.items.create(conv.id, items=[
+        {"type": "message", "id": "a/b?c", "role": "user", "content": "hi"},
+        {"type": "message", "id": "msg_kept-1", "role": "user", "content": "there"}])
+    first, second = added.data
+    assert first.id != "a/b?c" and second.id == "msg_kept-1"
+    assert client.conversations.items.retrieve(first.id, conversation_id=conv.id).content[0].text == "hi"

@@ -1,6 +1,7 @@
 """Agent frameworks' tool loops through the gateway, unchanged but for their base URL: LangChain's ChatAnthropic
 and ChatOpenAI (``bind_tools``, invoke and stream), the OpenAI Agents SDK (an ``Agent`` with a ``function_tool``
-on ``OpenAIChatCompletionsModel``), Pydantic AI (``tool_plain`` on its OpenAI and Anthropic models) and, in
+on ``OpenAIChatCompletionsModel``), Microsoft Agent Framework (``OpenAIChatClient``, the Responses API, with a
+session kept on the gateway), Pydantic AI (``tool_plain`` on its OpenAI and Anthropic models) and, in
 JavaScript, the Vercel AI SDK (``generateText`` / ``streamText`` with a tool on all three APIs). Each
 sends the request fields its own code writes (``parallel_tool_calls``, ``strict`` schemas, ``stream_options``...)
 and reads the answer with its own parser; the stand-in behind the gateway calls the tool the question names and
@@ -102,6 +103,54 @@ def test_langchain_searches_the_web_through_the_gateway(base, standin, api, stre
     elif api == "ChatOpenAI-responses":
         assert [b["type"] for b in blocks].count("web_search_call") == 2 and len(cited) == 2
     assert _paid_apis(standin, since) == {"anthropic"}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("route", ["anthropic", "student"])
+def test_a_microsoft_agent_framework_agent_keeps_its_session_on_the_gateway(base, standin, route, stream) -> None:
+    """Agent Framework's ``OpenAIChatClient`` (the Responses API) with a tool and a session: the session lives on
+    the gateway (each call after the first sends only its new items and ``previous_response_id``), the tool loop
+    inside a run and a second run both continue from the stored responses."""
+    import asyncio
+
+    import openai
+    from agent_framework import Agent
+    from agent_framework.openai import OpenAIChatClient
+
+    ran: list[str] = []
+    headers = {**ROUTES[route], "x-costline-tenant": f"maf-{route}-{stream}"}
+
+    def get_weather(city: str) -> str:
+        """The current weather of a city."""
+        ran.append(city)
+        return f"-3 C in {city}"
+
+    async def two_runs():
+        client = openai.AsyncOpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0, default_headers=headers)
+        agent = Agent(client=OpenAIChatClient(model="gpt-5-mini", async_client=client), instructions="Be brief.",
+                      tools=[get_weather])
+        session = agent.create_session()
+        if stream:
+            updates = agent.run("Please use get_weather: is it cold in Oslo?", session=session, stream=True)
+            async for _ in updates:
+                pass
+            first = await updates.get_final_response()
+        else:
+            first = await agent.run("Please use get_weather: is it cold in Oslo?", session=session)
+        second = await agent.run("And how do I export my invoices?", session=session)
+        return first, second, session.service_session_id
+
+    since = len(standin.log.paid())
+    first, second, last_response = asyncio.run(two_runs())
+    assert ran == ["stand-in"] and first.text.endswith("get_weather returned: -3 C in stand-in")
+    assert second.text
+    reader = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0, default_headers=headers)
+    items = list(reader.responses.input_items.list(last_response, order="asc"))
+    kinds = [i.type for i in items]
+    assert kinds.count("function_call") == kinds.count("function_call_output") == 1  # each once
+    assert items[0].content[0].text == "Please use get_weather: is it cold in Oslo?"
+    assert items[-1].content[0].text == "And how do I export my invoices?"
+    assert _paid_apis(standin, since) == {"openai" if route == "student" else "anthropic"}
 
 
 @pytest.mark.parametrize("route", ["anthropic", "student"])

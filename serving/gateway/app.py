@@ -286,9 +286,11 @@ class Gateway(ServedByJsonServer):
             return _error(allowed.status, allowed.message, allowed.headers)
         return HttpResponse(204, raw=b"", headers=allowed)
 
-    def _entry(self, req: HttpRequest, error: ErrorFn) -> tuple[Admitted, Mapping[str, Any]] | HttpResponse:
+    def _entry(self, req: HttpRequest, error: ErrorFn, *, metadata_tenant: bool = True
+               ) -> tuple[Admitted, Mapping[str, Any]] | HttpResponse:
         """The checks both APIs share: the guard (before the body is parsed: strangers get nothing
-        for free), a JSON object body, ``metadata.tenant``. The request's answer, or what to go on with."""
+        for free), a JSON object body, ``metadata.tenant`` (unless ``metadata_tenant`` is False: a body whose
+        metadata is the client's own data, as a conversation's). The request's answer, or what to go on with."""
         admitted = self.guard.admit(req)
         if isinstance(admitted, Refused):
             return error(admitted.status, admitted.message, admitted.headers)
@@ -301,7 +303,7 @@ class Gateway(ServedByJsonServer):
         if json_depth(body, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
             return error(400, f"the body nests objects and arrays more than {MAX_JSON_DEPTH} levels deep: flatten it",
                          admitted.headers)
-        meta = body.get("metadata") if isinstance(body.get("metadata"), Mapping) else {}
+        meta = body.get("metadata") if metadata_tenant and isinstance(body.get("metadata"), Mapping) else {}
         refused = self.guard.check_body_tenant(admitted, meta.get("tenant"))
         if refused is not None:
             return error(refused.status, refused.message, refused.headers)

@@ -5,15 +5,15 @@ in order — that ``responses.create(conversation=...)`` reads before the reques
 input and the answer; the OpenAI Agents SDK's ``OpenAIConversationsSession`` and ``Runner.run(conversation_id=...)``
 use it. Per tenant, in the gateway's store (:mod:`~costline.serving.gateway.response_store`):
 
-* ``POST /v1/conversations`` (``items``, at most 20, and ``metadata``) → the conversation;
-  ``GET`` / ``POST`` (new ``metadata``) / ``DELETE /v1/conversations/{id}``;
+* ``POST /v1/conversations`` (``items``, at most 20, and ``metadata``: the app's data, never a tenant claim) → the
+  conversation; ``GET`` / ``POST`` (new ``metadata``) / ``DELETE /v1/conversations/{id}``;
 * ``POST /v1/conversations/{id}/items`` (``items``, at most 20) → the items as added (each with an id);
   ``GET /v1/conversations/{id}/items`` (``limit`` 1-100, default 20; ``order`` ``desc`` by default or ``asc``;
   ``after`` an item id); ``GET`` / ``DELETE /v1/conversations/{id}/items/{item_id}`` (a delete answers the
   conversation).
 
 Items are checked as the Responses API's input items are (:func:`~costline.serving.gateway.responses_api.turns_of`).
-Kept ``[serving.gateway] conversations_ttl_s`` after their last use (0: the API is off), at most
+Kept ``[serving.gateway] conversations_ttl_s`` after their last change (0: the API is off), at most
 ``conversations_max`` per tenant, their items within ``responses_tenant_max_mib`` per tenant and
 ``responses_total_max_mib`` in all: past a bound, creating or adding is refused (nothing is dropped behind a
 conversation's back). Another tenant's conversation is "not found", as one never created.
@@ -138,7 +138,7 @@ class Conversations:
         return {"object": "conversation", **found}
 
     def _with_body(self, req: HttpRequest, answer: Callable[..., HttpResponse]) -> HttpResponse:
-        entered = self.gateway._entry(req, openai_error)
+        entered = self.gateway._entry(req, openai_error, metadata_tenant=False)  # a conversation's metadata is data
         if isinstance(entered, HttpResponse):
             return entered
         admitted, body = entered
@@ -181,7 +181,8 @@ def conversation_routes(api: Conversations, preflight: Callable[[HttpRequest], H
     """The API's routes (and their CORS preflights) for the gateway's route table."""
     return [Route("POST", "/v1/conversations", api.create), Route("OPTIONS", "/v1/conversations", preflight),
             Route("GET", "/v1/conversations/{id}", api.retrieve), Route("POST", "/v1/conversations/{id}", api.update),
-            Route("DELETE", "/v1/conversations/{id}", api.delete), Route("OPTIONS", "/v1/conversations/{id}", preflight),
+            Route("DELETE", "/v1/conversations/{id}", api.delete),
+            Route("OPTIONS", "/v1/conversations/{id}", preflight),
             Route("POST", "/v1/conversations/{id}/items", api.add_items),
             Route("GET", "/v1/conversations/{id}/items", api.list_items),
             Route("OPTIONS", "/v1/conversations/{id}/items", preflight),

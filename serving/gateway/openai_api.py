@@ -81,11 +81,11 @@ _FINISH = {"end_turn": "stop", "stop_sequence": "stop", "stop": "stop", "max_tok
 
 
 def openai_error(status: int, message: str, headers: Mapping[str, str] | None = None, *,
-                 param: str | None = None) -> HttpResponse:
+                 param: str | None = None, code: str | None = None) -> HttpResponse:
     """An error answer in OpenAI's format (Anthropic's 529 becomes 503: OpenAI clients know that one)."""
     status = 503 if status == 529 else status
     return HttpResponse(status, {"error": {"message": message, "type": _ERROR_TYPES.get(status, "server_error"),
-                                           "param": param, "code": None}}, headers=dict(headers or {}))
+                                           "param": param, "code": code}}, headers=dict(headers or {}))
 
 
 class OpenAIRoute(ABC):

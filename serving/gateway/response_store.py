@@ -12,8 +12,9 @@ for ``ttl_s`` seconds; a conversation longer than ``max_bytes`` is not stored (n
 
 One SQLite database: in memory for one gateway process, or a file every worker of ``costline serve --workers N``
 opens (``[serving.gateway] responses_store_path``, or a file in the supervisor's private folder), created
-readable by its owner only. A tenant reads and deletes only its own responses. Replicas on other machines do not share it: a
-conversation that moves between them must send its whole input, as one that is not stored does.
+readable by its owner only. A tenant reads and deletes only its own responses and conversations. Replicas on other
+machines do not share it: a conversation that moves between them must send its whole input, as one that is not
+stored does.
 """
 
 from __future__ import annotations
@@ -40,14 +41,22 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS responses_by_tenant ON responses (tenant, created, size)",
     "CREATE INDEX IF NOT EXISTS responses_by_age ON responses (created, size)",
     # the Conversations API: a conversation, and its items in order (seq)
+    # busy_until: a response is answering on it until then (another is refused: conversation_locked)
     "CREATE TABLE IF NOT EXISTS conversations (tenant TEXT NOT NULL, id TEXT NOT NULL, created REAL NOT NULL, "
-    "used REAL NOT NULL, metadata TEXT NOT NULL, PRIMARY KEY (tenant, id))",
+    "used REAL NOT NULL, metadata TEXT NOT NULL, busy_until REAL NOT NULL DEFAULT 0, PRIMARY KEY (tenant, id))",
     "CREATE INDEX IF NOT EXISTS conversations_by_use ON conversations (used)",
     "CREATE TABLE IF NOT EXISTS conversation_items (tenant TEXT NOT NULL, conversation TEXT NOT NULL, "
     "seq INTEGER NOT NULL, id TEXT NOT NULL, size INTEGER NOT NULL, item TEXT NOT NULL, "
     "PRIMARY KEY (tenant, conversation, seq))",
     "CREATE INDEX IF NOT EXISTS conversation_items_by_id ON conversation_items (tenant, conversation, id)",
     "CREATE INDEX IF NOT EXISTS conversation_items_by_tenant ON conversation_items (tenant, size)",
+    # the bytes of everyone's items, kept by triggers (an add checks the bound without summing every row)
+    "CREATE TABLE IF NOT EXISTS conversation_bytes (one INTEGER PRIMARY KEY CHECK (one = 1), bytes INTEGER NOT NULL)",
+    "INSERT OR IGNORE INTO conversation_bytes VALUES (1, 0)",
+    "CREATE TRIGGER IF NOT EXISTS conversation_items_added AFTER INSERT ON conversation_items "
+    "BEGIN UPDATE conversation_bytes SET bytes = bytes + NEW.size; END",
+    "CREATE TRIGGER IF NOT EXISTS conversation_items_dropped AFTER DELETE ON conversation_items "
+    "BEGIN UPDATE conversation_bytes SET bytes = bytes - OLD.size; END",
 )
 #: How long a save waits for another process's write (the workers share the file); past it, not stored.
 _BUSY_S = 1.0
@@ -192,7 +201,7 @@ class ResponseStore:
             if count >= self.max_conversations:
                 raise StoreFull(f"this tenant keeps {count} conversations, the most [serving.gateway] "
                                 "conversations_max allows: delete the ones it no longer needs")
-            db.execute("INSERT INTO conversations VALUES (?, ?, ?, ?, ?)",
+            db.execute("INSERT INTO conversations VALUES (?, ?, ?, ?, ?, 0)",
                        (tenant, conversation_id, now, now, json.dumps(metadata, ensure_ascii=False)))
             return self._append(db, tenant, conversation_id, items)
 
@@ -286,6 +295,37 @@ class ResponseStore:
 
         return self._write(delete)
 
+    def hold_conversation(self, tenant: str, conversation_id: str, hold_s: float) -> bool | None:
+        """Mark a response answering on the conversation for at most ``hold_s`` seconds: True; False when another
+        holds it; None when there is no such conversation. :meth:`release_conversation` ends the hold."""
+        now = self._now()
+
+        def hold(db: sqlite3.Connection) -> bool | None:
+            if db.execute("UPDATE conversations SET busy_until = ? WHERE tenant = ? AND id = ? AND used >= ? AND "
+                          "busy_until <= ?", (now + hold_s, tenant, conversation_id, now - self.conversation_ttl_s,
+                                              now)).rowcount:
+                return True
+            held = db.execute("SELECT 1 FROM conversations WHERE tenant = ? AND id = ? AND used >= ?",
+                              (tenant, conversation_id, now - self.conversation_ttl_s)).fetchone()
+            return False if held else None
+
+        return self._write(hold)
+
+    def release_conversation(self, tenant: str, conversation_id: str) -> None:
+        self._write(lambda db: db.execute("UPDATE conversations SET busy_until = 0 WHERE tenant = ? AND id = ?",
+                                          (tenant, conversation_id)))
+
+    def conversation_room(self, tenant: str) -> int:
+        """The bytes of items ``tenant``'s conversations may still take."""
+        with self._write_lock:
+            return self._room(self._db, tenant)
+
+    def _room(self, db: sqlite3.Connection, tenant: str) -> int:
+        (mine,) = db.execute("SELECT coalesce(sum(size), 0) FROM conversation_items WHERE tenant = ?",
+                             (tenant,)).fetchone()
+        (everyone,) = db.execute("SELECT bytes FROM conversation_bytes").fetchone()
+        return min(self.tenant_max_bytes - mine, self.total_max_bytes - everyone)
+
     def _expire_conversations(self, db: sqlite3.Connection, now: float) -> None:
         cutoff = now - self.conversation_ttl_s
         db.execute("DELETE FROM conversation_items WHERE (tenant, conversation) IN "
@@ -305,10 +345,7 @@ class ResponseStore:
             stored.append(item)
             bodies.append(json.dumps(item, separators=(",", ":"), ensure_ascii=False))
         size = sum(len(b.encode()) for b in bodies)
-        (mine,) = db.execute("SELECT coalesce(sum(size), 0) FROM conversation_items WHERE tenant = ?",
-                             (tenant,)).fetchone()
-        (everyone,) = db.execute("SELECT coalesce(sum(size), 0) FROM conversation_items").fetchone()
-        if mine + size > self.tenant_max_bytes or everyone + size > self.total_max_bytes:
+        if size > self._room(db, tenant):
             raise StoreFull("the stored conversations are at their bound ([serving.gateway] responses_tenant_max_mib "
                             "per tenant, responses_total_max_mib in all): delete conversations or items no longer "
                             "needed")

@@ -46,8 +46,10 @@ the Chat Completions API: the request is translated to the Messages shape and an
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import re
 import sqlite3
 import urllib.parse
 import uuid
@@ -75,6 +77,12 @@ log = logging.getLogger(__name__)
 _EFFORTS = {"none": "low", "minimal": "low", "low": "low", "medium": "medium", "high": "high", "xhigh": "xhigh"}
 #: The ``include`` value asking for each web search's sources (``action.sources``: the URLs it found).
 _SOURCES = "web_search_call.action.sources"
+#: Seconds a response holds its conversation at most (others on it are refused with ``conversation_locked`` until it
+#: is added): its answer releases it sooner; this bounds the hold of a worker that died mid-answer.
+_CONVERSATION_HOLD_S = 600.0
+#: An item id kept as the client sent it (others get one of the gateway's: a "/" or "?" in an id would make it
+#: unreachable by the routes that name it).
+_ITEM_ID = re.compile(r"[A-Za-z0-9_\-]{1,256}")
 #: Fields whose answer needs state the gateway does not keep, or work it cannot do: (field, why).
 _REFUSED = (
     ("background", "background responses are not supported by the costline gateway"),
@@ -94,16 +102,36 @@ class Responses(OpenAIRoute):
     """``POST /v1/responses`` on a :class:`~costline.serving.gateway.app.Gateway`."""
 
     def _answer(self, req: HttpRequest, body: Mapping[str, Any], tenant: str | None) -> HttpResponse:
+        owner = tenant or self.gateway.config.default_tenant  # whose stored responses and conversations it reaches
         try:
-            return self._respond(req, body, tenant)
+            conversation = self._conversation(owner, body)  # held until the answer is added to it
         except BadParam as refused:
             return openai_error(400, str(refused), param=refused.param)
-
-    def _respond(self, req: HttpRequest, body: Mapping[str, Any], tenant: str | None) -> HttpResponse:
-        owner = tenant or self.gateway.config.default_tenant  # whose stored responses it may continue
-        conversation = self._conversation(owner, body)
         if isinstance(conversation, HttpResponse):
             return conversation
+        if conversation is None:
+            release: Callable[[], None] = lambda: None  # noqa: E731
+        else:
+            def release() -> None:
+                try:
+                    self.gateway.stored_responses.release_conversation(owner, conversation[0])
+                except sqlite3.Error:  # its hold ends by itself (_CONVERSATION_HOLD_S)
+                    log.warning("costline gateway: could not release conversation %s", conversation[0], exc_info=True)
+        try:
+            answer = self._respond(req, body, tenant, owner, conversation)
+        except BadParam as refused:
+            release()
+            return openai_error(400, str(refused), param=refused.param)
+        except BaseException:
+            release()
+            raise
+        if answer.stream is None:
+            release()
+            return answer
+        return dataclasses.replace(answer, stream=_Releasing(answer.stream, release))  # held until the stream ends
+
+    def _respond(self, req: HttpRequest, body: Mapping[str, Any], tenant: str | None, owner: str,
+                 conversation: tuple[str, list[dict[str, Any]]] | None) -> HttpResponse:
         history = conversation[1] if conversation else _history(self._earlier(owner, body.get("previous_response_id")))
         system, turns, query, max_tokens, sampling, tools, tool_choice = _to_messages(body, history)
         fmt = from_responses(body.get("text"))
@@ -133,10 +161,11 @@ class Responses(OpenAIRoute):
         sources = _SOURCES in (body.get("include") or ())
 
         def keep(answer: Answer) -> bool:
-            """Add the turn to the conversation, and store the response; whether it was stored."""
+            """Add the turn to the conversation, and store the response; whether it was stored. A turn that could
+            not be added leaves the answer without its ``conversation`` (the client sees it was not)."""
             final = _finished({**shell, "store": True}, answer, sources)
-            if conversation:
-                self._add_turn(owner, conversation[0], history, body.get("input"), final)
+            if conversation and not self._add_turn(owner, conversation[0], history, body.get("input"), final):
+                shell["conversation"] = final["conversation"] = None
             return store and self._keep(owner, history, body.get("input"), final)
 
         if isinstance(result, LiveAnswer):
@@ -159,27 +188,51 @@ class Responses(OpenAIRoute):
             raise BadParam("conversation", "conversation: the id of a conversation, or {\"id\": ...}")
         if body.get("previous_response_id") is not None:
             raise BadParam("previous_response_id", "previous_response_id and conversation: send one of them")
+        if self.gateway.config.conversations_ttl_s <= 0:
+            raise BadParam("conversation", "conversations are turned off on this gateway ([serving.gateway] "
+                                           "conversations_ttl_s = 0): send the whole conversation in input")
+        store = self.gateway.stored_responses
         try:
-            found = self.gateway.stored_responses.conversation_items(owner, named)
+            held = store.hold_conversation(owner, named, _CONVERSATION_HOLD_S)
+            if held is None:
+                return openai_error(404, f"Conversation with id '{named[:80]}' not found", param="conversation")
+            if not held:
+                return openai_error(400, "Another response is in progress for this conversation: retry when it has "
+                                         "finished", param="conversation", code="conversation_locked")
+            try:
+                found = store.conversation_items(owner, named)
+                room = store.conversation_room(owner)
+            except BaseException:
+                store.release_conversation(owner, named)
+                raise
         except sqlite3.Error:
             log.warning("costline gateway: could not read conversation %s", named, exc_info=True)
             return openai_error(503, "the stored conversations could not be read just now: retry later")
-        if found is None:
-            return openai_error(404, f"Conversation with id '{named[:80]}' not found", param="conversation")
+        needed = len(json.dumps(body.get("input"), ensure_ascii=False).encode())
+        if found is None or needed > room:
+            store.release_conversation(owner, named)
+            if found is None:  # deleted since it was held
+                return openai_error(404, f"Conversation with id '{named[:80]}' not found", param="conversation")
+            raise BadParam("conversation", "the stored conversations are at their bound ([serving.gateway] "
+                                           "responses_tenant_max_mib per tenant, responses_total_max_mib in all): "
+                                           "delete conversations or items no longer needed")
         return named, found[0]
 
     def _add_turn(self, owner: str, conversation: str, history: list[dict[str, Any]], given: Any,
-                  response: dict[str, Any]) -> None:
-        """Append the request's input items and the response's output to the conversation it named (the answer
-        stands if that fails: logged)."""
+                  response: dict[str, Any]) -> bool:
+        """Append the request's input items and the response's output to the conversation it named; whether they
+        were (the answer stands if not: logged)."""
         items = [*items_of(given, response["id"], seen_before(history)), *response["output"]]
         try:
             if self.gateway.stored_responses.add_items(owner, conversation, items) is None:
                 log.warning("costline gateway: conversation %s was deleted while %s answered it", conversation,
                             response["id"])
+                return False
         except (StoreFull, sqlite3.Error) as exc:
             log.warning("costline gateway: response %s was not added to conversation %s: %s", response["id"],
                         conversation, exc)
+            return False
+        return True
 
     def _earlier(self, owner: str, previous: Any) -> dict[str, Any]:
         """The stored response ``previous`` (``previous_response_id``) of ``owner`` (an empty one without it);
@@ -297,6 +350,37 @@ class Responses(OpenAIRoute):
                 live.close()
 
         return HttpResponse(200, headers=headers, content_type="text/event-stream", stream=body())
+
+
+class _Releasing:
+    """An answer's stream that calls ``release`` once when it ends, fails or is closed — iterated or not (a
+    client may leave before the first byte)."""
+
+    def __init__(self, stream: Iterable[bytes], release: Callable[[], None]) -> None:
+        self._it = iter(stream)
+        self._release = release
+        self._done = False
+
+    def __iter__(self) -> "_Releasing":
+        return self
+
+    def __next__(self) -> bytes:
+        try:
+            return next(self._it)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        try:
+            close = getattr(self._it, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._release()
 
 
 def _not_found(rid: str, headers: Mapping[str, str]) -> HttpResponse:
@@ -580,7 +664,7 @@ def items_of(given: Any, response_id: str, seen: frozenset[str] = frozenset()) -
             continue
         kind = item.get("type", "message")
         own = item.get("id")
-        if not (isinstance(own, str) and 0 < len(own) <= 256) or own in taken:
+        if not (isinstance(own, str) and _ITEM_ID.fullmatch(own)) or own in taken:
             own = f"{_ITEM_PREFIXES.get(kind, 'item')}_{response_id[5:]}_in{k}"
         taken.add(own)
         item = {**item, "type": kind, "id": own}
