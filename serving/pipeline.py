@@ -43,6 +43,7 @@ from costline.serving.backends import PAUSE_TURN, Backend, Prompt, Reply, build_
 from costline.serving.cache.key import (COSTLINE_CACHE_REJECT_REASON, is_final, scope_of_prompt, scoped_namespace,
                                         split_namespace)
 from costline.serving.errors import BackendError, RoutingError
+from costline.serving.embeddings import EmbeddingsUpstream
 from costline.serving.registry import ModelRegistry
 from costline.serving.routing.router import Router, RoutingPolicy, build_policy
 from costline.serving.settings import EscalationConfig
@@ -183,7 +184,10 @@ class Pipeline:
         confidence: ConfidenceFn | None = marker_confidence,
         escalation: EscalationConfig | None = None,
         trace_lookups: bool = True,
+        embeddings: EmbeddingsUpstream | None = None,
     ) -> None:
+        #: Where the gateway forwards the apps' own embedding calls (None: not served).
+        self.embeddings = embeddings
         self.router = router
         self.registry = router.registry
         self.backends = dict(backends)
@@ -213,10 +217,15 @@ class Pipeline:
         registry = ModelRegistry.from_config(config)
         router = Router(policy or build_policy(config.serving), registry)
         backends = build_backends(registry, config.serving.backends, recorder, env=env)
+        embeddings = (EmbeddingsUpstream(config.serving.backends, recorder, env=env)
+                      if config.serving.backends.embeddings_base_url else None)
         return cls(router=router, backends=backends, recorder=recorder, cache=cache, validator=validator,
-                   confidence=confidence, escalation=config.serving.escalation, trace_lookups=trace_lookups)
+                   confidence=confidence, escalation=config.serving.escalation, trace_lookups=trace_lookups,
+                   embeddings=embeddings)
 
     def close(self) -> None:
+        if self.embeddings is not None:
+            self.embeddings.close()
         for backend in self.backends.values():
             try:
                 backend.close()

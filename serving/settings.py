@@ -269,6 +269,17 @@ class BackendsConfig:
     max_tokens: int = 1024
     #: tier -> model id, overriding the first [[pricing.models]] entry of that tier.
     tier_models: dict[str, str] = field(default_factory=dict)
+    #: The OpenAI-compatible server (with its /v1) the gateway forwards the apps' POST /v1/embeddings to, untouched
+    #: (not routed, not cached; each call a span); None = the gateway answers 404 for embeddings.
+    embeddings_base_url: str | None = None
+    embeddings_api_key_env: str = "OPENAI_API_KEY"
+
+    def __post_init__(self) -> None:
+        from costline.validate import Section
+
+        url = self.embeddings_base_url
+        Section("serving.backends").need(url is None or (isinstance(url, str) and url.startswith(("http://", "https://"))),
+                                         "embeddings_base_url", f"must be an http(s) URL (with its /v1); got {url!r}")
 
 
 #: ``[serving.tiers.<tier>] api`` choices: the Anthropic Messages API (``anthropic`` SDK) or any

@@ -59,7 +59,8 @@ def routed_gateway(standin: Any, keys_file: Path, *, cache: Any = None, recorder
     cfg = Config()
     router = dataclasses.replace(cfg.serving.router, rules=RouteRulesConfig(student_task_types=("classify",)))
     serving = dataclasses.replace(cfg.serving, router=router, backends=BackendsConfig(
-        anthropic_base_url=standin.url, student_base_url=standin.openai_url, max_retries=0))
+        anthropic_base_url=standin.url, student_base_url=standin.openai_url, embeddings_base_url=standin.openai_url,
+        max_retries=0))
     pipeline = Pipeline.from_config(cfg.replace(serving=serving), recorder=recorder or Recorder(TracerProvider()),
                                     cache=cache, env={}, confidence=None)
     settings.setdefault("rate_limit_per_minute", 0)

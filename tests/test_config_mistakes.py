@@ -57,6 +57,9 @@ MISTAKES = [
     # serving's listeners
     ("[serving.gateway]\nport = 87870\n", {}, "[serving.gateway] port: must be a TCP port"),
     ("", {"COSTLINE_SERVING_STANDIN_PORT": "-1"}, "[serving.standin] port: must be a TCP port"),
+    ('[serving.backends]\nembeddings_base_url = "api.openai.com/v1"\n', {},
+     "[serving.backends] embeddings_base_url: must be an http(s) URL"),
+    ("[serving.gateway]\nconversations_max = 0\n", {}, "[serving.gateway] conversations_max: must be at least 1"),
 ]
 
 

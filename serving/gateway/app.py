@@ -146,12 +146,13 @@ class Gateway(ServedByJsonServer):
         self.guard = GatewayGuard(cfg, host=host, keys=keys, limiter=limiter, **({"now": now} if now else {}))
         refuse_open_bind("the gateway", host, authenticated=self.guard.auth_required(),
                          insecure=cfg.allow_insecure, how="add API keys with `costline keys add TENANT`")
-        from costline.serving.gateway.openai_api import ChatCompletions, openai_error
+        from costline.serving.gateway.openai_api import ChatCompletions, Embeddings, openai_error
         from costline.serving.gateway.conversations_api import Conversations, conversation_routes
         from costline.serving.gateway.responses_api import Responses
 
         def _error_for(path: str) -> ErrorFn:  # each API answers in its own error format
-            return openai_error if path.startswith(("/v1/chat/", "/v1/responses", "/v1/conversations")) else _error
+            return openai_error if path.startswith(("/v1/chat/", "/v1/responses", "/v1/conversations",
+                                                     "/v1/embeddings")) else _error
 
         self.chat_completions = ChatCompletions(self, wall=wall)
         self.responses = Responses(self, wall=wall)
@@ -170,7 +171,9 @@ class Gateway(ServedByJsonServer):
              Route("OPTIONS", "/v1/responses/{id}", self._preflight),
              Route("GET", "/v1/responses/{id}/input_items", self.responses.input_items),
              Route("OPTIONS", "/v1/responses/{id}/input_items", self._preflight),
-             *conversation_routes(self.conversations, self._preflight)],
+             *conversation_routes(self.conversations, self._preflight),
+             Route("POST", "/v1/embeddings", Embeddings(self, wall=wall)),
+             Route("OPTIONS", "/v1/embeddings", self._preflight)],
             host=host,
             port=cfg.port if port is None else port,
             not_found=lambda req: _error(404, f"no route {req.method} {req.path}"),

@@ -53,12 +53,13 @@ from costline.serving.cache.key import scope_of_body
 from costline.serving.gateway.app import (CACHE_MODEL, STREAM_MODE_HEADER, Gateway, _headers, failure_status,
                                       open_live)
 from costline.serving.gateway.messages_api import question_text, sampling_of
+from costline.serving.embeddings import embeddings_problem
 from costline.serving.structured import from_chat
 from costline.serving.translate import (MAX_TOOLS, block_text, openai_tool_calls, tools_from_openai,
                                        turns_from_openai, uses_tools)
 from costline.serving.pipeline import Answer, LiveAnswer
 
-__all__ = ["CHAT_SAMPLING_FIELDS", "ChatCompletions", "DEFAULT_MAX_TOKENS", "OpenAIRoute", "RESUME_PAUSED",
+__all__ = ["CHAT_SAMPLING_FIELDS", "ChatCompletions", "DEFAULT_MAX_TOKENS", "Embeddings", "OpenAIRoute", "RESUME_PAUSED",
            "SEARCH_CONTEXT_USES", "chat_sampling_of", "citation_spans", "end_user_of", "model_of", "open_openai_live",
            "openai_error", "search_tool", "settled_response", "token_counts", "url_citations", "web_search_tool"]
 
@@ -109,6 +110,32 @@ class OpenAIRoute(ABC):
     @abstractmethod
     def _answer(self, req: HttpRequest, body: Mapping[str, Any], tenant: str | None) -> HttpResponse:
         """The answer to an admitted request's JSON ``body`` (``tenant``: the key's, or None in open mode)."""
+
+
+class Embeddings(OpenAIRoute):
+    """``POST /v1/embeddings``: forwarded as it came to ``[serving.backends] embeddings_base_url``
+    (:mod:`costline.serving.embeddings`); the server's answer, or its error, comes back as it said it."""
+
+    def _answer(self, req: HttpRequest, body: Mapping[str, Any], tenant: str | None) -> HttpResponse:
+        import openai
+
+        upstream = self.gateway.pipeline.embeddings
+        if upstream is None:
+            return openai_error(404, "embeddings are not served by this gateway: set [serving.backends] "
+                                     "embeddings_base_url to the OpenAI-compatible server that embeds for your app, "
+                                     "or point your embeddings client there directly")
+        problem = embeddings_problem(body)
+        if problem is not None:
+            return openai_error(400, problem[1], param=problem[0])
+        try:
+            status, doc = upstream.embed(body, tenant or self.gateway.config.default_tenant)
+        except openai.APIError as exc:  # not reached, timed out
+            log.warning("costline gateway: the embeddings server failed: %s", exc)
+            return openai_error(502, f"the embeddings server could not answer: {type(exc).__name__}")
+        if not isinstance(doc, dict):
+            return openai_error(502 if status < 400 else status, "the embeddings server answered something that is "
+                                                                 "not JSON")
+        return HttpResponse(status, doc)
 
 
 class ChatCompletions(OpenAIRoute):

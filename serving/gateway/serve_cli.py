@@ -190,7 +190,7 @@ def _started(standin: Any, config: Config) -> Config:
     standin.start()
     click.echo(f"stand-in APIs on {standin.url}")
     backends = dataclasses.replace(config.serving.backends, anthropic_base_url=standin.url,
-                                   student_base_url=standin.openai_url)
+                                   student_base_url=standin.openai_url, embeddings_base_url=standin.openai_url)
     return config.replace(serving=dataclasses.replace(config.serving, backends=backends))
 
 
