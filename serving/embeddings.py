@@ -5,11 +5,13 @@ the app then uses — also sends its embedding calls there (a RAG app embeds its
 does not route or cache them (an embedding is the app's index key: another model's vectors would not match it);
 it forwards each, with the real ``openai`` SDK, to the OpenAI-compatible server of ``[serving.backends]
 embeddings_base_url`` (OpenAI, or a self-hosted TEI / vLLM / Ollama server) and records the call as an
-``embeddings`` span (model, input tokens, tenant), so its cost is in the lake beside the chat calls.
+``embeddings`` span (model, input tokens, tenant), so its cost is in the lake beside the chat calls (the lake's call
+rows take their tenant from a request span, which an embedding call has none of: not split by tenant there yet).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -25,8 +27,11 @@ log = logging.getLogger(__name__)
 
 #: Inputs one request may carry (OpenAI's bound).
 MAX_INPUTS = 2048
-#: The request fields forwarded (others are not the Embeddings API's).
+#: The Embeddings API's own fields (others — vLLM's truncate_prompt_tokens, NIM's input_type... — go along as
+#: extra fields of the request, as the app sent them).
 FIELDS = ("model", "input", "encoding_format", "dimensions", "user")
+#: The largest answer relayed (2,048 inputs of 3,072 floats as JSON is ~130 MB: ask fewer, or base64).
+MAX_ANSWER_BYTES = 64 * 1024 * 1024
 
 
 def embeddings_problem(body: Mapping[str, Any]) -> tuple[str, str] | None:
@@ -72,20 +77,31 @@ class EmbeddingsUpstream:
         SDK's connection errors (``openai.APIConnectionError``) when the server cannot be reached."""
         import openai
 
-        kwargs = {k: body[k] for k in FIELDS if body.get(k) is not None}
+        kwargs: dict[str, Any] = {k: body[k] for k in FIELDS if body.get(k) is not None}
         kwargs.setdefault("encoding_format", "float")  # as the API answers without it (the SDK would ask base64)
+        extra = {k: v for k, v in body.items() if k not in FIELDS}
         with self._recorder.call(contract.PROVIDER_OPENAI, kwargs["model"], operation="embeddings") as call:
             if tenant:
                 call.span.set_attribute(contract.COSTLINE_TENANT, tenant)
             try:
-                raw = self._client.embeddings.with_raw_response.create(**kwargs)
+                raw = self._client.embeddings.with_raw_response.create(**kwargs, extra_body=extra or None)
             except openai.APIStatusError as exc:
-                call.error(f"{exc.status_code}", str(exc)[:200])
+                call.error(str(exc.status_code))  # its message may quote the gateway's own key: not in the lake
+                if exc.status_code in (401, 403):  # the gateway's key, not the app's: not the app's to fix
+                    return 502, None
                 try:
                     return exc.status_code, exc.response.json()
                 except ValueError:
                     return exc.status_code, None
-            doc = raw.http_response.json()
+            content = raw.http_response.content
+            if len(content) > MAX_ANSWER_BYTES:
+                call.error("answer_too_large")
+                return 502, None
+            try:
+                doc = json.loads(content)
+            except ValueError:
+                call.error("not_json")
+                return 502, None
             usage = doc.get("usage") if isinstance(doc, dict) else None
             tokens = usage.get("prompt_tokens") if isinstance(usage, dict) else None
             if isinstance(tokens, int) and not isinstance(tokens, bool) and tokens >= 0:  # else unknown, not 0

@@ -117,3 +117,75 @@ def test_without_a_server_configured_the_route_says_what_to_set(setup, monkeypat
     with pytest.raises(openai.NotFoundError) as err:
         _client(gw).embeddings.create(model="text-embedding-3-small", input="hi")
     assert "embeddings_base_url" in err.value.body["message"]
+
+
+class _Upstream:
+    """An embeddings server that answers what a test sets (status, bytes) and keeps the bodies it was sent."""
+
+    def __init__(self) -> None:
+        import http.server
+        import json
+        import threading
+
+        upstream = self
+        self.answer: tuple[int, bytes] = (200, b"{}")
+        self.bodies: list[dict] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                upstream.bodies.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
+                status, payload = upstream.answer
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+
+@pytest.fixture
+def faked(standin, tmp_path):
+    from costline.serving.embeddings import EmbeddingsUpstream
+    from costline.serving.settings import BackendsConfig
+
+    upstream = _Upstream()
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with routed_gateway(standin, tmp_path / "keys.json") as gw:
+        gw.pipeline.embeddings.close()
+        gw.pipeline.embeddings = EmbeddingsUpstream(BackendsConfig(embeddings_base_url=upstream.url, max_retries=0),
+                                                    Recorder(provider), env={})
+        yield gw, upstream, exporter
+    upstream.server.shutdown()
+
+
+def test_fields_of_other_servers_go_along(faked) -> None:
+    """vLLM's, NIM's or Jina's own fields (sent with the SDK's extra_body) reach the server as the app sent them."""
+    gw, upstream, _ = faked
+    upstream.answer = (200, b'{"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": [0.6, 0.8]}],'
+                            b' "model": "nv-embedqa", "usage": {"prompt_tokens": 1, "total_tokens": 1}}')
+    _client(gw).embeddings.create(model="nv-embedqa", input="hi", extra_body={"input_type": "query", "truncate": "END"})
+    assert upstream.bodies[-1] == {"model": "nv-embedqa", "input": "hi", "encoding_format": "base64",  # the SDK's
+                                   "input_type": "query", "truncate": "END"}
+
+
+@pytest.mark.parametrize("status, payload", [(200, b"<html>proxy login</html>"), (401, (
+    b'{"error": {"message": "Incorrect API key provided: sk-proj-****WXYZ", "type": "invalid_request_error"}}'))])
+def test_an_answer_the_app_cannot_use_is_a_502_that_quotes_nothing_of_the_server(faked, status, payload) -> None:
+    """Not JSON (a proxy's page), or the server refusing the gateway's own key: a 502 for the operator, never the
+    app's AuthenticationError, and the server's message (which may quote the key) neither in the answer nor the
+    span."""
+    gw, upstream, exporter = faked
+    upstream.answer = (status, payload)
+    with pytest.raises(openai.APIStatusError) as err:
+        _client(gw, "emb-bad").embeddings.create(model="text-embedding-3-small", input="hi")
+    assert err.value.status_code == 502 and "sk-proj" not in str(err.value.body)
+    span = exporter.get_finished_spans()[-1]
+    assert "sk-proj" not in str(span.attributes) and "sk-proj" not in str(span.status.description)

@@ -132,9 +132,11 @@ class Embeddings(OpenAIRoute):
         except openai.APIError as exc:  # not reached, timed out
             log.warning("costline gateway: the embeddings server failed: %s", exc)
             return openai_error(502, f"the embeddings server could not answer: {type(exc).__name__}")
-        if not isinstance(doc, dict):
-            return openai_error(502 if status < 400 else status, "the embeddings server answered something that is "
-                                                                 "not JSON")
+        if not isinstance(doc, dict):  # not JSON, too large, or refused the gateway's own key: the operator's to fix
+            return openai_error(502 if status < 400 or status in (401, 403) else status,
+                                "the embeddings server did not answer usably (not JSON, over "
+                                "serving.embeddings.MAX_ANSWER_BYTES, or it refused the gateway's key: "
+                                "[serving.backends] embeddings_api_key_env)")
         return HttpResponse(status, doc)
 
 

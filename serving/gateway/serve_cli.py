@@ -269,6 +269,7 @@ def _supervise(config: Config, *, bind: str, port: int | None, workers: int, sta
             checked = _started(standin, config)
             base_env["COSTLINE_SERVING_BACKENDS_ANTHROPIC_BASE_URL"] = standin.url
             base_env["COSTLINE_SERVING_BACKENDS_STUDENT_BASE_URL"] = standin.openai_url
+            base_env["COSTLINE_SERVING_BACKENDS_EMBEDDINGS_BASE_URL"] = standin.openai_url
         _preflight(checked)
         supervisor.start()
         if note:
