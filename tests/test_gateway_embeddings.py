@@ -142,7 +142,7 @@ class _Upstream:
                 self.wfile.write(payload)
 
             def log_message(self, *args) -> None:
-                pass
+                """Quiet: the test reads what it needs from ``bodies``."""
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()

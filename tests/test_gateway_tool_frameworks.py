@@ -132,8 +132,7 @@ def test_a_microsoft_agent_framework_agent_keeps_its_session_on_the_gateway(base
         session = agent.create_session()
         if stream:
             updates = agent.run("Please use get_weather: is it cold in Oslo?", session=session, stream=True)
-            async for _ in updates:
-                pass
+            _ = [update async for update in updates]  # the stream read to its end, as an app shows it
             first = await updates.get_final_response()
         else:
             first = await agent.run("Please use get_weather: is it cold in Oslo?", session=session)

@@ -125,7 +125,7 @@ class Responses(OpenAIRoute):
         except BaseException:
             release()
             raise
-        if answer.stream is None:
+        if answer.stream is None or conversation is None:  # nothing held past the answer
             release()
             return answer
         return dataclasses.replace(answer, stream=_Releasing(answer.stream, release))  # held until the stream ends
