@@ -136,6 +136,9 @@ class CallRow(NamedTuple):
     service_tier: str | None = None
     #: Where Anthropic says it ran the call ("us": US-only inference, priced at the US multiplier; "global").
     inference_geo: str | None = None
+    #: The call span's own ``costline.tenant``: who a call with no request span was made for (the gateway's
+    #: embeddings calls); a call inside a request belongs to the request's tenant (the ``calls`` view).
+    tenant: str | None = None
 
 
 class LookupRow(NamedTuple):
@@ -370,6 +373,7 @@ def flatten_span(
         fast,
         served_tier,
         geo,
+        str_of(get(c.COSTLINE_TENANT)),
     ))
 
 

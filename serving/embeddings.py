@@ -5,8 +5,8 @@ the app then uses — also sends its embedding calls there (a RAG app embeds its
 does not route or cache them (an embedding is the app's index key: another model's vectors would not match it);
 it forwards each, with the real ``openai`` SDK, to the OpenAI-compatible server of ``[serving.backends]
 embeddings_base_url`` (OpenAI, or a self-hosted TEI / vLLM / Ollama server) and records the call as an
-``embeddings`` span (model, input tokens, tenant), so its cost is in the lake beside the chat calls (the lake's call
-rows take their tenant from a request span, which an embedding call has none of: not split by tenant there yet).
+``embeddings`` span (model, input tokens, tenant), so its cost is in the lake beside the chat calls, split by tenant
+(a standalone request in the ``requests`` view, whose tenant is the span's own ``costline.tenant``).
 """
 
 from __future__ import annotations

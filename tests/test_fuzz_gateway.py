@@ -72,7 +72,8 @@ header_names = st.sampled_from(["x-costline-tenant", "content-type", "origin", "
 
 @FUZZ
 @given(method=st.sampled_from(["POST", "POST", "POST", "GET", "OPTIONS", "PUT", "DELETE"]),
-       path=st.sampled_from(["/v1/messages", "/v1/models", "/v1/messages?beta=true", "/", "/v1/../etc",
+       path=st.sampled_from(["/v1/messages", "/v1/models", "/v1/models/claude-haiku-4-5", "/v1/models/%2F..",
+                             "/v1/messages?beta=true", "/", "/v1/../etc",
                              "/v1/responses/resp_x", "/v1/responses/resp_x/input_items?limit=5&after=%00",
                              "/v1/conversations", "/v1/conversations/conv_x/items?order=asc&limit=999",
                              "/v1/conversations/conv_x/items/msg_x"]),

@@ -187,6 +187,25 @@ def test_keys_work_as_openai_api_keys(gateway, tmp_path, exporter) -> None:
     assert [m.id for m in models.data] and all(m.object == "model" for m in models.data)
 
 
+def test_models_retrieve_answers_both_sdks_for_any_model_a_request_may_name(gateway, tmp_path) -> None:
+    """Frameworks check a model with ``models.retrieve`` before using it; the router answers whatever model a
+    request names, so a tier's model is that tier's and any other well-formed name is served (routed)."""
+    _, key = KeyStore(tmp_path / "keys.json").add("globex")
+    gw = gateway()
+    listed = [m.id for m in client(gw, api_key=key).models.list().data]
+    for name in (*listed[:1], "gpt-4o-mini", "claude-sonnet-4-6"):
+        got = client(gw, api_key=key).models.retrieve(name)
+        assert (got.id, got.object) == (name, "model")
+        got_a = anthropic.Anthropic(base_url=gw.url, api_key=key, max_retries=0).models.retrieve(name)
+        assert got_a.id == name and got_a.display_name.startswith(name)
+    assert "routed by costline" in client(gw, api_key=key).models.retrieve("gpt-4o-mini").model_extra.get(
+        "display_name", "")
+    with pytest.raises(openai.AuthenticationError):
+        client(gw).models.retrieve("gpt-4o-mini")  # the key is checked as on every route
+    with pytest.raises(openai.NotFoundError):
+        client(gw, api_key=key).models.retrieve("x" * 300)
+
+
 def test_a_model_failing_mid_stream_ends_the_stream_with_an_error(gateway, standin) -> None:
     gw = gateway()
     standin.inject_stream_errors(after_deltas=2)

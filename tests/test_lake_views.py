@@ -29,10 +29,10 @@ def req(request_id, trace, span_id, t, tier, *, success=True, tenant="acme", cac
 
 
 def call(span_id, trace, t, *, parent=None, request_id=None, tier="mid", model="claude-sonnet-4-6", cost=0.01,
-         error=None, inp=100, out=10, provider="anthropic"):
+         error=None, inp=100, out=10, provider="anthropic", tenant=None, operation="chat"):
     status = "unknown_model" if cost is None else ("student" if tier == "student" and cost == 0.0 else "priced")
-    return CallRow(span_id, trace, parent, request_id, us(t), "chat", provider, model, model, tier, inp, out, 0, 0,
-                   False, ["stop"], error, cost, status, "2026-06", 5.0, None, None, 0, 0)
+    return CallRow(span_id, trace, parent, request_id, us(t), operation, provider, model, model, tier, inp, out, 0, 0,
+                   False, ["stop"], error, cost, status, "2026-06", 5.0, None, None, 0, 0, tenant=tenant)
 
 
 def lookup(span_id, trace, t, *, hit, parent=None, request_id=None, tenant=None):
@@ -132,6 +132,32 @@ def test_calls_view(cfg):
     got = dict(con.execute("SELECT span_id, request_id FROM calls").fetchall())
     assert got == {"c1a": "R1", "c1b": "R1", "c2": "R2", "c5": "c5", "c6": "c6", "c7": "c7", "c8": "R5"}
     assert con.execute("SELECT count(*) FROM calls WHERE cost_usd IS NULL").fetchone() == (1,)
+
+
+def test_a_standalone_calls_own_tenant_splits_its_spend(cfg):
+    """An embeddings call the gateway forwarded has no request span but says its tenant on its own span:
+    spend per tenant counts it. A call inside a request belongs to the request's tenant, whatever its own
+    span says; a standalone call that says none stays NULL."""
+    m = dt.timedelta(minutes=1)
+    commit(Lake(cfg.lake.path).init(), 0, 0, 4, [
+        call("e1", "te1", H, tier="unknown", model="text-embedding-3-small", provider="openai", cost=0.0002,
+             operation="embeddings", tenant="globex", out=0),
+        call("e2", "te2", H + m, tier="unknown", model="text-embedding-3-small", provider="openai", cost=0.0003,
+             operation="embeddings", out=0),
+        req("RA", "ta", "sa", H + 2 * m, "mid", tenant="acme"),
+        call("ca", "ta", H + m, parent="sa", cost=0.04, tenant="initech"),
+    ])
+    con = open_lake(cfg)
+    spend = dict(con.execute("SELECT coalesce(tenant, '(none)'), sum(cost_usd) FROM requests GROUP BY ALL").fetchall())
+    assert spend == {"globex": pytest.approx(0.0002), "(none)": pytest.approx(0.0003), "acme": pytest.approx(0.04)}
+    by_call = dict(con.execute("SELECT span_id, tenant FROM calls").fetchall())
+    assert by_call == {"e1": "globex", "e2": None, "ca": "acme"}
+    # docs/sql.md's recipe "Spend per tenant and day"
+    doc = (Path(__file__).parents[1] / "docs" / "sql.md").read_text(encoding="utf-8")
+    recipe = doc.split("Spend per tenant and day", 1)[1].split("```sql", 1)[1].split("```", 1)[0]
+    got = {(r[1], r[2]): r[3:] for r in con.execute(recipe).fetchall()}
+    assert got == {("globex", "embeddings"): (1, pytest.approx(0.0002), 0),
+                   ("(none)", "embeddings"): (1, pytest.approx(0.0003), 0), ("acme", "chat"): (1, pytest.approx(0.04), 0)}
 
 
 def test_cache_hourly_and_7d_average(cfg):

@@ -104,6 +104,17 @@ def test_call_pricing(attrs, cost, status, tier):
         assert row.cost_usd == pytest.approx(cost, abs=1e-12)
 
 
+@pytest.mark.parametrize("attrs, tenant", [
+    ({c.COSTLINE_TENANT: "globex"}, "globex"),
+    ({}, None),
+])
+def test_a_call_span_keeps_its_own_tenant(attrs, tenant):
+    row = flatten_span(_span("embeddings text-embedding-3-small", {
+        c.GEN_AI_OPERATION_NAME: "embeddings", c.GEN_AI_PROVIDER_NAME: "openai",
+        c.GEN_AI_REQUEST_MODEL: "text-embedding-3-small", c.GEN_AI_USAGE_INPUT_TOKENS: 12, **attrs}), PRICING)
+    assert isinstance(row, CallRow) and row.tenant == tenant
+
+
 def test_call_row_fields():
     row = flatten_span(_span("chat claude-haiku-4-5", {
         **_HAIKU, c.GEN_AI_RESPONSE_MODEL: "claude-haiku-4-5-20251001", c.GEN_AI_USAGE_INPUT_TOKENS: 5,

@@ -85,6 +85,9 @@ CALLS_SCHEMA: Final = pa.schema([
     # the service tier the provider said served the call, and where Anthropic ran it (NULL: not said, or older files)
     ("service_tier", pa.string()),
     ("inference_geo", pa.string()),
+    # the call span's own costline.tenant (a call with no request span: the gateway's embeddings calls); NULL
+    # in files written before it
+    ("tenant", pa.string()),
 ])
 
 LOOKUPS_SCHEMA: Final = pa.schema([

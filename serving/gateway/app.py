@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 import uuid
@@ -159,6 +160,7 @@ class Gateway(ServedByJsonServer):
         self.conversations = Conversations(self)
         self._server = AsgiServer(
             [Route("POST", "/v1/messages", self._messages), Route("GET", "/v1/models", self._models),
+             Route("GET", "/v1/models/{id}", self._model),
              Route("OPTIONS", "/v1/messages", self._preflight),
              Route("POST", "/v1/messages/count_tokens", self._count_tokens),
              Route("OPTIONS", "/v1/messages/count_tokens", self._preflight),
@@ -430,13 +432,33 @@ class Gateway(ServedByJsonServer):
         admitted = self.guard.admit(req)
         if isinstance(admitted, Refused):
             return _error(admitted.status, admitted.message, admitted.headers)
-        # one list both SDKs read: Anthropic's fields and OpenAI's (object, created, owned_by)
-        data = [{"type": "model", "id": t.model, "display_name": f"{t.model} ({t.name})",
-                 "created_at": "2026-06-01T00:00:00Z", "object": "model", "created": 1780272000,
-                 "owned_by": "costline"} for t in self.pipeline.registry]
+        data = [_model_entry(t.model, f"{t.model} ({t.name})") for t in self.pipeline.registry]
         return HttpResponse(200, {"object": "list", "data": data, "has_more": False,
                                   "first_id": data[0]["id"] if data else None,
                                   "last_id": data[-1]["id"] if data else None})
+
+    def _model(self, req: HttpRequest) -> HttpResponse:
+        """``GET /v1/models/{id}`` (``models.retrieve`` of both SDKs, which some frameworks call to check a model
+        before using it). The router picks the model whatever a request names, so any well-formed name is one
+        the gateway serves: a tier's model is described as that tier's, any other name as routed."""
+        admitted = self.guard.admit(req)
+        if isinstance(admitted, Refused):
+            return _error(admitted.status, admitted.message, admitted.headers)
+        name = req.params["id"]
+        if not _MODEL_ID.fullmatch(name):
+            return _error(404, "no such model: a model id is 1-256 letters, digits and - _ . : @")
+        tier = next((t for t in self.pipeline.registry if t.model == name), None)
+        return HttpResponse(200, _model_entry(name, f"{name} ({tier.name})" if tier else f"{name} (routed by costline)"))
+
+
+#: What a model id may be in ``GET /v1/models/{id}`` (the ids of Anthropic, OpenAI, Bedrock, Vertex and vLLM).
+_MODEL_ID = re.compile(r"[A-Za-z0-9._:@-]{1,256}")
+
+
+def _model_entry(model: str, display_name: str) -> dict[str, Any]:
+    """One model as both SDKs read it: Anthropic's fields and OpenAI's (object, created, owned_by)."""
+    return {"type": "model", "id": model, "display_name": display_name, "created_at": "2026-06-01T00:00:00Z",
+            "object": "model", "created": 1780272000, "owned_by": "costline"}
 
 
 def _cache_creation(written: int, one_hour: int) -> dict[str, int]:

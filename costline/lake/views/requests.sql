@@ -28,7 +28,7 @@ WITH c AS (
          r.error_type, r.duration_ms, r.input_messages, r.output_messages, r.span_id, r.rejected_attempts
   FROM requests_raw r LEFT JOIN agg a ON a.trace_id = r.trace_id AND a.linked_span_id = r.span_id
   UNION ALL
-  SELECT c.span_id, c.trace_id, c.ts, NULL, NULL, NULL, c.tier, NULL,
+  SELECT c.span_id, c.trace_id, c.ts, c.tenant, NULL, NULL, c.tier, NULL,
          false, 1, 0, c.error_type IS NULL,
          coalesce(c.cost_usd, 0.0),
          coalesce(c.input_tokens, 0), coalesce(c.output_tokens, 0),
