@@ -35,7 +35,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvid
 from costline import contract
 from costline.config import CaptureConfig
 
-from costline.collectors.stamping import REQUEST_ID_CONTEXT_KEY
+from costline.collectors.stamping import REQUEST_ID_CONTEXT_KEY, current_request_id
 
 if TYPE_CHECKING:
     from costline.collectors.metrics import CallObservation, CostlineMetrics
@@ -338,6 +338,17 @@ class RequestHandle:
         except Exception:
             log.exception("costline: could not record a rejection")
 
+    def attempted(self, tier: str | None, ok: bool) -> None:
+        """Count an attempt whose call span was recorded before this request span opened (a batch request's calls,
+        made over hours, each in the request's trace with its request id): attempts and escalations as if it ran
+        inside."""
+        self._call_started(tier)
+        self._call_ended(tier, ok)
+
+    def looked_up(self, hit: bool) -> None:
+        """Count a cache lookup recorded before this request span opened (as :meth:`attempted`)."""
+        self._record_lookup(hit)
+
     @property
     def attempts(self) -> int:
         return self._attempts
@@ -505,6 +516,8 @@ class Recorder:
     def _lookup(self, request: RequestHandle | None, namespace: str | None) -> Iterator[LookupHandle]:
         span = self._tracer.start_span(contract.SPAN_CACHE_LOOKUP, kind=SpanKind.INTERNAL, start_time=self._now())
         _set(span, contract.COSTLINE_CACHE_NAMESPACE, namespace, _str)
+        if request is None:  # a request's work done before its span opens (a batch request's) says whose it is
+            _set(span, contract.COSTLINE_REQUEST_ID, current_request_id(), _str)
         on_result = None
         if self._metrics is not None:
             metrics = self._metrics
@@ -561,6 +574,8 @@ class Recorder:
         _set(span, contract.COSTLINE_TIER, tier, _str)
         _set(span, contract.COSTLINE_COST_USD, cost_usd, _number)
         _set(span, contract.COSTLINE_BATCH, batch, _bool)
+        if request is None:  # as in _lookup
+            _set(span, contract.COSTLINE_REQUEST_ID, current_request_id(), _str)
         obs = None
         if self._metrics is not None:
             obs = self._metrics.start_call(operation=op, provider=provider, model=model, tier=tier,

@@ -473,11 +473,29 @@ class Pipeline:
             reply = backend.complete(prompt)
         except BackendError as exc:
             return Attempt(tier, backend.spec.model, False, exc.error_type)
+        return self.judged(tier, reply, query, prompt)
+
+    def judged(self, tier: str, reply: Reply, query: str, prompt: Prompt) -> Attempt:
+        """The attempt ``tier``'s ``reply`` to ``prompt`` makes: its structured answer settled, then judged by the
+        format, the validator and the confidence gate (an answer got some other way than :meth:`answer`: a batch's)."""
         fmt = prompt.output_format
         if fmt is not None and not reply.tool_calls:
             reply = _settled(reply, fmt)
         ok, problem, confidence = self._judge(query, reply, fmt)
         return Attempt(tier, reply.model, ok, problem, confidence, reply)
+
+    def cache_namespace(self, cache_scope: str, namespace: str | None = None) -> str | None:
+        """The namespace :meth:`answer` looks up and stores a request of ``cache_scope`` under."""
+        return scoped_namespace(namespace or DEFAULT_NAMESPACE, cache_scope) if cache_scope else namespace
+
+    def look_up(self, query: str, *, tenant: str, namespace: str | None) -> CacheHit | None:
+        """A cache lookup as :meth:`answer` makes it, its span standalone in the current context (None: no cache)."""
+        return None if self.cache is None else self._lookup(self.recorder, query, tenant, namespace)
+
+    def keep(self, query: str, reply: Reply, *, tenant: str, namespace: str | None) -> None:
+        """Store an accepted answer as :meth:`answer` does (when it is one the cache keeps)."""
+        if self.cache is not None and cacheable(reply):
+            self._store(query, reply.text, tenant, namespace, ())
 
     def _judge(self, query: str, reply: Reply, fmt: OutputFormat | None = None) -> tuple[bool, str | None, float | None]:
         """(accepted, why not, confidence) of one reply: its structured-output format (``fmt``: valid JSON, valid

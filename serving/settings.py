@@ -405,6 +405,19 @@ class GatewayConfig:
     #: conversation is dropped behind its back).
     conversations_ttl_s: float = 30 * 86_400.0
     conversations_max: int = 1_000
+    # -- Message Batches (POST /v1/messages/batches; serving/gateway/batches.py), kept in the same store -----
+    #: Requests in one batch at most (the API's own limit is 100,000; an upstream batch holds one round of a tier).
+    batches_max_requests: int = 10_000
+    #: Batches in progress per tenant at most (past it, a new one is a 429).
+    batches_max_open: int = 20
+    #: Batches kept per tenant, ended ones included, and the MiB their requests take: the oldest ended batch is
+    #: forgotten to make room for a new one (past them with batches in progress, a new one is a 429).
+    batches_max: int = 1_000
+    batches_tenant_max_mib: float = 1024.0
+    #: Seconds between two looks at an upstream batch (the Anthropic API's) still in progress.
+    batches_poll_s: float = 60.0
+    #: Seconds an ended batch's results are kept (the API's 29 days), then it is deleted.
+    batches_ttl_s: float = 29 * 86_400.0
 
     def __post_init__(self) -> None:
         from costline.netsec import validate_limits
@@ -424,6 +437,13 @@ class GatewayConfig:
         s.above_zero("responses_total_max_mib", self.responses_total_max_mib, unit="MiB")
         s.not_negative("conversations_ttl_s", self.conversations_ttl_s, "must not be negative (0 = no conversations)")
         s.at_least("conversations_max", self.conversations_max, 1)
+        s.need(1 <= self.batches_max_requests <= 10_000, "batches_max_requests",
+               f"must be from 1 to 10000 (requests in one batch); got {self.batches_max_requests}")
+        s.at_least("batches_max_open", self.batches_max_open, 1)
+        s.at_least("batches_max", self.batches_max, 1)
+        s.above_zero("batches_tenant_max_mib", self.batches_tenant_max_mib, unit="MiB")
+        s.above_zero("batches_poll_s", self.batches_poll_s, unit="seconds")
+        s.above_zero("batches_ttl_s", self.batches_ttl_s, unit="seconds")
 
 
 @dataclass(frozen=True)

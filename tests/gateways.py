@@ -54,15 +54,16 @@ def openai_client(gw: Gateway, route: str, tenant: str) -> Any:
 
 @contextmanager
 def routed_gateway(standin: Any, keys_file: Path, *, cache: Any = None, recorder: Recorder | None = None,
-                   **settings: Any) -> Iterator[Gateway]:
-    """A started gateway (no confidence gate) in front of ``standin``, ``classify`` routed to the student."""
+                   confidence: Any = None, **settings: Any) -> Iterator[Gateway]:
+    """A started gateway (no confidence gate unless ``confidence`` is one) in front of ``standin``, ``classify``
+    routed to the student."""
     cfg = Config()
     router = dataclasses.replace(cfg.serving.router, rules=RouteRulesConfig(student_task_types=("classify",)))
     serving = dataclasses.replace(cfg.serving, router=router, backends=BackendsConfig(
         anthropic_base_url=standin.url, student_base_url=standin.openai_url, embeddings_base_url=standin.openai_url,
         max_retries=0))
     pipeline = Pipeline.from_config(cfg.replace(serving=serving), recorder=recorder or Recorder(TracerProvider()),
-                                    cache=cache, env={}, confidence=None)
+                                    cache=cache, env={}, confidence=confidence)
     settings.setdefault("rate_limit_per_minute", 0)
     gw = Gateway(pipeline, GatewayConfig(keys_file=keys_file, **settings), port=0)
     gw.start()

@@ -73,7 +73,9 @@ header_names = st.sampled_from(["x-costline-tenant", "content-type", "origin", "
 @FUZZ
 @given(method=st.sampled_from(["POST", "POST", "POST", "GET", "OPTIONS", "PUT", "DELETE"]),
        path=st.sampled_from(["/v1/messages", "/v1/models", "/v1/models/claude-haiku-4-5", "/v1/models/%2F..",
-                             "/v1/messages?beta=true", "/", "/v1/../etc",
+                             "/v1/messages?beta=true", "/", "/v1/../etc", "/v1/messages/batches",
+                             "/v1/messages/batches?limit=0&after_id=%00", "/v1/messages/batches/msgbatch_x/results",
+                             "/v1/messages/batches/msgbatch_x/cancel",
                              "/v1/responses/resp_x", "/v1/responses/resp_x/input_items?limit=5&after=%00",
                              "/v1/conversations", "/v1/conversations/conv_x/items?order=asc&limit=999",
                              "/v1/conversations/conv_x/items/msg_x"]),

@@ -432,7 +432,7 @@ def test_a_response_stored_by_one_worker_is_continued_by_another(tmp_path: Path)
     """The workers share the Responses API's stored responses (a file in the supervisor's private folder): a
     conversation continues with previous_response_id whichever worker its next request lands on, and a response
     deleted on one worker is gone on the other."""
-    proc, url, _ = start_workers(tmp_path, "", "--no-cache")
+    proc, url, _ = start_workers(tmp_path, "[serving.gateway]\nbatches_poll_s = 0.2\n", "--no-cache")
     try:
         for _ in range(60):
             status, first, headers = respond(url, {"model": "m", "input": "How do I export my invoices?"})
@@ -455,6 +455,20 @@ def test_a_response_stored_by_one_worker_is_continued_by_another(tmp_path: Path)
             if headers["x-costline-worker"] == other:
                 break
         assert (status, headers["x-costline-worker"]) == (404, other)
+        # a Message Batch made on one worker is answered (by one runner at a time, in the shared file) and read back
+        import anthropic
+
+        app = anthropic.Anthropic(base_url=url, api_key="unused", max_retries=0)
+        made = app.messages.batches.create(requests=[
+            {"custom_id": f"q{i}", "params": {"model": "m", "max_tokens": 64,
+                                              "messages": [{"role": "user", "content": f"Where is order {i}?"}]}}
+            for i in range(5)])
+        deadline = time.monotonic() + 60
+        while app.messages.batches.retrieve(made.id).processing_status != "ended" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        got = list(app.messages.batches.results(made.id))
+        assert sorted(r.custom_id for r in got) == [f"q{i}" for i in range(5)]
+        assert {r.result.type for r in got} == {"succeeded"}
     finally:
         assert stop(proc) == 0
 

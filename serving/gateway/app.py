@@ -143,6 +143,14 @@ class Gateway(ServedByJsonServer):
             max_bytes=cfg.max_body_bytes, tenant_max_bytes=int(cfg.responses_tenant_max_mib * 2 ** 20),
             total_max_bytes=int(cfg.responses_total_max_mib * 2 ** 20), conversation_ttl_s=cfg.conversations_ttl_s,
             max_conversations=cfg.conversations_max)
+        from costline.serving.gateway.batches import BatchRunner, BatchStore
+        from costline.serving.gateway.batches_api import MessageBatches, batch_routes
+
+        #: Message Batches: kept beside the stored responses, answered by a runner thread (batches.py).
+        batch_store = BatchStore(responses_store or cfg.responses_store_path)
+        self.batches = MessageBatches(self, batch_store, wall=wall)
+        self.batch_runner = BatchRunner(pipeline, batch_store, message=_message, read=read_messages_request,
+                                        poll_s=cfg.batches_poll_s, ttl_s=cfg.batches_ttl_s, now=wall)
         host = host or cfg.host
         self.guard = GatewayGuard(cfg, host=host, keys=keys, limiter=limiter, **({"now": now} if now else {}))
         refuse_open_bind("the gateway", host, authenticated=self.guard.auth_required(),
@@ -174,6 +182,7 @@ class Gateway(ServedByJsonServer):
              Route("GET", "/v1/responses/{id}/input_items", self.responses.input_items),
              Route("OPTIONS", "/v1/responses/{id}/input_items", self._preflight),
              *conversation_routes(self.conversations, self._preflight),
+             *batch_routes(self.batches, self._preflight),
              Route("POST", "/v1/embeddings", Embeddings(self, wall=wall)),
              Route("OPTIONS", "/v1/embeddings", self._preflight)],
             host=host,
@@ -201,19 +210,26 @@ class Gateway(ServedByJsonServer):
     def start(self) -> int:
         """Serve in a background thread (see the class docstring); the embedding model loads meanwhile."""
         self._warm_up()
-        return super().start()
+        port = super().start()
+        self.batch_runner.start()
+        return port
 
     def serve_forever(self) -> None:
         self._warm_up()
+        self.batch_runner.start()
         try:
             super().serve_forever()
         finally:
+            self.batch_runner.shutdown()
             self._wait_for_warm_up()
 
     def shutdown(self) -> None:
         super().shutdown()
+        stopped = self.batch_runner.shutdown()
         self._wait_for_warm_up()
         self.stored_responses.close()
+        if stopped:  # a runner still in a model call keeps its store (its thread is a daemon's)
+            self.batches.store.close()
 
     def _wait_for_warm_up(self) -> None:
         """Let a model load still running finish before the process may exit: the loading thread is inside
@@ -380,39 +396,11 @@ class Gateway(ServedByJsonServer):
         if stream is not None and not isinstance(stream, bool):
             return _error(400, "stream: true or false")
         stream = bool(stream)
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages or not all(isinstance(m, Mapping) for m in messages):
-            return _error(400, "messages: at least one message is required")
-        problem = shape_problem(messages, body.get("system")) or unsupported_problem(body)
-        if problem:
-            return _error(400, problem)
-        sampling = sampling_of(body)
-        if isinstance(sampling, str):
-            return _error(400, sampling)
-        extra = passthrough_of(body)
-        if isinstance(extra, str):
-            return _error(400, extra)
-        thinking = thinking_of(body)
-        if isinstance(thinking, str):
-            return _error(400, thinking)
-        fmt = from_anthropic(body)
-        if isinstance(fmt, tuple):
-            return _error(400, fmt[1])
-        betas = betas_of(req.header("anthropic-beta"))
-        if isinstance(betas, str):
-            return _error(400, betas)
-        max_tokens = body.get("max_tokens")
-        if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
-            return _error(400, "max_tokens: field required (a whole number >= 1)")
-        tools = tuple(body.get("tools") or ())
-        prompt = Prompt(tuple(messages), body.get("system"), max_tokens, sampling, tools,
-                        body.get("tool_choice") if tools else None, extra, thinking, betas, fmt)
-        query = question_text(messages) if prompt.expects_blocks else last_user_text(messages)
-        if not query.strip():
-            return _error(400, "messages: the last user message has no text")
+        read = read_messages_request(body, req.header("anthropic-beta"))
+        if isinstance(read, str):
+            return _error(400, read)
+        query, prompt, scope = read
         meta = body.get("metadata") if isinstance(body.get("metadata"), Mapping) else {}
-        # the format in the shape every API's request scopes it in (one cache entry whichever API asked)
-        scope = scope_of_body({**body, "output_format": fmt.scope() if fmt is not None else None})
         result = self.ask(req, query=query, prompt=prompt, cache_scope=scope, stream=stream,
                           metadata=meta, tenant=tenant)
         if isinstance(result, LiveAnswer):
@@ -453,6 +441,44 @@ class Gateway(ServedByJsonServer):
 
 #: What a model id may be in ``GET /v1/models/{id}`` (the ids of Anthropic, OpenAI, Bedrock, Vertex and vLLM).
 _MODEL_ID = re.compile(r"[A-Za-z0-9._:@-]{1,256}")
+
+
+def read_messages_request(body: Mapping[str, Any], beta_header: str | None) -> tuple[str, Prompt, str] | str:
+    """A Messages API request body checked as the API checks it, before any model is called: ``(query, prompt,
+    cache scope)`` — what is routed on and matched in the cache, what the models get, the exact part of the
+    cache key — or what is wrong with it (a 400's message). ``beta_header``: its ``anthropic-beta``."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages or not all(isinstance(m, Mapping) for m in messages):
+        return "messages: at least one message is required"
+    problem = shape_problem(messages, body.get("system")) or unsupported_problem(body)
+    if problem:
+        return problem
+    sampling = sampling_of(body)
+    if isinstance(sampling, str):
+        return sampling
+    extra = passthrough_of(body)
+    if isinstance(extra, str):
+        return extra
+    thinking = thinking_of(body)
+    if isinstance(thinking, str):
+        return thinking
+    fmt = from_anthropic(body)
+    if isinstance(fmt, tuple):
+        return fmt[1]
+    betas = betas_of(beta_header)
+    if isinstance(betas, str):
+        return betas
+    max_tokens = body.get("max_tokens")
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+        return "max_tokens: field required (a whole number >= 1)"
+    tools = tuple(body.get("tools") or ())
+    prompt = Prompt(tuple(messages), body.get("system"), max_tokens, sampling, tools,
+                    body.get("tool_choice") if tools else None, extra, thinking, betas, fmt)
+    query = question_text(messages) if prompt.expects_blocks else last_user_text(messages)
+    if not query.strip():
+        return "messages: the last user message has no text"
+    # the format in the shape every API's request scopes it in (one cache entry whichever API asked)
+    return query, prompt, scope_of_body({**body, "output_format": fmt.scope() if fmt is not None else None})
 
 
 def _model_entry(model: str, display_name: str) -> dict[str, Any]:

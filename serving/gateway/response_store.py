@@ -30,7 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ResponseStore", "StoreFull"]
+__all__ = ["ResponseStore", "StoreFull", "open_store"]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,26 @@ def _connect(path: str | Path | None, timeout: float) -> sqlite3.Connection:
                            isolation_level=None)
 
 
+def open_store(path: str | Path | None, schema: tuple[str, ...], timeout: float) -> sqlite3.Connection:
+    """A connection to the gateway's store (``path``, or memory) with ``schema`` made: a file in WAL mode (readers do
+    not wait for a writer), created readable by its owner only. Workers opening a new file at once: one sets WAL,
+    the others wait for it."""
+    db = _connect(path, timeout)
+    for attempt in range(50):
+        try:
+            if path is not None:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+            for statement in schema:
+                db.execute(statement)
+            return db
+        except sqlite3.OperationalError:
+            if attempt == 49:
+                raise
+            time.sleep(0.05)
+    raise AssertionError("unreachable")
+
+
 class StoreFull(Exception):
     """A conversation's items would go past a bound: nothing was added (a conversation never loses items behind its
     back, as a stored response may)."""
@@ -91,19 +111,7 @@ class ResponseStore:
         self.total_max_bytes = total_max_bytes
         self._now = now
         self._write_lock = threading.Lock()
-        self._db = _connect(path, _BUSY_S)
-        for attempt in range(50):  # workers opening a new file at once: one sets WAL, the others wait for it
-            try:
-                if path is not None:
-                    self._db.execute("PRAGMA journal_mode=WAL")  # readers do not wait for a writer
-                    self._db.execute("PRAGMA synchronous=NORMAL")
-                for statement in _SCHEMA:
-                    self._db.execute(statement)
-                break
-            except sqlite3.OperationalError:
-                if attempt == 49:
-                    raise
-                time.sleep(0.05)
+        self._db = open_store(path, _SCHEMA, _BUSY_S)
         # reads on a connection of their own (a file's: WAL lets them go on while a save writes); in memory, one
         # connection is the database, so reads share it and its lock
         self._reader = _connect(path, 5.0) if path is not None else self._db

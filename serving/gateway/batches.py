@@ -1,0 +1,877 @@
+"""Message Batches on the gateway: where a batch's requests are kept, and the runner that answers them.
+
+An app on the ``anthropic`` SDK sends work that can wait as a Message Batch (``client.messages.batches.create``)
+for half the token price. Through costline the batch goes the same way a request does, and keeps the discount:
+
+* each request is looked up in the semantic cache first (a hit is answered at once, for nothing);
+* a miss is routed, and the tier it is routed to answers it: an Anthropic tier through **the Anthropic Message
+  Batches API** (one upstream batch per tier and round, at the batch price; its calls are recorded with
+  ``costline.batch``), any other tier (the self-hosted student) by a direct call, one at a time;
+* an answer the quality gates refuse goes up the ladder as a synchronous one would, in the next round;
+* results come back as the API gives them (``succeeded`` / ``errored`` / ``canceled`` / ``expired``, by
+  ``custom_id``), 29 days by default.
+
+Every request is one ``costline.request`` span, opened when its answer is settled, in a trace of its own that its
+lookup and calls (made over minutes or hours) were recorded in as they happened, each with its request id: the
+lake links them as it links a synchronous request's.
+
+:class:`BatchStore` is one SQLite database (the file the Responses API's store uses, which the workers of
+``costline serve --workers N`` share, or memory). :class:`BatchRunner` is one background thread per gateway
+process; a lease in the database lets one runner work at a time. Time is injected (``now``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+from costline import contract
+from costline.collectors.stamping import REQUEST_ID_CONTEXT_KEY
+from costline.serving.backends import AnthropicBackend, Prompt, Reply
+from costline.serving.pipeline import Answer, Attempt, Pipeline
+
+__all__ = ["BatchRunner", "BatchStore", "BatchesFull", "StoredBatch", "BATCH_EXPIRES_S"]
+
+log = logging.getLogger(__name__)
+
+#: A batch not ended this long after it was made has its unanswered requests expired (the API's 24 hours).
+BATCH_EXPIRES_S = 24 * 3600.0
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS message_batches (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, created REAL NOT NULL, "
+    "task_type TEXT NOT NULL, beta TEXT, cancel_at REAL, ended REAL, size INTEGER NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS message_batches_by_tenant ON message_batches (tenant, created)",
+    # state: new (not looked at) -> ready (to ask `tier`) -> submitted (in `upstream`) -> ... -> done (`kind`)
+    "CREATE TABLE IF NOT EXISTS batch_requests (batch TEXT NOT NULL, seq INTEGER NOT NULL, custom_id TEXT NOT NULL, "
+    "params TEXT NOT NULL, state TEXT NOT NULL, tier TEXT, ladder TEXT NOT NULL DEFAULT '[]', "
+    "attempts TEXT NOT NULL DEFAULT '[]', upstream TEXT, trace TEXT NOT NULL, root TEXT NOT NULL, routed TEXT, "
+    "reason TEXT, looked INTEGER NOT NULL DEFAULT 0, last TEXT, kind TEXT, result TEXT, PRIMARY KEY (batch, seq))",
+    "CREATE INDEX IF NOT EXISTS batch_requests_by_state ON batch_requests (state, batch, tier)",
+    "CREATE INDEX IF NOT EXISTS batch_requests_by_upstream ON batch_requests (upstream)",
+    "CREATE TABLE IF NOT EXISTS upstream_batches (id TEXT PRIMARY KEY, batch TEXT NOT NULL, tier TEXT NOT NULL, "
+    "next_poll REAL NOT NULL, state TEXT NOT NULL)",
+    # an upstream create whose outcome is not known yet (its rows are in state 'sending', upstream = the token)
+    "CREATE TABLE IF NOT EXISTS upstream_intents (token TEXT PRIMARY KEY, batch TEXT NOT NULL, tier TEXT NOT NULL, "
+    "at REAL NOT NULL, count INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS batch_lease (one INTEGER PRIMARY KEY CHECK (one = 1), holder TEXT, until REAL)",
+    "INSERT OR IGNORE INTO batch_lease VALUES (1, NULL, 0)",
+)
+
+#: Result kinds, as the API names them.
+SUCCEEDED, ERRORED, CANCELED, EXPIRED = "succeeded", "errored", "canceled", "expired"
+KINDS = (SUCCEEDED, ERRORED, CANCELED, EXPIRED)
+
+
+@dataclass(frozen=True)
+class StoredBatch:
+    id: str
+    tenant: str
+    created: float
+    task_type: str
+    beta: str | None
+    cancel_at: float | None
+    ended: float | None
+    size: int
+
+
+@dataclass
+class _Row:
+    batch: str
+    seq: int
+    custom_id: str
+    params: dict[str, Any]
+    state: str
+    tier: str | None
+    ladder: list[str]
+    attempts: list[dict[str, Any]]
+    upstream: str | None
+    trace: str
+    root: str
+    routed: str | None
+    reason: str | None
+    looked: int
+    last: dict[str, Any] | None
+    #: The state and upstream batch it was read in: a save applies only while they are still so (another
+    #: process's runner that took over has not moved it on), see :meth:`BatchStore.save`.
+    read_state: str = ""
+    read_upstream: str | None = None
+
+    @property
+    def request_id(self) -> str:
+        return f"{self.batch}-{self.seq}"
+
+
+_ROW_COLUMNS = ("batch, seq, custom_id, params, state, tier, ladder, attempts, upstream, trace, root, routed, reason, "
+                "looked, last")
+
+
+def _row(r: Sequence[Any]) -> _Row:
+    return _Row(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5], json.loads(r[6]), json.loads(r[7]), r[8], r[9], r[10],
+                r[11], r[12], r[13], json.loads(r[14]) if r[14] else None, r[4], r[8])
+
+
+#: Seconds the runner's lease lasts past its last unit of work (longer than one: a direct call with its retries):
+#: a process whose runner stopped (killed, or paused that long) is taken over by another's after this.
+LEASE_S = 600.0
+#: How far before its recorded intent an upstream batch's ``created_at`` may lie (clock skew) and still be ours.
+_CREATE_SKEW_S = 300.0
+
+
+class _LeaseLost(Exception):
+    """Another process's runner holds the lease."""
+
+
+class BatchesFull(Exception):
+    """A tenant's batches are at a bound: the message says which, and what to do."""
+
+
+class BatchStore:
+    """The batches and their requests (see the module docstring). Thread-safe: one connection behind a lock."""
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        from costline.serving.gateway.response_store import open_store
+
+        self._db = open_store(path, _SCHEMA, 5.0)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # -- batches ---------------------------------------------------------------------------------------------
+    def create(self, tenant: str, requests: Sequence[tuple[str, Mapping[str, Any]]], *, task_type: str,
+               beta: str | None, now: float, max_open: int, max_kept: int = 1_000,
+               max_bytes: int = 1024 * 2 ** 20) -> StoredBatch:
+        """A new batch of ``(custom_id, params)`` for ``tenant``. Per tenant at most ``max_open`` in progress and
+        ``max_kept`` batches of ``max_bytes`` (their requests) in all: the oldest ended ones are forgotten to make
+        room; :class:`BatchesFull` when that is not enough (nothing changed then)."""
+        batch_id = f"msgbatch_costline_{uuid.uuid4().hex[:24]}"
+        rows = [(batch_id, seq, cid, json.dumps(params, separators=(",", ":")), "new", os.urandom(16).hex(),
+                 os.urandom(8).hex()) for seq, (cid, params) in enumerate(requests)]
+        size = sum(len(r[3]) for r in rows)
+        with self._tx() as db:
+            kept = db.execute("SELECT id, size, ended FROM message_batches WHERE tenant = ? ORDER BY created, id",
+                              (tenant,)).fetchall()
+            if sum(1 for _, _, ended in kept if ended is None) >= max_open:
+                raise BatchesFull(f"{max_open} batches are in progress for this tenant ([serving.gateway] "
+                                  "batches_max_open): wait for one to end, or cancel one")
+            count, total, drop = len(kept), sum(k[1] for k in kept), []
+            for old_id, old_size, ended in kept:  # the oldest ended first
+                if count + 1 <= max_kept and total + size <= max_bytes:
+                    break
+                if ended is not None:
+                    drop.append(old_id)
+                    count, total = count - 1, total - old_size
+            if count + 1 > max_kept or total + size > max_bytes:
+                raise BatchesFull("this tenant's batches in progress take all the room it has ([serving.gateway] "
+                                  "batches_max, batches_tenant_max_mib): wait for them to end")
+            for old_id in drop:
+                db.execute("DELETE FROM upstream_intents WHERE batch = ?", (old_id,))
+                db.execute("DELETE FROM batch_requests WHERE batch = ?", (old_id,))
+                db.execute("DELETE FROM upstream_batches WHERE batch = ?", (old_id,))
+                db.execute("DELETE FROM message_batches WHERE id = ?", (old_id,))
+            db.execute("INSERT INTO message_batches VALUES (?, ?, ?, ?, ?, NULL, NULL, ?)",
+                       (batch_id, tenant, now, task_type, beta, size))
+            db.executemany("INSERT INTO batch_requests (batch, seq, custom_id, params, state, trace, root) "
+                           "VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        if drop:
+            log.info("costline: tenant %s's %d oldest ended batches forgotten to make room", tenant, len(drop))
+        return StoredBatch(batch_id, tenant, now, task_type, beta, None, None, size)
+
+    def batch(self, batch_id: str, tenant: str | None = None) -> StoredBatch | None:
+        """The batch (only ``tenant``'s, when given: another's is not found)."""
+        with self._lock:
+            row = self._db.execute("SELECT id, tenant, created, task_type, beta, cancel_at, ended, size "
+                                   "FROM message_batches WHERE id = ?", (batch_id,)).fetchone()
+        if row is None or (tenant is not None and row[1] != tenant):
+            return None
+        return StoredBatch(*row)
+
+    def batches(self, tenant: str, *, limit: int, before: str | None = None,
+                after: str | None = None) -> tuple[list[StoredBatch], bool]:
+        """``tenant``'s batches, newest first, ``limit`` of them after ``after`` (the next page, as the SDK's list
+        pages on with ``after_id``) or just before ``before`` (an id); whether there are more that way."""
+        with self._lock:
+            rows = self._db.execute("SELECT id, tenant, created, task_type, beta, cancel_at, ended, size "
+                                    "FROM message_batches WHERE tenant = ? ORDER BY created DESC, id DESC",
+                                    (tenant,)).fetchall()
+        found = [StoredBatch(*r) for r in rows]
+        ids = [b.id for b in found]
+        if before is not None:  # the page just before `before` in this order (newer ones), nearest it last
+            if before not in ids:
+                raise LookupError(before)
+            newer = found[:ids.index(before)]
+            return newer[-limit:], len(newer) > limit
+        if after is not None:  # the next page: those after `after` in this order (older ones)
+            if after not in ids:
+                raise LookupError(after)
+            found = found[ids.index(after) + 1:]
+        return found[:limit], len(found) > limit
+
+    def counts(self, batch_id: str) -> dict[str, int]:
+        """``request_counts``: processing (not done yet) and each result kind."""
+        with self._lock:
+            rows = self._db.execute("SELECT coalesce(kind, 'processing'), count(*) FROM batch_requests "
+                                    "WHERE batch = ? GROUP BY 1", (batch_id,)).fetchall()
+        got = dict(rows)
+        return {"processing": got.get("processing", 0), **{k: got.get(k, 0) for k in KINDS}}
+
+    def results(self, batch_id: str, page: int = 200) -> Iterator[tuple[str, str]]:
+        """``(custom_id, result as JSON)`` of each request, in the order they were sent, read a page at a time."""
+        after = -1
+        while True:
+            with self._lock:
+                rows = self._db.execute("SELECT seq, custom_id, result FROM batch_requests WHERE batch = ? AND "
+                                        "seq > ? ORDER BY seq LIMIT ?", (batch_id, after, page)).fetchall()
+            if not rows:
+                return
+            for seq, cid, result in rows:
+                yield cid, result or '{"type":"expired"}'
+            after = rows[-1][0]
+
+    def cancel(self, batch_id: str, now: float) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE message_batches SET cancel_at = ? WHERE id = ? AND cancel_at IS NULL AND ended IS NULL",
+                       (now, batch_id))
+
+    def delete(self, batch_id: str) -> bool:
+        """Forget an ended batch and its results; False when it is still in progress."""
+        with self._tx() as db:
+            ended = db.execute("SELECT ended FROM message_batches WHERE id = ?", (batch_id,)).fetchone()
+            if ended is None or ended[0] is None:
+                return False
+            db.execute("DELETE FROM batch_requests WHERE batch = ?", (batch_id,))
+            db.execute("DELETE FROM upstream_batches WHERE batch = ?", (batch_id,))
+            db.execute("DELETE FROM upstream_intents WHERE batch = ?", (batch_id,))
+            db.execute("DELETE FROM message_batches WHERE id = ?", (batch_id,))
+        return True
+
+    # -- the runner's -----------------------------------------------------------------------------------------
+    def take_lease(self, holder: str, now: float, for_s: float) -> bool:
+        """Hold the runner's lease until ``now + for_s`` (kept by its holder, taken when it ran out)."""
+        with self._tx() as db:
+            return db.execute("UPDATE batch_lease SET holder = ?, until = ? WHERE one = 1 AND (holder = ? OR until < ?)",
+                              (holder, now + for_s, holder, now)).rowcount == 1
+
+    def release_lease(self, holder: str) -> None:
+        """Give the lease up (a runner that stops: the next process's runner need not wait for it to run out)."""
+        with self._tx() as db:
+            db.execute("UPDATE batch_lease SET holder = NULL, until = 0 WHERE one = 1 AND holder = ?", (holder,))
+
+    def open_batches(self) -> list[StoredBatch]:
+        with self._lock:
+            rows = self._db.execute("SELECT id, tenant, created, task_type, beta, cancel_at, ended, size "
+                                    "FROM message_batches WHERE ended IS NULL ORDER BY created").fetchall()
+        return [StoredBatch(*r) for r in rows]
+
+    def rows(self, batch_id: str, state: str, *, limit: int, tier: str | None = None) -> list[_Row]:
+        where, args = "batch = ? AND state = ?", [batch_id, state]
+        if tier is not None:
+            where, args = where + " AND tier = ?", [*args, tier]
+        with self._lock:
+            got = self._db.execute(f"SELECT {_ROW_COLUMNS} FROM batch_requests WHERE {where} ORDER BY seq LIMIT ?",
+                                   (*args, limit)).fetchall()
+        return [_row(r) for r in got]
+
+    def ready_tiers(self, batch_id: str) -> list[str]:
+        with self._lock:
+            return [r[0] for r in self._db.execute("SELECT DISTINCT tier FROM batch_requests WHERE batch = ? AND "
+                                                   "state = 'ready' ORDER BY tier", (batch_id,))]
+
+    def upstream_rows(self, upstream: str) -> dict[int, _Row]:
+        with self._lock:
+            got = self._db.execute(f"SELECT {_ROW_COLUMNS} FROM batch_requests WHERE upstream = ? AND "
+                                   "state = 'submitted'", (upstream,)).fetchall()
+        return {r[1]: _row(r) for r in got}
+
+    def save(self, row: _Row, *, kind: str | None = None, result: Mapping[str, Any] | None = None) -> bool:
+        """Write back a row's progress (``kind`` and ``result``: it is done), only while it is still in the state and
+        upstream batch it was read in; False when it was not (another runner moved it on: this work is dropped)."""
+        state = "done" if kind is not None else row.state
+        body = json.dumps(result, separators=(",", ":")) if result is not None else None
+        with self._tx() as db:
+            won = db.execute(
+                "UPDATE batch_requests SET state = ?, tier = ?, ladder = ?, attempts = ?, upstream = ?, routed = ?, "
+                "reason = ?, looked = ?, last = ?, kind = ?, result = ? WHERE batch = ? AND seq = ? AND state = ? "
+                "AND upstream IS ?",
+                (state, row.tier, json.dumps(row.ladder), json.dumps(row.attempts), row.upstream, row.routed,
+                 row.reason, row.looked, json.dumps(row.last) if row.last is not None else None, kind, body,
+                 row.batch, row.seq, row.read_state, row.read_upstream)).rowcount == 1
+            if won and body is not None:  # the answers count toward the tenant's bytes too
+                db.execute("UPDATE message_batches SET size = size + ? WHERE id = ?", (len(body), row.batch))
+        if won:
+            row.read_state, row.read_upstream = state, row.upstream
+        else:
+            log.warning("costline: batch %s request %s was moved on by another runner; this one's work dropped",
+                        row.batch, row.custom_id)
+        return won
+
+    def intend(self, token: str, batch_id: str, tier: str, rows: Sequence[_Row], at: float) -> list[_Row]:
+        """Before an upstream create: its rows (still ``ready``) go to ``sending`` under ``token``; those this runner
+        could move."""
+        moved = []
+        with self._tx() as db:
+            for row in rows:
+                if db.execute("UPDATE batch_requests SET state = 'sending', upstream = ? WHERE batch = ? AND seq = ? "
+                              "AND state = 'ready' AND upstream IS NULL", (token, row.batch, row.seq)).rowcount:
+                    row.state = row.read_state = "sending"
+                    row.upstream = row.read_upstream = token
+                    moved.append(row)
+            db.execute("INSERT INTO upstream_intents VALUES (?, ?, ?, ?, ?)", (token, batch_id, tier, at, len(moved)))
+        return moved
+
+    def intents(self) -> list[tuple[str, str, str, float, int]]:
+        """``(token, batch, tier, at, count)`` of the upstream creates whose outcome is not known."""
+        with self._lock:
+            return self._db.execute("SELECT token, batch, tier, at, count FROM upstream_intents ORDER BY at").fetchall()
+
+    def known_upstreams(self) -> set[str]:
+        with self._lock:
+            return {r[0] for r in self._db.execute("SELECT id FROM upstream_batches")}
+
+    def settle_intent(self, token: str, upstream: str | None, next_poll: float) -> None:
+        """The create of ``token`` made ``upstream`` (its rows are submitted to it), or nothing (None: back to
+        ``ready``, to be sent again)."""
+        with self._tx() as db:
+            row = db.execute("SELECT batch, tier FROM upstream_intents WHERE token = ?", (token,)).fetchone()
+            if row is None:
+                return
+            if upstream is None:
+                db.execute("UPDATE batch_requests SET state = 'ready', upstream = NULL WHERE upstream = ? AND "
+                           "state = 'sending'", (token,))
+            else:
+                db.execute("INSERT OR IGNORE INTO upstream_batches VALUES (?, ?, ?, ?, 'open')",
+                           (upstream, row[0], row[1], next_poll))
+                db.execute("UPDATE batch_requests SET state = 'submitted', upstream = ? WHERE upstream = ? AND "
+                           "state = 'sending'", (upstream, token))
+            db.execute("DELETE FROM upstream_intents WHERE token = ?", (token,))
+
+    def unsubmit(self, upstream: str) -> None:
+        """An upstream batch that cannot be read any more (its tier is no longer on the Anthropic API): its rows go
+        back to ``ready``, to be asked again."""
+        with self._tx() as db:
+            db.execute("UPDATE batch_requests SET state = 'ready', upstream = NULL WHERE upstream = ? AND "
+                       "state = 'submitted'", (upstream,))
+            db.execute("UPDATE upstream_batches SET state = 'collected' WHERE id = ?", (upstream,))
+
+    def due_upstreams(self, now: float) -> list[tuple[str, str, str]]:
+        """``(upstream id, batch, tier)`` of the upstream batches to poll now."""
+        with self._lock:
+            return self._db.execute("SELECT id, batch, tier FROM upstream_batches WHERE state = 'open' AND "
+                                    "next_poll <= ? ORDER BY next_poll", (now,)).fetchall()
+
+    def upstreams(self, batch_id: str) -> list[tuple[str, str]]:
+        """``(upstream id, tier)`` of a batch's upstream batches still open."""
+        with self._lock:
+            return self._db.execute("SELECT id, tier FROM upstream_batches WHERE batch = ? AND state = 'open'",
+                                    (batch_id,)).fetchall()
+
+    def poll_later(self, upstream: str, at: float) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE upstream_batches SET next_poll = ? WHERE id = ?", (at, upstream))
+
+    def collected(self, upstream: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE upstream_batches SET state = 'collected' WHERE id = ?", (upstream,))
+
+    def end_finished(self, now: float) -> int:
+        """Mark ended the batches with no request left to answer; how many."""
+        with self._tx() as db:
+            return db.execute("UPDATE message_batches SET ended = ? WHERE ended IS NULL AND NOT EXISTS (SELECT 1 FROM "
+                              "batch_requests r WHERE r.batch = message_batches.id AND r.state <> 'done')",
+                              (now,)).rowcount
+
+    def forget_older(self, ended_before: float) -> int:
+        """Delete the batches that ended before ``ended_before`` (their results kept long enough)."""
+        with self._lock:
+            ids = [r[0] for r in self._db.execute("SELECT id FROM message_batches WHERE ended < ?", (ended_before,))]
+        for batch_id in ids:
+            self.delete(batch_id)
+        return len(ids)
+
+
+def _errored(error_type: str, message: str) -> dict[str, Any]:
+    return {"type": ERRORED, "error": {"type": "error", "error": {"type": error_type, "message": message}}}
+
+
+#: The API's error type of an SDK error class (a failed call's ``error.type``), for an errored result.
+_ERROR_TYPES = {"BadRequestError": "invalid_request_error", "AuthenticationError": "authentication_error",
+                "PermissionDeniedError": "permission_error", "NotFoundError": "not_found_error",
+                "RequestTooLargeError": "request_too_large", "RateLimitError": "rate_limit_error",
+                "OverloadedError": "overloaded_error"}
+
+
+class BatchRunner:
+    """Answers the stored batches' requests (see the module docstring). :meth:`step` does one pass (tests drive
+    it with an injected ``now``); :meth:`start` runs passes in a thread until :meth:`shutdown`.
+
+    ``message`` turns a settled :class:`Answer` into the API's message (the gateway's own rendering), ``read``
+    checks a request's params as ``POST /v1/messages`` does (``(query, prompt, scope)`` or the problem).
+
+    At most once upstream: every row moves by compare-and-set on the state it was read in (a runner that lost the
+    lease and comes back late changes nothing); an upstream create is preceded by a recorded intent, and one whose
+    outcome is unknown (a timeout, a crash) is looked for in the upstream batch list before its rows are sent again.
+    """
+
+    def __init__(self, pipeline: Pipeline, store: BatchStore, *, message: Callable[[Answer], dict[str, Any]],
+                 read: Callable[[Mapping[str, Any], str | None], tuple[str, Prompt, str] | str],
+                 poll_s: float = 60.0, ttl_s: float = 29 * 86_400.0, idle_s: float = 1.0,
+                 now: Callable[[], float] = time.time, per_step: int = 64) -> None:
+        self.pipeline = pipeline
+        self.store = store
+        self.poll_s = poll_s
+        self.ttl_s = ttl_s
+        self.idle_s = idle_s
+        self.per_step = per_step
+        self._message = message
+        self._read = read
+        self._now = now
+        self._holder = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._retry_at: dict[tuple[str, str], float] = {}  # (batch, tier) whose upstream create failed for a while
+        self._canceled: set[str] = set()  # upstream batches asked to cancel (once)
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="costline-batches", daemon=True)
+            self._thread.start()
+
+    def shutdown(self, timeout: float = 30.0) -> bool:
+        """Stop after the unit of work in hand; True once the thread has ended (then the lease is given up)."""
+        self._stop.set()
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.warning("costline: the batch runner is still in a call after %.0f s; leaving it to end", timeout)
+            return False
+        try:
+            self.store.release_lease(self._holder)
+        except Exception:  # noqa: BLE001 - a lease left behind runs out by itself
+            log.warning("costline: could not give up the batch runner's lease", exc_info=True)
+        return True
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                busy = self.step()
+            except Exception:  # noqa: BLE001 - one bad pass never stops the runner: logged, tried again
+                log.exception("costline: a pass over the message batches failed; trying again")
+                busy = False
+            if not busy:
+                self._stop.wait(self.idle_s)
+
+    # -- one pass ----------------------------------------------------------------------------------------------
+    def step(self) -> bool:
+        """One pass over every open batch; True when it did something (another pass may do more at once)."""
+        now = self._now()
+        try:
+            self._hold()
+            busy = self._reconcile(now)
+            for batch in self.store.open_batches():
+                busy |= self._step_batch(batch, now)
+            busy |= self._poll(now)
+        except _LeaseLost:  # another process's runner has it, or this one is stopping
+            return False
+        busy |= self.store.end_finished(self._now()) > 0
+        self.store.forget_older(now - self.ttl_s)
+        return busy
+
+    def _hold(self) -> None:
+        """Renew the runner's lease before each unit of work (a request, an upstream batch), so two processes'
+        runners never work at once; :class:`_LeaseLost` when another holds it or this runner is stopping."""
+        if self._stop.is_set() or not self.store.take_lease(self._holder, self._now(), LEASE_S):
+            raise _LeaseLost
+
+    def _step_batch(self, batch: StoredBatch, now: float) -> bool:
+        if now >= batch.created + 2 * BATCH_EXPIRES_S:  # an upstream API that never ended what it was sent
+            return self._close_out(batch, EXPIRED, everything=True)
+        if batch.cancel_at is not None or now >= batch.created + BATCH_EXPIRES_S:
+            return self._close_out(batch, CANCELED if batch.cancel_at is not None else EXPIRED)
+        busy = False
+        for row in self.store.rows(batch.id, "new", limit=self.per_step):
+            self._hold()
+            self._guarded(batch, row, self._intake)
+            busy = True
+        if self.store.rows(batch.id, "new", limit=1):
+            return busy  # every request looked up and routed first: one upstream batch per tier and round
+        for tier in self.store.ready_tiers(batch.id):
+            backend = self.pipeline.backends.get(tier)
+            if isinstance(backend, AnthropicBackend):
+                self._hold()
+                busy |= self._submit(batch, tier, backend, now)
+            else:
+                for row in self.store.rows(batch.id, "ready", tier=tier, limit=self.per_step):
+                    self._hold()
+                    self._guarded(batch, row, self._direct)
+                    busy = True
+        return busy
+
+    def _guarded(self, batch: StoredBatch, row: _Row, work: Callable[[StoredBatch, _Row], None]) -> None:
+        """``work`` on one request; a failure of costline's own (a router or a cache that raises) ends that request
+        as ``errored`` (api_error), or with the answer it already has, instead of failing every pass over the batch."""
+        try:
+            work(batch, row)
+        except _LeaseLost:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one request's failure never stops the others
+            log.exception("costline: batch %s request %s failed in the gateway", batch.id, row.custom_id)
+            if row.last is not None:
+                self._settle(batch, row, SUCCEEDED, _result(row.last), served=row.last["tier"], success=False)
+            else:
+                self._settle(batch, row, ERRORED, _errored("api_error",
+                                                           f"costline gateway failure: {type(exc).__name__}"),
+                             served=row.tier, success=False)
+
+    def _intake(self, batch: StoredBatch, row: _Row) -> None:
+        read = self._read(row.params, batch.beta)
+        if isinstance(read, str):
+            self.store.save(row, kind=ERRORED, result=_errored("invalid_request_error", read))
+            return
+        query, prompt, scope = read
+        task_type = _task_type(row.params, batch.task_type)
+        with self._context(row):
+            decision = self.pipeline.route(query, task_type)
+            row.routed, row.reason = decision.tier, decision.reason
+            hit = None
+            if not prompt.expects_blocks:
+                hit = self.pipeline.look_up(query, tenant=batch.tenant,
+                                            namespace=self.pipeline.cache_namespace(scope))
+                row.looked = 2 if hit is not None else (1 if self.pipeline.cache is not None else 0)
+        if hit is not None:
+            answer = Answer(hit.answer, contract.TIER_CACHE, None, decision.tier, True, cached=True,
+                            similarity=float(hit.similarity), request_id=row.request_id, reason=decision.reason)
+            self._settle(batch, row, SUCCEEDED, {"type": SUCCEEDED, "message": self._message(answer)},
+                         served=contract.TIER_CACHE, success=True)
+            return
+        ladder = self.pipeline.registry.ladder(decision.tier, self.pipeline.escalation.max_escalations)
+        row.tier, row.ladder, row.state = ladder[0], list(ladder[1:]), "ready"
+        self.store.save(row)
+
+    def _direct(self, batch: StoredBatch, row: _Row) -> None:
+        query, prompt, _ = self._read_ok(row, batch)
+        assert row.tier is not None
+        with self._context(row):
+            attempt = self.pipeline._attempt(row.tier, query, prompt)
+        self._attempted(batch, row, attempt, query, prompt)
+
+    def _read_ok(self, row: _Row, batch: StoredBatch) -> tuple[str, Prompt, str]:
+        read = self._read(row.params, batch.beta)
+        if isinstance(read, str):  # it was read at intake: only a gateway of another version reads it otherwise
+            raise ValueError(f"the request no longer reads as it did: {read}")
+        return read
+
+    def _submit(self, batch: StoredBatch, tier: str, backend: AnthropicBackend, now: float) -> bool:
+        if self._retry_at.get((batch.id, tier), 0.0) > now:
+            return False
+        import anthropic
+
+        rows = self.store.rows(batch.id, "ready", tier=tier, limit=10_000)
+        requests, betas = [], ()
+        for row in rows:
+            try:
+                prompt = self._read_ok(row, batch)[1]
+            except ValueError as exc:
+                log.warning("costline: batch %s request %s: %s", batch.id, row.custom_id, exc)
+                self._settle(batch, row, ERRORED, _errored("invalid_request_error", str(exc)), served=None,
+                             success=False)
+                continue
+            betas = prompt.anthropic_betas
+            requests.append({"custom_id": f"r{row.seq}", "params": backend._kwargs(prompt)})
+        token, at = f"intent-{uuid.uuid4().hex}", self._now()
+        sent = {q["custom_id"] for q in requests}
+        rows = self.store.intend(token, batch.id, tier, [r for r in rows if f"r{r.seq}" in sent], at)
+        moved = {f"r{r.seq}" for r in rows}
+        requests = [q for q in requests if q["custom_id"] in moved]
+        if not requests:
+            self.store.settle_intent(token, None, now)
+            return False
+        try:
+            if betas:  # the request's anthropic-beta header, as the Batches API takes it
+                made = backend.client.beta.messages.batches.create(requests=requests, betas=list(betas))
+            else:
+                made = backend.client.messages.batches.create(requests=requests)
+        except (anthropic.APIConnectionError, anthropic.RateLimitError, anthropic.InternalServerError) as exc:
+            # refused before anything was made (429, 5xx), or unknown (a timeout): looked for before sent again
+            found = None
+            if isinstance(exc, anthropic.APIConnectionError):
+                try:
+                    found = self._find_created(backend, len(requests), at)
+                except Exception:  # noqa: BLE001 - the intent stays: the next pass looks again (_reconcile)
+                    log.warning("costline: could not tell whether upstream batch for %s was made; looking again "
+                                "next pass", batch.id)
+                    return False
+            self.store.settle_intent(token, found, now + self.poll_s)
+            if found is None:
+                log.warning("costline: could not send batch %s's %s requests upstream (%s); trying again in %.0f s",
+                            batch.id, tier, type(exc).__name__, self.poll_s)
+                self._retry_at[(batch.id, tier)] = now + self.poll_s
+            return found is not None
+        except anthropic.APIError as exc:  # the upstream API refused the batch: each request's attempt failed
+            log.warning("costline: the %s tier refused batch %s's requests: %s", tier, batch.id, exc)
+            self.store.settle_intent(token, None, now)
+            for row in self.store.rows(batch.id, "ready", tier=tier, limit=10_000):
+                query, prompt, _ = self._read_ok(row, batch)
+                self._attempted(batch, row, Attempt(tier, backend.spec.model, False, type(exc).__name__), query,
+                                prompt)
+            return True
+        self._retry_at.pop((batch.id, tier), None)
+        self.store.settle_intent(token, str(made.id), now + self.poll_s)
+        log.info("costline: batch %s: %d requests sent to the %s tier as upstream batch %s", batch.id, len(requests),
+                 tier, made.id)
+        return True
+
+    def _reconcile(self, now: float) -> bool:
+        """Upstream creates whose outcome is unknown (the process stopped between the create and its record):
+        the batch it made, found in the upstream list, is attached; none found, the rows are sent again."""
+        busy = False
+        for token, _batch_id, tier, at, count in self.store.intents():
+            backend = self.pipeline.backends.get(tier)
+            found = None
+            if isinstance(backend, AnthropicBackend):
+                try:
+                    found = self._find_created(backend, count, at)
+                except Exception as exc:  # noqa: BLE001 - the upstream API is down: asked again next pass
+                    log.warning("costline: could not list upstream batches (%s); trying again", type(exc).__name__)
+                    continue
+            self.store.settle_intent(token, found, now)
+            busy = True
+        return busy
+
+    def _find_created(self, backend: AnthropicBackend, count: int, at: float) -> str | None:
+        """The upstream batch of ``count`` requests created at or after ``at`` that is not one of ours yet, if any
+        (batches carry no client metadata; a wrong match's results are taken only for the rows sent to it)."""
+        known = self.store.known_upstreams()
+        found = []
+        for b in backend.client.messages.batches.list(limit=100):  # most recent first
+            if b.created_at.timestamp() < at - _CREATE_SKEW_S:
+                break
+            c = b.request_counts
+            if b.id not in known and c.processing + c.succeeded + c.errored + c.canceled + c.expired == count:
+                found.append(b.id)
+        return found[-1] if found else None
+
+    def _poll(self, now: float) -> bool:
+        busy = False
+        for upstream, batch_id, tier in self.store.due_upstreams(now):
+            self._hold()
+            batch = self.store.batch(batch_id)
+            backend = self.pipeline.backends.get(tier)
+            if batch is None:
+                self.store.collected(upstream)
+                continue
+            if not isinstance(backend, AnthropicBackend):  # the tier moved off the Anthropic API: asked again there
+                log.warning("costline: the %s tier is no longer on the Anthropic API: upstream batch %s's requests "
+                            "are asked again", tier, upstream)
+                self.store.unsubmit(upstream)
+                continue
+            try:
+                status = backend.client.messages.batches.retrieve(upstream)
+                if getattr(status, "processing_status", None) != "ended":
+                    self.store.poll_later(upstream, now + self.poll_s)
+                    continue
+                self._collect(batch, tier, backend, upstream)
+            except _LeaseLost:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the upstream API is down: asked again later
+                log.warning("costline: could not read upstream batch %s (%s); trying again in %.0f s", upstream,
+                            type(exc).__name__, self.poll_s)
+                self.store.poll_later(upstream, now + self.poll_s)
+                continue
+            busy = True
+        return busy
+
+    def _collect(self, batch: StoredBatch, tier: str, backend: AnthropicBackend, upstream: str) -> None:
+        rows = self.store.upstream_rows(upstream)
+        for n, item in enumerate(backend.client.messages.batches.results(upstream)):
+            if n % 100 == 99:
+                self._hold()
+            cid = str(getattr(item, "custom_id", ""))
+            row = rows.pop(int(cid[1:]), None) if cid[:1] == "r" and cid[1:].isdigit() else None
+            if row is not None:
+                self._guarded(batch, row, lambda b, r: self._collect_one(b, r, tier, backend, item.result))
+        for row in rows.values():  # sent, but not in the results: it never ran
+            query, prompt, _ = self._read_ok(row, batch)
+            row.upstream = None
+            self._attempted(batch, row, Attempt(tier, backend.spec.model, False, EXPIRED), query, prompt)
+        self.store.collected(upstream)
+        self._canceled.discard(upstream)
+
+    def _collect_one(self, batch: StoredBatch, row: _Row, tier: str, backend: AnthropicBackend, result: Any) -> None:
+        query, prompt, _ = self._read_ok(row, batch)
+        kind = getattr(result, "type", None)
+        if kind == SUCCEEDED:
+            reply = backend._reply(result.message)
+            attempt = self.pipeline.judged(tier, reply, query, prompt)
+            call: Callable[[Any], None] = lambda c: self._record_reply(c, reply)  # noqa: E731
+        elif kind == ERRORED:
+            error_type = _error_class(getattr(result, "error", None))
+            attempt = Attempt(tier, backend.spec.model, False, error_type)
+            call = lambda c: c.error(error_type)  # noqa: E731
+        else:  # canceled or expired upstream: never ran
+            attempt, call = Attempt(tier, backend.spec.model, False, str(kind or EXPIRED)), None
+        row.upstream = None
+        try:
+            moved = self._attempted(batch, row, attempt, query, prompt)
+        except Exception:  # the row is settled as errored by _guarded: the call was paid for all the same
+            moved = True
+            raise
+        finally:
+            if moved and call is not None:  # once the row has moved on: a result read again is not counted again
+                with self._context(row), self.pipeline.recorder.call(
+                        contract.PROVIDER_ANTHROPIC, backend.spec.model, tier, batch=True) as span:
+                    call(span)
+
+    def _record_reply(self, call: Any, reply: Reply) -> None:
+        """An upstream batch's answer on its call span (at the batch price)."""
+        try:
+            call.usage(reply.input_tokens, reply.output_tokens, reply.cache_read_tokens, reply.cache_creation_tokens,
+                       reply.cache_creation_1h_tokens, reply.web_search_requests)
+            call.inference_geo(reply.inference_geo)
+            call.response(reply.model, [reply.stop_reason] if reply.stop_reason else None, reply.id)
+        except Exception:  # noqa: BLE001 - recording never fails the answer
+            log.exception("costline: could not record a batch answer")
+
+    def _attempted(self, batch: StoredBatch, row: _Row, attempt: Attempt, query: str, prompt: Prompt) -> bool:
+        """Go on after one attempt: settled (accepted, or nothing left to try), or up the ladder next round. False
+        when another runner had moved the row on (nothing of this attempt is kept)."""
+        row.attempts.append({"tier": attempt.tier, "ok": attempt.ok, "problem": attempt.problem})
+        if attempt.reply is not None:
+            answer = Answer(attempt.reply.text, attempt.tier, attempt.reply.model, row.routed or attempt.tier,
+                            attempt.ok, request_id=row.request_id, reply=attempt.reply)
+            row.last = {"type": SUCCEEDED, "message": self._message(answer), "tier": attempt.tier}
+        if attempt.ok:
+            assert attempt.reply is not None
+            won = self._settle(batch, row, SUCCEEDED, _result(row.last), served=attempt.tier, success=True)
+            if won and not prompt.expects_blocks:
+                read = self._read(row.params, batch.beta)
+                scope = read[2] if not isinstance(read, str) else ""
+                self.pipeline.keep(query, attempt.reply, tenant=batch.tenant,
+                                   namespace=self.pipeline.cache_namespace(scope))
+            return won
+        current = self.store.batch(batch.id)
+        closing = current is None or current.cancel_at is not None
+        goes_on = attempt.reply is not None or self.pipeline.escalation.on_error
+        if row.ladder and goes_on and not closing:
+            row.tier, row.ladder, row.state = row.ladder[0], row.ladder[1:], "ready"
+            return self.store.save(row)
+        if row.last is not None:  # every tier tried: the last answer, as a synchronous request gets it
+            return self._settle(batch, row, SUCCEEDED, _result(row.last), served=row.last["tier"], success=False)
+        if attempt.problem in (CANCELED, EXPIRED):
+            return self._settle(batch, row, attempt.problem, {"type": attempt.problem}, served=attempt.tier,
+                                success=False)
+        problems = ", ".join(f"{a['tier']}: {a['problem']}" for a in row.attempts)
+        error_type = _ERROR_TYPES.get(str(attempt.problem), "api_error")
+        return self._settle(batch, row, ERRORED, _errored(error_type, f"every tier failed: {problems}"),
+                            served=attempt.tier, success=False)
+
+    def _settle(self, batch: StoredBatch, row: _Row, kind: str, result: Mapping[str, Any], *, served: str | None,
+                success: bool) -> bool:
+        """The request is answered: its result kept, then its request span (when it looked anything up or called
+        anything). False when another runner had moved it on (then nothing is recorded)."""
+        if not self.store.save(row, kind=kind, result=result):
+            return False
+        ran = [a for a in row.attempts if a["problem"] not in (CANCELED, EXPIRED)]
+        if row.looked or ran:
+            with self._context(row), self.pipeline.recorder.request(
+                    task_type=_task_type(row.params, batch.task_type), tenant=batch.tenant,
+                    request_id=row.request_id, routed_tier=row.routed, route_reason=row.reason) as req:
+                if row.looked:
+                    req.looked_up(row.looked == 2)
+                for a in ran:
+                    req.attempted(a["tier"], a["ok"])
+                    if not a["ok"]:
+                        req.attempt_rejected(a["tier"], a["problem"])
+                if served is not None and (ran or row.looked == 2):
+                    req.served_by(served)
+                if success:
+                    req.accept()
+                else:
+                    req.reject(", ".join(f"{a['tier']}: {a['problem']}" for a in ran) or kind)
+        return True
+
+    def _close_out(self, batch: StoredBatch, kind: str, *, everything: bool = False) -> bool:
+        """A canceled or expired batch: what was not sent anywhere ends as ``kind``; upstream batches are canceled
+        (their answers, already paid for, are still collected). ``everything``: what was sent too (an upstream
+        batch that never ended)."""
+        busy = False
+        for state in ("new", "ready", *(("sending", "submitted") if everything else ())):
+            for row in self.store.rows(batch.id, state, limit=10_000):
+                self._hold()
+                if row.last is not None:
+                    self._settle(batch, row, SUCCEEDED, _result(row.last), served=row.last["tier"], success=False)
+                else:
+                    self._settle(batch, row, kind, {"type": kind}, served=row.tier, success=False)
+                busy = True
+        for upstream, tier in self.store.upstreams(batch.id):
+            backend = self.pipeline.backends.get(tier)
+            if everything:
+                self.store.collected(upstream)
+                continue
+            if not isinstance(backend, AnthropicBackend) or upstream in self._canceled:
+                continue
+            try:
+                backend.client.messages.batches.cancel(upstream)
+            except Exception as exc:  # noqa: BLE001 - it ends by itself: its results are collected then
+                log.warning("costline: could not cancel upstream batch %s: %s", upstream, type(exc).__name__)
+            self._canceled.add(upstream)
+            self.store.poll_later(upstream, self._now())
+            busy = True
+        return busy
+
+    @contextmanager
+    def _context(self, row: _Row) -> Iterator[None]:
+        """The request's own trace (its spans are recorded over hours) and its request id, made current."""
+        parent = NonRecordingSpan(SpanContext(int(row.trace, 16), int(row.root, 16), is_remote=True,
+                                              trace_flags=TraceFlags(TraceFlags.SAMPLED)))
+        ctx = otel_context.set_value(REQUEST_ID_CONTEXT_KEY, row.request_id, trace.set_span_in_context(parent))
+        token = otel_context.attach(ctx)
+        try:
+            yield
+        finally:
+            otel_context.detach(token)
+
+
+def _result(last: Mapping[str, Any] | None) -> dict[str, Any]:
+    assert last is not None
+    return {"type": SUCCEEDED, "message": last["message"]}
+
+
+def _task_type(params: Mapping[str, Any], default: str) -> str:
+    meta = params.get("metadata")
+    task = meta.get("task_type") if isinstance(meta, Mapping) else None
+    return task if isinstance(task, str) and task else default
+
+
+def _error_class(error: Any) -> str:
+    """The SDK error class name of an errored result's error object (``api_error`` and unknown: APIStatusError)."""
+    from costline.collectors.instrument import anthropic_error_class
+
+    return anthropic_error_class(error) or "APIStatusError"
