@@ -492,10 +492,11 @@ class Pipeline:
         """A cache lookup as :meth:`answer` makes it, its span standalone in the current context (None: no cache)."""
         return None if self.cache is None else self._lookup(self.recorder, query, tenant, namespace)
 
-    def keep(self, query: str, reply: Reply, *, tenant: str, namespace: str | None) -> None:
+    def keep(self, query: str, reply: Reply, *, tenant: str, namespace: str | None,
+             doc_hashes: Sequence[str] = ()) -> None:
         """Store an accepted answer as :meth:`answer` does (when it is one the cache keeps)."""
         if self.cache is not None and cacheable(reply):
-            self._store(query, reply.text, tenant, namespace, ())
+            self._store(query, reply.text, tenant, namespace, doc_hashes)
 
     def _judge(self, query: str, reply: Reply, fmt: OutputFormat | None = None) -> tuple[bool, str | None, float | None]:
         """(accepted, why not, confidence) of one reply: its structured-output format (``fmt``: valid JSON, valid

@@ -8,6 +8,7 @@ answer sent up the ladder, the student asked directly, a batch that survives a g
 
 from __future__ import annotations
 
+import json
 import time
 
 import anthropic
@@ -81,11 +82,24 @@ def results(cl: anthropic.Anthropic, batch_id: str) -> dict:
     return {r.custom_id: r.result for r in cl.messages.batches.results(batch_id)}
 
 
+class TaggedCache(DictCache):
+    """Remembers the document hashes each answer was stored with (what invalidation by document reads)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: dict[str, tuple] = {}
+
+    def store(self, query, answer, *, tenant, namespace=None, doc_hashes=()):
+        super().store(query, answer, tenant=tenant, namespace=namespace)
+        self.tags[query] = tuple(doc_hashes)
+
+
 def test_a_batch_is_answered_upstream_at_the_batch_price_and_a_repeat_from_the_cache(standin, recorder, exporter,
                                                                                       tmp_path) -> None:
-    with routed_gateway(standin, tmp_path / "keys.json", cache=DictCache(), recorder=recorder,
+    cache = TaggedCache()
+    with routed_gateway(standin, tmp_path / "keys.json", cache=cache, recorder=recorder,
                         batches_poll_s=0.1) as gw:
-        cl = client(_fast(gw))
+        cl = client(_fast(gw)).with_options(default_headers={"x-costline-doc-hashes": "kb-7"})
         made = cl.messages.batches.create(requests=[ask("q1", EASY), ask("bad", "x", max_tokens=0),
                                                     ask("q2", "What is the capital of France?")])
         assert made.processing_status == "in_progress" and made.request_counts.processing == 3
@@ -100,6 +114,7 @@ def test_a_batch_is_answered_upstream_at_the_batch_price_and_a_repeat_from_the_c
         assert got["q1"].type == "succeeded" and first.model.startswith("claude-") and first.content[0].text
         assert first.usage.input_tokens > 0 and first.usage.output_tokens > 0
 
+        assert cache.tags[EASY] == ("kb-7",)  # stored tagged with the create's documents
         # asked again in a second batch: the cache answers, nothing goes upstream
         upstream_before = len(standin._batches)
         again = cl.messages.batches.create(requests=[ask("again", EASY)])
@@ -369,7 +384,7 @@ def test_one_result_that_fails_in_the_gateway_ends_as_errored_and_is_counted_onc
 def test_an_upstream_create_whose_outcome_was_lost_is_found_not_paid_twice(standin, recorder, tmp_path) -> None:
     """The process stopped between the upstream create and its record: the next pass finds the batch it made in
     the upstream list and collects it, instead of sending the requests again."""
-    from costline.serving.gateway.batches import BatchStore
+    from costline.serving.gateway.batches import BatchStore, tag_of
 
     clock = [time.time()]
     with routed_gateway(standin, tmp_path / "keys.json", recorder=recorder) as gw:
@@ -383,7 +398,7 @@ def test_an_upstream_create_whose_outcome_was_lost_is_found_not_paid_twice(stand
         backend = gw.pipeline.backends[row.tier]
         prompt = runner._read_ok(row, store.batch(made.id))[1]
         store.intend("intent-lost", made.id, row.tier, [row], clock[0])  # the intent, then the create...
-        backend.client.messages.batches.create(requests=[{"custom_id": f"r{row.seq}",
+        backend.client.messages.batches.create(requests=[{"custom_id": f"{tag_of('intent-lost')}-{row.seq}",
                                                           "params": backend._kwargs(prompt)}])
         # ... and the process died before recording it
         deadline = time.monotonic() + 20
@@ -414,3 +429,58 @@ def test_two_runners_on_one_store_never_work_at_once(standin, tmp_path) -> None:
         assert second.save(stale) is False  # read as new, since moved on: not saved
         (sent,) = first.rows(made.id, "submitted", limit=5)
         assert sent.tier != "frontier"
+
+
+def test_an_upstream_batch_found_again_that_is_not_ours_gives_no_answers(standin, recorder, tmp_path) -> None:
+    """A create whose outcome was lost matches someone else's upstream batch of the same size (upstream batches
+    carry no client metadata): its results are not taken for our requests, which are sent again."""
+    from costline.serving.gateway.batches import BatchStore
+
+    clock = [time.time()]
+    with routed_gateway(standin, tmp_path / "keys.json", recorder=recorder) as gw:
+        store = BatchStore()
+        runner = _hand_runner(gw, store, clock)
+        made = store.create("acme", [("a", ask("a", EASY)["params"])], task_type="support", beta=None,
+                            now=clock[0], max_open=5)
+        (new,) = store.rows(made.id, "new", limit=5)
+        runner._intake(store.batch(made.id), new)
+        (row,) = store.rows(made.id, "ready", limit=5)
+        backend = gw.pipeline.backends[row.tier]
+        store.intend("intent-lost", made.id, row.tier, [row], clock[0])  # ours was never made; another's was
+        backend.client.messages.batches.create(requests=[{"custom_id": "r0", "params": {
+            "model": backend.spec.model, "max_tokens": 64, "messages": [{"role": "user", "content": "Other text"}]}}])
+        deadline = time.monotonic() + 20
+        while store.batch(made.id).ended is None and time.monotonic() < deadline:
+            runner.step()
+            time.sleep(0.05)
+            clock[0] = time.time()
+        (line,) = [json.loads(r) for _, r in store.results(made.id)]
+        mine = backend.client.messages.create(model=backend.spec.model, max_tokens=256,
+                                              messages=[{"role": "user", "content": EASY}])
+    assert line["type"] == "succeeded" and line["message"]["content"][0]["text"] == mine.content[0].text
+    assert len(standin._batches) == 2  # the other one, and ours sent again
+
+
+def test_a_create_that_fails_with_a_5xx_is_looked_for_before_it_is_sent_again(standin, recorder, tmp_path) -> None:
+    """A 500 on the upstream create says nothing about whether it was made: the SDK does not retry it, the runner
+    looks for it in the list, and only once a grace period has passed without it does it send the rows again."""
+    from costline.serving.gateway.batches import INTENT_GRACE_S, BatchStore
+
+    clock = [time.time()]
+    with routed_gateway(standin, tmp_path / "keys.json", recorder=recorder) as gw:
+        store = BatchStore()
+        runner = _hand_runner(gw, store, clock)
+        made = store.create("acme", [("a", ask("a", EASY)["params"])], task_type="support", beta=None,
+                            now=clock[0], max_open=5)
+        standin.inject_errors(500, 1)
+        runner.step()  # looked up, routed; the create fails
+        assert store.rows(made.id, "sending", limit=5) and not standin._batches
+        runner.step()  # within the grace period: still looked for, not sent
+        assert store.rows(made.id, "sending", limit=5) and not standin._batches
+        clock[0] += INTENT_GRACE_S + 1
+        deadline = time.monotonic() + 20
+        while store.batch(made.id).ended is None and time.monotonic() < deadline:
+            runner.step()
+            time.sleep(0.05)
+            clock[0] += 1
+        assert store.counts(made.id)["succeeded"] == 1 and len(standin._batches) == 1

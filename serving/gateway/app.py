@@ -150,7 +150,8 @@ class Gateway(ServedByJsonServer):
         batch_store = BatchStore(responses_store or cfg.responses_store_path)
         self.batches = MessageBatches(self, batch_store, wall=wall)
         self.batch_runner = BatchRunner(pipeline, batch_store, message=_message, read=read_messages_request,
-                                        poll_s=cfg.batches_poll_s, ttl_s=cfg.batches_ttl_s, now=wall)
+                                        poll_s=cfg.batches_poll_s, ttl_s=cfg.batches_ttl_s, now=wall,
+                                        default_task_type=cfg.default_task_type)
         host = host or cfg.host
         self.guard = GatewayGuard(cfg, host=host, keys=keys, limiter=limiter, **({"now": now} if now else {}))
         refuse_open_bind("the gateway", host, authenticated=self.guard.auth_required(),

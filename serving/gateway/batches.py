@@ -43,6 +43,7 @@ from costline import contract
 from costline.collectors.stamping import REQUEST_ID_CONTEXT_KEY
 from costline.serving.backends import AnthropicBackend, Prompt, Reply
 from costline.serving.pipeline import Answer, Attempt, Pipeline
+from costline.textutil import well_formed
 
 __all__ = ["BatchRunner", "BatchStore", "BatchesFull", "StoredBatch", "BATCH_EXPIRES_S"]
 
@@ -53,7 +54,7 @@ BATCH_EXPIRES_S = 24 * 3600.0
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS message_batches (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, created REAL NOT NULL, "
-    "task_type TEXT NOT NULL, beta TEXT, cancel_at REAL, ended REAL, size INTEGER NOT NULL)",
+    "task_type TEXT NOT NULL, beta TEXT, cancel_at REAL, ended REAL, size INTEGER NOT NULL, doc_hashes TEXT)",
     "CREATE INDEX IF NOT EXISTS message_batches_by_tenant ON message_batches (tenant, created)",
     # state: new (not looked at) -> ready (to ask `tier`) -> submitted (in `upstream`) -> ... -> done (`kind`)
     "CREATE TABLE IF NOT EXISTS batch_requests (batch TEXT NOT NULL, seq INTEGER NOT NULL, custom_id TEXT NOT NULL, "
@@ -62,8 +63,9 @@ _SCHEMA = (
     "reason TEXT, looked INTEGER NOT NULL DEFAULT 0, last TEXT, kind TEXT, result TEXT, PRIMARY KEY (batch, seq))",
     "CREATE INDEX IF NOT EXISTS batch_requests_by_state ON batch_requests (state, batch, tier)",
     "CREATE INDEX IF NOT EXISTS batch_requests_by_upstream ON batch_requests (upstream)",
+    # tag: the custom_id prefix of its requests (an upstream batch found again is taken only for those)
     "CREATE TABLE IF NOT EXISTS upstream_batches (id TEXT PRIMARY KEY, batch TEXT NOT NULL, tier TEXT NOT NULL, "
-    "next_poll REAL NOT NULL, state TEXT NOT NULL)",
+    "next_poll REAL NOT NULL, state TEXT NOT NULL, tag TEXT NOT NULL DEFAULT '')",
     # an upstream create whose outcome is not known yet (its rows are in state 'sending', upstream = the token)
     "CREATE TABLE IF NOT EXISTS upstream_intents (token TEXT PRIMARY KEY, batch TEXT NOT NULL, tier TEXT NOT NULL, "
     "at REAL NOT NULL, count INTEGER NOT NULL)",
@@ -86,6 +88,8 @@ class StoredBatch:
     cancel_at: float | None
     ended: float | None
     size: int
+    #: The create's ``x-costline-doc-hashes``: its answers are stored in the cache tagged with them.
+    doc_hashes: str | None = None
 
 
 @dataclass
@@ -129,6 +133,15 @@ def _row(r: Sequence[Any]) -> _Row:
 LEASE_S = 600.0
 #: How far before its recorded intent an upstream batch's ``created_at`` may lie (clock skew) and still be ours.
 _CREATE_SKEW_S = 300.0
+#: How long a create of unknown outcome is looked for in the upstream list before its rows are sent again (a batch
+#: the API is still making may not be listed yet).
+INTENT_GRACE_S = 120.0
+
+
+def tag_of(token: str) -> str:
+    """The custom_id prefix of an upstream create's requests (``{tag}-{seq}``): unique per create, so an upstream
+    batch found again is taken only for requests it was made for."""
+    return token.removeprefix("intent-")[:24]
 
 
 class _LeaseLost(Exception):
@@ -166,7 +179,7 @@ class BatchStore:
     # -- batches ---------------------------------------------------------------------------------------------
     def create(self, tenant: str, requests: Sequence[tuple[str, Mapping[str, Any]]], *, task_type: str,
                beta: str | None, now: float, max_open: int, max_kept: int = 1_000,
-               max_bytes: int = 1024 * 2 ** 20) -> StoredBatch:
+               max_bytes: int = 1024 * 2 ** 20, doc_hashes: str | None = None) -> StoredBatch:
         """A new batch of ``(custom_id, params)`` for ``tenant``. Per tenant at most ``max_open`` in progress and
         ``max_kept`` batches of ``max_bytes`` (their requests) in all: the oldest ended ones are forgotten to make
         room; :class:`BatchesFull` when that is not enough (nothing changed then)."""
@@ -195,18 +208,18 @@ class BatchStore:
                 db.execute("DELETE FROM batch_requests WHERE batch = ?", (old_id,))
                 db.execute("DELETE FROM upstream_batches WHERE batch = ?", (old_id,))
                 db.execute("DELETE FROM message_batches WHERE id = ?", (old_id,))
-            db.execute("INSERT INTO message_batches VALUES (?, ?, ?, ?, ?, NULL, NULL, ?)",
-                       (batch_id, tenant, now, task_type, beta, size))
+            db.execute("INSERT INTO message_batches VALUES (?, ?, ?, ?, ?, NULL, NULL, ?, ?)",
+                       (batch_id, tenant, now, task_type, beta, size, doc_hashes))
             db.executemany("INSERT INTO batch_requests (batch, seq, custom_id, params, state, trace, root) "
                            "VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
         if drop:
             log.info("costline: tenant %s's %d oldest ended batches forgotten to make room", tenant, len(drop))
-        return StoredBatch(batch_id, tenant, now, task_type, beta, None, None, size)
+        return StoredBatch(batch_id, tenant, now, task_type, beta, None, None, size, doc_hashes)
 
     def batch(self, batch_id: str, tenant: str | None = None) -> StoredBatch | None:
         """The batch (only ``tenant``'s, when given: another's is not found)."""
         with self._lock:
-            row = self._db.execute("SELECT id, tenant, created, task_type, beta, cancel_at, ended, size "
+            row = self._db.execute("SELECT id, tenant, created, task_type, beta, cancel_at, ended, size, doc_hashes "
                                    "FROM message_batches WHERE id = ?", (batch_id,)).fetchone()
         if row is None or (tenant is not None and row[1] != tenant):
             return None
@@ -217,7 +230,7 @@ class BatchStore:
         """``tenant``'s batches, newest first, ``limit`` of them after ``after`` (the next page, as the SDK's list
         pages on with ``after_id``) or just before ``before`` (an id); whether there are more that way."""
         with self._lock:
-            rows = self._db.execute("SELECT id, tenant, created, task_type, beta, cancel_at, ended, size "
+            rows = self._db.execute("SELECT id, tenant, created, task_type, beta, cancel_at, ended, size, doc_hashes "
                                     "FROM message_batches WHERE tenant = ? ORDER BY created DESC, id DESC",
                                     (tenant,)).fetchall()
         found = [StoredBatch(*r) for r in rows]
@@ -285,7 +298,7 @@ class BatchStore:
 
     def open_batches(self) -> list[StoredBatch]:
         with self._lock:
-            rows = self._db.execute("SELECT id, tenant, created, task_type, beta, cancel_at, ended, size "
+            rows = self._db.execute("SELECT id, tenant, created, task_type, beta, cancel_at, ended, size, doc_hashes "
                                     "FROM message_batches WHERE ended IS NULL ORDER BY created").fetchall()
         return [StoredBatch(*r) for r in rows]
 
@@ -314,6 +327,8 @@ class BatchStore:
         upstream batch it was read in; False when it was not (another runner moved it on: this work is dropped)."""
         state = "done" if kind is not None else row.state
         body = json.dumps(result, separators=(",", ":")) if result is not None else None
+        if row.read_state == "done":  # settled already: nothing moves it again
+            return False
         with self._tx() as db:
             won = db.execute(
                 "UPDATE batch_requests SET state = ?, tier = ?, ladder = ?, attempts = ?, upstream = ?, routed = ?, "
@@ -365,8 +380,8 @@ class BatchStore:
                 db.execute("UPDATE batch_requests SET state = 'ready', upstream = NULL WHERE upstream = ? AND "
                            "state = 'sending'", (token,))
             else:
-                db.execute("INSERT OR IGNORE INTO upstream_batches VALUES (?, ?, ?, ?, 'open')",
-                           (upstream, row[0], row[1], next_poll))
+                db.execute("INSERT OR IGNORE INTO upstream_batches VALUES (?, ?, ?, ?, 'open', ?)",
+                           (upstream, row[0], row[1], next_poll, tag_of(token)))
                 db.execute("UPDATE batch_requests SET state = 'submitted', upstream = ? WHERE upstream = ? AND "
                            "state = 'sending'", (upstream, token))
             db.execute("DELETE FROM upstream_intents WHERE token = ?", (token,))
@@ -379,11 +394,16 @@ class BatchStore:
                        "state = 'submitted'", (upstream,))
             db.execute("UPDATE upstream_batches SET state = 'collected' WHERE id = ?", (upstream,))
 
-    def due_upstreams(self, now: float) -> list[tuple[str, str, str]]:
-        """``(upstream id, batch, tier)`` of the upstream batches to poll now."""
+    def due_upstreams(self, now: float) -> list[tuple[str, str, str, str]]:
+        """``(upstream id, batch, tier, tag)`` of the upstream batches to poll now."""
         with self._lock:
-            return self._db.execute("SELECT id, batch, tier FROM upstream_batches WHERE state = 'open' AND "
+            return self._db.execute("SELECT id, batch, tier, tag FROM upstream_batches WHERE state = 'open' AND "
                                     "next_poll <= ? ORDER BY next_poll", (now,)).fetchall()
+
+    def drop_intents(self, batch_id: str) -> None:
+        """Forget a closed batch's creates of unknown outcome (their rows are settled)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM upstream_intents WHERE batch = ?", (batch_id,))
 
     def upstreams(self, batch_id: str) -> list[tuple[str, str]]:
         """``(upstream id, tier)`` of a batch's upstream batches still open."""
@@ -422,7 +442,8 @@ def _errored(error_type: str, message: str) -> dict[str, Any]:
 #: The API's error type of an SDK error class (a failed call's ``error.type``), for an errored result.
 _ERROR_TYPES = {"BadRequestError": "invalid_request_error", "AuthenticationError": "authentication_error",
                 "PermissionDeniedError": "permission_error", "NotFoundError": "not_found_error",
-                "RequestTooLargeError": "request_too_large", "RateLimitError": "rate_limit_error",
+                "RequestTooLargeError": "request_too_large", "ContentTooLargeError": "request_too_large",
+                "RateLimitError": "rate_limit_error",
                 "OverloadedError": "overloaded_error"}
 
 
@@ -441,8 +462,9 @@ class BatchRunner:
     def __init__(self, pipeline: Pipeline, store: BatchStore, *, message: Callable[[Answer], dict[str, Any]],
                  read: Callable[[Mapping[str, Any], str | None], tuple[str, Prompt, str] | str],
                  poll_s: float = 60.0, ttl_s: float = 29 * 86_400.0, idle_s: float = 1.0,
-                 now: Callable[[], float] = time.time, per_step: int = 64) -> None:
+                 now: Callable[[], float] = time.time, per_step: int = 64, default_task_type: str = "general") -> None:
         self.pipeline = pipeline
+        self.default_task_type = default_task_type
         self.store = store
         self.poll_s = poll_s
         self.ttl_s = ttl_s
@@ -522,16 +544,19 @@ class BatchRunner:
             busy = True
         if self.store.rows(batch.id, "new", limit=1):
             return busy  # every request looked up and routed first: one upstream batch per tier and round
-        for tier in self.store.ready_tiers(batch.id):
-            backend = self.pipeline.backends.get(tier)
-            if isinstance(backend, AnthropicBackend):
+        tiers = self.store.ready_tiers(batch.id)
+        upstream = [t for t in tiers if isinstance(self.pipeline.backends.get(t), AnthropicBackend)]
+        direct = [t for t in tiers if t not in upstream]
+        for tier in direct:
+            for row in self.store.rows(batch.id, "ready", tier=tier, limit=self.per_step):
                 self._hold()
-                busy |= self._submit(batch, tier, backend, now)
-            else:
-                for row in self.store.rows(batch.id, "ready", tier=tier, limit=self.per_step):
-                    self._hold()
-                    self._guarded(batch, row, self._direct)
-                    busy = True
+                self._guarded(batch, row, self._direct)
+                busy = True
+        if direct:
+            return True  # their escalations join this round's upstream batches: sent once they are all in
+        for tier in upstream:
+            self._hold()
+            busy |= self._submit(batch, tier, self.pipeline.backends[tier], now)  # type: ignore[arg-type]
         return busy
 
     def _guarded(self, batch: StoredBatch, row: _Row, work: Callable[[StoredBatch, _Row], None]) -> None:
@@ -548,7 +573,7 @@ class BatchRunner:
             else:
                 self._settle(batch, row, ERRORED, _errored("api_error",
                                                            f"costline gateway failure: {type(exc).__name__}"),
-                             served=row.tier, success=False)
+                             served=_last_tier(row), success=False)
 
     def _intake(self, batch: StoredBatch, row: _Row) -> None:
         read = self._read(row.params, batch.beta)
@@ -556,7 +581,8 @@ class BatchRunner:
             self.store.save(row, kind=ERRORED, result=_errored("invalid_request_error", read))
             return
         query, prompt, scope = read
-        task_type = _task_type(row.params, batch.task_type)
+        query = well_formed(query)
+        task_type = self._task_type(row, batch)
         with self._context(row):
             decision = self.pipeline.route(query, task_type)
             row.routed, row.reason = decision.tier, decision.reason
@@ -586,55 +612,54 @@ class BatchRunner:
         read = self._read(row.params, batch.beta)
         if isinstance(read, str):  # it was read at intake: only a gateway of another version reads it otherwise
             raise ValueError(f"the request no longer reads as it did: {read}")
-        return read
+        return well_formed(read[0]), read[1], read[2]
+
+    def _task_type(self, row: _Row, batch: StoredBatch) -> str:
+        """As a synchronous request's: the create's task type header, else the request's ``metadata.task_type``,
+        else the default."""
+        meta = row.params.get("metadata")
+        task = meta.get("task_type") if isinstance(meta, Mapping) else None
+        return batch.task_type or (task if isinstance(task, str) and task else "") or self.default_task_type
 
     def _submit(self, batch: StoredBatch, tier: str, backend: AnthropicBackend, now: float) -> bool:
         if self._retry_at.get((batch.id, tier), 0.0) > now:
             return False
         import anthropic
 
-        rows = self.store.rows(batch.id, "ready", tier=tier, limit=10_000)
-        requests, betas = [], ()
-        for row in rows:
+        rows, prompts = [], {}
+        for row in self.store.rows(batch.id, "ready", tier=tier, limit=10_000):
             try:
-                prompt = self._read_ok(row, batch)[1]
+                prompts[row.seq] = self._read_ok(row, batch)[1]
+                rows.append(row)
             except ValueError as exc:
                 log.warning("costline: batch %s request %s: %s", batch.id, row.custom_id, exc)
                 self._settle(batch, row, ERRORED, _errored("invalid_request_error", str(exc)), served=None,
                              success=False)
-                continue
-            betas = prompt.anthropic_betas
-            requests.append({"custom_id": f"r{row.seq}", "params": backend._kwargs(prompt)})
         token, at = f"intent-{uuid.uuid4().hex}", self._now()
-        sent = {q["custom_id"] for q in requests}
-        rows = self.store.intend(token, batch.id, tier, [r for r in rows if f"r{r.seq}" in sent], at)
-        moved = {f"r{r.seq}" for r in rows}
-        requests = [q for q in requests if q["custom_id"] in moved]
-        if not requests:
+        rows = self.store.intend(token, batch.id, tier, rows, at)  # recorded before the create: never paid twice
+        if not rows:
             self.store.settle_intent(token, None, now)
             return False
+        tag = tag_of(token)
+        requests = [{"custom_id": f"{tag}-{r.seq}", "params": backend._kwargs(prompts[r.seq])} for r in rows]
+        betas = prompts[rows[0].seq].anthropic_betas
+        client = backend.client.with_options(max_retries=0)  # a retried create could make a second batch
         try:
-            if betas:  # the request's anthropic-beta header, as the Batches API takes it
-                made = backend.client.beta.messages.batches.create(requests=requests, betas=list(betas))
+            if betas:  # the requests' anthropic-beta header, as the Batches API takes it
+                made = client.beta.messages.batches.create(requests=requests, betas=list(betas))
             else:
-                made = backend.client.messages.batches.create(requests=requests)
-        except (anthropic.APIConnectionError, anthropic.RateLimitError, anthropic.InternalServerError) as exc:
-            # refused before anything was made (429, 5xx), or unknown (a timeout): looked for before sent again
-            found = None
-            if isinstance(exc, anthropic.APIConnectionError):
-                try:
-                    found = self._find_created(backend, len(requests), at)
-                except Exception:  # noqa: BLE001 - the intent stays: the next pass looks again (_reconcile)
-                    log.warning("costline: could not tell whether upstream batch for %s was made; looking again "
-                                "next pass", batch.id)
-                    return False
-            self.store.settle_intent(token, found, now + self.poll_s)
-            if found is None:
-                log.warning("costline: could not send batch %s's %s requests upstream (%s); trying again in %.0f s",
-                            batch.id, tier, type(exc).__name__, self.poll_s)
+                made = client.messages.batches.create(requests=requests)
+        except anthropic.APIStatusError as exc:
+            if exc.status_code in (408, 409, 429, 529):  # refused before anything was made: sent again later
+                self.store.settle_intent(token, None, now)
                 self._retry_at[(batch.id, tier)] = now + self.poll_s
-            return found is not None
-        except anthropic.APIError as exc:  # the upstream API refused the batch: each request's attempt failed
+                log.warning("costline: the %s tier's API refused batch %s's upstream batch (%s); trying again in "
+                            "%.0f s", tier, batch.id, exc.status_code, self.poll_s)
+                return False
+            if exc.status_code >= 500:  # it may have been made: looked for (_reconcile) before sent again
+                log.warning("costline: the upstream create for batch %s failed (%s): looking for it before sending "
+                            "again", batch.id, exc.status_code)
+                return False
             log.warning("costline: the %s tier refused batch %s's requests: %s", tier, batch.id, exc)
             self.store.settle_intent(token, None, now)
             for row in self.store.rows(batch.id, "ready", tier=tier, limit=10_000):
@@ -642,6 +667,10 @@ class BatchRunner:
                 self._attempted(batch, row, Attempt(tier, backend.spec.model, False, type(exc).__name__), query,
                                 prompt)
             return True
+        except anthropic.APIConnectionError as exc:  # timeouts included: it may have been made (_reconcile)
+            log.warning("costline: the upstream create for batch %s failed (%s): looking for it before sending "
+                        "again", batch.id, type(exc).__name__)
+            return False
         self._retry_at.pop((batch.id, tier), None)
         self.store.settle_intent(token, str(made.id), now + self.poll_s)
         log.info("costline: batch %s: %d requests sent to the %s tier as upstream batch %s", batch.id, len(requests),
@@ -649,8 +678,9 @@ class BatchRunner:
         return True
 
     def _reconcile(self, now: float) -> bool:
-        """Upstream creates whose outcome is unknown (the process stopped between the create and its record):
-        the batch it made, found in the upstream list, is attached; none found, the rows are sent again."""
+        """Upstream creates whose outcome is unknown (a timeout, a 5xx, the process stopped between the create and
+        its record): the batch one made, found in the upstream list, is attached; none found after
+        :data:`INTENT_GRACE_S`, its rows are sent again."""
         busy = False
         for token, _batch_id, tier, at, count in self.store.intents():
             backend = self.pipeline.backends.get(tier)
@@ -661,26 +691,29 @@ class BatchRunner:
                 except Exception as exc:  # noqa: BLE001 - the upstream API is down: asked again next pass
                     log.warning("costline: could not list upstream batches (%s); trying again", type(exc).__name__)
                     continue
+            if found is None and now < at + INTENT_GRACE_S:
+                continue  # a batch being made may not be listed yet
             self.store.settle_intent(token, found, now)
             busy = True
         return busy
 
     def _find_created(self, backend: AnthropicBackend, count: int, at: float) -> str | None:
-        """The upstream batch of ``count`` requests created at or after ``at`` that is not one of ours yet, if any
-        (batches carry no client metadata; a wrong match's results are taken only for the rows sent to it)."""
+        """The upstream batch of ``count`` requests created nearest after ``at`` that is not one of ours yet, if any
+        (batches carry no client metadata; its results are taken only for the custom ids made for this create)."""
         known = self.store.known_upstreams()
-        found = []
+        found: list[tuple[float, str]] = []
         for b in backend.client.messages.batches.list(limit=100):  # most recent first
-            if b.created_at.timestamp() < at - _CREATE_SKEW_S:
+            created = b.created_at.timestamp()
+            if created < at - _CREATE_SKEW_S:
                 break
             c = b.request_counts
             if b.id not in known and c.processing + c.succeeded + c.errored + c.canceled + c.expired == count:
-                found.append(b.id)
-        return found[-1] if found else None
+                found.append((abs(created - at), b.id))
+        return min(found)[1] if found else None
 
     def _poll(self, now: float) -> bool:
         busy = False
-        for upstream, batch_id, tier in self.store.due_upstreams(now):
+        for upstream, batch_id, tier, tag in self.store.due_upstreams(now):
             self._hold()
             batch = self.store.batch(batch_id)
             backend = self.pipeline.backends.get(tier)
@@ -689,7 +722,7 @@ class BatchRunner:
                 continue
             if not isinstance(backend, AnthropicBackend):  # the tier moved off the Anthropic API: asked again there
                 log.warning("costline: the %s tier is no longer on the Anthropic API: upstream batch %s's requests "
-                            "are asked again", tier, upstream)
+                            "are asked again (cancel it there if it still runs)", tier, upstream)
                 self.store.unsubmit(upstream)
                 continue
             try:
@@ -697,7 +730,7 @@ class BatchRunner:
                 if getattr(status, "processing_status", None) != "ended":
                     self.store.poll_later(upstream, now + self.poll_s)
                     continue
-                self._collect(batch, tier, backend, upstream)
+                self._collect(batch, tier, backend, upstream, tag)
             except _LeaseLost:
                 raise
             except Exception as exc:  # noqa: BLE001 - the upstream API is down: asked again later
@@ -708,15 +741,22 @@ class BatchRunner:
             busy = True
         return busy
 
-    def _collect(self, batch: StoredBatch, tier: str, backend: AnthropicBackend, upstream: str) -> None:
+    def _collect(self, batch: StoredBatch, tier: str, backend: AnthropicBackend, upstream: str, tag: str) -> None:
         rows = self.store.upstream_rows(upstream)
+        ours = 0
         for n, item in enumerate(backend.client.messages.batches.results(upstream)):
             if n % 100 == 99:
                 self._hold()
-            cid = str(getattr(item, "custom_id", ""))
-            row = rows.pop(int(cid[1:]), None) if cid[:1] == "r" and cid[1:].isdigit() else None
+            head, _, seq = str(getattr(item, "custom_id", "")).rpartition("-")
+            row = rows.pop(int(seq), None) if head == tag and seq.isdigit() else None
             if row is not None:
+                ours += 1
                 self._guarded(batch, row, lambda b, r: self._collect_one(b, r, tier, backend, item.result))
+        if not ours and rows:  # not the batch these were sent in (one found again that was not ours): sent again
+            log.warning("costline: upstream batch %s holds none of batch %s's requests: they are sent again",
+                        upstream, batch.id)
+            self.store.unsubmit(upstream)
+            return
         for row in rows.values():  # sent, but not in the results: it never ran
             query, prompt, _ = self._read_ok(row, batch)
             row.upstream = None
@@ -773,8 +813,9 @@ class BatchRunner:
             if won and not prompt.expects_blocks:
                 read = self._read(row.params, batch.beta)
                 scope = read[2] if not isinstance(read, str) else ""
+                hashes = tuple(h for h in (batch.doc_hashes or "").split(",") if h)
                 self.pipeline.keep(query, attempt.reply, tenant=batch.tenant,
-                                   namespace=self.pipeline.cache_namespace(scope))
+                                   namespace=self.pipeline.cache_namespace(scope), doc_hashes=hashes)
             return won
         current = self.store.batch(batch.id)
         closing = current is None or current.cancel_at is not None
@@ -801,7 +842,7 @@ class BatchRunner:
         ran = [a for a in row.attempts if a["problem"] not in (CANCELED, EXPIRED)]
         if row.looked or ran:
             with self._context(row), self.pipeline.recorder.request(
-                    task_type=_task_type(row.params, batch.task_type), tenant=batch.tenant,
+                    task_type=self._task_type(row, batch), tenant=batch.tenant,
                     request_id=row.request_id, routed_tier=row.routed, route_reason=row.reason) as req:
                 if row.looked:
                     req.looked_up(row.looked == 2)
@@ -828,13 +869,14 @@ class BatchRunner:
                 if row.last is not None:
                     self._settle(batch, row, SUCCEEDED, _result(row.last), served=row.last["tier"], success=False)
                 else:
-                    self._settle(batch, row, kind, {"type": kind}, served=row.tier, success=False)
+                    self._settle(batch, row, kind, {"type": kind}, served=_last_tier(row), success=False)
                 busy = True
+        if everything:
+            self.store.drop_intents(batch.id)
         for upstream, tier in self.store.upstreams(batch.id):
             backend = self.pipeline.backends.get(tier)
             if everything:
                 self.store.collected(upstream)
-                continue
             if not isinstance(backend, AnthropicBackend) or upstream in self._canceled:
                 continue
             try:
@@ -864,10 +906,9 @@ def _result(last: Mapping[str, Any] | None) -> dict[str, Any]:
     return {"type": SUCCEEDED, "message": last["message"]}
 
 
-def _task_type(params: Mapping[str, Any], default: str) -> str:
-    meta = params.get("metadata")
-    task = meta.get("task_type") if isinstance(meta, Mapping) else None
-    return task if isinstance(task, str) and task else default
+def _last_tier(row: _Row) -> str | None:
+    """The tier a request last tried (what its span says served it when none answered)."""
+    return row.attempts[-1]["tier"] if row.attempts else None
 
 
 def _error_class(error: Any) -> str:

@@ -118,14 +118,15 @@ class MessageBatches:
             seen.add(cid)
             items.append((cid, params))
         tenant = admitted.tenant or cfg.default_tenant
-        task_type = req.header(cfg.task_type_header) or cfg.default_task_type
+        task_type = req.header(cfg.task_type_header) or ""  # none: each request's metadata, else the default
+        hashes = ",".join(h.strip() for h in (req.header(cfg.doc_hashes_header) or "").split(",") if h.strip())
         # the features the requests use (the SDK's beta client adds the batch API's own, which is not one of them)
         betas = [b.strip() for b in (req.header("anthropic-beta") or "").split(",")
                  if b.strip() and not b.strip().startswith("message-batches-")]
         try:
             made = self.store.create(tenant, items, task_type=task_type, beta=",".join(betas) or None,
                                      now=self._wall(), max_open=cfg.batches_max_open, max_kept=cfg.batches_max,
-                                     max_bytes=int(cfg.batches_tenant_max_mib * 2 ** 20))
+                                     max_bytes=int(cfg.batches_tenant_max_mib * 2 ** 20), doc_hashes=hashes or None)
         except BatchesFull as exc:
             return self._error(429, str(exc), headers)
         return HttpResponse(200, self._json(made, req), headers=headers)
