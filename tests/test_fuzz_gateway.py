@@ -75,7 +75,8 @@ header_names = st.sampled_from(["x-costline-tenant", "content-type", "origin", "
        path=st.sampled_from(["/v1/messages", "/v1/models", "/v1/models/claude-haiku-4-5", "/v1/models/%2F..",
                              "/v1/messages?beta=true", "/", "/v1/../etc", "/v1/messages/batches",
                              "/v1/messages/batches?limit=0&after_id=%00", "/v1/messages/batches/msgbatch_x/results",
-                             "/v1/messages/batches/msgbatch_x/cancel",
+                             "/v1/messages/batches/msgbatch_x/cancel", "/v1/files", "/v1/files/file-x/content",
+                             "/v1/batches", "/v1/batches/batch_x/cancel",
                              "/v1/responses/resp_x", "/v1/responses/resp_x/input_items?limit=5&after=%00",
                              "/v1/conversations", "/v1/conversations/conv_x/items?order=asc&limit=999",
                              "/v1/conversations/conv_x/items/msg_x"]),
@@ -100,7 +101,7 @@ def test_gateway_parses_anything_without_a_server_error(gateway, method, path, h
     assert resp.status < 500 or resp.status in (503, 529), (resp.status, answer[:300])  # busy: back-pressure
     if resp.status >= 400 and resp.status != 431:
         doc = json.loads(answer)
-        if path.startswith(("/v1/responses", "/v1/conversations")):  # OpenAI's error format
+        if path.startswith(("/v1/responses", "/v1/conversations", "/v1/files", "/v1/batches")):  # OpenAI's format
             assert doc["error"]["message"]
         else:
             assert doc["type"] == "error"

@@ -147,11 +147,21 @@ class Gateway(ServedByJsonServer):
         from costline.serving.gateway.batches_api import MessageBatches, batch_routes
 
         #: Message Batches: kept beside the stored responses, answered by a runner thread (batches.py).
+        from costline.serving.gateway.openai_batches_api import OpenAIBatches, openai_batch_routes
+        from costline.serving.gateway.openai_api import chat_completion, read_chat_request
+
         batch_store = BatchStore(responses_store or cfg.responses_store_path)
         self.batches = MessageBatches(self, batch_store, wall=wall)
+        self.openai_batches = OpenAIBatches(self, batch_store, wall=wall)
+
+        def read_chat(params: Mapping[str, Any], _beta: str | None) -> tuple[str, Prompt, str] | str:
+            read = read_chat_request(params)
+            return str(read.body["error"]["message"]) if isinstance(read, HttpResponse) else read
+
         self.batch_runner = BatchRunner(pipeline, batch_store, message=_message, read=read_messages_request,
                                         poll_s=cfg.batches_poll_s, ttl_s=cfg.batches_ttl_s, now=wall,
-                                        default_task_type=cfg.default_task_type)
+                                        default_task_type=cfg.default_task_type,
+                                        apis={"openai": (read_chat, lambda a: chat_completion(a, int(wall())))})
         host = host or cfg.host
         self.guard = GatewayGuard(cfg, host=host, keys=keys, limiter=limiter, **({"now": now} if now else {}))
         refuse_open_bind("the gateway", host, authenticated=self.guard.auth_required(),
@@ -162,7 +172,7 @@ class Gateway(ServedByJsonServer):
 
         def _error_for(path: str) -> ErrorFn:  # each API answers in its own error format
             return openai_error if path.startswith(("/v1/chat/", "/v1/responses", "/v1/conversations",
-                                                     "/v1/embeddings")) else _error
+                                                     "/v1/embeddings", "/v1/files", "/v1/batches")) else _error
 
         self.chat_completions = ChatCompletions(self, wall=wall)
         self.responses = Responses(self, wall=wall)
@@ -184,6 +194,7 @@ class Gateway(ServedByJsonServer):
              Route("OPTIONS", "/v1/responses/{id}/input_items", self._preflight),
              *conversation_routes(self.conversations, self._preflight),
              *batch_routes(self.batches, self._preflight),
+             *openai_batch_routes(self.openai_batches, self._preflight),
              Route("POST", "/v1/embeddings", Embeddings(self, wall=wall)),
              Route("OPTIONS", "/v1/embeddings", self._preflight)],
             host=host,

@@ -291,7 +291,10 @@ class GatewayGuard:
                                 "tenant; drop the field", admitted.headers)
         return None
 
-    def admit(self, req: Any) -> Admitted | Refused:
+    def admit(self, req: Any, *, upload: bool = False) -> Admitted | Refused:
+        """Let ``req`` in (CORS, content type, key, limits), or say why not. ``upload``: a file upload route, which
+        also takes ``multipart/form-data`` — only with an ``Authorization`` or ``x-api-key`` header, which a web
+        page's plain form cannot send (so no other site can make a browser upload to an open gateway)."""
         cors = self.cors(req)
         if isinstance(cors, Refused):
             return cors
@@ -299,7 +302,12 @@ class GatewayGuard:
             ctype = self._one(req, "content-type")
             if isinstance(ctype, Refused):
                 return ctype
-            if (ctype or "").split(";")[0].strip().lower() != "application/json":
+            kind = (ctype or "").split(";")[0].strip().lower()
+            if upload and kind == "multipart/form-data":
+                if not (req.header("authorization") or req.header("x-api-key")):
+                    return Refused(415, "a multipart upload needs an Authorization or x-api-key header (the SDKs "
+                                        "send one)", cors)
+            elif kind != "application/json":
                 return Refused(415, f"Content-Type {ctype!r} is not accepted: send application/json", cors)
         cfg = self.config
         key_id: str | None = None

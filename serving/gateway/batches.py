@@ -54,7 +54,8 @@ BATCH_EXPIRES_S = 24 * 3600.0
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS message_batches (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, created REAL NOT NULL, "
-    "task_type TEXT NOT NULL, beta TEXT, cancel_at REAL, ended REAL, size INTEGER NOT NULL, doc_hashes TEXT)",
+    "task_type TEXT NOT NULL, beta TEXT, cancel_at REAL, ended REAL, size INTEGER NOT NULL, doc_hashes TEXT, "
+    "api TEXT NOT NULL DEFAULT 'anthropic', meta TEXT)",
     "CREATE INDEX IF NOT EXISTS message_batches_by_tenant ON message_batches (tenant, created)",
     # state: new (not looked at) -> ready (to ask `tier`) -> submitted (in `upstream`) -> ... -> done (`kind`)
     "CREATE TABLE IF NOT EXISTS batch_requests (batch TEXT NOT NULL, seq INTEGER NOT NULL, custom_id TEXT NOT NULL, "
@@ -69,6 +70,10 @@ _SCHEMA = (
     # an upstream create whose outcome is not known yet (its rows are in state 'sending', upstream = the token)
     "CREATE TABLE IF NOT EXISTS upstream_intents (token TEXT PRIMARY KEY, batch TEXT NOT NULL, tier TEXT NOT NULL, "
     "at REAL NOT NULL, count INTEGER NOT NULL)",
+    # the OpenAI Files API's uploads (purpose "batch"): a batch's input file
+    "CREATE TABLE IF NOT EXISTS batch_files (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, created REAL NOT NULL, "
+    "filename TEXT NOT NULL, purpose TEXT NOT NULL, bytes INTEGER NOT NULL, content BLOB NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS batch_files_by_tenant ON batch_files (tenant, created)",
     "CREATE TABLE IF NOT EXISTS batch_lease (one INTEGER PRIMARY KEY CHECK (one = 1), holder TEXT, until REAL)",
     "INSERT OR IGNORE INTO batch_lease VALUES (1, NULL, 0)",
 )
@@ -90,6 +95,10 @@ class StoredBatch:
     size: int
     #: The create's ``x-costline-doc-hashes``: its answers are stored in the cache tagged with them.
     doc_hashes: str | None = None
+    #: The API it was made in: "anthropic" (Message Batches) or "openai" (the Batch API, its requests chat
+    #: completions); ``meta`` the OpenAI batch's own fields (input file, metadata).
+    api: str = "anthropic"
+    meta: str | None = None
 
 
 @dataclass
@@ -119,6 +128,7 @@ class _Row:
         return f"{self.batch}-{self.seq}"
 
 
+_BATCH_COLUMNS = "id, tenant, created, task_type, beta, cancel_at, ended, size, doc_hashes, api, meta"
 _ROW_COLUMNS = ("batch, seq, custom_id, params, state, tier, ladder, attempts, upstream, trace, root, routed, reason, "
                 "looked, last")
 
@@ -179,11 +189,12 @@ class BatchStore:
     # -- batches ---------------------------------------------------------------------------------------------
     def create(self, tenant: str, requests: Sequence[tuple[str, Mapping[str, Any]]], *, task_type: str,
                beta: str | None, now: float, max_open: int, max_kept: int = 1_000,
-               max_bytes: int = 1024 * 2 ** 20, doc_hashes: str | None = None) -> StoredBatch:
+               max_bytes: int = 1024 * 2 ** 20, doc_hashes: str | None = None, api: str = "anthropic",
+               meta: str | None = None, prefix: str = "msgbatch_costline_") -> StoredBatch:
         """A new batch of ``(custom_id, params)`` for ``tenant``. Per tenant at most ``max_open`` in progress and
         ``max_kept`` batches of ``max_bytes`` (their requests) in all: the oldest ended ones are forgotten to make
         room; :class:`BatchesFull` when that is not enough (nothing changed then)."""
-        batch_id = f"msgbatch_costline_{uuid.uuid4().hex[:24]}"
+        batch_id = f"{prefix}{uuid.uuid4().hex[:24]}"
         rows = [(batch_id, seq, cid, json.dumps(params, separators=(",", ":")), "new", os.urandom(16).hex(),
                  os.urandom(8).hex()) for seq, (cid, params) in enumerate(requests)]
         size = sum(len(r[3]) for r in rows)
@@ -208,31 +219,31 @@ class BatchStore:
                 db.execute("DELETE FROM batch_requests WHERE batch = ?", (old_id,))
                 db.execute("DELETE FROM upstream_batches WHERE batch = ?", (old_id,))
                 db.execute("DELETE FROM message_batches WHERE id = ?", (old_id,))
-            db.execute("INSERT INTO message_batches VALUES (?, ?, ?, ?, ?, NULL, NULL, ?, ?)",
-                       (batch_id, tenant, now, task_type, beta, size, doc_hashes))
+            db.execute("INSERT INTO message_batches VALUES (?, ?, ?, ?, ?, NULL, NULL, ?, ?, ?, ?)",
+                       (batch_id, tenant, now, task_type, beta, size, doc_hashes, api, meta))
             db.executemany("INSERT INTO batch_requests (batch, seq, custom_id, params, state, trace, root) "
                            "VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
         if drop:
             log.info("costline: tenant %s's %d oldest ended batches forgotten to make room", tenant, len(drop))
-        return StoredBatch(batch_id, tenant, now, task_type, beta, None, None, size, doc_hashes)
+        return StoredBatch(batch_id, tenant, now, task_type, beta, None, None, size, doc_hashes, api, meta)
 
     def batch(self, batch_id: str, tenant: str | None = None) -> StoredBatch | None:
         """The batch (only ``tenant``'s, when given: another's is not found)."""
         with self._lock:
-            row = self._db.execute("SELECT id, tenant, created, task_type, beta, cancel_at, ended, size, doc_hashes "
+            row = self._db.execute(f"SELECT {_BATCH_COLUMNS} "
                                    "FROM message_batches WHERE id = ?", (batch_id,)).fetchone()
         if row is None or (tenant is not None and row[1] != tenant):
             return None
         return StoredBatch(*row)
 
-    def batches(self, tenant: str, *, limit: int, before: str | None = None,
-                after: str | None = None) -> tuple[list[StoredBatch], bool]:
+    def batches(self, tenant: str, *, limit: int, before: str | None = None, after: str | None = None,
+                api: str = "anthropic") -> tuple[list[StoredBatch], bool]:
         """``tenant``'s batches, newest first, ``limit`` of them after ``after`` (the next page, as the SDK's list
         pages on with ``after_id``) or just before ``before`` (an id); whether there are more that way."""
         with self._lock:
-            rows = self._db.execute("SELECT id, tenant, created, task_type, beta, cancel_at, ended, size, doc_hashes "
-                                    "FROM message_batches WHERE tenant = ? ORDER BY created DESC, id DESC",
-                                    (tenant,)).fetchall()
+            rows = self._db.execute(f"SELECT {_BATCH_COLUMNS} "
+                                    "FROM message_batches WHERE tenant = ? AND api = ? ORDER BY created DESC, id DESC",
+                                    (tenant, api)).fetchall()
         found = [StoredBatch(*r) for r in rows]
         ids = [b.id for b in found]
         if before is not None:  # the page just before `before` in this order (newer ones), nearest it last
@@ -284,6 +295,42 @@ class BatchStore:
             db.execute("DELETE FROM message_batches WHERE id = ?", (batch_id,))
         return True
 
+    # -- uploaded files (the OpenAI Files API) -------------------------------------------------------------------
+    def add_file(self, tenant: str, filename: str, purpose: str, content: bytes, *, now: float, max_files: int,
+                 max_bytes: int) -> tuple[str, float]:
+        """Keep an upload; ``(id, created)``. :class:`BatchesFull` past ``max_files`` / ``max_bytes`` per tenant."""
+        file_id = f"file-costline-{uuid.uuid4().hex[:24]}"
+        with self._tx() as db:
+            count, total = db.execute("SELECT count(*), coalesce(sum(bytes), 0) FROM batch_files WHERE tenant = ?",
+                                      (tenant,)).fetchone()
+            if count >= max_files or total + len(content) > max_bytes:
+                raise BatchesFull("this tenant's files are at their bound ([serving.gateway] batches_max, "
+                                  "batches_tenant_max_mib): delete the ones its batches have read")
+            db.execute("INSERT INTO batch_files VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (file_id, tenant, now, filename, purpose, len(content), content))
+        return file_id, now
+
+    def file(self, file_id: str, tenant: str) -> tuple[str, float, str, str, int] | None:
+        """``(id, created, filename, purpose, bytes)`` of ``tenant``'s upload (another's is not found)."""
+        with self._lock:
+            return self._db.execute("SELECT id, created, filename, purpose, bytes FROM batch_files WHERE id = ? AND "
+                                    "tenant = ?", (file_id, tenant)).fetchone()
+
+    def file_content(self, file_id: str, tenant: str) -> bytes | None:
+        with self._lock:
+            row = self._db.execute("SELECT content FROM batch_files WHERE id = ? AND tenant = ?",
+                                   (file_id, tenant)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def files(self, tenant: str) -> list[tuple[str, float, str, str, int]]:
+        with self._lock:
+            return self._db.execute("SELECT id, created, filename, purpose, bytes FROM batch_files WHERE tenant = ? "
+                                    "ORDER BY created DESC, id DESC", (tenant,)).fetchall()
+
+    def delete_file(self, file_id: str, tenant: str) -> bool:
+        with self._tx() as db:
+            return db.execute("DELETE FROM batch_files WHERE id = ? AND tenant = ?", (file_id, tenant)).rowcount == 1
+
     # -- the runner's -----------------------------------------------------------------------------------------
     def take_lease(self, holder: str, now: float, for_s: float) -> bool:
         """Hold the runner's lease until ``now + for_s`` (kept by its holder, taken when it ran out)."""
@@ -298,7 +345,7 @@ class BatchStore:
 
     def open_batches(self) -> list[StoredBatch]:
         with self._lock:
-            rows = self._db.execute("SELECT id, tenant, created, task_type, beta, cancel_at, ended, size, doc_hashes "
+            rows = self._db.execute(f"SELECT {_BATCH_COLUMNS} "
                                     "FROM message_batches WHERE ended IS NULL ORDER BY created").fetchall()
         return [StoredBatch(*r) for r in rows]
 
@@ -427,7 +474,10 @@ class BatchStore:
                               (now,)).rowcount
 
     def forget_older(self, ended_before: float) -> int:
-        """Delete the batches that ended before ``ended_before`` (their results kept long enough)."""
+        """Delete the batches that ended before ``ended_before`` (their results kept long enough), and the uploads
+        made before it."""
+        with self._tx() as db:
+            db.execute("DELETE FROM batch_files WHERE created < ?", (ended_before,))
         with self._lock:
             ids = [r[0] for r in self._db.execute("SELECT id FROM message_batches WHERE ended < ?", (ended_before,))]
         for batch_id in ids:
@@ -447,6 +497,12 @@ _ERROR_TYPES = {"BadRequestError": "invalid_request_error", "AuthenticationError
                 "OverloadedError": "overloaded_error"}
 
 
+#: How a batch's request reads: ``(params, anthropic-beta header)`` -> ``(query, prompt, cache scope)`` or the problem.
+Reader = Callable[[Mapping[str, Any], "str | None"], "tuple[str, Prompt, str] | str"]
+#: How a settled answer renders as the result's body (a Messages API message, a chat completion).
+Renderer = Callable[[Answer], dict[str, Any]]
+
+
 class BatchRunner:
     """Answers the stored batches' requests (see the module docstring). :meth:`step` does one pass (tests drive
     it with an injected ``now``); :meth:`start` runs passes in a thread until :meth:`shutdown`.
@@ -459,10 +515,10 @@ class BatchRunner:
     outcome is unknown (a timeout, a crash) is looked for in the upstream batch list before its rows are sent again.
     """
 
-    def __init__(self, pipeline: Pipeline, store: BatchStore, *, message: Callable[[Answer], dict[str, Any]],
-                 read: Callable[[Mapping[str, Any], str | None], tuple[str, Prompt, str] | str],
+    def __init__(self, pipeline: Pipeline, store: BatchStore, *, message: Renderer, read: Reader,
                  poll_s: float = 60.0, ttl_s: float = 29 * 86_400.0, idle_s: float = 1.0,
-                 now: Callable[[], float] = time.time, per_step: int = 64, default_task_type: str = "general") -> None:
+                 now: Callable[[], float] = time.time, per_step: int = 64, default_task_type: str = "general",
+                 apis: Mapping[str, tuple[Reader, Renderer]] | None = None) -> None:
         self.pipeline = pipeline
         self.default_task_type = default_task_type
         self.store = store
@@ -470,14 +526,17 @@ class BatchRunner:
         self.ttl_s = ttl_s
         self.idle_s = idle_s
         self.per_step = per_step
-        self._message = message
-        self._read = read
+        #: Per API a batch was made in ("anthropic", "openai"): how its requests read and its answers render.
+        self._apis: dict[str, tuple[Reader, Renderer]] = {"anthropic": (read, message), **(apis or {})}
         self._now = now
         self._holder = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._retry_at: dict[tuple[str, str], float] = {}  # (batch, tier) whose upstream create failed for a while
         self._canceled: set[str] = set()  # upstream batches asked to cancel (once)
+
+    def _api(self, batch: StoredBatch) -> tuple[Reader, Renderer]:
+        return self._apis[batch.api]
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -576,7 +635,7 @@ class BatchRunner:
                              served=_last_tier(row), success=False)
 
     def _intake(self, batch: StoredBatch, row: _Row) -> None:
-        read = self._read(row.params, batch.beta)
+        read = self._api(batch)[0](row.params, batch.beta)
         if isinstance(read, str):
             self.store.save(row, kind=ERRORED, result=_errored("invalid_request_error", read))
             return
@@ -594,7 +653,7 @@ class BatchRunner:
         if hit is not None:
             answer = Answer(hit.answer, contract.TIER_CACHE, None, decision.tier, True, cached=True,
                             similarity=float(hit.similarity), request_id=row.request_id, reason=decision.reason)
-            self._settle(batch, row, SUCCEEDED, {"type": SUCCEEDED, "message": self._message(answer)},
+            self._settle(batch, row, SUCCEEDED, {"type": SUCCEEDED, "message": self._api(batch)[1](answer)},
                          served=contract.TIER_CACHE, success=True)
             return
         ladder = self.pipeline.registry.ladder(decision.tier, self.pipeline.escalation.max_escalations)
@@ -609,7 +668,7 @@ class BatchRunner:
         self._attempted(batch, row, attempt, query, prompt)
 
     def _read_ok(self, row: _Row, batch: StoredBatch) -> tuple[str, Prompt, str]:
-        read = self._read(row.params, batch.beta)
+        read = self._api(batch)[0](row.params, batch.beta)
         if isinstance(read, str):  # it was read at intake: only a gateway of another version reads it otherwise
             raise ValueError(f"the request no longer reads as it did: {read}")
         return well_formed(read[0]), read[1], read[2]
@@ -806,12 +865,12 @@ class BatchRunner:
         if attempt.reply is not None:
             answer = Answer(attempt.reply.text, attempt.tier, attempt.reply.model, row.routed or attempt.tier,
                             attempt.ok, request_id=row.request_id, reply=attempt.reply)
-            row.last = {"type": SUCCEEDED, "message": self._message(answer), "tier": attempt.tier}
+            row.last = {"type": SUCCEEDED, "message": self._api(batch)[1](answer), "tier": attempt.tier}
         if attempt.ok:
             assert attempt.reply is not None
             won = self._settle(batch, row, SUCCEEDED, _result(row.last), served=attempt.tier, success=True)
             if won and not prompt.expects_blocks:
-                read = self._read(row.params, batch.beta)
+                read = self._api(batch)[0](row.params, batch.beta)
                 scope = read[2] if not isinstance(read, str) else ""
                 hashes = tuple(h for h in (batch.doc_hashes or "").split(",") if h)
                 self.pipeline.keep(query, attempt.reply, tenant=batch.tenant,

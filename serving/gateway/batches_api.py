@@ -25,7 +25,7 @@ from costline.serving.gateway.batches import BATCH_EXPIRES_S, BatchesFull, Batch
 if TYPE_CHECKING:  # pragma: no cover
     from costline.serving.gateway.app import Gateway
 
-__all__ = ["MessageBatches", "batch_routes"]
+__all__ = ["MessageBatches", "batch_routes", "limit_of"]
 
 _CUSTOM_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _BATCH_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
@@ -64,7 +64,7 @@ class MessageBatches:
         tenant, headers = entered
         batch_id = req.params["id"]
         batch = self.store.batch(batch_id, tenant) if _BATCH_ID.fullmatch(batch_id) else None
-        if batch is None:
+        if batch is None or batch.api != "anthropic":
             return self._error(404, f"message batch {batch_id[:128]!r} not found", headers)
         return batch, headers
 
@@ -139,9 +139,8 @@ class MessageBatches:
         from costline.serving.gateway.responses_api import query_of
 
         query = query_of(req)
-        raw = query.get("limit", "20")
-        limit = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 4 else 0
-        if not 1 <= limit <= 1000:
+        limit = limit_of(query, 1000)
+        if limit is None:
             return self._error(400, "limit: a whole number from 1 to 1000", headers)
         before, after = query.get("before_id"), query.get("after_id")
         if before is not None and after is not None:
@@ -195,6 +194,13 @@ class MessageBatches:
             return self._error(400, f"message batch {batch.id!r} is still in progress: cancel it, and delete it "
                                     "once it has ended", headers)
         return HttpResponse(200, {"id": batch.id, "type": "message_batch_deleted"}, headers=headers)
+
+
+def limit_of(query: Mapping[str, str], most: int) -> int | None:
+    """A list request's ``limit`` (20 when not given), or None when it is not a whole number from 1 to ``most``."""
+    raw = query.get("limit", "20")
+    limit = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= len(str(most)) else 0
+    return limit if 1 <= limit <= most else None
 
 
 def batch_routes(api: MessageBatches, preflight: Any) -> list[Route]:

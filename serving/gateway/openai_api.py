@@ -60,8 +60,9 @@ from costline.serving.translate import (MAX_TOOLS, block_text, openai_tool_calls
 from costline.serving.pipeline import Answer, LiveAnswer
 
 __all__ = ["CHAT_SAMPLING_FIELDS", "ChatCompletions", "DEFAULT_MAX_TOKENS", "Embeddings", "OpenAIRoute", "RESUME_PAUSED",
-           "SEARCH_CONTEXT_USES", "chat_sampling_of", "citation_spans", "end_user_of", "model_of", "open_openai_live",
-           "openai_error", "search_tool", "settled_response", "token_counts", "url_citations", "web_search_tool"]
+           "SEARCH_CONTEXT_USES", "chat_completion", "chat_sampling_of", "citation_spans", "end_user_of", "model_of",
+           "open_openai_live", "openai_error", "read_chat_request", "search_tool", "settled_response", "token_counts",
+           "url_citations", "web_search_tool"]
 
 log = logging.getLogger(__name__)
 
@@ -144,32 +145,16 @@ class ChatCompletions(OpenAIRoute):
     """``POST /v1/chat/completions`` on a :class:`~costline.serving.gateway.app.Gateway`."""
 
     def _answer(self, req: HttpRequest, body: Mapping[str, Any], tenant: str | None) -> HttpResponse:
-        parsed = _to_messages(body)
-        if isinstance(parsed, HttpResponse):
-            return parsed
-        system, messages, query, max_tokens, sampling, tools, tool_choice = parsed
-        fmt = from_chat(body.get("response_format"))
-        if isinstance(fmt, tuple):
-            return openai_error(400, fmt[1], param=fmt[0])
+        read = read_chat_request(body)
+        if isinstance(read, HttpResponse):
+            return read
+        query, prompt, scope = read
         stream = body.get("stream") is True
         options = body.get("stream_options") if isinstance(body.get("stream_options"), Mapping) else {}
         include_usage = stream and options.get("include_usage") is True
-        # the scope of the equivalent Messages request: one cache entry whichever API asked
-        equivalent = {**{k: body[k] for k in ("model", "temperature", "top_p", *CHAT_SAMPLING_FIELDS)
-                         if body.get(k) is not None},
-                      "system": system, "messages": messages, "max_tokens": max_tokens,
-                      "output_format": fmt.scope() if fmt is not None else None}
-        stop = body.get("stop")
-        if stop is not None:
-            equivalent["stop_sequences"] = [stop] if isinstance(stop, str) else stop
         meta = body.get("metadata") if isinstance(body.get("metadata"), Mapping) else {}
-        end_user = end_user_of(body)
-        if isinstance(end_user, HttpResponse):
-            return end_user
-        prompt = Prompt(tuple(messages), system, max_tokens, sampling, tools, tool_choice, end_user, output_format=fmt,
-                        resume_paused=RESUME_PAUSED)
-        result = self.gateway.ask(req, query=query, prompt=prompt, cache_scope=scope_of_body(equivalent),
-                                  stream=stream, metadata=meta, tenant=tenant)
+        result = self.gateway.ask(req, query=query, prompt=prompt, cache_scope=scope, stream=stream, metadata=meta,
+                                  tenant=tenant)
         created = int(self._wall())
         if isinstance(result, LiveAnswer):
             return self._live(result, created, include_usage)
@@ -193,6 +178,36 @@ class ChatCompletions(OpenAIRoute):
                 live.close()
 
         return HttpResponse(200, headers=headers, content_type="text/event-stream", stream=body())
+
+
+def read_chat_request(body: Mapping[str, Any]) -> tuple[str, Prompt, str] | HttpResponse:
+    """A Chat Completions request body checked before any model is called: ``(query, prompt, cache scope)`` (the
+    scope of the equivalent Messages request: one cache entry whichever API asked), or the 400 naming the parameter."""
+    parsed = _to_messages(body)
+    if isinstance(parsed, HttpResponse):
+        return parsed
+    system, messages, query, max_tokens, sampling, tools, tool_choice = parsed
+    fmt = from_chat(body.get("response_format"))
+    if isinstance(fmt, tuple):
+        return openai_error(400, fmt[1], param=fmt[0])
+    equivalent = {**{k: body[k] for k in ("model", "temperature", "top_p", *CHAT_SAMPLING_FIELDS)
+                     if body.get(k) is not None},
+                  "system": system, "messages": messages, "max_tokens": max_tokens,
+                  "output_format": fmt.scope() if fmt is not None else None}
+    stop = body.get("stop")
+    if stop is not None:
+        equivalent["stop_sequences"] = [stop] if isinstance(stop, str) else stop
+    end_user = end_user_of(body)
+    if isinstance(end_user, HttpResponse):
+        return end_user
+    prompt = Prompt(tuple(messages), system, max_tokens, sampling, tools, tool_choice, end_user, output_format=fmt,
+                    resume_paused=RESUME_PAUSED)
+    return query, prompt, scope_of_body(equivalent)
+
+
+def chat_completion(result: Answer, created: int) -> dict[str, Any]:
+    """The ``chat.completion`` object of a settled answer."""
+    return _completion(result, created)
 
 
 def _to_messages(body: Mapping[str, Any]) -> tuple[Any, list[dict[str, Any]], str, int, Any, Any, Any] | HttpResponse:
