@@ -119,6 +119,7 @@ def test_cancel_ends_the_batch_with_its_requests_in_the_error_file(tmp_path) -> 
 
 @pytest.mark.parametrize("lines, problem", [
     (["not json"], "line 1 is not JSON"),
+    ([json.dumps({**line("a", EASY), "body": {"deep": json.loads("[" * 150 + "]" * 150)}})], "line 1 nests"),
     ([line("a", EASY), line("a", EASY)], "line 2: custom_id 'a' is used more than once"),
     ([{**line("a", EASY), "url": "/v1/embeddings"}], "line 1: method"),
     ([line("a", EASY, stream=True)], "line 1: body.stream"),
@@ -169,3 +170,44 @@ def test_a_tenant_sees_only_its_own_files_and_batches(standin, tmp_path) -> None
             with pytest.raises(openai.NotFoundError):
                 call()
         assert theirs.files.list().data == [] and theirs.batches.list().data == []
+
+
+def test_lines_a_json_writer_may_write_are_answered(standin, tmp_path) -> None:
+    """A truncated emoji's lone surrogate escape (made well formed, as a request body is) and U+2028 left unescaped
+    inside a string (``ensure_ascii=False``) are a request like any other, not a stuck batch or a 'not JSON'."""
+    with routed_gateway(standin, tmp_path / "keys.json", batches_poll_s=0.1) as gw:
+        gw.batch_runner.idle_s = 0.05
+        cl = client(gw)
+        lone = json.dumps(line("lone", "Where is my order? \ud83d"))  # written as the escape \\ud83d, alone
+        sep = json.dumps(line("sep", "Where is my order?\u2028Thanks"), ensure_ascii=False)
+        assert "\u2028" in sep
+        done = finished(cl, cl.batches.create(input_file_id=upload(cl, [lone, sep]),
+                                              endpoint="/v1/chat/completions", completion_window="24h").id)
+        assert done.status == "completed" and sorted(jsonl(cl, done.output_file_id)) == ["lone", "sep"]
+
+
+def test_a_malformed_upload_is_a_400(standin, tmp_path) -> None:
+    with routed_gateway(standin, tmp_path / "keys.json") as gw:
+        bad = httpx.post(f"{gw.url}/v1/files", content=b"--x\r\n", headers={
+            "authorization": "Bearer unused", "content-type": "multipart/form-data; boundary=" + "b" * 300})
+        assert bad.status_code == 400 and "multipart" in bad.json()["error"]["message"]
+
+
+def test_a_store_file_of_an_earlier_costline_gets_the_new_columns(tmp_path) -> None:
+    import sqlite3
+
+    from costline.serving.gateway.batches import BatchStore
+
+    path = tmp_path / "store.sqlite3"
+    old = sqlite3.connect(path)
+    old.execute("CREATE TABLE message_batches (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, created REAL NOT NULL, "
+                "task_type TEXT NOT NULL, beta TEXT, cancel_at REAL, ended REAL, size INTEGER NOT NULL)")
+    old.execute("INSERT INTO message_batches VALUES ('msgbatch_old', 'acme', 1.0, '', NULL, NULL, 2.0, 10)")
+    old.execute("CREATE TABLE upstream_batches (id TEXT PRIMARY KEY, batch TEXT NOT NULL, tier TEXT NOT NULL, "
+                "next_poll REAL NOT NULL, state TEXT NOT NULL)")
+    old.commit()
+    old.close()
+    store = BatchStore(path)
+    assert store.batch("msgbatch_old").api == "anthropic"
+    assert [b.id for b in store.batches("acme", limit=5)[0]] == ["msgbatch_old"]
+    assert store.due_upstreams(0.0) == []

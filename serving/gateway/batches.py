@@ -78,6 +78,14 @@ _SCHEMA = (
     "INSERT OR IGNORE INTO batch_lease VALUES (1, NULL, 0)",
 )
 
+#: Columns added since the tables were first made: (table, column, type and default).
+_ADDED_COLUMNS = (
+    ("message_batches", "doc_hashes", "TEXT"),
+    ("message_batches", "api", "TEXT NOT NULL DEFAULT 'anthropic'"),
+    ("message_batches", "meta", "TEXT"),
+    ("upstream_batches", "tag", "TEXT NOT NULL DEFAULT ''"),
+)
+
 #: Result kinds, as the API names them.
 SUCCEEDED, ERRORED, CANCELED, EXPIRED = "succeeded", "errored", "canceled", "expired"
 KINDS = (SUCCEEDED, ERRORED, CANCELED, EXPIRED)
@@ -170,6 +178,13 @@ class BatchStore:
 
         self._db = open_store(path, _SCHEMA, 5.0)
         self._lock = threading.Lock()
+        for table, column, kind in _ADDED_COLUMNS:  # a store file made by an earlier costline
+            have = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                try:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+                except sqlite3.OperationalError:  # another worker added it first
+                    log.debug("costline: %s.%s was added by another process", table, column)
 
     def close(self) -> None:
         with self._lock:
@@ -677,8 +692,8 @@ class BatchRunner:
         """As a synchronous request's: the create's task type header, else the request's ``metadata.task_type``,
         else the default."""
         meta = row.params.get("metadata")
-        task = meta.get("task_type") if isinstance(meta, Mapping) else None
-        return batch.task_type or (task if isinstance(task, str) and task else "") or self.default_task_type
+        task = str(meta.get("task_type") or "") if isinstance(meta, Mapping) else ""
+        return batch.task_type or task or self.default_task_type
 
     def _submit(self, batch: StoredBatch, tier: str, backend: AnthropicBackend, now: float) -> bool:
         if self._retry_at.get((batch.id, tier), 0.0) > now:
@@ -730,6 +745,14 @@ class BatchRunner:
             log.warning("costline: the upstream create for batch %s failed (%s): looking for it before sending "
                         "again", batch.id, type(exc).__name__)
             return False
+        except Exception as exc:  # noqa: BLE001 - the SDK could not send it (it raised before any request)
+            log.exception("costline: batch %s's upstream batch could not be sent", batch.id)
+            self.store.settle_intent(token, None, now)
+            for row in self.store.rows(batch.id, "ready", tier=tier, limit=10_000):
+                self._settle(batch, row, ERRORED, _errored("api_error", f"costline gateway failure: "
+                                                                        f"{type(exc).__name__}"),
+                             served=_last_tier(row), success=False)
+            return True
         self._retry_at.pop((batch.id, tier), None)
         self.store.settle_intent(token, str(made.id), now + self.poll_s)
         log.info("costline: batch %s: %d requests sent to the %s tier as upstream batch %s", batch.id, len(requests),

@@ -305,19 +305,25 @@ def _requests_of(content: bytes, max_requests: int) -> list[tuple[str, Mapping[s
         text = content.decode("utf-8")
     except UnicodeDecodeError:
         return "the file is not UTF-8 text"
+    from costline.serving.gateway._http import HttpRequest
+    from costline.serving.gateway.app import MAX_JSON_DEPTH, json_depth
+
     items: list[tuple[str, Mapping[str, Any]]] = []
     seen: set[str] = set()
-    for n, line in enumerate(text.splitlines(), 1):
+    # lines end at "\n" only: U+2028, U+2029 and U+0085 may stand unescaped inside a JSON string
+    for n, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
         if len(items) >= max_requests:
             return f"more than {max_requests} requests ([serving.gateway] batches_max_requests): split it"
-        try:
-            doc = json.loads(line)
-        except (ValueError, RecursionError):
+        try:  # read as a request body is: a lone surrogate escape made well formed
+            doc = HttpRequest("POST", "", {}, line.rstrip("\r").encode()).json()
+        except (ValueError, UnicodeDecodeError, RecursionError):
             return f"line {n} is not JSON"
         if not isinstance(doc, Mapping):
             return f"line {n}: a JSON object with custom_id, method, url and body"
+        if json_depth(doc, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+            return f"line {n} nests objects and arrays more than {MAX_JSON_DEPTH} levels deep: flatten it"
         cid, body = doc.get("custom_id"), doc.get("body")
         if not isinstance(cid, str) or not 1 <= len(cid) <= 512:
             return f"line {n}: custom_id, a string of 1-512 characters"
@@ -373,10 +379,10 @@ def multipart_parts(content_type: str, body: bytes) -> dict[str, tuple[str | Non
             parts[name.decode("utf-8", "replace")] = (
                 filename.decode("utf-8", "replace") if filename is not None else None, bytes(current["data"]))
 
-    parser = MultipartParser(boundary, {"on_part_begin": begin, "on_header_field": header_field,
-                                        "on_header_value": header_value, "on_header_end": header_end,
-                                        "on_part_data": data, "on_part_end": end})
     try:
+        parser = MultipartParser(boundary, {"on_part_begin": begin, "on_header_field": header_field,
+                                            "on_header_value": header_value, "on_header_end": header_end,
+                                            "on_part_data": data, "on_part_end": end})
         parser.write(body)
         parser.finalize()
     except Exception as exc:  # noqa: BLE001 - python-multipart's own errors: a malformed body
