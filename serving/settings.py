@@ -416,6 +416,8 @@ class GatewayConfig:
     batches_tenant_max_mib: float = 1024.0
     #: Seconds between two looks at an upstream batch (the Anthropic API's) still in progress.
     batches_poll_s: float = 60.0
+    #: A batch's requests routed to a tier not on the Anthropic API (the self-hosted student) asked at once, at most.
+    batches_direct_concurrency: int = 4
     #: Seconds an ended batch's results are kept (the API's 29 days), then it is deleted.
     batches_ttl_s: float = 29 * 86_400.0
 
@@ -443,6 +445,7 @@ class GatewayConfig:
         s.at_least("batches_max", self.batches_max, 1)
         s.above_zero("batches_tenant_max_mib", self.batches_tenant_max_mib, unit="MiB")
         s.above_zero("batches_poll_s", self.batches_poll_s, unit="seconds")
+        s.at_least("batches_direct_concurrency", self.batches_direct_concurrency, 1)
         s.above_zero("batches_ttl_s", self.batches_ttl_s, unit="seconds")
 
 

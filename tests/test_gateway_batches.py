@@ -484,3 +484,26 @@ def test_a_create_that_fails_with_a_5xx_is_looked_for_before_it_is_sent_again(st
             time.sleep(0.05)
             clock[0] += 1
         assert store.counts(made.id)["succeeded"] == 1 and len(standin._batches) == 1
+
+
+def test_a_batch_asks_the_student_several_requests_at_once(standin, recorder, tmp_path) -> None:
+    """Requests routed to a tier not on the Anthropic API are asked up to batches_direct_concurrency at a time: two
+    calls meet at a barrier (asked one after another, the first would wait there alone and fail)."""
+    import threading
+
+    meet = threading.Barrier(2, timeout=10)
+    with routed_gateway(standin, tmp_path / "keys.json", recorder=recorder, batches_poll_s=0.1,
+                        batches_direct_concurrency=2) as gw:
+        student = gw.pipeline.backends["student"]
+        answer = student.complete
+
+        def complete(prompt):
+            meet.wait()
+            return answer(prompt)
+
+        student.complete = complete
+        cl = client(_fast(gw), route="student")
+        made = cl.messages.batches.create(requests=[ask(f"s{i}", f"Is message {i} spam: WIN A PRIZE NOW")
+                                                    for i in range(4)])
+        got = results(cl, ended(cl, made.id).id)
+    assert {r.type for r in got.values()} == {"succeeded"} and len(got) == 4

@@ -161,6 +161,7 @@ class Gateway(ServedByJsonServer):
         self.batch_runner = BatchRunner(pipeline, batch_store, message=_message, read=read_messages_request,
                                         poll_s=cfg.batches_poll_s, ttl_s=cfg.batches_ttl_s, now=wall,
                                         default_task_type=cfg.default_task_type,
+                                        direct_concurrency=cfg.batches_direct_concurrency,
                                         apis={"openai": (read_chat, lambda a: chat_completion(a, int(wall())))})
         host = host or cfg.host
         self.guard = GatewayGuard(cfg, host=host, keys=keys, limiter=limiter, **({"now": now} if now else {}))

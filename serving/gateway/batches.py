@@ -30,6 +30,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -533,8 +534,10 @@ class BatchRunner:
     def __init__(self, pipeline: Pipeline, store: BatchStore, *, message: Renderer, read: Reader,
                  poll_s: float = 60.0, ttl_s: float = 29 * 86_400.0, idle_s: float = 1.0,
                  now: Callable[[], float] = time.time, per_step: int = 64, default_task_type: str = "general",
-                 apis: Mapping[str, tuple[Reader, Renderer]] | None = None) -> None:
+                 apis: Mapping[str, tuple[Reader, Renderer]] | None = None, direct_concurrency: int = 4) -> None:
         self.pipeline = pipeline
+        #: Requests of a tier not on the Anthropic API (the student) asked at once, at most.
+        self.direct_concurrency = direct_concurrency
         self.default_task_type = default_task_type
         self.store = store
         self.poll_s = poll_s
@@ -622,16 +625,25 @@ class BatchRunner:
         upstream = [t for t in tiers if isinstance(self.pipeline.backends.get(t), AnthropicBackend)]
         direct = [t for t in tiers if t not in upstream]
         for tier in direct:
-            for row in self.store.rows(batch.id, "ready", tier=tier, limit=self.per_step):
-                self._hold()
-                self._guarded(batch, row, self._direct)
-                busy = True
+            rows = self.store.rows(batch.id, "ready", tier=tier, limit=self.per_step)
+            if len(rows) > 1 and self.direct_concurrency > 1:  # a self-hosted tier takes several at once
+                with ThreadPoolExecutor(min(self.direct_concurrency, len(rows)),
+                                        thread_name_prefix="costline-batch-direct") as pool:
+                    list(pool.map(lambda r: self._direct_guarded(batch, r), rows))
+            else:
+                for row in rows:
+                    self._direct_guarded(batch, row)
+            busy = busy or bool(rows)
         if direct:
             return True  # their escalations join this round's upstream batches: sent once they are all in
         for tier in upstream:
             self._hold()
             busy |= self._submit(batch, tier, self.pipeline.backends[tier], now)  # type: ignore[arg-type]
         return busy
+
+    def _direct_guarded(self, batch: StoredBatch, row: _Row) -> None:
+        self._hold()
+        self._guarded(batch, row, self._direct)
 
     def _guarded(self, batch: StoredBatch, row: _Row, work: Callable[[StoredBatch, _Row], None]) -> None:
         """``work`` on one request; a failure of costline's own (a router or a cache that raises) ends that request
