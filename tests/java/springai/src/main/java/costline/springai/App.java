@@ -56,6 +56,9 @@ public class App {
       code = 1;
     }
     Recorded recorded = ctx.getBean(Recorded.class);
+    // A streamed call's observation stops on a Reactor thread after block() has returned: closing before
+    // its spans have ended would drop them from the export (but not from the report). Wait for them.
+    recorded.awaitEnded(10_000);
     ctx.close(); // shuts the tracer provider down: its batch processor exports what is left
     report.put("spans", recorded.spans);
     System.out.println(new ObjectMapper().writeValueAsString(report));
@@ -123,13 +126,24 @@ public class App {
 
   static final class Recorded implements SpanProcessor {
     final List<Map<String, Object>> spans = Collections.synchronizedList(new ArrayList<>());
+    private int open;
 
     @Override
-    public void onStart(Context parentContext, ReadWriteSpan span) {}
+    public synchronized void onStart(Context parentContext, ReadWriteSpan span) {
+      open++;
+    }
 
     @Override
     public boolean isStartRequired() {
-      return false;
+      return true;
+    }
+
+    /** Until every span started has ended (or {@code timeoutMs} passed). */
+    synchronized void awaitEnded(long timeoutMs) throws InterruptedException {
+      long deadline = System.currentTimeMillis() + timeoutMs;
+      while (open > 0 && System.currentTimeMillis() < deadline) {
+        wait(Math.max(1, deadline - System.currentTimeMillis()));
+      }
     }
 
     @Override
@@ -153,6 +167,10 @@ public class App {
       }
       m.put("events", events);
       spans.add(m);
+      synchronized (this) {
+        open--;
+        notifyAll();
+      }
     }
 
     @Override
