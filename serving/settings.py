@@ -414,6 +414,9 @@ class GatewayConfig:
     #: forgotten to make room for a new one (past them with batches in progress, a new one is a 429).
     batches_max: int = 1_000
     batches_tenant_max_mib: float = 1024.0
+    #: The MiB every tenant's batches (their requests) and uploads take together at most: past it a new batch or
+    #: upload is a 529 for everyone (nothing of anyone's is forgotten to make room) and the gateway logs a warning.
+    batches_total_max_mib: float = 8192.0
     #: Seconds between two looks at an upstream batch (the Anthropic API's) still in progress.
     batches_poll_s: float = 60.0
     #: A batch's requests routed to a tier not on the Anthropic API (the self-hosted student) asked at once, at most.
@@ -444,6 +447,7 @@ class GatewayConfig:
         s.at_least("batches_max_open", self.batches_max_open, 1)
         s.at_least("batches_max", self.batches_max, 1)
         s.above_zero("batches_tenant_max_mib", self.batches_tenant_max_mib, unit="MiB")
+        s.above_zero("batches_total_max_mib", self.batches_total_max_mib, unit="MiB")
         s.above_zero("batches_poll_s", self.batches_poll_s, unit="seconds")
         s.at_least("batches_direct_concurrency", self.batches_direct_concurrency, 1)
         s.above_zero("batches_ttl_s", self.batches_ttl_s, unit="seconds")

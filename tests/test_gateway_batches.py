@@ -330,6 +330,43 @@ def test_a_tenants_kept_batches_are_bounded_its_oldest_ended_forgotten_first() -
         store.create("initech", [("a", params)], task_type="t", beta=None, now=7.0, max_open=5, max_bytes=10)
 
 
+def test_all_tenants_batches_and_uploads_are_bounded_together_nothing_of_anothers_forgotten() -> None:
+    """``total_max_bytes`` bounds every tenant's batches and uploads together: past it a new one is refused (the
+    store full: BatchStoreFull), no other tenant's batch is forgotten to make room; a tenant's own ended batch is."""
+    from costline.serving.gateway.batches import BatchesFull, BatchStore, BatchStoreFull
+
+    store = BatchStore()
+    params = ask("a", EASY)["params"]
+    one = len(json.dumps(params, separators=(",", ":")))  # a one-request batch's size, as the store counts it
+    room = 2 * one + 10
+    acme = store.create("acme", [("a", params)], task_type="t", beta=None, now=1.0, max_open=5, total_max_bytes=room)
+    store.create("globex", [("a", params)], task_type="t", beta=None, now=2.0, max_open=5, total_max_bytes=room)
+    with pytest.raises(BatchStoreFull) as err:
+        store.create("initech", [("a", params)], task_type="t", beta=None, now=3.0, max_open=5, total_max_bytes=room)
+    assert isinstance(err.value, BatchesFull) and "try again later" in str(err.value)
+    with pytest.raises(BatchStoreFull):  # an upload counts toward the same bytes
+        store.add_file("initech", "b.jsonl", "batch", b"x" * 11, now=3.0, max_files=5, max_bytes=10_000,
+                       total_max_bytes=room)
+    store.add_file("initech", "b.jsonl", "batch", b"x" * 10, now=3.0, max_files=5, max_bytes=10_000,
+                   total_max_bytes=room)  # exactly the room left
+    assert store.batch(acme.id) is not None  # nothing of another tenant's forgotten
+    store.cancel(acme.id, 4.0)
+    store._db.execute("UPDATE batch_requests SET state = 'done', kind = 'canceled' WHERE batch = ?", (acme.id,))
+    assert store.end_finished(5.0) == 1
+    store.create("acme", [("a", params)], task_type="t", beta=None, now=6.0, max_open=5,
+                 total_max_bytes=room)  # its own ended batch makes the room
+    assert store.batch(acme.id) is None
+
+
+def test_a_full_batch_store_is_a_529_the_sdk_retries_after_its_retry_after(standin, tmp_path) -> None:
+    with routed_gateway(standin, tmp_path / "keys.json", batches_total_max_mib=100 / 2 ** 20) as gw:
+        with pytest.raises(anthropic.InternalServerError) as err:
+            client(gw).messages.batches.create(requests=[ask("a", EASY)])
+        assert err.value.status_code == 529 and err.value.response.headers["retry-after"] == "60"
+        assert err.value.body["error"]["type"] == "overloaded_error"
+        assert "batch storage is full" in err.value.body["error"]["message"]
+
+
 def test_the_sdks_list_pages_through_every_batch_newest_first(standin, tmp_path) -> None:
     with routed_gateway(standin, tmp_path / "keys.json", batches_max_open=10) as gw:
         cl = client(gw)

@@ -211,3 +211,15 @@ def test_a_store_file_of_an_earlier_costline_gets_the_new_columns(tmp_path) -> N
     assert store.batch("msgbatch_old").api == "anthropic"
     assert [b.id for b in store.batches("acme", limit=5)[0]] == ["msgbatch_old"]
     assert store.due_upstreams(0.0) == []
+
+
+def test_a_full_batch_store_is_a_503_to_openai_clients(standin, tmp_path) -> None:
+    """Every tenant's batches and uploads past ``batches_total_max_mib``: the upload is refused with OpenAI's 503
+    (the SDK's InternalServerError, retried after ``retry-after``), not a 429 that blames the caller."""
+    with routed_gateway(standin, tmp_path / "keys.json", batches_total_max_mib=100 / 2 ** 20) as gw:
+        cl = client(gw)
+        with pytest.raises(openai.InternalServerError) as err:
+            upload(cl, [line(f"r{i}", "How do I reset my password?") for i in range(3)])
+        assert err.value.status_code == 503 and err.value.response.headers["retry-after"] == "60"
+        assert "batch storage is full" in err.value.body["message"]
+        assert cl.files.list().data == []

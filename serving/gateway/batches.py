@@ -46,7 +46,7 @@ from costline.serving.backends import AnthropicBackend, Prompt, Reply
 from costline.serving.pipeline import Answer, Attempt, Pipeline
 from costline.textutil import well_formed
 
-__all__ = ["BatchRunner", "BatchStore", "BatchesFull", "StoredBatch", "BATCH_EXPIRES_S"]
+__all__ = ["BatchRunner", "BatchStore", "BatchStoreFull", "BatchesFull", "StoredBatch", "BATCH_EXPIRES_S"]
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +171,23 @@ class BatchesFull(Exception):
     """A tenant's batches are at a bound: the message says which, and what to do."""
 
 
+class BatchStoreFull(BatchesFull):
+    """Every tenant's batches and uploads together fill the store's bound (``batches_total_max_mib``)."""
+
+
+def _store_full(total_max_bytes: int) -> BatchStoreFull:
+    log.warning("costline: the gateway's batches and uploads take all of [serving.gateway] batches_total_max_mib "
+                "(%g MiB, all tenants together): new ones are refused until ended batches are deleted or expire; "
+                "raise it if the disk has the room", total_max_bytes / 2 ** 20)
+    return BatchStoreFull("the gateway's batch storage is full (all tenants together): try again later")
+
+
+def _stored_bytes(db: sqlite3.Connection) -> int:
+    """What every tenant's batches (their requests) and uploads take, in bytes."""
+    return int(db.execute("SELECT (SELECT coalesce(sum(size), 0) FROM message_batches) + "
+                          "(SELECT coalesce(sum(bytes), 0) FROM batch_files)").fetchone()[0])
+
+
 class BatchStore:
     """The batches and their requests (see the module docstring). Thread-safe: one connection behind a lock."""
 
@@ -206,10 +223,13 @@ class BatchStore:
     def create(self, tenant: str, requests: Sequence[tuple[str, Mapping[str, Any]]], *, task_type: str,
                beta: str | None, now: float, max_open: int, max_kept: int = 1_000,
                max_bytes: int = 1024 * 2 ** 20, doc_hashes: str | None = None, api: str = "anthropic",
-               meta: str | None = None, prefix: str = "msgbatch_costline_") -> StoredBatch:
+               meta: str | None = None, prefix: str = "msgbatch_costline_",
+               total_max_bytes: int | None = None) -> StoredBatch:
         """A new batch of ``(custom_id, params)`` for ``tenant``. Per tenant at most ``max_open`` in progress and
         ``max_kept`` batches of ``max_bytes`` (their requests) in all: the oldest ended ones are forgotten to make
-        room; :class:`BatchesFull` when that is not enough (nothing changed then)."""
+        room; :class:`BatchesFull` when that is not enough (nothing changed then). All tenants' batches and uploads
+        together take at most ``total_max_bytes``: past it :class:`BatchStoreFull` (another tenant's batches are
+        never forgotten to make room)."""
         batch_id = f"{prefix}{uuid.uuid4().hex[:24]}"
         rows = [(batch_id, seq, cid, json.dumps(params, separators=(",", ":")), "new", os.urandom(16).hex(),
                  os.urandom(8).hex()) for seq, (cid, params) in enumerate(requests)]
@@ -221,15 +241,19 @@ class BatchStore:
                 raise BatchesFull(f"{max_open} batches are in progress for this tenant ([serving.gateway] "
                                   "batches_max_open): wait for one to end, or cancel one")
             count, total, drop = len(kept), sum(k[1] for k in kept), []
+            everyone = _stored_bytes(db) if total_max_bytes is not None else 0
             for old_id, old_size, ended in kept:  # the oldest ended first
-                if count + 1 <= max_kept and total + size <= max_bytes:
+                if (count + 1 <= max_kept and total + size <= max_bytes
+                        and (total_max_bytes is None or everyone + size <= total_max_bytes)):
                     break
                 if ended is not None:
                     drop.append(old_id)
-                    count, total = count - 1, total - old_size
+                    count, total, everyone = count - 1, total - old_size, everyone - old_size
             if count + 1 > max_kept or total + size > max_bytes:
                 raise BatchesFull("this tenant's batches in progress take all the room it has ([serving.gateway] "
                                   "batches_max, batches_tenant_max_mib): wait for them to end")
+            if total_max_bytes is not None and everyone + size > total_max_bytes:
+                raise _store_full(total_max_bytes)
             for old_id in drop:
                 db.execute("DELETE FROM upstream_intents WHERE batch = ?", (old_id,))
                 db.execute("DELETE FROM batch_requests WHERE batch = ?", (old_id,))
@@ -313,8 +337,9 @@ class BatchStore:
 
     # -- uploaded files (the OpenAI Files API) -------------------------------------------------------------------
     def add_file(self, tenant: str, filename: str, purpose: str, content: bytes, *, now: float, max_files: int,
-                 max_bytes: int) -> tuple[str, float]:
-        """Keep an upload; ``(id, created)``. :class:`BatchesFull` past ``max_files`` / ``max_bytes`` per tenant."""
+                 max_bytes: int, total_max_bytes: int | None = None) -> tuple[str, float]:
+        """Keep an upload; ``(id, created)``. :class:`BatchesFull` past ``max_files`` / ``max_bytes`` per tenant,
+        :class:`BatchStoreFull` past ``total_max_bytes`` for every tenant's batches and uploads together."""
         file_id = f"file-costline-{uuid.uuid4().hex[:24]}"
         with self._tx() as db:
             count, total = db.execute("SELECT count(*), coalesce(sum(bytes), 0) FROM batch_files WHERE tenant = ?",
@@ -322,6 +347,8 @@ class BatchStore:
             if count >= max_files or total + len(content) > max_bytes:
                 raise BatchesFull("this tenant's files are at their bound ([serving.gateway] batches_max, "
                                   "batches_tenant_max_mib): delete the ones its batches have read")
+            if total_max_bytes is not None and _stored_bytes(db) + len(content) > total_max_bytes:
+                raise _store_full(total_max_bytes)
             db.execute("INSERT INTO batch_files VALUES (?, ?, ?, ?, ?, ?, ?)",
                        (file_id, tenant, now, filename, purpose, len(content), content))
         return file_id, now

@@ -20,12 +20,20 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from costline.serving.gateway._http import HttpRequest, HttpResponse, Route
-from costline.serving.gateway.batches import BATCH_EXPIRES_S, BatchesFull, BatchStore, StoredBatch
+from costline.serving.gateway.batches import BATCH_EXPIRES_S, BatchesFull, BatchStore, BatchStoreFull, StoredBatch
 
 if TYPE_CHECKING:  # pragma: no cover
     from costline.serving.gateway.app import Gateway
 
-__all__ = ["MessageBatches", "batch_routes", "limit_of"]
+__all__ = ["MessageBatches", "batch_routes", "full_status", "limit_of"]
+
+
+def full_status(exc: BatchesFull, headers: Mapping[str, str]) -> tuple[int, str, dict[str, str]]:
+    """``(status, message, headers)`` of a refused create or upload: a tenant at its own bound is a 429 (its to
+    fix), the store full for every tenant a 529 with ``retry-after`` (the gateway's to fix; the SDKs retry it)."""
+    if isinstance(exc, BatchStoreFull):
+        return 529, str(exc), {**headers, "retry-after": "60"}
+    return 429, str(exc), dict(headers)
 
 _CUSTOM_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _BATCH_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
@@ -126,9 +134,10 @@ class MessageBatches:
         try:
             made = self.store.create(tenant, items, task_type=task_type, beta=",".join(betas) or None,
                                      now=self._wall(), max_open=cfg.batches_max_open, max_kept=cfg.batches_max,
-                                     max_bytes=int(cfg.batches_tenant_max_mib * 2 ** 20), doc_hashes=hashes or None)
+                                     max_bytes=int(cfg.batches_tenant_max_mib * 2 ** 20), doc_hashes=hashes or None,
+                                     total_max_bytes=int(cfg.batches_total_max_mib * 2 ** 20))
         except BatchesFull as exc:
-            return self._error(429, str(exc), headers)
+            return self._error(*full_status(exc, headers))
         return HttpResponse(200, self._json(made, req), headers=headers)
 
     def list(self, req: HttpRequest) -> HttpResponse:

@@ -25,6 +25,7 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from costline.serving.gateway._http import HttpRequest, HttpResponse, Route
+from costline.serving.gateway.batches_api import full_status
 from costline.serving.gateway.batches import (BATCH_EXPIRES_S, CANCELED, ERRORED, EXPIRED, SUCCEEDED, BatchesFull,
                                               BatchStore, StoredBatch)
 
@@ -83,9 +84,10 @@ class OpenAIBatches:
         try:
             file_id, created = self.store.add_file(tenant, (filename or "batch.jsonl")[:256], purpose, content,
                                                    now=self._wall(), max_files=cfg.batches_max,
-                                                   max_bytes=int(cfg.batches_tenant_max_mib * 2 ** 20))
+                                                   max_bytes=int(cfg.batches_tenant_max_mib * 2 ** 20),
+                                                   total_max_bytes=int(cfg.batches_total_max_mib * 2 ** 20))
         except BatchesFull as exc:
-            return _error(429, str(exc), headers)
+            return _error(*full_status(exc, headers))
         return HttpResponse(200, _file_json(file_id, created, filename or "batch.jsonl", purpose, len(content)),
                             headers=headers)
 
@@ -214,9 +216,10 @@ class OpenAIBatches:
             made = self.store.create(tenant, items, task_type=task_type, beta=None, now=self._wall(),
                                      max_open=cfg.batches_max_open, max_kept=cfg.batches_max,
                                      max_bytes=int(cfg.batches_tenant_max_mib * 2 ** 20), doc_hashes=hashes or None,
-                                     api="openai", meta=meta, prefix="batch_costline_")
+                                     api="openai", meta=meta, prefix="batch_costline_",
+                                     total_max_bytes=int(cfg.batches_total_max_mib * 2 ** 20))
         except BatchesFull as exc:
-            return _error(429, str(exc), headers)
+            return _error(*full_status(exc, headers))
         return HttpResponse(200, self._json(made), headers=headers)
 
     def _found(self, req: HttpRequest) -> tuple[StoredBatch, dict[str, str]] | HttpResponse:
