@@ -449,7 +449,8 @@ class GatewayConfig:
         s.above_zero("batches_tenant_max_mib", self.batches_tenant_max_mib, unit="MiB")
         s.above_zero("batches_total_max_mib", self.batches_total_max_mib, unit="MiB")
         s.above_zero("batches_poll_s", self.batches_poll_s, unit="seconds")
-        s.at_least("batches_direct_concurrency", self.batches_direct_concurrency, 1)
+        s.need(1 <= self.batches_direct_concurrency <= 64, "batches_direct_concurrency",
+               f"must be from 1 to 64 (a pass takes 64 requests of a tier); got {self.batches_direct_concurrency}")
         s.above_zero("batches_ttl_s", self.batches_ttl_s, unit="seconds")
 
 

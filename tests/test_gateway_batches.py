@@ -544,3 +544,36 @@ def test_a_batch_asks_the_student_several_requests_at_once(standin, recorder, tm
                                                     for i in range(4)])
         got = results(cl, ended(cl, made.id).id)
     assert {r.type for r in got.values()} == {"succeeded"} and len(got) == 4
+
+
+def test_a_gateway_stopping_under_its_student_calls_leaves_them_to_ask_again(standin, tmp_path) -> None:
+    """The runner told to stop while its student calls are in flight (their client then closed under them, as
+    `costline serve` does after the runner's grace): the calls run on daemon threads (never holding the process
+    open at exit), and a call that fails then leaves its request ``ready`` — asked again after a restart — instead
+    of ending it ``errored`` for good."""
+    import threading
+
+    inside, release = threading.Barrier(3, timeout=10), threading.Event()
+    with routed_gateway(standin, tmp_path / "keys.json", batches_poll_s=0.1, batches_direct_concurrency=2) as gw:
+        student = gw.pipeline.backends["student"]
+
+        def complete(prompt):
+            inside.wait()
+            release.wait(10)
+            raise RuntimeError("the client was closed")  # what a call finds once the pipeline is closed
+
+        student.complete = complete
+        cl = client(_fast(gw), route="student")
+        made = cl.messages.batches.create(requests=[ask(f"s{i}", f"Is message {i} spam: WIN A PRIZE NOW")
+                                                    for i in range(3)])
+        inside.wait()  # two calls in flight at once
+        workers = [t for t in threading.enumerate() if t.name.startswith("costline-batch-direct")]
+        assert len(workers) == 2 and all(t.daemon for t in workers)
+        assert gw.batch_runner.shutdown(timeout=0.2) is False  # still in its calls
+        release.set()
+        for t in workers:
+            t.join(10)
+        store = gw.batch_runner.store
+        states = dict(store._db.execute("SELECT custom_id, state FROM batch_requests WHERE batch = ?",
+                                        (made.id,)).fetchall())
+    assert states == {"s0": "ready", "s1": "ready", "s2": "ready"}  # none errored, the third never started

@@ -6,7 +6,7 @@ for half the token price. Through costline the batch goes the same way a request
 * each request is looked up in the semantic cache first (a hit is answered at once, for nothing);
 * a miss is routed, and the tier it is routed to answers it: an Anthropic tier through **the Anthropic Message
   Batches API** (one upstream batch per tier and round, at the batch price; its calls are recorded with
-  ``costline.batch``), any other tier (the self-hosted student) by a direct call, one at a time;
+  ``costline.batch``), any other tier (the self-hosted student) by direct calls, ``direct_concurrency`` at once;
 * an answer the quality gates refuse goes up the ladder as a synchronous one would, in the next round;
 * results come back as the API gives them (``succeeded`` / ``errored`` / ``canceled`` / ``expired``, by
   ``custom_id``), 29 days by default.
@@ -30,7 +30,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -653,13 +652,7 @@ class BatchRunner:
         direct = [t for t in tiers if t not in upstream]
         for tier in direct:
             rows = self.store.rows(batch.id, "ready", tier=tier, limit=self.per_step)
-            if len(rows) > 1 and self.direct_concurrency > 1:  # a self-hosted tier takes several at once
-                with ThreadPoolExecutor(min(self.direct_concurrency, len(rows)),
-                                        thread_name_prefix="costline-batch-direct") as pool:
-                    list(pool.map(lambda r: self._direct_guarded(batch, r), rows))
-            else:
-                for row in rows:
-                    self._direct_guarded(batch, row)
+            self._direct_all(batch, rows)
             busy = busy or bool(rows)
         if direct:
             return True  # their escalations join this round's upstream batches: sent once they are all in
@@ -667,6 +660,37 @@ class BatchRunner:
             self._hold()
             busy |= self._submit(batch, tier, self.pipeline.backends[tier], now)  # type: ignore[arg-type]
         return busy
+
+    def _direct_all(self, batch: StoredBatch, rows: Sequence[_Row]) -> None:
+        """Ask ``rows``' tier (a self-hosted one takes several at once) ``direct_concurrency`` at a time, on daemon
+        threads as the runner's own is: a call in flight never holds the process open at exit, and a runner told
+        to stop starts no new one (a row not asked stays ``ready``, asked after a restart)."""
+        if len(rows) < 2 or self.direct_concurrency < 2:
+            for row in rows:
+                self._direct_guarded(batch, row)
+            return
+        todo, lock, failed = iter(rows), threading.Lock(), []
+
+        def work() -> None:
+            while True:
+                with lock:
+                    row = next(todo, None)
+                if row is None:
+                    return
+                try:
+                    self._direct_guarded(batch, row)
+                except BaseException as exc:  # noqa: BLE001 - _LeaseLost, raised again by the runner's thread
+                    failed.append(exc)
+                    return
+
+        threads = [threading.Thread(target=work, name=f"costline-batch-direct-{i}", daemon=True)
+                   for i in range(min(self.direct_concurrency, len(rows)))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if failed:
+            raise failed[0]
 
     def _direct_guarded(self, batch: StoredBatch, row: _Row) -> None:
         self._hold()
@@ -680,6 +704,10 @@ class BatchRunner:
         except _LeaseLost:
             raise
         except Exception as exc:  # noqa: BLE001 - one request's failure never stops the others
+            if self._stop.is_set():  # the gateway is closing its clients under it: asked again after a restart
+                log.warning("costline: batch %s request %s stopped with the gateway (%s); it is asked again when "
+                            "the gateway starts", batch.id, row.custom_id, type(exc).__name__)
+                return
             log.exception("costline: batch %s request %s failed in the gateway", batch.id, row.custom_id)
             if row.last is not None:
                 self._settle(batch, row, SUCCEEDED, _result(row.last), served=row.last["tier"], success=False)
