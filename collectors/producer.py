@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from costline.config import KafkaConfig
+from costline.kafka_security import client_options
 
 __all__ = ["LazyProducer", "producer_settings"]
 
@@ -36,6 +37,7 @@ def producer_settings(config: KafkaConfig, *, connect_timeout_s: float, **overri
         "request_timeout_ms": 10_000,
         "delivery_timeout_ms": 30_000,
         "reconnect_backoff_max_ms": 2_000,
+        **client_options(config),
     }
     settings.update(overrides)
     return settings

@@ -109,6 +109,23 @@ class KafkaConfig:
     dlq_topic: str = "otlp_spans.dlq"
     partitions: int = 6
     start_timeout_s: float = 60.0
+    # -- an existing cluster's security (costline/kafka_security.py; the local broker speaks PLAINTEXT) --------
+    #: PLAINTEXT, SSL (TLS; with ssl_certfile: mutual TLS), SASL_PLAINTEXT or SASL_SSL (SASL over TLS: managed
+    #: clusters such as Confluent Cloud, Amazon MSK with SCRAM, Aiven, Redpanda Cloud).
+    security_protocol: str = "PLAINTEXT"
+    #: With SASL_*: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512, as ``sasl_username`` with the password held by the
+    #: environment variable ``sasl_password_env`` names (never in the file).
+    sasl_mechanism: str = "PLAIN"
+    sasl_username: str = ""
+    sasl_password_env: str = "KAFKA_SASL_PASSWORD"
+    #: With SSL / SASL_SSL: the CA bundle (PEM) the brokers' certificates are checked against (unset: the
+    #: system's CAs), and for mutual TLS the client's certificate and key (PEM; a key's passphrase in the
+    #: variable ``ssl_key_password_env`` names, when it has one). Hostnames are checked unless turned off.
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_key_password_env: str = ""
+    ssl_check_hostname: bool = True
 
     @property
     def bootstrap(self) -> str:
@@ -411,6 +428,7 @@ class Config:
 _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("processor", "encoding"): ("auto", "otlp_proto", "otlp_json"),
     ("lake", "mode"): ("local", "table"),
+    ("kafka", "security_protocol"): ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
 }
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -766,6 +784,9 @@ def _validate(config: Config, source: str) -> None:
     s.at_least("partitions", kafka.partitions, 1)
     s.need(bool(kafka.topic and kafka.dlq_topic) and kafka.topic != kafka.dlq_topic, "dlq_topic",
            "topic and dlq_topic must be set and differ")
+    from costline.kafka_security import validate_security
+
+    validate_security(kafka, s)
     _validate_lake(sections["lake"], source)
     collector: CollectorConfig = sections["collector"]
     s = Section("collector", source=source)

@@ -24,13 +24,15 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from costline.config import KafkaConfig
-from costline.errors import KafkaSetupError
+from costline.errors import CostlineError, KafkaSetupError
+from costline.kafka_security import client_options
 from costline.procutil import pid_alive as _pid_alive
 from costline.procutil import port_open as _port_open
 
-__all__ = ["LocalKafka", "KafkaStatus", "ensure_topics", "wait_for_broker"]
+__all__ = ["LocalKafka", "KafkaStatus", "diagnose", "ensure_topics", "wait_for_broker"]
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +108,7 @@ class LocalKafka:
         """Start the broker if it is not running, then make sure the topics exist."""
         cfg = self.config
         if cfg.external:
-            wait_for_broker(cfg.bootstrap, timeout_s=cfg.start_timeout_s, now=self._now)
+            wait_for_broker(cfg.bootstrap, timeout_s=cfg.start_timeout_s, now=self._now, security=client_options(cfg))
             ensure_topics(cfg)
             return self.status()
         pid = self._running_pid()
@@ -147,8 +149,10 @@ class LocalKafka:
     def status(self) -> KafkaStatus:
         cfg = self.config
         if cfg.external:
-            ok = _reachable(cfg.bootstrap)
-            return KafkaStatus(cfg.bootstrap, True, ok, None, None, None, _topics(cfg.bootstrap) if ok else ())
+            security = client_options(cfg)
+            ok = _reachable(cfg.bootstrap, security)
+            return KafkaStatus(cfg.bootstrap, True, ok, None, None, None,
+                               _topics(cfg.bootstrap, security) if ok else ())
         pid = self._running_pid()
         topics = _topics(cfg.bootstrap) if pid and _port_open(cfg.host, cfg.port) else ()
         return KafkaStatus(cfg.bootstrap, False, pid is not None, pid, self.data_dir, self.jars_dir, topics)
@@ -295,7 +299,7 @@ def ensure_topics(config: KafkaConfig) -> None:
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
-    admin = KafkaAdminClient(bootstrap_servers=config.bootstrap, client_id="costline-admin")
+    admin = KafkaAdminClient(bootstrap_servers=config.bootstrap, client_id="costline-admin", **client_options(config))
     try:
         existing = set(admin.list_topics())
         wanted = [
@@ -318,15 +322,21 @@ def wait_for_broker(
     timeout_s: float = 60.0,
     now: Callable[[], float] = time.monotonic,
     alive: Callable[[], None] | None = None,
+    security: Mapping[str, Any] | None = None,
 ) -> None:
-    """Block until the cluster answers a metadata request, or raise KafkaSetupError."""
+    """Block until the cluster answers a metadata request, or raise KafkaSetupError (``security``: the cluster's
+    :func:`~costline.kafka_security.client_options`)."""
     deadline = now() + timeout_s
-    last: Exception | None = None
+    last: str | None = None
+    told = False  # whether ``last`` is a refused login or handshake (kept over a later probe's bare timeout)
     while now() < deadline:
         if alive is not None:
             alive()
-        if _reachable(bootstrap):
+        failed = _probe(bootstrap, security)
+        if failed is None:
             return
+        if failed[1] or not told:
+            last, told = failed
         time.sleep(0.5)
     raise KafkaSetupError(
         f"Kafka at {bootstrap} did not answer within {timeout_s:.0f}s ({last or 'no metadata'}): "
@@ -334,33 +344,102 @@ def wait_for_broker(
     )
 
 
-def _reachable(bootstrap: str) -> bool:
+def diagnose(config: KafkaConfig, *, attempts: int = 3) -> str | None:
+    """Why ``config``'s cluster does not answer (a refused login or TLS handshake names the [kafka] keys to
+    check), or None when it does: for the error an operator reads. Up to ``attempts`` probes of ~3 s, until one
+    hears the cluster refuse (kafka-python does not always read the refusal before the connection closes)."""
+    try:
+        security = client_options(config)
+    except CostlineError as exc:  # a secret's variable unset
+        return str(exc)
+    why = None
+    for _ in range(max(attempts, 1)):
+        failed = _probe(config.bootstrap, security)
+        if failed is None:
+            return None
+        why = failed[0]
+        if failed[1]:
+            break
+    return why
+
+
+def _reachable(bootstrap: str, security: Mapping[str, Any] | None = None) -> bool:
+    return _probe(bootstrap, security) is None
+
+
+def _probe(bootstrap: str, security: Mapping[str, Any] | None = None) -> tuple[str, bool] | None:
+    """None when the cluster answers a metadata request; otherwise why not, for the operator, and whether that is
+    the cluster refusing this client's login or TLS handshake. kafka-python reports
+    a refused login or handshake only in its log (its error is a bootstrap timeout): what it logs meanwhile is
+    read for the cause."""
     from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
 
     host, _, port = bootstrap.split(",")[0].rpartition(":")
     if not _port_open(host or "127.0.0.1", int(port or 9092)):
-        return False
+        return "nothing listens there", False
+    heard = _Heard()
+    kafka_log = logging.getLogger("kafka")
+    kafka_log.addHandler(heard)
     try:
         admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000,
-                                 bootstrap_timeout_ms=3000, client_id="costline-probe")
-    except (KafkaError, OSError, ValueError):
-        return False
-    try:
-        admin.describe_cluster()
-        return True
-    except (KafkaError, OSError):
-        return False
+                                 bootstrap_timeout_ms=3000, client_id="costline-probe", **dict(security or {}))
+        try:
+            admin.describe_cluster()
+            return None
+        finally:
+            admin.close()
+    except (KafkaError, OSError, ValueError) as exc:
+        return _why(f"{type(exc).__name__}: {exc}", heard.said, security)
     finally:
-        admin.close()
+        kafka_log.removeHandler(heard)
 
 
-def _topics(bootstrap: str) -> tuple[str, ...]:
+class _Heard(logging.Handler):
+    """kafka-python's log lines about a refused login or TLS handshake, while a probe runs."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.said: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+        except Exception:  # noqa: BLE001 - a log line that cannot be formatted says nothing here
+            return
+        if (_LOGIN.search(text) or _TLS.search(text)) and len(self.said) < 20:
+            self.said.append(text)
+
+
+#: What kafka-python logs when a cluster refuses a login, or a TLS handshake fails.
+_LOGIN = re.compile(r"Authentication|SASL", re.IGNORECASE)
+_TLS = re.compile(r"\[SSL|SSLError|certificate|handshake", re.IGNORECASE)
+
+
+def _why(error: str, heard: list[str], security: Mapping[str, Any] | None) -> tuple[str, bool]:
+    """A failed probe's error and what kafka-python logged meanwhile, with the [kafka] keys to check; whether the
+    cluster refused this client (a login, a TLS handshake)."""
+    login = [h for h in heard if _LOGIN.search(h)]
+    tls = [h for h in heard if _TLS.search(h)]
+    if login:
+        return (f"{login[-1]}; check [kafka] sasl_mechanism, sasl_username and the password in the variable "
+                "sasl_password_env names"), True
+    if tls:
+        return (f"{tls[-1]}; check [kafka] security_protocol, ssl_cafile and the client certificate "
+                "(ssl_certfile)"), True
+    if not security:
+        return (f"{error}; if the cluster wants TLS or SASL, set [kafka] security_protocol (PLAINTEXT now) and its "
+                "keys"), False
+    return error, False
+
+
+def _topics(bootstrap: str, security: Mapping[str, Any] | None = None) -> tuple[str, ...]:
     from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
 
     try:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000, bootstrap_timeout_ms=3000)
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000, bootstrap_timeout_ms=3000,
+                                 **dict(security or {}))
         try:
             return tuple(sorted(t for t in admin.list_topics() if not t.startswith("__")))
         finally:

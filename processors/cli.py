@@ -53,6 +53,10 @@ def process(config: Config, until_idle: float | None, start: str | None) -> None
     try:
         stats = proc.run(until_idle=until_idle)
     except KafkaTimeoutError as exc:
+        from costline.localkafka import diagnose
+
+        if config.kafka.external and (why := diagnose(config.kafka)) is not None:
+            raise click.ClickException(f"cannot reach Kafka at {config.kafka.bootstrap}: {why}") from None
         raise click.ClickException(f"cannot reach Kafka at {config.kafka.bootstrap} ({exc}): start the local broker "
                                    "with `costline kafka up`, or point KAFKA_BOOTSTRAP_SERVERS at your cluster") from None
     finally:

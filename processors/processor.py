@@ -48,6 +48,7 @@ from typing import Any, Final
 
 from costline import contract
 from costline.config import Config
+from costline.kafka_security import client_options
 from costline.kafkaheaders import read_header_keys_like_java
 from costline.lake import WriterFenced
 from costline.otlp import OtlpDecodeError
@@ -442,6 +443,7 @@ class Processor:
             # kafka-python's client metrics (sensors updated on every socket read and fetch response)
             # are read by nothing here: lag is visible through the offsets mirrored to Kafka.
             metrics_enabled=False,
+            **client_options(cfg.kafka),
         )
         # One record whose header key is not UTF-8 (sarama / librdkafka can write one) must not stop the
         # partition: kafka-python fails the whole poll() on it, at the same offset on every start.
@@ -458,7 +460,7 @@ class Processor:
             # that came in a producer's compressed batch may be many times the broker's limit as it is.
             kwargs = dict(bootstrap_servers=self.config.kafka.bootstrap, acks="all", retries=5,
                           client_id="costline-processor-dlq", compression_type="gzip",
-                          max_request_size=DLQ_MAX_REQUEST_BYTES)
+                          max_request_size=DLQ_MAX_REQUEST_BYTES, **client_options(self.config.kafka))
             if self._producer_factory is not None:
                 self._producer = self._producer_factory(**kwargs)
             else:

@@ -37,7 +37,7 @@ from typing import Any
 import click
 
 from costline.cli import pass_config
-from costline.config import Config, KafkaConfig
+from costline.config import Config
 from costline.errors import CostlineError
 from costline.collectors import Recorder
 from costline.sim.demo_app import DemoStats, SimClock
@@ -260,8 +260,8 @@ def run_demo(
     broker.up()
     run_id = time.strftime("%Y%m%d%H%M%S") + "-" + uuid.uuid4().hex[:4]
     topic = f"{config.kafka.topic}.demo-{run_id}"
-    kafka_cfg = KafkaConfig(bootstrap_servers=config.kafka.bootstrap, topic=topic, dlq_topic=f"{topic}.dlq",
-                            partitions=config.kafka.partitions)
+    kafka_cfg = dataclasses.replace(config.kafka, bootstrap_servers=config.kafka.bootstrap, topic=topic,
+                                    dlq_topic=f"{topic}.dlq")
     ensure_topics(kafka_cfg)
 
     collector_port = _free_port()

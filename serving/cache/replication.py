@@ -43,6 +43,7 @@ same log in the same order, so they converge:
 from __future__ import annotations
 
 import base64
+import dataclasses
 import binascii
 import hashlib
 import hmac
@@ -57,7 +58,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -65,6 +66,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from costline.errors import ConfigError
+from costline.kafka_security import client_options
 from costline.kafkaheaders import read_header_keys_like_java
 from costline.serving.cache.semantic import effective_expiry
 from costline.serving.errors import CacheError
@@ -179,14 +181,17 @@ def validate_replication_config(config: "CacheConfig") -> None:
         raise bad("replication_secret_env", "must name an environment variable (or be unset)")
 
 
-def ensure_cache_topic(bootstrap: str, topic: str, *, timeout_s: float = 10.0) -> int:
-    """Create ``topic`` (one partition, ``cleanup.policy=compact``) unless it exists; its partitions."""
+def ensure_cache_topic(bootstrap: str, topic: str, *, timeout_s: float = 10.0,
+                       security: Mapping[str, Any] | None = None) -> int:
+    """Create ``topic`` (one partition, ``cleanup.policy=compact``) unless it exists; its partitions. ``security``:
+    the cluster's :func:`~costline.kafka_security.client_options`."""
     from kafka.admin import KafkaAdminClient
     from kafka.errors import TopicAlreadyExistsError
 
     # bootstrap_timeout_ms too: its default (30 s) would outlast a force_flush(timeout) on a down broker
     admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), client_id="costline-cache-admin",
-                             request_timeout_ms=int(timeout_s * 1000), bootstrap_timeout_ms=int(timeout_s * 1000))
+                             request_timeout_ms=int(timeout_s * 1000), bootstrap_timeout_ms=int(timeout_s * 1000),
+                             **dict(security or {}))
     try:
         if topic not in set(admin.list_topics()):
             spec = {"num_partitions": 1, "replication_factor": -1,
@@ -382,6 +387,9 @@ class CacheReplicator:
         self._now = now
         self.topic: str = cfg.replication_topic
         self.bootstrap = cfg.replication_bootstrap_servers or (kafka or KafkaConfig()).bootstrap
+        #: The cluster of the cache topic, reached with [kafka]'s security settings (TLS, SASL).
+        self._kafka = dataclasses.replace(kafka or KafkaConfig(), bootstrap_servers=self.bootstrap)
+        self._security = client_options(self._kafka)  # a missing secret is a ConfigError now, not a retry loop
         self.replica_id = cfg.replica_id or f"{socket.gethostname()}-{os.getpid()}"
         #: This process's incarnation: the prefix of the keys of the entries it stores.
         self.instance = uuid.uuid4().hex[:16]
@@ -472,11 +480,10 @@ class CacheReplicator:
 
     def _make_producer(self) -> None:
         from costline.collectors.producer import LazyProducer
-        from costline.config import KafkaConfig
 
         if self._producer is None:
             self._producer = LazyProducer(
-                KafkaConfig(bootstrap_servers=self.bootstrap), connect_timeout_s=2.0,
+                self._kafka, connect_timeout_s=2.0,
                 producer_config={"client_id": f"costline-cache-{self.replica_id}", "linger_ms": 1},
             )
 
@@ -486,7 +493,8 @@ class CacheReplicator:
         if not self._topic_ok.is_set():
             try:
                 partitions = ensure_cache_topic(self.bootstrap, self.topic,
-                                                timeout_s=max(deadline - time.monotonic(), 0.05))
+                                                timeout_s=max(deadline - time.monotonic(), 0.05),
+                                                security=self._security)
             except Exception as exc:
                 log.warning("costline: cannot publish cache changes to %s: %s", self.topic, exc)
                 return False
@@ -724,7 +732,7 @@ class CacheReplicator:
         delay = 0.5
         while not self._stop.is_set():
             try:
-                partitions = ensure_cache_topic(self.bootstrap, self.topic)
+                partitions = ensure_cache_topic(self.bootstrap, self.topic, security=self._security)
                 if partitions != 1:
                     self.error = (f"topic {self.topic} has {partitions} partitions; cache replication needs "
                                   "exactly one (one order of changes): create it with one, or name another")
@@ -735,7 +743,7 @@ class CacheReplicator:
                 consumer = KafkaConsumer(
                     bootstrap_servers=self.bootstrap.split(","), group_id=f"costline-cache-{self.replica_id}",
                     client_id=f"costline-cache-{self.replica_id}", enable_auto_commit=False,
-                    auto_offset_reset="earliest", fetch_max_wait_ms=100,
+                    auto_offset_reset="earliest", fetch_max_wait_ms=100, **self._security,
                 )
                 tp = TopicPartition(self.topic, 0)
                 consumer.assign([tp])

@@ -1,0 +1,97 @@
+"""How costline's Kafka clients reach a cluster that wants TLS, SASL or both.
+
+Every producer, consumer and admin client costline makes (the collector's forwarder, the processor, the cache's
+replication, the alert source, topic creation) takes its security settings from one place,
+:func:`client_options` over the ``[kafka]`` section, so a cluster that asks for SASL_SSL is reached the same way
+by all of them:
+
+.. code-block:: toml
+
+    [kafka]
+    bootstrap_servers = "pkc-1234.eu-west-1.aws.confluent.cloud:9092"   # or KAFKA_BOOTSTRAP_SERVERS
+    security_protocol = "SASL_SSL"
+    sasl_mechanism = "PLAIN"            # or SCRAM-SHA-256 / SCRAM-SHA-512
+    sasl_username = "ABCDEFG123"
+    sasl_password_env = "KAFKA_SASL_PASSWORD"   # the variable holding the secret; never the secret itself
+
+Secrets are read from the environment when a client is made (a missing one is a
+:class:`~costline.errors.ConfigError` naming the key and the variable), never from the file, and never logged.
+The local broker costline starts speaks PLAINTEXT on loopback only; any other protocol needs an existing cluster
+(``KAFKA_BOOTSTRAP_SERVERS``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from costline.errors import ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from costline.config import KafkaConfig
+    from costline.validate import Section
+
+__all__ = ["SASL_MECHANISMS", "client_options", "validate_security"]
+
+#: The SASL mechanisms costline's clients speak (kafka-python's, less GSSAPI and OAUTHBEARER, which need a
+#: Kerberos or token setup of their own).
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+def validate_security(kafka: "KafkaConfig", s: "Section") -> None:
+    """The ``[kafka]`` security keys make sense together (on load; files must exist, secrets are checked when a
+    client is made)."""
+    protocol = kafka.security_protocol
+    sasl, tls = protocol.startswith("SASL_"), protocol in ("SSL", "SASL_SSL")
+    s.need(protocol == "PLAINTEXT" or kafka.external, "security_protocol",
+           f"is {protocol}, but the local broker costline starts speaks PLAINTEXT: set bootstrap_servers (or "
+           "KAFKA_BOOTSTRAP_SERVERS) to the cluster that wants it, or security_protocol = \"PLAINTEXT\"")
+    if sasl:
+        s.one_of("sasl_mechanism", kafka.sasl_mechanism, SASL_MECHANISMS)
+        s.need(bool(kafka.sasl_username.strip()), "sasl_username",
+               f"must name the SASL user when security_protocol is {protocol}")
+        s.need(bool(kafka.sasl_password_env.strip()), "sasl_password_env",
+               "must name the environment variable that holds the SASL password (e.g. KAFKA_SASL_PASSWORD)")
+    for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+        path = getattr(kafka, key)
+        if path is None:
+            continue
+        s.need(tls, key, f"is set, but security_protocol is {protocol}: TLS files are used with SSL or SASL_SSL")
+        s.need(path.is_file(), key, f"{str(path)!r} is not a readable file (PEM)")
+    s.need(kafka.ssl_keyfile is None or kafka.ssl_certfile is not None, "ssl_keyfile",
+           "is set without ssl_certfile: a client key goes with its certificate (mutual TLS)")
+
+
+def client_options(kafka: "KafkaConfig", env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """kafka-python keyword arguments (``security_protocol``, ``sasl_*``, ``ssl_*``) for any producer, consumer or
+    admin client of the cluster ``kafka`` describes; ``{}`` for PLAINTEXT. ConfigError when a secret's variable
+    is unset."""
+    protocol = kafka.security_protocol
+    if protocol == "PLAINTEXT":
+        return {}
+    env = os.environ if env is None else env
+    out: dict[str, Any] = {"security_protocol": protocol}
+    if protocol.startswith("SASL_"):
+        password = env.get(kafka.sasl_password_env, "")
+        if not password:
+            raise ConfigError("[kafka] sasl_password_env", f"names ${kafka.sasl_password_env}, which is unset or empty: "
+                              f"export it with the SASL password of {kafka.sasl_username!r}", source="environment")
+        out.update(sasl_mechanism=kafka.sasl_mechanism, sasl_plain_username=kafka.sasl_username,
+                   sasl_plain_password=password)
+    if protocol in ("SSL", "SASL_SSL"):
+        out["ssl_check_hostname"] = kafka.ssl_check_hostname
+        if kafka.ssl_cafile is not None:
+            out["ssl_cafile"] = str(kafka.ssl_cafile)
+        if kafka.ssl_certfile is not None:
+            out["ssl_certfile"] = str(kafka.ssl_certfile)
+            if kafka.ssl_keyfile is not None:
+                out["ssl_keyfile"] = str(kafka.ssl_keyfile)
+        if kafka.ssl_key_password_env:
+            secret = env.get(kafka.ssl_key_password_env, "")
+            if not secret:
+                raise ConfigError("[kafka] ssl_key_password_env", f"names ${kafka.ssl_key_password_env}, which is unset "
+                                  "or empty: export it with the client key's passphrase (or set the key to \"\" for a "
+                                  "key without one)", source="environment")
+            out["ssl_password"] = secret
+    return out

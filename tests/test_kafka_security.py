@@ -1,0 +1,334 @@
+"""costline's Kafka clients against a cluster that wants TLS and SASL, as managed clusters do.
+
+A real Apache Kafka broker (the same jars as every Kafka test) with three client listeners: SASL_SSL (PLAIN,
+SCRAM-SHA-256 and SCRAM-SHA-512 users), SSL with client certificates required (mutual TLS), and PLAINTEXT for
+nothing but starting it and creating the SCRAM users. Its certificates come from a CA this module makes with
+``cryptography``. Spans go the way an app's do — the OTel SDK, costline's exporter or its OTLP receiver and
+forwarder, the secured listener, ``costline process`` — and the lake must hold every one of them; the expected
+counts are the spans the SDK recorded. The config checks below are table-driven and need no broker.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import ipaddress
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from conftest import free_port
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from costline.collectors import KafkaForwarder, KafkaSpanExporter, OtlpReceiver, Recorder, setup_tracing
+from costline.config import CollectorConfig, Config, KafkaConfig, LakeConfig, ProcessorConfig, load_config
+from costline.errors import ConfigError
+from costline.kafka_security import client_options
+from costline.lake import open_lake
+from costline.processors.processor import Processor
+
+PASSWORDS = {"alice": "alice-plain-secret", "scram256": "s256-secret", "scram512": "s512-secret"}
+
+
+# -- the config: table-driven, no broker --------------------------------------------------------------------
+def _load(tmp_path: Path, kafka_toml: str, env: dict[str, str] | None = None) -> Config:
+    path = tmp_path / "costline.toml"
+    path.write_text("[kafka]\n" + kafka_toml)
+    return load_config(path, env=env or {})
+
+
+@pytest.mark.parametrize(("toml", "key", "says"), [
+    ('security_protocol = "TLS"', "[kafka] security_protocol", "SASL_SSL"),
+    ('security_protocol = "SASL_SSL"\nsasl_username = "u"', "[kafka] security_protocol", "local broker"),
+    ('bootstrap_servers = "k:9093"\nsecurity_protocol = "SASL_SSL"', "[kafka] sasl_username", "SASL user"),
+    ('bootstrap_servers = "k:9093"\nsecurity_protocol = "SASL_SSL"\nsasl_username = "u"\nsasl_mechanism = "GSSAPI"',
+     "[kafka] sasl_mechanism", "SCRAM-SHA-512"),
+    ('bootstrap_servers = "k:9093"\nsecurity_protocol = "SASL_SSL"\nsasl_username = "u"\nsasl_password_env = ""',
+     "[kafka] sasl_password_env", "environment variable"),
+    ('bootstrap_servers = "k:9093"\nsecurity_protocol = "SSL"\nssl_cafile = "/nonexistent/ca.pem"',
+     "[kafka] ssl_cafile", "not a readable file"),
+    ('bootstrap_servers = "k:9093"\nssl_cafile = "CA"', "[kafka] ssl_cafile", "security_protocol is PLAINTEXT"),
+    ('bootstrap_servers = "k:9093"\nsecurity_protocol = "SSL"\nssl_keyfile = "CA"', "[kafka] ssl_keyfile",
+     "without ssl_certfile"),
+])
+def test_a_security_mistake_names_its_key(tmp_path, toml, key, says) -> None:
+    (tmp_path / "CA").write_text("pem")
+    with pytest.raises(ConfigError) as err:
+        _load(tmp_path, toml.replace('"CA"', repr(str(tmp_path / "CA")).replace("'", '"')))
+    assert err.value.key == key and says in err.value.problem, str(err.value)
+
+
+def test_the_environment_sets_the_security_keys_and_the_secret_stays_in_its_variable(tmp_path) -> None:
+    env = {"KAFKA_BOOTSTRAP_SERVERS": "k:9093", "COSTLINE_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+           "COSTLINE_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512", "COSTLINE_KAFKA_SASL_USERNAME": "svc-costline",
+           "COSTLINE_KAFKA_SSL_CHECK_HOSTNAME": "false", "KAFKA_SASL_PASSWORD": "hunter2"}
+    cfg = _load(tmp_path, 'security_protocol = "PLAINTEXT"\n', env)
+    assert client_options(cfg.kafka, env) == {
+        "security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512", "sasl_plain_username": "svc-costline",
+        "sasl_plain_password": "hunter2", "ssl_check_hostname": False}
+    assert "hunter2" not in repr(cfg)
+    with pytest.raises(ConfigError) as err:  # the variable unset where a client is made
+        client_options(cfg.kafka, {})
+    assert err.value.key == "[kafka] sasl_password_env" and "KAFKA_SASL_PASSWORD" in err.value.problem
+    assert client_options(KafkaConfig()) == {}  # PLAINTEXT: kafka-python's defaults, nothing added
+
+
+# -- a real broker that wants TLS and SASL ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class SecureBroker:
+    plaintext: str
+    sasl_ssl: str
+    mtls: str
+    ca: Path
+    client_cert: Path
+    client_key: Path
+
+    def config(self, protocol: str, *, mechanism: str = "PLAIN", user: str = "", password_env: str = "",
+               cert: bool = True) -> KafkaConfig:
+        suffix = uuid.uuid4().hex[:8]
+        base = KafkaConfig(bootstrap_servers=self.sasl_ssl if protocol == "SASL_SSL" else self.mtls,
+                           topic=f"otlp_spans_{suffix}", dlq_topic=f"otlp_spans_{suffix}.dlq", partitions=3,
+                           security_protocol=protocol, ssl_cafile=self.ca)
+        if protocol == "SASL_SSL":
+            return dataclasses.replace(base, sasl_mechanism=mechanism, sasl_username=user,
+                                       sasl_password_env=password_env)
+        return dataclasses.replace(base, ssl_certfile=self.client_cert if cert else None,
+                                   ssl_keyfile=self.client_key if cert else None)
+
+
+def _certificates(folder: Path) -> tuple[Path, Path, Path, Path]:
+    """A CA, the broker's certificate (127.0.0.1 and localhost) with its key, and a client's: PEM files."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = dt.datetime.now(dt.timezone.utc)
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    def issue(subject: str, key, issuer_key, issuer: x509.Name, *, ca: bool = False, san=None, usage=None):
+        b = (x509.CertificateBuilder().subject_name(name(subject)).issuer_name(issuer)
+             .public_key(key.public_key()).serial_number(x509.random_serial_number())
+             .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=2))
+             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if san:
+            b = b.add_extension(x509.SubjectAlternativeName(san), critical=False)
+        if usage:
+            b = b.add_extension(x509.ExtendedKeyUsage(usage), critical=False)
+        if ca:
+            b = b.add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                              content_commitment=False, key_encipherment=False,
+                                              data_encipherment=False, key_agreement=False, encipher_only=False,
+                                              decipher_only=False), critical=True)
+        return b.sign(issuer_key, hashes.SHA256())
+
+    def pem_key(key) -> bytes:
+        return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                 serialization.NoEncryption())
+
+    def pem(cert) -> bytes:
+        return cert.public_bytes(serialization.Encoding.PEM)
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = issue("costline test CA", ca_key, ca_key, name("costline test CA"), ca=True)
+    broker_key = ec.generate_private_key(ec.SECP256R1())
+    broker = issue("localhost", broker_key, ca_key, ca.subject,
+                   san=[x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")],
+                   usage=[ExtendedKeyUsageOID.SERVER_AUTH])
+    client_key = ec.generate_private_key(ec.SECP256R1())
+    client = issue("costline-processor", client_key, ca_key, ca.subject, usage=[ExtendedKeyUsageOID.CLIENT_AUTH])
+    paths = folder / "ca.pem", folder / "broker.pem", folder / "client.pem", folder / "client.key"
+    paths[0].write_bytes(pem(ca))
+    paths[1].write_bytes(pem_key(broker_key) + pem(broker) + pem(ca))  # Kafka's PEM key store: key, then chain
+    paths[2].write_bytes(pem(client))
+    paths[3].write_bytes(pem_key(client_key))
+    return paths
+
+
+@pytest.fixture(scope="module")
+def secure_broker(tmp_path_factory) -> Iterator[SecureBroker]:
+    from kafka.admin import KafkaAdminClient, ScramMechanism, UserScramCredentialUpsertion
+
+    from costline.localkafka import LocalKafka
+
+    folder = tmp_path_factory.mktemp("secure-kafka")
+    ca, broker_pem, client_cert, client_key = _certificates(folder)
+    plain, sasl, mtls = free_port(), free_port(), free_port()
+    cfg = KafkaConfig(port=plain, controller_port=free_port(), data_dir=folder / "data", heap="384m", partitions=3)
+    jaas = "org.apache.kafka.common.security"
+    users = " ".join(f'user_{u}="{p}"' for u, p in PASSWORDS.items() if u == "alice")
+    broker = LocalKafka(cfg, extra_properties={
+        "listeners": f"PLAINTEXT://127.0.0.1:{plain},SASL_SSL://127.0.0.1:{sasl},SSL://127.0.0.1:{mtls},"
+                     f"CONTROLLER://127.0.0.1:{cfg.controller_port}",
+        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{plain},SASL_SSL://127.0.0.1:{sasl},SSL://127.0.0.1:{mtls}",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,SSL:SSL,CONTROLLER:PLAINTEXT",
+        "sasl.enabled.mechanisms": "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
+        "listener.name.sasl_ssl.plain.sasl.jaas.config": f"{jaas}.plain.PlainLoginModule required {users};",
+        "listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config": f"{jaas}.scram.ScramLoginModule required;",
+        "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": f"{jaas}.scram.ScramLoginModule required;",
+        "listener.name.ssl.ssl.client.auth": "required",
+        "ssl.keystore.type": "PEM", "ssl.keystore.location": str(broker_pem),
+        "ssl.truststore.type": "PEM", "ssl.truststore.location": str(ca),
+    })
+    broker.up()
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=f"127.0.0.1:{plain}")
+        try:
+            admin.alter_user_scram_credentials([
+                UserScramCredentialUpsertion("scram256", ScramMechanism.SCRAM_SHA_256, PASSWORDS["scram256"]),
+                UserScramCredentialUpsertion("scram512", ScramMechanism.SCRAM_SHA_512, PASSWORDS["scram512"])])
+        finally:
+            admin.close()
+        yield SecureBroker(f"127.0.0.1:{plain}", f"127.0.0.1:{sasl}", f"127.0.0.1:{mtls}", ca, client_cert,
+                           client_key)
+    finally:
+        broker.down()
+
+
+def _process(kafka: KafkaConfig, tmp_path: Path):
+    cfg = Config(kafka=kafka, lake=LakeConfig(path=tmp_path / "lake"),
+                 processor=ProcessorConfig(group_id=f"costline-secure-{uuid.uuid4().hex[:8]}",
+                                           session_timeout_ms=6000, heartbeat_interval_ms=1000, flush_interval_s=0.5))
+    stats = Processor(cfg).run(until_idle=3.0)
+    with open_lake(cfg) as lake:
+        ids = lake.sql("SELECT span_id FROM calls UNION ALL SELECT span_id FROM requests "
+                       "UNION ALL SELECT span_id FROM lookups").fetchall()
+    return stats, {i for (i,) in ids}
+
+
+def _record(provider: TracerProvider, n: int) -> None:
+    rec = Recorder(provider, env={})
+    for i in range(n):
+        with rec.request(tenant="acme", task_type="faq") as req:
+            with req.cache_lookup(namespace="acme") as lk:
+                lk.result(hit=False, similarity=0.31)
+            with req.call("anthropic", "claude-haiku-4-5", tier="budget") as call:
+                call.usage(120 + i, 17)
+            req.accept()
+
+
+CLIENTS = [
+    pytest.param("SASL_SSL", "PLAIN", "alice", id="sasl_ssl-plain"),
+    pytest.param("SASL_SSL", "SCRAM-SHA-256", "scram256", id="sasl_ssl-scram-sha-256"),
+    pytest.param("SASL_SSL", "SCRAM-SHA-512", "scram512", id="sasl_ssl-scram-sha-512"),
+    pytest.param("SSL", "", "", id="mutual-tls"),
+]
+
+
+@pytest.mark.kafka
+@pytest.mark.parametrize(("protocol", "mechanism", "user"), CLIENTS)
+def test_an_apps_spans_reach_the_lake_over_the_secured_listener(secure_broker, tmp_path, monkeypatch, protocol,
+                                                                 mechanism, user) -> None:
+    """The app's exporter writes, topic creation, the processor's consumer and the alert source's DLQ counter all
+    reach the broker with the same [kafka] keys; the lake holds exactly the spans the SDK recorded."""
+    from costline.alerts.source import kafka_dlq_counter
+    from costline.localkafka import LocalKafka, ensure_topics
+
+    monkeypatch.setenv("COSTLINE_TEST_KAFKA_PASSWORD", PASSWORDS.get(user, ""))
+    kafka = secure_broker.config(protocol, mechanism=mechanism, user=user, password_env="COSTLINE_TEST_KAFKA_PASSWORD")
+    ensure_topics(kafka)
+    status = LocalKafka(kafka).status()
+    assert status.running and kafka.topic in status.topics
+    memory = InMemorySpanExporter()
+    provider = setup_tracing("faq-bot", exporter=KafkaSpanExporter(kafka, connect_timeout_s=10.0), set_global=False)
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    _record(provider, 5)
+    assert provider.force_flush(30_000)
+    provider.shutdown()
+    sent = {f"{s.context.span_id:016x}" for s in memory.get_finished_spans()}
+    assert len(sent) == 15
+    stats, stored = _process(kafka, tmp_path)
+    assert stored == sent and stats.dlq == 0, stats.describe()
+    assert kafka_dlq_counter(kafka)() == 0
+
+
+@pytest.mark.kafka
+def test_the_receiver_forwards_over_sasl_ssl(secure_broker, tmp_path, monkeypatch) -> None:
+    """An app's OTLP/HTTP exporter -> costline's receiver -> the SASL_SSL listener -> the lake."""
+    from costline.localkafka import ensure_topics
+
+    monkeypatch.setenv("COSTLINE_TEST_KAFKA_PASSWORD", PASSWORDS["scram512"])
+    kafka = secure_broker.config("SASL_SSL", mechanism="SCRAM-SHA-512", user="scram512",
+                                 password_env="COSTLINE_TEST_KAFKA_PASSWORD")
+    ensure_topics(kafka)
+    receiver = OtlpReceiver(CollectorConfig(), KafkaForwarder(kafka, produce_timeout_s=15.0, connect_timeout_s=10.0),
+                            host="127.0.0.1", port=0)
+    receiver.start()
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=receiver.endpoint, timeout=20)))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    try:
+        _record(provider, 3)
+    finally:
+        provider.shutdown()
+        receiver.shutdown()
+    stats, stored = _process(kafka, tmp_path)
+    assert stored == {f"{s.context.span_id:016x}" for s in memory.get_finished_spans()}
+    assert len(stored) == 9 and stats.dlq == 0
+
+
+@pytest.mark.kafka
+@pytest.mark.parametrize(("case", "check"), [("wrong password", "sasl_password_env"),
+                                           ("no client certificate", "ssl_certfile"),
+                                           ("plaintext to a TLS port", "security_protocol")])
+def test_a_client_the_cluster_refuses_never_connects_and_says_so(secure_broker, monkeypatch, case, check) -> None:
+    """A wrong secret, a missing client certificate or a PLAINTEXT client on a TLS listener: the cluster is
+    reported unreachable within the bound (never a hang), and nothing reaches a topic."""
+    from costline.localkafka import diagnose, wait_for_broker
+    from costline.errors import KafkaSetupError
+
+    monkeypatch.setenv("COSTLINE_TEST_KAFKA_PASSWORD", "not-the-password")
+    kafka = {"wrong password": secure_broker.config("SASL_SSL", mechanism="SCRAM-SHA-512", user="scram512",
+                                                    password_env="COSTLINE_TEST_KAFKA_PASSWORD"),
+             "no client certificate": secure_broker.config("SSL", cert=False),
+             "plaintext to a TLS port": KafkaConfig(bootstrap_servers=secure_broker.sasl_ssl)}[case]
+    started = time.monotonic()
+    with pytest.raises(KafkaSetupError) as err:
+        wait_for_broker(kafka.bootstrap, timeout_s=5.0, security=client_options(kafka))
+    assert kafka.bootstrap in str(err.value) and check in str(err.value), str(err.value)
+    assert check in (diagnose(kafka) or "")  # what `costline process` adds to its "cannot reach Kafka"
+    assert time.monotonic() - started < 60
+
+
+
+@pytest.mark.kafka
+def test_cache_replicas_share_stores_over_sasl_ssl(secure_broker, monkeypatch) -> None:
+    """Two gateway caches replicating over the SASL_SSL listener with [kafka]'s keys: a store on one is served by
+    the other (its topic created, produced and read with the same login)."""
+    import numpy as np
+
+    from costline.serving.cache.semantic import SemanticCache
+    from costline.serving.settings import CacheConfig
+
+    monkeypatch.setenv("COSTLINE_TEST_KAFKA_PASSWORD", PASSWORDS["scram256"])
+    kafka = secure_broker.config("SASL_SSL", mechanism="SCRAM-SHA-256", user="scram256",
+                                 password_env="COSTLINE_TEST_KAFKA_PASSWORD")
+    topic = f"cache-secure-{uuid.uuid4().hex[:8]}"
+    vector = np.zeros(8, dtype=np.float32)
+    vector[3] = 1.0
+    caches = [SemanticCache(None, CacheConfig(mode="threshold", threshold=0.99, ttl_s=0, replication_topic=topic,
+                                              replica_id=f"r{i}", replication_snapshot_interval_s=0),
+                            dim=8, kafka=kafka) for i in range(2)]
+    for c in caches:
+        c.start()
+    try:
+        for c in caches:
+            assert c.replication is not None and c.replication.wait_ready(30)
+        caches[0].store_vector(vector, "the refund answer", tenant="acme", namespace="billing", query="refunds?")
+        deadline = time.monotonic() + 30
+        while caches[1].lookup_vector(vector, tenant="acme", namespace="billing") is None:
+            assert time.monotonic() < deadline, "the store never reached the other replica"
+            time.sleep(0.05)
+        assert caches[1].lookup_vector(vector, tenant="acme", namespace="billing").answer == "the refund answer"
+    finally:
+        for c in caches:
+            c.shutdown()
