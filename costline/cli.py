@@ -50,7 +50,9 @@ def pass_config(f):  # type: ignore[no-untyped-def]
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
               envvar="COSTLINE_CONFIG", help="TOML config file (default: ./costline.toml if present).")
-@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+@click.option("-v", "--verbose", count=True,
+              help="More logging (-v info, -vv debug; -vvv also kafka-python's debug log, which prints its "
+                   "configuration: SASL passwords included).")
 @click.version_option(package_name="costline")
 @click.pass_context
 def cli(click_ctx: click.Context, config_path: Path | None, verbose: int) -> None:
@@ -62,8 +64,8 @@ def cli(click_ctx: click.Context, config_path: Path | None, verbose: int) -> Non
     """
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if verbose < 2:
-        logging.getLogger("kafka").setLevel(logging.ERROR)
+    if verbose < 3:  # kafka-python's DEBUG lines hold its configuration, a SASL password included
+        logging.getLogger("kafka").setLevel(logging.ERROR if verbose < 2 else logging.INFO)
     click_ctx.obj = _Ctx(config_path)
 
 

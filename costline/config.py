@@ -108,6 +108,10 @@ class KafkaConfig:
     topic: str = "otlp_spans"
     dlq_topic: str = "otlp_spans.dlq"
     partitions: int = 6
+    #: Copies of each partition of the topics costline creates: -1 takes the cluster's
+    #: ``default.replication.factor`` (1 on the local broker; 3 on most managed clusters, some of which refuse
+    #: any other value).
+    replication_factor: int = -1
     start_timeout_s: float = 60.0
     # -- an existing cluster's security (costline/kafka_security.py; the local broker speaks PLAINTEXT) --------
     #: PLAINTEXT, SSL (TLS; with ssl_certfile: mutual TLS), SASL_PLAINTEXT or SASL_SSL (SASL over TLS: managed
@@ -782,6 +786,8 @@ def _validate(config: Config, source: str) -> None:
         s.port(key, getattr(kafka, key))
     s.need(kafka.port != kafka.controller_port, "controller_port", "must differ from [kafka] port")
     s.at_least("partitions", kafka.partitions, 1)
+    s.need(kafka.replication_factor == -1 or kafka.replication_factor >= 1, "replication_factor",
+           f"must be -1 (the cluster's default.replication.factor) or 1 or more; got {kafka.replication_factor}")
     s.need(bool(kafka.topic and kafka.dlq_topic) and kafka.topic != kafka.dlq_topic, "dlq_topic",
            "topic and dlq_topic must be set and differ")
     from costline.kafka_security import validate_security

@@ -40,13 +40,14 @@ SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
 def validate_security(kafka: "KafkaConfig", s: "Section") -> None:
-    """The ``[kafka]`` security keys make sense together (on load; files must exist, secrets are checked when a
-    client is made)."""
+    """The ``[kafka]`` security keys make sense together (on load). What depends on the machine — the TLS files,
+    the secrets' variables, an existing cluster to talk to — is checked when a client is made
+    (:func:`client_options`), so a command that never touches Kafka (``costline sql`` on an analyst's laptop)
+    loads a config written for the servers."""
     protocol = kafka.security_protocol
     sasl, tls = protocol.startswith("SASL_"), protocol in ("SSL", "SASL_SSL")
-    s.need(protocol == "PLAINTEXT" or kafka.external, "security_protocol",
-           f"is {protocol}, but the local broker costline starts speaks PLAINTEXT: set bootstrap_servers (or "
-           "KAFKA_BOOTSTRAP_SERVERS) to the cluster that wants it, or security_protocol = \"PLAINTEXT\"")
+    s.need(sasl or not kafka.sasl_username, "sasl_username",
+           f"is set, but security_protocol is {protocol}: a SASL login needs SASL_SSL (or SASL_PLAINTEXT)")
     if sasl:
         s.one_of("sasl_mechanism", kafka.sasl_mechanism, SASL_MECHANISMS)
         s.need(bool(kafka.sasl_username.strip()), "sasl_username",
@@ -54,11 +55,8 @@ def validate_security(kafka: "KafkaConfig", s: "Section") -> None:
         s.need(bool(kafka.sasl_password_env.strip()), "sasl_password_env",
                "must name the environment variable that holds the SASL password (e.g. KAFKA_SASL_PASSWORD)")
     for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
-        path = getattr(kafka, key)
-        if path is None:
-            continue
-        s.need(tls, key, f"is set, but security_protocol is {protocol}: TLS files are used with SSL or SASL_SSL")
-        s.need(path.is_file(), key, f"{str(path)!r} is not a readable file (PEM)")
+        s.need(getattr(kafka, key) is None or tls, key,
+               f"is set, but security_protocol is {protocol}: TLS files are used with SSL or SASL_SSL")
     s.need(kafka.ssl_keyfile is None or kafka.ssl_certfile is not None, "ssl_keyfile",
            "is set without ssl_certfile: a client key goes with its certificate (mutual TLS)")
 
@@ -70,6 +68,14 @@ def client_options(kafka: "KafkaConfig", env: Mapping[str, str] | None = None) -
     protocol = kafka.security_protocol
     if protocol == "PLAINTEXT":
         return {}
+    if not kafka.external:
+        raise ConfigError("[kafka] security_protocol", f"is {protocol}, but the local broker costline starts speaks "
+                          "PLAINTEXT: set bootstrap_servers (or KAFKA_BOOTSTRAP_SERVERS) to the cluster that wants "
+                          "it, or security_protocol = \"PLAINTEXT\"")
+    for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+        path = getattr(kafka, key)
+        if path is not None and not (path.is_file() and os.access(path, os.R_OK)):
+            raise ConfigError(f"[kafka] {key}", f"{str(path)!r} is not a file this process can read (PEM)")
     env = os.environ if env is None else env
     out: dict[str, Any] = {"security_protocol": protocol}
     if protocol.startswith("SASL_"):
@@ -87,7 +93,7 @@ def client_options(kafka: "KafkaConfig", env: Mapping[str, str] | None = None) -
             out["ssl_certfile"] = str(kafka.ssl_certfile)
             if kafka.ssl_keyfile is not None:
                 out["ssl_keyfile"] = str(kafka.ssl_keyfile)
-        if kafka.ssl_key_password_env:
+        if kafka.ssl_key_password_env and kafka.ssl_certfile is not None:
             secret = env.get(kafka.ssl_key_password_env, "")
             if not secret:
                 raise ConfigError("[kafka] ssl_key_password_env", f"names ${kafka.ssl_key_password_env}, which is unset "

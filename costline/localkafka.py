@@ -56,10 +56,12 @@ class KafkaStatus:
     data_dir: Path | None
     jars: Path | None
     topics: tuple[str, ...] = ()
+    #: Why an external cluster is not reachable (its refusal and the [kafka] keys to check), when it is not.
+    problem: str | None = None
 
     def describe(self) -> str:
         if self.external:
-            state = "reachable" if self.running else "NOT reachable"
+            state = "reachable" if self.running else f"NOT reachable: {self.problem or 'no metadata'}"
             return f"external cluster {self.bootstrap} ({state}); nothing is run locally"
         if not self.running:
             return f"local broker not running (would listen on {self.bootstrap}; data in {self.data_dir})"
@@ -150,9 +152,10 @@ class LocalKafka:
         cfg = self.config
         if cfg.external:
             security = client_options(cfg)
-            ok = _reachable(cfg.bootstrap, security)
-            return KafkaStatus(cfg.bootstrap, True, ok, None, None, None,
-                               _topics(cfg.bootstrap, security) if ok else ())
+            failed = _probe(cfg.bootstrap, security)
+            return KafkaStatus(cfg.bootstrap, True, failed is None, None, None, None,
+                               _topics(cfg.bootstrap, security) if failed is None else (),
+                               None if failed is None else failed[0])
         pid = self._running_pid()
         topics = _topics(cfg.bootstrap) if pid and _port_open(cfg.host, cfg.port) else ()
         return KafkaStatus(cfg.bootstrap, False, pid is not None, pid, self.data_dir, self.jars_dir, topics)
@@ -303,8 +306,8 @@ def ensure_topics(config: KafkaConfig) -> None:
     try:
         existing = set(admin.list_topics())
         wanted = [
-            NewTopic(config.topic, num_partitions=config.partitions, replication_factor=1),
-            NewTopic(config.dlq_topic, num_partitions=1, replication_factor=1),
+            NewTopic(config.topic, num_partitions=config.partitions, replication_factor=config.replication_factor),
+            NewTopic(config.dlq_topic, num_partitions=1, replication_factor=config.replication_factor),
         ]
         missing = [t for t in wanted if t.name not in existing]
         if missing:
@@ -328,16 +331,19 @@ def wait_for_broker(
     :func:`~costline.kafka_security.client_options`)."""
     deadline = now() + timeout_s
     last: str | None = None
-    told = False  # whether ``last`` is a refused login or handshake (kept over a later probe's bare timeout)
-    while now() < deadline:
+    told = 0  # probes that heard the cluster refuse this client (kept over a later probe's bare timeout)
+    while now() < deadline and told < 2:  # refused twice: waiting longer will not change the password
         if alive is not None:
             alive()
         failed = _probe(bootstrap, security)
         if failed is None:
             return
         if failed[1] or not told:
-            last, told = failed
+            last = failed[0]
+        told += failed[1]
         time.sleep(0.5)
+    if told >= 2:
+        raise KafkaSetupError(f"Kafka at {bootstrap} refused this client: {last}")
     raise KafkaSetupError(
         f"Kafka at {bootstrap} did not answer within {timeout_s:.0f}s ({last or 'no metadata'}): "
         "check `costline kafka status` and the broker log"
@@ -412,8 +418,10 @@ class _Heard(logging.Handler):
 
 
 #: What kafka-python logs when a cluster refuses a login, or a TLS handshake fails.
-_LOGIN = re.compile(r"Authentication|SASL", re.IGNORECASE)
-_TLS = re.compile(r"\[SSL|SSLError|certificate|handshake", re.IGNORECASE)
+_LOGIN = re.compile(r"SaslAuthenticationFailed|Authentication failed|SaslHandshake failed|UnsupportedSaslMechanism|"
+                    r"IllegalSaslState")
+_TLS = re.compile(r"\[SSL|SSLError|certificate verify|bad certificate|handshake failure|alert unknown ca",
+                  re.IGNORECASE)
 
 
 def _why(error: str, heard: list[str], security: Mapping[str, Any] | None) -> tuple[str, bool]:
@@ -430,7 +438,13 @@ def _why(error: str, heard: list[str], security: Mapping[str, Any] | None) -> tu
     if not security:
         return (f"{error}; if the cluster wants TLS or SASL, set [kafka] security_protocol (PLAINTEXT now) and its "
                 "keys"), False
-    return error, False
+    keys = ["security_protocol", "ssl_cafile"]
+    if "sasl_mechanism" in security:  # a broker may close a refused login without saying so to kafka-python
+        keys += ["sasl_mechanism", "sasl_username", "the password in the variable sasl_password_env names"]
+    if "ssl_certfile" in security or security.get("security_protocol") == "SSL":  # it may want a client's
+        keys += ["ssl_certfile", "ssl_keyfile"]
+    return (f"{error}; if the address is right, the cluster may have closed the TLS handshake or the login "
+            f"without a reason: check [kafka] {', '.join(keys)}"), False
 
 
 def _topics(bootstrap: str, security: Mapping[str, Any] | None = None) -> tuple[str, ...]:

@@ -45,14 +45,13 @@ def _load(tmp_path: Path, kafka_toml: str, env: dict[str, str] | None = None) ->
 
 @pytest.mark.parametrize(("toml", "key", "says"), [
     ('security_protocol = "TLS"', "[kafka] security_protocol", "SASL_SSL"),
-    ('security_protocol = "SASL_SSL"\nsasl_username = "u"', "[kafka] security_protocol", "local broker"),
     ('bootstrap_servers = "k:9093"\nsecurity_protocol = "SASL_SSL"', "[kafka] sasl_username", "SASL user"),
+    ('bootstrap_servers = "k:9093"\nsecurity_protocol = "SSL"\nsasl_username = "u"', "[kafka] sasl_username",
+     "needs SASL_SSL"),
     ('bootstrap_servers = "k:9093"\nsecurity_protocol = "SASL_SSL"\nsasl_username = "u"\nsasl_mechanism = "GSSAPI"',
      "[kafka] sasl_mechanism", "SCRAM-SHA-512"),
     ('bootstrap_servers = "k:9093"\nsecurity_protocol = "SASL_SSL"\nsasl_username = "u"\nsasl_password_env = ""',
      "[kafka] sasl_password_env", "environment variable"),
-    ('bootstrap_servers = "k:9093"\nsecurity_protocol = "SSL"\nssl_cafile = "/nonexistent/ca.pem"',
-     "[kafka] ssl_cafile", "not a readable file"),
     ('bootstrap_servers = "k:9093"\nssl_cafile = "CA"', "[kafka] ssl_cafile", "security_protocol is PLAINTEXT"),
     ('bootstrap_servers = "k:9093"\nsecurity_protocol = "SSL"\nssl_keyfile = "CA"', "[kafka] ssl_keyfile",
      "without ssl_certfile"),
@@ -61,6 +60,23 @@ def test_a_security_mistake_names_its_key(tmp_path, toml, key, says) -> None:
     (tmp_path / "CA").write_text("pem")
     with pytest.raises(ConfigError) as err:
         _load(tmp_path, toml.replace('"CA"', repr(str(tmp_path / "CA")).replace("'", '"')))
+    assert err.value.key == key and says in err.value.problem, str(err.value)
+
+
+@pytest.mark.parametrize(("toml", "key", "says"), [
+    ('security_protocol = "SASL_SSL"\nsasl_username = "u"', "[kafka] security_protocol", "local broker"),
+    ('bootstrap_servers = "k:9093"\nsecurity_protocol = "SSL"\nssl_cafile = "/nonexistent/ca.pem"',
+     "[kafka] ssl_cafile", "can read"),
+    ('bootstrap_servers = "k:9093"\nsecurity_protocol = "SSL"\nssl_certfile = "CA"\nssl_key_password_env = "NOPE"',
+     "[kafka] ssl_key_password_env", "NOPE"),
+])
+def test_what_depends_on_the_machine_is_checked_when_a_client_is_made(tmp_path, toml, key, says) -> None:
+    """A config written for the servers loads anywhere (an analyst's `costline sql` never makes a Kafka client);
+    the TLS files, an existing cluster and the secrets' variables are checked when a client is made."""
+    (tmp_path / "CA").write_text("pem")
+    cfg = _load(tmp_path, toml.replace('"CA"', repr(str(tmp_path / "CA")).replace("'", '"')))
+    with pytest.raises(ConfigError) as err:
+        client_options(cfg.kafka, {})
     assert err.value.key == key and says in err.value.problem, str(err.value)
 
 
@@ -283,7 +299,7 @@ def test_the_receiver_forwards_over_sasl_ssl(secure_broker, tmp_path, monkeypatc
 def test_a_client_the_cluster_refuses_never_connects_and_says_so(secure_broker, monkeypatch, case, check) -> None:
     """A wrong secret, a missing client certificate or a PLAINTEXT client on a TLS listener: the cluster is
     reported unreachable within the bound (never a hang), and nothing reaches a topic."""
-    from costline.localkafka import diagnose, wait_for_broker
+    from costline.localkafka import LocalKafka, diagnose, wait_for_broker
     from costline.errors import KafkaSetupError
 
     monkeypatch.setenv("COSTLINE_TEST_KAFKA_PASSWORD", "not-the-password")
@@ -296,6 +312,8 @@ def test_a_client_the_cluster_refuses_never_connects_and_says_so(secure_broker, 
         wait_for_broker(kafka.bootstrap, timeout_s=5.0, security=client_options(kafka))
     assert kafka.bootstrap in str(err.value) and check in str(err.value), str(err.value)
     assert check in (diagnose(kafka) or "")  # what `costline process` adds to its "cannot reach Kafka"
+    status = LocalKafka(kafka).status()  # `costline kafka status`
+    assert not status.running and "NOT reachable" in status.describe() and check in status.describe()
     assert time.monotonic() - started < 60
 
 
