@@ -20,7 +20,7 @@ from typing import Any
 from costline.alerts.rules import JOB_RULES, RULE_NAMES, Snapshot, closed_window
 from costline.alerts.store import AlertStore
 from costline.config import Config, KafkaConfig
-from costline.kafka_security import client_options
+from costline.kafka_security import client_options, make_client
 from costline.timeutil import utc_naive as _naive
 
 __all__ = ["AlertSource", "kafka_dlq_counter", "CACHE_SQL", "TIERS_SQL", "REJECTIONS_SQL", "LAST_SPAN_SQL"]
@@ -272,8 +272,9 @@ def kafka_dlq_counter(kafka: KafkaConfig, *, timeout_ms: int = 5000) -> Callable
     def count() -> int | None:
         from kafka import KafkaConsumer, TopicPartition
 
-        consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap, request_timeout_ms=max(timeout_ms, 1000) + 1000,
-                                 enable_auto_commit=False, **client_options(kafka))
+        consumer = make_client(KafkaConsumer, bootstrap_servers=kafka.bootstrap,
+                               request_timeout_ms=max(timeout_ms, 1000) + 1000, enable_auto_commit=False,
+                               **client_options(kafka))
         try:
             parts = consumer.partitions_for_topic(kafka.dlq_topic)
             if not parts:

@@ -22,9 +22,10 @@ The local broker costline starts speaks PLAINTEXT on loopback only; any other pr
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from costline.errors import ConfigError
 
@@ -32,7 +33,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from costline.config import KafkaConfig
     from costline.validate import Section
 
-__all__ = ["SASL_MECHANISMS", "client_options", "validate_security"]
+__all__ = ["SASL_MECHANISMS", "client_options", "make_client", "validate_security"]
+
+_Client = TypeVar("_Client")
 
 #: The SASL mechanisms costline's clients speak (kafka-python's, less GSSAPI and OAUTHBEARER, which need a
 #: Kerberos or token setup of their own).
@@ -81,8 +84,9 @@ def client_options(kafka: "KafkaConfig", env: Mapping[str, str] | None = None) -
     if protocol.startswith("SASL_"):
         password = env.get(kafka.sasl_password_env, "")
         if not password:
-            raise ConfigError("[kafka] sasl_password_env", f"names ${kafka.sasl_password_env}, which is unset or empty: "
-                              f"export it with the SASL password of {kafka.sasl_username!r}", source="environment")
+            raise ConfigError("[kafka] sasl_password_env",
+                              f"names ${kafka.sasl_password_env}, which is unset or empty: export it with the SASL "
+                              f"password of {kafka.sasl_username!r}", source="environment")
         out.update(sasl_mechanism=kafka.sasl_mechanism, sasl_plain_username=kafka.sasl_username,
                    sasl_plain_password=password)
     if protocol in ("SSL", "SASL_SSL"):
@@ -96,8 +100,25 @@ def client_options(kafka: "KafkaConfig", env: Mapping[str, str] | None = None) -
         if kafka.ssl_key_password_env and kafka.ssl_certfile is not None:
             secret = env.get(kafka.ssl_key_password_env, "")
             if not secret:
-                raise ConfigError("[kafka] ssl_key_password_env", f"names ${kafka.ssl_key_password_env}, which is unset "
+                raise ConfigError("[kafka] ssl_key_password_env",
+                                  f"names ${kafka.ssl_key_password_env}, which is unset "
                                   "or empty: export it with the client key's passphrase (or set the key to \"\" for a "
                                   "key without one)", source="environment")
             out["ssl_password"] = secret
     return out
+
+
+def make_client(cls: type[_Client], **configs: Any) -> _Client:
+    """``cls(**configs)`` (a kafka-python KafkaAdminClient or KafkaConsumer), whose I/O thread is stopped when it
+    cannot bootstrap. kafka-python 3.0 starts that thread before it connects and leaves it running when the
+    constructor raises: a gateway retrying a cluster that refuses its login would gain a thread every try."""
+    client = cls.__new__(cls)
+    try:
+        client.__init__(**configs)  # type: ignore[misc]
+    except BaseException:
+        net = getattr(client, "_net", None)
+        if net is not None and hasattr(net, "stop"):
+            with contextlib.suppress(Exception):
+                net.stop(timeout_ms=2000)
+        raise
+    return client

@@ -28,7 +28,7 @@ from typing import Any
 
 from costline.config import KafkaConfig
 from costline.errors import CostlineError, KafkaSetupError
-from costline.kafka_security import client_options
+from costline.kafka_security import client_options, make_client
 from costline.procutil import pid_alive as _pid_alive
 from costline.procutil import port_open as _port_open
 
@@ -302,7 +302,8 @@ def ensure_topics(config: KafkaConfig) -> None:
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
-    admin = KafkaAdminClient(bootstrap_servers=config.bootstrap, client_id="costline-admin", **client_options(config))
+    admin = make_client(KafkaAdminClient, bootstrap_servers=config.bootstrap, client_id="costline-admin",
+                        **client_options(config))
     try:
         existing = set(admin.list_topics())
         wanted = [
@@ -388,8 +389,8 @@ def _probe(bootstrap: str, security: Mapping[str, Any] | None = None) -> tuple[s
     kafka_log = logging.getLogger("kafka")
     kafka_log.addHandler(heard)
     try:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000,
-                                 bootstrap_timeout_ms=3000, client_id="costline-probe", **dict(security or {}))
+        admin = make_client(KafkaAdminClient, bootstrap_servers=bootstrap, request_timeout_ms=3000,
+                            bootstrap_timeout_ms=3000, client_id="costline-probe", **dict(security or {}))
         try:
             admin.describe_cluster()
             return None
@@ -452,8 +453,8 @@ def _topics(bootstrap: str, security: Mapping[str, Any] | None = None) -> tuple[
     from kafka.errors import KafkaError
 
     try:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000, bootstrap_timeout_ms=3000,
-                                 **dict(security or {}))
+        admin = make_client(KafkaAdminClient, bootstrap_servers=bootstrap, request_timeout_ms=3000,
+                            bootstrap_timeout_ms=3000, **dict(security or {}))
         try:
             return tuple(sorted(t for t in admin.list_topics() if not t.startswith("__")))
         finally:

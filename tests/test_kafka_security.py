@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import ipaddress
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -314,6 +315,9 @@ def test_a_client_the_cluster_refuses_never_connects_and_says_so(secure_broker, 
     assert check in (diagnose(kafka) or "")  # what `costline process` adds to its "cannot reach Kafka"
     status = LocalKafka(kafka).status()  # `costline kafka status`
     assert not status.running and "NOT reachable" in status.describe() and check in status.describe()
+    # each failed probe's kafka-python I/O thread was stopped (kafka-python leaves it running when it cannot
+    # bootstrap: a gateway retrying a refused login would gain one a try)
+    assert not [t for t in threading.enumerate() if t.name.startswith("kafka-io-costline-probe")]
     assert time.monotonic() - started < 60
 
 

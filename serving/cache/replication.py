@@ -66,7 +66,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from costline.errors import ConfigError
-from costline.kafka_security import client_options
+from costline.kafka_security import client_options, make_client
 from costline.kafkaheaders import read_header_keys_like_java
 from costline.serving.cache.semantic import effective_expiry
 from costline.serving.errors import CacheError
@@ -189,9 +189,9 @@ def ensure_cache_topic(bootstrap: str, topic: str, *, timeout_s: float = 10.0,
     from kafka.errors import TopicAlreadyExistsError
 
     # bootstrap_timeout_ms too: its default (30 s) would outlast a force_flush(timeout) on a down broker
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), client_id="costline-cache-admin",
-                             request_timeout_ms=int(timeout_s * 1000), bootstrap_timeout_ms=int(timeout_s * 1000),
-                             **dict(security or {}))
+    admin = make_client(KafkaAdminClient, bootstrap_servers=bootstrap.split(","), client_id="costline-cache-admin",
+                        request_timeout_ms=int(timeout_s * 1000), bootstrap_timeout_ms=int(timeout_s * 1000),
+                        **dict(security or {}))
     try:
         if topic not in set(admin.list_topics()):
             spec = {"num_partitions": 1, "replication_factor": -1,
@@ -740,9 +740,10 @@ class CacheReplicator:
                     return None
                 self._topic_ok.set()
                 read_header_keys_like_java()  # one record's non-UTF-8 header key must not stop every replica
-                consumer = KafkaConsumer(
-                    bootstrap_servers=self.bootstrap.split(","), group_id=f"costline-cache-{self.replica_id}",
-                    client_id=f"costline-cache-{self.replica_id}", enable_auto_commit=False,
+                consumer = make_client(
+                    KafkaConsumer, bootstrap_servers=self.bootstrap.split(","),
+                    group_id=f"costline-cache-{self.replica_id}", client_id=f"costline-cache-{self.replica_id}",
+                    enable_auto_commit=False,
                     auto_offset_reset="earliest", fetch_max_wait_ms=100, **self._security,
                 )
                 tp = TopicPartition(self.topic, 0)
