@@ -267,14 +267,17 @@ class _NoClose:
 
 
 def kafka_dlq_counter(kafka: KafkaConfig, *, timeout_ms: int = 5000) -> Callable[[], int | None]:
-    """A ``dlq_count`` callable: messages in the DLQ topic (end minus beginning offsets), None if unknown."""
+    """A ``dlq_count`` callable: messages in the DLQ topic (end minus beginning offsets), None if unknown. The
+    cluster's security settings are read now: a secret's unset variable is a ConfigError at start, not a warning
+    on every tick."""
+    security = client_options(kafka)
 
     def count() -> int | None:
         from kafka import KafkaConsumer, TopicPartition
 
         consumer = make_client(KafkaConsumer, bootstrap_servers=kafka.bootstrap,
                                request_timeout_ms=max(timeout_ms, 1000) + 1000, enable_auto_commit=False,
-                               **client_options(kafka))
+                               **security)
         try:
             parts = consumer.partitions_for_topic(kafka.dlq_topic)
             if not parts:

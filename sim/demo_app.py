@@ -148,11 +148,13 @@ class DemoStats:
 
 def demo_serving_config(config: Config, standin: Any) -> Config:
     """``config`` with every tier pointed at ``standin`` and the demo's routing rules: the student
-    gated for classification, analysis on the upper tier."""
+    gated for classification, analysis on the upper tier. The simulated cache never joins a replication topic
+    the config names (its answers are the stand-in's, on simulated days)."""
     s = config.serving
     rules = demo_rules(s.router.rules)
     serving = dataclasses.replace(
         s,
+        cache=dataclasses.replace(s.cache, replication_topic=None),
         backends=dataclasses.replace(s.backends, anthropic_base_url=standin.url, student_base_url=standin.openai_url),
         router=dataclasses.replace(s.router, policy="rules", rules=rules),
     )

@@ -276,3 +276,18 @@ def test_a_hit_on_another_question_of_the_traffic_counts_as_a_wrong_answer(world
     assert (app.stats.semantic_hits, app.stats.other_question_hits) == (1, 1)
     assert app.answer(faq(3, T0 + timedelta(minutes=2), query="How can I get a return shipping label?")).cached
     assert (app.stats.semantic_hits, app.stats.other_question_hits) == (2, 1)  # a family paraphrase: right
+
+
+def test_the_demos_simulated_cache_never_joins_a_replication_topic_the_config_names() -> None:
+    """A user's config that replicates the gateway's cache: the demo's cache (simulated days, the stand-in's
+    answers) must not publish into that topic, nor read the production cache from it."""
+    import dataclasses
+
+    from costline.sim.demo_app import demo_serving_config
+
+    base = Config()
+    config = base.replace(serving=dataclasses.replace(
+        base.serving, cache=dataclasses.replace(base.serving.cache, replication_topic="costline_cache")))
+    standin = type("StandIn", (), {"url": "http://127.0.0.1:1", "openai_url": "http://127.0.0.1:1/v1"})()
+    assert demo_serving_config(config, standin).serving.cache.replication_topic is None
+    assert config.serving.cache.replication_topic == "costline_cache"  # the user's config itself untouched

@@ -96,6 +96,18 @@ def test_the_environment_sets_the_security_keys_and_the_secret_stays_in_its_vari
     assert client_options(KafkaConfig()) == {}  # PLAINTEXT: kafka-python's defaults, nothing added
 
 
+def test_the_alert_sources_dlq_count_refuses_an_unset_secret_at_start(monkeypatch) -> None:
+    """`costline alerts` with the DLQ rule on a SASL cluster whose password variable is unset: an error naming
+    the key when the service starts, not a warning on every tick."""
+    from costline.alerts.source import kafka_dlq_counter
+
+    monkeypatch.delenv("KAFKA_SASL_PASSWORD", raising=False)
+    kafka = KafkaConfig(bootstrap_servers="k:9093", security_protocol="SASL_SSL", sasl_username="svc")
+    with pytest.raises(ConfigError) as err:
+        kafka_dlq_counter(kafka)
+    assert err.value.key == "[kafka] sasl_password_env"
+
+
 # -- a real broker that wants TLS and SASL ---------------------------------------------------------------------
 @dataclass(frozen=True)
 class SecureBroker:
