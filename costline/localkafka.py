@@ -298,9 +298,10 @@ class LocalKafka:
 
 
 def ensure_topics(config: KafkaConfig) -> None:
-    """Create ``topic`` and ``dlq_topic`` if they do not exist (on any cluster)."""
+    """Create ``topic`` and ``dlq_topic`` if they do not exist (on any cluster); KafkaSetupError when the cluster
+    does not let this client create them (ACLs), saying what to create instead."""
     from kafka.admin import KafkaAdminClient, NewTopic
-    from kafka.errors import TopicAlreadyExistsError
+    from kafka.errors import ClusterAuthorizationFailedError, TopicAlreadyExistsError, TopicAuthorizationFailedError
 
     admin = make_client(KafkaAdminClient, bootstrap_servers=config.bootstrap, client_id="costline-admin",
                         **client_options(config))
@@ -316,6 +317,13 @@ def ensure_topics(config: KafkaConfig) -> None:
                 admin.create_topics(missing)
             except TopicAlreadyExistsError:
                 pass
+            except (TopicAuthorizationFailedError, ClusterAuthorizationFailedError) as exc:
+                user = config.sasl_username or "this client's principal"
+                raise KafkaSetupError(
+                    f"the cluster at {config.bootstrap} does not let {user} create "
+                    + " and ".join(f"{t.name!r} ({t.num_partitions} partitions)" for t in missing)
+                    + f" ({type(exc).__name__}): have them created, or grant CREATE on them (and READ, WRITE, "
+                    "DESCRIBE on the topics, READ on costline's consumer groups)") from None
     finally:
         admin.close()
 

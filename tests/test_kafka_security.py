@@ -34,7 +34,10 @@ from costline.kafka_security import client_options
 from costline.lake import open_lake
 from costline.processors.processor import Processor
 
-PASSWORDS = {"alice": "alice-plain-secret", "scram256": "s256-secret", "scram512": "s512-secret"}
+PASSWORDS = {"alice": "alice-plain-secret", "scram256": "s256-secret", "scram512": "s512-secret",
+             "limited": "limited-secret"}
+#: The broker's authorizer lets these do anything; "limited" (SCRAM-SHA-256) logs in but has no ACL at all.
+SUPER_USERS = "User:ANONYMOUS;User:alice;User:scram256;User:scram512;User:CN=costline-processor"
 
 
 # -- the config: table-driven, no broker --------------------------------------------------------------------
@@ -204,6 +207,8 @@ def secure_broker(tmp_path_factory) -> Iterator[SecureBroker]:
         "listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config": f"{jaas}.scram.ScramLoginModule required;",
         "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": f"{jaas}.scram.ScramLoginModule required;",
         "listener.name.ssl.ssl.client.auth": "required",
+        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "super.users": SUPER_USERS,
         "ssl.keystore.type": "PEM", "ssl.keystore.location": str(broker_pem),
         "ssl.truststore.type": "PEM", "ssl.truststore.location": str(ca),
     })
@@ -213,7 +218,8 @@ def secure_broker(tmp_path_factory) -> Iterator[SecureBroker]:
         try:
             admin.alter_user_scram_credentials([
                 UserScramCredentialUpsertion("scram256", ScramMechanism.SCRAM_SHA_256, PASSWORDS["scram256"]),
-                UserScramCredentialUpsertion("scram512", ScramMechanism.SCRAM_SHA_512, PASSWORDS["scram512"])])
+                UserScramCredentialUpsertion("scram512", ScramMechanism.SCRAM_SHA_512, PASSWORDS["scram512"]),
+                UserScramCredentialUpsertion("limited", ScramMechanism.SCRAM_SHA_256, PASSWORDS["limited"])])
         finally:
             admin.close()
         yield SecureBroker(f"127.0.0.1:{plain}", f"127.0.0.1:{sasl}", f"127.0.0.1:{mtls}", ca, client_cert,
@@ -366,3 +372,19 @@ def test_cache_replicas_share_stores_over_sasl_ssl(secure_broker, monkeypatch) -
     finally:
         for c in caches:
             c.shutdown()
+
+
+@pytest.mark.kafka
+def test_a_login_without_the_acl_to_create_topics_is_told_what_to_create(secure_broker, monkeypatch) -> None:
+    """A managed cluster's service account that may not create topics: `costline kafka up` (ensure_topics) says
+    which topics with how many partitions to have created, or which ACLs to grant — not a bare error code."""
+    from costline.errors import KafkaSetupError
+    from costline.localkafka import ensure_topics
+
+    monkeypatch.setenv("COSTLINE_TEST_KAFKA_PASSWORD", PASSWORDS["limited"])
+    kafka = secure_broker.config("SASL_SSL", mechanism="SCRAM-SHA-256", user="limited",
+                                 password_env="COSTLINE_TEST_KAFKA_PASSWORD")
+    with pytest.raises(KafkaSetupError) as err:
+        ensure_topics(kafka)
+    said = str(err.value)
+    assert "limited" in said and f"'{kafka.topic}' (3 partitions)" in said and "grant CREATE" in said, said
