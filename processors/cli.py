@@ -39,7 +39,7 @@ def process(config: Config, until_idle: float | None, start: str | None) -> None
         costline process --until-idle 5  # drain the topic, then exit
         costline process --from-beginning  # a new lake for an existing group
     """
-    from kafka.errors import KafkaTimeoutError
+    from kafka.errors import AuthorizationError, KafkaTimeoutError
 
     from costline.processors.table_sink import make_processor
 
@@ -52,6 +52,12 @@ def process(config: Config, until_idle: float | None, start: str | None) -> None
     old_int = signal.signal(signal.SIGINT, _stop)
     try:
         stats = proc.run(until_idle=until_idle)
+    except AuthorizationError as exc:  # the cluster's ACLs: what to grant, to whom
+        user = config.kafka.sasl_username or "this client's principal"
+        raise click.ClickException(
+            f"the cluster at {config.kafka.bootstrap} refused {user} ({type(exc).__name__}): grant it READ on consumer "
+            f"group {config.processor.group_id!r}, READ and DESCRIBE on topic {config.kafka.topic!r}, and WRITE on "
+            f"{config.kafka.dlq_topic!r} (its dead letters)") from None
     except KafkaTimeoutError as exc:
         from costline.localkafka import diagnose
 

@@ -388,3 +388,30 @@ def test_a_login_without_the_acl_to_create_topics_is_told_what_to_create(secure_
         ensure_topics(kafka)
     said = str(err.value)
     assert "limited" in said and f"'{kafka.topic}' (3 partitions)" in said and "grant CREATE" in said, said
+
+
+@pytest.mark.kafka
+def test_costline_process_without_read_acls_says_what_to_grant(secure_broker, tmp_path, monkeypatch) -> None:
+    """`costline process` as an account that may log in but not read: the group, topics and ACLs to grant, not a
+    traceback."""
+    from click.testing import CliRunner
+
+    from costline.cli import _register_area_commands, cli
+    from costline.localkafka import ensure_topics
+
+    monkeypatch.setenv("COSTLINE_TEST_KAFKA_PASSWORD", PASSWORDS["scram512"])
+    kafka = secure_broker.config("SASL_SSL", mechanism="SCRAM-SHA-512", user="scram512",
+                                 password_env="COSTLINE_TEST_KAFKA_PASSWORD")
+    ensure_topics(kafka)  # made by an account that may
+    _register_area_commands()
+    (tmp_path / "costline.toml").write_text("")
+    env = {"COSTLINE_CONFIG": str(tmp_path / "costline.toml"), "KAFKA_BOOTSTRAP_SERVERS": secure_broker.sasl_ssl,
+           "COSTLINE_KAFKA_TOPIC": kafka.topic, "COSTLINE_KAFKA_DLQ_TOPIC": kafka.dlq_topic,
+           "COSTLINE_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "COSTLINE_KAFKA_SASL_MECHANISM": "SCRAM-SHA-256",
+           "COSTLINE_KAFKA_SASL_USERNAME": "limited", "KAFKA_SASL_PASSWORD": PASSWORDS["limited"],
+           "COSTLINE_KAFKA_SSL_CAFILE": str(secure_broker.ca), "COSTLINE_LAKE_PATH": str(tmp_path / "lake"),
+           "COSTLINE_PROCESSOR_GROUP_ID": "costline-limited"}
+    result = CliRunner().invoke(cli, ["process", "--until-idle", "2"], env=env)
+    assert result.exit_code == 1, result.output
+    assert "refused limited" in result.output and "READ on consumer group 'costline-limited'" in result.output
+    assert kafka.topic in result.output and "Traceback" not in result.output
