@@ -436,7 +436,7 @@ _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
 }
 
 _TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
+_FALSE = {"0", "false", "no", "off"}  # an empty value is neither: `COSTLINE_..._REQUIRE_AUTH=` must not turn a check off
 
 
 def load_config(

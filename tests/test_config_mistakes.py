@@ -165,3 +165,13 @@ def test_process_without_a_broker_says_to_start_one(tmp_path: Path, capsys: pyte
         main(["process", "--until-idle", "1"])
     err = capsys.readouterr().err
     assert info.value.code == 1 and "cannot reach Kafka at 127.0.0.1:9" in err and "costline kafka up" in err
+
+
+@pytest.mark.parametrize("var", ["COSTLINE_KAFKA_SSL_CHECK_HOSTNAME", "COSTLINE_SERVING_GATEWAY_REQUIRE_AUTH"])
+def test_an_empty_boolean_variable_is_an_error_not_false(var) -> None:
+    """`COSTLINE_..._REQUIRE_AUTH=` (a variable left empty by a deploy template) must not turn a security check
+    off: an empty value is neither true nor false."""
+    with pytest.raises(ConfigError) as err:
+        load_config(None, env={var: ""})
+    assert var in str(err.value) and "true or false" in str(err.value)
+    assert load_config(None, env={var: "false"}) is not None  # a value said in words still works
