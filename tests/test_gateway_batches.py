@@ -546,6 +546,34 @@ def test_a_batch_asks_the_student_several_requests_at_once(standin, recorder, tm
     assert {r.type for r in got.values()} == {"succeeded"} and len(got) == 4
 
 
+def test_a_cancel_stops_a_round_of_student_requests_between_calls(standin, tmp_path) -> None:
+    """A batch canceled while its student requests are being asked: the call in flight finishes (its answer is
+    kept, it was paid for), the requests not yet asked are ``canceled`` without a call."""
+    import threading
+
+    started, release, calls = threading.Event(), threading.Event(), []
+    with routed_gateway(standin, tmp_path / "keys.json", batches_poll_s=0.1, batches_direct_concurrency=1) as gw:
+        student = gw.pipeline.backends["student"]
+        answer = student.complete
+
+        def complete(prompt):
+            calls.append(prompt)
+            started.set()
+            release.wait(10)
+            return answer(prompt)
+
+        student.complete = complete
+        cl = client(_fast(gw), route="student")
+        made = cl.messages.batches.create(requests=[ask(f"s{i}", f"Is message {i} spam: WIN A PRIZE NOW")
+                                                    for i in range(4)])
+        assert started.wait(10)
+        cl.messages.batches.cancel(made.id)
+        release.set()
+        got = results(cl, ended(cl, made.id).id)
+    assert len(calls) == 1
+    assert sorted(r.type for r in got.values()) == ["canceled", "canceled", "canceled", "succeeded"]
+
+
 def test_a_gateway_stopping_under_its_student_calls_leaves_them_to_ask_again(standin, tmp_path) -> None:
     """The runner told to stop while its student calls are in flight (their client then closed under them, as
     `costline serve` does after the runner's grace): the calls run on daemon threads (never holding the process

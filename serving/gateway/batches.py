@@ -694,7 +694,15 @@ class BatchRunner:
 
     def _direct_guarded(self, batch: StoredBatch, row: _Row) -> None:
         self._hold()
+        if self._cancel_asked(batch):
+            return  # left ready: the next pass ends it canceled, unasked
         self._guarded(batch, row, self._direct)
+
+    def _cancel_asked(self, batch: StoredBatch) -> bool:
+        """Whether the batch was canceled (or deleted) since this pass read it: a round of a self-hosted tier's
+        requests (up to 64, asked a few at a time) stops asking at once instead of at the next pass."""
+        now = self.store.batch(batch.id)
+        return now is None or now.cancel_at is not None
 
     def _guarded(self, batch: StoredBatch, row: _Row, work: Callable[[StoredBatch, _Row], None]) -> None:
         """``work`` on one request; a failure of costline's own (a router or a cache that raises) ends that request
