@@ -378,10 +378,6 @@ def diagnose(config: KafkaConfig, *, attempts: int = 3) -> str | None:
     return why
 
 
-def _reachable(bootstrap: str, security: Mapping[str, Any] | None = None) -> bool:
-    return _probe(bootstrap, security) is None
-
-
 def _probe(bootstrap: str, security: Mapping[str, Any] | None = None) -> tuple[str, bool] | None:
     """None when the cluster answers a metadata request; otherwise why not, for the operator, and whether that is
     the cluster refusing this client's login or TLS handshake. kafka-python reports
