@@ -79,12 +79,17 @@ _INCOMPLETE_STREAM_MESSAGE = ("the stream ended before the model's final event (
 
 
 def instrument_anthropic(client: Any, recorder: Recorder, *, tier: str | None = None,
-                         clock: Clock = time.perf_counter) -> Callable[[], None]:
+                         clock: Clock = time.perf_counter, provider: str | None = None) -> Callable[[], None]:
     """Record every ``client.messages.create`` and ``client.messages.stream`` call; returns the
-    undo callable. ``clock`` (seconds) times the first chunk of a streamed answer."""
-    kit = _Kit(recorder, contract.PROVIDER_ANTHROPIC, tier, clock, _record_anthropic, _AnthropicStream)
+    undo callable. ``clock`` (seconds) times the first chunk of a streamed answer. ``provider`` (the spans'
+    ``gen_ai.provider.name``): None reads it off the client, ``aws.bedrock`` for ``anthropic.AnthropicBedrock``
+    (and its async twin), else ``anthropic``."""
+    if provider is None:
+        provider = (contract.PROVIDER_BEDROCK if type(client).__name__ in ("AnthropicBedrock", "AsyncAnthropicBedrock")
+                    else contract.PROVIDER_ANTHROPIC)
+    kit = _Kit(recorder, provider, tier, clock, _record_anthropic, _AnthropicStream)
     return _install(client, client.messages, {"create": kit.create, "parse": kit.create, "stream": kit.stream_helper},
-                    lambda copy: instrument_anthropic(copy, recorder, tier=tier, clock=clock))
+                    lambda copy: instrument_anthropic(copy, recorder, tier=tier, clock=clock, provider=provider))
 
 
 def instrument_openai(

@@ -64,6 +64,8 @@ OPERATION_CHAT: Final = "chat"
 PROVIDER_ANTHROPIC: Final = "anthropic"
 PROVIDER_VLLM: Final = "vllm"
 PROVIDER_OPENAI: Final = "openai"
+#: Claude on Amazon Bedrock (the GenAI conventions' gen_ai.provider.name; anthropic.AnthropicBedrock says the same)
+PROVIDER_BEDROCK: Final = "aws.bedrock"
 
 # --- costline.* on every kind of span ----------------------------------------------
 COSTLINE_TIER: Final = "costline.tier"

@@ -12,6 +12,7 @@ The key policy, for every client costline builds (serving tiers, nightly jobs' t
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -20,8 +21,8 @@ from urllib.parse import urlsplit
 from costline.errors import ConfigError
 from costline.netsec import is_loopback
 
-__all__ = ["PLACEHOLDER_API_KEY", "MissingApiKeyError", "anthropic_client", "is_loopback_url", "openai_client",
-           "resolve_api_key"]
+__all__ = ["PLACEHOLDER_API_KEY", "MissingApiKeyError", "anthropic_client", "bedrock_client", "is_loopback_url",
+           "openai_client", "resolve_api_key"]
 
 #: What a loopback server without a configured key is sent (stand-ins and a local vLLM accept any key).
 PLACEHOLDER_API_KEY = "costline-local"
@@ -69,6 +70,57 @@ def anthropic_client(*, base_url: str | None, key_env: str, env: Mapping[str, st
     base_url = base_url or env.get("ANTHROPIC_BASE_URL") or None
     key = resolve_api_key(key_env, base_url, service=service, env=env)
     return anthropic.Anthropic(api_key=key, base_url=base_url, **kwargs)
+
+
+def bedrock_client(*, base_url: str | None, region: str | None, key_env: str | None,
+                   env: Mapping[str, str] | None = None, service: str = "Amazon Bedrock", where: str = "",
+                   **kwargs: Any) -> Any:
+    """An ``anthropic.AnthropicBedrock``: Claude through Bedrock Runtime's InvokeModel.
+
+    Credentials, first found: ``$key_env`` (a Bedrock API key, sent as a bearer token; ``key_env`` named but unset
+    is an error), ``$AWS_BEARER_TOKEN_BEDROCK``, else SigV4 with ``$AWS_ACCESS_KEY_ID`` /
+    ``$AWS_SECRET_ACCESS_KEY`` / ``$AWS_SESSION_TOKEN`` or AWS's own chain (profile, SSO, instance role; boto3).
+    A loopback ``base_url`` (the stand-in) without any gets a placeholder bearer key; a remote one is a
+    :class:`~costline.errors.ConfigError` naming what to set. ``region``: else ``$AWS_REGION``,
+    ``$AWS_DEFAULT_REGION``, the profile's; ``us-east-1`` on loopback; else an error naming ``where``'s key.
+    ``base_url`` None: ``$ANTHROPIC_BEDROCK_BASE_URL``, else Bedrock Runtime's endpoint in the region."""
+    import anthropic
+
+    env = os.environ if env is None else env
+    base_url = base_url or env.get("ANTHROPIC_BEDROCK_BASE_URL") or None
+    local = is_loopback_url(base_url)
+    region = region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None
+    keys: dict[str, Any] = {}
+    if key_env:
+        keys["api_key"] = resolve_api_key(key_env, base_url, service=service, env=env)
+    elif env.get("AWS_BEARER_TOKEN_BEDROCK"):
+        keys["api_key"] = env["AWS_BEARER_TOKEN_BEDROCK"]
+    elif env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"):
+        keys.update(aws_access_key=env["AWS_ACCESS_KEY_ID"], aws_secret_key=env["AWS_SECRET_ACCESS_KEY"],
+                    aws_session_token=env.get("AWS_SESSION_TOKEN") or None)
+    else:  # AWS's own chain: a profile, SSO, the instance's or task's role
+        try:
+            import boto3
+        except ImportError:
+            boto3 = None
+        session = boto3.Session(region_name=region) if boto3 is not None else None
+        region = region or (session.region_name if session is not None else None)
+        if session is None or session.get_credentials() is None:
+            if not local:
+                raise ConfigError(f"{where} api_key_env".strip(), f"{service} at {base_url or 'its AWS endpoint'} "
+                                  "needs credentials: export AWS_BEARER_TOKEN_BEDROCK (a Bedrock API key), or "
+                                  "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or configure an AWS profile or role "
+                                  "(pip install 'costline[bedrock]' for boto3, which signs with them)")
+            keys["api_key"] = PLACEHOLDER_API_KEY
+    if not region:
+        if not local:
+            raise ConfigError(f"{where} region".strip(), f"{service} needs an AWS region: set it here, or export "
+                              "AWS_REGION")
+        region = "us-east-1"
+    if "api_key" not in keys and importlib.util.find_spec("boto3") is None:  # SigV4 signs through botocore
+        raise ConfigError(f"{where} api_key_env".strip(), f"{service}: signing requests with AWS credentials needs "
+                          "boto3: pip install 'costline[bedrock]' (or use a Bedrock API key: AWS_BEARER_TOKEN_BEDROCK)")
+    return anthropic.AnthropicBedrock(aws_region=region, base_url=base_url, **keys, **kwargs)
 
 
 def openai_client(*, base_url: str | None, key_env: str, env: Mapping[str, str] | None = None,

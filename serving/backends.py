@@ -35,13 +35,13 @@ import os
 from collections.abc import Callable, Generator, Mapping, Sequence
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from costline import contract
 from costline.collectors import Recorder, instrument_anthropic, instrument_openai
 from costline.collectors.instrument import (ANTHROPIC_ERROR_CLASSES, INCOMPLETE_STREAM, anthropic_error_class,
                                             anthropic_error_name)
-from costline.sdk import anthropic_client, openai_client
+from costline.sdk import anthropic_client, bedrock_client, openai_client
 from costline.serving.errors import BackendError, RoutingError
 from costline.serving.registry import ModelRegistry, TierSpec
 from costline.serving.settings import BackendsConfig
@@ -57,6 +57,7 @@ __all__ = [
     "Backend",
     "StreamingBackend",
     "AnthropicBackend",
+    "BedrockBackend",
     "OpenAIChatBackend",
     "BACKEND_FACTORIES",
     "OPENAI_KEY_ENV",
@@ -298,6 +299,10 @@ class AnthropicBackend:
     the content); :meth:`stream` always does.
     """
 
+    #: Whether the tier's API has Anthropic's Message Batches (the gateway's batches send its requests there at
+    #: half price); a tier without is asked request by request.
+    message_batches: ClassVar[bool] = True
+
     def __init__(self, spec: TierSpec, client: Any, *, max_tokens: int = 1024,
                  recorder: Recorder | None = None) -> None:
         self.spec = spec
@@ -347,7 +352,7 @@ class AnthropicBackend:
         import anthropic
 
         assert self.recorder is not None
-        with self.recorder.call(contract.PROVIDER_ANTHROPIC, self.spec.model, self.spec.name) as call:
+        with self.recorder.call(self.spec.provider, self.spec.model, self.spec.name) as call:
             http, body = _json_object(self.client, "/v1/messages", kwargs, anthropic.APIResponseValidationError, headers)
             if body.get("type") == "error":  # a proxy's 200 with the API's error object: not an (empty) answer
                 error = getattr(anthropic, anthropic_error_class(body) or "", anthropic.APIStatusError)
@@ -456,6 +461,41 @@ class AnthropicBackend:
 
     def close(self) -> None:
         self.client.close()
+
+
+class BedrockBackend(AnthropicBackend):
+    """A tier served by Claude on Amazon Bedrock: the Messages API through ``anthropic.AnthropicBedrock``, which
+    sends ``/v1/messages`` as Bedrock Runtime's InvokeModel (``…/invoke-with-response-stream`` when streamed),
+    SigV4-signed or with a Bedrock API key. Answers, usage and errors are the Messages API's; its calls are recorded
+    with ``gen_ai.provider.name`` ``aws.bedrock`` and priced by the model's Anthropic id (the processors read
+    ``us.anthropic.claude-haiku-4-5-20251001-v1:0`` as ``claude-haiku-4-5``). Bedrock has no Message Batches
+    (a batch's requests for such a tier are asked one by one); tokens are counted by Bedrock's CountTokens."""
+
+    message_batches: ClassVar[bool] = False
+
+    def count_tokens(self, prompt: Prompt) -> int:
+        """The input tokens of ``prompt`` on the tier's model: Bedrock Runtime's CountTokens on the InvokeModel
+        body the tier would send (free; nothing generated or recorded)."""
+        import base64
+        import json
+        import urllib.parse
+
+        import anthropic
+
+        kwargs = self._kwargs(prompt)
+        body = {k: kwargs[k] for k in ("messages", "system", "tools", "tool_choice") if k in kwargs}
+        body.update(anthropic_version="bedrock-2023-05-31", max_tokens=kwargs["max_tokens"])
+        betas = _beta_headers(prompt).get("anthropic-beta")
+        if betas:
+            body["anthropic_beta"] = [b.strip() for b in betas.split(",")]
+        raw = base64.b64encode(json.dumps(body, separators=(",", ":")).encode()).decode()
+        path = f"/model/{urllib.parse.quote(self.spec.model, safe=':')}/count-tokens"
+        try:
+            _, counted = _json_object(self.client, path, {"input": {"invokeModel": {"body": raw}}},
+                                      anthropic.APIResponseValidationError)
+        except anthropic.APIError as exc:
+            raise BackendError(self.spec.name, type(exc).__name__, str(exc)[:300]) from exc
+        return _int(counted.get("inputTokens"))
 
 
 #: The stop reason of a turn Anthropic paused mid-way (a long server-tool turn): sent back as the last assistant turn,
@@ -686,6 +726,14 @@ def _anthropic(spec: TierSpec, settings: BackendsConfig, recorder: Recorder, env
     return AnthropicBackend(spec, client, max_tokens=settings.max_tokens, recorder=recorder)
 
 
+def _bedrock(spec: TierSpec, settings: BackendsConfig, recorder: Recorder, env: Mapping[str, str]) -> Backend:
+    client = bedrock_client(base_url=spec.base_url, region=spec.region, key_env=spec.key_env, env=env,
+                            service=f"tier {spec.name!r} (Amazon Bedrock)", where=f"[serving.tiers.{spec.name}]",
+                            max_retries=settings.max_retries, timeout=settings.timeout_s, open_telemetry=False)
+    instrument_anthropic(client, recorder, tier=spec.name, provider=spec.provider)
+    return BedrockBackend(spec, client, max_tokens=settings.max_tokens, recorder=recorder)
+
+
 def _openai(spec: TierSpec, settings: BackendsConfig, recorder: Recorder, env: Mapping[str, str]) -> Backend:
     default_key = settings.student_api_key_env if spec.is_student else OPENAI_KEY_ENV
     client = openai_client(base_url=spec.base_url, key_env=spec.key_env or default_key, env=env,
@@ -698,6 +746,7 @@ def _openai(spec: TierSpec, settings: BackendsConfig, recorder: Recorder, env: M
 #: A tier's provider → the factory of its backend.
 BACKEND_FACTORIES: dict[str, BackendFactory] = {
     contract.PROVIDER_ANTHROPIC: _anthropic,
+    contract.PROVIDER_BEDROCK: _bedrock,
     contract.PROVIDER_VLLM: _openai,
     contract.PROVIDER_OPENAI: _openai,
 }

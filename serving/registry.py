@@ -39,6 +39,8 @@ class TierSpec:
     output_per_mtok: float = 0.0
     #: Environment variable of the API key ([serving.tiers.<tier>] api_key_env); None = the backend's default.
     key_env: str | None = None
+    #: Bedrock tiers: the AWS region ([serving.tiers.<tier>] region); None = AWS's own defaults.
+    region: str | None = None
 
     @property
     def is_student(self) -> bool:
@@ -166,8 +168,8 @@ def _overridden(config: Config, name: str, spec: TierSpec | None, override: Any)
     [[pricing.models]] has no entry for)."""
     where = f"[serving.tiers.{name}]"
     default_provider = spec.provider if spec is not None else contract.PROVIDER_ANTHROPIC
-    provider = {"anthropic": contract.PROVIDER_ANTHROPIC, "openai": contract.PROVIDER_OPENAI}.get(
-        override.api, default_provider)
+    provider = {"anthropic": contract.PROVIDER_ANTHROPIC, "openai": contract.PROVIDER_OPENAI,
+                "bedrock": contract.PROVIDER_BEDROCK}.get(override.api, default_provider)
     if provider == contract.PROVIDER_OPENAI and name == contract.TIER_STUDENT:
         provider = contract.PROVIDER_VLLM  # the student is an OpenAI-compatible server already
     model = override.model or (spec.model if spec is not None else "")
@@ -177,9 +179,12 @@ def _overridden(config: Config, name: str, spec: TierSpec | None, override: Any)
     base_url = override.base_url or (spec.base_url if same_api else None)
     input_price = output_price = 0.0
     if name != contract.TIER_STUDENT:
-        entry = next((m for m in config.pricing.models if model in (m.model, *m.aliases)), None)
+        # as the processors price its calls: Bedrock's "us.anthropic.claude-haiku-4-5-20251001-v1:0" is the
+        # entry of claude-haiku-4-5 (costline.pricing.normalize_model_id)
+        entry = PricingTable(config.pricing).lookup(model)
         if entry is None:
             raise RoutingError(f"{where} model = {model!r} is not in [[pricing.models]]: add it there (with its "
                                "provider and prices) so its calls are priced")
         input_price, output_price = entry.input_per_mtok, entry.output_per_mtok
-    return TierSpec(name, model, provider, base_url, input_price, output_price, override.api_key_env or None)
+    return TierSpec(name, model, provider, base_url, input_price, output_price, override.api_key_env or None,
+                    override.region or None)

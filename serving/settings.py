@@ -6,6 +6,7 @@ imports this module, so it must stay import-light.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -282,9 +283,13 @@ class BackendsConfig:
                                          "embeddings_base_url", f"must be an http(s) URL (with its /v1); got {url!r}")
 
 
-#: ``[serving.tiers.<tier>] api`` choices: the Anthropic Messages API (``anthropic`` SDK) or any
-#: OpenAI-compatible chat-completions server (``openai`` SDK: OpenAI, vLLM, a LiteLLM proxy...).
-TIER_APIS = ("anthropic", "openai")
+#: ``[serving.tiers.<tier>] api`` choices: the Anthropic Messages API (``anthropic`` SDK), any
+#: OpenAI-compatible chat-completions server (``openai`` SDK: OpenAI, vLLM, a LiteLLM proxy...), or Claude on
+#: Amazon Bedrock (``anthropic.AnthropicBedrock``: the Messages API over Bedrock's InvokeModel, SigV4-signed).
+TIER_APIS = ("anthropic", "openai", "bedrock")
+
+#: An AWS region name: us-east-1, eu-west-3, ap-southeast-2, us-gov-west-1, il-central-1.
+_AWS_REGION = re.compile(r"[a-z]{2}(?:-[a-z]+)+-[0-9]{1,2}")
 
 
 @dataclass(frozen=True)
@@ -303,11 +308,15 @@ class TierConfig:
     model: str = ""
     #: Environment variable holding the server's API key; "" = [serving.backends]'
     #: anthropic_api_key_env (anthropic) or OPENAI_API_KEY (openai; the student keeps student_api_key_env).
+    #: bedrock: a Bedrock API key (sent as a bearer token); "" = $AWS_BEARER_TOKEN_BEDROCK when set, else
+    #: requests are SigV4-signed with AWS's own credential chain (environment, profile, instance role).
     api_key_env: str = ""
+    #: bedrock only: the AWS region ("" = $AWS_REGION, $AWS_DEFAULT_REGION, else the AWS profile's region).
+    region: str = ""
 
     @property
     def configured(self) -> bool:
-        return bool(self.api or self.base_url or self.model or self.api_key_env)
+        return bool(self.api or self.base_url or self.model or self.api_key_env or self.region)
 
 
 @dataclass(frozen=True)
@@ -330,6 +339,20 @@ class TiersConfig:
                                   f"got {tier.api!r}")
             if tier.base_url is not None and not tier.base_url.startswith(("http://", "https://")):
                 raise ConfigError(f"[serving.tiers.{name}] base_url", f"must be an http(s) URL; got {tier.base_url!r}")
+            if tier.region and tier.api != "bedrock":
+                raise ConfigError(f"[serving.tiers.{name}] region", 'is for api = "bedrock" only (an AWS region); '
+                                  "remove it, or set api = \"bedrock\"")
+            if tier.region and not _AWS_REGION.fullmatch(tier.region):
+                raise ConfigError(f"[serving.tiers.{name}] region", f"must be an AWS region such as \"us-east-1\"; "
+                                  f"got {tier.region!r}")
+            if tier.api == "bedrock":
+                if name == "student":
+                    raise ConfigError("[serving.tiers.student] api", "the student is self-hosted (vLLM's OpenAI-"
+                                      'compatible server): "openai", not "bedrock"')
+                if not tier.model:
+                    raise ConfigError(f"[serving.tiers.{name}] model", "name the Bedrock model id or inference "
+                                      'profile, e.g. model = "us.anthropic.claude-haiku-4-5-20251001-v1:0" (price it '
+                                      "in [[pricing.models]] by its Anthropic id)")
 
     def get(self, name: str) -> TierConfig:
         """The table of tier ``name`` (an empty one for a name that has none)."""

@@ -618,8 +618,11 @@ class StandInServer(ServedByJsonServer):
             return self._error_response(req, exc.status, exc.message)
         return HttpResponse(200, {"input_tokens": total})
 
-    def _anthropic_events(self, message: dict[str, Any], tier: str, break_after: int | None) -> Iterator[bytes]:
-        """A message as the Messages API streams it; ``break_after`` deltas, then an error event."""
+    def _anthropic_events(self, message: dict[str, Any], tier: str, break_after: int | None,
+                          encode: Callable[[str, dict[str, Any]], bytes] | None = None) -> Iterator[bytes]:
+        """A message as the Messages API streams it; ``break_after`` deltas, then an error event. ``encode``
+        (event name, its data) -> bytes: server-sent events by default (Bedrock wraps each in an event-stream chunk)."""
+        sse = encode or _sse
         usage = message["usage"]
         start = {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
         blocks = message["content"]
@@ -640,32 +643,32 @@ class StandInServer(ServedByJsonServer):
         for i, _ in self._paced(tier, [str(delta) for _, delta in steps]):
             b, delta = steps[i]
             if i == 0:
-                yield _sse("message_start", {"type": "message_start", "message": start})
+                yield sse("message_start", {"type": "message_start", "message": start})
             if b != current:
                 if current >= 0:
-                    yield _sse("content_block_stop", {"type": "content_block_stop", "index": current})
+                    yield sse("content_block_stop", {"type": "content_block_stop", "index": current})
                 block = blocks[b]
                 opened = {"type": "text", "text": ""} if block["type"] == "text" else {
                     "type": "thinking", "thinking": "", "signature": ""} if block["type"] == "thinking" else \
                     block if block["type"] == "web_search_tool_result" else {
                     "type": block["type"], "id": block["id"], "name": block["name"], "input": {}}
-                yield _sse("content_block_start", {"type": "content_block_start", "index": b,
+                yield sse("content_block_start", {"type": "content_block_start", "index": b,
                                                    "content_block": opened})
                 current = b
             if break_after is not None and i >= break_after:
-                yield _sse("error", {"type": "error", "error": {"type": "overloaded_error",
+                yield sse("error", {"type": "error", "error": {"type": "overloaded_error",
                                                                  "message": "Overloaded (stand-in, mid-stream)"}})
                 return
             if delta is not None:
-                yield _sse("content_block_delta", {"type": "content_block_delta", "index": b, "delta": delta})
-        yield _sse("content_block_stop", {"type": "content_block_stop", "index": current})
+                yield sse("content_block_delta", {"type": "content_block_delta", "index": b, "delta": delta})
+        yield sse("content_block_stop", {"type": "content_block_stop", "index": current})
         # the API's message_delta carries the cumulative usage, input and cache counts included
         # (anthropic's MessageDeltaUsage; LangChain reads a stream's usage from this event alone)
-        yield _sse("message_delta", {"type": "message_delta",
+        yield sse("message_delta", {"type": "message_delta",
                                      "delta": {"stop_reason": message["stop_reason"],
                                                "stop_sequence": message.get("stop_sequence")},
                                      "usage": dict(usage)})
-        yield _sse("message_stop", {"type": "message_stop"})
+        yield sse("message_stop", {"type": "message_stop"})
 
     # -- Message Batches API ------------------------------------------------------------------------
     def _batch_create(self, req: HttpRequest) -> HttpResponse:

@@ -11,7 +11,16 @@
   ``contentBlockStop``, ``messageStop``, ``metadata`` with the usage);
 * ``POST /model/{modelId}/invoke`` with an Anthropic Messages body (``anthropic_version``): the Messages API's
   answer (its ``cache_control`` prompt caching, usage without the cache) and Bedrock's
-  ``x-amzn-bedrock-{input,output,cache-read-input,cache-write-input}-token-count`` headers.
+  ``x-amzn-bedrock-{input,output,cache-read-input,cache-write-input}-token-count`` headers (what
+  ``anthropic.AnthropicBedrock`` sends for ``messages.create``);
+* ``POST /model/{modelId}/invoke-with-response-stream``: the same answer as the Messages API streams it, each
+  event an event-stream ``chunk`` whose ``bytes`` are the event's JSON (``messages.stream`` on AnthropicBedrock);
+* ``POST /model/{modelId}/count-tokens`` (``{"input": {"invokeModel": {"body": <base64 Messages body>}}}``):
+  ``{"inputTokens": n}``, nothing generated.
+
+The ``Authorization`` header of each InvokeModel request is kept (``auth_seen``, the last 64): a SigV4 signature
+(``AWS4-HMAC-SHA256 Credential=<key>/<date>/<region>/bedrock/aws4_request, …``) or a Bedrock API key
+(``Bearer …``); the stand-in accepts any.
 
 ``usage`` is Bedrock's: ``inputTokens`` **without** the cached tokens (as Anthropic's own API counts),
 ``cacheReadInputTokens`` and ``cacheWriteInputTokens`` beside it, ``outputTokens``, ``totalTokens`` (all four).
@@ -27,7 +36,9 @@ costline counts them), ``cache_read_tokens`` / ``cache_creation_tokens`` as serv
 
 from __future__ import annotations
 
+import base64
 import binascii
+import collections
 import hashlib
 import json
 import struct
@@ -69,6 +80,13 @@ def event_message(event_type: str, payload: Mapping[str, Any]) -> bytes:
     prelude = struct.pack(">II", 12 + len(headers) + len(body) + 4, len(headers))
     head = prelude + struct.pack(">I", binascii.crc32(prelude)) + headers + body
     return head + struct.pack(">I", binascii.crc32(head))
+
+
+def _chunk(event: str, data: Mapping[str, Any]) -> bytes:
+    """One Messages API stream event as InvokeModelWithResponseStream sends it: a ``chunk`` whose ``bytes`` are
+    the event's JSON (base64 in the event stream's JSON payload)."""
+    raw = json.dumps(data, separators=(",", ":")).encode()
+    return event_message("chunk", {"bytes": base64.b64encode(raw).decode()})
 
 
 def is_bedrock_path(path: str) -> bool:
@@ -126,24 +144,30 @@ class BedrockApi:
 
     def __init__(self, server: StandInServer) -> None:
         self.server = server
+        #: The Authorization headers of the last InvokeModel / CountTokens requests (SigV4 or ``Bearer``), oldest first.
+        self.auth_seen: collections.deque[str] = collections.deque(maxlen=64)
 
     def routes(self) -> list[Route]:
         return [Route("POST", "/model/{model}/converse", self._converse),
                 Route("POST", "/model/{model}/converse-stream", self._converse_stream),
-                Route("POST", "/model/{model}/invoke", self._invoke)]
+                Route("POST", "/model/{model}/invoke", self._invoke),
+                Route("POST", "/model/{model}/invoke-with-response-stream", self._invoke_stream),
+                Route("POST", "/model/{model}/count-tokens", self._count_tokens)]
 
     def inject_errors(self, status: int, count: int = 1) -> None:
         """Fail the next ``count`` Bedrock requests with ``status`` (Bedrock's error shape)."""
         with self.server._lock:
             self.server._errors.extend([(int(status), BEDROCK)] * count)
 
-    def _invoke(self, req: HttpRequest) -> HttpResponse:
+    def _invoke(self, req: HttpRequest, *, stream: bool = False) -> HttpResponse:
         """InvokeModel with an Anthropic Messages body (``anthropic_version`` ``bedrock-2023-05-31``, no model):
-        the Messages API's answer, and Bedrock's token-count headers (input without the cache, as the body's)."""
+        the Messages API's answer, and Bedrock's token-count headers (input without the cache, as the body's);
+        ``stream``: InvokeModelWithResponseStream, the Messages API's events in event-stream chunks."""
         from costline.sim.standin import LoggedRequest, _ApiError
 
         srv = self.server
         model = unquote(req.params["model"])
+        self.auth_seen.append(req.header("authorization") or "")
         status = srv._take_error(BEDROCK)
         if status is not None:
             srv.log.add(LoggedRequest(BEDROCK, model, 503 if status == 529 else status, None, False))
@@ -164,6 +188,9 @@ class BedrockApi:
                                  else exc.message)
         usage = message["usage"]
         tier = srv.tier_of(model)
+        if stream:
+            return HttpResponse(200, content_type="application/vnd.amazon.eventstream",
+                                stream=srv._anthropic_events(message, tier or "", None, encode=_chunk))
         if tier:
             srv._latency(tier)
         return HttpResponse(200, message, headers={
@@ -172,6 +199,33 @@ class BedrockApi:
             "x-amzn-bedrock-cache-read-input-token-count": str(usage["cache_read_input_tokens"]),
             "x-amzn-bedrock-cache-write-input-token-count": str(usage["cache_creation_input_tokens"]),
             "x-amzn-bedrock-invocation-latency": "1"})
+
+    def _invoke_stream(self, req: HttpRequest) -> HttpResponse:
+        return self._invoke(req, stream=True)
+
+    def _count_tokens(self, req: HttpRequest) -> HttpResponse:
+        """CountTokens for an InvokeModel body: the input tokens the Messages request would cost (system and turns)."""
+        from costline.sim.standin import _ApiError, _blocks
+
+        srv = self.server
+        model = unquote(req.params["model"])
+        self.auth_seen.append(req.header("authorization") or "")
+        tier = srv.tier_of(model)
+        if tier is None or tier == contract.TIER_STUDENT:
+            return bedrock_error(srv, 400, "The provided model identifier is invalid.")
+        try:
+            outer = req.json()
+            raw = outer["input"]["invokeModel"]["body"]
+            body = json.loads(base64.b64decode(raw, validate=True))
+            messages = body["messages"]
+            if not isinstance(messages, list) or not messages:
+                raise ValueError("messages")
+            total = sum(count_tokens(t) for t, _ in _blocks(body.get("system"))) + sum(
+                count_tokens(t) for m in messages if isinstance(m, Mapping) for t, _ in _blocks(m.get("content")))
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError, binascii.Error, _ApiError):
+            return bedrock_error(srv, 400, "Malformed input request: input.invokeModel.body must be a base64 "
+                                           "InvokeModel body with messages")
+        return HttpResponse(200, {"inputTokens": total})
 
     def _converse(self, req: HttpRequest) -> HttpResponse:
         return self._answer(req, stream=False)

@@ -49,6 +49,12 @@ __all__ = ["BatchRunner", "BatchStore", "BatchStoreFull", "BatchesFull", "Stored
 
 log = logging.getLogger(__name__)
 
+
+def _on_batches_api(backend: object) -> bool:
+    """Whether a tier's requests go to Anthropic's Message Batches API (not Bedrock's Claude, not an OpenAI server)."""
+    return isinstance(backend, AnthropicBackend) and backend.message_batches
+
+
 #: A batch not ended this long after it was made has its unanswered requests expired (the API's 24 hours).
 BATCH_EXPIRES_S = 24 * 3600.0
 
@@ -648,7 +654,7 @@ class BatchRunner:
         if self.store.rows(batch.id, "new", limit=1):
             return busy  # every request looked up and routed first: one upstream batch per tier and round
         tiers = self.store.ready_tiers(batch.id)
-        upstream = [t for t in tiers if isinstance(self.pipeline.backends.get(t), AnthropicBackend)]
+        upstream = [t for t in tiers if _on_batches_api(self.pipeline.backends.get(t))]
         direct = [t for t in tiers if t not in upstream]
         for tier in direct:
             rows = self.store.rows(batch.id, "ready", tier=tier, limit=self.per_step)
@@ -842,7 +848,7 @@ class BatchRunner:
         for token, _batch_id, tier, at, count in self.store.intents():
             backend = self.pipeline.backends.get(tier)
             found = None
-            if isinstance(backend, AnthropicBackend):
+            if _on_batches_api(backend):
                 try:
                     found = self._find_created(backend, count, at)
                 except Exception as exc:  # noqa: BLE001 - the upstream API is down: asked again next pass
@@ -877,7 +883,7 @@ class BatchRunner:
             if batch is None:
                 self.store.collected(upstream)
                 continue
-            if not isinstance(backend, AnthropicBackend):  # the tier moved off the Anthropic API: asked again there
+            if not _on_batches_api(backend):  # the tier moved off the Message Batches API: asked again there
                 log.warning("costline: the %s tier is no longer on the Anthropic API: upstream batch %s's requests "
                             "are asked again (cancel it there if it still runs)", tier, upstream)
                 self.store.unsubmit(upstream)
@@ -1034,7 +1040,7 @@ class BatchRunner:
             backend = self.pipeline.backends.get(tier)
             if everything:
                 self.store.collected(upstream)
-            if not isinstance(backend, AnthropicBackend) or upstream in self._canceled:
+            if not _on_batches_api(backend) or upstream in self._canceled:
                 continue
             try:
                 backend.client.messages.batches.cancel(upstream)

@@ -310,8 +310,8 @@ def standin(config: Config, host: str | None, port: int | None, latency_scale: f
 
     One server speaks the Anthropic Messages + Message Batches APIs, a vLLM OpenAI-compatible server
     (chat completions, also on Azure OpenAI's deployment paths; Responses; embeddings), the Gemini API
-    (also on Vertex AI's paths) and Amazon Bedrock Runtime's Converse and InvokeModel: point each SDK's
-    base URL (boto3's endpoint_url) at it.
+    (also on Vertex AI's paths) and Amazon Bedrock Runtime's Converse, InvokeModel (streamed too) and
+    CountTokens: point each SDK's base URL (boto3's endpoint_url) at it.
 
     \b
     Example:
