@@ -78,15 +78,20 @@ _INCOMPLETE_STREAM_MESSAGE = ("the stream ended before the model's final event (
                               "cut off")
 
 
+#: The anthropic SDK's clients of Claude on a cloud (by class name) -> their calls' gen_ai.provider.name.
+_CLOUD_CLIENTS = {"AnthropicBedrock": contract.PROVIDER_BEDROCK, "AsyncAnthropicBedrock": contract.PROVIDER_BEDROCK,
+                  "AnthropicVertex": contract.PROVIDER_VERTEX, "AsyncAnthropicVertex": contract.PROVIDER_VERTEX}
+
+
 def instrument_anthropic(client: Any, recorder: Recorder, *, tier: str | None = None,
                          clock: Clock = time.perf_counter, provider: str | None = None) -> Callable[[], None]:
     """Record every ``client.messages.create`` and ``client.messages.stream`` call; returns the
     undo callable. ``clock`` (seconds) times the first chunk of a streamed answer. ``provider`` (the spans'
-    ``gen_ai.provider.name``): None reads it off the client, ``aws.bedrock`` for ``anthropic.AnthropicBedrock``
-    (and its async twin), else ``anthropic``."""
-    if provider is None:
-        provider = (contract.PROVIDER_BEDROCK if type(client).__name__ in ("AnthropicBedrock", "AsyncAnthropicBedrock")
-                    else contract.PROVIDER_ANTHROPIC)
+    ``gen_ai.provider.name``): None reads it off the client, ``aws.bedrock`` for ``anthropic.AnthropicBedrock``,
+    ``gcp.vertex_ai`` for ``anthropic.AnthropicVertex`` (and their async twins), else ``anthropic``."""
+    if provider is None:  # the SDK's own name for it (anthropic >= 2), else the class's
+        provider = getattr(type(client), "_gen_ai_provider_name", None) or _CLOUD_CLIENTS.get(
+            type(client).__name__, contract.PROVIDER_ANTHROPIC)
     kit = _Kit(recorder, provider, tier, clock, _record_anthropic, _AnthropicStream)
     return _install(client, client.messages, {"create": kit.create, "parse": kit.create, "stream": kit.stream_helper},
                     lambda copy: instrument_anthropic(copy, recorder, tier=tier, clock=clock, provider=provider))

@@ -66,6 +66,8 @@ PROVIDER_VLLM: Final = "vllm"
 PROVIDER_OPENAI: Final = "openai"
 #: Claude on Amazon Bedrock (the GenAI conventions' gen_ai.provider.name; anthropic.AnthropicBedrock says the same)
 PROVIDER_BEDROCK: Final = "aws.bedrock"
+#: Claude on Google Vertex AI (likewise; anthropic.AnthropicVertex)
+PROVIDER_VERTEX: Final = "gcp.vertex_ai"
 
 # --- costline.* on every kind of span ----------------------------------------------
 COSTLINE_TIER: Final = "costline.tier"

@@ -75,10 +75,27 @@ class ObjectStoreStatus:
         return f"local object store (SeaweedFS) running: pid {self.pid}, S3 on {self.endpoint}\n  data: {self.data_dir}"
 
 
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+def _free_ports(host: str, count: int, *, besides: int) -> list[int]:
+    """``count`` distinct free ports other than ``besides``: every socket stays bound until all are picked (ports
+    probed one after another can come back the same: master and volume server once shared one and it died)."""
+    held: list[socket.socket] = []
+    try:
+        while len(held) < count:
+            s = socket.socket()
+            held.append(s)
+            s.bind((host, 0))
+            if s.getsockname()[1] == besides:
+                held.pop()
+                s.close()
+                continue
+        return [int(s.getsockname()[1]) for s in held]
+    finally:
+        for s in held:
+            s.close()
+
+
+#: Times `up` starts SeaweedFS again when a port it was given was taken in the meantime (by another process).
+_PORT_RETRIES = 3
 
 
 class LocalObjectStore:
@@ -132,11 +149,29 @@ class LocalObjectStore:
                 raise ObjectStoreError(
                     f"port {self.host}:{self.port} is taken by another program: stop it or set "
                     "[lake] objstore_port (COSTLINE_LAKE_OBJSTORE_PORT) to a free port")
-            self._start()
+            for attempt in range(1, _PORT_RETRIES + 1):
+                offset = self.log_file.stat().st_size if self.log_file.exists() else 0
+                self._start()
+                try:
+                    self._wait_ready()
+                    break
+                except ObjectStoreError:
+                    if attempt == _PORT_RETRIES or not self._port_was_taken(offset):
+                        raise
+                    self._progress("a port SeaweedFS was given was taken meanwhile: starting it on others")
         else:
             self._progress(f"object store already running (pid {pid}) on {self.endpoint}")
-        self._wait_ready()
+            self._wait_ready()
         return self.status()
+
+    def _port_was_taken(self, offset: int) -> bool:
+        """Whether the server that just exited said a port of its was in use (its log from ``offset`` on)."""
+        try:
+            with open(self.log_file, "rb") as fh:
+                fh.seek(offset)
+                return b"address already in use" in fh.read()
+        except OSError:
+            return False
 
     def down(self, timeout_s: float = 5.0) -> bool:
         """Stop the server; True if one was running."""
@@ -170,9 +205,9 @@ class LocalObjectStore:
         }]}))
         os.chmod(s3_config, 0o600)
         h = self.host
-        ports = {name: _free_port(h) for name in (
-            "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
-            "filer.port.grpc", "s3.port.grpc")}
+        names = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
+                 "filer.port.grpc", "s3.port.grpc")
+        ports = dict(zip(names, _free_ports(h, len(names), besides=self.port)))
         cmd = [weed, "server", f"-ip={h}", f"-ip.bind={h}", f"-dir={data}", "-filer", "-s3",
                f"-s3.port={self.port}", f"-s3.config={s3_config}", "-s3.port.iceberg=0", "-s3.port.lance=0",
                "-volume.max=0", "-volume.preStopSeconds=0", "-master.volumeSizeLimitMB=64", "-metricsPort=0",

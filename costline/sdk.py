@@ -22,7 +22,7 @@ from costline.errors import ConfigError
 from costline.netsec import is_loopback
 
 __all__ = ["PLACEHOLDER_API_KEY", "MissingApiKeyError", "anthropic_client", "bedrock_client", "is_loopback_url",
-           "openai_client", "resolve_api_key"]
+           "openai_client", "resolve_api_key", "vertex_client"]
 
 #: What a loopback server without a configured key is sent (stand-ins and a local vLLM accept any key).
 PLACEHOLDER_API_KEY = "costline-local"
@@ -90,37 +90,102 @@ def bedrock_client(*, base_url: str | None, region: str | None, key_env: str | N
     base_url = base_url or env.get("ANTHROPIC_BEDROCK_BASE_URL") or None
     local = is_loopback_url(base_url)
     region = region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None
-    keys: dict[str, Any] = {}
+    if any(importlib.util.find_spec(m) is None for m in ("boto3", "botocore")):  # signing; streamed answers' frames
+        raise ConfigError(f"{where} api".strip(), f"{service} needs boto3 and botocore: pip install "
+                          "'costline[bedrock]'")
+    import boto3
+    import botocore.exceptions
+
+    try:  # AWS's own chain: a profile (its region too), SSO, the instance's or task's role
+        session = boto3.Session(region_name=region)
+        region = region or session.region_name
+    except botocore.exceptions.BotoCoreError as exc:
+        raise ConfigError(f"{where} region".strip(), f"{service}: the AWS profile could not be read ({exc})") from None
+    sigv4: dict[str, Any] = {}
+    api_key = None
     if key_env:
-        keys["api_key"] = resolve_api_key(key_env, base_url, service=service, env=env)
+        api_key = resolve_api_key(key_env, base_url, service=service, env=env)
     elif env.get("AWS_BEARER_TOKEN_BEDROCK"):
-        keys["api_key"] = env["AWS_BEARER_TOKEN_BEDROCK"]
+        api_key = env["AWS_BEARER_TOKEN_BEDROCK"]
     elif env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"):
-        keys.update(aws_access_key=env["AWS_ACCESS_KEY_ID"], aws_secret_key=env["AWS_SECRET_ACCESS_KEY"],
-                    aws_session_token=env.get("AWS_SESSION_TOKEN") or None)
-    else:  # AWS's own chain: a profile, SSO, the instance's or task's role
+        sigv4 = dict(aws_access_key=env["AWS_ACCESS_KEY_ID"], aws_secret_key=env["AWS_SECRET_ACCESS_KEY"],
+                     aws_session_token=env.get("AWS_SESSION_TOKEN") or None)
+    else:
         try:
-            import boto3
-        except ImportError:
-            boto3 = None
-        session = boto3.Session(region_name=region) if boto3 is not None else None
-        region = region or (session.region_name if session is not None else None)
-        if session is None or session.get_credentials() is None:
+            found = session.get_credentials()
+        except botocore.exceptions.BotoCoreError as exc:
+            raise ConfigError(f"{where} api_key_env".strip(), f"{service}: AWS credentials could not be read "
+                              f"({exc})") from None
+        if found is None:
             if not local:
                 raise ConfigError(f"{where} api_key_env".strip(), f"{service} at {base_url or 'its AWS endpoint'} "
                                   "needs credentials: export AWS_BEARER_TOKEN_BEDROCK (a Bedrock API key), or "
-                                  "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or configure an AWS profile or role "
-                                  "(pip install 'costline[bedrock]' for boto3, which signs with them)")
-            keys["api_key"] = PLACEHOLDER_API_KEY
+                                  "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or configure an AWS profile or role")
+            api_key = PLACEHOLDER_API_KEY
     if not region:
         if not local:
             raise ConfigError(f"{where} region".strip(), f"{service} needs an AWS region: set it here, or export "
                               "AWS_REGION")
         region = "us-east-1"
-    if "api_key" not in keys and importlib.util.find_spec("boto3") is None:  # SigV4 signs through botocore
-        raise ConfigError(f"{where} api_key_env".strip(), f"{service}: signing requests with AWS credentials needs "
-                          "boto3: pip install 'costline[bedrock]' (or use a Bedrock API key: AWS_BEARER_TOKEN_BEDROCK)")
-    return anthropic.AnthropicBedrock(aws_region=region, base_url=base_url, **keys, **kwargs)
+    client = anthropic.AnthropicBedrock(aws_region=region, base_url=base_url, api_key=api_key, **kwargs)
+    if api_key is None:
+        # SigV4, as decided above from ``env``: the SDK reads $AWS_BEARER_TOKEN_BEDROCK from os.environ by itself
+        # when given no key (and refuses a key beside AWS keys), so the choice is set on the client afterwards
+        client.api_key = None
+        for name, value in sigv4.items():
+            setattr(client, name, value)
+    return client
+
+
+def vertex_client(*, base_url: str | None, region: str | None, project: str | None, key_env: str | None,
+                  env: Mapping[str, str] | None = None, service: str = "Vertex AI", where: str = "",
+                  **kwargs: Any) -> Any:
+    """An ``anthropic.AnthropicVertex``: Claude through Vertex AI's rawPredict / streamRawPredict.
+
+    Credentials: ``$key_env`` (an OAuth access token; named but unset is an error, as for any key), else Google's
+    application default credentials (``GOOGLE_APPLICATION_CREDENTIALS``, gcloud's login, the workload's service
+    account; google-auth refreshes the token as it expires). A loopback ``base_url`` (the stand-in) without a
+    token gets a placeholder; a remote one without credentials is a :class:`~costline.errors.ConfigError`.
+    ``region``: else ``$CLOUD_ML_REGION`` (``us-east5`` on loopback); ``project``: else
+    ``$ANTHROPIC_VERTEX_PROJECT_ID``, the credentials' project. ``base_url`` None: ``$ANTHROPIC_VERTEX_BASE_URL``,
+    else the region's Vertex AI endpoint."""
+    import anthropic
+
+    env = os.environ if env is None else env
+    base_url = base_url or env.get("ANTHROPIC_VERTEX_BASE_URL") or None
+    local = is_loopback_url(base_url)
+    region = region or env.get("CLOUD_ML_REGION") or ("us-east5" if local else None)
+    if not region:
+        raise ConfigError(f"{where} region".strip(), f"{service} needs a Google Cloud region (\"us-east5\", "
+                          "\"global\"): set it here, or export CLOUD_ML_REGION")
+    project = project or env.get("ANTHROPIC_VERTEX_PROJECT_ID") or None
+    auth: dict[str, Any] = {}
+    if key_env:
+        auth["access_token"] = resolve_api_key(key_env, base_url, service=service, env=env)
+    elif local:
+        auth["access_token"] = PLACEHOLDER_API_KEY
+    else:
+        try:
+            import google.auth
+            from google.auth.exceptions import DefaultCredentialsError
+        except ImportError:
+            raise ConfigError(f"{where} api_key_env".strip(), f"{service}: Google credentials need google-auth: pip "
+                              "install 'costline[vertex]' (or name an access token's variable here)") from None
+        try:
+            credentials, found = google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
+        except DefaultCredentialsError as exc:
+            raise ConfigError(f"{where} api_key_env".strip(), f"{service} at {base_url or 'Vertex AI'} needs "
+                              "credentials: set GOOGLE_APPLICATION_CREDENTIALS (a service account key file), run "
+                              "`gcloud auth application-default login`, or run with a service account "
+                              f"({str(exc)[:160]})") from None
+        auth["credentials"] = credentials
+        project = project or found or None
+    if not project:
+        if not local:
+            raise ConfigError(f"{where} project".strip(), f"{service} needs a Google Cloud project: set it here, or "
+                              "export ANTHROPIC_VERTEX_PROJECT_ID")
+        project = "costline-local"
+    return anthropic.AnthropicVertex(region=region, project_id=project, base_url=base_url, **auth, **kwargs)
 
 
 def openai_client(*, base_url: str | None, key_env: str, env: Mapping[str, str] | None = None,

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Callable, Generator, Mapping, Sequence
 import dataclasses
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ from costline import contract
 from costline.collectors import Recorder, instrument_anthropic, instrument_openai
 from costline.collectors.instrument import (ANTHROPIC_ERROR_CLASSES, INCOMPLETE_STREAM, anthropic_error_class,
                                             anthropic_error_name)
-from costline.sdk import anthropic_client, bedrock_client, openai_client
+from costline.sdk import anthropic_client, bedrock_client, openai_client, vertex_client
 from costline.serving.errors import BackendError, RoutingError
 from costline.serving.registry import ModelRegistry, TierSpec
 from costline.serving.settings import BackendsConfig
@@ -58,6 +59,7 @@ __all__ = [
     "StreamingBackend",
     "AnthropicBackend",
     "BedrockBackend",
+    "VertexBackend",
     "OpenAIChatBackend",
     "BACKEND_FACTORIES",
     "OPENAI_KEY_ENV",
@@ -265,18 +267,22 @@ def _str_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _httpx() -> Any:
+    """The HTTP client module of the installed SDKs (anthropic 2.x, openai 3.x: httpx2; older ones: httpx)."""
+    try:
+        import httpx2 as httpx
+    except ImportError:
+        import httpx
+    return httpx
+
+
 def _json_object(client: Any, path: str, body: dict[str, Any], invalid: type[Exception],
                  headers: Mapping[str, str] | None = None) -> tuple[Any, dict[str, Any]]:
     """POST ``body`` through an SDK client (``anthropic`` or ``openai``: their retries, headers,
     timeouts and error classes) and read the answer's JSON once, without the SDK's pydantic models.
     An answer that is not a JSON object raises the SDK's ``APIResponseValidationError`` (``invalid``).
     Returns the HTTP response and the object."""
-    try:  # the HTTP client of the installed SDKs (anthropic 2.x, openai 3.x: httpx2)
-        import httpx2 as httpx
-    except ImportError:
-        import httpx
-
-    http = client.post(path, body=body, cast_to=httpx.Response,
+    http = client.post(path, body=body, cast_to=_httpx().Response,
                        **({"options": {"headers": dict(headers)}} if headers else {}))
     try:
         parsed = http.json()
@@ -475,27 +481,54 @@ class BedrockBackend(AnthropicBackend):
 
     def count_tokens(self, prompt: Prompt) -> int:
         """The input tokens of ``prompt`` on the tier's model: Bedrock Runtime's CountTokens on the InvokeModel
-        body the tier would send (free; nothing generated or recorded)."""
+        body the tier would send (free; nothing generated or recorded). CountTokens takes a foundation model, so a
+        cross-region inference profile (``us.anthropic.…``) is counted on its model (``anthropic.…``)."""
         import base64
         import json
         import urllib.parse
 
         import anthropic
 
+        try:  # the version the SDK writes into InvokeModel bodies
+            from anthropic._constants import ANTHROPIC_API_VERSION as version
+        except ImportError:
+            version = "bedrock-2023-05-31"
         kwargs = self._kwargs(prompt)
         body = {k: kwargs[k] for k in ("messages", "system", "tools", "tool_choice") if k in kwargs}
-        body.update(anthropic_version="bedrock-2023-05-31", max_tokens=kwargs["max_tokens"])
+        body.update(anthropic_version=version, max_tokens=kwargs["max_tokens"])
         betas = _beta_headers(prompt).get("anthropic-beta")
         if betas:
             body["anthropic_beta"] = [b.strip() for b in betas.split(",")]
         raw = base64.b64encode(json.dumps(body, separators=(",", ":")).encode()).decode()
-        path = f"/model/{urllib.parse.quote(self.spec.model, safe=':')}/count-tokens"
-        try:
-            _, counted = _json_object(self.client, path, {"input": {"invokeModel": {"body": raw}}},
-                                      anthropic.APIResponseValidationError)
+        model = _BEDROCK_PROFILE.sub("", self.spec.model)
+        path = f"/model/{urllib.parse.quote(model, safe=':;')}/count-tokens"
+        try:  # sent as bytes: the SDK adds anthropic_version to any JSON object it is given, and CountTokens has none
+            http = self.client.post(path, cast_to=_httpx().Response,
+                                    content=json.dumps({"input": {"invokeModel": {"body": raw}}}).encode(),
+                                    options={"headers": {"content-type": "application/json"}})
         except anthropic.APIError as exc:
             raise BackendError(self.spec.name, type(exc).__name__, str(exc)[:300]) from exc
+        try:
+            counted = http.json()
+        except ValueError:
+            counted = None
+        if not isinstance(counted, dict):
+            raise BackendError(self.spec.name, "APIResponseValidationError", "CountTokens answered with no JSON object")
         return _int(counted.get("inputTokens"))
+
+
+#: A Bedrock cross-region inference profile's prefix (``us.``, ``eu.``, ``apac.``, ``global.`` …) before a model id.
+_BEDROCK_PROFILE = re.compile(r"^[a-z]{2,6}\.(?=anthropic\.)")
+
+
+class VertexBackend(AnthropicBackend):
+    """A tier served by Claude on Google Vertex AI: the Messages API through ``anthropic.AnthropicVertex``, which
+    sends ``/v1/messages`` as the model's ``rawPredict`` (``streamRawPredict`` when streamed) and counts tokens
+    with Vertex's ``count-tokens:rawPredict``. Calls are recorded with ``gen_ai.provider.name`` ``gcp.vertex_ai``
+    and priced by the model's Anthropic id (``claude-haiku-4-5@20251001`` is ``claude-haiku-4-5``). Vertex's
+    Claude has no Message Batches here (batch prediction reads and writes Cloud Storage): asked one by one."""
+
+    message_batches: ClassVar[bool] = False
 
 
 #: The stop reason of a turn Anthropic paused mid-way (a long server-tool turn): sent back as the last assistant turn,
@@ -734,6 +767,14 @@ def _bedrock(spec: TierSpec, settings: BackendsConfig, recorder: Recorder, env: 
     return BedrockBackend(spec, client, max_tokens=settings.max_tokens, recorder=recorder)
 
 
+def _vertex(spec: TierSpec, settings: BackendsConfig, recorder: Recorder, env: Mapping[str, str]) -> Backend:
+    client = vertex_client(base_url=spec.base_url, region=spec.region, project=spec.project, key_env=spec.key_env,
+                           env=env, service=f"tier {spec.name!r} (Vertex AI)", where=f"[serving.tiers.{spec.name}]",
+                           max_retries=settings.max_retries, timeout=settings.timeout_s, open_telemetry=False)
+    instrument_anthropic(client, recorder, tier=spec.name, provider=spec.provider)
+    return VertexBackend(spec, client, max_tokens=settings.max_tokens, recorder=recorder)
+
+
 def _openai(spec: TierSpec, settings: BackendsConfig, recorder: Recorder, env: Mapping[str, str]) -> Backend:
     default_key = settings.student_api_key_env if spec.is_student else OPENAI_KEY_ENV
     client = openai_client(base_url=spec.base_url, key_env=spec.key_env or default_key, env=env,
@@ -747,6 +788,7 @@ def _openai(spec: TierSpec, settings: BackendsConfig, recorder: Recorder, env: M
 BACKEND_FACTORIES: dict[str, BackendFactory] = {
     contract.PROVIDER_ANTHROPIC: _anthropic,
     contract.PROVIDER_BEDROCK: _bedrock,
+    contract.PROVIDER_VERTEX: _vertex,
     contract.PROVIDER_VLLM: _openai,
     contract.PROVIDER_OPENAI: _openai,
 }

@@ -39,8 +39,10 @@ class TierSpec:
     output_per_mtok: float = 0.0
     #: Environment variable of the API key ([serving.tiers.<tier>] api_key_env); None = the backend's default.
     key_env: str | None = None
-    #: Bedrock tiers: the AWS region ([serving.tiers.<tier>] region); None = AWS's own defaults.
+    #: Claude on a cloud: the region ([serving.tiers.<tier>] region); None = the cloud's own defaults.
     region: str | None = None
+    #: Vertex AI tiers: the Google Cloud project ([serving.tiers.<tier>] project); None = the credentials'.
+    project: str | None = None
 
     @property
     def is_student(self) -> bool:
@@ -91,7 +93,10 @@ class ModelRegistry:
                 entry = candidates[0]
             if entry is None:
                 continue
-            tiers[tier] = TierSpec(tier, wanted or entry.model, entry.provider, backends.anthropic_base_url,
+            # [serving.backends] anthropic_base_url is the Anthropic API's: a tier priced under another provider
+            # (openai, aws.bedrock) is never sent there, nor its key
+            base_url = backends.anthropic_base_url if entry.provider == contract.PROVIDER_ANTHROPIC else None
+            tiers[tier] = TierSpec(tier, wanted or entry.model, entry.provider, base_url,
                                    entry.input_per_mtok, entry.output_per_mtok)
         tiers[contract.TIER_STUDENT] = TierSpec(contract.TIER_STUDENT, backends.student_model,
                                                 contract.PROVIDER_VLLM, backends.student_base_url)
@@ -169,7 +174,8 @@ def _overridden(config: Config, name: str, spec: TierSpec | None, override: Any)
     where = f"[serving.tiers.{name}]"
     default_provider = spec.provider if spec is not None else contract.PROVIDER_ANTHROPIC
     provider = {"anthropic": contract.PROVIDER_ANTHROPIC, "openai": contract.PROVIDER_OPENAI,
-                "bedrock": contract.PROVIDER_BEDROCK}.get(override.api, default_provider)
+                "bedrock": contract.PROVIDER_BEDROCK, "vertex": contract.PROVIDER_VERTEX}.get(override.api,
+                                                                                              default_provider)
     if provider == contract.PROVIDER_OPENAI and name == contract.TIER_STUDENT:
         provider = contract.PROVIDER_VLLM  # the student is an OpenAI-compatible server already
     model = override.model or (spec.model if spec is not None else "")
@@ -179,12 +185,16 @@ def _overridden(config: Config, name: str, spec: TierSpec | None, override: Any)
     base_url = override.base_url or (spec.base_url if same_api else None)
     input_price = output_price = 0.0
     if name != contract.TIER_STUDENT:
-        # as the processors price its calls: Bedrock's "us.anthropic.claude-haiku-4-5-20251001-v1:0" is the
-        # entry of claude-haiku-4-5 (costline.pricing.normalize_model_id)
-        entry = PricingTable(config.pricing).lookup(model)
+        if provider in (contract.PROVIDER_BEDROCK, contract.PROVIDER_VERTEX):
+            # a cloud's spelling of Claude, priced as the processors price its calls: Bedrock's
+            # "us.anthropic.claude-haiku-4-5-20251001-v1:0", Vertex's "claude-haiku-4-5@20251001" are the entry of
+            # claude-haiku-4-5 (costline.pricing.normalize_model_id); an exact entry wins
+            entry = PricingTable(config.pricing).lookup(model)
+        else:  # the id the API is sent: exactly as priced (a spelling the API does not know fails at start)
+            entry = next((m for m in config.pricing.models if model in (m.model, *m.aliases)), None)
         if entry is None:
             raise RoutingError(f"{where} model = {model!r} is not in [[pricing.models]]: add it there (with its "
                                "provider and prices) so its calls are priced")
         input_price, output_price = entry.input_per_mtok, entry.output_per_mtok
     return TierSpec(name, model, provider, base_url, input_price, output_price, override.api_key_env or None,
-                    override.region or None)
+                    override.region or None, override.project or None)

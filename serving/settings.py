@@ -284,12 +284,19 @@ class BackendsConfig:
 
 
 #: ``[serving.tiers.<tier>] api`` choices: the Anthropic Messages API (``anthropic`` SDK), any
-#: OpenAI-compatible chat-completions server (``openai`` SDK: OpenAI, vLLM, a LiteLLM proxy...), or Claude on
-#: Amazon Bedrock (``anthropic.AnthropicBedrock``: the Messages API over Bedrock's InvokeModel, SigV4-signed).
-TIER_APIS = ("anthropic", "openai", "bedrock")
+#: OpenAI-compatible chat-completions server (``openai`` SDK: OpenAI, vLLM, a LiteLLM proxy...), or Claude on a
+#: cloud: Amazon Bedrock (``anthropic.AnthropicBedrock``: the Messages API over InvokeModel, SigV4-signed) or Google
+#: Vertex AI (``anthropic.AnthropicVertex``: over rawPredict, with Google credentials).
+TIER_APIS = ("anthropic", "openai", "bedrock", "vertex")
 
-#: An AWS region name: us-east-1, eu-west-3, ap-southeast-2, us-gov-west-1, il-central-1.
-_AWS_REGION = re.compile(r"[a-z]{2}(?:-[a-z]+)+-[0-9]{1,2}")
+#: The clouds' Claude: api -> (what its region looks like, an example region, an example model id).
+_CLOUD_REGIONS = {
+    # AWS: us-east-1, eu-west-3, ap-southeast-2, us-gov-west-1, il-central-1, eusc-de-east-1
+    "bedrock": (re.compile(r"[a-z]{2,4}(?:-[a-z]+)+-[0-9]{1,2}"), "us-east-1",
+                "us.anthropic.claude-haiku-4-5-20251001-v1:0"),
+    # Google Cloud: us-east5, europe-west1, asia-southeast1; the multi-region "global", "us", "eu"
+    "vertex": (re.compile(r"[a-z]+-[a-z]+[0-9]{1,2}|global|us|eu"), "us-east5", "claude-haiku-4-5@20251001"),
+}
 
 
 @dataclass(frozen=True)
@@ -297,8 +304,8 @@ class TierConfig:
     """``[serving.tiers.<tier>]``: where one tier is served, overriding [[pricing.models]] and
     [serving.backends] for it. Empty values keep the tier's defaults."""
 
-    #: "anthropic" or "openai" (an OpenAI-compatible server); "" = the default (the provider of the
-    #: tier's [[pricing.models]] entry; the student: vLLM's OpenAI-compatible API).
+    #: "anthropic", "openai" (an OpenAI-compatible server), "bedrock" or "vertex" (Claude on a cloud: name its
+    #: model); "" = the default (the provider of the tier's [[pricing.models]] entry; the student: vLLM's API).
     api: str = ""
     #: The server's base URL (openai: with its /v1); None = [serving.backends]'s URL for the
     #: default API, the SDK's default (api.openai.com / api.anthropic.com) for another one.
@@ -310,13 +317,17 @@ class TierConfig:
     #: anthropic_api_key_env (anthropic) or OPENAI_API_KEY (openai; the student keeps student_api_key_env).
     #: bedrock: a Bedrock API key (sent as a bearer token); "" = $AWS_BEARER_TOKEN_BEDROCK when set, else
     #: requests are SigV4-signed with AWS's own credential chain (environment, profile, instance role).
+    #: vertex: an OAuth access token; "" = Google's application default credentials (refreshed as they expire).
     api_key_env: str = ""
-    #: bedrock only: the AWS region ("" = $AWS_REGION, $AWS_DEFAULT_REGION, else the AWS profile's region).
+    #: bedrock: the AWS region ("" = $AWS_REGION, $AWS_DEFAULT_REGION, else the AWS profile's region);
+    #: vertex: the Google Cloud region ("us-east5", "global"; "" = $CLOUD_ML_REGION).
     region: str = ""
+    #: vertex only: the Google Cloud project ("" = $ANTHROPIC_VERTEX_PROJECT_ID, else the credentials' project).
+    project: str = ""
 
     @property
     def configured(self) -> bool:
-        return bool(self.api or self.base_url or self.model or self.api_key_env or self.region)
+        return bool(self.api or self.base_url or self.model or self.api_key_env or self.region or self.project)
 
 
 @dataclass(frozen=True)
@@ -339,20 +350,26 @@ class TiersConfig:
                                   f"got {tier.api!r}")
             if tier.base_url is not None and not tier.base_url.startswith(("http://", "https://")):
                 raise ConfigError(f"[serving.tiers.{name}] base_url", f"must be an http(s) URL; got {tier.base_url!r}")
-            if tier.region and tier.api != "bedrock":
-                raise ConfigError(f"[serving.tiers.{name}] region", 'is for api = "bedrock" only (an AWS region); '
-                                  "remove it, or set api = \"bedrock\"")
-            if tier.region and not _AWS_REGION.fullmatch(tier.region):
-                raise ConfigError(f"[serving.tiers.{name}] region", f"must be an AWS region such as \"us-east-1\"; "
-                                  f"got {tier.region!r}")
-            if tier.api == "bedrock":
-                if name == "student":
-                    raise ConfigError("[serving.tiers.student] api", "the student is self-hosted (vLLM's OpenAI-"
-                                      'compatible server): "openai", not "bedrock"')
-                if not tier.model:
-                    raise ConfigError(f"[serving.tiers.{name}] model", "name the Bedrock model id or inference "
-                                      'profile, e.g. model = "us.anthropic.claude-haiku-4-5-20251001-v1:0" (price it '
-                                      "in [[pricing.models]] by its Anthropic id)")
+            cloud = _CLOUD_REGIONS.get(tier.api)
+            if (tier.region or tier.project) and cloud is None:
+                key = "region" if tier.region else "project"
+                raise ConfigError(f"[serving.tiers.{name}] {key}", 'is for api = "bedrock" or "vertex" (Claude on a '
+                                  "cloud) only: remove it, or set the api")
+            if tier.project and tier.api != "vertex":
+                raise ConfigError(f"[serving.tiers.{name}] project", 'is for api = "vertex" only (a Google Cloud '
+                                  "project): remove it")
+            if cloud is None:
+                continue
+            pattern, region, model = cloud
+            if tier.region and not pattern.fullmatch(tier.region):
+                raise ConfigError(f"[serving.tiers.{name}] region", f"must be a region of the cloud such as "
+                                  f"\"{region}\"; got {tier.region!r}")
+            if name == "student":
+                raise ConfigError("[serving.tiers.student] api", "the student is self-hosted (vLLM's OpenAI-"
+                                  f'compatible server): "openai", not "{tier.api}"')
+            if not tier.model:
+                raise ConfigError(f"[serving.tiers.{name}] model", f"name the model as the cloud does, e.g. model = "
+                                  f'"{model}" (priced by its Anthropic id in [[pricing.models]])')
 
     def get(self, name: str) -> TierConfig:
         """The table of tier ``name`` (an empty one for a name that has none)."""

@@ -41,7 +41,10 @@
   ``:embedContent``: :mod:`costline.sim.standin_gemini` (``server.gemini``).
 * **Amazon Bedrock Runtime**'s Converse API (what ``boto3.client("bedrock-runtime")`` speaks) —
   ``POST /model/{modelId}/converse`` / ``converse-stream`` (an AWS event stream), ``cachePoint``
-  prompt caching: :mod:`costline.sim.standin_bedrock` (``server.bedrock``).
+  prompt caching: :mod:`costline.sim.standin_bedrock` (``server.bedrock``); its InvokeModel (streamed too) and
+  CountTokens for Claude (what ``anthropic.AnthropicBedrock`` speaks).
+* **Claude on Google Vertex AI** (``anthropic.AnthropicVertex``) — ``…/publishers/anthropic/models/{model}:rawPredict``
+  / ``:streamRawPredict`` / ``count-tokens:rawPredict``: :mod:`costline.sim.standin_vertex` (``server.vertex``).
 
 ``stream: true`` is answered with server-sent events as each API sends them: the Messages
 API's ``message_start`` (input and cache usage) … ``content_block_delta`` (``text_delta``; a tool call's
@@ -95,6 +98,7 @@ from costline.serving.gateway.messages_api import (ANTHROPIC_ERROR_TYPES, last_u
                                                    thinking_of)
 from costline.serving.settings import StandInConfig
 from costline.sim.standin_bedrock import BedrockApi, bedrock_error, is_bedrock_path
+from costline.sim.standin_vertex import VertexClaudeApi
 from costline.sim.standin_gemini import GeminiApi, gemini_error, is_gemini_path
 from costline.sim.standin_model import adequate, count_tokens, synthesize, tokenize
 from costline.sim.standin_documents import cited_answer
@@ -317,6 +321,9 @@ class StandInServer(ServedByJsonServer):
         #: Amazon Bedrock Runtime's Converse API (``/model/{modelId}/converse``): sim/standin_bedrock.py
         self.bedrock = BedrockApi(self)
         routes.extend(self.bedrock.routes())
+        #: Claude on Google Vertex AI (``…/publishers/anthropic/models/{model}:rawPredict``): sim/standin_vertex.py
+        self.vertex = VertexClaudeApi(self)
+        routes.extend(self.vertex.routes())
         self._server = JsonServer(
             routes,
             host=host or self.config.host,

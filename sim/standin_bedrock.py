@@ -18,7 +18,8 @@
 * ``POST /model/{modelId}/count-tokens`` (``{"input": {"invokeModel": {"body": <base64 Messages body>}}}``):
   ``{"inputTokens": n}``, nothing generated.
 
-The ``Authorization`` header of each InvokeModel request is kept (``auth_seen``, the last 64): a SigV4 signature
+The ``Authorization`` header of each InvokeModel / CountTokens request is kept with the model id of its path
+(``auth_seen``, the last 64): a SigV4 signature
 (``AWS4-HMAC-SHA256 Credential=<key>/<date>/<region>/bedrock/aws4_request, …``) or a Bedrock API key
 (``Bearer …``); the stand-in accepts any.
 
@@ -144,8 +145,8 @@ class BedrockApi:
 
     def __init__(self, server: StandInServer) -> None:
         self.server = server
-        #: The Authorization headers of the last InvokeModel / CountTokens requests (SigV4 or ``Bearer``), oldest first.
-        self.auth_seen: collections.deque[str] = collections.deque(maxlen=64)
+        #: (Authorization header: SigV4 or ``Bearer``, model id) of the last InvokeModel / CountTokens requests.
+        self.auth_seen: collections.deque[tuple[str, str]] = collections.deque(maxlen=64)
 
     def routes(self) -> list[Route]:
         return [Route("POST", "/model/{model}/converse", self._converse),
@@ -167,7 +168,7 @@ class BedrockApi:
 
         srv = self.server
         model = unquote(req.params["model"])
-        self.auth_seen.append(req.header("authorization") or "")
+        self.auth_seen.append((req.header("authorization") or "", model))
         status = srv._take_error(BEDROCK)
         if status is not None:
             srv.log.add(LoggedRequest(BEDROCK, model, 503 if status == 529 else status, None, False))
@@ -209,7 +210,7 @@ class BedrockApi:
 
         srv = self.server
         model = unquote(req.params["model"])
-        self.auth_seen.append(req.header("authorization") or "")
+        self.auth_seen.append((req.header("authorization") or "", model))
         tier = srv.tier_of(model)
         if tier is None or tier == contract.TIER_STUDENT:
             return bedrock_error(srv, 400, "The provided model identifier is invalid.")

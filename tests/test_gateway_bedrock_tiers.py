@@ -28,6 +28,19 @@ from costline.sim.standin import StandInServer
 
 pytest.importorskip("boto3")  # SigV4 signing (the `bedrock` extra)
 
+
+@pytest.fixture(autouse=True)
+def no_aws_setup_of_this_machine(monkeypatch):
+    """Only what a test gives reaches the client: no profile, keys, token or instance role of the host."""
+    for name in ("AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION",
+                 "AWS_DEFAULT_REGION", "AWS_BEARER_TOKEN_BEDROCK", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+                 "ANTHROPIC_BEDROCK_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/config")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance role lookup (169.254.169.254)
+
+
 #: Claude Haiku 4.5 through a US cross-region inference profile, as Bedrock names it.
 BEDROCK_MODEL = "us.anthropic.claude-haiku-4-5-20251001-v1:0"
 #: The article's budget-tier prices (USD per million input / output tokens), written here, not read from costline.
@@ -127,7 +140,7 @@ def test_an_anthropic_client_is_answered_by_claude_on_bedrock_signed_with_sigv4(
     (seen,) = standin.log.entries("bedrock")  # one InvokeModel, no Messages API call
     assert seen.model == BEDROCK_MODEL and seen.paid
     assert standin.log.entries("anthropic") == []
-    assert sigv4_scope(standin.bedrock.auth_seen[-1]) == ("AKIDEXAMPLE", "eu-west-1", "bedrock")
+    assert sigv4_scope(standin.bedrock.auth_seen[-1][0]) == ("AKIDEXAMPLE", "eu-west-1", "bedrock")
     (span,) = call_spans(exporter)
     a = span.attributes
     assert a[c.GEN_AI_PROVIDER_NAME] == c.PROVIDER_BEDROCK and a[c.COSTLINE_TIER] == c.TIER_BUDGET
@@ -171,20 +184,27 @@ def test_count_tokens_on_a_bedrock_tier_asks_bedrocks_count_tokens(served, stand
     direct = anthropic.Anthropic(base_url=standin.url, api_key="unused", max_retries=0).messages.count_tokens(
         model="claude-haiku-4-5", messages=messages, system="Be brief.")
     assert via_bedrock.input_tokens == direct.input_tokens > 0
-    assert sigv4_scope(standin.bedrock.auth_seen[-1])[1:] == ("eu-west-1", "bedrock")
+    auth, model = standin.bedrock.auth_seen[-1]
+    assert sigv4_scope(auth)[1:] == ("eu-west-1", "bedrock")
+    assert model == "anthropic.claude-haiku-4-5-20251001-v1:0"  # CountTokens takes the profile's foundation model
     assert standin.log.entries("bedrock") == []  # counted, nothing generated
 
 
-def test_a_bedrock_api_key_is_sent_as_a_bearer_token(standin, tmp_path):
-    gw, pipeline, _ = serve(standin, tmp_path, {"TEAM_BEDROCK_KEY": "bedrock-api-key-123"},
-                            api_key_env="TEAM_BEDROCK_KEY")
+def ask_once(standin, tmp_path, env, **tier) -> tuple[str, str]:
+    """One request through a gateway started for it: the (Authorization header, model) the stand-in saw."""
+    gw, pipeline, _ = serve(standin, tmp_path, env, **tier)
     try:
         anthropic.Anthropic(base_url=gw.url, api_key="unused", max_retries=0).messages.create(
             model="claude-haiku-4-5", max_tokens=50, messages=[{"role": "user", "content": SHORT}])
     finally:
         gw.shutdown()
         pipeline.close()
-    assert standin.bedrock.auth_seen[-1] == "Bearer bedrock-api-key-123"
+    return standin.bedrock.auth_seen[-1]
+
+
+def test_a_bedrock_api_key_is_sent_as_a_bearer_token(standin, tmp_path):
+    seen = ask_once(standin, tmp_path, {"TEAM_BEDROCK_KEY": "bedrock-api-key-123"}, api_key_env="TEAM_BEDROCK_KEY")
+    assert seen == ("Bearer bedrock-api-key-123", BEDROCK_MODEL)
 
 
 def test_bedrock_throttling_surfaces_as_the_tiers_failure_and_escalates(served, standin):
@@ -204,13 +224,7 @@ def test_bedrock_throttling_surfaces_as_the_tiers_failure_and_escalates(served, 
     ({}, "[serving.tiers.budget] api_key_env"),  # no credentials for a real AWS endpoint
     (AWS_KEYS, None),  # keys in the environment are enough
 ])
-def test_a_remote_bedrock_endpoint_without_credentials_is_refused_at_start(monkeypatch, env, key):
-    for name in ("AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-                 "AWS_BEARER_TOKEN_BEDROCK", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials")
-    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/config")
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance role lookup (169.254.169.254)
+def test_a_remote_bedrock_endpoint_without_credentials_is_refused_at_start(env, key):
     from costline.serving.backends import build_backends
 
     cfg = config_with_bedrock_budget(None)
@@ -220,7 +234,49 @@ def test_a_remote_bedrock_endpoint_without_credentials_is_refused_at_start(monke
     if key is None:
         backend = build()[c.TIER_BUDGET]
         assert str(backend.client.base_url).rstrip("/") == "https://bedrock-runtime.eu-west-1.amazonaws.com"
+        assert backend.message_batches is False  # a batch's requests for this tier are asked one by one
         backend.close()
     else:
         with pytest.raises(ConfigError, match=re.escape(key) + ".*AWS_BEARER_TOKEN_BEDROCK"):
             build()
+
+
+def test_sigv4_chosen_from_the_config_environment_wins_over_a_bearer_token_exported_on_the_host(
+        monkeypatch, standin, tmp_path):
+    monkeypatch.setenv("AWS_BEARER_TOKEN_BEDROCK", "a-token-of-another-deployment")  # the SDK would read it itself
+    auth, _ = ask_once(standin, tmp_path, dict(AWS_KEYS))
+    assert sigv4_scope(auth)[0] == "AKIDEXAMPLE"
+
+
+def test_a_tier_priced_under_bedrock_is_never_sent_to_the_anthropic_base_url():
+    cfg = Config()
+    models = tuple(dataclasses.replace(m, model=BEDROCK_MODEL, provider=c.PROVIDER_BEDROCK)
+                   if m.tier == c.TIER_BUDGET else m for m in cfg.pricing.models)
+    cfg = cfg.replace(pricing=dataclasses.replace(cfg.pricing, models=models), serving=dataclasses.replace(
+        cfg.serving, backends=BackendsConfig(anthropic_base_url="https://llm-proxy.corp/anthropic")))
+    registry = ModelRegistry.from_config(cfg)
+    assert (registry.tier(c.TIER_BUDGET).provider, registry.tier(c.TIER_BUDGET).base_url) == (c.PROVIDER_BEDROCK, None)
+    assert registry.tier(c.TIER_MID).base_url == "https://llm-proxy.corp/anthropic"
+
+
+def test_an_anthropic_tier_must_name_the_model_as_priced_exactly():
+    from costline.serving.errors import RoutingError
+
+    cfg = Config()
+    cfg = cfg.replace(serving=dataclasses.replace(cfg.serving, tiers=TiersConfig(mid=TierConfig(
+        api="anthropic", model="us.anthropic.claude-sonnet-4-6"))))  # Bedrock's spelling, sent to Anthropic's API
+    with pytest.raises(RoutingError, match=re.escape("[serving.tiers.mid] model")):
+        ModelRegistry.from_config(cfg)
+
+
+def test_an_apps_own_bedrock_client_is_recorded_as_aws_bedrock(standin):
+    from costline.collectors import instrument_anthropic
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    client = anthropic.AnthropicBedrock(base_url=standin.url, api_key="k", aws_region="us-west-2", max_retries=0)
+    instrument_anthropic(client, Recorder(provider))
+    client.messages.create(model=BEDROCK_MODEL, max_tokens=50, messages=[{"role": "user", "content": SHORT}])
+    (span,) = call_spans(exporter)
+    assert span.attributes[c.GEN_AI_PROVIDER_NAME] == c.PROVIDER_BEDROCK
