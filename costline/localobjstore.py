@@ -156,8 +156,10 @@ class LocalObjectStore:
                     self._wait_ready()
                     break
                 except ObjectStoreError:
-                    if attempt == _PORT_RETRIES or not self._port_was_taken(offset):
-                        raise
+                    if attempt == _PORT_RETRIES or not self._port_was_taken(offset) or _port_open(self.host,
+                                                                                                   self.port):
+                        raise  # (the S3 port is the config's: taken, another try would not help)
+                    self.down()  # what is left of it, if it still runs
                     self._progress("a port SeaweedFS was given was taken meanwhile: starting it on others")
         else:
             self._progress(f"object store already running (pid {pid}) on {self.endpoint}")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import threading
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -72,6 +73,36 @@ def anthropic_client(*, base_url: str | None, key_env: str, env: Mapping[str, st
     return anthropic.Anthropic(api_key=key, base_url=base_url, **kwargs)
 
 
+def _checked_region(api: str, region: str | None, where: str) -> str | None:
+    """``region`` as [serving.tiers.<tier>] region must be, wherever it came from (a variable's too: it becomes
+    part of the endpoint's host name)."""
+    from costline.serving.settings import cloud_region_problem
+
+    problem = cloud_region_problem(api, region) if region else None
+    if problem:
+        raise ConfigError(f"{where} region".strip(), problem)
+    return region
+
+
+class _SerializedRefresh:
+    """Google credentials whose refresh runs one thread at a time: the SDK refreshes an expired token in whichever
+    request thread finds it expired, so a gateway's threads would all ask Google's token service at once (and
+    google-auth's credentials are not documented as thread-safe). Everything else is the wrapped credentials'."""
+
+    def __init__(self, credentials: Any) -> None:
+        self._credentials = credentials
+        self._lock = threading.Lock()
+
+    def refresh(self, request: Any) -> None:
+        with self._lock:
+            if self._credentials.valid:  # another thread refreshed it meanwhile
+                return
+            self._credentials.refresh(request)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._credentials, name)
+
+
 def bedrock_client(*, base_url: str | None, region: str | None, key_env: str | None,
                    env: Mapping[str, str] | None = None, service: str = "Amazon Bedrock", where: str = "",
                    **kwargs: Any) -> Any:
@@ -89,7 +120,8 @@ def bedrock_client(*, base_url: str | None, region: str | None, key_env: str | N
     env = os.environ if env is None else env
     base_url = base_url or env.get("ANTHROPIC_BEDROCK_BASE_URL") or None
     local = is_loopback_url(base_url)
-    region = region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None
+    region = _checked_region("bedrock", region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
+                             where)
     if any(importlib.util.find_spec(m) is None for m in ("boto3", "botocore")):  # signing; streamed answers' frames
         raise ConfigError(f"{where} api".strip(), f"{service} needs boto3 and botocore: pip install "
                           "'costline[bedrock]'")
@@ -98,7 +130,7 @@ def bedrock_client(*, base_url: str | None, region: str | None, key_env: str | N
 
     try:  # AWS's own chain: a profile (its region too), SSO, the instance's or task's role
         session = boto3.Session(region_name=region)
-        region = region or session.region_name
+        region = region or _checked_region("bedrock", session.region_name, where)
     except botocore.exceptions.BotoCoreError as exc:
         raise ConfigError(f"{where} region".strip(), f"{service}: the AWS profile could not be read ({exc})") from None
     sigv4: dict[str, Any] = {}
@@ -154,7 +186,8 @@ def vertex_client(*, base_url: str | None, region: str | None, project: str | No
     env = os.environ if env is None else env
     base_url = base_url or env.get("ANTHROPIC_VERTEX_BASE_URL") or None
     local = is_loopback_url(base_url)
-    region = region or env.get("CLOUD_ML_REGION") or ("us-east5" if local else None)
+    region = _checked_region("vertex", region or env.get("CLOUD_ML_REGION") or None, where) or (
+        "us-east5" if local else None)
     if not region:
         raise ConfigError(f"{where} region".strip(), f"{service} needs a Google Cloud region (\"us-east5\", "
                           "\"global\"): set it here, or export CLOUD_ML_REGION")
@@ -178,7 +211,7 @@ def vertex_client(*, base_url: str | None, region: str | None, project: str | No
                               "credentials: set GOOGLE_APPLICATION_CREDENTIALS (a service account key file), run "
                               "`gcloud auth application-default login`, or run with a service account "
                               f"({str(exc)[:160]})") from None
-        auth["credentials"] = credentials
+        auth["credentials"] = _SerializedRefresh(credentials)
         project = project or found or None
     if not project:
         if not local:

@@ -339,16 +339,21 @@ class AnthropicBackend:
             reply = _joined(reply, more)
         return reply
 
-    def _complete_once(self, prompt: Prompt) -> Reply:
+    def _client_errors(self) -> tuple[type[BaseException], ...]:
+        """What a call of this tier's client raises when the tier fails: the SDK's API errors (and, for a cloud's
+        client, its credentials' errors: a token that cannot be refreshed is the tier's failure, not the gateway's)."""
         import anthropic
 
+        return (anthropic.APIError,)
+
+    def _complete_once(self, prompt: Prompt) -> Reply:
         kwargs = self._kwargs(prompt)
         headers = _beta_headers(prompt)
         try:
             if self.recorder is not None and not self.recorder.capture_enabled:
                 return self._complete_raw(kwargs, headers)
             response = self.client.messages.create(**kwargs, **({"extra_headers": headers} if headers else {}))
-        except anthropic.APIError as exc:
+        except self._client_errors() as exc:
             raise BackendError(self.spec.name, type(exc).__name__, str(exc)[:300]) from exc
         return self._reply(response)
 
@@ -410,14 +415,12 @@ class AnthropicBackend:
     def count_tokens(self, prompt: Prompt) -> int:
         """The input tokens ``prompt`` would cost on this tier's model (the Messages API's free ``count_tokens``:
         system, turns and tools counted by the model's own tokenizer); nothing is generated or recorded."""
-        import anthropic
-
         kwargs = self._kwargs(prompt)
         fields = {k: kwargs[k] for k in ("model", "messages", "system", "tools", "tool_choice") if k in kwargs}
         headers = _beta_headers(prompt)
         try:
             counted = self.client.messages.count_tokens(**fields, **({"extra_headers": headers} if headers else {}))
-        except anthropic.APIError as exc:
+        except self._client_errors() as exc:
             raise BackendError(self.spec.name, type(exc).__name__, str(exc)[:300]) from exc
         return _int(_field(counted, "input_tokens"))
 
@@ -479,6 +482,11 @@ class BedrockBackend(AnthropicBackend):
 
     message_batches: ClassVar[bool] = False
 
+    def _client_errors(self) -> tuple[type[BaseException], ...]:
+        import botocore.exceptions
+
+        return (*super()._client_errors(), botocore.exceptions.BotoCoreError)
+
     def count_tokens(self, prompt: Prompt) -> int:
         """The input tokens of ``prompt`` on the tier's model: Bedrock Runtime's CountTokens on the InvokeModel
         body the tier would send (free; nothing generated or recorded). CountTokens takes a foundation model, so a
@@ -486,8 +494,6 @@ class BedrockBackend(AnthropicBackend):
         import base64
         import json
         import urllib.parse
-
-        import anthropic
 
         try:  # the version the SDK writes into InvokeModel bodies
             from anthropic._constants import ANTHROPIC_API_VERSION as version
@@ -506,7 +512,7 @@ class BedrockBackend(AnthropicBackend):
             http = self.client.post(path, cast_to=_httpx().Response,
                                     content=json.dumps({"input": {"invokeModel": {"body": raw}}}).encode(),
                                     options={"headers": {"content-type": "application/json"}})
-        except anthropic.APIError as exc:
+        except self._client_errors() as exc:
             raise BackendError(self.spec.name, type(exc).__name__, str(exc)[:300]) from exc
         try:
             counted = http.json()
@@ -518,7 +524,7 @@ class BedrockBackend(AnthropicBackend):
 
 
 #: A Bedrock cross-region inference profile's prefix (``us.``, ``eu.``, ``apac.``, ``global.`` …) before a model id.
-_BEDROCK_PROFILE = re.compile(r"^[a-z]{2,6}\.(?=anthropic\.)")
+_BEDROCK_PROFILE = re.compile(r"^[a-z-]{2,8}\.(?=anthropic\.)")  # us., eu., apac., global., us-gov.
 
 
 class VertexBackend(AnthropicBackend):
@@ -529,6 +535,13 @@ class VertexBackend(AnthropicBackend):
     Claude has no Message Batches here (batch prediction reads and writes Cloud Storage): asked one by one."""
 
     message_batches: ClassVar[bool] = False
+
+    def _client_errors(self) -> tuple[type[BaseException], ...]:
+        try:
+            from google.auth.exceptions import GoogleAuthError
+        except ImportError:  # an access token from the environment: no google-auth
+            return super()._client_errors()
+        return (*super()._client_errors(), GoogleAuthError)
 
 
 #: The stop reason of a turn Anthropic paused mid-way (a long server-tool turn): sent back as the last assistant turn,

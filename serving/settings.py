@@ -299,6 +299,14 @@ _CLOUD_REGIONS = {
 }
 
 
+def cloud_region_problem(api: str, region: str) -> str | None:
+    """What is wrong with ``region`` for Claude on the cloud ``api`` ("bedrock", "vertex"), or None."""
+    pattern, example, _ = _CLOUD_REGIONS[api]
+    if pattern.fullmatch(region):
+        return None
+    return f"must be a region of the cloud such as \"{example}\"; got {region[:64]!r}"
+
+
 @dataclass(frozen=True)
 class TierConfig:
     """``[serving.tiers.<tier>]``: where one tier is served, overriding [[pricing.models]] and
@@ -360,10 +368,10 @@ class TiersConfig:
                                   "project): remove it")
             if cloud is None:
                 continue
-            pattern, region, model = cloud
-            if tier.region and not pattern.fullmatch(tier.region):
-                raise ConfigError(f"[serving.tiers.{name}] region", f"must be a region of the cloud such as "
-                                  f"\"{region}\"; got {tier.region!r}")
+            _, _, model = cloud
+            problem = cloud_region_problem(tier.api, tier.region) if tier.region else None
+            if problem:
+                raise ConfigError(f"[serving.tiers.{name}] region", problem)
             if name == "student":
                 raise ConfigError("[serving.tiers.student] api", "the student is self-hosted (vLLM's OpenAI-"
                                   f'compatible server): "openai", not "{tier.api}"')

@@ -187,6 +187,7 @@ class BedrockApi:
             srv.log.add(LoggedRequest(BEDROCK, model, 400, None, False))
             return bedrock_error(srv, 400, "The provided model identifier is invalid." if exc.status == 404
                                  else exc.message)
+        message["id"] = "msg_bdrk_" + message["id"].removeprefix("msg_")  # Bedrock's Claude ids: msg_bdrk_...
         usage = message["usage"]
         tier = srv.tier_of(model)
         if stream:

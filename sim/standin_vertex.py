@@ -77,6 +77,7 @@ class VertexClaudeApi:
         except _ApiError as exc:
             srv.log.add(LoggedRequest(VERTEX, model, exc.status, None, False))
             return srv._error_response(req, exc.status, exc.message)
+        message["id"] = "msg_vrtx_" + message["id"].removeprefix("msg_")  # Vertex's Claude ids: msg_vrtx_...
         if stream:
             return HttpResponse(200, content_type="text/event-stream",
                                 stream=srv._anthropic_events(message, tier or "", None))

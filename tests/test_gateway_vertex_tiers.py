@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import anthropic
 import pytest
@@ -138,19 +140,96 @@ def test_vertex_quota_errors_escalate_to_the_next_tier(served):
         (c.PROVIDER_VERTEX, "RateLimitError")]
 
 
-@pytest.mark.parametrize("tier, key", [
-    ({"project": ""}, "[serving.tiers.mid] api_key_env"),  # no application default credentials here
-    ({"region": ""}, "[serving.tiers.mid] region"),
-])
-def test_a_remote_vertex_endpoint_without_credentials_or_region_is_refused_at_start(monkeypatch, tier, key):
+@pytest.fixture
+def no_google_setup_of_this_machine(monkeypatch):
+    """Only what a test gives reaches google-auth: no key file, gcloud login or metadata server of the host."""
     pytest.importorskip("google.auth")
-    for name in ("GOOGLE_APPLICATION_CREDENTIALS", "CLOUD_ML_REGION", "ANTHROPIC_VERTEX_PROJECT_ID"):
+    from google.auth.compute_engine import _metadata
+
+    for name in ("GOOGLE_APPLICATION_CREDENTIALS", "CLOUD_ML_REGION", "ANTHROPIC_VERTEX_PROJECT_ID",
+                 "ANTHROPIC_VERTEX_BASE_URL", "GOOGLE_CLOUD_PROJECT"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("CLOUDSDK_CONFIG", "/nonexistent/gcloud")  # no gcloud login
-    monkeypatch.setenv("NO_GCE_CHECK", "True")  # no metadata server probe
+    monkeypatch.setattr(_metadata, "_NO_GCE_CHECK", True)  # read once at import: no metadata server probe
+
+
+def build_mid(cfg, env=None):
     from costline.serving.backends import build_backends
 
-    cfg = config_with_vertex_mid(None, **tier)
+    return build_backends(ModelRegistry.from_config(cfg), cfg.serving.backends, Recorder(TracerProvider()),
+                          tiers=[c.TIER_MID], env=env or {})[c.TIER_MID]
+
+
+@pytest.mark.parametrize("tier, env, key", [
+    ({}, {}, "[serving.tiers.mid] api_key_env"),  # no application default credentials here
+    ({"region": ""}, {}, "[serving.tiers.mid] region"),
+    ({"region": ""}, {"CLOUD_ML_REGION": "evil.example.com/x?"}, "[serving.tiers.mid] region"),  # a host name part
+])
+def test_a_remote_vertex_endpoint_without_credentials_or_region_is_refused_at_start(
+        no_google_setup_of_this_machine, tier, env, key):
     with pytest.raises(ConfigError, match=re.escape(key)):
-        build_backends(ModelRegistry.from_config(cfg), cfg.serving.backends, Recorder(TracerProvider()),
-                       tiers=[c.TIER_MID], env={})
+        build_mid(config_with_vertex_mid(None, **tier), env)
+
+
+class FakeCredentials:
+    """What google.auth.default() gives: a token, refreshed (counted) when expired."""
+
+    def __init__(self):
+        self.token, self.valid, self.expired, self.refreshes = None, False, True, 0
+
+    def refresh(self, request):
+        time.sleep(0.05)  # a token service's round trip
+        self.refreshes += 1
+        self.token, self.valid, self.expired = f"ya29.adc-{self.refreshes}", True, False
+
+
+@pytest.mark.parametrize("adc_project, project, want", [
+    ("adc-project", "", "adc-project"),  # the credentials' project when none is set
+    ("adc-project", "acme-prod", "acme-prod"),
+    (None, "", None),  # none anywhere: refused, naming the key
+])
+def test_application_default_credentials_and_their_project(no_google_setup_of_this_machine, monkeypatch,
+                                                           adc_project, project, want):
+    import google.auth
+
+    monkeypatch.setattr(google.auth, "default", lambda scopes=None: (FakeCredentials(), adc_project))
+    cfg = config_with_vertex_mid(None, project=project)
+    if want is None:
+        with pytest.raises(ConfigError, match=re.escape("[serving.tiers.mid] project")):
+            build_mid(cfg)
+        return
+    backend = build_mid(cfg)
+    assert backend.client.project_id == want and backend.client.region == "europe-west1"
+    backend.close()
+
+
+def test_an_expired_token_is_refreshed_once_for_many_threads(no_google_setup_of_this_machine, monkeypatch):
+    import google.auth
+
+    creds = FakeCredentials()
+    monkeypatch.setattr(google.auth, "default", lambda scopes=None: (creds, "acme-prod"))
+    backend = build_mid(config_with_vertex_mid(None))
+    with ThreadPoolExecutor(8) as pool:
+        tokens = set(pool.map(lambda _: backend.client._ensure_access_token(), range(16)))
+    backend.close()
+    assert tokens == {"ya29.adc-1"} and creds.refreshes == 1
+
+
+def test_credentials_that_cannot_be_refreshed_fail_the_tier_and_escalate(no_google_setup_of_this_machine,
+                                                                          monkeypatch, tmp_path):
+    import google.auth
+    from google.auth.exceptions import RefreshError
+
+    class Revoked(FakeCredentials):
+        def refresh(self, request):
+            raise RefreshError("invalid_grant: the service account key was deleted")
+
+    monkeypatch.setattr(google.auth, "default", lambda scopes=None: (Revoked(), "acme-prod"))
+    from costline.serving.backends import Prompt
+    from costline.serving.errors import BackendError
+
+    backend = build_mid(config_with_vertex_mid("https://europe-west1-aiplatform.googleapis.com/v1"))
+    with pytest.raises(BackendError) as err:  # the tier's failure (the pipeline escalates), never a 500
+        backend.complete(Prompt.of("Explain the invoices"))
+    backend.close()
+    assert err.value.error_type == "RefreshError"

@@ -13,11 +13,10 @@
 -- Vertex AI is "vertex_ai" to OpenTelemetry's google-genai instrumentation on util-genai 1.1.
 --
 -- Which of several spans of one model call is kept (first wins): one with an explicit price
--- (pref_explicit), then one with usage read from the SDK's own final answer (pref_faithful: costline's own span,
--- {costline_scope}, or the anthropic SDK's, com.anthropic.sdk.python*, with tokens: OpenLLMetry's anthropic 0.62
--- adds a stream's message_start output count to message_delta's cumulative one, one token too many a streamed
--- call), then the most complete usage (pref_tokens: most tokens counted), then costline's own span (pref_own),
--- then a fixed order.
+-- (pref_explicit), then the most complete input (pref_input: input and cache tokens counted), then one not of
+-- OpenLLMetry's anthropic instrumentation (pref_exact: its 0.62 adds a stream's message_start output count to
+-- message_delta's cumulative one, one output token too many a streamed call), then the most complete usage
+-- (pref_tokens: most tokens counted), then costline's own span (pref_own), then a fixed order.
 --
 -- An operation's span around its calls is no call: a span with no tokens and no explicit price that is
 -- the parent of a call span of the same instrumentation, provider family, model and operation (the
@@ -27,9 +26,12 @@ WITH f0 AS (
   SELECT *, CASE WHEN provider IN ('vllm', 'openai', 'azure', 'azure.ai.openai', 'az.ai.openai') THEN 'openai'
                  -- Claude through the anthropic SDK's cloud clients, to an instrumentation that only sees the
                  -- SDK (OpenLLMetry: "anthropic"): known by the model's cloud spelling
-                 WHEN provider = 'anthropic'
-                      AND regexp_matches(lower(model), '^([a-z]{2,6}\.)?anthropic\.claude') THEN 'aws.bedrock'
-                 WHEN provider = 'anthropic' AND regexp_matches(lower(model), '^claude[^@]*@') THEN 'gcp'
+                 -- (Bedrock's and Vertex's message ids say so too: msg_bdrk_..., msg_vrtx_...)
+                 WHEN provider = 'anthropic' AND (starts_with(coalesce(response_id, ''), 'msg_bdrk_')
+                      OR regexp_matches(lower(coalesce(model, '')), '^(([a-z-]{2,8}\.)?anthropic\.claude|arn:aws)'))
+                      THEN 'aws.bedrock'
+                 WHEN provider = 'anthropic' AND (starts_with(coalesce(response_id, ''), 'msg_vrtx_')
+                      OR regexp_matches(lower(coalesce(model, '')), '^claude[^@]*@')) THEN 'gcp'
                  WHEN provider IN ('aws', 'aws.bedrock') THEN 'aws.bedrock'
                  WHEN provider IN ('google', 'gemini', 'vertex_ai', 'google-cloud', 'google-gla', 'google-vertex')
                       OR provider LIKE 'gcp.%' THEN 'gcp'
@@ -46,9 +48,9 @@ WITH f0 AS (
          coalesce(input_tokens, 0) + coalesce(output_tokens, 0) + coalesce(cache_read_tokens, 0)
            + coalesce(cache_creation_tokens, 0) AS pref_tokens,
          (instrumentation IS NOT DISTINCT FROM '{costline_scope}') AS pref_own,
-         ((instrumentation IS NOT DISTINCT FROM '{costline_scope}' OR starts_with(coalesce(instrumentation, ''),
-                                                                             'com.anthropic.sdk'))
-          AND coalesce(input_tokens, 0) + coalesce(output_tokens, 0) > 0) AS pref_faithful
+         coalesce(input_tokens, 0) + coalesce(cache_read_tokens, 0) + coalesce(cache_creation_tokens, 0)
+           AS pref_input,
+         (instrumentation IS DISTINCT FROM 'opentelemetry.instrumentation.anthropic') AS pref_exact
   FROM call_links_all
 ), envelopes AS (
   SELECT DISTINCT p.trace_id, p.span_id
@@ -63,10 +65,10 @@ WITH f0 AS (
   FROM f
 ), ranked AS (
   SELECT *,
-         row_number() OVER (PARTITION BY call_key ORDER BY pref_explicit DESC, pref_faithful DESC, pref_tokens DESC,
-                            pref_own DESC, kafka_partition, kafka_offset, span_id) AS key_rank,
-         row_number() OVER (PARTITION BY trace_id ORDER BY pref_explicit DESC, pref_faithful DESC, pref_tokens DESC,
-                            pref_own DESC, kafka_partition, kafka_offset, span_id) AS trace_rank,
+         row_number() OVER (PARTITION BY call_key ORDER BY pref_explicit DESC, pref_input DESC, pref_exact DESC,
+                            pref_tokens DESC, pref_own DESC, kafka_partition, kafka_offset, span_id) AS key_rank,
+         row_number() OVER (PARTITION BY trace_id ORDER BY pref_explicit DESC, pref_input DESC, pref_exact DESC,
+                            pref_tokens DESC, pref_own DESC, kafka_partition, kafka_offset, span_id) AS trace_rank,
          CASE WHEN call_key IS NOT NULL THEN max(linked_span_id) OVER (PARTITION BY call_key) END AS key_span_id,
          CASE WHEN call_key IS NOT NULL THEN max(linked_request_id) OVER (PARTITION BY call_key) END AS key_request_id,
          CASE WHEN call_key IS NOT NULL THEN max(request_tenant) OVER (PARTITION BY call_key) END AS key_tenant
@@ -136,12 +138,12 @@ WITH f0 AS (
    AND a.started <= b.ts AND b.started <= a.ts
   WHERE a.group_response_id IS NOT NULL
     AND (coalesce(b.linked_request_id, b.key_request_id) IS NOT NULL,
-         b.pref_explicit, b.pref_faithful, b.pref_tokens, b.pref_own, a.span_id)
+         b.pref_explicit, b.pref_input, b.pref_exact, b.pref_tokens, b.pref_own, a.span_id)
       > (coalesce(a.linked_request_id, a.key_request_id) IS NOT NULL,
-         a.pref_explicit, a.pref_faithful, a.pref_tokens, a.pref_own, b.span_id)
+         a.pref_explicit, a.pref_input, a.pref_exact, a.pref_tokens, a.pref_own, b.span_id)
 )
-SELECT h.* EXCLUDE (family, model_key, pref_explicit, pref_faithful, pref_tokens, pref_own, call_key, key_rank,
-                    trace_rank, key_span_id, key_request_id, key_tenant, linked_span_id, linked_request_id,
+SELECT h.* EXCLUDE (family, model_key, pref_explicit, pref_input, pref_exact, pref_tokens, pref_own, call_key,
+                    key_rank, trace_rank, key_span_id, key_request_id, key_tenant, linked_span_id, linked_request_id,
                     request_tenant, grandparent_span_id, group_response_id),
        coalesce(h.linked_span_id, h.key_span_id) AS linked_span_id,
        coalesce(h.linked_request_id, h.key_request_id) AS linked_request_id,
