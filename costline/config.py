@@ -118,10 +118,17 @@ class KafkaConfig:
     #: clusters such as Confluent Cloud, Amazon MSK with SCRAM, Aiven, Redpanda Cloud).
     security_protocol: str = "PLAINTEXT"
     #: With SASL_*: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512, as ``sasl_username`` with the password held by the
-    #: environment variable ``sasl_password_env`` names (never in the file).
+    #: environment variable ``sasl_password_env`` names (never in the file); or OAUTHBEARER, with a token from
+    #: the OAuth 2.0 token endpoint ``sasl_oauth_token_url`` (client credentials: ``sasl_oauth_client_id``, the
+    #: secret in the variable ``sasl_oauth_client_secret_env`` names, ``sasl_oauth_scope`` if the provider
+    #: wants one; costline/kafka_oauth.py).
     sasl_mechanism: str = "PLAIN"
     sasl_username: str = ""
     sasl_password_env: str = "KAFKA_SASL_PASSWORD"
+    sasl_oauth_token_url: str = ""
+    sasl_oauth_client_id: str = ""
+    sasl_oauth_client_secret_env: str = "KAFKA_OAUTH_CLIENT_SECRET"
+    sasl_oauth_scope: str = ""
     #: With SSL / SASL_SSL: the CA bundle (PEM) the brokers' certificates are checked against (unset: the
     #: system's CAs), and for mutual TLS the client's certificate and key (PEM; a key's passphrase in the
     #: variable ``ssl_key_password_env`` names, when it has one). Hostnames are checked unless turned off.

@@ -13,6 +13,8 @@ by all of them:
     sasl_mechanism = "PLAIN"            # or SCRAM-SHA-256 / SCRAM-SHA-512
     sasl_username = "ABCDEFG123"
     sasl_password_env = "KAFKA_SASL_PASSWORD"   # the variable holding the secret; never the secret itself
+    # or sasl_mechanism = "OAUTHBEARER" with sasl_oauth_token_url, sasl_oauth_client_id and the secret in
+    # $KAFKA_OAUTH_CLIENT_SECRET (costline/kafka_oauth.py)
 
 Secrets are read from the environment when a client is made (a missing one is a
 :class:`~costline.errors.ConfigError` naming the key and the variable), never from the file, and never logged.
@@ -26,8 +28,10 @@ import contextlib
 import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
 
 from costline.errors import ConfigError
+from costline.netsec import is_loopback
 
 if TYPE_CHECKING:  # pragma: no cover
     from costline.config import KafkaConfig
@@ -37,9 +41,10 @@ __all__ = ["SASL_MECHANISMS", "client_options", "make_client", "validate_securit
 
 _Client = TypeVar("_Client")
 
-#: The SASL mechanisms costline's clients speak (kafka-python's, less GSSAPI and OAUTHBEARER, which need a
-#: Kerberos or token setup of their own).
-SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+#: The SASL mechanisms costline's clients speak (kafka-python's, less GSSAPI, which needs a Kerberos setup of its
+#: own); OAUTHBEARER with client-credentials tokens (costline/kafka_oauth.py).
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER")
+_OAUTH_KEYS = ("sasl_oauth_token_url", "sasl_oauth_client_id", "sasl_oauth_scope")
 
 
 def validate_security(kafka: "KafkaConfig", s: "Section") -> None:
@@ -51,8 +56,25 @@ def validate_security(kafka: "KafkaConfig", s: "Section") -> None:
     sasl, tls = protocol.startswith("SASL_"), protocol in ("SSL", "SASL_SSL")
     s.need(sasl or not kafka.sasl_username, "sasl_username",
            f"is set, but security_protocol is {protocol}: a SASL login needs SASL_SSL (or SASL_PLAINTEXT)")
+    oauth = sasl and kafka.sasl_mechanism == "OAUTHBEARER"
+    for key in _OAUTH_KEYS:
+        s.need(oauth or not getattr(kafka, key), key, 'is set, but the login is not sasl_mechanism = "OAUTHBEARER" '
+               "over SASL_SSL (or SASL_PLAINTEXT): remove it, or set those")
     if sasl:
         s.one_of("sasl_mechanism", kafka.sasl_mechanism, SASL_MECHANISMS)
+    if oauth:
+        url = urlsplit(kafka.sasl_oauth_token_url)
+        s.need(url.scheme in ("http", "https") and bool(url.hostname), "sasl_oauth_token_url",
+               "must be the identity provider's OAuth 2.0 token endpoint, an https:// URL")
+        s.need(url.scheme == "https" or is_loopback(url.hostname or ""), "sasl_oauth_token_url",
+               "must be https:// (the client secret is sent to it); plain http only on loopback")
+        s.need(bool(kafka.sasl_oauth_client_id.strip()), "sasl_oauth_client_id",
+               "must name the OAuth client costline logs in as")
+        s.need(bool(kafka.sasl_oauth_client_secret_env.strip()), "sasl_oauth_client_secret_env",
+               "must name the environment variable that holds the client secret (e.g. KAFKA_OAUTH_CLIENT_SECRET)")
+        s.need(not kafka.sasl_username, "sasl_username",
+               "is set, but OAUTHBEARER logs in as sasl_oauth_client_id: remove it")
+    elif sasl:
         s.need(bool(kafka.sasl_username.strip()), "sasl_username",
                f"must name the SASL user when security_protocol is {protocol}")
         s.need(bool(kafka.sasl_password_env.strip()), "sasl_password_env",
@@ -81,7 +103,18 @@ def client_options(kafka: "KafkaConfig", env: Mapping[str, str] | None = None) -
             raise ConfigError(f"[kafka] {key}", f"{str(path)!r} is not a file this process can read (PEM)")
     env = os.environ if env is None else env
     out: dict[str, Any] = {"security_protocol": protocol}
-    if protocol.startswith("SASL_"):
+    if protocol.startswith("SASL_") and kafka.sasl_mechanism == "OAUTHBEARER":
+        from costline.kafka_oauth import ClientCredentialsTokenProvider
+
+        secret = env.get(kafka.sasl_oauth_client_secret_env, "")
+        if not secret:
+            raise ConfigError("[kafka] sasl_oauth_client_secret_env",
+                              f"names ${kafka.sasl_oauth_client_secret_env}, which is unset or empty: export it with "
+                              f"the client secret of {kafka.sasl_oauth_client_id!r}", source="environment")
+        out.update(sasl_mechanism="OAUTHBEARER", sasl_oauth_token_provider=ClientCredentialsTokenProvider(
+            kafka.sasl_oauth_token_url, kafka.sasl_oauth_client_id, secret, kafka.sasl_oauth_scope,
+            secret_env=kafka.sasl_oauth_client_secret_env))
+    elif protocol.startswith("SASL_"):
         password = env.get(kafka.sasl_password_env, "")
         if not password:
             raise ConfigError("[kafka] sasl_password_env",

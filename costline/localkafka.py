@@ -21,7 +21,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,11 +80,14 @@ class LocalKafka:
         config: KafkaConfig,
         *,
         extra_properties: Mapping[str, str] | None = None,
+        jvm_options: Sequence[str] = (),
         now: Callable[[], float] = time.monotonic,
         progress: Callable[[str], None] | None = None,
     ) -> None:
         self.config = config
         self.extra_properties = dict(extra_properties or {})
+        #: Extra JVM options of the broker (``-Dorg.apache.kafka.sasl.oauthbearer.allowed.urls=…``).
+        self.jvm_options = tuple(jvm_options)
         self._now = now
         self._progress = progress or (lambda msg: log.info("%s", msg))
 
@@ -245,7 +248,7 @@ class LocalKafka:
     def _java_cmd(self, main: str, *args: str) -> list[str]:
         return [
             _java(), f"-Xmx{self.config.heap}", f"-Xms{self.config.heap}",
-            f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.properties'}",
+            f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.properties'}", *self.jvm_options,
             "-cp", f"{self.jars_dir}/*", main, *args,
         ]
 
@@ -424,7 +427,7 @@ class _Heard(logging.Handler):
 
 #: What kafka-python logs when a cluster refuses a login, or a TLS handshake fails.
 _LOGIN = re.compile(r"SaslAuthenticationFailed|Authentication failed|SaslHandshake failed|UnsupportedSaslMechanism|"
-                    r"IllegalSaslState")
+                    r"IllegalSaslState|OAuth token endpoint")
 _TLS = re.compile(r"\[SSL|SSLError|certificate verify|bad certificate|handshake failure|alert unknown ca",
                   re.IGNORECASE)
 
@@ -434,9 +437,12 @@ def _why(error: str, heard: list[str], security: Mapping[str, Any] | None) -> tu
     cluster refused this client (a login, a TLS handshake)."""
     login = [h for h in heard if _LOGIN.search(h)]
     tls = [h for h in heard if _TLS.search(h)]
+    oauth = bool(security) and security.get("sasl_mechanism") == "OAUTHBEARER"
+    login_keys = (["sasl_oauth_token_url", "sasl_oauth_client_id", "sasl_oauth_scope",
+                   "the client secret in the variable sasl_oauth_client_secret_env names"] if oauth else
+                  ["sasl_mechanism", "sasl_username", "the password in the variable sasl_password_env names"])
     if login:
-        return (f"{login[-1]}; check [kafka] sasl_mechanism, sasl_username and the password in the variable "
-                "sasl_password_env names"), True
+        return f"{login[-1]}; check [kafka] {', '.join(login_keys[:-1])} and {login_keys[-1]}", True
     if tls:
         return (f"{tls[-1]}; check [kafka] security_protocol, ssl_cafile and the client certificate "
                 "(ssl_certfile)"), True
@@ -445,7 +451,7 @@ def _why(error: str, heard: list[str], security: Mapping[str, Any] | None) -> tu
                 "keys"), False
     keys = ["security_protocol", "ssl_cafile"]
     if "sasl_mechanism" in security:  # a broker may close a refused login without saying so to kafka-python
-        keys += ["sasl_mechanism", "sasl_username", "the password in the variable sasl_password_env names"]
+        keys += login_keys
     if "ssl_certfile" in security or security.get("security_protocol") == "SSL":  # it may want a client's
         keys += ["ssl_certfile", "ssl_keyfile"]
     return (f"{error}; if the address is right, the cluster may have closed the TLS handshake or the login "

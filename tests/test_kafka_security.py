@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import free_port
@@ -37,7 +38,11 @@ from costline.processors.processor import Processor
 PASSWORDS = {"alice": "alice-plain-secret", "scram256": "s256-secret", "scram512": "s512-secret",
              "limited": "limited-secret"}
 #: The broker's authorizer lets these do anything; "limited" (SCRAM-SHA-256) logs in but has no ACL at all.
-SUPER_USERS = "User:ANONYMOUS;User:alice;User:scram256;User:scram512;User:CN=costline-processor"
+#: "costline-svc" is the OAuth client whose tokens' subject the OAUTHBEARER login names.
+SUPER_USERS = "User:ANONYMOUS;User:alice;User:scram256;User:scram512;User:CN=costline-processor;User:costline-svc"
+#: The OAuth clients of the test's identity provider (tests/oauth_issuer.py): id -> secret. "wrong-audience"'s
+#: tokens are for another service, so the broker refuses them.
+OAUTH_CLIENTS = {"costline-svc": "svc-oauth-secret", "wrong-audience": "wa-secret"}
 
 
 # -- the config: table-driven, no broker --------------------------------------------------------------------
@@ -120,6 +125,7 @@ class SecureBroker:
     ca: Path
     client_cert: Path
     client_key: Path
+    oauth: Any  # tests/oauth_issuer.OAuthIssuer
 
     def config(self, protocol: str, *, mechanism: str = "PLAIN", user: str = "", password_env: str = "",
                cert: bool = True) -> KafkaConfig:
@@ -127,6 +133,10 @@ class SecureBroker:
         base = KafkaConfig(bootstrap_servers=self.sasl_ssl if protocol == "SASL_SSL" else self.mtls,
                            topic=f"otlp_spans_{suffix}", dlq_topic=f"otlp_spans_{suffix}.dlq", partitions=3,
                            security_protocol=protocol, ssl_cafile=self.ca)
+        if protocol == "SASL_SSL" and mechanism == "OAUTHBEARER":  # ``user`` is the OAuth client
+            return dataclasses.replace(base, sasl_mechanism=mechanism, sasl_oauth_token_url=self.oauth.token_url,
+                                       sasl_oauth_client_id=user, sasl_oauth_client_secret_env=password_env,
+                                       sasl_oauth_scope="kafka")
         if protocol == "SASL_SSL":
             return dataclasses.replace(base, sasl_mechanism=mechanism, sasl_username=user,
                                        sasl_password_env=password_env)
@@ -191,8 +201,12 @@ def secure_broker(tmp_path_factory) -> Iterator[SecureBroker]:
 
     from costline.localkafka import LocalKafka
 
+    from oauth_issuer import OAuthIssuer
+
     folder = tmp_path_factory.mktemp("secure-kafka")
     ca, broker_pem, client_cert, client_key = _certificates(folder)
+    oauth = OAuthIssuer(folder, OAUTH_CLIENTS, audiences={"wrong-audience": "another-service"}).start()
+    jwks = oauth.jwks_file.as_uri()
     plain, sasl, mtls = free_port(), free_port(), free_port()
     cfg = KafkaConfig(port=plain, controller_port=free_port(), data_dir=folder / "data", heap="384m", partitions=3)
     jaas = "org.apache.kafka.common.security"
@@ -202,7 +216,19 @@ def secure_broker(tmp_path_factory) -> Iterator[SecureBroker]:
                      f"CONTROLLER://127.0.0.1:{cfg.controller_port}",
         "advertised.listeners": f"PLAINTEXT://127.0.0.1:{plain},SASL_SSL://127.0.0.1:{sasl},SSL://127.0.0.1:{mtls}",
         "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,SSL:SSL,CONTROLLER:PLAINTEXT",
-        "sasl.enabled.mechanisms": "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
+        "sasl.enabled.mechanisms": "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512,OAUTHBEARER",
+        # OAUTHBEARER: JSON Web Tokens checked by Kafka's own validator against the identity provider's keys
+        "listener.name.sasl_ssl.oauthbearer.sasl.jaas.config": f"{jaas}.oauthbearer.OAuthBearerLoginModule required;",
+        "listener.name.sasl_ssl.oauthbearer.sasl.server.callback.handler.class":
+            f"{jaas}.oauthbearer.OAuthBearerValidatorCallbackHandler",
+        # Kafka 4.1's handler verifies signatures, audience and issuer only with the broker's validator named (and
+        # these keys unprefixed: per listener they were not read): its default, DefaultJwtValidator made without a
+        # key resolver, falls back to the client-side validator, which lets any well-formed token in, signed by
+        # anyone (seen here: a token of a foreign key was accepted)
+        "sasl.oauthbearer.jwt.validator.class": "org.apache.kafka.common.security.oauthbearer.BrokerJwtValidator",
+        "sasl.oauthbearer.jwks.endpoint.url": jwks,
+        "sasl.oauthbearer.expected.audience": oauth.audience,
+        "sasl.oauthbearer.expected.issuer": oauth.issuer,
         "listener.name.sasl_ssl.plain.sasl.jaas.config": f"{jaas}.plain.PlainLoginModule required {users};",
         "listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config": f"{jaas}.scram.ScramLoginModule required;",
         "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": f"{jaas}.scram.ScramLoginModule required;",
@@ -211,8 +237,12 @@ def secure_broker(tmp_path_factory) -> Iterator[SecureBroker]:
         "super.users": SUPER_USERS,
         "ssl.keystore.type": "PEM", "ssl.keystore.location": str(broker_pem),
         "ssl.truststore.type": "PEM", "ssl.truststore.location": str(ca),
-    })
-    broker.up()
+    }, jvm_options=[f"-Dorg.apache.kafka.sasl.oauthbearer.allowed.urls={jwks}"])
+    try:
+        broker.up()
+    except BaseException:
+        oauth.stop()
+        raise
     try:
         admin = KafkaAdminClient(bootstrap_servers=f"127.0.0.1:{plain}")
         try:
@@ -223,9 +253,10 @@ def secure_broker(tmp_path_factory) -> Iterator[SecureBroker]:
         finally:
             admin.close()
         yield SecureBroker(f"127.0.0.1:{plain}", f"127.0.0.1:{sasl}", f"127.0.0.1:{mtls}", ca, client_cert,
-                           client_key)
+                           client_key, oauth)
     finally:
         broker.down()
+        oauth.stop()
 
 
 def _process(kafka: KafkaConfig, tmp_path: Path):
@@ -254,6 +285,7 @@ CLIENTS = [
     pytest.param("SASL_SSL", "PLAIN", "alice", id="sasl_ssl-plain"),
     pytest.param("SASL_SSL", "SCRAM-SHA-256", "scram256", id="sasl_ssl-scram-sha-256"),
     pytest.param("SASL_SSL", "SCRAM-SHA-512", "scram512", id="sasl_ssl-scram-sha-512"),
+    pytest.param("SASL_SSL", "OAUTHBEARER", "costline-svc", id="sasl_ssl-oauthbearer"),
     pytest.param("SSL", "", "", id="mutual-tls"),
 ]
 
@@ -267,7 +299,7 @@ def test_an_apps_spans_reach_the_lake_over_the_secured_listener(secure_broker, t
     from costline.alerts.source import kafka_dlq_counter
     from costline.localkafka import LocalKafka, ensure_topics
 
-    monkeypatch.setenv("COSTLINE_TEST_KAFKA_PASSWORD", PASSWORDS.get(user, ""))
+    monkeypatch.setenv("COSTLINE_TEST_KAFKA_PASSWORD", PASSWORDS.get(user) or OAUTH_CLIENTS.get(user, ""))
     kafka = secure_broker.config(protocol, mechanism=mechanism, user=user, password_env="COSTLINE_TEST_KAFKA_PASSWORD")
     ensure_topics(kafka)
     status = LocalKafka(kafka).status()
@@ -314,7 +346,9 @@ def test_the_receiver_forwards_over_sasl_ssl(secure_broker, tmp_path, monkeypatc
 @pytest.mark.kafka
 @pytest.mark.parametrize(("case", "check"), [("wrong password", "sasl_password_env"),
                                            ("no client certificate", "ssl_certfile"),
-                                           ("plaintext to a TLS port", "security_protocol")])
+                                           ("plaintext to a TLS port", "security_protocol"),
+                                           ("oauth secret the identity provider refuses", "invalid_client"),
+                                           ("oauth token for another audience", "sasl_oauth_token_url")])
 def test_a_client_the_cluster_refuses_never_connects_and_says_so(secure_broker, monkeypatch, case, check) -> None:
     """A wrong secret, a missing client certificate or a PLAINTEXT client on a TLS listener: the cluster is
     reported unreachable within the bound (never a hang), and nothing reaches a topic."""
@@ -322,8 +356,13 @@ def test_a_client_the_cluster_refuses_never_connects_and_says_so(secure_broker, 
     from costline.errors import KafkaSetupError
 
     monkeypatch.setenv("COSTLINE_TEST_KAFKA_PASSWORD", "not-the-password")
+    monkeypatch.setenv("COSTLINE_TEST_OAUTH_SECRET", OAUTH_CLIENTS["wrong-audience"])
     kafka = {"wrong password": secure_broker.config("SASL_SSL", mechanism="SCRAM-SHA-512", user="scram512",
                                                     password_env="COSTLINE_TEST_KAFKA_PASSWORD"),
+             "oauth secret the identity provider refuses": secure_broker.config(
+                 "SASL_SSL", mechanism="OAUTHBEARER", user="costline-svc", password_env="COSTLINE_TEST_KAFKA_PASSWORD"),
+             "oauth token for another audience": secure_broker.config(  # a valid token, for another service
+                 "SASL_SSL", mechanism="OAUTHBEARER", user="wrong-audience", password_env="COSTLINE_TEST_OAUTH_SECRET"),
              "no client certificate": secure_broker.config("SSL", cert=False),
              "plaintext to a TLS port": KafkaConfig(bootstrap_servers=secure_broker.sasl_ssl)}[case]
     started = time.monotonic()
