@@ -15,16 +15,20 @@ of its lifetime has passed (Kafka's ``sasl.login.refresh.window.factor``)::
     sasl_oauth_scope = "kafka"                                   # optional
 
 :class:`ClientCredentialsTokenProvider` is the ``sasl_oauth_token_provider`` kafka-python calls at every
-connection's login (on its I/O thread): one request at a time, bounded in time and bytes; a refused or broken
-answer raises :class:`OAuthTokenError` with what the endpoint said (``error``, ``error_description``), never the
-secret, and the next login asks again.
+connection's login (on its I/O thread, shared by every connection of the client): one request at a time, bounded
+in time (``timeout_s`` in all for a login) and bytes, redirects never followed (the secret goes to the configured
+URL only), no proxy for a loopback URL; a refused or broken answer raises :class:`OAuthTokenError` with what the
+endpoint said (``error``, ``error_description``), never the secret, and logins within ``retry_after_s`` get the
+same error without asking again. A private CA for the endpoint: ``SSL_CERT_FILE``, as for any OpenSSL client.
 """
 
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import logging
+import re
 import threading
 import time
 import urllib.error
@@ -35,6 +39,7 @@ from collections.abc import Callable
 from kafka.net.sasl.oauth import AbstractTokenProvider
 
 from costline.errors import CostlineError
+from costline.netsec import is_loopback
 
 __all__ = ["ClientCredentialsTokenProvider", "OAuthTokenError"]
 
@@ -59,7 +64,8 @@ class ClientCredentialsTokenProvider(AbstractTokenProvider):
     ``timeout_s`` bounds each request to the endpoint."""
 
     def __init__(self, token_url: str, client_id: str, client_secret: str, scope: str = "", *,
-                 secret_env: str = "", timeout_s: float = 10.0, now: Callable[[], float] = time.monotonic) -> None:
+                 secret_env: str = "", timeout_s: float = 10.0, retry_after_s: float = 5.0,
+                 now: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
         self.token_url = token_url
         self.client_id = client_id
@@ -67,10 +73,14 @@ class ClientCredentialsTokenProvider(AbstractTokenProvider):
         self.secret_env = secret_env
         self.scope = scope
         self.timeout_s = timeout_s
+        self.retry_after_s = retry_after_s
         self._now = now
         self._lock = threading.Lock()
         self._token: str | None = None
         self._refresh_at = 0.0
+        self._expires_at = 0.0
+        self._asking: threading.Thread | None = None
+        self._failed: tuple[float, OAuthTokenError] | None = None
         #: Tokens asked for since construction (a login reuses the kept one until it is due).
         self.fetches = 0
 
@@ -78,13 +88,54 @@ class ClientCredentialsTokenProvider(AbstractTokenProvider):
         return f"ClientCredentialsTokenProvider({self.token_url!r}, client_id={self.client_id!r})"
 
     def token(self) -> str:
+        """The kept token; a new one once 80 % of its life has passed. kafka-python calls this on its I/O thread,
+        which every connection of the client shares, so it blocks at most ``timeout_s`` in all: a token past 80 % but
+        not expired is answered at once while a new one is asked in the background; a fetch that failed is not asked
+        again for ``retry_after_s`` (the error is raised again meanwhile)."""
         with self._lock:
-            if self._token is None or self._now() >= self._refresh_at:
-                started = self._now()
-                token, lifetime = self._fetch()
-                self.fetches += 1
-                self._token, self._refresh_at = token, started + REFRESH_FACTOR * lifetime
-            return self._token
+            now = self._now()
+            if self._token is not None and now < self._refresh_at:
+                return self._token
+            if self._token is not None and now < self._expires_at:  # due, still valid: renewed behind the logins
+                self._ask()
+                return self._token
+            if self._failed is not None and now < self._failed[0] + self.retry_after_s:
+                raise self._failed[1]
+            asking = self._ask()
+        asking.join(self.timeout_s)
+        with self._lock:
+            if self._token is not None and self._now() < self._expires_at:
+                return self._token
+            if asking.is_alive():
+                raise OAuthTokenError(f"{self._where()} did not answer within {self.timeout_s:.0f} s")
+            assert self._failed is not None
+            raise self._failed[1]
+
+    def _ask(self) -> threading.Thread:
+        """The thread asking for a token, started unless one is already asking (call with the lock held)."""
+        if self._asking is None or not self._asking.is_alive():
+            self._asking = threading.Thread(target=self._renew, name="costline-kafka-oauth", daemon=True)
+            self._asking.start()
+        return self._asking
+
+    def _renew(self) -> None:
+        started = self._now()
+        try:
+            token, lifetime = self._fetch()
+        except OAuthTokenError as exc:
+            log.warning("costline: %s", exc)
+            with self._lock:
+                self._failed = (self._now(), exc)
+            return
+        with self._lock:
+            self.fetches += 1
+            self._failed = None
+            self._token = token
+            self._refresh_at = started + REFRESH_FACTOR * lifetime
+            self._expires_at = started + lifetime
+
+    def _where(self) -> str:
+        return f"the OAuth token endpoint {self.token_url} ([kafka] sasl_oauth_token_url)"
 
     def _fetch(self) -> tuple[str, float]:
         form = {"grant_type": "client_credentials", **({"scope": self.scope} if self.scope else {})}
@@ -92,40 +143,85 @@ class ClientCredentialsTokenProvider(AbstractTokenProvider):
         request = urllib.request.Request(self.token_url, data=urllib.parse.urlencode(form).encode(), method="POST",
                                          headers={"Authorization": f"Basic {basic}", "Accept": "application/json",
                                                   "Content-Type": "application/x-www-form-urlencoded"})
-        where = f"the OAuth token endpoint {self.token_url} ([kafka] sasl_oauth_token_url)"
+        where = self._where()
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as answer:  # noqa: S310 (http(s) only)
+            with _opener(self.token_url).open(request, timeout=self.timeout_s) as answer:
                 status, raw = answer.status, answer.read(MAX_ANSWER_BYTES + 1)
         except urllib.error.HTTPError as exc:
-            status, raw = exc.code, exc.read(MAX_ANSWER_BYTES + 1)
-        except (OSError, ValueError) as exc:
-            raise OAuthTokenError(f"{where} could not be reached: {exc}") from None
+            status = exc.code
+            try:
+                with exc:
+                    raw = exc.read(MAX_ANSWER_BYTES + 1)
+            except (OSError, ValueError, http.client.HTTPException):
+                raw = b""
+        except (OSError, ValueError, http.client.HTTPException) as exc:
+            raise OAuthTokenError(f"{where} could not be reached: {type(exc).__name__}: {_clean(str(exc))}") from None
         if len(raw) > MAX_ANSWER_BYTES:
             raise OAuthTokenError(f"{where} answered more than {MAX_ANSWER_BYTES} bytes: not a token response")
         try:
             body = json.loads(raw)
         except ValueError:
             body = None
+        if 300 <= status < 400:
+            raise OAuthTokenError(f"{where} redirected (HTTP {status}): costline sends the client secret to the "
+                                  "configured URL only — set the URL it redirects to")
         if status != 200:
             said = ""
             if isinstance(body, dict) and isinstance(body.get("error"), str):  # RFC 6749 §5.2
-                said = f": {body['error'][:100]}"
+                said = f": {_clean(body['error'][:100])}"
                 if isinstance(body.get("error_description"), str):
-                    said += f" ({body['error_description'][:300]})"
+                    said += f" ({_clean(body['error_description'][:300])})"
             advice = (f" — check [kafka] sasl_oauth_client_id and the secret in ${self.secret_env or '…'}"
                       if status in (400, 401) else "")
             raise OAuthTokenError(f"{where} refused client {self.client_id!r} with HTTP {status}{said}{advice}")
         token = body.get("access_token") if isinstance(body, dict) else None
-        if not isinstance(token, str) or not token or any(c in token for c in "\x01\r\n "):
+        if not isinstance(token, str) or not _B64TOKEN.fullmatch(token):  # RFC 6750 §2.1's b64token
             raise OAuthTokenError(f"{where} answered 200 without a usable access_token")
         kind = body.get("token_type")
         if isinstance(kind, str) and kind.lower() != "bearer":
-            raise OAuthTokenError(f"{where} answered a {kind[:40]!r} token; OAUTHBEARER needs a bearer token")
-        expires = body.get("expires_in")
-        lifetime = (float(expires) if isinstance(expires, (int, float)) and not isinstance(expires, bool)
-                    and 0 < expires < 10 * 365 * 86400 else DEFAULT_LIFETIME_S)
-        log.debug("costline: OAuth token for %r, valid %.0f s", self.client_id, lifetime)
-        return token, lifetime
+            raise OAuthTokenError(f"{where} answered a {_clean(kind[:40])!r} token; OAUTHBEARER needs a bearer token")
+        log.debug("costline: OAuth token for %r, valid %.0f s", self.client_id, _lifetime(body.get("expires_in")))
+        return token, _lifetime(body.get("expires_in"))
+
+
+#: RFC 6750 §2.1: what a bearer token is made of (a JWT is).
+_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+
+
+def _lifetime(expires: object) -> float:
+    """``expires_in`` in seconds (a number, or a numeric string as some providers send it), else the default."""
+    if isinstance(expires, str):
+        try:
+            expires = float(expires.strip())
+        except ValueError:
+            return DEFAULT_LIFETIME_S
+    if isinstance(expires, (int, float)) and not isinstance(expires, bool) and 0 < expires < 10 * 365 * 86400:
+        return float(expires)
+    return DEFAULT_LIFETIME_S
+
+
+def _clean(text: str) -> str:
+    """An endpoint's words fit for one log line (no control characters)."""
+    return "".join(c if c.isprintable() else " " for c in text)
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Redirects are not followed: the client secret goes to the configured URL only (a redirect would take it,
+    the Authorization header and all, to wherever it points, http too)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        return None
+
+
+def _opener(url: str) -> urllib.request.OpenerDirector:
+    """An opener that never follows redirects, and for a loopback URL never goes through a proxy (``HTTP_PROXY``
+    would otherwise get the secret of a plain-http local endpoint); a remote URL takes the environment's proxy
+    (``HTTPS_PROXY``, ``NO_PROXY``) as any HTTPS client does."""
+    host = urllib.parse.urlsplit(url).hostname or ""
+    handlers: list[urllib.request.BaseHandler] = [_NoRedirects()]
+    if is_loopback(host):
+        handlers.append(urllib.request.ProxyHandler({}))
+    return urllib.request.build_opener(*handlers)
 
 
 def _form(value: str) -> str:

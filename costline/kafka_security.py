@@ -56,16 +56,22 @@ def validate_security(kafka: "KafkaConfig", s: "Section") -> None:
     sasl, tls = protocol.startswith("SASL_"), protocol in ("SSL", "SASL_SSL")
     s.need(sasl or not kafka.sasl_username, "sasl_username",
            f"is set, but security_protocol is {protocol}: a SASL login needs SASL_SSL (or SASL_PLAINTEXT)")
+    if sasl:
+        s.one_of("sasl_mechanism", kafka.sasl_mechanism, SASL_MECHANISMS)
     oauth = sasl and kafka.sasl_mechanism == "OAUTHBEARER"
     for key in _OAUTH_KEYS:
         s.need(oauth or not getattr(kafka, key), key, 'is set, but the login is not sasl_mechanism = "OAUTHBEARER" '
                "over SASL_SSL (or SASL_PLAINTEXT): remove it, or set those")
-    if sasl:
-        s.one_of("sasl_mechanism", kafka.sasl_mechanism, SASL_MECHANISMS)
     if oauth:
         url = urlsplit(kafka.sasl_oauth_token_url)
-        s.need(url.scheme in ("http", "https") and bool(url.hostname), "sasl_oauth_token_url",
+        try:
+            port_ok = url.port is None or url.port > 0
+        except ValueError:
+            port_ok = False
+        s.need(url.scheme in ("http", "https") and bool(url.hostname) and port_ok, "sasl_oauth_token_url",
                "must be the identity provider's OAuth 2.0 token endpoint, an https:// URL")
+        s.need(url.username is None and url.password is None, "sasl_oauth_token_url",
+               "must not carry a user or password (the client secret goes in $sasl_oauth_client_secret_env)")
         s.need(url.scheme == "https" or is_loopback(url.hostname or ""), "sasl_oauth_token_url",
                "must be https:// (the client secret is sent to it); plain http only on loopback")
         s.need(bool(kafka.sasl_oauth_client_id.strip()), "sasl_oauth_client_id",

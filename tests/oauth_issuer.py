@@ -25,9 +25,11 @@ ISSUER = "https://login.costline.test/"
 AUDIENCE = "kafka"
 
 
-def reply(handler: BaseHTTPRequestHandler, status: int, raw: bytes) -> None:
-    """Answer ``handler``'s request with ``status`` and the JSON bytes ``raw``."""
+def reply(handler: BaseHTTPRequestHandler, status: int, raw: bytes, *, location: str | None = None) -> None:
+    """Answer ``handler``'s request with ``status`` and the JSON bytes ``raw`` (and a ``Location``)."""
     handler.send_response(status)
+    if location:
+        handler.send_header("location", location)
     handler.send_header("content-type", "application/json")
     handler.send_header("content-length", str(len(raw)))
     handler.end_headers()
@@ -52,6 +54,7 @@ class OAuthIssuer:
         self.jwks_file.write_text(json.dumps({"keys": [jwk]}))
         self.issued = 0
         self.asked = 0
+        self.lock = threading.Lock()
         self.scopes: list[str] = []
         issuer = self
 
@@ -60,7 +63,8 @@ class OAuthIssuer:
                 pass
 
             def do_POST(self):  # noqa: N802 (http.server's name)
-                issuer.asked += 1
+                with issuer.lock:
+                    issuer.asked += 1
                 length = int(self.headers.get("content-length") or 0)
                 form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
                 client = issuer._client(self.headers.get("authorization") or "")
@@ -95,7 +99,8 @@ class OAuthIssuer:
 
     def token(self, client: str) -> str:
         now = int(time.time())
-        self.issued += 1
+        with self.lock:
+            self.issued += 1
         return jwt.encode({"sub": client, "iss": self.issuer, "aud": self.audiences.get(client, self.audience),
                            "iat": now, "exp": now + self.lifetime_s, "scope": "kafka"},
                           self._key, algorithm="RS256", headers={"kid": self.kid})

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote_plus
@@ -29,6 +31,7 @@ class Endpoint:
     def __init__(self, *answers: tuple[int, bytes]) -> None:
         self.answers = list(answers)
         self.seen: list[tuple[str, str, dict[str, str]]] = []
+        self.location: str | None = None  # sent as Location (a redirect)
         endpoint = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -41,7 +44,8 @@ class Endpoint:
                 cid, _, secret = basic.partition(":")
                 endpoint.seen.append((unquote_plus(cid), unquote_plus(secret),
                                       {k: v[0] for k, v in parse_qs(raw).items()}))
-                reply(self, *(endpoint.answers.pop(0) if len(endpoint.answers) > 1 else endpoint.answers[0]))
+                reply(self, *(endpoint.answers.pop(0) if len(endpoint.answers) > 1 else endpoint.answers[0]),
+                      location=endpoint.location)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -77,29 +81,119 @@ class Clock:
         return self.t
 
 
-def test_a_token_is_reused_until_80_percent_of_its_lifetime_then_asked_again(endpoint):
+def renewed(p: ClientCredentialsTokenProvider, fetches: int) -> None:
+    deadline = time.monotonic() + 10
+    while p.fetches < fetches:
+        assert time.monotonic() < deadline, "the background renewal never came"
+        time.sleep(0.01)
+
+
+def test_a_token_is_reused_until_80_percent_of_its_lifetime_then_renewed_behind_the_logins(endpoint):
     ep = endpoint(token_answer("tok-1", expires_in=100), token_answer("tok-2", expires_in=100))
     clock = Clock()
     p = ClientCredentialsTokenProvider(ep.url, "costline-svc", SECRET, "kafka", now=clock)
     assert p.token() == "tok-1"
     clock.t += 79.9
     assert p.token() == "tok-1" and p.fetches == 1
-    clock.t += 0.2  # 80.1 s of 100
-    assert p.token() == "tok-2" and p.fetches == 2
+    clock.t += 0.2  # 80.1 s of 100: still valid, so answered at once while a new one is asked
+    assert p.token() == "tok-1"
+    renewed(p, 2)
+    assert p.token() == "tok-2" and len(ep.seen) == 2
     assert [s[:2] for s in ep.seen] == [("costline-svc", SECRET)] * 2  # the secret survives the form-encoding
     assert ep.seen[0][2] == {"grant_type": "client_credentials", "scope": "kafka"}
 
 
-def test_without_expires_in_a_token_is_kept_five_minutes_at_most(endpoint):
-    ep = endpoint(token_answer("tok-1"), token_answer("tok-2"))
+@pytest.mark.parametrize("expires_in, lifetime", [(None, 300), ("3600", 3600), (0, 300), (-5, 300), (1e12, 300)])
+def test_a_missing_or_odd_expires_in_keeps_a_token_five_minutes_at_most(endpoint, expires_in, lifetime):
+    extra = {} if expires_in is None else {"expires_in": expires_in}
+    ep = endpoint(token_answer("tok-1", **extra), token_answer("tok-2", **extra))
     clock = Clock()
     p = ClientCredentialsTokenProvider(ep.url, "svc", SECRET, now=clock)
     assert p.token() == "tok-1"
-    clock.t += 0.8 * 300 - 1
-    assert p.token() == "tok-1"
-    clock.t += 2
+    clock.t += 0.8 * lifetime - 1
+    assert p.token() == "tok-1" and p.fetches == 1
+    clock.t += lifetime  # past its end: asked for at once
     assert p.token() == "tok-2"
     assert "scope" not in ep.seen[0][2]  # no scope configured, none sent
+
+
+def test_a_failed_ask_is_not_repeated_for_a_few_seconds(endpoint):
+    ep = endpoint((503, b'{"error": "temporarily_unavailable"}'), token_answer("tok-1"))
+    clock = Clock()
+    p = ClientCredentialsTokenProvider(ep.url, "svc", SECRET, now=clock, retry_after_s=5)
+    for _ in range(3):  # every connection's login meanwhile: the same error, one request
+        with pytest.raises(OAuthTokenError, match="HTTP 503: temporarily_unavailable"):
+            p.token()
+    assert len(ep.seen) == 1
+    clock.t += 5
+    assert p.token() == "tok-1" and len(ep.seen) == 2
+
+
+def test_a_redirect_is_not_followed_with_the_secret(endpoint):
+    elsewhere = endpoint(token_answer("stolen"))
+    ep = endpoint((302, b""))
+    ep.location = elsewhere.url
+    p = ClientCredentialsTokenProvider(ep.url, "svc", SECRET)
+    with pytest.raises(OAuthTokenError, match="redirected"):
+        p.token()
+    assert elsewhere.seen == []
+
+
+def test_a_loopback_endpoint_is_asked_directly_whatever_the_proxy(endpoint, monkeypatch):
+    ep = endpoint(token_answer("tok-1"))
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there: a proxy would fail the ask
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    assert ClientCredentialsTokenProvider(ep.url, "svc", SECRET).token() == "tok-1"
+
+
+@pytest.fixture
+def raw_server():
+    """A TCP server that answers every connection with ``reply`` (None: reads and never answers)."""
+    servers = []
+
+    def make(reply: bytes | None):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        held = []
+
+        def serve():
+            while True:
+                try:
+                    conn, _ = sock.accept()
+                except OSError:
+                    return
+                held.append(conn)
+                conn.recv(65536)
+                if reply is not None:
+                    conn.sendall(reply)
+                    conn.close()
+
+        threading.Thread(target=serve, daemon=True).start()
+        servers.append((sock, held))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}/token"
+
+    yield make
+    for sock, held in servers:
+        sock.close()
+        for conn in held:
+            conn.close()
+
+
+def test_a_garbled_answer_is_an_oauth_error(raw_server):
+    p = ClientCredentialsTokenProvider(raw_server(b"garbage\r\n\r\n"), "svc", SECRET)
+    with pytest.raises(OAuthTokenError, match="could not be reached: BadStatusLine"):
+        p.token()
+
+
+def test_an_endpoint_that_never_answers_holds_a_login_for_timeout_s_at_most(raw_server):
+    p = ClientCredentialsTokenProvider(raw_server(None), "svc", SECRET, timeout_s=1.0)
+    started = time.monotonic()
+    with pytest.raises(OAuthTokenError, match="did not answer within 1 s"):
+        p.token()
+    assert time.monotonic() - started < 3
 
 
 def test_many_threads_logging_in_at_once_ask_for_one_token(endpoint):
@@ -113,7 +207,7 @@ def test_many_threads_logging_in_at_once_ask_for_one_token(endpoint):
 @pytest.mark.parametrize("answer, says", [
     ((401, b'{"error": "invalid_client", "error_description": "unknown client"}'),
      "HTTP 401: invalid_client (unknown client) — check [kafka] sasl_oauth_client_id and the secret in $MY_SECRET"),
-    ((400, b'{"error": "invalid_scope"}'), "HTTP 400: invalid_scope"),
+    ((400, b'{"error": "invalid_scope", "error_description": "line one\\nline two"}'), "HTTP 400: invalid_scope"),
     ((500, b"<html>upstream down</html>"), "HTTP 500"),
     ((200, b'{"token_type": "Bearer"}'), "without a usable access_token"),
     ((200, b'{"access_token": "a b", "token_type": "Bearer"}'), "without a usable access_token"),
@@ -128,7 +222,7 @@ def test_a_refusal_or_a_broken_answer_says_what_the_endpoint_answered_never_the_
         p.token()
     assert says in str(err.value) and ep.url in str(err.value)
     assert SECRET not in str(err.value) and SECRET not in repr(p)
-    assert p.fetches == 0  # nothing kept: the next login asks again
+    assert "\n" not in str(err.value)
 
 
 def test_an_endpoint_that_cannot_be_reached_is_named():
@@ -144,6 +238,9 @@ BASE = dict(bootstrap_servers="k:9093", security_protocol="SASL_SSL", sasl_mecha
 @pytest.mark.parametrize("changes, key, says", [
     ({"sasl_oauth_token_url": ""}, "[kafka] sasl_oauth_token_url", "token endpoint"),
     ({"sasl_oauth_token_url": "http://login.example.com/token"}, "[kafka] sasl_oauth_token_url", "https"),
+    ({"sasl_oauth_token_url": "https://login.example.com:99999/token"}, "[kafka] sasl_oauth_token_url", "https://"),
+    ({"sasl_oauth_token_url": "https://u:pw@login.example.com/token"}, "[kafka] sasl_oauth_token_url", "password"),
+    ({"sasl_mechanism": "oauthbearer"}, "[kafka] sasl_mechanism", "OAUTHBEARER"),
     ({"sasl_oauth_client_id": " "}, "[kafka] sasl_oauth_client_id", "OAuth client"),
     ({"sasl_oauth_client_secret_env": ""}, "[kafka] sasl_oauth_client_secret_env", "environment variable"),
     ({"sasl_username": "alice"}, "[kafka] sasl_username", "OAUTHBEARER logs in as"),
