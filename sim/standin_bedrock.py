@@ -42,7 +42,6 @@ import binascii
 import collections
 import hashlib
 import json
-import struct
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
@@ -50,6 +49,7 @@ from urllib.parse import unquote
 from costline import contract
 from costline.pricing import normalize_model_id
 from costline.serving.gateway._http import HttpRequest, HttpResponse, Route
+from costline.serving.gateway.bedrock_api import chunk, event_message
 from costline.sim.standin_model import count_tokens
 
 if TYPE_CHECKING:
@@ -67,27 +67,6 @@ _ERROR_TYPES: dict[int, str] = {
     500: "InternalServerException",
     503: "ServiceUnavailableException",
 }
-
-
-def event_message(event_type: str, payload: Mapping[str, Any]) -> bytes:
-    """One AWS event-stream message (``:event-type`` ``event_type``, a JSON payload): prelude (total and
-    headers length, their CRC32), headers, payload, the message's CRC32."""
-    headers = b""
-    for name, value in ((":event-type", event_type), (":content-type", "application/json"),
-                        (":message-type", "event")):
-        raw = value.encode()
-        headers += bytes([len(name)]) + name.encode() + b"\x07" + struct.pack(">H", len(raw)) + raw
-    body = json.dumps(payload, separators=(",", ":")).encode()
-    prelude = struct.pack(">II", 12 + len(headers) + len(body) + 4, len(headers))
-    head = prelude + struct.pack(">I", binascii.crc32(prelude)) + headers + body
-    return head + struct.pack(">I", binascii.crc32(head))
-
-
-def _chunk(event: str, data: Mapping[str, Any]) -> bytes:
-    """One Messages API stream event as InvokeModelWithResponseStream sends it: a ``chunk`` whose ``bytes`` are
-    the event's JSON (base64 in the event stream's JSON payload)."""
-    raw = json.dumps(data, separators=(",", ":")).encode()
-    return event_message("chunk", {"bytes": base64.b64encode(raw).decode()})
 
 
 def is_bedrock_path(path: str) -> bool:
@@ -192,7 +171,7 @@ class BedrockApi:
         tier = srv.tier_of(model)
         if stream:
             return HttpResponse(200, content_type="application/vnd.amazon.eventstream",
-                                stream=srv._anthropic_events(message, tier or "", None, encode=_chunk))
+                                stream=srv._anthropic_events(message, tier or "", None, encode=lambda _event, data: chunk(data)))
         if tier:
             srv._latency(tier)
         return HttpResponse(200, message, headers={

@@ -32,6 +32,8 @@ cache hit). The request's ``model`` is ignored: the router picks.
   fails that tier (escalated). An answer's ``citations`` come back on its text blocks (streamed: ``citations_delta``);
   a request that asks for citations is never cached and is buffered when streamed;
 * ``POST /v1/messages/count_tokens`` counts on the routed tier's model (the nearest Anthropic tier up its ladder);
+* ``POST /model/{modelId}/invoke`` and ``…/invoke-with-response-stream``: the same for apps on Claude through Amazon
+  Bedrock (``AnthropicBedrock``, boto3's ``invoke_model``), in Bedrock's shapes (:mod:`~costline.serving.gateway.bedrock_api`);
 * response headers: ``x-costline-tier``, ``x-costline-routed-tier``, ``x-costline-attempts``,
   ``x-costline-escalations``, ``x-costline-success``, ``x-costline-cache-hit``, ``x-costline-request-id``.
 
@@ -53,6 +55,7 @@ When every tier failed with an API error the gateway answers in Anthropic's erro
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -62,11 +65,13 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from costline.netsec import Limits, refuse_open_bind, ssl_context
 from costline.serving.gateway._http import HttpRequest, HttpResponse, Route, ServedByJsonServer
 from costline.serving.gateway.asgi import AsgiServer
 from costline.serving.gateway.auth import Admitted, GatewayGuard, KeyStore, Limiter, Refused
+from costline.serving.gateway.bedrock_api import bedrock_error, chunks_of_sse, invoke_body, token_headers
 from costline.serving.backends import Prompt
 from costline.serving.cache.key import scope_of_body
 from costline.serving.pipeline import Answer, LiveAnswer, Pipeline
@@ -197,7 +202,10 @@ class Gateway(ServedByJsonServer):
              *batch_routes(self.batches, self._preflight),
              *openai_batch_routes(self.openai_batches, self._preflight),
              Route("POST", "/v1/embeddings", Embeddings(self, wall=wall)),
-             Route("OPTIONS", "/v1/embeddings", self._preflight)],
+             Route("OPTIONS", "/v1/embeddings", self._preflight),
+             # Amazon Bedrock's InvokeModel (bedrock_api.py): apps on AnthropicBedrock or boto3's invoke_model
+             Route("POST", "/model/{model}/invoke", self._bedrock_invoke),
+             Route("POST", "/model/{model}/invoke-with-response-stream", self._bedrock_invoke_stream)],
             host=host,
             port=cfg.port if port is None else port,
             not_found=lambda req: _error(404, f"no route {req.method} {req.path}"),
@@ -351,6 +359,40 @@ class Gateway(ServedByJsonServer):
         response = self._answer(req, body, admitted.tenant)
         response.headers.update(admitted.headers)
         return response
+
+    def _bedrock_invoke(self, req: HttpRequest, *, stream: bool = False) -> HttpResponse:
+        """Bedrock Runtime's InvokeModel (:mod:`costline.serving.gateway.bedrock_api`): the Messages API in Bedrock's
+        envelope — the same checks, routing, cache and escalation as ``POST /v1/messages`` — answered in Bedrock's
+        shapes (its errors, its token-count headers, event-stream chunks when streamed)."""
+        entered = self._entry(req, bedrock_error)
+        if isinstance(entered, HttpResponse):
+            if entered.status == 401 and (req.header("authorization") or "").startswith("AWS4-HMAC-SHA256"):
+                return bedrock_error(401, "costline takes its API key as a Bedrock API key (api_key= on "
+                                          "AnthropicBedrock, AWS_BEARER_TOKEN_BEDROCK for boto3), not AWS credentials "
+                                          "(a SigV4 signature)", entered.headers)
+            return entered
+        admitted, body = entered
+        read = invoke_body(body, unquote(req.params["model"]), stream=stream)
+        if isinstance(read, str):
+            return bedrock_error(400, read, admitted.headers)
+        messages, betas = read
+        if betas:
+            req = dataclasses.replace(req, headers={**req.headers, "anthropic-beta": betas})
+        response = self._answer(req, messages, admitted.tenant)
+        response.headers.update(admitted.headers)
+        if response.status != 200:
+            error = response.body.get("error") if isinstance(response.body, Mapping) else None
+            message = error.get("message") if isinstance(error, Mapping) else None
+            return bedrock_error(response.status, str(message or "the request failed"), response.headers)
+        if stream:
+            pieces = response.stream if response.stream is not None else [response.raw or b""]
+            return HttpResponse(200, headers=response.headers, content_type="application/vnd.amazon.eventstream",
+                                stream=chunks_of_sse(pieces))
+        response.headers.update(token_headers(response.body))
+        return response
+
+    def _bedrock_invoke_stream(self, req: HttpRequest) -> HttpResponse:
+        return self._bedrock_invoke(req, stream=True)
 
     def _count_tokens(self, req: HttpRequest) -> HttpResponse:
         """``POST /v1/messages/count_tokens``: the input tokens of a Messages request on the model of the tier it

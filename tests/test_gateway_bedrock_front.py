@@ -1,0 +1,168 @@
+"""Apps that call Claude through Amazon Bedrock switch to costline by endpoint: the gateway speaks Bedrock Runtime's
+InvokeModel (streamed too) to the real ``anthropic.AnthropicBedrock`` client and to boto3's ``bedrock-runtime``
+client, a costline key sent as the Bedrock API key (bearer); routing, the cache and telemetry are the Messages
+API's, the shapes (errors, token-count headers, event-stream chunks) Bedrock's."""
+
+from __future__ import annotations
+
+import json
+import ssl
+import subprocess
+
+import anthropic
+import pytest
+from gateways import DictCache, routed_gateway
+
+from costline.serving.gateway.auth import KeyStore
+from costline.serving.settings import StandInConfig
+from costline.sim.standin import StandInServer
+
+boto3 = pytest.importorskip("boto3")
+from botocore.config import Config as BotoConfig  # noqa: E402
+from botocore.exceptions import ClientError  # noqa: E402
+
+MODEL = "us.anthropic.claude-haiku-4-5-20251001-v1:0"  # what the app asks for: the router decides
+QUESTION = "How do I reset my password?"
+
+
+@pytest.fixture(scope="module")
+def standin():
+    server = StandInServer(StandInConfig(latency_scale=0.0), port=0)
+    server.start()
+    yield server
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory):
+    """A self-signed certificate for 127.0.0.1: boto3 sends a bearer token to an https endpoint only."""
+    folder = tmp_path_factory.mktemp("bedrock-front-tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+@pytest.fixture
+def served(standin, tmp_path, monkeypatch, certificate):
+    for name in ("AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    keys = tmp_path / "keys.json"
+    _, secret = KeyStore(keys).add("acme")
+    cache = DictCache()
+    cert, key = certificate
+    with routed_gateway(standin, keys, cache=cache, tls_cert_file=cert, tls_key_file=key) as gw:
+        assert gw.url.startswith("https://")
+        gw.ca = cert
+        yield gw, secret, cache
+
+
+def bedrock_sdk(gw, key: str):
+    return anthropic.AnthropicBedrock(base_url=gw.url, api_key=key, aws_region="us-east-1", max_retries=0,
+                                      http_client=anthropic.DefaultHttpxClient(
+                                          verify=ssl.create_default_context(cafile=str(gw.ca))))
+
+
+@pytest.fixture
+def boto_client(monkeypatch):
+    """boto3's bedrock-runtime client at a gateway: a bearer token (the costline key) or, without one, SigV4 with
+    AWS keys; closed after the test (the gateway's drain waits for open connections)."""
+    made = []
+
+    def make(gw, *, key: str | None):
+        made.append(_boto(gw, monkeypatch, key=key))
+        return made[-1]
+
+    yield make
+    for client in made:
+        client.close()
+
+
+def _boto(gw, monkeypatch, *, key: str | None):
+    if key is not None:
+        monkeypatch.setenv("AWS_BEARER_TOKEN_BEDROCK", key)
+    else:
+        monkeypatch.delenv("AWS_BEARER_TOKEN_BEDROCK", raising=False)
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
+    return boto3.client("bedrock-runtime", region_name="us-east-1", endpoint_url=gw.url, verify=str(gw.ca),
+                        config=BotoConfig(retries={"max_attempts": 1}))
+
+
+def test_anthropic_bedrock_is_answered_by_the_routed_tier(served, standin):
+    gw, key, _ = served
+    before = len(standin.log.entries("anthropic"))
+    with bedrock_sdk(gw, key) as client:  # closed: the gateway's drain waits for open connections
+        raw = client.messages.with_raw_response.create(
+            model=MODEL, max_tokens=200, messages=[{"role": "user", "content": QUESTION}])
+    msg = raw.parse()
+    assert msg.content[0].text and raw.headers["x-costline-tier"] == "budget"
+    seen = standin.log.entries("anthropic")[before:]  # the gateway's tier call, on Anthropic's API
+    assert len(seen) == 1 and seen[0].model == "claude-haiku-4-5"
+    assert int(raw.headers["x-amzn-bedrock-output-token-count"]) == msg.usage.output_tokens == seen[0].output_tokens
+
+
+def test_anthropic_bedrock_streams_through_invoke_with_response_stream(served):
+    gw, key, _ = served
+    with bedrock_sdk(gw, key) as client, client.messages.stream(
+            model=MODEL, max_tokens=200, messages=[{"role": "user", "content": "Explain refunds briefly"}]) as s:
+        pieces = list(s.text_stream)
+        final = s.get_final_message()
+    assert pieces and "".join(pieces) == final.content[0].text and final.usage.output_tokens > 0
+
+
+def test_boto3_invoke_model_with_a_bearer_key_and_its_cache_hit(served, boto_client):
+    gw, key, cache = served
+    client = boto_client(gw, key=key)
+    body = json.dumps({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 200,
+                       "messages": [{"role": "user", "content": QUESTION}]})
+    first = client.invoke_model(modelId=MODEL, body=body, contentType="application/json", accept="application/json")
+    answer = json.loads(first["body"].read())
+    assert answer["content"][0]["text"] and answer["usage"]["output_tokens"] > 0
+    headers = first["ResponseMetadata"]["HTTPHeaders"]
+    assert headers["x-costline-cache-hit"] == "false"
+    again = client.invoke_model(modelId=MODEL, body=body, contentType="application/json", accept="application/json")
+    assert json.loads(again["body"].read())["content"][0]["text"] == answer["content"][0]["text"]
+    assert again["ResponseMetadata"]["HTTPHeaders"]["x-costline-cache-hit"] == "true"  # the app's repeat, cached
+    assert cache.lookups >= 2
+
+
+def test_boto3_invoke_model_with_response_stream_reads_every_event(served, boto_client):
+    gw, key, _ = served
+    client = boto_client(gw, key=key)
+    body = json.dumps({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 200,
+                       "messages": [{"role": "user", "content": "Explain invoices briefly"}]})
+    out = client.invoke_model_with_response_stream(modelId=MODEL, body=body, contentType="application/json")
+    events = [json.loads(e["chunk"]["bytes"]) for e in out["body"]]
+    kinds = [e["type"] for e in events]
+    assert kinds[0] == "message_start" and kinds[-1] == "message_stop" and "content_block_delta" in kinds
+    text = "".join(e["delta"].get("text", "") for e in events if e["type"] == "content_block_delta")
+    assert text and next(e for e in events if e["type"] == "message_delta")["usage"]["output_tokens"] > 0
+
+
+@pytest.mark.parametrize("body, says", [
+    ({"max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}, "anthropic_version is required"),
+    ({"anthropic_version": "bedrock-2023-05-31", "model": "x", "max_tokens": 10,
+      "messages": [{"role": "user", "content": "hi"}]}, "extraneous key [model]"),
+    ({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 10, "messages": []}, "messages"),
+])
+def test_a_malformed_body_is_bedrocks_validation_exception(served, boto_client, body, says):
+    gw, key, _ = served
+    client = boto_client(gw, key=key)
+    with pytest.raises(ClientError) as err:
+        client.invoke_model(modelId=MODEL, body=json.dumps(body), contentType="application/json")
+    assert err.value.response["Error"]["Code"] == "ValidationException"
+    assert says in err.value.response["Error"]["Message"]
+
+
+def test_aws_credentials_are_no_costline_key_and_the_answer_says_which_to_send(served, boto_client):
+    gw, _, _ = served
+    client = boto_client(gw, key=None)  # SigV4-signed
+    body = json.dumps({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 10,
+                       "messages": [{"role": "user", "content": QUESTION}]})
+    with pytest.raises(ClientError) as err:
+        client.invoke_model(modelId=MODEL, body=body, contentType="application/json")
+    assert err.value.response["Error"]["Code"] == "AccessDeniedException"
+    assert "AWS_BEARER_TOKEN_BEDROCK" in err.value.response["Error"]["Message"]
