@@ -64,10 +64,19 @@ def is_final(stop_reason: str | None) -> bool:
 
 
 def model_family(model: Any) -> str:
-    """``claude-haiku-4-5-20251001`` → ``claude-haiku-4-5``: the model without its snapshot date."""
+    """``claude-haiku-4-5-20251001`` → ``claude-haiku-4-5``: the model without its snapshot date — and without a
+    cloud's spelling of it (Bedrock's ``us.anthropic.claude-haiku-4-5-20251001-v1:0``, Vertex's
+    ``claude-haiku-4-5@20251001``), so one question is one entry whichever API asked."""
     if not isinstance(model, str):
         return ""
-    return _DATE_SUFFIX.sub("", model.strip().lower())
+    low = _BEDROCK_SPELLING.sub(r"\1", model.strip().lower())
+    if low.startswith("claude") and "@" in low:
+        low = low.split("@", 1)[0]
+    return _DATE_SUFFIX.sub("", low)
+
+
+#: Bedrock's Claude ids: a cross-region profile's prefix, ``anthropic.``, the id, ``-v1:0``.
+_BEDROCK_SPELLING = re.compile(r"^(?:[a-z-]{2,8}\.)?anthropic\.(claude[a-z0-9.-]*?)(?:-v\d+(?::\d+)?)?$")
 
 
 def request_scope(

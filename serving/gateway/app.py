@@ -32,8 +32,9 @@ cache hit). The request's ``model`` is ignored: the router picks.
   fails that tier (escalated). An answer's ``citations`` come back on its text blocks (streamed: ``citations_delta``);
   a request that asks for citations is never cached and is buffered when streamed;
 * ``POST /v1/messages/count_tokens`` counts on the routed tier's model (the nearest Anthropic tier up its ladder);
-* ``POST /model/{modelId}/invoke`` and ``…/invoke-with-response-stream``: the same for apps on Claude through Amazon
-  Bedrock (``AnthropicBedrock``, boto3's ``invoke_model``), in Bedrock's shapes (:mod:`~costline.serving.gateway.bedrock_api`);
+* ``POST /model/{modelId}/invoke``, ``…/invoke-with-response-stream``, ``…/converse`` and ``…/converse-stream``: the
+  same for apps on Claude through Amazon Bedrock (``AnthropicBedrock``, boto3's ``invoke_model`` and ``converse``), in
+  Bedrock's shapes (:mod:`~costline.serving.gateway.bedrock_api`);
 * response headers: ``x-costline-tier``, ``x-costline-routed-tier``, ``x-costline-attempts``,
   ``x-costline-escalations``, ``x-costline-success``, ``x-costline-cache-hit``, ``x-costline-request-id``.
 
@@ -65,13 +66,13 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
 from costline.netsec import Limits, refuse_open_bind, ssl_context
 from costline.serving.gateway._http import HttpRequest, HttpResponse, Route, ServedByJsonServer
 from costline.serving.gateway.asgi import AsgiServer
 from costline.serving.gateway.auth import Admitted, GatewayGuard, KeyStore, Limiter, Refused
-from costline.serving.gateway.bedrock_api import bedrock_error, chunks_of_sse, invoke_body, token_headers
+from costline.serving.gateway.bedrock_api import (MAX_BEDROCK_MODEL_ID, bedrock_error, chunks_of_sse, converse_answer,
+                                                  converse_body, converse_events, invoke_body, token_headers)
 from costline.serving.backends import Prompt
 from costline.serving.cache.key import scope_of_body
 from costline.serving.pipeline import Answer, LiveAnswer, Pipeline
@@ -177,6 +178,8 @@ class Gateway(ServedByJsonServer):
         from costline.serving.gateway.responses_api import Responses
 
         def _error_for(path: str) -> ErrorFn:  # each API answers in its own error format
+            if path.startswith("/model/"):
+                return bedrock_error
             return openai_error if path.startswith(("/v1/chat/", "/v1/responses", "/v1/conversations",
                                                      "/v1/embeddings", "/v1/files", "/v1/batches")) else _error
 
@@ -204,8 +207,15 @@ class Gateway(ServedByJsonServer):
              Route("POST", "/v1/embeddings", Embeddings(self, wall=wall)),
              Route("OPTIONS", "/v1/embeddings", self._preflight),
              # Amazon Bedrock's InvokeModel (bedrock_api.py): apps on AnthropicBedrock or boto3's invoke_model
-             Route("POST", "/model/{model}/invoke", self._bedrock_invoke),
-             Route("POST", "/model/{model}/invoke-with-response-stream", self._bedrock_invoke_stream)],
+             # and its Converse API (boto3's converse / converse_stream, and frameworks over them); a model id may
+             # be an ARN with one "/" (arn:aws:bedrock:...:application-inference-profile/abc), sent encoded and
+             # decoded before routing: one more segment
+             *(Route("POST", f"/model/{model}/{op}", handler)
+               for model in ("{model}", "{model}/{model_rest}")
+               for op, handler in (("invoke", self._bedrock_invoke),
+                                   ("invoke-with-response-stream", self._bedrock_invoke_stream),
+                                   ("converse", self._bedrock_converse),
+                                   ("converse-stream", self._bedrock_converse_stream)))],
             host=host,
             port=cfg.port if port is None else port,
             not_found=lambda req: _error(404, f"no route {req.method} {req.path}"),
@@ -360,39 +370,67 @@ class Gateway(ServedByJsonServer):
         response.headers.update(admitted.headers)
         return response
 
-    def _bedrock_invoke(self, req: HttpRequest, *, stream: bool = False) -> HttpResponse:
-        """Bedrock Runtime's InvokeModel (:mod:`costline.serving.gateway.bedrock_api`): the Messages API in Bedrock's
-        envelope — the same checks, routing, cache and escalation as ``POST /v1/messages`` — answered in Bedrock's
-        shapes (its errors, its token-count headers, event-stream chunks when streamed)."""
+    def _bedrock(self, req: HttpRequest, *, converse: bool, stream: bool) -> HttpResponse:
+        """Bedrock Runtime's InvokeModel or Converse (:mod:`costline.serving.gateway.bedrock_api`): the request as the
+        Messages request it is — the same checks, routing, cache and escalation as ``POST /v1/messages`` — answered
+        in Bedrock's shapes (its errors, token-count headers or Converse's answer, event-stream events when
+        streamed)."""
+        if req.header("content-type") is None and (req.header("authorization") or req.header("x-api-key")):
+            # boto3 sends none unless told (contentType=): Bedrock reads JSON then. A web page cannot send a header
+            # that authenticates, so no other site can make a browser post here this way.
+            req = dataclasses.replace(req, headers={**req.headers, "content-type": "application/json"},
+                                      raw_headers=(*req.raw_headers, ("content-type", "application/json")))
         entered = self._entry(req, bedrock_error)
         if isinstance(entered, HttpResponse):
             if entered.status == 401 and (req.header("authorization") or "").startswith("AWS4-HMAC-SHA256"):
-                return bedrock_error(401, "costline takes its API key as a Bedrock API key (api_key= on "
+                return bedrock_error(403, "costline takes its API key as a Bedrock API key (api_key= on "
                                           "AnthropicBedrock, AWS_BEARER_TOKEN_BEDROCK for boto3), not AWS credentials "
                                           "(a SigV4 signature)", entered.headers)
             return entered
         admitted, body = entered
-        read = invoke_body(body, unquote(req.params["model"]), stream=stream)
+        model = "/".join(req.params[k] for k in ("model", "model_rest") if k in req.params)  # decoded already
+        if len(model) > MAX_BEDROCK_MODEL_ID:
+            return bedrock_error(400, f"the model id is longer than {MAX_BEDROCK_MODEL_ID} characters",
+                                 admitted.headers)
+        if req.header("x-amzn-bedrock-guardrailidentifier"):  # an app that counts on a guardrail gets none here
+            return bedrock_error(400, "costline does not apply Bedrock guardrails: filter in the app, or send "
+                                      "this request to Bedrock itself", admitted.headers)
+        read = (converse_body if converse else invoke_body)(body, model, stream=stream)
         if isinstance(read, str):
             return bedrock_error(400, read, admitted.headers)
         messages, betas = read
         if betas:
             req = dataclasses.replace(req, headers={**req.headers, "anthropic-beta": betas})
+        started = time.monotonic()
         response = self._answer(req, messages, admitted.tenant)
         response.headers.update(admitted.headers)
         if response.status != 200:
             error = response.body.get("error") if isinstance(response.body, Mapping) else None
             message = error.get("message") if isinstance(error, Mapping) else None
             return bedrock_error(response.status, str(message or "the request failed"), response.headers)
+        response.headers.update({"x-amzn-requestid": response.headers.get("x-costline-request-id", ""),
+                                 "x-amzn-bedrock-content-type": "application/json"})
         if stream:
             pieces = response.stream if response.stream is not None else [response.raw or b""]
             return HttpResponse(200, headers=response.headers, content_type="application/vnd.amazon.eventstream",
-                                stream=chunks_of_sse(pieces))
+                                stream=converse_events(pieces, started, time.monotonic) if converse
+                                else chunks_of_sse(pieces))
         response.headers.update(token_headers(response.body))
+        if converse:
+            response.body = converse_answer(response.body, int((time.monotonic() - started) * 1000))
         return response
 
+    def _bedrock_invoke(self, req: HttpRequest) -> HttpResponse:
+        return self._bedrock(req, converse=False, stream=False)
+
     def _bedrock_invoke_stream(self, req: HttpRequest) -> HttpResponse:
-        return self._bedrock_invoke(req, stream=True)
+        return self._bedrock(req, converse=False, stream=True)
+
+    def _bedrock_converse(self, req: HttpRequest) -> HttpResponse:
+        return self._bedrock(req, converse=True, stream=False)
+
+    def _bedrock_converse_stream(self, req: HttpRequest) -> HttpResponse:
+        return self._bedrock(req, converse=True, stream=True)
 
     def _count_tokens(self, req: HttpRequest) -> HttpResponse:
         """``POST /v1/messages/count_tokens``: the input tokens of a Messages request on the model of the tier it

@@ -24,7 +24,10 @@ import struct
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-__all__ = ["BEDROCK_ERROR_TYPES", "bedrock_error", "chunks_of_sse", "event_message", "invoke_body", "token_headers"]
+from costline.serving.gateway.messages_api import MAX_BETAS
+
+__all__ = ["BEDROCK_ERROR_TYPES", "MAX_BEDROCK_MODEL_ID", "bedrock_error", "chunk", "chunks_of_sse", "converse_answer", "converse_body",
+           "converse_events", "event_message", "exception_message", "invoke_body", "token_headers"]
 
 #: Bedrock's error code per HTTP status (the ``x-amzn-ErrorType`` header; boto3 raises ``client.exceptions.<code>``).
 BEDROCK_ERROR_TYPES: dict[int, str] = {
@@ -39,8 +42,8 @@ BEDROCK_ERROR_TYPES: dict[int, str] = {
     500: "InternalServerException",
     503: "ServiceUnavailableException",
 }
-#: The most ``anthropic_beta`` flags a body may carry (as the Messages API's header).
-_MAX_BETAS = 32
+#: The longest model id (or ARN) Bedrock takes in a path.
+MAX_BEDROCK_MODEL_ID = 2048
 
 
 def bedrock_error(status: int, message: str, headers: Mapping[str, str] | None = None) -> "Any":
@@ -63,9 +66,9 @@ def invoke_body(body: Mapping[str, Any], model: str, *, stream: bool) -> tuple[d
         if key in body:
             return f"Malformed input request: extraneous key [{key}] is not permitted (the model is the path's)"
     betas = body.get("anthropic_beta")
-    if betas is not None and not (isinstance(betas, list) and len(betas) <= _MAX_BETAS
+    if betas is not None and not (isinstance(betas, list) and len(betas) <= MAX_BETAS
                                   and all(isinstance(b, str) and b and "," not in b for b in betas)):
-        return f"Malformed input request: anthropic_beta is a list of at most {_MAX_BETAS} beta names"
+        return f"Malformed input request: anthropic_beta is a list of at most {MAX_BETAS} beta names"
     messages = {k: v for k, v in body.items() if k not in ("anthropic_version", "anthropic_beta")}
     return {**messages, "model": model, "stream": stream}, (",".join(betas) if betas else None)
 
@@ -107,17 +110,305 @@ def chunk(data: Mapping[str, Any]) -> bytes:
 
 def chunks_of_sse(pieces: Iterable[bytes]) -> Iterator[bytes]:
     """The Messages API's server-sent events (as the gateway writes them, in pieces of any size) as event-stream
-    chunks, one per event, as each event completes. ``pieces`` is closed when the result is (the client left)."""
+    chunks, one per event, as each event completes; an ``error`` event (a tier failing mid-answer) as the stream's
+    exception, as Bedrock ends a failed stream. ``pieces`` is closed when the result is (the client left)."""
+    for event in _sse_events(pieces):
+        if event.get("type") == "error":
+            yield _stream_exception(event)
+            return
+        yield chunk(event)
+
+
+def _stream_exception(event: Mapping[str, Any]) -> bytes:
+    error = event.get("error") if isinstance(event.get("error"), Mapping) else {}
+    return exception_message(_STREAM_EXCEPTIONS.get(str(error.get("type")), "modelStreamErrorException"),
+                             str(error.get("message") or "the model failed mid-answer"))
+
+
+# -- the Converse API -------------------------------------------------------------------------------------------
+#: Converse's image and document formats -> the Messages API's media types.
+_IMAGE_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "gif": "image/gif", "webp": "image/webp"}
+_TEXT_DOCUMENTS = {"txt": "text/plain", "md": "text/plain", "csv": "text/plain", "html": "text/plain"}
+#: The Messages API's stop reasons -> Converse's.
+_STOP_REASONS = {"end_turn": "end_turn", "tool_use": "tool_use", "max_tokens": "max_tokens",
+                 "stop_sequence": "stop_sequence", "pause_turn": "end_turn", "refusal": "content_filtered",
+                 "model_context_window_exceeded": "model_context_window_exceeded"}
+#: ``additionalModelRequestFields`` carried to the Messages request (Claude's own fields on Bedrock).
+_ADDITIONAL_FIELDS = ("top_k", "thinking", "anthropic_beta")
+#: Converse fields that change nothing costline does with the request (Bedrock-side features): accepted, unused.
+_IGNORED_FIELDS = ("requestMetadata", "performanceConfig", "additionalModelResponseFieldPaths", "serviceTier")
+
+
+class _Refused(Exception):
+    pass
+
+
+def _bytes_of(source: Any, where: str) -> str:
+    """A Converse ``source``'s base64 ``bytes`` (what boto3 sends a blob as), checked."""
+    data = source.get("bytes") if isinstance(source, Mapping) else None
+    if not isinstance(data, str):
+        raise _Refused(f"{where}.source: only bytes are accepted (not an S3 location)")
+    try:
+        base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise _Refused(f"{where}.source.bytes: not base64") from None
+    return data
+
+
+def _cached(blocks: list[dict[str, Any]], where: str) -> None:
+    """A ``cachePoint``: the block before it ends a cached prefix (Anthropic's ``cache_control``)."""
+    if not blocks:
+        raise _Refused(f"{where}: a cachePoint follows the content it caches")
+    blocks[-1] = {**blocks[-1], "cache_control": {"type": "ephemeral"}}
+
+
+def _converse_block(block: Any, where: str) -> dict[str, Any] | None:
+    """One Converse content block as the Messages API's (None: a cachePoint, applied by the caller)."""
+    if not isinstance(block, Mapping) or len(block) != 1:
+        raise _Refused(f"{where}: a content block is an object with one member")
+    (kind, value), = block.items()
+    if kind == "text" and isinstance(value, str):
+        return {"type": "text", "text": value}
+    if kind == "cachePoint":
+        return None
+    if not isinstance(value, Mapping):
+        raise _Refused(f"{where}.{kind}: an object")
+    if kind == "image":
+        media = _IMAGE_TYPES.get(str(value.get("format")))
+        if media is None:
+            raise _Refused(f"{where}.image.format: one of {', '.join(_IMAGE_TYPES)}")
+        return {"type": "image", "source": {"type": "base64", "media_type": media,
+                                            "data": _bytes_of(value.get("source"), f"{where}.image")}}
+    if kind == "document":
+        fmt = str(value.get("format"))
+        data = _bytes_of(value.get("source"), f"{where}.document")
+        title = value.get("name") if isinstance(value.get("name"), str) else None
+        if fmt == "pdf":
+            doc: dict[str, Any] = {"type": "document",
+                                   "source": {"type": "base64", "media_type": "application/pdf", "data": data}}
+        elif fmt in _TEXT_DOCUMENTS:
+            try:
+                text = base64.b64decode(data).decode("utf-8")
+            except UnicodeDecodeError:
+                raise _Refused(f"{where}.document: a {fmt} document is UTF-8 text") from None
+            doc = {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": text}}
+        else:
+            raise _Refused(f"{where}.document.format: costline takes pdf, {', '.join(_TEXT_DOCUMENTS)}")
+        return {**doc, **({"title": title} if title else {})}
+    if kind == "toolUse":
+        if not (isinstance(value.get("toolUseId"), str) and isinstance(value.get("name"), str)
+                and isinstance(value.get("input"), Mapping)):
+            raise _Refused(f"{where}.toolUse: toolUseId, name and an object input")
+        return {"type": "tool_use", "id": value["toolUseId"], "name": value["name"], "input": value["input"]}
+    if kind == "toolResult":
+        if not isinstance(value.get("toolUseId"), str):
+            raise _Refused(f"{where}.toolResult.toolUseId: the id of the toolUse it answers")
+        content = []
+        for j, part in enumerate(value.get("content") or []):
+            if isinstance(part, Mapping) and isinstance(part.get("text"), str):
+                content.append({"type": "text", "text": part["text"]})
+            elif isinstance(part, Mapping) and "json" in part:
+                content.append({"type": "text", "text": json.dumps(part["json"])})
+            elif isinstance(part, Mapping) and "image" in part:
+                content.append(_converse_block({"image": part["image"]}, f"{where}.toolResult.content[{j}]"))
+            else:
+                raise _Refused(f"{where}.toolResult.content[{j}]: text, json or image")
+        return {"type": "tool_result", "tool_use_id": value["toolUseId"], "content": content,
+                **({"is_error": True} if value.get("status") == "error" else {})}
+    raise _Refused(f"{where}: costline does not take {kind[:40]!r} blocks (text, image, document, toolUse, "
+                   "toolResult, cachePoint)")
+
+
+def _converse_blocks(blocks: Any, where: str) -> list[dict[str, Any]]:
+    if not isinstance(blocks, list):
+        raise _Refused(f"{where}: a list of content blocks")
+    out: list[dict[str, Any]] = []
+    for j, block in enumerate(blocks):
+        converted = _converse_block(block, f"{where}[{j}]")
+        if converted is None:
+            _cached(out, f"{where}[{j}]")
+        else:
+            out.append(converted)
+    return out
+
+
+def converse_body(body: Mapping[str, Any], model: str, *, stream: bool) -> tuple[dict[str, Any], str | None] | str:
+    """A Converse request as the Messages request it is, with ``additionalModelRequestFields.anthropic_beta`` as an
+    ``anthropic-beta`` header value, or what is wrong (a ValidationException's message)."""
+    try:
+        unknown = sorted(set(body) - {"messages", "system", "inferenceConfig", "toolConfig",
+                                      "additionalModelRequestFields", *_IGNORED_FIELDS})
+        if unknown:
+            raise _Refused(f"costline does not take {unknown[0][:40]!r} (guardrails and prompt variables are "
+                           "Bedrock's own)")
+        turns = body.get("messages")
+        if not isinstance(turns, list) or not turns:
+            raise _Refused("messages: at least one message")
+        messages = []
+        for i, turn in enumerate(turns):
+            if not isinstance(turn, Mapping) or turn.get("role") not in ("user", "assistant"):
+                raise _Refused(f"messages[{i}].role: user or assistant")
+            messages.append({"role": turn["role"], "content": _converse_blocks(turn.get("content"),
+                                                                               f"messages[{i}].content")})
+        out: dict[str, Any] = {"model": model, "messages": messages, "stream": stream}
+        if body.get("system") is not None:
+            system = _converse_blocks(body["system"], "system")
+            if any(b["type"] != "text" for b in system):
+                raise _Refused("system: text blocks (and cachePoints) only")
+            out["system"] = system
+        config = body.get("inferenceConfig") or {}
+        if not isinstance(config, Mapping):
+            raise _Refused("inferenceConfig: an object")
+        out["max_tokens"] = config.get("maxTokens", 4096)
+        for key, name in (("temperature", "temperature"), ("topP", "top_p"), ("stopSequences", "stop_sequences")):
+            if config.get(key) is not None:
+                out[name] = config[key]
+        tools = body.get("toolConfig")
+        if tools is not None:
+            if not isinstance(tools, Mapping) or not isinstance(tools.get("tools"), list):
+                raise _Refused("toolConfig.tools: a list of toolSpecs")
+            specs: list[dict[str, Any]] = []
+            for j, tool in enumerate(tools["tools"]):
+                spec = tool.get("toolSpec") if isinstance(tool, Mapping) else None
+                if isinstance(tool, Mapping) and "cachePoint" in tool:
+                    _cached(specs, f"toolConfig.tools[{j}]")
+                    continue
+                schema = spec.get("inputSchema") if isinstance(spec, Mapping) else None
+                if not (isinstance(spec, Mapping) and isinstance(spec.get("name"), str)
+                        and isinstance(schema, Mapping) and isinstance(schema.get("json"), Mapping)):
+                    raise _Refused(f"toolConfig.tools[{j}]: a toolSpec with a name and inputSchema.json")
+                specs.append({"name": spec["name"], "input_schema": schema["json"],
+                              **({"description": spec["description"]}
+                                 if isinstance(spec.get("description"), str) else {})})
+            out["tools"] = specs
+            choice = tools.get("toolChoice")
+            if choice is not None:
+                kind = next(iter(choice), None) if isinstance(choice, Mapping) and len(choice) == 1 else None
+                if kind not in ("auto", "any", "tool"):
+                    raise _Refused("toolConfig.toolChoice: one of auto, any, tool")
+                out["tool_choice"] = {"type": kind, **({"name": choice["tool"].get("name")} if kind == "tool"
+                                                       and isinstance(choice["tool"], Mapping) else {})}
+        extra = body.get("additionalModelRequestFields") or {}
+        if not isinstance(extra, Mapping):
+            raise _Refused("additionalModelRequestFields: an object")
+        unknown = sorted(set(extra) - set(_ADDITIONAL_FIELDS))
+        if unknown:
+            raise _Refused(f"additionalModelRequestFields.{unknown[0][:40]}: costline carries "
+                           f"{', '.join(_ADDITIONAL_FIELDS)}")
+        out.update({k: extra[k] for k in ("top_k", "thinking") if k in extra})
+        betas = extra.get("anthropic_beta")
+        if betas is not None and not (isinstance(betas, list) and len(betas) <= MAX_BETAS
+                                      and all(isinstance(b, str) and b and "," not in b for b in betas)):
+            raise _Refused(f"additionalModelRequestFields.anthropic_beta: a list of at most {MAX_BETAS} beta names")
+    except _Refused as exc:
+        return str(exc)
+    return out, (",".join(betas) if betas else None)
+
+
+def _usage(usage: Mapping[str, Any]) -> dict[str, int]:
+    """The Messages API's usage as Converse's: ``inputTokens`` without the cache, as Bedrock counts it."""
+    def n(key: str) -> int:
+        value = usage.get(key)
+        return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+    fresh, out, read, write = (n("input_tokens"), n("output_tokens"), n("cache_read_input_tokens"),
+                               n("cache_creation_input_tokens"))
+    return {"inputTokens": fresh, "outputTokens": out, "totalTokens": fresh + out + read + write,
+            "cacheReadInputTokens": read, "cacheWriteInputTokens": write}
+
+
+def converse_answer(message: Mapping[str, Any], latency_ms: int) -> dict[str, Any]:
+    """An answered Messages body as Converse's answer."""
+    content: list[dict[str, Any]] = []
+    for block in message.get("content") or []:
+        kind = block.get("type") if isinstance(block, Mapping) else None
+        if kind == "text":
+            content.append({"text": block.get("text", "")})
+        elif kind == "tool_use":
+            content.append({"toolUse": {"toolUseId": block.get("id"), "name": block.get("name"),
+                                        "input": block.get("input") or {}}})
+        elif kind == "thinking":
+            content.append({"reasoningContent": {"reasoningText": {"text": block.get("thinking", ""),
+                                                                   "signature": block.get("signature", "")}}})
+    usage = message.get("usage") if isinstance(message.get("usage"), Mapping) else {}
+    return {"output": {"message": {"role": "assistant", "content": content}},
+            "stopReason": _STOP_REASONS.get(str(message.get("stop_reason")), "end_turn"),
+            "usage": _usage(usage), "metrics": {"latencyMs": latency_ms}}
+
+
+def exception_message(exception_type: str, message: str) -> bytes:
+    """An AWS event-stream exception (``:message-type`` exception): how Bedrock ends a stream that failed; boto3
+    raises ``EventStreamError`` with its type, AnthropicBedrock an error event."""
+    headers = b""
+    for name, value in ((":exception-type", exception_type), (":content-type", "application/json"),
+                        (":message-type", "exception")):
+        raw = value.encode()
+        headers += bytes([len(name)]) + name.encode() + b"\x07" + struct.pack(">H", len(raw)) + raw
+    body = json.dumps({"message": message}, separators=(",", ":")).encode()
+    prelude = struct.pack(">II", 12 + len(headers) + len(body) + 4, len(headers))
+    head = prelude + struct.pack(">I", binascii.crc32(prelude)) + headers + body
+    return head + struct.pack(">I", binascii.crc32(head))
+
+
+def _sse_events(pieces: Iterable[bytes]) -> Iterator[dict[str, Any]]:
+    """The data objects of server-sent events, in order, as each completes (CRLF or LF line endings)."""
     buffer = b""
     try:
         for piece in pieces:
-            buffer += piece
+            buffer += piece.replace(b"\r\n", b"\n")
             while b"\n\n" in buffer:
                 event, buffer = buffer.split(b"\n\n", 1)
-                data = [line[5:].strip() for line in event.split(b"\n") if line.startswith(b"data:")]
+                data = [line[5:].lstrip() for line in event.split(b"\n") if line.startswith(b"data:")]
                 if data:
-                    yield chunk(json.loads(b"\n".join(data)))
+                    parsed = json.loads(b"\n".join(data))
+                    if isinstance(parsed, dict):
+                        yield parsed
     finally:
         close = getattr(pieces, "close", None)
         if close is not None:
             close()
+
+
+def converse_events(pieces: Iterable[bytes], started: float, clock: Any) -> Iterator[bytes]:
+    """The Messages API's server-sent events as ConverseStream's: messageStart, contentBlockStart (a tool call's),
+    contentBlockDelta ..., contentBlockStop, messageStop, metadata (usage, latency); an error event as the stream's
+    exception."""
+    stop, usage = "end_turn", {}
+    for event in _sse_events(pieces):
+        kind = event.get("type")
+        index = event.get("index", 0)
+        if kind == "message_start":
+            usage = dict((event.get("message") or {}).get("usage") or {})
+            yield event_message("messageStart", {"role": "assistant"})
+        elif kind == "content_block_start":
+            block = event.get("content_block") or {}
+            if block.get("type") == "tool_use":
+                yield event_message("contentBlockStart", {"contentBlockIndex": index, "start": {"toolUse": {
+                    "toolUseId": block.get("id"), "name": block.get("name")}}})
+        elif kind == "content_block_delta":
+            delta = event.get("delta") or {}
+            converted = ({"text": delta.get("text", "")} if delta.get("type") == "text_delta" else
+                         {"toolUse": {"input": delta.get("partial_json", "")}} if delta.get("type") == "input_json_delta"
+                         else {"reasoningContent": {"text": delta.get("thinking", "")}}
+                         if delta.get("type") == "thinking_delta" else
+                         {"reasoningContent": {"signature": delta.get("signature", "")}}
+                         if delta.get("type") == "signature_delta" else None)
+            if converted is not None:
+                yield event_message("contentBlockDelta", {"contentBlockIndex": index, "delta": converted})
+        elif kind == "content_block_stop":
+            yield event_message("contentBlockStop", {"contentBlockIndex": index})
+        elif kind == "message_delta":
+            stop = _STOP_REASONS.get(str((event.get("delta") or {}).get("stop_reason")), "end_turn")
+            usage.update(event.get("usage") or {})
+        elif kind == "message_stop":
+            yield event_message("messageStop", {"stopReason": stop})
+            yield event_message("metadata", {"usage": _usage(usage),
+                                             "metrics": {"latencyMs": int((clock() - started) * 1000)}})
+        elif kind == "error":
+            yield _stream_exception(event)
+            return
+
+
+#: The Messages API's stream error types -> Bedrock's stream exceptions.
+_STREAM_EXCEPTIONS = {"overloaded_error": "serviceUnavailableException", "rate_limit_error": "throttlingException",
+                      "api_error": "internalServerException"}
