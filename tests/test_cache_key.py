@@ -77,6 +77,18 @@ def test_only_a_natural_end_is_final(stop_reason, final) -> None:
     assert is_final(stop_reason) is final
 
 
+@pytest.mark.parametrize("model, family", [
+    ("claude-haiku-4-5-20251001", "claude-haiku-4-5"),
+    ("us.anthropic.claude-haiku-4-5-20251001-v1:0", "claude-haiku-4-5"),  # Bedrock's cross-region profile
+    ("global.anthropic.claude-sonnet-4-6", "claude-sonnet-4-6"),
+    ("claude-haiku-4-5@20251001", "claude-haiku-4-5"),  # Vertex AI's
+    ("anthropic.claude-v2", "claude-v2"), ("anthropic.claude-v2:1", "claude-v2:1"),  # generations, not versions
+    ("amazon.nova-pro-v1:0", "amazon.nova-pro-v1:0"), ("gpt-4o-2024-08-06", "gpt-4o-2024-08-06"),
+])
+def test_a_clouds_spelling_of_claude_is_its_model_family(model, family) -> None:
+    assert model_family(model) == family
+
+
 def test_names() -> None:
     assert model_family("claude-haiku-4-5-20251001") == "claude-haiku-4-5"
     assert split_namespace(scoped_namespace("billing", "ab12")) == ("billing", "ab12")

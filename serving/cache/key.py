@@ -69,14 +69,15 @@ def model_family(model: Any) -> str:
     ``claude-haiku-4-5@20251001``), so one question is one entry whichever API asked."""
     if not isinstance(model, str):
         return ""
-    low = _BEDROCK_SPELLING.sub(r"\1", model.strip().lower())
+    low = _BEDROCK_SPELLING.sub(r"\1", model.strip().lower())  # a generation (anthropic.claude-v2:1) stays
     if low.startswith("claude") and "@" in low:
         low = low.split("@", 1)[0]
     return _DATE_SUFFIX.sub("", low)
 
 
-#: Bedrock's Claude ids: a cross-region profile's prefix, ``anthropic.``, the id, ``-v1:0``.
-_BEDROCK_SPELLING = re.compile(r"^(?:[a-z-]{2,8}\.)?anthropic\.(claude[a-z0-9.-]*?)(?:-v\d+(?::\d+)?)?$")
+#: Bedrock's Claude ids: a cross-region profile's prefix, ``anthropic.``, the id, and after a snapshot date the
+#: id's version (``-v1:0``); a legacy id's ``-v2`` / ``-v2:1`` is its generation, kept.
+_BEDROCK_SPELLING = re.compile(r"^(?:[a-z-]{2,8}\.)?anthropic\.(claude[a-z0-9.:-]*?(?:-\d{8})?)(?:(?<=\d{8})-v\d+:\d+)?$")
 
 
 def request_scope(

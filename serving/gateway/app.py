@@ -218,7 +218,7 @@ class Gateway(ServedByJsonServer):
                                    ("converse-stream", self._bedrock_converse_stream)))],
             host=host,
             port=cfg.port if port is None else port,
-            not_found=lambda req: _error(404, f"no route {req.method} {req.path}"),
+            not_found=lambda req: _error_for(req.path)(404, f"no route {req.method} {req.path}"),
             on_error=lambda req, exc: _error_for(req.path)(500, f"costline gateway failure: {type(exc).__name__}"),
             reject=lambda r, path: _error_for(path)(r.status, r.message, r.headers),
             busy=lambda path: _error_for(path)(529, "the gateway is busy: retry later",

@@ -133,6 +133,9 @@ _TEXT_DOCUMENTS = {"txt": "text/plain", "md": "text/plain", "csv": "text/plain",
 _STOP_REASONS = {"end_turn": "end_turn", "tool_use": "tool_use", "max_tokens": "max_tokens",
                  "stop_sequence": "stop_sequence", "pause_turn": "end_turn", "refusal": "content_filtered",
                  "model_context_window_exceeded": "model_context_window_exceeded"}
+#: ``max_tokens`` of a Converse request without ``inferenceConfig.maxTokens`` (Bedrock lets the model write up to its
+#: own limit then; the Messages API needs a number): this, plus a thinking budget when one is asked for.
+DEFAULT_MAX_TOKENS = 8192
 #: ``additionalModelRequestFields`` carried to the Messages request (Claude's own fields on Bedrock).
 _ADDITIONAL_FIELDS = ("top_k", "thinking", "anthropic_beta")
 #: Converse fields that change nothing costline does with the request (Bedrock-side features): accepted, unused.
@@ -162,17 +165,28 @@ def _cached(blocks: list[dict[str, Any]], where: str) -> None:
     blocks[-1] = {**blocks[-1], "cache_control": {"type": "ephemeral"}}
 
 
-def _converse_block(block: Any, where: str) -> dict[str, Any] | None:
-    """One Converse content block as the Messages API's (None: a cachePoint, applied by the caller)."""
+def _converse_block(block: Any, where: str, *, assistant: bool = False) -> dict[str, Any] | None:
+    """One Converse content block as the Messages API's (None: a cachePoint, applied by the caller). ``assistant``:
+    a block of an assistant turn, which may be the model's reasoning (sent back as it came, as a thinking
+    conversation must)."""
     if not isinstance(block, Mapping) or len(block) != 1:
         raise _Refused(f"{where}: a content block is an object with one member")
     (kind, value), = block.items()
-    if kind == "text" and isinstance(value, str):
+    if kind == "text":
+        if not isinstance(value, str):
+            raise _Refused(f"{where}.text: a string")
         return {"type": "text", "text": value}
     if kind == "cachePoint":
         return None
     if not isinstance(value, Mapping):
         raise _Refused(f"{where}.{kind}: an object")
+    if kind == "reasoningContent" and assistant:
+        text = value.get("reasoningText")
+        if isinstance(text, Mapping) and isinstance(text.get("text"), str):
+            return {"type": "thinking", "thinking": text["text"], "signature": str(text.get("signature") or "")}
+        if isinstance(value.get("redactedContent"), str):
+            return {"type": "redacted_thinking", "data": value["redactedContent"]}
+        raise _Refused(f"{where}.reasoningContent: reasoningText (text, signature) or redactedContent")
     if kind == "image":
         media = _IMAGE_TYPES.get(str(value.get("format")))
         if media is None:
@@ -181,6 +195,9 @@ def _converse_block(block: Any, where: str) -> dict[str, Any] | None:
                                             "data": _bytes_of(value.get("source"), f"{where}.image")}}
     if kind == "document":
         fmt = str(value.get("format"))
+        if value.get("citations") or value.get("context"):
+            raise _Refused(f"{where}.document: costline does not carry a document's citations or context on Converse "
+                           "(ask through the Messages API)")
         data = _bytes_of(value.get("source"), f"{where}.document")
         title = value.get("name") if isinstance(value.get("name"), str) else None
         if fmt == "pdf":
@@ -219,12 +236,12 @@ def _converse_block(block: Any, where: str) -> dict[str, Any] | None:
                    "toolResult, cachePoint)")
 
 
-def _converse_blocks(blocks: Any, where: str) -> list[dict[str, Any]]:
+def _converse_blocks(blocks: Any, where: str, *, assistant: bool = False) -> list[dict[str, Any]]:
     if not isinstance(blocks, list):
         raise _Refused(f"{where}: a list of content blocks")
     out: list[dict[str, Any]] = []
     for j, block in enumerate(blocks):
-        converted = _converse_block(block, f"{where}[{j}]")
+        converted = _converse_block(block, f"{where}[{j}]", assistant=assistant)
         if converted is None:
             _cached(out, f"{where}[{j}]")
         else:
@@ -248,8 +265,8 @@ def converse_body(body: Mapping[str, Any], model: str, *, stream: bool) -> tuple
         for i, turn in enumerate(turns):
             if not isinstance(turn, Mapping) or turn.get("role") not in ("user", "assistant"):
                 raise _Refused(f"messages[{i}].role: user or assistant")
-            messages.append({"role": turn["role"], "content": _converse_blocks(turn.get("content"),
-                                                                               f"messages[{i}].content")})
+            messages.append({"role": turn["role"], "content": _converse_blocks(
+                turn.get("content"), f"messages[{i}].content", assistant=turn["role"] == "assistant")})
         out: dict[str, Any] = {"model": model, "messages": messages, "stream": stream}
         if body.get("system") is not None:
             system = _converse_blocks(body["system"], "system")
@@ -259,7 +276,16 @@ def converse_body(body: Mapping[str, Any], model: str, *, stream: bool) -> tuple
         config = body.get("inferenceConfig") or {}
         if not isinstance(config, Mapping):
             raise _Refused("inferenceConfig: an object")
-        out["max_tokens"] = config.get("maxTokens", 4096)
+        extra = body.get("additionalModelRequestFields") or {}
+        if not isinstance(extra, Mapping):
+            raise _Refused("additionalModelRequestFields: an object")
+        max_tokens = config.get("maxTokens")
+        if max_tokens is None:  # Bedrock then lets the model write up to its own limit: room for an answer
+            thinking = extra.get("thinking") if isinstance(extra.get("thinking"), Mapping) else {}
+            budget = thinking.get("budget_tokens")
+            max_tokens = DEFAULT_MAX_TOKENS + (budget if isinstance(budget, int) and not isinstance(budget, bool)
+                                               and budget > 0 else 0)
+        out["max_tokens"] = max_tokens
         for key, name in (("temperature", "temperature"), ("topP", "top_p"), ("stopSequences", "stop_sequences")):
             if config.get(key) is not None:
                 out[name] = config[key]
@@ -288,9 +314,6 @@ def converse_body(body: Mapping[str, Any], model: str, *, stream: bool) -> tuple
                     raise _Refused("toolConfig.toolChoice: one of auto, any, tool")
                 out["tool_choice"] = {"type": kind, **({"name": choice["tool"].get("name")} if kind == "tool"
                                                        and isinstance(choice["tool"], Mapping) else {})}
-        extra = body.get("additionalModelRequestFields") or {}
-        if not isinstance(extra, Mapping):
-            raise _Refused("additionalModelRequestFields: an object")
         unknown = sorted(set(extra) - set(_ADDITIONAL_FIELDS))
         if unknown:
             raise _Refused(f"additionalModelRequestFields.{unknown[0][:40]}: costline carries "
@@ -330,6 +353,8 @@ def converse_answer(message: Mapping[str, Any], latency_ms: int) -> dict[str, An
         elif kind == "thinking":
             content.append({"reasoningContent": {"reasoningText": {"text": block.get("thinking", ""),
                                                                    "signature": block.get("signature", "")}}})
+        elif kind == "redacted_thinking":
+            content.append({"reasoningContent": {"redactedContent": block.get("data", "")}})
     usage = message.get("usage") if isinstance(message.get("usage"), Mapping) else {}
     return {"output": {"message": {"role": "assistant", "content": content}},
             "stopReason": _STOP_REASONS.get(str(message.get("stop_reason")), "end_turn"),
@@ -374,6 +399,7 @@ def converse_events(pieces: Iterable[bytes], started: float, clock: Any) -> Iter
     contentBlockDelta ..., contentBlockStop, messageStop, metadata (usage, latency); an error event as the stream's
     exception."""
     stop, usage = "end_turn", {}
+    seen: set[Any] = set()  # the blocks a start or a delta was sent for: only those get a contentBlockStop
     for event in _sse_events(pieces):
         kind = event.get("type")
         index = event.get("index", 0)
@@ -383,6 +409,7 @@ def converse_events(pieces: Iterable[bytes], started: float, clock: Any) -> Iter
         elif kind == "content_block_start":
             block = event.get("content_block") or {}
             if block.get("type") == "tool_use":
+                seen.add(index)
                 yield event_message("contentBlockStart", {"contentBlockIndex": index, "start": {"toolUse": {
                     "toolUseId": block.get("id"), "name": block.get("name")}}})
         elif kind == "content_block_delta":
@@ -394,9 +421,11 @@ def converse_events(pieces: Iterable[bytes], started: float, clock: Any) -> Iter
                          {"reasoningContent": {"signature": delta.get("signature", "")}}
                          if delta.get("type") == "signature_delta" else None)
             if converted is not None:
+                seen.add(index)
                 yield event_message("contentBlockDelta", {"contentBlockIndex": index, "delta": converted})
         elif kind == "content_block_stop":
-            yield event_message("contentBlockStop", {"contentBlockIndex": index})
+            if index in seen:
+                yield event_message("contentBlockStop", {"contentBlockIndex": index})
         elif kind == "message_delta":
             stop = _STOP_REASONS.get(str((event.get("delta") or {}).get("stop_reason")), "end_turn")
             usage.update(event.get("usage") or {})

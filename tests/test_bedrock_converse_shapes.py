@@ -1,0 +1,74 @@
+"""Converse requests translated to the Messages requests they are (serving/gateway/bedrock_api.py), table-driven,
+no server: what each block becomes, what is refused and why, the defaults Bedrock's own semantics call for."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from costline.serving.gateway.bedrock_api import DEFAULT_MAX_TOKENS, converse_answer, converse_body
+
+MODEL = "us.anthropic.claude-haiku-4-5-20251001-v1:0"
+PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n fake").decode()
+
+
+def user(*blocks):
+    return {"role": "user", "content": list(blocks)}
+
+
+def test_blocks_system_tools_and_cache_points_become_the_messages_request():
+    body, betas = converse_body({
+        "system": [{"text": "Be terse."}, {"cachePoint": {"type": "default"}}],
+        "messages": [user({"text": "What is in this?"}, {"image": {"format": "png", "source": {"bytes": PNG}}},
+                          {"cachePoint": {"type": "default"}})],
+        "inferenceConfig": {"maxTokens": 300, "temperature": 0.1, "topP": 0.9, "stopSequences": ["END"]},
+        "toolConfig": {"tools": [{"toolSpec": {"name": "lookup", "inputSchema": {"json": {"type": "object"}}}}],
+                       "toolChoice": {"any": {}}},
+        "additionalModelRequestFields": {"top_k": 40, "anthropic_beta": ["context-1m-2025-08-07"]},
+    }, MODEL, stream=False)
+    assert betas == "context-1m-2025-08-07"
+    assert body["system"] == [{"type": "text", "text": "Be terse.", "cache_control": {"type": "ephemeral"}}]
+    assert body["messages"][0]["content"][1] == {
+        "type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG},
+        "cache_control": {"type": "ephemeral"}}
+    assert (body["max_tokens"], body["temperature"], body["top_p"], body["stop_sequences"], body["top_k"]) == (
+        300, 0.1, 0.9, ["END"], 40)
+    assert body["tools"] == [{"name": "lookup", "input_schema": {"type": "object"}}]
+    assert body["tool_choice"] == {"type": "any"} and body["model"] == MODEL and body["stream"] is False
+
+
+def test_a_thinking_conversation_sends_the_models_reasoning_back():
+    answer = converse_answer({"content": [{"type": "thinking", "thinking": "Let me see.", "signature": "sig"},
+                                          {"type": "redacted_thinking", "data": "opaque"},
+                                          {"type": "tool_use", "id": "t1", "name": "lookup", "input": {"q": 1}}],
+                              "stop_reason": "tool_use", "usage": {"input_tokens": 5, "output_tokens": 7}}, 12)
+    turn = answer["output"]["message"]  # what a boto3 loop appends to its messages
+    body, _ = converse_body({"messages": [user({"text": "Look it up"}), turn,
+                                          user({"toolResult": {"toolUseId": "t1", "content": [{"json": {"a": 1}}]}})],
+                             "additionalModelRequestFields": {"thinking": {"type": "enabled",
+                                                                           "budget_tokens": 5000}}},
+                            MODEL, stream=False)
+    assert body["messages"][1]["content"] == [
+        {"type": "thinking", "thinking": "Let me see.", "signature": "sig"},
+        {"type": "redacted_thinking", "data": "opaque"},
+        {"type": "tool_use", "id": "t1", "name": "lookup", "input": {"q": 1}}]
+    assert body["max_tokens"] == DEFAULT_MAX_TOKENS + 5000  # no maxTokens: room for the budget and an answer
+    assert body["messages"][2]["content"][0] == {"type": "tool_result", "tool_use_id": "t1",
+                                                 "content": [{"type": "text", "text": '{"a": 1}'}]}
+
+
+@pytest.mark.parametrize("request_, says", [
+    ({"messages": [user({"reasoningContent": {"reasoningText": {"text": "x"}}})]}, "'reasoningContent' blocks"),
+    ({"messages": [user({"document": {"format": "pdf", "name": "a", "source": {"bytes": PNG},
+                                      "citations": {"enabled": True}}})]}, "citations"),
+    ({"messages": [user({"document": {"format": "docx", "name": "a", "source": {"bytes": PNG}}})]}, "costline takes pdf"),
+    ({"messages": [user({"image": {"format": "png", "source": {"s3Location": {"uri": "s3://b/k"}}}})]}, "only bytes"),
+    ({"messages": [user({"text": 5})]}, "text: a string"),
+    ({"messages": [user({"text": "hi"})], "promptVariables": {}}, "'promptVariables'"),
+    ({"messages": [user({"text": "hi"})], "additionalModelRequestFields": {"top_p_weird": 1}}, "top_p_weird"),
+    ({"messages": []}, "at least one message"),
+])
+def test_what_cannot_be_carried_is_refused_naming_it(request_, says):
+    refused = converse_body(request_, MODEL, stream=False)
+    assert isinstance(refused, str) and says in refused, refused
