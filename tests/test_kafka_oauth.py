@@ -191,7 +191,8 @@ def test_a_garbled_answer_is_an_oauth_error(raw_server):
 def test_an_endpoint_that_never_answers_holds_a_login_for_timeout_s_at_most(raw_server):
     p = ClientCredentialsTokenProvider(raw_server(None), "svc", SECRET, timeout_s=1.0)
     started = time.monotonic()
-    with pytest.raises(OAuthTokenError, match="did not answer within 1 s"):
+    # the login's own bound, or the socket's (the same second): either way an OAuth error, never a hang
+    with pytest.raises(OAuthTokenError, match="did not answer within 1 s|could not be reached: TimeoutError"):
         p.token()
     assert time.monotonic() - started < 3
 
