@@ -141,7 +141,10 @@ def test_boto3_invoke_model_with_response_stream_reads_every_event(served, boto_
     kinds = [e["type"] for e in events]
     assert kinds[0] == "message_start" and kinds[-1] == "message_stop" and "content_block_delta" in kinds
     text = "".join(e["delta"].get("text", "") for e in events if e["type"] == "content_block_delta")
-    assert text and next(e for e in events if e["type"] == "message_delta")["usage"]["output_tokens"] > 0
+    out_tokens = next(e for e in events if e["type"] == "message_delta")["usage"]["output_tokens"]
+    assert text and out_tokens > 0
+    metrics = events[-1]["amazon-bedrock-invocationMetrics"]  # what LangChain's Bedrock models read
+    assert metrics["outputTokenCount"] == out_tokens and metrics["invocationLatency"] >= metrics["firstByteLatency"] >= 0
 
 
 @pytest.mark.parametrize("body, says", [

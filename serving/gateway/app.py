@@ -408,13 +408,14 @@ class Gateway(ServedByJsonServer):
             error = response.body.get("error") if isinstance(response.body, Mapping) else None
             message = error.get("message") if isinstance(error, Mapping) else None
             return bedrock_error(response.status, str(message or "the request failed"), response.headers)
-        response.headers.update({"x-amzn-requestid": response.headers.get("x-costline-request-id", ""),
+        response.headers.update({"x-amzn-requestid": response.headers.get("x-costline-request-id")
+                                 or uuid.uuid4().hex,
                                  "x-amzn-bedrock-content-type": "application/json"})
         if stream:
             pieces = response.stream if response.stream is not None else [response.raw or b""]
             return HttpResponse(200, headers=response.headers, content_type="application/vnd.amazon.eventstream",
                                 stream=converse_events(pieces, started, time.monotonic) if converse
-                                else chunks_of_sse(pieces))
+                                else chunks_of_sse(pieces, started))
         response.headers.update(token_headers(response.body))
         if converse:
             response.body = converse_answer(response.body, int((time.monotonic() - started) * 1000))

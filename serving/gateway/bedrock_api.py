@@ -21,7 +21,8 @@ import base64
 import binascii
 import json
 import struct
-from collections.abc import Iterable, Iterator, Mapping
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from costline.serving.gateway.messages_api import MAX_BETAS
@@ -108,14 +109,34 @@ def chunk(data: Mapping[str, Any]) -> bytes:
     return event_message("chunk", {"bytes": base64.b64encode(raw).decode()})
 
 
-def chunks_of_sse(pieces: Iterable[bytes]) -> Iterator[bytes]:
+def chunks_of_sse(pieces: Iterable[bytes], started: float | None = None,
+                  clock: Callable[[], float] = time.monotonic) -> Iterator[bytes]:
     """The Messages API's server-sent events (as the gateway writes them, in pieces of any size) as event-stream
-    chunks, one per event, as each event completes; an ``error`` event (a tier failing mid-answer) as the stream's
-    exception, as Bedrock ends a failed stream. ``pieces`` is closed when the result is (the client left)."""
+    chunks, one per event, as each event completes; ``message_stop`` with Bedrock's
+    ``amazon-bedrock-invocationMetrics`` (token counts, latency and first-byte latency in ms from ``started``, which
+    LangChain's Bedrock models read); an ``error`` event (a tier failing mid-answer) as the stream's exception, as
+    Bedrock ends a failed stream. ``pieces`` is closed when the result is (the client left)."""
+    started = clock() if started is None else started
+    usage: dict[str, Any] = {}
+    first: float | None = None
     for event in _sse_events(pieces):
-        if event.get("type") == "error":
+        kind = event.get("type")
+        if first is None:
+            first = clock()
+        if kind == "error":
             yield _stream_exception(event)
             return
+        if kind == "message_start" and isinstance(event.get("message"), Mapping):
+            usage.update(event["message"].get("usage") or {})
+        elif kind == "message_delta":
+            usage.update(event.get("usage") or {})
+        elif kind == "message_stop":
+            counts = _usage(usage)
+            event = {**event, "amazon-bedrock-invocationMetrics": {
+                "inputTokenCount": counts["inputTokens"], "outputTokenCount": counts["outputTokens"],
+                "invocationLatency": int((clock() - started) * 1000), "firstByteLatency": int((first - started) * 1000),
+                "cacheReadInputTokenCount": counts["cacheReadInputTokens"],
+                "cacheWriteInputTokenCount": counts["cacheWriteInputTokens"]}}
         yield chunk(event)
 
 
