@@ -66,12 +66,22 @@ def invoke_body(body: Mapping[str, Any], model: str, *, stream: bool) -> tuple[d
     for key in ("model", "stream"):
         if key in body:
             return f"Malformed input request: extraneous key [{key}] is not permitted (the model is the path's)"
-    betas = body.get("anthropic_beta")
-    if betas is not None and not (isinstance(betas, list) and len(betas) <= MAX_BETAS
-                                  and all(isinstance(b, str) and b and "," not in b for b in betas)):
+    betas = _betas(body.get("anthropic_beta"))
+    if betas is False:
         return f"Malformed input request: anthropic_beta is a list of at most {MAX_BETAS} beta names"
     messages = {k: v for k, v in body.items() if k not in ("anthropic_version", "anthropic_beta")}
-    return {**messages, "model": model, "stream": stream}, (",".join(betas) if betas else None)
+    return {**messages, "model": model, "stream": stream}, betas
+
+
+def _betas(value: Any) -> str | None | bool:
+    """An ``anthropic_beta`` list as an ``anthropic-beta`` header value (None: none asked), or False: not a list of
+    at most :data:`MAX_BETAS` beta names."""
+    if value is None:
+        return None
+    if not (isinstance(value, list) and len(value) <= MAX_BETAS
+            and all(isinstance(b, str) and b and "," not in b for b in value)):
+        return False
+    return ",".join(value) or None
 
 
 def token_headers(message: Mapping[str, Any]) -> dict[str, str]:
@@ -89,16 +99,21 @@ def token_headers(message: Mapping[str, Any]) -> dict[str, str]:
 
 
 def event_message(event_type: str, payload: Mapping[str, Any]) -> bytes:
-    """One AWS event-stream message (``:event-type`` ``event_type``, a JSON payload): prelude (total and
-    headers length, their CRC32), headers, payload, the message's CRC32."""
-    headers = b""
-    for name, value in ((":event-type", event_type), (":content-type", "application/json"),
-                        (":message-type", "event")):
+    """One AWS event-stream event (``:event-type`` ``event_type``, a JSON payload)."""
+    return _frame(((":event-type", event_type), (":content-type", "application/json"), (":message-type", "event")),
+                  payload)
+
+
+def _frame(headers: Iterable[tuple[str, str]], payload: Mapping[str, Any]) -> bytes:
+    """One AWS event-stream message: prelude (total and headers length, their CRC32), string headers, the JSON
+    payload, the message's CRC32."""
+    raw_headers = b""
+    for name, value in headers:
         raw = value.encode()
-        headers += bytes([len(name)]) + name.encode() + b"\x07" + struct.pack(">H", len(raw)) + raw
+        raw_headers += bytes([len(name)]) + name.encode() + b"\x07" + struct.pack(">H", len(raw)) + raw
     body = json.dumps(payload, separators=(",", ":")).encode()
-    prelude = struct.pack(">II", 12 + len(headers) + len(body) + 4, len(headers))
-    head = prelude + struct.pack(">I", binascii.crc32(prelude)) + headers + body
+    prelude = struct.pack(">II", 12 + len(raw_headers) + len(body) + 4, len(raw_headers))
+    head = prelude + struct.pack(">I", binascii.crc32(prelude)) + raw_headers + body
     return head + struct.pack(">I", binascii.crc32(head))
 
 
@@ -164,7 +179,7 @@ _IGNORED_FIELDS = ("requestMetadata", "performanceConfig", "additionalModelRespo
 
 
 class _Refused(Exception):
-    pass
+    """What a Converse request carries that costline cannot (the message says which)."""
 
 
 def _bytes_of(source: Any, where: str) -> str:
@@ -340,13 +355,12 @@ def converse_body(body: Mapping[str, Any], model: str, *, stream: bool) -> tuple
             raise _Refused(f"additionalModelRequestFields.{unknown[0][:40]}: costline carries "
                            f"{', '.join(_ADDITIONAL_FIELDS)}")
         out.update({k: extra[k] for k in ("top_k", "thinking") if k in extra})
-        betas = extra.get("anthropic_beta")
-        if betas is not None and not (isinstance(betas, list) and len(betas) <= MAX_BETAS
-                                      and all(isinstance(b, str) and b and "," not in b for b in betas)):
+        betas = _betas(extra.get("anthropic_beta"))
+        if betas is False:
             raise _Refused(f"additionalModelRequestFields.anthropic_beta: a list of at most {MAX_BETAS} beta names")
     except _Refused as exc:
         return str(exc)
-    return out, (",".join(betas) if betas else None)
+    return out, betas
 
 
 def _usage(usage: Mapping[str, Any]) -> dict[str, int]:
@@ -385,15 +399,8 @@ def converse_answer(message: Mapping[str, Any], latency_ms: int) -> dict[str, An
 def exception_message(exception_type: str, message: str) -> bytes:
     """An AWS event-stream exception (``:message-type`` exception): how Bedrock ends a stream that failed; boto3
     raises ``EventStreamError`` with its type, AnthropicBedrock an error event."""
-    headers = b""
-    for name, value in ((":exception-type", exception_type), (":content-type", "application/json"),
-                        (":message-type", "exception")):
-        raw = value.encode()
-        headers += bytes([len(name)]) + name.encode() + b"\x07" + struct.pack(">H", len(raw)) + raw
-    body = json.dumps({"message": message}, separators=(",", ":")).encode()
-    prelude = struct.pack(">II", 12 + len(headers) + len(body) + 4, len(headers))
-    head = prelude + struct.pack(">I", binascii.crc32(prelude)) + headers + body
-    return head + struct.pack(">I", binascii.crc32(head))
+    return _frame(((":exception-type", exception_type), (":content-type", "application/json"),
+                   (":message-type", "exception")), {"message": message})
 
 
 def _sse_events(pieces: Iterable[bytes]) -> Iterator[dict[str, Any]]:
