@@ -1,5 +1,6 @@
 """Converse requests translated to the Messages requests they are (serving/gateway/bedrock_api.py), table-driven,
-no server: what each block becomes, what is refused and why, the defaults Bedrock's own semantics call for."""
+no server: what each block becomes (a cachePoint's ttl a cache_control's, a toolSpec's strict a tool's), what is
+refused and why, the defaults Bedrock's own semantics call for."""
 
 from __future__ import annotations
 
@@ -38,6 +39,39 @@ def test_blocks_system_tools_and_cache_points_become_the_messages_request():
     assert body["tool_choice"] == {"type": "any"} and body["model"] == MODEL and body["stream"] is False
 
 
+@pytest.mark.parametrize("point, cache_control", [
+    ({"type": "default"}, {"type": "ephemeral"}),  # the API's five minutes
+    ({"type": "default", "ttl": "5m"}, {"type": "ephemeral", "ttl": "5m"}),
+    ({"type": "default", "ttl": "1h"}, {"type": "ephemeral", "ttl": "1h"}),
+], ids=["no-ttl", "5m", "1h"])
+def test_a_cache_points_ttl_is_the_cache_controls_in_system_messages_and_tools(point, cache_control):
+    body, _ = converse_body({
+        "system": [{"text": "Be terse."}, {"cachePoint": point}],
+        "messages": [user({"text": "Look order 7 up"}, {"cachePoint": point}, {"text": "Quickly"})],
+        "toolConfig": {"tools": [{"toolSpec": {"name": "lookup", "inputSchema": {"json": {"type": "object"}}}},
+                                 {"cachePoint": point}]},
+    }, MODEL, stream=False)
+    assert body["system"] == [{"type": "text", "text": "Be terse.", "cache_control": cache_control}]
+    assert body["messages"] == [{"role": "user", "content": [
+        {"type": "text", "text": "Look order 7 up", "cache_control": cache_control},
+        {"type": "text", "text": "Quickly"}]}]
+    assert body["tools"] == [{"name": "lookup", "input_schema": {"type": "object"}, "cache_control": cache_control}]
+
+
+def test_a_tool_specs_strict_is_the_tools():
+    schema = {"type": "object", "properties": {"id": {"type": "string"}}, "required": ["id"],
+              "additionalProperties": False}
+    body, _ = converse_body({"messages": [user({"text": "Where is order 7?"})], "toolConfig": {"tools": [
+        {"toolSpec": {"name": "get_order", "description": "Look an order up", "strict": True,
+                      "inputSchema": {"json": schema}}},
+        {"toolSpec": {"name": "note", "strict": False, "inputSchema": {"json": {"type": "object"}}}},
+        {"toolSpec": {"name": "plain", "inputSchema": {"json": {"type": "object"}}}}]}}, MODEL, stream=False)
+    assert body["tools"] == [
+        {"name": "get_order", "description": "Look an order up", "input_schema": schema, "strict": True},
+        {"name": "note", "input_schema": {"type": "object"}, "strict": False},
+        {"name": "plain", "input_schema": {"type": "object"}}]
+
+
 def test_a_thinking_conversation_sends_the_models_reasoning_back():
     answer = converse_answer({"content": [{"type": "thinking", "thinking": "Let me see.", "signature": "sig"},
                                           {"type": "redacted_thinking", "data": "opaque"},
@@ -68,6 +102,24 @@ def test_a_thinking_conversation_sends_the_models_reasoning_back():
     ({"messages": [user({"text": "hi"})], "promptVariables": {}}, "'promptVariables'"),
     ({"messages": [user({"text": "hi"})], "additionalModelRequestFields": {"top_p_weird": 1}}, "top_p_weird"),
     ({"messages": []}, "at least one message"),
+    ({"system": [{"text": "Be terse."}, {"cachePoint": {"type": "default", "ttl": "2h"}}],
+      "messages": [user({"text": "hi"})]}, "system[1].cachePoint.ttl: one of 5m, 1h, not '2h'"),
+    ({"messages": [user({"text": "hi"}, {"cachePoint": {"type": "default", "ttl": 3600}})]},
+     "messages[0].content[1].cachePoint.ttl: one of 5m, 1h"),
+    ({"messages": [user({"text": "hi"})],
+      "toolConfig": {"tools": [{"toolSpec": {"name": "lookup", "inputSchema": {"json": {"type": "object"}}}},
+                               {"cachePoint": {"type": "default", "ttl": "60m"}}]}},
+     "toolConfig.tools[1].cachePoint.ttl: one of 5m, 1h"),
+    ({"messages": [user({"text": "hi"}, {"cachePoint": {"type": "ephemeral", "ttl": "1h"}})]},
+     "messages[0].content[1].cachePoint.type: \"default\""),
+    ({"messages": [user({"text": "hi"}, {"cachePoint": {"ttl": "1h"}})]}, "messages[0].content[1].cachePoint.type"),
+    ({"messages": [user({"text": "hi"}, {"cachePoint": {"type": "default", "scope": "global"}})]},
+     "messages[0].content[1].cachePoint.scope"),
+    ({"messages": [user({"text": "hi"}, {"cachePoint": "1h"})]}, "messages[0].content[1].cachePoint: an object"),
+    ({"messages": [user({"text": "hi"})],
+      "toolConfig": {"tools": [{"toolSpec": {"name": "lookup", "strict": "yes",
+                                             "inputSchema": {"json": {"type": "object"}}}}]}},
+     "toolConfig.tools[0].toolSpec.strict: true or false"),
 ])
 def test_what_cannot_be_carried_is_refused_naming_it(request_, says):
     refused = converse_body(request_, MODEL, stream=False)

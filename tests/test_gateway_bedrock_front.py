@@ -281,6 +281,32 @@ def test_converse_tool_use_round_trip(served, boto_client):
     assert second["output"]["message"]["content"][0]["text"]
 
 
+def test_a_one_hour_cache_point_reaches_the_tier_as_a_one_hour_cache_control(served, boto_client, standin,
+                                                                            monkeypatch):
+    gw, key, _ = served
+    client = boto_client(gw, key=key)
+    asked = []  # the Messages bodies that reached the tier (the stand-in's log keeps no content blocks)
+    answer = standin._message
+
+    def recorded(body, **kwargs):
+        asked.append(body)
+        return answer(body, **kwargs)
+
+    monkeypatch.setattr(standin, "_message", recorded)
+    one_hour = {"cachePoint": {"type": "default", "ttl": "1h"}}
+    out = client.converse(modelId=MODEL, system=[{"text": "You answer questions about refunds."}, one_hour],
+                          messages=[{"role": "user", "content": [{"text": "Our refund policy: 30 days."}, one_hour,
+                                                                 {"text": "Can I return a scratched lamp?"}]}],
+                          inferenceConfig={"maxTokens": 60})
+    assert out["output"]["message"]["content"][0]["text"]
+    assert [(b["system"], b["messages"]) for b in asked] == [(
+        [{"type": "text", "text": "You answer questions about refunds.",
+          "cache_control": {"type": "ephemeral", "ttl": "1h"}}],
+        [{"role": "user", "content": [{"type": "text", "text": "Our refund policy: 30 days.",
+                                       "cache_control": {"type": "ephemeral", "ttl": "1h"}},
+                                      {"type": "text", "text": "Can I return a scratched lamp?"}]}])]
+
+
 @pytest.mark.parametrize("request_, says", [
     ({"messages": [{"role": "user", "content": [{"reasoningContent": {"reasoningText": {"text": "..."}}}]}]},
      "'reasoningContent' blocks"),
@@ -288,6 +314,8 @@ def test_converse_tool_use_round_trip(served, boto_client):
                                                                                        "guardrailVersion": "1"}},
      "guardrailConfig"),
     ({"messages": [{"role": "user", "content": [{"cachePoint": {"type": "default"}}]}]}, "cachePoint follows"),
+    ({"messages": [{"role": "user", "content": [{"text": "hi"}, {"cachePoint": {"type": "default", "ttl": "2h"}}]}]},
+     "messages[0].content[1].cachePoint.ttl: one of 5m, 1h"),
 ])
 def test_converse_refuses_what_it_cannot_carry(served, boto_client, request_, says):
     gw, key, _ = served

@@ -176,6 +176,8 @@ DEFAULT_MAX_TOKENS = 8192
 _ADDITIONAL_FIELDS = ("top_k", "thinking", "anthropic_beta")
 #: Converse fields that change nothing costline does with the request (Bedrock-side features): accepted, unused.
 _IGNORED_FIELDS = ("requestMetadata", "performanceConfig", "additionalModelResponseFieldPaths", "serviceTier")
+#: A ``cachePoint``'s lifetimes (Bedrock's ``CacheTTL``), each the Messages API's ``cache_control.ttl`` so named.
+_CACHE_TTLS = ("5m", "1h")
 
 
 class _Refused(Exception):
@@ -194,11 +196,24 @@ def _bytes_of(source: Any, where: str) -> str:
     return data
 
 
-def _cached(blocks: list[dict[str, Any]], where: str) -> None:
-    """A ``cachePoint``: the block before it ends a cached prefix (Anthropic's ``cache_control``)."""
+def _cached(blocks: list[dict[str, Any]], point: Any, where: str) -> None:
+    """A ``cachePoint``: the block before it ends a cached prefix (Anthropic's ``cache_control``), for the point's
+    ``ttl`` when it names one (Bedrock's ``CacheTTL``, the Messages API's lifetimes: ``1h``, ``5m``; without one,
+    the API's five minutes)."""
     if not blocks:
         raise _Refused(f"{where}: a cachePoint follows the content it caches")
-    blocks[-1] = {**blocks[-1], "cache_control": {"type": "ephemeral"}}
+    if not isinstance(point, Mapping):
+        raise _Refused(f"{where}.cachePoint: an object, {{\"type\": \"default\"}} with an optional ttl")
+    unknown = sorted(set(point) - {"type", "ttl"})
+    if unknown:
+        raise _Refused(f"{where}.cachePoint.{str(unknown[0])[:40]}: costline takes a cachePoint's type and ttl")
+    if point.get("type") != "default":
+        raise _Refused(f"{where}.cachePoint.type: \"default\" (the only cache point type)")
+    ttl = point.get("ttl")
+    if ttl is not None and ttl not in _CACHE_TTLS:
+        raise _Refused(f"{where}.cachePoint.ttl: one of {', '.join(_CACHE_TTLS)}, not {str(ttl)[:40]!r} (or none: "
+                       "five minutes)")
+    blocks[-1] = {**blocks[-1], "cache_control": {"type": "ephemeral", **({"ttl": ttl} if ttl is not None else {})}}
 
 
 def _converse_block(block: Any, where: str, *, assistant: bool = False) -> dict[str, Any] | None:
@@ -279,7 +294,7 @@ def _converse_blocks(blocks: Any, where: str, *, assistant: bool = False) -> lis
     for j, block in enumerate(blocks):
         converted = _converse_block(block, f"{where}[{j}]", assistant=assistant)
         if converted is None:
-            _cached(out, f"{where}[{j}]")
+            _cached(out, block["cachePoint"], f"{where}[{j}]")
         else:
             out.append(converted)
     return out
@@ -333,15 +348,18 @@ def converse_body(body: Mapping[str, Any], model: str, *, stream: bool) -> tuple
             for j, tool in enumerate(tools["tools"]):
                 spec = tool.get("toolSpec") if isinstance(tool, Mapping) else None
                 if isinstance(tool, Mapping) and "cachePoint" in tool:
-                    _cached(specs, f"toolConfig.tools[{j}]")
+                    _cached(specs, tool["cachePoint"], f"toolConfig.tools[{j}]")
                     continue
                 schema = spec.get("inputSchema") if isinstance(spec, Mapping) else None
                 if not (isinstance(spec, Mapping) and isinstance(spec.get("name"), str)
                         and isinstance(schema, Mapping) and isinstance(schema.get("json"), Mapping)):
                     raise _Refused(f"toolConfig.tools[{j}]: a toolSpec with a name and inputSchema.json")
+                if spec.get("strict") is not None and not isinstance(spec["strict"], bool):
+                    raise _Refused(f"toolConfig.tools[{j}].toolSpec.strict: true or false")
                 specs.append({"name": spec["name"], "input_schema": schema["json"],
                               **({"description": spec["description"]}
-                                 if isinstance(spec.get("description"), str) else {})})
+                                 if isinstance(spec.get("description"), str) else {}),
+                              **({"strict": spec["strict"]} if spec.get("strict") is not None else {})})
             out["tools"] = specs
             choice = tools.get("toolChoice")
             if choice is not None:
