@@ -92,9 +92,18 @@ def instrument_anthropic(client: Any, recorder: Recorder, *, tier: str | None = 
     if provider is None:  # the SDK's own name for it (anthropic >= 2), else the class's
         provider = getattr(type(client), "_gen_ai_provider_name", None) or _CLOUD_CLIENTS.get(
             type(client).__name__, contract.PROVIDER_ANTHROPIC)
-    kit = _Kit(recorder, provider, tier, clock, _record_anthropic, _AnthropicStream)
+    kit = _Kit(recorder, provider, tier, clock, _record_anthropic, _AnthropicStream, endpoint=_vertex_endpoint(client))
     return _install(client, client.messages, {"create": kit.create, "parse": kit.create, "stream": kit.stream_helper},
                     lambda copy: instrument_anthropic(copy, recorder, tier=tier, clock=clock, provider=provider))
+
+
+def _vertex_endpoint(client: Any) -> str | None:
+    """The kind of endpoint an ``AnthropicVertex`` client calls: its region ``global`` or a region (``us-east5``),
+    which Vertex AI prices apart for Claude; None for other clients (a Bedrock call's model id says it)."""
+    region = getattr(client, "region", None) if "Vertex" in type(client).__name__ else None
+    if not isinstance(region, str) or not region:
+        return None
+    return contract.ENDPOINT_GLOBAL if region.strip().lower() == "global" else contract.ENDPOINT_REGIONAL
 
 
 def instrument_openai(
@@ -193,8 +202,9 @@ class _Kit:
 
     def __init__(self, recorder: Recorder, provider: str, tier: str | None, clock: Clock,
                  record: Callable[[CallHandle, Recorder, dict[str, Any], Any], None],
-                 parser: type[_StreamParser]) -> None:
+                 parser: type[_StreamParser], *, endpoint: str | None = None) -> None:
         self.recorder = recorder
+        self.endpoint = endpoint  # a Vertex client's kind of endpoint (global / regional)
         self.provider = provider
         self.tier = tier
         self.clock = clock
@@ -207,7 +217,7 @@ class _Kit:
 
     def open_stream(self, kwargs: dict[str, Any]) -> _StreamRecord | None:
         try:
-            call = self.recorder.start_call(self.provider, self._model(kwargs), self.tier)
+            call = self.recorder.start_call(self.provider, self._model(kwargs), self.tier, endpoint=self.endpoint)
             return _StreamRecord(call, self.parser(self.recorder.capture_enabled), self.clock, self.recorder,
                                  kwargs)
         except Exception:
@@ -220,7 +230,8 @@ class _Kit:
         if kwargs.get("stream"):
             return self.open_stream(kwargs)
         try:
-            return _ParsedRecord(self, self.recorder.start_call(self.provider, self._model(kwargs), self.tier),
+            return _ParsedRecord(self, self.recorder.start_call(self.provider, self._model(kwargs), self.tier,
+                                                                endpoint=self.endpoint),
                                  kwargs)
         except Exception:
             log.exception("costline: could not open a call span for a streamed response")
@@ -252,7 +263,7 @@ class _Kit:
                         _fail_and_finish(rec, exc)
                         raise
                     return kit.watch(result, rec, raw, _AsyncStreamProxy)
-                with kit.recorder.call(kit.provider, kit._model(kwargs), kit.tier) as call:
+                with kit.recorder.call(kit.provider, kit._model(kwargs), kit.tier, endpoint=kit.endpoint) as call:
                     response = await original(*args, **kwargs)
                     if raw is None:
                         _safe_record(kit.record, call, kit.recorder, kwargs, response)
@@ -273,7 +284,7 @@ class _Kit:
                     _fail_and_finish(rec, exc)
                     raise
                 return kit.watch(result, rec, raw, _SyncStreamProxy)
-            with kit.recorder.call(kit.provider, kit._model(kwargs), kit.tier) as call:
+            with kit.recorder.call(kit.provider, kit._model(kwargs), kit.tier, endpoint=kit.endpoint) as call:
                 response = original(*args, **kwargs)
                 if raw is None:
                     _safe_record(kit.record, call, kit.recorder, kwargs, response)

@@ -91,10 +91,10 @@ class CallObservation:
 
     __slots__ = ("_metrics", "_attrs", "_tier", "_batch", "_started", "_input", "_output", "_cache_read",
                  "_cache_creation", "_cache_creation_1h", "_web_searches", "_fast", "_service_tier", "_geo",
-                 "_response_model", "_cost", "_ended")
+                 "_endpoint", "_response_model", "_cost", "_ended")
 
     def __init__(self, metrics: CostlineMetrics, attrs: dict[str, str], tier: str | None,
-                 cost_usd: float | None, batch: bool | None) -> None:
+                 cost_usd: float | None, batch: bool | None, endpoint: str | None = None) -> None:
         self._metrics = metrics
         self._attrs = attrs
         self._tier = tier
@@ -110,6 +110,7 @@ class CallObservation:
         self._fast = False
         self._service_tier: str | None = None
         self._geo: str | None = None
+        self._endpoint = endpoint  # a cloud's kind of endpoint (global / regional): Claude's price there
         self._response_model: str | None = None
         self._ended = False
 
@@ -188,7 +189,8 @@ class CostlineMetrics:
 
     # -- hooks (called by the Recorder) -----------------------------------------------------
     def start_call(self, *, operation: str, provider: str, model: str, tier: str | None = None,
-                   cost_usd: float | None = None, batch: bool | None = None) -> CallObservation | None:
+                   cost_usd: float | None = None, batch: bool | None = None,
+                   endpoint: str | None = None) -> CallObservation | None:
         """Start measuring a model call; None (nothing measured) if even that fails."""
         try:
             attrs = {contract.GEN_AI_OPERATION_NAME: operation}
@@ -197,7 +199,8 @@ class CostlineMetrics:
             if isinstance(model, str) and model:
                 attrs[contract.GEN_AI_REQUEST_MODEL] = model
             cost = float(cost_usd) if isinstance(cost_usd, (int, float)) and not isinstance(cost_usd, bool) else None
-            return CallObservation(self, attrs, tier if isinstance(tier, str) and tier else None, cost, batch)
+            return CallObservation(self, attrs, tier if isinstance(tier, str) and tier else None, cost, batch,
+                                   endpoint if isinstance(endpoint, str) else None)
         except Exception:
             log.exception("costline: could not start call metrics")
             return None
@@ -248,7 +251,7 @@ class CostlineMetrics:
                 cache_read_tokens=obs._cache_read, cache_creation_tokens=obs._cache_creation,
                 cache_creation_1h_tokens=obs._cache_creation_1h, web_search_requests=obs._web_searches,
                 batch=obs._batch, fast=obs._fast, service_tier=obs._service_tier, inference_geo=obs._geo,
-                explicit_cost_usd=cost,
+                endpoint=obs._endpoint, explicit_cost_usd=cost,
                 explicit_tier=tier, response_model=obs._response_model)
             cost, tier = price.cost_usd, price.tier
         if cost is not None and cost > 0:

@@ -34,6 +34,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvid
 
 from costline import contract
 from costline.config import CaptureConfig
+from costline.pricing import endpoint_scope
 
 from costline.collectors.stamping import REQUEST_ID_CONTEXT_KEY, current_request_id
 
@@ -50,6 +51,8 @@ MAX_REJECTED_ATTEMPTS = 8
 _HANDLE_KEY = otel_context.create_key("costline.request.handle")
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _SCOPE = "costline.collectors"
+#: What a call's ``endpoint`` may say (anything else is read off the model id, as if unsaid).
+_ENDPOINTS = frozenset({contract.ENDPOINT_GLOBAL, contract.ENDPOINT_REGIONAL})
 
 
 def capture_enabled(capture: CaptureConfig | None = None, env: Mapping[str, str] | None = None) -> bool:
@@ -303,9 +306,10 @@ class RequestHandle:
         *,
         cost_usd: float | None = None,
         batch: bool | None = None,
+        endpoint: str | None = None,
     ) -> Any:
         """Open a model call span in this request (a context manager yielding a CallHandle)."""
-        return self._recorder._call(self, provider, model, tier, operation, cost_usd, batch)
+        return self._recorder._call(self, provider, model, tier, operation, cost_usd, batch, endpoint)
 
     def served_by(self, tier: str) -> None:
         """Say which tier finally served the request (else it is inferred)."""
@@ -488,9 +492,12 @@ class Recorder:
         *,
         cost_usd: float | None = None,
         batch: bool | None = None,
+        endpoint: str | None = None,
     ) -> Any:
-        """A model call span in the active request, or a standalone one without a request."""
-        return self._call(self.current_request(), provider, model, tier, operation, cost_usd, batch)
+        """A model call span in the active request, or a standalone one without a request. ``endpoint``: the kind
+        of a cloud's endpoint it goes to (``contract.ENDPOINT_GLOBAL`` / ``ENDPOINT_REGIONAL``; None: read off a
+        Bedrock model id, else not said), which prices Claude on Bedrock and Vertex AI."""
+        return self._call(self.current_request(), provider, model, tier, operation, cost_usd, batch, endpoint)
 
     def start_call(
         self,
@@ -501,11 +508,12 @@ class Recorder:
         *,
         cost_usd: float | None = None,
         batch: bool | None = None,
+        endpoint: str | None = None,
     ) -> CallHandle:
         """A model call span that outlives the code that opened it (a streamed answer, read
         later by the app): in the active request (or standalone), never made the current span;
-        the caller ends it with :meth:`CallHandle.end`."""
-        return self._start_call(self.current_request(), provider, model, tier, operation, cost_usd, batch)
+        the caller ends it with :meth:`CallHandle.end`. ``endpoint``: as in :meth:`call`."""
+        return self._start_call(self.current_request(), provider, model, tier, operation, cost_usd, batch, endpoint)
 
     def cache_lookup(self, namespace: str | None = None) -> Any:
         """A cache lookup span in the active request, or a standalone one."""
@@ -544,8 +552,9 @@ class Recorder:
         operation: str,
         cost_usd: float | None,
         batch: bool | None,
+        endpoint: str | None = None,
     ) -> Iterator[CallHandle]:
-        handle = self._start_call(request, provider, model, tier, operation, cost_usd, batch)
+        handle = self._start_call(request, provider, model, tier, operation, cost_usd, batch, endpoint)
         token = otel_context.attach(trace.set_span_in_context(handle.span))
         try:
             yield handle
@@ -565,8 +574,11 @@ class Recorder:
         operation: str,
         cost_usd: float | None,
         batch: bool | None,
+        endpoint: str | None = None,
     ) -> CallHandle:
         op = operation if isinstance(operation, str) and operation else contract.OPERATION_CHAT
+        if endpoint not in _ENDPOINTS:
+            endpoint = endpoint_scope(model) if isinstance(model, str) else None
         span = self._tracer.start_span(f"{op} {model}", kind=SpanKind.CLIENT, start_time=self._now())
         _set(span, contract.GEN_AI_OPERATION_NAME, op, _str)
         _set(span, contract.GEN_AI_PROVIDER_NAME, provider, _str)
@@ -574,12 +586,13 @@ class Recorder:
         _set(span, contract.COSTLINE_TIER, tier, _str)
         _set(span, contract.COSTLINE_COST_USD, cost_usd, _number)
         _set(span, contract.COSTLINE_BATCH, batch, _bool)
+        _set(span, contract.COSTLINE_ENDPOINT_SCOPE, endpoint, _str)
         if request is None:  # as in _lookup
             _set(span, contract.COSTLINE_REQUEST_ID, current_request_id(), _str)
         obs = None
         if self._metrics is not None:
             obs = self._metrics.start_call(operation=op, provider=provider, model=model, tier=tier,
-                                           cost_usd=cost_usd, batch=batch)
+                                           cost_usd=cost_usd, batch=batch, endpoint=endpoint)
         return CallHandle(self, span, tier, request, obs)
 
     def _text(self, text: str, budget: int) -> str:

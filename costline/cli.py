@@ -138,7 +138,8 @@ def show_config(config: Config) -> None:
 
     from costline.netsec import mask_secret
     from costline import contract
-    from costline.pricing import cache_prices, cache_write_1h_price, us_inference_price, web_search_price
+    from costline.pricing import (cache_prices, cache_write_1h_price, regional_endpoint_price, us_inference_price,
+                                  web_search_price)
 
     def show(name: str, section: object) -> None:
         click.echo(f"[{name}]")
@@ -157,7 +158,9 @@ def show_config(config: Config) -> None:
                                + (f" fast={m.fast_multiplier:g}x" if m.fast_multiplier is not None else "")
                                + (f" priority={m.priority_multiplier:g}x" if m.priority_multiplier is not None else "")
                                + (f" us-only={us_inference_price(m, section):g}x"
-                                  if m.provider.startswith(contract.PROVIDER_ANTHROPIC) else ""))
+                                  if m.provider.startswith(contract.PROVIDER_ANTHROPIC) else "")
+                               + (f" cloud-regional={regional_endpoint_price(m, section):g}x"
+                                  if regional_endpoint_price(m, section) != 1.0 else ""))
                 continue
             if dataclasses.is_dataclass(value):
                 nested.append((f"{name}.{sf.name}", value))

@@ -294,6 +294,12 @@ class ModelPrice:
     #: Anthropic's US-only inference (the answer's ``usage.inference_geo: "us"``): its tokens cost this many
     #: times the global prices; unset: ``[pricing] us_inference_multiplier``.
     us_inference_multiplier: float | None = None
+    #: A call of this model through a cloud's regional endpoint (Amazon Bedrock's in-region ids and geography
+    #: inference profiles, ``us.anthropic.…``; Google Vertex AI's regional locations, ``us-east5``) costs this many
+    #: times the global endpoint's prices. Unset: ``[pricing] regional_endpoint_multiplier`` for Claude models from
+    #: Sonnet 4.5 and Haiku 4.5 on (the clouds' global / regional split), 1 for the others. Set 1 on an entry
+    #: whose prices already are a region's.
+    regional_endpoint_multiplier: float | None = None
 
 
 #: The article's June 2026 prices (USD per million tokens).
@@ -336,6 +342,11 @@ class PricingConfig:
     #: Anthropic's US-only inference (``inference_geo: "us"``, models from February 2026 on) costs 1.1 x the
     #: global token prices, every kind of token; a model's own ``us_inference_multiplier`` wins.
     us_inference_multiplier: float = 1.1
+    #: Claude on Amazon Bedrock or Google Vertex AI through a regional endpoint (a Bedrock in-region id or
+    #: geography profile such as ``us.anthropic.…``, a Vertex location other than ``global``) costs 1.1 x the global
+    #: endpoint's prices, for models from Sonnet 4.5 and Haiku 4.5 on; a model's own
+    #: ``regional_endpoint_multiplier`` wins.
+    regional_endpoint_multiplier: float = 1.1
     #: The student has no token price: its GPU hosting cost is shared by the requests of each
     #: hour that used it (docs/sql.md). ~$2,000/month A100 (the article). The simplest form of
     #: the schedule: one GPU at this rate over the runs of student calls (``hosting_open_gap_hours``),
@@ -834,7 +845,8 @@ def _validate(config: Config, source: str) -> None:
                f"must be at least 1024 bytes; got {processor.batch_max_bytes}")
     pricing: PricingConfig = sections["pricing"]
     for key in ("cache_read_multiplier", "cache_write_multiplier", "cache_write_1h_multiplier", "batch_multiplier",
-                "student_usd_per_hour", "web_search_per_1k", "us_inference_multiplier"):
+                "student_usd_per_hour", "web_search_per_1k", "us_inference_multiplier",
+                "regional_endpoint_multiplier"):
         Section("pricing", source=source).not_negative(key, getattr(pricing, key))
     Section("pricing", source=source).at_least("hosting_open_gap_hours", pricing.hosting_open_gap_hours, 1)
     for i, period in enumerate(pricing.hosting, 1):
@@ -873,7 +885,8 @@ def _validate(config: Config, source: str) -> None:
                 ("web_search_per_1k", "price in USD per 1,000 searches"),
                 ("fast_multiplier", "multiple of the standard prices (e.g. 2 or 6)"),
                 ("priority_multiplier", "multiple of the standard prices (e.g. 1.75 or 2)"),
-                ("us_inference_multiplier", "multiple of the global prices (e.g. 1.1)")):
+                ("us_inference_multiplier", "multiple of the global prices (e.g. 1.1)"),
+                ("regional_endpoint_multiplier", "multiple of the global endpoint's prices (e.g. 1.1, or 1)")):
             v = getattr(m, key)
             if v is not None and not 0 <= v < float("inf"):
                 raise ConfigError(f"[[pricing.models]] {m.model} {key}", f"must be a finite {what}, not negative; "

@@ -53,6 +53,16 @@ GEN_AI_OPENAI_RESPONSE_SERVICE_TIER: Final = "gen_ai.openai.response.service_tie
 # on models from February 2026 on; "global"). No convention or SDK span names it: spelled after the SDK's
 # anthropic.response.service_tier.
 ANTHROPIC_RESPONSE_INFERENCE_GEO: Final = "anthropic.response.inference_geo"
+# The server a client span called (the GenAI conventions' and HTTP clients'): with the request's URL, where a
+# Google Vertex AI call ran ("us-east5-aiplatform.googleapis.com" is a regional endpoint, "aiplatform.googleapis.com"
+# the global one), which the clouds bill differently for Claude (costline.pricing.endpoint_scope).
+SERVER_ADDRESS: Final = "server.address"
+# The kind of a cloud's endpoint that ran a Claude call (ENDPOINT_GLOBAL / ENDPOINT_REGIONAL), where costline's
+# wrapper knows it: an AnthropicVertex client's region, a Bedrock model id's inference profile. Wins over reading
+# the model id or URL at ingest.
+COSTLINE_ENDPOINT_SCOPE: Final = "costline.endpoint_scope"
+URL_FULL: Final = "url.full"
+URL_PATH: Final = "url.path"
 # Streamed calls: the request asked for a stream; seconds from sending it to the first chunk of output.
 GEN_AI_REQUEST_STREAM: Final = "gen_ai.request.stream"
 GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK: Final = "gen_ai.response.time_to_first_chunk"
@@ -68,6 +78,10 @@ PROVIDER_OPENAI: Final = "openai"
 PROVIDER_BEDROCK: Final = "aws.bedrock"
 #: Claude on Google Vertex AI (likewise; anthropic.AnthropicVertex)
 PROVIDER_VERTEX: Final = "gcp.vertex_ai"
+#: A cloud's endpoint kinds for Claude (the lake's calls.endpoint_scope): Bedrock's global inference profiles and
+#: Vertex's global location, or a region / geography (1.1 x the global prices from Sonnet 4.5 and Haiku 4.5 on).
+ENDPOINT_GLOBAL: Final = "global"
+ENDPOINT_REGIONAL: Final = "regional"
 
 # --- costline.* on every kind of span ----------------------------------------------
 COSTLINE_TIER: Final = "costline.tier"

@@ -19,7 +19,9 @@ costs the model's ``fast_multiplier`` x its tokens; without one it is unpriced (
 tier a provider says served the call (:func:`service_tier_effect`) can discount it to batch prices (OpenAI's
 ``flex``, an Anthropic batch) or raise it: OpenAI's ``priority`` costs the model's ``priority_multiplier`` x its
 tokens, without one it is unpriced (``no_priority_price``). Anthropic's US-only inference (``inference_geo`` "us")
-costs :func:`us_inference_price` x its tokens (1.1).
+costs :func:`us_inference_price` x its tokens (1.1). Claude on a cloud's regional endpoint (:func:`endpoint_scope`:
+a Bedrock geography profile or in-region id, a Vertex AI region) costs :func:`regional_endpoint_price` x its tokens
+(1.1 from Sonnet 4.5 and Haiku 4.5 on; the global endpoints cost the list prices).
 
 Student calls have no token price (``cost_usd`` is 0, status ``student``) unless the span
 carries an explicit ``costline.cost_usd``: the GPU's hosting cost comes from a dated
@@ -53,6 +55,9 @@ __all__ = [
     "long_prompt",
     "web_search_price",
     "us_inference_price",
+    "regional_endpoint_price",
+    "endpoint_scope",
+    "endpoint_split",
     "service_tier_effect",
     "BATCH",
     "PRIORITY",
@@ -101,6 +106,23 @@ _DOTTED_VERSION = re.compile(r"(\d)\.(\d)")
 _VERSION_FIRST = re.compile(r"^claude-([4-9](?:-\d)?)-(opus|sonnet|haiku)(?=$|-)")
 #: Amazon Bedrock's model ids: ``anthropic.`` after an optional cross-region inference prefix.
 _BEDROCK_PREFIX = re.compile(r"^(?:(?:us|us-gov|eu|apac|ap|jp|au|ca|global)\.)?anthropic\.")
+
+
+#: A Claude id's version once normalised: ``claude-sonnet-4-5`` (4, 5), ``claude-fable-5`` (5), ``claude-3-5-haiku``.
+_CLAUDE_VERSION = re.compile(r"^claude-(?:[a-z]+-)?(\d{1,2})(?:-(\d))?(?=$|-)")
+#: The first Claude the clouds sell through global and regional endpoints at two prices: Sonnet 4.5 (and Haiku 4.5,
+#: released after it); older models keep one price wherever they run.
+_ENDPOINT_SPLIT_SINCE: Final = (4, 5)
+#: A Bedrock Claude id, after an ARN's or a router's ``…/``: its inference profile's geography (``global``, ``us``,
+#: ``eu``, ``apac``, ``jp``, ``au``, ``us-gov``…) or none (an in-region model id).
+_BEDROCK_CLAUDE = re.compile(r"^(?:([a-z][a-z-]{0,15})\.)?anthropic\.claude")
+#: A Vertex AI call's location in its URL (``…/locations/us-east5/publishers/anthropic/models/…``).
+_VERTEX_LOCATION = re.compile(r"/locations/([a-z0-9-]{1,40})/publishers/anthropic/")
+#: Vertex AI's hosts: ``aiplatform.googleapis.com`` (global), ``us-east5-aiplatform.googleapis.com`` (a region),
+#: ``aiplatform.us.rep.googleapis.com`` (a multi-region).
+_VERTEX_HOST = re.compile(r"^(?:([a-z0-9-]{1,40})-)?aiplatform(\.[a-z0-9-]{1,40}\.rep)?\.googleapis\.com\.?$")
+#: The most of a URL :func:`endpoint_scope` reads (the location comes early in it).
+_MAX_URL_CHARS: Final = 2048
 
 
 def normalize_model_id(model: str) -> str:
@@ -190,6 +212,7 @@ class PricingTable:
         fast: bool = False,
         service_tier: str | None = None,
         inference_geo: str | None = None,
+        endpoint: str | None = None,
         explicit_cost_usd: float | None = None,
         explicit_tier: str | None = None,
         response_model: str | None = None,
@@ -202,7 +225,8 @@ class PricingTable:
         call ran in Anthropic's fast mode, its tokens at the model's ``fast_multiplier`` (none: unpriced).
         ``service_tier``: the tier the provider says served it (:func:`service_tier_effect`: batch prices, or the
         model's ``priority_multiplier``, none: unpriced). ``inference_geo``: where Anthropic says it ran ("us":
-        :func:`us_inference_price` x the tokens)."""
+        :func:`us_inference_price` x the tokens). ``endpoint``: the kind of a cloud's endpoint that ran it
+        (:func:`endpoint_scope`; "regional": :func:`regional_endpoint_price` x the tokens)."""
         tier = self.tier_of(provider, response_model or model, explicit_tier)
         if tier == contract.UNKNOWN_TIER and response_model:
             tier = self.tier_of(provider, model, explicit_tier)
@@ -241,6 +265,8 @@ class PricingTable:
             cost *= entry.priority_multiplier or 0.0
         if inference_geo == "us":
             cost *= us_inference_price(entry, cfg)
+        if endpoint == contract.ENDPOINT_REGIONAL:
+            cost *= regional_endpoint_price(entry, cfg)
         if batch or effect == BATCH:
             cost *= cfg.batch_multiplier
         searches = max(int(web_search_requests or 0), 0)
@@ -272,6 +298,50 @@ def us_inference_price(model: ModelPrice, config: PricingConfig) -> float:
     (``inference_geo`` "us"): its own ``us_inference_multiplier``, else ``[pricing] us_inference_multiplier``."""
     own = model.us_inference_multiplier
     return config.us_inference_multiplier if own is None else own
+
+
+def regional_endpoint_price(model: ModelPrice, config: PricingConfig) -> float:
+    """The multiple of its global prices a call of ``model`` costs through a cloud's regional endpoint: its own
+    ``regional_endpoint_multiplier``, else ``[pricing] regional_endpoint_multiplier`` for a Claude model the clouds
+    sell at two prices (:func:`endpoint_split`), else 1."""
+    own = model.regional_endpoint_multiplier
+    if own is not None:
+        return own
+    return config.regional_endpoint_multiplier if endpoint_split(model) else 1.0
+
+
+def endpoint_split(model: ModelPrice) -> bool:
+    """Whether the clouds sell ``model`` (a registry entry, by its id or an alias) through global and regional
+    endpoints at two prices: Claude from Sonnet 4.5 and Haiku 4.5 on."""
+    for name in (model.model, *model.aliases):
+        found = _CLAUDE_VERSION.match(normalize_model_id(name))
+        if found and (int(found[1]), int(found[2] or 0)) >= _ENDPOINT_SPLIT_SINCE:
+            return True
+    return False
+
+
+def endpoint_scope(model: str | None, server_address: str | None = None, url: str | None = None) -> str | None:
+    """The kind of a cloud's endpoint that ran a Claude call: ``"global"``, ``"regional"`` or None (not a cloud's
+    call, or the span does not say).
+
+    Amazon Bedrock says it in the model id: ``global.anthropic.…`` is a global inference profile; a geography's
+    (``us.``, ``eu.``, ``apac.``, ``jp.``…) or an in-region id (``anthropic.…``) is regional; an application
+    inference profile's ARN names no model and says nothing. Google Vertex AI says it in the request's URL
+    (``…/locations/global/…`` or ``…/locations/us-east5/…``) or its host (``aiplatform.googleapis.com`` against
+    ``us-east5-aiplatform.googleapis.com`` or a multi-region's ``aiplatform.us.rep.googleapis.com``)."""
+    if model:
+        bedrock = _BEDROCK_CLAUDE.match(model.strip().lower().rsplit("/", 1)[-1])
+        if bedrock:
+            return contract.ENDPOINT_GLOBAL if bedrock[1] == "global" else contract.ENDPOINT_REGIONAL
+    if url:
+        located = _VERTEX_LOCATION.search(url[:_MAX_URL_CHARS].lower())
+        if located:
+            return contract.ENDPOINT_GLOBAL if located[1] == "global" else contract.ENDPOINT_REGIONAL
+    if server_address:
+        host = _VERTEX_HOST.match(server_address.strip().lower()[:256])
+        if host:
+            return contract.ENDPOINT_REGIONAL if host[1] or host[2] else contract.ENDPOINT_GLOBAL
+    return None
 
 
 def service_tier_effect(provider: str | None, service_tier: str | None) -> str | None:

@@ -3,9 +3,9 @@
 The article's stacking table, computed from the lake for ``[since, until)``:
 
 1. **baseline** — every request priced on the baseline (frontier) model with its actual tokens
-   (every call it made; cache reads/writes, batch and US-only inference at their multipliers; fast mode and
-   OpenAI's priority tier, premiums of the model that ran, are not carried over); a cache hit, which
-   made no call, at its day's average baseline cost of an uncached request of its task type
+   (every call it made; cache reads/writes, batch, US-only inference and a cloud's regional endpoint at their
+   multipliers; fast mode and OpenAI's priority tier, premiums of the model that ran, are not carried over); a
+   cache hit, which made no call, at its day's average baseline cost of an uncached request of its task type
    (else that task type's average over the range, else all requests');
 2. **+ routing** — every API call at what it actually cost; student calls at the prices of the
    tier the student replaced (``student_replaces_tier``, budget) as if there were no student;
@@ -35,7 +35,8 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from costline.config import Config, ModelPrice
-from costline.pricing import cache_prices, cache_write_1h_price, long_prices, us_inference_price, web_search_price
+from costline.pricing import (cache_prices, cache_write_1h_price, long_prices, regional_endpoint_price,
+                              us_inference_price, web_search_price)
 from costline.jobs.errors import JobsError, NoDataError
 from costline.timeutil import utc_naive as _utc
 
@@ -58,6 +59,7 @@ _PRICE = """(greatest(c.input_tokens - c.cache_read_tokens - c.cache_creation_to
           + least(coalesce(c.cache_creation_1h_tokens, 0), c.cache_creation_tokens) * {write_1h}
           + c.output_tokens * {out}) / 1e6 * CASE WHEN coalesce(c.batch, false) THEN {batch} ELSE 1 END
           * CASE WHEN c.inference_geo = 'us' THEN {us} ELSE 1 END
+          * CASE WHEN c.endpoint_scope = 'regional' THEN {regional} ELSE 1 END
           + coalesce(c.web_search_requests, 0) * {search} / 1000.0"""
 #: A model with a long-prompt band: each call priced in the band its own input falls in.
 _BANDED = "(CASE WHEN c.input_tokens > {above} THEN {long} ELSE {short} END)"
@@ -214,7 +216,8 @@ def _price_sql(m: ModelPrice, config: Config) -> str:
                              write=repr(float(write * scale)),
                              write_1h=repr(float(cache_write_1h_price(m, p) * scale)),
                              batch=repr(float(p.batch_multiplier)), search=repr(float(web_search_price(m, p))),
-                             us=repr(float(us_inference_price(m, p))))
+                             us=repr(float(us_inference_price(m, p))),
+                             regional=repr(float(regional_endpoint_price(m, p))))
 
     short = price(m.input_per_mtok, m.output_per_mtok, 1.0)
     if m.long_context_above_tokens is None:

@@ -17,7 +17,7 @@ from typing import Any, Final, NamedTuple
 from costline import contract as c
 from costline.config import ModelPrice, PricingConfig
 from costline.otlp import OtlpDecodeError
-from costline.pricing import BATCH, PRICED, UNKNOWN_MODEL, PricingTable, service_tier_effect
+from costline.pricing import BATCH, PRICED, UNKNOWN_MODEL, PricingTable, endpoint_scope, service_tier_effect
 from costline.processors.attributes import (
     MAX_ATTEMPTS,
     MAX_TOKENS,
@@ -139,6 +139,9 @@ class CallRow(NamedTuple):
     #: The call span's own ``costline.tenant``: who a call with no request span was made for (the gateway's
     #: embeddings calls); a call inside a request belongs to the request's tenant (the ``calls`` view).
     tenant: str | None = None
+    #: The kind of a cloud's endpoint that ran a Claude call ("global", or "regional": priced at the regional
+    #: multiplier), as its model id or URL says (:func:`costline.pricing.endpoint_scope`); None: not said.
+    endpoint_scope: str | None = None
 
 
 class LookupRow(NamedTuple):
@@ -302,6 +305,10 @@ def flatten_span(
     batch = bool(bool_of(get(c.COSTLINE_BATCH))) or service_tier_effect(provider, served_tier) == BATCH
     fast = str_of(get(c.ANTHROPIC_RESPONSE_SPEED)) == "fast"
     geo = _short(str_of(get(c.ANTHROPIC_RESPONSE_INFERENCE_GEO)))
+    endpoint = str_of(get(c.COSTLINE_ENDPOINT_SCOPE))
+    if endpoint not in _ENDPOINTS:  # said by costline's wrapper, else read off the model id or the URL
+        endpoint = endpoint_scope(model, str_of(get(c.SERVER_ADDRESS)), str_of(get(c.URL_FULL)) or str_of(
+            get(c.URL_PATH))) or endpoint_scope(response_model)  # OpenLLMetry's Bedrock spans: the profile here
     explicit = usd_of(get(c.COSTLINE_COST_USD), bad)
     price = pricing.price_call(
         model=model,
@@ -316,6 +323,7 @@ def flatten_span(
         fast=fast,
         service_tier=served_tier,
         inference_geo=geo,
+        endpoint=endpoint,
         explicit_cost_usd=explicit,
         explicit_tier=str_of(get(c.COSTLINE_TIER)),
         response_model=response_model,
@@ -374,6 +382,7 @@ def flatten_span(
         served_tier,
         geo,
         str_of(get(c.COSTLINE_TENANT)),
+        endpoint,
     ))
 
 
@@ -383,6 +392,8 @@ def flatten_span(
 #: provider too (:func:`costline.pricing.service_tier_effect`).
 _SERVICE_TIER_KEYS: Final = (c.OPENAI_RESPONSE_SERVICE_TIER, c.GEN_AI_OPENAI_RESPONSE_SERVICE_TIER,
                              c.ANTHROPIC_RESPONSE_SERVICE_TIER)
+#: The kinds of a cloud's endpoint a span may say it called (anything else is read as unsaid).
+_ENDPOINTS: Final = frozenset({c.ENDPOINT_GLOBAL, c.ENDPOINT_REGIONAL})
 #: Longest service tier or inference geography kept (the names are short; a sender's made-up ones are cut).
 MAX_TIER_NAME_CHARS: Final = 32
 

@@ -89,3 +89,23 @@ def cost_report_stages(config: Config, requests: Sequence[Any], calls: Sequence[
     finally:
         con.close()
     return {s.stage: s.total_cost_usd for s in report.stages}
+
+
+def budget_calls_of_a_day(day: Any, provider: str, model: str, paid: Sequence[tuple[float, dict[str, Any]]]
+                          ) -> tuple[list[Any], list[Any]]:
+    """Requests of ``day`` (a naive UTC midnight, at 01:00), each one call of ``model`` on the budget tier with
+    1,000 input and 100 output tokens: (USD it paid, more ``CallRow`` fields such as ``inference_geo``) a call ->
+    (request rows, call rows)."""
+    import datetime as dt
+
+    from costline.processors.records import CallRow, RequestRow
+
+    ts = int(day.replace(hour=1, tzinfo=dt.timezone.utc).timestamp() * 1_000_000)
+    requests, calls = [], []
+    for i, (usd, more) in enumerate(paid):
+        requests.append(RequestRow(f"R{i}", f"t{i}", f"s{i}", ts, "acme", "faq", "x", "budget", "budget", False, 1, 0,
+                                   True, None, 5.0, None, None, 0, i))
+        calls.append(CallRow(f"c{i}", f"t{i}", f"s{i}", f"R{i}", ts, "chat", provider, model, model, "budget",
+                             1000, 100, 0, 0, False, ["stop"], None, usd, "priced", "v", 5.0, None, None, 0, i,
+                             **more))
+    return requests, calls

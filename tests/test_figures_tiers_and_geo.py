@@ -22,7 +22,7 @@ from costline.collectors import Recorder, instrument_openai
 from costline.config import Config, ConfigError, LakeConfig, ModelPrice, PricingConfig, load_config
 from costline.pricing import PricingTable
 
-from figures_lake import cost_report_stages, lake_from_sdk_spans, note_unpriced, query_lake as q
+from figures_lake import budget_calls_of_a_day, cost_report_stages, lake_from_sdk_spans, note_unpriced, query_lake as q
 from sdk_hygiene import pristine_sdks, restore_sdk_classes, sdk_class_attributes  # noqa: F401 (autouse fixture)
 
 anthropic = pytest.importorskip("anthropic")
@@ -98,6 +98,9 @@ def test_a_priority_call_of_a_model_without_a_multiplier_is_unpriced():
     ('[[pricing.models]]\nmodel = "m"\ntier = "mid"\npriority_multiplier = -2\n', "priority_multiplier"),
     ('[[pricing.models]]\nmodel = "m"\ntier = "mid"\nus_inference_multiplier = nan\n', "us_inference_multiplier"),
     ("[pricing]\nus_inference_multiplier = -1.1\n", "us_inference_multiplier"),
+    ("[pricing]\nregional_endpoint_multiplier = -1.1\n", "regional_endpoint_multiplier"),  # a cloud's regional endpoint
+    ('[[pricing.models]]\nmodel = "m"\ntier = "mid"\nregional_endpoint_multiplier = inf\n',
+     "regional_endpoint_multiplier"),
 ])
 def test_a_bad_multiplier_is_refused_by_its_key(tmp_path, toml, key):
     path = tmp_path / "costline.toml"
@@ -243,22 +246,15 @@ def test_the_cost_reports_baseline_bills_us_only_calls_at_the_frontiers_us_price
     """A request run in the US only would run there on the baseline model too: its frontier price x 1.1."""
     import datetime as dt
 
-    from costline.processors.records import CallRow, RequestRow
-
     day = dt.datetime(2026, 11, 7)
     cfg = Config(lake=LakeConfig(path=tmp_path / "lake"), pricing=PricingConfig(
         models=(ModelPrice("cheap", "budget", input_per_mtok=1.0, output_per_mtok=5.0),
                 ModelPrice("big", "frontier", input_per_mtok=10.0, output_per_mtok=50.0)),
         student_usd_per_hour=0.0, student_providers=()))
-    ts = int(day.replace(hour=1, tzinfo=dt.timezone.utc).timestamp() * 1_000_000)
-    requests, calls = [], []
-    for i, geo in enumerate(("us", "global", None)):  # 1,000 in, 100 out each, on the budget model
-        paid = (1000 * 1.0 + 100 * 5.0) / 1e6 * (1.1 if geo == "us" else 1.0)
-        requests.append(RequestRow(f"R{i}", f"t{i}", f"s{i}", ts, "acme", "faq", "x", "budget", "budget", False, 1, 0,
-                                   True, None, 5.0, None, None, 0, i))
-        calls.append(CallRow(f"c{i}", f"t{i}", f"s{i}", f"R{i}", ts, "chat", "anthropic", "cheap", "cheap", "budget",
-                             1000, 100, 0, 0, False, ["stop"], None, paid, "priced", "v", 5.0, None, None, 0, i,
-                             inference_geo=geo))
+    # 1,000 in, 100 out each, on the budget model
+    requests, calls = budget_calls_of_a_day(day, "anthropic", "cheap", [
+        ((1000 * 1.0 + 100 * 5.0) / 1e6 * (1.1 if geo == "us" else 1.0), {"inference_geo": geo})
+        for geo in ("us", "global", None)])
     stages = cost_report_stages(cfg, requests, calls, day)
     # the frontier model: 1,000 * $10 + 100 * $50 = $0.015 a call, the US one x 1.1; routed: what was paid
     assert stages["baseline"] == pytest.approx(0.015 * 1.1 + 0.015 + 0.015)

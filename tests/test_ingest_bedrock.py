@@ -36,6 +36,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 MODEL = "us.anthropic.claude-haiku-4-5-20251001-v1:0"  # a cross-region inference profile of Claude Haiku 4.5
 IN, OUT, READ_X, WRITE_X = 0.80, 4.0, 0.1, 1.25  # USD per MTok; cache read / write as multiples of the input
+#: A geography's inference profile (us.) is a regional endpoint: from Claude Sonnet 4.5 and Haiku 4.5 on, AWS bills
+#: it 10 % over the global profile (global.), whose prices are Anthropic's list prices.
+REGIONAL_X = 1.1
 SYSTEM = [{"text": "You answer questions about our refund policy. " * 20}, {"cachePoint": {"type": "default"}}]
 
 
@@ -110,11 +113,12 @@ def ask(text: str) -> dict:
             "inferenceConfig": {"maxTokens": 64}}
 
 
-def served_usd(srv: StandInServer) -> float:
-    """What the stand-in served, priced by hand: its log's input includes the cached tokens."""
+def served_usd(srv: StandInServer, multiple: float = REGIONAL_X) -> float:
+    """What the stand-in served, priced by hand: its log's input includes the cached tokens; every call went to
+    the us. profile (a regional endpoint: ``multiple`` x the global prices)."""
     return sum(((e.input_tokens - e.cache_read_tokens - e.cache_creation_tokens) * IN
                 + e.cache_read_tokens * IN * READ_X + e.cache_creation_tokens * IN * WRITE_X
-                + e.output_tokens * OUT) / 1e6 for e in srv.log.paid(BEDROCK))
+                + e.output_tokens * OUT) / 1e6 * multiple for e in srv.log.paid(BEDROCK))
 
 
 def test_the_stand_in_speaks_converse_as_boto3_reads_it(standin):
@@ -164,10 +168,26 @@ def test_botocore_converse_calls_count_once_at_the_served_price(standin, traced,
     paid = standin.log.paid(BEDROCK)
     assert len(paid) == 4 and sum(e.cache_read_tokens for e in paid) > 0 and paid[0].cache_creation_tokens > 0
     assert q(cfg, "SELECT count(*), sum(input_tokens), sum(cache_read_tokens), sum(cache_creation_tokens), "
-                  "sum(output_tokens), sum(cost_usd) FROM calls WHERE error_type IS NULL") == [(
+                  "sum(output_tokens) FROM calls WHERE error_type IS NULL") == [(
         4, sum(e.input_tokens for e in paid), sum(e.cache_read_tokens for e in paid),
-        sum(e.cache_creation_tokens for e in paid), sum(e.output_tokens for e in paid),
-        pytest.approx(served_usd(standin), rel=1e-9))]
+        sum(e.cache_creation_tokens for e in paid), sum(e.output_tokens for e in paid))]
+    # botocore's span names the inference profile (us.: regional, 1.1 x); OpenLLMetry's Converse span names the model
+    # without it (claude-haiku-4-5-…-v1:0) and no response model: where its span is the one kept, the endpoint is
+    # unknown and the call is priced at the global prices, a lower bound
+    rows = q(cfg, "SELECT input_tokens, cache_read_tokens, cache_creation_tokens, output_tokens, endpoint_scope, "
+                  "cost_usd FROM calls WHERE error_type IS NULL")
+    seen = {r[4] for r in rows}
+    if scopes == {BOTOCORE}:
+        assert seen == {"regional"}
+    elif scopes == {OPENLLMETRY}:
+        assert seen == {None}
+    else:  # both: each call's kept span, whichever it is
+        assert seen and seen <= {"regional", None}
+    for inp, read, write, out, scope, cost in rows:
+        hand = ((inp - read - write) * IN + read * IN * READ_X + write * IN * WRITE_X + out * OUT) / 1e6
+        assert cost == pytest.approx(hand * (REGIONAL_X if scope == "regional" else 1.0), rel=1e-9)
+    if scopes == {BOTOCORE}:
+        assert sum(r[5] for r in rows) == pytest.approx(served_usd(standin), rel=1e-9)
     assert q(cfg, "SELECT model, cost_usd FROM calls WHERE error_type IS NOT NULL") == [("palm-2", 0.0)]
 
 

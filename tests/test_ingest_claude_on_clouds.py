@@ -32,6 +32,9 @@ SYSTEM = "You answer questions about our refund policy. " * 60  # long enough to
 MODELS = {"bedrock": "us.anthropic.claude-haiku-4-5-20251001-v1:0", "vertex": "claude-haiku-4-5@20251001",
           "anthropic": "claude-haiku-4-5"}
 PROVIDERS = {"bedrock": "aws.bedrock", "vertex": "gcp.vertex_ai", "anthropic": "anthropic"}
+#: Bedrock's us. profile and Vertex's us-east5 are regional endpoints: from Claude Sonnet 4.5 and Haiku 4.5 on, the
+#: clouds bill them 10 % over their global endpoints, whose prices are Anthropic's list prices.
+REGIONAL_X = {"bedrock": 1.1, "vertex": 1.1, "anthropic": 1.0}
 
 
 @pytest.fixture
@@ -56,15 +59,15 @@ def haiku_usd(u) -> float:
             + u.output_tokens * HAIKU_OUT) / 1e6
 
 
-def cloud_client(cloud: str, standin, provider):
-    """The SDK's client of Claude on ``cloud`` at the stand-in, its own tracing on."""
+def cloud_client(cloud: str, standin, provider, *, region: str = "us-east5"):
+    """The SDK's client of Claude on ``cloud`` at the stand-in, its own tracing on (Vertex: in ``region``)."""
     tracing = {"tracer_provider": provider}
     if cloud == "anthropic":
         return anthropic.Anthropic(base_url=standin.url, api_key="k", max_retries=0, open_telemetry=tracing)
     if cloud == "bedrock":
         return anthropic.AnthropicBedrock(base_url=standin.url, api_key="bedrock-key", aws_region="us-east-1",
                                           max_retries=0, open_telemetry=tracing)
-    return anthropic.AnthropicVertex(base_url=standin.url + "/v1", access_token="ya29.token", region="us-east5",
+    return anthropic.AnthropicVertex(base_url=standin.url + "/v1", access_token="ya29.token", region=region,
                                      project_id="acme", max_retries=0, open_telemetry=tracing)
 
 
@@ -104,7 +107,7 @@ def test_claude_on_a_cloud_is_counted_once_and_priced_as_claude(standin, cfg, sp
     assert any(u.cache_read_input_tokens for u in usages) and any(u.cache_creation_input_tokens for u in usages)
     lake_from_sdk_spans(spans_, cfg)
 
-    want = sum(haiku_usd(u) for u in usages)
+    want = sum(haiku_usd(u) for u in usages) * REGIONAL_X[cloud]
     n, cost, read, write, out = q(cfg, "SELECT count(*), sum(cost_usd), sum(cache_read_tokens), "
                                        "sum(cache_creation_tokens), sum(output_tokens) FROM calls")[0]
     assert n == 6
@@ -118,3 +121,72 @@ def test_claude_on_a_cloud_is_counted_once_and_priced_as_claude(standin, cfg, sp
     assert [r[:3] for r in q(cfg, "SELECT tier, requests, successes FROM tier_hourly")] == [("budget", 6, 6)]
     if costline_wrapper:  # costline's own span is the one kept, and it names the cloud
         assert q(cfg, "SELECT DISTINCT provider FROM calls") == [(PROVIDERS[cloud],)]
+
+
+@pytest.mark.parametrize("costline_wrapper", [False, True])
+@pytest.mark.parametrize("cloud, model, region, scope, multiple", [
+    # a global inference profile / Vertex's global location: the list prices
+    ("bedrock", "global.anthropic.claude-haiku-4-5-20251001-v1:0", None, "global", 1.0),
+    ("vertex", "claude-haiku-4-5@20251001", "global", "global", 1.0),
+    # an in-region Bedrock id and a European profile: regional
+    ("bedrock", "anthropic.claude-haiku-4-5-20251001-v1:0", None, "regional", 1.1),
+    ("bedrock", "eu.anthropic.claude-haiku-4-5-20251001-v1:0", None, "regional", 1.1),
+    ("vertex", "claude-haiku-4-5@20251001", "europe-west1", "regional", 1.1),
+    # Claude Sonnet 4 predates the split: one price wherever it runs
+    ("bedrock", "us.anthropic.claude-sonnet-4-20250514-v1:0", None, "regional", 1.0),
+    ("vertex", "claude-sonnet-4@20250514", "us-east5", "regional", 1.0),
+])
+def test_a_clouds_regional_endpoint_costs_its_premium_and_the_global_one_the_list_price(
+        tmp_path, spans, cloud, model, region, scope, multiple, costline_wrapper):
+    provider, exporter = spans
+    cfg = Config(lake=LakeConfig(path=tmp_path / "lake"), pricing=PricingConfig(models=(
+        ModelPrice("claude-haiku-4-5", "budget", input_per_mtok=HAIKU_IN, output_per_mtok=HAIKU_OUT),
+        ModelPrice("claude-sonnet-4", "mid", input_per_mtok=HAIKU_IN, output_per_mtok=HAIKU_OUT)),
+        student_usd_per_hour=0.0, student_providers=()))
+    standin = StandInServer(StandInConfig(port=0, latency_scale=0.0), pricing=cfg.pricing)  # it serves Sonnet 4 too
+    standin.start()
+    try:
+        client = cloud_client(cloud, standin, provider, region=region or "us-east5")
+        usages = _ask_twice(client, model, Recorder(provider), costline_wrapper)
+    finally:
+        standin.shutdown()
+    lake_from_sdk_spans(exporter.get_finished_spans(), cfg)
+    want = sum((u.input_tokens * HAIKU_IN + u.output_tokens * HAIKU_OUT) / 1e6 for u in usages) * multiple
+    assert q(cfg, "SELECT count(*), sum(cost_usd), min(endpoint_scope), max(endpoint_scope) FROM calls") == [
+        (2, pytest.approx(want, rel=1e-9), scope, scope)]
+
+
+def _ask_twice(client, model: str, recorder: Recorder, costline_wrapper: bool) -> list:
+    """Two calls of ``model``, each in a request (costline's wrapper on the client too where asked): their usage."""
+    if costline_wrapper:
+        instrument_anthropic(client, recorder)
+    usages = []
+    for i in range(2):
+        with recorder.request(task_type="faq") as req:
+            usages.append(client.messages.create(
+                model=model, max_tokens=32, messages=[{"role": "user", "content": f"Question {i}: where is it?"}]).usage)
+            req.accept()
+    return usages
+
+
+def test_a_models_own_regional_multiplier_wins_and_one_turns_the_premium_off(standin, tmp_path, spans):
+    """An entry priced at a region's own prices says ``regional_endpoint_multiplier = 1``; another its own 1.25."""
+    provider, exporter = spans
+    cfg = Config(lake=LakeConfig(path=tmp_path / "lake"), pricing=PricingConfig(models=(
+        ModelPrice("claude-haiku-4-5", "budget", input_per_mtok=HAIKU_IN, output_per_mtok=HAIKU_OUT,
+                   regional_endpoint_multiplier=1.0),
+        ModelPrice("claude-opus-4-8", "upper", input_per_mtok=5.0, output_per_mtok=25.0,
+                   regional_endpoint_multiplier=1.25)),
+        student_usd_per_hour=0.0, student_providers=()))
+    client = cloud_client("bedrock", standin, provider)
+    usages = {}
+    for model in ("us.anthropic.claude-haiku-4-5-20251001-v1:0", "us.anthropic.claude-opus-4-8-v1:0"):
+        usages[model] = client.messages.create(model=model, max_tokens=16,
+                                               messages=[{"role": "user", "content": "hi"}]).usage
+    lake_from_sdk_spans(exporter.get_finished_spans(), cfg)
+    haiku, opus = usages.values()
+    assert sorted(q(cfg, "SELECT model, cost_usd FROM calls")) == [
+        ("us.anthropic.claude-haiku-4-5-20251001-v1:0",
+         pytest.approx((haiku.input_tokens * HAIKU_IN + haiku.output_tokens * HAIKU_OUT) / 1e6, rel=1e-9)),
+        ("us.anthropic.claude-opus-4-8-v1:0",
+         pytest.approx((opus.input_tokens * 5.0 + opus.output_tokens * 25.0) / 1e6 * 1.25, rel=1e-9))]

@@ -88,6 +88,8 @@ CALLS_SCHEMA: Final = pa.schema([
     # the call span's own costline.tenant (a call with no request span: the gateway's embeddings calls); NULL
     # in files written before it
     ("tenant", pa.string()),
+    # the kind of a cloud's endpoint that ran a Claude call: global / regional (NULL: not said, or older files)
+    ("endpoint_scope", pa.string()),
 ])
 
 LOOKUPS_SCHEMA: Final = pa.schema([
