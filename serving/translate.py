@@ -164,6 +164,8 @@ def tools_problem(tools: Any, tool_choice: Any) -> str | None:
                 return f"tools[{i}].input_schema: a JSON Schema object is required"
             if tool.get("description") is not None and not isinstance(tool.get("description"), str):
                 return f"tools[{i}].description: a string"
+            if tool.get("strict") is not None and not isinstance(tool.get("strict"), bool):
+                return f"tools[{i}].strict: true or false"
     if tool_choice is None:
         return None
     if not isinstance(tool_choice, Mapping) or tool_choice.get("type") not in _CHOICES:
@@ -219,6 +221,8 @@ def tools_from_openai(tools: Any, tool_choice: Any) -> tuple[list[dict[str, Any]
             converted: dict[str, Any] = {"name": fn.get("name"), "input_schema": dict(params)}
             if fn.get("description") is not None:
                 converted["description"] = fn.get("description")
+            if fn.get("strict") is not None:  # structured outputs: the arguments follow the schema exactly
+                converted["strict"] = fn.get("strict")
             out.append(converted)
     choice: dict[str, Any] | None = None
     if tool_choice is not None:
@@ -234,7 +238,8 @@ def tools_from_openai(tools: Any, tool_choice: Any) -> tuple[list[dict[str, Any]
     problem = tools_problem(out if tools is not None else None, choice)
     if problem:
         return ("tool_choice" if problem.startswith("tool_choice") else "tools"), \
-            problem.replace("input_schema", "function.parameters").replace("].name", "].function.name")
+            problem.replace("input_schema", "function.parameters").replace("].name", "].function.name") \
+            .replace("].strict", "].function.strict")
     return out, choice
 
 
@@ -369,7 +374,8 @@ def tools_to_openai(tools: Sequence[Mapping[str, Any]], tool_choice: Mapping[str
                                   "tiers only)")
     out: dict[str, Any] = {"tools": [{"type": "function", "function": {
         "name": t.get("name"), **({"description": t["description"]} if t.get("description") else {}),
-        "parameters": t.get("input_schema") or {"type": "object", "properties": {}}}} for t in tools]}
+        "parameters": t.get("input_schema") or {"type": "object", "properties": {}},
+        **({"strict": t["strict"]} if isinstance(t.get("strict"), bool) else {})}} for t in tools]}
     if tool_choice:
         kind = tool_choice.get("type")
         out["tool_choice"] = ({"type": "function", "function": {"name": tool_choice.get("name")}} if kind == "tool"

@@ -552,3 +552,15 @@ def test_reading_a_stored_response_with_a_bad_query_is_a_400_naming_it(setup, pa
     got = httpx.get(f"http://127.0.0.1:{gw.port}/v1/responses/{kept.id}{path}",
                     headers={**ROUTES["anthropic"], "x-costline-tenant": "bad-query"})
     assert got.status_code == 400 and got.json()["error"]["param"] == param
+
+
+@pytest.mark.parametrize("strict", [True, False, None])
+def test_a_function_tools_strict_is_carried_as_sent(strict) -> None:
+    """The Responses API's function tools say ``strict`` at the top level; it reaches the Messages tool as sent
+    (absent: absent; OpenAI's own default is not imposed on other providers' tiers)."""
+    from costline.serving.gateway.responses_api import _tools
+
+    tool = {"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {}}}
+    tools, _ = _tools({"tools": [{**tool, **({"strict": strict} if strict is not None else {})}]})
+    assert tools == ({"name": "get_weather", "input_schema": {"type": "object", "properties": {}},
+                      **({"strict": strict} if strict is not None else {})},)

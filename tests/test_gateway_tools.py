@@ -596,3 +596,35 @@ def test_an_image_by_url_is_never_sent_to_the_self_hosted_student(setup, standin
             {"type": "text", "text": f"Which label fits this picture ({stream})?"}]}])
     assert raw.headers["x-costline-routed-tier"] == "student" and raw.headers["x-costline-tier"] != "student"
     assert [e.api for e in standin.log.entries()[entries:]] == ["anthropic"]  # the student's server was never asked
+
+
+def test_a_strict_tool_reaches_either_kind_of_tier_still_strict(setup, standin, monkeypatch) -> None:
+    """Structured outputs' ``strict``: an openai-SDK app's strict function reaches an Anthropic tier as a strict
+    tool, and an anthropic-SDK app's strict tool reaches an OpenAI-compatible tier as a strict function (what
+    reached the stand-in is read off its two request handlers)."""
+    gw, _ = setup
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"],
+              "additionalProperties": False}
+    seen: dict[str, list] = {"anthropic": [], "openai": []}
+    message, openai_request = standin._message, standin._openai_request
+
+    def on_message(body, **kwargs):
+        seen["anthropic"].append(body.get("tools"))
+        return message(body, **kwargs)
+
+    def on_openai(req):
+        key, body, model, refused = openai_request(req)
+        seen["openai"].append(body.get("tools"))
+        return key, body, model, refused
+
+    monkeypatch.setattr(standin, "_message", on_message)
+    monkeypatch.setattr(standin, "_openai_request", on_openai)
+    _openai(gw, ANTHROPIC_TIER).chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "Weather in Oslo, please (strict 1)."}],
+        tools=[{"type": "function", "function": {"name": "get_weather", "parameters": schema, "strict": True}}])
+    _anthropic(gw, STUDENT).messages.create(
+        model="m", max_tokens=100, messages=[{"role": "user", "content": "Weather in Lima, please (strict 2)."}],
+        tools=[{"name": "get_weather", "input_schema": schema, "strict": True}])
+    assert seen["anthropic"] == [[{"name": "get_weather", "input_schema": schema, "strict": True}]]
+    assert seen["openai"] == [[{"type": "function", "function": {"name": "get_weather", "parameters": schema,
+                                                                 "strict": True}}]]

@@ -28,6 +28,8 @@ WEATHER = {"name": "get_weather", "description": "Weather of a city.",
     ([{"name": "f"}], None, "tools[0].input_schema: a JSON Schema object is required"),
     ([{"name": "f", "input_schema": {}}, {"name": "f", "input_schema": {}}], None, "tools[1].name: 'f' is offered twice"),
     ([{"name": "f", "input_schema": {}, "description": 3}], None, "tools[0].description: a string"),
+    ([{"name": "f", "input_schema": {}, "strict": True}], None, None),
+    ([{"name": "f", "input_schema": {}, "strict": "yes"}], None, "tools[0].strict: true or false"),
     ([{"type": "web_search_20250305", "name": "web_search", "max_uses": 3}], None, None),  # Anthropic's, carried
     ([{"type": "bash_20250124", "name": "bash"}, WEATHER], {"type": "tool", "name": "bash"}, None),
     ([{"type": "web_search", "name": "web_search"}], None, "tools[0].type: 'web_search' is neither custom"),
@@ -64,6 +66,20 @@ def test_openai_tools_become_messages_tools() -> None:
     assert tools_from_openai(tools, {"type": "function", "function": {"name": "now"}})[1] == {"type": "tool", "name": "now"}
     assert tools_from_openai(tools, "none")[1] == {"type": "none"}
     assert tools_from_openai(None, None) == ([], None)
+
+
+@pytest.mark.parametrize("strict", [True, False])
+def test_a_strict_tool_stays_strict_both_ways(strict) -> None:
+    """Structured outputs' ``strict`` on a function tool (Chat Completions, Responses) and on a Messages tool."""
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"],
+              "additionalProperties": False}
+    assert tools_from_openai([{"type": "function", "function": {"name": "get_weather", "parameters": schema,
+                                                                "strict": strict}}], None) == (
+        [{"name": "get_weather", "input_schema": schema, "strict": strict}], None)
+    assert tools_to_openai([{"name": "get_weather", "input_schema": schema, "strict": strict}], None) == {
+        "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": schema, "strict": strict}}]}
+    assert tools_from_openai([{"type": "function", "function": {"name": "f", "strict": "on"}}], None) == (
+        "tools", "tools[0].function.strict: true or false")
 
 
 @pytest.mark.parametrize("tools, choice, param, problem", [

@@ -483,8 +483,8 @@ def _tools(body: Mapping[str, Any]) -> tuple[tuple[dict[str, Any], ...], dict[st
         if kind != "function":
             raise BadParam(f"tools[{i}]", f"tools[{i}]: only function tools and web search are carried by the "
                                           f"costline gateway ({str(kind)[:40]!r} is a tool OpenAI's API runs itself)")
-        chat_tools.append({"type": "function", "function": {k: tool[k] for k in ("name", "description", "parameters")
-                                                             if k in tool}})
+        chat_tools.append({"type": "function", "function": {k: tool[k] for k in ("name", "description", "parameters",
+                                                                                      "strict") if k in tool}})
     choice = body.get("tool_choice")
     forced_search = isinstance(choice, Mapping) and choice.get("type") in WEB_SEARCH_TYPES
     if forced_search and search is None:
