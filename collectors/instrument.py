@@ -61,7 +61,7 @@ from costline import contract
 from costline.collectors.recorder import CallHandle, Recorder
 
 __all__ = ["ANTHROPIC_ERROR_CLASSES", "INCOMPLETE_STREAM", "anthropic_error_class", "anthropic_error_name",
-           "instrument_anthropic", "instrument_openai"]
+           "instrument_anthropic", "instrument_openai", "vertex_endpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -92,15 +92,18 @@ def instrument_anthropic(client: Any, recorder: Recorder, *, tier: str | None = 
     if provider is None:  # the SDK's own name for it (anthropic >= 2), else the class's
         provider = getattr(type(client), "_gen_ai_provider_name", None) or _CLOUD_CLIENTS.get(
             type(client).__name__, contract.PROVIDER_ANTHROPIC)
-    kit = _Kit(recorder, provider, tier, clock, _record_anthropic, _AnthropicStream, endpoint=_vertex_endpoint(client))
+    kit = _Kit(recorder, provider, tier, clock, _record_anthropic, _AnthropicStream, endpoint=vertex_endpoint(client))
     return _install(client, client.messages, {"create": kit.create, "parse": kit.create, "stream": kit.stream_helper},
                     lambda copy: instrument_anthropic(copy, recorder, tier=tier, clock=clock, provider=provider))
 
 
-def _vertex_endpoint(client: Any) -> str | None:
+def vertex_endpoint(client: Any) -> str | None:
     """The kind of endpoint an ``AnthropicVertex`` client calls: its region ``global`` or a region (``us-east5``),
     which Vertex AI prices apart for Claude; None for other clients (a Bedrock call's model id says it)."""
-    region = getattr(client, "region", None) if "Vertex" in type(client).__name__ else None
+    try:
+        region = getattr(client, "region", None) if "Vertex" in type(client).__name__ else None
+    except Exception:  # the SDK's region is a property that raises when unset (a test double's)
+        return None
     if not isinstance(region, str) or not region:
         return None
     return contract.ENDPOINT_GLOBAL if region.strip().lower() == "global" else contract.ENDPOINT_REGIONAL

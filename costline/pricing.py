@@ -109,7 +109,7 @@ _BEDROCK_PREFIX = re.compile(r"^(?:(?:us|us-gov|eu|apac|ap|jp|au|ca|global)\.)?a
 
 
 #: A Claude id's version once normalised: ``claude-sonnet-4-5`` (4, 5), ``claude-fable-5`` (5), ``claude-3-5-haiku``.
-_CLAUDE_VERSION = re.compile(r"^claude-(?:[a-z]+-)?(\d{1,2})(?:-(\d))?(?=$|-)")
+_CLAUDE_VERSION = re.compile(r"^claude-(?:[a-z]+-)?(\d{1,2})(?:-(\d{1,2}))?(?=$|-)")
 #: The first Claude the clouds sell through global and regional endpoints at two prices: Sonnet 4.5 (and Haiku 4.5,
 #: released after it); older models keep one price wherever they run.
 _ENDPOINT_SPLIT_SINCE: Final = (4, 5)
@@ -119,8 +119,9 @@ _BEDROCK_CLAUDE = re.compile(r"^(?:([a-z][a-z-]{0,15})\.)?anthropic\.claude")
 #: A Vertex AI call's location in its URL (``…/locations/us-east5/publishers/anthropic/models/…``).
 _VERTEX_LOCATION = re.compile(r"/locations/([a-z0-9-]{1,40})/publishers/anthropic/")
 #: Vertex AI's hosts: ``aiplatform.googleapis.com`` (global), ``us-east5-aiplatform.googleapis.com`` (a region),
-#: ``aiplatform.us.rep.googleapis.com`` (a multi-region).
-_VERTEX_HOST = re.compile(r"^(?:([a-z0-9-]{1,40})-)?aiplatform(\.[a-z0-9-]{1,40}\.rep)?\.googleapis\.com\.?$")
+#: ``aiplatform.us.rep.googleapis.com`` (a multi-region); mTLS's ``…aiplatform.mtls.googleapis.com``; a port kept.
+_VERTEX_HOST = re.compile(
+    r"^(?:([a-z0-9-]{1,40})-)?aiplatform(\.[a-z0-9-]{1,40}\.rep)?(?:\.mtls)?\.googleapis\.com\.?(?::\d{1,5})?$")
 #: The most of a URL :func:`endpoint_scope` reads (the location comes early in it).
 _MAX_URL_CHARS: Final = 2048
 
@@ -263,7 +264,7 @@ class PricingTable:
             cost *= entry.fast_multiplier or 0.0
         if effect == PRIORITY:
             cost *= entry.priority_multiplier or 0.0
-        if inference_geo == "us":
+        if inference_geo == "us" and endpoint is None:  # Anthropic's API's own US-only inference, not a cloud's
             cost *= us_inference_price(entry, cfg)
         if endpoint == contract.ENDPOINT_REGIONAL:
             cost *= regional_endpoint_price(entry, cfg)
@@ -337,7 +338,7 @@ def endpoint_scope(model: str | None, server_address: str | None = None, url: st
         located = _VERTEX_LOCATION.search(url[:_MAX_URL_CHARS].lower())
         if located:
             return contract.ENDPOINT_GLOBAL if located[1] == "global" else contract.ENDPOINT_REGIONAL
-    if server_address:
+    if server_address and (not model or normalize_model_id(model).startswith("claude-")):  # Gemini's hosts too
         host = _VERTEX_HOST.match(server_address.strip().lower()[:256])
         if host:
             return contract.ENDPOINT_REGIONAL if host[1] or host[2] else contract.ENDPOINT_GLOBAL

@@ -41,7 +41,7 @@ from typing import Any, ClassVar, Protocol
 from costline import contract
 from costline.collectors import Recorder, instrument_anthropic, instrument_openai
 from costline.collectors.instrument import (ANTHROPIC_ERROR_CLASSES, INCOMPLETE_STREAM, anthropic_error_class,
-                                            anthropic_error_name)
+                                            anthropic_error_name, vertex_endpoint)
 from costline.sdk import anthropic_client, bedrock_client, openai_client, vertex_client
 from costline.serving.errors import BackendError, RoutingError
 from costline.serving.registry import ModelRegistry, TierSpec
@@ -363,7 +363,8 @@ class AnthropicBackend:
         import anthropic
 
         assert self.recorder is not None
-        with self.recorder.call(self.spec.provider, self.spec.model, self.spec.name) as call:
+        with self.recorder.call(self.spec.provider, self.spec.model, self.spec.name,
+                                endpoint=vertex_endpoint(self.client)) as call:  # a Vertex tier's region
             http, body = _json_object(self.client, "/v1/messages", kwargs, anthropic.APIResponseValidationError, headers)
             if body.get("type") == "error":  # a proxy's 200 with the API's error object: not an (empty) answer
                 error = getattr(anthropic, anthropic_error_class(body) or "", anthropic.APIStatusError)

@@ -51,6 +51,11 @@ SCOPES = [
     ("OpenRouter's spelling is not Bedrock's", "anthropic/claude-haiku-4.5", None, None, None),
     ("a Vertex model id with no URL", "claude-haiku-4-5@20251001", None, None, None),
     ("a look-alike host", "claude-haiku-4-5", "aiplatform.googleapis.com.evil.example", None, None),
+    ("a host with its port", "claude-haiku-4-5@20251001", "us-east5-aiplatform.googleapis.com:443", None,
+     "regional"),
+    ("mTLS's host", "claude-haiku-4-5@20251001", "aiplatform.mtls.googleapis.com", None, "global"),
+    ("Gemini on a Vertex region is not Claude's endpoint", "gemini-2.5-pro", "us-central1-aiplatform.googleapis.com",
+     None, None),
     ("no model", None, None, None, None),
 ]
 
@@ -76,6 +81,7 @@ ONE_CALL = [
     ("regional in a batch: 1.1 x half", "claude-sonnet-4-6", "regional", True, 0, 1.1 * SONNET / 2),
     ("regional with 2 searches: the searches at $10 / 1k, not 1.1 x", "claude-sonnet-4-6", "regional", False, 2,
      1.1 * SONNET + 2 * 0.01),
+    ("a two-digit minor version is split too", "claude-opus-4-10", "regional", False, 0, 1.1 * SONNET),
 ]
 
 
@@ -83,6 +89,7 @@ def _table(config: PricingConfig | None = None) -> PricingTable:
     return PricingTable(config or PricingConfig(models=(
         ModelPrice("claude-sonnet-4-6", "mid", input_per_mtok=3.0, output_per_mtok=15.0),
         ModelPrice("claude-sonnet-4", "mid", input_per_mtok=3.0, output_per_mtok=15.0),
+        ModelPrice("claude-opus-4-10", "upper", input_per_mtok=3.0, output_per_mtok=15.0),
         ModelPrice("claude-opus-4-8", "upper", input_per_mtok=5.0, output_per_mtok=25.0,
                    regional_endpoint_multiplier=1.25),
         ModelPrice("eu-sonnet", "mid", input_per_mtok=3.0, output_per_mtok=15.0, aliases=("claude-sonnet-4-5",),
@@ -94,6 +101,14 @@ def test_the_price_of_one_call(model, scope, batch, searches, usd):
     got = _table().price_call(model=model, provider="aws.bedrock", input_tokens=1000, output_tokens=100,
                               cache_read_tokens=200, endpoint=scope, batch=batch, web_search_requests=searches)
     assert (got.cost_usd, got.status) == (pytest.approx(usd), "priced")
+
+
+def test_a_cloud_call_is_not_also_billed_as_anthropics_us_only_inference():
+    """US-only inference is the Anthropic API's own option; a cloud's regional endpoint is its premium alone (the
+    gateway passes inference_geo on to every Anthropic-shaped tier, and a stand-in says it back)."""
+    got = _table().price_call(model="claude-sonnet-4-6", provider="gcp.vertex_ai", input_tokens=1000,
+                              output_tokens=100, cache_read_tokens=200, inference_geo="us", endpoint="regional")
+    assert got.cost_usd == pytest.approx(1.1 * SONNET)
 
 
 def test_the_multiplier_comes_from_the_file(tmp_path):

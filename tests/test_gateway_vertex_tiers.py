@@ -115,6 +115,8 @@ def test_an_anthropic_client_is_answered_by_claude_on_vertex(served, stream):
     assert (a[c.GEN_AI_PROVIDER_NAME], a[c.COSTLINE_TIER], a[c.GEN_AI_REQUEST_MODEL]) == (
         c.PROVIDER_VERTEX, c.TIER_MID, VERTEX_MODEL)
     assert (a[c.GEN_AI_USAGE_INPUT_TOKENS], a[c.GEN_AI_USAGE_OUTPUT_TOKENS]) == (seen.input_tokens, seen.output_tokens)
+    # europe-west1 is a regional endpoint (Claude Sonnet 4.6 costs 10 % more there than on the global one)
+    assert a[c.COSTLINE_ENDPOINT_SCOPE] == c.ENDPOINT_REGIONAL
 
 
 def test_count_tokens_on_a_vertex_tier_asks_vertex(served):

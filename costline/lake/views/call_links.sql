@@ -16,7 +16,8 @@
 -- (pref_explicit), then the most complete input (pref_input: input and cache tokens counted), then one not of
 -- OpenLLMetry's anthropic instrumentation (pref_exact: its 0.62 adds a stream's message_start output count to
 -- message_delta's cumulative one, one output token too many a streamed call), then the most complete usage
--- (pref_tokens: most tokens counted), then costline's own span (pref_own), then a fixed order.
+-- (pref_tokens: most tokens counted), then costline's own span (pref_own), then one that names the cloud endpoint
+-- the call went to (pref_endpoint: its price has the regional premium when due), then a fixed order.
 --
 -- An operation's span around its calls is no call: a span with no tokens and no explicit price that is
 -- the parent of a call span of the same instrumentation, provider family, model and operation (the
@@ -48,6 +49,7 @@ WITH f0 AS (
          coalesce(input_tokens, 0) + coalesce(output_tokens, 0) + coalesce(cache_read_tokens, 0)
            + coalesce(cache_creation_tokens, 0) AS pref_tokens,
          (instrumentation IS NOT DISTINCT FROM '{costline_scope}') AS pref_own,
+         (endpoint_scope IS NOT NULL) AS pref_endpoint,
          coalesce(input_tokens, 0) + coalesce(cache_read_tokens, 0) + coalesce(cache_creation_tokens, 0)
            AS pref_input,
          (instrumentation IS DISTINCT FROM 'opentelemetry.instrumentation.anthropic') AS pref_exact
@@ -66,9 +68,11 @@ WITH f0 AS (
 ), ranked AS (
   SELECT *,
          row_number() OVER (PARTITION BY call_key ORDER BY pref_explicit DESC, pref_input DESC, pref_exact DESC,
-                            pref_tokens DESC, pref_own DESC, kafka_partition, kafka_offset, span_id) AS key_rank,
+                            pref_tokens DESC, pref_own DESC, pref_endpoint DESC, kafka_partition, kafka_offset,
+                            span_id) AS key_rank,
          row_number() OVER (PARTITION BY trace_id ORDER BY pref_explicit DESC, pref_input DESC, pref_exact DESC,
-                            pref_tokens DESC, pref_own DESC, kafka_partition, kafka_offset, span_id) AS trace_rank,
+                            pref_tokens DESC, pref_own DESC, pref_endpoint DESC, kafka_partition, kafka_offset,
+                            span_id) AS trace_rank,
          CASE WHEN call_key IS NOT NULL THEN max(linked_span_id) OVER (PARTITION BY call_key) END AS key_span_id,
          CASE WHEN call_key IS NOT NULL THEN max(linked_request_id) OVER (PARTITION BY call_key) END AS key_request_id,
          CASE WHEN call_key IS NOT NULL THEN max(request_tenant) OVER (PARTITION BY call_key) END AS key_tenant
@@ -138,11 +142,12 @@ WITH f0 AS (
    AND a.started <= b.ts AND b.started <= a.ts
   WHERE a.group_response_id IS NOT NULL
     AND (coalesce(b.linked_request_id, b.key_request_id) IS NOT NULL,
-         b.pref_explicit, b.pref_input, b.pref_exact, b.pref_tokens, b.pref_own, a.span_id)
+         b.pref_explicit, b.pref_input, b.pref_exact, b.pref_tokens, b.pref_own, b.pref_endpoint, a.span_id)
       > (coalesce(a.linked_request_id, a.key_request_id) IS NOT NULL,
-         a.pref_explicit, a.pref_input, a.pref_exact, a.pref_tokens, a.pref_own, b.span_id)
+         a.pref_explicit, a.pref_input, a.pref_exact, a.pref_tokens, a.pref_own, a.pref_endpoint, b.span_id)
 )
-SELECT h.* EXCLUDE (family, model_key, pref_explicit, pref_input, pref_exact, pref_tokens, pref_own, call_key,
+SELECT h.* EXCLUDE (family, model_key, pref_explicit, pref_input, pref_exact, pref_tokens, pref_own, pref_endpoint,
+                    call_key,
                     key_rank, trace_rank, key_span_id, key_request_id, key_tenant, linked_span_id, linked_request_id,
                     request_tenant, grandparent_span_id, group_response_id),
        coalesce(h.linked_span_id, h.key_span_id) AS linked_span_id,
