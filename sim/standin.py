@@ -17,6 +17,9 @@
   ``tool_use`` — when the last user question names it, or ``tool_choice`` is ``any`` / ``tool``, unless
   ``tool_result`` blocks came back since that question: those get the text answer
   ``"<tool name> returned: <result>"``),
+  also under the platform clients' prefixes: ``POST /anthropic/v1/messages`` (``anthropic.AnthropicFoundry``,
+  ``AnthropicBedrockMantle``) and ``POST /v1/projects/{p}/locations/{l}/workspaces/{w}/invoke/v1/messages``
+  (``AnthropicGoogleCloud``),
 * ``POST /v1/messages/count_tokens`` (``{"input_tokens": N}``: free, nothing generated, not logged as paid),
 * the **Message Batches API** — ``POST /v1/messages/batches``, ``GET /v1/messages/batches``,
   ``GET /v1/messages/batches/{id}``, ``GET /v1/messages/batches/{id}/results`` (JSONL),
@@ -307,6 +310,12 @@ class StandInServer(ServedByJsonServer):
             Route("GET", "/v1/messages/batches/{id}", self._batch_get),
             Route("GET", "/v1/messages/batches/{id}/results", self._batch_results),
             Route("POST", "/v1/messages/batches/{id}/cancel", self._batch_cancel),
+            # the Messages API under the path prefixes of Anthropic's platform clients: /anthropic (Microsoft
+            # Foundry's AnthropicFoundry, Amazon Bedrock Mantle's AnthropicBedrockMantle) and Claude on Google
+            # Cloud's gateway (AnthropicGoogleCloud: a workspace's .../invoke)
+            Route("POST", "/anthropic/v1/messages", self._messages),
+            Route("POST", "/v1/projects/{project}/locations/{location}/workspaces/{workspace}/invoke/v1/messages",
+                  self._messages),
             Route("POST", "/v1/chat/completions", self._chat),
             # Azure OpenAI's spelling (AzureOpenAI(azure_endpoint=...)): the deployment in the path, the model
             # (the deployment's name) in the body as well

@@ -190,3 +190,27 @@ def test_a_models_own_regional_multiplier_wins_and_one_turns_the_premium_off(sta
          pytest.approx((haiku.input_tokens * HAIKU_IN + haiku.output_tokens * HAIKU_OUT) / 1e6, rel=1e-9)),
         ("us.anthropic.claude-opus-4-8-v1:0",
          pytest.approx((opus.input_tokens * 5.0 + opus.output_tokens * 25.0) / 1e6 * 1.25, rel=1e-9))]
+
+
+@pytest.mark.parametrize("cloud, model", [
+    ("bedrock", "us.anthropic.claude-haiku-4-5-20251001-v1:0"),
+    ("vertex", "claude-haiku-4-5@20251001"),
+    ("vertex", "claude-haiku-4-5"),  # Vertex's newer ids have no @date: OpenInference says "google" all the same
+])
+def test_claude_on_a_cloud_traced_by_openinference_too_is_counted_once(standin, cfg, spans, cloud, model):
+    """OpenInference's anthropic instrumentation names Bedrock's client "aws" and Vertex's "google" (the SDK:
+    aws.bedrock, gcp.vertex_ai) and writes no response id: the two spans of one call are still one call."""
+    openinference_anthropic = pytest.importorskip("openinference.instrumentation.anthropic")
+    provider, exporter = spans
+    instrumentor = openinference_anthropic.AnthropicInstrumentor()
+    instrumentor.instrument(tracer_provider=provider)
+    try:
+        usages = _ask_twice(cloud_client(cloud, standin, provider), model, Recorder(provider), False)
+    finally:
+        instrumentor.uninstrument()
+    spans_ = exporter.get_finished_spans()
+    assert len([s for s in spans_ if s.name != "costline.request"]) == 4  # the SDK's and OpenInference's, each call
+    lake_from_sdk_spans(spans_, cfg)
+    want = sum((u.input_tokens * HAIKU_IN + u.output_tokens * HAIKU_OUT) / 1e6 for u in usages) * REGIONAL_X[cloud]
+    assert q(cfg, "SELECT count(*), min(calls), max(calls), sum(cost_usd) FROM requests") == [
+        (2, 1, 1, pytest.approx(want, rel=1e-9))]

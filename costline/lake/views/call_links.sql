@@ -24,7 +24,22 @@
 -- Vercel AI SDK's "embeddings <model>" span around the one per HTTP call that embedMany splits its values into).
 CREATE OR REPLACE VIEW call_links AS
 WITH f0 AS (
-  SELECT *, CASE WHEN provider IN ('vllm', 'openai', 'azure', 'azure.ai.openai', 'az.ai.openai') THEN 'openai'
+  SELECT *, CASE
+                 -- OpenInference's anthropic instrumentation names the anthropic SDK's platform clients by their
+                 -- cloud where the SDK says "anthropic" (AnthropicAWS "aws", AnthropicFoundry "azure",
+                 -- AnthropicGoogleCloud "google": Anthropic's API all the same), as it names AnthropicBedrock's and
+                 -- AnthropicVertex's calls (the SDK: aws.bedrock, gcp.vertex_ai; Vertex's newer ids have no
+                 -- "@date"): read as Anthropic's when the model has no cloud spelling and its trace has an
+                 -- "anthropic" span and no cloud's one
+                 WHEN instrumentation = 'openinference.instrumentation.anthropic'
+                      AND provider IN ('aws', 'azure', 'google')
+                      AND NOT regexp_matches(lower(coalesce(model, '')),
+                                             '^(([a-z-]{2,8}\.)?anthropic\.claude|arn:aws)|@')
+                      AND bool_or(provider = 'anthropic') OVER (PARTITION BY trace_id)
+                      AND NOT bool_or(provider IN ('aws.bedrock', 'azure.ai.openai', 'az.ai.openai')
+                                      OR provider LIKE 'gcp.%') OVER (PARTITION BY trace_id)
+                      THEN 'anthropic'
+                 WHEN provider IN ('vllm', 'openai', 'azure', 'azure.ai.openai', 'az.ai.openai') THEN 'openai'
                  -- Claude through the anthropic SDK's cloud clients, to an instrumentation that only sees the
                  -- SDK (OpenLLMetry: "anthropic"): known by the model's cloud spelling
                  -- (Bedrock's and Vertex's message ids say so too: msg_bdrk_..., msg_vrtx_...)
