@@ -72,6 +72,31 @@ def test_a_tool_specs_strict_is_the_tools():
         {"name": "plain", "input_schema": {"type": "object"}}]
 
 
+@pytest.mark.parametrize("usage, converse", [
+    ({"input_tokens": 5, "output_tokens": 7}, {"inputTokens": 5, "outputTokens": 7, "totalTokens": 12,
+                                               "cacheReadInputTokens": 0, "cacheWriteInputTokens": 0}),
+    # the cache reads and writes are not in Anthropic's input, nor in Bedrock's; the writes by lifetime
+    ({"input_tokens": 5, "output_tokens": 7, "cache_read_input_tokens": 100, "cache_creation_input_tokens": 300,
+      "cache_creation": {"ephemeral_5m_input_tokens": 120, "ephemeral_1h_input_tokens": 180}},
+     {"inputTokens": 5, "outputTokens": 7, "totalTokens": 412, "cacheReadInputTokens": 100,
+      "cacheWriteInputTokens": 300, "cacheDetails": [{"ttl": "5m", "inputTokens": 120},
+                                                     {"ttl": "1h", "inputTokens": 180}]}),
+    ({"input_tokens": 5, "output_tokens": 7, "cache_creation_input_tokens": 40,  # all one-hour
+      "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 40}},
+     {"inputTokens": 5, "outputTokens": 7, "totalTokens": 52, "cacheReadInputTokens": 0,
+      "cacheWriteInputTokens": 40, "cacheDetails": [{"ttl": "1h", "inputTokens": 40}]}),
+    ({"input_tokens": 5, "output_tokens": 7, "cache_creation_input_tokens": 40},  # not split: no details
+     {"inputTokens": 5, "outputTokens": 7, "totalTokens": 52, "cacheReadInputTokens": 0,
+      "cacheWriteInputTokens": 40}),
+    ({"input_tokens": -1, "output_tokens": True, "cache_creation": "x"},  # nonsense counts are none
+     {"inputTokens": 0, "outputTokens": 0, "totalTokens": 0, "cacheReadInputTokens": 0, "cacheWriteInputTokens": 0}),
+])
+def test_the_answers_usage_is_bedrocks_with_the_cache_writes_by_lifetime(usage, converse):
+    answer = converse_answer({"content": [{"type": "text", "text": "ok"}], "stop_reason": "end_turn",
+                              "usage": usage}, 12)
+    assert answer["usage"] == converse
+
+
 def test_a_thinking_conversation_sends_the_models_reasoning_back():
     answer = converse_answer({"content": [{"type": "thinking", "thinking": "Let me see.", "signature": "sig"},
                                           {"type": "redacted_thinking", "data": "opaque"},

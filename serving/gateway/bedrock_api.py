@@ -381,16 +381,23 @@ def converse_body(body: Mapping[str, Any], model: str, *, stream: bool) -> tuple
     return out, betas
 
 
-def _usage(usage: Mapping[str, Any]) -> dict[str, int]:
-    """The Messages API's usage as Converse's: ``inputTokens`` without the cache, as Bedrock counts it."""
-    def n(key: str) -> int:
-        value = usage.get(key)
-        return value if isinstance(value, int) and not isinstance(value, bool) else 0
+def _count(usage: Any, key: str) -> int:
+    value = usage.get(key) if isinstance(usage, Mapping) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
-    fresh, out, read, write = (n("input_tokens"), n("output_tokens"), n("cache_read_input_tokens"),
-                               n("cache_creation_input_tokens"))
-    return {"inputTokens": fresh, "outputTokens": out, "totalTokens": fresh + out + read + write,
-            "cacheReadInputTokens": read, "cacheWriteInputTokens": write}
+
+def _usage(usage: Mapping[str, Any]) -> dict[str, Any]:
+    """The Messages API's usage as Converse's: ``inputTokens`` without the cache, as Bedrock counts it; the cache
+    writes by lifetime (``cacheDetails``: Bedrock's ``CacheDetail`` list, ``5m`` / ``1h``) when the API split them."""
+    fresh, out, read, write = (_count(usage, "input_tokens"), _count(usage, "output_tokens"),
+                               _count(usage, "cache_read_input_tokens"), _count(usage, "cache_creation_input_tokens"))
+    counts: dict[str, Any] = {"inputTokens": fresh, "outputTokens": out, "totalTokens": fresh + out + read + write,
+                              "cacheReadInputTokens": read, "cacheWriteInputTokens": write}
+    split = usage.get("cache_creation")
+    details = [{"ttl": ttl, "inputTokens": _count(split, f"ephemeral_{ttl}_input_tokens")} for ttl in _CACHE_TTLS]
+    if write and any(d["inputTokens"] for d in details):
+        counts["cacheDetails"] = [d for d in details if d["inputTokens"]]
+    return counts
 
 
 def converse_answer(message: Mapping[str, Any], latency_ms: int) -> dict[str, Any]:
