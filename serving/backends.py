@@ -47,8 +47,8 @@ from costline.serving.errors import BackendError, RoutingError
 from costline.serving.registry import ModelRegistry, TierSpec
 from costline.serving.settings import BackendsConfig
 from costline.serving.structured import JSON_OBJECT_INSTRUCTION, OutputFormat
-from costline.serving.translate import (NotTranslatable, blocks_from_openai, cites, messages_to_openai, tools_to_openai,
-                                       uses_tools)
+from costline.serving.translate import (NotTranslatable, blocks_from_openai, cites, messages_to_openai,
+                                       tools_for_anthropic, tools_to_openai, uses_tools)
 
 log = logging.getLogger(__name__)
 
@@ -434,7 +434,7 @@ class AnthropicBackend:
         if prompt.system:
             kwargs["system"] = prompt.system
         if prompt.tools:
-            kwargs["tools"] = [dict(t) for t in prompt.tools]
+            kwargs["tools"] = tools_for_anthropic(prompt.tools)
             if prompt.tool_choice:
                 kwargs["tool_choice"] = dict(prompt.tool_choice)
         if prompt.thinking:
@@ -627,7 +627,7 @@ class OpenAIChatBackend:
 
         messages = self._messages(prompt)
         try:
-            tools = tools_to_openai(prompt.tools, prompt.tool_choice)
+            tools = tools_to_openai(prompt.tools, prompt.tool_choice, strict=not self.spec.is_student)
         except NotTranslatable as exc:  # an Anthropic-defined tool (web search...): never a paid call here
             raise BackendError(self.spec.name, "ContentNotSent", f"not sent to this tier: {exc}") from exc
         request = {"model": self.spec.model, "messages": messages,

@@ -47,7 +47,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 __all__ = ["TOOL_NAME", "MAX_TOOLS", "ANTHROPIC_TOOL_TYPE", "NotTranslatable", "anthropic_defined", "tools_problem", "uses_tools", "cites", "tools_from_openai",
-           "turns_from_openai", "tools_to_openai", "messages_to_openai", "blocks_from_openai", "openai_tool_calls",
+           "turns_from_openai", "tools_to_openai", "tools_for_anthropic", "messages_to_openai", "blocks_from_openai", "openai_tool_calls",
            "block_text", "document_text", "file_block", "image_block"]
 
 #: A tool's name as both APIs accept it (Anthropic allows 128 characters, OpenAI 64).
@@ -363,9 +363,12 @@ def openai_tool_calls(blocks: Sequence[Mapping[str, Any]]) -> list[dict[str, Any
 
 
 # -- the pipeline's Messages shapes -> a tier on an OpenAI-compatible server ------------------------------------
-def tools_to_openai(tools: Sequence[Mapping[str, Any]], tool_choice: Mapping[str, Any] | None) -> dict[str, Any]:
+def tools_to_openai(tools: Sequence[Mapping[str, Any]], tool_choice: Mapping[str, Any] | None, *,
+                    strict: bool = True) -> dict[str, Any]:
     """The request fields (``tools``, ``tool_choice``, ``parallel_tool_calls``) of a Messages request's tools;
-    :class:`NotTranslatable` for an Anthropic-defined tool."""
+    :class:`NotTranslatable` for an Anthropic-defined tool. A strict tool's function says ``strict: true`` where the
+    tier takes it (``strict``: False for a self-hosted student, whose server may refuse the field or read it as part
+    of the prompt); ``strict: false`` is the API's default and is not sent."""
     if not tools:
         return {}
     for t in tools:
@@ -375,13 +378,34 @@ def tools_to_openai(tools: Sequence[Mapping[str, Any]], tool_choice: Mapping[str
     out: dict[str, Any] = {"tools": [{"type": "function", "function": {
         "name": t.get("name"), **({"description": t["description"]} if t.get("description") else {}),
         "parameters": t.get("input_schema") or {"type": "object", "properties": {}},
-        **({"strict": t["strict"]} if isinstance(t.get("strict"), bool) else {})}} for t in tools]}
+        **({"strict": True} if strict and t.get("strict") is True else {})}} for t in tools]}
     if tool_choice:
         kind = tool_choice.get("type")
         out["tool_choice"] = ({"type": "function", "function": {"name": tool_choice.get("name")}} if kind == "tool"
                               else {"any": "required"}.get(str(kind), kind))
         if tool_choice.get("disable_parallel_tool_use") is True and kind != "none":
             out["parallel_tool_calls"] = False
+    return out
+
+
+def tools_for_anthropic(tools: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """A request's tools as a Messages API tier is sent them: a strict tool's ``input_schema`` in the subset of JSON
+    Schema Anthropic's strict tool use takes (the anthropic SDK's ``transform_schema``, as its own ``parse`` sends:
+    numeric and length bounds move into the description), since an OpenAI app's strict schema may use more; the
+    others as they came."""
+    out = [dict(t) for t in tools]
+    if not any(t.get("strict") is True and isinstance(t.get("input_schema"), Mapping) for t in out):
+        return out
+    try:
+        from anthropic import transform_schema  # anthropic >= 0.75
+    except ImportError:  # pragma: no cover - an older SDK: the schemas as they came
+        return out
+    for t in out:
+        if t.get("strict") is True and isinstance(t.get("input_schema"), Mapping):
+            try:
+                t["input_schema"] = transform_schema(json.loads(json.dumps(t["input_schema"])))
+            except Exception:  # noqa: BLE001 - a schema it cannot adapt goes as it came; the API says what it thinks
+                pass
     return out
 
 

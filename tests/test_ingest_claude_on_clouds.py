@@ -214,3 +214,28 @@ def test_claude_on_a_cloud_traced_by_openinference_too_is_counted_once(standin, 
     want = sum((u.input_tokens * HAIKU_IN + u.output_tokens * HAIKU_OUT) / 1e6 for u in usages) * REGIONAL_X[cloud]
     assert q(cfg, "SELECT count(*), min(calls), max(calls), sum(cost_usd) FROM requests") == [
         (2, 1, 1, pytest.approx(want, rel=1e-9))]
+
+
+def test_vertex_traced_by_openinference_and_openllmetry_without_the_sdks_own_spans_is_counted_once(standin, cfg,
+                                                                                                   spans):
+    """Neither OpenInference ("google") nor OpenLLMetry ("anthropic", but Vertex's msg_vrtx_ id) says gcp.vertex_ai:
+    an undated Vertex id with the SDK's own tracing off is still one call."""
+    openinference_anthropic = pytest.importorskip("openinference.instrumentation.anthropic")
+    provider, exporter = spans
+    instrumentors = [openinference_anthropic.AnthropicInstrumentor(), openllmetry_anthropic.AnthropicInstrumentor()]
+    for instrumentor in instrumentors:
+        instrumentor.instrument(tracer_provider=provider)
+    try:
+        client = anthropic.AnthropicVertex(base_url=standin.url + "/v1", access_token="ya29.token", region="us-east5",
+                                           project_id="acme", max_retries=0, open_telemetry=False)
+        usages = _ask_twice(client, "claude-haiku-4-5", Recorder(provider), False)
+    finally:
+        for instrumentor in instrumentors:
+            instrumentor.uninstrument()
+    spans_ = exporter.get_finished_spans()
+    assert sorted(s.instrumentation_scope.name for s in spans_ if s.name != "costline.request") == [
+        "openinference.instrumentation.anthropic"] * 2 + ["opentelemetry.instrumentation.anthropic"] * 2
+    lake_from_sdk_spans(spans_, cfg)
+    want = sum((u.input_tokens * HAIKU_IN + u.output_tokens * HAIKU_OUT) / 1e6 for u in usages)  # no URL: global
+    assert q(cfg, "SELECT count(*), min(calls), max(calls), sum(cost_usd) FROM requests") == [
+        (2, 1, 1, pytest.approx(want, rel=1e-9))]

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from costline.serving.translate import (NotTranslatable, blocks_from_openai, cites, messages_to_openai,
-                                         openai_tool_calls, tools_from_openai, tools_to_openai, tools_problem,
-                                         turns_from_openai, uses_tools)
+                                         openai_tool_calls, tools_for_anthropic, tools_from_openai, tools_to_openai,
+                                         tools_problem, turns_from_openai, uses_tools)
 
 WEATHER = {"name": "get_weather", "description": "Weather of a city.",
            "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
@@ -76,10 +76,30 @@ def test_a_strict_tool_stays_strict_both_ways(strict) -> None:
     assert tools_from_openai([{"type": "function", "function": {"name": "get_weather", "parameters": schema,
                                                                 "strict": strict}}], None) == (
         [{"name": "get_weather", "input_schema": schema, "strict": strict}], None)
+    # to an OpenAI-compatible tier: strict true where the tier takes it (false is the API's default: not sent)
+    function = {"name": "get_weather", "parameters": schema}
     assert tools_to_openai([{"name": "get_weather", "input_schema": schema, "strict": strict}], None) == {
-        "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": schema, "strict": strict}}]}
+        "tools": [{"type": "function", "function": {**function, **({"strict": True} if strict else {})}}]}
+    assert tools_to_openai([{"name": "get_weather", "input_schema": schema, "strict": strict}], None,
+                           strict=False) == {"tools": [{"type": "function", "function": function}]}  # a student
     assert tools_from_openai([{"type": "function", "function": {"name": "f", "strict": "on"}}], None) == (
         "tools", "tools[0].function.strict: true or false")
+
+
+def test_a_strict_tools_schema_is_sent_to_anthropic_in_the_subset_its_strict_mode_takes() -> None:
+    """An OpenAI app's strict schema may bound numbers and lengths, which Anthropic's strict tool use refuses: the
+    bounds move into the description (the anthropic SDK's transform_schema); a tool that is not strict goes as it
+    came, and the request's own tools are not changed."""
+    bounded = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 1, "maximum": 5}},
+               "required": ["n"], "additionalProperties": False}
+    tools = [{"name": "pick", "input_schema": bounded, "strict": True},
+             {"name": "loose", "input_schema": bounded}]
+    sent = tools_for_anthropic(tools)
+    assert sent[0] == {"name": "pick", "strict": True, "input_schema": {
+        "type": "object", "properties": {"n": {"type": "integer", "description": "{minimum: 1, maximum: 5}"}},
+        "required": ["n"], "additionalProperties": False}}
+    assert sent[1] == {"name": "loose", "input_schema": bounded}
+    assert tools[0]["input_schema"]["properties"]["n"]["minimum"] == 1
 
 
 @pytest.mark.parametrize("tools, choice, param, problem", [

@@ -23,21 +23,33 @@
 -- the parent of a call span of the same instrumentation, provider family, model and operation (the
 -- Vercel AI SDK's "embeddings <model>" span around the one per HTTP call that embedMany splits its values into).
 CREATE OR REPLACE VIEW call_links AS
-WITH f0 AS (
-  SELECT *, CASE
+WITH oi_traces AS (
+  -- the traces with an OpenInference anthropic span: which providers the other spans of the trace say, and
+  -- whether a call's response id or model id is a cloud's (Bedrock's msg_bdrk_ / anthropic.claude-…, Vertex's
+  -- msg_vrtx_ / claude-…@date)
+  SELECT trace_id,
+         bool_or(provider = 'anthropic' AND NOT regexp_matches(coalesce(response_id, ''), '^msg_(bdrk|vrtx)_')
+                 AND NOT regexp_matches(lower(coalesce(model, '')),
+                                        '^(([a-z-]{2,8}\.)?anthropic\.claude|arn:aws)|@')) AS has_anthropic,
+         bool_or(provider = 'aws.bedrock' OR starts_with(coalesce(response_id, ''), 'msg_bdrk_')) AS has_bedrock,
+         bool_or(provider LIKE 'gcp.%' OR starts_with(coalesce(response_id, ''), 'msg_vrtx_')) AS has_vertex
+  FROM call_links_all
+  WHERE trace_id IN (SELECT trace_id FROM call_links_all
+                     WHERE instrumentation = 'openinference.instrumentation.anthropic')
+  GROUP BY trace_id
+), f0 AS (
+  SELECT c.*, CASE
                  -- OpenInference's anthropic instrumentation names the anthropic SDK's platform clients by their
                  -- cloud where the SDK says "anthropic" (AnthropicAWS "aws", AnthropicFoundry "azure",
                  -- AnthropicGoogleCloud "google": Anthropic's API all the same), as it names AnthropicBedrock's and
-                 -- AnthropicVertex's calls (the SDK: aws.bedrock, gcp.vertex_ai; Vertex's newer ids have no
-                 -- "@date"): read as Anthropic's when the model has no cloud spelling and its trace has an
-                 -- "anthropic" span and no cloud's one
-                 WHEN instrumentation = 'openinference.instrumentation.anthropic'
-                      AND provider IN ('aws', 'azure', 'google')
-                      AND NOT regexp_matches(lower(coalesce(model, '')),
+                 -- AnthropicVertex's calls (Vertex's newer ids have no "@date"): read as Anthropic's when its model
+                 -- has no cloud spelling and its trace has an Anthropic span and none of that cloud
+                 WHEN c.instrumentation = 'openinference.instrumentation.anthropic'
+                      AND c.provider IN ('aws', 'azure', 'google')
+                      AND NOT regexp_matches(lower(coalesce(c.model, '')),
                                              '^(([a-z-]{2,8}\.)?anthropic\.claude|arn:aws)|@')
-                      AND bool_or(provider = 'anthropic') OVER (PARTITION BY trace_id)
-                      AND NOT bool_or(provider IN ('aws.bedrock', 'azure.ai.openai', 'az.ai.openai')
-                                      OR provider LIKE 'gcp.%') OVER (PARTITION BY trace_id)
+                      AND t.has_anthropic AND NOT (c.provider = 'aws' AND t.has_bedrock)
+                      AND NOT (c.provider = 'google' AND t.has_vertex)
                       THEN 'anthropic'
                  WHEN provider IN ('vllm', 'openai', 'azure', 'azure.ai.openai', 'az.ai.openai') THEN 'openai'
                  -- Claude through the anthropic SDK's cloud clients, to an instrumentation that only sees the
@@ -68,7 +80,7 @@ WITH f0 AS (
          coalesce(input_tokens, 0) + coalesce(cache_read_tokens, 0) + coalesce(cache_creation_tokens, 0)
            AS pref_input,
          (instrumentation IS DISTINCT FROM 'opentelemetry.instrumentation.anthropic') AS pref_exact
-  FROM call_links_all
+  FROM call_links_all c LEFT JOIN oi_traces t ON t.trace_id = c.trace_id
 ), envelopes AS (
   SELECT DISTINCT p.trace_id, p.span_id
   FROM f0 p JOIN f0 ch ON ch.trace_id = p.trace_id AND ch.parent_span_id = p.span_id
