@@ -67,6 +67,9 @@ URL_PATH: Final = "url.path"
 GEN_AI_REQUEST_STREAM: Final = "gen_ai.request.stream"
 GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK: Final = "gen_ai.response.time_to_first_chunk"
 GEN_AI_INPUT_MESSAGES: Final = "gen_ai.input.messages"
+# The system prompt when an instrumentation records it apart from the chat history (the conventions since 1.37; the
+# anthropic SDK's own spans in content mode): a JSON list of parts, [{"type": "text", "content": "..."}].
+GEN_AI_SYSTEM_INSTRUCTIONS: Final = "gen_ai.system_instructions"
 GEN_AI_OUTPUT_MESSAGES: Final = "gen_ai.output.messages"
 ERROR_TYPE: Final = "error.type"
 

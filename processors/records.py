@@ -11,6 +11,7 @@ Field order equals the lake schemas (:mod:`costline.lake`); timestamps are integ
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any, Final, NamedTuple
 
@@ -265,7 +266,7 @@ def flatten_span(
             bool_of(get(c.COSTLINE_SUCCESS)),
             str_of(get(c.ERROR_TYPE)),
             duration_ms,
-            str_of(get(c.GEN_AI_INPUT_MESSAGES)),
+            input_messages(get),
             str_of(get(c.GEN_AI_OUTPUT_MESSAGES)),
             kafka_partition,
             kafka_offset,
@@ -369,7 +370,7 @@ def flatten_span(
         status,
         pricing.version,
         duration_ms,
-        str_of(get(c.GEN_AI_INPUT_MESSAGES)),
+        input_messages(get),
         str_of(get(c.GEN_AI_OUTPUT_MESSAGES)),
         kafka_partition,
         kafka_offset,
@@ -396,6 +397,32 @@ _SERVICE_TIER_KEYS: Final = (c.OPENAI_RESPONSE_SERVICE_TIER, c.GEN_AI_OPENAI_RES
 _ENDPOINTS: Final = frozenset({c.ENDPOINT_GLOBAL, c.ENDPOINT_REGIONAL})
 #: Longest service tier or inference geography kept (the names are short; a sender's made-up ones are cut).
 MAX_TIER_NAME_CHARS: Final = 32
+
+
+def input_messages(get: Any) -> str | None:
+    """A span's captured input messages (``gen_ai.input.messages``) with its system prompt when recorded apart
+    (``gen_ai.system_instructions``) put first as a ``system`` message, as costline's own spans carry it, so the
+    nightly jobs and analysts see one conversation. Left as sent when it already has a system message or is not a
+    JSON list."""
+    doc = str_of(get(c.GEN_AI_INPUT_MESSAGES))
+    system = str_of(get(c.GEN_AI_SYSTEM_INSTRUCTIONS))
+    if not system:
+        return doc
+    try:
+        parts = json.loads(system)
+    except ValueError:
+        parts = system  # a plain string
+    if isinstance(parts, str):
+        parts = [{"type": "text", "content": parts}]
+    if not isinstance(parts, list):
+        return doc
+    try:
+        messages = json.loads(doc) if doc else []
+    except ValueError:
+        return doc
+    if not isinstance(messages, list) or any(isinstance(m, dict) and m.get("role") == "system" for m in messages):
+        return doc
+    return json.dumps([{"role": "system", "parts": parts}, *messages], ensure_ascii=False)
 
 
 def _short(value: str | None) -> str | None:

@@ -180,6 +180,28 @@ def test_openai_clients_with_openllmetry_and_openai_v2_count_each_call_once(stan
     assert q(cfg, "SELECT count(*), sum(cost_usd) FROM requests") == [(12, pytest.approx(want, rel=1e-9))]
 
 
+def test_the_sdks_content_mode_keeps_the_system_prompt_with_the_conversation(standin, cfg, spans):
+    """The anthropic SDK's own spans in content mode record the system prompt apart (``gen_ai.system_instructions``,
+    the conventions' since 1.37): the lake's input_messages carry it first, as a ``system`` message, as costline's
+    own spans do, so the nightly jobs regenerate teacher answers with the app's system prompt."""
+    from costline.jobs.sampling import parse_messages
+
+    provider, exporter = spans
+    client = anthropic.Anthropic(base_url=standin.url, api_key="k", max_retries=0, open_telemetry={
+        "tracer_provider": provider, "traces": {"content_mode": "content"}})
+    client.messages.create(model="claude-haiku-4-5", max_tokens=20, system="Answer in one sentence.",
+                           messages=[{"role": "user", "content": "Where is my parcel?"}])
+    with client.messages.stream(model="claude-haiku-4-5", max_tokens=20,  # no system prompt: messages as sent
+                                messages=[{"role": "user", "content": "Can I return it?"}]) as s:
+        s.until_done()
+    (with_system,) = [sp for sp in exporter.get_finished_spans() if "gen_ai.system_instructions" in sp.attributes]
+    assert with_system.attributes["gen_ai.system_instructions"] == '[{"type":"text","content":"Answer in one sentence."}]'
+    lake_from_sdk_spans(exporter.get_finished_spans(), cfg)
+    rows = sorted(parse_messages(doc) for (doc,) in q(cfg, "SELECT input_messages FROM calls"))
+    assert rows == [[("system", "Answer in one sentence."), ("user", "Where is my parcel?")],
+                    [("user", "Can I return it?")]]
+
+
 def test_third_party_spellings_are_read(cfg):
     """Attribute spellings of older OpenLLMetry, OpenLIT (Anthropic input without the cache) and the
     SDK's cache_write spelling, on spans built as those sources write them; one call each."""

@@ -392,3 +392,34 @@ def test_a_failed_call_without_tokens_to_an_unknown_model_costs_nothing(attrs, c
     row = flatten_span(_span("chat gpt-9", {c.GEN_AI_OPERATION_NAME: "chat", c.GEN_AI_PROVIDER_NAME: "openai",
                                             c.GEN_AI_REQUEST_MODEL: "gpt-9", **attrs}), PRICING)
     assert (row.cost_usd, row.pricing_status) == (cost, status)
+
+
+@pytest.mark.parametrize("messages, system, want", [
+    # the system prompt recorded apart goes first, as a system message
+    ('[{"role":"user","parts":[{"type":"text","content":"hi"}]}]', '[{"type":"text","content":"Be brief."}]',
+     [{"role": "system", "parts": [{"type": "text", "content": "Be brief."}]},
+      {"role": "user", "parts": [{"type": "text", "content": "hi"}]}]),
+    # a plain string is one text part
+    ('[{"role":"user","parts":[{"type":"text","content":"hi"}]}]', "Be brief.",
+     [{"role": "system", "parts": [{"type": "text", "content": "Be brief."}]},
+      {"role": "user", "parts": [{"type": "text", "content": "hi"}]}]),
+    # the conversation already says its system prompt: left as sent
+    ('[{"role":"system","parts":[]},{"role":"user","parts":[]}]', "Other.",
+     [{"role": "system", "parts": []}, {"role": "user", "parts": []}]),
+    # no input messages: the system prompt alone
+    (None, "Be brief.", [{"role": "system", "parts": [{"type": "text", "content": "Be brief."}]}]),
+    # no system prompt, or input that is not a JSON list: as sent
+    ('[{"role":"user","parts":[]}]', None, [{"role": "user", "parts": []}]),
+    ("plain text", "Be brief.", "plain text"),
+    ('{"role":"user"}', "Be brief.", {"role": "user"}),
+    ('[{"role":"user","parts":[]}]', "7", [{"role": "user", "parts": []}]),  # a system that is JSON but no parts
+])
+def test_a_system_prompt_recorded_apart_joins_the_input_messages(messages, system, want):
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+    from costline.processors.records import input_messages
+
+    attrs = {k: AnyValue(string_value=v) for k, v in (("gen_ai.input.messages", messages),
+                                                       ("gen_ai.system_instructions", system)) if v is not None}
+    got = input_messages(attrs.get)
+    assert (json.loads(got) if want != "plain text" else got) == want
