@@ -5,6 +5,10 @@ Shared by :class:`~costline.collectors.kafka_exporter.KafkaSpanExporter` and
 producer blocks until it has bootstrapped; this wrapper bounds that wait
 (``connect_timeout_s``) and, after a failure, answers ``None`` at once until
 ``retry_backoff_s`` has passed, so callers never stall on a dead cluster.
+
+An outage is logged once when it starts (with why, from :func:`costline.localkafka.diagnose`, found on a thread of
+its own: a refused login or TLS handshake names the ``[kafka]`` keys to check), then once a minute while it lasts,
+and once when Kafka answers again; the retries in between are debug lines.
 """
 
 from __future__ import annotations
@@ -21,6 +25,9 @@ from costline.kafka_security import client_options
 __all__ = ["LazyProducer", "producer_settings"]
 
 log = logging.getLogger(__name__)
+
+#: Seconds between the warnings that Kafka is still unreachable (the retries between them log at debug).
+REPEAT_WARNING_S = 60.0
 
 
 def producer_settings(config: KafkaConfig, *, connect_timeout_s: float, **overrides: Any) -> dict[str, Any]:
@@ -55,7 +62,10 @@ class LazyProducer:
         producer_config: Mapping[str, Any] | None = None,
         factory: Callable[..., Any] | None = None,
         now: Callable[[], float] = time.monotonic,
+        diagnose: Callable[[KafkaConfig], str | None] | None = None,
     ) -> None:
+        """``diagnose(config)``: why the cluster does not answer, for the log (default
+        :func:`costline.localkafka.diagnose`: probes of a few seconds, run on a thread of its own)."""
         self.config = config
         self._settings = producer_settings(config, connect_timeout_s=connect_timeout_s, **dict(producer_config or {}))
         self._retry_backoff_s = retry_backoff_s
@@ -65,6 +75,10 @@ class LazyProducer:
         self._producer: Any = None
         self._next_try = float("-inf")
         self.last_error: str | None = None
+        self._diagnose = diagnose
+        self._failures = 0  # failed tries since Kafka last answered
+        self._warned_at = float("-inf")
+        self._explainer: threading.Thread | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -85,13 +99,47 @@ class LazyProducer:
                     factory = KafkaProducer
                 self._producer = factory(**self._settings)
                 self.last_error = None
+                if self._failures:
+                    log.warning("costline: Kafka at %s answers again (after %d failed tries)", self.bootstrap,
+                                self._failures)
+                    self._failures, self._warned_at = 0, float("-inf")
                 return self._producer
             except Exception as exc:  # kafka-python raises several kinds here
                 self.last_error = f"{type(exc).__name__}: {exc}"
-                self._next_try = self._now() + self._retry_backoff_s
-                log.warning("costline: Kafka at %s unreachable (%s); retrying in %.1fs",
-                            self.bootstrap, self.last_error, self._retry_backoff_s)
+                now = self._now()
+                self._next_try = now + self._retry_backoff_s
+                self._failures += 1
+                if self._failures == 1 or now - self._warned_at >= REPEAT_WARNING_S:
+                    self._warned_at = now
+                    log.warning("costline: Kafka at %s unreachable (%s); retrying every %.1fs%s", self.bootstrap,
+                                self.last_error, self._retry_backoff_s,
+                                "" if self._failures == 1 else f" ({self._failures} tries so far)")
+                else:
+                    log.debug("costline: Kafka at %s still unreachable (%s)", self.bootstrap, self.last_error)
+                if self._failures == 1:
+                    self._explain()
                 return None
+
+    def _explain(self) -> None:
+        """Log why Kafka does not answer, found on a thread of its own (the probes take seconds; callers must not
+        wait for them). One at a time."""
+        if self._explainer is not None and self._explainer.is_alive():
+            return
+
+        def run() -> None:
+            try:
+                diagnose = self._diagnose
+                if diagnose is None:
+                    from costline.localkafka import diagnose
+                why = diagnose(self.config)
+            except Exception as exc:  # noqa: BLE001 - the explanation is a courtesy: never raise from here
+                log.debug("costline: could not find why Kafka at %s does not answer: %s", self.bootstrap, exc)
+                return
+            if why:
+                log.error("costline: Kafka at %s does not answer: %s", self.bootstrap, why)
+
+        self._explainer = threading.Thread(target=run, name="costline-kafka-diagnose", daemon=True)
+        self._explainer.start()
 
     def back_off(self, reason: str) -> None:
         """Note that Kafka stopped answering (metadata timeout...)."""

@@ -148,3 +148,43 @@ def test_receiver_answers_503_when_kafka_is_unreachable():
         assert time.monotonic() - started < 5
     finally:
         receiver.shutdown()
+
+
+def test_an_outage_is_logged_when_it_starts_with_why_then_once_a_minute_and_when_it_ends(caplog):
+    """The collector's producer retries every second while Kafka is away: the first failure is a warning and an
+    error saying why (found on a thread of its own: a refused login names the keys to check), the retries in the
+    next minute are debug lines, then one warning a minute, and one when Kafka answers again."""
+    import logging
+
+    from costline.collectors.producer import LazyProducer
+
+    clock = [0.0]
+    answers = iter([OSError("NoBrokersAvailable")] * 4 + ["producer"])
+    asked: list[str] = []
+
+    def factory(**_settings):
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def diagnose(config):
+        asked.append(config.bootstrap)
+        return "the cluster refused this client's login (check [kafka] sasl_username and sasl_password_env)"
+
+    producer = LazyProducer(KafkaConfig(bootstrap_servers="kafka.internal:9093"), retry_backoff_s=1.0,
+                            factory=factory, now=lambda: clock[0], diagnose=diagnose)
+    with caplog.at_level(logging.DEBUG, logger="costline.collectors.producer"):
+        for t in (0.0, 1.0, 2.0, 61.0, 62.0):
+            clock[0] = t
+            got = producer.get()
+            if producer._explainer is not None:
+                producer._explainer.join(5)
+    assert got == "producer" and asked == ["kafka.internal:9093"]  # diagnosed once, at the start
+    said = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "costline.collectors.producer"]
+    assert [level for level, _ in said] == ["WARNING", "ERROR", "DEBUG", "DEBUG", "WARNING", "WARNING"]
+    assert "unreachable (OSError: NoBrokersAvailable); retrying every 1.0s" in said[0][1]
+    assert said[1][1].endswith("does not answer: the cluster refused this client's login (check [kafka] "
+                               "sasl_username and sasl_password_env)")
+    assert "(4 tries so far)" in said[4][1]
+    assert said[5][1] == "costline: Kafka at kafka.internal:9093 answers again (after 4 failed tries)"

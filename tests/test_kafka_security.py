@@ -383,6 +383,34 @@ def test_a_client_the_cluster_refuses_never_connects_and_says_so(secure_broker, 
 
 
 @pytest.mark.kafka
+def test_the_collector_says_why_the_cluster_refuses_it_once_not_every_retry(secure_broker, monkeypatch,
+                                                                           caplog) -> None:
+    """`costline collect` with a wrong password: apps get 503 (never a hang), and the collector's log names the
+    refused login and the keys to check once, not only "unreachable" every retry."""
+    import logging
+
+    from costline.collectors.errors import KafkaUnavailable
+
+    monkeypatch.setenv("COSTLINE_TEST_KAFKA_PASSWORD", "not-the-password")
+    kafka = secure_broker.config("SASL_SSL", mechanism="SCRAM-SHA-512", user="scram512",
+                                 password_env="COSTLINE_TEST_KAFKA_PASSWORD")
+    forwarder = KafkaForwarder(kafka, produce_timeout_s=2.0, connect_timeout_s=2.0)
+    try:
+        with caplog.at_level(logging.WARNING, logger="costline.collectors.producer"):
+            for _ in range(2):
+                with pytest.raises(KafkaUnavailable):
+                    forwarder.forward([("k", b"v")])
+            explainer = forwarder._producer._explainer
+            assert explainer is not None
+            explainer.join(30)
+        said = [r for r in caplog.records if r.name == "costline.collectors.producer"]
+        assert [r.levelname for r in said] == ["WARNING", "ERROR"], [r.getMessage() for r in said]
+        assert "sasl_password_env" in said[1].getMessage()
+    finally:
+        forwarder.close()
+
+
+@pytest.mark.kafka
 def test_cache_replicas_share_stores_over_sasl_ssl(secure_broker, monkeypatch) -> None:
     """Two gateway caches replicating over the SASL_SSL listener with [kafka]'s keys: a store on one is served by
     the other (its topic created, produced and read with the same login)."""
