@@ -50,7 +50,7 @@ import functools
 import inspect
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType, SimpleNamespace
 from typing import Any
 
@@ -94,7 +94,18 @@ def instrument_anthropic(client: Any, recorder: Recorder, *, tier: str | None = 
             type(client).__name__, contract.PROVIDER_ANTHROPIC)
     kit = _Kit(recorder, provider, tier, clock, _record_anthropic, _AnthropicStream, endpoint=vertex_endpoint(client))
     return _install(client, client.messages, {"create": kit.create, "parse": kit.create, "stream": kit.stream_helper},
-                    lambda copy: instrument_anthropic(copy, recorder, tier=tier, clock=clock, provider=provider))
+                    lambda copy: instrument_anthropic(copy, recorder, tier=tier, clock=clock, provider=provider),
+                    more=_beta_messages(client))
+
+
+def _beta_messages(client: Any) -> tuple[Any, ...]:
+    """The client's beta Messages resource (``client.beta.messages``: the same calls with beta features, which apps
+    use for the 1M-token context, the Files API, the MCP connector…), where the SDK has one."""
+    try:
+        beta = getattr(getattr(client, "beta", None), "messages", None)
+    except Exception:  # noqa: BLE001 - an SDK without it, or a client double
+        return ()
+    return (beta,) if beta is not None and callable(getattr(beta, "create", None)) else ()
 
 
 def vertex_endpoint(client: Any) -> str | None:
@@ -124,16 +135,21 @@ def instrument_openai(
 
 
 def _install(client: Any, resource: Any, wrappers: dict[str, Callable[..., Callable[..., Any]]],
-             again: Callable[[Any], Any]) -> Callable[[], None]:
+             again: Callable[[Any], Any], *, more: Sequence[Any] = ()) -> Callable[[], None]:
+    """Wrap ``resource``'s methods (and each of ``more``'s, the same ones: a beta twin) and the client's copiers;
+    returns the undo callable (the one already installed when ``resource`` is instrumented)."""
     undo = getattr(getattr(resource, "create"), _MARK, None)
     if undo is not None:
         return undo  # already instrumented
     is_async = _is_async(client)
-    installed: dict[str, Any] = {}
-    for name, make in wrappers.items():
-        original = getattr(resource, name, None)
-        if original is not None:
-            installed[name] = make(original, is_async)
+    installed: list[tuple[Any, dict[str, Any]]] = []
+    for holder in (resource, *more):
+        made: dict[str, Any] = {}
+        for name, make in wrappers.items():
+            original = getattr(holder, name, None)
+            if original is not None:
+                made[name] = make(original, is_async)
+        installed.append((holder, made))
     copiers: dict[str, Any] = {}
     for name in _COPIERS:
         original = getattr(client, name, None)
@@ -141,21 +157,24 @@ def _install(client: Any, resource: Any, wrappers: dict[str, Callable[..., Calla
             copiers[name] = _copier(original, again)
 
     def uninstrument() -> None:
-        for holder, wrappers_ in ((resource, installed), (client, copiers)):
+        for holder, wrappers_ in (*installed, (client, copiers)):
             for name, wrapper in wrappers_.items():
                 if vars(holder).get(name) is wrapper:
                     delattr(holder, name)
-        _forget_views(client, resource)
+        for holder, _ in installed:
+            _forget_views(client, holder)
 
-    for name, wrapper in installed.items():
-        setattr(wrapper, _MARK, uninstrument)
-        setattr(resource, name, wrapper)
+    for holder, made in installed:
+        for name, wrapper in made.items():
+            setattr(wrapper, _MARK, uninstrument)
+            setattr(holder, name, wrapper)
     for name, wrapper in copiers.items():
         try:
             setattr(client, name, wrapper)
         except Exception:
             log.warning("costline: copies of a %s will not be recorded", type(client).__name__, exc_info=True)
-    _forget_views(client, resource)
+    for holder, _ in installed:
+        _forget_views(client, holder)
     return uninstrument
 
 

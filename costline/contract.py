@@ -57,12 +57,12 @@ ANTHROPIC_RESPONSE_INFERENCE_GEO: Final = "anthropic.response.inference_geo"
 # Google Vertex AI call ran ("us-east5-aiplatform.googleapis.com" is a regional endpoint, "aiplatform.googleapis.com"
 # the global one), which the clouds bill differently for Claude (costline.pricing.endpoint_scope).
 SERVER_ADDRESS: Final = "server.address"
+URL_FULL: Final = "url.full"
+URL_PATH: Final = "url.path"
 # The kind of a cloud's endpoint that ran a Claude call (ENDPOINT_GLOBAL / ENDPOINT_REGIONAL), where costline's
 # wrapper knows it: an AnthropicVertex client's region, a Bedrock model id's inference profile. Wins over reading
 # the model id or URL at ingest.
 COSTLINE_ENDPOINT_SCOPE: Final = "costline.endpoint_scope"
-URL_FULL: Final = "url.full"
-URL_PATH: Final = "url.path"
 # Streamed calls: the request asked for a stream; seconds from sending it to the first chunk of output.
 GEN_AI_REQUEST_STREAM: Final = "gen_ai.request.stream"
 GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK: Final = "gen_ai.response.time_to_first_chunk"

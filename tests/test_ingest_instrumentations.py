@@ -18,6 +18,7 @@ real instrumentors are driven here too (skipped, with that reason, only where it
 
 from __future__ import annotations
 
+import asyncio
 import collections
 
 import pytest
@@ -200,6 +201,58 @@ def test_the_sdks_content_mode_keeps_the_system_prompt_with_the_conversation(sta
     rows = sorted(parse_messages(doc) for (doc,) in q(cfg, "SELECT input_messages FROM calls"))
     assert rows == [[("system", "Answer in one sentence."), ("user", "Where is my parcel?")],
                     [("user", "Can I return it?")]]
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+def test_beta_messages_through_costlines_wrapper_are_recorded_and_undone(standin, cfg, spans, is_async):
+    """``client.beta.messages`` (apps use it for beta features: the 1M-token context, the Files API…) is the
+    Messages API too: create, stream and parse are recorded by ``instrument_anthropic`` (the SDK's own spans off),
+    priced as served; the undo takes the wrapper off both resources."""
+    from pydantic import BaseModel
+
+    class Answer(BaseModel):
+        text: str
+
+    provider, exporter = spans
+    recorder = Recorder(provider)
+    before = len(standin.log.paid())  # the stand-in serves the module's tests
+    cls = anthropic.AsyncAnthropic if is_async else anthropic.Anthropic
+    client = cls(base_url=standin.url, api_key="k", max_retries=0, open_telemetry=False)
+    undo = instrument_anthropic(client, recorder)
+    beta = client.beta.messages
+    ask = dict(model="claude-haiku-4-5", max_tokens=40, betas=["context-1m-2025-08-07"])
+
+    async def calls() -> None:
+        async def run(value):
+            return await value if is_async else value
+
+        with recorder.request(task_type="faq") as req:
+            await run(beta.create(**ask, messages=[{"role": "user", "content": "Where is my parcel?"}]))
+            req.accept()
+        with recorder.request(task_type="faq") as req:
+            if is_async:
+                async with beta.stream(**ask, messages=[{"role": "user", "content": "Stream it"}]) as s:
+                    await s.until_done()
+            else:
+                with beta.stream(**ask, messages=[{"role": "user", "content": "Stream it"}]) as s:
+                    s.until_done()
+            req.accept()
+        with recorder.request(task_type="faq") as req:
+            await run(beta.parse(**ask, messages=[{"role": "user", "content": "Answer as JSON"}],
+                                 output_format=Answer))
+            req.accept()
+        undo()
+        await run(beta.create(**ask, messages=[{"role": "user", "content": "Not recorded"}]))
+
+    asyncio.run(calls())
+    calls_ = [s for s in exporter.get_finished_spans() if s.name != "costline.request"]
+    assert [s.instrumentation_scope.name for s in calls_] == ["costline.collectors"] * 3
+    lake_from_sdk_spans(exporter.get_finished_spans(), cfg)
+    served = standin.log.paid()[before:]
+    assert len(served) == 4  # the fourth call was made, after the undo, and not recorded
+    want = sum((e.input_tokens * HAIKU_IN + e.output_tokens * HAIKU_OUT) / 1e6 for e in served[:3])  # no cache here
+    assert q(cfg, "SELECT count(*), min(calls), max(calls), sum(cost_usd) FROM requests") == [
+        (3, 1, 1, pytest.approx(want, rel=1e-9))]
 
 
 def test_third_party_spellings_are_read(cfg):
