@@ -62,7 +62,11 @@ class KafkaForwarder:
             retry_backoff_s=1.0, producer_config=producer_config, now=now,
         )
 
-    def _unavailable(self, detail: str) -> KafkaUnavailable:
+    def _unavailable(self, detail: str, *, counted: bool = False) -> KafkaUnavailable:
+        """The error the receiver answers 503 with; a send or acknowledgement that failed is counted in the
+        outage (``counted``: ``get()`` counted it already), which the producer logs once a minute."""
+        if not counted:
+            self._producer.note_failure(detail)
         return KafkaUnavailable(self.config.bootstrap, detail, retry_after=self._retry_after)
 
     def forward(self, messages: Sequence[tuple[str, bytes]]) -> list[tuple[str, str]]:
@@ -71,7 +75,7 @@ class KafkaForwarder:
         deadline = self._now() + self._timeout
         producer = self._producer.get()
         if producer is None:
-            raise self._unavailable(self._producer.last_error or "cannot connect")
+            raise self._unavailable(self._producer.last_error or "cannot connect", counted=True)
         futures = []
         refused: list[tuple[str, str]] = []
         for key, value in messages:
@@ -88,6 +92,7 @@ class KafkaForwarder:
                 if getattr(exc, "retriable", False) or type(exc).__name__ == "KafkaTimeoutError":
                     raise self._unavailable(f"no acknowledgement within {self._timeout:g}s ({exc})") from None
                 refused.append((key, f"{type(exc).__name__}: {exc}"))
+        self._producer.note_success()
         return refused
 
     def close(self, timeout_s: float = 5.0) -> None:

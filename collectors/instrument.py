@@ -98,14 +98,16 @@ def instrument_anthropic(client: Any, recorder: Recorder, *, tier: str | None = 
                     more=_beta_messages(client))
 
 
-def _beta_messages(client: Any) -> tuple[Any, ...]:
+def _beta_messages(client: Any) -> tuple[tuple[Any, Any], ...]:
     """The client's beta Messages resource (``client.beta.messages``: the same calls with beta features, which apps
-    use for the 1M-token context, the Files API, the MCP connector…), where the SDK has one."""
+    use for the 1M-token context, the Files API, the MCP connector…) and its parent (``client.beta``, whose views
+    such as ``with_raw_response`` hold it too), where the SDK has one."""
     try:
-        beta = getattr(getattr(client, "beta", None), "messages", None)
+        parent = getattr(client, "beta", None)
+        beta = getattr(parent, "messages", None)
     except Exception:  # noqa: BLE001 - an SDK without it, or a client double
         return ()
-    return (beta,) if beta is not None and callable(getattr(beta, "create", None)) else ()
+    return ((beta, parent),) if beta is not None and callable(getattr(beta, "create", None)) else ()
 
 
 def vertex_endpoint(client: Any) -> str | None:
@@ -135,15 +137,17 @@ def instrument_openai(
 
 
 def _install(client: Any, resource: Any, wrappers: dict[str, Callable[..., Callable[..., Any]]],
-             again: Callable[[Any], Any], *, more: Sequence[Any] = ()) -> Callable[[], None]:
-    """Wrap ``resource``'s methods (and each of ``more``'s, the same ones: a beta twin) and the client's copiers;
-    returns the undo callable (the one already installed when ``resource`` is instrumented)."""
+             again: Callable[[Any], Any], *, more: Sequence[tuple[Any, Any]] = ()) -> Callable[[], None]:
+    """Wrap ``resource``'s methods (and those of each ``(resource, its parent)`` of ``more``, the same ones: a beta
+    twin) and the client's copiers; returns the undo callable (the one already installed when ``resource`` is
+    instrumented)."""
     undo = getattr(getattr(resource, "create"), _MARK, None)
     if undo is not None:
         return undo  # already instrumented
     is_async = _is_async(client)
     installed: list[tuple[Any, dict[str, Any]]] = []
-    for holder in (resource, *more):
+    parents = [parent for _, parent in more]
+    for holder in (resource, *(holder for holder, _ in more)):
         made: dict[str, Any] = {}
         for name, make in wrappers.items():
             original = getattr(holder, name, None)
@@ -163,6 +167,8 @@ def _install(client: Any, resource: Any, wrappers: dict[str, Callable[..., Calla
                     delattr(holder, name)
         for holder, _ in installed:
             _forget_views(client, holder)
+        for parent in parents:
+            _forget_views(parent, parent)
 
     for holder, made in installed:
         for name, wrapper in made.items():
@@ -175,6 +181,8 @@ def _install(client: Any, resource: Any, wrappers: dict[str, Callable[..., Calla
             log.warning("costline: copies of a %s will not be recorded", type(client).__name__, exc_info=True)
     for holder, _ in installed:
         _forget_views(client, holder)
+    for parent in parents:
+        _forget_views(parent, parent)
     return uninstrument
 
 

@@ -171,10 +171,12 @@ class KafkaSpanExporter(SpanExporter):
         """Forget acknowledged messages; put retriable failures back at the front of the queue."""
         still: list[tuple[_Message, Any]] = []
         retry: list[_Message] = []
+        acked = False
         for message, future in self._inflight:
             if not future.is_done:
                 still.append((message, future))
             elif future.succeeded():
+                acked = True
                 continue
             elif getattr(future.exception, "retriable", False) or _is_timeout(future.exception):
                 retry.append(message)
@@ -184,6 +186,8 @@ class KafkaSpanExporter(SpanExporter):
                             message.key, future.exception, message.spans)
         self._inflight = still
         self._pending.extendleft(reversed(retry))
+        if acked:
+            self._producer.note_success()  # an outage counted by the producer is over
 
     def _pump(self) -> None:
         self._reap()
@@ -198,9 +202,10 @@ class KafkaSpanExporter(SpanExporter):
                 future = producer.send(self.topic, value=message.value, key=message.key.encode(), headers=list(_HEADERS))
             except Exception as exc:
                 if getattr(exc, "retriable", False) or _is_timeout(exc):
-                    self._producer.back_off(str(exc))
-                    log.warning("costline: Kafka not taking messages (%s); %d spans buffered",
-                                exc, sum(m.spans for m in self._pending))
+                    warned = self._producer.back_off(str(exc))
+                    log.log(logging.WARNING if warned else logging.DEBUG,
+                            "costline: Kafka not taking messages (%s); %d spans buffered",
+                            exc, sum(m.spans for m in self._pending))
                     return
                 self._pending.popleft()
                 self._dropped += message.spans

@@ -79,6 +79,7 @@ class LazyProducer:
         self._failures = 0  # failed tries since Kafka last answered
         self._warned_at = float("-inf")
         self._explainer: threading.Thread | None = None
+        self._closed = False
 
     @property
     def bootstrap(self) -> str:
@@ -98,27 +99,54 @@ class LazyProducer:
 
                     factory = KafkaProducer
                 self._producer = factory(**self._settings)
-                self.last_error = None
-                if self._failures:
-                    log.warning("costline: Kafka at %s answers again (after %d failed tries)", self.bootstrap,
-                                self._failures)
-                    self._failures, self._warned_at = 0, float("-inf")
+                self._answered()
                 return self._producer
             except Exception as exc:  # kafka-python raises several kinds here
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                now = self._now()
-                self._next_try = now + self._retry_backoff_s
-                self._failures += 1
-                if self._failures == 1 or now - self._warned_at >= REPEAT_WARNING_S:
-                    self._warned_at = now
-                    log.warning("costline: Kafka at %s unreachable (%s); retrying every %.1fs%s", self.bootstrap,
-                                self.last_error, self._retry_backoff_s,
-                                "" if self._failures == 1 else f" ({self._failures} tries so far)")
-                else:
-                    log.debug("costline: Kafka at %s still unreachable (%s)", self.bootstrap, self.last_error)
-                if self._failures == 1:
-                    self._explain()
+                self._next_try = self._now() + self._retry_backoff_s
+                self._failed(f"{type(exc).__name__}: {exc}")
                 return None
+
+    def note_failure(self, reason: str) -> bool:
+        """Count a failure of a connected producer (a send or an acknowledgement that timed out) in the outage, as
+        ``get()`` counts its own; True when it was logged as a warning (the first of an outage, then one a
+        minute), so a caller's own line about it can be a debug one."""
+        with self._lock:
+            return self._failed(reason)
+
+    def note_success(self) -> None:
+        """Kafka took and acknowledged messages: an outage, if one was counted, is over."""
+        if self._failures:
+            with self._lock:
+                self._answered()
+
+    def back_off(self, reason: str) -> bool:
+        """Note that Kafka stopped answering (metadata timeout...): :meth:`note_failure`."""
+        return self.note_failure(reason)
+
+    def _answered(self) -> None:
+        self.last_error = None
+        if self._failures:
+            log.warning("costline: Kafka at %s answers again (after %d failed tries)", self.bootstrap, self._failures)
+            self._failures, self._warned_at = 0, float("-inf")
+
+    def _failed(self, reason: str) -> bool:
+        """One failure of the outage (the lock held): a warning at its start and once a minute, else a debug
+        line; the start also looks for why (:meth:`_explain`)."""
+        self.last_error = reason
+        now = self._now()
+        self._failures += 1
+        first = self._failures == 1
+        if first or now - self._warned_at >= REPEAT_WARNING_S:
+            self._warned_at = now
+            log.warning("costline: Kafka at %s unreachable (%s); retrying every %.1fs%s", self.bootstrap, reason,
+                        self._retry_backoff_s, "" if first else f" ({self._failures} tries so far)")
+            warned = True
+        else:
+            log.debug("costline: Kafka at %s still unreachable (%s)", self.bootstrap, reason)
+            warned = False
+        if first:
+            self._explain()
+        return warned
 
     def _explain(self) -> None:
         """Log why Kafka does not answer, found on a thread of its own (the probes take seconds; callers must not
@@ -135,19 +163,16 @@ class LazyProducer:
             except Exception as exc:  # noqa: BLE001 - the explanation is a courtesy: never raise from here
                 log.debug("costline: could not find why Kafka at %s does not answer: %s", self.bootstrap, exc)
                 return
-            if why:
+            if why and not self._closed:  # closed meanwhile: the app has moved on
                 log.error("costline: Kafka at %s does not answer: %s", self.bootstrap, why)
 
         self._explainer = threading.Thread(target=run, name="costline-kafka-diagnose", daemon=True)
         self._explainer.start()
 
-    def back_off(self, reason: str) -> None:
-        """Note that Kafka stopped answering (metadata timeout...)."""
-        self.last_error = reason
-
     def close(self, timeout_s: float = 5.0) -> None:
         with self._lock:
             producer, self._producer = self._producer, None
+            self._closed = True
         if producer is not None:
             try:
                 producer.close(timeout=timeout_s)

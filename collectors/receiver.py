@@ -366,7 +366,9 @@ def export_request(req: ExportTraceServiceRequest, forwarder: Forwarder, max_mes
         refused = forwarder.forward(messages)
     except KafkaUnavailable as exc:
         retry = max(int(round(exc.retry_after)), 1)
-        log.warning("costline collect: Kafka unavailable, asking the client to retry in %ss: %s", retry, exc)
+        # the outage is the producer's to log (at its start with why, then once a minute): one line per export
+        # here would be thousands
+        log.debug("costline collect: Kafka unavailable, asking the client to retry in %ss: %s", retry, exc)
         raise ExportRefused(503, "Kafka unavailable, retry later", retry_after=retry) from None
     if refused:
         refused_keys = {key for key, _ in refused}

@@ -402,27 +402,32 @@ MAX_TIER_NAME_CHARS: Final = 32
 def input_messages(get: Any) -> str | None:
     """A span's captured input messages (``gen_ai.input.messages``) with its system prompt when recorded apart
     (``gen_ai.system_instructions``) put first as a ``system`` message, as costline's own spans carry it, so the
-    nightly jobs and analysts see one conversation. Left as sent when it already has a system message or is not a
-    JSON list."""
+    nightly jobs and analysts see one conversation. The messages' text is kept as sent (spliced, not re-written:
+    a JavaScript sender's half of a cut emoji, ``\\ud83d``, stays an escape); left as sent when they already have a
+    system message, are not a JSON list, or the instructions are no text."""
     doc = str_of(get(c.GEN_AI_INPUT_MESSAGES))
     system = str_of(get(c.GEN_AI_SYSTEM_INSTRUCTIONS))
     if not system:
         return doc
     try:
-        parts = json.loads(system)
-    except ValueError:
-        parts = system  # a plain string
-    if isinstance(parts, str):
-        parts = [{"type": "text", "content": parts}]
-    if not isinstance(parts, list):
-        return doc
-    try:
         messages = json.loads(doc) if doc else []
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: JSON nested past the parser's depth
         return doc
     if not isinstance(messages, list) or any(isinstance(m, dict) and m.get("role") == "system" for m in messages):
         return doc
-    return json.dumps([{"role": "system", "parts": parts}, *messages], ensure_ascii=False)
+    try:
+        parts = json.loads(system)
+    except (ValueError, RecursionError):
+        parts = system  # plain text
+    if isinstance(parts, str):
+        parts = [parts]
+    if not isinstance(parts, list) or not parts:
+        return doc
+    parts = [{"type": "text", "content": p} if isinstance(p, str) else p for p in parts]
+    head = json.dumps({"role": "system", "parts": parts}, separators=(",", ":"))  # ASCII: escapes stay escapes
+    if not messages:
+        return f"[{head}]"
+    return f"[{head},{doc.lstrip()[1:]}"  # the messages' own text after their list's "["
 
 
 def _short(value: str | None) -> str | None:

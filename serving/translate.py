@@ -391,21 +391,27 @@ def tools_to_openai(tools: Sequence[Mapping[str, Any]], tool_choice: Mapping[str
 def tools_for_anthropic(tools: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """A request's tools as a Messages API tier is sent them: a strict tool's ``input_schema`` in the subset of JSON
     Schema Anthropic's strict tool use takes (the anthropic SDK's ``transform_schema``, as its own ``parse`` sends:
-    numeric and length bounds move into the description), since an OpenAI app's strict schema may use more; the
-    others as they came."""
+    numeric and length bounds move into the description), since an OpenAI app's strict schema may use more. A
+    strict schema it cannot adapt (a list of types, an empty property schema, pydantic v1's ``definitions``) goes
+    as it came without ``strict``, as before the gateway carried it: never a request refused for it. The other
+    tools as they came."""
     out = [dict(t) for t in tools]
-    if not any(t.get("strict") is True and isinstance(t.get("input_schema"), Mapping) for t in out):
+    if not any(t.get("strict") is True for t in out):
         return out
     try:
         from anthropic import transform_schema  # anthropic >= 0.75
-    except ImportError:  # pragma: no cover - an older SDK: the schemas as they came
-        return out
+    except ImportError:  # pragma: no cover - an older SDK: strict dropped, as before
+        transform_schema = None
     for t in out:
-        if t.get("strict") is True and isinstance(t.get("input_schema"), Mapping):
-            try:
-                t["input_schema"] = transform_schema(json.loads(json.dumps(t["input_schema"])))
-            except Exception:  # noqa: BLE001 - a schema it cannot adapt goes as it came; the API says what it thinks
-                pass
+        if t.get("strict") is not True:
+            continue
+        schema = t.get("input_schema")
+        try:
+            if transform_schema is None or not isinstance(schema, Mapping) or "definitions" in schema:
+                raise ValueError("not a schema transform_schema takes")
+            t["input_schema"] = transform_schema(schema)  # a new schema: the request's own is left as it is
+        except Exception:  # noqa: BLE001 - AssertionError, ValueError, TypeError, RecursionError…
+            del t["strict"]
     return out
 
 

@@ -188,3 +188,18 @@ def test_an_outage_is_logged_when_it_starts_with_why_then_once_a_minute_and_when
                                "sasl_username and sasl_password_env)")
     assert "(4 tries so far)" in said[4][1]
     assert said[5][1] == "costline: Kafka at kafka.internal:9093 answers again (after 4 failed tries)"
+
+    # connected, then sends time out (a broker restart): counted as one outage the same way, and over at the next
+    # acknowledged send; a caller's own line is a debug one unless the producer warned
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="costline.collectors.producer"):
+        clock[0] = 100.0
+        assert producer.note_failure("KafkaTimeoutError: no acknowledgement") is True
+        producer._explainer.join(5)
+        clock[0] = 101.0
+        assert producer.note_failure("KafkaTimeoutError: no acknowledgement") is False
+        producer.note_success()
+        producer.note_success()  # nothing to say twice
+    said = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "costline.collectors.producer"]
+    assert [level for level, _ in said] == ["WARNING", "ERROR", "DEBUG", "WARNING"]
+    assert said[3][1].endswith("answers again (after 2 failed tries)") and asked == ["kafka.internal:9093"] * 2

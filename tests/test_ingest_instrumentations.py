@@ -218,7 +218,9 @@ def test_beta_messages_through_costlines_wrapper_are_recorded_and_undone(standin
     before = len(standin.log.paid())  # the stand-in serves the module's tests
     cls = anthropic.AsyncAnthropic if is_async else anthropic.Anthropic
     client = cls(base_url=standin.url, api_key="k", max_retries=0, open_telemetry=False)
+    raw_view = client.beta.with_raw_response  # read before instrumenting: the SDK caches such views
     undo = instrument_anthropic(client, recorder)
+    assert client.beta.with_raw_response is not raw_view  # built again, on the wrapped create
     beta = client.beta.messages
     ask = dict(model="claude-haiku-4-5", max_tokens=40, betas=["context-1m-2025-08-07"])
 

@@ -413,6 +413,12 @@ def test_a_failed_call_without_tokens_to_an_unknown_model_costs_nothing(attrs, c
     ("plain text", "Be brief.", "plain text"),
     ('{"role":"user"}', "Be brief.", {"role": "user"}),
     ('[{"role":"user","parts":[]}]', "7", [{"role": "user", "parts": []}]),  # a system that is JSON but no parts
+    ('[{"role":"user","parts":[]}]', "[]", [{"role": "user", "parts": []}]),  # no instructions at all
+    # a list of strings: each a text part
+    ("[]", '["Be brief.", "Be kind."]', [{"role": "system", "parts": [{"type": "text", "content": "Be brief."},
+                                                                     {"type": "text", "content": "Be kind."}]}]),
+    # JSON nested past the parser's depth: as sent
+    ("[" * 100_000 + "]" * 100_000, "Be brief.", "deep"),
 ])
 def test_a_system_prompt_recorded_apart_joins_the_input_messages(messages, system, want):
     from opentelemetry.proto.common.v1.common_pb2 import AnyValue
@@ -422,4 +428,22 @@ def test_a_system_prompt_recorded_apart_joins_the_input_messages(messages, syste
     attrs = {k: AnyValue(string_value=v) for k, v in (("gen_ai.input.messages", messages),
                                                        ("gen_ai.system_instructions", system)) if v is not None}
     got = input_messages(attrs.get)
+    if want == "deep":
+        assert got == messages
+        return
     assert (json.loads(got) if want != "plain text" else got) == want
+
+
+def test_a_cut_emoji_in_the_messages_stays_an_escape_when_the_system_prompt_joins_them():
+    """A JavaScript sender cuts a string in a surrogate pair and its JSON keeps the half as an escape (\\ud83d):
+    written back raw, Arrow could not encode the row and the whole Kafka message's rows would be lost."""
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+    from costline.processors.records import input_messages
+
+    messages = '[{"role":"user","parts":[{"type":"text","content":"Thanks \\ud83d"}]}]'
+    got = input_messages({"gen_ai.input.messages": AnyValue(string_value=messages),
+                          "gen_ai.system_instructions": AnyValue(string_value="Be brief.")}.get)
+    assert got == ('[{"role":"system","parts":[{"type":"text","content":"Be brief."}]},'
+                   '{"role":"user","parts":[{"type":"text","content":"Thanks \\ud83d"}]}]')
+    got.encode("utf-8")  # no lone surrogate in the text

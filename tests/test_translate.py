@@ -102,6 +102,19 @@ def test_a_strict_tools_schema_is_sent_to_anthropic_in_the_subset_its_strict_mod
     assert tools[0]["input_schema"]["properties"]["n"]["minimum"] == 1
 
 
+@pytest.mark.parametrize("schema", [
+    {"type": "object", "properties": {"note": {"type": ["string", "null"], "maxLength": 9}}},  # OpenAI's nullable
+    {"type": "object", "properties": {"anything": {}}},
+    {"type": "object", "properties": {"a": {"$ref": "#/definitions/A"}}, "definitions": {"A": {"type": "string"}}},
+    "not a schema",
+])
+def test_a_strict_schema_transform_schema_cannot_adapt_goes_as_it_came_without_strict(schema) -> None:
+    """Never a request refused for strictness the gateway added: such a tool reaches Anthropic as before it
+    carried ``strict`` (as sent, not strict)."""
+    assert tools_for_anthropic([{"name": "t", "input_schema": schema, "strict": True}]) == [
+        {"name": "t", "input_schema": schema}]
+
+
 @pytest.mark.parametrize("tools, choice, param, problem", [
     ([{"type": "custom", "custom": {"name": "f"}}], None, "tools[0]", "tools[0]: only function tools"),
     ([{"type": "function", "function": {"name": "f", "parameters": "{}"}}], None, "tools[0].function.parameters",

@@ -33,9 +33,8 @@ WITH oi_traces AS (
                                         '^(([a-z-]{2,8}\.)?anthropic\.claude|arn:aws)|@')) AS has_anthropic,
          bool_or(provider = 'aws.bedrock' OR starts_with(coalesce(response_id, ''), 'msg_bdrk_')) AS has_bedrock,
          bool_or(provider LIKE 'gcp.%' OR starts_with(coalesce(response_id, ''), 'msg_vrtx_')) AS has_vertex
-  FROM call_links_all
-  WHERE trace_id IN (SELECT trace_id FROM call_links_all
-                     WHERE instrumentation = 'openinference.instrumentation.anthropic')
+  FROM calls_raw  -- the call rows as written (a repeated row changes no bool_or)
+  WHERE trace_id IN (SELECT trace_id FROM calls_raw WHERE instrumentation = 'openinference.instrumentation.anthropic')
   GROUP BY trace_id
 ), f0 AS (
   SELECT c.*, CASE
