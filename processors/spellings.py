@@ -103,6 +103,7 @@ _GENAI_UNREPORTED: Final = (f"{_IN0}:missing", f"{_OUT0}:missing")
 #: run (its span may carry the model and the usage of all its calls), a tool executed.
 NOT_CALL_OPERATIONS: Final = frozenset({
     "create_agent", "invoke_agent", "execute_tool",
+    "invoke_workflow",  # a workflow's run (Microsoft Agent Framework 1.26)
     "agent_step",  # the Vercel AI SDK's step of an agent's run
     # Strands Agents: a cycle of its event loop (model call + tools), multi-agent runs, memory
     "execute_event_loop_cycle", "invoke_swarm", "invoke_graph", "memory.search", "memory.add", "memory.inject",
