@@ -58,6 +58,7 @@ __all__ = [
     "regional_endpoint_price",
     "endpoint_scope",
     "endpoint_split",
+    "bedrock_foundation_model",
     "service_tier_effect",
     "BATCH",
     "PRIORITY",
@@ -343,6 +344,13 @@ def endpoint_scope(model: str | None, server_address: str | None = None, url: st
         if host:
             return contract.ENDPOINT_REGIONAL if host[1] or host[2] else contract.ENDPOINT_GLOBAL
     return None
+
+
+def bedrock_foundation_model(model: str) -> str:
+    """A Bedrock Claude inference profile's model without its geography (``us.anthropic.claude-…`` →
+    ``anthropic.claude-…``: what Bedrock's CountTokens takes); any other id as it is."""
+    found = _BEDROCK_CLAUDE.match(model.strip().lower())
+    return model.strip()[len(found[1]) + 1:] if found and found[1] else model
 
 
 def service_tier_effect(provider: str | None, service_tier: str | None) -> str | None:

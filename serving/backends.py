@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Callable, Generator, Mapping, Sequence
 import dataclasses
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from costline import contract
 from costline.collectors import Recorder, instrument_anthropic, instrument_openai
 from costline.collectors.instrument import (ANTHROPIC_ERROR_CLASSES, INCOMPLETE_STREAM, anthropic_error_class,
                                             anthropic_error_name, vertex_endpoint)
+from costline.pricing import bedrock_foundation_model
 from costline.sdk import anthropic_client, bedrock_client, openai_client, vertex_client
 from costline.serving.errors import BackendError, RoutingError
 from costline.serving.registry import ModelRegistry, TierSpec
@@ -507,7 +507,7 @@ class BedrockBackend(AnthropicBackend):
         if betas:
             body["anthropic_beta"] = [b.strip() for b in betas.split(",")]
         raw = base64.b64encode(json.dumps(body, separators=(",", ":")).encode()).decode()
-        model = _BEDROCK_PROFILE.sub("", self.spec.model)
+        model = bedrock_foundation_model(self.spec.model)
         path = f"/model/{urllib.parse.quote(model, safe=':;')}/count-tokens"
         try:  # sent as bytes: the SDK adds anthropic_version to any JSON object it is given, and CountTokens has none
             http = self.client.post(path, cast_to=_httpx().Response,
@@ -523,9 +523,6 @@ class BedrockBackend(AnthropicBackend):
             raise BackendError(self.spec.name, "APIResponseValidationError", "CountTokens answered with no JSON object")
         return _int(counted.get("inputTokens"))
 
-
-#: A Bedrock cross-region inference profile's prefix (``us.``, ``eu.``, ``apac.``, ``global.`` …) before a model id.
-_BEDROCK_PROFILE = re.compile(r"^[a-z-]{2,8}\.(?=anthropic\.)")  # us., eu., apac., global., us-gov.
 
 
 class VertexBackend(AnthropicBackend):

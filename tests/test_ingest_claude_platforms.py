@@ -93,18 +93,14 @@ def ask(client, platform: Platform, i: int, *, stream: bool):
     if not stream:
         return client.messages.create(**request(platform, i))
     with client.messages.stream(**request(platform, i)) as s:
-        for _ in s.text_stream:
-            pass
-        return s.get_final_message()
+        return s.get_final_message()  # reads the stream to its end
 
 
 async def ask_async(client, platform: Platform, i: int, *, stream: bool):
     if not stream:
         return await client.messages.create(**request(platform, i))
     async with client.messages.stream(**request(platform, i)) as s:
-        async for _ in s.text_stream:
-            pass
-        return await s.get_final_message()
+        return await s.get_final_message()  # reads the stream to its end
 
 
 def some_requests(platform: Platform, standin, provider, *, is_async: bool, costline_wrapper: bool) -> list:
