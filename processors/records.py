@@ -12,7 +12,7 @@ Field order equals the lake schemas (:mod:`costline.lake`); timestamps are integ
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, Final, NamedTuple
 
 from costline import contract as c
@@ -32,6 +32,7 @@ from costline.processors.attributes import (
     str_of,
     usd_of,
 )
+from costline.processors.content import flattened_input_messages, flattened_output_messages
 from costline.processors.spellings import (
     AI_SDK_PROVIDER_METADATA,
     ALL_INPUT_KEYS,
@@ -266,8 +267,8 @@ def flatten_span(
             bool_of(get(c.COSTLINE_SUCCESS)),
             str_of(get(c.ERROR_TYPE)),
             duration_ms,
-            input_messages(get),
-            str_of(get(c.GEN_AI_OUTPUT_MESSAGES)),
+            input_messages(attrs, bad),
+            output_messages(attrs, bad),
             kafka_partition,
             kafka_offset,
             _quality(bad),
@@ -370,8 +371,8 @@ def flatten_span(
         status,
         pricing.version,
         duration_ms,
-        input_messages(get),
-        str_of(get(c.GEN_AI_OUTPUT_MESSAGES)),
+        input_messages(attrs, bad),
+        output_messages(attrs, bad),
         kafka_partition,
         kafka_offset,
         response_id,
@@ -399,13 +400,38 @@ _ENDPOINTS: Final = frozenset({c.ENDPOINT_GLOBAL, c.ENDPOINT_REGIONAL})
 MAX_TIER_NAME_CHARS: Final = 32
 
 
-def input_messages(get: Any) -> str | None:
-    """A span's captured input messages (``gen_ai.input.messages``) with its system prompt when recorded apart
+#: ``data_quality`` flag of a span whose captured content could not be read: the content is left out, the call
+#: kept.
+CONTENT_UNREADABLE: Final = "content:unreadable"
+
+
+def _read_content(read: Any, attrs: Mapping[str, Any], bad: list[str] | None) -> str | None:
+    try:
+        return read(attrs)
+    except Exception:  # noqa: BLE001 (a sender's content, however odd, never costs the call or its message)
+        if bad is not None:
+            bad.append(CONTENT_UNREADABLE)
+        return None
+
+
+def output_messages(attrs: Mapping[str, Any], bad: list[str] | None = None) -> str | None:
+    """A span's captured answer: ``gen_ai.output.messages``, else the answer as OpenInference, older OpenLLMetry or
+    the AI SDK's older spans spell it (:mod:`~costline.processors.content`; unreadable: None, noted in ``bad``)."""
+    doc = str_of(attrs.get(c.GEN_AI_OUTPUT_MESSAGES))
+    return doc if doc is not None else _read_content(flattened_output_messages, attrs, bad)
+
+
+def input_messages(attrs: Mapping[str, Any], bad: list[str] | None = None) -> str | None:
+    """A span's captured input messages (``gen_ai.input.messages``, else as OpenInference, older OpenLLMetry or the
+    AI SDK's older spans spell them: :mod:`~costline.processors.content`) with its system prompt when recorded apart
     (``gen_ai.system_instructions``) put first as a ``system`` message, as costline's own spans carry it, so the
     nightly jobs and analysts see one conversation. The messages' text is kept as sent (spliced, not re-written:
     a JavaScript sender's half of a cut emoji, ``\\ud83d``, stays an escape); left as sent when they already have a
     system message, are not a JSON list, or the instructions are no text."""
+    get = attrs.get
     doc = str_of(get(c.GEN_AI_INPUT_MESSAGES))
+    if doc is None:
+        doc = _read_content(flattened_input_messages, attrs, bad)
     system = str_of(get(c.GEN_AI_SYSTEM_INSTRUCTIONS))
     if not system:
         return doc
@@ -424,7 +450,10 @@ def input_messages(get: Any) -> str | None:
     if not isinstance(parts, list) or not parts:
         return doc
     parts = [{"type": "text", "content": p} if isinstance(p, str) else p for p in parts]
-    head = json.dumps({"role": "system", "parts": parts}, separators=(",", ":"))  # ASCII: escapes stay escapes
+    try:
+        head = json.dumps({"role": "system", "parts": parts}, separators=(",", ":"))  # ASCII: escapes stay escapes
+    except (ValueError, RecursionError):  # parts nested deeper than json.dumps walks: the messages as sent
+        return doc
     if not messages:
         return f"[{head}]"
     return f"[{head},{doc.lstrip()[1:]}"  # the messages' own text after their list's "["

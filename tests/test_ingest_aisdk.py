@@ -41,6 +41,7 @@ Node app was dropped).
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -155,6 +156,35 @@ def test_provider_model_and_operation_as_the_genai_conventions_name_them(aisdk_r
                             "GROUP BY ALL ORDER BY ALL") == [
         ("anthropic", "claude-haiku-4-5", "chat", SCOPES[aisdk_run.report["telemetry"]], 6),
         ("openai", STUDENT_MODEL, "chat", SCOPES[aisdk_run.report["telemetry"]], 2)]
+
+
+#: app.mjs's system prompt for the cached calls, and each paid call's (system prompt, question) in RESPONSE_IDS' order.
+LONG_SYSTEM = "You answer questions about our refund policy. " * 60
+ASKED = [(LONG_SYSTEM, "Question 0: can I return a damaged item?"), (LONG_SYSTEM, "Question 1: can I return a damaged item?"),
+         (LONG_SYSTEM, "Question 2: can I return a damaged item?"), (None, "Where is order 42?"),
+         (LONG_SYSTEM, "Question 3: how long do refunds take?"), (None, "Summarise ticket 7"),
+         (None, "Summarise ticket 8")]
+
+
+def _turns(doc: str | None) -> list[tuple[str, str]]:
+    """(role, text) of a lake message column: the GenAI conventions' parts, read here by hand."""
+    return [(m["role"], "".join(p["content"] for p in m["parts"] if p["type"] == "text"))
+            for m in json.loads(doc or "[]")]
+
+
+@pytest.mark.parametrize("aisdk_run", [GENAI, LEGACY], indirect=True)
+def test_each_calls_question_and_answer_are_in_the_lake(aisdk_run: AppRun):
+    """Both integrations capture content by default (the AI SDK 6 spans as ``ai.prompt.messages`` /
+    ``ai.response.text``): each call's system prompt, question and answer are in the lake in the conventions'
+    shape, the answer as the app received it (streamed ones included)."""
+    run = aisdk_run
+    answers = {c["responseId"]: c["text"] for c in run.report["calls"] if not c["failed"]}
+    got = {rid: (_turns(i), _turns(o)) for rid, i, o in q(run.cfg, "SELECT response_id, input_messages, "
+                                                                     "output_messages FROM calls")}
+    assert got.pop(None)[0] == [("user", "Can I return a damaged item?")]  # the failed call: its question
+    assert got == {rid: (([("system", system)] if system else []) + [("user", question)],
+                         [("assistant", answers[rid])]) for rid, (system, question) in zip(RESPONSE_IDS, ASKED)}
+    assert all(answers.values())
 
 
 # -- embeddings: embed / embedMany (--scenario embeddings) ---------------------------------------------------

@@ -427,7 +427,7 @@ def test_a_system_prompt_recorded_apart_joins_the_input_messages(messages, syste
 
     attrs = {k: AnyValue(string_value=v) for k, v in (("gen_ai.input.messages", messages),
                                                        ("gen_ai.system_instructions", system)) if v is not None}
-    got = input_messages(attrs.get)
+    got = input_messages(attrs)
     if want == "deep":
         assert got == messages
         return
@@ -443,7 +443,7 @@ def test_a_cut_emoji_in_the_messages_stays_an_escape_when_the_system_prompt_join
 
     messages = '[{"role":"user","parts":[{"type":"text","content":"Thanks \\ud83d"}]}]'
     got = input_messages({"gen_ai.input.messages": AnyValue(string_value=messages),
-                          "gen_ai.system_instructions": AnyValue(string_value="Be brief.")}.get)
+                          "gen_ai.system_instructions": AnyValue(string_value="Be brief.")})
     assert got == ('[{"role":"system","parts":[{"type":"text","content":"Be brief."}]},'
                    '{"role":"user","parts":[{"type":"text","content":"Thanks \\ud83d"}]}]')
     got.encode("utf-8")  # no lone surrogate in the text

@@ -166,7 +166,7 @@ async function call(name, api, stream, parent, fn) {
   const run = async () => {
     try {
       const r = await fn();
-      // chat: usage, responseId, modelId; embeddings: usage ({ tokens }), responses, and the vectors' count
+      // chat: usage, responseId, modelId, the answer's text; embeddings: usage ({ tokens }), responses, and the vectors' count
       results.push({ name, api, stream, parent, failed: false, ...r });
     } catch (err) {
       // the handler answers 500: its server span failed too
@@ -180,7 +180,7 @@ async function call(name, api, stream, parent, fn) {
 
 async function generate(opts) {
   const r = await generateText(opts);
-  return { usage: r.usage, responseId: r.response?.id, modelId: r.response?.modelId,
+  return { usage: r.usage, responseId: r.response?.id, modelId: r.response?.modelId, text: r.text,
            providerMetadata: r.providerMetadata ?? null };
 }
 
@@ -200,7 +200,7 @@ async function stream(opts) {
   for await (const delta of r.textStream) text += delta; // consumed to the end
   const response = await r.response;
   if (!text) throw new Error('empty stream');
-  return { usage: await r.usage, responseId: response?.id, modelId: response?.modelId,
+  return { usage: await r.usage, responseId: response?.id, modelId: response?.modelId, text,
            providerMetadata: (await r.providerMetadata) ?? null };
 }
 

@@ -1,0 +1,456 @@
+"""Captured content that OpenInference and older OpenLLMetry flatten into one attribute per field reaches the lake.
+
+Both capture content by default: OpenInference (``llm.input_messages.{i}.message.*``) and OpenLLMetry before 0.57
+(``gen_ai.prompt.{i}.*`` / ``gen_ai.completion.{i}.*``). The lake keeps content in the GenAI conventions' message
+shape, so analysts and the nightly jobs read one shape whoever captured it. Expected messages are written here by
+hand from what the test sent and from what the SDKs returned. None comes from costline's reader.
+
+The table-driven part feeds attributes as the instrumentations spell them. The live part drives the real
+instrumentations through the real SDKs against the stand-in: OpenInference in this process, OpenLLMetry 0.52.6 in a
+process of its own (tests/legacy_openllmetry_app.py; scripts/test installs it apart, as the compat extra has the
+newest).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+from costline.collectors import Recorder
+from costline.config import Config, LakeConfig, ModelPrice, PricingConfig
+from costline.processors.content import MAX_MESSAGES, flattened_input_messages, flattened_output_messages
+from costline.processors.records import input_messages, output_messages
+
+from conftest import missing_binary
+from figures_lake import lake_from_messages, lake_from_sdk_spans, query_lake as q
+# the stand-in and OpenInference's real instrumentors into the test's provider
+from test_ingest_instrumentations import openinference, standin  # noqa: F401 (fixtures)
+from sdk_hygiene import pristine_sdks, restore_sdk_classes, sdk_class_attributes  # noqa: F401 (autouse fixture)
+
+ROOT = Path(__file__).resolve().parents[1]
+LEGACY = ROOT / ".venv" / "legacy" / "openllmetry-0.52"
+STUDENT = "costline-student"
+TIME_SCHEMA = {"type": "object", "properties": {"zone": {"type": "string"}}}
+
+
+def text(role: str, *texts: str, **extra) -> dict:
+    return {"role": role, "parts": [{"type": "text", "content": t} for t in texts], **extra}
+
+
+def attrs(values: dict) -> dict:
+    """Attribute values as a span carries them (OTLP AnyValue); OpenInference's with its span kind."""
+    if any(k.startswith("llm.") for k in values):
+        values = {"openinference.span.kind": "LLM", **values}
+    out = {}
+    for k, v in values.items():
+        av = AnyValue()
+        if isinstance(v, bool):
+            av.bool_value = v
+        elif isinstance(v, int):
+            av.int_value = v
+        else:
+            av.string_value = v
+        out[k] = av
+    return out
+
+
+# -- what each family writes, read into the conventions' shape ------------------------------------------------
+
+OI = "llm.input_messages"
+OO = "llm.output_messages"
+GP = "gen_ai.prompt"
+GC = "gen_ai.completion"
+
+INPUT_CASES = {
+    "openinference: system and turns": (
+        {f"{OI}.0.message.role": "system", f"{OI}.0.message.content": "Be brief.",
+         f"{OI}.1.message.role": "user", f"{OI}.1.message.content": "Where is my invoice?"},
+        [text("system", "Be brief."), text("user", "Where is my invoice?")]),
+    "openinference: parts, an image keeps only its type": (
+        {f"{OI}.0.message.role": "user",
+         f"{OI}.0.message.contents.0.message_content.type": "text",
+         f"{OI}.0.message.contents.0.message_content.text": "What is in this photo?",
+         f"{OI}.0.message.contents.1.message_content.type": "image",
+         f"{OI}.0.message.contents.1.message_content.image.image.url": "data:image/png;base64,iVBORw0KGgo="},
+        [{"role": "user", "parts": [{"type": "text", "content": "What is in this photo?"}, {"type": "image"}]}]),
+    "openinference: a tool call said twice is one, then the tool's answer": (
+        {f"{OI}.0.message.role": "assistant",
+         f"{OI}.0.message.contents.0.message_content.type": "text",
+         f"{OI}.0.message.contents.0.message_content.text": "Calling get_time.",
+         f"{OI}.0.message.contents.1.message_content.type": "tool_use",
+         f"{OI}.0.message.contents.1.tool_call.id": "toolu_1",
+         f"{OI}.0.message.contents.1.tool_call.function.name": "get_time",
+         f"{OI}.0.message.contents.1.tool_call.function.arguments": '{"zone": "CET"}',
+         f"{OI}.0.message.tool_calls.0.tool_call.id": "toolu_1",
+         f"{OI}.0.message.tool_calls.0.tool_call.function.name": "get_time",
+         f"{OI}.0.message.tool_calls.0.tool_call.function.arguments": '{"zone": "CET"}',
+         f"{OI}.1.message.role": "tool", f"{OI}.1.message.tool_call_id": "toolu_1",
+         f"{OI}.1.message.content": "12:00"},
+        [{"role": "assistant", "parts": [
+            {"type": "text", "content": "Calling get_time."},
+            {"type": "tool_call", "id": "toolu_1", "name": "get_time", "arguments": {"zone": "CET"}}]},
+         {"role": "tool", "parts": [{"type": "tool_call_response", "id": "toolu_1", "response": "12:00"}]}]),
+    "openinference: arguments that are no JSON are kept as sent": (
+        {f"{OI}.0.message.role": "assistant",
+         f"{OI}.0.message.tool_calls.0.tool_call.id": "call_9",
+         f"{OI}.0.message.tool_calls.0.tool_call.function.name": "lookup",
+         f"{OI}.0.message.tool_calls.0.tool_call.function.arguments": '{"order": 12'},
+        [{"role": "assistant", "parts": [{"type": "tool_call", "id": "call_9", "name": "lookup",
+                                          "arguments": '{"order": 12'}]}]),
+    "openllmetry: Anthropic's blocks as JSON, the tool_use said again under tool_calls": (
+        {f"{GP}.0.role": "assistant",
+         f"{GP}.0.content": json.dumps([{"type": "text", "text": "Calling get_time."},
+                                        {"type": "tool_use", "id": "toolu_2", "name": "get_time",
+                                         "input": {"zone": "UTC"}}]),
+         f"{GP}.0.tool_calls.0.id": "toolu_2", f"{GP}.0.tool_calls.0.name": "get_time",
+         f"{GP}.0.tool_calls.0.arguments": '{"zone": "UTC"}',
+         f"{GP}.1.role": "user",
+         f"{GP}.1.content": json.dumps([{"type": "tool_result", "tool_use_id": "toolu_2",
+                                         "content": [{"type": "text", "text": "09:00"}]},
+                                        {"type": "image", "source": {"type": "base64", "data": "iVBORw0KGgo="}}])},
+        [{"role": "assistant", "parts": [
+            {"type": "text", "content": "Calling get_time."},
+            {"type": "tool_call", "id": "toolu_2", "name": "get_time", "arguments": {"zone": "UTC"}}]},
+         {"role": "user", "parts": [{"type": "tool_call_response", "id": "toolu_2", "response": "09:00"},
+                                    {"type": "image"}]}]),
+    "openllmetry: OpenAI's tool answer and a text that only looks like JSON": (
+        {f"{GP}.0.role": "user", f"{GP}.0.content": "[1] Reset the router. [2] Then what?",
+         f"{GP}.1.role": "user", f"{GP}.1.content": '["a", "b"]',
+         f"{GP}.2.role": "tool", f"{GP}.2.content": "42 items", f"{GP}.2.tool_call_id": "call_7"},
+        [text("user", "[1] Reset the router. [2] Then what?"), text("user", '["a", "b"]'),
+         {"role": "tool", "parts": [{"type": "tool_call_response", "id": "call_7", "response": "42 items"}]}]),
+    "openinference: indices from 1 (a Responses call without instructions) and a part it did not record": (
+        {f"{OI}.1.message.role": "user",
+         f"{OI}.1.message.contents.1.message_content.type": "text",
+         f"{OI}.1.message.contents.1.message_content.text": "What does this recording say?",
+         f"{OI}.3.message.role": "assistant", f"{OI}.3.message.content": "It says hello."},
+        [{"role": "user", "parts": [{"type": "text", "content": "What does this recording say?"}]},
+         text("assistant", "It says hello.")]),
+    "openinference: thinking kept as reasoning; a tool_result of blocks is its text; OpenAI's function_call": (
+        {f"{OI}.0.message.role": "assistant",
+         f"{OI}.0.message.contents.0.message_content.type": "reasoning",
+         f"{OI}.0.message.contents.0.message_content.text": "They want May.",
+         f"{OI}.0.message.function_call_name": "find_invoice",
+         f"{OI}.0.message.function_call_arguments_json": '{"month": 5}',
+         f"{OI}.1.message.role": "tool", f"{OI}.1.message.tool_call_id": "toolu_5",
+         f"{OI}.1.message.content": '[{"type": "text", "text": "invoice "}, {"type": "text", "text": "#5"}]'},
+        [{"role": "assistant", "parts": [{"type": "reasoning", "content": "They want May."},
+                                         {"type": "tool_call", "id": None, "name": "find_invoice",
+                                          "arguments": {"month": 5}}]},
+         {"role": "tool", "parts": [{"type": "tool_call_response", "id": "toolu_5", "response": "invoice #5"}]}]),
+    "openllmetry: a tool's JSON output of other types stays its text": (
+        {f"{GP}.0.role": "tool", f"{GP}.0.tool_call_id": "call_3",
+         f"{GP}.0.content": '[{"type": "web_result", "url": "https://example.com/refunds"}]'},
+        [{"role": "tool", "parts": [{"type": "tool_call_response", "id": "call_3",
+                                     "response": '[{"type": "web_result", "url": "https://example.com/refunds"}]'}]}]),
+    "openllmetry: no role said reads as the user's, and reading stops at a gap": (
+        {f"{GP}.0.content": "hello", f"{GP}.2.role": "user", f"{GP}.2.content": "after a gap"},
+        [text("user", "hello")]),
+    "ai sdk 6: the SDK's message shape": (
+        {"ai.prompt.messages": json.dumps([
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": [{"type": "text", "text": "Time in Paris?"},
+                                         {"type": "file", "mediaType": "image/png", "data": "iVBORw0KGgo="}]},
+            {"role": "assistant", "content": [{"type": "tool-call", "toolCallId": "c1", "toolName": "get_time",
+                                               "input": {"zone": "CET"}}]},
+            {"role": "tool", "content": [{"type": "tool-result", "toolCallId": "c1", "toolName": "get_time",
+                                          "output": {"type": "text", "value": "12:00"}}]}])},
+        [text("system", "Be brief."),
+         {"role": "user", "parts": [{"type": "text", "content": "Time in Paris?"}, {"type": "file"}]},
+         {"role": "assistant", "parts": [{"type": "tool_call", "id": "c1", "name": "get_time",
+                                          "arguments": {"zone": "CET"}}]},
+         {"role": "tool", "parts": [{"type": "tool_call_response", "id": "c1", "response": "12:00"}]}]),
+    "nothing flattened": ({"gen_ai.request.model": "claude-haiku-4-5"}, None),
+}
+
+OUTPUT_CASES = {
+    "openinference: text": (
+        {f"{OO}.0.message.role": "assistant", f"{OO}.0.message.content": "In your account, under Billing."},
+        [text("assistant", "In your account, under Billing.")]),
+    "openinference: the finish reason is the first answer's": (
+        {f"{OO}.0.message.role": "assistant", f"{OO}.0.message.content": "Done.", "llm.finish_reason": "end_turn"},
+        [text("assistant", "Done.", finish_reason="end_turn")]),
+    "ai sdk 6: reasoning, text, tool calls and the finish reason": (
+        {"ai.response.reasoning": "Check the zone.", "ai.response.text": "Calling get_time.",
+         "ai.response.toolCalls": '[{"toolCallId": "c2", "toolName": "get_time", "input": "{\\"zone\\": \\"UTC\\"}"}]',
+         "ai.response.finishReason": "tool-calls"},
+        [{"role": "assistant", "parts": [{"type": "reasoning", "content": "Check the zone."},
+                                         {"type": "text", "content": "Calling get_time."},
+                                         {"type": "tool_call", "id": "c2", "name": "get_time",
+                                          "arguments": {"zone": "UTC"}}],
+          "finish_reason": "tool-calls"}]),
+    "openllmetry: the finish reason is kept": (
+        {f"{GC}.0.role": "assistant", f"{GC}.0.content": "Sure.", f"{GC}.0.finish_reason": "stop"},
+        [text("assistant", "Sure.", finish_reason="stop")]),
+    "openllmetry: Anthropic's thinking goes first in the answer, with the answer's finish reason": (
+        {f"{GC}.0.finish_reason": "end_turn", f"{GC}.0.role": "thinking", f"{GC}.0.content": "The user wants May.",
+         f"{GC}.1.role": "assistant", f"{GC}.1.content": "Here is May's invoice."},
+        [{"role": "assistant", "parts": [{"type": "reasoning", "content": "The user wants May."},
+                                         {"type": "text", "content": "Here is May's invoice."}],
+          "finish_reason": "end_turn"}]),
+    "openllmetry: a refusal is the answer's text": (
+        {f"{GC}.0.role": "assistant", f"{GC}.0.refusal": "I can't help with that.",
+         f"{GC}.0.finish_reason": "stop"},
+        [text("assistant", "I can't help with that.", finish_reason="stop")]),
+    "openllmetry: tool calls without text": (
+        {f"{GC}.0.role": "assistant", f"{GC}.0.finish_reason": "tool_calls",
+         f"{GC}.0.tool_calls.0.id": "call_1", f"{GC}.0.tool_calls.0.name": "get_time",
+         f"{GC}.0.tool_calls.0.arguments": "{}"},
+        [{"role": "assistant", "parts": [{"type": "tool_call", "id": "call_1", "name": "get_time", "arguments": {}}],
+          "finish_reason": "tool_calls"}]),
+}
+
+
+@pytest.mark.parametrize("values, want", INPUT_CASES.values(), ids=INPUT_CASES.keys())
+def test_flattened_input_is_read_in_the_conventions_shape(values, want):
+    got = flattened_input_messages(attrs(values))
+    assert (json.loads(got) if got is not None else None) == want
+
+
+@pytest.mark.parametrize("values, want", OUTPUT_CASES.values(), ids=OUTPUT_CASES.keys())
+def test_flattened_output_is_read_in_the_conventions_shape(values, want):
+    got = flattened_output_messages(attrs(values))
+    assert (json.loads(got) if got is not None else None) == want
+
+
+def test_the_conventions_attributes_win_over_flattened_ones():
+    doc = '[{"role":"user","parts":[{"type":"text","content":"from the conventions"}]}]'
+    span = attrs({"gen_ai.input.messages": doc, "gen_ai.output.messages": doc,
+                  f"{OI}.0.message.role": "user", f"{OI}.0.message.content": "flattened",
+                  f"{OO}.0.message.role": "assistant", f"{OO}.0.message.content": "flattened"})
+    assert input_messages(span) == doc and output_messages(span) == doc
+
+
+#: What a hostile or broken sender may write: each is read without raising (the call and its Kafka message are kept).
+ODD_CONTENT = {
+    "a tool_use id that is an object": {f"{GP}.0.role": "assistant",
+                                        f"{GP}.0.content": '[{"type": "tool_use", "id": {}, "name": [1]}]',
+                                        f"{GP}.0.tool_calls.0.id": "x", f"{GP}.0.tool_calls.0.name": "y"},
+    "a tool_result text that is null or a number": {
+        f"{GP}.0.role": "user",
+        f"{GP}.0.content": '[{"type": "tool_result", "content": [{"type": "text", "text": null}, '
+                           '{"type": "text", "text": 7}]}]'},
+    "NaN and Infinity in arguments": {f"{GC}.0.role": "assistant", f"{GC}.0.tool_calls.0.name": "f",
+                                      f"{GC}.0.tool_calls.0.arguments": '{"x": NaN, "y": -Infinity}'},
+    "numbers where texts belong": {f"{OI}.0.message.role": 5, f"{OI}.0.message.content": 7,
+                                   f"{OI}.0.message.contents.0.message_content.type": True,
+                                   f"{OI}.x.message.role": "user", f"{OI}.99999999.message.role": "user"},
+    "an AI SDK prompt of odd items": {"ai.prompt.messages": '[1, "a", {"role": 3, "content": {"a": 1}}, '
+                                                            '{"content": [{"type": 5}, 7]}]',
+                                      "ai.response.toolCalls": '{"not": "a list"}'},
+}
+
+
+@pytest.mark.parametrize("values", ODD_CONTENT.values(), ids=ODD_CONTENT.keys())
+def test_odd_content_is_read_without_raising_and_stays_strict_json(values):
+    span = attrs(values)
+    for doc in (input_messages(span), output_messages(span)):
+        if doc is not None:
+            doc.encode("utf-8")
+            json.loads(doc, parse_constant=lambda name: pytest.fail(f"{name} in {doc}"))
+
+
+def test_content_that_cannot_be_read_is_left_out_and_noted(monkeypatch):
+    """Content json cannot walk (arguments nested past Python's stack, say) costs the content, never the call: the
+    reader's failure is a NULL column and a ``data_quality`` flag. Content nested past the parser is its text."""
+    from costline.processors import records
+
+    deep = "[" * 5_000 + "]" * 5_000
+    span = attrs({f"{GC}.0.role": "assistant", f"{GC}.0.tool_calls.0.name": "f",
+                  f"{GC}.0.tool_calls.0.arguments": deep})
+    assert json.loads(output_messages(span))[0]["parts"][0]["arguments"] == deep
+
+    def too_deep(_attrs):
+        raise RecursionError("maximum recursion depth exceeded while encoding a JSON object")
+
+    monkeypatch.setattr(records, "flattened_output_messages", too_deep)
+    bad = []
+    assert output_messages(span, bad) is None
+    assert bad == [records.CONTENT_UNREADABLE]
+
+
+def test_a_half_surrogate_stays_an_escape_and_the_text_is_bounded():
+    """A JavaScript sender's cut emoji arrives as an escaped half surrogate inside a JSON block list; it must not
+    become a raw surrogate that the Parquet writer cannot encode. A sender's 1,500 messages are read to the bound."""
+    doc = flattened_input_messages(attrs({f"{GP}.0.role": "user",
+                                          f"{GP}.0.content": '[{"type": "text", "text": "cut \\ud83d"}]'}))
+    doc.encode("utf-8")  # no raw surrogate
+    assert json.loads(doc)[0]["parts"][0]["content"] == "cut \ud83d"
+    many = {}
+    for i in range(1_500):
+        many |= {f"{OI}.{i}.message.role": "user", f"{OI}.{i}.message.content": f"q{i}"}
+    assert len(json.loads(flattened_input_messages(attrs(many)))) == MAX_MESSAGES == 1_000
+
+
+# -- the real instrumentations, the real SDKs, the stand-in ---------------------------------------------------
+
+@pytest.fixture
+def cfg(tmp_path) -> Config:
+    return Config(lake=LakeConfig(path=tmp_path / "lake"), pricing=PricingConfig(
+        models=(ModelPrice("claude-haiku-4-5", "budget", input_per_mtok=1.0, output_per_mtok=5.0),
+                ModelPrice(STUDENT, "student", provider="openai", input_per_mtok=0.0, output_per_mtok=0.0)),
+        student_usd_per_hour=0.0, student_providers=()))
+
+
+def contents(cfg) -> list[tuple]:
+    return [(json.loads(i) if i else None, json.loads(o) if o else None)
+            for i, o in q(cfg, "SELECT input_messages, output_messages FROM calls ORDER BY ts, span_id")]
+
+
+def test_openinference_content_reaches_the_lake(standin, cfg, spans, openinference):
+    """A multi-turn Messages call with a system prompt, a tool loop on both APIs and a streamed call, traced by
+    OpenInference alone: each call's conversation and answer are in the lake as sent and as answered."""
+    import anthropic
+    import openai
+
+    provider, exporter = spans
+    claude = anthropic.Anthropic(base_url=standin.url, api_key="test", max_retries=0)
+    first = claude.messages.create(model="claude-haiku-4-5", max_tokens=64, system="Answer in one line.", messages=[
+        {"role": "user", "content": "Where is my invoice?"}, {"role": "assistant", "content": "Which month?"},
+        {"role": "user", "content": [{"type": "text", "text": "The May one, please."}]}])
+    tools = [{"name": "get_time", "input_schema": TIME_SCHEMA}]
+    asked = [{"role": "user", "content": "What does get_time say for Paris?"}]
+    use_answer = claude.messages.create(model="claude-haiku-4-5", max_tokens=64, tools=tools, messages=asked)
+    use = next(b for b in use_answer.content if b.type == "tool_use")
+    after = claude.messages.create(model="claude-haiku-4-5", max_tokens=64, tools=tools, messages=[
+        *asked, {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in use_answer.content]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "12:00"}]}])
+    with claude.messages.stream(model="claude-haiku-4-5", max_tokens=64,
+                                messages=[{"role": "user", "content": "Stream the refund steps"}]) as stream:
+        streamed = stream.get_final_message()
+    gpt = openai.OpenAI(base_url=standin.openai_url, api_key="test", max_retries=0)
+    g = gpt.chat.completions.create(model=STUDENT, max_tokens=32, messages=[
+        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "Summarise ticket 4"}])
+    lake_from_sdk_spans(exporter.get_finished_spans(), cfg)
+
+    tool_call = {"type": "tool_call", "id": use.id, "name": "get_time", "arguments": use.input}
+    assert contents(cfg) == [
+        ([text("system", "Answer in one line."), text("user", "Where is my invoice?"),
+          text("assistant", "Which month?"), text("user", "The May one, please.")],
+         [text("assistant", first.content[0].text, finish_reason=first.stop_reason)]),
+        ([text("user", "What does get_time say for Paris?")],
+         [{"role": "assistant", "parts": [{"type": "text", "content": use_answer.content[0].text}, tool_call],
+           "finish_reason": use_answer.stop_reason}]),
+        ([text("user", "What does get_time say for Paris?"),
+          {"role": "assistant", "parts": [{"type": "text", "content": use_answer.content[0].text}, tool_call]},
+          {"role": "tool", "parts": [{"type": "tool_call_response", "id": use.id, "response": "12:00"}]}],
+         [text("assistant", after.content[0].text, finish_reason=after.stop_reason)]),
+        ([text("user", "Stream the refund steps")], [text("assistant", streamed.content[0].text,
+                                                                  finish_reason=streamed.stop_reason)]),
+        ([text("system", "Be brief."), text("user", "Summarise ticket 4")],
+         [text("assistant", g.choices[0].message.content, finish_reason=g.choices[0].finish_reason)]),
+    ]
+    assert "get_time returned: 12:00" == after.content[0].text  # the stand-in answered the tool's result
+
+
+def test_the_sample_has_the_content_one_instrumentation_captured_when_another_is_kept(standin, cfg, spans,
+                                                                                      openinference):
+    """costline's request, the anthropic SDK's own span (content off) and OpenInference's (content on) report one
+    call: the lake counts it once, and the nightly sample reads the question and answer OpenInference captured,
+    whichever span the calls view kept for its figures."""
+    import anthropic
+
+    from costline.jobs.sampling import sample_requests
+    from costline.jobs.store import open_jobs_lake
+
+    provider, exporter = spans
+    claude = anthropic.Anthropic(base_url=standin.url, api_key="test", max_retries=0,
+                                 open_telemetry={"tracer_provider": provider})
+    recorder = Recorder(provider)
+    answers = {}
+    start = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) - dt.timedelta(minutes=5)
+    for i in range(3):
+        with recorder.request(task_type="faq", tenant="acme") as req:
+            question = f"Question {i}: where is my parcel?"
+            answers[question] = claude.messages.create(model="claude-haiku-4-5", max_tokens=64, messages=[
+                {"role": "user", "content": question}]).content[0].text
+            req.served_by("budget")
+            req.accept()
+    finished = exporter.get_finished_spans()
+    assert sorted({s.instrumentation_scope.name for s in finished if s.name != "costline.request"}) == [
+        "com.anthropic.sdk.python", "openinference.instrumentation.anthropic"]
+    lake_from_sdk_spans(finished, cfg)
+    assert q(cfg, "SELECT count(*) FROM calls") == [(3,)]
+    assert q(cfg, "SELECT count(*), count(input_messages) FROM calls_raw") == [(6, 3)]
+    con = open_jobs_lake(cfg)
+    try:
+        sample = sample_requests(con, tier="budget", since=start, until=start + dt.timedelta(hours=1), size=10)
+    finally:
+        con.close()
+    assert sorted((s.query, s.answer) for s in sample) == sorted(answers.items())
+
+
+def test_the_nightly_sample_reads_a_student_call_captured_by_openinference(standin, cfg, spans, openinference):
+    """An app that marks its requests with costline's recorder and lets OpenInference capture the student's
+    calls: the nightly job's sample has the question and the student's answer to score."""
+    import openai
+
+    from costline.jobs.sampling import sample_requests
+    from costline.jobs.store import open_jobs_lake
+
+    provider, exporter = spans
+    recorder = Recorder(provider)
+    gpt = openai.OpenAI(base_url=standin.openai_url, api_key="test", max_retries=0)
+    answers = {}
+    start = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) - dt.timedelta(minutes=5)
+    for i in range(4):
+        with recorder.request(task_type="summary", tenant="acme", subtype="tickets") as req:
+            question = f"Summarise ticket {i}"
+            answers[question] = gpt.chat.completions.create(model=STUDENT, max_tokens=32, messages=[
+                {"role": "user", "content": question}]).choices[0].message.content
+            req.served_by("student")
+            req.accept()
+    lake_from_sdk_spans(exporter.get_finished_spans(), cfg)
+    con = open_jobs_lake(cfg)
+    try:
+        sample = sample_requests(con, tier="student", since=start, until=start + dt.timedelta(hours=1), size=10)
+    finally:
+        con.close()
+    assert sorted((s.query, s.answer) for s in sample) == sorted(answers.items())
+
+
+def test_openllmetry_before_0_57_content_reaches_the_lake(standin, cfg, tmp_path):
+    """The real OpenLLMetry 0.52.6 (gen_ai.prompt.N / gen_ai.completion.N) in an app of its own: each call's
+    conversation, tool calls, tool results and answer are in the lake."""
+    if not (LEGACY / "opentelemetry_instrumentation_anthropic-0.52.6.dist-info").is_dir():
+        missing_binary(f"OpenLLMetry 0.52.6 is not installed in {LEGACY} (scripts/test installs it)")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(LEGACY), str(ROOT / "tests")]),
+           "HF_HUB_OFFLINE": "1", "TRACELOOP_TRACE_CONTENT": "true"}
+    out = tmp_path / "spans"
+    run = subprocess.run([sys.executable, str(ROOT / "tests" / "legacy_openllmetry_app.py"), standin.url,
+                          standin.openai_url, str(out)], env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    seen = json.loads(run.stdout.strip().splitlines()[-1])
+    assert seen["versions"] == ["0.52.6", "0.52.6"]
+    lake_from_messages([p.read_bytes() for p in sorted(out.glob("*.pb"))], cfg)
+
+    tool = seen["claude_tool"]
+    claude_call = {"type": "tool_call", "id": tool["id"], "name": "get_time", "arguments": tool["input"]}
+    gpt_tool = seen["gpt_tool"]
+    assert contents(cfg) == [
+        ([text("system", "Answer in one line."), text("user", "Where is my invoice?"),
+          text("assistant", "Which month?"), text("user", "The May one, please.")],
+         [text("assistant", seen["claude_text"], finish_reason="end_turn")]),
+        ([text("user", "What does get_time say for Paris?")],
+         [{"role": "assistant", "parts": [{"type": "text", "content": tool["text"]}, claude_call],
+           "finish_reason": "tool_use"}]),
+        ([text("user", "What does get_time say for Paris?"),
+          {"role": "assistant", "parts": [{"type": "text", "content": tool["text"]}, claude_call]},
+          {"role": "user", "parts": [{"type": "tool_call_response", "id": tool["id"], "response": "12:00"}]}],
+         [text("assistant", seen["claude_after_tool"], finish_reason="end_turn")]),
+        ([text("user", "Stream the refund steps")],
+         [text("assistant", seen["claude_stream"], finish_reason="end_turn")]),
+        ([text("system", "Be brief."), text("user", "Summarise ticket 4")],
+         [text("assistant", seen["gpt_text"], finish_reason="length")]),
+        ([text("user", "What does get_time say for Paris?")],
+         [{"role": "assistant", "parts": [{"type": "tool_call", "id": gpt_tool["id"], "name": "get_time",
+                                           "arguments": json.loads(gpt_tool["arguments"])}],
+           "finish_reason": "tool_calls"}]),
+    ]
