@@ -2,10 +2,26 @@
 
 costline keeps a call's content as the conventions spell it in ``gen_ai.input.messages`` /
 ``gen_ai.output.messages``: ``[{"role": "user", "parts": [{"type": "text", "content": "..."}]}]``, an output
-message with its ``finish_reason``. Three widely deployed families spell content otherwise, and all three capture
-it by default:
+message with its ``finish_reason``. Four widely deployed families spell content otherwise, and all four capture
+it by default. They are tried in this order; the first that yields any message wins.
 
-* **OpenInference** (Arize Phoenix) writes one attribute per field:
+* **The Vercel AI SDK's spans of AI SDK 6 and before** (``LegacyOpenTelemetry`` in AI SDK 7) write the prompt as
+  one JSON list in ``ai.prompt.messages``, in the SDK's own message shape (``text`` / ``reasoning`` /
+  ``tool-call`` / ``tool-result`` / ``file`` parts). The answer is ``ai.response.text`` (``ai.response.object``
+  for ``generateObject``), ``ai.response.reasoning``, ``ai.response.toolCalls`` and ``ai.response.finishReason``.
+* **OpenLLMetry before 0.57** (``traceloop-sdk`` and its instrumentations; 0.57 moved to the conventions'
+  attributes) writes one attribute per field, numbered from 0:
+  - ``gen_ai.prompt.{i}.role`` and ``.content`` (a text, or Anthropic's or OpenAI's content blocks as a JSON
+    list), ``.tool_calls.{k}.id`` / ``.name`` / ``.arguments`` and ``.tool_call_id``;
+  - the answer under ``gen_ai.completion.{i}``, with ``.finish_reason`` and ``.refusal``; an Anthropic answer's
+    thinking comes first as a message of role ``thinking``.
+* **Langfuse** (its SDK's own spans since v3) writes a generation's input and output in
+  ``langfuse.observation.input`` / ``.output``: JSON of what was passed, a string as it is. Its OpenAI wrapper
+  records Chat Completions messages (an object with ``messages`` when tools are sent) or a Responses API call's
+  ``input`` / ``instructions`` and output items. Its LangChain handler records LangChain's messages (tool
+  definitions as ``tool`` messages, which are left out). An app's own generation records whatever it passes.
+  Anthropic's content blocks are read as OpenLLMetry's are.
+* **OpenInference** (Arize Phoenix) writes one attribute per field on its ``LLM`` spans:
   - ``llm.input_messages.{i}.message.role`` and ``.content``, or parts as
     ``.contents.{j}.message_content.type`` / ``.text``;
   - tool calls as ``.tool_calls.{k}.tool_call.id`` / ``.function.name`` / ``.function.arguments``, and a tool's
@@ -13,40 +29,32 @@ it by default:
   - the answer under ``llm.output_messages``, its finish reason in ``llm.finish_reason``.
 
   Its indices may start past 0 or skip some (a Responses API call without instructions starts at 1; a part or
-  an item it does not record leaves a hole), so an OpenInference span's keys are read by prefix.
-* **OpenLLMetry before 0.57** (``traceloop-sdk`` and its instrumentations; 0.57 moved to the conventions'
-  attributes) writes one attribute per field, numbered from 0:
-  - ``gen_ai.prompt.{i}.role`` and ``.content`` (a text, or Anthropic's or OpenAI's content blocks as a JSON
-    list), ``.tool_calls.{k}.id`` / ``.name`` / ``.arguments`` and ``.tool_call_id``;
-  - the answer under ``gen_ai.completion.{i}``, with ``.finish_reason`` and ``.refusal``; an Anthropic answer's
-    thinking comes first as a message of role ``thinking``.
-* **The Vercel AI SDK's spans of AI SDK 6 and before** (``LegacyOpenTelemetry`` in AI SDK 7) write the prompt as
-  one JSON list in ``ai.prompt.messages``, in the SDK's own message shape (``text`` / ``reasoning`` /
-  ``tool-call`` / ``tool-result`` / ``file`` parts). The answer is ``ai.response.text``,
-  ``ai.response.reasoning``, ``ai.response.toolCalls`` and ``ai.response.finishReason``.
+  an item it does not record leaves a hole), so an OpenInference span's keys are read by prefix, once.
 
-Cost: a span with none of them costs a few dict lookups. Only an OpenInference span's keys are scanned.
+Cost: a span with none of them costs one set test of its keys (in C). Only an OpenInference ``LLM`` span's keys are scanned.
 
 What is kept:
 - texts (and reasoning) as sent;
 - a tool call's id, name and arguments;
-- a tool's answer, as a ``tool_call_response`` part;
+- a tool's answer, as a ``tool_call_response`` part (its text, when it is content blocks);
 - of other parts (an image, a document), only their ``type``, as costline's own recorder does.
 
-The result is ASCII JSON, so a cut emoji's half-surrogate stays an escape and never breaks the Parquet writer.
-Nothing here raises on what a sender wrote. A value of an unexpected type is left out, and content nested past
-JSON's depth is dropped (the caller notes it).
+The result is strict JSON in UTF-8: a half of a cut emoji becomes U+FFFD, as DuckDB's JSON functions reject a lone
+surrogate's escape; numbers out of a double's range (and ``NaN``) in arguments keep their text. Nothing here
+raises on what a sender wrote: a value of an unexpected type is left out. Only content nested past what JSON is
+walked raises (RecursionError), and the caller leaves it out and notes it.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from typing import Any, Final
 
 from costline.processors.attributes import str_of
 
-__all__ = ["flattened_input_messages", "flattened_output_messages", "MAX_MESSAGES", "MAX_PARTS"]
+__all__ = ["flattened_messages", "loads_strict", "MAX_MESSAGES", "MAX_PARTS"]
 
 #: At most this many messages are read from one span (a sender's own limit is usually lower: the OTel SDK
 #: keeps 128 attributes a span unless told otherwise).
@@ -54,55 +62,63 @@ MAX_MESSAGES: Final = 1_000
 #: At most this many parts (or tool calls) are read from one message.
 MAX_PARTS: Final = 256
 
+_AI_PROMPT_MESSAGES: Final = "ai.prompt.messages"
+_AI_TEXT: Final = "ai.response.text"
+_AI_OBJECT: Final = "ai.response.object"
+_AI_REASONING: Final = "ai.response.reasoning"
+_AI_TOOL_CALLS: Final = "ai.response.toolCalls"
+_AI_FINISH: Final = "ai.response.finishReason"
+_OLD_PROMPT: Final = "gen_ai.prompt"
+_OLD_COMPLETION: Final = "gen_ai.completion"
+_OLD_MARKERS: Final = ("gen_ai.prompt.0.role", "gen_ai.prompt.0.content", "gen_ai.prompt.0.user",
+                       "gen_ai.completion.0.role", "gen_ai.completion.0.content")
+_LF_INPUT: Final = "langfuse.observation.input"
+_LF_OUTPUT: Final = "langfuse.observation.output"
 _OI_KIND: Final = "openinference.span.kind"
 _OI_INPUT: Final = "llm.input_messages."
 _OI_OUTPUT: Final = "llm.output_messages."
 _OI_FINISH: Final = "llm.finish_reason"
-_OLD_PROMPT: Final = "gen_ai.prompt"
-_OLD_COMPLETION: Final = "gen_ai.completion"
-_AI_PROMPT_MESSAGES: Final = "ai.prompt.messages"
-_AI_TEXT: Final = "ai.response.text"
-_AI_REASONING: Final = "ai.response.reasoning"
-_AI_TOOL_CALLS: Final = "ai.response.toolCalls"
-_AI_FINISH: Final = "ai.response.finishReason"
 
-#: Content block types of Anthropic's and OpenAI's APIs: a JSON list of only these in OpenLLMetry's ``.content``
-#: is the message's blocks. Any other list (a tool's JSON output, say) is text.
+#: A key of one of the families at least: a span with none of them is read no further.
+_MARKERS: Final = frozenset({_AI_PROMPT_MESSAGES, _AI_TEXT, _AI_OBJECT, _AI_TOOL_CALLS, *_OLD_MARKERS, _LF_INPUT,
+                             _LF_OUTPUT, _OI_KIND})
+
+#: Content block types of Anthropic's and OpenAI's APIs: a JSON list of dicts with these types in OpenLLMetry's
+#: ``.content`` is the message's blocks; another list (a tool's JSON output, say) is text.
 _BLOCK_TYPES: Final = frozenset({
     "text", "image", "document", "tool_use", "tool_result", "thinking", "redacted_thinking", "server_tool_use",
-    "web_search_tool_result", "search_result", "container_upload", "mcp_tool_use", "mcp_tool_result",
+    "web_search_tool_result", "web_fetch_tool_result", "code_execution_tool_result", "search_result",
+    "container_upload", "mcp_tool_use", "mcp_tool_result", "tool_reference",
     "image_url", "input_audio", "file", "refusal", "input_text", "input_image", "input_file", "output_text"})
+#: Part types whose ``text`` is the part's text (Anthropic's and Chat Completions' ``text``, the Responses API's).
+_TEXT_TYPES: Final = frozenset({"text", "input_text", "output_text"})
+
+Messages = list[dict[str, Any]]
 
 
-def flattened_input_messages(attrs: Mapping[str, Any]) -> str | None:
-    """The request's messages as OpenInference, older OpenLLMetry or the AI SDK's older spans spell them, as
-    conventions JSON; None when the span carries none of them (``attrs``: the span's attributes by key)."""
-    get = attrs.get
-    if (prompt := get(_AI_PROMPT_MESSAGES)) is not None:
-        return _dump(_ai_sdk_prompt(str_of(prompt)))
-    if get(f"{_OLD_PROMPT}.0.role") is not None or get(f"{_OLD_PROMPT}.0.content") is not None:
-        return _dump(_openllmetry(get, _OLD_PROMPT, output=False))
-    if get(_OI_KIND) is not None:
-        return _dump(_openinference(attrs, _OI_INPUT, None))
-    return None
+def flattened_messages(attrs: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """``(input, output)``: a call's messages and answer as the first family above that says any spells them, as
+    conventions JSON; None where it says nothing (``attrs``: the span's attributes by key)."""
+    if attrs.keys().isdisjoint(_MARKERS):  # the common case, in C: no family's key
+        return None, None
+    for read in (_ai_sdk, _openllmetry_family, _langfuse_family, _openinference_family):
+        found = read(attrs)
+        if found is not None and (found[0] or found[1]):
+            return _dump(found[0]), _dump(found[1])
+    return None, None
 
 
-def flattened_output_messages(attrs: Mapping[str, Any]) -> str | None:
-    """The answer as OpenInference, older OpenLLMetry or the AI SDK's older spans spell it, as conventions
-    JSON; None when none of them is there."""
-    get = attrs.get
-    if get(_AI_TEXT) is not None or get(_AI_TOOL_CALLS) is not None:
-        return _dump(_ai_sdk_answer(get))
-    if get(f"{_OLD_COMPLETION}.0.role") is not None or get(f"{_OLD_COMPLETION}.0.content") is not None:
-        return _dump(_openllmetry(get, _OLD_COMPLETION, output=True))
-    if get(_OI_KIND) is not None:
-        return _dump(_openinference(attrs, _OI_OUTPUT, str_of(get(_OI_FINISH))))
-    return None
-
-
-def _dump(messages: list[dict[str, Any]]) -> str | None:
-    # RecursionError: arguments nested past what json.dumps walks (json.loads took them): the caller notes it
-    return json.dumps(messages, separators=(",", ":")) if messages else None
+def _dump(messages: Messages) -> str | None:
+    """Strict JSON in UTF-8 (a lone surrogate, a cut emoji's half, becomes U+FFFD). RecursionError: content nested
+    past what json.dumps walks, for the caller."""
+    if not messages:
+        return None
+    doc = json.dumps(messages, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    try:
+        doc.encode("utf-8")
+    except UnicodeEncodeError:
+        doc = doc.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    return doc
 
 
 def _str(v: Any) -> str | None:
@@ -114,87 +130,408 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is no JSON")
 
 
-def _loads(text: str) -> Any:
-    """``json.loads`` without Python's extensions (``NaN``, ``Infinity``: no strict parser reads them back)."""
-    return json.loads(text, parse_constant=_no_constant)
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"{text} is out of a double's range")
+    return value
 
 
-def _arguments(text: str | None) -> Any:
-    """A tool call's arguments: the object their JSON spells (the conventions' shape), else the text as sent."""
-    if text is None:
-        return None
+def loads_strict(text: str) -> Any:
+    """``json.loads`` without what no strict parser reads back: ``NaN``, ``Infinity`` and numbers out of a double's
+    range (``1e400``) are a ValueError."""
+    return json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+
+
+def _parsed(text: str) -> Any:
+    """``text``'s JSON value, else None (not JSON, not strict JSON, or nested past the parser)."""
     try:
-        return _loads(text)
+        return loads_strict(text)
     except (ValueError, RecursionError):
-        return text
+        return None
+
+
+def _arguments(args: Any) -> Any:
+    """A tool call's arguments: the object their JSON text spells (the conventions' shape), else as sent."""
+    if not isinstance(args, str):
+        return args
+    value = _parsed(args)
+    return value if value is not None or args.strip() == "null" else args
 
 
 def _tool_call(call_id: Any, name: Any, args: Any) -> dict[str, Any]:
     part: dict[str, Any] = {"type": "tool_call", "id": _str(call_id), "name": _str(name)}
     if args is not None:
-        part["arguments"] = _arguments(args) if isinstance(args, str) else args
+        part["arguments"] = _arguments(args)
     return part
 
 
-def _new_calls(parts: list[dict[str, Any]], calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _tool_answer(call_id: Any, answer: Any) -> dict[str, Any]:
+    return {"type": "tool_call_response", "id": _str(call_id), "response": answer}
+
+
+def _new_calls(parts: Messages, calls: Messages) -> Messages:
     """``calls`` less those already among ``parts`` (by id)."""
     seen = {p["id"] for p in parts if p["type"] == "tool_call" and p["id"] is not None}
     return [p for p in calls if p["id"] is None or p["id"] not in seen]
 
 
-def _message(role: str | None, parts: list[dict[str, Any]], output: bool) -> dict[str, Any]:
+def _message(role: str | None, parts: Messages, output: bool) -> dict[str, Any]:
     return {"role": role or ("assistant" if output else "user"), "parts": parts}
 
 
-def _text_or_tool_answer(text: str, tool_call_id: str | None) -> dict[str, Any]:
-    if tool_call_id is not None:
-        return {"type": "tool_call_response", "id": tool_call_id, "response": _tool_answer(text)}
+def _text(text: str) -> dict[str, Any]:
     return {"type": "text", "content": text}
 
 
-def _tool_answer(text: str) -> str:
-    """A tool's answer; when it is Anthropic's content blocks as JSON (as OpenInference writes a ``tool_result``
-    of blocks), their texts."""
-    blocks = _blocks_of(text)
-    if blocks is None:
-        return text
-    return "".join(b["text"] for b in blocks if b["type"] == "text" and isinstance(b.get("text"), str))
+def _texts_of(blocks: list[Any]) -> str | None:
+    """The joined texts of content blocks (Anthropic's, OpenAI's); None when there is none."""
+    texts = [b["text"] for b in blocks if isinstance(b, dict) and b.get("type") in _TEXT_TYPES
+             and isinstance(b.get("text"), str)]
+    return "".join(texts) if texts else None
+
+
+def _tool_output(text: str) -> str:
+    """A tool's answer as text: the texts of the content blocks it may be as JSON, else the text as sent."""
+    value = _parsed(text) if text.startswith("[") else None
+    return (_texts_of(value) if isinstance(value, list) else None) or text
+
+
+def _blocks_of(text: str) -> list[dict[str, Any]] | None:
+    """``text`` as a JSON list of API content blocks (dicts with a string ``type``, one at least of
+    :data:`_BLOCK_TYPES`), else None."""
+    if not (text.startswith("[") and text.endswith("]")):
+        return None
+    blocks = _parsed(text)
+    if (isinstance(blocks, list) and blocks and all(isinstance(b, dict) and isinstance(b.get("type"), str)
+                                                     for b in blocks)
+            and any(b["type"] in _BLOCK_TYPES for b in blocks)):
+        return blocks
+    return None
+
+
+def _block(block: dict[str, Any]) -> dict[str, Any] | None:
+    """One content block (Anthropic's, Chat Completions' or the Responses API's part) as a conventions part."""
+    kind = _str(block.get("type")) or "unknown"
+    if kind in _TEXT_TYPES and isinstance(block.get("text"), str):
+        return _text(block["text"])
+    if kind == "thinking":
+        return {"type": "reasoning", "content": block["thinking"]} if isinstance(block.get("thinking"), str) else None
+    if kind == "tool_result":
+        answer = block.get("content")
+        if isinstance(answer, list):
+            answer = _texts_of(answer)
+        return _tool_answer(block.get("tool_use_id"), answer if isinstance(answer, str) else None)
+    if kind == "tool_use":
+        return _tool_call(block.get("id"), block.get("name"), block.get("input"))
+    return {"type": kind[:64]}
+
+
+def _parts_of(content: Any, tool_call_id: str | None) -> Messages:
+    """A message's content (a text, or blocks / parts) as parts; a tool's answer (``tool_call_id``) as one."""
+    if tool_call_id is not None:
+        answer = _texts_of(content) if isinstance(content, list) else content
+        return [_tool_answer(tool_call_id, answer if isinstance(answer, str) else None)]
+    if isinstance(content, str):
+        return [_text(content)]
+    if isinstance(content, list):
+        parts = []
+        for b in content[:MAX_PARTS]:
+            if isinstance(b, str):
+                parts.append(_text(b))
+            elif isinstance(b, dict) and (part := _block(b)) is not None:
+                parts.append(part)
+        return parts
+    return []
+
+
+# -- the Vercel AI SDK's spans of AI SDK 6 and before -------------------------------------------------------
+
+def _ai_sdk(attrs: Mapping[str, Any]) -> tuple[Messages, Messages] | None:
+    get = attrs.get
+    prompt, text, calls = get(_AI_PROMPT_MESSAGES), get(_AI_TEXT), get(_AI_TOOL_CALLS)
+    obj = get(_AI_OBJECT)
+    if prompt is None and text is None and calls is None and obj is None:
+        return None
+    answer: Messages = []
+    if text is not None or calls is not None or obj is not None:
+        answer = _ai_sdk_answer(get)
+    return _ai_sdk_prompt(str_of(prompt)) if prompt is not None else [], answer
+
+
+def _json_list(text: str | None) -> list[Any]:
+    value = _parsed(text) if text else None
+    return value if isinstance(value, list) else []
+
+
+def _ai_sdk_prompt(text: str | None) -> Messages:
+    """``ai.prompt.messages``: ``[{"role", "content": "text" | [parts]}]`` in the AI SDK's shape."""
+    messages = []
+    for m in _json_list(text)[:MAX_MESSAGES]:
+        if not isinstance(m, dict):
+            continue
+        content = m.get("content")
+        if isinstance(content, str):
+            parts = [_text(content)]
+        elif isinstance(content, list):
+            parts = [p for part in content[:MAX_PARTS] if isinstance(part, dict) and (p := _ai_sdk_part(part))]
+        else:
+            parts = []
+        messages.append(_message(_str(m.get("role")), parts, output=False))
+    return messages
+
+
+def _ai_sdk_part(part: dict[str, Any]) -> dict[str, Any] | None:
+    kind = _str(part.get("type")) or "unknown"
+    if kind in ("text", "reasoning"):
+        return {"type": kind, "content": part["text"]} if isinstance(part.get("text"), str) else None
+    if kind == "tool-call":
+        return _tool_call(part.get("toolCallId"), part.get("toolName"), part.get("input", part.get("args")))
+    if kind == "tool-result":
+        return _tool_answer(part.get("toolCallId"), _ai_sdk_tool_output(part))
+    return {"type": kind[:64]}
+
+
+def _ai_sdk_tool_output(part: dict[str, Any]) -> Any:
+    """A tool result's answer: AI SDK 5+'s ``output`` (``{"type": "text" | "json" | "content" | ..., "value"}``:
+    of ``content``, its texts only, never its media's base64), before that ``result``."""
+    output = part.get("output")
+    if not isinstance(output, dict):
+        return part.get("result", output)
+    value = output.get("value")
+    if output.get("type") == "content" and isinstance(value, list):
+        return "".join(v["text"] for v in value if isinstance(v, dict) and isinstance(v.get("text"), str)) or None
+    return value
+
+
+def _ai_sdk_answer(get: Any) -> Messages:
+    parts: Messages = []
+    if reasoning := str_of(get(_AI_REASONING)):
+        parts.append({"type": "reasoning", "content": reasoning})
+    for key in (_AI_TEXT, _AI_OBJECT):  # generateObject's answer is its object's JSON
+        if (answer := str_of(get(key))) is not None:
+            parts.append(_text(answer))
+    for call in _json_list(str_of(get(_AI_TOOL_CALLS)))[:MAX_PARTS]:
+        if isinstance(call, dict):
+            parts.append(_tool_call(call.get("toolCallId"), call.get("toolName"), call.get("input", call.get("args"))))
+    message = _message("assistant", parts, output=True)
+    if (finish := str_of(get(_AI_FINISH))) is not None:
+        message["finish_reason"] = finish
+    return [message]
+
+
+# -- OpenLLMetry before 0.57 ----------------------------------------------------------------------------------
+
+def _openllmetry_family(attrs: Mapping[str, Any]) -> tuple[Messages, Messages] | None:
+    get = attrs.get
+    if all(get(k) is None for k in _OLD_MARKERS):
+        return None
+    prompt = _openllmetry(get, _OLD_PROMPT, output=False)
+    if not prompt and (legacy := str_of(get(f"{_OLD_PROMPT}.0.user"))) is not None:  # the completions API's prompt
+        prompt = [_message("user", [_text(legacy)], output=False)]
+    return prompt, _openllmetry(get, _OLD_COMPLETION, output=True)
+
+
+def _tool_calls(get: Any, prefix: str) -> Messages:
+    """OpenLLMetry's ``prefix.{k}.id`` / ``.name`` / ``.arguments``, from 0 until one has neither id nor name."""
+    parts = []
+    for k in range(MAX_PARTS):
+        base = f"{prefix}.{k}."
+        name = str_of(get(base + "name"))
+        call_id = str_of(get(base + "id"))
+        if name is None and call_id is None:
+            break
+        parts.append(_tool_call(call_id, name, str_of(get(base + "arguments"))))
+    return parts
+
+
+def _openllmetry(get: Any, root: str, output: bool) -> Messages:
+    messages: Messages = []
+    thinking: Messages = []  # an Anthropic answer's thinking, put first in the next message
+    finish_ahead = None  # and the answer's finish reason, which OpenLLMetry sets on the thinking's index
+    for i in range(MAX_MESSAGES):
+        base = f"{root}.{i}."
+        role = str_of(get(base + "role"))
+        content = str_of(get(base + "content"))
+        if role is None and content is None:
+            break
+        finish = str_of(get(base + "finish_reason"))
+        if role == "thinking":
+            if content:
+                thinking.append({"type": "reasoning", "content": content})
+            finish_ahead = finish_ahead or finish
+            continue
+        tool_call_id = str_of(get(base + "tool_call_id"))
+        parts = thinking
+        thinking = []
+        if (reasoning := str_of(get(base + "reasoning"))) is not None:
+            parts.append({"type": "reasoning", "content": reasoning})
+        if content is not None:
+            if tool_call_id is not None:
+                parts.append(_tool_answer(tool_call_id, _tool_output(content)))
+            elif (blocks := _blocks_of(content)) is not None:
+                parts += _parts_of(blocks, None)
+            else:
+                parts.append(_text(content))
+        if (refusal := str_of(get(base + "refusal"))) is not None:
+            parts.append(_text(refusal))
+        # Anthropic's tool_use blocks are in the content and under tool_calls both
+        parts += _new_calls(parts, _tool_calls(get, base + "tool_calls"))
+        message = _message(role, parts, output)
+        finish, finish_ahead = finish or finish_ahead, None
+        if output and finish is not None:
+            message["finish_reason"] = finish
+        messages.append(message)
+    if thinking:
+        messages.append(_message(None, thinking, output))
+        if output and finish_ahead is not None:
+            messages[-1]["finish_reason"] = finish_ahead
+    return messages
+
+
+# -- Langfuse --------------------------------------------------------------------------------------------------
+
+def _langfuse_family(attrs: Mapping[str, Any]) -> tuple[Messages, Messages] | None:
+    get = attrs.get
+    given, answered = get(_LF_INPUT), get(_LF_OUTPUT)
+    if given is None and answered is None:
+        return None
+    return _lf_input(str_of(given)), _lf_output(str_of(answered))
+
+
+def _lf_value(text: str | None) -> Any:
+    """What Langfuse recorded: the JSON value it serialized, or the string as it is (Langfuse keeps a string
+    unencoded, so a text that happens to be JSON of no object or list is a text)."""
+    if text is None:
+        return None
+    value = _parsed(text) if text[:1] in ("[", "{") else None
+    return value if isinstance(value, (list, dict)) else text
+
+
+def _lf_input(text: str | None) -> Messages:
+    value = _lf_value(text)
+    system: Any = None
+    if isinstance(value, dict):
+        system = value.get("system", value.get("instructions"))
+        if isinstance(value.get("messages"), list):
+            value = value["messages"]
+        elif "input" in value:
+            value = value["input"]
+        elif "role" in value:
+            value = [value]
+        else:
+            return []  # not a conversation (a retrieval query, say)
+    if isinstance(value, str):
+        value = [{"role": "user", "content": value}]
+    if not isinstance(value, list):
+        return []
+    messages = [m for item in value[:MAX_MESSAGES] if (m := _chat_item(item, output=False)) is not None]
+    if system is not None and not any(m["role"] == "system" for m in messages):
+        if parts := _parts_of(system, None):
+            messages.insert(0, _message("system", parts, output=False))
+    return messages
+
+
+def _lf_output(text: str | None) -> Messages:
+    value = _lf_value(text)
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [_message("assistant", [_text(value)], output=True)]
+    if isinstance(value, dict) and ("role" in value or "type" in value):
+        value = [value]
+    if isinstance(value, list) and value and all(isinstance(v, dict) and ("role" in v or "type" in v)
+                                                  for v in value):
+        # Chat Completions' message, or the Responses API's output items: one answer
+        parts = [p for item in value[:MAX_PARTS] if (m := _chat_item(item, output=True)) for p in m["parts"]]
+        return [_message("assistant", parts, output=True)] if parts else []
+    return [_message("assistant", [_text(text)], output=True)] if text else []  # a JSON-mode answer, say
+
+
+def _chat_item(item: Any, output: bool) -> dict[str, Any] | None:
+    """One item of a conversation as apps and SDKs pass it: a Chat Completions or Anthropic message, LangChain's
+    (its tool definitions, ``tool`` messages of an object, are no message), or a Responses API item."""
+    if not isinstance(item, dict):
+        return None
+    role = _str(item.get("role"))
+    kind = _str(item.get("type"))
+    if role is None:
+        if kind == "function_call":
+            return _message("assistant", [_tool_call(item.get("call_id"), item.get("name"), item.get("arguments"))],
+                            output)
+        if kind == "function_call_output":
+            answer = item.get("output")
+            if isinstance(answer, list):
+                answer = _texts_of(answer)
+            return _message("tool", [_tool_answer(item.get("call_id"), answer if isinstance(answer, str) else None)],
+                            output)
+        if kind == "reasoning":
+            summary = item.get("summary") if isinstance(item.get("summary"), list) else []
+            texts = [s["text"] for s in summary if isinstance(s, dict) and isinstance(s.get("text"), str)]
+            return _message("assistant", [{"type": "reasoning", "content": t} for t in texts], output) if texts else None
+        return None
+    content = item.get("content")
+    if role == "tool" and isinstance(content, dict):
+        return None  # LangChain's tool definition, not a tool's answer
+    tool_call_id = _str(item.get("tool_call_id")) if role == "tool" else None
+    parts = _parts_of(content, tool_call_id)
+    if isinstance(item.get("refusal"), str):
+        parts.append(_text(item["refusal"]))
+    calls = item.get("tool_calls")
+    for call in (calls if isinstance(calls, list) else [])[:MAX_PARTS]:
+        if isinstance(call, dict):
+            function = call.get("function")
+            if isinstance(function, dict):  # OpenAI's
+                parts.append(_tool_call(call.get("id"), function.get("name"), function.get("arguments")))
+            else:  # LangChain's
+                parts.append(_tool_call(call.get("id"), call.get("name"), call.get("args")))
+    function_call = item.get("function_call")
+    if isinstance(function_call, dict):  # OpenAI's before tools
+        parts.append(_tool_call(None, function_call.get("name"), function_call.get("arguments")))
+    return _message(role, parts, output)
 
 
 # -- OpenInference --------------------------------------------------------------------------------------------
 
+def _openinference_family(attrs: Mapping[str, Any]) -> tuple[Messages, Messages] | None:
+    if str_of(attrs.get(_OI_KIND)) != "LLM":
+        return None
+    given: dict[int, dict[str, Any]] = {}
+    answered: dict[int, dict[str, Any]] = {}
+    for key, value in attrs.items():  # one pass for both: the span's keys are read once
+        if key.startswith(_OI_INPUT):
+            _oi_field(given, key, len(_OI_INPUT), value)
+        elif key.startswith(_OI_OUTPUT):
+            _oi_field(answered, key, len(_OI_OUTPUT), value)
+    output = _oi_messages(answered, True)
+    finish = str_of(attrs.get(_OI_FINISH))
+    if output and finish is not None and min(answered) == 0:
+        output[0]["finish_reason"] = finish  # OpenInference records the first choice's only
+    return _oi_messages(given, False), output
+
+
 def _index(key: str, start: int) -> tuple[int, int] | None:
     """``(n, end)`` of the number at ``key[start:]`` up to the next ``.``, else None."""
     end = key.find(".", start)
-    if end <= start or not key[start:end].isdigit() or end - start > 6:
+    if end <= start or end - start > 6 or not key[start:end].isdigit():
         return None
     return int(key[start:end]), end + 1
 
 
-def _openinference(attrs: Mapping[str, Any], root: str, finish: str | None) -> list[dict[str, Any]]:
-    """OpenInference's ``llm.{input,output}_messages.{i}.message.*``, grouped by index (holes skipped)."""
-    fields: dict[int, dict[str, Any]] = {}
-    n = len(root)
-    for key, value in attrs.items():
-        if not key.startswith(root):
-            continue
-        at = _index(key, n)
-        if at is None or not key.startswith("message.", at[1]):
-            continue
-        i = at[0]
-        if i not in fields:
-            if len(fields) >= MAX_MESSAGES:
-                continue
-            fields[i] = {}
-        fields[i][key[at[1] + 8:]] = value
-    messages = []
-    for i in sorted(fields):
-        message = _oi_message(fields[i], root == _OI_OUTPUT)
-        if message is not None:
-            messages.append(message)
-    if messages and finish is not None:
-        messages[0]["finish_reason"] = finish  # OpenInference records the first choice's only
-    return messages
+def _oi_field(fields: dict[int, dict[str, Any]], key: str, start: int, value: Any) -> None:
+    at = _index(key, start)
+    if at is None or not key.startswith("message.", at[1]):
+        return
+    i = at[0]
+    if i not in fields:
+        if len(fields) >= MAX_MESSAGES:
+            return
+        fields[i] = {}
+    fields[i][key[at[1] + 8:]] = value
+
+
+def _oi_messages(fields: dict[int, dict[str, Any]], output: bool) -> Messages:
+    return [m for i in sorted(fields) if (m := _oi_message(fields[i], output)) is not None]
 
 
 def _grouped(fields: dict[str, Any], prefix: str) -> dict[int, dict[str, Any]]:
@@ -217,18 +554,21 @@ def _grouped(fields: dict[str, Any], prefix: str) -> dict[int, dict[str, Any]]:
 def _oi_message(fields: dict[str, Any], output: bool) -> dict[str, Any] | None:
     role = str_of(fields.get("role"))
     content = str_of(fields.get("content"))
-    tool_call_id = str_of(fields.get("tool_call_id"))
-    parts: list[dict[str, Any]] = []
+    tool_call_id = str_of(fields.get("tool_call_id")) if role == "tool" else None
+    parts: Messages = []
     if content is not None:
-        parts.append(_text_or_tool_answer(content, tool_call_id))
+        parts.append(_tool_answer(tool_call_id, _tool_output(content)) if tool_call_id is not None
+                     else _text(content))
     contents = _grouped(fields, "contents.")
     for j in sorted(contents):
         part = contents[j]
         kind = str_of(part.get("message_content.type"))
         text = str_of(part.get("message_content.text"))
-        if kind in ("text", "reasoning") and text is not None:
-            parts.append(_text_or_tool_answer(text, tool_call_id) if kind == "text"
-                         else {"type": "reasoning", "content": text})
+        if kind in (None, "text") and text is not None:  # no type: LangChain's content given as strings
+            parts.append(_tool_answer(tool_call_id, text) if tool_call_id is not None else _text(text))
+        elif kind == "reasoning":
+            if text is not None:
+                parts.append({"type": "reasoning", "content": text})
         elif part.get("tool_call.function.name") is not None or part.get("tool_call.id") is not None:
             # Anthropic's tool_use block, said again under the message's tool_calls
             parts.append(_tool_call(str_of(part.get("tool_call.id")), str_of(part.get("tool_call.function.name")),
@@ -244,152 +584,3 @@ def _oi_message(fields: dict[str, Any], output: bool) -> dict[str, Any] | None:
     if role is None and not parts:
         return None
     return _message(role, parts, output)
-
-
-# -- OpenLLMetry before 0.57 ----------------------------------------------------------------------------------
-
-def _tool_calls(get: Any, prefix: str) -> list[dict[str, Any]]:
-    """OpenLLMetry's ``prefix.{k}.id`` / ``.name`` / ``.arguments``, from 0 until one has neither id nor name."""
-    parts = []
-    for k in range(MAX_PARTS):
-        base = f"{prefix}.{k}."
-        name = str_of(get(base + "name"))
-        call_id = str_of(get(base + "id"))
-        if name is None and call_id is None:
-            break
-        parts.append(_tool_call(call_id, name, str_of(get(base + "arguments"))))
-    return parts
-
-
-def _openllmetry(get: Any, root: str, output: bool) -> list[dict[str, Any]]:
-    messages: list[dict[str, Any]] = []
-    thinking: list[dict[str, Any]] = []  # an Anthropic answer's thinking, put first in the next message
-    finish_ahead = None  # and the answer's finish reason, which OpenLLMetry sets on the thinking's index
-    for i in range(MAX_MESSAGES):
-        base = f"{root}.{i}."
-        role = str_of(get(base + "role"))
-        content = str_of(get(base + "content"))
-        if role is None and content is None:
-            break
-        finish = str_of(get(base + "finish_reason"))
-        if role == "thinking":
-            if content:
-                thinking.append({"type": "reasoning", "content": content})
-            finish_ahead = finish_ahead or finish
-            continue
-        tool_call_id = str_of(get(base + "tool_call_id"))
-        parts = thinking + (_blocks(content, tool_call_id) if content is not None else [])
-        thinking = []
-        refusal = str_of(get(base + "refusal"))
-        if refusal is not None:
-            parts.append({"type": "text", "content": refusal})
-        # Anthropic's tool_use blocks are in the content and under tool_calls both
-        parts += _new_calls(parts, _tool_calls(get, base + "tool_calls"))
-        message = _message(role, parts, output)
-        finish, finish_ahead = finish or finish_ahead, None
-        if output and finish is not None:
-            message["finish_reason"] = finish
-        messages.append(message)
-    if thinking:
-        messages.append(_message(None, thinking, output))
-        if output and finish_ahead is not None:
-            messages[-1]["finish_reason"] = finish_ahead
-    return messages
-
-
-def _blocks_of(content: str) -> list[dict[str, Any]] | None:
-    """``content`` as a JSON list of API content blocks (each a known :data:`_BLOCK_TYPES`), else None."""
-    if not (content.startswith("[") and content.endswith("]")):
-        return None
-    try:
-        blocks = _loads(content)
-    except (ValueError, RecursionError):
-        return None
-    if isinstance(blocks, list) and blocks and all(isinstance(b, dict) and b.get("type") in _BLOCK_TYPES
-                                                    for b in blocks):
-        return blocks
-    return None
-
-
-def _blocks(content: str, tool_call_id: str | None) -> list[dict[str, Any]]:
-    """OpenLLMetry's ``.content``: a text as sent, or the message's content blocks as a JSON list (Anthropic's
-    ``text`` / ``tool_result`` / ``tool_use`` / ``image`` blocks, OpenAI's ``text`` / ``image_url`` parts)."""
-    blocks = _blocks_of(content)
-    if blocks is None:
-        return [_text_or_tool_answer(content, tool_call_id)]
-    return [_block(b, tool_call_id) for b in blocks[:MAX_PARTS]]
-
-
-def _block(block: dict[str, Any], tool_call_id: str | None) -> dict[str, Any]:
-    kind = block["type"]
-    if kind in ("text", "input_text", "output_text") and isinstance(block.get("text"), str):
-        return _text_or_tool_answer(block["text"], tool_call_id)
-    if kind == "thinking" and isinstance(block.get("thinking"), str):
-        return {"type": "reasoning", "content": block["thinking"]}
-    if kind == "tool_result":
-        answer = block.get("content")
-        if isinstance(answer, list):  # Anthropic's tool_result content as blocks: its texts
-            answer = "".join(b["text"] for b in answer
-                             if isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str))
-        return {"type": "tool_call_response", "id": _str(block.get("tool_use_id")),
-                "response": answer if isinstance(answer, str) else None}
-    if kind == "tool_use":
-        return _tool_call(block.get("id"), block.get("name"), block.get("input"))
-    return {"type": kind}
-
-
-# -- the Vercel AI SDK's spans of AI SDK 6 and before -------------------------------------------------------
-
-def _json_list(text: str | None) -> list[Any]:
-    if not text:
-        return []
-    try:
-        items = _loads(text)
-    except (ValueError, RecursionError):
-        return []
-    return items if isinstance(items, list) else []
-
-
-def _ai_sdk_prompt(text: str | None) -> list[dict[str, Any]]:
-    """``ai.prompt.messages``: ``[{"role", "content": "text" | [parts]}]`` in the AI SDK's shape."""
-    messages = []
-    for m in _json_list(text)[:MAX_MESSAGES]:
-        if not isinstance(m, dict):
-            continue
-        content = m.get("content")
-        if isinstance(content, str):
-            parts = [{"type": "text", "content": content}]
-        elif isinstance(content, list):
-            parts = [_ai_sdk_part(part) for part in content[:MAX_PARTS] if isinstance(part, dict)]
-        else:
-            parts = []
-        messages.append(_message(_str(m.get("role")), parts, output=False))
-    return messages
-
-
-def _ai_sdk_part(part: dict[str, Any]) -> dict[str, Any]:
-    kind = _str(part.get("type")) or "unknown"
-    if kind in ("text", "reasoning") and isinstance(part.get("text"), str):
-        return {"type": kind, "content": part["text"]}
-    if kind == "tool-call":
-        return _tool_call(part.get("toolCallId"), part.get("toolName"), part.get("input", part.get("args")))
-    if kind == "tool-result":
-        output = part.get("output")  # AI SDK 5+: {"type": "text" | "json" | ..., "value"}; before: "result"
-        answer = output.get("value") if isinstance(output, dict) and "value" in output else part.get("result", output)
-        return {"type": "tool_call_response", "id": _str(part.get("toolCallId")), "response": answer}
-    return {"type": kind[:64]}
-
-
-def _ai_sdk_answer(get: Any) -> list[dict[str, Any]]:
-    parts: list[dict[str, Any]] = []
-    if reasoning := str_of(get(_AI_REASONING)):
-        parts.append({"type": "reasoning", "content": reasoning})
-    if (answer := str_of(get(_AI_TEXT))) is not None:
-        parts.append({"type": "text", "content": answer})
-    for call in _json_list(str_of(get(_AI_TOOL_CALLS)))[:MAX_PARTS]:
-        if isinstance(call, dict):
-            parts.append(_tool_call(call.get("toolCallId"), call.get("toolName"), call.get("input", call.get("args"))))
-    message = _message("assistant", parts, output=True)
-    if (finish := str_of(get(_AI_FINISH))) is not None:
-        message["finish_reason"] = finish
-    return [message]

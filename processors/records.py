@@ -32,7 +32,7 @@ from costline.processors.attributes import (
     str_of,
     usd_of,
 )
-from costline.processors.content import flattened_input_messages, flattened_output_messages
+from costline.processors.content import flattened_messages, loads_strict
 from costline.processors.spellings import (
     AI_SDK_PROVIDER_METADATA,
     ALL_INPUT_KEYS,
@@ -267,8 +267,7 @@ def flatten_span(
             bool_of(get(c.COSTLINE_SUCCESS)),
             str_of(get(c.ERROR_TYPE)),
             duration_ms,
-            input_messages(attrs, bad),
-            output_messages(attrs, bad),
+            *messages(attrs, bad),
             kafka_partition,
             kafka_offset,
             _quality(bad),
@@ -371,8 +370,7 @@ def flatten_span(
         status,
         pricing.version,
         duration_ms,
-        input_messages(attrs, bad),
-        output_messages(attrs, bad),
+        *messages(attrs, bad),
         kafka_partition,
         kafka_offset,
         response_id,
@@ -405,44 +403,53 @@ MAX_TIER_NAME_CHARS: Final = 32
 CONTENT_UNREADABLE: Final = "content:unreadable"
 
 
-def _read_content(read: Any, attrs: Mapping[str, Any], bad: list[str] | None) -> str | None:
-    try:
-        return read(attrs)
-    except Exception:  # noqa: BLE001 (a sender's content, however odd, never costs the call or its message)
-        if bad is not None:
-            bad.append(CONTENT_UNREADABLE)
-        return None
+def messages(attrs: Mapping[str, Any], bad: list[str] | None = None) -> tuple[str | None, str | None]:
+    """A span's captured ``(input, output)`` messages: ``gen_ai.input.messages`` / ``gen_ai.output.messages``,
+    else as OpenInference, older OpenLLMetry, Langfuse or the AI SDK's older spans spell them
+    (:mod:`~costline.processors.content`; content it cannot read is None, noted in ``bad``). The input has the
+    system prompt first when it was recorded apart (:func:`input_messages`)."""
+    get = attrs.get
+    given = str_of(get(c.GEN_AI_INPUT_MESSAGES))
+    answered = str_of(get(c.GEN_AI_OUTPUT_MESSAGES))
+    if given is None or answered is None:
+        try:
+            flat_given, flat_answered = flattened_messages(attrs)
+        except Exception:  # noqa: BLE001 (a sender's content, however odd, never costs the call or its message)
+            if bad is not None:
+                bad.append(CONTENT_UNREADABLE)
+            flat_given = flat_answered = None
+        given = given if given is not None else flat_given
+        answered = answered if answered is not None else flat_answered
+    return _with_system(given, get), answered
 
 
 def output_messages(attrs: Mapping[str, Any], bad: list[str] | None = None) -> str | None:
-    """A span's captured answer: ``gen_ai.output.messages``, else the answer as OpenInference, older OpenLLMetry or
-    the AI SDK's older spans spell it (:mod:`~costline.processors.content`; unreadable: None, noted in ``bad``)."""
-    doc = str_of(attrs.get(c.GEN_AI_OUTPUT_MESSAGES))
-    return doc if doc is not None else _read_content(flattened_output_messages, attrs, bad)
+    """A span's captured answer (:func:`messages`)."""
+    return messages(attrs, bad)[1]
 
 
 def input_messages(attrs: Mapping[str, Any], bad: list[str] | None = None) -> str | None:
-    """A span's captured input messages (``gen_ai.input.messages``, else as OpenInference, older OpenLLMetry or the
-    AI SDK's older spans spell them: :mod:`~costline.processors.content`) with its system prompt when recorded apart
+    """A span's captured input messages (:func:`messages`) with its system prompt when recorded apart
     (``gen_ai.system_instructions``) put first as a ``system`` message, as costline's own spans carry it, so the
-    nightly jobs and analysts see one conversation. The messages' text is kept as sent (spliced, not re-written:
-    a JavaScript sender's half of a cut emoji, ``\\ud83d``, stays an escape); left as sent when they already have a
-    system message, are not a JSON list, or the instructions are no text."""
-    get = attrs.get
-    doc = str_of(get(c.GEN_AI_INPUT_MESSAGES))
-    if doc is None:
-        doc = _read_content(flattened_input_messages, attrs, bad)
+    nightly jobs and analysts see one conversation."""
+    return messages(attrs, bad)[0]
+
+
+def _with_system(doc: str | None, get: Any) -> str | None:
+    """``doc`` with ``gen_ai.system_instructions`` spliced first as a ``system`` message. The messages' text is kept
+    as sent (spliced, not re-written: a JavaScript sender's half of a cut emoji, ``\\ud83d``, stays an escape);
+    left as sent when they already have a system message, are not a JSON list, or the instructions are no text."""
     system = str_of(get(c.GEN_AI_SYSTEM_INSTRUCTIONS))
     if not system:
         return doc
     try:
-        messages = json.loads(doc) if doc else []
+        items = json.loads(doc) if doc else []
     except (ValueError, RecursionError):  # RecursionError: JSON nested past the parser's depth
         return doc
-    if not isinstance(messages, list) or any(isinstance(m, dict) and m.get("role") == "system" for m in messages):
+    if not isinstance(items, list) or any(isinstance(m, dict) and m.get("role") == "system" for m in items):
         return doc
     try:
-        parts = json.loads(system)
+        parts = loads_strict(system)
     except (ValueError, RecursionError):
         parts = system  # plain text
     if isinstance(parts, str):
@@ -450,11 +457,11 @@ def input_messages(attrs: Mapping[str, Any], bad: list[str] | None = None) -> st
     if not isinstance(parts, list) or not parts:
         return doc
     parts = [{"type": "text", "content": p} if isinstance(p, str) else p for p in parts]
-    try:
-        head = json.dumps({"role": "system", "parts": parts}, separators=(",", ":"))  # ASCII: escapes stay escapes
+    try:  # ASCII: escapes stay escapes
+        head = json.dumps({"role": "system", "parts": parts}, separators=(",", ":"), allow_nan=False)
     except (ValueError, RecursionError):  # parts nested deeper than json.dumps walks: the messages as sent
         return doc
-    if not messages:
+    if not items:
         return f"[{head}]"
     return f"[{head},{doc.lstrip()[1:]}"  # the messages' own text after their list's "["
 

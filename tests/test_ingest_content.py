@@ -25,7 +25,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from costline.collectors import Recorder
 from costline.config import Config, LakeConfig, ModelPrice, PricingConfig
-from costline.processors.content import MAX_MESSAGES, flattened_input_messages, flattened_output_messages
+from costline.processors.content import MAX_MESSAGES, flattened_messages
 from costline.processors.records import input_messages, output_messages
 
 from conftest import missing_binary
@@ -38,6 +38,10 @@ ROOT = Path(__file__).resolve().parents[1]
 LEGACY = ROOT / ".venv" / "legacy" / "openllmetry-0.52"
 STUDENT = "costline-student"
 TIME_SCHEMA = {"type": "object", "properties": {"zone": {"type": "string"}}}
+
+
+def text_part(content: str) -> dict:
+    return {"type": "text", "content": content}
 
 
 def text(role: str, *texts: str, **extra) -> dict:
@@ -167,6 +171,83 @@ INPUT_CASES = {
          {"role": "assistant", "parts": [{"type": "tool_call", "id": "c1", "name": "get_time",
                                           "arguments": {"zone": "CET"}}]},
          {"role": "tool", "parts": [{"type": "tool_call_response", "id": "c1", "response": "12:00"}]}]),
+    "langfuse: OpenAI's messages with parts and a tool's answer": (
+        {"langfuse.observation.input": json.dumps([
+            {"role": "user", "content": [{"type": "text", "text": "What is this?"},
+                                         {"type": "image_url", "image_url": {"url": "https://x/y.png"}}]},
+            {"role": "assistant", "content": None, "tool_calls": [
+                {"id": "call_4", "type": "function", "function": {"name": "look", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "call_4", "content": "a cat"}])},
+        [{"role": "user", "parts": [{"type": "text", "content": "What is this?"}, {"type": "image_url"}]},
+         {"role": "assistant", "parts": [{"type": "tool_call", "id": "call_4", "name": "look", "arguments": {}}]},
+         {"role": "tool", "parts": [{"type": "tool_call_response", "id": "call_4", "response": "a cat"}]}]),
+    "langfuse: an object with messages (tools sent)": (
+        {"langfuse.observation.input": json.dumps({"tools": [{"type": "function"}],
+                                                   "messages": [{"role": "user", "content": "Hi"}]})},
+        [text("user", "Hi")]),
+    "langfuse: an app's own generation with a text (Langfuse keeps a string as it is)": (
+        {"langfuse.observation.input": "Where is it?"}, [text("user", "Where is it?")]),
+    "langfuse: a text that is JSON of no conversation is a text": (
+        {"langfuse.observation.input": '"quoted"'}, [text("user", '"quoted"')]),
+    "langfuse: a shape that is no conversation": ({"langfuse.observation.input": '{"query": "x", "k": 3}'}, None),
+    "langfuse + LangChain: tool definitions are no messages; LangChain's tool calls keep name and args": (
+        {"langfuse.observation.input": json.dumps([
+            {"role": "user", "content": "Time in Paris?"},
+            {"role": "assistant", "content": "", "tool_calls": [
+                {"name": "get_time", "args": {"zone": "CET"}, "id": "call_8", "type": "tool_call"}]},
+            {"role": "tool", "content": {"type": "function", "function": {"name": "get_time"}}}])},
+        [text("user", "Time in Paris?"),
+         {"role": "assistant", "parts": [text_part(""), {"type": "tool_call", "id": "call_8", "name": "get_time",
+                                                         "arguments": {"zone": "CET"}}]}]),
+    "langfuse + Responses: instructions, input items, a function call and its output": (
+        {"langfuse.observation.input": json.dumps({"instructions": "Be brief.", "tools": [{"type": "function"}],
+                                                   "input": [
+            {"role": "user", "content": [{"type": "input_text", "text": "Time in Paris?"}]},
+            {"type": "function_call", "call_id": "call_9", "name": "get_time", "arguments": '{"zone": "CET"}'},
+            {"type": "function_call_output", "call_id": "call_9", "output": "12:00"},
+            {"type": "item_reference", "id": "x"}]})},
+        [text("system", "Be brief."),
+         {"role": "user", "parts": [text_part("Time in Paris?")]},
+         {"role": "assistant", "parts": [{"type": "tool_call", "id": "call_9", "name": "get_time",
+                                          "arguments": {"zone": "CET"}}]},
+         {"role": "tool", "parts": [{"type": "tool_call_response", "id": "call_9", "response": "12:00"}]}]),
+    "langfuse: Anthropic's blocks and system": (
+        {"langfuse.observation.input": json.dumps({"system": "Be brief.", "messages": [
+            {"role": "assistant", "content": [{"type": "thinking", "thinking": "Check."},
+                                              {"type": "tool_use", "id": "toolu_3", "name": "f", "input": {}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_3",
+                                          "content": [{"type": "text", "text": "ok"}]}]}]})},
+        [text("system", "Be brief."),
+         {"role": "assistant", "parts": [{"type": "reasoning", "content": "Check."},
+                                         {"type": "tool_call", "id": "toolu_3", "name": "f", "arguments": {}}]},
+         {"role": "user", "parts": [{"type": "tool_call_response", "id": "toolu_3", "response": "ok"}]}]),
+    "openllmetry: a tool's JSON output of block-like items is the tool's answer": (
+        {f"{GP}.0.role": "tool", f"{GP}.0.tool_call_id": "call_6",
+         f"{GP}.0.content": '[{"type": "file", "path": "a.py"}]'},
+        [{"role": "tool", "parts": [{"type": "tool_call_response", "id": "call_6",
+                                     "response": '[{"type": "file", "path": "a.py"}]'}]}]),
+    "openllmetry: an unlisted block type beside known ones keeps only its type": (
+        {f"{GP}.0.role": "user", f"{GP}.0.content": json.dumps([
+            {"type": "text", "text": "See this."}, {"type": "web_fetch_v9_result", "data": "QUJD" * 100}])},
+        [{"role": "user", "parts": [text_part("See this."), {"type": "web_fetch_v9_result"}]}]),
+    "openinference: a user's text beside a message-level tool_call_id stays the user's": (
+        {f"{OI}.0.message.role": "user", f"{OI}.0.message.tool_call_id": "toolu_7",
+         f"{OI}.0.message.contents.0.message_content.type": "text",
+         f"{OI}.0.message.contents.0.message_content.text": "And also this."},
+        [text("user", "And also this.")]),
+    "openinference: LangChain's content as strings, without a type": (
+        {f"{OI}.0.message.role": "user", f"{OI}.0.message.contents.0.message_content.text": "Plain."},
+        [text("user", "Plain.")]),
+    "openinference: an embedding span has no messages": (
+        {"openinference.span.kind": "EMBEDDING", f"{OI}.0.message.role": "user",
+         f"{OI}.0.message.content": "x"}, None),
+    "ai sdk 6: a tool result's media keeps no base64": (
+        {"ai.prompt.messages": json.dumps([{"role": "tool", "content": [
+            {"type": "tool-result", "toolCallId": "c3", "toolName": "screenshot", "output": {
+                "type": "content", "value": [{"type": "text", "text": "the screen"},
+                                             {"type": "media", "data": "iVBORw0KGgo=" * 100,
+                                              "mediaType": "image/png"}]}}]}])},
+        [{"role": "tool", "parts": [{"type": "tool_call_response", "id": "c3", "response": "the screen"}]}]),
     "nothing flattened": ({"gen_ai.request.model": "claude-haiku-4-5"}, None),
 }
 
@@ -186,6 +267,28 @@ OUTPUT_CASES = {
                                          {"type": "tool_call", "id": "c2", "name": "get_time",
                                           "arguments": {"zone": "UTC"}}],
           "finish_reason": "tool-calls"}]),
+    "langfuse: the answer's message with a tool call": (
+        {"langfuse.observation.output": json.dumps({"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_5", "type": "function", "function": {"name": "get_time", "arguments": '{"zone": "UTC"}'}}]})},
+        [{"role": "assistant", "parts": [{"type": "tool_call", "id": "call_5", "name": "get_time",
+                                          "arguments": {"zone": "UTC"}}]}]),
+    "langfuse: a text answer, as JSON or not": ({"langfuse.observation.output": "plain words"},
+                                                [text("assistant", "plain words")]),
+    "langfuse + Responses: output items are one answer": (
+        {"langfuse.observation.output": json.dumps([
+            {"type": "reasoning", "summary": [{"type": "summary_text", "text": "Look it up."}]},
+            {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "It is noon."}]},
+            {"type": "function_call", "call_id": "call_2", "name": "log", "arguments": "{}"}])},
+        [{"role": "assistant", "parts": [{"type": "reasoning", "content": "Look it up."}, text_part("It is noon."),
+                                         {"type": "tool_call", "id": "call_2", "name": "log", "arguments": {}}]}]),
+    "langfuse: a JSON-mode answer is its text": ({"langfuse.observation.output": '{"answer": 42}'},
+                                                 [text("assistant", '{"answer": 42}')]),
+    "ai sdk 6: generateObject's object": ({"ai.response.object": '{"city": "Paris"}',
+                                          "ai.response.finishReason": "stop"},
+                                         [text("assistant", '{"city": "Paris"}', finish_reason="stop")]),
+    "openinference: no finish reason when the first choice is not there": (
+        {f"{OO}.1.message.role": "assistant", f"{OO}.1.message.content": "B", "llm.finish_reason": "stop"},
+        [text("assistant", "B")]),
     "openllmetry: the finish reason is kept": (
         {f"{GC}.0.role": "assistant", f"{GC}.0.content": "Sure.", f"{GC}.0.finish_reason": "stop"},
         [text("assistant", "Sure.", finish_reason="stop")]),
@@ -210,13 +313,13 @@ OUTPUT_CASES = {
 
 @pytest.mark.parametrize("values, want", INPUT_CASES.values(), ids=INPUT_CASES.keys())
 def test_flattened_input_is_read_in_the_conventions_shape(values, want):
-    got = flattened_input_messages(attrs(values))
+    got = flattened_messages(attrs(values))[0]
     assert (json.loads(got) if got is not None else None) == want
 
 
 @pytest.mark.parametrize("values, want", OUTPUT_CASES.values(), ids=OUTPUT_CASES.keys())
 def test_flattened_output_is_read_in_the_conventions_shape(values, want):
-    got = flattened_output_messages(attrs(values))
+    got = flattened_messages(attrs(values))[1]
     assert (json.loads(got) if got is not None else None) == want
 
 
@@ -239,6 +342,10 @@ ODD_CONTENT = {
                            '{"type": "text", "text": 7}]}]'},
     "NaN and Infinity in arguments": {f"{GC}.0.role": "assistant", f"{GC}.0.tool_calls.0.name": "f",
                                       f"{GC}.0.tool_calls.0.arguments": '{"x": NaN, "y": -Infinity}'},
+    "a number out of a double's range": {"langfuse.observation.input": '[{"role": "user", "content": [1e400]}]',
+                                         f"{GC}.0.role": "assistant", f"{GC}.0.tool_calls.0.name": "f",
+                                         f"{GC}.0.tool_calls.0.arguments": '{"x": 1e400}',
+                                         "gen_ai.system_instructions": '[{"type": "text", "content": 1e400}]'},
     "numbers where texts belong": {f"{OI}.0.message.role": 5, f"{OI}.0.message.content": 7,
                                    f"{OI}.0.message.contents.0.message_content.type": True,
                                    f"{OI}.x.message.role": "user", f"{OI}.99999999.message.role": "user"},
@@ -270,23 +377,26 @@ def test_content_that_cannot_be_read_is_left_out_and_noted(monkeypatch):
     def too_deep(_attrs):
         raise RecursionError("maximum recursion depth exceeded while encoding a JSON object")
 
-    monkeypatch.setattr(records, "flattened_output_messages", too_deep)
+    monkeypatch.setattr(records, "flattened_messages", too_deep)
     bad = []
-    assert output_messages(span, bad) is None
+    assert records.messages(span, bad) == (None, None)
     assert bad == [records.CONTENT_UNREADABLE]
 
 
-def test_a_half_surrogate_stays_an_escape_and_the_text_is_bounded():
-    """A JavaScript sender's cut emoji arrives as an escaped half surrogate inside a JSON block list; it must not
-    become a raw surrogate that the Parquet writer cannot encode. A sender's 1,500 messages are read to the bound."""
-    doc = flattened_input_messages(attrs({f"{GP}.0.role": "user",
-                                          f"{GP}.0.content": '[{"type": "text", "text": "cut \\ud83d"}]'}))
-    doc.encode("utf-8")  # no raw surrogate
-    assert json.loads(doc)[0]["parts"][0]["content"] == "cut \ud83d"
+def test_a_cut_emoji_is_a_replacement_character_and_the_messages_are_bounded():
+    """A JavaScript sender's cut emoji arrives as an escaped half surrogate inside a JSON block list: it becomes
+    U+FFFD, as neither the Parquet writer (raw) nor DuckDB's JSON functions (escaped) take a lone surrogate; other
+    text is kept as UTF-8, not escaped. A sender's 1,500 messages are read to the bound."""
+    import duckdb
+
+    doc = flattened_messages(attrs({f"{GP}.0.role": "user",
+                                    f"{GP}.0.content": '[{"type": "text", "text": "caf\\u00e9 \\ud83d"}]'}))[0]
+    assert "café \ufffd" in doc and json.loads(doc)[0]["parts"][0]["content"] == "café \ufffd"
+    assert duckdb.sql(f"SELECT json_extract_string({doc!r}, '$[0].parts[0].content')").fetchall() == [("café \ufffd",)]
     many = {}
     for i in range(1_500):
         many |= {f"{OI}.{i}.message.role": "user", f"{OI}.{i}.message.content": f"q{i}"}
-    assert len(json.loads(flattened_input_messages(attrs(many)))) == MAX_MESSAGES == 1_000
+    assert len(json.loads(flattened_messages(attrs(many))[0])) == MAX_MESSAGES == 1_000
 
 
 # -- the real instrumentations, the real SDKs, the stand-in ---------------------------------------------------
@@ -414,6 +524,45 @@ def test_the_nightly_sample_reads_a_student_call_captured_by_openinference(stand
     finally:
         con.close()
     assert sorted((s.query, s.answer) for s in sample) == sorted(answers.items())
+
+
+def test_langfuse_generations_content_reaches_the_lake(standin, cfg, spans):
+    """Langfuse's SDK: its OpenAI wrapper's generations (plain, streamed, with tools) and an app's own generation
+    carry their input and output into the lake in the conventions' shape."""
+    pytest.importorskip("langfuse")
+    from langfuse import Langfuse, observe
+    from langfuse.openai import OpenAI
+
+    provider, exporter = spans
+    client = Langfuse(public_key="pk-lf-test", secret_key="sk-lf-test", host="http://127.0.0.1:9",
+                      tracer_provider=provider, flush_at=1000)
+    oa = OpenAI(base_url=standin.openai_url, api_key="test", max_retries=0)
+    plain = oa.chat.completions.create(model=STUDENT, max_tokens=32, messages=[
+        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "Summarise 1"}])
+    streamed = "".join(c.choices[0].delta.content or "" for c in oa.chat.completions.create(
+        model=STUDENT, max_tokens=32, stream=True, messages=[{"role": "user", "content": "Summarise 2"}])
+        if c.choices)
+    tools = [{"type": "function", "function": {"name": "get_time", "parameters": TIME_SCHEMA}}]
+    called = oa.chat.completions.create(model=STUDENT, max_tokens=32, tools=tools, messages=[
+        {"role": "user", "content": "What does get_time say for Paris?"}]).choices[0].message.tool_calls[0]
+
+    @observe(as_type="generation")
+    def own_generation(question: str) -> str:
+        client.update_current_generation(model="claude-haiku-4-5", input=[{"role": "user", "content": question}],
+                                         output="Under Billing.")
+        return "Under Billing."
+
+    own_generation("Where is my invoice?")
+    lake_from_sdk_spans(exporter.get_finished_spans(), cfg)
+    assert contents(cfg) == [
+        ([text("system", "Be brief."), text("user", "Summarise 1")],
+         [text("assistant", plain.choices[0].message.content)]),
+        ([text("user", "Summarise 2")], [text("assistant", streamed)]),
+        ([text("user", "What does get_time say for Paris?")],
+         [{"role": "assistant", "parts": [{"type": "tool_call", "id": called.id, "name": "get_time",
+                                           "arguments": json.loads(called.function.arguments)}]}]),
+        ([text("user", "Where is my invoice?")], [text("assistant", "Under Billing.")]),
+    ]
 
 
 def test_openllmetry_before_0_57_content_reaches_the_lake(standin, cfg, tmp_path):
