@@ -40,21 +40,21 @@ What is kept:
 - of other parts (an image, a document), only their ``type``, as costline's own recorder does.
 
 The result is strict JSON in UTF-8: a half of a cut emoji becomes U+FFFD, as DuckDB's JSON functions reject a lone
-surrogate's escape; numbers out of a double's range (and ``NaN``) in arguments keep their text. Nothing here
-raises on what a sender wrote: a value of an unexpected type is left out. Only content nested past what JSON is
-walked raises (RecursionError), and the caller leaves it out and notes it.
+surrogate's escape; numbers out of a double's range (and ``NaN``) in arguments keep their text. A value of an
+unexpected type is left out. A side that cannot be read at all (content nested past what JSON is walked) is None
+and flagged, the other side kept.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
-from typing import Any, Final
+from collections.abc import Callable, Mapping
+from typing import Any, Final, NamedTuple
 
 from costline.processors.attributes import str_of
 
-__all__ = ["flattened_messages", "loads_strict", "MAX_MESSAGES", "MAX_PARTS"]
+__all__ = ["Flattened", "flattened_messages", "loads_strict", "MAX_MESSAGES", "MAX_PARTS"]
 
 #: At most this many messages are read from one span (a sender's own limit is usually lower: the OTel SDK
 #: keeps 128 attributes a span unless told otherwise).
@@ -92,20 +92,44 @@ _BLOCK_TYPES: Final = frozenset({
     "image_url", "input_audio", "file", "refusal", "input_text", "input_image", "input_file", "output_text"})
 #: Part types whose ``text`` is the part's text (Anthropic's and Chat Completions' ``text``, the Responses API's).
 _TEXT_TYPES: Final = frozenset({"text", "input_text", "output_text"})
+#: Part types this module writes with their fields: a sender's part of one of them without those is left out.
+_OWN_KINDS: Final = frozenset({"text", "reasoning", "tool_call", "tool_call_response"})
 
 Messages = list[dict[str, Any]]
+#: A family's two readers, input and output, each run under its own guard.
+Sides = tuple[Callable[[], Messages], Callable[[], Messages]]
 
 
-def flattened_messages(attrs: Mapping[str, Any]) -> tuple[str | None, str | None]:
-    """``(input, output)``: a call's messages and answer as the first family above that says any spells them, as
-    conventions JSON; None where it says nothing (``attrs``: the span's attributes by key)."""
+class Flattened(NamedTuple):
+    """A span's content as one family spells it, as conventions JSON (None: not said)."""
+
+    input: str | None = None
+    output: str | None = None
+    #: A side could not be read (content nested past what JSON is walked, or a reader's bug): it is None.
+    unreadable: bool = False
+
+
+def flattened_messages(attrs: Mapping[str, Any]) -> Flattened:
+    """A call's messages and answer as the first family above that says any spells them (``attrs``: the span's
+    attributes by key). Each side is read on its own: one that cannot be read is None and ``unreadable`` says so,
+    the other side kept."""
     if attrs.keys().isdisjoint(_MARKERS):  # the common case, in C: no family's key
-        return None, None
-    for read in (_ai_sdk, _openllmetry_family, _langfuse_family, _openinference_family):
-        found = read(attrs)
-        if found is not None and (found[0] or found[1]):
-            return _dump(found[0]), _dump(found[1])
-    return None, None
+        return Flattened()
+    for family in (_ai_sdk, _openllmetry_family, _langfuse_family, _openinference_family):
+        sides = family(attrs)
+        if sides is None:
+            continue
+        docs: list[str | None] = []
+        unreadable = False
+        for read in sides:
+            try:
+                docs.append(_dump(read()))
+            except Exception:  # noqa: BLE001 (a sender's content, however odd, never costs the call or the other side)
+                docs.append(None)
+                unreadable = True
+        if docs[0] or docs[1] or unreadable:
+            return Flattened(docs[0], docs[1], unreadable)
+    return Flattened()
 
 
 def _dump(messages: Messages) -> str | None:
@@ -172,8 +196,8 @@ def _tool_answer(call_id: Any, answer: Any) -> dict[str, Any]:
 
 def _new_calls(parts: Messages, calls: Messages) -> Messages:
     """``calls`` less those already among ``parts`` (by id)."""
-    seen = {p["id"] for p in parts if p["type"] == "tool_call" and p["id"] is not None}
-    return [p for p in calls if p["id"] is None or p["id"] not in seen]
+    seen = {p.get("id") for p in parts if p["type"] == "tool_call"} - {None}
+    return [p for p in calls if p.get("id") is None or p["id"] not in seen]
 
 
 def _message(role: str | None, parts: Messages, output: bool) -> dict[str, Any]:
@@ -186,8 +210,8 @@ def _text(text: str) -> dict[str, Any]:
 
 def _texts_of(blocks: list[Any]) -> str | None:
     """The joined texts of content blocks (Anthropic's, OpenAI's); None when there is none."""
-    texts = [b["text"] for b in blocks if isinstance(b, dict) and b.get("type") in _TEXT_TYPES
-             and isinstance(b.get("text"), str)]
+    texts = [b["text"] for b in blocks if isinstance(b, dict) and isinstance(b.get("type"), str)
+             and b["type"] in _TEXT_TYPES and isinstance(b.get("text"), str)]
     return "".join(texts) if texts else None
 
 
@@ -198,25 +222,47 @@ def _tool_output(text: str) -> str:
 
 
 def _blocks_of(text: str) -> list[dict[str, Any]] | None:
-    """``text`` as a JSON list of API content blocks (dicts with a string ``type``, one at least of
-    :data:`_BLOCK_TYPES`), else None."""
+    """``text`` as a JSON list of API content blocks (dicts whose ``type`` is each one of :data:`_BLOCK_TYPES`),
+    else None."""
     if not (text.startswith("[") and text.endswith("]")):
         return None
     blocks = _parsed(text)
-    if (isinstance(blocks, list) and blocks and all(isinstance(b, dict) and isinstance(b.get("type"), str)
-                                                     for b in blocks)
-            and any(b["type"] in _BLOCK_TYPES for b in blocks)):
+    if isinstance(blocks, list) and blocks and all(isinstance(b, dict) and isinstance(b.get("type"), str)
+                                                    and b["type"] in _BLOCK_TYPES for b in blocks):
         return blocks
     return None
 
 
+def _other(kind: str) -> dict[str, Any] | None:
+    """A part of another kind: its type only (None for a kind this module writes with fields it did not find)."""
+    return None if kind in _OWN_KINDS else {"type": kind[:64]}
+
+
+def _reasoning_of(block: dict[str, Any]) -> str | None:
+    """A reasoning block's text: Anthropic's ``thinking``, LangChain's ``reasoning``, the Responses API's summary."""
+    for key in ("thinking", "reasoning", "text"):
+        if isinstance(block.get(key), str):
+            return block[key]
+    summary = block.get("summary")
+    return _texts_of([{"type": "text", "text": s.get("text")} for s in summary if isinstance(s, dict)]) \
+        if isinstance(summary, list) else None
+
+
 def _block(block: dict[str, Any]) -> dict[str, Any] | None:
-    """One content block (Anthropic's, Chat Completions' or the Responses API's part) as a conventions part."""
+    """One content block (Anthropic's, Chat Completions', the Responses API's or LangChain's) as a conventions
+    part, or None when it holds nothing to keep."""
     kind = _str(block.get("type")) or "unknown"
     if kind in _TEXT_TYPES and isinstance(block.get("text"), str):
         return _text(block["text"])
-    if kind == "thinking":
-        return {"type": "reasoning", "content": block["thinking"]} if isinstance(block.get("thinking"), str) else None
+    if kind == "refusal" and isinstance(block.get("refusal"), str):
+        return _text(block["refusal"])
+    if kind in ("thinking", "reasoning"):
+        text = _reasoning_of(block)
+        return {"type": "reasoning", "content": text} if text else None
+    if kind == "function_call":  # a Responses API item inside LangChain's content
+        return _tool_call(block.get("call_id"), block.get("name"), block.get("arguments"))
+    if kind == "tool_call":  # LangChain's standard block
+        return _tool_call(block.get("id"), block.get("name"), block.get("args", block.get("arguments")))
     if kind == "tool_result":
         answer = block.get("content")
         if isinstance(answer, list):
@@ -224,7 +270,7 @@ def _block(block: dict[str, Any]) -> dict[str, Any] | None:
         return _tool_answer(block.get("tool_use_id"), answer if isinstance(answer, str) else None)
     if kind == "tool_use":
         return _tool_call(block.get("id"), block.get("name"), block.get("input"))
-    return {"type": kind[:64]}
+    return _other(kind)
 
 
 def _parts_of(content: Any, tool_call_id: str | None) -> Messages:
@@ -233,7 +279,7 @@ def _parts_of(content: Any, tool_call_id: str | None) -> Messages:
         answer = _texts_of(content) if isinstance(content, list) else content
         return [_tool_answer(tool_call_id, answer if isinstance(answer, str) else None)]
     if isinstance(content, str):
-        return [_text(content)]
+        return [_text(content)] if content else []
     if isinstance(content, list):
         parts = []
         for b in content[:MAX_PARTS]:
@@ -247,16 +293,15 @@ def _parts_of(content: Any, tool_call_id: str | None) -> Messages:
 
 # -- the Vercel AI SDK's spans of AI SDK 6 and before -------------------------------------------------------
 
-def _ai_sdk(attrs: Mapping[str, Any]) -> tuple[Messages, Messages] | None:
+def _ai_sdk(attrs: Mapping[str, Any]) -> Sides | None:
     get = attrs.get
     prompt, text, calls = get(_AI_PROMPT_MESSAGES), get(_AI_TEXT), get(_AI_TOOL_CALLS)
     obj = get(_AI_OBJECT)
     if prompt is None and text is None and calls is None and obj is None:
         return None
-    answer: Messages = []
-    if text is not None or calls is not None or obj is not None:
-        answer = _ai_sdk_answer(get)
-    return _ai_sdk_prompt(str_of(prompt)) if prompt is not None else [], answer
+    answered = text is not None or calls is not None or obj is not None
+    return (lambda: _ai_sdk_prompt(str_of(prompt)) if prompt is not None else [],
+            lambda: _ai_sdk_answer(get) if answered else [])
 
 
 def _json_list(text: str | None) -> list[Any]:
@@ -289,7 +334,7 @@ def _ai_sdk_part(part: dict[str, Any]) -> dict[str, Any] | None:
         return _tool_call(part.get("toolCallId"), part.get("toolName"), part.get("input", part.get("args")))
     if kind == "tool-result":
         return _tool_answer(part.get("toolCallId"), _ai_sdk_tool_output(part))
-    return {"type": kind[:64]}
+    return _other(kind)
 
 
 def _ai_sdk_tool_output(part: dict[str, Any]) -> Any:
@@ -322,14 +367,18 @@ def _ai_sdk_answer(get: Any) -> Messages:
 
 # -- OpenLLMetry before 0.57 ----------------------------------------------------------------------------------
 
-def _openllmetry_family(attrs: Mapping[str, Any]) -> tuple[Messages, Messages] | None:
+def _openllmetry_family(attrs: Mapping[str, Any]) -> Sides | None:
     get = attrs.get
     if all(get(k) is None for k in _OLD_MARKERS):
         return None
+    return lambda: _openllmetry_prompt(get), lambda: _openllmetry(get, _OLD_COMPLETION, output=True)
+
+
+def _openllmetry_prompt(get: Any) -> Messages:
     prompt = _openllmetry(get, _OLD_PROMPT, output=False)
     if not prompt and (legacy := str_of(get(f"{_OLD_PROMPT}.0.user"))) is not None:  # the completions API's prompt
         prompt = [_message("user", [_text(legacy)], output=False)]
-    return prompt, _openllmetry(get, _OLD_COMPLETION, output=True)
+    return prompt
 
 
 def _tool_calls(get: Any, prefix: str) -> Messages:
@@ -343,6 +392,15 @@ def _tool_calls(get: Any, prefix: str) -> Messages:
             break
         parts.append(_tool_call(call_id, name, str_of(get(base + "arguments"))))
     return parts
+
+
+def _openllmetry_reasoning(text: str | None) -> str | None:
+    """``.reasoning``: a text, or a Responses answer's summary as JSON (its texts)."""
+    if text and text.startswith("["):
+        items = _parsed(text)
+        if isinstance(items, list):
+            return _texts_of([{"type": "text", "text": i.get("text")} for i in items if isinstance(i, dict)])
+    return text
 
 
 def _openllmetry(get: Any, root: str, output: bool) -> Messages:
@@ -364,7 +422,7 @@ def _openllmetry(get: Any, root: str, output: bool) -> Messages:
         tool_call_id = str_of(get(base + "tool_call_id"))
         parts = thinking
         thinking = []
-        if (reasoning := str_of(get(base + "reasoning"))) is not None:
+        if reasoning := _openllmetry_reasoning(str_of(get(base + "reasoning"))):
             parts.append({"type": "reasoning", "content": reasoning})
         if content is not None:
             if tool_call_id is not None:
@@ -391,12 +449,12 @@ def _openllmetry(get: Any, root: str, output: bool) -> Messages:
 
 # -- Langfuse --------------------------------------------------------------------------------------------------
 
-def _langfuse_family(attrs: Mapping[str, Any]) -> tuple[Messages, Messages] | None:
+def _langfuse_family(attrs: Mapping[str, Any]) -> Sides | None:
     get = attrs.get
     given, answered = get(_LF_INPUT), get(_LF_OUTPUT)
     if given is None and answered is None:
         return None
-    return _lf_input(str_of(given)), _lf_output(str_of(answered))
+    return lambda: _lf_input(str_of(given)), lambda: _lf_output(str_of(answered))
 
 
 def _lf_value(text: str | None) -> Any:
@@ -408,6 +466,18 @@ def _lf_value(text: str | None) -> Any:
     return value if isinstance(value, (list, dict)) else text
 
 
+#: Roles of the conversations apps pass (Chat Completions', Anthropic's, LangChain's, the Responses API's).
+_ROLES: Final = frozenset({"system", "developer", "user", "assistant", "tool", "function", "model"})
+#: Items of a Responses API call's input or output that have no role.
+_ITEMS: Final = frozenset({"message", "function_call", "function_call_output", "reasoning"})
+
+
+def _is_item(value: Any) -> bool:
+    """A conversation's message or a Responses API item (a JSON answer of an app's own is neither)."""
+    return isinstance(value, dict) and (value.get("role") in _ROLES if "role" in value
+                                        else value.get("type") in _ITEMS)
+
+
 def _lf_input(text: str | None) -> Messages:
     value = _lf_value(text)
     system: Any = None
@@ -417,10 +487,10 @@ def _lf_input(text: str | None) -> Messages:
             value = value["messages"]
         elif "input" in value:
             value = value["input"]
-        elif "role" in value:
+        elif _is_item(value):
             value = [value]
         else:
-            return []  # not a conversation (a retrieval query, say)
+            value = []  # no conversation (a retrieval query, say), or instructions only
     if isinstance(value, str):
         value = [{"role": "user", "content": value}]
     if not isinstance(value, list):
@@ -436,16 +506,16 @@ def _lf_output(text: str | None) -> Messages:
     value = _lf_value(text)
     if value is None:
         return []
-    if isinstance(value, str):
-        return [_message("assistant", [_text(value)], output=True)]
-    if isinstance(value, dict) and ("role" in value or "type" in value):
+    if _is_item(value):
         value = [value]
-    if isinstance(value, list) and value and all(isinstance(v, dict) and ("role" in v or "type" in v)
-                                                  for v in value):
-        # Chat Completions' message, or the Responses API's output items: one answer
+    if isinstance(value, list) and value and all(_is_item(v) for v in value):
+        if all("role" in v for v in value):  # Chat Completions' choices: an answer each
+            return [m for v in value[:MAX_MESSAGES] if (m := _chat_item(v, output=True)) is not None]
+        # the Responses API's output items: one answer
         parts = [p for item in value[:MAX_PARTS] if (m := _chat_item(item, output=True)) for p in m["parts"]]
-        return [_message("assistant", parts, output=True)] if parts else []
-    return [_message("assistant", [_text(text)], output=True)] if text else []  # a JSON-mode answer, say
+        if parts:
+            return [_message("assistant", parts, output=True)]
+    return [_message("assistant", [_text(text)], output=True)] if text else []  # a JSON answer of the app's own
 
 
 def _chat_item(item: Any, output: bool) -> dict[str, Any] | None:
@@ -478,13 +548,15 @@ def _chat_item(item: Any, output: bool) -> dict[str, Any] | None:
     if isinstance(item.get("refusal"), str):
         parts.append(_text(item["refusal"]))
     calls = item.get("tool_calls")
+    listed = []
     for call in (calls if isinstance(calls, list) else [])[:MAX_PARTS]:
         if isinstance(call, dict):
             function = call.get("function")
             if isinstance(function, dict):  # OpenAI's
-                parts.append(_tool_call(call.get("id"), function.get("name"), function.get("arguments")))
+                listed.append(_tool_call(call.get("id"), function.get("name"), function.get("arguments")))
             else:  # LangChain's
-                parts.append(_tool_call(call.get("id"), call.get("name"), call.get("args")))
+                listed.append(_tool_call(call.get("id"), call.get("name"), call.get("args")))
+    parts += _new_calls(parts, listed)  # LangChain's Anthropic messages say them in the content too
     function_call = item.get("function_call")
     if isinstance(function_call, dict):  # OpenAI's before tools
         parts.append(_tool_call(None, function_call.get("name"), function_call.get("arguments")))
@@ -493,7 +565,7 @@ def _chat_item(item: Any, output: bool) -> dict[str, Any] | None:
 
 # -- OpenInference --------------------------------------------------------------------------------------------
 
-def _openinference_family(attrs: Mapping[str, Any]) -> tuple[Messages, Messages] | None:
+def _openinference_family(attrs: Mapping[str, Any]) -> Sides | None:
     if str_of(attrs.get(_OI_KIND)) != "LLM":
         return None
     given: dict[int, dict[str, Any]] = {}
@@ -503,17 +575,21 @@ def _openinference_family(attrs: Mapping[str, Any]) -> tuple[Messages, Messages]
             _oi_field(given, key, len(_OI_INPUT), value)
         elif key.startswith(_OI_OUTPUT):
             _oi_field(answered, key, len(_OI_OUTPUT), value)
+    return lambda: _oi_messages(given, False), lambda: _oi_answer(answered, str_of(attrs.get(_OI_FINISH)))
+
+
+def _oi_answer(answered: dict[int, dict[str, Any]], finish: str | None) -> Messages:
     output = _oi_messages(answered, True)
-    finish = str_of(attrs.get(_OI_FINISH))
     if output and finish is not None and min(answered) == 0:
         output[0]["finish_reason"] = finish  # OpenInference records the first choice's only
-    return _oi_messages(given, False), output
+    return output
 
 
 def _index(key: str, start: int) -> tuple[int, int] | None:
     """``(n, end)`` of the number at ``key[start:]`` up to the next ``.``, else None."""
     end = key.find(".", start)
-    if end <= start or end - start > 6 or not key[start:end].isdigit():
+    digits = key[start:end]
+    if end <= start or end - start > 6 or not (digits.isascii() and digits.isdecimal()):
         return None
     return int(key[start:end]), end + 1
 
@@ -573,8 +649,8 @@ def _oi_message(fields: dict[str, Any], output: bool) -> dict[str, Any] | None:
             # Anthropic's tool_use block, said again under the message's tool_calls
             parts.append(_tool_call(str_of(part.get("tool_call.id")), str_of(part.get("tool_call.function.name")),
                                     str_of(part.get("tool_call.function.arguments"))))
-        elif kind is not None:
-            parts.append({"type": kind[:64]})
+        elif kind is not None and (other := _other(kind)) is not None:
+            parts.append(other)
     calls = _grouped(fields, "tool_calls.")
     parts += _new_calls(parts, [_tool_call(str_of(c.get("tool_call.id")), str_of(c.get("tool_call.function.name")),
                                            str_of(c.get("tool_call.function.arguments")))

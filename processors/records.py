@@ -370,7 +370,8 @@ def flatten_span(
         status,
         pricing.version,
         duration_ms,
-        *messages(attrs, bad),
+        # an embedding's input is no conversation and its output no answer: only the conventions' own attributes
+        *messages(attrs, bad, flattened=op != _EMBEDDINGS),
         kafka_partition,
         kafka_offset,
         response_id,
@@ -398,28 +399,28 @@ _ENDPOINTS: Final = frozenset({c.ENDPOINT_GLOBAL, c.ENDPOINT_REGIONAL})
 MAX_TIER_NAME_CHARS: Final = 32
 
 
+_EMBEDDINGS: Final = "embeddings"
+
 #: ``data_quality`` flag of a span whose captured content could not be read: the content is left out, the call
 #: kept.
 CONTENT_UNREADABLE: Final = "content:unreadable"
 
 
-def messages(attrs: Mapping[str, Any], bad: list[str] | None = None) -> tuple[str | None, str | None]:
+def messages(attrs: Mapping[str, Any], bad: list[str] | None = None, *,
+             flattened: bool = True) -> tuple[str | None, str | None]:
     """A span's captured ``(input, output)`` messages: ``gen_ai.input.messages`` / ``gen_ai.output.messages``,
-    else as OpenInference, older OpenLLMetry, Langfuse or the AI SDK's older spans spell them
-    (:mod:`~costline.processors.content`; content it cannot read is None, noted in ``bad``). The input has the
+    else (``flattened``) as OpenInference, older OpenLLMetry, Langfuse or the AI SDK's older spans spell them
+    (:mod:`~costline.processors.content`; a side it cannot read is None, noted in ``bad``). The input has the
     system prompt first when it was recorded apart (:func:`input_messages`)."""
     get = attrs.get
     given = str_of(get(c.GEN_AI_INPUT_MESSAGES))
     answered = str_of(get(c.GEN_AI_OUTPUT_MESSAGES))
-    if given is None or answered is None:
-        try:
-            flat_given, flat_answered = flattened_messages(attrs)
-        except Exception:  # noqa: BLE001 (a sender's content, however odd, never costs the call or its message)
-            if bad is not None:
-                bad.append(CONTENT_UNREADABLE)
-            flat_given = flat_answered = None
-        given = given if given is not None else flat_given
-        answered = answered if answered is not None else flat_answered
+    if flattened and (given is None or answered is None):
+        flat = flattened_messages(attrs)
+        if flat.unreadable and bad is not None:
+            bad.append(CONTENT_UNREADABLE)
+        given = given if given is not None else flat.input
+        answered = answered if answered is not None else flat.output
     return _with_system(given, get), answered
 
 

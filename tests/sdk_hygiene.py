@@ -16,7 +16,8 @@ from collections.abc import Iterator
 
 import pytest
 
-__all__ = ["sdk_class_attributes", "restore_sdk_classes", "pristine_sdks", "openllmetry_forgets_responses"]
+__all__ = ["sdk_class_attributes", "restore_sdk_classes", "pristine_sdks", "openllmetry_forgets_responses",
+           "langfuse_openai"]
 
 
 #: The SDKs whose classes instrumentors patch.
@@ -80,3 +81,17 @@ def openllmetry_forgets_responses() -> Iterator[None]:
     responses_wrappers.responses.clear()
     yield
     responses_wrappers.responses.clear()
+
+
+def langfuse_openai() -> type:
+    """Langfuse's drop-in ``OpenAI`` class, its tracing wrappers on the openai SDK's classes. Langfuse wraps them when
+    ``langfuse.openai`` is first imported; the teardown above puts the classes back after that test, so a later
+    test in the same process wraps them again here (once: wrapped twice, each call would be two generations)."""
+    import langfuse.openai
+    import openai
+    import wrapt
+
+    # (the SDK's own create has a __wrapped__ too: functools.wraps of its required_args decorator)
+    if not isinstance(vars(openai.resources.chat.completions.Completions)["create"], wrapt.FunctionWrapper):
+        langfuse.openai.register_tracing()
+    return langfuse.openai.OpenAI

@@ -32,7 +32,7 @@ from conftest import missing_binary
 from figures_lake import lake_from_messages, lake_from_sdk_spans, query_lake as q
 # the stand-in and OpenInference's real instrumentors into the test's provider
 from test_ingest_instrumentations import openinference, standin  # noqa: F401 (fixtures)
-from sdk_hygiene import pristine_sdks, restore_sdk_classes, sdk_class_attributes  # noqa: F401 (autouse fixture)
+from sdk_hygiene import langfuse_openai, pristine_sdks, restore_sdk_classes, sdk_class_attributes  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 LEGACY = ROOT / ".venv" / "legacy" / "openllmetry-0.52"
@@ -197,8 +197,8 @@ INPUT_CASES = {
                 {"name": "get_time", "args": {"zone": "CET"}, "id": "call_8", "type": "tool_call"}]},
             {"role": "tool", "content": {"type": "function", "function": {"name": "get_time"}}}])},
         [text("user", "Time in Paris?"),
-         {"role": "assistant", "parts": [text_part(""), {"type": "tool_call", "id": "call_8", "name": "get_time",
-                                                         "arguments": {"zone": "CET"}}]}]),
+         {"role": "assistant", "parts": [{"type": "tool_call", "id": "call_8", "name": "get_time",
+                                          "arguments": {"zone": "CET"}}]}]),
     "langfuse + Responses: instructions, input items, a function call and its output": (
         {"langfuse.observation.input": json.dumps({"instructions": "Be brief.", "tools": [{"type": "function"}],
                                                    "input": [
@@ -226,10 +226,9 @@ INPUT_CASES = {
          f"{GP}.0.content": '[{"type": "file", "path": "a.py"}]'},
         [{"role": "tool", "parts": [{"type": "tool_call_response", "id": "call_6",
                                      "response": '[{"type": "file", "path": "a.py"}]'}]}]),
-    "openllmetry: an unlisted block type beside known ones keeps only its type": (
-        {f"{GP}.0.role": "user", f"{GP}.0.content": json.dumps([
-            {"type": "text", "text": "See this."}, {"type": "web_fetch_v9_result", "data": "QUJD" * 100}])},
-        [{"role": "user", "parts": [text_part("See this."), {"type": "web_fetch_v9_result"}]}]),
+    "openllmetry: JSON data of typed items (no API's blocks) in a prompt stays its text": (
+        {f"{GP}.0.role": "user", f"{GP}.0.content": '[{"type": "file", "path": "a.txt"}, {"type": "directory"}]'},
+        [text("user", '[{"type": "file", "path": "a.txt"}, {"type": "directory"}]')]),
     "openinference: a user's text beside a message-level tool_call_id stays the user's": (
         {f"{OI}.0.message.role": "user", f"{OI}.0.message.tool_call_id": "toolu_7",
          f"{OI}.0.message.contents.0.message_content.type": "text",
@@ -248,6 +247,19 @@ INPUT_CASES = {
                                              {"type": "media", "data": "iVBORw0KGgo=" * 100,
                                               "mediaType": "image/png"}]}}]}])},
         [{"role": "tool", "parts": [{"type": "tool_call_response", "id": "c3", "response": "the screen"}]}]),
+    "langfuse + LangChain's Anthropic message: a tool call said in the content and in tool_calls is one; v1 blocks": (
+        {"langfuse.observation.input": json.dumps([
+            {"role": "assistant", "content": [
+                {"type": "reasoning", "reasoning": "Need the time."},
+                {"type": "tool_use", "id": "toolu_1", "name": "get_time", "input": {"zone": "CET"}}],
+             "tool_calls": [{"name": "get_time", "args": {"zone": "CET"}, "id": "toolu_1", "type": "tool_call"}]},
+            {"role": "assistant", "content": [{"type": "tool_call", "id": "t2", "name": "log", "args": {}}]}])},
+        [{"role": "assistant", "parts": [{"type": "reasoning", "content": "Need the time."},
+                                         {"type": "tool_call", "id": "toolu_1", "name": "get_time",
+                                          "arguments": {"zone": "CET"}}]},
+         {"role": "assistant", "parts": [{"type": "tool_call", "id": "t2", "name": "log", "arguments": {}}]}]),
+    "langfuse + Responses: instructions only": ({"langfuse.observation.input": '{"instructions": "Be brief."}'},
+                                                [text("system", "Be brief.")]),
     "nothing flattened": ({"gen_ai.request.model": "claude-haiku-4-5"}, None),
 }
 
@@ -283,6 +295,18 @@ OUTPUT_CASES = {
                                          {"type": "tool_call", "id": "call_2", "name": "log", "arguments": {}}]}]),
     "langfuse: a JSON-mode answer is its text": ({"langfuse.observation.output": '{"answer": 42}'},
                                                  [text("assistant", '{"answer": 42}')]),
+    "langfuse: a JSON answer with a type or a role of its own is its text": (
+        {"langfuse.observation.output": '{"type": "refund", "amount": 12}'},
+        [text("assistant", '{"type": "refund", "amount": 12}')]),
+    "langfuse: two choices are two answers; a Responses refusal is text": (
+        {"langfuse.observation.output": json.dumps([
+            {"role": "assistant", "content": "answer 0"},
+            {"role": "assistant", "content": [{"type": "refusal", "refusal": "I can't."}]}])},
+        [text("assistant", "answer 0"), text("assistant", "I can't.")]),
+    "openllmetry: a Responses answer's reasoning summary as JSON is its text": (
+        {f"{GC}.0.role": "assistant", f"{GC}.0.content": "Noon.",
+         f"{GC}.0.reasoning": '[{"type": "summary_text", "text": "Look it up."}]'},
+        [{"role": "assistant", "parts": [{"type": "reasoning", "content": "Look it up."}, text_part("Noon.")]}]),
     "ai sdk 6: generateObject's object": ({"ai.response.object": '{"city": "Paris"}',
                                           "ai.response.finishReason": "stop"},
                                          [text("assistant", '{"city": "Paris"}', finish_reason="stop")]),
@@ -323,6 +347,22 @@ def test_flattened_output_is_read_in_the_conventions_shape(values, want):
     assert (json.loads(got) if got is not None else None) == want
 
 
+def test_an_embedding_has_no_conversation():
+    """An embedding call's input is no question and its output no answer (Langfuse records the vectors' shape):
+    flattened content is not read for it, so the nightly sample never takes it for a request's answer."""
+    from costline.processors.records import MemoPricingTable, flatten_request
+    from costline.sim.synth import export_request, span
+
+    attributes = {"langfuse.observation.type": "embedding", "langfuse.observation.model.name": "text-embedding-3-small",
+                  "langfuse.observation.input": "hello world", "langfuse.observation.output": '{"dimensions": 3}',
+                  "langfuse.observation.usage_details": '{"input": 2}'}
+    request = export_request([span("OpenAI-embedding", trace_id=b"\x01" * 16, span_id=b"\x02" * 8,
+                                    start_ns=1_780_000_000 * 10**9, end_ns=1_780_000_001 * 10**9,
+                                    attributes=attributes)])
+    (row,) = [r for r in flatten_request(request, MemoPricingTable()) if r is not None]
+    assert (row.operation, row.input_messages, row.output_messages) == ("embeddings", None, None)
+
+
 def test_the_conventions_attributes_win_over_flattened_ones():
     doc = '[{"role":"user","parts":[{"type":"text","content":"from the conventions"}]}]'
     span = attrs({"gen_ai.input.messages": doc, "gen_ai.output.messages": doc,
@@ -349,6 +389,15 @@ ODD_CONTENT = {
     "numbers where texts belong": {f"{OI}.0.message.role": 5, f"{OI}.0.message.content": 7,
                                    f"{OI}.0.message.contents.0.message_content.type": True,
                                    f"{OI}.x.message.role": "user", f"{OI}.99999999.message.role": "user"},
+    "a tool's JSON answer whose type is a list": {f"{GP}.0.role": "tool", f"{GP}.0.tool_call_id": "c1",
+                                                  f"{GP}.0.content": '[{"name": "a", "type": ["string", "null"]}]',
+                                                  f"{GC}.0.content": "ok"},
+    "parts of this module's own kinds without their fields": {
+        f"{GP}.0.role": "user", f"{GP}.0.content": '[{"type": "text", "text": "hi"}, {"type": "tool_call"}]',
+        f"{OI}.0.message.role": "user", f"{OI}.0.message.contents.0.message_content.type": "tool_call",
+        "langfuse.observation.output": '[{"role": "assistant", "content": [{"type": "tool_call_response"}]}]'},
+    "index digits that are not ASCII": {f"{OI}.\u00b2.message.role": "user", f"{OI}.0.message.contents.\u2460."
+                                        "message_content.type": "text", f"{OI}.0.message.role": "user"},
     "an AI SDK prompt of odd items": {"ai.prompt.messages": '[1, "a", {"role": 3, "content": {"a": 1}}, '
                                                             '{"content": [{"type": 5}, 7]}]',
                                       "ai.response.toolCalls": '{"not": "a list"}'},
@@ -365,8 +414,8 @@ def test_odd_content_is_read_without_raising_and_stays_strict_json(values):
 
 
 def test_content_that_cannot_be_read_is_left_out_and_noted(monkeypatch):
-    """Content json cannot walk (arguments nested past Python's stack, say) costs the content, never the call: the
-    reader's failure is a NULL column and a ``data_quality`` flag. Content nested past the parser is its text."""
+    """Content json cannot walk (arguments nested past Python's stack, say) costs that side's content, never the
+    call or the other side: a NULL column and a ``data_quality`` flag. Content nested past the parser is its text."""
     from costline.processors import records
 
     deep = "[" * 5_000 + "]" * 5_000
@@ -374,12 +423,20 @@ def test_content_that_cannot_be_read_is_left_out_and_noted(monkeypatch):
                   f"{GC}.0.tool_calls.0.arguments": deep})
     assert json.loads(output_messages(span))[0]["parts"][0]["arguments"] == deep
 
-    def too_deep(_attrs):
-        raise RecursionError("maximum recursion depth exceeded while encoding a JSON object")
+    from costline.processors import content
 
-    monkeypatch.setattr(records, "flattened_messages", too_deep)
+    real = content._openllmetry
+
+    def answer_too_deep(get, root, output):  # as json.dumps does past Python's stack
+        if output:
+            raise RecursionError("maximum recursion depth exceeded while encoding a JSON object")
+        return real(get, root, output)
+
+    monkeypatch.setattr(content, "_openllmetry", answer_too_deep)
     bad = []
-    assert records.messages(span, bad) == (None, None)
+    span = attrs({f"{GP}.0.role": "user", f"{GP}.0.content": "hi", f"{GC}.0.role": "assistant",
+                  f"{GC}.0.content": "hello"})
+    assert records.messages(span, bad) == ('[{"role":"user","parts":[{"type":"text","content":"hi"}]}]', None)
     assert bad == [records.CONTENT_UNREADABLE]
 
 
@@ -526,13 +583,18 @@ def test_the_nightly_sample_reads_a_student_call_captured_by_openinference(stand
     assert sorted((s.query, s.answer) for s in sample) == sorted(answers.items())
 
 
-def test_langfuse_generations_content_reaches_the_lake(standin, cfg, spans):
+def test_langfuse_generations_content_reaches_the_lake(standin, cfg, spans, request):
     """Langfuse's SDK: its OpenAI wrapper's generations (plain, streamed, with tools) and an app's own generation
     carry their input and output into the lake in the conventions' shape."""
     pytest.importorskip("langfuse")
     from langfuse import Langfuse, observe
-    from langfuse.openai import OpenAI
+    from langfuse._client.resource_manager import LangfuseResourceManager
 
+    # Langfuse keeps one client per public key for the process: another test's, bound to a provider shut down
+    # since, would take this test's spans
+    LangfuseResourceManager.reset()
+    request.addfinalizer(LangfuseResourceManager.reset)
+    OpenAI = langfuse_openai()
     provider, exporter = spans
     client = Langfuse(public_key="pk-lf-test", secret_key="sk-lf-test", host="http://127.0.0.1:9",
                       tracer_provider=provider, flush_at=1000)

@@ -30,7 +30,7 @@ from costline.serving.settings import StandInConfig
 from costline.sim.standin import StandInServer
 
 from figures_lake import lake_from_messages, lake_from_sdk_spans, query_lake as q
-from sdk_hygiene import pristine_sdks, restore_sdk_classes, sdk_class_attributes  # noqa: F401 (autouse fixture)
+from sdk_hygiene import langfuse_openai, pristine_sdks, restore_sdk_classes, sdk_class_attributes  # noqa: F401
 
 anthropic = pytest.importorskip("anthropic")
 openai = pytest.importorskip("openai")
@@ -634,14 +634,19 @@ def test_pydantic_ai_agent_runs_count_their_model_calls_not_the_agent_span(stand
 
 
 # -- Langfuse (its SDK's own OpenTelemetry spans) -------------------------------------------------------------
-def test_langfuse_generations_are_calls_at_the_served_price(standin, cfg, spans):
+def test_langfuse_generations_are_calls_at_the_served_price(standin, cfg, spans, request):
     """Langfuse's SDK (OpenTelemetry-native since v3): its OpenAI wrapper's generations (OpenAI's usage
     shape, a streamed one, a failed one) and generations an app records itself with Langfuse's usage
     types and with Anthropic's usage shape (input without the cache) are calls, nothing else is."""
     pytest.importorskip("langfuse")
     from langfuse import Langfuse, observe
-    from langfuse.openai import OpenAI
+    from langfuse._client.resource_manager import LangfuseResourceManager
 
+    # Langfuse keeps one client per public key for the process: another test's, bound to a provider shut down
+    # since, would take this test's spans
+    LangfuseResourceManager.reset()
+    request.addfinalizer(LangfuseResourceManager.reset)
+    OpenAI = langfuse_openai()
     provider, exporter = spans
     standin.log.clear()
     client = Langfuse(public_key="pk-lf-test", secret_key="sk-lf-test", host="http://127.0.0.1:9",
@@ -674,7 +679,7 @@ def test_langfuse_generations_are_calls_at_the_served_price(standin, cfg, spans)
     anthropic_shape()
     a_plain_span()
     lf_spans = [s for s in exporter.get_finished_spans() if s.instrumentation_scope.name == "langfuse-sdk"]
-    assert len(lf_spans) == 6
+    assert len(lf_spans) == 6, [s.name for s in lf_spans]
     lake_from_sdk_spans(exporter.get_finished_spans(), cfg)
     _, served = _served_usd(standin)
     mine = ((6 * HAIKU_IN + 480 * HAIKU_IN * READ_X + 54 * HAIKU_OUT)
