@@ -72,6 +72,8 @@ GEN_AI_INPUT_MESSAGES: Final = "gen_ai.input.messages"
 GEN_AI_SYSTEM_INSTRUCTIONS: Final = "gen_ai.system_instructions"
 GEN_AI_OUTPUT_MESSAGES: Final = "gen_ai.output.messages"
 ERROR_TYPE: Final = "error.type"
+# The resource attribute naming the app or service that sent a span (the lake's service_name columns).
+SERVICE_NAME: Final = "service.name"
 
 OPERATION_CHAT: Final = "chat"
 PROVIDER_ANTHROPIC: Final = "anthropic"

@@ -76,6 +76,13 @@ CHARTS: tuple[Chart, ...] = (
                  "y_format": "$.4f", "log_y": True, "marks": "route_promotions"},
     ),
     Chart(
+        "spend_per_app", "Spend per app",
+        "What each app (its OpenTelemetry service.name) spent per day, hosting share included: where to look "
+        "first when the bill jumps.",
+        "stacked_bar", x="day", columns=("day", "service", "cost_usd", "requests"),
+        options={"y": "cost_usd", "series": "service", "y_title": "USD"},
+    ),
+    Chart(
         "cache_hit_rate", "Cache hit rate per tenant, with its 7-day average and alert band",
         "Hourly hit rate (solid), its rolling 7-day average (dashed) and the band down to the alert "
         "threshold; red dots are hours under it — often a document changed without cache invalidation.",

@@ -17,7 +17,7 @@ from costline import contract
 
 from costline.otlp import ExportTraceServiceRequest, OtlpDecodeError, decode_json, decode_request, parse_protobuf
 from costline.pricing import UNPRICED_STATUSES, PricingTable
-from costline.processors.records import CallRow, LookupRow, RequestRow, Row, flatten_span
+from costline.processors.records import CallRow, LookupRow, RequestRow, Row, flatten_span, service_name
 
 __all__ = ["content_type_of", "decode_message", "DecodedMessage", "flatten_message", "flatten_into",
            "invalid_spans_request", "ENCODING_TO_CONTENT_TYPE"]
@@ -86,11 +86,12 @@ def flatten_message(
     rows = out.rows
     spans = ignored = 0
     for rs in request.resource_spans:
+        service = service_name(rs.resource)
         for ss in rs.scope_spans:
             scope = ss.scope.name or None
             for span in ss.spans:
                 spans += 1
-                row = flatten_span(span, pricing, kafka_partition, kafka_offset, scope)
+                row = flatten_span(span, pricing, kafka_partition, kafka_offset, scope, service)
                 if row is None:
                     ignored += 1
                 else:

@@ -95,6 +95,8 @@ class RequestRow(NamedTuple):
     data_quality: str | None = None
     #: The attempts whose answer was not accepted, ``tier:problem`` comma-separated (``costline.rejected_attempts``).
     rejected_attempts: str | None = None
+    #: The ``service.name`` of the resource that sent the span (the app or service; cut at 128 characters).
+    service_name: str | None = None
 
 
 class CallRow(NamedTuple):
@@ -144,6 +146,8 @@ class CallRow(NamedTuple):
     #: The kind of a cloud's endpoint that ran a Claude call ("global", or "regional": priced at the regional
     #: multiplier), as its model id or URL says (:func:`costline.pricing.endpoint_scope`); None: not said.
     endpoint_scope: str | None = None
+    #: The ``service.name`` of the resource that sent the span (the app or service; cut at 128 characters).
+    service_name: str | None = None
 
 
 class LookupRow(NamedTuple):
@@ -162,6 +166,8 @@ class LookupRow(NamedTuple):
     data_quality: str | None = None
     #: Why the cache's verification stage turned candidates down (``costline.cache.reject_reason``).
     reject_reason: str | None = None
+    #: The ``service.name`` of the resource that sent the span (the app or service; cut at 128 characters).
+    service_name: str | None = None
 
 
 Row = RequestRow | CallRow | LookupRow
@@ -225,10 +231,12 @@ def flatten_span(
     kafka_partition: int = -1,
     kafka_offset: int = -1,
     scope: str | None = None,
+    service: str | None = None,
 ) -> Row | None:
     """One OTLP span → its lake row, or None when costline has no row for it.
 
-    ``scope`` is the name of the instrumentation scope the span came in (``ScopeSpans.scope.name``).
+    ``scope`` is the name of the instrumentation scope the span came in (``ScopeSpans.scope.name``), ``service``
+    its resource's ``service.name`` (:func:`service_name`).
     Values out of range (NaN, infinities, negative or absurd counts and prices, times that are
     not times) are nulled and named in the row's ``data_quality``; they never raise.
     Raises :class:`~costline.otlp.OtlpDecodeError` for malformed ids (the processor leaves that span out and
@@ -272,6 +280,7 @@ def flatten_span(
             kafka_offset,
             _quality(bad),
             str_of(get(c.COSTLINE_REJECTED_ATTEMPTS)),
+            service,
         ))
     if name == c.SPAN_CACHE_LOOKUP:
         sim_v = get(c.COSTLINE_CACHE_SIMILARITY)
@@ -293,6 +302,7 @@ def flatten_span(
             kafka_offset,
             _quality(bad),
             str_of(get(c.COSTLINE_CACHE_REJECT_REASON)),
+            service,
         ))
     error_type = str_of(get(c.ERROR_TYPE))
     if error_type is None and span.status.code == _STATUS_ERROR:
@@ -384,6 +394,7 @@ def flatten_span(
         geo,
         str_of(get(c.COSTLINE_TENANT)),
         endpoint,
+        service,
     ))
 
 
@@ -490,6 +501,20 @@ def _dropped(bad: list[str], keys: tuple[str, ...]) -> bool:
     return any(f.split(":", 1)[0] in keys for f in bad)
 
 
+#: Longest ``service.name`` kept (a sender inventing names must not grow the lake's dictionaries without bound).
+MAX_SERVICE_NAME_CHARS: Final = 128
+
+
+def service_name(resource: Any) -> str | None:
+    """A resource's ``service.name`` (the OTel SDK's default, ``unknown_service:<process>``, included), cut at
+    :data:`MAX_SERVICE_NAME_CHARS`; None when it has none."""
+    for kv in resource.attributes:
+        if kv.key == c.SERVICE_NAME:
+            name = str_of(kv.value)
+            return name[:MAX_SERVICE_NAME_CHARS] if name else None
+    return None
+
+
 def flatten_request(
     request: Any,
     pricing: PricingTable,
@@ -498,7 +523,8 @@ def flatten_request(
 ) -> Iterator[Row | None]:
     """Every span of an ``ExportTraceServiceRequest`` flattened (None for ignored spans)."""
     for rs in request.resource_spans:
+        service = service_name(rs.resource)
         for ss in rs.scope_spans:
             scope = ss.scope.name or None
             for span in ss.spans:
-                yield flatten_span(span, pricing, kafka_partition, kafka_offset, scope)
+                yield flatten_span(span, pricing, kafka_partition, kafka_offset, scope, service)

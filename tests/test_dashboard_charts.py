@@ -17,7 +17,8 @@ from costline.dashboards.build import STATUS_EMPTY, STATUS_ERROR, STATUS_MISSING
 from costline.dashboards.charts import KINDS, raw_sql
 from costline.lake import open_lake
 
-FROM_LAKE = ("cost_per_success", "cache_hit_rate", "traffic_mix", "savings_waterfall", "rejected_attempts")
+FROM_LAKE = ("cost_per_success", "spend_per_app", "cache_hit_rate", "traffic_mix", "savings_waterfall",
+             "rejected_attempts")
 # Views that exist from the start (zero-row files) but that only the nightly jobs / the alert
 # service fill: the demo lake has none of their rows.
 FROM_LATER_ISSUES = ("student_vs_teacher", "tier_match_rate")

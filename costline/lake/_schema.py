@@ -20,7 +20,7 @@ _TS: Final = pa.timestamp("us")  # naive, UTC
 DICTIONARY_COLUMNS: Final = frozenset({
     "tenant", "task_type", "subtype", "tier", "routed_tier", "error_type", "operation", "provider", "model",
     "response_model", "pricing_status", "pricing_version", "namespace", "finish_reasons", "instrumentation",
-    "data_quality",
+    "data_quality", "service_name",
 })
 
 REQUESTS_SCHEMA: Final = pa.schema([
@@ -45,6 +45,8 @@ REQUESTS_SCHEMA: Final = pa.schema([
     ("kafka_offset", pa.int64()),
     ("data_quality", pa.string()),
     ("rejected_attempts", pa.string()),
+    # the service.name of the resource that sent the span (NULL: none said, or files written before it)
+    ("service_name", pa.string()),
 ])
 
 CALLS_SCHEMA: Final = pa.schema([
@@ -90,6 +92,8 @@ CALLS_SCHEMA: Final = pa.schema([
     ("tenant", pa.string()),
     # the kind of a cloud's endpoint that ran a Claude call: global / regional (NULL: not said, or older files)
     ("endpoint_scope", pa.string()),
+    # the service.name of the resource that sent the span (NULL: none said, or files written before it)
+    ("service_name", pa.string()),
 ])
 
 LOOKUPS_SCHEMA: Final = pa.schema([
@@ -107,6 +111,8 @@ LOOKUPS_SCHEMA: Final = pa.schema([
     ("kafka_offset", pa.int64()),
     ("data_quality", pa.string()),
     ("reject_reason", pa.string()),
+    # the service.name of the resource that sent the span (NULL: none said, or files written before it)
+    ("service_name", pa.string()),
 ])
 
 TABLES: Final = ("requests", "calls", "lookups")

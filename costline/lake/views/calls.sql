@@ -9,5 +9,5 @@ SELECT span_id, trace_id, ts, provider, model, tier, input_tokens, output_tokens
        CASE WHEN cache_creation_tokens IS NOT NULL THEN coalesce(cache_creation_1h_tokens, 0) END
          AS cache_creation_1h_tokens,
        coalesce(web_search_requests, 0) AS web_search_requests, coalesce(fast, false) AS fast,
-       service_tier, inference_geo, coalesce(request_tenant, tenant) AS tenant, endpoint_scope
+       service_tier, inference_geo, coalesce(request_tenant, tenant) AS tenant, endpoint_scope, service_name
 FROM call_links
