@@ -45,6 +45,7 @@ def write_lookups(lake_path: Path, hours: int = 7 * 24 + 13) -> None:
                 rows["kafka_offset"].append(len(rows["kafka_offset"]))
                 rows["data_quality"].append(None)
                 rows["reject_reason"].append(None)
+                rows["service_name"].append("support-bot")
     table = pa.table(rows, schema=LOOKUPS_SCHEMA)
     lake = Lake(lake_path).init()
     by_day: dict[str, pa.Table] = {}
