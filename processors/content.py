@@ -31,7 +31,8 @@ it by default. They are tried in this order; the first that yields any message w
   Its indices may start past 0 or skip some (a Responses API call without instructions starts at 1; a part or
   an item it does not record leaves a hole), so an OpenInference span's keys are read by prefix, once.
 
-Cost: a span with none of them costs one set test of its keys (in C). Only an OpenInference ``LLM`` span's keys are scanned.
+Cost: a span with none of them costs one set test of its keys (in C). Only an OpenInference ``LLM`` span's keys
+are scanned.
 
 What is kept:
 - texts (and reasoning) as sent;
@@ -536,9 +537,8 @@ def _chat_item(item: Any, output: bool) -> dict[str, Any] | None:
             return _message("tool", [_tool_answer(item.get("call_id"), answer if isinstance(answer, str) else None)],
                             output)
         if kind == "reasoning":
-            summary = item.get("summary") if isinstance(item.get("summary"), list) else []
-            texts = [s["text"] for s in summary if isinstance(s, dict) and isinstance(s.get("text"), str)]
-            return _message("assistant", [{"type": "reasoning", "content": t} for t in texts], output) if texts else None
+            text = _reasoning_of(item)
+            return _message("assistant", [{"type": "reasoning", "content": text}], output) if text else None
         return None
     content = item.get("content")
     if role == "tool" and isinstance(content, dict):

@@ -130,12 +130,13 @@ def flatten_into(
     spans = ignored = 0
     try:
         for rs in request.resource_spans:
+            service = service_name(rs.resource)
             for ss in rs.scope_spans:
                 scope = ss.scope.name or None
                 for span in ss.spans:
                     spans += 1
                     try:
-                        row = flatten_span(span, pricing, kafka_partition, kafka_offset, scope)
+                        row = flatten_span(span, pricing, kafka_partition, kafka_offset, scope, service)
                     except OtlpDecodeError as exc:
                         if invalid is None:
                             raise

@@ -116,3 +116,44 @@ def test_odd_resources_are_cut_or_null_and_no_span_is_lost(cfg):
     lake_from_messages([request.SerializeToString()], cfg)
     assert q(cfg, "SELECT length(service_name), count(*) FROM calls GROUP BY 1 ORDER BY 1 NULLS LAST") == [
         (1, 1), (7, 1), (128, 1), (None, 1)]
+
+
+def test_the_processors_own_decoding_keeps_the_service_too(cfg):
+    """``flatten_into`` (what ``costline process`` runs) gives the rows ``flatten_message`` gives, service included."""
+    from costline.processors.decode import decode_message, flatten_into, flatten_message
+
+    request = export_request([span("chat claude-haiku-4-5", trace_id=b"\x05" * 16, span_id=b"\x06" * 8,
+                                   start_ns=1_780_000_000 * 10**9, end_ns=1_780_000_001 * 10**9, attributes={
+                                       "gen_ai.operation.name": "chat", "gen_ai.provider.name": "anthropic",
+                                       "gen_ai.request.model": "claude-haiku-4-5", "gen_ai.usage.input_tokens": 10,
+                                       "gen_ai.usage.output_tokens": 2})], service="billing")
+    value = request.SerializeToString()
+    requests, calls, lookups, unpriced = [], [], [], []
+    flatten_into(decode_message(value), MemoPricingTable(), 0, 7, requests, calls, lookups, unpriced)
+    assert calls == flatten_message(decode_message(value), MemoPricingTable(), 0, 7).rows
+    assert [c.service_name for c in calls] == ["billing"]
+
+
+@pytest.mark.kafka
+def test_two_apps_through_kafka_and_the_processor(standin, kafka_config):
+    """Two apps export through costline's Kafka exporter; ``costline process``'s own loop writes the lake: each
+    row says its app."""
+    from costline.collectors import KafkaSpanExporter
+    from costline.processors import Processor
+
+    pricing = PricingConfig(models=(ModelPrice("claude-haiku-4-5", "budget", input_per_mtok=IN, output_per_mtok=OUT),),
+                            student_usd_per_hour=0.0, student_providers=())
+    config = kafka_config.replace(pricing=pricing)
+    paid = {}
+    for service in ("support-bot", "search-api"):
+        provider = TracerProvider(resource=Resource.create({"service.name": service}))
+        provider.add_span_processor(SimpleSpanProcessor(KafkaSpanExporter(config.kafka)))
+        client = anthropic.Anthropic(base_url=standin.url, api_key="test", max_retries=0,
+                                     open_telemetry={"tracer_provider": provider})
+        paid[service] = [client.messages.create(model="claude-haiku-4-5", max_tokens=32, messages=[
+            {"role": "user", "content": f"{service} question {i}"}]).usage for i in range(2)]
+        provider.shutdown()
+    stats = Processor(config).run(until_idle=1.5)
+    assert stats.spans == 4 and stats.dlq == 0
+    assert q(config, "SELECT service_name, count(*), sum(cost_usd) FROM calls GROUP BY 1 ORDER BY 1") == [
+        (name, 2, pytest.approx(sum(usd(u) for u in us), rel=1e-9)) for name, us in sorted(paid.items())]
