@@ -596,14 +596,18 @@ def _index(key: str, start: int) -> tuple[int, int] | None:
 
 def _oi_field(fields: dict[int, dict[str, Any]], key: str, start: int, value: Any) -> None:
     at = _index(key, start)
-    if at is None or not key.startswith("message.", at[1]):
-        return
-    i = at[0]
-    if i not in fields:
-        if len(fields) >= MAX_MESSAGES:
+    if at is not None and key.startswith("message.", at[1]):
+        _put(fields, at[0], key[at[1] + 8:], value, MAX_MESSAGES)
+
+
+def _put(groups: dict[int, dict[str, Any]], i: int, rest: str, value: Any, cap: int) -> None:
+    """``groups[i][rest] = value``, with at most ``cap`` indices (a sender's further ones are left out)."""
+    group = groups.get(i)
+    if group is None:
+        if len(groups) >= cap:
             return
-        fields[i] = {}
-    fields[i][key[at[1] + 8:]] = value
+        group = groups[i] = {}
+    group[rest] = value
 
 
 def _oi_messages(fields: dict[int, dict[str, Any]], output: bool) -> Messages:
@@ -617,13 +621,8 @@ def _grouped(fields: dict[str, Any], prefix: str) -> dict[int, dict[str, Any]]:
         if not key.startswith(prefix):
             continue
         at = _index(key, len(prefix))
-        if at is None:
-            continue
-        if at[0] not in out:
-            if len(out) >= MAX_PARTS:
-                continue
-            out[at[0]] = {}
-        out[at[0]][key[at[1]:]] = value
+        if at is not None:
+            _put(out, at[0], key[at[1]:], value, MAX_PARTS)
     return out
 
 

@@ -466,6 +466,19 @@ def cfg(tmp_path) -> Config:
         student_usd_per_hour=0.0, student_providers=()))
 
 
+def nightly_sample(cfg, tier: str, since: dt.datetime) -> list[tuple[str, str]]:
+    """(question, answer) of each request the nightly jobs sample from ``tier`` in the hour from ``since``."""
+    from costline.jobs.sampling import sample_requests
+    from costline.jobs.store import open_jobs_lake
+
+    con = open_jobs_lake(cfg)
+    try:
+        sample = sample_requests(con, tier=tier, since=since, until=since + dt.timedelta(hours=1), size=10)
+    finally:
+        con.close()
+    return sorted((s.query, s.answer) for s in sample)
+
+
 def contents(cfg) -> list[tuple]:
     return [(json.loads(i) if i else None, json.loads(o) if o else None)
             for i, o in q(cfg, "SELECT input_messages, output_messages FROM calls ORDER BY ts, span_id")]
@@ -524,9 +537,6 @@ def test_the_sample_has_the_content_one_instrumentation_captured_when_another_is
     whichever span the calls view kept for its figures."""
     import anthropic
 
-    from costline.jobs.sampling import sample_requests
-    from costline.jobs.store import open_jobs_lake
-
     provider, exporter = spans
     claude = anthropic.Anthropic(base_url=standin.url, api_key="test", max_retries=0,
                                  open_telemetry={"tracer_provider": provider})
@@ -546,21 +556,13 @@ def test_the_sample_has_the_content_one_instrumentation_captured_when_another_is
     lake_from_sdk_spans(finished, cfg)
     assert q(cfg, "SELECT count(*) FROM calls") == [(3,)]
     assert q(cfg, "SELECT count(*), count(input_messages) FROM calls_raw") == [(6, 3)]
-    con = open_jobs_lake(cfg)
-    try:
-        sample = sample_requests(con, tier="budget", since=start, until=start + dt.timedelta(hours=1), size=10)
-    finally:
-        con.close()
-    assert sorted((s.query, s.answer) for s in sample) == sorted(answers.items())
+    assert nightly_sample(cfg, "budget", start) == sorted(answers.items())
 
 
 def test_the_nightly_sample_reads_a_student_call_captured_by_openinference(standin, cfg, spans, openinference):
     """An app that marks its requests with costline's recorder and lets OpenInference capture the student's
     calls: the nightly job's sample has the question and the student's answer to score."""
     import openai
-
-    from costline.jobs.sampling import sample_requests
-    from costline.jobs.store import open_jobs_lake
 
     provider, exporter = spans
     recorder = Recorder(provider)
@@ -575,12 +577,7 @@ def test_the_nightly_sample_reads_a_student_call_captured_by_openinference(stand
             req.served_by("student")
             req.accept()
     lake_from_sdk_spans(exporter.get_finished_spans(), cfg)
-    con = open_jobs_lake(cfg)
-    try:
-        sample = sample_requests(con, tier="student", since=start, until=start + dt.timedelta(hours=1), size=10)
-    finally:
-        con.close()
-    assert sorted((s.query, s.answer) for s in sample) == sorted(answers.items())
+    assert nightly_sample(cfg, "student", start) == sorted(answers.items())
 
 
 def test_langfuse_generations_content_reaches_the_lake(standin, cfg, spans, request):
