@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Mapping
 from typing import Any, Final, NamedTuple
 
@@ -75,6 +76,8 @@ _OLD_MARKERS: Final = ("gen_ai.prompt.0.role", "gen_ai.prompt.0.content", "gen_a
                        "gen_ai.completion.0.role", "gen_ai.completion.0.content")
 _LF_INPUT: Final = "langfuse.observation.input"
 _LF_OUTPUT: Final = "langfuse.observation.output"
+_ML_INPUTS: Final = "mlflow.spanInputs"
+_ML_OUTPUTS: Final = "mlflow.spanOutputs"
 _OI_KIND: Final = "openinference.span.kind"
 _OI_INPUT: Final = "llm.input_messages."
 _OI_OUTPUT: Final = "llm.output_messages."
@@ -82,7 +85,7 @@ _OI_FINISH: Final = "llm.finish_reason"
 
 #: A key of one of the families at least: a span with none of them is read no further.
 _MARKERS: Final = frozenset({_AI_PROMPT_MESSAGES, _AI_TEXT, _AI_OBJECT, _AI_TOOL_CALLS, *_OLD_MARKERS, _LF_INPUT,
-                             _LF_OUTPUT, _OI_KIND})
+                             _LF_OUTPUT, _OI_KIND, _ML_INPUTS, _ML_OUTPUTS})
 
 #: Content block types of Anthropic's and OpenAI's APIs: a JSON list of dicts with these types in OpenLLMetry's
 #: ``.content`` is the message's blocks; another list (a tool's JSON output, say) is text.
@@ -116,7 +119,7 @@ def flattened_messages(attrs: Mapping[str, Any]) -> Flattened:
     the other side kept."""
     if attrs.keys().isdisjoint(_MARKERS):  # the common case, in C: no family's key
         return Flattened()
-    for family in (_ai_sdk, _openllmetry_family, _langfuse_family, _openinference_family):
+    for family in (_ai_sdk, _openllmetry_family, _langfuse_family, _openinference_family, _mlflow_family):
         sides = family(attrs)
         if sides is None:
             continue
@@ -451,11 +454,17 @@ def _openllmetry(get: Any, root: str, output: bool) -> Messages:
 # -- Langfuse --------------------------------------------------------------------------------------------------
 
 def _langfuse_family(attrs: Mapping[str, Any]) -> Sides | None:
-    get = attrs.get
-    given, answered = get(_LF_INPUT), get(_LF_OUTPUT)
+    return _one_attribute_a_side(attrs, _LF_INPUT, _LF_OUTPUT, _lf_input, _lf_output)
+
+
+def _one_attribute_a_side(attrs: Mapping[str, Any], input_key: str, output_key: str,
+                          read_input: Callable[[str | None], Messages],
+                          read_output: Callable[[str | None], Messages]) -> Sides | None:
+    """The readers of a family that records each side in one attribute (Langfuse, MLflow); None without either."""
+    given, answered = attrs.get(input_key), attrs.get(output_key)
     if given is None and answered is None:
         return None
-    return lambda: _lf_input(str_of(given)), lambda: _lf_output(str_of(answered))
+    return lambda: read_input(str_of(given)), lambda: read_output(str_of(answered))
 
 
 def _lf_value(text: str | None) -> Any:
@@ -480,7 +489,12 @@ def _is_item(value: Any) -> bool:
 
 
 def _lf_input(text: str | None) -> Messages:
-    value = _lf_value(text)
+    return _input_of(_lf_value(text))
+
+
+def _input_of(value: Any) -> Messages:
+    """The messages of what an app passed: a conversation (a list), a call's arguments (an object with
+    ``messages`` or ``input``, and ``system`` or ``instructions``), one item, or a text."""
     system: Any = None
     if isinstance(value, dict):
         system = value.get("system", value.get("instructions"))
@@ -504,7 +518,12 @@ def _lf_input(text: str | None) -> Messages:
 
 
 def _lf_output(text: str | None) -> Messages:
-    value = _lf_value(text)
+    return _output_of(_lf_value(text), text)
+
+
+def _output_of(value: Any, text: str | None) -> Messages:
+    """The answer in what was recorded (``value``, parsed from ``text``): an item, Chat Completions' choices'
+    messages or the Responses API's output items; else ``text`` as one text answer."""
     if value is None:
         return []
     if _is_item(value):
@@ -561,6 +580,51 @@ def _chat_item(item: Any, output: bool) -> dict[str, Any] | None:
     if isinstance(function_call, dict):  # OpenAI's before tools
         parts.append(_tool_call(None, function_call.get("name"), function_call.get("arguments")))
     return _message(role, parts, output)
+
+
+# -- MLflow Tracing ---------------------------------------------------------------------------------------------
+
+def _mlflow_family(attrs: Mapping[str, Any]) -> Sides | None:
+    return _one_attribute_a_side(attrs, _ML_INPUTS, _ML_OUTPUTS, _ml_input, _ml_output)
+
+
+def _ml_value(text: str | None) -> Any:
+    """What MLflow recorded: every value is its JSON (a string too). One that is not was cut short (the OTel SDK's
+    attribute length limit) or garbled: ValueError, and the side is flagged unreadable."""
+    return loads_strict(text) if text else None
+
+
+#: What MLflow records as the output of a call whose answer it never saw whole: the repr of the object returned
+#: (``stream=True``'s ``<anthropic.Stream object at 0x…>``, LangChain's raw ``<APIResponse [200 OK] type=…>``).
+_ML_REPR = re.compile(r"<[A-Za-z_][\w.]* object at 0x[0-9a-fA-F]+>|<APIResponse \[[^\]]{1,64}\] type=<class '[\w.]+'>>")
+
+
+def _ml_input(text: str | None) -> Messages:
+    return _input_of(_ml_value(text))
+
+
+def _ml_output(text: str | None) -> Messages:
+    """An Anthropic message (``stop_reason``), a chat completion (choices, each with its ``finish_reason``), a
+    response (``output`` items), LangChain's choices, or a text; nothing for an object's repr."""
+    value = _ml_value(text)
+    if isinstance(value, str):
+        return [] if _ML_REPR.fullmatch(value) else [_message("assistant", [_text(value)], output=True)]
+    if not isinstance(value, dict):
+        return _output_of(value, text)
+    if isinstance(value.get("choices"), list):
+        out = []
+        for choice in value["choices"][:MAX_MESSAGES]:
+            if isinstance(choice, dict) and (m := _chat_item(choice.get("message"), output=True)) is not None:
+                if isinstance(choice.get("finish_reason"), str):
+                    m["finish_reason"] = choice["finish_reason"]
+                out.append(m)
+        return out
+    if isinstance(value.get("output"), list):  # the Responses API's response
+        return _output_of(value["output"], None)
+    out = _output_of(value, None)
+    if out and isinstance(value.get("stop_reason"), str):  # Anthropic's message
+        out[0]["finish_reason"] = value["stop_reason"]
+    return out
 
 
 # -- OpenInference --------------------------------------------------------------------------------------------

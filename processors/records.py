@@ -40,6 +40,7 @@ from costline.processors.spellings import (
     ALL_READ_KEYS,
     ALL_WRITE_KEYS,
     USAGE_PREFIXES,
+    mlflow_flavor,
     provider_metadata_attributes,
     read_call,
 )
@@ -225,6 +226,10 @@ def _quality(bad: list[str]) -> str | None:
     return ",".join(bad) if bad else None
 
 
+#: The scope of MLflow Tracing's spans, every flavor's (its instrumentation is the flavor: ``mlflow.anthropic``).
+_MLFLOW_SCOPE: Final = "mlflow.tracing.provider"
+
+
 def flatten_span(
     span: Any,
     pricing: PricingTable,
@@ -385,7 +390,8 @@ def flatten_span(
         kafka_partition,
         kafka_offset,
         response_id,
-        scope or None,
+        # MLflow's flavors share one scope and two may report one call: the flavor tells them apart
+        (mlflow_flavor(get) or scope) if scope == _MLFLOW_SCOPE else scope or None,
         _quality(bad),
         min(write_1h, write) if write_1h is not None and write is not None else (0 if write is not None else None),
         searches or 0,

@@ -1,13 +1,14 @@
 """How instrumentations spell a model call: one span's attributes → a :class:`CallReading`, or None.
 
-costline reads three families of spans (docs/telemetry.md has the table of who writes what):
+costline reads four families of spans (docs/telemetry.md has the table of who writes what):
 
 * the **OpenTelemetry GenAI conventions** (``gen_ai.operation.name``, ``gen_ai.request.model``,
   ``gen_ai.usage.*``): costline's own recorder, the anthropic SDK's native spans, OpenLLMetry,
   ``opentelemetry-instrumentation-openai-v2``, OpenLIT, Pydantic AI, Logfire, LiteLLM and the Vercel AI
   SDK, with the older and the tool-specific spellings each of them still writes;
 * **OpenInference** (Arize Phoenix's conventions: ``openinference.span.kind``, ``llm.token_count.*``);
-* **Langfuse**'s observations (``langfuse.observation.*``).
+* **Langfuse**'s observations (``langfuse.observation.*``);
+* **MLflow Tracing**'s own spans (``mlflow.spanType``, ``mlflow.chat.tokenUsage``).
 
 Counts follow the GenAI conventions whatever the spelling: the input *includes* cache reads and cache
 writes. A family whose counts do not (OpenLIT's and OpenLLMetry JS's Anthropic input, Anthropic's
@@ -48,6 +49,7 @@ __all__ = [
     "USAGE_PREFIXES",
     "AI_SDK_PROVIDER_METADATA",
     "provider_metadata_attributes",
+    "mlflow_flavor",
 ]
 
 
@@ -411,22 +413,12 @@ def _langfuse_usage(v: Any, bad: list[str]) -> tuple[int | None, int | None, int
     text = str_of(v) if v is not None else None
     if not text:
         return None, None, None, None
-    try:
-        usage = json.loads(text) if len(text) <= _LF_MAX_USAGE_CHARS else None
-    except (ValueError, RecursionError):  # not JSON, or nested past Python's recursion limit
-        usage = None
-    if not isinstance(usage, dict):
-        bad.append(f"{LF_USAGE}:not_an_object")
+    usage = _usage_object(text, LF_USAGE, bad)
+    if usage is None:
         return None, None, None, None
 
     def num(obj: Any, key: str) -> int | None:
-        x = obj.get(key) if isinstance(obj, dict) else None
-        if x is None:
-            return None
-        if isinstance(x, bool) or not isinstance(x, (int, float)) or x != x or not 0 <= x <= MAX_TOKENS:
-            bad.append(f"{LF_USAGE}.{key}:out_of_range")
-            return None
-        return int(x)
+        return _count_in(obj, key, LF_USAGE, bad)
 
     details = usage.get("prompt_tokens_details")
     if "prompt_tokens" in usage:  # OpenAI's: prompt_tokens includes the cached tokens
@@ -441,21 +433,147 @@ def _langfuse_usage(v: Any, bad: list[str]) -> tuple[int | None, int | None, int
     return total, num(usage, "output_tokens" if "input_tokens" in usage else "output"), read, write
 
 
+# --- MLflow Tracing --------------------------------------------------------------------
+
+#: MLflow Tracing's own spans (its autologging: ``mlflow.anthropic.autolog()``, ``mlflow.openai.autolog()``,
+#: ``mlflow.langchain.autolog()``, ...), exported over OTLP as its docs say (``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``;
+#: scope ``mlflow.tracing.provider``). Every value is JSON-encoded, a string too (``"CHAT_MODEL"`` with its quotes).
+#: A span whose ``mlflow.spanType`` is CHAT_MODEL or LLM (EMBEDDING) is a model call; its usage is the object
+#: ``mlflow.chat.tokenUsage`` (``input_tokens`` includes the cache reads and writes: MLflow adds Anthropic's),
+#: written only when the answer had one: a ``stream=True`` call's span has none, nor has an embedding's. The model is
+#: ``mlflow.llm.model``, the provider ``mlflow.llm.provider`` (the openai flavor writes none: its
+#: ``mlflow.message.format`` says it). With ``MLFLOW_ENABLE_OTEL_GENAI_SEMCONV=true`` MLflow exports the GenAI
+#: conventions instead (read above; that export leaves out the cache counts).
+ML_SPAN_TYPE: Final = "mlflow.spanType"
+ML_USAGE: Final = "mlflow.chat.tokenUsage"
+ML_MODEL: Final = "mlflow.llm.model"
+ML_PROVIDER: Final = "mlflow.llm.provider"
+ML_FORMAT: Final = "mlflow.message.format"
+ML_OUTPUTS: Final = "mlflow.spanOutputs"
+_ML_OPERATIONS: Final = {"CHAT_MODEL": c.OPERATION_CHAT, "LLM": c.OPERATION_CHAT, "EMBEDDING": "embeddings"}
+#: ``mlflow.message.format`` values of the flavors that patch a provider's own SDK: the provider (other flavors
+#: are frameworks: langchain, llamaindex, crewai, dspy, pydantic_ai, ...).
+_ML_FORMAT_PROVIDERS: Final = {"anthropic": c.PROVIDER_ANTHROPIC, "openai": "openai", "gemini": "gemini",
+                               "mistral": "mistral_ai", "groq": "groq", "bedrock": "aws.bedrock"}
+_ML_UNREPORTED: Final = (f"{ML_USAGE}:missing",)
+#: The openai flavor's copy of the call's ``model`` argument: its failed call's span has no ``mlflow.llm.model``.
+_ML_ARG_MODEL: Final = "model"
+#: Longest ``mlflow.spanOutputs`` parsed for the finish reason and the model that answered (an answer is a few KiB;
+#: a longer one keeps its response id, read off its start, and gives neither).
+_ML_MAX_OUTPUT_CHARS: Final = 262_144
+_ML_FLAVOR = re.compile(r"[a-z][a-z0-9_]{0,39}")
+
+
+def _ml_str(v: Any) -> str | None:
+    """An MLflow attribute's string: JSON-encoded (``"CHAT_MODEL"``), or as it is when it is not."""
+    text = str_of(v) if v is not None else None
+    if text and len(text) >= 2 and text[0] == '"' and text[-1] == '"':
+        try:
+            value = json.loads(text)
+        except ValueError:
+            return text
+        return value if isinstance(value, str) and value else None
+    return text
+
+
+def _read_mlflow(span_type: str | None, get: Any, bad: list[str]) -> CallReading | None:
+    op = _ML_OPERATIONS.get(span_type or "")
+    if op is None:
+        return None  # an agent's, a chain's, a tool's, a retriever's span...
+    provider = _ml_str(get(ML_PROVIDER)) or _ML_FORMAT_PROVIDERS.get(_ml_str(get(ML_FORMAT)) or "")
+    model = _ml_str(get(ML_MODEL)) or _ml_str(get(_ML_ARG_MODEL))
+    input_tokens = output_tokens = read = write = write_1h = None
+    if (v := get(ML_USAGE)) is not None:
+        usage = _usage_object(str_of(v), ML_USAGE, bad)
+        if usage is not None:
+            input_tokens, output_tokens = (_count_in(usage, "input_tokens", ML_USAGE, bad),
+                                           _count_in(usage, "output_tokens", ML_USAGE, bad))
+            read, write = (_count_in(usage, "cache_read_input_tokens", ML_USAGE, bad),
+                           _count_in(usage, "cache_creation_input_tokens", ML_USAGE, bad))
+            write_1h = _count_in(usage, "cache_creation_input_tokens_above_1hr", ML_USAGE, bad)
+            if input_tokens is not None and (read or 0) + (write or 0) > input_tokens:
+                input_tokens += (read or 0) + (write or 0)  # an MLflow before it added Anthropic's cache to the input
+    out = get(ML_OUTPUTS)
+    finish_reasons, response_model = _ml_answer(str_of(out) if out is not None else None)
+    return _new(CallReading, (op, provider.strip().lower() if provider else None, model, response_model, input_tokens,
+                              output_tokens, read, write, finish_reasons, _ML_UNREPORTED, _oi_response_id(out),
+                              write_1h if write else None, None))
+
+
+def _usage_object(text: str | None, key: str, bad: list[str]) -> dict[str, Any] | None:
+    """A usage attribute's JSON object (Langfuse's, MLflow's); None, flagged ``key:not_an_object``, when it is none."""
+    try:
+        usage = json.loads(text) if text and len(text) <= _LF_MAX_USAGE_CHARS else None
+    except (ValueError, RecursionError):  # not JSON, or nested past Python's recursion limit
+        usage = None
+    if not isinstance(usage, dict):
+        bad.append(f"{key}:not_an_object")
+        return None
+    return usage
+
+
+def _count_in(obj: Any, key: str, attribute: str, bad: list[str]) -> int | None:
+    """``obj[key]`` of a usage object as a token count; None when absent, or flagged ``attribute.key:out_of_range``
+    when it is not one."""
+    x = obj.get(key) if isinstance(obj, dict) else None
+    if x is None:
+        return None
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or x != x or not 0 <= x <= MAX_TOKENS:
+        bad.append(f"{attribute}.{key}:out_of_range")
+        return None
+    return int(x)
+
+
+def _ml_answer(text: str | None) -> tuple[list[str] | None, str | None]:
+    """(finish reasons, model) of the answer MLflow recorded: an Anthropic message (``stop_reason``), a chat
+    completion (each choice's ``finish_reason``) or a response (``status``: not a finish reason, so none)."""
+    if not text or text[0] != "{" or len(text) > _ML_MAX_OUTPUT_CHARS:
+        return None, None  # no answer, an object's repr (a stream's), or too long to parse here
+    try:
+        answer = json.loads(text)
+    except (ValueError, RecursionError):
+        return None, None
+    if not isinstance(answer, dict):
+        return None, None
+    model = answer.get("model")
+    model = model[:256] if isinstance(model, str) and model else None
+    if isinstance(reason := answer.get("stop_reason"), str):
+        return [reason[:64]], model
+    choices = answer.get("choices")
+    if isinstance(choices, list):
+        reasons = [r[:64] for ch in choices[:64] if isinstance(ch, dict) and isinstance(r := ch.get("finish_reason"), str)]
+        return reasons or None, model
+    return None, model
+
+
+def mlflow_flavor(get: Any) -> str | None:
+    """``mlflow.<flavor>`` of an MLflow span (``mlflow.anthropic``, ``mlflow.langchain``): the instrumentation a
+    call is reported by. MLflow's flavors share one scope, and two of them report one call (LangChain's span around
+    the anthropic SDK's), so the views tell them apart by it. None: not an MLflow span, or no usable format."""
+    flavor = _ml_str(get(ML_FORMAT))
+    return f"mlflow.{flavor}" if flavor and _ML_FLAVOR.fullmatch(flavor) else None
+
+
 # --- all families ---------------------------------------------------------------------
 
 #: Every attribute key a usage figure may be read from (a ``data_quality`` entry naming one of them
 #: means that figure was present and dropped as invalid: NULL, not 0).
 ALL_INPUT_KEYS: Final = (*INPUT_TOKEN_KEYS, OI_PROMPT_TOKENS, AI_SDK_EMBED_TOKENS, LF_USAGE,
-                         *(f"{LF_USAGE}.{k}" for k in ("prompt_tokens", "input_tokens", "input")))
+                         *(f"{LF_USAGE}.{k}" for k in ("prompt_tokens", "input_tokens", "input")),
+                         ML_USAGE, f"{ML_USAGE}.input_tokens")
 ALL_OUTPUT_KEYS: Final = (*OUTPUT_TOKEN_KEYS, OI_COMPLETION_TOKENS, LF_USAGE,
-                          *(f"{LF_USAGE}.{k}" for k in ("completion_tokens", "output_tokens", "output")))
+                          *(f"{LF_USAGE}.{k}" for k in ("completion_tokens", "output_tokens", "output")),
+                          ML_USAGE, f"{ML_USAGE}.output_tokens")
 ALL_READ_KEYS: Final = (*CACHE_READ_KEYS, OI_CACHE_READ_TOKENS, LF_USAGE,
-                        *(f"{LF_USAGE}.{k}" for k in ("cached_tokens", "cache_read_input_tokens", "input_cache_read")))
+                        *(f"{LF_USAGE}.{k}" for k in ("cached_tokens", "cache_read_input_tokens", "input_cache_read")),
+                        ML_USAGE, f"{ML_USAGE}.cache_read_input_tokens")
 ALL_WRITE_KEYS: Final = (*CACHE_CREATION_KEYS, OI_CACHE_WRITE_TOKENS, LF_USAGE,
                          *(f"{LF_USAGE}.{k}" for k in ("cache_write_tokens", "cache_creation_input_tokens",
-                                                           "input_cache_creation")))
+                                                           "input_cache_creation")),
+                         ML_USAGE, f"{ML_USAGE}.cache_creation_input_tokens")
 #: Prefixes of the usage attributes of every family: a call with one of them dropped is not priced.
-USAGE_PREFIXES: Final = ("gen_ai.usage.", "llm.usage.", "llm.token_count.", "ai.usage.", LF_USAGE, "anthropic.usage.")
+USAGE_PREFIXES: Final = ("gen_ai.usage.", "llm.usage.", "llm.token_count.", "ai.usage.", LF_USAGE, "anthropic.usage.",
+                         ML_USAGE)
 
 
 def read_call(name: str, get: Any, scope: str | None, failed: bool, bad: list[str]) -> CallReading | None:
@@ -471,6 +589,8 @@ def read_call(name: str, get: Any, scope: str | None, failed: bool, bad: list[st
         return _read_langfuse(str_of(lf_v), get, bad)
     if (kind_v := get(OI_SPAN_KIND)) is not None:
         return _read_openinference(str_of(kind_v), name, get, bad)
+    if (ml_v := get(ML_SPAN_TYPE)) is not None:
+        return _read_mlflow(_ml_str(ml_v), get, bad)
     if scope == _AI_SDK_SCOPE and name.endswith(_AI_SDK_EMBED_SUFFIX):
         return _read_ai_sdk_embedding(get, bad)
     return None

@@ -2,7 +2,7 @@
 
     python record.py <probe> <out.json> <mode,mode,...>
 
-``<probe>`` is ``crewai`` (venv: $CREWAI_VENV) or ``af_anthropic`` (Agent Framework's Anthropic client,
+``<probe>`` is ``crewai`` (venv: $CREWAI_VENV), ``mlflow`` (MLflow Tracing, venv: $MLFLOW_VENV) or ``af_anthropic`` (Agent Framework's Anthropic client,
 venv: $AF_ANTHROPIC_VENV). For each mode the stand-in fails the first request with 400, the probe runs
 (``<probe>_probe.py <stand-in URL> <mode> <its output>``), and its spans are stored with the stand-in's
 log of what it served and the probe environment's versions of the packages that matter.
@@ -22,6 +22,8 @@ PROBES = {
     "crewai": ("CREWAI_VENV", ("crewai==", "anthropic==", "opentelemetry-sdk==",
                                "opentelemetry-instrumentation-crewai==", "openinference-instrumentation-crewai==",
                                "opentelemetry-instrumentation-anthropic==")),
+    "mlflow": ("MLFLOW_VENV", ("mlflow-tracing==", "anthropic==", "openai==", "langchain-anthropic==",
+                               "opentelemetry-sdk==", "opentelemetry-exporter-otlp-proto-http==")),
     "af_anthropic": ("AF_ANTHROPIC_VENV", ("agent-framework-core==", "agent-framework-anthropic==", "anthropic==",
                                            "opentelemetry-sdk==")),
 }
@@ -35,7 +37,8 @@ rec = {"modes": {}}
 try:
     for mode in modes:
         srv.log.clear()
-        srv.inject_errors(400, 1)
+        srv.clear_errors()  # a 400 the last mode left unused (its calls went to the other API)
+        srv.inject_errors(400, 1, api="any" if probe == "mlflow" else "anthropic")
         tmp = os.path.join(tempfile.gettempdir(), f"{probe}_{mode}.json")
         p = subprocess.run([f"{venv}/bin/python", os.path.join(HERE, f"{probe}_probe.py"), srv.url, mode, tmp],
                            capture_output=True, text=True, timeout=300)
