@@ -20,6 +20,15 @@ in time (``timeout_s`` in all for a login) and bytes, redirects never followed (
 URL only), no proxy for a loopback URL; a refused or broken answer raises :class:`OAuthTokenError` with what the
 endpoint said (``error``, ``error_description``), never the secret, and logins within ``retry_after_s`` get the
 same error without asking again. A private CA for the endpoint: ``SSL_CERT_FILE``, as for any OpenSSL client.
+
+**A token the broker refuses** (the identity provider rotated its signing key, the token was revoked, or the
+broker's clock says it expired while its ``expires_in`` said otherwise) is dropped, and the next login asks for a
+new one, instead of every login failing until 80 % of its lifetime has passed. kafka-python tells a token provider
+nothing of a refusal: only its OAUTHBEARER mechanism sees the broker's error (RFC 7628 §3.2.2), so constructing a
+provider registers :class:`RefusalAwareOAuth`, kafka-python's own mechanism that also tells a provider with a
+``refused()`` method, under the mechanism's name in kafka-python's table (its ``register_sasl_mechanism``, the
+extension point for this). For any other provider it is kafka-python's mechanism as it was. A broker that refuses
+every token (a token for another audience) gets at most one new token a ``refused_retry_s``.
 """
 
 from __future__ import annotations
@@ -36,12 +45,13 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable
 
-from kafka.net.sasl.oauth import AbstractTokenProvider
+from kafka.net.sasl import get_sasl_mechanism, register_sasl_mechanism
+from kafka.net.sasl.oauth import AbstractTokenProvider, SaslMechanismOAuth
 
 from costline.errors import CostlineError
 from costline.netsec import is_loopback
 
-__all__ = ["ClientCredentialsTokenProvider", "OAuthTokenError"]
+__all__ = ["ClientCredentialsTokenProvider", "OAuthTokenError", "RefusalAwareOAuth"]
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +75,9 @@ class ClientCredentialsTokenProvider(AbstractTokenProvider):
 
     def __init__(self, token_url: str, client_id: str, client_secret: str, scope: str = "", *,
                  secret_env: str = "", timeout_s: float = 10.0, retry_after_s: float = 5.0,
-                 now: Callable[[], float] = time.monotonic) -> None:
+                 refused_retry_s: float = 30.0, now: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
+        RefusalAwareOAuth.register()
         self.token_url = token_url
         self.client_id = client_id
         self._secret = client_secret
@@ -81,8 +92,12 @@ class ClientCredentialsTokenProvider(AbstractTokenProvider):
         self._expires_at = 0.0
         self._asking: threading.Thread | None = None
         self._failed: tuple[float, OAuthTokenError] | None = None
+        self.refused_retry_s = refused_retry_s
+        self._dropped_at: float | None = None
         #: Tokens asked for since construction (a login reuses the kept one until it is due).
         self.fetches = 0
+        #: Logins the broker refused (each told by :class:`RefusalAwareOAuth`).
+        self.refusals = 0
 
     def __repr__(self) -> str:  # kafka-python logs its configs at DEBUG: never the secret
         return f"ClientCredentialsTokenProvider({self.token_url!r}, client_id={self.client_id!r})"
@@ -110,6 +125,21 @@ class ClientCredentialsTokenProvider(AbstractTokenProvider):
                 raise OAuthTokenError(f"{self._where()} did not answer within {self.timeout_s:.0f} s")
             assert self._failed is not None
             raise self._failed[1]
+
+    def refused(self, said: str = "") -> None:
+        """The broker refused a login with the kept token (``said``: its error, RFC 7628's JSON): drop the token, so
+        the next login asks for a new one, unless one was dropped less than ``refused_retry_s`` ago (a broker that
+        refuses every token is asked for at most one a ``refused_retry_s``). Never raises."""
+        with self._lock:
+            self.refusals += 1
+            now = self._now()
+            if self._token is None or (self._dropped_at is not None and now < self._dropped_at + self.refused_retry_s):
+                return
+            self._dropped_at = now
+            self._token = None
+            self._refresh_at = self._expires_at = 0.0
+        log.warning("costline: the Kafka broker refused the OAuth token of client %r (%s); the next login asks %s "
+                    "for a new one", self.client_id, _clean(said[:200]) or "no reason given", self.token_url)
 
     def _ask(self) -> threading.Thread:
         """The thread asking for a token, started unless one is already asking (call with the lock held)."""
@@ -182,6 +212,29 @@ class ClientCredentialsTokenProvider(AbstractTokenProvider):
             raise OAuthTokenError(f"{where} answered a {_clean(kind[:40])!r} token; OAUTHBEARER needs a bearer token")
         log.debug("costline: OAuth token for %r, valid %.0f s", self.client_id, _lifetime(body.get("expires_in")))
         return token, _lifetime(body.get("expires_in"))
+
+
+class RefusalAwareOAuth(SaslMechanismOAuth):
+    """kafka-python's OAUTHBEARER mechanism that also tells the token provider when the broker refuses its token
+    (the provider's ``refused(said)``, when it has one: :class:`ClientCredentialsTokenProvider` does)."""
+
+    MECHANISM = "OAUTHBEARER"
+
+    @classmethod
+    def register(cls) -> None:
+        """Make kafka-python use this class for OAUTHBEARER logins (once a process; idempotent)."""
+        if get_sasl_mechanism(cls.MECHANISM) is not cls:
+            register_sasl_mechanism(cls.MECHANISM, cls, overwrite=True)
+
+    def receive(self, auth_bytes: bytes) -> None:
+        if auth_bytes != b"":  # RFC 7628 §3.2.2: the server's error, before it fails the login
+            refused = getattr(self.token_provider, "refused", None)
+            if callable(refused):
+                try:
+                    refused(auth_bytes[:1024].decode("utf-8", "replace"))
+                except Exception:  # noqa: BLE001 (a provider's bug never changes how kafka-python logs in)
+                    log.exception("costline: the OAuth token provider failed to take the broker's refusal")
+        super().receive(auth_bytes)
 
 
 #: RFC 6750 §2.1: what a bearer token is made of (a JWT is).

@@ -41,8 +41,11 @@ class OAuthIssuer:
     :data:`AUDIENCE`). ``issued`` counts the tokens handed out, ``asked`` the requests."""
 
     def __init__(self, folder: Path, clients: dict[str, str], *, lifetime_s: int = 3600,
-                 audiences: dict[str, str] | None = None) -> None:
+                 audiences: dict[str, str] | None = None, stale_first: frozenset[str] = frozenset()) -> None:
         self.clients = dict(clients)
+        #: Clients whose first token has already expired by its ``exp`` while ``expires_in`` still says an hour (a
+        #: revoked token, a rotated key or a skewed clock look the same to the client): the broker refuses it.
+        self.stale_pending = set(stale_first)
         self.audiences = dict(audiences or {})
         self.lifetime_s = lifetime_s
         self.issuer, self.audience = ISSUER, AUDIENCE
@@ -101,6 +104,10 @@ class OAuthIssuer:
         now = int(time.time())
         with self.lock:
             self.issued += 1
+            stale = client in self.stale_pending
+            self.stale_pending.discard(client)
+        if stale:  # expired ten minutes ago (past the broker's 30 s of allowed clock skew)
+            now -= self.lifetime_s + 600
         return jwt.encode({"sub": client, "iss": self.issuer, "aud": self.audiences.get(client, self.audience),
                            "iat": now, "exp": now + self.lifetime_s, "scope": "kafka"},
                           self._key, algorithm="RS256", headers={"kid": self.kid})

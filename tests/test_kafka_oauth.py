@@ -129,6 +129,55 @@ def test_a_failed_ask_is_not_repeated_for_a_few_seconds(endpoint):
     assert p.token() == "tok-1" and len(ep.seen) == 2
 
 
+def test_a_token_the_broker_refuses_is_dropped_and_the_next_login_asks_for_a_new_one(endpoint, caplog):
+    """The broker refused the kept token (its key rotated, it was revoked): the next login gets a new token, not the
+    refused one until 80 % of its hour; a broker that refuses every token gets at most one new one every
+    ``refused_retry_s``."""
+    ep = endpoint(token_answer("tok-1", expires_in=3600), token_answer("tok-2", expires_in=3600),
+                  token_answer("tok-3", expires_in=3600))
+    clock = Clock()
+    p = ClientCredentialsTokenProvider(ep.url, "costline-svc", SECRET, now=clock, refused_retry_s=30)
+    assert p.token() == "tok-1"
+    p.refused('{"status":"invalid_token"}')
+    assert p.token() == "tok-2" and p.fetches == 2
+    assert "refused the OAuth token of client 'costline-svc'" in caplog.text and "invalid_token" in caplog.text
+    clock.t += 29
+    p.refused('{"status":"invalid_token"}')  # refused again at once: kept, not asked for again
+    assert p.token() == "tok-2" and len(ep.seen) == 2
+    clock.t += 1
+    p.refused("")
+    assert p.token() == "tok-3" and p.refusals == 3
+    assert SECRET not in caplog.text
+
+
+def test_kafka_pythons_oauthbearer_login_tells_the_provider_of_the_brokers_refusal(endpoint):
+    """The mechanism kafka-python logs in with (looked up by name, as its connection does): the provider hands the
+    token to the first message; the broker's error (RFC 7628 §3.2.2) reaches the provider's ``refused``, and the
+    login goes on as kafka-python's own (``\\x01``, then the broker fails it). Another provider is untouched."""
+    from kafka.net.sasl import get_sasl_mechanism
+    from kafka.net.sasl.oauth import AbstractTokenProvider
+
+    ep = endpoint(token_answer("tok-1"), token_answer("tok-2"))
+    p = ClientCredentialsTokenProvider(ep.url, "svc", SECRET)
+    login = get_sasl_mechanism("OAUTHBEARER")(sasl_oauth_token_provider=p)
+    assert login.auth_bytes() == b"n,,\x01auth=Bearer tok-1\x01\x01"
+    login.receive(b'{"status":"invalid_token","scope":"","openid-configuration":""}')
+    assert p.refusals == 1 and login.auth_bytes() == b"\x01" and not login.is_authenticated()
+    fresh = get_sasl_mechanism("OAUTHBEARER")(sasl_oauth_token_provider=p)
+    assert fresh.auth_bytes() == b"n,,\x01auth=Bearer tok-2\x01\x01"
+    fresh.receive(b"")  # accepted
+    assert fresh.is_authenticated() and p.refusals == 1
+
+    class Fixed(AbstractTokenProvider):
+        def token(self):
+            return "fixed"
+
+    other = get_sasl_mechanism("OAUTHBEARER")(sasl_oauth_token_provider=Fixed())
+    assert other.auth_bytes() == b"n,,\x01auth=Bearer fixed\x01\x01"
+    other.receive(b'{"status":"invalid_token"}')
+    assert other.auth_bytes() == b"\x01"
+
+
 def test_a_redirect_is_not_followed_with_the_secret(endpoint):
     elsewhere = endpoint(token_answer("stolen"))
     ep = endpoint((302, b""))

@@ -39,10 +39,11 @@ PASSWORDS = {"alice": "alice-plain-secret", "scram256": "s256-secret", "scram512
              "limited": "limited-secret"}
 #: The broker's authorizer lets these do anything; "limited" (SCRAM-SHA-256) logs in but has no ACL at all.
 #: "costline-svc" is the OAuth client whose tokens' subject the OAUTHBEARER login names.
-SUPER_USERS = "User:ANONYMOUS;User:alice;User:scram256;User:scram512;User:CN=costline-processor;User:costline-svc"
+SUPER_USERS = ("User:ANONYMOUS;User:alice;User:scram256;User:scram512;User:CN=costline-processor;User:costline-svc;"
+               "User:rotated-svc")
 #: The OAuth clients of the test's identity provider (tests/oauth_issuer.py): id -> secret. "wrong-audience"'s
-#: tokens are for another service, so the broker refuses them.
-OAUTH_CLIENTS = {"costline-svc": "svc-oauth-secret", "wrong-audience": "wa-secret"}
+#: tokens are for another service, so the broker refuses them; "rotated-svc"'s first token has expired already.
+OAUTH_CLIENTS = {"costline-svc": "svc-oauth-secret", "wrong-audience": "wa-secret", "rotated-svc": "rot-secret"}
 
 
 # -- the config: table-driven, no broker --------------------------------------------------------------------
@@ -205,7 +206,8 @@ def secure_broker(tmp_path_factory) -> Iterator[SecureBroker]:
 
     folder = tmp_path_factory.mktemp("secure-kafka")
     ca, broker_pem, client_cert, client_key = _certificates(folder)
-    oauth = OAuthIssuer(folder, OAUTH_CLIENTS, audiences={"wrong-audience": "another-service"}).start()
+    oauth = OAuthIssuer(folder, OAUTH_CLIENTS, audiences={"wrong-audience": "another-service"},
+                        stale_first=frozenset({"rotated-svc"})).start()
     jwks = oauth.jwks_file.as_uri()
     plain, sasl, mtls = free_port(), free_port(), free_port()
     cfg = KafkaConfig(port=plain, controller_port=free_port(), data_dir=folder / "data", heap="384m", partitions=3)
@@ -380,6 +382,49 @@ def test_a_client_the_cluster_refuses_never_connects_and_says_so(secure_broker, 
         time.sleep(0.1)
     assert time.monotonic() - started < 60
 
+
+
+@pytest.mark.kafka
+def test_a_token_the_broker_refuses_is_replaced_at_the_next_login_not_after_its_hour(secure_broker,
+                                                                                  monkeypatch) -> None:
+    """The collector's producer logs in with a token the identity provider says is good for an hour but the broker
+    refuses (expired by its own ``exp``: as a revoked token or a rotated signing key): the refusal drops it, and the
+    producer's next login (kafka-python's own retry) carries a new one and forwards, within seconds rather than after
+    48 minutes of refused logins."""
+    from costline.collectors.errors import KafkaUnavailable
+    from costline.localkafka import ensure_topics
+
+    monkeypatch.setenv("COSTLINE_TEST_OAUTH_SECRET", OAUTH_CLIENTS["costline-svc"])
+    monkeypatch.setenv("COSTLINE_TEST_OAUTH_ROTATED", OAUTH_CLIENTS["rotated-svc"])
+    svc = secure_broker.config("SASL_SSL", mechanism="OAUTHBEARER", user="costline-svc",
+                               password_env="COSTLINE_TEST_OAUTH_SECRET")
+    ensure_topics(svc)
+    kafka = dataclasses.replace(svc, sasl_oauth_client_id="rotated-svc",
+                                sasl_oauth_client_secret_env="COSTLINE_TEST_OAUTH_ROTATED")
+    forwarder = KafkaForwarder(kafka, produce_timeout_s=5.0, connect_timeout_s=3.0)
+    started, refused = time.monotonic(), 0
+    try:
+        while True:
+            try:
+                forwarder.forward([("k", b"after the refusal")])
+                break
+            except KafkaUnavailable:
+                refused += 1
+                assert time.monotonic() - started < 45, "the refused token was never replaced"
+                time.sleep(0.5)
+        provider = forwarder._producer._settings["sasl_oauth_token_provider"]
+        # kafka-python's own retry of the bootstrap login (its backoff: 50 ms) already carries the new token
+        assert provider.refusals >= 1 and provider.fetches == 2, (provider.refusals, provider.fetches, refused)
+    finally:
+        forwarder.close()
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(kafka.topic, bootstrap_servers=svc.bootstrap, auto_offset_reset="earliest",
+                             consumer_timeout_ms=15_000, **client_options(svc))
+    try:
+        assert [m.value for m in consumer] == [b"after the refusal"]
+    finally:
+        consumer.close()
 
 
 @pytest.mark.kafka
