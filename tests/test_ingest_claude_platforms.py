@@ -24,7 +24,8 @@ from costline.lake import open_lake
 import sdk_hygiene
 from figures_lake import lake_from_sdk_spans
 # the stand-in and lake fixtures, Claude Haiku 4.5's hand-written prices and the prompt-cached system prompt
-from test_ingest_claude_on_clouds import SYSTEM, cfg, haiku_usd, standin  # noqa: F401 (cfg, standin: fixtures)
+from test_ingest_claude_on_clouds import (  # noqa: F401 (cfg, standin: fixtures)
+    MODELS, REGIONAL_X, SYSTEM, cfg, cloud_client, haiku_usd, standin, ask as ask_cloud)
 
 anthropic = pytest.importorskip("anthropic")
 openllmetry_anthropic = pytest.importorskip("opentelemetry.instrumentation.anthropic")
@@ -211,3 +212,42 @@ def test_claude_on_a_platform_client_traced_by_openinference_too_is_counted_once
             (N, 1, 1, pytest.approx(want, rel=1e-9))]
     finally:
         con.close()
+
+
+#: Each platform client beside the cloud client OpenInference names alike ("aws": Bedrock; "google": Vertex AI),
+#: in one app request: the platform call is Anthropic's API, the other the cloud's (MODELS: the cloud's model id).
+MIXED = [pytest.param("aws", "bedrock", id="aws+bedrock"), pytest.param("google_cloud", "vertex", id="google+vertex")]
+
+
+@pytest.mark.parametrize(("platform_name", "cloud"), MIXED)
+def test_a_platform_call_beside_its_clouds_call_in_one_trace_is_counted_once(standin, cfg, spans, platform_name,
+                                                                               cloud):
+    """One app request calls Claude through ``AnthropicAWS`` and through Bedrock (or ``AnthropicGoogleCloud`` and
+    Vertex AI), traced by the SDK's own spans and OpenInference: OpenInference names both calls after the cloud, and
+    the trace has a Bedrock call, yet the platform call (whose response id and model are Anthropic's) is one call,
+    and the Bedrock one another: two calls, each priced as served (Bedrock's at its regional price)."""
+    openinference_anthropic = pytest.importorskip("openinference.instrumentation.anthropic")
+    provider, exporter = spans
+    platform = next(p for p in PLATFORMS if p.name == platform_name)
+    instrumentor = openinference_anthropic.AnthropicInstrumentor()
+    instrumentor.instrument(tracer_provider=provider)
+    try:
+        on_platform = platform.client_class(False)(base_url=standin.url + platform.path, max_retries=0,
+                                                    open_telemetry={"tracer_provider": provider}, **platform.kwargs)
+        on_cloud = cloud_client(cloud, standin, provider)
+        recorder = Recorder(provider)
+        with recorder.request(task_type="faq", tenant="acme") as req:
+            first = ask(on_platform, platform, 0, stream=False).usage
+            second = ask_cloud(on_cloud, cloud, 1, stream=False).usage
+            req.accept()
+    finally:
+        instrumentor.uninstrument()
+    lake_from_sdk_spans(exporter.get_finished_spans(), cfg)
+    con = open_lake(cfg)
+    try:
+        got = con.execute("SELECT model, cost_usd FROM calls ORDER BY ts").fetchall()
+    finally:
+        con.close()
+    assert [m for m, _ in got] == [platform.model, MODELS[cloud]], got
+    assert [c for _, c in got] == [pytest.approx(haiku_usd(first), rel=1e-9),
+                                   pytest.approx(haiku_usd(second) * REGIONAL_X[cloud], rel=1e-9)]

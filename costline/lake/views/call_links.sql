@@ -42,13 +42,15 @@ WITH oi_traces AS (
                  -- cloud where the SDK says "anthropic" (AnthropicAWS "aws", AnthropicFoundry "azure",
                  -- AnthropicGoogleCloud "google": Anthropic's API all the same), as it names AnthropicBedrock's and
                  -- AnthropicVertex's calls (Vertex's newer ids have no "@date"): read as Anthropic's when its model
-                 -- has no cloud spelling and its trace has an Anthropic span and none of that cloud
+                 -- has no cloud spelling and its own response id is no cloud's (msg_bdrk_, msg_vrtx_), or, with no
+                 -- response id (outputs hidden), when its trace has an Anthropic span and none of that cloud
                  WHEN c.instrumentation = 'openinference.instrumentation.anthropic'
                       AND c.provider IN ('aws', 'azure', 'google')
                       AND NOT regexp_matches(lower(coalesce(c.model, '')),
                                              '^(([a-z-]{2,8}\.)?anthropic\.claude|arn:aws)|@')
-                      AND t.has_anthropic AND NOT (c.provider = 'aws' AND t.has_bedrock)
-                      AND NOT (c.provider = 'google' AND t.has_vertex)
+                      AND (CASE WHEN c.response_id IS NOT NULL THEN NOT regexp_matches(c.response_id, '^msg_(bdrk|vrtx)_')
+                                ELSE t.has_anthropic AND NOT (c.provider = 'aws' AND t.has_bedrock)
+                                     AND NOT (c.provider = 'google' AND t.has_vertex) END)
                       THEN 'anthropic'
                  WHEN provider IN ('vllm', 'openai', 'azure', 'azure.ai.openai', 'az.ai.openai') THEN 'openai'
                  -- Claude through the anthropic SDK's cloud clients, to an instrumentation that only sees the
