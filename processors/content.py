@@ -56,7 +56,7 @@ from typing import Any, Final, NamedTuple
 
 from costline.processors.attributes import str_of
 
-__all__ = ["Flattened", "flattened_messages", "loads_strict", "MAX_MESSAGES", "MAX_PARTS"]
+__all__ = ["Flattened", "flattened_messages", "loads_strict", "strict_json", "MAX_MESSAGES", "MAX_PARTS"]
 
 #: At most this many messages are read from one span (a sender's own limit is usually lower: the OTel SDK
 #: keeps 128 attributes a span unless told otherwise).
@@ -137,11 +137,15 @@ def flattened_messages(attrs: Mapping[str, Any]) -> Flattened:
 
 
 def _dump(messages: Messages) -> str | None:
-    """Strict JSON in UTF-8 (a lone surrogate, a cut emoji's half, becomes U+FFFD). RecursionError: content nested
-    past what json.dumps walks, for the caller."""
-    if not messages:
-        return None
-    doc = json.dumps(messages, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    """:func:`strict_json` of the messages; None for none."""
+    return strict_json(messages) if messages else None
+
+
+def strict_json(value: Any) -> str:
+    """Strict JSON in UTF-8 (a lone surrogate, a cut emoji's half, becomes U+FFFD: DuckDB's JSON functions refuse its
+    escape). ValueError for a number no strict JSON has (NaN), RecursionError for content nested past what
+    json.dumps walks, for the caller."""
+    doc = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     try:
         doc.encode("utf-8")
     except UnicodeEncodeError:

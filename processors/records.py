@@ -15,6 +15,8 @@ import json
 from collections.abc import Iterator, Mapping
 from typing import Any, Final, NamedTuple
 
+import orjson
+
 from costline import contract as c
 from costline.config import ModelPrice, PricingConfig
 from costline.otlp import OtlpDecodeError
@@ -32,7 +34,7 @@ from costline.processors.attributes import (
     str_of,
     usd_of,
 )
-from costline.processors.content import flattened_messages, loads_strict
+from costline.processors.content import flattened_messages, loads_strict, strict_json
 from costline.processors.spellings import (
     AI_SDK_PROVIDER_METADATA,
     ALL_INPUT_KEYS,
@@ -423,15 +425,42 @@ _EMBEDDINGS: Final = "embeddings"
 CONTENT_UNREADABLE: Final = "content:unreadable"
 
 
+def _readable(doc: str | None, key: str, role: str, bad: list[str] | None) -> str | None:
+    """``doc`` (a conventions content attribute) as JSON every DuckDB JSON function reads, so one span's content can
+    never fail an analyst's query over them all. Strict JSON is kept as sent (orjson, as strict as DuckDB: the fast
+    path). A value that is no JSON (cut short by the sender's attribute length limit, or a plain text) is kept as
+    one text part of a ``role`` message and flagged ``key:not_json``; JSON with a lone surrogate's escape (a
+    JavaScript sender's cut emoji) is written again with it as U+FFFD."""
+    if doc is None:
+        return None
+    try:
+        orjson.loads(doc)
+        return doc
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        value = json.loads(doc)  # reads what orjson refuses and JSON allows: a lone surrogate's escape, NaN
+    except RecursionError:  # nested past both parsers (DuckDB reads it): kept as sent
+        return doc
+    except ValueError:
+        if bad is not None:
+            bad.append(f"{key}:not_json")
+        return strict_json([{"role": role, "parts": [{"type": "text", "content": doc}]}])
+    try:
+        return strict_json(value)
+    except (ValueError, RecursionError):  # NaN, which DuckDB reads too: kept as sent
+        return doc
+
+
 def messages(attrs: Mapping[str, Any], bad: list[str] | None = None, *,
              flattened: bool = True) -> tuple[str | None, str | None]:
-    """A span's captured ``(input, output)`` messages: ``gen_ai.input.messages`` / ``gen_ai.output.messages``,
-    else (``flattened``) as OpenInference, older OpenLLMetry, Langfuse or the AI SDK's older spans spell them
-    (:mod:`~costline.processors.content`; a side it cannot read is None, noted in ``bad``). The input has the
-    system prompt first when it was recorded apart (:func:`input_messages`)."""
+    """A span's captured ``(input, output)`` messages: ``gen_ai.input.messages`` / ``gen_ai.output.messages``
+    (:func:`_readable`), else (``flattened``) as OpenInference, older OpenLLMetry, Langfuse, MLflow or the AI SDK's
+    older spans spell them (:mod:`~costline.processors.content`; a side it cannot read is None, noted in ``bad``).
+    The input has the system prompt first when it was recorded apart (:func:`input_messages`)."""
     get = attrs.get
-    given = str_of(get(c.GEN_AI_INPUT_MESSAGES))
-    answered = str_of(get(c.GEN_AI_OUTPUT_MESSAGES))
+    given = _readable(str_of(get(c.GEN_AI_INPUT_MESSAGES)), c.GEN_AI_INPUT_MESSAGES, "user", bad)
+    answered = _readable(str_of(get(c.GEN_AI_OUTPUT_MESSAGES)), c.GEN_AI_OUTPUT_MESSAGES, "assistant", bad)
     if flattened and (given is None or answered is None):
         flat = flattened_messages(attrs)
         if flat.unreadable and bad is not None:
@@ -455,8 +484,8 @@ def input_messages(attrs: Mapping[str, Any], bad: list[str] | None = None) -> st
 
 def _with_system(doc: str | None, get: Any) -> str | None:
     """``doc`` with ``gen_ai.system_instructions`` spliced first as a ``system`` message. The messages' text is kept
-    as sent (spliced, not re-written: a JavaScript sender's half of a cut emoji, ``\\ud83d``, stays an escape);
-    left as sent when they already have a system message, are not a JSON list, or the instructions are no text."""
+    as sent (spliced, not re-written); left as sent when they already have a system message, are not a JSON list,
+    or the instructions are no text."""
     system = str_of(get(c.GEN_AI_SYSTEM_INSTRUCTIONS))
     if not system:
         return doc
@@ -475,8 +504,8 @@ def _with_system(doc: str | None, get: Any) -> str | None:
     if not isinstance(parts, list) or not parts:
         return doc
     parts = [{"type": "text", "content": p} if isinstance(p, str) else p for p in parts]
-    try:  # ASCII: escapes stay escapes
-        head = json.dumps({"role": "system", "parts": parts}, separators=(",", ":"), allow_nan=False)
+    try:  # a lone surrogate (a cut emoji's half) as U+FFFD, as in the messages
+        head = strict_json({"role": "system", "parts": parts})
     except (ValueError, RecursionError):  # parts nested deeper than json.dumps walks: the messages as sent
         return doc
     if not items:

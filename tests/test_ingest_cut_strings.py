@@ -7,6 +7,7 @@ per million input / output tokens), never with costline's pricing code.
 from __future__ import annotations
 
 import http.client
+import json
 
 import pytest
 
@@ -66,8 +67,10 @@ def test_a_prompt_cut_through_an_emoji_in_otlp_json_costs_no_call():
     assert [(c.input_tokens, c.output_tokens) for c in calls] == [(100, 10), (200, 20)]
     assert [c.cost_usd for c in calls] == [pytest.approx((100 * HAIKU_IN + 10 * HAIKU_OUT) / 1e6),
                                            pytest.approx((200 * HAIKU_IN + 20 * HAIKU_OUT) / 1e6)]
-    # the half emoji reads as the replacement character, as OpenTelemetry JS's protobuf encoding writes it
-    assert calls[1].input_messages == "Thanks for the refund!! \ufffd"
+    # the half emoji reads as the replacement character, as OpenTelemetry JS's protobuf encoding writes it; the
+    # prompt, a plain text here, is one user text (JSON, as every content value in the lake is)
+    assert json.loads(calls[1].input_messages) == [
+        {"role": "user", "parts": [{"type": "text", "content": "Thanks for the refund!! \ufffd"}]}]
 
 
 def _post(export: bytes, content_type: str) -> tuple[int, bytes, list[tuple[str, bytes]]]:
@@ -110,7 +113,8 @@ def test_a_prompt_cut_at_a_byte_limit_in_otlp_protobuf_costs_no_call():
     assert [(c.input_tokens, c.output_tokens) for c in calls] == [(100, 10), (200, 20)]
     assert [c.cost_usd for c in calls] == [pytest.approx((100 * HAIKU_IN + 10 * HAIKU_OUT) / 1e6),
                                            pytest.approx((200 * HAIKU_IN + 20 * HAIKU_OUT) / 1e6)]
-    assert calls[1].input_messages == "Thanks for the refund!! \ufffd"
+    assert json.loads(calls[1].input_messages) == [
+        {"role": "user", "parts": [{"type": "text", "content": "Thanks for the refund!! \ufffd"}]}]
     with pytest.raises(OtlpDecodeError, match="not an OTLP protobuf"):  # a corrupt wire is still refused
         decode_message(body[:-5])
 

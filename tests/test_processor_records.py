@@ -410,7 +410,9 @@ def test_a_failed_call_without_tokens_to_an_unknown_model_costs_nothing(attrs, c
     (None, "Be brief.", [{"role": "system", "parts": [{"type": "text", "content": "Be brief."}]}]),
     # no system prompt, or input that is not a JSON list: as sent
     ('[{"role":"user","parts":[]}]', None, [{"role": "user", "parts": []}]),
-    ("plain text", "Be brief.", "plain text"),
+    # input that is no JSON (a plain text, or JSON cut short): one user text, after the system prompt
+    ("plain text", "Be brief.", [{"role": "system", "parts": [{"type": "text", "content": "Be brief."}]},
+                                 {"role": "user", "parts": [{"type": "text", "content": "plain text"}]}]),
     ('{"role":"user"}', "Be brief.", {"role": "user"}),
     ('[{"role":"user","parts":[]}]', "7", [{"role": "user", "parts": []}]),  # a system that is JSON but no parts
     ('[{"role":"user","parts":[]}]', "[]", [{"role": "user", "parts": []}]),  # no instructions at all
@@ -431,19 +433,61 @@ def test_a_system_prompt_recorded_apart_joins_the_input_messages(messages, syste
     if want == "deep":
         assert got == messages
         return
-    assert (json.loads(got) if want != "plain text" else got) == want
+    assert json.loads(got) == want
 
 
-def test_a_cut_emoji_in_the_messages_stays_an_escape_when_the_system_prompt_joins_them():
+@pytest.mark.parametrize("system", [None, "Be brief."])
+def test_a_cut_emoji_in_the_messages_becomes_a_replacement_character_duckdb_reads(system):
     """A JavaScript sender cuts a string in a surrogate pair and its JSON keeps the half as an escape (\\ud83d):
-    written back raw, Arrow could not encode the row and the whole Kafka message's rows would be lost."""
+    decoded raw, Arrow could not encode the row (the whole Kafka message's rows would be lost); kept as an escape,
+    every DuckDB JSON function over the column would fail. It is U+FFFD, with or without a system prompt spliced."""
+    import duckdb
     from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
     from costline.processors.records import input_messages
 
     messages = '[{"role":"user","parts":[{"type":"text","content":"Thanks \\ud83d"}]}]'
-    got = input_messages({"gen_ai.input.messages": AnyValue(string_value=messages),
-                          "gen_ai.system_instructions": AnyValue(string_value="Be brief.")})
-    assert got == ('[{"role":"system","parts":[{"type":"text","content":"Be brief."}]},'
-                   '{"role":"user","parts":[{"type":"text","content":"Thanks \\ud83d"}]}]')
+    attrs = {"gen_ai.input.messages": AnyValue(string_value=messages)}
+    if system:
+        attrs["gen_ai.system_instructions"] = AnyValue(string_value=system)
+    got = input_messages(attrs)
+    head = [{"role": "system", "parts": [{"type": "text", "content": system}]}] if system else []
+    assert json.loads(got) == [*head, {"role": "user", "parts": [{"type": "text", "content": "Thanks \ufffd"}]}]
     got.encode("utf-8")  # no lone surrogate in the text
+    assert duckdb.connect().execute("SELECT json_extract_string(?, '$[-1].parts[0].content')", [got]).fetchall() == [
+        ("Thanks \ufffd",)]
+
+
+@pytest.mark.parametrize(("key", "value", "role"), [
+    # what an SDK's attribute length limit leaves of the conventions' JSON
+    ("gen_ai.input.messages", '[{"role":"user","parts":[{"type":"text","content":"Where is my par', "user"),
+    ("gen_ai.output.messages", '[{"role":"assistant","parts":[{"type":"text","content":"It is on', "assistant"),
+    ("gen_ai.input.messages", "Where is my parcel?", "user"),  # a plain text
+])
+def test_content_that_is_no_json_is_kept_as_a_text_so_analysts_json_queries_never_fail(key, value, role):
+    """One span whose content is no JSON would fail every DuckDB JSON function over the column (``->>``,
+    json_extract: "Malformed JSON"), for every analyst's query over all spans: it is kept as one text part of its
+    side's message, flagged ``{key}:not_json``, the call priced as ever."""
+    import duckdb
+
+    row = flatten_span(_span("chat claude-haiku-4-5", {**_HAIKU, key: value, c.GEN_AI_USAGE_INPUT_TOKENS: 10,
+                                                       c.GEN_AI_USAGE_OUTPUT_TOKENS: 2}), PRICING)
+    got = row.input_messages if key == "gen_ai.input.messages" else row.output_messages
+    assert json.loads(got) == [{"role": role, "parts": [{"type": "text", "content": value}]}]
+    assert row.data_quality == f"{key}:not_json" and row.cost_usd is not None
+    assert duckdb.connect().execute("SELECT ?->>'$[0].parts[0].content'", [got]).fetchall() == [(value,)]
+
+
+@pytest.mark.parametrize("doc", [
+    '[{"role":"user","parts":[{"type":"text","content":"café ☕ \\ud83d\\ude00"}]}]',  # UTF-8, a whole pair escaped
+    '[{"role":"user","parts":[{"type":"tool_call","arguments":{"x":NaN}}]}]',  # NaN: Python's and DuckDB's read it
+    "[" * 5_000 + "]" * 5_000,  # nested past both Python parsers (DuckDB reads it)
+    '  [{"role":"user","parts":[]}]\n',  # space around
+])
+def test_content_duckdb_reads_is_kept_as_sent(doc):
+    import duckdb
+
+    row = flatten_span(_span("chat claude-haiku-4-5", {**_HAIKU, "gen_ai.input.messages": doc,
+                                                       c.GEN_AI_USAGE_INPUT_TOKENS: 1}), PRICING)
+    assert row.input_messages == doc and row.data_quality is None
+    assert duckdb.connect().execute("SELECT json_valid(?)", [doc]).fetchall() == [(True,)]
