@@ -533,8 +533,8 @@ def test_openinference_content_reaches_the_lake(standin, cfg, spans, openinferen
 def test_the_sample_has_the_content_one_instrumentation_captured_when_another_is_kept(standin, cfg, spans,
                                                                                       openinference):
     """costline's request, the anthropic SDK's own span (content off) and OpenInference's (content on) report one
-    call: the lake counts it once, and the nightly sample reads the question and answer OpenInference captured,
-    whichever span the calls view kept for its figures."""
+    call: the lake counts it once, and the nightly sample and the calls view have the question and answer
+    OpenInference captured, whichever span the calls view kept for its figures."""
     import anthropic
 
     provider, exporter = spans
@@ -557,6 +557,9 @@ def test_the_sample_has_the_content_one_instrumentation_captured_when_another_is
     assert q(cfg, "SELECT count(*) FROM calls") == [(3,)]
     assert q(cfg, "SELECT count(*), count(input_messages) FROM calls_raw") == [(6, 3)]
     assert nightly_sample(cfg, "budget", start) == sorted(answers.items())
+    got = [(json.loads(i)[0]["parts"][0]["content"], json.loads(o)[0]["parts"][0]["content"])
+           for i, o in q(cfg, "SELECT input_messages, output_messages FROM calls")]
+    assert sorted(got) == sorted(answers.items())
 
 
 def test_the_nightly_sample_reads_a_student_call_captured_by_openinference(standin, cfg, spans, openinference):

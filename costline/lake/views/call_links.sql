@@ -103,7 +103,12 @@ WITH oi_traces AS (
                             span_id) AS trace_rank,
          CASE WHEN call_key IS NOT NULL THEN max(linked_span_id) OVER (PARTITION BY call_key) END AS key_span_id,
          CASE WHEN call_key IS NOT NULL THEN max(linked_request_id) OVER (PARTITION BY call_key) END AS key_request_id,
-         CASE WHEN call_key IS NOT NULL THEN max(request_tenant) OVER (PARTITION BY call_key) END AS key_tenant
+         CASE WHEN call_key IS NOT NULL THEN max(request_tenant) OVER (PARTITION BY call_key) END AS key_tenant,
+         -- the content of the call, whichever of its spans captured it (the SDK's own span, kept for its figures,
+         -- often has none where OpenLLMetry's or OpenInference's has it): windows, which DuckDB drops, content
+         -- columns and all, from a query that does not select the content
+         CASE WHEN call_key IS NOT NULL THEN max(input_messages) OVER (PARTITION BY call_key) END AS key_input_messages,
+         CASE WHEN call_key IS NOT NULL THEN max(output_messages) OVER (PARTITION BY call_key) END AS key_output_messages
   FROM k
 ), heads AS (
   -- grandparent: a span's parent's parent when that parent is a model-call span too (three
@@ -177,7 +182,9 @@ WITH oi_traces AS (
 SELECT h.* EXCLUDE (family, model_key, pref_explicit, pref_input, pref_exact, pref_tokens, pref_own, pref_endpoint,
                     call_key,
                     key_rank, trace_rank, key_span_id, key_request_id, key_tenant, linked_span_id, linked_request_id,
-                    request_tenant, grandparent_span_id, group_response_id),
+                    request_tenant, grandparent_span_id, group_response_id, key_input_messages, key_output_messages)
+           REPLACE (coalesce(h.input_messages, h.key_input_messages) AS input_messages,
+                    coalesce(h.output_messages, h.key_output_messages) AS output_messages),
        coalesce(h.linked_span_id, h.key_span_id) AS linked_span_id,
        coalesce(h.linked_request_id, h.key_request_id) AS linked_request_id,
        coalesce(h.request_tenant, h.key_tenant) AS request_tenant
