@@ -19,6 +19,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -392,12 +393,15 @@ def _probe(bootstrap: str, security: Mapping[str, Any] | None = None) -> tuple[s
     host, _, port = bootstrap.split(",")[0].rpartition(":")
     if not _port_open(host or "127.0.0.1", int(port or 9092)):
         return "nothing listens there", False
-    heard = _Heard()
+    client_id = f"costline-probe-{uuid.uuid4().hex[:8]}"
+    # what this probe's client logs only: its I/O thread's lines (kafka-python names it after the client) and the
+    # probing thread's, never another client's refusal in the same process meanwhile
+    heard = _Heard({f"kafka-io-{client_id}"}, threading.get_ident())
     kafka_log = logging.getLogger("kafka")
     kafka_log.addHandler(heard)
     try:
         admin = make_client(KafkaAdminClient, bootstrap_servers=bootstrap, request_timeout_ms=3000,
-                            bootstrap_timeout_ms=3000, client_id="costline-probe", **dict(security or {}))
+                            bootstrap_timeout_ms=3000, client_id=client_id, **dict(security or {}))
         try:
             admin.describe_cluster()
             return None
@@ -410,13 +414,18 @@ def _probe(bootstrap: str, security: Mapping[str, Any] | None = None) -> tuple[s
 
 
 class _Heard(logging.Handler):
-    """kafka-python's log lines about a refused login or TLS handshake, while a probe runs."""
+    """kafka-python's log lines about a refused login or TLS handshake, while a probe runs: those of the threads named
+    ``threads`` and of the thread ``ident`` only."""
 
-    def __init__(self) -> None:
+    def __init__(self, threads: set[str], ident: int | None) -> None:
         super().__init__(logging.WARNING)
         self.said: list[str] = []
+        self._threads = frozenset(threads)
+        self._ident = ident
 
     def emit(self, record: logging.LogRecord) -> None:
+        if record.threadName not in self._threads and record.thread != self._ident:
+            return  # another client's line
         try:
             text = record.getMessage()
         except Exception:  # noqa: BLE001 - a log line that cannot be formatted says nothing here

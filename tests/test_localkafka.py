@@ -50,3 +50,71 @@ def test_cluster_ids_never_look_like_an_option() -> None:
     ids = [_kraft_cluster_id() for _ in range(3000)]  # ~1 in 64 base64url ids starts with '-'
     assert not [i for i in ids if i.startswith("-")]
     assert all(len(i) == 22 for i in ids)
+
+
+def test_a_probe_hears_its_own_clients_refusal_not_another_clients() -> None:
+    """The diagnosis probe listens on kafka-python's process-wide logger: a refused login logged meanwhile by another
+    client (its own I/O thread) is not this probe's; the probe's I/O thread's line and the probing thread's are."""
+    import logging
+    import threading
+
+    from costline.localkafka import _Heard
+
+    heard = _Heard({"kafka-io-costline-probe-1234abcd"}, threading.get_ident())
+    log = logging.getLogger("kafka.net.manager")
+    log.addHandler(heard)
+    try:
+        def say(thread_name: str, text: str) -> None:
+            t = threading.Thread(target=log.error, args=(text,), name=thread_name)
+            t.start()
+            t.join()
+
+        say("kafka-io-costline-collector", "Connection failed: SaslAuthenticationFailedError: the collector's")
+        say("kafka-io-costline-probe-1234abcd", "Connection failed: SaslAuthenticationFailedError: the probe's")
+        log.error("SSLError: certificate verify failed (the probing thread's)")
+        log.error("Connection failed: nothing about a login")  # no refusal: not kept either
+    finally:
+        log.removeHandler(heard)
+    assert heard.said == ["Connection failed: SaslAuthenticationFailedError: the probe's",
+                          "SSLError: certificate verify failed (the probing thread's)"]
+
+
+def test_a_port_check_waits_for_a_name_lookup_a_bounded_time(monkeypatch) -> None:
+    """`costline kafka status` and the diagnosis ask whether the broker's port is open: a resolver that hangs costs
+    ``resolve_timeout_s``, not the resolver's own minutes; an address that resolves and listens is open, IPv6
+    too."""
+    import socket
+    import threading
+    import time
+
+    from costline import procutil
+
+    real = socket.getaddrinfo
+    release = threading.Event()
+
+    def hanging(host, *args, **kwargs):
+        if host == "kafka.hangs.example":
+            release.wait(30)
+            raise socket.gaierror("gave up")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", hanging)
+    started = time.monotonic()
+    assert procutil.port_open("kafka.hangs.example", 9092, resolve_timeout_s=0.3) is False
+    assert time.monotonic() - started < 3
+    release.set()
+    listening = []
+    for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+        try:
+            server = socket.socket(family, socket.SOCK_STREAM)
+            server.bind((host, 0))
+        except OSError:  # no IPv6 on this machine
+            continue
+        server.listen()
+        listening.append(server)
+        assert procutil.port_open(host, server.getsockname()[1]) is True
+    assert listening
+    free = listening[0].getsockname()[1]
+    for server in listening:
+        server.close()
+    assert procutil.port_open("localhost", free) is False
