@@ -126,14 +126,17 @@ class ClientCredentialsTokenProvider(AbstractTokenProvider):
             assert self._failed is not None
             raise self._failed[1]
 
-    def refused(self, said: str = "") -> None:
-        """The broker refused a login with the kept token (``said``: its error, RFC 7628's JSON): drop the token, so
-        the next login asks for a new one, unless one was dropped less than ``refused_retry_s`` ago (a broker that
-        refuses every token is asked for at most one a ``refused_retry_s``). Never raises."""
+    def refused(self, said: str = "", *, token: str | None = None) -> None:
+        """The broker refused a login with ``token`` (None: the kept one; ``said``: its error, RFC 7628's JSON): drop
+        the kept token, if it is that one, so the next login asks for a new one, unless one was dropped less than
+        ``refused_retry_s`` ago (a broker that refuses every token is asked for at most one a ``refused_retry_s``).
+        Never raises."""
         with self._lock:
             self.refusals += 1
             now = self._now()
-            if self._token is None or (self._dropped_at is not None and now < self._dropped_at + self.refused_retry_s):
+            if self._token is None or (token is not None and token != self._token):
+                return  # already renewed: the refused token is not kept any more
+            if self._dropped_at is not None and now < self._dropped_at + self.refused_retry_s:
                 return
             self._dropped_at = now
             self._token = None
@@ -226,12 +229,20 @@ class RefusalAwareOAuth(SaslMechanismOAuth):
         if get_sasl_mechanism(cls.MECHANISM) is not cls:
             register_sasl_mechanism(cls.MECHANISM, cls, overwrite=True)
 
+    _sent: str | None = None
+
+    def auth_bytes(self) -> bytes:
+        message = super().auth_bytes()
+        if message.startswith(b"n,,\x01auth=Bearer "):  # the first message: which token this login sent
+            self._sent = message[len(b"n,,\x01auth=Bearer "):].split(b"\x01", 1)[0].decode("ascii", "replace")
+        return message
+
     def receive(self, auth_bytes: bytes) -> None:
         if auth_bytes != b"":  # RFC 7628 §3.2.2: the server's error, before it fails the login
             refused = getattr(self.token_provider, "refused", None)
             if callable(refused):
                 try:
-                    refused(auth_bytes[:1024].decode("utf-8", "replace"))
+                    refused(auth_bytes[:1024].decode("utf-8", "replace"), token=self._sent)
                 except Exception:  # noqa: BLE001 (a provider's bug never changes how kafka-python logs in)
                     log.exception("costline: the OAuth token provider failed to take the broker's refusal")
         super().receive(auth_bytes)

@@ -228,10 +228,6 @@ def _quality(bad: list[str]) -> str | None:
     return ",".join(bad) if bad else None
 
 
-#: The scope of MLflow Tracing's spans, every flavor's (its instrumentation is the flavor: ``mlflow.anthropic``).
-_MLFLOW_SCOPE: Final = "mlflow.tracing.provider"
-
-
 def flatten_span(
     span: Any,
     pricing: PricingTable,
@@ -393,7 +389,7 @@ def flatten_span(
         kafka_offset,
         response_id,
         # MLflow's flavors share one scope and two may report one call: the flavor tells them apart
-        (mlflow_flavor(get) or scope) if scope == _MLFLOW_SCOPE else scope or None,
+        mlflow_flavor(get) or scope or None,
         _quality(bad),
         min(write_1h, write) if write_1h is not None and write is not None else (0 if write is not None else None),
         searches or 0,
@@ -429,9 +425,10 @@ def _readable(doc: str | None, key: str, role: str, bad: list[str] | None) -> st
     """``doc`` (a conventions content attribute) as JSON every DuckDB JSON function reads, so one span's content can
     never fail an analyst's query over them all. Strict JSON is kept as sent (orjson, as strict as DuckDB: the fast
     path). A value that is no JSON (cut short by the sender's attribute length limit, or a plain text) is kept as
-    one text part of a ``role`` message and flagged ``key:not_json``; JSON with a lone surrogate's escape (a
-    JavaScript sender's cut emoji) is written again with it as U+FFFD."""
-    if doc is None:
+    one text part of a ``role`` message and flagged ``key:not_json`` (``key:too_deep``: nested past what Python's
+    parsers check, valid or not); JSON with a lone surrogate's escape (a JavaScript sender's cut emoji) is written
+    again with it as U+FFFD. An empty value is none."""
+    if doc is None or not doc.strip():
         return None
     try:
         orjson.loads(doc)
@@ -440,11 +437,9 @@ def _readable(doc: str | None, key: str, role: str, bad: list[str] | None) -> st
         pass
     try:
         value = json.loads(doc)  # reads what orjson refuses and JSON allows: a lone surrogate's escape, NaN
-    except RecursionError:  # nested past both parsers (DuckDB reads it): kept as sent
-        return doc
-    except ValueError:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested past what either parser can check
         if bad is not None:
-            bad.append(f"{key}:not_json")
+            bad.append(f"{key}:{'too_deep' if isinstance(exc, RecursionError) else 'not_json'}")
         return strict_json([{"role": role, "parts": [{"type": "text", "content": doc}]}])
     try:
         return strict_json(value)

@@ -590,7 +590,8 @@ def read_call(name: str, get: Any, scope: str | None, failed: bool, bad: list[st
     if (kind_v := get(OI_SPAN_KIND)) is not None:
         return _read_openinference(str_of(kind_v), name, get, bad)
     if (ml_v := get(ML_SPAN_TYPE)) is not None:
-        return _read_mlflow(_ml_str(ml_v), get, bad)
+        kind = _ml_str(ml_v)
+        return _read_mlflow(kind.strip().upper() if kind else None, get, bad)
     if scope == _AI_SDK_SCOPE and name.endswith(_AI_SDK_EMBED_SUFFIX):
         return _read_ai_sdk_embedding(get, bad)
     return None

@@ -665,3 +665,60 @@ def test_openllmetry_before_0_57_content_reaches_the_lake(standin, cfg, tmp_path
                                            "arguments": json.loads(gpt_tool["arguments"])}],
            "finish_reason": "tool_calls"}]),
     ]
+
+
+# -- the calls view's content, of a call several instrumentations reported (no SDK: spans as they arrive) ------
+
+def _scoped_message(spans_by_scope: dict[str, list]) -> bytes:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    req = ExportTraceServiceRequest()
+    rs = req.resource_spans.add()
+    for scope, spans in spans_by_scope.items():
+        ss = rs.scope_spans.add()
+        ss.scope.name = scope
+        ss.spans.extend(spans)
+    return req.SerializeToString()
+
+
+def _call_span(i: int, at_s: float, response_id: str, **content):
+    from costline.sim.synth import span
+
+    t0 = 1_790_000_000_000_000_000 + int(at_s * 1e9)
+    return span("chat claude-haiku-4-5", trace_id=b"\x01" * 16, span_id=bytes([0, 0, 0, 0, 0, 0, 0, i]),
+                start_ns=t0, end_ns=t0 + 400_000_000, attributes={
+                    "gen_ai.operation.name": "chat", "gen_ai.request.model": "claude-haiku-4-5",
+                    "gen_ai.provider.name": "anthropic", "gen_ai.usage.input_tokens": 30,
+                    "gen_ai.usage.output_tokens": 5, "gen_ai.response.id": response_id,
+                    **{f"gen_ai.{side}.messages": doc for side, doc in content.items()}})
+
+
+FULL_IN = json.dumps([text("system", "You answer questions about refunds."), text("user", "Can I return shoes?")])
+FULL_OUT = json.dumps([text("assistant", "Yes, within 30 days.", finish_reason="end_turn")])
+
+
+def test_the_calls_view_takes_a_calls_whole_content_over_a_cut_copy(cfg):
+    """The SDK's own span (no content) is kept for the figures; OpenLLMetry's copy of the call's content was cut by
+    its attribute length limit (kept as a flagged text), a third instrumentation's is whole: the calls view shows
+    the whole one, whatever sorts first."""
+    cut = FULL_IN[:40]
+    lake_from_messages([_scoped_message({
+        "com.anthropic.sdk.python": [_call_span(1, 0.0, "msg_01ABC")],
+        "opentelemetry.instrumentation.anthropic": [_call_span(2, 0.0, "msg_01ABC", input=cut, output=FULL_OUT[:30])],
+        "another.instrumentation": [_call_span(3, 0.0, "msg_01ABC", input=FULL_IN, output=FULL_OUT)]})], cfg)
+    assert q(cfg, "SELECT count(*) FILTER (WHERE data_quality LIKE '%not_json%') FROM calls_raw") == [(1,)]
+    assert q(cfg, "SELECT instrumentation, input_messages, output_messages FROM calls") == [
+        ("com.anthropic.sdk.python", FULL_IN, FULL_OUT)]
+
+
+def test_a_response_id_a_server_gives_again_later_lends_no_content_to_the_other_call(cfg):
+    """A caching proxy (or a stand-in) gives the same response id to two calls of one trace, seconds apart: the
+    content a view shows for a call is of spans that ran with the span it kept, never the other call's answer."""
+    lake_from_messages([_scoped_message({"opentelemetry.instrumentation.anthropic": [
+        _call_span(1, 0.0, "chatcmpl-7", input=json.dumps([text("user", "first question")])),
+        _call_span(2, 5.0, "chatcmpl-7", input=json.dumps([text("user", "second question")]),
+                   output=json.dumps([text("assistant", "second answer")]))]})], cfg)
+    own = {json.dumps([text("user", "first question")]): None,
+           json.dumps([text("user", "second question")]): json.dumps([text("assistant", "second answer")])}
+    for given, answered in q(cfg, "SELECT input_messages, output_messages FROM calls"):
+        assert own[given] == answered  # each call's question with its own answer, or none

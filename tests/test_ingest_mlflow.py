@@ -255,3 +255,13 @@ def test_mlflow_outputs_are_read_as_answers_and_an_objects_repr_is_none(outputs,
     assert (json.loads(row.output_messages) if row.output_messages else None) == answer
     assert json.loads(row.input_messages) == [{"role": "user", "parts": [{"type": "text", "content": "Hi?"}]}]
     assert row.finish_reasons == reasons and row.cost_usd is not None and row.data_quality == quality
+
+
+def test_an_mlflow_span_in_another_scope_still_names_its_flavor():
+    """The flavor (``mlflow.langchain``) tells two spans of one call apart whatever scope MLflow's tracer has (a
+    shared tracer provider, another version); a span type in other casing is the same type."""
+    row = flatten_span(span("ChatAnthropic", trace_id=_TID, span_id=_SID, start_ns=10**18, end_ns=10**18 + 10**6,
+                            attributes={"mlflow.spanType": '" chat_model "', "mlflow.llm.model": '"claude-haiku-4-5"',
+                                        "mlflow.message.format": '"langchain"'}),
+                       PricingTable(), scope="my.app.tracer")
+    assert (row.operation, row.instrumentation) == ("chat", "mlflow.langchain")

@@ -145,8 +145,10 @@ def test_a_token_the_broker_refuses_is_dropped_and_the_next_login_asks_for_a_new
     p.refused('{"status":"invalid_token"}')  # refused again at once: kept, not asked for again
     assert p.token() == "tok-2" and len(ep.seen) == 2
     clock.t += 1
-    p.refused("")
-    assert p.token() == "tok-3" and p.refusals == 3
+    p.refused("", token="tok-1")  # a login that sent the token renewed since: the kept one stays
+    assert p.token() == "tok-2" and len(ep.seen) == 2
+    p.refused("", token="tok-2")
+    assert p.token() == "tok-3" and p.refusals == 4
     assert SECRET not in caplog.text
 
 
