@@ -402,8 +402,8 @@ def test_every_view_file_is_created_and_every_view_has_a_file(tmp_path: Path) ->
              if p.name.endswith(".sql")}
     stmts = views_sql(tmp_path, student_usd_per_hour=1.0)
     created = {s.split("CREATE OR REPLACE VIEW ", 1)[1].split()[0] for s in stmts}
-    assert created == {"requests_raw", "calls_raw", "lookups_raw", "call_links_all", "lookup_links"} | (
-        files - {"raw", "links"})
+    assert created == {"requests_raw", "calls_raw", "lookups_raw", "call_links_all", "lookup_links",
+                       "call_links_content"} | (files - {"raw", "links"})
     assert set(VIEWS) <= created
     assert not [s for s in stmts if re.search(r"\{\w+\}", s)], "a placeholder was left unfilled"
 

@@ -34,7 +34,7 @@ COSTLINE_SCOPE: Final = "costline.collectors"
 #: and lookups to their requests (``links.sql``, twice), in the order they are created (each reads
 #: only views made before it).
 VIEW_FILES: Final = (
-    "call_links", "hosting_schedule", "student_hosting_hourly",
+    "call_links", "call_content", "hosting_schedule", "student_hosting_hourly",
     "requests", "calls", "lookups", "tier_hourly", "cache_hourly", "cache_hit_rate_7d", "rejections_hourly",
 )
 
@@ -90,7 +90,12 @@ def views_sql(
     fields = {"costline_scope": COSTLINE_SCOPE, "schedule": _schedule_sql(hosting),
               "open_gap_hours": str(int(open_gap_hours))}
     for name in VIEW_FILES:
-        stmts.append(view_file_sql(name, **fields))
+        if name == "call_links":  # twice: without the content (the calls view's) and with it (the requests view's)
+            stmts += [view_file_sql(name, view="call_links", without_content=" EXCLUDE (input_messages, output_messages)",
+                                    **fields),
+                      view_file_sql(name, view="call_links_content", without_content="", **fields)]
+        else:
+            stmts.append(view_file_sql(name, **fields))
     return stmts
 
 

@@ -22,7 +22,9 @@
 -- An operation's span around its calls is no call: a span with no tokens and no explicit price that is
 -- the parent of a call span of the same instrumentation, provider family, model and operation (the
 -- Vercel AI SDK's "embeddings <model>" span around the one per HTTP call that embedMany splits its values into).
-CREATE OR REPLACE VIEW call_links AS
+-- Made twice (costline.lake.views_sql): call_links without the content columns, which the calls view reads from
+-- call_content, and call_links_content with the kept span's own, for the requests view's standalone calls.
+CREATE OR REPLACE VIEW {view} AS
 WITH oi_traces AS (
   -- the traces with an OpenInference anthropic span: which providers the other spans of the trace say, and
   -- whether a call's response id or model id is a cloud's (Bedrock's msg_bdrk_ / anthropic.claude-…, Vertex's
@@ -37,7 +39,10 @@ WITH oi_traces AS (
   WHERE trace_id IN (SELECT trace_id FROM calls_raw WHERE instrumentation = 'openinference.instrumentation.anthropic')
   GROUP BY trace_id
 ), f0 AS (
-  SELECT c.*, CASE
+  -- call_links: the content columns stay out of every step ({without_content}); the calls view takes them from
+  -- call_content, which DuckDB leaves out of a query that does not select them (a query's WHERE, pushed into the
+  -- materialized steps, kept every column of them)
+  SELECT c.*{without_content}, CASE
                  -- OpenInference's anthropic instrumentation names the anthropic SDK's platform clients by their
                  -- cloud where the SDK says "anthropic" (AnthropicAWS "aws", AnthropicFoundry "azure",
                  -- AnthropicGoogleCloud "google": Anthropic's API all the same), as it names AnthropicBedrock's and
@@ -95,41 +100,21 @@ WITH oi_traces AS (
   FROM f
 ), ranked AS (
   SELECT *,
-         row_number() OVER by_key AS key_rank,
+         row_number() OVER (PARTITION BY call_key ORDER BY pref_explicit DESC, pref_input DESC, pref_exact DESC,
+                            pref_tokens DESC, pref_own DESC, pref_endpoint DESC, kafka_partition, kafka_offset,
+                            span_id) AS key_rank,
          row_number() OVER (PARTITION BY trace_id ORDER BY pref_explicit DESC, pref_input DESC, pref_exact DESC,
                             pref_tokens DESC, pref_own DESC, pref_endpoint DESC, kafka_partition, kafka_offset,
                             span_id) AS trace_rank,
          CASE WHEN call_key IS NOT NULL THEN max(linked_span_id) OVER (PARTITION BY call_key) END AS key_span_id,
          CASE WHEN call_key IS NOT NULL THEN max(linked_request_id) OVER (PARTITION BY call_key) END AS key_request_id,
-         CASE WHEN call_key IS NOT NULL THEN max(request_tenant) OVER (PARTITION BY call_key) END AS key_tenant,
-         -- when the span kept for a response id ran: only spans of the same time are the same call's content (a
-         -- server may give an id again: a caching proxy, a stand-in)
-         first_value(started) OVER by_key AS key_started, first_value(ts) OVER by_key AS key_ts
+         CASE WHEN call_key IS NOT NULL THEN max(request_tenant) OVER (PARTITION BY call_key) END AS key_tenant
   FROM k
-  WINDOW by_key AS (PARTITION BY call_key ORDER BY pref_explicit DESC, pref_input DESC, pref_exact DESC,
-                    pref_tokens DESC, pref_own DESC, pref_endpoint DESC, kafka_partition, kafka_offset, span_id)
-), merged AS (
-  -- the content of the call, whichever of its spans captured it (the SDK's own span, kept for its figures, often
-  -- has none where OpenLLMetry's or OpenInference's has it): of those that ran when the kept one did, one whose
-  -- side is not a sender's cut text (flagged :not_json / :too_deep), the kept span's own, then the longest. Windows,
-  -- which DuckDB drops, content columns and all, from a query it can prune (docs/telemetry.md)
-  SELECT *,
-         CASE WHEN call_key IS NOT NULL THEN arg_max(input_messages, (
-                NOT coalesce(contains(data_quality, 'gen_ai.input.messages:'), false), key_rank = 1,
-                length(input_messages))) FILTER (WHERE input_messages IS NOT NULL AND started <= key_ts
-                                                 AND key_started <= ts) OVER (PARTITION BY call_key)
-              ELSE input_messages END AS key_input_messages,
-         CASE WHEN call_key IS NOT NULL THEN arg_max(output_messages, (
-                NOT coalesce(contains(data_quality, 'gen_ai.output.messages:'), false), key_rank = 1,
-                length(output_messages))) FILTER (WHERE output_messages IS NOT NULL AND started <= key_ts
-                                                  AND key_started <= ts) OVER (PARTITION BY call_key)
-              ELSE output_messages END AS key_output_messages
-  FROM ranked
 ), heads AS (
   -- grandparent: a span's parent's parent when that parent is a model-call span too (three
   -- instrumentations wrapped around one call make a chain of three spans)
   SELECT r.*, g.parent_span_id AS grandparent_span_id
-  FROM merged r LEFT JOIN (SELECT DISTINCT trace_id, span_id, parent_span_id FROM ranked) g
+  FROM ranked r LEFT JOIN (SELECT DISTINCT trace_id, span_id, parent_span_id FROM ranked) g
     ON g.trace_id = r.trace_id AND g.span_id = r.parent_span_id
   WHERE r.call_key IS NULL OR r.key_rank = 1
 ), shadow_pairs AS (
@@ -197,9 +182,7 @@ WITH oi_traces AS (
 SELECT h.* EXCLUDE (family, model_key, pref_explicit, pref_input, pref_exact, pref_tokens, pref_own, pref_endpoint,
                     call_key,
                     key_rank, trace_rank, key_span_id, key_request_id, key_tenant, linked_span_id, linked_request_id,
-                    request_tenant, grandparent_span_id, group_response_id, key_started, key_ts, key_input_messages,
-                    key_output_messages)
-           REPLACE (h.key_input_messages AS input_messages, h.key_output_messages AS output_messages),
+                    request_tenant, grandparent_span_id, group_response_id),
        coalesce(h.linked_span_id, h.key_span_id) AS linked_span_id,
        coalesce(h.linked_request_id, h.key_request_id) AS linked_request_id,
        coalesce(h.request_tenant, h.key_tenant) AS request_tenant

@@ -1,9 +1,10 @@
--- One row per request: its request span with the cost of its calls (call_links) and its share of the
+-- One row per request: its request span with the cost of its calls (call_links_content: call_links with the
+-- content of the span kept for each call, for a standalone call's row) and its share of the
 -- student's hosting hour; a call no request span owns is a request of its own (standalone).
 CREATE OR REPLACE VIEW requests AS
 WITH c AS (
   SELECT *, lag(tier) OVER (PARTITION BY trace_id, linked_span_id ORDER BY started, span_id) AS prev_tier
-  FROM call_links WHERE linked_span_id IS NOT NULL
+  FROM call_links_content WHERE linked_span_id IS NOT NULL
 ), agg AS (
   SELECT trace_id, linked_span_id,
          sum(cost_usd) AS call_cost_usd, count(*) FILTER (WHERE cost_usd IS NULL) AS unpriced_calls,
@@ -36,7 +37,7 @@ WITH c AS (
          CASE WHEN c.cost_usd IS NULL THEN 1 ELSE 0 END, 1,
          true, c.pricing_status = 'student',
          c.error_type, c.duration_ms, c.input_messages, c.output_messages, c.span_id, NULL, c.service_name
-  FROM call_links c WHERE c.linked_span_id IS NULL
+  FROM call_links_content c WHERE c.linked_span_id IS NULL
 ), sharing AS (
   SELECT date_trunc('hour', ts) AS window_start, count(*) AS n FROM base WHERE shares_hosting GROUP BY 1
 ), share AS (
