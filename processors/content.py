@@ -2,7 +2,7 @@
 
 costline keeps a call's content as the conventions spell it in ``gen_ai.input.messages`` /
 ``gen_ai.output.messages``: ``[{"role": "user", "parts": [{"type": "text", "content": "..."}]}]``, an output
-message with its ``finish_reason``. Four widely deployed families spell content otherwise, and all four capture
+message with its ``finish_reason``. Five widely deployed families spell content otherwise, and all five capture
 it by default. They are tried in this order; the first that yields any message wins.
 
 * **The Vercel AI SDK's spans of AI SDK 6 and before** (``LegacyOpenTelemetry`` in AI SDK 7) write the prompt as
@@ -30,6 +30,11 @@ it by default. They are tried in this order; the first that yields any message w
 
   Its indices may start past 0 or skip some (a Responses API call without instructions starts at 1; a part or
   an item it does not record leaves a hole), so an OpenInference span's keys are read by prefix, once.
+* **MLflow Tracing** (its autologging, exported over OTLP) writes the call's arguments and the SDK's answer as JSON
+  in ``mlflow.spanInputs`` / ``mlflow.spanOutputs``, every value JSON-encoded: messages and a system prompt as the
+  app passed them, an Anthropic message, a chat completion's choices, a response's output items, LangChain's
+  choices. The repr it records for a stream's output is no answer; a value that is no JSON (cut short) is
+  unreadable.
 
 Cost: a span with none of them costs one set test of its keys (in C). Only an OpenInference ``LLM`` span's keys
 are scanned.
