@@ -393,7 +393,8 @@ LF_MODEL: Final = "langfuse.observation.model.name"
 #: Langfuse's usage attribute: bad values are named after it and its keys.
 LF_USAGE: Final = "langfuse.observation.usage_details"
 _LF_OPERATIONS: Final = {"generation": c.OPERATION_CHAT, "embedding": "embeddings"}
-_LF_MAX_USAGE_CHARS: Final = 65_536
+#: Longest usage object parsed (Langfuse's, MLflow's: a few hundred bytes; a longer one is flagged not an object).
+_MAX_USAGE_CHARS: Final = 65_536
 _LF_UNREPORTED: Final = (f"{LF_USAGE}:missing",)
 
 
@@ -503,7 +504,7 @@ def _read_mlflow(span_type: str | None, get: Any, bad: list[str]) -> CallReading
 def _usage_object(text: str | None, key: str, bad: list[str]) -> dict[str, Any] | None:
     """A usage attribute's JSON object (Langfuse's, MLflow's); None, flagged ``key:not_an_object``, when it is none."""
     try:
-        usage = json.loads(text) if text and len(text) <= _LF_MAX_USAGE_CHARS else None
+        usage = json.loads(text) if text and len(text) <= _MAX_USAGE_CHARS else None
     except (ValueError, RecursionError):  # not JSON, or nested past Python's recursion limit
         usage = None
     if not isinstance(usage, dict):

@@ -39,8 +39,8 @@ WITH oi_traces AS (
   WHERE trace_id IN (SELECT trace_id FROM calls_raw WHERE instrumentation = 'openinference.instrumentation.anthropic')
   GROUP BY trace_id
 ), f0 AS (
-  -- call_links: the content columns stay out of every step ({without_content}); the calls view takes them from
-  -- call_content, which DuckDB leaves out of a query that does not select them (a query's WHERE, pushed into the
+  -- call_links: the content columns stay out of every step (EXCLUDE, filled in below); the calls view takes them
+  -- from call_content, which DuckDB leaves out of a query that does not select them (a query's WHERE, pushed into the
   -- materialized steps, kept every column of them)
   SELECT c.*{without_content}, CASE
                  -- OpenInference's anthropic instrumentation names the anthropic SDK's platform clients by their
