@@ -25,6 +25,7 @@ import org.springframework.ai.chat.model.ChatResponse;
 import org.springframework.ai.chat.prompt.Prompt;
 import org.springframework.boot.SpringApplication;
 import org.springframework.boot.autoconfigure.SpringBootApplication;
+import org.springframework.boot.micrometer.tracing.opentelemetry.autoconfigure.SdkTracerProviderBuilderCustomizer;
 import org.springframework.context.ConfigurableApplicationContext;
 import org.springframework.context.annotation.Bean;
 
@@ -118,24 +119,51 @@ public class App {
     return m;
   }
 
-  /** Every span the app ends, for the report (Spring Boot adds SpanProcessor beans to its tracer provider). */
+  /** Every span the app ends, for the report. */
   @Bean
   Recorded recorded() {
     return new Recorded();
   }
 
-  static final class Recorded implements SpanProcessor {
+  /**
+   * Adds {@link Recorded} after Spring Boot's batch processor. Spring Boot adds SpanProcessor beans first and
+   * customizers after, and a tracer provider calls its processors' onEnd in the order added. As a bean of its
+   * own, Recorded came first: a streamed span's onEnd on a Reactor thread woke main(), which closed the tracer
+   * provider before the batch processor's onEnd had queued that span (reported, never exported).
+   */
+  @Bean
+  SdkTracerProviderBuilderCustomizer recordedLast(Recorded recorded) {
+    return builder -> builder.addSpanProcessor(recorded.processor);
+  }
+
+  /** Not a SpanProcessor bean itself (Spring Boot would add it first): see {@link #recordedLast}. */
+  static final class Recorded {
     final List<Map<String, Object>> spans = Collections.synchronizedList(new ArrayList<>());
     private int open;
+    final SpanProcessor processor = new SpanProcessor() {
+      @Override
+      public void onStart(Context parentContext, ReadWriteSpan span) {
+        started();
+      }
 
-    @Override
-    public synchronized void onStart(Context parentContext, ReadWriteSpan span) {
+      @Override
+      public boolean isStartRequired() {
+        return true;
+      }
+
+      @Override
+      public void onEnd(ReadableSpan span) {
+        ended(span);
+      }
+
+      @Override
+      public boolean isEndRequired() {
+        return true;
+      }
+    };
+
+    synchronized void started() {
       open++;
-    }
-
-    @Override
-    public boolean isStartRequired() {
-      return true;
     }
 
     /** Until every span started has ended (or {@code timeoutMs} passed). */
@@ -146,8 +174,7 @@ public class App {
       }
     }
 
-    @Override
-    public void onEnd(ReadableSpan span) {
+    void ended(ReadableSpan span) {
       SpanData d = span.toSpanData();
       Map<String, Object> m = new LinkedHashMap<>();
       m.put("scope", d.getInstrumentationScopeInfo().getName());
@@ -171,11 +198,6 @@ public class App {
         open--;
         notifyAll();
       }
-    }
-
-    @Override
-    public boolean isEndRequired() {
-      return true;
     }
 
     static Map<String, Object> attributes(Attributes attributes) {
