@@ -128,7 +128,7 @@ def litellm():
         mp.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")
         mp.setenv("LITELLM_LOCAL_ANTHROPIC_BETA_HEADERS", "true")
         yield pytest.importorskip("litellm", reason="scripts/test installs it with `pip install --no-deps "
-                                                    "litellm==1.108.7`")
+                                                    "litellm==1.110.2`")
 
 
 def _litellm_calls(litellm, standin, spans, questions, tier: str) -> list:

@@ -23,7 +23,7 @@ from gateways import ROUTES, routed_gateway
 pytestmark = [pytest.mark.filterwarnings("ignore:Item '.*' on TypedDict class:UserWarning"),  # LiteLLM's own types
               pytest.mark.filterwarnings("ignore::DeprecationWarning:litellm")]
 
-LITELLM_ABSENT = ("litellm is not installed: scripts/test installs it with `pip install --no-deps litellm==1.108.7` "
+LITELLM_ABSENT = ("litellm is not installed: scripts/test installs it with `pip install --no-deps litellm==1.110.2` "
                   "(its metadata pins huggingface-hub < 2)")
 
 TOOLS = [{"type": "function", "function": {
