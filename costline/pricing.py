@@ -91,7 +91,10 @@ _SERVICE_TIERS: Final = (
     (("openai", "azure"), "priority", PRIORITY),
 )
 
-_DATE_SUFFIX = re.compile(r"(-\d{8}|@\d{8}|-v\d+(:\d+)?|-latest)$")
+#: A snapshot's date: Anthropic's ``-20251001`` (Vertex AI's ``@20251001``), OpenAI's ``-2024-11-20`` (what OpenAI and
+#: Azure OpenAI answer as the response model), Bedrock's ``-v1:0``, ``-latest``. A snapshot priced apart from its
+#: alias (OpenAI's first ``gpt-4o-2024-05-13``) is listed by its dated id, which is looked up first.
+_DATE_SUFFIX = re.compile(r"(-\d{8}|-\d{4}-\d{2}-\d{2}|@\d{8}|-v\d+(:\d+)?|-latest)$")
 _PER_TOKEN = 1e-6
 
 
@@ -128,7 +131,8 @@ _MAX_URL_CHARS: Final = 2048
 
 
 def normalize_model_id(model: str) -> str:
-    """``claude-haiku-4-5-20251001`` → ``claude-haiku-4-5`` (strip snapshot dates / ``-latest``), also as
+    """``claude-haiku-4-5-20251001`` → ``claude-haiku-4-5``, ``gpt-4o-2024-11-20`` → ``gpt-4o`` (strip snapshot
+    dates / ``-latest``), also as
     the clouds spell it: Bedrock's ``us.anthropic.claude-haiku-4-5-20251001-v1:0`` (or an inference
     profile's ARN ending in it), Vertex AI's ``claude-haiku-4-5@20251001``; as routers and frameworks spell it:
     OpenRouter's and the Vercel AI Gateway's ``anthropic/claude-haiku-4.5`` (a Claude version's dots are dashes;

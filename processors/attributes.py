@@ -198,6 +198,9 @@ def _count_slow(v: Any, key: str, bad: list[str], limit: int) -> int | None:
     if value > limit:
         bad.append(f"{key}:out_of_range")
         return None
+    if value != int(value):  # 1000.6 tokens: a sender's arithmetic, not a count (1000.0 is one)
+        bad.append(f"{key}:not_whole")
+        return None
     return int(value)
 
 

@@ -355,10 +355,10 @@ def flatten_span(
         if input_tokens is None and output_tokens is None and explicit is None:
             cost, status = None, INCOMPLETE_USAGE
             bad.extend((f"{c.GEN_AI_USAGE_INPUT_TOKENS}:missing", f"{c.GEN_AI_USAGE_OUTPUT_TOKENS}:missing"))
-    elif (unreported and status == PRICED and input_tokens is None and output_tokens is None
-          and error_type is None and not bad):
+    elif unreported and status == PRICED and input_tokens is None and error_type is None and not bad:
         # a call that answered without any usage (an OpenAI stream without include_usage, to OpenInference
-        # and Langfuse, which write counts only when the API reported them) has unknown usage, never $0
+        # and Langfuse, which write counts only when the API reported them), or with its answer's count but not
+        # its input's, has unknown usage: never $0, never priced as a free prompt
         cost, status = None, INCOMPLETE_USAGE
         bad.extend(unreported)
     return _new(CallRow, (

@@ -102,9 +102,10 @@ _IN0, _OUT0, _READ0, _WRITE0 = INPUT_TOKEN_KEYS[0], OUTPUT_TOKEN_KEYS[0], CACHE_
 _GENAI_UNREPORTED: Final = (f"{_IN0}:missing", f"{_OUT0}:missing")
 
 #: ``gen_ai.operation.name`` values of the GenAI conventions that are no model call: an agent created or
-#: run (its span may carry the model and the usage of all its calls), a tool executed.
+#: run (its span may carry the model and the usage of all its calls), a tool executed, a retrieval from a
+#: data source (its span may name the model the source embeds with; the embedding call is a span of its own).
 NOT_CALL_OPERATIONS: Final = frozenset({
-    "create_agent", "invoke_agent", "execute_tool",
+    "create_agent", "invoke_agent", "execute_tool", "retrieval",
     "invoke_workflow",  # a workflow's run (Microsoft Agent Framework 1.26)
     "agent_step",  # the Vercel AI SDK's step of an agent's run
     # Strands Agents: a cycle of its event loop (model call + tools), multi-agent runs, memory
@@ -298,8 +299,14 @@ def _read_genai(name: str, get: Any, scope: str | None, failed: bool, bad: list[
         # an instrumentation not named above wrote the API's own input_tokens. Read it as that, or the fresh
         # input would price at 0 and the cached share pass 100 %.
         input_tokens += (read or 0) + (write or 0)
-    # no usage at all (OpenLLMetry JS on a streamed OpenAI call): unknown, never $0
-    unreported = _GENAI_UNREPORTED if input_tokens is output_tokens is read is write is None else ()
+    # no usage at all (OpenLLMetry JS on a streamed OpenAI call): unknown, never $0; an answer's count without
+    # its input's (the conventions only recommend each): the input is unknown, not free
+    if input_tokens is output_tokens is read is write is None:
+        unreported = _GENAI_UNREPORTED
+    elif input_tokens is None and not failed and op != "embeddings":
+        unreported = (f"{_IN0}:missing",)
+    else:
+        unreported = ()
     if scope is not None and scope.startswith(_MICROMETER_SCOPES):
         model = None if model == _MICROMETER_NONE else model
         response_model = None if response_model == _MICROMETER_NONE else response_model

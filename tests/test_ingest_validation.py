@@ -38,6 +38,9 @@ CALL_CASES = [
     ({IN: 10, OUT: 2**62}, "output_tokens", None, f"{OUT}:out_of_range"),
     ({IN: 10, OUT: "7"}, "output_tokens", 7, None),  # stringly but sane: kept
     ({IN: 10.0, OUT: 7}, "input_tokens", 10, None),
+    ({IN: 1000.6, OUT: 7}, "input_tokens", None, f"{IN}:not_whole"),  # not cut to 1000
+    ({IN: 10, OUT: "99.9"}, "output_tokens", None, f"{OUT}:not_whole"),
+    ({IN: 10, OUT: 99.9}, "cost_usd", None, f"{OUT}:not_whole"),  # unpriced: a price from a dropped count is made up
     ({IN: 10, c.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: float("nan")}, "cache_read_tokens", None,
      f"{c.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS}:not_finite"),
     ({IN: 10, c.COSTLINE_COST_USD: float("nan")}, "cost_usd", pytest.approx(10 * 0.8e-6),

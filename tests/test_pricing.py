@@ -142,10 +142,27 @@ def test_aliases_and_custom_table() -> None:
         ("openai:gpt-4.1-mini", "gpt-4.1-mini"),  # only Claude versions lose their dots
         ("gpt-4.1", "gpt-4.1"),
         ("llama3.1:8b", "llama3.1:8b"),  # an Ollama tag keeps its name
+        # OpenAI's snapshots, as OpenAI and Azure OpenAI name the model that answered
+        ("gpt-4o-2024-11-20", "gpt-4o"),
+        ("gpt-4.1-mini-2025-04-14", "gpt-4.1-mini"),
+        ("o3-2025-04-16", "o3"),
+        ("mistral-large-2411", "mistral-large-2411"),  # no date: a version of its own
     ],
 )
 def test_normalize_model_id(raw: str, norm: str) -> None:
     assert normalize_model_id(raw) == norm
+
+
+def test_an_azure_call_is_priced_by_the_dated_model_that_answered() -> None:
+    """Azure OpenAI's request model is the deployment's name; the response model is OpenAI's snapshot id. A snapshot
+    listed by its own id keeps its own price (gpt-4o's first snapshot cost twice the alias)."""
+    table = PricingTable(PricingConfig(models=(
+        ModelPrice("gpt-4o", "mid", provider="openai", input_per_mtok=2.5, output_per_mtok=10.0),
+        ModelPrice("gpt-4o-2024-05-13", "mid", provider="openai", input_per_mtok=5.0, output_per_mtok=15.0))))
+    for answered, usd in (("gpt-4o-2024-11-20", 2.5 + 1.0), ("gpt-4o-2024-05-13", 5.0 + 1.5)):
+        price = table.price_call(model="prod-chat", response_model=answered, provider="azure.ai.openai",
+                                 input_tokens=M, output_tokens=M // 10)
+        assert (price.status, price.cost_usd) == (PRICED, pytest.approx(usd)), answered
 
 
 @pytest.mark.parametrize("model", ["us.anthropic.claude-haiku-4-5-20251001-v1:0", "claude-haiku-4-5@20251001",

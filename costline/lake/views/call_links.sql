@@ -10,7 +10,10 @@
 -- OpenLLMetry's (whose spans keep the cloud's model id: us.anthropic.claude-..., claude-...@date); Gemini is "gemini"
 -- to OpenTelemetry's google-genai instrumentation, "gcp.gen_ai" to OpenLLMetry's, "google" to OpenInference's,
 -- "google" / "google-cloud" to Pydantic AI's (before its 2.0: "google-gla" / "google-vertex"); Gemini on
--- Vertex AI is "vertex_ai" to OpenTelemetry's google-genai instrumentation on util-genai 1.1.
+-- Vertex AI is "vertex_ai" to OpenTelemetry's google-genai instrumentation on util-genai 1.1. "openai" is also what
+-- an OpenAI client library's instrumentation says of any OpenAI-compatible server (DeepSeek, Groq, xAI, OpenRouter,
+-- ...), which a framework's span of the same call names: an "openai" span takes the family of the span of its
+-- response id that names one, and without a response id it matches a span of any family.
 --
 -- Which of several spans of one model call is kept (first wins): one with an explicit price
 -- (pref_explicit), then the most complete input (pref_input: input and cache tokens counted), then one not of
@@ -66,7 +69,7 @@ WITH oi_traces AS (
                       THEN 'aws.bedrock'
                  WHEN provider = 'anthropic' AND (starts_with(coalesce(response_id, ''), 'msg_vrtx_')
                       OR regexp_matches(lower(coalesce(model, '')), '^claude[^@]*@')) THEN 'gcp'
-                 WHEN provider IN ('aws', 'aws.bedrock') THEN 'aws.bedrock'
+                 WHEN provider IN ('aws', 'aws.bedrock', 'bedrock') THEN 'aws.bedrock'
                  WHEN provider IN ('google', 'gemini', 'vertex_ai', 'google-cloud', 'google-gla', 'google-vertex')
                       OR provider LIKE 'gcp.%' THEN 'gcp'
                  WHEN provider IN ('mistralai', 'mistral_ai') THEN 'mistral_ai'
@@ -97,7 +100,15 @@ WITH oi_traces AS (
   SELECT * FROM f0 ANTI JOIN envelopes e ON e.trace_id = f0.trace_id AND e.span_id = f0.span_id
 ), k AS (
   SELECT *, CASE WHEN response_id IS NOT NULL THEN trace_id || '|' || family || '|' || response_id END AS call_key
-  FROM f
+  FROM (
+    -- "openai" is what an OpenAI client library's instrumentation says for any server it talks to: a span of
+    -- the same response id in the trace that names the provider (a framework's "deepseek", "groq", "x_ai",
+    -- ...) names the family
+    SELECT * REPLACE (CASE WHEN family = 'openai' AND response_id IS NOT NULL
+                           THEN coalesce(max(nullif(nullif(family, 'openai'), '')) OVER (PARTITION BY trace_id, response_id),
+                                         'openai')
+                           ELSE family END AS family)
+    FROM f)
 ), ranked AS (
   SELECT *,
          row_number() OVER (PARTITION BY call_key ORDER BY pref_explicit DESC, pref_input DESC, pref_exact DESC,
@@ -121,7 +132,7 @@ WITH oi_traces AS (
   -- without a response id: the same call when another instrumentation reported the same provider and
   -- model, under the same parent (or one inside the other, up to two levels, or beside the call span another
   -- is inside: OpenInference's span with OpenTelemetry's inside it and OpenLLMetry's beside it), over
-  -- overlapping times; a span that names no provider (Langfuse's, Strands Agents') matches any, and one
+  -- overlapping times; a span that names no provider (Langfuse's, Strands Agents') or "openai" matches any, and one
   -- that names no model (a failed call to an agent framework's bridge, OpenInference's failed OpenAI call)
   -- matches the span it is inside or around, up to two levels
   SELECT a.trace_id, a.span_id, b.span_id AS by_span_id, a.response_id,
@@ -131,7 +142,7 @@ WITH oi_traces AS (
     ON b.trace_id = a.trace_id AND b.trace_rank < a.trace_rank
    AND (a.call_key IS NULL OR b.call_key IS NULL)
    AND coalesce(a.instrumentation, '') <> coalesce(b.instrumentation, '')
-   AND (a.family = b.family OR a.family = '' OR b.family = '')
+   AND (a.family = b.family OR a.family IN ('', 'openai') OR b.family IN ('', 'openai'))
    AND (a.model_key IS NOT DISTINCT FROM b.model_key
         OR ((a.model IS NULL OR b.model IS NULL) AND (a.parent_span_id = b.span_id OR b.parent_span_id = a.span_id
                                                        OR a.grandparent_span_id = b.span_id
@@ -170,7 +181,8 @@ WITH oi_traces AS (
   -- not; the span linked to a request wins, then the order above
   SELECT DISTINCT a.trace_id, a.span_id
   FROM kept a JOIN kept b
-    ON b.group_response_id = a.group_response_id AND b.family = a.family AND b.trace_id <> a.trace_id
+    ON b.group_response_id = a.group_response_id AND b.trace_id <> a.trace_id
+   AND (b.family = a.family OR a.family = 'openai' OR b.family = 'openai')
    AND coalesce(a.instrumentation, '') <> coalesce(b.instrumentation, '')
    AND a.started <= b.ts AND b.started <= a.ts
   WHERE a.group_response_id IS NOT NULL
