@@ -5,8 +5,17 @@ table (committed with the state change). :meth:`Outbox.deliver_due` sends the
 rows that are due, oldest first, and keeps each incident's messages in order
 per target (a thread reply never overtakes its parent).
 
-**Guarantee toward Slack (bot token).** Before each attempt the row's
-``attempts`` is incremented and committed (an intent record). Success is
+**One sender per row.** Several processes may deliver from one state file (the
+``costline alerts run`` daemon and ``costline jobs nightly``, cron and ``costline jobs
+serve``). A row is sent only by the process that claims it: one conditional ``UPDATE``
+(still unsent, still due, ``attempts`` unchanged since it was read) increments ``attempts``
+and moves ``next_attempt_at`` a lease (``[alerts.outbox] claim_s``) ahead. A process that
+loses the race leaves the row (and the rows of its group behind it) to the winner. When the
+claimer dies mid-send the lease runs out and the row is due again, as a row with an earlier
+attempt (below).
+
+**Guarantee toward Slack (bot token).** The claim is the intent record: it is committed
+before the attempt. Success is
 recorded — ``sent_at`` with the Slack ``channel``/``ts`` — in one transaction.
 Each message carries Slack metadata with a key unique to its row. When a row
 has an earlier attempt (the process died after Slack accepted the message but
@@ -51,7 +60,8 @@ class DeliveryStats:
     failed: int = 0
     #: Rows found already delivered by the duplicate check (and not sent again).
     recovered: int = 0
-    #: Rows not yet due, waiting behind an earlier row, or for a notifier that is not configured.
+    #: Rows not yet due, waiting behind an earlier row, for a notifier that is not configured, or claimed by
+    #: another process delivering from the same state file.
     waiting: int = 0
     errors: list[str] = field(default_factory=list)
 
@@ -88,6 +98,21 @@ class Outbox:
             con.execute("UPDATE outbox SET sent_at = ?, channel = ?, ts = ?, last_error = NULL WHERE id = ?",
                         (t, result.channel, result.ts, row_id))
 
+    def _claim(self, row_id: int, prior: int, t: float) -> bool:
+        """Claim a due row for one attempt (the intent record); False: another deliverer got it first.
+
+        The ``UPDATE`` only matches the row as it was read (unsent, due, ``prior`` attempts), so of
+        several processes reading it, one claims it. Its ``next_attempt_at`` moves ``claim_s`` ahead:
+        the others see it as not due until the claimer records the outcome, or, when the claimer dies,
+        until the lease runs out (the next claimer then checks Slack before posting again).
+        """
+        with self.store.transaction() as con:
+            cur = con.execute(
+                "UPDATE outbox SET attempts = attempts + 1, last_attempt_at = ?, next_attempt_at = ? "
+                "WHERE id = ? AND sent_at IS NULL AND attempts = ? AND next_attempt_at <= ?",
+                (t, t + self.config.claim_s, row_id, prior, t))
+            return cur.rowcount == 1
+
     def deliver_due(self, now: datetime | None = None) -> DeliveryStats:
         """One pass over the unsent rows that are due as of ``now``."""
         t = to_epoch(now or self.now())
@@ -115,9 +140,10 @@ class Outbox:
                                      f"{int(row['created_at'])}",
                            channel=channel, thread_ts=thread_ts, created_at=float(row["created_at"]))
             prior = int(row["attempts"])
-            with self.store.transaction() as con:  # the intent record
-                con.execute("UPDATE outbox SET attempts = attempts + 1, last_attempt_at = ? WHERE id = ?",
-                            (t, row["id"]))
+            if not self._claim(row["id"], prior, t):  # another process is delivering it (or has)
+                blocked.add(key)
+                stats.waiting += 1
+                continue
             if prior > 0:
                 try:
                     found = notifier.find(msg)

@@ -341,29 +341,38 @@ def _student_drift(s: StudentDriftSettings, snap: Snapshot, now: datetime, settl
     limit = _naive(now)
     rows = [r for r in snap.eval_runs if r.get("finished_at") is not None and _naive(r["finished_at"]) <= limit]
     for subtype, runs in sorted(_latest_by(rows, "subtype").items()):
-        run = next((r for r in runs if int(r.get("n") or 0) >= s.min_n), None)
-        if run is None:
-            continue
-        gap = float(run["gap"])
+        # Judge the latest run only: an older run is no evidence about the student today. A latest run
+        # too small to judge (n < min_n) is no fresh evidence either way: BAND keeps the state.
+        run = runs[0]
+        n = int(run.get("n") or 0)
+        judged = n >= s.min_n and _finite(run.get("gap"))
+        gap = float(run["gap"]) if _finite(run.get("gap")) else None
         threshold = float(run["threshold"]) if run.get("threshold") is not None else s.max_gap
         lo = float(run["gap_ci_low"]) if run.get("gap_ci_low") is not None else gap
         hi = float(run["gap_ci_high"]) if run.get("gap_ci_high") is not None else gap
         redistill = sorted({str(r["run_id"]) for r in snap.redistills or ()
                             if r.get("drift_run_id") == run.get("run_id") and r.get("subtype") == subtype})
-        if lo > threshold:
+        if judged and lo is not None and lo > threshold:
             cond = Condition.BREACH  # the whole confidence interval is over the tolerated gap
-        elif hi <= threshold:
+        elif judged and hi is not None and hi <= threshold:
             cond = Condition.OK
         else:
             cond = Condition.BAND
+        ci = f" (95% CI {lo:.3f}–{hi:.3f})" if lo is not None and hi is not None else ""
+        measured = f"{gap:.3f}{ci}" if gap is not None else "not measured"
+        too_few = (f"; only {n} queries evaluated (fewer than min_n {s.min_n}): too few to judge, state kept"
+                   if n < s.min_n else "")
         out.append(Observation(
             rule="student_drift", labels={"subtype": subtype}, condition=cond, value=gap, threshold=threshold,
-            summary=f"student-teacher quality gap on {subtype} {gap:.3f} (95% CI {lo:.3f}–{hi:.3f}) vs {threshold:.3f}"
+            summary=f"student-teacher quality gap on {subtype} {measured} vs {threshold:.3f}" + too_few
                     + (f"; fresh traffic exported for re-distillation as run {', '.join(redistill)}"
                        if redistill else ""),
             window=f"eval run {run.get('run_id')} finished {_naive(run['finished_at']):%Y-%m-%d %H:%M} UTC",
-            figures={"gap": f"{gap:.3f}", "95% CI": f"{lo:.3f} – {hi:.3f}", "tolerated gap": f"{threshold:.3f}",
-                     "queries evaluated": int(run.get("n") or 0), "run": str(run.get("run_id")),
+            figures={"gap": f"{gap:.3f}" if gap is not None else "-",
+                     "95% CI": f"{lo:.3f} – {hi:.3f}" if lo is not None and hi is not None else "-",
+                     "tolerated gap": f"{threshold:.3f}",
+                     "queries evaluated": n if n >= s.min_n else f"{n} (too few to judge: min_n {s.min_n})",
+                     "run": str(run.get("run_id")),
                      **({"re-distillation": f"exported {', '.join(redistill)}: `costline distill teacher "
                                             f"--run {redistill[-1]}`, then train, eval, gate"}
                         if redistill else {})},
@@ -449,24 +458,32 @@ def _routing_tier_match_drop(s: RoutingTierMatchDropSettings, snap: Snapshot, no
         return None
     out = []
     limit = _naive(now)
-    rows = [r for r in snap.shadow_runs if r.get("finished_at") is not None and _naive(r["finished_at"]) <= limit
-            and int(r.get("n") or 0) >= s.min_n]
+    rows = [r for r in snap.shadow_runs if r.get("finished_at") is not None and _naive(r["finished_at"]) <= limit]
     for tier, runs in sorted(_latest_by(rows, "tier").items()):
-        latest, earlier = runs[0], runs[1 : 1 + s.baseline_runs]
+        # the latest run is judged, never an older one; one too small to judge (n < min_n) is no fresh evidence
+        # (BAND keeps the state), and only runs big enough make the baseline
+        latest = runs[0]
+        n = int(latest.get("n") or 0)
+        earlier = [r for r in runs[1:] if int(r.get("n") or 0) >= s.min_n][: s.baseline_runs]
         rate = float(latest["tier_match_rate"])
         base = sum(float(r["tier_match_rate"]) for r in earlier) / len(earlier) if earlier else None
         threshold = max(s.min_rate, base - s.drop) if base is not None else s.min_rate
-        if rate < threshold - 1e-12:
+        if n < s.min_n or rate != rate:
+            cond = Condition.BAND
+        elif rate < threshold - 1e-12:
             cond = Condition.BREACH
         elif rate >= threshold + s.resolve_within - 1e-12:
             cond = Condition.OK
         else:
             cond = Condition.BAND
         summary = (f"tier-match rate on {tier} {rate:.1%}"
-                   + (f" vs {base:.1%} over the previous {len(earlier)} runs" if base is not None else ""))
+                   + (f" vs {base:.1%} over the previous {len(earlier)} runs" if base is not None else "")
+                   + (f"; only {n} queries shadowed (fewer than min_n {s.min_n}): too few to judge, state kept"
+                      if n < s.min_n else ""))
         figures: dict[str, Any] = {
             "tier-match rate": f"{rate:.1%}", "baseline": f"{base:.1%}" if base is not None else "n/a",
-            "fires under": f"{threshold:.1%}", "queries shadowed": int(latest.get("n") or 0)}
+            "fires under": f"{threshold:.1%}",
+            "queries shadowed": n if n >= s.min_n else f"{n} (too few to judge: min_n {s.min_n})"}
         query = ("SELECT run_id, finished_at, tier, tier_match_rate, n\n"
                  f"FROM shadow_runs WHERE tier = {sql_str(tier)} ORDER BY finished_at DESC LIMIT 10")
         retrain = _retrain_for(snap, latest, tier, now) if cond != Condition.OK else []

@@ -66,6 +66,9 @@ class OutboxConfig:
     backoff_max_s: float = 300.0
     #: Sent rows older than this are pruned from the outbox.
     keep_sent_s: float = 7 * 86400.0
+    #: A deliverer claims a row for this long: no other process sends it meanwhile; a claimer that died
+    #: mid-send is taken over after it (checking Slack first). Must outlast a send and its duplicate check.
+    claim_s: float = 120.0
 
 
 @dataclass(frozen=True)
@@ -218,6 +221,9 @@ def validate(config: Any) -> None:
     s.at_least("backoff_max_s", a.outbox.backoff_max_s, a.outbox.backoff_initial_s,
                "must be at least backoff_initial_s")
     s.not_negative("keep_sent_s", a.outbox.keep_sent_s)
+    s.at_least("claim_s", a.outbox.claim_s, 3 * a.slack.timeout_s,
+               f"must outlast a Slack send and its duplicate check: at least 3 x [alerts.slack] timeout_s "
+               f"({3 * a.slack.timeout_s:g}); raise claim_s or lower timeout_s")
     rules = [f.name for f in fields(a) if isinstance(getattr(a, f.name), RuleSettings)]
     fraction = "must be in [0, 1] (a fraction: 0.10 = 10 points)"
     for name in rules:

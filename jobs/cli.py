@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -10,29 +10,41 @@ import click
 
 from costline.cli import pass_config
 from costline.config import Config
-from costline.timeutil import utc_naive
+from costline.timeutil import utc_naive, utc_now
 
 __all__ = ["commands", "jobs"]
 
 
 class _When(click.ParamType):
-    """A UTC time: ``2026-11-08``, ``2026-11-08T02:00``, ``now``, ``-24h`` / ``-7d`` (relative to now)."""
+    """A UTC time: ``2026-11-08``, ``2026-11-08T02:00``, ``now``, ``-24h`` / ``-7d`` (relative to now).
+
+    ``now`` and the relative forms count from the start of the current hour, as the default
+    ``--until`` does: a command run again within the hour names the same window, so a drift or
+    shadow run resumes (its run id hashes the window) instead of sampling and paying the teacher
+    again. An explicit time is taken as it is.
+    """
 
     name = "time"
+
+    def __init__(self, now: Callable[[], datetime] = utc_now) -> None:
+        self.now = now
+
+    def this_hour(self) -> datetime:
+        """The start of the current hour (naive UTC): what ``now`` and ``-24h`` count from."""
+        return utc_naive(self.now()).replace(minute=0, second=0, microsecond=0)
 
     def convert(self, value: Any, param: Any, ctx: Any) -> datetime:
         if isinstance(value, datetime):
             return value
         text = str(value).strip()
-        now = datetime.now(UTC).replace(tzinfo=None)
         if text == "now":
-            return now
+            return self.this_hour()
         if text.startswith("-") and text[-1] in "hd":
             try:
                 n = float(text[1:-1])
             except ValueError:
                 self.fail(f"{text!r}: use e.g. -24h or -7d", param, ctx)
-            return now - (timedelta(hours=n) if text[-1] == "h" else timedelta(days=n))
+            return self.this_hour() - (timedelta(hours=n) if text[-1] == "h" else timedelta(days=n))
         try:
             dt = datetime.fromisoformat(text)
         except ValueError:
@@ -44,8 +56,12 @@ WHEN = _When()
 
 
 def _window(config: Config, since: datetime | None, until: datetime | None) -> tuple[datetime, datetime]:
-    end = until or datetime.now(UTC).replace(tzinfo=None, minute=0, second=0, microsecond=0)
+    end = until or WHEN.this_hour()
     return since or end - timedelta(hours=config.jobs.window_hours), end
+
+
+def _span(since: datetime, until: datetime) -> str:
+    return f"{since:%Y-%m-%d %H:%M} to {until:%Y-%m-%d %H:%M} UTC"
 
 
 def _runner_opts(f: Any) -> Any:
@@ -100,8 +116,8 @@ def drift_cmd(config: Config, since: datetime | None, until: datetime | None, ba
     click.echo(format_result(["subtype", "n", "gap", "ci_low", "ci_high", "threshold", "flagged", "reason"], rows))
     if r.inputs.drifted:
         click.echo(f"input drift: {r.inputs.reason}")
-    click.echo(f"run {r.run_id}: {r.n} requests evaluated, {r.sent} answers paid now, {r.resumed} resumed; "
-               f"job cost ${r.cost_usd:.4f}")
+    click.echo(f"run {r.run_id} ({_span(s, u)}): {r.n} requests evaluated, {r.sent} answers paid now, "
+               f"{r.resumed} resumed; job cost ${r.cost_usd:.4f}")
     left_out = unusable_line(r.unusable)
     if left_out:
         click.echo(left_out)
@@ -139,7 +155,7 @@ def shadow_cmd(config: Config, since: datetime | None, until: datetime | None, b
             if r.already_done else
             [(a.tier, a.n, a.rate, a.baseline_rate, a.flagged, a.reason) for a in r.assessments])
     click.echo(format_result(["tier", "n", "tier_match_rate", "baseline", "flagged", "reason"], rows))
-    click.echo(f"run {r.run_id}: job cost ${r.cost_usd:.4f}")
+    click.echo(f"run {r.run_id} ({_span(s, u)}): job cost ${r.cost_usd:.4f}")
 
 
 @jobs.command("cost-report")

@@ -113,13 +113,53 @@ def eval_run(gap: float, lo: float, hi: float, *, n: int = 800, days_ago: int = 
         ([eval_run(0.06, 0.03, 0.09)], Condition.BAND),              # CI straddles it
         ([eval_run(0.02, 0.00, 0.04)], Condition.OK),
         ([eval_run(0.02, 0.0, 0.04), eval_run(0.09, 0.07, 0.11, days_ago=1)], Condition.OK),  # latest wins
-        ([eval_run(0.09, 0.07, 0.11, n=20), eval_run(0.02, 0.0, 0.04, days_ago=1)], Condition.OK),  # too small
         ([eval_run(0.09, 0.07, 0.11, threshold=None)], Condition.BREACH),  # default max_gap 0.05
+        ([eval_run(0.09, 0.07, 0.11, n=100)], Condition.BREACH),     # n = min_n (100) is enough to judge
+        # the latest run too small (n < min_n 100) to judge: no fresh evidence, the state is kept (band);
+        # never the verdict of an older run, whichever way it went
+        ([eval_run(0.09, 0.07, 0.11, n=99)], Condition.BAND),
+        ([eval_run(0.09, 0.07, 0.11, n=20), eval_run(0.02, 0.0, 0.04, days_ago=1)], Condition.BAND),
+        ([eval_run(0.0, -0.01, 0.01, n=80), eval_run(0.20, 0.15, 0.25, n=150, days_ago=6)], Condition.BAND),
+        ([eval_run(0.0, -0.01, 0.01, n=80, days_ago=d) for d in range(0, 6)]
+         + [eval_run(0.20, 0.15, 0.25, n=150, days_ago=6)], Condition.BAND),
     ],
 )
 def test_student_drift(runs: list[dict], expected: Condition) -> None:
     (obs,) = evaluate(Rule("student_drift", StudentDriftSettings()), Snapshot(eval_runs=runs), NOW)
     assert obs.condition is expected and obs.labels == {"subtype": "intent"}
+    assert obs.window == "eval run r0 finished 2026-11-07 10:00 UTC"  # always the latest run
+    too_few = runs[0]["n"] < 100
+    assert ("too few to judge" in obs.summary) is too_few
+    assert obs.figures["queries evaluated"] == (f"{runs[0]['n']} (too few to judge: min_n 100)" if too_few
+                                                else runs[0]["n"])
+
+
+def test_student_drift_judges_the_latest_run_through_the_state_machine(tmp_path) -> None:
+    import json
+
+    from costline.alerts.engine import FIRING, INACTIVE, RESOLVED, AlertEngine
+    from costline.alerts.store import AlertStore
+
+    rule = Rule("student_drift", StudentDriftSettings())
+    big_breach = eval_run(0.20, 0.15, 0.25, n=150, days_ago=6)
+    small = [eval_run(0.0, -0.01, 0.01, n=80, days_ago=d) for d in (5, 4, 3, 2, 1)]
+
+    def night(engine: AlertEngine, runs: list[dict], days_ago: int) -> tuple[str, list[str], str]:
+        at = NOW - timedelta(days=days_ago)
+        res = engine.apply({"student_drift": evaluate(rule, Snapshot(eval_runs=runs), at)}, now=at)
+        (row,) = engine.store.query("SELECT state, observation FROM alerts")
+        return row["state"], [to for _fp, _frm, to in res.transitions], json.loads(row["observation"])["window"]
+
+    # fired on a big run, then five small runs: still firing (no fresh evidence), quoting the latest run
+    # (not the six-day-old one); a big clean run resolves it
+    engine = AlertEngine(AlertStore(tmp_path / "a.sqlite"), AlertsConfig(), targets=("console",))
+    assert night(engine, [big_breach], 6) == (FIRING, [FIRING], "eval run r6 finished 2026-11-01 10:00 UTC")
+    assert night(engine, [big_breach, *small], 1) == (FIRING, [], "eval run r1 finished 2026-11-06 10:00 UTC")
+    assert night(engine, [big_breach, *small, eval_run(0.0, -0.01, 0.01)], 0) == (
+        RESOLVED, [RESOLVED], "eval run r0 finished 2026-11-07 10:00 UTC")
+    # first evaluated (a new state file) when the latest run is small: nothing fires on the old big run
+    engine = AlertEngine(AlertStore(tmp_path / "b.sqlite"), AlertsConfig(), targets=("console",))
+    assert night(engine, [big_breach, *small], 1) == (INACTIVE, [], "eval run r1 finished 2026-11-06 10:00 UTC")
 
 
 def shadow(rate: float, days_ago: int, tier: str = "budget", n: int = 500) -> dict:
@@ -135,6 +175,25 @@ def test_routing_tier_match_drop(latest: float, expected: Condition) -> None:
     runs = [shadow(latest, 0)] + [shadow(0.95, d) for d in range(1, 8)]
     (obs,) = evaluate(Rule("routing_tier_match_drop", RoutingTierMatchDropSettings()), Snapshot(shadow_runs=runs), NOW)
     assert obs.condition is expected  # baseline 0.95 - 5 points = 0.90; resolves from 0.92
+
+
+@pytest.mark.parametrize(
+    ("runs", "expected", "fires_under"),
+    [
+        # the newest run is small: no fresh evidence (state kept), never the older big run's breach; the baseline
+        # is the 7 big runs before it: (0.70 + 6 x 0.95) / 7 - 5 points
+        ([shadow(0.95, 0, n=80), shadow(0.70, 1)] + [shadow(0.95, d) for d in range(2, 9)], Condition.BAND,
+         (0.70 + 6 * 0.95) / 7 - 0.05),
+        ([shadow(0.70, 0, n=100)] + [shadow(0.95, d) for d in range(1, 8)], Condition.BREACH, 0.90),  # n = min_n
+        # small runs make no baseline: 0.50 twice at n=20 leave the 0.95 runs' (fires under 0.90)
+        ([shadow(0.91, 0), shadow(0.50, 1, n=20), shadow(0.50, 2, n=20)] + [shadow(0.95, d) for d in range(3, 10)],
+         Condition.BAND, 0.90),
+    ],
+)
+def test_routing_tier_match_drop_judges_the_latest_run(runs: list, expected: Condition, fires_under: float) -> None:
+    (obs,) = evaluate(Rule("routing_tier_match_drop", RoutingTierMatchDropSettings()), Snapshot(shadow_runs=runs), NOW)
+    assert (obs.condition, obs.window.split()[2]) == (expected, "s0")  # the latest run, whatever its size
+    assert obs.threshold == pytest.approx(fires_under)
 
 
 def test_job_rules_skip_when_their_view_is_missing() -> None:
