@@ -47,7 +47,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 __all__ = ["TOOL_NAME", "MAX_TOOLS", "ANTHROPIC_TOOL_TYPE", "NotTranslatable", "anthropic_defined", "tools_problem", "uses_tools", "cites", "tools_from_openai",
-           "turns_from_openai", "tools_to_openai", "tools_for_anthropic", "messages_to_openai", "blocks_from_openai", "openai_tool_calls",
+           "turns_from_openai", "without_empty_turns", "tools_to_openai", "tools_for_anthropic", "messages_to_openai", "blocks_from_openai", "openai_tool_calls",
            "block_text", "document_text", "file_block", "image_block"]
 
 #: A tool's name as both APIs accept it (Anthropic allows 128 characters, OpenAI 64).
@@ -246,7 +246,8 @@ def tools_from_openai(tools: Any, tool_choice: Any) -> tuple[list[dict[str, Any]
 def turns_from_openai(raw: Sequence[Mapping[str, Any]], text_of: Any) -> tuple[list[str], list[dict[str, Any]]] | tuple[str, str]:
     """(system parts, Messages-shaped turns) of Chat Completions ``messages`` that may carry ``tool_calls`` and
     ``role: "tool"`` results, or ``(param, problem)``. ``text_of(content)`` reads a message's text (None: not text).
-    Consecutive tool results become one user turn of ``tool_result`` blocks, as the Messages API wants them."""
+    Consecutive tool results become one user turn of ``tool_result`` blocks, as the Messages API wants them; an
+    empty turn before the last is left out (:func:`without_empty_turns`)."""
     system: list[str] = []
     turns: list[dict[str, Any]] = []
     for i, m in enumerate(raw):
@@ -299,7 +300,24 @@ def turns_from_openai(raw: Sequence[Mapping[str, Any]], text_of: Any) -> tuple[l
                                                           "a name and JSON object arguments")
             blocks.append({"type": "tool_use", "id": call["id"], "name": fn["name"], "input": args})
         turns.append({"role": "assistant", "content": blocks})
-    return system, turns
+    return system, without_empty_turns(turns)
+
+
+def without_empty_turns(turns: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``turns`` less each turn of no text before the last (an empty or blank string, or no blocks at all).
+
+    OpenAI's APIs take an assistant (or user) message of ``""`` anywhere in a conversation; Anthropic's refuses every
+    empty message but a final assistant one ("all messages must have non-empty content…"), so such a turn would fail
+    on every Anthropic tier. It says nothing, so leaving it out keeps the conversation's meaning. The turns either
+    side of it may then share a role: they are left as they are, as a conversation of two user messages in a row
+    is (Anthropic's API reads consecutive turns of one role as one turn). The last turn is kept as it is: the
+    routes refuse a last user turn without text themselves."""
+    last = len(turns) - 1
+    return [t for i, t in enumerate(turns) if i == last or not _empty(t.get("content"))]
+
+
+def _empty(content: Any) -> bool:
+    return (isinstance(content, str) and not content.strip()) or (isinstance(content, list) and not content)
 
 
 def _user_parts(parts: list[Any]) -> list[dict[str, Any]] | str:

@@ -63,6 +63,17 @@ def test_what_does_not_change_the_answer_keeps_the_scope(same) -> None:
     assert scope_of_body({**BASE, **same}) == scope_of_body(BASE)
 
 
+@pytest.mark.parametrize("one, other", [
+    ({"output_config": {"effort": "low"}}, {"output_config": {"effort": "high"}}),
+    ({"output_config": {"effort": "low"}}, {}),  # the tier's own default effort is another answer
+    ({"output_config": {"effort": "medium", "format": {"type": "json_schema", "schema": {"type": "object"}}}},
+     {"output_config": {"effort": "max", "format": {"type": "json_schema", "schema": {"type": "object"}}}}),
+])
+def test_the_reasoning_effort_changes_the_scope(one, other) -> None:
+    """output_config.effort changes the answer: a "high" request is never answered with a "low" one's."""
+    assert scope_of_body({**BASE, **one}) != scope_of_body({**BASE, **other})
+
+
 def test_a_system_prompt_as_text_blocks_scopes_like_the_same_text() -> None:
     blocks = {**BASE, "system": [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}]}
     assert scope_of_body(blocks) == scope_of_body({**BASE, "system": "Be brief."})

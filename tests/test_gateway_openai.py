@@ -224,3 +224,88 @@ def test_a_body_over_the_limit_is_refused_in_openais_format(gateway) -> None:
     with pytest.raises(openai.APIStatusError) as err:
         client(gw).chat.completions.create(model="m", messages=[{"role": "user", "content": "x" * 5000}])
     assert err.value.status_code == 413 and err.value.body["type"] == "invalid_request_error"
+
+
+def _ask_with_effort(gw, api: str, effort: str):
+    """``EASY`` asked through ``api`` at a reasoning ``effort`` (each API's own field for it): the answering model."""
+    if api == "messages":
+        return anthropic.Anthropic(base_url=gw.url, api_key="unused", max_retries=0).messages.create(
+            model="m", max_tokens=300, output_config={"effort": effort},
+            messages=[{"role": "user", "content": EASY}]).model
+    if api == "chat":
+        return client(gw).chat.completions.create(model="m", max_tokens=300, reasoning_effort=effort,
+                                                  messages=[{"role": "user", "content": EASY}]).model
+    return client(gw).responses.create(model="m", max_output_tokens=300, reasoning={"effort": effort},
+                                       input=EASY).model
+
+
+@pytest.mark.parametrize("api, low, high, same_as_low", [
+    ("messages", "low", "high", ("chat", "low")),
+    ("chat", "low", "high", ("responses", "low")),
+    ("chat", "minimal", "medium", ("messages", "low")),  # minimal reaches the Anthropic tiers as low: one scope
+    ("responses", "low", "xhigh", ("messages", "low")),
+])
+def test_the_reasoning_effort_is_part_of_the_cache_scope(gateway, api, low, high, same_as_low) -> None:
+    """A "high" effort request was answered with the answer a "low" one stored (output_config.effort,
+    reasoning_effort and reasoning.effort were not in the scope). The effort the tiers get is: the same effort is
+    one cache entry whichever API asked."""
+    gw = gateway()
+    assert _ask_with_effort(gw, api, low) != CACHE_MODEL
+    assert _ask_with_effort(gw, api, low) == CACHE_MODEL
+    assert _ask_with_effort(gw, api, high) != CACHE_MODEL  # a model answers: another effort, another scope
+    assert _ask_with_effort(gw, *same_as_low) == CACHE_MODEL
+
+
+@pytest.fixture
+def sent_to_anthropic(monkeypatch):
+    """The Messages API request bodies the gateway sent to Anthropic tiers (the stand-in is lenient about shapes
+    Anthropic's API refuses), oldest first."""
+    from costline.serving.backends import AnthropicBackend
+
+    sent: list[dict] = []
+    made = AnthropicBackend._kwargs
+
+    def recorded(self, prompt):
+        kwargs = made(self, prompt)
+        sent.append(kwargs)
+        return kwargs
+
+    monkeypatch.setattr(AnthropicBackend, "_kwargs", recorded)
+    return sent
+
+
+@pytest.mark.parametrize("api", ["chat", "responses"])
+def test_an_empty_turn_mid_conversation_is_not_sent_to_anthropic_tiers(gateway, sent_to_anthropic, api) -> None:
+    """OpenAI takes an assistant message of "" mid-conversation; Anthropic's API refuses every empty message but a
+    final assistant one (a 400 on every Anthropic tier). It says nothing: it is left out, the rest as it came."""
+    gw = gateway()
+    history = [{"role": "user", "content": "Remind me later"}, {"role": "assistant", "content": ""},
+               {"role": "user", "content": "What is our refund window?"}]
+    if api == "chat":
+        done = client(gw).chat.completions.create(model="m", messages=history)
+        assert done.choices[0].message.content
+    else:  # as the Agents SDK sends an earlier answer back: output_text parts
+        history[1] = {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": ""}]}
+        assert client(gw).responses.create(model="m", input=history).output_text
+    assert sent_to_anthropic and all(kw["messages"] == [
+        {"role": "user", "content": "Remind me later"}, {"role": "user", "content": "What is our refund window?"}]
+        for kw in sent_to_anthropic), sent_to_anthropic
+
+
+@pytest.mark.parametrize("limits, status, param", [
+    # null is unset (what a client serialising its unset fields sends): max_tokens stands
+    ({"max_tokens": 5, "max_completion_tokens": None}, 200, None),
+    ({"max_tokens": 0, "max_completion_tokens": None}, 400, "max_tokens"),
+])
+def test_a_null_max_completion_tokens_leaves_max_tokens_in_force(gateway, limits, status, param) -> None:
+    gw = gateway()
+    story = "Tell a long story about a lighthouse keeper"
+    if status == 400:
+        with pytest.raises(openai.BadRequestError) as err:
+            client(gw).chat.completions.create(model="m", messages=[{"role": "user", "content": story}],
+                                               extra_body=limits)
+        assert err.value.body["param"] == param
+        return
+    done = client(gw).chat.completions.create(model="m", messages=[{"role": "user", "content": story}],
+                                              extra_body=limits)
+    assert done.choices[0].finish_reason == "length" and done.usage.completion_tokens == 5

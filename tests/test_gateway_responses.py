@@ -279,6 +279,9 @@ def test_a_streamed_tool_request_is_buffered_and_a_text_one_says_its_mode(setup)
     ({"max_output_tokens": 0}, "max_output_tokens"),
     ({"reasoning": {"effort": "extreme"}}, "reasoning.effort"),
     ({"temperature": 3}, "temperature"),
+    ({"text": {"verbosity": "high"}}, "text.verbosity"),  # no tier's API has a verbosity control
+    ({"moderation": {"model": "omni-moderation-latest"}}, "moderation"),
+    ({"extra_body": {"definitely_not_a_field": 1}}, "definitely_not_a_field"),  # refused as OpenAI refuses it
 ])
 def test_what_cannot_be_carried_is_a_400_naming_the_param(setup, standin, extra, param) -> None:
     gw, _ = setup
@@ -564,3 +567,18 @@ def test_a_function_tools_strict_is_carried_as_sent(strict) -> None:
     tools, _ = _tools({"tools": [{**tool, **({"strict": strict} if strict is not None else {})}]})
     assert tools == ({"name": "get_weather", "input_schema": {"type": "object", "properties": {}},
                       **({"strict": strict} if strict is not None else {})},)
+
+
+@pytest.mark.parametrize("given, want", [
+    # two messages of one role are one turn of two paragraphs, never one run-on text
+    ([{"role": "user", "content": "Our plan is Pro."}, {"role": "user", "content": "Can I add seats?"}],
+     [{"role": "user", "content": "Our plan is Pro.\n\nCan I add seats?"}]),
+    ([{"role": "user", "content": [{"type": "input_text", "text": "Can I "}, {"type": "input_text", "text": "add seats?"}]}],
+     [{"role": "user", "content": "Can I add seats?"}]),  # the parts of one message are one text
+    ([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": ""}, {"role": "user", "content": "Seats?"}],
+     [{"role": "user", "content": "Hi\n\nSeats?"}]),  # an empty answer between them is left out
+])
+def test_adjacent_messages_of_one_role_are_paragraphs_of_one_turn(given, want) -> None:
+    from costline.serving.gateway.responses_api import turns_of
+
+    assert turns_of(given)[1] == want

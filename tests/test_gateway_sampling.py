@@ -224,6 +224,11 @@ def test_parameters_the_api_would_refuse_are_a_400_before_any_call(standin, serv
     ({"seed": 1.5}, "seed"),
     ({"logit_bias": {"word": 5}}, "logit_bias"),
     ({"logit_bias": {"50256": 101}}, "logit_bias"),
+    ({"verbosity": "low"}, "verbosity"),  # no tier's API has a verbosity control: only OpenAI's default is answered
+    ({"verbosity": "high"}, "verbosity"),
+    ({"moderation": {"model": "omni-moderation-latest"}}, "moderation"),
+    ({"definitely_not_a_field": 1}, "definitely_not_a_field"),  # unknown fields: refused as OpenAI refuses them
+    ({"top_k": 5}, "top_k"),
 ])
 def test_chat_fields_the_gateway_cannot_answer_are_refused(standin, serve, extra, param):  # noqa: F811
     """Each asks for an answer the gateway cannot give (log probabilities, audio) or is malformed (a response format
@@ -365,3 +370,45 @@ def test_a_malformed_beta_header_is_a_400(standin, serve, header):  # noqa: F811
                                        extra_headers={"anthropic-beta": header})
     assert "anthropic-beta" in err.value.body["error"]["message"]
     assert standin.log.entries() == []
+
+
+#: What the openai SDK and common apps send on ordinary requests: each carried, or left out because it does not change
+#: the answer (store, service_tier, the prompt-cache hints, prediction), never refused.
+ORDINARY_CHAT_FIELDS = dict(
+    store=True, service_tier="auto", prompt_cache_key="app-1", prompt_cache_retention="24h",
+    prediction={"type": "content", "content": "Settings"}, parallel_tool_calls=True, safety_identifier="u-1",
+    metadata={"feature": "billing"}, stream_options=None, n=1, logprobs=False, modalities=["text"], verbosity="medium",
+    frequency_penalty=0, presence_penalty=0, seed=7, stop=None, temperature=1, top_p=1, max_completion_tokens=300,
+    response_format={"type": "text"}, reasoning_effort="low", tool_choice="auto", tools=[])
+
+
+@pytest.mark.parametrize("route", ["chat", "responses"])
+def test_unknown_fields_are_refused_as_openai_refuses_them_and_ordinary_ones_pass(standin, serve, route):  # noqa: F811
+    """Until now an unknown field (or verbosity) was accepted and dropped: the answer was as if the request had not
+    asked. Now it is OpenAI's 400 naming it; the fields the SDK sends for an ordinary request still pass."""
+    gw = serve()
+    app = openai.OpenAI(base_url=f"http://127.0.0.1:{gw.port}/v1", api_key="unused", max_retries=0,
+                        default_headers={"x-costline-tenant": f"fields-{route}"})
+    if route == "chat":
+        def ask(**extra):
+            return app.chat.completions.create(model="gpt-5", messages=[{"role": "user", "content": QUESTION}],
+                                               **extra).choices[0].message.content
+        ordinary = ORDINARY_CHAT_FIELDS
+    else:
+        def ask(**extra):
+            return app.responses.create(model="gpt-5", input=QUESTION, **extra).output_text
+        ordinary = dict(store=False, service_tier="auto", prompt_cache_key="app-1", truncation="auto",
+                        parallel_tool_calls=True, safety_identifier="u-1", metadata={"feature": "billing"},
+                        text={"format": {"type": "text"}, "verbosity": "medium"},
+                        reasoning={"effort": "low", "summary": "auto"}, max_output_tokens=300, temperature=1)
+    assert ask(**ordinary)
+    standin.log.clear()
+    with pytest.raises(openai.BadRequestError) as err:
+        ask(extra_body={"definitely_not_a_field": 1})
+    assert err.value.body == {"message": "Unrecognized request argument supplied: definitely_not_a_field",
+                              "type": "invalid_request_error", "param": "definitely_not_a_field", "code": None}
+    verbosity = {"verbosity": "low"} if route == "chat" else {"text": {"verbosity": "low"}}
+    with pytest.raises(openai.BadRequestError) as err:
+        ask(**verbosity)
+    assert err.value.body["param"] == ("verbosity" if route == "chat" else "text.verbosity")
+    assert standin.log.entries() == []  # no model was called

@@ -221,8 +221,9 @@ def test_a_schema_that_reaches_outside_itself_is_refused_before_any_model_call(s
 def test_a_malformed_format_is_a_400_naming_it(setup, standin, api, field, value, says) -> None:
     gw, _ = setup
     path = {"chat": "/v1/chat/completions", "responses": "/v1/responses", "messages": "/v1/messages"}[api]
-    body = {"model": "m", "max_tokens": 50, field: value}
-    body.update({"input": "hi"} if api == "responses" else {"messages": [{"role": "user", "content": "hi"}]})
+    body = {"model": "m", field: value}
+    body.update({"input": "hi", "max_output_tokens": 50} if api == "responses"  # (max_tokens is no Responses field)
+                else {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 50})
     reply = httpx.post(f"http://127.0.0.1:{gw.port}{path}", json=body, timeout=30)
     assert reply.status_code == 400
     assert says in reply.json()["error"]["message"]

@@ -167,6 +167,40 @@ def test_openai_turns_that_cannot_be_carried_name_the_param(raw, param) -> None:
     assert turns_from_openai(raw, _text)[0] == param
 
 
+@pytest.mark.parametrize("raw, want", [
+    # an empty assistant turn mid-conversation (valid for OpenAI; Anthropic's API refuses any empty message but a
+    # final assistant one): left out, the user turns either side kept as they came
+    ([{"role": "user", "content": "Remind me later"}, {"role": "assistant", "content": ""},
+      {"role": "user", "content": "What is our refund window?"}],
+     [{"role": "user", "content": "Remind me later"}, {"role": "user", "content": "What is our refund window?"}]),
+    # blank is no text either
+    ([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": " \n"},
+      {"role": "user", "content": ""}, {"role": "assistant", "content": "Hello"},
+      {"role": "user", "content": "Refunds?"}],
+     [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"},
+      {"role": "user", "content": "Refunds?"}]),
+    # an empty user turn before the first answer
+    ([{"role": "user", "content": ""}, {"role": "assistant", "content": "How can I help?"},
+      {"role": "user", "content": "Refunds?"}],
+     [{"role": "assistant", "content": "How can I help?"}, {"role": "user", "content": "Refunds?"}]),
+    # an assistant turn of "" that calls tools is kept (its tool_use blocks are its content)
+    ([{"role": "user", "content": "Weather?"}, {"role": "assistant", "content": ""},
+      {"role": "user", "content": "In Oslo"},
+      {"role": "assistant", "content": "", "tool_calls": [
+          {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]},
+      {"role": "tool", "tool_call_id": "c1", "content": "sunny"}],
+     [{"role": "user", "content": "Weather?"}, {"role": "user", "content": "In Oslo"},
+      {"role": "assistant", "content": [{"type": "tool_use", "id": "c1", "name": "get_weather", "input": {}}]},
+      {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "c1", "content": "sunny"}]}]),
+    # the last turn is left as it is (the route refuses a last user turn without text itself)
+    ([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": ""}, {"role": "user", "content": "Hi?"},
+      {"role": "assistant", "content": ""}],
+     [{"role": "user", "content": "Hi"}, {"role": "user", "content": "Hi?"}, {"role": "assistant", "content": ""}]),
+])
+def test_empty_openai_turns_before_the_last_are_left_out(raw, want) -> None:
+    assert turns_from_openai(raw, _text) == ([], want)
+
+
 def test_messages_turns_become_an_openai_conversation() -> None:
     messages = [{"role": "user", "content": "Weather in Oslo?"},
                 {"role": "assistant", "content": [{"type": "text", "text": "Checking."},

@@ -7,7 +7,9 @@ answer is matched **exactly**, through a hash — the *scope* of the request:
 * the system prompt, the earlier turns (and any non-text blocks of the last one: images,
   tool results), the tools and ``tool_choice``;
 * the generation parameters that change the answer: model family, ``temperature``,
-  ``top_p``, ``top_k``, ``max_tokens``, ``stop_sequences``, the response / output format.
+  ``top_p``, ``top_k``, ``max_tokens``, ``stop_sequences``, the response / output format, the reasoning
+  effort (the Messages API's ``output_config.effort``; Chat Completions' ``reasoning_effort`` and the Responses
+  API's ``reasoning.effort`` are scoped as the effort they reach the tiers as), ``thinking``.
 
 The scope becomes part of the cache namespace (:func:`scoped_namespace`): the cache keeps one
 index per (tenant, namespace, scope), so an answer made under another system prompt or for
@@ -50,10 +52,12 @@ FINAL_STOP_REASONS = frozenset({"end_turn", "stop_sequence", "stop"})
 #: Between a namespace and its scope hash in a cache namespace (never in a configured name).
 SCOPE_SEPARATOR = "\x1f"
 
-#: Generation parameters of a Messages / Chat Completions body that change the answer.
+#: Generation parameters of a Messages / Chat Completions body that change the answer (``effort``: the Messages
+#: API's ``output_config.effort``, read by :func:`scope_of_body`; ``output_config.format`` is scoped as
+#: ``output_format``, the shape every API's route scopes a format in).
 _PARAMS = ("temperature", "top_p", "top_k", "max_tokens", "max_completion_tokens", "stop_sequences", "stop",
            "response_format", "output_format", "tool_choice", "thinking", "seed", "frequency_penalty",
-           "presence_penalty", "logit_bias")
+           "presence_penalty", "logit_bias", "effort")
 
 _DATE_SUFFIX = re.compile(r"(-\d{8}|-latest|@\d{8})$")
 
@@ -102,12 +106,16 @@ def request_scope(
 
 
 def scope_of_body(body: Mapping[str, Any]) -> str:
-    """The scope of an Anthropic Messages (or OpenAI chat) request body."""
+    """The scope of an Anthropic Messages (or OpenAI chat) request body: its ``output_config.effort`` counts as
+    ``effort`` (the reasoning effort changes the answer: a "high" request is never answered with a "low" one's)."""
     messages = body.get("messages")
     messages = list(messages) if isinstance(messages, list) else []
+    config = body.get("output_config")
+    effort = config.get("effort") if isinstance(config, Mapping) else None
+    params = {**body, "effort": effort} if effort is not None else body
     # (OpenAI puts the system prompt among the messages, where it counts as an earlier turn)
     return request_scope(system=body.get("system"), earlier=_earlier(messages), tools=body.get("tools"),
-                         model=body.get("model"), params=body)
+                         model=body.get("model"), params=params)
 
 
 def scope_of_prompt(prompt: Any) -> str:

@@ -35,7 +35,14 @@ pipeline call, and the answer is written back as a ``chat.completion``:
 * errors in OpenAI's format (``{"error": {"message", "type", "param", "code"}}``); every tier
   failing answers 429, 503 (overloaded) or 500; ``frequency_penalty``, ``presence_penalty``, ``seed`` and
   ``logit_bias`` reach OpenAI-compatible tiers only (:data:`CHAT_SAMPLING_FIELDS`); other parts (audio, a file by ``file_id``) and the deprecated
-  ``functions`` are refused (400).
+  ``functions`` are refused (400);
+* ``reasoning_effort`` reaches the Anthropic tiers as ``output_config.effort`` and is part of the cache scope as that
+  effort; ``verbosity`` is answered at OpenAI's default (``medium``) only, since no tier's API has a verbosity
+  control (``low`` / ``high``: a 400 naming it); the fields of :data:`CHAT_IGNORED_FIELDS` are left out (they do not
+  change the answer); any field not in :data:`CHAT_FIELDS` is refused as OpenAI refuses it (400 "Unrecognized request
+  argument supplied"); a field sent as null is unset (``max_completion_tokens: null`` leaves ``max_tokens`` in force);
+* an empty message before the last (valid for OpenAI, refused by Anthropic's API) is left out
+  (:func:`~costline.serving.translate.without_empty_turns`).
 """
 
 from __future__ import annotations
@@ -59,10 +66,11 @@ from costline.serving.translate import (MAX_TOOLS, block_text, openai_tool_calls
                                        turns_from_openai, uses_tools)
 from costline.serving.pipeline import Answer, LiveAnswer
 
-__all__ = ["CHAT_SAMPLING_FIELDS", "ChatCompletions", "DEFAULT_MAX_TOKENS", "Embeddings", "OpenAIRoute", "RESUME_PAUSED",
-           "SEARCH_CONTEXT_USES", "chat_completion", "chat_sampling_of", "citation_spans", "end_user_of", "model_of",
+__all__ = ["CHAT_FIELDS", "CHAT_IGNORED_FIELDS", "CHAT_SAMPLING_FIELDS", "ChatCompletions", "DEFAULT_MAX_TOKENS",
+           "Embeddings", "OpenAIRoute", "RESUME_PAUSED", "SEARCH_CONTEXT_USES", "chat_completion", "chat_sampling_of",
+           "citation_spans", "end_user_of", "model_of",
            "open_openai_live", "openai_error", "read_chat_request", "search_tool", "settled_response", "token_counts",
-           "url_citations", "web_search_tool"]
+           "unrecognized", "unrecognized_error", "url_citations", "web_search_tool"]
 
 log = logging.getLogger(__name__)
 
@@ -190,10 +198,12 @@ def read_chat_request(body: Mapping[str, Any]) -> tuple[str, Prompt, str] | Http
     fmt = from_chat(body.get("response_format"))
     if isinstance(fmt, tuple):
         return openai_error(400, fmt[1], param=fmt[0])
+    effort = dict(sampling).get("effort")  # as the tiers get it: "minimal" is "low" there, so one scope
     equivalent = {**{k: body[k] for k in ("model", "temperature", "top_p", *CHAT_SAMPLING_FIELDS)
                      if body.get(k) is not None},
                   "system": system, "messages": messages, "max_tokens": max_tokens,
-                  "output_format": fmt.scope() if fmt is not None else None}
+                  "output_format": fmt.scope() if fmt is not None else None,
+                  "output_config": {"effort": effort} if effort is not None else None}
     stop = body.get("stop")
     if stop is not None:
         equivalent["stop_sequences"] = [stop] if isinstance(stop, str) else stop
@@ -213,6 +223,9 @@ def chat_completion(result: Answer, created: int) -> dict[str, Any]:
 def _to_messages(body: Mapping[str, Any]) -> tuple[Any, list[dict[str, Any]], str, int, Any, Any, Any] | HttpResponse:
     """(system, Messages-shaped turns, the question, max_tokens, sampling, tools, tool_choice) of a chat request
     (tools and tool turns in the Messages API's shapes: :mod:`costline.serving.translate`), or a 400."""
+    unknown = unrecognized(body, CHAT_FIELDS | CHAT_IGNORED_FIELDS)
+    if unknown is not None:
+        return unrecognized_error(unknown)
     raw = body.get("messages")
     if not isinstance(raw, list) or not raw or not all(isinstance(m, Mapping) for m in raw):
         return openai_error(400, "messages: at least one message is required", param="messages")
@@ -237,11 +250,13 @@ def _to_messages(body: Mapping[str, Any]) -> tuple[Any, list[dict[str, Any]], st
     cannot = _cannot_carry(body)
     if cannot is not None:
         return openai_error(400, cannot[1], param=cannot[0])
-    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    # null is unset (what a client serialising its unset fields sends): max_tokens then stands
+    limit_field = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
+    max_tokens = body.get(limit_field)
     if max_tokens is None:
         max_tokens = DEFAULT_MAX_TOKENS
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
-        return openai_error(400, "max_completion_tokens: a whole number >= 1", param="max_completion_tokens")
+        return openai_error(400, f"{limit_field}: a whole number >= 1", param=limit_field)
     n = body.get("n")
     if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n != 1):
         return openai_error(400, "n: only 1 choice is supported", param="n")
@@ -320,17 +335,55 @@ def chat_sampling_of(body: Mapping[str, Any]) -> tuple[tuple[str, Any], ...] | t
 
 
 #: ``reasoning_effort`` → the Messages API's ``output_config.effort`` (Anthropic tiers; the student ignores it).
-_EFFORTS = {"none": "low", "minimal": "low", "low": "low", "medium": "medium", "high": "high", "xhigh": "xhigh"}
+_EFFORTS = {"none": "low", "minimal": "low", "low": "low", "medium": "medium", "high": "high", "xhigh": "xhigh",
+            "max": "max"}
+
+#: The Chat Completions request fields (those of the ``openai`` SDK's ``chat.completions.create``) the gateway
+#: reads: each carried to the tiers, part of the cache scope, or refused with a 400 when it asks for what the gateway
+#: cannot give (:func:`_cannot_carry`). Any other field is refused as OpenAI refuses it ("Unrecognized request
+#: argument supplied"), never dropped.
+CHAT_FIELDS = frozenset({
+    "messages", "model", "stream", "stream_options", "max_completion_tokens", "max_tokens", "temperature", "top_p",
+    "stop", "reasoning_effort", "response_format", "tools", "tool_choice", "parallel_tool_calls", "web_search_options",
+    "frequency_penalty", "presence_penalty", "seed", "logit_bias", "safety_identifier", "user", "metadata", "n",
+    "logprobs", "top_logprobs", "audio", "modalities", "functions", "function_call", "verbosity", "moderation"})
+#: Chat Completions fields accepted and left out because they do not change the answer, only how OpenAI itself
+#: would serve or keep it: ``store`` (OpenAI keeping the completion for its evals and distillation: costline records
+#: every call itself), ``service_tier`` (OpenAI's processing tier: latency and price), ``prompt_cache_key``,
+#: ``prompt_cache_retention`` and ``prompt_cache_options`` (OpenAI's prompt-cache hints: cost and latency),
+#: ``prediction`` (Predicted Outputs: a latency hint, the answer is the model's either way).
+CHAT_IGNORED_FIELDS = frozenset({"store", "service_tier", "prompt_cache_key", "prompt_cache_retention",
+                                 "prompt_cache_options", "prediction"})
+#: ``verbosity`` of a request the gateway can answer: OpenAI's default (or null: unset). No tier's API has a field
+#: for another (Anthropic's has no verbosity control), so ``low`` / ``high`` are refused.
+_DEFAULT_VERBOSITY = (None, "medium")
+
+
+def unrecognized(body: Mapping[str, Any], known: frozenset[str]) -> str | None:
+    """The first (sorted) top-level field of ``body`` not in ``known``, or None."""
+    unknown = sorted(str(k) for k in body if k not in known)
+    return unknown[0] if unknown else None
+
+
+def unrecognized_error(field: str) -> HttpResponse:
+    """OpenAI's 400 for a request field it does not know."""
+    return openai_error(400, f"Unrecognized request argument supplied: {field[:80]}", param=field[:80])
 
 
 def _cannot_carry(body: Mapping[str, Any]) -> tuple[str, str] | None:
     """(param, message) for a request field whose answer the gateway cannot give (one choice, no log
-    probabilities, text out), or None. Ignoring them would hand the app something else than it asked for."""
+    probabilities, text out, OpenAI's default verbosity, no moderation), or None. Ignoring them would hand the app
+    something else than it asked for."""
     if body.get("logprobs") or body.get("top_logprobs"):
         return "logprobs", "log probabilities are not supported by the costline gateway"
     modalities = body.get("modalities")
     if body.get("audio") is not None or (modalities is not None and modalities != ["text"]):
         return "modalities", "only text output is supported by the costline gateway"
+    if body.get("verbosity") not in _DEFAULT_VERBOSITY:
+        return "verbosity", ("verbosity: only medium (OpenAI's default) is supported by the costline gateway: no tier "
+                             "it routes to has a verbosity control (ask for a shorter or longer answer in the prompt)")
+    if body.get("moderation") is not None:
+        return "moderation", "moderation is not run by the costline gateway"
     return None
 
 

@@ -37,11 +37,16 @@ the Chat Completions API: the request is translated to the Messages shape and an
   ``DELETE /v1/responses/{id}`` deletes it (another tenant's, or one not stored: a 404);
 * ``conversation`` (an id of the Conversations API's, :mod:`~costline.serving.gateway.conversations_api`): its
   items come before the request's input, and the input and the answer are added to it;
-* refused with a 400 naming the parameter: ``background``,
-  other hosted tools (file search, computer use, code interpreter…), log probabilities (``top_logprobs``, ``include``
-  ``message.output_text.logprobs``; other ``include`` values ask for nothing the gateway has), ``item_reference``
-  items, an ``input_file`` by
-  ``file_id`` (``input_file`` with ``file_data`` or ``file_url`` becomes a document block).
+* ``text.verbosity`` only at OpenAI's default (``medium``): no tier's API has a verbosity control; the fields of
+  :data:`RESPONSES_IGNORED_FIELDS` are left out (they do not change the answer); a field the API does not have is
+  OpenAI's 400 "Unrecognized request argument supplied";
+* an empty message before the last is left out (:func:`~costline.serving.translate.without_empty_turns`: Anthropic's
+  API refuses it);
+* refused with a 400 naming the parameter: ``background``, ``moderation``, ``context_management``,
+  ``access_programs``, other hosted tools (file search, computer use, code interpreter…), log probabilities
+  (``top_logprobs``, ``include`` ``message.output_text.logprobs``; other ``include`` values ask for nothing the
+  gateway has), ``item_reference`` items, an ``input_file`` by ``file_id`` (``input_file`` with ``file_data`` or
+  ``file_url`` becomes a document block).
 """
 
 from __future__ import annotations
@@ -64,17 +69,35 @@ from costline.serving.gateway.response_store import StoreFull
 from costline.serving.gateway.messages_api import question_text, sampling_of
 from costline.serving.gateway.openai_api import (DEFAULT_MAX_TOKENS, RESUME_PAUSED, OpenAIRoute, citation_spans,
                                                  end_user_of, model_of, open_openai_live, openai_error, search_tool,
-                                                 settled_response, token_counts)
+                                                 settled_response, token_counts, unrecognized, unrecognized_error)
 from costline.serving.pipeline import Answer, LiveAnswer
 from costline.serving.structured import from_responses
-from costline.serving.translate import MAX_TOOLS, file_block, image_block, tools_from_openai
+from costline.serving.translate import MAX_TOOLS, file_block, image_block, tools_from_openai, without_empty_turns
 
 __all__ = ["Responses"]
 
 log = logging.getLogger(__name__)
 
 #: ``reasoning.effort`` → the Messages API's ``output_config.effort`` (as the Chat Completions route maps it).
-_EFFORTS = {"none": "low", "minimal": "low", "low": "low", "medium": "medium", "high": "high", "xhigh": "xhigh"}
+_EFFORTS = {"none": "low", "minimal": "low", "low": "low", "medium": "medium", "high": "high", "xhigh": "xhigh",
+            "max": "max"}
+#: The Responses request fields (those of the ``openai`` SDK's ``responses.create``) the gateway reads: each carried,
+#: part of the cache scope, or refused with a 400 when it asks for what the gateway cannot give. Any other field is
+#: refused as OpenAI refuses it ("Unrecognized request argument supplied"), never dropped.
+RESPONSES_FIELDS = frozenset({
+    "input", "instructions", "model", "max_output_tokens", "max_tool_calls", "temperature", "top_p", "reasoning",
+    "text", "tools", "tool_choice", "parallel_tool_calls", "stream", "store", "previous_response_id", "conversation",
+    "include", "metadata", "safety_identifier", "user", "top_logprobs", "background", "prompt", "moderation",
+    "context_management", "access_programs"})
+#: Responses fields accepted and left out because they do not change the answer, only how OpenAI itself would serve
+#: it: ``service_tier`` (latency and price), ``prompt_cache_key`` / ``prompt_cache_retention`` /
+#: ``prompt_cache_options`` (prompt-cache hints), ``stream_options`` (``include_obfuscation``: padding the gateway
+#: never adds), ``truncation`` (the gateway never drops input items: an input too long for a tier fails there, as
+#: with OpenAI's default ``disabled``), ``image`` (image-context compression: a cost hint), ``background_options``
+#: (of background runs, which are refused).
+RESPONSES_IGNORED_FIELDS = frozenset({"service_tier", "prompt_cache_key", "prompt_cache_retention",
+                                      "prompt_cache_options", "stream_options", "truncation", "image",
+                                      "background_options"})
 #: The ``include`` value asking for each web search's sources (``action.sources``: the URLs it found).
 _SOURCES = "web_search_call.action.sources"
 #: Seconds a response holds its conversation at most (others on it are refused with ``conversation_locked`` until it
@@ -87,6 +110,9 @@ _ITEM_ID = re.compile(r"[A-Za-z0-9_\-]{1,256}")
 _REFUSED = (
     ("background", "background responses are not supported by the costline gateway"),
     ("prompt", "stored prompt templates are not supported by the costline gateway: send instructions and input"),
+    ("moderation", "moderation is not run by the costline gateway"),
+    ("context_management", "context compaction is not supported by the costline gateway"),
+    ("access_programs", "access programs are OpenAI's: not supported by the costline gateway"),
 )
 
 
@@ -141,9 +167,11 @@ class Responses(OpenAIRoute):
         if stream is not None and not isinstance(stream, bool):
             raise BadParam("stream", "stream: true or false")
         # the scope of the equivalent Messages request: one cache entry whichever API asked
+        effort = dict(sampling).get("effort")  # as the tiers get it ("minimal" is "low" there)
         equivalent = {**{k: body[k] for k in ("model", "temperature", "top_p") if body.get(k) is not None},
                       "system": system, "messages": turns, "max_tokens": max_tokens,
-                      "output_format": fmt.scope() if fmt is not None else None}
+                      "output_format": fmt.scope() if fmt is not None else None,
+                      "output_config": {"effort": effort} if effort is not None else None}
         meta = body.get("metadata") if isinstance(body.get("metadata"), Mapping) else {}
         end_user = end_user_of(body)
         if isinstance(end_user, HttpResponse):
@@ -414,9 +442,16 @@ def _to_messages(body: Mapping[str, Any], history: list[dict[str, Any]] | None =
     request, after the ``history`` items it continues (those of the stored response of ``previous_response_id``
     and its output, or those of its ``conversation``; an earlier ``instructions`` is not carried over, as in
     OpenAI's API); raises :class:`BadParam` for what the gateway cannot carry or the API would refuse."""
+    unknown = unrecognized(body, RESPONSES_FIELDS | RESPONSES_IGNORED_FIELDS)
+    if unknown is not None:
+        raise BadParam(unknown[:80], unrecognized_error(unknown).body["error"]["message"])
     for field, why in _REFUSED:
         if body.get(field) not in (None, False):
             raise BadParam(field, f"{field}: {why}")
+    text = body.get("text")
+    if isinstance(text, Mapping) and text.get("verbosity") not in (None, "medium"):
+        raise BadParam("text.verbosity", "text.verbosity: only medium (OpenAI's default) is supported by the costline "
+                                         "gateway: no tier it routes to has a verbosity control")
     include = body.get("include")
     if include is not None and not (isinstance(include, list) and all(isinstance(i, str) for i in include)):
         raise BadParam("include", "include: a list of strings")
@@ -455,7 +490,7 @@ def _to_messages(body: Mapping[str, Any], history: list[dict[str, Any]] | None =
     if history:
         earlier_system, earlier_turns = turns_of(history)
         system = earlier_system + system
-        turns = _continued(earlier_turns, turns)
+        turns = without_empty_turns(_continued(earlier_turns, turns))
     if instructions:
         system.insert(0, instructions)
     if not turns or turns[-1]["role"] != "user":
@@ -571,7 +606,11 @@ def turns_of(raw: Any, seen: frozenset[str] = frozenset()) -> tuple[list[str], l
 
     def add(role: str, blocks: list[dict[str, Any]]) -> None:
         if turns and turns[-1]["role"] == role:
-            turns[-1]["content"].extend(blocks)
+            content = turns[-1]["content"]
+            if content and content[-1]["type"] == "text" and blocks and blocks[0]["type"] == "text":
+                # two messages are two paragraphs of the turn, not one run-on text ("A" + "B" is "A\n\nB")
+                content[-1] = {**content[-1], "text": content[-1]["text"] + "\n\n"}
+            content.extend(blocks)
         else:
             turns.append({"role": role, "content": list(blocks)})
 
@@ -620,7 +659,7 @@ def turns_of(raw: Any, seen: frozenset[str] = frozenset()) -> tuple[list[str], l
     for turn in turns:  # a turn of text alone is a string, as the other APIs' turns are
         if all(b["type"] == "text" for b in turn["content"]):
             turn["content"] = "".join(b["text"] for b in turn["content"])
-    return system, turns
+    return system, without_empty_turns(turns)  # Anthropic's API refuses an empty message before the last
 
 
 def _history(earlier: Mapping[str, Any]) -> list[dict[str, Any]]:
