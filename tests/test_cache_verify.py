@@ -45,6 +45,8 @@ TRAPS = [
     ("Why was I charged this month?", "Why am I charged every month?", "scope"),
     ("Can I see my payslip?", "Can I see my team's payslips?", "scope"),
     ("Do you have a cheaper plan?", "Do you have a more expensive plan?", "comparative"),
+    ("Can I check a bag heavier than 30 kg?", "Can I check a bag lighter than 30 kg?", "comparative"),
+    ("Which clinic has the shortest waiting time?", "Which clinic has the longest waiting time?", "comparative"),
     ("How much was my last invoice?", "How much will my next invoice be?", "temporal"),
     ("When was my order shipped?", "When will my order ship?", "temporal"),
     ("When did my probation end?", "When does my probation end?", "temporal"),
@@ -390,3 +392,73 @@ def test_the_parser_reads_any_mix_of_what_trips_parsers() -> None:
         guard(analyse(a), analyse(b))
 
     readable()
+
+
+# -- signs the words' reading leaves out, and replies too short to read ---------------------------------------------
+# (stored, asked, reason): written for these tests (a review found each served at cosine 0.93-0.99, the pair model
+# never asked: by the words alone they were the same question)
+SIGN_TRAPS = [
+    ("Is shipping free for orders > $100?", "Is shipping free for orders < $100?", "comparative"),
+    ("Does the rule apply to amounts >= 500?", "Does the rule apply to amounts <= 500?", "comparative"),
+    ("Is the fee waived for balances ≥ $1,000?", "Is the fee waived for balances ≤ $1,000?", "comparative"),
+    ("Is the plugin compatible with requests>=2.0?", "Is the plugin compatible with requests<2.0?", "comparative"),
+    ("Will the price ↑ next month?", "Will the price ↓ next month?", "comparative"),
+    ("Should the freezer be set to -18°C for shipping vaccines?",
+     "Should the freezer be set to 18°C for shipping vaccines?", "number"),
+    ("Why is my account balance -$250?", "Why is my account balance $250?", "number"),
+    ("Why is my account balance −$250?", "Why is my account balance $250?", "number"),  # the minus sign
+    ("What is the meeting time in UTC+2?", "What is the meeting time in UTC-2?", "number"),
+    ("Is the pharmacy open 24/7?", "Is the pharmacy open 24/5?", "number"),
+    ("Is the portfolio split 60/40 between stocks and bonds?",
+     "Is the portfolio split 80/20 between stocks and bonds?", "number"),
+    ("Does the SDK support C++?", "Does the SDK support C?", "entity"),
+    ("Is an A+ grade needed for the scholarship?", "Is an A grade needed for the scholarship?", "entity"),
+    ("y", "n", "short"),
+    ("yep", "nope", "short"),
+    ("Option A", "Option B", "short"),
+]
+# hyphens and slashes that are no signs: left to the guards as before
+NO_SIGN = [
+    ("Is there a discount for under-16s?", "Is there a discount for under 16s?"),
+    ("How do I upload my W-2?", "How do I upload my W2?"),
+    ("What's the fee for a 3-day pass?", "What's the fee for a 3 day pass?"),
+    ("Can I e-mail the receipt?", "Can I email the receipt?"),
+    ("Are the scooters available 24/7?", "Are the scooters available 24/7 ?"),
+]
+
+
+@pytest.mark.parametrize("stored, asked, reason", SIGN_TRAPS)
+def test_signs_and_short_replies_are_read(verifier, stored, asked, reason) -> None:
+    assert reason in GUARD_REASONS
+    assert verifier.check(asked, stored, 0.99) == reason
+    assert verifier.check(stored, asked, 0.99) == reason  # both ways
+
+
+@pytest.mark.parametrize("stored, asked", NO_SIGN)
+def test_hyphens_and_slashes_that_are_no_signs_pass(verifier, stored, asked) -> None:
+    assert verifier.check(asked, stored, 0.99) is None
+
+
+class _Asked:
+    """A pair model that answers ``probability`` for every pair and counts the pairs it was asked."""
+
+    threshold = 0.05
+
+    def __init__(self, probability: float) -> None:
+        self.p, self.asked = probability, 0
+
+    def same_answer(self, stored: str, asked: str, threshold: float | None = None) -> bool:
+        self.asked += 1
+        return self.p >= (self.threshold if threshold is None else threshold)
+
+
+@pytest.mark.parametrize("stored, asked, model_asked", [
+    ("Should I see a doctor if my fever is over 39°C?", "Should I see a doctor if my fever is > 39°C?", True),
+    ("Can I cancel my plan?", "Can I cancel my plan?!", False),  # the same text
+    ("Can't I cancel my plan?", "Cannot I cancel my plan?", False),  # the same reading, no sign: not asked
+])
+def test_a_sign_only_one_question_states_is_the_pair_models_to_judge(stored, asked, model_asked) -> None:
+    """"over 39" / "> 39": the same words to the guards, but no near-repeat while only one states the sign."""
+    model = _Asked(0.01)
+    why = Verifier({}, pair_model=model).check(asked, stored, 0.97)
+    assert (model.asked > 0, why) == (model_asked, "pair_model" if model_asked else None)

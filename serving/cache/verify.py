@@ -132,7 +132,7 @@ __all__ = [
 ]
 
 GUARD_REASONS = ("number", "identifier", "date", "time", "unit", "negation", "polarity", "entity", "scope",
-                 "comparative", "temporal", "order", "question_word", "unmatched")
+                 "comparative", "temporal", "order", "question_word", "unmatched", "short")
 #: A candidate that passed the guards but scored under the admission model's operating point.
 REASON_ADMISSION = "admission"
 #: A candidate that passed the guards and the admission model but not the pair model (pair_model.py).
@@ -404,6 +404,9 @@ _COMPARATIVE = (
     ("better", "worse"), ("most", "least"), ("over", "under"), ("above", "below"), ("at-least", "at-most"),
     ("maximum", "minimum"), ("max", "min"), ("cheapest", "most-expensive"), ("first", "last"),
     ("before", "after"), ("early", "late"), ("increase", "decrease"),
+    ("heavier", "lighter"), ("heaviest", "lightest"), ("longest", "shortest"), ("biggest", "smallest"),
+    ("largest", "smallest"), ("highest", "lowest"), ("fastest", "slowest"), ("best", "worst"), ("warmer", "colder"),
+    ("hotter", "colder"), ("stronger", "weaker"), ("wider", "narrower"), ("thicker", "thinner"),
 )
 _QWORDS = {"what", "when", "where", "why", "who", "which", "how", "whom", "whose"}
 _STOP = {"a", "an", "the", "i", "me", "my", "mine", "myself", "we", "us", "our", "you", "your", "it", "its",
@@ -3136,6 +3139,77 @@ def _same_text(a: str, b: str) -> bool:
     return re.sub(r"[\s-]+", "", a) == re.sub(r"[\s-]+", "", b)
 
 
+#: Signs a question's meaning turns on that the guards' word reading leaves out: a relation or an arrow ("fever
+#: > 39°C" / "< 39°C", "requests>=2.0", "price ↑" / "↓"), a number's sign ("-18°C" / "18°C", "-$250", "UTC+2" /
+#: "UTC-2"), a ratio ("24/7" / "24/5", "60/40"), a name's plus ("C++" / "C", "A+" / "A").
+_RELATION = re.compile(r"<=|>=|!=|==|=<|=>|[<>≤≥≠≈±]|[\u2190-\u21ff]")
+#: A number with its sign: "-" or "+" not after a word or a number ("under-16s", "2-3 days" and "W-2" are no
+#: signs), or "+" after a word ("UTC+2"); a date's or a ratio's numbers are read as the ratio.
+_SIGNED = re.compile(r"(?:(?<![\w.,/])(?P<sign>[-+])|(?<=[A-Za-z])(?P<plus>\+))?\$?(?<![\d.,/])"
+                     r"(?P<number>\d+(?:[.,]\d+)?)(?![\d/]|[.,]\d)")
+_RATIO = re.compile(r"(?<![\d/])\d+(?:[.,]\d+)?/\d+(?:[.,]\d+)?(?![\d/])")
+_NAME_PLUS = re.compile(r"\b([A-Za-z][\w.#]*?)(\+\+?)(?![\w+$])")
+
+
+@dataclass(frozen=True)
+class Signs:
+    """What :func:`signs` finds in a question (each as written, in order)."""
+
+    relations: tuple[str, ...] = ()
+    signed: tuple[tuple[str, str], ...] = ()  # (sign or "", number)
+    ratios: tuple[str, ...] = ()
+    plus_names: tuple[str, ...] = ()  # the word before a "+" / "++" (lower case)
+    text: str = ""  # the question in lower case: a name's plus is read against the other's words
+
+    @property
+    def said(self) -> tuple[tuple[str, ...], ...]:
+        """The signs themselves, in a canonical order (a number without a sign is the guards' to read)."""
+        return (tuple(sorted(self.relations)), tuple(sorted(f"{s}{n}" for s, n in self.signed if s)),
+                tuple(sorted(self.ratios)), tuple(sorted(self.plus_names)))
+
+
+def signs(text: str) -> Signs:
+    """The signs of ``text`` (:data:`_RELATION`, :data:`_SIGNED`, :data:`_RATIO`, :data:`_NAME_PLUS`)."""
+    text = text.replace("\u2212", "-").replace("\uff0b", "+")  # the minus sign, the full-width plus
+    signed = tuple((m["sign"] or m["plus"] or "", m["number"]) for m in _SIGNED.finditer(text))
+    if text.isascii() and not any(ch in text for ch in "<>=+/"):
+        return Signs(signed=signed, text=text.lower())  # the common case: no relation, ratio or plus
+    return Signs(tuple(_RELATION.findall(text)), signed, tuple(_RATIO.findall(text)),
+                 tuple(m[1].lower() for m in _NAME_PLUS.finditer(text)), text.lower())
+
+
+def sign_reason(a: Signs, b: Signs) -> str | None:
+    """The guard reason two questions' signs differ by, else None: relations or ratios both questions state and
+    state differently ("> 39" / "< 39", "24/7" / "24/5"), a number both hold with different signs ("-18" / "18"), a
+    name one holds with its plus and the other without ("C++" / "C"). A sign only one question states ("> 39" /
+    "over 39") is left to the words' guards and the pair model (:meth:`Verifier.check` asks it)."""
+    if a.relations and b.relations and sorted(a.relations) != sorted(b.relations):
+        return "comparative"
+    if a.ratios and b.ratios and sorted(a.ratios) != sorted(b.ratios):
+        return "number"
+    sign_a, sign_b = {}, {}
+    for side, found in ((sign_a, a.signed), (sign_b, b.signed)):
+        for sign, number in found:
+            side.setdefault(number, set()).add(sign)
+    if any(sign_a[n] != sign_b[n] for n in sign_a.keys() & sign_b.keys()):
+        return "number"
+    for one, other in ((a, b), (b, a)):
+        for name in one.plus_names:
+            if name not in other.plus_names and re.search(rf"(?<![\w.#]){re.escape(name)}(?![\w.#+])", other.text):
+                return "entity"
+    return None
+
+
+#: Words of a reply too short for the stage to read (a conversation's "y" / "n", "yep" / "nope", "A" / "B", "option
+#: 2" / "option 3"): the earlier turns that give it its meaning are the scope's, equal on both sides, so only
+#: the reply tells two requests apart, and no guard reads it. In Latin script (a run of Chinese is one "word").
+_SHORT_WORDS = 2
+
+
+def _short(text: str) -> bool:
+    return text.isascii() and len(re.findall(r"[^\W_]+", text)) <= _SHORT_WORDS
+
+
 def _symbols(text: str) -> list[str]:
     """The pictographs and other symbols of ``text`` beyond Latin-1 (emoji, "☂", "✓"; private-use and unassigned
     code points), sorted. The embedding model reads most of them as its unknown word piece ([UNK]), as does the pair
@@ -3226,12 +3300,20 @@ class Verifier:
         The same question again (case, spacing and end punctuation aside) is always accepted; any other pair with
         a question over MAX_QUESTION_CHARS characters is rejected (``long_query``) unparsed.
         """
+        query_signs, candidate_signs = signs(query), signs(candidate)
+        by_sign = sign_reason(query_signs, candidate_signs)
+        if by_sign is not None:
+            return by_sign  # "freezer at -18°C" / "at 18°C": the words (and _same_text) read them as one
         if _same_text(query, candidate):
             return None
         if len(query) > MAX_QUESTION_CHARS or len(candidate) > MAX_QUESTION_CHARS:
             return REASON_LONG_QUERY  # not parsed (nor remembered): only the same text again is served
+        if _short(query) or _short(candidate):
+            return "short"  # "y" / "n", "yep" / "nope": a reply, only served again as itself
         if _symbols(query) != _symbols(candidate):
             return "entity"  # "is the 🍕 vegan" / "is the 🍔 vegan": what the model and the guards cannot read
+        # a sign only one of them states ("fever > 39" / "fever 39"): no near-repeat by the words alone
+        signs_agree = query_signs.said == candidate_signs.said
         key = (query, candidate, round(cosine, 5), namespace)
         with self._lock:
             if key in self._verdicts:  # support traffic asks the same questions again and again
@@ -3244,7 +3326,7 @@ class Verifier:
                 model = self.model_for(namespace)
                 if model is not None and not model.admits(pair_features(q, c, cosine)):
                     reason = REASON_ADMISSION
-                elif (self.pair_model is not None and not _same_reading(q, c)
+                elif (self.pair_model is not None and not (signs_agree and _same_reading(q, c))
                       and not self.pair_model.same_answer(candidate, query, self.pair_threshold(cosine, q, c))):
                     reason = REASON_PAIR_MODEL
         except Exception:  # noqa: BLE001 - a text the stage cannot read is a miss, never a failed lookup
