@@ -42,12 +42,22 @@ def sql_str(text: object) -> str:
 
 
 def cell_text(value: Any) -> str:
-    """One value as the ``table`` format shows it: ``NULL``, floats to 10 significant digits."""
+    """One value as the ``table`` format shows it: ``NULL``, floats to 10 significant digits; a character that is
+    not printable as itself (a newline, a terminal's escape, a bidi override, any control or format character) as
+    its escape (``\\n``, ``\\x1b``, ``\\u202e``): a sender's string must neither add a row nor move the cursor,
+    retitle the terminal or reorder what the analyst reads."""
     if value is None:
         return "NULL"
     if isinstance(value, float):
         return f"{value:.10g}"
-    return str(value)
+    text = str(value)
+    return text if text.isprintable() else "".join(c if c.isprintable() else _escape(c) for c in text)
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(char) or (
+        f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
 
 
 def json_value(value: Any) -> Any:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import signal
 import sys
 from collections.abc import Sequence
@@ -78,9 +80,17 @@ def format_result(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: st
 
 
 def _lock_down(con: Any, config: Config) -> None:
-    """DuckDB reads files under the lake's directory only, and the settings cannot be changed back."""
+    """DuckDB reads files under the lake's directory only, and the settings cannot be changed back. Its spill
+    directory (which DuckDB allows itself too: by default ``.tmp`` under the working directory, whatever is in it)
+    is a fresh, empty one of this process's."""
+    import atexit
+    import shutil
+    import tempfile
     from pathlib import Path
 
+    spill = tempfile.mkdtemp(prefix="costline-sql-")
+    atexit.register(shutil.rmtree, spill, True)
+    con.execute("SET temp_directory = ?", [spill])
     lake_dir = str(Path(config.lake.path).resolve())
     con.execute("SET allowed_directories = [?]", [lake_dir.rstrip("/") + "/"])
     con.execute("SET enable_external_access = false")
@@ -97,10 +107,37 @@ def _run_read_only(con: Any, query: str, fmt: str, max_rows: int | None) -> None
         raise click.ClickException(str(exc)) from None
     for st in statements:
         kind = st.type.name
-        if kind not in ("SELECT", "EXPLAIN"):
+        if kind == "EXPLAIN":  # EXPLAIN ANALYZE runs what it explains: that must only read too
+            kind = _explained_kind(con, st.query)
+        if kind != "SELECT":
             raise click.ClickException(f"{kind} statements are refused: `costline sql` only reads the lake "
                                        "(pass --unsafe to run anything)")
     _run_query(con, query, fmt, max_rows)
+
+
+#: ``EXPLAIN``, ``EXPLAIN ANALYZE`` (or ``ANALYSE``) and ``EXPLAIN (options)`` before the statement they explain.
+_EXPLAIN = re.compile(r"^\s*EXPLAIN(?:\s+ANALY[SZ]E)?(?:\s*\([^()]*\))?\s+", re.IGNORECASE)
+
+
+def _explained_kind(con: Any, text: str) -> str:
+    """The kind of statement an EXPLAIN statement explains ("UNKNOWN" when it cannot be told)."""
+    import duckdb
+
+    inner = text
+    for _ in range(8):  # EXPLAIN EXPLAIN ...
+        stripped = _EXPLAIN.sub("", inner, count=1)
+        if stripped == inner:
+            return "UNKNOWN"
+        try:
+            found = con.extract_statements(stripped)
+        except duckdb.Error:
+            return "UNKNOWN"
+        if len(found) != 1:
+            return "UNKNOWN"
+        if found[0].type.name != "EXPLAIN":
+            return found[0].type.name
+        inner = stripped
+    return "UNKNOWN"
 
 
 def _run_query(con: Any, query: str, fmt: str, max_rows: int | None) -> None:

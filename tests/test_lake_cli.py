@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from costline.cli import _register_area_commands, cli
@@ -23,6 +24,17 @@ def test_format_result_table_csv_json():
     assert format_result(cols, rows, "csv") == "tier,cost\nmid,0.25\ncache,"
     assert json.loads(format_result(cols, rows, "json")) == [{"tier": "mid", "cost": 0.25},
                                                             {"tier": "cache", "cost": None}]
+
+
+@pytest.mark.parametrize(("value", "shown"), [
+    ("acme\nglobex      9999", "acme\\nglobex      9999"),  # no row of its own
+    ("acme\x1b]0;owned\x07\x1b[1A\x1b[2K", "acme\\x1b]0;owned\\x07\\x1b[1A\\x1b[2K"),  # no terminal escape
+    ("ev\u202elive", "ev\\u202elive"),  # no right-to-left override
+    ("tab\there", "tab\\there"),
+    ("café 日本 ✓", "café 日本 ✓"),  # printable text stays as it is
+])
+def test_table_cells_show_control_characters_escaped(value, shown):
+    assert format_result(["tenant"], [(value,)], "table").splitlines()[2].rstrip() == shown
 
 
 def test_sql_command_on_an_empty_lake(tmp_path):

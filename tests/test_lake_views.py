@@ -332,6 +332,19 @@ def test_compaction_interrupted_before_removing_the_old_files_counts_nothing_twi
     assert _view_figures(cfg) == before
 
 
+def test_compaction_merges_the_files_of_partitions_past_999(cfg: Config) -> None:
+    """A topic of 1,000+ partitions names their folders p1000, p1001 ...: their committed files merge too."""
+    lake = Lake(cfg.lake.path).init()
+    m = dt.timedelta(minutes=1)
+    for partition in (7, 1000, 1234):
+        commit(lake, partition, 0, 1, [req(f"R{partition}", f"t{partition}", f"s{partition}", H + m, "mid")])
+        commit(lake, partition, 2, 3, [req(f"Q{partition}", f"u{partition}", f"v{partition}", H + 2 * m, "mid")])
+    done = lake.compact(before=H.date() + dt.timedelta(days=1))
+    assert {(table, files) for table, _day, files, _rows in done} == {("requests", 6)}
+    day_dir = lake.table_dir("requests") / f"date={H.date().isoformat()}"
+    assert [p.name[:2] for p in day_dir.glob("*.parquet")] == ["c-"]
+
+
 def test_today_is_never_compacted(cfg: Config) -> None:
     lake = Lake(cfg.lake.path).init()
     _scenario(lake)

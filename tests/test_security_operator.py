@@ -61,6 +61,10 @@ def test_sql_reads_the_lake_views(lake: Path) -> None:
     "INSTALL httpfs",
     "SET enable_external_access = true",
     "SELECT 1; COPY (SELECT 1) TO '{tmp}/second.csv'",
+    # EXPLAIN ANALYZE runs the statement it explains
+    "EXPLAIN ANALYZE COPY (SELECT 1 AS x) TO '{lake}/requests/evil.parquet' (FORMAT parquet)",
+    "explain analyse CREATE TABLE t AS SELECT 1",
+    "EXPLAIN (FORMAT json) COPY (SELECT 1 AS x) TO '{lake}/forged.csv'",
 ])
 def test_sql_refuses_writes(lake: Path, tmp_path: Path, query: str) -> None:
     assert sql(lake, "SELECT 1").exit_code == 0  # the first run lays out the lake's folders
@@ -91,3 +95,19 @@ def test_sql_unsafe_lifts_the_restrictions(lake: Path, tmp_path: Path) -> None:
     result = sql(lake, "--unsafe", f"COPY (SELECT 1 AS x) TO '{tmp_path}/out.csv'")
     assert result.exit_code == 0, result.output
     assert (tmp_path / "out.csv").exists()
+
+
+@pytest.mark.parametrize("query", ["EXPLAIN SELECT count(*) FROM requests", "EXPLAIN ANALYZE SELECT count(*) FROM calls"])
+def test_sql_explains_a_select(lake: Path, query: str) -> None:
+    result = sql(lake, query)
+    assert result.exit_code == 0, result.output
+
+
+def test_sql_reads_nothing_in_the_working_directorys_spill_folder(lake: Path, tmp_path: Path, monkeypatch) -> None:
+    """DuckDB allows its spill directory itself (by default .tmp in the working directory): not one with files."""
+    (tmp_path / ".tmp").mkdir()
+    (tmp_path / ".tmp" / "notes.txt").write_text("secret\n")
+    monkeypatch.chdir(tmp_path)
+    result = sql(lake, "SELECT content FROM read_text('.tmp/notes.txt')")
+    assert result.exit_code != 0
+    assert "secret" not in result.output

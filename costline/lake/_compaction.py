@@ -27,7 +27,9 @@ def committed_offsets_by_topic(lake: "Lake") -> dict[str, dict[int, int]]:
     root = lake.path / "_offsets"
     if not root.is_dir():
         return out
-    for pdir in root.glob("*/p[0-9][0-9][0-9]"):
+    for pdir in root.glob("*/p[0-9]*"):  # p000 ... p999, p1000 ... (a partition's number, at least 3 digits)
+        if not pdir.name[1:].isdigit():
+            continue
         last = max((int(m.stem) for m in pdir.glob("[0-9]*.json") if m.stem.isdigit()), default=None)
         if last is not None:
             by_partition = out.setdefault(topic_tag(pdir.parent.name), {})
