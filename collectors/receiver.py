@@ -133,11 +133,17 @@ def _filter_json_spans(doc: dict[str, Any], reason_of: Callable[[Any], str | Non
 def _invalid_ids(span: Any) -> str | None:
     if not isinstance(span, dict):
         return None  # structure errors are left to the decoder
-    if (_hex_id(span.get("traceId", span.get("trace_id")), 16)
+    if not (_hex_id(span.get("traceId", span.get("trace_id")), 16)
             and _hex_id(span.get("spanId", span.get("span_id")), 8)
             and _hex_id(span.get("parentSpanId", span.get("parent_span_id")), 8, optional=True)):
-        return None
-    return f"span {str(span.get('name'))[:80]!r}: invalid trace/span id (need hex, non-zero)"
+        return f"span {str(span.get('name'))[:80]!r}: invalid trace/span id (need hex, non-zero)"
+    links = span.get("links")
+    for link in links if isinstance(links, list) else ():
+        # a link's ids are hex as the span's are: one that is not refuses its span, never the whole export
+        if isinstance(link, dict) and not (_hex_id(link.get("traceId", link.get("trace_id")), 16, optional=True)
+                                           and _hex_id(link.get("spanId", link.get("span_id")), 8, optional=True)):
+            return f"span {str(span.get('name'))[:80]!r}: invalid link trace/span id (need hex)"
+    return None
 
 
 def _unparsable(span: Any) -> str | None:
@@ -218,16 +224,26 @@ def decode_with_rejections(body: bytes, is_json: bool) -> tuple[ExportTraceServi
     return req, rejected, first
 
 
+#: Gzip members one body may hold (``cat a.gz b.gz``: senders write one).
+MAX_GZIP_MEMBERS = 64
+
+
 def _gunzip(body: bytes, limit: int) -> bytes:
     """Un-gzip ``body``, at most ``limit`` bytes out (413 past it: a bomb is stopped there, never inflated).
 
     Every member of a multi-member gzip (RFC 1952 2.2: ``cat a.gz b.gz``, what Go's gzip reader in the
     OpenTelemetry Collector also reads) is read, under one limit: reading only the first dropped the
-    spans of the others without a word. Bytes after the last member that are not gzip → 400."""
+    spans of the others without a word. Bytes after the last member that are not gzip → 400. At most
+    ``MAX_GZIP_MEMBERS`` members (each one's leftover is a copy of the rest: a 16 MiB body of 20-byte empty members
+    took minutes of a core)."""
     out = bytearray()
     rest = body
+    members = 0
     try:
         while True:
+            members += 1
+            if members > MAX_GZIP_MEMBERS:
+                raise _Reject(400, f"body has more than {MAX_GZIP_MEMBERS} gzip members: compress a batch as one")
             d = zlib.decompressobj(16 + zlib.MAX_WBITS)
             out += d.decompress(rest, limit + 1 - len(out))
             if len(out) > limit or d.unconsumed_tail:

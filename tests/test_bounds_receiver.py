@@ -126,6 +126,18 @@ def test_multi_member_gzip_loses_no_span(receiver):
     assert fwd.span_names() == ["first", "second"]
 
 
+def test_a_body_of_many_gzip_members_is_refused_at_once(receiver):
+    """20-byte empty members to 4 MiB cost seconds of a core each (the rest copied per member): past 64, a 400."""
+    from costline.collectors.receiver import MAX_GZIP_MEMBERS
+
+    port, fwd = receiver()
+    ok = b"".join([gzip.compress(b"", mtime=0)] * (MAX_GZIP_MEMBERS - 1) + [gzip.compress(request("a").SerializeToString())])
+    status, _ = post(port, ok, {**PROTO, "Content-Encoding": "gzip"})
+    assert (status, fwd.span_names()) == (200, ["a"])
+    status, body = post(port, gzip.compress(b"", mtime=0) * 200_000, {**PROTO, "Content-Encoding": "gzip"})
+    assert status == 400 and b"gzip members" in body  # refused after 65 members, not read to the 200,000th
+
+
 def test_bytes_after_the_last_gzip_member_are_refused(receiver):
     port, fwd = receiver()
     body = gzip.compress(request("a").SerializeToString()) + b"not gzip at all"

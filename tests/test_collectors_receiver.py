@@ -113,6 +113,12 @@ def json_doc(*spans):
                                     "endTimeUnixNano": "1700000000500000000"} for n, t, s in spans]}]}]}
 
 
+def _with_link(doc, link):
+    """``doc`` with ``link`` on its last span (the span named "bad")."""
+    doc["resourceSpans"][0]["scopeSpans"][0]["spans"][-1]["links"] = [link]
+    return doc
+
+
 def test_json_with_hex_ids_is_accepted_and_answered_in_json(serve):
     port, fwd = serve()
     doc = json_doc(("chat m", TRACE_A.hex(), "0102030405060708"))
@@ -134,6 +140,12 @@ def test_json_with_hex_ids_is_accepted_and_answered_in_json(serve):
         pytest.param(json.dumps(json_doc(("ok", TRACE_A.hex(), "0102030405060708"),
                                          ("bad", "not-hex", "0102030405060709"))).encode(),
                      JSON, id="json-non-hex-trace-id"),
+        *(pytest.param(json.dumps(_with_link(json_doc(("ok", TRACE_A.hex(), "0102030405060708"),
+                                                      ("bad", TRACE_A.hex(), "0102030405060709")), link)).encode(),
+                       JSON, id=f"json-link-{name}")
+          for name, link in (("short-trace-id", {"traceId": "abc", "spanId": "0102030405060708"}),
+                             ("non-hex-trace-id", {"traceId": "zz" * 16, "spanId": "0102030405060708"}),
+                             ("base64-span-id", {"traceId": TRACE_A.hex(), "spanId": "AQIDBAUGBwg="}))),
     ],
 )
 def test_invalid_spans_are_dropped_with_partial_success(serve, body, headers):
