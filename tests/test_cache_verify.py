@@ -37,6 +37,8 @@ TRAPS = [
     ("Are there direct flights from London to Paris?", "Are there direct flights from London to Rome?", "entity"),
     ("How much is the Pro plan each month?", "How much is the Enterprise plan each month?", "entity"),
     ("How do I install Zoom on my Mac?", "How do I install Slack on my Mac?", "entity"),
+    ("How do I install npm on Ubuntu?", "How do I install pnpm on Ubuntu?", "entity"),  # no typo: two tools
+    ("How do I exit vim?", "How do I exit nvim?", "entity"),
     ("Is physiotherapy covered by our health insurance?", "Is dental work covered by our health insurance?",
      "entity"),
     ("Does the medical plan pay for chiropractic care?", "Is physiotherapy covered by our health insurance?",

@@ -2283,6 +2283,8 @@ def _is_typo(a: str, b: str) -> bool:
         return True
     if OSA.normalized_similarity(a, b) < _TYPO:
         return False
+    if a[:1] != b[:1] and min(len(a), len(b)) <= 4:
+        return False  # a short word's typo keeps its first letter: "npm" / "pnpm", "vim" / "nvim" are two tools
     if any(x == p + y for p in _NEG_PREFIXES for x, y in ((a, b), (b, a))):  # "deregister" / "register"
         return False
     return min(zipf_frequency(a, "en"), zipf_frequency(b, "en")) < TYPO_MAX_ZIPF
