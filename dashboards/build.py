@@ -159,6 +159,7 @@ def _section(data: ChartData) -> str:
   <h2>{esc(c.title)}</h2>
   <p class="desc">{esc(c.description)}</p>
   <div class="plot" id="plot-{esc(c.name)}"></div>
+  <p class="more" id="more-{esc(c.name)}" hidden></p>
   <p class="nodata" id="nodata-{esc(c.name)}"{"" if note else " hidden"}>{note}</p>
   <details class="sql">
     <summary>SQL <span class="file">dashboards/{esc(c.sql_file)}</span>

@@ -35,6 +35,14 @@ def marks_sql(name: str) -> str:
         raise ChartSqlError(f"no marks {name!r}: known are {', '.join(MARKS)}")
     return resources.files("costline.dashboards").joinpath(f"{name}.sql").read_text(encoding="utf-8").strip() + "\n"
 
+#: Tenants the cache hit-rate chart draws a panel for at most (the ones with the most lookups in the range).
+CACHE_MAX_TENANTS = 20
+#: The ``costline sql`` query the page gives for the tenants it leaves out: ``{where}`` becomes the selected
+#: range (`` WHERE window_start >= ... AND window_start < ...``, or nothing), ``{shown}`` the panels drawn.
+CACHE_LEFT_OUT_SQL = ("SELECT tenant, sum(lookups) AS lookups, sum(hits) AS hits, "
+                      "round(sum(hits) / sum(lookups), 3) AS hit_rate FROM cache_hit_rate_7d{where} "
+                      "GROUP BY tenant ORDER BY lookups DESC, tenant OFFSET {shown}")
+
 #: Renderers the page knows (see dashboard.js).
 KINDS = ("lines", "band", "stacked_bar", "waterfall", "table")
 
@@ -86,9 +94,14 @@ CHARTS: tuple[Chart, ...] = (
         "cache_hit_rate", "Cache hit rate per tenant, with its 7-day average and alert band",
         "Hourly hit rate (solid), its rolling 7-day average (dashed) and the band down to the alert "
         "threshold; red dots are hours under it — often a document changed without cache invalidation.",
-        "band", x="window_start", columns=("window_start", "tenant", "hit_rate", "avg_7d", "alert_below", "breach"),
+        "band", x="window_start",
+        columns=("window_start", "tenant", "hit_rate", "avg_7d", "alert_below", "breach", "lookups"),
         options={"facet": "tenant", "y": "hit_rate", "avg": "avg_7d", "low": "alert_below", "flag": "breach",
-                 "y_title": "hit rate", "y_format": ".0%"},
+                 "y_title": "hit rate", "y_format": ".0%",
+                 # One 190 px panel per tenant: at most CACHE_MAX_TENANTS, those with the most lookups in the
+                 # selected range; a note under the chart counts the others and gives this query to list them.
+                 "max_facets": CACHE_MAX_TENANTS, "rank": "lookups", "facet_noun": "tenants",
+                 "rank_noun": "cache lookups", "more_sql": CACHE_LEFT_OUT_SQL},
     ),
     Chart(
         "traffic_mix", "Traffic mix by tier",

@@ -26,23 +26,27 @@
   function text(v) {
     return String(v).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
   }
-  function colorFor(key, i) { return TIER_COLORS[key] || PALETTE[i % PALETTE.length]; }
+  // Labels from the lake index only Maps and own properties: a tenant, service or tier named "constructor",
+  // "__proto__", "toString"... is a name like any other, never a key of Object.prototype.
+  var own = function (o, k) { return Object.prototype.hasOwnProperty.call(o, k); };
+  function colorFor(key, i) { return own(TIER_COLORS, key) ? TIER_COLORS[key] : PALETTE[i % PALETTE.length]; }
   function day(v) { return v == null ? "" : String(v).slice(0, 10); }
   function merge(a, b) { var o = {}, k; for (k in a) o[k] = a[k]; for (k in b) o[k] = b[k]; return o; }
 
   function records(chart) {
     var cols = chart.columns;
     return chart.rows.map(function (row) {
-      var o = {}; for (var i = 0; i < cols.length; i++) o[cols[i]] = row[i]; return o;
+      var o = Object.create(null); for (var i = 0; i < cols.length; i++) o[cols[i]] = row[i]; return o;
     });
   }
 
+  // -> { keys: sorted labels (escaped), groups: Map label -> rows }
   function groupBy(rows, key) {
-    var groups = {}, order = [];
+    var groups = new Map(), order = [];
     rows.forEach(function (r) {
       var k = r[key] == null ? "(none)" : text(r[key]);
-      if (!(k in groups)) { groups[k] = []; order.push(k); }
-      groups[k].push(r);
+      if (!groups.has(k)) { groups.set(k, []); order.push(k); }
+      groups.get(k).push(r);
     });
     order.sort();
     return { keys: order, groups: groups };
@@ -60,12 +64,13 @@
     var o = chart.options, ys = o.y, g = groupBy(rows, o.series), traces = [], n = 0;
     g.keys.forEach(function (key, i) {
       ys.forEach(function (ycol, j) {
-        var pts = g.groups[key].filter(function (r) { return r[ycol] != null && (!o.log_y || r[ycol] > 0); });
+        var pts = g.groups.get(key).filter(function (r) { return r[ycol] != null && (!o.log_y || r[ycol] > 0); });
         if (!pts.length) return;
         n += pts.length;
         traces.push({
           type: "scatter", mode: "lines+markers", name: ys.length > 1 ? key + " · " + ycol.replace(/_/g, " ") : key,
-          legendgroup: key, x: pts.map(function (r) { return r[chart.x]; }),
+          // Plotly keys its legend groups by name in a plain object: an index, never the label
+          legendgroup: "series-" + i, x: pts.map(function (r) { return r[chart.x]; }),
           y: pts.map(function (r) { return r[ycol]; }),
           line: { color: colorFor(key, i), dash: j === 0 ? "solid" : "dash", width: 2 },
           marker: { size: 5 }
@@ -88,15 +93,59 @@
     return n;
   };
 
+  // Facets drawn at most (options.max_facets): the ones with the largest sum of options.rank over the
+  // selected rows (ties: by name), drawn in name order; the others are counted in a note under the chart,
+  // with the `costline sql` query (options.more_sql) that lists them.
+  function topFacets(g, o) {
+    var keys = g.keys, max = o.max_facets;
+    if (!max || keys.length <= max) return { shown: keys, left: [] };
+    var total = new Map();
+    keys.forEach(function (key) {
+      total.set(key, g.groups.get(key).reduce(function (t, r) { return t + (Number(r[o.rank]) || 0); }, 0));
+    });
+    var ranked = keys.slice().sort(function (a, b) {
+      return total.get(b) - total.get(a) || (a < b ? -1 : a > b ? 1 : 0);
+    });
+    return { shown: ranked.slice(0, max).sort(), left: ranked.slice(max) };
+  }
+
+  function isDay(v) {
+    if (!/^\d{4}-\d\d-\d\d$/.test(v || "")) return false;
+    var d = new Date(v + "T00:00:00Z");
+    return !isNaN(d.getTime()) && d.toISOString().slice(0, 10) === v;
+  }
+
+  function leftOutNote(chart, shown, left, g) {
+    var o = chart.options, el = document.getElementById("more-" + chart.name);
+    if (!el || !left.length) return;
+    var what = o.facet_noun || o.facet + "s", from = fromInput.value, to = toInput.value, where = [];
+    var flagged = left.filter(function (key) { return g.groups.get(key).some(function (r) { return r[o.flag]; }); });
+    if (isDay(from)) where.push(chart.x + " >= TIMESTAMP '" + from + "'");
+    if (isDay(to)) where.push(chart.x + " < TIMESTAMP '" + to + "' + INTERVAL 1 DAY");
+    var sql = o.more_sql.replace("{where}", where.length ? " WHERE " + where.join(" AND ") : "")
+                        .replace("{shown}", String(shown.length));
+    var code = document.createElement("code");
+    code.id = "more-sql-" + chart.name;
+    code.textContent = 'costline sql --max-rows 0 "' + sql + '"';
+    el.replaceChildren(
+      "Showing the " + shown.length + " " + what + " with the most " + (o.rank_noun || o.rank) +
+      " in the selected range; " + left.length + " more " + (left.length === 1 ? "is" : "are") + " left out" +
+      (flagged.length ? " (" + flagged.length + " of them with hours under the alert band)" : "") +
+      ". List them with: ", code);
+    el.hidden = false;
+  }
+
   RENDER.band = function (div, rows, chart) {
-    var o = chart.options, g = groupBy(rows, o.facet), traces = [], annotations = [], n = 0, k = g.keys.length;
+    var o = chart.options, g = groupBy(rows, o.facet), traces = [], annotations = [], n = 0;
+    var top = topFacets(g, o), k = top.shown.length;
+    leftOutNote(chart, top.shown, top.left, g);
     var layout = merge(BASE_LAYOUT, {
       height: Math.max(220, 190 * k + 60), showlegend: false,
       grid: { rows: k, columns: 1, pattern: "coupled", roworder: "top to bottom", ygap: 0.25 },
       xaxis: { type: "date", automargin: true }
     });
-    g.keys.forEach(function (key, i) {
-      var pts = g.groups[key], ax = i === 0 ? "y" : "y" + (i + 1), color = colorFor(key, i);
+    top.shown.forEach(function (key, i) {
+      var pts = g.groups.get(key), ax = i === 0 ? "y" : "y" + (i + 1), color = colorFor(key, i);
       var xs = pts.map(function (r) { return r[chart.x]; });
       var col = function (c) { return pts.map(function (r) { return r[c]; }); };
       traces.push({ type: "scatter", mode: "lines", name: key + " alert threshold", x: xs, y: col(o.low), yaxis: ax,
@@ -123,7 +172,7 @@
   RENDER.stacked_bar = function (div, rows, chart) {
     var o = chart.options, g = groupBy(rows, o.series), traces = [], n = 0;
     g.keys.forEach(function (key, i) {
-      var pts = g.groups[key];
+      var pts = g.groups.get(key);
       n += pts.length;
       traces.push({ type: "bar", name: key, x: pts.map(function (r) { return r[chart.x]; }),
                     y: pts.map(function (r) { return r[o.y]; }), marker: { color: colorFor(key, i) } });
@@ -134,32 +183,38 @@
   };
 
   RENDER.waterfall = function (div, rows, chart) {
-    var o = chart.options, levels = {}, order = {};
+    var o = chart.options, level = new Map(), order = new Map();
     rows.forEach(function (r) {
-      levels[r[o.stage]] = (levels[r[o.stage]] || 0) + (r[o.y] || 0);
-      order[r[o.stage]] = r[o.step];
+      var s = String(r[o.stage]);
+      level.set(s, (level.get(s) || 0) + (r[o.y] || 0));
+      order.set(s, r[o.step]);
     });
-    var stages = Object.keys(levels).sort(function (a, b) { return order[a] - order[b]; });
+    var stages = Array.from(level.keys()).sort(function (a, b) { return order.get(a) - order.get(b); });
     if (!stages.length) return 0;
-    var x = [], y = [], measure = [], notes = [], base = levels[stages[0]], prev = 0;
+    // Bars at x = 0, 1, 2... labelled with tick texts: Plotly keys a category axis's labels in a plain
+    // object, where a stage named "constructor" would not be a category of its own.
+    var x = [], labels = [], y = [], measure = [], notes = [], base = level.get(stages[0]), prev = 0;
     var money = function (v) { return (v < 0 ? "−$" : "$") + Math.abs(v).toFixed(2); };
     stages.forEach(function (s, i) {
-      var v = i === 0 ? levels[s] : levels[s] - prev, label = i === 0 ? text(s) + " (all frontier)" : text(s);
-      x.push(label); y.push(v); measure.push(i === 0 ? "absolute" : "relative");
-      notes.push({ x: label, y: Math.max(prev, levels[s]), showarrow: false, yanchor: "bottom", font: { size: 11 },
+      var now = level.get(s), v = i === 0 ? now : now - prev;
+      x.push(i); labels.push(i === 0 ? text(s) + " (all frontier)" : text(s)); y.push(v);
+      measure.push(i === 0 ? "absolute" : "relative");
+      notes.push({ x: i, y: Math.max(prev, now), showarrow: false, yanchor: "bottom", font: { size: 11 },
                    text: (i > 0 && v > 0 ? "+" : "") + money(v) +
                          (i > 0 && base > 0 ? " (" + (v > 0 ? "+" : "") + (100 * v / base).toFixed(0) + "%)" : "") });
-      prev = levels[s];
+      prev = now;
     });
-    x.push("actual"); y.push(prev); measure.push("total");
-    notes.push({ x: "actual", y: prev, showarrow: false, yanchor: "bottom", font: { size: 11 },
+    x.push(stages.length); labels.push("actual"); y.push(prev); measure.push("total");
+    notes.push({ x: stages.length, y: prev, showarrow: false, yanchor: "bottom", font: { size: 11 },
                  text: money(prev) + (base > 0 ? " (" + (100 * prev / base).toFixed(0) + "%)" : "") });
     plot(div, [{
-      type: "waterfall", x: x, y: y, measure: measure, hoverinfo: "x+y",
+      type: "waterfall", x: x, y: y, measure: measure, customdata: labels,
+      hovertemplate: "%{customdata}<br>%{y}<extra></extra>",
       connector: { line: { color: "#aab2bf" } },
       decreasing: { marker: { color: "#16a085" } }, increasing: { marker: { color: "#c0392b" } },
       totals: { marker: { color: "#2f6fde" } }
     }], merge(BASE_LAYOUT, { showlegend: false, yaxis: yaxis(o), annotations: notes,
+                             xaxis: { tickmode: "array", tickvals: x, ticktext: labels, automargin: true },
                              margin: { l: 60, r: 16, t: 28, b: 40 } }));
     return x.length;
   };
@@ -230,7 +285,8 @@
   // --- drawing ---------------------------------------------------------------------------------------
   function drawChart(c) {
     var div = document.getElementById("plot-" + c.name), note = document.getElementById("nodata-" + c.name);
-    var section = document.getElementById("chart-" + c.name);
+    var section = document.getElementById("chart-" + c.name), more = document.getElementById("more-" + c.name);
+    if (more) { more.hidden = true; more.replaceChildren(); }  // a renderer that leaves facets out says so again
     if (c.status !== "ok") {
       note.hidden = false;
       section.dataset.points = "0";
@@ -246,6 +302,7 @@
       }
     }
     if (!n) {
+      if (more) { more.hidden = true; more.replaceChildren(); }
       if (div.data) Plotly.purge(div);
       div.replaceChildren();
       note.textContent = rows.length ? "This chart could not be drawn (see the browser console)."
@@ -286,9 +343,14 @@
     });
   });
 
-  var hash = {};
+  // #from=YYYY-MM-DD&to=YYYY-MM-DD; anything else (a malformed %-escape, a value that is no day) is
+  // ignored: that end of the range stays open, and the rest of the page is drawn as usual.
+  var hash = Object.create(null);
   location.hash.replace(/^#/, "").split("&").forEach(function (kv) {
-    var p = kv.split("="); if (p.length === 2) hash[p[0]] = decodeURIComponent(p[1]);
+    var p = kv.split("="), v;
+    if (p.length !== 2) return;
+    try { v = decodeURIComponent(p[1]); } catch (e) { return; }
+    if (isDay(v)) hash[p[0]] = v;
   });
   setRange(hash.from, hash.to, false);
 

@@ -3,12 +3,14 @@
 A :class:`DashboardServer` answers ``GET /`` with the page, rebuilt when the
 last build is ``refresh_s`` old (clock injected); the page reloads itself every
 ``refresh_s`` seconds, keeping its date range (in the URL's ``#from=..&to=..``).
-Standard library only (``http.server``), loopback by default.
+Standard library and :mod:`costline.netsec` only, loopback by default. Connections are served by
+:class:`~costline.netsec.PooledHTTPServer`, as the collector's and the gateway's: at most
+``[dashboard] max_workers`` threads and ``max_pending`` connections waiting, past both a 503 at once,
+so idle connections cannot grow threads without bound.
 """
 
 from __future__ import annotations
 
-import http.server
 import logging
 import threading
 import time
@@ -17,6 +19,7 @@ from typing import Any
 
 from costline.config import Config
 from costline.dashboards.errors import DashboardError
+from costline.netsec import GuardedHandler, Limits, PooledHTTPServer
 
 __all__ = ["DashboardServer", "PageCache"]
 
@@ -46,11 +49,14 @@ class PageCache:
             return self._page
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
+class _Handler(GuardedHandler):
+    """``GET /``: the page. :class:`~costline.netsec.GuardedHandler` closes a connection idle for
+    ``idle_timeout_s`` (before its request too) and refuses headers over ``max_header_bytes`` (431)."""
+
     server: "_HTTPServer"
-    #: Seconds a client may take to send its request or read the page: an idle or stalled
-    #: connection must not hold a thread forever.
-    timeout = 30
+    #: One request per connection: the page is one self-contained answer, so a keep-alive connection
+    #: would only hold a worker idle.
+    protocol_version = "HTTP/1.0"
 
     def do_HEAD(self) -> None:  # noqa: N802 - http.server's naming
         self._answer(body=False)
@@ -88,8 +94,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         log.info("dashboard %s - %s", self.address_string(), format % args)
 
 
-class _HTTPServer(http.server.ThreadingHTTPServer):
-    daemon_threads = True
+class _HTTPServer(PooledHTTPServer):
     pages: PageCache
     allowed_hosts: frozenset[str]
 
@@ -138,7 +143,9 @@ class DashboardServer:
                                  "[dashboard] allowed_hosts to the names it is reached by (and put "
                                  "authentication in front), or keep the default 127.0.0.1")
         try:
-            self._httpd = _HTTPServer((host, port), _Handler)
+            self._httpd = _HTTPServer((host, port), _Handler, limits=Limits.of(d), name="costline-dashboard",
+                                      busy_body=("text/plain; charset=utf-8",
+                                                 b"the dashboard is busy (too many connections): retry in a moment\n"))
         except OSError as exc:
             raise DashboardError(f"cannot listen on {host}:{port} ({exc}): pick another --port") from exc
         self._httpd.pages = PageCache(build, self.refresh_s, clock)
@@ -148,6 +155,11 @@ class DashboardServer:
     @property
     def pages(self) -> PageCache:
         return self._httpd.pages
+
+    @property
+    def refused(self) -> int:
+        """Connections answered 503 because ``max_workers`` + ``max_pending`` were taken."""
+        return self._httpd.refused
 
     @property
     def url(self) -> str:

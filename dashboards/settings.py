@@ -34,6 +34,15 @@ class DashboardConfig:
     cache_alert_min_lookups: int = 5
     #: Shown in the page's title bar and heading.
     title: str = "costline"
+    # -- --serve's limits (costline.netsec.PooledHTTPServer, as the collector's and the gateway's) ----------
+    #: Connections answered at once (worker threads), and accepted ones waiting for a worker beyond
+    #: those; past both a connection is answered 503 with Retry-After at once (no thread is started).
+    max_workers: int = 8
+    max_pending: int = 16
+    #: Seconds a connection may sit idle before its request is in; then it is closed.
+    idle_timeout_s: float = 15.0
+    #: Request header bytes at most (431 past it).
+    max_header_bytes: int = 32 * 1024
 
 
 def validate(config: Any) -> None:
@@ -46,6 +55,9 @@ def validate(config: Any) -> None:
     s.fraction("cache_alert_band", d.cache_alert_band, open_low=True,
                what="must be in (0, 1] (a fraction: 0.10 = 10 points)")
     s.not_negative("cache_alert_min_lookups", d.cache_alert_min_lookups)
+    from costline.netsec import validate_limits
+
+    validate_limits("dashboard", d)
 
 
 #: This area's config section, found by costline.areas: [dashboard] in costline.toml and

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -107,3 +110,61 @@ def test_server_answers_500_when_the_page_cannot_be_built(tmp_path):
 def test_bad_refresh_is_refused(tmp_path):
     with pytest.raises(DashboardError, match="refresh"):
         DashboardServer(Config(lake=LakeConfig(path=tmp_path)), port=0, refresh_s=0)
+
+
+def test_idle_connections_take_at_most_max_workers_threads_and_the_rest_get_503(tmp_path):
+    """2 workers + 3 waiting: of 20 idle connections, 5 are held (2 of them on a thread), 15 answered 503 at
+    once; once the idle ones are gone the page is served again."""
+    cfg = Config(lake=LakeConfig(path=tmp_path / "lake"), dashboard=DashboardConfig(max_workers=2, max_pending=3))
+    with DashboardServer(cfg, port=0, build=lambda: "<p>page</p>") as server:
+        port = int(server.url.rsplit(":", 1)[1].strip("/"))
+        before = threading.active_count()
+        idle = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(20)]
+        try:
+            deadline = time.monotonic() + 10
+            while server.refused < 15 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert server.refused == 15
+            assert threading.active_count() - before <= 2
+            answers = []
+            for s in idle:  # the 15 refused ones are answered and closed; the 5 held ones say nothing yet
+                s.settimeout(0.2)
+                try:
+                    answers.append(s.recv(4096))
+                except TimeoutError:
+                    answers.append(None)
+            refused = [a for a in answers if a is not None]
+            assert len(refused) == 15 and answers.count(None) == 5
+            assert all(a.startswith(b"HTTP/1.1 503 ") and b"Retry-After: 1" in a for a in refused)
+        finally:
+            for s in idle:
+                s.close()
+        with urllib.request.urlopen(server.url, timeout=10) as resp:
+            assert resp.status == 200 and resp.read() == b"<p>page</p>"
+        assert threading.active_count() - before <= 2
+
+
+@pytest.mark.parametrize("env, key", [
+    ({"COSTLINE_DASHBOARD_MAX_WORKERS": "0"}, "max_workers"),
+    ({"COSTLINE_DASHBOARD_MAX_PENDING": "0"}, "max_pending"),
+    ({"COSTLINE_DASHBOARD_IDLE_TIMEOUT_S": "0"}, "idle_timeout_s"),
+    ({"COSTLINE_DASHBOARD_MAX_HEADER_BYTES": "0"}, "max_header_bytes"),
+])
+def test_server_limits_are_checked_when_the_config_loads(tmp_path, env, key):
+    from costline.config import load_config
+    from costline.errors import ConfigError
+
+    toml = tmp_path / "c.toml"
+    toml.write_text("", encoding="utf-8")
+    with pytest.raises(ConfigError, match=key):
+        load_config(toml, env=env)
+
+
+def test_server_limits_are_read_from_the_config(tmp_path):
+    from costline.config import load_config
+
+    toml = tmp_path / "c.toml"
+    toml.write_text("[dashboard]\nmax_workers = 3\nidle_timeout_s = 5\n", encoding="utf-8")
+    cfg = load_config(toml, env={"COSTLINE_DASHBOARD_MAX_PENDING": "7"})
+    d = cfg.dashboard
+    assert (d.max_workers, d.max_pending, d.idle_timeout_s, d.max_header_bytes) == (3, 7, 5.0, 32 * 1024)

@@ -27,7 +27,8 @@ def _old_format_result(columns: list[str], rows: list[tuple[Any, ...]], fmt: str
             return "NULL"
         if isinstance(value, float):
             return f"{value:.10g}"
-        return str(value)
+        # since the table format escapes what is not printable (a sender's newline adds no row): as repr() writes it
+        return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(value))
 
     def jsonable(value: Any) -> Any:
         import datetime as dt
