@@ -39,7 +39,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from costline import contract
 from costline.config import CollectorConfig
-from costline.netsec import (CHUNKED, BearerTokens, BytesBudget, GuardedHandler, HttpReject, Limits,
+from costline.netsec import (BearerTokens, BytesBudget, GuardedHandler, HttpReject, Limits,
                              PooledHTTPServer, refuse_open_bind, ssl_context)
 from costline.otlp import OtlpDecodeError, decode_json, parse_protobuf, span_count, split_by_trace
 from costline.textutil import well_formed
@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 
 TRACES_PATH = "/v1/traces"
 _PROTOBUF_TYPES = frozenset({contract.CONTENT_TYPE_PROTOBUF, "application/protobuf"})
-_GRPC_CODE = MappingProxyType({400: 3, 401: 16, 404: 5, 405: 12, 411: 3, 413: 8, 415: 3, 431: 3, 500: 13, 503: 14})
+_GRPC_CODE = MappingProxyType({400: 3, 401: 16, 404: 5, 405: 12, 408: 4, 411: 3, 413: 8, 415: 3, 431: 3, 500: 13, 503: 14})
 #: Traces are one Kafka message each unless that multiplies the request's bytes by more than this
 #: (every message repeats its resource and scope): then traces are packed into shared messages.
 MAX_SPLIT_AMPLIFICATION = 2.0
@@ -454,14 +454,11 @@ class _Handler(GuardedHandler):
             raise _Reject(415, f"unsupported Content-Encoding {encoding[:80]!r}: send gzip or none")
         length = self.content_length(cfg.max_body_bytes)
         budget = self.receiver.budget
-        hold = cfg.max_body_bytes if length == CHUNKED else length  # a chunked body may be up to the limit
-        if not budget.acquire(hold):
-            raise _Reject(503, "too many bytes in flight, retry later", {"Retry-After": str(max(cfg.retry_after_s, 1))})
+        # held on the budget as it arrives (503 + Retry-After past max_inflight_bytes), not as announced: a
+        # body announced and then trickled holds nothing it has not sent, for at most body_timeout_s (408)
+        body = self.read_body(length, budget)
+        hold = len(body)
         try:
-            body = self.read_body(length)
-            if length == CHUNKED:  # now its size is known: hold only that
-                budget.release(hold - len(body))
-                hold = len(body)
             if encoding == "gzip":
                 body = _gunzip(body, cfg.max_body_bytes)
             req, rejected, why = decode_export(body, is_json)

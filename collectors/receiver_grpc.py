@@ -19,7 +19,16 @@ OTLP/gRPC section says:
   metadata over ``max_header_bytes`` (no RetryInfo: retrying would not help), and past
   :data:`REFUSING_THREADS` more RPCs at once than the limits above (grpc answers before this code
   runs: each of those threads only refuses, in microseconds, so it takes a flood to get there);
+* ``CANCELLED`` for a call whose message has not arrived whole within ``body_timeout_s`` (the thread
+  it holds meanwhile is given back; exporters retry a CANCELLED call);
 * ``INTERNAL`` for an unexpected error.
+
+A call holds one of grpc's threads from its headers on, while its message arrives. So Export is
+served as a stream-unary method, which admits the call (``max_workers`` + ``max_pending``, else
+RESOURCE_EXHAUSTED with RetryInfo) *before* waiting for its message, and waits ``body_timeout_s``
+at most for it; and one connection may have ``max_workers`` calls open at once (HTTP/2
+``SETTINGS_MAX_CONCURRENT_STREAMS``: the client queues the rest), so one client stalling its calls
+cannot hold every thread.
 
 RetryInfo travels twice: in ``grpc-status-details-bin`` (a ``google.rpc.Status`` whose details hold
 it: what the Go and Java exporters read) and bare in ``google.rpc.retryinfo-bin`` (what the Python
@@ -28,8 +37,12 @@ exporter reads). ``grpc-encoding: gzip`` requests are decompressed by grpc.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import threading
+import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import NoReturn
 
@@ -78,6 +91,65 @@ def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str, *
     raise AssertionError("grpc's abort() returned")  # pragma: no cover: it raises
 
 
+class _Watchdog:
+    """Calls a function at its deadline unless disarmed before: one thread (started on first use) for
+    every call's deadline, rather than a timer thread per call."""
+
+    def __init__(self, name: str, clock: Callable[[], float] = time.monotonic) -> None:
+        self._name = name
+        self._clock = clock
+        self._heap: list[list] = []  # [due, sequence, fn or None once disarmed or run]
+        self._seq = itertools.count()
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def arm(self, seconds: float, fn: Callable[[], object]) -> list:
+        entry = [self._clock() + seconds, next(self._seq), fn]
+        with self._cond:
+            heapq.heappush(self._heap, entry)
+            if self._thread is None and not self._closed:
+                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                self._thread.start()
+            self._cond.notify()
+        return entry
+
+    def disarm(self, entry: list) -> bool:
+        """Cancel ``entry``; False when its function already ran (or is running)."""
+        with self._cond:
+            armed = entry[2] is not None
+            entry[2] = None
+            return armed
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._heap.clear()
+            self._cond.notify()
+
+    def _run(self) -> None:
+        with self._cond:
+            while not self._closed:
+                while self._heap and self._heap[0][2] is None:
+                    heapq.heappop(self._heap)
+                if not self._heap:
+                    self._cond.wait()
+                    continue
+                wait = self._heap[0][0] - self._clock()
+                if wait > 0:
+                    self._cond.wait(wait)
+                    continue
+                entry = heapq.heappop(self._heap)
+                fn, entry[2] = entry[2], None
+                self._cond.release()
+                try:
+                    fn()
+                except Exception:
+                    log.exception("costline collect: a deadline's action failed (OTLP/gRPC)")
+                finally:
+                    self._cond.acquire()
+
+
 class OtlpGrpcReceiver(ReceiverBase, trace_service_pb2_grpc.TraceServiceServicer):
     """OTLP/gRPC ``TraceService/Export`` on ``config.host:config.grpc_port`` → ``forwarder``.
 
@@ -102,6 +174,8 @@ class OtlpGrpcReceiver(ReceiverBase, trace_service_pb2_grpc.TraceServiceServicer
         self._admitted = 0
         self._admit_lock = threading.Lock()
         self._working = threading.BoundedSemaphore(config.max_workers)
+        #: Cancels the calls whose message has not arrived within ``body_timeout_s``.
+        self._watchdog = _Watchdog("costline-collect-grpc-deadlines")
 
     @property
     def port(self) -> int:
@@ -132,11 +206,16 @@ class OtlpGrpcReceiver(ReceiverBase, trace_service_pb2_grpc.TraceServiceServicer
                 ("grpc.max_metadata_size", cfg.max_header_bytes),  # soft limit (refused at random past it)
                 ("grpc.absolute_max_metadata_size", cfg.max_header_bytes),  # hard limit
                 ("grpc.max_connection_idle_ms", int(cfg.idle_timeout_s * 1000)),
+                # calls one connection may have open (the client queues more): one client stalling its
+                # calls cannot hold every thread
+                ("grpc.max_concurrent_streams", max(cfg.max_workers, 1)),
                 ("grpc.so_reuseport", 0),  # a port in use must fail, not be shared with another server
             ],
         )
-        handler = grpc.unary_unary_rpc_method_handler(
-            self.Export,
+        # stream-unary, not unary-unary: for the latter grpc holds a thread waiting for the message, with no
+        # deadline, before any of this code runs; so the call is admitted first, then waits body_timeout_s at most
+        handler = grpc.stream_unary_rpc_method_handler(
+            self._export_stream,
             request_deserializer=None,  # raw bytes: held against max_inflight_bytes before decoding
             response_serializer=ExportTraceServiceResponse.SerializeToString,
         )
@@ -182,14 +261,38 @@ class OtlpGrpcReceiver(ReceiverBase, trace_service_pb2_grpc.TraceServiceServicer
             self._started = False
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
+        self._watchdog.close()
         self.close_forwarder()
 
     # -- TraceService ---------------------------------------------------------------------------
     def Export(self, request: ExportTraceServiceRequest | bytes,
                context: grpc.ServicerContext) -> ExportTraceServiceResponse:
-        """``TraceService/Export``: ``request`` is the message's bytes as :meth:`bind` registers it
-        (counted against ``max_inflight_bytes`` before decoding), or a decoded request when registered
-        with ``add_TraceServiceServicer_to_server`` (re-encoded, then handled the same)."""
+        """``TraceService/Export`` for a request grpc already received: a decoded one when registered with
+        ``add_TraceServiceServicer_to_server`` (re-encoded, then handled the same), or the message's bytes.
+        :meth:`bind` registers :meth:`_export_stream` instead (the message's wait is bounded there)."""
+        return self._admitted_export(lambda: request, context)
+
+    def _export_stream(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> ExportTraceServiceResponse:
+        """``TraceService/Export`` as :meth:`bind` registers it: admitted before its message arrives, which
+        must within ``body_timeout_s`` (else the call is cancelled and its thread given back); the message's
+        bytes are counted against ``max_inflight_bytes`` before decoding."""
+        return self._admitted_export(lambda: self._one_message(requests, context), context)
+
+    def _one_message(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> bytes:
+        timeout = self.config.body_timeout_s
+        entry = self._watchdog.arm(timeout, context.cancel)  # wakes the wait below (grpc raises an RpcError)
+        try:
+            message = next(requests, None)
+        finally:
+            in_time = self._watchdog.disarm(entry)
+        if not in_time:  # cancelled as it arrived: the client sees CANCELLED, so it is not exported
+            _abort(context, grpc.StatusCode.CANCELLED, f"message not received within {timeout:g}s")
+        if message is None:
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "Export takes one ExportTraceServiceRequest message")
+        return message
+
+    def _admitted_export(self, get_request: Callable[[], ExportTraceServiceRequest | bytes],
+                         context: grpc.ServicerContext) -> ExportTraceServiceResponse:
         self._authenticate(context)
         cfg = self.config
         with self._admit_lock:
@@ -200,6 +303,7 @@ class OtlpGrpcReceiver(ReceiverBase, trace_service_pb2_grpc.TraceServiceServicer
             _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, "too many exports at once, retry later",
                    retry_after=max(cfg.retry_after_s, 1))
         try:
+            request = get_request()  # admitted before its message arrives (within body_timeout_s)
             with self._working:  # at most max_workers at work; the admitted others wait here
                 return self._export(request, context)
         finally:

@@ -204,6 +204,9 @@ class CollectorConfig:
     max_header_bytes: int = 32 * 1024
     idle_timeout_s: float = 15.0
     read_timeout_s: float = 10.0
+    #: Seconds a whole request body (HTTP, 408 past it) or gRPC message (the call is cancelled) may take
+    #: to arrive, however steadily it trickles: a slow sender holds a worker and bytes in flight no longer.
+    body_timeout_s: float = 30.0
     #: Requests handled at once, and accepted connections waiting beyond those; past both: 503.
     max_workers: int = 8
     max_pending: int = 32

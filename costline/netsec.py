@@ -11,7 +11,12 @@
   ``Transfer-Encoding: chunked`` body (what OpenTelemetry JS's OTLP exporters send) is decoded with
   the same limit counted as it arrives (413), and refused beside a ``Content-Length`` (400: the
   ambiguity request smuggling uses) or with any other transfer coding (501).
-* :class:`BytesBudget`: bytes in flight across requests (503 past it).
+  Deadlines, not only per-read timeouts, so a client trickling bytes holds a worker for a bounded
+  time: a request head (request line and headers) must arrive whole within ``read_timeout_s`` of
+  its first byte (else the connection is closed), a body within ``body_timeout_s`` once the head is
+  in (else 408, the connection closed).
+* :class:`BytesBudget`: bytes in flight across requests (503 past it); :meth:`GuardedHandler.read_body`
+  given one holds a body's bytes on it as they arrive, not as announced.
 * :class:`BearerTokens`: constant-time check of ``Authorization: Bearer`` tokens (the OpenTelemetry
   Collector's ``bearertokenauth``), from config and/or a file re-read when it changes.
 * :func:`is_loopback`, :func:`refuse_open_bind` (a non-loopback bind without authentication).
@@ -22,13 +27,16 @@ Standard library only, so the collector, the gateway and the dashboard server ca
 from __future__ import annotations
 
 import hmac
+import io
 import ipaddress
 import logging
 import os
 import re
+import select
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -66,6 +74,13 @@ _MAX_CHUNK_LINE = 1024
 #: Most chunks one body may come in (OTel JS's exporters send a few, of ~16 KiB): a body of one-byte
 #: chunks would cost a Python loop turn per byte.
 _MAX_CHUNKS = 100_000
+#: A body held on a :class:`BytesBudget` is read (and held) this many bytes at a time at most: what a
+#: connection can hold on the budget without sending it.
+_BUDGET_STEP = 64 * 1024
+#: A connection's first request head is due ``read_timeout_s`` after it was accepted when its client sent
+#: bytes while it waited for a worker, but never less than this after a worker took it (a TLS handshake
+#: needs round trips then).
+_QUEUED_GRACE_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -76,8 +91,12 @@ class Limits:
     max_header_bytes: int = 32 * 1024
     #: Seconds a connection may sit idle between requests (or before its first one).
     idle_timeout_s: float = 15.0
-    #: Seconds a body may take to arrive once its headers are in (per socket read).
+    #: Seconds a body may take to arrive once its headers are in (per socket read); also what a
+    #: request head (request line and headers) may take in all from its first byte.
     read_timeout_s: float = 10.0
+    #: Seconds a whole body may take to arrive once its headers are in (a body trickled a byte at a
+    #: time holds its worker and its bytes in flight no longer): 408 past it.
+    body_timeout_s: float = 30.0
     #: Connections served at once, and accepted ones waiting for a worker; past both: 503.
     max_workers: int = 32
     max_pending: int = 64
@@ -96,7 +115,7 @@ def validate_limits(section: str, settings: Any) -> None:
     for key in ("max_body_bytes", "max_header_bytes", "max_workers", "max_pending"):
         if hasattr(settings, key):
             s.at_least(key, getattr(settings, key), 1)
-    for key in ("idle_timeout_s", "read_timeout_s"):
+    for key in ("idle_timeout_s", "read_timeout_s", "body_timeout_s"):
         if hasattr(settings, key):
             s.above_zero(key, getattr(settings, key), unit="seconds")
     if hasattr(settings, "retry_after_s"):
@@ -180,6 +199,11 @@ class BytesBudget:
         with self._lock:
             self._used = max(self._used - n, 0)
 
+    def would_fit(self, n: int) -> bool:
+        """Whether ``acquire(n)`` would succeed now (it reserves nothing)."""
+        with self._lock:
+            return not self._used or self._used + n <= self.limit
+
     @property
     def used(self) -> int:
         return self._used
@@ -260,7 +284,7 @@ class PooledHTTPServer(HTTPServer):
         self.refused = 0
         self._busy_type, self._busy_body = busy_body or ("text/plain", b"busy, retry later\n")
         self._slots = threading.BoundedSemaphore(limits.max_workers + limits.max_pending)
-        self._open: set[Any] = set()
+        self._open: dict[Any, float] = {}  # connection -> when it was accepted (time.monotonic)
         self._open_lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self._name = name
@@ -280,7 +304,7 @@ class PooledHTTPServer(HTTPServer):
             self.shutdown_request(request)
             return
         with self._open_lock:
-            self._open.add(request)
+            self._open[request] = time.monotonic()
         try:
             self._pool.submit(self._serve_one, request, client_address)
         except RuntimeError:  # the pool is shut down: the server is closing
@@ -296,9 +320,14 @@ class PooledHTTPServer(HTTPServer):
 
     def _done(self, request: Any) -> None:
         with self._open_lock:
-            self._open.discard(request)
+            self._open.pop(request, None)
         self.shutdown_request(request)
         self._slots.release()
+
+    def accepted_at(self, request: Any) -> float | None:
+        """When ``request`` (a connection being served) was accepted, in ``time.monotonic`` seconds."""
+        with self._open_lock:
+            return self._open.get(request)
 
     def _answer_busy(self, request: Any) -> None:
         head = (f"HTTP/1.1 503 Service Unavailable\r\nContent-Type: {self._busy_type}\r\n"
@@ -331,18 +360,115 @@ class PooledHTTPServer(HTTPServer):
                 pass
 
 
+class _DeadlineReader(io.RawIOBase):
+    """The connection's reads under a :class:`GuardedHandler`'s rfile: each waits at most the
+    handler's per-read timeout and never past its deadline (:meth:`GuardedHandler._expect`), then
+    raises ``TimeoutError``; the socket's timeout is the idle one again afterwards (for writes)."""
+
+    def __init__(self, sock: Any, handler: "GuardedHandler") -> None:
+        super().__init__()
+        self._sock = sock
+        self._handler = handler
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        handler = self._handler
+        self._sock.settimeout(handler._wait_s())
+        try:
+            n = self._sock.recv_into(buffer)
+        finally:
+            try:
+                self._sock.settimeout(handler.timeout)
+            except OSError:
+                pass  # the connection is already gone
+        if n:
+            handler._arrived()
+        return n
+
+
 class GuardedHandler(BaseHTTPRequestHandler):
-    """A handler that applies its server's :class:`Limits` (set ``server.limits``)."""
+    """A handler that applies its server's :class:`Limits` (set ``server.limits``).
+
+    Every read of the connection waits at most a per-read timeout (``idle_timeout_s`` for a
+    request's first byte, ``read_timeout_s`` after) and never past a deadline: ``read_timeout_s``
+    after a request's first byte for its head (then the connection is closed), ``body_timeout_s``
+    after the head for its body (:meth:`read_body`: 408). A client sending a byte a read therefore
+    holds a worker for a bounded time, not indefinitely. A connection's first head is due from when
+    the connection was accepted if its client sent bytes while it waited for a worker (a head
+    dripped while queued is not given ``read_timeout_s`` more once served)."""
 
     protocol_version = "HTTP/1.1"
     server: PooledHTTPServer
 
+    #: The current per-read timeout and deadline (``time.monotonic``, None: none), and whether the next
+    #: bytes to arrive are a request's first (they start the head's deadline).
+    _per_read_s = 15.0
+    _deadline: float | None = None
+    _head_due = False
+    #: Whether the last read's wait was cut to what was left before the deadline.
+    _capped = False
+    #: When a worker took the connection, and when it was accepted if its client sent bytes meanwhile
+    #: (then its first head is due from then: see :data:`_QUEUED_GRACE_S`).
+    _taken = 0.0
+    _sent_while_queued: float | None = None
+
     def setup(self) -> None:
         self.timeout = self.server.limits.idle_timeout_s
         super().setup()
+        self.rfile.close()  # the stdlib's socket file: replaced by one that keeps the deadlines
+        self.rfile = io.BufferedReader(_DeadlineReader(self.connection, self))
+        self._taken = time.monotonic()
+        accepted = self.server.accepted_at(self.request) if hasattr(self.server, "accepted_at") else None
+        if accepted is not None and self._taken - accepted > 0.01:
+            try:
+                if select.select([self.connection], [], [], 0)[0]:
+                    self._sent_while_queued = accepted
+            except (OSError, ValueError):
+                pass
+
+    def handle_one_request(self) -> None:
+        self._expect(self.server.limits.idle_timeout_s, None)
+        self._head_due = True
+        super().handle_one_request()
+
+    def _expect(self, per_read_s: float, within_s: float | None) -> None:
+        """From now on: each read within ``per_read_s``, all of them within ``within_s`` (None: no deadline)."""
+        self._per_read_s = per_read_s
+        self._deadline = None if within_s is None else time.monotonic() + within_s
+        self._head_due = False
+
+    def _wait_s(self) -> float:
+        """How long the next read may wait (raises ``TimeoutError`` once the deadline has passed)."""
+        self._capped = False
+        if self._deadline is None:
+            return self._per_read_s
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            self._capped = True
+            raise TimeoutError("deadline passed")
+        self._capped = left < self._per_read_s
+        return min(self._per_read_s, left)
+
+    def _arrived(self) -> None:
+        """Bytes arrived: a request's first ones start its head's deadline."""
+        if self._head_due:
+            read_timeout_s = self.server.limits.read_timeout_s
+            self._expect(read_timeout_s, read_timeout_s)
+            if self._sent_while_queued is not None:  # they may have come long ago: a head dripped into the queue
+                self._deadline = max(self._sent_while_queued + read_timeout_s,
+                                     self._taken + min(read_timeout_s, _QUEUED_GRACE_S))
+                self._sent_while_queued = None
+
+    def _overdue(self) -> bool:
+        """After a ``TimeoutError``: whether the deadline (not the per-read timeout) ran out."""
+        return self._capped or (self._deadline is not None and time.monotonic() >= self._deadline)
 
     def parse_request(self) -> bool:
-        if not super().parse_request():
+        ok = super().parse_request()
+        self._expect(self.server.limits.idle_timeout_s, None)  # the head is in (or refused)
+        if not ok:
             return False
         size = sum(len(k) + len(v) + 4 for k, v in self.headers.items())
         if size > self.server.limits.max_header_bytes:
@@ -362,7 +488,7 @@ class GuardedHandler(BaseHTTPRequestHandler):
             return
         try:
             self.wfile.flush()
-            self.connection.settimeout(seconds)
+            self._expect(seconds, seconds)
             if not isinstance(self.connection, ssl.SSLSocket):
                 self.connection.shutdown(socket.SHUT_WR)
             while unread > 0:
@@ -372,6 +498,8 @@ class GuardedHandler(BaseHTTPRequestHandler):
                 unread -= len(chunk)
         except (OSError, ValueError):
             pass
+        finally:
+            self._expect(self.server.limits.idle_timeout_s, None)
 
     def header_values(self, name: str) -> list[str]:
         return list(self.headers.get_all(name) or [])
@@ -409,50 +537,73 @@ class GuardedHandler(BaseHTTPRequestHandler):
         self.unread = length
         return length
 
-    def read_body(self, length: int) -> bytes:
-        """Read exactly ``length`` bytes within the read timeout, else 400 (the connection is closed);
-        :data:`CHUNKED`: the decoded chunks (see :meth:`content_length`)."""
+    def _busy(self) -> HttpReject:
+        return HttpReject(503, "too many bytes in flight, retry later",
+                          {"Retry-After": str(max(self.server.limits.retry_after_s, 1))})
+
+    def _too_slow(self, got: int, what: str) -> HttpReject:
+        self.close_connection = True
+        return HttpReject(408, f"{what} not received within {self.server.limits.body_timeout_s:g}s "
+                               f"({got} bytes arrived): send it faster")
+
+    def read_body(self, length: int, budget: BytesBudget | None = None) -> bytes:
+        """Read exactly ``length`` bytes, each read within the read timeout (else 400) and all within
+        ``body_timeout_s`` (else 408; either closes the connection); :data:`CHUNKED`: the decoded chunks
+        (see :meth:`content_length`). With ``budget``, the body's bytes are held on it as they arrive (503
+        with ``Retry-After`` when it is full): on return ``len(body)`` bytes are held, the caller's to
+        release; on an error none are."""
         self.unread = 0
         if length == CHUNKED:
-            return self._read_chunked(self._chunked_max)
+            return self._read_chunked(self._chunked_max, budget)
         if length == 0:
             return b""
-        self.connection.settimeout(self.server.limits.read_timeout_s)
-        chunks, got = [], 0
+        if budget is not None and not budget.would_fit(length):  # refused before reading, as far as one can tell
+            self.unread = length
+            raise self._busy()
+        limits = self.server.limits
+        self._expect(limits.read_timeout_s, limits.body_timeout_s)
+        chunks, got, held = [], 0, 0
         try:
             while got < length:
-                chunk = self.rfile.read1(min(length - got, 1 << 20)) if hasattr(self.rfile, "read1") \
-                    else self.rfile.read(min(length - got, 1 << 20))
+                want = min(length - got, _BUDGET_STEP if budget is not None else 1 << 20)
+                if budget is not None:
+                    if not budget.acquire(want):
+                        self.unread = length - got
+                        raise self._busy()
+                    held += want
+                chunk = self.rfile.read1(want)
+                if budget is not None:
+                    budget.release(want - len(chunk))
+                    held -= want - len(chunk)
                 if not chunk:
                     break
                 chunks.append(chunk)
                 got += len(chunk)
         except (TimeoutError, socket.timeout):
             self.close_connection = True
+            if self._overdue():
+                raise self._too_slow(got, f"body of {length} bytes") from None
             raise HttpReject(400, f"body shorter than Content-Length ({got} of {length} bytes within "
-                                  f"{self.server.limits.read_timeout_s:g}s)") from None
+                                  f"{limits.read_timeout_s:g}s)") from None
         finally:
-            self._idle_timeout()
+            self._expect(limits.idle_timeout_s, None)
+            if got != length and budget is not None:
+                budget.release(held)
         if got != length:
             self.close_connection = True
             raise HttpReject(400, f"body shorter than Content-Length ({got} of {length} bytes)")
         return b"".join(chunks)
 
-    def _idle_timeout(self) -> None:
-        """Back to the idle timeout between requests, after a body read under the read timeout."""
-        try:
-            self.connection.settimeout(self.server.limits.idle_timeout_s)
-        except OSError:
-            pass  # the connection is already gone: nothing to restore
-
-    def _read_chunked(self, max_bytes: int) -> bytes:
+    def _read_chunked(self, max_bytes: int, budget: BytesBudget | None = None) -> bytes:
         """A chunked body (RFC 9112 §7.1), at most ``max_bytes`` decoded, each read within the read
-        timeout; trailers are read and dropped (at most ``max_header_bytes``). Any error closes the
-        connection: what is left of the body cannot be skipped safely."""
+        timeout and all within ``body_timeout_s``, held on ``budget`` as it arrives (see :meth:`read_body`);
+        trailers are read and dropped (at most ``max_header_bytes``). Any error closes the connection:
+        what is left of the body cannot be skipped safely."""
         limits = self.server.limits
         rfile = self.rfile
         parts: list[bytes] = []
         total = 0
+        held = 0
 
         def line(limit: int, what: str) -> bytes:
             text = rfile.readline(limit + 1)
@@ -461,7 +612,8 @@ class GuardedHandler(BaseHTTPRequestHandler):
             return text
 
         self.close_connection = True
-        self.connection.settimeout(limits.read_timeout_s)
+        self._expect(limits.read_timeout_s, limits.body_timeout_s)
+        ok = False
         try:
             while True:
                 size_text = line(_MAX_CHUNK_LINE, "a chunk-size line").split(b";", 1)[0].strip()
@@ -474,22 +626,39 @@ class GuardedHandler(BaseHTTPRequestHandler):
                     raise HttpReject(413, f"chunked body exceeds the limit of {max_bytes} bytes: send less")
                 if len(parts) >= _MAX_CHUNKS:
                     raise HttpReject(400, f"chunked body in more than {_MAX_CHUNKS} chunks: send larger chunks")
-                data = rfile.read(size)
-                if len(data) != size or line(2, "a chunk's end") not in (b"\r\n", b"\n"):
+                pieces, got = [], 0
+                while got < size:  # on a budget, a piece at a time: a chunk announced is not a chunk sent
+                    want = min(size - got, _BUDGET_STEP) if budget is not None else size - got
+                    if budget is not None:
+                        if not budget.acquire(want):
+                            raise self._busy()
+                        held += want
+                    piece = rfile.read(want)
+                    if budget is not None:
+                        budget.release(want - len(piece))
+                        held -= want - len(piece)
+                    pieces.append(piece)
+                    got += len(piece)
+                    if len(piece) != want:
+                        break
+                if got != size or line(2, "a chunk's end") not in (b"\r\n", b"\n"):
                     raise HttpReject(400, "chunked body cut short: a chunk is shorter than its size")
-                parts.append(data)
+                parts.append(b"".join(pieces) if len(pieces) != 1 else pieces[0])
                 total += size
             trailers = 0
             while (text := line(limits.max_header_bytes, "a trailer")) not in (b"\r\n", b"\n"):
                 trailers += len(text)
                 if trailers > limits.max_header_bytes:
                     raise HttpReject(431, f"trailers exceed {limits.max_header_bytes} bytes")
+            ok = True
         except (TimeoutError, socket.timeout):
+            if self._overdue():
+                raise self._too_slow(total, "chunked body") from None
             raise HttpReject(400, f"chunked body not received within {limits.read_timeout_s:g}s a read "
                                   f"({total} bytes so far)") from None
         finally:
-            self._idle_timeout()
+            self._expect(limits.idle_timeout_s, None)
+            if not ok and budget is not None:
+                budget.release(held)
         self.close_connection = False
         return b"".join(parts)
-
-

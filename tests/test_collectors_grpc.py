@@ -181,27 +181,102 @@ def test_past_max_workers_and_max_pending_refused_with_retry_info_and_the_waitin
     fwd = RecordingForwarder(hold=release)
     receiver = OtlpGrpcReceiver(CollectorConfig(max_workers=1, max_pending=1, retry_after_s=4), fwd,
                                 host="127.0.0.1", port=0)
-    channel = grpc.insecure_channel(f"127.0.0.1:{receiver.start()}")
-    stub = TraceServiceStub(channel)
+    port = receiver.start()
+    # a connection has at most max_workers calls open (its client queues more): one exporter each
+    channels = [own_channel(port) for _ in range(3)]
+    stubs = [TraceServiceStub(c) for c in channels]
     try:
-        working = stub.Export.future(GOOD, timeout=10)  # held in the forwarder
+        working = stubs[0].Export.future(GOOD, timeout=10)  # held in the forwarder
         assert fwd.entered.wait(10)
-        waiting = stub.Export.future(GOOD, timeout=10)  # admitted: waits for the one worker
-        deadline = time.monotonic() + 10
-        while receiver._admitted < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        code, _, details, trailing = export(stub, GOOD)
+        waiting = stubs[1].Export.future(GOOD, timeout=10)  # admitted: waits for the one worker
+        wait_until(lambda: receiver._admitted == 2)
+        code, _, details, trailing = export(stubs[2], GOOD)
         assert code is Code.RESOURCE_EXHAUSTED and "at once" in details
         assert retry_delay(code, details, trailing) == 4
         assert not waiting.done()
         release.set()
         assert not working.result().HasField("partial_success")
         assert not waiting.result().HasField("partial_success")
-        assert export(stub, GOOD)[0] is Code.OK  # the slots were given back
+        assert export(stubs[2], GOOD)[0] is Code.OK  # the slots were given back
         assert len(fwd.messages) == 3 * 2  # GOOD holds two traces: one message each
     finally:
         release.set()
-        channel.close()
+        for channel in channels:
+            channel.close()
+        receiver.shutdown()
+
+
+def own_channel(port: int) -> grpc.Channel:
+    """A channel on a connection of its own, as another exporter process has (a process's channels to
+    one target otherwise share a connection)."""
+    return grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)])
+
+
+def wait_until(condition, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def stalled_exports(channel: grpc.Channel, n: int, stop: threading.Event) -> list[grpc.Future]:
+    """``n`` Export calls that send their headers and then no message until ``stop`` is set."""
+    def nothing():
+        stop.wait()
+        return
+        yield  # a generator
+
+    call = channel.stream_unary(f"/{TRACE_SERVICE}/Export", request_serializer=bytes, response_deserializer=bytes)
+    return [call.future(nothing()) for _ in range(n)]
+
+
+def test_calls_stalled_on_one_connection_do_not_lock_other_exporters_out():
+    # grpc holds a thread for every call waiting for its message: a connection's calls past its limit
+    # (max_workers) wait on the client, so a client stalling 20 calls holds 2 here, not every thread
+    receiver = OtlpGrpcReceiver(CollectorConfig(max_workers=2, max_pending=2), FakeForwarder(), host="127.0.0.1",
+                                port=0)
+    port = receiver.start()
+    stop = threading.Event()
+    stalling, other = own_channel(port), own_channel(port)
+    try:
+        stalled = stalled_exports(stalling, 20, stop)
+        wait_until(lambda: receiver._admitted == 2)
+        time.sleep(0.3)  # time for more to arrive, were they let through
+        assert receiver._admitted == 2
+        code, _, details, _ = export(TraceServiceStub(other), GOOD)
+        assert code is Code.OK, details
+        assert not any(f.done() for f in stalled)
+    finally:
+        stop.set()
+        stalling.close()
+        other.close()
+        receiver.shutdown()
+
+
+def test_a_call_whose_message_does_not_come_is_cancelled_after_body_timeout_s():
+    # admitted before its message arrives (so the calls past max_workers + max_pending are refused with
+    # RetryInfo, not by grpc without it), and cancelled once body_timeout_s has passed without it
+    receiver = OtlpGrpcReceiver(CollectorConfig(max_workers=1, max_pending=1, retry_after_s=4, body_timeout_s=1.0),
+                                FakeForwarder(), host="127.0.0.1", port=0)
+    port = receiver.start()
+    stop = threading.Event()
+    channels = [own_channel(port) for _ in range(3)]
+    try:
+        started = time.monotonic()
+        stalled = [f for c in channels[:2] for f in stalled_exports(c, 1, stop)]
+        wait_until(lambda: receiver._admitted == 2)
+        code, _, details, trailing = export(TraceServiceStub(channels[2]), GOOD)
+        assert code is Code.RESOURCE_EXHAUSTED and "at once" in details
+        assert retry_delay(code, details, trailing) == 4
+        for future in stalled:
+            assert future.exception(timeout=5).code() is Code.CANCELLED
+        assert 0.9 <= time.monotonic() - started < 4
+        wait_until(lambda: receiver._admitted == 0)
+        assert export(TraceServiceStub(channels[2]), GOOD)[0] is Code.OK
+    finally:
+        stop.set()
+        for channel in channels:
+            channel.close()
         receiver.shutdown()
 
 

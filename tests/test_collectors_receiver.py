@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import http.client
 import json
+import time
 
 import pytest
 from google.rpc import status_pb2
@@ -282,6 +283,75 @@ def test_a_bad_chunked_body_is_refused_and_the_connection_closed(serve, headers,
     assert words in answer
     assert answer.count(b"HTTP/1.1") == 1  # closed: the next request is never read as part of this one
     assert fwd.batches == []
+
+
+# -- slow senders: a body that trickles holds a worker and bytes in flight for body_timeout_s at most -----
+@pytest.fixture
+def receiver():
+    started = []
+
+    def start(**cfg):
+        r = OtlpReceiver(CollectorConfig(**cfg), FakeForwarder(), host="127.0.0.1", port=0)
+        r.start()
+        started.append(r)
+        return r
+
+    yield start
+    for r in started:
+        r.shutdown()
+
+
+def test_bodies_announced_but_not_sent_do_not_take_the_bytes_in_flight(receiver):
+    # a chunked body used to hold max_body_bytes from its head on, and a Content-Length one all it announced:
+    # two connections that send a head and nothing more held the whole budget, so everyone got 503
+    import socket
+
+    r = receiver(max_body_bytes=1 << 20, max_inflight_bytes=2 << 20)
+    heads = [head(CHUNKED_PROTO), head({**PROTO, "Content-Length": str(1 << 20)})]
+    socks = [socket.create_connection(("127.0.0.1", r.port)) for _ in heads]
+    try:
+        for sock, h in zip(socks, heads):
+            sock.sendall(h)
+        time.sleep(0.3)
+        status, _, _ = post(r.port, BODY, PROTO)
+        assert status == 200 and r.budget.used <= 2 * 64 * 1024
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+@pytest.mark.parametrize("headers, piece", [
+    pytest.param(CHUNKED_PROTO, b"1\r\nx\r\n", id="chunked"),
+    pytest.param({**PROTO, "Content-Length": str(1 << 20)}, b"x", id="content-length"),
+])
+def test_a_trickled_body_is_408_after_body_timeout_s_and_its_bytes_given_back(receiver, headers, piece):
+    import socket
+
+    r = receiver(read_timeout_s=2, body_timeout_s=0.5)
+    with socket.create_connection(("127.0.0.1", r.port), timeout=5) as sock:
+        started = time.monotonic()
+        sock.sendall(head(headers))
+        answer = b""
+        try:
+            while not answer and time.monotonic() - started < 3:
+                sock.sendall(piece)  # a piece every 50 ms: each read well within read_timeout_s
+                sock.settimeout(0.05)
+                try:
+                    answer = sock.recv(65536)
+                except TimeoutError:
+                    pass
+        except OSError:  # the receiver closed: what it answered is waiting
+            sock.settimeout(1)
+            answer = sock.recv(65536)
+        took = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert 0.45 <= took < 2
+    assert status_pb2.Status.FromString(answer.split(b"\r\n\r\n", 1)[1]).code == 4  # DEADLINE_EXCEEDED
+    deadline = time.monotonic() + 2
+    while r.budget.used and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert r.budget.used == 0
+    assert post(r.port, BODY, PROTO)[0] == 200
 
 
 def test_503_with_retry_after_when_kafka_is_unavailable(serve):
