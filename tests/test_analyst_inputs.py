@@ -63,21 +63,21 @@ def test_dashboard_500_keeps_a_multiline_error_out_of_the_status_line_and_header
     assert b"IO Error: no files" in body and b"<script>" not in body
 
 
-def test_dashboard_server_drops_a_client_that_sends_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
-    from costline.dashboards import serve
+def test_dashboard_server_drops_a_client_that_sends_nothing() -> None:
+    from costline.dashboards.settings import DashboardConfig
 
-    monkeypatch.setattr(serve._Handler, "timeout", 0.5)
-    with DashboardServer(Config(), port=0, build=lambda: "<p>costs</p>") as server:
+    with DashboardServer(Config(dashboard=DashboardConfig(idle_timeout_s=0.5)), port=0,
+                         build=lambda: "<p>costs</p>") as server:
         with socket.create_connection(("127.0.0.1", _port(server)), timeout=10) as idle:
             t0 = time.monotonic()
             assert idle.recv(100) == b""  # closed by the server, not held open forever
             assert time.monotonic() - t0 < 5
 
 
-def test_dashboard_server_handler_has_a_timeout() -> None:
-    from costline.dashboards import serve
+def test_dashboard_server_closes_idle_connections_by_default() -> None:
+    from costline.dashboards.settings import DashboardConfig
 
-    assert serve._Handler.timeout is not None and 0 < serve._Handler.timeout <= 120
+    assert 0 < DashboardConfig().idle_timeout_s <= 120
 
 
 def test_dashboard_answers_head_like_get_without_a_body() -> None:
