@@ -3302,6 +3302,11 @@ class Verifier:
         The same question again (case, spacing and end punctuation aside) is always accepted; any other pair with
         a question over MAX_QUESTION_CHARS characters is rejected (``long_query``) unparsed.
         """
+        key = (query, candidate, round(cosine, 5), namespace)
+        with self._lock:
+            if key in self._verdicts:  # support traffic asks the same questions again and again
+                self._verdicts.move_to_end(key)
+                return self._verdicts[key]
         query_signs, candidate_signs = signs(query), signs(candidate)
         by_sign = sign_reason(query_signs, candidate_signs)
         if by_sign is not None:
@@ -3316,11 +3321,6 @@ class Verifier:
             return "entity"  # "is the 🍕 vegan" / "is the 🍔 vegan": what the model and the guards cannot read
         # a sign only one of them states ("fever > 39" / "fever 39"): no near-repeat by the words alone
         signs_agree = query_signs.said == candidate_signs.said
-        key = (query, candidate, round(cosine, 5), namespace)
-        with self._lock:
-            if key in self._verdicts:  # support traffic asks the same questions again and again
-                self._verdicts.move_to_end(key)
-                return self._verdicts[key]
         try:
             q, c = self.features(query), self.features(candidate)
             reason = guard(q, c, cosine)
