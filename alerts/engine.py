@@ -31,7 +31,7 @@ from datetime import datetime
 from typing import Any
 
 from costline.alerts.message import render
-from costline.alerts.rules import RULE_NAMES, Observation, fingerprint
+from costline.alerts.rules import RULE_NAMES, Observation, fingerprint, no_data_summary
 from costline.alerts.settings import AlertsConfig
 from costline.alerts.store import AlertStore, from_epoch, to_epoch
 from costline.timeutil import utc_now as _utc_now
@@ -67,7 +67,27 @@ def _obs_dict(obs: Observation) -> dict[str, Any]:
     d["labels"] = dict(obs.labels)
     d["figures"] = {k: (v if isinstance(v, (int, float, str)) or v is None else str(v))
                     for k, v in obs.figures.items()}
+    d["data_until"] = obs.data_until.isoformat() if obs.data_until is not None else None
     return d
+
+
+def _no_data_observation(row: Mapping[str, Any], now: datetime, no_data_s: float) -> dict[str, Any]:
+    """The stored observation of an alert closed because its series vanished: it says what stopped since when,
+    and carries none of the last figures (a hit rate of hours ago is no current figure)."""
+    old = json.loads(row.get("observation") or "{}")
+    since: datetime | None = None
+    if old.get("data_until"):
+        try:
+            since = datetime.fromisoformat(str(old["data_until"]))
+        except ValueError:
+            since = None
+    if since is None:  # stored before data_until existed: the last evaluation that saw data
+        since = from_epoch(row.get("last_observed_at"))
+    labels = json.loads(row["labels"])
+    figures = {"last data": str(old.get("window") or "-"),
+               "closed": f"after {no_data_s / 3600:g} h without data (no_data_resolve_s)"}
+    return {**old, "condition": "no_data", "no_data": True, "value": None, "threshold": None, "window": "",
+            "summary": no_data_summary(row["rule"], labels, since, now), "figures": figures}
 
 
 class AlertEngine:
@@ -131,6 +151,8 @@ class AlertEngine:
                     if row["state"] == PENDING:
                         self._move(row, INACTIVE, t, res)
                     elif row["state"] == FIRING and t - float(row.get("last_observed_at") or t) >= no_data_s:
+                        # its messages and history say it closed for lack of data, not the stale figures
+                        row["observation"] = json.dumps(_no_data_observation(row, now, no_data_s))
                         self._move(row, RESOLVED, t, res, note="no data")
             res.muted = self._muted(rows, now)
             for row in rows.values():
@@ -280,7 +302,9 @@ class AlertEngine:
         opened = from_epoch(g["opened_at"])
         note = ""
         if kind == "resolved" and opened is not None:
-            note = f"Resolved after {(now - opened).total_seconds() / 60:.0f} min."
+            lasted = f"{(now - opened).total_seconds() / 60:.0f} min"
+            no_data = bool(members) and all(json.loads(a.get("observation") or "{}").get("no_data") for a in members)
+            note = f"Closed after {lasted} for lack of data." if no_data else f"Resolved after {lasted}."
         elif kind == "reminder" and opened is not None:
             note = f"Still firing, for {(now - opened).total_seconds() / 60:.0f} min."
         common = dict(rule=rule, group_labels=group_labels, severity=severity, incident=int(g["incident"]), at=now)

@@ -80,6 +80,8 @@ def render(
         word = None
         if kind in ("update", "resolved"):
             word = "resolved" if m.get("state") in ("resolved", "inactive") else "firing"
+            if word == "resolved" and (m.get("observation") or {}).get("no_data"):
+                word = "closed for lack of data"
         blocks.extend(_member_blocks(m, state_word=word))
     if len(members) > _MAX_MEMBERS:
         blocks.append({"type": "context", "elements": [

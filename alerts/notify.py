@@ -15,6 +15,7 @@ import logging
 import re
 import socket
 import threading
+import unicodedata
 import urllib.error
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ __all__ = [
     "METADATA_EVENT_TYPE",
     "slack_escape",
     "slack_payload",
+    "slack_visible",
 ]
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,9 @@ class Outgoing:
     thread_ts: str | None = None
     #: Epoch seconds the row was queued (the duplicate check looks from there on).
     created_at: float = 0.0
+    #: Epoch seconds by which the row's earlier attempts were over (the last one's start plus the claim
+    #: lease, ``[alerts.outbox] claim_s``): the duplicate check looks no later. None: up to now.
+    attempted_until: float | None = None
 
 
 @dataclass(frozen=True)
@@ -81,16 +86,49 @@ class SendResult:
 
 _BROADCAST = re.compile(r"@(?=(channel|here|everyone)\b)", re.IGNORECASE)
 
+#: Shown in place of each run of invisible characters taken out of text bound for Slack.
+REPLACEMENT = "\ufffd"
+#: Unicode categories never passed to Slack: format characters (Cf: the bidi controls U+202A–202E and
+#: U+2066–2069, U+200E/200F, zero-width spaces and joiners, U+FEFF, the tag characters U+E0000–E007F…),
+#: controls (Cc) but newline and tab, lone surrogates (Cs), and the line/paragraph separators (Zl, Zp).
+_INVISIBLE = frozenset({"Cf", "Cc", "Cs", "Zl", "Zp"})
+
+
+def _is_invisible(ch: str) -> bool:
+    return ch not in "\n\t" and unicodedata.category(ch) in _INVISIBLE
+
+
+def slack_visible(text: object) -> str:
+    r"""``text`` with every run of invisible characters (see ``_INVISIBLE``) replaced by one U+FFFD.
+
+    A right-to-left override (U+202E) in a tenant name would reverse the rest of the line it is shown on
+    ("tenant=ev\u202eil: hit rate 30%" reads backwards after "ev"), and zero-width characters make two names
+    look alike ("acme" and "ac\u200bme"): the replacement character shows that something was there,
+    so such a name stays distinguishable and the line around it reads as written.
+    """
+    s = str(text)
+    if s.isascii() and s.isprintable():
+        return s
+    out: list[str] = []
+    for ch in s:
+        if _is_invisible(ch):
+            if not out or out[-1] != REPLACEMENT:
+                out.append(REPLACEMENT)
+        else:
+            out.append(ch)
+    return "".join(out)
+
 
 def slack_escape(text: object) -> str:
-    """Text safe in Slack mrkdwn: ``&``, ``<`` and ``>`` escaped as Slack requires, so no
+    """Text safe in Slack mrkdwn: invisible characters (bidi controls and other format characters)
+    replaced by :func:`slack_visible`, ``&``, ``<`` and ``>`` escaped as Slack requires, so no
     ``<!channel>``/``<!here>``/``<@U…>`` mention, ``<https://…|label>`` link or ``<#C…>`` reference
     can be formed from it, and ``@channel``/``@here``/``@everyone`` broken with a zero-width space.
 
     Alert text carries tenants, tiers, task types and other values that reached the lake from
     requests, so every text sent to Slack goes through this (see :func:`slack_payload`).
     """
-    out = str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    out = slack_visible(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     return _BROADCAST.sub("@\u200b", out)
 
 
@@ -115,7 +153,8 @@ def _escape_block(value: Any, limit: int = _SECTION_MAX) -> Any:
             return {**value, "text": _clip(slack_escape(value["text"]), limit)}
         if value.get("type") == "plain_text" and isinstance(value.get("text"), str):
             # shown as typed: Slack forms no mention or link from plain_text, so only break @here & co.
-            return {**value, "text": _clip(_BROADCAST.sub("@\u200b", value["text"]), limit)}
+            # (after taking out invisible characters: a bidi override reverses a header as well)
+            return {**value, "text": _clip(_BROADCAST.sub("@\u200b", slack_visible(value["text"])), limit)}
         kind = value.get("type")
         out = {}
         for k, v in value.items():
@@ -217,6 +256,11 @@ def _retry_after(headers: Mapping[str, Any] | None) -> float | None:
         return None
 
 
+#: Messages per page of the duplicate check (Slack recommends at most 200), and the clock skew allowed
+#: between this host and Slack around the attempt window (seconds).
+_PAGE, _SKEW_S = 200, 60.0
+
+
 def _is_timeout(exc: BaseException) -> bool:
     return isinstance(exc, (socket.timeout, TimeoutError)) or (
         isinstance(exc, urllib.error.URLError) and isinstance(exc.reason, (socket.timeout, TimeoutError)))
@@ -230,7 +274,8 @@ class SlackBotNotifier:
     name = "slack"
 
     def __init__(self, token: str, channel: str, *, base_url: str = "https://slack.com/api/",
-                 timeout_s: float = 10.0, dedup_check: bool = True, client: Any = None) -> None:
+                 timeout_s: float = 10.0, dedup_check: bool = True, dedup_max_pages: int = 10,
+                 client: Any = None) -> None:
         if not token or not channel:
             raise NotifierError("a Slack bot needs both [alerts.slack] token and channel "
                                 "(COSTLINE_ALERTS_SLACK_TOKEN, COSTLINE_ALERTS_SLACK_CHANNEL)")
@@ -243,6 +288,7 @@ class SlackBotNotifier:
         self.client = client
         self.channel = channel
         self.dedup_check = dedup_check
+        self.dedup_max_pages = max(int(dedup_max_pages), 1)
 
     def _call(self, fn: Callable[[], Any]) -> SendResult:
         from slack_sdk.errors import SlackApiError
@@ -273,24 +319,42 @@ class SlackBotNotifier:
             metadata={"event_type": METADATA_EVENT_TYPE, "event_payload": {"key": message.dedup_key}}))
 
     def find(self, message: Outgoing) -> SendResult | None:
-        """The message if Slack already has it (an earlier attempt went through unanswered)."""
+        """The message if Slack already has it (an earlier attempt went through unanswered).
+
+        Searches the row's attempt window only — from a minute before it was queued to a minute after
+        its last attempt was over (``oldest``/``latest``; the minutes absorb clock skew with Slack) —
+        following ``response_metadata.next_cursor`` while ``has_more``, at most ``dedup_max_pages``
+        pages of ``_PAGE`` messages: a busy channel (hundreds of messages since) cannot hide it.
+        """
         if message.op != "post" or not self.dedup_check:
             return None
         channel = message.channel or self.channel
-        oldest = f"{max(message.created_at - 60.0, 0):.6f}"
-        try:
-            if message.thread_ts:
-                resp = self.client.conversations_replies(channel=channel, ts=message.thread_ts, oldest=oldest,
-                                                         include_all_metadata=True, limit=200)
-            else:
-                resp = self.client.conversations_history(channel=channel, oldest=oldest,
-                                                         include_all_metadata=True, limit=200)
-        except Exception as exc:  # noqa: BLE001
-            raise LookupError(f"cannot check Slack for an earlier delivery: {exc}") from exc
-        for m in resp.get("messages") or []:
-            payload = (m.get("metadata") or {}).get("event_payload") or {}
-            if payload.get("key") == message.dedup_key:
-                return SendResult(ok=True, channel=resp.get("channel") or channel, ts=m.get("ts"))
+        window: dict[str, Any] = {"oldest": f"{max(message.created_at - _SKEW_S, 0):.6f}"}
+        if message.attempted_until is not None:
+            window["latest"] = f"{max(message.attempted_until, message.created_at) + _SKEW_S:.6f}"
+        cursor: str | None = None
+        for page in range(1, self.dedup_max_pages + 1):
+            extra = {"cursor": cursor} if cursor else {}
+            try:
+                if message.thread_ts:
+                    resp = self.client.conversations_replies(channel=channel, ts=message.thread_ts,
+                                                             include_all_metadata=True, limit=_PAGE,
+                                                             **window, **extra)
+                else:
+                    resp = self.client.conversations_history(channel=channel, include_all_metadata=True,
+                                                             limit=_PAGE, **window, **extra)
+            except Exception as exc:  # noqa: BLE001
+                raise LookupError(f"cannot check Slack for an earlier delivery: {exc}") from exc
+            for m in resp.get("messages") or []:
+                payload = (m.get("metadata") or {}).get("event_payload") or {}
+                if payload.get("key") == message.dedup_key:
+                    return SendResult(ok=True, channel=resp.get("channel") or channel, ts=m.get("ts"))
+            cursor = (resp.get("response_metadata") or {}).get("next_cursor") or None
+            if not resp.get("has_more") or not cursor:
+                return None
+        log.warning("Slack duplicate check for %s stopped after %d pages (%d messages) of %s without finding it "
+                    "(dedup_max_pages): treating it as not delivered, so it may be posted twice",
+                    message.dedup_key, self.dedup_max_pages, self.dedup_max_pages * _PAGE, channel)
         return None
 
     def shutdown(self) -> None:
@@ -344,7 +408,7 @@ def build_notifiers(config: AlertsConfig, *, echo: Callable[[str], None] | None 
             raise NotifierError("[alerts.slack] token is set but channel is not: set channel "
                                 "(COSTLINE_ALERTS_SLACK_CHANNEL), e.g. C0123456789")
         out["slack"] = SlackBotNotifier(s.token, s.channel, base_url=s.base_url, timeout_s=s.timeout_s,
-                                        dedup_check=s.dedup_check)
+                                        dedup_check=s.dedup_check, dedup_max_pages=s.dedup_max_pages)
     elif s.webhook_url:
         out["slack"] = SlackWebhookNotifier(s.webhook_url, timeout_s=s.timeout_s)
     return out

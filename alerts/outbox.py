@@ -21,11 +21,12 @@ Each message carries Slack metadata with a key unique to its row. When a row
 has an earlier attempt (the process died after Slack accepted the message but
 before it was marked, or the attempt timed out with no answer), the notifier
 first looks for that key in the channel (``conversations.history``, or
-``conversations.replies`` for thread replies) and only posts if it is not
-there. Result: exactly one delivered copy per message, as long as the history
-check works (scope ``channels:history``/``groups:history``). If the check
-itself fails, the row is posted anyway and a warning logged (at-least-once in
-that narrow case). Incoming webhooks cannot be searched: a webhook attempt that
+``conversations.replies`` for thread replies), over the row's attempt window
+only (``oldest``/``latest``) and page by page (``next_cursor``) however busy the
+channel, and only posts if it is not there. Result: exactly one delivered copy
+per message, as long as the history check works (scope
+``channels:history``/``groups:history``). If the check itself fails, the row is
+posted anyway and a warning logged (at-least-once in that narrow case). Incoming webhooks cannot be searched: a webhook attempt that
 timed out after Slack accepted it is sent again (at-least-once).
 
 A failure delays; it never drops: 429 waits its ``Retry-After`` (for the whole
@@ -138,7 +139,10 @@ class Outbox:
             msg = Outgoing(op=row["op"], payload=json.loads(row["payload"]),
                            dedup_key=f"costline:{row['id']}:{row['group_key']}:{row['incident']}:{row['kind']}:"
                                      f"{int(row['created_at'])}",
-                           channel=channel, thread_ts=thread_ts, created_at=float(row["created_at"]))
+                           channel=channel, thread_ts=thread_ts, created_at=float(row["created_at"]),
+                           # the earlier attempts were over when the last one's claim ran out
+                           attempted_until=(float(row["last_attempt_at"]) + self.config.claim_s
+                                            if row["last_attempt_at"] is not None else None))
             prior = int(row["attempts"])
             if not self._claim(row["id"], prior, t):  # another process is delivering it (or has)
                 blocked.add(key)

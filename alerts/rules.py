@@ -56,6 +56,8 @@ __all__ = [
     "closed_window",
     "fingerprint",
     "two_proportion_p_value",
+    "no_data_summary",
+    "NO_TENANT",
 ]
 
 Row = Mapping[str, Any]
@@ -101,6 +103,9 @@ class Observation:
     figures: Mapping[str, Any] = field(default_factory=dict)
     #: A ready DuckDB query to dig in.
     query: str = ""
+    #: Where the data judged ends (naive UTC: the closed hour's end, the run's finish): an alert whose
+    #: series then vanishes has had "no data since" this.
+    data_until: datetime | None = None
 
     @property
     def fingerprint(self) -> str:
@@ -111,7 +116,9 @@ class Observation:
 class Snapshot:
     """Rows a rule needs. ``None`` means "not available" (the rule is skipped)."""
 
-    #: ``cache_hit_rate_7d`` rows (window_start, tenant, hit_rate, avg_7d, lookups, hits, lookups_7d).
+    #: ``cache_hit_rate_7d`` rows (window_start, tenant, hit_rate, avg_7d, lookups, hits, lookups_7d, and the
+    #: same hour of day's avg_7d_hour, lookups_7d_hour; a row without those two keys, written by hand or by an
+    #: older source, is judged on the rolling baseline).
     cache: Sequence[Row] | None = None
     #: Per tier: window_start, tier, requests, successes, cost_usd, cost_per_success,
     #: and the preceding 168 hours' cost_usd_7d, successes_7d.
@@ -166,26 +173,71 @@ def two_proportion_p_value(hits1: int, n1: int, hits2: int, n2: int) -> float:
 # --- the rules ------------------------------------------------------------------------------
 
 
+#: The tenant label of lookups recorded without one (``costline.tenant`` unset: the recorder's default,
+#: other instrumentations): judged as a series of its own, as docs/sql.md shows them.
+NO_TENANT = "(none)"
+
+
+def _cache_baseline(s: CacheHitRateDropSettings, row: Row) -> tuple[str, Any, Any, str]:
+    """(baseline used, its hit rate, its lookups, its words) for a ``cache_hit_rate_7d`` row."""
+    if s.baseline == "hour_of_day" and "avg_7d_hour" in row:
+        return "hour_of_day", row.get("avg_7d_hour"), row.get("lookups_7d_hour"), "the same hour's 7-day average"
+    return "rolling", row.get("avg_7d"), row.get("lookups_7d"), "7-day average"
+
+
+def _cache_query(where: str, window: datetime) -> str:
+    return ("SELECT window_start, tenant, lookups, round(hit_rate, 3) AS hit_rate, round(avg_7d_hour, 3) AS "
+            "avg_7d_hour,\n       round(avg_7d, 3) AS avg_7d\n"
+            f"FROM cache_hit_rate_7d WHERE {where}\n"
+            f"  AND window_start >= TIMESTAMP '{window - timedelta(hours=24):%Y-%m-%d %H:%M:%S}'\n"
+            "ORDER BY window_start")
+
+
+def _cache_no_hour_baseline(row: Row, tenant: str, no_tenant: bool, window: datetime) -> Observation:
+    rate = float(row["hit_rate"]) if _finite(row.get("hit_rate")) else None
+    return Observation(
+        rule="cache_hit_rate_drop", labels={"tenant": tenant}, condition=Condition.BAND, value=rate, threshold=None,
+        summary=(f"cache hit rate of {tenant} {'-' if rate is None else f'{rate:.1%}'}; no lookups at "
+                 f"{window:%H}:00 UTC in the 7 days before, so no same-hour baseline: too little history to "
+                 "judge, state kept"),
+        window=_window_text(window),
+        figures={"hit rate": "-" if rate is None else f"{rate:.1%}", "lookups": int(row.get("lookups") or 0),
+                 f"lookups ({window:%H}:00, 7 days)": 0},
+        query=_cache_query("tenant IS NULL" if no_tenant else f"tenant = {sql_str(tenant)}", window),
+        data_until=window + timedelta(hours=1),
+    )
+
+
 def _cache_hit_rate_drop(s: CacheHitRateDropSettings, snap: Snapshot, now: datetime, settle_s: float
                          ) -> list[Observation] | None:
+    """The closed hour's hit rate per tenant against its baseline: by default the same hour of day over the 7 days
+    before (``avg_7d_hour``: a tenant whose nights are quieter and hit less is not paged every night), or with
+    ``baseline = "rolling"`` all 168 hours before (``avg_7d``)."""
     if snap.cache is None:
         return None
     window = closed_window(now, settle_s)
     out = []
     for row in snap.cache:
-        if _naive(row["window_start"]) != window or row.get("avg_7d") is None or row.get("tenant") is None:
+        if _naive(row["window_start"]) != window:
             continue
-        tenant = str(row["tenant"])
-        if not _finite(row.get("hit_rate"), row.get("avg_7d")):
-            log.warning("alerts: cache_hit_rate_drop: %s at %s has a NaN/NULL hit rate (%r, 7-day %r): ignored",
-                        tenant, _window_text(window), row.get("hit_rate"), row.get("avg_7d"))
+        no_tenant = row.get("tenant") is None
+        tenant = NO_TENANT if no_tenant else str(row["tenant"])
+        baseline, avg_raw, lookups_base_raw, words = _cache_baseline(s, row)
+        if row.get("avg_7d") is None and avg_raw is None:
+            continue  # no history at all for this series (a new tenant): no baseline to judge against
+        if avg_raw is None:  # history, but none at this hour of day: too little to judge, the state is kept
+            out.append(_cache_no_hour_baseline(row, tenant, no_tenant, window))
             continue
-        rate, avg = float(row["hit_rate"]), float(row["avg_7d"])
+        if not _finite(row.get("hit_rate"), avg_raw):
+            log.warning("alerts: cache_hit_rate_drop: %s at %s has a NaN/NULL hit rate (%r, %s %r): ignored",
+                        tenant, _window_text(window), row.get("hit_rate"), words, avg_raw)
+            continue
+        rate, avg = float(row["hit_rate"]), float(avg_raw)
         lookups, hits = int(row["lookups"]), int(row["hits"])
-        lookups_7d = int(row.get("lookups_7d") or 0)
-        hits_7d = round(avg * lookups_7d)
-        p = two_proportion_p_value(hits, lookups, hits_7d, lookups_7d)
-        enough = lookups >= s.min_lookups and lookups_7d >= s.min_lookups_7d
+        lookups_base = int(lookups_base_raw or 0)
+        hits_base = round(avg * lookups_base)
+        p = two_proportion_p_value(hits, lookups, hits_base, lookups_base)
+        enough = lookups >= s.min_lookups and lookups_base >= s.min_lookups_7d
         drop = avg - rate
         if enough and drop >= s.drop - 1e-12 and p < s.max_p_value:
             cond = Condition.BREACH
@@ -193,24 +245,30 @@ def _cache_hit_rate_drop(s: CacheHitRateDropSettings, snap: Snapshot, now: datet
             cond = Condition.OK  # a quiet hour (2 lookups, both hits) is too little data to resolve on
         else:
             cond = Condition.BAND
-        query = (
-            "SELECT window_start, tenant, lookups, round(hit_rate, 3) AS hit_rate, round(avg_7d, 3) AS avg_7d\n"
-            f"FROM cache_hit_rate_7d WHERE tenant = {sql_str(tenant)}\n"
-            f"  AND window_start >= TIMESTAMP '{window - timedelta(hours=24):%Y-%m-%d %H:%M:%S}'\n"
-            "ORDER BY window_start"
-        )
+        query = _cache_query("tenant IS NULL" if no_tenant else f"tenant = {sql_str(tenant)}", window)
+        if baseline == "hour_of_day":
+            base_figures: dict[str, Any] = {
+                "same hour's 7-day average": f"{avg:.1%}",
+                "drop": f"{drop * 100:.1f} points", "lookups": lookups,
+                f"lookups ({window:%H}:00, 7 days)": lookups_base}
+        else:
+            base_figures = {"7-day average": f"{avg:.1%}", "drop": f"{drop * 100:.1f} points",
+                            "lookups": lookups, "lookups (7 days)": lookups_base}
+        figures = {"hit rate": f"{rate:.1%}", **base_figures,
+                   "p-value": f"{p:.2g}", "fires at": f"{s.drop * 100:.0f} points under",
+                   "resolves within": f"{s.resolve_within * 100:.0f} points"}
+        if baseline == "hour_of_day" and _finite(row.get("avg_7d")):
+            figures["all hours' 7-day average"] = f"{float(row['avg_7d']):.1%}"
         out.append(Observation(
             rule="cache_hit_rate_drop", labels={"tenant": tenant}, condition=cond,
             value=rate, threshold=avg - s.drop,
-            summary=(f"cache hit rate of {tenant} {rate:.1%} vs 7-day average {avg:.1%} "
+            summary=(f"cache hit rate of {tenant} {rate:.1%} vs {words} {avg:.1%} "
                      f"({drop * 100:+.1f} points under)" if drop >= 0 else
-                     f"cache hit rate of {tenant} {rate:.1%} vs 7-day average {avg:.1%}"),
+                     f"cache hit rate of {tenant} {rate:.1%} vs {words} {avg:.1%}"),
             window=_window_text(window),
-            figures={"hit rate": f"{rate:.1%}", "7-day average": f"{avg:.1%}",
-                     "drop": f"{drop * 100:.1f} points", "lookups": lookups, "lookups (7 days)": lookups_7d,
-                     "p-value": f"{p:.2g}", "fires at": f"{s.drop * 100:.0f} points under",
-                     "resolves within": f"{s.resolve_within * 100:.0f} points"},
+            figures=figures,
             query=query,
+            data_until=window + timedelta(hours=1),
         ))
     return out
 
@@ -266,6 +324,7 @@ def _cost_per_success_rise(s: CostPerSuccessRiseSettings, snap: Snapshot, now: d
                      **({"ignored (NaN/NULL cost)": f"{ignored + ignored_7d} hourly figure(s)"}
                         if ignored or ignored_7d else {})},
             query=query,
+            data_until=window + timedelta(hours=1),
         ))
     return out
 
@@ -317,6 +376,7 @@ def _rejected_attempts_rise(s: RejectedAttemptsRiseSettings, snap: Snapshot, now
                      "fires at": f"{s.rise * 100:.0f} points over",
                      "resolves within": f"{s.resolve_within * 100:.0f} points"},
             query=query,
+            data_until=window + timedelta(hours=1),
         ))
     return out
 
@@ -378,6 +438,7 @@ def _student_drift(s: StudentDriftSettings, snap: Snapshot, now: datetime, settl
                         if redistill else {})},
             query=("SELECT run_id, finished_at, subtype, gap, gap_ci_low, gap_ci_high, threshold, n\n"
                    f"FROM eval_runs WHERE subtype = {sql_str(subtype)} ORDER BY finished_at DESC LIMIT 10"),
+            data_until=_naive(run["finished_at"]),
         ))
     return out
 
@@ -498,7 +559,7 @@ def _routing_tier_match_drop(s: RoutingTierMatchDropSettings, snap: Snapshot, no
             rule="routing_tier_match_drop", labels={"tier": tier}, condition=cond, value=rate, threshold=threshold,
             summary=summary,
             window=f"shadow run {latest.get('run_id')} finished {_naive(latest['finished_at']):%Y-%m-%d %H:%M} UTC",
-            figures=figures, query=query,
+            figures=figures, query=query, data_until=_naive(latest["finished_at"]),
         ))
     return out
 
@@ -572,6 +633,36 @@ def _lake_unreadable(s: LakeUnreadableSettings, snap: Snapshot, now: datetime, s
               "SELECT filename, count(*) FROM read_parquet('<lake>/*/date=*/*.parquet', filename = true,\n"
               "                                            union_by_name = true) GROUP BY 1",
     )]
+
+
+#: What a rule's series is made of, for the message of an alert closed for lack of data:
+#: (what stopped, formatted with the alert's labels; what to check).
+_NO_DATA: Mapping[str, tuple[str, str]] = {
+    "cache_hit_rate_drop": ("no lookups for {tenant}", "check its traffic"),
+    "cost_per_success_rise": ("no successful requests on tier {tier}", "check its traffic"),
+    "rejected_attempts_rise": ("no calls on tier {tier}", "check its traffic"),
+    "student_drift": ("no eval run for subtype {subtype}", "check the nightly drift job"),
+    "routing_tier_match_drop": ("no shadow run for tier {tier}", "check the nightly shadow job"),
+}
+
+
+def no_data_summary(rule: str, labels: Mapping[str, str], since: datetime | None, now: datetime) -> str:
+    """The line of an alert closed because its series vanished (``no_data_resolve_s``): what stopped since when
+    — "no lookups for acme since 11:00 UTC — closed for lack of data; check its traffic" — never the last
+    figures, which are no longer current."""
+    what, check = _NO_DATA.get(rule, ("", "check where its data comes from"))
+    try:
+        head = what.format(**labels) if what else ""
+    except (KeyError, IndexError, ValueError):
+        head = ""
+    if not head:
+        shown = ", ".join(f"{k}={v}" for k, v in sorted(labels.items()))
+        head = f"no data for {rule}" + (f" ({shown})" if shown else "")
+    when = ""
+    if since is not None:
+        since, now = _naive(since), _naive(now)
+        when = f" since {since:%H:%M} UTC" if since.date() == now.date() else f" since {since:%Y-%m-%d %H:%M} UTC"
+    return f"{head}{when} — closed for lack of data; {check}"
 
 
 Evaluator = Callable[[Any, Snapshot, datetime, float], "list[Observation] | None"]

@@ -14,6 +14,7 @@ token = "xoxb-..."          # or COSTLINE_ALERTS_SLACK_TOKEN; or webhook_url
 channel = "#llm-costs"
 
 [alerts.cache_hit_rate_drop]
+baseline = "hour_of_day"    # or "rolling"
 drop = 0.10
 resolve_within = 0.05
 min_lookups = 50
@@ -39,6 +40,7 @@ __all__ = [
     "PipelineSilentSettings",
     "DlqGrowingSettings",
     "LakeUnreadableSettings",
+    "CACHE_BASELINES",
     "validate",
 ]
 
@@ -57,6 +59,9 @@ class SlackConfig:
     #: Before re-sending a message whose earlier attempt may have reached Slack, look for it in
     #: the channel (conversations.history / .replies, by its metadata): no duplicates.
     dedup_check: bool = True
+    #: Pages (200 messages each) the duplicate check reads at most; past them it gives up, logs a
+    #: warning and posts (a possible duplicate). 10 = the 2,000 messages around the attempt.
+    dedup_max_pages: int = 10
 
 
 @dataclass(frozen=True)
@@ -81,15 +86,23 @@ class RuleSettings:
     no_data_resolve_s: float = 3 * 3600.0
 
 
+#: ``[alerts.cache_hit_rate_drop] baseline``: what the hour's hit rate is compared with.
+CACHE_BASELINES = ("hour_of_day", "rolling")
+
+
 @dataclass(frozen=True)
 class CacheHitRateDropSettings(RuleSettings):
+    #: "hour_of_day": the same hour of day over the 7 days before (``cache_hit_rate_7d.avg_7d_hour``), so a
+    #: tenant whose nights are quieter and hit less is judged against its nights, not paged every night;
+    #: "rolling": all 168 hours before, lookups-weighted (``avg_7d``: dominated by the busy hours).
+    baseline: str = "hour_of_day"
     #: Fire when the last hour's hit rate is this far (fraction) under its 7-day average...
     drop: float = 0.10
     #: ...and resolve only once it is back within this distance (hysteresis).
     resolve_within: float = 0.05
     #: Lookups the hour needs before it can fire (a quiet hour pages nobody).
     min_lookups: int = 50
-    #: Lookups the 7-day window needs to be a baseline.
+    #: Lookups the baseline needs (those of the 7 same hours, or of all 168 hours with "rolling").
     min_lookups_7d: int = 200
     #: One-sided two-proportion z-test (hour vs 7 days): fire only when p < this.
     max_p_value: float = 0.01
@@ -216,6 +229,9 @@ def validate(config: Any) -> None:
     s.need(a.slack.base_url.startswith(("http://", "https://")), "base_url",
            f"must be an http(s) URL such as https://slack.com/api/; got {a.slack.base_url!r}")
     s.above_zero("timeout_s", a.slack.timeout_s, unit="seconds")
+    s.at_least("dedup_max_pages", a.slack.dedup_max_pages, 1,
+               "must be at least 1 (pages of 200 messages the duplicate check reads; "
+               "turn the check off with dedup_check = false instead)")
     s = Section("alerts.outbox")
     s.above_zero("backoff_initial_s", a.outbox.backoff_initial_s, unit="seconds")
     s.at_least("backoff_max_s", a.outbox.backoff_max_s, a.outbox.backoff_initial_s,
@@ -236,6 +252,10 @@ def validate(config: Any) -> None:
         for key in ("silent_s", "window_s"):
             if hasattr(rule, key):
                 s.above_zero(key, getattr(rule, key), unit="seconds")
+        if hasattr(rule, "baseline"):
+            s.need(rule.baseline in CACHE_BASELINES, "baseline",
+                   f"must be \"hour_of_day\" (the same hour of day over the 7 days before: the default) or "
+                   f"\"rolling\" (all 168 hours before); got {rule.baseline!r}")
         for target in getattr(rule, "inhibits", ()):
             s.need(target in rules, "inhibits", f"{target!r} is no rule: use {', '.join(rules)}")
 

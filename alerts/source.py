@@ -28,7 +28,7 @@ __all__ = ["AlertSource", "kafka_dlq_counter", "CACHE_SQL", "TIERS_SQL", "REJECT
 log = logging.getLogger(__name__)
 
 CACHE_SQL = """
-SELECT window_start, tenant, hit_rate, avg_7d, lookups, hits, lookups_7d
+SELECT window_start, tenant, hit_rate, avg_7d, lookups, hits, lookups_7d, avg_7d_hour, lookups_7d_hour
 FROM cache_hit_rate_7d WHERE window_start = $w"""
 
 #: What the calls cost per success (``call_cost_usd``): the student's GPU hosting is a fixed cost per

@@ -1,14 +1,17 @@
--- Hourly semantic-cache hit rate per tenant, its rolling 7-day average (the preceding 168 hours)
--- and the alert band: an hour is under it when hit_rate < avg_7d - {{cache_alert_band}}
--- (and it had at least {{cache_alert_min_lookups}} lookups, so one miss in a quiet hour is not a breach).
+-- Hourly semantic-cache hit rate per tenant, the 7-day average the alert compares it with, and the alert
+-- band: an hour is under it when hit_rate < avg_7d - {{cache_alert_band}} (and it had at least
+-- {{cache_alert_min_lookups}} lookups, so one miss in a quiet hour is not a breach). avg_7d is the alert's
+-- baseline ([alerts.cache_hit_rate_drop] baseline): by default the same hour of day over the 7 days before
+-- (avg_7d_hour), or all 168 hours before (avg_7d) with baseline = "rolling".
+WITH hours AS (SELECT *, {{cache_baseline}} AS baseline FROM cache_hit_rate_7d)
 SELECT window_start,
        tenant,
        hit_rate,
-       avg_7d,
-       avg_7d - {{cache_alert_band}}                                   AS alert_below,
-       coalesce(hit_rate < avg_7d - {{cache_alert_band}}
+       baseline                                                        AS avg_7d,
+       baseline - {{cache_alert_band}}                                 AS alert_below,
+       coalesce(hit_rate < baseline - {{cache_alert_band}}
                 AND lookups >= {{cache_alert_min_lookups}}, false)    AS breach,
        lookups,
        hits
-FROM cache_hit_rate_7d
+FROM hours
 ORDER BY tenant, window_start;

@@ -92,8 +92,10 @@ CHARTS: tuple[Chart, ...] = (
     ),
     Chart(
         "cache_hit_rate", "Cache hit rate per tenant, with its 7-day average and alert band",
-        "Hourly hit rate (solid), its rolling 7-day average (dashed) and the band down to the alert "
-        "threshold; red dots are hours under it — often a document changed without cache invalidation.",
+        "Hourly hit rate (solid), the 7-day average the alert compares it with (dashed: the same hour of day "
+        "over the 7 days before, or all hours with [alerts.cache_hit_rate_drop] baseline = \"rolling\") and the "
+        "band down to the alert threshold; red dots are hours under it — often a document changed without "
+        "cache invalidation.",
         "band", x="window_start",
         columns=("window_start", "tenant", "hit_rate", "avg_7d", "alert_below", "breach", "lookups"),
         options={"facet": "tenant", "y": "hit_rate", "avg": "avg_7d", "low": "alert_below", "flag": "breach",
@@ -193,6 +195,8 @@ def sql_params(config: Config) -> dict[str, str]:
     params = {
         "cache_alert_band": repr(float(config.dashboard.cache_alert_band)),
         "cache_alert_min_lookups": str(int(config.dashboard.cache_alert_min_lookups)),
+        # the column the hit-rate alert compares an hour with (a validated choice, never free text)
+        "cache_baseline": ("avg_7d" if config.alerts.cache_hit_rate_drop.baseline == "rolling" else "avg_7d_hour"),
     }
     for tier, prefix in ((contract.TIER_FRONTIER, "frontier"), (contract.TIER_BUDGET, "budget")):
         try:

@@ -13,7 +13,8 @@ misbehave so tests and the demo can show that alerts survive an outage:
 
 Methods: ``auth.test``, ``chat.postMessage`` (``thread_ts``, ``metadata``),
 ``chat.update``, ``conversations.history`` and ``conversations.replies``
-(``oldest``, ``include_all_metadata``). Channel names map to stable ids
+(``oldest``, ``latest``, ``inclusive``, ``include_all_metadata``, ``limit``, and
+cursor paging: ``has_more``, ``response_metadata.next_cursor``, ``cursor``). Channel names map to stable ids
 (``#alerts`` → ``C…``), as Slack answers with ids. Any path outside ``/api/`` is
 an incoming webhook.
 
@@ -22,6 +23,7 @@ an incoming webhook.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import logging
@@ -278,17 +280,57 @@ class SlackStandIn:
                         return {"ok": True, "channel": cid, "ts": m.ts, "text": m.text}
                 return {"ok": False, "error": "message_not_found"}
             if method in ("conversations.history", "conversations.replies"):
-                cid = channel_id(str(p.get("channel") or ""))
-                oldest = float(p.get("oldest") or 0)
-                with_meta = str(p.get("include_all_metadata")).lower() in ("1", "true")
-                limit = int(p.get("limit") or 100)
-                if method == "conversations.history":
-                    found = [m for m in self._state.messages if m.channel == cid
-                             and m.thread_ts in (None, m.ts) and float(m.ts) >= oldest][::-1]
-                else:
-                    parent = str(p.get("ts") or "")
-                    found = [m for m in self._state.messages if m.channel == cid
-                             and (m.ts == parent or m.thread_ts == parent) and float(m.ts) >= oldest]
-                return {"ok": True, "channel": cid, "messages": [m.public(with_meta) for m in found[:limit]],
-                        "has_more": len(found) > limit}
+                return self._conversations(method, p)
         return {"ok": False, "error": "unknown_method"}
+
+    def _conversations(self, method: str, p: dict[str, Any]) -> dict[str, Any]:
+        """``conversations.history`` (newest first) / ``.replies`` (the thread, oldest first) as Slack pages them:
+        ``oldest``/``latest`` bound the time range (excluded unless ``inclusive``), ``limit`` (default 100, at
+        most 999 / 1000) cuts a page, ``has_more`` says more remain and ``response_metadata.next_cursor`` (an
+        opaque ``next_ts:`` cursor, as Slack's) fetches them; a cursor that does not decode is ``invalid_cursor``.
+        The caller holds the lock."""
+        cid = channel_id(str(p.get("channel") or ""))
+        try:
+            oldest = float(p.get("oldest") or 0)
+            latest = float(p["latest"]) if p.get("latest") not in (None, "") else None
+            limit = int(p.get("limit") or 100)
+        except (TypeError, ValueError):
+            return {"ok": False, "error": "invalid_arguments"}
+        inclusive = str(p.get("inclusive")).lower() in ("1", "true")
+        with_meta = str(p.get("include_all_metadata")).lower() in ("1", "true")
+        history = method == "conversations.history"
+        limit = min(max(limit, 1), 999 if history else 1000)
+
+        def in_range(ts: float) -> bool:
+            above = ts >= oldest if inclusive or not p.get("oldest") else ts > oldest
+            below = latest is None or (ts <= latest if inclusive else ts < latest)
+            return above and below
+
+        if history:
+            found = sorted((m for m in self._state.messages if m.channel == cid and m.thread_ts in (None, m.ts)
+                            and in_range(float(m.ts))), key=lambda m: float(m.ts), reverse=True)
+        else:
+            parent = str(p.get("ts") or "")
+            found = sorted((m for m in self._state.messages if m.channel == cid
+                            and (m.ts == parent or m.thread_ts == parent) and in_range(float(m.ts))),
+                           key=lambda m: float(m.ts))
+        cursor = str(p.get("cursor") or "")
+        if cursor:
+            try:
+                at = base64.b64decode(cursor.encode(), validate=True).decode()
+                if not at.startswith("next_ts:"):
+                    raise ValueError(at)
+                start = float(at.removeprefix("next_ts:"))
+            except ValueError:
+                return {"ok": False, "error": "invalid_cursor"}
+            # resume at the message the cursor names: stable while new messages arrive meanwhile
+            found = [m for m in found if (float(m.ts) <= start if history else float(m.ts) >= start)]
+        page, rest = found[:limit], found[limit:]
+        answer: dict[str, Any] = {"ok": True, "channel": cid, "messages": [m.public(with_meta) for m in page],
+                                  "has_more": bool(rest)}
+        if history:
+            answer["pin_count"] = 0
+        if rest:
+            answer["response_metadata"] = {
+                "next_cursor": base64.b64encode(f"next_ts:{rest[0].ts}".encode()).decode()}
+        return answer

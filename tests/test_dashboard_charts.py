@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import html
 import re
@@ -142,7 +143,25 @@ def test_cache_band_is_ten_points_under_the_average_and_follows_the_config(con, 
     with_avg = [r for r in rows.rows if r[i["avg_7d"]] is not None]
     assert with_avg and all(r[i["alert_below"]] == pytest.approx(r[i["avg_7d"]] - 0.10) for r in with_avg)
     wide = lake_config.replace(dashboard={"cache_alert_band": 0.25})
-    assert "avg_7d - 0.25" in chart_sql(dashboards.chart_by_name("cache_hit_rate"), wide)
+    assert "baseline - 0.25" in chart_sql(dashboards.chart_by_name("cache_hit_rate"), wide)
+
+
+def test_cache_band_follows_the_alerts_baseline(con, lake_config):
+    # the dashed line and the red dots are what the alert judges: the same hour of day's 7-day average by
+    # default, all hours' with [alerts.cache_hit_rate_drop] baseline = "rolling"
+    chart = dashboards.chart_by_name("cache_hit_rate")
+    assert "avg_7d_hour AS baseline" in chart_sql(chart, lake_config)
+    alerts = lake_config.alerts
+    rolling = lake_config.replace(alerts=dataclasses.replace(
+        alerts, cache_hit_rate_drop=dataclasses.replace(alerts.cache_hit_rate_drop, baseline="rolling")))
+    assert "avg_7d AS baseline" in chart_sql(chart, rolling)
+    for config, column in ((lake_config, "avg_7d_hour"), (rolling, "avg_7d")):
+        rows = query_chart(con, chart, config)
+        i = {c: n for n, c in enumerate(rows.columns)}
+        got = {(r[i["window_start"]], r[i["tenant"]]): r[i["avg_7d"]] for r in rows.rows}
+        want = dict(((w, t), a) for w, t, a in con.execute(
+            f"SELECT strftime(window_start, '%Y-%m-%dT%H:%M:%S'), tenant, {column} FROM cache_hit_rate_7d").fetchall())
+        assert got == want
 
 
 def test_waterfall_prices_come_from_the_pricing_table():

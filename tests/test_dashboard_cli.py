@@ -36,7 +36,7 @@ def test_dashboard_sql_prints_one_charts_runnable_sql(tmp_path):
     res = _run(tmp_path, "dashboard", "--sql", "cache_hit_rate")
     assert res.exit_code == 0
     assert res.output == chart_sql(chart_by_name("cache_hit_rate"), Config())
-    assert "avg_7d - 0.1" in res.output
+    assert "baseline - 0.1" in res.output
     bad = _run(tmp_path, "dashboard", "--sql", "nope")
     assert bad.exit_code == 2 and "traffic_mix" in bad.output
 
