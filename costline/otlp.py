@@ -15,15 +15,17 @@ import binascii
 import functools
 import json
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from costline import contract
 from costline.errors import CostlineError
+from costline.textutil import well_formed
 
 __all__ = [
     "OtlpDecodeError",
@@ -32,6 +34,8 @@ __all__ = [
     "decode_protobuf",
     "parse_protobuf",
     "decode_json",
+    "decode_json_salvaging",
+    "JsonSalvage",
     "split_by_trace",
     "encode_sdk_spans_by_trace",
     "span_count",
@@ -183,6 +187,100 @@ def decode_json(body: bytes, *, check_ids: bool = True) -> ExportTraceServiceReq
     return req
 
 
+class JsonSalvage(NamedTuple):
+    """What :func:`decode_json_salvaging` decoded, and what it left out."""
+
+    request: ExportTraceServiceRequest
+    #: how many spans were left out (each failed to decode on its own)
+    dropped: int = 0
+    #: why the first of them was ("" when none was)
+    reason: str = ""
+    #: OTLP/JSON of the spans left out, as they came (hex ids, lone surrogates kept), each under its own
+    #: resource and scope: what a caller dead-letters or reports (b"" when none was)
+    dropped_json: bytes = b""
+
+
+def decode_json_salvaging(body: bytes, *, check_ids: bool = True) -> JsonSalvage:
+    """:func:`decode_json`, but one span never costs its neighbours.
+
+    A document that decodes is decoded once (the common case). Otherwise a lone UTF-16 surrogate in any string
+    (OpenTelemetry JS cuts attributes by UTF-16 units and writes ``"\\ud83d"``; protobuf refuses it) is read as
+    U+FFFD (:func:`~costline.textutil.well_formed`), and a span that still does not decode on its own is left out:
+    a value out of its field's range (an ``intValue`` past int64, ``1.5`` or ``1e30``; a negative or 2^64 time), a
+    wrong type inside the span, and with ``check_ids`` a malformed id. The result says how many, why the first, and
+    holds them as OTLP/JSON. What is no OTLP trace request at all (not JSON, ``resourceSpans`` not an array, a
+    resource or scope that does not decode) still raises :class:`OtlpDecodeError`.
+
+    The receivers' and the processor's shared salvage: ``collectors.receiver.decode_with_rejections`` does the same
+    with its own helpers (``_drop_unparsable_json_spans``, ``_json_bytes``), which this can replace.
+    """
+    try:
+        return JsonSalvage(decode_json(body, check_ids=check_ids))
+    except OtlpDecodeError as exc:
+        error = exc
+    try:
+        doc = json.loads(body)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise error from None
+    if not isinstance(doc, dict):
+        raise error
+    dropped, first = 0, ""
+    dropped_rs: list[dict[str, Any]] = []
+    for rs in _items(doc, "resourceSpans", "resource_spans"):
+        if not isinstance(rs, dict):
+            continue  # a structure error: left to the decoder, which refuses the request
+        dropped_ss: list[dict[str, Any]] = []
+        for ss in _items(rs, "scopeSpans", "scope_spans"):
+            if not isinstance(ss, dict) or not isinstance(ss.get("spans"), list):
+                continue
+            kept, bad = [], []
+            for span in ss["spans"]:
+                why = _span_unparsable(span, check_ids)
+                if why is None:
+                    kept.append(span)
+                else:
+                    bad.append(span)
+                    first = first or why
+            if bad:
+                ss["spans"] = kept
+                dropped_ss.append({**{k: v for k, v in ss.items() if k != "spans"}, "spans": bad})
+                dropped += len(bad)
+        if dropped_ss:
+            dropped_rs.append({**{k: v for k, v in rs.items() if k not in ("scopeSpans", "scope_spans")},
+                               "scopeSpans": dropped_ss})
+    try:
+        # ensure_ascii: a lone surrogate stays the escape it came as (no UTF-8 can hold it)
+        dropped_json = json.dumps({"resourceSpans": dropped_rs}).encode() if dropped else b""
+        repaired = well_formed(json.dumps(doc, ensure_ascii=False)).encode()
+    except (ValueError, RecursionError):
+        raise error from None
+    return JsonSalvage(decode_json(repaired, check_ids=check_ids), dropped, first, dropped_json)
+
+
+def _span_unparsable(span: Any, check_ids: bool) -> str | None:
+    """Why one OTLP/JSON span does not decode on its own (lone surrogates read as U+FFFD), or None when it does."""
+    name = span.get("name") if isinstance(span, dict) else None
+    try:
+        # a copy (ids are rewritten below), its lone surrogates as U+FFFD
+        one = json.loads(well_formed(json.dumps(span, ensure_ascii=False)))
+        _hex_ids_to_b64(one, strict=check_ids)
+        for link in _list(one, "links"):
+            _hex_ids_to_b64(link, strict=check_ids)
+        decoded = json_format.ParseDict(one, Span(), ignore_unknown_fields=True)
+    except (json_format.ParseError, TypeError, ValueError, AttributeError, RecursionError) as exc:
+        return f"span {str(name)[:80]!r}: {str(exc)[:300]}"
+    return _ids_problem(decoded) if check_ids else None
+
+
+def _items(obj: dict[str, Any], *keys: str) -> list[Any]:
+    """The array under the first of ``keys`` present, [] when none is or it is no array (left to the decoder)."""
+    for key in keys:
+        value = obj.get(key)
+        if value is not None:
+            return value if isinstance(value, list) else []
+    return []
+
+
 def _list(obj: Any, *keys: str) -> list[Any]:
     if not isinstance(obj, dict):
         raise TypeError(f"expected an object, got {type(obj).__name__}")
@@ -210,16 +308,24 @@ def _hex_ids_to_b64(obj: Any, strict: bool = True) -> None:
             obj[key] = base64.b64encode(raw).decode()
 
 
+def _ids_problem(span: Any) -> str | None:
+    """Why a decoded span's ids are malformed, or None when they are fine."""
+    if len(span.trace_id) != 16 or span.trace_id == bytes(16):
+        return f"span {span.name!r} has an invalid trace_id (need 16 non-zero bytes)"
+    if len(span.span_id) != 8 or span.span_id == bytes(8):
+        return f"span {span.name!r} has an invalid span_id (need 8 non-zero bytes)"
+    if span.parent_span_id and len(span.parent_span_id) != 8:
+        return f"span {span.name!r} has an invalid parent_span_id"
+    return None
+
+
 def _check_ids(req: ExportTraceServiceRequest) -> None:
     for rs in req.resource_spans:
         for ss in rs.scope_spans:
             for span in ss.spans:
-                if len(span.trace_id) != 16 or span.trace_id == bytes(16):
-                    raise OtlpDecodeError(f"span {span.name!r} has an invalid trace_id (need 16 non-zero bytes)")
-                if len(span.span_id) != 8 or span.span_id == bytes(8):
-                    raise OtlpDecodeError(f"span {span.name!r} has an invalid span_id (need 8 non-zero bytes)")
-                if span.parent_span_id and len(span.parent_span_id) != 8:
-                    raise OtlpDecodeError(f"span {span.name!r} has an invalid parent_span_id")
+                problem = _ids_problem(span)
+                if problem:
+                    raise OtlpDecodeError(problem)
 
 
 def span_count(req: ExportTraceServiceRequest) -> int:

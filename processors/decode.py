@@ -3,11 +3,15 @@
 A message is decoded by its ``content-type`` header, else by the configured
 encoding, else by sniffing (``{`` opens OTLP JSON). Anything that does not
 decode raises :class:`~costline.otlp.OtlpDecodeError`; the processor sends it
-to the DLQ.
+to the DLQ. One span never costs its neighbours: in OTLP/JSON a span that does not
+decode on its own is left out (:func:`decode_message` with ``dropped``), and a span
+that does not flatten is set aside (:func:`flatten_into` with ``invalid``); the
+processor dead-letters just those spans.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -15,12 +19,15 @@ from typing import Any
 
 from costline import contract
 
-from costline.otlp import ExportTraceServiceRequest, OtlpDecodeError, decode_json, decode_request, parse_protobuf
+from costline.otlp import (ExportTraceServiceRequest, JsonSalvage, OtlpDecodeError, decode_json_salvaging,
+                           parse_protobuf)
 from costline.pricing import UNPRICED_STATUSES, PricingTable
 from costline.processors.records import CallRow, LookupRow, RequestRow, Row, flatten_span, service_name
 
 __all__ = ["content_type_of", "decode_message", "DecodedMessage", "flatten_message", "flatten_into",
            "invalid_spans_request", "ENCODING_TO_CONTENT_TYPE"]
+
+log = logging.getLogger(__name__)
 
 #: ``[processor] encoding`` → the content type it stands for ("auto": sniff).
 ENCODING_TO_CONTENT_TYPE = {
@@ -42,22 +49,46 @@ def decode_message(
     value: bytes | None,
     headers: Sequence[tuple[str, bytes | None]] | None = None,
     encoding: str = "auto",
+    dropped: list[JsonSalvage] | None = None,
 ) -> ExportTraceServiceRequest:
-    """Decode one Kafka message's value; raises :class:`OtlpDecodeError`."""
+    """Decode one Kafka message's value; raises :class:`OtlpDecodeError`.
+
+    Span ids are not checked here: :func:`flatten_into` checks them span by span. In OTLP/JSON a lone
+    surrogate is read as U+FFFD; a span that does not decode on its own (a value out of its field's range, a
+    wrong type) is left out and its neighbours kept when ``dropped`` is given (the message's
+    :class:`~costline.otlp.JsonSalvage`, naming them, is appended to it); without ``dropped`` it refuses the message.
+    """
     if not value:
         raise OtlpDecodeError("empty message value (tombstone?)")
     ctype = content_type_of(headers, ENCODING_TO_CONTENT_TYPE.get(encoding)) if headers or encoding != "auto" else None
     kind = (ctype or "").split(";")[0].strip().lower() if ctype else ""
-    # Sniffing: only a value whose first non-blank byte is "{" may be JSON (what decode_request
-    # tries first). A protobuf request opens with 0x0a ("\n", field 1): it must not be
-    # mistaken for leading whitespace, or every headerless message takes the slow path.
+    # Sniffing: only a value whose first non-blank byte is "{" may be JSON. A protobuf request
+    # opens with 0x0a ("\n", field 1): it must not be mistaken for leading whitespace, or every
+    # headerless message takes the slow path.
     if kind in _PROTOBUF_TYPES or (not kind and _MAYBE_JSON(value) is None):
         # Fast path: span ids are validated while flattening (see records.flatten_span),
         # not in a second pass over the message as costline.otlp.decode_protobuf does.
         return parse_protobuf(value)  # invalid UTF-8 in a string is repaired, not a lost message
     if kind in _JSON_TYPES:
-        return decode_json(value, check_ids=False)  # ids are checked span by span while flattening
-    return decode_request(value, ctype)
+        return _decode_json(value, dropped)
+    # an unknown content type, or none: sniff ("{" opens JSON)
+    if _MAYBE_JSON(value) is not None:
+        try:
+            return _decode_json(value, dropped)
+        except OtlpDecodeError:
+            # A protobuf request opens with 0x0a ("\n"); with a length byte of 0x7b it looks like JSON.
+            if value[:1] != b"\n":
+                raise
+    return parse_protobuf(value)
+
+
+def _decode_json(value: bytes, dropped: list[JsonSalvage] | None) -> ExportTraceServiceRequest:
+    got = decode_json_salvaging(value, check_ids=False)  # ids are checked span by span while flattening
+    if got.dropped:
+        if dropped is None:
+            raise OtlpDecodeError(f"not an OTLP JSON trace request: {got.reason}")
+        dropped.append(got)
+    return got.request
 
 
 _PROTOBUF_TYPES = frozenset({contract.CONTENT_TYPE_PROTOBUF, "application/protobuf", "otlp_proto", "protobuf"})
@@ -121,10 +152,11 @@ def flatten_into(
 
     The processor's form of :func:`flatten_message` (same rows, one pass, no row list in
     between); calls whose model is not in the pricing table are also appended to
-    ``unpriced``. A span with malformed ids (:class:`OtlpDecodeError`) is appended to
-    ``invalid`` as ``(resource_spans, scope_spans, span, why)`` and left out, its neighbours
-    kept; without ``invalid`` it raises. All or nothing otherwise: when a span raises, the
-    lists are cut back to what they held before.
+    ``unpriced``. A span with malformed ids (:class:`OtlpDecodeError`), or one whose
+    flattening raised anything else (an input no check foresaw: it is logged, naming the
+    error), is appended to ``invalid`` as ``(resource_spans, scope_spans, span, why)`` and
+    left out, its neighbours kept; without ``invalid`` it raises. All or nothing then: when a
+    span raises, the lists are cut back to what they held before.
     """
     marks = len(requests), len(calls), len(lookups), len(unpriced)
     spans = ignored = 0
@@ -141,6 +173,15 @@ def flatten_into(
                         if invalid is None:
                             raise
                         invalid.append((rs, ss, span, str(exc)))
+                        continue
+                    except Exception as exc:  # noqa: BLE001 - one span's surprise must not cost its neighbours
+                        if invalid is None:
+                            raise
+                        why = (f"span {span.name[:80]!r} cannot be flattened: {type(exc).__name__}: "
+                               f"{str(exc)[:300]}")
+                        log.warning("costline process: %s (left out and dead-lettered; the message's other spans "
+                                    "are kept)", why, exc_info=log.isEnabledFor(logging.DEBUG))
+                        invalid.append((rs, ss, span, why))
                         continue
                     kind = type(row)
                     if kind is CallRow:

@@ -51,7 +51,7 @@ from costline.config import Config
 from costline.kafka_security import client_options
 from costline.kafkaheaders import read_header_keys_like_java
 from costline.lake import WriterFenced
-from costline.otlp import OtlpDecodeError
+from costline.otlp import JsonSalvage, OtlpDecodeError
 from costline.pricing import NO_FAST_PRICE, NO_PRIORITY_PRICE
 from costline.processors.buffer import PartitionBuffer
 from costline.processors.decode import decode_message, flatten_into, invalid_spans_request
@@ -149,7 +149,8 @@ class ProcessorStats:
     messages: int = 0
     spans: int = 0
     ignored_spans: int = 0
-    #: Spans left out for malformed ids while the rest of their message was kept (they go to the DLQ).
+    #: Spans left out while the rest of their message was kept (they go to the DLQ): malformed ids, an OTLP/JSON
+    #: span that does not decode on its own, a span that does not flatten.
     invalid_spans: int = 0
     rows: dict[str, int] = field(default_factory=lambda: {"requests": 0, "calls": 0, "lookups": 0})
     dlq: int = 0
@@ -171,10 +172,16 @@ class ProcessorStats:
         rows = ", ".join(f"{k} {v}" for k, v in self.rows.items())
         more = ", and more" if self.unknown_models_more else ""
         unknown = f" ({', '.join(sorted(self.unknown_models))}{more})" if self.unknown_models else ""
-        invalid = f", invalid ids {self.invalid_spans}" if self.invalid_spans else ""
+        invalid = f", left out {self.invalid_spans}" if self.invalid_spans else ""
         return (f"messages {self.messages}, spans {self.spans} (ignored {self.ignored_spans}{invalid}); rows: {rows}; "
                 f"dlq {self.dlq}; unknown-model calls {self.unknown_model_calls}{unknown}; "
                 f"lake commits {self.commits}" + (f"; fenced batches {self.fenced}" if self.fenced else ""))
+
+
+def _with_content_type(headers: Any, content_type: str) -> list[tuple[str, bytes | None]]:
+    """A message's headers with its ``content-type`` replaced by ``content_type``."""
+    return ([(k, v) for k, v in (headers or ()) if k.lower() != contract.HEADER_CONTENT_TYPE]
+            + [(contract.HEADER_CONTENT_TYPE, content_type.encode())])
 
 
 class _Listener:
@@ -490,15 +497,17 @@ class Processor:
         pending = buf.rows
         unpriced = self._unpriced
         invalid: list[tuple[Any, Any, Any, str]] = []
+        salvaged: list[JsonSalvage] = []
         try:
             # Rows go straight into the buffer's lists. Flattening validates span ids too
-            # (decode_message leaves that to it): a span with a malformed id is left out and its
-            # neighbours kept, as an OTLP receiver does; a message of nothing else is dead-lettered whole.
-            spans, ignored = flatten_into(decode_message(value, headers, pcfg.encoding), self.pricing,
+            # (decode_message leaves that to it): a span with a malformed id, or one that does not
+            # flatten, is left out and its neighbours kept, as an OTLP receiver does; so is an OTLP/JSON
+            # span that does not decode on its own. A message of nothing else is dead-lettered whole.
+            spans, ignored = flatten_into(decode_message(value, headers, pcfg.encoding, salvaged), self.pricing,
                                           partition, offset, pending["requests"], pending["calls"],
                                           pending["lookups"], unpriced, invalid)
-            if invalid and len(invalid) == spans:
-                raise OtlpDecodeError(invalid[0][3])
+            if (invalid or salvaged) and len(invalid) == spans:
+                raise OtlpDecodeError(salvaged[0].reason if salvaged else invalid[0][3])
         except OtlpDecodeError as exc:
             self._dead_letter(partition, offset, key, value, headers, str(exc))
             buf.note(offset, 0, now)
@@ -509,14 +518,23 @@ class Processor:
                               f"cannot flatten the message: {type(exc).__name__}: {exc}")
             buf.note(offset, 0, now)
             return
-        stats.spans += spans
+        unparsed = salvaged[0].dropped if salvaged else 0  # OTLP/JSON spans that did not decode on their own
+        total = spans + unparsed
+        stats.spans += total
         stats.ignored_spans += ignored
-        if invalid:  # what the lake does not hold goes to the DLQ: only those spans, so a replay duplicates nothing
+        # What the lake does not hold goes to the DLQ: only those spans, so a replay duplicates nothing. OTLP/JSON
+        # spans that did not decode go as OTLP/JSON (as they came: protobuf cannot hold them), the others as protobuf.
+        if unparsed:
+            stats.invalid_spans += unparsed
+            self._dead_letter(partition, offset, key, salvaged[0].dropped_json,
+                              _with_content_type(headers, contract.CONTENT_TYPE_JSON),
+                              f"{unparsed} of the message's {total} spans left out (the others are in the "
+                              f"lake): {salvaged[0].reason}")
+        if invalid:
             stats.invalid_spans += len(invalid)
             self._dead_letter(partition, offset, key, invalid_spans_request(invalid),
-                              [(k, v) for k, v in (headers or ()) if k.lower() != contract.HEADER_CONTENT_TYPE]
-                              + [(contract.HEADER_CONTENT_TYPE, contract.CONTENT_TYPE_PROTOBUF.encode())],
-                              f"{len(invalid)} of the message's {spans} spans left out (the others are in the "
+                              _with_content_type(headers, contract.CONTENT_TYPE_PROTOBUF),
+                              f"{len(invalid)} of the message's {total} spans left out (the others are in the "
                               f"lake): {invalid[0][3]}")
         if unpriced:
             self._note_unpriced(unpriced)

@@ -220,10 +220,14 @@ def provider_metadata_attributes(value: str | None, present: Any, bad: list[str]
                 out[key] = AnyValue(string_value=v[:256])
         elif isinstance(v, bool) or not isinstance(v, (int, float)):
             out[key] = AnyValue(string_value=str(v)[:64])  # read as not a number, and flagged
-        elif isinstance(v, int) and -(2**63) <= v < 2**63:
+        elif isinstance(v, float):
+            out[key] = AnyValue(double_value=v)  # NaN, infinities and 1000.6 are flagged by the readers
+        elif -(2**63) <= v < 2**63:
             out[key] = AnyValue(int_value=v)
         else:
-            out[key] = AnyValue(double_value=float(v))
+            # An integer past int64 (JSON has no limit; one past a double's, float() cannot even take): no count.
+            # Flagged as count_of flags an absurd one, so the call is unpriced, never priced from a made-up count.
+            bad.append(f"{key}:{'negative' if v < 0 else 'out_of_range'}")
     return out
 
 
@@ -522,12 +526,16 @@ def _usage_object(text: str | None, key: str, bad: list[str]) -> dict[str, Any] 
 
 def _count_in(obj: Any, key: str, attribute: str, bad: list[str]) -> int | None:
     """``obj[key]`` of a usage object as a token count; None when absent, or flagged ``attribute.key:out_of_range``
-    when it is not one."""
+    when it is no number within range, ``attribute.key:not_whole`` when it has a fraction (1000.6 tokens: a
+    sender's arithmetic, not a count, as :func:`~costline.processors.attributes.count_of` reads it; 1000.0 is one)."""
     x = obj.get(key) if isinstance(obj, dict) else None
     if x is None:
         return None
     if isinstance(x, bool) or not isinstance(x, (int, float)) or x != x or not 0 <= x <= MAX_TOKENS:
         bad.append(f"{attribute}.{key}:out_of_range")
+        return None
+    if x != int(x):
+        bad.append(f"{attribute}.{key}:not_whole")
         return None
     return int(x)
 

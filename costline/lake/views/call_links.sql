@@ -178,13 +178,21 @@ WITH oi_traces AS (
 ), crossed AS (
   -- one response reported in two traces (two instrumentations, neither inside the other, with no span
   -- around them): the same call when the spans' times overlap, as an id repeated by another server would
-  -- not; the span linked to a request wins, then the order above
+  -- not; the span linked to a request wins, then the order above. Only what that can be: never two spans
+  -- each linked to a request of its own (each is inside its own request: two calls, whatever their ids, e.g.
+  -- a self-hosted server's short ones), nor spans of different tenants or services (one process reports
+  -- both spans of such a call; a tenant or service.name that is not said matches any)
   SELECT DISTINCT a.trace_id, a.span_id
   FROM kept a JOIN kept b
     ON b.group_response_id = a.group_response_id AND b.trace_id <> a.trace_id
    AND (b.family = a.family OR a.family = 'openai' OR b.family = 'openai')
    AND coalesce(a.instrumentation, '') <> coalesce(b.instrumentation, '')
    AND a.started <= b.ts AND b.started <= a.ts
+   AND (coalesce(a.linked_request_id, a.key_request_id) IS NULL
+        OR coalesce(b.linked_request_id, b.key_request_id) IS NULL)
+   AND coalesce(coalesce(a.request_tenant, a.key_tenant, a.tenant) = coalesce(b.request_tenant, b.key_tenant, b.tenant),
+                TRUE)
+   AND coalesce(a.service_name = b.service_name, TRUE)
   WHERE a.group_response_id IS NOT NULL
     AND (coalesce(b.linked_request_id, b.key_request_id) IS NOT NULL,
          b.pref_explicit, b.pref_input, b.pref_exact, b.pref_tokens, b.pref_own, b.pref_endpoint, a.span_id)
