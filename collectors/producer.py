@@ -9,25 +9,67 @@ producer blocks until it has bootstrapped; this wrapper bounds that wait
 An outage is logged once when it starts (with why, from :func:`costline.localkafka.diagnose`, found on a thread of
 its own: a refused login or TLS handshake names the ``[kafka]`` keys to check), then once a minute while it lasts,
 and once when Kafka answers again; the retries in between are debug lines.
+
+Fork safety: a pre-forking server (gunicorn ``--preload``, Celery prefork, ``multiprocessing`` with fork) copies
+the parent's producer into each child, where its I/O thread does not exist: everything the child sent through it
+would wait there forever. A child therefore starts afresh (``os.register_at_fork``, and a pid check on use for
+forks that bypass it): new lock, no producer, no back-off. The inherited producer is dropped without being closed
+or flushed: its buffers are the parent's (the parent sends them), and its sockets are the parent's connections.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from costline.config import KafkaConfig
 from costline.kafka_security import client_options
 
-__all__ = ["LazyProducer", "producer_settings"]
+__all__ = ["LazyProducer", "producer_settings", "DEFAULT_MAX_REQUEST_SIZE", "after_fork_in_child"]
 
 log = logging.getLogger(__name__)
 
 #: Seconds between the warnings that Kafka is still unreachable (the retries between them log at debug).
 REPEAT_WARNING_S = 60.0
+#: kafka-python's ``max_request_size`` when the producer settings do not set one (Kafka's 1 MiB).
+DEFAULT_MAX_REQUEST_SIZE = 1_048_576
+
+
+def after_fork_in_child(obj: Any, reinit: Callable[[Any], None]) -> None:
+    """Call ``reinit(obj)`` in every child forked from now on, while ``obj`` lives (held weakly: registering
+    keeps nothing alive; ``os.register_at_fork`` cannot unregister, so a dead object's hook does nothing)."""
+    if not hasattr(os, "register_at_fork"):  # not on Windows: no fork there
+        return
+    ref = weakref.ref(obj)
+
+    def hook() -> None:
+        target = ref()
+        if target is not None:
+            try:
+                reinit(target)
+            except Exception:  # noqa: BLE001 - never break the child's start
+                log.exception("costline: could not reset %s after fork", type(target).__name__)
+
+    os.register_at_fork(after_in_child=hook)
+
+
+def _disown(producer: Any) -> None:
+    """Forget a producer inherited over fork without it ever flushing or closing from here: kafka-python closes a
+    producer at exit and when it is collected (``close`` → ``flush``), which in a child would wait on the parent's
+    buffered records that no thread here sends. Best effort: other clients are just dropped."""
+    try:
+        unregister = getattr(producer, "_unregister_cleanup", None)
+        if callable(unregister):
+            unregister()  # its atexit hook
+        if hasattr(producer, "_closed"):
+            producer._closed = True  # close() (from __del__) then returns at once
+    except Exception:  # noqa: BLE001 - a courtesy to the child; never raise
+        log.debug("costline: could not disown the producer inherited over fork", exc_info=True)
 
 
 def producer_settings(config: KafkaConfig, *, connect_timeout_s: float, **overrides: Any) -> dict[str, Any]:
@@ -80,13 +122,42 @@ class LazyProducer:
         self._warned_at = float("-inf")
         self._explainer: threading.Thread | None = None
         self._closed = False
+        self._pid = os.getpid()
+        after_fork_in_child(self, LazyProducer._after_fork)
 
     @property
     def bootstrap(self) -> str:
         return self.config.bootstrap
 
+    @property
+    def max_request_size(self) -> int:
+        """The largest record (key + value + headers + batch overhead) the producer accepts, in bytes."""
+        try:
+            size = int(self._settings.get("max_request_size") or DEFAULT_MAX_REQUEST_SIZE)
+        except (TypeError, ValueError):
+            size = DEFAULT_MAX_REQUEST_SIZE
+        return size if size > 0 else DEFAULT_MAX_REQUEST_SIZE
+
+    def _after_fork(self) -> None:
+        """In a forked child: start afresh (see the module's doc). The lock may have been held by a thread of the
+        parent's at the fork, so it is replaced, never acquired."""
+        inherited, self._producer = self._producer, None
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._next_try = float("-inf")
+        self._failures, self._warned_at, self.last_error = 0, float("-inf"), None
+        self._explainer = None
+        if inherited is not None:
+            _disown(inherited)
+
+    def check_fork(self) -> None:
+        """Start afresh if this process is a fork the fork hook missed (a fork done outside ``os.fork``)."""
+        if self._pid != os.getpid():
+            self._after_fork()
+
     def get(self) -> Any:
         """The producer, creating it if needed; None (at once) while backing off after a failure."""
+        self.check_fork()
         with self._lock:
             if self._producer is not None:
                 return self._producer
@@ -170,6 +241,7 @@ class LazyProducer:
         self._explainer.start()
 
     def close(self, timeout_s: float = 5.0) -> None:
+        self.check_fork()  # a child never closes (flushes) the parent's producer
         with self._lock:
             producer, self._producer = self._producer, None
             self._closed = True
