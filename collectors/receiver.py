@@ -27,7 +27,7 @@ import logging
 import threading
 import zlib
 from types import MappingProxyType
-from typing import Any, Callable
+from typing import Any
 
 from google.protobuf import json_format
 from google.rpc import status_pb2
@@ -35,13 +35,13 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
-from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from costline import contract
 from costline.config import CollectorConfig
 from costline.netsec import (BearerTokens, BytesBudget, GuardedHandler, HttpReject, Limits,
                              PooledHTTPServer, refuse_open_bind, ssl_context)
-from costline.otlp import OtlpDecodeError, decode_json, parse_protobuf, span_count, split_by_trace
+from costline.otlp import (JsonSalvage, OtlpDecodeError, decode_json, decode_json_salvaging, parse_protobuf,
+                           span_count, split_by_trace)
 from costline.textutil import well_formed
 
 from costline.collectors.errors import KafkaUnavailable, ReceiverError
@@ -108,28 +108,6 @@ def _hex_id(value: Any, nbytes: int, *, optional: bool = False) -> bool:
     return optional or raw != bytes(nbytes)
 
 
-def _filter_json_spans(doc: dict[str, Any], reason_of: Callable[[Any], str | None]) -> tuple[int, str]:
-    """Remove from an OTLP/JSON document the spans for which ``reason_of`` gives a reason → (how many, the
-    first reason). One pass, each span list rebuilt once (dropping many is linear)."""
-    rejected, first = 0, ""
-    for rs in _array(doc, "resourceSpans", "resource_spans"):
-        if not isinstance(rs, dict):
-            continue
-        for ss in _array(rs, "scopeSpans", "scope_spans"):
-            if not isinstance(ss, dict) or not isinstance(ss.get("spans"), list):
-                continue
-            kept = []
-            for span in ss["spans"]:
-                reason = reason_of(span)
-                if reason is None:
-                    kept.append(span)
-                    continue
-                rejected += 1
-                first = first or reason
-            ss["spans"] = kept
-    return rejected, first
-
-
 def _invalid_ids(span: Any) -> str | None:
     if not isinstance(span, dict):
         return None  # structure errors are left to the decoder
@@ -146,28 +124,28 @@ def _invalid_ids(span: Any) -> str | None:
     return None
 
 
-def _unparsable(span: Any) -> str | None:
-    try:
-        # its hex ids were checked already; they read as base64 here, which is all this needs
-        json_format.ParseDict(json.loads(_json_bytes(span)), Span(), ignore_unknown_fields=True)
-    except (json_format.ParseError, TypeError, ValueError, AttributeError, RecursionError) as exc:
-        name = span.get("name") if isinstance(span, dict) else None
-        return f"span {str(name)[:80]!r}: {str(exc)[:300]}"
-    return None
-
-
 def _drop_invalid_json_spans(doc: Any) -> tuple[int, str]:
-    """OTLP/JSON: remove spans whose hex ids are malformed (structure errors are left to the decoder)."""
+    """OTLP/JSON: remove spans whose hex ids are malformed → (how many, the first reason); structure errors
+    are left to the decoder. One pass, each span list rebuilt once (dropping many is linear)."""
     if not isinstance(doc, dict):
         raise OtlpDecodeError("OTLP JSON must be an object with resourceSpans")
-    return _filter_json_spans(doc, _invalid_ids)
-
-
-def _drop_unparsable_json_spans(doc: dict[str, Any]) -> tuple[int, str]:
-    """OTLP/JSON whose decoding failed: remove the spans that do not decode on their own (a value out of
-    its field's range, a wrong type inside the span) → (how many, the first reason). Only called after a
-    failure, so the common path decodes once."""
-    return _filter_json_spans(doc, _unparsable)
+    rejected, first = 0, ""
+    for rs in _array(doc, "resourceSpans", "resource_spans"):
+        if not isinstance(rs, dict):
+            continue
+        for ss in _array(rs, "scopeSpans", "scope_spans"):
+            if not isinstance(ss, dict) or not isinstance(ss.get("spans"), list):
+                continue
+            kept = []
+            for span in ss["spans"]:
+                reason = _invalid_ids(span)
+                if reason is None:
+                    kept.append(span)
+                    continue
+                rejected += 1
+                first = first or reason
+            ss["spans"] = kept
+    return rejected, first
 
 
 def _array(obj: dict[str, Any], *keys: str) -> list[Any]:
@@ -180,45 +158,41 @@ def _array(obj: dict[str, Any], *keys: str) -> list[Any]:
     return []
 
 
-def _json_bytes(doc: Any) -> bytes:
-    """``doc`` as UTF-8 JSON, a lone surrogate (``"\\ud83d"``) written as U+FFFD (:func:`~costline.textutil.well_formed`).
-
-    OpenTelemetry JS cuts an attribute value at its length limit by UTF-16 code units: a cut through
-    an emoji leaves half of it, which its JSON serializer writes as ``\\ud83d`` (its protobuf one, as
-    U+FFFD). protobuf refuses such a string, and one cut prompt must not refuse the whole export.
-    """
-    return well_formed(json.dumps(doc, ensure_ascii=False)).encode()
-
-
 def decode_with_rejections(body: bytes, is_json: bool) -> tuple[ExportTraceServiceRequest, int, str]:
     """Decode an OTLP trace request, dropping invalid spans → (request, rejected, error message).
 
     Raises :class:`OtlpDecodeError` for anything that is not an OTLP trace request, including
     wrongly typed fields and nesting too deep to parse.
+
+    OTLP/JSON: the spans with malformed hex ids (a link's too) are dropped here first, then
+    :func:`~costline.otlp.decode_json_salvaging` decodes the rest: a lone surrogate read as U+FFFD (OpenTelemetry
+    JS cuts attributes by UTF-16 units: one cut prompt must not refuse the export), a span holding what protobuf
+    cannot (a negative or 2^64 time, an intValue past int64) refused alone.
     """
     if is_json:
         try:
             doc = json.loads(body)
             rejected, first = _drop_invalid_json_spans(doc)
-            try:
-                req = decode_json(_json_bytes(doc))
-            except OtlpDecodeError:
-                # A value one span holds that protobuf cannot (a negative or 2^64 time, an intValue past
-                # int64: OpenTelemetry JS sends any integral number as intValue) refuses only that span.
-                more, why = _drop_unparsable_json_spans(doc)
-                if not more:
-                    raise
-                log.info("costline collect: %d OTLP/JSON span(s) refused, their neighbours kept: %s", more, why)
-                rejected, first = rejected + more, first or why
-                req = decode_json(_json_bytes(doc))
+            text = json.dumps(doc, ensure_ascii=False)
+            repaired = well_formed(text)
+            if repaired is text:
+                got = decode_json_salvaging(text.encode())
+            else:  # a lone surrogate: the repaired document decoded whole, as it mostly does ...
+                try:
+                    got = JsonSalvage(decode_json(repaired.encode()))
+                except OtlpDecodeError:  # ... else salvaged, a refused span named as it came
+                    got = decode_json_salvaging(json.dumps(doc).encode())
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise OtlpDecodeError(f"not valid JSON: {exc}") from None
         except RecursionError:
             raise OtlpDecodeError("JSON nested too deeply") from None
         except (TypeError, ValueError, AttributeError) as exc:
             raise OtlpDecodeError(f"not an OTLP JSON trace request: {exc}") from None
+        if got.dropped:
+            log.info("costline collect: %d OTLP/JSON span(s) refused, their neighbours kept: %s", got.dropped, got.reason)
+        req = got.request
         more, why = _drop_invalid_spans(req)
-        return req, rejected + more, first or why
+        return req, rejected + got.dropped + more, first or got.reason or why
     req = parse_protobuf(body)  # a string that is not UTF-8 is repaired (U+FFFD), not a refused export
     rejected, first = _drop_invalid_spans(req)
     return req, rejected, first

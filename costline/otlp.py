@@ -211,8 +211,8 @@ def decode_json_salvaging(body: bytes, *, check_ids: bool = True) -> JsonSalvage
     holds them as OTLP/JSON. What is no OTLP trace request at all (not JSON, ``resourceSpans`` not an array, a
     resource or scope that does not decode) still raises :class:`OtlpDecodeError`.
 
-    The receivers' and the processor's shared salvage: ``collectors.receiver.decode_with_rejections`` does the same
-    with its own helpers (``_drop_unparsable_json_spans``, ``_json_bytes``), which this can replace.
+    The processor's and the OTLP/HTTP receiver's salvage (``collectors.receiver.decode_with_rejections`` checks
+    span and link ids its own stricter way first, then calls this).
     """
     try:
         return JsonSalvage(decode_json(body, check_ids=check_ids))
