@@ -418,7 +418,7 @@ def _student_drift(s: StudentDriftSettings, snap: Snapshot, now: datetime, settl
             cond = Condition.OK
         else:
             cond = Condition.BAND
-        ci = f" (95% CI {lo:.3f}–{hi:.3f})" if lo is not None and hi is not None else ""
+        ci = f" (CI {lo:.3f}–{hi:.3f})" if lo is not None and hi is not None else ""
         measured = f"{gap:.3f}{ci}" if gap is not None else "not measured"
         too_few = (f"; only {n} queries evaluated (fewer than min_n {s.min_n}): too few to judge, state kept"
                    if n < s.min_n else "")
@@ -429,7 +429,7 @@ def _student_drift(s: StudentDriftSettings, snap: Snapshot, now: datetime, settl
                        if redistill else ""),
             window=f"eval run {run.get('run_id')} finished {_naive(run['finished_at']):%Y-%m-%d %H:%M} UTC",
             figures={"gap": f"{gap:.3f}" if gap is not None else "-",
-                     "95% CI": f"{lo:.3f} – {hi:.3f}" if lo is not None and hi is not None else "-",
+                     "gap CI": f"{lo:.3f} – {hi:.3f}" if lo is not None and hi is not None else "-",
                      "tolerated gap": f"{threshold:.3f}",
                      "queries evaluated": n if n >= s.min_n else f"{n} (too few to judge: min_n {s.min_n})",
                      "run": str(run.get("run_id")),

@@ -110,8 +110,9 @@ def teacher_cmd(config: Config, run_id: str | None, sync: bool, no_spans: bool) 
 
 def _print_unusable(t: Any) -> None:
     if any(t.unusable.values()):
-        click.echo("  left out of training and eval: " + ", ".join(f"{n} {why}" for why, n in t.unusable.items() if n)
-                   + " (raise [distill] max_tokens for answers cut short)")
+        from costline.jobs.teacher import describe_unusable
+
+        click.echo("  left out of training and eval: " + describe_unusable(t.unusable, max_tokens="[distill] max_tokens"))
 
 
 @distill.command("train")

@@ -2,7 +2,8 @@
 
 1. every request of the chosen task types (and subtypes) in the window is counted; those with
    captured content are read with the drift job's sampler (:func:`costline.jobs.sampling.sample_requests`,
-   one pass per served tier) — the rest are reported as skipped ("no captured content");
+   one pass per served tier: only requests answered successfully, cache hits left out) — the rest are
+   reported as skipped ("no captured content, no successful answer, or a cache hit");
 2. cleaned: too short ("empty"), cut at the capture limit ("truncated"), dropped or rewritten by
    the ``pii_hook``;
 3. exact duplicates (normalised system prompt + conversation) dropped;
@@ -144,15 +145,16 @@ def export_dataset(
             + (" AND subtype IN (SELECT unnest($st))" if subs else ""),
             {"since": since, "until": until, "tt": list(cfg.task_types), **({"st": list(subs)} if subs else {})},
         ).fetchone()[0])
-        found: dict[str, Any] = {}
+        # (trace, request id): a request id is the app's, two tenants (or an app's retries) may share one
+        found: dict[tuple[str, str], Any] = {}
         for tier in _TIERS:
             for s in sample_requests(con, lake_path=config.lake.path, tier=tier, since=since, until=until,
                                      size=10**9, seed=cfg.seed):
                 if s.task_type in cfg.task_types and (not subs or s.subtype in subs):
-                    found.setdefault(s.request_id, s)
+                    found.setdefault((s.trace_id, s.request_id), s)
     finally:
         con.close()
-    skipped["no captured content (or no successful answer)"] = max(eligible - len(found), 0)
+    skipped["no captured content, no successful answer, or a cache hit"] = max(eligible - len(found), 0)
 
     pii = load_pii_hook(cfg.pii_hook)
     limit = config.capture.max_chars

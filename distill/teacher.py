@@ -7,10 +7,12 @@ per-run SQLite checkpoint (``teacher.sqlite``) so a crashed run resumes without 
 
 Reasoning subtypes get the chain-of-thought prompt (``[distill] cot_prompt``): the teacher reasons,
 then writes the final answer after ``final_answer_marker``; both are kept apart, so the student is
-trained on the reasoning and scored on the answer. An answer that is empty or cut at ``max_tokens``
-is paid for but left out of ``teacher.jsonl`` (counted as
-``unusable`` in ``teacher_manifest.json``): it would teach the student to stop short and grade it on
-nothing. Each answer paid for is recorded as a model-call span through costline's
+trained on the reasoning and scored on the answer. An answer that is no answer
+(:func:`costline.jobs.teacher.unusable_reason`, shared with the drift and shadow jobs: not a Messages
+API answer, a refusal — by its stop reason, whatever text came before it —, cut at ``max_tokens`` or at
+the context window — by its stop reason or its output tokens —, or no final answer) is paid for but
+left out of ``teacher.jsonl`` (counted as ``unusable`` in ``teacher_manifest.json``): it would teach
+the student to refuse or stop short, and grade it on nothing. Each answer paid for is recorded as a model-call span through costline's
 :class:`~costline.collectors.Recorder` (cost, tokens, batch flag), so the
 distillation's API cost lands in the lake like any other call.
 """
@@ -23,6 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from costline.distill.runs import DistillRun, read_jsonl, sha256_file, write_json, write_jsonl
+from costline.jobs.teacher import UNUSABLE as _JOBS_UNUSABLE
+from costline.jobs.teacher import unusable_reason as _jobs_unusable_reason
 
 __all__ = ["TeacherRun", "run_teacher", "split_answer", "teacher_requests", "unusable_reason", "UNUSABLE"]
 
@@ -63,18 +67,15 @@ class TeacherRun:
     unusable: dict[str, int] = field(default_factory=dict)
 
 
-#: Why a teacher answer trains and grades nothing: no text (a refusal, non-text blocks), or cut at
-#: ``[distill] max_tokens`` (a reasoning answer cut short has no final answer).
-UNUSABLE = ("empty", "cut at max_tokens")
+#: Why a teacher answer trains and grades nothing (:data:`costline.jobs.teacher.UNUSABLE`): not a message, a
+#: refusal, cut at ``[distill] max_tokens`` (a reasoning answer cut short has no final answer) or at the
+#: context window, or no (final) text.
+UNUSABLE = _JOBS_UNUSABLE
 
 
 def unusable_reason(answer: Any, final: str, cfg: Any) -> str | None:
     """Which of :data:`UNUSABLE` ``answer`` is (``final``: its final answer), or None when it can teach."""
-    if not final.strip():
-        return "empty"
-    if answer.output_tokens >= cfg.max_tokens:
-        return "cut at max_tokens"
-    return None
+    return _jobs_unusable_reason(answer, cfg.max_tokens, final)
 
 
 def _span_recorder(recorder: Any, tier: str) -> Callable[[Any], None] | None:
@@ -168,14 +169,15 @@ def run_teacher(
             rows.append({"id": it["id"], "split": it["split"], "subtype": it["subtype"], "task_type": it["task_type"],
                          "key": r.key, "text": a.text, "reasoning": reasoning, "answer": final, "model": a.model,
                          "cost_usd": a.cost_usd, "batch": a.batch})
-        cost = sum(a.cost_usd for a in ckpt.answers().values())
+        cost = ckpt.cost_usd()
     write_jsonl(run.path("teacher.jsonl"), rows)
     write_json(run.path("teacher_manifest.json"), {
         "run_id": run.run_id, "model": model, "tier": cfg.teacher_tier, "batch": use_batch, "answers": len(rows),
         "failed": len(res.failed), "unusable": unusable, "cost_usd": cost, "dataset_manifest": sha256_file(run.dataset / "manifest.json"),
         "dataset_files": manifest["files"], "file": sha256_file(run.path("teacher.jsonl"))})
     if any(unusable.values()):
-        log.warning("teacher %s: %s answers left out of training and eval (%s): raise [distill] max_tokens for "
-                    "answers cut short", run.run_id, sum(unusable.values()),
-                    ", ".join(f"{n} {why}" for why, n in unusable.items() if n))
+        from costline.jobs.teacher import describe_unusable
+
+        log.warning("teacher %s: %s answers left out of training and eval: %s", run.run_id, sum(unusable.values()),
+                    describe_unusable(unusable, max_tokens="[distill] max_tokens"))
     return TeacherRun(run, len(rows), res.sent, res.resumed, cost, use_batch, unusable)

@@ -54,6 +54,7 @@ def validate(config: Any) -> None:
     drift.not_negative("min_per_subtype", d.min_per_subtype)
     drift.fraction("alpha", d.alpha, open_low=True, open_high=True, what="must be between 0 and 1")
     drift.at_least("bootstrap_resamples", d.bootstrap_resamples, 100)
+    drift.at_least("min_n", d.min_n, 2, "must be at least 2 (a CI needs two scored items; the default is 30)")
     drift.one_of("default_metric", d.default_metric, metrics, metric_words)
     for k, v in d.metrics.items():
         Section("jobs.drift.metrics").one_of(k, v, metrics, metric_words)

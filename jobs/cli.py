@@ -124,12 +124,13 @@ def drift_cmd(config: Config, since: datetime | None, until: datetime | None, ba
 
 
 def unusable_line(unusable: Mapping[str, int]) -> str | None:
-    """The drift run's line about teacher answers it paid for but could not score (None: there were none)."""
-    left_out = [f"{n} {why}" for why, n in unusable.items() if n]
-    if not left_out:
+    """The drift or shadow run's line about the answers it paid for but could not score, each kind with
+    what it means (None: there were none)."""
+    from costline.jobs.teacher import describe_unusable
+
+    if not any(unusable.values()):
         return None
-    return (f"teacher answers left out of scoring: {', '.join(left_out)} (paid for; raise [jobs.teacher] "
-            "max_tokens if they were cut)")
+    return f"answers paid for but left out of scoring: {describe_unusable(unusable)}"
 
 
 @jobs.command("shadow")
@@ -156,6 +157,9 @@ def shadow_cmd(config: Config, since: datetime | None, until: datetime | None, b
             [(a.tier, a.n, a.rate, a.baseline_rate, a.flagged, a.reason) for a in r.assessments])
     click.echo(format_result(["tier", "n", "tier_match_rate", "baseline", "flagged", "reason"], rows))
     click.echo(f"run {r.run_id} ({_span(s, u)}): job cost ${r.cost_usd:.4f}")
+    left_out = unusable_line(r.unusable)
+    if left_out:
+        click.echo(left_out)
 
 
 @jobs.command("cost-report")

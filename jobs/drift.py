@@ -9,10 +9,13 @@
 5. write ``eval_items`` and ``eval_runs`` (:mod:`costline.jobs.store`).
 
 Per item the *gap* is ``teacher_score - student_score``; a subtype's gap is its mean, with a
-bootstrap CI. A subtype is **flagged** when
+percentile-bootstrap CI at level ``1 - 2 * alpha / subtypes`` (so that "its low end is above the
+threshold" is a one-sided test at ``alpha / subtypes``, as the other two). A subtype is **flagged** when
 
-* its CI lies wholly above its threshold (``[jobs.drift.thresholds]``, else the baseline gap +
-  ``max_gap_increase``, else ``max_gap``), or
+* it has at least ``min_n`` scored items and its CI lies wholly above its threshold
+  (``[jobs.drift.thresholds]``, else the baseline gap + ``max_gap_increase``, else ``max_gap``);
+  under ``min_n`` the CI rule does not judge it ("too few to judge": a percentile bootstrap of a
+  handful of items is far too narrow), or
 * it grew significantly since the baseline run: one-sided Mann-Whitney U p < alpha / subtypes and
   an increase of at least ``min_increase``, or
 * it trends upward over the last ``trend_runs`` runs: Mann-Kendall p < alpha / subtypes and a
@@ -20,6 +23,12 @@ bootstrap CI. A subtype is **flagged** when
 
 Input drift against the baseline run's sample (PSI on the subtype mix, KS on query length, MMD on
 query embeddings) is reported per run (``input_drift``, ``input_reason``) without flagging subtypes.
+
+A teacher answer that is no reference (:func:`costline.jobs.teacher.unusable_reason`: not a message,
+a refusal, cut, empty) is paid for but left out of scoring and counted (``DriftResult.unusable``);
+when those and the requests that got no answer are more than ``[jobs.teacher] max_error_rate`` of
+the sample, the run fails with :class:`TeacherError` (retried later; the retryable kinds are asked
+again) instead of judging the student on what is left. A run with nothing scored writes nothing.
 """
 
 from __future__ import annotations
@@ -36,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from costline.config import Config
-from costline.jobs.errors import JobsError, NoDataError
+from costline.jobs.errors import JobsError, NoDataError, TeacherError
 from costline.jobs.settings import DriftConfig
 from costline.jobs.stats import bootstrap_mean_ci, ks_test, mann_whitney_greater, mmd_permutation_test, psi, trend
 from costline.timeutil import utc_naive as _utc
@@ -51,6 +60,7 @@ __all__ = [
     "run_drift",
     "teacher_model",
     "drift_run_id",
+    "screen_unusable",
 ]
 
 log = logging.getLogger(__name__)
@@ -94,6 +104,21 @@ class SubtypeAssessment:
     reason: str
 
 
+def ci_level(cfg: DriftConfig, subtypes: int) -> float:
+    """The gap CI's level: two-sided ``1 - 2 * alpha / subtypes`` (Bonferroni, as the other two tests)."""
+    return 1.0 - 2.0 * cfg.alpha / max(int(subtypes), 1)
+
+
+def _resamples(cfg: DriftConfig, level: float) -> int:
+    """Enough bootstrap resamples for the CI's tails: at least 20 resampled means beyond each end."""
+    tail = (1.0 - level) / 2.0
+    return int(min(max(cfg.bootstrap_resamples, math.ceil(20.0 / tail)), 400_000))
+
+
+def _pct(level: float) -> str:
+    return f"{100.0 * level:.3g}%"
+
+
 def _threshold(subtype: str, baseline_gap: float | None, cfg: DriftConfig) -> float:
     if subtype in cfg.thresholds:
         return float(cfg.thresholds[subtype])
@@ -116,18 +141,23 @@ def assess_subtypes(
     history = history or {}
     subtypes = sorted(k for k, v in current.items() if len(v.student))
     alpha = cfg.alpha / max(len(subtypes), 1)  # Bonferroni over the run's subtypes
+    level = ci_level(cfg, len(subtypes))  # the CI rule at the same alpha / subtypes, one-sided
+    resamples = _resamples(cfg, level)
     out = []
     for sub in subtypes:
         sc = current[sub]
         d = sc.gaps
         gap = float(d.mean())
-        lo, hi = bootstrap_mean_ci(d, resamples=cfg.bootstrap_resamples, rng=rng)
+        lo, hi = bootstrap_mean_ci(d, resamples=resamples, level=level, rng=rng)
         base = baseline.get(sub)
         base_gap = float(base.gaps.mean()) if base is not None and len(base.student) else None
         thr = _threshold(sub, base_gap, cfg)
         reasons = []
-        if lo > thr:
-            reasons.append(f"gap {gap:.3f} (95% CI {lo:.3f}-{hi:.3f}) is over its threshold {thr:.3f}")
+        notes = []
+        if len(d) < cfg.min_n:
+            notes.append(f"too few to judge by its CI: {len(d)} scored items, under [jobs.drift] min_n {cfg.min_n}")
+        elif lo > thr:
+            reasons.append(f"gap {gap:.3f} ({_pct(level)} CI {lo:.3f}-{hi:.3f}) is over its threshold {thr:.3f}")
         mwu_p = None
         if base_gap is not None:
             mwu_p = mann_whitney_greater(d, base.gaps)  # type: ignore[union-attr]
@@ -145,7 +175,8 @@ def assess_subtypes(
         out.append(SubtypeAssessment(
             subtype=sub, n=int(len(d)), student_score=float(sc.student.mean()), teacher_score=float(sc.teacher.mean()),
             gap=gap, gap_ci_low=lo, gap_ci_high=hi, threshold=thr, baseline_gap=base_gap, mwu_p=mwu_p,
-            trend_slope=slope, trend_p=tp, trend_runs=len(series), flagged=bool(reasons), reason="; ".join(reasons)))
+            trend_slope=slope, trend_p=tp, trend_runs=len(series), flagged=bool(reasons),
+            reason="; ".join(reasons + notes)))
     return out
 
 
@@ -214,8 +245,8 @@ class DriftResult:
     resumed: int = 0
     already_done: bool = False
     rows: list[dict[str, Any]] = field(default_factory=list)
-    #: Teacher answers paid for but left out of scoring, by reason (as distill's ``unusable``): an empty
-    #: answer or one cut at ``[jobs.teacher] max_tokens`` is no reference to score the student against.
+    #: Teacher answers paid for but left out of scoring, by kind (:data:`costline.jobs.teacher.UNUSABLE`;
+    #: as distill's ``unusable``): no reference to score the student against.
     unusable: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -241,6 +272,28 @@ def drift_run_id(kind: str, until: datetime, params: Mapping[str, Any]) -> str:
     """Deterministic run id: the same window and parameters resume the same run."""
     h = hashlib.blake2b(json.dumps(dict(params), sort_keys=True, default=str).encode(), digest_size=4).hexdigest()
     return f"{kind}-{until:%Y%m%dT%H%M}-{h}"
+
+
+def screen_unusable(what: str, run_id: str, unusable: Mapping[str, int], *, asked: int, missing: int,
+                    max_error_rate: float, cost_usd: float, max_tokens: str = "[jobs.teacher] max_tokens") -> None:
+    """Warn about the answers paid for but left out (each kind with what it means), and fail the run
+    (:class:`TeacherError`, retried later) when they and the ``missing`` ones (no answer) are more than
+    ``max_error_rate`` of the ``asked``: what is left would be judged on a remainder that may not be like
+    the sample (the drift and shadow jobs share this)."""
+    from costline.jobs.teacher import RETRYABLE, describe_unusable
+
+    bad = sum(unusable.values())
+    if not bad:
+        return
+    kinds = describe_unusable(unusable, max_tokens=max_tokens)
+    if bad + missing > max_error_rate * asked:
+        again = [why for why, n in unusable.items() if n and why in RETRYABLE]
+        raise TeacherError(
+            f"{what} {run_id}: {bad} of {asked} answers are unusable" + (f" and {missing} got none" if missing else "")
+            + f", more than [jobs.teacher] max_error_rate {max_error_rate:g} of the sample, so nothing was judged: "
+            f"{kinds}. ${cost_usd:.4f} paid so far is kept in the run's checkpoint; run it again to resume"
+            + (f" (the {' and '.join(again)} answers are asked again)" if again else ""))
+    log.warning("%s %s: %d answers left out of scoring: %s", what, run_id, bad, kinds)
 
 
 def _previous_runs(con: Any, run_id: str) -> list[dict[str, Any]]:
@@ -277,7 +330,16 @@ def run_drift(
     from costline.jobs.sampling import sample_requests
     from costline.jobs.scoring import ScoreRequest, Scorer, metric_for
     from costline.jobs.store import job_store, open_jobs_lake
-    from costline.jobs.teacher import AnswerRequest, Checkpoint, Regenerator, anthropic_client, student_client
+    from costline.jobs.teacher import (
+        UNUSABLE,
+        AnswerRequest,
+        Checkpoint,
+        Regenerator,
+        anthropic_client,
+        retryable,
+        student_client,
+        unusable_reason,
+    )
     from costline.pricing import PricingTable
 
     validate(config)
@@ -303,8 +365,8 @@ def run_drift(
                                  min_per_subtype=cfg.min_per_subtype)
         if not sample:
             raise NoDataError(
-                f"no student-served requests with captured content between {since:%Y-%m-%d %H:%M} and "
-                f"{until:%Y-%m-%d %H:%M} UTC: turn on content capture ([capture] message_content = true)")
+                f"no successful student-served requests with captured content between {since:%Y-%m-%d %H:%M} "
+                f"and {until:%Y-%m-%d %H:%M} UTC: turn on content capture ([capture] message_content = true)")
         previous = _previous_runs(con, run_id)
         baseline_id = cfg.baseline_run or (previous[0]["run_id"] if previous else None)
         base_items = []
@@ -330,11 +392,12 @@ def run_drift(
             kw["sleep"] = sleep
         regen = Regenerator(client, ckpt, pricing=pricing, concurrency=tcfg.concurrency, batch=batch,
                             poll_interval_s=tcfg.poll_interval_s, batch_timeout_s=tcfg.batch_timeout_s,
-                            max_error_rate=tcfg.max_error_rate, **kw)
+                            max_error_rate=tcfg.max_error_rate, redo=retryable, **kw)
         treqs = [AnswerRequest(s.request_id, model, s.messages, system=s.system, max_tokens=tcfg.max_tokens)
                  for s in sample]
         tres = regen.run(treqs)
-        student_answers = {s.request_id: s.answer for s in sample}
+        # by position: a request id is the app's, and two requests (tenants, retries) may share one
+        student_answers: list[str | None] = [s.answer for s in sample]
         sent, resumed = tres.sent, tres.resumed
         if cfg.regenerate_student:
             sclient = student if student is not None else student_client(config)
@@ -344,26 +407,26 @@ def run_drift(
             sreqs = [AnswerRequest(s.request_id, smodel, s.messages, system=s.system, max_tokens=tcfg.max_tokens,
                                    purpose="student") for s in sample]
             sres = sreg.run(sreqs)
-            student_answers = {s.request_id: sres.answers[r.key].text for s, r in zip(sample, sreqs)
-                               if r.key in sres.answers}
+            student_answers = [sres.answers[r.key].text if r.key in sres.answers else None for r in sreqs]
         if bar is not None:
             bar.close()
         # score
         items, kept = [], []
-        unusable = {"empty": 0, "cut at max_tokens": 0}
-        for s, r in zip(sample, treqs):
-            if r.key not in tres.answers or s.request_id not in student_answers:
+        unusable = dict.fromkeys(UNUSABLE, 0)
+        for s, r, student_answer in zip(sample, treqs, student_answers):
+            if r.key not in tres.answers or student_answer is None:
                 continue
             ta = tres.answers[r.key]
-            why = ("empty" if not ta.text.strip() else
-                   "cut at max_tokens" if ta.output_tokens >= r.max_tokens else None)
+            why = unusable_reason(ta, r.max_tokens)
             if why:  # paid for, but scoring against it would read as a gap the student does not have
                 unusable[why] += 1
                 continue
             metric = metric_for(s.subtype, s.task_type, cfg.metrics, cfg.default_metric)
-            items.append(ScoreRequest(s.request_id, metric, s.query, student_answers[s.request_id],
-                                      tres.answers[r.key].text))
+            items.append(ScoreRequest(s.request_id, metric, s.query, student_answer, ta.text))
             kept.append(s)
+        screen_unusable("drift", run_id, unusable, asked=len(treqs),
+                        missing=sum(r.key not in tres.answers for r in treqs),
+                        max_error_rate=tcfg.max_error_rate, cost_usd=ckpt.cost_usd())
         judge_cost = [0.0]
 
         def judge(pairs: Sequence[ScoreRequest]) -> list[tuple[float, float]]:
@@ -383,11 +446,7 @@ def run_drift(
         emb = embedder
         scorer = Scorer(answer_pattern=cfg.answer_pattern, embedder=emb, judge=judge)
         scores = scorer.score(items)
-        job_cost = sum(a.cost_usd for a in ckpt.answers().values())
-    if any(unusable.values()):
-        log.warning("drift %s: %d teacher answers left out of scoring (%s): raise [jobs.teacher] max_tokens "
-                    "for answers cut short", run_id, sum(unusable.values()),
-                    ", ".join(f"{n} {why}" for why, n in unusable.items() if n))
+        job_cost = ckpt.cost_usd()
 
     # assess
     per: dict[str, tuple[list[float], list[float]]] = {}
@@ -410,6 +469,10 @@ def run_drift(
             history.setdefault(r["subtype"], []).append(float(r["gap"]))
     seed_rng = np.random.default_rng(int(hashlib.blake2b(run_id.encode(), digest_size=4).hexdigest(), 16))
     assessments = assess_subtypes(current, cfg, baseline=baseline, history=history, rng=seed_rng)
+    if not assessments:  # nothing scored (every judge score unreadable, ...): no empty eval_runs, retried later
+        raise TeacherError(f"drift {run_id}: none of the {len(sample)} sampled requests could be scored "
+                           f"({len(items)} had a usable teacher answer; ${job_cost:.4f} paid so far, kept in the "
+                           "run's checkpoint): run it again to resume")
     embeddings = ref_embeddings = None
     if base_items and need_embed and cfg.mmd_permutations > 0:
         try:

@@ -1,9 +1,17 @@
 """Stratified, reproducible samples of requests with captured content, read from the lake with DuckDB.
 
-A request's prompt and answer come from the request span's captured messages, else
-from its last successful model call of the served tier (where the recorder puts
-them). Selection within a subtype is by ``hash(request_id, seed)``: the same lake,
-window and seed always give the same sample, and a re-run resumes the same work.
+Only requests the tier served **successfully** are candidates: ``success`` true (the app accepted the
+answer, docs/telemetry.md) and no cache hit. A failed request (its answer rejected by a validator, every
+tier down) or one answered from the semantic cache has no answer of ``tier`` to judge: scoring it would
+read a rejected or cached answer as the tier's own.
+
+A request's prompt and answer come from the request span's captured messages, else from its last
+successful model call of the served tier (where the recorder puts them). The rows are the ones the
+lake's ``requests_raw`` / ``calls_raw`` views read, in either ``[lake] mode`` (the local files or the
+Iceberg tables), with the window's filters applied before the views' one-row-per-span rule so a night's
+sample never scans the whole lake. Selection within a subtype is by ``hash(trace_id, request_id, seed)``
+(a request id is the app's: two tenants, or an app's retries, may use one): the same lake, window and
+seed always give the same sample, and a re-run resumes the same work.
 """
 
 from __future__ import annotations
@@ -19,19 +27,20 @@ __all__ = ["SampledRequest", "allocate", "sample_requests", "parse_messages", "C
 
 NO_SUBTYPE = "(none)"
 
-#: Requests served by ``$tier`` in ``[$since, $until)`` with their captured content. It reads the
-#: lake's files with the views' rules (one row per ``(trace_id, span_id)``; a call belongs to the
-#: request of the same ``(trace_id, request_id)``, else to its parent request span) but prunes the
-#: date partitions first, so a night's sample never scans the whole lake.
+#: Requests served successfully by ``$tier`` in ``[$since, $until)`` with their captured content. A call
+#: belongs to the request of the same ``(trace_id, request_id)``, else to its parent request span; each
+#: span is read once (``{one_row_per_span}``, after the window's filters: the copies of a span are equal).
+#: ``{requests}`` / ``{calls}`` are the rows behind the lake's ``requests_raw`` / ``calls_raw`` views,
+#: ``{requests_days}`` / ``{calls_days}`` the partition filters their source can prune on (or nothing).
 CANDIDATES_SQL = """
 WITH req AS (
   SELECT * FROM {requests}
-  WHERE date >= CAST($since AS DATE) AND date <= CAST($until AS DATE)
-    AND ts >= $since AND ts < $until AND tier = $tier
+  WHERE {requests_days}ts >= $since AND ts < $until AND tier = $tier
+    AND success AND NOT coalesce(cache_hit, false)
   {one_row_per_span}
 ), cl AS (
   SELECT * FROM {calls}
-  WHERE date >= CAST($since AS DATE) - 1 AND date <= CAST($until AS DATE)
+  WHERE {calls_days}ts >= CAST(CAST($since AS DATE) - 1 AS TIMESTAMP) AND ts < CAST(CAST($until AS DATE) + 1 AS TIMESTAMP)
     AND tier = $tier AND error_type IS NULL AND output_messages IS NOT NULL
   {one_row_per_span}
 ), linked AS (
@@ -50,13 +59,49 @@ FROM linked
 WHERE coalesce(r_in, c_in) IS NOT NULL AND coalesce(r_out, c_out) IS NOT NULL
 """
 
+#: The local lake's date partitions of the window (the hive ``date`` column: the UTC date of ``ts``).
+_REQUEST_DAYS = "date >= CAST($since AS DATE) AND date <= CAST($until AS DATE) AND "
+_CALL_DAYS = "date >= CAST($since AS DATE) - 1 AND date <= CAST($until AS DATE) AND "
 
-def candidates_sql(lake_path: Any) -> str:
-    """:data:`CANDIDATES_SQL` over the lake at ``lake_path`` (the lake's own readers and dedupe rule)."""
+
+def _view_source(con: Any, table: str) -> str | None:
+    """The rows behind the connection's ``<table>_raw`` view before its one-row-per-span rule: the
+    ``{source}`` of ``costline/lake/views/raw.sql`` (the local files' ``read_parquet``, or table mode's
+    Iceberg dataset), as DuckDB stored it. None when the connection has no such view, or it has another shape."""
+    row = con.execute("SELECT sql FROM duckdb_views() WHERE view_name = $v", {"v": f"{table}_raw"}).fetchone()
+    if not row or not row[0]:
+        return None
+    sql = row[0].strip().rstrip(";")
+    head = f"CREATE VIEW {table}_raw AS SELECT * FROM "
+    cut = sql.rfind(" QUALIFY ")
+    if not sql.startswith(head) or cut < 0 or "PARTITION BY trace_id, span_id" not in sql[cut:]:
+        return None
+    return sql[len(head):cut].strip()
+
+
+def candidates_sql(lake_path: Any = None, *, con: Any = None) -> str:
+    """:data:`CANDIDATES_SQL` over the lake: the rows the connection's ``requests_raw`` / ``calls_raw``
+    views read (made by :func:`costline.lake.open_lake` in either ``[lake] mode``), else, on a connection
+    without them (or with none given), the local files under ``lake_path``."""
     from costline.lake import ONE_ROW_PER_SPAN, read_table_sql
 
-    return CANDIDATES_SQL.format(requests=read_table_sql(lake_path, "requests"),
-                                 calls=read_table_sql(lake_path, "calls"), one_row_per_span=ONE_ROW_PER_SPAN)
+    parts: dict[str, str] = {}
+    for table in ("requests", "calls"):
+        src = _view_source(con, table) if con is not None else None
+        has_view = con is not None and bool(con.execute(
+            "SELECT count(*) FROM duckdb_views() WHERE view_name = $v", {"v": f"{table}_raw"}).fetchone()[0])
+        if src is not None:  # what the lake opened, filtered before its dedupe (pruned where the source can)
+            source, days = f"(SELECT * FROM {src})", src.startswith("read_parquet(")
+        elif has_view:  # a shape this module does not know: the view itself (one row a span already)
+            source, days = f"{table}_raw", False
+        elif lake_path is not None:
+            source, days = read_table_sql(lake_path, table), True
+        else:
+            raise ValueError("pass lake_path: the connection has no requests_raw / calls_raw views of a costline "
+                             "lake (open it with costline.lake.open_lake)")
+        parts[table] = source
+        parts[f"{table}_days"] = (_REQUEST_DAYS if table == "requests" else _CALL_DAYS) if days else ""
+    return CANDIDATES_SQL.format(one_row_per_span=ONE_ROW_PER_SPAN, **parts)
 
 
 @dataclass(frozen=True)
@@ -135,17 +180,6 @@ def allocate(counts: Mapping[str, int], total: int, min_per: int = 0) -> dict[st
     return {k: alloc.get(k, 0) for k in counts}
 
 
-def _lake_path_of(con: Any) -> str:
-    """The lake folder behind a connection made by :func:`costline.lake.open_lake`."""
-    import re
-
-    sql = con.execute("SELECT sql FROM duckdb_views() WHERE view_name = 'requests_raw'").fetchone()
-    m = re.search(r"read_parquet\('((?:[^']|'')*)/requests/\*/\*\.parquet'", sql[0] if sql else "")
-    if not m:
-        raise ValueError("pass lake_path: the connection has no requests_raw view of a costline lake")
-    return m.group(1).replace("''", "'")
-
-
 def _to_anthropic(turns: list[tuple[str, str]]) -> tuple[tuple[Mapping[str, Any], ...], str | None]:
     system = "\n".join(t for r, t in turns if r == "system") or None
     msgs = [{"role": "assistant" if r == "assistant" else "user", "content": t} for r, t in turns if r != "system"]
@@ -165,14 +199,14 @@ def sample_requests(
     seed: int = 0,
     min_per_subtype: int = 0,
 ) -> list[SampledRequest]:
-    """A stratified (by subtype) sample of ``tier``-served requests with content in ``[since, until)``.
+    """A stratified (by subtype) sample of the requests ``tier`` served successfully (no cache hit) with
+    content in ``[since, until)``.
 
-    ``lake_path`` is the lake's folder (default: the one the connection's ``requests_raw`` view reads).
+    The rows are those of the connection's lake views (:func:`costline.lake.open_lake`, either ``[lake]
+    mode``); ``lake_path`` is only read on a connection without them.
     """
-    if lake_path is None:
-        lake_path = _lake_path_of(con)
     params = {"tier": tier, "since": since, "until": until}
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _jobs_candidates AS {candidates_sql(lake_path)}", params)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _jobs_candidates AS {candidates_sql(lake_path, con=con)}", params)
     try:
         counts = dict(con.execute("SELECT subtype, count(*) FROM _jobs_candidates GROUP BY ALL").fetchall())
         alloc = allocate(counts, size, min_per_subtype)
@@ -181,10 +215,12 @@ def sample_requests(
         rows = con.execute(
             """
             SELECT * EXCLUDE (rn) FROM (
-              SELECT *, row_number() OVER (PARTITION BY subtype ORDER BY hash(request_id || '#' || $seed), request_id) AS rn
+              SELECT *, row_number() OVER (
+                  PARTITION BY subtype
+                  ORDER BY hash(concat(trace_id, '#', request_id, '#', $seed)), trace_id, request_id) AS rn
               FROM _jobs_candidates)
             JOIN (SELECT unnest($subs) AS s, unnest($ks) AS k) a ON a.s = subtype
-            WHERE rn <= a.k ORDER BY subtype, request_id""",
+            WHERE rn <= a.k ORDER BY subtype, request_id, trace_id""",
             {"seed": str(seed), "subs": list(alloc), "ks": list(alloc.values())},
         ).fetchall()
     finally:

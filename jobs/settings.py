@@ -71,12 +71,17 @@ class DriftConfig:
     max_gap_increase: float = 0.05
     #: Per-subtype tolerated gap (wins over both rules above).
     thresholds: dict[str, float] = field(default_factory=dict)
-    #: "Grew significantly" needs p < alpha (Bonferroni over the run's subtypes) and at least this increase.
+    #: "Grew significantly" needs p < alpha (Bonferroni over the run's subtypes) and at least this increase;
+    #: the gap CI is two-sided at 1 - 2 * alpha / subtypes, so its rule is a one-sided test at the same level.
     alpha: float = 0.01
     min_increase: float = 0.03
     #: Trend over this many runs (Theil-Sen slope, Mann-Kendall p-value); needs min_trend_runs.
     trend_runs: int = 14
     min_trend_runs: int = 5
+    #: The CI rule flags a subtype only from this many scored items: under it the subtype is "too few to
+    #: judge" (a percentile bootstrap of a handful of items is far too narrow: docs/jobs.md has the figures).
+    min_n: int = 30
+    #: At least this many; raised as the CI level needs (20 resampled means beyond each end).
     bootstrap_resamples: int = 1000
     #: The run the Mann-Whitney test and the input-drift tests compare with; empty = the oldest run.
     baseline_run: str = ""

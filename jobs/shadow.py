@@ -8,6 +8,12 @@ Per tier: the **tier-match rate** with a Wilson CI, compared with the pooled pre
 ``baseline_runs`` runs (one-sided two-proportion z-test) and trended (Theil-Sen, Mann-Kendall).
 A tier is flagged when its rate is under ``min_rate``, or at least ``drop`` under the baseline
 with p < alpha, or falling by at least ``drop`` over the trend window with p < alpha.
+
+A regenerated answer (the next tier's, and with ``regenerate_cheap`` the tier's own) that is no
+answer to compare with (:func:`costline.jobs.teacher.unusable_reason`: not a message, a refusal, cut,
+empty) is left out and counted (``ShadowResult.unusable``), with the same rule as the drift job
+(:func:`costline.jobs.drift.screen_unusable`): past ``[jobs.teacher] max_error_rate`` of the sample
+the run fails and is retried. A run with nothing scored writes nothing.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from typing import Any
 
 from costline import contract
 from costline.config import Config
-from costline.jobs.errors import NoDataError
+from costline.jobs.errors import NoDataError, TeacherError
 from costline.jobs.settings import ShadowConfig
 from costline.jobs.stats import proportion_drop_p, trend, wilson_ci
 from costline.timeutil import utc_naive as _utc
@@ -103,6 +109,8 @@ class ShadowResult:
     sent: int = 0
     already_done: bool = False
     rows: list[dict[str, Any]] = field(default_factory=list)
+    #: Regenerated answers paid for but left out of scoring, by kind (:data:`costline.jobs.teacher.UNUSABLE`).
+    unusable: dict[str, int] = field(default_factory=dict)
 
     @property
     def flagged(self) -> list[str]:
@@ -127,11 +135,19 @@ def run_shadow(
 ) -> ShadowResult:
     """Run the shadow evaluation over ``[since, until)``; see the module docstring."""
     from costline.jobs import validate
-    from costline.jobs.drift import drift_run_id, teacher_model
+    from costline.jobs.drift import drift_run_id, screen_unusable, teacher_model
     from costline.jobs.sampling import sample_requests
     from costline.jobs.scoring import ScoreRequest, Scorer, metric_for
     from costline.jobs.store import job_store, open_jobs_lake
-    from costline.jobs.teacher import AnswerRequest, Checkpoint, Regenerator, anthropic_client
+    from costline.jobs.teacher import (
+        UNUSABLE,
+        AnswerRequest,
+        Checkpoint,
+        Regenerator,
+        anthropic_client,
+        retryable,
+        unusable_reason,
+    )
     from costline.pricing import PricingTable
 
     validate(config)
@@ -167,7 +183,7 @@ def run_shadow(
     finally:
         con.close()
     if not any(samples.values()):
-        raise NoDataError(f"no requests with captured content served by {', '.join(cfg.tiers)} between "
+        raise NoDataError(f"no successful requests with captured content served by {', '.join(cfg.tiers)} between "
                           f"{since:%Y-%m-%d %H:%M} and {until:%Y-%m-%d %H:%M} UTC: turn on content capture")
     reqs: list[AnswerRequest] = []
     pairs: list[tuple[str, Any, AnswerRequest, AnswerRequest | None]] = []
@@ -194,14 +210,21 @@ def run_shadow(
             kw["sleep"] = sleep
         regen = Regenerator(client, ckpt, pricing=PricingTable(config.pricing), concurrency=tcfg.concurrency,
                             batch=batch, poll_interval_s=tcfg.poll_interval_s, batch_timeout_s=tcfg.batch_timeout_s,
-                            max_error_rate=tcfg.max_error_rate, **kw)
+                            max_error_rate=tcfg.max_error_rate, redo=retryable, **kw)
         res = regen.run(reqs)
-        job_cost = sum(a.cost_usd for a in ckpt.answers().values())
+        job_cost = ckpt.cost_usd()
     if bar is not None:
         bar.close()
     items, meta = [], []
+    unusable = dict.fromkeys(UNUSABLE, 0)
     for tier, s, ref, own in pairs:
         if ref.key not in res.answers or (own is not None and own.key not in res.answers):
+            continue
+        # the same screen as drift's: an empty, cut or refused answer is no answer to compare with
+        whys = [unusable_reason(res.answers[r.key], r.max_tokens) for r in (ref, own) if r is not None]
+        why = next((w for w in whys if w), None)
+        if why:
+            unusable[why] += 1
             continue
         answer = res.answers[own.key].text if own is not None else s.answer
         metric = metric_for(s.subtype, s.task_type, dcfg.metrics, dcfg.default_metric)
@@ -209,6 +232,10 @@ def run_shadow(
             metric = "exact"  # a judge scores quality, not agreement: fall back to matching
         items.append(ScoreRequest(s.request_id, metric, s.query, answer, res.answers[ref.key].text))
         meta.append((tier, s))
+    screen_unusable("shadow", run_id, unusable, asked=len(pairs),
+                    missing=sum(ref.key not in res.answers or (own is not None and own.key not in res.answers)
+                                for _, _, ref, own in pairs),
+                    max_error_rate=tcfg.max_error_rate, cost_usd=job_cost)
     scores = Scorer(answer_pattern=dcfg.answer_pattern, embedder=embedder).score(items)
     counts: dict[str, list[int]] = {}
     item_rows = []
@@ -220,6 +247,9 @@ def run_shadow(
         item_rows.append({"run_id": run_id, "request_id": s.request_id, "tier": tier, "next_tier": next_tier(tier),
                           "subtype": s.subtype, "metric": it.metric, "score": score, "match": match})
     assessments = assess_tiers({t: (c[0], c[1]) for t, c in counts.items()}, cfg, history=history)
+    if not assessments:  # no empty shadow_runs: the window is retried
+        raise TeacherError(f"shadow {run_id}: none of the {len(pairs)} sampled requests could be scored "
+                           f"(${job_cost:.4f} paid so far, kept in the run's checkpoint): run it again to resume")
     finished = _utc(now())
     rows = [{
         "run_id": run_id, "started_at": started, "finished_at": finished, "since": since, "until": until,
@@ -230,5 +260,5 @@ def run_shadow(
     } for a in assessments]
     store.write("shadow_items", run_id, item_rows)
     store.write("shadow_runs", run_id, rows)
-    return ShadowResult(run_id, assessments, job_cost, sent=res.sent, rows=rows)
+    return ShadowResult(run_id, assessments, job_cost, sent=res.sent, rows=rows, unusable=unusable)
 

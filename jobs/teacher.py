@@ -19,6 +19,15 @@ of them); the retry then carries the same key, so an API that honours idempotenc
 keys does not charge it twice. A batch create is preceded by a recorded intent: a
 create whose outcome is unknown (killed before its id was written, a lost response)
 is found again in the batch list instead of being paid a second time.
+
+**Unusable answers.** Each answer keeps the API's ``stop_reason``. :func:`unusable_reason` says
+which answers are paid for but are no reference to score against (drift, shadow) nor anything to
+train on (distill): not a Messages API answer at all (a proxy that only streams answers a
+non-streaming call with ``text/event-stream``), a refusal, one cut at ``max_tokens`` or at the context
+window, or no text. The kinds that a later attempt may cure (:data:`RETRYABLE`: not a message, empty)
+can be asked again by the next run (``Regenerator(redo=...)``): the new answer replaces the stored
+one, whose cost stays counted (:meth:`Checkpoint.cost_usd`), and it goes out under a new
+``Idempotency-Key`` (an API that honours keys would otherwise hand the same answer back).
 """
 
 from __future__ import annotations
@@ -41,6 +50,12 @@ from costline.pricing import PricingTable
 __all__ = [
     "AnswerRequest",
     "Answer",
+    "UNUSABLE",
+    "RETRYABLE",
+    "NOT_A_MESSAGE",
+    "unusable_reason",
+    "retryable",
+    "describe_unusable",
     "Checkpoint",
     "Regenerator",
     "RegenerationResult",
@@ -108,12 +123,73 @@ class Answer:
     cache_creation_tokens: int = 0
     batch: bool = False
     cost_usd: float = 0.0
+    #: The API's ``stop_reason`` (``end_turn``, ``max_tokens``, ``refusal``, ...; OpenAI's ``finish_reason``
+    #: for the student), :data:`NOT_A_MESSAGE` when the response was no message at all; None: not known.
+    stop_reason: str | None = None
+
+
+#: ``Answer.stop_reason`` of a response that was not a Messages API answer (the SDK handed back text: a
+#: proxy answering a non-streaming call with ``text/event-stream``, an HTML error page with status 200).
+NOT_A_MESSAGE = "costline:not_a_message"
+
+#: Why an answer paid for is no reference (drift, shadow) and teaches nothing (distill), in the order
+#: :func:`unusable_reason` checks them.
+UNUSABLE: tuple[str, ...] = ("not a message", "refusal", "cut at max_tokens", "cut at the context window", "empty")
+#: The kinds a later attempt may cure (a misconfigured or overloaded proxy): asked again by the next run.
+RETRYABLE: frozenset[str] = frozenset({"not a message", "empty"})
+
+#: What each kind means and what to do, for warnings and errors (``{max_tokens}``: the setting to raise).
+_HINTS = {
+    "not a message": "the API answered a non-streaming call with something other than a JSON message (e.g. "
+                     "text/event-stream from a proxy that only streams): point {base_url} at an endpoint that "
+                     "answers JSON",
+    "refusal": "the model declined to answer (stop_reason refusal)",
+    "cut at max_tokens": "raise {max_tokens}",
+    "cut at the context window": "the prompt and answer fill the model's context window "
+                                 "(stop_reason model_context_window_exceeded)",
+    "empty": "no text in the answer (an overloaded proxy, or only non-text blocks)",
+}
+
+
+def unusable_reason(answer: Answer, max_tokens: float, text: str | None = None) -> str | None:
+    """Which of :data:`UNUSABLE` ``answer`` is, or None when it can serve as a reference.
+
+    ``text`` is the part that counts (distill: the final answer after the marker; default the whole text).
+    A cut is known by the stop reason, and by the output tokens reaching ``max_tokens`` (an answer from
+    a gateway that drops the stop reason).
+    """
+    stop = answer.stop_reason
+    if stop == NOT_A_MESSAGE:
+        return "not a message"
+    if stop == "refusal":
+        return "refusal"
+    if stop == "max_tokens" or (answer.output_tokens or 0) >= max_tokens:
+        return "cut at max_tokens"
+    if stop == "model_context_window_exceeded":
+        return "cut at the context window"
+    if not (answer.text if text is None else text).strip():
+        return "empty"
+    return None
+
+
+def retryable(answer: Answer) -> bool:
+    """True for an answer another attempt may cure (:data:`RETRYABLE`): for ``Regenerator(redo=...)``."""
+    return unusable_reason(answer, float("inf")) in RETRYABLE
+
+
+def describe_unusable(unusable: Mapping[str, int], *, max_tokens: str = "[jobs.teacher] max_tokens",
+                      base_url: str = "[jobs.teacher] base_url") -> str:
+    """``"2 empty: no text in the answer ...; 1 refusal: ..."``: each kind counted, with what it means."""
+    return "; ".join(f"{n} {why}: {_HINTS.get(why, '?').format(max_tokens=max_tokens, base_url=base_url)}"
+                     for why, n in unusable.items() if n)
 
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS answers (
   key TEXT PRIMARY KEY, text TEXT NOT NULL, model TEXT, input_tokens INTEGER, output_tokens INTEGER,
-  cache_read_tokens INTEGER, cache_creation_tokens INTEGER, batch INTEGER, cost_usd REAL, at REAL);
+  cache_read_tokens INTEGER, cache_creation_tokens INTEGER, batch INTEGER, cost_usd REAL, at REAL,
+  stop_reason TEXT);
+CREATE TABLE IF NOT EXISTS superseded (key TEXT, text TEXT, stop_reason TEXT, cost_usd REAL, at REAL);
 CREATE TABLE IF NOT EXISTS errors (key TEXT, error TEXT, at REAL);
 CREATE TABLE IF NOT EXISTS batches (batch_id TEXT PRIMARY KEY, state TEXT, keys TEXT, at REAL);
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT);
@@ -131,6 +207,9 @@ class Checkpoint:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        cols = {r[1] for r in self._db.execute("PRAGMA table_info(answers)")}
+        if "stop_reason" not in cols:  # a checkpoint from before stop reasons were kept
+            self._db.execute("ALTER TABLE answers ADD COLUMN stop_reason TEXT")
 
     def close(self) -> None:
         self._db.close()
@@ -141,25 +220,54 @@ class Checkpoint:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    _COLUMNS = ("key, text, model, input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, batch, "
+                "cost_usd, stop_reason")
+
+    @staticmethod
+    def _answer(r: Sequence[Any]) -> Answer:
+        return Answer(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]), r[8], r[9])
+
     def get(self, key: str) -> Answer | None:
-        row = self._db.execute("SELECT key, text, model, input_tokens, output_tokens, cache_read_tokens, "
-                               "cache_creation_tokens, batch, cost_usd FROM answers WHERE key = ?", (key,)).fetchone()
-        return None if row is None else Answer(row[0], row[1], row[2], row[3], row[4], row[5], row[6],
-                                               bool(row[7]), row[8])
+        row = self._db.execute(f"SELECT {self._COLUMNS} FROM answers WHERE key = ?", (key,)).fetchone()
+        return None if row is None else self._answer(row)
 
     def answers(self) -> dict[str, Answer]:
-        rows = self._db.execute("SELECT key, text, model, input_tokens, output_tokens, cache_read_tokens, "
-                                "cache_creation_tokens, batch, cost_usd FROM answers").fetchall()
-        return {r[0]: Answer(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]), r[8]) for r in rows}
+        rows = self._db.execute(f"SELECT {self._COLUMNS} FROM answers").fetchall()
+        return {r[0]: self._answer(r) for r in rows}
 
     def done_keys(self) -> set[str]:
         return {r[0] for r in self._db.execute("SELECT key FROM answers")}
 
-    def put(self, answer: Answer) -> None:
-        self._db.execute(
-            "INSERT OR IGNORE INTO answers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (answer.key, answer.text, answer.model, answer.input_tokens, answer.output_tokens,
-             answer.cache_read_tokens, answer.cache_creation_tokens, int(answer.batch), answer.cost_usd, time.time()))
+    def put(self, answer: Answer, *, supersede: bool = False) -> None:
+        """Store ``answer`` (a key already answered keeps its answer), or with ``supersede`` replace the
+        stored one, whose text, stop reason and cost move to ``superseded`` (one transaction)."""
+        values = (answer.key, answer.text, answer.model, answer.input_tokens, answer.output_tokens,
+                  answer.cache_read_tokens, answer.cache_creation_tokens, int(answer.batch), answer.cost_usd,
+                  answer.stop_reason, time.time())
+        insert = f"INTO answers ({self._COLUMNS}, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        if not supersede:
+            self._db.execute(f"INSERT OR IGNORE {insert}", values)
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("INSERT INTO superseded SELECT key, text, stop_reason, cost_usd, at FROM answers "
+                             "WHERE key = ?", (answer.key,))
+            self._db.execute("DELETE FROM answers WHERE key = ?", (answer.key,))
+            self._db.execute(f"INSERT {insert}", values)
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def superseded(self) -> dict[str, int]:
+        """How many answers each key had replaced (asked again)."""
+        return {r[0]: int(r[1]) for r in self._db.execute("SELECT key, count(*) FROM superseded GROUP BY key")}
+
+    def cost_usd(self) -> float:
+        """Everything this run paid for: its answers and the ones they replaced."""
+        row = self._db.execute("SELECT coalesce((SELECT sum(cost_usd) FROM answers), 0) + "
+                               "coalesce((SELECT sum(cost_usd) FROM superseded), 0)").fetchone()
+        return float(row[0] or 0.0)
 
     def error(self, key: str, error: str) -> None:
         self._db.execute("INSERT INTO errors VALUES (?, ?, ?)", (key, error, time.time()))
@@ -235,6 +343,33 @@ def _text_of_message(message: Any) -> str:
     return "".join(parts)
 
 
+def _sse_usage(body: str) -> tuple[int, int, int, int]:
+    """The usage a streamed (``text/event-stream``) Messages answer reports: ``message_start``'s usage,
+    then each ``message_delta``'s (cumulative) counts. Zeros when it holds none (best effort: the answer
+    is unusable anyway, but what it cost is counted)."""
+    usage: dict[str, int] = {}
+    for line in body.splitlines():
+        if not line.startswith("data:"):
+            continue
+        try:
+            event = json.loads(line[5:].strip())
+        except ValueError:
+            continue
+        if not isinstance(event, dict):
+            continue
+        u = None
+        if event.get("type") == "message_start" and isinstance(event.get("message"), dict):
+            u = event["message"].get("usage")
+        elif event.get("type") == "message_delta":
+            u = event.get("usage")
+        for k, v in (u.items() if isinstance(u, dict) else ()):
+            if isinstance(v, int) and not isinstance(v, bool) and v >= 0:
+                usage[k] = v
+    read = usage.get("cache_read_input_tokens", 0)
+    write = usage.get("cache_creation_input_tokens", 0)
+    return usage.get("input_tokens", 0) + read + write, usage.get("output_tokens", 0), read, write
+
+
 def _usage(message: Any) -> tuple[int, int, int, int]:
     u = getattr(message, "usage", None)
     if u is None:
@@ -250,6 +385,8 @@ class Regenerator:
     ``client`` is an ``anthropic.Anthropic`` (or, with ``api="openai"``, an ``openai.OpenAI``
     for the student). ``batch=True`` uses the Message Batches API (Anthropic only).
     ``sleep``/``now`` drive batch polling (inject them in tests); ``progress(n)`` is called per answer.
+    ``redo(answer)``: an answer already in the checkpoint for which it is true is asked again (once per
+    :meth:`run`; e.g. :func:`retryable`), the new answer replacing it (:meth:`Checkpoint.put`).
     """
 
     def __init__(
@@ -269,6 +406,7 @@ class Regenerator:
         progress: Callable[[int], None] | None = None,
         on_answer: Callable[[Answer], None] | None = None,
         wall: Callable[[], float] = time.time,
+        redo: Callable[[Answer], bool] | None = None,
     ) -> None:
         if api not in ("anthropic", "openai"):
             raise ValueError(f"api must be 'anthropic' or 'openai', got {api!r}")
@@ -290,6 +428,18 @@ class Regenerator:
         self.progress = progress
         self.on_answer = on_answer
         self.wall = wall
+        self.redo = redo
+        #: Keys answered by this Regenerator (never asked again by the same run), and the number of
+        #: earlier answers of each key asked again (its Idempotency-Key's suffix).
+        self._answered: set[str] = set()
+        self._attempt: dict[str, int] = {}
+        self._warned_not_message = False
+
+    def _done_keys(self) -> set[str]:
+        """The keys with an answer that stands (``redo`` says no, or answered by this run)."""
+        if self.redo is None:
+            return self.checkpoint.done_keys()
+        return {k for k, a in self.checkpoint.answers().items() if k in self._answered or not self.redo(a)}
 
     # -- public ---------------------------------------------------------------------------
     def run(self, requests: Sequence[AnswerRequest]) -> RegenerationResult:
@@ -297,8 +447,15 @@ class Regenerator:
         unique: dict[str, AnswerRequest] = {}
         for r in requests:
             unique.setdefault(r.key, r)
-        done = self.checkpoint.done_keys()
+        done = self._done_keys()
         result = RegenerationResult(answers={}, resumed=len(done & unique.keys()))
+        if self.redo is not None:
+            redone = self.checkpoint.done_keys() - done
+            if redone & unique.keys():
+                log.info("asking %d answers again (the stored ones are unusable)", len(redone & unique.keys()))
+            self._attempt = self.checkpoint.superseded()
+            for k in redone:
+                self._attempt[k] = self._attempt.get(k, 0) + 1
         if self.batch:
             self._run_batches(unique, result)
         else:
@@ -334,7 +491,9 @@ class Regenerator:
         return float(price.cost_usd or 0.0)
 
     def _record(self, answer: Answer, result: RegenerationResult) -> None:
-        self.checkpoint.put(answer)
+        old = self.checkpoint.get(answer.key) if self.redo is not None and answer.key not in self._answered else None
+        self.checkpoint.put(answer, supersede=old is not None and self.redo is not None and self.redo(old))
+        self._answered.add(answer.key)
         result.sent += 1
         if self.progress is not None:
             self.progress(1)
@@ -343,19 +502,31 @@ class Regenerator:
 
     # -- synchronous ---------------------------------------------------------------------------
     def _call(self, req: AnswerRequest) -> Answer:
-        headers = {"Idempotency-Key": req.key}
+        attempt = self._attempt.get(req.key, 0)  # an answer asked again is a new request: a new key
+        headers = {"Idempotency-Key": req.key if not attempt else f"{req.key}-{attempt}"}
         if self.api == "openai":
             msgs = ([{"role": "system", "content": req.system}] if req.system else []) + list(req.messages)
             resp = self.client.chat.completions.create(model=req.model, messages=msgs, max_tokens=req.max_tokens,
                                                        extra_headers=headers)
             text = resp.choices[0].message.content or ""
+            stop = resp.choices[0].finish_reason
             u = resp.usage
             tokens = (int(u.prompt_tokens or 0), int(u.completion_tokens or 0), 0, 0) if u else (0, 0, 0, 0)
         else:
             message = self.client.messages.create(**req.params(), extra_headers=headers)
-            text = _text_of_message(message)
-            tokens = _usage(message)
-        return Answer(req.key, text, req.model, *tokens, batch=False, cost_usd=self._price(req.model, tokens, False))
+            if isinstance(message, (str, bytes)):  # the SDK hands back the body of a non-JSON response
+                body = message.decode("utf-8", "replace") if isinstance(message, bytes) else message
+                if not self._warned_not_message:  # once a run: a misconfigured proxy answers every request so
+                    self._warned_not_message = True
+                    log.warning("request %s: the API answered with no JSON message (%r...): a proxy that only "
+                                "streams?", req.request_id, body[:60])
+                text, stop, tokens = "", NOT_A_MESSAGE, _sse_usage(body)
+            else:
+                text = _text_of_message(message)
+                stop = getattr(message, "stop_reason", None)
+                tokens = _usage(message)
+        return Answer(req.key, text, req.model, *tokens, batch=False, cost_usd=self._price(req.model, tokens, False),
+                      stop_reason=stop)
 
     def _run_sync(self, pending: Sequence[AnswerRequest], result: RegenerationResult) -> None:
         if not pending:
@@ -413,7 +584,7 @@ class Regenerator:
             self._finish_batch(batch_id, unique, result)
         # 2. submit what is still unanswered (errored results of earlier batches included), once: every
         #    part first (each id recorded), then wait on them
-        done = self.checkpoint.done_keys()
+        done = self._done_keys()
         pending = [r for k, r in unique.items() if k not in done]
         submitted = [self._create(chunk) for chunk in self._chunks(pending)]
         for batch_id in submitted:
@@ -553,7 +724,7 @@ class Regenerator:
                                    "run the job again later; it re-attaches to the batch")
             self.sleep(self.poll_interval_s)
         sent = set(self.checkpoint.batch_keys(batch_id))
-        done = self.checkpoint.done_keys()
+        done = self._done_keys()
         seen: set[str] = set()
         for n, item in self._results(batch_id):
             if isinstance(item, Exception):
@@ -573,7 +744,8 @@ class Regenerator:
                 tokens = _usage(message)
                 model = getattr(message, "model", None) or (unique[key].model if key in unique else "")
                 self._record(Answer(key, _text_of_message(message), model, *tokens, batch=True,
-                                    cost_usd=self._price(model, tokens, True)), result)
+                                    cost_usd=self._price(model, tokens, True),
+                                    stop_reason=getattr(message, "stop_reason", None)), result)
                 done.add(key)
             else:
                 detail = getattr(getattr(item.result, "error", None), "error", None)

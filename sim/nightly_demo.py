@@ -26,7 +26,7 @@ def demo_jobs_config(config: Config) -> Config:
     j = config.jobs
     return config.replace(jobs=dataclasses.replace(
         j,
-        drift=dataclasses.replace(j.drift, regenerate_student=True, min_per_subtype=10, mmd_permutations=0,
+        drift=dataclasses.replace(j.drift, regenerate_student=True, min_per_subtype=10, min_n=10, mmd_permutations=0,
                                   metrics={}, default_metric="exact"),
         shadow=dataclasses.replace(j.shadow, regenerate_cheap=True, per_tier=60),
     ))

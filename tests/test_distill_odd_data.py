@@ -112,8 +112,10 @@ def _mock_teacher(max_tokens, answers):
         query = body["messages"][-1]["content"]
         word = query.split()[-1].strip(".?!").lower()
         kind = answers.get(word, "ok")
-        if kind == "empty":  # a refusal without text, or only non-text blocks
-            content, out, stop = [], 0, "refusal"
+        if kind == "empty":  # only non-text blocks (or none): no text at all
+            content, out, stop = [], 0, "end_turn"
+        elif kind == "refusal":  # the safety classifier stopped it: a start of an answer, stop_reason refusal
+            content, out, stop = [{"type": "text", "text": "The customer"}], 2, "refusal"
         elif kind == "cut":
             content, out, stop = [{"type": "text", "text": "The customer writes about"}], max_tokens, "max_tokens"
         else:
@@ -138,8 +140,9 @@ def test_empty_and_cut_teacher_answers_neither_train_nor_grade_the_student(tmp_p
     lake_from_plans(labelled_plans(200), cfg)
     ex = export_dataset(cfg, since=SINCE, until=UNTIL, run_id="odd")
     items = {it["id"]: it for it in _rows(ex.run)}
-    # "awful" sentiment texts and "refund" topics get no text, "broken" and "courier" ones are cut at max_tokens
-    answers = {"awful": "empty", "refund": "empty", "broken": "cut", "courier": "cut"}
+    # "awful" sentiment texts get no text, "refund" topics a refusal after two words, "broken" and "courier"
+    # ones are cut at max_tokens
+    answers = {"awful": "empty", "refund": "refusal", "broken": "cut", "courier": "cut"}
     bad_words = set(answers)
     bad = {i for i, it in items.items() if it["query"].split()[-1].strip(".?!").lower() in bad_words}
     assert bad and len(bad) < len(items)
@@ -150,8 +153,11 @@ def test_empty_and_cut_teacher_answers_neither_train_nor_grade_the_student(tmp_p
     assert t.answered == len(items) - len(bad)
     manifest = json.loads(ex.run.path("teacher_manifest.json").read_text())
     kind_of = {i: answers[items[i]["query"].split()[-1].strip(".?!").lower()] for i in bad}
-    assert manifest["unusable"] == {"empty": sum(k == "empty" for k in kind_of.values()),
-                                    "cut at max_tokens": sum(k == "cut" for k in kind_of.values())}
+    assert manifest["unusable"] == {"not a message": 0, "refusal": sum(k == "refusal" for k in kind_of.values()),
+                                    "cut at max_tokens": sum(k == "cut" for k in kind_of.values()),
+                                    "cut at the context window": 0,
+                                    "empty": sum(k == "empty" for k in kind_of.values())}
+    assert all(manifest["unusable"][k] for k in ("refusal", "cut at max_tokens", "empty"))
     # a student that says nothing cannot score on the items the teacher left empty: they are not graded
     g = evaluate_student(cfg, ex.run, student=lambda qs: ["" for _ in qs])
     assert all(v.student_score == 0.0 for v in g.subtypes if v.n)

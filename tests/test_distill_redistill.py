@@ -96,8 +96,9 @@ def test_nightly_drift_exports_the_drifted_subtype_and_the_alert_says_so(tmp_pat
     cfg = Config(lake=LakeConfig(path=tmp_path / "lake"), capture=CaptureConfig(message_content=True),
                  distill=DistillConfig(redistill_on_drift=True, near_duplicate_threshold=0.0, window_days=1))
     lake_from_plans(demo_plans(days=2, per_day=300, shift_day=1, stale_day=None), cfg)
-    d = dataclasses.replace(cfg.jobs.drift, regenerate_student=True, mmd_permutations=0, min_per_subtype=5)
-    alert = dataclasses.replace(cfg.alerts.student_drift, min_n=5)  # a small lake: few evaluated queries
+    # a small lake: few evaluated queries (26 sarcasm ones, all answered wrong), judged from 20 by the drift job
+    d = dataclasses.replace(cfg.jobs.drift, regenerate_student=True, mmd_permutations=0, min_per_subtype=5, min_n=20)
+    alert = dataclasses.replace(cfg.alerts.student_drift, min_n=5)
     cfg = cfg.replace(jobs=dataclasses.replace(cfg.jobs, drift=d),
                       alerts=dataclasses.replace(cfg.alerts, student_drift=alert))
     day1, day2 = UNTIL, UNTIL + timedelta(days=1)

@@ -161,7 +161,9 @@ def test_drift_batch_job_flags_the_shifted_subtype_and_writes_views(tmp_path, st
     from costline.jobs.drift import run_drift
     from costline.jobs.store import open_jobs_lake
 
-    cfg = demo_config(tmp_path)
+    # the demo day has 26 sarcasm requests for the student, every one answered wrong: judged from 20 items
+    # (the CI rule's [jobs.drift] min_n is 30 by default)
+    cfg = demo_config(tmp_path, min_n=20)
     client = anthropic.Anthropic(base_url=standin.url, api_key="x", max_retries=0)
     student = openai.OpenAI(base_url=standin.openai_url, api_key="x", max_retries=0)
     day0, day1 = dt.datetime(2026, 11, 1), dt.datetime(2026, 11, 2)
