@@ -8,22 +8,31 @@ The key policy, for every client costline builds (serving tiers, nightly jobs' t
   key, since such servers take any key or none;
 * any other ``base_url`` (a remote vLLM, the SDK's default api.anthropic.com) without a key is a
   :class:`MissingApiKeyError` naming the variable to set: no placeholder key ever leaves this host.
+
+Timeouts: the SDKs' ``timeout`` bounds each network operation (connect, each read), not a call — a server that
+sends a byte now and then holds the call for as long as it likes. Given a number of seconds as ``timeout``, the
+clients built here also hold each HTTP attempt to it **in all** (:func:`deadline_http_client`): a body still being
+read when it runs out fails the attempt as the SDK's ``APITimeoutError`` (retried, then failed, as any timeout). A
+streamed answer (an event stream) gets ``stream_timeout`` in all instead (None: no bound beyond each read's). The
+Message Batches and Files APIs move data in bulk and are bounded per read only.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 from costline.errors import ConfigError
 from costline.netsec import is_loopback
 
-__all__ = ["PLACEHOLDER_API_KEY", "MissingApiKeyError", "anthropic_client", "bedrock_client", "is_loopback_url",
-           "openai_client", "resolve_api_key", "vertex_client"]
+__all__ = ["PLACEHOLDER_API_KEY", "MissingApiKeyError", "anthropic_client", "bedrock_client", "deadline_http_client",
+           "is_loopback_url", "openai_client", "resolve_api_key", "vertex_client"]
 
 #: What a loopback server without a configured key is sent (stand-ins and a local vLLM accept any key).
 PLACEHOLDER_API_KEY = "costline-local"
@@ -62,15 +71,109 @@ def resolve_api_key(key_env: str, base_url: str | None, *, service: str,
     raise MissingApiKeyError(key_env, service, base_url)
 
 
+#: Content types of a streamed answer: server-sent events (Anthropic, OpenAI, vLLM, Vertex AI) and Bedrock's
+#: event stream. Such a response is held to the stream deadline, any other to the call's.
+_STREAM_TYPES = ("text/event-stream", "application/vnd.amazon.eventstream")
+#: Where the request hook notes when an attempt started (a request's own extensions: nothing is shared).
+_STARTED = "costline.started"
+#: Path segments of the APIs that move data in bulk, not model calls: the Message Batches API (a batch's requests
+#: sent, its results read as the gateway settles each) and the Files API. Their requests are not held to a deadline.
+_BULK = frozenset({"batches", "files"})
+
+
+def _http() -> Any:
+    """The HTTP client module of the installed SDKs (anthropic 2.x, openai 3.x: httpx2; older ones: httpx)."""
+    try:
+        import httpx2 as httpx
+    except ImportError:  # pragma: no cover - older SDKs
+        import httpx
+    return httpx
+
+
+@functools.cache
+def _deadline_stream() -> type:
+    """:class:`_DeadlineStream`'s class, built on the HTTP module's ``SyncByteStream`` when first needed (importing
+    this module imports no HTTP client)."""
+    httpx = _http()
+
+    class _DeadlineStream(httpx.SyncByteStream):  # type: ignore[misc,name-defined]
+        """A response body that fails with ``ReadTimeout`` once ``deadline`` (``time.monotonic()``) has passed.
+        Checked as each piece arrives: a read already waiting ends by the SDK's own per-read timeout, so an attempt
+        ends at most one read's timeout after its deadline."""
+
+        def __init__(self, stream: Any, deadline: float, request: Any, total: float) -> None:
+            self._stream = stream
+            self._deadline = deadline
+            self._request = request
+            self._total = total
+
+        @property
+        def elapsed(self) -> Any:  # what httpx's own stream wrapper says once closed (Response.elapsed reads it)
+            return getattr(self._stream, "elapsed", None)
+
+        def _check(self) -> None:
+            if time.monotonic() > self._deadline:
+                raise httpx.ReadTimeout(f"the response took longer than {self._total:g}s in all",
+                                        request=self._request)
+
+        def __iter__(self) -> Iterator[bytes]:
+            self._check()
+            for piece in self._stream:
+                self._check()
+                yield piece
+
+        def close(self) -> None:
+            self._stream.close()
+
+    return _DeadlineStream
+
+
+def deadline_http_client(sdk: Any, total: float, stream_total: float | None = None, **kwargs: Any) -> Any:
+    """The SDK module ``sdk``'s ``DefaultHttpxClient`` (its defaults: connection limits, keep-alive, proxies) with
+    event hooks that hold each HTTP attempt to ``total`` seconds in all, from sending the request to the body's last
+    byte (an event stream: to ``stream_total``, None = unbounded). The deadline is the request's own (kept in its
+    ``extensions``), so one client serves any number of threads. What runs out raises ``ReadTimeout``: the SDK
+    raises it as its ``APITimeoutError`` (a body it reads itself), or it comes out of the stream's iteration. The
+    Message Batches and Files APIs (bulk data: a batch's results are read as they are settled) are not bounded."""
+
+    def started(request: Any) -> None:
+        if _BULK.isdisjoint(request.url.path.split("/")):
+            request.extensions[_STARTED] = time.monotonic()
+
+    def bounded(response: Any) -> None:
+        request = response.request
+        start = request.extensions.get(_STARTED)
+        ctype = response.headers.get("content-type", "").split(";")[0].strip().lower()
+        limit = stream_total if ctype in _STREAM_TYPES else total
+        if start is None or limit is None:
+            return
+        response.stream = _deadline_stream()(response.stream, start + limit, request, limit)
+
+    hooks = kwargs.pop("event_hooks", None) or {}
+    hooks = {"request": [started, *hooks.get("request", ())], "response": [*hooks.get("response", ()), bounded]}
+    return sdk.DefaultHttpxClient(event_hooks=hooks, **kwargs)
+
+
+def _with_deadline(sdk: Any, kwargs: dict[str, Any], stream_timeout: float | None) -> dict[str, Any]:
+    """``kwargs`` of an SDK client with an ``http_client`` holding each attempt to ``timeout`` seconds in all, when
+    ``timeout`` is a number of seconds and no ``http_client`` is given."""
+    timeout = kwargs.get("timeout")
+    if (kwargs.get("http_client") is not None or isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+            or not timeout > 0):
+        return kwargs
+    return {**kwargs, "http_client": deadline_http_client(sdk, float(timeout), stream_timeout)}
+
+
 def anthropic_client(*, base_url: str | None, key_env: str, env: Mapping[str, str] | None = None,
-                     service: str = "the Anthropic API", **kwargs: Any) -> Any:
-    """An ``anthropic.Anthropic``; ``base_url`` None falls back to ``$ANTHROPIC_BASE_URL``, then the SDK default."""
+                     service: str = "the Anthropic API", stream_timeout: float | None = None, **kwargs: Any) -> Any:
+    """An ``anthropic.Anthropic``; ``base_url`` None falls back to ``$ANTHROPIC_BASE_URL``, then the SDK default.
+    A ``timeout`` in seconds bounds each attempt in all, ``stream_timeout`` a streamed one (see the module)."""
     import anthropic
 
     env = os.environ if env is None else env
     base_url = base_url or env.get("ANTHROPIC_BASE_URL") or None
     key = resolve_api_key(key_env, base_url, service=service, env=env)
-    return anthropic.Anthropic(api_key=key, base_url=base_url, **kwargs)
+    return anthropic.Anthropic(api_key=key, base_url=base_url, **_with_deadline(anthropic, kwargs, stream_timeout))
 
 
 def _checked_region(api: str, region: str | None, where: str) -> str | None:
@@ -105,7 +208,7 @@ class _SerializedRefresh:
 
 def bedrock_client(*, base_url: str | None, region: str | None, key_env: str | None,
                    env: Mapping[str, str] | None = None, service: str = "Amazon Bedrock", where: str = "",
-                   **kwargs: Any) -> Any:
+                   stream_timeout: float | None = None, **kwargs: Any) -> Any:
     """An ``anthropic.AnthropicBedrock``: Claude through Bedrock Runtime's InvokeModel.
 
     Credentials, first found: ``$key_env`` (a Bedrock API key, sent as a bearer token; ``key_env`` named but unset
@@ -159,7 +262,8 @@ def bedrock_client(*, base_url: str | None, region: str | None, key_env: str | N
             raise ConfigError(f"{where} region".strip(), f"{service} needs an AWS region: set it here, or export "
                               "AWS_REGION")
         region = "us-east-1"
-    client = anthropic.AnthropicBedrock(aws_region=region, base_url=base_url, api_key=api_key, **kwargs)
+    client = anthropic.AnthropicBedrock(aws_region=region, base_url=base_url, api_key=api_key,
+                                        **_with_deadline(anthropic, kwargs, stream_timeout))
     if api_key is None:
         # SigV4, as decided above from ``env``: the SDK reads $AWS_BEARER_TOKEN_BEDROCK from os.environ by itself
         # when given no key (and refuses a key beside AWS keys), so the choice is set on the client afterwards
@@ -171,7 +275,7 @@ def bedrock_client(*, base_url: str | None, region: str | None, key_env: str | N
 
 def vertex_client(*, base_url: str | None, region: str | None, project: str | None, key_env: str | None,
                   env: Mapping[str, str] | None = None, service: str = "Vertex AI", where: str = "",
-                  **kwargs: Any) -> Any:
+                  stream_timeout: float | None = None, **kwargs: Any) -> Any:
     """An ``anthropic.AnthropicVertex``: Claude through Vertex AI's rawPredict / streamRawPredict.
 
     Credentials: ``$key_env`` (an OAuth access token; named but unset is an error, as for any key), else Google's
@@ -218,15 +322,18 @@ def vertex_client(*, base_url: str | None, region: str | None, project: str | No
             raise ConfigError(f"{where} project".strip(), f"{service} needs a Google Cloud project: set it here, or "
                               "export ANTHROPIC_VERTEX_PROJECT_ID")
         project = "costline-local"
-    return anthropic.AnthropicVertex(region=region, project_id=project, base_url=base_url, **auth, **kwargs)
+    return anthropic.AnthropicVertex(region=region, project_id=project, base_url=base_url, **auth,
+                                     **_with_deadline(anthropic, kwargs, stream_timeout))
 
 
 def openai_client(*, base_url: str | None, key_env: str, env: Mapping[str, str] | None = None,
-                  service: str = "the OpenAI-compatible server", **kwargs: Any) -> Any:
-    """An ``openai.OpenAI`` (vLLM's OpenAI-compatible server, or OpenAI itself)."""
+                  service: str = "the OpenAI-compatible server", stream_timeout: float | None = None,
+                  **kwargs: Any) -> Any:
+    """An ``openai.OpenAI`` (vLLM's OpenAI-compatible server, or OpenAI itself). A ``timeout`` in seconds bounds each
+    attempt in all, ``stream_timeout`` a streamed one (see the module)."""
     import openai
 
     env = os.environ if env is None else env
     base_url = base_url or env.get("OPENAI_BASE_URL") or None
     key = resolve_api_key(key_env, base_url, service=service, env=env)
-    return openai.OpenAI(api_key=key, base_url=base_url, **kwargs)
+    return openai.OpenAI(api_key=key, base_url=base_url, **_with_deadline(openai, kwargs, stream_timeout))

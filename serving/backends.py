@@ -276,6 +276,13 @@ def _httpx() -> Any:
     return httpx
 
 
+def _stream_error_name(exc: BaseException, name: str) -> str:
+    """The error type of a stream that failed: a timeout of its transport while it was read (a read's, or the
+    stream's deadline: ``[serving.backends] stream_timeout_s``) is ``APITimeoutError``, as the SDK names a
+    non-streamed call's; anything else ``name``."""
+    return "APITimeoutError" if isinstance(exc, _httpx().TimeoutException) else name
+
+
 def _json_object(client: Any, path: str, body: dict[str, Any], invalid: type[Exception],
                  headers: Mapping[str, str] | None = None) -> tuple[Any, dict[str, Any]]:
     """POST ``body`` through an SDK client (``anthropic`` or ``openai``: their retries, headers,
@@ -408,7 +415,8 @@ class AnthropicBackend:
                 except AssertionError:  # the stream ended before message_start
                     response = None
         except Exception as exc:  # the SDK's errors, and its transport's when a stream breaks
-            raise BackendError(self.spec.name, anthropic_error_name(exc), str(exc)[:300]) from exc
+            raise BackendError(self.spec.name, _stream_error_name(exc, anthropic_error_name(exc)),
+                               str(exc)[:300]) from exc
         if response is None or _field(response, "stop_reason") is None:  # no message_delta: cut off
             raise BackendError(self.spec.name, INCOMPLETE_STREAM, _INCOMPLETE_STREAM_MESSAGE)
         return self._reply(response)
@@ -736,7 +744,7 @@ class OpenAIChatBackend:
                             parts.append(choice.delta.content)
                             yield choice.delta.content
         except Exception as exc:  # the SDK's errors, and its transport's when a stream breaks
-            raise BackendError(self.spec.name, type(exc).__name__, str(exc)[:300]) from exc
+            raise BackendError(self.spec.name, _stream_error_name(exc, type(exc).__name__), str(exc)[:300]) from exc
         if finish is None:  # no finish_reason: the stream was cut off
             raise BackendError(self.spec.name, INCOMPLETE_STREAM, _INCOMPLETE_STREAM_MESSAGE)
         return self._reply("".join(parts), model, finish, usage, rid)
@@ -755,6 +763,11 @@ class OpenAIChatBackend:
 BackendFactory = Callable[[TierSpec, BackendsConfig, Recorder, Mapping[str, str]], Backend]
 
 
+def _stream_timeout(settings: BackendsConfig) -> float | None:
+    """The seconds a streamed call may take in all (``stream_timeout_s``; 0: no bound on the whole)."""
+    return settings.stream_timeout_s or None
+
+
 #: The API key variable of an OpenAI-compatible tier that names none ([serving.tiers.<tier>] api_key_env).
 OPENAI_KEY_ENV = "OPENAI_API_KEY"
 
@@ -765,7 +778,7 @@ def _anthropic(spec: TierSpec, settings: BackendsConfig, recorder: Recorder, env
     # records, to be exported and dropped again by the processors; turning it off saved ~0.3-1 ms CPU a call
     client = anthropic_client(base_url=spec.base_url, key_env=spec.key_env or settings.anthropic_api_key_env, env=env,
                               service=f"tier {spec.name!r} (Anthropic)", max_retries=settings.max_retries,
-                              timeout=settings.timeout_s, open_telemetry=False)
+                              timeout=settings.timeout_s, stream_timeout=_stream_timeout(settings), open_telemetry=False)
     instrument_anthropic(client, recorder, tier=spec.name)  # stream(), and complete() when capture is on
     return AnthropicBackend(spec, client, max_tokens=settings.max_tokens, recorder=recorder)
 
@@ -773,7 +786,8 @@ def _anthropic(spec: TierSpec, settings: BackendsConfig, recorder: Recorder, env
 def _bedrock(spec: TierSpec, settings: BackendsConfig, recorder: Recorder, env: Mapping[str, str]) -> Backend:
     client = bedrock_client(base_url=spec.base_url, region=spec.region, key_env=spec.key_env, env=env,
                             service=f"tier {spec.name!r} (Amazon Bedrock)", where=f"[serving.tiers.{spec.name}]",
-                            max_retries=settings.max_retries, timeout=settings.timeout_s, open_telemetry=False)
+                            max_retries=settings.max_retries, timeout=settings.timeout_s,
+                            stream_timeout=_stream_timeout(settings), open_telemetry=False)
     instrument_anthropic(client, recorder, tier=spec.name, provider=spec.provider)
     return BedrockBackend(spec, client, max_tokens=settings.max_tokens, recorder=recorder)
 
@@ -781,7 +795,8 @@ def _bedrock(spec: TierSpec, settings: BackendsConfig, recorder: Recorder, env: 
 def _vertex(spec: TierSpec, settings: BackendsConfig, recorder: Recorder, env: Mapping[str, str]) -> Backend:
     client = vertex_client(base_url=spec.base_url, region=spec.region, project=spec.project, key_env=spec.key_env,
                            env=env, service=f"tier {spec.name!r} (Vertex AI)", where=f"[serving.tiers.{spec.name}]",
-                           max_retries=settings.max_retries, timeout=settings.timeout_s, open_telemetry=False)
+                           max_retries=settings.max_retries, timeout=settings.timeout_s,
+                           stream_timeout=_stream_timeout(settings), open_telemetry=False)
     instrument_anthropic(client, recorder, tier=spec.name, provider=spec.provider)
     return VertexBackend(spec, client, max_tokens=settings.max_tokens, recorder=recorder)
 
@@ -790,7 +805,7 @@ def _openai(spec: TierSpec, settings: BackendsConfig, recorder: Recorder, env: M
     default_key = settings.student_api_key_env if spec.is_student else OPENAI_KEY_ENV
     client = openai_client(base_url=spec.base_url, key_env=spec.key_env or default_key, env=env,
                            service=f"tier {spec.name!r} ({spec.provider})", max_retries=settings.max_retries,
-                           timeout=settings.timeout_s)
+                           timeout=settings.timeout_s, stream_timeout=_stream_timeout(settings))
     instrument_openai(client, recorder, provider=spec.provider, tier=spec.name)  # stream(); complete() with capture on
     return OpenAIChatBackend(spec, client, max_tokens=settings.max_tokens, recorder=recorder)
 

@@ -12,7 +12,9 @@ call span per attempt (the instrumented SDK clients record those). An answer tha
 the application's ``validator(query, text) -> bool``, or whose confidence is under
 ``[serving.escalation] min_confidence``, is retried on the next tier up, at most
 ``max_escalations`` times; so is a tier that still fails after the SDK's retries
-(``on_error``). The request span carries ``costline.attempts``, ``costline.escalations``,
+(``on_error``), an empty answer (no text and no tool call: ``"empty"``) and a call of a tool
+the request did not offer (``"unoffered_tool"``: a model, or a vLLM tool parser, making up a
+call is no answer). The request span carries ``costline.attempts``, ``costline.escalations``,
 the tier that finally answered and ``costline.success``. Accepted answers are stored in
 the cache with their ``doc_hashes`` — only final ones (a natural end with some text: never an answer
 cut off at ``max_tokens``, a tool call, a refusal or an empty one; :func:`cacheable`).
@@ -49,7 +51,8 @@ from costline.serving.routing.router import Router, RoutingPolicy, build_policy
 from costline.serving.settings import EscalationConfig
 from costline.serving.structured import SCHEMA_PROBLEM, OutputFormat
 from costline.textutil import well_formed  # re-exported (serving's callers import it from here)
-from costline.serving.confidence import parse_confidence
+from costline.serving.confidence import mentions_confidence, parse_confidence
+from costline.serving.translate import anthropic_defined
 
 __all__ = [
     "AnswerCache",
@@ -73,6 +76,20 @@ DEFAULT_NAMESPACE = "default"
 Validator = Callable[[str, str], bool]
 #: How sure the model was, from its reply; None when the reply says nothing.
 ConfidenceFn = Callable[[Reply], "float | None"]
+
+#: An attempt's problem when its answer has no text and no tool call (a vLLM ``content: null`` with only its
+#: ``reasoning_content``, an empty ``content``): nothing was answered, so it goes up a tier.
+EMPTY = "empty"
+#: An attempt's problem when its answer calls a tool the request did not offer (a model writing a ``<tool_call>``
+#: that a vLLM tool parser extracts, with no tools or another tool's name): no answer, and never the client's to run.
+UNOFFERED_TOOL = "unoffered_tool"
+#: The stop reason of a model that declined to answer: its (possibly empty) answer is judged as any other text, never
+#: as an empty one (sent up a tier, the same request would be declined again, and paid again).
+_REFUSAL = "refusal"
+#: Anthropic's server tools (run inside its API: their calls come as ``server_tool_use`` blocks, never ``tool_use``):
+#: offered in ``tools`` with a type of these names and a version date (``web_search_20250305``). A ``tool_use`` of
+#: their name is not a call the client can run.
+_SERVER_TOOL_TYPES = ("web_search_", "web_fetch_", "code_execution_", "tool_search_tool_")
 
 
 @runtime_checkable
@@ -101,8 +118,26 @@ def cacheable(reply: Reply) -> bool:
 
 
 def marker_confidence(reply: Reply) -> float | None:
-    """The default :data:`ConfidenceFn`: a trailing ``(confidence: 0.87)`` marker in the text."""
+    """The default :data:`ConfidenceFn`: a trailing ``(confidence: 0.87)`` marker in the text. The pipeline ignores
+    it when the request's turns mention confidence (:func:`~costline.serving.confidence.mentions_confidence`: the
+    end user may have asked for the marker, and so set what the request costs)."""
     return parse_confidence(reply.text)
+
+
+def offered_tools(prompt: Prompt | None) -> frozenset[str]:
+    """The names of the tools a ``tool_use`` block of the answer to ``prompt`` may call: its custom tools and
+    Anthropic-defined client tools (bash, text editor, computer...); not its server tools (web search...), whose calls
+    are the API's own blocks."""
+    if prompt is None:
+        return frozenset()
+    names = set()
+    for tool in prompt.tools:
+        if not isinstance(tool, Mapping) or not isinstance(tool.get("name"), str):
+            continue
+        if anthropic_defined(tool) and str(tool.get("type")).startswith(_SERVER_TOOL_TYPES):
+            continue
+        names.add(tool["name"])
+    return frozenset(names)
 
 
 @dataclass(frozen=True)
@@ -146,8 +181,9 @@ class LiveAnswer:
     Iterate it for the text pieces; :attr:`result` is the settled :class:`Answer` once the
     iteration ended (success false and :attr:`error` set when the model failed mid-answer:
     the pieces already given stand). A tier that fails before its first piece is escalated as
-    ``answer()`` would (``on_error``); the answer of the tier above then comes in one piece
-    and :attr:`buffered` is true. ``close()`` ends the request early (the client went away).
+    ``answer()`` would (``on_error``), and so is one whose answer ended with nothing sent
+    (:data:`EMPTY`); the answer of the tier above then comes in one piece and :attr:`buffered`
+    is true. ``close()`` ends the request early (the client went away).
     """
 
     def __init__(self, tier: str, routed_tier: str, model: str | None) -> None:
@@ -291,7 +327,7 @@ class Pipeline:
                                   reason=decision.reason)
                 if attempt.reply is None and not self.escalation.on_error:
                     break
-            last = next((a for a in reversed(attempts) if a.reply is not None), None)
+            last = _last_answer(attempts)
             problems = ", ".join(f"{a.tier}: {a.problem}" for a in attempts)
             req.reject(problems)
             if last is not None:
@@ -420,8 +456,16 @@ class Pipeline:
                 if live.result.text:
                     yield live.result.text
                 return
-            ok, problem, confidence = self._judge(query, reply)
+            ok, problem, confidence = self._judge(query, reply, None, prompt)
             attempt = Attempt(tier, reply.model, ok, problem, confidence, reply)
+            if not ok and not "".join(parts):  # nothing was sent (an empty answer): it can still go up a tier
+                live.result = self._escalate_whole(req, decision, attempt, query, prompt, tenant, namespace,
+                                                   doc_hashes)
+                live.tier, live.model = live.result.tier, live.result.model
+                live.buffered = len(live.result.attempts) > 1
+                if live.result.text:
+                    yield live.result.text
+                return
             req.served_by(tier)
             if not ok:
                 req.attempt_rejected(tier, problem)
@@ -457,7 +501,7 @@ class Pipeline:
                               reason=decision.reason)
             if attempt.reply is None and not self.escalation.on_error:
                 break
-        last = next((a for a in reversed(attempts) if a.reply is not None), None)
+        last = _last_answer(attempts)
         problems = ", ".join(f"{a.tier}: {a.problem}" for a in attempts)
         req.reject(problems)
         req.served_by(last.tier if last is not None else attempts[-1].tier)
@@ -481,7 +525,7 @@ class Pipeline:
         fmt = prompt.output_format
         if fmt is not None and not reply.tool_calls:
             reply = _settled(reply, fmt)
-        ok, problem, confidence = self._judge(query, reply, fmt)
+        ok, problem, confidence = self._judge(query, reply, fmt, prompt)
         return Attempt(tier, reply.model, ok, problem, confidence, reply)
 
     def cache_namespace(self, cache_scope: str, namespace: str | None = None) -> str | None:
@@ -498,14 +542,34 @@ class Pipeline:
         if self.cache is not None and cacheable(reply):
             self._store(query, reply.text, tenant, namespace, doc_hashes)
 
-    def _judge(self, query: str, reply: Reply, fmt: OutputFormat | None = None) -> tuple[bool, str | None, float | None]:
-        """(accepted, why not, confidence) of one reply: its structured-output format (``fmt``: valid JSON, valid
-        against the schema), the validator, then the confidence gate. An answer that calls a tool is accepted as it
-        is: the gates read a final answer's text, and a call is not one. Nor is a turn Anthropic paused (a server
-        tool's long turn, ``stop_reason`` "pause_turn"): the client sends it back to go on; sent up a tier instead,
-        the searches it made would be paid for again."""
-        if reply.tool_calls or reply.stop_reason == PAUSE_TURN:
+    def _judge(self, query: str, reply: Reply, fmt: OutputFormat | None = None,
+               prompt: Prompt | None = None) -> tuple[bool, str | None, float | None]:
+        """(accepted, why not, confidence) of one reply to ``prompt``: its structured-output format (``fmt``: valid
+        JSON, valid against the schema), the validator, then the confidence gate.
+
+        An answer that calls tools is accepted as it is when every call is of a tool ``prompt`` offered
+        (:func:`offered_tools`): the gates read a final answer's text, and a call is not one. A call of any other
+        tool (none offered, or another name) is :data:`UNOFFERED_TOOL`. A turn Anthropic paused (a server tool's
+        long turn, ``stop_reason`` "pause_turn") is accepted too: the client sends it back to go on; sent up a tier
+        instead, the searches it made would be paid for again. Any other answer with no text (blank) is
+        :data:`EMPTY` — except a refusal (``stop_reason`` "refusal"), judged as any answer.
+
+        The confidence of :func:`marker_confidence` is ignored (None) when the turns of ``prompt`` mention
+        confidence (:func:`~costline.serving.confidence.mentions_confidence`)."""
+        calls = reply.tool_calls
+        if calls:
+            offered = offered_tools(prompt)
+            unoffered = [str(c.get("name"))[:64] for c in calls if c.get("name") not in offered]
+            if unoffered:
+                log.info("costline: the %s tier called a tool the request did not offer (%s): not an answer",
+                         reply.tier, ", ".join(map(repr, unoffered)))
+                return False, UNOFFERED_TOOL, None
             return True, None, None
+        if reply.stop_reason == PAUSE_TURN:
+            return True, None, None
+        if not reply.text.strip() and reply.stop_reason != _REFUSAL:
+            log.info("costline: the %s tier's answer is empty (stop reason %r)", reply.tier, reply.stop_reason)
+            return False, EMPTY, None
         if fmt is not None:
             broken = fmt.problem(reply.text)
             if broken is not None:
@@ -517,6 +581,11 @@ class Pipeline:
                 confidence = self.confidence(reply)
             except Exception:
                 log.exception("costline: the confidence function failed; ignoring it")
+            if (confidence is not None and self.confidence is marker_confidence and prompt is not None
+                    and mentions_confidence(prompt.messages)):
+                log.debug("costline: the request's turns mention confidence: the %s tier's confidence marker "
+                          "is ignored", reply.tier)
+                confidence = None
         if self.validator is not None:
             try:
                 valid = bool(self.validator(query, reply.text))
@@ -561,6 +630,12 @@ class Pipeline:
             self.cache.store(query, text, tenant=tenant, namespace=namespace, doc_hashes=tuple(doc_hashes))
         except Exception:  # a cache that cannot store must not fail the answer
             log.exception("costline: could not store an answer in the semantic cache")
+
+
+def _last_answer(attempts: Sequence[Attempt]) -> Attempt | None:
+    """The last attempt with a reply to give when none was accepted; never a call of a tool the request did not
+    offer (the client would be handed a call it cannot, or must not, run): with only such, none."""
+    return next((a for a in reversed(attempts) if a.reply is not None and a.problem != UNOFFERED_TOOL), None)
 
 
 def _settled(reply: Reply, fmt: OutputFormat) -> Reply:

@@ -11,6 +11,7 @@ The four API tiers come from ``[[pricing.models]]`` (the first model of each tie
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,8 @@ from costline.pricing import PricingTable
 from costline.serving.errors import RoutingError
 
 __all__ = ["TierSpec", "ModelRegistry", "TIER_ORDER"]
+
+log = logging.getLogger(__name__)
 
 #: Every tier a request can be routed to, cheapest first (the student is self-hosted).
 TIER_ORDER: tuple[str, ...] = (contract.TIER_STUDENT, *contract.API_TIERS)
@@ -65,7 +68,17 @@ class ModelRegistry:
             raise RoutingError(f"unknown tier(s) {unknown}: tiers are {', '.join(TIER_ORDER)}")
         self._tiers = dict(sorted(tiers.items(), key=lambda kv: TIER_ORDER.index(kv[0])))
         self.pricing = pricing or PricingTable()
+        if student_next not in contract.API_TIERS:  # the student itself would loop; a misspelt tier, end escalation
+            raise RoutingError(f"[serving.escalation] student_next = {student_next!r}: must be one of the API tiers "
+                               f"({', '.join(contract.API_TIERS)})")
         self.student_next = student_next
+        #: Where a rejected student answer goes: ``student_next``, or (a tier the registry lacks) the next API tier
+        #: above it the registry has, as the API tiers' ladder skips the tiers it lacks; None: none above it.
+        self.student_escalates_to = next((t for t in self.api_tiers if self.rank(t) >= self.rank(student_next)), None)
+        if contract.TIER_STUDENT in self._tiers and self.student_escalates_to != student_next:
+            log.warning("costline: [serving.escalation] student_next = %r is not a tier of the registry (%s): a "
+                        "rejected student answer goes to %s", student_next, ", ".join(self.api_tiers) or "none",
+                        repr(self.student_escalates_to) if self.student_escalates_to else "no tier (not escalated)")
         #: What a student request is estimated to cost (its GPU hour spread over requests).
         self.student_cost_per_request = student_cost_per_request
 
@@ -132,9 +145,10 @@ class ModelRegistry:
                                "check [[pricing.models]] and [serving.router.rules]") from None
 
     def next_tier(self, name: str) -> str | None:
-        """The tier an answer escalates to: the next API tier up; the student goes to ``student_next``."""
+        """The tier an answer escalates to: the next API tier up; the student goes to ``student_next`` (the next API
+        tier above it when the registry lacks it)."""
         if name == contract.TIER_STUDENT:
-            return self.student_next if self.student_next in self._tiers else None
+            return self.student_escalates_to
         api = self.api_tiers
         if name not in api:
             return None

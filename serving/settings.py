@@ -248,8 +248,22 @@ class EscalationConfig:
     min_confidence: float = 0.5
     #: Escalate when a tier still fails after the SDK's own retries (429/529/5xx, timeouts).
     on_error: bool = True
-    #: Where a rejected student answer goes next.
+    #: Where a rejected student answer goes next: one of the API tiers (budget, mid, upper, frontier); anything else
+    #: is refused when the config loads (the student itself would loop, a misspelt tier would silently end every
+    #: student escalation). A tier the registry lacks (no [[pricing.models]] entry): the next one above it it has,
+    #: as the API tiers' ladder skips the tiers it lacks (logged when the registry is built).
     student_next: str = "mid"
+
+    def __post_init__(self) -> None:
+        from costline import contract
+        from costline.validate import Section
+
+        s = Section("serving.escalation")
+        s.one_of("student_next", self.student_next, contract.API_TIERS,
+                 f"must be the API tier a rejected student answer goes to, one of "
+                 f"{', '.join(contract.API_TIERS)}; got {self.student_next!r}")
+        s.at_least("max_escalations", self.max_escalations, 0)
+        s.fraction("min_confidence", self.min_confidence, what="must be in [0, 1] (0 = no confidence gate)")
 
 
 @dataclass(frozen=True)
@@ -266,7 +280,14 @@ class BackendsConfig:
     student_api_key_env: str = "COSTLINE_STUDENT_API_KEY"
     #: The SDKs' own retries (429, 529, 5xx, connection errors) before a tier counts as failed.
     max_retries: int = 2
+    #: Seconds one HTTP attempt of a model call may take **in all** (connect, send, wait, read the whole answer), and
+    #: each network operation at most; past it the attempt fails as the SDK's APITimeoutError (retried max_retries
+    #: times, then escalated as any failed tier: [serving.escalation] on_error). Checked as the answer's bytes
+    #: arrive: a server that trickles it ends within about one more timeout_s. A streamed call: stream_timeout_s.
     timeout_s: float = 60.0
+    #: Seconds a streamed call's whole answer may take (its stream cut off past it, failed as a timeout: before its
+    #: first piece escalated as any failed tier); 0 = no bound on the whole, each read still within timeout_s.
+    stream_timeout_s: float = 600.0
     max_tokens: int = 1024
     #: tier -> model id, overriding the first [[pricing.models]] entry of that tier.
     tier_models: dict[str, str] = field(default_factory=dict)
@@ -279,8 +300,11 @@ class BackendsConfig:
         from costline.validate import Section
 
         url = self.embeddings_base_url
-        Section("serving.backends").need(url is None or (isinstance(url, str) and url.startswith(("http://", "https://"))),
-                                         "embeddings_base_url", f"must be an http(s) URL (with its /v1); got {url!r}")
+        s = Section("serving.backends")
+        s.above_zero("timeout_s", self.timeout_s, unit="seconds")
+        s.not_negative("stream_timeout_s", self.stream_timeout_s, "must not be negative (0 = no bound on a stream)")
+        s.need(url is None or (isinstance(url, str) and url.startswith(("http://", "https://"))),
+               "embeddings_base_url", f"must be an http(s) URL (with its /v1); got {url!r}")
 
 
 #: ``[serving.tiers.<tier>] api`` choices: the Anthropic Messages API (``anthropic`` SDK), any

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
+from scripted_http import ScriptedHttp
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -32,32 +32,12 @@ from costline.serving.settings import BackendsConfig, EscalationConfig
 Action = Callable[[BaseHTTPRequestHandler], None]
 
 
-class Scripted:
+class Scripted(ScriptedHttp):
     """A model server answering each POST with the next scripted action."""
 
     def __init__(self, *actions: Action) -> None:
         self.actions = list(actions)
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                self.rfile.read(int(self.headers.get("content-length") or 0))
-                self.close_connection = True
-                outer.actions.pop(0)(self)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(lambda h, _path, _body: self.actions.pop(0)(h))
 
 
 def json_answer(body: Any) -> Action:

@@ -19,6 +19,13 @@ says "``hi`` or cheaper" and a miss "above ``t``". Training uses ``hi`` when it 
 candidate-vs-incumbent gate (:mod:`costline.serving.routing.gate`) judges a policy's choice
 against the whole interval and asks for more evidence where the interval cannot say.
 Contradicting evidence (a tier shown adequate below one shown inadequate) drops the request.
+
+The policy has no tenant dimension: what one tenant's requests teach it routes every tenant's. So one tenant's
+labels make at most :data:`MAX_TENANT_SHARE` of a task type's labels (:func:`cap_tenants`): where several tenants
+labelled a task type, each keeps its latest labels up to the largest count ``c`` with ``c <= share x (the labels
+kept of that task type)``; the others are left out (``LabelSet.capped``). A task type only one tenant labelled is
+kept whole (there is no other tenant's evidence to outweigh). Requests without labels (``include_unlabelled``: the
+traffic an evaluation replays) are not capped.
 """
 
 from __future__ import annotations
@@ -37,9 +44,14 @@ from costline.serving.routing.learned import LabelledQuery
 if TYPE_CHECKING:  # pragma: no cover
     from costline.config import Config
 
-__all__ = ["LakeLabel", "LabelSet", "NotEnoughLabelsError", "labels_from_lake", "shadow_per_night", "LABELS_SQL"]
+__all__ = ["LakeLabel", "LabelSet", "NotEnoughLabelsError", "labels_from_lake", "shadow_per_night", "LABELS_SQL",
+           "MAX_TENANT_SHARE", "cap_tenants"]
 
 _ORDER = {t: i for i, t in enumerate(contract.API_TIERS)}
+
+#: The largest share of one task type's training labels one tenant's requests may make (see the module docstring):
+#: a tenant cannot outweigh the others' evidence about a task type they share, nor make up most of it.
+MAX_TENANT_SHARE = 0.5
 
 
 class NotEnoughLabelsError(RoutingError):
@@ -71,6 +83,8 @@ class LakeLabel:
     output_tokens: int = 0
     #: The captured conversation (GenAI messages JSON), for judging the request again.
     messages_doc: str | None = None
+    #: The tenant whose request it was (None: the request said none).
+    tenant: str | None = None
 
     @property
     def labelled(self) -> bool:
@@ -110,6 +124,8 @@ class LabelSet:
     no_query: int = 0
     #: Labelled requests left out because an earlier training run used them.
     excluded: int = 0
+    #: Labelled requests left out because their tenant's labels passed its share of their task type's.
+    capped: int = 0
 
     @property
     def request_ids(self) -> list[str]:
@@ -135,14 +151,16 @@ class LabelSet:
                 "censored": sum(not lb.exact for lb in self.labels),
                 "from_escalations": sum("escalation" in lb.source for lb in self.labels),
                 "per_tier": self.counts(), "per_task_type": self.counts_by_task(),
-                "conflicting": self.conflicting, "no_query": self.no_query, "excluded": self.excluded}
+                "conflicting": self.conflicting, "no_query": self.no_query, "excluded": self.excluded,
+                "capped": self.capped}
 
     def format(self) -> str:
         s = self.summary()
         lines = [f"{s['labels']} labels from {self.since:%Y-%m-%d %H:%M} to {self.until:%Y-%m-%d %H:%M} UTC: "
                  f"{s['exact']} exact, {s['censored']} censored, {s['from_escalations']} with an escalation; "
                  f"left out: {self.conflicting} contradicting, {self.no_query} without captured content, "
-                 f"{self.excluded} used by an earlier training run"]
+                 f"{self.excluded} used by an earlier training run, {self.capped} past one tenant's share of its "
+                 "task type"]
         tiers = list(contract.API_TIERS)
         lines.append(f"{'task type':<20}" + "".join(f"{t:>10}" for t in tiers) + f"{'all':>10}")
         for task, per in s["per_task_type"].items():
@@ -181,7 +199,8 @@ LABELS_SQL = """
 WITH sh AS (
   SELECT request_id, tier, arg_max(match, run_id) AS match FROM shadow_items GROUP BY ALL
 ), req AS (
-  SELECT request_id, any_value(ts) AS ts, any_value(task_type) AS task_type, any_value(subtype) AS subtype,
+  SELECT request_id, any_value(ts) AS ts, any_value(tenant) AS tenant, any_value(task_type) AS task_type,
+         any_value(subtype) AS subtype,
          any_value(tier) AS tier, any_value(routed_tier) AS routed_tier, max(escalations) AS escalations,
          bool_or(success) AS success, any_value(input_messages) AS r_in
   FROM requests
@@ -199,7 +218,7 @@ WITH sh AS (
   SELECT request_id, list(tier) FILTER (WHERE match) AS adequate, list(tier) FILTER (WHERE NOT match) AS inadequate
   FROM sh GROUP BY request_id
 )
-SELECT r.request_id, r.ts, r.task_type, r.subtype, r.tier, r.routed_tier, r.escalations, r.success,
+SELECT r.request_id, r.ts, r.tenant, r.task_type, r.subtype, r.tier, r.routed_tier, r.escalations, r.success,
        coalesce(r.r_in, cl.c_in) AS input_messages, cl.answered, cl.input_tokens, cl.output_tokens,
        v.adequate, v.inadequate
 FROM req r LEFT JOIN cl USING (request_id) LEFT JOIN verdicts v USING (request_id)
@@ -228,6 +247,40 @@ def _interval(adequate: Collection[str], inadequate: Collection[str]) -> tuple[s
     return tiers[lo_i], (tiers[hi_i] if hi_i is not None else None)
 
 
+def _tenant_cap(counts: Collection[int], share: float) -> int:
+    """The most labels each tenant of a task type keeps, its tenants having ``counts``: the largest ``c`` with
+    ``c <= share * sum(min(n, c) for n in counts)`` (so that no tenant makes more than ``share`` of what is kept).
+    The condition holds from 0 up to that ``c`` (concave in ``c``, 0 at 0): found by bisection."""
+    lo, hi = 0, max(counts, default=0)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if mid <= share * sum(min(n, mid) for n in counts):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def cap_tenants(labels: list[LakeLabel], share: float = MAX_TENANT_SHARE) -> tuple[list[LakeLabel], int]:
+    """``labels`` (in time order) with each tenant's labelled requests of a task type bounded to ``share`` of that
+    task type's kept labels (the module docstring), and how many were left out. A tenant keeps its latest labels;
+    a task type one tenant labelled is kept whole; unlabelled requests are all kept. ``share`` in [0.5, 1]."""
+    if not 0.5 <= share <= 1:
+        raise RoutingError(f"a tenant's share of a task type's labels must be from 0.5 to 1; got {share!r}")
+    groups: dict[str, dict[str | None, list[int]]] = {}
+    for i, lb in enumerate(labels):
+        if lb.labelled:
+            groups.setdefault(lb.task_type, {}).setdefault(lb.tenant, []).append(i)
+    drop: set[int] = set()
+    for per_tenant in groups.values():
+        if len(per_tenant) < 2:
+            continue
+        cap = _tenant_cap([len(ix) for ix in per_tenant.values()], share)
+        for ix in per_tenant.values():
+            drop.update(ix[:max(len(ix) - cap, 0)])  # the oldest go
+    return [lb for i, lb in enumerate(labels) if i not in drop], len(drop)
+
+
 def labels_from_lake(
     config: "Config",
     *,
@@ -236,12 +289,14 @@ def labels_from_lake(
     exclude: Collection[str] = (),
     include_unlabelled: bool = False,
     con: Any = None,
+    max_tenant_share: float = MAX_TENANT_SHARE,
 ) -> LabelSet:
     """The routing labels of the requests in ``[since, until)`` (see the module docstring).
 
     ``exclude``: request ids to leave out (those an earlier training run used).
     ``include_unlabelled``: also every other answered request with captured content, as
     ``[budget, unknown]`` (what an evaluation replays: the traffic a policy would move).
+    ``max_tenant_share``: the largest share of a task type's labels one tenant's requests make (:func:`cap_tenants`).
     """
     from costline.jobs.store import open_jobs_lake
     from costline.timeutil import utc_naive
@@ -290,7 +345,8 @@ def labels_from_lake(
             request_id=r["request_id"], ts=r["ts"], query=query, task_type=r["task_type"] or "",
             subtype=r["subtype"], served_tier=r["tier"], routed_tier=r["routed_tier"], lo=interval[0],
             hi=interval[1], source=source, input_tokens=int(r["input_tokens"] or 0),
-            output_tokens=int(r["output_tokens"] or 0), messages_doc=r["input_messages"]))
+            output_tokens=int(r["output_tokens"] or 0), messages_doc=r["input_messages"], tenant=r["tenant"]))
+    out.labels, out.capped = cap_tenants(out.labels, max_tenant_share)
     return out
 
 

@@ -1,0 +1,37 @@
+"""A local HTTP/1.1 server whose every POST is answered by a function of the test's: model servers that
+misbehave as a flaky proxy, a vLLM or a trickling upstream would, read by the real SDK clients."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+#: ``answer(handler, path, body)`` writes the response to one POST (``body``: the request's bytes).
+Answer = Callable[[BaseHTTPRequestHandler, str, bytes], None]
+
+
+class ScriptedHttp:
+    """One thread a connection, each connection closed after its answer; ``url``, ``close()``."""
+
+    def __init__(self, answer: Answer) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                self.close_connection = True
+                answer(self, self.path, body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
