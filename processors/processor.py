@@ -11,8 +11,9 @@ after its first message, before its partition is revoked, and on shutdown.
 On assignment the processor asks the lake, not Kafka, where to resume
 (:meth:`~costline.lake.Lake.recover`: orphans of a crashed batch are deleted and
 the consumer seeks to the last manifest + 1). Kafka's committed offset only
-follows the lake (for lag dashboards) and is used when a partition has no
-manifest yet.
+follows the lake (for lag dashboards: past offsets that hold no record too, such as
+transaction markers; see :meth:`Processor._mirror_positions`) and is used when a
+partition has no manifest yet.
 
 Fencing: before recovering a partition the processor claims it in the lake
 (:meth:`~costline.lake.Lake.claim` bumps the partition's epoch), and every commit
@@ -178,9 +179,64 @@ class ProcessorStats:
                 f"lake commits {self.commits}" + (f"; fenced batches {self.fenced}" if self.fenced else ""))
 
 
+#: On a DLQ record: the names of the original's headers whose value was null (comma-separated, each once, in
+#: order). Kafka allows a null header value (the Java client writes ``new RecordHeader(k, null)``; kafka-python reads
+#: it as ``None``) but kafka-python's producer sends bytes only: such a value goes to the DLQ as ``b""``.
+HEADER_DLQ_NULL_HEADERS: Final = "costline.dlq.null_headers"
+#: On a DLQ record sent without the original's headers, because the producer refused them: why.
+HEADER_DLQ_HEADERS_DROPPED: Final = "costline.dlq.headers_dropped"
+#: costline's own DLQ headers: one the original message carries is not forwarded (it would pass for costline's).
+_OWN_DLQ_HEADERS: Final = frozenset({contract.HEADER_DLQ_REASON, contract.HEADER_DLQ_SOURCE,
+                                     contract.HEADER_DLQ_VALUE_DROPPED, HEADER_DLQ_NULL_HEADERS,
+                                     HEADER_DLQ_HEADERS_DROPPED})
+
+
+def _header_name(key: Any) -> str:
+    """A header key as kafka-python's producer takes it: a ``str`` that encodes to UTF-8 (bytes are decoded with
+    U+FFFD for what is not UTF-8, as Kafka's Java client reads a key; a lone surrogate becomes U+FFFD too)."""
+    if not isinstance(key, str):
+        key = (bytes(key).decode("utf-8", "replace") if isinstance(key, (bytes, bytearray, memoryview))
+               else str(key))
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        key = "".join("\ufffd" if "\ud800" <= ch <= "\udfff" else ch for ch in key)
+    return key
+
+
+def _header_value(value: Any) -> bytes:
+    """A (non-null) header value as kafka-python's producer takes it: exactly ``bytes``."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    return (value if isinstance(value, str) else str(value)).encode("utf-8", "replace")
+
+
+def _dlq_headers(headers: Any) -> list[tuple[str, bytes]]:
+    """A message's headers, made sendable for its DLQ record (costline's own DLQ headers left out): a null value
+    becomes ``b""`` and the names of those headers go in :data:`HEADER_DLQ_NULL_HEADERS`."""
+    out: list[tuple[str, bytes]] = []
+    nulls: dict[str, None] = {}
+    for key, value in headers or ():
+        name = _header_name(key)
+        if name in _OWN_DLQ_HEADERS:
+            continue
+        if value is None:
+            nulls[name] = None
+            out.append((name, b""))
+        else:
+            out.append((name, _header_value(value)))
+    if nulls:
+        out.append((HEADER_DLQ_NULL_HEADERS, ",".join(nulls).encode("utf-8")))
+    return out
+
+
 def _with_content_type(headers: Any, content_type: str) -> list[tuple[str, bytes | None]]:
-    """A message's headers with its ``content-type`` replaced by ``content_type``."""
-    return ([(k, v) for k, v in (headers or ()) if k.lower() != contract.HEADER_CONTENT_TYPE]
+    """A message's headers with its ``content-type`` replaced by ``content_type`` (a key that is not a ``str``
+    is compared as :func:`_header_name` reads it; values, null ones too, are left to :func:`_dlq_headers`)."""
+    return ([(k, v) for k, v in (headers or ())
+             if (k if isinstance(k, str) else _header_name(k)).lower() != contract.HEADER_CONTENT_TYPE]
             + [(contract.HEADER_CONTENT_TYPE, content_type.encode())])
 
 
@@ -232,6 +288,11 @@ class Processor:
         self._last_activity = now()
         self._joined = False
         self._commit_kafka: dict[int, int] = {}
+        #: Per claimed partition the lake holds a manifest for: the offset last mirrored to Kafka (-1: none yet).
+        #: Only these may have the consumer's position mirrored (see :meth:`_mirror_positions`).
+        self._mirrored: dict[int, int] = {}
+        #: When :meth:`_mirror_positions` may next look at the consumer's positions (the clock of ``now``).
+        self._next_position_check = float("-inf")
         #: Per assigned partition, this instance's claim on it in the lake (Lake.claim).
         self._epochs: dict[int, int] = {}
         #: Set by the rebalance listener (IO thread), acted on by the main thread after poll():
@@ -287,7 +348,7 @@ class Processor:
                     log.info("idle for %.1fs and caught up: exiting", until_idle)
                     break
             self.flush_all()
-            self._commit_to_kafka()
+            self._commit_to_kafka(final=True)
         finally:
             try:
                 self._consumer.close(autocommit=False)
@@ -388,6 +449,9 @@ class Processor:
         self._buffers.pop(tp.partition, None)
         self._epochs[tp.partition] = self.lake.claim(self.topic, tp.partition)
         next_offset, removed = self.lake.recover(self.topic, tp.partition)
+        self._mirrored.pop(tp.partition, None)
+        if next_offset is not None:
+            self._mirrored[tp.partition] = -1
         if removed:
             log.warning("partition %d: removed %d uncommitted file(s) of a crashed batch",
                         tp.partition, len(removed))
@@ -583,16 +647,19 @@ class Processor:
 
     def _dead_letter(self, partition: int, offset: int, key: bytes | None, value: bytes | None,
                      headers: Any, reason: str) -> None:
-        hdrs = [(k, v) for k, v in (headers or ()) if k not in (contract.HEADER_DLQ_REASON, contract.HEADER_DLQ_SOURCE)]
-        hdrs += [
+        own = [
             (contract.HEADER_DLQ_REASON, reason[:1000].encode("utf-8", "replace")),
-            (contract.HEADER_DLQ_SOURCE, f"{self.topic}/{partition}/{offset}".encode()),
+            (contract.HEADER_DLQ_SOURCE, f"{self.topic}/{partition}/{offset}".encode("utf-8", "replace")),
         ]
+        try:
+            hdrs = _dlq_headers(headers) + own
+        except Exception as exc:  # noqa: BLE001 - not (key, value) pairs at all: sent with costline's own only
+            hdrs = own + [(HEADER_DLQ_HEADERS_DROPPED,
+                           f"unreadable headers ({type(exc).__name__}: {exc})"[:1000].encode("utf-8", "replace"))]
         try:
             # Durable before any manifest can cover this offset.
             try:
-                self._dlq_producer().send(self.config.kafka.dlq_topic, key=key, value=value or b"",
-                                          headers=hdrs).get(timeout=30)
+                note = self._send_dead_letter(partition, offset, key, value or b"", hdrs, own)
             except Exception as exc:
                 if type(exc).__name__ not in _TOO_LARGE:
                     raise
@@ -601,9 +668,9 @@ class Processor:
                 dropped = (f"{len(value or b'')} bytes: too large for the DLQ topic ({type(exc).__name__}); the "
                            "original is at costline.dlq.source")
                 self._close_dlq_producer()  # kafka-python's sender treats the broker's refusal as fatal
-                self._dlq_producer().send(self.config.kafka.dlq_topic, key=key, value=b"", headers=hdrs + [
-                    (contract.HEADER_DLQ_VALUE_DROPPED, dropped.encode())]).get(timeout=30)
-                reason = f"{reason} (value left out: {dropped})"
+                mark = [(contract.HEADER_DLQ_VALUE_DROPPED, dropped.encode())]
+                note = self._send_dead_letter(partition, offset, key, b"", hdrs + mark, own + mark)
+                note = f" (value left out: {dropped}){note}"
         except Exception as exc:  # kafka errors of many kinds: all mean "not durable"
             raise DeadLetterError(
                 f"cannot write offset {offset} of partition {partition} to DLQ topic "
@@ -611,7 +678,39 @@ class Processor:
                 "nothing past it was committed, so a restart resumes there"
             ) from exc
         self.stats.dlq += 1
-        log.warning("dead-lettered %s/%d/%d: %s", self.topic, partition, offset, reason)
+        log.warning("dead-lettered %s/%d/%d: %s%s", self.topic, partition, offset, reason, note)
+
+    def _send_dead_letter(self, partition: int, offset: int, key: Any, value: Any,
+                          hdrs: list[tuple[str, bytes]], own: list[tuple[str, bytes]]) -> str:
+        """Send one DLQ record and wait until it is durable; returns what was left out of it ("" if nothing).
+
+        kafka-python's ``send()`` checks the record's key, value and headers before anything goes out and raises
+        TypeError / ValueError for one it cannot send: that is a problem of this record, not of the DLQ. It is
+        sent again with costline's own headers only; should that fail too, with neither key nor value (a pointer
+        to the original at costline.dlq.source), logged as an error. A failure of that pointer, or any other
+        error (the broker's, a timeout), is raised: then the DLQ is what fails."""
+        topic = self.config.kafka.dlq_topic
+        try:
+            self._dlq_producer().send(topic, key=key, value=value, headers=hdrs).get(timeout=30)
+            return ""
+        except (TypeError, ValueError) as exc:
+            first = f"{type(exc).__name__}: {exc}"[:500]
+        log.error("partition %d offset %d: the DLQ producer refused the record's headers (%s): dead-lettering it "
+                  "with costline's headers only", partition, offset, first)
+        try:
+            self._dlq_producer().send(topic, key=key, value=value, headers=own + [
+                (HEADER_DLQ_HEADERS_DROPPED, first.encode("utf-8", "replace"))]).get(timeout=30)
+            return f" (headers left out: {first})"
+        except (TypeError, ValueError) as exc:
+            second = f"{type(exc).__name__}: {exc}"[:500]
+        dropped = (f"key, value and headers left out: the DLQ producer refused them ({first}; then {second}); "
+                   "the original is at costline.dlq.source")
+        log.error("partition %d offset %d: the DLQ producer refused the record itself (%s): only a pointer to "
+                  "%s/%d/%d goes to the DLQ; the message is skipped", partition, offset, second, self.topic,
+                  partition, offset)
+        self._dlq_producer().send(topic, key=None, value=b"", headers=own + [
+            (contract.HEADER_DLQ_VALUE_DROPPED, dropped.encode("utf-8", "replace"))]).get(timeout=30)
+        return f" ({dropped})"
 
     # -- commits ---------------------------------------------------------------------
     def flush_due(self, now: float) -> None:
@@ -646,6 +745,7 @@ class Processor:
         except WriterFenced as exc:
             self._epochs.pop(partition, None)
             self._commit_kafka.pop(partition, None)
+            self._mirrored.pop(partition, None)
             self.stats.fenced += 1
             log.warning("%s", exc)
             return
@@ -653,10 +753,19 @@ class Processor:
             self.stats.rows[table] += n
         self.stats.commits += 1
         self._commit_kafka[partition] = buf.last_offset + 1
+        self._mirrored.setdefault(partition, -1)  # the lake holds a manifest for it now
 
-    def _commit_to_kafka(self) -> None:
-        """Mirror the lake's offsets to Kafka (lag visibility only; the lake is the truth)."""
-        if not self._commit_kafka or self._consumer is None:
+    def _commit_to_kafka(self, *, final: bool = False) -> None:
+        """Mirror the lake's offsets to Kafka (lag visibility only; the lake is the truth): those of the batches
+        just committed, and, every ``flush_interval_s`` (``final``: now), the positions of partitions with
+        nothing buffered (:meth:`_mirror_positions`)."""
+        if self._consumer is None:
+            return
+        now = self._now()
+        if final or now >= self._next_position_check:
+            self._next_position_check = now + self.config.processor.flush_interval_s
+            self._mirror_positions()
+        if not self._commit_kafka:
             return
         from kafka import TopicPartition
         from kafka.errors import KafkaError
@@ -673,6 +782,46 @@ class Processor:
             self._consumer.commit(offsets, timeout_ms=IDLE_CHECK_TIMEOUT_MS)
         except KafkaError as exc:  # harmless: the lake's manifests decide where to resume
             log.info("could not mirror offsets to Kafka (%s); the lake stays authoritative", exc)
+            return
+        for tp, o in offsets.items():
+            if self._mirrored.get(tp.partition, o.offset) < o.offset:
+                self._mirrored[tp.partition] = o.offset
+
+    def _mirror_positions(self) -> None:
+        """Queue the consumer's position for mirroring, for each partition it is past the offset last mirrored.
+
+        A read_committed consumer never returns a transaction's commit/abort marker nor an aborted record, but
+        each takes an offset: after a transactional producer's batches the last record handled + 1 stays short of
+        the log end, and a lag dashboard would show a backlog for good. The position is the next offset
+        ``poll()`` will return; everything under it was returned (and handled: each poll's records are handled
+        before this runs, and a rebalance's unhandled ones were sought back) or skipped by the client as no
+        record. So with nothing in the partition's buffer, every record under it is in the lake (or durably in
+        the DLQ, its offset covered by a manifest): committing it to Kafka never passes a record not yet in the
+        lake. It is also harmless to exactly-once: a partition with a manifest resumes from the lake's manifest,
+        never from Kafka's offset (the skipped offsets are read, and skipped, again). Only partitions the lake
+        holds a manifest for are mirrored: for one without, Kafka's committed offset is what the start check
+        compares with the partition's first offset (and what --from-committed starts at); mirroring a position
+        past markers alone there would make the next start refuse a lake that misses nothing."""
+        if self._rejoin_pending():  # a commit can only fail now; the next check comes after the rebalance
+            return
+        buffers = self._buffers
+        for partition, last in list(self._mirrored.items()):
+            if partition not in self._epochs:  # fenced or not ours: never write its offset
+                continue
+            buf = buffers.get(partition)
+            if buf is not None and not buf.empty:
+                continue
+            from kafka import TopicPartition
+
+            tp = TopicPartition(self.topic, partition)
+            try:  # bounded, as the idle check: never holds up the poll loop
+                if tp not in self._consumer.assignment() or tp in self._to_claim:
+                    continue
+                position = self._consumer.position(tp, timeout_ms=IDLE_CHECK_TIMEOUT_MS)
+            except Exception:  # noqa: BLE001 - no position now (a rebalance): asked again at the next check
+                continue
+            if position is not None and position > max(last, self._commit_kafka.get(partition, -1)):
+                self._commit_kafka[partition] = position
 
     def _caught_up(self) -> bool:
         if not self._joined or self._to_claim or self._revoked or any(not b.empty for b in self._buffers.values()):
@@ -710,6 +859,7 @@ class Processor:
                 if buf is not None and not buf.empty:  # flushed by the main thread after poll()
                     self._revoked[tp.partition] = (buf, epoch)
                 self._commit_kafka.pop(tp.partition, None)
+                self._mirrored.pop(tp.partition, None)
         self._to_claim = [tp for tp in self._to_claim if tp not in revoked]
         self._last_activity = self._now()
 
@@ -718,6 +868,7 @@ class Processor:
             self._buffers.pop(tp.partition, None)
             self._revoked.pop(tp.partition, None)
             self._commit_kafka.pop(tp.partition, None)
+            self._mirrored.pop(tp.partition, None)
             self._epochs.pop(tp.partition, None)
         self._to_claim = [tp for tp in self._to_claim if tp not in lost]
         self._last_activity = self._now()
