@@ -42,7 +42,7 @@ def _config(work: Path, **distill):
     from costline.config import CaptureConfig, Config, LakeConfig
     from costline.distill.settings import DistillConfig
 
-    kw = dict(task_types=("classification",), near_duplicate_threshold=0.0, eval_fraction=0.15, window_days=3,
+    kw = dict(task_types=("classification",), tenants=("*",), near_duplicate_threshold=0.0, eval_fraction=0.15, window_days=3,
               target_modules=("all-linear",), modules_to_save=("lm_head", "embed_tokens"), lora_r=16,
               lora_alpha=32, lora_dropout=0.0, epochs=2, learning_rate=1e-3, batch_size=16, max_new_tokens=3,
               max_gap=0.1, min_eval_per_subtype=5, root=work / "distill")

@@ -50,8 +50,13 @@ def validate(config: Any) -> None:
     s.above_zero("window_days", d.window_days)
     s.fraction("near_duplicate_threshold", d.near_duplicate_threshold, what="must be in [0, 1] (0 = off)")
     s.need(0.10 <= d.eval_fraction <= 0.15, "eval_fraction", "must be between 0.10 and 0.15")
+    s.fraction("split_cluster_threshold", d.split_cluster_threshold, what="must be in [0, 1] (0 = off)")
+    s.need(all(isinstance(t, str) and t for t in d.tenants), "tenants", "must be tenant names, or [\"*\"] for all")
+    s.need("*" not in d.tenants or tuple(d.tenants) == ("*",), "tenants",
+           "[\"*\"] (every tenant) stands alone: list tenant names, or [\"*\"]")
     s.need(d.pii_hook == "" or ":" in d.pii_hook, "pii_hook", "must be 'module:function'")
     s.need(d.lora_r >= 1 and d.lora_alpha >= 1, "lora_r", "lora_r and lora_alpha must be at least 1")
+    s.need(d.lora_r <= 512, "lora_r", "must be at most 512 (vLLM's largest --max-lora-rank)")
     s.fraction("lora_dropout", d.lora_dropout, open_high=True)
     s.not_negative("epochs", d.epochs)
     s.above_zero("learning_rate", d.learning_rate)
@@ -65,6 +70,7 @@ def validate(config: Any) -> None:
     for k, v in d.thresholds.items():
         s.fraction(f"thresholds.{k}", v)
     s.at_least("min_eval_per_subtype", d.min_eval_per_subtype, 1)
+    s.need(0.5 <= d.gate_confidence < 1, "gate_confidence", "must be in [0.5, 1) (one-sided, e.g. 0.95)")
     s.need(bool(d.adapter_name) and "=" not in d.adapter_name and " " not in d.adapter_name, "adapter_name",
            "must be a name without '=' or spaces (vLLM --lora-modules NAME=PATH)")
     s.need(d.train_gpu_hours >= 0 and d.train_gpu_usd_per_hour >= 0, "train_gpu_hours", "must not be negative")

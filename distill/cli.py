@@ -58,8 +58,22 @@ def _recorder(config: Config, enabled: bool) -> Iterator[Any]:
 def _print_export(r: Any) -> None:
     click.echo(f"run {r.run.run_id}: {r.train} train, {r.eval} eval from {r.eligible} eligible requests "
                f"-> {r.run.dataset}")
+    split = r.manifest.get("split", {})
     for sub, c in sorted(r.counts.items()):
-        click.echo(f"  {sub:24s} train {c['train']:6d}  eval {c['eval']:5d}")
+        sp = split.get(sub, {})
+        line = f"  {sub:24s} train {c['train']:6d}  eval {c['eval']:5d}"
+        if sp:
+            line += f"  ({sp['eval_share']:.1%} held out, {sp['clusters']} clusters"
+            if sp.get("split_again_up_to") is not None:
+                line += f", split again up to cosine {sp['split_again_up_to']:.3f}"
+            if sp.get("eval_items_near_train"):
+                line += (f"; {sp['eval_items_near_train']} eval items have a train item at cosine >= "
+                         f"{sp['cluster_threshold']:.2f}")
+            line += ")"
+        click.echo(line)
+    tenants = r.manifest.get("tenants", {})
+    if tenants:
+        click.echo("  tenants: " + ", ".join(f"{t} {c['train'] + c['eval']}" for t, c in tenants.items()))
     for why, n in sorted(r.skipped.items()):
         click.echo(f"  skipped {n:6d}: {why}")
 
@@ -201,9 +215,7 @@ def promote_cmd(config: Config, run_id: str | None, config_file: Path | None) ->
     from costline.distill.runs import DistillRun
 
     p = promote_run(config, DistillRun.of(config, run_id), _config_file(config, config_file))
-    gated = "; ".join(f"{t}: {', '.join(subs)}" for t, subs in p.subtypes.items())
-    click.echo(f"run {p.run_id} promoted in {p.config_path}: student_model = {p.adapter_name}, "
-               f"student subtypes = {gated}")
+    click.echo(p.describe())
     click.echo(p.vllm_command)
 
 
@@ -262,6 +274,7 @@ def run_cmd(config: Config, since: datetime | None, until: datetime | None, size
     _print_gate(g)
     if g.passed and do_promote:
         p = promote_run(config, run, _config_file(config, config_file))
+        click.echo(p.describe())
         click.echo(p.vllm_command)
     return 0 if g.passed else 1
 

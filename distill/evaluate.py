@@ -1,12 +1,25 @@
 """`costline distill eval` and `gate`: the student answers the held-out set, scored per subtype.
 
-Scoring and statistics are the drift job's: the metric of a subtype is ``[jobs.drift.metrics]``
+Scoring is the drift job's: the metric of a subtype is ``[jobs.drift.metrics]``
 (:func:`costline.jobs.scoring.metric_for`, e.g. exact match for classification, MiniLM cosine for
-free text), scored by :class:`~costline.jobs.scoring.Scorer` against the teacher's final answer;
-each subtype is judged by :func:`costline.jobs.drift.assess_subtypes` (mean gap, bootstrap CI,
-threshold ``[distill.thresholds]`` else ``[distill] max_gap``). The gate passes a subtype when its
-mean gap is within its threshold, its CI does not lie wholly above it, and it has at least
-``min_eval_per_subtype`` held-out items; the run passes only when **every** subtype passes.
+free text), scored by :class:`~costline.jobs.scoring.Scorer` against the teacher's final answer.
+
+The gate is a non-inferiority test per subtype: it passes a subtype only when the **one-sided upper
+confidence bound** of its gap (teacher score - student score) is within its threshold
+(``[distill.thresholds]``, else ``[distill] max_gap``), at ``[distill] gate_confidence`` (0.95):
+
+* exact match (0/1 per item): the gap is the share of items where the student disagrees with the
+  teacher, and its bound the exact Clopper-Pearson bound, ``Beta.ppf(confidence, k + 1, n - k)`` for
+  ``k`` disagreements of ``n`` (1 when ``k = n``). A perfect student needs ``n >= ln(1 - c) / ln(1 - t)``
+  items to pass: 59 at threshold 0.05 and 95 %, 29 at 0.10; a subtype with fewer fails "for lack of
+  items", and says so, not for its quality;
+* cosine (a score in [0, 1] per item): the mean gap plus Student's t, ``mean + t.ppf(c, n - 1) * sd / sqrt(n)``.
+
+The level is per subtype, without a correction for the number of subtypes: the run passes (and can be
+promoted) only when **every** subtype passes, an intersection-union test, so the chance that a run with
+any subtype truly over its threshold passes is at most ``1 - c`` whatever the number of subtypes.
+A subtype also needs at least ``min_eval_per_subtype`` held-out items. ``gap_ci_low`` / ``gap_ci_high``
+are the two-sided ``2c - 1`` interval (90 % at 0.95), whose upper end is the bound the gate uses.
 Results go to ``eval.json`` and the lake's ``distill_runs`` / ``distill_items``.
 """
 
@@ -14,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,7 +36,8 @@ from typing import Any
 from costline.distill.errors import DistillError
 from costline.distill.runs import DistillRun, read_jsonl, write_json
 
-__all__ = ["evaluate_student", "gate_run", "GateResult", "SubtypeVerdict"]
+__all__ = ["evaluate_student", "gate_run", "GateResult", "SubtypeVerdict", "GapBound", "gap_bound",
+           "items_needed"]
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +91,80 @@ class GateResult:
                 + "; ".join(f"{s.subtype} ({s.reason})" for s in self.subtypes if not s.passed))
 
 
+@dataclass(frozen=True)
+class GapBound:
+    """A subtype's gap and its confidence bounds (see the module docstring)."""
+
+    n: int
+    gap: float
+    low: float
+    high: float
+    #: "Clopper-Pearson" (exact match: ``disagreements`` of ``n``) or "Student's t" (cosine).
+    method: str
+    disagreements: int | None = None
+
+
+def gap_bound(metric: str, gaps: Any, confidence: float) -> GapBound:
+    """The gap of one subtype's items and its bounds: ``high`` is the one-sided ``confidence`` upper bound,
+    ``low`` the matching lower one (together a two-sided ``2 * confidence - 1`` interval)."""
+    import numpy as np
+    from scipy import stats
+
+    d = np.asarray(gaps, dtype=np.float64)
+    d = d[np.isfinite(d)]
+    n = int(len(d))
+    if n == 0:
+        nan = float("nan")
+        return GapBound(0, nan, nan, nan, "none")
+    if metric == "exact":
+        k = int(np.count_nonzero(d > 0.5))  # the teacher's answer scores 1, the student's 0 or 1
+        high = 1.0 if k == n else float(stats.beta.ppf(confidence, k + 1, n - k))
+        low = 0.0 if k == 0 else float(stats.beta.ppf(1.0 - confidence, k, n - k + 1))
+        return GapBound(n, k / n, low, high, "Clopper-Pearson", k)
+    mean = float(d.mean())
+    if n < 2:
+        return GapBound(n, mean, -math.inf, math.inf, "Student's t")
+    half = float(stats.t.ppf(confidence, n - 1)) * float(d.std(ddof=1)) / math.sqrt(n)
+    return GapBound(n, mean, mean - half, mean + half, "Student's t")
+
+
+def items_needed(threshold: float, confidence: float) -> int:
+    """Held-out items a perfect student (no disagreement) needs to pass an exact-match subtype: the
+    smallest ``n`` with ``1 - (1 - confidence) ** (1 / n) <= threshold`` (its Clopper-Pearson bound)."""
+    if threshold >= 1:
+        return 1
+    if threshold <= 0:
+        return 0  # never: no finite n bounds the rate at 0
+    n = max(1, math.ceil(math.log(1.0 - confidence) / math.log(1.0 - threshold)))
+    while n > 1 and 1.0 - (1.0 - confidence) ** (1.0 / (n - 1)) <= threshold:  # guard the float ceil
+        n -= 1
+    while 1.0 - (1.0 - confidence) ** (1.0 / n) > threshold:
+        n += 1
+    return n
+
+
+def _verdict_reasons(b: GapBound, metric: str, threshold: float, confidence: float, min_n: int) -> list[str]:
+    level = f"one-sided {confidence * 100:g} %"
+    reasons = []
+    if b.n < min_n:
+        reasons.append(f"only {b.n} held-out items (min_eval_per_subtype {min_n})")
+    if not b.high <= threshold:
+        if metric == "exact":
+            need = items_needed(threshold, confidence)
+            what = (f"{b.disagreements} of {b.n} answers disagree with the teacher: gap {b.gap:.3f}, its {level} "
+                    f"upper bound {b.high:.3f} (Clopper-Pearson) is over its threshold {threshold:.3f}")
+            if threshold <= 0:
+                what += " (a threshold of 0 cannot be shown on a sample: raise it)"
+            elif b.n < need:
+                what += (f"; too few held-out items to show it: even a perfect student needs {need} at this threshold "
+                         f"and level, this subtype has {b.n} (export more: [distill] sample_size, eval_fraction)")
+            reasons.append(what)
+        else:
+            reasons.append(f"gap {b.gap:.3f}, its {level} upper bound {b.high:.3f} (Student's t over {b.n} items) is "
+                           f"over its threshold {threshold:.3f}")
+    return reasons
+
+
 def evaluate_student(
     config: Any,
     run: DistillRun,
@@ -93,7 +182,6 @@ def evaluate_student(
     from costline.distill.model import format_prompt
     from costline.distill.store import write_rows
     from costline.distill.teacher import split_answer
-    from costline.jobs.drift import SubtypeScores, assess_subtypes
     from costline.jobs.scoring import ScoreRequest, Scorer, metric_for
     from costline.timeutil import utc_naive
 
@@ -124,21 +212,19 @@ def evaluate_student(
     per: dict[str, list[tuple[float, float]]] = {}
     for it, sc in zip(items, scores):
         per.setdefault(it["subtype"], []).append(sc)
-    current = {k: SubtypeScores.of([s for s, _ in v], [t for _, t in v]) for k, v in per.items()}
-    gate_cfg = dataclasses.replace(dcfg, thresholds=dict(cfg.thresholds), max_gap=cfg.max_gap)
+    metric_of = {it["subtype"]: r.metric for it, r in zip(items, reqs)}
     task_of = {it["subtype"]: it["task_type"] for it in items}
     verdicts = []
-    for a in assess_subtypes(current, gate_cfg):
-        reasons = []
-        if a.gap > a.threshold:
-            reasons.append(f"gap {a.gap:.3f} over its threshold {a.threshold:.3f}")
-        elif a.flagged:
-            reasons.append(a.reason)
-        if a.n < cfg.min_eval_per_subtype:
-            reasons.append(f"only {a.n} held-out items (min_eval_per_subtype {cfg.min_eval_per_subtype})")
-        verdicts.append(SubtypeVerdict(a.subtype, task_of.get(a.subtype) or "", a.n, a.student_score,
-                                       a.teacher_score, a.gap, a.gap_ci_low, a.gap_ci_high, a.threshold,
-                                       not reasons, "; ".join(reasons) or "passed"))
+    for sub in sorted(per):
+        student_s = [s for s, t in per[sub] if math.isfinite(s) and math.isfinite(t)]
+        teacher_s = [t for s, t in per[sub] if math.isfinite(s) and math.isfinite(t)]
+        if not student_s:
+            continue
+        thr = float(cfg.thresholds.get(sub, cfg.max_gap))
+        b = gap_bound(metric_of[sub], [t - s for s, t in zip(student_s, teacher_s)], cfg.gate_confidence)
+        reasons = _verdict_reasons(b, metric_of[sub], thr, cfg.gate_confidence, cfg.min_eval_per_subtype)
+        verdicts.append(SubtypeVerdict(sub, task_of.get(sub) or "", b.n, sum(student_s) / b.n, sum(teacher_s) / b.n,
+                                       b.gap, b.low, b.high, thr, not reasons, "; ".join(reasons) or "passed"))
     missing = set(run.read("dataset/manifest.json", "export")["counts"]) - {v.subtype for v in verdicts}
     for sub in sorted(missing):  # exported but nothing to evaluate: not proven, so not passed
         verdicts.append(SubtypeVerdict(sub, "", 0, float("nan"), float("nan"), float("nan"), float("nan"),
@@ -154,7 +240,6 @@ def evaluate_student(
          "subtype": it["subtype"], "metric": r.metric, "query": it["query"], "student_answer": f,
          "teacher_answer": r.reference, "student_score": s, "teacher_score": t, "gap": t - s,
          "content_hash": it["content_hash"]} for it, f, r, (s, t) in zip(items, finals, reqs, scores)])
-    metric_of = {it["subtype"]: r.metric for it, r in zip(items, reqs)}
     write_rows(config, "distill_runs", run.run_id, [
         {"run_id": run.run_id, "finished_at": finished, "task_type": v.task_type, "subtype": v.subtype,
          "metric": metric_of.get(v.subtype), "n": v.n, "student_score": v.student_score,

@@ -37,6 +37,10 @@ class DistillConfig:
     #: Task types to distil (the router gates the student per task type) and, optionally, subtypes.
     task_types: tuple[str, ...] = ("classification",)
     subtypes: tuple[str, ...] = ()
+    #: Whose traffic trains the one student that then serves every tenant gated to it: tenant names, or
+    #: ``["*"]`` to mix every tenant's prompts knowingly. Empty: the export refuses a window that holds more
+    #: than one tenant (requests without a tenant are the tenant "(none)").
+    tenants: tuple[str, ...] = ()
     # -- export --
     #: Requests exported per run, stratified by subtype (the article: 5,000-50,000).
     sample_size: int = 20_000
@@ -46,6 +50,11 @@ class DistillConfig:
     near_duplicate_threshold: float = 0.95
     #: Share of each subtype held out as the eval set (0.10-0.15).
     eval_fraction: float = 0.12
+    #: MiniLM cosine at which two questions are one cluster for the train/eval split (connected components;
+    #: whole clusters are held out or trained on, so a paraphrase of an eval question is not trained on).
+    #: 0.80: 95 % of paraphrase pairs of the demo's FAQ banks are above it, every pair of different
+    #: questions at most 0.68 (docs/distill.md). 0 = only the exact same conversation is kept together.
+    split_cluster_threshold: float = 0.80
     #: Queries shorter than this many characters are dropped ("empty").
     min_query_chars: int = 3
     #: A ``module:function`` called with each query: returns the cleaned text, or None to drop it ("pii").
@@ -91,7 +100,12 @@ class DistillConfig:
     max_gap: float = 0.05
     #: ...or per subtype.
     thresholds: dict[str, float] = field(default_factory=dict)
-    #: A subtype with fewer held-out items than this fails the gate (too little evidence).
+    #: A subtype passes when the one-sided upper confidence bound of its gap is within its threshold
+    #: (non-inferiority): Clopper-Pearson for exact match, Student's t for cosine; at this level per subtype.
+    gate_confidence: float = 0.95
+    #: A subtype with fewer held-out items than this fails the gate (too little evidence). For exact match
+    #: the bound itself needs more: a perfect student needs ceil(ln(1 - gate_confidence) / ln(1 - threshold))
+    #: items (59 at threshold 0.05 and 95 %), and the gate says so when a subtype has fewer.
     min_eval_per_subtype: int = 20
     # -- promote --
     #: The LoRA module name the student is served under (vLLM --lora-modules NAME=PATH).

@@ -187,6 +187,7 @@ def _distill_config(config: Any, workdir: Path, epochs: float) -> Any:
     from costline.distill.settings import DistillConfig
 
     d = DistillConfig(
+        tenants=("*",),  # the demo's three tenants, mixed knowingly (docs/distill.md: whose prompts train the student)
         root=workdir / "distill", task_types=("classification",), subtypes=tuple(sorted(_PROMPTS)),
         near_duplicate_threshold=0.0, eval_fraction=0.15, window_days=1, target_modules=("all-linear",),
         modules_to_save=("lm_head", "embed_tokens"), lora_r=8, lora_alpha=16, lora_dropout=0.0, epochs=epochs,

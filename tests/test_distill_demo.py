@@ -35,10 +35,12 @@ def test_the_demo_distill_step_trains_gates_promotes_and_routes_to_the_student(t
 
     cfg = Config(lake=LakeConfig(path=tmp_path / "lake"))
     lines: list[str] = []
-    r = run_distill_demo(cfg, start=START, workdir=tmp_path, requests=300, routed=12, echo=lines.append)
+    # the demo's own size: about 45 held-out items a subtype, where a perfect student passes the gate's 0.1
+    # (one-sided 95 % Clopper-Pearson: 1 - 0.05 ** (1 / 45) = 0.064; at 300 requests, 15 items: 0.181)
+    r = run_distill_demo(cfg, start=START, workdir=tmp_path, requests=900, routed=12, echo=lines.append)
 
     assert set(r.exported) == {"sentiment", "intent", "urgency"}
-    assert all(c["eval"] >= 10 for c in r.exported.values())
+    assert all(c["eval"] >= 29 for c in r.exported.values())
     assert r.teacher_answers == sum(c["train"] + c["eval"] for c in r.exported.values())
     assert r.gate_passed, r.gate_text
     promoted = tomllib.loads(r.config_file.read_text())

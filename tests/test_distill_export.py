@@ -42,7 +42,7 @@ def test_export_counts_what_it_skips_and_why_and_splits_disjointly(tmp_path):
     from costline.distill.dataset import export_dataset, verify_disjoint
     from costline.serving.embedding import Embedder
 
-    cfg = world_config(tmp_path, near_duplicate_threshold=0.9, pii_hook="distill_world:pii_hook")
+    cfg = world_config(tmp_path, tenants=("*",), near_duplicate_threshold=0.9, pii_hook="distill_world:pii_hook")
     cfg = cfg.replace(capture={"max_chars": 300})
     plans = special_plans()
     lake_from_plans(plans, cfg)
@@ -73,9 +73,14 @@ def test_export_counts_what_it_skips_and_why_and_splits_disjointly(tmp_path):
     assert not set(m["hashes"]["train"]) & set(m["hashes"]["eval"])
     assert len(m["hashes"]["train"]) == ex.train and len(m["hashes"]["eval"]) == ex.eval
     verify_disjoint(m)
-    leaky = {"run_id": "old", "hashes": {"train": [m["hashes"]["eval"][0]], "eval": []}}
+    leaky = {"run_id": "old", "hashes": {"train": [m["hashes"]["eval"][0]], "eval": []},
+             "content_hash_version": m["content_hash_version"]}
     with pytest.raises(ExportError, match="eval items of run x are train items of run old"):
         verify_disjoint(m, leaky)
+    # a manifest of an older costline (hashed with another normalisation) cannot prove anything either way
+    older = {"run_id": "older", "hashes": {"train": [], "eval": []}}
+    with pytest.raises(ExportError, match="runs x and older hash their items differently"):
+        verify_disjoint(m, older)
 
 
 def test_export_without_captured_content_says_so(tmp_path):
@@ -83,7 +88,7 @@ def test_export_without_captured_content_says_so(tmp_path):
 
     from costline.distill.dataset import export_dataset
 
-    cfg = world_config(tmp_path).replace(capture={"message_content": False})
+    cfg = world_config(tmp_path, tenants=("*",)).replace(capture={"message_content": False})
     lake_from_plans(labelled_plans(30), cfg)
     with pytest.raises(ExportError, match="no captured content.*message_content = true"):
         export_dataset(cfg, since=SINCE, until=UNTIL)

@@ -107,21 +107,24 @@ def test_promote_gates_only_the_subtypes_the_run_passed(tmp_path):
     run = _evaluated_run(tmp_path / "runs", "sentiment-only", {("classification", "sentiment"): True,
                                                               ("extraction", "dates"): True})
     p = promote_run(cfg, run, toml)
-    assert p.subtypes == {"classification": ["intent", "sentiment"], "extraction": ["dates"]}
+    # exactly the run's passed subtypes: "intent" (an earlier run's) is dropped, the new adapter never saw it
+    assert p.subtypes == {"classification": ["sentiment"], "extraction": ["dates"]}
+    assert p.dropped == {"classification": ["intent"]} and p.whole_task_types == ["faq"]
     after = load_config(toml)
     rules = after.serving.router.rules
     assert rules.student_task_types == ("faq",)  # a whole task type stays the operator's decision
-    assert rules.student_subtypes == {"classification": ("intent", "sentiment"), "extraction": ("dates",)}
+    assert rules.student_subtypes == {"classification": ("sentiment",), "extraction": ("dates",)}
     assert toml.read_text().startswith("# ops")
     policy = build_policy(after.serving)
     routed = {(t, s): policy.route(SHORT, t, subtype=s).tier for t, s in [
         ("classification", "sentiment"), ("classification", "intent"), ("classification", "topic"),
         ("extraction", "dates"), ("extraction", "names")]}
-    assert routed == {("classification", "sentiment"): "student", ("classification", "intent"): "student",
+    assert routed == {("classification", "sentiment"): "student", ("classification", "intent"): "budget",
                       ("classification", "topic"): "budget", ("extraction", "dates"): "student",
                       ("extraction", "names"): "budget"}
     promoted = json.loads(run.path("promoted.json").read_text())
-    assert promoted["subtypes"] == {"classification": ["intent", "sentiment"], "extraction": ["dates"]}
+    assert promoted["subtypes"] == {"classification": ["sentiment"], "extraction": ["dates"]}
+    assert promoted["dropped"] == {"classification": ["intent"]}
 
 
 def test_the_serving_pipeline_routes_by_the_requests_subtype():

@@ -67,11 +67,11 @@ def test_near_duplicates_are_judged_on_the_conversation_not_on_a_shared_system_p
 
     plans = _ok_plans(120)
     embedder = Embedder()
-    bare = world_config(tmp_path / "bare", near_duplicate_threshold=0.95).replace(capture={"max_chars": 100_000})
+    bare = world_config(tmp_path / "bare", tenants=("*",), near_duplicate_threshold=0.95).replace(capture={"max_chars": 100_000})
     _lake_with_systems(plans, bare, lambda n: None)
     expected = export_dataset(bare, since=SINCE, until=UNTIL, run_id="bare", embedder=embedder)
 
-    cfg = world_config(tmp_path / "long", near_duplicate_threshold=0.95).replace(capture={"max_chars": 100_000})
+    cfg = world_config(tmp_path / "long", tenants=("*",), near_duplicate_threshold=0.95).replace(capture={"max_chars": 100_000})
     _lake_with_systems(plans, cfg, lambda n: system)
     ex = export_dataset(cfg, since=SINCE, until=UNTIL, run_id="long", embedder=embedder)
     # the same customer texts: the shared instruction changes nothing about which are near duplicates
@@ -88,7 +88,7 @@ def test_the_same_question_under_varying_system_prompts_stays_on_one_side_of_the
     plans = []
     for i, p in enumerate(base):  # every question asked twice, on two days (the date is in the system prompt)
         plans += [p, dataclasses.replace(p, request_id=f"{p.request_id}-again")]
-    cfg = world_config(tmp_path)  # exact duplicates only (near_duplicate_threshold = 0)
+    cfg = world_config(tmp_path, tenants=("*",))  # exact duplicates only (near_duplicate_threshold = 0)
     _lake_with_systems(plans, cfg, lambda n: f"Today is 2026-11-0{1 + n % 2}. Answer with one word.")
     ex = export_dataset(cfg, since=SINCE, until=UNTIL, run_id="dated")
     rows = _rows(ex.run)
@@ -136,7 +136,7 @@ def test_empty_and_cut_teacher_answers_neither_train_nor_grade_the_student(tmp_p
     from costline.distill.evaluate import evaluate_student
     from costline.distill.teacher import run_teacher
 
-    cfg = world_config(tmp_path, reasoning_subtypes=("topic",), max_tokens=64, min_eval_per_subtype=1)
+    cfg = world_config(tmp_path, tenants=("*",), reasoning_subtypes=("topic",), max_tokens=64, min_eval_per_subtype=1)
     lake_from_plans(labelled_plans(200), cfg)
     ex = export_dataset(cfg, since=SINCE, until=UNTIL, run_id="odd")
     items = {it["id"]: it for it in _rows(ex.run)}
@@ -177,7 +177,7 @@ def test_a_subtype_scored_by_an_llm_judge_is_refused_before_the_student_answers(
     from costline.distill.evaluate import evaluate_student
     from costline.distill.teacher import run_teacher
 
-    cfg = world_config(tmp_path, min_eval_per_subtype=1)
+    cfg = world_config(tmp_path, tenants=("*",), min_eval_per_subtype=1)
     cfg = cfg.replace(jobs=dataclasses.replace(cfg.jobs, drift=dataclasses.replace(
         cfg.jobs.drift, metrics={**cfg.jobs.drift.metrics, "sentiment": "judge"})))
     lake_from_plans(labelled_plans(60), cfg)
@@ -198,7 +198,7 @@ def test_roi_prices_the_teachers_answers_at_the_teacher_models_batch_price(tmp_p
     from costline.sim.traffic import CallPlan
 
     haiku = CallPlan("budget", "anthropic", "claude-haiku-4-5", input_tokens=1000, output_tokens=100)
-    cfg = world_config(tmp_path, sample_size=100, train_gpu_hours=2.0, train_gpu_usd_per_hour=3.0)
+    cfg = world_config(tmp_path, tenants=("*",), sample_size=100, train_gpu_hours=2.0, train_gpu_usd_per_hour=3.0)
     plans = [dataclasses.replace(p, calls=(haiku,), lookup=None, served_by="budget", routed_tier="budget",
                                  success=True) for p in labelled_plans(300)]
     lake_from_plans(plans, cfg)

@@ -38,7 +38,7 @@ def test_drifted_subtypes_are_exported_only_when_opted_in(tmp_path):
 
     from costline.distill.redistill import on_drift
 
-    cfg = world_config(tmp_path, redistill_on_drift=True)
+    cfg = world_config(tmp_path, tenants=("*",), redistill_on_drift=True)
     lake_from_plans(labelled_plans(120), cfg)
     assert on_drift(cfg.replace(distill={"redistill_on_drift": False}), ["sentiment"], UNTIL) is None
     assert on_drift(cfg, [], UNTIL) is None
@@ -94,7 +94,8 @@ def test_nightly_drift_exports_the_drifted_subtype_and_the_alert_says_so(tmp_pat
     from costline.sim.standin import StandInServer
 
     cfg = Config(lake=LakeConfig(path=tmp_path / "lake"), capture=CaptureConfig(message_content=True),
-                 distill=DistillConfig(redistill_on_drift=True, near_duplicate_threshold=0.0, window_days=1))
+                 distill=DistillConfig(redistill_on_drift=True, near_duplicate_threshold=0.0, window_days=1,
+                                       tenants=("*",)))
     lake_from_plans(demo_plans(days=2, per_day=300, shift_day=1, stale_day=None), cfg)
     # a small lake: few evaluated queries (26 sarcasm ones, all answered wrong), judged from 20 by the drift job
     d = dataclasses.replace(cfg.jobs.drift, regenerate_student=True, mmd_permutations=0, min_per_subtype=5, min_n=20)

@@ -25,7 +25,7 @@ TEACHER = (1000 * 10.0 + 100 * 50.0) / 1e6 * 0.5  # the frontier teacher (Fable 
 def lake(tmp_path, n, **distill):
     from lakes import lake_from_plans
 
-    cfg = world_config(tmp_path, **distill)
+    cfg = world_config(tmp_path, tenants=("*",), **distill)
     plans = [dataclasses.replace(p, calls=(HAIKU,), lookup=None, served_by="budget", routed_tier="budget",
                                  success=True) for p in labelled_plans(n)]
     other = [dataclasses.replace(p, task_type="coding", calls=(HAIKU,), lookup=None, served_by="budget")
@@ -79,6 +79,7 @@ path = "{tmp_path / 'lake'}"
 [capture]
 message_content = true
 [distill]
+tenants = ["*"]
 task_types = ["classification"]
 near_duplicate_threshold = 0.0
 eval_fraction = 0.1

@@ -27,8 +27,8 @@ def test_distill_run_chains_export_teacher_train_eval_gate_promote(tmp_path):
     from costline.config import load_config
     from costline.distill.model import format_prompt
 
-    cfg = world_config(tmp_path)
-    lake_from_plans(labelled_plans(240), cfg)
+    cfg = world_config(tmp_path, tenants=("*",))
+    lake_from_plans(labelled_plans(640), cfg)  # 29+ held-out items a subtype: a perfect student passes 0.1
 
     class Plain:
         chat_template = None
@@ -48,6 +48,7 @@ message_content = true
 base_url = "{srv.url}"
 poll_interval_s = 0.0
 [distill]
+tenants = ["*"]
 task_types = ["classification"]
 near_duplicate_threshold = 0.0
 eval_fraction = 0.15

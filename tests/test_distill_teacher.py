@@ -39,7 +39,7 @@ def exported(tmp_path):
 
     from costline.distill.dataset import export_dataset
 
-    cfg = world_config(tmp_path, reasoning_subtypes=("topic",))
+    cfg = world_config(tmp_path, tenants=("*",), reasoning_subtypes=("topic",))
     lake_from_plans(labelled_plans(120), cfg)
     return cfg, export_dataset(cfg, since=SINCE, until=UNTIL, run_id="r1")
 

@@ -239,7 +239,8 @@ def test_the_distillation_export_keeps_requests_with_one_id_and_leaves_out_failu
         rows += req_rows(i, query=f"q failed {i} is positive", answer="<garbage>", success=False, off=2000)
         rows += req_rows(i, query=f"q cached {i} is positive", answer="positive", cache_hit=True, off=3000)
     cfg = make_lake(tmp_path / "lake", rows)
-    cfg = cfg.replace(distill=DistillConfig(near_duplicate_threshold=0.0, window_days=1, eval_fraction=0.15))
+    cfg = cfg.replace(distill=DistillConfig(near_duplicate_threshold=0.0, window_days=1, eval_fraction=0.15,
+                                                 tenants=("*",)))
     ex = export_dataset(cfg, since=T0, until=T1, run_id="ids")
     # 40 distinct successful requests (20 + 20 sharing ids); 5 failed + 5 cache hits of the 50 counted skipped
     assert (ex.eligible, ex.train + ex.eval) == (50, 40)
