@@ -367,8 +367,14 @@ class SlackWebhookNotifier:
     name = "slack"
 
     def __init__(self, url: str, *, timeout_s: float = 10.0, client: Any = None) -> None:
+        from costline.netsec import mask_secret
+
+        self._masked = mask_secret(url)  # the URL is the secret: an error shows it masked, never whole
         if not url.startswith(("http://", "https://")):
-            raise NotifierError(f"[alerts.slack] webhook_url must be an http(s) URL, got {url!r}")
+            raise NotifierError(f"[alerts.slack] webhook_url must be an http(s) URL such as "
+                                f"https://hooks.slack.com/services/...; got {self._masked!r} (masked)")
+        path = url.split("://", 1)[1].partition("/")[2]
+        self._secrets = [x for x in (url, "/" + path if path else "") if len(x) >= 8]
         if client is None:
             from slack_sdk.webhook import WebhookClient
 
@@ -382,7 +388,10 @@ class SlackWebhookNotifier:
             text, blocks = slack_payload(message.payload)
             resp = self.client.send(text=text, blocks=blocks)
         except Exception as exc:  # noqa: BLE001
-            return SendResult(ok=False, error=f"{type(exc).__name__}: {exc}", ambiguous=True)
+            error = f"{type(exc).__name__}: {exc}"
+            for secret in self._secrets:  # an HTTP library may quote the URL, or its path (the secret part)
+                error = error.replace(secret, self._masked)
+            return SendResult(ok=False, error=error, ambiguous=True)
         if resp.status_code == 200:
             return SendResult(ok=True)
         if resp.status_code == 429:

@@ -228,6 +228,8 @@ def validate(config: Any) -> None:
     s = Section("alerts.slack")
     s.need(a.slack.base_url.startswith(("http://", "https://")), "base_url",
            f"must be an http(s) URL such as https://slack.com/api/; got {a.slack.base_url!r}")
+    if a.slack.webhook_url:
+        _check_webhook_url(s, a.slack.webhook_url)
     s.above_zero("timeout_s", a.slack.timeout_s, unit="seconds")
     s.at_least("dedup_max_pages", a.slack.dedup_max_pages, 1,
                "must be at least 1 (pages of 200 messages the duplicate check reads; "
@@ -249,6 +251,11 @@ def validate(config: Any) -> None:
         for key in ("drop", "rise", "resolve_within", "max_gap", "min_rate", "max_p_value"):
             if hasattr(rule, key):
                 s.fraction(key, getattr(rule, key), what=fraction)
+        for key in ("rise_pct", "resolve_pct"):  # percent, unlike the fractions above: 25 = +25 %
+            if hasattr(rule, key):
+                s.not_negative(key, getattr(rule, key),
+                               f"must be a finite percentage, not negative (25 = 25 % over the 7-day level); "
+                               f"got {getattr(rule, key)}")
         for key in ("silent_s", "window_s"):
             if hasattr(rule, key):
                 s.above_zero(key, getattr(rule, key), unit="seconds")
@@ -258,6 +265,27 @@ def validate(config: Any) -> None:
                    f"\"rolling\" (all 168 hours before); got {rule.baseline!r}")
         for target in getattr(rule, "inhibits", ()):
             s.need(target in rules, "inhibits", f"{target!r} is no rule: use {', '.join(rules)}")
+
+
+def _check_webhook_url(s: Any, url: str) -> None:
+    """``[alerts.slack] webhook_url`` is an http(s) URL as Slack gives it; an error shows it masked, never whole
+    (the URL is the secret: whoever has it can post to the channel)."""
+    from urllib.parse import urlsplit
+
+    from costline.netsec import mask_secret
+
+    shown = f"got {mask_secret(url)!r} (masked)"
+    s.need(url == url.strip(), "webhook_url",
+           f"starts or ends with a space or line break (pasted?): remove it; {shown}")
+    s.need(not any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url), "webhook_url",
+           f"contains a space or control character: paste the URL Slack shows, in one piece; {shown}")
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        parts, host = None, None
+    s.need(parts is not None and parts.scheme in ("http", "https") and bool(host), "webhook_url",
+           f"must be an http(s) URL such as https://hooks.slack.com/services/T.../B.../...; {shown}")
 
 
 #: This area's config section, found by costline.areas: [alerts] in costline.toml and

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -136,7 +137,7 @@ def show_config(config: Config) -> None:
     """
     import dataclasses
 
-    from costline.netsec import mask_secret
+    from costline.netsec import mask_secret, redact_url
     from costline import contract
     from costline.pricing import (cache_prices, cache_write_1h_price, regional_endpoint_price, us_inference_price,
                                   web_search_price)
@@ -167,6 +168,8 @@ def show_config(config: Config) -> None:
                 continue
             if value is not None and is_secret_key(sf.name):
                 value = mask_secret(value)  # tokens, keys, webhook URLs: never printed
+            else:
+                value = _without_passwords(value, redact_url)  # a catalog / endpoint URL's password neither
             click.echo(f"  {sf.name} = {value}")
         for sub_name, sub in nested:
             show(sub_name, sub)
@@ -174,6 +177,17 @@ def show_config(config: Config) -> None:
     click.echo(f"# source: {config.source or 'defaults + environment'}")
     for name, section in config.sections().items():
         show(name, section)
+
+
+def _without_passwords(value: object, redact: Callable[[str], str]) -> object:
+    """``value`` with the password of every URL in it (a string, or one in a list or table) redacted."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, tuple):
+        return tuple(_without_passwords(v, redact) for v in value)
+    if isinstance(value, dict):
+        return {k: _without_passwords(v, redact) for k, v in value.items()}
+    return value
 
 
 #: Config keys holding secrets (``*_env`` keys name environment variables, which are not secret).

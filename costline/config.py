@@ -5,7 +5,8 @@ Precedence, highest first: environment variables, the TOML file, defaults.
 * the file is ``--config PATH`` on the CLI, else ``$COSTLINE_CONFIG``, else
   ``./costline.toml`` when it exists; no file at all is fine;
 * every scalar key ``[section] key`` can be set as ``COSTLINE_SECTION_KEY``
-  (e.g. ``COSTLINE_LAKE_PATH``, ``COSTLINE_KAFKA_PORT``); tables (``[[pricing.models]]``, a
+  (e.g. ``COSTLINE_LAKE_PATH``, ``COSTLINE_KAFKA_PORT``); a list is comma-separated (``a,b``) or a JSON
+  array of strings (``["a","b"]``: a value starting with ``[``); tables (``[[pricing.models]]``, a
   ``key = value`` table) have no environment form. A ``COSTLINE_*`` variable that looks like a key
   but names none (a typo, ``__`` for ``_``, a table) is ignored with a warning naming the closest key;
 * ``COSTLINE_*`` names that are not keys: ``COSTLINE_CONFIG``, the tests' ``COSTLINE_REQUIRE_EXTRAS``,
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import logging
 import os
 import re
@@ -628,6 +630,8 @@ class _Loader:
             unset = f"unset {where}" if text is not None else "remove the key"
             raise ConfigError(where, f"must not be empty (that is the current directory): give a path, or {unset} "
                               "for the default", source=src)
+        if text is not None and origin is tuple and _is_json_list(text):
+            return _json_list(where, text, src)
         try:
             return _scalar(hint, value, text)
         except (TypeError, ValueError):
@@ -765,6 +769,47 @@ def _scalar(hint: Any, value: Any, text: str | None) -> Any:
     raise TypeError(f"unsupported config type {hint!r}")
 
 
+#: A bracketed IPv6 address (``[::1]``, ``[fd00::1]:8050``) opens a comma list, not a JSON one.
+_IPV6_LITERAL = re.compile(r"\[[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*(%[\w.-]+)?\]")
+
+
+def _is_json_list(text: str) -> bool:
+    """True when an environment list is written as JSON (``["a","b"]``): it starts with ``[``, and not with an
+    IPv6 address in brackets."""
+    stripped = text.strip()
+    return stripped.startswith("[") and not _IPV6_LITERAL.match(stripped)
+
+
+def _json_list(name: str, text: str, source: str) -> tuple[str, ...]:
+    """An environment list given as a JSON array of strings: the strings as they are (as a TOML array gives them).
+
+    Anything else is a ConfigError naming the variable, without echoing its value (it may hold a secret)."""
+    try:
+        items = json.loads(text)
+    except ValueError as exc:
+        pos = f" at character {exc.pos + 1}" if isinstance(exc, json.JSONDecodeError) else ""
+        raise ConfigError(name, f"starts with '[', so it is read as a JSON list, but it is not valid JSON "
+                          f"({getattr(exc, 'msg', exc)}{pos}): write it as [\"a\", \"b\"] (double quotes), "
+                          "or as a,b", source=source) from None
+    if not isinstance(items, list):
+        raise ConfigError(name, "must be a JSON list of strings such as [\"a\", \"b\"], or a,b", source=source)
+    for i, item in enumerate(items, 1):
+        if not isinstance(item, str):
+            raise ConfigError(name, f"must be a JSON list of strings such as [\"a\", \"b\"], or a,b; item {i} is "
+                              f"{_json_type(item)}: quote it", source=source)
+    return tuple(items)
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return "a list" if isinstance(value, list) else "an object"
+
+
 def _strict(types_: type | tuple[type, ...], value: Any) -> Any:
     if not isinstance(value, types_):
         raise TypeError
@@ -780,9 +825,15 @@ def _type_word(hint: Any) -> str:
 
 
 def _validate_lake(lake: LakeConfig, source: str) -> None:
+    s = Section("lake", source=source)
+    # the numbers in any mode: a bad one must not wait for the day the lake moves to table mode
+    s.port("objstore_port", lake.objstore_port)
+    s.at_least("commit_retries", lake.commit_retries, 1)
+    s.above_zero("outage_retry_s", lake.outage_retry_s,
+                 what="must be a finite number of seconds above 0 (how long a table commit retries while the object "
+                      f"store or catalog is down; the default is 120); got {lake.outage_retry_s}")
     if lake.mode != "table":
         return
-    s = Section("lake", source=source)
     s.need(lake.warehouse.startswith(("s3://", "s3a://")) and len(lake.warehouse.split("://", 1)[1].strip("/")) > 0,
            "warehouse", f"must be s3://bucket[/prefix]; got {lake.warehouse!r}")
     s.need(lake.s3_endpoint is None or lake.s3_endpoint.startswith(("http://", "https://")), "s3_endpoint",
@@ -790,11 +841,7 @@ def _validate_lake(lake: LakeConfig, source: str) -> None:
     s.need(lake.catalog_uri is None or "://" in lake.catalog_uri, "catalog_uri",
            "must be a SQLAlchemy URL (postgresql+psycopg2://user@host/db "
            f"or sqlite:////path/catalog.db); got {lake.catalog_uri!r}")
-    s.port("objstore_port", lake.objstore_port)
     s.need(lake.namespace.isidentifier(), "namespace", f"must be an identifier; got {lake.namespace!r}")
-    s.at_least("commit_retries", lake.commit_retries, 1)
-    s.need(lake.outage_retry_s > 0, "outage_retry_s",
-           f"must be a positive number of seconds; got {lake.outage_retry_s}")
 
 
 def _validate(config: Config, source: str) -> None:
@@ -811,6 +858,9 @@ def _validate(config: Config, source: str) -> None:
            f"must be -1 (the cluster's default.replication.factor) or 1 or more; got {kafka.replication_factor}")
     s.need(bool(kafka.topic and kafka.dlq_topic) and kafka.topic != kafka.dlq_topic, "dlq_topic",
            "topic and dlq_topic must be set and differ")
+    s.above_zero("start_timeout_s", kafka.start_timeout_s,
+                 what="must be a finite number of seconds above 0 (how long `costline kafka up` waits for the local "
+                      f"broker; the default is 60); got {kafka.start_timeout_s}")
     from costline.kafka_security import validate_security
 
     validate_security(kafka, s)
@@ -826,6 +876,10 @@ def _validate(config: Config, source: str) -> None:
                f"must differ from [collector] port ({collector.port}, OTLP/HTTP): gRPC needs its own port, "
                "e.g. 4317")
     s.at_least("max_body_bytes", collector.max_body_bytes, 1024)
+    s.above_zero("produce_timeout_s", collector.produce_timeout_s,
+                 what="must be a finite number of seconds above 0 (how long an export waits for Kafka's "
+                      "acknowledgement before the answer is 503; the default is 10); "
+                      f"got {collector.produce_timeout_s}")
     from costline.netsec import validate_limits
 
     validate_limits("collector", collector)

@@ -61,6 +61,7 @@ __all__ = [
     "ssl_context",
     "validate_limits",
     "mask_secret",
+    "redact_url",
 ]
 
 log = logging.getLogger(__name__)
@@ -178,6 +179,19 @@ def mask_secret(value: object) -> str:
     if not text:
         return ""
     return "****" + (text[-4:] if len(text) >= 16 else "")
+
+
+def redact_url(uri: str) -> str:
+    """``uri`` with the password of its userinfo replaced by ``***`` (``postgresql://user:***@host/db``).
+
+    What `costline config`, `costline lake status` and the table lake's errors show of a URL: the user name and the
+    rest stay readable, the password never is. A string with no ``scheme://user:password@`` is returned as it is.
+    """
+    head, sep, tail = uri.partition("@")
+    if not sep or "://" not in head:
+        return uri
+    scheme, _, cred = head.partition("://")
+    return f"{scheme}://{cred.split(':', 1)[0]}:***@{tail}" if ":" in cred else uri
 
 
 class BytesBudget:

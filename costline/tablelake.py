@@ -48,8 +48,11 @@ import pyarrow as pa
 from costline.config import Config, LakeConfig
 from costline.errors import LakeError
 from costline.lake import SCHEMAS, TABLES, WriterFenced
+from costline.netsec import redact_url as _redact
 
 if TYPE_CHECKING:  # pragma: no cover
+    from datetime import datetime
+
     import duckdb
 
 __all__ = [
@@ -704,14 +707,6 @@ def _as_table(table: str, value: Any) -> pa.Table:
         parts = [t for t in value.values() if t.num_rows]
         return pa.concat_tables(parts).cast(schema) if parts else schema.empty_table()
     return value.cast(schema)
-
-
-def _redact(uri: str) -> str:
-    head, sep, tail = uri.partition("@")
-    if not sep or "://" not in head:
-        return uri
-    scheme, _, cred = head.partition("://")
-    return f"{scheme}://{cred.split(':', 1)[0]}:***@{tail}" if ":" in cred else uri
 
 
 def open_table_lake(config: Config) -> TableLake:

@@ -13,6 +13,7 @@ area says more, e.g. what 0 means); :meth:`Section.need` is the general case.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -41,16 +42,30 @@ class Section:
             raise self.error(key, what)
 
     def at_least(self, key: str, value: float, minimum: float, what: str | None = None) -> None:
-        """``value >= minimum`` (counts, sizes): "must be at least N"."""
-        self.need(value >= minimum, key, what or f"must be at least {minimum}")
+        """``value >= minimum`` (counts, sizes): "must be at least N" (NaN and infinity fail)."""
+        text = what or f"must be at least {minimum}"
+        self.need(value >= minimum, key, text)
+        self._finite(key, value, text, False)
 
-    def above_zero(self, key: str, value: float, *, unit: str = "", what: str | None = None) -> None:
-        """``value > 0`` (NaN fails): "must be above 0" (+ `` seconds`` etc. with ``unit``)."""
-        self.need(value > 0, key, what or f"must be above 0{' ' + unit if unit else ''}")
+    def above_zero(self, key: str, value: float, *, unit: str = "", what: str | None = None,
+                   allow_inf: bool = False) -> None:
+        """``value > 0`` and finite: "must be above 0" (+ `` seconds`` etc. with ``unit``).
 
-    def not_negative(self, key: str, value: float, what: str = "must not be negative") -> None:
-        """``value >= 0`` (NaN fails)."""
+        NaN fails, and so does infinity unless ``allow_inf`` (a key where ``inf`` is documented to mean "no bound")."""
+        text = what or f"must be above 0{' ' + unit if unit else ''}"
+        self.need(value > 0, key, text)
+        self._finite(key, value, text, allow_inf)
+
+    def not_negative(self, key: str, value: float, what: str = "must not be negative", *,
+                     allow_inf: bool = False) -> None:
+        """``value >= 0`` and finite (NaN fails; infinity too unless ``allow_inf``)."""
         self.need(value >= 0, key, what)
+        self._finite(key, value, what, allow_inf)
+
+    def _finite(self, key: str, value: float, text: str, allow_inf: bool) -> None:
+        if not allow_inf and isinstance(value, float) and math.isinf(value):
+            # a message that already asks for a finite number (and says what it got) is said as it is
+            raise self.error(key, text if "finite" in text else f"{text}, and a finite number; got {value}")
 
     def fraction(self, key: str, value: float, *, open_low: bool = False, open_high: bool = False,
                  what: str | None = None) -> None:

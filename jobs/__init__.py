@@ -64,10 +64,48 @@ def validate(config: Any) -> None:
         raise drift.error("answer_pattern", f"not a valid regex: {exc}") from None
     drift.need(d.trend_runs >= 2 and d.min_trend_runs >= 3, "trend_runs",
                "trend_runs must be at least 2 and min_trend_runs at least 3")
-    Section("jobs.shadow").at_least("per_tier", s.per_tier, 1)
-    Section("jobs.shadow").fraction("match_threshold", s.match_threshold, what="must be between 0 and 1")
-    Section("jobs.teacher").at_least("concurrency", t.concurrency, 1)
-    Section("jobs.teacher").at_least("max_tokens", t.max_tokens, 1)
-    Section("jobs.teacher").fraction("max_error_rate", t.max_error_rate, open_high=True)
-    Section("jobs").above_zero("window_hours", j.window_hours)
+    # gaps and scores are fractions (scores in [0, 1]): 15 (meant as 15 points) or nan would never flag
+    for key, example in (("max_gap", "0.15 = 15 points"), ("max_gap_increase", "0.05 = 5 points"),
+                         ("min_increase", "0.03 = 3 points")):
+        drift.fraction(key, getattr(d, key), what=_fraction(example, getattr(d, key)))
+    for k, v in d.thresholds.items():
+        Section("jobs.drift.thresholds").fraction(k, v, what=_fraction("0.08 = 8 points", v))
+    drift.fraction("psi_threshold", d.psi_threshold, open_low=True,
+                   what="must be in (0, 1] (a population stability index: 0.2 = a significant shift, 0.1 a moderate "
+                        f"one; not percent); got {d.psi_threshold}")
+    drift.fraction("ks_min_statistic", d.ks_min_statistic,
+                   what="must be in [0, 1] (a Kolmogorov-Smirnov statistic, a fraction: 0.1 = the two cumulative "
+                        f"distributions 10 points apart at their widest; not percent); got {d.ks_min_statistic}")
+    drift.not_negative("mmd_permutations", d.mmd_permutations, "must be 0 (the MMD test skipped) or more")
+    shadow = Section("jobs.shadow")
+    shadow.at_least("per_tier", s.per_tier, 1)
+    shadow.fraction("match_threshold", s.match_threshold, what="must be between 0 and 1")
+    shadow.fraction("min_rate", s.min_rate, what=_fraction("0.85 = 85 %; 0 = no floor", s.min_rate))
+    shadow.fraction("drop", s.drop, what=_fraction("0.05 = 5 points", s.drop))
+    shadow.fraction("alpha", s.alpha, open_low=True, open_high=True,
+                    what=f"must be between 0 and 1, both excluded (a significance level such as 0.01); got {s.alpha}")
+    shadow.not_negative("baseline_runs", s.baseline_runs, "must not be negative (the previous runs the baseline rate "
+                        "is the mean of; the default is 7)")
+    teacher = Section("jobs.teacher")
+    teacher.at_least("concurrency", t.concurrency, 1)
+    teacher.at_least("max_tokens", t.max_tokens, 1)
+    teacher.not_negative("max_retries", t.max_retries, "must be 0 (no retries) or more")
+    teacher.fraction("max_error_rate", t.max_error_rate, open_high=True)
+    teacher.above_zero("timeout_s", t.timeout_s,
+                       what=f"must be a finite number of seconds above 0 (one request's timeout); got {t.timeout_s}")
+    teacher.above_zero("batch_timeout_s", t.batch_timeout_s,
+                       what="must be a finite number of seconds above 0 (how long a message batch may take; the "
+                            f"default is 93600, 26 hours); got {t.batch_timeout_s}")
+    teacher.not_negative("poll_interval_s", t.poll_interval_s,
+                         "must be a finite number of seconds, 0 or more (between polls of a message batch; 0 = poll "
+                         f"again at once, for a local stand-in); got {t.poll_interval_s}")
+    jobs = Section("jobs")
+    jobs.above_zero("window_hours", j.window_hours)
+    jobs.not_negative("retry_days", j.retry_days, "must be 0 (a failed window is not retried) or more")
+    jobs.above_zero("poll_s", j.poll_s, what="must be a finite number of seconds above 0 (`costline jobs serve`'s "
+                                             f"idle poll); got {j.poll_s}")
     Section("jobs.cost_report").above_zero("days_per_month", j.cost_report.days_per_month)
+
+
+def _fraction(example: str, value: float) -> str:
+    return f"must be in [0, 1] (a fraction: {example}); got {value}"

@@ -581,5 +581,13 @@ def validate(config: object) -> None:
     """``[serving.cache]``'s checks when the config loads (``costline config``, ``costline serve`` at start), not
     first when a cache is built: a threshold of 1.5 or a bad replication topic is refused naming the key."""
     from costline.serving.cache.semantic import validate_cache_config  # numpy only; loaded when this runs
+    from costline.serving.embedding_onnx import validate_embedder_config  # numpy only too
+    from costline.validate import Section
 
-    validate_cache_config(config.serving.cache)  # type: ignore[attr-defined]
+    serving: ServingConfig = config.serving  # type: ignore[attr-defined]
+    validate_cache_config(serving.cache)
+    validate_embedder_config(serving.cache)  # embed_batch_wait_ms & co., not first when an embedder is built
+    a = serving.router.min_adequacy
+    Section("serving.router").fraction(
+        "min_adequacy", a, open_low=True,
+        what=f"must be in (0, 1] (a probability: 0.7 = the cheapest tier at least 70 % likely to be adequate); got {a}")

@@ -211,6 +211,14 @@ def validate_cache_config(config: CacheConfig) -> None:
         t = getattr(config, key)
         if not (isinstance(t, (int, float)) and not isinstance(t, bool) and 0.0 <= t < 1.0):
             raise bad(key, f"must be a probability in [0, 1) (0: no stricter); got {t!r}")
+    # the snapshot keys whether replication is on or not: a bad one must not wait for the day it is turned on
+    interval, max_age = config.replication_snapshot_interval_s, config.replication_snapshot_max_age_s
+    if not (isinstance(interval, (int, float)) and 0.0 <= interval < math.inf):
+        raise bad("replication_snapshot_interval_s", f"must be a finite number of seconds, 0 (a snapshot only at "
+                                                     f"shutdown) or more; got {interval!r}")
+    if not (isinstance(max_age, (int, float)) and 0.0 < max_age < math.inf):
+        raise bad("replication_snapshot_max_age_s", f"must be a finite number of seconds above 0 (the topic's "
+                                                    f"tombstones live 24 h: the default is 72000); got {max_age!r}")
     if config.replication_topic is not None:
         from costline.serving.cache.replication import validate_replication_config
 
