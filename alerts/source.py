@@ -87,11 +87,29 @@ def _arrived_sql(lake_path: Any, table: str) -> str:
             f"JOIN read_blob({glob}) b ON b.filename = d.filename")
 
 
-def _raw_ts_sql(config: Config, table: str) -> str:
-    """What :data:`LAST_SPAN_SQL` reads as ``<table>_raw``: the event times, bounded by arrival in a local lake."""
+def _raw_ts_sql(config: Config, table: str, committed: dict[str, datetime | None] | None = None) -> str:
+    """What :data:`LAST_SPAN_SQL` reads as ``<table>_raw``: the event times, bounded by arrival. A local lake bounds
+    each span by when its file was written; table mode by when the table last committed rows
+    (``committed``, :func:`_last_commits`, read now when not given): no span of the snapshot arrived later."""
     if config.lake.mode == "local":
         return _arrived_sql(config.lake.path, table)
-    return f"SELECT ts FROM {table}_raw"
+    at = (_last_commits(config) if committed is None else committed).get(table)
+    if at is None:  # no snapshot, so no rows
+        return f"SELECT ts FROM {table}_raw"
+    return f"SELECT least(ts, TIMESTAMP '{at:%Y-%m-%d %H:%M:%S.%f}') AS ts FROM {table}_raw"
+
+
+def _last_commits(config: Config) -> dict[str, datetime | None]:
+    """Table mode: per span table, when its newest snapshot that added rows was committed (UTC)."""
+    from costline.tablelake import TableLake
+
+    return TableLake(config.lake).last_data_commits(_SPAN_TABLES)
+
+
+def _live_last_span_sql(config: Config) -> str:
+    """:data:`LAST_SPAN_SQL` over the live views, each span table's times bounded by arrival."""
+    committed = None if config.lake.mode == "local" else _last_commits(config)  # read once, after the views
+    return _last_span_sql(lambda t: f"({_raw_ts_sql(config, t, committed)})")
 
 
 _JOB_VIEWS = {"student_drift": "eval_runs", "routing_tier_match_drop": "shadow_runs"}
@@ -134,13 +152,14 @@ class AlertSource:
         live = self._open()
         snap = duckdb.connect()
         try:
+            committed = None if self.config.lake.mode == "local" else _last_commits(self.config)
             snap.execute("SET TimeZone = 'UTC'")
             tables = {
                 "cache_hit_rate_7d": "SELECT * FROM cache_hit_rate_7d",
                 "tier_hourly": "SELECT * FROM tier_hourly",
                 "rejections_hourly": "SELECT * FROM rejections_hourly",
                 # LAST_SPAN_SQL only needs the event times (bounded by arrival, as live).
-                **{f"{t}_raw": _raw_ts_sql(self.config, t) for t in _SPAN_TABLES},
+                **{f"{t}_raw": _raw_ts_sql(self.config, t, committed) for t in _SPAN_TABLES},
             }
             views = {r[0] for r in live.execute("SELECT table_name FROM information_schema.tables").fetchall()}
             tables.update({v: f"SELECT * FROM {v}" for v in (*_JOB_VIEWS.values(), _RETRAINS, _REDISTILL_VIEW)
@@ -228,7 +247,7 @@ class AlertSource:
             if "pipeline_silent" in wanted or "lake_unreadable" in wanted:  # reads every file of the lake
                 got = self._try("last span", lambda: con.execute(
                     LAST_SPAN_SQL if self._frozen is not None  # the frozen tables hold the bounded times
-                    else _last_span_sql(lambda t: f"({_raw_ts_sql(self.config, t)})"), {"now": n}).fetchone(), errors)
+                    else _live_last_span_sql(self.config), {"now": n}).fetchone(), errors)
                 if got is not None and "pipeline_silent" in wanted:
                     last_span, spans_known = got[0], True
         finally:

@@ -181,17 +181,30 @@ def mask_secret(value: object) -> str:
     return "****" + (text[-4:] if len(text) >= 16 else "")
 
 
+#: Query parameters of a URL whose value is a credential (libpq's ``password``/``sslpassword``, and the usual
+#: spellings of a secret), shown as ``***`` by :func:`redact_url`.
+_SECRET_PARAM = re.compile(r"(?i)([?&;](?:password|passwd|pwd|sslpassword|secret|[a-z_]*secret[a-z_]*|token|"
+                           r"[a-z_]*_key|apikey|api-key)=)[^&;#]*")
+
+
 def redact_url(uri: str) -> str:
-    """``uri`` with the password of its userinfo replaced by ``***`` (``postgresql://user:***@host/db``).
+    """``uri`` with the password of its userinfo and the values of credential query parameters replaced by ``***``
+    (``postgresql://user:***@host/db``, ``postgresql://user@host/db?password=***``).
 
     What `costline config`, `costline lake status` and the table lake's errors show of a URL: the user name and the
-    rest stay readable, the password never is. A string with no ``scheme://user:password@`` is returned as it is.
+    rest stay readable, the password never is. The userinfo ends at the authority's last ``@`` (a password may hold
+    one). A string with no ``scheme://`` is returned as it is.
     """
-    head, sep, tail = uri.partition("@")
-    if not sep or "://" not in head:
+    scheme, sep, rest = uri.partition("://")
+    if not sep:
         return uri
-    scheme, _, cred = head.partition("://")
-    return f"{scheme}://{cred.split(':', 1)[0]}:***@{tail}" if ":" in cred else uri
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    authority, path = rest[:end], rest[end:]
+    cred, at, host = authority.rpartition("@")
+    if at and ":" in cred:
+        authority = f"{cred.split(':', 1)[0]}:***@{host}"
+    path = _SECRET_PARAM.sub(r"\1***", path)
+    return f"{scheme}://{authority}{path}"
 
 
 class BytesBudget:

@@ -222,21 +222,23 @@ class TableLake:
             except CommitFailedException:
                 self._backoff(attempt)
 
-    def _ensure_columns(self, table: str) -> None:
+    def _ensure_columns(self, table: str, schema: pa.Schema | None = None) -> None:
         """Add the columns a newer costline writes (``requests.rejected_attempts``...) to a table an older one made:
         its existing rows read them as NULL, and this version's batches append (Iceberg refuses a batch with a
         column its table lacks). Columns are only added, never changed or dropped; a concurrent opener adding
-        the same ones is retried."""
+        the same ones is retried. ``schema``: the columns wanted (default: the span table's ``SCHEMAS``; the
+        result tables pass the columns of the rows they write)."""
         from pyiceberg.exceptions import CommitFailedException
 
+        want = SCHEMAS[table] if schema is None else schema
         for attempt in range(self.settings.commit_retries):
             tbl = self.table(table)
             have = {f.name for f in tbl.schema().fields}
-            if all(name in have for name in SCHEMAS[table].names):
+            if all(name in have for name in want.names):
                 return
             try:
                 with tbl.update_schema() as update:
-                    update.union_by_name(SCHEMAS[table])
+                    update.union_by_name(want)
                 return
             except CommitFailedException:
                 self._backoff(attempt)
@@ -489,13 +491,17 @@ class TableLake:
         compaction replaced meanwhile is left alone."""
         out = []
         for table in tables:
-            tbl = _Outage(self, f"planning the compaction of {self.identifier(table)}").call(
-                lambda t=table: self.table(t))
-            groups: dict[Any, list[Any]] = {}
-            for task in tbl.scan().plan_files():
-                f = task.file
-                if f.file_size_in_bytes < target_file_bytes:
-                    groups.setdefault((f.spec_id, str(f.partition)), []).append(f)
+            def plan(table: str = table) -> dict[tuple[int, str], list[Any]]:
+                # loading the table and planning its files both read the object store: one outage retry
+                tbl = self.table(table)
+                groups: dict[tuple[int, str], list[Any]] = {}
+                for task in tbl.scan().plan_files():
+                    f = task.file
+                    if f.file_size_in_bytes < target_file_bytes:
+                        groups.setdefault((f.spec_id, _partition_label(tbl, f)), []).append(f)
+                return groups
+
+            groups = _Outage(self, f"planning the compaction of {self.identifier(table)}").call(plan)
             for (_, partition), files in sorted(groups.items(), key=lambda kv: kv[0][1]):
                 if len(files) >= 2:
                     done = self._compact_files(table, partition, files)
@@ -504,9 +510,10 @@ class TableLake:
         return out
 
     def _compact_files(self, table: str, partition: str, files: list[Any]) -> "Compaction | None":
-        import pyarrow.dataset as ds
+        """Rewrite ``files`` (one partition's) as one snapshot. The rows are read and written with the table's
+        current Iceberg schema, not this version's :data:`SCHEMAS`: a column a newer costline added (a rolling
+        upgrade) is kept, never dropped with the files it was in."""
         from pyiceberg.exceptions import CommitFailedException
-        from pyiceberg.io.pyarrow import _dataframe_to_data_files
 
         what = f"compacting {len(files)} files of {self.identifier(table)} {partition}"
         rows = sum(f.record_count for f in files)
@@ -517,18 +524,12 @@ class TableLake:
         while True:
             try:
                 tbl = self.table(table)
-                live = {t.file.file_path for t in tbl.scan().plan_files()}
-                if not paths <= live:
+                live = {t.file.file_path: t for t in tbl.scan().plan_files()}
+                if not paths <= live.keys():
                     log.info("table lake: %s: another compaction replaced them meanwhile; skipped", what)
                     return None
                 if new_files is None:
-                    arrow = ds.dataset([p.split("://", 1)[1] for p in sorted(paths)], schema=SCHEMAS[table],
-                                       format="parquet", filesystem=self._filesystem()).to_table()
-                    if arrow.num_rows != rows:
-                        raise LakeError(f"{what}: read {arrow.num_rows} rows, the manifests say {rows}")
-                    arrow = arrow.sort_by([("kafka_partition", "ascending"), ("kafka_offset", "ascending")])
-                    new_files = list(_dataframe_to_data_files(table_metadata=tbl.metadata, write_uuid=uuid.uuid4(),
-                                                              df=arrow, io=tbl.io))
+                    new_files = self._rewrite(tbl, table, what, [live[p] for p in sorted(paths)], rows)
                 props = {OFFSETS_PROPERTY: json.dumps(self._offsets_of(tbl), sort_keys=True, separators=(",", ":")),
                          CLAIMS_PROPERTY: json.dumps(self._summary_map(tbl, CLAIMS_PROPERTY), sort_keys=True,
                                                      separators=(",", ":")),
@@ -554,6 +555,38 @@ class TableLake:
                     raise
                 new_files = None
                 outage.wait(exc)
+
+    def _rewrite(self, tbl: Any, table: str, what: str, tasks: list[Any], rows: int) -> list[Any]:
+        """The data files holding the rows of ``tasks``, read by field id with the table's current schema (the
+        columns this version does not know included) and written back sorted by Kafka partition and offset.
+        A column that cannot be carried over is a :class:`LakeError` naming it: nothing is compacted then."""
+        from pyiceberg.exceptions import ResolveError
+        from pyiceberg.expressions import AlwaysTrue
+        from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files
+
+        schema = tbl.schema()
+        try:
+            arrow = ArrowScan(tbl.metadata, tbl.io, schema, AlwaysTrue()).to_table(tasks)
+            if arrow.num_rows != rows:
+                raise LakeError(f"{what}: read {arrow.num_rows} rows, the manifests say {rows}")
+            names = [f.name for f in schema.fields]
+            if arrow.schema.names != names:
+                lost = sorted(set(names) - set(arrow.schema.names))
+                raise LakeError(f"{what}: the rows read lack the column(s) {', '.join(lost)} of the table: "
+                                "not compacted (that would drop their values)")
+            keys = [(k, "ascending") for k in ("kafka_partition", "kafka_offset") if k in names]
+            if keys:
+                arrow = arrow.sort_by(keys)
+            return list(_dataframe_to_data_files(table_metadata=tbl.metadata, write_uuid=uuid.uuid4(), df=arrow,
+                                                 io=tbl.io))
+        except (ValueError, TypeError, NotImplementedError, ResolveError) as exc:
+            known = set(SCHEMAS[table].names) if table in SCHEMAS else set()
+            odd = [f"{f.name} ({f.field_type})" for f in schema.fields if f.name not in known]
+            if not odd:
+                raise
+            raise LakeError(f"{what}: cannot carry the column(s) {', '.join(odd)} through a rewrite "
+                            f"({type(exc).__name__}: {exc}): {self.identifier(table)} is not compacted; compact it "
+                            "with the costline version that added them") from exc
 
     def expire_snapshots(self, *, older_than_s: float, keep_last: int = 10, now_ms: int | None = None,
                          tables: Iterable[str] = TABLES) -> dict[str, int]:
@@ -595,13 +628,6 @@ class TableLake:
             out[table] = _Outage(self, f"expiring snapshots of {self.identifier(table)}").call(once)
         return out
 
-    def _filesystem(self) -> Any:
-        from costline.localobjstore import s3_filesystem
-
-        s = self.settings
-        return s3_filesystem(s.s3_endpoint or f"http://127.0.0.1:{s.objstore_port}", s.s3_access_key_id,
-                             s.s3_secret_access_key, s.s3_region)
-
     # -- reading ---------------------------------------------------------------------------------------
     def datasets(self, schemas: Mapping[str, pa.Schema] | None = None) -> dict[str, Any]:
         """Per table (default: the span tables), a ``pyarrow.dataset`` over the current snapshot's
@@ -625,6 +651,45 @@ class TableLake:
                 paths.append(task.file.file_path.split("://", 1)[1])
             out[table] = ds.dataset(paths, schema=schemas[table], format="parquet", filesystem=fs)
         return out
+
+    def last_data_commits(self, tables: Iterable[str] = TABLES) -> dict[str, datetime | None]:
+        """Per table, when (UTC, naive) its newest snapshot that added rows was committed; None when no snapshot.
+
+        Every row of the current snapshot was committed then or earlier, so no row arrived later: what
+        ``pipeline_silent`` bounds event times by (a client whose clock runs ahead cannot keep it quiet).
+        Snapshots that add no rows (claims) or rewrite them (compactions, any ``replace``) are walked past;
+        when the walk reaches an expired parent, the oldest snapshot reached is the bound (still no row is newer)."""
+        from datetime import datetime, timezone
+
+        from pyiceberg.table.snapshots import Operation
+
+        def adds_rows(snap: Any) -> bool:
+            summary = snap.summary
+            if summary is None:
+                return True  # unknown: the snapshot's own time is a bound anyway
+            if summary.operation == Operation.REPLACE or MAINTENANCE_PROPERTY in summary.additional_properties:
+                return False
+            try:
+                return int(summary.get("added-records") or 0) > 0
+            except (TypeError, ValueError):
+                return True
+
+        def once() -> dict[str, datetime | None]:
+            out: dict[str, datetime | None] = {}
+            for table in tables:
+                tbl = self.table(table)
+                by_id = {s.snapshot_id: s for s in tbl.snapshots()}
+                snap, at = tbl.current_snapshot(), None
+                while snap is not None:
+                    at = snap.timestamp_ms
+                    if adds_rows(snap):
+                        break
+                    snap = by_id.get(snap.parent_snapshot_id) if snap.parent_snapshot_id is not None else None
+                out[table] = (None if at is None else
+                              datetime.fromtimestamp(at / 1000, tz=timezone.utc).replace(tzinfo=None))
+            return out
+
+        return _Outage(self, "reading the tables' last commits").call(once)
 
 
 def _unreachable(exc: BaseException) -> str | None:
@@ -697,6 +762,21 @@ class _Outage:
             log.warning("table lake: %s: reachable again, done after %d retries (%.1f s)", self.what, self.tries,
                         self.lake._now() - (self.first or 0.0))
             self.first, self.tries = None, 0
+
+
+def _partition_label(tbl: Any, data_file: Any) -> str:
+    """A data file's partition as people read it (``2026-03-01``, not ``Record[20513]``)."""
+    spec = tbl.specs().get(data_file.spec_id)
+    if spec is None or len(spec.fields) != len(data_file.partition):
+        return str(data_file.partition)
+    shown = []
+    for i, field in enumerate(spec.fields):
+        value = data_file.partition[i]
+        try:
+            shown.append(field.transform.to_human_string(tbl.schema().find_type(field.source_id), value))
+        except Exception:  # noqa: BLE001 - a dropped source column or an odd transform: the raw value
+            shown.append(str(value))
+    return shown[0] if len(shown) == 1 else ", ".join(f"{f.name}={v}" for f, v in zip(spec.fields, shown))
 
 
 def _as_table(table: str, value: Any) -> pa.Table:
@@ -783,7 +863,9 @@ class ResultTables:
     replaces, in one snapshot, the rows whose :data:`RESULT_NAME_COLUMN` is ``name``
     (``Table.overwrite`` with a filter: pyiceberg rewrites the data files holding such rows and
     appends the new ones). pyiceberg's own commit retry stays on for these tables (nothing is fenced);
-    an outage retries like the processors' commits. Read by :func:`create_table_views`."""
+    an outage retries like the processors' commits. A write whose rows have columns the table lacks (a
+    table an older costline made) first adds them by name (:meth:`TableLake._ensure_columns`). Read by
+    :func:`create_table_views`."""
 
     def __init__(self, lake: LakeConfig, *, sleep: Callable[[float], None] = time.sleep,
                  now: Callable[[], float] = time.monotonic) -> None:
@@ -821,6 +903,10 @@ class ResultTables:
             import warnings
 
             tbl = self._table(table, arrow.schema)
+            have = {f.name for f in tbl.schema().fields}
+            if not all(n in have for n in rows.schema.names):  # made by an older costline: add the new columns
+                self.lake._ensure_columns(table, rows.schema)
+                tbl = self.lake.table(table, refresh=False)
             with warnings.catch_warnings():  # a first write of a name replaces nothing, as it should
                 warnings.filterwarnings("ignore", "Delete operation did not match any records")
                 tbl.overwrite(rows, overwrite_filter=EqualTo(RESULT_NAME_COLUMN, name),

@@ -126,8 +126,10 @@ def compact_loop(config: Config, *, before: Any = None, every: float | None = No
                  passes: int | None = None) -> None:
     """:func:`compact_once`, then again every ``every`` seconds (until interrupted, or ``passes``).
 
-    A pass that fails (the store or catalog down past ``[lake] outage_retry_s``) is reported and the
-    next one runs on schedule: maintenance never needs to be restarted by hand."""
+    A pass that fails (the store or catalog down past ``[lake] outage_retry_s``, or any other error of
+    that pass: an ``OSError``, a SQLAlchemy error, a :class:`~costline.errors.LakeError`) is reported and
+    the next one runs on schedule: maintenance never needs to be restarted by hand. Only an interrupt
+    (``KeyboardInterrupt``, ``SystemExit``) stops the loop; a single pass (``every`` None) raises."""
     from costline.errors import LakeError
 
     n = 0
@@ -135,10 +137,11 @@ def compact_loop(config: Config, *, before: Any = None, every: float | None = No
         try:
             for line in compact_once(config, before=before, expire_older_than=expire_older_than):
                 click.echo(line)
-        except LakeError as exc:
+        except Exception as exc:  # noqa: BLE001 - one failed pass must not end the scheduled job
             if every is None:
                 raise
-            click.echo(f"maintenance pass failed: {exc}", err=True)
+            shown = str(exc) if isinstance(exc, LakeError) else f"{type(exc).__name__}: {exc}"
+            click.echo(f"maintenance pass failed: {shown}", err=True)
         n += 1
         if every is None or (passes is not None and n >= passes):
             return

@@ -44,6 +44,12 @@ def test_config_redacts_the_password_of_every_url(tmp_path: Path) -> None:
     ("sqlite:////tmp/catalog.db", "sqlite:////tmp/catalog.db"),
     ("user:pw@host", "user:pw@host"),  # no scheme: no URL
     ("https://u:p:q@h", "https://u:***@h"),
+    # libpq takes the password as a query parameter too; a password may hold an "@"
+    ("postgresql+psycopg2://costline@127.0.0.1:9/postgres?password=hunter2-SECRET",
+     "postgresql+psycopg2://costline@127.0.0.1:9/postgres?password=***"),
+    ("postgresql://u@h/db?sslmode=require&sslpassword=zz", "postgresql://u@h/db?sslmode=require&sslpassword=***"),
+    ("postgresql://costline:p@ss2@db/x", "postgresql://costline:***@db/x"),
+    ("s3://bucket/wh?x=1&secret_access_key=abc&y=2", "s3://bucket/wh?x=1&secret_access_key=***&y=2"),
 ])
 def test_one_redactor_for_the_cli_and_the_table_lake(uri: str, shown: str) -> None:
     from costline import tablelake
