@@ -25,7 +25,7 @@ from costline.sim.demo_app import SimClock
 from costline.jobs.scheduler import default_runners, nightly
 from costline.jobs.store import open_jobs_lake
 from costline.processors.processor import Processor
-from costline.serving.pipeline import Pipeline
+from costline.serving.pipeline import Pipeline, marker_confidence
 from costline.serving.routing.learned import LabelledQuery, read_rows, train_policy
 from costline.serving.routing.promote import file_sha256, read_manifest
 from costline.serving.settings import StandInConfig
@@ -39,6 +39,27 @@ DAY1 = datetime(2026, 11, 1)
 DAY2 = DAY1 + timedelta(days=1)
 END = DAY2 + timedelta(days=1)
 PER_DAY = 260
+
+#: A second app on the same tiers: long planning reports (complex_reasoning, over the rules' 200 characters, so the
+#: rule router sends them to upper) that it cannot check: no validator, and it reads no confidence marker. Upper's
+#: answers to them are all accepted (successful requests), right or wrong: only the shadow job sees the wrong ones.
+#: Upper answers half of them adequately (the stand-in's world: never a "design a" one, 3 in 4 of the others).
+_REPORT_SUBJECTS = (
+    "the billing service", "the mobile app's login flow", "our EU data residency setup", "the warehouse scanner fleet",
+    "the partner API", "the support chatbot", "the nightly ETL jobs", "the payments ledger", "the search index",
+    "the customer onboarding funnel", "the on-call rotation", "the pricing page", "the identity provider migration",
+    "the GPU inference cluster", "the CRM integration", "the invoice archive", "the status page",
+    "the feature flag service", "the email delivery pipeline", "the data warehouse",
+)
+_REPORT_TEMPLATES = (
+    "Design a multi-step migration plan for {s}, with the order of the steps, what each one depends on, how to roll "
+    "each one back, who signs off, and how we will know from the metrics that it worked before we move on.",
+    "Walk me through, step by step, the main risk in changing {s} this quarter and the trade-off between doing it now "
+    "and waiting for the next release, and list the checks we should run before and after the change goes live.",
+    "Lay out our strategy for {s} over the next two quarters step by step: the trade-offs between the options, the "
+    "risk each one carries for customers, and the order in which we should take the decisions.",
+)
+REPORTS = [LabelledQuery(t.format(s=s), "complex_reasoning", "") for t in _REPORT_TEMPLATES for s in _REPORT_SUBJECTS]
 
 
 def _toml(tmp_path: Path, standin: StandInServer) -> Path:
@@ -70,15 +91,20 @@ regenerate_cheap = true
     return f
 
 
-def _serve_traffic(config: Config, rows: list[LabelledQuery], day: datetime, clock: SimClock) -> int:
+def _serve_traffic(config: Config, rows: list[LabelledQuery], day: datetime, clock: SimClock, *,
+                   checked: bool = True, start: timedelta = timedelta(0),
+                   every: timedelta = timedelta(minutes=5)) -> int:
+    """Serve ``rows`` from ``day + start``, ``every`` apart; ``checked``: the app's validator and confidence gate
+    judge the answers (else every answer is accepted as it is). Returns how many requests escalated."""
     provider = setup_tracing("route-loop-app", exporter=KafkaSpanExporter(config.kafka), set_global=False,
                              max_queue_size=100_000)
     recorder = Recorder(provider, capture=config.capture, env={}, now=clock)
-    pipeline = Pipeline.from_config(config, recorder=recorder, validator=reference_validator, env={})
+    pipeline = Pipeline.from_config(config, recorder=recorder, validator=reference_validator if checked else None,
+                                    confidence=marker_confidence if checked else None, env={})
     escalated = 0
     try:
         for i, row in enumerate(rows):
-            clock.set(day + timedelta(minutes=5 * i))
+            clock.set(day + start + every * i)
             answer = pipeline.answer(row.query, task_type=row.task_type, tenant="acme")
             escalated += answer.escalations > 0
     finally:
@@ -108,6 +134,11 @@ def test_shadow_labels_train_gate_promote_and_roll_back(kafka_config: Config, tm
         escalated = sum(_serve_traffic(config, rows[d * PER_DAY:(d + 1) * PER_DAY], day, clock)
                         for d, day in enumerate((DAY1, DAY2)))
         assert escalated > 0  # the rule router sends short hard queries to budget: they escalate
+        # The unchecked reports app, half of its reports each day, after the day's other traffic (21:40-23:36).
+        reports_per_day = len(REPORTS) // 2
+        assert sum(_serve_traffic(config, REPORTS[d::2], day, clock, checked=False,
+                                  start=timedelta(hours=21, minutes=40), every=timedelta(minutes=4))
+                   for d, day in enumerate((DAY1, DAY2))) == 0
         assert Processor(config).run(until_idle=2.0).dlq == 0
 
         client = anthropic.Anthropic(base_url=standin.url, api_key="costline-standin", max_retries=2)
@@ -152,7 +183,7 @@ def test_shadow_labels_train_gate_promote_and_roll_back(kafka_config: Config, tm
         assert code == 0, text
         ev = read_manifest(cand)["eval"]
         assert ev["passed"] and ev["incumbent"] == "rules"
-        assert ev["rows"] == PER_DAY and ev["excluded_training_requests"] == 0
+        assert ev["rows"] == PER_DAY + reports_per_day and ev["excluded_training_requests"] == 0
         for m in ev["moved"]:  # what the gate judged is what the stand-in's world says
             if m["adequate"] is not None:
                 assert m["adequate"] == adequate(m["to"], m["query"]), m
@@ -220,8 +251,23 @@ def test_shadow_labels_train_gate_promote_and_roll_back(kafka_config: Config, tm
         outs = nightly(config, until=END, runners=runners, jobs=("shadow",), now=lambda: night["at"])
         (quiet,) = [o for o in outs if o.job == "route-retrain"]
         assert quiet.status == "skipped" and "holds on every tier" in quiet.error
-        # ...and once routing_tier_match_drop holds (upper matches frontier about half the time; the
-        # rule needs 50 shadowed requests here), a candidate trained on day 1, gated on day 2, not promoted.
+        # The shadow job samples only the answers the apps accepted: the validated ones always match the tier
+        # above; upper's answers to the unchecked reports match exactly where the stand-in's world says upper is
+        # adequate (14 of day 1's 30, 16 of day 2's). So upper's day-2 rate is under 85 % (52 of 66), on fewer than
+        # the rule's default 100 requests: too few to judge above.
+        con = open_jobs_lake(config)
+        try:
+            latest = {t: (n, m) for t, n, m in con.execute(
+                "SELECT tier, n, matches FROM shadow_runs WHERE until = $u", {"u": END}).fetchall()}
+        finally:
+            con.close()
+        reports2 = REPORTS[1::2]
+        assert {t: n == m for t, (n, m) in latest.items()} == {"budget": True, "mid": True, "upper": False}
+        n_upper, m_upper = latest["upper"]
+        assert m_upper - (n_upper - len(reports2)) == sum(adequate("upper", r.query) for r in reports2)
+        assert 50 <= n_upper < 100 and m_upper / n_upper < 0.85
+        # ...and once routing_tier_match_drop holds (upper matches frontier on about 8 in 10 of the requests it
+        # served; the rule needs 50 shadowed requests here), a candidate trained on day 1, gated on day 2, not promoted.
         toml.write_text(toml.read_text() + "\n[alerts.routing_tier_match_drop]\nmin_n = 50\n")
         config = load_config(toml, env={}).replace(kafka=kafka_config.kafka, processor=kafka_config.processor)
         with caplog.at_level(logging.WARNING, logger="costline.alerts.notify"):
