@@ -187,8 +187,23 @@ def _store_full(total_max_bytes: int) -> BatchStoreFull:
     return BatchStoreFull("the gateway's batch storage is full (all tenants together): try again later")
 
 
+def _tenant_usage(db: sqlite3.Connection, tenant: str) -> tuple[int, int]:
+    """``(count, bytes)`` that ``tenant`` keeps: its batches of both APIs (their requests and the results saved so
+    far) and its uploads together, what ``batches_max`` and ``batches_tenant_max_mib`` bound."""
+    count, size = db.execute(
+        "SELECT (SELECT count(*) FROM message_batches WHERE tenant = ?) + (SELECT count(*) FROM batch_files WHERE "
+        "tenant = ?), (SELECT coalesce(sum(size), 0) FROM message_batches WHERE tenant = ?) + "
+        "(SELECT coalesce(sum(bytes), 0) FROM batch_files WHERE tenant = ?)", (tenant,) * 4).fetchone()
+    return int(count), int(size)
+
+
+def _tenant_full(what: str) -> BatchesFull:
+    return BatchesFull(f"this tenant's batches (their requests and results) and uploaded files take all the room it "
+                       f"has ([serving.gateway] batches_max, batches_tenant_max_mib): {what}")
+
+
 def _stored_bytes(db: sqlite3.Connection) -> int:
-    """What every tenant's batches (their requests) and uploads take, in bytes."""
+    """What every tenant's batches (their requests and results saved so far) and uploads take, in bytes."""
     return int(db.execute("SELECT (SELECT coalesce(sum(size), 0) FROM message_batches) + "
                           "(SELECT coalesce(sum(bytes), 0) FROM batch_files)").fetchone()[0])
 
@@ -231,8 +246,9 @@ class BatchStore:
                meta: str | None = None, prefix: str = "msgbatch_costline_",
                total_max_bytes: int | None = None) -> StoredBatch:
         """A new batch of ``(custom_id, params)`` for ``tenant``. Per tenant at most ``max_open`` in progress and
-        ``max_kept`` batches of ``max_bytes`` (their requests) in all: the oldest ended ones are forgotten to make
-        room; :class:`BatchesFull` when that is not enough (nothing changed then). All tenants' batches and uploads
+        ``max_kept`` batches and uploads of ``max_bytes`` (requests, results saved so far, uploads) in all, counted
+        together (:func:`_tenant_usage`): the oldest ended batches are forgotten to make room (never an upload);
+        :class:`BatchesFull` when that is not enough (nothing changed then). All tenants' batches and uploads
         together take at most ``total_max_bytes``: past it :class:`BatchStoreFull` (another tenant's batches are
         never forgotten to make room)."""
         batch_id = f"{prefix}{uuid.uuid4().hex[:24]}"
@@ -245,7 +261,7 @@ class BatchStore:
             if sum(1 for _, _, ended in kept if ended is None) >= max_open:
                 raise BatchesFull(f"{max_open} batches are in progress for this tenant ([serving.gateway] "
                                   "batches_max_open): wait for one to end, or cancel one")
-            count, total, drop = len(kept), sum(k[1] for k in kept), []
+            (count, total), drop = _tenant_usage(db, tenant), []
             everyone = _stored_bytes(db) if total_max_bytes is not None else 0
             for old_id, old_size, ended in kept:  # the oldest ended first
                 if (count + 1 <= max_kept and total + size <= max_bytes
@@ -255,8 +271,8 @@ class BatchStore:
                     drop.append(old_id)
                     count, total, everyone = count - 1, total - old_size, everyone - old_size
             if count + 1 > max_kept or total + size > max_bytes:
-                raise BatchesFull("this tenant's batches in progress take all the room it has ([serving.gateway] "
-                                  "batches_max, batches_tenant_max_mib): wait for them to end")
+                raise _tenant_full("wait for its batches in progress to end, delete the files its batches have read "
+                                   "and the ended batches it has read the results of")
             if total_max_bytes is not None and everyone + size > total_max_bytes:
                 raise _store_full(total_max_bytes)
             for old_id in drop:
@@ -343,15 +359,15 @@ class BatchStore:
     # -- uploaded files (the OpenAI Files API) -------------------------------------------------------------------
     def add_file(self, tenant: str, filename: str, purpose: str, content: bytes, *, now: float, max_files: int,
                  max_bytes: int, total_max_bytes: int | None = None) -> tuple[str, float]:
-        """Keep an upload; ``(id, created)``. :class:`BatchesFull` past ``max_files`` / ``max_bytes`` per tenant,
-        :class:`BatchStoreFull` past ``total_max_bytes`` for every tenant's batches and uploads together."""
+        """Keep an upload; ``(id, created)``. :class:`BatchesFull` past ``max_files`` / ``max_bytes`` per tenant
+        (its uploads and batches counted together, as :meth:`create` counts them; no batch is forgotten for an
+        upload), :class:`BatchStoreFull` past ``total_max_bytes`` for every tenant's batches and uploads together."""
         file_id = f"file-costline-{uuid.uuid4().hex[:24]}"
         with self._tx() as db:
-            count, total = db.execute("SELECT count(*), coalesce(sum(bytes), 0) FROM batch_files WHERE tenant = ?",
-                                      (tenant,)).fetchone()
+            count, total = _tenant_usage(db, tenant)
             if count >= max_files or total + len(content) > max_bytes:
-                raise BatchesFull("this tenant's files are at their bound ([serving.gateway] batches_max, "
-                                  "batches_tenant_max_mib): delete the ones its batches have read")
+                raise _tenant_full("delete the files its batches have read and the ended batches it has read the "
+                                   "results of")
             if total_max_bytes is not None and _stored_bytes(db) + len(content) > total_max_bytes:
                 raise _store_full(total_max_bytes)
             db.execute("INSERT INTO batch_files VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -432,7 +448,10 @@ class BatchStore:
                 (state, row.tier, json.dumps(row.ladder), json.dumps(row.attempts), row.upstream, row.routed,
                  row.reason, row.looked, json.dumps(row.last) if row.last is not None else None, kind, body,
                  row.batch, row.seq, row.read_state, row.read_upstream)).rowcount == 1
-            if won and body is not None:  # the answers count toward the tenant's bytes too
+            # the answers count toward the tenant's bytes too, after the fact: a batch in progress is always
+            # finished (its results may take the tenant past batches_tenant_max_mib), and the tenant's next batch or
+            # upload is refused until it is back under it
+            if won and body is not None:
                 db.execute("UPDATE message_batches SET size = size + ? WHERE id = ?", (len(body), row.batch))
         if won:
             row.read_state, row.read_upstream = state, row.upstream

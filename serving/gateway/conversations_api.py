@@ -16,7 +16,8 @@ Items are checked as the Responses API's input items are (:func:`~costline.servi
 Kept ``[serving.gateway] conversations_ttl_s`` after their last change (0: the API is off), at most
 ``conversations_max`` per tenant, their items within ``responses_tenant_max_mib`` per tenant and
 ``responses_total_max_mib`` in all: past a bound, creating or adding is refused (nothing is dropped behind a
-conversation's back). Another tenant's conversation is "not found", as one never created.
+conversation's back). Another tenant's conversation is "not found", as one never created. A delete removes the
+tenant's conversation whatever its age (one already expired answers the 404 it answered before).
 """
 
 from __future__ import annotations
@@ -81,11 +82,14 @@ class Conversations:
 
     def delete(self, req: HttpRequest) -> HttpResponse:
         def delete(owner: str, conversation: str, headers: dict[str, str]) -> HttpResponse:
-            self.gateway.stored_responses.delete_conversation(owner, conversation)
+            # deleted whatever its age: one unused past conversations_ttl_s is still removed from the store, and
+            # answers the 404 a read of it answers (another tenant's is never touched)
+            if not self.gateway.stored_responses.delete_conversation(owner, conversation):
+                return _not_found(conversation, headers)
             return HttpResponse(200, {"id": conversation, "object": "conversation.deleted", "deleted": True},
                                 headers=headers)
 
-        return self._without_body(req, delete)
+        return self._without_body(req, delete, exists=False)
 
     # -- items ------------------------------------------------------------------------------------------------
     def add_items(self, req: HttpRequest) -> HttpResponse:

@@ -9,6 +9,9 @@ and a request naming it continues from there.
 Bounded per tenant — at most ``max_responses`` responses and ``tenant_max_bytes`` bytes, its oldest dropped first,
 so one tenant never pushes out another's — and in all (``total_max_bytes``, the oldest of anyone's dropped), each
 for ``ttl_s`` seconds; a conversation longer than ``max_bytes`` is not stored (naming it later is a "not found").
+What has expired is deleted from the database, not only hidden: when the store is opened, then at most every
+:data:`PURGE_EVERY_S` on a read (never a full scan per request), and by each save; a delete removes the tenant's row
+whatever its age (one past its time still answers "not found", as it did before the delete).
 
 One SQLite database: in memory for one gateway process, or a file every worker of ``costline serve --workers N``
 opens (``[serving.gateway] responses_store_path``, or a file in the supervisor's private folder), created
@@ -60,6 +63,8 @@ _SCHEMA = (
 )
 #: How long a save waits for another process's write (the workers share the file); past it, not stored.
 _BUSY_S = 1.0
+#: Seconds between two purges of expired responses and conversations done on a read (each process its own).
+PURGE_EVERY_S = 60.0
 
 
 def _connect(path: str | Path | None, timeout: float) -> sqlite3.Connection:
@@ -116,6 +121,30 @@ class ResponseStore:
         # connection is the database, so reads share it and its lock
         self._reader = _connect(path, 5.0) if path is not None else self._db
         self._read_lock = threading.Lock() if path is not None else self._write_lock
+        self._purge_lock = threading.Lock()
+        self._next_purge = float("-inf")
+        self._purge_expired()  # what expired while the gateway was down is not kept a minute longer
+
+    def _purge_expired(self) -> None:
+        """Delete the expired responses and conversations (their items too), at most every :data:`PURGE_EVERY_S`
+        (by this process's clock ``now``). A database that will not take it is tried again next time: a read never
+        fails for it."""
+        now = self._now()
+        with self._purge_lock:
+            if now < self._next_purge:
+                return
+            self._next_purge = now + PURGE_EVERY_S
+
+        def purge(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM responses WHERE created < ?", (now - self.ttl_s,))
+            if self.conversation_ttl_s > 0:  # 0: the API is off, its conversations are left as they are
+                self._expire_conversations(db, now)
+
+        try:
+            self._write(purge)
+        except sqlite3.Error:
+            log.warning("costline: could not delete the expired stored responses just now; trying again later",
+                        exc_info=True)
 
     def put(self, tenant: str, response_id: str, conversation: Any) -> bool:
         """Keep ``conversation`` (JSON: what the response answered and its answer) as ``tenant``'s ``response_id``;
@@ -175,6 +204,7 @@ class ResponseStore:
 
     def get(self, tenant: str, response_id: str) -> Any:
         """``tenant``'s conversation of ``response_id``, or None (never stored, expired, dropped, another tenant's)."""
+        self._purge_expired()
         try:
             with self._read_lock:
                 row = self._reader.execute("SELECT created, turns FROM responses WHERE tenant = ? AND id = ?",
@@ -187,13 +217,20 @@ class ResponseStore:
         return json.loads(row[1])
 
     def delete(self, tenant: str, response_id: str) -> bool:
-        """Drop ``tenant``'s ``response_id``; whether it was there (never stored, expired, another tenant's: False).
-        Raises :class:`sqlite3.Error` when the database would not take the write (the caller says so: a delete that
-        did not happen must not look like one that did)."""
-        with self._write_lock:
-            gone = self._db.execute("DELETE FROM responses WHERE tenant = ? AND id = ? AND created >= ?",
-                                    (tenant, response_id, self._now() - self.ttl_s)).rowcount
-        return gone > 0
+        """Drop ``tenant``'s ``response_id``, whatever its age; whether it was there and readable (never stored,
+        another tenant's — untouched —, or expired — deleted all the same —: False, the "not found" a read of it
+        answers). Raises :class:`sqlite3.Error` when the database would not take the write (the caller says so: a
+        delete that did not happen must not look like one that did)."""
+        cutoff = self._now() - self.ttl_s
+
+        def delete(db: sqlite3.Connection) -> bool:
+            row = db.execute("SELECT created FROM responses WHERE tenant = ? AND id = ?", (tenant, response_id)).fetchone()
+            if row is None:
+                return False
+            db.execute("DELETE FROM responses WHERE tenant = ? AND id = ?", (tenant, response_id))
+            return bool(row[0] >= cutoff)
+
+        return bool(self._write(delete))
 
     # -- the Conversations API's conversations and their items (raise sqlite3.Error when the database fails) ---
     def create_conversation(self, tenant: str, conversation_id: str, metadata: dict[str, str],
@@ -218,6 +255,7 @@ class ResponseStore:
     def conversation(self, tenant: str, conversation_id: str) -> dict[str, Any] | None:
         """``{"id", "created_at", "metadata"}`` of ``tenant``'s conversation, or None (never created, deleted,
         unused for ``conversation_ttl_s``, another tenant's)."""
+        self._purge_expired()
         rows = self._read("SELECT created, metadata FROM conversations WHERE tenant = ? AND id = ? AND used >= ?",
                           (tenant, conversation_id, self._now() - self.conversation_ttl_s))
         if not rows:
@@ -233,14 +271,16 @@ class ResponseStore:
              now - self.conversation_ttl_s)).rowcount > 0)
 
     def delete_conversation(self, tenant: str, conversation_id: str) -> bool:
-        """Drop the conversation and its items; whether it was there."""
-        now = self._now()
+        """Drop ``tenant``'s conversation and its items, whatever its age; whether it was there and not expired (one
+        unused for ``conversation_ttl_s`` is deleted all the same, and is "not found" as a read of it is)."""
+        cutoff = self._now() - self.conversation_ttl_s
 
         def delete(db: sqlite3.Connection) -> bool:
-            gone = db.execute("DELETE FROM conversations WHERE tenant = ? AND id = ? AND used >= ?",
-                              (tenant, conversation_id, now - self.conversation_ttl_s)).rowcount
+            row = db.execute("SELECT used FROM conversations WHERE tenant = ? AND id = ?",
+                             (tenant, conversation_id)).fetchone()
+            db.execute("DELETE FROM conversations WHERE tenant = ? AND id = ?", (tenant, conversation_id))
             db.execute("DELETE FROM conversation_items WHERE tenant = ? AND conversation = ?", (tenant, conversation_id))
-            return gone > 0
+            return row is not None and row[0] >= cutoff
 
         return self._write(delete)
 
