@@ -18,7 +18,7 @@ from test_kafka_headers import RawKey, kafka_python_reader  # noqa: F401 - a fix
 
 from costline.config import KafkaConfig
 from costline.errors import ConfigError
-from costline.serving.cache.semantic import SemanticCache
+from costline.serving.cache.semantic import REFUSED_ID, SemanticCache
 from costline.serving.cache.replication import (
     Change,
     RecordSkipped,
@@ -279,12 +279,15 @@ def test_a_store_after_an_invalidation_survives_it_on_every_replica(replicas: li
     a.store_vector(unit(1), "old", tenant="acme", namespace="billing", doc_hashes=["policy"])
     assert wait_for(lambda: hit(b, 1) == "old")
     a.invalidate_by_doc("policy")
-    a.store_vector(unit(2), "new", tenant="acme", namespace="billing", doc_hashes=["policy"])
+    # a request still running on the old document stores its answer late: refused, never published
+    assert a.store_vector(unit(3), "late", tenant="acme", namespace="billing", doc_hashes=["policy"]) == REFUSED_ID
+    a.store_vector(unit(2), "new", tenant="acme", namespace="billing", doc_hashes=["policy@v2"])
     assert a.force_flush(WAIT_S)
     assert wait_for(lambda: hit(b, 2) == "new" and hit(b, 1) is None)
     assert a.replication is not None
     assert wait_for(lambda: a.replication.stats().own >= 3)  # A read its own three records back...
     assert hit(a, 2) == "new"  # ...and its own invalidation did not remove what came after it
+    assert hit(a, 3) is None and hit(b, 3) is None
 
 
 @pytest.mark.kafka

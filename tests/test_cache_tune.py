@@ -181,6 +181,11 @@ def test_cli_stats_and_invalidate_on_a_saved_cache(tmp_path):
     assert "entries=4 tenants=1 indexes=1" in out
     result = runner.invoke(cli, ["cache", "invalidate", "--path", str(tmp_path / "c")])
     assert result.exit_code != 0 and "--doc" in result.output
+    # no saved cache and no replication topic: a running gateway's cache (in its memory) is out of reach, and the
+    # command says so instead of failing on "save one first", which a gateway never does
+    result = runner.invoke(cli, ["cache", "invalidate", "--path", str(tmp_path / "none"), "--doc", "d1"])
+    assert result.exit_code != 0 and "replication_topic" in result.output and "restart the gateway" in result.output
+    assert not (tmp_path / "none").exists()
 
 
 def test_tune_shows_the_pair_model_per_threshold_and_its_configured_row_is_what_the_cache_serves(tmp_path):

@@ -356,8 +356,9 @@ def invalidate(config: Config, cache_path: Path | None, docs: tuple[str, ...], t
     """Remove entries built from documents, or a tenant's entries, from a saved cache.
 
     With [serving.cache] replication_topic the invalidations are published too, so every replica
-    (every worker of `costline serve --workers N`) drops the entries; a path holding no saved cache
-    (the workers keep theirs in PATH/worker-K) then only publishes.
+    (every worker of `costline serve --workers N`, or its one process) drops the entries; a path holding
+    no saved cache (the workers keep theirs in PATH/worker-K) then only publishes. Without it, a running
+    gateway's cache is in its memory and this cannot reach it: set replication_topic, or restart it.
 
     \b
     Example:
@@ -370,6 +371,13 @@ def invalidate(config: Config, cache_path: Path | None, docs: tuple[str, ...], t
 
     path = _path(config, cache_path)
     saved = (path / MANIFEST).is_file()
+    if not saved and not config.serving.cache.replication_topic:
+        # a running `costline serve` without replication keeps its cache in memory: nothing here reaches it
+        raise click.ClickException(
+            f"no saved cache at {path}, and no [serving.cache] replication_topic: a running `costline serve` keeps "
+            "its cache in memory only, where this command cannot reach it. To invalidate while it runs, set "
+            "[serving.cache] replication_topic (one worker too: it applies the topic's invalidations within about a "
+            "second) and run this again; otherwise restart the gateway (it starts with an empty cache)")
     if saved or not config.serving.cache.replication_topic:
         cache_obj = _load(config, cache_path, kafka=config.kafka)
     else:  # nothing saved here: publish the invalidations for the replicas, keep nothing locally

@@ -21,9 +21,11 @@ same log in the same order, so they converge:
 * **removals** (invalidation, eviction, expiry, quota) are published as tombstones of the removed
   keys (except an expiry by this replica's own, shorter ttl: it stays local); **invalidations** also
   as one ``d/``/``t/`` record, so a replica drops the document's entries it holds that the
-  invalidating replica had not seen yet. Applied in log order: an entry
-  of ours not yet on the topic was stored *after* the invalidation and stays, as it would on every
-  replica; our own invalidation, read back, removes the other replicas' entries stored before it;
+  invalidating replica had not seen yet. A tenant's invalidation is applied in log order: an entry
+  of ours not yet on the topic was stored *after* it and stays, as it would on every replica; our own
+  invalidation, read back, removes the other replicas' entries stored before it. A document's removes
+  every entry tagged with its hash whenever stored, and its hash is remembered so that a late store of
+  it is refused (:meth:`SemanticCache.invalidate_by_doc`);
 * **removals made while applying the log** (the local size cap, the tenant quota) are not
   published again: a replica with a smaller cap never empties the others;
 * **bootstrap** — :meth:`CacheReplicator.start` loads the snapshot at ``[serving.cache] path``

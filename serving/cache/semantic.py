@@ -37,6 +37,7 @@ namespace) when a :class:`~costline.collectors.Recorder` is given.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import threading
@@ -78,6 +79,16 @@ __all__ = [
 
 #: The namespace of lookups and stores that name none.
 DEFAULT_NAMESPACE = "default"
+
+log = logging.getLogger(__name__)
+
+#: At most this many invalidated doc hashes are remembered (see :meth:`SemanticCache.invalidate_by_doc`):
+#: past it the oldest invalidation is forgotten first.
+MAX_INVALIDATED_DOCS = 100_000
+
+#: What :meth:`SemanticCache.store` (and each refused position of :meth:`SemanticCache.store_vectors`) returns
+#: for an answer it did not store because it was built from an invalidated document (entry ids start at 1).
+REFUSED_ID = -1
 
 #: Candidates fetched per search; more are fetched only when expired ones fill the places.
 _SEARCH_K = 4
@@ -132,6 +143,8 @@ class CacheStats:
     evicted: int
     expired: int
     invalidated: int
+    #: Stores refused because an answer was built from a document invalidated before it arrived.
+    stores_refused_invalidated: int = 0
 
     @property
     def hit_rate(self) -> float:
@@ -265,6 +278,8 @@ class SemanticCache:
         self._counts: Counter[str] = Counter()
         self._per_tenant: Counter[str] = Counter()  # entries held per tenant (the quota's count)
         self._by_key: dict[str, int] = {}  # replicated entries: key -> id
+        # doc hash -> when it was invalidated here, oldest first (see invalidate_by_doc; bounded)
+        self._invalidated_docs: OrderedDict[str, float] = OrderedDict()
         self._applying = False  # True while a change from the replication topic is applied
         faiss = import_faiss()
         if self._config.search_threads:
@@ -346,7 +361,8 @@ class SemanticCache:
         namespace: str | None = None,
         doc_hashes: Iterable[str] = (),
     ) -> int:
-        """Store ``answer`` for ``query``; returns the new entry's id."""
+        """Store ``answer`` for ``query``; returns the new entry's id, or :data:`REFUSED_ID` when it was not
+        stored because one of ``doc_hashes`` was invalidated (see :meth:`invalidate_by_doc`)."""
         if not isinstance(query, str):
             raise TypeError(f"query must be a string, got {type(query).__name__}")
         vector = self._embed([query])
@@ -375,7 +391,8 @@ class SemanticCache:
         queries: Sequence[str] | None = None,
         doc_hashes: Sequence[Iterable[str]] | None = None,
     ) -> list[int]:
-        """Store many precomputed embeddings at once (one index add); returns their ids."""
+        """Store many precomputed embeddings at once (one index add); returns their ids (:data:`REFUSED_ID` for each
+        one refused because it names an invalidated doc hash)."""
         mat = self._units(vectors)
         n = len(mat)
         queries = [""] * n if queries is None else list(queries)
@@ -386,10 +403,20 @@ class SemanticCache:
 
     # -- removal -------------------------------------------------------------------------
     def invalidate_by_doc(self, doc_hash: str) -> int:
-        """Remove every entry built from ``doc_hash`` (all tenants); returns how many."""
+        """Remove every entry built from ``doc_hash`` (all tenants); returns how many.
+
+        A doc hash names one version of a document: once invalidated it is never valid again, so the cache also
+        *remembers* it and refuses any later store tagged with it (an answer that was being computed from the old
+        version when it was invalidated must not be served afterwards): the store returns :data:`REFUSED_ID` and
+        counts ``stores_refused_invalidated``. A hash is remembered for ``ttl_s`` after its (latest) invalidation
+        (an entry stored before it could not live longer anyway), or, with ``ttl_s = 0``, until forgotten by the
+        bound: at most :data:`MAX_INVALIDATED_DOCS` hashes are remembered, the oldest invalidation dropped first.
+        Invalidations applied from the replication topic are remembered too. Not persisted by :meth:`save`.
+        """
         with self._lock:
             if self.replication is not None and not self._applying:
                 self.replication.publish_invalidate_doc(doc_hash)
+            self._remember_invalidated(doc_hash)
             ids = self._by_doc.get(doc_hash, set())
             return self._remove(list(ids), "invalidated")
 
@@ -464,6 +491,7 @@ class SemanticCache:
                 evicted=c["evicted"],
                 expired=c["expired"],
                 invalidated=c["invalidated"],
+                stores_refused_invalidated=c["stores_refused_invalidated"],
             )
 
     # -- internals -----------------------------------------------------------------------
@@ -580,6 +608,23 @@ class SemanticCache:
         repl = self.replication
         with self._lock:
             now = self._now()
+            keep = [i for i, d in enumerate(docs) if not self._names_invalidated(d, now)]
+            if len(keep) < len(answers):
+                refused = len(answers) - len(keep)
+                self._counts["stores_refused_invalidated"] += refused
+                kept_set = set(keep)
+                stale = {h for i, d in enumerate(docs) if i not in kept_set for h in d
+                         if self._invalidated_at(h, now) is not None}
+                log.debug("costline: semantic cache refused %d store(s) of tenant %r built from an invalidated "
+                          "document (%s)", refused, tenant, ", ".join(sorted(stale)[:10]))
+                if not keep:
+                    return [REFUSED_ID] * len(answers)
+                out = [REFUSED_ID] * len(answers)
+                kept = self._add(vectors[keep], [answers[i] for i in keep], [queries[i] for i in keep], tenant,
+                                 namespace, [docs[i] for i in keep], replicated=replicated)
+                for i, entry_id in zip(keep, kept):
+                    out[i] = entry_id
+                return out
             first = self._next_id
             self._next_id += len(answers)
             ids = np.arange(first, first + len(answers), dtype=np.int64)
@@ -608,6 +653,30 @@ class SemanticCache:
             self._enforce_quota(tenant)
             self._maintain(now)
             return ids.tolist()
+
+    def _remember_invalidated(self, doc_hash: str) -> None:
+        """Under the lock: remember that ``doc_hash`` was invalidated now (see :meth:`invalidate_by_doc`)."""
+        now = self._now()
+        self._invalidated_docs.pop(doc_hash, None)
+        self._invalidated_docs[doc_hash] = now  # latest last: the oldest invalidation is first
+        ttl = self._config.ttl_s
+        while self._invalidated_docs:
+            first, at = next(iter(self._invalidated_docs.items()))
+            if len(self._invalidated_docs) > MAX_INVALIDATED_DOCS or (ttl > 0 and now >= at + ttl):
+                del self._invalidated_docs[first]
+            else:
+                break
+
+    def _invalidated_at(self, doc_hash: str, now: float) -> float | None:
+        """When ``doc_hash`` was invalidated, if that is still remembered at ``now``; else None."""
+        at = self._invalidated_docs.get(doc_hash)
+        ttl = self._config.ttl_s
+        if at is None or (ttl > 0 and now >= at + ttl):
+            return None
+        return at
+
+    def _names_invalidated(self, doc_hashes: tuple[str, ...], now: float) -> bool:
+        return bool(self._invalidated_docs) and any(self._invalidated_at(d, now) is not None for d in doc_hashes)
 
     def _enforce_quota(self, tenant: str) -> None:
         """[serving.cache] max_entries_per_tenant: a tenant over its quota loses its own LRU entries."""
@@ -729,11 +798,11 @@ class SemanticCache:
                 return False
             self._applying = True
             try:
-                self._add(self._unit(vector)[None, :], [answer], [query], tenant, namespace, [doc_hashes],
-                          replicated=(key, created_at, expires_at))
+                added = self._add(self._unit(vector)[None, :], [answer], [query], tenant, namespace, [doc_hashes],
+                                  replicated=(key, created_at, expires_at))
             finally:
                 self._applying = False
-            return True
+            return added[0] != REFUSED_ID  # one built from a doc invalidated here is refused like a local store
 
     def _apply_remove(self, key: str) -> int:
         with self._lock:
@@ -742,10 +811,15 @@ class SemanticCache:
 
     def _apply_invalidate(self, *, doc_hash: str | None = None, tenant: str | None = None,
                           spare: Callable[[str], bool]) -> int:
-        """Remove the entries of ``doc_hash`` or of ``tenant``, except those whose key ``spare`` keeps."""
+        """Remove the entries of ``doc_hash`` or of ``tenant``, except, for a tenant, those whose key ``spare``
+        keeps. A doc hash names a version, never valid again: every entry built from it goes, whenever it was
+        stored (one of ours stored after the invalidation was published but before we read it is as stale as the
+        others; one stored after we read it is refused), and the hash is remembered like a local invalidation."""
         with self._lock:
             if doc_hash is not None:
+                self._remember_invalidated(doc_hash)  # every replica refuses a late store of this version
                 ids = list(self._by_doc.get(doc_hash, ()))
+                spare = _spare_none
             else:
                 ids = [i for (t, _), p in self._parts.items() if t == tenant for i in p.live]
             return self._removing([i for i in ids if not spare(self._entries[i].key)], "invalidated")
@@ -792,6 +866,10 @@ def _names(tenant: str, namespace: str | None) -> str:
     if not isinstance(namespace, str) or not split_namespace(namespace)[0]:
         raise ValueError(f"namespace must be a non-empty string or None, got {namespace!r}")
     return namespace
+
+
+def _spare_none(key: str) -> bool:
+    return False
 
 
 def _normal_text(text: str) -> str:
