@@ -13,11 +13,17 @@ Answer = Callable[[BaseHTTPRequestHandler, str, bytes], None]
 
 
 class ScriptedHttp:
-    """One thread a connection, each connection closed after its answer; ``url``, ``close()``."""
+    """One thread a connection, each closed after its answer (which says ``Connection: close``); ``url``, ``close()``."""
 
     def __init__(self, answer: Answer) -> None:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def send_response(self, code: int, message: str | None = None) -> None:
+                super().send_response(code, message)
+                # said in every answer: a client that reused the connection this server closes would fail its next
+                # request with "Server disconnected without sending a response", now and then
+                self.send_header("Connection", "close")
 
             def do_POST(self) -> None:  # noqa: N802 - http.server's name
                 body = self.rfile.read(int(self.headers.get("content-length") or 0))

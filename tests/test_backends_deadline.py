@@ -282,6 +282,7 @@ def test_the_message_batches_api_is_not_held_to_the_calls_deadline() -> None:
                 self.send_response(200)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(raw)))
+                self.send_header("connection", "close")  # said, so the client never reuses the closed connection
                 self.end_headers()
                 self.wfile.write(raw)
                 return
@@ -290,6 +291,7 @@ def test_the_message_batches_api_is_not_held_to_the_calls_deadline() -> None:
             self.send_response(200)
             self.send_header("content-type", "application/binary")
             self.send_header("content-length", str(len(raw)))
+            self.send_header("connection", "close")
             self.end_headers()
             for i in range(0, len(raw), step):
                 self.wfile.write(raw[i:i + step])
