@@ -424,6 +424,16 @@ class Pipeline:
             stream = getattr(backend, "stream", None)
             pieces = stream(prompt) if stream is not None else _whole(backend, prompt)
             parts: list[str] = []
+
+            def go_up(first: Attempt, buffered: bool | None = None) -> Iterator[str]:
+                """Nothing was sent yet: the whole answer of the tiers above ``first``, in one piece."""
+                live.result = self._escalate_whole(req, decision, first, query, prompt, tenant, namespace,
+                                                   doc_hashes)
+                live.tier, live.model = live.result.tier, live.result.model
+                live.buffered = len(live.result.attempts) > 1 if buffered is None else buffered
+                if live.result.text:
+                    yield live.result.text
+
             try:
                 while True:
                     try:
@@ -449,22 +459,12 @@ class Pipeline:
                                          attempts=(failed,), request_id=req.request_id,
                                          reason=f"{tier}: {exc.error_type}")
                     return
-                live.buffered = True
-                live.result = self._escalate_whole(req, decision, failed, query, prompt, tenant, namespace,
-                                                   doc_hashes)
-                live.tier, live.model = live.result.tier, live.result.model
-                if live.result.text:
-                    yield live.result.text
+                yield from go_up(failed, buffered=True)
                 return
             ok, problem, confidence = self._judge(query, reply, None, prompt)
             attempt = Attempt(tier, reply.model, ok, problem, confidence, reply)
             if not ok and not "".join(parts):  # nothing was sent (an empty answer): it can still go up a tier
-                live.result = self._escalate_whole(req, decision, attempt, query, prompt, tenant, namespace,
-                                                   doc_hashes)
-                live.tier, live.model = live.result.tier, live.result.model
-                live.buffered = len(live.result.attempts) > 1
-                if live.result.text:
-                    yield live.result.text
+                yield from go_up(attempt)
                 return
             req.served_by(tier)
             if not ok:
