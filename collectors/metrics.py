@@ -24,6 +24,11 @@ call, lookup or request is counted when it ends, whatever the trace sampler deci
   ``costline.cost`` (counter, ``USD``, by provider, request model and tier): the call's explicit
   cost, else its price from the pricing table given to :class:`CostlineMetrics` (calls of an
   unknown model add nothing).
+* with :meth:`CostlineMetrics.observe_cache` (``costline serve`` does it), what the semantic cache holds and
+  loses, read from its counts at each collection: ``costline.cache.entries`` (gauge),
+  ``costline.cache.removals`` (counter, by ``costline.cache.removal_reason``: ``evicted``, ``expired``,
+  ``invalidated``) and ``costline.cache.stores_refused`` (counter, by ``costline.cache.refused_reason``:
+  ``invalidated_doc``, an answer built from a document version invalidated while it was being computed).
 
 :func:`setup_metrics` builds the pipeline from ``[collector]``: a ``PeriodicExportingMetricReader``
 over the OTLP/HTTP metric exporter (``metrics_otlp``) and/or a Prometheus scrape endpoint on
@@ -60,6 +65,9 @@ __all__ = [
     "OPERATION_DURATION",
     "CACHE_LOOKUPS",
     "CACHE_HITS",
+    "CACHE_ENTRIES",
+    "CACHE_REMOVALS",
+    "CACHE_STORES_REFUSED",
     "ESCALATIONS",
     "REJECTED_ATTEMPTS",
     "PROBLEM",
@@ -73,6 +81,11 @@ TOKEN_USAGE = "gen_ai.client.token.usage"
 OPERATION_DURATION = "gen_ai.client.operation.duration"
 CACHE_LOOKUPS = "costline.cache.lookups"
 CACHE_HITS = "costline.cache.hits"
+CACHE_ENTRIES = "costline.cache.entries"
+CACHE_REMOVALS = "costline.cache.removals"
+CACHE_STORES_REFUSED = "costline.cache.stores_refused"
+REMOVAL_REASON = "costline.cache.removal_reason"
+REFUSED_REASON = "costline.cache.refused_reason"
 ESCALATIONS = "costline.escalations"
 REJECTED_ATTEMPTS = "costline.rejected_attempts"
 #: The attribute of ``costline.rejected_attempts`` naming why an answer was turned down.
@@ -227,6 +240,32 @@ class CostlineMetrics:
                 self._instruments[REJECTED_ATTEMPTS].add(1, {contract.COSTLINE_TIER: failed, PROBLEM: problem})
         except Exception:
             log.exception("costline: could not record request metrics")
+
+    def observe_cache(self, stats: Callable[[], Any]) -> None:
+        """Report what a cache holds and loses at each collection: ``stats()`` returns its counts (a
+        :class:`~costline.serving.cache.semantic.CacheStats`: ``entries``, ``evicted``, ``expired``,
+        ``invalidated``, ``stores_refused_invalidated``). A ``stats`` that fails reports nothing that time."""
+        from opentelemetry.metrics import Observation
+
+        def read(fields: tuple[tuple[str, dict[str, str]], ...]) -> Callable[[Any], list[Observation]]:
+            def callback(_options: Any) -> list[Observation]:
+                try:
+                    now = stats()
+                    return [Observation(int(getattr(now, name)), attrs) for name, attrs in fields]
+                except Exception:
+                    log.exception("costline: could not read the cache's counts for metrics")
+                    return []
+            return callback
+
+        meter = otel_metrics.get_meter(_SCOPE, meter_provider=self.meter_provider)
+        meter.create_observable_gauge(CACHE_ENTRIES, [read((("entries", {}),))], unit="{entry}",
+                                      description="Entries the semantic cache holds.")
+        meter.create_observable_counter(
+            CACHE_REMOVALS, [read(tuple((r, {REMOVAL_REASON: r}) for r in ("evicted", "expired", "invalidated")))],
+            unit="{entry}", description="Entries the semantic cache removed, by reason.")
+        meter.create_observable_counter(
+            CACHE_STORES_REFUSED, [read((("stores_refused_invalidated", {REFUSED_REASON: "invalidated_doc"}),))],
+            unit="{store}", description="Answers the semantic cache refused to store, by reason.")
 
     # -- internals ---------------------------------------------------------------------------
     def _call_ended(self, obs: CallObservation, error_type: str | None) -> None:

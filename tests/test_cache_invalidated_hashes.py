@@ -4,6 +4,7 @@ its document changed must not put its old answer back in the cache), for ttl_s a
 from __future__ import annotations
 
 import hashlib
+import json
 
 import numpy as np
 import pytest
@@ -118,3 +119,59 @@ def test_an_invalidation_applied_from_the_replication_log_is_remembered() -> Non
     assert answer(cache) is None and len(cache) == 0
     assert cache._apply_store("other:8", vec, "new", Q, "acme", "billing", ("policy@v2",), clock.t, None)
     assert answer(cache) == "new"
+
+
+def test_a_saved_cache_keeps_refusing_its_invalidated_hashes_for_what_is_left_of_ttl_s(tmp_path) -> None:
+    """A restarted gateway (or a replica bootstrapping from a snapshot) loads the remembered hashes with the
+    cache: an app whose retriever still hands out the old version cannot put its answer back after a restart."""
+    clock = Clock()
+    cache = make(clock)
+    cache.invalidate_by_doc("policy@v1")  # at t0
+    clock.t += 100
+    cache.invalidate_by_doc("faq@v3")  # at t0 + 100
+    assert store(cache, "kept", "policy@v2") >= 1
+    cache.save(tmp_path / "c")
+
+    clock.t += 200  # restarted 300 s after the first invalidation (ttl 600)
+    loaded = SemanticCache.load(tmp_path / "c", FakeEmbedder(), CacheConfig(ttl_s=TTL), now=clock)
+    assert answer(loaded) == "kept"
+    assert store(loaded, "late", "policy@v1") == REFUSED_ID
+    assert store(loaded, "late", "faq@v3") == REFUSED_ID
+    clock.t += 300  # t0 + 600: policy@v1's ttl is over, faq@v3 has 100 s left
+    assert store(loaded, "again", "policy@v1") >= 1
+    assert store(loaded, "late", "faq@v3") == REFUSED_ID
+    clock.t += 100
+    assert store(loaded, "again", "faq@v3") >= 1
+
+
+def test_hashes_past_their_ttl_are_neither_saved_nor_loaded(tmp_path) -> None:
+    clock = Clock()
+    cache = make(clock)
+    cache.invalidate_by_doc("policy@v1")
+    cache.save(tmp_path / "c")
+    clock.t += TTL  # the snapshot still lists it; at load its ttl_s is over
+    loaded = SemanticCache.load(tmp_path / "c", FakeEmbedder(), CacheConfig(ttl_s=TTL), now=clock)
+    assert store(loaded, "again", "policy@v1") >= 1
+    loaded.invalidate_by_doc("faq@v3")
+    clock.t += TTL
+    loaded.save(tmp_path / "d")  # faq@v3 expired before this save: not written
+    listed = json.loads((tmp_path / "d" / json.loads((tmp_path / "d" / "MANIFEST.json").read_text())["dir"]
+                         / "invalidated.json").read_text())
+    assert listed == []
+
+
+def test_a_snapshot_saved_before_hashes_were_kept_still_loads(tmp_path) -> None:
+    """Snapshots written before invalidated.json existed (its manifest does not list it) load with none."""
+    clock = Clock()
+    cache = make(clock)
+    assert store(cache, "kept", "policy@v2") >= 1
+    cache.invalidate_by_doc("policy@v1")
+    cache.save(tmp_path / "c")
+    manifest_path = tmp_path / "c" / "MANIFEST.json"
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["files"]["invalidated.json"]
+    (tmp_path / "c" / manifest["dir"] / "invalidated.json").unlink()
+    manifest_path.write_text(json.dumps(manifest))
+    loaded = SemanticCache.load(tmp_path / "c", FakeEmbedder(), CacheConfig(ttl_s=TTL), now=clock)
+    assert answer(loaded) == "kept"
+    assert store(loaded, "late", "policy@v1") >= 1  # nothing was remembered in that format

@@ -227,3 +227,56 @@ def test_a_port_in_use_is_a_clear_error():
 
 def test_metrics_on_the_global_provider_by_default():
     assert CostlineMetrics().meter_provider is None  # get_meter falls back to the global provider
+
+
+def test_the_cache_counts_are_observed_at_each_collection():
+    """costline serve hands the cache's counts to the metrics: entries, removals by reason, refused stores."""
+    import hashlib
+
+    import numpy as np
+
+    pytest.importorskip("faiss")
+    from costline.serving.cache.semantic import REFUSED_ID, SemanticCache
+    from costline.serving.settings import CacheConfig
+
+    class Embedder:
+        dim, model_name = 8, "fake"
+
+        def encode(self, texts):
+            rows = [np.random.default_rng(int.from_bytes(hashlib.sha256(t.encode()).digest()[:8], "little"))
+                    .normal(size=8).astype(np.float32) for t in texts]
+            return np.stack([r / np.linalg.norm(r) for r in rows])
+
+    reader = InMemoryMetricReader()
+    setup = setup_metrics("test", config=CollectorConfig(), readers=[reader])
+    cache = SemanticCache(Embedder(), CacheConfig(ttl_s=600))
+    setup.metrics.observe_cache(cache.stats)
+    for i in range(3):
+        cache.store(f"question {i}", "answer", tenant="acme", doc_hashes=[f"doc{i}"])
+    assert cache.invalidate_by_doc("doc1") == 1
+    assert cache.store("question 1", "late answer", tenant="acme", doc_hashes=["doc1"]) == REFUSED_ID
+    assert cache.store("question 9", "late answer", tenant="acme", doc_hashes=["doc1", "doc9"]) == REFUSED_ID
+    got = points(reader)
+    assert [p.value for p in got["costline.cache.entries"]] == [2]  # 3 stored, 1 invalidated, 2 refused
+    removals = {p.attributes["costline.cache.removal_reason"]: p.value for p in got["costline.cache.removals"]}
+    assert removals == {"evicted": 0, "expired": 0, "invalidated": 1}
+    assert [(dict(p.attributes), p.value) for p in got["costline.cache.stores_refused"]] == [
+        ({"costline.cache.refused_reason": "invalidated_doc"}, 2)]
+
+    setup.shutdown()
+
+
+def test_a_cache_whose_counts_fail_reports_nothing_and_raises_nothing():
+    reader = InMemoryMetricReader()
+    setup = setup_metrics("test", config=CollectorConfig(), readers=[reader])
+
+    def broken():
+        raise RuntimeError("cache gone")
+
+    setup.metrics.observe_cache(broken)
+    setup.metrics.lookup(hit=True)
+    got = points(reader)  # the collection goes on: what could be read is there
+    assert [p.value for p in got["costline.cache.lookups"]] == [1]
+    assert not any(got.get(name) for name in ("costline.cache.entries", "costline.cache.removals",
+                                              "costline.cache.stores_refused"))
+    setup.shutdown()

@@ -99,4 +99,7 @@ def test_both_sdks_against_costline_serve(served) -> None:
     # --metrics: the GenAI client metrics and costline's cache counters, scraped by Prometheus
     seen = scrape(metrics_url)
     assert seen["costline_cache_lookups_total"] == 4 and seen["costline_cache_hits_total"] == 2
+    # what the cache holds: acme's answer and globex's; nothing removed or refused
+    assert seen["costline_cache_entries"] == 2 and seen["costline_cache_removals_total"] == 0
+    assert seen["costline_cache_stores_refused_total"] == 0
     assert seen["gen_ai_client_token_usage_count"] == 4  # two model calls, input and output each

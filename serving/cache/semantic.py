@@ -411,7 +411,9 @@ class SemanticCache:
         counts ``stores_refused_invalidated``. A hash is remembered for ``ttl_s`` after its (latest) invalidation
         (an entry stored before it could not live longer anyway), or, with ``ttl_s = 0``, until forgotten by the
         bound: at most :data:`MAX_INVALIDATED_DOCS` hashes are remembered, the oldest invalidation dropped first.
-        Invalidations applied from the replication topic are remembered too. Not persisted by :meth:`save`.
+        Invalidations applied from the replication topic are remembered too, and :meth:`save` keeps them (with
+        their times), so a cache loaded from a snapshot — a restarted gateway, a new replica bootstrapping — still
+        refuses them for what is left of their ``ttl_s``.
         """
         with self._lock:
             if self.replication is not None and not self._applying:
@@ -767,17 +769,29 @@ class SemanticCache:
 
     # -- used by cache_store ---------------------------------------------------------------
     def _snapshot(self) -> tuple[dict[str, Any], list[_Entry], list[tuple[tuple[str, str], str, bytes]]]:
-        """Under the lock: header fields, entries in LRU order, and each partition's bytes."""
+        """Under the lock: header fields (with the remembered invalidated doc hashes, ``[hash, when]`` oldest
+        first), entries in LRU order, and each partition's bytes."""
         with self._lock:
-            header = {"dim": self.dim, "next_id": self._next_id, "index": self._config.index}
+            now = self._now()
+            header = {"dim": self.dim, "next_id": self._next_id, "index": self._config.index,
+                      "invalidated_docs": [[d, at] for d, at in self._invalidated_docs.items()
+                                           if self._invalidated_at(d, now) is not None]}
             if self.replication is not None:
                 header["replication"] = self.replication.snapshot_state()  # the offset this state covers
             entries = [self._entries[i] for i in self._lru]
             parts = [(key, p.kind, p.serialize()) for key, p in self._parts.items()]
             return header, entries, parts
 
-    def _restore(self, next_id: int, entries: list[_Entry], parts: dict[tuple[str, str], Partition]) -> None:
+    def _restore(self, next_id: int, entries: list[_Entry], parts: dict[tuple[str, str], Partition],
+                 invalidated_docs: Iterable[tuple[str, float]] = ()) -> None:
         with self._lock:
+            now = self._now()
+            when = dict(self._invalidated_docs)
+            for doc_hash, at in invalidated_docs:  # the latest invalidation of a hash counts
+                when[doc_hash] = max(at, when.get(doc_hash, at))
+            ttl = self._config.ttl_s
+            live = sorted((at, d) for d, at in when.items() if ttl <= 0 or now < at + ttl)  # not past their ttl_s
+            self._invalidated_docs = OrderedDict((d, at) for at, d in live[-MAX_INVALIDATED_DOCS:])  # oldest first
             self._parts = parts
             self._entries = {e.id: e for e in sorted(entries, key=lambda e: (e.created_at, e.id))}
             self._lru = OrderedDict((e.id, None) for e in entries)

@@ -4,6 +4,7 @@ Layout of a saved cache folder::
 
     PATH/MANIFEST.json            names the current generation, with a SHA-256 per file
     PATH/gen-000007/entries.json  metadata of every entry, least recently used first
+    PATH/gen-000007/invalidated.json  the invalidated doc hashes the cache still refuses, [hash, when]
     PATH/gen-000007/p0.faiss ...  one FAISS index per (tenant, namespace)
 
 A save writes a new generation into a temporary folder, fsyncs every file and the
@@ -38,6 +39,7 @@ __all__ = ["save_cache", "load_cache", "read_replication_state", "MANIFEST", "FO
 MANIFEST = "MANIFEST.json"
 FORMAT = "costline-semantic-cache/1"
 _ENTRIES = "entries.json"
+_INVALIDATED = "invalidated.json"  # absent from snapshots saved before 2026-12-05: none remembered
 
 
 def save_cache(cache: "SemanticCache", path: str | os.PathLike[str]) -> Path:
@@ -61,6 +63,7 @@ def save_cache(cache: "SemanticCache", path: str | os.PathLike[str]) -> Path:
             for e in entries
         ]
         files[_ENTRIES] = _write(tmp / _ENTRIES, json.dumps(rows, ensure_ascii=False).encode("utf-8"))
+        files[_INVALIDATED] = _write(tmp / _INVALIDATED, json.dumps(header["invalidated_docs"]).encode("utf-8"))
         fsync_dir(tmp)
         gen_dir = root / f"gen-{generation:06d}"
         os.rename(tmp, gen_dir)
@@ -120,6 +123,10 @@ def load_cache(cache: "SemanticCache", path: str | os.PathLike[str]) -> dict[str
                           None if r[7] is None else float(r[7]), str(r[8]) if len(r) > 8 else "") for r in rows]
     except (KeyError, ValueError, TypeError, IndexError) as exc:
         raise CacheCorruptError(f"{root}: entry metadata unreadable ({exc}); rebuild the cache") from None
+    try:
+        invalidated = [(str(d), float(at)) for d, at in json.loads(blobs.get(_INVALIDATED, b"[]"))]
+    except (ValueError, TypeError) as exc:
+        raise CacheCorruptError(f"{root}: {_INVALIDATED} unreadable ({exc}); rebuild the cache") from None
     live: dict[tuple[str, str], set[int]] = {}
     for e in entries:
         live.setdefault((e.tenant, e.namespace), set()).add(e.id)
@@ -142,7 +149,7 @@ def load_cache(cache: "SemanticCache", path: str | os.PathLike[str]) -> dict[str
     if set(live) - set(parts):
         raise CacheCorruptError(f"{root}: entries of {sorted(set(live) - set(parts))[:3]} have no index; "
                                 "rebuild the cache")
-    cache._restore(int(manifest["next_id"]), entries, parts)
+    cache._restore(int(manifest["next_id"]), entries, parts, invalidated)
     return manifest.get("replication")
 
 

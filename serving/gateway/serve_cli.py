@@ -119,6 +119,8 @@ def serve(config: Config, host: str | None, port: int | None, with_standin: bool
         cache.start()  # with [serving.cache] replication_topic: bootstrap (snapshot + topic), then follow it
         if cache.replication is not None:
             click.echo(f"cache replicated on topic {c.replication_topic} as replica {cache.replication.replica_id}")
+    if telemetry_metrics is not None and cache is not None:
+        telemetry_metrics.metrics.observe_cache(cache.stats)  # entries, removals, refused stores
     pipeline = Pipeline.from_config(config, recorder=recorder, cache=cache)
     limiter = None
     if rate_table is not None:
