@@ -41,6 +41,8 @@ __all__ = [
     "DlqGrowingSettings",
     "LakeUnreadableSettings",
     "CACHE_BASELINES",
+    "SEVERITIES",
+    "ALERT_LABELS",
     "validate",
 ]
 
@@ -88,6 +90,16 @@ class RuleSettings:
 
 #: ``[alerts.cache_hit_rate_drop] baseline``: what the hour's hit rate is compared with.
 CACHE_BASELINES = ("hour_of_day", "rolling")
+
+#: A rule's ``severity`` (the engine treats "critical" as the most severe of a group; "info" is the test message's).
+SEVERITIES = ("info", "warning", "critical")
+
+#: ``[alerts] group_by``: the labels an alert can carry ("rule" = its rule's name).
+ALERT_LABELS = ("rule", "tenant", "tier", "subtype")
+
+#: The rules' counts: lookups, attempts, successes, queries, runs or messages an observation needs.
+_COUNT_KEYS = ("min_lookups", "min_lookups_7d", "min_attempts", "min_attempts_7d", "min_successes",
+               "min_successes_7d", "min_n", "min_new", "baseline_runs")
 
 
 @dataclass(frozen=True)
@@ -242,11 +254,21 @@ def validate(config: Any) -> None:
     s.at_least("claim_s", a.outbox.claim_s, 3 * a.slack.timeout_s,
                f"must outlast a Slack send and its duplicate check: at least 3 x [alerts.slack] timeout_s "
                f"({3 * a.slack.timeout_s:g}); raise claim_s or lower timeout_s")
+    s = Section("alerts")
+    for label in a.group_by:
+        s.one_of("group_by", label, ALERT_LABELS,
+                 f"must list alert labels, each one of {', '.join(ALERT_LABELS)} (\"rule\" = the rule's name); "
+                 f"got {label!r}")
     rules = [f.name for f in fields(a) if isinstance(getattr(a, f.name), RuleSettings)]
     fraction = "must be in [0, 1] (a fraction: 0.10 = 10 points)"
     for name in rules:
         rule, s = getattr(a, name), Section(f"alerts.{name}")
         s.not_negative("for_s", rule.for_s)
+        s.one_of("severity", rule.severity, SEVERITIES)
+        for key in _COUNT_KEYS:  # how much data an observation needs before it is judged
+            if hasattr(rule, key):
+                s.at_least(key, getattr(rule, key), 1, f"must be at least 1 (a count of what the rule needs before it "
+                           f"judges; see docs/alerts.md for the defaults); got {getattr(rule, key)}")
         s.above_zero("no_data_resolve_s", rule.no_data_resolve_s, unit="seconds")
         for key in ("drop", "rise", "resolve_within", "max_gap", "min_rate", "max_p_value"):
             if hasattr(rule, key):

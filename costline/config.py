@@ -900,6 +900,22 @@ def _validate(config: Config, source: str) -> None:
     s.above_zero("flush_interval_s", processor.flush_interval_s, unit="seconds")
     s.at_least("batch_max_bytes", processor.batch_max_bytes, 1024,
                f"must be at least 1024 bytes; got {processor.batch_max_bytes}")
+    session, heartbeat = processor.session_timeout_ms, processor.heartbeat_interval_ms
+    s.above_zero("session_timeout_ms", session,
+                 what="must be a number of milliseconds above 0 (how long the broker waits for the processor's "
+                      f"heartbeats before it expels the processor from the group; the default is 10000); got {session}")
+    s.above_zero("heartbeat_interval_ms", heartbeat,
+                 what="must be a number of milliseconds above 0 (how often the processor tells the broker it is "
+                      f"alive; the default is 3000); got {heartbeat}")
+    # kafka-python refuses a consumer whose heartbeat interval is not below its session timeout
+    s.need(heartbeat < session, "heartbeat_interval_ms",
+           f"must be below [processor] session_timeout_ms ({session}), as Kafka requires; a third of it or less is "
+           f"usual (the defaults are 3000 and 10000); got {heartbeat}")
+    capture: CaptureConfig = sections["capture"]
+    Section("capture", source=source).at_least(
+        "max_chars", capture.max_chars, 1,
+        f"must be at least 1 (each captured message is cut to this many characters; the default is 8000); "
+        f"got {capture.max_chars}")
     pricing: PricingConfig = sections["pricing"]
     for key in ("cache_read_multiplier", "cache_write_multiplier", "cache_write_1h_multiplier", "batch_multiplier",
                 "student_usd_per_hour", "web_search_per_1k", "us_inference_multiplier",

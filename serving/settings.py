@@ -221,6 +221,20 @@ class RouteLoopConfig:
     #: Earlier policies kept next to policy_path for `costline route rollback`.
     keep: int = 5
 
+    def __post_init__(self) -> None:
+        from costline.validate import Section
+
+        s = Section("serving.router.loop")
+        s.at_least("min_labels", self.min_labels, 1)
+        s.at_least("min_per_tier", self.min_per_tier, 1)
+        s.above_zero("eval_days", self.eval_days, unit="days")
+        s.above_zero("train_days", self.train_days, unit="days")
+        s.fraction("gate", self.gate, open_low=True,
+                   what=f"must be in (0, 1] (the adequacy a cheaper tier must reach: 0.9 = 90 %); got {self.gate}")
+        s.at_least("min_moved", self.min_moved, 0)
+        s.at_least("judge_limit", self.judge_limit, 0, "must be 0 (never call a model) or more")
+        s.at_least("keep", self.keep, 0, "must be 0 (keep no earlier policy) or more")
+
 
 @dataclass(frozen=True)
 class RouterConfig:
@@ -301,6 +315,12 @@ class BackendsConfig:
 
         url = self.embeddings_base_url
         s = Section("serving.backends")
+        s.need(0 <= self.max_retries <= 10, "max_retries",
+               f"must be from 0 to 10 (the SDK's retries of one call before the tier counts as failed; the default is "
+               f"2); got {self.max_retries}")
+        s.need(1 <= self.max_tokens <= 1_000_000, "max_tokens",
+               f"must be from 1 to 1000000 (the answer's token limit sent with each call; the default is 1024); "
+               f"got {self.max_tokens}")
         s.above_zero("timeout_s", self.timeout_s, unit="seconds")
         s.not_negative("stream_timeout_s", self.stream_timeout_s, "must not be negative (0 = no bound on a stream)")
         s.need(url is None or (isinstance(url, str) and url.startswith(("http://", "https://"))),
@@ -554,8 +574,15 @@ class StandInConfig:
     def __post_init__(self) -> None:
         from costline.validate import Section
 
-        Section("serving.standin").need(0 <= self.port <= 65535, "port",
-                                        f"must be a TCP port (1-65535, or 0 for any free one); got {self.port}")
+        s = Section("serving.standin")
+        s.need(0 <= self.port <= 65535, "port", f"must be a TCP port (1-65535, or 0 for any free one); got {self.port}")
+        for tier, ms in self.latency_ms.items():
+            s.not_negative(f"latency_ms.{tier}", ms, f"must be a finite number of milliseconds, not negative; got {ms}")
+        s.not_negative("latency_scale", self.latency_scale)
+        s.at_least("min_cache_tokens", self.min_cache_tokens, 0)
+        s.above_zero("cache_ttl_s", self.cache_ttl_s, unit="seconds")
+        s.at_least("retry_after_ms", self.retry_after_ms, 0)
+        s.not_negative("batch_delay_s", self.batch_delay_s)
 
 
 @dataclass(frozen=True)

@@ -192,8 +192,8 @@ def validate_cache_config(config: CacheConfig) -> None:
     similarity("threshold", config.threshold)
     for ns, value in config.namespace_thresholds.items():
         similarity(f"namespace_thresholds.{ns}", value)
-    if config.ttl_s < 0 or math.isnan(config.ttl_s):
-        raise bad("ttl_s", "must be 0 (never expires) or more seconds")
+    if not 0.0 <= config.ttl_s < math.inf:
+        raise bad("ttl_s", f"must be a finite number of seconds, 0 (never expires) or more; got {config.ttl_s!r}")
     if config.max_entries < 1:
         raise bad("max_entries", "must be at least 1")
     if not 0.0 <= config.evict_fraction < 1.0:
