@@ -58,6 +58,7 @@ __all__ = [
     "two_proportion_p_value",
     "no_data_summary",
     "NO_TENANT",
+    "tenant_label",
 ]
 
 Row = Mapping[str, Any]
@@ -174,8 +175,27 @@ def two_proportion_p_value(hits1: int, n1: int, hits2: int, n2: int) -> float:
 
 
 #: The tenant label of lookups recorded without one (``costline.tenant`` unset: the recorder's default,
-#: other instrumentations): judged as a series of its own, as docs/sql.md shows them.
+#: other instrumentations): judged as a series of its own, as docs/sql.md shows them. No tenant id has this
+#: label: a tenant literally named ``(none)`` is labelled ``"(none)"`` (see :func:`tenant_label`).
 NO_TENANT = "(none)"
+
+
+def tenant_label(tenant: str | None) -> str:
+    """The ``tenant`` label (alert key, Slack line, silence matcher) of a tenant id; None: no tenant.
+
+    A tenant id is anything a request carried, ``(none)`` included, so the label of the tenant-less series,
+    :data:`NO_TENANT`, is kept out of the ids' range: an id that could be read as it or as another id — ``(none)``
+    itself, an empty id, one starting with a double quote, with whitespace around it or characters that do not
+    print — is labelled JSON-quoted (``"(none)"``, ``""``, ``"\\"a\\""``); every other id is its own label. A quoted
+    label starts with ``"`` and an unquoted one never does, so two different series never share a label: the
+    tenant ``(none)`` and the lookups without a tenant have their own alert, message and dedup, and read apart.
+    """
+    if tenant is None:
+        return NO_TENANT
+    name = str(tenant)
+    if name == NO_TENANT or not name or name[0] == '"' or name != name.strip() or not name.isprintable():
+        return json.dumps(name, ensure_ascii=False)
+    return name
 
 
 def _cache_baseline(s: CacheHitRateDropSettings, row: Row) -> tuple[str, Any, Any, str]:
@@ -193,7 +213,12 @@ def _cache_query(where: str, window: datetime) -> str:
             "ORDER BY window_start")
 
 
-def _cache_no_hour_baseline(row: Row, tenant: str, no_tenant: bool, window: datetime) -> Observation:
+def _cache_series_query(tenant: str | None, window: datetime) -> str:
+    """The dig-in query of one series: the tenant-less one is ``tenant IS NULL``, a tenant its own id."""
+    return _cache_query("tenant IS NULL" if tenant is None else f"tenant = {sql_str(tenant)}", window)
+
+
+def _cache_no_hour_baseline(row: Row, tenant: str, raw: str | None, window: datetime) -> Observation:
     rate = float(row["hit_rate"]) if _finite(row.get("hit_rate")) else None
     return Observation(
         rule="cache_hit_rate_drop", labels={"tenant": tenant}, condition=Condition.BAND, value=rate, threshold=None,
@@ -203,7 +228,7 @@ def _cache_no_hour_baseline(row: Row, tenant: str, no_tenant: bool, window: date
         window=_window_text(window),
         figures={"hit rate": "-" if rate is None else f"{rate:.1%}", "lookups": int(row.get("lookups") or 0),
                  f"lookups ({window:%H}:00, 7 days)": 0},
-        query=_cache_query("tenant IS NULL" if no_tenant else f"tenant = {sql_str(tenant)}", window),
+        query=_cache_series_query(raw, window),
         data_until=window + timedelta(hours=1),
     )
 
@@ -220,13 +245,13 @@ def _cache_hit_rate_drop(s: CacheHitRateDropSettings, snap: Snapshot, now: datet
     for row in snap.cache:
         if _naive(row["window_start"]) != window:
             continue
-        no_tenant = row.get("tenant") is None
-        tenant = NO_TENANT if no_tenant else str(row["tenant"])
+        raw = None if row.get("tenant") is None else str(row["tenant"])
+        tenant = tenant_label(raw)  # the series' key and display: never the same for two series
         baseline, avg_raw, lookups_base_raw, words = _cache_baseline(s, row)
         if row.get("avg_7d") is None and avg_raw is None:
             continue  # no history at all for this series (a new tenant): no baseline to judge against
         if avg_raw is None:  # history, but none at this hour of day: too little to judge, the state is kept
-            out.append(_cache_no_hour_baseline(row, tenant, no_tenant, window))
+            out.append(_cache_no_hour_baseline(row, tenant, raw, window))
             continue
         if not _finite(row.get("hit_rate"), avg_raw):
             log.warning("alerts: cache_hit_rate_drop: %s at %s has a NaN/NULL hit rate (%r, %s %r): ignored",
@@ -245,7 +270,7 @@ def _cache_hit_rate_drop(s: CacheHitRateDropSettings, snap: Snapshot, now: datet
             cond = Condition.OK  # a quiet hour (2 lookups, both hits) is too little data to resolve on
         else:
             cond = Condition.BAND
-        query = _cache_query("tenant IS NULL" if no_tenant else f"tenant = {sql_str(tenant)}", window)
+        query = _cache_series_query(raw, window)
         if baseline == "hour_of_day":
             base_figures: dict[str, Any] = {
                 "same hour's 7-day average": f"{avg:.1%}",

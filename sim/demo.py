@@ -13,7 +13,8 @@
    standard OTLP/HTTP exporter;
 4. waits until the processor has written everything to the Parquet lake, then prints per-tier
    cost per successful request, cache hit rates per day, the hours where a tenant's hit rate fell
-   10 points under its 7-day average, and the DuckDB queries that show them.
+   10 points under its baseline (the alert's: by default the same hour of day over the 7 days before),
+   and the DuckDB queries that show them.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from typing import Any
 
 import click
 
+from costline.alerts.settings import CacheHitRateDropSettings
 from costline.cli import pass_config
 from costline.config import Config
 from costline.errors import CostlineError
@@ -44,13 +46,14 @@ from costline.sim.demo_app import DemoStats, SimClock
 from costline.sim.traffic import RequestPlan, TrafficSpec
 
 __all__ = ["commands", "replay", "replay_one", "SimClock", "DemoRun", "run_demo", "REPORT_QUERIES",
-           "demo_spec", "DEMO_CACHE_TTL_S"]
+           "report_queries", "demo_cache_rule", "demo_spec", "DEMO_CACHE_TTL_S"]
 
 #: How long the demo's semantic cache keeps an answer (simulated time): two days.
 DEMO_CACHE_TTL_S = 2 * 86_400.0
 
-#: The queries the demo prints; each runs as is in `costline sql` or `duckdb costline.duckdb`.
-REPORT_QUERIES: dict[str, str] = {
+#: The queries the demo prints (:func:`report_queries`), the cache drop's as the default config judges it; each runs
+#: as is in `costline sql` or `duckdb costline.duckdb`.
+_BASE_QUERIES: dict[str, str] = {
     "cost per successful request, per tier": """
 SELECT coalesce(tier, '(none)')      AS tier,   -- (none): every attempt failed, nobody answered
        sum(requests)                      AS requests,
@@ -67,20 +70,73 @@ SELECT CAST(ts AS DATE) AS day, count(*) AS routed_to_student,
        round(avg(CASE WHEN escalations > 0 THEN 1 ELSE 0 END), 3) AS escalated,
        round(avg(CASE WHEN success THEN 1 ELSE 0 END), 3) AS success_rate
 FROM requests WHERE routed_tier = 'student' GROUP BY ALL ORDER BY day""",
-    "hours 10+ points under the 7-day average, and significantly so (the article's alert)": """
-SELECT window_start, tenant, lookups, round(hit_rate, 3) AS hit_rate, round(avg_7d, 3) AS avg_7d,
-       round(z, 1) AS z
-FROM (
-  SELECT *, (avg_7d - hit_rate) / sqrt(p * (1 - p) * (1.0 / lookups + 1.0 / lookups_7d)) AS z
-  FROM (SELECT *, (hits + avg_7d * lookups_7d) / (lookups + lookups_7d) AS p FROM cache_hit_rate_7d
-        WHERE lookups_7d > 0)
-)
-WHERE window_start >= (SELECT min(window_start) FROM cache_hit_rate_7d) + INTERVAL 1 DAY
-  -- one-sided p < 3e-5: ~0.01 over the ~300 tenant-hours of a demo run (a scan of every hour is
-  -- hundreds of tests; at p < 0.001 each, a run flags a noisy quiet hour about one time in three)
-  AND hit_rate < avg_7d - 0.10 AND lookups >= 15 AND z > 4.0
-ORDER BY window_start""",
 }
+
+#: The cache hit-rate drop's baselines: the ``cache_hit_rate_7d`` columns of each (rate, lookups) and its words.
+_BASELINES: dict[str, tuple[str, str, str]] = {
+    "hour_of_day": ("avg_7d_hour", "lookups_7d_hour", "the same hour's 7-day average"),
+    "rolling": ("avg_7d", "lookups_7d", "the 7-day average (all hours)"),
+}
+
+
+def _demo_thresholds(settings: CacheHitRateDropSettings) -> CacheHitRateDropSettings:
+    return dataclasses.replace(settings, min_lookups=15, min_lookups_7d=30, max_p_value=3e-5)
+
+
+def demo_cache_rule(config: Config) -> CacheHitRateDropSettings:
+    """``[alerts.cache_hit_rate_drop]`` as the demo judges it (its alert replay and its report alike).
+
+    The demo's tenants make ~20 cache lookups an hour, so the hourly rule's minimum sample is lowered to 15
+    lookups (the default, 50, suits production volumes), and its baseline's to 30 (the same hour of day on the
+    demo's first days: 2-3 hours of ~20 lookups; the default, 200, suits a week of production traffic); with
+    ~300 tenant-hours judged the z-test asks for p < 3e-5 (~0.01 over the whole run) so chance alone is unlikely
+    to page. The baseline and the drop are the config's.
+    """
+    return _demo_thresholds(config.alerts.cache_hit_rate_drop)
+
+
+def _breach_query(rule: CacheHitRateDropSettings) -> tuple[str, str]:
+    """(title, SQL) of the hours the cache rule ``rule`` pages for: its baseline, drop, minimum lookups (hour and
+    baseline) and one-sided pooled two-proportion z-test (p < max_p_value, as z over its normal quantile)."""
+    from statistics import NormalDist
+
+    avg, lookups_base, words = _BASELINES[rule.baseline]
+    z_min = NormalDist().inv_cdf(1.0 - rule.max_p_value)
+    title = (f"hours {rule.drop * 100:g}+ points under {words}, and significantly so "
+             f"(what the alert pages for, baseline = \"{rule.baseline}\")")
+    sql = f"""
+SELECT window_start, tenant, lookups, round(hit_rate, 3) AS hit_rate, round({avg}, 3) AS {avg},
+       {lookups_base}, round(z, 1) AS z
+FROM (
+  SELECT *, ({avg} - hit_rate) / sqrt(p * (1 - p) * (1.0 / lookups + 1.0 / {lookups_base})) AS z
+  FROM (SELECT *, (hits + {avg} * {lookups_base}) / (lookups + {lookups_base}) AS p FROM cache_hit_rate_7d
+        WHERE {lookups_base} > 0)
+)
+-- as the alert judges an hour: >= {rule.min_lookups} lookups in it and >= {rule.min_lookups_7d} in its baseline, {rule.drop:g}
+-- or more under the baseline, and one-sided p < {rule.max_p_value:g} (z > {z_min:.4f}): ~0.01 over the ~300
+-- tenant-hours of a demo run (a scan of every hour is hundreds of tests)
+WHERE lookups >= {rule.min_lookups} AND {lookups_base} >= {rule.min_lookups_7d}
+  AND {avg} - hit_rate >= {rule.drop!r} - 1e-12 AND z > {z_min:.6f}
+ORDER BY window_start, tenant NULLS FIRST"""
+    return title, sql
+
+
+def report_queries(config: Config | None = None) -> dict[str, str]:
+    """The queries the demo's report prints, ``{title: SQL}``: the cache drop's follows ``config``'s
+    ``[alerts.cache_hit_rate_drop]`` (its baseline, by default the same hour of day, and drop) with the demo's
+    thresholds (:func:`demo_cache_rule`), so the report lists the hours the demo's alerts page for.
+    ``config`` None: the configuration the CLI would load (``COSTLINE_CONFIG``, ``costline.toml``, env)."""
+    if config is None:
+        from costline.config import load_config
+
+        config = load_config()
+    title, sql = _breach_query(demo_cache_rule(config))
+    return {**_BASE_QUERIES, title: sql}
+
+
+#: The report's queries under the default config (the cache drop against the same hour's 7-day average);
+#: :func:`report_queries` gives them for a config.
+REPORT_QUERIES: dict[str, str] = {**_BASE_QUERIES, **dict([_breach_query(_demo_thresholds(CacheHitRateDropSettings()))])}
 
 
 @dataclass
@@ -404,17 +460,12 @@ def _wait_for_lake(config: Config, expected_requests: int, processor: subprocess
 def replay_alerts(run: DemoRun, spec: TrafficSpec) -> list[str]:
     """Run the alert rules as of one minute past every simulated hour; return what the console said.
 
-    The demo's tenants make ~20 cache lookups an hour, so the hourly rule's minimum sample is
-    lowered to 15 lookups (the default, 50, suits production volumes), and its baseline's to 30 (the
-    same hour of day on the demo's first days: 2-3 hours of ~20 lookups; the default, 200, suits a week
-    of production traffic); with ~300 tenant-hours judged the z-test asks for p < 3e-5 (~0.01 over the
-    whole run) so chance alone is unlikely to page.
+    The cache hit-rate rule runs with the demo's thresholds (:func:`demo_cache_rule`), those the report's
+    query of the hours under the baseline uses.
     """
     from costline.alerts import AlertService
 
-    rule = dataclasses.replace(run.config.alerts.cache_hit_rate_drop, min_lookups=15, min_lookups_7d=30,
-                               max_p_value=3e-5)
-    config = run.config.replace(alerts={"cache_hit_rate_drop": rule})
+    config = run.config.replace(alerts={"cache_hit_rate_drop": demo_cache_rule(run.config)})
     said: list[str] = []
     service = AlertService(config, echo=said.append)
     try:
@@ -432,7 +483,7 @@ def report(run: DemoRun, echo: Callable[[str], None] = click.echo) -> None:
 
     con = open_lake(run.config)
     try:
-        for n, (title, sql) in enumerate(REPORT_QUERIES.items(), 1):
+        for n, (title, sql) in enumerate(report_queries(run.config).items(), 1):
             cur = con.execute(sql)
             cols = [d[0] for d in cur.description]
             rows = cur.fetchall()
@@ -448,7 +499,7 @@ def report(run: DemoRun, echo: Callable[[str], None] = click.echo) -> None:
     echo("\nEvery figure above is a query over the lake. Run them yourself:")
     echo(f"  COSTLINE_LAKE_PATH={run.lake} costline sql \"SELECT * FROM tier_hourly LIMIT 5\"")
     echo(f"  duckdb {views}        # views: requests, calls, tier_hourly, cache_hourly, cache_hit_rate_7d")
-    echo("The queries: python -c 'from costline.sim.demo import REPORT_QUERIES as q; print(*q.values(), sep=\"\\n\")'")
+    echo("The queries: python -c 'from costline.sim.demo import report_queries as q; print(*q().values(), sep=\"\\n\")'")
 
 
 def _student_note(con, config: Config) -> str:  # type: ignore[no-untyped-def]

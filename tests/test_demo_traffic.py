@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from costline.config import Config, LakeConfig
+from costline.lake import Lake, open_lake
+from costline.processors.buffer import rows_to_tables
+from costline.processors.records import LookupRow
 from costline.sim.standin_model import CAPABILITY, difficulty
 from costline.sim.traffic import (FAQ_FAMILIES, DocEvent, ErrorBurst, ServingRequest, TrafficSpec, doc_events, doc_hash,
                               product_questions, question_of, serving_traffic, warmup_traffic)
@@ -236,3 +240,102 @@ def test_every_faq_text_of_the_traffic_is_one_of_its_questions() -> None:
             assert question_of(r.query) == f"family:{r.family}"
     regular = {question_of(r.query) for r in faqs if r.subtype == "product"}
     assert regular <= {q.lower().rstrip("?") for q in product_questions(SPEC.seed)}
+
+
+# --- the report's "hours under the baseline": the alert's baseline, not always the rolling one ------------------------
+
+#: A lake of cache lookups, hand-counted: 50 hours of history from REPORT_START, then the judged hour RH (day 2,
+#: 02:00 UTC). Busy hours are 08-17 UTC (10 a day: 20 in the history), the other 30 are night hours.
+REPORT_START = datetime(2026, 11, 1)
+RH = REPORT_START + timedelta(days=2, hours=2)
+#: tenant -> ((lookups, hits) of a busy hour, of a night hour, of RH)
+REPORT_TRAFFIC = {
+    # busy hours hit 80 %, nights 40 %, and RH is a normal night (40 %)
+    "acme": ((400, 320), (200, 80), (200, 80)),
+    # busy hours hit 30 %, nights 80 %, and RH falls to 60 %
+    "globex": ((400, 120), (200, 160), (200, 120)),
+}
+
+
+@pytest.fixture(scope="module")
+def report_lake(tmp_path_factory: pytest.TempPathFactory) -> Config:
+    rows: list[LookupRow] = []
+    for tenant, (busy, night, judged) in REPORT_TRAFFIC.items():
+        for h in range(51):
+            hour = REPORT_START + timedelta(hours=h)
+            lookups, hits = judged if hour == RH else busy if 8 <= hour.hour < 18 else night
+            for i in range(lookups):
+                n = len(rows) + 1
+                ts = int((hour + timedelta(seconds=i * 3600 // lookups)).replace(tzinfo=UTC).timestamp() * 1e6)
+                rows.append(LookupRow(f"s{n}", f"t{n}", None, None, ts, tenant, "default", i < hits, 0.9, 1.0, 0, n))
+    path = tmp_path_factory.mktemp("report") / "lake"
+    Lake(path).init().commit_batch("otlp_spans", 0, 0, len(rows), {"lookups": rows_to_tables("lookups", rows)})
+    return Config(lake=LakeConfig(path=path))
+
+
+def _breaches(cfg: Config, sql: str) -> list[tuple]:  # type: ignore[type-arg]
+    con = open_lake(cfg)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def test_the_report_lists_the_hours_under_the_same_hours_average_by_default(report_lake: Config) -> None:
+    """RH against the 02:00 hours of days 0 and 1 (the alert's default baseline):
+    acme 80/200 = 40 % vs (80 + 80) / 400 = 40 %: nothing;
+    globex 120/200 = 60 % vs (160 + 160) / 400 = 80 %: 20 points under; pooled (120 + 320) / 600 = 0.733333,
+    se = sqrt(0.733333 x 0.266667 x (1/200 + 1/400)) = 0.038297, z = 0.20 / 0.038297 = 5.22 > 4.01 (p < 3e-5).
+    The rolling average (all 50 hours) says the opposite: acme 40 % vs (20 x 320 + 30 x 80) / (20 x 400 + 30 x 200)
+    = 8,800 / 14,000 = 62.9 % (z 6.6), globex 60 % vs 7,200 / 14,000 = 51.4 % (over it)."""
+    from costline.sim.demo import REPORT_QUERIES
+
+    title, sql = next((t, q) for t, q in REPORT_QUERIES.items() if t.startswith("hours 10+"))
+    rows = _breaches(report_lake, sql)
+    # every other hour is like the same hour the days before: RH's globex is the only one
+    assert [r[:4] for r in rows] == [(RH, "globex", 200, 0.6)]
+    assert rows[0][4:] == (0.8, 400, 5.2)
+    assert "the same hour's 7-day average" in title and 'baseline = "hour_of_day"' in title
+
+
+def test_the_report_follows_the_configured_baseline_and_names_it(report_lake: Config) -> None:
+    """With baseline = "rolling" RH's acme is 40 % vs 8,800 / 14,000 = 62.9 %: 22.9 points under; pooled
+    (80 + 8,800) / 14,200 = 0.625352, se = sqrt(0.625352 x 0.374648 x (1/200 + 1/14,000)) = 0.034470,
+    z = 0.228571 / 0.034470 = 6.63; globex's 60 % is over its 51.4 %."""
+    from costline.sim.demo import REPORT_QUERIES, report_queries
+
+    alerts = report_lake.alerts
+    rolling = report_lake.replace(alerts=dataclasses.replace(
+        alerts, cache_hit_rate_drop=dataclasses.replace(alerts.cache_hit_rate_drop, baseline="rolling")))
+    title, sql = next((t, q) for t, q in report_queries(rolling).items() if t.startswith("hours 10+"))
+    assert 'baseline = "rolling"' in title and "same hour" not in title
+    at_rh = [r for r in _breaches(report_lake, sql) if r[0] == RH]
+    assert [r[:4] for r in at_rh] == [(RH, "acme", 200, 0.4)]
+    assert at_rh[0][4:] == (0.629, 14000, 6.6)
+    # the default config's report is the one REPORT_QUERIES holds
+    assert report_queries(report_lake) == REPORT_QUERIES
+
+
+@pytest.mark.parametrize("baseline", ["hour_of_day", "rolling"])
+def test_the_report_lists_the_hours_the_demos_alert_pages_for(report_lake: Config, baseline: str) -> None:
+    """What the report prints for RH is what the demo's alert (its thresholds, the configured baseline) pages."""
+    from costline.alerts.rules import Rule, Snapshot, evaluate
+    from costline.alerts.source import CACHE_SQL
+    from costline.sim.demo import demo_cache_rule, report_queries
+
+    alerts = report_lake.alerts
+    cfg = report_lake.replace(alerts=dataclasses.replace(
+        alerts, cache_hit_rate_drop=dataclasses.replace(alerts.cache_hit_rate_drop, baseline=baseline)))
+    sql = next(q for t, q in report_queries(cfg).items() if t.startswith("hours 10+"))
+    listed = {r[1] for r in _breaches(report_lake, sql) if r[0] == RH}
+    con = open_lake(report_lake)
+    try:
+        cur = con.execute(CACHE_SQL, {"w": RH})
+        cols = [d[0] for d in cur.description]
+        rows = [dict(zip(cols, r)) for r in cur.fetchall()]
+    finally:
+        con.close()
+    obs = evaluate(Rule("cache_hit_rate_drop", demo_cache_rule(cfg)), Snapshot(cache=rows),
+                   (RH + timedelta(hours=1, minutes=1)).replace(tzinfo=UTC))
+    paged = {o.labels["tenant"] for o in obs or [] if o.condition.value == "breach"}
+    assert listed == paged == ({"globex"} if baseline == "hour_of_day" else {"acme"})
