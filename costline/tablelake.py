@@ -803,7 +803,7 @@ def create_table_views(con: "duckdb.DuckDBPyConnection", config: Config) -> None
     Each ``<table>_raw`` view reads a pyarrow dataset of the table's data files (registered as
     ``<table>_iceberg``) instead of the local files, with the ``date`` column the local lake's hive
     partitioning gives. The other areas' views (``VIEW_PROVIDERS``) still read ``[lake] path``."""
-    from costline.lake import Lake, _provided_views, read_table_sql, views_sql
+    from costline.lake import Lake, RawSource, _provided_views, name_raw_sources, read_table_sql, views_sql
     from costline.pricing import hosting_schedule
 
     lake_path = config.lake.path
@@ -812,6 +812,7 @@ def create_table_views(con: "duckdb.DuckDBPyConnection", config: Config) -> None
         con.register(f"{table}_iceberg", dataset)
     stmts = views_sql(lake_path, hosting=hosting_schedule(config.pricing),
                       open_gap_hours=config.pricing.hosting_open_gap_hours)
+    sources = {}
     for table in TABLES:
         local = read_table_sql(lake_path, table)
         source = (f"(SELECT *, coalesce(CAST(ts AS DATE), DATE '1970-01-01') AS date FROM {table}_iceberg)")
@@ -820,8 +821,10 @@ def create_table_views(con: "duckdb.DuckDBPyConnection", config: Config) -> None
             raise LakeError(f"the views no longer read {table} through read_table_sql: update tablelake.py")
         for i in hits:
             stmts[i] = stmts[i].replace(local, source)
+        sources[table] = RawSource(source, date_partitioned=False)  # the date column is computed: no pruning
     for stmt in stmts:
         con.execute(stmt)
+    name_raw_sources(con, sources)
     for stmt in _provided_views(lake_path):
         con.execute(stmt)
     create_result_views(con, config)

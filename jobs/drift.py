@@ -485,7 +485,8 @@ def run_drift(
                            embeddings=embeddings, reference_embeddings=ref_embeddings, rng=seed_rng)
     finished = _utc(now())
     item_rows = [{
-        "run_id": run_id, "request_id": s.request_id, "ts": s.ts, "subtype": s.subtype, "task_type": s.task_type,
+        "run_id": run_id, "request_id": s.request_id, "trace_id": s.trace_id, "ts": s.ts, "subtype": s.subtype,
+        "task_type": s.task_type,
         "metric": it.metric, "query": s.query, "student_answer": it.answer, "teacher_answer": it.reference,
         "student_score": sc[0], "teacher_score": sc[1], "query_chars": len(s.query),
     } for s, it, sc in zip(kept, items, scores)]

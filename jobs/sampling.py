@@ -64,35 +64,21 @@ _REQUEST_DAYS = "date >= CAST($since AS DATE) AND date <= CAST($until AS DATE) A
 _CALL_DAYS = "date >= CAST($since AS DATE) - 1 AND date <= CAST($until AS DATE) AND "
 
 
-def _view_source(con: Any, table: str) -> str | None:
-    """The rows behind the connection's ``<table>_raw`` view before its one-row-per-span rule: the
-    ``{source}`` of ``costline/lake/views/raw.sql`` (the local files' ``read_parquet``, or table mode's
-    Iceberg dataset), as DuckDB stored it. None when the connection has no such view, or it has another shape."""
-    row = con.execute("SELECT sql FROM duckdb_views() WHERE view_name = $v", {"v": f"{table}_raw"}).fetchone()
-    if not row or not row[0]:
-        return None
-    sql = row[0].strip().rstrip(";")
-    head = f"CREATE VIEW {table}_raw AS SELECT * FROM "
-    cut = sql.rfind(" QUALIFY ")
-    if not sql.startswith(head) or cut < 0 or "PARTITION BY trace_id, span_id" not in sql[cut:]:
-        return None
-    return sql[len(head):cut].strip()
-
-
 def candidates_sql(lake_path: Any = None, *, con: Any = None) -> str:
     """:data:`CANDIDATES_SQL` over the lake: the rows the connection's ``requests_raw`` / ``calls_raw``
-    views read (made by :func:`costline.lake.open_lake` in either ``[lake] mode``), else, on a connection
-    without them (or with none given), the local files under ``lake_path``."""
-    from costline.lake import ONE_ROW_PER_SPAN, read_table_sql
+    views read, as :func:`costline.lake.raw_source` names them (made by :func:`costline.lake.open_lake` in
+    either ``[lake] mode``), else, on a connection without them (or with none given), the local files
+    under ``lake_path``."""
+    from costline.lake import ONE_ROW_PER_SPAN, raw_source, read_table_sql
 
     parts: dict[str, str] = {}
     for table in ("requests", "calls"):
-        src = _view_source(con, table) if con is not None else None
+        src = raw_source(con, table) if con is not None else None
         has_view = con is not None and bool(con.execute(
             "SELECT count(*) FROM duckdb_views() WHERE view_name = $v", {"v": f"{table}_raw"}).fetchone()[0])
         if src is not None:  # what the lake opened, filtered before its dedupe (pruned where the source can)
-            source, days = f"(SELECT * FROM {src})", src.startswith("read_parquet(")
-        elif has_view:  # a shape this module does not know: the view itself (one row a span already)
+            source, days = f"(SELECT * FROM {src.sql})", src.date_partitioned
+        elif has_view:  # a view the lake did not name (made by hand, an older costline): one row a span already
             source, days = f"{table}_raw", False
         elif lake_path is not None:
             source, days = read_table_sql(lake_path, table), True

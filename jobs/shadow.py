@@ -244,8 +244,9 @@ def run_shadow(
         c = counts.setdefault(tier, [0, 0])
         c[0] += int(match)
         c[1] += 1
-        item_rows.append({"run_id": run_id, "request_id": s.request_id, "tier": tier, "next_tier": next_tier(tier),
-                          "subtype": s.subtype, "metric": it.metric, "score": score, "match": match})
+        item_rows.append({"run_id": run_id, "request_id": s.request_id, "trace_id": s.trace_id, "tier": tier,
+                          "next_tier": next_tier(tier), "subtype": s.subtype, "metric": it.metric, "score": score,
+                          "match": match})
     assessments = assess_tiers({t: (c[0], c[1]) for t, c in counts.items()}, cfg, history=history)
     if not assessments:  # no empty shadow_runs: the window is retried
         raise TeacherError(f"shadow {run_id}: none of the {len(pairs)} sampled requests could be scored "

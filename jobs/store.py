@@ -59,9 +59,12 @@ JOB_SCHEMAS: Final[Mapping[str, pa.Schema]] = {
         ("input_reason", pa.string()), ("teacher_model", pa.string()), ("batch", pa.bool_()),
         ("job_cost_usd", pa.float64()), ("seed", pa.int64()),
     ]),
+    # eval_items / shadow_items: one row per sampled request, keyed like the requests view by
+    # (trace_id, request_id) (a request id is the app's: two apps, or retries, may reuse one). Files
+    # written before trace_id existed read it as NULL.
     "eval_items": pa.schema([
-        ("run_id", pa.string()), ("request_id", pa.string()), ("ts", _TS), ("subtype", pa.string()),
-        ("task_type", pa.string()), ("metric", pa.string()), ("query", pa.string()),
+        ("run_id", pa.string()), ("request_id", pa.string()), ("trace_id", pa.string()), ("ts", _TS),
+        ("subtype", pa.string()), ("task_type", pa.string()), ("metric", pa.string()), ("query", pa.string()),
         ("student_answer", pa.string()), ("teacher_answer", pa.string()),
         ("student_score", pa.float64()), ("teacher_score", pa.float64()), ("query_chars", pa.int64()),
     ]),
@@ -74,8 +77,9 @@ JOB_SCHEMAS: Final[Mapping[str, pa.Schema]] = {
         ("job_cost_usd", pa.float64()), ("seed", pa.int64()),
     ]),
     "shadow_items": pa.schema([
-        ("run_id", pa.string()), ("request_id", pa.string()), ("tier", pa.string()), ("next_tier", pa.string()),
-        ("subtype", pa.string()), ("metric", pa.string()), ("score", pa.float64()), ("match", pa.bool_()),
+        ("run_id", pa.string()), ("request_id", pa.string()), ("trace_id", pa.string()), ("tier", pa.string()),
+        ("next_tier", pa.string()), ("subtype", pa.string()), ("metric", pa.string()), ("score", pa.float64()),
+        ("match", pa.bool_()),
     ]),
     "cost_reports": pa.schema([
         ("report_id", pa.string()), ("generated_at", _TS), ("since", _TS), ("until", _TS), ("days", pa.float64()),
@@ -203,22 +207,37 @@ def job_store(config: "Config") -> JobStore:
     return JobStore(config.lake.path, sink=result_sink(config))
 
 
+_SQL_TYPES: Final = {pa.string(): "VARCHAR", pa.int64(): "BIGINT", pa.float64(): "DOUBLE", pa.bool_(): "BOOLEAN",
+                     _TS: "TIMESTAMP", pa.date32(): "DATE"}
+
+
+def _schema_sql(schema: pa.Schema) -> str:
+    """A zero-row ``SELECT`` with ``schema``'s columns and types: the shape a view keeps whatever its files hold."""
+    cols = ", ".join(f'NULL::{_SQL_TYPES[f.type]} AS "{f.name}"' for f in schema)
+    return f"SELECT {cols} WHERE false"
+
+
 def jobs_views_sql(lake_path: Path | str) -> list[str]:
     """``CREATE VIEW`` statements for the jobs' results (creates the zero-row schema files once).
+
+    Each view has the current schema's columns whatever its files hold: a file written before a column
+    existed (``eval_items.trace_id``...) reads it as NULL (the files are unioned by name with a zero-row
+    relation of the schema, which leads, so the columns keep the schema's order).
 
     For :func:`costline.lake.create_views`: ``for s in jobs_views_sql(path): con.execute(s)``.
     """
     store = JobStore(Path(lake_path).resolve()).init()
     stmts = []
-    for table in JOB_SCHEMAS:
+    for table, schema in JOB_SCHEMAS.items():
         glob = sql_str(str(store.table_dir(table) / "*.parquet"))
-        src = f"read_parquet({glob}, union_by_name = true)"
         if table == "job_runs":
-            stmts.append(f"CREATE OR REPLACE VIEW job_runs AS SELECT * EXCLUDE (filename) FROM "
-                         f"read_parquet({glob}, union_by_name = true, filename = true) "
+            stmts.append("CREATE OR REPLACE VIEW job_runs AS SELECT * EXCLUDE (filename) FROM ("
+                         f"{_schema_sql(schema.append(pa.field('filename', pa.string())))} UNION ALL BY NAME "
+                         f"SELECT * FROM read_parquet({glob}, union_by_name = true, filename = true)) "
                          "QUALIFY row_number() OVER (PARTITION BY run_id ORDER BY updated_at DESC, filename DESC) = 1")
         else:
-            stmts.append(f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM {src}")
+            stmts.append(f"CREATE OR REPLACE VIEW {table} AS {_schema_sql(schema)} UNION ALL BY NAME "
+                         f"SELECT * FROM read_parquet({glob}, union_by_name = true)")
     stmts.append("CREATE OR REPLACE VIEW cost_report AS SELECT * FROM cost_reports "
                  "WHERE report_id = (SELECT arg_max(report_id, generated_at) FROM cost_reports) ORDER BY step")
     return stmts

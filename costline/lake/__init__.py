@@ -9,7 +9,8 @@ This package is the one place that knows the lake's paths, file schemas and view
     _recovery.py    Lake.recover: the orphans of a crashed batch deleted before a partition resumes
     _compaction.py  Lake.compact: each closed day's committed files merged into one
     _oddfiles.py    files the views cannot read (crashed writes, hand-copied, misplaced) set aside, logged
-    _views.py       the DuckDB views: views_sql, create_views, open_lake, write_views_db
+    _views.py       the DuckDB views: views_sql, create_views, open_lake, write_views_db; raw_source (the rows
+                    behind a connection's <table>_raw view, as create_views recorded them)
     views/*.sql     every view's SQL, one file a view, read by _views.py (docs/sql.md explains them)
 
 Layout::
@@ -68,9 +69,12 @@ from costline.lake._schema import (
 from costline.lake._views import (
     COSTLINE_SCOPE,
     VIEW_PROVIDERS,
+    RawSource,
     create_views,
+    name_raw_sources,
     open_lake,
     provided_views,
+    raw_source,
     views_sql,
     write_views_db,
 )
@@ -102,4 +106,7 @@ __all__ = [
     "read_table_sql",
     "set_aside_files",
     "set_aside_odd_files",
+    "RawSource",
+    "raw_source",
+    "name_raw_sources",
 ]

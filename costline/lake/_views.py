@@ -6,8 +6,10 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
@@ -16,6 +18,7 @@ from typing import TYPE_CHECKING, Final
 from costline.config import Config, PricingConfig
 from costline.fsutil import atomic_path
 from costline.lazy import import_optional
+from costline.sqlutil import sql_str
 from costline.lake._files import check_glob_free, read_table_sql
 from costline.lake._lake import Lake
 from costline.lake._oddfiles import set_aside_odd_files
@@ -24,8 +27,8 @@ from costline.lake._schema import ONE_ROW_PER_SPAN, TABLES
 if TYPE_CHECKING:  # pragma: no cover
     import duckdb
 
-__all__ = ["COSTLINE_SCOPE", "VIEW_FILES", "VIEW_PROVIDERS", "create_views", "open_lake", "provided_views",
-           "view_file_sql", "views_sql", "write_views_db"]
+__all__ = ["COSTLINE_SCOPE", "VIEW_FILES", "VIEW_PROVIDERS", "RawSource", "create_views", "name_raw_sources",
+           "open_lake", "provided_views", "raw_source", "view_file_sql", "views_sql", "write_views_db"]
 
 #: The instrumentation scope of costline's own call spans (preferred when two spans report one call).
 COSTLINE_SCOPE: Final = "costline.collectors"
@@ -122,6 +125,40 @@ def provided_views(lake_path: Path | str) -> list[str]:
     return out
 
 
+@dataclass(frozen=True)
+class RawSource:
+    """The rows behind a connection's ``<table>_raw`` view, before its one-row-per-span rule: the ``{source}``
+    ``views/raw.sql`` was filled with."""
+
+    #: A ``FROM`` item on that connection: the local files' ``read_parquet(...)``, or table mode's dataset.
+    sql: str
+    #: It has the local lake's hive ``date`` column, which a filter on ``date`` prunes files by.
+    date_partitioned: bool
+
+
+def name_raw_sources(con: "duckdb.DuckDBPyConnection", sources: dict[str, RawSource]) -> None:
+    """Record on each ``<table>_raw`` view (its DuckDB comment) the rows it reads, for :func:`raw_source`.
+    Called right after the views are made: a view made again loses the comment, so none outlives its view."""
+    for table, src in sources.items():
+        if table not in TABLES:
+            raise ValueError(f"no {table}_raw view: the lake's tables are {', '.join(TABLES)}")
+        doc = json.dumps({"source": src.sql, "date_partitioned": src.date_partitioned})
+        con.execute(f"COMMENT ON VIEW {table}_raw IS {sql_str(doc)}")
+
+
+def raw_source(con: "duckdb.DuckDBPyConnection", table: str) -> RawSource | None:
+    """The rows behind ``con``'s ``<table>_raw`` view as :func:`create_views` made it (either ``[lake] mode``);
+    None when the connection has no such view or it was made otherwise (by hand, an older costline)."""
+    row = con.execute("SELECT comment FROM duckdb_views() WHERE view_name = $v", {"v": f"{table}_raw"}).fetchone()
+    try:
+        doc = json.loads(row[0]) if row and row[0] else None
+    except ValueError:
+        return None
+    if not isinstance(doc, dict) or not isinstance(doc.get("source"), str):
+        return None
+    return RawSource(doc["source"], bool(doc.get("date_partitioned")))
+
+
 def create_views(con: "duckdb.DuckDBPyConnection", config: Config) -> None:
     """Create the views of ``config``'s lake on a DuckDB connection (initialising the lake)."""
     if config.lake.mode == "table":  # Iceberg tables on object storage (docs/scale.md)
@@ -136,6 +173,7 @@ def create_views(con: "duckdb.DuckDBPyConnection", config: Config) -> None:
     for stmt in views_sql(config.lake.path, hosting=hosting_schedule(config.pricing),
                           open_gap_hours=config.pricing.hosting_open_gap_hours):
         con.execute(stmt)
+    name_raw_sources(con, {t: RawSource(read_table_sql(config.lake.path, t), True) for t in TABLES})
     for stmt in provided_views(config.lake.path):
         con.execute(stmt)
 
