@@ -193,6 +193,13 @@ class RouteRulesConfig:
     #: Everything else (the article: "intentionally conservative").
     default_tier: str = "frontier"
 
+    def __post_init__(self) -> None:
+        from costline.validate import Section
+
+        # default_tier is checked when the config loads (validate below) and again when a RulePolicy is built
+        Section("serving.router.rules").at_least("short_query_chars", self.short_query_chars, 0,
+                                                 "must be 0 (no query counts as short) or more")
+
 
 @dataclass(frozen=True)
 class RouteLoopConfig:
@@ -231,9 +238,9 @@ class RouteLoopConfig:
         s.above_zero("train_days", self.train_days, unit="days")
         s.fraction("gate", self.gate, open_low=True,
                    what=f"must be in (0, 1] (the adequacy a cheaper tier must reach: 0.9 = 90 %); got {self.gate}")
-        s.at_least("min_moved", self.min_moved, 0)
+        s.at_least("min_moved", self.min_moved, 1, "must be at least 1 (the moved requests a candidate's gate judges)")
         s.at_least("judge_limit", self.judge_limit, 0, "must be 0 (never call a model) or more")
-        s.at_least("keep", self.keep, 0, "must be 0 (keep no earlier policy) or more")
+        s.at_least("keep", self.keep, 1, "must be at least 1 (earlier policies kept for `costline route rollback`)")
 
 
 @dataclass(frozen=True)
@@ -607,14 +614,26 @@ SETTINGS = ServingConfig
 def validate(config: object) -> None:
     """``[serving.cache]``'s checks when the config loads (``costline config``, ``costline serve`` at start), not
     first when a cache is built: a threshold of 1.5 or a bad replication topic is refused naming the key."""
+    from costline import contract
     from costline.serving.cache.semantic import validate_cache_config  # numpy only; loaded when this runs
     from costline.serving.embedding_onnx import validate_embedder_config  # numpy only too
+    from costline.serving.routing.learned import FEATURIZERS  # numpy only too
+    from costline.serving.routing.router import POLICIES
     from costline.validate import Section
 
     serving: ServingConfig = config.serving  # type: ignore[attr-defined]
     validate_cache_config(serving.cache)
     validate_embedder_config(serving.cache)  # embed_batch_wait_ms & co., not first when an embedder is built
-    a = serving.router.min_adequacy
-    Section("serving.router").fraction(
+    router = serving.router
+    a = router.min_adequacy
+    s = Section("serving.router")
+    s.fraction(
         "min_adequacy", a, open_low=True,
         what=f"must be in (0, 1] (a probability: 0.7 = the cheapest tier at least 70 % likely to be adequate); got {a}")
+    # the names the router looks up when it is built (a misspelt one was first refused then, not by `costline config`)
+    s.one_of("policy", router.policy, POLICIES)
+    s.one_of("featurizer", router.featurizer, FEATURIZERS)
+    tiers = (contract.TIER_STUDENT, *contract.API_TIERS)
+    Section("serving.router.rules").one_of(
+        "default_tier", router.rules.default_tier, tiers,
+        f"must be the tier every other request goes to, one of {', '.join(tiers)}; got {router.rules.default_tier!r}")

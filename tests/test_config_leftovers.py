@@ -61,9 +61,9 @@ BAD = [
     ("serving.router.loop", "train_days", "inf", "inf", "finite"),
     ("serving.router.loop", "gate", "1.5", "1.5", "must be in (0, 1]"),
     ("serving.router.loop", "gate", "0.0", "0", "must be in (0, 1]"),
-    ("serving.router.loop", "min_moved", "-1", "-1", "at least 0"),
+    ("serving.router.loop", "min_moved", "0", "0", "at least 1"),
     ("serving.router.loop", "judge_limit", "-1", "-1", "0 (never call a model) or more"),
-    ("serving.router.loop", "keep", "-1", "-1", "0 (keep no earlier policy) or more"),
+    ("serving.router.loop", "keep", "0", "0", "at least 1"),
     ("serving.standin", "latency_scale", "-1.0", "-1", "must not be negative"),
     ("serving.standin", "latency_scale", "nan", "nan", "must not be negative"),
     ("serving.standin", "min_cache_tokens", "-1", "-1", "at least 0"),
@@ -75,6 +75,37 @@ BAD = [
     ("serving.backends", "max_tokens", "0", "0", "from 1 to 1000000"),
     ("serving.backends", "max_tokens", "-1", "-1", "from 1 to 1000000"),
     ("serving.backends", "max_tokens", "10000000", "10000000", "from 1 to 1000000"),
+    # distillation: a warm-up longer than the run (or NaN steps), a query length or checkpoint count under what
+    # means anything (the Trainer reads 0 or less as "keep them all"), a seed numpy refuses only once training has
+    # begun (after the teacher was paid), an ROI that costs a run infinitely, a teacher tier no API has, a marker
+    # found at every answer's end (every final answer empty)
+    ("distill", "warmup_ratio", "nan", "nan", "must be in [0, 1)"),
+    ("distill", "warmup_ratio", "inf", "inf", "must be in [0, 1)"),
+    ("distill", "warmup_ratio", "-1.0", "-1", "must be in [0, 1)"),
+    ("distill", "warmup_ratio", "1.0", "1", "must be in [0, 1)"),
+    ("distill", "min_query_chars", "-1", "-1", "0 (keep every query) or more"),
+    ("distill", "max_tokens", "-1", "-1", "from 1 to 1000000"),
+    ("distill", "max_tokens", "0", "0", "from 1 to 1000000"),
+    ("distill", "save_total_limit", "-1", "-1", "at least 1"),
+    ("distill", "save_total_limit", "0", "0", "at least 1"),
+    ("distill", "seed", "-1", "-1", "from 0 to 4294967295"),
+    ("distill", "seed", "4294967296", "4294967296", "from 0 to 4294967295"),
+    ("distill", "train_gpu_hours", "inf", "inf", "finite"),
+    ("distill", "train_gpu_usd_per_hour", "inf", "inf", "finite"),
+    ("distill", "train_gpu_usd_per_hour", "nan", "nan", "must not be negative"),
+    ("distill", "train_gpu_usd_per_hour", "-1.0", "-1", "must not be negative"),
+    ("distill", "teacher_tier", '"frontierr"', "frontierr", "one of budget, mid, upper, frontier"),
+    ("distill", "teacher_tier", '"student"', "student", "one of budget, mid, upper, frontier"),
+    ("distill", "final_answer_marker", '" "', " ", "the text the teacher writes before its final answer"),
+    # routing: a negative length is no length; names the router looks up when it is built (then first refused)
+    ("serving.router.rules", "short_query_chars", "-1", "-1", "0 (no query counts as short) or more"),
+    ("serving.router.rules", "default_tier", '"platinum"', "platinum", "one of student, budget, mid, upper, frontier"),
+    ("serving.router.rules", "default_tier", '"cache"', "cache", "one of student, budget, mid, upper, frontier"),
+    ("serving.router", "policy", '"rulez"', "rulez", "must be one of rules, learned; got 'rulez'"),
+    ("serving.router", "featurizer", '"tfidf"', "tfidf", "must be one of minilm, hashing; got 'tfidf'"),
+    # the cache's replication queue: 0 or less is an unbounded queue.Queue (checked with replication off too)
+    ("serving.cache", "replication_queue_size", "0", "0", "at least 1"),
+    ("serving.cache", "replication_queue_size", "-1", "-1", "at least 1"),
 ]
 
 
@@ -103,9 +134,9 @@ GOOD = {
     ("serving.router.loop", "eval_days"): ("0.5", "0.5"),
     ("serving.router.loop", "train_days"): ("30", "30"),
     ("serving.router.loop", "gate"): ("1.0", "1"),
-    ("serving.router.loop", "min_moved"): ("0", "0"),
+    ("serving.router.loop", "min_moved"): ("1", "1"),
     ("serving.router.loop", "judge_limit"): ("0", "0"),
-    ("serving.router.loop", "keep"): ("0", "0"),
+    ("serving.router.loop", "keep"): ("1", "1"),
     ("serving.standin", "latency_scale"): ("0.0", "0"),
     ("serving.standin", "min_cache_tokens"): ("0", "0"),
     ("serving.standin", "cache_ttl_s"): ("1", "1"),
@@ -113,6 +144,20 @@ GOOD = {
     ("serving.standin", "batch_delay_s"): ("0", "0"),
     ("serving.backends", "max_retries"): ("10", "10"),
     ("serving.backends", "max_tokens"): ("1000000", "1000000"),
+    ("distill", "warmup_ratio"): ("0.0", "0"),
+    ("distill", "min_query_chars"): ("0", "0"),
+    ("distill", "max_tokens"): ("1", "1"),
+    ("distill", "save_total_limit"): ("1", "1"),
+    ("distill", "seed"): ("4294967295", "4294967295"),
+    ("distill", "train_gpu_hours"): ("0.0", "0"),
+    ("distill", "train_gpu_usd_per_hour"): ("0.0", "0"),
+    ("distill", "teacher_tier"): ('"budget"', "budget"),
+    ("distill", "final_answer_marker"): ('"Answer:"', "Answer:"),
+    ("serving.router.rules", "short_query_chars"): ("0", "0"),
+    ("serving.router.rules", "default_tier"): ('"student"', "student"),
+    ("serving.router", "policy"): ('"learned"', "learned"),
+    ("serving.router", "featurizer"): ('"hashing"', "hashing"),
+    ("serving.cache", "replication_queue_size"): ("1", "1"),
 }
 
 

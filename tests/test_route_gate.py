@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 from costline.config import Config, LakeConfig
+from costline.errors import ConfigError
 from costline.jobs.store import open_jobs_lake
 from costline.serving.errors import RoutingError
 from costline.serving.registry import ModelRegistry
-from costline.serving.routing.gate import compare, validate_loop_config
+from costline.serving.routing.gate import compare
 from costline.serving.routing.labels import LabelSet, LakeLabel, NotEnoughLabelsError, _interval
 from costline.serving.routing.promote import file_sha256, promote, read_manifest, rollback, write_manifest
 from costline.serving.routing.router import Decision
@@ -145,10 +146,9 @@ def test_loop_settings_are_validated_by_key() -> None:
     import dataclasses
 
     cfg = Config()
-    loop = dataclasses.replace(cfg.serving.router.loop, gate=1.5)
-    router = dataclasses.replace(cfg.serving.router, loop=loop)
-    with pytest.raises(RoutingError, match=r"\[serving.router.loop\] gate"):
-        validate_loop_config(cfg.replace(serving=dataclasses.replace(cfg.serving, router=router)))
+    for key, bad in (("gate", 1.5), ("keep", 0), ("min_moved", 0), ("eval_days", 0)):  # refused as the config is built
+        with pytest.raises(ConfigError, match=rf"\[serving.router.loop\] {key}"):
+            dataclasses.replace(cfg.serving.router.loop, **{key: bad})
 
 
 def _config(tmp_path: Path, policy: str = "rules") -> Config:

@@ -224,7 +224,12 @@ def validate_cache_config(config: CacheConfig) -> None:
         t = getattr(config, key)
         if not (isinstance(t, (int, float)) and not isinstance(t, bool) and 0.0 <= t < 1.0):
             raise bad(key, f"must be a probability in [0, 1) (0: no stricter); got {t!r}")
-    # the snapshot keys whether replication is on or not: a bad one must not wait for the day it is turned on
+    # the replication keys whether replication is on or not: a bad one must not wait for the day it is turned on
+    # (a queue of 0 or less is unbounded: queue.Queue(maxsize=0))
+    q = config.replication_queue_size
+    if not (isinstance(q, int) and not isinstance(q, bool) and q >= 1):
+        raise bad("replication_queue_size", f"must be at least 1 (changes waiting to be published; the default is "
+                                            f"10000); got {q!r}")
     interval, max_age = config.replication_snapshot_interval_s, config.replication_snapshot_max_age_s
     if not (isinstance(interval, (int, float)) and 0.0 <= interval < math.inf):
         raise bad("replication_snapshot_interval_s", f"must be a finite number of seconds, 0 (a snapshot only at "
