@@ -23,21 +23,24 @@ def _lake(requests: list[tuple[str, str, str, bool]]) -> duckdb.DuckDBPyConnecti
     """``(request_id, tenant, task_type, escalated)`` in time order, one a minute. An escalated request: budget's
     answer rejected, mid's accepted (budget is inadequate: label [mid, ?]); any other: budget answered (no label)."""
     con = duckdb.connect()
-    con.execute("CREATE TABLE requests (request_id VARCHAR, ts TIMESTAMP, tenant VARCHAR, task_type VARCHAR, "
-                "subtype VARCHAR, tier VARCHAR, routed_tier VARCHAR, escalations BIGINT, success BOOLEAN, "
-                "input_messages VARCHAR, standalone BOOLEAN, cache_hit BOOLEAN)")
-    con.execute("CREATE TABLE calls (request_id VARCHAR, ts TIMESTAMP, tier VARCHAR, error_type VARCHAR, "
-                "input_messages VARCHAR, input_tokens BIGINT, output_tokens BIGINT, standalone BOOLEAN)")
-    con.execute("CREATE TABLE shadow_items (request_id VARCHAR, tier VARCHAR, match BOOLEAN, run_id VARCHAR)")
+    con.execute("CREATE TABLE requests (request_id VARCHAR, trace_id VARCHAR, ts TIMESTAMP, tenant VARCHAR, "
+                "task_type VARCHAR, subtype VARCHAR, tier VARCHAR, routed_tier VARCHAR, escalations BIGINT, "
+                "success BOOLEAN, input_messages VARCHAR, standalone BOOLEAN, cache_hit BOOLEAN)")
+    con.execute("CREATE TABLE calls (request_id VARCHAR, trace_id VARCHAR, ts TIMESTAMP, tier VARCHAR, "
+                "error_type VARCHAR, input_messages VARCHAR, input_tokens BIGINT, output_tokens BIGINT, "
+                "standalone BOOLEAN)")
+    con.execute("CREATE TABLE shadow_items (request_id VARCHAR, trace_id VARCHAR, tier VARCHAR, match BOOLEAN, "
+                "run_id VARCHAR)")
     for i, (rid, tenant, task, escalated) in enumerate(requests):
         ts = T0 + timedelta(minutes=i)
         doc = json.dumps([{"role": "user", "parts": [{"type": "text", "content": f"question {rid}"}]}])
-        con.execute("INSERT INTO requests VALUES (?, ?, ?, ?, NULL, ?, 'budget', ?, true, ?, false, false)",
-                    [rid, ts, tenant, task, "mid" if escalated else "budget", 1 if escalated else 0, doc])
-        con.execute("INSERT INTO calls VALUES (?, ?, 'budget', NULL, ?, 100, 20, false)", [rid, ts, doc])
+        trace = f"trace-{rid}"  # each request its own trace
+        con.execute("INSERT INTO requests VALUES (?, ?, ?, ?, ?, NULL, ?, 'budget', ?, true, ?, false, false)",
+                    [rid, trace, ts, tenant, task, "mid" if escalated else "budget", 1 if escalated else 0, doc])
+        con.execute("INSERT INTO calls VALUES (?, ?, ?, 'budget', NULL, ?, 100, 20, false)", [rid, trace, ts, doc])
         if escalated:
-            con.execute("INSERT INTO calls VALUES (?, ?, 'mid', NULL, ?, 100, 20, false)",
-                        [rid, ts + timedelta(seconds=1), doc])
+            con.execute("INSERT INTO calls VALUES (?, ?, ?, 'mid', NULL, ?, 100, 20, false)",
+                        [rid, trace, ts + timedelta(seconds=1), doc])
     return con
 
 

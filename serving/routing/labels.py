@@ -20,6 +20,11 @@ candidate-vs-incumbent gate (:mod:`costline.serving.routing.gate`) judges a poli
 against the whole interval and asks for more evidence where the interval cannot say.
 Contradicting evidence (a tier shown adequate below one shown inadequate) drops the request.
 
+A request is its ``(trace_id, request_id)``: request ids are the application's, and two apps (or two tenants'
+requests) may share one, so neither their calls nor their shadow verdicts are pooled. A ``shadow_items`` row an older
+costline wrote (no ``trace_id``) still labels the request of its id where that id names one request of the window;
+where it names several it is left out (``LabelSet.ambiguous``), never given to each of them.
+
 The policy has no tenant dimension: what one tenant's requests teach it routes every tenant's. So one tenant's
 labels make at most :data:`MAX_TENANT_SHARE` of a task type's labels (:func:`cap_tenants`): where several tenants
 labelled a task type, each keeps its latest labels up to the largest count ``c`` with ``c <= share x (the labels
@@ -45,7 +50,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from costline.config import Config
 
 __all__ = ["LakeLabel", "LabelSet", "NotEnoughLabelsError", "labels_from_lake", "shadow_per_night", "LABELS_SQL",
-           "MAX_TENANT_SHARE", "cap_tenants"]
+           "AMBIGUOUS_SQL", "MAX_TENANT_SHARE", "cap_tenants"]
 
 _ORDER = {t: i for i, t in enumerate(contract.API_TIERS)}
 
@@ -85,6 +90,8 @@ class LakeLabel:
     messages_doc: str | None = None
     #: The tenant whose request it was (None: the request said none).
     tenant: str | None = None
+    #: The trace of the request: with ``request_id``, what identifies it (another trace may use the same id).
+    trace_id: str | None = None
 
     @property
     def labelled(self) -> bool:
@@ -126,6 +133,9 @@ class LabelSet:
     excluded: int = 0
     #: Labelled requests left out because their tenant's labels passed its share of their task type's.
     capped: int = 0
+    #: Request ids whose shadow verdicts without a trace id (an older costline's) were left out: several requests
+    #: of the window have that id, and which one was shadowed cannot be told.
+    ambiguous: int = 0
 
     @property
     def request_ids(self) -> list[str]:
@@ -152,7 +162,7 @@ class LabelSet:
                 "from_escalations": sum("escalation" in lb.source for lb in self.labels),
                 "per_tier": self.counts(), "per_task_type": self.counts_by_task(),
                 "conflicting": self.conflicting, "no_query": self.no_query, "excluded": self.excluded,
-                "capped": self.capped}
+                "capped": self.capped, "ambiguous": self.ambiguous}
 
     def format(self) -> str:
         s = self.summary()
@@ -160,7 +170,9 @@ class LabelSet:
                  f"{s['exact']} exact, {s['censored']} censored, {s['from_escalations']} with an escalation; "
                  f"left out: {self.conflicting} contradicting, {self.no_query} without captured content, "
                  f"{self.excluded} used by an earlier training run, {self.capped} past one tenant's share of its "
-                 "task type"]
+                 "task type"
+                 + (f"; {self.ambiguous} request ids' shadow verdicts without a trace id left out (the id names "
+                    "several requests)" if self.ambiguous else "")]
         tiers = list(contract.API_TIERS)
         lines.append(f"{'task type':<20}" + "".join(f"{t:>10}" for t in tiers) + f"{'all':>10}")
         for task, per in s["per_task_type"].items():
@@ -193,37 +205,55 @@ class LabelSet:
         raise NotEnoughLabelsError(msg)
 
 
-#: Per request of ``[$since, $until)``: its shadow verdicts, the tiers whose answers it rejected
-#: (calls without an API error that were not the accepted last one) and its captured prompt.
-LABELS_SQL = """
-WITH sh AS (
-  SELECT request_id, tier, arg_max(match, run_id) AS match FROM shadow_items GROUP BY ALL
-), req AS (
-  SELECT request_id, any_value(ts) AS ts, any_value(tenant) AS tenant, any_value(task_type) AS task_type,
+#: The requests of ``[$since, $until)`` that can carry a label, one row per ``(trace_id, request_id)``: a request
+#: id is the application's (two apps, or two tenants counting from 0, may use one), the trace tells them apart.
+_REQ_SQL = """req AS (
+  SELECT trace_id, request_id, any_value(ts) AS ts, any_value(tenant) AS tenant, any_value(task_type) AS task_type,
          any_value(subtype) AS subtype,
          any_value(tier) AS tier, any_value(routed_tier) AS routed_tier, max(escalations) AS escalations,
          bool_or(success) AS success, any_value(input_messages) AS r_in
   FROM requests
   WHERE ts >= $since AND ts < $until AND NOT standalone AND NOT cache_hit
-  GROUP BY request_id
+  GROUP BY trace_id, request_id
+)"""
+
+#: Per request of ``[$since, $until)`` (keyed ``(trace_id, request_id)``): its shadow verdicts, the tiers whose
+#: answers it rejected (calls without an API error that were not the accepted last one) and its captured prompt.
+#: A shadow row without ``trace_id`` (written before the column existed) goes to the request of its request id
+#: only where that id names one request of the window (``uniq``); else it is left out (:data:`AMBIGUOUS_SQL`
+#: counts those), never spread over several requests.
+LABELS_SQL = "WITH " + _REQ_SQL + """, uniq AS (
+  SELECT request_id, any_value(trace_id) AS trace_id FROM req GROUP BY request_id HAVING count(*) = 1
+), sh AS (
+  SELECT coalesce(s.trace_id, u.trace_id) AS trace_id, s.request_id, s.tier, arg_max(s.match, s.run_id) AS match
+  FROM shadow_items s LEFT JOIN uniq u ON s.trace_id IS NULL AND u.request_id = s.request_id
+  WHERE s.trace_id IS NOT NULL OR u.trace_id IS NOT NULL
+  GROUP BY ALL
 ), cl AS (
-  SELECT request_id, list(tier ORDER BY ts) FILTER (WHERE error_type IS NULL) AS answered,
-         arg_min(input_messages, ts) FILTER (WHERE input_messages IS NOT NULL) AS c_in,
-         arg_min(input_tokens, ts) AS input_tokens, arg_max(output_tokens, ts) AS output_tokens
-  FROM calls
-  WHERE NOT standalone AND ts >= $since - INTERVAL 1 DAY AND ts < $until + INTERVAL 1 DAY
-    AND request_id IN (SELECT request_id FROM req)
-  GROUP BY request_id
+  SELECT c.trace_id, c.request_id, list(c.tier ORDER BY c.ts) FILTER (WHERE c.error_type IS NULL) AS answered,
+         arg_min(c.input_messages, c.ts) FILTER (WHERE c.input_messages IS NOT NULL) AS c_in,
+         arg_min(c.input_tokens, c.ts) AS input_tokens, arg_max(c.output_tokens, c.ts) AS output_tokens
+  FROM calls c JOIN (SELECT trace_id, request_id FROM req) k ON k.trace_id = c.trace_id AND k.request_id = c.request_id
+  WHERE NOT c.standalone AND c.ts >= $since - INTERVAL 1 DAY AND c.ts < $until + INTERVAL 1 DAY
+  GROUP BY c.trace_id, c.request_id
 ), verdicts AS (
-  SELECT request_id, list(tier) FILTER (WHERE match) AS adequate, list(tier) FILTER (WHERE NOT match) AS inadequate
-  FROM sh GROUP BY request_id
+  SELECT trace_id, request_id, list(tier) FILTER (WHERE match) AS adequate,
+         list(tier) FILTER (WHERE NOT match) AS inadequate
+  FROM sh GROUP BY trace_id, request_id
 )
-SELECT r.request_id, r.ts, r.tenant, r.task_type, r.subtype, r.tier, r.routed_tier, r.escalations, r.success,
-       coalesce(r.r_in, cl.c_in) AS input_messages, cl.answered, cl.input_tokens, cl.output_tokens,
+SELECT r.request_id, r.trace_id, r.ts, r.tenant, r.task_type, r.subtype, r.tier, r.routed_tier, r.escalations,
+       r.success, coalesce(r.r_in, cl.c_in) AS input_messages, cl.answered, cl.input_tokens, cl.output_tokens,
        v.adequate, v.inadequate
-FROM req r LEFT JOIN cl USING (request_id) LEFT JOIN verdicts v USING (request_id)
+FROM req r LEFT JOIN cl USING (trace_id, request_id) LEFT JOIN verdicts v USING (trace_id, request_id)
 WHERE {where}
-ORDER BY r.ts, r.request_id
+ORDER BY r.ts, r.request_id, r.trace_id
+"""
+
+#: How many request ids of ``[$since, $until)`` have shadow rows without ``trace_id`` that :data:`LABELS_SQL`
+#: leaves out: the id names several requests of the window, so which one was shadowed cannot be told.
+AMBIGUOUS_SQL = "WITH " + _REQ_SQL + """
+SELECT count(DISTINCT request_id) FROM shadow_items
+WHERE trace_id IS NULL AND request_id IN (SELECT request_id FROM req GROUP BY request_id HAVING count(*) > 1)
 """
 
 
@@ -293,7 +323,8 @@ def labels_from_lake(
 ) -> LabelSet:
     """The routing labels of the requests in ``[since, until)`` (see the module docstring).
 
-    ``exclude``: request ids to leave out (those an earlier training run used).
+    ``exclude``: request ids to leave out (those an earlier training run used; an id leaves out every request of
+    the window that has it, whatever its trace).
     ``include_unlabelled``: also every other answered request with captured content, as
     ``[budget, unknown]`` (what an evaluation replays: the traffic a policy would move).
     ``max_tenant_share``: the largest share of a task type's labels one tenant's requests make (:func:`cap_tenants`).
@@ -311,10 +342,11 @@ def labels_from_lake(
         cur = con.execute(LABELS_SQL.format(where=where), {"since": since, "until": until})
         cols = [c[0] for c in cur.description]
         raw = [dict(zip(cols, r)) for r in cur.fetchall()]
+        ambiguous = int(con.execute(AMBIGUOUS_SQL, {"since": since, "until": until}).fetchone()[0] or 0)
     finally:
         if own:
             con.close()
-    out = LabelSet(since, until)
+    out = LabelSet(since, until, ambiguous=ambiguous)
     skip = set(exclude)
     for r in raw:
         if r["request_id"] in skip:
@@ -345,7 +377,8 @@ def labels_from_lake(
             request_id=r["request_id"], ts=r["ts"], query=query, task_type=r["task_type"] or "",
             subtype=r["subtype"], served_tier=r["tier"], routed_tier=r["routed_tier"], lo=interval[0],
             hi=interval[1], source=source, input_tokens=int(r["input_tokens"] or 0),
-            output_tokens=int(r["output_tokens"] or 0), messages_doc=r["input_messages"], tenant=r["tenant"]))
+            output_tokens=int(r["output_tokens"] or 0), messages_doc=r["input_messages"], tenant=r["tenant"],
+            trace_id=r["trace_id"]))
     out.labels, out.capped = cap_tenants(out.labels, max_tenant_share)
     return out
 
