@@ -11,10 +11,11 @@ The key policy, for every client costline builds (serving tiers, nightly jobs' t
 
 Timeouts: the SDKs' ``timeout`` bounds each network operation (connect, each read), not a call — a server that
 sends a byte now and then holds the call for as long as it likes. Given a number of seconds as ``timeout``, the
-clients built here also hold each HTTP attempt to it **in all** (:func:`deadline_http_client`): a body still being
-read when it runs out fails the attempt as the SDK's ``APITimeoutError`` (retried, then failed, as any timeout). A
-streamed answer (an event stream) gets ``stream_timeout`` in all instead (None: no bound beyond each read's). The
-Message Batches and Files APIs move data in bulk and are bounded per read only.
+clients built here also hold each call to it **in all**, its retries included (:func:`deadline_http_client`): each
+wait is capped at the time left, a body still being read when it runs out fails the call as the SDK's
+``APITimeoutError``, and no retry is sent after it. A streamed answer (an event stream) gets ``stream_timeout`` in all
+instead (None: no bound beyond each read's); a timeout while one is read is the SDK's ``APITimeoutError`` as well.
+The Message Batches and Files APIs move data in bulk and are bounded per read only.
 """
 
 from __future__ import annotations
@@ -90,6 +91,67 @@ def _http() -> Any:
     return httpx
 
 
+#: Header the SDKs send with each attempt of a call: "0" on the first, then 1, 2... on their retries.
+_RETRY_COUNT = "x-stainless-retry-count"
+#: The least a read capped at the deadline waits (a read with no time at all would not wait: it fails as an error).
+_LEAST_READ_S = 0.001
+
+
+def _timeout_error(sdk: Any, request: Any, message: str, *, final: bool) -> Exception:
+    """The SDK's ``APITimeoutError`` for ``request`` saying ``message``. ``final``: the call's deadline is spent, so
+    the SDK is not to retry it (``openai`` never retries an error of its own it is handed; ``anthropic`` retries every
+    ``APIConnectionError`` except those in its ``errors_not_to_retry``, where it puts a failure whose answer said
+    ``x-should-retry: false``: without it, each retry fails at once, with no request sent)."""
+    try:
+        error = sdk.APITimeoutError(request=request, message=message)
+    except TypeError:  # openai's takes no message: set it as the message the error says
+        error = sdk.APITimeoutError(request=request)
+        error.message = message
+        error.args = (message,)
+    if final:
+        not_to_retry = getattr(getattr(sdk, "_base_client", None), "errors_not_to_retry", None)
+        try:
+            if not_to_retry is not None:
+                not_to_retry.add(error)
+        except Exception:  # noqa: BLE001 - an SDK that keeps no such set retries it (each retry fails at once)
+            pass
+    return error
+
+
+class _CappedReads:
+    """While installed, each read of an HTTP/1.1 connection's ``network_stream`` (what httpcore reads a response
+    from) waits at most until ``deadline``: httpcore takes one read timeout for the whole body, so a read begun just
+    before the deadline would wait that long past it. Installed on the stream object itself (its ``read``) while
+    one response's body is read, removed before the connection goes back to the pool."""
+
+    def __init__(self, network_stream: Any, deadline: float) -> None:
+        self._stream = network_stream
+        self._deadline = deadline
+        self._read = network_stream.read
+
+        def read(max_bytes: int, timeout: float | None = None) -> bytes:
+            left = max(self._deadline - time.monotonic(), _LEAST_READ_S)
+            return self._read(max_bytes, left if timeout is None else min(timeout, left))
+
+        self._capped = read
+        network_stream.read = read
+
+    def remove(self) -> None:
+        if self._stream is not None and self._stream.__dict__.get("read") is self._capped:
+            del self._stream.read
+        self._stream = None
+
+    @staticmethod
+    def install(response: Any, deadline: float) -> "_CappedReads | None":
+        stream = getattr(response, "extensions", {}).get("network_stream")
+        if stream is None or not callable(getattr(stream, "read", None)) or not hasattr(stream, "__dict__"):
+            return None  # HTTP/2, or a transport of another kind: the deadline is checked as each piece arrives
+        try:
+            return _CappedReads(stream, deadline)
+        except Exception:  # noqa: BLE001 - a stream that takes no attribute: checked as each piece arrives
+            return None
+
+
 @functools.cache
 def _deadline_stream() -> type:
     """:class:`_DeadlineStream`'s class, built on the HTTP module's ``SyncByteStream`` when first needed (importing
@@ -97,32 +159,60 @@ def _deadline_stream() -> type:
     httpx = _http()
 
     class _DeadlineStream(httpx.SyncByteStream):  # type: ignore[misc,name-defined]
-        """A response body that fails with ``ReadTimeout`` once ``deadline`` (``time.monotonic()``) has passed.
-        Checked as each piece arrives: a read already waiting ends by the SDK's own per-read timeout, so an attempt
-        ends at most one read's timeout after its deadline."""
+        """A response body held to ``deadline`` (``time.monotonic()``; None: none): each read waits at most until it
+        (:class:`_CappedReads`), and a piece arriving after it fails the body. What runs out fails as the SDK's
+        ``APITimeoutError``, not to be retried (the call's time is spent); so does any timeout while an event
+        stream (``event_stream``) is read: the SDK hands such a stream's errors to its reader untouched, and the
+        reader (and its call span) would see the transport's ``ReadTimeout`` where a call read whole says
+        ``APITimeoutError``."""
 
-        def __init__(self, stream: Any, deadline: float, request: Any, total: float) -> None:
+        def __init__(self, stream: Any, deadline: float | None, request: Any, total: float | None, sdk: Any,
+                     capped: _CappedReads | None, event_stream: bool) -> None:
             self._stream = stream
             self._deadline = deadline
             self._request = request
             self._total = total
+            self._sdk = sdk
+            self._capped = capped
+            self._event_stream = event_stream
 
         @property
         def elapsed(self) -> Any:  # what httpx's own stream wrapper says once closed (Response.elapsed reads it)
             return getattr(self._stream, "elapsed", None)
 
-        def _check(self) -> None:
-            if time.monotonic() > self._deadline:
-                raise httpx.ReadTimeout(f"the response took longer than {self._total:g}s in all",
-                                        request=self._request)
+        def _spent(self) -> bool:
+            return self._deadline is not None and time.monotonic() >= self._deadline - _LEAST_READ_S
+
+        def _over(self) -> Exception:
+            return _timeout_error(self._sdk, self._request, f"the response took longer than {self._total:g}s in "
+                                  "all (its retries included)", final=True)
 
         def __iter__(self) -> Iterator[bytes]:
-            self._check()
-            for piece in self._stream:
-                self._check()
-                yield piece
+            try:
+                if self._spent():
+                    raise self._over()
+                try:
+                    for piece in self._stream:
+                        if self._spent():
+                            raise self._over()
+                        yield piece
+                except httpx.TimeoutException as exc:
+                    if self._spent():
+                        raise self._over() from exc
+                    if self._event_stream:
+                        raise _timeout_error(self._sdk, self._request, f"reading the event stream timed out "
+                                             f"({type(exc).__name__})", final=True) from exc
+                    raise
+            finally:
+                self._uncap()
+
+        def _uncap(self) -> None:
+            if self._capped is not None:
+                self._capped.remove()
+                self._capped = None
 
         def close(self) -> None:
+            self._uncap()  # before the connection can go back to the pool
             self._stream.close()
 
     return _DeadlineStream
@@ -130,24 +220,52 @@ def _deadline_stream() -> type:
 
 def deadline_http_client(sdk: Any, total: float, stream_total: float | None = None, **kwargs: Any) -> Any:
     """The SDK module ``sdk``'s ``DefaultHttpxClient`` (its defaults: connection limits, keep-alive, proxies) with
-    event hooks that hold each HTTP attempt to ``total`` seconds in all, from sending the request to the body's last
-    byte (an event stream: to ``stream_total``, None = unbounded). The deadline is the request's own (kept in its
-    ``extensions``), so one client serves any number of threads. What runs out raises ``ReadTimeout``: the SDK
-    raises it as its ``APITimeoutError`` (a body it reads itself), or it comes out of the stream's iteration. The
+    event hooks that hold each call to ``total`` seconds in all, from sending its first attempt to the body's last
+    byte, the SDK's retries included (an event stream: to ``stream_total``, None = unbounded). Each wait (connect,
+    the answer's head, each read of its body) is capped at the time left, so nothing waits past the deadline; a
+    retry the SDK would send after it fails at once. The deadline is the call's own (its start kept per thread:
+    the SDK retries in the thread that called; each attempt's in the request's ``extensions``), so one client
+    serves any number of threads. What runs out raises the SDK's ``APITimeoutError``, not retried. A timeout
+    while an event stream is read is the SDK's ``APITimeoutError`` too (see :class:`_DeadlineStream`). The
     Message Batches and Files APIs (bulk data: a batch's results are read as they are settled) are not bounded."""
+    calls = threading.local()
+
+    def call_start(request: Any, now: float) -> float:
+        """When the call this attempt is one of began: now for a first attempt (or an SDK that does not say)."""
+        retry = request.headers.get(_RETRY_COUNT)
+        start = getattr(calls, "start", None)
+        if retry in (None, "0") or start is None:
+            calls.start = start = now
+        return start
 
     def started(request: Any) -> None:
-        if _BULK.isdisjoint(request.url.path.split("/")):
-            request.extensions[_STARTED] = time.monotonic()
+        if not _BULK.isdisjoint(request.url.path.split("/")):
+            return
+        now = time.monotonic()
+        start = call_start(request, now)
+        request.extensions[_STARTED] = start
+        # before the head the kind of answer is unknown: the head is due within the call's deadline (an event
+        # stream's comes at once; a whole answer's once it is written)
+        left = start + total - now
+        if left <= 0:
+            raise _timeout_error(sdk, request, f"the call took longer than {total:g}s in all (its retries "
+                                 "included): not retried", final=True)
+        timeouts = request.extensions.get("timeout")
+        if isinstance(timeouts, Mapping):
+            request.extensions["timeout"] = {k: (left if v is None else min(v, left)) if k in (
+                "connect", "read", "write", "pool") else v for k, v in timeouts.items()}
 
     def bounded(response: Any) -> None:
         request = response.request
         start = request.extensions.get(_STARTED)
-        ctype = response.headers.get("content-type", "").split(";")[0].strip().lower()
-        limit = stream_total if ctype in _STREAM_TYPES else total
-        if start is None or limit is None:
+        if start is None:
             return
-        response.stream = _deadline_stream()(response.stream, start + limit, request, limit)
+        ctype = response.headers.get("content-type", "").split(";")[0].strip().lower()
+        event_stream = ctype in _STREAM_TYPES
+        limit = stream_total if event_stream else total
+        deadline = None if limit is None else start + limit
+        capped = _CappedReads.install(response, deadline) if deadline is not None else None
+        response.stream = _deadline_stream()(response.stream, deadline, request, limit, sdk, capped, event_stream)
 
     hooks = kwargs.pop("event_hooks", None) or {}
     hooks = {"request": [started, *hooks.get("request", ())], "response": [*hooks.get("response", ()), bounded]}

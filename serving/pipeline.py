@@ -83,6 +83,9 @@ EMPTY = "empty"
 #: An attempt's problem when its answer calls a tool the request did not offer (a model writing a ``<tool_call>``
 #: that a vLLM tool parser extracts, with no tools or another tool's name): no answer, and never the client's to run.
 UNOFFERED_TOOL = "unoffered_tool"
+#: The problems of an answer that is no answer (the model misbehaved), and what each means to a client.
+_NO_ANSWER = {UNOFFERED_TOOL: "answered with a call of a tool the request did not offer",
+              EMPTY: "answered with an empty answer"}
 #: The stop reason of a model that declined to answer: its (possibly empty) answer is judged as any other text, never
 #: as an empty one (sent up a tier, the same request would be declined again, and paid again).
 _REFUSAL = "refusal"
@@ -475,6 +478,8 @@ class Pipeline:
                     self._store(query, reply.text, tenant, namespace, doc_hashes)
             else:
                 req.reject(f"{tier}: {problem}")
+                if problem in _NO_ANSWER:  # after its text was sent: the client is told the answer failed
+                    live.error = BackendError(tier, str(problem), _NO_ANSWER[str(problem)])
             live.model = reply.model
             live.result = Answer(reply.text, tier, reply.model, decision.tier, ok, attempts=(attempt,),
                                  request_id=req.request_id, reply=reply,

@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from costline.collectors import Recorder
 from costline.config import Config, load_config
 from costline.errors import ConfigError
-from costline.sdk import anthropic_client, openai_client
+from costline.sdk import anthropic_client, deadline_http_client, openai_client
 from costline.serving.backends import Prompt, build_backends
 from costline.serving.errors import BackendError
 from costline.serving.pipeline import Pipeline
@@ -314,3 +314,198 @@ def test_the_message_batches_api_is_not_held_to_the_calls_deadline() -> None:
         client.close()
         httpd.shutdown()
         httpd.server_close()
+
+
+# --- the deadline is the call's in all: its retries, and the read under way, stay within it ------------------
+
+
+class Counted(ScriptedHttp):
+    """A model server whose every POST is answered by ``act`` and counted; a stall ends when the test does."""
+
+    def __init__(self, act: Act) -> None:
+        self.posts = 0
+        self.done = threading.Event()
+
+        def answer(h: BaseHTTPRequestHandler, _path: str, _body: bytes) -> None:
+            self.posts += 1
+            act(h)
+
+        super().__init__(answer)
+
+    def close(self) -> None:
+        self.done.set()
+        super().close()
+
+
+@pytest.fixture
+def counted():
+    made: list[Counted] = []
+
+    def make(act: Callable[[BaseHTTPRequestHandler, threading.Event], None]) -> Counted:
+        holder: list[Counted] = []
+        made.append(Counted(lambda h: act(h, holder[0].done)))
+        holder.append(made[-1])
+        return made[-1]
+
+    yield make
+    for s in made:
+        s.close()
+
+
+SDKS = {
+    "anthropic": (anthropic, lambda url, **kw: anthropic_client(base_url=url, key_env="NONE", env={}, **kw),
+                  lambda c: c.messages.create(model="claude-sonnet-4-6", max_tokens=10,
+                                              messages=[{"role": "user", "content": "hi"}]), MESSAGE),
+    "openai": (openai, lambda url, **kw: openai_client(base_url=url + "/v1", key_env="NONE", env={}, **kw),
+               lambda c: c.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}]), CHAT),
+}
+
+
+@pytest.mark.parametrize("sdk", SDKS)
+def test_the_sdks_retries_share_the_calls_deadline(counted, sdk) -> None:
+    """A byte every 0.3 s (3.6 s in all) and a 1 s deadline, with the SDK's 2 retries: before, each retry had a
+    deadline of its own (3 requests sent, ~4 s); now the first attempt spends the call's second and no retry is sent
+    after it."""
+    module, build, call, body = SDKS[sdk]
+    s = counted(lambda h, _done: trickle(body)(h))
+    client = build(s.url, timeout=1.0, max_retries=2)
+    t = time.monotonic()
+    with pytest.raises(module.APITimeoutError):
+        call(client)
+    took = time.monotonic() - t
+    assert s.posts == 1
+    assert took < 2.5  # the deadline, the read under way, one back-off of the SDK's (~0.5 s); was ~4.5 s
+    client.close()
+
+
+def test_a_retry_after_a_failed_attempt_gets_what_is_left_of_the_deadline(counted) -> None:
+    """A 500 at once, then an answer that trickles: the retry is held to what the first attempt left of the call's
+    deadline, not to a deadline of its own (both attempts are sent: the first failed well within it)."""
+    def act(h: BaseHTTPRequestHandler, _done: threading.Event) -> None:
+        if h.headers.get("x-stainless-retry-count") == "0":
+            raw = json.dumps({"type": "error", "error": {"type": "api_error", "message": "boom"}}).encode()
+            h.send_response(500)
+            h.send_header("content-type", "application/json")
+            h.send_header("content-length", str(len(raw)))
+            h.send_header("retry-after-ms", "1500")  # the SDK waits this long before its retry
+            h.end_headers()
+            h.wfile.write(raw)
+            return
+        trickle(MESSAGE, every=0.3, tail=12)(h)
+
+    s = counted(act)
+    client = anthropic_client(base_url=s.url, key_env="NONE", env={}, timeout=2.0, max_retries=1)
+    t = time.monotonic()
+    with pytest.raises(anthropic.APITimeoutError):
+        client.messages.create(model="claude-sonnet-4-6", max_tokens=10, messages=[{"role": "user", "content": "hi"}])
+    took = time.monotonic() - t
+    assert s.posts == 2
+    assert took < 2.9  # the call's 2 s (was 1.5 s + a 2 s deadline of the retry's own: 3.5 s and more)
+    client.close()
+
+
+def stall_after(first: bytes, then: bytes, ctype: str, wait: float = 0.6) -> Callable[..., None]:
+    """A 200 whose head and ``first`` come at once, ``then`` after ``wait`` s, then nothing until the test ends."""
+    def act(h: BaseHTTPRequestHandler, done: threading.Event) -> None:
+        h.send_response(200)
+        h.send_header("content-type", ctype)
+        h.end_headers()
+        try:
+            h.wfile.write(first)
+            h.wfile.flush()
+            time.sleep(wait)
+            h.wfile.write(then)
+            h.wfile.flush()
+        except OSError:
+            return
+        done.wait(10)
+    return act
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_read_under_way_at_the_deadline_ends_at_it(counted, stream) -> None:
+    """Each read waits at most the time left: with a 6 s read timeout and a 1 s deadline, a server that sends a piece
+    at 0.6 s and then nothing held the call for 6.6 s before (the read under way ran its own timeout); now ~1 s."""
+    if stream:
+        events = [f"data: {json.dumps(c)}\n\n".encode() for c in chunks(2)]
+        act = stall_after(events[0], events[1], "text/event-stream")
+    else:
+        raw = json.dumps(CHAT).encode()
+        act = stall_after(raw[:10], raw[10:20], "application/json")
+    s = counted(act)
+    client = openai.OpenAI(base_url=s.url + "/v1", api_key="k", max_retries=0, timeout=6.0,
+                           http_client=deadline_http_client(openai, 1.0, 1.0, timeout=6.0))
+    t = time.monotonic()
+    with pytest.raises(openai.APITimeoutError):
+        if stream:
+            for _ in client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}],
+                                                    stream=True):
+                pass
+        else:
+            client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
+    assert time.monotonic() - t < 3.0  # was 6.6 s
+    client.close()
+
+
+def test_a_head_that_does_not_come_by_the_deadline_ends_the_call_at_it(counted) -> None:
+    """No head for 6 s and a 1 s deadline (the read timeout 6 s): the wait for the head is capped too."""
+    def late(h: BaseHTTPRequestHandler, done: threading.Event) -> None:
+        if not done.wait(6):
+            send(h, CHAT)
+
+    s = counted(late)
+    client = openai.OpenAI(base_url=s.url + "/v1", api_key="k", max_retries=2, timeout=6.0,
+                           http_client=deadline_http_client(openai, 1.0, None, timeout=6.0))
+    t = time.monotonic()
+    with pytest.raises(openai.APITimeoutError):
+        client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
+    assert s.posts == 1 and time.monotonic() - t < 3.0  # was 6 s, then a retry of its own
+    client.close()
+
+
+# --- a timed-out stream's call span names the error as the attempt does --------------------------------------
+
+
+@pytest.mark.parametrize("tier", ["student", "mid"])
+@pytest.mark.parametrize("stream_timeout_s", [1.0, 0.0])  # the stream's deadline; none (a read times out)
+def test_a_timed_out_streams_call_span_says_what_the_attempt_says(server, monkeypatch, tier,
+                                                                  stream_timeout_s) -> None:
+    """An SDK that hands a stream's transport errors to its reader untouched (older ``anthropic`` and ``openai``: the
+    installed ones wrap them, emulated here) showed the call span ``ReadTimeout`` where the attempt (and a call read
+    whole) says ``APITimeoutError``: the clients costline builds raise the SDK's error from the body themselves."""
+    import anthropic._streaming
+    import openai._streaming
+
+    monkeypatch.setattr(anthropic._streaming, "iter_response_bytes", lambda response, _client: response.iter_bytes())
+    monkeypatch.setattr(openai._streaming.Stream, "_iter_events",
+                        lambda self: self._decoder.iter_bytes(self.response.iter_bytes()))
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from costline import contract as c
+
+    anthropic_events = [
+        {"type": "message_start", "message": {**MESSAGE, "content": [], "stop_reason": None,
+                                              "usage": {"input_tokens": 10, "output_tokens": 0}}},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        *({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": f"w{i} "}}
+          for i in range(12))]
+    # 0.3 s apart: past a 1 s stream deadline; with none, a gap of 1.5 s is past the 1 s read timeout
+    every = 0.3 if stream_timeout_s else 1.5
+    s = server(slow_sse(chunks(12), every), slow_sse(anthropic_events, every))
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    cfg = BackendsConfig(anthropic_base_url=s.url, student_base_url=s.url + "/v1", max_retries=0, timeout_s=1.0,
+                         stream_timeout_s=stream_timeout_s)
+    config = Config()
+    registry = ModelRegistry.from_config(config.replace(serving=dataclasses.replace(config.serving, backends=cfg)))
+    b = build_backends(registry, cfg, Recorder(provider), env={})
+    with pytest.raises(BackendError) as err:
+        for _ in b[tier].stream(Prompt.of("hi")):
+            pass
+    (span,) = [sp for sp in exporter.get_finished_spans() if sp.attributes.get(c.ERROR_TYPE)]
+    assert err.value.error_type == "APITimeoutError"
+    assert span.attributes[c.ERROR_TYPE] == "APITimeoutError"  # was ReadTimeout
+    for x in b.values():
+        x.close()

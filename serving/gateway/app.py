@@ -39,7 +39,8 @@ cache hit). The request's ``model`` is ignored: the router picks.
   ``x-costline-escalations``, ``x-costline-success``, ``x-costline-cache-hit``, ``x-costline-request-id``.
 
 When every tier failed with an API error the gateway answers in Anthropic's error format
-(429 ``rate_limit_error``, 529 ``overloaded_error`` or 500 ``api_error``).
+(429 ``rate_limit_error``, 529 ``overloaded_error`` or 500 ``api_error``); when the last tier answered with a call of a
+tool the request did not offer or with nothing (and no tier gave an answer to hand on), 502 ``api_error`` saying so.
 
 ``stream: true`` gets the Messages API's server-sent events, in one of two modes named by the
 ``x-costline-stream-mode`` response header:
@@ -75,7 +76,7 @@ from costline.serving.gateway.bedrock_api import (MAX_BEDROCK_MODEL_ID, bedrock_
                                                   converse_body, converse_events, invoke_body, token_headers)
 from costline.serving.backends import Prompt
 from costline.serving.cache.key import scope_of_body
-from costline.serving.pipeline import Answer, LiveAnswer, Pipeline
+from costline.serving.pipeline import EMPTY, UNOFFERED_TOOL, Answer, LiveAnswer, Pipeline
 from costline.serving.settings import GatewayConfig
 from costline.serving.gateway.messages_api import (ANTHROPIC_ERROR_TYPES, betas_of, last_user_text, passthrough_of,
                                                    question_text, sampling_of, shape_problem, thinking_of,
@@ -84,7 +85,8 @@ from costline.serving.errors import BackendError
 from costline.serving.structured import from_anthropic
 from costline.serving.translate import tools_problem
 
-__all__ = ["Gateway", "CACHE_MODEL", "STREAM_MODE_HEADER"]
+__all__ = ["Gateway", "CACHE_MODEL", "STREAM_MODE_HEADER", "failure_message", "failure_status",
+           "gave_no_answer"]
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +96,12 @@ CACHE_MODEL = "costline-cache"
 STREAM_MODE_HEADER = "x-costline-stream-mode"
 
 _STOP = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
-_STATUS_OF_ERROR = {"RateLimitError": 429, "OverloadedError": 529}
+#: The status of an answer whose every tier failed, by the last one's problem (else 500). A tier that answered with a
+#: call of a tool the request did not offer, or with nothing, misbehaved upstream: 502 (Bad Gateway).
+_STATUS_OF_ERROR = {"RateLimitError": 429, "OverloadedError": 529, UNOFFERED_TOOL: 502, EMPTY: 502}
+#: What the client is told a tier that gave no answer did.
+_NO_ANSWER = {UNOFFERED_TOOL: "answered with a call of a tool the request did not offer", EMPTY: "answered with an "
+              "empty answer"}
 
 #: An API's error answer: ``error(status, message, headers)``.
 ErrorFn = Callable[..., HttpResponse]
@@ -500,10 +507,10 @@ class Gateway(ServedByJsonServer):
         if isinstance(result, LiveAnswer):
             return _live_response(result)
         headers = _headers(result)
-        if not result.cached and result.reply is None:
+        if gave_no_answer(result):
             status = failure_status(result)
             # The gateway already retried (the SDK's retries, then escalation): ask clients not to.
-            return _error(status, f"every tier failed: {result.reason}", {**headers, "x-should-retry": "false"})
+            return _error(status, failure_message(result), {**headers, "x-should-retry": "false"})
         if stream:
             headers[STREAM_MODE_HEADER] = "live" if result.cached else "buffered"
             return HttpResponse(200, headers=headers, raw=_event_stream(_message(result)),
@@ -671,8 +678,7 @@ def _live_response(live: LiveAnswer) -> HttpResponse:
     """
     opened = open_live(live)
     if isinstance(opened, Answer):
-        return _error(failure_status(opened), f"every tier failed: {opened.reason}",
-                      {**_headers(opened), "x-should-retry": "false"})
+        return _error(failure_status(opened), failure_message(opened), {**_headers(opened), "x-should-retry": "false"})
     first, pieces, headers = opened
     return HttpResponse(200, headers=headers, content_type="text/event-stream",
                         stream=_live_events(live, first, pieces))
@@ -705,8 +711,9 @@ def _live_events(live: LiveAnswer, first: str | None, pieces: Any) -> Any:
             problem = live.error.error_type if live.error is not None else "no answer"
             status = _STATUS_OF_ERROR.get(problem, 529 if "Overloaded" in problem else 500)
             err_type = _upstream_error_type(live.error) or ANTHROPIC_ERROR_TYPES.get(status, "api_error")
-            yield _sse("error", {"type": "error", "error": {"type": err_type,
-                                                            "message": f"{live.tier} failed mid-answer: {problem}"}})
+            said = (f"the {live.tier} tier {_NO_ANSWER[problem]} after its text was sent ({problem})"
+                    if problem in _NO_ANSWER else f"{live.tier} failed mid-answer: {problem}")
+            yield _sse("error", {"type": "error", "error": {"type": err_type, "message": said}})
             return
         final = _message(result)
         yield _sse("content_block_stop", {"type": "content_block_stop", "index": 0})
@@ -723,15 +730,36 @@ _CALLER_ERRORS = frozenset({"BadRequestError", "RequestTooLargeError", "Unproces
 
 
 def failure_status(result: Answer) -> int:
-    """Anthropic's status for an answer whose every tier failed: 429, 529 or 500 — or 400 when every tier's API
+    """Anthropic's status for an answer whose every tier failed: 429, 529, 502 or 500 — or 400 when every tier's API
     refused the request as invalid (max_tokens over every model's limit, say): the caller's to fix, not a fault
     of the gateway to retry."""
     return _status_of_problems([a.problem for a in result.attempts])
 
 
+def gave_no_answer(result: Answer) -> bool:
+    """True for an answer the client gets an error for: every tier failed with no answer to hand on, or the one
+    handed on is no answer (an empty one: the tiers answered with nothing, or with calls of tools the request did not
+    offer, which are never handed on)."""
+    if result.cached or result.success:
+        return False
+    return result.reply is None or any(a.reply is result.reply and a.problem in _NO_ANSWER for a in result.attempts)
+
+
+def failure_message(result: Answer) -> str:
+    """What an answer whose every tier failed tells the client: what the tiers did when none gave an answer (each
+    called a tool the request did not offer, or answered with nothing), else that every tier failed; then each
+    tier's problem."""
+    problems = {a.problem for a in result.attempts}
+    if problems and problems <= _NO_ANSWER.keys():
+        did = (f"every tier {_NO_ANSWER[next(iter(problems))]}" if len(problems) == 1 else
+               f"no tier gave an answer: each {_NO_ANSWER[UNOFFERED_TOOL]} or {_NO_ANSWER[EMPTY]}")
+        return f"{did} ({result.reason})"
+    return f"every tier failed: {result.reason}"
+
+
 def _status_of_problems(problems: list[str | None]) -> int:
-    """400 when every problem is the API refusing the request as invalid, else the last one's status (429, 529,
-    else 500)."""
+    """400 when every problem is the API refusing the request as invalid, else the last one's status (429, 529, 502 for
+    an answer that was no answer, else 500)."""
     if problems and all(p in _CALLER_ERRORS for p in problems):
         return 400
     problem = (problems[-1] if problems else None) or "no attempt"
@@ -748,7 +776,7 @@ def open_live(live: LiveAnswer) -> tuple[str | None, Iterator[str], dict[str, st
         live.close()
         raise
     result = live.result
-    if result is not None and not result.cached and result.reply is None and not result.text:
+    if result is not None and gave_no_answer(result) and not (result.reply is None and result.text):
         live.close()
         return result
     if result is not None:  # settled already: a cache hit, or escalated before the first piece

@@ -57,8 +57,8 @@ from typing import Any
 from costline.serving.gateway._http import HttpRequest, HttpResponse
 from costline.serving.backends import Prompt
 from costline.serving.cache.key import scope_of_body
-from costline.serving.gateway.app import (CACHE_MODEL, STREAM_MODE_HEADER, Gateway, _headers, failure_status,
-                                      open_live)
+from costline.serving.gateway.app import (CACHE_MODEL, STREAM_MODE_HEADER, Gateway, _headers, failure_message,
+                                      failure_status, gave_no_answer, open_live)
 from costline.serving.gateway.messages_api import question_text, sampling_of
 from costline.serving.embeddings import embeddings_problem
 from costline.serving.structured import from_chat
@@ -512,15 +512,14 @@ def end_user_of(body: Mapping[str, Any]) -> tuple[tuple[str, Any], ...] | HttpRe
 
 def _every_tier_failed(result: Answer) -> HttpResponse:
     """OpenAI's error for an answer whose every tier failed (the gateway retried already: clients should not)."""
-    return openai_error(failure_status(result), f"every tier failed: {result.reason}",
-                        {**_headers(result), "x-should-retry": "false"})
+    return openai_error(failure_status(result), failure_message(result), {**_headers(result), "x-should-retry": "false"})
 
 
 def settled_response(result: Answer, stream: bool, whole: Callable[[], Any],
                      events: Callable[[], Iterable[bytes]]) -> HttpResponse:
     """An OpenAI route's answer once the pipeline settled it: the error when every tier failed, else the ``whole``
     body, or with ``stream`` its ``events`` (``x-costline-stream-mode``: live for a cache hit, else buffered)."""
-    if not result.cached and result.reply is None:
+    if gave_no_answer(result):
         return _every_tier_failed(result)
     headers = _headers(result)
     if not stream:
