@@ -71,24 +71,43 @@ class OutputFormat:
         return cls(kind, schema, name, description, strict, key)
 
     def scope(self) -> dict[str, Any]:
-        """What of the format changes the answer (the cache scope's part): the kind and the schema. The same schema
-        asked through any of the three APIs is one scope."""
-        return {"type": self.kind, **({"schema": json.loads(self.schema_key)} if self.schema_key else {})}
+        """What of the format changes the answer (the cache scope's part): the kind, the schema, and the ``name``
+        and ``description`` OpenAI's APIs take beside it (the model reads them to decide what to answer: one schema
+        asked for "the SHIPPING address" or "the BILLING address" gets two answers). The same format asked through
+        any of the three APIs is one scope (the Messages API's has neither name nor description)."""
+        return {"type": self.kind, **({"schema": json.loads(self.schema_key)} if self.schema_key else {}),
+                **({"name": self.name} if self.name is not None else {}),
+                **({"description": self.description} if self.description is not None else {})}
 
     # -- to a tier ----------------------------------------------------------------------------------------
     def to_anthropic(self) -> dict[str, Any] | None:
-        """``output_config.format`` for a Messages API tier, or None for :data:`JSON_OBJECT` (see the module)."""
+        """``output_config.format`` for a Messages API tier, or None for :data:`JSON_OBJECT` (see the module).
+
+        The Messages API's format is the schema alone (no name, no description beside it), and the model reads a
+        schema's descriptions (``transform_schema`` moves what the API cannot enforce into them "so that the model
+        might follow them"): an OpenAI request's ``description`` becomes the schema's top-level ``description``,
+        before the schema's own when it has one."""
         if self.kind != JSON_SCHEMA or self.schema is None:
             return None
+        described = self._described(json.loads(self.schema_key))
         try:
             from anthropic import transform_schema  # anthropic >= 0.75: what its messages.parse sends
         except ImportError:  # pragma: no cover - an older SDK: the schema as it came
-            return {"type": "json_schema", "schema": dict(self.schema)}
+            return {"type": "json_schema", "schema": described}
         try:
-            schema = transform_schema(json.loads(self.schema_key))
+            schema = transform_schema(described)
         except Exception:  # noqa: BLE001 - a schema it cannot adapt goes as it came; the API says what it thinks
-            schema = dict(self.schema)
+            schema = described
         return {"type": "json_schema", "schema": schema}
+
+    def _described(self, schema: dict[str, Any]) -> dict[str, Any]:
+        """``schema`` with :attr:`description` as its top-level ``description`` (the schema's own after it)."""
+        if not self.description or not self.description.strip():
+            return schema
+        own = schema.get("description")
+        text = self.description if not isinstance(own, str) or not own.strip() or own == self.description \
+            else f"{self.description}\n\n{own}"
+        return {**schema, "description": text}
 
     def to_chat(self) -> dict[str, Any]:
         """``response_format`` for a Chat Completions tier (vLLM's guided decoding takes both kinds)."""
@@ -112,7 +131,7 @@ class OutputFormat:
         """Why ``text`` is not an answer in this format (not JSON, not an object, not valid against the schema), or
         None when it is one."""
         try:
-            value = json.loads(text)
+            value = json.loads(text, parse_constant=_not_json)  # NaN / Infinity: no client's JSON parser reads them
         except (ValueError, RecursionError):
             return "the answer is not valid JSON"
         if self.kind == JSON_OBJECT:
@@ -127,6 +146,10 @@ class OutputFormat:
             return None
         where = "/".join(str(p) for p in error.absolute_path) or "(the root)"
         return f"the answer does not follow the schema at {where}: {error.message[:200]}"
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 # -- reading a request's format ------------------------------------------------------------------------------

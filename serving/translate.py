@@ -48,7 +48,7 @@ from typing import Any
 
 __all__ = ["TOOL_NAME", "MAX_TOOLS", "ANTHROPIC_TOOL_TYPE", "NotTranslatable", "anthropic_defined", "tools_problem", "uses_tools", "cites", "tools_from_openai",
            "turns_from_openai", "without_empty_turns", "tools_to_openai", "tools_for_anthropic", "messages_to_openai", "blocks_from_openai", "openai_tool_calls",
-           "block_text", "document_text", "file_block", "image_block"]
+           "block_text", "document_text", "file_block", "image_block", "NotJSON", "loads_json"]
 
 #: A tool's name as both APIs accept it (Anthropic allows 128 characters, OpenAI 64).
 TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
@@ -186,19 +186,51 @@ def anthropic_defined(tool: Mapping[str, Any]) -> bool:
     return isinstance(kind, str) and ANTHROPIC_TOOL_TYPE.fullmatch(kind) is not None
 
 
-def _arguments(raw: Any) -> dict[str, Any] | None:
-    """A function call's JSON ``arguments`` as an object (an empty string is no arguments); None if not one."""
+class NotJSON(ValueError):
+    """Text that Python's ``json`` module reads but JSON is not: ``NaN``, ``Infinity``, ``-Infinity``, or a number
+    too large for a float (``1e999``, read as infinity). No API the gateway calls takes such a value, and the tier
+    SDKs cannot even send it: the request is the client's mistake (a 400), never a tier's failure."""
+
+
+def _constant(name: str) -> Any:
+    raise NotJSON(f"{name} is not a JSON value (JSON numbers are finite): send null, a number or a string")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value - value != 0.0:  # inf - inf is nan
+        raise NotJSON(f"the number {text[:40]} is out of range: JSON numbers the APIs take are finite 64-bit floats")
+    return value
+
+
+def loads_json(text: str | bytes) -> Any:
+    """``json.loads`` of JSON as the APIs read it: ``NaN``, ``Infinity`` and a number out of a float's range raise
+    :class:`NotJSON` (a ``ValueError``, as malformed JSON raises) instead of becoming a float no JSON encoder of the
+    tiers' SDKs will write."""
+    return json.loads(text, parse_constant=_constant, parse_float=_finite)
+
+
+def _read_arguments(raw: Any) -> dict[str, Any] | str:
+    """A function call's JSON ``arguments`` as an object (an empty string is no arguments), or what is wrong."""
     if raw is None or raw == "":
         return {}
     if isinstance(raw, Mapping):
         return dict(raw)
     if not isinstance(raw, str):
-        return None
+        return "not a string of JSON"
     try:
-        value = json.loads(raw)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
+        value = loads_json(raw)
+    except NotJSON as exc:
+        return str(exc)
+    except (ValueError, RecursionError):
+        return "not JSON"
+    return value if isinstance(value, dict) else "not a JSON object"
+
+
+def _arguments(raw: Any) -> dict[str, Any] | None:
+    """A function call's JSON ``arguments`` as an object (an empty string is no arguments); None if not one."""
+    read = _read_arguments(raw)
+    return None if isinstance(read, str) else read
 
 
 # -- an app on the openai SDK -> the pipeline's Messages shapes --------------------------------------------------
@@ -293,11 +325,14 @@ def turns_from_openai(raw: Sequence[Mapping[str, Any]], text_of: Any) -> tuple[l
         blocks: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
         for j, call in enumerate(calls):
             fn = call.get("function") if isinstance(call, Mapping) else None
-            args = _arguments(fn.get("arguments")) if isinstance(fn, Mapping) else None
+            args = _read_arguments(fn.get("arguments")) if isinstance(fn, Mapping) else None
             if not isinstance(fn, Mapping) or not isinstance(call.get("id"), str) \
                     or not isinstance(fn.get("name"), str) or args is None:
                 return f"messages[{i}].tool_calls[{j}]", (f"messages[{i}].tool_calls[{j}]: a function call with an id, "
                                                           "a name and JSON object arguments")
+            if isinstance(args, str):  # the param is the call (as for any other fault of it), the message says where
+                return f"messages[{i}].tool_calls[{j}]", (f"messages[{i}].tool_calls[{j}].function.arguments: {args} "
+                                                          "(a function call's arguments are a JSON object, as a string)")
             blocks.append({"type": "tool_use", "id": call["id"], "name": fn["name"], "input": args})
         turns.append({"role": "assistant", "content": blocks})
     return system, without_empty_turns(turns)

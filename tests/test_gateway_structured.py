@@ -148,13 +148,22 @@ def test_one_cache_entry_per_question_and_schema_whichever_api_asked(setup, stan
         model="claude-haiku-4-5", messages=[{"role": "user", "content": question}],
         response_format={"type": "json_schema", "json_schema": {"name": "ticket", "schema": schema, "strict": True}})
     assert first.model != CACHE_MODEL
-    again = anthropic_client(gw, "anthropic", "cache-structured").messages.create(
-        model="claude-haiku-4-5", max_tokens=1024, messages=[{"role": "user", "content": question}],
-        output_config={"format": {"type": "json_schema", "schema": schema}})
+    again = chat.responses.create(  # the same format (schema and name) asked through another API
+        model="claude-haiku-4-5", input=question,
+        text={"format": {"type": "json_schema", "name": "ticket", "schema": schema, "strict": True}})
     assert again.model == CACHE_MODEL
-    assert _is_ticket(Ticket.model_validate_json(again.content[0].text))
-    assert json.loads(again.content[0].text) == json.loads(first.choices[0].message.content)
+    assert _is_ticket(Ticket.model_validate_json(again.output_text))
+    assert json.loads(again.output_text) == json.loads(first.choices[0].message.content)
     assert len(standin.log.paid()) == paid + 1
+    # the Messages API's format has no name: not the named one's scope (a name steers an OpenAI model's answer),
+    # one entry for every Messages request of that schema
+    messages = anthropic_client(gw, "anthropic", "cache-structured")
+    asked = dict(model="claude-haiku-4-5", max_tokens=1024, messages=[{"role": "user", "content": question}],
+                 output_config={"format": {"type": "json_schema", "schema": schema}})
+    assert messages.messages.create(**asked).model != CACHE_MODEL
+    repeat = messages.messages.create(**asked)
+    assert repeat.model == CACHE_MODEL and _is_ticket(Ticket.model_validate_json(repeat.content[0].text))
+    paid += 1
 
     class Summary(BaseModel):  # another schema: another answer, never the ticket's
         summary: str
@@ -165,6 +174,82 @@ def test_one_cache_entry_per_question_and_schema_whichever_api_asked(setup, stan
     plain = chat.chat.completions.create(model="claude-haiku-4-5", messages=[{"role": "user", "content": question}])
     assert plain.model != CACHE_MODEL  # a prose request never gets the JSON answer
     assert len(standin.log.paid()) == paid + 3
+
+
+ADDRESS = {"type": "object", "properties": {"address": {"type": "string"}}, "required": ["address"],
+           "additionalProperties": False}
+
+
+@pytest.mark.parametrize("api", ["chat", "responses"])
+def test_one_schema_steered_by_two_descriptions_is_two_answers(setup, standin, api) -> None:
+    """OpenAI's ``description`` is "used by the model to determine how to respond": the Anthropic tier reads it as
+    the schema's description, and the cache keeps one answer per description."""
+    gw, _ = setup
+    client = openai_client(gw, "anthropic", f"described-{api}")
+    email = f"Ship to 1 Main St, Springfield; bill to 99 Elm Rd, Shelbyville. Extract the address ({api})."
+
+    def ask(description: str) -> str:
+        if api == "chat":
+            return client.chat.completions.create(
+                model="gpt-4o", messages=[{"role": "user", "content": email}],
+                response_format={"type": "json_schema", "json_schema": {
+                    "name": "addr", "description": description, "strict": True, "schema": ADDRESS}}).model
+        return client.responses.create(model="gpt-4o", input=email, text={"format": {
+            "type": "json_schema", "name": "addr", "description": description, "strict": True,
+            "schema": ADDRESS}}).model
+
+    paid = len(standin.log.paid())
+    for k, description in enumerate(["The SHIPPING address of the order", "The BILLING address of the order"]):
+        assert ask(description) != CACHE_MODEL  # a miss each: another description, another answer
+        received = _tier_received(standin, paid + k)
+        assert received["api"] == "anthropic" and received["format"]["schema"]["description"] == description
+        assert received["format"]["schema"]["properties"] == ADDRESS["properties"]
+    assert ask("The BILLING address of the order") == CACHE_MODEL  # the same description again: its answer
+    assert len(standin.log.paid()) == paid + 2
+
+
+def test_an_anthropic_tier_gets_the_description_as_the_schemas_own() -> None:
+    from costline.serving.structured import from_chat
+
+    own = {**ADDRESS, "description": "A postal address"}
+    for description, schema, sent in [
+        (None, ADDRESS, None),
+        ("The shipping address", ADDRESS, "The shipping address"),
+        ("The shipping address", own, "The shipping address\n\nA postal address"),  # both, the request's first
+        ("A postal address", own, "A postal address"),  # not twice
+        ("", own, "A postal address"),
+    ]:
+        fmt = from_chat({"type": "json_schema", "json_schema": {"name": "addr", "schema": schema,
+                                                                **({} if description is None else {"description": description})}})
+        got = fmt.to_anthropic()["schema"]
+        assert got.get("description") == sent, description
+        assert got["properties"] == ADDRESS["properties"] and got["required"] == ["address"]
+
+
+def test_the_cache_scope_tells_apart_name_and_description_and_nothing_else() -> None:
+    from costline.serving.structured import from_anthropic, from_chat, from_responses
+
+    def chat(**spec):
+        return from_chat({"type": "json_schema", "json_schema": {"schema": ADDRESS, **spec}}).scope()
+
+    base = chat(name="addr", description="Shipping")
+    assert chat(name="addr", description="Billing") != base
+    assert chat(name="billing_addr", description="Shipping") != base
+    assert chat(name="addr") != base
+    assert chat(name="addr", description="Shipping", strict=True) == base  # strictness does not change the answer
+    assert from_responses({"format": {"type": "json_schema", "name": "addr", "description": "Shipping",
+                                      "schema": ADDRESS}}).scope() == base
+    assert from_anthropic({"output_config": {"format": {"type": "json_schema", "schema": ADDRESS}}}).scope() == {
+        "type": "json_schema", "schema": ADDRESS}
+
+
+@pytest.mark.parametrize("answer", ['{"address": NaN}', '{"n": Infinity}', '[-Infinity]'])
+def test_an_answer_with_nan_is_not_json(answer) -> None:
+    from costline.serving.structured import OutputFormat
+
+    assert json.loads(answer) is not None  # Python reads it; no client's JSON parser does
+    assert OutputFormat.of("json_object").problem(answer) is not None
+    assert OutputFormat.of("json_schema", {}).problem(answer) == "the answer is not valid JSON"
 
 
 def _question_for(top: str) -> str:

@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from costline.netsec import GuardedHandler, HttpReject, Limits, PooledHTTPServer
+from costline.serving.translate import loads_json
 from costline.textutil import well_formed
 
 __all__ = ["HttpRequest", "HttpResponse", "JsonServer", "Route", "ServedByJsonServer", "dispatch"]
@@ -40,7 +41,9 @@ class HttpRequest:
         return [v for k, v in self.raw_headers if k == name]
 
     def json(self) -> Any:
-        doc = json.loads(self.body.decode("utf-8") or "null")
+        """The body as JSON: a ``ValueError`` when it is not, ``NaN``, ``Infinity`` and numbers out of a float's range
+        included (Python's ``json`` takes them, JSON and the APIs do not: :func:`~costline.serving.translate.loads_json`)."""
+        doc = loads_json(self.body.decode("utf-8") or "null")
         if b"\\u" in self.body and _SURROGATE_ESCAPE.search(self.body):  # only then can a lone surrogate be in it
             doc = _well_formed_strings(doc)
         return doc

@@ -72,7 +72,8 @@ from costline.serving.gateway.openai_api import (DEFAULT_MAX_TOKENS, RESUME_PAUS
                                                  settled_response, token_counts, unrecognized, unrecognized_error)
 from costline.serving.pipeline import Answer, LiveAnswer
 from costline.serving.structured import from_responses
-from costline.serving.translate import MAX_TOOLS, file_block, image_block, tools_from_openai, without_empty_turns
+from costline.serving.translate import (MAX_TOOLS, file_block, image_block, loads_json, tools_from_openai,
+                                       without_empty_turns)
 
 __all__ = ["Responses"]
 
@@ -634,8 +635,8 @@ def turns_of(raw: Any, seen: frozenset[str] = frozenset()) -> tuple[list[str], l
         elif kind == "function_call":
             call_id, name, arguments = item.get("call_id"), item.get("name"), item.get("arguments", "")
             try:
-                args = json.loads(arguments) if isinstance(arguments, str) and arguments else {}
-            except ValueError:
+                args = loads_json(arguments) if isinstance(arguments, str) and arguments else {}
+            except ValueError:  # NaN / Infinity too: no tier's API takes them
                 args = None
             if not isinstance(call_id, str) or not isinstance(name, str) or not isinstance(args, dict):
                 raise BadParam(f"input[{i}]", f"input[{i}]: a function_call has a call_id, a name and JSON object "
