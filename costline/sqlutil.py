@@ -18,6 +18,8 @@ __all__ = [
     "DEFAULT_TABLE_ROWS",
     "CHUNK_ROWS",
     "cell_text",
+    "csv_cell",
+    "FORMULA_STARTS",
     "json_value",
     "unique_names",
     "fetch_chunks",
@@ -52,6 +54,23 @@ def cell_text(value: Any) -> str:
         return f"{value:.10g}"
     text = str(value)
     return text if text.isprintable() else "".join(c if c.isprintable() else _escape(c) for c in text)
+
+
+#: What a spreadsheet reads as the start of a formula in a CSV cell (OWASP, "CSV Injection"): ``=``, ``+``, ``-``,
+#: ``@``, a tab and a carriage return.
+FORMULA_STARTS: tuple[str, ...] = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any, *, guard_formulas: bool = True) -> Any:
+    """One value as the ``csv`` format writes it: NULL as an empty cell; a text cell that a spreadsheet would run
+    as a formula (it starts with one of :data:`FORMULA_STARTS`) with a ``'`` in front (unless ``guard_formulas``
+    is false): a tenant or app name from a span such as ``=HYPERLINK(...)`` is shown as text, never run. Numbers
+    are written as they are."""
+    if value is None:
+        return ""
+    if guard_formulas and isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
 
 
 def _escape(char: str) -> str:
@@ -106,13 +125,15 @@ def fetch_chunks(cursor: Any, size: int = CHUNK_ROWS) -> Iterator[list[tuple[Any
 
 
 def write_rows(columns: Sequence[str], chunks: Iterable[Sequence[Sequence[Any]]], fmt: str,
-               write: Callable[[str], None], *, max_rows: int | None = None) -> int:
+               write: Callable[[str], None], *, max_rows: int | None = None, guard_formulas: bool = True) -> int:
     """Write a result, chunk by chunk, through ``write`` (every piece ends a line); return how many rows were
     left out.
 
     ``max_rows``: show at most this many rows (``None`` or 0: all). Rows past it are counted, not kept. ``csv``,
     ``json`` and ``jsonl`` write each chunk as it comes; ``table`` aligns its columns, so it holds the rows it
     shows. For a result it shows whole, the output is :func:`render_rows`'s plus a newline, byte for byte.
+    ``guard_formulas``: ``csv`` writes a text cell (and a column name) that a spreadsheet would run as a formula
+    with a ``'`` in front (:func:`csv_cell`); false writes them as they are.
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}: one of {', '.join(FORMATS)}")
@@ -128,10 +149,10 @@ def write_rows(columns: Sequence[str], chunks: Iterable[Sequence[Sequence[Any]]]
     elif fmt == "csv":
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
-        w.writerow(columns)
+        w.writerow([csv_cell(c, guard_formulas=guard_formulas) for c in columns])
         write(_drain(buf))
         for chunk in _batched(rows):
-            w.writerows(["" if v is None else v for v in row] for row in chunk)
+            w.writerows([csv_cell(v, guard_formulas=guard_formulas) for v in row] for row in chunk)
             write(_drain(buf))
     elif fmt == "jsonl":
         keys = unique_names(columns)
@@ -152,11 +173,13 @@ def write_rows(columns: Sequence[str], chunks: Iterable[Sequence[Sequence[Any]]]
     return rows.count_rest()  # after the output, so people see the rows first
 
 
-def render_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str = "table") -> str:
+def render_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str = "table", *,
+                guard_formulas: bool = True) -> str:
     """A whole (small) result as one string, without the final newline: the aligned table with its ``(N rows)``
-    line, CSV, or JSON (a list of objects; NaN and infinities as null, repeated column names suffixed)."""
+    line, CSV (formulas guarded unless ``guard_formulas`` is false, :func:`csv_cell`), or JSON (a list of objects;
+    NaN and infinities as null, repeated column names suffixed)."""
     out: list[str] = []
-    write_rows(columns, [rows], fmt, out.append)
+    write_rows(columns, [rows], fmt, out.append, guard_formulas=guard_formulas)
     return "".join(out)[:-1]
 
 

@@ -23,14 +23,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from costline.config import Config
-from costline.dashboards.charts import CHARTS, Chart, chart_sql, marks_sql
+from costline.dashboards.charts import CHARTS, Chart, chart_sql, marks_sql, raw_sql, since_sql
 from costline.dashboards.errors import ChartSqlError, DashboardError
 from costline.fsutil import atomic_write
 
 if TYPE_CHECKING:  # pragma: no cover
     import duckdb
 
-__all__ = ["ChartData", "query_chart", "query_charts", "query_marks", "render_html", "build_dashboard", "build_page",
+__all__ = ["ChartData", "bounded_sql", "window_start", "query_chart", "query_charts", "query_marks", "render_html", "build_dashboard", "build_page",
            "STATUS_OK", "STATUS_EMPTY", "STATUS_MISSING", "STATUS_ERROR"]
 
 STATUS_OK = "ok"
@@ -54,6 +54,9 @@ class ChartData:
     columns: tuple[str, ...] = ()
     rows: tuple[tuple[Any, ...], ...] = ()
     message: str = ""
+    #: A chart that draws at most ``options["max_facets"]`` facets: how many facets its query found in the
+    #: window (only the top ``max_facets`` of them are in :attr:`rows`); None for the other charts.
+    facets_total: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -79,18 +82,54 @@ def _cell(value: Any) -> Any:
     return str(value)
 
 
-def query_chart(con: "duckdb.DuckDBPyConnection", chart: Chart, config: Config) -> ChartData:
-    """Run one chart's SQL; never raises for what the lake holds (status says what happened)."""
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def bounded_sql(chart: Chart, config: Config, now: Callable[[], dt.datetime] | None = None) -> str:
+    """The SQL the page runs for ``chart``: its own (:func:`~costline.dashboards.charts.chart_sql`), kept to the
+    dashboard's window (``[dashboard] days``) where it does not keep to it itself, and, for a chart that draws at
+    most ``options["max_facets"]`` facets, only the rows of the facets with the largest sum of ``options["rank"]``
+    in the window, with their count (``facets_total``). Tables (the alerts) are not windowed: an alert still
+    firing is shown however long ago it fired."""
+    sql = chart_sql(chart, config, now)
+    raw = raw_sql(chart)
+    body = sql.strip().rstrip(";").strip()
+    x = _ident(chart.x)
+    if chart.kind != "table" and "{{since}}" not in raw and "{{lookups_since}}" not in raw:
+        body = (f"SELECT * FROM (\n{body}\n) AS chart\n"
+                f"WHERE chart.{x} >= {since_sql(config, now)}\nORDER BY ALL")
+    o = chart.options
+    if o.get("max_facets") and o.get("facet") and o.get("rank"):
+        f, rank, top = _ident(o["facet"]), _ident(o["rank"]), int(o["max_facets"])
+        body = (f"WITH chart AS (\n{body}\n), facets AS (\n"
+                f"  SELECT {f} AS facet, count(*) OVER () AS facets_total,\n"
+                f"         row_number() OVER (ORDER BY sum({rank}) DESC NULLS LAST, {f} NULLS FIRST) AS facet_rank\n"
+                f"  FROM chart GROUP BY {f}\n)\n"
+                f"SELECT chart.*, facets.facets_total\n"
+                f"FROM chart JOIN facets ON chart.{f} IS NOT DISTINCT FROM facets.facet\n"
+                f"WHERE facets.facet_rank <= {top}\nORDER BY chart.{f} NULLS FIRST, chart.{x}")
+    return body + ";\n"
+
+
+def query_chart(con: "duckdb.DuckDBPyConnection", chart: Chart, config: Config,
+                now: Callable[[], dt.datetime] | None = None) -> ChartData:
+    """Run one chart's SQL (:func:`bounded_sql`); never raises for what the lake holds (status says what
+    happened). ``now``: the build's clock, for the window."""
     import duckdb
 
     try:
-        sql = chart_sql(chart, config)
+        sql = bounded_sql(chart, config, now)
     except ChartSqlError as exc:
         return ChartData(chart, "", STATUS_ERROR, message=str(exc))
+    facets_total: int | None = None
     try:
         cur = con.execute(sql)
         columns = tuple(d[0] for d in cur.description or ())
         rows = tuple(tuple(_cell(v) for v in row) for row in cur.fetchall())
+        if chart.options.get("max_facets") and columns and columns[-1] == "facets_total":
+            facets_total = int(rows[0][-1]) if rows else 0
+            columns, rows = columns[:-1], tuple(row[:-1] for row in rows)
     except duckdb.CatalogException as exc:
         m = _MISSING_NAME.search(str(exc))
         what = f"the {m.group(1)} view" if m else "a view it reads"
@@ -107,13 +146,25 @@ def query_chart(con: "duckdb.DuckDBPyConnection", chart: Chart, config: Config) 
     if not rows:
         return ChartData(chart, sql, STATUS_EMPTY, columns, (),
                          message=f"No data yet: nothing from {chart.source} in the lake so far.")
-    return ChartData(chart, sql, STATUS_OK, columns, rows)
+    return ChartData(chart, sql, STATUS_OK, columns, rows, facets_total=facets_total)
 
 
 def query_charts(con: "duckdb.DuckDBPyConnection", config: Config,
-                 charts: Sequence[Chart] = CHARTS) -> list[ChartData]:
-    """Run every chart's SQL on ``con`` (a connection with the lake's views)."""
-    return [query_chart(con, chart, config) for chart in charts]
+                 charts: Sequence[Chart] = CHARTS, now: Callable[[], dt.datetime] | None = None) -> list[ChartData]:
+    """Run every chart's SQL on ``con`` (a connection with the lake's views); ``now``: the build's clock."""
+    return [query_chart(con, chart, config, now) for chart in charts]
+
+
+def window_start(con: "duckdb.DuckDBPyConnection", config: Config,
+                 now: Callable[[], dt.datetime] | None = None) -> str | None:
+    """The first day of the dashboard's window (ISO), or None when it cannot be told (no lake views)."""
+    import duckdb
+
+    try:
+        row = con.execute(f"SELECT CAST({since_sql(config, now)} AS DATE)").fetchone()
+    except duckdb.Error:
+        return None
+    return row[0].isoformat() if row and row[0] is not None else None
 
 
 def query_marks(con: "duckdb.DuckDBPyConnection", charts: Sequence[Chart] = CHARTS) -> dict[str, list[dict[str, Any]]]:
@@ -160,6 +211,7 @@ def _section(data: ChartData) -> str:
   <p class="desc">{esc(c.description)}</p>
   <div class="plot" id="plot-{esc(c.name)}"></div>
   <p class="more" id="more-{esc(c.name)}" hidden></p>
+  <p class="caveat" id="caveat-{esc(c.name)}" hidden></p>
   <p class="nodata" id="nodata-{esc(c.name)}"{"" if note else " hidden"}>{note}</p>
   <details class="sql">
     <summary>SQL <span class="file">dashboards/{esc(c.sql_file)}</span>
@@ -177,17 +229,23 @@ def render_html(
     title: str = "costline",
     refresh_s: float | None = None,
     marks: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+    window_days: int | None = None,
+    window_since: str | None = None,
 ) -> str:
-    """The whole page as one string (Plotly, dashboard.js, CSS and data inlined)."""
+    """The whole page as one string (Plotly, dashboard.js, CSS and data inlined). ``window_days`` /
+    ``window_since``: the window its queries kept to (``[dashboard] days``, its first day), which the page opens on."""
+    if built_at.tzinfo is not None:
+        built_at = built_at.astimezone(dt.UTC)
     payload = {
         "built_at": built_at.replace(tzinfo=None).isoformat(timespec="seconds"),
+        "window": {"days": window_days, "since": window_since},
         "lake": lake,
         "refresh_s": refresh_s,
         "marks": {k: [dict(r) for r in v] for k, v in (marks or {}).items()},
         "charts": [
             {"name": r.chart.name, "title": r.chart.title, "kind": r.chart.kind, "x": r.chart.x,
              "options": r.chart.options, "status": r.status, "message": r.message,
-             "columns": list(r.columns), "rows": [list(row) for row in r.rows]}
+             "columns": list(r.columns), "rows": [list(row) for row in r.rows], "facets_total": r.facets_total}
             for r in results
         ],
     }
@@ -198,6 +256,8 @@ def render_html(
         "BUILT_AT": esc(payload["built_at"]),
         "LAKE": esc(lake),
         "REFRESH": esc(f"auto-refresh every {refresh_s:g} s" if refresh_s else ""),
+        "WINDOW": esc(f"queries keep to the {window_days} days since {window_since} ([dashboard] days)"
+                      if window_days and window_since else ""),
         "SECTIONS": "".join(_section(r) for r in results),
         "DATA": _script_json(payload),
         "DASHBOARD_JS": _asset("dashboard.js"),
@@ -216,13 +276,15 @@ def build_page(config: Config, *, con: "duckdb.DuckDBPyConnection | None" = None
     own = con is None
     connection = open_lake(config) if con is None else con
     try:
-        results = query_charts(connection, config)
+        results = query_charts(connection, config, now=now)
         marks = query_marks(connection)
+        since = window_start(connection, config, now)
     finally:
         if own:
             connection.close()
     return render_html(results, built_at=now(), lake=str(Path(config.lake.path).resolve()),
-                       title=config.dashboard.title, refresh_s=refresh_s, marks=marks)
+                       title=config.dashboard.title, refresh_s=refresh_s, marks=marks,
+                       window_days=int(config.dashboard.days), window_since=since)
 
 
 def build_dashboard(config: Config, out: Path | str | None = None, *,

@@ -13,7 +13,9 @@ Adding a chart: write ``<name>.sql``, add a :class:`Chart` to :data:`CHARTS`
 
 from __future__ import annotations
 
+import datetime as dt
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -22,7 +24,8 @@ from costline import contract
 from costline.config import Config, ModelPrice
 from costline.dashboards.errors import ChartSqlError
 
-__all__ = ["Chart", "CHARTS", "chart_by_name", "chart_sql", "raw_sql", "sql_params", "KINDS", "MARKS", "marks_sql"]
+__all__ = ["Chart", "CHARTS", "chart_by_name", "chart_sql", "raw_sql", "sql_params", "since_sql", "KINDS", "MARKS",
+           "marks_sql", "LOWER_BOUND"]
 
 #: Events a ``lines`` chart can mark with vertical lines (``options["marks"]``): name → ``<name>.sql``,
 #: returning ``ts`` and ``action`` (and anything else, shown on hover).
@@ -42,6 +45,17 @@ CACHE_MAX_TENANTS = 20
 CACHE_LEFT_OUT_SQL = ("SELECT tenant, sum(lookups) AS lookups, sum(hits) AS hits, "
                       "round(sum(hits) / sum(lookups), 3) AS hit_rate FROM cache_hit_rate_7d{where} "
                       "GROUP BY tenant ORDER BY lookups DESC, tenant OFFSET {shown}")
+
+#: The counts a cost chart returns beside its USD (``options["lower_bound"]``): where one is above 0 the point is a
+#: lower bound, marked on the chart and counted in a note under it. Column → what one of them is (singular, plural).
+LOWER_BOUND = {
+    "unpriced_calls": ("call of a model the pricing table does not know (priced $0)",
+                       "calls of models the pricing table does not know (priced $0)"),
+    "bad_costs": ("NaN/infinite call cost left out", "NaN/infinite call costs left out"),
+}
+#: The ``costline sql`` query the page gives to list what :data:`LOWER_BOUND` counts in the selected range.
+LOWER_BOUND_SQL = ("SELECT ts, tenant, service_name, provider, model, pricing_status, cost_usd FROM calls "
+                   "WHERE (cost_usd IS NULL OR NOT isfinite(cost_usd)){where} ORDER BY ts")
 
 #: Renderers the page knows (see dashboard.js).
 KINDS = ("lines", "band", "stacked_bar", "waterfall", "table")
@@ -81,14 +95,17 @@ CHARTS: tuple[Chart, ...] = (
         "GPU hosting included; log scale).",
         "lines", x="day", columns=("day", "tier", "cost_per_success", "successes"),
         options={"y": ["cost_per_success"], "series": "tier", "y_title": "USD per success",
-                 "y_format": "$.4f", "log_y": True, "marks": "route_promotions"},
+                 "y_format": "$.4f", "log_y": True, "marks": "route_promotions",
+                 "lower_bound": LOWER_BOUND, "lower_bound_sql": LOWER_BOUND_SQL},
     ),
     Chart(
         "spend_per_app", "Spend per app",
-        "What each app (its OpenTelemetry service.name) spent per day, hosting share included: where to look "
-        "first when the bill jumps.",
+        "What each app (its OpenTelemetry service.name) spent per day, hosting share included, and the "
+        "student's idle hosting hours no request shared: a day's bars add up to its bill. Where to look first "
+        "when the bill jumps.",
         "stacked_bar", x="day", columns=("day", "service", "cost_usd", "requests"),
-        options={"y": "cost_usd", "series": "service", "y_title": "USD"},
+        options={"y": "cost_usd", "series": "service", "y_title": "USD", "y_format": "$.2f",
+                 "lower_bound": LOWER_BOUND, "lower_bound_sql": LOWER_BOUND_SQL},
     ),
     Chart(
         "cache_hit_rate", "Cache hit rate per tenant, with its 7-day average and alert band",
@@ -190,9 +207,28 @@ def _model_of_tier(config: Config, tier: str) -> ModelPrice:
                         f"against: add one under [[pricing.models]] with tier = {tier!r}")
 
 
-def sql_params(config: Config) -> dict[str, str]:
-    """The values of the ``{{parameter}}`` placeholders, as SQL literals, from ``config``."""
+def since_sql(config: Config, now: Callable[[], dt.datetime] | None = None, *, extra_days: int = 0) -> str:
+    """The first instant of the dashboard's window, as a SQL expression over the lake's views: midnight (UTC) of
+    the ``[dashboard] days``-th day back (less ``extra_days``) from the newest day with a span, or from the day of
+    ``now()`` (UTC; the build's clock) when that is earlier: a span stamped in the future (a client's skewed clock)
+    must not move the window past today."""
+    at = (now or (lambda: dt.datetime.now(dt.UTC)))()
+    if at.tzinfo is not None:
+        at = at.astimezone(dt.UTC)
+    back = int(config.dashboard.days) - 1 + int(extra_days)
+    return ("(SELECT CAST(least(CAST(max(ts) AS DATE), DATE '" + at.date().isoformat() + "') - INTERVAL " + str(back)
+            + " DAY AS TIMESTAMP) FROM (SELECT max(ts) AS ts FROM requests_raw UNION ALL SELECT max(ts) FROM "
+            "calls_raw UNION ALL SELECT max(ts) FROM lookups_raw))")
+
+
+def sql_params(config: Config, now: Callable[[], dt.datetime] | None = None) -> dict[str, str]:
+    """The values of the ``{{parameter}}`` placeholders, as SQL literals or expressions, from ``config`` (and
+    ``now``, the build's clock, for the window: ``since``, ``lookups_since``, ``window_days``)."""
     params = {
+        # the window ([dashboard] days): its first instant, and 7 days earlier for a 7-day baseline of its first day
+        "since": since_sql(config, now),
+        "lookups_since": since_sql(config, now, extra_days=7),
+        "window_days": str(int(config.dashboard.days)),
         "cache_alert_band": repr(float(config.dashboard.cache_alert_band)),
         "cache_alert_min_lookups": str(int(config.dashboard.cache_alert_min_lookups)),
         # the column the hit-rate alert compares an hour with (a validated choice, never free text)
@@ -209,9 +245,10 @@ def sql_params(config: Config) -> dict[str, str]:
     return params
 
 
-def _cost_days_sql(config: Config) -> dict[str, str]:
+def _cost_days_sql(config: Config, now: Callable[[], dt.datetime] | None = None) -> dict[str, str]:
     """The cost report's per-day SQL (:func:`costline.jobs.cost_report.cost_sql`) over the lake's whole days (a
-    ``lake_days`` CTE of the chart's), and the two models it prices with: the waterfall before a report is run."""
+    ``lake_days`` CTE of the chart's) in the dashboard's window, and the two models it prices with: the waterfall
+    before a report is run."""
     from costline.jobs.cost_report import cost_sql, tier_model
 
     cfg = config.jobs.cost_report
@@ -221,18 +258,19 @@ def _cost_days_sql(config: Config) -> dict[str, str]:
         if models[tier] is None:
             raise ChartSqlError(f"the pricing table has no {tier!r} model, which the savings waterfall prices "
                                 f"against: add one under [[pricing.models]] with tier = {tier!r}")
-    sql = cost_sql(config).replace("$since", "(SELECT since FROM lake_days)").replace(
+    sql = cost_sql(config).replace("$since", f"greatest((SELECT since FROM lake_days), {since_sql(config, now)})").replace(
         "$until", "(SELECT until FROM lake_days)")
     return {"cost_days_sql": sql.strip(), "baseline_model": models[cfg.baseline_tier].model,
             "replaced_model": models[cfg.student_replaces_tier].model}
 
 
-def chart_sql(chart: Chart, config: Config) -> str:
-    """The chart's SQL with its placeholders filled in from ``config``: runnable in duckdb as is."""
-    params = sql_params(config)
+def chart_sql(chart: Chart, config: Config, now: Callable[[], dt.datetime] | None = None) -> str:
+    """The chart's SQL with its placeholders filled in from ``config`` (``now``: the build's clock, for the
+    window's ``{{since}}``): runnable in duckdb as is."""
+    params = sql_params(config, now)
     text = raw_sql(chart)
     if "{{cost_days_sql}}" in text:
-        params.update(_cost_days_sql(config))
+        params.update(_cost_days_sql(config, now))
 
     def fill(m: re.Match[str]) -> str:
         name = m.group(1)

@@ -1,13 +1,47 @@
--- Cost per successful request, per answering tier and day (USD).
--- cost_usd includes failed attempts, escalations and the student's GPU hosting share;
--- cache answers cost nothing and are left out (see the traffic mix for their share).
-SELECT CAST(date_trunc('day', window_start) AS DATE)   AS day,
+-- Cost per successful request, per answering tier and day (USD), over the dashboard's window ([dashboard] days:
+-- the {{window_days}} days up to the newest data, never past the build day). As tier_hourly: cost_usd includes
+-- failed attempts, escalations and the student's GPU hosting (its share of each hour, and the hours no request
+-- shared, under the student); cache answers cost nothing and are left out (see the traffic mix for their share).
+-- Only finite call costs are summed, as the cost report does: a NaN or infinite one (a lake written before ingest
+-- validation) is left out and counted in bad_costs; unpriced_calls counts the calls of models the pricing table
+-- does not know (cost unknown, summed as $0). Where either is above 0, the point is a lower bound.
+WITH r AS (
+  SELECT trace_id, span_id, ts, tier, success, call_cost_usd, hosting_cost_usd, unpriced_calls, shares_hosting
+  FROM requests
+  WHERE ts >= {{since}}
+), bad AS (
+  -- the requests with a NaN or infinite call cost: the sum of their finite ones, and how many were left out
+  SELECT c.trace_id, c.request_span_id AS span_id,
+         coalesce(sum(c.cost_usd) FILTER (WHERE isfinite(c.cost_usd)), 0.0) AS finite_usd,
+         count(*) FILTER (WHERE NOT isfinite(c.cost_usd))                   AS bad_costs
+  FROM calls c
+  SEMI JOIN (SELECT trace_id, span_id FROM r WHERE NOT isfinite(call_cost_usd)) x
+    ON x.trace_id = c.trace_id AND x.span_id = c.request_span_id
+  GROUP BY ALL
+), per AS (
+  SELECT CAST(date_trunc('day', r.ts) AS DATE) AS day, r.tier,
+         1 AS n, CASE WHEN r.success THEN 1 ELSE 0 END AS ok,
+         r.hosting_cost_usd + CASE WHEN isfinite(r.call_cost_usd) THEN r.call_cost_usd
+                                   ELSE coalesce(b.finite_usd, 0.0) END AS cost_usd,
+         r.unpriced_calls, coalesce(b.bad_costs, 0) AS bad_costs
+  FROM r LEFT JOIN bad b ON b.trace_id = r.trace_id AND b.span_id = r.span_id
+  UNION ALL
+  -- an hour of the hosting schedule that no request shared: its cost still shows, under the student
+  SELECT CAST(date_trunc('day', h.window_start) AS DATE), 'student', 0, 0, h.hosting_usd, 0, 0
+  FROM student_hosting_hourly h
+  ANTI JOIN (SELECT DISTINCT date_trunc('hour', ts) AS window_start FROM r WHERE shares_hosting) s
+    ON s.window_start = h.window_start
+  WHERE h.window_start >= {{since}}
+)
+SELECT day,
        tier,
-       sum(cost_usd) / nullif(sum(successes), 0)        AS cost_per_success,
-       sum(successes)                                   AS successes,
-       sum(requests)                                    AS requests,
-       sum(cost_usd)                                    AS cost_usd
-FROM tier_hourly
+       sum(cost_usd) / nullif(sum(ok), 0)   AS cost_per_success,
+       CAST(sum(ok) AS BIGINT)              AS successes,
+       CAST(sum(n) AS BIGINT)               AS requests,
+       sum(cost_usd)                        AS cost_usd,
+       CAST(sum(unpriced_calls) AS BIGINT)  AS unpriced_calls,
+       CAST(sum(bad_costs) AS BIGINT)       AS bad_costs
+FROM per
 WHERE tier <> 'cache'
 GROUP BY ALL
 ORDER BY day, tier;

@@ -57,6 +57,40 @@
                    type: opts.log_y ? "log" : "linear", automargin: true, gridcolor: "#eef1f5" }, extra || {});
   }
 
+  // A cost chart's counts beside its USD (options.lower_bound: column -> [one, many]): where one is above 0 the
+  // point's USD is a lower bound (calls of unknown models priced $0, NaN/infinite costs left out). -> "" or the text.
+  function lowerBound(o, r) {
+    var lb = o.lower_bound, parts = [];
+    if (!lb) return "";
+    Object.keys(lb).forEach(function (c) {
+      var n = Number(r[c]) || 0;
+      if (n > 0) parts.push(n + " " + lb[c][n === 1 ? 0 : 1]);
+    });
+    return parts.length ? "lower bound: " + parts.join(", ") : "";
+  }
+
+  // The note under a cost chart whose selected rows hold lower bounds: the counts, and the query that lists them.
+  function caveatNote(chart, rows) {
+    var o = chart.options, el = document.getElementById("caveat-" + chart.name);
+    if (!el || !o.lower_bound) return;
+    var totals = {}, any = false;
+    Object.keys(o.lower_bound).forEach(function (c) {
+      totals[c] = rows.reduce(function (t, r) { return t + (Number(r[c]) || 0); }, 0);
+      if (totals[c] > 0) any = true;
+    });
+    if (!any) return;
+    var from = fromInput.value, to = toInput.value, where = [];
+    if (isDay(from)) where.push("ts >= TIMESTAMP '" + from + "'");
+    if (isDay(to)) where.push("ts < TIMESTAMP '" + to + "' + INTERVAL 1 DAY");
+    var code = document.createElement("code");
+    code.id = "caveat-sql-" + chart.name;
+    code.textContent = 'costline sql --max-rows 0 "' + o.lower_bound_sql.replace(
+      "{where}", where.length ? " AND " + where.join(" AND ") : "") + '"';
+    el.replaceChildren("Lower bound in the selected range: " + lowerBound(o, totals).replace(/^lower bound: /, "") +
+                       " (the marked points). List them with: ", code);
+    el.hidden = false;
+  }
+
   // --- renderers: (div, rows, chart) -> number of data points drawn --------------------------------
   var RENDER = {};
 
@@ -67,16 +101,26 @@
         var pts = g.groups.get(key).filter(function (r) { return r[ycol] != null && (!o.log_y || r[ycol] > 0); });
         if (!pts.length) return;
         n += pts.length;
-        traces.push({
+        var notes = pts.map(function (r) { return lowerBound(o, r); });
+        var trace = {
           type: "scatter", mode: "lines+markers", name: ys.length > 1 ? key + " · " + ycol.replace(/_/g, " ") : key,
           // Plotly keys its legend groups by name in a plain object: an index, never the label
           legendgroup: "series-" + i, x: pts.map(function (r) { return r[chart.x]; }),
           y: pts.map(function (r) { return r[ycol]; }),
           line: { color: colorFor(key, i), dash: j === 0 ? "solid" : "dash", width: 2 },
           marker: { size: 5 }
-        });
+        };
+        if (o.lower_bound) {
+          // a lower bound (unknown models, costs left out): an open, larger marker, and why on hover
+          trace.marker = { size: notes.map(function (t) { return t ? 10 : 5; }),
+                           symbol: notes.map(function (t) { return t ? "triangle-up-open" : "circle"; }) };
+          trace.text = notes;
+          trace.hovertemplate = "%{fullData.name}<br>%{x}<br>%{y}<br>%{text}<extra></extra>";
+        }
+        traces.push(trace);
       });
     });
+    caveatNote(chart, rows);
     var marks = ((DATA.marks || {})[o.marks] || []).filter(function (m) { return inRange(m.ts); });
     plot(div, traces, merge(BASE_LAYOUT, {
       yaxis: yaxis(o), xaxis: { type: "date", automargin: true },
@@ -115,10 +159,20 @@
     return !isNaN(d.getTime()) && d.toISOString().slice(0, 10) === v;
   }
 
+  // The facets the build left out of the page (the query ranked them over the window and kept the top
+  // max_facets: chart.facets_total counts them all): -> { carried: facets on the page, total } or null.
+  function notCarried(chart) {
+    if (chart.facets_total == null) return null;
+    var key = chart.options.facet, seen = new Set();
+    records(chart).forEach(function (r) { seen.add(r[key] == null ? "(none)" : text(r[key])); });
+    return chart.facets_total > seen.size ? { carried: seen.size, total: chart.facets_total } : null;
+  }
+
   function leftOutNote(chart, shown, left, g) {
-    var o = chart.options, el = document.getElementById("more-" + chart.name);
-    if (!el || !left.length) return;
+    var o = chart.options, el = document.getElementById("more-" + chart.name), nc = notCarried(chart);
+    if (!el || (!left.length && !nc)) return;
     var what = o.facet_noun || o.facet + "s", from = fromInput.value, to = toInput.value, where = [];
+    var rank = o.rank_noun || o.rank;
     var flagged = left.filter(function (key) { return g.groups.get(key).some(function (r) { return r[o.flag]; }); });
     if (isDay(from)) where.push(chart.x + " >= TIMESTAMP '" + from + "'");
     if (isDay(to)) where.push(chart.x + " < TIMESTAMP '" + to + "' + INTERVAL 1 DAY");
@@ -127,11 +181,16 @@
     var code = document.createElement("code");
     code.id = "more-sql-" + chart.name;
     code.textContent = 'costline sql --max-rows 0 "' + sql + '"';
-    el.replaceChildren(
-      "Showing the " + shown.length + " " + what + " with the most " + (o.rank_noun || o.rank) +
-      " in the selected range; " + left.length + " more " + (left.length === 1 ? "is" : "are") + " left out" +
-      (flagged.length ? " (" + flagged.length + " of them with hours under the alert band)" : "") +
-      ". List them with: ", code);
+    var said = "Showing the " + shown.length + " " + what + " with the most " + rank + " in the selected range";
+    if (left.length) {
+      said += "; " + left.length + " more " + (left.length === 1 ? "is" : "are") + " left out" +
+              (flagged.length ? " (" + flagged.length + " of them with hours under the alert band)" : "");
+    }
+    if (nc) {
+      said += (left.length ? ", and" : ";") + " the page carries only the " + nc.carried + " of the window's " +
+              nc.total + " " + what + " with the most " + rank;
+    }
+    el.replaceChildren(said + ". List them with: ", code);
     el.hidden = false;
   }
 
@@ -171,11 +230,20 @@
 
   RENDER.stacked_bar = function (div, rows, chart) {
     var o = chart.options, g = groupBy(rows, o.series), traces = [], n = 0;
+    caveatNote(chart, rows);
     g.keys.forEach(function (key, i) {
-      var pts = g.groups.get(key);
+      var pts = g.groups.get(key), notes = pts.map(function (r) { return lowerBound(o, r); });
       n += pts.length;
-      traces.push({ type: "bar", name: key, x: pts.map(function (r) { return r[chart.x]; }),
-                    y: pts.map(function (r) { return r[o.y]; }), marker: { color: colorFor(key, i) } });
+      var trace = { type: "bar", name: key, x: pts.map(function (r) { return r[chart.x]; }),
+                    y: pts.map(function (r) { return r[o.y]; }), marker: { color: colorFor(key, i) } };
+      if (o.lower_bound) {
+        // a lower bound (unknown models, costs left out): hatched, and why on hover
+        trace.marker.pattern = { shape: notes.map(function (t) { return t ? "/" : ""; }) };
+        trace.text = notes;
+        trace.textposition = "none";
+        trace.hovertemplate = "%{fullData.name}<br>%{x}<br>%{y}<br>%{text}<extra></extra>";
+      }
+      traces.push(trace);
     });
     plot(div, traces, merge(BASE_LAYOUT, { barmode: "stack", yaxis: yaxis(o),
                                            xaxis: { type: "date", automargin: true } }));
@@ -261,6 +329,15 @@
   // built: a span stamped in the future (a client's skewed clock) must not make them show an empty week.
   var builtDay = day(DATA.built_at), lastDay = builtDay && maxDay > builtDay ? builtDay : maxDay;
   [fromInput, toInput].forEach(function (el) { el.min = minDay; el.max = maxDay; });
+  // The page opens on the window its queries kept to ([dashboard] days) up to lastDay: one span stamped years
+  // off (a client's skewed clock) must not stretch the default view over decades; the header counts the rows
+  // outside the range shown, and "all" shows them.
+  var windowDays = (DATA.window && DATA.window.days) || 0;
+  var defaultFrom = minDay, defaultTo = lastDay || maxDay;
+  if (windowDays > 0 && lastDay) {
+    defaultFrom = shiftDay(lastDay, 1 - windowDays);
+    if (defaultFrom < minDay) defaultFrom = minDay;
+  }
 
   function shiftDay(iso, days) {
     var d = new Date(iso + "T00:00:00Z");
@@ -268,9 +345,29 @@
     return d.toISOString().slice(0, 10);
   }
 
+  function rangeNote() {
+    var el = document.getElementById("range-note"), before = 0, after = 0, from = fromInput.value, to = toInput.value;
+    if (!el) return;
+    DATA.charts.forEach(function (c) {
+      var xi = c.columns.indexOf(c.x);
+      if (xi < 0) return;
+      c.rows.forEach(function (row) {
+        var d = row[xi] == null ? "" : day(row[xi]);
+        if (!d) return;
+        if (from && d < from) before++; else if (to && d > to) after++;
+      });
+    });
+    var n = before + after;
+    el.textContent = n ? n + (n === 1 ? " row lies" : " rows lie") + " outside the range shown (" +
+      [before ? before + " before " + from : "", after ? after + " after " + to : ""].filter(Boolean).join(", ") +
+      "; dates from " + minDay + " to " + maxDay + "): \"all\" shows " + (n === 1 ? "it" : "them") : "";
+    el.hidden = !n;
+  }
+
   function setRange(from, to, push) {
     fromInput.value = from || minDay;
     toInput.value = to || maxDay;
+    rangeNote();
     if (push !== false && window.history && history.replaceState) {
       history.replaceState(null, "", "#from=" + fromInput.value + "&to=" + toInput.value);
     }
@@ -287,6 +384,8 @@
     var div = document.getElementById("plot-" + c.name), note = document.getElementById("nodata-" + c.name);
     var section = document.getElementById("chart-" + c.name), more = document.getElementById("more-" + c.name);
     if (more) { more.hidden = true; more.replaceChildren(); }  // a renderer that leaves facets out says so again
+    var caveat = document.getElementById("caveat-" + c.name);
+    if (caveat) { caveat.hidden = true; caveat.replaceChildren(); }  // and one of lower bounds
     if (c.status !== "ok") {
       note.hidden = false;
       section.dataset.points = "0";
@@ -303,6 +402,7 @@
     }
     if (!n) {
       if (more) { more.hidden = true; more.replaceChildren(); }
+      if (caveat) { caveat.hidden = true; caveat.replaceChildren(); }
       if (div.data) Plotly.purge(div);
       div.replaceChildren();
       note.textContent = rows.length ? "This chart could not be drawn (see the browser console)."
@@ -352,7 +452,7 @@
     try { v = decodeURIComponent(p[1]); } catch (e) { return; }
     if (isDay(v)) hash[p[0]] = v;
   });
-  setRange(hash.from, hash.to, false);
+  setRange(hash.from || (hash.to ? "" : defaultFrom), hash.to || (hash.from ? "" : defaultTo), false);
 
   var resizeTimer = null;
   window.addEventListener("resize", function () {

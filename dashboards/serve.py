@@ -1,7 +1,8 @@
 """``costline dashboard --serve``: the page on localhost, rebuilt from the lake as it fills.
 
-A :class:`DashboardServer` answers ``GET /`` with the page, rebuilt when the
-last build is ``refresh_s`` old (clock injected); the page reloads itself every
+A :class:`DashboardServer` answers ``GET /`` with the page, rebuilt on a background
+thread when the last build is ``refresh_s`` old (clock injected): a request is
+never held up by a rebuild, it gets the last good page; the page reloads itself every
 ``refresh_s`` seconds, keeping its date range (in the URL's ``#from=..&to=..``).
 Standard library and :mod:`costline.netsec` only, loopback by default. Connections are served by
 :class:`~costline.netsec.PooledHTTPServer`, as the collector's and the gateway's: at most
@@ -27,7 +28,13 @@ log = logging.getLogger(__name__)
 
 
 class PageCache:
-    """The page's bytes, rebuilt by ``build`` when older than ``max_age_s`` (``clock`` in seconds)."""
+    """The page's bytes, rebuilt by ``build`` when older than ``max_age_s`` (``clock`` in seconds).
+
+    Only the first page is built in the request that asks for it (there is nothing to serve before it). After
+    that a request never waits for a build: a page past ``max_age_s`` is served as it is while one rebuild runs on
+    a background thread (one at a time), and the next request gets the new page. A rebuild that fails is logged
+    and the last good page stays served; the next try is ``max_age_s`` later.
+    """
 
     def __init__(self, build: Callable[[], str], max_age_s: float,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -35,18 +42,57 @@ class PageCache:
         self._max_age_s = max_age_s
         self._clock = clock
         self._lock = threading.Lock()
+        self._first = threading.Lock()  # one first build at a time
         self._page: bytes | None = None
         self._built_at = 0.0
+        self._rebuild: threading.Thread | None = None
         self.builds = 0
+        #: Background rebuilds that failed (the last good page was kept).
+        self.failed = 0
 
     def get(self) -> bytes:
         with self._lock:
-            now = self._clock()
-            if self._page is None or now - self._built_at >= self._max_age_s:
-                self._page = self._build().encode("utf-8")
-                self._built_at = now
+            page = self._page
+            if page is not None:
+                if self._clock() - self._built_at >= self._max_age_s and self._rebuild is None:
+                    self._rebuild = threading.Thread(target=self._rebuild_page, name="costline-dashboard-build",
+                                                     daemon=True)
+                    self._rebuild.start()
+                return page
+        with self._first:
+            with self._lock:
+                if self._page is not None:
+                    return self._page
+            text = self._build().encode("utf-8")  # the first page: raises to the request (a 500 saying why)
+            with self._lock:
+                self._page, self._built_at = text, self._clock()
                 self.builds += 1
-            return self._page
+                return text
+
+    def _rebuild_page(self) -> None:
+        started = self._clock()
+        try:
+            text = self._build().encode("utf-8")
+        except Exception:  # a broken lake must not take the page down: keep serving the last good one
+            log.exception("costline dashboard: cannot rebuild the page; serving the one built before")
+            with self._lock:
+                self.failed += 1
+                self._built_at = started
+                self._rebuild = None
+            return
+        with self._lock:
+            self._page, self._built_at = text, started
+            self.builds += 1
+            self._rebuild = None
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for a running background rebuild (tests, shutdown); False if it still runs after ``timeout``."""
+        with self._lock:
+            thread = self._rebuild
+        if thread is None:
+            return True
+        thread.join(timeout)
+        return not thread.is_alive()
 
 
 class _Handler(GuardedHandler):
@@ -178,6 +224,7 @@ class DashboardServer:
         return self
 
     def shutdown(self) -> None:
+        self.pages.wait(5)  # a rebuild in flight finishes (or is left, a daemon thread) before the socket closes
         if self._thread is not None:
             self._httpd.shutdown()
             self._thread.join(timeout=5)

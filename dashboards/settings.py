@@ -10,7 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DashboardConfig", "validate"]
+__all__ = ["DashboardConfig", "validate", "MAX_DAYS"]
+
+#: The longest window ``[dashboard] days`` may ask for (ten years).
+MAX_DAYS = 3660
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,10 @@ class DashboardConfig:
     cache_alert_band: float = 0.10
     #: Hours with fewer lookups than this are drawn but never marked as under the band (too few to tell).
     cache_alert_min_lookups: int = 5
+    #: The window the page shows: the last ``days`` days up to the newest data (never past the day it is built).
+    #: Its queries read only that much history (the cache hit-rate chart 7 days more, for its baseline), and
+    #: the page opens on it; a rebuild stays as quick as the window is short, however long the lake's history.
+    days: int = 35
     #: Shown in the page's title bar and heading.
     title: str = "costline"
     # -- --serve's limits (costline.netsec.PooledHTTPServer, as the collector's and the gateway's) ----------
@@ -55,6 +62,9 @@ def validate(config: Any) -> None:
     s.fraction("cache_alert_band", d.cache_alert_band, open_low=True,
                what="must be in (0, 1] (a fraction: 0.10 = 10 points)")
     s.not_negative("cache_alert_min_lookups", d.cache_alert_min_lookups)
+    s.need(isinstance(d.days, int) and not isinstance(d.days, bool) and 1 <= d.days <= MAX_DAYS, "days",
+           f"must be a whole number of days from 1 to {MAX_DAYS} (the window the page shows, e.g. 35); "
+           f"got {d.days!r}")
     from costline.netsec import validate_limits
 
     validate_limits("dashboard", d)

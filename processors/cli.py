@@ -97,7 +97,7 @@ def _lock_down(con: Any, config: Config) -> None:
     con.execute("SET lock_configuration = true")
 
 
-def _run_read_only(con: Any, query: str, fmt: str, max_rows: int | None) -> None:
+def _run_read_only(con: Any, query: str, fmt: str, max_rows: int | None, guard_formulas: bool = True) -> None:
     """Run ``query`` if every statement in it only reads (SELECT, EXPLAIN)."""
     import duckdb
 
@@ -112,7 +112,7 @@ def _run_read_only(con: Any, query: str, fmt: str, max_rows: int | None) -> None
         if kind != "SELECT":
             raise click.ClickException(f"{kind} statements are refused: `costline sql` only reads the lake "
                                        "(pass --unsafe to run anything)")
-    _run_query(con, query, fmt, max_rows)
+    _run_query(con, query, fmt, max_rows, guard_formulas)
 
 
 #: ``EXPLAIN``, ``EXPLAIN ANALYZE`` (or ``ANALYSE``) and ``EXPLAIN (options)`` before the statement they explain.
@@ -140,9 +140,9 @@ def _explained_kind(con: Any, text: str) -> str:
     return "UNKNOWN"
 
 
-def _run_query(con: Any, query: str, fmt: str, max_rows: int | None) -> None:
+def _run_query(con: Any, query: str, fmt: str, max_rows: int | None, guard_formulas: bool = True) -> None:
     """Run ``query`` and print its result as it is fetched, a chunk at a time; rows past ``max_rows`` (None: the
-    format's default) are counted on stderr, never held."""
+    format's default) are counted on stderr, never held. ``guard_formulas``: see :func:`costline.sqlutil.csv_cell`."""
     import duckdb
 
     if max_rows is None:
@@ -154,7 +154,7 @@ def _run_query(con: Any, query: str, fmt: str, max_rows: int | None) -> None:
             return
         columns = [d[0] for d in cur.description]
         hidden = write_rows(columns, fetch_chunks(cur), fmt, lambda text: click.echo(text, nl=False),
-                            max_rows=max_rows)
+                            max_rows=max_rows, guard_formulas=guard_formulas)
     except duckdb.Error as exc:  # also while fetching: a streamed result fails where its rows do
         raise click.ClickException(str(exc)) from None
     if hidden:
@@ -171,8 +171,13 @@ def _run_query(con: Any, query: str, fmt: str, max_rows: int | None) -> None:
                    "the table, all for the other formats. E.g. --max-rows 0.")
 @click.option("--unsafe", is_flag=True, default=False,
               help="Allow any statement (COPY, CREATE...) and files outside the lake.")
+@click.option("--csv-formulas", "csv_formulas", is_flag=True, default=False,
+              help="--format csv: write text cells starting with = + - @, a tab or a carriage return as they are "
+                   "(by default they get a ' in front, so a spreadsheet shows them instead of running them), "
+                   "e.g. --format csv --csv-formulas for a program that reads the CSV.")
 @pass_config
-def sql(config: Config, query: str | None, fmt: str, max_rows: int | None, unsafe: bool) -> None:
+def sql(config: Config, query: str | None, fmt: str, max_rows: int | None, unsafe: bool,
+        csv_formulas: bool) -> None:
     """Query the lake's views with DuckDB SQL (docs/sql.md lists them).
 
     Without QUERY, reads statements ending in ';' from stdin (an interactive
@@ -181,6 +186,9 @@ def sql(config: Config, query: str | None, fmt: str, max_rows: int | None, unsaf
     Output is bounded: the table shows the first 100 rows (--max-rows) and
     says on stderr how many more there are; csv, json and jsonl stream
     every row, a chunk at a time, so a result of any size never fills memory.
+    A csv text cell that a spreadsheet would run as a formula (it starts
+    with = + - @, a tab or a carriage return: a tenant or app name from a
+    span can) gets a ' in front; --csv-formulas writes it as it is.
 
     Read-only by default: only SELECT (SHOW, DESCRIBE, SUMMARIZE) and EXPLAIN
     run, and DuckDB may read files under the lake's directory only (so
@@ -191,6 +199,7 @@ def sql(config: Config, query: str | None, fmt: str, max_rows: int | None, unsaf
     Example:
         costline sql "SELECT * FROM tier_hourly ORDER BY window_start DESC LIMIT 10"
         costline sql --format csv "SELECT tier, sum(cost_usd) FROM requests GROUP BY tier"
+        costline sql --format csv --csv-formulas "SELECT tenant, cost_usd FROM requests" > raw.csv
         costline sql --format jsonl "SELECT * FROM calls" > calls.jsonl
         costline sql --max-rows 0 "SELECT * FROM cache_hourly"
     """
@@ -199,9 +208,10 @@ def sql(config: Config, query: str | None, fmt: str, max_rows: int | None, unsaf
     con = open_lake(config)
     if not unsafe:
         _lock_down(con, config)
+    guard = not csv_formulas
     run = _run_query if unsafe else _run_read_only
     if query is not None:
-        run(con, query, fmt, max_rows)
+        run(con, query, fmt, max_rows, guard)
         return
     interactive = sys.stdin.isatty()
     pending: list[str] = []
@@ -218,11 +228,11 @@ def sql(config: Config, query: str | None, fmt: str, max_rows: int | None, unsaf
         if text.endswith(";"):
             pending.clear()
             try:
-                run(con, text, fmt, max_rows)
+                run(con, text, fmt, max_rows, guard)
             except click.ClickException as exc:
                 click.echo(f"error: {exc.message}", err=True)
     if "".join(pending).strip():
-        run(con, "".join(pending), fmt, max_rows)
+        run(con, "".join(pending), fmt, max_rows, guard)
 
 
 @click.group("lake")

@@ -318,9 +318,11 @@ CAP_DAY1, CAP_DAY2 = dt.datetime(2026, 11, 3, 9), dt.datetime(2026, 11, 4, 9)
 CAP_TENANTS = [f"t{i:02d}" for i in range(25)]
 TOP20 = [f"t{i:02d}" for i in range(5, 25)]
 LEFT_OUT_SQL = ("SELECT tenant, sum(lookups) AS lookups, sum(hits) AS hits, round(sum(hits) / sum(lookups), 3) "
-                "AS hit_rate FROM cache_hit_rate_7d{} GROUP BY tenant ORDER BY lookups DESC, tenant OFFSET 20")
-NOTE = ("Showing the 20 tenants with the most cache lookups in the selected range; 5 more are left out{}. "
-        "List them with: ")
+                "AS hit_rate FROM cache_hit_rate_7d{} GROUP BY tenant ORDER BY lookups DESC, tenant OFFSET {}")
+# The page carries the rows of the 20 tenants with the most lookups in the window (t05..t24) and counts all 25:
+# t00..t04 are not on it, whatever range is selected.
+NOTE = ("Showing the {} tenants with the most cache lookups in the selected range; the page carries only the 20 of "
+        "the window's 25 tenants with the most cache lookups. List them with: ")
 
 
 @pytest.fixture(scope="module")
@@ -336,16 +338,19 @@ def many_tenants(tmp_path_factory: pytest.TempPathFactory) -> tuple[Config, Path
 
 
 @pytest.mark.parametrize("days, panels, points, under_band, note, where, left_out", [
-    # the whole range (the page's default)
-    (None, TOP20, 21, ["t24"], NOTE.format(" (1 of them with hours under the alert band)"),
-     " WHERE window_start >= TIMESTAMP '2026-11-03' AND window_start < TIMESTAMP '2026-11-04' + INTERVAL 1 DAY",
+    # the whole range (the page's default: the window, 2026-11-03..04)
+    (None, TOP20, 21, ["t24"], NOTE.format(20),
+     (" WHERE window_start >= TIMESTAMP '2026-11-03' AND window_start < TIMESTAMP '2026-11-04' + INTERVAL 1 DAY", 20),
      [("t04", 50, 50), ("t03", 40, 40), ("t02", 30, 30), ("t01", 20, 20), ("t00", 15, 10)]),
     # the first day alone: same top 20, no hour under the band yet (no 7-day average)
-    (("2026-11-03", "2026-11-03"), TOP20, 20, [], NOTE.format(""),
-     " WHERE window_start >= TIMESTAMP '2026-11-03' AND window_start < TIMESTAMP '2026-11-03' + INTERVAL 1 DAY",
+    (("2026-11-03", "2026-11-03"), TOP20, 20, [], NOTE.format(20),
+     (" WHERE window_start >= TIMESTAMP '2026-11-03' AND window_start < TIMESTAMP '2026-11-03' + INTERVAL 1 DAY", 20),
      [("t04", 50, 50), ("t03", 40, 40), ("t02", 30, 30), ("t01", 20, 20), ("t00", 10, 10)]),
-    # the second day: two tenants, both drawn, both with their red dot; nothing left out, no note
-    (("2026-11-04", "2026-11-04"), ["t00", "t24"], 2, ["t00", "t24"], None, None, None),
+    # the second day: t24 drawn with its red dot; t00 (the 25th by lookups in the window) is not on the page, and
+    # the note's query lists it
+    (("2026-11-04", "2026-11-04"), ["t24"], 1, ["t24"], NOTE.format(1),
+     (" WHERE window_start >= TIMESTAMP '2026-11-04' AND window_start < TIMESTAMP '2026-11-04' + INTERVAL 1 DAY", 1),
+     [("t00", 5, 0)]),
 ])
 def test_the_cache_chart_draws_the_20_busiest_tenants_and_says_how_to_list_the_others(
         browser, many_tenants, days, panels, points, under_band, note, where, left_out):
@@ -367,7 +372,7 @@ def test_the_cache_chart_draws_the_20_busiest_tenants_and_says_how_to_list_the_o
     assert more.is_visible()
     command = page.inner_text("#more-sql-cache_hit_rate")
     assert page.evaluate("document.getElementById('more-cache_hit_rate').textContent") == note + command
-    sql = LEFT_OUT_SQL.format(where)
+    sql = LEFT_OUT_SQL.format(*where)
     assert command == f'costline sql --max-rows 0 "{sql}"'
     # the query lists exactly the tenants left out: in DuckDB over the lake, and through `costline sql` itself
     con = open_lake(config)
@@ -389,4 +394,48 @@ def test_the_cache_chart_draws_the_20_busiest_tenants_and_says_how_to_list_the_o
     assert res.exit_code == 0, res.output
     listed = [t for t in CAP_TENANTS if f" {t} " in f" {res.output} ".replace("\n", " ").replace("|", " ")]
     assert listed == sorted(t for t, *_ in left_out)
+    page.close()
+
+
+# --- the default view: the window up to the build day, whatever one skewed clock stamped -------------------------
+def test_a_skewed_span_does_not_stretch_the_default_view_and_lower_bounds_are_marked(browser, tmp_path):
+    """A week of Sonnet requests (2026-11-01..07, one an hour at $0.01), on 2026-11-07 three of them on a model the
+    pricing table does not know, and one request each stamped 2000-01-01 and 2099-06-01 (clients' clocks). Built
+    2026-11-08 01:00: the page opens on 2026-11-01..2026-11-08 (2000 is before the window, so not embedded; 2099 is
+    embedded but outside the view, and counted); the unpriced day is marked a lower bound."""
+    from test_dashboard_charts import _call, _hand_lake, _request
+
+    requests, calls = [], []
+    for i in range(7 * 24):
+        t = dt.datetime(2026, 11, 1) + dt.timedelta(hours=i, minutes=3)
+        requests.append(_request(f"r{i}", t, "mid", "app"))
+        unknown = i >= 7 * 24 - 3
+        calls.append(_call(f"c{i}", f"r{i}", t, model="claude-sonnet-5" if unknown else "claude-sonnet-4-6",
+                           cost=None if unknown else 0.01, status="unknown_model" if unknown else "priced"))
+    for name, t in (("early", dt.datetime(2000, 1, 1, 0, 5)), ("late", dt.datetime(2099, 6, 1, 12))):
+        requests.append(_request(name, t, "mid", "app"))
+        calls.append(_call(f"c-{name}", name, t))
+    config = _hand_lake(tmp_path, requests, calls)
+    opened = _open(browser, build_dashboard(config, tmp_path / "d.html",
+                                            now=lambda: dt.datetime(2026, 11, 8, 1, tzinfo=dt.UTC)))
+    page = opened.page
+    assert opened.errors == []
+    assert (page.input_value("#date-from"), page.input_value("#date-to")) == ("2026-11-01", "2026-11-08")
+    for name in ("cost_per_success", "spend_per_app"):
+        lo, hi = page.evaluate(f"document.getElementById('plot-{name}')._fullLayout.xaxis.range")
+        assert lo >= "2026-10-31" and hi <= "2026-11-09", (name, lo, hi)
+    note = page.inner_text("#range-note")
+    # the 2099 day: a row each in cost per success, spend per app and traffic mix, 4 stages of the waterfall
+    assert page.is_visible("#range-note") and note.startswith("7 rows lie outside the range shown (7 after 2026-11-08")
+    # the 2026-11-07 bar and point are lower bounds: a note under each chart, and the reason on hover
+    for name in ("spend_per_app", "cost_per_success"):
+        caveat = page.inner_text(f"#caveat-{name}")
+        assert "3 calls of models the pricing table does not know" in caveat, (name, caveat)
+        assert "cost_usd IS NULL OR NOT isfinite(cost_usd)" in caveat
+    texts = page.evaluate("document.getElementById('plot-spend_per_app').data.flatMap(t => t.text || [])")
+    assert sorted(t for t in texts if t) == [
+        "lower bound: 3 calls of models the pricing table does not know (priced $0)"]
+    page.click("button[data-range='all']")
+    page.wait_for_function("location.hash === '#from=2026-11-01&to=2099-06-01'")
+    assert not page.is_visible("#range-note")
     page.close()

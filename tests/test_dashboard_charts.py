@@ -310,3 +310,112 @@ def test_rejected_attempts_count_every_paid_answer_that_was_not_used(con, lake_c
     for row in result.rows:
         got[(row[i["tier"]], row[i["problem"]])] += row[i["rejected"]]
     assert got == expected and sum(expected.values()) > 0
+
+
+# --- hand-made rows through the processor's commit path: spend per app, unpriced calls, NaN/inf costs ---------
+
+HAND_MODELS = (ModelPrice("claude-haiku-4-5", "budget", input_per_mtok=1.0, output_per_mtok=5.0),
+               ModelPrice("claude-sonnet-4-6", "mid", input_per_mtok=3.0, output_per_mtok=15.0),
+               ModelPrice("claude-fable-5", "frontier", input_per_mtok=10.0, output_per_mtok=50.0))
+DAY = dt.datetime(2026, 11, 7)
+
+
+def _us(t: dt.datetime) -> int:
+    return int(t.replace(tzinfo=dt.UTC).timestamp() * 1_000_000)
+
+
+def _request(span: str, t: dt.datetime, tier: str, service: str):
+    from costline.processors.records import RequestRow
+
+    return RequestRow(span, f"t-{span}", span, _us(t), "acme", "faq", "x", tier, tier, False, 1, 0, True, None, 5.0,
+                      None, None, 0, 0, None, None, service)
+
+
+def _call(span: str, parent: str, t: dt.datetime, *, tier: str = "mid", model: str = "claude-sonnet-4-6",
+          cost: float | None = 0.01, status: str = "priced", provider: str = "anthropic"):
+    from costline.processors.records import CallRow
+
+    return CallRow(span, f"t-{parent}", parent, None, _us(t), "chat", provider, model, model, tier, 1000, 100, 0, 0,
+                   False, ["stop"], None, cost, status, "test", 100.0, None, None, 0, 0, None, None, None)
+
+
+def _hand_lake(tmp_path, requests, calls, **pricing) -> Config:
+    from costline.lake import Lake
+    from costline.processors.buffer import rows_to_tables
+
+    config = Config(lake=LakeConfig(path=tmp_path / "lake"),
+                    pricing=PricingConfig(models=HAND_MODELS, **{"student_usd_per_hour": 0.0, **pricing}))
+    Lake(config.lake.path).init().commit_batch("otlp_spans", 0, 0, 0, {
+        "requests": rows_to_tables("requests", list(requests)), "calls": rows_to_tables("calls", list(calls))})
+    return config
+
+
+def _chart_records(config: Config, name: str) -> list[dict]:
+    con = open_lake(config)
+    try:
+        result = query_chart(con, dashboards.chart_by_name(name), config, now=lambda: NOW)
+    finally:
+        con.close()
+    assert result.status == STATUS_OK, result.message
+    return [dict(zip(result.columns, row)) for row in result.rows]
+
+
+def test_spend_per_app_bars_add_up_to_the_days_bill_idle_student_hosting_included(tmp_path):
+    """One GPU at $2.00/h scheduled for all of 2026-11-07; two chat-app requests on the student at 10:00 and 10:01,
+    one search-app request on Sonnet ($0.01) at 10:02. By hand: hour 10's $2.00 is shared by the two student
+    requests (chat-app $2.00); the other 23 hours no request shared: 23 x $2.00 = $46.00 idle; the day's bill is
+    24 x $2.00 + $0.01 = $48.01, what tier_hourly (and so the cost report) says it cost."""
+    from costline.config import HostingPeriod
+
+    requests, calls = [], []
+    for i, (app, tier) in enumerate([("chat-app", "student"), ("chat-app", "student"), ("search-app", "mid")]):
+        t = DAY.replace(hour=10, minute=i)
+        requests.append(_request(f"r{i}", t, tier, app))
+        calls.append(_call(f"c{i}", f"r{i}", t, tier=tier, model="costline-student" if tier == "student" else
+                           "claude-sonnet-4-6", provider="vllm" if tier == "student" else "anthropic",
+                           cost=0.0 if tier == "student" else 0.01, status="student" if tier == "student" else "priced"))
+    config = _hand_lake(tmp_path, requests, calls,
+                        hosting=(HostingPeriod(2.0, 1, "2026-11-07T00:00:00Z", "2026-11-08T00:00:00Z"),))
+    spend = {r["service"]: r["cost_usd"] for r in _chart_records(config, "spend_per_app")}
+    assert spend == {"chat-app": pytest.approx(2.00), "search-app": pytest.approx(0.01),
+                     "(idle student hosting)": pytest.approx(46.00)}
+    assert sum(spend.values()) == pytest.approx(48.01)
+    per_tier = {r["tier"]: r for r in _chart_records(config, "cost_per_success")}
+    assert per_tier["student"]["cost_usd"] == pytest.approx(48.00)
+    assert per_tier["student"]["cost_per_success"] == pytest.approx(24.00)  # $48.00 over its 2 successes
+    assert per_tier["mid"]["cost_per_success"] == pytest.approx(0.01)
+
+
+def test_unpriced_calls_are_counted_beside_the_spend_they_leave_out(tmp_path):
+    """Three Sonnet requests a day at $0.02; on the second day the app's model is one the pricing table does not
+    know (cost NULL, 'unknown_model'): that day's $0 is a lower bound of 3 unpriced calls, on both cost charts."""
+    requests, calls = [], []
+    for d in range(2):
+        for i in range(3):
+            t = DAY + dt.timedelta(days=d, minutes=i)
+            sid = f"r{d}-{i}"
+            requests.append(_request(sid, t, "mid", "support-bot"))
+            calls.append(_call(f"c{sid}", sid, t, cost=0.02) if d == 0 else
+                         _call(f"c{sid}", sid, t, model="claude-sonnet-5", cost=None, status="unknown_model"))
+    config = _hand_lake(tmp_path, requests, calls)
+    for name, key in (("spend_per_app", "service"), ("cost_per_success", "tier")):
+        got = [(r["day"], r[key], r["cost_usd"], r["unpriced_calls"], r["bad_costs"]) for r in _chart_records(config, name)]
+        label = "support-bot" if key == "service" else "mid"
+        assert got == [("2026-11-07", label, pytest.approx(0.06), 0, 0), ("2026-11-08", label, 0.0, 3, 0)], name
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_nan_or_infinite_call_cost_is_left_out_and_counted_not_the_whole_day(tmp_path, bad):
+    """Three requests of one $0.01 call, and one of two calls: $0.02 and one whose cost is NaN (or inf). By hand,
+    as the cost report sums (finite costs only): $0.03 + $0.02 = $0.05 over 4 successes = $0.0125, 1 cost left
+    out."""
+    t = DAY.replace(hour=10)
+    requests = [_request(f"r{i}", t, "mid", "app") for i in range(4)]
+    calls = [_call(f"c{i}", f"r{i}", t, cost=0.01) for i in range(3)]
+    calls += [_call("c3a", "r3", t, cost=0.02), _call("c3b", "r3", t + dt.timedelta(seconds=1), cost=bad)]
+    config = _hand_lake(tmp_path, requests, calls)
+    [spend] = _chart_records(config, "spend_per_app")
+    assert (spend["cost_usd"], spend["requests"], spend["bad_costs"]) == (pytest.approx(0.05), 4, 1)
+    [tier] = _chart_records(config, "cost_per_success")
+    assert (tier["cost_per_success"], tier["cost_usd"], tier["bad_costs"]) == (pytest.approx(0.0125),
+                                                                              pytest.approx(0.05), 1)

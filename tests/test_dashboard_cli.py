@@ -78,6 +78,43 @@ def test_page_cache_rebuilds_only_when_stale():
     now[0] = 59.9
     assert cache.get() == b"page 1"
     now[0] = 60.0
+    assert cache.get() == b"page 1"  # stale: served as it is while the rebuild runs in the background
+    assert cache.wait(10)
+    assert cache.get() == b"page 2" and cache.builds == 2
+
+
+def test_a_request_gets_the_last_good_page_while_one_rebuild_runs_and_a_failed_rebuild_keeps_it():
+    """The rebuild blocks (a slow lake): requests meanwhile get page 1 at once, and start no second rebuild; a
+    rebuild that fails leaves page 2 served."""
+    now = [0.0]
+    release = threading.Event()
+    started = threading.Semaphore(0)
+    calls = [0]
+
+    def build() -> str:
+        calls[0] += 1
+        if calls[0] == 2:
+            started.release()
+            release.wait(30)
+            return "page 2"
+        if calls[0] == 3:
+            raise RuntimeError("lake unreadable")
+        return f"page {calls[0]}"
+
+    cache = PageCache(build, 60.0, clock=lambda: now[0])
+    assert cache.get() == b"page 1"
+    now[0] = 61.0
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.extend(cache.get() for _ in range(3)), daemon=True)
+    reader.start()
+    reader.join(10)  # guards against the old behaviour (the request waits for the build) hanging the test
+    assert not reader.is_alive() and got == [b"page 1"] * 3
+    assert started.acquire(timeout=10) and calls[0] == 2  # one rebuild, though three requests found it stale
+    release.set()
+    assert cache.wait(10) and cache.get() == b"page 2"
+    now[0] = 200.0
+    assert cache.get() == b"page 2"  # starts the failing rebuild
+    assert cache.wait(10) and calls[0] == 3 and cache.failed == 1
     assert cache.get() == b"page 2" and cache.builds == 2
 
 
