@@ -221,6 +221,15 @@ def since_sql(config: Config, now: Callable[[], dt.datetime] | None = None, *, e
             "calls_raw UNION ALL SELECT max(ts) FROM lookups_raw))")
 
 
+_FINITE_CALL_COSTS = """SELECT c.trace_id, c.request_span_id AS span_id,
+         coalesce(sum(c.cost_usd) FILTER (WHERE isfinite(c.cost_usd)), 0.0) AS finite_usd,
+         count(*) FILTER (WHERE NOT isfinite(c.cost_usd))                   AS bad_costs
+  FROM calls c
+  SEMI JOIN (SELECT trace_id, span_id FROM r WHERE NOT isfinite(call_cost_usd)) x
+    ON x.trace_id = c.trace_id AND x.span_id = c.request_span_id
+  GROUP BY ALL"""
+
+
 def sql_params(config: Config, now: Callable[[], dt.datetime] | None = None) -> dict[str, str]:
     """The values of the ``{{parameter}}`` placeholders, as SQL literals or expressions, from ``config`` (and
     ``now``, the build's clock, for the window: ``since``, ``lookups_since``, ``window_days``)."""
@@ -233,6 +242,9 @@ def sql_params(config: Config, now: Callable[[], dt.datetime] | None = None) -> 
         "cache_alert_min_lookups": str(int(config.dashboard.cache_alert_min_lookups)),
         # the column the hit-rate alert compares an hour with (a validated choice, never free text)
         "cache_baseline": ("avg_7d" if config.alerts.cache_hit_rate_drop.baseline == "rolling" else "avg_7d_hour"),
+        # the cost charts' requests r whose call cost is NaN or infinite, per (trace_id, span_id): their finite calls'
+        # sum and how many were left out (a lake written before ingest validation; the cost report does the same)
+        "finite_call_costs": _FINITE_CALL_COSTS,
     }
     for tier, prefix in ((contract.TIER_FRONTIER, "frontier"), (contract.TIER_BUDGET, "budget")):
         try:

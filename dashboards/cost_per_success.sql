@@ -10,14 +10,9 @@ WITH r AS (
   FROM requests
   WHERE ts >= {{since}}
 ), bad AS (
-  -- the requests with a NaN or infinite call cost: the sum of their finite ones, and how many were left out
-  SELECT c.trace_id, c.request_span_id AS span_id,
-         coalesce(sum(c.cost_usd) FILTER (WHERE isfinite(c.cost_usd)), 0.0) AS finite_usd,
-         count(*) FILTER (WHERE NOT isfinite(c.cost_usd))                   AS bad_costs
-  FROM calls c
-  SEMI JOIN (SELECT trace_id, span_id FROM r WHERE NOT isfinite(call_cost_usd)) x
-    ON x.trace_id = c.trace_id AND x.span_id = c.request_span_id
-  GROUP BY ALL
+  -- the requests of r with a NaN or infinite call cost: the sum of their finite ones (finite_usd), and how
+  -- many were left out (bad_costs)
+  {{finite_call_costs}}
 ), per AS (
   SELECT CAST(date_trunc('day', r.ts) AS DATE) AS day, r.tier,
          1 AS n, CASE WHEN r.success THEN 1 ELSE 0 END AS ok,
