@@ -475,6 +475,10 @@ class GatewayConfig:
     max_workers: int = 32
     max_pending: int = 64
     retry_after_s: int = 1
+    #: Connections open at once at most (idle keep-alive ones included); past it the one idle longest is closed (or,
+    #: all busy, the new one). 0 = three quarters of the open-file limit (which `costline serve` raises to its hard
+    #: limit at start), at most 16384; more than that limit less 128 is lowered to it, with a warning.
+    max_connections: int = 0
     #: On SIGTERM: seconds requests in flight get to finish before the gateway exits anyway.
     drain_timeout_s: float = 30.0
     #: Gateway processes listening on one port (SO_REUSEPORT; the kernel spreads connections over them),
@@ -535,6 +539,10 @@ class GatewayConfig:
         s.at_least("rate_limit_burst", self.rate_limit_burst, 1)
         s.above_zero("drain_timeout_s", self.drain_timeout_s, unit="seconds")
         s.at_least("workers", self.workers, 1, "must be 1 or more (processes serving the port; 1 = no supervisor)")
+        s.need(isinstance(self.max_connections, int) and not isinstance(self.max_connections, bool)
+               and 0 <= self.max_connections <= 1_048_576, "max_connections",
+               "must be a whole number from 0 to 1048576 (connections open at once; 0 = derived from the open-file "
+               f"limit); got {self.max_connections!r}")
         s.not_negative("responses_ttl_s", self.responses_ttl_s, "must not be negative (0 = store no responses)")
         s.at_least("responses_max", self.responses_max, 1)
         s.above_zero("responses_tenant_max_mib", self.responses_tenant_max_mib, unit="MiB")

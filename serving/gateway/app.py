@@ -190,6 +190,14 @@ class Gateway(ServedByJsonServer):
             return openai_error if path.startswith(("/v1/chat/", "/v1/responses", "/v1/conversations",
                                                      "/v1/embeddings", "/v1/files", "/v1/batches")) else _error
 
+        def _admit_head(req: HttpRequest) -> HttpResponse | None:  # the key, tenant and rate, before the body is read
+            refused = self.guard.admit_head(req)
+            if refused is None:
+                return None
+            if req.path.startswith("/model/") and (signed := _aws_signed(req, refused)) is not None:
+                return signed
+            return _error_for(req.path)(refused.status, refused.message, refused.headers)
+
         self.chat_completions = ChatCompletions(self, wall=wall)
         self.responses = Responses(self, wall=wall)
         self.conversations = Conversations(self)
@@ -239,6 +247,8 @@ class Gateway(ServedByJsonServer):
             # one of `costline serve --workers N`: share the port, and say on every answer which worker gave it
             reuse_port=worker is not None,
             headers=(("x-costline-worker", str(worker)),) if worker is not None else (),
+            admit_head=_admit_head,
+            max_connections=cfg.max_connections,
         )
         #: Set once the cache's embedding model and pair model are loaded (ONNX exports, on a clean cache,
         #: run then): until they are, /readyz answers 503 and a load balancer sends the work elsewhere.
@@ -389,11 +399,7 @@ class Gateway(ServedByJsonServer):
                                       raw_headers=(*req.raw_headers, ("content-type", "application/json")))
         entered = self._entry(req, bedrock_error)
         if isinstance(entered, HttpResponse):
-            if entered.status == 401 and (req.header("authorization") or "").startswith("AWS4-HMAC-SHA256"):
-                return bedrock_error(403, "costline takes its API key as a Bedrock API key (api_key= on "
-                                          "AnthropicBedrock, AWS_BEARER_TOKEN_BEDROCK for boto3), not AWS credentials "
-                                          "(a SigV4 signature)", entered.headers)
-            return entered
+            return _aws_signed(req, entered) or entered
         admitted, body = entered
         model = "/".join(req.params[k] for k in ("model", "model_rest") if k in req.params)  # decoded already
         if len(model) > MAX_BEDROCK_MODEL_ID:
@@ -807,6 +813,15 @@ def _headers(result: Answer) -> dict[str, str]:
         "x-costline-cache-hit": json.dumps(result.cached),
         "x-costline-request-id": result.request_id,
     }
+
+
+def _aws_signed(req: HttpRequest, refused: HttpResponse | Refused) -> HttpResponse | None:
+    """A Bedrock route's 401 to a request signed with AWS credentials (SigV4): the 403 saying which key to send."""
+    if refused.status == 401 and (req.header("authorization") or "").startswith("AWS4-HMAC-SHA256"):
+        return bedrock_error(403, "costline takes its API key as a Bedrock API key (api_key= on AnthropicBedrock, "
+                                  "AWS_BEARER_TOKEN_BEDROCK for boto3), not AWS credentials (a SigV4 signature)",
+                             refused.headers)
+    return None
 
 
 def _tls_files(cfg: GatewayConfig) -> tuple[str, str] | None:

@@ -8,7 +8,13 @@ search, the SDK call to the model. :class:`AsgiServer` runs them on a ``ThreadPo
 * **bounded concurrency, back-pressure**: at most ``max_workers`` requests run and ``max_pending``
   wait for a thread; past that a request is answered at once with the API's *busy* answer
   (the gateway's: ``529 overloaded_error`` with ``retry-after``) instead of queueing without bound.
-  Idle keep-alive connections cost no thread.
+  Idle keep-alive connections cost no thread. ``admit_head(request)`` (the gateway's key, tenant and
+  rate checks) runs on the request's head before any of that: a caller it refuses (401/403/429) is
+  answered at once and holds neither a slot nor the server's time waiting for its body;
+* **connections**: the soft limit on open files is raised to the hard one at start, and at most
+  ``max_connections`` connections are open at once (0: three quarters of that limit, at most 16,384),
+  so idle ones cannot take every file descriptor: past it the connection idle longest (no request
+  running on it) is closed to make room, or, when every one is busy, the new one is;
 * **limits** (:class:`~costline.netsec.Limits`): body size (413 before reading it, from
   ``Content-Length``, and while reading a chunked one), a body slower than ``read_timeout_s`` per read
   (400) and, in all, ``read_timeout_s`` plus ``read_timeout_s`` per 64 KiB received (a body trickled
@@ -25,7 +31,9 @@ search, the SDK call to the model. :class:`AsgiServer` runs them on a ``ThreadPo
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
+import resource
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -59,6 +67,46 @@ _END = object()
 _BODY_BYTES_PER_TIMEOUT = 64 * 1024
 #: Methods a route table may name (Starlette needs them per path).
 _METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD")
+#: ``max_connections`` 0: this share of the open-file limit (the rest: the listener, model files, Kafka, SQLite, ...).
+_AUTO_SHARE = 0.75
+_AUTO_MAX = 16_384
+#: Open files an explicit ``max_connections`` leaves to the rest of the process at least.
+_RESERVED_FDS = 128
+#: The soft limit asked for when the hard limit is unlimited (Linux refuses more than fs.nr_open, 1,048,576 by default).
+_NOFILE_CEILING = 1_048_576
+
+
+def raise_open_file_limit() -> int:
+    """Raise this process's soft limit on open files (RLIMIT_NOFILE) to its hard limit; the soft limit now.
+
+    A service manager's default soft limit (1,024 under systemd) is far below what a server with many keep-alive
+    connections needs, while the hard limit is high (524,288 there): raising the soft one is allowed to anyone."""
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (OSError, ValueError):
+        return 1024
+    target = _NOFILE_CEILING if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            return target
+        except (OSError, ValueError) as exc:
+            log.warning("costline: could not raise the open-file limit from %d to %d (%s)", soft, target, exc)
+    return _NOFILE_CEILING if soft == resource.RLIM_INFINITY else soft
+
+
+def connection_cap(configured: int, open_files: int) -> int:
+    """The most connections to keep open: ``configured`` (0: three quarters of ``open_files``, at most 16,384), but
+    never so many that fewer than 128 open files are left to the rest of the process (a warning says so)."""
+    room = max(open_files - _RESERVED_FDS, 1)
+    if configured <= 0:
+        return max(min(int(open_files * _AUTO_SHARE), _AUTO_MAX, room), 1)
+    if configured > room:
+        log.warning("costline: [serving.gateway] max_connections = %d leaves too few of this process's %d open files "
+                    "for the rest of the gateway: at most %d connections are kept. Raise the open-file limit "
+                    "(ulimit -n; systemd LimitNOFILE=) or lower max_connections", configured, open_files, room)
+        return room
+    return configured
 
 
 @dataclass(frozen=True)
@@ -98,8 +146,14 @@ class AsgiServer:
         ready_check: Callable[[], bool] | None = None,
         reuse_port: bool = False,
         headers: tuple[tuple[str, str], ...] = (),
+        admit_head: Callable[[HttpRequest], HttpResponse | None] | None = None,
+        max_connections: int = 0,
     ) -> None:
         self._routes = routes
+        # checks a request's head (body b"") before its body is read: a response refuses it, None lets it on. It runs
+        # in the contextvars context the request's handler runs in, so it can leave what it found for the handler
+        self._admit_head = admit_head
+        self._max_connections = max_connections  # 0: derived from the open-file limit at start
         self._reuse_port = reuse_port  # one of several processes on this port (`costline serve --workers`)
         self._headers = list(headers)  # on every response (uvicorn adds them), e.g. x-costline-worker
         self._ready_check = ready_check  # e.g. the replicated cache has caught up with its topic
@@ -116,7 +170,7 @@ class AsgiServer:
         self._capacity = limits.max_workers + limits.max_pending
         self._in_flight = 0  # touched on the event loop only
         self._pool: ThreadPoolExecutor | None = None
-        self._sock: socket.socket | None = None
+        self._sock: _Listener | None = None
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self.draining = False
@@ -147,11 +201,35 @@ class AsgiServer:
         """Requests admitted and not yet answered (running or waiting for a worker)."""
         return self._in_flight
 
+    @property
+    def max_connections(self) -> int:
+        """Connections kept open at most (known once bound; 0 before)."""
+        return self._sock.cap if self._sock is not None else 0
+
+    @property
+    def open_connections(self) -> int:
+        """Connections accepted and not yet closed."""
+        return self._sock.open if self._sock is not None else 0
+
+    def _make_room(self) -> bool:
+        """At max_connections: close the connection idle longest (between two requests, or not done sending a
+        head) to make room for a new one; False when every one has a request running."""
+        server = self._server
+        connections = server.server_state.connections if server is not None else ()
+        idle = [p for p in connections if isinstance(p, _ApiH11Protocol) and p._idle()]
+        if not idle:
+            return False
+        victim = min(idle, key=lambda p: p._active_at)
+        log.debug("%s: max_connections (%d) reached: closing a connection idle for %.1f s", self._name,
+                  self.max_connections, victim.loop.time() - victim._active_at)
+        victim._close_now()
+        return True
+
     def _prepare(self) -> uvicorn.Server:
         family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
         # IPPROTO_TCP named: asyncio sets TCP_NODELAY only on connections whose socket says it is TCP
         # (an accepted socket copies the listener's proto; 0 left Nagle on: see _ApiH11Protocol)
-        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        sock = _Listener(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if self._reuse_port:  # the kernel spreads new connections over every process listening on the port
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
@@ -164,6 +242,8 @@ class AsgiServer:
         sock.setblocking(False)
         self._sock = sock
         self._pool = ThreadPoolExecutor(self._limits.max_workers, thread_name_prefix=self._name)
+        sock.cap = connection_cap(self._max_connections, raise_open_file_limit())
+        sock.make_room = self._make_room
         cert, key = self._tls_files or (None, None)
         config = uvicorn.Config(
             # ws="none": the gateway speaks no WebSocket, and uvicorn then never imports a WebSocket library
@@ -291,6 +371,18 @@ class AsgiServer:
                                                     "ones"), request.url.path)
             response.headers.setdefault("connection", "close")
             return _to_starlette(response)
+        # the head's checks (the API key...) before the body is read or a slot taken: a stranger holds neither
+        context = contextvars.copy_context()
+        if self._admit_head is not None:
+            try:
+                refused = context.run(self._admit_head, _request_of(request, b""))
+            except Exception:  # noqa: BLE001 - the handler checks it again
+                log.exception("%s: checking a request's head failed", self._name)
+                refused = None
+            if refused is not None:
+                if any(k in (b"content-length", b"transfer-encoding") for k, _ in request.headers.raw):
+                    refused.headers.setdefault("connection", "close")  # its body is never read
+                return _to_starlette(refused)
         if self._in_flight >= self._capacity or self.draining:
             return _to_starlette(self._busy(request.url.path))
         self._in_flight += 1
@@ -306,7 +398,7 @@ class AsgiServer:
             req = _request_of(request, body)
             loop = asyncio.get_running_loop()
             assert self._pool is not None
-            response = await loop.run_in_executor(self._pool, self._dispatch, req)
+            response = await loop.run_in_executor(self._pool, context.run, self._dispatch, req)
             if response.stream is None:
                 return _to_starlette(response)
             released = True  # the stream releases its slot when it ends (or is never sent)
@@ -378,6 +470,60 @@ class AsgiServer:
                 return b"".join(parts)
 
 
+class _Listener(socket.socket):
+    """The listening socket. It counts the connections it accepted that are not closed yet (an accepted one is
+    counted before asyncio makes it a transport: a burst accepted in one go is counted too) and keeps them at ``cap``
+    at most: past it, ``make_room()`` closes an idle one; when none is idle, or closes asked for have not happened yet
+    (``_CLOSING_SLACK`` past the cap), the new connection is closed at once and accepting resumes on the event loop's
+    next turn (asyncio takes ``ConnectionAbortedError`` as "nothing more to accept now"). So idle connections never
+    take every file descriptor, and the accept loop never hits EMFILE."""
+
+    cap = 0  # 0: no cap
+    open = 0
+
+    @staticmethod
+    def make_room() -> bool:
+        return False
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        fd, addr = self._accept()  # type: ignore[attr-defined]
+        conn = _Accepted(self.family, self.type, self.proto, fileno=fd)
+        if self.cap and self.open >= self.cap and (self.open >= self.cap + _CLOSING_SLACK or not self.make_room()):
+            conn.close()
+            raise ConnectionAbortedError("max_connections reached")
+        self.open += 1
+        conn.listener = self
+        return conn, addr
+
+
+#: Connections accepted past the cap while the idle ones closed to make room are still closing (their descriptors are
+#: freed on the event loop's next turn); within the open files the cap leaves to the rest of the process.
+_CLOSING_SLACK = 32
+
+
+class _Accepted(socket.socket):
+    """An accepted connection: tells its listener when its descriptor is closed."""
+
+    listener: _Listener | None = None
+
+    def _real_close(self, *args: Any, **kwargs: Any) -> None:
+        self._uncount()
+        super()._real_close(*args, **kwargs)  # type: ignore[misc]
+
+    def detach(self) -> int:
+        self._uncount()
+        return super().detach()
+
+    def _uncount(self) -> None:
+        listener, self.listener = self.listener, None
+        if listener is not None:
+            listener.open -= 1
+
+    def __del__(self) -> None:  # never closed explicitly: its descriptor goes with it (socket's own finalizer)
+        self._uncount()
+        super().__del__()
+
+
 class _StreamEnd:
     """Ends a streamed answer once: frees its slot and closes its iterator on the pool (after the
     ``next()`` running there, if any: a generator cannot be closed while it runs)."""
@@ -427,9 +573,11 @@ class _ApiH11Protocol(H11Protocol):
     #: Seconds a request head may take to arrive from its first byte (then the connection is closed).
     head_timeout_s: float = 10.0
     _head_timer: asyncio.TimerHandle | None = None
+    _active_at: float = 0.0  # the loop's time of the connection's last bytes (or its start)
 
     def connection_made(self, transport: Any) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self._active_at = self.loop.time()
         # Nagle off: uvicorn writes a response's head and body in two sends, and with Nagle on the
         # body waited for the client's delayed ACK of the head (~40 ms on Linux) on every request
         # of a keep-alive connection (bench/gateway.py: exact repeats 44 ms -> ~3 ms at 1 connection)
@@ -443,7 +591,23 @@ class _ApiH11Protocol(H11Protocol):
         # its first one is closed after the same idle_timeout_s (its first bytes cancel the timer)
         self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
 
+    def _idle(self) -> bool:
+        """No request of this connection is with the app (none yet, or its answer is sent)."""
+        return (self.cycle is None or self.cycle.response_complete) and not self.transport.is_closing()
+
+    def _close_now(self) -> None:
+        try:
+            self.conn.send(h11.ConnectionClosed())
+        except h11.LocalProtocolError:
+            pass
+        self.transport.close()
+
+    def on_response_complete(self) -> None:
+        self._active_at = self.loop.time()
+        super().on_response_complete()
+
     def data_received(self, data: bytes) -> None:
+        self._active_at = self.loop.time()
         super().data_received(data)
         # uvicorn's keep-alive timer stops at a head's first byte and nothing times the rest: a head trickled
         # a byte at a time (slowloris) held its connection for ever. It is due within head_timeout_s.

@@ -5,25 +5,33 @@
   ``clk_<id>_<secret>``; the file keeps only the id, the tenant and a salted SHA-256 of the
   secret (the secret has 256 random bits, so a slow hash adds nothing but latency), compared
   with :func:`hmac.compare_digest`. The file is re-read when it changes: a revoked key stops
-  working without a restart.
+  working without a restart. ``costline keys add|revoke`` change it under an exclusive ``flock`` on
+  ``<keys file>.lock``: two at once never lose a key or undo a revocation.
 * :class:`RateLimiter`: a token bucket per key (clock injected).
 * :class:`GatewayGuard`: the request-entry checks of ``POST /v1/messages`` — CORS and content
   type, the key (``x-api-key`` or ``Authorization: Bearer``), the tenant, the rate — answering
-  in Anthropic's error format. See docs/security.md.
+  in Anthropic's error format. The key, tenant and rate checks run on the request's head
+  (:meth:`GatewayGuard.admit_head`), before its body is read. It fails closed: a gateway that started
+  with keys (or ``require_auth``), or saw one since, refuses every request with 401 while the keys
+  file is missing, empty or unreadable. See docs/security.md.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import datetime as dt
+import fcntl
 import hashlib
 import hmac
 import json
+import logging
 import os
 import re
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -35,6 +43,8 @@ from costline.serving.settings import GatewayConfig
 
 __all__ = ["ApiKey", "KeyStore", "KeyStoreError", "RateLimiter", "Limiter", "GatewayGuard", "Admitted", "Refused",
            "default_keys_file", "check_tenant"]
+
+log = logging.getLogger(__name__)
 
 KEY_PREFIX = "clk_"
 _KEY = re.compile(r"clk_([0-9a-f]{12})_([A-Za-z0-9_-]{43})")
@@ -92,25 +102,31 @@ class KeyStore:
         self._lock = threading.Lock()
         self._stamp: tuple[int, int] | None = None
         self._keys: dict[str, ApiKey] = {}
+        self._present = False
+        self._why = ""  # why the file could not be read, the last time it could not
 
     # -- reading -------------------------------------------------------------------------------
     def _load(self) -> dict[str, ApiKey]:
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
-            self._stamp, self._keys = None, {}
+            self._stamp, self._keys, self._present = None, {}, False
             return self._keys
         except OSError as exc:
-            raise KeyStoreError(f"cannot read the API keys file {self.path}: {exc.strerror or exc}") from None
+            self._why = str(exc.strerror or exc)
+            raise KeyStoreError(f"cannot read the API keys file {self.path}: {self._why}") from None
         stamp = (st.st_mtime_ns, st.st_size)
         if stamp != self._stamp:
             try:
                 doc = json.loads(self.path.read_text(encoding="utf-8"))
                 keys = {k["id"]: ApiKey(**k) for k in doc.get("keys", [])}
             except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
-                raise KeyStoreError(f"the API keys file {self.path} is unreadable ({exc}): restore it from a "
-                                    "backup or delete it and add keys again") from None
+                self._why = str(exc)
+                raise KeyStoreError(f"the API keys file {self.path} is unreadable ({exc}): restore it from a backup "
+                                    "(a running gateway refuses every request until then), or stop the gateway, "
+                                    "move the file aside and add keys again with `costline keys add TENANT`") from None
             self._stamp, self._keys = stamp, keys
+        self._present = True
         return self._keys
 
     def keys(self) -> list[ApiKey]:
@@ -123,6 +139,18 @@ class KeyStore:
             return bool(self.keys())
         except KeyStoreError:
             return True  # an unreadable file closes the gateway, never opens it
+
+    def problem(self) -> str | None:
+        """Why the file gives a gateway no key to check against ("is missing", "holds no keys", "is unreadable
+        (...)"), or None when it holds a key (a revoked one counts)."""
+        with self._lock:
+            try:
+                keys = self._load()
+            except KeyStoreError:
+                return f"is unreadable ({self._why})"
+            if not self._present:
+                return "is missing"
+            return None if keys else "holds no keys"
 
     def verify(self, presented: str) -> ApiKey | None:
         """The active key ``presented`` is, or None (constant time in the secret)."""
@@ -140,6 +168,23 @@ class KeyStore:
         return key if hmac.compare_digest(_digest(key.salt, secret), key.sha256) else None
 
     # -- writing (costline keys) ------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """Hold an exclusive ``flock`` on ``<keys file>.lock`` (created next to it, owner only): the whole
+        read-modify-write of one ``costline keys add|revoke`` against another's, in any process."""
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        lock = self.path.with_name(self.path.name + ".lock")
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+        except OSError as exc:
+            raise KeyStoreError(f"cannot open the keys file's lock {lock}: {exc.strerror or exc} (check that "
+                                "this user may write in that folder)") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
     def _write(self, keys: dict[str, ApiKey]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         with atomic_write(self.path, "w", encoding="utf-8", opener=_owner_only) as f:
@@ -150,7 +195,8 @@ class KeyStore:
         problem = check_tenant(tenant)
         if problem:
             raise KeyStoreError(f"tenant {tenant!r}: {problem}")
-        with self._lock:
+        with self._lock, self._exclusive():
+            self._stamp = None  # read what is in the file now, under the lock: never a copy from before it
             keys = dict(self._load())
             key_id = secrets.token_hex(6)
             while key_id in keys:
@@ -166,7 +212,8 @@ class KeyStore:
 
     def revoke(self, key_id: str) -> ApiKey:
         key_id = key_id.removeprefix(KEY_PREFIX).split("_")[0]
-        with self._lock:
+        with self._lock, self._exclusive():
+            self._stamp = None
             keys = dict(self._load())
             key = keys.get(key_id)
             if key is None:
@@ -230,8 +277,20 @@ class Refused:
     headers: dict[str, str]
 
 
+#: What :meth:`GatewayGuard.admit_head` found for the request whose head it checked: (its method and the headers the
+#: checks read, the admission). The server runs the head check and the request's handler in one :mod:`contextvars` context, so the
+#: handler's :meth:`~GatewayGuard.admit` takes it from there (the rate limit is charged once, on the head).
+_HEAD_ADMITTED: contextvars.ContextVar[tuple[tuple[Any, ...], Admitted] | None] = \
+    contextvars.ContextVar("costline_head_admitted", default=None)
+
+
 class GatewayGuard:
-    """The gateway's request-entry checks; :meth:`admit` → :class:`Admitted` or :class:`Refused`."""
+    """The gateway's request-entry checks; :meth:`admit` → :class:`Admitted` or :class:`Refused`.
+
+    Fails closed: once authentication is on — at start (a key in the keys file, or ``require_auth``; a gateway beyond
+    loopback without ``allow_insecure`` starts only so) or since (a key was added) — it stays on for the guard's life. A keys file
+    deleted, emptied or broken while the gateway serves then refuses every request with 401 (and the guard logs
+    once what to do); it never opens the gateway to whoever names a tenant in a header."""
 
     def __init__(self, config: GatewayConfig, *, host: str, keys: KeyStore | None = None,
                  now: Callable[[], float] = time.monotonic, limiter: Limiter | None = None) -> None:
@@ -243,9 +302,36 @@ class GatewayGuard:
         self.limiter = limiter if limiter is not None else \
             RateLimiter(config.rate_limit_per_minute, config.rate_limit_burst, now=now)
         self._origins = frozenset(o.rstrip("/") for o in config.allowed_origins)
+        # beyond loopback without allow_insecure, refuse_open_bind refuses to start unless this is True already
+        self._authenticated = bool(config.require_auth or self.keys.configured())
+        self._outage_lock = threading.Lock()
+        self._outage: str | None = None  # the keys file's problem last logged (logged once per outage)
 
     def auth_required(self) -> bool:
-        return self.config.require_auth or self.keys.configured()
+        """True once authentication is on; it never turns off again (see the class docstring)."""
+        if not self._authenticated and self.keys.configured():
+            self._authenticated = True
+        return self._authenticated
+
+    def _no_keys(self) -> str | None:
+        """When authentication is on and the keys file gives no key to check against: what to tell the caller (and,
+        once per outage, the operator in the log). None while the file holds a key."""
+        try:
+            problem = self.keys.problem()
+        except Exception:  # noqa: BLE001 - a check that cannot look refuses as it would anyway
+            problem = "cannot be checked"
+        with self._outage_lock:
+            if problem is None:
+                self._outage = None
+                return None
+            if problem != self._outage:
+                self._outage = problem
+                log.error("costline gateway: the API keys file %s %s: every request is refused (401) until it holds a "
+                          "key again. Restore it from a backup, or add keys with `costline keys add TENANT` "
+                          "(callers then need the new keys); or stop the gateway. Authentication stays on while the "
+                          "gateway runs.", self.keys.path, problem)
+        return ("the gateway has no API keys to check against (its keys file is missing, empty or unreadable): every "
+                "request is refused until its operator restores the file or adds keys with `costline keys add TENANT`")
 
     # -- pieces --------------------------------------------------------------------------------
     @staticmethod
@@ -309,23 +395,51 @@ class GatewayGuard:
                                         "send one)", cors)
             elif kind != "application/json":
                 return Refused(415, f"Content-Type {ctype!r} is not accepted: send application/json", cors)
+        head = _HEAD_ADMITTED.get()
+        if head is not None and head[0] == self._identity(req):
+            return head[1]  # the head was checked already (admit_head), the rate limit charged then
+        return self._identify(req, cors)
+
+    def admit_head(self, req: Any) -> Refused | None:
+        """The checks that need only the request's head — CORS, the key, the tenant header, the rate limit — made
+        before its body is read or a worker slot is taken, so a caller without a valid key holds neither. A refusal,
+        or None (the request goes on; :meth:`admit` of the same request, in the same :mod:`contextvars` context,
+        returns what was found here). A CORS preflight (OPTIONS) is left to :meth:`preflight`."""
+        if req.method == "OPTIONS":
+            return None
+        cors = self.cors(req)
+        if isinstance(cors, Refused):
+            return cors
+        admitted = self._identify(req, cors)
+        if isinstance(admitted, Refused):
+            return admitted
+        _HEAD_ADMITTED.set((self._identity(req), admitted))
+        return None
+
+    def _identity(self, req: Any) -> tuple[Any, ...]:
+        """What :meth:`_identify` and CORS read of ``req`` (a handler may add other headers, as a content type)."""
+        return (req.method, *(tuple(req.header_all(name)) for name in
+                              ("x-api-key", "authorization", "origin", self.config.tenant_header)))
+
+    def _identify(self, req: Any, cors: dict[str, str]) -> Admitted | Refused:
+        """The key, the tenant and the rate limit of ``req`` (headers only)."""
         cfg = self.config
         key_id: str | None = None
         key_tenant: str | None = None
         if self.auth_required():
+            challenge = {**cors, "www-authenticate": 'Bearer realm="costline"'}
             presented = self._credential(req)
             if isinstance(presented, Refused):
                 return Refused(presented.status, presented.message, cors)
             if presented is None:
-                return Refused(401, "an API key is required: send x-api-key (or Authorization: Bearer); "
-                                    "an operator creates one with `costline keys add TENANT`",
-                               {**cors, "www-authenticate": 'Bearer realm="costline"'})
+                return Refused(401, self._no_keys() or "an API key is required: send x-api-key (or Authorization: "
+                                    "Bearer); an operator creates one with `costline keys add TENANT`", challenge)
             try:
                 key = self.keys.verify(presented)
             except Exception:  # noqa: BLE001 - an unreadable key file refuses, never opens
                 key = None
             if key is None:
-                return Refused(401, "invalid or revoked API key", {**cors, "www-authenticate": 'Bearer realm="costline"'})
+                return Refused(401, self._no_keys() or "invalid or revoked API key", challenge)
             key_id, key_tenant = key.id, key.tenant
         header_tenant = self._one(req, cfg.tenant_header)
         if isinstance(header_tenant, Refused):

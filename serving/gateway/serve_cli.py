@@ -85,7 +85,7 @@ def serve(config: Config, host: str | None, port: int | None, with_standin: bool
 
         _supervise(config, bind=bind, port=port, workers=workers, standin=standin, with_cache=with_cache,
                    telemetry=telemetry, metrics=metrics, insecure=insecure,
-                   note=open_mode_note(config.serving.gateway, bind, guard))
+                   note=open_mode_note(config.serving.gateway, bind, guard), authenticated=guard.auth_required())
         return
     if supervisor_pid is not None:  # started by _supervise: drain and exit if it dies
         from costline.serving.gateway.workers import watch_parent
@@ -208,11 +208,13 @@ def _preflight(config: Config) -> None:
 
 
 def _supervise(config: Config, *, bind: str, port: int | None, workers: int, standin: Any, with_cache: bool,
-               telemetry: bool, metrics: bool | None, insecure: bool, note: str | None) -> None:
+               telemetry: bool, metrics: bool | None, insecure: bool, note: str | None,
+               authenticated: bool = False) -> None:
     """``costline serve --workers N``: reserve the port, start N worker processes on it, restart one
     that dies, drain them all on SIGTERM / Ctrl-C (costline.serving.gateway.workers). The workers
     share one set of rate-limit buckets (a file in a private temporary folder). ``standin``: a stand-in
-    server (not started yet) every worker's tiers point at, or None."""
+    server (not started yet) every worker's tiers point at, or None. ``authenticated``: the gateway started with
+    authentication on, so every worker, one restarted after the keys file was lost included, keeps it on."""
     import os
     import shutil
     import socket
@@ -232,6 +234,8 @@ def _supervise(config: Config, *, bind: str, port: int | None, workers: int, sta
         if metrics_on and config.collector.metrics_prometheus else None
     replica_base = c.replica_id or f"{socket.gethostname()}-{os.getpid()}"
     base_env = dict(os.environ)
+    if authenticated:  # a worker restarted while the keys file is gone must refuse everyone, never open the gateway
+        base_env["COSTLINE_SERVING_GATEWAY_REQUIRE_AUTH"] = "true"
     state = tempfile.mkdtemp(prefix="costline-gateway-")  # mode 0700: this user's processes only
     rate_table = SharedRateLimiter.create(os.path.join(state, "rate-limits"))
     # the Responses API's stored responses: one database for every worker (a response stored by one is continued
