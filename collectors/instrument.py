@@ -10,7 +10,10 @@ without one; an SDK exception is recorded as ``error.type`` (its class name, e.g
 status (``OverloadedError``: :data:`ANTHROPIC_ERROR_CLASSES`). ``parse()`` (structured
 output, both SDKs) is recorded as ``create`` is; so are calls through ``client.with_options(...)`` and
 ``client.copy(...)`` (the copy is instrumented as its original). A token count the provider sent as null
-is left out and the call flagged ``costline.usage.incomplete``, never recorded as 0.
+is left out and the call flagged ``costline.usage.incomplete``, never recorded as 0 (so is a negative one). A chat
+completion with no choices (older vLLM's error object, sent with a 200) is a failed call
+(``APIResponseValidationError``, as the serving tiers name it); :func:`fail_stream_call` lets a caller that turns
+down what a stream sent (an error object the SDK passed on as a chunk) fail its call span.
 
 Streamed calls (``create(stream=True)``, ``messages.stream(...)``) hand the app the SDK's own
 stream object behind a transparent proxy (:mod:`wrapt`: same type for ``isinstance``, same
@@ -61,7 +64,7 @@ from costline import contract
 from costline.collectors.recorder import CallHandle, Recorder
 
 __all__ = ["ANTHROPIC_ERROR_CLASSES", "INCOMPLETE_STREAM", "anthropic_error_class", "anthropic_error_name",
-           "instrument_anthropic", "instrument_openai", "vertex_endpoint"]
+           "fail_stream_call", "instrument_anthropic", "instrument_openai", "vertex_endpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -521,6 +524,21 @@ class _ParsedRecord:
             self.call.end()
 
 
+def fail_stream_call(stream: Any, error_type: str, description: str | None = None) -> bool:
+    """Mark the call of a watched stream (what an instrumented ``create(stream=True)`` or ``messages.stream``
+    returned) failed, before its span ends: for a caller that turns down what the stream sent although the SDK
+    passed it on (an error object a server wrote as a chunk). ``error_type``: the name the caller fails with.
+    False (nothing done) for a stream that is not watched or whose span has ended. Never raises."""
+    try:
+        rec = getattr(stream, "_self_record", None)
+        if isinstance(rec, _StreamRecord) and not rec.done:
+            rec.call.error(error_type, description)
+            return True
+    except Exception:
+        log.exception("costline: could not mark a stream's call failed")
+    return False
+
+
 def _finish_dropped(rec: _StreamRecord | _ParsedRecord | None) -> None:
     """End the span of a stream or response the app dropped (from ``__del__``: never raises)."""
     try:
@@ -804,8 +822,9 @@ def _int(value: Any) -> int:
 
 
 def _count(value: Any) -> int | None:
-    """A token count the provider sent; None when it sent none (null, missing): not a count of 0."""
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    """A token count the provider sent; None when it sent none (null, missing) or no count (a negative number):
+    not a count of 0."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 def _flag_incomplete(call: CallHandle) -> None:
@@ -1017,6 +1036,10 @@ def _record_openai(call: CallHandle, recorder: Recorder, kwargs: dict[str, Any],
     if usage is not None:
         _openai_usage(call, usage)
     choices = list(getattr(response, "choices", None) or [])
+    if not choices:  # no answer (an error object a server sent with a 200, as older vLLM does): a failed call
+        said = f": {str(getattr(response, 'message', None))[:200]}" if getattr(response, "object", None) == "error" \
+            else ""
+        call.error("APIResponseValidationError", f"the chat completion has no choices{said}")
     reasons = [c.finish_reason for c in choices if isinstance(getattr(c, "finish_reason", None), str)]
     call.response(getattr(response, "model", None), reasons or None, getattr(response, "id", None))
     _service_tier(call, getattr(response, "service_tier", None))

@@ -145,8 +145,8 @@ class CallHandle:
 
     def usage(
         self,
-        input_tokens: int,
-        output_tokens: int,
+        input_tokens: int | None,
+        output_tokens: int | None,
         cache_read_tokens: int = 0,
         cache_creation_tokens: int = 0,
         cache_creation_1h_tokens: int = 0,
@@ -156,8 +156,12 @@ class CallHandle:
         ``cache_read_tokens`` and ``cache_creation_tokens`` (Anthropic reports them apart:
         add them up first). ``cache_creation_1h_tokens`` are the part of the cache writes with a
         one-hour lifetime (Anthropic's ``usage.cache_creation.ephemeral_1h_input_tokens``), priced higher;
-        ``web_search_requests`` the searches the model's server tool made (``usage.server_tool_use``), priced each."""
+        ``web_search_requests`` the searches the model's server tool made (``usage.server_tool_use``), priced each.
+        ``input_tokens`` or ``output_tokens`` None: the provider sent no such count (null): it is left out and the
+        call flagged ``costline.usage.incomplete``, never recorded as 0."""
         s = self.span
+        if input_tokens is None or output_tokens is None:
+            _set(s, contract.COSTLINE_USAGE_INCOMPLETE, True, _bool)
         _set(s, contract.GEN_AI_USAGE_INPUT_TOKENS, input_tokens, _count)
         _set(s, contract.GEN_AI_USAGE_OUTPUT_TOKENS, output_tokens, _count)
         _set(s, contract.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, cache_read_tokens, _count)

@@ -25,6 +25,12 @@ stream that ends before the model's final event (no stop reason: cut off by a pr
 :data:`INCOMPLETE_STREAM`; it is never returned as an answer, and its call span says so (``error.type`` =
 :data:`INCOMPLETE_STREAM`, status ERROR: the instrumentation records it as the stream runs out).
 
+What OpenAI-compatible servers send that the OpenAI API does not is read, never crashed on (:class:`OpenAIChatBackend`):
+``content`` as a list of parts (Mistral's reasoning models) is the text of its ``text`` parts; a server that refuses
+``stream_options`` is streamed without it; an error object written as a stream chunk or a 200 body fails the tier and
+its call span alike; a token count sent as null is left out of the call span, which is flagged
+``costline.usage.incomplete`` (the Anthropic tiers' too), never recorded as 0.
+
 :data:`BACKEND_FACTORIES` maps a tier's provider to a factory; add one for another API.
 """
 
@@ -40,7 +46,7 @@ from typing import Any, ClassVar, Protocol
 from costline import contract
 from costline.collectors import Recorder, instrument_anthropic, instrument_openai
 from costline.collectors.instrument import (ANTHROPIC_ERROR_CLASSES, INCOMPLETE_STREAM, anthropic_error_class,
-                                            anthropic_error_name, vertex_endpoint)
+                                            anthropic_error_name, fail_stream_call, vertex_endpoint)
 from costline.pricing import bedrock_foundation_model
 from costline.sdk import anthropic_client, bedrock_client, openai_client, vertex_client
 from costline.serving.errors import BackendError, RoutingError
@@ -201,6 +207,33 @@ def _int(value: Any) -> int:
     elif isinstance(value, str) and value.isascii() and value.isdigit():
         value = int(value)
     return value if isinstance(value, int) and value > 0 else 0
+
+
+def _count_or_none(value: Any) -> int | None:
+    """A token count the server sent, read as :func:`_int` reads one; None when it sent none (missing, null) or
+    one that is no whole number >= 0: not a count of 0. Recorded so, the call's count is left out and the call
+    flagged ``costline.usage.incomplete`` (as the instrumentation records a count sent as null)."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    elif isinstance(value, str) and value.isascii() and value.isdigit():
+        value = int(value)
+    return value if isinstance(value, int) and value >= 0 else None
+
+
+def _chat_text(content: Any) -> str:
+    """The answer text of a chat message's (or a streamed delta's) ``content``: a string as it is; a list of parts
+    (Mistral's reasoning models send ``[{"type": "thinking", ...}, {"type": "text", "text": ...}]``) the ``text``
+    of its ``text`` parts, joined (thinking is not answer text); anything else (null) none."""
+    if isinstance(content, str):
+        return content
+    parts: list[str] = []
+    for part in content if isinstance(content, list) else ():
+        text = _field(part, "text") if _field(part, "type") == "text" else None
+        if isinstance(text, str):
+            parts.append(text)
+    return "".join(parts)
 
 
 def _field(obj: Any, name: str) -> Any:
@@ -379,8 +412,9 @@ class AnthropicBackend:
                             response=http, body=body)
             usage = body.get("usage")
             usage = usage if isinstance(usage, Mapping) else None
-            fresh = _int(usage.get("input_tokens")) if usage else 0
-            out = _int(usage.get("output_tokens")) if usage else 0
+            # a count sent as null (or none at all in the usage) is no count: left out, the call flagged incomplete
+            fresh = _count_or_none(usage.get("input_tokens")) if usage else None
+            out = _count_or_none(usage.get("output_tokens")) if usage else None
             read = _int(usage.get("cache_read_input_tokens")) if usage else 0
             created = _int(usage.get("cache_creation_input_tokens")) if usage else 0
             split = usage.get("cache_creation") if usage else None
@@ -390,14 +424,16 @@ class AnthropicBackend:
             try:  # recording never fails the answer (as instrument_anthropic's does not)
                 if usage is not None:
                     # Anthropic's input_tokens excludes cached tokens; the GenAI total includes them
-                    call.usage(fresh + read + created, out, read, created, one_hour, searches)
+                    call.usage(None if fresh is None else fresh + read + created, out, read, created, one_hour,
+                               searches)
                     call.speed(_str_or_none(usage.get("speed")))  # "fast": billed at the model's fast multiplier
                     call.inference_geo(_str_or_none(usage.get("inference_geo")))  # "us": 1.1 x the tokens
                 call.response(model, [stop] if stop else None, rid)
             except Exception:
                 log.exception("costline: could not record a model response")
         return Reply(_message_text(body.get("content")), self.spec.name, model or self.spec.model, stop,
-                     fresh + read + created, out, read, created, rid, _content_blocks(body.get("content")), one_hour,
+                     (fresh or 0) + read + created, out or 0, read, created, rid, _content_blocks(body.get("content")),
+                     one_hour,
                      speed=_str_or_none(usage.get("speed")) if usage else None,
                      inference_geo=_str_or_none(usage.get("inference_geo")) if usage else None,
                      web_search_requests=searches)
@@ -626,6 +662,8 @@ class OpenAIChatBackend:
         self.client = client
         self.max_tokens = max_tokens
         self.recorder = recorder
+        #: Whether streams are asked with ``stream_options`` (False once the server refused it: :meth:`_open_stream`).
+        self._stream_usage = True
 
     def complete(self, prompt: Prompt) -> Reply:
         import openai
@@ -654,11 +692,12 @@ class OpenAIChatBackend:
         blocks: tuple[dict[str, Any], ...] = ()
         if _field(message, "tool_calls"):
             dumped = message.model_dump() if hasattr(message, "model_dump") else message
-            found, problem = blocks_from_openai(dumped if isinstance(dumped, Mapping) else {})
+            dumped = dumped if isinstance(dumped, Mapping) else {}
+            found, problem = blocks_from_openai({**dumped, "content": _chat_text(content)})
             if problem:
                 raise BackendError(self.spec.name, "APIResponseValidationError", problem)
             blocks = tuple(found)
-        return self._reply(content if isinstance(content, str) else "",
+        return self._reply(_chat_text(content),
                            _str_or_none(_field(response, "model")) or self.spec.model,
                            _str_or_none(_field(choice, "finish_reason")), _field(response, "usage"),
                            _str_or_none(_field(response, "id")), blocks)
@@ -697,12 +736,15 @@ class OpenAIChatBackend:
             choices = [ch for ch in body.get("choices") or [] if isinstance(ch, Mapping)] \
                 if isinstance(body.get("choices"), list) else []
             if not choices:
-                raise openai.APIResponseValidationError(http, body, message="the chat completion has no choices")
+                said = f": {str(body.get('message'))[:200]}" if body.get("object") == "error" else ""
+                raise openai.APIResponseValidationError(  # an error object a server sent with a 200 (old vLLM)
+                    http, body, message=f"the chat completion has no choices{said}")
             usage = body.get("usage") if isinstance(body.get("usage"), Mapping) else None
             details = usage.get("prompt_tokens_details") if usage else None
             cached = _int(details.get("cached_tokens")) if isinstance(details, Mapping) else 0
-            prompt_tokens = _int(usage.get("prompt_tokens")) if usage else 0
-            completion_tokens = _int(usage.get("completion_tokens")) if usage else 0
+            # a count sent as null is no count: left out, the call flagged incomplete (as instrument_openai does)
+            prompt_tokens = _count_or_none(usage.get("prompt_tokens")) if usage else None
+            completion_tokens = _count_or_none(usage.get("completion_tokens")) if usage else None
             reasons = [ch["finish_reason"] for ch in choices if isinstance(ch.get("finish_reason"), str)]
             model, rid = _str_or_none(body.get("model")), _str_or_none(body.get("id"))
             try:  # recording never fails the answer (as instrument_openai's does not)
@@ -715,39 +757,74 @@ class OpenAIChatBackend:
             message = first.get("message") if isinstance(first.get("message"), Mapping) else {}
             blocks: tuple[dict[str, Any], ...] = ()
             if message.get("tool_calls"):
-                found, problem = blocks_from_openai(message)
+                found, problem = blocks_from_openai({**message, "content": _chat_text(message.get("content"))})
                 if problem:  # a broken call is no answer: the span says so, the tier fails (escalated)
                     raise openai.APIResponseValidationError(http, body, message=problem)
                 blocks = tuple(found)
-        text = message.get("content") if isinstance(message.get("content"), str) else ""
-        return Reply(text, self.spec.name, model or self.spec.model, _str_or_none(first.get("finish_reason")),
-                     prompt_tokens, completion_tokens, cached, 0, rid, blocks)
+        return Reply(_chat_text(message.get("content")), self.spec.name, model or self.spec.model,
+                     _str_or_none(first.get("finish_reason")), prompt_tokens or 0, completion_tokens or 0, cached, 0,
+                     rid, blocks)
 
     def stream(self, prompt: Prompt) -> Generator[str, None, Reply]:
-        """:meth:`complete`, streamed (with ``include_usage``): yields text deltas, returns the Reply."""
+        """:meth:`complete`, streamed (with ``include_usage``, unless the server refuses it: :meth:`_open_stream`):
+        yields text deltas (always strings: a delta whose ``content`` is a list of parts yields the text of its text
+        parts), returns the Reply. A chunk that is an error object (``"object": "error"``, as older vLLM and some
+        proxies write one mid-stream, unwrapped) fails the tier (``APIError``, as the SDK names the wrapped one)
+        and its call span."""
         parts: list[str] = []
         model, finish, usage, rid = self.spec.model, None, None, None
         messages = self._messages(prompt)
+        request = {"model": self.spec.model, "messages": messages, "max_tokens": prompt.max_tokens or self.max_tokens,
+                   "stream": True, **_openai_sampling(prompt),
+                   **({"response_format": prompt.output_format.to_chat()} if prompt.output_format else {})}
         try:
-            stream = self.client.chat.completions.create(
-                model=self.spec.model, messages=messages,
-                max_tokens=prompt.max_tokens or self.max_tokens, stream=True,
-                stream_options={"include_usage": True}, **_openai_sampling(prompt),
-                **({"response_format": prompt.output_format.to_chat()} if prompt.output_format else {}))
+            stream = self._open_stream(request)
             with stream:
                 for chunk in stream:
-                    model, rid = chunk.model or model, chunk.id or rid
-                    usage = chunk.usage or usage
-                    for choice in chunk.choices[:1]:
-                        finish = choice.finish_reason or finish
-                        if choice.delta.content:
-                            parts.append(choice.delta.content)
-                            yield choice.delta.content
+                    if _field(chunk, "object") == "error":
+                        problem = f"the server sent an error in the stream: {_field(chunk, 'message')}"[:300]
+                        fail_stream_call(stream, "APIError", problem)  # its span ends when the stream closes
+                        raise BackendError(self.spec.name, "APIError", problem)
+                    model = _str_or_none(_field(chunk, "model")) or model
+                    rid = _str_or_none(_field(chunk, "id")) or rid
+                    usage = _field(chunk, "usage") or usage
+                    choices = _field(chunk, "choices")
+                    for choice in choices[:1] if isinstance(choices, list) else ():
+                        finish = _str_or_none(_field(choice, "finish_reason")) or finish
+                        text = _chat_text(_field(_field(choice, "delta"), "content"))
+                        if text:
+                            parts.append(text)
+                            yield text
+            text = "".join(parts)
+        except BackendError:
+            raise
         except Exception as exc:  # the SDK's errors, and its transport's when a stream breaks
             raise BackendError(self.spec.name, _stream_error_name(exc, type(exc).__name__), str(exc)[:300]) from exc
         if finish is None:  # no finish_reason: the stream was cut off
             raise BackendError(self.spec.name, INCOMPLETE_STREAM, _INCOMPLETE_STREAM_MESSAGE)
-        return self._reply("".join(parts), model, finish, usage, rid)
+        return self._reply(text, model, finish, usage, rid)
+
+    def _open_stream(self, request: dict[str, Any]) -> Any:
+        """The SDK's stream of ``request``, asked with ``stream_options={"include_usage": True}`` (the usage chunk)
+        unless this tier's server refused it once: a server that rejects the option (Azure OpenAI api-versions
+        before 2024-09-01 answer 400 "Unrecognized request argument supplied: stream_options"; some proxies) is
+        asked again without it, and so from then on (logged once). Such a stream carries no usage: its call span
+        is flagged ``costline.usage.incomplete``, and the refused call is recorded as the failed call it was."""
+        import openai
+
+        if self._stream_usage:
+            try:
+                return self.client.chat.completions.create(**request, stream_options={"include_usage": True})
+            except (openai.BadRequestError, openai.UnprocessableEntityError) as exc:
+                if "stream_options" not in str(exc):
+                    raise
+                if self._stream_usage:
+                    self._stream_usage = False
+                    log.warning("costline: the %s tier's server refuses stream_options (%s); its streams are asked "
+                                "without it from now on, and their calls carry no usage (flagged "
+                                "costline.usage.incomplete): use an API version or server that takes it",
+                                self.spec.name, str(exc)[:200])
+        return self.client.chat.completions.create(**request)
 
     def _reply(self, text: str, model: str, finish: str | None, usage: Any, rid: str | None,
                blocks: tuple[dict[str, Any], ...] = ()) -> Reply:

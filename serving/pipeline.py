@@ -31,6 +31,7 @@ text comes as the model writes it; otherwise the settled :class:`Answer`.
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import logging
 from contextlib import nullcontext
@@ -380,9 +381,9 @@ class Pipeline:
         if backend is None:
             raise RoutingError(f"no backend for tier {decision.tier!r}: configure it under [serving.backends]")
         live = LiveAnswer(decision.tier, decision.tier, backend.spec.model)
-        live._pieces = self._live(live, decision, query, prompt or Prompt.of(query), task_type=task_type,
-                                  tenant=tenant, doc_hashes=doc_hashes, namespace=namespace, subtype=subtype,
-                                  request_id=request_id)
+        live._pieces = _in_own_context(self._live(
+            live, decision, query, prompt or Prompt.of(query), task_type=task_type, tenant=tenant,
+            doc_hashes=doc_hashes, namespace=namespace, subtype=subtype, request_id=request_id))
         return live
 
     def route(self, query: str, task_type: str, subtype: str | None = None) -> Any:
@@ -661,6 +662,30 @@ def _settled(reply: Reply, fmt: OutputFormat) -> Reply:
         others = tuple(b for b in blocks if b.get("type") != "text")
         content = (*others, {"type": "text", "text": text}) if others else ()
     return dataclasses.replace(reply, text=text, content=content)
+
+
+def _in_own_context(pieces: Generator[str, None, Any]) -> Iterator[str]:
+    """``pieces``, each step run in a :mod:`contextvars` context of its own (a copy of the caller's now). The live
+    path's generator holds its request open across its pieces (the OTel context made current when the request span
+    opened, reset when it ends); a server takes each piece on whichever pool thread is free, so without its own
+    context the reset ran in another context than the one it was made in ("Failed to detach context" logged on every
+    live stream), and what the request made current reached the thread that ran the step. Here every step sees the
+    request it opened (its call spans are its children) and nothing else does."""
+    context = contextvars.copy_context()
+
+    def steps() -> Iterator[str]:
+        while True:
+            try:
+                piece = context.run(next, pieces)
+            except StopIteration:
+                return
+            try:
+                yield piece
+            except GeneratorExit:  # closed (the client went away): closed in its own context too
+                context.run(pieces.close)
+                raise
+
+    return steps()
 
 
 def _whole(backend: Backend, prompt: Prompt) -> Generator[str, None, Reply]:

@@ -193,6 +193,26 @@ def test_a_200_whose_body_is_an_anthropic_error_is_recorded_as_a_failed_call(env
     assert call.attributes[c.ERROR_TYPE] == "OverloadedError" and call.status.status_code is StatusCode.ERROR
 
 
+@pytest.mark.parametrize("cls", [openai.OpenAI, openai.AsyncOpenAI])
+@pytest.mark.parametrize("body", [
+    {"object": "error", "message": "maximum context length is 4096 tokens", "type": "BadRequestError", "param": None,
+     "code": 400},  # older vLLM's error object, sent with a 200
+    completion(choices=[]),
+], ids=["vLLM error object", "no choices"])
+def test_a_chat_completion_without_choices_is_recorded_as_a_failed_call(env, cls, body):
+    """No choice is no answer: the call failed (as the serving tiers fail it: APIResponseValidationError)."""
+    rec, exporter = env
+    client = make(cls, body)
+    instrument_openai(client, rec)
+    result = client.chat.completions.create(model="student", messages=Q)
+    if cls is openai.AsyncOpenAI:
+        result = asyncio.run(result)
+    assert not getattr(result, "choices", None)  # the app gets what the SDK made of it
+    (call,) = calls(exporter)
+    assert call.attributes[c.ERROR_TYPE] == "APIResponseValidationError"
+    assert call.status.status_code is StatusCode.ERROR
+
+
 # -- ways to reach the API that bypass create() ---------------------------------------------------------------
 def test_calls_through_a_with_options_or_copy_of_the_client_are_recorded(env):
     rec, exporter = env
@@ -326,6 +346,12 @@ NULL_COUNTS = {
                                       c.GEN_AI_USAGE_OUTPUT_TOKENS),
     "anthropic input_tokens null": (anthropic.Anthropic, message(usage={"input_tokens": None, "output_tokens": 5}),
                                     c.GEN_AI_USAGE_INPUT_TOKENS),
+    # a negative number is no count either (before: dropped from the span, the call not flagged)
+    "openai prompt_tokens negative": (openai.OpenAI, completion(usage={"prompt_tokens": -5, "completion_tokens": 7,
+                                                                       "total_tokens": 2}),
+                                      c.GEN_AI_USAGE_INPUT_TOKENS),
+    "anthropic output_tokens negative": (anthropic.Anthropic, message(usage={"input_tokens": 10, "output_tokens": -1}),
+                                         c.GEN_AI_USAGE_OUTPUT_TOKENS),
 }
 
 
