@@ -28,11 +28,10 @@ from costline.collectors import Recorder
 from costline.config import CaptureConfig, Config, ModelPrice
 from costline.pricing import PricingTable
 from costline.processors.records import flatten_span
-from costline.serving.backends import Prompt, build_backends
+from costline.serving.backends import Prompt
 from costline.serving.errors import BackendError
 from costline.serving.gateway.app import Gateway
 from costline.serving.pipeline import LiveAnswer, Pipeline
-from costline.serving.registry import ModelRegistry
 from costline.serving.settings import (BackendsConfig, EscalationConfig, GatewayConfig, RouteRulesConfig, TierConfig,
                                        TiersConfig)
 
