@@ -68,6 +68,15 @@ __all__ = [
     "CACHE_ENTRIES",
     "CACHE_REMOVALS",
     "CACHE_STORES_REFUSED",
+    "REPLICATION_PUBLISHED",
+    "REPLICATION_DROPPED",
+    "REPLICATION_SEND_ERRORS",
+    "REPLICATION_APPLIED",
+    "REPLICATION_SKIPPED",
+    "REPLICATION_REFUSED",
+    "REPLICATION_RETRY_PENDING",
+    "REPLICATION_INVALIDATIONS_LOST",
+    "REPLICATION_LAG",
     "ESCALATIONS",
     "REJECTED_ATTEMPTS",
     "PROBLEM",
@@ -86,6 +95,17 @@ CACHE_REMOVALS = "costline.cache.removals"
 CACHE_STORES_REFUSED = "costline.cache.stores_refused"
 REMOVAL_REASON = "costline.cache.removal_reason"
 REFUSED_REASON = "costline.cache.refused_reason"
+REPLICATION_PUBLISHED = "costline.cache.replication.published"
+REPLICATION_DROPPED = "costline.cache.replication.dropped"
+REPLICATION_SEND_ERRORS = "costline.cache.replication.send_errors"
+REPLICATION_APPLIED = "costline.cache.replication.applied"
+REPLICATION_SKIPPED = "costline.cache.replication.skipped"
+REPLICATION_REFUSED = "costline.cache.replication.refused"
+REPLICATION_RETRY_PENDING = "costline.cache.replication.retry_pending"
+REPLICATION_INVALIDATIONS_LOST = "costline.cache.replication.invalidations_lost"
+REPLICATION_LAG = "costline.cache.replication.lag"
+#: The attribute of ``costline.cache.replication.skipped`` naming why a record was not applied.
+SKIP_REASON = "costline.cache.skip_reason"
 ESCALATIONS = "costline.escalations"
 REJECTED_ATTEMPTS = "costline.rejected_attempts"
 #: The attribute of ``costline.rejected_attempts`` naming why an answer was turned down.
@@ -266,6 +286,62 @@ class CostlineMetrics:
         meter.create_observable_counter(
             CACHE_STORES_REFUSED, [read((("stores_refused_invalidated", {REFUSED_REASON: "invalidated_doc"}),))],
             unit="{store}", description="Answers the semantic cache refused to store, by reason.")
+
+    def observe_replication(self, stats: Callable[[], Any]) -> None:
+        """Report a replicated cache's traffic at each collection: ``stats()`` returns its counts (a
+        :class:`~costline.serving.cache.replication.ReplicationStats`).
+
+        ``costline.cache.replication.published`` / ``dropped`` (queue full) / ``send_errors`` (failed tries) /
+        ``applied`` (other replicas' records) / ``invalidations_lost`` (counters, ``{record}``),
+        ``costline.cache.replication.skipped`` (counter, by ``costline.cache.skip_reason``: ``bad_value``,
+        ``bad_signature``, ``expired``...), ``costline.cache.replication.refused`` (counter, by
+        ``costline.cache.refused_reason``: ``invalidated_tenant``, a store made before its tenant's latest
+        invalidation), ``costline.cache.replication.retry_pending`` (gauge: invalidations waiting to be published
+        again) and ``costline.cache.replication.lag`` (gauge: records on the topic not applied yet; nothing while
+        unknown). A ``stats`` that fails reports nothing that time; this never raises."""
+        try:
+            from opentelemetry.metrics import Observation
+
+            def read(points: Callable[[Any], list[tuple[int, dict[str, str]]]]) -> Callable[[Any], list[Observation]]:
+                def callback(_options: Any) -> list[Observation]:
+                    try:
+                        return [Observation(value, attrs) for value, attrs in points(stats())]
+                    except Exception:
+                        log.exception("costline: could not read the cache replication's counts for metrics")
+                        return []
+                return callback
+
+            def field_of(name: str) -> Callable[[Any], list[tuple[int, dict[str, str]]]]:
+                return lambda now: [(int(getattr(now, name)), {})]
+
+            def skipped(now: Any) -> list[tuple[int, dict[str, str]]]:
+                return [(int(n), {SKIP_REASON: str(reason)}) for reason, n in sorted(now.skipped_by_reason.items())]
+
+            def lag(now: Any) -> list[tuple[int, dict[str, str]]]:
+                return [] if now.lag is None else [(int(now.lag), {})]
+
+            meter = otel_metrics.get_meter(_SCOPE, meter_provider=self.meter_provider)
+            for name, attr, description in (
+                    (REPLICATION_PUBLISHED, "published", "Cache changes handed to Kafka and not failed."),
+                    (REPLICATION_DROPPED, "dropped", "Cache changes dropped: the replication queue was full."),
+                    (REPLICATION_SEND_ERRORS, "send_errors", "Failed tries to publish a cache change."),
+                    (REPLICATION_APPLIED, "applied", "Other replicas' cache records applied."),
+                    (REPLICATION_INVALIDATIONS_LOST, "invalidations_lost",
+                     "Cache invalidations never published (the retry list was full, or shutdown came first).")):
+                meter.create_observable_counter(name, [read(field_of(attr))], unit="{record}", description=description)
+            meter.create_observable_counter(REPLICATION_SKIPPED, [read(skipped)], unit="{record}",
+                                            description="Cache replication records not applied, by reason.")
+            meter.create_observable_counter(
+                REPLICATION_REFUSED,
+                [read(lambda now: [(int(now.refused_tenant), {REFUSED_REASON: "invalidated_tenant"})])],
+                unit="{record}", description="Replicated cache stores refused, by reason.")
+            meter.create_observable_gauge(REPLICATION_RETRY_PENDING, [read(field_of("retry_pending"))],
+                                          unit="{record}",
+                                          description="Cache invalidations waiting to be published again.")
+            meter.create_observable_gauge(REPLICATION_LAG, [read(lag)], unit="{record}",
+                                          description="Cache replication records on the topic not applied yet.")
+        except Exception:
+            log.exception("costline: could not set up the cache replication metrics")
 
     # -- internals ---------------------------------------------------------------------------
     def _call_ended(self, obs: CallObservation, error_type: str | None) -> None:

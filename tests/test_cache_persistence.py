@@ -183,3 +183,19 @@ def test_manifest_names_its_files_with_checksums(tmp_path):
     assert len(manifest["partitions"]) == 6  # 3 tenants x 2 namespaces
     assert all(len(d) == 64 for d in manifest["files"].values())
     assert issubclass(CacheCorruptError, ServingError)
+
+
+def test_a_lone_surrogate_in_an_entry_round_trips_and_never_stops_a_save(tmp_path):
+    """JSON's "\\ud800" (a client's half emoji) in a stored text made every later save of the whole cache raise
+    UnicodeEncodeError (entries.json was written as UTF-8): it is written escaped and read back as it was."""
+    clock = Clock()
+    cache = SemanticCache(NamedEmbedder(), CacheConfig(threshold=0.99), now=clock)
+    vec = np.random.default_rng(3).normal(size=DIM).astype(np.float32)
+    texts = {"answer": "half an emoji \ud83d", "query": "\udc00 q", "tenant": "acme\ud800", "doc": "doc\udfff"}
+    cache.store_vector(vec, texts["answer"], tenant=texts["tenant"], query=texts["query"], doc_hashes=[texts["doc"]])
+    cache.save(tmp_path / "c")
+    back = SemanticCache.load(tmp_path / "c", NamedEmbedder(), CacheConfig(threshold=0.99), now=clock)
+    hit = back.lookup_vector(vec, tenant=texts["tenant"])
+    assert hit is not None
+    assert (hit.answer, hit.query, hit.tenant, hit.doc_hashes) == (
+        texts["answer"], texts["query"], texts["tenant"], (texts["doc"],))

@@ -280,3 +280,44 @@ def test_a_cache_whose_counts_fail_reports_nothing_and_raises_nothing():
     assert not any(got.get(name) for name in ("costline.cache.entries", "costline.cache.removals",
                                               "costline.cache.stores_refused"))
     setup.shutdown()
+
+
+def test_a_replicated_caches_counts_are_reported_at_each_collection():
+    from costline.serving.cache.replication import ReplicationStats
+
+    reader = InMemoryMetricReader()
+    setup = setup_metrics("test", config=CollectorConfig(), readers=[reader])
+    now = {"stats": ReplicationStats(published=7, dropped=2, send_errors=3, applied=11, own=4, skipped=5,
+                                     skipped_by_reason={"bad_value": 4, "expired": 1}, offset=20,
+                                     retry_pending=1, invalidations_lost=6, refused_tenant=8, lag=9)}
+    setup.metrics.observe_replication(lambda: now["stats"])
+    got = points(reader)
+
+    def value(name, **attrs):
+        (point,) = by_attrs(got[name], **attrs)
+        return point.value
+
+    assert [value(f"costline.cache.replication.{n}") for n in (
+        "published", "dropped", "send_errors", "applied", "invalidations_lost", "retry_pending", "lag")] == [
+        7, 2, 3, 11, 6, 1, 9]
+    assert {p.attributes["costline.cache.skip_reason"]: p.value
+            for p in got["costline.cache.replication.skipped"]} == {"bad_value": 4, "expired": 1}
+    assert value("costline.cache.replication.refused", costline__cache__refused_reason="invalidated_tenant") == 8
+    now["stats"] = ReplicationStats(published=0, dropped=0, send_errors=0, applied=0, own=0, skipped=0, lag=None)
+    assert not points(reader).get("costline.cache.replication.lag")  # unknown: no point, not a made-up 0
+    setup.shutdown()
+
+
+def test_replication_counts_that_fail_report_nothing_and_raise_nothing():
+    reader = InMemoryMetricReader()
+    setup = setup_metrics("test", config=CollectorConfig(), readers=[reader])
+
+    def broken():
+        raise RuntimeError("replicator gone")
+
+    setup.metrics.observe_replication(broken)
+    setup.metrics.lookup(hit=False)
+    got = points(reader)
+    assert [p.value for p in got["costline.cache.lookups"]] == [1]
+    assert not any(v for k, v in got.items() if k.startswith("costline.cache.replication."))
+    setup.shutdown()

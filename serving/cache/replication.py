@@ -7,7 +7,7 @@ applies every other replica's changes to the local indexes. One partition keeps 
     key  e/<entry key>   value: the store (embedding, tenant, namespace with its scope, query,
                                 answer, doc hashes, created/expiry times)     or null: removed
     key  d/<doc hash>    value: invalidate every entry built from this document
-    key  t/<tenant>      value: invalidate every entry of this tenant
+    key  t/<tenant>      value: invalidate every entry of this tenant (with ``at``, its writer's time)
                          (a doc hash or tenant that would make a key over 1 KiB: ``sha256:<its hex digest>``)
 
 The topic is created with ``cleanup.policy=compact``: a removed entry's store is compacted away
@@ -17,13 +17,18 @@ same log in the same order, so they converge:
 * **stores** — an entry's key is ``<instance>:<id>`` (the instance is this process's incarnation);
   a store whose key is already here is skipped (idempotent replays), one of our own is only noted;
 * **expiry** — a replicated entry is served until the earlier of its sender's expiry and its store
-  time + this replica's own ``ttl_s`` (0: the sender's alone); a record already past it is not applied;
+  time + this replica's own ``ttl_s`` (0: the sender's alone); a record already past it is not applied
+  (skip reason ``expired``); a store time in this replica's future (a sender's clock ahead) is taken as now,
+  its sender's expiry moved back as much;
 * **removals** (invalidation, eviction, expiry, quota) are published as tombstones of the removed
   keys (except an expiry by this replica's own, shorter ttl: it stays local); **invalidations** also
   as one ``d/``/``t/`` record, so a replica drops the document's entries it holds that the
   invalidating replica had not seen yet. A tenant's invalidation is applied in log order: an entry
   of ours not yet on the topic was stored *after* it and stays, as it would on every replica; our own
-  invalidation, read back, removes the other replicas' entries stored before it. A document's removes
+  invalidation, read back, removes the other replicas' entries stored before it. Its time (``at``) is
+  remembered (like a doc hash: for ``ttl_s``, bounded, kept in snapshots): a later store of the tenant made
+  at or before it (delivered late, or an old record replayed) is refused everywhere, ours not yet on the topic
+  included; the invalidating replica's own stores made after it stay wherever they come in the log. A document's removes
   every entry tagged with its hash whenever stored, and its hash is remembered so that a late store of
   it is refused (:meth:`SemanticCache.invalidate_by_doc`);
 * **removals made while applying the log** (the local size cap, the tenant quota) are not
@@ -31,11 +36,19 @@ same log in the same order, so they converge:
 * **bootstrap** — :meth:`CacheReplicator.start` loads the snapshot at ``[serving.cache] path``
   (the cache store's own format; its manifest records the next topic offset it does not cover)
   and reads the topic from there, or from the beginning without a usable snapshot; ready once it
-  has read up to the end offset seen at start (:meth:`CacheReplicator.wait_ready`);
+  has read up to the end offset seen at start (:meth:`CacheReplicator.wait_ready`). A snapshot whose
+  offset the topic no longer holds (its log start moved past it: ``cleanup.policy=compact,delete``,
+  DeleteRecords; or a topic recreated) is dropped with a warning and the topic read from its beginning;
 * **hot path** — publishing is a ``put_nowait`` on a bounded queue (a sender thread encodes and
-  produces): it never blocks or raises into a request; past ``replication_queue_size`` a change
-  is dropped with a log line and counted;
-* **hostile records** — a record that does not decode, names no valid tenant or namespace, carries
+  produces): it never blocks or raises into a request; past ``replication_queue_size`` a store or
+  removal is dropped with a log line and counted (best effort);
+* **invalidations are never dropped** — one that fails to publish (Kafka away past the producer's
+  ``delivery_timeout_ms``, the queue full) waits in a retry list (at most :data:`MAX_RETRY_INVALIDATIONS`,
+  the oldest kept, one per document or tenant) and is published again, oldest first, with a backoff, until
+  acknowledged; one past the bound, or still waiting at shutdown, is logged as an error and counted
+  (``invalidations_lost``). Its late arrival is safe: a doc hash is remembered, a tenant's carries its time;
+* **hostile records** — text fields are taken with each lone surrogate as U+FFFD; a record that does not
+  decode, names no valid tenant or namespace, carries
   a vector of another dimension or model, or (with ``replication_secret_env``) lacks a valid
   HMAC-SHA256 signature is skipped with a log line and a counter; it never stops the applier.
   Tenant isolation holds by construction: an entry goes to the (tenant, namespace) index its
@@ -59,7 +72,7 @@ import socket
 import threading
 import time
 import uuid
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +83,7 @@ import numpy as np
 from costline.errors import ConfigError
 from costline.kafka_security import client_options, make_client
 from costline.kafkaheaders import read_header_keys_like_java
+from costline.textutil import well_formed
 from costline.serving.cache.semantic import effective_expiry
 from costline.serving.errors import CacheError
 
@@ -109,6 +123,16 @@ _REPLICA_NAME = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 #: How long tombstones stay on the topic (Kafka's default, set explicitly on the topics we create).
 _DELETE_RETENTION_MS = 86_400_000
 _LOGGED_SKIPS = 20  # the first skips are each logged, then one in _SKIP_LOG_EVERY
+#: Skip reasons that are not a sign of a hostile or broken writer: counted, logged at debug only.
+_QUIET_SKIPS = frozenset({"expired"})
+#: At most this many failed invalidations wait to be published again (the oldest are kept; past it one is lost,
+#: logged as an error and counted in ``invalidations_lost``).
+MAX_RETRY_INVALIDATIONS = 10_000
+_RETRY_BACKOFF_S = (0.5, 10.0)  # the first wait before publishing a failed invalidation again, the longest
+
+
+_INVALIDATIONS = frozenset({"invalidate_doc", "invalidate_tenant"})
+_TOO_OLD = "it is older than replication_snapshot_max_age_s (the topic's tombstones may be gone)"
 
 
 class CacheReplicationError(CacheError):
@@ -140,6 +164,8 @@ class Change:
     doc_hash: str = ""
     vector: np.ndarray | None = None
     model: str | None = None
+    #: When a tenant was invalidated (its writer's clock; None: a record of an older writer, which carries none).
+    at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -160,6 +186,16 @@ class ReplicationStats:
     apply_cpu_s: float = 0.0
     ready: bool = False
     error: str | None = None
+    #: Invalidations that failed to publish and wait to be published again (oldest first, in order).
+    retry_pending: int = 0
+    #: Invalidations never published: the retry list was full, or they were still waiting at shutdown.
+    invalidations_lost: int = 0
+    #: Replicated stores refused because their tenant was invalidated at or after their store time.
+    refused_tenant: int = 0
+    #: Snapshots dropped at start because the topic no longer holds the records after their offset.
+    snapshots_dropped: int = 0
+    #: Records on the topic not applied yet (the last end offset the consumer saw minus ``offset``; None: unknown).
+    lag: int | None = None
 
 
 def validate_replication_config(config: "CacheConfig") -> None:
@@ -213,6 +249,12 @@ def ensure_cache_topic(bootstrap: str, topic: str, *, timeout_s: float = 10.0,
         if policy is not None and "compact" not in policy:
             log.warning("costline: cache replication topic %s has cleanup.policy=%s, not compact: removed entries "
                         "stay on it and it grows; set cleanup.policy=compact", topic, policy)
+        if policy is not None and "delete" in policy:
+            log.error("costline: cache replication topic %s has cleanup.policy=%s: deletion drops old records, "
+                      "invalidations included, so a replica restarting from a snapshot older than retention.ms "
+                      "must drop it and rebuild from what is left; set cleanup.policy=compact "
+                      "(kafka-configs --alter --entity-type topics --entity-name %s --add-config "
+                      "cleanup.policy=compact)", topic, policy, topic)
         return partitions
     finally:
         admin.close()
@@ -237,24 +279,29 @@ def topic_cleanup_policy(admin: Any, topic: str) -> str | None:
 def encode_change(change: Change, secret: bytes | None) -> tuple[bytes, bytes | None, list[tuple[str, bytes]]]:
     """(key, value, headers) of a record; a ``remove`` is a tombstone (value None)."""
     prefix = {"store": "e/", "remove": "e/", "invalidate_doc": "d/", "invalidate_tenant": "t/"}[change.op]
-    name = {"invalidate_doc": _key_name(change.doc_hash),
-            "invalidate_tenant": _key_name(change.tenant)}.get(change.op, change.key)
+    # text as every replica decodes it: a lone surrogate (which UTF-8 cannot encode) as U+FFFD
+    doc_hash, tenant = well_formed(change.doc_hash), well_formed(change.tenant)
+    name = {"invalidate_doc": _key_name(doc_hash),
+            "invalidate_tenant": _key_name(tenant)}.get(change.op, well_formed(change.key))
     key = (prefix + name).encode("utf-8")
     value: bytes | None = None
     if change.op != "remove":
-        body: dict[str, Any] = {"v": FORMAT_VERSION, "op": change.op, "origin": change.origin}
+        body: dict[str, Any] = {"v": FORMAT_VERSION, "op": change.op, "origin": well_formed(change.origin)}
         if change.op == "store":
             assert change.vector is not None
             body.update(
-                key=change.key, tenant=change.tenant, ns=change.namespace, query=change.query,
-                answer=change.answer, docs=list(change.doc_hashes), created_at=change.created_at,
+                key=name, tenant=tenant, ns=well_formed(change.namespace), query=well_formed(change.query),
+                answer=well_formed(change.answer), docs=[well_formed(d) for d in change.doc_hashes],
+                created_at=change.created_at,
                 expires_at=change.expires_at, model=change.model,
                 vec=base64.b64encode(np.asarray(change.vector, dtype="<f4").tobytes()).decode("ascii"),
             )
         elif change.op == "invalidate_doc":
-            body["doc"] = change.doc_hash
+            body["doc"] = doc_hash
         else:
-            body["tenant"] = change.tenant
+            body["tenant"] = tenant
+            if change.at is not None:
+                body["at"] = change.at
         value = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
     headers = [(ORIGIN_HEADER, change.origin.encode("utf-8"))]
     if secret is not None:
@@ -280,7 +327,7 @@ def decode_record(key: Any, value: Any, headers: Any, *, dim: int, model: str | 
     prefix, name = text_key[:2], text_key[2:]
     if prefix not in ("e/", "d/", "t/") or not name:
         raise RecordSkipped("bad_key", f"unknown key {text_key[:40]!r}")
-    origin = (_header(headers, ORIGIN_HEADER) or b"").decode("utf-8", "replace")
+    origin = well_formed((_header(headers, ORIGIN_HEADER) or b"").decode("utf-8", "replace"))
     if value is None:
         if prefix != "e/":
             raise RecordSkipped("bad_value", "a tombstone of an invalidation")
@@ -305,7 +352,8 @@ def decode_record(key: Any, value: Any, headers: Any, *, dim: int, model: str | 
         tenant = _text(body, "tenant")
         if _key_name(tenant) != name:
             raise RecordSkipped("bad_value", "tenant differs from the key")
-        return Change(op, tenant=tenant, origin=origin)
+        at = None if body.get("at") is None else _number(body, "at")
+        return Change(op, tenant=tenant, origin=origin, at=at)
     if _text(body, "key") != name:
         raise RecordSkipped("bad_value", "entry key differs from the record key")
     tenant = _text(body, "tenant")
@@ -319,6 +367,7 @@ def decode_record(key: Any, value: Any, headers: Any, *, dim: int, model: str | 
     docs = body.get("docs")
     if not isinstance(docs, list) or not all(isinstance(d, str) and d for d in docs):
         raise RecordSkipped("bad_value", "docs is not a list of non-empty strings")
+    docs = [well_formed(d) for d in docs]
     created = _number(body, "created_at")
     expires = None if body.get("expires_at") is None else _number(body, "expires_at")
     try:
@@ -345,17 +394,25 @@ def _key_name(name: str) -> str:
 
 
 def _text(body: dict[str, Any], name: str, *, allow_empty: bool = False) -> str:
+    """A string field, each lone surrogate (JSON's ``"\ud800"``) as U+FFFD: one record's text must not stop every
+    later snapshot of the replica (UTF-8 cannot encode it) or reach anything downstream."""
     value = body.get(name)
     if not isinstance(value, str) or (not value and not allow_empty):
         raise RecordSkipped("bad_value", f"{name} is not a{'' if allow_empty else ' non-empty'} string")
-    return value
+    return well_formed(value)
 
 
 def _number(body: dict[str, Any], name: str) -> float:
     value = body.get(name)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise RecordSkipped("bad_value", f"{name} is not a finite number")
-    return float(value)
+    try:
+        number = float(value)  # an integer past a float's range (10**400) raises OverflowError
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise RecordSkipped("bad_value", f"{name} is not a finite number")
+    return number
 
 
 def _header(headers: Any, name: str) -> bytes | None:
@@ -424,6 +481,13 @@ class CacheReplicator:
         self._stopped = False
         self._restored: bool | None = None  # a snapshot loaded before start: fresh enough to follow on from?
         self.error: str | None = None
+        # invalidations that failed to publish, oldest first, by record key (a later one of the same key replaces
+        # it in place): the sender publishes them again, before anything newer, until acknowledged
+        self._retry: OrderedDict[bytes, Change] = OrderedDict()
+        self._retrying = 0  # taken from _retry by the sender and not handed to the producer yet
+        self._retry_due = 0.0  # monotonic time of the next try
+        self._retry_backoff = _RETRY_BACKOFF_S[0]
+        self._end: int | None = None  # the last end offset of the topic the consumer saw
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -440,7 +504,8 @@ class CacheReplicator:
             self._threads.append(t)
 
     def force_flush(self, timeout: float = 5.0) -> bool:
-        """Wait until every change published so far was produced and acknowledged; False on timeout.
+        """Wait until every change published so far was produced and acknowledged, failed invalidations
+        published again included; False on timeout.
 
         On a replicator never started (a tool that loads a cache, invalidates and exits), this
         produces the queued changes itself, in the calling thread.
@@ -448,22 +513,27 @@ class CacheReplicator:
         deadline = time.monotonic() + timeout
         if not self._started and not self._stopped:
             return self._produce_queued(deadline)
-        with self._flushed:
-            target = self._enqueued
-            while self._handed < target:
-                left = deadline - time.monotonic()
-                if left <= 0 or not self._started or self._stopped:
-                    return self._handed >= target
-                self._flushed.wait(min(left, 0.1))
-        producer = self._producer.get() if self._producer is not None else None
-        if producer is None:
-            return target == 0
-        try:
-            producer.flush(timeout=max(deadline - time.monotonic(), 0.001))
-        except Exception as exc:  # KafkaTimeoutError
-            log.warning("costline: cache replication flush did not finish: %s", exc)
-            return False
-        return True
+        while True:
+            with self._flushed:
+                target = self._enqueued
+                while self._handed < target or self._retry or self._retrying:
+                    left = deadline - time.monotonic()
+                    if left <= 0 or not self._started or self._stopped:
+                        return False
+                    self._flushed.wait(min(left, 0.1))
+            producer = self._producer.get() if self._producer is not None else None
+            if producer is None:
+                return target == 0
+            try:
+                producer.flush(timeout=max(deadline - time.monotonic(), 0.001))
+            except Exception as exc:  # KafkaTimeoutError
+                log.warning("costline: cache replication flush did not finish: %s", exc)
+                return False
+            with self._lock:
+                if not self._retry:  # else an invalidation failed while flushing: it is published again
+                    return True
+            if time.monotonic() >= deadline:
+                return False
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """Flush, stop both threads, save a snapshot to ``path`` (if set), close the producer."""
@@ -479,6 +549,19 @@ class CacheReplicator:
             self.save_snapshot()
         if self._producer is not None:
             self._producer.close(max(deadline - time.monotonic(), 0.1))
+        self._report_unpublished()
+
+    def _report_unpublished(self) -> None:
+        """At shutdown: the invalidations still waiting to be published are lost; say which, loudly."""
+        with self._lock:
+            left = list(self._retry.values())
+            self._counts["invalidations_lost"] += len(left)
+        if left:
+            names = ", ".join(repr(c.doc_hash or c.tenant) for c in left[:10])
+            log.error("costline: %d cache invalidation(s) were never published to %s (Kafka at %s unreachable "
+                      "until shutdown): the other replicas still serve what they removed here. Run them again "
+                      "(costline cache invalidate) once Kafka is back: %s%s", len(left), self.topic, self.bootstrap,
+                      names, "..." if len(left) > 10 else "")
 
     def _make_producer(self) -> None:
         from costline.collectors.producer import LazyProducer
@@ -490,7 +573,7 @@ class CacheReplicator:
             )
 
     def _produce_queued(self, deadline: float) -> bool:
-        if self._queue.empty() and self._enqueued == 0:
+        if self._queue.empty() and self._enqueued == 0 and not self._retry:
             return True
         if not self._topic_ok.is_set():
             try:
@@ -505,29 +588,62 @@ class CacheReplicator:
                 return False
             self._topic_ok.set()
         self._make_producer()
+        with self._lock:
+            lost = self._counts["lost"] + self._counts["invalidations_lost"]
         while True:
             try:
                 change = self._queue.get_nowait()
             except queue.Empty:
                 break
-            if change is not None and not self._send(change, deadline):
-                return False
-        producer = self._producer.get()
-        if producer is None:
-            return False
-        try:
-            producer.flush(timeout=max(deadline - time.monotonic(), 0.001))
-        except Exception:
-            return False
-        return self.stats().send_errors == 0
+            if change is not None:
+                self._send(change, deadline)  # a failed store is counted; a failed invalidation tried again below
+        while True:  # the invalidations that failed are published again until acknowledged or the deadline
+            producer = self._producer.get()
+            if producer is not None:
+                try:
+                    producer.flush(timeout=max(deadline - time.monotonic(), 0.001))
+                except Exception:
+                    pass
+            with self._lock:
+                again = list(self._retry.values())
+                if not again or time.monotonic() >= deadline:
+                    return not self._retry and lost == self._counts["lost"] + self._counts["invalidations_lost"]
+                wait = min(max(self._retry_due - time.monotonic(), 0.0), deadline - time.monotonic())
+                self._retry.clear()
+                self._retrying += len(again)
+            time.sleep(wait)
+            for change in again:
+                self._send(change, deadline, retry=True)
 
     def restore_offset(self, state: dict[str, Any] | None) -> None:
         """Note the offset a snapshot loaded by :meth:`SemanticCache.load` covers (same topic only)."""
-        if isinstance(state, dict) and state.get("topic") == self.topic and isinstance(state.get("offset"), int):
-            fresh = self._now() - float(state.get("saved_at", 0)) <= self._config.replication_snapshot_max_age_s
+        why = self._unusable(state)
+        if why is not None and isinstance(state, dict) and state.get("topic") == self.topic:
+            log.warning("costline: the cache snapshot loaded records no usable state of %s (%s)", self.topic, why)
+        if why is None or why == _TOO_OLD:
+            assert isinstance(state, dict)
             with self._lock:
                 self._offset = self._start_offset = int(state["offset"])
-                self._restored = fresh
+                self._restored = why is None
+
+    def _unusable(self, state: Any) -> str | None:
+        """Why a snapshot's replication state cannot be followed on from (None: it can)."""
+        if not isinstance(state, dict) or state.get("topic") != self.topic:
+            return "it records no offset of this topic"
+        offset, saved_at = state.get("offset"), state.get("saved_at")
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            return f"its offset {offset!r} is not a topic offset"
+        if isinstance(saved_at, bool) or not isinstance(saved_at, (int, float)):
+            return f"its save time {saved_at!r} is not a number"
+        try:
+            age = self._now() - float(saved_at)
+        except OverflowError:
+            age = math.nan
+        if not math.isfinite(age):
+            return f"its save time {saved_at!r} is not a finite number"
+        if age > self._config.replication_snapshot_max_age_s:
+            return _TOO_OLD
+        return None
 
     # -- state -------------------------------------------------------------------------------
     @property
@@ -550,7 +666,10 @@ class CacheReplicator:
                 applied=c["applied"], own=c["own"], skipped=sum(self._skips.values()),
                 skipped_by_reason=dict(self._skips), offset=self._offset, start_offset=self._start_offset,
                 bootstrap_entries=self._bootstrap_entries, apply_cpu_s=self._apply_cpu_s,
-                ready=self.ready, error=self.error,
+                ready=self.ready, error=self.error, retry_pending=len(self._retry) + self._retrying,
+                invalidations_lost=c["invalidations_lost"], refused_tenant=c["refused_tenant"],
+                snapshots_dropped=c["snapshots_dropped"],
+                lag=None if self._end is None else max(self._end - self._offset, 0),
             )
 
     def snapshot_state(self) -> dict[str, Any]:
@@ -590,13 +709,17 @@ class CacheReplicator:
     def publish_invalidate_doc(self, doc_hash: str) -> None:
         self._publish(Change("invalidate_doc", doc_hash=doc_hash, origin=self.instance))
 
-    def publish_invalidate_tenant(self, tenant: str) -> None:
-        self._publish(Change("invalidate_tenant", tenant=tenant, origin=self.instance))
+    def publish_invalidate_tenant(self, tenant: str, at: float | None = None) -> None:
+        self._publish(Change("invalidate_tenant", tenant=tenant, origin=self.instance,
+                             at=self._now() if at is None else at))
 
     def _publish(self, change: Change) -> None:
         try:
             self._queue.put_nowait(change)
         except queue.Full:
+            if change.op in _INVALIDATIONS:  # never dropped: it waits with the failed ones
+                self._keep_for_retry(change, "the replication queue is full")
+                return
             with self._lock:
                 self._counts["dropped"] += 1
                 dropped = self._counts["dropped"]
@@ -608,9 +731,60 @@ class CacheReplicator:
         with self._lock:
             self._enqueued += 1
 
+    # -- invalidations published again until acknowledged ------------------------------------------
+    def _keep_for_retry(self, change: Change, why: object) -> None:
+        """Keep a failed invalidation to publish again (bounded: past it, this one is lost, loudly)."""
+        try:
+            key = encode_change(change, None)[0]
+        except Exception:  # not encodable: trying again cannot help
+            log.exception("costline: a cache %s cannot be encoded; not published", change.op)
+            self._count("invalidations_lost")
+            return
+        with self._lock:
+            if key in self._retry:
+                self._retry[key] = change  # the later one of the same document or tenant, in the earlier's place
+                kept = True
+            elif len(self._retry) < MAX_RETRY_INVALIDATIONS:
+                self._retry[key] = change
+                kept = True
+            else:
+                kept = False
+                self._counts["invalidations_lost"] += 1
+                lost = self._counts["invalidations_lost"]
+            waiting = len(self._retry)
+        if kept:
+            if waiting == 1 or waiting % 1000 == 0:
+                log.warning("costline: a cache %s was not published (%s); %d invalidation(s) wait to be published "
+                            "again: is Kafka at %s reachable?", change.op, why, waiting, self.bootstrap)
+        elif lost == 1 or lost % 100 == 0:
+            log.error("costline: LOST a cache %s of %r: %d invalidations already wait to be published again (%s); "
+                      "%d lost so far: the other replicas keep serving what it removed here. Once Kafka at %s is "
+                      "back, run it again (costline cache invalidate)", change.op,
+                      change.doc_hash or change.tenant, MAX_RETRY_INVALIDATIONS, why, lost, self.bootstrap)
+
+    def _next_retry(self) -> Change | None:
+        """The oldest failed invalidation when a try is due (None: none, not yet, or stopping)."""
+        with self._lock:
+            if not self._retry or self._stop.is_set() or time.monotonic() < self._retry_due:
+                return None
+            self._retrying += 1
+            return self._retry.popitem(last=False)[1]
+
+    def _retried(self, *, ok: bool) -> None:
+        """Under the lock: the backoff of the retries after a publish succeeded or failed."""
+        if ok:
+            self._retry_backoff = _RETRY_BACKOFF_S[0]
+        else:
+            self._retry_due = time.monotonic() + self._retry_backoff
+            self._retry_backoff = min(self._retry_backoff * 2, _RETRY_BACKOFF_S[1])
+
     # -- the sender thread ---------------------------------------------------------------------
     def _run_sender(self) -> None:
         while True:
+            retry = self._next_retry()  # failed invalidations first, oldest first: before anything newer
+            if retry is not None:
+                self._send(retry, retry=True)
+                continue
             try:
                 change = self._queue.get(timeout=0.1)
             except queue.Empty:
@@ -621,50 +795,85 @@ class CacheReplicator:
                 return
             self._send(change)
 
-    def _send(self, change: Change, deadline: float | None = None) -> bool:
+    def _send(self, change: Change, deadline: float | None = None, *, retry: bool = False) -> bool:
         def give_up() -> bool:
             return self._stop.is_set() or (deadline is not None and time.monotonic() >= deadline)
 
         while not self._topic_ok.wait(0.2):  # never let a send auto-create the topic uncompacted
             if give_up() or self.error is not None:
-                self._sent(change, ok=False, why=self.error or "stopped before the topic was ready")
+                self._sent(change, ok=False, why=self.error or "stopped before the topic was ready", retry=retry)
                 return False
         producer = None
         while producer is None:
             producer = self._producer.get()
             if producer is None:
                 if give_up():
-                    self._sent(change, ok=False, why="Kafka unreachable")
+                    self._sent(change, ok=False, why="Kafka unreachable", retry=retry)
                     return False
                 time.sleep(0.2)
         try:
             key, value, headers = encode_change(change, self._secret)
-            future = producer.send(self.topic, key=key, value=value, headers=headers, partition=0)
-        except Exception as exc:
-            self._sent(change, ok=False, why=f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # a bug, not Kafka: trying again cannot help
+            log.exception("costline: a cache %s cannot be encoded; not published", change.op)
+            self._sent(change, ok=False, why=f"{type(exc).__name__}: {exc}", retry=retry, keep=False)
             return False
+        try:
+            future = producer.send(self.topic, key=key, value=value, headers=headers, partition=0)
+        except Exception as exc:  # KafkaTimeoutError: no metadata within max_block_ms (Kafka away)
+            self._sent(change, ok=False, why=f"{type(exc).__name__}: {exc}", retry=retry)
+            return False
+        future.add_callback(lambda _meta: self._acked(change))
         future.add_errback(lambda exc: self._failed(change, exc))
-        self._sent(change, ok=True)
+        self._sent(change, ok=True, retry=retry)
         return True
 
-    def _sent(self, change: Change, *, ok: bool, why: str = "") -> None:
+    def _sent(self, change: Change, *, ok: bool, why: str = "", retry: bool = False, keep: bool = True) -> None:
+        invalidation = change.op in _INVALIDATIONS
         with self._flushed:
-            self._handed += 1
+            if retry:
+                self._retrying -= 1
+            else:
+                self._handed += 1
             if ok:
                 self._counts["published"] += 1
             else:
                 self._counts["send_errors"] += 1
                 self._pending.discard(change.key)
+                if invalidation:
+                    self._retried(ok=False)
+                elif keep:
+                    self._counts["lost"] += 1
             self._flushed.notify_all()
         if not ok:
-            log.warning("costline: a cache %s was not published: %s", change.op, why)
+            if invalidation and keep:
+                self._keep_for_retry(change, why)
+            else:
+                if invalidation:
+                    self._count("invalidations_lost")
+                log.warning("costline: a cache %s was not published: %s", change.op, why)
+
+    def _acked(self, change: Change) -> None:
+        if change.op in _INVALIDATIONS:
+            with self._lock:
+                self._retried(ok=True)
 
     def _failed(self, change: Change, exc: BaseException) -> None:
-        with self._lock:
+        """A record the producer could not deliver (delivery_timeout_ms passed): an invalidation is kept to be
+        published again; a store or removal is best effort (counted)."""
+        invalidation = change.op in _INVALIDATIONS
+        with self._flushed:
             self._counts["published"] -= 1
             self._counts["send_errors"] += 1
             self._pending.discard(change.key)
-        log.warning("costline: a cache %s was not published: %s", change.op, exc)
+            if invalidation:
+                self._retried(ok=False)
+            else:
+                self._counts["lost"] += 1
+            self._flushed.notify_all()
+        if invalidation:
+            self._keep_for_retry(change, exc)
+        else:
+            log.warning("costline: a cache %s was not published: %s", change.op, exc)
 
     # -- the applier thread --------------------------------------------------------------------
     def _bootstrap(self) -> int:
@@ -686,11 +895,7 @@ class CacheReplicator:
         if path is None or not (Path(path) / MANIFEST).is_file():
             return 0
         state = read_replication_state(path)
-        why = None
-        if state is None or state.get("topic") != self.topic or not isinstance(state.get("offset"), int):
-            why = "it records no offset of this topic"
-        elif self._now() - float(state.get("saved_at", 0)) > self._config.replication_snapshot_max_age_s:
-            why = "it is older than replication_snapshot_max_age_s (the topic's tombstones may be gone)"
+        why = self._unusable(state)
         if why is None:
             assert state is not None
             try:
@@ -750,6 +955,11 @@ class CacheReplicator:
                 )
                 tp = TopicPartition(self.topic, 0)
                 consumer.assign([tp])
+                try:
+                    start = self._check_start(consumer, tp, start)
+                except BaseException:
+                    consumer.close()
+                    raise
                 consumer.seek(tp, start)
                 return consumer
             except (KafkaError, OSError, ValueError) as exc:
@@ -759,11 +969,38 @@ class CacheReplicator:
                 delay = min(delay * 2, 10.0)
         return None
 
+    def _check_start(self, consumer: Any, tp: Any, start: int) -> int:
+        """The offset to read from: ``start`` (the snapshot's), unless the topic no longer holds the records right
+        after it (its log start moved past it: retention of ``cleanup.policy=delete``, DeleteRecords) or never held
+        it (a topic recreated): then the snapshot is dropped, with a warning, and the topic read from its beginning.
+        Following on would skip those records, invalidations included, unseen (``auto_offset_reset`` reads on from
+        wherever the log starts now)."""
+        if start <= 0:
+            return 0
+        begin = consumer.beginning_offsets([tp])[tp]
+        end = consumer.end_offsets([tp])[tp]
+        if begin <= start <= end:
+            return start
+        why = (f"the topic now starts at offset {begin}: the records from {start} to {begin} are gone, "
+               "invalidations included" if start < begin else
+               f"the topic ends at offset {end}, before it: it is not the topic the snapshot followed")
+        log.warning("costline: dropping the cache snapshot of replica %s, which covers %s up to offset %d (%s); "
+                    "rebuilding it from the topic's beginning", self.replica_id, self.topic, start, why)
+        begin = min(begin, end)
+        with self._cache._lock:
+            self._cache.clear()
+            with self._lock:
+                self._offset = self._start_offset = begin
+                self._bootstrap_entries = 0
+                self._counts["snapshots_dropped"] += 1
+        return begin
+
     def _follow(self, consumer: Any) -> None:
         from kafka import TopicPartition
 
         tp = TopicPartition(self.topic, 0)
         end = consumer.end_offsets([tp])[tp]
+        self._end = end
         if self._offset >= end:
             self._ready.set()
         interval = self._config.replication_snapshot_interval_s
@@ -780,6 +1017,12 @@ class CacheReplicator:
                 for change, offset in applied:
                     if change is not None:
                         self._notify(change, offset)
+            try:
+                highwater = consumer.highwater(tp)  # the end offset of the last fetch (None before one)
+            except Exception:
+                highwater = None
+            if isinstance(highwater, int):
+                self._end = highwater
             if not self._ready.is_set() and (self._offset >= end or consumer.position(tp) >= end):
                 self._ready.set()
             if interval and self._config.path is not None and time.monotonic() - last_save >= interval:
@@ -804,12 +1047,11 @@ class CacheReplicator:
             except RecordSkipped as skip:
                 self._skip(skip.reason, str(skip), record.offset)
                 return None
-            except (ValueError, TypeError) as exc:  # the cache refused it (tenant, namespace, shape)
+            except (ValueError, TypeError, OverflowError) as exc:  # the cache refused it (tenant, namespace, shape)
                 self._skip("invalid", str(exc), record.offset)
                 return None
-            except Exception as exc:
-                log.exception("costline: applying cache record at offset %d failed", record.offset)
-                self._skip("error", f"{type(exc).__name__}: {exc}", record.offset)
+            except Exception as exc:  # a bug: its traceback with the first skips, then counted (rate-limited)
+                self._skip("error", f"{type(exc).__name__}: {exc}", record.offset, exc_info=True)
                 return None
         return change
 
@@ -822,44 +1064,73 @@ class CacheReplicator:
                     self._pending.discard(change.key)
                     self._counts["own"] += 1
                 return
+            now = self._now()
+            created, expires_at = change.created_at, change.expires_at
+            if created > now:  # a sender whose clock is ahead: never stored in this replica's future
+                if expires_at is not None:
+                    expires_at -= created - now  # the same lifetime, from now
+                created = now
             # expired on its way (by the sender's expiry, or by this replica's own ttl from the entry's store time:
             # a bootstrap from the topic's beginning): nothing to serve
-            expires = effective_expiry(change.created_at, change.expires_at, cache.config.ttl_s)
-            if expires is not None and expires <= self._now():
-                self._count("applied")
+            expires = effective_expiry(created, expires_at, cache.config.ttl_s)
+            if expires is not None and expires <= now:
+                raise RecordSkipped("expired", "expired on arrival")
+            if cache._refuses_replicated(change.tenant, created):  # made before its tenant's latest invalidation
+                with self._lock:
+                    self._counts["refused_tenant"] += 1
+                    self._counts["applied"] += 1
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("costline: refused replicated store %s of tenant %r: stored at %s, at or before the "
+                              "tenant's latest invalidation", change.key, change.tenant, created)
                 return
             assert change.vector is not None
             cache._apply_store(change.key, change.vector, change.answer, change.query, change.tenant,
-                               change.namespace, change.doc_hashes, change.created_at, change.expires_at)
+                               change.namespace, change.doc_hashes, created, expires_at)
         elif change.op == "remove":
             cache._apply_remove(change.key)
         else:
+            at = None
+            if change.op == "invalidate_tenant" and change.at is not None:
+                at = min(change.at, self._now())  # never in this replica's future (a sender's clock ahead)
             if own:  # done here already; only the entries of other replicas stored before it remain
                 prefix = self.instance + ":"
                 def spare(key: str) -> bool:
                     return key.startswith(prefix)
-            else:  # our stores not yet on the topic come after it in the log: they stay
+            elif at is None:  # our stores not yet on the topic come after it in the log: they stay
                 with self._lock:
                     pending = set(self._pending)
                 def spare(key: str) -> bool:
                     return key in pending
+            else:
+                # stored after the invalidation, by its writer's clock: ours not yet on the topic, and the ones of
+                # the replica that invalidated (whose invalidation, published again after Kafka was away, may come
+                # after them in the log); every replica refuses a later store made before it (_refuses_replicated)
+                with self._lock:
+                    pending = set(self._pending)
+                origin = change.origin + ":"
+                def spare(key: str) -> bool:
+                    created = cache._created_at(key)
+                    return (created is not None and created > at
+                            and (key in pending or (bool(change.origin) and key.startswith(origin))))
             if change.op == "invalidate_doc":
                 cache._apply_invalidate(doc_hash=change.doc_hash, spare=spare)
             else:
-                cache._apply_invalidate(tenant=change.tenant, spare=spare)
+                cache._apply_invalidate(tenant=change.tenant, spare=spare, at=at)
         self._count("own" if own else "applied")
 
     def _count(self, name: str) -> None:
         with self._lock:
             self._counts[name] += 1
 
-    def _skip(self, reason: str, detail: str, offset: int) -> None:
+    def _skip(self, reason: str, detail: str, offset: int, *, exc_info: bool = False) -> None:
         with self._lock:
             self._skips[reason] += 1
-            n = sum(self._skips.values())
-        if n <= _LOGGED_SKIPS or n % 1000 == 0:
+            n = sum(self._skips[r] for r in self._skips if r not in _QUIET_SKIPS)
+        if reason in _QUIET_SKIPS:
+            log.debug("costline: skipped cache replication record at %s offset %d (%s)", self.topic, offset, detail)
+        elif n <= _LOGGED_SKIPS or n % 1000 == 0:
             log.warning("costline: skipped cache replication record at %s offset %d (%s); %d skipped so far",
-                        self.topic, offset, detail, n)
+                        self.topic, offset, detail, n, exc_info=exc_info and n <= _LOGGED_SKIPS)
 
     def _notify(self, change: Change, offset: int) -> None:
         for listener in self._listeners:

@@ -85,6 +85,9 @@ log = logging.getLogger(__name__)
 #: At most this many invalidated doc hashes are remembered (see :meth:`SemanticCache.invalidate_by_doc`):
 #: past it the oldest invalidation is forgotten first.
 MAX_INVALIDATED_DOCS = 100_000
+#: At most this many tenant invalidations are remembered (see :meth:`SemanticCache.invalidate_tenant`): past it the
+#: oldest is forgotten first.
+MAX_INVALIDATED_TENANTS = 100_000
 
 #: What :meth:`SemanticCache.store` (and each refused position of :meth:`SemanticCache.store_vectors`) returns
 #: for an answer it did not store because it was built from an invalidated document (entry ids start at 1).
@@ -145,6 +148,9 @@ class CacheStats:
     invalidated: int
     #: Stores refused because an answer was built from a document invalidated before it arrived.
     stores_refused_invalidated: int = 0
+    #: Replicated stores refused because their tenant was invalidated at or after their store time (a store
+    #: delivered late, or an old record replayed onto the topic).
+    stores_refused_tenant: int = 0
 
     @property
     def hit_rate(self) -> float:
@@ -285,6 +291,8 @@ class SemanticCache:
         self._by_key: dict[str, int] = {}  # replicated entries: key -> id
         # doc hash -> when it was invalidated here, oldest first (see invalidate_by_doc; bounded)
         self._invalidated_docs: OrderedDict[str, float] = OrderedDict()
+        # tenant -> when it was last invalidated, oldest first (see invalidate_tenant; bounded)
+        self._invalidated_tenants: OrderedDict[str, float] = OrderedDict()
         self._applying = False  # True while a change from the replication topic is applied
         faiss = import_faiss()
         if self._config.search_threads:
@@ -428,10 +436,17 @@ class SemanticCache:
             return self._remove(list(ids), "invalidated")
 
     def invalidate_tenant(self, tenant: str) -> int:
-        """Remove every entry of ``tenant``; returns how many."""
+        """Remove every entry of ``tenant``; returns how many.
+
+        The time is remembered (like an invalidated doc hash: for ``ttl_s``, at most :data:`MAX_INVALIDATED_TENANTS`
+        tenants, kept by :meth:`save`): a store of the tenant read from the replication topic that was made at or
+        before it (one delivered late, or an old record replayed onto the topic) is refused.
+        """
         with self._lock:
+            now = self._now()
             if self.replication is not None and not self._applying:
-                self.replication.publish_invalidate_tenant(tenant)
+                self.replication.publish_invalidate_tenant(tenant, at=now)
+            self._remember_tenant_invalidated(tenant, now)
             ids = [i for (t, _), p in self._parts.items() if t == tenant for i in p.live]
             return self._remove(ids, "invalidated")
 
@@ -499,6 +514,7 @@ class SemanticCache:
                 expired=c["expired"],
                 invalidated=c["invalidated"],
                 stores_refused_invalidated=c["stores_refused_invalidated"],
+                stores_refused_tenant=c["stores_refused_tenant"],
             )
 
     # -- internals -----------------------------------------------------------------------
@@ -682,6 +698,37 @@ class SemanticCache:
             return None
         return at
 
+    def _remember_tenant_invalidated(self, tenant: str, at: float) -> None:
+        """Under the lock: remember that ``tenant`` was invalidated at ``at`` (the latest time of it counts)."""
+        now = self._now()
+        at = max(at, self._invalidated_tenants.pop(tenant, at))
+        self._invalidated_tenants[tenant] = at  # the latest invalidated last (a late record's older time, too)
+        ttl = self._config.ttl_s
+        while self._invalidated_tenants:
+            first, when = next(iter(self._invalidated_tenants.items()))
+            if len(self._invalidated_tenants) > MAX_INVALIDATED_TENANTS or (ttl > 0 and now >= when + ttl):
+                del self._invalidated_tenants[first]
+            else:
+                break
+
+    def _tenant_invalidated_at(self, tenant: str, now: float) -> float | None:
+        """When ``tenant`` was last invalidated, if that is still remembered at ``now``; else None. An entry stored
+        before it cannot outlive it by more than ``ttl_s``, so it is forgotten then."""
+        at = self._invalidated_tenants.get(tenant)
+        ttl = self._config.ttl_s
+        if at is None or (ttl > 0 and now >= at + ttl):
+            return None
+        return at
+
+    def _refuses_replicated(self, tenant: str, created_at: float) -> bool:
+        """Under the lock: is a replicated store of ``tenant`` made at ``created_at`` refused (its tenant was
+        invalidated at or after it)? Counted in ``stores_refused_tenant``."""
+        at = self._tenant_invalidated_at(tenant, self._now()) if self._invalidated_tenants else None
+        if at is None or created_at > at:
+            return False
+        self._counts["stores_refused_tenant"] += 1
+        return True
+
     def _names_invalidated(self, doc_hashes: tuple[str, ...], now: float) -> bool:
         return bool(self._invalidated_docs) and any(self._invalidated_at(d, now) is not None for d in doc_hashes)
 
@@ -780,7 +827,9 @@ class SemanticCache:
             now = self._now()
             header = {"dim": self.dim, "next_id": self._next_id, "index": self._config.index,
                       "invalidated_docs": [[d, at] for d, at in self._invalidated_docs.items()
-                                           if self._invalidated_at(d, now) is not None]}
+                                           if self._invalidated_at(d, now) is not None],
+                      "invalidated_tenants": [[t, at] for t, at in self._invalidated_tenants.items()
+                                              if self._tenant_invalidated_at(t, now) is not None]}
             if self.replication is not None:
                 header["replication"] = self.replication.snapshot_state()  # the offset this state covers
             entries = [self._entries[i] for i in self._lru]
@@ -788,15 +837,12 @@ class SemanticCache:
             return header, entries, parts
 
     def _restore(self, next_id: int, entries: list[_Entry], parts: dict[tuple[str, str], Partition],
-                 invalidated_docs: Iterable[tuple[str, float]] = ()) -> None:
+                 invalidated_docs: Iterable[tuple[str, float]] = (),
+                 invalidated_tenants: Iterable[tuple[str, float]] = ()) -> None:
         with self._lock:
-            now = self._now()
-            when = dict(self._invalidated_docs)
-            for doc_hash, at in invalidated_docs:  # the latest invalidation of a hash counts
-                when[doc_hash] = max(at, when.get(doc_hash, at))
-            ttl = self._config.ttl_s
-            live = sorted((at, d) for d, at in when.items() if ttl <= 0 or now < at + ttl)  # not past their ttl_s
-            self._invalidated_docs = OrderedDict((d, at) for at, d in live[-MAX_INVALIDATED_DOCS:])  # oldest first
+            self._invalidated_docs = self._merged(self._invalidated_docs, invalidated_docs, MAX_INVALIDATED_DOCS)
+            self._invalidated_tenants = self._merged(self._invalidated_tenants, invalidated_tenants,
+                                                     MAX_INVALIDATED_TENANTS)
             self._parts = parts
             self._entries = {e.id: e for e in sorted(entries, key=lambda e: (e.created_at, e.id))}
             self._lru = OrderedDict((e.id, None) for e in entries)
@@ -808,12 +854,25 @@ class SemanticCache:
                     self._by_doc.setdefault(d, set()).add(e.id)
             self._next_id = max(next_id, max(self._entries, default=0) + 1)
 
+    def _merged(self, held: "OrderedDict[str, float]", loaded: Iterable[tuple[str, float]],
+                bound: int) -> "OrderedDict[str, float]":
+        """Remembered invalidations (held and loaded, the latest time of a name counting) not past their ttl_s,
+        oldest first, at most ``bound``."""
+        now = self._now()
+        when = dict(held)
+        for name, at in loaded:
+            when[name] = max(at, when.get(name, at))
+        ttl = self._config.ttl_s
+        live = sorted((at, name) for name, at in when.items() if ttl <= 0 or now < at + ttl)
+        return OrderedDict((name, at) for at, name in live[-bound:])
+
     # -- used by cache_replication (a change read from the topic; never published again) ---------
     def _apply_store(self, key: str, vector: np.ndarray, answer: str, query: str, tenant: str, namespace: str,
                      doc_hashes: tuple[str, ...], created_at: float, expires_at: float | None) -> bool:
-        """Add one replicated entry unless its key is here already (idempotent); True if added."""
+        """Add one replicated entry unless its key is here already (idempotent) or it is refused (built from an
+        invalidated doc hash, or stored at or before its tenant's latest invalidation); True if added."""
         with self._lock:
-            if key in self._by_key:
+            if key in self._by_key or self._refuses_replicated(tenant, created_at):
                 return False
             self._applying = True
             try:
@@ -829,12 +888,16 @@ class SemanticCache:
             return 0 if entry_id is None else self._removing([entry_id], "evicted")
 
     def _apply_invalidate(self, *, doc_hash: str | None = None, tenant: str | None = None,
-                          spare: Callable[[str], bool]) -> int:
+                          spare: Callable[[str], bool], at: float | None = None) -> int:
         """Remove the entries of ``doc_hash`` or of ``tenant``, except, for a tenant, those whose key ``spare``
         keeps. A doc hash names a version, never valid again: every entry built from it goes, whenever it was
         stored (one of ours stored after the invalidation was published but before we read it is as stale as the
-        others; one stored after we read it is refused), and the hash is remembered like a local invalidation."""
+        others; one stored after we read it is refused), and the hash is remembered like a local invalidation.
+        A tenant's invalidation time ``at`` (when its record carries one) is remembered: later replicated stores of
+        the tenant made at or before it are refused (:meth:`_refuses_replicated`)."""
         with self._lock:
+            if tenant is not None and at is not None:
+                self._remember_tenant_invalidated(tenant, at)
             if doc_hash is not None:
                 self._remember_invalidated(doc_hash)  # every replica refuses a late store of this version
                 ids = list(self._by_doc.get(doc_hash, ()))
@@ -842,6 +905,11 @@ class SemanticCache:
             else:
                 ids = [i for (t, _), p in self._parts.items() if t == tenant for i in p.live]
             return self._removing([i for i in ids if not spare(self._entries[i].key)], "invalidated")
+
+    def _created_at(self, key: str) -> float | None:
+        """Under the lock: the store time of the replicated entry ``key`` (None: not here)."""
+        entry_id = self._by_key.get(key)
+        return None if entry_id is None else self._entries[entry_id].created_at
 
     def _removing(self, ids: list[int], reason: str) -> int:
         self._applying = True

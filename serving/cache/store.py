@@ -5,6 +5,8 @@ Layout of a saved cache folder::
     PATH/MANIFEST.json            names the current generation, with a SHA-256 per file
     PATH/gen-000007/entries.json  metadata of every entry, least recently used first
     PATH/gen-000007/invalidated.json  the invalidated doc hashes the cache still refuses, [hash, when]
+    PATH/gen-000007/invalidated_tenants.json  the tenant invalidations replicated stores are checked against,
+                                  [tenant, when]
     PATH/gen-000007/p0.faiss ...  one FAISS index per (tenant, namespace)
 
 A save writes a new generation into a temporary folder, fsyncs every file and the
@@ -40,6 +42,7 @@ MANIFEST = "MANIFEST.json"
 FORMAT = "costline-semantic-cache/1"
 _ENTRIES = "entries.json"
 _INVALIDATED = "invalidated.json"  # absent from snapshots saved before 2026-12-05: none remembered
+_INVALIDATED_TENANTS = "invalidated_tenants.json"  # absent from older snapshots: none remembered
 
 
 def save_cache(cache: "SemanticCache", path: str | os.PathLike[str]) -> Path:
@@ -62,8 +65,12 @@ def save_cache(cache: "SemanticCache", path: str | os.PathLike[str]) -> Path:
             + ([e.key] if e.key else [])  # a replicated entry's key (cache_replication)
             for e in entries
         ]
-        files[_ENTRIES] = _write(tmp / _ENTRIES, json.dumps(rows, ensure_ascii=False).encode("utf-8"))
-        files[_INVALIDATED] = _write(tmp / _INVALIDATED, json.dumps(header["invalidated_docs"]).encode("utf-8"))
+        # ASCII with \u escapes: a lone surrogate (JSON's "\ud800", from a client or another replica) round-trips
+        # instead of failing every later save of the whole cache
+        files[_ENTRIES] = _write(tmp / _ENTRIES, json.dumps(rows, ensure_ascii=True).encode("ascii"))
+        files[_INVALIDATED] = _write(tmp / _INVALIDATED, json.dumps(header["invalidated_docs"]).encode("ascii"))
+        files[_INVALIDATED_TENANTS] = _write(tmp / _INVALIDATED_TENANTS,
+                                             json.dumps(header.get("invalidated_tenants", [])).encode("ascii"))
         fsync_dir(tmp)
         gen_dir = root / f"gen-{generation:06d}"
         os.rename(tmp, gen_dir)
@@ -121,12 +128,14 @@ def load_cache(cache: "SemanticCache", path: str | os.PathLike[str]) -> dict[str
 
         entries = [_Entry(int(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4]), tuple(r[5]), float(r[6]),
                           None if r[7] is None else float(r[7]), str(r[8]) if len(r) > 8 else "") for r in rows]
-    except (KeyError, ValueError, TypeError, IndexError) as exc:
+    except (KeyError, ValueError, TypeError, IndexError, OverflowError) as exc:
         raise CacheCorruptError(f"{root}: entry metadata unreadable ({exc}); rebuild the cache") from None
-    try:
-        invalidated = [(str(d), float(at)) for d, at in json.loads(blobs.get(_INVALIDATED, b"[]"))]
-    except (ValueError, TypeError) as exc:
-        raise CacheCorruptError(f"{root}: {_INVALIDATED} unreadable ({exc}); rebuild the cache") from None
+    remembered = {}
+    for name in (_INVALIDATED, _INVALIDATED_TENANTS):
+        try:
+            remembered[name] = [(str(d), float(at)) for d, at in json.loads(blobs.get(name, b"[]"))]
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise CacheCorruptError(f"{root}: {name} unreadable ({exc}); rebuild the cache") from None
     live: dict[tuple[str, str], set[int]] = {}
     for e in entries:
         live.setdefault((e.tenant, e.namespace), set()).add(e.id)
@@ -149,7 +158,8 @@ def load_cache(cache: "SemanticCache", path: str | os.PathLike[str]) -> dict[str
     if set(live) - set(parts):
         raise CacheCorruptError(f"{root}: entries of {sorted(set(live) - set(parts))[:3]} have no index; "
                                 "rebuild the cache")
-    cache._restore(int(manifest["next_id"]), entries, parts, invalidated)
+    cache._restore(int(manifest["next_id"]), entries, parts, remembered[_INVALIDATED],
+                   remembered[_INVALIDATED_TENANTS])
     return manifest.get("replication")
 
 

@@ -121,6 +121,8 @@ def serve(config: Config, host: str | None, port: int | None, with_standin: bool
             click.echo(f"cache replicated on topic {c.replication_topic} as replica {cache.replication.replica_id}")
     if telemetry_metrics is not None and cache is not None:
         telemetry_metrics.metrics.observe_cache(cache.stats)  # entries, removals, refused stores
+        if cache.replication is not None:  # published, dropped, retried invalidations, skipped records, lag
+            telemetry_metrics.metrics.observe_replication(cache.replication.stats)
     pipeline = Pipeline.from_config(config, recorder=recorder, cache=cache)
     limiter = None
     if rate_table is not None:
