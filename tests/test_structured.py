@@ -171,15 +171,21 @@ def test_one_code_fence_around_the_answer_is_unwrapped(text, settled) -> None:
 
 
 # -- the scope and what each tier is sent ---------------------------------------------------------------------------
-def test_the_same_schema_is_one_scope_whichever_api_asked_and_another_schema_is_another() -> None:
+def test_the_same_format_is_one_scope_whichever_api_asked_and_another_schema_is_another() -> None:
+    """The format's schema, and its name and description where the API has them (the model reads them), are the
+    scope: chat's json_schema and Responses' text.format of one name share one; the Messages API's (no name) shares
+    one with an unnamed format of the same schema; another schema, prose or JSON mode are each another."""
     chat = from_chat({"type": "json_schema", "json_schema": {"name": "ticket", "schema": TICKET, "strict": True}})
+    responses = from_responses({"format": {"type": "json_schema", "name": "ticket", "schema": dict(TICKET),
+                                           "strict": True}})
     anthropic_ = from_anthropic({"output_config": {"format": {"type": "json_schema", "schema": dict(TICKET)}}})
+    unnamed = OutputFormat.of(JSON_SCHEMA, dict(TICKET))
     other = OutputFormat.of(JSON_SCHEMA, {**TICKET, "required": ["title"]})
     body = {"model": "m", "messages": [{"role": "user", "content": "q"}], "max_tokens": 10}
     scopes = [scope_of_body({**body, "output_format": f.scope() if f else None})
-              for f in (chat, anthropic_, other, None, OutputFormat.of(JSON_OBJECT))]
-    assert scopes[0] == scopes[1]
-    assert len(set(scopes[1:])) == 4
+              for f in (chat, responses, anthropic_, unnamed, other, None, OutputFormat.of(JSON_OBJECT))]
+    assert scopes[0] == scopes[1] and scopes[2] == scopes[3]
+    assert len(set(scopes[1:])) == 5
 
 
 def test_an_anthropic_tier_gets_the_schema_as_its_sdk_sends_it_and_json_mode_as_an_instruction() -> None:
