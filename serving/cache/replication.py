@@ -552,9 +552,18 @@ class CacheReplicator:
         self._report_unpublished()
 
     def _report_unpublished(self) -> None:
-        """At shutdown: the invalidations still waiting to be published are lost; say which, loudly."""
+        """At shutdown: the invalidations still waiting to be published — in the retry list, or still queued when the
+        sender stopped (a sender left behind by the shutdown's timeout hands over nothing more) — are lost; say
+        which, loudly."""
+        queued = []
+        while True:
+            try:
+                queued.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
         with self._lock:
-            left = list(self._retry.values())
+            left = list(self._retry.values()) + [c for c in queued if c.op in _INVALIDATIONS]
+            self._retry.clear()
             self._counts["invalidations_lost"] += len(left)
         if left:
             names = ", ".join(repr(c.doc_hash or c.tenant) for c in left[:10])
@@ -781,7 +790,9 @@ class CacheReplicator:
     # -- the sender thread ---------------------------------------------------------------------
     def _run_sender(self) -> None:
         while True:
-            retry = self._next_retry()  # failed invalidations first, oldest first: before anything newer
+            # failed invalidations first, oldest first: before anything newer (once stopping, none: what is queued
+            # fails at once, and the shutdown reports every invalidation left as lost)
+            retry = None if self._stop.is_set() else self._next_retry()
             if retry is not None:
                 self._send(retry, retry=True)
                 continue
@@ -799,10 +810,11 @@ class CacheReplicator:
         def give_up() -> bool:
             return self._stop.is_set() or (deadline is not None and time.monotonic() >= deadline)
 
-        while not self._topic_ok.wait(0.2):  # never let a send auto-create the topic uncompacted
+        while not self._topic_ok.is_set():  # never let a send auto-create the topic uncompacted
             if give_up() or self.error is not None:
                 self._sent(change, ok=False, why=self.error or "stopped before the topic was ready", retry=retry)
                 return False
+            self._topic_ok.wait(0.2)
         producer = None
         while producer is None:
             producer = self._producer.get()

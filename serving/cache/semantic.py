@@ -249,6 +249,50 @@ def validate_cache_config(config: CacheConfig) -> None:
         validate_replication_config(config)
 
 
+class _Remembered:
+    """When each name (an invalidated doc hash, an invalidated tenant) was last invalidated, while that still
+    matters: for ``ttl()`` seconds after it (an entry stored before it cannot outlive it by more; 0 = no expiry) and
+    for at most ``bound()`` names, the oldest invalidation forgotten first. The cache's lock guards it."""
+
+    def __init__(self, ttl: Callable[[], float], bound: Callable[[], int]) -> None:
+        self._ttl, self._bound = ttl, bound
+        self._at: OrderedDict[str, float] = OrderedDict()  # name -> when, the latest remembered last
+
+    def __bool__(self) -> bool:
+        return bool(self._at)
+
+    def remember(self, name: str, at: float, now: float) -> None:
+        """``name`` invalidated at ``at`` (its latest time counts; a late record's older time is kept as the later)."""
+        self._at[name] = max(at, self._at.pop(name, at))
+        ttl = self._ttl()
+        while self._at:
+            first, when = next(iter(self._at.items()))
+            if len(self._at) > self._bound() or (ttl > 0 and now >= when + ttl):
+                del self._at[first]
+            else:
+                break
+
+    def at(self, name: str, now: float) -> float | None:
+        """When ``name`` was invalidated, if that is still remembered at ``now``; else None."""
+        when = self._at.get(name)
+        ttl = self._ttl()
+        return None if when is None or (ttl > 0 and now >= when + ttl) else when
+
+    def live(self, now: float) -> list[list[Any]]:
+        """``[name, when]`` of every name still remembered at ``now``, oldest first (what a snapshot keeps)."""
+        return [[name, when] for name, when in self._at.items() if self.at(name, now) is not None]
+
+    def merge(self, loaded: Iterable[tuple[str, float]], now: float) -> None:
+        """Add ``loaded`` (a snapshot's ``[name, when]``), the latest time of a name counting, and keep what is
+        still remembered at ``now``, oldest first, at most ``bound()``."""
+        when = dict(self._at)
+        for name, at in loaded:
+            when[name] = max(at, when.get(name, at))
+        ttl = self._ttl()
+        live = sorted((at, name) for name, at in when.items() if ttl <= 0 or now < at + ttl)
+        self._at = OrderedDict((name, at) for at, name in live[-self._bound():])
+
+
 class SemanticCache:
     """A per-tenant semantic cache over FAISS (see the module docstring).
 
@@ -289,10 +333,9 @@ class SemanticCache:
         self._counts: Counter[str] = Counter()
         self._per_tenant: Counter[str] = Counter()  # entries held per tenant (the quota's count)
         self._by_key: dict[str, int] = {}  # replicated entries: key -> id
-        # doc hash -> when it was invalidated here, oldest first (see invalidate_by_doc; bounded)
-        self._invalidated_docs: OrderedDict[str, float] = OrderedDict()
-        # tenant -> when it was last invalidated, oldest first (see invalidate_tenant; bounded)
-        self._invalidated_tenants: OrderedDict[str, float] = OrderedDict()
+        # doc hash / tenant -> when it was last invalidated (see invalidate_by_doc, invalidate_tenant; bounded)
+        self._invalidated_docs = _Remembered(lambda: self._config.ttl_s, lambda: MAX_INVALIDATED_DOCS)
+        self._invalidated_tenants = _Remembered(lambda: self._config.ttl_s, lambda: MAX_INVALIDATED_TENANTS)
         self._applying = False  # True while a change from the replication topic is applied
         faiss = import_faiss()
         if self._config.search_threads:
@@ -680,45 +723,20 @@ class SemanticCache:
     def _remember_invalidated(self, doc_hash: str) -> None:
         """Under the lock: remember that ``doc_hash`` was invalidated now (see :meth:`invalidate_by_doc`)."""
         now = self._now()
-        self._invalidated_docs.pop(doc_hash, None)
-        self._invalidated_docs[doc_hash] = now  # latest last: the oldest invalidation is first
-        ttl = self._config.ttl_s
-        while self._invalidated_docs:
-            first, at = next(iter(self._invalidated_docs.items()))
-            if len(self._invalidated_docs) > MAX_INVALIDATED_DOCS or (ttl > 0 and now >= at + ttl):
-                del self._invalidated_docs[first]
-            else:
-                break
+        self._invalidated_docs.remember(doc_hash, now, now)
 
     def _invalidated_at(self, doc_hash: str, now: float) -> float | None:
         """When ``doc_hash`` was invalidated, if that is still remembered at ``now``; else None."""
-        at = self._invalidated_docs.get(doc_hash)
-        ttl = self._config.ttl_s
-        if at is None or (ttl > 0 and now >= at + ttl):
-            return None
-        return at
+        return self._invalidated_docs.at(doc_hash, now)
 
     def _remember_tenant_invalidated(self, tenant: str, at: float) -> None:
         """Under the lock: remember that ``tenant`` was invalidated at ``at`` (the latest time of it counts)."""
-        now = self._now()
-        at = max(at, self._invalidated_tenants.pop(tenant, at))
-        self._invalidated_tenants[tenant] = at  # the latest invalidated last (a late record's older time, too)
-        ttl = self._config.ttl_s
-        while self._invalidated_tenants:
-            first, when = next(iter(self._invalidated_tenants.items()))
-            if len(self._invalidated_tenants) > MAX_INVALIDATED_TENANTS or (ttl > 0 and now >= when + ttl):
-                del self._invalidated_tenants[first]
-            else:
-                break
+        self._invalidated_tenants.remember(tenant, at, self._now())
 
     def _tenant_invalidated_at(self, tenant: str, now: float) -> float | None:
         """When ``tenant`` was last invalidated, if that is still remembered at ``now``; else None. An entry stored
         before it cannot outlive it by more than ``ttl_s``, so it is forgotten then."""
-        at = self._invalidated_tenants.get(tenant)
-        ttl = self._config.ttl_s
-        if at is None or (ttl > 0 and now >= at + ttl):
-            return None
-        return at
+        return self._invalidated_tenants.at(tenant, now)
 
     def _refuses_replicated(self, tenant: str, created_at: float) -> bool:
         """Under the lock: is a replicated store of ``tenant`` made at ``created_at`` refused (its tenant was
@@ -826,10 +844,8 @@ class SemanticCache:
         with self._lock:
             now = self._now()
             header = {"dim": self.dim, "next_id": self._next_id, "index": self._config.index,
-                      "invalidated_docs": [[d, at] for d, at in self._invalidated_docs.items()
-                                           if self._invalidated_at(d, now) is not None],
-                      "invalidated_tenants": [[t, at] for t, at in self._invalidated_tenants.items()
-                                              if self._tenant_invalidated_at(t, now) is not None]}
+                      "invalidated_docs": self._invalidated_docs.live(now),
+                      "invalidated_tenants": self._invalidated_tenants.live(now)}
             if self.replication is not None:
                 header["replication"] = self.replication.snapshot_state()  # the offset this state covers
             entries = [self._entries[i] for i in self._lru]
@@ -840,9 +856,9 @@ class SemanticCache:
                  invalidated_docs: Iterable[tuple[str, float]] = (),
                  invalidated_tenants: Iterable[tuple[str, float]] = ()) -> None:
         with self._lock:
-            self._invalidated_docs = self._merged(self._invalidated_docs, invalidated_docs, MAX_INVALIDATED_DOCS)
-            self._invalidated_tenants = self._merged(self._invalidated_tenants, invalidated_tenants,
-                                                     MAX_INVALIDATED_TENANTS)
+            now = self._now()
+            self._invalidated_docs.merge(invalidated_docs, now)
+            self._invalidated_tenants.merge(invalidated_tenants, now)
             self._parts = parts
             self._entries = {e.id: e for e in sorted(entries, key=lambda e: (e.created_at, e.id))}
             self._lru = OrderedDict((e.id, None) for e in entries)
@@ -853,18 +869,6 @@ class SemanticCache:
                 for d in e.doc_hashes:
                     self._by_doc.setdefault(d, set()).add(e.id)
             self._next_id = max(next_id, max(self._entries, default=0) + 1)
-
-    def _merged(self, held: "OrderedDict[str, float]", loaded: Iterable[tuple[str, float]],
-                bound: int) -> "OrderedDict[str, float]":
-        """Remembered invalidations (held and loaded, the latest time of a name counting) not past their ttl_s,
-        oldest first, at most ``bound``."""
-        now = self._now()
-        when = dict(held)
-        for name, at in loaded:
-            when[name] = max(at, when.get(name, at))
-        ttl = self._config.ttl_s
-        live = sorted((at, name) for name, at in when.items() if ttl <= 0 or now < at + ttl)
-        return OrderedDict((name, at) for at, name in live[-bound:])
 
     # -- used by cache_replication (a change read from the topic; never published again) ---------
     def _apply_store(self, key: str, vector: np.ndarray, answer: str, query: str, tenant: str, namespace: str,
