@@ -34,6 +34,37 @@ def _when(ts: float | None) -> str:
     return "-" if ts is None else f"{datetime.fromtimestamp(ts, UTC):%Y-%m-%d %H:%M:%S}"
 
 
+def _known_rule(rule: str, *, star: bool) -> None:
+    """Refuse a rule name no rule has (``'*'`` too where ``star``), listing the names."""
+    from costline.alerts.rules import RULE_NAMES
+
+    if not (rule in RULE_NAMES or (star and rule == "*")):
+        raise click.BadParameter(f"unknown rule {rule!r}; one of: {', '.join(RULE_NAMES)}"
+                                 + (" or '*'" if star else ""))
+
+
+def _known_label_keys(rule: str, matchers: dict[str, str]) -> None:
+    """Refuse a ``--label`` key that no alert of ``rule`` carries (the silence would match nothing)."""
+    from costline.alerts.settings import RULE_LABELS
+
+    keys = (sorted({k for ks in RULE_LABELS.values() for k in ks}) if rule == "*"
+            else list(RULE_LABELS.get(rule, ())))
+    for key in matchers:
+        if key not in keys:
+            who = "any rule" if rule == "*" else f"rule {rule}"
+            raise click.BadParameter(
+                f"--label {key}=...: no alert of {who} has the label {key!r}, so the silence would match nothing; "
+                + (f"use one of: {', '.join(keys)}" if keys else "its alerts have no labels: leave out --label"))
+
+
+def _warn_slack_off(config: Config) -> None:
+    from costline.alerts.notify import slack_off_warning
+
+    warning = slack_off_warning(config.alerts)
+    if warning:
+        click.echo(f"warning: {warning}", err=True)
+
+
 def _service(config: Config, **kwargs: Any) -> Any:
     from costline.alerts.service import AlertService
 
@@ -74,6 +105,7 @@ def run(config: Config, once: bool, interval: float | None, start: datetime | No
     """
     from costline.alerts.source import kafka_dlq_counter
 
+    _warn_slack_off(config)
     service = _service(config, dlq_count=kafka_dlq_counter(config.kafka) if dlq else None)
     try:
         if start is not None or end is not None:
@@ -166,6 +198,8 @@ def history(config: Config, limit: int, rule: str | None) -> None:
     from costline.alerts.service import state_path
     from costline.alerts.store import AlertStore
 
+    if rule is not None:
+        _known_rule(rule, star=False)
     store = AlertStore(state_path(config))
     try:
         rows = store.history(limit=limit, rule=rule)
@@ -182,7 +216,9 @@ def history(config: Config, limit: int, rule: str | None) -> None:
 
 @alerts.command("silence")
 @click.argument("rule")
-@click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="Only alerts with this label (repeatable).")
+@click.option("--label", "labels", multiple=True, metavar="KEY=VALUE",
+              help="Only alerts with this label (repeatable); KEY: one the rule's alerts carry (tenant, tier or "
+                   "subtype).")
 @click.option("--for", "duration", required=True, help="How long: 30m, 2h, 1d.")
 @click.option("--reason", required=True, help="Why (shown in `alerts list --silences`).")
 @pass_config
@@ -195,18 +231,17 @@ def silence(config: Config, rule: str, labels: tuple[str, ...], duration: str, r
     """
     import getpass
 
-    from costline.alerts.rules import RULE_NAMES
     from costline.alerts.service import state_path
     from costline.alerts.store import AlertStore
 
-    if rule != "*" and rule not in RULE_NAMES:
-        raise click.BadParameter(f"unknown rule {rule!r}; one of: {', '.join(RULE_NAMES)} or '*'")
+    _known_rule(rule, star=True)
     matchers = {}
     for item in labels:
         if "=" not in item:
             raise click.BadParameter(f"--label {item!r}: use KEY=VALUE, e.g. tenant=acme")
         k, v = item.split("=", 1)
         matchers[k.strip()] = v.strip()
+    _known_label_keys(rule, matchers)
     now = datetime.now(UTC)
     store = AlertStore(state_path(config))
     try:
@@ -244,30 +279,57 @@ def unsilence(config: Config, silence_id: int) -> None:
 def test_notify(config: Config, timeout: float) -> None:
     """Send a test message through every configured notifier (console, Slack).
 
+    Exits 1 when a notifier did not take it within --timeout; that test
+    message is then dropped (never posted later by `costline alerts run`).
+
     \b
     Example:
         COSTLINE_ALERTS_SLACK_TOKEN=xoxb-... COSTLINE_ALERTS_SLACK_CHANNEL=C0123 costline alerts test-notify
     """
+    import os
+
     from costline.alerts.message import render
+    from costline.alerts.outbox import TEST_EXPIRES_AT
     from costline.alerts.store import to_epoch
 
+    _warn_slack_off(config)
     service = _service(config, export=False)
+    group: str | None = None
     try:
+        if not service.notifiers:
+            raise click.ClickException("no notifier is configured: set [alerts] console = true, or [alerts.slack] "
+                                       "token and channel (or webhook_url)")
         now = service.now()
         payload = render("test", rule="test-notify", group_labels={}, severity="info", incident=0, at=now,
                          members=[], note="costline alerts can reach this channel.")
         t = to_epoch(now)
+        # past this the message is dropped, never posted late (also if this process dies before dropping it)
+        payload[TEST_EXPIRES_AT] = t + timeout + config.alerts.outbox.claim_s
+        group = f"test-{t}-{os.getpid()}"
         with service.store.transaction() as con:
             for target in service.notifiers:
                 con.execute("INSERT INTO outbox (group_key, incident, kind, target, op, payload, created_at, "
                             "next_attempt_at) VALUES (?, 0, 'test', ?, 'post', ?, ?, ?)",
-                            (f"test-{t}", target, json.dumps(payload), t, t))
-        ok = service.outbox.force_flush(timeout)
-        click.echo(f"sent to {', '.join(service.notifiers) or 'nothing'}" if ok else
-                   "not delivered yet (still queued; `costline alerts run` keeps retrying): "
-                   + "; ".join(r["last_error"] or "" for r in service.store.outbox(unsent_only=True)))
+                            (group, target, json.dumps(payload), t, t))
+        service.outbox.force_flush(timeout, group_key=group)
+        rows = {r["target"]: r for r in service.store.query(
+            "SELECT target, sent_at, last_error FROM outbox WHERE group_key = ?", (group,))}
     finally:
-        service.shutdown()
+        try:
+            if group is not None:  # not delivered now: not later either (a stale test message, maybe elsewhere)
+                service.outbox.drop_unsent(group, kind="test")
+        finally:
+            service.shutdown()
+    sent = [tg for tg in service.notifiers if tg in rows and rows[tg]["sent_at"] is not None]
+    failed = {tg: (rows[tg]["last_error"] if tg in rows else None) or "no answer in time"
+              for tg in service.notifiers if tg not in sent}
+    if failed:
+        raise click.ClickException(
+            (f"sent to {', '.join(sent)}; " if sent else "")
+            + "NOT delivered to " + "; ".join(f"{tg} ({err})" for tg, err in failed.items())
+            + f" within {timeout:g} s. The test message was dropped, not queued (nothing is posted later): "
+              "fix the notifier's settings ([alerts.slack]) or raise --timeout, and run test-notify again")
+    click.echo(f"sent to {', '.join(sent)}")
 
 
 @alerts.command("slack-standin")

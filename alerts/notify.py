@@ -33,6 +33,7 @@ __all__ = [
     "SlackBotNotifier",
     "SlackWebhookNotifier",
     "build_notifiers",
+    "slack_off_warning",
     "METADATA_EVENT_TYPE",
     "slack_escape",
     "slack_payload",
@@ -404,6 +405,21 @@ class SlackWebhookNotifier:
 
     def shutdown(self) -> None:
         """Nothing to release."""
+
+
+def slack_off_warning(config: AlertsConfig) -> str | None:
+    """What to tell the operator when ``[alerts.slack]`` names a channel but Slack is off (no token, no
+    webhook_url): notifications then reach the console only. None when Slack is on, or not asked for.
+
+    Not refused on load: the token is a secret often given only where alerts run
+    (``COSTLINE_ALERTS_SLACK_TOKEN``), while a shared costline.toml keeps the channel for every command.
+    """
+    s = config.slack
+    if s.channel and not s.token and not s.webhook_url:
+        return ("[alerts.slack] channel is set but neither token nor webhook_url is: Slack is OFF, notifications go "
+                "to the console only. Set token (COSTLINE_ALERTS_SLACK_TOKEN, a bot token xoxb-...) or webhook_url "
+                "(COSTLINE_ALERTS_SLACK_WEBHOOK_URL)")
+    return None
 
 
 def build_notifiers(config: AlertsConfig, *, echo: Callable[[str], None] | None = None) -> dict[str, Any]:

@@ -30,7 +30,11 @@ posted anyway and a warning logged (at-least-once in that narrow case). Incoming
 timed out after Slack accepted it is sent again (at-least-once).
 
 A failure delays; it never drops: 429 waits its ``Retry-After`` (for the whole
-target), other failures back off exponentially (``[alerts.outbox]``). Time is
+target), other failures back off exponentially (``[alerts.outbox]``). The one
+exception is the test message of ``costline alerts test-notify`` (``kind='test'``):
+it is worth sending only while the command waits for it, so its payload carries
+an ``expires_at`` (epoch seconds) and an unsent test row past it (or without one:
+queued by an older costline) is dropped, never posted later. Time is
 injected (``now=``); this module never sleeps except in :meth:`Outbox.force_flush`
 (with an injectable ``sleep``).
 """
@@ -50,7 +54,7 @@ from costline.alerts.settings import OutboxConfig
 from costline.alerts.store import AlertStore, from_epoch, to_epoch
 from costline.timeutil import utc_now as _utc_now
 
-__all__ = ["Outbox", "DeliveryStats"]
+__all__ = ["Outbox", "DeliveryStats", "TEST_EXPIRES_AT"]
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +68,24 @@ class DeliveryStats:
     #: Rows not yet due, waiting behind an earlier row, for a notifier that is not configured, or claimed by
     #: another process delivering from the same state file.
     waiting: int = 0
+    #: Unsent test messages dropped past their ``expires_at`` (never retried later).
+    dropped: int = 0
     errors: list[str] = field(default_factory=list)
+
+
+#: The key of a test message's payload that says until when (epoch seconds) it may be sent.
+TEST_EXPIRES_AT = "expires_at"
+
+
+def _test_expired(row: Mapping[str, Any], t: float) -> bool:
+    """A ``kind='test'`` row whose time is up: past its payload's ``expires_at``, or without one."""
+    if row["kind"] != "test":
+        return False
+    try:
+        until = json.loads(row["payload"]).get(TEST_EXPIRES_AT)
+    except (ValueError, TypeError, AttributeError):
+        return True
+    return not isinstance(until, (int, float)) or isinstance(until, bool) or until <= t
 
 
 class Outbox:
@@ -122,6 +143,12 @@ class Outbox:
         blocked_targets = {tg for tg, until in self._paused_until.items() if until > t}
         for row in self.store.outbox(unsent_only=True):
             target, key = row["target"], (row["group_key"], row["target"])
+            if _test_expired(row, t):  # a test message nobody waits for any more: never post it late
+                if self.drop_unsent(row["group_key"], kind="test", row_id=row["id"]):
+                    log.warning("outbox row %s: test message to %s not delivered in time (%s): dropped, not retried",
+                                row["id"], target, row["last_error"] or "not attempted")
+                    stats.dropped += 1
+                continue
             notifier = self.notifiers.get(target)
             if notifier is None or key in blocked or target in blocked_targets or row["next_attempt_at"] > t:
                 blocked.add(key)
@@ -181,6 +208,17 @@ class Outbox:
             blocked_targets.add(target)  # an outage or a rate limit: don't hammer it in this pass
         return stats
 
+    def drop_unsent(self, group_key: str, *, kind: str = "test", row_id: int | None = None) -> int:
+        """Delete the unsent rows of ``group_key`` (and ``kind``; only ``row_id`` if given); their count.
+
+        Only for messages that must not go out late (the test message); alert messages are never dropped.
+        """
+        sql, args = "DELETE FROM outbox WHERE group_key = ? AND kind = ? AND sent_at IS NULL", [group_key, kind]
+        if row_id is not None:
+            sql, args = sql + " AND id = ?", args + [row_id]
+        with self.store.transaction() as con:
+            return con.execute(sql, args).rowcount
+
     def _targets_sql(self) -> tuple[str, tuple[str, ...]]:
         names = tuple(self.notifiers)
         return f"target IN ({','.join('?' * len(names))})" if names else "0", names
@@ -206,12 +244,19 @@ class Outbox:
                 "AND g.open = 1)", (cut,))
             return cur.rowcount
 
-    def force_flush(self, timeout_s: float = 30.0, *, sleep: Callable[[float], None] = time.sleep) -> bool:
-        """Deliver until the outbox is empty or ``timeout_s`` passed (``now`` clock); True if empty."""
+    def _unsent_in(self, group_key: str) -> int:
+        where, args = self._targets_sql()
+        return int(self.store.query(f"SELECT count(*) FROM outbox WHERE sent_at IS NULL AND group_key = ? AND {where}",
+                                    (group_key, *args))[0][0])
+
+    def force_flush(self, timeout_s: float = 30.0, *, group_key: str | None = None,
+                    sleep: Callable[[float], None] = time.sleep) -> bool:
+        """Deliver until the outbox is empty (or, with ``group_key``, that group's rows are sent) or
+        ``timeout_s`` passed (``now`` clock); True if so."""
         deadline = to_epoch(self.now()) + timeout_s
         while True:
             self.deliver_due()
-            if self.pending() == 0:
+            if (self.pending() if group_key is None else self._unsent_in(group_key)) == 0:
                 return True
             t = to_epoch(self.now())
             nxt = self.next_due()

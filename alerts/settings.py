@@ -43,6 +43,7 @@ __all__ = [
     "CACHE_BASELINES",
     "SEVERITIES",
     "ALERT_LABELS",
+    "RULE_LABELS",
     "validate",
 ]
 
@@ -96,6 +97,19 @@ SEVERITIES = ("info", "warning", "critical")
 
 #: ``[alerts] group_by``: the labels an alert can carry ("rule" = its rule's name).
 ALERT_LABELS = ("rule", "tenant", "tier", "subtype")
+
+#: The label keys each rule's alerts carry (what ``costline alerts silence --label`` can match); the rules
+#: without labels have one alert each.
+RULE_LABELS: dict[str, tuple[str, ...]] = {
+    "cache_hit_rate_drop": ("tenant",),
+    "cost_per_success_rise": ("tier",),
+    "rejected_attempts_rise": ("tier",),
+    "student_drift": ("subtype",),
+    "routing_tier_match_drop": ("tier",),
+    "pipeline_silent": (),
+    "dlq_growing": (),
+    "lake_unreadable": (),
+}
 
 #: The rules' counts: lookups, attempts, successes, queries, runs or messages an observation needs.
 _COUNT_KEYS = ("min_lookups", "min_lookups_7d", "min_attempts", "min_attempts_7d", "min_successes",
