@@ -86,3 +86,31 @@ def gateway_and_direct_anthropic(standin: Any, provider: TracerProvider, keys_fi
     instrument_anthropic(direct, Recorder(provider))
     with routed_gateway(standin, keys_file, recorder=Recorder(provider)) as gw:
         yield anthropic_client(gw, "anthropic", "acme"), direct
+
+
+def standin_pipeline(standin: Any) -> Pipeline:
+    """A pipeline on the default config whose tiers are ``standin``'s (no SDK retries, no keys from the env)."""
+    cfg = Config()
+    serving = dataclasses.replace(cfg.serving, backends=BackendsConfig(
+        anthropic_base_url=standin.url, student_base_url=standin.openai_url, max_retries=0))
+    return Pipeline.from_config(cfg.replace(serving=serving), recorder=Recorder(TracerProvider()), env={})
+
+
+@contextmanager
+def gateway_starter(pipeline: Pipeline, keys_file: Path) -> Iterator[Any]:
+    """``start(**gateway settings) -> Gateway`` on ``pipeline`` (rate limit off unless given); each one started is
+    shut down on exit."""
+    made: list[Gateway] = []
+
+    def start(**settings: Any) -> Gateway:
+        settings.setdefault("rate_limit_per_minute", 0)
+        gw = Gateway(pipeline, GatewayConfig(keys_file=keys_file, **settings), port=0)
+        gw.start()
+        made.append(gw)
+        return gw
+
+    try:
+        yield start
+    finally:
+        for gw in made:
+            gw.shutdown()

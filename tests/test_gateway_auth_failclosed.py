@@ -13,7 +13,6 @@ Real sockets against a real Gateway (in process), and real ``costline serve`` / 
 
 from __future__ import annotations
 
-import dataclasses
 import http.client
 import json
 import logging
@@ -26,15 +25,11 @@ import time
 from pathlib import Path
 
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
+from gateways import gateway_starter, standin_pipeline
 
-from costline.collectors import Recorder
-from costline.config import Config
 from costline.errors import ConfigError
-from costline.serving.gateway.app import Gateway
 from costline.serving.gateway.auth import KeyStore, KeyStoreError
-from costline.serving.pipeline import Pipeline
-from costline.serving.settings import BackendsConfig, GatewayConfig
+from costline.serving.settings import GatewayConfig
 
 QUESTION = "How do I reset my password?"
 MESSAGE = {"model": "m", "max_tokens": 20, "messages": [{"role": "user", "content": QUESTION}]}
@@ -54,28 +49,15 @@ ENV = {k: v for k, v in os.environ.items() if not k.startswith("COSTLINE_")}
 
 @pytest.fixture(scope="module")
 def pipeline(standin):
-    cfg = Config()
-    serving = dataclasses.replace(cfg.serving, backends=BackendsConfig(
-        anthropic_base_url=standin.url, student_base_url=standin.openai_url, max_retries=0))
-    p = Pipeline.from_config(cfg.replace(serving=serving), recorder=Recorder(TracerProvider()), env={})
+    p = standin_pipeline(standin)
     yield p
     p.close()
 
 
 @pytest.fixture
 def serve(pipeline, tmp_path):
-    made: list[Gateway] = []
-
-    def start(**settings) -> Gateway:
-        settings.setdefault("rate_limit_per_minute", 0)
-        gw = Gateway(pipeline, GatewayConfig(keys_file=tmp_path / "keys.json", **settings), port=0)
-        gw.start()
-        made.append(gw)
-        return gw
-
-    yield start
-    for gw in made:
-        gw.shutdown()
+    with gateway_starter(pipeline, tmp_path / "keys.json") as start:
+        yield start
 
 
 def post(port: int, path: str, body: dict, headers: dict[str, str] | None = None):

@@ -8,7 +8,6 @@ never send. A real Gateway → Pipeline → the local stand-ins.
 
 from __future__ import annotations
 
-import dataclasses
 import http.client
 import json
 import socket
@@ -16,13 +15,9 @@ import threading
 import time
 
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
+from gateways import gateway_starter, standin_pipeline
 
-from costline.collectors import Recorder
-from costline.config import Config
 from costline.serving.gateway.app import Gateway
-from costline.serving.pipeline import Pipeline
-from costline.serving.settings import BackendsConfig, GatewayConfig
 
 QUESTION = "How do I reset my password?"
 MESSAGES = "/v1/messages"
@@ -32,28 +27,15 @@ CHAT = "/v1/chat/completions"
 
 @pytest.fixture(scope="module")
 def pipeline(standin):
-    cfg = Config()
-    serving = dataclasses.replace(cfg.serving, backends=BackendsConfig(
-        anthropic_base_url=standin.url, student_base_url=standin.openai_url, max_retries=0))
-    p = Pipeline.from_config(cfg.replace(serving=serving), recorder=Recorder(TracerProvider()), env={})
+    p = standin_pipeline(standin)
     yield p
     p.close()
 
 
 @pytest.fixture
 def serve(pipeline, tmp_path):
-    made: list[Gateway] = []
-
-    def start(**settings) -> Gateway:
-        settings.setdefault("rate_limit_per_minute", 0)
-        gw = Gateway(pipeline, GatewayConfig(keys_file=tmp_path / "keys.json", **settings), port=0)
-        gw.start()
-        made.append(gw)
-        return gw
-
-    yield start
-    for gw in made:
-        gw.shutdown()
+    with gateway_starter(pipeline, tmp_path / "keys.json") as start:
+        yield start
 
 
 def post(gw: Gateway, path: str, body: bytes | dict, headers: dict[str, str] | None = None):
