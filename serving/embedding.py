@@ -188,22 +188,15 @@ class Embedder:
     def _encode_model(self, items: list[str]) -> np.ndarray:
         model = self._get_model()
         with self._encode_lock:
-            chunks = [self._head_tail(model, t) for t in items]
-            texts = [t if c is None else c[0] for t, c in zip(items, chunks)]
-            tails = [c[1] for c in chunks if c is not None]
+            texts, longs = self._windows(model, items)
             vectors = model.encode(
-                texts + tails,
+                texts,
                 batch_size=self.batch_size,
                 convert_to_numpy=True,
                 normalize_embeddings=True,
                 show_progress_bar=False,
             )
-        out = np.ascontiguousarray(vectors, dtype=np.float32)
-        if tails:  # a long text: the mean of its head and tail windows, normalised again
-            longs = [i for i, c in enumerate(chunks) if c is not None]
-            mean = (out[longs] + out[len(items):]) / 2.0
-            out = out[:len(items)].copy()
-            out[longs] = mean / np.linalg.norm(mean, axis=1, keepdims=True)
+        out = _mean_of_windows(np.ascontiguousarray(vectors, dtype=np.float32), len(items), longs)
         if out.ndim != 2 or out.shape != (len(items), self.dim):
             raise ServingError(f"model {self.model_path} returned vectors of shape {out.shape}, "
                                f"expected ({len(items)}, {self.dim})")
@@ -226,7 +219,17 @@ class Embedder:
     def _token_count(self, text: str) -> int:
         model = self._get_model()
         with self._encode_lock:
-            return len(model.tokenizer(text, add_special_tokens=False)["input_ids"])
+            return len(self._piece_ids(model, text))
+
+    # The runtimes differ in their tokenizer only: these two are what a subclass overrides (the ONNX embedder's is
+    # a ``tokenizers.Tokenizer``), and the windows below are the same for every runtime.
+    def _piece_ids(self, model: Any, text: str) -> list[int]:
+        """``text``'s word pieces, without [CLS] and [SEP] (torch: hold ``_encode_lock``)."""
+        return model.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def _decode_ids(self, model: Any, ids: list[int]) -> str:
+        """The text of word pieces (read again, it gives the same pieces)."""
+        return model.tokenizer.decode(ids)
 
     def _head_tail(self, model: Any, text: str) -> list[str] | None:
         """The head and tail windows of a text longer than the window; None if it fits."""
@@ -234,13 +237,21 @@ class Embedder:
             return None
         room = self.window - 2
         if len(text) > MAX_TEXT_CHARS:  # long whatever its word pieces: its head and tail slices are read, no more
-            head = model.tokenizer(text[:MAX_TEXT_CHARS], add_special_tokens=False)["input_ids"][:room]
-            tail = model.tokenizer(text[-MAX_TEXT_CHARS:], add_special_tokens=False)["input_ids"][-room:]
-            return [model.tokenizer.decode(head), model.tokenizer.decode(tail)]
-        ids = model.tokenizer(text, add_special_tokens=False)["input_ids"]
+            head = self._piece_ids(model, text[:MAX_TEXT_CHARS])[:room]
+            tail = self._piece_ids(model, text[-MAX_TEXT_CHARS:])[-room:]
+            return [self._decode_ids(model, head), self._decode_ids(model, tail)]
+        ids = self._piece_ids(model, text)
         if len(ids) <= room:
             return None
-        return [model.tokenizer.decode(ids[:room]), model.tokenizer.decode(ids[-room:])]
+        return [self._decode_ids(model, ids[:room]), self._decode_ids(model, ids[-room:])]
+
+    def _windows(self, model: Any, items: list[str]) -> tuple[list[str], list[int]]:
+        """What the model embeds for ``items``: each text that fits the window, else its head window, in order,
+        then the tail windows of the long ones; and the indices of the long ones (:func:`_mean_of_windows`)."""
+        chunks = [self._head_tail(model, t) for t in items]
+        texts = [t if c is None else c[0] for t, c in zip(items, chunks)]
+        tails = [c[1] for c in chunks if c is not None]
+        return texts + tails, [i for i, c in enumerate(chunks) if c is not None]
 
     def encode_one(self, text: str) -> np.ndarray:
         """Embed one text: float32, shape ``(dim,)``."""
@@ -296,6 +307,17 @@ def _well_formed(text: str) -> str:
     if not _SURROGATE.search(text):
         return text
     return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
+def _mean_of_windows(vectors: np.ndarray, n: int, longs: list[int]) -> np.ndarray:
+    """The ``n`` rows of the texts :meth:`Embedder._windows` made ``vectors``' rows of: a long text's is the mean of
+    its head and tail windows' vectors, normalised again."""
+    if not longs or len(vectors) != n + len(longs):  # the caller's shape check says what is wrong
+        return vectors
+    mean = (vectors[longs] + vectors[n:]) / 2.0
+    out = vectors[:n].copy()
+    out[longs] = mean / np.linalg.norm(mean, axis=1, keepdims=True)
+    return out
 
 
 def _memo_key(text: str) -> Any:

@@ -8,7 +8,8 @@
     embedder.shutdown()
 
 :class:`OnnxEmbedder` is an :class:`~costline.serving.embedding.Embedder` (same vectors, memo,
-``dim`` and ``model_name``) whose model is the packaged all-MiniLM-L6-v2 exported to ONNX —
+``dim`` and ``model_name``; a text longer than the window is the mean of its head and tail windows, as there)
+whose model is the packaged all-MiniLM-L6-v2 exported to ONNX —
 transformer, mean pooling and L2 normalisation in one graph — and run by ONNX Runtime. The
 export happens once, locally, from the files in site-packages (never a hub), into
 ``~/.cache/costline/onnx/<hash of the model files and export settings>/``; later loads only open
@@ -63,7 +64,7 @@ import numpy as np
 
 from costline.errors import ConfigError
 from costline.fsutil import atomic_path
-from costline.serving.embedding import MAX_TEXT_CHARS, Embedder
+from costline.serving.embedding import Embedder, _mean_of_windows
 from costline.serving.errors import MissingExtraError, ServingError
 from costline.serving.settings import CACHE_EMBEDDERS, CacheConfig
 
@@ -543,20 +544,29 @@ class OnnxEmbedder(Embedder):
         return _max_seq_length(self.model_path)
 
     def _token_count(self, text: str) -> int:
-        # a tokenizers.Tokenizer (not callable, as the torch path's is), truncating at the window: what it cut off
-        # is in its overflowing encodings
-        enc = self._get_model().tokenizer.encode(text, add_special_tokens=False)
-        return len(enc.ids) + sum(len(o.ids) for o in enc.overflowing)
+        return len(self._piece_ids(self._get_model(), text))
+
+    def _piece_ids(self, model: Any, text: str) -> list[int]:
+        # a tokenizers.Tokenizer (not callable, as the torch path's is; safe to share between threads), truncating
+        # at the window: what it cut off is in its overflowing encodings, in order
+        enc = model.tokenizer.encode(text, add_special_tokens=False)
+        return [*enc.ids, *(i for o in enc.overflowing for i in o.ids)]
+
+    def _decode_ids(self, model: Any, ids: list[int]) -> str:
+        # [UNK] kept, as the torch path's tokenizer decodes: the window reads again to the same word pieces
+        return model.tokenizer.decode(ids, skip_special_tokens=False)
 
     def _encode_model(self, items: list[str]) -> np.ndarray:
-        # the tokenizer reads the head of a long text only (it truncates to the window after tokenizing all of it)
-        items = [t if len(t) <= MAX_TEXT_CHARS else t[:MAX_TEXT_CHARS] for t in items]
+        # A text longer than the window is embedded as the mean of its head and tail windows, as the torch path does
+        # (Embedder._windows, same windows and weights): its two windows go through the model with the other texts.
+        model = self._get_model()
+        texts, longs = self._windows(model, items)
         if self._batcher is not None and len(items) <= self._batcher.max_batch:
-            out = self._batcher(items)
+            vectors = self._batcher(texts)
         else:
-            self._get_model()
-            out = np.concatenate([self._run_model(items[i:i + self.batch_size])
-                                  for i in range(0, len(items), self.batch_size)])
+            vectors = np.concatenate([self._run_model(texts[i:i + self.batch_size])
+                                      for i in range(0, len(texts), self.batch_size)])
+        out = _mean_of_windows(vectors, len(items), longs)
         if out.shape != (len(items), self.dim):
             raise EmbedderError(f"the ONNX model returned vectors of shape {out.shape}, "
                                 f"expected ({len(items)}, {self.dim})")

@@ -99,6 +99,64 @@ def test_cache_decisions_match_pytorch_on_the_pair_set(torch_vectors, onnx_vecto
     assert abs(recall - ref_recall) <= TOLERANCE, (recall, ref_recall)
 
 
+#: A passage that runs past MiniLM's window (256 word pieces) with a question after it: its vector is the mean of
+#: its head and tail windows (docs/cache.md), so the question counts.
+PASSAGE = "Our refund policy: items may be returned within thirty days of delivery with the receipt. " * 25
+LONG_TEXTS = [
+    PASSAGE + "\n\nWhat is the return window?",
+    PASSAGE + "\n\nProve that the refund policy, modelled as a state machine, cannot refund a customer twice.",
+    "How do I reset my password?",  # fits: as before, beside the long ones in one batch
+    PASSAGE * 16 + "Which carrier collects the parcel?",  # over MAX_TEXT_CHARS: its head and tail slices are read
+]
+
+
+@pytest.fixture(scope="module")
+def long_reference() -> np.ndarray:
+    """LONG_TEXTS embedded by sentence-transformers itself, a long text as the normalised mean of its first and
+    last 254 word pieces (the HF tokenizer's, decoded and read again), each text of the 32,768 characters at
+    either end of it: what docs/cache.md says the embedder does."""
+    from sentence_transformers import SentenceTransformer
+
+    from costline.serving.embedding import default_model_path as minilm_path
+
+    model = SentenceTransformer(str(minilm_path()), device="cpu", local_files_only=True)
+    tok, room = model.tokenizer, model.max_seq_length - 2
+    assert room == 254
+    rows = []
+    for text in LONG_TEXTS:
+        head = tok(text[:32_768], add_special_tokens=False)["input_ids"]
+        tail = tok(text[-32_768:], add_special_tokens=False)["input_ids"]
+        if len(text) <= 32_768 and len(head) <= room:
+            rows.append(model.encode([text], normalize_embeddings=True)[0])
+            continue
+        pair = model.encode([tok.decode(head[:room]), tok.decode(tail[-room:])], normalize_embeddings=True)
+        mean = pair.mean(axis=0)
+        rows.append(mean / np.linalg.norm(mean))
+    return np.stack(rows)
+
+
+def _check_long(got: np.ndarray, ref: np.ndarray) -> None:
+    assert ((got * ref).sum(axis=1) >= 0.999).all(), (got * ref).sum(axis=1)
+    assert float(ref[0] @ ref[1]) < 0.99  # the questions after the passage differ: so do the vectors
+    assert float(got[0] @ got[1]) < 0.99  # (the head window alone made them the same vector, cosine 1.0000)
+
+
+def test_a_long_text_is_the_mean_of_its_head_and_tail_windows_as_in_pytorch(onnx_fp32, long_reference):
+    """The ONNX embedder read the first 256 word pieces only: a question after a pasted passage was invisible
+    to the cache and the learned router. Micro-batched (a long text's two windows in one job), direct, and
+    micro-batched one text at a time with a batch of one."""
+    assert onnx_fp32.batcher is not None and not onnx_fp32.fits(LONG_TEXTS[0])
+    _check_long(onnx_fp32.encode(LONG_TEXTS), long_reference)
+    direct = OnnxEmbedder(threads=1, memo_size=0, batch_wait_ms=None)
+    _check_long(direct.encode(LONG_TEXTS), long_reference)
+    single = OnnxEmbedder(threads=1, memo_size=0, max_batch=1)
+    try:
+        _check_long(np.stack([single.encode([t])[0] for t in LONG_TEXTS]), long_reference)
+        assert single.batcher.batches == len(LONG_TEXTS) and single.batcher.texts == len(LONG_TEXTS) + 3
+    finally:
+        single.shutdown()
+
+
 class _Table:
     """An embedder answering from precomputed vectors (so score_pairs sees exactly those)."""
 
@@ -464,6 +522,10 @@ def test_openvino_keeps_pytorchs_cache_decisions_in_both_modes(torch_vectors, op
     got, _ = verified_decisions(vectors)
     assert abs(got[~labels].mean() - ref[~labels].mean()) <= TOLERANCE
     assert abs(got[labels].mean() - ref[labels].mean()) <= TOLERANCE
+
+
+def test_openvino_embeds_a_long_text_from_its_head_and_tail_windows(openvino, long_reference):
+    _check_long(openvino.encode(LONG_TEXTS), long_reference)
 
 
 def test_openvino_pads_to_its_bucket_without_moving_a_vector(openvino):

@@ -8,10 +8,17 @@ tier is *t* or a cheaper one; the policy picks the cheapest tier whose chance re
 
 Features: the query's embedding (``featurizer``: ``"minilm"`` — the semantic cache's
 :class:`~costline.serving.embedding.Embedder`, all-MiniLM-L6-v2, 384 dims — or
-``"hashing"``, a dependency-free bag of hashed words and word pairs), a one-hot of the
-task type and the query's length. Fitting needs scikit-learn (the ``serving`` extra); the
-saved policy is plain numpy arrays (``.npz``, no pickle), so routing needs only numpy and
-the featurizer.
+``"hashing"``, a dependency-free bag of hashed words and word pairs of the query's visible text), a one-hot
+of the task type and the length of the query's visible text
+(:func:`~costline.serving.routing.router.routing_text`: padding with whitespace, invisible or control
+characters does not lengthen a query; a long query's head and tail are read, no more). Fitting needs
+scikit-learn (the ``serving`` extra); the saved policy is plain numpy arrays (``.npz``, no pickle), so
+routing needs only numpy and the featurizer.
+
+Features or probabilities that are not finite numbers (a NaN or infinite vector handed in), or a ``minilm``
+vector whose length is not about 1, raise :class:`~costline.serving.errors.RoutingError` rather than routing
+as if sure: the :class:`~costline.serving.routing.router.Router` then sends the request to its fallback tier
+and logs why.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ import numpy as np
 
 from costline import contract
 from costline.serving.errors import MissingExtraError, PolicyFileError, RoutingError
-from costline.serving.routing.router import Decision
+from costline.serving.routing.router import Decision, routing_text
 from costline.serving.settings import ServingConfig
 
 __all__ = [
@@ -62,7 +69,10 @@ class Featurizer(Protocol):
 
 
 class HashingFeaturizer:
-    """Words and word pairs hashed into ``dim`` buckets, L2-normalised (numpy only)."""
+    """Words and word pairs of a text's visible text hashed into ``dim`` buckets, L2-normalised (numpy only).
+
+    Of a long text, its head and tail only (:func:`routing_text`): a request body's megabytes cost no more than
+    its first and last 32,768 characters."""
 
     _WORD = re.compile(r"\w+")
 
@@ -72,7 +82,7 @@ class HashingFeaturizer:
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for i, text in enumerate(texts):
-            words = self._WORD.findall(text.lower())
+            words = self._WORD.findall(routing_text(text).lower())
             for piece in words + [f"{a} {b}" for a, b in zip(words, words[1:])]:
                 h = int.from_bytes(hashlib.blake2b(piece.encode(), digest_size=8).digest(), "big")
                 out[i, h % self.dim] += 1.0 if (h >> 63) else -1.0
@@ -153,8 +163,13 @@ def _features(featurizer: Featurizer, queries: Sequence[str], task_types: Sequen
     for i, t in enumerate(task_types):
         if t in index:
             onehot[i, index[t]] = 1.0
-    length = np.array([[math.log1p(len(q)) / 8.0] for q in queries], dtype=np.float32)
-    return np.hstack([emb, onehot, length])
+    length = np.array([[math.log1p(len(routing_text(q))) / 8.0] for q in queries], dtype=np.float32)
+    x = np.hstack([emb, onehot, length])
+    bad = ~np.isfinite(x).all(axis=1)
+    if bad.any():
+        raise RoutingError(f"the features of {int(bad.sum())} of {len(queries)} queries are not finite numbers (NaN "
+                           "or infinite embedding values): check the embedder")
+    return x
 
 
 class LearnedPolicy:
@@ -201,16 +216,24 @@ class LearnedPolicy:
         """
         x = _features(self.featurizer if embeddings is None else _NO_ENCODE, queries,
                       [t or "" for t in task_types], self.task_types, embeddings)
-        z = x @ self.coef.T + self.intercept
-        if z.shape[1] == 1:  # binary: sklearn keeps one column for the second class
-            p1 = 1.0 / (1.0 + np.exp(-z[:, 0]))
-            return np.stack([1.0 - p1, p1], axis=1)
-        z -= z.max(axis=1, keepdims=True)
-        e = np.exp(z)
-        return e / e.sum(axis=1, keepdims=True)
+        if self.featurizer_name == "minilm":
+            _check_unit(x[:, :self.coef.shape[1] - len(self.task_types) - 1])
+        with np.errstate(over="ignore", invalid="ignore"):  # not finite: refused below
+            z = x @ self.coef.T + self.intercept
+            if z.shape[1] == 1:  # binary: sklearn keeps one column for the second class
+                p1 = 1.0 / (1.0 + np.exp(-z[:, 0]))
+                probs = np.stack([1.0 - p1, p1], axis=1)
+            else:
+                z -= z.max(axis=1, keepdims=True)
+                e = np.exp(z)
+                probs = e / e.sum(axis=1, keepdims=True)
+        _check_probabilities(probs)
+        return probs
 
     def decide(self, probs: np.ndarray) -> Decision:
         """The cheapest tier whose chance of being adequate reaches ``min_adequacy``."""
+        probs = np.asarray(probs, dtype=np.float64)
+        _check_probabilities(probs[None, :])
         by_tier = dict(zip(self.classes, probs))
         cumulative = 0.0
         for tier in contract.API_TIERS:
@@ -267,6 +290,28 @@ class LearnedPolicy:
         return cls(coef=coef, intercept=intercept, classes=meta["classes"], task_types=meta["task_types"],
                    featurizer_name=meta["featurizer"], featurizer=featurizer, min_adequacy=min_adequacy,
                    serving=serving)
+
+
+#: How far from 1 a MiniLM vector's length may be: the embedder normalises each vector (float32 rounding and the
+#: mean of a long text's windows stay within 1e-5); anything further was not made by it.
+_UNIT_TOLERANCE = 1e-3
+
+
+def _check_unit(vectors: np.ndarray) -> None:
+    """Refuse (:class:`RoutingError`) vectors that are not of unit length, as the MiniLM embedder's all are."""
+    norms = np.linalg.norm(vectors.astype(np.float64), axis=1)
+    bad = np.abs(norms - 1.0) > _UNIT_TOLERANCE
+    if bad.any():
+        raise RoutingError(f"a query's embedding has length {float(norms[bad][0]):.6g}, not 1 (the embedder "
+                           "normalises every vector): check the embedder")
+
+
+def _check_probabilities(probs: np.ndarray) -> None:
+    """Refuse (:class:`RoutingError`) probabilities that are not finite or do not sum to 1 (weights or features
+    so large that they overflowed): no decision can be read from them."""
+    if not np.isfinite(probs).all() or not np.allclose(probs.sum(axis=1), 1.0, atol=1e-6):
+        raise RoutingError("the routing classifier's probabilities are not finite (its weights or the query's "
+                           "features overflowed): check the embedder, or retrain with `costline route train`")
 
 
 def _check_file(path: Path, meta: dict, coef: np.ndarray, intercept: np.ndarray,

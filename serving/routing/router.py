@@ -6,7 +6,10 @@ request is never embedded twice). Two ship:
 
 * ``"rules"`` — :class:`RulePolicy`, the article's heuristic (``[serving.router.rules]``):
   task types (or task type + subtype pairs) the student is gated for → student; classification or a query under 200
-  characters → budget; coding or "explain" → mid; complex reasoning → upper; else frontier;
+  characters → budget; coding or the word "explain" → mid; complex reasoning → upper; else frontier. Lengths and
+  words are those of the query's visible text (:func:`~costline.textutil.visible_text`: invisible, control and
+  combining characters and repeated whitespace do not count), of its first and last :data:`ROUTE_TEXT_CHARS`
+  characters at most;
 * ``"learned"`` — :class:`~costline.serving.routing.learned.LearnedPolicy`, a classifier
   fitted by ``costline route train`` (loaded lazily: it needs the ``serving`` extra only
   when its featurizer does).
@@ -18,11 +21,13 @@ another policy.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from costline import contract
+from costline.textutil import visible_text
 from costline.serving.errors import RoutingError
 from costline.serving.settings import RouteRulesConfig, ServingConfig
 
@@ -30,12 +35,23 @@ if TYPE_CHECKING:
     from costline.serving.registry import ModelRegistry
 
 __all__ = ["Decision", "RoutingPolicy", "RulePolicy", "StudentGate", "Router", "POLICIES", "build_policy",
-           "NO_SUBTYPE", "student_gate_reason"]
+           "NO_SUBTYPE", "ROUTE_TEXT_CHARS", "routing_text", "student_gate_reason"]
 
 #: The subtype of a request that has none, in gating lists (as the drift job and distillation name it).
 NO_SUBTYPE = "(none)"
 
 log = logging.getLogger(__name__)
+
+#: Characters of a query's head and of its tail the routing policies read at most (as the embedder's
+#: ``MAX_TEXT_CHARS``): a request body's megabytes cost the router no more than this.
+ROUTE_TEXT_CHARS = 32_768
+
+
+def routing_text(query: str) -> str:
+    """What the policies measure and search: the visible text (:func:`~costline.textutil.visible_text`) of the
+    query's first and last :data:`ROUTE_TEXT_CHARS` characters. Padding a short question with spaces, newlines,
+    zero-width or control characters or combining marks does not make it long."""
+    return visible_text(query, max_chars=ROUTE_TEXT_CHARS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +106,19 @@ class RulePolicy:
         if self.rules.default_tier not in tiers:
             raise RoutingError(f"[serving.router.rules] default_tier = {self.rules.default_tier!r}: "
                                f"use one of {', '.join(tiers)}")
-        self._keywords = tuple(k.lower() for k in self.rules.mid_keywords)
+        keywords: dict[str, None] = {}  # visible, case-folded; in order, once each
+        for k in self.rules.mid_keywords:
+            word = visible_text(k).casefold()
+            if not word:
+                raise RoutingError(f"[serving.router.rules] mid_keywords: {k!r} has no visible characters (it would "
+                                   "match every query): remove it")
+            keywords.setdefault(word, None)
+        # whole words of the visible, case-folded query: "explain" is not in "unexplained" nor in "explained" (a
+        # keyword's end that is not a word character, as in "c++", needs no boundary); longest first, so a keyword
+        # that starts another does not hide it in the reason
+        alternatives = "|".join(_whole_word(k) for k in sorted(keywords, key=len, reverse=True))
+        self._keywords = re.compile(alternatives) if alternatives else None
+        routing_text("")  # builds visible_text's tables now (~0.2 s), not on the first request
 
     def route(self, query: str, task_type: str | None, *, embedding: Any = None,
               subtype: str | None = None) -> Decision:
@@ -100,17 +128,24 @@ class RulePolicy:
             return Decision(contract.TIER_STUDENT, 1.0, gated)
         if task_type in r.budget_task_types:
             return Decision(contract.TIER_BUDGET, 1.0, f"task type {task_type}")
-        if len(query) < r.short_query_chars:
+        text = routing_text(query)
+        if len(text) < r.short_query_chars:
             return Decision(contract.TIER_BUDGET, 1.0, f"query under {r.short_query_chars} characters")
-        low = query.lower()
         if task_type in r.mid_task_types:
             return Decision(contract.TIER_MID, 1.0, f"task type {task_type}")
-        hit = next((k for k in self._keywords if k in low), None)
+        hit = self._keywords.search(text.casefold()) if self._keywords is not None else None
         if hit:
-            return Decision(contract.TIER_MID, 1.0, f"keyword {hit!r}")
+            return Decision(contract.TIER_MID, 1.0, f"keyword {hit.group()!r}")
         if task_type in r.upper_task_types:
             return Decision(contract.TIER_UPPER, 1.0, f"task type {task_type}")
         return Decision(r.default_tier, 1.0, "default")
+
+
+def _whole_word(keyword: str) -> str:
+    """A regex matching ``keyword`` where it is not part of a longer word."""
+    head = r"(?<!\w)" if re.match(r"\w", keyword) else ""
+    tail = r"(?!\w)" if re.search(r"\w$", keyword) else ""
+    return f"{head}{re.escape(keyword)}{tail}"
 
 
 def _rules(serving: ServingConfig) -> RoutingPolicy:
