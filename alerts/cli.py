@@ -104,7 +104,9 @@ def run(config: Config, once: bool, interval: float | None, start: datetime | No
         costline alerts run --from 2026-11-01 --to 2026-11-09 --interval 3600
     """
     from costline.alerts.source import kafka_dlq_counter
+    from costline.lake import require_lake
 
+    require_lake(config)  # a mistyped [lake] path: say so, and leave nothing behind there (its alert state neither)
     _warn_slack_off(config)
     service = _service(config, dlq_count=kafka_dlq_counter(config.kafka) if dlq else None)
     try:

@@ -26,6 +26,7 @@ from costline.alerts.store import AlertStore, default_state_path
 from costline.alerts.view import export_history
 from costline.config import Config
 from costline.errors import LakeError
+from costline.lake import NoLake
 from costline.timeutil import utc_now as _utc_now
 
 __all__ = ["AlertService", "TickReport", "evaluate_job_rules", "state_path"]
@@ -102,6 +103,10 @@ class AlertService:
             started = self.now()
             try:
                 self.tick(started)
+            except NoLake:
+                if not ticks:  # a mistyped [lake] path: an error at start, not a log line every interval
+                    raise
+                log.exception("alert evaluation failed")
             except Exception:  # noqa: BLE001 - keep watching; the next tick retries
                 log.exception("alert evaluation failed")
             ticks += 1

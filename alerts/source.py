@@ -149,6 +149,7 @@ class AlertSource:
         """
         import duckdb
 
+        self._require_lake()
         live = self._open()
         snap = duckdb.connect()
         try:
@@ -177,6 +178,15 @@ class AlertSource:
         finally:
             self._frozen = None
             snap.close()
+
+    def _require_lake(self) -> None:
+        """No lake at ``[lake] path`` is :class:`costline.lake.NoLake` for the rules over the span tables,
+        not an empty lake made up on the spot that every rule finds quiet (a mistyped path). The job
+        rules read only the jobs' results: they may run on a lake that has nothing else yet."""
+        if self._connect is None and self._frozen is None:
+            from costline.lake import require_lake
+
+            require_lake(self.config)
 
     def _open(self) -> Any:
         if self._frozen is not None:
@@ -209,6 +219,8 @@ class AlertSource:
         errors: list[tuple[str, str]] = []
         cache = tiers = rejections = evals = shadows = retrains = redistills = None
         last_span, spans_known = None, False
+        if not wanted <= set(JOB_RULES):
+            self._require_lake()
         con = self._try("the lake's views", self._open, errors)
         if con is None:
             return Snapshot(query_errors=errors if "lake_unreadable" in wanted else None)

@@ -57,6 +57,9 @@ def dashboard(config: Config, out: Path | None, serve: bool, host: str | None, p
 
         click.echo(chart_sql(chart_by_name(sql_chart), config), nl=False)
         return
+    from costline.lake import require_lake
+
+    require_lake(config)  # a mistyped [lake] path is an error, not a page of empty charts (nor a lake made up)
     if not serve:
         from costline.dashboards.build import build_dashboard
 

@@ -55,6 +55,14 @@ class _When(click.ParamType):
 WHEN = _When()
 
 
+def _require_lake(config: Config) -> None:
+    """The jobs read the lake and write their results into it: no lake at [lake] path (a mistyped path, nothing
+    processed yet) is an error naming it, before anything is written there."""
+    from costline.lake import require_lake
+
+    require_lake(config)
+
+
 def _window(config: Config, since: datetime | None, until: datetime | None) -> tuple[datetime, datetime]:
     end = until or WHEN.this_hour()
     return since or end - timedelta(hours=config.jobs.window_hours), end
@@ -101,6 +109,7 @@ def drift_cmd(config: Config, since: datetime | None, until: datetime | None, ba
     """
     from costline.jobs.drift import run_drift
 
+    _require_lake(config)
     s, u = _window(config, since, until)
     r = run_drift(config, since=s, until=u, seed=seed, sample_size=sample_size, batch=batch, rerun=rerun,
                   show_progress=True)
@@ -149,6 +158,7 @@ def shadow_cmd(config: Config, since: datetime | None, until: datetime | None, b
     from costline.jobs.shadow import run_shadow
     from costline.processors.cli import format_result
 
+    _require_lake(config)
     s, u = _window(config, since, until)
     r = run_shadow(config, since=s, until=u, seed=seed, per_tier=per_tier, batch=batch, rerun=rerun,
                    show_progress=True)
@@ -178,6 +188,7 @@ def cost_report_cmd(config: Config, since: datetime | None, until: datetime | No
     """
     from costline.jobs.cost_report import run_cost_report
 
+    _require_lake(config)
     s, u = _window(config, since, until)
     report = run_cost_report(config, since=s, until=u, write=not no_write)
     click.echo({"table": report.to_text, "markdown": report.to_markdown, "json": report.to_json}[fmt]())
@@ -208,6 +219,7 @@ def nightly_cmd(config: Config, until: datetime | None, batch: bool, seed: int, 
     """
     from costline.jobs.scheduler import default_runners, nightly
 
+    _require_lake(config)
     outcomes = nightly(config, until=until, runners=default_runners(batch=batch, seed=seed, show_progress=True),
                        notify=not no_alerts)
     _print_outcomes(outcomes)
@@ -251,6 +263,7 @@ def runs_cmd(config: Config, limit: int) -> None:
     from costline.jobs.store import open_jobs_lake
     from costline.processors.cli import format_result
 
+    _require_lake(config)
     con = open_jobs_lake(config)
     try:
         cur = con.execute("SELECT job, window_until, status, attempt, started_at, finished_at, rows, "

@@ -53,7 +53,7 @@ def process(config: Config, until_idle: float | None, start: str | None) -> None
     old_term = signal.signal(signal.SIGTERM, _stop)
     old_int = signal.signal(signal.SIGINT, _stop)
     try:
-        stats = proc.run(until_idle=until_idle)
+        stats = proc.run(until_idle=until_idle, announce=lambda line: click.echo(line, err=True))
     except AuthorizationError as exc:  # the cluster's ACLs: what to grant, to whom
         user = config.kafka.sasl_username or "this client's principal"
         raise click.ClickException(
@@ -205,7 +205,7 @@ def sql(config: Config, query: str | None, fmt: str, max_rows: int | None, unsaf
     """
     from costline.lake import open_lake
 
-    con = open_lake(config)
+    con = open_lake(config, create=False)  # a mistyped [lake] path is an error, not "(0 rows)"
     if not unsafe:
         _lock_down(con, config)
     guard = not csv_formulas
@@ -292,7 +292,7 @@ def lake_views(config: Config) -> None:
     """
     from costline.lake import write_views_db
 
-    path = write_views_db(config)
+    path = write_views_db(config, create=False)  # no lake at [lake] path: an error, nothing created
     click.echo(f"duckdb {path}")
 
 

@@ -307,14 +307,23 @@ class Processor:
         """Ask ``run()`` to flush, close and return (safe from signal handlers / other threads)."""
         self._stop.set()
 
-    def run(self, until_idle: float | None = None) -> ProcessorStats:
-        """Process until :meth:`stop`, or (``until_idle``) caught up and idle that many seconds.
+    def run(self, until_idle: float | None = None, *,
+            announce: Callable[[str], None] | None = None) -> ProcessorStats:
+        """Process until :meth:`stop`, or (``until_idle``) caught up and idle that many seconds: then what is
+        buffered is committed at once (not ``flush_interval_s`` later) and it returns.
 
-        While it runs, the interpreter's cyclic GC runs less often (see :data:`GC_GEN0_THRESHOLD`)."""
+        ``announce`` gets one line once the group has given this member its partitions (``costline process``
+        prints it). While it runs, the interpreter's cyclic GC runs less often (see :data:`GC_GEN0_THRESHOLD`)."""
         with _gc_for_buffers():
-            return self._run(until_idle)
+            return self._run(until_idle, announce)
 
-    def _run(self, until_idle: float | None) -> ProcessorStats:
+    def _announce(self, until_idle: float | None) -> str:
+        n = len(self._consumer.assignment())
+        until = (f"exits after {until_idle:g} s idle" if until_idle is not None
+                 else "runs until stopped (Ctrl-C / SIGTERM)")
+        return f"reading {n} partition{'' if n == 1 else 's'} of {self.topic}; {until}"
+
+    def _run(self, until_idle: float | None, announce: Callable[[str], None] | None = None) -> ProcessorStats:
         from kafka.consumer.subscription_state import ConsumerRebalanceListener
 
         self.lake.init()
@@ -335,6 +344,10 @@ class Processor:
                 batch = self._consumer.poll(timeout_ms=self._poll_wait_ms(until_idle),
                                             max_records=MAX_POLL_RECORDS)
                 self._settle_rebalance()
+                if announce is not None and self._joined:
+                    with contextlib.suppress(Exception):  # a closed stderr must not stop the processor
+                        announce(self._announce(until_idle))
+                    announce = None
                 now = self._now()
                 if batch:
                     self._last_activity = now
@@ -345,9 +358,9 @@ class Processor:
                     log.info("processor: %s", self.stats.describe())
                     last_report = now
                 if until_idle is not None and now - self._last_activity >= until_idle and self._caught_up():
-                    log.info("idle for %.1fs and caught up: exiting", until_idle)
+                    log.info("idle for %.1fs and caught up: committing what is buffered and exiting", until_idle)
                     break
-            self.flush_all()
+            self.flush_all()  # --until-idle, stop(): what is buffered now, not flush_interval_s after it opened
             self._commit_to_kafka(final=True)
         finally:
             try:
@@ -824,7 +837,10 @@ class Processor:
                 self._commit_kafka[partition] = position
 
     def _caught_up(self) -> bool:
-        if not self._joined or self._to_claim or self._revoked or any(not b.empty for b in self._buffers.values()):
+        """Every assigned partition read to its end offset. Rows still buffered do not count against it: the
+        caller (``--until-idle``) commits them on its way out, as a flush would (waiting for their
+        ``flush_interval_s`` only kept an idle processor from exiting)."""
+        if not self._joined or self._to_claim or self._revoked:
             return False
         # Mid-rebalance (or expelled and rejoining) a member holds no partitions yet: that is not
         # "caught up", or an instance could leave with partitions the group was about to give it.

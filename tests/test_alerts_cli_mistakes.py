@@ -21,6 +21,7 @@ from costline.alerts.rules import RULE_NAMES, Rule, Snapshot, evaluate
 from costline.alerts.settings import RULE_LABELS, AlertsConfig
 from costline.alerts.store import AlertStore
 from costline.alerts.testing import ManualClock
+from costline.lake import Lake
 from costline.sim.slack_standin import SlackStandIn
 
 CHANNEL = "alerts"
@@ -82,6 +83,7 @@ def test_test_notify_warns_that_slack_is_off_with_a_channel_alone(tmp_path: Path
     warning = result.stderr
     assert "Slack is OFF" in warning and "channel is set" in warning
     assert "token" in warning and "webhook_url" in warning  # the keys to set
+    Lake(tmp_path / "lake").init()  # alerts run reads a lake (a missing one is refused: test_missing_lake.py)
     run = invoke(tmp_path, "run", "--once", slack=f'channel = "{CHANNEL}"\n')
     assert run.exit_code == 0, run.output
     assert "Slack is OFF" in run.stderr

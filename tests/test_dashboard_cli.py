@@ -16,6 +16,7 @@ from costline.config import Config, LakeConfig
 from costline.dashboards import DashboardError, DashboardServer, announce_dashboard, chart_by_name, chart_sql
 from costline.dashboards.serve import PageCache
 from costline.dashboards.settings import DashboardConfig
+from costline.lake import Lake
 
 
 def _run(tmp_path, *args):
@@ -25,6 +26,7 @@ def _run(tmp_path, *args):
 
 
 def test_dashboard_writes_the_page_and_says_where(tmp_path):
+    Lake(tmp_path / "lake").init()  # a lake with no data yet (a missing one is refused: test_missing_lake.py)
     out = tmp_path / "site" / "dash.html"
     res = _run(tmp_path, "dashboard", "--out", str(out))
     assert res.exit_code == 0, res.output

@@ -8,11 +8,15 @@ import pytest
 from click.testing import CliRunner
 
 from costline.cli import _register_area_commands, cli
+from costline.lake import Lake
 from costline.processors.cli import format_result
 
 
 def _run(tmp_path, *args, input=None):
+    """Run costline on an existing lake with no data yet (what `costline process` leaves before its first batch;
+    tests/test_missing_lake.py has the commands on a path that holds no lake)."""
     _register_area_commands()
+    Lake(tmp_path / "lake").init()
     env = {"COSTLINE_LAKE_PATH": str(tmp_path / "lake"), "COSTLINE_CONFIG": ""}
     return CliRunner().invoke(cli, list(args), env=env, input=input, catch_exceptions=False)
 

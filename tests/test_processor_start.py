@@ -72,3 +72,22 @@ def test_a_fresh_group_needs_no_flag(kafka_config: Config):
     produce(kafka_config, traces)
     Processor(kafka_config).run(until_idle=1.5)
     assert lake_keys(kafka_config) == span_keys(traces)
+
+
+def test_until_idle_commits_what_is_buffered_instead_of_waiting_for_the_flush_interval(kafka_config: Config):
+    """`costline process --until-idle 2` with every span still buffered (flush_interval_s an hour, no size limit
+    reached) commits them once idle and exits, saying first what it reads. The 120 s limit is no timing: the old
+    processor waited for flush_interval_s (3600 s) before its buffers counted as caught up."""
+    traces = list(synthetic_traffic(60, seed=64))
+    produce(kafka_config, traces)
+    env = dict(os.environ, COSTLINE_CONFIG=os.devnull, KAFKA_BOOTSTRAP_SERVERS=kafka_config.kafka.bootstrap,
+               COSTLINE_KAFKA_TOPIC=kafka_config.kafka.topic, COSTLINE_KAFKA_DLQ_TOPIC=kafka_config.kafka.dlq_topic,
+               COSTLINE_LAKE_PATH=str(kafka_config.lake.path),
+               COSTLINE_PROCESSOR_GROUP_ID=kafka_config.processor.group_id,
+               COSTLINE_PROCESSOR_FLUSH_INTERVAL_S="3600", COSTLINE_PROCESSOR_BATCH_MAX_SPANS="1000000")
+    cli = subprocess.run([str(Path(sys.executable).with_name("costline")), "process", "--until-idle", "2"],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 0, cli.stderr
+    assert kafka_config.kafka.partitions == 6  # the session's topics (tests/conftest.py), all this one member's
+    assert f"reading 6 partitions of {kafka_config.kafka.topic}; exits after 2 s idle" in cli.stderr.splitlines()
+    assert lake_keys(kafka_config) == span_keys(traces)

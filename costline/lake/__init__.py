@@ -9,7 +9,9 @@ This package is the one place that knows the lake's paths, file schemas and view
     _recovery.py    Lake.recover: the orphans of a crashed batch deleted before a partition resumes
     _compaction.py  Lake.compact: each closed day's committed files merged into one
     _oddfiles.py    files the views cannot read (crashed writes, hand-copied, misplaced) set aside, logged
-    _views.py       the DuckDB views: views_sql, create_views, open_lake, write_views_db; raw_source (the rows
+    _views.py       the DuckDB views: views_sql, create_views, open_lake, write_views_db (create=False, for
+                    the commands that only read: no lake at the path is NoLake, nothing created),
+                    require_lake; raw_source (the rows
                     behind a connection's <table>_raw view, as create_views recorded them)
     views/*.sql     every view's SQL, one file a view, read by _views.py (docs/sql.md explains them)
 
@@ -55,7 +57,7 @@ from costline.lake._files import (
     read_table_sql,
     topic_tag,
 )
-from costline.lake._lake import Lake, WriterFenced
+from costline.lake._lake import Lake, NoLake, WriterFenced, lake_exists
 from costline.lake._oddfiles import set_aside_files, set_aside_odd_files
 from costline.lake._schema import (
     CALLS_SCHEMA,
@@ -74,6 +76,7 @@ from costline.lake._views import (
     name_raw_sources,
     open_lake,
     provided_views,
+    require_lake,
     raw_source,
     views_sql,
     write_views_db,
@@ -109,4 +112,7 @@ __all__ = [
     "RawSource",
     "raw_source",
     "name_raw_sources",
+    "NoLake",
+    "lake_exists",
+    "require_lake",
 ]

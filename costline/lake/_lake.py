@@ -20,11 +20,34 @@ from costline.lake import _compaction, _recovery
 from costline.lake._files import EMPTY_DATE, EMPTY_FILE, OFFSET_DIGITS, Manifest, data_file_name, parse_data_file_name
 from costline.lake._schema import DICTIONARY_COLUMNS, SCHEMAS, same_schema
 
-__all__ = ["Lake", "WriterFenced"]
+__all__ = ["Lake", "NoLake", "WriterFenced", "lake_exists"]
 
 
 class WriterFenced(LakeError):
     """A writer's claim on a partition is stale: another writer claimed it since (a rebalance)."""
+
+
+class NoLake(LakeError):
+    """A command that only reads the lake found none at ``[lake] path`` (a mistyped path, or nothing
+    processed yet): reading on would answer from an empty lake made up on the spot."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        where = ("does not exist" if not self.path.exists() else
+                 "is not a folder" if not self.path.is_dir() else
+                 f"holds none of the lake's tables ({', '.join(t + '/' for t in SCHEMAS)})")
+        super().__init__(f"no lake at {self.path}: the path {where}: check [lake] path / COSTLINE_LAKE_PATH "
+                         "(and --config), or run `costline process` first to create the lake")
+
+
+def lake_exists(path: Path | str) -> bool:
+    """True when ``path`` holds a lake: a folder with at least one table folder (``requests/``...), as
+    :meth:`Lake.init` or a first committed batch leave it."""
+    root = Path(path)
+    try:
+        return root.is_dir() and any((root / table).is_dir() for table in SCHEMAS)
+    except OSError:
+        return False
 
 
 class Lake:

@@ -20,7 +20,7 @@ from costline.fsutil import atomic_path
 from costline.lazy import import_optional
 from costline.sqlutil import sql_str
 from costline.lake._files import check_glob_free, read_table_sql
-from costline.lake._lake import Lake
+from costline.lake._lake import Lake, NoLake, lake_exists
 from costline.lake._oddfiles import set_aside_odd_files
 from costline.lake._schema import ONE_ROW_PER_SPAN, TABLES
 
@@ -28,7 +28,8 @@ if TYPE_CHECKING:  # pragma: no cover
     import duckdb
 
 __all__ = ["COSTLINE_SCOPE", "VIEW_FILES", "VIEW_PROVIDERS", "RawSource", "create_views", "name_raw_sources",
-           "open_lake", "provided_views", "raw_source", "view_file_sql", "views_sql", "write_views_db"]
+           "open_lake", "provided_views", "raw_source", "require_lake", "view_file_sql", "views_sql",
+           "write_views_db"]
 
 #: The instrumentation scope of costline's own call spans (preferred when two spans report one call).
 COSTLINE_SCOPE: Final = "costline.collectors"
@@ -159,13 +160,27 @@ def raw_source(con: "duckdb.DuckDBPyConnection", table: str) -> RawSource | None
     return RawSource(doc["source"], bool(doc.get("date_partitioned")))
 
 
-def create_views(con: "duckdb.DuckDBPyConnection", config: Config) -> None:
-    """Create the views of ``config``'s lake on a DuckDB connection (initialising the lake)."""
+def require_lake(config: Config) -> None:
+    """Raise :class:`NoLake` unless ``config``'s ``[lake] path`` holds a lake (local mode; table mode's
+    tables live in the catalog). For the commands that only read: a mistyped path must not answer
+    "0 rows" from an empty lake created on the spot."""
+    if config.lake.mode != "table" and not lake_exists(config.lake.path):
+        raise NoLake(config.lake.path)
+
+
+def create_views(con: "duckdb.DuckDBPyConnection", config: Config, *, create: bool = True) -> None:
+    """Create the views of ``config``'s lake on a DuckDB connection, initialising the lake (its zero-row
+    schema files brought up to date).
+
+    ``create=False`` (what the commands that only read pass): no lake at ``[lake] path`` is
+    :class:`NoLake` and nothing is written, instead of an empty lake made up on the spot."""
     if config.lake.mode == "table":  # Iceberg tables on object storage (docs/scale.md)
         from costline.tablelake import create_table_views
 
         return create_table_views(con, config)
     check_glob_free(config.lake.path)
+    if not create:
+        require_lake(config)
     Lake(config.lake.path).init()
     set_aside_odd_files(config.lake.path)  # one unreadable file would fail every query over its table
     from costline.pricing import hosting_schedule
@@ -178,28 +193,36 @@ def create_views(con: "duckdb.DuckDBPyConnection", config: Config) -> None:
         con.execute(stmt)
 
 
-def open_lake(config: Config) -> "duckdb.DuckDBPyConnection":
-    """An in-memory DuckDB connection with the lake's views."""
+def open_lake(config: Config, *, create: bool = True) -> "duckdb.DuckDBPyConnection":
+    """An in-memory DuckDB connection with the lake's views. ``create=False``: no lake at ``[lake] path``
+    is :class:`NoLake`, nothing created (see :func:`create_views`)."""
     import duckdb
 
     con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
-    create_views(con, config)
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        create_views(con, config, create=create)
+    except BaseException:
+        con.close()
+        raise
     return con
 
 
-def write_views_db(config: Config) -> Path:
-    """Write ``<lake>/costline.duckdb`` holding only the views (they read the files live)."""
+def write_views_db(config: Config, *, create: bool = True) -> Path:
+    """Write ``<lake>/costline.duckdb`` holding only the views (they read the files live). ``create=False``:
+    no lake at ``[lake] path`` is :class:`NoLake`, nothing written."""
     import duckdb
 
     path = Path(config.lake.path) / "costline.duckdb"
     check_glob_free(config.lake.path)  # before init: no stray folder named like a glob
+    if not create:
+        require_lake(config)
     Lake(config.lake.path).init()
     with atomic_path(path) as tmp:
         tmp.unlink(missing_ok=True)  # a stale one from a crashed write would be opened, not replaced
         con = duckdb.connect(str(tmp))
         try:
-            create_views(con, config)
+            create_views(con, config, create=create)
             con.execute("CHECKPOINT")
         finally:
             con.close()
