@@ -11,6 +11,7 @@ import duckdb
 from click.testing import CliRunner
 
 from costline.cli import _register_area_commands, cli
+from costline.lake import Lake
 
 
 def _run(tmp_path, *args):
@@ -26,6 +27,7 @@ def _sql(tmp_path, query):
 
 
 def test_a_lake_without_distillations_has_empty_distill_views(tmp_path):
+    Lake(tmp_path / "lake").init()  # the processor's lake, no distillation run yet
     assert _sql(tmp_path, "SELECT count(*) AS n FROM distill_runs") == [{"n": 0}]
     assert _sql(tmp_path, "SELECT count(*) AS n FROM distill_items") == [{"n": 0}]
     # a lake written before the views existed (no distill_results folder) still opens
@@ -38,6 +40,7 @@ def test_eval_results_show_in_costline_sql_and_in_the_views_database(tmp_path):
     from costline.distill.store import write_rows
 
     lake = tmp_path / "lake"
+    Lake(lake).init()  # distillation writes its results into the processor's lake
     write_rows(lake, "distill_runs", "r1", [
         {"run_id": "r1", "finished_at": datetime(2026, 11, 2, 3), "task_type": "classification",
          "subtype": "sentiment", "n": 30, "gap": 0.02, "threshold": 0.05, "passed": True},

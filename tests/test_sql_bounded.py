@@ -298,7 +298,7 @@ def test_sql_never_fetches_the_whole_result(lake: Path, monkeypatch: pytest.Monk
         def __getattr__(self, name: str) -> Any:
             return getattr(self._con, name)
 
-    monkeypatch.setattr(costline.lake, "open_lake", lambda config: Con(real_open(config)))
+    monkeypatch.setattr(costline.lake, "open_lake", lambda config, **kw: Con(real_open(config, **kw)))
     for fmt in ("table", "csv", "json", "jsonl"):
         res = _sql(lake, "--format", fmt, _big(lake))
         assert res.exit_code == 0, res.output  # _SpyCursor.fetchall() fails the command
