@@ -65,6 +65,20 @@ def _warn_slack_off(config: Config) -> None:
         click.echo(f"warning: {warning}", err=True)
 
 
+def _state_store(config: Config) -> Any:
+    """The alert state (``[alerts] state_path``, else under the lake). Kept under the lake, it needs one there: a
+    mistyped ``[lake] path`` is refused ("no lake at PATH") rather than given a fresh, empty state file whose
+    silences would never apply to the real alerts."""
+    from costline.alerts.service import state_path
+    from costline.alerts.store import AlertStore
+
+    if config.alerts.state_path is None:
+        from costline.lake import require_lake
+
+        require_lake(config)
+    return AlertStore(state_path(config))
+
+
 def _service(config: Config, **kwargs: Any) -> Any:
     from costline.alerts.service import AlertService
 
@@ -152,10 +166,7 @@ def list_(config: Config, show_all: bool, silences: bool, outbox: bool) -> None:
         costline alerts list
         costline alerts list --silences
     """
-    from costline.alerts.service import state_path
-    from costline.alerts.store import AlertStore
-
-    store = AlertStore(state_path(config))
+    store = _state_store(config)
     try:
         now = datetime.now(UTC)
         if silences:
@@ -197,12 +208,9 @@ def history(config: Config, limit: int, rule: str | None) -> None:
     Example:
         costline alerts history --rule cache_hit_rate_drop --limit 20
     """
-    from costline.alerts.service import state_path
-    from costline.alerts.store import AlertStore
-
     if rule is not None:
         _known_rule(rule, star=False)
-    store = AlertStore(state_path(config))
+    store = _state_store(config)
     try:
         rows = store.history(limit=limit, rule=rule)
         for r in rows:
@@ -233,8 +241,6 @@ def silence(config: Config, rule: str, labels: tuple[str, ...], duration: str, r
     """
     import getpass
 
-    from costline.alerts.service import state_path
-    from costline.alerts.store import AlertStore
 
     _known_rule(rule, star=True)
     matchers = {}
@@ -245,7 +251,7 @@ def silence(config: Config, rule: str, labels: tuple[str, ...], duration: str, r
         matchers[k.strip()] = v.strip()
     _known_label_keys(rule, matchers)
     now = datetime.now(UTC)
-    store = AlertStore(state_path(config))
+    store = _state_store(config)
     try:
         s = store.add_silence(rule, matchers, starts_at=now, ends_at=now + parse_duration(duration), reason=reason,
                               created_by=getpass.getuser())
@@ -264,10 +270,7 @@ def unsilence(config: Config, silence_id: int) -> None:
     Example:
         costline alerts unsilence 3
     """
-    from costline.alerts.service import state_path
-    from costline.alerts.store import AlertStore
-
-    store = AlertStore(state_path(config))
+    store = _state_store(config)
     try:
         store.remove_silence(silence_id, at=datetime.now(UTC))
     finally:

@@ -119,3 +119,37 @@ def test_readers_create_nothing_and_writers_still_create_the_lake(tmp_path):
 def test_table_mode_is_not_checked_against_the_local_path(tmp_path):
     """In table mode the tables live in the catalog: the local path holding no lake is no error."""
     require_lake(Config(lake=LakeConfig(path=tmp_path / "nothing-here", mode="table")))
+
+
+#: the alert commands that read or write the alert state, which lives under the lake unless [alerts] state_path
+STATE_COMMANDS = {
+    "alerts list": ["alerts", "list"],
+    "alerts history": ["alerts", "history"],
+    "alerts silence": ["alerts", "silence", "cache_hit_rate_drop", "--label", "tenant=acme", "--for", "1h",
+                       "--reason", "maintenance"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(STATE_COMMANDS))
+def test_alert_state_under_a_missing_lake_is_refused_and_made_nowhere(command, tmp_path, monkeypatch, capsys):
+    """A silence written to a fresh state file under a mistyped lake path would never apply to the real alerts."""
+    args = STATE_COMMANDS[command]
+    missing = tmp_path / "lak"
+    code, out, err = _costline(monkeypatch, capsys, tmp_path, missing, args)  # state_path set: no lake needed
+    assert code == 0, (out, err)
+    monkeypatch.delenv("COSTLINE_ALERTS_STATE_PATH")  # the default: <lake>/_alerts/state.sqlite
+    capsys.readouterr()
+    monkeypatch.setenv("COSTLINE_LAKE_PATH", str(missing))
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    _, err = capsys.readouterr()
+    assert code == 2 and f"error: no lake at {missing}" in err
+    assert not missing.exists()
+    lake = tmp_path / "lake"
+    Lake(lake).init()
+    monkeypatch.setenv("COSTLINE_LAKE_PATH", str(lake))
+    main(args)  # the real lake: its state file is made there
+    assert (lake / "_alerts").is_dir()
