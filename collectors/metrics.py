@@ -265,17 +265,9 @@ class CostlineMetrics:
         """Report what a cache holds and loses at each collection: ``stats()`` returns its counts (a
         :class:`~costline.serving.cache.semantic.CacheStats`: ``entries``, ``evicted``, ``expired``,
         ``invalidated``, ``stores_refused_invalidated``). A ``stats`` that fails reports nothing that time."""
-        from opentelemetry.metrics import Observation
-
-        def read(fields: tuple[tuple[str, dict[str, str]], ...]) -> Callable[[Any], list[Observation]]:
-            def callback(_options: Any) -> list[Observation]:
-                try:
-                    now = stats()
-                    return [Observation(int(getattr(now, name)), attrs) for name, attrs in fields]
-                except Exception:
-                    log.exception("costline: could not read the cache's counts for metrics")
-                    return []
-            return callback
+        def read(fields: tuple[tuple[str, dict[str, str]], ...]) -> Callable[[Any], list[Any]]:
+            return _observer(stats, lambda now: [(int(getattr(now, name)), attrs) for name, attrs in fields],
+                             "the cache's counts")
 
         meter = otel_metrics.get_meter(_SCOPE, meter_provider=self.meter_provider)
         meter.create_observable_gauge(CACHE_ENTRIES, [read((("entries", {}),))], unit="{entry}",
@@ -300,16 +292,8 @@ class CostlineMetrics:
         again) and ``costline.cache.replication.lag`` (gauge: records on the topic not applied yet; nothing while
         unknown). A ``stats`` that fails reports nothing that time; this never raises."""
         try:
-            from opentelemetry.metrics import Observation
-
-            def read(points: Callable[[Any], list[tuple[int, dict[str, str]]]]) -> Callable[[Any], list[Observation]]:
-                def callback(_options: Any) -> list[Observation]:
-                    try:
-                        return [Observation(value, attrs) for value, attrs in points(stats())]
-                    except Exception:
-                        log.exception("costline: could not read the cache replication's counts for metrics")
-                        return []
-                return callback
+            def read(points: Callable[[Any], list[tuple[int, dict[str, str]]]]) -> Callable[[Any], list[Any]]:
+                return _observer(stats, points, "the cache replication's counts")
 
             def field_of(name: str) -> Callable[[Any], list[tuple[int, dict[str, str]]]]:
                 return lambda now: [(int(getattr(now, name)), {})]
@@ -374,6 +358,20 @@ class CostlineMetrics:
             if tier:
                 cost_attrs[contract.COSTLINE_TIER] = tier
             self._instruments[COST].add(cost, cost_attrs)
+
+
+def _observer(stats: Callable[[], Any], points: Callable[[Any], list[tuple[int, dict[str, str]]]],
+              what: str) -> Callable[[Any], list[Any]]:
+    """An observable instrument's callback: ``points(stats())`` as observations, none (logged) when either fails."""
+    from opentelemetry.metrics import Observation
+
+    def callback(_options: Any) -> list[Any]:
+        try:
+            return [Observation(value, attrs) for value, attrs in points(stats())]
+        except Exception:
+            log.exception("costline: could not read %s for metrics", what)
+            return []
+    return callback
 
 
 def _count_or_none(value: Any) -> int | None:

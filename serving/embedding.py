@@ -22,7 +22,6 @@ module does not.
 from __future__ import annotations
 
 import os
-import re
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -32,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from costline.serving.errors import INSTALL_HINT, MissingExtraError, ServingError
+from costline.textutil import well_formed
 
 __all__ = ["Embedder", "MINILM_DIM", "MAX_TEXT_CHARS", "default_model_path"]
 
@@ -139,7 +139,7 @@ class Embedder:
         for i, t in enumerate(items):
             if not isinstance(t, str):
                 raise TypeError(f"texts[{i}] is {type(t).__name__}, expected str")
-        items = [_well_formed(t) for t in items]
+        items = [well_formed(t) for t in items]
         if not items:
             return np.zeros((0, self.dim), dtype=np.float32)
         if not self.memo_size:
@@ -214,7 +214,7 @@ class Embedder:
             return True
         if len(text) > MAX_TEXT_CHARS:  # long, whatever its word pieces (not tokenized: MAX_TEXT_CHARS)
             return False
-        return self._token_count(_well_formed(text)) <= self.window - 2
+        return self._token_count(well_formed(text)) <= self.window - 2
 
     def _token_count(self, text: str) -> int:
         model = self._get_model()
@@ -295,18 +295,6 @@ class Embedder:
             raise ServingError(f"model {path} makes {dim}-dimensional vectors, expected {self._dim}")
         self._dim = dim
         return model
-
-
-#: A UTF-16 surrogate code point: JSON's "\\ud800" escape decodes to one, which no tokenizer takes.
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def _well_formed(text: str) -> str:
-    """``text`` with each lone surrogate as U+FFFD (and a pair of them as the one character it encodes), as the
-    gateway reads a request body: the tokenizers raise TypeError on one."""
-    if not _SURROGATE.search(text):
-        return text
-    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
 
 
 def _mean_of_windows(vectors: np.ndarray, n: int, longs: list[int]) -> np.ndarray:

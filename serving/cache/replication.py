@@ -611,8 +611,8 @@ class CacheReplicator:
             if producer is not None:
                 try:
                     producer.flush(timeout=max(deadline - time.monotonic(), 0.001))
-                except Exception:
-                    pass
+                except Exception:  # the sends' own callbacks count what failed; the loop below tries again
+                    log.debug("costline: cache replication flush failed", exc_info=True)
             with self._lock:
                 again = list(self._retry.values())
                 if not again or time.monotonic() >= deadline:
