@@ -110,6 +110,41 @@ def test_after_warm_up_runs_once_the_models_are_loaded_and_before_the_gateway_sa
         pipeline.close()
 
 
+class _SlowModels(_LoadingModels):
+    """Models whose load takes until the test releases it (native code a process must not finalise under)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def load(self) -> None:
+        assert self.release.wait(30)
+        self.loaded = True
+
+
+def test_sigterm_before_uvicorn_runs_still_waits_for_the_model_load(standin, tmp_path, monkeypatch) -> None:
+    """`costline serve`'s SIGTERM handler raises SystemExit wherever the main thread is: here just after the
+    model load began and before the server runs (the batch runner starting). serve_forever lets the load end
+    before the exit goes on, and the loading thread is not a daemon, so no exit path finalises under it."""
+    pipeline = make_pipeline(standin)
+    pipeline.cache = models = _SlowModels()
+    gw = Gateway(pipeline, GatewayConfig(keys_file=tmp_path / "keys.json"), port=0)
+
+    def sigterm_lands_here() -> None:
+        threading.Timer(0.3, models.release.set).start()
+        raise SystemExit(0)
+
+    monkeypatch.setattr(gw.batch_runner, "start", sigterm_lands_here)
+    try:
+        with pytest.raises(SystemExit):
+            gw.serve_forever()
+        assert models.loaded, "SystemExit went on while the models were still loading"
+        assert gw._warming is not None and not gw._warming.daemon
+    finally:
+        models.release.set()
+        pipeline.close()
+
+
 def test_settle_heap_collects_then_freezes_what_is_alive() -> None:
     import gc
     import weakref

@@ -263,9 +263,9 @@ class Gateway(ServedByJsonServer):
         return port
 
     def serve_forever(self) -> None:
-        self._warm_up()
-        self.batch_runner.start()
-        try:
+        try:  # SIGTERM may land anywhere in here (costline serve raises SystemExit then), even before uvicorn runs
+            self._warm_up()
+            self.batch_runner.start()
             super().serve_forever()
         finally:
             self.batch_runner.shutdown()
@@ -317,7 +317,9 @@ class Gateway(ServedByJsonServer):
             finally:
                 self._warmed()
 
-        self._warming = threading.Thread(target=load, name="costline-embedder-warm-up", daemon=True)
+        # Not a daemon: whatever way the process ends, the interpreter joins it before finalising (see
+        # _wait_for_warm_up for what finalising under it does).
+        self._warming = threading.Thread(target=load, name="costline-embedder-warm-up", daemon=False)
         self._warming.start()
 
     def _warmed(self) -> None:
