@@ -7,6 +7,7 @@ import re
 import signal
 import threading
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import click
@@ -286,6 +287,7 @@ def test_notify(config: Config, timeout: float) -> None:
 
     Exits 1 when a notifier did not take it within --timeout; that test
     message is then dropped (never posted later by `costline alerts run`).
+    Works before any lake exists, and then writes nothing there.
 
     \b
     Example:
@@ -298,7 +300,19 @@ def test_notify(config: Config, timeout: float) -> None:
     from costline.alerts.store import to_epoch
 
     _warn_slack_off(config)
-    service = _service(config, export=False)
+    scratch = None
+    store = None
+    if config.alerts.state_path is None:
+        from costline.lake import lake_exists
+
+        if not lake_exists(config.lake.path):  # set up Slack before any lake (or a mistyped path): leave nothing
+            import tempfile
+
+            from costline.alerts.store import AlertStore
+
+            scratch = tempfile.TemporaryDirectory(prefix="costline-test-notify-")
+            store = AlertStore(Path(scratch.name) / "state.sqlite")
+    service = _service(config, export=False, store=store)
     group: str | None = None
     try:
         if not service.notifiers:
@@ -325,6 +339,8 @@ def test_notify(config: Config, timeout: float) -> None:
                 service.outbox.drop_unsent(group, kind="test")
         finally:
             service.shutdown()
+            if scratch is not None:
+                scratch.cleanup()
     sent = [tg for tg in service.notifiers if tg in rows and rows[tg]["sent_at"] is not None]
     failed = {tg: (rows[tg]["last_error"] if tg in rows else None) or "no answer in time"
               for tg in service.notifiers if tg not in sent}

@@ -193,3 +193,22 @@ def test_history_refuses_an_unknown_rule_as_silence_does(tmp_path: Path) -> None
     known = invoke(tmp_path, "history", "--rule", "cache_hit_rate_drop")
     assert known.exit_code == 0, known.output
     assert "no history yet" in known.output
+
+
+def test_test_notify_before_any_lake_exists_leaves_nothing_at_the_lake_path(tmp_path: Path) -> None:
+    """Slack set up before the first lake (or a mistyped [lake] path): the test message goes out, and no
+    ``_alerts`` state is made where a lake would later be (alert state then lives under the real lake)."""
+    from costline.cli import _register_area_commands, cli
+
+    _register_area_commands()
+    lake = tmp_path / "lake"
+    toml = tmp_path / "costline.toml"
+    with SlackStandIn() as standin:
+        toml.write_text(f'[lake]\npath = "{lake}"\n[alerts]\nconsole = false\n[alerts.slack]\n{bot_toml(standin)}',
+                        encoding="utf-8")
+        result = CliRunner().invoke(cli, ["--config", str(toml), "alerts", "test-notify", "--timeout", "5"],
+                                    catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        assert "sent to slack" in result.output
+        assert len(standin.messages(CHANNEL)) == 1
+    assert not lake.exists()
