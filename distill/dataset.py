@@ -3,7 +3,8 @@
 1. every request of the chosen task types (and subtypes) in the window is counted; those with
    captured content are read with the drift job's sampler (:func:`costline.jobs.sampling.sample_requests`,
    one pass per served tier: only requests answered successfully, cache hits left out) — the rest are
-   reported as skipped ("no captured content, no successful answer, or a cache hit");
+   reported as skipped ("no captured content, no successful answer, or a cache hit"); a prompt the sampler
+   leaves out for having nothing to answer (a last user turn of no text) counts as "empty";
 2. cleaned: too short ("empty"), cut at the capture limit ("truncated"), dropped or rewritten by
    the ``pii_hook``;
 3. exact duplicates (system prompt + conversation, equal after Unicode NFKC, case, whitespace and trailing
@@ -73,7 +74,9 @@ def content_hash(system: str | None, messages: Sequence[Mapping[str, Any]]) -> s
     """sha256 of the normalised prompt (system + turns, :func:`normalize_text`): equal for exact duplicates."""
     doc = json.dumps([normalize_text(system or ""), [[m.get("role"), normalize_text(str(m.get("content", "")))]
                                                      for m in messages]], ensure_ascii=False)
-    return hashlib.sha256(doc.encode()).hexdigest()
+    # surrogatepass: a lone surrogate (half an emoji, escaped in the stored JSON) hashes instead of raising;
+    # the bytes of valid text, and so its hash, are unchanged
+    return hashlib.sha256(doc.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def load_pii_hook(spec: str) -> Callable[[str], str | None] | None:
@@ -382,16 +385,23 @@ def export_dataset(
 
         eligible = sum(int(spans) for _, _, spans, tenants in rows if ours(tenants))
         found: dict[tuple[str, str], Any] = {}
+        left_out: dict[tuple[str, str], str] = {}  # sampled, but with nothing for a model to answer: why
         for tier in _TIERS:
             for s in sample_requests(con, lake_path=config.lake.path, tier=tier, since=since, until=until,
-                                     size=10**9, seed=cfg.seed):
+                                     size=10**9, seed=cfg.seed, skipped=left_out):
                 key = (s.trace_id, s.request_id)
                 if s.task_type in cfg.task_types and (not subs or s.subtype in subs) \
                         and key in tenants_of and ours(tenants_of[key]):
                     found.setdefault(key, s)
     finally:
         con.close()
-    skipped["no captured content, no successful answer, or a cache hit"] = max(eligible - len(found), 0)
+    # this export's requests (the window's rows already name only the chosen task types and subtypes) that the
+    # sampler left out for a prompt with nothing to answer (no user turn, a last one without text): "empty",
+    # as a too short query is
+    empty = sum(1 for key in left_out if key not in found and key in tenants_of and ours(tenants_of[key]))
+    if empty:
+        skipped["empty"] += empty
+    skipped["no captured content, no successful answer, or a cache hit"] = max(eligible - len(found) - empty, 0)
 
     pii = load_pii_hook(cfg.pii_hook)
     if pii is None and found:

@@ -10,16 +10,21 @@
 
 Per item the *gap* is ``teacher_score - student_score``; a subtype's gap is its mean, with a
 percentile-bootstrap CI at level ``1 - 2 * alpha / subtypes`` (so that "its low end is above the
-threshold" is a one-sided test at ``alpha / subtypes``, as the other two). A subtype is **flagged** when
+threshold" is a one-sided test at ``alpha / subtypes``, as the other two).
 
-* it has at least ``min_n`` scored items and its CI lies wholly above its threshold
-  (``[jobs.drift.thresholds]``, else the baseline gap + ``max_gap_increase``, else ``max_gap``);
-  under ``min_n`` the CI rule does not judge it ("too few to judge": a percentile bootstrap of a
-  handful of items is far too narrow), or
-* it grew significantly since the baseline run: one-sided Mann-Whitney U p < alpha / subtypes and
-  an increase of at least ``min_increase``, or
+A subtype with fewer than ``min_n`` scored items is "too few to judge" (said in its ``reason``) and
+never flagged by any rule: a percentile bootstrap of a handful of items is far too narrow, and one
+wrong answer of three moves its gap by a third. From ``min_n`` on it is **flagged** when
+
+* its CI lies wholly above its threshold (``[jobs.drift.thresholds]``, else the baseline gap +
+  ``max_gap_increase``, else ``max_gap``), or
+* it grew significantly since the baseline run: one-sided p < alpha / subtypes
+  (:func:`costline.jobs.stats.shift_greater`: Fisher's exact test for 0/1 gaps, else Mann-Whitney U,
+  exact or permutation when the baseline has few items) and an increase of at least ``min_increase``, or
 * it trends upward over the last ``trend_runs`` runs: Mann-Kendall p < alpha / subtypes and a
   Theil-Sen rise over those runs of at least ``min_increase``.
+
+The p-values are reported (``mwu_p``, ``trend_p``) under ``min_n`` as well.
 
 Input drift against the baseline run's sample (PSI on the subtype mix, KS on query length, MMD on
 query embeddings) is reported per run (``input_drift``, ``input_reason``) without flagging subtypes.
@@ -47,7 +52,7 @@ import numpy as np
 from costline.config import Config
 from costline.jobs.errors import JobsError, NoDataError, TeacherError
 from costline.jobs.settings import DriftConfig
-from costline.jobs.stats import bootstrap_mean_ci, ks_test, mann_whitney_greater, mmd_permutation_test, psi, trend
+from costline.jobs.stats import bootstrap_mean_ci, ks_test, mmd_permutation_test, psi, shift_greater, trend
 from costline.timeutil import utc_naive as _utc
 
 __all__ = [
@@ -154,23 +159,25 @@ def assess_subtypes(
         thr = _threshold(sub, base_gap, cfg)
         reasons = []
         notes = []
-        if len(d) < cfg.min_n:
-            notes.append(f"too few to judge by its CI: {len(d)} scored items, under [jobs.drift] min_n {cfg.min_n}")
+        judged = len(d) >= cfg.min_n  # under min_n no rule flags it: too few to judge
+        if not judged:
+            notes.append(f"too few to judge: {len(d)} scored items, under [jobs.drift] min_n {cfg.min_n}")
         elif lo > thr:
             reasons.append(f"gap {gap:.3f} ({_pct(level)} CI {lo:.3f}-{hi:.3f}) is over its threshold {thr:.3f}")
         mwu_p = None
         if base_gap is not None:
-            mwu_p = mann_whitney_greater(d, base.gaps)  # type: ignore[union-attr]
-            if mwu_p < alpha and gap - base_gap >= cfg.min_increase:
+            shift = shift_greater(d, base.gaps)  # type: ignore[union-attr]
+            mwu_p = shift.p
+            if judged and mwu_p < alpha and gap - base_gap >= cfg.min_increase:
                 reasons.append(f"gap grew {gap - base_gap:+.3f} over the baseline's {base_gap:.3f} "
-                               f"(Mann-Whitney p={mwu_p:.2g})")
+                               f"({shift.method} p={mwu_p:.2g})")
         series = [float(g) for g in history.get(sub, ())][-(cfg.trend_runs - 1):] + [gap] if cfg.trend_runs > 1 else [gap]
         slope = tp = None
         if len(series) >= cfg.min_trend_runs:
             t = trend(series)
             slope, tp = t.slope, t.p_increasing
             rise = slope * (len(series) - 1)
-            if tp < alpha and rise >= cfg.min_increase:
+            if judged and tp < alpha and rise >= cfg.min_increase:
                 reasons.append(f"gap rising {slope:+.4f} per run over {len(series)} runs (Mann-Kendall p={tp:.2g})")
         out.append(SubtypeAssessment(
             subtype=sub, n=int(len(d)), student_score=float(sc.student.mean()), teacher_score=float(sc.teacher.mean()),

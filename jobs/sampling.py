@@ -9,23 +9,43 @@ A request's prompt and answer come from the request span's captured messages, el
 successful model call of the served tier (where the recorder puts them). The rows are the ones the
 lake's ``requests_raw`` / ``calls_raw`` views read, in either ``[lake] mode`` (the local files or the
 Iceberg tables), with the window's filters applied before the views' one-row-per-span rule so a night's
-sample never scans the whole lake. Selection within a subtype is by ``hash(trace_id, request_id, seed)``
-(a request id is the app's: two tenants, or an app's retries, may use one): the same lake, window and
-seed always give the same sample, and a re-run resumes the same work.
+sample never scans the whole lake.
+
+Agentic conversations: a captured tool call (``tool_call`` part) and a tool's answer (``tool_call_response``)
+reach the teacher as text (``[tool call NAME(ARGS)]``, ``[tool result: …]``, each bounded by
+:data:`TOOL_TEXT_MAX`), since the teacher is asked without the app's tools; a turn left without text (only an
+image, a reasoning part) is dropped (Anthropic's Messages API refuses an empty message). A request whose last
+user turn still has no text is left out, with its reason (a warning, and ``skipped`` when passed). A lone
+surrogate (half an emoji, escaped in the stored JSON) is read as U+FFFD.
+
+Selection within a subtype is by ``hash(trace_id, request_id, seed)`` (a request id is the app's: two
+tenants, or an app's retries, may use one): the same lake, window and seed always give the same sample, and
+a re-run resumes the same work.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-__all__ = ["SampledRequest", "allocate", "sample_requests", "parse_messages", "CANDIDATES_SQL", "candidates_sql"]
+__all__ = ["SampledRequest", "allocate", "sample_requests", "parse_messages", "tool_call_text", "tool_result_text",
+           "CANDIDATES_SQL", "candidates_sql"]
+
+log = logging.getLogger(__name__)
 
 NO_SUBTYPE = "(none)"
+
+#: The most characters of a tool call's arguments, or of a tool's result, put in the teacher's prompt.
+TOOL_TEXT_MAX = 2_000
+#: Why :func:`sample_requests` leaves a request out (besides the SQL's rules).
+SKIP_NO_USER_TURN = "no user turn in the captured prompt"
+SKIP_EMPTY_LAST_TURN = "the last user turn has no text (blank, or only images, files or other non-text parts)"
 
 #: Requests served successfully by ``$tier`` in ``[$since, $until)`` with their captured content. A call
 #: belongs to the request of the same ``(trace_id, request_id)``, else to its parent request span; each
@@ -107,14 +127,58 @@ class SampledRequest:
     answer: str
 
 
-def parse_messages(doc: str | None) -> list[tuple[str, str]]:
-    """Captured GenAI messages (``[{"role", "parts": [{"type": "text", "content"}]}]``) → (role, text)."""
+def parse_messages(doc: str | None, *, tools: bool = False) -> list[tuple[str, str]]:
+    """Captured GenAI messages (``[{"role", "parts": [{"type": "text", "content"}]}]``) → (role, text).
+
+    Only text parts count, unless ``tools``: then a tool call and a tool's result are rendered as text too
+    (:func:`tool_call_text`, :func:`tool_result_text`), each on a line of its own. Roles are kept as captured
+    (a tool's answer is ``tool``)."""
+    return [(role, text) for role, text, _own in _read_turns(doc, tools=tools)]
+
+
+def _valid(text: str) -> str:
+    """``text`` with each lone surrogate (from an escaped half emoji in the JSON) read as U+FFFD."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def _bounded(text: str, limit: int = TOOL_TEXT_MAX) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):  # a cycle, a NaN under allow_nan... never from parsed JSON, but be safe
+        return str(value)
+
+
+def tool_call_text(part: Mapping[str, Any]) -> str:
+    """``[tool call NAME(ARGS)]`` of a captured ``tool_call`` part (arguments as JSON, bounded)."""
+    name = _bounded(_as_text(part.get("name") or "?"), 200)
+    args = part.get("arguments")
+    return f"[tool call {name}({_bounded(_as_text(args)) if args is not None else ''})]"
+
+
+def tool_result_text(part: Mapping[str, Any]) -> str:
+    """``[tool result: TEXT]`` of a captured ``tool_call_response`` part (bounded)."""
+    response = part.get("response", part.get("result", part.get("content")))
+    return f"[tool result: {_bounded(_as_text(response)) if response is not None else ''}]"
+
+
+def _read_turns(doc: str | None, *, tools: bool) -> list[tuple[str, str, str]]:
+    """(role, text, the turn's own text parts only) of each captured message."""
     if not doc:
         return []
     try:
         items = json.loads(doc)
     except (TypeError, ValueError):
-        return [("user", doc)]
+        return [("user", _valid(doc), _valid(doc))]
     out = []
     for m in items if isinstance(items, list) else []:
         if not isinstance(m, Mapping):
@@ -122,9 +186,27 @@ def parse_messages(doc: str | None) -> list[tuple[str, str]]:
         parts = m.get("parts")
         if parts is None and "content" in m:
             parts = [{"type": "text", "content": m["content"]}]
-        text = "".join(str(p.get("content", p.get("text", ""))) for p in parts or []
-                       if isinstance(p, Mapping) and p.get("type", "text") == "text")
-        out.append((str(m.get("role", "user")), text))
+        pieces: list[str] = []
+        own: list[str] = []
+        texts: list[str] = []  # text parts in a row join as they always did (no separator)
+        for p in parts if isinstance(parts, list) else []:
+            if not isinstance(p, Mapping):
+                continue
+            kind = p.get("type", "text")
+            if kind == "text":
+                t = str(p.get("content", p.get("text", "")))
+                texts.append(t)
+                own.append(t)
+                continue
+            if tools and kind in ("tool_call", "tool_call_response"):
+                if texts:
+                    pieces.append("".join(texts))
+                    texts = []
+                pieces.append(tool_call_text(p) if kind == "tool_call" else tool_result_text(p))
+        if texts:
+            pieces.append("".join(texts))
+        text = "\n".join(x for x in pieces if x) if len(pieces) > 1 else "".join(pieces)
+        out.append((str(m.get("role", "user")), _valid(text), _valid("".join(own))))
     return out
 
 
@@ -167,10 +249,18 @@ def allocate(counts: Mapping[str, int], total: int, min_per: int = 0) -> dict[st
 
 
 def _to_anthropic(turns: list[tuple[str, str]]) -> tuple[tuple[Mapping[str, Any], ...], str | None]:
+    """Messages-API turns (user / assistant; a tool's answer is the user's) and the system prompt. A turn of no
+    text before the last is left out (the API refuses it); the last, the one the teacher answers, is a user
+    turn, and may be empty: :func:`sample_requests` leaves such a request out."""
+    from costline.serving.translate import without_empty_turns
+
     system = "\n".join(t for r, t in turns if r == "system") or None
     msgs = [{"role": "assistant" if r == "assistant" else "user", "content": t} for r, t in turns if r != "system"]
     while msgs and msgs[-1]["role"] == "assistant":  # the teacher answers the last user turn
         msgs.pop()
+    msgs = without_empty_turns(msgs)
+    # Consecutive turns of one role (around a dropped one, or a user turn then a tool's answer) are left as they
+    # are: the Messages API reads them as one turn.
     return tuple(msgs), system
 
 
@@ -184,12 +274,15 @@ def sample_requests(
     size: int,
     seed: int = 0,
     min_per_subtype: int = 0,
+    skipped: MutableMapping[tuple[str, str], str] | None = None,
 ) -> list[SampledRequest]:
     """A stratified (by subtype) sample of the requests ``tier`` served successfully (no cache hit) with
     content in ``[since, until)``.
 
     The rows are those of the connection's lake views (:func:`costline.lake.open_lake`, either ``[lake]
-    mode``); ``lake_path`` is only read on a connection without them.
+    mode``); ``lake_path`` is only read on a connection without them. A sampled request whose captured
+    prompt gives the teacher nothing to answer (no user turn, or a last user turn of no text) is left out
+    with a warning, and put in ``skipped`` (``(trace_id, request_id)`` → why) when given.
     """
     params = {"tier": tier, "since": since, "until": until}
     con.execute(f"CREATE OR REPLACE TEMP TABLE _jobs_candidates AS {candidates_sql(lake_path, con=con)}", params)
@@ -212,13 +305,23 @@ def sample_requests(
     finally:
         con.execute("DROP TABLE IF EXISTS _jobs_candidates")
     out = []
+    why_counts: Counter[str] = Counter()
     for request_id, trace_id, ts, subtype, task_type, served, inp, outp, *_ in rows:
-        turns = parse_messages(inp)
-        messages, system = _to_anthropic(turns)
-        if not messages:
+        turns = _read_turns(inp, tools=True)
+        messages, system = _to_anthropic([(r, t) for r, t, _own in turns])
+        why = SKIP_NO_USER_TURN if not messages else \
+            SKIP_EMPTY_LAST_TURN if not str(messages[-1]["content"]).strip() else None
+        if why is not None:
+            why_counts[why] += 1
+            if skipped is not None:
+                skipped[(trace_id, request_id)] = why
             continue
-        query = str(messages[-1]["content"])
-        answer = "".join(t for r, t in parse_messages(outp) if r != "user")
+        # the question: the last thing the user wrote (not a tool's answer), else the last turn's text
+        query = next((own for r, _t, own in reversed(turns)
+                      if r not in ("assistant", "system", "tool") and own.strip()), str(messages[-1]["content"]))
+        answer = "".join(t for r, t, _own in _read_turns(outp, tools=False) if r != "user")
         out.append(SampledRequest(request_id, trace_id, ts, subtype, task_type, served, messages, system, query,
                                   answer))
+    for why, n in sorted(why_counts.items()):
+        log.warning("%s sample %s..%s: %d request(s) left out: %s", tier, since, until, n, why)
     return out

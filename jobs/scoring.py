@@ -2,7 +2,9 @@
 
 * ``exact`` — normalised exact match (classification, extraction): 1.0 or 0.0. When
   ``answer_pattern`` matches both answers its first group is compared (a label, a tag),
-  else the whole text, case-folded, NFKC-normalised, punctuation and spacing removed.
+  else the whole text (:func:`normalize`: NFKC, case-folded, spacing collapsed, surrounding quotes and
+  trailing sentence punctuation dropped; signs, separators and symbols kept: "-5" is not "5", "1.5" not
+  "1,5", "C++" not "C#").
 * ``cosine`` — cosine similarity of MiniLM embeddings (free text), clipped to [0, 1].
   Needs the serving extra (``pip install 'costline[serving]'``); any object with
   ``encode(texts) -> (n, d)`` L2-normalised rows can be passed instead.
@@ -41,8 +43,13 @@ __all__ = [
 
 METRICS = ("exact", "cosine", "judge")
 
-_PUNCT = re.compile(r"[^\w\s]", re.UNICODE)
 _SPACE = re.compile(r"\s+")
+#: Sentence punctuation (and spacing) at the end of an answer: "Positive." is "positive". Fullwidth "！？" are
+#: NFKC-folded to these first (as "…" is to "..."); the ideographic comma and full stop are listed.
+_TRAILING = re.compile(r"[\s.,!?;:\u3001\u3002]+$")
+#: Quote pairs that may surround a whole answer ('"positive"', "'positive'", “positive”, «positive»).
+_QUOTES = {'"': '"', "'": "'", "`": "`", "\u201c": "\u201d", "\u2018": "\u2019", "\u00ab": "\u00bb",
+           "\u201e": "\u201c", "\u300c": "\u300d"}
 _JUDGE = re.compile(r"score\s*[:=]?\s*([1-5](?:\.\d+)?)", re.IGNORECASE)
 
 
@@ -51,13 +58,27 @@ class Embedder(Protocol):
 
 
 def normalize(text: str | None) -> str:
-    """Case-folded, NFKC, punctuation dropped, whitespace collapsed."""
-    t = unicodedata.normalize("NFKC", text or "").casefold()
-    return _SPACE.sub(" ", _PUNCT.sub(" ", t)).strip()
+    """The form two answers are compared in: NFKC, case-folded, runs of whitespace one space, ends trimmed,
+    quotes around the whole answer and trailing sentence punctuation (``. , ! ? ; :``) dropped, repeatedly
+    (``"Positive."`` and ``positive`` are one answer).
+
+    Every other character counts: a sign (``-5`` is not ``5``), decimal and thousands separators (``1.5`` is
+    not ``1,5``), currency and other symbols (``C++`` is not ``C#``, ``x<3`` not ``x>3``, 👍 not 👎). An
+    answer of punctuation only keeps it (``?`` is not the empty answer)."""
+    t = _SPACE.sub(" ", unicodedata.normalize("NFKC", text or "").casefold()).strip()
+    while t:
+        inner = _TRAILING.sub("", t)
+        if len(inner) >= 2 and _QUOTES.get(inner[0]) == inner[-1]:
+            inner = inner[1:-1].strip()
+        if not inner or inner == t:  # nothing left to drop (or only punctuation: it is the answer)
+            break
+        t = inner
+    return t
 
 
 def exact_match(answer: str | None, reference: str | None, pattern: re.Pattern[str] | None = None) -> float:
-    """1.0 when the answers match after normalisation (on the pattern's group when both have it)."""
+    """1.0 when the answers match after :func:`normalize` (on the pattern's group when both have it); an
+    empty answer matches only an empty one."""
     if pattern is not None:
         a = pattern.search(answer or "")
         b = pattern.search(reference or "")

@@ -78,12 +78,12 @@ class DriftConfig:
     #: Trend over this many runs (Theil-Sen slope, Mann-Kendall p-value); needs min_trend_runs.
     trend_runs: int = 14
     min_trend_runs: int = 5
-    #: The CI rule flags a subtype only from this many scored items: under it the subtype is "too few to
+    #: No rule (CI, vs baseline, trend) flags a subtype under this many scored items: it is "too few to
     #: judge" (a percentile bootstrap of a handful of items is far too narrow: docs/jobs.md has the figures).
     min_n: int = 30
     #: At least this many; raised as the CI level needs (20 resampled means beyond each end).
     bootstrap_resamples: int = 1000
-    #: The run the Mann-Whitney test and the input-drift tests compare with; empty = the oldest run.
+    #: The run the vs-baseline shift test and the input-drift tests compare with; empty = the oldest run.
     baseline_run: str = ""
     #: Input drift: PSI on the subtype mix over this, KS statistic over this (and p < alpha).
     psi_threshold: float = 0.2

@@ -4,10 +4,16 @@ For each tier below frontier (``[jobs.shadow] tiers``) a sample of the requests 
 stratified by subtype, is re-run on the next tier up; the cheaper answer counts as adequate
 when it *matches* the stronger one (the drift job's metrics, score >= ``match_threshold``).
 
-Per tier: the **tier-match rate** with a Wilson CI, compared with the pooled previous
+Per tier: the **tier-match rate** with a Wilson 95% CI, compared with the pooled previous
 ``baseline_runs`` runs (one-sided two-proportion z-test) and trended (Theil-Sen, Mann-Kendall).
-A tier is flagged when its rate is under ``min_rate``, or at least ``drop`` under the baseline
-with p < alpha, or falling by at least ``drop`` over the trend window with p < alpha.
+A tier with fewer than :data:`MIN_N` (30) scored requests is "too few to judge" (said in its
+``reason``) and never flagged. From :data:`MIN_N` on it is flagged when
+
+* its rate is *significantly* under ``min_rate``: the exact (Clopper-Pearson) upper bound of the rate
+  at one-sided level 1 - alpha is below the floor (a bare rate under it is noise at small n: a tier
+  matching 90 % of the time shows under 85 % on 26 % of 10-item nights), or
+* it is at least ``drop`` under the baseline with p < alpha, or
+* it is falling by at least ``drop`` over the trend window with p < alpha.
 
 A regenerated answer (the next tier's, and with ``regenerate_cheap`` the tier's own) that is no
 answer to compare with (:func:`costline.jobs.teacher.unusable_reason`: not a message, a refusal, cut,
@@ -31,9 +37,20 @@ from costline.jobs.settings import ShadowConfig
 from costline.jobs.stats import proportion_drop_p, trend, wilson_ci
 from costline.timeutil import utc_naive as _utc
 
-__all__ = ["TierAssessment", "ShadowResult", "assess_tiers", "run_shadow", "next_tier"]
+__all__ = ["TierAssessment", "ShadowResult", "assess_tiers", "run_shadow", "next_tier", "MIN_N"]
 
 log = logging.getLogger(__name__)
+
+#: A tier is judged from this many scored requests (``[jobs.shadow] per_tier`` is 150 by default); under it
+#: no rule flags it: "too few to judge".
+MIN_N = 30
+
+
+def rate_upper_bound(hits: int, n: int, alpha: float) -> float:
+    """The exact (Clopper-Pearson) one-sided ``1 - alpha`` upper bound of the rate ``hits / n``."""
+    from scipy.stats import binomtest
+
+    return float(binomtest(hits, n).proportion_ci(confidence_level=1.0 - 2.0 * alpha, method="exact").high)
 
 
 def next_tier(tier: str) -> str | None:
@@ -79,14 +96,19 @@ def assess_tiers(
         base = prev[-cfg.baseline_runs:] if cfg.baseline_runs > 0 else []
         base_rate = drop_p = None
         reasons = []
-        if rate < cfg.min_rate:
-            reasons.append(f"tier-match rate {rate:.1%} is under the floor {cfg.min_rate:.0%}")
+        judged = n >= MIN_N
+        notes = [] if judged else [f"too few to judge: {n} scored requests, under the {MIN_N} a tier needs"]
+        if judged and rate < cfg.min_rate:
+            upper = rate_upper_bound(hits, n, cfg.alpha)
+            if upper < cfg.min_rate:
+                reasons.append(f"tier-match rate {rate:.1%} (one-sided {100 * (1 - cfg.alpha):.3g}% upper bound "
+                               f"{upper:.1%}) is under the floor {cfg.min_rate:.0%}")
         if base:
             bh, bn = sum(h for h, _ in base), sum(m for _, m in base)
             if bn > 0:
                 base_rate = bh / bn
                 drop_p = proportion_drop_p(hits, n, bh, bn)
-                if base_rate - rate >= cfg.drop and drop_p < cfg.alpha:
+                if judged and base_rate - rate >= cfg.drop and drop_p < cfg.alpha:
                     reasons.append(f"tier-match rate fell {base_rate - rate:.1%} from {base_rate:.1%} over the "
                                    f"previous {len(base)} runs (p={drop_p:.2g})")
         series = [h / m for h, m in prev if m > 0][-(cfg.baseline_runs):] + [rate]
@@ -94,10 +116,10 @@ def assess_tiers(
         if len(series) >= 5:
             t = trend(series)
             slope, tp = t.slope, t.p_decreasing
-            if tp < cfg.alpha and -slope * (len(series) - 1) >= cfg.drop:
+            if judged and tp < cfg.alpha and -slope * (len(series) - 1) >= cfg.drop:
                 reasons.append(f"tier-match rate falling {slope:+.2%} per run over {len(series)} runs (p={tp:.2g})")
         out.append(TierAssessment(tier, n, hits, rate, lo, hi, base_rate, drop_p, slope, tp, bool(reasons),
-                                  "; ".join(reasons)))
+                                  "; ".join(reasons + notes)))
     return out
 
 

@@ -1,7 +1,9 @@
 """The statistics of the nightly jobs: pure functions of arrays (numpy, scipy), seeded RNGs.
 
 * :func:`bootstrap_mean_ci` — percentile bootstrap CI of a mean (vectorised resamples);
-* :func:`mann_whitney_greater` — one-sided Mann-Whitney U: are this run's gaps larger than the baseline's?
+* :func:`mann_whitney_greater` / :func:`shift_greater` — one-sided: are this run's gaps larger than the
+  baseline's? Sound at small n: Fisher's exact test for two-valued (0/1) gaps, exact or permutation
+  Mann-Whitney U when a sample is small, the asymptotic one only when both are large;
 * :func:`trend` — Theil-Sen slope with a one-sided Mann-Kendall (Kendall tau) p-value;
 * :func:`psi` — population stability index between two category mixes;
 * :func:`ks_test` — two-sample Kolmogorov-Smirnov (query lengths);
@@ -21,6 +23,8 @@ import numpy as np
 __all__ = [
     "bootstrap_mean_ci",
     "mann_whitney_greater",
+    "ShiftTest",
+    "shift_greater",
     "Trend",
     "trend",
     "psi",
@@ -58,17 +62,60 @@ def bootstrap_mean_ci(
     return float(lo), float(hi)
 
 
-def mann_whitney_greater(current: Sequence[float], baseline: Sequence[float]) -> float:
-    """One-sided p-value that ``current`` tends to be larger than ``baseline`` (NaN without data)."""
-    from scipy.stats import mannwhitneyu
+#: Below this many items on either side the U statistic's normal approximation is not trusted: the exact
+#: (no ties) or permutation (ties) null distribution is used instead.
+EXACT_BELOW = 30
+#: Monte Carlo permutations where the exact enumeration would be larger (p resolution 1e-4).
+PERMUTATIONS = 9999
+
+
+@dataclass(frozen=True)
+class ShiftTest:
+    """A one-sided p-value that one sample tends to be larger than another, and the test that gave it."""
+
+    p: float
+    method: str
+
+
+def shift_greater(current: Sequence[float], baseline: Sequence[float], *,
+                  rng: np.random.Generator | None = None) -> ShiftTest:
+    """One-sided test that ``current`` tends to be larger than ``baseline`` (p NaN without data).
+
+    * two distinct values in all (0/1 exact-match gaps): Fisher's exact test on the 2x2 table, which is
+      the exact permutation distribution of U on such data (any n);
+    * otherwise Mann-Whitney U: its exact null distribution without ties, or a permutation one
+      (:data:`PERMUTATIONS`, seeded; exact enumeration when smaller) with ties, when either sample has
+      fewer than :data:`EXACT_BELOW` items; the tie-corrected normal approximation when both have more.
+    """
+    from scipy.stats import PermutationMethod, fisher_exact, mannwhitneyu
 
     a = np.asarray(current, dtype=np.float64)
     b = np.asarray(baseline, dtype=np.float64)
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
     if a.size == 0 or b.size == 0:
-        return math.nan
-    if np.all(a == a[0]) and np.all(b == a[0]):
-        return 1.0
-    return float(mannwhitneyu(a, b, alternative="greater", method="asymptotic").pvalue)
+        return ShiftTest(math.nan, "none")
+    values = np.unique(np.r_[a, b])
+    if values.size == 1:
+        return ShiftTest(1.0, "none")
+    if values.size == 2:
+        hi = values[1]
+        table = [[int(np.sum(a == hi)), int(np.sum(a != hi))], [int(np.sum(b == hi)), int(np.sum(b != hi))]]
+        return ShiftTest(float(fisher_exact(table, alternative="greater").pvalue), "Fisher exact")
+    if min(a.size, b.size) >= EXACT_BELOW:
+        return ShiftTest(float(mannwhitneyu(a, b, alternative="greater", method="asymptotic").pvalue),
+                         "Mann-Whitney")
+    if values.size == a.size + b.size:  # no ties: the exact distribution of U
+        return ShiftTest(float(mannwhitneyu(a, b, alternative="greater", method="exact").pvalue),
+                         "Mann-Whitney exact")
+    method = PermutationMethod(n_resamples=PERMUTATIONS, rng=rng if rng is not None else np.random.default_rng(0))
+    return ShiftTest(float(mannwhitneyu(a, b, alternative="greater", method=method).pvalue),
+                     "Mann-Whitney permutation")
+
+
+def mann_whitney_greater(current: Sequence[float], baseline: Sequence[float]) -> float:
+    """One-sided p-value that ``current`` tends to be larger than ``baseline`` (NaN without data):
+    :func:`shift_greater`'s."""
+    return shift_greater(current, baseline).p
 
 
 @dataclass(frozen=True)

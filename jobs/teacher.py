@@ -80,7 +80,9 @@ def request_key(request_id: str, model: str, messages: Sequence[Mapping[str, Any
     """Deterministic idempotency key / batch ``custom_id`` (``[A-Za-z0-9_-]``, 35 characters)."""
     doc = json.dumps([purpose, request_id, model, system, list(messages), max_tokens], sort_keys=True,
                      ensure_ascii=False, default=str)
-    return "cl-" + hashlib.blake2b(doc.encode(), digest_size=16).hexdigest()
+    # surrogatepass: a lone surrogate (half an emoji, escaped in the stored JSON) hashes instead of raising;
+    # the bytes of valid text, and so its key, are unchanged
+    return "cl-" + hashlib.blake2b(doc.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
 @dataclass(frozen=True)
