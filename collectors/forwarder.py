@@ -40,14 +40,19 @@ class Forwarder(Protocol):
 
 
 class KafkaForwarder:
-    """Produce to ``config.topic`` with acks=all; wait at most ``produce_timeout_s``."""
+    """Produce to ``config.topic`` with acks=all; wait at most ``produce_timeout_s``.
+
+    The defaults are ``[collector]``'s (3 s, Retry-After 1 s): the 503 must reach the sender well inside its own
+    export timeout (the OTel SDKs' default is 10 s), and its retry must fit there too, or the sender gives up and
+    drops the batch without ever seeing the answer.
+    """
 
     def __init__(
         self,
         config: KafkaConfig,
         *,
-        produce_timeout_s: float = 10.0,
-        retry_after_s: float = 5.0,
+        produce_timeout_s: float = 3.0,
+        retry_after_s: float = 1.0,
         connect_timeout_s: float = 2.0,
         producer_config: Mapping[str, Any] | None = None,
         now: Callable[[], float] = time.monotonic,

@@ -16,7 +16,8 @@ A trace's message must fit the producer's ``max_request_size`` (1 MiB by default
 exporter keeps :data:`HEADROOM_BYTES` under it). One over it — a foreign instrumentation
 that captured a 1 MB prompt or image — is split into several messages (same key, so the
 trace stays on one partition), down to one span each; a span still too big alone is sent
-with its largest string/bytes attribute values cut (event attributes too), their names
+with its largest string/bytes attribute values cut (event attributes too; never ``gen_ai.usage.*``,
+``costline.*`` or the model names: :data:`KEPT_WHOLE`), their names
 listed in the span's ``costline.truncated_attributes`` (:data:`TRUNCATED_ATTRIBUTES`), and
 counted in :attr:`KafkaSpanExporter.truncated_spans`. Every message stays an
 ``ExportTraceServiceRequest``.
@@ -49,7 +50,7 @@ from costline.otlp import encode_sdk_spans_by_trace
 
 from costline.collectors.producer import LazyProducer, after_fork_in_child
 
-__all__ = ["KafkaSpanExporter", "TRUNCATED_ATTRIBUTES", "HEADROOM_BYTES", "fit_message"]
+__all__ = ["KafkaSpanExporter", "TRUNCATED_ATTRIBUTES", "HEADROOM_BYTES", "KEPT_WHOLE", "fit_message", "truncate_span"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,11 @@ _HEADERS = ((contract.HEADER_CONTENT_TYPE, contract.CONTENT_TYPE_PROTOBUF.encode
 #: Span attribute (string array) naming the attributes whose values were cut for the span to fit one Kafka
 #: message (an event's attribute as ``event:<event name>/<key>``).
 TRUNCATED_ATTRIBUTES = "costline.truncated_attributes"
+#: Span attributes never cut to make a span fit (what pricing and attribution read, all small): every
+#: ``gen_ai.usage.*`` and ``costline.*`` attribute and these; a span that fits only with them cut is dropped whole.
+KEPT_WHOLE = frozenset({"gen_ai.system", "gen_ai.provider.name", "gen_ai.operation.name", "gen_ai.request.model",
+                        "gen_ai.response.model", "gen_ai.response.id"})
+_KEPT_WHOLE_PREFIXES = ("gen_ai.usage.", "costline.")
 #: Bytes kept free under the producer's ``max_request_size`` for the record's key, headers and batch overhead.
 HEADROOM_BYTES = 4096
 #: Default bound of the bytes buffered while Kafka is away.
@@ -430,6 +436,21 @@ def _cut(value: AnyValue, keep: int) -> None:
         value.string_value = value.string_value.encode("utf-8", "surrogatepass")[:keep].decode("utf-8", "ignore")
 
 
+def _kept_whole(key: str) -> bool:
+    return key in KEPT_WHOLE or key.startswith(_KEPT_WHOLE_PREFIXES)
+
+
+def truncate_span(request: ExportTraceServiceRequest, resource_index: int, scope_index: int, span: Span,
+                  limit: int) -> bytes | None:
+    """An ``ExportTraceServiceRequest`` holding only ``span`` (under ``request``'s resource ``resource_index`` and its
+    scope ``scope_index``) of at most ``limit`` bytes: the span's largest string/bytes attribute values (its events'
+    too; never :data:`KEPT_WHOLE`'s) cut on a character boundary, their names in :data:`TRUNCATED_ATTRIBUTES`;
+    None when cutting every such value cannot make it fit (a huge resource, thousands of numbers). Its ids, times,
+    numbers and the rest are kept as they are. What :func:`fit_message` does to a span over the limit alone (the
+    OTLP receivers do the same)."""
+    return _truncated(request, (resource_index, scope_index, span), limit)
+
+
 def _truncated(request: ExportTraceServiceRequest, unit: _Unit, limit: int) -> bytes | None:
     """One span's request with its largest attribute values cut until it fits ``limit``, the cut attributes named
     in :data:`TRUNCATED_ATTRIBUTES`; None when cutting every value cannot make it fit."""
@@ -442,7 +463,7 @@ def _truncated(request: ExportTraceServiceRequest, unit: _Unit, limit: int) -> b
             names = [v.string_value for v in kv.value.array_value.values if v.string_value]
             del span.attributes[index]
             break
-    candidates = [found for kv in span.attributes for found in _values(kv.value, kv.key)]
+    candidates = [found for kv in span.attributes if not _kept_whole(kv.key) for found in _values(kv.value, kv.key)]
     candidates += [found for event in span.events for kv in event.attributes
                    for found in _values(kv.value, f"event:{event.name}/{kv.key}")]
     candidates.sort(key=lambda c: _length(c[0]), reverse=True)

@@ -3,14 +3,16 @@
 Follows the OTLP/HTTP specification:
 
 * ``application/x-protobuf`` or ``application/json`` bodies, optionally
-  ``Content-Encoding: gzip``; the answer uses the request's encoding;
+  ``Content-Encoding: gzip``, ``deflate`` (zlib, or raw deflate) or ``zstd``; the answer uses the
+  request's encoding;
 * 200 with an ``ExportTraceServiceResponse`` once Kafka acknowledged every trace
   — with ``partial_success`` (rejected_spans, error_message) when invalid spans
-  (bad trace/span ids) were dropped from an otherwise valid request;
+  (bad trace/span ids, a span that does not parse on its own) were dropped from an otherwise valid
+  request, a span larger than a Kafka message sent with its largest attribute values cut;
 * 400 for an undecodable payload (google.rpc.Status body; clients must not retry);
 * 411 without Content-Length or ``Transfer-Encoding: chunked`` (OpenTelemetry JS's exporters send
   chunked bodies), 413 over ``max_body_bytes`` (checked before reading, as chunks arrive, and again
-  while un-gzipping), 415 for another content type or encoding,
+  while decompressing), 415 for another content type or encoding,
   404 for another path, 405 for another method;
 * 503 with ``Retry-After`` when Kafka cannot take the data within
   ``produce_timeout_s``, so exporters retry later.
@@ -25,6 +27,7 @@ import binascii
 import json
 import logging
 import threading
+import time
 import zlib
 from types import MappingProxyType
 from typing import Any
@@ -40,12 +43,13 @@ from costline import contract
 from costline.config import CollectorConfig
 from costline.netsec import (BearerTokens, BytesBudget, GuardedHandler, HttpReject, Limits,
                              PooledHTTPServer, refuse_open_bind, ssl_context)
-from costline.otlp import (JsonSalvage, OtlpDecodeError, decode_json, decode_json_salvaging, parse_protobuf,
-                           span_count, split_by_trace)
+from costline.otlp import (JsonSalvage, OtlpDecodeError, decode_json, decode_json_salvaging,
+                           parse_protobuf_salvaging, span_count, split_by_trace)
 from costline.textutil import well_formed
 
 from costline.collectors.errors import KafkaUnavailable, ReceiverError
 from costline.collectors.forwarder import Forwarder
+from costline.collectors.kafka_exporter import TRUNCATED_ATTRIBUTES, truncate_span
 
 __all__ = ["OtlpReceiver", "ReceiverBase", "TRACES_PATH", "ExportRefused", "pack_traces", "decode_with_rejections",
            "decode_export", "export_request"]
@@ -193,9 +197,14 @@ def decode_with_rejections(body: bytes, is_json: bool) -> tuple[ExportTraceServi
         req = got.request
         more, why = _drop_invalid_spans(req)
         return req, rejected + got.dropped + more, first or got.reason or why
-    req = parse_protobuf(body)  # a string that is not UTF-8 is repaired (U+FFFD), not a refused export
-    rejected, first = _drop_invalid_spans(req)
-    return req, rejected, first
+    # a string that is not UTF-8 is repaired (U+FFFD), not a refused export; a span that does not parse (nested past
+    # protobuf's depth limit) is refused alone, its neighbours kept
+    got = parse_protobuf_salvaging(body)
+    if got.dropped:
+        log.info("costline collect: %d OTLP protobuf span(s) refused, their neighbours kept: %s",
+                 got.dropped, got.reason)
+    rejected, first = _drop_invalid_spans(got.request)
+    return got.request, rejected + got.dropped, got.reason or first
 
 
 #: Gzip members one body may hold (``cat a.gz b.gz``: senders write one).
@@ -234,6 +243,83 @@ def _gunzip(body: bytes, limit: int) -> bytes:
         raise _Reject(400, f"body is not valid gzip: {exc}") from None
 
 
+def _too_big(limit: int) -> HttpReject:
+    return _Reject(413, f"decompressed body exceeds {limit} bytes: send smaller batches")
+
+
+def _inflate(body: bytes, limit: int) -> bytes:
+    """``Content-Encoding: deflate``: a zlib stream (RFC 1950, what HTTP's "deflate" names) or, from a client that
+    sends one, a raw deflate stream (RFC 1951), told apart by the zlib header; at most ``limit`` bytes out (413
+    past it, never inflated further). Cut short, or bytes after the stream → 400."""
+    is_zlib = len(body) >= 2 and body[0] & 0x0F == 8 and body[0] >> 4 <= 7 and (body[0] << 8 | body[1]) % 31 == 0
+    d = zlib.decompressobj(zlib.MAX_WBITS if is_zlib else -zlib.MAX_WBITS)
+    try:
+        out = d.decompress(body, limit + 1)
+        if len(out) > limit or d.unconsumed_tail:
+            raise _too_big(limit)
+        out += d.flush()
+    except zlib.error as exc:
+        raise _Reject(400, f"body is not valid deflate (zlib or raw): {exc}") from None
+    if len(out) > limit:
+        raise _too_big(limit)
+    if not d.eof:
+        raise _Reject(400, "body is truncated deflate")
+    if d.unused_data:
+        raise _Reject(400, "bytes after the end of the deflate stream")
+    return out
+
+
+#: zstd frames one body may hold (a sender writes one; each costs a decompression context).
+MAX_ZSTD_FRAMES = 64
+#: The most bytes one zstd input byte can decompress to (an RLE block: 4 bytes of header and byte → 128 KiB):
+#: the input is fed in pieces small enough that no piece can take the output far past the limit.
+_ZSTD_MAX_EXPANSION = 32 * 1024
+
+
+def _unzstd(body: bytes, limit: int) -> bytes:
+    """``Content-Encoding: zstd`` (the OTel Collector's ``compression: zstd``), every frame of the body read under one
+    limit of ``limit`` bytes out (413 past it). The input goes in pieces of at most (what the limit leaves) /
+    32 KiB bytes (no less than 64), so a bomb is stopped within about 2 MiB of the limit, never decompressed
+    whole; the decoder's window is bounded by the limit too (8 MiB at least; a frame asking for a larger one →
+    400). At most ``MAX_ZSTD_FRAMES`` frames; a frame cut short, or bytes that are no zstd frame → 400."""
+    import zstandard  # a declared dependency (pyproject.toml); imported only by a zstd body
+
+    # no larger than the limit needs, but never under 8 MiB (Go's zstd encoder in the OTel Collector streams with an
+    # 8 MiB window whatever the body's size), never over zstd's own default bound (128 MiB)
+    window = 1 << max(23, min(27, (limit - 1).bit_length()))
+    decompressor = zstandard.ZstdDecompressor(max_window_size=window)
+    out = bytearray()
+    at, frames = 0, 0
+    pending = b""  # bytes past the end of the last frame, read with the next piece
+    d = None
+    try:
+        while at < len(body) or pending:
+            if d is None:
+                frames += 1
+                if frames > MAX_ZSTD_FRAMES:
+                    raise _Reject(400, f"body has more than {MAX_ZSTD_FRAMES} zstd frames: compress a batch as one")
+                d = decompressor.decompressobj()
+            if pending:
+                piece, pending = pending, b""
+            else:
+                size = max(64, (limit - len(out)) // _ZSTD_MAX_EXPANSION)
+                piece, at = body[at:at + size], at + size
+            out += d.decompress(piece)
+            if len(out) > limit:
+                raise _too_big(limit)
+            if d.eof:
+                pending, d = d.unused_data, None
+    except zstandard.ZstdError as exc:
+        raise _Reject(400, f"body is not valid zstd: {exc}") from None
+    if d is not None or frames == 0:
+        raise _Reject(400, "body is truncated zstd")
+    return bytes(out)
+
+
+#: ``Content-Encoding`` → the decoder, each under the same decompressed-size limit.
+_DECODERS = MappingProxyType({"gzip": _gunzip, "deflate": _inflate, "zstd": _unzstd})
+
+
 # --- Kafka messages: per trace, without multiplying the request's bytes ----------------------------
 def _split_estimate(req: ExportTraceServiceRequest) -> tuple[int, int]:
     """(bytes the per-trace split would produce, its largest message), without building it."""
@@ -260,14 +346,18 @@ def pack_traces(req: ExportTraceServiceRequest, max_message_bytes: int) -> tuple
     that costs at most :data:`MAX_SPLIT_AMPLIFICATION` × the request's bytes and every message
     fits ``max_message_bytes``. Otherwise spans are packed in order (a trace's spans together)
     into messages of at most ``max_message_bytes``, each repeating a resource and scope once,
-    keyed by the first trace id they hold; a span that cannot fit even alone is refused.
+    keyed by the first trace id they hold. A span that cannot fit even alone (a captured image, a 1 MB
+    prompt) goes in a message of its own with its largest string/bytes attribute values cut, named in
+    ``costline.truncated_attributes`` (:func:`~costline.collectors.kafka_exporter.truncate_span`, what the
+    in-app exporter does; ids, times, numbers and ``gen_ai.usage.*`` kept); it is refused only when even
+    that cannot make it fit.
     """
     size = req.ByteSize()
     estimate, largest = _split_estimate(req)
     if estimate <= MAX_SPLIT_AMPLIFICATION * size + 4096 and largest <= max_message_bytes:
         return [(key, r.SerializeToString()) for key, r in split_by_trace(req)], 0, ""
     messages: list[tuple[str, bytes]] = []
-    rejected, why = 0, ""
+    rejected, truncated, why = 0, 0, ""
     cur: ExportTraceServiceRequest | None = None
     cur_size, cur_key, cur_rs, cur_ss = 0, "", None, None
     cur_rs_at: int | None = None
@@ -293,9 +383,17 @@ def pack_traces(req: ExportTraceServiceRequest, max_message_bytes: int) -> tuple
                         cur, cur_size, cur_key, cur_rs_at, cur_ss_at = ExportTraceServiceRequest(), 0, "", None, None
                         need = span_cost + r_cost + s_cost
                         if need > max_message_bytes:
-                            rejected += 1
-                            why = why or (f"span {span.name[:80]!r} with its resource is {need} bytes, over the "
-                                          f"largest Kafka message ({max_message_bytes}): send smaller spans")
+                            # alone in a message of its own, its largest string values cut (as the in-app exporter
+                            # does): the call's usage and ids reach Kafka; refused only when even that cannot fit
+                            cut = truncate_span(req, ri, si, span, max_message_bytes)
+                            if cut is None:
+                                rejected += 1
+                                why = why or (f"span {span.name[:80]!r} with its resource is {need} bytes, over the "
+                                              f"largest Kafka message ({max_message_bytes}) even with its attribute "
+                                              "values cut: send smaller spans")
+                            else:
+                                truncated += 1
+                                messages.append((trace_id.hex(), cut))
                             continue
                     if cur_rs_at != ri:
                         cur_rs = cur.resource_spans.add()
@@ -313,7 +411,26 @@ def pack_traces(req: ExportTraceServiceRequest, max_message_bytes: int) -> tuple
                     cur_size += need
                     cur_key = cur_key or trace_id.hex()
     flush()
+    if truncated:
+        _note_truncated(truncated, max_message_bytes)
     return messages, rejected, why
+
+
+#: Seconds between the receiver's warnings that spans were cut to fit a Kafka message (DEBUG in between).
+TRUNCATED_WARNING_S = 60.0
+_truncated_warned_at = float("-inf")
+
+
+def _note_truncated(spans: int, limit: int) -> None:
+    """Log spans sent with attribute values cut: WARNING at most once a minute (a sender that captures every image
+    must not flood the log), DEBUG in between."""
+    global _truncated_warned_at
+    now = time.monotonic()
+    level = logging.DEBUG
+    if now - _truncated_warned_at >= TRUNCATED_WARNING_S:
+        _truncated_warned_at, level = now, logging.WARNING
+    log.log(level, "costline collect: %d span(s) over the largest Kafka message (%d bytes) sent with their largest "
+                   "attribute values cut (named in %s)", spans, limit, TRUNCATED_ATTRIBUTES)
 
 
 # --- the export both receivers share (OTLP/HTTP here, OTLP/gRPC in receiver_grpc.py) ---------------
@@ -424,8 +541,8 @@ class _Handler(GuardedHandler):
                                "or application/json")
         encodings = self.header_values("Content-Encoding")
         encoding = (encodings[0] if encodings else "identity").strip().lower()
-        if len(encodings) > 1 or encoding not in ("identity", "gzip"):
-            raise _Reject(415, f"unsupported Content-Encoding {encoding[:80]!r}: send gzip or none")
+        if len(encodings) > 1 or (encoding != "identity" and encoding not in _DECODERS):
+            raise _Reject(415, f"unsupported Content-Encoding {encoding[:80]!r}: send gzip, deflate, zstd or none")
         length = self.content_length(cfg.max_body_bytes)
         budget = self.receiver.budget
         # held on the budget as it arrives (503 + Retry-After past max_inflight_bytes), not as announced: a
@@ -433,8 +550,8 @@ class _Handler(GuardedHandler):
         body = self.read_body(length, budget)
         hold = len(body)
         try:
-            if encoding == "gzip":
-                body = _gunzip(body, cfg.max_body_bytes)
+            if encoding != "identity":
+                body = _DECODERS[encoding](body, cfg.max_body_bytes)
             req, rejected, why = decode_export(body, is_json)
             del body
             resp = export_request(req, self.receiver.forwarder, cfg.max_message_bytes, rejected=rejected, why=why)

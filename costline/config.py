@@ -190,9 +190,11 @@ class CollectorConfig:
     #: Bodies over this (compressed or not) are refused with 413.
     max_body_bytes: int = 16 * 1024 * 1024
     #: Seconds a client is asked to wait (Retry-After) when Kafka cannot take data.
-    retry_after_s: int = 5
-    #: How long to wait for Kafka to acknowledge a forwarded request before answering 503.
-    produce_timeout_s: float = 10.0
+    retry_after_s: int = 1
+    #: How long to wait for Kafka to acknowledge a forwarded request before answering 503. Keep it well
+    #: under the senders' export timeout (the OTel SDKs' default is 10 s): a 503 that comes after the
+    #: sender gave up is never seen, and the sender drops the batch instead of retrying it.
+    produce_timeout_s: float = 3.0
     # -- security (docs/security.md) --------------------------------------------------------------
     #: Accept only requests with ``Authorization: Bearer <token>`` (the OTel Collector's
     #: bearertokenauth): this token and/or the tokens of this file (one a line, re-read on change).
@@ -878,7 +880,7 @@ def _validate(config: Config, source: str) -> None:
     s.at_least("max_body_bytes", collector.max_body_bytes, 1024)
     s.above_zero("produce_timeout_s", collector.produce_timeout_s,
                  what="must be a finite number of seconds above 0 (how long an export waits for Kafka's "
-                      "acknowledgement before the answer is 503; the default is 10); "
+                      "acknowledgement before the answer is 503; the default is 3); "
                       f"got {collector.produce_timeout_s}")
     from costline.netsec import validate_limits
 

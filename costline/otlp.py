@@ -21,7 +21,6 @@ from google.protobuf import descriptor_pb2, descriptor_pool, json_format, messag
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from costline import contract
 from costline.errors import CostlineError
@@ -33,6 +32,9 @@ __all__ = [
     "decode_request",
     "decode_protobuf",
     "parse_protobuf",
+    "parse_protobuf_salvaging",
+    "ProtobufSalvage",
+    "MAX_SALVAGED_SPANS",
     "decode_json",
     "decode_json_salvaging",
     "JsonSalvage",
@@ -87,6 +89,178 @@ def parse_protobuf(body: bytes) -> ExportTraceServiceRequest:
         return _parse_repairing_utf8(body)
     except (DecodeError, ValueError, RuntimeError, RecursionError):
         raise OtlpDecodeError(f"not an OTLP protobuf ExportTraceServiceRequest: {error}") from None
+
+
+class ProtobufSalvage(NamedTuple):
+    """What :func:`parse_protobuf_salvaging` parsed, and what it left out."""
+
+    request: ExportTraceServiceRequest
+    #: how many spans were left out (each failed to parse on its own)
+    dropped: int = 0
+    #: why the first of them was ("" when none was)
+    reason: str = ""
+
+
+#: The most spans (resources and scopes counted too) :func:`parse_protobuf_salvaging` walks and parses one by one
+#: (each alone costs a parse of its own): a request that fails whole with more is refused whole, as it was before.
+MAX_SALVAGED_SPANS = 100_000
+
+
+def parse_protobuf_salvaging(body: bytes) -> ProtobufSalvage:
+    """:func:`parse_protobuf`, but one span never costs its neighbours (what :func:`decode_json_salvaging` does for
+    OTLP/JSON).
+
+    A request that parses is parsed once (the common case). Otherwise its outer layers are walked as raw protobuf
+    (``ExportTraceServiceRequest.resource_spans`` → ``ResourceSpans.scope_spans`` → ``ScopeSpans.spans``, each
+    resource and scope kept with its schema URL) and each span is parsed alone, at the depth it has in a request
+    (so a span kept here parses back wherever the request is read again, e.g. by the processor from Kafka): a span
+    that does not (an attribute nested past protobuf's depth limit, a corrupt span) is left out, counted and the
+    first one's reason kept. Still :class:`OtlpDecodeError`: bytes that are not protobuf at those outer layers, a
+    resource or scope that does not parse, and a failing request of more than :data:`MAX_SALVAGED_SPANS` spans
+    (resources and scopes counted with them).
+    Linear in the bytes: each is walked once and parsed a bounded number of times (the whole, then its span alone).
+    """
+    try:
+        return ProtobufSalvage(parse_protobuf(body))
+    except OtlpDecodeError as exc:
+        error = exc
+    try:
+        return _salvage_protobuf(body)
+    except (_WireError, OtlpDecodeError):
+        raise error from None
+
+
+class _WireError(Exception):
+    """Bytes that are not a well-formed protobuf message at the layer walked."""
+
+
+def _varint(data: bytes, at: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if at >= len(data) or shift > 63:
+            raise _WireError("truncated or overlong varint")
+        byte = data[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, at
+        shift += 7
+
+
+def _fields(data: bytes) -> Iterable[tuple[int, int, int, int]]:
+    """``(field number, wire type, start, end)`` of each field of the message ``data`` (start/end: the whole field,
+    its tag included; for a length-delimited field :func:`_payload` gives its bytes)."""
+    at = 0
+    while at < len(data):
+        start = at
+        tag, at = _varint(data, at)
+        number, wire = tag >> 3, tag & 7
+        if number == 0:
+            raise _WireError("field number 0")
+        if wire == 0:
+            _, at = _varint(data, at)
+        elif wire == 1:
+            at += 8
+        elif wire == 2:
+            size, at = _varint(data, at)
+            at += size
+        elif wire == 5:
+            at += 4
+        else:  # groups (3, 4) are not in OTLP; 6 and 7 do not exist
+            raise _WireError(f"wire type {wire}")
+        if at > len(data):
+            raise _WireError("field runs past the end")
+        yield number, wire, start, at
+
+
+def _payload(data: bytes, start: int) -> bytes:
+    """The bytes of the length-delimited field at ``start``."""
+    _, at = _varint(data, start)
+    size, at = _varint(data, at)
+    return data[at:at + size]
+
+
+def _delimited(number: int, payload: bytes) -> bytes:
+    """``payload`` as length-delimited field ``number``."""
+    out = bytearray()
+    for value in ((number << 3) | 2, len(payload)):
+        while value >= 0x80:
+            out.append((value & 0x7F) | 0x80)
+            value >>= 7
+        out.append(value)
+    return bytes(out) + payload
+
+
+def _span_label(span: bytes) -> str:
+    """``span 'name' (trace <hex>)`` read off a span's raw fields (it does not parse), best effort."""
+    name, trace = "", ""
+    try:
+        for number, wire, start, _ in _fields(span):
+            if wire == 2 and number == 5:
+                name = _payload(span, start)[:80].decode("utf-8", "replace")
+            elif wire == 2 and number == 1:
+                trace = _payload(span, start)[:16].hex()
+    except _WireError:
+        pass
+    return f"span {name!r}" + (f" (trace {trace})" if trace else "")
+
+
+def _count(seen: int) -> int:
+    """One more resource, scope or span walked; :class:`_WireError` past :data:`MAX_SALVAGED_SPANS` (counted as they
+    are walked, so the bound holds for the walk too, not only for the parses)."""
+    if seen >= MAX_SALVAGED_SPANS:
+        raise _WireError(f"more than {MAX_SALVAGED_SPANS} spans, scopes and resources")
+    return seen + 1
+
+
+def _salvage_protobuf(body: bytes) -> ProtobufSalvage:
+    # (resource head, [(scope head, [span bytes kept])]): a head is every field of its message but the list below it
+    kept_rs: list[tuple[bytes, list[tuple[bytes, list[bytes]]]]] = []
+    dropped, first, seen = 0, "", 0
+    for number, wire, start, _ in _fields(body):
+        if number != 1 or wire != 2:
+            continue  # an unknown field (protobuf keeps and ignores it; so do we)
+        seen = _count(seen)
+        rs = _payload(body, start)
+        rs_head, scopes = bytearray(), []
+        for rs_number, rs_wire, rs_start, rs_end in _fields(rs):
+            if rs_number == 2 and rs_wire == 2:
+                seen = _count(seen)
+                scopes.append(_payload(rs, rs_start))
+            else:
+                rs_head += rs[rs_start:rs_end]
+        parse_protobuf(_delimited(1, bytes(rs_head)))  # the resource must parse: else no request to salvage
+        kept_ss: list[tuple[bytes, list[bytes]]] = []
+        for ss in scopes:
+            ss_head, spans = bytearray(), []
+            for ss_number, ss_wire, ss_start, ss_end in _fields(ss):
+                if ss_number == 2 and ss_wire == 2:
+                    seen = _count(seen)
+                    spans.append(_payload(ss, ss_start))
+                else:
+                    ss_head += ss[ss_start:ss_end]
+            parse_protobuf(_delimited(1, _delimited(2, bytes(ss_head))))  # and so must the scope
+            good = []
+            for span in spans:
+                try:  # alone, at the depth it has in a request: what is kept parses back in one
+                    parse_protobuf(_delimited(1, _delimited(2, _delimited(2, span))))
+                except OtlpDecodeError:
+                    dropped += 1
+                    first = first or (f"{_span_label(span)} does not parse (an attribute nested past protobuf's "
+                                      "depth limit, or corrupt bytes): left out, its neighbours kept")
+                    continue
+                good.append(span)
+            kept_ss.append((bytes(ss_head), good))
+        kept_rs.append((bytes(rs_head), kept_ss))
+    if not dropped:  # the request failed whole for a reason no span explains: not ours to guess
+        raise _WireError("no span explains the failure")
+    out = bytearray()
+    for rs_head, kept_ss in kept_rs:
+        rs_bytes = bytearray(rs_head)
+        for ss_head, good in kept_ss:
+            rs_bytes += _delimited(2, ss_head + b"".join(_delimited(2, span) for span in good))
+        out += _delimited(1, bytes(rs_bytes))
+    return ProtobufSalvage(parse_protobuf(bytes(out)), dropped, first)
 
 
 #: The package of the request's wire twin that reads string fields as bytes (see :func:`_strings_as_bytes`).
@@ -257,6 +431,10 @@ def decode_json_salvaging(body: bytes, *, check_ids: bool = True) -> JsonSalvage
     return JsonSalvage(decode_json(repaired, check_ids=check_ids), dropped, first, dropped_json)
 
 
+#: How json_format names the wrapper :func:`_span_unparsable` parses a span in (cut from its messages).
+_WRAPPER_ERROR = "Failed to parse resourceSpans field: Failed to parse scopeSpans field: Failed to parse spans field: "
+
+
 def _span_unparsable(span: Any, check_ids: bool) -> str | None:
     """Why one OTLP/JSON span does not decode on its own (lone surrogates read as U+FFFD), or None when it does."""
     name = span.get("name") if isinstance(span, dict) else None
@@ -266,9 +444,13 @@ def _span_unparsable(span: Any, check_ids: bool) -> str | None:
         _hex_ids_to_b64(one, strict=check_ids)
         for link in _list(one, "links"):
             _hex_ids_to_b64(link, strict=check_ids)
-        decoded = json_format.ParseDict(one, Span(), ignore_unknown_fields=True)
+        # at the depth it has in a request (3 levels down): a span that parses alone but not in its request
+        # (nested just past protobuf's depth limit) refused the whole export
+        wrapped = json_format.ParseDict({"resourceSpans": [{"scopeSpans": [{"spans": [one]}]}]},
+                                        ExportTraceServiceRequest(), ignore_unknown_fields=True)
+        decoded = wrapped.resource_spans[0].scope_spans[0].spans[0]
     except (json_format.ParseError, TypeError, ValueError, AttributeError, RecursionError) as exc:
-        return f"span {str(name)[:80]!r}: {str(exc)[:300]}"
+        return f"span {str(name)[:80]!r}: {str(exc).removeprefix(_WRAPPER_ERROR)[:300]}"
     return _ids_problem(decoded) if check_ids else None
 
 

@@ -171,7 +171,7 @@ def test_gzip_bomb_in_many_members_stays_under_the_limit(receiver):
     assert fwd.messages == []
 
 
-@pytest.mark.parametrize("encoding", ["deflate", "zstd", "br", "gzip, gzip"])
+@pytest.mark.parametrize("encoding", ["br", "compress", "gzip, gzip"])  # deflate and zstd: test_receiver_openworld.py
 def test_other_content_encodings_are_refused(receiver, encoding):
     port, fwd = receiver()
     status, _ = post(port, zlib.compress(request("a").SerializeToString()), {**PROTO, "Content-Encoding": encoding})

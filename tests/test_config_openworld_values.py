@@ -103,7 +103,7 @@ def test_min_adequacy_is_a_probability(tmp_path: Path, value: str) -> None:
 
 def test_the_defaults_load(tmp_path: Path) -> None:
     cfg = load(tmp_path)
-    assert cfg.collector.produce_timeout_s == 10.0 and cfg.jobs.drift.max_gap == 0.15
+    assert cfg.collector.produce_timeout_s == 3.0 and cfg.jobs.drift.max_gap == 0.15
 
 
 # -- drift and shadow tolerances are fractions ----------------------------------------------------------------
