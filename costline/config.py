@@ -247,6 +247,13 @@ class ProcessorConfig:
     heartbeat_interval_ms: int = 3_000
     #: Encoding assumed when a message has no content-type header: "auto", "otlp_proto", "otlp_json".
     encoding: str = "auto"
+    #: A span's time counts only within a window around its Kafka record's timestamp (else, for a record
+    #: without one, the processor's clock): at most this many days before it... Outside, the row is kept with
+    #: ``ts`` NULL (filed under date=1970-01-01) and ``data_quality`` ``ts:out_of_window``: a sender's made-up
+    #: times must not write a file per table and day for years of days. 0: no bound.
+    span_time_max_age_days: float = 400.0
+    #: ...and at most this many seconds after it (clocks run ahead; a day is generous). 0: no bound.
+    span_time_max_ahead_s: float = 86_400.0
 
 
 @dataclass(frozen=True)
@@ -913,6 +920,12 @@ def _validate(config: Config, source: str) -> None:
     s.need(heartbeat < session, "heartbeat_interval_ms",
            f"must be below [processor] session_timeout_ms ({session}), as Kafka requires; a third of it or less is "
            f"usual (the defaults are 3000 and 10000); got {heartbeat}")
+    for key, what in (("span_time_max_age_days", "days a span's time may lie before its Kafka record's timestamp "
+                                                 "(the default is 400)"),
+                      ("span_time_max_ahead_s", "seconds a span's time may lie after its Kafka record's timestamp "
+                                                "(the default is 86400)")):
+        value = getattr(processor, key)
+        s.not_negative(key, value, f"must be a finite number of {what}, or 0 for no bound; got {value}")
     capture: CaptureConfig = sections["capture"]
     Section("capture", source=source).at_least(
         "max_chars", capture.max_chars, 1,

@@ -78,8 +78,8 @@ def split_by_day(arrow: pa.Table) -> dict[str, pa.Table]:
     """An Arrow table with a ``ts`` column → ``{UTC date: rows of that date}``, row order kept."""
     if arrow.num_rows == 0:
         return {}
-    # ts >= 0: integer division floors; a span with no valid time (ts NULL, flagged in data_quality) is filed
-    # with the schema files under 1970-01-01.
+    # ts >= 0: integer division floors; a span with no valid time, or one outside the processor's span-time
+    # window (ts NULL, flagged in data_quality), is filed with the schema files under 1970-01-01.
     days = pc.fill_null(pc.divide(arrow.column("ts").cast(pa.int64()), _US_PER_DAY), 0)
     distinct = pc.unique(days).to_pylist()  # in order of first appearance
     if len(distinct) == 1:

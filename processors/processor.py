@@ -54,10 +54,11 @@ from costline.kafkaheaders import read_header_keys_like_java
 from costline.lake import WriterFenced
 from costline.otlp import JsonSalvage, OtlpDecodeError
 from costline.pricing import NO_FAST_PRICE, NO_PRIORITY_PRICE
+from costline.processors.attributes import MIN_TIME_NS
 from costline.processors.buffer import PartitionBuffer
 from costline.processors.decode import decode_message, flatten_into, invalid_spans_request
 from costline.processors.errors import DeadLetterError, StartPositionError
-from costline.processors.records import CallRow, MemoPricingTable
+from costline.processors.records import CallRow, MemoPricingTable, null_times_outside
 
 __all__ = ["Processor", "ProcessorStats", "START_POSITIONS"]
 
@@ -92,6 +93,13 @@ FETCH_MAX_BYTES = 64 * 1024 * 1024
 #: returns as soon as a record arrives, so a longer hold delays nothing; it only means fewer empty
 #: fetches for the client to send and parse while the topic is quiet.
 FETCH_MAX_WAIT_MS = 2000
+#: How long the main thread may go between two ``poll()`` calls before the group expels this member
+#: (kafka-python's default, set here so it is said): a buffer's flush runs between polls and writes a file
+#: per table and UTC day its rows fall on, which the span-time window (``[processor]
+#: span_time_max_age_days``) keeps to about 400 days; a flush of days beyond that once took minutes.
+MAX_POLL_INTERVAL_MS = 300_000
+#: A record timestamp before this (2000-01-01; Kafka's "none" is -1) is no reference time: the wall clock is.
+_MIN_RECORD_TIMESTAMP_MS: Final = MIN_TIME_NS // 1_000_000
 #: The longest one ``poll()`` waits for records (s). The loop polls sooner when a buffer falls due
 #: (``flush_interval_s``) or ``--until-idle`` may end; otherwise each empty poll round only costs CPU.
 #: With this and :data:`FETCH_MAX_WAIT_MS`, an idle processor takes ~4 ms of CPU per second
@@ -264,6 +272,7 @@ class Processor:
         config: Config,
         *,
         now: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
         consumer_factory: Callable[..., Any] | None = None,
         producer_factory: Callable[..., Any] | None = None,
         start: str = "lake",
@@ -279,6 +288,12 @@ class Processor:
         self.pricing = MemoPricingTable(config.pricing)
         self.stats = ProcessorStats()
         self._now = now
+        #: Seconds since the epoch: the span-time window's reference for a record without a timestamp.
+        self._wall_clock = wall_clock
+        pcfg = config.processor
+        #: The span-time window, in µs either side of the reference time (None: no bound that side).
+        self._max_age_us = round(pcfg.span_time_max_age_days * 86_400_000_000) or None
+        self._max_ahead_us = round(pcfg.span_time_max_ahead_s * 1_000_000) or None
         self._consumer_factory = consumer_factory
         self._producer_factory = producer_factory
         self._consumer: Any = None
@@ -397,7 +412,7 @@ class Processor:
                     self._rewind(batch, tp, start)
                     return
                 for rec in records[start:start + step]:
-                    handle(partition, rec.offset, rec.key, rec.value, rec.headers, now)
+                    handle(partition, rec.offset, rec.key, rec.value, rec.headers, now, rec.timestamp)
 
     def _rewind(self, batch: dict[Any, list[Any]], stopped_at: Any, index: int) -> None:
         later = False
@@ -519,6 +534,7 @@ class Processor:
             isolation_level="read_committed",
             session_timeout_ms=cfg.processor.session_timeout_ms,
             heartbeat_interval_ms=cfg.processor.heartbeat_interval_ms,
+            max_poll_interval_ms=MAX_POLL_INTERVAL_MS,
             max_poll_records=MAX_POLL_RECORDS,
             # Bigger fetches: fewer round trips per span when catching up (one trace is ~1 kB).
             max_partition_fetch_bytes=MAX_PARTITION_FETCH_BYTES,
@@ -563,8 +579,10 @@ class Processor:
 
     # -- per message -----------------------------------------------------------------
     def handle(self, partition: int, offset: int, key: bytes | None, value: bytes | None,
-               headers: Any, now: float) -> None:
-        """Decode one message into its partition's buffer, or dead-letter it."""
+               headers: Any, now: float, timestamp_ms: int | None = None) -> None:
+        """Decode one message into its partition's buffer, or dead-letter it. ``timestamp_ms``: the Kafka
+        record's timestamp in ms (None, or before 2000 as Kafka's -1 is: it has none), the reference time of the
+        span-time window (:meth:`_window_times`)."""
         stats = self.stats
         stats.messages += 1
         buf = self._buffers.get(partition)
@@ -575,6 +593,7 @@ class Processor:
         unpriced = self._unpriced
         invalid: list[tuple[Any, Any, Any, str]] = []
         salvaged: list[JsonSalvage] = []
+        marks = len(pending["requests"]), len(pending["calls"]), len(pending["lookups"])
         try:
             # Rows go straight into the buffer's lists. Flattening validates span ids too
             # (decode_message leaves that to it): a span with a malformed id, or one that does not
@@ -595,6 +614,8 @@ class Processor:
                               f"cannot flatten the message: {type(exc).__name__}: {exc}")
             buf.note(offset, 0, now)
             return
+        if self._max_age_us is not None or self._max_ahead_us is not None:
+            self._window_times(pending, marks, timestamp_ms)
         unparsed = salvaged[0].dropped if salvaged else 0  # OTLP/JSON spans that did not decode on their own
         total = spans + unparsed
         stats.spans += total
@@ -620,6 +641,28 @@ class Processor:
             self._dead_letter_rejected(partition, buf)
         if buf.spans >= pcfg.batch_max_spans or buf.bytes >= pcfg.batch_max_bytes:
             self.flush_partition(partition)
+
+    def _window_times(self, pending: dict[str, list[Any]], marks: tuple[int, int, int],
+                      timestamp_ms: int | None) -> None:
+        """Null the time of the rows just flattened (from ``marks`` on) whose span time lies outside the window
+        ``[processor] span_time_max_age_days`` / ``span_time_max_ahead_s`` around the reference time: the
+        record's timestamp (a replayed topic keeps its true times), else the wall clock; a record timestamp
+        past the window's far end from the wall clock is no reference (a producer's clock gone wrong).
+        A message handed in with no record at all (``timestamp_ms`` None: a caller in this process, as the
+        tests are, never the consumer loop, whose records always carry one) is not windowed."""
+        if timestamp_ms is None:
+            return
+        wall_us = int(self._wall_clock() * 1_000_000)
+        ahead = self._max_ahead_us
+        ref_us = wall_us
+        if timestamp_ms is not None and timestamp_ms >= _MIN_RECORD_TIMESTAMP_MS:
+            record_us = timestamp_ms * 1000
+            if ahead is None or record_us <= wall_us + ahead:
+                ref_us = record_us
+        lo = ref_us - self._max_age_us if self._max_age_us is not None else -(1 << 63)
+        hi = ref_us + ahead if ahead is not None else 1 << 63
+        for table, mark in zip(("requests", "calls", "lookups"), marks):
+            null_times_outside(pending[table], mark, lo, hi)
 
     def _note_unpriced(self, calls: list[CallRow]) -> None:
         stats = self.stats

@@ -63,6 +63,8 @@ __all__ = [
     "INCOMPLETE_USAGE",
     "INVALID_USAGE",
     "MAX_TOKENS",
+    "TS_OUT_OF_WINDOW",
+    "null_times_outside",
 ]
 
 _new = tuple.__new__  # builds a NamedTuple row without its Python-level __new__
@@ -174,6 +176,35 @@ class LookupRow(NamedTuple):
 
 
 Row = RequestRow | CallRow | LookupRow
+
+#: ``data_quality`` flag of a span whose time lies outside the processor's window around its Kafka record's
+#: timestamp (``[processor] span_time_max_age_days`` / ``span_time_max_ahead_s``): ``ts`` is NULL, the row kept.
+TS_OUT_OF_WINDOW: Final = "ts:out_of_window"
+#: Where each row type holds ``ts`` and ``data_quality`` (rows are tuples in schema order).
+_TS_AT: Final = {cls: cls._fields.index("ts") for cls in (RequestRow, CallRow, LookupRow)}
+_QUALITY_AT: Final = {cls: cls._fields.index("data_quality") for cls in (RequestRow, CallRow, LookupRow)}
+
+
+def null_times_outside(rows: list[Row], start: int, lo_us: int, hi_us: int) -> int:
+    """Rows ``rows[start:]`` (one table's) whose ``ts`` lies outside ``[lo_us, hi_us]`` replaced, in place, by
+    the same row with ``ts`` NULL and :data:`TS_OUT_OF_WINDOW` added to its ``data_quality``; returns how many.
+    The span's own time is not kept (no column holds it): its Kafka record (``kafka_partition`` /
+    ``kafka_offset``) does, while the topic's retention keeps it. ``duration_ms`` is kept."""
+    end = len(rows)
+    if start >= end:
+        return 0
+    cls = type(rows[start])
+    at, dq = _TS_AT[cls], _QUALITY_AT[cls]
+    nulled = 0
+    for i in range(start, end):
+        ts = rows[i][at]
+        if ts is not None and not lo_us <= ts <= hi_us:
+            values = list(rows[i])
+            values[at] = None
+            values[dq] = f"{values[dq]},{TS_OUT_OF_WINDOW}" if values[dq] else TS_OUT_OF_WINDOW
+            rows[i] = _new(cls, values)
+            nulled += 1
+    return nulled
 
 class MemoPricingTable(PricingTable):
     """A :class:`PricingTable` whose model lookups are memoized (the hot path prices every call).

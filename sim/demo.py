@@ -225,6 +225,8 @@ def _child_env(config: Config, lake: Path, topic: str, group: str, collector_por
             "COSTLINE_LAKE_PATH": str(lake),
             "COSTLINE_PROCESSOR_GROUP_ID": group,
             "COSTLINE_PROCESSOR_FLUSH_INTERVAL_S": "1",
+            # the demo replays a fixed simulated month (from 2026-11-01) with records stamped now: no age bound
+            "COSTLINE_PROCESSOR_SPAN_TIME_MAX_AGE_DAYS": "0",
             "COSTLINE_COLLECTOR_PORT": str(collector_port),
         }
     )

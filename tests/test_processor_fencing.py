@@ -50,8 +50,8 @@ def test_a_zombie_instance_cannot_commit_after_the_new_owner_recovered(kafka_con
         """Stalls (a GC pause, a stuck disk) holding a buffer, past max.poll.interval.ms; once
         woken, it flushes what it holds, as a stalled instance would."""
 
-        def handle(self, partition, offset, key, value, headers, now):
-            super().handle(partition, offset, key, value, headers, now)
+        def handle(self, partition, offset, key, value, headers, now, *more):  # more: the record's timestamp
+            super().handle(partition, offset, key, value, headers, now, *more)
             if not stalled.is_set():
                 stalled.set()
                 resume.wait(120)
@@ -59,7 +59,7 @@ def test_a_zombie_instance_cannot_commit_after_the_new_owner_recovered(kafka_con
                 self.flush_all()
                 outcome["fenced"] = self.stats.fenced - before
 
-    a = Zombie(cfg, consumer_factory=lambda **kw: KafkaConsumer(**kw, max_poll_interval_ms=4000))
+    a = Zombie(cfg, consumer_factory=lambda **kw: KafkaConsumer(**{**kw, "max_poll_interval_ms": 4000}))
     a_thread = threading.Thread(target=lambda: outcome.setdefault("a", a.run(until_idle=2.0)))
     a_thread.start()
     assert stalled.wait(60)

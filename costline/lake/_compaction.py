@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from costline.errors import LakeError
 from costline.fsutil import atomic_path, fsync_dir
-from costline.lake._files import EMPTY_DATE, data_file_topic, parse_data_file_name, topic_tag
+from costline.lake._files import EMPTY_FILE, data_file_topic, parse_data_file_name, topic_tag
 from costline.lake._oddfiles import UNREADABLE, file_problem, set_aside
 from costline.lake._schema import ONE_ROW_PER_SPAN, TABLES
 from costline.sqlutil import sql_str
@@ -48,6 +48,10 @@ def compact(lake: "Lake", *, before: date | None = None) -> list[tuple[str, str,
     written (tmp + fsync + rename) before the files it replaces are removed. A crash between
     the two leaves rows twice on disk, which the views already read once (one row per
     (trace_id, span_id)); the next compaction merges them away.
+
+    ``date=1970-01-01`` is merged too: it holds the rows whose span had no usable time (``ts`` NULL), filed
+    there every flush that had one. Its zero-row schema files (``_empty.parquet``, :meth:`Lake.init`) are
+    never merged nor removed: they are no data file.
     """
     import duckdb
 
@@ -58,9 +62,10 @@ def compact(lake: "Lake", *, before: date | None = None) -> list[tuple[str, str,
     for table in TABLES:
         for day_dir in sorted(lake.table_dir(table).glob("date=*")):
             day = day_dir.name.removeprefix("date=")
-            if day == EMPTY_DATE or day >= before.isoformat():
+            if day >= before.isoformat():
                 continue
-            files = [f for f in sorted(day_dir.glob("*.parquet")) if _compactable(f, committed)]
+            files = [f for f in sorted(day_dir.glob("*.parquet"))
+                     if f.name != EMPTY_FILE and _compactable(f, committed)]
             if len(files) < 2:
                 continue
             # a file DuckDB cannot read would stop this day and every one after it: set it aside
