@@ -889,6 +889,13 @@ def _anthropic_usage(call: CallHandle, usage: Any) -> None:
     created = _int(getattr(usage, "cache_creation_input_tokens", 0))
     one_hour = _cache_1h(usage)  # of the writes, the one-hour ones (priced 2 x the input, not 1.25 x)
     searches = _int(getattr(getattr(usage, "server_tool_use", None), "web_search_requests", 0))
+    # server-side compactions (beta): billed on top of the top-level usage, which leaves them out
+    c_fresh, c_read, c_created, c_one_hour, c_output = _compactions(usage)
+    if fresh is not None:
+        fresh += c_fresh
+    if output is not None:
+        output += c_output
+    read, created, one_hour = read + c_read, created + c_created, one_hour + c_one_hour
     # Anthropic's input_tokens excludes cached tokens; the GenAI semconv total includes them.
     call.usage(None if fresh is None else fresh + read + created, output, read, created, one_hour, searches)
     call.speed(getattr(usage, "speed", None))  # "fast": billed at the model's fast multiplier
@@ -918,7 +925,30 @@ def _record_anthropic(call: CallHandle, recorder: Recorder, kwargs: dict[str, An
 
 def _cache_1h(usage: Any) -> int:
     """Anthropic's ``usage.cache_creation.ephemeral_1h_input_tokens`` (0 when absent or null)."""
-    return _int(getattr(getattr(usage, "cache_creation", None), "ephemeral_1h_input_tokens", 0))
+    return _int(_field(_field(usage, "cache_creation"), "ephemeral_1h_input_tokens"))
+
+
+#: Most ``usage.iterations`` entries read (a response has a few: its sampling turns and compactions).
+_MAX_ITERATIONS = 1024
+
+
+def _compactions(usage: Any) -> tuple[int, int, int, int, int]:
+    """(fresh input, cache read, cache write, one-hour writes, output) of the entries of type ``compaction`` in a beta
+    Message's ``usage.iterations``: the server-side summaries of the context, which Anthropic bills on top of the
+    top-level usage (that leaves them out). All 0 without any (a non-beta Message has no iterations)."""
+    entries = getattr(usage, "iterations", None)
+    totals = [0, 0, 0, 0, 0]
+    if not isinstance(entries, (list, tuple)):
+        return 0, 0, 0, 0, 0
+    for entry in entries[:_MAX_ITERATIONS]:
+        if _field(entry, "type") != "compaction":
+            continue
+        totals[0] += _count(_field(entry, "input_tokens")) or 0
+        totals[1] += _count(_field(entry, "cache_read_input_tokens")) or 0
+        totals[2] += _count(_field(entry, "cache_creation_input_tokens")) or 0
+        totals[3] += _cache_1h(entry)
+        totals[4] += _count(_field(entry, "output_tokens")) or 0
+    return totals[0], totals[1], totals[2], totals[3], totals[4]
 
 
 class _Usage:
@@ -934,6 +964,8 @@ class _Usage:
         self.server_tool_use = SimpleNamespace(web_search_requests=0)
         self.speed: str | None = None
         self.inference_geo: str | None = None
+        #: a beta stream's ``usage.iterations`` (its ``message_delta`` has them): the compactions are billed too
+        self.iterations: list[Any] | None = None
 
     def update(self, usage: Any) -> None:
         for name in ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"):
@@ -952,6 +984,9 @@ class _Usage:
         value = getattr(usage, "inference_geo", None)
         if isinstance(value, str):
             self.inference_geo = value
+        value = getattr(usage, "iterations", None)
+        if isinstance(value, (list, tuple)):
+            self.iterations = list(value)
 
 
 class _AnthropicStream(_StreamParser):

@@ -41,6 +41,8 @@ from costline.processors.spellings import (
     ALL_OUTPUT_KEYS,
     ALL_READ_KEYS,
     ALL_WRITE_KEYS,
+    INCOMPLETE_STREAM_ERROR,
+    STREAM_ENDED_EARLY,
     USAGE_PREFIXES,
     mlflow_flavor,
     provider_metadata_attributes,
@@ -344,6 +346,10 @@ def flatten_span(
     call = read_call(name, get, scope, error_type is not None, bad)
     if call is None:
         return None  # no model call: an agent's or a tool's span, a chain, an app's own span...
+    if error_type is None and STREAM_ENDED_EARLY in bad:
+        # a stream that ended before the model's final event, reported by an instrumentation that ends it as
+        # complete (OpenLLMetry's Anthropic): failed, as costline's own wrapper says of such a stream
+        error_type = INCOMPLETE_STREAM_ERROR
     (op, provider, model, response_model, input_tokens, output_tokens, read, write,
      finish_reasons, unreported, response_id, write_1h, searches) = call
     served_tier = _served_tier(get)

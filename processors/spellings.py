@@ -4,7 +4,7 @@ costline reads four families of spans (docs/telemetry.md has the table of who wr
 
 * the **OpenTelemetry GenAI conventions** (``gen_ai.operation.name``, ``gen_ai.request.model``,
   ``gen_ai.usage.*``): costline's own recorder, the anthropic SDK's native spans, OpenLLMetry,
-  ``opentelemetry-instrumentation-openai-v2``, OpenLIT, Pydantic AI, Logfire, LiteLLM and the Vercel AI
+  ``opentelemetry-instrumentation-openai-v2``, OpenLIT, Pydantic AI, Logfire, LiteLLM, LangSmith and the Vercel AI
   SDK, with the older and the tool-specific spellings each of them still writes;
 * **OpenInference** (Arize Phoenix's conventions: ``openinference.span.kind``, ``llm.token_count.*``);
 * **Langfuse**'s observations (``langfuse.observation.*``);
@@ -24,6 +24,7 @@ from typing import Any, Final, NamedTuple
 from costline import contract as c
 from costline.processors.attributes import (
     MAX_TOKENS,
+    bool_of,
     count_of,
     first_present,
     first_str,
@@ -50,6 +51,10 @@ __all__ = [
     "AI_SDK_PROVIDER_METADATA",
     "provider_metadata_attributes",
     "mlflow_flavor",
+    "STREAM_ENDED_EARLY",
+    "INCOMPLETE_STREAM_ERROR",
+    "ANTHROPIC_COMPACTION_INPUT",
+    "ANTHROPIC_COMPACTION_OUTPUT",
 ]
 
 
@@ -251,6 +256,51 @@ _LITELLM_USAGE: Final = "metadata.usage_object"
 _LITELLM_COUNT = re.compile(r"['\"](cache_read_input_tokens|cache_creation_input_tokens|cached_tokens|"
                             r"cache_creation_tokens|ephemeral_1h_input_tokens)['\"]\s*:\s*(\d{1,12})\b")
 
+#: LiteLLM's answer from its own response cache (``litellm.cache = Cache(...)``, SDK and proxy): no API call was made
+#: (LiteLLM prices it at $0: ``gen_ai.cost.total_cost`` 0, ``litellm.saved_cache_cost`` the price saved), yet its
+#: span has the cached response's usage and model. It is no model call, as a costline cache hit is none.
+_LITELLM_CACHE_HIT: Final = "litellm.cache_hit"
+
+#: Spans with no ``gen_ai.operation.name`` that are no model call though they name a model: a token count
+#: (Anthropic's ``messages.count_tokens``, also ``beta.messages.count_tokens``: free, nothing generated).
+_NOT_CALL_SUFFIXES: Final = ("count_tokens",)
+#: The anthropic SDK's own tracing (``com.anthropic.sdk.python``, its platform clients' ``.aws``, ``.bedrock``, ...)
+#: names each span after its method and writes ``gen_ai.operation.name`` = ``chat`` on its one model call,
+#: ``anthropic.messages.create``; its spans of other APIs that name a model (``anthropic.messages.count_tokens``,
+#: ``anthropic.sessions.create``: the agent's model) have no operation and are no call.
+_ANTHROPIC_SDK_SCOPES: Final = ("com.anthropic.sdk.",)
+_ANTHROPIC_SDK_SPAN_PREFIX: Final = "anthropic."
+_ANTHROPIC_SDK_CALL: Final = "anthropic.messages.create"
+
+#: The anthropic SDK's sums of a beta Message's ``usage.iterations`` entries of type ``compaction``
+#: (the server-side summary of a context, billed on top of the top-level usage, which leaves it out): its input
+#: (cache reads and writes included: the SDK adds them up, so all are priced at the input price, an upper bound
+#: when a compaction read the cache) and its output. Read into the call's input and output counts.
+ANTHROPIC_COMPACTION_INPUT: Final = "anthropic.usage.compaction.input_tokens"
+ANTHROPIC_COMPACTION_OUTPUT: Final = "anthropic.usage.compaction.output_tokens"
+
+#: LangSmith's OpenTelemetry export (``Client(tracing_mode="otel")``, scope ``langsmith``): every run is a span whose
+#: ``langsmith.span.kind`` is its run type; only ``llm`` and ``embedding`` runs are model calls (``prompt``, a prompt
+#: template, is exported as ``chat`` with no model, ``retriever`` as ``embeddings``). Its counts are LangChain's
+#: ``usage_metadata``: ``input_tokens`` INCLUDES the cache reads and writes (langchain-anthropic adds Anthropic's);
+#: the cache counts are only in its ``input_token_details``, which LangSmith writes as the Python repr of the dict
+#: (``gen_ai.usage.input_token_details``: ``{'cache_read': 480, 'cache_creation': 0, ...}``) or, for a LangChain
+#: chat model, as JSON in ``langsmith.metadata.usage_metadata``. Both are read with a bounded pattern, never evaluated.
+_LANGSMITH_KIND: Final = "langsmith.span.kind"
+_LANGSMITH_CALL_KINDS: Final = frozenset({"llm", "embedding"})
+_LANGSMITH_DETAILS: Final = ("gen_ai.usage.input_token_details", "langsmith.metadata.usage_metadata")
+_LANGSMITH_COUNT = re.compile(r"['\"](cache_read|cache_creation|ephemeral_5m_input_tokens|ephemeral_1h_input_tokens)"
+                              r"['\"]\s*:\s*(\d{1,12})\b")
+
+#: OpenLLMetry's Anthropic instrumentation (Python) ends a streamed call's span only once the stream ran out, and
+#: writes its finish reasons from the ``message_delta`` event: a span with none, whose output count is at most
+#: ``message_start``'s placeholder (1), is a stream that ended before the model's final event (a proxy that gave up
+#: on it). Flagged in ``data_quality`` under this name: its usage is a lower bound and its answer may be cut.
+_OPENLLMETRY_ANTHROPIC: Final = "opentelemetry.instrumentation.anthropic"
+STREAM_ENDED_EARLY: Final = f"{c.GEN_AI_RESPONSE_FINISH_REASONS}:stream_ended_early"
+#: The ``error.type`` such a call is given (what costline's own wrapper names a stream cut before the final event).
+INCOMPLETE_STREAM_ERROR: Final = "IncompleteStreamError"
+
 #: Logfire's LLM integrations (scopes ``logfire.anthropic``, ``logfire.openai``): a streamed call is a span
 #: for the request (no usage) and, once the stream ends, a log (``logfire.span_type`` = ``log``, often in
 #: another trace) with the usage: the log is the call.
@@ -265,6 +315,14 @@ def _read_genai(name: str, get: Any, scope: str | None, failed: bool, bad: list[
     model = str_of(get(c.GEN_AI_REQUEST_MODEL)) or response_model
     if op is not None and (op in NOT_CALL_OPERATIONS or (model is None and op not in CALL_OPERATIONS)):
         return None  # an agent's run or a tool's: its usage (if any) is its model calls', counted on them
+    if op is None and (name.endswith(_NOT_CALL_SUFFIXES) or (
+            scope is not None and scope.startswith(_ANTHROPIC_SDK_SCOPES)
+            and name.startswith(_ANTHROPIC_SDK_SPAN_PREFIX) and name != _ANTHROPIC_SDK_CALL)):
+        return None  # a free token count, or the anthropic SDK's span of another API (sessions, ...)
+    if (kind_v := get(_LANGSMITH_KIND)) is not None and str_of(kind_v) not in _LANGSMITH_CALL_KINDS:
+        return None  # LangSmith's prompt template, retriever, chain... run
+    if bool_of(get(_LITELLM_CACHE_HIT)):
+        return None  # answered from LiteLLM's own cache: no API call, nothing billed
     provider = str_of(get(c.GEN_AI_PROVIDER_NAME)) or str_of(get(c.GEN_AI_SYSTEM))
     if provider in _FRAMEWORK_SYSTEMS:
         provider = None
@@ -278,8 +336,11 @@ def _read_genai(name: str, get: Any, scope: str | None, failed: bool, bad: list[
     v = get(_WRITE0)
     write = count_of(v, _WRITE0, bad) if v is not None else count_of(*first_present(get, CACHE_CREATION_KEYS), bad)
     write_1h = count_of(*first_present(get, CACHE_CREATION_1H_KEYS), bad) if write else None
-    if read is None and write is None and (v := get(_LITELLM_USAGE)) is not None:
-        read, write, write_1h = _litellm_cache(str_of(v) or "", bad)  # its cache counts are only in there
+    if read is None and write is None:
+        if (v := get(_LITELLM_USAGE)) is not None:
+            read, write, write_1h = _litellm_cache(str_of(v) or "", bad)  # its cache counts are only in there
+        elif (v := first_present(get, _LANGSMITH_DETAILS))[0] is not None:
+            read, write, write_1h = _langsmith_cache(str_of(v[0]) or "", v[1], bad)
     if scope is not None:
         if scope == _AI_SDK_SCOPE:
             if provider:
@@ -303,6 +364,12 @@ def _read_genai(name: str, get: Any, scope: str | None, failed: bool, bad: list[
         # an instrumentation not named above wrote the API's own input_tokens. Read it as that, or the fresh
         # input would price at 0 and the cached share pass 100 %.
         input_tokens += (read or 0) + (write or 0)
+    if (v := get(ANTHROPIC_COMPACTION_INPUT)) is not None and input_tokens is not None:
+        n = count_of(v, ANTHROPIC_COMPACTION_INPUT, bad)  # a bad one is flagged: the call is then unpriced
+        input_tokens = input_tokens + n if n is not None else input_tokens
+    if (v := get(ANTHROPIC_COMPACTION_OUTPUT)) is not None and output_tokens is not None:
+        n = count_of(v, ANTHROPIC_COMPACTION_OUTPUT, bad)
+        output_tokens = output_tokens + n if n is not None else output_tokens
     # no usage at all (OpenLLMetry JS on a streamed OpenAI call): unknown, never $0; an answer's count without
     # its input's (the conventions only recommend each): the input is unknown, not free
     if input_tokens is output_tokens is read is write is None:
@@ -316,6 +383,9 @@ def _read_genai(name: str, get: Any, scope: str | None, failed: bool, bad: list[
         response_model = None if response_model == _MICROMETER_NONE else response_model
     v = get(c.GEN_AI_RESPONSE_FINISH_REASONS)
     finish_reasons = str_list_of(v if v is not None else get(_ANTHROPIC_STOP_REASON))
+    if (finish_reasons is None and not failed and scope == _OPENLLMETRY_ANTHROPIC and output_tokens is not None
+            and output_tokens <= 1):
+        bad.append(STREAM_ENDED_EARLY)  # priced from its counts, a lower bound, as costline's own cut stream
     return _new(CallReading, (op, provider, model, response_model, input_tokens, output_tokens, read, write,
                               finish_reasons, unreported, str_of(get(c.GEN_AI_RESPONSE_ID)), write_1h,
                               count_of(*first_present(get, WEB_SEARCH_KEYS), bad)))
@@ -334,6 +404,27 @@ def _litellm_cache(text: str, bad: list[str]) -> tuple[int | None, int | None, i
     return (read if read is None or read <= MAX_TOKENS else None,
             write if write is None or write <= MAX_TOKENS else None,
             write_1h if write_1h is None or write_1h <= MAX_TOKENS else None)
+
+
+def _langsmith_cache(text: str, key: str, bad: list[str]) -> tuple[int | None, int | None, int | None]:
+    """(cache read, cache write, one-hour writes) of LangSmith's ``input_token_details`` (a dict's repr) or its
+    metadata's ``usage_metadata`` (JSON), read off their first 8 KiB. langchain-anthropic moves the writes to the
+    TTL keys (``cache_creation`` then 0); an app's own details may give the total in ``cache_creation`` with the
+    split beside it: the writes are the larger of the two, never their sum."""
+    found: dict[str, int] = {}
+    for name, value in _LANGSMITH_COUNT.findall(text[:8192]):
+        found.setdefault(name, int(value))
+    if not found:
+        return None, None, None
+    for name, n in found.items():
+        if n > MAX_TOKENS:
+            bad.append(f"{key}.{name}:out_of_range")  # under gen_ai.usage. or flagged so: the call is unpriced
+    ok = {k: n for k, n in found.items() if n <= MAX_TOKENS}
+    read = ok.get("cache_read")
+    split = [ok[k] for k in ("ephemeral_5m_input_tokens", "ephemeral_1h_input_tokens") if k in ok]
+    write = max(ok.get("cache_creation", 0), sum(split)) if "cache_creation" in ok or split else None
+    write_1h = ok.get("ephemeral_1h_input_tokens") if write else None
+    return read, write, write_1h
 
 
 # --- OpenInference --------------------------------------------------------------------
@@ -589,7 +680,7 @@ ALL_WRITE_KEYS: Final = (*CACHE_CREATION_KEYS, OI_CACHE_WRITE_TOKENS, LF_USAGE,
                          ML_USAGE, f"{ML_USAGE}.cache_creation_input_tokens")
 #: Prefixes of the usage attributes of every family: a call with one of them dropped is not priced.
 USAGE_PREFIXES: Final = ("gen_ai.usage.", "llm.usage.", "llm.token_count.", "ai.usage.", LF_USAGE, "anthropic.usage.",
-                         ML_USAGE)
+                         ML_USAGE, _LANGSMITH_DETAILS[1])
 
 
 def read_call(name: str, get: Any, scope: str | None, failed: bool, bad: list[str]) -> CallReading | None:
