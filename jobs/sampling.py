@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-__all__ = ["SampledRequest", "allocate", "sample_requests", "parse_messages", "tool_call_text", "tool_result_text",
-           "CANDIDATES_SQL", "candidates_sql"]
+__all__ = ["SampledRequest", "allocate", "sample_requests", "parse_messages", "anthropic_messages", "tool_call_text",
+           "tool_result_text", "CANDIDATES_SQL", "candidates_sql"]
 
 log = logging.getLogger(__name__)
 
@@ -248,7 +248,7 @@ def allocate(counts: Mapping[str, int], total: int, min_per: int = 0) -> dict[st
     return {k: alloc.get(k, 0) for k in counts}
 
 
-def _to_anthropic(turns: list[tuple[str, str]]) -> tuple[tuple[Mapping[str, Any], ...], str | None]:
+def anthropic_messages(turns: list[tuple[str, str]]) -> tuple[tuple[Mapping[str, Any], ...], str | None]:
     """Messages-API turns (user / assistant; a tool's answer is the user's) and the system prompt. A turn of no
     text before the last is left out (the API refuses it); the last, the one the teacher answers, is a user
     turn, and may be empty: :func:`sample_requests` leaves such a request out."""
@@ -308,7 +308,7 @@ def sample_requests(
     why_counts: Counter[str] = Counter()
     for request_id, trace_id, ts, subtype, task_type, served, inp, outp, *_ in rows:
         turns = _read_turns(inp, tools=True)
-        messages, system = _to_anthropic([(r, t) for r, t, _own in turns])
+        messages, system = anthropic_messages([(r, t) for r, t, _own in turns])
         why = SKIP_NO_USER_TURN if not messages else \
             SKIP_EMPTY_LAST_TURN if not str(messages[-1]["content"]).strip() else None
         if why is not None:

@@ -3,6 +3,7 @@ moved requests (Wilson bounds computed here by hand), costs with escalation, pro
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import datetime
 from pathlib import Path
@@ -198,3 +199,28 @@ def test_promote_keeps_the_parent_and_rollback_restores_it(tmp_path: Path) -> No
         con.close()
     assert rows == [(datetime(2026, 11, 3, 9), "promote", True), (datetime(2026, 11, 4, 9), "promote", True),
                     (datetime(2026, 11, 5, 9), "rollback", None)]
+
+
+# -- what the gate's judge sends the tiers it compares ------------------------------------------------------------
+_AGENT_DOC = json.dumps([
+    {"role": "user", "parts": [{"type": "text", "content": "weather in Paris?"}]},
+    {"role": "assistant", "parts": [{"type": "tool_call", "id": "t1", "name": "weather", "arguments": {"city": "Paris"}}]},
+    {"role": "tool", "parts": [{"type": "tool_call_response", "id": "t1", "response": "18C sunny"}]},
+])
+
+
+@pytest.mark.parametrize(("doc", "expected"), [
+    (_AGENT_DOC, ({"role": "user", "content": "weather in Paris?"},
+                  {"role": "assistant", "content": '[tool call weather({"city": "Paris"})]'},
+                  {"role": "user", "content": "[tool result: 18C sunny]"})),
+    # a last user turn of nothing to answer (an image alone): the query is asked instead
+    (json.dumps([{"role": "user", "parts": [{"type": "image"}]}]), ({"role": "user", "content": "the query"},)),
+    (None, ({"role": "user", "content": "the query"},)),
+])
+def test_the_gates_judge_sends_tool_turns_as_text_and_never_an_empty_message(doc, expected) -> None:
+    """Anthropic's Messages API refuses an empty message but a final assistant one: a captured agent conversation
+    went as empty tool turns, and the judge's calls failed."""
+    from costline.serving.routing.gate import _to_anthropic
+
+    messages, _system = _to_anthropic(doc, "the query")
+    assert messages == expected

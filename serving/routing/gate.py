@@ -382,14 +382,14 @@ def compare(
 
 
 def _to_anthropic(doc: str | None, query: str) -> tuple[tuple[dict[str, Any], ...], str | None]:
-    from costline.jobs.sampling import parse_messages
+    """The request's conversation as the drift job sends it to a teacher (tool calls and results as text, no empty
+    turn before the last: the Messages API refuses one), or the query alone when nothing of it is left to answer."""
+    from costline.jobs.sampling import anthropic_messages, parse_messages
 
-    turns = parse_messages(doc)
-    system = "\n".join(t for r, t in turns if r == "system") or None
-    msgs = [{"role": "assistant" if r == "assistant" else "user", "content": t} for r, t in turns if r != "system"]
-    while msgs and msgs[-1]["role"] == "assistant":
-        msgs.pop()
-    return (tuple(msgs) if msgs else ({"role": "user", "content": query},)), system
+    msgs, system = anthropic_messages(parse_messages(doc, tools=True))
+    if not msgs or not str(msgs[-1].get("content") or "").strip():
+        msgs = ({"role": "user", "content": query},)
+    return tuple(dict(m) for m in msgs), system
 
 
 class LakeJudge:
