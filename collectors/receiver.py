@@ -23,7 +23,6 @@ shared with the OTLP/gRPC receiver (:mod:`costline.collectors.receiver_grpc`).
 
 from __future__ import annotations
 
-import binascii
 import json
 import logging
 import threading
@@ -43,7 +42,7 @@ from costline import contract
 from costline.config import CollectorConfig
 from costline.netsec import (BearerTokens, BytesBudget, GuardedHandler, HttpReject, Limits,
                              PooledHTTPServer, refuse_open_bind, ssl_context)
-from costline.otlp import (JsonSalvage, OtlpDecodeError, decode_json, decode_json_salvaging,
+from costline.otlp import (JsonSalvage, OtlpDecodeError, decode_json, decode_json_salvaging, json_id_bytes,
                            parse_protobuf_salvaging, span_count, split_by_trace)
 from costline.textutil import well_formed
 
@@ -101,13 +100,12 @@ def _drop_invalid_spans(req: ExportTraceServiceRequest) -> tuple[int, str]:
 
 
 def _hex_id(value: Any, nbytes: int, *, optional: bool = False) -> bool:
+    """An OTLP/JSON id of ``nbytes``: hex as the spec says, or the one exact base64 form protobuf's own
+    ``MessageToJson`` writes (:func:`costline.otlp.json_id_bytes`); all zeros is no id (unless ``optional``)."""
     if value in (None, "") and optional:
         return True
-    if not isinstance(value, str) or len(value) != 2 * nbytes:
-        return False
-    try:
-        raw = binascii.unhexlify(value)
-    except (binascii.Error, ValueError):
+    raw = json_id_bytes(value, nbytes) if isinstance(value, str) else None
+    if raw is None or len(raw) != nbytes:
         return False
     return optional or raw != bytes(nbytes)
 

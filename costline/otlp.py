@@ -38,6 +38,7 @@ __all__ = [
     "decode_json",
     "decode_json_salvaging",
     "JsonSalvage",
+    "json_id_bytes",
     "split_by_trace",
     "encode_sdk_spans_by_trace",
     "span_count",
@@ -99,6 +100,10 @@ class ProtobufSalvage(NamedTuple):
     dropped: int = 0
     #: why the first of them was ("" when none was)
     reason: str = ""
+    #: the spans left out, their bytes as they came, each under its own resource and scope (an
+    #: ``ExportTraceServiceRequest`` on the wire that, like them, does not parse): what a caller dead-letters or
+    #: reports (b"" when none was)
+    dropped_protobuf: bytes = b""
 
 
 #: The most spans (resources and scopes counted too) :func:`parse_protobuf_salvaging` walks and parses one by one
@@ -216,6 +221,7 @@ def _count(seen: int) -> int:
 def _salvage_protobuf(body: bytes) -> ProtobufSalvage:
     # (resource head, [(scope head, [span bytes kept])]): a head is every field of its message but the list below it
     kept_rs: list[tuple[bytes, list[tuple[bytes, list[bytes]]]]] = []
+    dropped_rs = bytearray()  # the spans left out, under their resource and scope heads
     dropped, first, seen = 0, "", 0
     for number, wire, start, _ in _fields(body):
         if number != 1 or wire != 2:
@@ -231,6 +237,7 @@ def _salvage_protobuf(body: bytes) -> ProtobufSalvage:
                 rs_head += rs[rs_start:rs_end]
         parse_protobuf(_delimited(1, bytes(rs_head)))  # the resource must parse: else no request to salvage
         kept_ss: list[tuple[bytes, list[bytes]]] = []
+        dropped_ss = bytearray()
         for ss in scopes:
             ss_head, spans = bytearray(), []
             for ss_number, ss_wire, ss_start, ss_end in _fields(ss):
@@ -240,7 +247,7 @@ def _salvage_protobuf(body: bytes) -> ProtobufSalvage:
                 else:
                     ss_head += ss[ss_start:ss_end]
             parse_protobuf(_delimited(1, _delimited(2, bytes(ss_head))))  # and so must the scope
-            good = []
+            good, bad = [], []
             for span in spans:
                 try:  # alone, at the depth it has in a request: what is kept parses back in one
                     parse_protobuf(_delimited(1, _delimited(2, _delimited(2, span))))
@@ -248,10 +255,15 @@ def _salvage_protobuf(body: bytes) -> ProtobufSalvage:
                     dropped += 1
                     first = first or (f"{_span_label(span)} does not parse (an attribute nested past protobuf's "
                                       "depth limit, or corrupt bytes): left out, its neighbours kept")
+                    bad.append(span)
                     continue
                 good.append(span)
             kept_ss.append((bytes(ss_head), good))
+            if bad:
+                dropped_ss += _delimited(2, bytes(ss_head) + b"".join(_delimited(2, span) for span in bad))
         kept_rs.append((bytes(rs_head), kept_ss))
+        if dropped_ss:
+            dropped_rs += _delimited(1, bytes(rs_head) + bytes(dropped_ss))
     if not dropped:  # the request failed whole for a reason no span explains: not ours to guess
         raise _WireError("no span explains the failure")
     out = bytearray()
@@ -260,7 +272,7 @@ def _salvage_protobuf(body: bytes) -> ProtobufSalvage:
         for ss_head, good in kept_ss:
             rs_bytes += _delimited(2, ss_head + b"".join(_delimited(2, span) for span in good))
         out += _delimited(1, bytes(rs_bytes))
-    return ProtobufSalvage(parse_protobuf(bytes(out)), dropped, first)
+    return ProtobufSalvage(parse_protobuf(bytes(out)), dropped, first, bytes(dropped_rs))
 
 
 #: The package of the request's wire twin that reads string fields as bytes (see :func:`_strings_as_bytes`).
@@ -333,6 +345,9 @@ def _parse_repairing_utf8(body: bytes) -> ExportTraceServiceRequest:
 
 def decode_json(body: bytes, *, check_ids: bool = True) -> ExportTraceServiceRequest:
     """OTLP/JSON: lowerCamelCase keys, hex trace/span ids, enums as ints, int64 as strings.
+
+    An id in the padded base64 protobuf's own JSON mapping writes (``json_format.MessageToJson``) is read too, only
+    in its exact form (:func:`json_id_bytes`): 24 characters for a trace id, 12 for a span id.
 
     With ``check_ids`` False a span's malformed id (not hex, the wrong length, all zeros) does not refuse
     the request: a non-hex id is read as empty, and the caller checks every span's ids itself (the
@@ -475,17 +490,49 @@ def _list(obj: Any, *keys: str) -> list[Any]:
     return []
 
 
+#: Bytes of each id field of a span or link, by its OTLP/JSON key (both spellings).
+_ID_BYTES = {"traceId": 16, "trace_id": 16, "spanId": 8, "span_id": 8, "parentSpanId": 8, "parent_span_id": 8}
+#: Characters of an id written in padded base64 (what protobuf's ``json_format.MessageToJson`` writes for bytes):
+#: 16 bytes → 24 (``==`` at the end), 8 → 12 (``=``). The padding is never hex, so no id reads both ways.
+_B64_CHARS = {16: 24, 8: 12}
+
+
+def json_id_bytes(value: str, nbytes: int) -> bytes | None:
+    """The bytes of an OTLP/JSON trace id (``nbytes`` 16) or span id (8), or None when it is neither form.
+
+    The OTLP spec's form is hex (any length is read here; the caller checks the length). As a fallback an id in
+    the padded base64 protobuf's own JSON mapping writes (``json_format.MessageToJson``, which hand-rolled
+    exporters use) is read too, only when it is exactly that form: 24 characters decoding to 16 bytes for a
+    trace id, 12 decoding to 8 for a span id, standard or URL-safe alphabet, canonical (it encodes back to
+    itself). Anything else (base64 of another length, unpadded, with stray bits) is None, refused as before.
+    """
+    try:
+        return binascii.unhexlify(value)
+    except (binascii.Error, ValueError):
+        pass
+    if len(value) != _B64_CHARS.get(nbytes, -1) or not value.isascii():
+        return None
+    std = value.replace("-", "+").replace("_", "/")
+    try:
+        raw = base64.b64decode(std, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    if len(raw) != nbytes or base64.b64encode(raw).decode() != std:
+        return None
+    return raw
+
+
 def _hex_ids_to_b64(obj: Any, strict: bool = True) -> None:
     if not isinstance(obj, dict):
         raise TypeError("a span must be an object")
-    for key in ("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id"):
+    for key, nbytes in _ID_BYTES.items():
         value = obj.get(key)
         if isinstance(value, str) and value:
-            try:
-                raw = binascii.unhexlify(value)
-            except (binascii.Error, ValueError):
+            raw = json_id_bytes(value, nbytes)
+            if raw is None:
                 if strict:
-                    raise ValueError(f"{key} {value!r} is not hex") from None
+                    raise ValueError(f"{key} {value!r} is not hex (nor the {_B64_CHARS[nbytes]}-character base64 "
+                                     f"of {nbytes} bytes protobuf's JSON mapping writes)")
                 raw = b""  # an empty id: the span is refused when its ids are checked, alone
             obj[key] = base64.b64encode(raw).decode()
 

@@ -3,10 +3,11 @@
 A message is decoded by its ``content-type`` header, else by the configured
 encoding, else by sniffing (``{`` opens OTLP JSON). Anything that does not
 decode raises :class:`~costline.otlp.OtlpDecodeError`; the processor sends it
-to the DLQ. One span never costs its neighbours: in OTLP/JSON a span that does not
-decode on its own is left out (:func:`decode_message` with ``dropped``), and a span
-that does not flatten is set aside (:func:`flatten_into` with ``invalid``); the
-processor dead-letters just those spans.
+to the DLQ. One span never costs its neighbours: a span that does not decode on its
+own (OTLP/JSON: a value protobuf cannot hold; protobuf: an attribute nested past
+protobuf's depth limit, corrupt bytes) is left out (:func:`decode_message` with
+``dropped``), and a span that does not flatten is set aside (:func:`flatten_into` with
+``invalid``); the processor dead-letters just those spans.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from typing import Any
 
 from costline import contract
 
-from costline.otlp import (ExportTraceServiceRequest, JsonSalvage, OtlpDecodeError, decode_json_salvaging,
-                           parse_protobuf)
+from costline.otlp import (ExportTraceServiceRequest, JsonSalvage, OtlpDecodeError, ProtobufSalvage,
+                           decode_json_salvaging, parse_protobuf, parse_protobuf_salvaging)
 from costline.pricing import UNPRICED_STATUSES, PricingTable
 from costline.processors.records import CallRow, LookupRow, RequestRow, Row, flatten_span, service_name
 
@@ -49,14 +50,16 @@ def decode_message(
     value: bytes | None,
     headers: Sequence[tuple[str, bytes | None]] | None = None,
     encoding: str = "auto",
-    dropped: list[JsonSalvage] | None = None,
+    dropped: list[JsonSalvage | ProtobufSalvage] | None = None,
 ) -> ExportTraceServiceRequest:
     """Decode one Kafka message's value; raises :class:`OtlpDecodeError`.
 
     Span ids are not checked here: :func:`flatten_into` checks them span by span. In OTLP/JSON a lone
-    surrogate is read as U+FFFD; a span that does not decode on its own (a value out of its field's range, a
-    wrong type) is left out and its neighbours kept when ``dropped`` is given (the message's
-    :class:`~costline.otlp.JsonSalvage`, naming them, is appended to it); without ``dropped`` it refuses the message.
+    surrogate is read as U+FFFD, in protobuf a string that is not UTF-8. A span that does not decode on its own
+    (OTLP/JSON: a value out of its field's range, a wrong type; protobuf: an attribute nested past protobuf's depth
+    limit, corrupt bytes) is left out and its neighbours kept when ``dropped`` is given (the message's
+    :class:`~costline.otlp.JsonSalvage` or :class:`~costline.otlp.ProtobufSalvage`, naming them, is appended to
+    it); without ``dropped`` it refuses the message.
     """
     if not value:
         raise OtlpDecodeError("empty message value (tombstone?)")
@@ -68,7 +71,7 @@ def decode_message(
     if kind in _PROTOBUF_TYPES or (not kind and _MAYBE_JSON(value) is None):
         # Fast path: span ids are validated while flattening (see records.flatten_span),
         # not in a second pass over the message as costline.otlp.decode_protobuf does.
-        return parse_protobuf(value)  # invalid UTF-8 in a string is repaired, not a lost message
+        return _decode_protobuf(value, dropped)  # invalid UTF-8 in a string is repaired, not a lost message
     if kind in _JSON_TYPES:
         return _decode_json(value, dropped)
     # an unknown content type, or none: sniff ("{" opens JSON)
@@ -79,10 +82,19 @@ def decode_message(
             # A protobuf request opens with 0x0a ("\n"); with a length byte of 0x7b it looks like JSON.
             if value[:1] != b"\n":
                 raise
-    return parse_protobuf(value)
+    return _decode_protobuf(value, dropped)
 
 
-def _decode_json(value: bytes, dropped: list[JsonSalvage] | None) -> ExportTraceServiceRequest:
+def _decode_protobuf(value: bytes, dropped: list[JsonSalvage | ProtobufSalvage] | None) -> ExportTraceServiceRequest:
+    if dropped is None:
+        return parse_protobuf(value)
+    got = parse_protobuf_salvaging(value)  # one parse when the message parses whole (the common case)
+    if got.dropped:
+        dropped.append(got)
+    return got.request
+
+
+def _decode_json(value: bytes, dropped: list[JsonSalvage | ProtobufSalvage] | None) -> ExportTraceServiceRequest:
     got = decode_json_salvaging(value, check_ids=False)  # ids are checked span by span while flattening
     if got.dropped:
         if dropped is None:

@@ -52,7 +52,7 @@ from costline.config import Config
 from costline.kafka_security import client_options
 from costline.kafkaheaders import read_header_keys_like_java
 from costline.lake import WriterFenced
-from costline.otlp import JsonSalvage, OtlpDecodeError
+from costline.otlp import JsonSalvage, OtlpDecodeError, ProtobufSalvage
 from costline.pricing import NO_FAST_PRICE, NO_PRIORITY_PRICE
 from costline.processors.attributes import MIN_TIME_NS
 from costline.processors.buffer import PartitionBuffer
@@ -592,13 +592,14 @@ class Processor:
         pending = buf.rows
         unpriced = self._unpriced
         invalid: list[tuple[Any, Any, Any, str]] = []
-        salvaged: list[JsonSalvage] = []
+        salvaged: list[JsonSalvage | ProtobufSalvage] = []
         marks = len(pending["requests"]), len(pending["calls"]), len(pending["lookups"])
         try:
             # Rows go straight into the buffer's lists. Flattening validates span ids too
             # (decode_message leaves that to it): a span with a malformed id, or one that does not
-            # flatten, is left out and its neighbours kept, as an OTLP receiver does; so is an OTLP/JSON
-            # span that does not decode on its own. A message of nothing else is dead-lettered whole.
+            # flatten, is left out and its neighbours kept, as an OTLP receiver does; so is a span that does
+            # not decode on its own (OTLP/JSON: a value protobuf cannot hold; protobuf: nested past protobuf's
+            # depth limit, corrupt). A message of nothing else is dead-lettered whole.
             spans, ignored = flatten_into(decode_message(value, headers, pcfg.encoding, salvaged), self.pricing,
                                           partition, offset, pending["requests"], pending["calls"],
                                           pending["lookups"], unpriced, invalid)
@@ -616,18 +617,23 @@ class Processor:
             return
         if self._max_age_us is not None or self._max_ahead_us is not None:
             self._window_times(pending, marks, timestamp_ms)
-        unparsed = salvaged[0].dropped if salvaged else 0  # OTLP/JSON spans that did not decode on their own
+        unparsed = salvaged[0].dropped if salvaged else 0  # spans that did not decode on their own
         total = spans + unparsed
         stats.spans += total
         stats.ignored_spans += ignored
-        # What the lake does not hold goes to the DLQ: only those spans, so a replay duplicates nothing. OTLP/JSON
-        # spans that did not decode go as OTLP/JSON (as they came: protobuf cannot hold them), the others as protobuf.
+        # What the lake does not hold goes to the DLQ: only those spans, so a replay duplicates nothing. Spans that
+        # did not decode go as they came: OTLP/JSON ones as OTLP/JSON (protobuf cannot hold them), protobuf ones as
+        # their own bytes under their resource and scope (they parse no better there); the others as protobuf.
         if unparsed:
+            got = salvaged[0]
             stats.invalid_spans += unparsed
-            self._dead_letter(partition, offset, key, salvaged[0].dropped_json,
-                              _with_content_type(headers, contract.CONTENT_TYPE_JSON),
+            if isinstance(got, JsonSalvage):
+                dead, ctype = got.dropped_json, contract.CONTENT_TYPE_JSON
+            else:
+                dead, ctype = got.dropped_protobuf, contract.CONTENT_TYPE_PROTOBUF
+            self._dead_letter(partition, offset, key, dead, _with_content_type(headers, ctype),
                               f"{unparsed} of the message's {total} spans left out (the others are in the "
-                              f"lake): {salvaged[0].reason}")
+                              f"lake): {got.reason}")
         if invalid:
             stats.invalid_spans += len(invalid)
             self._dead_letter(partition, offset, key, invalid_spans_request(invalid),

@@ -146,7 +146,8 @@ def test_json_with_hex_ids_is_accepted_and_answered_in_json(serve):
                        JSON, id=f"json-link-{name}")
           for name, link in (("short-trace-id", {"traceId": "abc", "spanId": "0102030405060708"}),
                              ("non-hex-trace-id", {"traceId": "zz" * 16, "spanId": "0102030405060708"}),
-                             ("base64-span-id", {"traceId": TRACE_A.hex(), "spanId": "AQIDBAUGBwg="}))),
+                             # unpadded base64: not the exact form MessageToJson writes (that one is read)
+                             ("unpadded-base64-span-id", {"traceId": TRACE_A.hex(), "spanId": "AQIDBAUGBwg"}))),
     ],
 )
 def test_invalid_spans_are_dropped_with_partial_success(serve, body, headers):
