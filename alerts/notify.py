@@ -12,6 +12,7 @@ a Slack notifier is built.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import socket
 import threading
@@ -49,7 +50,13 @@ METADATA_EVENT_TYPE = "costline_alert"
 _PERMANENT = frozenset({
     "invalid_auth", "not_authed", "account_inactive", "token_revoked", "channel_not_found",
     "not_in_channel", "is_archived", "missing_scope", "invalid_blocks", "msg_too_long", "no_text",
+    "message_not_found", "cant_update_message", "edit_window_closed", "thread_not_found",
 })
+
+#: Slack errors saying the message an edit (``chat.update``) or a thread reply refers to is gone or can
+#: no longer be edited (deleted in Slack, too old, not this bot's): no retry and no config change can
+#: fix them. An edit answered with one is skipped; a reply answered with one is posted top-level instead.
+_GONE = frozenset({"message_not_found", "cant_update_message", "edit_window_closed", "thread_not_found"})
 
 
 @dataclass(frozen=True)
@@ -83,6 +90,11 @@ class SendResult:
     permanent: bool = False
     #: Nothing to do for this notifier (e.g. a webhook cannot update a message).
     skipped: bool = False
+    #: The server rate-limited us (HTTP 429); ``retry_after`` is its ``Retry-After`` when usable.
+    rate_limited: bool = False
+    #: The message this one refers to (the original an edit changes, a reply's thread) is gone or can no
+    #: longer be edited: retrying cannot help (the outbox skips such an edit).
+    gone: bool = False
 
 
 _BROADCAST = re.compile(r"@(?=(channel|here|everyone)\b)", re.IGNORECASE)
@@ -250,11 +262,14 @@ def _header(headers: Mapping[str, Any] | None, name: str) -> str | None:
 
 
 def _retry_after(headers: Mapping[str, Any] | None) -> float | None:
+    """The ``Retry-After`` header in seconds: a finite number >= 0, else None (missing, an HTTP date,
+    ``inf``, ``nan``, negative, garbage). The outbox clamps it to ``[1, backoff_max_s]``."""
     value = _header(headers, "Retry-After")
     try:
-        return float(value) if value is not None else None
-    except ValueError:
+        seconds = float(value) if value is not None else None
+    except (TypeError, ValueError):
         return None
+    return seconds if seconds is not None and math.isfinite(seconds) and seconds >= 0 else None
 
 
 #: Messages per page of the duplicate check (Slack recommends at most 200), and the clock skew allowed
@@ -300,9 +315,10 @@ class SlackBotNotifier:
             r = exc.response
             error = (r.data.get("error") if isinstance(r.data, dict) else None) or f"HTTP {r.status_code}"
             if r.status_code == 429 or error == "ratelimited":
-                return SendResult(ok=False, error="rate limited (429)", retry_after=_retry_after(r.headers) or 1.0)
+                return SendResult(ok=False, error="rate limited (429)", retry_after=_retry_after(r.headers),
+                                  rate_limited=True)
             return SendResult(ok=False, error=f"Slack error {error} (HTTP {r.status_code})",
-                              permanent=error in _PERMANENT)
+                              permanent=error in _PERMANENT, gone=error in _GONE)
         except Exception as exc:  # noqa: BLE001 - network errors of every kind are results here
             return SendResult(ok=False, error=f"{type(exc).__name__}: {exc}", ambiguous=True)
         return SendResult(ok=True, channel=resp.get("channel"), ts=resp.get("ts"))
@@ -314,10 +330,18 @@ class SlackBotNotifier:
                 return SendResult(ok=True, skipped=True)
             return self._call(lambda: self.client.chat_update(
                 channel=message.channel or self.channel, ts=message.thread_ts, text=text, blocks=blocks))
-        return self._call(lambda: self.client.chat_postMessage(
-            channel=message.channel or self.channel, text=text, blocks=blocks,
-            thread_ts=message.thread_ts, unfurl_links=False, unfurl_media=False,
-            metadata={"event_type": METADATA_EVENT_TYPE, "event_payload": {"key": message.dedup_key}}))
+        def post(thread_ts: str | None) -> SendResult:
+            return self._call(lambda: self.client.chat_postMessage(
+                channel=message.channel or self.channel, text=text, blocks=blocks,
+                thread_ts=thread_ts, unfurl_links=False, unfurl_media=False,
+                metadata={"event_type": METADATA_EVENT_TYPE, "event_payload": {"key": message.dedup_key}}))
+
+        result = post(message.thread_ts)
+        if message.thread_ts and result.gone:  # the thread's parent was deleted: say it top-level instead
+            log.warning("Slack thread %s in %s is gone (%s): posting the reply %s as a new message instead",
+                        message.thread_ts, message.channel or self.channel, result.error, message.dedup_key)
+            result = post(None)
+        return result
 
     def find(self, message: Outgoing) -> SendResult | None:
         """The message if Slack already has it (an earlier attempt went through unanswered).
@@ -396,7 +420,8 @@ class SlackWebhookNotifier:
         if resp.status_code == 200:
             return SendResult(ok=True)
         if resp.status_code == 429:
-            return SendResult(ok=False, error="rate limited (429)", retry_after=_retry_after(resp.headers) or 1.0)
+            return SendResult(ok=False, error="rate limited (429)", retry_after=_retry_after(resp.headers),
+                              rate_limited=True)
         return SendResult(ok=False, error=f"webhook answered HTTP {resp.status_code}: {resp.body[:200]}",
                           permanent=resp.status_code in (400, 403, 404, 410))
 

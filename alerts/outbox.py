@@ -3,7 +3,17 @@
 Every message the state machine decides on is first a row of the ``outbox``
 table (committed with the state change). :meth:`Outbox.deliver_due` sends the
 rows that are due, oldest first, and keeps each incident's messages in order
-per target (a thread reply never overtakes its parent).
+per target (a thread reply never overtakes its parent). Order is kept within an
+incident only, and edits (``op='update'``) apart from posts: a newer incident's
+firing message never waits behind an older incident's stuck row, and no post
+waits behind an edit.
+
+**Edits are best-effort.** The resolve edits the incident's original message
+(``chat.update``). When Slack answers that the message is gone or cannot be edited
+(``message_not_found`` — someone deleted it —, ``cant_update_message``,
+``edit_window_closed``), the edit is skipped (marked sent with ``last_error``
+``skipped: …``, a WARNING naming the group), not retried. A thread reply whose
+parent is gone is posted as a new top-level message instead (the notifier does it).
 
 **One sender per row.** Several processes may deliver from one state file (the
 ``costline alerts run`` daemon and ``costline jobs nightly``, cron and ``costline jobs
@@ -30,7 +40,11 @@ posted anyway and a warning logged (at-least-once in that narrow case). Incoming
 timed out after Slack accepted it is sent again (at-least-once).
 
 A failure delays; it never drops: 429 waits its ``Retry-After`` (for the whole
-target), other failures back off exponentially (``[alerts.outbox]``). The one
+target), clamped to ``[1, backoff_max_s]`` seconds, or the backoff when the header
+is missing or not a finite number (``inf``, ``nan``, a date); other failures back
+off exponentially (``[alerts.outbox]``). A row due further ahead than
+``max(backoff_max_s, claim_s)`` (written by an older costline that took any
+``Retry-After`` at its word: ``inf``, a month) is made due at the next pass. The one
 exception is the test message of ``costline alerts test-notify`` (``kind='test'``):
 it is worth sending only while the command waits for it, so its payload carries
 an ``expires_at`` (epoch seconds) and an unsent test row past it (or without one:
@@ -43,6 +57,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -70,6 +85,8 @@ class DeliveryStats:
     waiting: int = 0
     #: Unsent test messages dropped past their ``expires_at`` (never retried later).
     dropped: int = 0
+    #: Edits (``op='update'``) given up because Slack says the message is gone or cannot be edited.
+    skipped: int = 0
     errors: list[str] = field(default_factory=list)
 
 
@@ -108,6 +125,40 @@ class Outbox:
     def _backoff(self, attempts: int) -> float:
         return min(self.config.backoff_initial_s * (2 ** max(attempts - 1, 0)), self.config.backoff_max_s)
 
+    def _delay(self, result: SendResult, attempts: int) -> float:
+        """Seconds until the next attempt: a usable ``retry_after`` (a finite number) clamped to
+        ``[1, backoff_max_s]``, else the exponential backoff. A server (or a proxy before it) answering
+        ``Retry-After: inf``, ``nan``, 2592000 or -5 must neither hold every alert for a month nor
+        store a due time no datetime can hold."""
+        ra = result.retry_after
+        if isinstance(ra, (int, float)) and not isinstance(ra, bool) and math.isfinite(ra):
+            return min(max(float(ra), 1.0), self.config.backoff_max_s)
+        return self._backoff(attempts)
+
+    @property
+    def _horizon(self) -> float:
+        """No unsent row is legitimately due further ahead than this (seconds): a backoff or a clamped
+        ``Retry-After`` is at most ``backoff_max_s``, a claim ``claim_s``."""
+        return max(self.config.backoff_max_s, self.config.claim_s)
+
+    def _reschedule_absurd(self, t: float) -> None:
+        """Make rows due now whose ``next_attempt_at`` lies past the horizon (``inf`` or a month ahead,
+        written by an older costline that took any ``Retry-After`` at its word)."""
+        far = t + self._horizon
+        if not self.store.query("SELECT 1 FROM outbox WHERE sent_at IS NULL AND next_attempt_at > ? LIMIT 1", (far,)):
+            return  # the usual case: no write, no lock
+        with self.store.transaction() as con:
+            n = con.execute("UPDATE outbox SET next_attempt_at = ? WHERE sent_at IS NULL AND next_attempt_at > ?",
+                            (t, far)).rowcount
+        if n:
+            log.warning("outbox: %d unsent message(s) were due more than %.0fs ahead (an unchecked Retry-After "
+                        "stored by an older costline?): due now", n, self._horizon)
+
+    def _mark_skipped(self, row_id: int, t: float, error: str | None) -> None:
+        with self.store.transaction() as con:
+            con.execute("UPDATE outbox SET sent_at = ?, last_error = ? WHERE id = ?",
+                        (t, f"skipped: {error}", row_id))
+
     def _root(self, row: Mapping[str, Any]) -> Mapping[str, Any] | None:
         rows = self.store.query(
             "SELECT id, channel, ts, sent_at FROM outbox WHERE group_key = ? AND incident = ? AND target = ? "
@@ -139,10 +190,15 @@ class Outbox:
         """One pass over the unsent rows that are due as of ``now``."""
         t = to_epoch(now or self.now())
         stats = DeliveryStats()
-        blocked: set[tuple[str, str]] = set()
+        self._reschedule_absurd(t)
+        # Order is kept per incident, target and kind of operation: a reply waits behind the earlier
+        # messages of its own incident, an edit behind the earlier edits. A newer incident never waits
+        # behind an older one's stuck rows, and no post waits behind an edit.
+        blocked: set[tuple[str, int, str, str]] = set()
         blocked_targets = {tg for tg, until in self._paused_until.items() if until > t}
         for row in self.store.outbox(unsent_only=True):
-            target, key = row["target"], (row["group_key"], row["target"])
+            target = row["target"]
+            key = (row["group_key"], int(row["incident"]), target, "update" if row["op"] == "update" else "post")
             if _test_expired(row, t):  # a test message nobody waits for any more: never post it late
                 if self.drop_unsent(row["group_key"], kind="test", row_id=row["id"]):
                     log.warning("outbox row %s: test message to %s not delivered in time (%s): dropped, not retried",
@@ -194,9 +250,16 @@ class Outbox:
                 self._mark_sent(row["id"], t, result)
                 stats.sent += 1
                 continue
-            delay = result.retry_after if result.retry_after is not None else self._backoff(prior + 1)
-            if result.retry_after is not None:
-                self._paused_until[target] = t + result.retry_after
+            if row["op"] == "update" and result.gone:  # an edit is best-effort: never retried forever
+                self._mark_skipped(row["id"], t, result.error)
+                log.warning("outbox row %s: cannot edit the original %s message of alert group %s (incident #%s) "
+                            "in %s: %s (deleted, or too old to edit); edit skipped, later messages unaffected",
+                            row["id"], row["kind"], row["group_key"], row["incident"], target, result.error)
+                stats.skipped += 1
+                continue
+            delay = self._delay(result, prior + 1)
+            if result.rate_limited or result.retry_after is not None:
+                self._paused_until[target] = t + delay
             with self.store.transaction() as con:
                 con.execute("UPDATE outbox SET next_attempt_at = ?, last_error = ? WHERE id = ?",
                             (t + delay, result.error, row["id"]))
@@ -232,7 +295,12 @@ class Outbox:
         """When the earliest unsent row (of a configured notifier) is due; None: nothing to send."""
         where, args = self._targets_sql()
         rows = self.store.query(f"SELECT min(next_attempt_at) FROM outbox WHERE sent_at IS NULL AND {where}", args)
-        return from_epoch(rows[0][0]) if rows and rows[0][0] is not None else None
+        if not rows or rows[0][0] is None:
+            return None
+        due, t = float(rows[0][0]), to_epoch(self.now())
+        if not math.isfinite(due) or due > t + self._horizon:  # see _reschedule_absurd: due now
+            due = t
+        return from_epoch(due)
 
     def prune(self, now: datetime | None = None) -> int:
         """Delete sent rows older than ``keep_sent_s`` (never those of an open incident)."""

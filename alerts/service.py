@@ -117,13 +117,20 @@ class AlertService:
                 now = self.now()
                 if now >= next_tick:
                     break
-                due = self.outbox.next_due()
                 gap = (next_tick - now).total_seconds()
+                try:
+                    due = self.outbox.next_due()
+                except Exception:  # noqa: BLE001 - as in tick: log, keep going (the next tick retries)
+                    log.exception("cannot read the alert outbox between ticks")
+                    due = None
                 if due is not None:
                     gap = min(gap, max(1.0, (due - now).total_seconds()))
                 wait(max(0.05, gap))
                 if due is not None and self.now() >= due:
-                    self.outbox.deliver_due()
+                    try:
+                        self.outbox.deliver_due()
+                    except Exception:  # noqa: BLE001 - a delivery pass that fails must not end `alerts run`
+                        log.exception("alert delivery failed between ticks")
         return ticks
 
     def replay(self, start: datetime, end: datetime, *, step_s: float | None = None) -> list[TickReport]:

@@ -69,7 +69,8 @@ class SlackConfig:
 
 @dataclass(frozen=True)
 class OutboxConfig:
-    #: First retry delay; doubles per attempt up to backoff_max_s (a 429's Retry-After wins if longer).
+    #: First retry delay; doubles per attempt up to backoff_max_s. A 429's Retry-After is used instead when it is a
+    #: finite number of seconds, clamped to [1, backoff_max_s] (an absurd one cannot hold every alert for days).
     backoff_initial_s: float = 5.0
     backoff_max_s: float = 300.0
     #: Sent rows older than this are pruned from the outbox.

@@ -20,6 +20,7 @@ A restart therefore neither re-sends nor forgets anything.
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -70,8 +71,20 @@ def to_epoch(ts: datetime) -> float:
     return (ts if ts.tzinfo else ts.replace(tzinfo=UTC)).timestamp()
 
 
+_MAX = datetime.max.replace(tzinfo=UTC)
+_MIN = datetime.min.replace(tzinfo=UTC)
+
+
 def from_epoch(ts: float | None) -> datetime | None:
-    return None if ts is None else datetime.fromtimestamp(ts, UTC)
+    """The UTC datetime of ``ts`` seconds since the epoch. A value no datetime can hold (``inf``, ``nan``,
+    1e999 — a state file written by an older costline that took a ``Retry-After: inf`` at its word) is
+    clamped to the latest (``nan``, ``+inf``, too large) or earliest datetime instead of raising."""
+    if ts is None:
+        return None
+    try:
+        return datetime.fromtimestamp(ts, UTC)
+    except (OverflowError, OSError, ValueError):
+        return _MIN if not math.isnan(ts) and ts < 0 else _MAX
 
 
 def default_state_path(lake_path: Path | str) -> Path:
