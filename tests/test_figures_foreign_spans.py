@@ -343,7 +343,8 @@ def test_litellm_response_cache_hits_are_no_paid_calls(standin, cfg, spans, lite
     while time.monotonic() < deadline and sum(s.name == "litellm_request" for s in exporter.get_finished_spans()) < 4:
         time.sleep(0.05)
     calls = [s for s in exporter.get_finished_spans() if s.name == "litellm_request"]
-    assert [s.attributes.get("litellm.cache_hit") for s in calls] == [False, True, True, True]
+    # LiteLLM ends its spans from its callback threads: in any order
+    assert sorted(s.attributes.get("litellm.cache_hit") for s in calls) == [False, True, True, True]
     assert len(standin.log.paid()) - paid_before == 1
     lake_from_sdk_spans(exporter.get_finished_spans(), cfg)
     want = (usages[0].prompt_tokens * H_IN + usages[0].completion_tokens * H_OUT) / 1e6
