@@ -1,16 +1,17 @@
 """Exceptions of the stream processor::
 
     CostlineError
-     └── ProcessorError          the processor cannot go on (the message says what to do)
-          ├── DeadLetterError    a poison message could not be written to the DLQ topic
-          └── StartPositionError a fresh lake would silently skip what the group already consumed
+     └── ProcessorError            the processor cannot go on (the message says what to do)
+          ├── DeadLetterError      a poison message could not be written to the DLQ topic
+          ├── DeadLetterTopicError the DLQ topic is not on the cluster (checked before consuming)
+          └── StartPositionError   a fresh lake would silently skip what the group already consumed
 """
 
 from __future__ import annotations
 
 from costline.errors import CostlineError
 
-__all__ = ["ProcessorError", "DeadLetterError", "StartPositionError"]
+__all__ = ["ProcessorError", "DeadLetterError", "DeadLetterTopicError", "StartPositionError"]
 
 
 class ProcessorError(CostlineError):
@@ -19,6 +20,11 @@ class ProcessorError(CostlineError):
 
 class DeadLetterError(ProcessorError):
     """A message that cannot be decoded could not be written to the DLQ; nothing is committed past it."""
+
+
+class DeadLetterTopicError(ProcessorError):
+    """``[kafka] dlq_topic`` is not on the cluster (or this client may not see it): the processor does not start,
+    rather than stall on the first message it must dead-letter."""
 
 
 class StartPositionError(ProcessorError):

@@ -57,7 +57,7 @@ from costline.pricing import NO_FAST_PRICE, NO_PRIORITY_PRICE
 from costline.processors.attributes import MIN_TIME_NS
 from costline.processors.buffer import PartitionBuffer
 from costline.processors.decode import decode_message, flatten_into, invalid_spans_request
-from costline.processors.errors import DeadLetterError, StartPositionError
+from costline.processors.errors import DeadLetterError, DeadLetterTopicError, StartPositionError
 from costline.processors.records import CallRow, MemoPricingTable, null_times_outside
 
 __all__ = ["Processor", "ProcessorStats", "START_POSITIONS"]
@@ -74,6 +74,15 @@ START_POSITIONS = ("lake", "committed", "beginning")
 #: The DLQ producer's request limit (kafka-python's default is 1 MiB): a dead-lettered value is the message as
 #: read, uncompressed. A record the DLQ topic still cannot hold is dead-lettered without its value.
 DLQ_MAX_REQUEST_BYTES = 32 << 20
+#: How long the DLQ producer's ``send()`` may block waiting for the DLQ topic's metadata (ms; kafka-python's default
+#: is 60 s): a DLQ topic deleted while the processor runs stops it in bounded time (DeadLetterError). Meanwhile
+#: kafka-python's own ``kafka.cluster`` logger writes an ERROR for each metadata answer without the topic, ~9 a second
+#: (its metadata retry backoff, 100 ms, is not configurable through the producer in kafka-python 3.0); that logger is
+#: the application's to set, so ~90 lines, not the ~580 of the 60 s default.
+DLQ_MAX_BLOCK_MS = 10_000
+#: How long the start check waits for ``[kafka] dlq_topic`` to show in the cluster's metadata (s): a topic created
+#: moments ago can still read as unknown for a moment.
+DLQ_TOPIC_WAIT_S = 5.0
 #: kafka-python's errors for a record too large for the producer's limit or the topic's ``max.message.bytes``.
 _TOO_LARGE = frozenset({"MessageSizeTooLargeError", "RecordListTooLargeError"})
 #: Distinct unpriced model names the processor names in its log and summary (the rest: "and more").
@@ -345,6 +354,7 @@ class Processor:
         self._consumer = self._make_consumer()
         try:
             self._check_start_position()
+            self._check_dlq_topic()  # before consuming: not at the first message it must dead-letter
         except BaseException:
             self._consumer.close(autocommit=False)
             raise
@@ -521,6 +531,32 @@ class Processor:
                 "read those partitions from their first offset (rebuilds the lake), or `--from-committed` "
                 "to start at the group's committed offsets and leave the earlier messages out")
 
+    def _check_dlq_topic(self) -> None:
+        """Refuse to start (DeadLetterTopicError) when ``[kafka] dlq_topic`` is not on the cluster: the first message
+        to dead-letter would stop the processor anyway, only later and slower (the DLQ producer waits
+        :data:`DLQ_MAX_BLOCK_MS` for the topic). The consumer's metadata of all topics is what is asked, which
+        never creates a topic (whatever the broker's ``auto.create.topics.enable``). When this client does not see
+        its source topic either, nothing is said here: the cluster shows it no topic (no DESCRIBE, its ACLs) or the
+        source is missing too, and what ``poll()`` raises says more (which ACLs to grant)."""
+        if not self._consumer.partitions_for_topic(self.topic):
+            return
+        dlq = self.config.kafka.dlq_topic
+        deadline = time.monotonic() + DLQ_TOPIC_WAIT_S
+        while not self._consumer.partitions_for_topic(dlq):
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.25)
+        else:
+            return
+        kafka = self.config.kafka
+        user = kafka.sasl_username or "this client's principal"
+        raise DeadLetterTopicError(
+            f"DLQ topic {dlq!r} ([kafka] dlq_topic) is not on the cluster at {kafka.bootstrap}, or {user} may not "
+            f"see it; the processor would stop at the first message it must dead-letter. Create it: `costline kafka "
+            f"up` creates [kafka] topic and dlq_topic (on an external cluster too), or have it created (1 partition "
+            f"is enough) and grant {user} WRITE on it; or set [kafka] dlq_topic (env COSTLINE_KAFKA_DLQ_TOPIC) to a "
+            "topic that exists")
+
     def _make_consumer(self) -> Any:
         cfg = self.config
         kwargs = dict(
@@ -560,7 +596,8 @@ class Processor:
             # that came in a producer's compressed batch may be many times the broker's limit as it is.
             kwargs = dict(bootstrap_servers=self.config.kafka.bootstrap, acks="all", retries=5,
                           client_id="costline-processor-dlq", compression_type="gzip",
-                          max_request_size=DLQ_MAX_REQUEST_BYTES, **client_options(self.config.kafka))
+                          max_request_size=DLQ_MAX_REQUEST_BYTES, max_block_ms=DLQ_MAX_BLOCK_MS,
+                          **client_options(self.config.kafka))
             if self._producer_factory is not None:
                 self._producer = self._producer_factory(**kwargs)
             else:
