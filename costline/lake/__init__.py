@@ -6,7 +6,7 @@ This package is the one place that knows the lake's paths, file schemas and view
     _schema.py      the tables' Parquet schemas, the view names, one row per span
     _files.py       file naming (data files, temporaries), the offset manifest, reading a table's files
     _lake.py        Lake: folders, the commit protocol, writer fencing (claim / epochs)
-    _recovery.py    Lake.recover: the orphans of a crashed batch deleted before a partition resumes
+    _recovery.py    Lake.recover: a crashed committed batch completed, uncommitted files deleted
     _compaction.py  Lake.compact: each closed day's committed files merged into one
     _oddfiles.py    files the views cannot read (crashed writes, hand-copied, misplaced) set aside, logged
     _views.py       the DuckDB views: views_sql, create_views, open_lake, write_views_db (create=False, for
@@ -34,15 +34,16 @@ recovery only touches them for a topic whose newest manifest is of that era.
 
 **Commit protocol** (exactly-once effect, see :meth:`Lake.commit_batch`): the
 data files of one batch of one partition are written under temporary names
-(``.*.tmp``, never matched by the views' ``*.parquet`` globs), fsynced and
-renamed into place; then a manifest naming the files and the offset range is
-written atomically (tmp + fsync + rename). The manifest is the commit point.
-Before a partition is consumed again :meth:`Lake.recover` deletes the data files
-of that topic's partition whose first offset lies beyond the last manifest (the orphans
-of a batch that crashed between rename and manifest) and returns the offset to
-resume from. Between such a crash and the next start of a processor for that
-partition the orphans are visible to the views; nowhere else is an uncommitted
-file ever visible.
+(``.*.tmp``, never matched by the views' ``*.parquet`` globs) and fsynced; then a
+manifest naming the files, the offset range and the staged files' writer token is
+written atomically (tmp + fsync + rename): the manifest is the commit point, and
+only after it are the files renamed into place. So no data file is visible before
+its batch is committed. Before a partition is consumed again :meth:`Lake.recover`
+finishes the renames of a committed batch a crash interrupted, deletes temporaries
+and the data files of that topic's partition whose first offset lies beyond the last
+manifest (left by a costline that renamed before writing its manifest), and returns
+the offset to resume from. Between a crash after a manifest and that recovery, part
+of the committed batch may be missing from the views, never uncommitted data.
 """
 
 from __future__ import annotations

@@ -13,8 +13,9 @@ from costline.errors import LakeError
 from costline.sqlutil import sql_str
 
 __all__ = [
-    "EMPTY_DATE", "EMPTY_FILE", "MANIFEST_FORMAT", "Manifest", "OFFSET_DIGITS", "TMP_NAME", "data_file_name",
-    "check_glob_free", "data_file_topic", "day_of_us", "parse_data_file_name", "read_table_sql", "topic_tag",
+    "EMPTY_DATE", "EMPTY_FILE", "MANIFEST_FORMAT", "Manifest", "OFFSET_DIGITS", "TMP_NAME", "WRITER_TOKEN",
+    "data_file_name", "check_glob_free", "data_file_topic", "day_of_us", "parse_data_file_name", "read_table_sql",
+    "topic_tag",
 ]
 
 #: The day folder of the zero-row schema files (views work on an empty lake).
@@ -24,6 +25,8 @@ OFFSET_DIGITS: Final = 12
 _DATA_NAME = re.compile(r"^p(\d+)-(\d+)-(\d+)(?:\.([A-Za-z0-9._-]+))?\.parquet$")
 #: A data file being written: ``.<data file name>[.w<writer token>].tmp``.
 TMP_NAME: Final = re.compile(r"^\.(.+\.parquet)(?:\.w[0-9a-f]+)?\.tmp$")
+#: A writer token (:attr:`Manifest.writer`): the part of a staged data file's name that names its batch's writer.
+WRITER_TOKEN: Final = re.compile(r"^w[0-9a-f]{1,32}$")
 _UNSAFE_IN_NAME = re.compile(r"[^A-Za-z0-9._-]")
 #: Manifest format: 1 (no ``format`` key) wrote topic-less data file names; 2 names the topic.
 MANIFEST_FORMAT: Final = 2
@@ -97,17 +100,29 @@ class Manifest:
     format: int = MANIFEST_FORMAT
     #: The writer's claim on the partition (:meth:`Lake.claim`); None: an unfenced writer.
     epoch: int | None = None
+    #: The writer token of the batch's staged files (``.<file name>.<writer>.tmp``): the manifest is
+    #: written before they are renamed into place, so recovery can finish the renames of a batch that
+    #: crashed in between. None: a manifest from before (its files were in place before it was written).
+    writer: str | None = None
+
+    def staged_name(self, file: str) -> str | None:
+        """The name ``file`` (one of :attr:`files`) is staged under before it is renamed into place."""
+        return None if self.writer is None else f".{file.rsplit('/', 1)[-1]}.{self.writer}.tmp"
 
     def to_json(self) -> str:
         return json.dumps({
             "format": self.format, "topic": self.topic, "partition": self.partition,
             "first_offset": self.first_offset, "last_offset": self.last_offset,
             "files": list(self.files), "epoch": self.epoch,
+            **({} if self.writer is None else {"writer": self.writer}),
         }, indent=1)
 
     @classmethod
     def from_json(cls, text: str) -> "Manifest":
         d = json.loads(text)
+        writer = d.get("writer")
+        if writer is not None and not (isinstance(writer, str) and WRITER_TOKEN.match(writer)):
+            raise ValueError(f"writer {writer!r} is no writer token (w and hex digits)")
         return cls(d["topic"], int(d["partition"]), int(d["first_offset"]), int(d["last_offset"]),
                    tuple(d["files"]), int(d.get("format", 1)),
-                   None if d.get("epoch") is None else int(d["epoch"]))
+                   None if d.get("epoch") is None else int(d["epoch"]), writer)

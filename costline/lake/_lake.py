@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import uuid
 from collections.abc import Iterator, Mapping
@@ -21,6 +22,8 @@ from costline.lake._files import EMPTY_DATE, EMPTY_FILE, OFFSET_DIGITS, Manifest
 from costline.lake._schema import DICTIONARY_COLUMNS, SCHEMAS, same_schema
 
 __all__ = ["Lake", "NoLake", "WriterFenced", "lake_exists"]
+
+log = logging.getLogger("costline.lake")
 
 
 class WriterFenced(LakeError):
@@ -47,6 +50,14 @@ def lake_exists(path: Path | str) -> bool:
     try:
         return root.is_dir() and any((root / table).is_dir() for table in SCHEMAS)
     except OSError:
+        return False
+
+
+def _holds(path: Path, manifest: Manifest) -> bool:
+    """True when the manifest at ``path`` is ``manifest`` (its rename, the commit point, happened)."""
+    try:
+        return path.read_text(encoding="utf-8") == manifest.to_json()
+    except (OSError, ValueError):  # none there, or not this manifest (not even text)
         return False
 
 
@@ -105,18 +116,26 @@ class Lake:
         Offsets are inclusive. A batch may hold no rows (only ignored or
         dead-lettered messages): its manifest still moves the partition on.
 
-        ``epoch`` (from :meth:`claim`) fences the writer: the data files are written under
-        temporary names, and renamed into place and committed only while the partition's
-        epoch is still ``epoch``, under the partition's lock (which :meth:`claim` and
-        :meth:`recover` take too). A writer another one claimed the partition from raises
-        :class:`WriterFenced` and leaves no file behind.
+        The data files are written under hidden temporary names (``.<name>.<writer>.tmp``, never
+        matched by the views' globs) and fsynced. Then, under the partition's lock (which
+        :meth:`claim` and :meth:`recover` take too), the manifest is written (tmp + fsync +
+        rename: its rename is the commit point) and only then are the files renamed into place:
+        no data file is ever visible before its batch is committed. The manifest names the
+        writer token of the staged files, so a crash between the manifest and the last rename
+        leaves a committed batch that :meth:`recover` completes by finishing the renames.
+
+        ``epoch`` (from :meth:`claim`) fences the writer: the manifest is written only while the
+        partition's epoch is still ``epoch``. A writer another one claimed the partition from
+        raises :class:`WriterFenced` and leaves no file behind.
         """
         if last_offset < first_offset:
             raise LakeError(f"empty offset range {first_offset}..{last_offset} for partition {partition}")
         name = data_file_name(partition, first_offset, last_offset, topic)
         writer = f"w{uuid.uuid4().hex[:12]}"
-        written: list[str] = []
         staged: list[tuple[Path, Path]] = []
+        committed = False
+        mdir = self.offsets_dir(topic, partition)
+        mpath = mdir / f"{last_offset:0{OFFSET_DIGITS}d}.json"
         try:
             dirs: set[Path] = set()
             for table, by_date in tables.items():
@@ -134,28 +153,39 @@ class Lake:
                             c for c in arrow.column_names if c in DICTIONARY_COLUMNS])
                     staged.append((tmp, final))
                     dirs.add(d)
-            mdir = self.offsets_dir(topic, partition)
+            for d in dirs:  # the staged files' names durable before a manifest can list them
+                fsync_dir(d)
+            manifest = Manifest(topic, partition, first_offset, last_offset,
+                                tuple(sorted(str(final.relative_to(self.path)) for _tmp, final in staged)),
+                                epoch=epoch, writer=writer if staged else None)
             with self._partition_lock(topic, partition):
                 if epoch is not None and (current := self._read_epoch(mdir)) != epoch:
                     raise WriterFenced(
                         f"partition {partition} of {topic!r} was claimed by another writer (epoch {current}, "
                         f"this writer's {epoch}): batch {first_offset}..{last_offset} discarded, the new "
                         "owner reprocesses it")
+                try:
+                    with atomic_write(mpath, "w", encoding="utf-8") as fh:
+                        fh.write(manifest.to_json())  # its rename is the commit point
+                finally:  # the rename may have happened even if what followed it (the folder's fsync) failed
+                    committed = _holds(mpath, manifest)
+                # committed: from here on the staged files belong to the batch, which recovery completes
                 for tmp, final in staged:
                     os.replace(tmp, final)
-                    written.append(str(final.relative_to(self.path)))
-                staged.clear()
                 for d in dirs:
                     fsync_dir(d)
-                manifest = Manifest(topic, partition, first_offset, last_offset, tuple(sorted(written)),
-                                    epoch=epoch)
-                with atomic_write(mdir / f"{last_offset:0{OFFSET_DIGITS}d}.json", "w", encoding="utf-8") as fh:
-                    fh.write(manifest.to_json())  # its rename is the commit point
+                staged.clear()
         except OSError as exc:
+            if committed:
+                raise LakeError(
+                    f"batch {name} is committed (manifest {mpath}) but not all its files could be renamed into "
+                    f"place in the lake at {self.path} ({exc}): fix the cause and restart the processor; "
+                    "recovery of the partition finishes the renames") from exc
             raise LakeError(f"cannot write batch {name} to the lake at {self.path}: {exc}") from exc
         finally:
-            for tmp, _final in staged:  # not renamed: fenced, or failed
-                tmp.unlink(missing_ok=True)
+            if not committed:  # fenced, or failed before the commit point: the staged files go
+                for tmp, _final in staged:
+                    tmp.unlink(missing_ok=True)
         self._prune_manifests(mdir)
         return manifest
 
@@ -215,14 +245,50 @@ class Lake:
 
     # -- recovery (costline/lake/_recovery.py) ------------------------------------------
     def recover(self, topic: str, partition: int) -> tuple[int | None, list[Path]]:
-        """Delete a topic's partition's uncommitted files; return ``(next_offset or None, removed)``.
+        """Complete a topic's partition's committed batches, then delete its uncommitted files; return
+        ``(next_offset or None, removed)``.
 
-        ``next_offset`` is the last committed offset + 1 (None: no manifest yet). Only files named
-        for ``topic`` are touched, and topic-less files (a lake from before topics were in the
-        names) only while the topic's newest manifest is of that era: other topics' files, and
-        what a lake committed before ``[kafka] topic`` changed, stay.
+        First, under the partition's lock, every retained manifest's files that are missing from
+        their place but still staged (a crash between the manifest and the renames,
+        :meth:`commit_batch`) are renamed into place; then the uncommitted files go (see
+        :mod:`costline.lake._recovery`). ``next_offset`` is the last committed offset + 1 (None: no
+        manifest yet). Only files named for ``topic`` are touched, and topic-less files (a lake from
+        before topics were in the names) only while the topic's newest manifest is of that era:
+        other topics' files, and what a lake committed before ``[kafka] topic`` changed, stay.
         """
         return _recovery.recover(self, topic, partition)
+
+    def _complete_committed(self, topic: str, partition: int) -> list[Path]:
+        """Rename into place the still-staged files of committed batches (caller holds the lock); the
+        files placed."""
+        mdir = self.offsets_dir(topic, partition)
+        placed: list[Path] = []
+        dirs: set[Path] = set()
+        for mpath in sorted(mdir.glob("[0-9]*.json")) if mdir.is_dir() else []:
+            try:
+                manifest = Manifest.from_json(mpath.read_text(encoding="utf-8"))
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # the newest one is reported by last_manifest; older ones hold nothing to finish
+            if manifest.writer is None:
+                continue  # written after its files were in place
+            for rel in manifest.files:
+                parts = Path(rel).parts
+                if (len(parts) != 3 or parts[0] not in SCHEMAS or not parts[1].startswith("date=")
+                        or parse_data_file_name(parts[2]) is None):
+                    continue  # not a data file of this lake: nothing costline staged
+                final = self.path.joinpath(*parts)
+                tmp = final.with_name(manifest.staged_name(rel) or "")
+                if final.exists() or not tmp.is_file():
+                    continue  # in place (or compacted away since): nothing staged to finish
+                os.replace(tmp, final)
+                placed.append(final)
+                dirs.add(final.parent)
+        for d in dirs:
+            fsync_dir(d)
+        if placed:
+            log.warning("partition %d of %r: finished renaming %d file(s) of a committed batch into place "
+                        "(a writer stopped between its manifest and its renames)", partition, topic, len(placed))
+        return placed
 
     # -- compaction (costline/lake/_compaction.py) ---------------------------------------
     def committed_offsets(self) -> dict[int, int]:

@@ -1,8 +1,11 @@
-"""Recovery of a partition before it is consumed again: the orphans of a crashed batch go.
+"""Recovery of a partition before it is consumed again: a committed batch is completed, the rest goes.
 
-A batch that crashed between renaming its data files into place and writing its manifest leaves
-files whose first offset lies beyond the partition's last manifest: :func:`recover` deletes them
-(and any temporaries) and returns the offset to resume from.
+A batch commits by its manifest, written before its data files are renamed from their hidden staged
+names into place (:meth:`Lake.commit_batch <costline.lake.Lake.commit_batch>`). :func:`recover`, under
+the partition's lock, first renames into place what a committed batch still has staged (a writer that
+stopped between its manifest and its renames), then deletes what no manifest commits: temporaries, and
+files whose first offset lies beyond the partition's last manifest (left by a costline that renamed
+before writing its manifest), and returns the offset to resume from.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ def recover(lake: "Lake", topic: str, partition: int) -> tuple[int | None, list[
     """:meth:`Lake.recover <costline.lake.Lake.recover>`: under the partition's lock."""
     try:
         with lake._partition_lock(topic, partition):
+            lake._complete_committed(topic, partition)  # before anything is deleted: its staged files are data
             return _recover(lake, topic, partition)
     except OSError as exc:
         raise LakeError(f"cannot clean partition {partition} of the lake at {lake.path}: {exc}") from exc
