@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -28,15 +27,7 @@ CHANNEL = "#llm-costs"
 CFG = OutboxConfig(backoff_initial_s=5, backoff_max_s=60)
 
 
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def slack(clock: Clock) -> Iterator[SlackStandIn]:
-    with SlackStandIn(now=clock.epoch) as standin:
-        yield standin
+from slack_fixtures import clock, slack  # noqa: E402,F401 (fixtures: a manual clock, the Slack stand-in on it)
 
 
 def bot(slack: SlackStandIn) -> SlackBotNotifier:

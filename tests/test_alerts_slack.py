@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,15 +17,7 @@ from costline.alerts.store import AlertStore
 CHANNEL = "#llm-costs"
 
 
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def slack(clock: Clock) -> Iterator[SlackStandIn]:
-    with SlackStandIn(now=clock.epoch) as standin:
-        yield standin
+from slack_fixtures import clock, slack  # noqa: E402,F401 (fixtures: a manual clock, the Slack stand-in on it)
 
 
 class Rig:
