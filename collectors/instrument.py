@@ -3,11 +3,12 @@
 ``instrument_anthropic`` wraps ``client.messages.create`` and ``client.messages.stream`` of an
 ``Anthropic`` or ``AsyncAnthropic`` client; ``instrument_openai`` wraps
 ``client.chat.completions.create`` of an OpenAI-compatible client (``OpenAI``, ``AsyncOpenAI``:
-vLLM...). Each call opens a call span in the active costline request, or a standalone one
-without one; an SDK exception is recorded as ``error.type`` (its class name, e.g.
-``RateLimitError``) and re-raised. An Anthropic ``error`` event in a 200 stream (the SDK's bare
-``APIStatusError``), or a 200 whose body is the error object, is named as the same error is named as a
-status (``OverloadedError``: :data:`ANTHROPIC_ERROR_CLASSES`). ``parse()`` (structured
+vLLM...) and its Responses API (``client.responses.create`` / ``parse`` / ``stream``: usage from the response's
+``usage``, streamed from the final event's ``response``; ``input_tokens`` includes the cached tokens). Each call
+opens a call span in the active costline request, or a standalone one without one; an SDK exception is recorded
+as ``error.type`` (its class name, e.g. ``RateLimitError``) and re-raised. An Anthropic ``error`` event in a
+200 stream (the SDK's bare ``APIStatusError``), or a 200 whose body is the error object, is named as the same
+error is named as a status (``OverloadedError``: :data:`ANTHROPIC_ERROR_CLASSES`). ``parse()`` (structured
 output, both SDKs) is recorded as ``create`` is; so are calls through ``client.with_options(...)`` and
 ``client.copy(...)`` (the copy is instrumented as its original). A token count the provider sent as null
 is left out and the call flagged ``costline.usage.incomplete``, never recorded as 0 (so is a negative one). A chat
@@ -133,26 +134,47 @@ def instrument_openai(
     tier: str | None = None,
     clock: Clock = time.perf_counter,
 ) -> Callable[[], None]:
-    """Record every ``client.chat.completions.create`` call; returns the undo callable."""
+    """Record every ``client.chat.completions.create`` / ``parse`` call and every Responses API call
+    (``client.responses.create`` / ``parse`` / ``stream``); returns the undo callable."""
     kit = _Kit(recorder, provider, tier, clock, _record_openai, _OpenAIStream)
+    responses = _Kit(recorder, provider, tier, clock, _record_openai_response, _OpenAIResponsesStream)
     return _install(client, client.chat.completions, {"create": kit.create, "parse": kit.create},
-                    lambda copy: instrument_openai(copy, recorder, provider=provider, tier=tier, clock=clock))
+                    lambda copy: instrument_openai(copy, recorder, provider=provider, tier=tier, clock=clock),
+                    others=_responses_resource(client, {"create": responses.create, "parse": responses.create,
+                                                        "stream": responses.responses_stream}))
+
+
+def _responses_resource(client: Any, wrappers: dict[str, Callable[..., Callable[..., Any]]]
+                        ) -> tuple[tuple[Any, Any, dict[str, Callable[..., Callable[..., Any]]]], ...]:
+    """The client's Responses API resource (``client.responses``, whose views such as ``with_raw_response`` bind its
+    ``create``) with its wrappers, where the SDK has one (``responses.stream`` calls the wrapped ``create``)."""
+    try:
+        resource = getattr(client, "responses", None)
+    except Exception:  # noqa: BLE001 - an older SDK, or a client double
+        return ()
+    if resource is None or not callable(getattr(resource, "create", None)):
+        return ()
+    return ((resource, client, wrappers),)
 
 
 def _install(client: Any, resource: Any, wrappers: dict[str, Callable[..., Callable[..., Any]]],
-             again: Callable[[Any], Any], *, more: Sequence[tuple[Any, Any]] = ()) -> Callable[[], None]:
+             again: Callable[[Any], Any], *, more: Sequence[tuple[Any, Any]] = (),
+             others: Sequence[tuple[Any, Any, dict[str, Callable[..., Callable[..., Any]]]]] = ()
+             ) -> Callable[[], None]:
     """Wrap ``resource``'s methods (and those of each ``(resource, its parent)`` of ``more``, the same ones: a beta
-    twin) and the client's copiers; returns the undo callable (the one already installed when ``resource`` is
-    instrumented)."""
+    twin; and each ``(resource, its parent, its wrappers)`` of ``others``: another API of the client) and the
+    client's copiers; returns the undo callable (the one already installed when ``resource`` is instrumented)."""
     undo = getattr(getattr(resource, "create"), _MARK, None)
     if undo is not None:
         return undo  # already instrumented
     is_async = _is_async(client)
     installed: list[tuple[Any, dict[str, Any]]] = []
-    parents = [parent for _, parent in more]
-    for holder in (resource, *(holder for holder, _ in more)):
+    parents = [parent for _, parent in more] + [parent for _, parent, _ in others]
+    targets = [(resource, wrappers), *((holder, wrappers) for holder, _ in more),
+               *((holder, own) for holder, _, own in others)]
+    for holder, wrappers_of in targets:
         made: dict[str, Any] = {}
-        for name, make in wrappers.items():
+        for name, make in wrappers_of.items():
             original = getattr(holder, name, None)
             if original is not None:
                 made[name] = make(original, is_async)
@@ -336,6 +358,22 @@ class _Kit:
             manager = original(*args, **kwargs)
             opener = functools.partial(kit.open_stream, dict(kwargs))
             return (_AsyncManagerProxy if is_async else _SyncManagerProxy)(manager, opener)
+
+        return wrapper
+
+    # -- openai's responses.stream(): a (async) context manager around the wrapped create(stream=True) ------
+    def responses_stream(self, original: Callable[..., Any], is_async: bool) -> Callable[..., Any]:
+        """The SDK's manager sends the request through ``responses.create(stream=True)`` (wrapped: that opens the
+        call span); handed over watched so that leaving it ends the span of a stream the app did not read out."""
+
+        @functools.wraps(original)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            manager = original(*args, **kwargs)
+            try:
+                return (_AsyncResponsesManagerProxy if is_async else _SyncResponsesManagerProxy)(manager)
+            except Exception:
+                log.exception("costline: could not watch a Responses API stream manager")
+                return manager
 
         return wrapper
 
@@ -816,6 +854,54 @@ class _AsyncManagerProxy(_ManagerProxy):
             self._left()
 
 
+def _finish_response_stream(response_stream: Any) -> None:
+    """End the span of the watched stream under an SDK ``(Async)ResponseStream`` (its ``_raw_stream``: what the
+    wrapped ``create(stream=True)`` returned) whose manager the app left. Never raises."""
+    try:
+        rec = getattr(getattr(response_stream, "_raw_stream", None), "_self_record", None)
+        if isinstance(rec, _StreamRecord):
+            rec.finish()
+    except Exception:
+        log.warning("costline: could not end the call span of a Responses API stream", exc_info=True)
+
+
+class _SyncResponsesManagerProxy(wrapt.ObjectProxy):  # type: ignore[misc]
+    """``responses.stream(...)``'s ``ResponseStreamManager``: entering it sends the request (through the wrapped
+    ``create``, which opens the call span); leaving it ends that span (a stream not read out: the app's choice)."""
+
+    def __init__(self, wrapped: Any) -> None:
+        super().__init__(wrapped)
+        self._self_stream: Any = None
+
+    def __enter__(self) -> Any:
+        self._self_stream = self.__wrapped__.__enter__()
+        return self._self_stream
+
+    def __exit__(self, *exc: Any) -> Any:
+        try:
+            return self.__wrapped__.__exit__(*exc)
+        finally:
+            _finish_response_stream(self._self_stream)
+
+
+class _AsyncResponsesManagerProxy(wrapt.ObjectProxy):  # type: ignore[misc]
+    """:class:`_SyncResponsesManagerProxy` for ``AsyncResponseStreamManager``."""
+
+    def __init__(self, wrapped: Any) -> None:
+        super().__init__(wrapped)
+        self._self_stream: Any = None
+
+    async def __aenter__(self) -> Any:
+        self._self_stream = await self.__wrapped__.__aenter__()
+        return self._self_stream
+
+    async def __aexit__(self, *exc: Any) -> Any:
+        try:
+            return await self.__wrapped__.__aexit__(*exc)
+        finally:
+            _finish_response_stream(self._self_stream)
+
+
 # --- what a response says ------------------------------------------------------------------------
 def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
@@ -1160,3 +1246,133 @@ class _OpenAIStream(_StreamParser):
                     out["finish_reason"] = self.reasons[i]
                 outputs.append(out)
             call.content(list(kwargs.get("messages") or []), outputs)
+
+
+# --- OpenAI's Responses API ------------------------------------------------------------------------
+#: A Responses API error's ``code`` (``response.failed``'s ``response.error``, an ``error`` event) → the ``openai``
+#: SDK class the same error has when it comes as an HTTP status; other codes are named ``APIError`` (the SDK's class of
+#: an error sent in a stream), the code going in the status description.
+_RESPONSES_ERROR_CLASSES: Mapping[str, str] = MappingProxyType({
+    "server_error": "InternalServerError",
+    "rate_limit_exceeded": "RateLimitError",
+})
+
+
+def _responses_error(call: CallHandle, code: Any, message: Any, where: str) -> None:
+    name = _RESPONSES_ERROR_CLASSES.get(code, "APIError") if isinstance(code, str) else "APIError"
+    call.error(name, f"{where}: {str(code)[:64]}: {str(message)[:200]}")
+
+
+def _responses_usage(call: CallHandle, usage: Any) -> None:
+    details = _field(usage, "input_tokens_details")
+    cached = _int(_field(details, "cached_tokens")) if details is not None else 0
+    fresh, output = _count(_field(usage, "input_tokens")), _count(_field(usage, "output_tokens"))
+    # input_tokens already includes the cached tokens, as the semconv total does (OpenAI charges no cache write).
+    call.usage(fresh, output, cached, 0)
+    if fresh is None or output is None:  # a count the API did not send is not 0
+        _flag_incomplete(call)
+
+
+def _responses_inputs(kwargs: dict[str, Any]) -> list[Any]:
+    inputs: list[Any] = []
+    instructions = kwargs.get("instructions")
+    if isinstance(instructions, str) and instructions:
+        inputs.append({"role": "system", "content": instructions})
+    given = kwargs.get("input")
+    if isinstance(given, str):
+        inputs.append({"role": "user", "content": given})
+    elif isinstance(given, (list, tuple)):
+        inputs.extend(given)
+    return inputs
+
+
+def _response_text(response: Any) -> str:
+    """The text of a Response's output messages (what the SDK's ``output_text`` joins)."""
+    parts = []
+    for item in _field(response, "output") or []:
+        if _field(item, "type") == "message":
+            for part in _field(item, "content") or []:
+                text = _field(part, "text")
+                if _field(part, "type") == "output_text" and isinstance(text, str):
+                    parts.append(text)
+    return "".join(parts)
+
+
+def _record_openai_response(call: CallHandle, recorder: Recorder, kwargs: dict[str, Any], response: Any) -> None:
+    """A Responses API ``Response`` (``responses.create`` / ``parse``, or a stream's final event)."""
+    status = _field(response, "status")
+    usage = _field(response, "usage")
+    if usage is not None:
+        _responses_usage(call, usage)
+    elif status != "failed":  # no count (a background response still queued...): not 0
+        _flag_incomplete(call)
+    if status == "failed":
+        error = _field(response, "error")
+        _responses_error(call, _field(error, "code"), _field(error, "message"), "the response failed")
+    reason = None
+    if status == "incomplete":  # cut off (max_output_tokens, content_filter): the tokens were billed
+        reason = _field(_field(response, "incomplete_details"), "reason")
+        reason = reason if isinstance(reason, str) and reason else "incomplete"
+    elif isinstance(status, str) and status:
+        reason = status
+    call.response(_field(response, "model"), [reason] if reason else None, _field(response, "id"))
+    _service_tier(call, _field(response, "service_tier"))
+    if recorder.capture_enabled:
+        output: dict[str, Any] = {"role": "assistant", "content": _response_text(response)}
+        if reason:
+            output["finish_reason"] = reason
+        call.content(_responses_inputs(kwargs), [output])
+
+
+#: The Responses API's stream events that end a response: each carries the whole response (its usage).
+_RESPONSE_FINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
+
+
+class _OpenAIResponsesStream(_StreamParser):
+    """Responses API events: ``response.created`` … ``response.completed`` (or ``response.incomplete`` /
+    ``response.failed``), whose ``response`` has the usage; an ``error`` event fails the call."""
+
+    def __init__(self, capture: bool) -> None:
+        super().__init__(capture)
+        self.snapshot: Any = None  # the latest response the events carried
+        self.final: Any = None  # the response of the final event
+        self.error: tuple[Any, Any] | None = None  # an ``error`` event's (code, message)
+        self.text: list[str] = []
+
+    def is_output(self, event: Any) -> bool:
+        kind = getattr(event, "type", None)
+        return isinstance(kind, str) and kind.endswith(".delta")
+
+    def finished(self) -> bool:
+        return self.final is not None or self.error is not None  # an error event ends the stream too
+
+    def observe(self, event: Any) -> None:
+        kind = getattr(event, "type", None)
+        if kind in _RESPONSE_FINAL_EVENTS:
+            self.observe_message(getattr(event, "response", None))
+        elif kind == "error":
+            self.error = (getattr(event, "code", None), getattr(event, "message", None))
+        elif isinstance(kind, str) and kind.startswith("response."):
+            response = getattr(event, "response", None)
+            if response is not None:
+                self.snapshot = response
+            if kind == "response.output_text.delta" and self.capture:
+                delta = getattr(event, "delta", None)
+                if isinstance(delta, str):
+                    self.text.append(delta)
+
+    def observe_message(self, message: Any) -> None:
+        if message is None:
+            return
+        self.final = self.snapshot = message
+        self.complete = True  # the final event's response: its usage is the count billed
+
+    def record(self, call: CallHandle, recorder: Recorder, kwargs: dict[str, Any]) -> None:
+        if self.final is not None:
+            _record_openai_response(call, recorder, kwargs, self.final)
+        else:  # ended before its final event: what the first events said; no count (flagged incomplete)
+            call.response(_field(self.snapshot, "model"), None, _field(self.snapshot, "id"))
+            if recorder.capture_enabled:
+                call.content(_responses_inputs(kwargs), [{"role": "assistant", "content": "".join(self.text)}])
+        if self.error is not None:
+            _responses_error(call, self.error[0], self.error[1], "the stream sent an error")
