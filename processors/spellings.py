@@ -254,7 +254,7 @@ def _read_ai_sdk_embedding(get: Any, bad: list[str]) -> CallReading:
 #: ``'prompt_tokens_details': {'cached_tokens': 480, ...}``), read with a bounded pattern, never evaluated.
 _LITELLM_USAGE: Final = "metadata.usage_object"
 _LITELLM_COUNT = re.compile(r"['\"](cache_read_input_tokens|cache_creation_input_tokens|cached_tokens|"
-                            r"cache_creation_tokens|ephemeral_1h_input_tokens)['\"]\s*:\s*(\d{1,12})\b")
+                            r"cache_creation_tokens|ephemeral_1h_input_tokens)['\"]\s*:\s*(\d+)")
 
 #: LiteLLM's answer from its own response cache (``litellm.cache = Cache(...)``, SDK and proxy): no API call was made
 #: (LiteLLM prices it at $0: ``gen_ai.cost.total_cost`` 0, ``litellm.saved_cache_cost`` the price saved), yet its
@@ -290,7 +290,7 @@ _LANGSMITH_KIND: Final = "langsmith.span.kind"
 _LANGSMITH_CALL_KINDS: Final = frozenset({"llm", "embedding"})
 _LANGSMITH_DETAILS: Final = ("gen_ai.usage.input_token_details", "langsmith.metadata.usage_metadata")
 _LANGSMITH_COUNT = re.compile(r"['\"](cache_read|cache_creation|ephemeral_5m_input_tokens|ephemeral_1h_input_tokens)"
-                              r"['\"]\s*:\s*(\d{1,12})\b")
+                              r"['\"]\s*:\s*(\d+)")
 
 #: OpenLLMetry's Anthropic instrumentation (Python) ends a streamed call's span only once the stream ran out, and
 #: writes its finish reasons from the ``message_delta`` event: a span with none, whose output count is at most
@@ -391,10 +391,16 @@ def _read_genai(name: str, get: Any, scope: str | None, failed: bool, bad: list[
                               count_of(*first_present(get, WEB_SEARCH_KEYS), bad)))
 
 
+def _digits(value: str) -> int:
+    """A count written in a repr as a run of digits; one too long to be a token count (or for ``int()``) reads as
+    one over :data:`MAX_TOKENS`, so the caller flags it out of range instead of passing over it."""
+    return int(value) if len(value) <= 18 else MAX_TOKENS + 1
+
+
 def _litellm_cache(text: str, bad: list[str]) -> tuple[int | None, int | None, int | None]:
     found: dict[str, int] = {}
     for key, value in _LITELLM_COUNT.findall(text[:8192]):
-        found.setdefault(key, int(value))
+        found.setdefault(key, _digits(value))
     read = found.get("cache_read_input_tokens", found.get("cached_tokens"))
     write = found.get("cache_creation_input_tokens", found.get("cache_creation_tokens"))
     write_1h = found.get("ephemeral_1h_input_tokens")
@@ -413,7 +419,7 @@ def _langsmith_cache(text: str, key: str, bad: list[str]) -> tuple[int | None, i
     split beside it: the writes are the larger of the two, never their sum."""
     found: dict[str, int] = {}
     for name, value in _LANGSMITH_COUNT.findall(text[:8192]):
-        found.setdefault(name, int(value))
+        found.setdefault(name, _digits(value))
     if not found:
         return None, None, None
     for name, n in found.items():
@@ -680,7 +686,7 @@ ALL_WRITE_KEYS: Final = (*CACHE_CREATION_KEYS, OI_CACHE_WRITE_TOKENS, LF_USAGE,
                          ML_USAGE, f"{ML_USAGE}.cache_creation_input_tokens")
 #: Prefixes of the usage attributes of every family: a call with one of them dropped is not priced.
 USAGE_PREFIXES: Final = ("gen_ai.usage.", "llm.usage.", "llm.token_count.", "ai.usage.", LF_USAGE, "anthropic.usage.",
-                         ML_USAGE, _LANGSMITH_DETAILS[1])
+                         ML_USAGE, _LANGSMITH_DETAILS[1], _LITELLM_USAGE + ".")
 
 
 def read_call(name: str, get: Any, scope: str | None, failed: bool, bad: list[str]) -> CallReading | None:

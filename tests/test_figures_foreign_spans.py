@@ -214,6 +214,9 @@ LS_CALL = {"langsmith.span.kind": "llm", "gen_ai.operation.name": "chat", "gen_a
     # not a count: nothing read; an absurd one is dropped and named (the call is then unpriced)
     ("{'cache_read': __import__('os')}", (None, None, None), []),
     ("{'cache_read': 999999999999}", (None, None, None), [f"{DETAILS}.cache_read:out_of_range"]),
+    # a count of 13 digits or more is as absurd: named too, never passed over (it was read as no count at all)
+    ("{'cache_read': 1234567890123}", (None, None, None), [f"{DETAILS}.cache_read:out_of_range"]),
+    ("{'cache_read': " + "9" * 5000 + "}", (None, None, None), [f"{DETAILS}.cache_read:out_of_range"]),
 ])
 def test_langsmith_input_token_details_are_read_never_evaluated(details, want, bad):
     reading, flagged = _read({**LS_CALL, DETAILS: details}, "ask", "langsmith")

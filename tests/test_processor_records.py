@@ -205,6 +205,18 @@ def test_litellm_cache_counts_are_read_from_its_usage_object(attrs, want):
     assert row.cost_usd == pytest.approx(want[4], abs=1e-12)
 
 
+@pytest.mark.parametrize("count", ["1234567890123", "9" * 5000])
+def test_an_absurd_litellm_cache_count_is_named_and_leaves_the_call_unpriced(count):
+    """A cache count past any real one (13 digits and more were passed over as no count, the call priced with all
+    its input fresh): named in data_quality, and the call unpriced, as an absurd count of the conventions is."""
+    attrs = {**_LITELLM, "gen_ai.usage.input_tokens": 486, "gen_ai.usage.output_tokens": 54,
+             "metadata.usage_object": "{'cache_read_input_tokens': " + count + "}"}
+    row = flatten_span(_span("litellm_request", attrs), MemoPricingTable())
+    assert isinstance(row, CallRow)
+    assert row.cost_usd is None and row.pricing_status != "priced"
+    assert "metadata.usage_object.cache_read:out_of_range" in (row.data_quality or "")
+
+
 _LF = {"langfuse.observation.type": "generation", "langfuse.observation.model.name": "claude-haiku-4-5"}
 
 
