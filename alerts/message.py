@@ -21,6 +21,36 @@ _WORD = {"firing": "FIRING", "update": "UPDATE", "reminder": "STILL FIRING", "re
 _MAX_MEMBERS = 8
 
 
+#: Rules whose figure breaches by falling under its threshold (the others breach by rising over it).
+_LOWER_IS_WORSE = frozenset({"cache_hit_rate_drop", "routing_tier_match_drop"})
+
+
+def _excess(member: Mapping[str, Any]) -> float:
+    """How far past its threshold a member's figure is, bigger is worse: the observation's ``excess``, else read off
+    its ``value`` and ``threshold`` (relative to the threshold, for the rules that rise); -inf when it says
+    neither (it sorts last)."""
+    obs = member.get("observation") or {}
+    try:
+        if obs.get("excess") is not None:
+            x = float(obs["excess"])
+        else:
+            value, threshold = float(obs["value"]), float(obs["threshold"])
+            if obs.get("rule") in _LOWER_IS_WORSE:
+                x = threshold - value
+            else:
+                x = (value - threshold) / abs(threshold) if threshold else value - threshold
+    except (KeyError, TypeError, ValueError):
+        return float("-inf")
+    return x if x == x else float("-inf")
+
+
+def _worst_first(members: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Firing members before recovered ones, each the furthest past its threshold first (ties: by labels), so the
+    :data:`_MAX_MEMBERS` a message shows are the worst."""
+    return sorted(members, key=lambda m: (m.get("state") in ("resolved", "inactive"), -_excess(m),
+                                          _labels_text(m.get("labels") or {})))
+
+
 def _labels_text(labels: Mapping[str, str]) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(labels.items())) or "-"
 
@@ -63,6 +93,7 @@ def render(
     ``summary``, ``figures``, ``window``, ``query``).
     """
     title = _title(kind, rule, group_labels, severity)
+    members = _worst_first(members)
     lines = [f"{_ICON[kind]} {title}"]
     if note:
         lines.append(note)

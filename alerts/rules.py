@@ -18,6 +18,7 @@ Hourly rules judge the last *closed* hour: the hour ending at or before
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import hashlib
 import json
@@ -50,6 +51,7 @@ __all__ = [
     "Rule",
     "RULE_NAMES",
     "STREAM_RULES",
+    "HOURLY_RULES",
     "JOB_RULES",
     "evaluate",
     "rules_from_config",
@@ -107,6 +109,9 @@ class Observation:
     #: Where the data judged ends (naive UTC: the closed hour's end, the run's finish): an alert whose
     #: series then vanishes has had "no data since" this.
     data_until: datetime | None = None
+    #: How far past its threshold the figure is, in the rule's units, bigger is worse (a grouped message shows its
+    #: worst members first); None: the message reads it off ``value`` and ``threshold``.
+    excess: float | None = None
 
     @property
     def fingerprint(self) -> str:
@@ -233,20 +238,62 @@ def _cache_no_hour_baseline(row: Row, tenant: str, raw: str | None, window: date
     )
 
 
-def _cache_hit_rate_drop(s: CacheHitRateDropSettings, snap: Snapshot, now: datetime, settle_s: float
-                         ) -> list[Observation] | None:
+#: The ``excess`` of a series whose lookups stopped: past every drop (a drop's excess is under 1), so it is
+#: shown first in a grouped message.
+STOPPED_EXCESS = 1.0
+
+
+def _cache_stopped(s: CacheHitRateDropSettings, row: Row, tenant: str, raw: str | None, window: datetime
+                   ) -> Observation | None:
+    """A series with no lookups in the closed hour (``lookups`` 0) while other series have some: a BREACH when its
+    baseline had at least ``min_lookups_7d`` lookups (its traffic stopped: a broken client, a lost route), else
+    nothing (too little history to expect any)."""
+    baseline, _avg, lookups_base_raw, _words = _cache_baseline(s, row)
+    if not _finite(lookups_base_raw) or int(lookups_base_raw) < s.min_lookups_7d:
+        return None
+    lookups_base = int(lookups_base_raw)
+    if baseline == "hour_of_day":
+        per_hour, words = lookups_base / 7, f"the same hour's 7-day average {lookups_base / 7:.0f} lookups"
+        base_key = f"lookups ({window:%H}:00, 7 days)"
+    else:
+        per_hour, words = lookups_base / 168, f"the 7-day average {lookups_base / 168:.0f} lookups an hour"
+        base_key = "lookups (7 days)"
+    return Observation(
+        rule="cache_hit_rate_drop", labels={"tenant": tenant}, condition=Condition.BREACH, value=None,
+        threshold=None,
+        summary=(f"no lookups for {tenant} this hour, {words}, while other series' lookups arrive: its traffic "
+                 "stopped or no longer reaches the cache; check its client and routing"),
+        window=_window_text(window),
+        figures={"lookups": 0, base_key: lookups_base, "expected an hour": f"{per_hour:.0f}",
+                 "fires at": f"0 lookups with ≥ {s.min_lookups_7d} in the baseline"},
+        query=_cache_series_query(raw, window),
+        data_until=window + timedelta(hours=1),
+        excess=STOPPED_EXCESS,
+    )
+
+
+def _cache_hit_rate_drop(s: CacheHitRateDropSettings, snap: Snapshot, now: datetime, settle_s: float,
+                         window: datetime | None = None) -> list[Observation] | None:
     """The closed hour's hit rate per tenant against its baseline: by default the same hour of day over the 7 days
     before (``avg_7d_hour``: a tenant whose nights are quieter and hit less is not paged every night), or with
-    ``baseline = "rolling"`` all 168 hours before (``avg_7d``)."""
+    ``baseline = "rolling"`` all 168 hours before (``avg_7d``). A series with a solid baseline and no lookups at
+    all in the hour, while other series have some, is a breach too (:func:`_cache_stopped`). ``window``: the hour
+    judged (default: the last closed one)."""
     if snap.cache is None:
         return None
-    window = closed_window(now, settle_s)
+    window = closed_window(now, settle_s) if window is None else _naive(window)
+    rows = [r for r in snap.cache if _naive(r["window_start"]) == window]
+    # the pipeline is alive for this hour when some series has lookups in it: silence of one series is then its own
+    alive = any(_finite(r.get("lookups")) and int(r["lookups"]) > 0 for r in rows)
     out = []
-    for row in snap.cache:
-        if _naive(row["window_start"]) != window:
-            continue
+    for row in rows:
         raw = None if row.get("tenant") is None else str(row["tenant"])
         tenant = tenant_label(raw)  # the series' key and display: never the same for two series
+        if "lookups" in row and not (_finite(row.get("lookups")) and int(row["lookups"]) > 0):
+            stopped = _cache_stopped(s, row, tenant, raw, window) if alive else None
+            if stopped is not None:
+                out.append(stopped)
+            continue
         baseline, avg_raw, lookups_base_raw, words = _cache_baseline(s, row)
         if row.get("avg_7d") is None and avg_raw is None:
             continue  # no history at all for this series (a new tenant): no baseline to judge against
@@ -286,7 +333,7 @@ def _cache_hit_rate_drop(s: CacheHitRateDropSettings, snap: Snapshot, now: datet
             figures["all hours' 7-day average"] = f"{float(row['avg_7d']):.1%}"
         out.append(Observation(
             rule="cache_hit_rate_drop", labels={"tenant": tenant}, condition=cond,
-            value=rate, threshold=avg - s.drop,
+            value=rate, threshold=avg - s.drop, excess=(avg - s.drop) - rate,
             summary=(f"cache hit rate of {tenant} {rate:.1%} vs {words} {avg:.1%} "
                      f"({drop * 100:+.1f} points under)" if drop >= 0 else
                      f"cache hit rate of {tenant} {rate:.1%} vs {words} {avg:.1%}"),
@@ -298,11 +345,12 @@ def _cache_hit_rate_drop(s: CacheHitRateDropSettings, snap: Snapshot, now: datet
     return out
 
 
-def _cost_per_success_rise(s: CostPerSuccessRiseSettings, snap: Snapshot, now: datetime, settle_s: float
+def _cost_per_success_rise(s: CostPerSuccessRiseSettings, snap: Snapshot, now: datetime, settle_s: float,
+                           window: datetime | None = None
                            ) -> list[Observation] | None:
     if snap.tiers is None:
         return None
-    window = closed_window(now, settle_s)
+    window = closed_window(now, settle_s) if window is None else _naive(window)
     out = []
     for row in snap.tiers:
         tier = row.get("tier")
@@ -339,7 +387,7 @@ def _cost_per_success_rise(s: CostPerSuccessRiseSettings, snap: Snapshot, now: d
         )
         out.append(Observation(
             rule="cost_per_success_rise", labels={"tier": str(tier)}, condition=cond,
-            value=cps, threshold=base * (1 + s.rise_pct / 100),
+            value=cps, threshold=base * (1 + s.rise_pct / 100), excess=(rise - s.rise_pct) / 100,
             summary=(f"cost per successful request on tier {tier} ${cps:.5f} vs 7-day ${base:.5f} ({rise:+.0f}%; "
                      "what the calls cost, the student's hosting left out)"),
             window=_window_text(window),
@@ -354,13 +402,14 @@ def _cost_per_success_rise(s: CostPerSuccessRiseSettings, snap: Snapshot, now: d
     return out
 
 
-def _rejected_attempts_rise(s: RejectedAttemptsRiseSettings, snap: Snapshot, now: datetime, settle_s: float
+def _rejected_attempts_rise(s: RejectedAttemptsRiseSettings, snap: Snapshot, now: datetime, settle_s: float,
+                           window: datetime | None = None
                             ) -> list[Observation] | None:
     """A tier whose answers were turned down (quality gates, broken schemas, API errors) in the last hour clearly
     more often than over the 7 days before: the student drifting, a router sending work too low, an API failing."""
     if snap.rejections is None:
         return None
-    window = closed_window(now, settle_s)
+    window = closed_window(now, settle_s) if window is None else _naive(window)
     out = []
     for row in snap.rejections:
         tier = row.get("tier")
@@ -391,7 +440,7 @@ def _rejected_attempts_rise(s: RejectedAttemptsRiseSettings, snap: Snapshot, now
         )
         out.append(Observation(
             rule="rejected_attempts_rise", labels={"tier": str(tier)}, condition=cond,
-            value=share, threshold=base + s.rise,
+            value=share, threshold=base + s.rise, excess=share - (base + s.rise),
             summary=(f"answers of tier {tier} turned down {share:.1%} of the time vs 7-day {base:.1%} "
                      f"({rise * 100:+.1f} points): {row.get('problems') or 'no reasons recorded'}"),
             window=_window_text(window),
@@ -703,6 +752,13 @@ _EVALUATORS: Mapping[str, Evaluator] = {
     "lake_unreadable": _lake_unreadable,
 }
 RULE_NAMES: tuple[str, ...] = tuple(_EVALUATORS)
+_HOURLY: Mapping[str, Callable[..., "list[Observation] | None"]] = {
+    "cache_hit_rate_drop": _cache_hit_rate_drop,
+    "cost_per_success_rise": _cost_per_success_rise,
+    "rejected_attempts_rise": _rejected_attempts_rise,
+}
+#: The rules that judge closed hours of the lake: an hour whose data lands late is judged when it lands.
+HOURLY_RULES: tuple[str, ...] = tuple(_HOURLY)
 #: Evaluated every interval over the lake's aggregates.
 STREAM_RULES: tuple[str, ...] = ("cache_hit_rate_drop", "cost_per_success_rise", "rejected_attempts_rise",
                                  "pipeline_silent", "dlq_growing", "lake_unreadable")
@@ -723,9 +779,21 @@ class Rule:
         return tuple(getattr(self.settings, "inhibits", ()))
 
 
-def evaluate(rule: Rule, snapshot: Snapshot, now: datetime) -> list[Observation] | None:
-    """Observations of ``rule`` over ``snapshot`` as of ``now``; None when it cannot be evaluated."""
-    return _EVALUATORS[rule.name](rule.settings, snapshot, now, rule.settle_s)
+def evaluate(rule: Rule, snapshot: Snapshot, now: datetime, *, window: datetime | None = None
+             ) -> list[Observation] | None:
+    """Observations of ``rule`` over ``snapshot`` as of ``now``; None when it cannot be evaluated.
+
+    ``window`` (an :data:`HOURLY_RULES` rule only): judge that hour instead of the last closed one — an hour whose
+    data landed late (after a processor outage). Its observations say which hour, and that it was judged late."""
+    if window is None or rule.name not in HOURLY_RULES:
+        return _EVALUATORS[rule.name](rule.settings, snapshot, now, rule.settle_s)
+    window = _naive(window)
+    out = _HOURLY[rule.name](rule.settings, snapshot, now, rule.settle_s, window)
+    if out is None or window == closed_window(now, rule.settle_s):
+        return out
+    late = (f" [hour {_window_text(window)}, judged late: its data reached the lake after the hour closed, "
+            f"at {_naive(now):%H:%M} UTC]")
+    return [dataclasses.replace(o, summary=o.summary + late) for o in out]
 
 
 def rules_from_config(config: AlertsConfig, names: Iterable[str] | None = None) -> list[Rule]:

@@ -10,28 +10,43 @@ in the same tick — well under two minutes). The nightly jobs call
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from costline.alerts.engine import AlertEngine, TickResult
+from costline.alerts.errors import AlertsStateError
 from costline.alerts.notify import Notifier, build_notifiers
 from costline.alerts.outbox import DeliveryStats, Outbox
-from costline.alerts.rules import JOB_RULES, Observation, Rule, evaluate, rules_from_config
+from costline.alerts.rules import (
+    HOURLY_RULES,
+    JOB_RULES,
+    Observation,
+    Rule,
+    Snapshot,
+    closed_window,
+    evaluate,
+    rules_from_config,
+)
 from costline.alerts.source import AlertSource
-from costline.alerts.store import AlertStore, default_state_path
+from costline.alerts.store import AlertStore, default_state_path, from_epoch, to_epoch
 from costline.alerts.view import export_history
 from costline.config import Config
 from costline.errors import LakeError
 from costline.lake import NoLake
+from costline.timeutil import utc_naive as _naive
 from costline.timeutil import utc_now as _utc_now
 
 __all__ = ["AlertService", "TickReport", "evaluate_job_rules", "state_path"]
 
 log = logging.getLogger(__name__)
+
+#: The snapshot part each hourly rule reads.
+_PART = {"cache_hit_rate_drop": "cache", "cost_per_success_rise": "tiers", "rejected_attempts_rise": "rejections"}
 
 
 def state_path(config: Config) -> Path:
@@ -45,6 +60,27 @@ class TickReport:
     observations: dict[str, list[Observation] | None] = field(default_factory=dict)
     tick: TickResult = field(default_factory=TickResult)
     delivery: DeliveryStats = field(default_factory=DeliveryStats)
+    #: Past hours judged this tick because their data landed late: (rule, hour start, observations), oldest first.
+    late: list[tuple[str, datetime, list[Observation] | None]] = field(default_factory=list)
+
+
+#: How far back a tick looks for closed hours not judged yet (their data landed after a processor outage).
+LATE_HOURS = 24
+#: The ``samples`` name under which the alert state keeps, per hourly rule, the newest hour it judged.
+_JUDGED = "judged_hour:"
+
+
+def _has_data(rule: str, rows: Sequence[Mapping[str, Any]] | None) -> bool:
+    """Whether an hourly rule's rows for an hour hold any of its series' data."""
+    key = {"cache_hit_rate_drop": "lookups", "cost_per_success_rise": "requests",
+           "rejected_attempts_rise": "attempts"}[rule]
+    return any((r.get(key) or 0) > 0 for r in rows or ())
+
+
+def _merge(into: TickResult, res: TickResult) -> None:
+    into.transitions.extend(res.transitions)
+    into.queued.extend(res.queued)
+    into.muted.update(res.muted)
 
 
 class AlertService:
@@ -74,15 +110,40 @@ class AlertService:
     def rules(self, names: Iterable[str] | None = None) -> list[Rule]:
         return rules_from_config(self.config.alerts, names)
 
-    def tick(self, now: datetime | None = None, *, rules: Iterable[str] | None = None) -> TickReport:
-        """Evaluate (all enabled rules, or ``rules``), apply, deliver what is due."""
+    def tick(self, now: datetime | None = None, *, rules: Iterable[str] | None = None,
+             catch_up: bool = True) -> TickReport:
+        """Evaluate (all enabled rules, or ``rules``), apply, deliver what is due.
+
+        An hourly rule judges the last closed hour; with ``catch_up`` it also judges, once and oldest first, each
+        closed hour of the last :data:`LATE_HOURS` after the newest one it judged that has data now but had none
+        when it closed (a backlog that landed after a processor outage) — as soon as later data shows the hour is
+        in. The newest hour judged is kept per rule in the alert state. Its observations say which hour."""
         now = now or self.now()
         selected = self.rules(rules)
         snapshot = self.source.snapshot(now, [r.name for r in selected])
         report = TickReport(at=now)
         for rule in selected:
             report.observations[rule.name] = evaluate(rule, snapshot, now)
-        report.tick = self.engine.apply(report.observations, now)
+        late = self._late_hours(selected, snapshot, now) if catch_up else {}
+        if not late:
+            report.tick = self.engine.apply(report.observations, now)
+        else:
+            # the other rules first (a pipeline_silent that ends as the backlog lands no longer mutes its pages),
+            # then per rule its late hours, oldest first, then its current hour
+            _merge(report.tick, self.engine.apply(
+                {k: v for k, v in report.observations.items() if k not in late}, now))
+            for rule in selected:
+                for w in late.get(rule.name, ()):
+                    obs = evaluate(rule, self.source.snapshot(now, [rule.name], window=w), now, window=w)
+                    report.late.append((rule.name, w, obs))
+                    _merge(report.tick, self.engine.apply({rule.name: obs}, now))
+                if rule.name in late:
+                    _merge(report.tick, self.engine.apply({rule.name: report.observations[rule.name]}, now))
+        if catch_up:
+            try:
+                self._mark_judged(selected, snapshot, late, now)
+            except (AlertsStateError, sqlite3.Error) as exc:  # judged again next tick: the state machine dedups
+                log.warning("alerts: cannot record the hours judged in the alert state: %s", exc)
         report.delivery = self.outbox.deliver_due(now)
         if self.export and report.tick.transitions:
             try:
@@ -90,6 +151,50 @@ class AlertService:
             except (OSError, LakeError) as exc:  # LakeError: table mode, its store or catalog down
                 log.warning("cannot export alert history to the lake: %s", exc)
         return report
+
+    def _judged(self, rule: str) -> datetime | None:
+        """The newest hour ``rule`` judged (naive UTC), None: none recorded."""
+        rows = self.store.query("SELECT max(value) AS v FROM samples WHERE name = ?", (_JUDGED + rule,))
+        v = rows[0]["v"] if rows else None
+        return None if v is None else _naive(from_epoch(float(v)))
+
+    def _late_hours(self, selected: Sequence[Rule], snapshot: Snapshot, now: datetime) -> dict[str, list[datetime]]:
+        """Per hourly rule, the closed hours to judge late, oldest first: after the newest it judged, within the
+        last :data:`LATE_HOURS`, before the last closed one, holding data, with data of a later hour in the lake
+        too (the backlog has got past them)."""
+        current = closed_window(now, self.config.alerts.settle_s)
+        out: dict[str, list[datetime]] = {}
+        for rule in selected:
+            if rule.name not in HOURLY_RULES or getattr(snapshot, _PART[rule.name]) is None:
+                continue
+            last = self._judged(rule.name)
+            if last is None:
+                continue  # nothing judged yet (a first start): the last closed hour only, no pages for old hours
+            first = max(last + timedelta(hours=1), current - timedelta(hours=LATE_HOURS))
+            if first >= current:
+                continue
+            hours = self.source.hours_with_data(rule.name, first, current + timedelta(hours=1))
+            todo = sorted(h for h in hours if first <= h < current and any(later > h for later in hours))
+            if todo:
+                out[rule.name] = todo
+        return out
+
+    def _mark_judged(self, selected: Sequence[Rule], snapshot: Snapshot, late: Mapping[str, list[datetime]],
+                     now: datetime) -> None:
+        current = closed_window(now, self.config.alerts.settle_s)
+        for rule in selected:
+            if rule.name not in HOURLY_RULES:
+                continue
+            rows = getattr(snapshot, _PART[rule.name])
+            judged = list(late.get(rule.name, ()))
+            if rows is not None and _has_data(rule.name, [r for r in rows if _naive(r["window_start"]) == current]):
+                judged.append(current)
+            if not judged:
+                continue
+            newest = max(judged)
+            last = self._judged(rule.name)
+            if last is None or newest > last:
+                self.store.add_sample(_JUDGED + rule.name, now, to_epoch(newest), keep_s=8 * 86400.0)
 
     def run(self, *, interval_s: float | None = None, stop: threading.Event | None = None,
             sleep: Callable[[float], None] | None = None, max_ticks: int | None = None) -> int:
@@ -139,7 +244,7 @@ class AlertService:
         out, t = [], start
         with self.source.frozen():  # one pass over the lake, not one per step
             while t <= end:
-                out.append(self.tick(t))
+                out.append(self.tick(t, catch_up=False))  # each step judges its own closed hour, as live did
                 t += step
         return out
 

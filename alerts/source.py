@@ -27,9 +27,48 @@ __all__ = ["AlertSource", "kafka_dlq_counter", "CACHE_SQL", "TIERS_SQL", "REJECT
 
 log = logging.getLogger(__name__)
 
-CACHE_SQL = """
-SELECT window_start, tenant, hit_rate, avg_7d, lookups, hits, lookups_7d, avg_7d_hour, lookups_7d_hour
-FROM cache_hit_rate_7d WHERE window_start = $w"""
+#: The hourly lookups and hits per tenant that the hit-rate rule judges (``lookup_links``: the ``lookups`` view's
+#: rows before it names their tenant). A lookup with no tenant of its own that names its request
+#: (``costline.request.id``) while that request's span is not in the lake (yet) is left out: whose it is is not
+#: known yet — a miss's request span ends after its model call and often lands after the hour's first evaluation
+#: — so counting it under the tenant-less series ``(none)`` made that series' hit rate drop (and acme's rise) at
+#: every hour boundary. A lookup with no request at all stays in ``(none)``. ``$lo``/``$hi``: the times read.
+CACHE_HOURLY_SQL = """
+SELECT date_trunc('hour', ts) AS window_start, coalesce(tenant, request_tenant) AS tenant,
+       count(*) AS lookups, count(*) FILTER (WHERE hit) AS hits
+FROM lookup_links
+WHERE ts >= $lo AND ts < $hi
+  AND NOT (tenant IS NULL AND request_tenant IS NULL AND linked_span_id IS NULL AND request_id IS NOT NULL)
+GROUP BY ALL"""
+
+
+def _cache_sql(hourly: str) -> str:
+    """Per tenant (the tenant-less series too), the closed hour ``$w``'s lookups and hits beside its two baselines,
+    as ``cache_hit_rate_7d`` has them (``avg_7d``/``lookups_7d``: the 168 hours before; ``avg_7d_hour``/
+    ``lookups_7d_hour``: the same hour of day on the 7 days before), over ``hourly`` (rows of
+    :data:`CACHE_HOURLY_SQL`). A tenant with history but no lookups in ``$w`` has a row with ``lookups`` 0 and
+    ``hit_rate`` NULL: the rule reports a tenant whose lookups stopped."""
+    return f"""
+SELECT $w AS window_start, tenant,
+       coalesce(sum(hits) FILTER (WHERE window_start = $w), 0)
+         / nullif(coalesce(sum(lookups) FILTER (WHERE window_start = $w), 0), 0) AS hit_rate,
+       sum(hits) FILTER (WHERE window_start < $w) / nullif(sum(lookups) FILTER (WHERE window_start < $w), 0)
+         AS avg_7d,
+       coalesce(sum(lookups) FILTER (WHERE window_start = $w), 0) AS lookups,
+       coalesce(sum(hits) FILTER (WHERE window_start = $w), 0) AS hits,
+       sum(lookups) FILTER (WHERE window_start < $w) AS lookups_7d,
+       sum(hits) FILTER (WHERE window_start < $w AND hour(window_start) = hour($w))
+         / nullif(sum(lookups) FILTER (WHERE window_start < $w AND hour(window_start) = hour($w)), 0) AS avg_7d_hour,
+       sum(lookups) FILTER (WHERE window_start < $w AND hour(window_start) = hour($w)) AS lookups_7d_hour
+FROM {hourly}
+WHERE window_start >= $w - INTERVAL 168 HOURS AND window_start <= $w
+GROUP BY tenant"""
+
+
+CACHE_SQL = _cache_sql("(" + CACHE_HOURLY_SQL.replace("$lo", "($w - INTERVAL 168 HOURS)")
+                       .replace("$hi", "($w + INTERVAL 1 HOUR)") + ")")
+#: The frozen copy of :data:`CACHE_HOURLY_SQL` (a backfill reads it instead of the lake).
+_FROZEN_CACHE = "alert_cache_hourly"
 
 #: What the calls cost per success (``call_cost_usd``): the student's GPU hosting is a fixed cost per
 #: hour, so its share per request follows the hour's volume (a quiet night hour costs 10x a busy one per
@@ -60,6 +99,16 @@ SELECT $w AS window_start, tier,
 FROM rejections_hourly
 WHERE window_start >= $w - INTERVAL 168 HOURS AND window_start <= $w
 GROUP BY tier"""
+
+#: Per hourly rule, the hours in ``[$lo, $hi]`` that hold its data (:meth:`AlertSource.hours_with_data`).
+_HOURS_SQL = {
+    "cache_hit_rate_drop": "SELECT DISTINCT date_trunc('hour', ts) FROM lookups_raw "
+                           "WHERE ts >= $lo AND ts < $hi + INTERVAL 1 HOUR",
+    "cost_per_success_rise": "SELECT DISTINCT window_start FROM tier_hourly "
+                             "WHERE window_start >= $lo AND window_start <= $hi AND requests > 0",
+    "rejected_attempts_rise": "SELECT DISTINCT window_start FROM rejections_hourly "
+                              "WHERE window_start >= $lo AND window_start <= $hi AND attempts > 0",
+}
 
 #: The tables whose event times say whether spans still arrive (``<name>_raw`` in the lake).
 _SPAN_TABLES = ("requests", "calls", "lookups")
@@ -156,7 +205,8 @@ class AlertSource:
             committed = None if self.config.lake.mode == "local" else _last_commits(self.config)
             snap.execute("SET TimeZone = 'UTC'")
             tables = {
-                "cache_hit_rate_7d": "SELECT * FROM cache_hit_rate_7d",
+                _FROZEN_CACHE: CACHE_HOURLY_SQL.replace("$lo", "TIMESTAMP '0001-01-01'").replace(
+                    "$hi", "TIMESTAMP '9999-12-31'"),
                 "tier_hourly": "SELECT * FROM tier_hourly",
                 "rejections_hourly": "SELECT * FROM rejections_hourly",
                 # LAST_SPAN_SQL only needs the event times (bounded by arrival, as live).
@@ -212,9 +262,29 @@ class AlertSource:
                 errors.append((what, f"{type(exc).__name__}: {exc}"))
             return None
 
-    def snapshot(self, now: datetime, rules: Iterable[str] = RULE_NAMES) -> Snapshot:
+    def hours_with_data(self, rule: str, since: datetime, until: datetime) -> set[datetime]:
+        """The hours (naive UTC starts) in ``[since, until]`` that hold data of an hourly rule's series: lookups for
+        ``cache_hit_rate_drop``, requests for ``cost_per_success_rise``, attempts for ``rejected_attempts_rise``.
+        A query that fails is logged and reads as no hour."""
+        sql = _HOURS_SQL.get(rule)
+        if sql is None:
+            return set()
+        con = self._try("the lake's views", self._open)
+        if con is None:
+            return set()
+        try:
+            rows = self._try(f"hours with data for {rule}", lambda: con.execute(
+                sql, {"lo": _naive(since), "hi": _naive(until)}).fetchall()) or []
+        finally:
+            con.close()
+        return {_naive(r[0]) for r in rows if r[0] is not None}
+
+    def snapshot(self, now: datetime, rules: Iterable[str] = RULE_NAMES, *, window: datetime | None = None
+                 ) -> Snapshot:
+        """The rows the ``rules`` need as of ``now``; ``window``: the hour the hourly rules read (default: the last
+        closed one), to judge an hour whose data landed late."""
         wanted = set(rules)
-        w = closed_window(now, self.config.alerts.settle_s)
+        w = closed_window(now, self.config.alerts.settle_s) if window is None else _naive(window)
         n = _naive(now)
         errors: list[tuple[str, str]] = []
         cache = tiers = rejections = evals = shadows = retrains = redistills = None
@@ -228,7 +298,8 @@ class AlertSource:
             views = {r[0] for r in con.execute(
                 "SELECT table_name FROM information_schema.tables").fetchall()}
             if "cache_hit_rate_drop" in wanted:
-                cache = self._try("cache_hit_rate_7d", lambda: self._rows(con, CACHE_SQL, {"w": w}), errors)
+                cache_sql = _cache_sql(_FROZEN_CACHE) if self._frozen is not None else CACHE_SQL
+                cache = self._try("cache_hit_rate_7d", lambda: self._rows(con, cache_sql, {"w": w}), errors)
             if "cost_per_success_rise" in wanted:
                 tiers = self._try("tier_hourly", lambda: self._rows(con, TIERS_SQL, {"w": w}), errors)
             if "rejected_attempts_rise" in wanted:

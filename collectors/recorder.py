@@ -284,6 +284,9 @@ class RequestHandle:
     def __init__(self, recorder: Recorder, span: Span, request_id: str) -> None:
         self.span = span
         self.request_id = request_id
+        #: The request's tenant as recorded on its span (None: not said or not a non-empty string): stamped on
+        #: its lookup and call spans too, so they say whose they are even when the request span lands later.
+        self.tenant: str | None = None
         self._recorder = recorder
         self._lock = threading.Lock()
         self._attempts = 0
@@ -471,6 +474,7 @@ class Recorder:
         _set(span, contract.COSTLINE_ROUTED_TIER, routed_tier, _str)
         _set(span, contract.COSTLINE_ROUTE_REASON, route_reason[:256] if isinstance(route_reason, str) else None, _str)
         handle = RequestHandle(self, span, rid)
+        handle.tenant = tenant if isinstance(tenant, str) and tenant else None
         ctx = trace.set_span_in_context(span)
         ctx = otel_context.set_value(REQUEST_ID_CONTEXT_KEY, rid, ctx)
         ctx = otel_context.set_value(_HANDLE_KEY, handle, ctx)
@@ -530,6 +534,8 @@ class Recorder:
         _set(span, contract.COSTLINE_CACHE_NAMESPACE, namespace, _str)
         if request is None:  # a request's work done before its span opens (a batch request's) says whose it is
             _set(span, contract.COSTLINE_REQUEST_ID, current_request_id(), _str)
+        else:  # whose lookup it is, on the span itself: a miss's request span ends (and lands) after its model call
+            _set(span, contract.COSTLINE_TENANT, request.tenant, _str)
         on_result = None
         if self._metrics is not None:
             metrics = self._metrics
@@ -593,6 +599,8 @@ class Recorder:
         _set(span, contract.COSTLINE_ENDPOINT_SCOPE, endpoint, _str)
         if request is None:  # as in _lookup
             _set(span, contract.COSTLINE_REQUEST_ID, current_request_id(), _str)
+        else:
+            _set(span, contract.COSTLINE_TENANT, request.tenant, _str)
         obs = None
         if self._metrics is not None:
             obs = self._metrics.start_call(operation=op, provider=provider, model=model, tier=tier,

@@ -51,7 +51,7 @@ def test_request_lookup_and_call_spans_follow_the_contract(spans):
     }
     assert dict(lookup.attributes) == {
         c.COSTLINE_CACHE_NAMESPACE: "acme", c.COSTLINE_CACHE_HIT: False, c.COSTLINE_CACHE_SIMILARITY: 0.71,
-        c.COSTLINE_REQUEST_ID: rid,
+        c.COSTLINE_REQUEST_ID: rid, c.COSTLINE_TENANT: "acme",
     }
     assert call_span.kind is SpanKind.CLIENT
     assert dict(call_span.attributes) == {
@@ -61,6 +61,7 @@ def test_request_lookup_and_call_spans_follow_the_contract(spans):
         c.GEN_AI_USAGE_INPUT_TOKENS: 1300, c.GEN_AI_USAGE_OUTPUT_TOKENS: 80,
         c.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: 200, c.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS: 100,
         c.COSTLINE_TIER: "budget", c.COSTLINE_COST_USD: 0.002, c.COSTLINE_REQUEST_ID: rid,
+        c.COSTLINE_TENANT: "acme",
     }
     for child in (lookup, call_span):
         assert child.parent.span_id == request.context.span_id
