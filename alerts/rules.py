@@ -56,6 +56,7 @@ __all__ = [
     "evaluate",
     "rules_from_config",
     "closed_window",
+    "POOL_HOURS",
     "fingerprint",
     "two_proportion_p_value",
     "no_data_summary",
@@ -345,9 +346,81 @@ def _cache_hit_rate_drop(s: CacheHitRateDropSettings, snap: Snapshot, now: datet
     return out
 
 
+#: How many hours, the closed one included, a low-volume tier's hour may be pooled with (the hours just before it)
+#: to reach ``min_attempts`` / ``min_successes`` (``cost_per_success_rise``, ``rejected_attempts_rise``): a tier
+#: with 2 requests an hour is then judged over its last 15 hours instead of never. A tier that does not reach the
+#: minimum in this many hours is not judged (BAND, as before). The source reads this many hours.
+POOL_HOURS = 24
+
+
+def _pooled(row: Row, window: datetime, first: Mapping[str, float], key: str, minimum: int
+            ) -> tuple[int, dict[str, float], dict[str, float], list[Row]] | None:
+    """Pool the closed hour ``window`` (its figures ``first``) with the hours just before it, newest first, until
+    ``first[key]`` summed reaches ``minimum``: (hours pooled K, the K hours' sums, the sums of the K-1 hours before
+    the closed one, their rows) — or None when :data:`POOL_HOURS` hours do not reach it or the row has no
+    ``recent`` hours (a row written by hand or by an older source). ``row["recent"]``: the per-hour rows of the
+    ``POOL_HOURS - 1`` hours before ``window`` (window_start and the figures of ``first``); a row outside them or
+    with a figure that is not a count (a cost: a finite number ≥ 0) is left out."""
+    recent = row.get("recent")
+    if not isinstance(recent, (list, tuple)):
+        return None
+    by_hour: dict[datetime, list[Row]] = {}
+    for r in recent:
+        if not isinstance(r, Mapping) or not isinstance(r.get("window_start"), datetime):
+            continue
+        start = _naive(r["window_start"])
+        if not window - timedelta(hours=POOL_HOURS - 1) <= start < window:
+            continue
+        if any(not _finite(r.get(f) or 0) or float(r.get(f) or 0) < 0 for f in first):
+            continue
+        by_hour.setdefault(start, []).append(r)
+    total = {f: float(v) for f, v in first.items()}
+    before = {f: 0.0 for f in first}
+    used: list[Row] = []
+    for k in range(1, POOL_HOURS):
+        if total[key] >= minimum:
+            return k, total, before, used
+        for r in by_hour.get(window - timedelta(hours=k), ()):
+            for f in first:
+                v = float(r.get(f) or 0)
+                total[f] += v
+                before[f] += v
+            used.append(r)
+    if total[key] >= minimum:
+        return POOL_HOURS, total, before, used
+    return None
+
+
+def _merge_problems(texts: Iterable[Any]) -> str | None:
+    """The reasons of several hours (``'validator 12, output_format 3'`` each) summed per reason, most first;
+    an item that does not read as ``<reason> <count>`` is kept as it is."""
+    counts: dict[str, int] = {}
+    odd: list[str] = []
+    for text in texts:
+        for item in str(text or "").split(","):
+            item = item.strip()
+            if not item:
+                continue
+            name, _, n = item.rpartition(" ")
+            if name and n.isdigit():
+                counts[name] = counts.get(name, 0) + int(n)
+            elif item not in odd:
+                odd.append(item)
+    parts = [f"{name} {n}" for name, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))] + odd
+    return ", ".join(parts) or None
+
+
+def _span_text(start: datetime, hours: int) -> str:
+    """The pooled hours as text: "2026-11-08 01:00–11:00 UTC", "2026-11-07 20:00–2026-11-08 11:00 UTC"."""
+    end = start + timedelta(hours=hours)
+    return f"{start:%Y-%m-%d %H:%M}–{end.strftime('%H:%M' if end.date() == start.date() else '%Y-%m-%d %H:%M')} UTC"
+
+
 def _cost_per_success_rise(s: CostPerSuccessRiseSettings, snap: Snapshot, now: datetime, settle_s: float,
                            window: datetime | None = None
                            ) -> list[Observation] | None:
+    """A tier's cost per success in the last hour against its 7-day level; an hour with fewer than
+    ``min_successes`` successes is pooled with the hours just before it (:func:`_pooled`)."""
     if snap.tiers is None:
         return None
     window = closed_window(now, settle_s) if window is None else _naive(window)
@@ -369,6 +442,19 @@ def _cost_per_success_rise(s: CostPerSuccessRiseSettings, snap: Snapshot, now: d
                         "NaN/NULL (%d this hour)", tier, _window_text(window), ignored + ignored_7d, ignored)
         if succ_7d <= 0 or successes <= 0 or cost_7d <= 0:
             continue
+        hours, alone = 1, successes
+        if successes < s.min_successes:  # a quiet tier: judge its last hours together (see POOL_HOURS)
+            pool = _pooled(row, window, {"successes": successes, "cost_usd": cost}, "successes", s.min_successes)
+            if pool is not None:
+                k, total, before, _rows = pool
+                # the 7 days before the closed hour, less the pooled hours: hour and baseline never overlap
+                base_succ, base_cost = succ_7d - int(before["successes"]), cost_7d - before["cost_usd"]
+                if base_succ > 0 and base_cost > 0:
+                    hours, successes, cost = k, int(total["successes"]), total["cost_usd"]
+                    succ_7d, cost_7d = base_succ, base_cost
+        start = window - timedelta(hours=hours - 1)
+        pooled = (f"over the last {hours} hours ({alone} successes in the closed hour alone, under min_successes "
+                  f"{s.min_successes}): " if hours > 1 else "")
         cps, base = cost / successes, cost_7d / succ_7d
         rise = (cps / base - 1.0) * 100.0
         enough = successes >= s.min_successes and succ_7d >= s.min_successes_7d
@@ -388,11 +474,13 @@ def _cost_per_success_rise(s: CostPerSuccessRiseSettings, snap: Snapshot, now: d
         out.append(Observation(
             rule="cost_per_success_rise", labels={"tier": str(tier)}, condition=cond,
             value=cps, threshold=base * (1 + s.rise_pct / 100), excess=(rise - s.rise_pct) / 100,
-            summary=(f"cost per successful request on tier {tier} ${cps:.5f} vs 7-day ${base:.5f} ({rise:+.0f}%; "
-                     "what the calls cost, the student's hosting left out)"),
-            window=_window_text(window),
+            summary=(f"{pooled}cost per successful request on tier {tier} ${cps:.5f} vs 7-day ${base:.5f} "
+                     f"({rise:+.0f}%; what the calls cost, the student's hosting left out)"),
+            window=_window_text(window) if hours == 1 else _span_text(start, hours),
             figures={"cost per success": f"${cps:.5f}", "7-day level": f"${base:.5f}", "rise": f"{rise:+.1f}%",
                      "successes": successes, "successes (7 days)": succ_7d,
+                     **({"pooled": f"last {hours} hours ({alone} successes in the closed hour; the 7-day level "
+                                   "leaves them out)"} if hours > 1 else {}),
                      "fires at": f"+{s.rise_pct:g}%", "resolves under": f"+{s.resolve_pct:g}%",
                      **({"ignored (NaN/NULL cost)": f"{ignored + ignored_7d} hourly figure(s)"}
                         if ignored or ignored_7d else {})},
@@ -406,7 +494,8 @@ def _rejected_attempts_rise(s: RejectedAttemptsRiseSettings, snap: Snapshot, now
                            window: datetime | None = None
                             ) -> list[Observation] | None:
     """A tier whose answers were turned down (quality gates, broken schemas, API errors) in the last hour clearly
-    more often than over the 7 days before: the student drifting, a router sending work too low, an API failing."""
+    more often than over the 7 days before: the student drifting, a router sending work too low, an API failing.
+    An hour with fewer than ``min_attempts`` calls is pooled with the hours just before it (:func:`_pooled`)."""
     if snap.rejections is None:
         return None
     window = closed_window(now, settle_s) if window is None else _naive(window)
@@ -419,6 +508,22 @@ def _rejected_attempts_rise(s: RejectedAttemptsRiseSettings, snap: Snapshot, now
         attempts_7d, rejected_7d = int(row.get("attempts_7d") or 0), int(row.get("rejected_7d") or 0)
         if attempts <= 0 or attempts_7d <= 0:
             continue
+        hours, alone, problems = 1, attempts, row.get("problems")
+        if attempts < s.min_attempts:  # a quiet tier: judge its last hours together (see POOL_HOURS)
+            pool = _pooled(row, window, {"attempts": attempts, "rejected": rejected}, "attempts", s.min_attempts)
+            if pool is not None:
+                k, total, before, used = pool
+                # the 7 days before the closed hour, less the pooled hours: the two samples are disjoint, so the
+                # two-proportion test below stays valid for the pooled counts
+                base_att = attempts_7d - int(before["attempts"])
+                base_rej = max(rejected_7d - int(before["rejected"]), 0)
+                if base_att > 0:
+                    hours, attempts, rejected = k, int(total["attempts"]), int(total["rejected"])
+                    attempts_7d, rejected_7d = base_att, base_rej
+                    problems = _merge_problems([row.get("problems"), *(r.get("problems") for r in used)])
+        start = window - timedelta(hours=hours - 1)
+        pooled = (f"over the last {hours} hours ({alone} calls in the closed hour alone, under min_attempts "
+                  f"{s.min_attempts}): " if hours > 1 else "")
         share, base = min(rejected / attempts, 1.0), min(rejected_7d / attempts_7d, 1.0)
         # one-sided: the hour's share of accepted answers is lower than the 7 days'
         p = two_proportion_p_value(attempts - min(rejected, attempts), attempts,
@@ -434,19 +539,22 @@ def _rejected_attempts_rise(s: RejectedAttemptsRiseSettings, snap: Snapshot, now
         query = (
             "SELECT request_id, ts, routed_tier, tier, rejected_attempts, task_type, tenant\n"
             f"FROM requests WHERE rejected_attempts LIKE {sql_str(f'%{tier}:%')}\n"
-            f"  AND ts >= TIMESTAMP '{window:%Y-%m-%d %H:%M:%S}'\n"
+            f"  AND ts >= TIMESTAMP '{start:%Y-%m-%d %H:%M:%S}'\n"
             f"  AND ts < TIMESTAMP '{window + timedelta(hours=1):%Y-%m-%d %H:%M:%S}'\n"
             "ORDER BY ts"
         )
         out.append(Observation(
             rule="rejected_attempts_rise", labels={"tier": str(tier)}, condition=cond,
             value=share, threshold=base + s.rise, excess=share - (base + s.rise),
-            summary=(f"answers of tier {tier} turned down {share:.1%} of the time vs 7-day {base:.1%} "
-                     f"({rise * 100:+.1f} points): {row.get('problems') or 'no reasons recorded'}"),
-            window=_window_text(window),
+            summary=(f"{pooled}answers of tier {tier} turned down {share:.1%} of the time vs 7-day {base:.1%} "
+                     f"({rise * 100:+.1f} points): {problems or 'no reasons recorded'}"),
+            window=_window_text(window) if hours == 1 else _span_text(start, hours),
             figures={"turned down": f"{rejected} of {attempts} ({share:.1%})", "7-day share": f"{base:.1%}",
-                     "rise": f"{rise * 100:+.1f} points", "why (this hour)": row.get("problems") or "-",
+                     "rise": f"{rise * 100:+.1f} points",
+                     ("why (this hour)" if hours == 1 else f"why (last {hours} hours)"): problems or "-",
                      "attempts (7 days)": attempts_7d, "p-value": f"{p:.2g}",
+                     **({"pooled": f"last {hours} hours ({alone} calls in the closed hour; the 7-day share leaves "
+                                   "them out)"} if hours > 1 else {}),
                      "fires at": f"{s.rise * 100:.0f} points over",
                      "resolves within": f"{s.resolve_within * 100:.0f} points"},
             query=query,

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
-from costline.alerts.rules import JOB_RULES, RULE_NAMES, Snapshot, closed_window
+from costline.alerts.rules import JOB_RULES, POOL_HOURS, RULE_NAMES, Snapshot, closed_window
 from costline.alerts.store import AlertStore
 from costline.config import Config, KafkaConfig
 from costline.kafka_security import client_options, make_client
@@ -74,8 +74,10 @@ _FROZEN_CACHE = "alert_cache_hourly"
 #: hour, so its share per request follows the hour's volume (a quiet night hour costs 10x a busy one per
 #: request) and says nothing about routing or quality; it is left out here and shown by every other figure.
 #: An hour whose cost is NaN / NULL is left out of the sums (its successes too) and counted
-#: (``ignored``), so one bad figure cannot turn a week of cost per success into NaN.
-TIERS_SQL = """
+#: (``ignored``), so one bad figure cannot turn a week of cost per success into NaN. ``recent``: the
+#: ``POOL_HOURS - 1`` hours before ``$w``, one entry per hour with a finite cost (window_start, successes,
+#: cost_usd), which the rule pools with a quiet hour (:data:`costline.alerts.rules.POOL_HOURS`).
+TIERS_SQL = f"""
 SELECT $w AS window_start, tier,
        sum(requests)  FILTER (WHERE window_start = $w) AS requests,
        sum(successes) FILTER (WHERE window_start = $w AND isfinite(call_cost_usd)) AS successes,
@@ -83,19 +85,28 @@ SELECT $w AS window_start, tier,
        sum(successes) FILTER (WHERE window_start < $w AND isfinite(call_cost_usd)) AS successes_7d,
        sum(call_cost_usd) FILTER (WHERE window_start < $w AND isfinite(call_cost_usd)) AS cost_usd_7d,
        count(*) FILTER (WHERE window_start = $w AND NOT coalesce(isfinite(call_cost_usd), false)) AS ignored,
-       count(*) FILTER (WHERE window_start < $w AND NOT coalesce(isfinite(call_cost_usd), false)) AS ignored_7d
+       count(*) FILTER (WHERE window_start < $w AND NOT coalesce(isfinite(call_cost_usd), false)) AS ignored_7d,
+       list({{'window_start': window_start, 'successes': successes, 'cost_usd': call_cost_usd}}
+            ORDER BY window_start DESC)
+         FILTER (WHERE window_start < $w AND window_start >= $w - INTERVAL {POOL_HOURS - 1} HOURS
+                 AND isfinite(call_cost_usd)) AS recent
 FROM tier_hourly
 WHERE window_start >= $w - INTERVAL 168 HOURS AND window_start <= $w
 GROUP BY tier"""
 
-#: Per tier: the closed hour's attempts, rejected answers and reasons, and the preceding 168 hours' sums.
-REJECTIONS_SQL = """
+#: Per tier: the closed hour's attempts, rejected answers and reasons, and the preceding 168 hours' sums;
+#: ``recent``: the ``POOL_HOURS - 1`` hours before ``$w``, one entry per hour (window_start, attempts, rejected,
+#: problems), which the rule pools with a quiet hour (:data:`costline.alerts.rules.POOL_HOURS`).
+REJECTIONS_SQL = f"""
 SELECT $w AS window_start, tier,
        sum(attempts) FILTER (WHERE window_start = $w) AS attempts,
        sum(rejected) FILTER (WHERE window_start = $w) AS rejected,
        max(problems) FILTER (WHERE window_start = $w) AS problems,
        sum(attempts) FILTER (WHERE window_start < $w) AS attempts_7d,
-       sum(rejected) FILTER (WHERE window_start < $w) AS rejected_7d
+       sum(rejected) FILTER (WHERE window_start < $w) AS rejected_7d,
+       list({{'window_start': window_start, 'attempts': attempts, 'rejected': rejected, 'problems': problems}}
+            ORDER BY window_start DESC)
+         FILTER (WHERE window_start < $w AND window_start >= $w - INTERVAL {POOL_HOURS - 1} HOURS) AS recent
 FROM rejections_hourly
 WHERE window_start >= $w - INTERVAL 168 HOURS AND window_start <= $w
 GROUP BY tier"""
