@@ -128,10 +128,11 @@ class Snapshot:
     #: older source, is judged on the rolling baseline).
     cache: Sequence[Row] | None = None
     #: Per tier: window_start, tier, requests, successes, cost_usd, cost_per_success,
-    #: and the preceding 168 hours' cost_usd_7d, successes_7d.
+    #: and the preceding 168 hours' cost_usd_7d, successes_7d; ``recent`` (optional): the hours before the
+    #: closed one, newest first, that a quiet hour is pooled with (:data:`POOL_HOURS`).
     tiers: Sequence[Row] | None = None
     #: Per tier: window_start, tier, attempts, rejected, problems (the hour), attempts_7d, rejected_7d (the
-    #: preceding 168 hours), from ``rejections_hourly``.
+    #: preceding 168 hours), ``recent`` as for ``tiers``, from ``rejections_hourly``.
     rejections: Sequence[Row] | None = None
     #: ``eval_runs`` rows (run_id, finished_at, subtype, gap, gap_ci_low, gap_ci_high, threshold, n).
     eval_runs: Sequence[Row] | None = None
