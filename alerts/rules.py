@@ -744,6 +744,71 @@ def _routing_tier_match_drop(s: RoutingTierMatchDropSettings, snap: Snapshot, no
             window=f"shadow run {latest.get('run_id')} finished {_naive(latest['finished_at']):%Y-%m-%d %H:%M} UTC",
             figures=figures, query=query, data_until=_naive(latest["finished_at"]),
         ))
+        out += _shadow_slices(s, latest, tier)
+    return out
+
+
+#: The shadow job's slice kinds (``shadow_runs.slices``) and the label each one's alert carries.
+_SLICE_LABELS: Mapping[str, str] = {"subtype": "subtype", "task_type": "task_type"}
+#: At most this many slices of one tier are read from a row (the rest are ignored).
+_MAX_SLICES = 200
+
+
+def _slice_rows(raw: Any) -> list[dict[str, Any]]:
+    """``shadow_runs.slices`` (a JSON list written by the shadow job; NULL in older rows) → the well-formed slices;
+    anything else is skipped (an unreadable value reads as no slices)."""
+    if raw is None:
+        return []
+    try:
+        items = json.loads(raw) if isinstance(raw, (str, bytes)) else raw
+    except (ValueError, TypeError):
+        log.warning("alerts: shadow_runs.slices is not JSON: slices of this run skipped")
+        return []
+    out = []
+    for it in items[:_MAX_SLICES] if isinstance(items, list) else []:
+        try:
+            kind, name = str(it["kind"]), str(it["name"])[:200]
+            n, hits = int(it["n"]), int(it["matches"])
+            upper = None if it.get("upper") is None else float(it["upper"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if kind in _SLICE_LABELS and name and 0 <= hits <= n:
+            out.append({"kind": kind, "name": name, "n": n, "matches": hits, "upper": upper,
+                        "flagged": it.get("flagged") is True, "reason": str(it.get("reason") or "")[:300]})
+    return out
+
+
+def _shadow_slices(s: RoutingTierMatchDropSettings, latest: Row, tier: str) -> list[Observation]:
+    """One observation per slice of ``tier`` in its latest shadow run, labelled tier + subtype (or task_type): fires
+    when the job flagged the slice (its exact upper bound under the floor at the tier's Bonferroni level), clears
+    when judged, not flagged and at or over ``min_rate``; a slice too small to judge keeps its state."""
+    out = []
+    for sl in _slice_rows(latest.get("slices")):
+        kind, name, n, hits = sl["kind"], sl["name"], sl["n"], sl["matches"]
+        rate = hits / n if n else float("nan")
+        judged = sl["upper"] is not None
+        if sl["flagged"] and judged:
+            cond = Condition.BREACH
+        elif judged and rate >= s.min_rate - 1e-12:
+            cond = Condition.OK
+        else:
+            cond = Condition.BAND
+        label = _SLICE_LABELS[kind]
+        upper = f"{sl['upper']:.1%}" if judged else "not judged"
+        summary = (f"tier-match rate on {tier}, {kind} {name}: {hits}/{n} matched ({rate:.1%}, upper bound {upper})"
+                   + (" under" if cond == Condition.BREACH else " vs") + f" the floor {s.min_rate:.0%}"
+                   + ("" if judged else "; too few to judge, state kept"))
+        out.append(Observation(
+            rule="routing_tier_match_drop", labels={"tier": tier, label: name}, condition=cond, value=rate,
+            threshold=s.min_rate, summary=summary,
+            window=f"shadow run {latest.get('run_id')} finished {_naive(latest['finished_at']):%Y-%m-%d %H:%M} UTC",
+            figures={"slice": f"{kind} {name}", "matched": f"{hits}/{n}", "upper bound": upper,
+                     "floor": f"{s.min_rate:.0%}", **({"job's verdict": sl["reason"]} if sl["reason"] else {})},
+            query=("SELECT request_id, trace_id, subtype, task_type, metric, score, match\n"
+                   f"FROM shadow_items WHERE run_id = {sql_str(str(latest.get('run_id')))} AND tier = {sql_str(tier)} "
+                   f"AND {kind} = {sql_str(name)} ORDER BY score"),
+            data_until=_naive(latest["finished_at"]),
+        ))
     return out
 
 

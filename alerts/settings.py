@@ -106,7 +106,7 @@ RULE_LABELS: dict[str, tuple[str, ...]] = {
     "cost_per_success_rise": ("tier",),
     "rejected_attempts_rise": ("tier",),
     "student_drift": ("subtype",),
-    "routing_tier_match_drop": ("tier",),
+    "routing_tier_match_drop": ("tier", "subtype", "task_type"),  # subtype / task_type: a slice's alert
     "pipeline_silent": (),
     "dlq_growing": (),
     "lake_unreadable": (),

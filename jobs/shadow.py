@@ -15,6 +15,12 @@ A tier with fewer than :data:`MIN_N` (30) scored requests is "too few to judge" 
 * it is at least ``drop`` under the baseline with p < alpha, or
 * it is falling by at least ``drop`` over the trend window with p < alpha.
 
+Each tier is also judged **per slice** (its requests of one subtype, of one task type), so one kind of request
+that fails while the rest match is not averaged away: a slice with at least :data:`MIN_N` scored requests is
+flagged when its exact upper bound is under ``min_rate`` at level ``alpha / k``, ``k`` the tier's judged slices
+(Bonferroni: more slices do not mean more false alarms); it flags its tier and is named in
+``TierAssessment.slices`` and the reason. A slice under :data:`MIN_N` is not judged (a note says so).
+
 A regenerated answer (the next tier's, and with ``regenerate_cheap`` the tier's own) that is no
 answer to compare with (:func:`costline.jobs.teacher.unusable_reason`: not a message, a refusal, cut,
 empty) is left out and counted (``ShadowResult.unusable``), with the same rule as the drift job
@@ -24,6 +30,7 @@ the run fails and is retried. A run with nothing scored writes nothing.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,7 +44,7 @@ from costline.jobs.settings import ShadowConfig
 from costline.jobs.stats import proportion_drop_p, trend, wilson_ci
 from costline.timeutil import utc_naive as _utc
 
-__all__ = ["TierAssessment", "ShadowResult", "assess_tiers", "run_shadow", "next_tier", "MIN_N"]
+__all__ = ["TierAssessment", "SliceAssessment", "ShadowResult", "assess_tiers", "run_shadow", "next_tier", "MIN_N"]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +68,58 @@ def next_tier(tier: str) -> str | None:
     return tiers[tiers.index(tier) + 1] if tier in tiers and tier != tiers[-1] else None
 
 
+#: The slice kinds a tier is judged by, in this order (each is a column of ``shadow_items``).
+SLICE_KINDS = ("subtype", "task_type")
+
+
+@dataclass(frozen=True)
+class SliceAssessment:
+    """One slice of a tier: its requests of one ``kind`` (:data:`SLICE_KINDS`) value ``name``."""
+
+    kind: str
+    name: str
+    n: int
+    matches: int
+    rate: float
+    #: The exact one-sided upper bound at the slice's Bonferroni level; None when not judged (n < MIN_N).
+    upper: float | None
+    #: The one-sided level the bound is at: ``alpha / k`` (k: the tier's judged slices); None when not judged.
+    alpha: float | None
+    flagged: bool
+    reason: str
+
+    @property
+    def judged(self) -> bool:
+        return self.upper is not None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "name": self.name, "n": self.n, "matches": self.matches, "rate": self.rate,
+                "upper": self.upper, "alpha": self.alpha, "flagged": self.flagged, "reason": self.reason}
+
+
+def assess_slices(counts: Mapping[tuple[str, str], tuple[int, int]], cfg: ShadowConfig) -> list[SliceAssessment]:
+    """``counts[(kind, name)] = (matches, n)`` of one tier → its slices, judged by the floor rule at
+    ``alpha / k`` (k: slices with at least :data:`MIN_N` scored requests); the rest are noted, never flagged."""
+    items = sorted(((k, str(v)), (int(h), int(m))) for (k, v), (h, m) in counts.items() if m > 0)
+    k = sum(m >= MIN_N for _, (_, m) in items)
+    level = cfg.alpha / k if k else None
+    out = []
+    for (kind, name), (hits, n) in items:
+        label = f"{kind} {name}"
+        if n < MIN_N or level is None:
+            out.append(SliceAssessment(kind, name, n, hits, hits / n, None, None, False,
+                                       f"{label}: {hits}/{n} matched, too few to judge (under the {MIN_N} a "
+                                       "slice needs)"))
+            continue
+        upper = rate_upper_bound(hits, n, level)
+        flagged = upper < cfg.min_rate
+        how = "under" if flagged else "not under"
+        out.append(SliceAssessment(kind, name, n, hits, hits / n, upper, level, flagged,
+                                   f"{label}: {hits}/{n} matched (upper bound {upper:.1%} at one-sided level "
+                                   f"{level:.2g}) {how} the floor {cfg.min_rate:.0%}"))
+    return out
+
+
 @dataclass(frozen=True)
 class TierAssessment:
     tier: str
@@ -75,6 +134,12 @@ class TierAssessment:
     trend_p: float | None
     flagged: bool
     reason: str
+    #: The tier's slices (:func:`assess_slices`); a flagged one flags the tier.
+    slices: tuple[SliceAssessment, ...] = ()
+
+    @property
+    def flagged_slices(self) -> list[SliceAssessment]:
+        return [s for s in self.slices if s.flagged]
 
 
 def assess_tiers(
@@ -82,9 +147,12 @@ def assess_tiers(
     cfg: ShadowConfig,
     *,
     history: Mapping[str, Sequence[tuple[int, int]]] | None = None,
+    slices: Mapping[str, Mapping[tuple[str, str], tuple[int, int]]] | None = None,
 ) -> list[TierAssessment]:
-    """``current[tier] = (matches, n)``; ``history[tier]``: previous runs' (matches, n), oldest first."""
+    """``current[tier] = (matches, n)``; ``history[tier]``: previous runs' (matches, n), oldest first;
+    ``slices[tier][(kind, name)] = (matches, n)``: the tier's slices (:func:`assess_slices`)."""
     history = history or {}
+    slices = slices or {}
     out = []
     for tier in sorted(current):
         hits, n = current[tier]
@@ -118,8 +186,15 @@ def assess_tiers(
             slope, tp = t.slope, t.p_decreasing
             if judged and tp < cfg.alpha and -slope * (len(series) - 1) >= cfg.drop:
                 reasons.append(f"tier-match rate falling {slope:+.2%} per run over {len(series)} runs (p={tp:.2g})")
+        parts = assess_slices(slices.get(tier, {}), cfg)
+        reasons += [p.reason for p in parts if p.flagged]
+        unjudged = [p for p in parts if not p.judged]
+        if unjudged:
+            notes.append(f"{len(unjudged)} slice{'' if len(unjudged) == 1 else 's'} under {MIN_N} scored requests "
+                         f"not judged ({', '.join(f'{p.kind} {p.name}: {p.n}' for p in unjudged[:10])}"
+                         f"{', ...' if len(unjudged) > 10 else ''})")
         out.append(TierAssessment(tier, n, hits, rate, lo, hi, base_rate, drop_p, slope, tp, bool(reasons),
-                                  "; ".join(reasons + notes)))
+                                  "; ".join(reasons + notes), tuple(parts)))
     return out
 
 
@@ -260,16 +335,24 @@ def run_shadow(
                     max_error_rate=tcfg.max_error_rate, cost_usd=job_cost)
     scores = Scorer(answer_pattern=dcfg.answer_pattern, embedder=embedder).score(items)
     counts: dict[str, list[int]] = {}
+    slice_counts: dict[str, dict[tuple[str, str], list[int]]] = {}
     item_rows = []
     for (tier, s), it, (score, _) in zip(meta, items, scores):
         match = bool(score >= cfg.match_threshold)
         c = counts.setdefault(tier, [0, 0])
         c[0] += int(match)
         c[1] += 1
+        for kind in SLICE_KINDS:
+            value = getattr(s, kind, None)
+            if value is not None and str(value) != "":
+                sc = slice_counts.setdefault(tier, {}).setdefault((kind, str(value)), [0, 0])
+                sc[0] += int(match)
+                sc[1] += 1
         item_rows.append({"run_id": run_id, "request_id": s.request_id, "trace_id": s.trace_id, "tier": tier,
-                          "next_tier": next_tier(tier), "subtype": s.subtype, "metric": it.metric, "score": score,
-                          "match": match})
-    assessments = assess_tiers({t: (c[0], c[1]) for t, c in counts.items()}, cfg, history=history)
+                          "next_tier": next_tier(tier), "subtype": s.subtype, "task_type": s.task_type,
+                          "metric": it.metric, "score": score, "match": match})
+    assessments = assess_tiers({t: (c[0], c[1]) for t, c in counts.items()}, cfg, history=history,
+                               slices={t: {k: (v[0], v[1]) for k, v in sc.items()} for t, sc in slice_counts.items()})
     if not assessments:  # no empty shadow_runs: the window is retried
         raise TeacherError(f"shadow {run_id}: none of the {len(pairs)} sampled requests could be scored "
                            f"(${job_cost:.4f} paid so far, kept in the run's checkpoint): run it again to resume")
@@ -279,6 +362,7 @@ def run_shadow(
         "tier": a.tier, "next_tier": next_tier(a.tier), "n": a.n, "matches": a.matches, "tier_match_rate": a.rate,
         "rate_ci_low": a.ci_low, "rate_ci_high": a.ci_high, "baseline_rate": a.baseline_rate, "drop_p": a.drop_p,
         "trend_slope": a.trend_slope, "trend_p": a.trend_p, "flagged": a.flagged, "reason": a.reason,
+        "slices": json.dumps([p.as_dict() for p in a.slices], separators=(",", ":")),
         "job_cost_usd": job_cost, "seed": seed,
     } for a in assessments]
     store.write("shadow_items", run_id, item_rows)

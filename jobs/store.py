@@ -75,11 +75,14 @@ JOB_SCHEMAS: Final[Mapping[str, pa.Schema]] = {
         ("baseline_rate", pa.float64()), ("drop_p", pa.float64()), ("trend_slope", pa.float64()),
         ("trend_p", pa.float64()), ("flagged", pa.bool_()), ("reason", pa.string()),
         ("job_cost_usd", pa.float64()), ("seed", pa.int64()),
+        # the tier's slices (costline.jobs.shadow.SliceAssessment.as_dict) as a JSON list; NULL in files
+        # written before slices were judged
+        ("slices", pa.string()),
     ]),
     "shadow_items": pa.schema([
         ("run_id", pa.string()), ("request_id", pa.string()), ("trace_id", pa.string()), ("tier", pa.string()),
         ("next_tier", pa.string()), ("subtype", pa.string()), ("metric", pa.string()), ("score", pa.float64()),
-        ("match", pa.bool_()),
+        ("match", pa.bool_()), ("task_type", pa.string()),  # task_type: NULL in older files
     ]),
     "cost_reports": pa.schema([
         ("report_id", pa.string()), ("generated_at", _TS), ("since", _TS), ("until", _TS), ("days", pa.float64()),

@@ -124,11 +124,13 @@ SILENCES = [
     ("cost_per_success_rise", "tenant=acme", True, ["'tenant'", "tier"]),
     ("student_drift", "tier=student", True, ["'tier'", "subtype"]),
     ("pipeline_silent", "tenant=acme", True, ["no labels", "leave out --label"]),
-    ("*", "rule=cache_hit_rate_drop", True, ["'rule'", "subtype, tenant, tier"]),
-    ("*", "tenantt=acme", True, ["'tenantt'", "subtype, tenant, tier"]),
+    ("*", "rule=cache_hit_rate_drop", True, ["'rule'", "subtype, task_type, tenant, tier"]),
+    ("*", "tenantt=acme", True, ["'tenantt'", "subtype, task_type, tenant, tier"]),
+    ("routing_tier_match_drop", "tenant=acme", True, ["'tenant'", "tier, subtype, task_type"]),
     ("cache_hit_rate_drop", "tenant=acme", False, []),
     ("rejected_attempts_rise", "tier=student", False, []),
     ("routing_tier_match_drop", "tier=budget", False, []),
+    ("routing_tier_match_drop", "subtype=medical", False, []),  # a shadow slice's alert (tier + subtype)
     ("student_drift", "subtype=intent", False, []),
     ("*", "tier=api", False, []),
     ("*", "tenant=acme", False, []),
@@ -168,7 +170,11 @@ def test_rule_labels_are_the_keys_the_rules_put_on_their_alerts() -> None:
         eval_runs=[{"run_id": "r0", "finished_at": w, "subtype": "intent", "gap": 0.09, "gap_ci_low": 0.07,
                     "gap_ci_high": 0.11, "threshold": 0.05, "n": 800}],
         shadow_runs=[{"run_id": f"s{d}", "finished_at": w - timedelta(days=d), "tier": "budget",
-                      "tier_match_rate": 0.8 if d == 0 else 0.95, "n": 500} for d in range(8)],
+                      "tier_match_rate": 0.8 if d == 0 else 0.95, "n": 500,
+                      # the tier's slices: each one's alert is labelled tier + subtype or tier + task_type
+                      "slices": '[{"kind": "subtype", "name": "medical", "n": 30, "matches": 0, "upper": 0.2, '
+                                '"flagged": true}, {"kind": "task_type", "name": "qa", "n": 40, "matches": 40, '
+                                '"upper": 1.0, "flagged": false}]' if d == 0 else None} for d in range(8)],
         last_span_at=w, spans_known=True,
         dlq_samples=[(now.replace(tzinfo=None) - timedelta(minutes=10), 0), (now.replace(tzinfo=None), 5)],
         query_errors=[("cache", "IOException: boom")],
@@ -178,8 +184,12 @@ def test_rule_labels_are_the_keys_the_rules_put_on_their_alerts() -> None:
     for name in RULE_NAMES:
         observations = evaluate(Rule(name, getattr(config, name), 30), snap, now)
         assert observations, name
+        # every key an alert carries is accepted, and every accepted key is carried by some alert of the rule
+        # (routing_tier_match_drop: tier on the tier's alert, tier + subtype / task_type on a slice's)
         for o in observations:
-            assert sorted(o.labels) == sorted(RULE_LABELS[name]), (name, o.labels)
+            assert set(o.labels) <= set(RULE_LABELS[name]), (name, o.labels)
+        assert {k for o in observations for k in o.labels} == set(RULE_LABELS[name]), name
+        assert len({o.fingerprint for o in observations}) == len(observations), name
 
 
 # -- history --rule --------------------------------------------------------------------------------
