@@ -218,6 +218,19 @@ def _count(seen: int) -> int:
     return seen + 1
 
 
+def _children(message: bytes, seen: int) -> tuple[bytes, list[bytes], int]:
+    """(``message``'s other fields, as they came; the payloads of its field 2 — a ResourceSpans' scope_spans, a
+    ScopeSpans' spans —; ``seen`` counted on by each, :func:`_count`)."""
+    head, children = bytearray(), []
+    for number, wire, start, end in _fields(message):
+        if number == 2 and wire == 2:
+            seen = _count(seen)
+            children.append(_payload(message, start))
+        else:
+            head += message[start:end]
+    return bytes(head), children, seen
+
+
 def _salvage_protobuf(body: bytes) -> ProtobufSalvage:
     # (resource head, [(scope head, [span bytes kept])]): a head is every field of its message but the list below it
     kept_rs: list[tuple[bytes, list[tuple[bytes, list[bytes]]]]] = []
@@ -228,25 +241,13 @@ def _salvage_protobuf(body: bytes) -> ProtobufSalvage:
             continue  # an unknown field (protobuf keeps and ignores it; so do we)
         seen = _count(seen)
         rs = _payload(body, start)
-        rs_head, scopes = bytearray(), []
-        for rs_number, rs_wire, rs_start, rs_end in _fields(rs):
-            if rs_number == 2 and rs_wire == 2:
-                seen = _count(seen)
-                scopes.append(_payload(rs, rs_start))
-            else:
-                rs_head += rs[rs_start:rs_end]
-        parse_protobuf(_delimited(1, bytes(rs_head)))  # the resource must parse: else no request to salvage
+        rs_head, scopes, seen = _children(rs, seen)  # ResourceSpans: its scope_spans (field 2)
+        parse_protobuf(_delimited(1, rs_head))  # the resource must parse: else no request to salvage
         kept_ss: list[tuple[bytes, list[bytes]]] = []
         dropped_ss = bytearray()
         for ss in scopes:
-            ss_head, spans = bytearray(), []
-            for ss_number, ss_wire, ss_start, ss_end in _fields(ss):
-                if ss_number == 2 and ss_wire == 2:
-                    seen = _count(seen)
-                    spans.append(_payload(ss, ss_start))
-                else:
-                    ss_head += ss[ss_start:ss_end]
-            parse_protobuf(_delimited(1, _delimited(2, bytes(ss_head))))  # and so must the scope
+            ss_head, spans, seen = _children(ss, seen)  # ScopeSpans: its spans (field 2)
+            parse_protobuf(_delimited(1, _delimited(2, ss_head)))  # and so must the scope
             good, bad = [], []
             for span in spans:
                 try:  # alone, at the depth it has in a request: what is kept parses back in one

@@ -19,8 +19,9 @@ from costline.config import Config, LakeConfig
 from costline.lake import open_lake
 from costline.otlp import ExportTraceServiceRequest, OtlpDecodeError, decode_json, decode_request
 from costline.processors.decode import decode_message
-from costline.processors.processor import Processor
 from costline.sim.synth import export_request, span
+
+from processor_rig import claimed_processor
 
 T0 = 1_780_000_000 * 10**9  # ns
 # ids whose base64 holds "+" and "/" (and so a URL-safe twin with "-" and "_")
@@ -96,32 +97,7 @@ def test_only_the_exact_base64_form_is_read_anything_else_is_refused():
 
 @pytest.fixture
 def proc(tmp_path):
-    cfg = Config(lake=LakeConfig(path=tmp_path / "lake"))
-
-    class _DLQ:
-        def __init__(self) -> None:
-            self.sent: list = []
-
-        def send(self, topic, key=None, value=None, headers=None):
-            self.sent.append((dict(headers or []), value))
-
-            class _Done:
-                def get(self, timeout=None):
-                    return None
-            return _Done()
-
-        def flush(self, timeout=None):
-            pass
-
-        def close(self, timeout=None):
-            pass
-
-    dlq = _DLQ()
-    p = Processor(cfg, producer_factory=lambda **kw: dlq)
-    p.lake.init()
-    p._epochs[0] = p.lake.claim(cfg.kafka.topic, 0)
-    p.dlq = dlq
-    yield p
+    yield claimed_processor(Config(lake=LakeConfig(path=tmp_path / "lake")))
 
 
 @pytest.mark.parametrize("headers", [JSON_HEADERS, []], ids=["content-type", "sniffed"])

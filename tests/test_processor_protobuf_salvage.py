@@ -14,11 +14,11 @@ import pytest
 
 from costline import contract as c
 from costline.config import Config, LakeConfig
-from costline.lake import open_lake
 from costline.otlp import ExportTraceServiceRequest, OtlpDecodeError
 from costline.processors.decode import decode_message
-from costline.processors.processor import Processor
 from costline.sim.synth import export_request, span
+
+from processor_rig import claimed_processor, flushed_tenants as _tenants
 
 T0 = 1_780_000_000 * 10**9  # ns
 DEPTH = 40  # kvlistValue levels: past protobuf's depth limit inside a request (and alone)
@@ -48,45 +48,9 @@ def _kafka_message(spans, deep: tuple[int, ...] = ()) -> tuple[bytes, bytes]:
     return spans[0].trace_id.hex().encode(), req.SerializeToString()
 
 
-class _DLQ:
-    """A DLQ producer stand-in: what the processor sent, as (headers dict, value)."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[dict, bytes]] = []
-
-    def send(self, topic, key=None, value=None, headers=None):
-        self.sent.append((dict(headers or []), value))
-
-        class _Done:
-            def get(self, timeout=None):
-                return None
-        return _Done()
-
-    def flush(self, timeout=None):
-        pass
-
-    def close(self, timeout=None):
-        pass
-
-
 @pytest.fixture
 def proc(tmp_path):
-    cfg = Config(lake=LakeConfig(path=tmp_path / "lake"))
-    dlq = _DLQ()
-    p = Processor(cfg, producer_factory=lambda **kw: dlq)
-    p.lake.init()
-    p._epochs[0] = p.lake.claim(cfg.kafka.topic, 0)
-    p.dlq = dlq
-    yield p
-
-
-def _tenants(p: Processor) -> list:
-    p.flush_partition(0)
-    con = open_lake(p.config)
-    try:
-        return [t for (t,) in con.execute("SELECT tenant FROM requests_raw ORDER BY tenant").fetchall()]
-    finally:
-        con.close()
+    yield claimed_processor(Config(lake=LakeConfig(path=tmp_path / "lake")))
 
 
 @pytest.mark.parametrize("headers", [[("content-type", c.CONTENT_TYPE_PROTOBUF.encode())], []],

@@ -26,10 +26,11 @@ from costline.lake import open_lake
 from costline.otlp import ExportTraceServiceRequest
 from costline.processors import decode as decode_module
 from costline.processors.decode import decode_message, flatten_into
-from costline.processors.processor import Processor
 from costline.processors.records import CallRow, MemoPricingTable, flatten_span
 from costline.processors.spellings import provider_metadata_attributes
 from costline.sim.synth import export_request, span
+
+from processor_rig import claimed_processor, flushed_tenants as _tenants
 
 T0 = 1_780_000_000 * 10**9  # ns
 TEST_MODEL = "test-model-x"
@@ -125,45 +126,9 @@ def test_flatten_into_without_invalid_still_raises_and_keeps_nothing(monkeypatch
 
 # --- the processor: what lands, what is dead-lettered ----------------------------------------------------------
 
-class _DLQ:
-    """A DLQ producer stand-in: what the processor sent, as (headers dict, value)."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[dict, bytes]] = []
-
-    def send(self, topic, key=None, value=None, headers=None):
-        self.sent.append((dict(headers or []), value))
-
-        class _Done:
-            def get(self, timeout=None):
-                return None
-        return _Done()
-
-    def flush(self, timeout=None):
-        pass
-
-    def close(self, timeout=None):
-        pass
-
-
 @pytest.fixture
 def proc(tmp_path):
-    cfg = Config(lake=LakeConfig(path=tmp_path / "lake"), pricing=PRICING)
-    dlq = _DLQ()
-    p = Processor(cfg, producer_factory=lambda **kw: dlq)
-    p.lake.init()
-    p._epochs[0] = p.lake.claim(cfg.kafka.topic, 0)
-    p.dlq = dlq
-    yield p
-
-
-def _tenants(p: Processor) -> list:
-    p.flush_partition(0)
-    con = open_lake(p.config)
-    try:
-        return [t for (t,) in con.execute("SELECT tenant FROM requests_raw ORDER BY tenant").fetchall()]
-    finally:
-        con.close()
+    yield claimed_processor(Config(lake=LakeConfig(path=tmp_path / "lake"), pricing=PRICING))
 
 
 def test_processor_dead_letters_only_the_span_that_raised(proc, monkeypatch):
