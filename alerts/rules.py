@@ -781,12 +781,14 @@ def _slice_rows(raw: Any) -> list[dict[str, Any]]:
 def _shadow_slices(s: RoutingTierMatchDropSettings, latest: Row, tier: str) -> list[Observation]:
     """One observation per slice of ``tier`` in its latest shadow run, labelled tier + subtype (or task_type): fires
     when the job flagged the slice (its exact upper bound under the floor at the tier's Bonferroni level), clears
-    when judged, not flagged and at or over ``min_rate``; a slice too small to judge keeps its state."""
+    when judged, not flagged and at or over ``min_rate``; a slice too small to judge keeps its state: one the job
+    did not judge, or one with fewer than the rule's ``min_n`` requests (the tier's own minimum: a slice is judged
+    on no less evidence than its tier)."""
     out = []
     for sl in _slice_rows(latest.get("slices")):
         kind, name, n, hits = sl["kind"], sl["name"], sl["n"], sl["matches"]
         rate = hits / n if n else float("nan")
-        judged = sl["upper"] is not None
+        judged = sl["upper"] is not None and n >= s.min_n
         if sl["flagged"] and judged:
             cond = Condition.BREACH
         elif judged and rate >= s.min_rate - 1e-12:
@@ -794,10 +796,10 @@ def _shadow_slices(s: RoutingTierMatchDropSettings, latest: Row, tier: str) -> l
         else:
             cond = Condition.BAND
         label = _SLICE_LABELS[kind]
-        upper = f"{sl['upper']:.1%}" if judged else "not judged"
+        upper = f"{sl['upper']:.1%}" if sl["upper"] is not None else "not judged"
         summary = (f"tier-match rate on {tier}, {kind} {name}: {hits}/{n} matched ({rate:.1%}, upper bound {upper})"
                    + (" under" if cond == Condition.BREACH else " vs") + f" the floor {s.min_rate:.0%}"
-                   + ("" if judged else "; too few to judge, state kept"))
+                   + ("" if judged else f"; too few to judge (min_n {s.min_n}), state kept"))
         out.append(Observation(
             rule="routing_tier_match_drop", labels={"tier": tier, label: name}, condition=cond, value=rate,
             threshold=s.min_rate, summary=summary,

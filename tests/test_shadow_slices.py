@@ -11,6 +11,7 @@ scipy's binomial pmf; no expected value is computed with costline's code.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -125,11 +126,15 @@ def shadow_rows(slices) -> list[dict]:
             for d in range(8)]
 
 
-def observe(slices):
+def observe(slices, min_n: int = 30):
+    """The rule's observations, its ``min_n`` (100 by default) set to the job's 30 a slice unless said."""
+    import dataclasses
+
     from costline.alerts.rules import Rule, Snapshot, evaluate
     from costline.alerts.settings import AlertsConfig
 
-    rule = Rule("routing_tier_match_drop", AlertsConfig().routing_tier_match_drop, 30)
+    settings = dataclasses.replace(AlertsConfig().routing_tier_match_drop, min_n=min_n)
+    rule = Rule("routing_tier_match_drop", settings, 30)
     return evaluate(rule, Snapshot(shadow_runs=shadow_rows(slices)), NOW)
 
 
@@ -159,6 +164,17 @@ def test_the_alert_pages_for_a_flagged_slice_labelled_tier_and_subtype() -> None
     assert obs[(("subtype", "rare"), ("tier", "budget"))].condition == Condition.BAND  # 5: too few, state kept
     assert obs[(("task_type", "classification"), ("tier", "budget"))].condition == Condition.OK
     assert len(obs) == 5
+
+
+def test_a_slice_under_the_rules_min_n_keeps_its_state_though_the_job_flagged_it() -> None:
+    """A slice is judged on no less evidence than its tier: with the rule's default min_n (100), the job's flagged
+    0/30 medical slice is 'too few to judge', state kept, while the 300-request slice is judged."""
+    from costline.alerts.rules import Condition
+
+    obs = {tuple(sorted(o.labels.items())): o for o in observe(SLICES, min_n=100)}
+    med = obs[(("subtype", "medical"), ("tier", "budget"))]
+    assert med.condition == Condition.BAND and "too few to judge (min_n 100)" in med.summary
+    assert obs[(("task_type", "classification"), ("tier", "budget"))].condition == Condition.OK
 
 
 MEDICAL = {"kind": "subtype", "name": "medical", "n": 30, "matches": 0, "upper": 0.181, "flagged": True}
@@ -223,7 +239,8 @@ def test_run_shadow_writes_the_slices_and_an_old_results_file_still_reads(tmp_pa
     assert got == [("old", True), (res.run_id, False)]
     assert items == [("intent", "classification", 270, 270), ("medical", "classification", 30, 0)]
     now = datetime.now(UTC)  # the rule reads runs finished at or before now
-    obs = evaluate(Rule("routing_tier_match_drop", AlertsConfig().routing_tier_match_drop, 30),
+    obs = evaluate(Rule("routing_tier_match_drop",
+                        dataclasses.replace(AlertsConfig().routing_tier_match_drop, min_n=30), 30),
                    Snapshot(shadow_runs=shadow), now)
     fired = [dict(o.labels) for o in obs if o.condition == Condition.BREACH]
     assert fired == [{"tier": "budget", "subtype": "medical"}]
