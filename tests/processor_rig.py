@@ -44,13 +44,18 @@ def claimed_processor(config: Config, **kwargs: Any) -> Processor:
     return p
 
 
-def flushed_tenants(p: Processor) -> list:
-    """Flush partition 0, then the tenants of the lake's request rows (``requests_raw``: nothing deduplicated)."""
+def flushed_rows(p: Processor, sql: str) -> list[tuple]:
+    """Flush partition 0, then the rows ``sql`` reads from the lake (``requests_raw``...: nothing deduplicated)."""
     from costline.lake import open_lake
 
     p.flush_partition(0)
     con = open_lake(p.config)
     try:
-        return [t for (t,) in con.execute("SELECT tenant FROM requests_raw ORDER BY tenant").fetchall()]
+        return con.execute(sql).fetchall()
     finally:
         con.close()
+
+
+def flushed_tenants(p: Processor) -> list:
+    """Flush partition 0, then the tenants of the lake's request rows."""
+    return [t for (t,) in flushed_rows(p, "SELECT tenant FROM requests_raw ORDER BY tenant")]

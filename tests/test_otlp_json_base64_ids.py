@@ -16,12 +16,11 @@ from google.protobuf import json_format
 
 from costline import contract as c
 from costline.config import Config, LakeConfig
-from costline.lake import open_lake
 from costline.otlp import ExportTraceServiceRequest, OtlpDecodeError, decode_json, decode_request
 from costline.processors.decode import decode_message
 from costline.sim.synth import export_request, span
 
-from processor_rig import claimed_processor
+from processor_rig import claimed_processor, flushed_rows
 
 T0 = 1_780_000_000 * 10**9  # ns
 # ids whose base64 holds "+" and "/" (and so a URL-safe twin with "-" and "_")
@@ -111,12 +110,7 @@ def test_the_processor_lands_a_message_to_json_span_with_its_ids(proc, headers):
     doc = json.loads(text)
     doc["resourceSpans"][0]["scopeSpans"][0]["spans"].append(bad["resourceSpans"][0]["scopeSpans"][0]["spans"][0])
     proc.handle(0, 0, TRACE.hex().encode(), json.dumps(doc).encode(), headers, 0.0)
-    proc.flush_partition(0)
-    con = open_lake(proc.config)
-    try:
-        rows = con.execute("SELECT tenant, trace_id, span_id FROM requests_raw").fetchall()
-    finally:
-        con.close()
+    rows = flushed_rows(proc, "SELECT tenant, trace_id, span_id FROM requests_raw")
     assert rows == [("t1", TRACE.hex(), SPAN.hex())]
     ((dlq_headers, _dead),) = proc.dlq.sent
     assert dlq_headers[c.HEADER_DLQ_REASON].startswith(b"1 of the message's 2 spans left out")

@@ -18,6 +18,8 @@ from costline.lake import open_lake
 from costline.processors.processor import Processor
 from costline.sim.synth import export_request, span
 
+from processor_rig import flushed_rows
+
 #: The Kafka record's timestamp: 1_780_000_000 s after the epoch = 2026-05-28T20:26:40Z.
 R_MS = 1_780_000_000_000
 R_NS = R_MS * 1_000_000
@@ -51,12 +53,7 @@ def _request(n: int, end_ns: int, start_ns: int | None = None):
 
 def _requests(p: Processor) -> dict[str, tuple[int | None, str | None]]:
     """``{request_id: (ts in µs since the epoch or None, data_quality)}`` of the lake."""
-    p.flush_partition(0)
-    con = open_lake(p.config)
-    try:
-        rows = con.execute("SELECT request_id, epoch_us(ts), data_quality FROM requests_raw").fetchall()
-    finally:
-        con.close()
+    rows = flushed_rows(p, "SELECT request_id, epoch_us(ts), data_quality FROM requests_raw")
     return {rid: (ts, dq) for rid, ts, dq in rows}
 
 
