@@ -81,6 +81,13 @@ def _number(value: Any) -> float:
     return float(value)
 
 
+def _unit_interval(value: Any) -> float:
+    number = _number(value)
+    if not 0.0 <= number <= 1.0:
+        raise ValueError(f"expected a number from 0 to 1, got {value!r}")
+    return number
+
+
 def _bool(value: Any) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"expected true or false, got {value!r}")
@@ -463,8 +470,10 @@ class Recorder:
         request_id: str | None = None,
         routed_tier: str | None = None,
         route_reason: str | None = None,
+        route_confidence: float | None = None,
     ) -> Iterator[RequestHandle]:
-        """Open a ``costline.request`` span and make it the active request."""
+        """Open a ``costline.request`` span and make it the active request (``routed_tier``, ``route_reason`` and
+        ``route_confidence``: the router's decision, as the lake's ``requests`` keeps it)."""
         rid = request_id if isinstance(request_id, str) and request_id else uuid.uuid4().hex
         span = self._tracer.start_span(contract.SPAN_REQUEST, kind=SpanKind.INTERNAL, start_time=self._now())
         _set(span, contract.COSTLINE_REQUEST_ID, rid, _str)
@@ -473,6 +482,7 @@ class Recorder:
         _set(span, contract.COSTLINE_SUBTYPE, subtype, _str)
         _set(span, contract.COSTLINE_ROUTED_TIER, routed_tier, _str)
         _set(span, contract.COSTLINE_ROUTE_REASON, route_reason[:256] if isinstance(route_reason, str) else None, _str)
+        _set(span, contract.COSTLINE_ROUTE_CONFIDENCE, route_confidence, _unit_interval)
         handle = RequestHandle(self, span, rid)
         handle.tenant = tenant if isinstance(tenant, str) and tenant else None
         ctx = trace.set_span_in_context(span)

@@ -114,6 +114,8 @@ COSTLINE_SUBTYPE: Final = "costline.subtype"
 COSTLINE_ROUTED_TIER: Final = "costline.routed_tier"
 #: Why the router picked that tier (the policy's reason; ``fallback to …`` when the policy failed).
 COSTLINE_ROUTE_REASON: Final = "costline.route.reason"
+#: How sure the policy was, 0–1 (the rules: 1; a learned policy: its estimate that the tier passes; 0: a fallback).
+COSTLINE_ROUTE_CONFIDENCE: Final = "costline.route.confidence"
 COSTLINE_ATTEMPTS: Final = "costline.attempts"
 COSTLINE_ESCALATIONS: Final = "costline.escalations"
 #: The attempts whose answer was not accepted, in order, as ``tier:problem`` comma-separated (``student:validator,

@@ -104,6 +104,11 @@ class RequestRow(NamedTuple):
     rejected_attempts: str | None = None
     #: The ``service.name`` of the resource that sent the span (the app or service; cut at 128 characters).
     service_name: str | None = None
+    #: Why the router picked ``routed_tier`` (``costline.route.reason``, cut at 256 characters).
+    route_reason: str | None = None
+    #: How sure the routing policy was, 0–1 (``costline.route.confidence``; out of range or not a number: NULL, and
+    #: named in ``data_quality``).
+    route_confidence: float | None = None
 
 
 class CallRow(NamedTuple):
@@ -257,6 +262,20 @@ class MemoPricingTable(PricingTable):
 _STATUS_ERROR: Final = 2
 
 
+def _cut(text: str | None, limit: int) -> str | None:
+    return text[:limit] if text is not None and len(text) > limit else text
+
+
+def _confidence(value: Any, bad: list[str]) -> float | None:
+    """``costline.route.confidence``: a number from 0 to 1, else None (named in ``bad`` when it was set)."""
+    number = float_of(value)
+    if number is not None and 0.0 <= number <= 1.0:
+        return number
+    if value is not None and value.WhichOneof("value") is not None:
+        bad.append(f"{c.COSTLINE_ROUTE_CONFIDENCE}:out_of_range")
+    return None
+
+
 def _quality(bad: list[str]) -> str | None:
     return ",".join(bad) if bad else None
 
@@ -295,6 +314,7 @@ def flatten_span(
         span_id = sid.hex()
         tier = str_of(get(c.COSTLINE_TIER))
         hit = bool_of(get(c.COSTLINE_CACHE_HIT))
+        confidence = _confidence(get(c.COSTLINE_ROUTE_CONFIDENCE), bad)  # before _quality reads ``bad``
         return _new(RequestRow, (
             str_of(get(c.COSTLINE_REQUEST_ID)) or span_id,
             tid.hex(),
@@ -317,6 +337,8 @@ def flatten_span(
             _quality(bad),
             str_of(get(c.COSTLINE_REJECTED_ATTEMPTS)),
             service,
+            _cut(str_of(get(c.COSTLINE_ROUTE_REASON)), 256),
+            confidence,
         ))
     if name == c.SPAN_CACHE_LOOKUP:
         sim_v = get(c.COSTLINE_CACHE_SIMILARITY)

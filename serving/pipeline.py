@@ -48,7 +48,7 @@ from costline.serving.cache.key import (COSTLINE_CACHE_REJECT_REASON, is_final, 
 from costline.serving.errors import BackendError, RoutingError
 from costline.serving.embeddings import EmbeddingsUpstream
 from costline.serving.registry import ModelRegistry
-from costline.serving.routing.router import Router, RoutingPolicy, build_policy
+from costline.serving.routing.router import Router, RoutingPolicy, build_policy, request_chars
 from costline.serving.settings import EscalationConfig
 from costline.serving.structured import SCHEMA_PROBLEM, OutputFormat
 from costline.textutil import well_formed  # re-exported (serving's callers import it from here)
@@ -294,7 +294,7 @@ class Pipeline:
         turns and max_tokens), or none for a bare query.
         """
         query = well_formed(query)
-        decision = self._route(query, task_type, subtype)
+        decision = self._route(query, task_type, subtype, prompt)
         if cache_scope is None:
             cache_scope = scope_of_prompt(prompt) if prompt is not None else ""
         if cache_scope:
@@ -305,7 +305,8 @@ class Pipeline:
         cache = None if prompt.expects_blocks else self.cache
         with self.recorder.request(task_type=task_type, tenant=tenant, subtype=subtype,
                                    request_id=request_id, routed_tier=decision.tier,
-                                   route_reason=decision.reason) as req:
+                                   route_reason=decision.reason,
+                                   route_confidence=getattr(decision, "confidence", None)) as req:
             if cache is not None:
                 hit = self._lookup(req, query, tenant, namespace)
                 if hit is not None:
@@ -365,7 +366,7 @@ class Pipeline:
         settled :class:`Answer` (a gate may send the answer up a tier, so it has to be whole).
         Nothing is sent to a model before the LiveAnswer is iterated."""
         query = well_formed(query)
-        decision = self._route(query, task_type, subtype)
+        decision = self._route(query, task_type, subtype, prompt)
         # tool calls and thinking blocks are whole before they are sent (the gateway writes them as the API's events);
         # a structured answer is checked against its format before it is accepted
         if not self.streams_live(decision.tier) or (prompt is not None and (
@@ -386,31 +387,34 @@ class Pipeline:
             doc_hashes=doc_hashes, namespace=namespace, subtype=subtype, request_id=request_id))
         return live
 
-    def route(self, query: str, task_type: str, subtype: str | None = None) -> Any:
+    def route(self, query: str, task_type: str, subtype: str | None = None, prompt: Prompt | None = None) -> Any:
         """The router's decision for ``query`` (the tier :meth:`answer` would start at), without answering."""
-        return self._route(well_formed(query), task_type, subtype)
+        return self._route(well_formed(query), task_type, subtype, prompt)
 
     # -- internals -------------------------------------------------------------------------
-    def _route(self, query: str, task_type: str, subtype: str | None = None) -> Any:
-        """The router's decision. When the policy reads MiniLM vectors and the cache embeds with the
-        same model, the query is embedded once: here, by the cache's embedder, whose exact-text memo
+    def _route(self, query: str, task_type: str, subtype: str | None = None, prompt: Prompt | None = None) -> Any:
+        """The router's decision, on the query and the size of the whole request (``prompt``'s turns:
+        :func:`~costline.serving.routing.router.request_chars`). When the policy reads MiniLM vectors and the cache
+        embeds with the same model, the query is embedded once: here, by the cache's embedder, whose exact-text memo
         then answers the lookup's own embedding of it."""
+        size = request_chars(prompt.messages) if prompt is not None else None
         embedder = getattr(self.cache, "embedder", None)
         if embedder is None or not self.router.reads_embeddings:
-            return self.router.route(query, task_type, subtype=subtype)
+            return self.router.route(query, task_type, subtype=subtype, request_chars=size)
         try:
             embedding = embedder.encode([query])[0]
         except Exception:  # noqa: BLE001 - the policy embeds the query itself then
             log.exception("costline: could not embed the query for the router; it embeds it itself")
             embedding = None
-        return self.router.route(query, task_type, embedding=embedding, subtype=subtype)
+        return self.router.route(query, task_type, embedding=embedding, subtype=subtype, request_chars=size)
 
     def _live(self, live: LiveAnswer, decision: Any, query: str, prompt: Prompt, *, task_type: str, tenant: str,
               doc_hashes: Sequence[str], namespace: str | None, subtype: str | None,
               request_id: str | None) -> Iterator[str]:
         with self.recorder.request(task_type=task_type, tenant=tenant, subtype=subtype,
                                    request_id=request_id, routed_tier=decision.tier,
-                                   route_reason=decision.reason) as req:
+                                   route_reason=decision.reason,
+                                   route_confidence=getattr(decision, "confidence", None)) as req:
             live.request_id = req.request_id
             if self.cache is not None:
                 hit = self._lookup(req, query, tenant, namespace)

@@ -20,7 +20,7 @@ _TS: Final = pa.timestamp("us")  # naive, UTC
 DICTIONARY_COLUMNS: Final = frozenset({
     "tenant", "task_type", "subtype", "tier", "routed_tier", "error_type", "operation", "provider", "model",
     "response_model", "pricing_status", "pricing_version", "namespace", "finish_reasons", "instrumentation",
-    "data_quality", "service_name",
+    "data_quality", "service_name", "route_reason",
 })
 
 REQUESTS_SCHEMA: Final = pa.schema([
@@ -47,6 +47,9 @@ REQUESTS_SCHEMA: Final = pa.schema([
     ("rejected_attempts", pa.string()),
     # the service.name of the resource that sent the span (NULL: none said, or files written before it)
     ("service_name", pa.string()),
+    # the router's reason and confidence (costline.route.reason / .confidence; NULL in files written before them)
+    ("route_reason", pa.string()),
+    ("route_confidence", pa.float64()),
 ])
 
 CALLS_SCHEMA: Final = pa.schema([

@@ -472,7 +472,7 @@ class Gateway(ServedByJsonServer):
         cfg = self.config
         task_type = req.header(cfg.task_type_header) or cfg.default_task_type
         try:
-            decision = self.pipeline.route(query or " ", task_type)
+            decision = self.pipeline.route(query or " ", task_type, prompt=prompt)
         except Exception as exc:  # noqa: BLE001 - a router that cannot decide: the caller gets a clear error
             log.exception("costline gateway: could not route a count_tokens request")
             return _error(500, f"costline gateway failure: {type(exc).__name__}", admitted.headers)

@@ -758,7 +758,7 @@ class BatchRunner:
         query = well_formed(query)
         task_type = self._task_type(row, batch)
         with self._context(row):
-            decision = self.pipeline.route(query, task_type)
+            decision = self.pipeline.route(query, task_type, prompt=prompt)
             row.routed, row.reason = decision.tier, decision.reason
             hit = None
             if not prompt.expects_blocks:

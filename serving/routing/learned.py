@@ -242,9 +242,11 @@ class LearnedPolicy:
                 return Decision(tier, round(min(cumulative, 1.0), 4), f"P(adequate) {cumulative:.2f}")
         return Decision(contract.API_TIERS[-1], 1.0, "no tier reached min_adequacy")
 
-    def route(self, query: str, task_type: str | None, *, embedding: np.ndarray | None = None) -> Decision:
+    def route(self, query: str, task_type: str | None, *, embedding: np.ndarray | None = None,
+              request_chars: int | None = None) -> Decision:
         """Route one query; ``embedding``: its MiniLM vector if the semantic cache already computed it
-        (used when this policy's featurizer is ``minilm`` and the size matches; else it embeds)."""
+        (used when this policy's featurizer is ``minilm`` and the size matches; else it embeds).
+        ``request_chars`` (the whole request's size) is not read: the classifier was fitted on queries alone."""
         emb = self._usable(embedding)
         return self.decide(self.probabilities([query], [task_type], None if emb is None else emb[None, :])[0])
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from costline.serving.registry import ModelRegistry
 
 __all__ = ["Decision", "RoutingPolicy", "RulePolicy", "StudentGate", "Router", "POLICIES", "build_policy",
-           "NO_SUBTYPE", "ROUTE_TEXT_CHARS", "routing_text", "student_gate_reason"]
+           "NO_SUBTYPE", "ROUTE_TEXT_CHARS", "routing_text", "request_chars", "student_gate_reason"]
 
 #: The subtype of a request that has none, in gating lists (as the drift job and distillation name it).
 NO_SUBTYPE = "(none)"
@@ -54,6 +54,54 @@ def routing_text(query: str) -> str:
     return visible_text(query, max_chars=ROUTE_TEXT_CHARS)
 
 
+#: Blocks whose text the model reads as part of a turn: text, a plain-text document, a search result, a tool's result.
+_TEXT_SOURCES = ("text", "document", "search_result", "tool_result")
+
+
+def _block_texts(content: Any) -> Iterator[str]:
+    """The texts of a turn's ``content`` (a string or Messages API blocks) the model reads: text blocks, plain-text
+    documents (``source.type`` "text"; a PDF or an image has no text to count), search results and tool results
+    (their own content, the same way). Anything else, or malformed, counts nothing."""
+    if isinstance(content, str):
+        yield content
+        return
+    if not isinstance(content, list):
+        return
+    for block in content:
+        if not isinstance(block, Mapping):
+            continue
+        kind = block.get("type", "text")
+        if kind not in _TEXT_SOURCES:
+            continue
+        if kind == "text" and isinstance(block.get("text"), str):
+            yield block["text"]
+        elif kind == "document":
+            source = block.get("source")
+            if isinstance(source, Mapping) and source.get("type") == "text" and isinstance(source.get("data"), str):
+                yield source["data"]
+            elif isinstance(source, Mapping) and source.get("type") == "content":
+                yield from _block_texts(source.get("content"))
+        elif kind in ("search_result", "tool_result"):
+            yield from _block_texts(block.get("content"))
+
+
+def request_chars(messages: Iterable[Any], *, cap: int = ROUTE_TEXT_CHARS) -> int | None:
+    """The visible characters (as :func:`routing_text` counts them) of every turn of a request — earlier user and
+    assistant turns, tool results, plain-text documents — up to ``cap``; None for a request of one user turn that is
+    a plain string (its question is all of it: nothing to add). The system prompt is not counted: it is the app's,
+    the same on every request, not the task's size."""
+    turns = [m for m in messages if isinstance(m, Mapping)] if not isinstance(messages, (str, bytes)) else []
+    if len(turns) == 1 and isinstance(turns[0].get("content"), str):
+        return None
+    total = 0
+    for turn in turns:
+        for text in _block_texts(turn.get("content")):
+            total += len(visible_text(text, max_chars=cap))
+            if total >= cap:
+                return cap
+    return total
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
     """Where a request goes first, how sure the policy is, and why."""
@@ -69,10 +117,11 @@ class RoutingPolicy(Protocol):
 
 
 def _route(policy: RoutingPolicy, query: str, task_type: str | None, embedding: Any,
-           subtype: str | None = None) -> Decision:
-    """``policy.route`` with the embedding and the subtype when there are (policies without those
-    keywords still work)."""
-    kwargs = {k: v for k, v in (("embedding", embedding), ("subtype", subtype)) if v is not None}
+           subtype: str | None = None, request_chars: int | None = None) -> Decision:
+    """``policy.route`` with the embedding, the subtype and the request's size when there are (policies without
+    those keywords still work)."""
+    kwargs = {k: v for k, v in (("embedding", embedding), ("subtype", subtype), ("request_chars", request_chars))
+              if v is not None}
     while True:
         try:
             return policy.route(query, task_type, **kwargs)  # type: ignore[call-arg]
@@ -121,7 +170,10 @@ class RulePolicy:
         routing_text("")  # builds visible_text's tables now (~0.2 s), not on the first request
 
     def route(self, query: str, task_type: str | None, *, embedding: Any = None,
-              subtype: str | None = None) -> Decision:
+              subtype: str | None = None, request_chars: int | None = None) -> Decision:
+        """``request_chars``: the whole request's size (:func:`request_chars`; None: the query is all of it). A
+        short question in a long conversation, or about a document sent with it, is not a short task: the length
+        rule reads the larger of the two, and a decision it did not take for that reason says so."""
         r = self.rules
         gated = student_gate_reason(r.student_task_types, r.student_subtypes, task_type, subtype)
         if gated:
@@ -130,15 +182,19 @@ class RulePolicy:
             return Decision(contract.TIER_BUDGET, 1.0, f"task type {task_type}")
         text = routing_text(query)
         if len(text) < r.short_query_chars:
-            return Decision(contract.TIER_BUDGET, 1.0, f"query under {r.short_query_chars} characters")
+            if request_chars is None or request_chars < r.short_query_chars:
+                return Decision(contract.TIER_BUDGET, 1.0, f"query under {r.short_query_chars} characters")
+            note = f" (the question is short, the request is not: {r.short_query_chars}+ characters)"
+        else:
+            note = ""
         if task_type in r.mid_task_types:
-            return Decision(contract.TIER_MID, 1.0, f"task type {task_type}")
+            return Decision(contract.TIER_MID, 1.0, f"task type {task_type}{note}")
         hit = self._keywords.search(text.casefold()) if self._keywords is not None else None
         if hit:
-            return Decision(contract.TIER_MID, 1.0, f"keyword {hit.group()!r}")
+            return Decision(contract.TIER_MID, 1.0, f"keyword {hit.group()!r}{note}")
         if task_type in r.upper_task_types:
-            return Decision(contract.TIER_UPPER, 1.0, f"task type {task_type}")
-        return Decision(r.default_tier, 1.0, "default")
+            return Decision(contract.TIER_UPPER, 1.0, f"task type {task_type}{note}")
+        return Decision(r.default_tier, 1.0, f"default{note}")
 
 
 def _whole_word(keyword: str) -> str:
@@ -189,11 +245,11 @@ class StudentGate:
         self.subtypes = {t: frozenset(s) for t, s in (subtypes or {}).items()}
 
     def route(self, query: str, task_type: str | None, *, embedding: Any = None,
-              subtype: str | None = None) -> Decision:
+              subtype: str | None = None, request_chars: int | None = None) -> Decision:
         gated = student_gate_reason(self.task_types, self.subtypes, task_type, subtype)
         if gated:
             return Decision(contract.TIER_STUDENT, 1.0, gated)
-        return _route(self.inner, query, task_type, embedding)
+        return _route(self.inner, query, task_type, embedding, request_chars=request_chars)
 
 
 class Router:
@@ -226,11 +282,12 @@ class Router:
         return getattr(policy, "featurizer_name", None) == "minilm"
 
     def route(self, query: str, task_type: str | None = None, *, embedding: Any = None,
-              subtype: str | None = None) -> Decision:
+              subtype: str | None = None, request_chars: int | None = None) -> Decision:
         """The policy's decision; ``embedding``: the query's vector if the cache already has it;
-        ``subtype``: the request's, for the student's per-subtype gating. Never raises (see the class)."""
+        ``subtype``: the request's, for the student's per-subtype gating; ``request_chars``: the whole request's
+        size (:func:`request_chars`) when it is more than the query. Never raises (see the class)."""
         try:
-            decision = _route(self.policy, query, task_type, embedding, subtype)
+            decision = _route(self.policy, query, task_type, embedding, subtype, request_chars)
             if not isinstance(getattr(decision, "tier", None), str):
                 raise RoutingError(f"the policy returned {type(decision).__name__}, not a Decision")
         except Exception as exc:  # noqa: BLE001 - a router failure costs money, never the request

@@ -27,7 +27,7 @@ WITH c AS (
          coalesce(a.unpriced_calls, 0) AS unpriced_calls, coalesce(a.calls, 0) AS calls,
          false AS standalone, coalesce(a.shares_hosting, false) AS shares_hosting,
          r.error_type, r.duration_ms, r.input_messages, r.output_messages, r.span_id, r.rejected_attempts,
-         r.service_name
+         r.service_name, r.route_reason, r.route_confidence
   FROM requests_raw r LEFT JOIN agg a ON a.trace_id = r.trace_id AND a.linked_span_id = r.span_id
   UNION ALL
   SELECT c.span_id, c.trace_id, c.ts, c.tenant, NULL, NULL, c.tier, NULL,
@@ -36,7 +36,8 @@ WITH c AS (
          coalesce(c.input_tokens, 0), coalesce(c.output_tokens, 0),
          CASE WHEN c.cost_usd IS NULL THEN 1 ELSE 0 END, 1,
          true, c.pricing_status = 'student',
-         c.error_type, c.duration_ms, c.input_messages, c.output_messages, c.span_id, NULL, c.service_name
+         c.error_type, c.duration_ms, c.input_messages, c.output_messages, c.span_id, NULL, c.service_name,
+         NULL, NULL
   FROM call_links_content c WHERE c.linked_span_id IS NULL
 ), sharing AS (
   SELECT date_trunc('hour', ts) AS window_start, count(*) AS n FROM base WHERE shares_hosting GROUP BY 1
@@ -50,6 +51,6 @@ SELECT b.request_id, b.trace_id, b.ts, b.tenant, b.task_type, b.subtype, b.tier,
        b.input_tokens, b.output_tokens,
        b.unpriced_calls, b.calls, b.standalone, coalesce(h.share, 0.0) AS hosting_cost_usd,
        b.call_cost_usd, b.error_type, b.duration_ms, b.input_messages, b.output_messages, b.span_id,
-       b.shares_hosting, b.rejected_attempts, b.service_name
+       b.shares_hosting, b.rejected_attempts, b.service_name, b.route_reason, b.route_confidence
 FROM base b
 LEFT JOIN share h ON b.shares_hosting AND h.window_start = date_trunc('hour', b.ts)
