@@ -160,6 +160,38 @@ def closed_window(now: datetime, settle_s: float = 0.0) -> datetime:
     return t.replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
 
 
+def ratio_rise_p_value(now: "Mapping[str, float]", base: "Mapping[str, float]") -> float | None:
+    """One-sided p-value that the cost per success of ``now`` is over that of ``base``; each is the sums of one
+    sample of requests: ``n`` requests, ``cost`` (Σ xᵢ, each request's call cost), ``successes`` (Σ sᵢ, sᵢ 1 when
+    it succeeded), ``cost_sq`` (Σ xᵢ²) and ``success_cost`` (Σ xᵢsᵢ).
+
+    Cost per success is a ratio of two means, R = Σx / Σs; its variance by the delta method is
+    n / (n − 1) · Σ(xᵢ − R·sᵢ)² / (Σs)² (the linearised residuals zᵢ = xᵢ − R·sᵢ sum to zero, sᵢ² = sᵢ), and the
+    test is z = (R_now − R_base) / √(V_now + V_base) on the normal. None when a sample lacks the sums (a row of an
+    older source) or has fewer than 2 requests: the rule then judges on the rise alone."""
+    from scipy.stats import norm
+
+    def ratio_var(d: "Mapping[str, float]") -> tuple[float, float] | None:
+        try:
+            n, x, k = float(d["n"]), float(d["cost"]), float(d["successes"])
+            x2, xs = float(d["cost_sq"]), float(d["success_cost"])
+        except (KeyError, TypeError, ValueError):
+            return None
+        if not _finite(n, x, k, x2, xs) or n < 2 or k <= 0:
+            return None
+        r = x / k
+        residuals = max(x2 - 2.0 * r * xs + r * r * k, 0.0)  # Σ(xᵢ − R sᵢ)², rounding kept at ≥ 0
+        return r, n / (n - 1.0) * residuals / (k * k)
+
+    a, b = ratio_var(now), ratio_var(base)
+    if a is None or b is None:
+        return None
+    se = math.sqrt(a[1] + b[1])
+    if se == 0:
+        return 0.0 if a[0] > b[0] else 1.0
+    return float(norm.sf((a[0] - b[0]) / se))
+
+
 def _window_text(start: datetime) -> str:
     return f"{start:%Y-%m-%d %H:%M}–{start + timedelta(hours=1):%H:%M} UTC"
 
@@ -437,6 +469,9 @@ def _cost_per_success_rise(s: CostPerSuccessRiseSettings, snap: Snapshot, now: d
             continue
         successes, succ_7d = int(row.get("successes") or 0), int(row.get("successes_7d") or 0)
         cost, cost_7d = float(row.get("cost_usd") or 0.0), float(row.get("cost_usd_7d") or 0.0)
+        # the sums the significance test needs (None: a row without them, judged on the rise alone)
+        spread = {f: row.get(f) for f in ("n", "cost_sq", "success_cost")}
+        spread_7d = {f: row.get(f"{f}_7d") for f in ("n", "cost_sq", "success_cost")}
         ignored, ignored_7d = int(row.get("ignored") or 0), int(row.get("ignored_7d") or 0)
         if ignored or ignored_7d:
             log.warning("alerts: cost_per_success_rise: tier %s at %s: ignored %d hourly cost figure(s) that were "
@@ -445,7 +480,10 @@ def _cost_per_success_rise(s: CostPerSuccessRiseSettings, snap: Snapshot, now: d
             continue
         hours, alone = 1, successes
         if successes < s.min_successes:  # a quiet tier: judge its last hours together (see POOL_HOURS)
-            pool = _pooled(row, window, {"successes": successes, "cost_usd": cost}, "successes", s.min_successes)
+            first = {"successes": successes, "cost_usd": cost}
+            if all(v is not None for v in (*spread.values(), *spread_7d.values())):
+                first.update({f: float(v) for f, v in spread.items()})  # type: ignore[arg-type]
+            pool = _pooled(row, window, first, "successes", s.min_successes)
             if pool is not None:
                 k, total, before, _rows = pool
                 # the 7 days before the closed hour, less the pooled hours: hour and baseline never overlap
@@ -453,13 +491,20 @@ def _cost_per_success_rise(s: CostPerSuccessRiseSettings, snap: Snapshot, now: d
                 if base_succ > 0 and base_cost > 0:
                     hours, successes, cost = k, int(total["successes"]), total["cost_usd"]
                     succ_7d, cost_7d = base_succ, base_cost
+                    if "n" in first:
+                        spread = {f: total[f] for f in spread}
+                        spread_7d = {f: float(spread_7d[f]) - before[f] for f in spread_7d}  # type: ignore[arg-type]
         start = window - timedelta(hours=hours - 1)
         pooled = (f"over the last {hours} hours ({alone} successes in the closed hour alone, under min_successes "
                   f"{s.min_successes}): " if hours > 1 else "")
         cps, base = cost / successes, cost_7d / succ_7d
         rise = (cps / base - 1.0) * 100.0
         enough = successes >= s.min_successes and succ_7d >= s.min_successes_7d
-        if enough and rise >= s.rise_pct - 1e-9:
+        # one-sided: the window's cost per success is over the 7 days' (a rise within its requests' spread — a
+        # few long answers among 20 — is noise, not routing or pricing gone wrong)
+        p = ratio_rise_p_value({**spread, "cost": cost, "successes": successes},
+                               {**spread_7d, "cost": cost_7d, "successes": succ_7d})
+        if enough and rise >= s.rise_pct - 1e-9 and (p is None or p < s.max_p_value):
             cond = Condition.BREACH
         elif enough and rise <= s.resolve_pct + 1e-9:
             cond = Condition.OK  # too few successes to call it back to normal: keep the state
@@ -482,6 +527,7 @@ def _cost_per_success_rise(s: CostPerSuccessRiseSettings, snap: Snapshot, now: d
                      "successes": successes, "successes (7 days)": succ_7d,
                      **({"pooled": f"last {hours} hours ({alone} successes in the closed hour; the 7-day level "
                                    "leaves them out)"} if hours > 1 else {}),
+                     **({"p-value": f"{p:.2g} (fires under {s.max_p_value:g})"} if p is not None else {}),
                      "fires at": f"+{s.rise_pct:g}%", "resolves under": f"+{s.resolve_pct:g}%",
                      **({"ignored (NaN/NULL cost)": f"{ignored + ignored_7d} hourly figure(s)"}
                         if ignored or ignored_7d else {})},

@@ -158,6 +158,9 @@ class CostPerSuccessRiseSettings(RuleSettings):
     #: Successful requests the hour needs before it can fire.
     min_successes: int = 20
     min_successes_7d: int = 100
+    #: One-sided test that the window's cost per success is over the 7-day level (delta method on the ratio of the
+    #: two sums, each request's call cost and success as the sample): fire only when p < this.
+    max_p_value: float = 0.01
     #: Tiers not watched (the cache costs nothing).
     exclude_tiers: tuple[str, ...] = ("cache",)
 

@@ -86,7 +86,14 @@ SELECT $w AS window_start, tier,
        sum(call_cost_usd) FILTER (WHERE window_start < $w AND isfinite(call_cost_usd)) AS cost_usd_7d,
        count(*) FILTER (WHERE window_start = $w AND NOT coalesce(isfinite(call_cost_usd), false)) AS ignored,
        count(*) FILTER (WHERE window_start < $w AND NOT coalesce(isfinite(call_cost_usd), false)) AS ignored_7d,
-       list({{'window_start': window_start, 'successes': successes, 'cost_usd': call_cost_usd}}
+       sum(requests) FILTER (WHERE window_start = $w AND isfinite(call_cost_usd)) AS n,
+       sum(call_cost_sq) FILTER (WHERE window_start = $w AND isfinite(call_cost_usd)) AS cost_sq,
+       sum(success_call_cost) FILTER (WHERE window_start = $w AND isfinite(call_cost_usd)) AS success_cost,
+       sum(requests) FILTER (WHERE window_start < $w AND isfinite(call_cost_usd)) AS n_7d,
+       sum(call_cost_sq) FILTER (WHERE window_start < $w AND isfinite(call_cost_usd)) AS cost_sq_7d,
+       sum(success_call_cost) FILTER (WHERE window_start < $w AND isfinite(call_cost_usd)) AS success_cost_7d,
+       list({{'window_start': window_start, 'successes': successes, 'cost_usd': call_cost_usd, 'n': requests,
+              'cost_sq': call_cost_sq, 'success_cost': success_call_cost}}
             ORDER BY window_start DESC)
          FILTER (WHERE window_start < $w AND window_start >= $w - INTERVAL {POOL_HOURS - 1} HOURS
                  AND isfinite(call_cost_usd)) AS recent
