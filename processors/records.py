@@ -411,9 +411,12 @@ def flatten_span(
         # a stream that broke or was closed early (usage so far: a lower bound), or an OpenAI stream
         # without include_usage (no counts at all: unpriced, never $0)
         bad.append(f"{c.COSTLINE_USAGE_INCOMPLETE}:true")
-        if input_tokens is None and output_tokens is None and explicit is None:
+        # no input count (none sent, or one no count could be, left out by the app): the prompt's price is unknown,
+        # never that of a free prompt — unpriced, as a call without any usage is
+        if input_tokens is None and explicit is None:
             cost, status = None, INCOMPLETE_USAGE
-            bad.extend((f"{c.GEN_AI_USAGE_INPUT_TOKENS}:missing", f"{c.GEN_AI_USAGE_OUTPUT_TOKENS}:missing"))
+            bad.extend(f"{key}:missing" for key, n in ((c.GEN_AI_USAGE_INPUT_TOKENS, input_tokens),
+                                                       (c.GEN_AI_USAGE_OUTPUT_TOKENS, output_tokens)) if n is None)
     elif unreported and status == PRICED and input_tokens is None and error_type is None and not bad:
         # a call that answered without any usage (an OpenAI stream without include_usage, to OpenInference
         # and Langfuse, which write counts only when the API reported them), or with its answer's count but not

@@ -28,8 +28,12 @@ stream that ends before the model's final event (no stop reason: cut off by a pr
 What OpenAI-compatible servers send that the OpenAI API does not is read, never crashed on (:class:`OpenAIChatBackend`):
 ``content`` as a list of parts (Mistral's reasoning models) is the text of its ``text`` parts; a server that refuses
 ``stream_options`` is streamed without it; an error object written as a stream chunk or a 200 body fails the tier and
-its call span alike; a token count sent as null is left out of the call span, which is flagged
-``costline.usage.incomplete`` (the Anthropic tiers' too), never recorded as 0.
+its call span alike; a token count sent as null (or one no count could be: NaN, above :data:`MAX_TOKENS`) is left
+out of the call span, which is flagged ``costline.usage.incomplete`` (the Anthropic tiers' too), never recorded as 0
+(the Reply carries 0). An answer whose ``finish_reason`` says it is none
+(:data:`OPENAI_FAILED_FINISH_REASONS`: vLLM's ``abort``, ``error``, ``repetition``) fails the tier with
+``finish_reason:<reason>``, and its call span alike; one that calls tools but says ``stop`` (a forced tool call) is
+read as ``tool_calls``.
 
 :data:`BACKEND_FACTORIES` maps a tier's provider to a factory; add one for another API.
 """
@@ -176,6 +180,9 @@ class Reply:
     inference_geo: str | None = None
     #: Searches Anthropic's web search server tool made for it (``usage.server_tool_use``), billed per search.
     web_search_requests: int = 0
+    #: The stop sequence that ended it (Anthropic's ``stop_sequence``, with ``stop_reason`` "stop_sequence"); None
+    #: when none did, and always on an OpenAI-compatible tier (the Chat Completions API does not say which).
+    stop_sequence: str | None = None
 
     @property
     def tool_calls(self) -> tuple[Mapping[str, Any], ...]:
@@ -197,29 +204,29 @@ class StreamingBackend(Backend, Protocol):
     def stream(self, prompt: Prompt) -> Generator[str, None, Reply]: ...
 
 
-def _int(value: Any) -> int:
-    """A token count as a whole number >= 0: a negative, a fraction, null or anything else is 0; a count the
-    server sent as a string (``"9"``) or a float (``9.0``) reads as the SDKs' own models read it."""
-    if isinstance(value, bool):
-        return 0
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    elif isinstance(value, str) and value.isascii() and value.isdigit():
-        value = int(value)
-    return value if isinstance(value, int) and value > 0 else 0
+#: The largest token count one call may report (the processors' ``MAX_TOKENS``, 1e8: more is a broken counter, not
+#: a call). A count above it (``1e300``, ``10**30`` from a broken server) is no count: read as one that was not sent.
+MAX_TOKENS = 100_000_000
 
 
 def _count_or_none(value: Any) -> int | None:
-    """A token count the server sent, read as :func:`_int` reads one; None when it sent none (missing, null) or
-    one that is no whole number >= 0: not a count of 0. Recorded so, the call's count is left out and the call
-    flagged ``costline.usage.incomplete`` (as the instrumentation records a count sent as null)."""
+    """A token count the server sent as a whole number from 0 to :data:`MAX_TOKENS` (a string ``"9"`` or a float
+    ``9.0`` read as the SDKs' own models read it); None when it sent none (missing, null) or one that is no such
+    number (negative, a fraction, NaN, infinite, above the bound): not a count of 0. Recorded so, the call's count
+    is left out and the call flagged ``costline.usage.incomplete`` (as the instrumentation records a count sent as
+    null); a Reply carries 0 for it (:func:`_int`)."""
     if value is None or isinstance(value, bool):
         return None
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    elif isinstance(value, str) and value.isascii() and value.isdigit():
-        value = int(value)
-    return value if isinstance(value, int) and value >= 0 else None
+    if isinstance(value, float):
+        value = int(value) if value.is_integer() and 0 <= value <= MAX_TOKENS else None  # NaN / inf: no integer
+    elif isinstance(value, str):  # length first: int() of thousands of digits raises (and costs)
+        value = int(value) if len(value) <= 9 and value.isascii() and value.isdigit() else None
+    return value if isinstance(value, int) and 0 <= value <= MAX_TOKENS else None
+
+
+def _int(value: Any) -> int:
+    """A token count as :func:`_count_or_none` reads it, 0 when it reads none."""
+    return _count_or_none(value) or 0
 
 
 def _chat_text(content: Any) -> str:
@@ -436,7 +443,7 @@ class AnthropicBackend:
                      one_hour,
                      speed=_str_or_none(usage.get("speed")) if usage else None,
                      inference_geo=_str_or_none(usage.get("inference_geo")) if usage else None,
-                     web_search_requests=searches)
+                     web_search_requests=searches, stop_sequence=_str_or_none(body.get("stop_sequence")))
 
     def stream(self, prompt: Prompt) -> Generator[str, None, Reply]:
         """:meth:`complete`, streamed (``messages.stream``): yields text deltas, returns the Reply."""
@@ -511,7 +518,8 @@ class AnthropicBackend:
                      _int(_field(_field(usage, "cache_creation"), "ephemeral_1h_input_tokens")),
                      speed=_str_or_none(_field(usage, "speed")),
                      inference_geo=_str_or_none(_field(usage, "inference_geo")),
-                     web_search_requests=_int(_field(_field(usage, "server_tool_use"), "web_search_requests")))
+                     web_search_requests=_int(_field(_field(usage, "server_tool_use"), "web_search_requests")),
+                     stop_sequence=_str_or_none(_field(response, "stop_sequence")))
 
     def close(self) -> None:
         self.client.close()
@@ -642,6 +650,42 @@ def _with_instruction(system: Any, instruction: str) -> Any:
     return [*system, {"type": "text", "text": instruction}]
 
 
+#: The finish reasons of an OpenAI-compatible answer that is not one: vLLM's (and SGLang's) ``abort`` (the engine
+#: dropped the request mid-answer), ``error`` (it failed mid-answer), ``repetition`` (a loop it detected and cut),
+#: DeepSeek's ``insufficient_system_resource`` (cut for lack of capacity). Such a tier fails (:func:`_finish_failure`):
+#: its partial answer is never served or cached. A reason not listed passes as before: servers name a natural end
+#: in their own words (TGI ``eos_token``, Together ``eos``, Mistral ``model_length``), and failing every one of
+#: their answers would send all of the student's traffic up a tier.
+OPENAI_FAILED_FINISH_REASONS = frozenset({"abort", "error", "repetition", "insufficient_system_resource"})
+#: The finish reason of an answer that calls tools (what the gateway tells the Messages API as ``tool_use``).
+_TOOL_CALLS = "tool_calls"
+
+
+def _finish_failure(finish: str | None) -> str | None:
+    """The error type a tier fails with when its answer ended with ``finish`` — ``finish_reason:<reason>``, the
+    same on the call span (``error.type``) — or None when ``finish`` is not one of
+    :data:`OPENAI_FAILED_FINISH_REASONS` (a non-streamed answer that says none is read as before; a stream with
+    none was cut off, :data:`INCOMPLETE_STREAM`)."""
+    if finish not in OPENAI_FAILED_FINISH_REASONS:
+        return None
+    return f"finish_reason:{finish}"
+
+
+def _finish_message(finish: str) -> str:
+    return (f"the model's answer ended with finish_reason {finish[:64]!r} (vLLM: 'abort' = the engine dropped the "
+            "request, 'error' = it failed mid-answer, 'repetition' = it cut a loop): a partial answer, not served; "
+            "check the model server's logs")
+
+
+def _tool_finish(finish: str | None, blocks: Sequence[Mapping[str, Any]]) -> str | None:
+    """The finish reason of an answer with ``blocks``: one that calls tools but says ``stop`` (a forced tool call:
+    a named ``tool_choice``, or "required" on older vLLM, ends so, as OpenAI's does) is :data:`_TOOL_CALLS`, so
+    that its client runs the tools (the Messages API's ``tool_use``)."""
+    if finish == "stop" and any(b.get("type") == "tool_use" for b in blocks):
+        return _TOOL_CALLS
+    return finish
+
+
 def openai_messages(prompt: Prompt) -> list[dict[str, Any]]:
     """Anthropic-style system + messages as OpenAI chat messages (tool calls and results included:
     :func:`~costline.serving.translate.messages_to_openai`)."""
@@ -687,6 +731,10 @@ class OpenAIChatBackend:
         if not isinstance(choices, list) or not choices:  # as _complete_raw refuses it
             raise BackendError(self.spec.name, "APIResponseValidationError", "the chat completion has no choices")
         choice = choices[0]
+        finish = _str_or_none(_field(choice, "finish_reason"))
+        failure = _finish_failure(finish)
+        if failure is not None:  # (the instrumentation's call span has ended: the request span records the failure)
+            raise BackendError(self.spec.name, failure, _finish_message(str(finish)))
         message = _field(choice, "message")
         content = _field(message, "content")
         blocks: tuple[dict[str, Any], ...] = ()
@@ -699,8 +747,7 @@ class OpenAIChatBackend:
             blocks = tuple(found)
         return self._reply(_chat_text(content),
                            _str_or_none(_field(response, "model")) or self.spec.model,
-                           _str_or_none(_field(choice, "finish_reason")), _field(response, "usage"),
-                           _str_or_none(_field(response, "id")), blocks)
+                           finish, _field(response, "usage"), _str_or_none(_field(response, "id")), blocks)
 
     def _messages(self, prompt: Prompt) -> list[dict[str, Any]]:
         """The prompt as this tier's chat messages; a block it cannot be given (a PDF, citations: see
@@ -754,25 +801,33 @@ class OpenAIChatBackend:
             except Exception:
                 log.exception("costline: could not record a model response")
             first = choices[0]
+            finish = _str_or_none(first.get("finish_reason"))
+            failure = _finish_failure(finish)
+            if failure is not None:  # its span ends as it is (the tokens were spent), failed
+                call.error(failure, _finish_message(str(finish)))
             message = first.get("message") if isinstance(first.get("message"), Mapping) else {}
             blocks: tuple[dict[str, Any], ...] = ()
-            if message.get("tool_calls"):
+            if message.get("tool_calls") and failure is None:
                 found, problem = blocks_from_openai({**message, "content": _chat_text(message.get("content"))})
                 if problem:  # a broken call is no answer: the span says so, the tier fails (escalated)
                     raise openai.APIResponseValidationError(http, body, message=problem)
                 blocks = tuple(found)
+        if failure is not None:
+            raise BackendError(self.spec.name, failure, _finish_message(str(finish)))
         return Reply(_chat_text(message.get("content")), self.spec.name, model or self.spec.model,
-                     _str_or_none(first.get("finish_reason")), prompt_tokens or 0, completion_tokens or 0, cached, 0,
-                     rid, blocks)
+                     _tool_finish(finish, blocks), prompt_tokens or 0, completion_tokens or 0, cached, 0, rid, blocks)
 
     def stream(self, prompt: Prompt) -> Generator[str, None, Reply]:
         """:meth:`complete`, streamed (with ``include_usage``, unless the server refuses it: :meth:`_open_stream`):
         yields text deltas (always strings: a delta whose ``content`` is a list of parts yields the text of its text
         parts), returns the Reply. A chunk that is an error object (``"object": "error"``, as older vLLM and some
         proxies write one mid-stream, unwrapped) fails the tier (``APIError``, as the SDK names the wrapped one)
-        and its call span."""
+        and its call span; so does a finish reason of no answer (:func:`_finish_failure`: vLLM's ``abort``,
+        ``error``, ``repetition``), after the text already yielded, as a stream cut off does (the stream is read to
+        its end first: its usage chunk, the tokens spent, is recorded on the failed call)."""
         parts: list[str] = []
         model, finish, usage, rid = self.spec.model, None, None, None
+        failed = False
         messages = self._messages(prompt)
         request = {"model": self.spec.model, "messages": messages, "max_tokens": prompt.max_tokens or self.max_tokens,
                    "stream": True, **_openai_sampling(prompt),
@@ -791,6 +846,10 @@ class OpenAIChatBackend:
                     choices = _field(chunk, "choices")
                     for choice in choices[:1] if isinstance(choices, list) else ():
                         finish = _str_or_none(_field(choice, "finish_reason")) or finish
+                        failure = _finish_failure(finish)
+                        if failure is not None and not failed:  # marked now: its span ends with the stream
+                            failed = True
+                            fail_stream_call(stream, failure, _finish_message(str(finish)))
                         text = _chat_text(_field(_field(choice, "delta"), "content"))
                         if text:
                             parts.append(text)
@@ -802,6 +861,9 @@ class OpenAIChatBackend:
             raise BackendError(self.spec.name, _stream_error_name(exc, type(exc).__name__), str(exc)[:300]) from exc
         if finish is None:  # no finish_reason: the stream was cut off
             raise BackendError(self.spec.name, INCOMPLETE_STREAM, _INCOMPLETE_STREAM_MESSAGE)
+        failure = _finish_failure(finish)
+        if failure is not None:
+            raise BackendError(self.spec.name, failure, _finish_message(finish))
         return self._reply(text, model, finish, usage, rid)
 
     def _open_stream(self, request: dict[str, Any]) -> Any:
@@ -829,7 +891,7 @@ class OpenAIChatBackend:
     def _reply(self, text: str, model: str, finish: str | None, usage: Any, rid: str | None,
                blocks: tuple[dict[str, Any], ...] = ()) -> Reply:
         details = _field(usage, "prompt_tokens_details") if usage is not None else None
-        return Reply(text, self.spec.name, model, finish,
+        return Reply(text, self.spec.name, model, _tool_finish(finish, blocks),
                      _int(_field(usage, "prompt_tokens")), _int(_field(usage, "completion_tokens")),
                      _int(_field(details, "cached_tokens")) if details is not None else 0, 0, rid, blocks)
 

@@ -87,6 +87,8 @@ UNOFFERED_TOOL = "unoffered_tool"
 #: The problems of an answer that is no answer (the model misbehaved), and what each means to a client.
 _NO_ANSWER = {UNOFFERED_TOOL: "answered with a call of a tool the request did not offer",
               EMPTY: "answered with an empty answer"}
+#: The stop reason of an Anthropic answer one of the request's stop sequences ended (:func:`cacheable`).
+_STOP_SEQUENCE = "stop_sequence"
 #: The stop reason of a model that declined to answer: its (possibly empty) answer is judged as any other text, never
 #: as an empty one (sent up a tier, the same request would be declined again, and paid again).
 _REFUSAL = "refusal"
@@ -117,8 +119,11 @@ class AnswerCache(Protocol):
 def cacheable(reply: Reply) -> bool:
     """True for an answer worth serving again from the cache: a natural end (:func:`is_final`) with some
     text. A model that ends its turn with no text (empty ``content``, a vLLM ``content: null``) answered
-    nothing: stored, it would be served, empty, to every similar question after it."""
-    return is_final(reply.stop_reason) and bool(reply.text.strip()) and not reply.tool_calls
+    nothing: stored, it would be served, empty, to every similar question after it.
+    An answer a stop sequence ended (``stop_reason`` "stop_sequence") is not stored either: a cache hit is served as
+    ``end_turn`` with no ``stop_sequence``, and the client would lose which of its sequences stopped it."""
+    return (is_final(reply.stop_reason) and reply.stop_reason != _STOP_SEQUENCE and bool(reply.text.strip())
+            and not reply.tool_calls)
 
 
 def marker_confidence(reply: Reply) -> float | None:
@@ -284,6 +289,7 @@ class Pipeline:
         prompt: Prompt | None = None,
         request_id: str | None = None,
         cache_scope: str | None = None,
+        semantic_cache: bool = True,
     ) -> Answer:
         """Answer ``query`` as cheaply as the quality bar allows.
 
@@ -291,7 +297,8 @@ class Pipeline:
         ``query`` is what is routed on and matched semantically in the cache. ``cache_scope``
         is the exact part of the cache key (:func:`~costline.serving.cache.key.scope_of_body`
         of the whole request); by default the scope of ``prompt`` (its system prompt, earlier
-        turns and max_tokens), or none for a bare query.
+        turns and max_tokens), or none for a bare query. ``semantic_cache`` False: the cache is neither
+        looked up nor stored to (a request without question text, whose ``query`` is only what it is routed on).
         """
         query = well_formed(query)
         decision = self._route(query, task_type, subtype, prompt)
@@ -302,7 +309,7 @@ class Pipeline:
         prompt = prompt or Prompt.of(query)
         # a request with tools (its answer may be a call, and depends on what the tools returned) or thinking
         # (its answer holds thinking blocks a client sends back): no cache
-        cache = None if prompt.expects_blocks else self.cache
+        cache = None if prompt.expects_blocks or not semantic_cache else self.cache
         with self.recorder.request(task_type=task_type, tenant=tenant, subtype=subtype,
                                    request_id=request_id, routed_tier=decision.tier,
                                    route_reason=decision.reason,
@@ -360,6 +367,7 @@ class Pipeline:
         prompt: Prompt | None = None,
         request_id: str | None = None,
         cache_scope: str | None = None,
+        semantic_cache: bool = True,
     ) -> "Answer | LiveAnswer":
         """:meth:`answer` for a client that streams: a :class:`LiveAnswer` when the routed tier
         :meth:`streams_live` (the cache is looked up first: a hit comes as one piece), else the
@@ -373,7 +381,7 @@ class Pipeline:
                 prompt.expects_blocks or prompt.output_format is not None)):
             return self.answer(query, task_type=task_type, tenant=tenant, doc_hashes=doc_hashes,
                                namespace=namespace, subtype=subtype, prompt=prompt, request_id=request_id,
-                               cache_scope=cache_scope)
+                               cache_scope=cache_scope, semantic_cache=semantic_cache)
         if cache_scope is None:  # the same exact part of the cache key as answer()
             cache_scope = scope_of_prompt(prompt) if prompt is not None else ""
         if cache_scope:
@@ -384,7 +392,8 @@ class Pipeline:
         live = LiveAnswer(decision.tier, decision.tier, backend.spec.model)
         live._pieces = _in_own_context(self._live(
             live, decision, query, prompt or Prompt.of(query), task_type=task_type, tenant=tenant,
-            doc_hashes=doc_hashes, namespace=namespace, subtype=subtype, request_id=request_id))
+            doc_hashes=doc_hashes, namespace=namespace, subtype=subtype, request_id=request_id,
+            cache=self.cache if semantic_cache else None))
         return live
 
     def route(self, query: str, task_type: str, subtype: str | None = None, prompt: Prompt | None = None) -> Any:
@@ -410,13 +419,13 @@ class Pipeline:
 
     def _live(self, live: LiveAnswer, decision: Any, query: str, prompt: Prompt, *, task_type: str, tenant: str,
               doc_hashes: Sequence[str], namespace: str | None, subtype: str | None,
-              request_id: str | None) -> Iterator[str]:
+              request_id: str | None, cache: "AnswerCache | None") -> Iterator[str]:
         with self.recorder.request(task_type=task_type, tenant=tenant, subtype=subtype,
                                    request_id=request_id, routed_tier=decision.tier,
                                    route_reason=decision.reason,
                                    route_confidence=getattr(decision, "confidence", None)) as req:
             live.request_id = req.request_id
-            if self.cache is not None:
+            if cache is not None:
                 hit = self._lookup(req, query, tenant, namespace)
                 if hit is not None:
                     req.served_by(contract.TIER_CACHE)
@@ -435,7 +444,7 @@ class Pipeline:
 
             def go_up(first: Attempt, buffered: bool | None = None) -> Iterator[str]:
                 """Nothing was sent yet: the whole answer of the tiers above ``first``, in one piece."""
-                live.result = self._escalate_whole(req, decision, first, query, prompt, tenant, namespace,
+                live.result = self._escalate_whole(req, decision, first, query, prompt, tenant, namespace, cache,
                                                    doc_hashes)
                 live.tier, live.model = live.result.tier, live.result.model
                 live.buffered = len(live.result.attempts) > 1 if buffered is None else buffered
@@ -479,7 +488,7 @@ class Pipeline:
                 req.attempt_rejected(tier, problem)
             if ok:
                 req.accept()
-                if self.cache is not None and cacheable(reply):
+                if cache is not None and cacheable(reply):
                     self._store(query, reply.text, tenant, namespace, doc_hashes)
             else:
                 req.reject(f"{tier}: {problem}")
@@ -491,7 +500,7 @@ class Pipeline:
                                  reason=decision.reason if ok else f"{tier}: {problem}")
 
     def _escalate_whole(self, req: Any, decision: Any, failed: Attempt, query: str, prompt: Prompt, tenant: str,
-                        namespace: str | None, doc_hashes: Sequence[str]) -> Answer:
+                        namespace: str | None, cache: "AnswerCache | None", doc_hashes: Sequence[str]) -> Answer:
         """The rest of the ladder after a live tier failed before its first piece, as answer() does."""
         attempts = [failed]
         req.attempt_rejected(failed.tier, failed.problem)
@@ -504,7 +513,7 @@ class Pipeline:
                 assert attempt.reply is not None
                 req.served_by(tier)
                 req.accept()
-                if self.cache is not None and cacheable(attempt.reply):
+                if cache is not None and cacheable(attempt.reply):
                     self._store(query, attempt.reply.text, tenant, namespace, doc_hashes)
                 return Answer(attempt.reply.text, tier, attempt.reply.model, decision.tier, True,
                               attempts=tuple(attempts), request_id=req.request_id, reply=attempt.reply,

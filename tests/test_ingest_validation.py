@@ -137,6 +137,9 @@ def test_hostile_rows_convert_to_arrow_and_commit_with_their_flags():
     ({c.COSTLINE_USAGE_INCOMPLETE: True}, (None, None), None, "incomplete_usage"),
     # a stream cut short: the usage so far is priced (a lower bound) and flagged
     ({c.COSTLINE_USAGE_INCOMPLETE: True, IN: 1000, OUT: 100}, (1000, 100), (1000 * 0.80 + 100 * 4.0) / 1e6, "priced"),
+    # the answer's count but no input count (a server sent one no count could be, 2**64, left out): the prompt's
+    # price is unknown -> unpriced, not priced as a free prompt ($0.004 of output alone)
+    ({c.COSTLINE_USAGE_INCOMPLETE: True, OUT: 1000}, (None, 1000), None, "incomplete_usage"),
     # complete usage: as before
     ({IN: 1000, OUT: 100}, (1000, 100), (1000 * 0.80 + 100 * 4.0) / 1e6, "priced"),
 ])
