@@ -35,8 +35,17 @@ cache hit). The request's ``model`` is ignored: the router picks.
 * ``POST /model/{modelId}/invoke``, ``…/invoke-with-response-stream``, ``…/converse`` and ``…/converse-stream``: the
   same for apps on Claude through Amazon Bedrock (``AnthropicBedrock``, boto3's ``invoke_model`` and ``converse``), in
   Bedrock's shapes (:mod:`~costline.serving.gateway.bedrock_api`);
+* a request whose last user turn has no text (only an image or a document: the instruction is in the system prompt)
+  is answered: routed on its system prompt's text, never looked up in or stored to the semantic cache (it has no
+  question text to match on);
+* a body field the Messages API does not have is refused (400 "<field>: Extra inputs are not permitted"), and so is
+  one it has that the gateway cannot carry to its tiers (``messages_api.UNCARRIED_FIELDS``: ``mcp_servers``,
+  ``container``...): never ignored;
 * response headers: ``x-costline-tier``, ``x-costline-routed-tier``, ``x-costline-attempts``,
-  ``x-costline-escalations``, ``x-costline-success``, ``x-costline-cache-hit``, ``x-costline-request-id``.
+  ``x-costline-escalations``, ``x-costline-success``, ``x-costline-cache-hit``, ``x-costline-request-id``; the
+  request id also as ``request-id`` (the ``anthropic`` SDK's ``_request_id``) and ``x-request-id`` (the ``openai``
+  SDK's), on every answer, errors included (an error before the request had an id gets a fresh one), and as the
+  ``request_id`` of an Anthropic error body.
 
 When every tier failed with an API error the gateway answers in Anthropic's error format
 (429 ``rate_limit_error``, 529 ``overloaded_error`` or 500 ``api_error``); when the last tier answered with a call of a
@@ -69,7 +78,7 @@ from pathlib import Path
 from typing import Any
 
 from costline.netsec import Limits, refuse_open_bind, ssl_context
-from costline.serving.gateway._http import HttpRequest, HttpResponse, Route, ServedByJsonServer
+from costline.serving.gateway._http import Handler, HttpRequest, HttpResponse, Route, ServedByJsonServer
 from costline.serving.gateway.asgi import AsgiServer
 from costline.serving.gateway.auth import Admitted, GatewayGuard, KeyStore, Limiter, Refused
 from costline.serving.gateway.bedrock_api import (MAX_BEDROCK_MODEL_ID, bedrock_error, chunks_of_sse, converse_answer,
@@ -78,15 +87,15 @@ from costline.serving.backends import Prompt
 from costline.serving.cache.key import scope_of_body
 from costline.serving.pipeline import EMPTY, UNOFFERED_TOOL, Answer, LiveAnswer, Pipeline
 from costline.serving.settings import GatewayConfig
-from costline.serving.gateway.messages_api import (ANTHROPIC_ERROR_TYPES, betas_of, last_user_text, passthrough_of,
-                                                   question_text, sampling_of, shape_problem, thinking_of,
-                                                   unsupported_problem)
+from costline.serving.gateway.messages_api import (ANTHROPIC_ERROR_TYPES, betas_of, fields_problem, last_user_text,
+                                                   passthrough_of, question_text, sampling_of, shape_problem,
+                                                   textless_query, textless_turn, thinking_of, unsupported_problem)
 from costline.serving.errors import BackendError
 from costline.serving.structured import from_anthropic
 from costline.serving.translate import tools_problem
 
-__all__ = ["Gateway", "CACHE_MODEL", "STREAM_MODE_HEADER", "failure_message", "failure_status",
-           "gave_no_answer"]
+__all__ = ["Gateway", "CACHE_MODEL", "REQUEST_ID_HEADERS", "STREAM_MODE_HEADER", "failure_message",
+           "failure_status", "gave_no_answer", "with_request_id"]
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +103,35 @@ log = logging.getLogger(__name__)
 CACHE_MODEL = "costline-cache"
 #: Response header of a ``stream: true`` request: ``live`` (token by token) or ``buffered``.
 STREAM_MODE_HEADER = "x-costline-stream-mode"
+#: The response headers that carry a request's id, each the same id: costline's own, the ``anthropic`` SDK's
+#: (``request-id``: a message's ``_request_id``, ``APIStatusError.request_id``) and the ``openai`` SDK's
+#: (``x-request-id``).
+REQUEST_ID_HEADERS = ("x-costline-request-id", "request-id", "x-request-id")
 
-_STOP = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
+
+def with_request_id(headers: dict[str, str], request_id: str | None = None) -> str:
+    """Set :data:`REQUEST_ID_HEADERS` in ``headers`` (in place) to ``request_id``, else to the id they carry already,
+    else to a fresh one (an answer given before the request had one: a refusal, a malformed body); the id."""
+    rid = request_id or next((headers[h] for h in REQUEST_ID_HEADERS if headers.get(h)), None) or uuid.uuid4().hex
+    for name in REQUEST_ID_HEADERS:
+        headers[name] = rid
+    return rid
+
+
+def _identified(handler: Handler) -> Handler:
+    """``handler`` whose every answer carries the request id headers (:func:`with_request_id`)."""
+    def handle(req: HttpRequest) -> HttpResponse:
+        response = handler(req)
+        with_request_id(response.headers)
+        return response
+
+    return handle
+
+
+#: An OpenAI-compatible tier's finish reason in the Messages API's words (what other servers call a natural end, or a
+#: cut at the length limit, too: TGI ``eos_token``, Together ``eos``, Mistral ``model_length``).
+_STOP = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use",
+         "content_filter": "refusal", "eos_token": "end_turn", "eos": "end_turn", "model_length": "max_tokens"}
 #: The status of an answer whose every tier failed, by the last one's problem (else 500). A tier that answered with a
 #: call of a tool the request did not offer, or with nothing, misbehaved upstream: 502 (Bad Gateway).
 _STATUS_OF_ERROR = {"RateLimitError": 429, "OverloadedError": 529, UNOFFERED_TOOL: 502, EMPTY: 502}
@@ -202,7 +238,8 @@ class Gateway(ServedByJsonServer):
         self.responses = Responses(self, wall=wall)
         self.conversations = Conversations(self)
         self._server = AsgiServer(
-            [Route("POST", "/v1/messages", self._messages), Route("GET", "/v1/models", self._models),
+            [dataclasses.replace(route, handler=_identified(route.handler)) for route in [
+             Route("POST", "/v1/messages", self._messages), Route("GET", "/v1/models", self._models),
              Route("GET", "/v1/models/{id}", self._model),
              Route("OPTIONS", "/v1/messages", self._preflight),
              Route("POST", "/v1/messages/count_tokens", self._count_tokens),
@@ -230,7 +267,7 @@ class Gateway(ServedByJsonServer):
                for op, handler in (("invoke", self._bedrock_invoke),
                                    ("invoke-with-response-stream", self._bedrock_invoke_stream),
                                    ("converse", self._bedrock_converse),
-                                   ("converse-stream", self._bedrock_converse_stream)))],
+                                   ("converse-stream", self._bedrock_converse_stream)))]],
             host=host,
             port=cfg.port if port is None else port,
             not_found=lambda req: _error_for(req.path)(404, f"no route {req.method} {req.path}"),
@@ -489,29 +526,30 @@ class Gateway(ServedByJsonServer):
                             headers={**admitted.headers, "x-costline-tier": backend.spec.name})
 
     def ask(self, req: HttpRequest, *, query: str, prompt: Prompt, cache_scope: str, stream: bool,
-            metadata: Mapping[str, Any], tenant: str | None) -> Answer | LiveAnswer:
+            metadata: Mapping[str, Any], tenant: str | None, cached: bool = True) -> Answer | LiveAnswer:
         """Run the pipeline for a parsed request of either API (tenant, task type, doc hashes from the
-        request as documented above)."""
+        request as documented above). ``cached`` False: the semantic cache is neither looked up nor stored to (a
+        request without question text, whose ``query`` is only what it is routed on)."""
         cfg = self.config
         tenant = tenant or cfg.default_tenant
         task_type = req.header(cfg.task_type_header) or str(metadata.get("task_type") or "") or cfg.default_task_type
         doc_hashes = tuple(h.strip() for h in (req.header(cfg.doc_hashes_header) or "").split(",") if h.strip())
         return (self.pipeline.answer_stream if stream else self.pipeline.answer)(
             query, task_type=task_type, tenant=tenant, doc_hashes=doc_hashes, prompt=prompt,
-            cache_scope=cache_scope)
+            cache_scope=cache_scope, semantic_cache=cached)
 
     def _answer(self, req: HttpRequest, body: Mapping[str, Any], tenant: str | None) -> HttpResponse:
         stream = body.get("stream")
         if stream is not None and not isinstance(stream, bool):
             return _error(400, "stream: true or false")
         stream = bool(stream)
-        read = read_messages_request(body, req.header("anthropic-beta"))
+        read = read_messages_request(body, req.header("anthropic-beta"), textless=True)
         if isinstance(read, str):
             return _error(400, read)
         query, prompt, scope = read
         meta = body.get("metadata") if isinstance(body.get("metadata"), Mapping) else {}
-        result = self.ask(req, query=query, prompt=prompt, cache_scope=scope, stream=stream,
-                          metadata=meta, tenant=tenant)
+        result = self.ask(req, query=query, prompt=prompt, cache_scope=scope or "", stream=stream,
+                          metadata=meta, tenant=tenant, cached=scope is not None)
         if isinstance(result, LiveAnswer):
             return _live_response(result)
         headers = _headers(result)
@@ -552,10 +590,19 @@ class Gateway(ServedByJsonServer):
 _MODEL_ID = re.compile(r"[A-Za-z0-9._:@-]{1,256}")
 
 
-def read_messages_request(body: Mapping[str, Any], beta_header: str | None) -> tuple[str, Prompt, str] | str:
+def read_messages_request(body: Mapping[str, Any], beta_header: str | None, *, textless: bool = False
+                          ) -> tuple[str, Prompt, str | None] | str:
     """A Messages API request body checked as the API checks it, before any model is called: ``(query, prompt,
     cache scope)`` — what is routed on and matched in the cache, what the models get, the exact part of the
-    cache key — or what is wrong with it (a 400's message). ``beta_header``: its ``anthropic-beta``."""
+    cache key — or what is wrong with it (a 400's message). ``beta_header``: its ``anthropic-beta``.
+
+    A last user turn with no text but an image or a document (the instruction in the system prompt) is refused,
+    unless ``textless``: then the query is what it is routed on (:func:`~costline.serving.gateway.messages_api.
+    textless_query`) and the scope is None — no question text to match on, so it is never cached. (A batch's requests
+    are read without ``textless``: the batch runner looks every request up in the cache.)"""
+    problem = fields_problem(body)
+    if problem:
+        return problem
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages or not all(isinstance(m, Mapping) for m in messages):
         return "messages: at least one message is required"
@@ -585,7 +632,10 @@ def read_messages_request(body: Mapping[str, Any], beta_header: str | None) -> t
                     body.get("tool_choice") if tools else None, extra, thinking, betas, fmt)
     query = question_text(messages) if prompt.expects_blocks else last_user_text(messages)
     if not query.strip():
-        return "messages: the last user message has no text"
+        last = next((m.get("content") for m in reversed(messages) if m.get("role") == "user"), None)
+        if not textless or not textless_turn(last):
+            return "messages: the last user message has no text"
+        return textless_query(body.get("system")), prompt, None
     # the format in the shape every API's request scopes it in (one cache entry whichever API asked)
     return query, prompt, scope_of_body({**body, "output_format": fmt.scope() if fmt is not None else None})
 
@@ -608,6 +658,7 @@ def _message(result: Answer) -> dict[str, Any]:
         usage = {"input_tokens": 0, "output_tokens": 0, "cache_creation_input_tokens": 0,
                  "cache_read_input_tokens": 0, "cache_creation": _cache_creation(0, 0)}
         model, stop, msg_id = CACHE_MODEL, "end_turn", f"msg_costline_{result.request_id or uuid.uuid4().hex}"
+        stop_sequence = None
     else:
         fresh = max(reply.input_tokens - reply.cache_read_tokens - reply.cache_creation_tokens, 0)
         usage = {"input_tokens": fresh, "output_tokens": reply.output_tokens,
@@ -622,11 +673,14 @@ def _message(result: Answer) -> dict[str, Any]:
             usage["server_tool_use"] = {"web_search_requests": reply.web_search_requests}
         model = reply.model
         stop = _STOP.get(reply.stop_reason or "", reply.stop_reason or "end_turn")
+        # which of the request's stop sequences ended it (the API says it with stop_reason "stop_sequence")
+        said = getattr(reply, "stop_sequence", None)
+        stop_sequence = said if stop == "stop_sequence" and isinstance(said, str) else None
         msg_id = reply.id if reply.id and reply.id.startswith("msg_") else f"msg_costline_{result.request_id}"
     content = [dict(b) for b in reply.content] if reply is not None and reply.content and not result.cached \
         else [{"type": "text", "text": result.text}]
     return {"id": msg_id, "type": "message", "role": "assistant", "model": model,
-            "content": content, "stop_reason": stop, "stop_sequence": None, "usage": usage}
+            "content": content, "stop_reason": stop, "stop_sequence": stop_sequence, "usage": usage}
 
 
 def _event_stream(message: dict[str, Any], chunk_chars: int = 48) -> bytes:
@@ -667,7 +721,8 @@ def _event_stream(message: dict[str, Any], chunk_chars: int = 48) -> bytes:
         events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
     events += [
         ("message_delta", {"type": "message_delta",
-                           "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
+                           "delta": {"stop_reason": message["stop_reason"],
+                                     "stop_sequence": message.get("stop_sequence")},
                            "usage": dict(usage)}),  # cumulative, as the API's (LangChain reads only this one)
         ("message_stop", {"type": "message_stop"}),
     ]
@@ -726,7 +781,8 @@ def _live_events(live: LiveAnswer, first: str | None, pieces: Any) -> Any:
         final = _message(result)
         yield _sse("content_block_stop", {"type": "content_block_stop", "index": 0})
         yield _sse("message_delta", {"type": "message_delta",
-                                     "delta": {"stop_reason": final["stop_reason"], "stop_sequence": None},
+                                     "delta": {"stop_reason": final["stop_reason"],
+                                               "stop_sequence": final["stop_sequence"]},
                                      "usage": final["usage"]})
         yield _sse("message_stop", {"type": "message_stop"})
     finally:
@@ -793,6 +849,7 @@ def open_live(live: LiveAnswer) -> tuple[str | None, Iterator[str], dict[str, st
         headers = {"x-costline-tier": live.tier, "x-costline-routed-tier": live.routed_tier,
                    "x-costline-attempts": "1", "x-costline-escalations": "0", "x-costline-cache-hit": "false",
                    "x-costline-request-id": live.request_id}
+    with_request_id(headers, live.request_id)
     headers[STREAM_MODE_HEADER] = "buffered" if live.buffered else "live"
     return first, pieces, headers
 
@@ -806,7 +863,7 @@ def _upstream_error_type(error: Exception | None) -> str | None:
 
 
 def _headers(result: Answer) -> dict[str, str]:
-    return {
+    headers = {
         "x-costline-tier": result.tier,
         "x-costline-routed-tier": result.routed_tier,
         "x-costline-attempts": str(len(result.attempts)),
@@ -815,6 +872,8 @@ def _headers(result: Answer) -> dict[str, str]:
         "x-costline-cache-hit": json.dumps(result.cached),
         "x-costline-request-id": result.request_id,
     }
+    with_request_id(headers, result.request_id)
+    return headers
 
 
 def _aws_signed(req: HttpRequest, refused: HttpResponse | Refused) -> HttpResponse | None:
@@ -834,7 +893,10 @@ def _tls_files(cfg: GatewayConfig) -> tuple[str, str] | None:
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> HttpResponse:
+    """Anthropic's error answer: its body names the request id (``request_id``), as its headers do."""
     # a 4xx the table does not name (411, 415, 431) is still the caller's to fix
     err_type = ANTHROPIC_ERROR_TYPES.get(status, "invalid_request_error" if 400 <= status < 500 else "api_error")
-    return HttpResponse(status, {"type": "error", "error": {"type": err_type, "message": message}},
-                        headers=dict(headers or {}))
+    headers = dict(headers or {})
+    request_id = with_request_id(headers)
+    return HttpResponse(status, {"type": "error", "error": {"type": err_type, "message": message},
+                                 "request_id": request_id}, headers=headers)

@@ -10,6 +10,10 @@
 * :func:`passthrough_of` — the fields carried as they are to Anthropic tiers (:data:`PASSTHROUGH_FIELDS`), checked;
 * :func:`unsupported_problem` — malformed ``tools``: refused with a 400 rather than dropped; :func:`thinking_of` —
   ``thinking``, checked. (Structured outputs, ``output_config.format``: :mod:`costline.serving.structured`.)
+* :func:`fields_problem` — a field the API does not have (:data:`API_FIELDS`), or one the gateway cannot carry
+  (:data:`UNCARRIED_FIELDS`): refused with a 400, never ignored;
+* :func:`textless_turn` / :func:`textless_query` — a last user turn of only an image or a document, and what such a
+  request is routed on (it is never cached: it has no question text).
 """
 
 from __future__ import annotations
@@ -21,10 +25,10 @@ from typing import Any
 
 from costline.serving.translate import block_text, tools_problem
 
-__all__ = ["ANTHROPIC_ERROR_TYPES", "MAX_BETAS", "PASSTHROUGH_FIELDS", "SAMPLING_FIELDS", "betas_of", "message_text",
-           "last_user_text",
-           "question_text",
-           "passthrough_of", "sampling_of", "shape_problem", "thinking_of", "unsupported_problem"]
+__all__ = ["ANTHROPIC_ERROR_TYPES", "API_FIELDS", "GATEWAY_FIELDS", "MAX_BETAS", "PASSTHROUGH_FIELDS",
+           "SAMPLING_FIELDS", "UNCARRIED_FIELDS", "betas_of", "fields_problem", "message_text", "last_user_text",
+           "question_text", "passthrough_of", "sampling_of", "shape_problem", "textless_query", "textless_turn",
+           "thinking_of", "unsupported_problem"]
 
 #: Anthropic's error ``type`` per HTTP status.
 ANTHROPIC_ERROR_TYPES: dict[int, str] = {
@@ -254,6 +258,65 @@ def passthrough_of(body: Mapping[str, Any]) -> tuple[tuple[str, Any], ...] | str
             return "context_management: an object"
         out.append(("context_management", dict(manage)))
     return tuple(out)
+
+
+#: The Messages API's request body fields: those of the ``anthropic`` SDK's ``MessageCreateParams``
+#: (``anthropic.types.message_create_params``) and of its beta's (``anthropic.types.beta.message_create_params``), as
+#: of anthropic 2.17, written out here (the SDK's types are not imported at run time). The TypedDicts' ``betas``,
+#: ``user_profile_id`` and ``workspace_id`` are sent by the SDK as headers (``anthropic-beta``,
+#: ``anthropic-user-profile-id``, ``anthropic-workspace-id``), never in the body, so they are not body fields.
+API_FIELDS = frozenset({
+    "max_tokens", "messages", "model", "billing_policy", "cache_control", "compaction", "container",
+    "context_management", "diagnostics", "fallback_credit_token", "fallbacks", "inference_geo", "mcp_servers",
+    "metadata", "output_config", "service_tier", "speed", "stop_sequences", "stream", "system", "thinking", "thread",
+    "tool_choice", "tools"})
+#: Fields the gateway reads that the Messages API of anthropic 2.x no longer has: ``temperature`` and ``top_p``
+#: (older clients: carried to OpenAI-compatible tiers, :data:`SAMPLING_FIELDS`), ``top_k`` (a Bedrock Converse
+#: request's ``additionalModelRequestFields``: part of the cache scope) and ``output_format`` (the structured-outputs
+#: beta's spelling of ``output_config.format``).
+GATEWAY_FIELDS = frozenset({"temperature", "top_p", "top_k", "output_format"})
+#: Fields of the API the gateway cannot carry to its tiers, and what each asks for: an answer without it would be
+#: another request's answer (and the semantic cache, which does not key on them, would hand one out). Each, set
+#: (not null), is refused with a 400 naming it. (``context_management`` is carried: :data:`PASSTHROUGH_FIELDS`.)
+UNCARRIED_FIELDS: dict[str, str] = {
+    "mcp_servers": "the MCP connector: remote MCP servers the API calls",
+    "container": "a code execution / Agent Skills container",
+    "compaction": "a compaction request (the API summarizes the conversation)",
+    "thread": "server-held conversation state (a Thread)",
+    "fallbacks": "server-side fallback models (the gateway picks and escalates models itself)",
+    "fallback_credit_token": "a fallback credit token (it is redeemable on the model that refused only)",
+    "diagnostics": "prompt-cache diagnostics against an earlier message",
+    "billing_policy": "billing another organization for the request",
+}
+
+
+def fields_problem(body: Mapping[str, Any]) -> str | None:
+    """What is wrong with the fields of a Messages request ``body``, or None: a field the API does not have is
+    refused as the API refuses it ("Extra inputs are not permitted"), never ignored (a typo such as
+    ``stop_sequence`` would be answered as if it was not sent, maybe from the cache of a request without it); a field
+    of :data:`UNCARRIED_FIELDS` that is set is refused as one the gateway does not support."""
+    unknown = sorted(str(k) for k in body if k not in API_FIELDS and k not in GATEWAY_FIELDS)
+    if unknown:
+        return f"{unknown[0][:80]}: Extra inputs are not permitted"
+    for field, what in UNCARRIED_FIELDS.items():
+        if body.get(field) is not None:
+            return (f"{field}: not supported by the costline gateway ({what}); send a request that uses it to the "
+                    "Anthropic API directly")
+    return None
+
+
+def textless_turn(content: Any) -> bool:
+    """True for the content of a turn that asks without text: a list of blocks holding no text, with at least one
+    other block (an image, a document: the instruction is in the system prompt, as OCR and document apps send it)."""
+    return isinstance(content, list) and any(
+        isinstance(b, Mapping) and b.get("type", "text") != "text" for b in content) and not message_text(content).strip()
+
+
+def textless_query(system: Any) -> str:
+    """What a request whose last user turn has no text is routed on: its system prompt's text, else one space (as
+    ``count_tokens`` routes). Never matched in or stored to the semantic cache: it is not the question."""
+    text = message_text(system) if isinstance(system, (str, list)) else ""
+    return text if text.strip() else " "
 
 
 def unsupported_problem(body: Mapping[str, Any]) -> str | None:

@@ -42,7 +42,10 @@ pipeline call, and the answer is written back as a ``chat.completion``:
   change the answer); any field not in :data:`CHAT_FIELDS` is refused as OpenAI refuses it (400 "Unrecognized request
   argument supplied"); a field sent as null is unset (``max_completion_tokens: null`` leaves ``max_tokens`` in force);
 * an empty message before the last (valid for OpenAI, refused by Anthropic's API) is left out
-  (:func:`~costline.serving.translate.without_empty_turns`).
+  (:func:`~costline.serving.translate.without_empty_turns`); a last user message of only an image or a file (the
+  instruction in the system message) is answered, routed on the system prompt and never cached (no question text);
+* every answer, errors included, carries the request id as ``x-request-id`` (the SDK's ``_request_id`` /
+  ``APIStatusError.request_id``) beside ``x-costline-request-id``.
 """
 
 from __future__ import annotations
@@ -58,8 +61,8 @@ from costline.serving.gateway._http import HttpRequest, HttpResponse
 from costline.serving.backends import Prompt
 from costline.serving.cache.key import scope_of_body
 from costline.serving.gateway.app import (CACHE_MODEL, STREAM_MODE_HEADER, Gateway, _headers, failure_message,
-                                      failure_status, gave_no_answer, open_live)
-from costline.serving.gateway.messages_api import question_text, sampling_of
+                                      failure_status, gave_no_answer, open_live, with_request_id)
+from costline.serving.gateway.messages_api import question_text, sampling_of, textless_query, textless_turn
 from costline.serving.embeddings import embeddings_problem
 from costline.serving.structured import from_chat
 from costline.serving.translate import (MAX_TOOLS, block_text, openai_tool_calls, tools_from_openai,
@@ -87,15 +90,20 @@ _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: 
                 500: "server_error", 503: "server_error"}
 _FINISH = {"end_turn": "stop", "stop_sequence": "stop", "stop": "stop", "max_tokens": "length", "length": "length",
            "pause_turn": "length",
-           "tool_use": "tool_calls", "tool_calls": "tool_calls", "refusal": "content_filter"}
+           "tool_use": "tool_calls", "tool_calls": "tool_calls", "refusal": "content_filter",
+           "function_call": "tool_calls", "content_filter": "content_filter", "model_context_window_exceeded": "length",
+           "eos_token": "stop", "eos": "stop", "model_length": "length"}
 
 
 def openai_error(status: int, message: str, headers: Mapping[str, str] | None = None, *,
                  param: str | None = None, code: str | None = None) -> HttpResponse:
-    """An error answer in OpenAI's format (Anthropic's 529 becomes 503: OpenAI clients know that one)."""
+    """An error answer in OpenAI's format (Anthropic's 529 becomes 503: OpenAI clients know that one), with the
+    request id headers (``x-request-id``: the SDK's ``APIStatusError.request_id``; a fresh id when it had none)."""
     status = 503 if status == 529 else status
+    headers = dict(headers or {})
+    with_request_id(headers)
     return HttpResponse(status, {"error": {"message": message, "type": _ERROR_TYPES.get(status, "server_error"),
-                                           "param": param, "code": code}}, headers=dict(headers or {}))
+                                           "param": param, "code": code}}, headers=headers)
 
 
 class OpenAIRoute(ABC):
@@ -153,7 +161,7 @@ class ChatCompletions(OpenAIRoute):
     """``POST /v1/chat/completions`` on a :class:`~costline.serving.gateway.app.Gateway`."""
 
     def _answer(self, req: HttpRequest, body: Mapping[str, Any], tenant: str | None) -> HttpResponse:
-        read = read_chat_request(body)
+        read = read_chat_request(body, textless=True)
         if isinstance(read, HttpResponse):
             return read
         query, prompt, scope = read
@@ -161,8 +169,8 @@ class ChatCompletions(OpenAIRoute):
         options = body.get("stream_options") if isinstance(body.get("stream_options"), Mapping) else {}
         include_usage = stream and options.get("include_usage") is True
         meta = body.get("metadata") if isinstance(body.get("metadata"), Mapping) else {}
-        result = self.gateway.ask(req, query=query, prompt=prompt, cache_scope=scope, stream=stream, metadata=meta,
-                                  tenant=tenant)
+        result = self.gateway.ask(req, query=query, prompt=prompt, cache_scope=scope or "", stream=stream,
+                                  metadata=meta, tenant=tenant, cached=scope is not None)
         created = int(self._wall())
         if isinstance(result, LiveAnswer):
             return self._live(result, created, include_usage)
@@ -188,13 +196,21 @@ class ChatCompletions(OpenAIRoute):
         return HttpResponse(200, headers=headers, content_type="text/event-stream", stream=body())
 
 
-def read_chat_request(body: Mapping[str, Any]) -> tuple[str, Prompt, str] | HttpResponse:
+def read_chat_request(body: Mapping[str, Any], *, textless: bool = False
+                      ) -> tuple[str, Prompt, str | None] | HttpResponse:
     """A Chat Completions request body checked before any model is called: ``(query, prompt, cache scope)`` (the
-    scope of the equivalent Messages request: one cache entry whichever API asked), or the 400 naming the parameter."""
+    scope of the equivalent Messages request: one cache entry whichever API asked), or the 400 naming the parameter.
+
+    A last user message with no text but an image or a file (the instruction in the system message) is refused,
+    unless ``textless``: then the query is what it is routed on (the system prompt's text) and the scope is None —
+    no question text to match on, so it is never cached. (A batch's requests are read without ``textless``: the
+    batch runner looks every request up in the cache.)"""
     parsed = _to_messages(body)
     if isinstance(parsed, HttpResponse):
         return parsed
     system, messages, query, max_tokens, sampling, tools, tool_choice = parsed
+    if not query.strip() and not textless:
+        return openai_error(400, "messages: the last message must be a user message with text", param="messages")
     fmt = from_chat(body.get("response_format"))
     if isinstance(fmt, tuple):
         return openai_error(400, fmt[1], param=fmt[0])
@@ -212,6 +228,8 @@ def read_chat_request(body: Mapping[str, Any]) -> tuple[str, Prompt, str] | Http
         return end_user
     prompt = Prompt(tuple(messages), system, max_tokens, sampling, tools, tool_choice, end_user, output_format=fmt,
                     resume_paused=RESUME_PAUSED)
+    if not query.strip():  # only an image or a file: routed on the system prompt, never cached
+        return textless_query(system), prompt, None
     return query, prompt, scope_of_body(equivalent)
 
 
@@ -288,14 +306,15 @@ def _to_messages(body: Mapping[str, Any]) -> tuple[Any, list[dict[str, Any]], st
         tool_choice = {**(tool_choice or {"type": "auto"}), "disable_parallel_tool_use": True}
         if tool_choice["type"] == "none":
             tool_choice.pop("disable_parallel_tool_use")
+    # a last user message of only an image or a file is asked (query ""): the caller decides (read_chat_request)
     if uses_tools(turns, tools):  # a tool loop: its last turn may be the tools' results
         query = question_text(turns)
-        if not turns or turns[-1]["role"] != "user" or not query.strip():
+        if not turns or turns[-1]["role"] != "user" or not (query.strip() or textless_turn(turns[-1]["content"])):
             return openai_error(400, "messages: the last message must be a user message or a tool result",
                                 param="messages")
     else:
         query = block_text(turns[-1]["content"], "") if turns else ""
-        if not turns or turns[-1]["role"] != "user" or not query.strip():
+        if not turns or turns[-1]["role"] != "user" or not (query.strip() or textless_turn(turns[-1]["content"])):
             return openai_error(400, "messages: the last message must be a user message with text", param="messages")
     return (("\n\n".join(system_parts) or None), turns, query, max_tokens, sampling, tuple(tools),
             tool_choice)

@@ -66,7 +66,7 @@ from costline.serving.cache.key import scope_of_body
 from costline.serving.gateway._http import HttpRequest, HttpResponse
 from costline.serving.gateway.auth import Refused
 from costline.serving.gateway.response_store import StoreFull
-from costline.serving.gateway.messages_api import question_text, sampling_of
+from costline.serving.gateway.messages_api import question_text, sampling_of, textless_query, textless_turn
 from costline.serving.gateway.openai_api import (DEFAULT_MAX_TOKENS, RESUME_PAUSED, OpenAIRoute, citation_spans,
                                                  end_user_of, model_of, open_openai_live, openai_error, search_tool,
                                                  settled_response, token_counts, unrecognized, unrecognized_error)
@@ -179,8 +179,10 @@ class Responses(OpenAIRoute):
             return end_user
         prompt = Prompt(tuple(turns), system, max_tokens, sampling, tools, tool_choice, end_user, output_format=fmt,
                         resume_paused=RESUME_PAUSED)
-        result = self.gateway.ask(req, query=query, prompt=prompt, cache_scope=scope_of_body(equivalent),
-                                  stream=bool(stream), metadata=meta, tenant=tenant)
+        textless = not query.strip()  # only an image or a file: no question text to match in the cache
+        result = self.gateway.ask(req, query=textless_query(system) if textless else query, prompt=prompt,
+                                  cache_scope=scope_of_body(equivalent), stream=bool(stream), metadata=meta,
+                                  tenant=tenant, cached=not textless)
         shell = _shell(body, int(self._wall()))
         store = body.get("store") is not False and self.gateway.config.responses_ttl_s > 0
         shell["store"] = store  # then whether it was stored
@@ -497,8 +499,9 @@ def _to_messages(body: Mapping[str, Any], history: list[dict[str, Any]] | None =
     if not turns or turns[-1]["role"] != "user":
         raise BadParam("input", "input: the last item must be a user message or a function_call_output")
     query = question_text(turns)
-    if not query.strip():
+    if not query.strip() and not textless_turn(turns[-1]["content"]):
         raise BadParam("input", "input: the last user message has no text")
+    # ("" for a last user message of only an image or a file: routed on the system prompt, never cached)
     return ("\n\n".join(system) or None), turns, query, max_tokens, sampling, tools, tool_choice
 
 
