@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from costline.config import Config
-from costline.dashboards.charts import CHARTS, Chart, chart_sql, marks_sql, raw_sql, since_sql
+from costline.dashboards.charts import CHARTS, UNDATED_COUNT_SQL, Chart, chart_sql, marks_sql, raw_sql, since_sql
 from costline.dashboards.errors import ChartSqlError, DashboardError
 from costline.fsutil import atomic_write
 
@@ -57,6 +57,10 @@ class ChartData:
     #: A chart that draws at most ``options["max_facets"]`` facets: how many facets its query found in the
     #: window (only the top ``max_facets`` of them are in :attr:`rows`); None for the other charts.
     facets_total: int | None = None
+    #: A chart with ``options["undated_sql"]`` (the cost charts): the lake's requests in no day (``ts`` NULL: a
+    #: span time the processor could not use), which every chart leaves out, as ``{"requests": n, "cost_usd":
+    #: finite USD}``; None for the other charts, or when they could not be counted.
+    undated: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
@@ -143,10 +147,35 @@ def query_chart(con: "duckdb.DuckDBPyConnection", chart: Chart, config: Config,
         return ChartData(chart, sql, STATUS_ERROR, columns, (),
                          message=f"This chart's query returned no column {', '.join(missing)} "
                                  f"(it returned {', '.join(columns) or 'none'}): fix {chart.sql_file}.")
+    undated = _undated(con) if chart.options.get("undated_sql") else None
     if not rows:
-        return ChartData(chart, sql, STATUS_EMPTY, columns, (),
-                         message=f"No data yet: nothing from {chart.source} in the lake so far.")
-    return ChartData(chart, sql, STATUS_OK, columns, rows, facets_total=facets_total)
+        message = f"No data yet: nothing from {chart.source} in the lake so far."
+        if undated and undated["requests"]:
+            message = (f"No dated data yet: {undated_text(undated)}. List them with: costline sql --max-rows 0 "
+                       f"\"{chart.options['undated_sql']}\"")
+        return ChartData(chart, sql, STATUS_EMPTY, columns, (), message=message, undated=undated)
+    return ChartData(chart, sql, STATUS_OK, columns, rows, facets_total=facets_total, undated=undated)
+
+
+def _undated(con: "duckdb.DuckDBPyConnection") -> dict[str, Any] | None:
+    """The lake's requests with no usable time (:data:`~costline.dashboards.charts.UNDATED_COUNT_SQL`), or None
+    when they cannot be counted (the chart itself is drawn regardless)."""
+    import duckdb
+
+    try:
+        row = con.execute(UNDATED_COUNT_SQL).fetchone()
+    except duckdb.Error:
+        return None
+    return {"requests": int(row[0] or 0), "cost_usd": _cell(row[1]) or 0.0} if row else None
+
+
+def undated_text(undated: Mapping[str, Any]) -> str:
+    """What :attr:`ChartData.undated` counts, in words (the page's note says the same)."""
+    n = int(undated["requests"])
+    return (f"{n} request{'' if n == 1 else 's'} costing ${float(undated['cost_usd']):,.4f} "
+            f"{'is' if n == 1 else 'are'} in no day, left out of every chart: a span time the processor could not "
+            f"use (a client clock more than [processor] span_time_max_ahead_s ahead of Kafka, a day by default, "
+            f"or before 2000) is NULL, named ts: in data_quality")
 
 
 def query_charts(con: "duckdb.DuckDBPyConnection", config: Config,
@@ -245,7 +274,8 @@ def render_html(
         "charts": [
             {"name": r.chart.name, "title": r.chart.title, "kind": r.chart.kind, "x": r.chart.x,
              "options": r.chart.options, "status": r.status, "message": r.message,
-             "columns": list(r.columns), "rows": [list(row) for row in r.rows], "facets_total": r.facets_total}
+             "columns": list(r.columns), "rows": [list(row) for row in r.rows], "facets_total": r.facets_total,
+             "undated": r.undated}
             for r in results
         ],
     }

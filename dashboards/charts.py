@@ -24,8 +24,9 @@ from costline import contract
 from costline.config import Config, ModelPrice
 from costline.dashboards.errors import ChartSqlError
 
-__all__ = ["Chart", "CHARTS", "chart_by_name", "chart_sql", "raw_sql", "sql_params", "since_sql", "KINDS", "MARKS",
-           "marks_sql", "LOWER_BOUND"]
+__all__ = ["Chart", "CHARTS", "chart_by_name", "chart_sql", "raw_sql", "sql_params", "since_sql", "build_day_sql", "KINDS", "MARKS",
+           "marks_sql", "LOWER_BOUND", "UNDATED_SQL", "UNDATED_COUNT_SQL", "UNPRINTABLE_RE",
+           "QUOTED_NAME_SQL"]
 
 #: Events a ``lines`` chart can mark with vertical lines (``options["marks"]``): name → ``<name>.sql``,
 #: returning ``ts`` and ``action`` (and anything else, shown on hover).
@@ -56,6 +57,40 @@ LOWER_BOUND = {
 #: The ``costline sql`` query the page gives to list what :data:`LOWER_BOUND` counts in the selected range.
 LOWER_BOUND_SQL = ("SELECT ts, tenant, service_name, provider, model, pricing_status, cost_usd FROM calls "
                    "WHERE (cost_usd IS NULL OR NOT isfinite(cost_usd)){where} ORDER BY ts")
+
+#: The ``costline sql`` query the cost charts give for the requests in no day (:data:`UNDATED_COUNT_SQL`).
+UNDATED_SQL = ("SELECT request_id, trace_id, tenant, service_name, tier, success, cost_usd FROM requests "
+               "WHERE ts IS NULL ORDER BY cost_usd DESC NULLS LAST, request_id")
+#: Requests whose span time the processor could not use (a client clock more than a day ahead, or before 2000:
+#: ``ts`` is NULL and ``requests_raw.data_quality`` names ``ts:``): they fall in no day, so every chart leaves
+#: them out; the cost charts count them, and their finite cost, in their lower-bound note. Not windowed: a
+#: request without a time cannot be placed in the window.
+UNDATED_COUNT_SQL = ("SELECT count(*) AS requests, "
+                     "coalesce(sum(cost_usd) FILTER (WHERE isfinite(cost_usd)), 0.0) AS cost_usd "
+                     "FROM requests WHERE ts IS NULL")
+
+#: A name is shown JSON-quoted (see :data:`QUOTED_NAME_SQL`) when it holds a character of this RE2 class: what
+#: Python's ``str.isprintable`` (the alerts' ``tenant_label``) refuses, that DuckDB's regexes can name: control and
+#: format characters (zero-width spaces and joiners, bidi overrides and isolates, soft hyphen, BOM: category C),
+#: line and paragraph separators, and every space but the ASCII one. ``acme\u200b`` or ``\u202eemca`` would
+#: otherwise be drawn exactly like ``acme``.
+UNPRINTABLE_RE = r"'[\p{C}\p{Zl}\p{Zp}\x{00A0}\x{1680}\x{2000}-\x{200A}\x{202F}\x{205F}\x{3000}]'"
+#: A name (a column ``name``) JSON-quoted, each character of :data:`UNPRINTABLE_RE` written as its ``\uXXXX``
+#: escape (UTF-16 pairs past U+FFFF), so a look-alike name reads visibly different (``"acme\u200b"``) and the
+#: label is still JSON (``json.loads`` gives the name back). No lambdas: DuckDB before 1.3 runs it too.
+QUOTED_NAME_SQL = ("(SELECT string_agg(CASE WHEN NOT regexp_matches(ch, " + UNPRINTABLE_RE + ") THEN ch\n"
+                   "                      WHEN unicode(ch) > 65535 THEN printf('\\u%04x\\u%04x', "
+                   "55296 + ((unicode(ch) - 65536) >> 10), 56320 + ((unicode(ch) - 65536) & 1023))\n"
+                   "                      ELSE printf('\\u%04x', unicode(ch)) END, '' ORDER BY i)\n"
+                   "   FROM (SELECT unnest(l) AS ch, generate_subscripts(l, 1) AS i\n"
+                   "         FROM (SELECT string_split(CAST(to_json(name) AS VARCHAR), '') AS l)))")
+
+#: A ``name``'s label where names starting with "(" are costline's own (``(default)``, ``(unnamed)``): a name that
+#: could be read as one of those or as another name (it starts with "(" or a double quote, is '', has spaces around
+#: it, or holds a character that does not print) is shown JSON-quoted (:data:`QUOTED_NAME_SQL`), else as it is.
+NAME_LABEL_SQL = ("CASE WHEN starts_with(name, '(') OR starts_with(name, '\"') OR name = '' OR name <> trim(name)\n"
+                  "                   OR regexp_matches(name, " + UNPRINTABLE_RE + ")\n"
+                  "              THEN " + QUOTED_NAME_SQL + " ELSE name END")
 
 #: Renderers the page knows (see dashboard.js).
 KINDS = ("lines", "band", "stacked_bar", "waterfall", "table")
@@ -96,7 +131,7 @@ CHARTS: tuple[Chart, ...] = (
         "lines", x="day", columns=("day", "tier", "cost_per_success", "successes"),
         options={"y": ["cost_per_success"], "series": "tier", "y_title": "USD per success",
                  "y_format": "$.4f", "log_y": True, "marks": "route_promotions",
-                 "lower_bound": LOWER_BOUND, "lower_bound_sql": LOWER_BOUND_SQL},
+                 "lower_bound": LOWER_BOUND, "lower_bound_sql": LOWER_BOUND_SQL, "undated_sql": UNDATED_SQL},
     ),
     Chart(
         "spend_per_app", "Spend per app",
@@ -105,7 +140,7 @@ CHARTS: tuple[Chart, ...] = (
         "when the bill jumps.",
         "stacked_bar", x="day", columns=("day", "service", "cost_usd", "requests"),
         options={"y": "cost_usd", "series": "service", "y_title": "USD", "y_format": "$.2f",
-                 "lower_bound": LOWER_BOUND, "lower_bound_sql": LOWER_BOUND_SQL},
+                 "lower_bound": LOWER_BOUND, "lower_bound_sql": LOWER_BOUND_SQL, "undated_sql": UNDATED_SQL},
     ),
     Chart(
         "cache_hit_rate", "Cache hit rate per tenant, with its 7-day average and alert band",
@@ -207,16 +242,21 @@ def _model_of_tier(config: Config, tier: str) -> ModelPrice:
                         f"against: add one under [[pricing.models]] with tier = {tier!r}")
 
 
+def build_day_sql(now: Callable[[], dt.datetime] | None = None) -> str:
+    """The day of ``now()`` (UTC; the build's clock) as a SQL ``DATE`` literal: no chart reaches past it."""
+    at = (now or (lambda: dt.datetime.now(dt.UTC)))()
+    if at.tzinfo is not None:
+        at = at.astimezone(dt.UTC)
+    return "DATE '" + at.date().isoformat() + "'"
+
+
 def since_sql(config: Config, now: Callable[[], dt.datetime] | None = None, *, extra_days: int = 0) -> str:
     """The first instant of the dashboard's window, as a SQL expression over the lake's views: midnight (UTC) of
     the ``[dashboard] days``-th day back (less ``extra_days``) from the newest day with a span, or from the day of
     ``now()`` (UTC; the build's clock) when that is earlier: a span stamped in the future (a client's skewed clock)
     must not move the window past today."""
-    at = (now or (lambda: dt.datetime.now(dt.UTC)))()
-    if at.tzinfo is not None:
-        at = at.astimezone(dt.UTC)
     back = int(config.dashboard.days) - 1 + int(extra_days)
-    return ("(SELECT CAST(least(CAST(max(ts) AS DATE), DATE '" + at.date().isoformat() + "') - INTERVAL " + str(back)
+    return ("(SELECT CAST(least(CAST(max(ts) AS DATE), " + build_day_sql(now) + ") - INTERVAL " + str(back)
             + " DAY AS TIMESTAMP) FROM (SELECT max(ts) AS ts FROM requests_raw UNION ALL SELECT max(ts) FROM "
             "calls_raw UNION ALL SELECT max(ts) FROM lookups_raw))")
 
@@ -238,6 +278,12 @@ def sql_params(config: Config, now: Callable[[], dt.datetime] | None = None) -> 
         "since": since_sql(config, now),
         "lookups_since": since_sql(config, now, extra_days=7),
         "window_days": str(int(config.dashboard.days)),
+        # the build's day (UTC): the savings waterfall counts no hosting hour after it
+        "build_day": build_day_sql(now),
+        # the names shown JSON-quoted because they hold a character that does not print, and how they are shown
+        "unprintable": UNPRINTABLE_RE,
+        "quoted_name": QUOTED_NAME_SQL,
+        "name_label": NAME_LABEL_SQL,
         "cache_alert_band": repr(float(config.dashboard.cache_alert_band)),
         "cache_alert_min_lookups": str(int(config.dashboard.cache_alert_min_lookups)),
         # the column the hit-rate alert compares an hour with (a validated choice, never free text)

@@ -27,14 +27,24 @@ def announce_dashboard(config: Config, out: Path | str | None = None,
     return path
 
 
+def _check_refresh(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """``--refresh``: a finite number of seconds, at least 1, as ``[dashboard] refresh_s`` must be."""
+    from costline.dashboards.settings import refresh_problem
+
+    problem = None if value is None else refresh_problem(value)
+    if problem is not None:
+        raise click.BadParameter(problem, ctx=ctx, param=param)
+    return value
+
+
 @click.command("dashboard")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="HTML file to write (default: [dashboard] out, costline-dashboard.html).")
 @click.option("--serve", is_flag=True, help="Serve the page on localhost, rebuilt from the lake as it fills.")
 @click.option("--host", default=None, help="--serve: address to listen on (default: [dashboard] host, 127.0.0.1).")
 @click.option("--port", type=click.IntRange(0, 65535), default=None, help="--serve: port (default: [dashboard] port, 8050).")
-@click.option("--refresh", "refresh_s", type=float, default=None,
-              help="--serve: seconds between reloads (default: [dashboard] refresh_s, 60).")
+@click.option("--refresh", "refresh_s", type=float, default=None, callback=_check_refresh,
+              help="--serve: seconds between reloads, at least 1 (default: [dashboard] refresh_s, 60).")
 @click.option("--sql", "sql_chart", type=click.Choice([c.name for c in CHARTS]), default=None,
               help="Print one chart's SQL, ready for `costline sql` or duckdb, and exit (e.g. traffic_mix).")
 @pass_config

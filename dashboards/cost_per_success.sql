@@ -21,12 +21,13 @@ WITH r AS (
          r.unpriced_calls, coalesce(b.bad_costs, 0) AS bad_costs
   FROM r LEFT JOIN bad b ON b.trace_id = r.trace_id AND b.span_id = r.span_id
   UNION ALL
-  -- an hour of the hosting schedule that no request shared: its cost still shows, under the student
+  -- an hour of the hosting schedule that no request shared: its cost still shows, under the student (up to the
+  -- build day, {{build_day}}: a schedule dated ahead of today bills nothing yet)
   SELECT CAST(date_trunc('day', h.window_start) AS DATE), 'student', 0, 0, h.hosting_usd, 0, 0
   FROM student_hosting_hourly h
   ANTI JOIN (SELECT DISTINCT date_trunc('hour', ts) AS window_start FROM r WHERE shares_hosting) s
     ON s.window_start = h.window_start
-  WHERE h.window_start >= {{since}}
+  WHERE h.window_start >= {{since}} AND h.window_start < {{build_day}} + INTERVAL 1 DAY
 )
 SELECT day,
        tier,

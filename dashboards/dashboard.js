@@ -69,25 +69,39 @@
     return parts.length ? "lower bound: " + parts.join(", ") : "";
   }
 
-  // The note under a cost chart whose selected rows hold lower bounds: the counts, and the query that lists them.
+  // The note under a cost chart whose selected rows hold lower bounds: the counts, and the query that lists them;
+  // and, whatever the range, the lake's requests in no day (chart.undated: ts NULL, a span time the processor
+  // could not use), which no chart can draw: their count, their cost and the query that lists them.
   function caveatNote(chart, rows) {
     var o = chart.options, el = document.getElementById("caveat-" + chart.name);
     if (!el || !o.lower_bound) return;
-    var totals = {}, any = false;
+    var totals = {}, any = false, parts = [], u = chart.undated;
     Object.keys(o.lower_bound).forEach(function (c) {
       totals[c] = rows.reduce(function (t, r) { return t + (Number(r[c]) || 0); }, 0);
       if (totals[c] > 0) any = true;
     });
-    if (!any) return;
-    var from = fromInput.value, to = toInput.value, where = [];
-    if (isDay(from)) where.push("ts >= TIMESTAMP '" + from + "'");
-    if (isDay(to)) where.push("ts < TIMESTAMP '" + to + "' + INTERVAL 1 DAY");
-    var code = document.createElement("code");
-    code.id = "caveat-sql-" + chart.name;
-    code.textContent = 'costline sql --max-rows 0 "' + o.lower_bound_sql.replace(
-      "{where}", where.length ? " AND " + where.join(" AND ") : "") + '"';
-    el.replaceChildren("Lower bound in the selected range: " + lowerBound(o, totals).replace(/^lower bound: /, "") +
-                       " (the marked points). List them with: ", code);
+    if (any) {
+      var from = fromInput.value, to = toInput.value, where = [];
+      if (isDay(from)) where.push("ts >= TIMESTAMP '" + from + "'");
+      if (isDay(to)) where.push("ts < TIMESTAMP '" + to + "' + INTERVAL 1 DAY");
+      var code = document.createElement("code");
+      code.id = "caveat-sql-" + chart.name;
+      code.textContent = 'costline sql --max-rows 0 "' + o.lower_bound_sql.replace(
+        "{where}", where.length ? " AND " + where.join(" AND ") : "") + '"';
+      parts.push("Lower bound in the selected range: " + lowerBound(o, totals).replace(/^lower bound: /, "") +
+                 " (the marked points). List them with: ", code);
+    }
+    if (u && Number(u.requests) > 0 && o.undated_sql) {
+      var n = Number(u.requests), undated = document.createElement("code");
+      undated.id = "caveat-undated-sql-" + chart.name;
+      undated.textContent = 'costline sql --max-rows 0 "' + o.undated_sql + '"';
+      parts.push((parts.length ? " " : "") + "Lower bound in any range: " + n + (n === 1 ? " request" : " requests") +
+                 " costing $" + (Number(u.cost_usd) || 0).toFixed(4) + (n === 1 ? " is" : " are") + " in no day, " +
+                 "left out of every chart (a span time the processor could not use: a client clock more than a " +
+                 "day ahead, or before 2000; data_quality names ts:). List them with: ", undated);
+    }
+    if (!parts.length) return;
+    el.replaceChildren.apply(el, parts);
     el.hidden = false;
   }
 

@@ -10,10 +10,16 @@
 --   cache     cache hits cost nothing;
 --   student   what was paid for calls, plus the student's GPU for every hour its hosting schedule covers
 --             (student_hosting_hourly: idle hours too).
-WITH lake_days AS (
-  SELECT CAST(CAST(min(ts) AS DATE) AS TIMESTAMP) AS since,
-         CAST(CAST(max(ts) AS DATE) AS TIMESTAMP) + INTERVAL 1 DAY AS until
-  FROM requests
+-- The lake's whole days run from the first day with a request or a hosted hour to the last one: a GPU left running
+-- before the first request or after the last (a quiet weekend) is billed all the same. Hosted hours count up to
+-- the build day ({{build_day}}) at most, as the window does: a schedule dated ahead of today bills nothing yet.
+WITH hosted AS (
+  SELECT min(window_start) AS first, max(window_start) AS last
+  FROM student_hosting_hourly WHERE window_start < {{build_day}} + INTERVAL 1 DAY
+), lake_days AS (
+  SELECT CAST(CAST(least(r.first, h.first) AS DATE) AS TIMESTAMP) AS since,
+         CAST(greatest(CAST(r.last AS DATE), CAST(h.last AS DATE)) AS TIMESTAMP) + INTERVAL 1 DAY AS until
+  FROM (SELECT min(ts) AS first, max(ts) AS last FROM requests) r CROSS JOIN hosted h
 ), per_day AS (
 {{cost_days_sql}}
 ), hosting AS (

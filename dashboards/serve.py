@@ -20,6 +20,7 @@ from typing import Any
 
 from costline.config import Config
 from costline.dashboards.errors import DashboardError
+from costline.dashboards.settings import refresh_problem
 from costline.netsec import GuardedHandler, Limits, PooledHTTPServer
 
 __all__ = ["DashboardServer", "PageCache"]
@@ -170,10 +171,12 @@ class DashboardServer:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         d = config.dashboard
-        self.refresh_s = float(refresh_s if refresh_s is not None else d.refresh_s)
-        if self.refresh_s <= 0:
-            raise DashboardError(f"the refresh interval must be above 0 seconds; got {self.refresh_s:g} "
-                                 "([dashboard] refresh_s or --refresh)")
+        chosen = refresh_s if refresh_s is not None else d.refresh_s
+        problem = refresh_problem(chosen)
+        if problem is not None:  # NaN or inf would be served as a page whose JSON cannot be written: 500s
+            raise DashboardError(f"the refresh interval ({'--refresh' if refresh_s is not None else '[dashboard] refresh_s'}) "
+                                 f"{problem}")
+        self.refresh_s = float(chosen)
         if build is None:
             from costline.dashboards.build import build_page
 

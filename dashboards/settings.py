@@ -10,10 +10,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DashboardConfig", "validate", "MAX_DAYS"]
+__all__ = ["DashboardConfig", "validate", "MAX_DAYS", "MIN_REFRESH_S", "refresh_problem"]
 
 #: The longest window ``[dashboard] days`` may ask for (ten years).
 MAX_DAYS = 3660
+#: The shortest refresh ``--serve`` takes (``[dashboard] refresh_s``, ``--refresh``): each one rebuilds the page
+#: from the lake, and the page reloads itself that often.
+MIN_REFRESH_S = 1.0
+
+
+def refresh_problem(value: Any) -> str | None:
+    """What is wrong with ``value`` as a refresh interval in seconds (None: nothing): it must be a finite number of
+    at least :data:`MIN_REFRESH_S` (NaN, infinity or 1e-9 would be accepted by ``> 0`` checks, then break every
+    page: its JSON has no NaN or infinity). The same check for the config, ``--refresh`` and ``DashboardServer``."""
+    import math
+
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return f"must be a number of seconds; got {value!r}"
+    if isinstance(value, bool) or not math.isfinite(seconds) or seconds < MIN_REFRESH_S:
+        return f"must be above 0 seconds: a finite number, at least {MIN_REFRESH_S:g} (e.g. 60); got {value!r}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -58,7 +76,8 @@ def validate(config: Any) -> None:
 
     d, s = config.dashboard, Section("dashboard")
     s.need(0 <= d.port <= 65535, "port", f"must be a TCP port (1-65535, or 0 for any free one); got {d.port}")
-    s.above_zero("refresh_s", d.refresh_s, unit="seconds")
+    problem = refresh_problem(d.refresh_s)
+    s.need(problem is None, "refresh_s", problem or "")
     s.fraction("cache_alert_band", d.cache_alert_band, open_low=True,
                what="must be in (0, 1] (a fraction: 0.10 = 10 points)")
     s.not_negative("cache_alert_min_lookups", d.cache_alert_min_lookups)

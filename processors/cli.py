@@ -149,6 +149,8 @@ def _run_query(con: Any, query: str, fmt: str, max_rows: int | None, guard_formu
         max_rows = DEFAULT_TABLE_ROWS if fmt == "table" else 0
     try:
         cur = con.execute(query)
+        if cur is None:  # nothing but comments or whitespace: DuckDB ran no statement
+            raise click.ClickException("no statement to run: the query holds only comments or whitespace")
         if cur.description is None:
             click.echo("ok")
             return
@@ -161,7 +163,27 @@ def _run_query(con: Any, query: str, fmt: str, max_rows: int | None, guard_formu
         click.echo(more_rows_note(hidden, fmt), err=True)
 
 
-@click.command("sql")
+class _SqlCommand(click.Command):
+    """``costline sql``: a QUERY that starts with ``-`` but holds whitespace (``-- a comment\nSELECT ...``, as every
+    dashboard chart's SQL starts) is the query, not an unknown option: no option name holds whitespace. Such an
+    argument is moved behind a ``--`` (or the one given), so the options around it still parse."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        names = {n for p in self.params for n in getattr(p, "opts", ()) + getattr(p, "secondary_opts", ())}
+
+        def is_query(arg: str) -> bool:
+            return (arg.startswith("-") and any(ch.isspace() for ch in arg)
+                    and arg.split("=", 1)[0] not in names)
+
+        args = list(args)
+        end = args.index("--") if "--" in args else len(args)
+        queries = [a for a in args[:end] if is_query(a)]
+        if queries:
+            args = [a for a in args[:end] if not is_query(a)] + ["--"] + queries + args[end + 1:]
+        return super().parse_args(ctx, args)
+
+
+@click.command("sql", cls=_SqlCommand)
 @click.argument("query", required=False)
 @click.option("--format", "fmt", type=click.Choice(list(FORMATS)), default="table", show_default=True,
               help="Output format: an aligned table, or csv, json, jsonl (one object a line) streamed as the rows "
@@ -202,6 +224,7 @@ def sql(config: Config, query: str | None, fmt: str, max_rows: int | None, unsaf
         costline sql --format csv --csv-formulas "SELECT tenant, cost_usd FROM requests" > raw.csv
         costline sql --format jsonl "SELECT * FROM calls" > calls.jsonl
         costline sql --max-rows 0 "SELECT * FROM cache_hourly"
+        costline sql "$(costline dashboard --sql traffic_mix)"
     """
     from costline.lake import open_lake
 
