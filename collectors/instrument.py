@@ -1152,6 +1152,14 @@ def _openai_usage(call: CallHandle, usage: Any) -> None:
         _flag_incomplete(call)
 
 
+def _fail_on_finish(call: CallHandle, reasons: list[str]) -> None:
+    """Mark the call failed when a choice ended as no answer does (:data:`~costline.contract.OPENAI_FAILED_FINISH_REASONS`:
+    vLLM's ``abort``, ``error``, ``repetition``): its partial text is no answer, whatever the app does with it."""
+    failed = next((r for r in reasons if r in contract.OPENAI_FAILED_FINISH_REASONS), None)
+    if failed is not None:
+        call.error(f"finish_reason:{failed}", f"the model's answer ended with finish_reason {failed!r}: a partial answer")
+
+
 def _record_openai(call: CallHandle, recorder: Recorder, kwargs: dict[str, Any], response: Any) -> None:
     usage = getattr(response, "usage", None)
     if usage is not None:
@@ -1163,6 +1171,7 @@ def _record_openai(call: CallHandle, recorder: Recorder, kwargs: dict[str, Any],
         call.error("APIResponseValidationError", f"the chat completion has no choices{said}")
     reasons = [c.finish_reason for c in choices if isinstance(getattr(c, "finish_reason", None), str)]
     call.response(getattr(response, "model", None), reasons or None, getattr(response, "id", None))
+    _fail_on_finish(call, reasons)
     _service_tier(call, getattr(response, "service_tier", None))
     if recorder.capture_enabled:
         outputs = []
@@ -1237,6 +1246,7 @@ class _OpenAIStream(_StreamParser):
             _openai_usage(call, self.usage)
         reasons = [self.reasons[i] for i in sorted(self.reasons)]
         call.response(self.model, reasons or None, self.id)
+        _fail_on_finish(call, reasons)
         _service_tier(call, self.service_tier)
         if recorder.capture_enabled:
             outputs = []

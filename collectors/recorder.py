@@ -167,7 +167,17 @@ class CallHandle:
         ``input_tokens`` or ``output_tokens`` None: the provider sent no such count (null): it is left out and the
         call flagged ``costline.usage.incomplete``, never recorded as 0."""
         s = self.span
-        if input_tokens is None or output_tokens is None:
+        counts = [input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, cache_creation_1h_tokens,
+                  web_search_requests]
+        absurd = [i for i, n in enumerate(counts) if isinstance(n, int) and n > contract.MAX_TOKENS]
+        if absurd:  # a broken counter (10**30 from a server): no count, not one the exporter cannot even encode
+            log.warning("costline: left out token count(s) over %d (%s): the provider's counter is broken",
+                        contract.MAX_TOKENS, ", ".join(str(counts[i])[:24] for i in absurd))
+            for i in absurd:
+                counts[i] = None if i < 2 else 0
+            input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, cache_creation_1h_tokens, \
+                web_search_requests = counts
+        if input_tokens is None or output_tokens is None or absurd:
             _set(s, contract.COSTLINE_USAGE_INCOMPLETE, True, _bool)
         _set(s, contract.GEN_AI_USAGE_INPUT_TOKENS, input_tokens, _count)
         _set(s, contract.GEN_AI_USAGE_OUTPUT_TOKENS, output_tokens, _count)

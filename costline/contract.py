@@ -149,4 +149,13 @@ HEADER_DLQ_SOURCE: Final = "costline.dlq.source"  # "topic/partition/offset" of 
 #: original is at costline.dlq.source while the source topic's retention keeps it).
 HEADER_DLQ_VALUE_DROPPED: Final = "costline.dlq.value_dropped"
 
+#: The largest token count one call may report (1e8): more is a broken counter, not a call. The in-app hooks and the
+#: backends leave such a count out (the call flagged ``costline.usage.incomplete``), the processor nulls it.
+MAX_TOKENS: Final = 100_000_000
+
+#: The finish reasons of an OpenAI-compatible answer that is no answer: vLLM's (and SGLang's) ``abort`` (the engine
+#: dropped the request mid-answer), ``error`` (it failed mid-answer), ``repetition`` (a loop it detected and cut),
+#: DeepSeek's ``insufficient_system_resource``. A call that ends so failed (``error.type`` ``finish_reason:<reason>``).
+OPENAI_FAILED_FINISH_REASONS: Final = frozenset({"abort", "error", "repetition", "insufficient_system_resource"})
+
 __all__ = [name for name in dir() if name.isupper()]

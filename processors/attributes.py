@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 #: Largest token count one call may report; more is a broken counter, not a call (1e8 tokens).
-MAX_TOKENS: Final = 100_000_000
+MAX_TOKENS: Final = c.MAX_TOKENS
 #: Largest count of attempts / escalations a request may report.
 MAX_ATTEMPTS: Final = 10_000
 #: Largest explicit price one call may carry (USD).

@@ -204,9 +204,9 @@ class StreamingBackend(Backend, Protocol):
     def stream(self, prompt: Prompt) -> Generator[str, None, Reply]: ...
 
 
-#: The largest token count one call may report (the processors' ``MAX_TOKENS``, 1e8: more is a broken counter, not
-#: a call). A count above it (``1e300``, ``10**30`` from a broken server) is no count: read as one that was not sent.
-MAX_TOKENS = 100_000_000
+#: The largest token count one call may report (:data:`costline.contract.MAX_TOKENS`, 1e8: more is a broken counter,
+#: not a call). A count above it (``1e300``, ``10**30`` from a broken server) is no count: read as one not sent.
+MAX_TOKENS = contract.MAX_TOKENS
 
 
 def _count_or_none(value: Any) -> int | None:
@@ -656,7 +656,7 @@ def _with_instruction(system: Any, instruction: str) -> Any:
 #: its partial answer is never served or cached. A reason not listed passes as before: servers name a natural end
 #: in their own words (TGI ``eos_token``, Together ``eos``, Mistral ``model_length``), and failing every one of
 #: their answers would send all of the student's traffic up a tier.
-OPENAI_FAILED_FINISH_REASONS = frozenset({"abort", "error", "repetition", "insufficient_system_resource"})
+OPENAI_FAILED_FINISH_REASONS = contract.OPENAI_FAILED_FINISH_REASONS
 #: The finish reason of an answer that calls tools (what the gateway tells the Messages API as ``tool_use``).
 _TOOL_CALLS = "tool_calls"
 

@@ -322,3 +322,26 @@ def test_a_request_whose_every_attempt_failed_is_filed_under_the_last_tier_tried
     assert span.attributes[contract.COSTLINE_TIER] == "mid"
     assert span.attributes[contract.COSTLINE_SUCCESS] is False
     assert span.attributes[contract.COSTLINE_ATTEMPTS] == 2
+
+
+@pytest.mark.parametrize("usage, expected", [
+    # (input, output, cache read, cache write) -> (input attr, output attr, cache read attr, incomplete flag)
+    ((10**30, 80, 0, 0), (None, 80, 0, True)),       # a broken counter: left out, not an exporter ERROR per call
+    ((1300, 2**64, 0, 0), (1300, None, 0, True)),
+    ((1300, 80, 10**12, 0), (1300, 80, 0, True)),
+    ((100_000_000, 80, 0, 0), (100_000_000, 80, 0, None)),  # the bound itself is a count
+    ((1300, 80, 200, 0), (1300, 80, 200, None)),
+])
+def test_absurd_token_counts_are_left_out_and_flagged(spans, usage, expected):
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    provider, exporter = spans
+    rec = Recorder(provider, env={})
+    with rec.request(task_type="faq", tenant="acme") as req:
+        with req.call("anthropic", "claude-haiku-4-5", tier="budget") as call:
+            call.usage(*usage)
+    (span,) = by_name(exporter, "chat claude-haiku-4-5")
+    a = span.attributes
+    assert (a.get(c.GEN_AI_USAGE_INPUT_TOKENS), a.get(c.GEN_AI_USAGE_OUTPUT_TOKENS),
+            a.get(c.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS), a.get(c.COSTLINE_USAGE_INCOMPLETE)) == expected
+    encode_spans([span])  # int64 attributes only: the OTLP encoder takes it

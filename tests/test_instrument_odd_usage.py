@@ -380,3 +380,23 @@ def test_null_cache_counts_are_zero_and_the_usage_complete(env):
     (span,) = calls(exporter)
     assert span.attributes[c.GEN_AI_USAGE_INPUT_TOKENS] == 10 and span.attributes[c.GEN_AI_USAGE_OUTPUT_TOKENS] == 5
     assert c.COSTLINE_USAGE_INCOMPLETE not in span.attributes
+
+
+# -- a vLLM answer that is no answer --------------------------------------------------------------------------------
+@pytest.mark.parametrize("reason, failed", [("abort", True), ("error", True), ("repetition", True),
+                                            ("stop", False), ("length", False), ("eos_token", False)])
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_answer_vllm_ended_as_aborted_or_errored_is_a_failed_call(env, reason, failed, stream):
+    """vLLM ends a request it dropped, failed or cut in a loop with that finish_reason and the partial text: the app
+    gets it, the call span says the call failed (a natural end in a server's own word, TGI's eos_token, does not)."""
+    rec, exporter = env
+    body = sse([(None, chunk("Hel")), (None, chunk(finish=reason)), (None, "[DONE]")]) if stream else \
+        completion(choices=[{"index": 0, "message": {"role": "assistant", "content": "Hel"}, "finish_reason": reason}])
+    client = make(openai.OpenAI, body)
+    instrument_openai(client, rec)
+    result = client.chat.completions.create(model="student", messages=Q, stream=stream)
+    if stream:
+        list(result)
+    (call,) = calls(exporter)
+    assert call.attributes.get(c.ERROR_TYPE) == (f"finish_reason:{reason}" if failed else None)
+    assert (call.status.status_code is StatusCode.ERROR) is failed
