@@ -6,17 +6,20 @@ JSON, so a retry sends exactly what the first attempt would have sent.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-__all__ = ["render", "KINDS"]
+__all__ = ["render", "KINDS", "ICONS", "shown_value"]
 
 #: Message kinds: an incident opens, changes (an alert joins or recovers), is reminded of, resolves.
 KINDS = ("firing", "update", "reminder", "resolved", "test")
 
 _ICON = {"firing": ":red_circle:", "update": ":large_orange_circle:", "reminder": ":bell:",
          "resolved": ":large_green_circle:", "test": ":white_check_mark:"}
+#: The icon shortcodes a message's text starts with (the console notifier takes them off).
+ICONS: tuple[str, ...] = tuple(_ICON.values())
 _WORD = {"firing": "FIRING", "update": "UPDATE", "reminder": "STILL FIRING", "resolved": "RESOLVED", "test": "TEST"}
 _MAX_MEMBERS = 8
 
@@ -51,8 +54,29 @@ def _worst_first(members: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]
                                           _labels_text(m.get("labels") or {})))
 
 
+#: What Slack's mrkdwn reads as formatting in a value: ``*``, ``~`` or a backtick anywhere, ``_`` where it can open or
+#: close italics (at either end of a word: ``_it_``, not the ``_`` of ``org_42_prod``).
+_MARKUP = re.compile(r"[*~`]|(?<![^\W_])_|_(?![^\W_])")
+#: Stands for a backtick inside a value shown as inline code (which cannot hold one): U+02CB MODIFIER LETTER GRAVE
+#: ACCENT.
+_BACKTICK_STANDIN = "\u02cb"
+
+
+def shown_value(value: object) -> str:
+    """A value from data (a tenant, tier, subtype, task type, slice: already its label, see
+    :func:`costline.alerts.rules.label_value`) as a message shows it: as it is, or — when Slack's mrkdwn would read
+    characters of it as formatting (``*bold*``, ``_it_``, ``~st~``, a backtick) — between backticks, as inline
+    code, with any backtick in it shown as ``ˋ`` (U+02CB): the name reads and copies as written and toggles no
+    formatting of the line around it. Every data value in a summary, a figure, a title or a member header goes
+    through this."""
+    text = str(value)
+    if not _MARKUP.search(text):
+        return text
+    return "`" + text.replace("`", _BACKTICK_STANDIN) + "`"
+
+
 def _labels_text(labels: Mapping[str, str]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in sorted(labels.items())) or "-"
+    return ", ".join(f"{k}={shown_value(v)}" for k, v in sorted(labels.items())) or "-"
 
 
 def _title(kind: str, rule: str, group_labels: Mapping[str, str], severity: str) -> str:
@@ -74,6 +98,20 @@ def _member_blocks(member: Mapping[str, Any], *, state_word: str | None = None) 
     if fields:
         blocks.append({"type": "section", "fields": fields[:10]})
     return blocks
+
+
+def _dig_in(query: str) -> str:
+    """The "Dig in" section: the query in a code block, to copy into ``costline sql``. The rules write the values
+    in it that would not survive Slack (characters that do not print, backticks) as ``chr()`` calls, so the block
+    is the query as it runs. A query that would not fit a section once escaped for Slack (a series named with
+    thousands of characters) is left out with a note: a query cut short would not run, or select other rows."""
+    from costline.alerts.notify import SECTION_MAX, slack_escape
+
+    text = f"*Dig in* (`costline sql`):\n```{query}```"
+    if len(slack_escape(text)) <= SECTION_MAX:
+        return text
+    return (f"*Dig in*: the query is left out, {len(query):,} characters are too long for a Slack message "
+            "(a name in it is that long); the rule's view is in docs/alerts.md, query it with `costline sql`.")
 
 
 def render(
@@ -119,8 +157,7 @@ def render(
             {"type": "mrkdwn", "text": f"… and {len(members) - _MAX_MEMBERS} more: `costline alerts list`"}]})
     query = next(((m.get("observation") or {}).get("query") for m in members if (m.get("observation") or {}).get("query")), "")
     if query and kind in ("firing", "reminder"):
-        blocks.append({"type": "section", "text": {"type": "mrkdwn",
-                                                     "text": f"*Dig in* (`costline sql`):\n```{query}```"}})
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _dig_in(str(query))}})
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": (
         f"{at:%Y-%m-%d %H:%M:%S} UTC · incident #{incident} · severity {severity} · "
         f"silence: `costline alerts silence {rule} --for 2h --reason ...`")}]})

@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from costline.alerts.errors import NotifierError
+from costline.alerts.message import ICONS
 from costline.alerts.settings import AlertsConfig
+from costline.sqlutil import cell_text
 
 __all__ = [
     "Outgoing",
@@ -39,6 +41,7 @@ __all__ = [
     "slack_escape",
     "slack_payload",
     "slack_visible",
+    "console_text",
 ]
 
 log = logging.getLogger(__name__)
@@ -149,6 +152,8 @@ def slack_escape(text: object) -> str:
 #: text, one of its fields, any other text object. Past them chat.postMessage answers invalid_blocks /
 #: msg_too_long, which no retry fixes: a tenant or model name of 10,000 characters must not block a thread.
 _TEXT_MAX, _HEADER_MAX, _SECTION_MAX, _FIELD_MAX = 4000, 150, 3000, 2000
+#: A section's text limit, for the renderer: a "Dig in" query longer than this once escaped is left out, not cut.
+SECTION_MAX = _SECTION_MAX
 _PARTIAL_ENTITY = re.compile(r"&[a-z]{0,3}$")
 
 
@@ -201,11 +206,25 @@ class Notifier(Protocol):
     def shutdown(self) -> None: ...
 
 
-_SHORTCODE = re.compile(r":[a-z0-9_+-]+: ?")
+#: The icon a message's text starts with (one of :data:`costline.alerts.message.ICONS`): Slack's emoji shortcode,
+#: which means nothing on a terminal. Only it is taken off: a ``:word:`` elsewhere (a tenant ``org:42:prod``, a
+#: time ``02:13:45``) is part of the text.
+_ICON_PREFIX = re.compile("^(?:" + "|".join(re.escape(icon) for icon in ICONS) + ") ?")
+
+
+def console_text(text: object) -> str:
+    """A message's text as the console shows it: without its leading icon shortcode, and with every character that
+    does not print but the line breaks — a terminal escape (``\\x1b[2J``, an OSC title), a carriage return, a bidi
+    override — written as its escape (``\\x1b``, ``\\r``, ``\\u202e``), as ``costline sql`` writes a table cell
+    (:func:`costline.sqlutil.cell_text`): a value from the lake cannot clear, retitle or rewrite the terminal or
+    log it lands in."""
+    body = _ICON_PREFIX.sub("", str(text), count=1)
+    return "\n".join(cell_text(line) for line in body.split("\n"))
 
 
 class ConsoleNotifier:
-    """Always on: every message as text to ``echo`` (default: the log, at WARNING)."""
+    """Always on: every message as text to ``echo`` (default: the log, at WARNING), through
+    :func:`console_text`."""
 
     name = "console"
 
@@ -215,8 +234,7 @@ class ConsoleNotifier:
     def send(self, message: Outgoing) -> SendResult:
         if message.op != "post":
             return SendResult(ok=True, skipped=True)
-        # The text is Slack's fallback: its emoji shortcodes mean nothing on a terminal.
-        text = _SHORTCODE.sub("", str(message.payload.get("text", ""))).lstrip()
+        text = console_text(message.payload.get("text", ""))
         if self._echo is None:
             log.warning("alert: %s", text)
         else:

@@ -24,11 +24,13 @@ import hashlib
 import json
 import logging
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from costline.alerts.message import shown_value
 from costline.alerts.settings import (
     AlertsConfig,
     CacheHitRateDropSettings,
@@ -62,6 +64,8 @@ __all__ = [
     "no_data_summary",
     "NO_TENANT",
     "tenant_label",
+    "label_value",
+    "sql_shown",
 ]
 
 Row = Mapping[str, Any]
@@ -219,22 +223,71 @@ def two_proportion_p_value(hits1: int, n1: int, hits2: int, n2: int) -> float:
 NO_TENANT = "(none)"
 
 
+def label_value(value: object) -> str:
+    """The label (alert key, message line, silence matcher) of a value from data: a tier, subtype, task type, slice
+    name, or any other text from the lake shown in a summary.
+
+    A value that could be read as another one or could forge text around it — an empty one, one starting with a
+    double quote, with whitespace around it, or with characters that do not print (a newline that would start a
+    line of its own in the on-call message, a terminal escape) — is JSON-quoted (``""``, ``"\\"a\\""``,
+    ``"student\\n• tier=budget"``); every other value is its own label. A quoted label starts with ``"`` and an
+    unquoted one never does, so two different values never share a label."""
+    name = str(value)
+    if not name or name[0] == '"' or name != name.strip() or not name.isprintable():
+        return json.dumps(name, ensure_ascii=False)
+    return name
+
+
 def tenant_label(tenant: str | None) -> str:
     """The ``tenant`` label (alert key, Slack line, silence matcher) of a tenant id; None: no tenant.
 
     A tenant id is anything a request carried, ``(none)`` included, so the label of the tenant-less series,
-    :data:`NO_TENANT`, is kept out of the ids' range: an id that could be read as it or as another id — ``(none)``
-    itself, an empty id, one starting with a double quote, with whitespace around it or characters that do not
-    print — is labelled JSON-quoted (``"(none)"``, ``""``, ``"\\"a\\""``); every other id is its own label. A quoted
-    label starts with ``"`` and an unquoted one never does, so two different series never share a label: the
-    tenant ``(none)`` and the lookups without a tenant have their own alert, message and dedup, and read apart.
+    :data:`NO_TENANT`, is kept out of the ids' range: ``(none)`` itself is labelled JSON-quoted (``"(none)"``), as
+    is any id :func:`label_value` quotes (``""``, ``"\\"a\\""``); every other id is its own label. A quoted label
+    starts with ``"`` and an unquoted one never does, so two different series never share a label: the tenant
+    ``(none)`` and the lookups without a tenant have their own alert, message and dedup, and read apart.
     """
     if tenant is None:
         return NO_TENANT
     name = str(tenant)
-    if name == NO_TENANT or not name or name[0] == '"' or name != name.strip() or not name.isprintable():
-        return json.dumps(name, ensure_ascii=False)
-    return name
+    return json.dumps(name, ensure_ascii=False) if name == NO_TENANT else label_value(name)
+
+
+def _shown(value: object) -> str:
+    """A value from data as a summary or figure shows it: its label (:func:`label_value`), neutralised for Slack's
+    mrkdwn (:func:`costline.alerts.message.shown_value`)."""
+    return shown_value(label_value(value))
+
+
+#: Characters a dig-in query writes as ``chr()`` besides those that do not print: a backtick (it would end the
+#: message's code block) and the ``@`` of ``@here``/``@channel``/``@everyone`` (Slack would get a zero-width space
+#: after it).
+_SQL_SPELLED = re.compile(r"[`]|@(?=(?:channel|here|everyone)\b)", re.IGNORECASE)
+
+
+def sql_shown(text: object) -> str:
+    """``text`` as a SQL string expression that reads the same in a Slack code block as it runs: a single-quoted
+    literal (:func:`costline.sqlutil.sql_str`), with every character that does not print (a zero-width space, a
+    newline, a bidi override), a backtick, and the ``@`` of ``@here`` written as a DuckDB ``chr()`` call joined with
+    ``||`` — ``'ac' || chr(8203) || 'me'`` in parentheses — so the query copied from the message selects the rows
+    of the series it names (Slack would show U+FFFD for an invisible character, end its code block at a backtick,
+    put a zero-width space after ``@here``)."""
+    name = str(text)
+    if name.isprintable() and not _SQL_SPELLED.search(name):
+        return sql_str(name)
+    parts: list[str] = []
+    run: list[str] = []
+    for i, ch in enumerate(name):
+        if ch.isprintable() and not _SQL_SPELLED.match(name, i):
+            run.append(ch)
+            continue
+        if run:
+            parts.append(sql_str("".join(run)))
+            run = []
+        parts.append(f"chr({ord(ch)})")
+    if run:
+        parts.append(sql_str("".join(run)))
+    return "(" + " || ".join(parts) + ")"
 
 
 def _cache_baseline(s: CacheHitRateDropSettings, row: Row) -> tuple[str, Any, Any, str]:
@@ -254,14 +307,14 @@ def _cache_query(where: str, window: datetime) -> str:
 
 def _cache_series_query(tenant: str | None, window: datetime) -> str:
     """The dig-in query of one series: the tenant-less one is ``tenant IS NULL``, a tenant its own id."""
-    return _cache_query("tenant IS NULL" if tenant is None else f"tenant = {sql_str(tenant)}", window)
+    return _cache_query("tenant IS NULL" if tenant is None else f"tenant = {sql_shown(tenant)}", window)
 
 
 def _cache_no_hour_baseline(row: Row, tenant: str, raw: str | None, window: datetime) -> Observation:
     rate = float(row["hit_rate"]) if _finite(row.get("hit_rate")) else None
     return Observation(
         rule="cache_hit_rate_drop", labels={"tenant": tenant}, condition=Condition.BAND, value=rate, threshold=None,
-        summary=(f"cache hit rate of {tenant} {'-' if rate is None else f'{rate:.1%}'}; no lookups at "
+        summary=(f"cache hit rate of {shown_value(tenant)} {'-' if rate is None else f'{rate:.1%}'}; no lookups at "
                  f"{window:%H}:00 UTC in the 7 days before, so no same-hour baseline: too little history to "
                  "judge, state kept"),
         window=_window_text(window),
@@ -295,7 +348,8 @@ def _cache_stopped(s: CacheHitRateDropSettings, row: Row, tenant: str, raw: str 
     return Observation(
         rule="cache_hit_rate_drop", labels={"tenant": tenant}, condition=Condition.BREACH, value=None,
         threshold=None,
-        summary=(f"no lookups for {tenant} this hour, {words}, while other series' lookups arrive: its traffic "
+        summary=(f"no lookups for {shown_value(tenant)} this hour, {words}, while other series' lookups arrive: "
+                 "its traffic "
                  "stopped or no longer reaches the cache; check its client and routing"),
         window=_window_text(window),
         figures={"lookups": 0, base_key: lookups_base, "expected an hour": f"{per_hour:.0f}",
@@ -368,9 +422,9 @@ def _cache_hit_rate_drop(s: CacheHitRateDropSettings, snap: Snapshot, now: datet
         out.append(Observation(
             rule="cache_hit_rate_drop", labels={"tenant": tenant}, condition=cond,
             value=rate, threshold=avg - s.drop, excess=(avg - s.drop) - rate,
-            summary=(f"cache hit rate of {tenant} {rate:.1%} vs {words} {avg:.1%} "
+            summary=(f"cache hit rate of {shown_value(tenant)} {rate:.1%} vs {words} {avg:.1%} "
                      f"({drop * 100:+.1f} points under)" if drop >= 0 else
-                     f"cache hit rate of {tenant} {rate:.1%} vs {words} {avg:.1%}"),
+                     f"cache hit rate of {shown_value(tenant)} {rate:.1%} vs {words} {avg:.1%}"),
             window=_window_text(window),
             figures=figures,
             query=query,
@@ -513,14 +567,14 @@ def _cost_per_success_rise(s: CostPerSuccessRiseSettings, snap: Snapshot, now: d
         query = (
             "SELECT window_start, tier, requests, successes, round(call_cost_usd, 4) AS call_cost_usd,\n"
             "       round(call_cost_usd / nullif(successes, 0), 6) AS call_cost_per_success\n"
-            f"FROM tier_hourly WHERE tier = {sql_str(tier)}\n"
+            f"FROM tier_hourly WHERE tier = {sql_shown(tier)}\n"
             f"  AND window_start >= TIMESTAMP '{window - timedelta(hours=24):%Y-%m-%d %H:%M:%S}'\n"
             "ORDER BY window_start"
         )
         out.append(Observation(
-            rule="cost_per_success_rise", labels={"tier": str(tier)}, condition=cond,
+            rule="cost_per_success_rise", labels={"tier": label_value(tier)}, condition=cond,
             value=cps, threshold=base * (1 + s.rise_pct / 100), excess=(rise - s.rise_pct) / 100,
-            summary=(f"{pooled}cost per successful request on tier {tier} ${cps:.5f} vs 7-day ${base:.5f} "
+            summary=(f"{pooled}cost per successful request on tier {_shown(tier)} ${cps:.5f} vs 7-day ${base:.5f} "
                      f"({rise:+.0f}%; what the calls cost, the student's hosting left out)"),
             window=_window_text(window) if hours == 1 else _span_text(start, hours),
             figures={"cost per success": f"${cps:.5f}", "7-day level": f"${base:.5f}", "rise": f"{rise:+.1f}%",
@@ -583,22 +637,24 @@ def _rejected_attempts_rise(s: RejectedAttemptsRiseSettings, snap: Snapshot, now
             cond = Condition.OK
         else:
             cond = Condition.BAND
+        why = _shown(problems) if problems else "no reasons recorded"
         query = (
             "SELECT request_id, ts, routed_tier, tier, rejected_attempts, task_type, tenant\n"
-            f"FROM requests WHERE rejected_attempts LIKE {sql_str(f'%{tier}:%')}\n"
+            f"FROM requests WHERE rejected_attempts LIKE {sql_shown(f'%{tier}:%')}\n"
             f"  AND ts >= TIMESTAMP '{start:%Y-%m-%d %H:%M:%S}'\n"
             f"  AND ts < TIMESTAMP '{window + timedelta(hours=1):%Y-%m-%d %H:%M:%S}'\n"
             "ORDER BY ts"
         )
         out.append(Observation(
-            rule="rejected_attempts_rise", labels={"tier": str(tier)}, condition=cond,
+            rule="rejected_attempts_rise", labels={"tier": label_value(tier)}, condition=cond,
             value=share, threshold=base + s.rise, excess=share - (base + s.rise),
-            summary=(f"{pooled}answers of tier {tier} turned down {share:.1%} of the time vs 7-day {base:.1%} "
-                     f"({rise * 100:+.1f} points): {problems or 'no reasons recorded'}"),
+            summary=(f"{pooled}answers of tier {_shown(tier)} turned down {share:.1%} of the time vs 7-day "
+                     f"{base:.1%} ({rise * 100:+.1f} points): {why}"),
             window=_window_text(window) if hours == 1 else _span_text(start, hours),
             figures={"turned down": f"{rejected} of {attempts} ({share:.1%})", "7-day share": f"{base:.1%}",
                      "rise": f"{rise * 100:+.1f} points",
-                     ("why (this hour)" if hours == 1 else f"why (last {hours} hours)"): problems or "-",
+                     ("why (this hour)" if hours == 1 else f"why (last {hours} hours)"): _shown(problems) if problems
+                     else "-",
                      "attempts (7 days)": attempts_7d, "p-value": f"{p:.2g}",
                      **({"pooled": f"last {hours} hours ({alone} calls in the closed hour; the 7-day share leaves "
                                    "them out)"} if hours > 1 else {}),
@@ -652,21 +708,22 @@ def _student_drift(s: StudentDriftSettings, snap: Snapshot, now: datetime, settl
         too_few = (f"; only {n} queries evaluated (fewer than min_n {s.min_n}): too few to judge, state kept"
                    if n < s.min_n else "")
         out.append(Observation(
-            rule="student_drift", labels={"subtype": subtype}, condition=cond, value=gap, threshold=threshold,
-            summary=f"student-teacher quality gap on {subtype} {measured} vs {threshold:.3f}" + too_few
+            rule="student_drift", labels={"subtype": label_value(subtype)}, condition=cond, value=gap,
+            threshold=threshold,
+            summary=f"student-teacher quality gap on {_shown(subtype)} {measured} vs {threshold:.3f}" + too_few
                     + (f"; fresh traffic exported for re-distillation as run {', '.join(redistill)}"
                        if redistill else ""),
-            window=f"eval run {run.get('run_id')} finished {_naive(run['finished_at']):%Y-%m-%d %H:%M} UTC",
+            window=f"eval run {_shown(run.get('run_id'))} finished {_naive(run['finished_at']):%Y-%m-%d %H:%M} UTC",
             figures={"gap": f"{gap:.3f}" if gap is not None else "-",
                      "gap CI": f"{lo:.3f} – {hi:.3f}" if lo is not None and hi is not None else "-",
                      "tolerated gap": f"{threshold:.3f}",
                      "queries evaluated": n if n >= s.min_n else f"{n} (too few to judge: min_n {s.min_n})",
-                     "run": str(run.get("run_id")),
+                     "run": _shown(run.get("run_id")),
                      **({"re-distillation": f"exported {', '.join(redistill)}: `costline distill teacher "
                                             f"--run {redistill[-1]}`, then train, eval, gate"}
                         if redistill else {})},
             query=("SELECT run_id, finished_at, subtype, gap, gap_ci_low, gap_ci_high, threshold, n\n"
-                   f"FROM eval_runs WHERE subtype = {sql_str(subtype)} ORDER BY finished_at DESC LIMIT 10"),
+                   f"FROM eval_runs WHERE subtype = {sql_shown(subtype)} ORDER BY finished_at DESC LIMIT 10"),
             data_until=_naive(run["finished_at"]),
         ))
     return out
@@ -708,7 +765,7 @@ def _retrain_text(rows: Sequence[Row]) -> tuple[str, dict[str, Any]]:
 
     head = rows[0]
     if head.get("status") == "skipped":
-        why = str(head.get("reason") or "too few labels")
+        why = _shown(head.get("reason") or "too few labels")
         return (f"nightly retrain skipped: {why}", {"nightly retrain": "skipped: too few labels"})
     cand = str(head.get("candidate"))
     moved = int(head.get("moved_down") or 0)
@@ -717,7 +774,7 @@ def _retrain_text(rows: Sequence[Row]) -> tuple[str, dict[str, Any]]:
     def tier_text(r: Row) -> str:
         judged = int(r.get("tier_judged") or 0)
         rate = int(r.get("tier_adequate") or 0) / judged if judged else None
-        return (f"{r['tier']}: {int(r.get('tier_moved') or 0)} moved, adequate "
+        return (f"{_shown(r['tier'])}: {int(r.get('tier_moved') or 0)} moved, adequate "
                 f"{_pct_ci(rate, r.get('ci_low'), r.get('ci_high'))}"
                 f"{'' if r.get('tier_passed') else ' — FAILS the gate'}")
 
@@ -729,7 +786,7 @@ def _retrain_text(rows: Sequence[Row]) -> tuple[str, dict[str, Any]]:
     elif head.get("passed"):
         verdict, then = "PASSED", f"promote with `costline route promote {shlex.quote(cand)}`"
     else:
-        verdict = f"REFUSED (fails on {head.get('failing') or '?'})"
+        verdict = f"REFUSED (fails on {_shown(head.get('failing') or '?')})"
         then = (f"not promoted, {head.get('incumbent')} stays in service (the moved requests are in "
                 f"{cand}.manifest.json)")
     text = (f"nightly retrain: candidate {cand} ({int(head.get('labels') or 0)} labels) vs "
@@ -766,7 +823,7 @@ def _routing_tier_match_drop(s: RoutingTierMatchDropSettings, snap: Snapshot, no
             cond = Condition.OK
         else:
             cond = Condition.BAND
-        summary = (f"tier-match rate on {tier} {rate:.1%}"
+        summary = (f"tier-match rate on {_shown(tier)} {rate:.1%}"
                    + (f" vs {base:.1%} over the previous {len(earlier)} runs" if base is not None else "")
                    + (f"; only {n} queries shadowed (fewer than min_n {s.min_n}): too few to judge, state kept"
                       if n < s.min_n else ""))
@@ -775,7 +832,7 @@ def _routing_tier_match_drop(s: RoutingTierMatchDropSettings, snap: Snapshot, no
             "fires under": f"{threshold:.1%}",
             "queries shadowed": n if n >= s.min_n else f"{n} (too few to judge: min_n {s.min_n})"}
         query = ("SELECT run_id, finished_at, tier, tier_match_rate, n\n"
-                 f"FROM shadow_runs WHERE tier = {sql_str(tier)} ORDER BY finished_at DESC LIMIT 10")
+                 f"FROM shadow_runs WHERE tier = {sql_shown(tier)} ORDER BY finished_at DESC LIMIT 10")
         retrain = _retrain_for(snap, latest, tier, now) if cond != Condition.OK else []
         if retrain:
             line, more = _retrain_text(retrain)
@@ -783,11 +840,13 @@ def _routing_tier_match_drop(s: RoutingTierMatchDropSettings, snap: Snapshot, no
             figures.update(more)
             query += (";\nSELECT evaluated_at, status, candidate, passed, moved_down, tier, tier_moved, "
                       "tier_adequate, tier_judged, ci_low, ci_high, reason\n"
-                      f"FROM route_retrains WHERE retrain_id = {sql_str(str(retrain[0]['retrain_id']))}")
+                      f"FROM route_retrains WHERE retrain_id = {sql_shown(retrain[0]['retrain_id'])}")
         out.append(Observation(
-            rule="routing_tier_match_drop", labels={"tier": tier}, condition=cond, value=rate, threshold=threshold,
+            rule="routing_tier_match_drop", labels={"tier": label_value(tier)}, condition=cond, value=rate,
+            threshold=threshold,
             summary=summary,
-            window=f"shadow run {latest.get('run_id')} finished {_naive(latest['finished_at']):%Y-%m-%d %H:%M} UTC",
+            window=(f"shadow run {_shown(latest.get('run_id'))} finished "
+                    f"{_naive(latest['finished_at']):%Y-%m-%d %H:%M} UTC"),
             figures=figures, query=query, data_until=_naive(latest["finished_at"]),
         ))
         out += _shadow_slices(s, latest, tier)
@@ -843,18 +902,21 @@ def _shadow_slices(s: RoutingTierMatchDropSettings, latest: Row, tier: str) -> l
             cond = Condition.BAND
         label = _SLICE_LABELS[kind]
         upper = f"{sl['upper']:.1%}" if sl["upper"] is not None else "not judged"
-        summary = (f"tier-match rate on {tier}, {kind} {name}: {hits}/{n} matched ({rate:.1%}, upper bound {upper})"
+        summary = (f"tier-match rate on {_shown(tier)}, {kind} {_shown(name)}: {hits}/{n} matched ({rate:.1%}, "
+                   f"upper bound {upper})"
                    + (" under" if cond == Condition.BREACH else " vs") + f" the floor {s.min_rate:.0%}"
                    + ("" if judged else f"; too few to judge (min_n {s.min_n}), state kept"))
         out.append(Observation(
-            rule="routing_tier_match_drop", labels={"tier": tier, label: name}, condition=cond, value=rate,
+            rule="routing_tier_match_drop", labels={"tier": label_value(tier), label: label_value(name)},
+            condition=cond, value=rate,
             threshold=s.min_rate, summary=summary,
-            window=f"shadow run {latest.get('run_id')} finished {_naive(latest['finished_at']):%Y-%m-%d %H:%M} UTC",
-            figures={"slice": f"{kind} {name}", "matched": f"{hits}/{n}", "upper bound": upper,
-                     "floor": f"{s.min_rate:.0%}", **({"job's verdict": sl["reason"]} if sl["reason"] else {})},
+            window=(f"shadow run {_shown(latest.get('run_id'))} finished "
+                    f"{_naive(latest['finished_at']):%Y-%m-%d %H:%M} UTC"),
+            figures={"slice": f"{kind} {_shown(name)}", "matched": f"{hits}/{n}", "upper bound": upper,
+                     "floor": f"{s.min_rate:.0%}", **({"job's verdict": _shown(sl["reason"])} if sl["reason"] else {})},
             query=("SELECT request_id, trace_id, subtype, task_type, metric, score, match\n"
-                   f"FROM shadow_items WHERE run_id = {sql_str(str(latest.get('run_id')))} AND tier = {sql_str(tier)} "
-                   f"AND {kind} = {sql_str(name)} ORDER BY score"),
+                   f"FROM shadow_items WHERE run_id = {sql_shown(latest.get('run_id'))} AND tier = {sql_shown(tier)} "
+                   f"AND {kind} = {sql_shown(name)} ORDER BY score"),
             data_until=_naive(latest["finished_at"]),
         ))
     return out
@@ -948,11 +1010,11 @@ def no_data_summary(rule: str, labels: Mapping[str, str], since: datetime | None
     figures, which are no longer current."""
     what, check = _NO_DATA.get(rule, ("", "check where its data comes from"))
     try:
-        head = what.format(**labels) if what else ""
+        head = what.format(**{k: shown_value(v) for k, v in labels.items()}) if what else ""
     except (KeyError, IndexError, ValueError):
         head = ""
     if not head:
-        shown = ", ".join(f"{k}={v}" for k, v in sorted(labels.items()))
+        shown = ", ".join(f"{k}={shown_value(v)}" for k, v in sorted(labels.items()))
         head = f"no data for {rule}" + (f" ({shown})" if shown else "")
     when = ""
     if since is not None:
