@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from costline.cli import pass_config
-from costline.config import Config
+from costline.config import MAX_DURATION_S, Config
 from costline.timeutil import utc_aware
 
 __all__ = ["commands", "alerts", "parse_duration"]
@@ -28,7 +28,16 @@ def parse_duration(text: str) -> timedelta:
     parts = _DURATION.findall(t)
     if not parts or _DURATION.sub("", t).strip():
         raise click.BadParameter(f"{text!r} is not a duration: use e.g. 30m, 2h, 1h30m, 1d")
-    return timedelta(seconds=sum(float(n) * _UNIT[u] for n, u in parts))
+    seconds = sum(float(n) * _UNIT[u] for n, u in parts)
+    if not seconds <= _MAX_SILENCE_S:  # 3000000d overflowed the silence's end time
+        raise click.BadParameter(f"{text!r} is too long: at most {_MAX_SILENCE_S / 86400:.0f}d (100 years)")
+    return timedelta(seconds=seconds)
+
+
+#: The longest ``--for``: 100 years (an end time within datetime's range, whatever the year now).
+_MAX_SILENCE_S = MAX_DURATION_S
+#: Silence ids are SQLite INTEGERs (64-bit, from 1).
+_SILENCE_ID = click.IntRange(1, 2**63 - 1)
 
 
 def _when(ts: float | None) -> str:
@@ -262,7 +271,7 @@ def silence(config: Config, rule: str, labels: tuple[str, ...], duration: str, r
 
 
 @alerts.command("unsilence")
-@click.argument("silence_id", type=int)
+@click.argument("silence_id", type=_SILENCE_ID)
 @pass_config
 def unsilence(config: Config, silence_id: int) -> None:
     """End a silence now.

@@ -8,7 +8,9 @@ Precedence, highest first: environment variables, the TOML file, defaults.
   (e.g. ``COSTLINE_LAKE_PATH``, ``COSTLINE_KAFKA_PORT``); a list is comma-separated (``a,b``) or a JSON
   array of strings (``["a","b"]``: a value starting with ``[``); tables (``[[pricing.models]]``, a
   ``key = value`` table) have no environment form. A ``COSTLINE_*`` variable that looks like a key
-  but names none (a typo, ``__`` for ``_``, a table) is ignored with a warning naming the closest key;
+  but names none (a typo, ``__`` for ``_``, a table) is ignored with a warning naming the closest key. A variable
+  set but empty (or blank) is an error naming it, never a cleared key (an empty list is ``[]``); the one exception is
+  ``COSTLINE_COLLECTOR_GRPC_PORT=`` (unset: no gRPC listener). A bad value from a variable is reported under its name;
 * ``COSTLINE_*`` names that are not keys: ``COSTLINE_CONFIG``, the tests' ``COSTLINE_REQUIRE_EXTRAS``,
   ``COSTLINE_CHROMIUM`` and ``COSTLINE_PYTHON``, and any variable a ``*_env`` key names (an API key);
 * ``KAFKA_BOOTSTRAP_SERVERS`` points at an existing cluster (nothing is started);
@@ -18,15 +20,18 @@ The core sections are defined here; each area (serving, jobs, alerts, ...) decla
 section in its ``settings.py`` and is found through :mod:`costline.areas`.
 
 Everything is validated on load: an unknown key, a wrong type or a bad value
-raises :class:`~costline.errors.ConfigError` naming the key and what to do.
+raises :class:`~costline.errors.ConfigError` naming the key and what to do. The file is UTF-8, with or
+without a BOM; duration and window keys (``*_ms``, ``*_s``, ``*_hours``, ``*_days``) are at most 100 years.
 """
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import difflib
 import json
 import logging
+import math
 import os
 import re
 import tomllib
@@ -467,6 +472,10 @@ _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("kafka", "security_protocol"): ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
 }
 
+#: The keys whose ``COSTLINE_*`` variable may be set empty, meaning "unset" (None): ``COSTLINE_COLLECTOR_GRPC_PORT=``
+#: turns the optional gRPC listener off (tests/test_collectors_grpc.py). Any other empty variable is an error.
+_ENV_EMPTY_IS_UNSET = frozenset({("collector", "grpc_port")})
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}  # an empty value is neither: `COSTLINE_..._REQUIRE_AUTH=` must not turn a check off
 
@@ -495,12 +504,20 @@ def load_config(
     loader.overrides = overrides
     tables = dataclasses.make_dataclass(  # one field per section, so the loader checks the top level too
         "Sections", [(name, cls, field(default_factory=cls)) for name, cls in section_types().items()], frozen=True)
-    built = loader.build(tables, raw, path=())
-    for warning in _env_warnings(env, loader.env_names, built):
-        log.warning("%s", warning)
-    config = Config(source=file, **vars(built))
-    _validate(config, loader.source)
-    _validate_areas(config, loader.source)
+    try:
+        built = loader.build(tables, raw, path=())
+        for warning in _env_warnings(env, loader.env_names, built):
+            log.warning("%s", warning)
+        config = Config(source=file, **vars(built))
+        _validate(config, loader.source)
+        _validate_areas(config, loader.source)
+        for var, problem in loader.blank.items():
+            raise ConfigError(var, problem, source="environment")
+    except ConfigError as exc:
+        blamed = loader.env_error(exc)
+        if blamed is None:
+            raise
+        raise blamed from None
     return config
 
 
@@ -530,6 +547,8 @@ def _read_file(file: Path) -> dict[str, Any]:
         raise ConfigError(flag, "is a directory: give the TOML file (e.g. costline.toml)", source=str(file)) from None
     except OSError as exc:
         raise ConfigError(flag, f"cannot read it ({exc.strerror}): check its permissions", source=str(file)) from None
+    if data.startswith(codecs.BOM_UTF8):  # "UTF-8 with BOM" (Windows Notepad, PowerShell): the mark is no TOML
+        data = data[len(codecs.BOM_UTF8):]
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -574,6 +593,19 @@ class _Loader:
         #: Every env name a field of what was built would have: ``name -> (key path, kind)``; kind ``key`` (it
         #: can be set), ``table`` (a section), ``array`` (of tables) or ``map`` (``key = value``): those cannot.
         self.env_names: dict[str, tuple[tuple[str, ...], str]] = {}
+        #: The keys an environment variable set: ``how the key is named in messages -> variable`` (``[kafka] port
+        #: -> COSTLINE_KAFKA_PORT``), so that a later check of the value blames the variable, not the file.
+        self.env_set: dict[str, str] = {}
+        #: ``variable -> problem`` of the variables set to only whitespace: refused once the keys' own checks passed.
+        self.blank: dict[str, str] = {}
+
+    def env_error(self, exc: ConfigError) -> ConfigError | None:
+        """``exc`` about a key an environment variable set, reworded to name the variable and the key (None: not such
+        a key): ``environment: COSTLINE_KAFKA_PORT sets [kafka] port: must be a TCP port ...``."""
+        var = self.env_set.get(exc.key)
+        if var is None or exc.source == "environment":
+            return None
+        return ConfigError(f"{var} sets {exc.key}", exc.problem, source="environment")
 
     def build(self, cls: type, values: Mapping[str, Any], *, path: tuple[str, ...], skip: tuple[str, ...] = ()) -> Any:
         hints = typing.get_type_hints(cls)
@@ -603,6 +635,8 @@ class _Loader:
                 value = self.overrides[key_path]
             elif env_name and env_name in self.env and _env_settable(hint):
                 value = _EnvValue(env_name, self.env[env_name])
+            if isinstance(value, _EnvValue):
+                self.env_set[_where(key_path)] = value.name
             if value is _MISSING:
                 if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                     raise ConfigError(_where(key_path), "is required", source=self.source)
@@ -617,6 +651,15 @@ class _Loader:
             where = value.name
         src = "environment" if text is not None else self.source
         origin, args = typing.get_origin(hint), typing.get_args(hint)
+        if (text is not None and not text.strip() and value.name.startswith(ENV_PREFIX)
+                and path not in _ENV_EMPTY_IS_UNSET and not (hint is Path and text == "")):
+            # a compose / k8s template whose secret is unset gives `COSTLINE_X=`: clearing the file's token or list
+            # with it (Slack off, the collector open, student calls unpriced) is never what was meant
+            problem = _blank_problem(hint, text)
+            if text == "":
+                raise ConfigError(where, problem, source=src)
+            # only whitespace: the key's own checks speak first (they say what the key wants), this after them
+            self.blank.setdefault(where, problem)
         if origin in (typing.Union, types.UnionType) and type(None) in args:
             inner = next(a for a in args if a is not type(None))
             if value is None or text == "":
@@ -649,6 +692,19 @@ class _Loader:
 
 
 _MISSING: Any = object()
+
+
+def _blank_problem(hint: Any, text: str) -> str:
+    """What to say of a ``COSTLINE_*`` variable set to ``text``, empty or only whitespace, for a key of type ``hint``."""
+    blank = "empty" if text == "" else "blank (only whitespace)"
+    hints = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    if any(typing.get_origin(h) is tuple for h in hints):
+        also = "; an empty list is written []"
+    elif bool in hints:
+        also = ", or set it to true or false (an empty value is neither)"
+    else:
+        also = ""
+    return f"is set but {blank}: unset it to keep the file's value (or the default){also}"
 
 
 def _where(path: tuple[str, ...]) -> str:
@@ -950,13 +1006,19 @@ def _validate(config: Config, source: str) -> None:
                 continue
             try:
                 bounds[key] = parse_utc(text)
+            except _OutOfRange as exc:
+                raise ConfigError(f"{where} {key}", str(exc), source=source) from None
             except ValueError:
                 raise ConfigError(f"{where} {key}", f"must be an ISO 8601 time like \"2026-11-01T00:00:00Z\"; "
                                   f"got {text!r}", source=source) from None
         if "since" in bounds and "until" in bounds and bounds["until"] <= bounds["since"]:
             raise ConfigError(f"{where} until", "must be after since", source=source)
     seen: dict[str, str] = {}
-    for m in pricing.models:
+    tiers = (contract.TIER_STUDENT, *contract.API_TIERS)
+    for i, m in enumerate(pricing.models, 1):
+        if m.tier not in tiers:
+            raise ConfigError(f"[[pricing.models]] #{i} tier", f"must be one of {', '.join(tiers)}; got {m.tier!r} "
+                              f"(model {m.model!r})", source=source)
         long_band = (m.long_context_above_tokens, m.long_input_per_mtok, m.long_output_per_mtok)
         if any(v is not None for v in long_band) and any(v is None for v in long_band):
             raise ConfigError(f"[[pricing.models]] {m.model} long_context_above_tokens",
@@ -987,12 +1049,56 @@ def _validate(config: Config, source: str) -> None:
                     source=source,
                 )
             seen[name] = m.model
+    _validate_durations(sections, source)
+
+
+#: The longest duration or window a key may hold: 100 years fits ``timedelta``, a window reaching back from now
+#: (``datetime``'s year 1 to 9999) and ``time.sleep`` / ``Event.wait`` (``threading.TIMEOUT_MAX``, ~292 years).
+MAX_DURATION_S = 100 * 365.25 * 86400
+#: Duration keys by the suffix of their name: the suffix, seconds per unit, the unit's name.
+_DURATION_UNITS = (("_ms", 1e-3, "milliseconds"), ("_s", 1.0, "seconds"), ("_hours", 3600.0, "hours"),
+                   ("_days", 86400.0, "days"))
+#: Keys named like a duration that are an amount, not a wait or a window.
+_NOT_DURATIONS = frozenset({"train_gpu_hours"})
+
+
+def _validate_durations(sections: Mapping[str, Any], source: str) -> None:
+    """Every duration / window key (``*_ms``, ``*_s``, ``*_hours``, ``*_days``) of every section, the areas' too, is
+    at most :data:`MAX_DURATION_S`: a larger one passes the keys' own checks, then overflows a datetime or a sleep."""
+    for name, section in sections.items():
+        _check_durations((name,), section, source)
+
+
+def _check_durations(path: tuple[str, ...], obj: Any, source: str) -> None:
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            _check_durations((*path, f.name), value, source)
+            continue
+        unit = next(((scale, word) for suffix, scale, word in _DURATION_UNITS if f.name.endswith(suffix)), None)
+        if unit is None or f.name in _NOT_DURATIONS or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        limit = MAX_DURATION_S / unit[0]
+        if value > limit and not math.isinf(value):  # infinity: the key's own check says if it means "no bound"
+            raise ConfigError(_where((*path, f.name)), f"must be at most {limit:.0f} {unit[1]} (100 years); "
+                              f"got {value!r}", source=source)
+
+
+class _OutOfRange(ValueError):
+    """An ISO 8601 time that parses but lies outside what a UTC datetime can hold."""
 
 
 def parse_utc(text: str) -> datetime:
-    """An ISO 8601 time as a naive UTC datetime (a time without an offset is taken as UTC)."""
+    """An ISO 8601 time as a naive UTC datetime (a time without an offset is taken as UTC).
+
+    A ValueError when ``text`` is no ISO 8601 time, or one outside 0001-01-01 .. 9999-12-31 once taken to UTC
+    (``0001-01-01T00:00:00+01:00``)."""
     ts = datetime.fromisoformat(text.strip())
-    return utc_naive(ts)
+    try:
+        return utc_naive(ts)
+    except OverflowError:
+        raise _OutOfRange(f"is out of range once taken to UTC: give a time from 0001-01-02 to 9999-12-30; "
+                          f"got {text!r}") from None
 
 
 def _suggest(word: str, known: Mapping[str, Any] | dict[str, Any]) -> str:

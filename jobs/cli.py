@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import click
 
 from costline.cli import pass_config
-from costline.config import Config
+from costline.config import MAX_DURATION_S, Config
 from costline.timeutil import utc_naive, utc_now
 
 __all__ = ["commands", "jobs"]
@@ -39,17 +40,31 @@ class _When(click.ParamType):
         text = str(value).strip()
         if text == "now":
             return self.this_hour()
-        if text.startswith("-") and text[-1] in "hd":
+        if text.startswith("-") and text[-1:] in ("h", "d"):
             try:
                 n = float(text[1:-1])
             except ValueError:
                 self.fail(f"{text!r}: use e.g. -24h or -7d", param, ctx)
+            if math.isnan(n):
+                self.fail(f"{text!r} is not a number of hours or days: use e.g. -24h or -7d", param, ctx)
+            limit = _MAX_BACK_HOURS if text[-1] == "h" else _MAX_BACK_HOURS / 24
+            if not abs(n) <= limit:  # infinity and 1000000d overflowed the datetime
+                self.fail(f"{text!r} is out of range: go back at most {limit:.0f}{text[-1]} (100 years), e.g. -24h "
+                          "or -7d", param, ctx)
             return self.this_hour() - (timedelta(hours=n) if text[-1] == "h" else timedelta(days=n))
         try:
             dt = datetime.fromisoformat(text)
         except ValueError:
             self.fail(f"{text!r} is not a time: use 2026-11-08, 2026-11-08T02:00, now, -24h or -7d", param, ctx)
-        return utc_naive(dt)
+        try:
+            return utc_naive(dt)
+        except OverflowError:  # 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+            self.fail(f"{text!r} is out of range once taken to UTC: give a time from 0001-01-02 to 9999-12-30",
+                      param, ctx)
+
+
+#: How far back ``-Nh`` / ``-Nd`` may reach: 100 years (the longest window a config key may hold).
+_MAX_BACK_HOURS = MAX_DURATION_S / 3600
 
 
 WHEN = _When()

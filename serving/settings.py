@@ -332,6 +332,28 @@ class BackendsConfig:
         s.not_negative("stream_timeout_s", self.stream_timeout_s, "must not be negative (0 = no bound on a stream)")
         s.need(url is None or (isinstance(url, str) and url.startswith(("http://", "https://"))),
                "embeddings_base_url", f"must be an http(s) URL (with its /v1); got {url!r}")
+        # a URL without its scheme ("127.0.0.1:8000/v1") loaded, then every call failed to connect and the student's
+        # requests escalated, quietly, to a paid tier
+        for key, example in (("student_base_url", "http://127.0.0.1:8000/v1 (with its /v1)"),
+                             ("anthropic_base_url", "https://api.anthropic.com, or unset for the SDK's default")):
+            value = getattr(self, key)
+            s.need(value is None or _is_http_url(value), key, f"must be an http(s) URL with a host, such as "
+                   f"{example}; got {value!r}")
+
+
+def _is_http_url(url: object) -> bool:
+    """``url`` is ``http(s)://host[:port][/path]``: what ``[serving.tiers.*] base_url`` asks (its scheme), with a host
+    and, if given, a valid port."""
+    from urllib.parse import urlsplit
+
+    if not (isinstance(url, str) and url.startswith(("http://", "https://"))):
+        return False
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  # a bad port ("host:80a") raises ValueError
+    except ValueError:
+        return False
+    return bool(parts.hostname) and not any(c.isspace() for c in url)
 
 
 #: ``[serving.tiers.<tier>] api`` choices: the Anthropic Messages API (``anthropic`` SDK), any

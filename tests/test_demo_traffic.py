@@ -205,7 +205,8 @@ def test_the_plans_are_the_same_requests_routed_by_the_real_rule_policy(monkeypa
     assert len(list(traffic.sample_traffic(dataclasses.replace(SPEC, days=1, requests_per_day=50)))) == 50
     assert len(calls) == 50  # every plan was routed by the real policy, no copy of its rules
     # and the demo's app routes with the very same rules
-    assert demo_serving_config(Config(), standin=dataclasses.make_dataclass("S", ["url", "openai_url"])("a", "b")
+    assert demo_serving_config(Config(), standin=dataclasses.make_dataclass("S", ["url", "openai_url"])(
+        "http://127.0.0.1:1", "http://127.0.0.1:1/v1")
                                ).serving.router.rules == traffic.demo_rules()
 
 
