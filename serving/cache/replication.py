@@ -38,7 +38,9 @@ same log in the same order, so they converge:
   and reads the topic from there, or from the beginning without a usable snapshot; ready once it
   has read up to the end offset seen at start (:meth:`CacheReplicator.wait_ready`). A snapshot whose
   offset the topic no longer holds (its log start moved past it: ``cleanup.policy=compact,delete``,
-  DeleteRecords; or a topic recreated) is dropped with a warning and the topic read from its beginning;
+  DeleteRecords; or a topic recreated), that recorded another topic id (Kafka's topic UUID: the topic was
+  deleted and created again), or that cannot be loaded (any damage: never an exception out of ``start``) is
+  dropped with a warning and the topic read from its beginning;
 * **hot path** — publishing is a ``put_nowait`` on a bounded queue (a sender thread encodes and
   produces): it never blocks or raises into a request; past ``replication_queue_size`` a store or
   removal is dropped with a log line and counted (best effort);
@@ -49,7 +51,7 @@ same log in the same order, so they converge:
   (``invalidations_lost``). Its late arrival is safe: a doc hash is remembered, a tenant's carries its time;
 * **hostile records** — text fields are taken with each lone surrogate as U+FFFD; a record that does not
   decode, names no valid tenant or namespace, carries
-  a vector of another dimension or model, or (with ``replication_secret_env``) lacks a valid
+  a vector of another dimension or model (its name, and the SHA-256 of its files where both sides know it), or (with ``replication_secret_env``) lacks a valid
   HMAC-SHA256 signature is skipped with a log line and a counter; it never stops the applier.
   Tenant isolation holds by construction: an entry goes to the (tenant, namespace) index its
   record names, and lookups search only the index of the tenant that asks.
@@ -132,6 +134,7 @@ _RETRY_BACKOFF_S = (0.5, 10.0)  # the first wait before publishing a failed inva
 
 
 _INVALIDATIONS = frozenset({"invalidate_doc", "invalidate_tenant"})
+_UNKNOWN = object()
 _TOO_OLD = "it is older than replication_snapshot_max_age_s (the topic's tombstones may be gone)"
 
 
@@ -166,6 +169,8 @@ class Change:
     model: str | None = None
     #: When a tenant was invalidated (its writer's clock; None: a record of an older writer, which carries none).
     at: float | None = None
+    #: The SHA-256 of the embedding model's files (None: unknown, or a record of an older writer: its name alone).
+    model_fingerprint: str | None = None
 
 
 @dataclass(frozen=True)
@@ -192,7 +197,8 @@ class ReplicationStats:
     invalidations_lost: int = 0
     #: Replicated stores refused because their tenant was invalidated at or after their store time.
     refused_tenant: int = 0
-    #: Snapshots dropped at start because the topic no longer holds the records after their offset.
+    #: Snapshots dropped at start: the topic no longer holds the records after their offset, is another topic of the
+    #: same name (another topic id), or the snapshot could not be loaded.
     snapshots_dropped: int = 0
     #: Records on the topic not applied yet (the last end offset the consumer saw minus ``offset``; None: unknown).
     lag: int | None = None
@@ -220,9 +226,10 @@ def validate_replication_config(config: "CacheConfig") -> None:
 
 
 def ensure_cache_topic(bootstrap: str, topic: str, *, timeout_s: float = 10.0,
-                       security: Mapping[str, Any] | None = None) -> int:
+                       security: Mapping[str, Any] | None = None, ids: dict[str, str] | None = None) -> int:
     """Create ``topic`` (one partition, ``cleanup.policy=compact``) unless it exists; its partitions. ``security``:
-    the cluster's :func:`~costline.kafka_security.client_options`."""
+    the cluster's :func:`~costline.kafka_security.client_options`. ``ids``: filled with the topic's id
+    (``ids[topic]``, Kafka's topic UUID: a topic deleted and created again gets another) when the cluster says it."""
     from kafka.admin import KafkaAdminClient
     from kafka.errors import TopicAlreadyExistsError
 
@@ -245,6 +252,10 @@ def ensure_cache_topic(bootstrap: str, topic: str, *, timeout_s: float = 10.0,
             if partitions or time.monotonic() >= deadline:
                 break
             time.sleep(0.1)
+        if ids is not None and partitions:
+            topic_id = _topic_id(described[0].get("topic_id"))
+            if topic_id is not None:
+                ids[topic] = topic_id
         policy = topic_cleanup_policy(admin, topic)
         if policy is not None and "compact" not in policy:
             log.warning("costline: cache replication topic %s has cleanup.policy=%s, not compact: removed entries "
@@ -258,6 +269,17 @@ def ensure_cache_topic(bootstrap: str, topic: str, *, timeout_s: float = 10.0,
         return partitions
     finally:
         admin.close()
+
+
+def _topic_id(value: Any) -> str | None:
+    """A topic id as the cluster describes it (a UUID; None: none, or the zero UUID of a broker before 2.8)."""
+    if value is None:
+        return None
+    try:
+        parsed = value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+    except ValueError:
+        return None
+    return None if parsed.int == 0 else str(parsed)
 
 
 def topic_cleanup_policy(admin: Any, topic: str) -> str | None:
@@ -294,6 +316,7 @@ def encode_change(change: Change, secret: bytes | None) -> tuple[bytes, bytes | 
                 answer=well_formed(change.answer), docs=[well_formed(d) for d in change.doc_hashes],
                 created_at=change.created_at,
                 expires_at=change.expires_at, model=change.model,
+                **({"model_fp": change.model_fingerprint} if change.model_fingerprint else {}),
                 vec=base64.b64encode(np.asarray(change.vector, dtype="<f4").tobytes()).decode("ascii"),
             )
         elif change.op == "invalidate_doc":
@@ -310,8 +333,10 @@ def encode_change(change: Change, secret: bytes | None) -> tuple[bytes, bytes | 
 
 
 def decode_record(key: Any, value: Any, headers: Any, *, dim: int, model: str | None,
-                  secret: bytes | None) -> Change:
-    """The change a record carries, or :class:`RecordSkipped` saying why it is not one."""
+                  secret: bytes | None, fingerprint: str | None = None) -> Change:
+    """The change a record carries, or :class:`RecordSkipped` saying why it is not one. ``model`` and
+    ``fingerprint``: this replica's embedding model's name and the SHA-256 of its files; a store of another is
+    skipped (``model_mismatch``); one that carries no fingerprint (an older writer) is compared by name alone."""
     if not isinstance(key, bytes) or not 2 < len(key) <= _KEY_MAX:
         raise RecordSkipped("bad_key", "no key, or one over 1 KiB")
     if value is not None and not isinstance(value, bytes):
@@ -364,6 +389,12 @@ def decode_record(key: Any, value: Any, headers: Any, *, dim: int, model: str | 
         raise RecordSkipped("bad_value", "model is not a string")
     if model and record_model and record_model != model:
         raise RecordSkipped("model_mismatch", f"embedded with {record_model!r}, this replica uses {model!r}")
+    record_fp = body.get("model_fp")
+    if record_fp is not None and not isinstance(record_fp, str):
+        raise RecordSkipped("bad_value", "model_fp is not a string")
+    if fingerprint and record_fp and record_fp != fingerprint:
+        raise RecordSkipped("model_mismatch", f"embedded with model files {record_fp[:16]}... of "
+                                              f"{record_model!r}, this replica's are {fingerprint[:16]}...")
     docs = body.get("docs")
     if not isinstance(docs, list) or not all(isinstance(d, str) and d for d in docs):
         raise RecordSkipped("bad_value", "docs is not a list of non-empty strings")
@@ -383,7 +414,7 @@ def decode_record(key: Any, value: Any, headers: Any, *, dim: int, model: str | 
     return Change("store", key=name, origin=origin, tenant=tenant, namespace=_text(body, "ns"),
                   query=_text(body, "query", allow_empty=True), answer=_text(body, "answer", allow_empty=True),
                   doc_hashes=tuple(docs), created_at=created, expires_at=expires, vector=vector,
-                  model=record_model)
+                  model=record_model, model_fingerprint=well_formed(record_fp) if record_fp else None)
 
 
 def _key_name(name: str) -> str:
@@ -488,6 +519,12 @@ class CacheReplicator:
         self._retry_due = 0.0  # monotonic time of the next try
         self._retry_backoff = _RETRY_BACKOFF_S[0]
         self._end: int | None = None  # the last end offset of the topic the consumer saw
+        #: The id (Kafka's topic UUID) of the topic the cache's entries were read from: the snapshot's until the
+        #: consumer connects, then the topic's (None: unknown, a snapshot saved before ids were recorded or a broker
+        #: before 2.8). A snapshot of another id than the topic's now was read from a topic since deleted.
+        self._topic_id: str | None = None
+        self._live_topic_id: str | None = None  # the topic's id as the cluster said at connect
+        self._fingerprint: object = _UNKNOWN  # the embedder's model fingerprint (_model_fingerprint)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -495,6 +532,7 @@ class CacheReplicator:
         if self._started:
             return
         self._started = True
+        self._model_fingerprint()  # here, not on the first store's path
         start = self._bootstrap()
         self._make_producer()
         for name, target in (("sender", self._run_sender), ("applier", self._run_applier)):
@@ -634,6 +672,7 @@ class CacheReplicator:
             with self._lock:
                 self._offset = self._start_offset = int(state["offset"])
                 self._restored = why is None
+            self._topic_id = _topic_id(state.get("topic_id"))
 
     def _unusable(self, state: Any) -> str | None:
         """Why a snapshot's replication state cannot be followed on from (None: it can)."""
@@ -683,8 +722,11 @@ class CacheReplicator:
 
     def snapshot_state(self) -> dict[str, Any]:
         """What a snapshot records (called under the cache's lock, so it matches the entries)."""
-        return {"topic": self.topic, "partition": 0, "offset": self._offset, "saved_at": self._now(),
-                "replica_id": self.replica_id}
+        state = {"topic": self.topic, "partition": 0, "offset": self._offset, "saved_at": self._now(),
+                 "replica_id": self.replica_id}
+        if self._topic_id is not None:  # which topic of that name: a restart compares it (_check_start)
+            state["topic_id"] = self._topic_id
+        return state
 
     def save_snapshot(self) -> bool:
         """Save the cache to ``path`` with the topic offset it covers; False (logged) if it failed."""
@@ -707,10 +749,18 @@ class CacheReplicator:
         change = Change("store", key=entry.key, origin=self.instance, tenant=entry.tenant,
                         namespace=entry.namespace, query=entry.query, answer=entry.answer,
                         doc_hashes=entry.doc_hashes, created_at=entry.created_at, expires_at=entry.expires_at,
-                        vector=vector, model=getattr(embedder, "model_name", None))
+                        vector=vector, model=getattr(embedder, "model_name", None),
+                        model_fingerprint=self._model_fingerprint())
         with self._lock:
             self._pending.add(entry.key)
         self._publish(change)
+
+    def _model_fingerprint(self) -> str | None:
+        """The embedder's model fingerprint, asked once (at start: the embedder computed it when it loaded)."""
+        if self._fingerprint is _UNKNOWN:
+            fp = getattr(self._cache.embedder, "model_fingerprint", None)
+            self._fingerprint = fp if isinstance(fp, str) and fp else None
+        return self._fingerprint  # type: ignore[return-value]
 
     def publish_remove(self, key: str) -> None:
         self._publish(Change("remove", key=key, origin=self.instance))
@@ -890,7 +940,7 @@ class CacheReplicator:
     # -- the applier thread --------------------------------------------------------------------
     def _bootstrap(self) -> int:
         """Load the snapshot at ``path`` when it is usable; the topic offset to read from."""
-        from costline.serving.cache.store import MANIFEST, load_cache, read_replication_state
+        from costline.serving.cache.store import MANIFEST, _read_manifest, load_cache
 
         path = self._config.path
         if len(self._cache) or self._restored is not None:  # loaded before start (SemanticCache.load)
@@ -904,21 +954,35 @@ class CacheReplicator:
             with self._lock:
                 self._offset = self._start_offset = 0
             return 0
-        if path is None or not (Path(path) / MANIFEST).is_file():
+        if path is None or not (Path(path) / MANIFEST).exists():
             return 0
-        state = read_replication_state(path)
-        why = self._unusable(state)
+        manifest = Path(path) / MANIFEST
+        state: Any = None
+        if not manifest.is_file():
+            why: str | None = f"{manifest} is not a file: the next snapshot saved replaces it"
+        else:
+            try:
+                state = _read_manifest(Path(path)).get("replication")
+            except Exception as exc:  # never stops the start: the topic is read from its beginning instead
+                why = str(exc) if isinstance(exc, CacheError) else f"{type(exc).__name__}: {exc}"
+                with self._lock:
+                    self._counts["snapshots_dropped"] += 1
+            else:
+                why = self._unusable(state)
         if why is None:
             assert state is not None
             try:
                 load_cache(self._cache, path)
-            except CacheError as exc:
-                why = str(exc)
+            except Exception as exc:  # damaged in any way (CacheCorruptError, or a shape the checks missed)
+                why = str(exc) if isinstance(exc, CacheError) else f"{type(exc).__name__}: {exc}"
                 self._cache.clear()
+                with self._lock:
+                    self._counts["snapshots_dropped"] += 1
             else:
                 with self._lock:
                     self._offset = self._start_offset = int(state["offset"])
                     self._bootstrap_entries = len(self._cache)
+                self._topic_id = _topic_id(state.get("topic_id"))
                 log.info("costline: cache replica %s bootstrapped %d entries from %s; topic from offset %d",
                          self.replica_id, len(self._cache), path, self._offset)
                 return self._offset
@@ -951,7 +1015,9 @@ class CacheReplicator:
         delay = 0.5
         while not self._stop.is_set():
             try:
-                partitions = ensure_cache_topic(self.bootstrap, self.topic, security=self._security)
+                ids: dict[str, str] = {}
+                partitions = ensure_cache_topic(self.bootstrap, self.topic, security=self._security, ids=ids)
+                self._live_topic_id = ids.get(self.topic)
                 if partitions != 1:
                     self.error = (f"topic {self.topic} has {partitions} partitions; cache replication needs "
                                   "exactly one (one order of changes): create it with one, or name another")
@@ -984,18 +1050,28 @@ class CacheReplicator:
     def _check_start(self, consumer: Any, tp: Any, start: int) -> int:
         """The offset to read from: ``start`` (the snapshot's), unless the topic no longer holds the records right
         after it (its log start moved past it: retention of ``cleanup.policy=delete``, DeleteRecords) or never held
-        it (a topic recreated): then the snapshot is dropped, with a warning, and the topic read from its beginning.
+        it, or is another topic of the same name (deleted and created again: its topic id differs from the one the
+        snapshot recorded): then the snapshot is dropped, with a warning, and the topic read from its beginning.
         Following on would skip those records, invalidations included, unseen (``auto_offset_reset`` reads on from
-        wherever the log starts now)."""
+        wherever the log starts now), and serve entries whose invalidation the new topic never carries. A snapshot
+        that recorded no topic id (saved before ids were recorded, or on a broker before 2.8) gets the offset
+        checks alone."""
+        saved, live = self._topic_id, self._live_topic_id
+        if live is not None:
+            self._topic_id = live  # the topic read from here on: what the next snapshot records
         if start <= 0:
             return 0
         begin = consumer.beginning_offsets([tp])[tp]
         end = consumer.end_offsets([tp])[tp]
-        if begin <= start <= end:
+        if saved is not None and live is not None and saved != live:
+            why = (f"the topic's id is now {live}, the snapshot's was {saved}: the topic was deleted and created "
+                   "again, and the snapshot's entries and offset belong to the old one")
+        elif begin <= start <= end:
             return start
-        why = (f"the topic now starts at offset {begin}: the records from {start} to {begin} are gone, "
-               "invalidations included" if start < begin else
-               f"the topic ends at offset {end}, before it: it is not the topic the snapshot followed")
+        else:
+            why = (f"the topic now starts at offset {begin}: the records from {start} to {begin} are gone, "
+                   "invalidations included" if start < begin else
+                   f"the topic ends at offset {end}, before it: it is not the topic the snapshot followed")
         log.warning("costline: dropping the cache snapshot of replica %s, which covers %s up to offset %d (%s); "
                     "rebuilding it from the topic's beginning", self.replica_id, self.topic, start, why)
         begin = min(begin, end)
@@ -1054,7 +1130,8 @@ class CacheReplicator:
             self._offset = record.offset + 1
             try:
                 change = decode_record(record.key, record.value, record.headers, dim=cache.dim,
-                                       model=getattr(cache.embedder, "model_name", None), secret=self._secret)
+                                       model=getattr(cache.embedder, "model_name", None), secret=self._secret,
+                                       fingerprint=self._model_fingerprint())
                 self._apply_change(change)
             except RecordSkipped as skip:
                 self._skip(skip.reason, str(skip), record.offset)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import uuid
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from costline.fsutil import atomic_write, fsync_dir, synced_write
-from costline.serving.cache.index import Partition
+from costline.serving.cache.index import INDEX_KINDS, Partition
 from costline.serving.errors import CacheCorruptError, CacheError
 
 if TYPE_CHECKING:
@@ -43,6 +44,8 @@ FORMAT = "costline-semantic-cache/1"
 _ENTRIES = "entries.json"
 _INVALIDATED = "invalidated.json"  # absent from snapshots saved before 2026-12-05: none remembered
 _INVALIDATED_TENANTS = "invalidated_tenants.json"  # absent from older snapshots: none remembered
+
+log = logging.getLogger(__name__)
 
 
 def save_cache(cache: "SemanticCache", path: str | os.PathLike[str]) -> Path:
@@ -84,6 +87,7 @@ def save_cache(cache: "SemanticCache", path: str | os.PathLike[str]) -> Path:
         "generation": generation,
         "dir": gen_dir.name,
         "model": embedder.model_name if embedder is not None else None,
+        "model_fingerprint": _fingerprint(embedder),
         "dim": header["dim"],
         "index": header["index"],
         "next_id": header["next_id"],
@@ -94,6 +98,7 @@ def save_cache(cache: "SemanticCache", path: str | os.PathLike[str]) -> Path:
     if "replication" in header:  # the replication topic offset this snapshot covers
         manifest["replication"] = header["replication"]
     body = json.dumps(manifest, indent=1, sort_keys=True).encode("utf-8")
+    _clear_manifest_path(root)
     with atomic_write(root / MANIFEST) as fh:  # its rename is the commit point
         fh.write(body)
     for old in root.iterdir():  # older generations and leftovers of crashed saves
@@ -104,6 +109,22 @@ def save_cache(cache: "SemanticCache", path: str | os.PathLike[str]) -> Path:
             else:
                 old.unlink(missing_ok=True)
     return gen_dir
+
+
+def _clear_manifest_path(root: Path) -> None:
+    """A folder (not a file) named MANIFEST.json would fail this save and every later one (a rename cannot replace
+    a folder with a file). It holds no snapshot: move it aside, where the cleanup after the commit removes it."""
+    target = root / MANIFEST
+    if target.is_symlink() or not target.is_dir():
+        return
+    aside = root / f".{MANIFEST}.{uuid.uuid4().hex}.folder"
+    try:
+        os.rename(target, aside)
+    except OSError as exc:
+        raise CacheError(f"{target} is a folder, not the cache's manifest file, and cannot be moved aside ({exc}): "
+                         f"remove it (rm -r {target}) so that snapshots can be saved to {root}") from None
+    log.warning("costline: %s was a folder, not a cache manifest: moved it aside to replace it with this snapshot's "
+                "manifest (it is deleted once the snapshot is saved)", target)
 
 
 def load_cache(cache: "SemanticCache", path: str | os.PathLike[str]) -> dict[str, Any] | None:
@@ -121,6 +142,11 @@ def load_cache(cache: "SemanticCache", path: str | os.PathLike[str]) -> dict[str
     if embedder is not None and manifest.get("model") and manifest["model"] != embedder.model_name:
         raise CacheCorruptError(f"{root}: saved with embedding model {manifest['model']!r}, loading with "
                                 f"{embedder.model_name!r}: its vectors would not match; rebuild the cache")
+    fingerprint = _fingerprint(embedder)
+    if fingerprint and manifest.get("model_fingerprint") and manifest["model_fingerprint"] != fingerprint:
+        raise CacheCorruptError(f"{root}: saved with other files of embedding model {manifest.get('model')!r} "
+                                f"(fingerprint {manifest['model_fingerprint'][:16]}..., loading with "
+                                f"{fingerprint[:16]}...): its vectors would not match; rebuild the cache")
     blobs = {name: _read_checked(gen_dir / name, digest) for name, digest in manifest["files"].items()}
     try:
         rows = json.loads(blobs[_ENTRIES])
@@ -173,22 +199,81 @@ def read_replication_state(path: str | os.PathLike[str]) -> dict[str, Any] | Non
 
 
 # -- helpers ---------------------------------------------------------------------------------
+def _fingerprint(embedder: Any) -> str | None:
+    """The SHA-256 of the embedder's model files (None: no embedder, or one that cannot say; a snapshot without
+    it is compared by the model's name alone, as before fingerprints were recorded)."""
+    fp = getattr(embedder, "model_fingerprint", None) if embedder is not None else None
+    return fp if isinstance(fp, str) and fp else None
+
+
 def _read_manifest(root: Path) -> dict[str, Any]:
+    """The manifest at ``root``, its shape checked: every way it can be unreadable or malformed (valid JSON of
+    another shape included) is a :class:`CacheCorruptError` naming the file and what is wrong."""
     path = root / MANIFEST
     try:
-        manifest = json.loads(path.read_bytes())
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise CacheError(f"no saved cache at {root} (no {MANIFEST}): save one first") from None
-    except ValueError as exc:
+    except OSError as exc:  # a folder of that name, no permission
+        raise CacheCorruptError(f"{path} cannot be read ({exc}); delete {root} and rebuild") from None
+    try:
+        manifest = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
         raise CacheCorruptError(f"{path} is not valid JSON ({exc}); delete {root} and rebuild") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise CacheCorruptError(f"{path}: not a costline semantic cache of format {FORMAT}")
-    for key in ("dir", "dim", "next_id", "partitions", "files"):
-        if key not in manifest:
-            raise CacheCorruptError(f"{path}: no {key!r}; delete {root} and rebuild")
-    if _ENTRIES not in manifest["files"]:
-        raise CacheCorruptError(f"{path}: lists no {_ENTRIES}")
+    problem = _manifest_problem(manifest)
+    if problem is not None:
+        raise CacheCorruptError(f"{path}: {problem}; delete {root} and rebuild")
     return manifest
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _plain_name(value: Any) -> bool:
+    """A file or folder name inside the cache folder (no separator, not . or ..)."""
+    return (isinstance(value, str) and value not in ("", ".", "..") and "/" not in value and "\\" not in value
+            and "\0" not in value)
+
+
+def _manifest_problem(m: dict[str, Any]) -> str | None:
+    """What is wrong with the shape of a parsed manifest (None: nothing)."""
+    for key in ("dir", "dim", "next_id", "partitions", "files"):
+        if key not in m:
+            return f"no {key!r}"
+    if not _plain_name(m["dir"]):
+        return f"'dir' {m['dir']!r} is not a folder name"
+    if not _is_int(m["dim"]) or m["dim"] < 1:
+        return f"'dim' {m['dim']!r} is not a positive integer"
+    if not _is_int(m["next_id"]) or m["next_id"] < 0:
+        return f"'next_id' {m['next_id']!r} is not a non-negative integer"
+    for key in ("model", "model_fingerprint"):
+        if m.get(key) is not None and not isinstance(m[key], str):
+            return f"{key!r} {m[key]!r} is not a string"
+    files = m["files"]
+    if not isinstance(files, dict):
+        return f"'files' is a {type(files).__name__}, not an object of file name to SHA-256"
+    for name, digest in files.items():
+        if not _plain_name(name) or not isinstance(digest, str):
+            return f"'files' entry {name!r}: {digest!r} is not a file name and its SHA-256"
+    if _ENTRIES not in files:
+        return f"lists no {_ENTRIES}"
+    parts = m["partitions"]
+    if not isinstance(parts, list):
+        return f"'partitions' is a {type(parts).__name__}, not a list"
+    for n, p in enumerate(parts):
+        if not isinstance(p, dict):
+            return f"partition {n} is a {type(p).__name__}, not an object"
+        for key in ("tenant", "namespace", "kind", "file"):
+            if not isinstance(p.get(key), str):
+                return f"partition {n} has no {key!r} string"
+        if p["kind"] not in INDEX_KINDS:
+            return f"partition {n} has index kind {p['kind']!r}, not one of {', '.join(INDEX_KINDS)}"
+        if not _plain_name(p["file"]):
+            return f"partition {n}'s file {p['file']!r} is not a file name"
+    return None
 
 
 def _read_checked(path: Path, digest: str) -> bytes:
@@ -196,6 +281,8 @@ def _read_checked(path: Path, digest: str) -> bytes:
         data = path.read_bytes()
     except FileNotFoundError:
         raise CacheCorruptError(f"{path} is missing: the cache folder is incomplete; rebuild it") from None
+    except OSError as exc:  # a folder of that name, no permission
+        raise CacheCorruptError(f"{path} cannot be read ({exc}); rebuild the cache") from None
     if hashlib.sha256(data).hexdigest() != digest:
         raise CacheCorruptError(f"{path} fails its checksum: the file changed after the save; rebuild the cache")
     return data
