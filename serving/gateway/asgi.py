@@ -22,6 +22,9 @@ search, the SDK call to the model. :class:`AsgiServer` runs them on a ``ThreadPo
   a head arrives, 431 for a whole one over the limit), a request head due within ``read_timeout_s`` of
   its first byte (slowloris), keep-alive idle timeout; a request h11 cannot parse gets a 400 in the
   API's error format (:class:`_ApiH11Protocol`);
+* **stalled streams**: each piece of a streamed answer must be taken by the connection within
+  ``idle_timeout_s`` (the client reads, so the send buffer drains); a client that stops reading has its
+  connection dropped, its slot freed and its answer's producer closed as if it had gone away (one warning);
 * **graceful drain**: on SIGTERM (or :meth:`AsgiServer.shutdown`) ``/readyz`` turns 503, the
   listener closes, requests in flight finish (at most ``drain_timeout_s``), then the process exits;
 * ``GET /healthz`` (200 while the process serves) and ``GET /readyz`` (200 when accepting work,
@@ -404,12 +407,26 @@ class AsgiServer:
             released = True  # the stream releases its slot when it ends (or is never sent)
             it = iter(response.stream)
             ended = _StreamEnd(self, it)
-            return _Streaming(self._pieces(it, ended), ended, status_code=response.status,
+            return _Streaming(self._pieces(it, ended), ended, self._stalled, status_code=response.status,
                               media_type=response.content_type,
                               headers={"cache-control": "no-cache", **response.headers})
         finally:
             if not released:
                 self._in_flight -= 1
+
+    def _stalled(self, scope: Any, sent: int) -> None:
+        """A streamed answer's client took none of it for ``idle_timeout_s``: drop its connection at once (unsent
+        bytes and all: a graceful close would wait for a client that reads nothing) and say so once."""
+        client = scope.get("client") or ("?", 0)
+        log.warning("%s: %s:%s stopped reading its streamed answer to %s %s (%d bytes sent): nothing taken for "
+                    "%g s ([serving.gateway] idle_timeout_s), connection closed and its slot freed", self._name,
+                    client[0], client[1], scope.get("method", "?"), scope.get("path", "?"), sent,
+                    self._limits.idle_timeout_s)
+        server = self._server
+        for protocol in list(server.server_state.connections) if server is not None else ():
+            if isinstance(protocol, _ApiH11Protocol) and protocol.cycle is not None and protocol.cycle.scope is scope:
+                protocol._abort()
+                return
 
     def _dispatch(self, request: HttpRequest) -> HttpResponse:
         return dispatch(self._routes, request, name=self._name, on_error=self._on_error, not_found=self._not_found)
@@ -551,17 +568,40 @@ class _StreamEnd:
             _submit_quietly(pool, close)
 
 
+class _Stalled(Exception):
+    """The client took nothing of a streamed answer for ``idle_timeout_s``."""
+
+
 class _Streaming(StreamingResponse):
     """A streaming response that ends its stream even when it is never iterated (the client left
-    before the first byte): the slot is freed and the request's pipeline generator closed."""
+    before the first byte): the slot is freed and the request's pipeline generator closed.
 
-    def __init__(self, content: Any, ended: _StreamEnd, **kwargs: Any) -> None:
+    Each send is due within ``idle_timeout_s``: uvicorn's ``send`` waits, without a deadline, for a client that
+    reads nothing to drain its buffer, and the stream held its slot for ever. Past it ``stalled(scope, bytes
+    sent)`` drops the connection and the stream ends as it does when the client goes away."""
+
+    def __init__(self, content: Any, ended: _StreamEnd, stalled: Callable[[Any, int], None], **kwargs: Any) -> None:
         super().__init__(content, **kwargs)
         self._ended = ended
+        self._stalled = stalled
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        timeout = self._ended.server._limits.idle_timeout_s
+        sent = 0
+
+        async def send_within(message: Any) -> None:
+            nonlocal sent
+            try:
+                async with asyncio.timeout(timeout):
+                    await send(message)
+            except TimeoutError:
+                raise _Stalled from None
+            sent += len(message.get("body", b""))
+
         try:
-            await super().__call__(scope, receive, send)
+            await super().__call__(scope, receive, send_within)
+        except _Stalled:
+            self._stalled(scope, sent)
         finally:
             self._ended()
 
@@ -594,6 +634,13 @@ class _ApiH11Protocol(H11Protocol):
     def _idle(self) -> bool:
         """No request of this connection is with the app (none yet, or its answer is sent)."""
         return (self.cycle is None or self.cycle.response_complete) and not self.transport.is_closing()
+
+    def _abort(self) -> None:
+        """Drop the connection now, its unsent bytes with it; its request (if any) counts as gone."""
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.disconnected = True  # uvicorn's send does nothing more, and its receive says so
+            self.cycle.message_event.set()
+        self.transport.abort()
 
     def _close_now(self) -> None:
         try:
