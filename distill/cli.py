@@ -58,10 +58,12 @@ def _recorder(config: Config, enabled: bool) -> Iterator[Any]:
 def _print_export(r: Any) -> None:
     click.echo(f"run {r.run.run_id}: {r.train} train, {r.eval} eval from {r.eligible} eligible requests "
                f"-> {r.run.dataset}")
-    split = r.manifest.get("split", {})
-    for sub, c in sorted(r.counts.items()):
-        sp = split.get(sub, {})
-        line = f"  {sub:24s} train {c['train']:6d}  eval {c['eval']:5d}"
+    from costline.distill.dataset import pair_label
+
+    split = {(p["task_type"], p["subtype"]): p.get("split") or {} for p in r.manifest.get("pairs", [])}
+    for (tt, sub), c in sorted(r.pairs.items()):
+        sp = split.get((tt, sub), {})
+        line = f"  {pair_label(tt, sub):32s} train {c['train']:6d}  eval {c['eval']:5d}"
         if sp:
             line += f"  ({sp['eval_share']:.1%} held out, {sp['clusters']} clusters"
             if sp.get("split_again_up_to") is not None:

@@ -14,7 +14,7 @@
 5. near duplicates dropped: MiniLM embeddings (:class:`costline.serving.embedding.Embedder`) of the
    conversation (not the system prompt) in a FAISS inner-product index, a query within
    ``near_duplicate_threshold`` of one kept is dropped;
-6. each subtype split by whole clusters: the conversations (without the instruction most of them share,
+6. each (task type, subtype) pair split by whole clusters: the conversations (without the instruction most of them share,
    :func:`_without_template`) are connected components of MiniLM cosine ``>= split_cluster_threshold``
    (the same question under different system prompts, or paraphrased, stays on one side), taken in a seeded hash order into the eval set until ``eval_fraction`` of the subtype is
    held out as nearly as whole clusters allow (a component too big for the eval share that leaves the
@@ -24,9 +24,13 @@ Only ``[distill] tenants`` are exported (empty: a window of more than one tenant
 student serves every tenant routed to it, so mixing tenants' prompts is an explicit choice. Each row
 records its ``tenant``; the manifest counts them.
 
-The manifest lists the counts per subtype and split (with the split's clusters, held-out share and the
-highest cosine between an eval and a train item), per tenant, what was skipped and why, and the sha256
-of every item's content (and of the files), so :func:`verify_disjoint` can prove that no eval
+Everything is stratified, split and counted per **(task type, subtype) pair**: two task types that share
+a subtype name (or that both leave it unset, ``(none)``) are two strata, and the gate judges them apart.
+The manifest's ``pairs`` lists each pair's train and eval counts and its split (clusters, held-out share and
+the highest cosine between an eval and a train item); ``counts`` (per subtype name, every task type
+summed), ``split`` (per subtype name, only for a subtype of a single task type) and ``task_types``
+(subtype -> its task types) are summaries for readers of older manifests. It also counts the items per
+tenant and lists what was skipped and why, and the sha256 of every item's content (and of the files), so :func:`verify_disjoint` can prove that no eval
 item was trained on — in this run or against another run's manifest.
 """
 
@@ -48,7 +52,8 @@ from typing import Any
 from costline.distill.errors import ExportError
 from costline.distill.runs import DistillRun, distill_root, sha256_file, write_json, write_jsonl
 
-__all__ = ["ExportResult", "export_dataset", "verify_disjoint", "content_hash", "load_pii_hook", "is_reasoning"]
+__all__ = ["ExportResult", "export_dataset", "verify_disjoint", "content_hash", "load_pii_hook", "is_reasoning",
+           "pair_label", "manifest_pairs"]
 
 log = logging.getLogger(__name__)
 
@@ -99,10 +104,13 @@ def is_reasoning(cfg: Any, task_type: str | None, subtype: str | None) -> bool:
 @dataclass
 class ExportResult:
     run: DistillRun
+    #: Per subtype name, every task type summed (a summary: see ``pairs``).
     counts: dict[str, dict[str, int]]
     skipped: dict[str, int]
     eligible: int
     manifest: dict[str, Any] = field(default_factory=dict)
+    #: Per ``(task_type, subtype)``: ``{"train": n, "eval": n}``, the strata the export split and the gate judges.
+    pairs: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
 
     @property
     def train(self) -> int:
@@ -111,6 +119,29 @@ class ExportResult:
     @property
     def eval(self) -> int:
         return sum(c["eval"] for c in self.counts.values())
+
+
+def pair_label(task_type: str | None, subtype: str | None) -> str:
+    """How a (task type, subtype) pair is named in messages: ``classification/support``."""
+    return f"{task_type or '(unknown task type)'}/{subtype}"
+
+
+def manifest_pairs(manifest: Mapping[str, Any], rows: Sequence[Mapping[str, Any]] = ()) -> list[tuple[str, str]]:
+    """The ``(task_type, subtype)`` pairs an export holds, sorted.
+
+    A manifest of this costline lists them (``pairs``). One written before (keyed by subtype name alone)
+    does not: its pairs are read from its dataset rows (``rows``: train and eval items, which always named
+    both), and a subtype of its ``counts`` that no row names gets the task type its ``task_types`` gave it."""
+    if "pairs" in manifest:
+        return sorted((str(p["task_type"]), str(p["subtype"])) for p in manifest["pairs"])
+    pairs = {(str(r.get("task_type") or ""), str(r.get("subtype"))) for r in rows}
+    named = {s for _, s in pairs}
+    old = manifest.get("task_types") or {}
+    for sub in manifest.get("counts") or {}:
+        if sub not in named:
+            tt = old.get(sub)
+            pairs.add((str(tt[0] if isinstance(tt, list) and tt else tt or ""), str(sub)))
+    return sorted(pairs)
 
 
 def _hash_order(seed: int, salt: str, h: str) -> str:
@@ -446,16 +477,17 @@ def export_dataset(
                     "subtype": s.subtype, "system": system, "messages": messages, "query": query,
                     "content_hash": h, "reasoning": is_reasoning(cfg, s.task_type, s.subtype)}
 
-    by_sub: dict[str, list[dict[str, Any]]] = {}
+    # strata: (task type, subtype) pairs — two task types that share a subtype name (or both set none) are two
+    by_pair: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for it in items.values():
-        by_sub.setdefault(it["subtype"], []).append(it)
-    for lst in by_sub.values():
+        by_pair.setdefault((it["task_type"], it["subtype"]), []).append(it)
+    for lst in by_pair.values():
         lst.sort(key=lambda it: _hash_order(cfg.seed, "sample", it["content_hash"]))
-    alloc = allocate({k: len(v) for k, v in by_sub.items()}, size)
-    over = sum(len(v) for v in by_sub.values()) - sum(alloc.values())
+    alloc = allocate({k: len(v) for k, v in by_pair.items()}, size)
+    over = sum(len(v) for v in by_pair.values()) - sum(alloc.values())
     if over:
         skipped["over sample size"] += over
-    chosen = [it for sub, lst in sorted(by_sub.items()) for it in lst[:alloc.get(sub, 0)]]
+    chosen = [it for pair, lst in sorted(by_pair.items()) for it in lst[:alloc.get(pair, 0)]]
 
     if chosen and (cfg.near_duplicate_threshold > 0 or cfg.split_cluster_threshold > 0) and embedder is None:
         from costline.serving.embedding import Embedder
@@ -472,20 +504,21 @@ def export_dataset(
                           f"{dict(skipped)}): turn on content capture ([capture] message_content = true)")
 
     train, held = [], []
-    counts: dict[str, dict[str, int]] = {}
-    split: dict[str, dict[str, Any]] = {}
-    for sub in sorted({it["subtype"] for it in chosen}):
+    pairs: dict[tuple[str, str], dict[str, int]] = {}
+    pair_split: dict[tuple[str, str], dict[str, Any]] = {}
+    for pair in sorted({(it["task_type"], it["subtype"]) for it in chosen}):
         # one question asked under different system prompts (a date, a user's name) is one unit, and units
         # within split_cluster_threshold of each other one cluster: held out or trained on, never both
         by_q: dict[str, list[dict[str, Any]]] = {}
-        for it in sorted((it for it in chosen if it["subtype"] == sub), key=lambda it: it["content_hash"]):
+        for it in sorted((it for it in chosen if (it["task_type"], it["subtype"]) == pair),
+                         key=lambda it: it["content_hash"]):
             by_q.setdefault(content_hash(None, it["messages"]), []).append(it)
         keys = sorted(by_q)
         sub_vecs = None
         if cfg.split_cluster_threshold > 0 and len(keys) > 1:
             sub_vecs = _embed(_without_template([_conversation_text(by_q[q][0]) for q in keys]), embedder)
-        held_units, split[sub] = _split_subtype(keys, [len(by_q[q]) for q in keys], sub_vecs,
-                                                cfg.split_cluster_threshold, cfg.eval_fraction, cfg.seed)
+        held_units, pair_split[pair] = _split_subtype(keys, [len(by_q[q]) for q in keys], sub_vecs,
+                                                      cfg.split_cluster_threshold, cfg.eval_fraction, cfg.seed)
         ev: list[dict[str, Any]] = []
         for u, q in enumerate(keys):
             if u in held_units:
@@ -494,7 +527,16 @@ def export_dataset(
                 train += [{**it, "split": "train"} for it in by_q[q]]
         held += [{**it, "split": "eval"} for it in ev]
         n = sum(len(v) for v in by_q.values())
-        counts[sub] = {"train": n - len(ev), "eval": len(ev)}
+        pairs[pair] = {"train": n - len(ev), "eval": len(ev)}
+    # summaries per subtype name, for readers of older manifests
+    counts: dict[str, dict[str, int]] = {}
+    task_types_of: dict[str, list[str]] = {}
+    for (tt, sub), c in pairs.items():
+        got = counts.setdefault(sub, {"train": 0, "eval": 0})
+        got["train"] += c["train"]
+        got["eval"] += c["eval"]
+        task_types_of.setdefault(sub, []).append(tt)
+    split = {sub: pair_split[(tts[0], sub)] for sub, tts in task_types_of.items() if len(tts) == 1}
     tenants: dict[str, dict[str, int]] = {}
     for it in train + held:
         tenants.setdefault(it["tenant"], {"train": 0, "eval": 0})[it["split"]] += 1
@@ -505,10 +547,13 @@ def export_dataset(
     manifest = {
         "run_id": run.run_id, "created_at": utc_naive(now()).isoformat(), "since": since.isoformat(),
         "until": until.isoformat(), "params": {k: v for k, v in params.items() if k not in ("since", "until")},
-        "eligible_requests": eligible, "with_content": len(found), "skipped": dict(skipped), "counts": counts,
-        "split": split, "tenants": dict(sorted(tenants.items())), "tenants_in_window": dict(sorted(in_window.items())),
+        "eligible_requests": eligible, "with_content": len(found), "skipped": dict(skipped),
+        "pairs": [{"task_type": tt, "subtype": sub, **pairs[(tt, sub)], "split": pair_split[(tt, sub)]}
+                  for tt, sub in sorted(pairs)],
+        "counts": counts, "split": split, "tenants": dict(sorted(tenants.items())),
+        "tenants_in_window": dict(sorted(in_window.items())),
         "pii_hook": cfg.pii_hook or None, "content_hash_version": CONTENT_HASH_VERSION,
-        "task_types": {it["subtype"]: it["task_type"] for it in chosen},
+        "task_types": {sub: sorted(tts) for sub, tts in sorted(task_types_of.items())},
         "files": {name: sha256_file(run.dataset / name) for name in ("train.jsonl", "eval.jsonl")},
         "hashes": {"train": sorted(it["content_hash"] for it in train),
                    "eval": sorted(it["content_hash"] for it in held)},
@@ -516,7 +561,7 @@ def export_dataset(
     write_json(run.dataset / "manifest.json", manifest)
     verify_disjoint(manifest)
     log.info("export %s: %d train, %d eval, skipped %s", run.run_id, len(train), len(held), dict(skipped))
-    return ExportResult(run, counts, dict(skipped), eligible, manifest)
+    return ExportResult(run, counts, dict(skipped), eligible, manifest, pairs)
 
 
 def verify_disjoint(manifest: Mapping[str, Any], trained_on: Mapping[str, Any] | None = None) -> None:

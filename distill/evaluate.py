@@ -1,4 +1,9 @@
-"""`costline distill eval` and `gate`: the student answers the held-out set, scored per subtype.
+"""`costline distill eval` and `gate`: the student answers the held-out set, scored per (task type, subtype).
+
+Every verdict is of one **(task type, subtype) pair**: two task types that share a subtype name (or both
+leave it unset, ``(none)``) are judged apart, each with its own metric, items, bound and verdict, and a
+pair the export holds without a held-out item gets its own "no held-out items" verdict. "Subtype" below
+means such a pair; ``[distill.thresholds]`` and ``min_eval_per_subtype`` apply to each pair.
 
 Scoring is the drift job's: the metric of a subtype is ``[jobs.drift.metrics]``
 (:func:`costline.jobs.scoring.metric_for`, e.g. exact match for classification, MiniLM cosine for
@@ -41,6 +46,9 @@ __all__ = ["evaluate_student", "gate_run", "GateResult", "SubtypeVerdict", "GapB
 
 log = logging.getLogger(__name__)
 
+#: ``eval.json``'s verdicts are one per this pair (an ``eval.json`` without ``keyed_by`` predates it).
+EVAL_KEYED_BY = ("task_type", "subtype")
+
 
 @dataclass(frozen=True)
 class SubtypeVerdict:
@@ -65,7 +73,13 @@ class GateResult:
 
     @property
     def failing(self) -> list[str]:
+        """The subtype names of the failing pairs (see :attr:`failing_pairs`, which names their task types)."""
         return [s.subtype for s in self.subtypes if not s.passed]
+
+    @property
+    def failing_pairs(self) -> list[tuple[str, str]]:
+        """``(task_type, subtype)`` of each failing verdict."""
+        return [(s.task_type, s.subtype) for s in self.subtypes if not s.passed]
 
     @property
     def task_types(self) -> list[str]:
@@ -77,18 +91,22 @@ class GateResult:
 
     @property
     def passed_subtypes(self) -> dict[str, list[str]]:
-        """Per task type, the evaluated subtypes that passed (what promote gates to the student)."""
+        """Per task type, the subtypes whose own (task type, subtype) verdict passed (what promote gates)."""
         by: dict[str, set[str]] = {}
         for s in self.subtypes:
-            if s.passed:
+            if s.passed and s.task_type:
                 by.setdefault(s.task_type, set()).add(s.subtype)
         return {t: sorted(subs) for t, subs in sorted(by.items())}
 
     def describe(self) -> str:
+        from costline.distill.dataset import pair_label
+
         if self.passed:
-            return f"run {self.run_id} PASSED the gate: every subtype ({', '.join(s.subtype for s in self.subtypes)})"
-        return (f"run {self.run_id} FAILED the gate: failing subtypes "
-                + "; ".join(f"{s.subtype} ({s.reason})" for s in self.subtypes if not s.passed))
+            return (f"run {self.run_id} PASSED the gate: every task type/subtype "
+                    f"({', '.join(pair_label(s.task_type, s.subtype) for s in self.subtypes)})")
+        return (f"run {self.run_id} FAILED the gate: failing task type/subtype "
+                + "; ".join(f"{pair_label(s.task_type, s.subtype)} ({s.reason})"
+                            for s in self.subtypes if not s.passed))
 
 
 @dataclass(frozen=True)
@@ -179,6 +197,7 @@ def evaluate_student(
     base model + ``adapter/`` answer through transformers.
     """
     from costline.distill import validate
+    from costline.distill.dataset import manifest_pairs, pair_label
     from costline.distill.model import format_prompt
     from costline.distill.store import write_rows
     from costline.distill.teacher import split_answer
@@ -190,7 +209,7 @@ def evaluate_student(
     tm = run.read("adapter/training_manifest.json", "train") if student is None else {}
     teacher = {r["id"]: r for r in read_jsonl(run.need("teacher.jsonl", "teacher")) if r["split"] == "eval"}
     items = [it for it in read_jsonl(run.dataset / "eval.jsonl") if it["id"] in teacher]
-    judged = sorted({it["subtype"] for it in items
+    judged = sorted({it["subtype"] for it in items  # by subtype name: how [jobs.drift.metrics] keys them
                      if metric_for(it["subtype"], it["task_type"], dcfg.metrics, dcfg.default_metric) == "judge"})
     if judged:  # before the student answers: the gate scores with exact match or MiniLM cosine only
         raise DistillError(f"subtypes {', '.join(judged)} are scored by an LLM judge ([jobs.drift.metrics]), which "
@@ -209,27 +228,30 @@ def evaluate_student(
     reqs = [ScoreRequest(it["id"], metric_for(it["subtype"], it["task_type"], dcfg.metrics, dcfg.default_metric),
                          it["query"], f, teacher[it["id"]]["answer"]) for it, f in zip(items, finals)]
     scores = Scorer(answer_pattern=dcfg.answer_pattern, embedder=embedder).score(reqs)
-    per: dict[str, list[tuple[float, float]]] = {}
+    # one verdict per (task type, subtype): two task types sharing a subtype name are two strata, two metrics
+    per: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for it, sc in zip(items, scores):
-        per.setdefault(it["subtype"], []).append(sc)
-    metric_of = {it["subtype"]: r.metric for it, r in zip(items, reqs)}
-    task_of = {it["subtype"]: it["task_type"] for it in items}
+        per.setdefault((it["task_type"], it["subtype"]), []).append(sc)
+    metric_of = {(it["task_type"], it["subtype"]): r.metric for it, r in zip(items, reqs)}
     verdicts = []
-    for sub in sorted(per):
-        student_s = [s for s, t in per[sub] if math.isfinite(s) and math.isfinite(t)]
-        teacher_s = [t for s, t in per[sub] if math.isfinite(s) and math.isfinite(t)]
+    for tt, sub in sorted(per):
+        student_s = [s for s, t in per[(tt, sub)] if math.isfinite(s) and math.isfinite(t)]
+        teacher_s = [t for s, t in per[(tt, sub)] if math.isfinite(s) and math.isfinite(t)]
         if not student_s:
             continue
+        metric = metric_of[(tt, sub)]
         thr = float(cfg.thresholds.get(sub, cfg.max_gap))
-        b = gap_bound(metric_of[sub], [t - s for s, t in zip(student_s, teacher_s)], cfg.gate_confidence)
-        reasons = _verdict_reasons(b, metric_of[sub], thr, cfg.gate_confidence, cfg.min_eval_per_subtype)
-        verdicts.append(SubtypeVerdict(sub, task_of.get(sub) or "", b.n, sum(student_s) / b.n, sum(teacher_s) / b.n,
+        b = gap_bound(metric, [t - s for s, t in zip(student_s, teacher_s)], cfg.gate_confidence)
+        reasons = _verdict_reasons(b, metric, thr, cfg.gate_confidence, cfg.min_eval_per_subtype)
+        verdicts.append(SubtypeVerdict(sub, tt, b.n, sum(student_s) / b.n, sum(teacher_s) / b.n,
                                        b.gap, b.low, b.high, thr, not reasons, "; ".join(reasons) or "passed"))
-    missing = set(run.read("dataset/manifest.json", "export")["counts"]) - {v.subtype for v in verdicts}
-    for sub in sorted(missing):  # exported but nothing to evaluate: not proven, so not passed
-        verdicts.append(SubtypeVerdict(sub, "", 0, float("nan"), float("nan"), float("nan"), float("nan"),
+    manifest = run.read("dataset/manifest.json", "export")
+    rows = [] if "pairs" in manifest else _dataset_rows(run)  # an older manifest: its pairs from its rows
+    missing = set(manifest_pairs(manifest, rows)) - {(v.task_type, v.subtype) for v in verdicts}
+    for tt, sub in sorted(missing):  # exported but nothing to evaluate: not proven, so not passed
+        verdicts.append(SubtypeVerdict(sub, tt, 0, float("nan"), float("nan"), float("nan"), float("nan"),
                                        float("nan"), cfg.thresholds.get(sub, cfg.max_gap), False,
-                                       "no held-out items with a teacher answer"))
+                                       f"no held-out items with a teacher answer for {pair_label(tt, sub)}"))
     result = GateResult(run.run_id, bool(verdicts) and all(v.passed for v in verdicts), verdicts)
     finished = utc_naive(now())
     teacher_cost = 0.0
@@ -242,23 +264,58 @@ def evaluate_student(
          "content_hash": it["content_hash"]} for it, f, r, (s, t) in zip(items, finals, reqs, scores)])
     write_rows(config, "distill_runs", run.run_id, [
         {"run_id": run.run_id, "finished_at": finished, "task_type": v.task_type, "subtype": v.subtype,
-         "metric": metric_of.get(v.subtype), "n": v.n, "student_score": v.student_score,
+         "metric": metric_of.get((v.task_type, v.subtype)), "n": v.n, "student_score": v.student_score,
          "teacher_score": v.teacher_score, "gap": v.gap, "gap_ci_low": v.gap_ci_low, "gap_ci_high": v.gap_ci_high,
          "threshold": v.threshold, "passed": v.passed, "reason": v.reason, "base_model": tm.get("base_model"),
          "adapter_path": str(run.adapter) if tm else None, "train_examples": tm.get("examples"),
          "final_loss": tm.get("final_loss"), "train_seconds": tm.get("train_seconds"),
          "teacher_cost_usd": teacher_cost} for v in verdicts])
     write_json(run.path("eval.json"), {"run_id": run.run_id, "finished_at": finished.isoformat(),
-                                       "passed": result.passed, "subtypes": [dataclasses.asdict(v) for v in verdicts]})
+                                       "keyed_by": list(EVAL_KEYED_BY), "passed": result.passed,
+                                       "subtypes": [dataclasses.asdict(v) for v in verdicts]})
     return result
 
 
+def _dataset_rows(run: DistillRun) -> list[dict[str, Any]]:
+    return [r for f in ("train.jsonl", "eval.jsonl") if (run.dataset / f).exists() for r in read_jsonl(run.dataset / f)]
+
+
+def _shared_subtypes(run: DistillRun) -> dict[str, list[str]]:
+    """Subtype names the run's export holds under more than one task type (``{}`` without an export)."""
+    from costline.distill.dataset import manifest_pairs
+
+    if not run.path("dataset/manifest.json").exists():
+        return {}
+    manifest = run.read("dataset/manifest.json", "export")
+    rows = [] if "pairs" in manifest else _dataset_rows(run)
+    by: dict[str, list[str]] = {}
+    for tt, sub in manifest_pairs(manifest, rows):
+        by.setdefault(sub, []).append(tt)
+    return {sub: tts for sub, tts in sorted(by.items()) if len(tts) > 1}
+
+
 def gate_run(run: DistillRun) -> GateResult:
-    """The gate's verdict on an evaluated run (``gate.json``): every subtype must pass."""
+    """The gate's verdict on an evaluated run (``gate.json``): every (task type, subtype) must pass.
+
+    An ``eval.json`` written before verdicts were per (task type, subtype) is read as it is when its
+    export holds each subtype name under one task type (its verdicts were per pair already), and refused
+    when one is shared: that evaluation judged the task types' items together."""
     doc = run.read("eval.json", "eval")
+    if tuple(doc.get("keyed_by") or ()) != EVAL_KEYED_BY:
+        shared = _shared_subtypes(run)
+        if shared:
+            what = "; ".join(f"{sub} under {', '.join(tts)}" for sub, tts in shared.items())
+            raise DistillError(f"eval.json of run {run.run_id} was written by an older costline that judged a "
+                               f"subtype's items of every task type together, and this run shares subtypes across "
+                               f"task types ({what}): re-run `costline distill eval --run {run.run_id}` to judge "
+                               "each (task type, subtype) apart, then gate")
     verdicts = [SubtypeVerdict(**v) for v in doc["subtypes"]]
     result = GateResult(run.run_id, bool(verdicts) and all(v.passed for v in verdicts), verdicts)
-    write_json(run.path("gate.json"), {"run_id": run.run_id, "passed": result.passed, "failing": result.failing,
-                                       "task_types": result.task_types,
-                                       "subtypes": {v.subtype: v.passed for v in verdicts}})
+    by: dict[str, dict[str, bool]] = {}
+    for v in verdicts:
+        by.setdefault(v.task_type, {})[v.subtype] = v.passed
+    write_json(run.path("gate.json"), {
+        "run_id": run.run_id, "passed": result.passed, "keyed_by": list(EVAL_KEYED_BY),
+        "failing": [{"task_type": t, "subtype": s} for t, s in result.failing_pairs],
+        "task_types": result.task_types, "subtypes": {t: dict(sorted(s.items())) for t, s in sorted(by.items())}})
     return result

@@ -3,7 +3,8 @@
 Refuses a run whose gate did not pass (naming the failing subtypes). On a pass it edits the
 config file with ``tomlkit`` (comments and layout kept): ``[serving.backends] student_model`` =
 the adapter name, and ``[serving.router.rules.student_subtypes]`` (the router's student gating —
-config, not router code) becomes **exactly** the run's passed subtypes, per task type. The adapter
+config, not router code) becomes **exactly** the run's passed (task type, subtype) pairs, each subtype under
+its own task type (a subtype name two task types share is gated in each whose own verdict passed). The adapter
 served under that one name is replaced by this run's, so a subtype an earlier run passed but this
 run did not train and evaluate is dropped from the student (back to the API tiers): the promotion
 says which, and a run whose export covers them (``costline distill export --subtype ...`` naming
@@ -81,8 +82,12 @@ def promote_run(config: Any, run: DistillRun, config_path: Path | str,
 
     gate = gate_run(run)
     if not gate.passed:
+        failing: dict[str, list[str]] = {}
+        for t, s in gate.failing_pairs:
+            failing.setdefault(t or "(unknown task type)", []).append(s)
         raise GateFailedError(f"refusing to promote run {run.run_id}: it did not pass the gate; failing subtypes: "
-                              f"{', '.join(gate.failing)} (see `costline distill gate --run {run.run_id}`)")
+                              + "; ".join(f"{t}: {', '.join(sorted(subs))}" for t, subs in sorted(failing.items()))
+                              + f" (see `costline distill gate --run {run.run_id}`)")
     tm = run.read("adapter/training_manifest.json", "train")
     name = config.distill.adapter_name
     path = Path(config_path)

@@ -36,13 +36,12 @@ def on_drift(config: Any, flagged: Sequence[str], until: datetime, *, drift_run_
 
     try:
         r = export_dataset(config, until=until, subtypes=list(flagged), now=now)
-        task_types = r.manifest.get("task_types", {})
         at = utc_naive(now())
-        write_rows(config, "distill_exports", r.run.run_id, [
+        write_rows(config, "distill_exports", r.run.run_id, [  # one row per (task type, subtype)
             {"run_id": r.run.run_id, "exported_at": at, "trigger": TRIGGER_DRIFT, "drift_run_id": drift_run_id,
-             "task_type": task_types.get(sub), "subtype": sub, "train": c["train"], "eval": c["eval"],
+             "task_type": tt, "subtype": sub, "train": c["train"], "eval": c["eval"],
              "window_since": datetime.fromisoformat(r.manifest["since"]), "window_until": utc_naive(until)}
-            for sub, c in sorted(r.counts.items())])
+            for (tt, sub), c in sorted(r.pairs.items())])
     except Exception as exc:  # noqa: BLE001 - the drift result is stored already; this is best effort
         log.warning("re-distillation export for drifted subtypes %s failed: %s", ", ".join(flagged), exc)
         return None
