@@ -221,6 +221,28 @@ def promote_cmd(config: Config, run_id: str | None, config_file: Path | None) ->
     click.echo(p.vllm_command)
 
 
+@distill.command("rollback")
+@click.option("--config-file", type=click.Path(path_type=Path), default=None,
+              help="TOML file to restore (default: the loaded config file, else ./costline.toml).")
+@click.option("--force", is_flag=True, help="Restore even when the two keys were edited since the promotion.")
+@pass_config
+def rollback_cmd(config: Config, config_file: Path | None, force: bool) -> None:
+    """Undo the newest promotion: put student_model and student_subtypes back exactly, print the vllm line.
+
+    The adapter of the promotion before it is still in its run folder; serve it with the printed line.
+
+    \b
+    Example:
+        costline distill rollback --config-file costline.toml
+    """
+    from costline.distill.promote import rollback
+
+    r = rollback(config, _config_file(config, config_file), force=force)
+    click.echo(r.describe())
+    if r.vllm_command:
+        click.echo(r.vllm_command)
+
+
 @distill.command("run")
 @click.option("--since", type=WHEN, default=None, help="Start of the export window.")
 @click.option("--until", type=WHEN, default=None, help="End of the export window (default: now).")

@@ -11,6 +11,13 @@ says which, and a run whose export covers them (``costline distill export --subt
 them all, or no ``--subtype``) keeps them. ``[serving.router.rules] student_task_types`` (a whole
 task type) is left to the operator; promote warns when it names a task type.
 Prints the ``vllm serve`` line that serves the adapter under that name.
+
+Every promotion is appended to ``promotions.jsonl`` in the runs folder with the two keys as they were before and
+after it (set or not, and their values). `costline distill rollback` (:func:`rollback`) undoes the newest promotion
+of a config file not yet rolled back: it puts both keys back **exactly** as they were (a key the file did not set is
+removed again), and prints the ``vllm serve`` line of the promotion before it, whose adapter is still in its run
+folder. It refuses when the file's keys are no longer what that promotion wrote (edited since: ``force`` restores
+anyway).
 """
 
 from __future__ import annotations
@@ -21,11 +28,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from costline.distill.errors import GateFailedError
+from costline.distill.errors import DistillError, GateFailedError
 from costline.distill.runs import DistillRun, write_json
 from costline.fsutil import atomic_write
 
-__all__ = ["Promotion", "promote_run", "vllm_command"]
+__all__ = ["Promotion", "Rollback", "promote_run", "rollback", "vllm_command", "PROMOTIONS_FILE"]
+
+#: The promotions and rollbacks of a runs folder, one JSON object a line (:func:`promote_run`, :func:`rollback`).
+PROMOTIONS_FILE = "promotions.jsonl"
 
 
 @dataclass
@@ -93,6 +103,7 @@ def promote_run(config: Any, run: DistillRun, config_path: Path | str,
     path = Path(config_path)
     doc = tomlkit.parse(path.read_text()) if path.exists() else tomlkit.document()
     serving = doc.setdefault("serving", tomlkit.table())
+    keys_before = _student_keys(doc)
     backends = serving.setdefault("backends", tomlkit.table())
     backends["student_model"] = name
     router = serving.setdefault("router", tomlkit.table())
@@ -112,8 +123,128 @@ def promote_run(config: Any, run: DistillRun, config_path: Path | str,
     with atomic_write(path, "w", encoding="utf-8") as fh:
         fh.write(tomlkit.dumps(doc))
     cmd = vllm_command(tm["base_model"], name, run.adapter, config.distill.lora_r)
-    write_json(run.path("promoted.json"), {"run_id": run.run_id, "at": now().isoformat(), "config": str(path),
+    at = now().isoformat()
+    write_json(run.path("promoted.json"), {"run_id": run.run_id, "at": at, "config": str(path),
                                            "adapter_name": name, "adapter_path": str(run.adapter.resolve()),
                                            "task_types": gate.task_types, "subtypes": merged, "dropped": dropped,
                                            "vllm": cmd})
+    _append(run.root / PROMOTIONS_FILE, {"kind": "promote", "run_id": run.run_id, "at": at,
+                                         "config": str(path.resolve()), "before": keys_before,
+                                         "after": _student_keys(doc), "vllm": cmd})
     return Promotion(run.run_id, path, name, run.adapter, gate.task_types, merged, cmd, dropped, whole)
+
+
+def _student_keys(doc: Any) -> dict[str, Any]:
+    """The two keys promote writes, as ``doc`` holds them: ``{key: {"set": bool, "value": ...}}``."""
+    serving = doc.get("serving") or {}
+    backends = serving.get("backends") or {}
+    rules = (serving.get("router") or {}).get("rules") or {}
+    gated = rules.get("student_subtypes")
+    return {"student_model": {"set": "student_model" in backends, "value": _plain(backends.get("student_model"))},
+            "student_subtypes": {"set": gated is not None, "value": _plain(gated) if gated is not None else None}}
+
+
+def _plain(value: Any) -> Any:
+    """A tomlkit value as plain JSON-able Python."""
+    unwrap = getattr(value, "unwrap", None)
+    return unwrap() if callable(unwrap) else value
+
+
+def _append(path: Path, record: dict[str, Any]) -> None:
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record, sort_keys=True) + "\n")
+
+
+def _history(path: Path) -> list[dict[str, Any]]:
+    import json
+
+    if not path.exists():
+        return []
+    out = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as exc:
+            raise DistillError(f"{path} line {n} is not JSON ({exc}): fix or remove that line") from None
+        if isinstance(record, dict):
+            out.append(record)
+    return out
+
+
+@dataclass
+class Rollback:
+    config_path: Path
+    #: The promotion undone (its run), and the one now in force again (None: no promotion before it).
+    undone_run: str
+    restored_run: str | None
+    student_model: str | None
+    subtypes: dict[str, list[str]] | None
+    vllm_command: str | None
+
+    def describe(self) -> str:
+        gated = "; ".join(f"{t}: {', '.join(s)}" for t, s in (self.subtypes or {}).items()) or "none"
+        model = self.student_model if self.student_model is not None else "(not set: the default)"
+        head = (f"rolled back run {self.undone_run}'s promotion in {self.config_path}: student_model = {model}, "
+                f"student subtypes = {gated}")
+        if self.restored_run is None:
+            return head + "\nno promotion before it: stop serving the adapter, or serve the student you had before"
+        return head + f"\nrun {self.restored_run}'s adapter is the student again; serve it with:"
+
+
+def rollback(config: Any, config_path: Path | str, *, force: bool = False,
+             now: Any = lambda: datetime.now(UTC)) -> Rollback:
+    """Undo the newest promotion of ``config_path`` not yet rolled back (see the module docstring)."""
+    import tomlkit
+
+    from costline.distill.runs import distill_root
+
+    path = Path(config_path)
+    log_path = distill_root(config) / PROMOTIONS_FILE
+    history = _history(log_path)
+    target = str(path.resolve())
+    live: list[dict[str, Any]] = []  # promotions of this file in force, oldest first
+    for record in history:
+        if record.get("config") != target:
+            continue
+        if record.get("kind") == "promote":
+            live.append(record)
+        elif record.get("kind") == "rollback" and live:
+            live.pop()
+    if not live:
+        raise DistillError(f"no promotion of {path} to roll back (none in {log_path}, or all rolled back)")
+    last = live[-1]
+    doc = tomlkit.parse(path.read_text(encoding="utf-8")) if path.exists() else tomlkit.document()
+    if _student_keys(doc) != last.get("after") and not force:
+        raise DistillError(f"{path}'s [serving.backends] student_model or [serving.router.rules.student_subtypes] "
+                           f"changed since run {last.get('run_id')} was promoted: check them, then roll back with "
+                           "--force to restore what they were before that promotion")
+    before = last.get("before") or {}
+    serving = doc.setdefault("serving", tomlkit.table())
+    backends = serving.setdefault("backends", tomlkit.table())
+    model = before.get("student_model") or {}
+    if model.get("set"):
+        backends["student_model"] = model.get("value")
+    elif "student_model" in backends:
+        del backends["student_model"]
+    rules = serving.setdefault("router", tomlkit.table()).setdefault("rules", tomlkit.table())
+    gated = before.get("student_subtypes") or {}
+    if "student_subtypes" in rules:
+        del rules["student_subtypes"]
+    if gated.get("set"):
+        table = tomlkit.table()
+        for task_type, subs in (gated.get("value") or {}).items():
+            table[task_type] = list(subs)
+        rules["student_subtypes"] = table
+    with atomic_write(path, "w", encoding="utf-8") as fh:
+        fh.write(tomlkit.dumps(doc))
+    _append(log_path, {"kind": "rollback", "run_id": last.get("run_id"), "at": now().isoformat(), "config": target})
+    previous = live[-2] if len(live) > 1 else None
+    return Rollback(path, str(last.get("run_id")), str(previous.get("run_id")) if previous else None,
+                    model.get("value") if model.get("set") else None,
+                    gated.get("value") if gated.get("set") else None,
+                    previous.get("vllm") if previous else None)
