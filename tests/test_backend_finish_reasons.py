@@ -32,15 +32,15 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
-from test_pipeline_open_world_answers import Server  # the vLLM + Anthropic stand-in of those tests
+from test_pipeline_open_world_answers import Server, student_world_config  # the vLLM + Anthropic stand-in
 
 from costline import contract as c
 from costline.collectors import Recorder
-from costline.config import CaptureConfig, Config
+from costline.config import CaptureConfig
 from costline.serving import backends
 from costline.serving.backends import Prompt, Reply
 from costline.serving.pipeline import LiveAnswer, Pipeline, cacheable
-from costline.serving.settings import BackendsConfig, EscalationConfig, GatewayConfig, RouteRulesConfig
+from costline.serving.settings import GatewayConfig
 
 Handler = Callable[[BaseHTTPRequestHandler, dict[str, Any]], None]
 
@@ -167,15 +167,8 @@ def world():
         exporter = InMemorySpanExporter()
         provider = TracerProvider()
         provider.add_span_processor(SimpleSpanProcessor(exporter))
-        cfg = Config()
-        serving = dataclasses.replace(
-            cfg.serving,
-            router=dataclasses.replace(cfg.serving.router, rules=RouteRulesConfig(student_task_types=("classify",))),
-            backends=BackendsConfig(anthropic_base_url=server.url, student_base_url=server.url + "/v1",
-                                    max_retries=0, timeout_s=10),
-            escalation=EscalationConfig(max_escalations=2))
         cache = DictCache()
-        pipeline = Pipeline.from_config(cfg.replace(serving=serving), env={}, cache=cache, confidence=None,
+        pipeline = Pipeline.from_config(student_world_config(server), env={}, cache=cache, confidence=None,
                                         recorder=Recorder(provider, capture=CaptureConfig(message_content=capture)))
         w = World(server, pipeline, exporter, cache)
         made.append(w)

@@ -6,7 +6,6 @@ Real ``anthropic`` / ``openai`` SDK clients against a gateway whose tiers are sc
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from typing import Any
 
@@ -15,14 +14,13 @@ import httpx2
 import openai
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
-from test_pipeline_open_world_answers import (Server, chunk, completion, message, send_json, send_sse, text,
-                                              tool_call)
+from test_pipeline_open_world_answers import (Server, chunk, completion, message, send_json, send_sse,
+                                              student_world_config, tool_call)
 
 from costline.collectors import Recorder
-from costline.config import Config
 from costline.serving.gateway.app import Gateway
 from costline.serving.pipeline import Pipeline
-from costline.serving.settings import BackendsConfig, EscalationConfig, GatewayConfig, RouteRulesConfig
+from costline.serving.settings import GatewayConfig
 
 UNOFFERED = "delete_account"
 CLASSIFY = {"x-costline-task-type": "classify"}  # routed to the student, then mid, then upper
@@ -67,15 +65,9 @@ def gateway(tmp_path):
 
     def make(chat: Any, messages: Any, *, max_escalations: int = 2) -> Gateway:
         server = Server(chat, messages)
-        cfg = Config()
-        serving = dataclasses.replace(
-            cfg.serving,
-            router=dataclasses.replace(cfg.serving.router, rules=RouteRulesConfig(student_task_types=("classify",))),
-            backends=BackendsConfig(anthropic_base_url=server.url, student_base_url=server.url + "/v1",
-                                    max_retries=0, timeout_s=10),
-            escalation=EscalationConfig(max_escalations=max_escalations))
         # no confidence gate and no validator: a streamed request is answered live
-        pipeline = Pipeline.from_config(cfg.replace(serving=serving), recorder=Recorder(TracerProvider()), env={},
+        pipeline = Pipeline.from_config(student_world_config(server, max_escalations),
+                                        recorder=Recorder(TracerProvider()), env={},
                                         confidence=None)
         gw = Gateway(pipeline, GatewayConfig(keys_file=tmp_path / "keys.json", rate_limit_per_minute=0), port=0)
         gw.start()

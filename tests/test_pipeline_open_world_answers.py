@@ -99,6 +99,18 @@ def tool_call(name: str) -> dict[str, Any]:
 MID_ANSWER = "The mid tier's real answer."
 
 
+def student_world_config(server: Server, max_escalations: int = 2) -> Config:
+    """The default config with ``server`` as both the Anthropic API and the student's vLLM (``/v1``), the task type
+    ``classify`` gated to the student, no SDK retries."""
+    cfg = Config()
+    return cfg.replace(serving=dataclasses.replace(
+        cfg.serving,
+        router=dataclasses.replace(cfg.serving.router, rules=RouteRulesConfig(student_task_types=("classify",))),
+        backends=BackendsConfig(anthropic_base_url=server.url, student_base_url=server.url + "/v1",
+                                max_retries=0, timeout_s=10),
+        escalation=EscalationConfig(max_escalations=max_escalations)))
+
+
 @pytest.fixture
 def world():
     made: list[tuple[Server, Pipeline]] = []
@@ -109,15 +121,8 @@ def world():
         exporter = InMemorySpanExporter()
         provider = TracerProvider()
         provider.add_span_processor(SimpleSpanProcessor(exporter))
-        cfg = Config()
-        serving = dataclasses.replace(
-            cfg.serving,
-            router=dataclasses.replace(cfg.serving.router, rules=RouteRulesConfig(student_task_types=("classify",))),
-            backends=BackendsConfig(anthropic_base_url=server.url, student_base_url=server.url + "/v1",
-                                    max_retries=0, timeout_s=10),
-            escalation=EscalationConfig(max_escalations=max_escalations))
         kwargs: dict[str, Any] = {} if confidence == "default" else {"confidence": confidence}
-        pipeline = Pipeline.from_config(cfg.replace(serving=serving),
+        pipeline = Pipeline.from_config(student_world_config(server, max_escalations),
                                         recorder=Recorder(provider, capture=CaptureConfig(message_content=capture)),
                                         env={}, validator=validator, **kwargs)
         made.append((server, pipeline))
