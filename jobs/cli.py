@@ -45,8 +45,8 @@ class _When(click.ParamType):
                 n = float(text[1:-1])
             except ValueError:
                 self.fail(f"{text!r}: use e.g. -24h or -7d", param, ctx)
-            if math.isnan(n):
-                self.fail(f"{text!r} is not a number of hours or days: use e.g. -24h or -7d", param, ctx)
+            if math.isnan(n) or n < 0 or text[1:2] in ("+", "-"):  # "--5d" / "-+5d" / "--inf": no time back
+                self.fail(f"{text!r} is not a number of hours or days back: use e.g. -24h or -7d", param, ctx)
             limit = _MAX_BACK_HOURS if text[-1] == "h" else _MAX_BACK_HOURS / 24
             if not abs(n) <= limit:  # infinity and 1000000d overflowed the datetime
                 self.fail(f"{text!r} is out of range: go back at most {limit:.0f}{text[-1]} (100 years), e.g. -24h "

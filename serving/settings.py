@@ -342,8 +342,8 @@ class BackendsConfig:
 
 
 def _is_http_url(url: object) -> bool:
-    """``url`` is ``http(s)://host[:port][/path]``: what ``[serving.tiers.*] base_url`` asks (its scheme), with a host
-    and, if given, a valid port."""
+    """``url`` is ``http(s)://host[:port][/path]``: a scheme, a host and, if given, a valid port (every backend and
+    tier URL: ``https:///v1`` or ``http://`` would fail each request that reaches it, and escalate it quietly)."""
     from urllib.parse import urlsplit
 
     if not (isinstance(url, str) and url.startswith(("http://", "https://"))):
@@ -429,8 +429,9 @@ class TiersConfig:
             if tier.api and tier.api not in TIER_APIS:
                 raise ConfigError(f"[serving.tiers.{name}] api", f"must be one of {', '.join(TIER_APIS)}; "
                                   f"got {tier.api!r}")
-            if tier.base_url is not None and not tier.base_url.startswith(("http://", "https://")):
-                raise ConfigError(f"[serving.tiers.{name}] base_url", f"must be an http(s) URL; got {tier.base_url!r}")
+            if tier.base_url is not None and not _is_http_url(tier.base_url):
+                raise ConfigError(f"[serving.tiers.{name}] base_url", f"must be an http(s) URL with a host, such as "
+                                  f"http://127.0.0.1:8000/v1; got {tier.base_url!r}")
             cloud = _CLOUD_REGIONS.get(tier.api)
             if (tier.region or tier.project) and cloud is None:
                 key = "region" if tier.region else "project"

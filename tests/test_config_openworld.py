@@ -42,6 +42,11 @@ REFUSED = [
                  "[serving.backends] student_base_url: must be an http(s) URL with a host", id="student-no-host"),
     pytest.param('[serving.backends]\nstudent_base_url = "http://127.0.0.1:80a/v1"\n', {},
                  "[serving.backends] student_base_url: must be an http(s) URL with a host", id="student-bad-port"),
+    # a tier's own URL is held to the same: "https:///v1" or "http://host:80a" failed every request it routed there
+    pytest.param('[serving.tiers.budget]\napi = "openai"\nbase_url = "https:///v1"\nmodel = "m"\n', {},
+                 "[serving.tiers.budget] base_url: must be an http(s) URL with a host", id="tier-no-host"),
+    pytest.param('[serving.tiers.mid]\napi = "openai"\nbase_url = "http://10.0.0.5:80a/v1"\nmodel = "m"\n', {},
+                 "[serving.tiers.mid] base_url: must be an http(s) URL with a host", id="tier-bad-port"),
     pytest.param('[serving.backends]\nanthropic_base_url = "api.anthropic.com"\n', {},
                  "[serving.backends] anthropic_base_url: must be an http(s) URL with a host", id="anthropic-no-scheme"),
     pytest.param("", {"COSTLINE_SERVING_BACKENDS_STUDENT_BASE_URL": "localhost:8000/v1"},
@@ -141,6 +146,11 @@ CLI = [
                  "'-1000000d' is out of range: go back at most 36525d (100 years)", id="since-days"),
     pytest.param(["jobs", "cost-report", "--since", "-nand"], {},
                  "'-nand' is not a number of hours or days", id="since-nan"),
+    # a double sign is no time back: "--5d" read as 5 days *ahead*, a window that ends before it starts
+    pytest.param(["jobs", "cost-report", "--since", "--5d"], {},
+                 "'--5d' is not a number of hours or days back", id="since-double-minus"),
+    pytest.param(["distill", "roi", "--since", "-+24h"], {},
+                 "'-+24h' is not a number of hours or days back", id="since-minus-plus"),
     pytest.param(["distill", "roi", "--since", "-infh"], {},
                  "'-infh' is out of range: go back at most 876600h (100 years)", id="since-inf"),
     pytest.param(["jobs", "drift", "--since", "0001-01-01T00:00:00+01:00"], {},
