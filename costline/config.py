@@ -497,7 +497,8 @@ def load_config(
     overrides: dict[str, Any] = {}
     if env.get(ENV_KAFKA_BOOTSTRAP):
         overrides[("kafka", "bootstrap_servers")] = _EnvValue(ENV_KAFKA_BOOTSTRAP, env[ENV_KAFKA_BOOTSTRAP])
-    if contract.ENV_CAPTURE_MESSAGE_CONTENT in env:
+    # the OTel variable as the OpenTelemetry spec reads one: empty (or blank) is unset, not an error
+    if env.get(contract.ENV_CAPTURE_MESSAGE_CONTENT, "").strip():
         overrides[("capture", "message_content")] = _EnvValue(
             contract.ENV_CAPTURE_MESSAGE_CONTENT, env[contract.ENV_CAPTURE_MESSAGE_CONTENT]
         )

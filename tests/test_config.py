@@ -63,6 +63,15 @@ def test_capture_env_var_of_the_genai_conventions(value: str, expected: bool) ->
     assert cfg.capture.message_content is expected
 
 
+@pytest.mark.parametrize("value", ["", "  "])
+def test_an_empty_genai_capture_variable_is_unset_as_the_otel_spec_says(tmp_path: Path, value: str) -> None:
+    """OpenTelemetry's environment variables: "an empty value is treated as unset" — the file's setting stands
+    (a deployment template that leaves the variable empty must not stop every process at start)."""
+    path = write(tmp_path, "[capture]\nmessage_content = true\n")
+    cfg = load_config(path, env={"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": value})
+    assert cfg.capture.message_content is True
+
+
 def test_pricing_models_from_toml(tmp_path: Path) -> None:
     path = write(
         tmp_path,
