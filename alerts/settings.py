@@ -248,7 +248,7 @@ def validate(config: Any) -> None:
 
     Rates are fractions: ``drop = 10`` (meant as 10 points) would never fire, so it is refused here.
     """
-    from costline.validate import Section
+    from costline.validate import Section, is_http_url
 
     a = config.alerts
     s = Section("alerts")
@@ -256,7 +256,7 @@ def validate(config: Any) -> None:
         s.above_zero(key, getattr(a, key), unit="seconds")
     s.not_negative("settle_s", a.settle_s)
     s = Section("alerts.slack")
-    s.need(a.slack.base_url.startswith(("http://", "https://")), "base_url",
+    s.need(is_http_url(a.slack.base_url), "base_url",
            f"must be an http(s) URL such as https://slack.com/api/; got {a.slack.base_url!r}")
     if a.slack.webhook_url:
         _check_webhook_url(s, a.slack.webhook_url)

@@ -48,7 +48,7 @@ from costline.areas import AREAS, area_sections
 from costline.errors import ConfigError
 from costline.lazy import import_optional
 from costline.timeutil import utc_naive
-from costline.validate import Section
+from costline.validate import Section, is_http_url
 
 if TYPE_CHECKING:  # the areas' own sections (costline.areas finds them at run time)
     from costline.alerts.settings import AlertsConfig
@@ -902,7 +902,7 @@ def _validate_lake(lake: LakeConfig, source: str) -> None:
         return
     s.need(lake.warehouse.startswith(("s3://", "s3a://")) and len(lake.warehouse.split("://", 1)[1].strip("/")) > 0,
            "warehouse", f"must be s3://bucket[/prefix]; got {lake.warehouse!r}")
-    s.need(lake.s3_endpoint is None or lake.s3_endpoint.startswith(("http://", "https://")), "s3_endpoint",
+    s.need(lake.s3_endpoint is None or is_http_url(lake.s3_endpoint), "s3_endpoint",
            f"must be http(s)://host:port; got {lake.s3_endpoint!r}")
     s.need(lake.catalog_uri is None or "://" in lake.catalog_uri, "catalog_uri",
            "must be a SQLAlchemy URL (postgresql+psycopg2://user@host/db "
@@ -958,7 +958,7 @@ def _validate(config: Config, source: str) -> None:
     s.need(bool(collector.metrics_prometheus_host), "metrics_prometheus_host",
            "must be an interface (127.0.0.1 keeps it local)")
     endpoint = collector.metrics_otlp_endpoint
-    s.need(endpoint is None or endpoint.startswith(("http://", "https://")), "metrics_otlp_endpoint",
+    s.need(endpoint is None or is_http_url(endpoint), "metrics_otlp_endpoint",
            f"must be an http(s) URL such as http://127.0.0.1:4318/v1/metrics; got {endpoint!r}")
     processor: ProcessorConfig = sections["processor"]
     s = Section("processor", source=source)

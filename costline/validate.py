@@ -19,7 +19,7 @@ from typing import Any
 
 from costline.errors import ConfigError
 
-__all__ = ["Section"]
+__all__ = ["Section", "is_http_url"]
 
 
 class Section:
@@ -82,3 +82,19 @@ class Section:
     def port(self, key: str, value: int) -> None:
         """A TCP port: "must be a TCP port (1-65535); got N"."""
         self.need(1 <= value <= 65535, key, f"must be a TCP port (1-65535); got {value}")
+
+
+def is_http_url(url: object) -> bool:
+    """``url`` is ``http(s)://host[:port][/path]``: a scheme, a host and, if given, a valid port — what every URL key
+    of the config asks (``https:///v1``, ``127.0.0.1:8000/v1`` or ``http://host:80a`` loaded, then failed each call
+    made to it)."""
+    from urllib.parse import urlsplit
+
+    if not (isinstance(url, str) and url.startswith(("http://", "https://"))):
+        return False
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  # a bad port ("host:80a") raises ValueError
+    except ValueError:
+        return False
+    return bool(parts.hostname) and not any(c.isspace() for c in url)

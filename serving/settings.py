@@ -10,6 +10,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from costline.validate import is_http_url
+
 __all__ = [
     "ServingConfig",
     "CacheConfig",
@@ -330,30 +332,16 @@ class BackendsConfig:
                f"got {self.max_tokens}")
         s.above_zero("timeout_s", self.timeout_s, unit="seconds")
         s.not_negative("stream_timeout_s", self.stream_timeout_s, "must not be negative (0 = no bound on a stream)")
-        s.need(url is None or (isinstance(url, str) and url.startswith(("http://", "https://"))),
-               "embeddings_base_url", f"must be an http(s) URL (with its /v1); got {url!r}")
+        s.need(url is None or is_http_url(url), "embeddings_base_url",
+               f"must be an http(s) URL with a host (with its /v1); got {url!r}")
         # a URL without its scheme ("127.0.0.1:8000/v1") loaded, then every call failed to connect and the student's
         # requests escalated, quietly, to a paid tier
         for key, example in (("student_base_url", "http://127.0.0.1:8000/v1 (with its /v1)"),
                              ("anthropic_base_url", "https://api.anthropic.com, or unset for the SDK's default")):
             value = getattr(self, key)
-            s.need(value is None or _is_http_url(value), key, f"must be an http(s) URL with a host, such as "
+            s.need(value is None or is_http_url(value), key, f"must be an http(s) URL with a host, such as "
                    f"{example}; got {value!r}")
 
-
-def _is_http_url(url: object) -> bool:
-    """``url`` is ``http(s)://host[:port][/path]``: a scheme, a host and, if given, a valid port (every backend and
-    tier URL: ``https:///v1`` or ``http://`` would fail each request that reaches it, and escalate it quietly)."""
-    from urllib.parse import urlsplit
-
-    if not (isinstance(url, str) and url.startswith(("http://", "https://"))):
-        return False
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018  # a bad port ("host:80a") raises ValueError
-    except ValueError:
-        return False
-    return bool(parts.hostname) and not any(c.isspace() for c in url)
 
 
 #: ``[serving.tiers.<tier>] api`` choices: the Anthropic Messages API (``anthropic`` SDK), any
@@ -429,7 +417,7 @@ class TiersConfig:
             if tier.api and tier.api not in TIER_APIS:
                 raise ConfigError(f"[serving.tiers.{name}] api", f"must be one of {', '.join(TIER_APIS)}; "
                                   f"got {tier.api!r}")
-            if tier.base_url is not None and not _is_http_url(tier.base_url):
+            if tier.base_url is not None and not is_http_url(tier.base_url):
                 raise ConfigError(f"[serving.tiers.{name}] base_url", f"must be an http(s) URL with a host, such as "
                                   f"http://127.0.0.1:8000/v1; got {tier.base_url!r}")
             cloud = _CLOUD_REGIONS.get(tier.api)
