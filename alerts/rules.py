@@ -138,7 +138,8 @@ class Snapshot:
     #: Per tier: window_start, tier, attempts, rejected, problems (the hour), attempts_7d, rejected_7d (the
     #: preceding 168 hours), ``recent`` as for ``tiers``, from ``rejections_hourly``.
     rejections: Sequence[Row] | None = None
-    #: ``eval_runs`` rows (run_id, finished_at, subtype, gap, gap_ci_low, gap_ci_high, threshold, n).
+    #: ``eval_runs`` rows (run_id, finished_at, subtype, gap, gap_ci_low, gap_ci_high, threshold, n, and the drift
+    #: job's verdict: flagged, reason).
     eval_runs: Sequence[Row] | None = None
     #: ``shadow_runs`` rows (run_id, finished_at, until, tier, tier_match_rate, n).
     shadow_runs: Sequence[Row] | None = None
@@ -678,8 +679,16 @@ def _latest_by(rows: Iterable[Row], key: str) -> dict[str, list[Row]]:
     return by
 
 
+#: At most this many characters of an eval run's ``reason`` (written by the drift job) go into a message.
+_MAX_REASON = 300
+
+
 def _student_drift(s: StudentDriftSettings, snap: Snapshot, now: datetime, settle_s: float
                    ) -> list[Observation] | None:
+    """One observation per subtype, on its latest eval run: BREACH when that run has at least ``min_n`` queries and
+    either its whole gap CI is over its threshold or the drift job flagged it (``eval_runs.flagged``: the job's CI,
+    baseline-shift — Fisher / Mann-Whitney — or trend — Mann-Kendall — rule; its ``reason`` says which, and the
+    message quotes it); OK when judged, not flagged and the CI is wholly at or under the threshold; else BAND."""
     if snap.eval_runs is None:
         return None
     out = []
@@ -695,10 +704,15 @@ def _student_drift(s: StudentDriftSettings, snap: Snapshot, now: datetime, settl
         threshold = float(run["threshold"]) if run.get("threshold") is not None else s.max_gap
         lo = float(run["gap_ci_low"]) if run.get("gap_ci_low") is not None else gap
         hi = float(run["gap_ci_high"]) if run.get("gap_ci_high") is not None else gap
+        # The job's verdict (a row written before the column existed, or by hand, reads as not flagged); its reason
+        # is data from the lake: bounded, and shown as every other value from data is (label_value, shown_value).
+        flagged = run.get("flagged") is True
+        reason = str(run.get("reason") or "")[:_MAX_REASON] if flagged else ""
+        why = _shown(reason) if reason else "no reason recorded"
         redistill = sorted({str(r["run_id"]) for r in snap.redistills or ()
                             if r.get("drift_run_id") == run.get("run_id") and r.get("subtype") == subtype})
-        if judged and lo is not None and lo > threshold:
-            cond = Condition.BREACH  # the whole confidence interval is over the tolerated gap
+        if judged and (flagged or (lo is not None and lo > threshold)):
+            cond = Condition.BREACH  # the job's rules flagged it, or the whole CI is over the tolerated gap
         elif judged and hi is not None and hi <= threshold:
             cond = Condition.OK
         else:
@@ -710,7 +724,8 @@ def _student_drift(s: StudentDriftSettings, snap: Snapshot, now: datetime, settl
         out.append(Observation(
             rule="student_drift", labels={"subtype": label_value(subtype)}, condition=cond, value=gap,
             threshold=threshold,
-            summary=f"student-teacher quality gap on {_shown(subtype)} {measured} vs {threshold:.3f}" + too_few
+            summary=f"student-teacher quality gap on {_shown(subtype)} {measured} vs {threshold:.3f}"
+                    + (f"; flagged by the drift job: {why}" if flagged else "") + too_few
                     + (f"; fresh traffic exported for re-distillation as run {', '.join(redistill)}"
                        if redistill else ""),
             window=f"eval run {_shown(run.get('run_id'))} finished {_naive(run['finished_at']):%Y-%m-%d %H:%M} UTC",
@@ -718,11 +733,12 @@ def _student_drift(s: StudentDriftSettings, snap: Snapshot, now: datetime, settl
                      "gap CI": f"{lo:.3f} – {hi:.3f}" if lo is not None and hi is not None else "-",
                      "tolerated gap": f"{threshold:.3f}",
                      "queries evaluated": n if n >= s.min_n else f"{n} (too few to judge: min_n {s.min_n})",
+                     **({"flagged by the job": why} if flagged else {}),
                      "run": _shown(run.get("run_id")),
                      **({"re-distillation": f"exported {', '.join(redistill)}: `costline distill teacher "
                                             f"--run {redistill[-1]}`, then train, eval, gate"}
                         if redistill else {})},
-            query=("SELECT run_id, finished_at, subtype, gap, gap_ci_low, gap_ci_high, threshold, n\n"
+            query=("SELECT run_id, finished_at, subtype, n, gap, gap_ci_low, gap_ci_high, threshold, flagged, reason\n"
                    f"FROM eval_runs WHERE subtype = {sql_shown(subtype)} ORDER BY finished_at DESC LIMIT 10"),
             data_until=_naive(run["finished_at"]),
         ))

@@ -169,8 +169,11 @@ class CostPerSuccessRiseSettings(RuleSettings):
 class StudentDriftSettings(RuleSettings):
     #: Used when an eval run carries no threshold of its own: the largest tolerated teacher-student gap.
     max_gap: float = 0.05
-    #: Runs with fewer evaluated queries are ignored.
-    min_n: int = 100
+    #: A subtype's latest run with fewer evaluated queries is too few to judge: the alert keeps its state. The
+    #: default is the drift job's own guard (``[jobs.drift] min_n``, 30): the job splits ``sample_size`` across
+    #: subtypes, so a larger minimum would leave the smaller subtypes unable to ever page. Keep the two equal
+    #: when you change one (a value set here is used as it is).
+    min_n: int = 30
     no_data_resolve_s: float = 3 * 86400.0
 
 

@@ -114,13 +114,13 @@ def eval_run(gap: float, lo: float, hi: float, *, n: int = 800, days_ago: int = 
         ([eval_run(0.02, 0.00, 0.04)], Condition.OK),
         ([eval_run(0.02, 0.0, 0.04), eval_run(0.09, 0.07, 0.11, days_ago=1)], Condition.OK),  # latest wins
         ([eval_run(0.09, 0.07, 0.11, threshold=None)], Condition.BREACH),  # default max_gap 0.05
-        ([eval_run(0.09, 0.07, 0.11, n=100)], Condition.BREACH),     # n = min_n (100) is enough to judge
-        # the latest run too small (n < min_n 100) to judge: no fresh evidence, the state is kept (band);
+        ([eval_run(0.09, 0.07, 0.11, n=30)], Condition.BREACH),      # n = min_n (30, the drift job's) is enough
+        # the latest run too small (n < min_n 30) to judge: no fresh evidence, the state is kept (band);
         # never the verdict of an older run, whichever way it went
-        ([eval_run(0.09, 0.07, 0.11, n=99)], Condition.BAND),
+        ([eval_run(0.09, 0.07, 0.11, n=29)], Condition.BAND),
         ([eval_run(0.09, 0.07, 0.11, n=20), eval_run(0.02, 0.0, 0.04, days_ago=1)], Condition.BAND),
-        ([eval_run(0.0, -0.01, 0.01, n=80), eval_run(0.20, 0.15, 0.25, n=150, days_ago=6)], Condition.BAND),
-        ([eval_run(0.0, -0.01, 0.01, n=80, days_ago=d) for d in range(0, 6)]
+        ([eval_run(0.0, -0.01, 0.01, n=20), eval_run(0.20, 0.15, 0.25, n=150, days_ago=6)], Condition.BAND),
+        ([eval_run(0.0, -0.01, 0.01, n=20, days_ago=d) for d in range(0, 6)]
          + [eval_run(0.20, 0.15, 0.25, n=150, days_ago=6)], Condition.BAND),
     ],
 )
@@ -128,9 +128,9 @@ def test_student_drift(runs: list[dict], expected: Condition) -> None:
     (obs,) = evaluate(Rule("student_drift", StudentDriftSettings()), Snapshot(eval_runs=runs), NOW)
     assert obs.condition is expected and obs.labels == {"subtype": "intent"}
     assert obs.window == "eval run r0 finished 2026-11-07 10:00 UTC"  # always the latest run
-    too_few = runs[0]["n"] < 100
+    too_few = runs[0]["n"] < 30
     assert ("too few to judge" in obs.summary) is too_few
-    assert obs.figures["queries evaluated"] == (f"{runs[0]['n']} (too few to judge: min_n 100)" if too_few
+    assert obs.figures["queries evaluated"] == (f"{runs[0]['n']} (too few to judge: min_n 30)" if too_few
                                                 else runs[0]["n"])
 
 
@@ -142,7 +142,7 @@ def test_student_drift_judges_the_latest_run_through_the_state_machine(tmp_path)
 
     rule = Rule("student_drift", StudentDriftSettings())
     big_breach = eval_run(0.20, 0.15, 0.25, n=150, days_ago=6)
-    small = [eval_run(0.0, -0.01, 0.01, n=80, days_ago=d) for d in (5, 4, 3, 2, 1)]
+    small = [eval_run(0.0, -0.01, 0.01, n=20, days_ago=d) for d in (5, 4, 3, 2, 1)]  # under min_n 30
 
     def night(engine: AlertEngine, runs: list[dict], days_ago: int) -> tuple[str, list[str], str]:
         at = NOW - timedelta(days=days_ago)
