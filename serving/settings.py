@@ -64,7 +64,8 @@ class CacheConfig:
     hnsw_ef_construction: int = 80
     #: An HNSW index is rebuilt from its survivors once this share of it is tombstones.
     rebuild_tombstone_ratio: float = 0.2
-    #: FAISS OpenMP threads (process-wide; 1 is fastest for single queries); 0 leaves FAISS's default.
+    #: FAISS OpenMP threads, set in every thread that searches (1 is fastest for single queries; more threads spin
+    #: between searches); 0 leaves FAISS's default (a thread per core).
     search_threads: int = 1
     #: Where `costline cache` commands load and save the cache; None = none saved.
     path: Path | None = None
