@@ -407,20 +407,24 @@ def flatten_span(
         cost = 0.0  # a failed call that counted no tokens cost nothing, whatever the model (still named unknown)
     if bad and status == PRICED and any(f.startswith(USAGE_PREFIXES) for f in bad):
         cost, status = None, INVALID_USAGE  # a price from a count that was dropped would be made up
-    if bool_of(get(c.COSTLINE_USAGE_INCOMPLETE)):
+    cut = error_type == INCOMPLETE_STREAM_ERROR and STREAM_ENDED_EARLY in bad
+    if cut or bool_of(get(c.COSTLINE_USAGE_INCOMPLETE)):
         # a stream that broke or was closed early (usage so far: a lower bound), or an OpenAI stream
         # without include_usage (no counts at all: unpriced, never $0)
-        bad.append(f"{c.COSTLINE_USAGE_INCOMPLETE}:true")
+        if not cut:
+            bad.append(f"{c.COSTLINE_USAGE_INCOMPLETE}:true")
         # no input count (none sent, or one no count could be, left out by the app): the prompt's price is unknown,
         # never that of a free prompt — unpriced, as a call without any usage is
         if input_tokens is None and explicit is None:
             cost, status = None, INCOMPLETE_USAGE
             bad.extend(f"{key}:missing" for key, n in ((c.GEN_AI_USAGE_INPUT_TOKENS, input_tokens),
                                                        (c.GEN_AI_USAGE_OUTPUT_TOKENS, output_tokens)) if n is None)
-    elif unreported and status == PRICED and input_tokens is None and error_type is None and not bad:
+    elif (unreported and status == PRICED and error_type is None and not bad
+          and (input_tokens is None or (output_tokens is None and op != _EMBEDDINGS))):
         # a call that answered without any usage (an OpenAI stream without include_usage, to OpenInference
         # and Langfuse, which write counts only when the API reported them), or with its answer's count but not
-        # its input's, has unknown usage: never $0, never priced as a free prompt
+        # its input's, or its input's but not its answer's, has unknown usage: never $0, never priced as a free
+        # prompt or a free answer
         cost, status = None, INCOMPLETE_USAGE
         bad.extend(unreported)
     return _new(CallRow, (

@@ -12,7 +12,9 @@ costline reads four families of spans (docs/telemetry.md has the table of who wr
 
 Counts follow the GenAI conventions whatever the spelling: the input *includes* cache reads and cache
 writes. A family whose counts do not (OpenLIT's and OpenLLMetry JS's Anthropic input, Anthropic's
-shape of Langfuse's usage) is corrected here, so nothing downstream knows who spelled what.
+shape of Langfuse's usage) is corrected here, so nothing downstream knows who spelled what; so are other
+instrumentations' known quirks (a cut stream ended as complete, OpenLLMetry's streamed output one token over,
+OpenLIT's failed Anthropic call without attributes: "known quirks" below).
 """
 
 from __future__ import annotations
@@ -292,14 +294,62 @@ _LANGSMITH_DETAILS: Final = ("gen_ai.usage.input_token_details", "langsmith.meta
 _LANGSMITH_COUNT = re.compile(r"['\"](cache_read|cache_creation|ephemeral_5m_input_tokens|ephemeral_1h_input_tokens)"
                               r"['\"]\s*:\s*(\d+)")
 
-#: OpenLLMetry's Anthropic instrumentation (Python) ends a streamed call's span only once the stream ran out, and
-#: writes its finish reasons from the ``message_delta`` event: a span with none, whose output count is at most
-#: ``message_start``'s placeholder (1), is a stream that ended before the model's final event (a proxy that gave up
-#: on it). Flagged in ``data_quality`` under this name: its usage is a lower bound and its answer may be cut.
+# --- known quirks of other instrumentations, corrected here -------------------------------------------------------
+
+#: A **cut stream** ended as complete. Anthropic's ``message_start`` event gives the input count and a placeholder
+#: output count (1; 2 or 3 with tools); the final count and the stop reason come only with ``message_delta``. A
+#: stream the app closed early, or a proxy cut, ends without it, and these instrumentations end its span as they end
+#: a complete one (status not ERROR): what shows it is **no finish reason and an output count missing or at most the
+#: placeholder**. Flagged in ``data_quality`` under :data:`STREAM_ENDED_EARLY` and failed
+#: (:data:`INCOMPLETE_STREAM_ERROR`), as costline's own wrapper says of such a stream; priced from its counts, a
+#: lower bound (without an input count: unpriced, never $0).
+#:
+#: OpenLLMetry's Anthropic instrumentation (Python) ends a streamed call's span only once the stream ran out (a
+#: proxy that gave up on it) and writes its finish reasons from ``message_delta``; its non-streamed spans always have
+#: them, and its ``messages.stream()`` spans say nothing of streaming: the rule reads every span of its scope.
 _OPENLLMETRY_ANTHROPIC: Final = "opentelemetry.instrumentation.anthropic"
+#: Other instrumentations that write a finish reason on every call they end as complete, streamed ones included
+#: (checked, with the real packages around the real SDKs): the rule reads their **streamed** spans (below) — of the
+#: span names given, when some are. Not here, because a complete stream of theirs may have no finish reason:
+#: ``opentelemetry-instrumentation-openai-v2`` 2.4b0 (none on any stream), OpenInference's OpenAI ``Response`` spans
+#: (none on the Responses API). OpenLIT and OpenLLMetry end no span for a stream the app closed (nothing to read).
+_FINISH_REASON_SCOPES: Final[tuple[tuple[str, tuple[str, ...] | None], ...]] = (
+    ("com.anthropic.sdk.", None),  # the anthropic SDK's own tracing (2.17: ``anthropic.message.stop_reason``)
+    ("openinference.instrumentation.anthropic", None),  # 3.1.0: ``llm.finish_reason``
+    ("openinference.instrumentation.openai", ("ChatCompletion",)),  # 0.1.66, chat completions
+)
+#: Where a span says its call was streamed: the anthropic SDK's own spans and OpenLIT write the first, OpenLLMetry
+#: the second (on ``create(stream=True)`` only); OpenInference only in its ``llm.invocation_parameters`` JSON.
+_STREAM_FLAGS: Final = ("gen_ai.request.stream", "gen_ai.is_streaming")
 STREAM_ENDED_EARLY: Final = f"{c.GEN_AI_RESPONSE_FINISH_REASONS}:stream_ended_early"
 #: The ``error.type`` such a call is given (what costline's own wrapper names a stream cut before the final event).
 INCOMPLETE_STREAM_ERROR: Final = "IncompleteStreamError"
+
+#: OpenLLMetry's Anthropic instrumentation **over-counts a streamed call's output by one token**: its
+#: ``_process_response_item`` (streaming.py, 0.62.4) adds ``message_delta``'s output count, which is cumulative, to
+#: ``message_start``'s placeholder (1) instead of replacing it (upstream fix proposed in traceloop/openllmetry#4377,
+#: not released). On a span that says it streamed (``gen_ai.is_streaming``) and got the final event (it has a finish
+#: reason: the sum is made only then), costline takes the 1 off the output. Every released version has the bug and
+#: the processor does not see the scope's version: when a fixed release ships, bound this by version. Its
+#: ``messages.stream()`` spans carry no streaming flag: they stay one output token over (nothing on the span tells
+#: them from a non-streamed call); so does a stream whose ``message_start`` placeholder was 2 or 3 (tools).
+_OPENLLMETRY_STREAMING: Final = "gen_ai.is_streaming"
+_OPENLLMETRY_PLACEHOLDER: Final = 1
+
+
+def _cut_stream(scope: str | None, name: str, streamed: bool, failed: bool, finish_reasons: list[str] | None,
+                output_tokens: int | None) -> bool:
+    """Whether a call's span shows a stream ended before the model's final event (see :data:`_FINISH_REASON_SCOPES`)."""
+    if failed or finish_reasons is not None or scope is None or (output_tokens is not None and output_tokens > 1):
+        return False
+    if scope == _OPENLLMETRY_ANTHROPIC:
+        return output_tokens is not None  # as before: its cut stream keeps message_start's count
+    if not streamed:
+        return False
+    for prefix, names in _FINISH_REASON_SCOPES:
+        if scope.startswith(prefix):
+            return names is None or name in names
+    return False
 
 #: Logfire's LLM integrations (scopes ``logfire.anthropic``, ``logfire.openai``): a streamed call is a span
 #: for the request (no usage) and, once the stream ends, a log (``logfire.span_type`` = ``log``, often in
@@ -383,9 +433,15 @@ def _read_genai(name: str, get: Any, scope: str | None, failed: bool, bad: list[
         response_model = None if response_model == _MICROMETER_NONE else response_model
     v = get(c.GEN_AI_RESPONSE_FINISH_REASONS)
     finish_reasons = str_list_of(v if v is not None else get(_ANTHROPIC_STOP_REASON))
-    if (finish_reasons is None and not failed and scope == _OPENLLMETRY_ANTHROPIC and output_tokens is not None
-            and output_tokens <= 1):
-        bad.append(STREAM_ENDED_EARLY)  # priced from its counts, a lower bound, as costline's own cut stream
+    if finish_reasons is None:
+        if (not failed and scope is not None and (output_tokens is None or output_tokens <= 1) and _cut_stream(
+                scope, name, any(bool_of(get(k)) for k in _STREAM_FLAGS), failed, None, output_tokens)):
+            bad.append(STREAM_ENDED_EARLY)  # priced from its counts, a lower bound, as costline's own cut stream
+    elif (scope == _OPENLLMETRY_ANTHROPIC and output_tokens is not None and output_tokens >= _OPENLLMETRY_PLACEHOLDER
+          and bool_of(get(_OPENLLMETRY_STREAMING))):
+        output_tokens -= _OPENLLMETRY_PLACEHOLDER  # its sum of message_start's placeholder and the final count
+    if not unreported and output_tokens is None and input_tokens is not None and not failed and op != "embeddings":
+        unreported = (f"{_OUT0}:missing",)  # an input's count without its answer's: the output is unknown, not free
     return _new(CallReading, (op, provider, model, response_model, input_tokens, output_tokens, read, write,
                               finish_reasons, unreported, str_of(get(c.GEN_AI_RESPONSE_ID)), write_1h,
                               count_of(*first_present(get, WEB_SEARCH_KEYS), bad)))
@@ -456,28 +512,72 @@ _OI_NOT_CALLS: Final = ("count_tokens",)
 #: hides outputs), begins with it (``{"id":"resp_…"``, ``{"id":"chatcmpl-…"``, ``{"id":"msg_…"``).
 _OI_OUTPUT: Final = "output.value"
 _OI_OUTPUT_ID = re.compile(r'\{\s*"id"\s*:\s*"([A-Za-z0-9_.:-]{1,200})"')
+#: The call's arguments as JSON. Its OpenAI instrumentor's failed call has no ``llm.model_name``: the model asked for
+#: is only in here (and in ``input.value``); a streamed call says so only in here (``"stream": true``).
+OI_INVOCATION_PARAMETERS: Final = "llm.invocation_parameters"
+#: Longest ``llm.invocation_parameters`` parsed (the arguments but the messages: a few hundred bytes; tools' schemas
+#: may make it a few KiB).
+_MAX_INVOCATION_CHARS: Final = 65_536
+#: What a model id read off a name or a JSON value may be (see :func:`_model_name`).
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}")
 
 
-def _read_openinference(kind: str | None, name: str, get: Any, bad: list[str]) -> CallReading | None:
+def _read_openinference(kind: str | None, name: str, get: Any, scope: str | None, failed: bool,
+                         bad: list[str]) -> CallReading | None:
     op = _OI_OPERATIONS.get(kind or "")
     if op is None or name.endswith(_OI_NOT_CALLS):
         return None  # not an OpenInference model call (a chain, tool, agent... or a free token count)
     provider = str_of(get(OI_PROVIDER)) or str_of(get(OI_SYSTEM))
+    model = first_str(get, _OI_MODEL_KEYS)
+    prompt = count_of(get(OI_PROMPT_TOKENS), OI_PROMPT_TOKENS, bad)
+    completion = count_of(get(OI_COMPLETION_TOKENS), OI_COMPLETION_TOKENS, bad)
+    finish_reasons = str_list_of(get(OI_FINISH_REASON))
+    params: dict[str, Any] | None = None
+    if model is None or (finish_reasons is None and not failed and (completion is None or completion <= 1)):
+        params = _oi_invocation_parameters(get(OI_INVOCATION_PARAMETERS))
+        if model is None:
+            model = _model_name(params.get("model"))  # the OpenAI instrumentor's failed call: only in there
+    if finish_reasons is None and params is not None and _cut_stream(
+            scope, name, params.get("stream") is True, failed, None, completion):
+        bad.append(STREAM_ENDED_EARLY)
+    # OpenInference writes counts only when the API reported them: a prompt's count without the answer's leaves the
+    # output unknown, not free
+    unreported = (_OI_UNREPORTED if prompt is None or completion is not None or op == "embeddings"
+                  else (f"{OI_COMPLETION_TOKENS}:missing",))
     return _new(CallReading, (
         op,
         provider.strip().lower() if provider is not None else None,
-        first_str(get, _OI_MODEL_KEYS),
+        model,
         first_str(get, _OI_RESPONSE_MODEL_KEYS),
-        count_of(get(OI_PROMPT_TOKENS), OI_PROMPT_TOKENS, bad),
-        count_of(get(OI_COMPLETION_TOKENS), OI_COMPLETION_TOKENS, bad),
+        prompt,
+        completion,
         count_of(get(OI_CACHE_READ_TOKENS), OI_CACHE_READ_TOKENS, bad),
         count_of(get(OI_CACHE_WRITE_TOKENS), OI_CACHE_WRITE_TOKENS, bad),
-        str_list_of(get(OI_FINISH_REASON)),
-        _OI_UNREPORTED,  # OpenInference writes counts only when the API reported them
+        finish_reasons,
+        unreported,
         _oi_response_id(get(_OI_OUTPUT)),
         None,  # OpenInference: "The breakdown of cache_creation by TTL has no semantic convention"
         None,
     ))
+
+
+def _oi_invocation_parameters(v: Any) -> dict[str, Any]:
+    """``llm.invocation_parameters``: the call's arguments as JSON (``{"model": "gpt-4o", "stream": true, ...}``);
+    ``{}`` when absent, longer than :data:`_MAX_INVOCATION_CHARS`, no JSON object, or nested too deep. Never raises."""
+    text = str_of(v) if v is not None else None
+    if not text or len(text) > _MAX_INVOCATION_CHARS or text[0] != "{":
+        return {}
+    try:
+        params = json.loads(text)
+    except (ValueError, RecursionError):
+        return {}
+    return params if isinstance(params, dict) else {}
+
+
+def _model_name(value: Any) -> str | None:
+    """A model id read from a span's name or arguments JSON: a short run of the characters model ids are made of
+    (``claude-haiku-4-5``, ``us.anthropic.claude-…-v1:0``, ``models/gemini-2.5-flash``), else None."""
+    return value if isinstance(value, str) and _MODEL_NAME.fullmatch(value) else None
 
 
 def _oi_response_id(v: Any) -> str | None:
@@ -701,10 +801,32 @@ def read_call(name: str, get: Any, scope: str | None, failed: bool, bad: list[st
     if (lf_v := get(LF_TYPE)) is not None:
         return _read_langfuse(str_of(lf_v), get, bad)
     if (kind_v := get(OI_SPAN_KIND)) is not None:
-        return _read_openinference(str_of(kind_v), name, get, bad)
+        return _read_openinference(str_of(kind_v), name, get, scope, failed, bad)
     if (ml_v := get(ML_SPAN_TYPE)) is not None:
         kind = _ml_str(ml_v)
         return _read_mlflow(kind.strip().upper() if kind else None, get, bad)
     if scope == _AI_SDK_SCOPE and name.endswith(_AI_SDK_EMBED_SUFFIX):
         return _read_ai_sdk_embedding(get, bad)
+    if failed and scope is not None and scope.startswith(_OPENLIT_SCOPE):
+        return _read_openlit_failure(name, scope)
     return None
+
+
+#: OpenLIT (1.45) names a call's span ``"{operation} {model}"``; its Anthropic instrumentor writes **no attribute at
+#: all** on a failed call's span (a 529, a 400, an error mid-stream: only that name, status ERROR and an
+#: ``exception`` event), so the failure would be lost. Such a span is read off its name: the operation must be a
+#: model call's, the model a plausible id (:func:`_model_name`); the provider is the one the scope names.
+_OPENLIT_SCOPE: Final = "openlit.instrumentation."
+_OPENLIT_PROVIDERS: Final = {"anthropic": c.PROVIDER_ANTHROPIC, "openai": "openai"}
+#: Longest span name read so (an operation, a space and a model id).
+_MAX_OPENLIT_NAME_CHARS: Final = 256
+
+
+def _read_openlit_failure(name: str, scope: str) -> CallReading | None:
+    if len(name) > _MAX_OPENLIT_NAME_CHARS:
+        return None
+    op, _, model = name.partition(" ")
+    if op not in CALL_OPERATIONS or _model_name(model) is None:
+        return None
+    provider = _OPENLIT_PROVIDERS.get(scope[len(_OPENLIT_SCOPE):].split(".", 1)[0])
+    return _new(CallReading, (op, provider, model, None, None, None, None, None, None, (), None, None, None))

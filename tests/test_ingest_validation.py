@@ -81,7 +81,7 @@ TIME_CASES = [
 
 @pytest.mark.parametrize("start, end, ts, duration, flag", TIME_CASES)
 def test_times_are_validated(start, end, ts, duration, flag):
-    for name, attrs in ((c.SPAN_REQUEST, {}), (c.SPAN_CACHE_LOOKUP, {}), ("chat", {**HAIKU, IN: 1})):
+    for name, attrs in ((c.SPAN_REQUEST, {}), (c.SPAN_CACHE_LOOKUP, {}), ("chat", {**HAIKU, IN: 1, OUT: 1})):
         row = flatten_span(span(name, trace_id=TID, span_id=SID, start_ns=start, end_ns=end, attributes=attrs),
                            PRICING)
         assert (row.ts, row.duration_ms) == (ts, duration)

@@ -502,7 +502,7 @@ def test_content_that_is_no_json_is_kept_as_a_text_so_analysts_json_queries_neve
 def test_content_duckdb_reads_is_kept_as_sent(doc):
     import duckdb
 
-    row = flatten_span(_span("chat claude-haiku-4-5", {**_HAIKU, "gen_ai.input.messages": doc,
-                                                       c.GEN_AI_USAGE_INPUT_TOKENS: 1}), PRICING)
+    counts = {c.GEN_AI_USAGE_INPUT_TOKENS: 1, c.GEN_AI_USAGE_OUTPUT_TOKENS: 1}
+    row = flatten_span(_span("chat claude-haiku-4-5", {**_HAIKU, "gen_ai.input.messages": doc, **counts}), PRICING)
     assert row.input_messages == doc and row.data_quality is None
     assert duckdb.connect().execute("SELECT json_valid(?)", [doc]).fetchall() == [(True,)]
