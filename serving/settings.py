@@ -487,6 +487,12 @@ class GatewayConfig:
     max_workers: int = 32
     max_pending: int = 64
     retry_after_s: int = 1
+    #: Requests of one tenant admitted at once (running or waiting for a worker) at most; past it that tenant's
+    #: next request is a 429 rate_limit_error with retry-after, and the others' go on. 0 = max_workers +
+    #: max_pending / 2 (rounded up): one tenant can fill every worker and half the queue, never the other half (a
+    #: tenant whose requests are slow — long answers, streams read slowly — cannot starve the rest). Set it to
+    #: max_workers + max_pending to turn it off.
+    max_in_flight_per_tenant: int = 0
     #: Connections open at once at most (idle keep-alive ones included); past it the one idle longest is closed (or,
     #: all busy, the new one). 0 = three quarters of the open-file limit (which `costline serve` raises to its hard
     #: limit at start), at most 16384; more than that limit less 128 is lowered to it, with a warning.
@@ -555,6 +561,10 @@ class GatewayConfig:
                and 0 <= self.max_connections <= 1_048_576, "max_connections",
                "must be a whole number from 0 to 1048576 (connections open at once; 0 = derived from the open-file "
                f"limit); got {self.max_connections!r}")
+        s.need(isinstance(self.max_in_flight_per_tenant, int) and not isinstance(self.max_in_flight_per_tenant, bool)
+               and 0 <= self.max_in_flight_per_tenant <= 1_048_576, "max_in_flight_per_tenant",
+               "must be a whole number from 0 to 1048576 (one tenant's requests admitted at once; 0 = max_workers + "
+               f"max_pending / 2); got {self.max_in_flight_per_tenant!r}")
         s.not_negative("responses_ttl_s", self.responses_ttl_s, "must not be negative (0 = store no responses)")
         s.at_least("responses_max", self.responses_max, 1)
         s.above_zero("responses_tenant_max_mib", self.responses_tenant_max_mib, unit="MiB")

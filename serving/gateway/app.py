@@ -286,6 +286,8 @@ class Gateway(ServedByJsonServer):
             headers=(("x-costline-worker", str(worker)),) if worker is not None else (),
             admit_head=_admit_head,
             max_connections=cfg.max_connections,
+            tenant_of=self.guard.head_tenant,
+            max_in_flight_per_tenant=cfg.max_in_flight_per_tenant,
         )
         #: Set once the cache's embedding model and pair model are loaded (ONNX exports, on a clean cache,
         #: run then): until they are, /readyz answers 503 and a load balancer sends the work elsewhere.

@@ -11,6 +11,11 @@ search, the SDK call to the model. :class:`AsgiServer` runs them on a ``ThreadPo
   Idle keep-alive connections cost no thread. ``admit_head(request)`` (the gateway's key, tenant and
   rate checks) runs on the request's head before any of that: a caller it refuses (401/403/429) is
   answered at once and holds neither a slot nor the server's time waiting for its body;
+* **per tenant**: ``tenant_of()`` (run in the context ``admit_head`` left) names the request's tenant, and
+  one tenant has at most ``max_in_flight_per_tenant`` requests admitted at once (0: ``max_workers`` plus
+  half of ``max_pending``, rounded up); past it that tenant's request is answered ``429`` with
+  ``retry-after`` (``reject``) and the other tenants keep the rest of the slots: a tenant whose requests
+  are slow cannot take every one;
 * **connections**: the soft limit on open files is raised to the hard one at start, and at most
   ``max_connections`` connections are open at once (0: three quarters of that limit, at most 16,384),
   so idle ones cannot take every file descriptor: past it the connection idle longest (no request
@@ -151,6 +156,8 @@ class AsgiServer:
         headers: tuple[tuple[str, str], ...] = (),
         admit_head: Callable[[HttpRequest], HttpResponse | None] | None = None,
         max_connections: int = 0,
+        tenant_of: Callable[[], str | None] | None = None,
+        max_in_flight_per_tenant: int = 0,
     ) -> None:
         self._routes = routes
         # checks a request's head (body b"") before its body is read: a response refuses it, None lets it on. It runs
@@ -172,6 +179,9 @@ class AsgiServer:
         self._name = name
         self._capacity = limits.max_workers + limits.max_pending
         self._in_flight = 0  # touched on the event loop only
+        self._tenant_of = tenant_of  # the admitted request's tenant, read in the context admit_head ran in
+        self._tenant_cap = max_in_flight_per_tenant or limits.max_workers + (limits.max_pending + 1) // 2
+        self._by_tenant: dict[str, int] = {}  # tenant -> requests admitted and not answered (event loop only)
         self._pool: ThreadPoolExecutor | None = None
         self._sock: _Listener | None = None
         self._server: uvicorn.Server | None = None
@@ -388,7 +398,14 @@ class AsgiServer:
                 return _to_starlette(refused)
         if self._in_flight >= self._capacity or self.draining:
             return _to_starlette(self._busy(request.url.path))
+        tenant = self._tenant(context)
+        if tenant is not None and self._by_tenant.get(tenant, 0) >= self._tenant_cap:
+            return _to_starlette(self._reject(HttpReject(
+                429, f"this tenant already has {self._tenant_cap} requests in flight, the most one tenant may have "
+                     "([serving.gateway] max_in_flight_per_tenant): retry when one has been answered",
+                {"retry-after": str(self._limits.retry_after_s)}), request.url.path))
         self._in_flight += 1
+        self._count_tenant(tenant, +1)
         released = False
         try:
             try:
@@ -406,13 +423,33 @@ class AsgiServer:
                 return _to_starlette(response)
             released = True  # the stream releases its slot when it ends (or is never sent)
             it = iter(response.stream)
-            ended = _StreamEnd(self, it)
+            ended = _StreamEnd(self, it, tenant)
             return _Streaming(self._pieces(it, ended), ended, self._stalled, status_code=response.status,
                               media_type=response.content_type,
                               headers={"cache-control": "no-cache", **response.headers})
         finally:
             if not released:
                 self._in_flight -= 1
+                self._count_tenant(tenant, -1)
+
+    def _tenant(self, context: contextvars.Context) -> str | None:
+        """The admitted request's tenant (None: not known; no per-tenant cap then). Never raises."""
+        if self._tenant_of is None:
+            return None
+        try:
+            return context.run(self._tenant_of)
+        except Exception:  # noqa: BLE001 - a request whose tenant cannot be read is still served
+            log.exception("%s: reading a request's tenant failed; it is not held to a tenant's share", self._name)
+            return None
+
+    def _count_tenant(self, tenant: str | None, step: int) -> None:
+        if tenant is None:
+            return
+        n = self._by_tenant.get(tenant, 0) + step
+        if n > 0:
+            self._by_tenant[tenant] = n
+        else:
+            self._by_tenant.pop(tenant, None)  # a tenant with nothing in flight takes no room
 
     def _stalled(self, scope: Any, sent: int) -> None:
         """A streamed answer's client took none of it for ``idle_timeout_s``: drop its connection at once (unsent
@@ -545,9 +582,10 @@ class _StreamEnd:
     """Ends a streamed answer once: frees its slot and closes its iterator on the pool (after the
     ``next()`` running there, if any: a generator cannot be closed while it runs)."""
 
-    def __init__(self, server: AsgiServer, it: Iterator[bytes]) -> None:
+    def __init__(self, server: AsgiServer, it: Iterator[bytes], tenant: str | None = None) -> None:
         self.server = server
         self.it = it
+        self.tenant = tenant
         self.pending: Any = None  # the worker's future (asyncio's wrapper, once cancelled, says done too early)
         self.done = False
 
@@ -556,6 +594,7 @@ class _StreamEnd:
             return
         self.done = True
         self.server._in_flight -= 1
+        self.server._count_tenant(self.tenant, -1)
         close = getattr(self.it, "close", None)
         pool = self.server._pool
         if close is None:

@@ -416,6 +416,14 @@ class GatewayGuard:
         _HEAD_ADMITTED.set((self._identity(req), admitted))
         return None
 
+    def head_tenant(self) -> str | None:
+        """The tenant :meth:`admit_head` admitted in this :mod:`contextvars` context (``default_tenant`` when its key
+        or header names none), or None when it admitted no head here (a preflight)."""
+        found = _HEAD_ADMITTED.get()
+        if found is None:
+            return None
+        return found[1].tenant or self.config.default_tenant
+
     def _identity(self, req: Any) -> tuple[Any, ...]:
         """What :meth:`_identify` and CORS read of ``req`` (a handler may add other headers, as a content type)."""
         return (req.method, *(tuple(req.header_all(name)) for name in
