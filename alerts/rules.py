@@ -641,7 +641,9 @@ def _rejected_attempts_rise(s: RejectedAttemptsRiseSettings, snap: Snapshot, now
         why = _shown(problems) if problems else "no reasons recorded"
         query = (
             "SELECT request_id, ts, routed_tier, tier, rejected_attempts, task_type, tenant\n"
-            f"FROM requests WHERE rejected_attempts LIKE {sql_shown(f'%{tier}:%')}\n"
+            # the tier's own attempts (',tier:' in the comma-separated 'tier:problem' list, a plain substring): a LIKE
+            # pattern read a "_" or "%" in a tier's name as a wildcard, and "budget:" inside "eu-budget:" as this tier
+            f"FROM requests WHERE contains(',' || rejected_attempts, {sql_shown(',' + tier + ':')})\n"
             f"  AND ts >= TIMESTAMP '{start:%Y-%m-%d %H:%M:%S}'\n"
             f"  AND ts < TIMESTAMP '{window + timedelta(hours=1):%Y-%m-%d %H:%M:%S}'\n"
             "ORDER BY ts"

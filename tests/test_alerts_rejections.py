@@ -54,7 +54,26 @@ def test_the_message_says_why() -> None:
     (obs,) = evaluate(RULE, Snapshot(rejections=[{**row(100, 30, 5000, 500), "problems": "output_format 21, "
                                                                                          "validator 9"}]), NOW)
     assert "output_format 21, validator 9" in obs.summary and "30.0%" in obs.summary and "10.0%" in obs.summary
-    assert "rejected_attempts LIKE '%student:%'" in obs.query
+    assert "contains(',' || rejected_attempts, ',student:')" in obs.query
+
+
+@pytest.mark.parametrize("tier", ["budget", "b_dget", "50%"])
+def test_the_dig_in_query_selects_the_tiers_own_attempts_only(tier: str) -> None:
+    """The message's query runs as shown and selects the requests with an attempt of that tier: not one of a tier
+    whose name contains it ("eu-budget"), nor one a LIKE wildcard in the name would match ("b_dget" / "budget")."""
+    import duckdb
+
+    (obs,) = evaluate(RULE, Snapshot(rejections=[row(100, 30, 5000, 500, tier=tier)]), NOW)
+    con = duckdb.connect()
+    con.execute("CREATE TABLE requests (request_id VARCHAR, ts TIMESTAMP, routed_tier VARCHAR, tier VARCHAR, "
+                "rejected_attempts VARCHAR, task_type VARCHAR, tenant VARCHAR)")
+    at = H + timedelta(minutes=5)
+    attempts = {"a": f"{tier}:validator", "b": f"student:validator,{tier}:low_confidence", "c": "eu-budget:validator",
+                "d": "budget:validator", "e": "b_dget:validator", "f": "500:validator", "g": None}
+    con.executemany("INSERT INTO requests VALUES (?, ?, 'x', 'x', ?, 'faq', 'acme')",
+                    [(k, at, v) for k, v in attempts.items()])
+    want = {k for k, v in attempts.items() if v and tier in [a.split(":")[0] for a in v.split(",")]}
+    assert {r[0] for r in con.execute(obs.query).fetchall()} == want
 
 
 def _us(t: datetime) -> int:
