@@ -1,13 +1,20 @@
--- Savings waterfall: the daily cost after each lever, baseline -> routing -> cache -> student.
--- From the latest cost report (`costline jobs cost-report`, view cost_report_days) when one was run;
--- until then the cost report's own computation (jobs/cost_report.py, COST_SQL) over the lake's whole days:
---   baseline  every call repriced at the baseline model ({{baseline_model}}) with its actual tokens, cache reads
---             and writes (one-hour ones too), batch, a long-prompt band, US-only inference and web searches as
---             its prices bill them; a cache hit at its day's average baseline cost of an uncached request of its
---             task type (else the task type's, else all requests');
---   routing   every API call at what it actually cost; student calls at the replaced tier's model's prices
---             ({{replaced_model}}), as if there were no student; a cache hit imputed as above at routed prices;
---   cache     cache hits cost nothing;
+-- Savings waterfall: the daily cost after each lever, baseline -> routing -> cache -> student, per whole UTC day.
+-- Each day is the cost report's own computation (jobs/cost_report.py, COST_SQL) over that whole day of the lake,
+-- unless a stored cost report (`costline jobs cost-report`, views cost_reports / cost_report_days) covers the whole
+-- day: then that report's figures for it (the latest such report). A report's part of a day is never shown as the
+-- day: the nightly report's window runs from 02:00 to 02:00, so its first and last days are part-days (each a
+-- fraction of the day's traffic and hosting), and only the latest report's days would hide every earlier day.
+--   baseline  each request's answering attempt (its answering generation call and the calls on that call's tier
+--             right before it) repriced at the baseline model ({{baseline_model}}) with its actual tokens, cache
+--             reads and writes (one-hour ones too), batch, a long-prompt band, US-only inference and web searches
+--             as its prices bill them: an attempt that was rejected and redone is not repriced, an all-frontier
+--             world would not have made it; a call that is no text generation (embeddings) at what it cost; a
+--             cache hit at its day's average baseline cost of an uncached request of its task type (else the task
+--             type's, else all requests');
+--   routing   every API call at what it actually cost; the answering attempt's student calls at the replaced
+--             tier's model's prices ({{replaced_model}}), as if there were no student, a rejected student answer
+--             left out; a cache hit imputed as above at routed prices;
+--   cache     cache hits cost nothing (a request flagged as a hit that then made a paid call is no hit);
 --   student   what was paid for calls, plus the student's GPU for every hour its hosting schedule covers
 --             (student_hosting_hourly: idle hours too).
 -- The lake's whole days run from the first day with a request or a hosted hour to the last one: a GPU left running
@@ -38,10 +45,18 @@ WITH hosted AS (
   CROSS JOIN (VALUES (1, 'baseline'), (2, 'routing'), (3, 'cache'), (4, 'student')) s(step, stage)
   LEFT JOIN per_day p ON p.day = d.day
   LEFT JOIN hosting h ON h.day = d.day
+), stored AS (
+  -- per day of the window, the latest stored report whose range [since, until) holds the whole day
+  SELECT d.day, d.report_id
+  FROM (SELECT DISTINCT report_id, generated_at, day FROM cost_report_days) d
+  JOIN (SELECT DISTINCT report_id, since, until FROM cost_reports) r ON r.report_id = d.report_id
+  WHERE r.since <= CAST(d.day AS TIMESTAMP) AND r.until >= CAST(d.day AS TIMESTAMP) + INTERVAL 1 DAY
+    AND d.day >= CAST({{since}} AS DATE) AND d.day <= {{build_day}}
+  QUALIFY row_number() OVER (PARTITION BY d.day ORDER BY d.generated_at DESC, d.report_id DESC) = 1
 ), report AS (
-  SELECT day, step, stage, cost_usd FROM cost_report_days
-  WHERE report_id = (SELECT arg_max(report_id, generated_at) FROM cost_report_days)
+  SELECT c.day, c.step, c.stage, c.cost_usd FROM cost_report_days c
+  JOIN stored s ON s.day = c.day AND s.report_id = c.report_id
 )
 SELECT * FROM report
-UNION ALL SELECT * FROM computed WHERE NOT EXISTS (SELECT 1 FROM report)
+UNION ALL SELECT * FROM computed WHERE day NOT IN (SELECT day FROM stored)
 ORDER BY day, step;

@@ -2,25 +2,33 @@
 
 The article's stacking table, computed from the lake for ``[since, until)``:
 
-1. **baseline** — every request priced on the baseline (frontier) model with its actual tokens
-   (every call it made; cache reads/writes, batch, US-only inference and a cloud's regional endpoint at their
-   multipliers; fast mode and OpenAI's priority tier, premiums of the model that ran, are not carried over); a
-   cache hit, which made no call, at its day's average baseline cost of an uncached request of its task type
-   (else that task type's average over the range, else all requests');
-2. **+ routing** — every API call at what it actually cost; student calls at the prices of the
-   tier the student replaced (``student_replaces_tier``, budget) as if there were no student;
-   cache hits imputed as above at routed prices;
+1. **baseline** — every request priced on the baseline (frontier) model with its actual tokens: the generation
+   calls of its *answering attempt* (its answering call — the last that succeeded, else the last — and the calls
+   on that call's tier right before it, an agent's steps), since an all-frontier world makes one attempt, not the
+   budget attempt that was rejected and then redone on the frontier; cache reads/writes, batch, US-only inference
+   and a cloud's regional endpoint at their multipliers; fast mode and OpenAI's priority tier, premiums of the
+   model that ran, are not carried over; a cache hit (a request flagged as one that made no generation call that
+   succeeded or was billed) at its day's average baseline cost of an uncached request of its task type (else
+   that task type's average over the range, else all requests');
+2. **+ routing** — every API call at what it actually cost; the answering attempt's student calls at the prices
+   of the tier the student replaced (``student_replaces_tier``, budget) as if there were no student, and a
+   rejected student attempt dropped (with no student it would not have been made); cache hits imputed as above
+   at routed prices;
 3. **+ semantic cache** — cache hits cost nothing;
 4. **+ distillation** — what was paid for calls (a student call with an explicit
    ``costline.cost_usd`` at that price), plus the student's GPU for every hour of the range that
    the hosting schedule covers (``[[pricing.hosting]]`` / ``student_usd_per_hour``), idle or not:
    read from the lake's ``student_hosting_hourly`` view, so the report and the views agree to the
-   cent on the same (whole-hour) window.
+   cent on the same (whole-hour) window; a range with hosting and no request is a report too.
+
+Only text generation calls (:data:`GENERATION_OPERATIONS`) are repriced: any other call (an embeddings call) is
+carried at what it cost in every stage, and a request of such calls alone (the gateway's ``/v1/embeddings``) is
+left out of the request count and of the averages a cache hit is imputed with.
 
 Daily cost = total / days in the range; monthly = daily x ``days_per_month`` (30); cumulative
-saving = 1 - stage / baseline. **Break-even** of the student = GPU cost per day / what one
-student-served request saves (its price at the replaced tier): the requests per day at which the
-student stops costing more than it saves (the article: ~100,000).
+saving = 1 - stage / baseline. **Break-even** of the student = GPU cost per day it was hosted (hosting /
+(hosted hours / 24)) / what one student-served request saves (its price at the replaced tier): the requests per
+hosted day at which the student stops costing more than it saves (the article: ~100,000).
 """
 
 from __future__ import annotations
@@ -64,36 +72,84 @@ _PRICE = """(greatest(c.input_tokens - c.cache_read_tokens - c.cache_creation_to
 #: A model with a long-prompt band: each call priced in the band its own input falls in.
 _BANDED = "(CASE WHEN c.input_tokens > {above} THEN {long} ELSE {short} END)"
 
+#: The operations a call generates text with (an instrumentation that names none: a chat call). Only these calls are
+#: repriced at the baseline or the replaced tier's model; any other (an embeddings call, which no other model would
+#: have made for less) is carried at what it cost in every stage, and a request of such calls alone is no request.
+GENERATION_OPERATIONS: tuple[str, ...] = ("chat", "text_completion", "generate_content")
+
 #: Per day: request counts and the four stage totals (before hosting, which is added in Python).
 #: A call cost that is NaN or infinite (a lake written before validation) is left out of the sums and
 #: counted (``ignored_costs``): one bad figure must not turn every stage into NaN.
+#:
+#: A request's *answering attempt* is its answering generation call (the last that succeeded; if every one failed,
+#: the last one) and the calls on that call's tier right before it (an agent's steps), back to the last call on
+#: another tier: what the request would have made on one model. The baseline reprices only those (an all-frontier
+#: world makes no budget attempt that the frontier then redoes); the routing stage drops a student call outside
+#: them (a student answer that was rejected: with no student, the tier that answered would have been asked
+#: first) and reprices the answering attempt's student calls at the replaced tier. A request flagged as a cache
+#: hit that still made a generation call that succeeded or was billed is no hit: its calls count in every stage.
 COST_SQL = """
-WITH per_request AS (
-  SELECT r.request_id, r.trace_id, CAST(r.ts AS DATE) AS day, coalesce(r.task_type, '(none)') AS task_type,
-         r.cache_hit OR r.tier = 'cache' AS hit, r.tier = 'student' AS student,
-         coalesce(sum({frontier}), 0) AS frontier_usd,
-         coalesce(sum(CASE WHEN c.tier = 'student' THEN {replaced}
-                           WHEN isfinite(c.cost_usd) THEN c.cost_usd ELSE 0 END), 0) AS routed_usd,
-         coalesce(sum(CASE WHEN isfinite(c.cost_usd) THEN c.cost_usd ELSE 0 END), 0) AS paid_usd,
-         count(c.cost_usd) FILTER (WHERE NOT isfinite(c.cost_usd)) AS ignored_costs
-  FROM requests r
-  LEFT JOIN calls c ON c.trace_id = r.trace_id AND c.request_span_id = r.span_id
-  WHERE r.ts >= $since AND r.ts < $until
-  GROUP BY ALL
+WITH rq AS (
+  SELECT request_id, trace_id, span_id, CAST(ts AS DATE) AS day, coalesce(task_type, '(none)') AS task_type,
+         coalesce(cache_hit OR tier = 'cache', false) AS flagged_hit, coalesce(tier = 'student', false) AS student
+  FROM requests WHERE ts >= $since AND ts < $until
+), rc AS (
+  SELECT c.trace_id, c.request_span_id, c.span_id, c.ts, c.tier, c.error_type, c.cost_usd,
+         coalesce(c.operation, 'chat') IN ({generation}) AS gen,
+         CASE WHEN isfinite(c.cost_usd) THEN c.cost_usd ELSE 0 END AS paid,
+         {frontier} AS frontier_usd,
+         {replaced} AS replaced_usd
+  FROM calls c SEMI JOIN rq ON rq.trace_id = c.trace_id AND rq.span_id = c.request_span_id
+), g AS (
+  SELECT trace_id, request_span_id, span_id, tier, error_type,
+         row_number() OVER (PARTITION BY trace_id, request_span_id ORDER BY ts, span_id) AS n
+  FROM rc WHERE gen
+), answer AS (
+  SELECT trace_id, request_span_id, coalesce(max(n) FILTER (WHERE error_type IS NULL), max(n)) AS n
+  FROM g GROUP BY trace_id, request_span_id
+), attempt AS (
+  SELECT a.trace_id, a.request_span_id, a.n AS last,
+         coalesce(max(o.n) FILTER (WHERE o.n < a.n AND o.tier IS DISTINCT FROM x.tier), 0) AS after
+  FROM answer a
+  JOIN g x ON x.trace_id = a.trace_id AND x.request_span_id = a.request_span_id AND x.n = a.n
+  JOIN g o ON o.trace_id = a.trace_id AND o.request_span_id = a.request_span_id
+  GROUP BY a.trace_id, a.request_span_id, a.n
+), marked AS (
+  SELECT rc.*, coalesce(g.n > t.after AND g.n <= t.last, false) AS answering
+  FROM rc
+  LEFT JOIN g ON g.trace_id = rc.trace_id AND g.request_span_id = rc.request_span_id AND g.span_id = rc.span_id
+  LEFT JOIN attempt t ON t.trace_id = rc.trace_id AND t.request_span_id = rc.request_span_id
+), per_request AS (
+  SELECT r.day, r.task_type, r.student,
+         r.flagged_hit AND count(m.span_id) FILTER (
+           WHERE m.gen AND (m.error_type IS NULL OR coalesce(m.cost_usd, 0) <> 0)) = 0 AS hit,
+         NOT r.flagged_hit AND count(m.span_id) > 0 AND count(m.span_id) FILTER (WHERE m.gen) = 0 AS other_only,
+         coalesce(sum(m.frontier_usd) FILTER (WHERE m.gen AND m.answering), 0) AS frontier_usd,
+         coalesce(sum(CASE WHEN m.tier <> 'student' OR m.tier IS NULL THEN m.paid
+                           WHEN m.answering THEN m.replaced_usd ELSE 0 END) FILTER (WHERE m.gen), 0) AS routed_usd,
+         coalesce(sum(m.paid) FILTER (WHERE m.gen), 0) AS paid_usd,
+         coalesce(sum(m.paid) FILTER (WHERE NOT m.gen), 0) AS other_usd,
+         count(m.cost_usd) FILTER (WHERE NOT isfinite(m.cost_usd)) AS ignored_costs
+  FROM rq r
+  LEFT JOIN marked m ON m.trace_id = r.trace_id AND m.request_span_id = r.span_id
+  GROUP BY r.trace_id, r.span_id, r.request_id, r.day, r.task_type, r.student, r.flagged_hit
+), uncached AS (
+  SELECT * FROM per_request WHERE NOT hit AND NOT other_only
 ), typical_day AS (
-  SELECT day, task_type, avg(frontier_usd) AS f, avg(routed_usd) AS r FROM per_request WHERE NOT hit GROUP BY ALL
+  SELECT day, task_type, avg(frontier_usd) AS f, avg(routed_usd) AS r FROM uncached GROUP BY ALL
 ), typical AS (
-  SELECT task_type, avg(frontier_usd) AS f, avg(routed_usd) AS r FROM per_request WHERE NOT hit GROUP BY ALL
+  SELECT task_type, avg(frontier_usd) AS f, avg(routed_usd) AS r FROM uncached GROUP BY ALL
 ), overall AS (
-  SELECT avg(frontier_usd) AS f, avg(routed_usd) AS r FROM per_request WHERE NOT hit
+  SELECT avg(frontier_usd) AS f, avg(routed_usd) AS r FROM uncached
 )
-SELECT p.day, count(*) AS requests, count(*) FILTER (WHERE p.hit) AS hits,
-       count(*) FILTER (WHERE p.student AND NOT p.hit) AS student_requests,
-       sum(CASE WHEN p.hit THEN coalesce(d.f, t.f, o.f, 0) ELSE p.frontier_usd END) AS baseline,
-       sum(CASE WHEN p.hit THEN coalesce(d.r, t.r, o.r, 0) ELSE p.routed_usd END) AS routing,
-       sum(CASE WHEN p.hit THEN 0 ELSE p.routed_usd END) AS cache,
-       sum(CASE WHEN p.hit THEN 0 ELSE p.paid_usd END) AS student_api,
-       sum(CASE WHEN p.student AND NOT p.hit THEN p.routed_usd - p.paid_usd ELSE 0 END) AS student_saved,
+SELECT p.day, count(*) FILTER (WHERE NOT p.other_only) AS requests, count(*) FILTER (WHERE p.hit) AS hits,
+       count(*) FILTER (WHERE p.student AND NOT p.hit AND NOT p.other_only) AS student_requests,
+       sum(p.other_usd + CASE WHEN p.hit THEN coalesce(d.f, t.f, o.f, 0) ELSE p.frontier_usd END) AS baseline,
+       sum(p.other_usd + CASE WHEN p.hit THEN coalesce(d.r, t.r, o.r, 0) ELSE p.routed_usd END) AS routing,
+       sum(p.other_usd + CASE WHEN p.hit THEN p.paid_usd ELSE p.routed_usd END) AS cache,
+       sum(p.other_usd + p.paid_usd) AS student_api,
+       sum(CASE WHEN p.student AND NOT p.hit AND NOT p.other_only THEN p.routed_usd - p.paid_usd ELSE 0 END)
+         AS student_saved,
        sum(p.ignored_costs) AS ignored_costs
 FROM per_request p
 LEFT JOIN typical_day d ON d.day = p.day AND d.task_type = p.task_type
@@ -102,9 +158,11 @@ CROSS JOIN overall o
 GROUP BY p.day ORDER BY p.day
 """
 
-#: Per day: the student's hosting over ``[since, until)`` from the views' hourly schedule.
+#: Per day: the student's hosting over ``[since, until)`` from the views' hourly schedule, and its hosted hours (those
+#: that cost something: the break-even divides by the days the GPU was up, not by the range's).
 HOSTING_SQL = """
-SELECT CAST(window_start AS DATE) AS day, sum(hosting_usd) AS hosting_usd
+SELECT CAST(window_start AS DATE) AS day, sum(hosting_usd) AS hosting_usd,
+       count(*) FILTER (WHERE hosting_usd > 0) AS hosted_hours
 FROM student_hosting_hourly WHERE window_start >= $since AND window_start < $until
 GROUP BY 1 ORDER BY 1
 """
@@ -132,13 +190,15 @@ class CostReport:
     student_requests: int
     hosting_usd: float
     stages: list[StageRow]
-    #: Student requests per day at which its GPU pays for itself (None: no student traffic).
+    #: Student requests per day the GPU is hosted at which it pays for itself (None: no student traffic).
     break_even_requests_per_day: float | None
     student_requests_per_day: float
     per_day: list[dict[str, Any]] = field(default_factory=list)
     generated_at: datetime | None = None
     #: Call costs left out because they were NaN or infinite in the lake.
     ignored_costs: int = 0
+    #: Days the student's GPU was hosted in the range (hosted hours / 24): what the break-even is per.
+    hosted_days: float = 0.0
 
     # -- renderings ---------------------------------------------------------------------------
     def _cells(self) -> tuple[list[str], list[list[str]]]:
@@ -151,10 +211,17 @@ class CostReport:
 
     def _footer(self) -> str:
         be = ("n/a (no student traffic)" if self.break_even_requests_per_day is None
-              else f"{self.break_even_requests_per_day:,.0f} student requests/day")
+              else f"{self.break_even_requests_per_day:,.0f} student requests per day the GPU is hosted")
         return (f"{self.requests:,} requests from {self.since:%Y-%m-%d %H:%M} to {self.until:%Y-%m-%d %H:%M} UTC "
                 f"({self.days:g} days; {self.cache_hits:,} cache hits, {self.student_requests:,} on the student). "
-                f"Student break-even: {be}; it served {self.student_requests_per_day:,.0f}/day." + self._ignored_note())
+                f"Student break-even: {be}; it served {self.student_requests_per_day:,.0f}/day{self._hosted_note()}."
+                + self._ignored_note())
+
+    def _hosted_note(self) -> str:
+        if not self.hosted_days or self.hosted_days >= self.days:
+            return ""
+        per = self.student_requests / self.hosted_days
+        return f" ({per:,.0f} per day hosted; hosted {self.hosted_days:g} of {self.days:g} days)"
 
     def _ignored_note(self) -> str:
         n = self.ignored_costs
@@ -228,10 +295,11 @@ def _price_sql(m: ModelPrice, config: Config) -> str:
 def cost_sql(config: Config) -> str:
     """:data:`COST_SQL` with the baseline and the replaced tier's prices filled in from ``config`` (its ``$since``
     and ``$until`` left as parameters); :class:`JobsError` when the pricing table has no model for one of them.
-    The dashboard's savings waterfall runs it too, over the lake's whole days, until a report is stored."""
+    The dashboard's savings waterfall runs it too, over each whole day of the lake no stored report covers whole."""
     cfg = config.jobs.cost_report
     return COST_SQL.format(frontier=_price_sql(_model_for(config, cfg.baseline_tier), config),
-                           replaced=_price_sql(_model_for(config, cfg.student_replaces_tier), config))
+                           replaced=_price_sql(_model_for(config, cfg.student_replaces_tier), config),
+                           generation=", ".join(f"'{op}'" for op in GENERATION_OPERATIONS))
 
 
 def build_cost_report(con: Any, config: Config, *, since: datetime, until: datetime,
@@ -245,11 +313,15 @@ def build_cost_report(con: Any, config: Config, *, since: datetime, until: datet
     cur = con.execute(sql, {"since": since, "until": until})
     cols = [c[0] for c in cur.description]
     days_rows = [dict(zip(cols, r)) for r in cur.fetchall()]
-    if not days_rows:
-        raise NoDataError(f"no requests between {since:%Y-%m-%d %H:%M} and {until:%Y-%m-%d %H:%M} UTC")
+    hosting_rows = con.execute(HOSTING_SQL, {"since": since, "until": until}).fetchall()
+    if not days_rows and not any(usd > 0 for _, usd, _ in hosting_rows):
+        raise NoDataError(f"no requests and no student hosting between {since:%Y-%m-%d %H:%M} and "
+                          f"{until:%Y-%m-%d %H:%M} UTC")
     hours = (until - since).total_seconds() / 3600.0
     days = hours / 24.0
-    hosting_by_day = {d: float(usd) for d, usd in con.execute(HOSTING_SQL, {"since": since, "until": until}).fetchall()}
+    # a window with hosting and no request is still a report: no requests, the GPU's cost in the student stage
+    hosting_by_day = {d: float(usd) for d, usd, _ in hosting_rows}
+    hosted_days = sum(int(h) for _, _, h in hosting_rows) / 24.0
     student_n = sum(int(d["student_requests"]) for d in days_rows)
     hosting = sum(hosting_by_day.values())
     totals = {
@@ -267,7 +339,10 @@ def build_cost_report(con: Any, config: Config, *, since: datetime, until: datet
                                None if step == 1 else (1.0 - total / base if base > 0 else None)))
     saved = sum(float(d["student_saved"]) for d in days_rows)
     per_request_saving = saved / student_n if student_n else 0.0
-    break_even = (hosting / days / per_request_saving) if per_request_saving > 0 and hosting > 0 else None
+    # per day the GPU was hosted (hosted hours / 24), not per day of the range: a range with days the GPU was off
+    # would otherwise spread its cost thin and understate the traffic it needs on the days it runs
+    break_even = (hosting / hosted_days / per_request_saving
+                  if per_request_saving > 0 and hosting > 0 and hosted_days > 0 else None)
     per_day = []
     by_day = {d["day"]: d for d in days_rows}
     for day in sorted(set(by_day) | set(hosting_by_day)):  # an idle day still costs its hosting
@@ -283,7 +358,7 @@ def build_cost_report(con: Any, config: Config, *, since: datetime, until: datet
     report_id = f"cost-{until:%Y%m%dT%H%M}-{hashlib.blake2b(rid_src.encode(), digest_size=3).hexdigest()}"
     return CostReport(report_id, since, until, days, sum(int(d["requests"]) for d in days_rows),
                       sum(int(d["hits"]) for d in days_rows), student_n, hosting, stages, break_even,
-                      student_n / days, per_day, generated_at, ignored)
+                      student_n / days, per_day, generated_at, ignored, hosted_days)
 
 
 def run_cost_report(config: Config, *, since: datetime, until: datetime,
