@@ -25,27 +25,35 @@ __all__ = ["commands", "process", "sql", "lake", "format_result"]
               help="Partitions the lake has no offsets for: read from their first offset.")
 @click.option("--from-committed", "start", flag_value="committed",
               help="Partitions the lake has no offsets for: start at the group's committed offsets.")
+@click.option("--accept-new-topic", is_flag=True, default=False,
+              help="Partitions whose lake offsets belong to a deleted and re-created topic (or a wiped broker): "
+                   "keep their old data and read the new topic from its beginning.")
 @pass_config
-def process(config: Config, until_idle: float | None, start: str | None) -> None:
+def process(config: Config, until_idle: float | None, start: str | None, accept_new_topic: bool) -> None:
     """Consume OTLP spans from Kafka and write the Parquet lake (exactly-once in effect).
 
     Runs as one member of the consumer group [processor] group_id: start more
     instances to scale out. SIGTERM / Ctrl-C commit what is buffered and exit.
     Partitions resume from the lake's offset manifests. A lake without them for
     partitions the group already consumed is refused unless --from-beginning or
-    --from-committed says where to start (docs/sql.md).
+    --from-committed says where to start (docs/sql.md). A partition whose
+    offsets in the lake belong to an earlier lifetime of the topic (deleted
+    and created again, a wiped broker, another cluster) is refused unless
+    --accept-new-topic sets its history aside (still read) and reads the new
+    topic from its beginning.
 
     \b
     Example:
         costline process                 # run until stopped
         costline process --until-idle 5  # drain the topic, then exit
         costline process --from-beginning  # a new lake for an existing group
+        costline process --accept-new-topic  # the topic was created again
     """
     from kafka.errors import AuthorizationError, KafkaTimeoutError
 
     from costline.processors.table_sink import make_processor
 
-    proc = make_processor(config, start=start or "lake")
+    proc = make_processor(config, start=start or "lake", accept_new_topic=accept_new_topic)
 
     def _stop(signum: int, frame: Any) -> None:  # noqa: ARG001
         proc.stop()

@@ -15,6 +15,17 @@ follows the lake (for lag dashboards: past offsets that hold no record too, such
 transaction markers; see :meth:`Processor._mirror_positions`) and is used when a
 partition has no manifest yet.
 
+Topic lifetimes: Kafka offsets start over at 0 when the topic is deleted and created again (or the broker's
+storage is wiped, or the processor is pointed at a new cluster), and the lake's offsets then mean nothing.
+Every manifest records the topic's id (:func:`topic_lifetime_change`); on claim, a partition whose recorded
+id differs from the topic's, or whose next offset lies past the partition's end, is refused
+(:class:`~costline.processors.errors.TopicLifetimeError`) instead of resuming there, which would skip the new
+records (and kafka-python's reset to offset 0 would write batches over committed ones). ``--accept-new-topic``
+(``accept_new_topic``) sets the partition's history aside (:meth:`~costline.lake.Lake.retire_partition`:
+renamed, still read) and reads the new topic from its beginning. A manifest without an id (a lake from before
+ids were recorded) gets the offset check alone; the next commit records the id. The lake itself refuses a
+batch that covers committed offsets (:class:`~costline.lake.OffsetsWentBack`), whatever reached it.
+
 Fencing: before recovering a partition the processor claims it in the lake
 (:meth:`~costline.lake.Lake.claim` bumps the partition's epoch), and every commit
 carries that epoch. An instance that missed a rebalance (stalled past
@@ -50,17 +61,23 @@ from typing import Any, Final
 from costline import contract
 from costline.config import Config
 from costline.kafka_security import client_options
+from costline.kafkameta import topic_id_text
 from costline.kafkaheaders import read_header_keys_like_java
-from costline.lake import WriterFenced
+from costline.lake import OffsetsWentBack, WriterFenced
 from costline.otlp import JsonSalvage, OtlpDecodeError, ProtobufSalvage
 from costline.pricing import NO_FAST_PRICE, NO_PRIORITY_PRICE
 from costline.processors.attributes import MIN_TIME_NS
 from costline.processors.buffer import PartitionBuffer
 from costline.processors.decode import decode_message, flatten_into, invalid_spans_request
-from costline.processors.errors import DeadLetterError, DeadLetterTopicError, StartPositionError
+from costline.processors.errors import (
+    DeadLetterError,
+    DeadLetterTopicError,
+    StartPositionError,
+    TopicLifetimeError,
+)
 from costline.processors.records import CallRow, MemoPricingTable, null_times_outside
 
-__all__ = ["Processor", "ProcessorStats", "START_POSITIONS"]
+__all__ = ["Processor", "ProcessorStats", "START_POSITIONS", "topic_lifetime_change"]
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +145,30 @@ GC_GEN0_THRESHOLD = 50_000
 _gc_lock = threading.Lock()
 _gc_users = 0
 _gc_saved: tuple[int, int, int] | None = None
+
+
+def topic_lifetime_change(recorded_id: str | None, live_id: str | None, next_offset: int | None,
+                          end_offset: int | None) -> str | None:
+    """Why a partition's offsets in the lake belong to another lifetime of the topic, or None when resuming at
+    ``next_offset`` is right.
+
+    ``recorded_id``: the topic id the partition's last manifest recorded (None: a lake from before ids were
+    recorded, or a broker without ids); ``live_id``: the topic's id now (None: unknown); ``next_offset``: the
+    lake's next offset (None: no manifest, nothing to resume); ``end_offset``: the partition's end offset now
+    (None: unknown). Another id means the topic was deleted and created again; a next offset past the end
+    means the log holds fewer records than the lake already read (created again, a wiped broker, a new cluster)."""
+    if next_offset is None:
+        return None
+    if recorded_id is not None and live_id is not None and recorded_id != live_id:
+        return (f"the topic's id is now {live_id}, the lake's last manifest recorded {recorded_id}: the topic was "
+                f"deleted and created again, and the lake's next offset {next_offset} belongs to the old one")
+    if end_offset is not None and next_offset > end_offset:
+        return (f"the partition ends at offset {end_offset}, before the lake's next offset {next_offset}: its log "
+                "started over (the topic was created again, the broker's storage was wiped, or this is another "
+                "cluster)")
+    return None
+
+
 
 
 @contextlib.contextmanager
@@ -285,10 +326,14 @@ class Processor:
         consumer_factory: Callable[..., Any] | None = None,
         producer_factory: Callable[..., Any] | None = None,
         start: str = "lake",
+        accept_new_topic: bool = False,
     ) -> None:
         if start not in START_POSITIONS:
             raise ValueError(f"start must be one of {', '.join(START_POSITIONS)}; got {start!r}")
         self.start = start
+        #: A partition whose lake offsets belong to an earlier lifetime of the topic: set its history aside and
+        #: read it from its beginning (``--accept-new-topic``), instead of refusing (TopicLifetimeError).
+        self.accept_new_topic = accept_new_topic
         self.config = config
         self.topic = config.kafka.topic
         from costline.processors.table_sink import lake_writer  # [lake] mode: local files or Iceberg tables
@@ -319,6 +364,8 @@ class Processor:
         self._next_position_check = float("-inf")
         #: Per assigned partition, this instance's claim on it in the lake (Lake.claim).
         self._epochs: dict[int, int] = {}
+        #: Per claimed partition, the topic id its manifests record (the topic's id at claim; None: unknown).
+        self._topic_ids: dict[int, str | None] = {}
         #: Set by the rebalance listener (IO thread), acted on by the main thread after poll():
         #: buffers of revoked partitions with the epoch they were read under, to flush ...
         self._revoked: dict[int, tuple[PartitionBuffer, int | None]] = {}
@@ -487,14 +534,73 @@ class Processor:
         self._buffers.pop(tp.partition, None)
         self._epochs[tp.partition] = self.lake.claim(self.topic, tp.partition)
         next_offset, removed = self.lake.recover(self.topic, tp.partition)
-        self._mirrored.pop(tp.partition, None)
-        if next_offset is not None:
-            self._mirrored[tp.partition] = -1
         if removed:
             log.warning("partition %d: removed %d uncommitted file(s) of a crashed batch",
                         tp.partition, len(removed))
-        self._position(tp, next_offset, "lake manifest")
+        next_offset, retired = self._check_lifetime(tp, next_offset)
+        self._mirrored.pop(tp.partition, None)
+        if next_offset is not None:
+            self._mirrored[tp.partition] = -1
+        if retired:
+            self._consumer.seek_to_beginning(tp)
+        else:
+            self._position(tp, next_offset, "lake manifest")
         self._consumer.resume(tp)
+
+    def _live_topic_id(self) -> str | None:
+        """The topic's id in the consumer's cluster metadata (kafka-python 3: KIP-516); None when unknown."""
+        try:
+            return topic_id_text(self._consumer._client.cluster.topic_id(self.topic))
+        except Exception:  # noqa: BLE001 - a client without ids: the offset checks alone
+            return None
+
+    def _check_lifetime(self, tp: Any, next_offset: int | None) -> tuple[int | None, bool]:
+        """``(offset to resume from, set aside?)`` for a claimed partition whose lake would resume at
+        ``next_offset``: raise :class:`TopicLifetimeError` when the lake's offsets belong to an earlier lifetime
+        of the topic (:func:`topic_lifetime_change`), or with ``accept_new_topic`` set the partition's history
+        aside and return ``(None, True)``: it is read from its beginning. Records the topic id for the
+        partition's next manifests (sinks that record one)."""
+        partition = tp.partition
+        records_ids = getattr(self.lake, "records_topic_id", False)
+        live = self._live_topic_id()
+        if records_ids:
+            self._topic_ids[partition] = live
+        if next_offset is None:
+            return None, False
+        recorded = None
+        if records_ids:
+            recorded = getattr(self.lake.last_manifest(self.topic, partition), "topic_id", None)
+        begin = end = None
+        try:  # bounded, as the other checks: an unanswered question must not hold up the poll loop
+            begin = self._consumer.beginning_offsets([tp], timeout_ms=IDLE_CHECK_TIMEOUT_MS).get(tp)
+            end = self._consumer.end_offsets([tp], timeout_ms=IDLE_CHECK_TIMEOUT_MS).get(tp)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("partition %d: could not read its first and end offsets (%s): resuming at the lake's "
+                        "offset %d without checking that the topic still holds it", partition, exc, next_offset)
+        why = topic_lifetime_change(recorded, live, next_offset, end)
+        if why is None:
+            if begin is not None and next_offset < begin:
+                log.warning("partition %d: the topic now starts at offset %d: offsets %d..%d were deleted "
+                            "(retention) before they reached the lake; reading from %d", partition, begin,
+                            next_offset, begin - 1, begin)
+            return next_offset, False
+        retire = getattr(self.lake, "retire_partition", None)
+        if self.accept_new_topic and retire is not None:
+            log.error("partition %d of %r: %s. --accept-new-topic: the lake's history of it is kept and set aside, "
+                      "and the new topic is read from its beginning (offset %s)", partition, self.topic, why, begin)
+            retire(self.topic, partition, why)
+            return None, True
+        if self.accept_new_topic:
+            todo = ("this lake mode cannot set a partition's history aside: point [lake] at new tables (another "
+                    "namespace / warehouse) to read the new topic from its beginning, or restore the old topic")
+        else:
+            todo = ("run `costline process --accept-new-topic` to keep the lake's data and read the new topic from "
+                    "its beginning (its new records get new files; the old ones stay readable), point [lake] path at "
+                    "a new lake, or point [kafka] at the cluster the lake was written from")
+        msg = (f"partition {partition} of {self.topic!r}: {why}. Resuming there would silently skip the new "
+               f"topic's records below offset {next_offset}, so the processor stops: {todo}")
+        log.error("%s", msg)
+        raise TopicLifetimeError(msg)
 
     def _check_start_position(self) -> None:
         """Refuse (start "lake") when the group committed offsets the lake has no manifest for."""
@@ -839,8 +945,16 @@ class Processor:
         tables = buf.tables()
         if buf.rejected:  # durable in the DLQ before the manifest covers their offsets
             self._dead_letter_rejected(partition, buf)
+        topic_id = self._topic_ids.get(partition)
         try:
-            self.lake.commit_batch(self.topic, partition, buf.first_offset, buf.last_offset, tables, epoch=epoch)
+            self.lake.commit_batch(self.topic, partition, buf.first_offset, buf.last_offset, tables, epoch=epoch,
+                                   **({} if topic_id is None else {"topic_id": topic_id}))
+        except OffsetsWentBack as exc:  # never written over committed data: stop, loudly
+            raise TopicLifetimeError(
+                f"{exc}. The processor stops rather than destroy committed data. Restart it: a partition whose "
+                f"lake offsets belong to the old topic is then refused with what to do (`costline process "
+                "--accept-new-topic` keeps the old data and reads the new topic from its beginning, or point "
+                "[lake] path at a new lake)") from exc
         except WriterFenced as exc:
             self._epochs.pop(partition, None)
             self._commit_kafka.pop(partition, None)

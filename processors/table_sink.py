@@ -148,7 +148,10 @@ class TableProcessor(Processor):
         resume = self.lake.recover_many(self.topic, partitions)
         for tp in pending:
             self._epochs[tp.partition] = epochs[tp.partition]
-            self._position(tp, resume[tp.partition], "table snapshot")
+            # the tables resume as the local lake does: refused when their offsets belong to an earlier
+            # lifetime of the topic (no topic id recorded here: the end-offset check alone)
+            next_offset, _retired = self._check_lifetime(tp, resume[tp.partition])
+            self._position(tp, next_offset, "table snapshot")
         self._consumer.resume(*pending)
         self._last_activity = self._now()
 

@@ -58,7 +58,7 @@ from costline.lake._files import (
     read_table_sql,
     topic_tag,
 )
-from costline.lake._lake import Lake, NoLake, WriterFenced, lake_exists
+from costline.lake._lake import Lake, NoLake, OffsetsWentBack, WriterFenced, lake_exists
 from costline.lake._oddfiles import set_aside_files, set_aside_odd_files
 from costline.lake._schema import (
     CALLS_SCHEMA,
@@ -90,6 +90,7 @@ __all__ = [
     "Lake",
     "Manifest",
     "WriterFenced",
+    "OffsetsWentBack",
     "TABLES",
     "REQUESTS_SCHEMA",
     "CALLS_SCHEMA",

@@ -104,6 +104,10 @@ class Manifest:
     #: written before they are renamed into place, so recovery can finish the renames of a batch that
     #: crashed in between. None: a manifest from before (its files were in place before it was written).
     writer: str | None = None
+    #: The Kafka topic id (UUID) the batch was read from: a topic deleted and created again under the same
+    #: name gets another, and its offsets start over. None: a manifest from before ids were recorded, or a
+    #: broker that gives none (before Kafka 2.8).
+    topic_id: str | None = None
 
     def staged_name(self, file: str) -> str | None:
         """The name ``file`` (one of :attr:`files`) is staged under before it is renamed into place."""
@@ -115,6 +119,7 @@ class Manifest:
             "first_offset": self.first_offset, "last_offset": self.last_offset,
             "files": list(self.files), "epoch": self.epoch,
             **({} if self.writer is None else {"writer": self.writer}),
+            **({} if self.topic_id is None else {"topic_id": self.topic_id}),
         }, indent=1)
 
     @classmethod
@@ -123,6 +128,9 @@ class Manifest:
         writer = d.get("writer")
         if writer is not None and not (isinstance(writer, str) and WRITER_TOKEN.match(writer)):
             raise ValueError(f"writer {writer!r} is no writer token (w and hex digits)")
+        topic_id = d.get("topic_id")
+        if topic_id is not None and not isinstance(topic_id, str):
+            raise ValueError(f"topic_id {topic_id!r} is no topic id (a UUID string)")
         return cls(d["topic"], int(d["partition"]), int(d["first_offset"]), int(d["last_offset"]),
                    tuple(d["files"]), int(d.get("format", 1)),
-                   None if d.get("epoch") is None else int(d["epoch"]), writer)
+                   None if d.get("epoch") is None else int(d["epoch"]), writer, topic_id)

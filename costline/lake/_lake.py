@@ -18,16 +18,31 @@ import pyarrow.parquet as pq
 from costline.errors import LakeError
 from costline.fsutil import atomic_write, fsync_dir, synced_write
 from costline.lake import _compaction, _recovery
-from costline.lake._files import EMPTY_DATE, EMPTY_FILE, OFFSET_DIGITS, Manifest, data_file_name, parse_data_file_name
+from costline.lake._files import (
+    EMPTY_DATE,
+    EMPTY_FILE,
+    OFFSET_DIGITS,
+    Manifest,
+    data_file_name,
+    data_file_topic,
+    parse_data_file_name,
+    topic_tag,
+)
 from costline.lake._schema import DICTIONARY_COLUMNS, SCHEMAS, same_schema
 
-__all__ = ["Lake", "NoLake", "WriterFenced", "lake_exists"]
+__all__ = ["Lake", "NoLake", "OffsetsWentBack", "WriterFenced", "lake_exists"]
 
 log = logging.getLogger("costline.lake")
 
 
 class WriterFenced(LakeError):
     """A writer's claim on a partition is stale: another writer claimed it since (a rebalance)."""
+
+
+class OffsetsWentBack(LakeError):
+    """A batch's offsets start at or before what the lake already committed for its partition, or its file name
+    is taken: Kafka's offsets started over (the topic was deleted and created again, the broker's storage was
+    wiped). The batch is refused, nothing written: committing it would overwrite committed data."""
 
 
 class NoLake(LakeError):
@@ -63,6 +78,9 @@ def _holds(path: Path, manifest: Manifest) -> bool:
 
 class Lake:
     """A lake rooted at ``path``: writes committed batches, recovers partitions, lists files."""
+
+    #: :meth:`commit_batch` takes ``topic_id`` and records it in the manifest (the processor asks).
+    records_topic_id = True
 
     def __init__(self, path: Path | str, *, keep_manifests: int = 20) -> None:
         self.path = Path(path)
@@ -110,6 +128,7 @@ class Lake:
         tables: Mapping[str, Mapping[str, pa.Table]],
         *,
         epoch: int | None = None,
+        topic_id: str | None = None,
     ) -> Manifest:
         """Write one batch (``{table: {date: arrow table}}``) and commit it with a manifest.
 
@@ -127,6 +146,11 @@ class Lake:
         ``epoch`` (from :meth:`claim`) fences the writer: the manifest is written only while the
         partition's epoch is still ``epoch``. A writer another one claimed the partition from
         raises :class:`WriterFenced` and leaves no file behind.
+
+        Committed data is never overwritten: a batch whose first offset is not past the partition's last
+        manifest, or one of whose file names is taken, raises :class:`OffsetsWentBack` (Kafka's offsets
+        started over: a topic created again, a wiped broker) and leaves no file behind. ``topic_id`` (the
+        Kafka topic's id) is recorded in the manifest, so a later claim can tell a new topic of the same name.
         """
         if last_offset < first_offset:
             raise LakeError(f"empty offset range {first_offset}..{last_offset} for partition {partition}")
@@ -157,19 +181,22 @@ class Lake:
                 fsync_dir(d)
             manifest = Manifest(topic, partition, first_offset, last_offset,
                                 tuple(sorted(str(final.relative_to(self.path)) for _tmp, final in staged)),
-                                epoch=epoch, writer=writer if staged else None)
+                                epoch=epoch, writer=writer if staged else None, topic_id=topic_id)
             with self._partition_lock(topic, partition):
                 if epoch is not None and (current := self._read_epoch(mdir)) != epoch:
                     raise WriterFenced(
                         f"partition {partition} of {topic!r} was claimed by another writer (epoch {current}, "
                         f"this writer's {epoch}): batch {first_offset}..{last_offset} discarded, the new "
                         "owner reprocesses it")
+                self._refuse_going_back(topic, partition, first_offset, last_offset,
+                                        [final for _tmp, final in staged])
                 try:
                     with atomic_write(mpath, "w", encoding="utf-8") as fh:
                         fh.write(manifest.to_json())  # its rename is the commit point
                 finally:  # the rename may have happened even if what followed it (the folder's fsync) failed
                     committed = _holds(mpath, manifest)
-                # committed: from here on the staged files belong to the batch, which recovery completes
+                # committed: from here on the staged files belong to the batch, which recovery completes;
+                # no file of these names exists (checked above, under the lock every writer of it takes)
                 for tmp, final in staged:
                     os.replace(tmp, final)
                 for d in dirs:
@@ -188,6 +215,56 @@ class Lake:
                     tmp.unlink(missing_ok=True)
         self._prune_manifests(mdir)
         return manifest
+
+    def _refuse_going_back(self, topic: str, partition: int, first_offset: int, last_offset: int,
+                           finals: list[Path]) -> None:
+        """Raise :class:`OffsetsWentBack` when a batch would cover offsets already committed or replace a data
+        file (caller holds the partition's lock)."""
+        last = self.last_manifest(topic, partition)
+        taken = [str(f.relative_to(self.path)) for f in finals if f.exists()]
+        if (last is None or first_offset > last.last_offset) and not taken:
+            return
+        what = (f"the lake already committed offsets up to {last.last_offset}" if last is not None
+                and first_offset <= last.last_offset else f"its file(s) {', '.join(taken)} already exist")
+        raise OffsetsWentBack(
+            f"batch {first_offset}..{last_offset} of partition {partition} of {topic!r} refused: {what} in the lake "
+            f"at {self.path}. Kafka's offsets went back: the topic was deleted and created again, or the broker's "
+            "storage was wiped. Nothing was written and no committed data was overwritten")
+
+    def retire_partition(self, topic: str, partition: int, reason: str) -> Path:
+        """Set a partition's committed history aside so that it can be read again from offset 0 (a new topic of
+        the same name): its data files are renamed ``c-old-<id>-<name>`` (still read by the views and compacted
+        like compacted files, out of reach of recovery and of new batches' names), then its manifests move to
+        ``_offsets/<topic>/pNNN/retired-<id>/`` with ``reason.txt``; the folder returned. Nothing is deleted.
+
+        Data files first: a crash in between leaves manifests whose files are renamed (nothing for recovery to
+        do) and a partition that still reads as the old one, retired again by the next claim."""
+        stamp = uuid.uuid4().hex[:8]
+        tag = topic_tag(topic)
+        try:
+            with self._partition_lock(topic, partition) as mdir:
+                dirs: set[Path] = set()
+                for table in SCHEMAS:
+                    for f in self.data_files(table, partition):
+                        if data_file_topic(f.name) == tag:
+                            os.rename(f, f.with_name(f"c-old-{stamp}-{f.name}"))
+                            dirs.add(f.parent)
+                for d in dirs:
+                    fsync_dir(d)
+                retired = mdir / f"retired-{stamp}"
+                retired.mkdir()
+                with atomic_write(retired / "reason.txt", "w", encoding="utf-8") as fh:
+                    fh.write(reason.rstrip() + "\n")
+                for m in sorted(mdir.glob("[0-9]*.json")):
+                    os.rename(m, retired / m.name)
+                fsync_dir(retired)
+                fsync_dir(mdir)
+        except OSError as exc:
+            raise LakeError(f"cannot set aside the history of partition {partition} of {topic!r} in the lake at "
+                            f"{self.path}: {exc}: check the path and permissions, then start again") from exc
+        log.warning("partition %d of %r: committed history set aside (data files renamed c-old-%s-..., still "
+                    "read; manifests in %s): %s", partition, topic, stamp, retired, reason)
+        return retired
 
     # -- writer fencing -----------------------------------------------------------------
     @contextlib.contextmanager

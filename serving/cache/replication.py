@@ -85,6 +85,7 @@ import numpy as np
 from costline.errors import ConfigError
 from costline.kafka_security import client_options, make_client
 from costline.kafkaheaders import read_header_keys_like_java
+from costline.kafkameta import topic_id_text
 from costline.textutil import well_formed
 from costline.serving.cache.semantic import effective_expiry
 from costline.serving.errors import CacheError
@@ -253,7 +254,7 @@ def ensure_cache_topic(bootstrap: str, topic: str, *, timeout_s: float = 10.0,
                 break
             time.sleep(0.1)
         if ids is not None and partitions:
-            topic_id = _topic_id(described[0].get("topic_id"))
+            topic_id = topic_id_text(described[0].get("topic_id"))
             if topic_id is not None:
                 ids[topic] = topic_id
         policy = topic_cleanup_policy(admin, topic)
@@ -271,15 +272,6 @@ def ensure_cache_topic(bootstrap: str, topic: str, *, timeout_s: float = 10.0,
         admin.close()
 
 
-def _topic_id(value: Any) -> str | None:
-    """A topic id as the cluster describes it (a UUID; None: none, or the zero UUID of a broker before 2.8)."""
-    if value is None:
-        return None
-    try:
-        parsed = value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
-    except ValueError:
-        return None
-    return None if parsed.int == 0 else str(parsed)
 
 
 def topic_cleanup_policy(admin: Any, topic: str) -> str | None:
@@ -672,7 +664,7 @@ class CacheReplicator:
             with self._lock:
                 self._offset = self._start_offset = int(state["offset"])
                 self._restored = why is None
-            self._topic_id = _topic_id(state.get("topic_id"))
+            self._topic_id = topic_id_text(state.get("topic_id"))
 
     def _unusable(self, state: Any) -> str | None:
         """Why a snapshot's replication state cannot be followed on from (None: it can)."""
@@ -982,7 +974,7 @@ class CacheReplicator:
                 with self._lock:
                     self._offset = self._start_offset = int(state["offset"])
                     self._bootstrap_entries = len(self._cache)
-                self._topic_id = _topic_id(state.get("topic_id"))
+                self._topic_id = topic_id_text(state.get("topic_id"))
                 log.info("costline: cache replica %s bootstrapped %d entries from %s; topic from offset %d",
                          self.replica_id, len(self._cache), path, self._offset)
                 return self._offset
