@@ -20,6 +20,8 @@
 * :class:`BearerTokens`: constant-time check of ``Authorization: Bearer`` tokens (the OpenTelemetry
   Collector's ``bearertokenauth``), from config and/or a file re-read when it changes.
 * :func:`is_loopback`, :func:`refuse_open_bind` (a non-loopback bind without authentication).
+* :func:`host_name`, :func:`host_problem`, :func:`host_name_problem`: the ``Host`` check a listener without
+  authentication makes against DNS rebinding (a page on a name that resolves to this machine).
 
 Standard library only, so the collector, the gateway and the dashboard server can all use it.
 """
@@ -58,6 +60,9 @@ __all__ = [
     "BearerTokens",
     "is_loopback",
     "refuse_open_bind",
+    "host_name",
+    "host_problem",
+    "host_name_problem",
     "ssl_context",
     "validate_limits",
     "mask_secret",
@@ -147,6 +152,67 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def host_name(header: str) -> str:
+    """``Host`` without its port, lower-cased, brackets and a trailing dot removed (``[::1]:8787`` → ``::1``,
+    ``Example.COM.:80`` → ``example.com``)."""
+    h = header.strip().lower()
+    if h.startswith("["):
+        h = h[1:h.find("]")] if "]" in h else h
+    elif h.count(":") == 1:
+        h = h.rsplit(":", 1)[0]
+    return h.rstrip(".") if h not in ("", ".") else h
+
+
+_HOST_NAME = re.compile(r"[a-z0-9_](?:[a-z0-9_.-]{0,251}[a-z0-9_])?")
+
+
+def host_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be an allowed host name (a DNS name or an IP address, without scheme, port or path;
+    an IPv6 address with or without brackets), or None."""
+    bare = name.strip().lower()
+    bare = bare[1:-1] if bare.startswith("[") and bare.endswith("]") else bare
+    if ":" in bare:
+        try:
+            ipaddress.IPv6Address(bare)
+            return None
+        except ValueError:
+            return (f"{name[:100]!r} is not a host name: give the name alone, without a scheme, port or path (e.g. "
+                    f"\"costline.internal\")")
+    if not _HOST_NAME.fullmatch(bare.rstrip(".")):
+        return (f"{name[:100]!r} is not a host name: give the name alone, without a scheme, port or path (e.g. "
+                f"\"costline.internal\")")
+    return None
+
+
+def _rebindable(name: str) -> bool:
+    """Whether a web page can be at ``name`` and have it resolve to this machine (DNS rebinding): a DNS name with a
+    dot, whose answers its owner's DNS server gives. Not an IP address (a page's origin is then that address) nor a
+    name without a dot (``localhost``, a host's own short name: public DNS answers none; whoever answers for them
+    on the local network could answer for any name)."""
+    try:
+        ipaddress.ip_address(name)
+        return False
+    except ValueError:
+        return "." in name or not name
+
+
+def host_problem(values: Iterable[str], allowed: Iterable[str]) -> str | None:
+    """Why a request whose ``Host`` header lines are ``values`` may come from a DNS rebinding page (the 421 a
+    listener without authentication answers), or None. Passes: a name in ``allowed`` (compared as
+    :func:`host_name` reads them), an IP address (loopback ones included) and a name without a dot (``localhost``);
+    any other DNS name is refused. A request without ``Host`` is not a browser's (every browser sends one) and
+    passes."""
+    got = list(values)
+    if not got:
+        return None
+    if len(got) > 1:
+        return f"Host was sent {len(got)} times: send it once"
+    name = host_name(got[0])
+    if not _rebindable(name) or name in {host_name(a) for a in allowed}:
+        return None
+    return f"unknown Host {name[:100]!r}"
 
 
 def refuse_open_bind(what: str, host: str, *, authenticated: bool, insecure: bool, how: str) -> None:

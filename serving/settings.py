@@ -474,6 +474,10 @@ class GatewayConfig:
     #: Browser origins allowed to call the gateway (CORS), e.g. "https://app.example.com"; none: a
     #: request carrying an Origin header is refused.
     allowed_origins: tuple[str, ...] = ()
+    #: Open (no API keys): host names (the Host header, without port) the gateway answers besides localhost,
+    #: loopback addresses and its bind address; any other Host gets 421 (a page whose name resolves to this
+    #: machine — DNS rebinding — must not read its batches or files). With keys, Host is not checked.
+    allowed_hosts: tuple[str, ...] = ()
     #: Requests per minute per API key (per tenant when open); 0 = unlimited. Bursts up to rate_limit_burst.
     rate_limit_per_minute: float = 600.0
     rate_limit_burst: int = 60
@@ -546,13 +550,16 @@ class GatewayConfig:
     batches_ttl_s: float = 29 * 86_400.0
 
     def __post_init__(self) -> None:
-        from costline.netsec import validate_limits
+        from costline.netsec import host_name_problem, validate_limits
 
         from costline.validate import Section
 
         validate_limits("serving.gateway", self)
         s = Section("serving.gateway")
         s.need(0 <= self.port <= 65535, "port", f"must be a TCP port (1-65535, or 0 for any free one); got {self.port}")
+        for i, name in enumerate(self.allowed_hosts, 1):
+            problem = host_name_problem(name) if isinstance(name, str) else "not a string: quote it"
+            s.need(problem is None, "allowed_hosts", f"item {i}: {problem} (names the gateway answers when open)")
         s.not_negative("rate_limit_per_minute", self.rate_limit_per_minute, "must not be negative (0 = unlimited)")
         s.at_least("rate_limit_burst", self.rate_limit_burst, 1)
         s.above_zero("drain_timeout_s", self.drain_timeout_s, unit="seconds")

@@ -9,7 +9,6 @@ over real HTTP against a real Gateway → Pipeline → the local stand-ins.
 
 from __future__ import annotations
 
-import dataclasses
 import http.client
 import json
 import threading
@@ -17,23 +16,17 @@ import time
 
 import anthropic
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
+from gateways import standin_pipeline
 
-from costline.collectors import Recorder
-from costline.config import Config
 from costline.errors import ConfigError
 from costline.serving.gateway.app import Gateway
 from costline.serving.gateway.auth import KeyStore
-from costline.serving.pipeline import Pipeline
-from costline.serving.settings import BackendsConfig, GatewayConfig
+from costline.serving.settings import GatewayConfig
 
 
 @pytest.fixture
 def pipeline(standin):
-    cfg = Config()
-    serving = dataclasses.replace(cfg.serving, backends=BackendsConfig(
-        anthropic_base_url=standin.url, student_base_url=standin.openai_url, max_retries=0))
-    p = Pipeline.from_config(cfg.replace(serving=serving), recorder=Recorder(TracerProvider()), env={})
+    p = standin_pipeline(standin)
     yield p
     p.close()
 

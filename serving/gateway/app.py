@@ -199,7 +199,9 @@ class Gateway(ServedByJsonServer):
         from costline.serving.gateway.openai_batches_api import OpenAIBatches, openai_batch_routes
         from costline.serving.gateway.openai_api import chat_completion, read_chat_request
 
-        batch_store = BatchStore(responses_store or cfg.responses_store_path)
+        # a result saved past its tenant's batches_tenant_max_mib is not kept (the request ends errored)
+        batch_store = BatchStore(responses_store or cfg.responses_store_path,
+                                 tenant_max_bytes=int(cfg.batches_tenant_max_mib * 2 ** 20))
         self.batches = MessageBatches(self, batch_store, wall=wall)
         self.openai_batches = OpenAIBatches(self, batch_store, wall=wall)
 

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from costline.fsutil import atomic_write
-from costline.netsec import is_loopback
+from costline.netsec import host_name, host_problem, is_loopback
 from costline.serving.errors import ServingError
 from costline.serving.settings import GatewayConfig
 
@@ -262,6 +262,15 @@ class RateLimiter:
             return (1.0 - tokens) / self.rate
 
 
+def _bucket(key_id: str | None, tenant: str | None, *, trusted: bool) -> str:
+    """The rate-limit bucket of a request: its key's; with ``trusted_tenant_header`` and the tenant taken from the
+    header, the key's and that tenant's (a proxy's one key serves many tenants: each keeps its own bucket, so one
+    tenant's burst never has another refused); open (no key), its tenant's."""
+    if key_id is None:
+        return f"tenant:{tenant}"
+    return f"{key_id}:tenant:{tenant}" if trusted else key_id
+
+
 @dataclass(frozen=True)
 class Admitted:
     tenant: str | None  # None: the gateway's default tenant
@@ -302,6 +311,8 @@ class GatewayGuard:
         self.limiter = limiter if limiter is not None else \
             RateLimiter(config.rate_limit_per_minute, config.rate_limit_burst, now=now)
         self._origins = frozenset(o.rstrip("/") for o in config.allowed_origins)
+        # open, a request's Host that is a DNS name must be one of these (check_host: DNS rebinding)
+        self._hosts = frozenset({host_name(host), *(host_name(h) for h in config.allowed_hosts)})
         # beyond loopback without allow_insecure, refuse_open_bind refuses to start unless this is True already
         self._authenticated = bool(config.require_auth or self.keys.configured())
         self._outage_lock = threading.Lock()
@@ -347,6 +358,22 @@ class GatewayGuard:
         except (UnicodeEncodeError, UnicodeDecodeError):
             return Refused(400, f"header {name} is not valid UTF-8", {})
 
+    def check_host(self, req: Any) -> Refused | None:
+        """Open (no API keys): a request addressed to a name this gateway is not known by is refused (421), so a web
+        page on a name that resolves to this machine (DNS rebinding) cannot read anything — a browser sends its
+        same-origin GETs without ``Origin``, which the CORS check needs (:func:`~costline.netsec.host_problem`: an IP
+        address, a name without a dot, the bind address and ``allowed_hosts`` pass). With keys, the key is the
+        defence."""
+        if self.auth_required():
+            return None
+        problem = host_problem(req.header_all("host"), self._hosts)
+        if problem is None:
+            return None
+        return Refused(421, f"{problem}: an open gateway (no API keys) answers a DNS name only when it is its bind "
+                            "address or in [serving.gateway] allowed_hosts (besides IP addresses and names without a "
+                            "dot, as localhost). Add the name it is reached by to allowed_hosts, or add API keys with "
+                            "`costline keys add TENANT`", {})
+
     def cors(self, req: Any) -> Refused | dict[str, str]:
         origin = self._one(req, "origin")
         if isinstance(origin, Refused):
@@ -359,6 +386,9 @@ class GatewayGuard:
         return {"access-control-allow-origin": origin, "vary": "origin"}
 
     def preflight(self, req: Any) -> Refused | dict[str, str]:
+        wrong_host = self.check_host(req)
+        if wrong_host is not None:
+            return wrong_host
         cors = self.cors(req)
         if isinstance(cors, Refused) or not cors:
             return cors if isinstance(cors, Refused) else Refused(403, "CORS preflight without Origin", {})
@@ -381,6 +411,9 @@ class GatewayGuard:
         """Let ``req`` in (CORS, content type, key, limits), or say why not. ``upload``: a file upload route, which
         also takes ``multipart/form-data`` — only with an ``Authorization`` or ``x-api-key`` header, which a web
         page's plain form cannot send (so no other site can make a browser upload to an open gateway)."""
+        wrong_host = self.check_host(req)
+        if wrong_host is not None:
+            return wrong_host
         cors = self.cors(req)
         if isinstance(cors, Refused):
             return cors
@@ -407,6 +440,9 @@ class GatewayGuard:
         returns what was found here). A CORS preflight (OPTIONS) is left to :meth:`preflight`."""
         if req.method == "OPTIONS":
             return None
+        wrong_host = self.check_host(req)
+        if wrong_host is not None:
+            return wrong_host
         cors = self.cors(req)
         if isinstance(cors, Refused):
             return cors
@@ -464,7 +500,7 @@ class GatewayGuard:
         else:
             # Open (loopback, no keys): the development mode; the header names the tenant.
             tenant = header_tenant
-        wait = self.limiter.take(key_id or f"tenant:{tenant}")
+        wait = self.limiter.take(_bucket(key_id, tenant, trusted=bool(cfg.trusted_tenant_header and header_tenant)))
         if wait > 0:
             return Refused(429, f"rate limit of {cfg.rate_limit_per_minute:g} requests per minute exceeded: "
                                 "retry later", {**cors, "retry-after": str(max(int(wait + 0.999), 1))})

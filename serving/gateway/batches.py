@@ -136,6 +136,9 @@ class _Row:
     #: process's runner that took over has not moved it on), see :meth:`BatchStore.save`.
     read_state: str = ""
     read_upstream: str | None = None
+    #: Set by :meth:`BatchStore.save` when the result was not kept (it would have taken the tenant past its bound):
+    #: the request ends ``errored`` with :data:`NOT_KEPT` instead.
+    not_kept: bool = False
 
     @property
     def request_id(self) -> str:
@@ -197,6 +200,17 @@ def _tenant_usage(db: sqlite3.Connection, tenant: str) -> tuple[int, int]:
     return int(count), int(size)
 
 
+#: The result of a request whose answer was not kept: saving it would have taken its tenant past
+#: ``batches_tenant_max_mib`` (a batch's results are bounded by its tenant's room, never the other tenants').
+#: Nothing of it is stored but its kind (the row's ``result`` is NULL): it takes no room.
+NOT_KEPT = json.dumps({"type": ERRORED, "error": {"type": "error", "error": {
+    "type": "rate_limit_error",
+    "message": "costline gateway: this answer was not kept: this tenant's batches, their results and its uploaded "
+               "files take all the room it has ([serving.gateway] batches_tenant_max_mib). Delete the ended batches "
+               "whose results were read and the files its batches have read, then send this request again"}}},
+    separators=(",", ":"))
+
+
 def _tenant_full(what: str) -> BatchesFull:
     return BatchesFull(f"this tenant's batches (their requests and results) and uploaded files take all the room it "
                        f"has ([serving.gateway] batches_max, batches_tenant_max_mib): {what}")
@@ -209,11 +223,18 @@ def _stored_bytes(db: sqlite3.Connection) -> int:
 
 
 class BatchStore:
-    """The batches and their requests (see the module docstring). Thread-safe: one connection behind a lock."""
+    """The batches and their requests (see the module docstring). Thread-safe: one connection behind a lock.
 
-    def __init__(self, path: str | Path | None = None) -> None:
+    ``tenant_max_bytes`` (``batches_tenant_max_mib``): a result is saved only while the tenant's batches, results
+    and uploads stay within it; past it the request ends ``errored`` (:data:`NOT_KEPT`) and nothing of its answer is
+    stored, so one tenant's results never take room beyond its own bound (nor the other tenants' share of
+    ``batches_total_max_mib``). None: results are not bounded when saved (only :meth:`create` checks)."""
+
+    def __init__(self, path: str | Path | None = None, *, tenant_max_bytes: int | None = None) -> None:
         from costline.serving.gateway.response_store import open_store
 
+        self.tenant_max_bytes = tenant_max_bytes
+        self._not_kept_in: set[str] = set()  # batches whose results were not kept (said once each in the log)
         self._db = open_store(path, _SCHEMA, 5.0)
         self._lock = threading.Lock()
         for table, column, kind in _ADDED_COLUMNS:  # a store file made by an earlier costline
@@ -331,12 +352,14 @@ class BatchStore:
         after = -1
         while True:
             with self._lock:
-                rows = self._db.execute("SELECT seq, custom_id, result FROM batch_requests WHERE batch = ? AND "
+                rows = self._db.execute("SELECT seq, custom_id, result, kind FROM batch_requests WHERE batch = ? AND "
                                         "seq > ? ORDER BY seq LIMIT ?", (batch_id, after, page)).fetchall()
             if not rows:
                 return
-            for seq, cid, result in rows:
-                yield cid, result or '{"type":"expired"}'
+            for seq, cid, result, kind in rows:
+                # no result stored: a request ended before it was answered, or one whose answer was not kept
+                yield cid, result or (NOT_KEPT if kind == ERRORED else json.dumps({"type": kind or EXPIRED},
+                                                                                  separators=(",", ":")))
             after = rows[-1][0]
 
     def cancel(self, batch_id: str, now: float) -> None:
@@ -435,26 +458,47 @@ class BatchStore:
 
     def save(self, row: _Row, *, kind: str | None = None, result: Mapping[str, Any] | None = None) -> bool:
         """Write back a row's progress (``kind`` and ``result``: it is done), only while it is still in the state and
-        upstream batch it was read in; False when it was not (another runner moved it on: this work is dropped)."""
+        upstream batch it was read in; False when it was not (another runner moved it on: this work is dropped).
+
+        A result counts toward its tenant's bytes. One that would take the tenant past :attr:`tenant_max_bytes` is
+        not stored: the request ends ``errored`` (:data:`NOT_KEPT`, no bytes) and ``row.not_kept`` is set."""
         state = "done" if kind is not None else row.state
         body = json.dumps(result, separators=(",", ":")) if result is not None else None
         if row.read_state == "done":  # settled already: nothing moves it again
             return False
+        not_kept = False
         with self._tx() as db:
+            if body is not None and self.tenant_max_bytes is not None:
+                owner = db.execute("SELECT tenant FROM message_batches WHERE id = ?", (row.batch,)).fetchone()
+                if owner is not None and _tenant_usage(db, owner[0])[1] + len(body) > self.tenant_max_bytes:
+                    # canceled and expired carry nothing but their kind (read back from it); an answer or an error
+                    # is not kept: the request ends errored, saying why
+                    body, not_kept = None, kind not in (CANCELED, EXPIRED)
+                    kind = kind if kind in (CANCELED, EXPIRED) else ERRORED
+            last = None if kind is not None else row.last  # a settled row's answer is its result: not kept twice
             won = db.execute(
                 "UPDATE batch_requests SET state = ?, tier = ?, ladder = ?, attempts = ?, upstream = ?, routed = ?, "
                 "reason = ?, looked = ?, last = ?, kind = ?, result = ? WHERE batch = ? AND seq = ? AND state = ? "
                 "AND upstream IS ?",
                 (state, row.tier, json.dumps(row.ladder), json.dumps(row.attempts), row.upstream, row.routed,
-                 row.reason, row.looked, json.dumps(row.last) if row.last is not None else None, kind, body,
+                 row.reason, row.looked, json.dumps(last) if last is not None else None, kind, body,
                  row.batch, row.seq, row.read_state, row.read_upstream)).rowcount == 1
-            # the answers count toward the tenant's bytes too, after the fact: a batch in progress is always
-            # finished (its results may take the tenant past batches_tenant_max_mib), and the tenant's next batch or
-            # upload is refused until it is back under it
+            # the answers count toward the tenant's bytes too, as they are saved: within its bound (above), so a
+            # batch in progress always finishes, its results past the bound errored rather than kept
             if won and body is not None:
                 db.execute("UPDATE message_batches SET size = size + ? WHERE id = ?", (len(body), row.batch))
         if won:
             row.read_state, row.read_upstream = state, row.upstream
+            if not_kept:
+                row.not_kept = True
+            if not_kept and row.batch not in self._not_kept_in:
+                if len(self._not_kept_in) >= 10_000:
+                    self._not_kept_in.clear()
+                self._not_kept_in.add(row.batch)
+                log.warning("costline: batch %s request %s: its answer was not kept (its tenant's batches and uploads "
+                            "take all of [serving.gateway] batches_tenant_max_mib, %g MiB); it ends errored, as do "
+                            "the batch's other answers past it (said once per batch)",
+                            row.batch, row.custom_id, (self.tenant_max_bytes or 0) / 2 ** 20)
         else:
             log.warning("costline: batch %s request %s was moved on by another runner; this one's work dropped",
                         row.batch, row.custom_id)
@@ -1021,6 +1065,9 @@ class BatchRunner:
         anything). False when another runner had moved it on (then nothing is recorded)."""
         if not self.store.save(row, kind=kind, result=result):
             return False
+        not_kept = "result not kept: batches_tenant_max_mib" if row.not_kept else None
+        if not_kept:  # its tenant had no room for the answer: the caller gets none
+            success = False
         ran = [a for a in row.attempts if a["problem"] not in (CANCELED, EXPIRED)]
         if row.looked or ran:
             with self._context(row), self.pipeline.recorder.request(
@@ -1037,7 +1084,7 @@ class BatchRunner:
                 if success:
                     req.accept()
                 else:
-                    req.reject(", ".join(f"{a['tier']}: {a['problem']}" for a in ran) or kind)
+                    req.reject(not_kept or ", ".join(f"{a['tier']}: {a['problem']}" for a in ran) or kind)
         return True
 
     def _close_out(self, batch: StoredBatch, kind: str, *, everything: bool = False) -> bool:
