@@ -56,9 +56,13 @@ def make_config(tmp_path, **pricing) -> Config:
 
 
 def commit(cfg: Config, rows: list) -> None:
+    """One more batch of ``rows``, at the offset after the lake's last (the lake refuses offsets it committed)."""
     reqs = [r for r in rows if isinstance(r, RequestRow)]
     calls = [r for r in rows if isinstance(r, CallRow)]
-    Lake(cfg.lake.path).init().commit_batch("otlp_spans", 0, 0, 0, {
+    lake = Lake(cfg.lake.path).init()
+    last = lake.last_manifest("otlp_spans", 0)
+    offset = 0 if last is None else last.last_offset + 1
+    lake.commit_batch("otlp_spans", 0, offset, offset, {
         t: rows_to_tables(t, rs) for t, rs in (("requests", reqs), ("calls", calls)) if rs})
 
 
