@@ -36,11 +36,15 @@ from costline.alerts.settings import AlertsConfig
 from costline.alerts.store import AlertStore, from_epoch, to_epoch
 from costline.timeutil import utc_now as _utc_now
 
-__all__ = ["AlertEngine", "TickResult", "ops_for"]
+__all__ = ["AlertEngine", "TickResult", "ops_for", "MAX_UNSENT_PER_TARGET"]
 
 log = logging.getLogger(__name__)
 
 INACTIVE, PENDING, FIRING, RESOLVED = "inactive", "pending", "firing", "resolved"
+
+#: Unsent outbox rows kept per target: past it (a target failing for days with many open groups) the oldest
+#: reminders and updates are dropped, with an ERROR; firing and resolved messages are never dropped.
+MAX_UNSENT_PER_TARGET = 1000
 
 
 def ops_for(target: str, kind: str) -> list[str]:
@@ -100,11 +104,13 @@ class AlertEngine:
         *,
         targets: Sequence[str] = ("console",),
         now: Callable[[], datetime] = _utc_now,
+        max_unsent: int = MAX_UNSENT_PER_TARGET,
     ) -> None:
         self.store = store
         self.config = config
         self.targets = tuple(targets)
         self.now = now
+        self.max_unsent = max(int(max_unsent), 1)
 
     # -- helpers ----------------------------------------------------------------------------
     def _settings(self, rule: str) -> Any:
@@ -316,11 +322,36 @@ class AlertEngine:
                           note=note if kind == "resolved" else "Updated; see the thread.", **common)
         t = to_epoch(now)
         for target in self.targets:
+            if kind in ("reminder", "resolved"):
+                # a newer reminder supersedes an unsent older one, a resolve every unsent one: when the target
+                # comes back after an outage it gets the incident's current state, not a backlog of reminders
+                gone = con.execute(
+                    "DELETE FROM outbox WHERE group_key = ? AND incident = ? AND target = ? AND kind = 'reminder' "
+                    "AND sent_at IS NULL", (g["group_key"], int(g["incident"]), target)).rowcount
+                if gone:
+                    log.info("%s: %d unsent reminder(s) of %s (incident #%s) superseded by the %s", target, gone,
+                             rule, g["incident"], kind)
             for op in ops_for(target, kind):
                 body = root if op == "update" else payload
                 con.execute(
                     "INSERT INTO outbox (group_key, incident, kind, target, op, payload, created_at, next_attempt_at) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (g["group_key"], int(g["incident"]), kind, target, op, json.dumps(body), t, t))
+            self._bound(con, target)
         res.queued.append((g["group_key"], kind))
         log.info("queued %s for %s (incident #%s)", kind, rule, g["incident"])
+
+    def _bound(self, con: Any, target: str) -> None:
+        """Keep at most ``max_unsent`` unsent rows per target: past it the oldest reminders and updates go
+        (loudly); a firing or resolved message is never dropped, only reported."""
+        unsent = int(con.execute("SELECT count(*) FROM outbox WHERE sent_at IS NULL AND target = ?",
+                                 (target,)).fetchone()[0])
+        if unsent <= self.max_unsent:
+            return
+        dropped = con.execute(
+            "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE sent_at IS NULL AND target = ? "
+            "AND kind IN ('reminder', 'update') ORDER BY id LIMIT ?)", (target, unsent - self.max_unsent)).rowcount
+        left = unsent - dropped
+        log.error("outbox: %d unsent messages for %s, over the bound of %d (it has been failing: see `costline alerts "
+                  "list --outbox` and the errors logged): dropped the %d oldest reminder/update message(s); %d kept "
+                  "(firing and resolved messages are never dropped)", unsent, target, self.max_unsent, dropped, left)

@@ -1,7 +1,9 @@
 """Notifiers: where queued messages go. Small OTel-like interface::
 
     send(message) -> SendResult      one attempt, never raises for delivery failures
-    find(message) -> SendResult|None was this message already delivered? (duplicate check)
+    find(message) -> SendResult|None was this message already delivered? (duplicate check); raises
+                                     LookupError (DuplicateCheckError) when it cannot tell: the outbox
+                                     checks again later, or posts when ``never_works`` is set
     shutdown()
 
 Expected failures (429, 5xx, timeouts, Slack errors) are results; the outbox
@@ -35,6 +37,7 @@ __all__ = [
     "InMemoryNotifier",
     "SlackBotNotifier",
     "SlackWebhookNotifier",
+    "DuplicateCheckError",
     "build_notifiers",
     "slack_off_warning",
     "METADATA_EVENT_TYPE",
@@ -55,6 +58,56 @@ _PERMANENT = frozenset({
     "not_in_channel", "is_archived", "missing_scope", "invalid_blocks", "msg_too_long", "no_text",
     "message_not_found", "cant_update_message", "edit_window_closed", "thread_not_found",
 })
+
+#: What the operator does about each Slack error no retry fixes (the outbox logs it once per target and change).
+_TOKEN_REMEDY = ("set [alerts.slack] token (env COSTLINE_ALERTS_SLACK_TOKEN) to the bot token (xoxb-...) of an "
+                 "app installed in this workspace (Slack app settings > OAuth & Permissions)")
+_REMEDIES = {
+    "invalid_auth": "Slack does not accept the bot token: " + _TOKEN_REMEDY,
+    "not_authed": "no bot token reached Slack: " + _TOKEN_REMEDY,
+    "token_revoked": "the bot token was revoked: " + _TOKEN_REMEDY,
+    "account_inactive": "the bot token belongs to a deactivated app or user: " + _TOKEN_REMEDY,
+    "channel_not_found": ("Slack knows no channel {channel!r} for this bot: set [alerts.slack] channel (env "
+                          "COSTLINE_ALERTS_SLACK_CHANNEL) to the channel id (C0123456789, at the bottom of the "
+                          "channel's details); for a private channel invite the bot first"),
+    "not_in_channel": "the bot is not a member of {channel!r}: in that channel type /invite @<your bot's name>",
+    "is_archived": ("the channel {channel!r} is archived: unarchive it or set [alerts.slack] channel "
+                    "(COSTLINE_ALERTS_SLACK_CHANNEL) to another"),
+    "missing_scope": ("the bot token lacks a scope: add chat:write (and channels:history / groups:history for the "
+                      "duplicate check) under OAuth & Permissions, reinstall the app, then set the new token"),
+    "invalid_blocks": "Slack refused the message even as text only: a costline bug, please report it",
+    "msg_too_long": "Slack refused the message even as text only: a costline bug, please report it",
+    "no_text": "Slack refused the message even as text only: a costline bug, please report it",
+}
+
+_WEBHOOK_REMEDY = ("Slack refuses the incoming webhook (revoked, or its channel archived or deleted): create a new "
+                   "one and set [alerts.slack] webhook_url (env COSTLINE_ALERTS_SLACK_WEBHOOK_URL) to it")
+
+#: Errors of a message's format: the post is retried at once as text only (no blocks).
+_FORMAT = frozenset({"invalid_blocks", "msg_too_long"})
+
+#: Duplicate-check errors that no wait fixes (the token cannot read the channel's history): the outbox posts
+#: without the check (a possible duplicate, logged) instead of holding the message for ever.
+_CHECK_NEVER_WORKS = frozenset({"missing_scope", "not_allowed_token_type", "no_permission", "access_denied",
+                                "not_in_channel", "channel_not_found", "invalid_auth", "not_authed",
+                                "token_revoked", "account_inactive", "is_archived"})
+
+
+class DuplicateCheckError(LookupError):
+    """The duplicate check (:meth:`SlackBotNotifier.find`) could not tell whether a message is in Slack.
+
+    ``never_works``: it cannot work with this token or channel (a missing scope): the outbox posts without it
+    (a possible duplicate, logged). Otherwise (rate limited, timed out, Slack down) the outbox waits
+    ``retry_after`` (or its backoff) and checks again before posting.
+    """
+
+    def __init__(self, message: str, *, never_works: bool = False, retry_after: float | None = None,
+                 rate_limited: bool = False) -> None:
+        super().__init__(message)
+        self.never_works = never_works
+        self.retry_after = retry_after
+        self.rate_limited = rate_limited
+
 
 #: Slack errors saying the message an edit (``chat.update``) or a thread reply refers to is gone or can
 #: no longer be edited (deleted in Slack, too old, not this bot's): no retry and no config change can
@@ -98,6 +151,10 @@ class SendResult:
     #: The message this one refers to (the original an edit changes, a reply's thread) is gone or can no
     #: longer be edited: retrying cannot help (the outbox skips such an edit).
     gone: bool = False
+    #: For a ``permanent`` error: what the operator should do (logged once per target and change).
+    remedy: str | None = None
+    #: Slack's error code (``invalid_auth``, ``ratelimited``), when Slack answered one.
+    code: str | None = None
 
 
 _BROADCAST = re.compile(r"@(?=(channel|here|everyone)\b)", re.IGNORECASE)
@@ -295,6 +352,60 @@ def _retry_after(headers: Mapping[str, Any] | None) -> float | None:
 _PAGE, _SKEW_S = 200, 60.0
 
 
+class DeadlineExceeded(TimeoutError):
+    """A Slack call gave no complete answer within its wall-clock deadline (it may have reached Slack)."""
+
+
+class _Stuck(Exception):
+    """An earlier call to this target is still stuck on its worker thread: nothing was sent."""
+
+
+class _Bounded:
+    """Runs one blocking HTTP call at a time on a worker thread and waits for it ``deadline_s`` at most
+    (wall clock). The HTTP client's ``timeout`` bounds each socket read only: a server (or proxy) that sends
+    its headers and then a byte a second never trips it, and would hold the delivery pass — and the alert
+    tick that runs it — for hours. A call past its deadline is left to finish on its thread (a thread cannot
+    be killed); while it is, every further call fails at once (:class:`_Stuck`), so one target holds one
+    stuck thread at most, and that target is paused meanwhile."""
+
+    def __init__(self, deadline_s: float, what: str) -> None:
+        self.deadline_s = deadline_s
+        self.what = what
+        self._lock = threading.Lock()
+        self._stuck: threading.Thread | None = None
+
+    def __call__(self, fn: Callable[[], Any]) -> Any:
+        box: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                box["value"] = fn()
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                box["error"] = exc
+
+        with self._lock:
+            if self._stuck is not None:
+                if self._stuck.is_alive():
+                    raise _Stuck(f"an earlier {self.what} call is still waiting for its answer (a connection "
+                                 f"that trickles or hangs): {self.what} paused until it ends")
+                self._stuck = None
+            worker = threading.Thread(target=run, name=f"costline-{self.what}-call", daemon=True)
+            worker.start()
+            worker.join(self.deadline_s)
+            if worker.is_alive():
+                self._stuck = worker
+                raise DeadlineExceeded(f"no complete answer from {self.what} within {self.deadline_s:g}s (wall clock)")
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
+
+
+def _deadline(timeout_s: float) -> float:
+    """The wall-clock bound of one call: the client's timeout plus a margin (up to 1 s), so a plain hang
+    ends as the client's own timeout and only a trickling answer hits the bound."""
+    return float(timeout_s) + min(float(timeout_s), 1.0)
+
+
 def _is_timeout(exc: BaseException) -> bool:
     return isinstance(exc, (socket.timeout, TimeoutError)) or (
         isinstance(exc, urllib.error.URLError) and isinstance(exc.reason, (socket.timeout, TimeoutError)))
@@ -309,7 +420,7 @@ class SlackBotNotifier:
 
     def __init__(self, token: str, channel: str, *, base_url: str = "https://slack.com/api/",
                  timeout_s: float = 10.0, dedup_check: bool = True, dedup_max_pages: int = 10,
-                 client: Any = None) -> None:
+                 client: Any = None, deadline_s: float | None = None) -> None:
         if not token or not channel:
             raise NotifierError("a Slack bot needs both [alerts.slack] token and channel "
                                 "(COSTLINE_ALERTS_SLACK_TOKEN, COSTLINE_ALERTS_SLACK_CHANNEL)")
@@ -323,42 +434,70 @@ class SlackBotNotifier:
         self.channel = channel
         self.dedup_check = dedup_check
         self.dedup_max_pages = max(int(dedup_max_pages), 1)
+        #: Each Slack call (a post, an edit, one page of the duplicate check) ends within this many seconds.
+        self.deadline_s = float(deadline_s) if deadline_s is not None else _deadline(timeout_s)
+        self._bounded = _Bounded(self.deadline_s, "Slack")
+
+    @staticmethod
+    def _api_error(exc: Any) -> tuple[str, int]:
+        r = exc.response
+        return (r.data.get("error") if isinstance(r.data, dict) else None) or f"HTTP {r.status_code}", r.status_code
 
     def _call(self, fn: Callable[[], Any]) -> SendResult:
         from slack_sdk.errors import SlackApiError
 
         try:
-            resp = fn()
+            resp = self._bounded(fn)
+        except _Stuck as exc:  # nothing sent: a plain failure, retried after the backoff
+            return SendResult(ok=False, error=str(exc))
         except SlackApiError as exc:
-            r = exc.response
-            error = (r.data.get("error") if isinstance(r.data, dict) else None) or f"HTTP {r.status_code}"
-            if r.status_code == 429 or error == "ratelimited":
-                return SendResult(ok=False, error="rate limited (429)", retry_after=_retry_after(r.headers),
-                                  rate_limited=True)
-            return SendResult(ok=False, error=f"Slack error {error} (HTTP {r.status_code})",
-                              permanent=error in _PERMANENT, gone=error in _GONE)
-        except Exception as exc:  # noqa: BLE001 - network errors of every kind are results here
+            error, status = self._api_error(exc)
+            if status == 429 or error == "ratelimited":
+                return SendResult(ok=False, error="rate limited (429)", retry_after=_retry_after(exc.response.headers),
+                                  rate_limited=True, code="ratelimited")
+            permanent = error in _PERMANENT
+            remedy = (_REMEDIES.get(error, "").format(channel=self.channel) or None) if permanent else None
+            return SendResult(ok=False, error=f"Slack error {error} (HTTP {status})", code=error,
+                              permanent=permanent, gone=error in _GONE, remedy=remedy)
+        except Exception as exc:  # noqa: BLE001 - network errors of every kind (and the deadline) are results here
             return SendResult(ok=False, error=f"{type(exc).__name__}: {exc}", ambiguous=True)
         return SendResult(ok=True, channel=resp.get("channel"), ts=resp.get("ts"))
+
+    def _text_only_again(self, result: SendResult, blocks: Any, message: Outgoing) -> bool:
+        if result.ok or blocks is None or result.code not in _FORMAT:
+            return False
+        log.warning("Slack refused the blocks of %s (%s): sending it again as text only", message.dedup_key,
+                    result.code)
+        return True
 
     def send(self, message: Outgoing) -> SendResult:
         text, blocks = slack_payload(message.payload)
         if message.op == "update":
             if not message.thread_ts:
                 return SendResult(ok=True, skipped=True)
-            return self._call(lambda: self.client.chat_update(
-                channel=message.channel or self.channel, ts=message.thread_ts, text=text, blocks=blocks))
-        def post(thread_ts: str | None) -> SendResult:
+
+            def edit(with_blocks: Any) -> SendResult:
+                return self._call(lambda: self.client.chat_update(
+                    channel=message.channel or self.channel, ts=message.thread_ts, text=text, blocks=with_blocks))
+
+            result = edit(blocks)
+            return edit(None) if self._text_only_again(result, blocks, message) else result
+
+        def post(thread_ts: str | None, with_blocks: Any) -> SendResult:
             return self._call(lambda: self.client.chat_postMessage(
-                channel=message.channel or self.channel, text=text, blocks=blocks,
+                channel=message.channel or self.channel, text=text, blocks=with_blocks,
                 thread_ts=thread_ts, unfurl_links=False, unfurl_media=False,
                 metadata={"event_type": METADATA_EVENT_TYPE, "event_payload": {"key": message.dedup_key}}))
 
-        result = post(message.thread_ts)
-        if message.thread_ts and result.gone:  # the thread's parent was deleted: say it top-level instead
+        thread_ts = message.thread_ts
+        result = post(thread_ts, blocks)
+        if thread_ts and result.gone:  # the thread's parent was deleted: say it top-level instead
             log.warning("Slack thread %s in %s is gone (%s): posting the reply %s as a new message instead",
-                        message.thread_ts, message.channel or self.channel, result.error, message.dedup_key)
-            result = post(None)
+                        thread_ts, message.channel or self.channel, result.error, message.dedup_key)
+            thread_ts = None
+            result = post(None, blocks)
+        if self._text_only_again(result, blocks, message):  # refused before posting: no duplicate
+            result = post(thread_ts, None)
         return result
 
     def find(self, message: Outgoing) -> SendResult | None:
@@ -369,6 +508,8 @@ class SlackBotNotifier:
         following ``response_metadata.next_cursor`` while ``has_more``, at most ``dedup_max_pages``
         pages of ``_PAGE`` messages: a busy channel (hundreds of messages since) cannot hide it.
         """
+        from slack_sdk.errors import SlackApiError
+
         if message.op != "post" or not self.dedup_check:
             return None
         channel = message.channel or self.channel
@@ -380,14 +521,23 @@ class SlackBotNotifier:
             extra = {"cursor": cursor} if cursor else {}
             try:
                 if message.thread_ts:
-                    resp = self.client.conversations_replies(channel=channel, ts=message.thread_ts,
-                                                             include_all_metadata=True, limit=_PAGE,
-                                                             **window, **extra)
+                    resp = self._bounded(lambda: self.client.conversations_replies(
+                        channel=channel, ts=message.thread_ts, include_all_metadata=True, limit=_PAGE,
+                        **window, **extra))
                 else:
-                    resp = self.client.conversations_history(channel=channel, include_all_metadata=True,
-                                                             limit=_PAGE, **window, **extra)
-            except Exception as exc:  # noqa: BLE001
-                raise LookupError(f"cannot check Slack for an earlier delivery: {exc}") from exc
+                    resp = self._bounded(lambda: self.client.conversations_history(
+                        channel=channel, include_all_metadata=True, limit=_PAGE, **window, **extra))
+            except SlackApiError as exc:
+                error, status = self._api_error(exc)
+                if status == 429 or error == "ratelimited":
+                    raise DuplicateCheckError("cannot check Slack for an earlier delivery: rate limited (429)",
+                                              retry_after=_retry_after(exc.response.headers),
+                                              rate_limited=True) from exc
+                raise DuplicateCheckError(f"cannot check Slack for an earlier delivery: Slack error {error} "
+                                          f"(HTTP {status})", never_works=error in _CHECK_NEVER_WORKS) from exc
+            except Exception as exc:  # noqa: BLE001 - a timeout, a dropped connection, a stuck earlier call
+                raise DuplicateCheckError(f"cannot check Slack for an earlier delivery: "
+                                          f"{type(exc).__name__}: {exc}") from exc
             for m in resp.get("messages") or []:
                 payload = (m.get("metadata") or {}).get("event_payload") or {}
                 if payload.get("key") == message.dedup_key:
@@ -423,13 +573,16 @@ class SlackWebhookNotifier:
 
             client = WebhookClient(url, timeout=timeout_s, retry_handlers=[])  # type: ignore[arg-type]
         self.client = client
+        self._bounded = _Bounded(_deadline(timeout_s), "Slack webhook")
 
     def send(self, message: Outgoing) -> SendResult:
         if message.op != "post":
             return SendResult(ok=True, skipped=True)
         try:
             text, blocks = slack_payload(message.payload)
-            resp = self.client.send(text=text, blocks=blocks)
+            resp = self._bounded(lambda: self.client.send(text=text, blocks=blocks))
+        except _Stuck as exc:  # nothing sent
+            return SendResult(ok=False, error=str(exc))
         except Exception as exc:  # noqa: BLE001
             error = f"{type(exc).__name__}: {exc}"
             for secret in self._secrets:  # an HTTP library may quote the URL, or its path (the secret part)
@@ -440,8 +593,9 @@ class SlackWebhookNotifier:
         if resp.status_code == 429:
             return SendResult(ok=False, error="rate limited (429)", retry_after=_retry_after(resp.headers),
                               rate_limited=True)
+        permanent = resp.status_code in (400, 403, 404, 410)
         return SendResult(ok=False, error=f"webhook answered HTTP {resp.status_code}: {resp.body[:200]}",
-                          permanent=resp.status_code in (400, 403, 404, 410))
+                          permanent=permanent, remedy=_WEBHOOK_REMEDY if permanent else None)
 
     def find(self, message: Outgoing) -> SendResult | None:
         return None

@@ -35,14 +35,26 @@ first looks for that key in the channel (``conversations.history``, or
 only (``oldest``/``latest``) and page by page (``next_cursor``) however busy the
 channel, and only posts if it is not there. Result: exactly one delivered copy
 per message, as long as the history check works (scope
-``channels:history``/``groups:history``). If the check itself fails, the row is
-posted anyway and a warning logged (at-least-once in that narrow case). Incoming webhooks cannot be searched: a webhook attempt that
+``channels:history``/``groups:history``). A check that fails for now (429, a timeout,
+Slack down: :class:`~costline.alerts.notify.DuplicateCheckError` without ``never_works``)
+reschedules the row — by its ``Retry-After``, pausing the target, or the backoff — and
+nothing is posted before it works. Only a check that can never work with this token or
+channel (``missing_scope``) lets the row be posted anyway, with a warning (at-least-once
+in that narrow case). Incoming webhooks cannot be searched: a webhook attempt that
 timed out after Slack accepted it is sent again (at-least-once).
+
+**Failures.** Each row is handled on its own: an unexpected error with one row (a bug, a corrupt
+payload) is logged and that row retried after its backoff; the pass goes on with the other rows
+and targets (the console included). A config error Slack answers (``invalid_auth``,
+``channel_not_found``, ``not_in_channel``…) is logged once per target and error, with its remedy,
+not per row and attempt; such rows are retried every ``backoff_max_s`` and go out by themselves
+once it is fixed.
 
 A failure delays; it never drops: 429 waits its ``Retry-After`` (for the whole
 target), clamped to ``[1, backoff_max_s]`` seconds, or the backoff when the header
 is missing or not a finite number (``inf``, ``nan``, a date); other failures back
-off exponentially (``[alerts.outbox]``). A row due further ahead than
+off exponentially (``[alerts.outbox]``; the exponent is capped, so days of failures
+never overflow it). A row due further ahead than
 ``max(backoff_max_s, claim_s)`` (written by an older costline that took any
 ``Retry-After`` at its word: ``inf``, a month) is made due at the next pass. The one
 exception is the test message of ``costline alerts test-notify`` (``kind='test'``):
@@ -121,9 +133,13 @@ class Outbox:
         self.config = config or OutboxConfig()
         self.now = now
         self._paused_until: dict[str, float] = {}
+        #: Per target, the config error (bad token, unknown channel) last logged: logged again only when it changes.
+        self._alarm: dict[str, str] = {}
 
     def _backoff(self, attempts: int) -> float:
-        return min(self.config.backoff_initial_s * (2 ** max(attempts - 1, 0)), self.config.backoff_max_s)
+        # the exponent is capped: 2 ** 1024 is no float (after ~3.6 days of 5-minute retries the pass would raise)
+        exponent = min(max(attempts - 1, 0), 60)
+        return min(self.config.backoff_initial_s * 2.0 ** exponent, self.config.backoff_max_s)
 
     def _delay(self, result: SendResult, attempts: int) -> float:
         """Seconds until the next attempt: a usable ``retry_after`` (a finite number) clamped to
@@ -187,7 +203,10 @@ class Outbox:
             return cur.rowcount == 1
 
     def deliver_due(self, now: datetime | None = None) -> DeliveryStats:
-        """One pass over the unsent rows that are due as of ``now``."""
+        """One pass over the unsent rows that are due as of ``now``.
+
+        Each row is handled on its own: an unexpected error with one (a bug, a payload that does not parse) is
+        logged, that row is retried after its backoff, and the pass goes on with the other rows and targets."""
         t = to_epoch(now or self.now())
         stats = DeliveryStats()
         self._reschedule_absurd(t)
@@ -197,79 +216,140 @@ class Outbox:
         blocked: set[tuple[str, int, str, str]] = set()
         blocked_targets = {tg for tg, until in self._paused_until.items() if until > t}
         for row in self.store.outbox(unsent_only=True):
-            target = row["target"]
-            key = (row["group_key"], int(row["incident"]), target, "update" if row["op"] == "update" else "post")
-            if _test_expired(row, t):  # a test message nobody waits for any more: never post it late
-                if self.drop_unsent(row["group_key"], kind="test", row_id=row["id"]):
-                    log.warning("outbox row %s: test message to %s not delivered in time (%s): dropped, not retried",
-                                row["id"], target, row["last_error"] or "not attempted")
-                    stats.dropped += 1
-                continue
-            notifier = self.notifiers.get(target)
-            if notifier is None or key in blocked or target in blocked_targets or row["next_attempt_at"] > t:
-                blocked.add(key)
-                stats.waiting += 1
-                continue
-            channel = thread_ts = None
-            if not (row["kind"] == "firing" and row["op"] == "post"):
-                root = self._root(row)
-                if root is not None and root["sent_at"] is None:
-                    blocked.add(key)
-                    stats.waiting += 1
-                    continue
-                if root is not None:
-                    channel, thread_ts = root["channel"], root["ts"]
-            msg = Outgoing(op=row["op"], payload=json.loads(row["payload"]),
-                           dedup_key=f"costline:{row['id']}:{row['group_key']}:{row['incident']}:{row['kind']}:"
-                                     f"{int(row['created_at'])}",
-                           channel=channel, thread_ts=thread_ts, created_at=float(row["created_at"]),
-                           # the earlier attempts were over when the last one's claim ran out
-                           attempted_until=(float(row["last_attempt_at"]) + self.config.claim_s
-                                            if row["last_attempt_at"] is not None else None))
-            prior = int(row["attempts"])
-            if not self._claim(row["id"], prior, t):  # another process is delivering it (or has)
-                blocked.add(key)
-                stats.waiting += 1
-                continue
-            if prior > 0:
-                try:
-                    found = notifier.find(msg)
-                except LookupError as exc:
-                    log.warning("outbox row %s: %s; sending it again (may duplicate)", row["id"], exc)
-                    found = None
-                if found is not None:
-                    self._mark_sent(row["id"], t, found)
-                    stats.recovered += 1
-                    continue
+            key = (row["group_key"], int(row["incident"]), row["target"],
+                   "update" if row["op"] == "update" else "post")
             try:
-                result = notifier.send(msg)
-            except Exception as exc:  # noqa: BLE001 - a notifier bug must not stop delivery of the rest
-                log.exception("notifier %s raised", target)
-                result = SendResult(ok=False, error=f"{type(exc).__name__}: {exc}")
-            if result.ok:
-                self._mark_sent(row["id"], t, result)
-                stats.sent += 1
-                continue
-            if row["op"] == "update" and result.gone:  # an edit is best-effort: never retried forever
-                self._mark_skipped(row["id"], t, result.error)
-                log.warning("outbox row %s: cannot edit the original %s message of alert group %s (incident #%s) "
-                            "in %s: %s (deleted, or too old to edit); edit skipped, later messages unaffected",
-                            row["id"], row["kind"], row["group_key"], row["incident"], target, result.error)
-                stats.skipped += 1
-                continue
-            delay = self._delay(result, prior + 1)
-            if result.rate_limited or result.retry_after is not None:
-                self._paused_until[target] = t + delay
-            with self.store.transaction() as con:
-                con.execute("UPDATE outbox SET next_attempt_at = ?, last_error = ? WHERE id = ?",
-                            (t + delay, result.error, row["id"]))
-            (log.error if result.permanent else log.warning)(
-                "outbox row %s (%s %s to %s) failed: %s; retrying in %.0fs", row["id"], row["kind"], row["op"],
-                target, result.error, delay)
-            stats.failed += 1
-            stats.errors.append(str(result.error))
-            blocked_targets.add(target)  # an outage or a rate limit: don't hammer it in this pass
+                self._deliver_row(row, key, t, stats, blocked, blocked_targets)
+            except Exception as exc:  # noqa: BLE001 - one row must never stop the others (console included)
+                blocked.add(key)
+                stats.failed += 1
+                stats.errors.append(f"{type(exc).__name__}: {exc}")
+                delay = self._backoff(int(row["attempts"] or 0) + 1)
+                log.exception("outbox row %s (%s %s to %s): delivery failed unexpectedly; retrying it in %.0fs, "
+                              "the other messages go on", row["id"], row["kind"], row["op"], row["target"], delay)
+                try:
+                    with self.store.transaction() as con:
+                        con.execute("UPDATE outbox SET next_attempt_at = ?, last_error = ? WHERE id = ? "
+                                    "AND sent_at IS NULL", (t + delay, f"{type(exc).__name__}: {exc}", row["id"]))
+                except Exception:  # noqa: BLE001 - the state file itself fails: its claim runs out (claim_s)
+                    log.exception("outbox row %s: cannot reschedule it", row["id"])
         return stats
+
+    def _permanent_failure(self, target: str, result: SendResult, delay: float) -> None:
+        """Log a config error (bad token, unknown channel, bot not invited) once per target and error, with
+        what to do, not once per row and attempt: the rows keep retrying every ``backoff_max_s``."""
+        if self._alarm.get(target) == result.error:
+            log.debug("%s still refuses messages: %s", target, result.error)
+            return
+        self._alarm[target] = str(result.error)
+        log.error("%s refuses the alert messages: %s. To fix: %s. They are kept and retried every %.0fs, so they "
+                  "go out once it is fixed; this is logged again only if the error changes",
+                  target, result.error, result.remedy or "check [alerts.slack] (see docs/alerts.md)", delay)
+
+    def _target_ok(self, target: str) -> None:
+        was = self._alarm.pop(target, None)
+        if was is not None:
+            log.warning("%s accepts alert messages again (it refused them with: %s)", target, was)
+
+    def _reschedule(self, row_id: int, at: float, error: str | None) -> None:
+        with self.store.transaction() as con:
+            con.execute("UPDATE outbox SET next_attempt_at = ?, last_error = ? WHERE id = ?", (at, error, row_id))
+
+    def _deliver_row(self, row: Mapping[str, Any], key: tuple[str, int, str, str], t: float, stats: DeliveryStats,
+                     blocked: set[tuple[str, int, str, str]], blocked_targets: set[str]) -> None:
+        target = row["target"]
+        if _test_expired(row, t):  # a test message nobody waits for any more: never post it late
+            if self.drop_unsent(row["group_key"], kind="test", row_id=row["id"]):
+                log.warning("outbox row %s: test message to %s not delivered in time (%s): dropped, not retried",
+                            row["id"], target, row["last_error"] or "not attempted")
+                stats.dropped += 1
+            return
+        notifier = self.notifiers.get(target)
+        if notifier is None or key in blocked or target in blocked_targets or row["next_attempt_at"] > t:
+            blocked.add(key)
+            stats.waiting += 1
+            return
+        channel = thread_ts = None
+        if not (row["kind"] == "firing" and row["op"] == "post"):
+            root = self._root(row)
+            if root is not None and root["sent_at"] is None:
+                blocked.add(key)
+                stats.waiting += 1
+                return
+            if root is not None:
+                channel, thread_ts = root["channel"], root["ts"]
+        msg = Outgoing(op=row["op"], payload=json.loads(row["payload"]),
+                       dedup_key=f"costline:{row['id']}:{row['group_key']}:{row['incident']}:{row['kind']}:"
+                                 f"{int(row['created_at'])}",
+                       channel=channel, thread_ts=thread_ts, created_at=float(row["created_at"]),
+                       # the earlier attempts were over when the last one's claim ran out
+                       attempted_until=(float(row["last_attempt_at"]) + self.config.claim_s
+                                        if row["last_attempt_at"] is not None else None))
+        prior = int(row["attempts"])
+        if not self._claim(row["id"], prior, t):  # another process is delivering it (or has)
+            blocked.add(key)
+            stats.waiting += 1
+            return
+        if prior > 0:
+            try:
+                found = notifier.find(msg)
+            except LookupError as exc:
+                if getattr(exc, "never_works", False):  # e.g. missing_scope: waiting cannot help
+                    log.warning("outbox row %s: %s; the check cannot work with this token or channel: sending it "
+                                "again (may duplicate)", row["id"], exc)
+                    found = None
+                else:  # rate limited, timed out, Slack down: check again later, never post blind
+                    ra = getattr(exc, "retry_after", None)
+                    delay = self._delay(SendResult(ok=False, retry_after=ra), prior + 1)
+                    if getattr(exc, "rate_limited", False) or ra is not None:
+                        self._paused_until[target] = t + delay
+                    self._reschedule(row["id"], t + delay, str(exc))
+                    log.warning("outbox row %s (%s %s to %s): %s; it may be in Slack already, so it is not posted "
+                                "before the check works: checking again in %.0fs", row["id"], row["kind"],
+                                row["op"], target, exc, delay)
+                    blocked.add(key)
+                    blocked_targets.add(target)
+                    stats.failed += 1
+                    stats.errors.append(str(exc))
+                    return
+            if found is not None:
+                self._mark_sent(row["id"], t, found)
+                self._target_ok(target)
+                stats.recovered += 1
+                return
+        try:
+            result = notifier.send(msg)
+        except Exception as exc:  # noqa: BLE001 - a notifier bug must not stop delivery of the rest
+            log.exception("notifier %s raised", target)
+            result = SendResult(ok=False, error=f"{type(exc).__name__}: {exc}")
+        if result.ok:
+            self._mark_sent(row["id"], t, result)
+            self._target_ok(target)
+            stats.sent += 1
+            return
+        if row["op"] == "update" and result.gone:  # an edit is best-effort: never retried forever
+            self._mark_skipped(row["id"], t, result.error)
+            log.warning("outbox row %s: cannot edit the original %s message of alert group %s (incident #%s) "
+                        "in %s: %s (deleted, or too old to edit); edit skipped, later messages unaffected",
+                        row["id"], row["kind"], row["group_key"], row["incident"], target, result.error)
+            stats.skipped += 1
+            return
+        if result.permanent and result.retry_after is None:  # a config error: retried slowly, logged once
+            delay = self.config.backoff_max_s
+        else:
+            delay = self._delay(result, prior + 1)
+        if result.rate_limited or result.retry_after is not None:
+            self._paused_until[target] = t + delay
+        self._reschedule(row["id"], t + delay, result.error)
+        if result.permanent:
+            self._permanent_failure(target, result, delay)
+        else:
+            log.warning("outbox row %s (%s %s to %s) failed: %s; retrying in %.0fs", row["id"], row["kind"],
+                        row["op"], target, result.error, delay)
+        stats.failed += 1
+        stats.errors.append(str(result.error))
+        blocked.add(key)
+        blocked_targets.add(target)  # an outage or a rate limit: don't hammer it in this pass
 
     def drop_unsent(self, group_key: str, *, kind: str = "test", row_id: int | None = None) -> int:
         """Delete the unsent rows of ``group_key`` (and ``kind``; only ``row_id`` if given); their count.

@@ -74,14 +74,26 @@ def test_for_makes_alerts_pending_first(tmp_path: Path) -> None:
     assert states(store) == {"acme": "firing"} and outbox_kinds(store) == ["firing"]
 
 
-def test_repeat_interval_reminds_in_the_thread(tmp_path: Path) -> None:
+def _deliver_all(store: AlertStore) -> None:
+    """What a working target does: every queued message marked sent."""
+    with store.transaction() as con:
+        con.execute("UPDATE outbox SET sent_at = 1 WHERE sent_at IS NULL")
+
+
+@pytest.mark.parametrize("delivered, kinds", [
+    (True, ["firing", "reminder", "reminder"]),  # a reminder each interval, each one sent
+    (False, ["firing", "reminder"]),  # the target down: the newer reminder replaces the unsent one (no backlog)
+])
+def test_repeat_interval_reminds_in_the_thread(tmp_path: Path, delivered: bool, kinds: list[str]) -> None:
     clock = Clock()
     store, engine = make(tmp_path, clock, AlertsConfig(repeat_interval_s=3600))
     engine.apply({"cache_hit_rate_drop": [obs("breach")]})
     for _ in range(12):  # two hours, every 10 minutes
+        if delivered:
+            _deliver_all(store)
         clock.advance(minutes=10)
         engine.apply({"cache_hit_rate_drop": [obs("breach")]})
-    assert outbox_kinds(store) == ["firing", "reminder", "reminder"]
+    assert outbox_kinds(store) == kinds
 
 
 def test_group_by_rule_makes_one_thread_for_several_tenants(tmp_path: Path) -> None:
