@@ -160,7 +160,18 @@ def _array(obj: dict[str, Any], *keys: str) -> list[Any]:
     return []
 
 
-def decode_with_rejections(body: bytes, is_json: bool) -> tuple[ExportTraceServiceRequest, int, str]:
+def _check_json_spans(doc: Any, cap: int) -> None:
+    n = 0
+    for rs in doc.get("resourceSpans", doc.get("resource_spans")) or () if isinstance(doc, dict) else ():
+        for ss in (rs.get("scopeSpans", rs.get("scope_spans")) or ()) if isinstance(rs, dict) else ():
+            spans = ss.get("spans") if isinstance(ss, dict) else None
+            n += len(spans) if isinstance(spans, list) else 0
+            if n > cap:
+                raise too_many_spans(n, cap)
+
+
+def decode_with_rejections(body: bytes, is_json: bool,
+                           max_spans: int | None = None) -> tuple[ExportTraceServiceRequest, int, str]:
     """Decode an OTLP trace request, dropping invalid spans → (request, rejected, error message).
 
     Raises :class:`OtlpDecodeError` for anything that is not an OTLP trace request, including
@@ -169,11 +180,14 @@ def decode_with_rejections(body: bytes, is_json: bool) -> tuple[ExportTraceServi
     OTLP/JSON: the spans with malformed hex ids (a link's too) are dropped here first, then
     :func:`~costline.otlp.decode_json_salvaging` decodes the rest: a lone surrogate read as U+FFFD (OpenTelemetry
     JS cuts attributes by UTF-16 units: one cut prompt must not refuse the export), a span holding what protobuf
-    cannot (a negative or 2^64 time, an intValue past int64) refused alone.
+    cannot (a negative or 2^64 time, an intValue past int64) refused alone. With ``max_spans``, a document of more
+    spans is refused (:class:`ExportRefused` 413) once its JSON text is read, before any protobuf object is built.
     """
     if is_json:
         try:
             doc = json.loads(body)
+            if max_spans is not None:
+                _check_json_spans(doc, max_spans)
             rejected, first = _drop_invalid_json_spans(doc)
             text = json.dumps(doc, ensure_ascii=False)
             repaired = well_formed(text)
@@ -318,6 +332,90 @@ def _unzstd(body: bytes, limit: int) -> bytes:
 _DECODERS = MappingProxyType({"gzip": _gunzip, "deflate": _inflate, "zstd": _unzstd})
 
 
+# --- what one request may cost: spans counted on the wire, bytes charged before parsing ------------
+#: Bytes of parsed objects charged per span on top of the decompressed body, before parsing: one OTLP span
+#: is a Python/upb object whatever its size on the wire (an empty one is 2 bytes there and ~340 bytes
+#: parsed, measured with protobuf's upb backend): a 7.8 KB gzip body of 4,000,000 empty spans held 1.5 GB.
+SPAN_OBJECT_BYTES = 384
+
+
+def _varint(buf: bytes, at: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while True:
+        b = buf[at]
+        at += 1
+        value |= (b & 0x7F) << shift
+        if b < 0x80:
+            return value, at
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long")
+
+
+def _fields(buf: bytes, start: int, end: int):
+    """(field number, wire type, value start, value end) of the protobuf fields in ``buf[start:end]``,
+    without building any message; a malformed field ends the walk (the parser reports it)."""
+    at = start
+    try:
+        while at < end:
+            key, at = _varint(buf, at)
+            number, wire = key >> 3, key & 7
+            if wire == 0:
+                _, at = _varint(buf, at)
+                yield number, wire, at, at
+            elif wire == 2:
+                size, at = _varint(buf, at)
+                if at + size > end:
+                    return
+                yield number, wire, at, at + size
+                at += size
+            elif wire in (1, 5):
+                at += 8 if wire == 1 else 4
+                if at > end:
+                    return
+            else:  # groups, or not protobuf
+                return
+    except (IndexError, ValueError):
+        return
+
+
+def count_spans(body: bytes, cap: int) -> int:
+    """Spans of a protobuf ``ExportTraceServiceRequest`` counted on the wire (resource_spans=1 → scope_spans=2 →
+    spans=2), no object built; the count stops past ``cap`` (so at most ``cap + 1`` steps: a body of millions of
+    empty spans is counted in about the time of ``cap``). Malformed bytes end the count (the parser answers 400)."""
+    n = 0
+    for rs_no, rs_wire, rs_at, rs_end in _fields(body, 0, len(body)):
+        if rs_no != 1 or rs_wire != 2:
+            continue
+        for ss_no, ss_wire, ss_at, ss_end in _fields(body, rs_at, rs_end):
+            if ss_no != 2 or ss_wire != 2:
+                continue
+            for sp_no, sp_wire, _, _ in _fields(body, ss_at, ss_end):
+                if sp_no == 2 and sp_wire == 2:
+                    n += 1
+                    if n > cap:
+                        return n
+    return n
+
+
+def too_many_spans(spans: int, cap: int) -> ExportRefused:
+    return ExportRefused(413, f"more than {cap} spans in one export request: send smaller batches, or raise "
+                              "[collector] max_spans_per_request")
+
+
+def parse_cost(body: bytes, is_json: bool, cap: int) -> int:
+    """The bytes to hold on ``max_inflight_bytes`` for parsing ``body`` (beyond the body itself): spans (counted on
+    the wire, :func:`count_spans`) × :data:`SPAN_OBJECT_BYTES`. Raises :class:`ExportRefused` 413 past ``cap`` spans.
+    OTLP/JSON is not pre-counted (its spans are counted once the JSON text is read, see
+    :func:`decode_with_rejections`): it is charged the decompressed body once more."""
+    if is_json:
+        return len(body)
+    spans = count_spans(body, cap)
+    if spans > cap:
+        raise too_many_spans(spans, cap)
+    return spans * SPAN_OBJECT_BYTES
+
+
 # --- Kafka messages: per trace, without multiplying the request's bytes ----------------------------
 def _split_estimate(req: ExportTraceServiceRequest) -> tuple[int, int]:
     """(bytes the per-trace split would produce, its largest message), without building it."""
@@ -446,11 +544,12 @@ class ExportRefused(HttpReject):
         return _GRPC_CODE.get(self.status, 2)
 
 
-def decode_export(body: bytes, is_json: bool) -> tuple[ExportTraceServiceRequest, int, str]:
+def decode_export(body: bytes, is_json: bool,
+                  max_spans: int | None = None) -> tuple[ExportTraceServiceRequest, int, str]:
     """:func:`decode_with_rejections`, refusing what is not an OTLP trace request with
-    :class:`ExportRefused` (400 / INVALID_ARGUMENT)."""
+    :class:`ExportRefused` (400 / INVALID_ARGUMENT), and (JSON) more than ``max_spans`` spans with 413."""
     try:
-        return decode_with_rejections(body, is_json)
+        return decode_with_rejections(body, is_json, max_spans)
     except OtlpDecodeError as exc:
         raise ExportRefused(400, str(exc)[:500]) from None
 
@@ -549,13 +648,30 @@ class _Handler(GuardedHandler):
         hold = len(body)
         try:
             if encoding != "identity":
-                body = _DECODERS[encoding](body, cfg.max_body_bytes)
-            req, rejected, why = decode_export(body, is_json)
+                raw = hold
+                body = _DECODERS[encoding](body, cfg.max_body_bytes)  # at most max_body_bytes out (413)
+                hold += self._charge(budget, len(body), hold)  # the decompressed body, before anything reads it
+                budget.release(raw)  # the compressed body is gone
+                hold -= raw
+            # the parsed objects, before they are built: spans counted on the wire (413 past max_spans_per_request)
+            hold += self._charge(budget, parse_cost(body, is_json, cfg.max_spans_per_request), hold)
+            req, rejected, why = decode_export(body, is_json, cfg.max_spans_per_request)
             del body
             resp = export_request(req, self.receiver.forwarder, cfg.max_message_bytes, rejected=rejected, why=why)
         finally:
             budget.release(hold)
         self._send(200, resp, is_json)
+
+    def _charge(self, budget: BytesBudget, more: int, held: int) -> int:
+        """Hold ``more`` bytes on the in-flight budget beside the ``held`` this request holds → ``more``.
+        413 when the request alone could never fit (``held + more`` over ``max_inflight_bytes``), 503 with
+        Retry-After when it does not fit now."""
+        if held + more > budget.limit:
+            raise _Reject(413, f"this request needs {held + more} bytes in flight once decompressed and parsed, over "
+                               f"[collector] max_inflight_bytes ({budget.limit}): send smaller batches")
+        if not budget.acquire(more):
+            raise self._busy()
+        return more
 
     # -- answers ---------------------------------------------------------------------------------
     def _send(self, status: int, message: Any, is_json: bool, headers: dict[str, str] | None = None) -> None:

@@ -57,7 +57,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from costline.collectors.errors import ReceiverError
 from costline.collectors.forwarder import Forwarder
-from costline.collectors.receiver import ExportRefused, ReceiverBase, decode_export, export_request
+from costline.collectors.receiver import ExportRefused, ReceiverBase, decode_export, export_request, parse_cost
 from costline.config import CollectorConfig
 
 __all__ = ["OtlpGrpcReceiver", "TRACE_SERVICE", "STATUS_DETAILS_KEY", "RETRY_INFO_KEY"]
@@ -314,7 +314,14 @@ class OtlpGrpcReceiver(ReceiverBase, trace_service_pb2_grpc.TraceServiceServicer
                 context: grpc.ServicerContext) -> ExportTraceServiceResponse:
         cfg = self.config
         body = request if isinstance(request, bytes) else request.SerializeToString()
-        hold = len(body)
+        try:  # spans counted on the wire, no object built: past max_spans_per_request → RESOURCE_EXHAUSTED
+            more = parse_cost(body, False, cfg.max_spans_per_request)
+        except ExportRefused as r:
+            _abort(context, _status_code(r.grpc_code), r.message)
+        # the message's bytes and its parsed spans' objects, held before decoding (as the budget holds any request:
+        # one alone is taken whatever its size, the message being bounded by max_body_bytes and its spans by
+        # max_spans_per_request)
+        hold = len(body) + more
         if not self.budget.acquire(hold):
             _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, "too many bytes in flight, retry later",
                    retry_after=max(cfg.retry_after_s, 1))

@@ -219,8 +219,11 @@ class CollectorConfig:
     #: Requests handled at once, and accepted connections waiting beyond those; past both: 503.
     max_workers: int = 8
     max_pending: int = 32
-    #: Request bytes held at once over all requests; past it: 503 + Retry-After (back-pressure).
+    #: Request bytes held at once over all requests, counted decompressed plus the parsed spans' objects
+    #: (docs/security.md); past it: 503 + Retry-After (back-pressure), 413 for a request that alone is over it.
     max_inflight_bytes: int = 64 * 1024 * 1024
+    #: Spans one export request may hold (counted on the wire before parsing); past it: 413.
+    max_spans_per_request: int = 100_000
     #: The largest Kafka message the receiver produces (the broker's message.max.bytes and the
     #: producer's max.request.size are 1 MiB by default): traces are grouped into messages up to this.
     max_message_bytes: int = 1_000_000
@@ -952,6 +955,9 @@ def _validate(config: Config, source: str) -> None:
     s.at_least("max_message_bytes", collector.max_message_bytes, 16 * 1024)
     s.need(collector.max_inflight_bytes >= collector.max_body_bytes, "max_inflight_bytes",
            "must be at least max_body_bytes")
+    s.at_least("max_spans_per_request", collector.max_spans_per_request, 1,
+               "must be at least 1 (spans one export request may hold; larger requests are refused with 413; the "
+               f"default is 100000); got {collector.max_spans_per_request}")
     s.above_zero("metrics_export_interval_s", collector.metrics_export_interval_s, unit="seconds")
     s.need(0 <= collector.metrics_prometheus_port < 65536, "metrics_prometheus_port",
            f"must be a TCP port (1-65535, or 0 for any free one); got {collector.metrics_prometheus_port}")
