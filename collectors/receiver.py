@@ -43,7 +43,7 @@ from costline.config import CollectorConfig
 from costline.netsec import (BearerTokens, BytesBudget, GuardedHandler, HttpReject, Limits,
                              PooledHTTPServer, refuse_open_bind, ssl_context)
 from costline.otlp import (JsonSalvage, OtlpDecodeError, decode_json, decode_json_salvaging, json_id_bytes,
-                           parse_protobuf_salvaging, span_count, split_by_trace)
+                           parse_protobuf_salvaging, span_count, split_by_trace, wire_span_count)
 from costline.textutil import well_formed
 
 from costline.collectors.errors import KafkaUnavailable, ReceiverError
@@ -339,65 +339,6 @@ _DECODERS = MappingProxyType({"gzip": _gunzip, "deflate": _inflate, "zstd": _unz
 SPAN_OBJECT_BYTES = 384
 
 
-def _varint(buf: bytes, at: int) -> tuple[int, int]:
-    value, shift = 0, 0
-    while True:
-        b = buf[at]
-        at += 1
-        value |= (b & 0x7F) << shift
-        if b < 0x80:
-            return value, at
-        shift += 7
-        if shift > 63:
-            raise ValueError("varint too long")
-
-
-def _fields(buf: bytes, start: int, end: int):
-    """(field number, wire type, value start, value end) of the protobuf fields in ``buf[start:end]``,
-    without building any message; a malformed field ends the walk (the parser reports it)."""
-    at = start
-    try:
-        while at < end:
-            key, at = _varint(buf, at)
-            number, wire = key >> 3, key & 7
-            if wire == 0:
-                _, at = _varint(buf, at)
-                yield number, wire, at, at
-            elif wire == 2:
-                size, at = _varint(buf, at)
-                if at + size > end:
-                    return
-                yield number, wire, at, at + size
-                at += size
-            elif wire in (1, 5):
-                at += 8 if wire == 1 else 4
-                if at > end:
-                    return
-            else:  # groups, or not protobuf
-                return
-    except (IndexError, ValueError):
-        return
-
-
-def count_spans(body: bytes, cap: int) -> int:
-    """Spans of a protobuf ``ExportTraceServiceRequest`` counted on the wire (resource_spans=1 → scope_spans=2 →
-    spans=2), no object built; the count stops past ``cap`` (so at most ``cap + 1`` steps: a body of millions of
-    empty spans is counted in about the time of ``cap``). Malformed bytes end the count (the parser answers 400)."""
-    n = 0
-    for rs_no, rs_wire, rs_at, rs_end in _fields(body, 0, len(body)):
-        if rs_no != 1 or rs_wire != 2:
-            continue
-        for ss_no, ss_wire, ss_at, ss_end in _fields(body, rs_at, rs_end):
-            if ss_no != 2 or ss_wire != 2:
-                continue
-            for sp_no, sp_wire, _, _ in _fields(body, ss_at, ss_end):
-                if sp_no == 2 and sp_wire == 2:
-                    n += 1
-                    if n > cap:
-                        return n
-    return n
-
-
 def too_many_spans(spans: int, cap: int) -> ExportRefused:
     return ExportRefused(413, f"more than {cap} spans in one export request: send smaller batches, or raise "
                               "[collector] max_spans_per_request")
@@ -405,12 +346,12 @@ def too_many_spans(spans: int, cap: int) -> ExportRefused:
 
 def parse_cost(body: bytes, is_json: bool, cap: int) -> int:
     """The bytes to hold on ``max_inflight_bytes`` for parsing ``body`` (beyond the body itself): spans (counted on
-    the wire, :func:`count_spans`) × :data:`SPAN_OBJECT_BYTES`. Raises :class:`ExportRefused` 413 past ``cap`` spans.
+    the wire, :func:`~costline.otlp.wire_span_count`) × :data:`SPAN_OBJECT_BYTES`. Raises :class:`ExportRefused` 413 past ``cap`` spans.
     OTLP/JSON is not pre-counted (its spans are counted once the JSON text is read, see
     :func:`decode_with_rejections`): it is charged the decompressed body once more."""
     if is_json:
         return len(body)
-    spans = count_spans(body, cap)
+    spans = wire_span_count(body, cap)
     if spans > cap:
         raise too_many_spans(spans, cap)
     return spans * SPAN_OBJECT_BYTES

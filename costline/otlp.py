@@ -42,6 +42,7 @@ __all__ = [
     "split_by_trace",
     "encode_sdk_spans_by_trace",
     "span_count",
+    "wire_span_count",
 ]
 
 
@@ -183,6 +184,32 @@ def _payload(data: bytes, start: int) -> bytes:
     _, at = _varint(data, start)
     size, at = _varint(data, at)
     return data[at:at + size]
+
+
+def wire_span_count(body: bytes, cap: int) -> int:
+    """Spans of a protobuf ``ExportTraceServiceRequest`` counted on the wire (``resource_spans`` = 1 →
+    ``scope_spans`` = 2 → ``spans`` = 2): no message built, no byte copied (a memoryview), and the count stops one
+    past ``cap``, so a body of millions of empty spans costs about ``cap`` steps. What a receiver charges for the
+    objects a parse would build before it builds them. Malformed bytes end the count (the parser says what is
+    wrong with them)."""
+    data = memoryview(body)
+    n = 0
+    try:
+        for rs_no, rs_wire, rs_start, _ in _fields(data):
+            if rs_no != 1 or rs_wire != 2:
+                continue
+            rs = _payload(data, rs_start)
+            for ss_no, ss_wire, ss_start, _ in _fields(rs):
+                if ss_no != 2 or ss_wire != 2:
+                    continue
+                for sp_no, sp_wire, _, _ in _fields(_payload(rs, ss_start)):
+                    if sp_no == 2 and sp_wire == 2:
+                        n += 1
+                        if n > cap:
+                            return n
+    except _WireError:
+        pass
+    return n
 
 
 def _delimited(number: int, payload: bytes) -> bytes:

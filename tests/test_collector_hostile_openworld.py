@@ -13,7 +13,7 @@ from google.rpc import status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from costline.collectors import OtlpReceiver
-from costline.collectors.receiver import count_spans
+from costline.otlp import wire_span_count as count_spans
 from costline.config import CollectorConfig, load_config
 from costline.errors import ConfigError
 
