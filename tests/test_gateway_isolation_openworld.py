@@ -231,6 +231,7 @@ def test_open_gateway_answers_a_foreign_host_421_and_hides_every_batch_and_file(
                     assert doc["type"] == "error" and "allowed_hosts" in doc["error"]["message"]
                 else:
                     assert "allowed_hosts" in doc["error"]["message"]
+                assert doc["error"]["type"] == "invalid_request_error"  # the caller's to fix, not a server error
         # a preflight and a POST from that page are refused too
         assert _get(port, "/v1/messages", f"evil.example:{port}", "OPTIONS",
                     {"Origin": f"http://evil.example:{port}", "Access-Control-Request-Method": "POST"})[0] == 421

@@ -102,8 +102,10 @@ def openai_error(status: int, message: str, headers: Mapping[str, str] | None = 
     status = 503 if status == 529 else status
     headers = dict(headers or {})
     with_request_id(headers)
-    return HttpResponse(status, {"error": {"message": message, "type": _ERROR_TYPES.get(status, "server_error"),
-                                           "param": param, "code": code}}, headers=headers)
+    # a 4xx the table does not name (421: a Host the gateway is not known by) is still the caller's to fix
+    kind = _ERROR_TYPES.get(status, "invalid_request_error" if 400 <= status < 500 else "server_error")
+    return HttpResponse(status, {"error": {"message": message, "type": kind, "param": param, "code": code}},
+                        headers=headers)
 
 
 class OpenAIRoute(ABC):
