@@ -159,6 +159,17 @@ def spans() -> Iterator[tuple["object", "object"]]:
     provider.shutdown()
 
 
+@pytest.fixture
+def openllmetry(spans):
+    """OpenLLMetry's Anthropic instrumentation (opentelemetry-instrumentation-anthropic) writing into ``spans``,
+    uninstrumented after the test."""
+    instrumentation = pytest.importorskip("opentelemetry.instrumentation.anthropic")
+    inst = instrumentation.AnthropicInstrumentor()
+    inst.instrument(tracer_provider=spans[0])
+    yield
+    inst.uninstrument()
+
+
 @pytest.fixture(scope="module")
 def standin() -> Iterator["object"]:
     """The local stand-in for the Anthropic / OpenAI-compatible APIs, answering without simulated latency."""

@@ -12,6 +12,7 @@ import pytest
 from google.rpc import status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from collector_rig import RecordingForwarder as Forwarder
 from costline.collectors import OtlpReceiver
 from costline.otlp import wire_span_count as count_spans
 from costline.config import CollectorConfig, load_config
@@ -20,23 +21,6 @@ from costline.errors import ConfigError
 PROTO = {"Content-Type": "application/x-protobuf"}
 PROTO_GZ = {"Content-Type": "application/x-protobuf", "Content-Encoding": "gzip"}
 JSON = {"Content-Type": "application/json"}
-
-
-class Forwarder:
-    def __init__(self, hold: threading.Event | None = None) -> None:
-        self.messages: list[tuple[str, bytes]] = []
-        self.hold = hold
-        self.entered = threading.Event()
-
-    def forward(self, messages):
-        self.entered.set()
-        if self.hold is not None:
-            self.hold.wait(10)
-        self.messages.extend(messages)
-        return []
-
-    def close(self):
-        pass
 
 
 @pytest.fixture

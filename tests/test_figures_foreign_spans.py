@@ -356,15 +356,6 @@ def test_litellm_response_cache_hits_are_no_paid_calls(standin, cfg, spans, lite
 
 
 # -- OpenLLMetry's span of a stream cut before message_delta -----------------------------------------------------
-@pytest.fixture
-def openllmetry(spans):
-    instrumentation = pytest.importorskip("opentelemetry.instrumentation.anthropic")
-    inst = instrumentation.AnthropicInstrumentor()
-    inst.instrument(tracer_provider=spans[0])
-    yield
-    inst.uninstrument()
-
-
 def _stream_through(standin, spans, cfg, cut: bool):
     from test_stream_cut_error import CuttingProxy, before_event
 

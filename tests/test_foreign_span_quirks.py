@@ -314,15 +314,6 @@ def test_a_failed_calls_model_is_read_off_the_span_name_or_the_arguments_only_wh
 
 
 # -- OpenLLMetry's streamed output count ----------------------------------------------------------------------------
-@pytest.fixture
-def openllmetry(spans):
-    instrumentation = pytest.importorskip("opentelemetry.instrumentation.anthropic")
-    inst = instrumentation.AnthropicInstrumentor()
-    inst.instrument(tracer_provider=spans[0])
-    yield
-    inst.uninstrument()
-
-
 def test_openllmetrys_streamed_output_is_the_apis_final_count(standin, cfg, spans, openllmetry):
     provider, exporter = spans
     client = anthropic.Anthropic(base_url=standin.url, api_key="k", max_retries=0)

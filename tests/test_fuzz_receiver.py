@@ -16,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from collector_rig import RecordingForwarder as Forwarder
 from costline.collectors import OtlpReceiver
 from costline.collectors.receiver import decode_with_rejections, pack_traces
 from costline.config import CollectorConfig, PricingConfig
@@ -24,18 +25,6 @@ from costline.pricing import PricingTable
 from costline.processors.decode import decode_message, flatten_into, flatten_message
 
 ACCEPTABLE = {200, 400, 413, 415, 503}
-
-
-class Forwarder:
-    def __init__(self) -> None:
-        self.messages: list[tuple[str, bytes]] = []
-
-    def forward(self, messages):
-        self.messages.extend(messages)
-        return []
-
-    def close(self):
-        pass
 
 
 @pytest.fixture(scope="module")

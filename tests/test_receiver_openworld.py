@@ -20,6 +20,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from collector_rig import RecordingForwarder as Capture
 from costline.config import CollectorConfig, KafkaConfig
 from costline.collectors import receiver as receiver_mod
 from costline.collectors.forwarder import KafkaForwarder
@@ -28,20 +29,6 @@ from costline.collectors.receiver import OtlpReceiver, pack_traces
 from costline.collectors.receiver_grpc import OtlpGrpcReceiver
 
 PROTO = {"Content-Type": "application/x-protobuf"}
-
-
-class Capture:
-    """A forwarder that keeps what it is given (Kafka always takes it)."""
-
-    def __init__(self) -> None:
-        self.messages: list[tuple[str, bytes]] = []
-
-    def forward(self, messages):
-        self.messages.extend(messages)
-        return []
-
-    def close(self) -> None:
-        pass
 
 
 @pytest.fixture

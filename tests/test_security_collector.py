@@ -16,6 +16,7 @@ import time
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from collector_rig import RecordingForwarder
 from costline.collectors import OtlpReceiver
 from costline.collectors.forwarder import KafkaForwarder
 from costline.config import CollectorConfig, load_config
@@ -24,23 +25,6 @@ from costline.netsec import InsecureBindError
 
 PROTO = {"Content-Type": "application/x-protobuf"}
 JSON = {"Content-Type": "application/json"}
-
-
-class RecordingForwarder:
-    def __init__(self, hold: threading.Event | None = None) -> None:
-        self.messages: list[tuple[str, bytes]] = []
-        self.hold = hold
-        self.entered = threading.Event()
-
-    def forward(self, messages):
-        self.entered.set()
-        if self.hold is not None:
-            self.hold.wait(10)
-        self.messages.extend(messages)
-        return []
-
-    def close(self):
-        pass
 
 
 def make_request(traces: int, spans_per_trace: int = 1, resource_bytes: int = 20, span_bytes: int = 0):
