@@ -21,7 +21,7 @@ from typing import Any
 from costline.config import Config
 from costline.dashboards.errors import DashboardError
 from costline.dashboards.settings import refresh_problem
-from costline.netsec import GuardedHandler, Limits, PooledHTTPServer
+from costline.netsec import GuardedHandler, Limits, PooledHTTPServer, host_name
 
 __all__ = ["DashboardServer", "PageCache"]
 
@@ -113,7 +113,7 @@ class _Handler(GuardedHandler):
 
     def _answer(self, *, body: bool) -> None:
         hosts = self.headers.get_all("Host") or []
-        if len(hosts) != 1 or _host_name(hosts[0]) not in self.server.allowed_hosts:
+        if len(hosts) != 1 or host_name(hosts[0]) not in self.server.allowed_hosts:
             # DNS rebinding: a page on evil.example resolving to 127.0.0.1 sends Host: evil.example
             self.send_error(421, "unknown Host: add it to [dashboard] allowed_hosts")
             return
@@ -147,14 +147,6 @@ class _HTTPServer(PooledHTTPServer):
 
 
 _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
-
-
-def _host_name(header: str) -> str:
-    """``Host`` without its port, lower-cased, brackets removed (``[::1]:8050`` → ``::1``)."""
-    h = header.strip().lower()
-    if h.startswith("["):
-        return h[1:h.find("]")] if "]" in h else h
-    return h.rsplit(":", 1)[0] if h.count(":") == 1 else h
 
 
 class DashboardServer:
@@ -198,7 +190,7 @@ class DashboardServer:
         except OSError as exc:
             raise DashboardError(f"cannot listen on {host}:{port} ({exc}): pick another --port") from exc
         self._httpd.pages = PageCache(build, self.refresh_s, clock)
-        self._httpd.allowed_hosts = _LOOPBACK_NAMES | {h.strip().lower().strip("[]") for h in d.allowed_hosts}
+        self._httpd.allowed_hosts = _LOOPBACK_NAMES | {host_name(h) for h in d.allowed_hosts}
         self._thread: threading.Thread | None = None
 
     @property
