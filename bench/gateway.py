@@ -13,9 +13,10 @@ gateway's cost is what is measured). Phases, each on fresh connections:
   embedding, FAISS search, the model call, the store); req/s, p50/p99 latency, errors (non-200);
   *gateway CPU per request*: the gateway process's user+system CPU over the 16-connection phase
   divided by its requests (the stand-in runs in its own process, so the backend is excluded);
-* **paraphrase hits**: the pair set's paraphrases (serving/cache/data/cache_pair_set.jsonl): the first
-  of each pair is asked once (stored), then each second one once, at 16 connections — every
-  lookup embeds a text it has never seen; the hit share is printed beside the rate;
+* **paraphrase hits**: the pair set's paraphrases (serving/cache/data/cache_pair_set.jsonl, then our held-out
+  dev sets' when ``--pairs`` asks for more than its 186): the first of each pair is asked once (stored), then
+  each second one once, at 16 connections — every lookup embeds a text it has never seen; the hit share is
+  printed beside the rate;
 * **exact repeats**: one stored question over and over at 16 connections.
 
 Every phase also prints the model calls per request (the gateway's ``x-costline-attempts``: the
@@ -255,13 +256,32 @@ def profile_summary(folded: Path) -> list[tuple[str, float]]:
     return sorted(((b, c / total) for b, c in counts.items()), key=lambda x: -x[1]) if total else []
 
 
+def pair_files() -> list[Path]:
+    """The pair set, then our held-out dev sets in their numbered order (``cache_pair_heldout2`` before ``10``)."""
+    def number(path: Path) -> int:
+        digits = path.stem.removeprefix("cache_pair_heldout")
+        return int(digits) if digits.isdigit() else 1
+    return [PAIRS, *sorted(PAIRS.parent.glob("cache_pair_heldout*.jsonl"), key=number)]
+
+
 def paraphrases(limit: int) -> list[tuple[str, str]]:
-    out = []
-    for line in PAIRS.read_text().splitlines():
-        row = json.loads(line)
-        if row.get("same_answer") and row.get("category") == "paraphrase":
-            out.append((row["q1"], row["q2"]))
-    return out[:limit]
+    """The first ``limit`` paraphrase pairs of :func:`pair_files` (3,350 in all), no question asked twice: a first
+    that is another pair's first or second would make that pair's lookup an exact repeat, not a paraphrase."""
+    out: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for path in pair_files():
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            if not (row.get("same_answer") and row.get("category") == "paraphrase"):
+                continue
+            first, second = row["q1"], row["q2"]
+            if first == second or first in seen or second in seen:
+                continue
+            seen.update((first, second))
+            out.append((first, second))
+            if len(out) >= limit:
+                return out
+    return out
 
 
 LITELLM_KEY = "sk-costline-bench-0123456789"
@@ -311,7 +331,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=10.0, help="length of each timed phase")
     ap.add_argument("--embedder", choices=("auto", "onnx", "torch", "openvino"), default="auto")
-    ap.add_argument("--pairs", type=int, default=120, help="paraphrase pairs to seed and ask")
+    ap.add_argument("--pairs", type=int, default=120, help="paraphrase pairs to seed and ask (the pair set's 186, then our held-out dev sets': 3,350 in all)")
     ap.add_argument("--embed-threads", type=int, default=1,
                     help="[serving.cache] embed_threads (ONNX Runtime intra-op threads; 0 = its default, which "
                          "spins a thread per core: on a loaded 2-core box 1 costs less CPU per query)")
