@@ -555,7 +555,7 @@ class _ParsedRecord:
         self.done = True
         try:
             if not usage_complete:
-                self.call.span.set_attribute(contract.COSTLINE_USAGE_INCOMPLETE, True)
+                self.call.usage_incomplete()
         except Exception:
             log.exception("costline: could not flag a response read without its usage")
         finally:
@@ -915,7 +915,7 @@ def _count(value: Any) -> int | None:
 
 def _flag_incomplete(call: CallHandle) -> None:
     try:
-        call.span.set_attribute(contract.COSTLINE_USAGE_INCOMPLETE, True)
+        call.usage_incomplete()
     except Exception:
         log.warning("costline: could not flag a call's usage incomplete", exc_info=True)
 

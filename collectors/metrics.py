@@ -22,8 +22,14 @@ call, lookup or request is counted when it ends, whatever the trace sampler deci
   ``costline.rejected_attempts`` (counter, by the ``costline.tier`` whose answer was turned down and the
   ``costline.problem``: ``validator``, ``low_confidence``, ``output_format``, an SDK error class…) and
   ``costline.cost`` (counter, ``USD``, by provider, request model and tier): the call's explicit
-  cost, else its price from the pricing table given to :class:`CostlineMetrics` (calls of an
-  unknown model add nothing).
+  cost, else its price from the pricing table given to :class:`CostlineMetrics`, by the processor's
+  rules (:func:`costline.processors.records.flatten_span`), so that it adds up to the lake's ``cost_usd``;
+  a call the lake leaves unpriced adds nothing to it and 1 to ``costline.calls.unpriced`` (counter,
+  ``{call}``, the same attributes and ``costline.reason``, the lake's ``pricing_status``:
+  ``incomplete_usage`` — no input count, or one that is no count (null, negative, NaN, not whole, above
+  :data:`~costline.contract.MAX_TOKENS`), never priced as a free prompt — ``unknown_model``,
+  ``no_fast_price``, ``no_priority_price``). Token counts that are no counts are not recorded in
+  ``gen_ai.client.token.usage`` either.
 * with :meth:`CostlineMetrics.observe_cache` (``costline serve`` does it), what the semantic cache holds and
   loses, read from its counts at each collection: ``costline.cache.entries`` (gauge),
   ``costline.cache.removals`` (counter, by ``costline.cache.removal_reason``: ``evicted``, ``expired``,
@@ -52,7 +58,7 @@ from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 
 from costline import contract
 from costline.config import CollectorConfig, Config
-from costline.pricing import PricingTable
+from costline.pricing import PRICED, UNKNOWN_MODEL, PricingTable
 
 from costline.collectors.errors import CollectorError
 
@@ -81,6 +87,9 @@ __all__ = [
     "REJECTED_ATTEMPTS",
     "PROBLEM",
     "COST",
+    "CALLS_UNPRICED",
+    "REASON",
+    "INCOMPLETE_USAGE",
     "GEN_AI_TOKEN_TYPE",
 ]
 
@@ -111,6 +120,17 @@ REJECTED_ATTEMPTS = "costline.rejected_attempts"
 #: The attribute of ``costline.rejected_attempts`` naming why an answer was turned down.
 PROBLEM = "costline.problem"
 COST = "costline.cost"
+#: Calls ``costline.cost`` left out because the lake leaves them unpriced (``cost_usd`` NULL, its ``unpriced_calls``).
+CALLS_UNPRICED = "costline.calls.unpriced"
+#: The attribute of ``costline.calls.unpriced`` naming why: the ``pricing_status`` the lake gives the call.
+REASON = "costline.reason"
+#: The processor's ``pricing_status`` of a call without a usable input count
+#: (:data:`costline.processors.records.INCOMPLETE_USAGE`; not imported: that package pulls in the consumer).
+INCOMPLETE_USAGE = "incomplete_usage"
+#: Largest explicit price the processor keeps (:data:`costline.processors.attributes.MAX_CALL_USD`); above it, or
+#: negative or not finite, the lake prices the call from the pricing table instead.
+_MAX_CALL_USD = 100_000.0
+_EMBEDDINGS = "embeddings"
 GEN_AI_TOKEN_TYPE = "gen_ai.token.type"
 
 #: The GenAI semconv's advisory bucket boundaries.
@@ -124,7 +144,7 @@ class CallObservation:
 
     __slots__ = ("_metrics", "_attrs", "_tier", "_batch", "_started", "_input", "_output", "_cache_read",
                  "_cache_creation", "_cache_creation_1h", "_web_searches", "_fast", "_service_tier", "_geo",
-                 "_endpoint", "_response_model", "_cost", "_ended")
+                 "_endpoint", "_response_model", "_cost", "_ended", "_usage_incomplete")
 
     def __init__(self, metrics: CostlineMetrics, attrs: dict[str, str], tier: str | None,
                  cost_usd: float | None, batch: bool | None, endpoint: str | None = None) -> None:
@@ -134,12 +154,17 @@ class CallObservation:
         self._batch = bool(batch)
         self._cost = cost_usd
         self._started = metrics._now()
+        # the counts the call's span carries: the last valid one given (the Recorder drops one that is no count
+        # and keeps the attribute it had), None when none was
         self._input: int | None = None
         self._output: int | None = None
-        self._cache_read = 0
-        self._cache_creation = 0
+        self._cache_read: int | None = None
+        self._cache_creation: int | None = None
         self._cache_creation_1h = 0
         self._web_searches = 0
+        # the span's costline.usage.incomplete, as the Recorder sets it: an input or output count None (the
+        # provider sent null) or above MAX_TOKENS (a broken counter, left out)
+        self._usage_incomplete = False
         self._fast = False
         self._service_tier: str | None = None
         self._geo: str | None = None
@@ -149,12 +174,23 @@ class CallObservation:
 
     def usage(self, input_tokens: Any, output_tokens: Any, cache_read_tokens: Any = 0,
               cache_creation_tokens: Any = 0, cache_creation_1h_tokens: Any = 0, web_search_requests: Any = 0) -> None:
-        self._input = _count_or_none(input_tokens)
-        self._output = _count_or_none(output_tokens)
-        self._cache_read = _count_or_none(cache_read_tokens) or 0
-        self._cache_creation = _count_or_none(cache_creation_tokens) or 0
-        self._cache_creation_1h = _count_or_none(cache_creation_1h_tokens) or 0
-        self._web_searches = _count_or_none(web_search_requests) or 0
+        counts = (input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, cache_creation_1h_tokens,
+                  web_search_requests)
+        if input_tokens is None or output_tokens is None or any(_absurd(n) for n in counts):
+            self._usage_incomplete = True
+        self._input = _count_or_none(input_tokens, self._input)
+        self._output = _count_or_none(output_tokens, self._output)
+        self._cache_read = _count_or_none(cache_read_tokens, self._cache_read)
+        self._cache_creation = _count_or_none(cache_creation_tokens, self._cache_creation)
+        if cache_creation_1h_tokens:
+            self._cache_creation_1h = _count_or_none(cache_creation_1h_tokens, self._cache_creation_1h) or 0
+        if web_search_requests:
+            self._web_searches = _count_or_none(web_search_requests, self._web_searches) or 0
+
+    def usage_incomplete(self) -> None:
+        """The call's span is flagged ``costline.usage.incomplete`` (a stream cut short or closed early, a response
+        read without its usage): what it counted is a lower bound, and without an input count it is unpriced."""
+        self._usage_incomplete = True
 
     def speed(self, speed: Any) -> None:
         self._fast = speed == "fast"
@@ -170,7 +206,8 @@ class CallObservation:
             self._response_model = model
 
     def cost(self, usd: Any) -> None:
-        if isinstance(usd, (int, float)) and not isinstance(usd, bool) and usd == usd:
+        # what the Recorder writes as costline.cost_usd (any number but NaN); the processor's bounds apply at the end
+        if _number_or_none(usd) is not None:
             self._cost = float(usd)
 
     def end(self, error_type: str | None) -> None:
@@ -215,6 +252,9 @@ class CostlineMetrics:
                 REJECTED_ATTEMPTS, unit="{attempt}",
                 description="Model answers not used (a quality gate or the tier's API turned them down)."),
             COST: meter.create_counter(COST, unit="USD", description="Cost of model calls in US dollars."),
+            CALLS_UNPRICED: meter.create_counter(
+                CALLS_UNPRICED, unit="{call}",
+                description="Model calls left out of costline.cost: no usable token count or no price known."),
         }
 
     def _now(self) -> float:
@@ -231,7 +271,7 @@ class CostlineMetrics:
                 attrs[contract.GEN_AI_PROVIDER_NAME] = provider
             if isinstance(model, str) and model:
                 attrs[contract.GEN_AI_REQUEST_MODEL] = model
-            cost = float(cost_usd) if isinstance(cost_usd, (int, float)) and not isinstance(cost_usd, bool) else None
+            cost = _number_or_none(cost_usd)
             return CallObservation(self, attrs, tier if isinstance(tier, str) and tier else None, cost, batch,
                                    endpoint if isinstance(endpoint, str) else None)
         except Exception:
@@ -335,29 +375,63 @@ class CostlineMetrics:
         if error_type:
             attrs[contract.ERROR_TYPE] = error_type
         self._instruments[OPERATION_DURATION].record(max(self._now() - obs._started, 0.0), attrs)
+        input_tokens, output_tokens = obs._input, obs._output
+        read, write = obs._cache_read, obs._cache_creation
+        if input_tokens is not None and (read or 0) + (write or 0) > input_tokens:
+            # as the processor reads it: an input smaller than its own cache reads and writes is the API's own
+            # input_tokens (the fresh part), not the total
+            input_tokens += (read or 0) + (write or 0)
         token_hist = self._instruments[TOKEN_USAGE]
-        if obs._input is not None:
-            token_hist.record(obs._input, {**attrs, GEN_AI_TOKEN_TYPE: "input"})
-        if obs._output is not None:
-            token_hist.record(obs._output, {**attrs, GEN_AI_TOKEN_TYPE: "output"})
-        cost = obs._cost
-        tier = obs._tier
-        if self.pricing is not None and (cost is not None or obs._input is not None or obs._output is not None):
-            price = self.pricing.price_call(
-                model=obs._attrs.get(contract.GEN_AI_REQUEST_MODEL),
-                provider=obs._attrs.get(contract.GEN_AI_PROVIDER_NAME),
-                input_tokens=obs._input or 0, output_tokens=obs._output or 0,
-                cache_read_tokens=obs._cache_read, cache_creation_tokens=obs._cache_creation,
-                cache_creation_1h_tokens=obs._cache_creation_1h, web_search_requests=obs._web_searches,
-                batch=obs._batch, fast=obs._fast, service_tier=obs._service_tier, inference_geo=obs._geo,
-                endpoint=obs._endpoint, explicit_cost_usd=cost,
-                explicit_tier=tier, response_model=obs._response_model)
-            cost, tier = price.cost_usd, price.tier
-        if cost is not None and cost > 0:
-            cost_attrs = {k: v for k, v in obs._attrs.items() if k != contract.GEN_AI_OPERATION_NAME}
-            if tier:
-                cost_attrs[contract.COSTLINE_TIER] = tier
+        if input_tokens is not None:
+            token_hist.record(input_tokens, {**attrs, GEN_AI_TOKEN_TYPE: "input"})
+        if output_tokens is not None:
+            token_hist.record(output_tokens, {**attrs, GEN_AI_TOKEN_TYPE: "output"})
+        explicit = obs._cost if obs._cost is not None and 0.0 <= obs._cost <= _MAX_CALL_USD else None
+        cost, tier, status = explicit, obs._tier, None
+        if self.pricing is not None:
+            cost, tier, status = _price(self.pricing, obs, error_type is not None, explicit, input_tokens,
+                                        output_tokens)
+        cost_attrs = {k: v for k, v in obs._attrs.items() if k != contract.GEN_AI_OPERATION_NAME}
+        if tier:
+            cost_attrs[contract.COSTLINE_TIER] = tier
+        if cost is None:
+            if status is not None:
+                self._instruments[CALLS_UNPRICED].add(1, {**cost_attrs, REASON: status})
+        elif cost > 0:
             self._instruments[COST].add(cost, cost_attrs)
+
+
+def _price(pricing: PricingTable, obs: CallObservation, failed: bool, explicit: float | None,
+           input_tokens: int | None, output_tokens: int | None) -> tuple[float | None, str | None, str]:
+    """``(cost, tier, pricing_status)`` the processor gives the call's span (:func:`costline.processors.records.
+    flatten_span`, for a span the Recorder wrote): cost None when the lake leaves it unpriced."""
+    read, write = obs._cache_read, obs._cache_creation
+    price = pricing.price_call(
+        model=obs._attrs.get(contract.GEN_AI_REQUEST_MODEL),
+        provider=obs._attrs.get(contract.GEN_AI_PROVIDER_NAME),
+        input_tokens=input_tokens or 0, output_tokens=output_tokens or 0,
+        cache_read_tokens=read or 0, cache_creation_tokens=write or 0,
+        cache_creation_1h_tokens=obs._cache_creation_1h, web_search_requests=obs._web_searches,
+        batch=obs._batch, fast=obs._fast, service_tier=obs._service_tier, inference_geo=obs._geo,
+        endpoint=obs._endpoint, explicit_cost_usd=explicit,
+        explicit_tier=obs._tier, response_model=obs._response_model)
+    cost, status = price.cost_usd, price.status
+    if (cost is None and status == UNKNOWN_MODEL and failed and explicit is None
+            and not input_tokens and not output_tokens and not read and not write):
+        cost = 0.0  # a failed call that counted no tokens cost nothing, whatever the model
+    if obs._usage_incomplete:
+        # the provider sent no count, or a broken one: what was counted is a lower bound, priced; without an
+        # input count the prompt's price is unknown, never that of a free prompt
+        if input_tokens is None and explicit is None:
+            cost, status = None, INCOMPLETE_USAGE
+    elif status == PRICED and not failed:
+        embedding = obs._attrs.get(contract.GEN_AI_OPERATION_NAME) == _EMBEDDINGS
+        if (input_tokens is output_tokens is read is write is None or (input_tokens is None and not embedding)
+                or (output_tokens is None and input_tokens is not None and not embedding)):
+            # a call that answered without any usage, or with one count but not the other (one that was no
+            # count: negative, NaN, not whole): unknown usage, never $0, never a free prompt or answer
+            cost, status = None, INCOMPLETE_USAGE
+    return cost, price.tier, status
 
 
 def _observer(stats: Callable[[], Any], points: Callable[[Any], list[tuple[int, dict[str, str]]]],
@@ -374,10 +448,25 @@ def _observer(stats: Callable[[], Any], points: Callable[[Any], list[tuple[int, 
     return callback
 
 
-def _count_or_none(value: Any) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        return None
+def _count_or_none(value: Any, otherwise: int | None = None) -> int | None:
+    """``value`` when it is a token count the Recorder writes (a whole ``int``, 0 to :data:`contract.MAX_TOKENS`), else
+    ``otherwise``: None, NaN, a negative, a float (``1000.0`` too: the Recorder drops it), a bool, an absurd count."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= contract.MAX_TOKENS:
+        return otherwise
     return value
+
+
+def _absurd(value: Any) -> bool:
+    """A count over :data:`contract.MAX_TOKENS`: a broken counter, which the Recorder leaves out and flags."""
+    return isinstance(value, int) and not isinstance(value, bool) and value > contract.MAX_TOKENS
+
+
+def _number_or_none(value: Any) -> float | None:
+    """A number the Recorder writes as ``costline.cost_usd`` (NaN is none); not yet checked against the processor's
+    bounds (finite, 0 to $100,000)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        return None
+    return float(value)
 
 
 # --- the pipeline -------------------------------------------------------------------------------

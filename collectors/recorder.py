@@ -75,6 +75,17 @@ def _count(value: Any) -> int:
     return value
 
 
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _whole(value: Any) -> Any:
+    """``value`` as an int when it is a finite whole float (``1000.0``), else unchanged."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 def _number(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
         raise ValueError(f"expected a number, got {value!r}")
@@ -169,16 +180,24 @@ class CallHandle:
         s = self.span
         counts = [input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, cache_creation_1h_tokens,
                   web_search_requests]
-        absurd = [i for i, n in enumerate(counts) if isinstance(n, int) and n > contract.MAX_TOKENS]
+        # a whole float (1000.0, from JSON or arithmetic) is that count; one that is no count (negative, NaN,
+        # fractional, a string) is left out as a broken one is, and the usage flagged incomplete
+        counts = [_whole(n) for n in counts]
+        odd = [i for i, n in enumerate(counts) if n is not None and not _is_count(n)]
+        if odd:
+            log.warning("costline: left out token count(s) that are no counts (%s): pass whole numbers >= 0",
+                        ", ".join(repr(counts[i])[:24] for i in odd))
+        absurd = [i for i, n in enumerate(counts) if _is_count(n) and n > contract.MAX_TOKENS]
         if absurd:  # a broken counter (10**30 from a server): no count, not one the exporter cannot even encode
             log.warning("costline: left out token count(s) over %d (%s): the provider's counter is broken",
                         contract.MAX_TOKENS, ", ".join(str(counts[i])[:24] for i in absurd))
-            for i in absurd:
-                counts[i] = None if i < 2 else 0
-            input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, cache_creation_1h_tokens, \
-                web_search_requests = counts
+        absurd += odd
+        for i in absurd:
+            counts[i] = None if i < 2 else 0
+        input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, cache_creation_1h_tokens, \
+            web_search_requests = counts
         if input_tokens is None or output_tokens is None or absurd:
-            _set(s, contract.COSTLINE_USAGE_INCOMPLETE, True, _bool)
+            self.usage_incomplete()
         _set(s, contract.GEN_AI_USAGE_INPUT_TOKENS, input_tokens, _count)
         _set(s, contract.GEN_AI_USAGE_OUTPUT_TOKENS, output_tokens, _count)
         _set(s, contract.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, cache_read_tokens, _count)
@@ -241,7 +260,16 @@ class CallHandle:
         _set(self.span, contract.GEN_AI_REQUEST_STREAM, True, _bool)
         _set(self.span, contract.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK, first_chunk_s, _number)
         if usage_complete is False:
-            _set(self.span, contract.COSTLINE_USAGE_INCOMPLETE, True, _bool)
+            self.usage_incomplete()
+
+    def usage_incomplete(self) -> None:
+        """Flag the call's usage incomplete (``costline.usage.incomplete``): a count the provider did not send or
+        sent broken, a stream cut short, a response read without its usage. What was counted is then a lower
+        bound, and without an input count the call is unpriced, never a free prompt — in the lake and in the
+        ``costline.cost`` metric alike."""
+        _set(self.span, contract.COSTLINE_USAGE_INCOMPLETE, True, _bool)
+        if self._obs is not None:
+            self._obs.usage_incomplete()
 
     def end(self) -> None:
         """End the span (once; later calls do nothing). A ``call`` block ends it itself; a call
