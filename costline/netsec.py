@@ -1,9 +1,12 @@
 """What every costline HTTP listener shares to stay safe in front of production.
 
 * :class:`PooledHTTPServer`: ``http.server`` with a **bounded** pool of worker threads (a
-  ``ThreadPoolExecutor``) and a bounded number of accepted connections waiting, instead of a thread
-  per connection; past both, the connection is
-  answered ``503`` with ``Retry-After`` at once (back-pressure, not growth). Optional TLS (``ssl``).
+  ``ThreadPoolExecutor``) and a bounded number of complete requests waiting for one, instead of a
+  thread per connection; past both, the request is answered ``503`` with ``Retry-After`` at once
+  (back-pressure, not growth). One thread per server gathers request heads for every connection
+  (``selectors``, non-blocking; TLS handshakes too), so a worker only ever gets a connection whose
+  request head is whole: a client sending its head slowly, or idle between keep-alive requests, holds
+  no worker, only a place among ``max_connections`` (503 past it). Optional TLS (``ssl``).
 * :class:`GuardedHandler`: a request handler with socket idle/read timeouts, a cap on header bytes
   (431) and :meth:`~GuardedHandler.read_body`, which refuses a missing (411), malformed, negative
   or repeated-and-different ``Content-Length`` (400), a body over the limit before reading it
@@ -11,10 +14,10 @@
   ``Transfer-Encoding: chunked`` body (what OpenTelemetry JS's OTLP exporters send) is decoded with
   the same limit counted as it arrives (413), and refused beside a ``Content-Length`` (400: the
   ambiguity request smuggling uses) or with any other transfer coding (501).
-  Deadlines, not only per-read timeouts, so a client trickling bytes holds a worker for a bounded
-  time: a request head (request line and headers) must arrive whole within ``read_timeout_s`` of
-  its first byte (else the connection is closed), a body within ``body_timeout_s`` once the head is
-  in (else 408, the connection closed).
+  Deadlines, not only per-read timeouts: a request head (request line and headers) must arrive whole
+  within ``read_timeout_s`` of its first byte (else the connection is closed; kept by the head
+  gatherer, no worker waits for it), a body within ``body_timeout_s`` once the head is in (else 408,
+  the connection closed), so a client trickling its body holds a worker for a bounded time.
 * :class:`BytesBudget`: bytes in flight across requests (503 past it); :meth:`GuardedHandler.read_body`
   given one holds a body's bytes on it as they arrive, not as announced.
 * :class:`BearerTokens`: constant-time check of ``Authorization: Bearer`` tokens (the OpenTelemetry
@@ -28,17 +31,20 @@ Standard library only, so the collector, the gateway and the dashboard server ca
 
 from __future__ import annotations
 
+import heapq
 import hmac
 import io
+import itertools
 import ipaddress
 import logging
 import os
 import re
-import select
+import selectors
 import socket
 import ssl
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -83,10 +89,16 @@ _MAX_CHUNKS = 100_000
 #: A body held on a :class:`BytesBudget` is read (and held) this many bytes at a time at most: what a
 #: connection can hold on the budget without sending it.
 _BUDGET_STEP = 64 * 1024
-#: A connection's first request head is due ``read_timeout_s`` after it was accepted when its client sent
-#: bytes while it waited for a worker, but never less than this after a worker took it (a TLS handshake
-#: needs round trips then).
-_QUEUED_GRACE_S = 1.0
+#: Bytes a request head may have beyond ``max_header_bytes`` (its request line: method, target, version):
+#: past both, before the head has ended, the head gatherer answers 431 (414 while still in the request line).
+_REQUEST_LINE_ALLOWANCE = 8 * 1024
+#: The end of a request head: an empty line, ``\r\n`` or a bare ``\n`` (as ``http.client`` reads headers).
+_HEAD_END = re.compile(rb"\n\r?\n")
+#: After the head gatherer refuses a request (431, 414, 503): how long it reads and drops what the client
+#: still sends, so the client reads the answer instead of a connection reset.
+_REFUSAL_LINGER_S = 2.0
+#: ``Limits.max_connections`` when a settings object says 0 (the gateway's "derive it" value).
+_DEFAULT_MAX_CONNECTIONS = 1024
 
 
 @dataclass(frozen=True)
@@ -95,17 +107,23 @@ class Limits:
 
     max_body_bytes: int = 8 * 1024 * 1024
     max_header_bytes: int = 32 * 1024
-    #: Seconds a connection may sit idle between requests (or before its first one).
+    #: Seconds a connection may sit idle between requests (or before its first one), and a worker may
+    #: wait to write to a client that reads nothing.
     idle_timeout_s: float = 15.0
     #: Seconds a body may take to arrive once its headers are in (per socket read); also what a
-    #: request head (request line and headers) may take in all from its first byte.
+    #: request head (request line and headers) may take in all from its first byte, and a TLS
+    #: handshake from when the connection was accepted.
     read_timeout_s: float = 10.0
     #: Seconds a whole body may take to arrive once its headers are in (a body trickled a byte at a
     #: time holds its worker and its bytes in flight no longer): 408 past it.
     body_timeout_s: float = 30.0
-    #: Connections served at once, and accepted ones waiting for a worker; past both: 503.
+    #: Requests served at once, and ones whose head is in waiting for a worker; past both: 503.
     max_workers: int = 32
     max_pending: int = 64
+    #: Connections open without a request being served (sending their head, idle between keep-alive
+    #: requests), held by the head gatherer (each with at most ``max_header_bytes`` + 8 KiB read);
+    #: past it a new connection is answered 503. 0: 1024.
+    max_connections: int = _DEFAULT_MAX_CONNECTIONS
     #: What a 503 asks the client to wait.
     retry_after_s: int = 1
 
@@ -126,6 +144,8 @@ def validate_limits(section: str, settings: Any) -> None:
             s.above_zero(key, getattr(settings, key), unit="seconds")
     if hasattr(settings, "retry_after_s"):
         s.not_negative("retry_after_s", getattr(settings, "retry_after_s"))
+    if hasattr(settings, "max_connections"):
+        s.not_negative("max_connections", getattr(settings, "max_connections"))
     cert, key = getattr(settings, "tls_cert_file", None), getattr(settings, "tls_key_file", None)
     s.need((cert is None) == (key is None), "tls_key_file", "set both tls_cert_file and tls_key_file, or neither")
 
@@ -355,80 +375,133 @@ class BearerTokens:
 
 # --- the server ---------------------------------------------------------------------------------
 class PooledHTTPServer(HTTPServer):
-    """An ``HTTPServer`` whose connections are served by at most ``limits.max_workers`` threads.
+    """An ``HTTPServer`` whose requests are served by at most ``limits.max_workers`` threads, and whose
+    connections wait for a request without holding one.
 
-    A :class:`~concurrent.futures.ThreadPoolExecutor` (threads made on demand, idle ones
-    blocked, not polling) serves connections; at most ``limits.max_pending`` more wait for a
-    thread. Past both the connection gets ``busy`` (a complete HTTP 503 answer with
-    ``Retry-After``) and is closed. ``ssl_ctx`` wraps each accepted socket; the TLS handshake
-    happens on the worker, never on the accepting thread. Closing the server also closes the
-    connections it still holds, so no worker outlives it waiting on an idle client.
+    A head-gathering thread (:class:`_HeadGatherer`: one ``selectors`` selector, non-blocking sockets)
+    holds every connection that has no complete request head: new ones and keep-alive ones between two
+    requests. It does the TLS handshake (``ssl_ctx``; within ``read_timeout_s`` of the accept), reads a
+    head into the connection's buffer until its empty line, then hands the connection and the bytes it
+    read to the pool. So a worker only ever gets a request whose head is whole: a client sending its head
+    a byte at a time, or idle between requests, holds no worker. The gatherer closes a connection that
+    sends no byte within ``idle_timeout_s``, or whose head is not whole within ``read_timeout_s`` of its
+    first byte; a head past ``max_header_bytes`` + 8 KiB still unended is answered 431 (414 while still
+    in its request line). It holds at most ``limits.max_connections`` connections: past it a new one gets
+    ``busy`` (a complete HTTP 503 answer with ``Retry-After``; a TLS one, which would need its handshake
+    first, none) and is closed.
+
+    A :class:`~concurrent.futures.ThreadPoolExecutor` (threads made on demand, idle ones blocked, not
+    polling) serves one request a turn (:meth:`GuardedHandler.handle`); at most ``limits.max_pending``
+    more complete requests wait for a thread, past both the request gets ``busy``. A connection kept
+    open after its answer goes back to the gatherer with any bytes already read past the request (a
+    pipelined next one). ``handler`` must be a :class:`GuardedHandler` (it takes the gathered bytes).
+    Closing the server stops the gatherer and closes every connection it still holds, the gatherer's
+    and the workers', so no thread outlives it waiting on a client. ``refused`` counts the 503s.
     """
 
     daemon_threads = True
+    #: The listen backlog (socketserver's default is 5: a burst of a few more connections than that, slowloris
+    #: ones included, had the kernel drop the next SYNs, a second's retransmission each).
+    request_queue_size = 128
+    #: Tells :meth:`GuardedHandler.handle` that request heads arrive gathered, one request a turn.
+    gathers_heads = True
 
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], *, limits: Limits,
                  ssl_ctx: ssl.SSLContext | None = None, busy_body: tuple[str, bytes] | None = None,
                  name: str = "costline-http") -> None:
+        if not (isinstance(handler, type) and issubclass(handler, GuardedHandler)):
+            raise TypeError(f"PooledHTTPServer serves a GuardedHandler subclass (it hands it gathered request heads), "
+                            f"not {handler!r}")
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         self.limits = limits
         self.ssl_ctx = ssl_ctx
         self.refused = 0
+        self._refused_lock = threading.Lock()
         self._busy_type, self._busy_body = busy_body or ("text/plain", b"busy, retry later\n")
         self._slots = threading.BoundedSemaphore(limits.max_workers + limits.max_pending)
-        self._open: dict[Any, float] = {}  # connection -> when it was accepted (time.monotonic)
+        #: connections handed to the pool -> the bytes gathered of them (until a worker takes them)
+        self._open: dict[Any, bytes] = {}
         self._open_lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
+        self._heads: _HeadGatherer | None = None
         self._name = name
         super().__init__(address, handler)
         self._pool = ThreadPoolExecutor(max_workers=limits.max_workers, thread_name_prefix=f"{name}-worker")
+        self._heads = _HeadGatherer(self, name)
+        self._heads.start()
 
     def get_request(self) -> tuple[Any, Any]:
         sock, addr = self.socket.accept()
-        if self.ssl_ctx is not None:
+        if self.ssl_ctx is not None:  # the handshake: on the head gatherer, non-blocking
             sock = self.ssl_ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
         return sock, addr
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        if self._pool is None or not self._slots.acquire(blocking=False):
-            self.refused += 1
+        heads = self._heads
+        if self._pool is None or heads is None or not heads.add(request, client_address, b"", new=True):
+            self._count_refused()
             self._answer_busy(request)
             self.shutdown_request(request)
-            return
+
+    def _count_refused(self) -> None:
+        with self._refused_lock:
+            self.refused += 1
+
+    def _to_worker(self, request: Any, client_address: Any, gathered: bytes) -> bool:
+        """Queue a connection whose request head is whole (``gathered``: the bytes read of it) for a worker;
+        False when ``max_workers`` + ``max_pending`` are taken or the server is closing (the caller answers)."""
+        pool = self._pool
+        if pool is None or not self._slots.acquire(blocking=False):
+            return False
         with self._open_lock:
-            self._open[request] = time.monotonic()
+            self._open[request] = gathered
         try:
-            self._pool.submit(self._serve_one, request, client_address)
+            pool.submit(self._serve_one, request, client_address)
         except RuntimeError:  # the pool is shut down: the server is closing
-            self._done(request)
+            with self._open_lock:
+                self._open.pop(request, None)
+            self._slots.release()
+            return False
+        return True
+
+    def gathered(self, request: Any) -> bytes:
+        """The bytes the head gatherer read of ``request`` (a request head and what followed it), once."""
+        with self._open_lock:
+            data = self._open.get(request, b"")
+            if request in self._open:
+                self._open[request] = b""
+        return data
 
     def _serve_one(self, request: Any, client_address: Any) -> None:
+        kept: bytes | None = None
         try:
-            self.finish_request(request, client_address)
+            handler = self.RequestHandlerClass(request, client_address, self)
+            kept = getattr(handler, "kept", None)
         except Exception:
             self.handle_error(request, client_address)
         finally:
-            self._done(request)
+            with self._open_lock:
+                self._open.pop(request, None)
+            self._slots.release()
+            heads = self._heads
+            if kept is None or heads is None or not heads.add(request, client_address, kept, new=False):
+                self.shutdown_request(request)
 
-    def _done(self, request: Any) -> None:
-        with self._open_lock:
-            self._open.pop(request, None)
-        self.shutdown_request(request)
-        self._slots.release()
-
-    def accepted_at(self, request: Any) -> float | None:
-        """When ``request`` (a connection being served) was accepted, in ``time.monotonic`` seconds."""
-        with self._open_lock:
-            return self._open.get(request)
-
-    def _answer_busy(self, request: Any) -> None:
+    def _busy_answer(self) -> bytes:
         head = (f"HTTP/1.1 503 Service Unavailable\r\nContent-Type: {self._busy_type}\r\n"
                 f"Content-Length: {len(self._busy_body)}\r\nRetry-After: {max(self.limits.retry_after_s, 1)}\r\n"
                 "Connection: close\r\n\r\n").encode("ascii")
+        return head + self._busy_body
+
+    def _answer_busy(self, request: Any) -> None:
+        """Answer ``busy`` on a connection just accepted (plain TCP only: a TLS one would need its handshake
+        first, on the accepting thread, so it is closed unanswered)."""
+        if isinstance(request, ssl.SSLSocket):
+            return
         try:
             request.settimeout(1.0)
-            request.sendall(head + self._busy_body)
+            request.sendall(self._busy_answer())
         except (OSError, ValueError):
             pass
 
@@ -437,12 +510,15 @@ class PooledHTTPServer(HTTPServer):
 
     def server_close(self) -> None:
         super().server_close()
+        heads = self._heads
+        if heads is not None:
+            heads.stop()  # closes what it holds; nothing reaches the pool after this
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
         with self._open_lock:
             still = list(self._open)
-        for request in still:  # wake workers blocked on idle clients; queued ones are just closed
+        for request in still:  # wake workers blocked on slow clients; queued ones are just closed
             try:
                 request.shutdown(socket.SHUT_RDWR)
             except (OSError, ValueError):
@@ -453,21 +529,383 @@ class PooledHTTPServer(HTTPServer):
                 pass
 
 
-class _DeadlineReader(io.RawIOBase):
-    """The connection's reads under a :class:`GuardedHandler`'s rfile: each waits at most the
-    handler's per-read timeout and never past its deadline (:meth:`GuardedHandler._expect`), then
-    raises ``TimeoutError``; the socket's timeout is the idle one again afterwards (for writes)."""
+class _Gathering:
+    """A connection the head gatherer holds, and where it is: ``handshake`` (TLS), ``head`` (reading a
+    request head into ``buf``) or ``drain`` (answered and refused: reading and dropping what still comes)."""
 
-    def __init__(self, sock: Any, handler: "GuardedHandler") -> None:
+    __slots__ = ("sock", "addr", "buf", "state", "scanned", "events", "gen", "gone", "dropped")
+
+    def __init__(self, sock: Any, addr: Any, buf: bytes) -> None:
+        self.sock = sock
+        self.addr = addr
+        self.buf = bytearray(buf)
+        self.state = "head"
+        self.scanned = 0  # where to look for the head's end from (what was scanned before cannot hold it)
+        self.events = 0  # what the selector watches for (0: not registered)
+        self.gen = 0  # the current deadline's number (an older one in the heap is void)
+        self.gone = False  # handed to a worker or closed: nothing more to do here
+        self.dropped = 0
+
+
+class _HeadGatherer:
+    """The thread of a :class:`PooledHTTPServer` that holds connections until a request head is whole.
+
+    :meth:`add` (any thread) queues a connection for it: a new one (``new``: its TLS handshake first) or
+    one a worker kept open, with the bytes already read of it. The thread owns the connections from
+    then on: one ``selectors`` selector, non-blocking reads into a buffer per connection, a heap of
+    deadlines. An error on one connection closes that one (logged at debug); the others go on.
+    """
+
+    def __init__(self, server: PooledHTTPServer, name: str) -> None:
+        limits = server.limits
+        self._server = server
+        self._idle_s = limits.idle_timeout_s
+        self._head_s = limits.read_timeout_s
+        self._max = limits.max_connections if limits.max_connections > 0 else _DEFAULT_MAX_CONNECTIONS
+        self._head_limit = limits.max_header_bytes + _REQUEST_LINE_ALLOWANCE
+        self._drain_limit = limits.max_body_bytes + self._head_limit
+        self._sel = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._sel.register(self._wake_r, selectors.EVENT_READ, None)
+        self._lock = threading.Lock()
+        self._incoming: deque[tuple[Any, Any, bytes, bool]] = deque()
+        self._held = 0  # queued in _incoming or in _conns (what max_connections bounds)
+        self._closed = False
+        self._finished = False
+        self._conns: set[_Gathering] = set()
+        self._timers: list[tuple[float, int, int, _Gathering]] = []
+        self._seq = itertools.count()
+        self._thread = threading.Thread(target=self._run, name=f"{name}-heads", daemon=True)
+
+    # -- any thread ------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    @property
+    def held(self) -> int:
+        """Connections held now (waiting for a request head, or being refused)."""
+        with self._lock:
+            return self._held
+
+    def add(self, sock: Any, addr: Any, data: bytes, *, new: bool) -> bool:
+        """Hold ``sock`` until its next request head is whole (``data``: bytes already read of it); False,
+        taking nothing, when ``max_connections`` are held or the gatherer is stopped."""
+        with self._lock:
+            if self._closed or self._held >= self._max:
+                return False
+            self._held += 1
+            self._incoming.append((sock, addr, data, new))
+        self._wake()
+        return True
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop the thread and close every connection held (idempotent)."""
+        with self._lock:
+            self._closed = True
+        self._wake()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout_s)
+        if not self._thread.is_alive():  # never started, or done: close what is left here
+            self._close_all()
+
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:  # full (a wake is pending anyway) or closed (stopped)
+            pass
+
+    # -- the gatherer's thread ---------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            while True:
+                with self._lock:
+                    if self._closed:
+                        return
+                try:
+                    self._turn()
+                except Exception:  # never let the gatherer die: drop what broke, go on
+                    log.debug("head gatherer: recovering from an error", exc_info=True)
+                    self._purge()
+                    time.sleep(0.01)
+        finally:
+            self._close_all()
+
+    def _turn(self) -> None:
+        timeout = 1.0
+        if self._timers:
+            timeout = min(max(self._timers[0][0] - time.monotonic(), 0.0), 1.0)
+        for key, _ in self._sel.select(timeout):
+            if key.data is None:
+                self._drain_wake()
+            else:
+                self._guarded(key.data)
+        self._take_incoming()
+        self._expire(time.monotonic())
+
+    def _drain_wake(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except OSError:
+            pass
+
+    def _take_incoming(self) -> None:
+        while True:
+            with self._lock:
+                if not self._incoming:
+                    return
+                sock, addr, data, new = self._incoming.popleft()
+            conn = _Gathering(sock, addr, data)
+            self._conns.add(conn)
+            try:
+                sock.setblocking(False)
+            except (OSError, ValueError):
+                self._close(conn)
+                continue
+            now = time.monotonic()
+            if new and isinstance(sock, ssl.SSLSocket):
+                conn.state = "handshake"
+                self._deadline(conn, now + self._head_s)
+            else:
+                self._await_head(conn, now)
+            self._guarded(conn)  # what is already there (a pipelined request, TLS bytes decrypted): at once
+
+    def _await_head(self, conn: _Gathering, now: float) -> None:
+        conn.state = "head"
+        self._deadline(conn, now + (self._head_s if conn.buf else self._idle_s))
+
+    def _guarded(self, conn: _Gathering) -> None:
+        try:
+            self._advance(conn)
+        except Exception:
+            log.debug("connection from %s closed after an error while reading its request head", conn.addr,
+                      exc_info=True)
+            self._close(conn)
+
+    def _advance(self, conn: _Gathering) -> None:
+        if conn.gone:
+            return
+        sock = conn.sock
+        if conn.state == "handshake":
+            try:
+                sock.do_handshake()
+            except ssl.SSLWantReadError:
+                self._watch(conn, selectors.EVENT_READ)
+                return
+            except ssl.SSLWantWriteError:
+                self._watch(conn, selectors.EVENT_WRITE)
+                return
+            except (OSError, ValueError) as exc:  # a failed handshake (ssl.SSLError is an OSError)
+                log.debug("TLS handshake with %s failed: %s", conn.addr, exc)
+                self._close(conn)
+                return
+            self._await_head(conn, time.monotonic())
+        if conn.state == "drain":
+            self._drain(conn)
+            return
+        while not self._head_done(conn):
+            try:  # an SSL socket may hold decrypted bytes (pending()) the selector cannot see: read till it says so
+                data = sock.recv(self._head_limit + 1 - len(conn.buf))
+            except (BlockingIOError, InterruptedError, ssl.SSLWantReadError):
+                self._watch(conn, selectors.EVENT_READ)
+                return
+            except ssl.SSLWantWriteError:
+                self._watch(conn, selectors.EVENT_WRITE)
+                return
+            except OSError:  # reset by the client
+                self._close(conn)
+                return
+            if not data:  # the client closed it
+                self._close(conn)
+                return
+            if not conn.buf:  # a request's first byte: its head is due read_timeout_s from now
+                self._deadline(conn, time.monotonic() + self._head_s)
+            conn.scanned = max(len(conn.buf) - 2, 0)
+            conn.buf += data
+
+    def _head_done(self, conn: _Gathering) -> bool:
+        """Hand ``conn`` on when its head is whole, refuse it when it is too big: True when it is no longer
+        reading a head."""
+        if _HEAD_END.search(conn.buf, conn.scanned):
+            self._unwatch(conn)
+            server = self._server
+            if server._to_worker(conn.sock, conn.addr, bytes(conn.buf)):
+                self._forget(conn)
+            else:
+                server._count_refused()
+                self._refuse(conn, server._busy_answer())
+            return True
+        conn.scanned = max(len(conn.buf) - 2, 0)
+        if len(conn.buf) > self._head_limit:
+            limit = self._server.limits.max_header_bytes
+            if b"\n" in conn.buf:
+                self._refuse(conn, _plain_answer(431, "Request Header Fields Too Large",
+                                                 f"request head over {limit} bytes of headers"))
+            else:
+                self._refuse(conn, _plain_answer(414, "URI Too Long",
+                                                 f"request line over {self._head_limit} bytes"))
+            return True
+        return False
+
+    def _refuse(self, conn: _Gathering, answer: bytes) -> None:
+        """Send ``answer`` (small: one non-blocking send), then read and drop what the client still sends for
+        a while, its writing side shut, so it reads the answer rather than a reset (TLS: close at once)."""
+        conn.buf = bytearray()
+        sock = conn.sock
+        try:
+            sock.send(answer)
+        except (OSError, ValueError):
+            pass
+        if isinstance(sock, ssl.SSLSocket):
+            self._close(conn)
+            return
+        try:
+            sock.shutdown(socket.SHUT_WR)
+        except (OSError, ValueError):
+            self._close(conn)
+            return
+        conn.state = "drain"
+        self._deadline(conn, time.monotonic() + _REFUSAL_LINGER_S)
+        self._drain(conn)
+
+    def _drain(self, conn: _Gathering) -> None:
+        try:
+            data = conn.sock.recv(1 << 16)
+        except (BlockingIOError, InterruptedError):
+            self._watch(conn, selectors.EVENT_READ)
+            return
+        except OSError:
+            self._close(conn)
+            return
+        conn.dropped += len(data)
+        if not data or conn.dropped > self._drain_limit:
+            self._close(conn)
+        else:
+            self._watch(conn, selectors.EVENT_READ)
+
+    def _deadline(self, conn: _Gathering, at: float) -> None:
+        conn.gen += 1
+        heapq.heappush(self._timers, (at, next(self._seq), conn.gen, conn))
+
+    def _expire(self, now: float) -> None:
+        while self._timers and self._timers[0][0] <= now:
+            _, _, gen, conn = heapq.heappop(self._timers)
+            if conn.gone or gen != conn.gen:
+                continue
+            if conn.state == "head" and conn.buf:
+                log.debug("closing the connection from %s: its request head was not whole within %gs",
+                          conn.addr, self._head_s)
+            elif conn.state == "handshake":
+                log.debug("closing the connection from %s: no TLS handshake within %gs", conn.addr, self._head_s)
+            self._close(conn)
+
+    def _watch(self, conn: _Gathering, events: int) -> None:
+        if conn.events == events:
+            return
+        if conn.events:
+            self._sel.modify(conn.sock, events, conn)
+        else:
+            self._sel.register(conn.sock, events, conn)
+        conn.events = events
+
+    def _unwatch(self, conn: _Gathering) -> None:
+        if conn.events:
+            conn.events = 0
+            try:
+                self._sel.unregister(conn.sock)
+            except (KeyError, ValueError, OSError):
+                pass
+
+    def _forget(self, conn: _Gathering) -> None:
+        """Stop holding ``conn`` (handed on, or closed by the caller)."""
+        if conn.gone:
+            return
+        conn.gone = True
+        conn.gen += 1
+        self._unwatch(conn)
+        self._conns.discard(conn)
+        with self._lock:
+            self._held -= 1
+
+    def _close(self, conn: _Gathering) -> None:
+        if conn.gone:
+            return
+        self._forget(conn)
+        conn.buf = bytearray()
+        try:
+            conn.sock.close()
+        except (OSError, ValueError):
+            pass
+
+    def _purge(self) -> None:
+        """After an error outside any one connection: close the connections whose socket is gone."""
+        for conn in list(self._conns):
+            try:
+                broken = conn.sock.fileno() < 0
+            except Exception:
+                broken = True
+            if broken:
+                self._close(conn)
+
+    def _close_all(self) -> None:
+        with self._lock:
+            if self._finished:
+                return
+            self._finished = True
+            self._closed = True
+            queued = [item[0] for item in self._incoming]
+            self._incoming.clear()
+        for sock in queued:
+            try:
+                sock.close()
+            except (OSError, ValueError):
+                pass
+        for conn in list(self._conns):
+            self._close(conn)
+        self._timers.clear()
+        for thing in (self._sel, self._wake_r, self._wake_w):
+            try:
+                thing.close()
+            except (OSError, ValueError):
+                pass
+
+
+def _plain_answer(status: int, reason: str, message: str) -> bytes:
+    """A complete ``text/plain`` HTTP/1.1 answer that closes the connection."""
+    body = (message + "\n").encode("ascii", "replace")
+    return (f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode("ascii") + body
+
+
+class _DeadlineReader(io.RawIOBase):
+    """The connection's reads under a :class:`GuardedHandler`'s rfile: first the bytes the head gatherer
+    read (``gathered``: a whole request head, and what followed it), then the socket, each read waiting at
+    most the handler's per-read timeout and never past its deadline (:meth:`GuardedHandler._expect`), then
+    raising ``TimeoutError``; the socket's timeout is the idle one again afterwards (for writes). Once
+    :attr:`no_more` is set it reads nothing more from the socket (what is left buffered can be taken)."""
+
+    def __init__(self, sock: Any, handler: "GuardedHandler", gathered: bytes = b"") -> None:
         super().__init__()
         self._sock = sock
         self._handler = handler
+        self._gathered = memoryview(gathered)
+        self.no_more = False
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
         handler = self._handler
+        if self._gathered:
+            n = min(len(buffer), len(self._gathered))
+            buffer[:n] = self._gathered[:n]
+            self._gathered = self._gathered[n:]
+            handler._arrived()
+            return n
+        if self.no_more:
+            return 0
         self._sock.settimeout(handler._wait_s())
         try:
             n = self._sock.recv_into(buffer)
@@ -484,13 +922,15 @@ class _DeadlineReader(io.RawIOBase):
 class GuardedHandler(BaseHTTPRequestHandler):
     """A handler that applies its server's :class:`Limits` (set ``server.limits``).
 
-    Every read of the connection waits at most a per-read timeout (``idle_timeout_s`` for a
-    request's first byte, ``read_timeout_s`` after) and never past a deadline: ``read_timeout_s``
-    after a request's first byte for its head (then the connection is closed), ``body_timeout_s``
-    after the head for its body (:meth:`read_body`: 408). A client sending a byte a read therefore
-    holds a worker for a bounded time, not indefinitely. A connection's first head is due from when
-    the connection was accepted if its client sent bytes while it waited for a worker (a head
-    dripped while queued is not given ``read_timeout_s`` more once served)."""
+    Under a :class:`PooledHTTPServer` it serves one request a turn (:meth:`handle`): the server's head
+    gatherer has read the request head whole (within ``read_timeout_s`` of its first byte, no worker
+    waiting for it), the handler reads it from those bytes, and a connection kept open goes back to the
+    gatherer afterwards (:attr:`kept`), so no worker waits on an idle keep-alive client. Every read of
+    the socket itself (a body) waits at most a per-read timeout (``read_timeout_s``) and never past a
+    deadline: ``body_timeout_s`` after the head (:meth:`read_body`: 408). A client sending its body a
+    byte a read therefore holds a worker for a bounded time, not indefinitely. Under another server it
+    loops over the connection's requests as ``BaseHTTPRequestHandler`` does, each head due within
+    ``read_timeout_s`` of its first byte, the first byte within ``idle_timeout_s``."""
 
     protocol_version = "HTTP/1.1"
     server: PooledHTTPServer
@@ -502,24 +942,42 @@ class GuardedHandler(BaseHTTPRequestHandler):
     _head_due = False
     #: Whether the last read's wait was cut to what was left before the deadline.
     _capped = False
-    #: When a worker took the connection, and when it was accepted if its client sent bytes meanwhile
-    #: (then its first head is due from then: see :data:`_QUEUED_GRACE_S`).
-    _taken = 0.0
-    _sent_while_queued: float | None = None
+    #: After :meth:`handle` under a :class:`PooledHTTPServer`: None when the connection is to be closed,
+    #: else the bytes read past the request (a pipelined next one's), for the head gatherer.
+    kept: bytes | None = None
+    _raw: _DeadlineReader | None = None
 
     def setup(self) -> None:
         self.timeout = self.server.limits.idle_timeout_s
         super().setup()
         self.rfile.close()  # the stdlib's socket file: replaced by one that keeps the deadlines
-        self.rfile = io.BufferedReader(_DeadlineReader(self.connection, self))
-        self._taken = time.monotonic()
-        accepted = self.server.accepted_at(self.request) if hasattr(self.server, "accepted_at") else None
-        if accepted is not None and self._taken - accepted > 0.01:
-            try:
-                if select.select([self.connection], [], [], 0)[0]:
-                    self._sent_while_queued = accepted
-            except (OSError, ValueError):
-                pass
+        gathered = self.server.gathered(self.request) if getattr(self.server, "gathers_heads", False) else b""
+        self._raw = _DeadlineReader(self.connection, self, gathered)
+        self.rfile = io.BufferedReader(self._raw)
+
+    def handle(self) -> None:
+        """One request (its head already gathered), then :attr:`kept` says whether and how the connection
+        goes on; under a server that does not gather heads, every request of the connection."""
+        if not getattr(self.server, "gathers_heads", False):
+            super().handle()
+            return
+        self.close_connection = True
+        self.handle_one_request()
+        if not self.close_connection:
+            self.kept = self._left_over()
+
+    def _left_over(self) -> bytes | None:
+        """The bytes read (gathered or buffered) but not used by the request just served."""
+        if self._raw is None:
+            return None
+        self._raw.no_more = True
+        parts = []
+        try:
+            while chunk := self.rfile.read1(1 << 16):
+                parts.append(chunk)
+        except (OSError, ValueError):
+            return None
+        return b"".join(parts)
 
     def handle_one_request(self) -> None:
         self._expect(self.server.limits.idle_timeout_s, None)
@@ -549,10 +1007,6 @@ class GuardedHandler(BaseHTTPRequestHandler):
         if self._head_due:
             read_timeout_s = self.server.limits.read_timeout_s
             self._expect(read_timeout_s, read_timeout_s)
-            if self._sent_while_queued is not None:  # they may have come long ago: a head dripped into the queue
-                self._deadline = max(self._sent_while_queued + read_timeout_s,
-                                     self._taken + min(read_timeout_s, _QUEUED_GRACE_S))
-                self._sent_while_queued = None
 
     def _overdue(self) -> bool:
         """After a ``TimeoutError``: whether the deadline (not the per-read timeout) ran out."""

@@ -226,14 +226,20 @@ def test_small_traces_keep_one_message_per_trace(receiver) -> None:
 
 
 def test_workers_are_bounded_and_the_overflow_gets_503_with_retry_after(receiver) -> None:
+    """Requests whose head is in hold a worker (here: bodies still owed) or a queue place; past both, 503. Idle
+    connections hold neither (they wait for their head in the gatherer)."""
     r, _ = receiver(max_workers=1, max_pending=1, idle_timeout_s=5)
+    head = b"POST /v1/traces HTTP/1.1\r\nContent-Type: application/x-protobuf\r\nContent-Length: 100\r\n\r\n"
+    idle = [socket.create_connection(("127.0.0.1", r.port)) for _ in range(5)]
     held = [socket.create_connection(("127.0.0.1", r.port)) for _ in range(2)]  # a worker and the queue
     try:
+        for s in held:
+            s.sendall(head)
         time.sleep(0.2)
-        answer = raw_exchange(r.port, b"POST /v1/traces HTTP/1.1\r\nContent-Length: 0\r\n\r\n", wait_s=3)
+        answer = raw_exchange(r.port, head, b"x" * 100, wait_s=3)
         assert status_of(answer) == 503 and b"Retry-After: 1" in answer  # [collector] retry_after_s
     finally:
-        for s in held:
+        for s in held + idle:
             s.close()
     assert threading.active_count() < 100
 
