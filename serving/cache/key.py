@@ -15,6 +15,18 @@ The scope becomes part of the cache namespace (:func:`scoped_namespace`): the ca
 index per (tenant, namespace, scope), so an answer made under another system prompt or for
 ``max_tokens: 3`` is never even a candidate.
 
+Requests that mean the same thing have one scope (:func:`request_scope` hashes a canonical form): a number in one
+spelling (``1`` and ``1.0``, ``0`` and ``0.0``), a generation parameter at the APIs' documented default left out
+(``temperature`` 1, ``top_p`` 1, ``frequency_penalty`` and ``presence_penalty`` 0: :data:`DEFAULTS`), stop sequences
+as a sorted set, an empty list or object (``tools: []``, ``logit_bias: {}``) as absent, and every text in Unicode
+NFC (a system prompt typed with combining accents is the same prompt). A request already in that form hashes as
+it did before (until 2026-12-05 the raw values were hashed), so the entries a saved cache holds are still found; one
+that was not (``temperature: 1``, an NFD system prompt...) now has another scope, and its old entries are never
+looked up again: they are misses, never served to another request, and leave by their TTL or by eviction.
+
+Whether a request uses the cache at all is its own: :func:`sampled` says whether it explicitly asks for sampling
+(``[serving.cache] bypass_sampled``), and the gateway reads the ``Cache-Control`` request header (docs/serving.md).
+
 Only final answers are stored (:func:`is_final`): a reply cut off at ``max_tokens``, a tool
 call, a refusal or an error is an answer to this one request, never to the next.
 """
@@ -23,19 +35,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
+import unicodedata
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from costline import contract
 
 __all__ = [
+    "COSTLINE_CACHE_BYPASS",
     "COSTLINE_CACHE_REJECT_REASON",
+    "DEFAULTS",
     "FINAL_STOP_REASONS",
     "SCOPE_SEPARATOR",
     "is_final",
     "model_family",
     "request_scope",
+    "sampled",
     "scope_of_body",
     "scope_of_prompt",
     "scoped_namespace",
@@ -44,6 +61,8 @@ __all__ = [
 
 #: The lookup span attribute listing why candidates were rejected (comma-separated, most similar first).
 COSTLINE_CACHE_REJECT_REASON = contract.COSTLINE_CACHE_REJECT_REASON
+#: The request span attribute saying why the cache was not looked up (:mod:`costline.serving.pipeline`).
+COSTLINE_CACHE_BYPASS = contract.COSTLINE_CACHE_BYPASS
 
 #: Stop reasons of a natural end (Anthropic's end_turn / stop_sequence, OpenAI's stop).
 #: A stop sequence is part of the scope, so an answer ended by one is final for that scope.
@@ -58,6 +77,16 @@ SCOPE_SEPARATOR = "\x1f"
 _PARAMS = ("temperature", "top_p", "top_k", "max_tokens", "max_completion_tokens", "stop_sequences", "stop",
            "response_format", "output_format", "tool_choice", "thinking", "seed", "frequency_penalty",
            "presence_penalty", "logit_bias", "effort")
+
+#: The generation parameters' defaults as the APIs document them: a request that sets one to it asks what a request
+#: without it asks. ``temperature``: 1 (Anthropic's "Defaults to 1.0", OpenAI's 1); ``top_p``: 1 (OpenAI's default;
+#: no nucleus cut-off, as an Anthropic request without one); ``frequency_penalty`` / ``presence_penalty``: 0 (OpenAI's).
+#: Not ``effort``: a request without one gets the tier's own default, which differs by API and model.
+DEFAULTS: dict[str, float] = {"temperature": 1, "top_p": 1, "frequency_penalty": 0, "presence_penalty": 0}
+#: The parameters holding stop sequences (a string is one sequence): their order and repeats do not change the answer.
+_STOP_PARAMS = ("stop_sequences", "stop")
+#: The largest whole float written as an int in the key (past it, floats are not all whole numbers exactly).
+_EXACT_INT = 2 ** 53
 
 _DATE_SUFFIX = re.compile(r"(-\d{8}|-latest|@\d{8})$")
 
@@ -96,13 +125,22 @@ def request_scope(
 
     ``earlier`` is the turns before the last user turn (plus that turn's non-text blocks);
     ``params`` the generation parameters (only those in ``_PARAMS`` count; None values are dropped).
+    What is hashed is the canonical form of the request (:func:`_canonical`): requests that mean the same thing
+    have one scope.
     """
     kept = {k: params[k] for k in _PARAMS if params and params.get(k) is not None}
     doc = {"system": _normal(system), "earlier": _normal(list(earlier)), "tools": _normal(tools),
            "model": model_family(model), "params": _normal(kept)}
-    raw = json.dumps(doc, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+    raw = json.dumps(_canonical(doc), sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
     # surrogatepass: a lone surrogate (JSON's "\\ud800" escape decodes to one) is hashed, not a UnicodeEncodeError
     return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def sampled(params: Mapping[str, Any]) -> bool:
+    """True for a request that explicitly asks for sampling: ``temperature`` above 0, ``top_p`` under 1, or any
+    ``top_k`` (a request that sets none gets the API's default, and is not "explicitly" sampled)."""
+    t, p = params.get("temperature"), params.get("top_p")
+    return ((_real(t) and t > 0) or (_real(p) and p < 1) or params.get("top_k") is not None)
 
 
 def scope_of_body(body: Mapping[str, Any]) -> str:
@@ -161,6 +199,53 @@ def _normal(value: Any) -> Any:
             return "\n".join(str(b.get("text", "")) for b in items)
         return items
     return value
+
+
+def _canonical(doc: dict[str, Any]) -> dict[str, Any]:
+    """The scope document (:func:`request_scope`'s, after :func:`_normal`) in its canonical form: texts (keys too) in
+    NFC, whole numbers as ints (``1.0`` is ``1``), the generation parameters without those at their default
+    (:data:`DEFAULTS`), stop sequences sorted and without repeats, an empty list or object as absent. A function of the
+    document alone, and idempotent: a document already canonical is hashed as it is (so a key made before this form
+    existed is only ever found again by a request that means the same)."""
+    out = {k: _plain(v) for k, v in doc.items()}
+    for key in ("system", "tools"):
+        if _empty(out.get(key)):
+            out[key] = None
+    params = out.get("params")
+    if isinstance(params, dict):
+        kept = {}
+        for name, value in params.items():
+            if name in _STOP_PARAMS:
+                value = [value] if isinstance(value, str) else value
+                if isinstance(value, list) and all(isinstance(v, str) for v in value):
+                    value = sorted(set(value))
+            if _empty(value) or (name in DEFAULTS and _real(value) and value == DEFAULTS[name]):
+                continue
+            kept[name] = value
+        out["params"] = kept
+    return out
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with its texts (keys too) in NFC and its whole floats as ints."""
+    if isinstance(value, str):
+        return unicodedata.normalize("NFC", value)
+    if isinstance(value, float) and value.is_integer() and abs(value) <= _EXACT_INT:
+        return int(value)
+    if isinstance(value, Mapping):
+        return {_plain(str(k)): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _empty(value: Any) -> bool:
+    """An empty list or object (the same request as one without the field)."""
+    return isinstance(value, (list, tuple, Mapping)) and not value
+
+
+def _real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _caching_marker(value: Any) -> bool:

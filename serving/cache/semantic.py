@@ -196,6 +196,9 @@ def validate_cache_config(config: CacheConfig) -> None:
             raise bad(key, f"must be a cosine similarity in (0, 1]; got {value!r}")
 
     similarity("threshold", config.threshold)
+    if not isinstance(config.bypass_sampled, bool):
+        raise bad("bypass_sampled", f"must be true or false (true: requests that ask for sampling skip the cache); "
+                                    f"got {config.bypass_sampled!r}")
     for ns, value in config.namespace_thresholds.items():
         similarity(f"namespace_thresholds.{ns}", value)
     if not 0.0 <= config.ttl_s < math.inf:

@@ -18,6 +18,11 @@ cache hit). The request's ``model`` is ignored: the router picks.
   (``allowed_origins`` opens CORS); limits: body and header size, timeouts, workers (503), rate (429);
 * task type: header ``x-costline-task-type`` (or ``metadata.task_type``), else ``default_task_type``;
 * document hashes for cache invalidation: header ``x-costline-doc-hashes`` (comma-separated);
+* opting out of the semantic cache: the request header ``Cache-Control`` (:func:`cache_bypass_of`): ``no-cache`` is
+  answered by a model, never from the cache, and its answer is stored (a "regenerate" button: later askers get the new
+  answer); ``no-store`` is neither looked up nor stored; with ``[serving.cache] bypass_sampled`` a request that
+  explicitly asks for sampling (``temperature`` above 0, ``top_p`` under 1, ``top_k``) is neither either. A bypassed
+  request is answered with ``x-costline-cache-bypass`` (the reason) beside ``x-costline-cache-hit: false``;
 * generation parameters reach the tiers whose API takes them (``messages_api.SAMPLING_FIELDS``), and the fields of
   ``messages_api.PASSTHROUGH_FIELDS`` and the ``anthropic-beta`` header reach Anthropic tiers as they came;
 * structured outputs (``output_config.format``) reach every tier in its API's shape, and every answer is checked
@@ -42,7 +47,8 @@ cache hit). The request's ``model`` is ignored: the router picks.
   one it has that the gateway cannot carry to its tiers (``messages_api.UNCARRIED_FIELDS``: ``mcp_servers``,
   ``container``...): never ignored;
 * response headers: ``x-costline-tier``, ``x-costline-routed-tier``, ``x-costline-attempts``,
-  ``x-costline-escalations``, ``x-costline-success``, ``x-costline-cache-hit``, ``x-costline-request-id``; the
+  ``x-costline-escalations``, ``x-costline-success``, ``x-costline-cache-hit``, ``x-costline-request-id`` (and
+  ``x-costline-cache-bypass`` when the cache was bypassed); the
   request id also as ``request-id`` (the ``anthropic`` SDK's ``_request_id``) and ``x-request-id`` (the ``openai``
   SDK's), on every answer, errors included (an error before the request had an id gets a fresh one), and as the
   ``request_id`` of an Anthropic error body.
@@ -84,8 +90,9 @@ from costline.serving.gateway.auth import Admitted, GatewayGuard, KeyStore, Limi
 from costline.serving.gateway.bedrock_api import (MAX_BEDROCK_MODEL_ID, bedrock_error, chunks_of_sse, converse_answer,
                                                   converse_body, converse_events, invoke_body, token_headers)
 from costline.serving.backends import Prompt
-from costline.serving.cache.key import scope_of_body
-from costline.serving.pipeline import EMPTY, UNOFFERED_TOOL, Answer, LiveAnswer, Pipeline
+from costline.serving.cache.key import sampled, scope_of_body
+from costline.serving.pipeline import (BYPASS_NO_CACHE, BYPASS_NO_STORE, BYPASS_SAMPLED, EMPTY, UNOFFERED_TOOL, Answer,
+                                       LiveAnswer, Pipeline)
 from costline.serving.settings import GatewayConfig
 from costline.serving.gateway.messages_api import (ANTHROPIC_ERROR_TYPES, betas_of, fields_problem, last_user_text,
                                                    passthrough_of, question_text, sampling_of, shape_problem,
@@ -94,7 +101,8 @@ from costline.serving.errors import BackendError
 from costline.serving.structured import from_anthropic
 from costline.serving.translate import tools_problem
 
-__all__ = ["Gateway", "CACHE_MODEL", "REQUEST_ID_HEADERS", "STREAM_MODE_HEADER", "failure_message",
+__all__ = ["Gateway", "CACHE_BYPASS_HEADER", "CACHE_MODEL", "REQUEST_ID_HEADERS", "STREAM_MODE_HEADER",
+           "cache_bypass_of", "cache_directives", "failure_message",
            "failure_status", "gave_no_answer", "with_request_id"]
 
 log = logging.getLogger(__name__)
@@ -107,6 +115,49 @@ STREAM_MODE_HEADER = "x-costline-stream-mode"
 #: (``request-id``: a message's ``_request_id``, ``APIStatusError.request_id``) and the ``openai`` SDK's
 #: (``x-request-id``).
 REQUEST_ID_HEADERS = ("x-costline-request-id", "request-id", "x-request-id")
+#: Response header of a request that bypassed the semantic cache: why (``no-cache``, ``no-store``, ``sampled``).
+CACHE_BYPASS_HEADER = "x-costline-cache-bypass"
+#: The most ``Cache-Control`` directives read from one request (the header's size is bounded by the server already).
+MAX_CACHE_DIRECTIVES = 32
+
+
+def cache_directives(values: list[str]) -> frozenset[str]:
+    """The directive names of a request's ``Cache-Control`` header lines (RFC 9111: comma-separated, names
+    case-insensitive, a directive's ``=argument`` — a token or a quoted string, which may hold commas — dropped), at
+    most :data:`MAX_CACHE_DIRECTIVES`. Unknown directives are kept here and ignored by the caller."""
+    names: list[str] = []
+    for value in values:
+        part, quoted, escaped = [], False, False
+        for ch in f"{value},":
+            if escaped:
+                escaped = False
+            elif quoted and ch == "\\":
+                escaped = True
+            elif ch == '"':
+                quoted = not quoted
+            elif ch == "," and not quoted:
+                name = "".join(part).split("=", 1)[0].strip().lower()
+                if name:
+                    names.append(name)
+                    if len(names) >= MAX_CACHE_DIRECTIVES:
+                        return frozenset(names)
+                part = []
+                continue
+            part.append(ch)
+    return frozenset(names)
+
+
+def cache_bypass_of(directives: frozenset[str], *, sampled: bool, bypass_sampled: bool) -> str:
+    """Why a request bypasses the semantic cache ("" for not): ``no-store`` (neither looked up nor stored), then a
+    request that explicitly asks for sampling when ``[serving.cache] bypass_sampled`` is on (neither), then
+    ``no-cache`` (not looked up, stored)."""
+    if "no-store" in directives:
+        return BYPASS_NO_STORE
+    if bypass_sampled and sampled:
+        return BYPASS_SAMPLED
+    if "no-cache" in directives:
+        return BYPASS_NO_CACHE
+    return ""
 
 
 def with_request_id(headers: dict[str, str], request_id: str | None = None) -> str:
@@ -530,17 +581,27 @@ class Gateway(ServedByJsonServer):
                             headers={**admitted.headers, "x-costline-tier": backend.spec.name})
 
     def ask(self, req: HttpRequest, *, query: str, prompt: Prompt, cache_scope: str, stream: bool,
-            metadata: Mapping[str, Any], tenant: str | None, cached: bool = True) -> Answer | LiveAnswer:
+            metadata: Mapping[str, Any], tenant: str | None, cached: bool = True,
+            sampling: Mapping[str, Any] | None = None) -> Answer | LiveAnswer:
         """Run the pipeline for a parsed request of either API (tenant, task type, doc hashes from the
         request as documented above). ``cached`` False: the semantic cache is neither looked up nor stored to (a
-        request without question text, whose ``query`` is only what it is routed on)."""
+        request without question text, whose ``query`` is only what it is routed on). The request's ``Cache-Control``
+        header and ``sampling`` (its generation parameters as it set them: ``temperature``, ``top_p``, ``top_k``;
+        default the prompt's) decide whether it bypasses the cache (:func:`cache_bypass_of`)."""
         cfg = self.config
         tenant = tenant or cfg.default_tenant
         task_type = req.header(cfg.task_type_header) or str(metadata.get("task_type") or "") or cfg.default_task_type
         doc_hashes = tuple(h.strip() for h in (req.header(cfg.doc_hashes_header) or "").split(",") if h.strip())
+        bypass = cache_bypass_of(cache_directives(req.header_all("cache-control")),
+                                 sampled=sampled(dict(prompt.sampling) if sampling is None else sampling),
+                                 bypass_sampled=self._bypass_sampled())
         return (self.pipeline.answer_stream if stream else self.pipeline.answer)(
             query, task_type=task_type, tenant=tenant, doc_hashes=doc_hashes, prompt=prompt,
-            cache_scope=cache_scope, semantic_cache=cached)
+            cache_scope=cache_scope, semantic_cache=cached, cache_bypass=bypass)
+
+    def _bypass_sampled(self) -> bool:
+        """``[serving.cache] bypass_sampled`` of the pipeline's cache (False without one)."""
+        return getattr(getattr(self.pipeline.cache, "config", None), "bypass_sampled", False) is True
 
     def _answer(self, req: HttpRequest, body: Mapping[str, Any], tenant: str | None) -> HttpResponse:
         stream = body.get("stream")
@@ -553,7 +614,7 @@ class Gateway(ServedByJsonServer):
         query, prompt, scope = read
         meta = body.get("metadata") if isinstance(body.get("metadata"), Mapping) else {}
         result = self.ask(req, query=query, prompt=prompt, cache_scope=scope or "", stream=stream,
-                          metadata=meta, tenant=tenant, cached=scope is not None)
+                          metadata=meta, tenant=tenant, cached=scope is not None, sampling=body)
         if isinstance(result, LiveAnswer):
             return _live_response(result)
         headers = _headers(result)
@@ -853,6 +914,8 @@ def open_live(live: LiveAnswer) -> tuple[str | None, Iterator[str], dict[str, st
         headers = {"x-costline-tier": live.tier, "x-costline-routed-tier": live.routed_tier,
                    "x-costline-attempts": "1", "x-costline-escalations": "0", "x-costline-cache-hit": "false",
                    "x-costline-request-id": live.request_id}
+    if live.cache_bypass:
+        headers[CACHE_BYPASS_HEADER] = live.cache_bypass
     with_request_id(headers, live.request_id)
     headers[STREAM_MODE_HEADER] = "buffered" if live.buffered else "live"
     return first, pieces, headers
@@ -876,6 +939,8 @@ def _headers(result: Answer) -> dict[str, str]:
         "x-costline-cache-hit": json.dumps(result.cached),
         "x-costline-request-id": result.request_id,
     }
+    if result.cache_bypass:
+        headers[CACHE_BYPASS_HEADER] = result.cache_bypass
     with_request_id(headers, result.request_id)
     return headers
 

@@ -394,7 +394,7 @@ class GatewayGuard:
             return cors if isinstance(cors, Refused) else Refused(403, "CORS preflight without Origin", {})
         return {**cors, "access-control-allow-methods": "POST, GET, DELETE",
                 "access-control-allow-headers": "content-type, x-api-key, authorization, anthropic-version, "
-                                                "x-costline-task-type, x-costline-doc-hashes",
+                                                "x-costline-task-type, x-costline-doc-hashes, cache-control",
                 "access-control-max-age": "600"}
 
     # -- the whole check -----------------------------------------------------------------------

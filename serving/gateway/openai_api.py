@@ -44,6 +44,10 @@ pipeline call, and the answer is written back as a ``chat.completion``:
 * an empty message before the last (valid for OpenAI, refused by Anthropic's API) is left out
   (:func:`~costline.serving.translate.without_empty_turns`); a last user message of only an image or a file (the
   instruction in the system message) is answered, routed on the system prompt and never cached (no question text);
+* ``Cache-Control: no-cache`` / ``no-store`` and ``[serving.cache] bypass_sampled`` bypass the semantic cache as on
+  the Messages API (:func:`~costline.serving.gateway.app.cache_bypass_of`; ``x-costline-cache-bypass``); the cache
+  scope is the canonical one of :mod:`costline.serving.cache.key` (``temperature: 1`` is the default, a
+  ``frequency_penalty`` of 0 is none...);
 * every answer, errors included, carries the request id as ``x-request-id`` (the SDK's ``_request_id`` /
   ``APIStatusError.request_id``) beside ``x-costline-request-id``.
 """
@@ -172,7 +176,7 @@ class ChatCompletions(OpenAIRoute):
         include_usage = stream and options.get("include_usage") is True
         meta = body.get("metadata") if isinstance(body.get("metadata"), Mapping) else {}
         result = self.gateway.ask(req, query=query, prompt=prompt, cache_scope=scope or "", stream=stream,
-                                  metadata=meta, tenant=tenant, cached=scope is not None)
+                                  metadata=meta, tenant=tenant, cached=scope is not None, sampling=body)
         created = int(self._wall())
         if isinstance(result, LiveAnswer):
             return self._live(result, created, include_usage)
