@@ -44,6 +44,24 @@ def _when(ts: float | None) -> str:
     return "-" if ts is None else f"{datetime.fromtimestamp(ts, UTC):%Y-%m-%d %H:%M:%S}"
 
 
+def _shown(text: object) -> str:
+    """Text from the state file (a summary, a reason, an error) as one terminal line: every character that does not
+    print written as its escape (:func:`costline.sqlutil.cell_text`, as the console notifier writes a message), so
+    a tenant named with a bidi override, a C1 control or a line separator can neither reorder, rewrite nor add a
+    line of what the operator reads."""
+    from costline.sqlutil import cell_text
+
+    return cell_text("" if text is None else text)
+
+
+def _labels_shown(labels: dict[str, Any]) -> str:
+    """``key=label ...`` as costline shows labels (:func:`costline.alerts.rules.canonical_label`: a label stored by
+    an older costline with a raw invisible character reads as the label now, ``"ac\\u200bme"``), one line."""
+    from costline.alerts.rules import canonical_label
+
+    return " ".join(f"{_shown(k)}={_shown(canonical_label(v))}" for k, v in labels.items())
+
+
 def _known_rule(rule: str, *, star: bool) -> None:
     """Refuse a rule name no rule has (``'*'`` too where ``star``), listing the names."""
     from costline.alerts.rules import RULE_NAMES
@@ -182,8 +200,8 @@ def list_(config: Config, show_all: bool, silences: bool, outbox: bool) -> None:
         if silences:
             rows = store.silences(at=now)
             for s in rows:
-                labels = " ".join(f"{k}={v}" for k, v in s.matchers.items())
-                click.echo(f"#{s.id} {s.rule} {labels} until {s.ends_at:%Y-%m-%d %H:%M} UTC: {s.reason}")
+                click.echo(f"#{s.id} {_shown(s.rule)} {_labels_shown(dict(s.matchers))} until "
+                           f"{s.ends_at:%Y-%m-%d %H:%M} UTC: {_shown(s.reason)}")
             if not rows:
                 click.echo("no silences")
             return
@@ -191,16 +209,16 @@ def list_(config: Config, show_all: bool, silences: bool, outbox: bool) -> None:
             rows = store.outbox(unsent_only=True)
             for r in rows:
                 click.echo(f"#{r['id']} {r['kind']} {r['op']} -> {r['target']} attempts={r['attempts']} "
-                           f"next={_when(r['next_attempt_at'])} error={r['last_error'] or '-'}")
+                           f"next={_when(r['next_attempt_at'])} error={_shown(r['last_error'] or '-')}")
             if not rows:
                 click.echo("outbox empty")
             return
         rows = store.alerts() if show_all else store.alerts(states=("pending", "firing"))
         for r in rows:
             obs = json.loads(r["observation"] or "{}")
-            labels = " ".join(f"{k}={v}" for k, v in json.loads(r["labels"]).items())
+            labels = _labels_shown(json.loads(r["labels"]))
             since = r["fired_at"] if r["state"] == "firing" else r["pending_since"] or r["resolved_at"]
-            click.echo(f"{r['state']:<8} {r['rule']} {labels} since {_when(since)}: {obs.get('summary', '')}")
+            click.echo(f"{r['state']:<8} {r['rule']} {labels} since {_when(since)}: {_shown(obs.get('summary', ''))}")
         if not rows:
             click.echo("no alerts pending or firing")
     finally:
@@ -224,10 +242,10 @@ def history(config: Config, limit: int, rule: str | None) -> None:
     try:
         rows = store.history(limit=limit, rule=rule)
         for r in rows:
-            labels = " ".join(f"{k}={v}" for k, v in json.loads(r["labels"]).items())
-            muted = f" ({r['muted']})" if r["muted"] else ""
+            labels = _labels_shown(json.loads(r["labels"]))
+            muted = f" ({_shown(r['muted'])})" if r["muted"] else ""
             click.echo(f"{_when(r['at'])} {r['rule']} {labels} {r['from_state']} -> {r['to_state']}{muted}: "
-                       f"{r['summary'] or ''}")
+                       f"{_shown(r['summary'] or '')}")
         if not rows:
             click.echo("no history yet")
     finally:
@@ -265,9 +283,16 @@ def silence(config: Config, rule: str, labels: tuple[str, ...], duration: str, r
     try:
         s = store.add_silence(rule, matchers, starts_at=now, ends_at=now + parse_duration(duration), reason=reason,
                               created_by=getpass.getuser())
+        known = store.alerts()
     finally:
         store.close()
     click.echo(f"silence #{s.id} until {s.ends_at:%Y-%m-%d %H:%M} UTC (remove: costline alerts unsilence {s.id})")
+    if not any(s.matches(r["rule"], json.loads(r["labels"]), now) for r in known):
+        what = f"{rule} {_labels_shown(matchers)}".strip()
+        click.echo(f"warning: silence #{s.id} ({what}) matches no alert costline knows of, firing or not: if it is "
+                   "meant for one, copy its labels as `costline alerts list --all` shows them (a character that does "
+                   "not print is written \\uXXXX inside the quotes: tenant=\"ac\\u200bme\"), or remove it "
+                   f"(costline alerts unsilence {s.id}); it still mutes such an alert if one fires", err=True)
 
 
 @alerts.command("unsilence")

@@ -55,7 +55,8 @@ METADATA_EVENT_TYPE = "costline_alert"
 #: Slack errors that no retry can fix before someone changes the config.
 _PERMANENT = frozenset({
     "invalid_auth", "not_authed", "account_inactive", "token_revoked", "channel_not_found",
-    "not_in_channel", "is_archived", "missing_scope", "invalid_blocks", "msg_too_long", "no_text",
+    "not_in_channel", "is_archived", "missing_scope", "invalid_blocks", "msg_too_long", "msg_blocks_too_long",
+    "no_text",
     "message_not_found", "cant_update_message", "edit_window_closed", "thread_not_found",
 })
 
@@ -77,14 +78,17 @@ _REMEDIES = {
                       "duplicate check) under OAuth & Permissions, reinstall the app, then set the new token"),
     "invalid_blocks": "Slack refused the message even as text only: a costline bug, please report it",
     "msg_too_long": "Slack refused the message even as text only: a costline bug, please report it",
+    "msg_blocks_too_long": "Slack refused the message even as text only: a costline bug, please report it",
     "no_text": "Slack refused the message even as text only: a costline bug, please report it",
 }
 
 _WEBHOOK_REMEDY = ("Slack refuses the incoming webhook (revoked, or its channel archived or deleted): create a new "
                    "one and set [alerts.slack] webhook_url (env COSTLINE_ALERTS_SLACK_WEBHOOK_URL) to it")
 
-#: Errors of a message's format: the post is retried at once as text only (no blocks).
-_FORMAT = frozenset({"invalid_blocks", "msg_too_long"})
+#: Errors of a message's format: the post is retried at once as text only (no blocks). ``msg_blocks_too_long``:
+#: the blocks' texts add up to more than Slack takes in one message (about 13,200 characters, undocumented:
+#: slackapi/bolt-js#2509, #2867), though each is within its own limit.
+_FORMAT = frozenset({"invalid_blocks", "msg_too_long", "msg_blocks_too_long"})
 
 #: Duplicate-check errors that no wait fixes (the token cannot read the channel's history): the outbox posts
 #: without the check (a possible duplicate, logged) instead of holding the message for ever.
@@ -245,12 +249,120 @@ def _escape_block(value: Any, limit: int = _SECTION_MAX) -> Any:
     return value
 
 
+#: The most characters of text a message's blocks carry in all (:func:`slack_payload`). Slack refuses blocks whose
+#: texts add up to about 13,200 characters (``msg_blocks_too_long``, undocumented: slackapi/bolt-js#2509) and
+#: counts the blocks themselves towards it too (#2867 was refused at 11,341 characters of text in many blocks):
+#: 11,000 leaves room for the at most 22 blocks of a message.
+BLOCKS_TEXT_MAX = 11_000
+#: Said in place of the figures left out of a message to keep it within :data:`BLOCKS_TEXT_MAX`.
+_FIGURES_LEFT_OUT = ("_Figures of {n} left out: the message would pass Slack's length limit "
+                     "(`costline alerts list` shows each alert)._")
+
+
+def _texts(value: Any) -> list[str]:
+    """Every text of a block tree (the ``text`` strings Slack counts)."""
+    if isinstance(value, dict):
+        return [t for k, v in value.items() for t in ([v] if k == "text" and isinstance(v, str) else _texts(v))]
+    if isinstance(value, list):
+        return [t for v in value for t in _texts(v)]
+    return []
+
+
+def _size(blocks: list[Any]) -> int:
+    return sum(len(t) for t in _texts(blocks))
+
+
+def _is_fields(block: Any) -> bool:
+    return isinstance(block, dict) and block.get("type") == "section" and "fields" in block
+
+
+def _shrinkable(block: Any) -> bool:
+    """A section of text that may be shortened to fit the message: a member's head and summary, a note; not the
+    "Dig in" query (cut short it would not run)."""
+    return (isinstance(block, dict) and block.get("type") == "section" and isinstance(block.get("text"), dict)
+            and isinstance(block["text"].get("text"), str) and not block["text"]["text"].startswith("*Dig in*"))
+
+
+def _fit(blocks: list[Any], budget: int = BLOCKS_TEXT_MAX) -> list[Any]:
+    """``blocks`` (escaped and clipped) within ``budget`` characters of text in all. First the members' figures
+    (their ``fields`` sections) are left out, the last member's first (members are worst first), with a line
+    saying so; then the member sections (head and summary) are shortened, the longest first, to an equal share of
+    what is left. The header (title), the footer, each member's head (labels and state: it comes first) and the
+    "Dig in" query are kept."""
+    if _size(blocks) <= budget:
+        return blocks
+    out = list(blocks)
+    fields_at = [i for i, b in enumerate(out) if _is_fields(b)]
+    dropped = 0
+    note_at = next((i for i in range(len(out) - 1, -1, -1)
+                    if isinstance(out[i], dict) and out[i].get("type") == "context"), len(out))
+    for i in reversed(fields_at):
+        out[i] = None
+        dropped += 1
+        note = {"type": "context", "elements": [{"type": "mrkdwn", "text": _FIGURES_LEFT_OUT.format(
+            n=f"{dropped} alert{'s' if dropped != 1 else ''}")}]}
+        trial = [b for b in out[:note_at] if b is not None] + [note] + [b for b in out[note_at:] if b is not None]
+        if _size(trial) <= budget or i == fields_at[0]:
+            out = trial
+            break
+    if _size(out) <= budget:
+        return out
+    shrink = [i for i, b in enumerate(out) if _shrinkable(b)]
+    room = budget - (_size(out) - sum(len(out[i]["text"]["text"]) for i in shrink))
+    lengths = sorted(len(out[i]["text"]["text"]) for i in shrink)
+    cap, left = 0, len(lengths)
+    for n in lengths:  # water-filling: sections shorter than an equal share keep their text whole
+        share = max(room, 0) // left if left else 0
+        if n > share:
+            cap = share
+            break
+        room -= n
+        left -= 1
+    else:
+        return out
+    cap = max(cap, 2)
+    for i in shrink:
+        text = out[i]["text"]["text"]
+        if len(text) > cap:
+            out[i] = {**out[i], "text": {**out[i]["text"], "text": _shorten(text, cap)}}
+    return out
+
+
+#: Characters kept of the end of a member's head line cut short: its state (" — closed for lack of data" and the
+#: bold's closing ``*``).
+_HEAD_END = 40
+
+
+def _shorten(text: str, limit: int) -> str:
+    """A section's text cut to ``limit`` characters, its first line (a member's labels and state) kept: the summary
+    after it is cut first; a first line still too long loses characters in its middle, so the state at its end
+    stays (``*tenant=tenant-0-xxx…* — firing``). Never inside an ``&amp;``-style escape."""
+    head, nl, body = text.partition("\n")
+    if nl and len(head) + 2 < limit:
+        return head + nl + _clip(body, limit - len(head) - 1)
+    if len(head) <= limit:
+        return head
+    k = len(head) - _HEAD_END
+    amp = head.rfind("&", max(k - 4, 0), k)
+    if amp != -1:  # the kept end would start inside an escape: keep all of it
+        semi = head.find(";", amp)
+        if semi != -1 and semi >= k and semi - amp <= 5:
+            k = semi + 1
+    if limit - (len(head) - k) < 2:
+        return _clip(head, limit)
+    return _clip(head[:k], limit - (len(head) - k)) + head[k:]
+
+
 def slack_payload(payload: Mapping[str, Any]) -> tuple[str, Any]:
     """``(text, blocks)`` of an outbox payload with every text object escaped by :func:`slack_escape`
-    and clipped to Slack's limits (an ellipsis marks a clipped text)."""
+    and clipped to Slack's limits (an ellipsis marks a clipped text), the blocks' texts within
+    :data:`BLOCKS_TEXT_MAX` in all (:func:`_fit`: figures left out, then summaries shortened), so eight members
+    named with thousands of characters still go out as blocks; should Slack refuse them all the same
+    (``msg_blocks_too_long``), the notifier sends the text alone."""
     blocks = payload.get("blocks")
+    escaped = _escape_block(blocks) if blocks is not None else None
     return (_clip(slack_escape(payload.get("text", "")), _TEXT_MAX),
-            _escape_block(blocks) if blocks is not None else None)
+            _fit(escaped) if isinstance(escaped, list) else escaped)
 
 
 class Notifier(Protocol):

@@ -65,6 +65,8 @@ __all__ = [
     "NO_TENANT",
     "tenant_label",
     "label_value",
+    "visible_json",
+    "canonical_label",
     "sql_shown",
 ]
 
@@ -230,13 +232,46 @@ def label_value(value: object) -> str:
 
     A value that could be read as another one or could forge text around it — an empty one, one starting with a
     double quote, with whitespace around it, or with characters that do not print (a newline that would start a
-    line of its own in the on-call message, a terminal escape) — is JSON-quoted (``""``, ``"\\"a\\""``,
-    ``"student\\n• tier=budget"``); every other value is its own label. A quoted label starts with ``"`` and an
-    unquoted one never does, so two different values never share a label."""
+    line of its own in the on-call message, a terminal escape, a zero-width space, a bidi override) — is JSON-quoted
+    (``""``, ``"\\"a\\""``, ``"student\\n• tier=budget"``) with every character that does not print written as its
+    ``\\uXXXX`` escape (:func:`visible_json`): the tenant ``ac`` U+200B ``me`` is labelled ``"ac\\u200bme"``, which
+    Slack, the console, ``costline alerts list`` and a silence all show and take alike. Every other value is its own
+    label. A quoted label starts with ``"`` and an unquoted one never does, so two different values never share a
+    label."""
     name = str(value)
     if not name or name[0] == '"' or name != name.strip() or not name.isprintable():
-        return json.dumps(name, ensure_ascii=False)
+        return visible_json(name)
     return name
+
+
+def visible_json(name: str) -> str:
+    """``name`` JSON-quoted with every character that does not print (``str.isprintable``: control and format
+    characters — C0, DEL, C1, zero-width spaces and joiners, bidi overrides and isolates, U+FEFF, tag characters —,
+    line and paragraph separators, private-use, unassigned and lone surrogate code points, and every space but the
+    ASCII one) written as JSON's own ``\\uXXXX`` escape (a UTF-16 pair past U+FFFF), as the dashboard's
+    ``quoted_name`` writes a name (``costline.dashboards.charts.QUOTED_NAME_SQL``): the label reads visibly different
+    from a look-alike (``"ac\\u200bme"``), copies as plain text, and is still JSON (``json.loads`` gives the name
+    back)."""
+    text = json.dumps(name, ensure_ascii=False)
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else json.dumps(ch)[1:-1] for ch in text)
+
+
+def canonical_label(label: object) -> str:
+    """The one spelling of a label, for comparing labels (a silence's matcher with an alert's label): a JSON-quoted
+    label is re-written by :func:`visible_json`, so ``"ac\\u200bme"`` and the spelling costline stored before
+    labels escaped invisible characters (the raw U+200B between the quotes) are the same label; any other label is
+    itself. A quoted label stays quoted (``"(none)"`` is the tenant ``(none)``, never the tenant-less series)."""
+    text = str(label)
+    if len(text) >= 2 and text[0] == '"' and text[-1] == '"':
+        try:
+            name = json.loads(text)
+        except ValueError:
+            return text
+        if isinstance(name, str):
+            return visible_json(name)
+    return text
 
 
 def tenant_label(tenant: str | None) -> str:
@@ -251,7 +286,7 @@ def tenant_label(tenant: str | None) -> str:
     if tenant is None:
         return NO_TENANT
     name = str(tenant)
-    return json.dumps(name, ensure_ascii=False) if name == NO_TENANT else label_value(name)
+    return visible_json(name) if name == NO_TENANT else label_value(name)
 
 
 def _shown(value: object) -> str:

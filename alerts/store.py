@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from costline.alerts.errors import AlertsStateError, SilenceError
+from costline.alerts.rules import canonical_label
 
 __all__ = ["AlertStore", "Silence", "to_epoch", "from_epoch", "default_state_path"]
 
@@ -102,11 +103,15 @@ class Silence:
     created_by: str | None = None
 
     def matches(self, rule: str, labels: Mapping[str, str], at: datetime) -> bool:
+        """In effect at ``at``, for ``rule``, and every matcher equal to the alert's label. Labels are compared in
+        their one spelling (:func:`costline.alerts.rules.canonical_label`): a matcher ``tenant="ac\\u200bme"``, as
+        costline shows the label, matches the alert whose label an older costline stored with the raw U+200B
+        between the quotes, and a silence stored with the raw character matches the alert labelled now."""
         if not (self.starts_at <= at < self.ends_at):
             return False
         if self.rule not in ("*", rule):
             return False
-        return all(str(labels.get(k)) == v for k, v in self.matchers.items())
+        return all(canonical_label(labels.get(k)) == canonical_label(v) for k, v in self.matchers.items())
 
 
 class AlertStore:

@@ -533,7 +533,12 @@ class _Handler(GuardedHandler):
     receiver: OtlpReceiver  # set on the per-receiver subclass
 
     def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s - %s", self.address_string(), format % args)
+        """One access-log line (DEBUG), escaped as http.server escapes it (its ``_control_char_table``: C0/C1
+        controls and the backslash as ``\\xNN``) and any other character that does not print as
+        :func:`costline.sqlutil.cell_text` writes it: a request line with ESC, BEL or CR cannot forge a log line."""
+        from costline.sqlutil import cell_text
+
+        log.debug("%s - %s", self.address_string(), cell_text((format % args).translate(self._control_char_table)))
 
     # -- routing -----------------------------------------------------------------------------
     def do_POST(self) -> None:

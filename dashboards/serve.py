@@ -138,7 +138,14 @@ class _Handler(GuardedHandler):
             self.wfile.write(page)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's signature
-        log.info("dashboard %s - %s", self.address_string(), format % args)
+        """One access-log line, the request line in it as the client sent it escaped as http.server escapes it
+        (its ``_control_char_table``: C0/C1 controls and the backslash as ``\\xNN``), and any other character
+        that does not print as :func:`costline.sqlutil.cell_text` writes it: a request with ESC, BEL or CR can
+        neither retitle the terminal nor forge a log line."""
+        from costline.sqlutil import cell_text
+
+        log.info("dashboard %s - %s", self.address_string(),
+                 cell_text((format % args).translate(self._control_char_table)))
 
 
 class _HTTPServer(PooledHTTPServer):

@@ -198,6 +198,18 @@ class InputDrift:
     reason: str = ""
 
 
+def _names(subtypes: Sequence[str]) -> str:
+    """Subtype names from spans (``costline.subtype``: anything a sender wrote) as the input-drift reason lists them:
+    each by its label (:func:`costline.alerts.rules.label_value`, as the ``student_drift`` alert labels a subtype;
+    JSON-quoted too when it holds ``, ``, so it reads as one name), so a name with an ESC sequence, a carriage
+    return, a bidi override or a line separator is written quoted with escapes (``"faq\\u001b[2K\\r..."``) and can
+    rewrite neither the terminal ``costline jobs drift`` prints it on nor the text the lake keeps
+    (``eval_runs.input_reason``)."""
+    from costline.alerts.rules import label_value, visible_json
+
+    return ", ".join(visible_json(s) if ", " in s else label_value(s) for s in map(str, subtypes))
+
+
 def assess_inputs(
     subtypes: Sequence[str],
     lengths: Sequence[float],
@@ -228,7 +240,7 @@ def assess_inputs(
     reasons = []
     new = sorted(set(mix_now) - set(mix_ref))
     if p > cfg.psi_threshold:
-        reasons.append(f"subtype mix PSI {p:.3f} > {cfg.psi_threshold}" + (f" (new: {', '.join(new)})" if new else ""))
+        reasons.append(f"subtype mix PSI {p:.3f} > {cfg.psi_threshold}" + (f" (new: {_names(new)})" if new else ""))
     if math.isfinite(ks_p) and ks_p < cfg.alpha and ks >= cfg.ks_min_statistic:
         reasons.append(f"query length KS {ks:.3f} (p={ks_p:.2g})")
     if mmd_p is not None and math.isfinite(mmd_p) and mmd_p < cfg.alpha:

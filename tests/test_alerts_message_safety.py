@@ -83,8 +83,9 @@ WHY = "20.0% vs the same hour's 7-day average 80.0% (+60.0 points under)"
 CACHE_CASES = [
     ("org:42:prod", "org:42:prod", "org:42:prod"),  # a ``:word:`` is no emoji to strip on the console
     ("urn:acme:eu-west", "urn:acme:eu-west", "urn:acme:eu-west"),
-    ("ac\u200bme", '"ac\ufffdme"', '"ac\\u200bme"'),  # invisible: quoted; U+FFFD in Slack, escaped on the console
-    ("ev\u202eil", '"ev\ufffdil"', '"ev\\u202eil"'),
+    # invisible: quoted, and escaped in the label itself: one copyable label in Slack, on the console, in silences
+    ("ac\u200bme", '"ac\\u200bme"', '"ac\\u200bme"'),
+    ("ev\u202eil", '"ev\\u202eil"', '"ev\\u202eil"'),
     ("*bold* _it_ ~st~ `code`", "`*bold* _it_ ~st~ \u02cbcode\u02cb`", "`*bold* _it_ ~st~ \u02cbcode\u02cb`"),
     ("x```'; DROP TABLE y; --", "`x\u02cb\u02cb\u02cb'; DROP TABLE y; --`", "`x\u02cb\u02cb\u02cb'; DROP TABLE y; --`"),
     ("@here now", "@\u200bhere now", "@here now"),
@@ -164,7 +165,7 @@ TIER_CASES = [
     ("student\x1b[2J\n• tier=budget back to normal",
      '"student\\u001b[2J\\n• tier=budget back to normal"', '"student\\u001b[2J\\n• tier=budget back to normal"'),
     ("student\x1b]0;owned\x07", '"student\\u001b]0;owned\\u0007"', '"student\\u001b]0;owned\\u0007"'),
-    ("stu\u2028dent", '"stu\ufffddent"', '"stu\\u2028dent"'),
+    ("stu\u2028dent", '"stu\\u2028dent"', '"stu\\u2028dent"'),  # escaped in the label: the same everywhere
 ]
 
 
