@@ -1,7 +1,12 @@
 -- Cost per successful request, per answering tier and day (USD), over the dashboard's window ([dashboard] days:
 -- the {{window_days}} days up to the newest data, never past the build day). As tier_hourly: cost_usd includes
 -- failed attempts, escalations and the student's GPU hosting (its share of each hour, and the hours no request
--- shared, under the student); cache answers cost nothing and are left out (see the traffic mix for their share).
+-- shared, under the student). Who answered is the requests view's tier, the cost report's classification: a request
+-- stamped as served by the cache that still made a generation call that succeeded or was billed is under the tier
+-- of its answering call. Cache answers are left out (see the traffic mix for their share) while they cost nothing;
+-- on a day they cost something (an embeddings call of their own, a share of the student's hosting hour through a
+-- failed student call; or a call cost unknown or left out) the cache is a tier of the chart too, so the chart's
+-- costs add up to tier_hourly's.
 -- Only finite call costs are summed, as the cost report does: a NaN or infinite one (a lake written before ingest
 -- validation) is left out and counted in bad_costs; unpriced_calls counts the calls of models the pricing table
 -- does not know (cost unknown, summed as $0). Where either is above 0, the point is a lower bound.
@@ -38,6 +43,6 @@ SELECT day,
        CAST(sum(unpriced_calls) AS BIGINT)  AS unpriced_calls,
        CAST(sum(bad_costs) AS BIGINT)       AS bad_costs
 FROM per
-WHERE tier <> 'cache'
 GROUP BY ALL
+HAVING tier <> 'cache' OR sum(cost_usd) <> 0 OR sum(unpriced_calls) > 0 OR sum(bad_costs) > 0
 ORDER BY day, tier;

@@ -1,9 +1,13 @@
 -- Savings waterfall: the daily cost after each lever, baseline -> routing -> cache -> student, per whole UTC day.
 -- Each day is the cost report's own computation (jobs/cost_report.py, COST_SQL) over that whole day of the lake,
 -- unless a stored cost report (`costline jobs cost-report`, views cost_reports / cost_report_days) covers the whole
--- day: then that report's figures for it (the latest such report). A report's part of a day is never shown as the
--- day: the nightly report's window runs from 02:00 to 02:00, so its first and last days are part-days (each a
--- fraction of the day's traffic and hosting), and only the latest report's days would hide every earlier day.
+-- day, was made after the day ended, and the lake still has the figures of the day it was computed from (its
+-- requests, cache hits, calls, call cost and hosting, stored per day): then that report's figures for it (the latest
+-- such report). Late spans of the day, or a report made while the day was still running, make the day computed
+-- afresh; so does a report stored before those figures were (NULL: it cannot be checked). A report's part of a day
+-- is never shown as the day: the nightly report's window runs from 02:00 to 02:00, so its first and last days are
+-- part-days (each a fraction of the day's traffic and hosting), and only the latest report's days would hide every
+-- earlier day.
 --   baseline  each request's answering attempt (its answering generation call and the calls on that call's tier
 --             right before it) repriced at the baseline model ({{baseline_model}}) with its actual tokens, cache
 --             reads and writes (one-hour ones too), batch, a long-prompt band, US-only inference and web searches
@@ -46,12 +50,22 @@ WITH hosted AS (
   LEFT JOIN per_day p ON p.day = d.day
   LEFT JOIN hosting h ON h.day = d.day
 ), stored AS (
-  -- per day of the window, the latest stored report whose range [since, until) holds the whole day
+  -- per day of the window, the latest stored report whose range [since, until) holds the whole day, made after the
+  -- day ended, whose figures of the day are still the lake's (the same counts; the same costs but for summing order)
   SELECT d.day, d.report_id
-  FROM (SELECT DISTINCT report_id, generated_at, day FROM cost_report_days) d
+  FROM (SELECT report_id, generated_at, day, min(requests) AS requests, min(cache_hits) AS cache_hits,
+               min(calls) AS calls, min(call_cost_usd) AS call_cost_usd, min(hosting_usd) AS hosting_usd
+        FROM cost_report_days GROUP BY ALL) d
   JOIN (SELECT DISTINCT report_id, since, until FROM cost_reports) r ON r.report_id = d.report_id
+  LEFT JOIN per_day p ON p.day = d.day
+  LEFT JOIN hosting h ON h.day = d.day
   WHERE r.since <= CAST(d.day AS TIMESTAMP) AND r.until >= CAST(d.day AS TIMESTAMP) + INTERVAL 1 DAY
     AND d.day >= CAST({{since}} AS DATE) AND d.day <= {{build_day}}
+    AND d.generated_at >= CAST(d.day AS TIMESTAMP) + INTERVAL 1 DAY
+    AND d.requests = coalesce(p.requests, 0) AND d.cache_hits = coalesce(p.hits, 0)
+    AND d.calls = coalesce(p.calls, 0)
+    AND abs(d.call_cost_usd - coalesce(p.student_api, 0)) <= 1e-9 * greatest(abs(d.call_cost_usd), 1e-3)
+    AND abs(d.hosting_usd - coalesce(h.usd, 0)) <= 1e-9 * greatest(abs(d.hosting_usd), 1e-3)
   QUALIFY row_number() OVER (PARTITION BY d.day ORDER BY d.generated_at DESC, d.report_id DESC) = 1
 ), report AS (
   SELECT c.day, c.step, c.stage, c.cost_usd FROM cost_report_days c

@@ -77,7 +77,9 @@ _BANDED = "(CASE WHEN c.input_tokens > {above} THEN {long} ELSE {short} END)"
 #: have made for less) is carried at what it cost in every stage, and a request of such calls alone is no request.
 GENERATION_OPERATIONS: tuple[str, ...] = ("chat", "text_completion", "generate_content")
 
-#: Per day: request counts and the four stage totals (before hosting, which is added in Python).
+#: Per day: request counts and the four stage totals (before hosting, which is added in Python), and the day's
+#: calls (``calls``: how many the lake had; with ``requests``, ``hits`` and ``student_api``, what a stored report's
+#: day is checked against before the savings waterfall shows it).
 #: A call cost that is NaN or infinite (a lake written before validation) is left out of the sums and
 #: counted (``ignored_costs``): one bad figure must not turn every stage into NaN.
 #:
@@ -124,6 +126,7 @@ WITH rq AS (
          r.flagged_hit AND count(m.span_id) FILTER (
            WHERE m.gen AND (m.error_type IS NULL OR coalesce(m.cost_usd, 0) <> 0)) = 0 AS hit,
          NOT r.flagged_hit AND count(m.span_id) > 0 AND count(m.span_id) FILTER (WHERE m.gen) = 0 AS other_only,
+         count(m.span_id) AS calls,
          coalesce(sum(m.frontier_usd) FILTER (WHERE m.gen AND m.answering), 0) AS frontier_usd,
          coalesce(sum(CASE WHEN m.tier <> 'student' OR m.tier IS NULL THEN m.paid
                            WHEN m.answering THEN m.replaced_usd ELSE 0 END) FILTER (WHERE m.gen), 0) AS routed_usd,
@@ -150,7 +153,7 @@ SELECT p.day, count(*) FILTER (WHERE NOT p.other_only) AS requests, count(*) FIL
        sum(p.other_usd + p.paid_usd) AS student_api,
        sum(CASE WHEN p.student AND NOT p.hit AND NOT p.other_only THEN p.routed_usd - p.paid_usd ELSE 0 END)
          AS student_saved,
-       sum(p.ignored_costs) AS ignored_costs
+       sum(p.ignored_costs) AS ignored_costs, sum(p.calls) AS calls
 FROM per_request p
 LEFT JOIN typical_day d ON d.day = p.day AND d.task_type = p.task_type
 LEFT JOIN typical t ON t.task_type = p.task_type
@@ -213,7 +216,7 @@ class CostReport:
         be = ("n/a (no student traffic)" if self.break_even_requests_per_day is None
               else f"{self.break_even_requests_per_day:,.0f} student requests per day the GPU is hosted")
         return (f"{self.requests:,} requests from {self.since:%Y-%m-%d %H:%M} to {self.until:%Y-%m-%d %H:%M} UTC "
-                f"({self.days:g} days; {self.cache_hits:,} cache hits, {self.student_requests:,} on the student). "
+                f"({_days(self.days)}; {self.cache_hits:,} cache hits, {self.student_requests:,} on the student). "
                 f"Student break-even: {be}; it served {self.student_requests_per_day:,.0f}/day{self._hosted_note()}."
                 + self._ignored_note())
 
@@ -221,7 +224,7 @@ class CostReport:
         if not self.hosted_days or self.hosted_days >= self.days:
             return ""
         per = self.student_requests / self.hosted_days
-        return f" ({per:,.0f} per day hosted; hosted {self.hosted_days:g} of {self.days:g} days)"
+        return f" ({per:,.0f} per day hosted; hosted {_days(self.hosted_days, unit=False)} of {_days(self.days)})"
 
     def _ignored_note(self) -> str:
         n = self.ignored_costs
@@ -254,6 +257,16 @@ class CostReport:
         doc = asdict(self)
         doc = json.loads(json.dumps(doc, default=enc))
         return json.dumps(doc, indent=1)
+
+
+def _days(n: float, *, unit: bool = True) -> str:
+    """``n`` days for the summary, to two decimals: "1 day", "2 days", "0.79", "1.04 days" (a range under 0.005 days:
+    two significant digits, "0.0035 days", not "0 days")."""
+    shown = round(n, 2)
+    text = f"{shown:g}" if shown or not n else f"{n:.2g}"
+    if not unit:
+        return text
+    return f"{text} day" if shown == 1 else f"{text} days"
 
 
 def tier_model(config: Config, tier: str) -> ModelPrice | None:
@@ -346,11 +359,16 @@ def build_cost_report(con: Any, config: Config, *, since: datetime, until: datet
     per_day = []
     by_day = {d["day"]: d for d in days_rows}
     for day in sorted(set(by_day) | set(hosting_by_day)):  # an idle day still costs its hosting
-        d = by_day.get(day) or dict.fromkeys(("baseline", "routing", "cache", "student_api"), 0.0)
+        d = by_day.get(day) or {**dict.fromkeys(("baseline", "routing", "cache", "student_api"), 0.0),
+                                **dict.fromkeys(("requests", "hits", "calls"), 0)}
         day_hosting = hosting_by_day.get(day, 0.0)
+        # the lake's figures of the day the stages were computed from: the savings waterfall shows a stored day only
+        # while the lake still has them (late spans of the day make it compute the day afresh)
+        figures = {"requests": int(d["requests"]), "cache_hits": int(d["hits"]), "calls": int(d["calls"] or 0),
+                   "call_cost_usd": float(d["student_api"]), "hosting_usd": day_hosting}
         for step, (name, _) in enumerate(STAGES, 1):
             cost = float(d["student_api"]) + day_hosting if name == "student" else float(d[name])
-            per_day.append({"day": day, "step": step, "stage": name, "cost_usd": cost})
+            per_day.append({"day": day, "step": step, "stage": name, "cost_usd": cost, **figures})
     ignored = sum(int(d["ignored_costs"] or 0) for d in days_rows)
     if ignored:
         log.warning("cost report %s–%s: left out %d call cost(s) that were NaN/infinite", since, until, ignored)

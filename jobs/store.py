@@ -91,9 +91,13 @@ JOB_SCHEMAS: Final[Mapping[str, pa.Schema]] = {
         ("cumulative_saving", pa.float64()), ("student_requests_per_day", pa.float64()),
         ("break_even_requests_per_day", pa.float64()),
     ]),
+    # requests .. hosting_usd: the lake's figures of the day the report was computed from (the same on each stage's
+    # row), which the savings waterfall checks before it shows the stored day; NULL in files written before they were
+    # stored: such a day is computed from the lake instead
     "cost_report_days": pa.schema([
         ("report_id", pa.string()), ("generated_at", _TS), ("day", pa.date32()), ("step", pa.int64()),
-        ("stage", pa.string()), ("cost_usd", pa.float64()),
+        ("stage", pa.string()), ("cost_usd", pa.float64()), ("requests", pa.int64()), ("cache_hits", pa.int64()),
+        ("calls", pa.int64()), ("call_cost_usd", pa.float64()), ("hosting_usd", pa.float64()),
     ]),
     "route_promotions": pa.schema([
         ("event_id", pa.string()), ("ts", _TS), ("action", pa.string()), ("policy_path", pa.string()),

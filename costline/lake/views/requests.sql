@@ -1,6 +1,11 @@
 -- One row per request: its request span with the cost of its calls (call_links_content: call_links with the
 -- content of the span kept for each call, for a standalone call's row) and its share of the
 -- student's hosting hour; a call no request span owns is a request of its own (standalone).
+-- tier is the cost report's classification (jobs/cost_report.py, COST_SQL), so that tier_hourly, the charts and the
+-- report agree: a request stamped `costline.tier = cache` that still made a text generation call (operation chat,
+-- text_completion or generate_content: cost_report.GENERATION_OPERATIONS) that succeeded or was billed is no cache
+-- answer: it takes its answering call's tier (its last generation call without error, by ts then span id; if every
+-- one failed, its last one), and what it paid shows under that tier.
 CREATE OR REPLACE VIEW requests AS
 WITH c AS (
   SELECT *, lag(tier) OVER (PARTITION BY trace_id, linked_span_id ORDER BY started, span_id) AS prev_tier
@@ -11,11 +16,16 @@ WITH c AS (
          sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, count(*) AS calls,
          bool_or(pricing_status = 'student') AS shares_hosting,
          coalesce(arg_max(tier, started) FILTER (WHERE error_type IS NULL), arg_max(tier, started)) AS call_tier,
-         count(*) FILTER (WHERE prev_tier IS NOT NULL AND tier <> prev_tier) AS tier_changes
-  FROM c GROUP BY ALL
+         count(*) FILTER (WHERE prev_tier IS NOT NULL AND tier <> prev_tier) AS tier_changes,
+         count(*) FILTER (WHERE gen AND (error_type IS NULL OR coalesce(cost_usd, 0) <> 0)) AS paid_generations,
+         coalesce(arg_max(tier, (ts, span_id)) FILTER (WHERE gen AND error_type IS NULL),
+                  arg_max(tier, (ts, span_id)) FILTER (WHERE gen)) AS answer_tier
+  FROM (SELECT *, coalesce(operation, 'chat') IN ('chat', 'text_completion', 'generate_content') AS gen FROM c) c
+  GROUP BY ALL
 ), base AS (
   SELECT r.request_id, r.trace_id, r.ts, r.tenant, r.task_type, r.subtype,
-         coalesce(r.tier, a.call_tier, CASE WHEN r.cache_hit THEN 'cache' END) AS tier, r.routed_tier,
+         CASE WHEN r.tier = 'cache' AND a.paid_generations > 0 THEN coalesce(a.answer_tier, a.call_tier, 'unknown')
+              ELSE coalesce(r.tier, a.call_tier, CASE WHEN r.cache_hit THEN 'cache' END) END AS tier, r.routed_tier,
          coalesce(r.cache_hit, false) AS cache_hit,
          CASE WHEN coalesce(r.attempts, 0) < coalesce(a.calls, 0) THEN a.calls ELSE coalesce(r.attempts, 1) END
            AS attempts,
