@@ -60,15 +60,37 @@ def ensure_alerts_dir(lake_path: Path | str) -> Path:
 
 def alerts_view_sql(lake_path: Path | str) -> str:
     """``CREATE OR REPLACE VIEW alerts ...; CREATE OR REPLACE VIEW alerts_history ...`` (two statements,
-    one string: ``con.execute`` runs both). Creates the zero-row schema files when missing."""
-    root = ensure_alerts_dir(lake_path).resolve()
+    one string: ``con.execute`` runs both). Creates the zero-row schema files when missing.
 
-    def glob(name: str) -> str:
-        return sql_str(root / name / "*.parquet")
+    Reading needs no write: where they cannot be written (a read-only lake, a full disk, a file in the way),
+    a view whose folder holds no Parquet file reads an empty table of its schema instead (logged)."""
+    import errno
+    import logging
 
-    return (f"CREATE OR REPLACE VIEW alerts AS SELECT * FROM read_parquet({glob('episodes')}, union_by_name = true);\n"
-            f"CREATE OR REPLACE VIEW alerts_history AS SELECT * FROM read_parquet({glob('history')}, "
-            "union_by_name = true)")
+    root = Path(lake_path) / "alerts"
+    try:
+        ensure_alerts_dir(lake_path)
+    except OSError as exc:
+        quiet = exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM)  # a reader's lake: expected
+        logging.getLogger(__name__).log(
+            logging.DEBUG if quiet else logging.WARNING,
+            "cannot write the alerts views' schema files under %s (%s): the views read what is there, or "
+            "no alert", root, exc)
+    root = root.resolve()
+    duck = {pa.timestamp("us"): "TIMESTAMP", pa.string(): "VARCHAR", pa.float64(): "DOUBLE"}
+
+    def source(name: str) -> str:
+        try:
+            found = any((root / name).glob("*.parquet"))
+        except OSError:
+            found = False
+        if found:
+            return f"read_parquet({sql_str(root / name / '*.parquet')}, union_by_name = true)"
+        cols = ", ".join(f'NULL::{duck[f.type]} AS "{f.name}"' for f in _DIRS[name])
+        return f"(SELECT {cols} WHERE false)"
+
+    return (f"CREATE OR REPLACE VIEW alerts AS SELECT * FROM {source('episodes')};\n"
+            f"CREATE OR REPLACE VIEW alerts_history AS SELECT * FROM {source('history')}")
 
 
 def _ts(epoch: float | None) -> datetime | None:

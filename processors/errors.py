@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from costline.errors import CostlineError
 
-__all__ = ["ProcessorError", "DeadLetterError", "DeadLetterTopicError", "StartPositionError", "TopicLifetimeError"]
+__all__ = ["ProcessorError", "DeadLetterError", "DeadLetterTopicError", "StartPositionError", "TopicLifetimeError",
+           "OtherWriterError"]
 
 
 class ProcessorError(CostlineError):
@@ -37,3 +38,8 @@ class TopicLifetimeError(ProcessorError):
     """A partition's offsets in the lake belong to another lifetime of the topic (deleted and created again, a
     broker whose storage was wiped, a new cluster): resuming there would skip the new records, and writing them
     would collide with committed batches. The processor stops instead (``--accept-new-topic`` says what to do)."""
+
+
+class OtherWriterError(ProcessorError):
+    """A processor of another consumer group (or of this group id on another Kafka cluster) claimed a partition
+    this one holds: two groups write one lake, and each would keep taking the partitions from the other."""

@@ -31,7 +31,14 @@ Fencing: before recovering a partition the processor claims it in the lake
 carries that epoch. An instance that missed a rebalance (stalled past
 ``max.poll.interval.ms``, a long GC pause) and wakes up with a buffer cannot
 commit it: the lake refuses the stale epoch, the batch is dropped, and the new
-owner, which resumed from the last manifest, writes those offsets instead.
+owner, which resumed from the last manifest, writes those offsets instead. A fenced
+partition is read no further (paused) until the group's rebalance hands it out again.
+
+The claim records who made it (the consumer group, the Kafka cluster's id, host and pid). A processor of
+another consumer group (or of this group id on another Kafka cluster) that claims a partition fences this one
+for good: no rebalance of this group ever hands it back. A processor fenced by such a writer stops with
+:class:`OtherWriterError` (exit status 2) instead of running on without writing; what it held uncommitted is
+read again on restart, from the lake's last manifest.
 
 Rebalances (kafka-python 3): the rebalance listener runs on the consumer's IO thread, the
 thread that also sends the group heartbeats, while the main thread waits inside ``poll()``.
@@ -72,6 +79,7 @@ from costline.processors.decode import decode_message, flatten_into, invalid_spa
 from costline.processors.errors import (
     DeadLetterError,
     DeadLetterTopicError,
+    OtherWriterError,
     StartPositionError,
     TopicLifetimeError,
 )
@@ -462,6 +470,7 @@ class Processor:
         whichever member then owns it). Asked every :data:`REJOIN_CHECK_RECORDS` records."""
         handle = self.handle
         step = REJOIN_CHECK_RECORDS
+        epochs = self._epochs
         for tp, records in batch.items():
             partition = tp.partition
             for start in range(0, len(records), step):
@@ -469,7 +478,12 @@ class Processor:
                     self._rewind(batch, tp, start)
                     return
                 for rec in records[start:start + step]:
+                    if partition not in epochs:  # fenced (a flush just now): its next claim seeks to the lake's
+                        break  # offset; nothing read for a partition not held could ever be committed
                     handle(partition, rec.offset, rec.key, rec.value, rec.headers, now, rec.timestamp)
+                else:
+                    continue
+                break
 
     def _rewind(self, batch: dict[Any, list[Any]], stopped_at: Any, index: int) -> None:
         later = False
@@ -532,7 +546,10 @@ class Processor:
         # Claim first: from here on a previous owner that missed the rebalance (a "zombie")
         # can no longer commit, so what recovery finds stays the truth.
         self._buffers.pop(tp.partition, None)
-        self._epochs[tp.partition] = self.lake.claim(self.topic, tp.partition)
+        if getattr(self.lake, "records_claimant", False):
+            self._epochs[tp.partition] = self.lake.claim(self.topic, tp.partition, claimant=self._claimant())
+        else:
+            self._epochs[tp.partition] = self.lake.claim(self.topic, tp.partition)
         next_offset, removed = self.lake.recover(self.topic, tp.partition)
         if removed:
             log.warning("partition %d: removed %d uncommitted file(s) of a crashed batch",
@@ -932,9 +949,11 @@ class Processor:
         """Commit a partition's buffer to the lake (data files, then the manifest)."""
         buf = self._buffers.pop(partition, None)
         if buf is not None:
-            self._flush_buffer(partition, buf, self._epochs.get(partition))
+            self._flush_buffer(partition, buf, self._epochs.get(partition), held=True)
 
-    def _flush_buffer(self, partition: int, buf: PartitionBuffer, epoch: int | None) -> None:
+    def _flush_buffer(self, partition: int, buf: PartitionBuffer, epoch: int | None, *, held: bool = False) -> None:
+        """``held``: the buffer is of the partition as this member holds it now (not a revoked one's, flushed
+        after a rebalance took the partition away)."""
         if buf.empty:
             return
         assert buf.first_offset is not None and buf.last_offset is not None
@@ -960,13 +979,78 @@ class Processor:
             self._commit_kafka.pop(partition, None)
             self._mirrored.pop(partition, None)
             self.stats.fenced += 1
+            self._check_other_writer(partition, exc)
             log.warning("%s", exc)
+            if held:
+                self._stop_reading(partition)
             return
         for table, n in buf.row_counts().items():
             self.stats.rows[table] += n
         self.stats.commits += 1
         self._commit_kafka[partition] = buf.last_offset + 1
         self._mirrored.setdefault(partition, -1)  # the lake holds a manifest for it now
+
+    def _claimant(self) -> dict[str, Any]:
+        """What this processor records with its claims (:meth:`costline.lake.Lake.claim`)."""
+        import os
+        import socket
+
+        cluster_id = None
+        with contextlib.suppress(Exception):  # a client without it: the group id alone tells
+            cluster_id = self._consumer._client.cluster.cluster_id
+        return {"group_id": self.config.processor.group_id,
+                "cluster_id": cluster_id if isinstance(cluster_id, str) else None,
+                "host": socket.gethostname(), "pid": os.getpid()}
+
+    def _check_other_writer(self, partition: int, fenced: WriterFenced) -> None:
+        """Raise :class:`OtherWriterError` when the claim that fenced ``partition`` was made by a processor of
+        another consumer group (or of this group id on another Kafka cluster). A claim of this group's (a
+        rebalance, a member that missed one) or of an unknown claimant (an older costline, a sink that records
+        none) is the usual fencing: nothing is raised."""
+        claimant = getattr(self.lake, "claimant", None)
+        if claimant is None:
+            return
+        try:
+            theirs = claimant(self.topic, partition)
+        except Exception:  # noqa: BLE001 - unknown: the usual fencing
+            return
+        if not isinstance(theirs, dict):
+            return
+        ours = self._claimant()
+        their_group, their_cluster = theirs.get("group_id"), theirs.get("cluster_id")
+        if their_group is None:
+            return
+        if their_group != ours["group_id"]:
+            why = (f"consumer group {their_group!r}; this one's [processor] group_id is {ours['group_id']!r}. Two "
+                   f"processors with different [processor] group_id write the lake at {self.lake.path}")
+        elif their_cluster is not None and ours["cluster_id"] is not None and their_cluster != ours["cluster_id"]:
+            why = (f"the same group_id {their_group!r} on another Kafka cluster (id {their_cluster}; this one's is "
+                   f"{ours['cluster_id']}). Processors reading two clusters write the lake at {self.lake.path}")
+        else:
+            return
+        where = f"pid {theirs.get('pid')} on host {theirs.get('host')}"
+        msg = (f"partition {partition} of {self.topic!r} was claimed by another processor ({where}, {why}: each "
+               "group reads every partition, so they take the partitions from each other and this one would never "
+               "write again (no rebalance of its group gives a partition back). Run one consumer group per lake: stop "
+               "the other processor (or give it this [processor] group_id, or its own [lake] path), then start this "
+               "one again; it resumes after the lake's last committed batch, so what it held uncommitted is read "
+               f"again, nothing is lost. ({fenced})")
+        log.error("%s", msg)
+        raise OtherWriterError(msg) from fenced
+
+    def _stop_reading(self, partition: int) -> None:
+        """Pause a partition this member was fenced from while its group still assigns it here: no more of its
+        records are read (they could only be dropped) until a rebalance hands it out and it is claimed again."""
+        if self._consumer is None:
+            return
+        from kafka import TopicPartition
+
+        tp = TopicPartition(self.topic, partition)
+        with contextlib.suppress(Exception):  # unassigned meanwhile: nothing to pause
+            if tp in self._consumer.assignment() and tp not in self._to_claim:
+                self._consumer.pause(tp)
+                log.warning("partition %d: another writer of this group claimed it (a rebalance this member "
+                            "missed): not read any further until the group hands it out again", partition)
 
     def _commit_to_kafka(self, *, final: bool = False) -> None:
         """Mirror the lake's offsets to Kafka (lag visibility only; the lake is the truth): those of the batches

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import re
+import time
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
@@ -18,7 +22,14 @@ from costline.sqlutil import sql_str
 if TYPE_CHECKING:  # pragma: no cover
     from costline.lake._lake import Lake
 
-__all__ = ["committed_offsets_by_topic", "compact"]
+__all__ = ["STALE_TMP_AGE_S", "committed_offsets_by_topic", "compact"]
+
+log = logging.getLogger("costline.lake")
+
+#: A staged merge (``.c-<id>.parquet.<pid>-<thread>.tmp``, :func:`costline.fsutil.atomic_path`'s name) whose pid
+#: is alive is still deleted when last written this long (s) before a compaction started: its pid was taken since.
+STALE_TMP_AGE_S = 3600.0
+_STAGED_MERGE = re.compile(r"^\.c-[^/]+\.parquet\.(\d+)(?:-\d+)?\.tmp$")
 
 
 def committed_offsets_by_topic(lake: "Lake") -> dict[str, dict[int, int]]:
@@ -49,6 +60,11 @@ def compact(lake: "Lake", *, before: date | None = None) -> list[tuple[str, str,
     the two leaves rows twice on disk, which the views already read once (one row per
     (trace_id, span_id)); the next compaction merges them away.
 
+    A compaction killed mid-merge leaves its merged file staged (``.c-<id>.parquet.<pid>-<thread>.tmp``, never
+    read by the views); each compaction deletes those of every folder it visits whose writer is gone: its pid
+    is no live process here, or the file was last written before this compaction started by more than
+    :data:`STALE_TMP_AGE_S` (a pid taken since by another process).
+
     ``date=1970-01-01`` is merged too: it holds the rows whose span had no usable time (``ts`` NULL), filed
     there every flush that had one. Its zero-row schema files (``_empty.parquet``, :meth:`Lake.init`) are
     never merged nor removed: they are no data file.
@@ -56,11 +72,13 @@ def compact(lake: "Lake", *, before: date | None = None) -> list[tuple[str, str,
     import duckdb
 
     before = before or datetime.now(UTC).date()
+    started = time.time()
     committed = committed_offsets_by_topic(lake)
     done: list[tuple[str, str, int, int]] = []
     failed: list[str] = []
     for table in TABLES:
         for day_dir in sorted(lake.table_dir(table).glob("date=*")):
+            _remove_stale_tmps(day_dir, started)
             day = day_dir.name.removeprefix("date=")
             if day >= before.isoformat():
                 continue
@@ -99,6 +117,41 @@ def compact(lake: "Lake", *, before: date | None = None) -> list[tuple[str, str,
             "as they were (the views still read them): " + "; ".join(failed) + ". Move the file named out of "
             "the lake folder (restore it from its source) and compact again")
     return done
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: a live process of another user
+        return True
+    return True
+
+
+def _remove_stale_tmps(day_dir: Path, started: float) -> None:
+    """Delete the merged files a killed compaction left staged in ``day_dir`` (see :func:`compact`)."""
+    removed = []
+    try:
+        for tmp in day_dir.glob(".c-*.tmp"):
+            m = _STAGED_MERGE.match(tmp.name)
+            if m is None:
+                continue
+            try:
+                stale = (not _pid_alive(int(m.group(1)))
+                         or tmp.stat().st_mtime < started - STALE_TMP_AGE_S)
+                if stale:
+                    tmp.unlink()
+                    removed.append(tmp.name)
+            except FileNotFoundError:  # renamed into place or removed by its writer meanwhile
+                continue
+    except OSError as exc:  # a leftover costs disk space only: the compaction goes on
+        log.warning("could not remove the leftovers of a killed compaction in %s: %s", day_dir, exc)
+    if removed:
+        log.warning("removed %d merged file(s) a killed compaction left unfinished in %s: %s", len(removed),
+                    day_dir, ", ".join(sorted(removed)))
 
 
 def _set_aside_if_unreadable(path: Path, table: str) -> bool:

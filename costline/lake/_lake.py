@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import logging
 import os
 import uuid
 from collections.abc import Iterator, Mapping
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -33,6 +35,9 @@ from costline.lake._schema import DICTIONARY_COLUMNS, SCHEMAS, same_schema
 __all__ = ["Lake", "NoLake", "OffsetsWentBack", "WriterFenced", "lake_exists"]
 
 log = logging.getLogger("costline.lake")
+
+#: Next to a partition's ``epoch``: who made its current claim (:meth:`Lake.claim`'s ``claimant``).
+CLAIMANT_FILE = "claimant.json"
 
 
 class WriterFenced(LakeError):
@@ -81,6 +86,8 @@ class Lake:
 
     #: :meth:`commit_batch` takes ``topic_id`` and records it in the manifest (the processor asks).
     records_topic_id = True
+    #: :meth:`claim` takes ``claimant`` and :meth:`claimant` tells it (the processor asks).
+    records_claimant = True
 
     def __init__(self, path: Path | str, *, keep_manifests: int = 20) -> None:
         self.path = Path(path)
@@ -172,11 +179,14 @@ class Lake:
                     d.mkdir(parents=True, exist_ok=True)
                     final = d / name
                     tmp = d / f".{name}.{writer}.tmp"
+                    # staged before it is written: a write that fails half-way (a full disk) leaves no
+                    # partial file behind (the ``finally`` below deletes it), which recovery could only
+                    # delete after a claim, itself a write that a still-full disk refuses
+                    staged.append((tmp, final))
+                    dirs.add(d)
                     with synced_write(tmp) as fh:
                         pq.write_table(arrow, fh, compression="zstd", use_dictionary=[
                             c for c in arrow.column_names if c in DICTIONARY_COLUMNS])
-                    staged.append((tmp, final))
-                    dirs.add(d)
             for d in dirs:  # the staged files' names durable before a manifest can list them
                 fsync_dir(d)
             manifest = Manifest(topic, partition, first_offset, last_offset,
@@ -208,7 +218,10 @@ class Lake:
                     f"batch {name} is committed (manifest {mpath}) but not all its files could be renamed into "
                     f"place in the lake at {self.path} ({exc}): fix the cause and restart the processor; "
                     "recovery of the partition finishes the renames") from exc
-            raise LakeError(f"cannot write batch {name} to the lake at {self.path}: {exc}") from exc
+            raise LakeError(f"cannot write batch {name} to the lake at {self.path}: {exc}: nothing of it was "
+                            "committed and its partial files were removed; free disk space (or fix the path's "
+                            "permissions), then restart the processor: it resumes after the last committed "
+                            "batch") from exc
         finally:
             if not committed:  # fenced, or failed before the commit point: the staged files go
                 for tmp, _final in staged:
@@ -290,18 +303,44 @@ class Lake:
             raise LakeError(f"{mdir / 'epoch'} is not a number ({exc}): remove it (the next claim "
                             "starts a new epoch)") from exc
 
-    def claim(self, topic: str, partition: int) -> int:
+    def claim(self, topic: str, partition: int, *, claimant: Mapping[str, Any] | None = None) -> int:
         """Claim a partition for a new writer: bump and return its epoch. Writers holding an older
-        epoch can no longer commit (:meth:`commit_batch` raises :class:`WriterFenced`)."""
+        epoch can no longer commit (:meth:`commit_batch` raises :class:`WriterFenced`).
+
+        ``claimant`` (JSON values: the processor's consumer group, Kafka cluster id, host and pid) is
+        recorded with the epoch, in ``claimant.json`` next to it, so that a writer fenced later can tell
+        who claimed the partition from it (:meth:`claimant`): a rebalance of its own consumer group, or a
+        writer of another group, which no rebalance of its group ever hands the partition back from."""
         try:
             with self._partition_lock(topic, partition) as mdir:
                 epoch = self._read_epoch(mdir) + 1
+                who = mdir / CLAIMANT_FILE
+                if claimant is None:  # an unknown claimant: no record of an earlier one may name it
+                    who.unlink(missing_ok=True)
+                else:  # before the epoch: a crash in between leaves a record of an epoch never claimed
+                    with atomic_write(who, "w", encoding="utf-8") as fh:
+                        fh.write(json.dumps({**claimant, "epoch": epoch}, sort_keys=True) + "\n")
                 with atomic_write(mdir / "epoch", "w", encoding="utf-8") as fh:
                     fh.write(f"{epoch}\n")
-        except OSError as exc:
+        except (OSError, TypeError, ValueError) as exc:
             raise LakeError(f"cannot claim partition {partition} of {topic!r} in the lake at {self.path}: "
                             f"{exc}: check the path and permissions") from exc
         return epoch
+
+    def claimant(self, topic: str, partition: int) -> dict[str, Any] | None:
+        """Who made the partition's current claim, as :meth:`claim` recorded it (``epoch`` included); None when
+        unknown: no claim yet, a claim made without ``claimant`` (an older costline), or a record of another
+        epoch."""
+        mdir = self.offsets_dir(topic, partition)
+        try:
+            with self._partition_lock(topic, partition):
+                epoch = self._read_epoch(mdir)
+                record = json.loads((mdir / CLAIMANT_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError, LakeError):
+            return None
+        if not isinstance(record, dict) or record.get("epoch") != epoch:
+            return None
+        return record
 
     def _prune_manifests(self, mdir: Path) -> None:
         names = sorted(p for p in mdir.glob("[0-9]*.json"))

@@ -6,7 +6,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,6 +43,8 @@ VIEW_FILES: Final = (
     "call_links", "call_content", "hosting_schedule", "student_hosting_hourly",
     "requests", "calls", "lookups", "tier_hourly", "cache_hourly", "cache_hit_rate_7d", "rejections_hourly",
 )
+
+log = logging.getLogger("costline.lake")
 
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
@@ -113,15 +117,44 @@ VIEW_PROVIDERS: Final = (
 )
 
 
+#: Why a provider's first write to a lake fails where the lake is only read: a read-only mount, a full disk or
+#: quota, no permission.
+_CANNOT_WRITE: Final = frozenset({errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM})
+
+
+def _write_refused(exc: BaseException) -> OSError | None:
+    """The OSError of :data:`_CANNOT_WRITE` behind ``exc`` (itself or a cause), or None."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, OSError) and cur.errno in _CANNOT_WRITE:
+            return cur
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
 def provided_views(lake_path: Path | str) -> list[str]:
-    """The :data:`VIEW_PROVIDERS`' statements over ``lake_path`` (areas not installed left out)."""
+    """The :data:`VIEW_PROVIDERS`' statements over ``lake_path`` (areas not installed left out).
+
+    A provider writes its zero-row schema files the first time: where the lake cannot be written (read-only,
+    full), one that fails for that is left out with a warning, so the lake's own views (and the other areas')
+    still answer; ``costline.alerts`` defines its views over an empty table itself then."""
     out: list[str] = []
     for spec in VIEW_PROVIDERS:
         module_name, _, func = spec.partition(":")
         module = import_optional(module_name)
         if module is None:  # the area is not installed
             continue
-        sql = getattr(module, func)(lake_path)
+        try:
+            sql = getattr(module, func)(lake_path)
+        except Exception as exc:
+            refused = _write_refused(exc)
+            if refused is None:
+                raise
+            log.warning("the views of %s are left out: their schema files cannot be written to the lake at %s (%s); "
+                        "run `costline lake views` once with write access to the lake to create them", module_name, lake_path, refused)
+            continue
         out.extend([sql] if isinstance(sql, str) else sql)
     return out
 
