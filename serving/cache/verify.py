@@ -81,6 +81,13 @@ through :meth:`Verifier.check`:
                    "the max dose of tylenol" / "… for kids") or an instruction to the answerer after the question on
                    one side only ("how do I cancel my plan? Reply in one word.", "… ? Ignore the above and …").
 
+   ``code``        (checked in :meth:`Verifier.check` before the rest, with the signs) the two questions' code
+                   differs: backtick spans and fenced blocks compared as written (spacing aside), and outside them
+                   the operators between operands, command-line flags, paths, emails, URLs and regexes compared as
+                   multisets (:func:`code_reason`: "`rm -rf ./build`" / "`rm -rf /`", "--hard" / "--soft",
+                   "print(7 - 3)" / "print(7 + 3)", "a@example.com" / "a@example.org"); hyphenated words, dates,
+                   ranges, ratios, "and/or", a dash between words are none.
+
    A question's story aside from what it asks (statements before or after its question part, a purpose
    clause: "I've never ridden before, can I join?", "… so they don't get damaged") is read as not said by the
    negation, number, date, time, scope, comparative, temporal and polarity guards where the other question
@@ -122,15 +129,19 @@ log = logging.getLogger(__name__)
 __all__ = [
     "GUARD_REASONS",
     "REASON_ADMISSION",
+    "REASON_CODE",
     "REASON_PAIR_MODEL",
     "REASON_UNREADABLE",
     "REASON_LONG_QUERY",
     "MAX_QUESTION_CHARS",
     "FEATURE_NAMES",
+    "Code",
     "QuestionFeatures",
     "Verifier",
     "alternatives",
     "analyse",
+    "code",
+    "code_reason",
     "guard",
     "pair_features",
     "read_alternatives",
@@ -139,7 +150,10 @@ __all__ = [
 ]
 
 GUARD_REASONS = ("number", "identifier", "date", "time", "unit", "negation", "polarity", "entity", "scope",
-                 "comparative", "temporal", "order", "question_word", "unmatched", "extension", "short")
+                 "comparative", "temporal", "order", "question_word", "unmatched", "extension", "short", "code")
+#: A candidate whose question's code differs (:func:`code_reason`): backtick spans and fenced blocks, or outside them
+#: operators, flags, paths, emails, URLs, regexes ("`rm -rf ./build`" / "`rm -rf /`", "print(7 - 3)" / "print(7 + 3)").
+REASON_CODE = "code"
 #: A candidate that passed the guards but scored under the admission model's operating point.
 REASON_ADMISSION = "admission"
 #: A candidate that passed the guards and the admission model but not the pair model (pair_model.py).
@@ -3287,6 +3301,213 @@ def sign_reason(a: Signs, b: Signs) -> str | None:
     return None
 
 
+#: Questions that differ only in their code — an operator, a flag, a path, an address — read as one question by
+#: the embedding, the guards' word reading and the pair model: "is it safe to run `rm -rf ./build`" / "… `rm -rf /`",
+#: "git reset --hard" / "--soft", "print(7 - 3)" / "print(7 + 3)", "alice@example.com" / "alice@example.org" were
+#: served each other's answers (cosine 0.82-0.96). :func:`code` reads a question's code and :func:`code_reason`
+#: compares two. A cheap test first: most questions hold none of these characters.
+_CODE_TRIGGER = re.compile(r"[`@/\\=+*%<>&|^~\[]|(?<!\S)--?[A-Za-z]|\d[ \t]*-[ \t]*[\d(]|[)\]][ \t]*-")
+_BACKTICKS = re.compile(r"`+")
+_FENCE_INFO = re.compile(r"[\w+#.-]*")  # "```python": the language of a fenced block, no code
+_CODE_URL = re.compile(r"\b(?:[a-z][a-z0-9+.-]{0,31}://|www\.)[^\s<>\"'`]+", re.I)  # a scheme is short: linear
+_CODE_URL_PARTS = re.compile(r"([^:/]*://)?([^/?#]*)(.*)", re.S)
+_CODE_EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+_CODE_WIN_PATH = re.compile(r"(?<![\w\\])[A-Za-z]:\\[^\s`'\",;]*")
+#: "/etc/hosts", "./build", "../x", "~/x"; "/" or "~" alone only at the end of a clause ("rm -rf /"): between two
+#: words a "/" is "this / that"
+_CODE_PATH = re.compile(r"(?<![^\s(\[\"'=])(?:~|\.{1,2})?/(?:[^\s`'\",;()]+|(?=[ \t]*(?:[?!.,;:)\]\"']|$)))"
+                        r"|(?<![^\s(\[\"'=])~(?=[ \t]*(?:[?!.,;:)\]\"']|$))")
+#: "-rf", "--hard", "--depth=1" after a space; "e-mail", "follow-up", "-18" are none, nor a suffix said apart ("-ish")
+_CODE_FLAG = re.compile(r"(?<![^\s(\[\"'])(?:--[A-Za-z]|-(?!(?:ish|like|esque|free|based|style|type|ful|less)\b)"
+                        r"[A-Za-z])[\w-]*(?:=[^\s`'\",;()]+)?")
+#: "^a+$", "\d+", "[a-z]+", "a.*b", "x{2,3}": a word with an anchor, an escape, a class, a wildcard or a count
+_CODE_REGEX = re.compile(r"(?<!\S)(?:\^\S+|\S*(?:\\[dwsbDWSB.]|\[\^?(?=[^\]\s]{0,64}\])[^\]\s]*?(?:\w-\w|\\)[^\]\s]*\]|\.[*+]"
+                         r"|\{\d+,?\d*\}|[*+?)\]]\$)\S*)")
+_CODE_OPERATOR = re.compile(r"(?<=[\w)\]])(?P<pre>[ \t]*)(?P<op>===|!==|==|!=|<=|>=|&&|\|\||\*\*|//|[-+*/%=<>])"
+                            r"(?P<post>[ \t]*)(?=[\w(\[])")
+_CODE_OPERAND_LEFT = re.compile(r"[\w.]+$")
+_CODE_OPERAND_RIGHT = re.compile(r"[\w.]+")
+_CODE_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+_CODE_TRAIL = ".,;:!?)]}'\""
+
+
+@dataclass(frozen=True)
+class Code:
+    """What :func:`code` finds in a question (each part sorted: compared as multisets)."""
+
+    #: the backtick spans and fenced blocks, whitespace-normalised, as written
+    spans: tuple[str, ...] = ()
+    #: outside them: URLs, emails, paths, flags, regexes and operators between operands ("op:+", "flag:--hard")
+    symbols: tuple[str, ...] = ()
+    #: "-" or "/" between two numbers (left, sign, right): a range, a date or a sum, read against the other side
+    ranges: tuple[tuple[str, str, str], ...] = ()
+    #: the same read with the backticks taken away (the spans' words in place), and that text whitespace-normalised:
+    #: the same code in backticks on one side only ("`git stash pop`" / "git stash pop") is the same code
+    flat_symbols: tuple[str, ...] = ()
+    flat_ranges: tuple[tuple[str, str, str], ...] = ()
+    flat_text: str = ""
+
+
+_NO_CODE = Code()
+
+
+def _code_operand(text: str, at: int, *, left: bool) -> tuple[str, str]:
+    """The kind of the operand beside an operator ("num", "short": two characters at most, "bracket", "word") and
+    its text."""
+    if left:
+        if text[at - 1] in ")]":
+            return "bracket", text[at - 1]
+        m = _CODE_OPERAND_LEFT.search(text, max(0, at - 40), at)
+    else:
+        if text[at] in "([":
+            return "bracket", text[at]
+        m = _CODE_OPERAND_RIGHT.match(text, at, at + 40)
+    word = m.group(0).strip(".") if m else ""
+    if _CODE_NUMBER.fullmatch(word):
+        return "num", word
+    return ("short" if len(word) <= 2 else "word"), word
+
+
+def _code_symbols(text: str) -> tuple[tuple[str, ...], tuple[tuple[str, str, str], ...]]:
+    """The symbols of ``text`` outside code spans (:attr:`Code.symbols`, :attr:`Code.ranges`)."""
+    found: list[str] = []
+
+    def take(pattern: re.Pattern[str], kind: str, norm: Any = None) -> None:
+        nonlocal text
+
+        def one(m: re.Match[str]) -> str:
+            whole = m.group(0)
+            token = whole.rstrip(_CODE_TRAIL) or whole  # "… /tmp/build?": the "?" is the question's
+            found.append(f"{kind}:{norm(token) if norm else token}")
+            return " " + whole[len(token):]
+        text = pattern.sub(one, text)
+
+    take(_CODE_URL, "url", _code_url)
+    take(_CODE_EMAIL, "email", str.lower)
+    take(_CODE_WIN_PATH, "path", str.lower)
+    take(_CODE_PATH, "path")
+    take(_CODE_FLAG, "flag")
+    take(_CODE_REGEX, "regex")
+    text = _NUMERIC_DATE.sub(" ", text)  # "12/05", "2026-12-05": the date guard's
+    ranges: list[tuple[str, str, str]] = []
+    for m in _CODE_OPERATOR.finditer(text):
+        pre, op, post = m["pre"], m["op"], m["post"]
+        if bool(pre) != bool(post):
+            continue  # "it **free**", "UTC +2", "5 -3": no operator between two operands
+        left, left_word = _code_operand(text, m.start(), left=True)
+        right, right_word = _code_operand(text, m.end(), left=False)
+        if op in ("-", "/"):  # "Wi-Fi", "follow-up", "and/or", "SNS / dipping powder", "Hi - can I …": no operator
+            if left in ("num", "bracket") and right in ("num", "bracket"):
+                ranges.append((left_word, op, right_word))  # "2-3 days", "7 - 3": read against the other side
+        elif op in ("<", ">", "<=", ">="):
+            if "num" not in (left, right):  # a bound ("fever > 39") is the sign guard's (sign_reason)
+                found.append(f"op:{op}")
+        elif op in ("+", "*", "%"):
+            if left != "word" and right != "word":  # "£5 + VAT", "50 % off", "UTC+2" are none
+                found.append(f"op:{op}")
+        else:
+            found.append(f"op:{op}")
+    return tuple(sorted(found)), tuple(sorted(ranges))
+
+
+def _code_url(url: str) -> str:
+    """A URL with its scheme and host in lower case (its path as written)."""
+    m = _CODE_URL_PARTS.match(url)
+    return (m[1] or "").lower() + m[2].lower() + m[3] if m else url
+
+
+def _code_spans(text: str) -> tuple[list[str], str, str]:
+    """The code spans of ``text`` (a run of backticks to the next run of as many, CommonMark's inline code; a run of
+    three or more opens a fenced block, to the end of the text if it is never closed, its language line dropped),
+    the text with each span a space, and the text with the backticks alone taken away. Linear in the text."""
+    runs = list(_BACKTICKS.finditer(text))
+    if not runs:
+        return [], text, text
+    closer: list[int | None] = [None] * len(runs)
+    last: dict[int, int] = {}
+    for i in range(len(runs) - 1, -1, -1):
+        n = len(runs[i].group(0))
+        closer[i] = last.get(n)
+        last[n] = i
+    spans: list[str] = []
+    outside: list[str] = []
+    flat: list[str] = []
+    pos = i = 0
+    while i < len(runs):
+        run, j = runs[i], closer[i]
+        fence = len(run.group(0)) >= 3
+        if j is None and not fence:
+            i += 1  # a lone backtick ("the `x key"): text
+            continue
+        body = text[run.end():runs[j].start() if j is not None else len(text)]
+        if fence and "\n" in body:
+            first, rest = body.split("\n", 1)
+            if _FENCE_INFO.fullmatch(first.strip()):
+                body = rest
+        spans.append(" ".join(body.split()))
+        outside += [text[pos:run.start()], " "]
+        flat += [text[pos:run.start()], " ", body, " "]
+        pos = runs[j].end() if j is not None else len(text)
+        i = j + 1 if j is not None else len(runs)
+    outside.append(text[pos:])
+    flat.append(text[pos:])
+    return spans, "".join(outside), "".join(flat)
+
+
+def code(text: str) -> Code:
+    """The code of ``text`` (:class:`Code`): its backtick spans and fenced blocks, and the symbols outside them. Call
+    it on a question of at most MAX_QUESTION_CHARS characters (:func:`code_reason` reads longer ones itself)."""
+    if not _CODE_TRIGGER.search(text):
+        return _NO_CODE
+    spans, outside, flat = _code_spans(text)
+    symbols, ranges = _code_symbols(outside)
+    if not spans:
+        return Code((), symbols, ranges, symbols, ranges) if symbols or ranges else _NO_CODE
+    flat_symbols, flat_ranges = _code_symbols(flat)
+    return Code(tuple(sorted(spans)), symbols, ranges, flat_symbols, flat_ranges, " ".join(flat.split()))
+
+
+def _ranges_agree(a: tuple[tuple[str, str, str], ...], b: tuple[tuple[str, str, str], ...]) -> bool:
+    """No two numbers joined by "-" on one side and "/" on the other ("7 - 3" / "7 / 3"); said on one side only it is
+    a range or a date ("2-3 days" / "2 to 3 days"), left to the other guards."""
+    if not a or not b:
+        return True
+    ops_a: dict[tuple[str, str], set[str]] = {}
+    ops_b: dict[tuple[str, str], set[str]] = {}
+    for side, found in ((ops_a, a), (ops_b, b)):
+        for left, op, right in found:
+            side.setdefault((left, right), set()).add(op)
+    return all(ops_a[k] == ops_b[k] for k in ops_a.keys() & ops_b.keys())
+
+
+def _said_in(span: str, text: str) -> bool:
+    return re.search(rf"(?<!\w){re.escape(span)}(?!\w)", text) is not None
+
+
+def code_reason(a: Code, b: Code, text_a: str = "", text_b: str = "") -> str | None:
+    """``"code"`` when two questions' code differs, else None: their code spans, or the symbols outside them, compared
+    as multisets (:class:`Code`); the same code with backticks on one side only is the same code. ``text_a`` and
+    ``text_b`` are the questions (what a span is looked for in). Identical code with other prose is the other
+    guards' to read."""
+    if a is b or (a.spans == b.spans and a.symbols == b.symbols and _ranges_agree(a.ranges, b.ranges)):
+        return None
+    if a.flat_symbols != b.flat_symbols or not _ranges_agree(a.flat_ranges, b.flat_ranges):
+        return REASON_CODE
+    flat_a, flat_b = a.flat_text or " ".join(text_a.split()), b.flat_text or " ".join(text_b.split())
+    only_a, only_b = Counter(a.spans) - Counter(b.spans), Counter(b.spans) - Counter(a.spans)
+    if all(_said_in(s, flat_b) for s in only_a) and all(_said_in(s, flat_a) for s in only_b):
+        return None
+    return REASON_CODE
+
+
+def _long_code_reason(a: str, b: str) -> str | None:
+    """:func:`code_reason` for a pair with a question over MAX_QUESTION_CHARS, not parsed: the same text (spacing
+    aside) or no sign of code in either, else ``"code"`` (only the same text is served for it anyway)."""
+    if " ".join(a.split()) == " ".join(b.split()):
+        return None
+    return REASON_CODE if _CODE_TRIGGER.search(a) or _CODE_TRIGGER.search(b) else None
+
+
 #: Words of a reply too short for the stage to read (a conversation's "y" / "n", "yep" / "nope", "A" / "B", "option
 #: 2" / "option 3"): the earlier turns that give it its meaning are the scope's, equal on both sides, so only
 #: the reply tells two requests apart, and no guard reads it. In Latin script (a run of Chinese is one "word").
@@ -3346,6 +3567,8 @@ class Verifier:
         self.time_threshold = time_threshold
         self.memo_size = memo_size
         self._memo: OrderedDict[str, QuestionFeatures] = OrderedDict()
+        #: The code of texts seen before (:func:`code`), ``memo_size`` of them.
+        self._code_memo: OrderedDict[str, Code] = OrderedDict()
         #: Verdicts of (query, candidate, cosine, namespace) seen before.
         self._verdicts: OrderedDict[tuple[str, str, float, str], str | None] = OrderedDict()
         self._lock = threading.Lock()
@@ -3369,6 +3592,20 @@ class Verifier:
                 self._memo.popitem(last=False)
         return found
 
+    def code(self, text: str) -> Code:
+        """:func:`code` of ``text``, remembered (a stored question is read once however often it is a candidate)."""
+        with self._lock:
+            found = self._code_memo.get(text)
+            if found is not None:
+                self._code_memo.move_to_end(text)
+                return found
+        found = code(text)
+        with self._lock:
+            self._code_memo[text] = found
+            while len(self._code_memo) > self.memo_size:
+                self._code_memo.popitem(last=False)
+        return found
+
     def pair_threshold(self, cosine: float, q: QuestionFeatures | None = None,
                        c: QuestionFeatures | None = None) -> float | None:
         """The probability the pair model must give a candidate at ``cosine`` beyond its own threshold (the strict
@@ -3384,8 +3621,9 @@ class Verifier:
     def check(self, query: str, candidate: str, cosine: float, namespace: str = "*") -> str | None:
         """None to accept ``candidate`` as an answer to ``query``, else the reason to reject it.
 
-        The same question again (case, spacing and end punctuation aside) is always accepted; any other pair with
-        a question over MAX_QUESTION_CHARS characters is rejected (``long_query``) unparsed.
+        The same question again (case, spacing and end punctuation aside) is accepted unless its signs
+        (:func:`sign_reason`) or its code (:func:`code_reason`, reason ``code``: "`ls -l`" / "`ls -L`") differ; any
+        other pair with a question over MAX_QUESTION_CHARS characters is rejected (``long_query``) unparsed.
         """
         key = (query, candidate, round(cosine, 5), namespace)
         with self._lock:
@@ -3396,6 +3634,19 @@ class Verifier:
         by_sign = sign_reason(query_signs, candidate_signs)
         if by_sign is not None:
             return by_sign  # "freezer at -18°C" / "at 18°C": the words (and _same_text) read them as one
+        # code ("`rm -rf ./build`" / "`rm -rf /`", "--hard" / "--soft", "7 - 3" / "7 + 3"): before _same_text too,
+        # which reads "--hard" as "hard" and "-L" as "-l"
+        try:
+            if len(query) > MAX_QUESTION_CHARS or len(candidate) > MAX_QUESTION_CHARS:
+                by_code = _long_code_reason(query, candidate)
+            else:
+                by_code = code_reason(self.code(query), self.code(candidate), query, candidate)
+        except Exception:  # noqa: BLE001 - as below: a text the stage cannot read is a miss, never a failed lookup
+            log.warning("costline: the cache's verifier could not read a question pair's code; the candidate is not "
+                        "served (reject reason %r)", REASON_UNREADABLE, exc_info=True)
+            return REASON_UNREADABLE
+        if by_code is not None:
+            return by_code
         if _same_text(query, candidate):
             return None
         if len(query) > MAX_QUESTION_CHARS or len(candidate) > MAX_QUESTION_CHARS:
@@ -3439,5 +3690,6 @@ class Verifier:
         with self._lock:
             for t in drop:
                 self._memo.pop(t, None)
+                self._code_memo.pop(t, None)
             for key in [k for k in self._verdicts if k[0] in drop or k[1] in drop]:
                 del self._verdicts[key]
