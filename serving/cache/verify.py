@@ -119,7 +119,7 @@ import re
 import threading
 from collections import Counter, OrderedDict
 import functools
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -3579,31 +3579,28 @@ class Verifier:
         analyse("Warm up: 2 items on May 3 at 3 pm for Acme, not all", self._stemmer_obj)
 
     def features(self, text: str) -> QuestionFeatures:
-        with self._lock:
-            found = self._memo.get(text)
-            if found is not None:
-                self._memo.move_to_end(text)
-                return found
-        with self._stem_lock:  # snowball stemmers keep state between calls
-            found = analyse(text, self._stemmer_obj)
-        with self._lock:
-            self._memo[text] = found
-            while len(self._memo) > self.memo_size:
-                self._memo.popitem(last=False)
-        return found
+        def parse() -> QuestionFeatures:
+            with self._stem_lock:  # snowball stemmers keep state between calls
+                return analyse(text, self._stemmer_obj)
+        return self._remembered(self._memo, text, parse)
 
     def code(self, text: str) -> Code:
         """:func:`code` of ``text``, remembered (a stored question is read once however often it is a candidate)."""
+        return self._remembered(self._code_memo, text, lambda: code(text))
+
+    def _remembered(self, memo: OrderedDict[str, Any], text: str, make: Callable[[], Any]) -> Any:
+        """``memo[text]``, made by ``make()`` (outside the lock) the first time; the least recently used entries
+        leave past ``memo_size``."""
         with self._lock:
-            found = self._code_memo.get(text)
+            found = memo.get(text)
             if found is not None:
-                self._code_memo.move_to_end(text)
+                memo.move_to_end(text)
                 return found
-        found = code(text)
+        found = make()
         with self._lock:
-            self._code_memo[text] = found
-            while len(self._code_memo) > self.memo_size:
-                self._code_memo.popitem(last=False)
+            memo[text] = found
+            while len(memo) > self.memo_size:
+                memo.popitem(last=False)
         return found
 
     def pair_threshold(self, cosine: float, q: QuestionFeatures | None = None,
