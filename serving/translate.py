@@ -171,8 +171,8 @@ def tools_problem(tools: Any, tool_choice: Any) -> str | None:
     if not isinstance(tool_choice, Mapping) or tool_choice.get("type") not in _CHOICES:
         return "tool_choice: an object whose type is auto, any, none or tool"
     if tool_choice.get("type") == "tool":
-        names = {t.get("name") for t in tools or [] if isinstance(t, Mapping)}
-        if tool_choice.get("name") not in names:
+        names = {t.get("name") for t in tools or [] if isinstance(t, Mapping) and isinstance(t.get("name"), str)}
+        if not isinstance(tool_choice.get("name"), str) or tool_choice.get("name") not in names:
             return "tool_choice.name: the name of one of the request's tools"
     elif tool_choice.get("type") == "any" and not tools:
         return "tool_choice: 'any' needs tools"

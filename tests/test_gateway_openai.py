@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 
 import anthropic
+import httpx
 import openai
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
@@ -309,3 +310,37 @@ def test_a_null_max_completion_tokens_leaves_max_tokens_in_force(gateway, limits
     done = client(gw).chat.completions.create(model="m", messages=[{"role": "user", "content": story}],
                                               extra_body=limits)
     assert done.choices[0].finish_reason == "length" and done.usage.completion_tokens == 5
+
+
+FN = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+RESP_FN = {"type": "function", "name": "f", "parameters": {"type": "object"}}
+
+
+@pytest.mark.parametrize("path, body, param", [
+    # a list or an object where a name is due: each was a TypeError and a 500 the SDK retried
+    ("/v1/responses", {"input": EASY, "reasoning": {"effort": ["high"]}}, "reasoning.effort"),
+    ("/v1/responses", {"input": EASY, "reasoning": {"effort": {"x": 1}}}, "reasoning.effort"),
+    ("/v1/responses", {"input": EASY, "tools": [{"type": "web_search"}], "tool_choice": ["x"]}, "tool_choice"),
+    ("/v1/responses", {"input": EASY, "tools": [{"type": "web_search"}], "tool_choice": {"type": ["x"]}},
+     "tool_choice"),
+    ("/v1/responses", {"input": EASY, "tools": [RESP_FN], "tool_choice": {"type": "function", "name": ["f"]}},
+     "tool_choice"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": EASY}], "tools": [FN],
+                              "tool_choice": {"type": "function", "function": {"name": ["f"]}}}, "tool_choice"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": EASY}], "reasoning_effort": ["high"]},
+     "reasoning_effort"),
+    ("/v1/messages", {"messages": [{"role": "user", "content": EASY}], "max_tokens": 50,
+                      "tools": [{"name": "f", "input_schema": {"type": "object"}}],
+                      "tool_choice": {"type": "tool", "name": ["f"]}}, None),
+])
+def test_a_list_or_object_where_a_name_is_due_is_a_400_naming_the_field(gateway, path, body, param) -> None:
+    gw = gateway()
+    with httpx.Client(base_url=gw.url, timeout=30) as http:
+        answer = http.post(path, json={"model": "m", **body})
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert error["type"] == "invalid_request_error"
+    if param is not None:  # the OpenAI format names the field; the Anthropic one says it in the message
+        assert error["param"] == param
+    else:
+        assert "tool_choice" in error["message"]

@@ -290,11 +290,11 @@ def _to_messages(body: Mapping[str, Any]) -> tuple[Any, list[dict[str, Any]], st
     if stop is not None and not (isinstance(stop, str) or isinstance(stop, list)):
         return openai_error(400, "stop: a string or a list of strings", param="stop")
     effort = body.get("reasoning_effort")
-    if effort is not None and effort not in _EFFORTS:
-        return openai_error(400, f"reasoning_effort: one of {', '.join(_EFFORTS)}", param="reasoning_effort")
+    if effort is not None and (not isinstance(effort, str) or effort not in EFFORTS):
+        return openai_error(400, f"reasoning_effort: one of {', '.join(EFFORTS)}", param="reasoning_effort")
     sampling = sampling_of({"temperature": body.get("temperature"), "top_p": body.get("top_p"),
                             "stop_sequences": [stop] if isinstance(stop, str) else stop,
-                            "output_config": {"effort": _EFFORTS[effort]} if effort else None}, max_temperature=2.0)
+                            "output_config": {"effort": EFFORTS[effort]} if effort else None}, max_temperature=2.0)
     if isinstance(sampling, str):
         param = sampling.split(":")[0]
         return openai_error(400, sampling.replace("stop_sequences", "stop"), param="stop" if param == "stop_sequences"
@@ -359,8 +359,9 @@ def chat_sampling_of(body: Mapping[str, Any]) -> tuple[tuple[str, Any], ...] | t
     return tuple(out)
 
 
-#: ``reasoning_effort`` → the Messages API's ``output_config.effort`` (Anthropic tiers; the student ignores it).
-_EFFORTS = {"none": "low", "minimal": "low", "low": "low", "medium": "medium", "high": "high", "xhigh": "xhigh",
+#: ``reasoning_effort`` (Chat Completions) and ``reasoning.effort`` (Responses) → the Messages API's
+#: ``output_config.effort`` (Anthropic tiers; the student ignores it).
+EFFORTS = {"none": "low", "minimal": "low", "low": "low", "medium": "medium", "high": "high", "xhigh": "xhigh",
             "max": "max"}
 
 #: The Chat Completions request fields (those of the ``openai`` SDK's ``chat.completions.create``) the gateway

@@ -67,7 +67,7 @@ from costline.serving.gateway._http import HttpRequest, HttpResponse
 from costline.serving.gateway.auth import Refused
 from costline.serving.gateway.response_store import StoreFull
 from costline.serving.gateway.messages_api import question_text, sampling_of, textless_query, textless_turn
-from costline.serving.gateway.openai_api import (DEFAULT_MAX_TOKENS, RESUME_PAUSED, OpenAIRoute, citation_spans,
+from costline.serving.gateway.openai_api import (DEFAULT_MAX_TOKENS, EFFORTS, RESUME_PAUSED, OpenAIRoute, citation_spans,
                                                  end_user_of, model_of, open_openai_live, openai_error, search_tool,
                                                  settled_response, token_counts, unrecognized, unrecognized_error)
 from costline.serving.pipeline import Answer, LiveAnswer
@@ -79,9 +79,6 @@ __all__ = ["Responses"]
 
 log = logging.getLogger(__name__)
 
-#: ``reasoning.effort`` → the Messages API's ``output_config.effort`` (as the Chat Completions route maps it).
-_EFFORTS = {"none": "low", "minimal": "low", "low": "low", "medium": "medium", "high": "high", "xhigh": "xhigh",
-            "max": "max"}
 #: The Responses request fields (those of the ``openai`` SDK's ``responses.create``) the gateway reads: each carried,
 #: part of the cache scope, or refused with a 400 when it asks for what the gateway cannot give. Any other field is
 #: refused as OpenAI refuses it ("Unrecognized request argument supplied"), never dropped.
@@ -468,10 +465,10 @@ def _to_messages(body: Mapping[str, Any], history: list[dict[str, Any]] | None =
         raise BadParam("max_output_tokens", "max_output_tokens: a whole number >= 1")
     reasoning = body.get("reasoning")
     effort = reasoning.get("effort") if isinstance(reasoning, Mapping) else None
-    if effort is not None and effort not in _EFFORTS:
-        raise BadParam("reasoning.effort", f"reasoning.effort: one of {', '.join(_EFFORTS)}")
+    if effort is not None and (not isinstance(effort, str) or effort not in EFFORTS):
+        raise BadParam("reasoning.effort", f"reasoning.effort: one of {', '.join(EFFORTS)}")
     sampling = sampling_of({"temperature": body.get("temperature"), "top_p": body.get("top_p"),
-                            "output_config": {"effort": _EFFORTS[effort]} if effort else None}, max_temperature=2.0)
+                            "output_config": {"effort": EFFORTS[effort]} if effort else None}, max_temperature=2.0)
     if isinstance(sampling, str):
         raise BadParam(sampling.split(":")[0], sampling)
     tools, tool_choice = _tools(body)
@@ -514,7 +511,7 @@ def _tools(body: Mapping[str, Any]) -> tuple[tuple[dict[str, Any], ...], dict[st
     search: dict[str, Any] | None = None
     for i, tool in enumerate(raw or []):
         kind = tool.get("type") if isinstance(tool, Mapping) else None
-        if kind in WEB_SEARCH_TYPES:
+        if isinstance(kind, str) and kind in WEB_SEARCH_TYPES:
             if search is not None:
                 raise BadParam(f"tools[{i}]", f"tools[{i}]: one web search tool a request")
             search = _search_tool(tool, i)
@@ -525,7 +522,8 @@ def _tools(body: Mapping[str, Any]) -> tuple[tuple[dict[str, Any], ...], dict[st
         chat_tools.append({"type": "function", "function": {k: tool[k] for k in ("name", "description", "parameters",
                                                                                       "strict") if k in tool}})
     choice = body.get("tool_choice")
-    forced_search = isinstance(choice, Mapping) and choice.get("type") in WEB_SEARCH_TYPES
+    forced_search = isinstance(choice, Mapping) and isinstance(choice.get("type"), str) \
+        and choice.get("type") in WEB_SEARCH_TYPES
     if forced_search and search is None:
         raise BadParam("tool_choice", "tool_choice: the web search tool is not among the request's tools")
     if isinstance(choice, Mapping) and choice.get("type") == "function":
@@ -550,7 +548,7 @@ def _tools(body: Mapping[str, Any]) -> tuple[tuple[dict[str, Any], ...], dict[st
         if forced_search:
             tool_choice = {"type": "tool", "name": "web_search"}
         elif only_search and choice is not None:
-            if choice not in _CHOICES:
+            if not isinstance(choice, str) or choice not in _CHOICES:
                 raise BadParam("tool_choice", "tool_choice: 'auto', 'none', 'required' or {'type': 'web_search'}")
             tool_choice = {"type": _CHOICES[choice]}
     if not tools:
