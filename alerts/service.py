@@ -116,8 +116,9 @@ class AlertService:
 
         An hourly rule judges the last closed hour; with ``catch_up`` it also judges, once and oldest first, each
         closed hour of the last :data:`LATE_HOURS` after the newest one it judged that has data now but had none
-        when it closed (a backlog that landed after a processor outage) — as soon as later data shows the hour is
-        in. The newest hour judged is kept per rule in the alert state. Its observations say which hour."""
+        when it closed (a backlog that landed after a processor outage) — as soon as the Kafka records of every
+        partition are in past the hour's end (:meth:`_late_hours`). The newest hour judged is kept per rule in the
+        alert state. Its observations say which hour."""
         now = now or self.now()
         selected = self.rules(rules)
         snapshot = self.source.snapshot(now, [r.name for r in selected])
@@ -158,12 +159,30 @@ class AlertService:
         v = rows[0]["v"] if rows else None
         return None if v is None else _naive(from_epoch(float(v)))
 
+    def _record_mark(self) -> datetime | None:
+        """How far the backlog has got, in the order spans reached Kafka: the oldest of the partitions' record
+        times (:meth:`AlertSource.record_times`), leaving out partitions that recorded none and idle ones — whose
+        record time is more than :data:`LATE_HOURS` behind the newest partition's (no traffic reaches them; a
+        partition a processor is still catching up on is never that far behind, or its hours are past judging
+        late anyway). None: no partition recorded one (table mode, a lake of an older costline)."""
+        read = getattr(self.source, "record_times", None)  # an injected source may know none
+        times = [t for t in (read() if read is not None else {}).values() if t is not None]
+        if not times:
+            return None
+        newest = max(times)
+        return min(t for t in times if t >= newest - timedelta(hours=LATE_HOURS))
+
     def _late_hours(self, selected: Sequence[Rule], snapshot: Snapshot, now: datetime) -> dict[str, list[datetime]]:
         """Per hourly rule, the closed hours to judge late, oldest first: after the newest it judged, within the
-        last :data:`LATE_HOURS`, before the last closed one, holding data, with data of a later hour in the lake
-        too (the backlog has got past them)."""
+        last :data:`LATE_HOURS`, before the last closed one, holding data, and in: every active partition's Kafka
+        record time (:meth:`_record_mark`) is at or after the hour's end + ``settle_s`` (arrival order: a span
+        stamped by a clock that runs ahead cannot make an hour look complete). Where the lake records no record
+        times, data of a later hour in the lake says the backlog has got past the hour."""
         current = closed_window(now, self.config.alerts.settle_s)
+        settle = timedelta(seconds=self.config.alerts.settle_s)
         out: dict[str, list[datetime]] = {}
+        mark: datetime | None = None
+        marked = False
         for rule in selected:
             if rule.name not in HOURLY_RULES or getattr(snapshot, _PART[rule.name]) is None:
                 continue
@@ -173,8 +192,13 @@ class AlertService:
             first = max(last + timedelta(hours=1), current - timedelta(hours=LATE_HOURS))
             if first >= current:
                 continue
+            if not marked:
+                mark, marked = self._record_mark(), True
             hours = self.source.hours_with_data(rule.name, first, current + timedelta(hours=1))
-            todo = sorted(h for h in hours if first <= h < current and any(later > h for later in hours))
+            if mark is not None:
+                todo = sorted(h for h in hours if first <= h < current and h + timedelta(hours=1) + settle <= mark)
+            else:
+                todo = sorted(h for h in hours if first <= h < current and any(later > h for later in hours))
             if todo:
                 out[rule.name] = todo
         return out

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from costline.alerts.rules import JOB_RULES, POOL_HOURS, RULE_NAMES, Snapshot, closed_window
@@ -128,14 +128,18 @@ _HOURS_SQL = {
                               "WHERE window_start >= $lo AND window_start <= $hi AND attempts > 0",
 }
 
-#: The tables whose event times say whether spans still arrive (``<name>_raw`` in the lake).
+#: The tables whose arrivals say whether spans still arrive (``<name>_raw`` in the lake).
 _SPAN_TABLES = ("requests", "calls", "lookups")
 
 
 def _last_span_sql(source: Callable[[str], str]) -> str:
-    """The newest event time at or before ``$now`` over :data:`_SPAN_TABLES`; ``source(table)`` is the relation
-    (a name or a subquery with a ``ts`` column) read for each."""
-    newest = "\n  UNION ALL ".join(f"SELECT max(ts) AS ts FROM {source(t)} WHERE ts <= $now" for t in _SPAN_TABLES)
+    """When the newest span at or before ``$now`` reached the lake, over :data:`_SPAN_TABLES`; ``source(table)`` is
+    the relation (a name or a subquery) read for each, with ``arrived`` (when the row reached the lake) and ``ts``
+    (its event time). A row counts at its arrival; one that arrived after ``$now`` (a backfill judged as of a past
+    time, or a writer whose clock runs ahead of this one) at its event time, if that is not after ``$now``."""
+    newest = "\n  UNION ALL ".join(
+        f"SELECT max(CASE WHEN arrived <= $now THEN arrived WHEN ts <= $now THEN ts END) AS ts FROM {source(t)}"
+        for t in _SPAN_TABLES)
     return f"\nSELECT max(ts) FROM (\n  {newest})"
 
 
@@ -143,27 +147,32 @@ LAST_SPAN_SQL = _last_span_sql(lambda table: f"{table}_raw")
 
 
 def _arrived_sql(lake_path: Any, table: str) -> str:
-    """A local lake's ``table`` as ``ts`` bounded by when its file was written: a span cannot be newer than its
-    arrival, so a client whose clock runs ahead cannot keep ``pipeline_silent`` quiet after the pipeline died."""
+    """A local lake's ``table`` as ``ts`` and ``arrived``: when its data file was written (its mtime). Arrival, not
+    the span's own time, says the pipeline is alive: an app host whose clock lags by more than ``silent_s`` must
+    not page while its spans keep arriving, nor one whose clock runs ahead keep the rule quiet after the pipeline
+    died. A compacted file (``c-...``: written by ``costline lake compact`` long after its spans arrived) counts
+    each row at its event time, capped at the file's mtime, as before."""
     from costline.lake._files import check_glob_free
     from costline.sqlutil import sql_str
 
     glob = sql_str(check_glob_free(lake_path) / table / "*" / "*.parquet")
-    return (f"SELECT least(d.ts, timezone('UTC', b.last_modified)) AS ts "
+    mtime = "timezone('UTC', b.last_modified)"
+    return (f"SELECT d.ts AS ts, CASE WHEN starts_with(parse_filename(d.filename), 'c-') "
+            f"THEN least(d.ts, {mtime}) ELSE {mtime} END AS arrived "
             f"FROM read_parquet({glob}, filename = true, union_by_name = true) d "
             f"JOIN read_blob({glob}) b ON b.filename = d.filename")
 
 
 def _raw_ts_sql(config: Config, table: str, committed: dict[str, datetime | None] | None = None) -> str:
-    """What :data:`LAST_SPAN_SQL` reads as ``<table>_raw``: the event times, bounded by arrival. A local lake bounds
-    each span by when its file was written; table mode by when the table last committed rows
+    """What :data:`LAST_SPAN_SQL` reads as ``<table>_raw``: the event times and arrivals. A local lake's rows arrived
+    when their file was written (:func:`_arrived_sql`); table mode's when the table last committed rows
     (``committed``, :func:`_last_commits`, read now when not given): no span of the snapshot arrived later."""
     if config.lake.mode == "local":
         return _arrived_sql(config.lake.path, table)
     at = (_last_commits(config) if committed is None else committed).get(table)
     if at is None:  # no snapshot, so no rows
-        return f"SELECT ts FROM {table}_raw"
-    return f"SELECT least(ts, TIMESTAMP '{at:%Y-%m-%d %H:%M:%S.%f}') AS ts FROM {table}_raw"
+        return f"SELECT ts, CAST(NULL AS TIMESTAMP) AS arrived FROM {table}_raw"
+    return f"SELECT ts, TIMESTAMP '{at:%Y-%m-%d %H:%M:%S.%f}' AS arrived FROM {table}_raw"
 
 
 def _last_commits(config: Config) -> dict[str, datetime | None]:
@@ -227,7 +236,7 @@ class AlertSource:
                     "$hi", "TIMESTAMP '9999-12-31'"),
                 "tier_hourly": "SELECT * FROM tier_hourly",
                 "rejections_hourly": "SELECT * FROM rejections_hourly",
-                # LAST_SPAN_SQL only needs the event times (bounded by arrival, as live).
+                # LAST_SPAN_SQL only needs the event times and arrivals (as live).
                 **{f"{t}_raw": _raw_ts_sql(self.config, t, committed) for t in _SPAN_TABLES},
             }
             views = {r[0] for r in live.execute("SELECT table_name FROM information_schema.tables").fetchall()}
@@ -296,6 +305,21 @@ class AlertSource:
         finally:
             con.close()
         return {_naive(r[0]) for r in rows if r[0] is not None}
+
+    def record_times(self) -> dict[int, datetime | None]:
+        """Per partition of ``[kafka] topic``, how far its records are in the lake: the newest Kafka record time its
+        committed batches recorded (naive UTC; :meth:`costline.lake.Lake.record_times`), None where none recorded
+        (manifests of an older costline). Empty when unknown: table mode (its snapshots record none), no lake, or
+        an unreadable ``_offsets`` folder (logged)."""
+        if self.config.lake.mode != "local":
+            return {}
+        from costline.lake import Lake
+
+        def read() -> dict[int, datetime | None]:
+            got = Lake(self.config.lake.path).record_times(self.config.kafka.topic)
+            return {p: None if ms is None else _naive(datetime.fromtimestamp(ms / 1000, UTC)) for p, ms in got.items()}
+
+        return self._try("the lake's record times", read) or {}
 
     def snapshot(self, now: datetime, rules: Iterable[str] = RULE_NAMES, *, window: datetime | None = None
                  ) -> Snapshot:

@@ -61,6 +61,7 @@ import gc
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -83,7 +84,7 @@ from costline.processors.errors import (
     StartPositionError,
     TopicLifetimeError,
 )
-from costline.processors.records import CallRow, MemoPricingTable, null_times_outside
+from costline.processors.records import CallRow, MemoPricingTable, null_times_outside, null_times_past_days
 
 __all__ = ["Processor", "ProcessorStats", "START_POSITIONS", "topic_lifetime_change"]
 
@@ -129,11 +130,38 @@ FETCH_MAX_BYTES = 64 * 1024 * 1024
 FETCH_MAX_WAIT_MS = 2000
 #: How long the main thread may go between two ``poll()`` calls before the group expels this member
 #: (kafka-python's default, set here so it is said): a buffer's flush runs between polls and writes a file
-#: per table and UTC day its rows fall on, which the span-time window (``[processor]
-#: span_time_max_age_days``) keeps to about 400 days; a flush of days beyond that once took minutes.
+#: per table and UTC day its rows fall on, at most :data:`MAX_DAYS_PER_FLUSH` (64) of them; a flush of
+#: hundreds of days once took minutes.
 MAX_POLL_INTERVAL_MS = 300_000
 #: A record timestamp before this (2000-01-01; Kafka's "none" is -1) is no reference time: the wall clock is.
 _MIN_RECORD_TIMESTAMP_MS: Final = MIN_TIME_NS // 1_000_000
+#: The most UTC days one flush writes per table (besides ``date=1970-01-01``, where rows without a time go): a
+#: span of a record whose time falls on another day once a batch's rows cover this many is kept with ``ts`` NULL
+#: (``ts:out_of_window``), so records whose timestamps (a producer's clock) walk over years, each inside its own
+#: span-time window, cannot make a file per table and day either. A batch of live traffic covers a day or two; a
+#: replay of an old topic, whose records come in their order, a day or a few per batch.
+MAX_DAYS_PER_FLUSH: Final = 64
+
+
+class _BatchTimes:
+    """What a partition's buffer was read with, beside its rows: the record timestamps trusted as the span-time
+    window's reference (ms, capped at the wall clock), and per table the UTC days its rows' times fall on."""
+
+    __slots__ = ("buf", "record_ms", "days")
+
+    def __init__(self, buf: PartitionBuffer) -> None:
+        self.buf = weakref.ref(buf)  # a buffer dropped unflushed (a lost partition) is not kept alive by this
+        self.record_ms: list[int] = []
+        self.days: dict[str, set[int]] = {"requests": set(), "calls": set(), "lookups": set()}
+
+    def record_time_ms(self) -> int | None:
+        """The batch's record time for its manifest: the median (low) of its trusted record timestamps, so a
+        few records stamped by a fast clock (the in-app exporter lets the app host's clock stamp them) cannot
+        carry it ahead; None: no record carried a trusted one."""
+        if not self.record_ms:
+            return None
+        ordered = sorted(self.record_ms)
+        return ordered[(len(ordered) - 1) // 2]
 #: The longest one ``poll()`` waits for records (s). The loop polls sooner when a buffer falls due
 #: (``flush_interval_s``) or ``--until-idle`` may end; otherwise each empty poll round only costs CPU.
 #: With this and :data:`FETCH_MAX_WAIT_MS`, an idle processor takes ~4 ms of CPU per second
@@ -380,6 +408,8 @@ class Processor:
         #: ... and assigned partitions, paused until they are claimed and recovered.
         self._to_claim: list[Any] = []
         self._unpriced: list[CallRow] = []  # scratch list of handle()
+        #: Per partition, what its current buffer was read with (:class:`_BatchTimes`; stale when of another buffer).
+        self._batch_times: dict[int, _BatchTimes] = {}
 
     # -- lifecycle -------------------------------------------------------------------
     def stop(self) -> None:
@@ -775,8 +805,8 @@ class Processor:
                               f"cannot flatten the message: {type(exc).__name__}: {exc}")
             buf.note(offset, 0, now)
             return
-        if self._max_age_us is not None or self._max_ahead_us is not None:
-            self._window_times(pending, marks, timestamp_ms)
+        if timestamp_ms is not None:
+            self._window_times(self._times_of(partition, buf), pending, marks, timestamp_ms)
         unparsed = salvaged[0].dropped if salvaged else 0  # spans that did not decode on their own
         total = spans + unparsed
         stats.spans += total
@@ -808,27 +838,40 @@ class Processor:
         if buf.spans >= pcfg.batch_max_spans or buf.bytes >= pcfg.batch_max_bytes:
             self.flush_partition(partition)
 
-    def _window_times(self, pending: dict[str, list[Any]], marks: tuple[int, int, int],
+    def _times_of(self, partition: int, buf: PartitionBuffer) -> _BatchTimes:
+        times = self._batch_times.get(partition)
+        if times is None or times.buf() is not buf:
+            times = self._batch_times[partition] = _BatchTimes(buf)
+        return times
+
+    def _window_times(self, times: _BatchTimes, pending: dict[str, list[Any]], marks: tuple[int, int, int],
                       timestamp_ms: int | None) -> None:
         """Null the time of the rows just flattened (from ``marks`` on) whose span time lies outside the window
         ``[processor] span_time_max_age_days`` / ``span_time_max_ahead_s`` around the reference time: the
-        record's timestamp (a replayed topic keeps its true times), else the wall clock; a record timestamp
-        past the window's far end from the wall clock is no reference (a producer's clock gone wrong).
+        record's timestamp (a replayed topic keeps its true times), else the wall clock. A record timestamp is a
+        reference only within that same window around the wall clock: one past its far end, or more than
+        ``span_time_max_age_days`` behind it, is a producer's clock gone wrong (the in-app exporter lets the app
+        host's clock stamp its records). Then, as rows of a day beyond :data:`MAX_DAYS_PER_FLUSH` of the batch's
+        days, per table. A trusted record timestamp (capped at the wall clock) is kept for the batch's manifest.
         A message handed in with no record at all (``timestamp_ms`` None: a caller in this process, as the
         tests are, never the consumer loop, whose records always carry one) is not windowed."""
         if timestamp_ms is None:
             return
         wall_us = int(self._wall_clock() * 1_000_000)
-        ahead = self._max_ahead_us
+        ahead, age = self._max_ahead_us, self._max_age_us
         ref_us = wall_us
-        if timestamp_ms is not None and timestamp_ms >= _MIN_RECORD_TIMESTAMP_MS:
+        if timestamp_ms >= _MIN_RECORD_TIMESTAMP_MS:
             record_us = timestamp_ms * 1000
-            if ahead is None or record_us <= wall_us + ahead:
+            if (ahead is None or record_us <= wall_us + ahead) and (age is None or record_us >= wall_us - age):
                 ref_us = record_us
-        lo = ref_us - self._max_age_us if self._max_age_us is not None else -(1 << 63)
-        hi = ref_us + ahead if ahead is not None else 1 << 63
+                times.record_ms.append(min(record_us, wall_us) // 1000)
+        if age is not None or ahead is not None:
+            lo = ref_us - age if age is not None else -(1 << 63)
+            hi = ref_us + ahead if ahead is not None else 1 << 63
+            for table, mark in zip(("requests", "calls", "lookups"), marks):
+                null_times_outside(pending[table], mark, lo, hi)
         for table, mark in zip(("requests", "calls", "lookups"), marks):
-            null_times_outside(pending[table], mark, lo, hi)
+            null_times_past_days(pending[table], mark, times.days[table], MAX_DAYS_PER_FLUSH)
 
     def _note_unpriced(self, calls: list[CallRow]) -> None:
         stats = self.stats
@@ -954,6 +997,11 @@ class Processor:
     def _flush_buffer(self, partition: int, buf: PartitionBuffer, epoch: int | None, *, held: bool = False) -> None:
         """``held``: the buffer is of the partition as this member holds it now (not a revoked one's, flushed
         after a rebalance took the partition away)."""
+        times = self._batch_times.get(partition)
+        if times is not None and times.buf() is buf:
+            del self._batch_times[partition]
+        else:
+            times = None
         if buf.empty:
             return
         assert buf.first_offset is not None and buf.last_offset is not None
@@ -965,9 +1013,14 @@ class Processor:
         if buf.rejected:  # durable in the DLQ before the manifest covers their offsets
             self._dead_letter_rejected(partition, buf)
         topic_id = self._topic_ids.get(partition)
+        extra: dict[str, Any] = {} if topic_id is None else {"topic_id": topic_id}
+        if times is not None:
+            record_ms = times.record_time_ms()
+            if record_ms is not None and getattr(self.lake, "records_record_time", False):
+                extra["record_time_ms"] = record_ms
         try:
             self.lake.commit_batch(self.topic, partition, buf.first_offset, buf.last_offset, tables, epoch=epoch,
-                                   **({} if topic_id is None else {"topic_id": topic_id}))
+                                   **extra)
         except OffsetsWentBack as exc:  # never written over committed data: stop, loudly
             raise TopicLifetimeError(
                 f"{exc}. The processor stops rather than destroy committed data. Restart it: a partition whose "

@@ -67,6 +67,7 @@ __all__ = [
     "MAX_TOKENS",
     "TS_OUT_OF_WINDOW",
     "null_times_outside",
+    "null_times_past_days",
 ]
 
 _new = tuple.__new__  # builds a NamedTuple row without its Python-level __new__
@@ -206,12 +207,48 @@ def null_times_outside(rows: list[Row], start: int, lo_us: int, hi_us: int) -> i
     for i in range(start, end):
         ts = rows[i][at]
         if ts is not None and not lo_us <= ts <= hi_us:
-            values = list(rows[i])
-            values[at] = None
-            values[dq] = f"{values[dq]},{TS_OUT_OF_WINDOW}" if values[dq] else TS_OUT_OF_WINDOW
-            rows[i] = _new(cls, values)
+            rows[i] = _out_of_window(cls, rows[i], at, dq)
             nulled += 1
     return nulled
+
+
+def _out_of_window(cls: type, row: Row, at: int, dq: int) -> Row:
+    """``row`` with ``ts`` NULL and :data:`TS_OUT_OF_WINDOW` added to its ``data_quality``."""
+    values = list(row)
+    values[at] = None
+    values[dq] = f"{values[dq]},{TS_OUT_OF_WINDOW}" if values[dq] else TS_OUT_OF_WINDOW
+    return _new(cls, values)
+
+
+_US_PER_DAY: Final = 86_400_000_000
+
+
+def null_times_past_days(rows: list[Row], start: int, days: set[int], max_days: int) -> int:
+    """Rows ``rows[start:]`` (one table's) whose ``ts`` falls on a UTC day (days since the epoch) not in ``days``
+    while ``days`` already holds ``max_days`` replaced, in place, as :func:`null_times_outside` does (``ts`` NULL,
+    :data:`TS_OUT_OF_WINDOW`); the days of the others are added to ``days``. Returns how many were nulled. Event
+    times are never before 1970 (the decoder keeps 2000..2100), so ``ts // day`` is the day ``date=`` files it
+    under."""
+    end = len(rows)
+    if start >= end:
+        return 0
+    cls = type(rows[start])
+    at, dq = _TS_AT[cls], _QUALITY_AT[cls]
+    nulled = 0
+    for i in range(start, end):
+        ts = rows[i][at]
+        if ts is None:
+            continue
+        day = ts // _US_PER_DAY
+        if day in days:
+            continue
+        if len(days) < max_days:
+            days.add(day)
+            continue
+        rows[i] = _out_of_window(cls, rows[i], at, dq)
+        nulled += 1
+    return nulled
+
 
 class MemoPricingTable(PricingTable):
     """A :class:`PricingTable` whose model lookups are memoized (the hot path prices every call).

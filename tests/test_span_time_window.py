@@ -69,8 +69,9 @@ CASES = [
 
 
 def test_window_is_around_the_record_timestamp(tmp_path: Path) -> None:
-    # the wall clock is 3 years later: the record's own timestamp is the reference (a replayed topic)
-    p = _processor(tmp_path, wall_s=R_MS / 1000 + 3 * 365 * 86_400)
+    # the wall clock is 30 days later: the record's own timestamp is the reference (a replay of last month's
+    # topic; a record more than span_time_max_age_days behind the wall clock is none: test_span_window_behind.py)
+    p = _processor(tmp_path, wall_s=R_MS / 1000 + 30 * 86_400)
     spans = [_request(i + 1, end) for i, (_, end, _, _) in enumerate(CASES)]
     p.handle(0, 0, None, export_request(spans).SerializeToString(), [], 0.0, R_MS)
     got = _requests(p)
@@ -158,11 +159,13 @@ def test_spans_over_many_days_make_no_file_per_day(tmp_path: Path) -> None:
 
 
 def test_the_consumer_loop_passes_the_record_timestamp(tmp_path: Path) -> None:
-    p = _processor(tmp_path, wall_s=R_MS / 1000 + 3 * 365 * 86_400)
-    msg = export_request([_request(1, R_NS - HOUR_NS)]).SerializeToString()
+    # the wall clock 30 days on: a span 390 days before its record is kept (around the wall clock, 420 days
+    # before it, it would not be)
+    p = _processor(tmp_path, wall_s=R_MS / 1000 + 30 * 86_400)
+    msg = export_request([_request(1, R_NS - 390 * DAY_NS)]).SerializeToString()
     record = ConsumerRecord(p.topic, 0, -1, 0, R_MS, 0, None, msg, [], None, -1, len(msg), -1)
     p._handle_batch({TopicPartition(p.topic, 0): [record]}, 0.0)
-    assert _requests(p) == {"r1": (R_NS // 1000 - 3_600_000_000, None)}
+    assert _requests(p) == {"r1": (R_NS // 1000 - 390 * 86_400_000_000, None)}
 
 
 def test_the_consumer_says_its_max_poll_interval(tmp_path: Path) -> None:

@@ -108,6 +108,10 @@ class Manifest:
     #: name gets another, and its offsets start over. None: a manifest from before ids were recorded, or a
     #: broker that gives none (before Kafka 2.8).
     topic_id: str | None = None
+    #: How far the partition's records are in the lake, in the order they reached Kafka: the batch's record time
+    #: (ms since the epoch) as the processor sums it up (the alerts judge a late hour once every partition's
+    #: record time has passed it). None: a manifest from before, or a writer that knew no record times.
+    record_time_ms: int | None = None
 
     def staged_name(self, file: str) -> str | None:
         """The name ``file`` (one of :attr:`files`) is staged under before it is renamed into place."""
@@ -120,6 +124,7 @@ class Manifest:
             "files": list(self.files), "epoch": self.epoch,
             **({} if self.writer is None else {"writer": self.writer}),
             **({} if self.topic_id is None else {"topic_id": self.topic_id}),
+            **({} if self.record_time_ms is None else {"record_time_ms": self.record_time_ms}),
         }, indent=1)
 
     @classmethod
@@ -131,6 +136,9 @@ class Manifest:
         topic_id = d.get("topic_id")
         if topic_id is not None and not isinstance(topic_id, str):
             raise ValueError(f"topic_id {topic_id!r} is no topic id (a UUID string)")
+        record_time = d.get("record_time_ms")
+        if not isinstance(record_time, int) or isinstance(record_time, bool):
+            record_time = None  # not recorded (a manifest from before), or not a number: unknown
         return cls(d["topic"], int(d["partition"]), int(d["first_offset"]), int(d["last_offset"]),
                    tuple(d["files"]), int(d.get("format", 1)),
-                   None if d.get("epoch") is None else int(d["epoch"]), writer, topic_id)
+                   None if d.get("epoch") is None else int(d["epoch"]), writer, topic_id, record_time)

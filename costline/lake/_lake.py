@@ -88,6 +88,8 @@ class Lake:
     records_topic_id = True
     #: :meth:`claim` takes ``claimant`` and :meth:`claimant` tells it (the processor asks).
     records_claimant = True
+    #: :meth:`commit_batch` takes ``record_time_ms`` and :meth:`record_times` tells it (the processor asks).
+    records_record_time = True
 
     def __init__(self, path: Path | str, *, keep_manifests: int = 20) -> None:
         self.path = Path(path)
@@ -136,6 +138,7 @@ class Lake:
         *,
         epoch: int | None = None,
         topic_id: str | None = None,
+        record_time_ms: int | None = None,
     ) -> Manifest:
         """Write one batch (``{table: {date: arrow table}}``) and commit it with a manifest.
 
@@ -158,6 +161,9 @@ class Lake:
         manifest, or one of whose file names is taken, raises :class:`OffsetsWentBack` (Kafka's offsets
         started over: a topic created again, a wiped broker) and leaves no file behind. ``topic_id`` (the
         Kafka topic's id) is recorded in the manifest, so a later claim can tell a new topic of the same name.
+        ``record_time_ms`` (the batch's Kafka record times, as the processor sums them up: ms since the epoch) is
+        recorded in the manifest too (:attr:`Manifest.record_time_ms`): how far the partition's records, in the order
+        they reached Kafka, are in the lake (:meth:`record_times`).
         """
         if last_offset < first_offset:
             raise LakeError(f"empty offset range {first_offset}..{last_offset} for partition {partition}")
@@ -191,7 +197,8 @@ class Lake:
                 fsync_dir(d)
             manifest = Manifest(topic, partition, first_offset, last_offset,
                                 tuple(sorted(str(final.relative_to(self.path)) for _tmp, final in staged)),
-                                epoch=epoch, writer=writer if staged else None, topic_id=topic_id)
+                                epoch=epoch, writer=writer if staged else None, topic_id=topic_id,
+                                record_time_ms=None if record_time_ms is None else int(record_time_ms))
             with self._partition_lock(topic, partition):
                 if epoch is not None and (current := self._read_epoch(mdir)) != epoch:
                     raise WriterFenced(
@@ -358,6 +365,31 @@ class Lake:
         except (OSError, ValueError, KeyError) as exc:
             raise LakeError(f"manifest {names[-1]} is unreadable ({exc}): restore it or remove it "
                             "together with the data files it lists") from exc
+
+    def record_times(self, topic: str) -> dict[int, int | None]:
+        """Per partition of ``topic`` with a committed manifest, the newest ``record_time_ms`` its retained
+        manifests recorded (:meth:`commit_batch`); None: none recorded (manifests from before, or from a writer
+        that knew no record times). A manifest that cannot be read counts as recording none."""
+        root = self.path / "_offsets" / topic
+        out: dict[int, int | None] = {}
+        try:
+            folders = sorted(d for d in root.glob("p[0-9]*") if d.name[1:].isdigit()) if root.is_dir() else []
+        except OSError:
+            return out
+        for mdir in folders:
+            times: list[int] = []
+            seen = False
+            try:
+                for mpath in mdir.glob("[0-9]*.json"):
+                    seen = True
+                    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                        if (t := Manifest.from_json(mpath.read_text(encoding="utf-8")).record_time_ms) is not None:
+                            times.append(t)
+            except OSError:
+                continue
+            if seen:
+                out[int(mdir.name[1:])] = max(times, default=None)
+        return out
 
     # -- recovery (costline/lake/_recovery.py) ------------------------------------------
     def recover(self, topic: str, partition: int) -> tuple[int | None, list[Path]]:
