@@ -134,6 +134,7 @@ __all__ = [
     "REASON_UNREADABLE",
     "REASON_LONG_QUERY",
     "MAX_QUESTION_CHARS",
+    "MAX_QUESTION_TOKENS",
     "FEATURE_NAMES",
     "Code",
     "QuestionFeatures",
@@ -169,6 +170,11 @@ REASON_LONG_QUERY = "long_query"
 #: embedder no word piece and a word of over 100 characters one ([UNK]), so a question of a request body's megabytes
 #: can reach the stage, and its parse (dozens of regexes, difflib over its words) grows with the text.
 MAX_QUESTION_CHARS = 2_000
+#: Longest question, in the guards' words (:attr:`QuestionFeatures.tokens`), the guards compare: their word
+#: matching (difflib over both questions' words) is quadratic in it. A real question of MAX_QUESTION_CHARS has a
+#: few hundred; "€" x 2,000 (one [UNK] word piece to the embedder, so within its window) has 2,000 and cost the
+#: guards ~340 ms a check. Over it, a pair is rejected (``long_query``) unless it is the same text again.
+MAX_QUESTION_TOKENS = 600
 
 # -- lexicons (lower case) --------------------------------------------------------------------------
 _CONTRACTIONS = (
@@ -2442,7 +2448,8 @@ def _covered(w: str, other: tuple[str, ...]) -> bool:
 
 def _uncovered(a: tuple[str, ...], b: tuple[str, ...]) -> list[str]:
     """The content words of ``a`` that ``b`` does not account for (:func:`_covered`)."""
-    starts = {i for i in range(len(a) - 1) if a[i] + a[i + 1] in b}  # "x rays" / "xrays", "call out" / "callout"
+    words = set(b)
+    starts = {i for i in range(len(a) - 1) if a[i] + a[i + 1] in words}  # "x rays" / "xrays", "call out" / "callout"
     closed = starts | {i + 1 for i in starts}
     return [w for i, w in enumerate(a) if (w.isalpha() or "-" in w) and w not in _COVER_FILLER
             and w not in _NEGATIONS and i not in closed and not _covered(w, b)]
@@ -3249,7 +3256,7 @@ _RELATION = re.compile(r"<=|>=|!=|==|=<|=>|[<>≤≥≠≈±]|[\u2190-\u21ff]")
 _SIGNED = re.compile(r"(?:(?<![\w.,/])(?P<sign>[-+])|(?<=[A-Za-z])(?P<plus>\+))?\$?(?<![\d.,/])"
                      r"(?P<number>\d+(?:[.,]\d+)?)(?![\d/]|[.,]\d)")
 _RATIO = re.compile(r"(?<![\d/])\d+(?:[.,]\d+)?/\d+(?:[.,]\d+)?(?![\d/])")
-_NAME_PLUS = re.compile(r"\b([A-Za-z][\w.#]*?)(\+\+?)(?![\w+$])")
+_NAME_PLUS = re.compile(r"\b([A-Za-z][\w.#]{0,40}?)(\+\+?)(?![\w+$])")  # bounded: a name is short; linear
 
 
 @dataclass(frozen=True)
@@ -3295,8 +3302,9 @@ def sign_reason(a: Signs, b: Signs) -> str | None:
     if any(sign_a[n] != sign_b[n] for n in sign_a.keys() & sign_b.keys()):
         return "number"
     for one, other in ((a, b), (b, a)):
-        for name in one.plus_names:
-            if name not in other.plus_names and re.search(rf"(?<![\w.#]){re.escape(name)}(?![\w.#+])", other.text):
+        others = set(other.plus_names)
+        for name in set(one.plus_names):
+            if name not in others and re.search(rf"(?<![\w.#]){re.escape(name)}(?![\w.#+])", other.text):
                 return "entity"
     return None
 
@@ -3500,18 +3508,22 @@ def code_reason(a: Code, b: Code, text_a: str = "", text_b: str = "") -> str | N
     return REASON_CODE
 
 
-def _long_code_reason(a: str, b: str) -> str | None:
-    """:func:`code_reason` for a pair with a question over MAX_QUESTION_CHARS, not parsed: the same text (spacing
-    aside) or no sign of code in either, else ``"code"`` (only the same text is served for it anyway)."""
-    if " ".join(a.split()) == " ".join(b.split()):
-        return None
-    return REASON_CODE if _CODE_TRIGGER.search(a) or _CODE_TRIGGER.search(b) else None
-
-
 #: Words of a reply too short for the stage to read (a conversation's "y" / "n", "yep" / "nope", "A" / "B", "option
 #: 2" / "option 3"): the earlier turns that give it its meaning are the scope's, equal on both sides, so only
 #: the reply tells two requests apart, and no guard reads it. In Latin script (a run of Chinese is one "word").
 _SHORT_WORDS = 2
+
+
+def _long_reason(a: str, b: str) -> str | None:
+    """:meth:`Verifier.check` for a pair with a question over MAX_QUESTION_CHARS, unparsed, in time linear in the
+    texts: the same text, spacing aside, is accepted; so is one that differs only in case and end punctuation,
+    unless either holds a sign of code (``"code"``: "ls -l" / "ls -L"); anything else is ``long_query``."""
+    a, b = " ".join(a.split()), " ".join(b.split())
+    if a == b:
+        return None
+    if a.lower().rstrip("?.! ") != b.lower().rstrip("?.! "):
+        return REASON_LONG_QUERY
+    return REASON_CODE if _CODE_TRIGGER.search(a) or _CODE_TRIGGER.search(b) else None
 
 
 def _short(text: str) -> bool:
@@ -3618,15 +3630,21 @@ class Verifier:
     def check(self, query: str, candidate: str, cosine: float, namespace: str = "*") -> str | None:
         """None to accept ``candidate`` as an answer to ``query``, else the reason to reject it.
 
-        The same question again (case, spacing and end punctuation aside) is accepted unless its signs
-        (:func:`sign_reason`) or its code (:func:`code_reason`, reason ``code``: "`ls -l`" / "`ls -L`") differ; any
-        other pair with a question over MAX_QUESTION_CHARS characters is rejected (``long_query``) unparsed.
+        A pair with a question over MAX_QUESTION_CHARS characters is compared unparsed: the same text (spacing aside)
+        is accepted, any other rejected (``long_query``). Else the same question again (case, spacing and end
+        punctuation aside) is accepted unless its signs (:func:`sign_reason`) or its code (:func:`code_reason`,
+        reason ``code``: "`ls -l`" / "`ls -L`") differ; a question of over MAX_QUESTION_TOKENS of the guards' words
+        (a run of symbols the embedder reads as one word piece) is rejected (``long_query``) unguarded.
         """
         key = (query, candidate, round(cosine, 5), namespace)
         with self._lock:
             if key in self._verdicts:  # support traffic asks the same questions again and again
                 self._verdicts.move_to_end(key)
                 return self._verdicts[key]
+        if len(query) > MAX_QUESTION_CHARS or len(candidate) > MAX_QUESTION_CHARS:
+            # not parsed (nor remembered): compared before any parse, whose regexes and word matching grow faster
+            # than the text (a request body's megabytes)
+            return _long_reason(query, candidate)
         query_signs, candidate_signs = signs(query), signs(candidate)
         by_sign = sign_reason(query_signs, candidate_signs)
         if by_sign is not None:
@@ -3634,10 +3652,7 @@ class Verifier:
         # code ("`rm -rf ./build`" / "`rm -rf /`", "--hard" / "--soft", "7 - 3" / "7 + 3"): before _same_text too,
         # which reads "--hard" as "hard" and "-L" as "-l"
         try:
-            if len(query) > MAX_QUESTION_CHARS or len(candidate) > MAX_QUESTION_CHARS:
-                by_code = _long_code_reason(query, candidate)
-            else:
-                by_code = code_reason(self.code(query), self.code(candidate), query, candidate)
+            by_code = code_reason(self.code(query), self.code(candidate), query, candidate)
         except Exception:  # noqa: BLE001 - as below: a text the stage cannot read is a miss, never a failed lookup
             log.warning("costline: the cache's verifier could not read a question pair's code; the candidate is not "
                         "served (reject reason %r)", REASON_UNREADABLE, exc_info=True)
@@ -3646,8 +3661,6 @@ class Verifier:
             return by_code
         if _same_text(query, candidate):
             return None
-        if len(query) > MAX_QUESTION_CHARS or len(candidate) > MAX_QUESTION_CHARS:
-            return REASON_LONG_QUERY  # not parsed (nor remembered): only the same text again is served
         if _short(query) or _short(candidate):
             return "short"  # "y" / "n", "yep" / "nope": a reply, only served again as itself
         if _symbols(query) != _symbols(candidate):
@@ -3656,7 +3669,10 @@ class Verifier:
         signs_agree = query_signs.said == candidate_signs.said
         try:
             q, c = self.features(query), self.features(candidate)
-            reason = guard(q, c, cosine)
+            if len(q.tokens) > MAX_QUESTION_TOKENS or len(c.tokens) > MAX_QUESTION_TOKENS:
+                reason = REASON_LONG_QUERY  # the guards' word matching is quadratic in the words: "€" x 2,000
+            else:
+                reason = guard(q, c, cosine)
             if reason is None:
                 model = self.model_for(namespace)
                 if model is not None and not model.admits(pair_features(q, c, cosine)):
