@@ -27,8 +27,19 @@ commit was based on (optimistic concurrency); a writer that loses the race re-re
   Every flush commits to all three tables (a snapshot with no files when a table got no rows) so
   their offsets move together.
 
+- *Topic lifetimes.* Each commit records, in :data:`TOPIC_IDS_PROPERTY`, the Kafka topic id its offsets belong
+  to (``{topic: {partition: id}}``, carried forward like the offsets): a claim on a topic deleted and created
+  again is refused (``TopicLifetimeError``) unless ``--accept-new-topic`` sets the partition's history aside
+  (:meth:`TableLake.retire_partition`: its offsets leave the map, its rows stay).
+- *Claimants.* Each claim records who made it (consumer group, Kafka cluster id, host, pid) in
+  :data:`CLAIMANTS_PROPERTY`, so a writer fenced by another consumer group's claim can tell
+  (:meth:`TableLake.claimant`; the processor stops with ``OtherWriterError``).
+
 Data files of a commit that lost every retry (or of a crashed writer) are written but referenced by no
-snapshot: invisible to readers, removed by orphan-file maintenance (docs/scale.md, not automated yet).
+snapshot: invisible to readers, removed by :meth:`TableLake.remove_orphans` (``costline lake remove-orphans``,
+and each ``costline lake compact`` pass) once older than :data:`DEFAULT_ORPHAN_AGE_S`. A commit never
+references data files written more than :data:`FILES_FRESH_S` before its attempt (it writes them again), so a
+file that old which no snapshot names can no longer be committed.
 """
 
 from __future__ import annotations
@@ -58,6 +69,14 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "TableLake",
     "TableCommit",
+    "TableManifest",
+    "Orphans",
+    "TOPIC_IDS_PROPERTY",
+    "CLAIMANTS_PROPERTY",
+    "RETIRED_PROPERTY",
+    "FILES_FRESH_S",
+    "MIN_ORPHAN_AGE_S",
+    "DEFAULT_ORPHAN_AGE_S",
     "ClaimContested",
     "Compaction",
     "OFFSETS_PROPERTY",
@@ -97,6 +116,31 @@ _TABLE_PROPERTIES: Final = {"commit.retry.num-retries": "0"}
 MAINTENANCE_PROPERTY: Final = "costline.maintenance"
 #: Snapshot summary property holding ``{topic: {partition: claim}}`` (JSON), see :meth:`TableLake.claim`.
 CLAIMS_PROPERTY: Final = "costline.kafka-claims"
+#: Snapshot summary property holding ``{topic: {partition: Kafka topic id}}`` (JSON): the lifetime of the topic
+#: the partition's offsets belong to (:meth:`TableLake.commit_batch`'s ``topic_id``).
+TOPIC_IDS_PROPERTY: Final = "costline.kafka-topic-ids"
+#: Snapshot summary property holding ``{topic: {partition: {group_id, cluster_id, host, pid, epoch}}}`` (JSON): who
+#: made each partition's current claim (:meth:`TableLake.claim`'s ``claimant``; ``epoch`` is the claim).
+CLAIMANTS_PROPERTY: Final = "costline.kafka-claimants"
+#: Snapshot summary property holding ``{topic: {partition: {last_offset, topic_id, reason}}}`` (JSON): the history
+#: :meth:`TableLake.retire_partition` set aside (the largest offset any retirement of the partition set aside).
+RETIRED_PROPERTY: Final = "costline.kafka-retired"
+#: The maps every snapshot costline writes carries forward from its parent (the processors read the current one).
+_CARRIED: Final = (OFFSETS_PROPERTY, CLAIMS_PROPERTY, TOPIC_IDS_PROPERTY, CLAIMANTS_PROPERTY, RETIRED_PROPERTY)
+#: A commit attempt (a batch's, a compaction's) whose data files were written longer ago than this (seconds, by
+#: the writer's monotonic clock) writes them again first: no commit references a file older than this when it
+#: starts, whatever stalled the writer (an outage, lost races, a long pause).
+FILES_FRESH_S: Final = 300.0
+#: The youngest ``remove-orphans --older-than`` accepted: :data:`FILES_FRESH_S`, plus the longest one commit
+#: attempt can take once started (``commit_retries`` backoffs of at most 1.5 s, a catalog round trip), plus 10
+#: minutes for the object store's clock running behind this host's (file ages come from the store's mtimes).
+MIN_ORPHAN_AGE_S: Final = 900.0
+#: The default age past which a data file no retained snapshot references is removed.
+DEFAULT_ORPHAN_AGE_S: Final = 3600.0
+
+
+def _dump(m: Mapping[str, Any]) -> str:
+    return json.dumps(m, sort_keys=True, separators=(",", ":"))
 
 
 def catalog_properties(lake: LakeConfig) -> dict[str, str]:
@@ -128,6 +172,35 @@ class Compaction:
 
 
 @dataclass(frozen=True)
+class TableManifest:
+    """What the tables committed for a partition (the local lake's ``Manifest`` as the processor asks it):
+    ``last_offset``, the smallest table's last committed offset; ``topic_id``, the Kafka topic id those offsets
+    were recorded under (None: not recorded, a lake from before ids were recorded). Tables that recorded
+    different ids (a crash in the middle of setting a history aside) read as an id naming both, which no live
+    topic has: the claim is refused until ``--accept-new-topic`` sets the history aside again."""
+
+    last_offset: int
+    topic_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Orphans:
+    """What :meth:`TableLake.remove_orphans` found in one table's data folder: ``files`` ``(path, bytes, age s)``
+    that no retained snapshot references and older than the bound (removed unless a dry run), ``kept_young``
+    such files still younger (a commit may still name them), ``referenced`` the files the snapshots name."""
+
+    table: str
+    files: tuple[tuple[str, int, float], ...]
+    kept_young: int
+    referenced: int
+    removed: bool
+
+    @property
+    def bytes(self) -> int:
+        return sum(size for _, size, _ in self.files)
+
+
+@dataclass(frozen=True)
 class TableCommit:
     """What one batch commit did, per table: rows appended (after skipping already-committed ones)."""
 
@@ -142,6 +215,11 @@ class TableCommit:
 class TableLake:
     """The Iceberg tables of one ``[lake]`` config: create, claim, recover, commit, read."""
 
+    #: :meth:`commit_batch` takes ``topic_id`` and records it; :meth:`last_manifest` tells it (the processor asks).
+    records_topic_id = True
+    #: :meth:`claim` / :meth:`claim_many` take ``claimant`` and :meth:`claimant` tells it (the processor asks).
+    records_claimant = True
+
     def __init__(self, lake: LakeConfig, *, sleep: Callable[[float], None] = time.sleep,
                  now: Callable[[], float] = time.monotonic) -> None:
         self.settings = lake
@@ -150,6 +228,7 @@ class TableLake:
         self._now = now
         self._catalog: Any = None
         self._tables: dict[str, Any] = {}
+        self._claimed: dict[tuple[str, int], int] = {}  # the claims this instance made (retire_partition's fence)
 
     # -- catalog and tables ------------------------------------------------------------------------
     @property
@@ -255,45 +334,62 @@ class TableLake:
 
     # -- offsets and claims ------------------------------------------------------------------------
     @staticmethod
-    def _summary_map(tbl: Any, prop: str) -> dict[str, dict[str, int]]:
+    def _summary_map(tbl: Any, prop: str) -> dict[str, Any]:
         snap = tbl.current_snapshot()
         if snap is None or snap.summary is None:
             return {}
         raw = snap.summary.additional_properties.get(prop)
-        return json.loads(raw) if raw else {}
+        try:
+            got = json.loads(raw) if raw else {}
+        except ValueError as exc:
+            raise LakeError(f"{tbl.name()}: snapshot {snap.snapshot_id}'s {prop} is not JSON ({exc}): the table was "
+                            "written by something else than costline; restore its previous snapshot") from exc
+        return got if isinstance(got, dict) else {}
 
     def _offsets_of(self, tbl: Any) -> dict[str, dict[str, int]]:
         return self._summary_map(tbl, OFFSETS_PROPERTY)
 
-    @staticmethod
-    def _snapshot_props(offsets: Mapping[str, Any], claims: Mapping[str, Any], batch: str) -> dict[str, str]:
-        def dump(m: Mapping[str, Any]) -> str:
-            return json.dumps(m, sort_keys=True, separators=(",", ":"))
+    def _carried(self, tbl: Any) -> dict[str, dict[str, Any]]:
+        """The maps of the table's current snapshot that every new snapshot carries forward (:data:`_CARRIED`)."""
+        return {prop: self._summary_map(tbl, prop) for prop in _CARRIED}
 
-        return {OFFSETS_PROPERTY: dump(offsets), CLAIMS_PROPERTY: dump(claims), BATCH_PROPERTY: batch}
+    @staticmethod
+    def _snapshot_props(maps: Mapping[str, Mapping[str, Any]], **extra: str) -> dict[str, str]:
+        return {**{prop: _dump(m) for prop, m in maps.items()}, **extra}
 
     def committed_offsets(self, topic: str, partition: int) -> dict[str, int | None]:
         """Per table, the last offset of ``partition`` committed to it (None: none yet)."""
-        return {t: by_p[partition] for t, by_p in self._committed_many(topic, [partition]).items()}
+        return {t: by_p[partition][0] for t, by_p in self._committed_many(topic, [partition]).items()}
 
-    def _committed_many(self, topic: str, partitions: Iterable[int]) -> dict[str, dict[int, int | None]]:
+    def _committed_many(self, topic: str, partitions: Iterable[int]) -> dict[str, dict[int, tuple[int | None, str | None]]]:
+        """Per table and partition, ``(last committed offset or None, the topic id it was recorded under or None)``."""
         parts = list(partitions)
         return _Outage(self, f"reading the offsets of partitions {parts}").call(
             lambda: self._committed_many_once(topic, parts))
 
-    def _committed_many_once(self, topic: str, partitions: Iterable[int]) -> dict[str, dict[int, int | None]]:
-        out: dict[str, dict[int, int | None]] = {}
+    def _committed_many_once(self, topic: str, partitions: Iterable[int]
+                             ) -> dict[str, dict[int, tuple[int | None, str | None]]]:
+        out: dict[str, dict[int, tuple[int | None, str | None]]] = {}
         parts = list(partitions)
         for table in TABLES:
-            by_topic = self._offsets_of(self.table(table)).get(topic, {})
-            out[table] = {p: (None if by_topic.get(str(p)) is None else int(by_topic[str(p)])) for p in parts}
+            tbl = self.table(table)
+            by_topic = self._offsets_of(tbl).get(topic, {})
+            ids = self._summary_map(tbl, TOPIC_IDS_PROPERTY).get(topic, {})
+            out[table] = {p: (None if by_topic.get(str(p)) is None else int(by_topic[str(p)]),
+                              ids.get(str(p)) if isinstance(ids.get(str(p)), str) else None) for p in parts}
         return out
 
-    def last_manifest(self, topic: str, partition: int) -> int | None:
-        """The last offset every table committed for the partition (the local Lake's
-        ``last_manifest`` question, "does the lake hold offsets for it?"); None when some table has none."""
-        offsets = self.committed_offsets(topic, partition).values()
-        return None if any(o is None for o in offsets) else min(o for o in offsets if o is not None)
+    def last_manifest(self, topic: str, partition: int) -> TableManifest | None:
+        """What every table committed for the partition (the local Lake's ``last_manifest`` question, "does the
+        lake hold offsets for it, and of which topic?"): the smallest table's last offset and the topic id the
+        tables recorded (:class:`TableManifest`); None when some table has none."""
+        by_table = self._committed_many(topic, [partition])
+        state = [by_table[t][partition] for t in TABLES]
+        if any(o is None for o, _ in state):
+            return None
+        ids = sorted({i for _, i in state if i is not None})
+        topic_id = ids[0] if len(ids) == 1 else (f"{' / '.join(ids)} (the tables disagree)" if ids else None)
+        return TableManifest(min(o for o, _ in state if o is not None), topic_id)
 
     def recover(self, topic: str, partition: int) -> tuple[int | None, list[Path]]:
         """``(offset to resume from or None, [])``: nothing to delete (uncommitted files are invisible)."""
@@ -307,23 +403,39 @@ class TableLake:
         by_table = self._committed_many(topic, parts)
         out: dict[int, int | None] = {}
         for p in parts:
-            offsets = [by_table[t][p] for t in TABLES]
+            offsets = [by_table[t][p][0] for t in TABLES]
             out[p] = None if any(o is None for o in offsets) else min(o for o in offsets if o is not None) + 1
         return out
 
-    def claim(self, topic: str, partition: int) -> int:
-        """Claim a partition on every table: returns the new claim; older claims can no longer commit."""
-        return self.claim_many(topic, [partition])[partition]
+    def claim(self, topic: str, partition: int, *, claimant: Mapping[str, Any] | None = None) -> int:
+        """Claim a partition on every table: returns the new claim; older claims can no longer commit.
+        ``claimant``: who claims (:meth:`claim_many`)."""
+        return self.claim_many(topic, [partition], claimant=claimant)[partition]
 
-    def claim_many(self, topic: str, partitions: Iterable[int]) -> dict[int, int]:
+    def claim_many(self, topic: str, partitions: Iterable[int], *,
+                   claimant: Mapping[str, Any] | None = None) -> dict[int, int]:
         """Claim partitions on every table, one snapshot per table (a rebalance assigns several at once).
+
+        ``claimant`` (JSON values: the processor's consumer group, Kafka cluster id, host and pid) is recorded
+        with each claim in the same snapshot (:data:`CLAIMANTS_PROPERTY`), so that a writer fenced later can tell
+        who claimed the partition (:meth:`claimant`): a rebalance of its own consumer group, or a writer of another
+        group, which no rebalance of its group ever hands the partition back from. None: an unknown claimant (no
+        earlier record may name it).
 
         Retried whole through an outage: a claim that landed before the answer was lost is simply
         bumped again (claims only ever grow, and this writer holds the highest)."""
         parts = sorted(set(partitions))
-        return _Outage(self, f"claiming partitions {parts}").call(lambda: self._claim_many_once(topic, parts))
+        who = None
+        if claimant is not None:
+            try:
+                who = json.loads(_dump(dict(claimant)))
+            except (TypeError, ValueError) as exc:
+                raise LakeError(f"cannot claim partitions {parts} of {topic!r}: the claimant is not JSON ({exc})") from exc
+        mine = _Outage(self, f"claiming partitions {parts}").call(lambda: self._claim_many_once(topic, parts, who))
+        self._claimed.update({(topic, p): c for p, c in mine.items()})
+        return mine
 
-    def _claim_many_once(self, topic: str, parts: list[int]) -> dict[int, int]:
+    def _claim_many_once(self, topic: str, parts: list[int], claimant: dict[str, Any] | None) -> dict[int, int]:
         from pyiceberg.exceptions import CommitFailedException
 
         if not parts:
@@ -337,7 +449,8 @@ class TableLake:
         for table in TABLES:
             for attempt in range(self.settings.commit_retries):
                 tbl = self.table(table)
-                claims = self._summary_map(tbl, CLAIMS_PROPERTY)
+                maps = self._carried(tbl)
+                claims = maps[CLAIMS_PROPERTY]
                 theirs = claims.get(topic, {})
                 # This call writes each table once, so a claim equal to this writer's number on a
                 # table it has not written yet is another writer's, made concurrently from the same
@@ -349,8 +462,13 @@ class TableLake:
                         f"writer (claims {', '.join(str(theirs[str(p)]) for p in contested)}) while this one "
                         f"claimed them ({', '.join(str(mine[p]) for p in contested)})", contested)
                 claims.setdefault(topic, {}).update({str(p): mine[p] for p in parts})
-                props = self._snapshot_props(self._offsets_of(tbl), claims,
-                                             f"{topic}/{','.join(map(str, parts))}/claim")
+                who = maps[CLAIMANTS_PROPERTY].setdefault(topic, {})
+                for p in parts:
+                    if claimant is None:
+                        who.pop(str(p), None)
+                    else:
+                        who[str(p)] = {**claimant, "epoch": mine[p]}
+                props = self._snapshot_props(maps, **{BATCH_PROPERTY: f"{topic}/{','.join(map(str, parts))}/claim"})
                 try:
                     tx = tbl.transaction()
                     with tx.update_snapshot(snapshot_properties=props).fast_append():
@@ -364,6 +482,71 @@ class TableLake:
                                 f"{self.settings.commit_retries} tries (catalog contention)")
         return mine
 
+    def claimant(self, topic: str, partition: int) -> dict[str, Any] | None:
+        """Who made the partition's current claim (the highest of the tables'), as :meth:`claim_many` recorded it
+        (``epoch`` is the claim); None when unknown: no claim yet, a claim made without ``claimant`` (an older
+        costline), or a record of another claim."""
+        def once() -> dict[str, Any] | None:
+            best: tuple[int, Any] = (0, None)
+            for table in TABLES:
+                tbl = self.table(table)
+                claim = int(self._summary_map(tbl, CLAIMS_PROPERTY).get(topic, {}).get(str(partition), 0))
+                if claim > best[0]:
+                    best = (claim, self._summary_map(tbl, CLAIMANTS_PROPERTY).get(topic, {}).get(str(partition)))
+            claim, record = best
+            if not isinstance(record, dict) or record.get("epoch") != claim:
+                return None
+            return record
+
+        return _Outage(self, f"reading who claimed partition {partition}").call(once)
+
+    def retire_partition(self, topic: str, partition: int, reason: str) -> str:
+        """Set a partition's committed history aside so that it is read again from offset 0 (a new topic of the
+        same name, ``--accept-new-topic``): one snapshot per table removes the partition's offsets and topic id
+        from the carried maps and records them, with ``reason``, in :data:`RETIRED_PROPERTY`. No row is deleted
+        (the old topic's rows stay readable). Fenced by the claim this instance made (:meth:`claim`): a newer
+        owner's commits are never set aside. A crash in between leaves some tables set aside: the partition
+        then resumes from its start, and a table still holding the old topic's offsets (another topic id) takes
+        the new topic's rows from offset 0 (:meth:`commit_batch`). Returns what was done (for messages)."""
+        from pyiceberg.exceptions import CommitFailedException
+
+        epoch = self._claimed.get((topic, partition))
+        done: list[str] = []
+        for table in TABLES:
+            def once(table: str = table) -> None:
+                for attempt in range(self.settings.commit_retries):
+                    tbl = self.table(table)
+                    maps = self._carried(tbl)
+                    current = int(maps[CLAIMS_PROPERTY].get(topic, {}).get(str(partition), 0))
+                    if epoch is not None and current != epoch:
+                        raise WriterFenced(f"partition {partition} of {topic!r} was claimed by another writer (claim "
+                                           f"{current}, this writer's {epoch}): its history is not set aside")
+                    last = maps[OFFSETS_PROPERTY].get(topic, {}).pop(str(partition), None)
+                    old_id = maps[TOPIC_IDS_PROPERTY].get(topic, {}).pop(str(partition), None)
+                    if last is None:
+                        return
+                    before = maps[RETIRED_PROPERTY].get(topic, {}).get(str(partition), {})
+                    kept = max(int(last), int(before.get("last_offset", -1)) if isinstance(before, dict) else -1)
+                    maps[RETIRED_PROPERTY].setdefault(topic, {})[str(partition)] = {
+                        "last_offset": kept, "topic_id": old_id, "reason": reason[:2000]}
+                    props = self._snapshot_props(maps, **{BATCH_PROPERTY: f"{topic}/{partition}/retired/{epoch}"})
+                    try:
+                        tx = tbl.transaction()
+                        with tx.update_snapshot(snapshot_properties=props).fast_append():
+                            pass
+                        tx.commit_transaction()
+                        done.append(f"{table} (offsets up to {last})")
+                        return
+                    except CommitFailedException:
+                        self._backoff(attempt)
+                raise LakeError(f"could not set aside partition {partition}'s history on {self.identifier(table)} "
+                                f"after {self.settings.commit_retries} tries (catalog contention): start again")
+
+            _Outage(self, f"setting aside the history of partition {partition}").call(once)
+        log.warning("partition %d of %r: committed history set aside in %s (its rows stay readable): %s", partition,
+                    topic, ", ".join(done) or "no table (none held offsets)", reason)
+        return ", ".join(done)
+
     # -- commit --------------------------------------------------------------------------------------
     def commit_batch(
         self,
@@ -374,12 +557,16 @@ class TableLake:
         tables: Mapping[str, Any],
         *,
         epoch: int | None = None,
+        topic_id: str | None = None,
     ) -> TableCommit:
         """Append one batch of one partition to every table, its offsets in the same snapshots.
 
         ``tables`` is ``{table: arrow table}`` or the local lake's ``{table: {date: arrow table}}``.
         ``epoch`` is this writer's :meth:`claim`; a writer whose claim is stale raises
-        :class:`~costline.lake.WriterFenced` and commits nothing more.
+        :class:`~costline.lake.WriterFenced` and commits nothing more. ``topic_id`` (the Kafka topic's id) is
+        recorded with the offsets (:data:`TOPIC_IDS_PROPERTY`), so a later claim can tell a new topic of the same
+        name; a table whose offsets for the partition were recorded under another id holds an earlier lifetime's
+        (a history set aside on some tables only) and takes the batch's rows from its first offset.
         """
         if last_offset < first_offset:
             raise LakeError(f"empty offset range {first_offset}..{last_offset} for partition {partition}")
@@ -399,7 +586,7 @@ class TableLake:
             lambda: [self.table(table, refresh=False) for table in TABLES])
         with ThreadPoolExecutor(len(TABLES), thread_name_prefix="costline-table-commit") as pool:
             futures = {table: pool.submit(self._commit_table, table, topic, partition, first_offset, last_offset,
-                                          _as_table(table, tables.get(table)), epoch) for table in TABLES}
+                                          _as_table(table, tables.get(table)), epoch, topic_id) for table in TABLES}
             errors = []
             for table, fut in futures.items():
                 try:
@@ -414,12 +601,13 @@ class TableLake:
         return TableCommit(topic, partition, first_offset, last_offset, rows, retries)
 
     def _commit_table(self, table: str, topic: str, partition: int, first: int, last: int,
-                      arrow: pa.Table, epoch: int | None) -> tuple[int, int]:
+                      arrow: pa.Table, epoch: int | None, topic_id: str | None = None) -> tuple[int, int]:
         from pyiceberg.exceptions import CommitFailedException
         from pyiceberg.io.pyarrow import _dataframe_to_data_files
 
         data_files: list[Any] | None = None
         written_after: int | None = None  # the committed offset the data files were filtered by
+        written_at = 0.0  # when (self._now) they were written
         appended = 0
         lost = 0  # optimistic races lost
         outage = _Outage(self, f"batch {first}..{last} of partition {partition} -> {self.identifier(table)}")
@@ -429,28 +617,43 @@ class TableLake:
                 if tbl.properties.get("commit.retry.num-retries") != "0":
                     raise LakeError(f"{self.identifier(table)} lets pyiceberg retry commits on its own, which "
                                     "would bypass the claim check: run `costline process` once to reset it")
-                claims = self._summary_map(tbl, CLAIMS_PROPERTY)
+                maps = self._carried(tbl)
+                claims = maps[CLAIMS_PROPERTY]
                 current = int(claims.get(topic, {}).get(str(partition), 0))
                 if epoch is not None and current != epoch:
                     raise WriterFenced(
                         f"partition {partition} of {topic!r} was claimed by another writer (claim {current}, this "
                         f"writer's {epoch}): batch {first}..{last} not committed to {table}, the new owner "
                         "reprocesses it")
-                offsets = self._offsets_of(tbl)
-                done = offsets.get(topic, {}).get(str(partition), -1)
+                offsets, ids = maps[OFFSETS_PROPERTY], maps[TOPIC_IDS_PROPERTY]
+                done = int(offsets.get(topic, {}).get(str(partition), -1))
+                recorded = ids.get(topic, {}).get(str(partition))
+                if done >= 0 and topic_id is not None and recorded is not None and recorded != topic_id:
+                    if written_after is None:
+                        log.warning("table lake: %s holds offsets up to %d of partition %d recorded under topic id %s, "
+                                    "not %s: an earlier lifetime of the topic (its history was set aside on the other "
+                                    "tables); this batch's rows are taken from offset %d", self.identifier(table), done,
+                                    partition, recorded, topic_id, first)
+                    done = -1
                 if done >= last:  # committed before (a replay after a crash between tables, or a
                     outage.over()  # commit whose answer the outage swallowed)
                     return 0, lost
-                if data_files is None or written_after != done:
+                if data_files is None or written_after != done or self._now() - written_at > FILES_FRESH_S:
                     keep = arrow.filter(pa.compute.greater(arrow["kafka_offset"], done)) if done >= first else arrow
                     appended = keep.num_rows
                     # Written once per batch, committed by reference on each retry (pyiceberg's own
                     # append rewrites the files on every attempt).
+                    # (and again when written more than FILES_FRESH_S ago: orphan removal may take older ones)
+                    written_at = self._now()
                     data_files = list(_dataframe_to_data_files(
                         table_metadata=tbl.metadata, write_uuid=uuid.uuid4(), df=keep, io=tbl.io)) if appended else []
                     written_after = done
                 offsets.setdefault(topic, {})[str(partition)] = last
-                props = self._snapshot_props(offsets, claims, f"{topic}/{partition}/{first}-{last}/{epoch}")
+                if topic_id is not None:
+                    ids.setdefault(topic, {})[str(partition)] = topic_id
+                else:  # offsets of an unknown lifetime: no earlier id may vouch for them
+                    ids.get(topic, {}).pop(str(partition), None)
+                props = self._snapshot_props(maps, **{BATCH_PROPERTY: f"{topic}/{partition}/{first}-{last}/{epoch}"})
                 tx = tbl.transaction()
                 with tx.update_snapshot(snapshot_properties=props).fast_append() as fa:
                     for f in data_files:
@@ -520,6 +723,7 @@ class TableLake:
         paths = {f.file_path for f in files}
         outage = _Outage(self, what)
         new_files: list[Any] | None = None
+        written_at = 0.0
         lost = 0
         while True:
             try:
@@ -528,12 +732,11 @@ class TableLake:
                 if not paths <= live.keys():
                     log.info("table lake: %s: another compaction replaced them meanwhile; skipped", what)
                     return None
-                if new_files is None:
+                if new_files is None or self._now() - written_at > FILES_FRESH_S:  # (orphan removal: FILES_FRESH_S)
+                    written_at = self._now()
                     new_files = self._rewrite(tbl, table, what, [live[p] for p in sorted(paths)], rows)
-                props = {OFFSETS_PROPERTY: json.dumps(self._offsets_of(tbl), sort_keys=True, separators=(",", ":")),
-                         CLAIMS_PROPERTY: json.dumps(self._summary_map(tbl, CLAIMS_PROPERTY), sort_keys=True,
-                                                     separators=(",", ":")),
-                         MAINTENANCE_PROPERTY: f"compaction of {len(files)} files"}
+                props = self._snapshot_props(self._carried(tbl),
+                                             **{MAINTENANCE_PROPERTY: f"compaction of {len(files)} files"})
                 tx = tbl.transaction()
                 with tx.update_snapshot(snapshot_properties=props).overwrite() as ow:
                     for f in files:
@@ -593,9 +796,9 @@ class TableLake:
         """Expire each table's snapshots older than ``older_than_s`` except the newest ``keep_last``
         and any whose offsets the current snapshot does not cover (the processors resume from the
         current snapshot's offsets; every commit carries the whole map forward, so none should be
-        left uncovered — checked, not assumed). The current snapshot is never expired. Returns per
-        table the number expired. Data files only the expired snapshots referenced stay in the
-        object store (orphan-file removal is not automated)."""
+        left uncovered — checked, not assumed; offsets of a history :meth:`retire_partition` set aside count as
+        covered). The current snapshot is never expired. Returns per table the number expired. Data files only
+        the expired snapshots referenced stay in the object store until :meth:`remove_orphans` takes them."""
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         cut = now_ms - int(older_than_s * 1000)
         out = {}
@@ -606,6 +809,13 @@ class TableLake:
                 if current is None:
                     return 0
                 have = self._offsets_of(tbl)
+                retired = self._summary_map(tbl, RETIRED_PROPERTY)
+
+                def covered(t: str, p: str, o: Any) -> bool:
+                    aside = retired.get(t, {}).get(p)
+                    return (int(have.get(t, {}).get(p, -1)) >= int(o)
+                            or (isinstance(aside, dict) and int(aside.get("last_offset", -1)) >= int(o)))
+
                 newest = sorted(tbl.snapshots(), key=lambda s: (s.timestamp_ms, s.sequence_number or 0))
                 keep = {s.snapshot_id for s in newest[-keep_last:]} | {current.snapshot_id}
                 ids = []
@@ -614,7 +824,7 @@ class TableLake:
                         continue
                     raw = (snap.summary.additional_properties.get(OFFSETS_PROPERTY) if snap.summary else None)
                     theirs = json.loads(raw) if raw else {}
-                    if all(have.get(t, {}).get(p, -1) >= o for t, by_p in theirs.items() for p, o in by_p.items()):
+                    if all(covered(t, p, o) for t, by_p in theirs.items() for p, o in by_p.items()):
                         ids.append(snap.snapshot_id)
                     else:
                         log.warning("table lake: %s snapshot %d holds offsets the current one lacks: kept",
@@ -626,6 +836,72 @@ class TableLake:
                 return len(ids)
 
             out[table] = _Outage(self, f"expiring snapshots of {self.identifier(table)}").call(once)
+        return out
+
+    def remove_orphans(self, *, older_than_s: float = DEFAULT_ORPHAN_AGE_S, dry_run: bool = False,
+                       tables: Iterable[str] = TABLES, now: Callable[[], float] = time.time,
+                       progress: Callable[[str], None] | None = None) -> list[Orphans]:
+        """Delete the files under each table's data folder that no retained snapshot references and that are older
+        than ``older_than_s`` (by the object store's modification time against ``now``, wall-clock seconds): the
+        data files of a crashed writer, of a commit that lost every retry, of a commit attempt cut off by an outage,
+        and those only expired snapshots named. ``dry_run``: list them, delete nothing. ``progress`` gets a line per
+        file. Safe beside running writers and compactions: ``older_than_s`` may not be under
+        :data:`MIN_ORPHAN_AGE_S` (a commit attempt never references a file written more than :data:`FILES_FRESH_S`
+        before it started); the data folder is listed before the snapshots are read, so a file a commit names
+        meanwhile is seen as referenced. A file any retained snapshot holds (an added or existing entry of one of
+        its manifests) is kept. Nothing outside the data folder is touched (metadata files stay)."""
+        if not older_than_s >= MIN_ORPHAN_AGE_S:
+            raise LakeError(f"remove-orphans --older-than {older_than_s:g} s is under {MIN_ORPHAN_AGE_S:g} s: a younger "
+                            "data file may belong to a commit still in flight; use a larger age")
+        from pyarrow.fs import FileSelector, FileType
+
+        from costline.localobjstore import s3_filesystem
+
+        s = self.settings
+        fs = s3_filesystem(s.s3_endpoint or f"http://127.0.0.1:{s.objstore_port}", s.s3_access_key_id,
+                           s.s3_secret_access_key, s.s3_region)
+        say = progress or (lambda line: None)
+
+        def bare(path: str) -> str:
+            return path.split("://", 1)[-1]
+
+        out = []
+        for table in tables:
+            def once(table: str = table) -> Orphans:
+                tbl = self.table(table)
+                data = bare(tbl.location_provider().data_path).rstrip("/")
+                if not data or data.count("/") < 1:  # a bucket's root: never
+                    raise LakeError(f"{self.identifier(table)}: its data folder {data!r} is no folder of its own: not "
+                                    "cleaned")
+                # listed first, the snapshots read second: a file committed in between is referenced
+                listing = fs.get_file_info(FileSelector(data, recursive=True, allow_not_found=True))
+                tbl = self.table(table)
+                referenced: set[str] = set()
+                seen: set[str] = set()
+                for snap in tbl.snapshots():
+                    for manifest in snap.manifests(tbl.io):
+                        if manifest.manifest_path in seen:
+                            continue
+                        seen.add(manifest.manifest_path)
+                        for entry in manifest.fetch_manifest_entry(tbl.io, discard_deleted=True):
+                            referenced.add(bare(entry.data_file.file_path))
+                cut = now() - older_than_s
+                found, young = [], 0
+                for info in listing:
+                    if info.type != FileType.File or not info.path.startswith(data + "/") or info.path in referenced:
+                        continue
+                    mtime = info.mtime.timestamp() if info.mtime is not None else None
+                    if mtime is None or mtime > cut:
+                        young += 1
+                        continue
+                    found.append((f"s3://{info.path}", int(info.size or 0), now() - mtime))
+                for path, size, age in found:
+                    if not dry_run:
+                        fs.delete_file(bare(path))
+                    say(f"{'would remove' if dry_run else 'removed'} {path} ({size:,} bytes, {age / 3600:.1f} h old)")
+                return Orphans(table, tuple(found), young, len(referenced), not dry_run)
+
+            out.append(_Outage(self, f"removing orphan files of {self.identifier(table)}").call(once))
         return out
 
     # -- reading ---------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""``costline lake up | down | status``: the table lake's local object store and catalog."""
+"""``costline lake up | down | status | remove-orphans``: the table lake's local object store, catalog and
+maintenance (``compact_once`` / ``compact_loop``: ``costline lake compact``)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import click
 from costline.cli import pass_config
 from costline.config import Config
 
-__all__ = ["lake_up", "lake_down", "lake_status", "local_object_store", "compact_once", "compact_loop"]
+__all__ = ["lake_up", "lake_down", "lake_status", "lake_remove_orphans", "local_object_store", "compact_once",
+           "compact_loop", "parse_duration"]
 
 
 def local_object_store(config: Config):  # type: ignore[no-untyped-def]
@@ -98,18 +100,101 @@ def _shown(uri: str) -> str:
     return _redact(uri)
 
 
-def compact_once(config: Config, *, before: Any = None, expire_older_than: float = 3600.0) -> list[str]:
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds of ``90`` / ``90s`` / ``30m`` / ``1h`` / ``2d`` (one number, one unit); ValueError otherwise."""
+    from costline.config import MAX_DURATION_S
+
+    raw = text.strip().lower()
+    scale = _UNITS.get(raw[-1:], None)
+    number = raw[:-1] if scale is not None else raw
+    try:
+        value = float(number) * (scale or 1.0)
+    except ValueError:
+        raise ValueError(f"{text!r} is no duration: write a number of seconds, or one with s, m, h or d "
+                         "(90s, 30m, 1h, 2d)") from None
+    if not 0 <= value <= MAX_DURATION_S:  # NaN too
+        raise ValueError(f"{text!r} is out of range: 0 to {MAX_DURATION_S / 86400:.0f} days")
+    return value
+
+
+class _Duration(click.ParamType):
+    name = "DURATION"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        if isinstance(value, (int, float)):
+            return float(value)
+        try:
+            return parse_duration(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def _orphan_lines(found: Any, older_than_s: float, dry_run: bool) -> list[str]:
+    lines = []
+    for o in found:
+        verb = "would remove" if dry_run else "removed"
+        young = f", {o.kept_young} younger kept" if o.kept_young else ""
+        lines.append(f"{o.table}: {verb} {len(o.files)} orphan file(s) ({o.bytes:,} bytes) older than "
+                     f"{older_than_s / 3600:g} h; {o.referenced} referenced{young}")
+    total = sum(len(o.files) for o in found)
+    lines.append(f"{'would remove' if dry_run else 'removed'} {total} orphan file(s)" if total
+                 else "no orphan files")
+    return lines
+
+
+@click.command("remove-orphans")
+@click.option("--older-than", type=_Duration(), default="1h", show_default=True, metavar="DURATION",
+              help="Remove only files older than this (90s, 30m, 1h, 2d; at least 15m: a younger file may "
+                   "belong to a commit in flight).")
+@click.option("--dry-run", is_flag=True, help="List the files that would go; delete nothing.")
+@pass_config
+def lake_remove_orphans(config: Config, older_than: float, dry_run: bool) -> None:
+    """Delete table-mode data files that no retained snapshot references.
+
+    A processor killed mid-commit, a commit that lost every retry and a
+    commit cut off by an outage leave data files that no snapshot names
+    (invisible to queries); so do snapshots that expired. This deletes
+    those under each table's data folder once older than --older-than;
+    `costline lake compact` runs it on every pass too. Table mode only.
+
+    \b
+    Example:
+        COSTLINE_LAKE_MODE=table costline lake remove-orphans --dry-run
+        COSTLINE_LAKE_MODE=table costline lake remove-orphans --older-than 6h
+    """
+    from costline.tablelake import MIN_ORPHAN_AGE_S, TableLake
+
+    if config.lake.mode != "table":
+        raise click.UsageError('remove-orphans is for [lake] mode = "table" (the local lake has no orphan files: '
+                               "recovery removes a crashed batch's files)")
+    if older_than < MIN_ORPHAN_AGE_S:
+        raise click.BadParameter(f"{older_than:g} s is under {MIN_ORPHAN_AGE_S / 60:g} minutes: a younger data file "
+                                 "may belong to a commit still in flight", param_hint="--older-than")
+    found = TableLake(config.lake).init().remove_orphans(older_than_s=older_than, dry_run=dry_run,
+                                                         progress=click.echo)
+    for line in _orphan_lines(found, older_than, dry_run):
+        click.echo(line)
+
+
+def compact_once(config: Config, *, before: Any = None, expire_older_than: float = 3600.0,
+                 orphans_older_than: float | None = None, now: Callable[[], float] = time.time) -> list[str]:
     """One maintenance pass for ``[lake] mode``: lines telling what it did.
 
-    Table mode: :meth:`~costline.tablelake.TableLake.compact` then
-    :meth:`~costline.tablelake.TableLake.expire_snapshots`; local mode: ``Lake.compact``."""
+    Table mode: :meth:`~costline.tablelake.TableLake.compact`, then
+    :meth:`~costline.tablelake.TableLake.expire_snapshots`, then
+    :meth:`~costline.tablelake.TableLake.remove_orphans` (files older than ``orphans_older_than``, default
+    :data:`~costline.tablelake.DEFAULT_ORPHAN_AGE_S`, aged by ``now``, wall-clock seconds); local mode:
+    ``Lake.compact``."""
     if config.lake.mode != "table":
         from costline.lake import Lake
 
         done = Lake(config.lake.path).compact(before=before)
         lines = [f"{table} {day}: {files} files -> 1 ({rows:,} rows)" for table, day, files, rows in done]
         return lines + [f"compacted {len(done)} table-days" if done else "nothing to compact"]
-    from costline.tablelake import TableLake
+    from costline.tablelake import DEFAULT_ORPHAN_AGE_S, TableLake
 
     lake = TableLake(config.lake)
     done = lake.compact()
@@ -118,6 +203,8 @@ def compact_once(config: Config, *, before: Any = None, expire_older_than: float
     lines.append(f"compacted {len(done)} table partitions" if done else "nothing to compact")
     expired = lake.expire_snapshots(older_than_s=expire_older_than)
     lines.append("expired snapshots: " + ", ".join(f"{t} {n}" for t, n in expired.items()))
+    age = DEFAULT_ORPHAN_AGE_S if orphans_older_than is None else orphans_older_than
+    lines += _orphan_lines(lake.remove_orphans(older_than_s=age, now=now), age, False)
     return lines
 
 

@@ -285,12 +285,13 @@ def lake() -> None:
               help="Table mode: expire snapshots older than this (the newest 10 and the current one are kept).")
 @pass_config
 def lake_compact(config: Config, before: Any, every: float | None, expire_older_than: float) -> None:
-    """Merge small files (safe while `process` runs); in table mode also expire old snapshots.
+    """Merge small files (safe while `process` runs); table mode: expire snapshots, remove orphans.
 
     Each processor flush writes a file per table and day; compaction keeps queries fast. Only
     files an offset manifest committed are merged, and the views read every row once meanwhile.
     In [lake] mode = "table" each day partition's small data files are rewritten into one
-    (an Iceberg snapshot that carries the processors' offsets forward) and old snapshots expire.
+    (an Iceberg snapshot that carries the processors' offsets forward), old snapshots expire and
+    data files no retained snapshot references are deleted once an hour old (`lake remove-orphans`).
 
     \b
     Example:
@@ -327,9 +328,9 @@ def lake_views(config: Config) -> None:
     click.echo(f"duckdb {path}")
 
 
-from costline.tablelake_cli import lake_down, lake_status, lake_up  # noqa: E402 - the table lake's servers
+from costline.tablelake_cli import lake_down, lake_remove_orphans, lake_status, lake_up  # noqa: E402 - the table lake's servers
 
-for _command in (lake_up, lake_down, lake_status):
+for _command in (lake_up, lake_down, lake_status, lake_remove_orphans):
     lake.add_command(_command)
 
 commands = [process, sql, lake]

@@ -8,6 +8,11 @@ claim is stale) — so the processor's loop and fencing are one code path:
 - ``table``: :class:`costline.tablelake.TableLake` (files and Kafka offsets in one Iceberg snapshot
   per table, claims in the snapshot summary; many hosts on one catalog + object store).
 
+Both record the topic id with the offsets (``records_topic_id``: a topic deleted and created again is refused
+with ``TopicLifetimeError`` unless ``--accept-new-topic``) and who made each claim (``records_claimant``: a
+processor fenced by another consumer group's claim stops with ``OtherWriterError``), through the processor's
+shared checks (``_check_lifetime``, ``_check_other_writer``).
+
 A catalog commit takes a few hundred milliseconds (the S3 round trips of a metadata file, a manifest
 list and a manifest, and the catalog's compare-and-swap), too slow for Kafka's rebalance listener,
 which runs on the consumer's IO thread and holds up its heartbeats. :class:`TableProcessor` therefore
@@ -133,12 +138,15 @@ class TableProcessor(Processor):
         # one batch: claiming those one by one would outbid the newer owner and steal them back.
         partitions = [tp.partition for tp in pending]
         epochs: dict[int, int] = {}
+        who = {"claimant": self._claimant()} if getattr(self.lake, "records_claimant", False) else {}
         while partitions:
             try:
-                epochs = self.lake.claim_many(self.topic, partitions)
+                epochs = self.lake.claim_many(self.topic, partitions, **who)
                 break
             except WriterFenced as exc:
                 lost = set(getattr(exc, "partitions", None) or partitions)
+                for partition in sorted(lost):  # another consumer group's claim: stop (OtherWriterError)
+                    self._check_other_writer(partition, exc)
                 log.warning("%s: leaving partition(s) %s to the newer owner", exc, sorted(lost))
                 self.stats.fenced += len(lost)
                 partitions = [p for p in partitions if p not in lost]
@@ -149,9 +157,13 @@ class TableProcessor(Processor):
         for tp in pending:
             self._epochs[tp.partition] = epochs[tp.partition]
             # the tables resume as the local lake does: refused when their offsets belong to an earlier
-            # lifetime of the topic (no topic id recorded here: the end-offset check alone)
-            next_offset, _retired = self._check_lifetime(tp, resume[tp.partition])
-            self._position(tp, next_offset, "table snapshot")
+            # lifetime of the topic (another topic id, or past the partition's end), or set aside and read from
+            # the beginning with --accept-new-topic
+            next_offset, retired = self._check_lifetime(tp, resume[tp.partition])
+            if retired:
+                self._consumer.seek_to_beginning(tp)
+            else:
+                self._position(tp, next_offset, "table snapshot")
         self._consumer.resume(*pending)
         self._last_activity = self._now()
 
