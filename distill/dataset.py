@@ -51,6 +51,7 @@ from typing import Any
 
 from costline.distill.errors import ExportError
 from costline.distill.runs import DistillRun, distill_root, sha256_file, write_json, write_jsonl
+from costline.textutil import stream_safe
 
 __all__ = ["ExportResult", "export_dataset", "verify_disjoint", "content_hash", "load_pii_hook", "is_reasoning",
            "pair_label", "manifest_pairs"]
@@ -71,7 +72,7 @@ _TRAILING = re.compile(r"[\s.!?\u2026\u3002\uff01\uff1f]+$")
 def normalize_text(text: str) -> str:
     """The exact-duplicate form of a text: Unicode NFKC, case folded, runs of whitespace one space, ends
     trimmed, trailing sentence punctuation dropped. Every other character counts ("7+3" is not "7*3")."""
-    t = _SPACE.sub(" ", unicodedata.normalize("NFKC", text or "").casefold()).strip()
+    t = _SPACE.sub(" ", unicodedata.normalize("NFKC", stream_safe(text or "")).casefold()).strip()
     return _TRAILING.sub("", t)
 
 

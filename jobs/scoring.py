@@ -27,6 +27,7 @@ from typing import Protocol
 import numpy as np
 
 from costline.jobs.errors import JobsError, MissingExtraError
+from costline.textutil import stream_safe
 
 __all__ = [
     "METRICS",
@@ -65,7 +66,7 @@ def normalize(text: str | None) -> str:
     Every other character counts: a sign (``-5`` is not ``5``), decimal and thousands separators (``1.5`` is
     not ``1,5``), currency and other symbols (``C++`` is not ``C#``, ``x<3`` not ``x>3``, 👍 not 👎). An
     answer of punctuation only keeps it (``?`` is not the empty answer)."""
-    t = _SPACE.sub(" ", unicodedata.normalize("NFKC", text or "").casefold()).strip()
+    t = _SPACE.sub(" ", unicodedata.normalize("NFKC", stream_safe(text or "")).casefold()).strip()
     while t:
         inner = _TRAILING.sub("", t)
         if len(inner) >= 2 and _QUOTES.get(inner[0]) == inner[-1]:

@@ -14,10 +14,13 @@ validator, or set ``[serving.escalation] min_confidence = 0``.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping
 from typing import Any
+
+from costline.textutil import stream_safe
 
 __all__ = ["parse_confidence", "mentions_confidence"]
 
@@ -51,15 +54,42 @@ def _strings(messages: Iterable[Any]) -> Iterable[str]:
             stack.extend(reversed(value))
 
 
+#: How much of a long string is read normalised: its first and its last ``MAX_MENTION_CHARS`` characters (as
+#: :func:`~costline.textutil.visible_text` reads a routed text); the whole of it is searched as it was sent.
+MAX_MENTION_CHARS = 65_536
+
+
+@functools.cache
+def _format_characters() -> re.Pattern[str]:
+    """Runs of the format characters NFKC leaves (zero-width spaces and joiners, bidi controls, tags...): built once,
+    on first use."""
+    ranges: list[list[int]] = []
+    for cp in range(0x110000):
+        if not 0xD800 <= cp < 0xE000 and unicodedata.category(chr(cp)) == "Cf":
+            if ranges and ranges[-1][1] == cp - 1:
+                ranges[-1][1] = cp
+            else:
+                ranges.append([cp, cp])
+    return re.compile("[%s]+" % "".join(f"\\U{a:08x}-\\U{b:08x}" for a, b in ranges))
+
+
 def _plain(text: str) -> str:
+    """``text`` NFKC-normalised (through :func:`~costline.textutil.stream_safe`: linear in its length whatever its
+    combining marks), its format characters removed; a longer text than 2 × :data:`MAX_MENTION_CHARS` as its head and
+    tail only, so the work is bounded."""
     if text.isascii():
         return text
-    text = unicodedata.normalize("NFKC", text)
-    return "".join(c for c in text if unicodedata.category(c) != "Cf")
+    if len(text) > 2 * MAX_MENTION_CHARS:
+        text = f"{text[:MAX_MENTION_CHARS]}\n{text[-MAX_MENTION_CHARS:]}"
+    return _format_characters().sub("", unicodedata.normalize("NFKC", stream_safe(text)))
 
 
 def mentions_confidence(messages: Iterable[Any]) -> bool:
     """True when the turns (``messages``: a request's user and assistant turns, Messages API shapes; never its
     system prompt) mention confidence: the marker's syntax or the word, in any case (NFKC-normalized, invisible
-    characters removed). Such a request's stated confidence may be the end user's, not the model's."""
-    return any(_MENTION.search(_plain(s)) for s in _strings(messages))
+    characters removed). Such a request's stated confidence may be the end user's, not the model's.
+
+    Each string is searched whole as sent, and its normalised form within its first and last
+    :data:`MAX_MENTION_CHARS` characters (bounded work per string): a mention spelled in other forms (fullwidth,
+    zero-width joiners) in the middle of a longer string is not seen — as a paraphrase is not (the module's note)."""
+    return any(_MENTION.search(s) or (not s.isascii() and _MENTION.search(_plain(s))) for s in _strings(messages))

@@ -19,7 +19,9 @@ Requests that mean the same thing have one scope (:func:`request_scope` hashes a
 spelling (``1`` and ``1.0``, ``0`` and ``0.0``), a generation parameter at the APIs' documented default left out
 (``temperature`` 1, ``top_p`` 1, ``frequency_penalty`` and ``presence_penalty`` 0: :data:`DEFAULTS`), stop sequences
 as a sorted set, an empty list or object (``tools: []``, ``logit_bias: {}``) as absent, and every text in Unicode
-NFC (a system prompt typed with combining accents is the same prompt). A request already in that form hashes as
+NFC (a system prompt typed with combining accents is the same prompt; NFC of the text made Stream-Safe, which leaves
+every real text as it is: :func:`~costline.textutil.stream_safe`). The request is walked and written without
+recursion, whatever its depth. A request already in that form hashes as
 it did before (until 2026-12-05 the raw values were hashed), so the entries a saved cache holds are still found; one
 that was not (``temperature: 1``, an NFD system prompt...) now has another scope, and its old entries are never
 looked up again: they are misses, never served to another request, and leave by their TTL or by eviction.
@@ -38,10 +40,11 @@ import json
 import math
 import re
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from costline import contract
+from costline.textutil import stream_safe
 
 __all__ = [
     "COSTLINE_CACHE_BYPASS",
@@ -88,6 +91,9 @@ _STOP_PARAMS = ("stop_sequences", "stop")
 #: The largest whole float written as an int in the key (past it, floats are not all whole numbers exactly).
 _EXACT_INT = 2 ** 53
 
+#: A string as the json module writes it with ``ensure_ascii=False``.
+_json_string: Callable[[str], str] = json.encoder.encode_basestring  # type: ignore[attr-defined]
+
 _DATE_SUFFIX = re.compile(r"(-\d{8}|-latest|@\d{8})$")
 
 
@@ -131,7 +137,7 @@ def request_scope(
     kept = {k: params[k] for k in _PARAMS if params and params.get(k) is not None}
     doc = {"system": _normal(system), "earlier": _normal(list(earlier)), "tools": _normal(tools),
            "model": model_family(model), "params": _normal(kept)}
-    raw = json.dumps(_canonical(doc), sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+    raw = _dumps(_canonical(doc))
     # surrogatepass: a lone surrogate (JSON's "\\ud800" escape decodes to one) is hashed, not a UnicodeEncodeError
     return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
@@ -188,17 +194,69 @@ def _earlier(messages: list[Any]) -> list[Any]:
     return messages  # no user turn last: the whole conversation is context
 
 
+#: How deep :func:`request_scope` walks a request (objects and arrays), without recursion: far past any request the
+#: gateway takes (it refuses a body, or a function call's arguments, nested past 100 levels), so only a structure
+#: that contains itself, or a library caller's of 100,000 levels, reaches it (ValueError).
+MAX_SCOPE_DEPTH = 100_000
+_END = object()
+
+
+def _rebuild(value: Any, leaf: Callable[[Any], Any], pairs: Callable[[Mapping[Any, Any]], list[tuple[Any, Any]]],
+             make_dict: Callable[[list[Any], list[Any]], Any], make_list: Callable[[list[Any]], Any]) -> Any:
+    """``value`` rebuilt bottom-up with an explicit stack (no recursion, whatever its depth): a Mapping from its
+    ``pairs`` (keys as given, values rebuilt) by ``make_dict(keys, values)``, a list or tuple from its rebuilt items by
+    ``make_list``, anything else by ``leaf``. ValueError past :data:`MAX_SCOPE_DEPTH` levels."""
+    stack: list[tuple[list[Any] | None, Iterator[Any], list[Any]]] = []
+    node, result, opened = value, None, False
+    while True:
+        if isinstance(node, Mapping):
+            kept = pairs(node)
+            stack.append(([k for k, _ in kept], iter([v for _, v in kept]), []))
+            opened = True
+        elif isinstance(node, (list, tuple)):
+            stack.append((None, iter(node), []))
+            opened = True
+        else:
+            result, opened = leaf(node), False
+        if len(stack) > MAX_SCOPE_DEPTH:
+            raise ValueError(f"the request nests objects and arrays more than {MAX_SCOPE_DEPTH} levels deep (or "
+                             "contains itself): flatten it")
+        while True:
+            if not opened:
+                if not stack:
+                    return result
+                stack[-1][2].append(result)
+            keys, children, done = stack[-1]
+            node = next(children, _END)
+            if node is not _END:
+                break
+            stack.pop()
+            result = make_list(done) if keys is None else make_dict(keys, done)
+            opened = False
+
+
 def _normal(value: Any) -> Any:
     """Plain JSON values; a system prompt given as text blocks hashes like the same plain text."""
-    if isinstance(value, Mapping):
-        return {str(k): _normal(v) for k, v in value.items() if not (k == "cache_control" and _caching_marker(v))}
-    if isinstance(value, (list, tuple)):
-        items = [_normal(v) for v in value]
-        if items and all(isinstance(b, Mapping) and b.get("type") == "text" and set(b) <= {"type", "text"}
-                         for b in items):
-            return "\n".join(str(b.get("text", "")) for b in items)
-        return items
+    return _rebuild(value, _same, _normal_pairs, _as_dict, _joined_text_blocks)
+
+
+def _same(value: Any) -> Any:
     return value
+
+
+def _as_dict(keys: list[Any], values: list[Any]) -> dict[Any, Any]:
+    return dict(zip(keys, values))
+
+
+def _normal_pairs(value: Mapping[Any, Any]) -> list[tuple[Any, Any]]:
+    return [(str(k), v) for k, v in value.items() if not (k == "cache_control" and _caching_marker(v))]
+
+
+def _joined_text_blocks(items: list[Any]) -> Any:
+    """A list of text blocks (only ``type`` and ``text``) as its texts, one a line; any other list as it is."""
+    if items and all(isinstance(b, Mapping) and b.get("type") == "text" and set(b) <= {"type", "text"} for b in items):
+        return "\n".join(str(b.get("text", "")) for b in items)
+    return items
 
 
 def _canonical(doc: dict[str, Any]) -> dict[str, Any]:
@@ -227,16 +285,67 @@ def _canonical(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def _plain(value: Any) -> Any:
-    """``value`` with its texts (keys too) in NFC and its whole floats as ints."""
+    """``value`` with its texts (keys too) in NFC and its whole floats as ints.
+
+    NFC of a Stream-Safe text (:func:`~costline.textutil.stream_safe`): the same text for every real one, and a run
+    of thousands of combining marks, which NFC sorts in quadratic time, cut every 30 marks by a grapheme joiner."""
+    return _rebuild(value, _plain_leaf, _plain_pairs, _as_dict, list)
+
+
+def _nfc(text: str) -> str:
+    return unicodedata.normalize("NFC", stream_safe(text))
+
+
+def _plain_leaf(value: Any) -> Any:
     if isinstance(value, str):
-        return unicodedata.normalize("NFC", value)
+        return _nfc(value)
     if isinstance(value, float) and value.is_integer() and abs(value) <= _EXACT_INT:
         return int(value)
-    if isinstance(value, Mapping):
-        return {_plain(str(k)): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
     return value
+
+
+def _plain_pairs(value: Mapping[Any, Any]) -> list[tuple[Any, Any]]:
+    return [(_nfc(str(k)), v) for k, v in value.items()]
+
+
+def _dumps(doc: Any) -> str:
+    """``json.dumps(doc, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)``, the same text,
+    written without recursion (the json module's encoder recurses, and raises RecursionError a few hundred levels
+    down). ValueError past :data:`MAX_SCOPE_DEPTH` levels."""
+    out: list[str] = []
+    # each open object or array: [its items, its closing bracket, whether none is written yet, whether an object]
+    stack: list[list[Any]] = []
+
+    def begin(value: Any) -> None:
+        if isinstance(value, Mapping):
+            out.append("{")
+            stack.append([iter(sorted(value.items(), key=lambda kv: kv[0])), "}", True, True])
+        elif isinstance(value, (list, tuple)):
+            out.append("[")
+            stack.append([iter(value), "]", True, False])
+        else:
+            out.append(_json_string(value) if isinstance(value, str)
+                       else json.dumps(value, ensure_ascii=False, default=str))
+        if len(stack) > MAX_SCOPE_DEPTH:
+            raise ValueError(f"the request nests objects and arrays more than {MAX_SCOPE_DEPTH} levels deep: "
+                             "flatten it")
+
+    begin(doc)
+    while stack:
+        top = stack[-1]
+        item = next(top[0], _END)
+        if item is _END:
+            out.append(top[1])
+            stack.pop()
+            continue
+        if not top[2]:
+            out.append(",")
+        top[2] = False
+        if top[3]:
+            out.append(f"{_json_string(item[0])}:")
+            item = item[1]
+        begin(item)
+    return "".join(out)
 
 
 def _empty(value: Any) -> bool:

@@ -1396,7 +1396,10 @@ def _fold_accents(text: str) -> str:
         return text
     import unicodedata
 
-    return unicodedata.normalize("NFC", "".join(ch for ch in unicodedata.normalize("NFD", text)
+    from costline.textutil import stream_safe
+
+    # stream-safe first: normalising a long run of combining marks is quadratic (a hostile question's)
+    return unicodedata.normalize("NFC", "".join(ch for ch in unicodedata.normalize("NFD", stream_safe(text))
                                                 if not unicodedata.combining(ch)))
 
 

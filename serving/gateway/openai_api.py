@@ -64,18 +64,20 @@ from typing import Any
 from costline.serving.gateway._http import HttpRequest, HttpResponse
 from costline.serving.backends import Prompt
 from costline.serving.cache.key import scope_of_body
-from costline.serving.gateway.app import (CACHE_MODEL, STREAM_MODE_HEADER, Gateway, _headers, failure_message,
-                                      failure_status, gave_no_answer, open_live, with_request_id)
+from costline.serving.gateway.app import (CACHE_MODEL, MAX_JSON_DEPTH, STREAM_MODE_HEADER, Gateway, _headers,
+                                      failure_message, failure_status, gave_no_answer, json_depth, open_live,
+                                      with_request_id)
 from costline.serving.gateway.messages_api import question_text, sampling_of, textless_query, textless_turn
 from costline.serving.embeddings import embeddings_problem
 from costline.serving.structured import from_chat
-from costline.serving.translate import (MAX_TOOLS, block_text, openai_tool_calls, tools_from_openai,
+from costline.serving.translate import (MAX_TOOLS, block_text, loads_json, openai_tool_calls, tools_from_openai,
                                        turns_from_openai, uses_tools)
 from costline.serving.pipeline import Answer, LiveAnswer
 
 __all__ = ["CHAT_FIELDS", "CHAT_IGNORED_FIELDS", "CHAT_SAMPLING_FIELDS", "ChatCompletions", "DEFAULT_MAX_TOKENS",
-           "Embeddings", "OpenAIRoute", "RESUME_PAUSED", "SEARCH_CONTEXT_USES", "chat_completion", "chat_sampling_of",
-           "citation_spans", "end_user_of", "model_of",
+           "Embeddings", "OpenAIRoute", "RESUME_PAUSED", "SEARCH_CONTEXT_USES", "arguments_too_deep_message",
+           "chat_completion", "chat_sampling_of", "citation_spans", "end_user_of", "json_arguments_too_deep",
+           "model_of",
            "open_openai_live", "openai_error", "read_chat_request", "search_tool", "settled_response", "token_counts",
            "unrecognized", "unrecognized_error", "url_citations", "web_search_tool"]
 
@@ -303,6 +305,9 @@ def _to_messages(body: Mapping[str, Any]) -> tuple[Any, list[dict[str, Any]], st
     if isinstance(chat_only, tuple) and chat_only and isinstance(chat_only[0], str):
         return openai_error(400, chat_only[1], param=chat_only[0])
     sampling = (*sampling, *chat_only)
+    deep = _deep_arguments(raw)
+    if deep is not None:
+        return openai_error(400, deep[1], param=deep[0])
     parsed = turns_from_openai(raw, _text)
     if isinstance(parsed[0], str):
         return openai_error(400, str(parsed[1]), param=str(parsed[0]))
@@ -324,6 +329,40 @@ def _to_messages(body: Mapping[str, Any]) -> tuple[Any, list[dict[str, Any]], st
             return openai_error(400, "messages: the last message must be a user message with text", param="messages")
     return (("\n\n".join(system_parts) or None), turns, query, max_tokens, sampling, tuple(tools),
             tool_choice)
+
+
+def json_arguments_too_deep(raw: Any) -> bool:
+    """True for a function call's ``arguments`` (JSON in a string) that nest objects and arrays deeper than the body
+    may (:data:`~costline.serving.gateway.app.MAX_JSON_DEPTH`): the body's depth check never saw inside the string,
+    and what reads the call after it (the cache's scope, the SDKs) would go as deep. JSON that is not JSON is not
+    too deep (the caller says what is wrong with it); JSON the parser cannot nest as deep (RecursionError) is."""
+    if not isinstance(raw, (str, bytes)) or not raw:
+        return False
+    try:
+        value = loads_json(raw)
+    except RecursionError:
+        return True
+    except ValueError:
+        return False
+    return json_depth(value, MAX_JSON_DEPTH) > MAX_JSON_DEPTH
+
+
+def arguments_too_deep_message(field: str) -> str:
+    return (f"{field}: the arguments nest objects and arrays more than {MAX_JSON_DEPTH} levels deep (the limit of "
+            "the whole body): flatten them")
+
+
+def _deep_arguments(raw: list[Any]) -> tuple[str, str] | None:
+    """(param, message) for the first assistant message's function call whose ``arguments`` are
+    :func:`json_arguments_too_deep`, else None."""
+    for i, m in enumerate(raw):
+        calls = m.get("tool_calls") if m.get("role") == "assistant" else None
+        for j, call in enumerate(calls if isinstance(calls, list) else ()):
+            fn = call.get("function") if isinstance(call, Mapping) else None
+            if isinstance(fn, Mapping) and json_arguments_too_deep(fn.get("arguments")):
+                field = f"messages[{i}].tool_calls[{j}].function.arguments"
+                return field, arguments_too_deep_message(field)
+    return None
 
 
 #: Chat Completions generation parameters the Messages API has no field for: carried to OpenAI-compatible tiers

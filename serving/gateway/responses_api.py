@@ -64,12 +64,14 @@ from typing import Any
 from costline.serving.backends import PAUSE_TURN, Prompt
 from costline.serving.cache.key import scope_of_body
 from costline.serving.gateway._http import HttpRequest, HttpResponse
+from costline.serving.gateway.app import MAX_JSON_DEPTH, json_depth
 from costline.serving.gateway.auth import Refused
 from costline.serving.gateway.response_store import StoreFull
 from costline.serving.gateway.messages_api import question_text, sampling_of, textless_query, textless_turn
-from costline.serving.gateway.openai_api import (DEFAULT_MAX_TOKENS, EFFORTS, RESUME_PAUSED, OpenAIRoute, citation_spans,
-                                                 end_user_of, model_of, open_openai_live, openai_error, search_tool,
-                                                 settled_response, token_counts, unrecognized, unrecognized_error)
+from costline.serving.gateway.openai_api import (DEFAULT_MAX_TOKENS, EFFORTS, RESUME_PAUSED, OpenAIRoute,
+                                                 arguments_too_deep_message, citation_spans, end_user_of, model_of,
+                                                 open_openai_live, openai_error, search_tool, settled_response,
+                                                 token_counts, unrecognized, unrecognized_error)
 from costline.serving.pipeline import Answer, LiveAnswer
 from costline.serving.structured import from_responses
 from costline.serving.translate import (MAX_TOOLS, file_block, image_block, loads_json, tools_from_openai,
@@ -637,8 +639,12 @@ def turns_of(raw: Any, seen: frozenset[str] = frozenset()) -> tuple[list[str], l
             call_id, name, arguments = item.get("call_id"), item.get("name"), item.get("arguments", "")
             try:
                 args = loads_json(arguments) if isinstance(arguments, str) and arguments else {}
+            except RecursionError:  # nested past what the parser takes: past the body's limit too
+                raise BadParam(f"input[{i}].arguments", arguments_too_deep_message(f"input[{i}].arguments")) from None
             except ValueError:  # NaN / Infinity too: no tier's API takes them
                 args = None
+            if isinstance(args, dict) and json_depth(args, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+                raise BadParam(f"input[{i}].arguments", arguments_too_deep_message(f"input[{i}].arguments"))
             if not isinstance(call_id, str) or not isinstance(name, str) or not isinstance(args, dict):
                 raise BadParam(f"input[{i}]", f"input[{i}]: a function_call has a call_id, a name and JSON object "
                                               "arguments")
