@@ -53,6 +53,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType, SimpleNamespace
@@ -494,7 +495,7 @@ class _StreamRecord:
 
     def fail(self, exc: BaseException) -> None:
         if not self.done:
-            self.call.error(self.parser.error_name(exc), f"{type(exc).__name__}: {str(exc)[:200]}")
+            self.call.failed(exc, self.parser.error_name(exc))
 
     def ran_out(self) -> None:
         """The stream ended on its own (the SDK's iteration stopped, no error): before the model's final
@@ -540,7 +541,7 @@ class _ParsedRecord:
 
     def fail(self, exc: BaseException) -> None:
         if not self.done:
-            self.call.error(self.kit.parser.error_name(exc), f"{type(exc).__name__}: {str(exc)[:200]}")
+            self.call.failed(exc, self.kit.parser.error_name(exc))
 
     def parsed(self, parsed: Any) -> None:
         if self.done:
@@ -565,12 +566,14 @@ class _ParsedRecord:
 def fail_stream_call(stream: Any, error_type: str, description: str | None = None) -> bool:
     """Mark the call of a watched stream (what an instrumented ``create(stream=True)`` or ``messages.stream``
     returned) failed, before its span ends: for a caller that turns down what the stream sent although the SDK
-    passed it on (an error object a server wrote as a chunk). ``error_type``: the name the caller fails with.
-    False (nothing done) for a stream that is not watched or whose span has ended. Never raises."""
+    passed it on (an error object a server wrote as a chunk). ``error_type``: the name the caller fails with;
+    ``description``: what the stream said, which may quote the prompt: on the span status only when content capture
+    is on (:meth:`~costline.collectors.recorder.CallHandle.error`'s ``detail``). False (nothing done) for a stream
+    that is not watched or whose span has ended. Never raises."""
     try:
         rec = getattr(stream, "_self_record", None)
         if isinstance(rec, _StreamRecord) and not rec.done:
-            rec.call.error(error_type, description)
+            rec.call.error(error_type, detail=description)
             return True
     except Exception:
         log.exception("costline: could not mark a stream's call failed")
@@ -994,7 +997,7 @@ def _anthropic_usage(call: CallHandle, usage: Any) -> None:
 def _record_anthropic(call: CallHandle, recorder: Recorder, kwargs: dict[str, Any], response: Any) -> None:
     if getattr(response, "type", None) == "error":  # a 200 whose body is the API's error object
         error = anthropic_error_class(response) or "APIStatusError"
-        call.error(error, f"the model answered 200 with an error: {getattr(response, 'error', None)}"[:200])
+        call.error(error, "the model answered 200 with an error", detail=getattr(response, "error", None))
         return
     usage = getattr(response, "usage", None)
     if usage is not None:
@@ -1166,9 +1169,8 @@ def _record_openai(call: CallHandle, recorder: Recorder, kwargs: dict[str, Any],
         _openai_usage(call, usage)
     choices = list(getattr(response, "choices", None) or [])
     if not choices:  # no answer (an error object a server sent with a 200, as older vLLM does): a failed call
-        said = f": {str(getattr(response, 'message', None))[:200]}" if getattr(response, "object", None) == "error" \
-            else ""
-        call.error("APIResponseValidationError", f"the chat completion has no choices{said}")
+        said = getattr(response, "message", None) if getattr(response, "object", None) == "error" else None
+        call.error("APIResponseValidationError", "the chat completion has no choices", detail=said)
     reasons = [c.finish_reason for c in choices if isinstance(getattr(c, "finish_reason", None), str)]
     call.response(getattr(response, "model", None), reasons or None, getattr(response, "id", None))
     _fail_on_finish(call, reasons)
@@ -1266,11 +1268,15 @@ _RESPONSES_ERROR_CLASSES: Mapping[str, str] = MappingProxyType({
     "server_error": "InternalServerError",
     "rate_limit_exceeded": "RateLimitError",
 })
+#: A Responses API error ``code`` shown on the span status whatever the capture setting: a short identifier
+#: (``server_error``, ``invalid_prompt``); any other text from the server is content, kept only with capture on.
+_ERROR_CODE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 
 def _responses_error(call: CallHandle, code: Any, message: Any, where: str) -> None:
     name = _RESPONSES_ERROR_CLASSES.get(code, "APIError") if isinstance(code, str) else "APIError"
-    call.error(name, f"{where}: {str(code)[:64]}: {str(message)[:200]}")
+    shown = f"{where}: {code}" if isinstance(code, str) and _ERROR_CODE.fullmatch(code) else where
+    call.error(name, shown, detail=message)
 
 
 def _responses_usage(call: CallHandle, usage: Any) -> None:

@@ -292,14 +292,25 @@ class CallHandle:
         if self._obs is not None:
             self._obs.cost(usd)
 
-    def error(self, error_type: str, description: str | None = None) -> None:
-        """Mark the call failed without an exception (e.g. an error returned in a body)."""
+    def error(self, error_type: str, description: str | None = None, *, detail: str | None = None) -> None:
+        """Mark the call failed without an exception (e.g. an error returned in a body).
+
+        ``description`` (the span status's; default ``error_type``) is costline's own words and must hold no text
+        from outside. ``detail`` is what the upstream said (an error message, which may quote the prompt): appended
+        only when content capture is on, redacted and cut as captured content is (:meth:`Recorder.detail`)."""
         try:
             self.error_type = _str(error_type)
             self.span.set_attribute(contract.ERROR_TYPE, error_type)
-            self.span.set_status(Status(StatusCode.ERROR, description or error_type))
+            text = description or error_type
+            said = self._recorder.detail(detail) if detail is not None else None
+            self.span.set_status(Status(StatusCode.ERROR, f"{text}: {said}" if said else text))
         except Exception as exc:
             log.warning("costline: dropped error.type: %s", exc)
+
+    def failed(self, exc: BaseException, error_type: str | None = None) -> None:
+        """Mark the call failed with ``exc`` (``error_type``: its name, default its class's): the status description
+        is :meth:`Recorder.describe_error`'s (content-free unless content capture is on)."""
+        self.error(error_type or type(exc).__name__, self._recorder.describe_error(exc))
 
     def content(
         self,
@@ -494,6 +505,34 @@ class Recorder:
     def capture_enabled(self) -> bool:
         return self._capture_on
 
+    def describe_error(self, exc: BaseException) -> str:
+        """What a failed call's span status says of ``exc``. With content capture off: its class and, when it has
+        one, its HTTP error status (4xx or 5xx: ``"BadRequestError: 400"``) — never its message, which an upstream's
+        400 fills with the prompt it refused. With capture on: the class and the message, redacted and cut to 200
+        characters."""
+        name = type(exc).__name__
+        code = getattr(exc, "status_code", None)
+        plain = f"{name}: {code}" if _is_count(code) and 400 <= code <= 599 else name
+        if not self._capture_on:
+            return plain
+        try:
+            said = self.detail(str(exc), 200)
+        except Exception:  # noqa: BLE001 - a str() that raises: the plain description
+            said = None
+        return f"{name}: {said}" if said else plain
+
+    def detail(self, text: Any, limit: int = 200) -> str | None:
+        """``text`` from outside (an upstream's error message) as a span may carry it: None with content capture
+        off; with it on, redacted by the ``redact`` hook and cut to ``limit`` characters (None when the hook
+        fails). Never raises."""
+        if not self._capture_on or text is None:
+            return None
+        try:
+            return self._text(str(text), limit) or None
+        except Exception:  # noqa: BLE001 - a failing hook drops the text, never the call
+            log.warning("costline: the redact hook failed on an error message: it is left out")
+            return None
+
     def current_request(self) -> RequestHandle | None:
         """The request handle active in the current context, if any."""
         handle = otel_context.get_value(_HANDLE_KEY)
@@ -617,7 +656,7 @@ class Recorder:
         try:
             yield handle
         except BaseException as exc:
-            handle.error(type(exc).__name__, f"{type(exc).__name__}: {str(exc)[:200]}")
+            handle.failed(exc)
             raise
         finally:
             otel_context.detach(token)

@@ -692,7 +692,8 @@ class _Loader:
             return _scalar(hint, value, text)
         except (TypeError, ValueError):
             shown = text if text is not None else value
-            raise ConfigError(where, f"expected {_type_word(hint)}, got {shown!r}", source=src) from None
+            raise ConfigError(where, f"expected {_type_word(hint)}, got {_shown(path[-1] if path else '', shown)}",
+                              source=src) from None
 
 
 _MISSING: Any = object()
@@ -893,6 +894,51 @@ def _type_word(hint: Any) -> str:
     )
 
 
+#: A URL's scheme, as :func:`_shown_url` tells it from a ``user:password@`` that has none.
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
+#: Words of a key name whose value is a secret, shown masked when an error quotes it (``bearer_token``,
+#: ``s3_secret_access_key``, a ``headers.Authorization`` entry); a key ending in ``_env`` / ``_file`` / ``_path`` /
+#: ``_dir`` names where the secret is, and is shown.
+_SECRET_WORDS = frozenset({"password", "passwd", "pwd", "secret", "token", "credential", "credentials",
+                           "authorization", "apikey", "webhook"})
+#: Words of a key name whose value is a URL: shown with its credentials masked (:func:`_shown_url`).
+_URL_WORDS = frozenset({"url", "uri", "endpoint", "dsn"})
+
+
+def _shown_url(value: object) -> str:
+    """A URL-like value as an error quotes it (its ``repr``), with no credential in it: whatever comes before the
+    last ``@`` of its authority (``user:password``) becomes ``***`` — with or without a scheme, so a value refused for
+    lacking one (``minio:secret@objstore:9000``) is masked too — and credential query parameters are ``***``
+    (:func:`~costline.netsec.redact_url`)."""
+    from costline.netsec import redact_url
+
+    text = str(value)
+    scheme, sep, rest = text.partition("://")
+    if not sep or not _SCHEME.fullmatch(scheme):
+        scheme, sep, rest = "", "", text
+    rest = redact_url("x://" + rest)[len("x://"):]
+    at = rest.rfind("@")
+    if at >= 0:
+        rest = "***" + rest[at:]
+    return repr(f"{scheme}{sep}{rest}")
+
+
+def _shown(key: str, value: object) -> str:
+    """``value`` of the key ``key`` as an error quotes it: masked when the key holds a secret (:data:`_SECRET_WORDS`,
+    :func:`~costline.netsec.mask_secret`) or a URL (:func:`_shown_url`), else its ``repr``."""
+    name = key.lower()
+    if name.endswith(("_env", "_file", "_path", "_dir")):
+        return repr(value)
+    words = set(re.split(r"[^a-z0-9]+", name))
+    if words & _SECRET_WORDS or ("key" in words and words & {"api", "access", "private", "secret", "signing"}):
+        from costline.netsec import mask_secret
+
+        return f"{mask_secret(value)!r} (masked)"
+    if words & _URL_WORDS:
+        return _shown_url(value)
+    return repr(value)
+
+
 def _validate_lake(lake: LakeConfig, source: str) -> None:
     s = Section("lake", source=source)
     # the numbers in any mode: a bad one must not wait for the day the lake moves to table mode
@@ -904,12 +950,12 @@ def _validate_lake(lake: LakeConfig, source: str) -> None:
     if lake.mode != "table":
         return
     s.need(lake.warehouse.startswith(("s3://", "s3a://")) and len(lake.warehouse.split("://", 1)[1].strip("/")) > 0,
-           "warehouse", f"must be s3://bucket[/prefix]; got {lake.warehouse!r}")
+           "warehouse", f"must be s3://bucket[/prefix]; got {_shown_url(lake.warehouse)}")
     s.need(lake.s3_endpoint is None or is_http_url(lake.s3_endpoint), "s3_endpoint",
-           f"must be http(s)://host:port; got {lake.s3_endpoint!r}")
+           f"must be http(s)://host:port; got {_shown_url(lake.s3_endpoint)}")
     s.need(lake.catalog_uri is None or "://" in lake.catalog_uri, "catalog_uri",
            "must be a SQLAlchemy URL (postgresql+psycopg2://user@host/db "
-           f"or sqlite:////path/catalog.db); got {lake.catalog_uri!r}")
+           f"or sqlite:////path/catalog.db); got {_shown_url(lake.catalog_uri)}")
     s.need(lake.namespace.isidentifier(), "namespace", f"must be an identifier; got {lake.namespace!r}")
 
 
@@ -965,7 +1011,7 @@ def _validate(config: Config, source: str) -> None:
            "must be an interface (127.0.0.1 keeps it local)")
     endpoint = collector.metrics_otlp_endpoint
     s.need(endpoint is None or is_http_url(endpoint), "metrics_otlp_endpoint",
-           f"must be an http(s) URL such as http://127.0.0.1:4318/v1/metrics; got {endpoint!r}")
+           f"must be an http(s) URL such as http://127.0.0.1:4318/v1/metrics; got {_shown_url(endpoint)}")
     processor: ProcessorConfig = sections["processor"]
     s = Section("processor", source=source)
     s.at_least("batch_max_spans", processor.batch_max_spans, 1)

@@ -58,7 +58,7 @@ from costline.serving.embeddings import EmbeddingsUpstream
 from costline.serving.registry import ModelRegistry
 from costline.serving.routing.router import Router, RoutingPolicy, build_policy, request_chars
 from costline.serving.settings import EscalationConfig
-from costline.serving.structured import SCHEMA_PROBLEM, OutputFormat
+from costline.serving.structured import BUDGET_EXCEEDED, SCHEMA_PROBLEM, OutputFormat
 from costline.textutil import well_formed  # re-exported (serving's callers import it from here)
 from costline.serving.confidence import mentions_confidence, parse_confidence
 from costline.serving.translate import anthropic_defined
@@ -115,6 +115,17 @@ _REFUSAL = "refusal"
 #: offered in ``tools`` with a type of these names and a version date (``web_search_20250305``). A ``tool_use`` of
 #: their name is not a call the client can run.
 _SERVER_TOOL_TYPES = ("web_search_", "web_fetch_", "code_execution_", "tool_search_tool_")
+#: What a log may say of why a structured answer failed its format: the fixed start of each of
+#: :meth:`OutputFormat.problem`'s texts. The rest (jsonschema's message, the path of keys) quotes the answer, so it is
+#: never logged; a text that starts with none of these is logged as the last one.
+_PROBLEM_KINDS = ("the answer is not valid JSON", "the answer is not a JSON object",
+                  "the answer does not follow the schema", "the answer could not be checked against the schema",
+                  "the schema refers to itself without end", BUDGET_EXCEEDED, "the answer does not follow its format")
+
+
+def _problem_kind(problem: str) -> str:
+    """The content-free kind of an :meth:`OutputFormat.problem` text (one of :data:`_PROBLEM_KINDS`)."""
+    return next((k for k in _PROBLEM_KINDS if problem.startswith(k)), _PROBLEM_KINDS[-1])
 
 
 @runtime_checkable
@@ -623,7 +634,7 @@ class Pipeline:
         if fmt is not None:
             broken = fmt.problem(reply.text)
             if broken is not None:
-                log.info("costline: the %s tier's structured answer failed: %s", reply.tier, broken)
+                log.info("costline: the %s tier's structured answer failed: %s", reply.tier, _problem_kind(broken))
                 return False, SCHEMA_PROBLEM, None
         confidence = None
         if self.confidence is not None:

@@ -47,15 +47,26 @@ _INVALIDATED_TENANTS = "invalidated_tenants.json"  # absent from older snapshots
 
 log = logging.getLogger(__name__)
 
+#: The modes of what a save makes (less the umask): its owner's only, as the gateway's keys file is.
+_PRIVATE_DIR = 0o700
+_PRIVATE_FILE = 0o600
+#: Snapshot folders already warned about being open to others (:func:`_check_root`).
+_WARNED_ROOTS: set[str] = set()
+
 
 def save_cache(cache: "SemanticCache", path: str | os.PathLike[str]) -> Path:
-    """Write ``cache`` under the folder ``path``; returns the generation folder written."""
+    """Write ``cache`` under the folder ``path``; returns the generation folder written.
+
+    Everything it writes holds every tenant's questions and answers in clear: the folder ``path`` (when it makes it),
+    each generation folder and every file are its owner's only (0o700 / 0o600, whatever the umask). A ``path`` that
+    exists already with access for others is left as it is, with a warning (:func:`_check_root`)."""
     root = Path(path)
-    root.mkdir(parents=True, exist_ok=True)
+    root.mkdir(parents=True, exist_ok=True, mode=_PRIVATE_DIR)
+    _check_root(root)
     header, entries, parts = cache._snapshot()  # copies taken under the cache's lock
     generation = _next_generation(root)
     tmp = root / f".tmp-{uuid.uuid4().hex}"
-    tmp.mkdir()
+    tmp.mkdir(mode=_PRIVATE_DIR)
     try:
         files: dict[str, str] = {}
         partitions = []
@@ -99,7 +110,7 @@ def save_cache(cache: "SemanticCache", path: str | os.PathLike[str]) -> Path:
         manifest["replication"] = header["replication"]
     body = json.dumps(manifest, indent=1, sort_keys=True).encode("utf-8")
     _clear_manifest_path(root)
-    with atomic_write(root / MANIFEST) as fh:  # its rename is the commit point
+    with atomic_write(root / MANIFEST, opener=_owner_only) as fh:  # its rename is the commit point
         fh.write(body)
     for old in root.iterdir():  # older generations and leftovers of crashed saves
         if old.name != gen_dir.name and (old.name.startswith("gen-") or old.name.startswith(".tmp-")
@@ -288,8 +299,29 @@ def _read_checked(path: Path, digest: str) -> bytes:
     return data
 
 
+def _owner_only(path: str, flags: int) -> int:
+    """``open``'s opener for a file only its owner may read (a snapshot's files hold prompts and answers)."""
+    return os.open(path, flags, _PRIVATE_FILE)
+
+
+def _check_root(root: Path) -> None:
+    """Warn (once per folder and process) when others may enter or list the snapshot folder ``root``: what is saved
+    in it is its owner's only all the same, but a folder made looser on purpose is the operator's to change, never
+    this save's (it may be a mount point, or shared with a backup agent by its group)."""
+    try:
+        mode = root.stat().st_mode & 0o777
+    except OSError:
+        return
+    key = str(root.resolve())
+    if mode & 0o077 and key not in _WARNED_ROOTS:
+        _WARNED_ROOTS.add(key)
+        log.warning("costline: the semantic cache folder %s has mode %s: others may list it. Its snapshots hold "
+                    "every tenant's questions and answers (they are written readable by their owner only): "
+                    "chmod 700 %s", root, oct(mode), root)
+
+
 def _write(path: Path, data: bytes) -> str:
-    with synced_write(path) as f:
+    with synced_write(path, opener=_owner_only) as f:
         f.write(data)
     return hashlib.sha256(data).hexdigest()
 
