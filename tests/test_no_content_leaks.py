@@ -23,6 +23,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
+from pipeline_rig import ScriptedTier, ToStudent
+
 from costline import contract as c
 from costline.collectors import Recorder, instrument_anthropic, instrument_openai
 from costline.collectors.instrument import fail_stream_call
@@ -194,26 +196,6 @@ def test_a_stream_failed_by_its_caller_keeps_what_the_server_said_out(spans) -> 
 
 
 # -- 2. the pipeline's log of a structured answer that fails its schema --------------------------------------------
-class _Scripted:
-    def __init__(self, spec, text: str) -> None:
-        self.spec, self.text = spec, text
-
-    def complete(self, prompt):
-        from costline.serving.backends import Reply
-
-        return Reply(self.text, self.spec.name, self.spec.model, "end_turn", 5, 5)
-
-    def close(self) -> None:
-        pass
-
-
-class _ToStudent:
-    def route(self, query, task_type):
-        from costline.serving.routing.router import Decision
-
-        return Decision("student", reason="fixed")
-
-
 TICKET = {"type": "object", "additionalProperties": False, "required": ["title", "priority"],
           "properties": {"title": {"type": "string"}, "priority": {"enum": ["low", "high"]}}}
 COUNTS = {"type": "object", "additionalProperties": {"type": "integer"}}
@@ -235,11 +217,11 @@ def test_a_structured_answer_that_fails_its_schema_is_logged_without_the_answer(
     registry = ModelRegistry.from_config(Config())
     up = registry.ladder("student", 1)[1]
     text = json.dumps(answer)
-    tiers = {"student": _Scripted(registry.tier("student"), text), up: _Scripted(registry.tier(up), text)}
+    tiers = {"student": ScriptedTier(registry.tier("student"), text), up: ScriptedTier(registry.tier(up), text)}
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    pipeline = Pipeline(router=Router(_ToStudent(), registry), backends=tiers, recorder=Recorder(provider, env={}),
+    pipeline = Pipeline(router=Router(ToStudent(), registry), backends=tiers, recorder=Recorder(provider, env={}),
                         confidence=None, escalation=EscalationConfig(max_escalations=1))
     prompt = Prompt(({"role": "user", "content": "File a ticket"},), None, 100,
                     output_format=OutputFormat.of(JSON_SCHEMA, schema))

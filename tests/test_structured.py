@@ -11,6 +11,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from pipeline_rig import ScriptedTier, ToStudent
+
 from costline import contract as c
 
 from costline.collectors import Recorder
@@ -18,7 +20,7 @@ from costline.serving.backends import AnthropicBackend, Prompt, Reply
 from costline.serving.cache.key import scope_of_body
 from costline.serving.pipeline import Pipeline
 from costline.serving.registry import ModelRegistry
-from costline.serving.routing.router import Decision, Router
+from costline.serving.routing.router import Router
 from costline.serving.settings import EscalationConfig
 from costline.serving.structured import (JSON_OBJECT, JSON_OBJECT_INSTRUCTION, JSON_SCHEMA, PATTERN_TIMEOUT_S,
                                          SCHEMA_PROBLEM, OutputFormat, from_anthropic, from_chat, from_responses)
@@ -214,27 +216,6 @@ def test_an_openai_compatible_tier_gets_response_format() -> None:
 
 
 # -- the pipeline --------------------------------------------------------------------------------------------------
-class _Scripted:
-    """A tier that answers with a fixed text and counts its calls."""
-
-    def __init__(self, spec, text: str) -> None:
-        self.spec, self.text, self.prompts = spec, text, []
-
-    def complete(self, prompt: Prompt) -> Reply:
-        self.prompts.append(prompt)
-        return Reply(self.text, self.spec.name, self.spec.model, "end_turn", 5, 5)
-
-    def close(self) -> None:
-        pass
-
-
-class _ToStudent:
-    """A routing policy that sends everything to the student."""
-
-    def route(self, query, task_type):
-        return Decision("student", reason="fixed")
-
-
 @pytest.mark.parametrize("student, above, served_by, success", [
     ('{"title": "Broken export", "priority": "high", "hours": 2}', "unused", "student", True),
     ('```json\n{"title": "Broken export", "priority": "high", "hours": 2}\n```', "unused", "student", True),
@@ -246,11 +227,11 @@ def test_an_answer_that_breaks_its_format_goes_up_a_tier(student, above, served_
     registry = ModelRegistry.from_config(Config())
     up = registry.ladder("student", 1)[1]  # the tier above the student
     served_by = up if served_by == "above" else served_by
-    tiers = {"student": _Scripted(registry.tier("student"), student), up: _Scripted(registry.tier(up), above)}
+    tiers = {"student": ScriptedTier(registry.tier("student"), student), up: ScriptedTier(registry.tier(up), above)}
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    pipeline = Pipeline(router=Router(_ToStudent(), registry), backends=tiers, recorder=Recorder(provider, env={}),
+    pipeline = Pipeline(router=Router(ToStudent(), registry), backends=tiers, recorder=Recorder(provider, env={}),
                         confidence=None, escalation=EscalationConfig(max_escalations=1))
     prompt = Prompt(({"role": "user", "content": "File a ticket: export is broken"},), None, 100,
                     output_format=TICKET_FORMAT)

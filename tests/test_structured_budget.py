@@ -15,13 +15,15 @@ import time
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
+from pipeline_rig import ScriptedTier, ToStudent
+
 from costline.collectors import Recorder
 from costline.config import Config
 from costline.serving import structured
-from costline.serving.backends import Prompt, Reply
+from costline.serving.backends import Prompt
 from costline.serving.pipeline import Pipeline
 from costline.serving.registry import ModelRegistry
-from costline.serving.routing.router import Decision, Router
+from costline.serving.routing.router import Router
 from costline.serving.settings import EscalationConfig
 from costline.serving.structured import (BUDGET_EXCEEDED, JSON_SCHEMA, MAX_REF_DEPTH, MAX_SCHEMA_CHARS,
                                          MAX_SCHEMA_DEPTH, MAX_SCHEMA_EXPANSION, MAX_SCHEMA_NODES, SCHEMA_PROBLEM,
@@ -308,28 +310,12 @@ def test_a_schema_built_in_code_the_budget_cannot_hold_fails_the_answer(schema, 
 
 
 # -- the pipeline --------------------------------------------------------------------------------------------------
-class _Scripted:
-    def __init__(self, spec, text: str) -> None:
-        self.spec, self.text = spec, text
-
-    def complete(self, prompt: Prompt) -> Reply:
-        return Reply(self.text, self.spec.name, self.spec.model, "end_turn", 5, 5)
-
-    def close(self) -> None:
-        pass
-
-
-class _ToStudent:
-    def route(self, query, task_type):
-        return Decision("student", reason="fixed")
-
-
 def test_an_answer_whose_check_runs_out_fails_its_format_on_every_tier_and_the_request_ends() -> None:
     registry = ModelRegistry.from_config(Config())
     up = registry.ladder("student", 1)[1]
     fmt = OutputFormat.of(JSON_SCHEMA, _chain(30, {"not": {}}))
-    tiers = {"student": _Scripted(registry.tier("student"), '"a"'), up: _Scripted(registry.tier(up), '"b"')}
-    pipeline = Pipeline(router=Router(_ToStudent(), registry), backends=tiers,
+    tiers = {"student": ScriptedTier(registry.tier("student"), '"a"'), up: ScriptedTier(registry.tier(up), '"b"')}
+    pipeline = Pipeline(router=Router(ToStudent(), registry), backends=tiers,
                         recorder=Recorder(TracerProvider(), env={}), confidence=None,
                         escalation=EscalationConfig(max_escalations=1))
     started = time.thread_time()
