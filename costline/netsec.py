@@ -284,11 +284,21 @@ def redact_url(uri: str) -> str:
     scheme, sep, rest = uri.partition("://")
     if not sep:
         return uri
-    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
-    authority, path = rest[:end], rest[end:]
-    cred, at, host = authority.rpartition("@")
-    if at and ":" in cred:
-        authority = f"{cred.split(':', 1)[0]}:***@{host}"
+    query = min((i for i in (rest.find(c) for c in "?#") if i >= 0), default=len(rest))
+    at = rest.rfind("@", 0, query)
+    cred = rest[:at] if at >= 0 else ""
+    user, colon, password = cred.partition(":")
+    # a password written with a raw "/" ("u:pa/ss@host": RFC 3986 wants it percent-encoded, people do not) still
+    # ends at the last "@" before the query; a path holding "@" after a port ("host:8080/a@b") is masked too (a URL
+    # shown wrong rather than a password shown)
+    if colon and "/" not in user:
+        start = at + 1
+    else:
+        start, user, colon = 0, "", ""
+    end = min((i for i in (rest.find(c, start) for c in "/?#") if i >= 0), default=len(rest))
+    authority, path = rest[start:end], rest[end:]
+    if colon:
+        authority = f"{user}:***@{authority}"
     path = _SECRET_PARAM.sub(r"\1***", path)
     return f"{scheme}://{authority}{path}"
 

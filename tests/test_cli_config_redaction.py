@@ -50,6 +50,9 @@ def test_config_redacts_the_password_of_every_url(tmp_path: Path) -> None:
     ("postgresql://u@h/db?sslmode=require&sslpassword=zz", "postgresql://u@h/db?sslmode=require&sslpassword=***"),
     ("postgresql://costline:p@ss2@db/x", "postgresql://costline:***@db/x"),
     ("s3://bucket/wh?x=1&secret_access_key=abc&y=2", "s3://bucket/wh?x=1&secret_access_key=***&y=2"),
+    # a password with a raw "/" (RFC 3986 wants it percent-encoded; people paste it as it is)
+    ("http://minio:se/cret@objstore:9000/x", "http://minio:***@objstore:9000/x"),
+    ("postgresql://u:a/b/c@db/cat?sslmode=require", "postgresql://u:***@db/cat?sslmode=require"),
 ])
 def test_one_redactor_for_the_cli_and_the_table_lake(uri: str, shown: str) -> None:
     from costline import tablelake
