@@ -25,7 +25,8 @@ import pytest
 
 from costline.serving.errors import GatewayError
 from costline.serving.gateway.shared_limits import SharedRateLimiter
-from costline.serving.gateway.workers import WorkerSupervisor, check_workers, watch_parent, worker_env
+from costline.serving.gateway.workers import (WorkerSupervisor, check_workers, tenant_cap_per_worker, watch_parent,
+                                              worker_env)
 
 # -- check_workers ------------------------------------------------------------------------------
 
@@ -73,6 +74,24 @@ def test_worker_env(base: dict, index: int, cache_path: str | None, prom: int | 
     if prom is None:
         assert "COSTLINE_COLLECTOR_METRICS_PROMETHEUS_PORT" not in env
     assert base.get("COSTLINE_SERVING_CACHE_REPLICA_ID") is None  # the caller's mapping is left alone
+
+
+@pytest.mark.parametrize(("cap", "workers", "each"), [
+    (0, 4, 0),  # the derived default: each worker's own
+    (8, 1, 8),
+    (8, 2, 4),
+    (7, 2, 3),  # 6 in all: never more than the cap
+    (2, 2, 1),
+    (1, 2, 1),  # under the workers: one each (2 in all, said in docs/serving.md)
+    (3, 4, 1),
+])
+def test_an_explicit_tenant_cap_is_split_over_the_workers(cap: int, workers: int, each: int) -> None:
+    """With --workers N each worker counts only its own requests: the whole cap on each was N times the cap (two
+    slow requests of a tenant capped at 1 both ran, one on each worker)."""
+    assert tenant_cap_per_worker(cap, workers) == each
+    env = worker_env({}, 0, replica_base="gw", cache_path=None, prometheus_port=None, tenant_cap=each)
+    assert env.get("COSTLINE_SERVING_GATEWAY_MAX_IN_FLIGHT_PER_TENANT") == (str(each) if each else None)
+    assert each == 0 or each * workers <= max(cap, workers)
 
 
 # -- SharedRateLimiter --------------------------------------------------------------------------

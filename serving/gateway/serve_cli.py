@@ -224,7 +224,7 @@ def _supervise(config: Config, *, bind: str, port: int | None, workers: int, sta
     import tempfile
 
     from costline.serving.gateway.shared_limits import SharedRateLimiter
-    from costline.serving.gateway.workers import WorkerSupervisor, check_workers, worker_env
+    from costline.serving.gateway.workers import WorkerSupervisor, check_workers, tenant_cap_per_worker, worker_env
 
     c = config.serving.cache
     check_workers(workers, cache=with_cache, replication_topic=c.replication_topic)
@@ -265,7 +265,9 @@ def _supervise(config: Config, *, bind: str, port: int | None, workers: int, sta
         workers, command,
         lambda index: worker_env(base_env, index, replica_base=replica_base,
                                  cache_path=str(c.path) if c.path is not None else None,
-                                 prometheus_port=prometheus_port),
+                                 prometheus_port=prometheus_port,
+                                 tenant_cap=tenant_cap_per_worker(config.serving.gateway.max_in_flight_per_tenant,
+                                                                  workers)),
         host=bind, port=config.serving.gateway.port if port is None else port,
         drain_timeout_s=config.serving.gateway.drain_timeout_s, echo=click.echo)
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: supervisor.stop())

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 from costline.serving.errors import GatewayError
 
-__all__ = ["WorkerSupervisor", "check_workers", "watch_parent", "worker_env"]
+__all__ = ["WorkerSupervisor", "check_workers", "tenant_cap_per_worker", "watch_parent", "worker_env"]
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +49,23 @@ def check_workers(workers: int, *, cache: bool, replication_topic: str | None) -
             "so they share one over Kafka, or serve with --no-cache")
 
 
+def tenant_cap_per_worker(cap: int, workers: int) -> int:
+    """Each worker's share of ``[serving.gateway] max_in_flight_per_tenant`` (0: the derived default, a worker's
+    own): the cap split over the workers, at least 1, so a tenant whose requests land on every worker has at most
+    ``cap`` in flight in all (``max(cap, workers)`` when the cap is under the workers). Counting a tenant's requests
+    in one table every worker shares would admit up to the cap on whichever worker its requests reach; the split is
+    stricter when they land unevenly, never looser."""
+    return cap if cap <= 0 or workers <= 1 else max(1, cap // workers)
+
+
 def worker_env(base: Mapping[str, str], index: int, *, replica_base: str, cache_path: str | None,
-               prometheus_port: int | None) -> dict[str, str]:
+               prometheus_port: int | None, tenant_cap: int = 0) -> dict[str, str]:
     """The environment of worker ``index``: its own cache replica id and snapshot folder, its own
-    ``service.instance.id`` and, with a fixed Prometheus port P, port P + index (env wins over the file)."""
+    ``service.instance.id``, with a fixed Prometheus port P, port P + index, and with ``tenant_cap`` (its share of
+    ``max_in_flight_per_tenant``: :func:`tenant_cap_per_worker`) that cap (env wins over the file)."""
     env = dict(base)
+    if tenant_cap > 0:
+        env["COSTLINE_SERVING_GATEWAY_MAX_IN_FLIGHT_PER_TENANT"] = str(tenant_cap)
     name = f"{replica_base}-w{index}"
     env["COSTLINE_SERVING_CACHE_REPLICA_ID"] = name
     if cache_path:
