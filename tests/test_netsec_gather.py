@@ -217,6 +217,35 @@ def test_a_pipelined_pair_is_answered_in_order_while_idle_connections_fill_the_w
             sock.close()
 
 
+def test_a_worker_serves_the_requests_already_sent_on_its_connection_without_handing_it_back(serve):
+    """Requests a client has sent on the heels of an answer (here pipelined: deterministic) are served by the worker
+    that answered, not handed to the head gatherer and back (a thread handoff each, a fifth of a keep-alive
+    request's throughput); the connection goes back once no whole request is waiting (after at most 2 ms)."""
+    server, port, seen = serve(**SMALL)
+    backs: list[bool] = []
+    real = server._heads.add
+
+    def add(sock, addr, data, *, new):
+        backs.append(new)
+        return real(sock, addr, data, new=new)
+
+    server._heads.add = add
+    client = Client(port)
+    try:
+        client.send(b"".join(post(f"/{i}", b"x") for i in range(5)))
+        assert [client.answer()[0] for _ in range(5)] == [200] * 5
+        for _ in range(100):  # the connection is back with the gatherer once the worker saw no next request
+            if backs.count(False):
+                break
+            time.sleep(0.01)
+        assert backs == [True, False]  # accepted once, handed back once: not after each of the 5 requests
+        client.send(post("/after", b"y"))  # and the gatherer serves it on
+        assert client.answer() == (200, b"1")
+        assert [path for _, path, _ in seen][-1] == "/after"
+    finally:
+        client.close()
+
+
 @pytest.mark.parametrize("sent, status", [
     pytest.param(b"POST / HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 20_000, 431, id="headers"),
     pytest.param(b"GET /" + b"a" * 20_000, 414, id="request-line"),
