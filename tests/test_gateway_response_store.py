@@ -193,6 +193,26 @@ def test_past_its_bounds_a_conversation_refuses_items_and_loses_none() -> None:
     assert store.add_items("globex", "conv_1", [_msg(2, "y" * 600)])  # room again
 
 
+def test_one_conversation_holds_at_most_4_mib_and_the_tenants_others_go_on() -> None:
+    """Every request naming a conversation reads it all back (26 MB: 550 ms of CPU a 100-byte request): one
+    conversation takes at most 4 MiB of items, whatever room its tenant has; its other conversations are not held."""
+    from costline.serving.gateway.response_store import CONVERSATION_MAX_BYTES, StoreFull
+
+    store = ResponseStore(tenant_max_bytes=64 * 1024 * 1024, total_max_bytes=64 * 1024 * 1024)
+    store.create_conversation("acme", "big", {}, [])
+    part = "x" * (512 * 1024)
+    for i in range(7):  # 7 x 512 KiB and their JSON: under 4 MiB
+        store.add_items("acme", "big", [_msg(i, part)])
+    room = store.conversation_room("acme", "big")
+    assert 0 < room < 512 * 1024 and store.conversation_room("acme") > 50 * 1024 * 1024
+    with pytest.raises(StoreFull, match="4 MiB a conversation"):
+        store.add_items("acme", "big", [_msg(7, part)])
+    assert len(store.conversation_items("acme", "big")[0]) == 7  # nothing of the refused add
+    store.create_conversation("acme", "next", {}, [])
+    assert store.add_items("acme", "next", [_msg(0, part)])  # the tenant's next conversation goes on
+    assert CONVERSATION_MAX_BYTES == 4 * 1024 * 1024
+
+
 def test_a_conversation_unused_for_its_ttl_is_gone_with_its_items() -> None:
     clock = Clock()
     store = ResponseStore(conversation_ttl_s=100, now=clock)

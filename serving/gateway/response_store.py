@@ -33,7 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ResponseStore", "StoreFull", "open_store"]
+__all__ = ["CONVERSATION_MAX_BYTES", "ResponseStore", "StoreFull", "open_store"]
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,12 @@ def open_store(path: str | Path | None, schema: tuple[str, ...], timeout: float)
                 raise
             time.sleep(0.05)
     raise AssertionError("unreachable")
+
+
+#: The most bytes of items one conversation holds: every request that names a conversation reads all of it back (a
+#: tenant's 26 MB conversation cost 550 ms of CPU a 100-byte request), and a model's context takes far less (200,000
+#: tokens are about 1 MB of text), so more is only cost. Past it, adding items is refused (:class:`StoreFull`).
+CONVERSATION_MAX_BYTES = 4 * 1024 * 1024
 
 
 class StoreFull(Exception):
@@ -363,16 +369,22 @@ class ResponseStore:
         self._write(lambda db: db.execute("UPDATE conversations SET busy_until = 0 WHERE tenant = ? AND id = ?",
                                           (tenant, conversation_id)))
 
-    def conversation_room(self, tenant: str) -> int:
-        """The bytes of items ``tenant``'s conversations may still take."""
+    def conversation_room(self, tenant: str, conversation_id: str | None = None) -> int:
+        """The bytes of items ``tenant``'s conversations may still take (and the conversation ``conversation_id``,
+        at most :data:`CONVERSATION_MAX_BYTES` in all)."""
         with self._write_lock:
-            return self._room(self._db, tenant)
+            return self._room(self._db, tenant, conversation_id)
 
-    def _room(self, db: sqlite3.Connection, tenant: str) -> int:
+    def _room(self, db: sqlite3.Connection, tenant: str, conversation_id: str | None = None) -> int:
         (mine,) = db.execute("SELECT coalesce(sum(size), 0) FROM conversation_items WHERE tenant = ?",
                              (tenant,)).fetchone()
         (everyone,) = db.execute("SELECT bytes FROM conversation_bytes").fetchone()
-        return min(self.tenant_max_bytes - mine, self.total_max_bytes - everyone)
+        room = min(self.tenant_max_bytes - mine, self.total_max_bytes - everyone)
+        if conversation_id is not None:
+            (this,) = db.execute("SELECT coalesce(sum(size), 0) FROM conversation_items WHERE tenant = ? AND "
+                                 "conversation = ?", (tenant, conversation_id)).fetchone()
+            room = min(room, CONVERSATION_MAX_BYTES - this)
+        return room
 
     def _expire_conversations(self, db: sqlite3.Connection, now: float) -> None:
         cutoff = now - self.conversation_ttl_s
@@ -393,10 +405,10 @@ class ResponseStore:
             stored.append(item)
             bodies.append(json.dumps(item, separators=(",", ":"), ensure_ascii=False))
         size = sum(len(b.encode()) for b in bodies)
-        if size > self._room(db, tenant):
-            raise StoreFull("the stored conversations are at their bound ([serving.gateway] responses_tenant_max_mib "
-                            "per tenant, responses_total_max_mib in all): delete conversations or items no longer "
-                            "needed")
+        if size > self._room(db, tenant, conversation_id):
+            raise StoreFull("the stored conversations are at their bound (4 MiB a conversation; [serving.gateway] "
+                            "responses_tenant_max_mib per tenant, responses_total_max_mib in all): start a new "
+                            "conversation, or delete conversations or items no longer needed")
         (last,) = db.execute("SELECT coalesce(max(seq), 0) FROM conversation_items WHERE tenant = ? AND "
                              "conversation = ?", (tenant, conversation_id)).fetchone()
         db.executemany("INSERT INTO conversation_items VALUES (?, ?, ?, ?, ?, ?)",

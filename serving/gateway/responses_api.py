@@ -231,7 +231,7 @@ class Responses(OpenAIRoute):
                                          "finished", param="conversation", code="conversation_locked")
             try:
                 found = store.conversation_items(owner, named)
-                room = store.conversation_room(owner)
+                room = store.conversation_room(owner, named)
             except BaseException:
                 store.release_conversation(owner, named)
                 raise
@@ -243,9 +243,10 @@ class Responses(OpenAIRoute):
             store.release_conversation(owner, named)
             if found is None:  # deleted since it was held
                 return openai_error(404, f"Conversation with id '{named[:80]}' not found", param="conversation")
-            raise BadParam("conversation", "the stored conversations are at their bound ([serving.gateway] "
-                                           "responses_tenant_max_mib per tenant, responses_total_max_mib in all): "
-                                           "delete conversations or items no longer needed")
+            raise BadParam("conversation", "the stored conversations are at their bound (4 MiB a conversation; "
+                                           "[serving.gateway] responses_tenant_max_mib per tenant, "
+                                           "responses_total_max_mib in all): start a new conversation, or delete "
+                                           "conversations or items no longer needed")
         return named, found[0]
 
     def _add_turn(self, owner: str, conversation: str, history: list[dict[str, Any]], given: Any,
