@@ -989,7 +989,9 @@ def _pipeline_silent(s: PipelineSilentSettings, snap: Snapshot, now: datetime, s
         window=f"up to {_naive(now):%Y-%m-%d %H:%M} UTC",
         figures={"last span": f"{_naive(snap.last_span_at):%Y-%m-%d %H:%M:%S} UTC",
                  "silent for": f"{silent / 60:.1f} min", "fires after": f"{s.silent_s / 60:g} min"},
-        query="SELECT max(ts) AS last_request FROM requests_raw;\n"
+        query="-- the rule goes by when spans reached the lake (its files' times); these are the spans' own times,\n"
+              "-- as the apps' clocks stamped them\n"
+              "SELECT max(ts) AS last_request FROM requests_raw;\n"
               "SELECT date_trunc('minute', ts) AS minute, count(*) FROM calls_raw\n"
               "WHERE ts >= now()::TIMESTAMP - INTERVAL 2 HOURS GROUP BY 1 ORDER BY 1",
     )]
