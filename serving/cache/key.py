@@ -21,10 +21,16 @@ spelling (``1`` and ``1.0``, ``0`` and ``0.0``), a generation parameter at the A
 as a sorted set, an empty list or object (``tools: []``, ``logit_bias: {}``) as absent, and every text in Unicode
 NFC (a system prompt typed with combining accents is the same prompt; NFC of the text made Stream-Safe, which leaves
 every real text as it is: :func:`~costline.textutil.stream_safe`). The request is walked and written without
-recursion, whatever its depth. A request already in that form hashes as
-it did before (until 2026-12-05 the raw values were hashed), so the entries a saved cache holds are still found; one
-that was not (``temperature: 1``, an NFD system prompt...) now has another scope, and its old entries are never
-looked up again: they are misses, never served to another request, and leave by their TTL or by eviction.
+recursion, whatever its depth.
+
+What goes into the hash is versioned: :data:`KEY_SCHEME`. A change that adds a field to the scope makes the request
+that sets it hash apart, but leaves an entry made for it *before* the change under the hash a request *without* it
+gets now (until 2026-12-05 the effort was not hashed: an old entry made for an ``effort: "low"`` request sits where a
+request without an effort looks). So a saved cache (its manifest's ``key_scheme``, :mod:`~costline.serving.cache.store`)
+and every replicated store (its record's ``key_scheme``, :mod:`~costline.serving.cache.replication`) carry the scheme
+they were keyed under, and entries of another scheme (or of none: written before schemes were recorded) are dropped on
+load and skipped on the topic when their namespace carries a scope. A namespace without one (a bare query's,
+:func:`scoped_namespace` with no scope) never went through this hash, so its entries stay.
 
 Whether a request uses the cache at all is its own: :func:`sampled` says whether it explicitly asks for sampling
 (``[serving.cache] bypass_sampled``), and the gateway reads the ``Cache-Control`` request header (docs/serving.md).
@@ -51,6 +57,7 @@ __all__ = [
     "COSTLINE_CACHE_REJECT_REASON",
     "DEFAULTS",
     "FINAL_STOP_REASONS",
+    "KEY_SCHEME",
     "SCOPE_SEPARATOR",
     "is_final",
     "model_family",
@@ -60,6 +67,7 @@ __all__ = [
     "scope_of_prompt",
     "scoped_namespace",
     "split_namespace",
+    "still_keyed",
 ]
 
 #: The lookup span attribute listing why candidates were rejected (comma-separated, most similar first).
@@ -74,9 +82,19 @@ FINAL_STOP_REASONS = frozenset({"end_turn", "stop_sequence", "stop"})
 #: Between a namespace and its scope hash in a cache namespace (never in a configured name).
 SCOPE_SEPARATOR = "\x1f"
 
+#: The version of what a scope hash is made of: a saved cache and every replicated store carry it, and entries of
+#: another scheme whose namespace carries a scope are dropped (they would answer requests they were not made for).
+#: **Bump it whenever what goes into a scope hash changes**: a name added to or removed from :data:`_PARAMS` or
+#: :data:`DEFAULTS`, :func:`model_family`, :func:`_earlier`, :func:`_normal`, :func:`_canonical`, :func:`_dumps`, the
+#: fields :func:`scope_of_body` / :func:`scope_of_prompt` read, or what a gateway route passes as a body's scope.
+#: 1 (a snapshot or record that names none): every version before schemes were recorded, some without
+#: ``effort``, ``frequency_penalty``, ``presence_penalty`` or ``logit_bias``, or hashing raw values. 2: this one.
+KEY_SCHEME = 2
+
 #: Generation parameters of a Messages / Chat Completions body that change the answer (``effort``: the Messages
 #: API's ``output_config.effort``, read by :func:`scope_of_body`; ``output_config.format`` is scoped as
-#: ``output_format``, the shape every API's route scopes a format in).
+#: ``output_format``, the shape every API's route scopes a format in). Changing them changes what a scope hash is
+#: made of: bump :data:`KEY_SCHEME` with them.
 _PARAMS = ("temperature", "top_p", "top_k", "max_tokens", "max_completion_tokens", "stop_sequences", "stop",
            "response_format", "output_format", "tool_choice", "thinking", "seed", "frequency_penalty",
            "presence_penalty", "logit_bias", "effort")
@@ -84,7 +102,8 @@ _PARAMS = ("temperature", "top_p", "top_k", "max_tokens", "max_completion_tokens
 #: The generation parameters' defaults as the APIs document them: a request that sets one to it asks what a request
 #: without it asks. ``temperature``: 1 (Anthropic's "Defaults to 1.0", OpenAI's 1); ``top_p``: 1 (OpenAI's default;
 #: no nucleus cut-off, as an Anthropic request without one); ``frequency_penalty`` / ``presence_penalty``: 0 (OpenAI's).
-#: Not ``effort``: a request without one gets the tier's own default, which differs by API and model.
+#: Not ``effort``: a request without one gets the tier's own default, which differs by API and model. Changing them
+#: changes what a scope hash is made of: bump :data:`KEY_SCHEME` with them.
 DEFAULTS: dict[str, float] = {"temperature": 1, "top_p": 1, "frequency_penalty": 0, "presence_penalty": 0}
 #: The parameters holding stop sequences (a string is one sequence): their order and repeats do not change the answer.
 _STOP_PARAMS = ("stop_sequences", "stop")
@@ -178,6 +197,13 @@ def split_namespace(name: str) -> tuple[str, str]:
     """(namespace, scope) of a cache namespace made by :func:`scoped_namespace`."""
     ns, _, scope = name.partition(SCOPE_SEPARATOR)
     return ns, scope
+
+
+def still_keyed(scheme: Any, namespace: str) -> bool:
+    """Whether an entry of the cache namespace ``namespace`` stored under key scheme ``scheme`` (as its snapshot or
+    record names it; None: written before schemes were recorded, scheme 1) may be kept by this version: one of
+    :data:`KEY_SCHEME`, or one whose namespace carries no scope (no hash made it, so every scheme finds it alike)."""
+    return (type(scheme) is int and scheme == KEY_SCHEME) or SCOPE_SEPARATOR not in namespace
 
 
 def _earlier(messages: list[Any]) -> list[Any]:

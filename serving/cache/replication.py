@@ -54,7 +54,15 @@ same log in the same order, so they converge:
   a vector of another dimension or model (its name, and the SHA-256 of its files where both sides know it), or (with ``replication_secret_env``) lacks a valid
   HMAC-SHA256 signature is skipped with a log line and a counter; it never stops the applier.
   Tenant isolation holds by construction: an entry goes to the (tenant, namespace) index its
-  record names, and lookups search only the index of the tenant that asks.
+  record names, and lookups search only the index of the tenant that asks;
+* **key scheme** — a store carries the cache key scheme its namespace's scope hash was made under
+  (``key_scheme``: :data:`~costline.serving.cache.key.KEY_SCHEME`; records of replicas older than it carry none:
+  scheme 1). A store of another scheme whose namespace carries a scope is skipped (``old_key_scheme``, or
+  ``new_key_scheme`` from a replica of a later version), never applied: its scope hash would name other requests
+  here (an old replica's answer to an ``effort: "low"`` request sits where a request without an effort looks now).
+  A rolling upgrade therefore shares no scoped entries between old and new replicas; removals and invalidations
+  carry no scope and are applied whichever version wrote them, and an old replica reads a new one's stores as
+  before (it ignores the field). The first such skip is logged as a warning, the rest counted.
 """
 
 from __future__ import annotations
@@ -87,6 +95,7 @@ from costline.kafka_security import client_options, make_client
 from costline.kafkaheaders import read_header_keys_like_java
 from costline.kafkameta import topic_id_text
 from costline.textutil import well_formed
+from costline.serving.cache.key import KEY_SCHEME, still_keyed
 from costline.serving.cache.semantic import effective_expiry
 from costline.serving.errors import CacheError
 
@@ -126,8 +135,11 @@ _REPLICA_NAME = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 #: How long tombstones stay on the topic (Kafka's default, set explicitly on the topics we create).
 _DELETE_RETENTION_MS = 86_400_000
 _LOGGED_SKIPS = 20  # the first skips are each logged, then one in _SKIP_LOG_EVERY
+#: Stores keyed under another cache key scheme (a replica of another version, during a rolling upgrade): not a sign
+#: of a hostile or broken writer; the first is logged as a warning saying what it means, the rest at debug.
+_KEY_SCHEME_SKIPS = frozenset({"old_key_scheme", "new_key_scheme"})
 #: Skip reasons that are not a sign of a hostile or broken writer: counted, logged at debug only.
-_QUIET_SKIPS = frozenset({"expired"})
+_QUIET_SKIPS = frozenset({"expired"}) | _KEY_SCHEME_SKIPS
 #: At most this many failed invalidations wait to be published again (the oldest are kept; past it one is lost,
 #: logged as an error and counted in ``invalidations_lost``).
 MAX_RETRY_INVALIDATIONS = 10_000
@@ -304,7 +316,8 @@ def encode_change(change: Change, secret: bytes | None) -> tuple[bytes, bytes | 
         if change.op == "store":
             assert change.vector is not None
             body.update(
-                key=name, tenant=tenant, ns=well_formed(change.namespace), query=well_formed(change.query),
+                key=name, key_scheme=KEY_SCHEME, tenant=tenant, ns=well_formed(change.namespace),
+                query=well_formed(change.query),
                 answer=well_formed(change.answer), docs=[well_formed(d) for d in change.doc_hashes],
                 created_at=change.created_at,
                 expires_at=change.expires_at, model=change.model,
@@ -376,6 +389,15 @@ def decode_record(key: Any, value: Any, headers: Any, *, dim: int, model: str | 
     tenant = _text(body, "tenant")
     if len(tenant) > _TENANT_MAX:
         raise RecordSkipped("bad_value", "tenant over 256 characters")
+    scheme = body.get("key_scheme")
+    if scheme is not None and (not isinstance(scheme, int) or isinstance(scheme, bool) or scheme < 1):
+        raise RecordSkipped("bad_value", "key_scheme is not a positive integer")
+    namespace = _text(body, "ns")
+    if not still_keyed(scheme, namespace):
+        saved = 1 if scheme is None else scheme
+        raise RecordSkipped("old_key_scheme" if saved < KEY_SCHEME else "new_key_scheme",
+                            f"stored under cache key scheme {saved}, this replica's is {KEY_SCHEME}: its scope hash "
+                            "would name other requests here (a replica of another version); not applied")
     record_model = body.get("model")
     if record_model is not None and not isinstance(record_model, str):
         raise RecordSkipped("bad_value", "model is not a string")
@@ -403,7 +425,7 @@ def decode_record(key: Any, value: Any, headers: Any, *, dim: int, model: str | 
     norm = float(np.linalg.norm(vector))
     if not math.isfinite(norm) or norm == 0.0:
         raise RecordSkipped("bad_vector", "not finite and non-zero")
-    return Change("store", key=name, origin=origin, tenant=tenant, namespace=_text(body, "ns"),
+    return Change("store", key=name, origin=origin, tenant=tenant, namespace=namespace,
                   query=_text(body, "query", allow_empty=True), answer=_text(body, "answer", allow_empty=True),
                   doc_hashes=tuple(docs), created_at=created, expires_at=expires, vector=vector,
                   model=record_model, model_fingerprint=well_formed(record_fp) if record_fp else None)
@@ -1206,8 +1228,14 @@ class CacheReplicator:
     def _skip(self, reason: str, detail: str, offset: int, *, exc_info: bool = False) -> None:
         with self._lock:
             self._skips[reason] += 1
+            first = self._skips[reason] == 1
             n = sum(self._skips[r] for r in self._skips if r not in _QUIET_SKIPS)
-        if reason in _QUIET_SKIPS:
+        if reason in _KEY_SCHEME_SKIPS and first:
+            log.warning("costline: skipped cache replication record at %s offset %d (%s). Stores of that key scheme "
+                        "are all skipped, counted as %s and logged at debug: they come from replicas of another "
+                        "version (a rolling upgrade) or from before the upgrade, and their questions will be asked "
+                        "again", self.topic, offset, detail, reason)
+        elif reason in _QUIET_SKIPS:
             log.debug("costline: skipped cache replication record at %s offset %d (%s)", self.topic, offset, detail)
         elif n <= _LOGGED_SKIPS or n % 1000 == 0:
             log.warning("costline: skipped cache replication record at %s offset %d (%s); %d skipped so far",

@@ -17,6 +17,11 @@ complete generation or the new complete one; leftovers are removed by the next s
 A load checks the manifest's checksums, the embedding model and dimension, and that
 index and metadata agree, and raises :class:`CacheCorruptError` rather than load a
 cache that would answer wrong.
+
+The manifest records the cache key scheme its entries were keyed under (``key_scheme``:
+:data:`~costline.serving.cache.key.KEY_SCHEME`; none before schemes were recorded). A load under
+another scheme drops every entry whose namespace carries a scope, with one warning giving how many
+(their scope hashes would name other requests now); entries of a namespace without a scope stay.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from costline.fsutil import atomic_write, fsync_dir, synced_write
 from costline.serving.cache.index import INDEX_KINDS, Partition
+from costline.serving.cache.key import KEY_SCHEME, still_keyed
 from costline.serving.errors import CacheCorruptError, CacheError
 
 if TYPE_CHECKING:
@@ -95,6 +101,7 @@ def save_cache(cache: "SemanticCache", path: str | os.PathLike[str]) -> Path:
     embedder = cache.embedder
     manifest = {
         "format": FORMAT,
+        "key_scheme": KEY_SCHEME,
         "generation": generation,
         "dir": gen_dir.name,
         "model": embedder.model_name if embedder is not None else None,
@@ -167,6 +174,19 @@ def load_cache(cache: "SemanticCache", path: str | os.PathLike[str]) -> dict[str
                           None if r[7] is None else float(r[7]), str(r[8]) if len(r) > 8 else "") for r in rows]
     except (KeyError, ValueError, TypeError, IndexError, OverflowError) as exc:
         raise CacheCorruptError(f"{root}: entry metadata unreadable ({exc}); rebuild the cache") from None
+    scheme = manifest.get("key_scheme")
+    stale = {(e.tenant, e.namespace) for e in entries if not still_keyed(scheme, e.namespace)}
+    stale.update((p["tenant"], p["namespace"]) for p in manifest["partitions"]
+                 if not still_keyed(scheme, p["namespace"]))
+    if stale:
+        dropped = sum((e.tenant, e.namespace) in stale for e in entries)
+        entries = [e for e in entries if (e.tenant, e.namespace) not in stale]
+        if dropped:
+            saved = 1 if scheme is None else scheme
+            log.warning("costline: %s: %d cached answers from %s key scheme dropped: they will be asked again "
+                        "(saved under cache key scheme %s, this version's is %d: what a request's scope hash is made "
+                        "of changed, so they would answer requests they were not made for)",
+                        root, dropped, "an older" if saved < KEY_SCHEME else "another", saved, KEY_SCHEME)
     remembered = {}
     for name in (_INVALIDATED, _INVALIDATED_TENANTS):
         try:
@@ -181,6 +201,8 @@ def load_cache(cache: "SemanticCache", path: str | os.PathLike[str]) -> dict[str
         key = (p["tenant"], p["namespace"])
         if key in parts or p["file"] not in blobs:
             raise CacheCorruptError(f"{root}: manifest lists partition {key} twice or without its file")
+        if key in stale:  # keyed under another scheme: its entries were dropped above, its index is not read
+            continue
         try:
             part = Partition.deserialize(blobs[p["file"]], cache.dim, cache.config, live.get(key, set()), p["kind"])
         except RuntimeError as exc:  # FAISS could not read it
@@ -263,6 +285,8 @@ def _manifest_problem(m: dict[str, Any]) -> str | None:
     for key in ("model", "model_fingerprint"):
         if m.get(key) is not None and not isinstance(m[key], str):
             return f"{key!r} {m[key]!r} is not a string"
+    if m.get("key_scheme") is not None and (not _is_int(m["key_scheme"]) or m["key_scheme"] < 1):
+        return f"'key_scheme' {m['key_scheme']!r} is not a positive integer"
     files = m["files"]
     if not isinstance(files, dict):
         return f"'files' is a {type(files).__name__}, not an object of file name to SHA-256"
