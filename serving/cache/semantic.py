@@ -17,7 +17,9 @@ How it keeps its promises (docs/cache.md has the long version):
 * **thresholds** — ``threshold`` (0.93), overridden per namespace by ``namespace_thresholds``;
 * **invalidation** — :meth:`SemanticCache.invalidate_by_doc` drops every entry built
   from a document (one batched ``remove_ids`` per index; survivors are never
-  re-embedded); :meth:`SemanticCache.invalidate_tenant` drops a tenant;
+  re-embedded); :meth:`SemanticCache.invalidate_tenant` drops a tenant. An entry names at most
+  :data:`MAX_DOC_HASHES` doc hashes: a store naming more is refused whole (:class:`DocHashesError`), never cut
+  short (a hash left out would never invalidate it);
 * **TTL** — absolute from the store (a hit does not extend it): an expired entry is
   never served and is purged in batches; an entry from another replica expires here at the
   earlier of the sender's expiry and its store time + this cache's ``ttl_s``;
@@ -37,6 +39,7 @@ namespace) when a :class:`~costline.collectors.Recorder` is given.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import math
 import os
@@ -50,6 +53,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from costline.errors import ConfigError
+from costline.serving.errors import CacheError
 from costline.serving.cache.index import Partition, import_faiss
 from costline.serving.cache.key import COSTLINE_CACHE_REJECT_REASON, split_namespace
 from costline.serving.settings import CACHE_MODES, CacheConfig
@@ -73,6 +77,8 @@ __all__ = [
     "REASON_LONG_QUERY",
     "REASON_SHADOWED",
     "CACHE_MODES",
+    "DocHashesError",
+    "MAX_DOC_HASHES",
     "build_verifier",
     "validate_cache_config",
 ]
@@ -81,6 +87,17 @@ __all__ = [
 DEFAULT_NAMESPACE = "default"
 
 log = logging.getLogger(__name__)
+
+#: The most doc hashes one stored answer may name: every hash is kept with the entry and in the index from hash to
+#: entries, so an unbounded list would let one request hold memory for thousands (a store naming more is refused:
+#: :class:`DocHashesError`). An answer built from more documents names their set by one hash of its own.
+MAX_DOC_HASHES = 64
+
+
+class DocHashesError(CacheError, ValueError):
+    """A store names more doc hashes than :data:`MAX_DOC_HASHES`: nothing was stored (the list is never cut short:
+    a hash left out would never invalidate the entry)."""
+
 
 #: At most this many invalidated doc hashes are remembered (see :meth:`SemanticCache.invalidate_by_doc`):
 #: past it the oldest invalidation is forgotten first.
@@ -987,9 +1004,15 @@ def _normal_text(text: str) -> str:
 
 
 def _doc_tuple(doc_hashes: Iterable[str]) -> tuple[str, ...]:
+    """``doc_hashes`` as an entry keeps them, or :class:`DocHashesError` past :data:`MAX_DOC_HASHES` (an iterable is
+    read no further than one past the bound)."""
     if isinstance(doc_hashes, str):
         raise TypeError("doc_hashes takes a list of hashes; wrap a single hash in a list")
-    out = tuple(doc_hashes)
+    out = tuple(itertools.islice(doc_hashes, MAX_DOC_HASHES + 1))
+    if len(out) > MAX_DOC_HASHES:
+        raise DocHashesError(f"a stored answer names more than {MAX_DOC_HASHES} doc hashes (MAX_DOC_HASHES): name "
+                             "the set of documents it was built from by one hash of its own, and invalidate that "
+                             "hash when any of them changes")
     for d in out:
         if not isinstance(d, str) or not d:
             raise ValueError(f"doc hashes must be non-empty strings, got {d!r}")

@@ -17,7 +17,11 @@ cache hit). The request's ``model`` is ignored: the router picks.
 * browsers: a request with a foreign ``Origin`` or a non-JSON ``Content-Type`` is refused
   (``allowed_origins`` opens CORS); limits: body and header size, timeouts, workers (503), rate (429);
 * task type: header ``x-costline-task-type`` (or ``metadata.task_type``), else ``default_task_type``;
-* document hashes for cache invalidation: header ``x-costline-doc-hashes`` (comma-separated);
+* document hashes for cache invalidation: header ``x-costline-doc-hashes`` (comma-separated; at most
+  :data:`~costline.serving.cache.semantic.MAX_DOC_HASHES` of at most :data:`MAX_DOC_HASH_CHARS` characters each,
+  over every line of it: more is a 400
+  in the route's own error format on every route, batches included — never cut short, so an invalidation never
+  misses an answer — :func:`doc_hashes_of`);
 * opting out of the semantic cache: the request header ``Cache-Control`` (:func:`cache_bypass_of`): ``no-cache`` is
   answered by a model, never from the cache, and its answer is stored (a "regenerate" button: later askers get the new
   answer); ``no-store`` is neither looked up nor stored; with ``[serving.cache] bypass_sampled`` a request that
@@ -91,6 +95,7 @@ from costline.serving.gateway.bedrock_api import (MAX_BEDROCK_MODEL_ID, bedrock_
                                                   converse_body, converse_events, invoke_body, token_headers)
 from costline.serving.backends import Prompt
 from costline.serving.cache.key import sampled, scope_of_body
+from costline.serving.cache.semantic import MAX_DOC_HASHES
 from costline.serving.pipeline import (BYPASS_NO_CACHE, BYPASS_NO_STORE, BYPASS_SAMPLED, EMPTY, UNOFFERED_TOOL, Answer,
                                        LiveAnswer, Pipeline)
 from costline.serving.settings import GatewayConfig
@@ -102,7 +107,7 @@ from costline.serving.structured import from_anthropic
 from costline.serving.translate import tools_problem
 
 __all__ = ["Gateway", "CACHE_BYPASS_HEADER", "CACHE_MODEL", "REQUEST_ID_HEADERS", "STREAM_MODE_HEADER",
-           "cache_bypass_of", "cache_directives", "failure_message",
+           "MAX_DOC_HASH_CHARS", "cache_bypass_of", "cache_directives", "doc_hashes_of", "failure_message",
            "failure_status", "gave_no_answer", "with_request_id"]
 
 log = logging.getLogger(__name__)
@@ -117,8 +122,32 @@ STREAM_MODE_HEADER = "x-costline-stream-mode"
 REQUEST_ID_HEADERS = ("x-costline-request-id", "request-id", "x-request-id")
 #: Response header of a request that bypassed the semantic cache: why (``no-cache``, ``no-store``, ``sampled``).
 CACHE_BYPASS_HEADER = "x-costline-cache-bypass"
+#: The most characters one hash of a request's ``x-costline-doc-hashes`` may have (a SHA-512 in hex is 128, a SHA-256
+#: 64): with :data:`~costline.serving.cache.semantic.MAX_DOC_HASHES`, what one request's tags may hold in the cache.
+MAX_DOC_HASH_CHARS = 128
 #: The most ``Cache-Control`` directives read from one request (the header's size is bounded by the server already).
 MAX_CACHE_DIRECTIVES = 32
+
+
+def doc_hashes_of(values: list[str], header: str = "x-costline-doc-hashes") -> tuple[str, ...] | str:
+    """The document hashes of a request's ``header`` lines ``values`` (comma-separated, blanks dropped), or what is
+    wrong with them (a 400's message): more than :data:`~costline.serving.cache.semantic.MAX_DOC_HASHES`, or one
+    longer than :data:`MAX_DOC_HASH_CHARS`. Never cut short: an answer stored
+    without one of its hashes would survive that document's invalidation."""
+    hashes = _split_doc_hashes(values)
+    if len(hashes) > MAX_DOC_HASHES:
+        return (f"{header}: {len(hashes)} document hashes, more than the {MAX_DOC_HASHES} a request may name: name "
+                "the set of documents the answer is built from by one hash of its own (and invalidate that hash "
+                "when any of them changes)")
+    long = next((h for h in hashes if len(h) > MAX_DOC_HASH_CHARS), None)
+    if long is not None:
+        return (f"{header}: a document hash of {len(long)} characters, longer than the {MAX_DOC_HASH_CHARS} one may "
+                "have: send a digest of the document (SHA-256 in hex is 64 characters)")
+    return hashes
+
+
+def _split_doc_hashes(values: list[str]) -> tuple[str, ...]:
+    return tuple(h.strip() for v in values for h in v.split(",") if h.strip())
 
 
 def cache_directives(values: list[str]) -> frozenset[str]:
@@ -282,7 +311,12 @@ class Gateway(ServedByJsonServer):
         def _admit_head(req: HttpRequest) -> HttpResponse | None:  # the key, tenant and rate, before the body is read
             refused = self.guard.admit_head(req)
             if refused is None:
-                return None
+                # a bound on the head (every route, batches included): refused before the body is read
+                hashes = doc_hashes_of(req.header_all(cfg.doc_hashes_header), cfg.doc_hashes_header)
+                if not isinstance(hashes, str) or req.method == "OPTIONS":
+                    return None
+                cors = self.guard.cors(req)
+                return _error_for(req.path)(400, hashes, cors if isinstance(cors, dict) else {})
             if req.path.startswith("/model/") and (signed := _aws_signed(req, refused)) is not None:
                 return signed
             return _error_for(req.path)(refused.status, refused.message, refused.headers)
@@ -457,6 +491,9 @@ class Gateway(ServedByJsonServer):
         admitted = self.guard.admit(req)
         if isinstance(admitted, Refused):
             return error(admitted.status, admitted.message, admitted.headers)
+        hashes = doc_hashes_of(req.header_all(self.config.doc_hashes_header), self.config.doc_hashes_header)
+        if isinstance(hashes, str):  # checked on the head already; again for a handler called without it
+            return error(400, hashes, admitted.headers)
         try:
             body = req.json()
         except (ValueError, UnicodeDecodeError, RecursionError):
@@ -591,7 +628,9 @@ class Gateway(ServedByJsonServer):
         cfg = self.config
         tenant = tenant or cfg.default_tenant
         task_type = req.header(cfg.task_type_header) or str(metadata.get("task_type") or "") or cfg.default_task_type
-        doc_hashes = tuple(h.strip() for h in (req.header(cfg.doc_hashes_header) or "").split(",") if h.strip())
+        # all of them, as sent: past the bound a request was refused before it came here (_entry); one that skipped
+        # that is answered, and the cache refuses to store its answer (logged) rather than keep it under fewer hashes
+        doc_hashes = _split_doc_hashes(req.header_all(cfg.doc_hashes_header))
         bypass = cache_bypass_of(cache_directives(req.header_all("cache-control")),
                                  sampled=sampled(dict(prompt.sampling) if sampling is None else sampling),
                                  bypass_sampled=self._bypass_sampled())

@@ -24,6 +24,7 @@ import datetime as dt
 import fcntl
 import hashlib
 import hmac
+import itertools
 import json
 import logging
 import os
@@ -31,6 +32,7 @@ import re
 import secrets
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -234,7 +236,12 @@ class Limiter(Protocol):
 
 
 class RateLimiter:
-    """A token bucket per name: ``rate_per_minute`` sustained, ``burst`` at once (0 rate = unlimited)."""
+    """A token bucket per name: ``rate_per_minute`` sustained, ``burst`` at once (0 rate = unlimited).
+
+    At most ``max_buckets`` names are held: a new name past it takes the place of one held, looked for among the
+    :data:`EVICT_PROBES` least recently used — the first whose bucket has refilled (forgetting it changes nothing: a
+    name not held starts full), else the one nearest full — so a flood of new names never gives a throttled name its
+    burst back while others owe less."""
 
     def __init__(self, rate_per_minute: float, burst: int, *, now: Callable[[], float] = time.monotonic,
                  max_buckets: int = 100_000) -> None:
@@ -242,8 +249,8 @@ class RateLimiter:
         self.burst = float(burst)
         self._now = now
         self._lock = threading.Lock()
-        self._buckets: dict[str, tuple[float, float]] = {}
-        self._max = max_buckets
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # least recently used first
+        self._max = max(1, max_buckets)
 
     def take(self, name: str) -> float:
         """0 when allowed, else seconds until a request would be."""
@@ -251,15 +258,43 @@ class RateLimiter:
             return 0.0
         with self._lock:
             now = self._now()
-            tokens, last = self._buckets.get(name, (self.burst, now))
-            tokens = min(self.burst, tokens + (now - last) * self.rate)
+            held = self._buckets.get(name)
+            if held is None:
+                if len(self._buckets) >= self._max:
+                    self._evict(now)
+                tokens = self.burst
+            else:
+                tokens = self._tokens(held, now)
+                self._buckets.move_to_end(name)
             if tokens >= 1.0:
-                if name not in self._buckets and len(self._buckets) >= self._max:
-                    self._buckets.clear()  # bounded memory; everyone starts with a full bucket again
                 self._buckets[name] = (tokens - 1.0, now)
                 return 0.0
             self._buckets[name] = (tokens, now)
             return (1.0 - tokens) / self.rate
+
+    def _tokens(self, bucket: tuple[float, float], now: float) -> float:
+        tokens, last = bucket
+        return min(self.burst, tokens + max(now - last, 0.0) * self.rate)
+
+    def _evict(self, now: float) -> None:
+        """Under the lock: forget one name, of the :data:`EVICT_PROBES` least recently used the first whose bucket
+        is full again, else the one with the most tokens (the least debt forgiven), the least recently used of
+        equals."""
+        victim, most = None, -1.0
+        for name, bucket in itertools.islice(self._buckets.items(), EVICT_PROBES):
+            tokens = self._tokens(bucket, now)
+            if tokens >= self.burst:
+                victim = name
+                break
+            if tokens > most:
+                victim, most = name, tokens
+        if victim is not None:
+            del self._buckets[victim]
+
+
+#: Buckets :meth:`RateLimiter.take` looks at, least recently used first, for one to forget when it holds
+#: ``max_buckets`` and a new name comes.
+EVICT_PROBES = 32
 
 
 def _bucket(key_id: str | None, tenant: str | None, *, trusted: bool) -> str:

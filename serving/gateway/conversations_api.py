@@ -14,8 +14,9 @@ use it. Per tenant, in the gateway's store (:mod:`~costline.serving.gateway.resp
 
 Items are checked as the Responses API's input items are (:func:`~costline.serving.gateway.responses_api.turns_of`).
 Kept ``[serving.gateway] conversations_ttl_s`` after their last change (0: the API is off), at most
-``conversations_max`` per tenant, their items within ``responses_tenant_max_mib`` per tenant and
-``responses_total_max_mib`` in all: past a bound, creating or adding is refused (nothing is dropped behind a
+``conversations_max`` per tenant, their items and metadata (its UTF-8 bytes, counted as the items' are) within
+``responses_tenant_max_mib`` per tenant and ``responses_total_max_mib`` in all: past a bound, creating, adding or an
+update whose metadata grows is refused, a 400 saying which bound and what to do (nothing is dropped behind a
 conversation's back). Another tenant's conversation is "not found", as one never created. A delete removes the
 tenant's conversation whatever its age (one already expired answers the 404 it answered before).
 """

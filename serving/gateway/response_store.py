@@ -9,6 +9,9 @@ and a request naming it continues from there.
 Bounded per tenant — at most ``max_responses`` responses and ``tenant_max_bytes`` bytes, its oldest dropped first,
 so one tenant never pushes out another's — and in all (``total_max_bytes``, the oldest of anyone's dropped), each
 for ``ttl_s`` seconds; a conversation longer than ``max_bytes`` is not stored (naming it later is a "not found").
+Conversations (the Conversations API's) are never dropped to make room: their items and metadata (the UTF-8 bytes of
+each, metadata counted as items are) are held within ``tenant_max_bytes`` per tenant and ``total_max_bytes`` in all,
+and a create, an add or a metadata update that grows past one is refused (:class:`StoreFull`).
 What has expired is deleted from the database, not only hidden: when the store is opened, then at most every
 :data:`PURGE_EVERY_S` on a read (never a full scan per request), and by each save; a delete removes the tenant's row
 whatever its age (one past its time still answers "not found", as it did before the delete).
@@ -45,21 +48,36 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS responses_by_age ON responses (created, size)",
     # the Conversations API: a conversation, and its items in order (seq)
     # busy_until: a response is answering on it until then (another is refused: conversation_locked)
+    # meta_size: the metadata's UTF-8 bytes, counted with the items' (added to files made before it: _META_SIZE)
     "CREATE TABLE IF NOT EXISTS conversations (tenant TEXT NOT NULL, id TEXT NOT NULL, created REAL NOT NULL, "
-    "used REAL NOT NULL, metadata TEXT NOT NULL, busy_until REAL NOT NULL DEFAULT 0, PRIMARY KEY (tenant, id))",
+    "used REAL NOT NULL, metadata TEXT NOT NULL, busy_until REAL NOT NULL DEFAULT 0, "
+    "meta_size INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (tenant, id))",
     "CREATE INDEX IF NOT EXISTS conversations_by_use ON conversations (used)",
     "CREATE TABLE IF NOT EXISTS conversation_items (tenant TEXT NOT NULL, conversation TEXT NOT NULL, "
     "seq INTEGER NOT NULL, id TEXT NOT NULL, size INTEGER NOT NULL, item TEXT NOT NULL, "
     "PRIMARY KEY (tenant, conversation, seq))",
     "CREATE INDEX IF NOT EXISTS conversation_items_by_id ON conversation_items (tenant, conversation, id)",
     "CREATE INDEX IF NOT EXISTS conversation_items_by_tenant ON conversation_items (tenant, size)",
-    # the bytes of everyone's items, kept by triggers (an add checks the bound without summing every row)
+    # the bytes of everyone's items and conversations' metadata, kept by triggers (an add checks the bound without
+    # summing every row; the metadata's triggers: _META_SIZE)
     "CREATE TABLE IF NOT EXISTS conversation_bytes (one INTEGER PRIMARY KEY CHECK (one = 1), bytes INTEGER NOT NULL)",
     "INSERT OR IGNORE INTO conversation_bytes VALUES (1, 0)",
     "CREATE TRIGGER IF NOT EXISTS conversation_items_added AFTER INSERT ON conversation_items "
     "BEGIN UPDATE conversation_bytes SET bytes = bytes + NEW.size; END",
     "CREATE TRIGGER IF NOT EXISTS conversation_items_dropped AFTER DELETE ON conversation_items "
     "BEGIN UPDATE conversation_bytes SET bytes = bytes - OLD.size; END",
+)
+#: The conversations' metadata in the byte bounds: its column (a file made by an earlier costline gets it, its
+#: metadata counted then), an index a tenant's sum reads without the metadata's pages, and the triggers that keep
+#: ``conversation_bytes`` (made after the column: a trigger naming a column a table lacks would not be made).
+_META_SIZE = (
+    "CREATE INDEX IF NOT EXISTS conversations_meta_by_tenant ON conversations (tenant, meta_size)",
+    "CREATE TRIGGER IF NOT EXISTS conversations_added AFTER INSERT ON conversations "
+    "BEGIN UPDATE conversation_bytes SET bytes = bytes + NEW.meta_size; END",
+    "CREATE TRIGGER IF NOT EXISTS conversations_dropped AFTER DELETE ON conversations "
+    "BEGIN UPDATE conversation_bytes SET bytes = bytes - OLD.meta_size; END",
+    "CREATE TRIGGER IF NOT EXISTS conversations_resized AFTER UPDATE OF meta_size ON conversations "
+    "BEGIN UPDATE conversation_bytes SET bytes = bytes + NEW.meta_size - OLD.meta_size; END",
 )
 #: How long a save waits for another process's write (the workers share the file); past it, not stored.
 _BUSY_S = 1.0
@@ -100,6 +118,12 @@ def open_store(path: str | Path | None, schema: tuple[str, ...], timeout: float)
 CONVERSATION_MAX_BYTES = 4 * 1024 * 1024
 
 
+#: What a create, add or metadata update past a bound is told.
+_FULL = ("the stored conversations are at their bound (4 MiB a conversation; [serving.gateway] "
+         "responses_tenant_max_mib per tenant, responses_total_max_mib in all, items and metadata together): start a "
+         "new conversation, or delete conversations or items no longer needed")
+
+
 class StoreFull(Exception):
     """A conversation's items would go past a bound: nothing was added (a conversation never loses items behind its
     back, as a stored response may)."""
@@ -123,6 +147,7 @@ class ResponseStore:
         self._now = now
         self._write_lock = threading.Lock()
         self._db = open_store(path, _SCHEMA, _BUSY_S)
+        self._count_metadata()
         # reads on a connection of their own (a file's: WAL lets them go on while a save writes); in memory, one
         # connection is the database, so reads share it and its lock
         self._reader = _connect(path, 5.0) if path is not None else self._db
@@ -130,6 +155,28 @@ class ResponseStore:
         self._purge_lock = threading.Lock()
         self._next_purge = float("-inf")
         self._purge_expired()  # what expired while the gateway was down is not kept a minute longer
+
+    def _count_metadata(self) -> None:
+        """Count the conversations' metadata in the byte bounds (:data:`_META_SIZE`), once per file: one made by an
+        earlier costline gets the column, its metadata's bytes measured and added to ``conversation_bytes``, in one
+        transaction (workers opening it at once: the first does it, the others find it done)."""
+        def count(db: sqlite3.Connection) -> None:
+            if "meta_size" not in {r[1] for r in db.execute("PRAGMA table_info(conversations)")}:
+                db.execute("ALTER TABLE conversations ADD COLUMN meta_size INTEGER NOT NULL DEFAULT 0")
+                db.execute("UPDATE conversations SET meta_size = length(CAST(metadata AS BLOB))")
+                db.execute("UPDATE conversation_bytes SET bytes = bytes + "
+                           "(SELECT coalesce(sum(meta_size), 0) FROM conversations)")
+            for statement in _META_SIZE:
+                db.execute(statement)
+
+        for attempt in range(50):
+            try:
+                self._write(count)
+                return
+            except sqlite3.OperationalError:
+                if attempt == 49:
+                    raise
+                time.sleep(0.05)
 
     def _purge_expired(self) -> None:
         """Delete the expired responses and conversations (their items too), at most every :data:`PURGE_EVERY_S`
@@ -243,8 +290,10 @@ class ResponseStore:
                             items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """A new conversation of ``tenant`` holding ``items`` (each with an ``id``); the items as stored (an id the
         conversation holds already is replaced by a new one). Raises :class:`StoreFull` past ``max_conversations``
-        or the byte bounds."""
+        or the byte bounds (its metadata's UTF-8 bytes count in them with its items')."""
         now = self._now()
+        meta = json.dumps(metadata, ensure_ascii=False)
+        meta_size = len(meta.encode())
 
         def create(db: sqlite3.Connection) -> list[dict[str, Any]]:
             self._expire_conversations(db, now)
@@ -252,8 +301,10 @@ class ResponseStore:
             if count >= self.max_conversations:
                 raise StoreFull(f"this tenant keeps {count} conversations, the most [serving.gateway] "
                                 "conversations_max allows: delete the ones it no longer needs")
-            db.execute("INSERT INTO conversations VALUES (?, ?, ?, ?, ?, 0)",
-                       (tenant, conversation_id, now, now, json.dumps(metadata, ensure_ascii=False)))
+            if meta_size > self._room(db, tenant):
+                raise StoreFull(_FULL)
+            db.execute("INSERT INTO conversations (tenant, id, created, used, metadata, busy_until, meta_size) "
+                       "VALUES (?, ?, ?, ?, ?, 0, ?)", (tenant, conversation_id, now, now, meta, meta_size))
             return self._append(db, tenant, conversation_id, items)
 
         return self._write(create)
@@ -269,12 +320,24 @@ class ResponseStore:
         return {"id": conversation_id, "created_at": int(rows[0][0]), "metadata": json.loads(rows[0][1])}
 
     def update_conversation(self, tenant: str, conversation_id: str, metadata: dict[str, str]) -> bool:
-        """Replace the conversation's metadata; whether it was there."""
+        """Replace the conversation's metadata; whether it was there. Raises :class:`StoreFull` when metadata that
+        grows would take the tenant or everyone past the byte bounds (nothing changed)."""
         now = self._now()
-        return self._write(lambda db: db.execute(
-            "UPDATE conversations SET metadata = ?, used = ? WHERE tenant = ? AND id = ? AND used >= ?",
-            (json.dumps(metadata, ensure_ascii=False), now, tenant, conversation_id,
-             now - self.conversation_ttl_s)).rowcount > 0)
+        meta = json.dumps(metadata, ensure_ascii=False)
+        meta_size = len(meta.encode())
+
+        def update(db: sqlite3.Connection) -> bool:
+            row = db.execute("SELECT meta_size FROM conversations WHERE tenant = ? AND id = ? AND used >= ?",
+                             (tenant, conversation_id, now - self.conversation_ttl_s)).fetchone()
+            if row is None:
+                return False
+            if meta_size - row[0] > 0 and meta_size - row[0] > self._room(db, tenant):  # only the growth counts
+                raise StoreFull(_FULL)
+            db.execute("UPDATE conversations SET metadata = ?, meta_size = ?, used = ? WHERE tenant = ? AND id = ?",
+                       (meta, meta_size, now, tenant, conversation_id))
+            return True
+
+        return bool(self._write(update))
 
     def delete_conversation(self, tenant: str, conversation_id: str) -> bool:
         """Drop ``tenant``'s conversation and its items, whatever its age; whether it was there and not expired (one
@@ -371,13 +434,17 @@ class ResponseStore:
 
     def conversation_room(self, tenant: str, conversation_id: str | None = None) -> int:
         """The bytes of items ``tenant``'s conversations may still take (and the conversation ``conversation_id``,
-        at most :data:`CONVERSATION_MAX_BYTES` in all)."""
+        at most :data:`CONVERSATION_MAX_BYTES` of items in all): what the tenant's and everyone's items and metadata
+        leave of ``tenant_max_bytes`` and ``total_max_bytes``."""
         with self._write_lock:
             return self._room(self._db, tenant, conversation_id)
 
     def _room(self, db: sqlite3.Connection, tenant: str, conversation_id: str | None = None) -> int:
         (mine,) = db.execute("SELECT coalesce(sum(size), 0) FROM conversation_items WHERE tenant = ?",
                              (tenant,)).fetchone()
+        (meta,) = db.execute("SELECT coalesce(sum(meta_size), 0) FROM conversations WHERE tenant = ?",
+                             (tenant,)).fetchone()
+        mine += meta
         (everyone,) = db.execute("SELECT bytes FROM conversation_bytes").fetchone()
         room = min(self.tenant_max_bytes - mine, self.total_max_bytes - everyone)
         if conversation_id is not None:
@@ -406,9 +473,7 @@ class ResponseStore:
             bodies.append(json.dumps(item, separators=(",", ":"), ensure_ascii=False))
         size = sum(len(b.encode()) for b in bodies)
         if size > self._room(db, tenant, conversation_id):
-            raise StoreFull("the stored conversations are at their bound (4 MiB a conversation; [serving.gateway] "
-                            "responses_tenant_max_mib per tenant, responses_total_max_mib in all): start a new "
-                            "conversation, or delete conversations or items no longer needed")
+            raise StoreFull(_FULL)
         (last,) = db.execute("SELECT coalesce(max(seq), 0) FROM conversation_items WHERE tenant = ? AND "
                              "conversation = ?", (tenant, conversation_id)).fetchone()
         db.executemany("INSERT INTO conversation_items VALUES (?, ?, ?, ?, ?, ?)",

@@ -9,8 +9,9 @@ seconds until a request would be.
 
 The table is a fixed number of slots (``slots``, 65,536 by default: 2 MiB) addressed by a 16-byte
 BLAKE2b hash of the bucket's name, probed linearly ``PROBES`` slots; when all of them are taken the
-one used longest ago is given to the new name with a full bucket (bounded memory, as the per-process
-limiter clears its table when full). A take holds an in-process lock and an exclusive ``flock`` on the
+one used longest ago is given to the new name with a full bucket (bounded memory; the per-process
+limiter forgets a refilled bucket first, else the one nearest full, so a flood of new names does not forgive a
+throttled name's debt). A take holds an in-process lock and an exclusive ``flock`` on the
 file for a few microseconds. Times are ``time.monotonic()``: one clock for every process on the host.
 """
 
