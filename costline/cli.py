@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -48,6 +49,20 @@ def pass_config(f):  # type: ignore[no-untyped-def]
     return wrapper
 
 
+class UTCFormatter(logging.Formatter):
+    """The command line's log lines: ``2026-11-08T02:00:05.123Z LEVEL logger: message``, the time in UTC (every
+    message names times in UTC; the host's zone would be hours off with no marker). Only this formatter's clock:
+    ``logging.Formatter.converter`` itself is left alone."""
+
+    converter = time.gmtime
+
+    def __init__(self) -> None:
+        super().__init__(fmt="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%Y-%m-%dT%H:%M:%S")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802 - logging's
+        return f"{super().formatTime(record, datefmt)}.{int(record.msecs):03d}Z"
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
               envvar="COSTLINE_CONFIG", help="TOML config file (default: ./costline.toml if present).")
@@ -64,7 +79,9 @@ def cli(click_ctx: click.Context, config_path: Path | None, verbose: int) -> Non
         costline kafka up && costline process --until-idle 5
     """
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(UTCFormatter())
+    logging.basicConfig(level=level, handlers=[handler])
     if verbose < 3:  # kafka-python's DEBUG lines hold its configuration, a SASL password included
         logging.getLogger("kafka").setLevel(logging.ERROR if verbose < 2 else logging.INFO)
     click_ctx.obj = _Ctx(config_path)

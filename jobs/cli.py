@@ -218,7 +218,8 @@ def _print_outcomes(outcomes: list[Any]) -> None:
 
 
 @jobs.command("nightly")
-@click.option("--until", type=WHEN, default=None, help="End of the window (default: this hour, UTC).")
+@click.option("--until", type=WHEN, default=None,
+              help="End of the window (UTC; default: the latest [jobs] schedule time, e.g. 02:00 today).")
 @click.option("--batch", is_flag=True, help="Regenerate through the Message Batches API (half price).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the samples.")
 @click.option("--no-alerts", is_flag=True, help="Do not evaluate the job alert rules afterwards.")
@@ -227,9 +228,12 @@ def nightly_cmd(config: Config, until: datetime | None, batch: bool, seed: int, 
     """Run drift, shadow and the cost report in order (for cron); retries failed windows.
 
     Exits 1 when a job failed (it is retried on the next run, resuming).
+    The window ends at the latest [jobs] schedule time (UTC) unless --until
+    is given, so that consecutive runs tile; run cron in UTC too.
 
     \b
     Example:
+        CRON_TZ=UTC
         0 2 * * *  costline jobs nightly --batch
     """
     from costline.jobs.scheduler import default_runners, nightly

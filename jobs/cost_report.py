@@ -19,7 +19,8 @@ The article's stacking table, computed from the lake for ``[since, until)``:
    ``costline.cost_usd`` at that price), plus the student's GPU for every hour of the range that
    the hosting schedule covers (``[[pricing.hosting]]`` / ``student_usd_per_hour``), idle or not:
    read from the lake's ``student_hosting_hourly`` view, so the report and the views agree to the
-   cent on the same (whole-hour) window; a range with hosting and no request is a report too.
+   cent on the same (whole-hour) window; an hour the range covers in part (a range that starts or ends on a half
+   hour) counts the part of its hosting inside the range; a range with hosting and no request is a report too.
 
 Only text generation calls (:data:`GENERATION_OPERATIONS`) are repriced: any other call (an embeddings call) is
 carried at what it cost in every stage, and a request of such calls alone (the gateway's ``/v1/embeddings``) is
@@ -163,11 +164,38 @@ GROUP BY p.day ORDER BY p.day
 
 #: Per day: the student's hosting over ``[since, until)`` from the views' hourly schedule, and its hosted hours (those
 #: that cost something: the break-even divides by the days the GPU was up, not by the range's).
+#:
+#: A range need not start or end on a whole hour (a report for a local day at +05:30): an hour the range covers only
+#: in part counts the share of its hosting that falls inside the range, which is that hour's hosting times the
+#: schedule's rate-weighted time inside the range over its rate-weighted time in the whole hour (every boundary the
+#: view adds besides the schedule's own is on a whole hour, so within one hour the rate changes only at a
+#: ``[[pricing.hosting]]`` since/until); its hosted hours are the part of it inside the range. An hour the range
+#: covers whole is taken from the view as it is.
 HOSTING_SQL = """
+WITH h AS (
+  SELECT window_start, window_start + INTERVAL 1 HOUR AS window_end, hosting_usd,
+         greatest(window_start, $since) AS lo, least(window_start + INTERVAL 1 HOUR, $until) AS hi
+  FROM student_hosting_hourly
+  WHERE window_start < $until AND window_start + INTERVAL 1 HOUR > $since
+), edge AS (
+  SELECT h.window_start,
+         sum(s.usd_per_hour * greatest(0, epoch(least(h.hi, coalesce(s.until, h.hi)))
+                                          - epoch(greatest(h.lo, coalesce(s.since, h.lo))))) AS inside,
+         sum(s.usd_per_hour * greatest(0, epoch(least(h.window_end, coalesce(s.until, h.window_end)))
+                                          - epoch(greatest(h.window_start, coalesce(s.since, h.window_start)))))
+           AS whole
+  FROM h CROSS JOIN hosting_schedule s
+  WHERE h.lo > h.window_start OR h.hi < h.window_end
+  GROUP BY h.window_start
+), part AS (
+  SELECT h.window_start, h.lo, h.hi,
+         CASE WHEN NOT (h.lo > h.window_start OR h.hi < h.window_end) THEN h.hosting_usd
+              WHEN e.whole > 0 THEN h.hosting_usd * e.inside / e.whole ELSE 0 END AS hosting_usd
+  FROM h LEFT JOIN edge e ON e.window_start = h.window_start
+)
 SELECT CAST(window_start AS DATE) AS day, sum(hosting_usd) AS hosting_usd,
-       count(*) FILTER (WHERE hosting_usd > 0) AS hosted_hours
-FROM student_hosting_hourly WHERE window_start >= $since AND window_start < $until
-GROUP BY 1 ORDER BY 1
+       sum(CASE WHEN hosting_usd > 0 THEN epoch(hi) - epoch(lo) ELSE 0 END) / 3600.0 AS hosted_hours
+FROM part GROUP BY 1 ORDER BY 1
 """
 
 
@@ -334,7 +362,7 @@ def build_cost_report(con: Any, config: Config, *, since: datetime, until: datet
     days = hours / 24.0
     # a window with hosting and no request is still a report: no requests, the GPU's cost in the student stage
     hosting_by_day = {d: float(usd) for d, usd, _ in hosting_rows}
-    hosted_days = sum(int(h) for _, _, h in hosting_rows) / 24.0
+    hosted_days = sum(float(h) for _, _, h in hosting_rows) / 24.0
     student_n = sum(int(d["student_requests"]) for d in days_rows)
     hosting = sum(hosting_by_day.values())
     totals = {

@@ -4,12 +4,14 @@
   overlap (across processes too); the kernel releases it when a process dies.
 * :func:`run_job` — runs one job for one window under its lock and records ``running`` then
   ``succeeded`` / ``failed`` (with the error) / ``skipped`` (no data, or busy) in ``job_runs``.
-* :func:`nightly` — drift, shadow, cost report in that order for the window ending at ``until``,
+* :func:`nightly` — drift, shadow, cost report in that order for the window ending at ``until``
+  (default: the latest ``[jobs] schedule`` time, UTC, so that runs from cron in any zone tile),
   after retrying every window of the last ``retry_days`` whose last run failed, was interrupted or
   was skipped as busy
   (the drift and shadow runs resume from their checkpoints: nothing is paid twice).
 * :class:`NightlyService` — runs :func:`nightly` at the ``[jobs] schedule`` times (UTC), catching
-  up on a scheduled time it missed; ``costline jobs serve``.
+  up, oldest first, on every scheduled time of the last ``retry_days`` it missed (while it was down);
+  ``costline jobs serve``.
 * opt-in (``[serving.router.loop] nightly``): after the shadow job, ``route-retrain`` trains a
   routing candidate on the latest labels and gates it against the policy in service when the
   ``routing_tier_match_drop`` condition holds (:mod:`costline.serving.routing.loop`).
@@ -31,7 +33,7 @@ from costline.jobs.errors import JobBusyError, JobsError, NoDataError
 from costline.jobs.store import JobStore, job_store, utc_naive
 
 __all__ = ["JOBS", "JobLock", "JobOutcome", "Runner", "run_job", "nightly", "default_runners", "NightlyService",
-           "parse_schedule", "ROUTE_RETRAIN", "route_retrain_runner"]
+           "parse_schedule", "previous_due", "ROUTE_RETRAIN", "route_retrain_runner"]
 
 log = logging.getLogger(__name__)
 
@@ -249,14 +251,17 @@ def nightly(
 ) -> list[JobOutcome]:
     """Retry failed earlier windows, then run ``jobs`` in order for ``[until - window_hours, until)``.
 
-    ``until`` defaults to the current hour (UTC). One job failing does not stop the next.
+    ``until`` defaults to the latest ``[jobs] schedule`` time (UTC) at or before now: not the current hour, so
+    that consecutive runs started by cron tile the timeline whatever the host's zone and its DST changes (a run
+    fired an hour late or early still ends its window where the previous one's next window starts). One job
+    failing does not stop the next.
     With ``notify`` the alert rules over the jobs' views are evaluated afterwards.
     """
     runners = runners or default_runners()
     for job in jobs:
         if job not in runners:
             raise JobsError(f"unknown job {job!r}: choose from {', '.join(runners)}")
-    end = utc_naive(now()).replace(minute=0, second=0, microsecond=0) if until is None else utc_naive(until)
+    end = previous_due(parse_schedule(config.jobs.schedule), now()) if until is None else utc_naive(until)
     start = end - timedelta(hours=config.jobs.window_hours)
     out: list[JobOutcome] = []
     for job, since, wuntil in _failed_windows(config, end):
@@ -292,6 +297,18 @@ def parse_schedule(times: Sequence[str]) -> list[time]:
     return sorted(out)
 
 
+def previous_due(times: Sequence[time], at: datetime) -> datetime:
+    """The latest of the times of day ``times`` (UTC, from :func:`parse_schedule`) at or before ``at`` (naive UTC)."""
+    at = utc_naive(at)
+    for days_back in range(0, 2):
+        day = (at - timedelta(days=days_back)).date()
+        for t in sorted(times, reverse=True):
+            due = datetime.combine(day, t)
+            if due <= at:
+                return due
+    raise JobsError("[jobs] schedule: give at least one time of day, e.g. [\"02:00\"]")
+
+
 class NightlyService:
     """Runs :func:`nightly` at each scheduled time. ``now`` and ``wait`` are injectable for tests."""
 
@@ -306,14 +323,7 @@ class NightlyService:
 
     def previous_due(self, at: datetime) -> datetime:
         """The latest scheduled time at or before ``at`` (naive UTC)."""
-        at = utc_naive(at)
-        for days_back in range(0, 2):
-            day = (at - timedelta(days=days_back)).date()
-            for t in reversed(self.times):
-                due = datetime.combine(day, t)
-                if due <= at:
-                    return due
-        raise AssertionError("unreachable: a schedule has a time every day")
+        return previous_due(self.times, at)
 
     def next_due(self, after: datetime) -> datetime:
         after = utc_naive(after)
@@ -325,18 +335,52 @@ class NightlyService:
                     return due
         raise AssertionError("unreachable")
 
-    def _done(self, due: datetime) -> bool:
-        return all(_attempts(self.config, job, due) for job in JOBS)
+    def missed(self, due: datetime) -> list[datetime]:
+        """The scheduled times of the last ``retry_days`` up to ``due``, oldest first, that some job of :data:`JOBS`
+        has no ``job_runs`` row for: the nights the service (or its host) was down, and ``due`` when it has not run.
+        Before ``due``, only times after the earliest window any job recorded count: a fresh lake starts with the
+        latest scheduled time, not with days of back runs."""
+        from costline.jobs.store import open_jobs_lake
+
+        horizon = due - timedelta(days=self.config.jobs.retry_days)
+        con = open_jobs_lake(self.config)
+        try:
+            rows = _rows(con, "SELECT DISTINCT job, window_until FROM job_runs WHERE list_contains($j, job) "
+                              "AND window_until >= $h", {"j": list(JOBS), "h": horizon})
+            first = con.execute("SELECT min(window_until) FROM job_runs WHERE list_contains($j, job)",
+                                {"j": list(JOBS)}).fetchone()[0]
+        finally:
+            con.close()
+        seen: dict[datetime, set[str]] = {}
+        for r in rows:
+            seen.setdefault(r["window_until"], set()).add(r["job"])
+        out = []
+        at = self.next_due(horizon - timedelta(microseconds=1))  # the first scheduled time at or after the horizon
+        while at <= due:
+            recorded = seen.get(at, set())
+            if not set(JOBS) <= recorded and (at == due or (first is not None and at > first)):
+                out.append(at)
+            at = self.next_due(at)
+        return out
 
     def tick(self) -> list[JobOutcome]:
-        """Run the nightly jobs if a scheduled time has passed that was not run yet."""
+        """Run the nightly jobs for each scheduled time that has passed and was not run: the latest one and, oldest
+        first before it, those of the last ``retry_days`` with no recorded run (missed while the service was down;
+        a night whose run failed or was interrupted is retried by :func:`nightly` itself)."""
         due = self.previous_due(self.now())
         if self.last_due is not None and due <= self.last_due:
             return []
         self.last_due = due
-        if self._done(due):
-            return []
-        return nightly(self.config, until=due, runners=self.runners, now=self.now, notify=self.notify)
+        pending = self.missed(due)
+        late = [d for d in pending if d < due]
+        if late:
+            log.warning("catching up on %d scheduled run(s) missed while the service was down: the windows ending "
+                        "%s UTC", len(late), ", ".join(f"{d:%Y-%m-%d %H:%M}" for d in late))
+        out: list[JobOutcome] = []
+        for d in pending:  # the job alert rules once, after the last
+            out += nightly(self.config, until=d, runners=self.runners, now=self.now,
+                           notify=self.notify and d == pending[-1])
+        return out
 
     def run_forever(self, stop: threading.Event, *, on_outcomes: Callable[[list[JobOutcome]], None] | None = None
                     ) -> None:
