@@ -31,12 +31,13 @@ from datetime import datetime
 from typing import Any
 
 from costline.alerts.message import render
-from costline.alerts.rules import RULE_NAMES, Observation, fingerprint, no_data_summary
+from costline.alerts.rules import RULE_NAMES, Condition, Observation, fingerprint, no_data_summary
 from costline.alerts.settings import AlertsConfig
 from costline.alerts.store import AlertStore, from_epoch, to_epoch
 from costline.timeutil import utc_now as _utc_now
 
-__all__ = ["AlertEngine", "TickResult", "ops_for", "MAX_UNSENT_PER_TARGET"]
+__all__ = ["AlertEngine", "TickResult", "ops_for", "MAX_UNSENT_PER_TARGET", "BASELINE_S", "HISTORY_KEEP_S",
+           "HISTORY_KEEP_MIN", "retention_s"]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,26 @@ INACTIVE, PENDING, FIRING, RESOLVED = "inactive", "pending", "firing", "resolved
 #: Unsent outbox rows kept per target: past it (a target failing for days with many open groups) the oldest
 #: reminders and updates are dropped, with an ERROR; firing and resolved messages are never dropped.
 MAX_UNSENT_PER_TARGET = 1000
+
+#: The longest baseline a rule judges against: the 7 days before the hour (the hourly rules) or 7 nightly runs
+#: (``student_drift``; ``routing_tier_match_drop`` its ``baseline_runs`` nights when more).
+BASELINE_S = 7 * 86400.0
+#: State changes kept in ``history`` (what ``costline alerts history`` and the ``alerts_history`` view show): 90
+#: days, and at least the newest :data:`HISTORY_KEEP_MIN` whatever their age.
+HISTORY_KEEP_S = 90 * 86400.0
+HISTORY_KEEP_MIN = 1000
+
+#: The alert columns a tick may change: a row is written only when one of them did.
+_SAVED = ("group_key", "state", "severity", "pending_since", "fired_at", "resolved_at", "last_observed_at",
+          "observation")
+
+
+def retention_s(settings: Any) -> float:
+    """How long an inactive or resolved alert of a rule with these settings is kept after it was last observed
+    (or last changed state): the rule's baseline window (:data:`BASELINE_S`, or ``baseline_runs`` nights) plus its
+    ``no_data_resolve_s``. Past it the row is deleted; the series starts afresh if it breaches again."""
+    runs = getattr(settings, "baseline_runs", 0) or 0
+    return max(BASELINE_S, float(runs) * 86400.0) + float(getattr(settings, "no_data_resolve_s", 3 * 3600.0))
 
 
 def ops_for(target: str, kind: str) -> list[str]:
@@ -130,6 +151,7 @@ class AlertEngine:
         res = TickResult()
         with self.store.transaction() as con:
             rows = {r["fingerprint"]: dict(r) for r in con.execute("SELECT * FROM alerts")}
+            stored = {fp: tuple(r[k] for k in _SAVED) for fp, r in rows.items()}
             for rule, observations in results.items():
                 if observations is None:
                     continue
@@ -141,6 +163,10 @@ class AlertEngine:
                     seen.add(fp)
                     row = rows.get(fp)
                     if row is None:
+                        if obs.condition is not Condition.BREACH:
+                            # in band or fine and no state yet: nothing to keep (a series seen once, a tenant name
+                            # made up by a span sender, leaves no row behind)
+                            continue
                         row = {"fingerprint": fp, "rule": obs.rule, "labels": json.dumps(dict(obs.labels), sort_keys=True),
                                "group_key": self.group_key(obs.rule, obs.labels), "state": INACTIVE,
                                "pending_since": None, "fired_at": None, "resolved_at": None}
@@ -161,8 +187,9 @@ class AlertEngine:
                         row["observation"] = json.dumps(_no_data_observation(row, now, no_data_s))
                         self._move(row, RESOLVED, t, res, note="no data")
             res.muted = self._muted(rows, now)
-            for row in rows.values():
-                self._save_alert(con, row, t)
+            for fp, row in rows.items():
+                if stored.get(fp) != tuple(row.get(k) for k in _SAVED):  # new, or changed this tick
+                    self._save_alert(con, row, t)
             for fp, frm, to in res.transitions:
                 row = rows[fp]
                 obs = json.loads(row.get("observation") or "{}")
@@ -172,7 +199,36 @@ class AlertEngine:
                     (t, fp, row["rule"], row["labels"], frm, to, obs.get("value"), obs.get("threshold"),
                      row.get("_note") or obs.get("summary"), row.get("severity"), res.muted.get(fp)))
             self._groups(con, rows, res, now)
+            self._prune(con, rows, res, t)
         return res
+
+    def _prune(self, con: Any, rows: Mapping[str, dict[str, Any]], res: TickResult, t: float) -> None:
+        """Bound the state: delete inactive and resolved alerts not observed (nor changed state) for their rule's
+        :func:`retention_s`, unless a silence in effect matches them or they are still members of an open
+        incident; closed groups none of whose alerts and messages are left; history older than
+        :data:`HISTORY_KEEP_S` past the newest :data:`HISTORY_KEEP_MIN` rows. Firing and pending alerts, open
+        groups, silences and undelivered messages are never deleted."""
+        in_open = {fp for (m,) in con.execute("SELECT members FROM groups WHERE open = 1") for fp in json.loads(m)}
+        changed = {fp for fp, _, _ in res.transitions}
+        gone = []
+        for fp, row in rows.items():
+            if (row["state"] not in (INACTIVE, RESOLVED) or fp in in_open or fp in changed
+                    or res.muted.get(fp, "").startswith("silenced")):
+                continue
+            seen = [float(v) for v in (row.get("last_observed_at"), row.get("resolved_at"), row.get("fired_at"),
+                                       row.get("pending_since")) if v is not None]
+            if not seen or t - max(seen) > retention_s(self._settings(row["rule"])):
+                gone.append(fp)
+        if gone:
+            con.executemany("DELETE FROM alerts WHERE fingerprint = ?", [(fp,) for fp in gone])
+            log.info("alerts: dropped %d inactive/resolved alert(s) not seen for their rule's retention", len(gone))
+        con.execute("DELETE FROM groups WHERE open = 0 "
+                    "AND NOT EXISTS (SELECT 1 FROM alerts a WHERE a.group_key = groups.group_key) "
+                    "AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.group_key = groups.group_key)")
+        newest = con.execute("SELECT id FROM history ORDER BY id DESC LIMIT 1 OFFSET ?",
+                             (HISTORY_KEEP_MIN - 1,)).fetchone()
+        if newest is not None:
+            con.execute("DELETE FROM history WHERE at < ? AND id < ?", (t - HISTORY_KEEP_S, newest[0]))
 
     def _move(self, row: dict[str, Any], to: str, t: float, res: TickResult, *, note: str | None = None) -> None:
         frm = row["state"]

@@ -993,7 +993,7 @@ def _pipeline_silent(s: PipelineSilentSettings, snap: Snapshot, now: datetime, s
               "-- as the apps' clocks stamped them\n"
               "SELECT max(ts) AS last_request FROM requests_raw;\n"
               "SELECT date_trunc('minute', ts) AS minute, count(*) FROM calls_raw\n"
-              "WHERE ts >= now()::TIMESTAMP - INTERVAL 2 HOURS GROUP BY 1 ORDER BY 1",
+              "WHERE ts >= timezone('UTC', now()) - INTERVAL 2 HOURS GROUP BY 1 ORDER BY 1",
     )]
 
 

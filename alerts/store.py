@@ -2,14 +2,16 @@
 
 Tables:
 
-* ``alerts`` — one row per fingerprint (rule + sorted labels): state
-  (``inactive``/``pending``/``firing``/``resolved``), since when, last observation;
+* ``alerts`` — one row per fingerprint (rule + sorted labels) that breached: state
+  (``inactive``/``pending``/``firing``/``resolved``), since when, last observation (inactive and resolved
+  ones are dropped after their rule's retention: :func:`costline.alerts.engine.retention_s`);
 * ``groups`` — one row per notification group (``group_by`` labels): whether an
   incident is open, its number, which alerts its messages covered, when last notified;
 * ``silences`` — rule + label matchers, start/end, reason;
 * ``outbox`` — every message to deliver, per target (``console``, ``slack``), with
   attempts, ``next_attempt_at``, ``sent_at`` and the Slack ``channel``/``ts`` it got;
-* ``history`` — every state change (what ``costline alerts history`` and the ``alerts`` view show);
+* ``history`` — every state change (what ``costline alerts history`` and the ``alerts`` view show), 90 days
+  and at least the newest 1,000 (:data:`costline.alerts.engine.HISTORY_KEEP_S`);
 * ``samples`` — gauge samples (the DLQ size) for rules that need a short history.
 
 The evaluation of one tick (state changes + the messages they cause) is one
@@ -40,6 +42,7 @@ CREATE TABLE IF NOT EXISTS alerts (
   state TEXT NOT NULL, severity TEXT, pending_since REAL, fired_at REAL, resolved_at REAL,
   last_observed_at REAL, updated_at REAL, observation TEXT
 );
+CREATE INDEX IF NOT EXISTS alerts_group ON alerts (group_key);
 CREATE TABLE IF NOT EXISTS groups (
   group_key TEXT PRIMARY KEY, rule TEXT NOT NULL, labels TEXT NOT NULL, incident INTEGER NOT NULL DEFAULT 0,
   open INTEGER NOT NULL DEFAULT 0, opened_at REAL, closed_at REAL, last_notified_at REAL,
@@ -62,6 +65,7 @@ CREATE TABLE IF NOT EXISTS history (
   labels TEXT NOT NULL, from_state TEXT NOT NULL, to_state TEXT NOT NULL, value REAL, threshold REAL,
   summary TEXT, severity TEXT, muted TEXT
 );
+CREATE INDEX IF NOT EXISTS history_at ON history (at);
 CREATE TABLE IF NOT EXISTS samples (name TEXT NOT NULL, at REAL NOT NULL, value REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS samples_name ON samples (name, at);
 """

@@ -137,7 +137,7 @@ def test_student_drift(runs: list[dict], expected: Condition) -> None:
 def test_student_drift_judges_the_latest_run_through_the_state_machine(tmp_path) -> None:
     import json
 
-    from costline.alerts.engine import FIRING, INACTIVE, RESOLVED, AlertEngine
+    from costline.alerts.engine import FIRING, RESOLVED, AlertEngine
     from costline.alerts.store import AlertStore
 
     rule = Rule("student_drift", StudentDriftSettings())
@@ -157,9 +157,15 @@ def test_student_drift_judges_the_latest_run_through_the_state_machine(tmp_path)
     assert night(engine, [big_breach, *small], 1) == (FIRING, [], "eval run r1 finished 2026-11-06 10:00 UTC")
     assert night(engine, [big_breach, *small, eval_run(0.0, -0.01, 0.01)], 0) == (
         RESOLVED, [RESOLVED], "eval run r0 finished 2026-11-07 10:00 UTC")
-    # first evaluated (a new state file) when the latest run is small: nothing fires on the old big run
+    # first evaluated (a new state file) when the latest run is small: nothing fires on the old big run, and a
+    # series that never breached keeps no row (the state holds what fired, not every series ever seen)
     engine = AlertEngine(AlertStore(tmp_path / "b.sqlite"), AlertsConfig(), targets=("console",))
-    assert night(engine, [big_breach, *small], 1) == (INACTIVE, [], "eval run r1 finished 2026-11-06 10:00 UTC")
+    at = NOW - timedelta(days=1)
+    observations = evaluate(rule, Snapshot(eval_runs=[big_breach, *small]), at)
+    assert observations and all(o.condition != "breach" for o in observations)
+    assert observations[-1].window == "eval run r1 finished 2026-11-06 10:00 UTC"
+    assert engine.apply({"student_drift": observations}, now=at).transitions == []
+    assert engine.store.query("SELECT state FROM alerts") == []
 
 
 def shadow(rate: float, days_ago: int, tier: str = "budget", n: int = 500) -> dict:
