@@ -117,12 +117,15 @@ import logging
 import math
 import re
 import threading
+import unicodedata
 from collections import Counter, OrderedDict
 import functools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
+
+import regex as _regex
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +192,31 @@ _CONTRACTIONS = (
 _TOKEN = re.compile(r"[$€£#%]|\d+(?:[.,:]\d+)*(?:st|nd|rd|th)?|[^\W\d_]+(?:-[^\W\d_]+)*(?:\d+[^\W\d_]*)*"
                     r"|\d+[^\W\d_]+\w*",
                     re.UNICODE)
+#: :data:`_TOKEN` for a text with combining marks (only ever on letters of other scripts than Latin, whose marks
+#: :func:`_fold_accents` keeps): the stdlib's ``[^\W\d_]`` leaves out marks (Mn, Mc), so "बेटा" / "बेटी" (son /
+#: daughter) read as the same two letters, "क्या" as "कय". The same pattern with marks counted as letters.
+_WORD_CHAR = r"[\p{L}\p{Nl}\p{No}\p{M}]"
+_TOKEN_MARKED = _regex.compile(
+    rf"[$€£#%]|\d+(?:[.,:]\d+)*(?:st|nd|rd|th)?|{_WORD_CHAR}+(?:-{_WORD_CHAR}+)*(?:\d+{_WORD_CHAR}*)*"
+    rf"|\d+{_WORD_CHAR}+[\p{{L}}\p{{N}}\p{{M}}_]*")
+_MARK = _regex.compile(r"\p{M}")
+
+
+_LETTERS_AND_MARKS = _regex.compile(r"[\p{L}\p{M}]+")
+
+
+def _alpha(word: str) -> bool:
+    """``word.isalpha()``, a word of another script's letters and their marks too ("बेटा": "ा" is no letter)."""
+    return word.isalpha() or (not word.isascii() and _LETTERS_AND_MARKS.fullmatch(word) is not None)
+
+
+def _tokens(text: str) -> list[str]:
+    """:data:`_TOKEN`'s words of ``text`` (:data:`_TOKEN_MARKED`'s where it has combining marks)."""
+    if not text.isascii() and _MARK.search(text):
+        return _TOKEN_MARKED.findall(text)
+    return _TOKEN.findall(text)
+
+
 _IDENT = re.compile(r"(?<![\w$€£])#?\s?(?:[A-Za-z]{1,4}[-]?\d{2,}[A-Za-z0-9]*|\d+-\d+|\d{4,}|[A-Za-z]+\d+[A-Za-z]*"
                     r"|\d+[A-Za-z]+\d*)\b")
 _TIME = re.compile(r"\b(\d{1,2})(?::(\d{2}))?\s*([ap])\.?\s?m\b\.?|\b(\d{1,2}):(\d{2})\b", re.I)
@@ -715,6 +743,16 @@ class QuestionFeatures:
     #: ("is the course pre-recorded rather than live": live) / of those outside such a clause.
     set_aside: frozenset[str] = frozenset()
     asserted: frozenset[str] = frozenset()
+    #: (folded, as written) of each Latin word written with diacritics ("pagó": ("pago", "pagó")), lower case: the
+    #: folding that makes "café" / "cafe" one word also makes "pagó" / "pago" one, so :func:`_diacritics_differ`
+    #: reads them back.
+    marks: frozenset[tuple[str, str]] = frozenset()
+    #: The language of its Latin words (:func:`_language`): "en" (English words, none of another language), the code
+    #: of the other language most of its non-English words are in ("es", "fr", "de", "pt", "it"; a question mixing
+    #: English with one is that one), or "" (no Latin word either way).
+    language: str = ""
+    #: (folded word, language, weight) of each of its words of another language than English (:func:`_language`).
+    foreign: frozenset[tuple[str, str, int]] = frozenset()
 
     def __post_init__(self) -> None:
         # Every empty set is the one empty frozenset: the verifier keeps up to memo_size of these, and each set is
@@ -1389,18 +1427,73 @@ def _synonym_keys() -> frozenset[str] | None:
     return frozenset(keys)
 
 
+def _latin(ch: str) -> bool:
+    """A letter of the Latin script (the ranges :data:`_FOREIGN_WORD` leaves to the guards, and a few more)."""
+    return ch.isascii() or "\u00c0" <= ch <= "\u024f" or "\u1e00" <= ch <= "\u1eff" or "\u2c60" <= ch <= "\u2c7f" \
+        or "\ua720" <= ch <= "\ua7ff" or "\uab30" <= ch <= "\uab6f" or "\uff21" <= ch <= "\uff5a"
+
+
 def _fold_accents(text: str) -> str:
-    """``text`` without combining marks (Unicode NFD): accents dropped ("Comté" -> "Comte", "café" -> "cafe");
-    ASCII text as it is."""
+    """``text`` with the accents of its Latin letters dropped (Unicode NFD, then NFC): "Comté" -> "Comte", "café" ->
+    "cafe"; ASCII text as it is. The marks of other scripts are part of their letters and stay: a dakuten ("バス" bus /
+    "パス" pass), a Thai tone mark ("ข้าว" rice / "ข่าว" news), a Cyrillic breve ("й"). A mark after no letter (a
+    symbol, a digit) is dropped, as it always was."""
     if text.isascii():
         return text
-    import unicodedata
-
     from costline.textutil import stream_safe
 
     # stream-safe first: normalising a long run of combining marks is quadratic (a hostile question's)
-    return unicodedata.normalize("NFC", "".join(ch for ch in unicodedata.normalize("NFD", stream_safe(text))
-                                                if not unicodedata.combining(ch)))
+    out: list[str] = []
+    keep = False  # the marks after the last starter stay: it is a letter of another script than Latin
+    for ch in unicodedata.normalize("NFD", stream_safe(text)):
+        if not unicodedata.combining(ch):
+            if ch.isascii() or unicodedata.category(ch)[0] != "M":  # a spacing vowel sign ("ा") keeps its letter's
+                keep = not ch.isascii() and ch.isalpha() and not _latin(ch)
+            out.append(ch)
+        elif keep:
+            out.append(ch)
+    return unicodedata.normalize("NFC", "".join(out))
+
+
+#: A digit of another script than ASCII ("１２" full width, "٣٠" Arabic-Indic): read as its ASCII digit.
+_OTHER_DIGIT = re.compile(r"(?![0-9])\d")
+#: Scripts written without spaces between words: Thai, Lao, Myanmar, Khmer, Hangul Jamo, kana, CJK ideographs,
+#: Hangul syllables, half-width katakana.
+_UNSPACED_LETTERS = ("\u0e00-\u0e7f\u0e80-\u0eff\u1000-\u109f\u1780-\u17ff\u1100-\u11ff\u3005-\u3007"
+                     "\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af\uff66-\uff9f")
+#: Where a digit touches a letter of an unspaced script ("注文12を", "주문12를", "3月15日"): a space goes there, so the
+#: number is a word of its own that the number, identifier and date guards read.
+_GLUED_DIGIT = re.compile(rf"(?<=\d)(?=[{_UNSPACED_LETTERS}])|(?<=[{_UNSPACED_LETTERS}])(?=\d)")
+
+
+def _prepare(text: str) -> str:
+    """The text the guards read: accents of Latin letters folded (:func:`_fold_accents`); digits of other scripts as
+    ASCII digits; a number glued to a letter of an unspaced script set apart. ASCII text as it is."""
+    raw = _fold_accents(text)
+    if raw.isascii():
+        return raw
+    if _OTHER_DIGIT.search(raw):
+        raw = _OTHER_DIGIT.sub(lambda m: str(unicodedata.digit(m.group(), 0)), raw)
+    return _GLUED_DIGIT.sub(" ", raw)
+
+
+#: A run of Latin letters, as written (accents and all).
+_LATIN_WORD = re.compile(r"[^\W\d_]+")
+
+
+def _marks(text: str) -> frozenset[tuple[str, str]]:
+    """(folded, as written) of each Latin word of ``text`` written with diacritics, lower case."""
+    if text.isascii():
+        return _NO_ITEMS
+    from costline.textutil import stream_safe
+
+    out = set()
+    for word in _LATIN_WORD.findall(unicodedata.normalize("NFC", stream_safe(text)).lower()):
+        if not word.isascii() and all(_latin(ch) for ch in word):
+            folded = _fold_accents(word)
+            if folded != word:
+                out.add((folded, word))
+    return frozenset(out)
 
 
 def _french_negations(low: str, words: list[str]) -> int:
@@ -1420,7 +1513,7 @@ def analyse(text: str, stemmer: Any | None = None, *, asides: bool = True) -> Qu
     from word2number import w2n
 
     stemmer = stemmer or _stemmer()
-    raw = _fold_accents(text.strip())  # "Comté" / "Comte", "café" / "cafe": one spelling
+    raw = _prepare(text.strip())  # "Comté" / "Comte", "café" / "cafe": one spelling; "注文１２を" / "注文 12 を"
     lowered = raw.lower()
     low = _same_words(_HYPHEN_PREFIX.sub(r"\1", _contracted(lowered)))  # one word for each synonym group
     dates: set[str] = set()
@@ -1447,7 +1540,7 @@ def analyse(text: str, stemmer: Any | None = None, *, asides: bool = True) -> Qu
                    if not re.fullmatch(r"#?\s?\d{1,3}(?:st|nd|rd|th)?", m.group(0).strip())}
     identifiers = {i for i in identifiers if not re.fullmatch(r"\d+(st|nd|rd|th)", i)}
     phrased = _phrase_rewrites()(low_nt)
-    tokens = _TOKEN.findall(phrased)
+    tokens = _tokens(phrased)
     tokens = [t for t in (tok.strip("-") for tok in tokens) if t]
     words: list[str] = []
     for t in tokens:
@@ -1523,8 +1616,8 @@ def analyse(text: str, stemmer: Any | None = None, *, asides: bool = True) -> Qu
     for w in words:  # "1st" .. "31st" are numbers already; a quarter is a date
         if w in _QUARTERS:
             identifiers.discard(w)
-    stems = [stemmer.stemWord(w) for w in words if w.isalpha()]
-    content = {stemmer.stemWord(w) for w in words if w.isalpha() and w not in _STOP and w not in _NEGATIONS}
+    stems = [stemmer.stemWord(w) for w in words if _alpha(w)]
+    content = {stemmer.stemWord(w) for w in words if _alpha(w) and w not in _STOP and w not in _NEGATIONS}
     polarity = {gs for w in words for gs in _POLARITY.get(w, ())}
     polarity |= {gs for w in words if w.startswith("un") and w[2:] in _POLARITY for gs in
                  [(g, -s) for g, s in _POLARITY[w[2:]]]}
@@ -1543,9 +1636,9 @@ def analyse(text: str, stemmer: Any | None = None, *, asides: bool = True) -> Qu
     negations = (sum(1 for w in words if w in _NEGATIONS or w in _FOREIGN_NEGATIONS) + _french_negations(low, words)
                  + sum(1 for t in tokens if re.fullmatch(r"[a-z]+-free", t)) + len(_SUBSTANCE_FREE.findall(low)))
     aside_spans = _aside_spans(lowered) if asides else []
-    aside_words = [w for a, b in aside_spans for w in _TOKEN.findall(_contracted(lowered[a:b]))]
+    aside_words = [w for a, b in aside_spans for w in _tokens(_contracted(lowered[a:b]))]
     core_text = _without_spans(raw, aside_spans)
-    core_text = core_text if aside_spans and len(_TOKEN.findall(core_text)) >= 3 else None
+    core_text = core_text if aside_spans and len(_tokens(core_text)) >= 3 else None
     entities = _entities(raw)
     qword = next((w for w in words if w in _QWORDS), "")
     rare = {stemmer.stemWord(w) for w in _rare_words(words)}
@@ -1605,6 +1698,7 @@ def analyse(text: str, stemmer: Any | None = None, *, asides: bool = True) -> Qu
         tiers=frozenset(f"{m.group(1).lower()} {m.group(2).lower()}" for m in _TIER.finditer(raw)),
         first=frozenset(_first(low)),
         set_aside=(aside := _set_aside_parts(low))[0], asserted=aside[1],
+        marks=_marks(text), language=(language := _language(text))[0], foreign=language[1],
     )
 
 
@@ -1698,7 +1792,7 @@ RARE_ZIPF = 3.2
 def _rare_words(words: list[str]) -> set[str]:
     from wordfreq import zipf_frequency
 
-    return {w for w in words if w.isalpha() and len(w) > 2 and w not in _STOP and w not in _UNITS
+    return {w for w in words if _alpha(w) and len(w) > 2 and w not in _STOP and w not in _UNITS
             and w not in _MONTHS and w not in _WEEKDAYS and zipf_frequency(w, "en") < RARE_ZIPF}
 
 
@@ -1848,6 +1942,8 @@ def _guard(q: QuestionFeatures, c: QuestionFeatures, cosine: float | None = None
         return "polarity"  # (last: a pair the rules above reject keeps their reason)
     if reason is None and _extension(q, c):  # "the max dose of tylenol" / "… for kids", "how do I cancel my plan" /
         return "extension"  # "… ? Reply in one word." (last, too)
+    if reason is None:  # "从储蓄账户转到支票账户" / "从支票账户转到储蓄账户", "pagó" / "pago", Spanish against English
+        return _foreign_reason(q, c)
     return reason
 
 
@@ -2350,7 +2446,21 @@ def _is_typo(a: str, b: str) -> bool:
         return False  # a short word's typo keeps its first letter: "npm" / "pnpm", "vim" / "nvim" are two tools
     if any(x == p + y for p in _NEG_PREFIXES for x, y in ((a, b), (b, a))):  # "deregister" / "register"
         return False
-    return min(zipf_frequency(a, "en"), zipf_frequency(b, "en")) < TYPO_MAX_ZIPF
+    en = (zipf_frequency(a, "en"), zipf_frequency(b, "en"))
+    if min(en) >= TYPO_MAX_ZIPF:
+        return False
+    if max(en) >= TYPO_MAX_ZIPF:  # "accesible" / "accessible": English's word mistyped (Spanish's too)
+        return True
+    # both rare in English, but two words of another language a vowel apart: a gender, a person or a tense ("hijo" /
+    # "hija", "abuelo" / "abuela", "llega" / "llegó"), another word, not a typo; an ending grown or worn ("kündige" /
+    # "kündigen", "ändere" / "ändern") is the same verb
+    if len(a) != len(b) or not all(x in _VOWELS and y in _VOWELS for x, y in zip(a, b) if x != y):
+        return True
+    return not any(table.get(a, 0.0) >= TYPO_MAX_ZIPF and table.get(b, 0.0) >= TYPO_MAX_ZIPF
+                   for table in _other_zipf().values())
+
+
+_VOWELS = frozenset("aeiouy")
 
 
 #: A one-word swap of two common words (wordfreq Zipf >= RARE_ZIPF, no name) is read as a synonym when the
@@ -2613,6 +2723,40 @@ def _roles(tokens: tuple[str, ...]) -> dict[str, Counter[str]]:
     return out
 
 
+#: Other languages' markers of "from" and "to" and their determiners (folded), read as "from", "to" and "the" in a
+#: pair of questions both in that language (:attr:`QuestionFeatures.language`): "du livret A vers le compte courant"
+#: / "du compte courant vers le livret A", "de ahorros a la cuenta" / "de la cuenta a ahorros".
+_OTHER_ROLES: dict[str, tuple[frozenset[str], frozenset[str], frozenset[str]]] = {
+    "es": (frozenset({"de", "del", "desde"}), frozenset({"a", "al", "hasta", "hacia"}),
+           frozenset({"el", "la", "los", "las", "un", "una", "unos", "unas", "mi", "mis", "tu", "tus", "su", "sus",
+                      "nuestro", "nuestra", "nuestros", "nuestras", "lo"})),
+    "fr": (frozenset({"de", "du", "des", "d", "depuis"}), frozenset({"a", "au", "aux", "vers", "jusqu"}),
+           frozenset({"le", "la", "les", "l", "un", "une", "mon", "ma", "mes", "ton", "ta", "tes", "son", "sa", "ses",
+                      "notre", "nos", "votre", "vos", "leur", "leurs"})),
+    "de": (frozenset({"von", "vom", "aus"}), frozenset({"nach", "zu", "zum", "zur", "auf", "ins"}),
+           frozenset({"der", "die", "das", "dem", "den", "des", "ein", "eine", "einem", "einen", "einer", "mein",
+                      "meine", "meinem", "meinen", "meiner", "dein", "deine", "sein", "seine", "unser", "unsere",
+                      "ihr", "ihre", "ihrem", "ihren"})),
+    "pt": (frozenset({"de", "da", "do", "das", "dos", "desde"}), frozenset({"para", "pra", "ao", "aos", "ate"}),
+           frozenset({"o", "a", "os", "as", "um", "uma", "meu", "minha", "meus", "minhas", "seu", "sua", "seus",
+                      "suas", "nosso", "nossa"})),
+    "it": (frozenset({"da", "dal", "dalla", "dallo", "dai", "dagli", "dalle"}),
+           frozenset({"a", "al", "alla", "allo", "ai", "agli", "alle", "verso"}),
+           frozenset({"il", "lo", "la", "i", "gli", "le", "l", "un", "una", "uno", "mio", "mia", "miei", "mie", "suo",
+                      "sua", "suoi", "sue"})),
+}
+
+
+def _role_tokens(f: QuestionFeatures, other: QuestionFeatures) -> tuple[str, ...]:
+    """``f``'s words, with the markers of from / to and the determiners of the language both questions are in read as
+    English's (:data:`_OTHER_ROLES`); English and any other pair as they are."""
+    roles = _OTHER_ROLES.get(f.language) if f.language == other.language else None
+    if roles is None:
+        return f.tokens
+    source, target, dets = roles
+    return tuple("from" if w in source else "to" if w in target else "the" if w in dets else w for w in f.tokens)
+
+
 def _roles_swapped(q: QuestionFeatures, c: QuestionFeatures) -> bool:
     """Two words that trade roles: a marker both questions use as often hands its role to a word that the other
     question also names, but in another place ("transfer from savings to checking" / "from checking to savings",
@@ -2622,7 +2766,7 @@ def _roles_swapped(q: QuestionFeatures, c: QuestionFeatures) -> bool:
     airport") are one question."""
     if q.tokens == c.tokens:
         return False
-    rq, rc = _roles(q.tokens), _roles(c.tokens)
+    rq, rc = _roles(_role_tokens(q, c)), _roles(_role_tokens(c, q))
     for one, other in (("to", "from"), ("from", "to"), ("into", "from")):  # "shipping to Canada" / "from Canada"
         moved = (rq.get(one, Counter()) & rc.get(other, Counter())) - rc.get(one, Counter()) - rq.get(other, Counter())
         if moved:
@@ -2728,7 +2872,7 @@ def _two_words_exchanged(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
 
 def _says_something(word: str) -> bool:
     """A content word: letters, no stop word, no preposition."""
-    return (word.isalpha() and word not in _STOP and word not in _ROLE_PREPOSITIONS
+    return (_alpha(word) and word not in _STOP and word not in _ROLE_PREPOSITIONS
             and word not in _TIME_PREPOSITIONS)
 
 
@@ -3043,21 +3187,191 @@ def _instructed(q: QuestionFeatures, c: QuestionFeatures) -> bool:
     return bool(_instructions(q.text.lower())) != bool(_instructions(c.text.lower()))
 
 
-#: Letters the guards cannot read: any script but Latin. Chinese, Japanese and Thai are written without spaces,
-#: so their letters are compared one by one.
-_FOREIGN_WORD = re.compile(r"[^\W\d_a-zA-Z\u00c0-\u024f\u1e00-\u1eff]+")
-_UNSPACED = re.compile(r"[\u0e00-\u0e7f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]")
+#: Letters the guards cannot read: any script but Latin, with their combining marks (a Devanagari vowel sign, a Thai
+#: tone mark: "बेटा" / "बेटी"). Chinese, Japanese and Thai are written without spaces, so their letters are compared one
+#: by one.
+_FOREIGN_WORD = _regex.compile(r"[[\p{L}\p{Nl}\p{No}\p{M}]--[a-zA-Z\u00c0-\u024f\u1e00-\u1eff]]+", _regex.V1)
+_UNSPACED = re.compile(rf"[{_UNSPACED_LETTERS}]")
 
 
 def _foreign_words(text: str) -> Counter[str]:
     """The words of ``text`` in scripts other than Latin (lower-cased; unspaced scripts letter by letter)."""
     out: Counter[str] = Counter()
+    if text.isascii():
+        return out
     for word in _FOREIGN_WORD.findall(text.lower()):
         if _UNSPACED.search(word):
             out.update(word)
         else:
             out[word] += 1
     return out
+
+
+#: A word of another script than Latin, or a number.
+_FOREIGN_OR_NUMBER = _regex.compile(r"[[\p{L}\p{Nl}\p{No}\p{M}]--[a-zA-Z\u00c0-\u024f\u1e00-\u1eff]]+|\d+", _regex.V1)
+
+
+def _unspaced_sequence(text: str) -> tuple[str, ...]:
+    """For a text in a script written without spaces, its letters (one by one), its other non-Latin words and its
+    numbers in the order written; () for any other text. Word order is how those languages mark who does what: "从储蓄
+    账户转到支票账户" / "从支票账户转到储蓄账户" (from savings to checking / from checking to savings) are the same
+    letters, "予約を2名から4名に" / "4名から2名に" the same numbers."""
+    if text.isascii() or not _UNSPACED.search(text):
+        return ()
+    out: list[str] = []
+    for word in _FOREIGN_OR_NUMBER.findall(text.lower()):
+        if _UNSPACED.search(word):
+            out.extend(word)
+        else:
+            out.append(word)
+    return tuple(out)
+
+
+# -- the language of a question's Latin words ------------------------------------------------------------------------
+#: Languages besides English the guards tell apart by their words (wordfreq's "small" lists: words of a Zipf frequency
+#: of 3 or more), and how much more frequent (Zipf) a word must be in one of them than in English to count as that
+#: language's ("descuento", "mon", "wie"; not "de", "no", "solo", "menu", "tapas": English says them too).
+OTHER_LANGUAGES = ("es", "fr", "de", "pt", "it")
+LANGUAGE_MARGIN = 1.5
+#: A word at least this frequent in English is English enough wherever else it is said ("de", "con", "die").
+ENGLISH_ZIPF = 4.0
+
+
+@functools.lru_cache(maxsize=1)
+def _other_zipf() -> dict[str, dict[str, float]]:
+    """For each of :data:`OTHER_LANGUAGES`, the Zipf frequency of each word of its small list, keyed by the word with
+    its accents folded (the guards' words are folded: "cancelo" is "canceló" too), the highest where two fold alike."""
+    from wordfreq import get_frequency_dict
+
+    out: dict[str, dict[str, float]] = {}
+    for lang in OTHER_LANGUAGES:
+        table: dict[str, float] = {}
+        for word, freq in get_frequency_dict(lang, wordlist="small").items():
+            if freq <= 0:
+                continue
+            key = word if word.isascii() else _fold_accents(word)
+            zipf = math.log10(freq) + 9
+            if zipf > table.get(key, 0.0):
+                table[key] = zipf
+        out[lang] = table
+    return out
+
+
+@functools.lru_cache(maxsize=65536)
+def _other_language(word: str) -> tuple[str, float]:
+    """The language of :data:`OTHER_LANGUAGES` ``word`` (folded, lower case) is most frequent in, and its Zipf
+    frequency there (0.0: none has it)."""
+    best, lang = 0.0, ""
+    for code, table in _other_zipf().items():
+        zipf = table.get(word, 0.0)
+        if zipf > best:
+            best, lang = zipf, code
+    return lang, best
+
+
+@functools.lru_cache(maxsize=65536)
+def _word_language(word: str) -> tuple[str, int]:
+    """(language, weight) of one lower-case Latin word as written: ("en", 1) for an English word; (a code of
+    :data:`OTHER_LANGUAGES`, 2) for a word of that language English hardly says ("descuento", "livret"; written with
+    accents English does not use: "cómo", "qué"), (code, 1) for one English says less (:data:`LANGUAGE_MARGIN`:
+    "mon", "vers", "wie"; also a loanword: "fete", "sim", "soy"); ("", 0) for either or neither ("de", "menu")."""
+    from wordfreq import zipf_frequency
+
+    en = zipf_frequency(word, "en")
+    if not word.isascii():
+        written = [(zipf_frequency(word, code, wordlist="small"), code) for code in OTHER_LANGUAGES]
+        zipf, code = max(written)
+        if zipf >= 3.0 and en < 2.5:  # "cómo", "qué", "pagó" (not "café": English says it)
+            return code, 2
+        word = _fold_accents(word)
+    lang, other = _other_language(word)
+    if other >= 4.0 and en < 1.0:
+        return lang, 2
+    if other >= 3.0 and en < ENGLISH_ZIPF and other - en >= LANGUAGE_MARGIN:
+        return lang, 1
+    if en >= 3.0 and en - other >= 1.0:
+        return "en", 1
+    return "", 0
+
+
+def _language(text: str) -> tuple[str, frozenset[tuple[str, str, int]]]:
+    """The language of the Latin words of ``text``: another language's if it has a word English hardly says or two
+    it says less ("¿Cómo cancelo my subscription?", "Is there a descuento for students?": es; not "hen dos at the
+    cafe", "the eau de toilette": two words of English's, "Can you motorise …": the same on both sides of a pair),
+    the one most of them are in; else "en" if it has an English word; else "". A capitalised word after the first
+    is a name and left out ("Los Angeles", "San José"). With it, (folded word, language, weight) of each word of
+    another language."""
+    weights: Counter[str] = Counter()
+    foreign: set[tuple[str, str, int]] = set()
+    english = False
+    if not text.isascii():
+        text = unicodedata.normalize("NFC", text)
+    for m in _LATIN_WORD.finditer(text):
+        word = m.group(0)
+        if len(word) < 2 or (not word.isascii() and not all(_latin(ch) for ch in word)):
+            continue
+        if m.start() and word[0].isupper() and text[:m.start()].strip(" ¿¡\"'(«"):
+            continue
+        lang, weight = _word_language(word.lower())
+        if lang == "en":
+            english = True
+        elif lang:
+            weights[lang] += weight
+            foreign.add((_fold_accents(word.lower()), lang, weight))
+    if weights and max(weights.values()) >= 2:
+        return max(weights.items(), key=lambda x: (x[1], -OTHER_LANGUAGES.index(x[0])))[0], frozenset(foreign)
+    return ("en" if english else ""), frozenset(foreign)
+
+
+def _languages_differ(q: QuestionFeatures, c: QuestionFeatures) -> bool:
+    """One question in English, the other (in part) in another language: "¿Cómo cancelo my subscription?" / "How do I
+    cancel my subscription?", "Is there a descuento for students?" / "Is there a student discount?" -- the asker
+    reads the answer in the language they asked in."""
+    if q.language == c.language or "en" not in (q.language, c.language) or "" in (q.language, c.language):
+        return False
+    other, english = (q, c) if c.language == "en" else (c, q)
+    said = set(_LATIN_WORD.findall(english.text.lower()))  # "matinée" / "matinee": one word, either way
+    weights: Counter[str] = Counter()
+    for word, lang, weight in other.foreign:
+        if word not in said:
+            weights[lang] += weight
+    return bool(weights) and max(weights.values()) >= 2
+
+
+def _diacritics_differ(q: QuestionFeatures, c: QuestionFeatures) -> bool:
+    """A word both questions have, folded, that they write with other diacritics ("¿Cuándo pagó …" / "¿Cuándo pago
+    …", "Wurde" / "Würde", "avó" / "avô"), unless the side without them writes no accent anywhere: "Comment resilier
+    mon abonnement" is "résilier" typed on a keyboard without accents."""
+    if not q.marks and not c.marks:
+        return False
+    forms_q: dict[str, set[str]] = {}
+    forms_c: dict[str, set[str]] = {}
+    for folded, word in q.marks:
+        forms_q.setdefault(folded, set()).add(word)
+    for folded, word in c.marks:
+        forms_c.setdefault(folded, set()).add(word)
+    text_q, text_c = q.text.lower(), c.text.lower()
+    for folded in forms_q.keys() | forms_c.keys():
+        said = re.compile(rf"(?<![^\W\d_]){re.escape(folded)}(?![^\W\d_])")
+        if not (said.search(text_q) and said.search(text_c)):
+            continue  # a word of one side only: the other guards' to read
+        a, b = forms_q.get(folded, set()), forms_c.get(folded, set())
+        if a == b or (not a and not q.marks) or (not b and not c.marks):
+            continue
+        return True
+    return False
+
+
+def _foreign_reason(q: QuestionFeatures, c: QuestionFeatures) -> str | None:
+    """What the guards' English reading misses in other languages (after every other rule): the same letters or
+    numbers of an unspaced script in another order (``order``), a word written with other diacritics or a question in
+    English against one (in part) in another language (``unmatched``)."""
+    seq_q, seq_c = _unspaced_sequence(q.text), _unspaced_sequence(c.text)
+    if seq_q != seq_c and seq_q and seq_c:
+        return "order"
+    if _diacritics_differ(q, c) or _languages_differ(q, c):
+        return "unmatched"
+    return None
 
 
 #: The time frames that say what a time question measures (the others, "own" and "span", only qualify it).
