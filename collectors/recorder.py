@@ -41,7 +41,7 @@ from costline.collectors.stamping import REQUEST_ID_CONTEXT_KEY, current_request
 if TYPE_CHECKING:
     from costline.collectors.metrics import CallObservation, CostlineMetrics
 
-__all__ = ["Recorder", "RequestHandle", "CallHandle", "LookupHandle", "capture_enabled"]
+__all__ = ["Recorder", "RequestHandle", "CallHandle", "LookupHandle", "capture_enabled", "returning"]
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +49,25 @@ log = logging.getLogger(__name__)
 MAX_REJECTED_ATTEMPTS = 8
 
 _HANDLE_KEY = otel_context.create_key("costline.request.handle")
+_RETURNED_KEY = otel_context.create_key("costline.request.returned_id")
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _SCOPE = "costline.collectors"
 #: What a call's ``endpoint`` may say (anything else is read off the model id, as if unsaid).
 _ENDPOINTS = frozenset({contract.ENDPOINT_GLOBAL, contract.ENDPOINT_REGIONAL})
+
+
+@contextmanager
+def returning(name: Callable[[str, str | None], str | None]) -> Iterator[None]:
+    """Requests opened in this block (or in a context copied from it: a live stream's) record, as their span ends, the
+    response id their caller's answer gives its client (``costline.response.id``): ``name(request_id, answer_id)``,
+    where ``answer_id`` is the response id of the request's last call that ended without error (None for a cache
+    answer, or when no call said one). A gateway says so, so that an app's own span of the call it answered is known
+    for what it is (the lake counts the call once). ``name`` failing or returning None records nothing."""
+    token = otel_context.attach(otel_context.set_value(_RETURNED_KEY, name))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
 
 
 def capture_enabled(capture: CaptureConfig | None = None, env: Mapping[str, str] | None = None) -> bool:
@@ -158,6 +173,7 @@ class CallHandle:
         self._recorder = recorder
         self._request = request
         self._ended = False
+        self._response_id: str | None = None
         if request is not None:
             request._call_started(tier)
 
@@ -250,6 +266,8 @@ class CallHandle:
         _set(self.span, contract.GEN_AI_RESPONSE_MODEL, model, _str)
         _set(self.span, contract.GEN_AI_RESPONSE_FINISH_REASONS, finish_reasons, _strs)
         _set(self.span, contract.GEN_AI_RESPONSE_ID, id, _str)
+        if isinstance(id, str) and id:
+            self._response_id = id
         if self._obs is not None:
             self._obs.response(model)
 
@@ -282,7 +300,7 @@ class CallHandle:
         except Exception:
             log.exception("costline: could not end a call span")
         if self._request is not None:
-            self._request._call_ended(self.tier, self.error_type is None)
+            self._request._call_ended(self.tier, self.error_type is None, self._response_id)
         if self._obs is not None:
             self._obs.end(self.error_type)
 
@@ -354,6 +372,9 @@ class RequestHandle:
         self._success: bool | None = None
         self._error_type: str | None = None
         self._rejected: list[str] = []
+        self._answer_id: str | None = None
+        #: :func:`returning`'s ``name`` where the request was opened (None: its caller says no response id).
+        self._returned: Callable[[str, str | None], str | None] | None = None
 
     # -- public ------------------------------------------------------------------------
     def cache_lookup(self, namespace: str | None = None) -> Any:
@@ -436,10 +457,12 @@ class RequestHandle:
             self._attempts += 1
             self._last_tier = tier
 
-    def _call_ended(self, tier: str | None, ok: bool) -> None:
-        if ok and tier:
+    def _call_ended(self, tier: str | None, ok: bool, response_id: str | None = None) -> None:
+        if ok:
             with self._lock:
-                self._last_ok_tier = tier
+                if tier:
+                    self._last_ok_tier = tier
+                self._answer_id = response_id
 
     def _fail(self, exc: BaseException) -> None:
         self._success = False
@@ -462,6 +485,13 @@ class RequestHandle:
         _set(s, contract.COSTLINE_SUCCESS, bool(self._success), _bool)
         if self._rejected:
             _set(s, contract.COSTLINE_REJECTED_ATTEMPTS, ",".join(self._rejected), _str)
+        if self._returned is not None:
+            try:
+                returned = self._returned(self.request_id, None if tier == contract.TIER_CACHE else self._answer_id)
+            except Exception:  # noqa: BLE001 - telemetry never fails the answer
+                log.warning("costline: could not name the response id a request returned: it is left out")
+                returned = None
+            _set(s, contract.COSTLINE_RESPONSE_ID, returned, _str)
         if self._error_type:
             _set(s, contract.ERROR_TYPE, self._error_type, _str)
             s.set_status(Status(StatusCode.ERROR, self._error_type))
@@ -562,6 +592,8 @@ class Recorder:
         _set(span, contract.COSTLINE_ROUTE_CONFIDENCE, route_confidence, _unit_interval)
         handle = RequestHandle(self, span, rid)
         handle.tenant = tenant if isinstance(tenant, str) and tenant else None
+        returned = otel_context.get_value(_RETURNED_KEY)
+        handle._returned = returned if callable(returned) else None
         ctx = trace.set_span_in_context(span)
         ctx = otel_context.set_value(REQUEST_ID_CONTEXT_KEY, rid, ctx)
         ctx = otel_context.set_value(_HANDLE_KEY, handle, ctx)

@@ -126,6 +126,11 @@ COSTLINE_ESCALATIONS: Final = "costline.escalations"
 #: budget:RateLimitError``): why the request escalated, or failed (requests.rejected_attempts in the lake).
 COSTLINE_REJECTED_ATTEMPTS: Final = "costline.rejected_attempts"
 COSTLINE_SUCCESS: Final = "costline.success"
+#: The response id the gateway's answer gave its client (the backend's ``msg_…`` when it passed that on, else one it
+#: made: ``msg_costline_<request id>``, ``chatcmpl-costline-<request id>``): an app's own span of that call, in
+#: another trace, carries it as its ``gen_ai.response.id``, and the lake counts the call once (docs/telemetry.md,
+#: "Apps behind the gateway"; requests.response_id in the lake).
+COSTLINE_RESPONSE_ID: Final = "costline.response.id"
 
 # --- tiers --------------------------------------------------------------------------
 TIER_CACHE: Final = "cache"

@@ -110,6 +110,9 @@ class RequestRow(NamedTuple):
     #: How sure the routing policy was, 0–1 (``costline.route.confidence``; out of range or not a number: NULL, and
     #: named in ``data_quality``).
     route_confidence: float | None = None
+    #: The response id the gateway's answer gave its client (``costline.response.id``): an app's own span of the call
+    #: with that ``gen_ai.response.id`` is the app's view of this request (the ``call_links`` view).
+    response_id: str | None = None
 
 
 class CallRow(NamedTuple):
@@ -376,6 +379,7 @@ def flatten_span(
             service,
             _cut(str_of(get(c.COSTLINE_ROUTE_REASON)), 256),
             confidence,
+            str_of(get(c.COSTLINE_RESPONSE_ID)),
         ))
     if name == c.SPAN_CACHE_LOOKUP:
         sim_v = get(c.COSTLINE_CACHE_SIMILARITY)

@@ -37,6 +37,7 @@ from costline.processors.attributes import (
 __all__ = [
     "CallReading",
     "read_call",
+    "OI_LLAMA_INDEX_HELPERS",
     "NOT_CALL_OPERATIONS",
     "CALL_OPERATIONS",
     "INPUT_TOKEN_KEYS",
@@ -508,6 +509,14 @@ _OI_RESPONSE_MODEL_KEYS: Final = ("llm.response.model_name", "llm.model_name", "
 _OI_UNREPORTED: Final = (f"{OI_PROMPT_TOKENS}:missing", f"{OI_COMPLETION_TOKENS}:missing")
 #: LLM spans that are no model call: Anthropic's count_tokens (free, nothing generated).
 _OI_NOT_CALLS: Final = ("count_tokens",)
+#: LlamaIndex's helper methods that OpenInference's LlamaIndex instrumentation writes as LLM spans although they call
+#: no model: ``FunctionCallingLLM._prepare_chat_with_tools`` (abstract, so LlamaIndex's span mixin wraps every
+#: integration's: ``Anthropic._prepare_chat_with_tools``, ``OpenAI._prepare_chat_with_tools``...) builds the tool
+#: call's arguments beside the ``chat`` span that makes it. Such a span is no call only when it also says nothing a
+#: call says (no token counts, no output messages, no finish reason, no response id).
+OI_LLAMA_INDEX_HELPERS: Final = ("_prepare_chat_with_tools",)
+#: What the answer of a call says under OpenInference's output messages (a helper's span has neither).
+_OI_OUTPUT_MESSAGE_KEYS: Final = ("llm.output_messages.0.message.role", "llm.output_messages.0.message.content")
 #: OpenInference writes no response id; the API's response, as JSON in ``output.value`` (unless the app
 #: hides outputs), begins with it (``{"id":"resp_…"``, ``{"id":"chatcmpl-…"``, ``{"id":"msg_…"``).
 _OI_OUTPUT: Final = "output.value"
@@ -540,6 +549,11 @@ def _read_openinference(kind: str | None, name: str, get: Any, scope: str | None
     if finish_reasons is None and params is not None and _cut_stream(
             scope, name, params.get("stream") is True, failed, None, completion):
         bad.append(STREAM_ENDED_EARLY)
+    response_id = _oi_response_id(get(_OI_OUTPUT))
+    if (prompt is None and completion is None and finish_reasons is None and response_id is None
+            and name.rpartition(".")[2] in OI_LLAMA_INDEX_HELPERS
+            and all(get(k) is None for k in _OI_OUTPUT_MESSAGE_KEYS)):
+        return None  # a LlamaIndex helper's span beside the call it prepares (OI_LLAMA_INDEX_HELPERS)
     # OpenInference writes counts only when the API reported them: a prompt's count without the answer's leaves the
     # output unknown, not free
     unreported = (_OI_UNREPORTED if prompt is None or completion is not None or op == "embeddings"
@@ -555,7 +569,7 @@ def _read_openinference(kind: str | None, name: str, get: Any, scope: str | None
         count_of(get(OI_CACHE_WRITE_TOKENS), OI_CACHE_WRITE_TOKENS, bad),
         finish_reasons,
         unreported,
-        _oi_response_id(get(_OI_OUTPUT)),
+        response_id,
         None,  # OpenInference: "The breakdown of cache_creation by TTL has no semantic convention"
         None,
     ))

@@ -50,6 +50,8 @@ REQUESTS_SCHEMA: Final = pa.schema([
     # the router's reason and confidence (costline.route.reason / .confidence; NULL in files written before them)
     ("route_reason", pa.string()),
     ("route_confidence", pa.float64()),
+    # the response id the gateway's answer gave its client (costline.response.id; NULL: none said, or older files)
+    ("response_id", pa.string()),
 ])
 
 CALLS_SCHEMA: Final = pa.schema([

@@ -87,6 +87,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from costline.collectors.recorder import returning
 from costline.netsec import Limits, refuse_open_bind, ssl_context
 from costline.serving.gateway._http import Handler, HttpRequest, HttpResponse, Route, ServedByJsonServer
 from costline.serving.gateway.asgi import AsgiServer
@@ -108,7 +109,7 @@ from costline.serving.translate import tools_problem
 
 __all__ = ["Gateway", "CACHE_BYPASS_HEADER", "CACHE_MODEL", "REQUEST_ID_HEADERS", "STREAM_MODE_HEADER",
            "MAX_DOC_HASH_CHARS", "cache_bypass_of", "cache_directives", "doc_hashes_of", "failure_message",
-           "failure_status", "gave_no_answer", "with_request_id"]
+           "failure_status", "gave_no_answer", "message_id", "ReturnedId", "with_request_id"]
 
 log = logging.getLogger(__name__)
 
@@ -619,12 +620,14 @@ class Gateway(ServedByJsonServer):
 
     def ask(self, req: HttpRequest, *, query: str, prompt: Prompt, cache_scope: str, stream: bool,
             metadata: Mapping[str, Any], tenant: str | None, cached: bool = True,
-            sampling: Mapping[str, Any] | None = None) -> Answer | LiveAnswer:
+            sampling: Mapping[str, Any] | None = None, returned: "ReturnedId | None" = None) -> Answer | LiveAnswer:
         """Run the pipeline for a parsed request of either API (tenant, task type, doc hashes from the
         request as documented above). ``cached`` False: the semantic cache is neither looked up nor stored to (a
         request without question text, whose ``query`` is only what it is routed on). The request's ``Cache-Control``
         header and ``sampling`` (its generation parameters as it set them: ``temperature``, ``top_p``, ``top_k``;
-        default the prompt's) decide whether it bypasses the cache (:func:`cache_bypass_of`)."""
+        default the prompt's) decide whether it bypasses the cache (:func:`cache_bypass_of`). ``returned``: the id the
+        answer gives the client, as the request span records it (``costline.response.id``; a live answer's: set
+        ``returned.live`` before iterating it)."""
         cfg = self.config
         tenant = tenant or cfg.default_tenant
         task_type = req.header(cfg.task_type_header) or str(metadata.get("task_type") or "") or cfg.default_task_type
@@ -634,9 +637,14 @@ class Gateway(ServedByJsonServer):
         bypass = cache_bypass_of(cache_directives(req.header_all("cache-control")),
                                  sampled=sampled(dict(prompt.sampling) if sampling is None else sampling),
                                  bypass_sampled=self._bypass_sampled())
-        return (self.pipeline.answer_stream if stream else self.pipeline.answer)(
-            query, task_type=task_type, tenant=tenant, doc_hashes=doc_hashes, prompt=prompt,
-            cache_scope=cache_scope, semantic_cache=cached, cache_bypass=bypass)
+        if returned is None:
+            return (self.pipeline.answer_stream if stream else self.pipeline.answer)(
+                query, task_type=task_type, tenant=tenant, doc_hashes=doc_hashes, prompt=prompt,
+                cache_scope=cache_scope, semantic_cache=cached, cache_bypass=bypass)
+        with returning(returned):  # a live answer's request opens later, in a copy of this context
+            return (self.pipeline.answer_stream if stream else self.pipeline.answer)(
+                query, task_type=task_type, tenant=tenant, doc_hashes=doc_hashes, prompt=prompt,
+                cache_scope=cache_scope, semantic_cache=cached, cache_bypass=bypass)
 
     def _bypass_sampled(self) -> bool:
         """``[serving.cache] bypass_sampled`` of the pipeline's cache (False without one)."""
@@ -652,9 +660,11 @@ class Gateway(ServedByJsonServer):
             return _error(400, read)
         query, prompt, scope = read
         meta = body.get("metadata") if isinstance(body.get("metadata"), Mapping) else {}
+        returned = ReturnedId()
         result = self.ask(req, query=query, prompt=prompt, cache_scope=scope or "", stream=stream,
-                          metadata=meta, tenant=tenant, cached=scope is not None, sampling=body)
+                          metadata=meta, tenant=tenant, cached=scope is not None, sampling=body, returned=returned)
         if isinstance(result, LiveAnswer):
+            returned.live = True
             return _live_response(result)
         headers = _headers(result)
         if gave_no_answer(result):
@@ -756,12 +766,36 @@ def _cache_creation(written: int, one_hour: int) -> dict[str, int]:
     return {"ephemeral_5m_input_tokens": written - one_hour, "ephemeral_1h_input_tokens": one_hour}
 
 
+def message_id(request_id: str | None, answer_id: str | None = None) -> str:
+    """The id of the Messages API answer to a request: its answering call's own ``msg_…`` id (``answer_id``) when it
+    has one, else ``msg_costline_<request id>`` (a cache answer, a live stream, a tier of another API)."""
+    if isinstance(answer_id, str) and answer_id.startswith("msg_"):
+        return answer_id
+    return f"msg_costline_{request_id or uuid.uuid4().hex}"
+
+
+class ReturnedId:
+    """The response id a request's answer gives the client, as its request span records it (``costline.response.id``,
+    :func:`~costline.collectors.recorder.returning`): ``made(request id)`` for an API whose ids the gateway always makes
+    (Chat Completions), else :func:`message_id` of the answering call's id; a live stream's is always made (its first
+    event names it before the model answered): set :attr:`live` before the stream is iterated."""
+
+    def __init__(self, made: Callable[[str], str] | None = None) -> None:
+        self.made = made
+        self.live = False
+
+    def __call__(self, request_id: str, answer_id: str | None) -> str:
+        if self.made is not None:
+            return self.made(request_id)
+        return message_id(request_id, None if self.live else answer_id)
+
+
 def _message(result: Answer) -> dict[str, Any]:
     reply = result.reply
     if result.cached or reply is None:
         usage = {"input_tokens": 0, "output_tokens": 0, "cache_creation_input_tokens": 0,
                  "cache_read_input_tokens": 0, "cache_creation": _cache_creation(0, 0)}
-        model, stop, msg_id = CACHE_MODEL, "end_turn", f"msg_costline_{result.request_id or uuid.uuid4().hex}"
+        model, stop, msg_id = CACHE_MODEL, "end_turn", message_id(result.request_id)
         stop_sequence = None
     else:
         fresh = max(reply.input_tokens - reply.cache_read_tokens - reply.cache_creation_tokens, 0)
@@ -780,7 +814,7 @@ def _message(result: Answer) -> dict[str, Any]:
         # which of the request's stop sequences ended it (the API says it with stop_reason "stop_sequence")
         said = getattr(reply, "stop_sequence", None)
         stop_sequence = said if stop == "stop_sequence" and isinstance(said, str) else None
-        msg_id = reply.id if reply.id and reply.id.startswith("msg_") else f"msg_costline_{result.request_id}"
+        msg_id = message_id(result.request_id, reply.id)
     content = [dict(b) for b in reply.content] if reply is not None and reply.content and not result.cached \
         else [{"type": "text", "text": result.text}]
     return {"id": msg_id, "type": "message", "role": "assistant", "model": model,
@@ -857,7 +891,7 @@ def _live_events(live: LiveAnswer, first: str | None, pieces: Any) -> Any:
         model = CACHE_MODEL if live.cached else (live.model or "unknown")
         zero = {"input_tokens": 0, "output_tokens": 0, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
         yield _sse("message_start", {"type": "message_start", "message": {
-            "id": f"msg_costline_{live.request_id or uuid.uuid4().hex}", "type": "message", "role": "assistant",
+            "id": message_id(live.request_id), "type": "message", "role": "assistant",
             "model": model, "content": [], "stop_reason": None, "stop_sequence": None, "usage": zero}})
         yield _sse("content_block_start", {"type": "content_block_start", "index": 0,
                                            "content_block": {"type": "text", "text": ""}})

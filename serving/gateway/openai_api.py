@@ -64,7 +64,7 @@ from typing import Any
 from costline.serving.gateway._http import HttpRequest, HttpResponse
 from costline.serving.backends import Prompt
 from costline.serving.cache.key import scope_of_body
-from costline.serving.gateway.app import (CACHE_MODEL, MAX_JSON_DEPTH, STREAM_MODE_HEADER, Gateway, _headers,
+from costline.serving.gateway.app import (CACHE_MODEL, MAX_JSON_DEPTH, STREAM_MODE_HEADER, Gateway, ReturnedId, _headers,
                                       failure_message, failure_status, gave_no_answer, json_depth, open_live,
                                       with_request_id)
 from costline.serving.gateway.messages_api import question_text, sampling_of, textless_query, textless_turn
@@ -178,7 +178,8 @@ class ChatCompletions(OpenAIRoute):
         include_usage = stream and options.get("include_usage") is True
         meta = body.get("metadata") if isinstance(body.get("metadata"), Mapping) else {}
         result = self.gateway.ask(req, query=query, prompt=prompt, cache_scope=scope or "", stream=stream,
-                                  metadata=meta, tenant=tenant, cached=scope is not None, sampling=body)
+                                  metadata=meta, tenant=tenant, cached=scope is not None, sampling=body,
+                                  returned=ReturnedId(_id_of))  # every answer's id is made: chatcmpl-costline-<id>
         created = int(self._wall())
         if isinstance(result, LiveAnswer):
             return self._live(result, created, include_usage)

@@ -22,6 +22,13 @@
 -- (pref_tokens: most tokens counted), then costline's own span (pref_own), then one that names the cloud endpoint
 -- the call went to (pref_endpoint: its price has the regional premium when due), then a fixed order.
 --
+-- An app behind the gateway (docs/telemetry.md, "Apps behind the gateway"): a call no costline request owns whose
+-- response id (its own, or that of a span it stands for) is the id a gateway request gave its client
+-- (requests.response_id: costline.response.id, in any trace) or that of a call a gateway request made in another
+-- trace is the app's view of that request, whose own spans count it (the tier that answered, at its price): no call,
+-- no standalone request. Only over overlapping times, give or take a minute of clock skew between the app's host and
+-- the gateway's (a server's short ids repeat in time).
+--
 -- An operation's span around its calls is no call: a span with no tokens and no explicit price that is
 -- the parent of a call span of the same instrumentation, provider family, model and operation (the
 -- Vercel AI SDK's "embeddings <model>" span around the one per HTTP call that embedMany splits its values into).
@@ -76,9 +83,11 @@ WITH oi_traces AS (
                  WHEN provider IN ('xai', 'x_ai') THEN 'x_ai'
                  ELSE coalesce(provider, '') END AS family,
          -- the model as instrumentations of one call may spell it differently: Bedrock's cross-region
-         -- profile (us.anthropic.claude-...) to OpenTelemetry's botocore, without us.anthropic. to OpenLLMetry's
-         CASE WHEN strpos(model, '.') > 0
-              THEN regexp_replace(lower(model), '^((us|eu|apac|global|us-gov)\.)?(anthropic|amazon|meta|mistral|cohere|ai21|deepseek|qwen|openai|writer)\.', '')
+         -- profile (us.anthropic.claude-...) to OpenTelemetry's botocore, without us.anthropic. to OpenLLMetry's;
+         -- LiteLLM's and the routers' provider/ prefix (anthropic/claude-haiku-4-5 to OpenInference's LiteLLM span,
+         -- claude-haiku-4-5 to its DSPy span around it): what follows the last "/" (as pricing's normalize_model_id)
+         CASE WHEN strpos(model, '.') > 0 OR strpos(model, '/') > 0
+              THEN regexp_replace(regexp_replace(lower(model), '^.*/', ''), '^((us|eu|apac|global|us-gov)\.)?(anthropic|amazon|meta|mistral|cohere|ai21|deepseek|qwen|openai|writer)\.', '')
               ELSE lower(model) END AS model_key,
          ts - to_microseconds(CAST(coalesce(duration_ms, 0) * 1000 AS BIGINT)) AS started,
          (pricing_status = 'explicit') AS pref_explicit,
@@ -175,6 +184,19 @@ WITH oi_traces AS (
   FROM heads h ANTI JOIN shadowed s ON s.trace_id = h.trace_id AND s.span_id = h.span_id
   LEFT JOIN group_ids g ON g.trace_id = h.trace_id AND g.span_id = h.span_id
   LEFT JOIN group_links l ON l.trace_id = h.trace_id AND l.span_id = h.span_id
+), gateway_ids AS (
+  -- the ids the gateway's answers gave (returned) and those of the calls its requests made, with their times
+  SELECT response_id, trace_id, true AS returned, ts,
+         ts - to_microseconds(CAST(coalesce(duration_ms, 0) * 1000 AS BIGINT)) AS started
+  FROM requests_raw WHERE response_id IS NOT NULL
+  UNION ALL
+  SELECT response_id, trace_id, false, ts, ts - to_microseconds(CAST(coalesce(duration_ms, 0) * 1000 AS BIGINT))
+  FROM call_links_all WHERE linked_span_id IS NOT NULL AND response_id IS NOT NULL
+), answered AS (
+  SELECT DISTINCT a.trace_id, a.span_id
+  FROM kept a JOIN gateway_ids g ON g.response_id = a.group_response_id AND (g.returned OR g.trace_id <> a.trace_id)
+  WHERE a.linked_span_id IS NULL AND a.group_response_id IS NOT NULL
+    AND coalesce(a.started <= g.ts + INTERVAL 1 MINUTE AND g.started <= a.ts + INTERVAL 1 MINUTE, TRUE)
 ), crossed AS (
   -- one response reported in two traces (two instrumentations, neither inside the other, with no span
   -- around them): the same call when the spans' times overlap, as an id repeated by another server would
@@ -207,3 +229,4 @@ SELECT h.* EXCLUDE (family, model_key, pref_explicit, pref_input, pref_exact, pr
        coalesce(h.linked_request_id, h.key_request_id) AS linked_request_id,
        coalesce(h.request_tenant, h.key_tenant) AS request_tenant
 FROM kept h ANTI JOIN crossed s ON s.trace_id = h.trace_id AND s.span_id = h.span_id
+  ANTI JOIN answered v ON v.trace_id = h.trace_id AND v.span_id = h.span_id

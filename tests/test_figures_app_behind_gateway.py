@@ -1,0 +1,307 @@
+"""Figures of apps whose own model-call spans reach the lake beside costline's, through the real processor path.
+
+* an app behind the gateway (base_url pointed at ``costline serve``) that also exports its own span of each call
+  (here the anthropic SDK's own tracing, ``open_telemetry=``, and a span as OpenTelemetry's openai-v2 instrumentation
+  writes one): the app's span is in a trace of its own, so the call's identity within a trace never matched it, and
+  each request was counted twice (a cache hit as a $0 budget request, an escalated answer at the asked model's
+  price). The gateway now records on its request span the id its answer gave the client (``costline.response.id``),
+  and the views count an app's span of that id (or of a call the gateway made) as the gateway's request;
+* DSPy traced with OpenInference's DSPy and LiteLLM instrumentors: ``LM.__call__`` says ``claude-haiku-4-5``, the
+  LiteLLM ``completion`` span inside it ``anthropic/claude-haiku-4-5``: one call, not two;
+* LlamaIndex's tool call: OpenInference writes ``Anthropic._prepare_chat_with_tools`` as an LLM span (no tokens, no
+  output, no finish reason) beside the ``Anthropic.chat`` that makes the call: no call.
+
+The attribute shapes are those the instrumentations wrote in real runs (openinference-instrumentation-dspy /
+-litellm / -llama_index with llama-index-llms-anthropic 0.12, against the stand-in). Prices are set here (USD per
+million tokens: Haiku 0.80 / 4, Sonnet 3 / 15) and every expected figure is worked out by hand from them and the
+token counts the stand-in logged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+from contextlib import contextmanager
+
+import pytest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from costline import contract as c
+from costline.collectors import Recorder
+from costline.config import Config, LakeConfig, ModelPrice, PricingConfig
+from costline.processors.spellings import read_call
+from costline.serving.gateway.app import Gateway
+from costline.serving.pipeline import Pipeline
+from costline.serving.settings import BackendsConfig, GatewayConfig
+from costline.sim.standin_model import reference_validator
+from costline.sim.synth import span
+
+from figures_lake import lake_from_sdk_spans, query_lake as q
+
+anthropic = pytest.importorskip("anthropic")
+openai = pytest.importorskip("openai")
+
+HAIKU, SONNET = "claude-haiku-4-5", "claude-sonnet-4-6"
+H_IN, H_OUT = 0.80, 4.0
+S_IN, S_OUT = 3.0, 15.0
+PRICES = {HAIKU: (H_IN, H_OUT), SONNET: (S_IN, S_OUT)}
+EASY = "How do I reset my password?"  # the budget tier answers it
+HARD = "Why was I charged twice?"  # routed to budget, its answer turned down, answered by mid (deterministic)
+
+
+@pytest.fixture
+def cfg(tmp_path) -> Config:
+    return Config(lake=LakeConfig(path=tmp_path / "lake"), pricing=PricingConfig(
+        models=(ModelPrice(HAIKU, "budget", provider="anthropic", input_per_mtok=H_IN, output_per_mtok=H_OUT),
+                ModelPrice(SONNET, "mid", provider="anthropic", input_per_mtok=S_IN, output_per_mtok=S_OUT)),
+        student_usd_per_hour=0.0, student_providers=()))
+
+
+def _provider(service: str) -> tuple[TracerProvider, InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider, exporter
+
+
+class DictCache:
+    """The cache protocol in a dict: exact-match lookups."""
+
+    def __init__(self) -> None:
+        self.entries: dict[tuple, str] = {}
+        self.lock = threading.Lock()
+
+    def lookup(self, query, *, tenant, namespace=None):
+        with self.lock:
+            found = self.entries.get((tenant, namespace, query))
+        return None if found is None else type("Hit", (), {"answer": found, "similarity": 0.99})()
+
+    def store(self, query, answer, *, tenant, namespace=None, doc_hashes=()):
+        with self.lock:
+            self.entries[(tenant, namespace, query)] = answer
+
+
+@contextmanager
+def gateway(standin, tmp_path, *, validator=reference_validator, cache=None):
+    """``costline serve`` in-process against the stand-in, its spans (service "costline-gateway") in an exporter."""
+    provider, exporter = _provider("costline-gateway")
+    base = Config()
+    serving = dataclasses.replace(base.serving, backends=BackendsConfig(
+        anthropic_base_url=standin.url, student_base_url=standin.openai_url, max_retries=0))
+    pipeline = Pipeline.from_config(base.replace(serving=serving), recorder=Recorder(provider), cache=cache,
+                                    validator=validator, env={}, confidence=None)
+    gw = Gateway(pipeline, GatewayConfig(keys_file=tmp_path / "keys.json"), port=0)
+    gw.start()
+    try:
+        yield gw, exporter
+    finally:
+        gw.shutdown()
+        pipeline.close()
+        provider.shutdown()
+
+
+def _price(model: str, tokens_in: int, tokens_out: int) -> float:
+    p_in, p_out = PRICES[model]
+    return (tokens_in * p_in + tokens_out * p_out) / 1e6
+
+
+def _returned_ids(exporter) -> list[str | None]:
+    return [s.attributes.get(c.COSTLINE_RESPONSE_ID) for s in sorted(exporter.get_finished_spans(),
+                                                                     key=lambda s: s.start_time)
+            if s.name == c.SPAN_REQUEST]
+
+
+# -- an app behind the gateway -----------------------------------------------------------------------------------
+def test_an_app_tracing_its_own_calls_through_the_gateway_is_counted_once(standin, tmp_path, cfg):
+    """A call the budget tier answers, the same question again (a cache hit), one escalated to mid: 3 requests and
+    3 calls at the answering tiers' prices (before: 6 requests, the app's three standalone, priced at Haiku's); the
+    app's own call straight to the model (an id no gateway request gave) stays a standalone request of its own."""
+    before = len(standin.log.entries("anthropic"))
+    app_provider, app_spans = _provider("support-app")
+    with gateway(standin, tmp_path, cache=DictCache()) as (gw, gw_spans):
+        app = anthropic.Anthropic(base_url=gw.url, api_key="unused", max_retries=0,
+                                  open_telemetry={"tracer_provider": app_provider})
+        got = [app.messages.create(model=HAIKU, max_tokens=200, messages=[{"role": "user", "content": text}])
+               for text in (EASY, EASY, HARD)]
+        # and one call of its own, straight to the model: a standalone request of the app's
+        direct = anthropic.Anthropic(base_url=standin.url, api_key="unused", max_retries=0,
+                                     open_telemetry={"tracer_provider": app_provider})
+        own = direct.messages.create(model=HAIKU, max_tokens=200, messages=[{"role": "user", "content": "Hi there"}])
+        sent = gw_spans.get_finished_spans()
+    served = standin.log.entries("anthropic")[before:]
+    assert [e.model for e in served] == [HAIKU, HAIKU, SONNET, HAIKU]  # the cache hit made no call; HARD escalated
+    app_finished = app_spans.get_finished_spans()
+    assert [s.attributes.get(c.GEN_AI_RESPONSE_ID) for s in app_finished] == [m.id for m in (*got, own)]
+    # the id each answer gave the client, on its request span: the backend's own, the gateway's for the cache hit
+    assert _returned_ids(gw_spans) == [m.id for m in got]
+    assert got[0].id.startswith("msg_") and not got[0].id.startswith("msg_costline_")
+    assert got[1].id.startswith("msg_costline_")
+    lake_from_sdk_spans([*sent, *app_finished], cfg)
+    calls = [_price(e.model, e.input_tokens, e.output_tokens) for e in served]
+    assert q(cfg, "SELECT count(*) FROM calls_raw WHERE service_name = 'support-app'") == [(4,)]  # the app's spans
+    assert q(cfg, "SELECT tier, cache_hit, standalone, calls, unpriced_calls, cost_usd FROM requests ORDER BY ts") == [
+        ("budget", False, False, 1, 0, pytest.approx(calls[0], rel=1e-9)),
+        ("cache", True, False, 0, 0, 0.0),
+        ("mid", False, False, 2, 0, pytest.approx(calls[1] + calls[2], rel=1e-9)),
+        ("budget", False, True, 1, 0, pytest.approx(calls[3], rel=1e-9))]  # the app's own call
+    assert q(cfg, "SELECT model, standalone FROM calls ORDER BY ts") == [
+        (HAIKU, False), (HAIKU, False), (SONNET, False), (HAIKU, True)]
+    assert q(cfg, "SELECT tier, requests, cost_usd FROM tier_hourly ORDER BY tier") == [
+        ("budget", 2, pytest.approx(calls[0] + calls[3], rel=1e-9)), ("cache", 1, 0.0),
+        ("mid", 1, pytest.approx(calls[1] + calls[2], rel=1e-9))]
+
+
+def test_chat_completions_and_live_streams_record_the_id_the_client_got(standin, tmp_path, cfg):
+    """Chat Completions' ids are the gateway's (chatcmpl-costline-<request id>), a live stream's msg_costline_<request
+    id> although its call had an id of its own: each request span says the one its client got, and an app span of
+    that id (as OpenTelemetry's openai-v2 instrumentation writes one, in the app's trace) is the gateway's request."""
+    before = len(standin.log.entries("anthropic"))
+    app_provider, app_spans = _provider("support-app")
+    with gateway(standin, tmp_path, validator=None) as (gw, gw_spans):  # no gate: a stream is live
+        oc = openai.OpenAI(base_url=f"{gw.url}/v1", api_key="unused", max_retries=0)
+        completion = oc.chat.completions.create(model="gpt-4o-mini", max_completion_tokens=200,
+                                                messages=[{"role": "user", "content": EASY}])
+        ac = anthropic.Anthropic(base_url=gw.url, api_key="unused", max_retries=0)
+        with ac.messages.stream(model=HAIKU, max_tokens=200,
+                                messages=[{"role": "user", "content": "What are your opening hours?"}]) as stream:
+            streamed = stream.get_final_message()
+        sent = gw_spans.get_finished_spans()
+    assert completion.id.startswith("chatcmpl-costline-") and streamed.id.startswith("msg_costline_")
+    assert _returned_ids(gw_spans) == [completion.id, streamed.id]
+    served = standin.log.entries("anthropic")[before:]
+    assert [e.model for e in served] == [HAIKU, HAIKU]
+    tracer = app_provider.get_tracer("opentelemetry.instrumentation.openai_v2")
+    with tracer.start_as_current_span("chat gpt-4o-mini", attributes={
+            "gen_ai.operation.name": "chat", "gen_ai.system": "openai", "gen_ai.request.model": "gpt-4o-mini",
+            "gen_ai.response.model": completion.model, "gen_ai.response.id": completion.id,
+            "gen_ai.response.finish_reasons": ("stop",), "server.address": "127.0.0.1",
+            "gen_ai.usage.input_tokens": completion.usage.prompt_tokens,
+            "gen_ai.usage.output_tokens": completion.usage.completion_tokens}):
+        pass
+    lake_from_sdk_spans([*sent, *app_spans.get_finished_spans()], cfg)
+    want = [_price(e.model, e.input_tokens, e.output_tokens) for e in served]
+    assert q(cfg, "SELECT standalone, calls, cost_usd FROM requests ORDER BY ts") == [
+        (False, 1, pytest.approx(want[0], rel=1e-9)), (False, 1, pytest.approx(want[1], rel=1e-9))]
+    assert q(cfg, "SELECT count(*) FROM calls") == [(2,)]
+
+
+# -- DSPy with OpenInference's DSPy and LiteLLM instrumentors ---------------------------------------------------
+def test_dspy_lm_call_and_litellms_completion_inside_it_are_one_call(cfg, tmp_path):
+    """Two LM calls, each an ``LM.__call__`` span (no tokens) around LiteLLM's ``completion`` (198/64 and 180/64
+    tokens): 2 calls, both priced (before: 4 requests, 2 of them unpriced)."""
+    provider, exporter = _provider("dspy-app")
+    dspy_tracer = provider.get_tracer("openinference.instrumentation.dspy")
+    litellm_tracer = provider.get_tracer("openinference.instrumentation.litellm")
+    answer = "Returns are accepted within 30 days."
+    for adapter, (prompt, completion) in (("ChatAdapter.__call__", (198, 64)), ("JSONAdapter.__call__", (180, 64))):
+        with dspy_tracer.start_as_current_span("Predict(QA).forward", attributes={
+                "openinference.span.kind": "CHAIN", "input.value": '{"question": "How many days?"}',
+                "input.mime_type": "application/json"}), \
+             dspy_tracer.start_as_current_span(adapter, attributes={"openinference.span.kind": "CHAIN"}), \
+             dspy_tracer.start_as_current_span("LM.__call__", attributes={
+                "openinference.span.kind": "LLM", "llm.model_name": HAIKU, "llm.provider": "anthropic",
+                "input.mime_type": "application/json",
+                "input.value": '{"prompt": null, "messages": [{"role": "user", "content": "How many days?"}]}',
+                "llm.invocation_parameters": '{"temperature": null, "max_tokens": null, '
+                                             '"api_base": "http://127.0.0.1:18787"}',
+                "llm.input_messages.0.message.role": "user",
+                "llm.input_messages.0.message.content": "How many days?",
+                "output.value": json.dumps([answer]), "output.mime_type": "application/json",
+                "llm.output_messages.0.message.role": "assistant",
+                "llm.output_messages.0.message.content": answer}), \
+             litellm_tracer.start_as_current_span("completion", attributes={
+                "openinference.span.kind": "LLM", "llm.model_name": f"anthropic/{HAIKU}", "llm.provider": "anthropic",
+                "llm.input_messages.0.message.role": "user", "llm.input_messages.0.message.content": "How many days?",
+                "input.value": '{"messages": [{"role": "user", "content": "How many days?"}]}',
+                "input.mime_type": "application/json",
+                "llm.invocation_parameters": f'{{"model": "anthropic/{HAIKU}", "api_base": "http://127.0.0.1:18787"}}',
+                "output.value": answer, "llm.output_messages.0.message.role": "assistant",
+                "llm.output_messages.0.message.content": answer, "llm.finish_reason": "stop",
+                "llm.token_count.prompt": prompt, "llm.token_count.completion": completion,
+                "llm.token_count.completion_details.reasoning": 0, "llm.token_count.total": prompt + completion,
+                "llm.token_count.prompt_details.cache_write": 0, "llm.token_count.prompt_details.cache_read": 0}):
+            pass
+    lake_from_sdk_spans(exporter.get_finished_spans(), cfg)
+    first, second = _price(HAIKU, 198, 64), _price(HAIKU, 180, 64)  # 0.0004144, 0.0004
+    assert q(cfg, "SELECT count(*) FROM calls_raw") == [(4,)]
+    assert q(cfg, "SELECT calls, unpriced_calls, input_tokens, output_tokens, cost_usd FROM requests ORDER BY ts") == [
+        (1, 0, 198, 64, pytest.approx(first, rel=1e-9)), (1, 0, 180, 64, pytest.approx(second, rel=1e-9))]
+    assert q(cfg, "SELECT instrumentation, count(*) FROM calls GROUP BY ALL") == [
+        ("openinference.instrumentation.litellm", 2)]
+
+
+# -- LlamaIndex's tool call --------------------------------------------------------------------------------------
+def _llama_index_tool_call(provider) -> None:
+    """``llm.predict_and_call([tool], ...)`` as OpenInference's LlamaIndex instrumentation wrote it (6 / 15 tokens)."""
+    tracer = provider.get_tracer("openinference.instrumentation.llama_index")
+    llm = {"openinference.span.kind": "LLM", "llm.model_name": HAIKU, "llm.provider": "anthropic",
+           "llm.system": "anthropic", "input.mime_type": "application/json",
+           "llm.invocation_parameters": '{"context_window":200000,"num_output":300,"is_chat_model":true,'
+                                        '"is_function_calling_model":true,"model_name":"claude-haiku-4-5"}'}
+    with tracer.start_as_current_span("Anthropic.predict_and_call", attributes={
+            **llm, "input.value": '{"tools": ["<FunctionTool object>"], "user_msg": "Weather in Oslo?"}',
+            "output.value": '{"response": "Sunny in Oslo", "sources": []}', "output.mime_type": "application/json"}):
+        with tracer.start_as_current_span("Anthropic._prepare_chat_with_tools", attributes={
+                **llm, "input.value": '{"tools": ["<FunctionTool object>"], "user_msg": "Weather in Oslo?"}',
+                "output.value": '{"messages": ["ChatMessage(role=<MessageRole.USER: \'user\'>, blocks=[...])"], '
+                                '"tools": [{"name": "get_weather"}]}',
+                "output.mime_type": "application/json"}):
+            pass
+        with tracer.start_as_current_span("Anthropic.chat", attributes={
+                **llm, "input.value": '{"messages": ["ChatMessage(...)"]}',
+                "llm.input_messages.0.message.role": "user",
+                "llm.input_messages.0.message.content": "Weather in Oslo?",
+                "output.value": "assistant: Calling get_weather.", "llm.finish_reason": "tool_use",
+                "llm.token_count.prompt": 6, "llm.token_count.completion": 15,
+                "llm.token_count.prompt_details.cache_write": 0, "llm.token_count.prompt_details.cache_read": 0,
+                "llm.output_messages.0.message.role": "assistant",
+                "llm.output_messages.0.message.contents.0.message_content.type": "text",
+                "llm.output_messages.0.message.contents.0.message_content.text": "Calling get_weather.",
+                "llm.output_messages.0.message.tool_calls.0.tool_call.id": "toolu_01",
+                "llm.output_messages.0.message.tool_calls.0.tool_call.function.name": "get_weather",
+                "llm.output_messages.0.message.tool_calls.0.tool_call.function.arguments": '{"city": "Oslo"}'}):
+            pass
+        with tracer.start_as_current_span("FunctionTool.__call__", attributes={
+                "openinference.span.kind": "TOOL", "tool.name": "get_weather",
+                "input.value": '{"kwargs": {"city": "Oslo"}}', "output.value": "Sunny in Oslo"}):
+            pass
+
+
+def test_llama_indexs_tool_call_preparation_is_no_call(cfg):
+    """One tool call: 1 call of 6 / 15 tokens, none unpriced (before: a second, unpriced, call)."""
+    provider, exporter = _provider("li-app")
+    _llama_index_tool_call(provider)
+    lake_from_sdk_spans(exporter.get_finished_spans(), cfg)
+    assert q(cfg, "SELECT count(*) FROM calls_raw") == [(2,)]  # predict_and_call and the chat: no preparation
+    assert q(cfg, "SELECT calls, unpriced_calls, input_tokens, output_tokens, cost_usd FROM requests") == [
+        (1, 0, 6, 15, pytest.approx(_price(HAIKU, 6, 15), rel=1e-9))]  # 0.0000648
+    assert q(cfg, "SELECT model, finish_reasons FROM calls") == [(HAIKU, ["tool_use"])]
+
+
+_HELPER = {"openinference.span.kind": "LLM", "llm.model_name": HAIKU, "llm.provider": "anthropic"}
+HELPER_CASES = [
+    ("Anthropic._prepare_chat_with_tools", {}, False),
+    ("OpenAI._prepare_chat_with_tools", {"llm.provider": "openai", "llm.model_name": "gpt-4o-mini"}, False),
+    # saying what a call says, a span of that name is read as one
+    ("Anthropic._prepare_chat_with_tools", {"llm.token_count.prompt": 6, "llm.token_count.completion": 15}, True),
+    ("Anthropic._prepare_chat_with_tools", {"llm.finish_reason": "end_turn"}, True),
+    ("Anthropic._prepare_chat_with_tools", {"llm.output_messages.0.message.role": "assistant"}, True),
+    ("Anthropic._prepare_chat_with_tools", {"output.value": '{"id": "msg_01", "type": "message"}'}, True),
+    # other names: a call without its counts stays one (unpriced, flagged)
+    ("Anthropic.chat", {}, True),
+    ("Anthropic.prepare_chat_with_tools_and_more", {}, True),
+]
+
+
+def test_only_llama_indexs_helper_spans_that_say_nothing_of_a_call_are_no_calls():
+    def is_call(name: str, extra: dict) -> bool:
+        s = span(name, trace_id=b"\x01" * 16, span_id=b"\x02" * 8, start_ns=1_780_000_000_000_000_000,
+                 end_ns=1_780_000_000_000_000_001, attributes={**_HELPER, **extra})
+        return read_call(name, {kv.key: kv.value for kv in s.attributes}.get,
+                         "openinference.instrumentation.llama_index", False, []) is not None
+
+    assert [is_call(name, extra) for name, extra, _ in HELPER_CASES] == [want for _, _, want in HELPER_CASES]
