@@ -21,8 +21,10 @@ A restart therefore neither re-sends nor forgets anything.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
+import shutil
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -118,6 +120,29 @@ class Silence:
         return all(canonical_label(labels.get(k)) == canonical_label(v) for k, v in self.matchers.items())
 
 
+#: Free bytes under which a failure to open the state file is taken for a full disk (SQLite says "disk I/O error"
+#: or "database or disk is full" then, not "no space").
+_NEARLY_FULL_BYTES = 1024 * 1024
+
+
+def _open_remedy(path: Path, exc: BaseException) -> str:
+    """What to do when the state file at ``path`` cannot be opened: free disk space when its filesystem is (nearly)
+    full, else check the path and its permissions."""
+    free: int | None = None
+    for where in (path, *path.parents):  # the file, or the nearest folder of it that exists
+        try:
+            free = shutil.disk_usage(where).free
+            break
+        except OSError:
+            continue
+    full = (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)) or (
+        isinstance(exc, sqlite3.Error) and "full" in str(exc).lower())
+    if full or (free is not None and free < _NEARLY_FULL_BYTES):
+        left = f"{free:,} bytes free" if free is not None else "no space left"
+        return f"the disk holding it is full ({left}): free disk space there and run again"
+    return "check the path ([alerts] state_path) and its permissions"
+
+
 class AlertStore:
     """The SQLite state file. Cheap to open; one per process (or per test "restart")."""
 
@@ -131,8 +156,8 @@ class AlertStore:
             self.con.execute("PRAGMA synchronous=FULL")
             self.con.executescript(_SCHEMA)
         except (OSError, sqlite3.Error) as exc:
-            raise AlertsStateError(f"cannot open the alert state file {self.path}: {exc}: check the path "
-                                   "([alerts] state_path) and its permissions") from exc
+            raise AlertsStateError(f"cannot open the alert state file {self.path}: {exc}: "
+                                   + _open_remedy(self.path, exc)) from exc
 
     def close(self) -> None:
         self.con.close()

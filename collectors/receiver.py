@@ -528,6 +528,16 @@ def export_request(req: ExportTraceServiceRequest, forwarder: Forwarder, max_mes
     return resp
 
 
+#: What the socket raises when the client is gone: it closed or reset the connection (its timeout fired), or read
+#: nothing of the answer for ``idle_timeout_s`` (a write's timeout).
+_CLIENT_GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)
+
+
+class _ClientGone(Exception):
+    """The client went away mid-request (raised from the socket's reads and writes only, never from the
+    forwarder): the connection is closed, a debug line says so, no 500 is attempted."""
+
+
 class _Handler(GuardedHandler):
     server_version = "costline-collect"
     receiver: OtlpReceiver  # set on the per-receiver subclass
@@ -550,9 +560,15 @@ class _Handler(GuardedHandler):
             self._export(is_json)
         except _Reject as r:
             self._error(r, is_json)
+        except _ClientGone as gone:  # its timeout fired, or it was stopped: nobody to answer, nothing went wrong here
+            self._gone(gone)
         except Exception as exc:
             log.exception("costline collect: unexpected error")
             self._error(_Reject(500, f"internal error: {type(exc).__name__}"), is_json)
+
+    def _gone(self, gone: "_ClientGone") -> None:
+        self.close_connection = True
+        log.debug("costline collect: the client %s went away before its answer (%s)", self.address_string(), gone)
 
     def _other_method(self) -> None:
         if self.path.split("?", 1)[0] == TRACES_PATH:
@@ -590,7 +606,10 @@ class _Handler(GuardedHandler):
         budget = self.receiver.budget
         # held on the budget as it arrives (503 + Retry-After past max_inflight_bytes), not as announced: a
         # body announced and then trickled holds nothing it has not sent, for at most body_timeout_s (408)
-        body = self.read_body(length, budget)
+        try:
+            body = self.read_body(length, budget)
+        except _CLIENT_GONE as exc:  # reset while sending its body
+            raise _ClientGone(exc) from None
         hold = len(body)
         try:
             if encoding != "identity":
@@ -627,21 +646,28 @@ class _Handler(GuardedHandler):
         else:
             body = message.SerializeToString()
             ctype = contract.CONTENT_TYPE_PROTOBUF
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(body)
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            if self.close_connection:
+                self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(body)
+        except _CLIENT_GONE as exc:  # closed or reset, or reading nothing for idle_timeout_s
+            raise _ClientGone(exc) from None
 
     def _error(self, r: _Reject, is_json: bool) -> None:
         # The body may be unread: do not reuse the connection after an error.
         self.close_connection = True
         status = status_pb2.Status(code=_GRPC_CODE.get(r.status, 2), message=r.message)
-        self._send(r.status, status, is_json, r.headers)
+        try:
+            self._send(r.status, status, is_json, r.headers)
+        except _ClientGone as gone:
+            self._gone(gone)
+            return
         self.linger(self.receiver.config.max_body_bytes)
 
 

@@ -6,7 +6,9 @@ Each area contributes its commands from its own ``cli`` module (found through
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -63,7 +65,37 @@ class UTCFormatter(logging.Formatter):
         return f"{super().formatTime(record, datefmt)}.{int(record.msecs):03d}Z"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _OutputClosed(Exception):
+    """stdout (or stderr) was closed by its reader (``costline sql ... | head -1``): raised instead of the
+    ``BrokenPipeError``, which click would turn into a silent exit 1."""
+
+
+def _is_broken_pipe(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno == errno.EPIPE
+
+
+class _Group(click.Group):
+    """The top ``costline`` group: a write to a closed pipe anywhere below it (a command's output, --help)
+    surfaces as :class:`_OutputClosed` for :func:`main`."""
+
+    def make_context(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        try:
+            return super().make_context(*args, **kwargs)
+        except OSError as exc:
+            if _is_broken_pipe(exc):
+                raise _OutputClosed() from exc
+            raise
+
+    def invoke(self, ctx: click.Context):  # type: ignore[no-untyped-def]
+        try:
+            return super().invoke(ctx)
+        except OSError as exc:
+            if _is_broken_pipe(exc):
+                raise _OutputClosed() from exc
+            raise
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
               envvar="COSTLINE_CONFIG", help="TOML config file (default: ./costline.toml if present).")
 @click.option("-v", "--verbose", count=True,
@@ -222,18 +254,79 @@ def _register_area_commands() -> None:
             cli.add_command(command)
 
 
-def main(argv: list[str] | None = None) -> None:
-    _register_area_commands()
+#: The exit status of a process whose output's reader went away (128 + SIGPIPE, what ``seq 100 | head -1`` gives
+#: ``seq``): under ``set -o pipefail`` a script tells it from a failure.
+EXIT_OUTPUT_CLOSED = 141
+#: The exit status after Ctrl-C (128 + SIGINT).
+EXIT_INTERRUPTED = 130
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """Ctrl-C, as Python or DuckDB reports it: a KeyboardInterrupt, DuckDB's ``InterruptException``, or the
+    ``RuntimeError("Query interrupted")`` DuckDB raises when SIGINT arrives during a query."""
+    if isinstance(exc, KeyboardInterrupt):
+        return True
+    interrupt = getattr(sys.modules.get("duckdb"), "InterruptException", None)
+    if isinstance(interrupt, type) and isinstance(exc, interrupt):
+        return True
+    return isinstance(exc, RuntimeError) and str(exc).strip().startswith("Query interrupted")
+
+
+def _output_closed() -> None:
+    """Exit :data:`EXIT_OUTPUT_CLOSED`, silently: stdout now goes to /dev/null (the Python documentation's advice,
+    so the flush at exit cannot fail again and print "Exception ignored ... BrokenPipeError")."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            fd = stream.fileno()
+        except (AttributeError, OSError, ValueError):  # replaced by a test's capture, or closed
+            continue
+        if stream is sys.stderr and not _pipe_closed(fd):
+            continue  # stderr still has a reader: leave it be
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(devnull, fd)
+            finally:
+                os.close(devnull)
+        except OSError:
+            pass
+    sys.exit(EXIT_OUTPUT_CLOSED)
+
+
+def _pipe_closed(fd: int) -> bool:
+    """Whether ``fd`` is a pipe or socket whose reader went away (poll says POLLERR)."""
+    import select
+
     try:
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        return any(ev & select.POLLERR for _, ev in poller.poll(0))
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        _register_area_commands()
         rv = cli.main(args=argv, prog_name="costline", standalone_mode=False)
+        sys.stdout.flush()  # what is still buffered: a closed pipe shows here, not in the flush at exit
+    except _OutputClosed:
+        _output_closed()
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
     except CostlineError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    except BaseException as exc:
+        if _is_broken_pipe(exc):
+            _output_closed()
+        if not _interrupted(exc):
+            raise
+        click.echo("aborted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
     if isinstance(rv, int) and rv:
         sys.exit(rv)

@@ -6,7 +6,9 @@
   (back-pressure, not growth). One thread per server gathers request heads for every connection
   (``selectors``, non-blocking; TLS handshakes too), so a worker only ever gets a connection whose
   request head is whole: a client sending its head slowly, or idle between keep-alive requests, holds
-  no worker, only a place among ``max_connections`` (503 past it). Optional TLS (``ssl``).
+  no worker, only a place among ``max_connections`` (503 past it), a cap it keeps below the process's
+  open-file limit (:func:`connection_room`); out of open files, it pauses accepting instead of spinning.
+  Optional TLS (``ssl``).
 * :class:`GuardedHandler`: a request handler with socket idle/read timeouts, a cap on header bytes
   (431) and :meth:`~GuardedHandler.read_body`, which refuses a missing (411), malformed, negative
   or repeated-and-different ``Content-Length`` (400), a body over the limit before reading it
@@ -31,6 +33,7 @@ Standard library only, so the collector, the gateway and the dashboard server ca
 
 from __future__ import annotations
 
+import errno
 import heapq
 import hmac
 import io
@@ -46,7 +49,7 @@ import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -55,6 +58,11 @@ from typing import Any
 
 from costline.errors import ConfigError, CostlineError
 from costline.validate import Section
+
+try:
+    import resource
+except ImportError:  # pragma: no cover - not on Windows
+    resource = None  # type: ignore[assignment]
 
 __all__ = [
     "CHUNKED",
@@ -72,6 +80,8 @@ __all__ = [
     "host_name_problem",
     "ssl_context",
     "validate_limits",
+    "connection_room",
+    "raise_open_file_limit",
     "mask_secret",
     "redact_url",
 ]
@@ -106,6 +116,48 @@ _KEEP_ALIVE_LINGER_S = 0.002
 _KEEP_ALIVE_TURNS = 32
 #: ``Limits.max_connections`` when a settings object says 0 (the gateway's "derive it" value).
 _DEFAULT_MAX_CONNECTIONS = 1024
+#: Open files a :class:`PooledHTTPServer` leaves to the rest of the process (Kafka, SQLite, logs, the listener)
+#: beside the connections it may hold (as ``serving/gateway/asgi.py`` does; duplicated here: that module needs the
+#: serving extra, this one only the standard library).
+_RESERVED_FDS = 128
+#: The soft open-file limit asked for when the hard limit is unlimited (Linux refuses more than fs.nr_open).
+_NOFILE_CEILING = 1_048_576
+#: ``accept()`` failing for want of a file descriptor (or kernel memory): the listening socket stays readable, so
+#: retrying at once spins a core. The server pauses this long (s) after each such failure instead.
+_OUT_OF_FILES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+_ACCEPT_PAUSE_S = 0.1
+#: At most one warning about it in this many seconds (it says how many failures it stands for).
+_ACCEPT_WARN_EVERY_S = 60.0
+
+
+def raise_open_file_limit() -> int:
+    """Raise this process's soft limit on open files (RLIMIT_NOFILE) to its hard limit; the soft limit now (as
+    ``serving/gateway/asgi.py:raise_open_file_limit`` does: systemd's default soft limit is 1,024, its hard one
+    524,288, and raising the soft one is allowed to anyone)."""
+    if resource is None:  # pragma: no cover
+        return _DEFAULT_MAX_CONNECTIONS + _RESERVED_FDS
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (OSError, ValueError):
+        return _DEFAULT_MAX_CONNECTIONS + _RESERVED_FDS
+    target = _NOFILE_CEILING if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            return target
+        except (OSError, ValueError) as exc:
+            log.warning("costline: could not raise the open-file limit from %d to %d (%s)", soft, target, exc)
+    return _NOFILE_CEILING if soft == resource.RLIM_INFINITY else soft
+
+
+def connection_room(limits: "Limits", open_files: int) -> int:
+    """The most connections a :class:`PooledHTTPServer` holds waiting for a request: ``limits.max_connections``
+    (0: 1,024), but never so many that, with one connection per worker and per pending request
+    (``max_workers`` + ``max_pending``), fewer than 128 of the process's ``open_files`` are left to the rest of it;
+    at least 1."""
+    wanted = limits.max_connections if limits.max_connections > 0 else _DEFAULT_MAX_CONNECTIONS
+    room = open_files - _RESERVED_FDS - limits.max_workers - limits.max_pending
+    return max(min(wanted, room), 1)
 
 
 @dataclass(frozen=True)
@@ -405,7 +457,11 @@ class PooledHTTPServer(HTTPServer):
     first byte; a head past ``max_header_bytes`` + 8 KiB still unended is answered 431 (414 while still
     in its request line). It holds at most ``limits.max_connections`` connections: past it a new one gets
     ``busy`` (a complete HTTP 503 answer with ``Retry-After``; a TLS one, which would need its handshake
-    first, none) and is closed.
+    first, none) and is closed. That cap is kept below the open-file limit (:func:`connection_room`, after
+    :func:`raise_open_file_limit`; a warning says when it cuts it): a server out of file descriptors could accept
+    nothing, its listening socket readable forever. Should ``accept()`` still fail for want of one (other files of
+    the process), the server logs a warning (at most one a minute) and pauses accepting 0.1 s (``sleep``)
+    instead of retrying at once. :attr:`max_connections` is the cap in force.
 
     A :class:`~concurrent.futures.ThreadPoolExecutor` (threads made on demand, idle ones blocked, not
     polling) serves one request a turn (:meth:`GuardedHandler.handle`); at most ``limits.max_pending``
@@ -425,7 +481,8 @@ class PooledHTTPServer(HTTPServer):
 
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], *, limits: Limits,
                  ssl_ctx: ssl.SSLContext | None = None, busy_body: tuple[str, bytes] | None = None,
-                 name: str = "costline-http") -> None:
+                 name: str = "costline-http", now: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         if not (isinstance(handler, type) and issubclass(handler, GuardedHandler)):
             raise TypeError(f"PooledHTTPServer serves a GuardedHandler subclass (it hands it gathered request heads), "
                             f"not {handler!r}")
@@ -443,16 +500,49 @@ class PooledHTTPServer(HTTPServer):
         self._pool: ThreadPoolExecutor | None = None
         self._heads: _HeadGatherer | None = None
         self._name = name
+        self._now = now
+        self._sleep = sleep
+        self._accept_failures = 0  # since the last warning about them
+        self._accept_warned_at: float | None = None
+        open_files = raise_open_file_limit()
+        #: Connections held waiting for a request at most (``limits.max_connections`` within the open-file limit).
+        self.max_connections = connection_room(limits, open_files)
+        wanted = limits.max_connections if limits.max_connections > 0 else _DEFAULT_MAX_CONNECTIONS
+        if self.max_connections < wanted:
+            log.warning("%s: the open-file limit (%d) leaves room for %d connections waiting for a request, not %d "
+                        "(%d files go to %d workers and %d pending requests, %d to the rest of the process): "
+                        "past it new ones get 503. Raise the limit (ulimit -n; systemd LimitNOFILE=)",
+                        name, open_files, self.max_connections, wanted,
+                        limits.max_workers + limits.max_pending, limits.max_workers, limits.max_pending,
+                        _RESERVED_FDS)
         super().__init__(address, handler)
         self._pool = ThreadPoolExecutor(max_workers=limits.max_workers, thread_name_prefix=f"{name}-worker")
         self._heads = _HeadGatherer(self, name)
         self._heads.start()
 
     def get_request(self) -> tuple[Any, Any]:
-        sock, addr = self.socket.accept()
+        try:
+            sock, addr = self.socket.accept()
+        except OSError as exc:
+            if exc.errno in _OUT_OF_FILES:
+                self._out_of_files(exc)
+            raise  # socketserver drops it: the connection stays in the backlog for the next try
         if self.ssl_ctx is not None:  # the handshake: on the head gatherer, non-blocking
             sock = self.ssl_ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
         return sock, addr
+
+    def _out_of_files(self, exc: OSError) -> None:
+        """``accept()`` found no file descriptor: warn (once a minute at most), then pause accepting a while (the
+        listening socket stays readable: retrying at once would spin a core and starve the workers)."""
+        self._accept_failures += 1
+        now = self._now()
+        if self._accept_warned_at is None or now - self._accept_warned_at >= _ACCEPT_WARN_EVERY_S:
+            log.warning("%s: cannot accept connections: %s (%d time(s) since the last warning); pausing accepts "
+                        "%gs at a time. Raise the open-file limit (ulimit -n; systemd LimitNOFILE=)",
+                        self._name, exc.strerror or exc, self._accept_failures, _ACCEPT_PAUSE_S)
+            self._accept_warned_at = now
+            self._accept_failures = 0
+        self._sleep(_ACCEPT_PAUSE_S)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         heads = self._heads
@@ -609,7 +699,7 @@ class _HeadGatherer:
         self._server = server
         self._idle_s = limits.idle_timeout_s
         self._head_s = limits.read_timeout_s
-        self._max = limits.max_connections if limits.max_connections > 0 else _DEFAULT_MAX_CONNECTIONS
+        self._max = server.max_connections
         self._head_limit = limits.max_header_bytes + _REQUEST_LINE_ALLOWANCE
         self._drain_limit = limits.max_body_bytes + self._head_limit
         self._sel = selectors.DefaultSelector()

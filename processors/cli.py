@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+import select
+import socket
+import threading
 
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import click
@@ -148,6 +152,57 @@ def _explained_kind(con: Any, text: str) -> str:
     return "UNKNOWN"
 
 
+@contextlib.contextmanager
+def _ctrl_c_interrupts(con: Any) -> Iterator[None]:
+    """Within: Ctrl-C (SIGINT) interrupts ``con``'s query at once. DuckDB looks for a pending signal only between
+    the tasks the calling thread runs itself: while that thread waits for DuckDB's workers (a ``range()`` scan, one
+    long task another thread took) Ctrl-C did nothing. Here the signal's wakeup byte (:func:`signal.set_wakeup_fd`,
+    written by the C-level handler even while the main thread is inside DuckDB) wakes a watcher thread that calls
+    ``con.interrupt()``. Only on the main thread with Python's own SIGINT handler in place; else a no-op."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield
+        return
+    wake_r, wake_w = socket.socketpair()
+    wake_r.setblocking(False)
+    wake_w.setblocking(False)
+    try:
+        previous = signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
+    except (ValueError, OSError):
+        wake_r.close()
+        wake_w.close()
+        yield
+        return
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            try:
+                if not select.select([wake_r], [], [], 0.2)[0]:
+                    continue
+                got = wake_r.recv(64)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                return
+            if signal.SIGINT in got:
+                try:
+                    con.interrupt()
+                except Exception:  # the connection is closing: the KeyboardInterrupt still comes
+                    pass
+
+    watcher = threading.Thread(target=watch, name="costline-sql-ctrl-c", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join(1.0)
+        signal.set_wakeup_fd(previous)
+        wake_r.close()
+        wake_w.close()
+
+
 def _run_query(con: Any, query: str, fmt: str, max_rows: int | None, guard_formulas: bool = True) -> None:
     """Run ``query`` and print its result as it is fetched, a chunk at a time; rows past ``max_rows`` (None: the
     format's default) are counted on stderr, never held. ``guard_formulas``: see :func:`costline.sqlutil.csv_cell`."""
@@ -156,15 +211,18 @@ def _run_query(con: Any, query: str, fmt: str, max_rows: int | None, guard_formu
     if max_rows is None:
         max_rows = DEFAULT_TABLE_ROWS if fmt == "table" else 0
     try:
-        cur = con.execute(query)
-        if cur is None:  # nothing but comments or whitespace: DuckDB ran no statement
-            raise click.ClickException("no statement to run: the query holds only comments or whitespace")
-        if cur.description is None:
-            click.echo("ok")
-            return
-        columns = [d[0] for d in cur.description]
-        hidden = write_rows(columns, fetch_chunks(cur), fmt, lambda text: click.echo(text, nl=False),
-                            max_rows=max_rows, guard_formulas=guard_formulas)
+        with _ctrl_c_interrupts(con):
+            cur = con.execute(query)
+            if cur is None:  # nothing but comments or whitespace: DuckDB ran no statement
+                raise click.ClickException("no statement to run: the query holds only comments or whitespace")
+            if cur.description is None:
+                click.echo("ok")
+                return
+            columns = [d[0] for d in cur.description]
+            hidden = write_rows(columns, fetch_chunks(cur), fmt, lambda text: click.echo(text, nl=False),
+                                max_rows=max_rows, guard_formulas=guard_formulas)
+    except duckdb.InterruptException:  # Ctrl-C: `costline` says "aborted" and exits 130, as for any interrupt
+        raise
     except duckdb.Error as exc:  # also while fetching: a streamed result fails where its rows do
         raise click.ClickException(str(exc)) from None
     if hidden:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
+import shutil
 import time
 import uuid
 from collections.abc import Mapping
@@ -104,7 +106,11 @@ def compact(lake: "Lake", *, before: date | None = None) -> list[tuple[str, str,
                         rows = con.execute(f"SELECT count(*) FROM read_parquet({sql_str(tmp)})").fetchone()[0]
                     finally:
                         con.close()
-            except duckdb.Error as exc:  # the day's files stay as they were; the other days go on
+            except (duckdb.Error, OSError) as exc:  # the day's files stay as they were; the other days go on
+                if _disk_full(exc):  # so would every other day's merge: stop, say what to do once
+                    raise LakeError(_disk_full_message(lake, day_dir, done, failed)) from None
+                if not isinstance(exc, duckdb.Error):
+                    raise
                 failed.append(f"{day_dir}: {str(exc).splitlines()[0]}")
                 continue
             for f in files:
@@ -117,6 +123,31 @@ def compact(lake: "Lake", *, before: date | None = None) -> list[tuple[str, str,
             "as they were (the views still read them): " + "; ".join(failed) + ". Move the file named out of "
             "the lake folder (restore it from its source) and compact again")
     return done
+
+
+#: How DuckDB words a write that found the disk full (its IO Error holds the OS's text, and "errno":"28").
+_DISK_FULL_TEXT = ("No space left on device", "Disk quota exceeded")
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says the disk (or the user's quota) is full: errno ENOSPC / EDQUOT, or DuckDB's text of it."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc)
+    return any(t in text for t in _DISK_FULL_TEXT)
+
+
+def _disk_full_message(lake: "Lake", day_dir: Path, done: list[tuple[str, str, int, int]], failed: list[str]) -> str:
+    try:
+        free = f"{shutil.disk_usage(lake.path).free:,} bytes free"
+    except OSError:
+        free = "free space unknown"
+    merged = f"merged {len(done)} table-days, then " if done else ""
+    others = (f" ({len(failed)} other table-days could not be merged either: " + "; ".join(failed) + ")"
+              if failed else "")
+    return (f"compaction {merged}ran out of disk space merging {day_dir} (No space left on device; {free} on "
+            f"{lake.path}): the files not merged were left as they were, nothing of them was changed{others}. "
+            "Free disk space on that filesystem and compact again")
 
 
 def _pid_alive(pid: int) -> bool:
