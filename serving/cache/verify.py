@@ -19,7 +19,8 @@ through :meth:`Verifier.check`:
                    on a word the other side has bare ("furnished" / "unfurnished", "legal" / "illegal";
                    not "count" / "discount"); "avoid", "forbidden", "dangerous" … on one side only
                    ("can I drive …" / "should I avoid driving …"); may against must in a yes / no
-                   question ("can I pay in cash" / "do I have to pay in cash"); a hyphenated prefix
+                   question ("can I pay in cash" / "do I have to pay in cash"), should against must in the
+                   same words ("should I tell …" / "am I required to tell …"); a hyphenated prefix
                    ("de-authorise") is read joined; a "-free" word is a negation ("phone-free"); a
                    negating suffix the same way ("cashless" / "accept cash"); a word of danger
                    ("toxic", "harmful") against "safe"; "is it a bad idea to …" against "can I …"; a word
@@ -646,7 +647,8 @@ class QuestionFeatures:
     prefixed: frozenset[tuple[str, str]] = frozenset()
     #: Words asking whether to avoid something, or whether it is forbidden ("avoid", "prohibited").
     prohibition: frozenset[str] = frozenset()
-    #: "permit" (can, may, allowed) and / or "oblige" (must, should, have to, required).
+    #: "permit" (can, may, allowed), "oblige" (must, have to, need to, required) and / or "advise" (should, ought to,
+    #: recommended).
     modality: frozenset[str] = frozenset()
     #: Asks to stop someone doing something: "how do I block the courier from leaving parcels".
     prevents: bool = False
@@ -933,8 +935,12 @@ def _negating_prefix(word: str) -> str | None:
     return None
 
 
-_OBLIGE_BEFORE_TO = frozenset({"have", "has", "need", "needs", "got", "ought", "supposed"})
-_OBLIGE_ALONE = frozenset({"must", "should", "mandatory", "required", "compulsory", "obligatory", "obliged"})
+_OBLIGE_BEFORE_TO = frozenset({"have", "has", "need", "needs", "got", "supposed"})
+_OBLIGE_ALONE = frozenset({"must", "mandatory", "required", "compulsory", "obligatory", "obliged"})
+#: Advice, not an obligation: "should I tell my employer" / "am I required to tell my employer".
+_ADVISE_ALONE = frozenset({"should", "recommended", "advisable", "advised"})
+#: An obligation's words that may be advice too: "do I need to bring a towel" / "should I bring a towel".
+_NEED = frozenset({"need", "needs"})
 _PERMIT = frozenset({"can", "could", "allowed", "permitted", "able", "ok", "okay", "acceptable", "optional"})
 #: Who may be "free to" do something ("are we free to play music"; "are the showers free to use" is a price).
 _PERSONS = frozenset({"i", "we", "you", "they", "he", "she"})
@@ -951,12 +957,31 @@ def _modality(words: list[str], first: int | None = None) -> set[str]:
         if (w in _OBLIGE_ALONE or (w in _OBLIGE_BEFORE_TO and nxt == "to")
                 # "do I need a helmet" / "is a helmet optional" (the whole question's modality only: as a
                 # question's own lead, "do I need an appointment" / "can I just walk in" is one question)
-                or (first is None and w in ("need", "needs") and nxt in ("a", "an"))):
+                or (first is None and w in _NEED and nxt in ("a", "an"))):
             out.add("oblige")
+        elif w in _ADVISE_ALONE or (w == "ought" and nxt == "to"):
+            out.add("advise")
         elif (w in _PERMIT or (w == "may" and nxt in ("i", "we", "you", "they", "he", "she", "it"))
               or (w == "free" and nxt == "to" and i > 0 and words[i - 1] in _PERSONS)):
             out.add("permit")
     return out
+
+
+def _strict_obligation(words: tuple[str, ...]) -> bool:
+    """An obligation said with a word that is no advice: "must", "have to", "required" (not "need to")."""
+    return any(w in _OBLIGE_ALONE or (w in _OBLIGE_BEFORE_TO and w not in _NEED and words[i + 1:i + 2] == ("to",))
+               for i, w in enumerate(words))
+
+
+def _modal_clash(q: QuestionFeatures, c: QuestionFeatures) -> bool:
+    """One modality each, and two that tell the questions apart: may against must or should; should against an
+    obligation said strictly ("must", "have to", "required": "need to" agrees with both)."""
+    a, b = q.modality, c.modality
+    if len(a) != 1 or len(b) != 1 or a == b:
+        return False
+    if a | b == {"advise", "oblige"}:
+        return _strict_obligation((q if a == {"oblige"} else c).tokens)
+    return True
 
 
 def _number_value(text: str) -> str | None:
@@ -994,6 +1019,10 @@ def _past_participle(word: str) -> bool:
     return len(word) >= 5 and word.endswith("ed") and not word.endswith("eed")
 
 
+#: "once" as a count ("I was charged once, …", "once but got two", "more than once"), not the conjunction ("once I
+#: pay", "once the parcel arrives"), "at once" or a frequency ("once a week" is "weekly", a time guard's business).
+_ONCE_COUNT = re.compile(r"(?<=[a-z0-9]\s)(?<!\bat\s)once(?=\s*(?:[,.;:!?)]|$)|\s+(?:but|or|only|too|already)\b)"
+                         r"|\bthan\s+once\b")
 _ONCE_AUX = frozenset({"is", "are", "has", "have", "had", "was", "were", "gets", "get", "got", "s", "ve", "d"})  # "it's"
 
 
@@ -1596,6 +1625,8 @@ def analyse(text: str, stemmer: Any | None = None, *, asides: bool = True) -> Qu
             units.add(_UNITS[w])
         prev_number = is_number or (prev_number and w in ("-", "a", "per"))
     flush_run()
+    if "once" in low_nt and _ONCE_COUNT.search(low_nt):  # "charged once, ..." / "charged twice": a count of one
+        numbers.add("1")
     # a number and its unit is a quantity, not a code: "a 1oz coin" / "a 1 oz coin", "a 10m yacht" / "a 10 metre"
     identifiers = {i for i in identifiers if not ((m := re.fullmatch(r"\d+(?:[.,]\d+)?([a-z]+)", i))
                                                   and m.group(1) in _UNITS)}
@@ -1872,14 +1903,15 @@ def _guard(q: QuestionFeatures, c: QuestionFeatures, cosine: float | None = None
             or _compound_grows(q, c) or _compound_grows(c, q)):
         return "entity"
     ops: list[tuple[str, int, int, int, int]] | None = None
-    if q.scope != c.scope:
+    universal = q.scope != c.scope and _universal_swap(q, c)  # "all employees" / "every employee": one quantifier
+    if q.scope != c.scope and not universal:
         ops = _opcodes(q, c)
         if not _existential_any(ops, q, c):
             return "scope"
     if (_some_against_only(q, c) or _some_against_only(c, q) or _part_asked(q, c) or _part_asked(c, q)
             or _to_oneself(q, c) or _to_oneself(c, q) or _unit_against_whole(q, c) or _unit_against_whole(c, q)):
         return "scope"  # "sell some X" / "sell only X", "are some dishes" / "is the cafe", "per pad" / "the full"
-    if (q.owners != c.owners or _reach_differs(q, c) or _which_many_against_one(q, c)
+    if ((q.owners != c.owners and not universal) or _reach_differs(q, c) or _which_many_against_one(q, c)
             or _which_many_against_one(c, q)):
         return "scope"
     if {q.price_ask, c.price_ask} == {"amount", "inclusion"}:  # "how much is X" / "is Y included in the price of X"
@@ -1938,13 +1970,38 @@ def _guard(q: QuestionFeatures, c: QuestionFeatures, cosine: float | None = None
     reason = _coverage(ops, q, c, cosine)  # "add" / "drop", "until" / "from", "X" / "X and Y"
     if reason is None and _owner_added(ops, q, c):  # "delete my account" / "delete my child's account" (after
         return "entity"  # coverage: "my garden" / "my neighbour's garden as well" is a party added, scope)
-    if reason is None and _antonym_opposite(q, c):  # "pick up" / "drop off", "switch to" / "stay with"
+    if reason is None and (_antonym_opposite(q, c)  # "pick up" / "drop off", "switch to" / "stay with"
+                           or _in_out_opposite(q, c)):  # "still under warranty" / "out of warranty"
         return "polarity"  # (last: a pair the rules above reject keeps their reason)
     if reason is None and _extension(q, c):  # "the max dose of tylenol" / "… for kids", "how do I cancel my plan" /
         return "extension"  # "… ? Reply in one word." (last, too)
     if reason is None:  # "从储蓄账户转到支票账户" / "从支票账户转到储蓄账户", "pagó" / "pago", Spanish against English
         return _foreign_reason(q, c)
     return reason
+
+
+_UNIVERSAL_SKIP = frozenset({"of", "the", "my", "your", "our", "their", "his", "her", "its", "these", "those"})
+
+
+def _universal_swap(q: QuestionFeatures, c: QuestionFeatures) -> bool:
+    """"all" before a plural noun on one side, "every" (or "each") before the same noun in the singular on the other,
+    the only quantifiers that differ: "do all employees get …" / "does every employee get …", "all the rooms" /
+    "every room". "all day" / "every day" (a singular after "all": the whole day) is no such swap."""
+    if q.scope ^ c.scope != {"all", "every"}:
+        return False
+
+    def head(f: QuestionFeatures, quantifier: str) -> str | None:
+        at = [i for i, w in enumerate(f.tokens) if w == quantifier]
+        if len(at) != 1:
+            return None
+        for w in f.tokens[at[0] + 1:at[0] + 4]:
+            if w not in _UNIVERSAL_SKIP:
+                return w if w.isalpha() else None
+        return None
+
+    every_side, all_side = (q, c) if "every" in q.scope else (c, q)
+    one, many = head(every_side, "every"), head(all_side, "all")
+    return (one is not None and many is not None and one != many and one in _all_lemmas(many).get("NOUN", ()))
 
 
 #: What "any" may stand against and still only ask whether there is some ("is there any parking" / "is there
@@ -2280,6 +2337,43 @@ def _over_under(q: QuestionFeatures, c: QuestionFeatures) -> bool:
     return any(mq[w] != mc[w] for w in mq.keys() & mc.keys())
 
 
+_INSIDE = frozenset({"in", "under", "within"})
+_IN_OUT_DETS = frozenset({"the", "a", "an", "my", "your", "our", "their", "its", "his", "her", "this", "that"})
+
+
+def _in_out(tokens: tuple[str, ...]) -> dict[str, set[str]]:
+    """Each noun after "out of" ("out of warranty", "out of the office", "out-of-network") or after "in" / "under" /
+    "within" ("under warranty", "in the office", "in-network"), a determiner allowed between: noun -> the sides
+    ("in", "out") it is named on. "in order to" names no order."""
+    found: dict[str, set[str]] = {}
+    for i, w in enumerate(tokens):
+        if w == "out" and tokens[i + 1:i + 2] == ("of",):
+            side, j = "out", i + 2
+        elif w in _INSIDE:
+            side, j = "in", i + 1
+        elif "-" in w:  # "out-of-warranty", "in-network", kept whole by a lexicon
+            head, _, noun = w.rpartition("-")
+            if head == "out-of" or head in _INSIDE:
+                found.setdefault(noun, set()).add("out" if head == "out-of" else "in")
+            continue
+        else:
+            continue
+        j += j < len(tokens) and tokens[j] in _IN_OUT_DETS
+        if j < len(tokens) and tokens[j].isalpha() and tokens[j + 1:j + 2] != ("to",):
+            found.setdefault(tokens[j], set()).add(side)
+    return found
+
+
+def _in_out_opposite(q: QuestionFeatures, c: QuestionFeatures) -> bool:
+    """One side names a noun after "out of", the other the same noun after "in" / "under" / "within" only: "still
+    under warranty" / "out of warranty", "in the office" / "out of the office" (a side naming both, "in or out of
+    warranty", differs from neither)."""
+    if not any(w == "out" or w.startswith("out-of-") for f in (q, c) for w in f.tokens):
+        return False
+    a, b = _in_out(q.tokens), _in_out(c.tokens)
+    return any(len(a[n]) == 1 and len(b[n]) == 1 and a[n] != b[n] for n in a.keys() & b.keys())
+
+
 def _kind_prefixed(q: QuestionFeatures, c: QuestionFeatures) -> bool:
     """``q`` names a word with a hyphenated prefix ("pre-primary") whose bare word ``c`` names without it."""
     t = c.tokens
@@ -2329,6 +2423,7 @@ def _prohibits(q: QuestionFeatures, c: QuestionFeatures) -> bool:
 
 
 _MODAL_WORDS = frozenset({"allow", "permit", "abl", "mandatori", "requir", "compulsori", "obligatori", "oblig",
+                          "recommend", "advis",
                           "suppos", "ought", "need", "must", "got", "option", "accept"})
 
 
@@ -2338,12 +2433,14 @@ def _modal_inversion(q: QuestionFeatures, c: QuestionFeatures) -> bool:
     rewrite, by the questions' own modals: "Must we keep noise down?" / "Are we free to play music?"."""
     if q.wh_lead or c.wh_lead:
         return False
-    if q.modality != c.modality and len(q.modality) == 1 and len(c.modality) == 1:
+    if _modal_clash(q, c):
         if q.content - _MODAL_WORDS == c.content - _MODAL_WORDS:
             return True
     # a rewrite: "must we keep noise down" / "are we free to play music", "do I have to bring X" / "can I leave X
-    # at home" -- the questions' own modals (their first words), an obligation against a permission
-    return (q.lead_modality != c.lead_modality and len(q.lead_modality) == 1 and len(c.lead_modality) == 1)
+    # at home" -- the questions' own modals (their first words), an obligation against a permission (advice against
+    # an obligation only in the same words: "should I stop taking X" / "do I have to come off X" is one question)
+    a, b = q.lead_modality, c.lead_modality
+    return len(a) == 1 and len(b) == 1 and a != b and "permit" in a | b
 
 
 def _which_many_against_one(q: QuestionFeatures, c: QuestionFeatures) -> bool:
@@ -2447,6 +2544,14 @@ def _is_typo(a: str, b: str) -> bool:
     if any(x == p + y for p in _NEG_PREFIXES for x, y in ((a, b), (b, a))):  # "deregister" / "register"
         return False
     en = (zipf_frequency(a, "en"), zipf_frequency(b, "en"))
+    if any(x == "a" + y and len(y) >= 6 and y[0] != y[1] and (zy > 0 or zx == 0)
+           for x, y, zx, zy in ((a, b, en[0], en[1]), (b, a, en[1], en[0]))) and not _antonym_words(a, b):
+        # "asynchronously" / "synchronously", "atypical" / "typical": a privative "a-" -- not a dropped "a", which
+        # leaves no word ("vailable"), or a doubled letter ("ccount", "ppointment"); a pair the antonym lexicon
+        # holds ("synchronous" / "asynchronous") is left to its rule, which reads it as opposites
+        return False
+    if _bit_byte(a, b):  # "megabits" / "megabytes", "kilobit" / "kilobyte": two units
+        return False
     if min(en) >= TYPO_MAX_ZIPF:
         return False
     if max(en) >= TYPO_MAX_ZIPF:  # "accesible" / "accessible": English's word mistyped (Spanish's too)
@@ -2461,6 +2566,31 @@ def _is_typo(a: str, b: str) -> bool:
 
 
 _VOWELS = frozenset("aeiouy")
+
+
+@functools.lru_cache(maxsize=1)
+def _antonym_keys() -> dict[str, frozenset[tuple[int, int]]]:
+    """The antonym lexicon's single words and their snowball stems -> (line, side)."""
+    stemmer = _stemmer()
+    keys: dict[str, set[tuple[int, int]]] = {}
+    for word, where in _antonym_lexicon()[0].items():
+        for key in {word, stemmer.stemWord(word)}:
+            keys.setdefault(key, set()).update(where)
+    return {k: frozenset(v) for k, v in keys.items()}
+
+
+def _antonym_words(a: str, b: str) -> bool:
+    """``a`` and ``b`` (words or stems) stand on the two sides of one line of the antonym lexicon."""
+    keys = _antonym_keys()
+    return a in keys and b in keys and _opposite(keys[a], keys[b])
+#: A word (or its stem) ending in a bit or a byte unit: "megabits", "gigabyte", "kilobyt" (snowball's stem).
+_BIT_BYTE = re.compile(r"([a-z]*?)(bit|byt)(?:e|es|s)?")
+
+
+def _bit_byte(a: str, b: str) -> bool:
+    """``a`` and ``b`` are the same prefix with a bit unit on one side and a byte unit on the other."""
+    ma, mb = _BIT_BYTE.fullmatch(a), _BIT_BYTE.fullmatch(b)
+    return bool(ma and mb and ma.group(1) == mb.group(1) and ma.group(2) != mb.group(2))
 
 
 #: A one-word swap of two common words (wordfreq Zipf >= RARE_ZIPF, no name) is read as a synonym when the
@@ -2483,6 +2613,8 @@ def _word_swap(ops: list[tuple[str, int, int, int, int]], q: QuestionFeatures, c
         return False
     if left and right and set(left) <= _NEGATIONS and set(right) <= _NEGATIONS:
         return False  # "with no single supplement" / "without a single supplement": the negation guard's business
+    if {"all", "every"} <= set(left) | set(right) and _universal_swap(q, c):  # "all employees" / "every employee"
+        left, right = [w for w in left if w not in _SCOPE], [w for w in right if w not in _SCOPE]
     if _same_lemmas(left, right):  # "archive" / "archives", "after booking" / "after I've booked"
         return False
     if "".join(q.tokens[i1:i2]) == "".join(c.tokens[j1:j2]):  # one compound apart and closed: "call-out" / "callout"
@@ -2638,7 +2770,31 @@ def _coverage(ops: list[tuple[str, int, int, int, int]], q: QuestionFeatures, c:
               and w not in ua]
     if _units(ua, q) <= 2 and _units(ub, c) <= 2 and shared:
         return "unmatched"
-    return None
+    if (shared and _units(ua, q) <= STORY_UNITS and _units(ub, c) <= STORY_UNITS
+            and _story_then_edit(ops, q, c, aligned)):
+        return "unmatched"  # "I ordered a blue sweater. I want to return it for a refund" / "… exchange it for a
+    return None  # larger size": the same story, another request
+
+
+#: Where two questions open with the same sentence (a story: "I ordered a blue sweater last week.") and the rest is an
+#: edit, the coverage rule allows this many content words swapped on each side (two elsewhere).
+STORY_UNITS = 3
+_FIRST_SENTENCE = re.compile(r"[^.!?]*[.!?]+\s+(?=\S)")  # linear: one run, its end, the space after it
+
+
+def _story_then_edit(ops: list[tuple[str, int, int, int, int]], q: QuestionFeatures, c: QuestionFeatures,
+                     aligned: int) -> bool:
+    """``q`` and ``c`` open with the very same sentence (case and spacing aside), and what follows it on each side
+    is an edit of the other (:data:`EDIT_RATIO` of the following tokens aligned)."""
+    a, b = " ".join(q.text.lower().split()), " ".join(c.text.lower().split())
+    m = _FIRST_SENTENCE.match(a)
+    if m is None or not b.startswith(m.group(0)):
+        return False
+    story = len(_tokens(m.group(0)))  # none: "?? …" is no story
+    if story == 0 or not ops or ops[0][0] != "equal" or ops[0][2] < story:
+        return False
+    rest = len(q.tokens) + len(c.tokens) - 2 * story
+    return rest > 0 and 2 * (aligned - story) >= EDIT_RATIO * rest
 
 
 def _units(words: list[str], f: QuestionFeatures) -> int:
@@ -3015,10 +3171,20 @@ def _possessor(word: str) -> bool:
 def _asks_differ(q: QuestionFeatures, c: QuestionFeatures) -> bool:
     """The two ask for different kinds of answer: no kind in common, and one of them asks only for a time or a
     reason (:attr:`QuestionFeatures.asks`); "how can I find out when the next sessions are" (a manner and a time)
-    may be answered by "where do you post event dates"."""
-    if not q.asks or not c.asks or q.asks & c.asks:
+    may be answered by "where do you post event dates". A request that the answerer do something ("can you fix
+    it?") against a question that asks only for a reason ("can you explain why?") differs too."""
+    if not q.asks or not c.asks:
+        return any(x.asks == {"reason"} and not y.asks and "why" not in y.tokens  # "can you look into why …"
+                   and bool(_REQUEST.search(y.text.lower())) for x, y in ((q, c), (c, q)))
+    if q.asks & c.asks:
         return False
     return q.asks <= _ASKS_APART or c.asks <= _ASKS_APART
+
+
+#: A request that the answerer act, at a clause's start: "can you fix it", "could you please resend the invoice" (not
+#: one for an explanation: "can you tell me", "could you explain the charge", "would you help me understand").
+_REQUEST = re.compile(_CLAUSE_START + r"(?:can|could|would|will)\s+you\s+(?:please\s+)?(?!(?:tell|explain|clarify|"
+                      r"describe|say|show|let|help|give|walk|talk|think|know|be|have|do|see|remind)\b)[a-z]+\b")
 
 
 def _subjects_swapped(q: QuestionFeatures, c: QuestionFeatures) -> bool:
