@@ -220,7 +220,8 @@ def list_(config: Config, show_all: bool, silences: bool, outbox: bool) -> None:
             since = r["fired_at"] if r["state"] == "firing" else r["pending_since"] or r["resolved_at"]
             click.echo(f"{r['state']:<8} {r['rule']} {labels} since {_when(since)}: {_shown(obs.get('summary', ''))}")
         if not rows:
-            click.echo("no alerts pending or firing")
+            click.echo("no alerts pending or firing" if not show_all else
+                       "no alerts (a series that has not breached in its rule's retention keeps no state)")
     finally:
         store.close()
 
@@ -289,10 +290,12 @@ def silence(config: Config, rule: str, labels: tuple[str, ...], duration: str, r
     click.echo(f"silence #{s.id} until {s.ends_at:%Y-%m-%d %H:%M} UTC (remove: costline alerts unsilence {s.id})")
     if not any(s.matches(r["rule"], json.loads(r["labels"]), now) for r in known):
         what = f"{rule} {_labels_shown(matchers)}".strip()
-        click.echo(f"warning: silence #{s.id} ({what}) matches no alert costline knows of, firing or not: if it is "
-                   "meant for one, copy its labels as `costline alerts list --all` shows them (a character that does "
-                   "not print is written \\uXXXX inside the quotes: tenant=\"ac\\u200bme\"), or remove it "
-                   f"(costline alerts unsilence {s.id}); it still mutes such an alert if one fires", err=True)
+        click.echo(f"warning: silence #{s.id} ({what}) matches no alert costline knows of, firing or not (a series "
+                   "that has not breached lately keeps no state: a silence set ahead of time for a healthy one says "
+                   "this too): if it is meant for an alert, copy its labels as `costline alerts list --all` shows them "
+                   "(a character that does not print is written \\uXXXX inside the quotes: tenant=\"ac\\u200bme\"), "
+                   f"or remove it (costline alerts unsilence {s.id}); it still mutes such an alert if one fires",
+                   err=True)
 
 
 @alerts.command("unsilence")

@@ -336,29 +336,38 @@ class NightlyService:
         raise AssertionError("unreachable")
 
     def missed(self, due: datetime) -> list[datetime]:
-        """The scheduled times of the last ``retry_days`` up to ``due``, oldest first, that some job of :data:`JOBS`
-        has no ``job_runs`` row for: the nights the service (or its host) was down, and ``due`` when it has not run.
-        Before ``due``, only times after the earliest window any job recorded count: a fresh lake starts with the
-        latest scheduled time, not with days of back runs."""
+        """The scheduled times of the last ``retry_days`` up to ``due``, oldest first, whose window some job of
+        :data:`JOBS` has not evaluated: the nights the service (or its host) was down, and ``due`` when it has not run.
+        A job evaluated a night's window when one of its recorded windows (``job_runs``, any outcome) covers more
+        than half of it: after ``[jobs] schedule`` or ``window_hours`` changed, the nights the old schedule evaluated
+        are not run (and paid for) again under the new times. Before ``due``, only times after the earliest window
+        any job recorded count: a fresh lake starts with the latest scheduled time, not with days of back runs."""
         from costline.jobs.store import open_jobs_lake
 
+        hours = timedelta(hours=self.config.jobs.window_hours)
         horizon = due - timedelta(days=self.config.jobs.retry_days)
         con = open_jobs_lake(self.config)
         try:
-            rows = _rows(con, "SELECT DISTINCT job, window_until FROM job_runs WHERE list_contains($j, job) "
-                              "AND window_until >= $h", {"j": list(JOBS), "h": horizon})
+            rows = _rows(con, "SELECT DISTINCT job, window_since, window_until FROM job_runs "
+                              "WHERE list_contains($j, job) AND window_until > $h",
+                         {"j": list(JOBS), "h": horizon - hours})
             first = con.execute("SELECT min(window_until) FROM job_runs WHERE list_contains($j, job)",
                                 {"j": list(JOBS)}).fetchone()[0]
         finally:
             con.close()
-        seen: dict[datetime, set[str]] = {}
+        windows: dict[str, list[tuple[datetime, datetime]]] = {}
         for r in rows:
-            seen.setdefault(r["window_until"], set()).add(r["job"])
+            if r["window_since"] is not None and r["window_until"] is not None:
+                windows.setdefault(r["job"], []).append((r["window_since"], r["window_until"]))
+
+        def evaluated(job: str, since: datetime, until: datetime) -> bool:
+            return any(min(until, b) - max(since, a) > (until - since) / 2 for a, b in windows.get(job, ()))
+
         out = []
         at = self.next_due(horizon - timedelta(microseconds=1))  # the first scheduled time at or after the horizon
         while at <= due:
-            recorded = seen.get(at, set())
-            if not set(JOBS) <= recorded and (at == due or (first is not None and at > first)):
+            if (not all(evaluated(job, at - hours, at) for job in JOBS)
+                    and (at == due or (first is not None and at > first))):
                 out.append(at)
             at = self.next_due(at)
         return out

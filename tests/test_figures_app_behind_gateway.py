@@ -136,10 +136,9 @@ def test_an_app_tracing_its_own_calls_through_the_gateway_is_counted_once(standi
     assert [e.model for e in served] == [HAIKU, HAIKU, SONNET, HAIKU]  # the cache hit made no call; HARD escalated
     app_finished = app_spans.get_finished_spans()
     assert [s.attributes.get(c.GEN_AI_RESPONSE_ID) for s in app_finished] == [m.id for m in (*got, own)]
-    # the id each answer gave the client, on its request span: the backend's own, the gateway's for the cache hit
+    # the id each answer gave the client, on its request span: always the gateway's own (a backend's may repeat)
     assert _returned_ids(gw_spans) == [m.id for m in got]
-    assert got[0].id.startswith("msg_") and not got[0].id.startswith("msg_costline_")
-    assert got[1].id.startswith("msg_costline_")
+    assert all(m.id.startswith("msg_costline_") for m in got)
     lake_from_sdk_spans([*sent, *app_finished], cfg)
     calls = [_price(e.model, e.input_tokens, e.output_tokens) for e in served]
     assert q(cfg, "SELECT count(*) FROM calls_raw WHERE service_name = 'support-app'") == [(4,)]  # the app's spans
@@ -187,6 +186,33 @@ def test_chat_completions_and_live_streams_record_the_id_the_client_got(standin,
     assert q(cfg, "SELECT standalone, calls, cost_usd FROM requests ORDER BY ts") == [
         (False, 1, pytest.approx(want[0], rel=1e-9)), (False, 1, pytest.approx(want[1], rel=1e-9))]
     assert q(cfg, "SELECT count(*) FROM calls") == [(2,)]
+
+
+def test_another_apps_direct_call_with_a_backend_id_the_gateway_saw_is_its_own(standin, tmp_path, cfg):
+    """A server's ids repeat (the stand-ins count from 1 per process, so do self-hosted servers): an app calling a
+    model directly, in the same minute, gets the very id a backend gave the gateway's call. Its call is its own
+    standalone request, not the gateway's (before, the view dropped it: its cost was lost)."""
+    before = len(standin.log.entries("anthropic"))
+    with gateway(standin, tmp_path) as (gw, gw_spans):
+        behind = anthropic.Anthropic(base_url=gw.url, api_key="unused", max_retries=0)
+        got = behind.messages.create(model=HAIKU, max_tokens=200, messages=[{"role": "user", "content": EASY}])
+        sent = gw_spans.get_finished_spans()
+    backend_ids = [s.attributes.get(c.GEN_AI_RESPONSE_ID) for s in sent
+                   if s.name != c.SPAN_REQUEST and s.attributes.get(c.GEN_AI_RESPONSE_ID)]
+    assert len(backend_ids) == 1 and backend_ids[0] != got.id  # the gateway gave its client its own id
+    (served,) = standin.log.entries("anthropic")[before:]
+    app_provider, app_spans = _provider("acme-app")  # another app, on another server with the same ids
+    tracer = app_provider.get_tracer("opentelemetry.instrumentation.anthropic")
+    with tracer.start_as_current_span(f"chat {HAIKU}", attributes={
+            "gen_ai.operation.name": "chat", "gen_ai.provider.name": "anthropic", "gen_ai.request.model": HAIKU,
+            "gen_ai.response.model": HAIKU, "gen_ai.response.id": backend_ids[0],
+            "gen_ai.usage.input_tokens": 10, "gen_ai.usage.output_tokens": 20}):
+        pass
+    lake_from_sdk_spans([*sent, *app_spans.get_finished_spans()], cfg)
+    own = (10 * H_IN + 20 * H_OUT) / 1e6  # $0.000088
+    assert q(cfg, "SELECT service_name, standalone, cost_usd FROM requests ORDER BY standalone") == [
+        ("costline-gateway", False, pytest.approx(_price(HAIKU, served.input_tokens, served.output_tokens), rel=1e-9)),
+        ("acme-app", True, pytest.approx(own, rel=1e-9))]
 
 
 # -- DSPy with OpenInference's DSPy and LiteLLM instrumentors ---------------------------------------------------

@@ -106,6 +106,28 @@ def test_a_restarted_service_runs_the_nights_it_missed(tmp_path, caplog, back_at
     assert svc.tick() == [] and seen == []  # nothing twice
 
 
+@pytest.mark.parametrize("schedule, hours, back_at, runs", [
+    # nightly 02:00 for a week, then moved to 03:00: the 03:00 window is 23 h of the one 02:00 evaluated: none run
+    (("03:00",), 24, D(6, 3), []),
+    # a second time of day with 12 h windows: 02:00 -> 14:00 on the 6th was never evaluated, the rest were
+    (("02:00", "14:00"), 12, D(6, 14), [(D(6, 2), D(6, 14))]),
+])
+def test_a_changed_schedule_does_not_run_evaluated_nights_again(tmp_path, schedule, hours, back_at, runs):
+    """Each run pays the teacher: a night whose window a recorded run covers (more than half) is not caught up under
+    the new schedule's times (before: 3 to 4 windows a job, 23 or 24 h of each evaluated already)."""
+    cfg = Config(lake=LakeConfig(path=tmp_path / "lake"), jobs=JobsConfig(retry_days=3))
+    Lake(cfg.lake.path).init()
+    seen: list = []
+    for day in range(1, 7):  # 02:00 every night, 24 h windows, Nov 1 .. Nov 6
+        clock = dt.datetime(2026, 11, day, 2, 0, 5)
+        NightlyService(cfg, runners=_recorder(seen), now=lambda clock=clock: clock, notify=False).tick()
+    assert sorted({u for _, u in seen}) == [D(d) for d in range(1, 7)]
+    seen.clear()
+    moved = cfg.replace(jobs=JobsConfig(retry_days=3, schedule=schedule, window_hours=hours))
+    NightlyService(moved, runners=_recorder(seen), now=lambda: back_at, notify=False).tick()
+    assert sorted(set(seen)) == runs
+
+
 # --- 3. `jobs nightly` from cron in a zone with daylight saving time: windows tile ------------------------------
 
 LA = ZoneInfo("America/Los_Angeles")

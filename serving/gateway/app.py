@@ -766,19 +766,19 @@ def _cache_creation(written: int, one_hour: int) -> dict[str, int]:
     return {"ephemeral_5m_input_tokens": written - one_hour, "ephemeral_1h_input_tokens": one_hour}
 
 
-def message_id(request_id: str | None, answer_id: str | None = None) -> str:
-    """The id of the Messages API answer to a request: its answering call's own ``msg_…`` id (``answer_id``) when it
-    has one, else ``msg_costline_<request id>`` (a cache answer, a live stream, a tier of another API)."""
-    if isinstance(answer_id, str) and answer_id.startswith("msg_"):
-        return answer_id
+def message_id(request_id: str | None) -> str:
+    """The id of the Messages API answer to a request: ``msg_costline_<request id>``, whichever tier (or the cache)
+    answered. Never the backend's own ``msg_…``: a server's ids may repeat (self-hosted ones, the stand-ins count from
+    1), and the lake matches an app's span of a call through the gateway to the gateway's request by this id
+    (docs/telemetry.md, "Apps behind the gateway"); the backend's id is on the gateway's call span."""
     return f"msg_costline_{request_id or uuid.uuid4().hex}"
 
 
 class ReturnedId:
     """The response id a request's answer gives the client, as its request span records it (``costline.response.id``,
     :func:`~costline.collectors.recorder.returning`): ``made(request id)`` for an API whose ids the gateway always makes
-    (Chat Completions), else :func:`message_id` of the answering call's id; a live stream's is always made (its first
-    event names it before the model answered): set :attr:`live` before the stream is iterated."""
+    (Chat Completions), else :func:`message_id`: the gateway's own, never a backend's (:attr:`live`, set before a live
+    stream is iterated, is kept for callers that say so)."""
 
     def __init__(self, made: Callable[[str], str] | None = None) -> None:
         self.made = made
@@ -787,7 +787,7 @@ class ReturnedId:
     def __call__(self, request_id: str, answer_id: str | None) -> str:
         if self.made is not None:
             return self.made(request_id)
-        return message_id(request_id, None if self.live else answer_id)
+        return message_id(request_id)
 
 
 def _message(result: Answer) -> dict[str, Any]:
@@ -814,7 +814,7 @@ def _message(result: Answer) -> dict[str, Any]:
         # which of the request's stop sequences ended it (the API says it with stop_reason "stop_sequence")
         said = getattr(reply, "stop_sequence", None)
         stop_sequence = said if stop == "stop_sequence" and isinstance(said, str) else None
-        msg_id = message_id(result.request_id, reply.id)
+        msg_id = message_id(result.request_id)
     content = [dict(b) for b in reply.content] if reply is not None and reply.content and not result.cached \
         else [{"type": "text", "text": result.text}]
     return {"id": msg_id, "type": "message", "role": "assistant", "model": model,

@@ -24,10 +24,11 @@
 --
 -- An app behind the gateway (docs/telemetry.md, "Apps behind the gateway"): a call no costline request owns whose
 -- response id (its own, or that of a span it stands for) is the id a gateway request gave its client
--- (requests.response_id: costline.response.id, in any trace) or that of a call a gateway request made in another
--- trace is the app's view of that request, whose own spans count it (the tier that answered, at its price): no call,
--- no standalone request. Only over overlapping times, give or take a minute of clock skew between the app's host and
--- the gateway's (a server's short ids repeat in time).
+-- (requests.response_id: costline.response.id, msg_costline_<request id> / chatcmpl-costline-<request id>, in any
+-- trace) is the app's view of that request, whose own spans count it (the tier that answered, at its price): no
+-- call, no standalone request. Only the ids the gateway makes: a backend's own (the gateway's call spans have them)
+-- may repeat across servers (the stand-ins', a self-hosted server's count from 1), and another app's direct call of
+-- the same id is a call of its own. Over overlapping times, give or take a minute of clock skew.
 --
 -- An operation's span around its calls is no call: a span with no tokens and no explicit price that is
 -- the parent of a call span of the same instrumentation, provider family, model and operation (the
@@ -185,16 +186,12 @@ WITH oi_traces AS (
   LEFT JOIN group_ids g ON g.trace_id = h.trace_id AND g.span_id = h.span_id
   LEFT JOIN group_links l ON l.trace_id = h.trace_id AND l.span_id = h.span_id
 ), gateway_ids AS (
-  -- the ids the gateway's answers gave (returned) and those of the calls its requests made, with their times
-  SELECT response_id, trace_id, true AS returned, ts,
-         ts - to_microseconds(CAST(coalesce(duration_ms, 0) * 1000 AS BIGINT)) AS started
+  -- the ids the gateway's answers gave their clients, with their requests' times
+  SELECT response_id, ts, ts - to_microseconds(CAST(coalesce(duration_ms, 0) * 1000 AS BIGINT)) AS started
   FROM requests_raw WHERE response_id IS NOT NULL
-  UNION ALL
-  SELECT response_id, trace_id, false, ts, ts - to_microseconds(CAST(coalesce(duration_ms, 0) * 1000 AS BIGINT))
-  FROM call_links_all WHERE linked_span_id IS NOT NULL AND response_id IS NOT NULL
 ), answered AS (
   SELECT DISTINCT a.trace_id, a.span_id
-  FROM kept a JOIN gateway_ids g ON g.response_id = a.group_response_id AND (g.returned OR g.trace_id <> a.trace_id)
+  FROM kept a JOIN gateway_ids g ON g.response_id = a.group_response_id
   WHERE a.linked_span_id IS NULL AND a.group_response_id IS NOT NULL
     AND coalesce(a.started <= g.ts + INTERVAL 1 MINUTE AND g.started <= a.ts + INTERVAL 1 MINUTE, TRUE)
 ), crossed AS (
