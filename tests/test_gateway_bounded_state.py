@@ -110,7 +110,6 @@ def _bedrock(body: dict, headers: dict) -> str:
 
 @pytest.mark.parametrize("path, body, error", [
     ("/v1/messages", MSG, _anthropic),
-    ("/v1/messages/count_tokens", {k: v for k, v in MSG.items() if k != "max_tokens"}, _anthropic),
     ("/v1/messages/batches", {"requests": [{"custom_id": "a", "params": MSG}]}, _anthropic),
     ("/v1/chat/completions", {"model": "gpt-4o", "messages": [{"role": "user", "content": "Where is my invoice?"}]},
      _openai),
@@ -128,6 +127,33 @@ def test_every_route_refuses_65_doc_hashes_in_its_own_error_format(gw, cache, pa
     assert status == 400
     assert "65 document hashes, more than the 64" in error(answer, headers)
     assert len(cache.stores) == before  # nothing answered, nothing stored
+
+
+def _call(gw, method: str, path: str, body: dict | None, headers: list[tuple[str, str]]) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=30)
+    try:
+        raw = json.dumps(body).encode() if body is not None else None
+        conn.request(method, path, body=raw, headers=dict([("content-type", "application/json"), *headers]))
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("method, path, body", [
+    ("GET", "/v1/models", None),
+    ("POST", "/v1/messages/count_tokens", {k: v for k, v in MSG.items() if k != "max_tokens"}),
+    ("GET", "/v1/messages/batches/msgbatch_x/results", None),
+    ("DELETE", "/v1/conversations/conv_x", None),
+    ("POST", "/v1/conversations", {"items": []}),
+])
+def test_a_request_that_stores_nothing_is_not_refused_for_its_doc_hashes(gw, method, path, body) -> None:
+    """An SDK may send the header by default on every call: where nothing is stored it means nothing (before:
+    400 on listing models, counting tokens, batch results, deleting a conversation)."""
+    many = [(H, ",".join(f"doc-{i}" for i in range(65)))]
+    assert _call(gw, method, path, body, many) == _call(gw, method, path, body, [])
+    assert _call(gw, method, path, body, many) != 400
 
 
 def test_a_long_doc_hash_is_refused_and_64_are_stored_whole(gw, cache) -> None:

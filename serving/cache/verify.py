@@ -2697,7 +2697,8 @@ def _uncovered(a: tuple[str, ...], b: tuple[str, ...]) -> list[str]:
     starts = {i for i in range(len(a) - 1) if a[i] + a[i + 1] in words}  # "x rays" / "xrays", "call out" / "callout"
     closed = starts | {i + 1 for i in starts}
     return [w for i, w in enumerate(a) if (w.isalpha() or "-" in w) and w not in _COVER_FILLER
-            and w not in _NEGATIONS and i not in closed and not _covered(w, b)]
+            and w not in _NEGATIONS and i not in closed and w not in words  # said alike: covered, no scan of b
+            and not _covered(w, b)]
 
 
 def _exclusive(tokens: tuple[str, ...]) -> bool:

@@ -108,7 +108,7 @@ from costline.serving.structured import from_anthropic
 from costline.serving.translate import tools_problem
 
 __all__ = ["Gateway", "CACHE_BYPASS_HEADER", "CACHE_MODEL", "REQUEST_ID_HEADERS", "STREAM_MODE_HEADER",
-           "MAX_DOC_HASH_CHARS", "cache_bypass_of", "cache_directives", "doc_hashes_of", "failure_message",
+           "MAX_DOC_HASH_CHARS", "cache_bypass_of", "cache_directives", "doc_hashes_of", "failure_message", "may_store",
            "failure_status", "gave_no_answer", "message_id", "ReturnedId", "with_request_id"]
 
 log = logging.getLogger(__name__)
@@ -145,6 +145,14 @@ def doc_hashes_of(values: list[str], header: str = "x-costline-doc-hashes") -> t
         return (f"{header}: a document hash of {len(long)} characters, longer than the {MAX_DOC_HASH_CHARS} one may "
                 "have: send a digest of the document (SHA-256 in hex is 64 characters)")
     return hashes
+
+
+def may_store(method: str, path: str) -> bool:
+    """Whether a request to ``path`` may store an answer in the cache, so its ``x-costline-doc-hashes`` is bounded
+    (:func:`doc_hashes_of`): a POST that asks a model; not a GET or DELETE, not ``count_tokens``, not the
+    Conversations API (an SDK that sends the header by default on every call is not refused where it means nothing)."""
+    return (method == "POST" and not path.rstrip("/").endswith("/count_tokens")
+            and not path.startswith("/v1/conversations"))
 
 
 def _split_doc_hashes(values: list[str]) -> tuple[str, ...]:
@@ -312,9 +320,12 @@ class Gateway(ServedByJsonServer):
         def _admit_head(req: HttpRequest) -> HttpResponse | None:  # the key, tenant and rate, before the body is read
             refused = self.guard.admit_head(req)
             if refused is None:
-                # a bound on the head (every route, batches included): refused before the body is read
+                # a bound on the head of every request that may store an answer (batches included): refused before
+                # the body is read; a GET, a DELETE, count_tokens, a conversation's items store nothing in the cache
+                if not may_store(req.method, req.path):
+                    return None
                 hashes = doc_hashes_of(req.header_all(cfg.doc_hashes_header), cfg.doc_hashes_header)
-                if not isinstance(hashes, str) or req.method == "OPTIONS":
+                if not isinstance(hashes, str):
                     return None
                 cors = self.guard.cors(req)
                 return _error_for(req.path)(400, hashes, cors if isinstance(cors, dict) else {})
@@ -492,7 +503,8 @@ class Gateway(ServedByJsonServer):
         admitted = self.guard.admit(req)
         if isinstance(admitted, Refused):
             return error(admitted.status, admitted.message, admitted.headers)
-        hashes = doc_hashes_of(req.header_all(self.config.doc_hashes_header), self.config.doc_hashes_header)
+        hashes = (doc_hashes_of(req.header_all(self.config.doc_hashes_header), self.config.doc_hashes_header)
+                  if may_store(req.method, req.path) else ())
         if isinstance(hashes, str):  # checked on the head already; again for a handler called without it
             return error(400, hashes, admitted.headers)
         try:
