@@ -131,9 +131,10 @@ _ACCEPT_WARN_EVERY_S = 60.0
 
 
 def raise_open_file_limit() -> int:
-    """Raise this process's soft limit on open files (RLIMIT_NOFILE) to its hard limit; the soft limit now (as
-    ``serving/gateway/asgi.py:raise_open_file_limit`` does: systemd's default soft limit is 1,024, its hard one
-    524,288, and raising the soft one is allowed to anyone)."""
+    """Raise this process's soft limit on open files (RLIMIT_NOFILE) to its hard limit; the soft limit now. The
+    collector's and stand-ins' servers and the gateway's (``serving/gateway/asgi.py``) call it: a service manager's
+    default soft limit (1,024 under systemd) is far below what a server with many keep-alive connections needs, while
+    the hard limit is high (524,288 there), and raising the soft one is allowed to anyone."""
     if resource is None:  # pragma: no cover
         return _DEFAULT_MAX_CONNECTIONS + _RESERVED_FDS
     try:

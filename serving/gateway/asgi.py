@@ -41,7 +41,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-import resource
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -62,7 +61,7 @@ try:
 except ImportError as exc:  # the serving extra
     raise MissingExtraError(exc.name or "starlette") from None
 
-from costline.netsec import HttpReject, Limits
+from costline.netsec import HttpReject, Limits, raise_open_file_limit
 from costline.serving.gateway._http import HttpRequest, HttpResponse, Route, dispatch
 
 __all__ = ["AsgiServer", "Busy"]
@@ -80,27 +79,6 @@ _AUTO_SHARE = 0.75
 _AUTO_MAX = 16_384
 #: Open files an explicit ``max_connections`` leaves to the rest of the process at least.
 _RESERVED_FDS = 128
-#: The soft limit asked for when the hard limit is unlimited (Linux refuses more than fs.nr_open, 1,048,576 by default).
-_NOFILE_CEILING = 1_048_576
-
-
-def raise_open_file_limit() -> int:
-    """Raise this process's soft limit on open files (RLIMIT_NOFILE) to its hard limit; the soft limit now.
-
-    A service manager's default soft limit (1,024 under systemd) is far below what a server with many keep-alive
-    connections needs, while the hard limit is high (524,288 there): raising the soft one is allowed to anyone."""
-    try:
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    except (OSError, ValueError):
-        return 1024
-    target = _NOFILE_CEILING if hard == resource.RLIM_INFINITY else hard
-    if soft != resource.RLIM_INFINITY and soft < target:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-            return target
-        except (OSError, ValueError) as exc:
-            log.warning("costline: could not raise the open-file limit from %d to %d (%s)", soft, target, exc)
-    return _NOFILE_CEILING if soft == resource.RLIM_INFINITY else soft
 
 
 def connection_cap(configured: int, open_files: int) -> int:
