@@ -195,7 +195,12 @@ class RouteRulesConfig:
     short_query_chars: int = 200
     #: Task types, or queries containing one of the keywords (case-insensitive), sent to mid.
     mid_task_types: tuple[str, ...] = ("coding",)
-    mid_keywords: tuple[str, ...] = ("explain",)
+    #: "explain" in English and the forms of it a question asks in Spanish, Portuguese, French, German, Italian,
+    #: Japanese and Chinese (a whole word each; in those two scripts inside its sentence): the same question goes to the
+    #: same tier in any of them (before, only English reached mid; the others went to the default tier, frontier).
+    mid_keywords: tuple[str, ...] = ("explain", "explica", "explicar", "explique", "explícame", "expliquer",
+                                     "expliquez", "erkläre", "erklären", "erklärt", "spiega", "spiegare", "spiegami",
+                                     "説明", "解释", "解釋")
     #: Task types sent to the upper tier.
     upper_task_types: tuple[str, ...] = ("complex_reasoning",)
     #: Everything else (the article: "intentionally conservative").

@@ -68,3 +68,39 @@ def test_a_keyword_of_an_unspaced_script_matches_inside_its_sentence(keyword, qu
 def test_a_latin_keyword_still_needs_a_whole_word() -> None:
     assert RulePolicy(RouteRulesConfig(mid_keywords=("explain",))).route(
         "Why is this charge unexplained?", "chat").reason != "keyword 'explain'"
+
+
+# our own "explain" question (long enough for the length rule to pass it on) in eight languages: mid in each, as in
+# English (before: only English reached mid; the others went to the default tier, frontier, the dearest)
+EXPLAIN = {
+    "en": "Please explain how the prorated charge on my March invoice was calculated after I added three seats to the "
+          "team plan in the middle of the billing cycle, and why it differs from what the pricing page shows.",
+    "es": "Por favor, explica cómo se calculó el cargo prorrateado de mi factura de marzo después de añadir tres puestos "
+          "al plan de equipo a mitad del ciclo de facturación, y por qué difiere de la página de precios.",
+    "pt": "Por favor, explique como foi calculada a cobrança proporcional da minha fatura de março depois que adicionei "
+          "três lugares ao plano de equipe no meio do ciclo de cobrança, e por que difere da página de preços.",
+    "fr": "Pouvez-vous m'expliquer… non : expliquez comment le montant au prorata de ma facture de mars a été calculé "
+          "après l'ajout de trois postes au forfait équipe en milieu de cycle, et pourquoi il diffère des tarifs.",
+    "de": "Bitte erklären Sie, wie die anteilige Gebühr auf meiner Märzrechnung berechnet wurde, nachdem ich mitten im "
+          "Abrechnungszeitraum drei Plätze zum Team-Tarif hinzugefügt habe, und warum sie von der Preisseite abweicht.",
+    "it": "Per favore, spiega come è stato calcolato l'addebito proporzionale sulla mia fattura di marzo dopo che ho "
+          "aggiunto tre postazioni al piano team a metà del ciclo di fatturazione, e perché differisce dal listino.",
+    "ja": "請求期間の途中でチームプランに3席追加した後、3月の請求書の日割り料金がどのように計算されたのか、"
+          "また料金ページと異なる理由を説明してください。追加した席の開始日と請求書の日付も確認したいです。",
+    "zh": "我在计费周期中途给团队套餐增加了三个席位，请解释三月发票上的按比例费用是如何计算的，以及为什么与价格页面不同。"
+          "我还想确认新增席位的开始日期。",
+}
+
+
+@pytest.mark.parametrize("lang", sorted(EXPLAIN))
+def test_an_explain_question_goes_to_mid_in_any_of_the_default_languages(lang) -> None:
+    decision = RulePolicy(RouteRulesConfig()).route(EXPLAIN[lang], "chat")
+    assert decision.tier == "mid" and decision.reason.startswith("keyword "), (lang, decision)
+
+
+@pytest.mark.parametrize("question", [
+    "How do I explicate a poem's meter, line by line, for my literature class assignment that is due next week? " * 2,
+    "Our Italian supplier's spiegazione of the invoice was unclear; what should the accounts team do next about it? " * 2,
+])
+def test_a_word_that_only_starts_like_a_keyword_is_no_keyword(question) -> None:
+    assert not RulePolicy(RouteRulesConfig()).route(question, "chat").reason.startswith("keyword ")
