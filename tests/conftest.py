@@ -141,20 +141,36 @@ def kafka_config(kafka_topics: KafkaConfig, tmp_path: Path) -> Config:
     )
 
 
-@pytest.fixture
-def spans() -> Iterator[tuple["object", "object"]]:
-    """An OTel TracerProvider as costline's collectors set one up (request stamping) and the in-memory
-    exporter that receives its finished spans → (provider, exporter)."""
+def _memory_tracing(*processors: "object") -> tuple["object", "object"]:
+    """A TracerProvider with ``processors`` and then an in-memory exporter of its finished spans."""
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    from costline.collectors import RequestStampingProcessor
-
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
-    provider.add_span_processor(RequestStampingProcessor())
+    for processor in processors:
+        provider.add_span_processor(processor)
     provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider, exporter
+
+
+@pytest.fixture
+def spans() -> Iterator[tuple["object", "object"]]:
+    """An OTel TracerProvider as costline's collectors set one up (request stamping) and the in-memory
+    exporter that receives its finished spans → (provider, exporter)."""
+    from costline.collectors import RequestStampingProcessor
+
+    provider, exporter = _memory_tracing(RequestStampingProcessor())
+    yield provider, exporter
+    provider.shutdown()
+
+
+@pytest.fixture
+def plain_spans() -> Iterator[tuple["object", "object"]]:
+    """An app's own OTel TracerProvider, without costline's request stamping, and the in-memory exporter that
+    receives its finished spans → (provider, exporter)."""
+    provider, exporter = _memory_tracing()
     yield provider, exporter
     provider.shutdown()
 

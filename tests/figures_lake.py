@@ -9,16 +9,17 @@ them with :meth:`costline.lake.Lake.commit_batch`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from costline.config import Config
+from costline.config import Config, LakeConfig, ModelPrice, PricingConfig
 from costline.lake import Lake, open_lake
 from costline.otlp import encode_sdk_spans_by_trace
 from costline.processors.buffer import PartitionBuffer
 from costline.processors.decode import decode_message, flatten_message
 from costline.processors.records import MemoPricingTable
 
-__all__ = ["cost_report_stages", "lake_from_sdk_spans", "lake_from_messages", "note_unpriced", "query_lake"]
+__all__ = ["anthropic_tiers_config", "cost_report_stages", "lake_from_sdk_spans", "lake_from_messages", "note_unpriced", "query_lake"]
 
 
 def lake_from_messages(messages: Sequence[bytes], config: Config, *, partition: int = 0, first_offset: int = 0) -> int:
@@ -35,6 +36,15 @@ def lake_from_messages(messages: Sequence[bytes], config: Config, *, partition: 
         assert buf.first_offset is not None and buf.last_offset is not None
         lake.commit_batch("otlp_spans", partition, buf.first_offset, buf.last_offset, buf.tables())
     return rows
+
+
+def anthropic_tiers_config(lake: Path, budget: tuple[str, float, float], mid: tuple[str, float, float]) -> Config:
+    """A config whose lake is ``lake`` and whose only priced models are two Anthropic tiers, each given as
+    (model, input $/Mtok, output $/Mtok); no student hosting cost."""
+    return Config(lake=LakeConfig(path=lake), pricing=PricingConfig(
+        models=tuple(ModelPrice(model, tier, provider="anthropic", input_per_mtok=i, output_per_mtok=o)
+                     for tier, (model, i, o) in (("budget", budget), ("mid", mid))),
+        student_usd_per_hour=0.0, student_providers=()))
 
 
 def lake_from_sdk_spans(spans: Sequence[Any], config: Config, *, partition: int = 0) -> int:

@@ -32,7 +32,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from costline import contract as c
 from costline.collectors import Recorder
-from costline.config import Config, LakeConfig, ModelPrice, PricingConfig
+from costline.config import Config
 from costline.processors.spellings import read_call
 from costline.serving.gateway.app import Gateway
 from costline.serving.pipeline import Pipeline
@@ -40,7 +40,7 @@ from costline.serving.settings import BackendsConfig, GatewayConfig
 from costline.sim.standin_model import reference_validator
 from costline.sim.synth import span
 
-from figures_lake import lake_from_sdk_spans, query_lake as q
+from figures_lake import anthropic_tiers_config, lake_from_sdk_spans, query_lake as q
 
 anthropic = pytest.importorskip("anthropic")
 openai = pytest.importorskip("openai")
@@ -55,10 +55,7 @@ HARD = "Why was I charged twice?"  # routed to budget, its answer turned down, a
 
 @pytest.fixture
 def cfg(tmp_path) -> Config:
-    return Config(lake=LakeConfig(path=tmp_path / "lake"), pricing=PricingConfig(
-        models=(ModelPrice(HAIKU, "budget", provider="anthropic", input_per_mtok=H_IN, output_per_mtok=H_OUT),
-                ModelPrice(SONNET, "mid", provider="anthropic", input_per_mtok=S_IN, output_per_mtok=S_OUT)),
-        student_usd_per_hour=0.0, student_providers=()))
+    return anthropic_tiers_config(tmp_path / "lake", (HAIKU, H_IN, H_OUT), (SONNET, S_IN, S_OUT))
 
 
 def _provider(service: str) -> tuple[TracerProvider, InMemorySpanExporter]:

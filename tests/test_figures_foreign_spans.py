@@ -23,11 +23,11 @@ import time
 import pytest
 
 from costline.collectors import Recorder, instrument_anthropic
-from costline.config import Config, LakeConfig, ModelPrice, PricingConfig
+from costline.config import Config
 from costline.processors.spellings import STREAM_ENDED_EARLY, CallReading, read_call
 from costline.sim.synth import span
 
-from figures_lake import lake_from_sdk_spans, query_lake as q
+from figures_lake import anthropic_tiers_config, lake_from_sdk_spans, query_lake as q
 from sdk_hygiene import pristine_sdks, restore_sdk_classes, sdk_class_attributes  # noqa: F401 (autouse fixture)
 
 anthropic = pytest.importorskip("anthropic")
@@ -44,10 +44,7 @@ def standin(cache_standin):
 
 @pytest.fixture
 def cfg(tmp_path) -> Config:
-    return Config(lake=LakeConfig(path=tmp_path / "lake"), pricing=PricingConfig(
-        models=(ModelPrice(HAIKU, "budget", provider="anthropic", input_per_mtok=H_IN, output_per_mtok=H_OUT),
-                ModelPrice(SONNET, "mid", provider="anthropic", input_per_mtok=S_IN, output_per_mtok=S_OUT)),
-        student_usd_per_hour=0.0, student_providers=()))
+    return anthropic_tiers_config(tmp_path / "lake", (HAIKU, H_IN, H_OUT), (SONNET, S_IN, S_OUT))
 
 
 def _read(attrs: dict, name: str, scope: str | None, failed: bool = False) -> tuple[CallReading | None, list[str]]:

@@ -16,9 +16,6 @@ import httpx2 as httpx
 import openai
 import pytest
 from openai.lib.streaming.responses import AsyncResponseStream, ResponseStream
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
 from costline import contract as c
@@ -43,15 +40,6 @@ def standin():
     srv.start()
     yield srv
     srv.shutdown()
-
-
-@pytest.fixture
-def spans():
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    yield provider, exporter
-    provider.shutdown()
 
 
 def sync_client(standin, rec, **kw):
@@ -94,9 +82,9 @@ def wire_tokens(response: dict) -> dict:
 
 
 # -- plain create ----------------------------------------------------------------------------------------
-def test_create_is_one_chat_call_with_the_served_usage_and_the_lake_prices_cached_tokens_once(standin, spans,
+def test_create_is_one_chat_call_with_the_served_usage_and_the_lake_prices_cached_tokens_once(standin, plain_spans,
                                                                                              tmp_path):
-    provider, exporter = spans
+    provider, exporter = plain_spans
     rec = Recorder(provider, env={})
     client, tee = sync_client(standin, rec, tier="budget")
     prompt = "Our refund policy for annual plans, in full: " + "terms apply to every plan " * 6
@@ -128,8 +116,8 @@ def test_create_is_one_chat_call_with_the_served_usage_and_the_lake_prices_cache
     assert got == [(u["input_tokens"], cached, u["output_tokens"], pytest.approx(want, rel=1e-9), "priced")]
 
 
-def test_create_cut_at_max_output_tokens_keeps_its_billed_usage_and_says_why(standin, spans):
-    provider, exporter = spans
+def test_create_cut_at_max_output_tokens_keeps_its_billed_usage_and_says_why(standin, plain_spans):
+    provider, exporter = plain_spans
     client, tee = sync_client(standin, Recorder(provider, env={}))
     response = client.responses.create(model=MODEL, input=ASK, max_output_tokens=3)
     assert response.status == "incomplete"
@@ -139,8 +127,8 @@ def test_create_cut_at_max_output_tokens_keeps_its_billed_usage_and_says_why(sta
     assert c.COSTLINE_USAGE_INCOMPLETE not in call.attributes and call.status.status_code is not StatusCode.ERROR
 
 
-def test_a_failed_create_propagates_unchanged_and_fails_its_span(standin, spans):
-    provider, exporter = spans
+def test_a_failed_create_propagates_unchanged_and_fails_its_span(standin, plain_spans):
+    provider, exporter = plain_spans
     client, _ = sync_client(standin, Recorder(provider, env={}))
     with pytest.raises(openai.NotFoundError):
         client.responses.create(model="no-such-model", input=ASK)
@@ -148,8 +136,8 @@ def test_a_failed_create_propagates_unchanged_and_fails_its_span(standin, spans)
     assert call.attributes[c.ERROR_TYPE] == "NotFoundError" and call.status.status_code is StatusCode.ERROR
 
 
-def test_calls_through_with_options_and_with_raw_response_are_recorded(standin, spans):
-    provider, exporter = spans
+def test_calls_through_with_options_and_with_raw_response_are_recorded(standin, plain_spans):
+    provider, exporter = plain_spans
     client, tee = sync_client(standin, Recorder(provider, env={}))
     client.with_options(timeout=30).responses.create(model=MODEL, input=ASK)
     raw = client.responses.with_raw_response.create(model=MODEL, input=ASK)
@@ -159,8 +147,8 @@ def test_calls_through_with_options_and_with_raw_response_are_recorded(standin, 
 
 
 # -- create(stream=True) -------------------------------------------------------------------------------------
-def test_create_stream_read_out_records_the_completed_events_usage(standin, spans):
-    provider, exporter = spans
+def test_create_stream_read_out_records_the_completed_events_usage(standin, plain_spans):
+    provider, exporter = plain_spans
     client, tee = sync_client(standin, Recorder(provider, env={}), clock=ticking())
     stream = client.responses.create(model=MODEL, input=ASK, stream=True)
     assert isinstance(stream, openai.Stream) and stream.response.status_code == 200
@@ -173,8 +161,8 @@ def test_create_stream_read_out_records_the_completed_events_usage(standin, span
     assert c.COSTLINE_USAGE_INCOMPLETE not in a and call.status.status_code is not StatusCode.ERROR
 
 
-def test_create_stream_left_early_ends_its_span_flagged_incomplete_never_zero(standin, spans):
-    provider, exporter = spans
+def test_create_stream_left_early_ends_its_span_flagged_incomplete_never_zero(standin, plain_spans):
+    provider, exporter = plain_spans
     client, _ = sync_client(standin, Recorder(provider, env={}))
     stream = client.responses.create(model=MODEL, input=ASK, stream=True)
     for i, _event in enumerate(stream):
@@ -188,8 +176,8 @@ def test_create_stream_left_early_ends_its_span_flagged_incomplete_never_zero(st
     del stream
 
 
-def test_an_error_event_fails_the_streamed_call(standin, spans):
-    provider, exporter = spans
+def test_an_error_event_fails_the_streamed_call(standin, plain_spans):
+    provider, exporter = plain_spans
     client, tee = sync_client(standin, Recorder(provider, env={}))
     standin.inject_stream_errors(after_deltas=2, api="openai")
     events = list(client.responses.create(model=MODEL, input=ASK, stream=True))
@@ -202,8 +190,8 @@ def test_an_error_event_fails_the_streamed_call(standin, spans):
 
 
 # -- responses.stream(...) -------------------------------------------------------------------------------------
-def test_stream_helper_with_get_final_response(standin, spans):
-    provider, exporter = spans
+def test_stream_helper_with_get_final_response(standin, plain_spans):
+    provider, exporter = plain_spans
     client, tee = sync_client(standin, Recorder(provider, env={}))
     with client.responses.stream(model=MODEL, input=ASK) as stream:
         assert isinstance(stream, ResponseStream)
@@ -215,8 +203,8 @@ def test_stream_helper_with_get_final_response(standin, spans):
     assert c.COSTLINE_USAGE_INCOMPLETE not in call.attributes
 
 
-def test_stream_helper_left_early_ends_its_span_when_the_app_leaves_the_block(standin, spans):
-    provider, exporter = spans
+def test_stream_helper_left_early_ends_its_span_when_the_app_leaves_the_block(standin, plain_spans):
+    provider, exporter = plain_spans
     client, _ = sync_client(standin, Recorder(provider, env={}))
     with client.responses.stream(model=MODEL, input=ASK) as stream:
         for _event in stream:
@@ -229,8 +217,8 @@ def test_stream_helper_left_early_ends_its_span_when_the_app_leaves_the_block(st
 
 
 # -- async -----------------------------------------------------------------------------------------------------
-def test_async_create_stream_and_stream_helper(standin, spans):
-    provider, exporter = spans
+def test_async_create_stream_and_stream_helper(standin, plain_spans):
+    provider, exporter = plain_spans
     client, tee = async_client(standin, Recorder(provider, env={}))
 
     async def main():
@@ -255,9 +243,9 @@ def test_async_create_stream_and_stream_helper(standin, spans):
     assert final.id == got[2].attributes[c.GEN_AI_RESPONSE_ID]
 
 
-def test_a_response_that_failed_in_a_200_fails_its_call(spans):
+def test_a_response_that_failed_in_a_200_fails_its_call(plain_spans):
     """``status: failed`` (the API's own failure, sent as a 200 body): the app gets the Response; the call failed."""
-    provider, exporter = spans
+    provider, exporter = plain_spans
     body = {"id": "resp_failed_1", "object": "response", "created_at": 0, "model": MODEL, "status": "failed",
             "error": {"code": "server_error", "message": "The model failed"}, "incomplete_details": None,
             "output": [], "parallel_tool_calls": True, "tool_choice": "auto", "tools": [], "usage": None}

@@ -34,15 +34,6 @@ from costline.errors import ConfigError
 MARK = "ZEBRA-PII-4711"
 
 
-@pytest.fixture
-def spans():
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    yield provider, exporter
-    provider.shutdown()
-
-
 def _request() -> httpx.Request:
     return httpx.Request("POST", "http://upstream.test/v1/messages")
 
@@ -72,8 +63,8 @@ class _WithStatus(Exception):
     (lambda: _WithStatus(f"refused {MARK}", 200), "_WithStatus"),  # no error status: the class alone
     (lambda: _WithStatus(f"refused {MARK}", "400"), "_WithStatus"),  # not a number: left out
 ])
-def test_a_failed_call_says_its_class_and_status_not_its_message(spans, make, expected) -> None:
-    provider, exporter = spans
+def test_a_failed_call_says_its_class_and_status_not_its_message(plain_spans, make, expected) -> None:
+    provider, exporter = plain_spans
     rec = Recorder(provider, env={})
     raised = make()
     with pytest.raises(type(raised)):
@@ -88,8 +79,8 @@ def test_a_failed_call_says_its_class_and_status_not_its_message(spans, make, ex
         assert MARK not in span.to_json()
 
 
-def test_with_capture_on_the_message_is_kept_through_the_redact_hook(spans) -> None:
-    provider, exporter = spans
+def test_with_capture_on_the_message_is_kept_through_the_redact_hook(plain_spans) -> None:
+    provider, exporter = plain_spans
     rec = Recorder(provider, capture=CaptureConfig(message_content=True), env={},
                    redact=lambda text: text.replace(MARK, "[redacted]"))
     with pytest.raises(anthropic.BadRequestError):
@@ -163,9 +154,9 @@ def _responses(client):
     # a Responses API response that failed: its code is an identifier, its message the server's text
     ("openai", 200, RESPONSE_FAILED, "application/json", _responses, "the response failed: server_error"),
 ])
-def test_an_instrumented_call_that_failed_says_no_content(spans, kind, status, body, content_type, call,
+def test_an_instrumented_call_that_failed_says_no_content(plain_spans, kind, status, body, content_type, call,
                                                           expected) -> None:
-    provider, exporter = spans
+    provider, exporter = plain_spans
     rec = Recorder(provider, env={})
     client = _client(kind, status, body, content_type)
     (instrument_anthropic if kind == "anthropic" else instrument_openai)(client, rec)
@@ -179,8 +170,8 @@ def test_an_instrumented_call_that_failed_says_no_content(spans, kind, status, b
     assert MARK not in span.to_json()
 
 
-def test_a_stream_failed_by_its_caller_keeps_what_the_server_said_out(spans) -> None:
-    provider, exporter = spans
+def test_a_stream_failed_by_its_caller_keeps_what_the_server_said_out(plain_spans) -> None:
+    provider, exporter = plain_spans
     rec = Recorder(provider, env={})
     chunk = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "student",
              "choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": "stop"}]}

@@ -15,9 +15,6 @@ import anthropic
 import httpx2 as httpx
 import openai
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
 from costline import contract as c
@@ -135,15 +132,6 @@ def openai_sent(body: bytes) -> dict:
 
 # -- fixtures --------------------------------------------------------------------------------------------
 
-@pytest.fixture
-def spans():
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    yield provider, exporter
-    provider.shutdown()
-
-
 def ticking():
     """A clock that moves one second each time it is read: the first chunk is read 1 s after the send."""
     return itertools.count(100).__next__
@@ -176,8 +164,8 @@ def sync_openai(standin, rec, **kw):
 
 
 # -- anthropic ---------------------------------------------------------------------------------------------
-def test_create_stream_true_records_the_streamed_usage_and_time_to_first_chunk(standin, spans):
-    provider, exporter = spans
+def test_create_stream_true_records_the_streamed_usage_and_time_to_first_chunk(standin, plain_spans):
+    provider, exporter = plain_spans
     rec = Recorder(provider, env={})
     client, tee = sync_anthropic(standin, rec, tier="budget", clock=ticking())
     with rec.request(request_id="r1") as req:
@@ -200,8 +188,8 @@ def test_create_stream_true_records_the_streamed_usage_and_time_to_first_chunk(s
     assert request.attributes[c.COSTLINE_ATTEMPTS] == 1 and request.attributes[c.COSTLINE_TIER] == "budget"
 
 
-def test_prompt_cache_tokens_of_a_stream_are_recorded(standin, spans):
-    provider, exporter = spans
+def test_prompt_cache_tokens_of_a_stream_are_recorded(standin, plain_spans):
+    provider, exporter = plain_spans
     client, tee = sync_anthropic(standin, Recorder(provider, env={}))
     system = [{"type": "text", "text": "policy " * 1100, "cache_control": {"type": "ephemeral"}}]
     for _ in range(2):  # the first writes the prompt cache, the second reads it
@@ -213,8 +201,8 @@ def test_prompt_cache_tokens_of_a_stream_are_recorded(standin, spans):
     assert anthropic_sent(tee.bodies[0])["made"] > 0 and anthropic_sent(tee.bodies[1])["read"] > 0
 
 
-def test_messages_stream_helper_is_recorded_and_unchanged_for_the_app(standin, spans):
-    provider, exporter = spans
+def test_messages_stream_helper_is_recorded_and_unchanged_for_the_app(standin, plain_spans):
+    provider, exporter = plain_spans
     rec = Recorder(provider, capture=CaptureConfig(message_content=True), env={})
     client, tee = sync_anthropic(standin, rec, clock=ticking())
     with client.messages.stream(model=HAIKU, max_tokens=200, messages=Q) as stream:
@@ -231,8 +219,8 @@ def test_messages_stream_helper_is_recorded_and_unchanged_for_the_app(standin, s
     assert output["parts"][0]["content"] == sent["text"] and output["finish_reason"] == "end_turn"
 
 
-def test_get_final_message_without_iterating_is_recorded(standin, spans):
-    provider, exporter = spans
+def test_get_final_message_without_iterating_is_recorded(standin, plain_spans):
+    provider, exporter = plain_spans
     client, tee = sync_anthropic(standin, Recorder(provider, env={}))
     with client.messages.stream(model=HAIKU, max_tokens=200, messages=Q) as stream:
         stream.get_final_text()
@@ -240,8 +228,8 @@ def test_get_final_message_without_iterating_is_recorded(standin, spans):
     assert usage_of(call)["output"] == anthropic_sent(tee.bodies[0])["output"]
 
 
-def test_an_error_mid_stream_sets_error_type_keeps_the_usage_sent_and_reraises(standin, spans):
-    provider, exporter = spans
+def test_an_error_mid_stream_sets_error_type_keeps_the_usage_sent_and_reraises(standin, plain_spans):
+    provider, exporter = plain_spans
     client, tee = sync_anthropic(standin, Recorder(provider, env={}))
     standin.inject_stream_errors(after_deltas=2)
     seen = []
@@ -259,8 +247,8 @@ def test_an_error_mid_stream_sets_error_type_keeps_the_usage_sent_and_reraises(s
     assert call.status.status_code is StatusCode.ERROR
 
 
-def test_a_stream_closed_early_or_dropped_still_ends_its_span(standin, spans):
-    provider, exporter = spans
+def test_a_stream_closed_early_or_dropped_still_ends_its_span(standin, plain_spans):
+    provider, exporter = plain_spans
     client, _ = sync_anthropic(standin, Recorder(provider, env={}))
     stream = client.messages.create(model=HAIKU, max_tokens=200, messages=Q, stream=True)
     assert next(stream).type == "message_start"
@@ -279,8 +267,8 @@ def test_a_stream_closed_early_or_dropped_still_ends_its_span(standin, spans):
     assert len(calls(exporter)) == 3 and calls(exporter)[2].attributes[c.COSTLINE_USAGE_INCOMPLETE] is True
 
 
-def test_a_failing_clock_never_reaches_the_app(standin, spans):
-    provider, exporter = spans
+def test_a_failing_clock_never_reaches_the_app(standin, plain_spans):
+    provider, exporter = plain_spans
 
     def broken() -> float:
         raise RuntimeError("clock")
@@ -290,8 +278,8 @@ def test_a_failing_clock_never_reaches_the_app(standin, spans):
     assert events[-1].type == "message_stop"
 
 
-def test_async_anthropic_plain_and_streamed_calls_are_recorded(standin, spans):
-    provider, exporter = spans
+def test_async_anthropic_plain_and_streamed_calls_are_recorded(standin, plain_spans):
+    provider, exporter = plain_spans
     tee = AsyncTee()
     client = anthropic.AsyncAnthropic(base_url=standin.url, api_key="x", max_retries=0,
                                       http_client=httpx.AsyncClient(transport=tee))
@@ -320,8 +308,8 @@ def test_async_anthropic_plain_and_streamed_calls_are_recorded(standin, spans):
     assert text == anthropic_sent(tee.bodies[2])["text"] == final.content[0].text
 
 
-def test_instrumentation_still_idempotent_and_undoable_for_streams(standin, spans):
-    provider, exporter = spans
+def test_instrumentation_still_idempotent_and_undoable_for_streams(standin, plain_spans):
+    provider, exporter = plain_spans
     rec = Recorder(provider, env={})
     client, _ = sync_anthropic(standin, rec)
     undo = instrument_anthropic(client, rec)
@@ -336,8 +324,8 @@ def test_instrumentation_still_idempotent_and_undoable_for_streams(standin, span
 
 
 # -- openai ------------------------------------------------------------------------------------------------
-def test_openai_stream_with_include_usage_records_the_last_chunks_usage(standin, spans):
-    provider, exporter = spans
+def test_openai_stream_with_include_usage_records_the_last_chunks_usage(standin, plain_spans):
+    provider, exporter = plain_spans
     client, tee = sync_openai(standin, Recorder(provider, env={}), tier="student", clock=ticking())
     chunks = list(client.chat.completions.create(model=STUDENT, messages=Q, stream=True,
                                                  stream_options={"include_usage": True}))
@@ -351,8 +339,8 @@ def test_openai_stream_with_include_usage_records_the_last_chunks_usage(standin,
     assert c.COSTLINE_USAGE_INCOMPLETE not in a
 
 
-def test_openai_stream_without_include_usage_is_flagged_not_zero_and_the_request_unchanged(standin, spans):
-    provider, exporter = spans
+def test_openai_stream_without_include_usage_is_flagged_not_zero_and_the_request_unchanged(standin, plain_spans):
+    provider, exporter = plain_spans
     client, tee = sync_openai(standin, Recorder(provider, env={}))
     chunks = list(client.chat.completions.create(model=STUDENT, messages=Q, stream=True))
     assert "stream_options" not in tee.requests[0]  # the app's request went out as it wrote it
@@ -362,8 +350,8 @@ def test_openai_stream_without_include_usage_is_flagged_not_zero_and_the_request
     assert c.GEN_AI_USAGE_INPUT_TOKENS not in call.attributes and c.GEN_AI_USAGE_OUTPUT_TOKENS not in call.attributes
 
 
-def test_openai_error_mid_stream_is_recorded_and_reraised(standin, spans):
-    provider, exporter = spans
+def test_openai_error_mid_stream_is_recorded_and_reraised(standin, plain_spans):
+    provider, exporter = plain_spans
     client, _ = sync_openai(standin, Recorder(provider, env={}))
     standin.inject_stream_errors(after_deltas=1, api="openai")
     with pytest.raises(openai.APIError):
@@ -374,8 +362,8 @@ def test_openai_error_mid_stream_is_recorded_and_reraised(standin, spans):
     assert call.attributes[c.ERROR_TYPE] == "APIError" and call.attributes[c.COSTLINE_USAGE_INCOMPLETE] is True
 
 
-def test_async_openai_plain_and_streamed_calls_are_recorded(standin, spans):
-    provider, exporter = spans
+def test_async_openai_plain_and_streamed_calls_are_recorded(standin, plain_spans):
+    provider, exporter = plain_spans
     tee = AsyncTee()
     client = openai.AsyncOpenAI(base_url=standin.openai_url, api_key="x", max_retries=0,
                                 http_client=httpx.AsyncClient(transport=tee))
@@ -396,8 +384,8 @@ def test_async_openai_plain_and_streamed_calls_are_recorded(standin, spans):
     assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == sent["text"]
 
 
-def test_openai_stream_helper_goes_through_create_and_is_recorded(standin, spans):
-    provider, exporter = spans
+def test_openai_stream_helper_goes_through_create_and_is_recorded(standin, plain_spans):
+    provider, exporter = plain_spans
     client, tee = sync_openai(standin, Recorder(provider, env={}))
     with client.chat.completions.stream(model=STUDENT, messages=Q, stream_options={"include_usage": True}) as stream:
         final = stream.get_final_completion()
@@ -407,8 +395,8 @@ def test_openai_stream_helper_goes_through_create_and_is_recorded(standin, spans
     assert call.attributes[c.GEN_AI_USAGE_OUTPUT_TOKENS] == sent["usage"]["completion_tokens"]
 
 
-def test_async_streams_that_fail_or_are_closed_early_end_their_spans(standin, spans):
-    provider, exporter = spans
+def test_async_streams_that_fail_or_are_closed_early_end_their_spans(standin, plain_spans):
+    provider, exporter = plain_spans
     tee = AsyncTee()
     client = anthropic.AsyncAnthropic(base_url=standin.url, api_key="x", max_retries=0,
                                       http_client=httpx.AsyncClient(transport=tee))
@@ -439,8 +427,8 @@ def anthropic_json_sent(body: bytes) -> dict:
     return {"input": u["input_tokens"] + read + made, "output": u["output_tokens"], "read": read, "made": made}
 
 
-def test_anthropic_raw_and_streaming_response_calls_are_recorded_from_the_parsed_answer(standin, spans):
-    provider, exporter = spans
+def test_anthropic_raw_and_streaming_response_calls_are_recorded_from_the_parsed_answer(standin, plain_spans):
+    provider, exporter = plain_spans
     rec = Recorder(provider, env={})
     tee = SyncTee()
     client = anthropic.Anthropic(base_url=standin.url, api_key="x", max_retries=0,
@@ -477,8 +465,8 @@ def test_anthropic_raw_and_streaming_response_calls_are_recorded_from_the_parsed
     assert unread[c.COSTLINE_USAGE_INCOMPLETE] is True and c.GEN_AI_USAGE_OUTPUT_TOKENS not in unread
 
 
-def test_async_anthropic_raw_and_streaming_response_calls_are_recorded(standin, spans):
-    provider, exporter = spans
+def test_async_anthropic_raw_and_streaming_response_calls_are_recorded(standin, plain_spans):
+    provider, exporter = plain_spans
     tee = AsyncTee()
     client = anthropic.AsyncAnthropic(base_url=standin.url, api_key="x", max_retries=0,
                                       http_client=httpx.AsyncClient(transport=tee))
@@ -503,8 +491,8 @@ def test_async_anthropic_raw_and_streaming_response_calls_are_recorded(standin, 
     assert events[-1].type == "message_stop"
 
 
-def test_openai_raw_and_streaming_response_calls_are_recorded(standin, spans):
-    provider, exporter = spans
+def test_openai_raw_and_streaming_response_calls_are_recorded(standin, plain_spans):
+    provider, exporter = plain_spans
     client, tee = sync_openai(standin, Recorder(provider, env={}))
     raw = client.chat.completions.with_raw_response.create(model=STUDENT, messages=Q)
     completion = raw.parse()
@@ -533,8 +521,8 @@ def test_openai_raw_and_streaming_response_calls_are_recorded(standin, spans):
     assert chunks[-1].usage.completion_tokens == sent["usage"]["completion_tokens"]
 
 
-def test_a_failing_finish_of_a_dropped_stream_is_logged_not_raised(standin, spans, caplog):
-    provider, exporter = spans
+def test_a_failing_finish_of_a_dropped_stream_is_logged_not_raised(standin, plain_spans, caplog):
+    provider, exporter = plain_spans
     client, _ = sync_anthropic(standin, Recorder(provider, env={}))
     stream = client.messages.create(model=HAIKU, max_tokens=20, messages=Q, stream=True)
     rec = stream._self_record
