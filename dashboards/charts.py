@@ -173,7 +173,7 @@ CHARTS: tuple[Chart, ...] = (
         source="the verified semantic cache (lookups.reject_reason)",
     ),
     Chart(
-        "rejected_attempts", "Answers sent up a tier, by tier and reason",
+        "rejected_attempts", "Answers turned down (sent up a tier, or refused), by tier and reason",
         "Attempts whose answer was not used, per day: the quality gates (validator, low confidence), a "
         "structured answer that broke its schema (output_format), an API error. A growing band on the student "
         "is drift; on one API tier, a router sending work too low.",

@@ -19,6 +19,13 @@ the tier that finally answered and ``costline.success``. Accepted answers are st
 the cache with their ``doc_hashes`` — only final ones (a natural end with some text: never an answer
 cut off at ``max_tokens``, a tool call, a refusal or an empty one; :func:`cacheable`).
 
+An answer the model declined to give (:func:`declined`: Anthropic's ``stop_reason`` "refusal", an OpenAI-compatible
+server's ``finish_reason`` "content_filter") is served as it is — never sent up a tier (the same request would be
+declined again, and paid again) and never cached — but the request is **no success**: ``costline.success`` false,
+and ``costline.rejected_attempts`` says why (``budget:refusal``), so cost per successful request does not count it as
+a delivered answer. An answer cut off at ``max_tokens`` stays a success (an app that asks for ``max_tokens=1`` to get
+a label wants exactly that).
+
 The cache is keyed on the query (matched semantically) *and* the request's scope (matched
 exactly: system prompt, earlier turns, tools, generation parameters; see
 :mod:`costline.serving.cache.key`), folded into the namespace the cache sees.
@@ -75,7 +82,9 @@ __all__ = [
     "Answer",
     "LiveAnswer",
     "Pipeline",
+    "DECLINED_STOP_REASONS",
     "cacheable",
+    "declined",
     "well_formed",
 ]
 
@@ -111,6 +120,10 @@ _STOP_SEQUENCE = "stop_sequence"
 #: The stop reason of a model that declined to answer: its (possibly empty) answer is judged as any other text, never
 #: as an empty one (sent up a tier, the same request would be declined again, and paid again).
 _REFUSAL = "refusal"
+#: The stop reasons of an answer the model declined to give: Anthropic's "refusal" (its classifiers stopped the
+#: answer) and an OpenAI-compatible server's "content_filter" (OpenAI's and Azure's filters). Served, never escalated
+#: nor cached, and the request is no success (:func:`declined`); the stop reason is the rejected attempt's problem.
+DECLINED_STOP_REASONS = frozenset({_REFUSAL, "content_filter"})
 #: Anthropic's server tools (run inside its API: their calls come as ``server_tool_use`` blocks, never ``tool_use``):
 #: offered in ``tools`` with a type of these names and a version date (``web_search_20250305``). A ``tool_use`` of
 #: their name is not a call the client can run.
@@ -154,6 +167,12 @@ def cacheable(reply: Reply) -> bool:
     ``end_turn`` with no ``stop_sequence``, and the client would lose which of its sequences stopped it."""
     return (is_final(reply.stop_reason) and reply.stop_reason != _STOP_SEQUENCE and bool(reply.text.strip())
             and not reply.tool_calls)
+
+
+def declined(reply: Reply) -> str | None:
+    """The stop reason of ``reply`` when the model declined to answer (:data:`DECLINED_STOP_REASONS`), else None.
+    Such an answer is the client's to get, but no successful request: what it cost buys no answer."""
+    return reply.stop_reason if reply.stop_reason in DECLINED_STOP_REASONS else None
 
 
 def marker_confidence(reply: Reply) -> float | None:
@@ -200,6 +219,8 @@ class Answer:
     #: The model that answered (None for a cache hit).
     model: str | None
     routed_tier: str
+    #: The request succeeded: its answer was accepted and is one (False for a refusal, :func:`declined`, which is
+    #: still served, and when every tier failed).
     success: bool
     cached: bool = False
     similarity: float | None = None
@@ -369,13 +390,12 @@ class Pipeline:
                     req.attempt_rejected(attempt.tier, attempt.problem)
                 if attempt.ok:
                     assert attempt.reply is not None
-                    req.served_by(tier)
-                    req.accept()
+                    why_not = _served(req, attempts)
                     if cache is not None and cacheable(attempt.reply):
                         self._store(query, attempt.reply.text, tenant, namespace, doc_hashes)
-                    return Answer(attempt.reply.text, tier, attempt.reply.model, decision.tier, True,
+                    return Answer(attempt.reply.text, tier, attempt.reply.model, decision.tier, why_not is None,
                                   attempts=tuple(attempts), request_id=req.request_id, reply=attempt.reply,
-                                  reason=decision.reason, cache_bypass=bypass)
+                                  reason=why_not or decision.reason, cache_bypass=bypass)
                 if attempt.reply is None and not self.escalation.on_error:
                     break
             last = _last_answer(attempts)
@@ -525,21 +545,20 @@ class Pipeline:
             if not ok and not "".join(parts):  # nothing was sent (an empty answer): it can still go up a tier
                 yield from go_up(attempt)
                 return
-            req.served_by(tier)
-            if not ok:
-                req.attempt_rejected(tier, problem)
             if ok:
-                req.accept()
+                why_not = _served(req, [attempt])
                 if cache is not None and cacheable(reply):
                     self._store(query, reply.text, tenant, namespace, doc_hashes)
             else:
-                req.reject(f"{tier}: {problem}")
+                req.served_by(tier)
+                req.attempt_rejected(tier, problem)
+                why_not = f"{tier}: {problem}"
+                req.reject(why_not)
                 if problem in _NO_ANSWER:  # after its text was sent: the client is told the answer failed
                     live.error = BackendError(tier, str(problem), _NO_ANSWER[str(problem)])
             live.model = reply.model
-            live.result = Answer(reply.text, tier, reply.model, decision.tier, ok, attempts=(attempt,),
-                                 request_id=req.request_id, reply=reply,
-                                 reason=decision.reason if ok else f"{tier}: {problem}")
+            live.result = Answer(reply.text, tier, reply.model, decision.tier, why_not is None, attempts=(attempt,),
+                                 request_id=req.request_id, reply=reply, reason=why_not or decision.reason)
 
     def _escalate_whole(self, req: Any, decision: Any, failed: Attempt, query: str, prompt: Prompt, tenant: str,
                         namespace: str | None, cache: "AnswerCache | None", doc_hashes: Sequence[str]) -> Answer:
@@ -553,13 +572,12 @@ class Pipeline:
                 req.attempt_rejected(attempt.tier, attempt.problem)
             if attempt.ok:
                 assert attempt.reply is not None
-                req.served_by(tier)
-                req.accept()
+                why_not = _served(req, attempts)
                 if cache is not None and cacheable(attempt.reply):
                     self._store(query, attempt.reply.text, tenant, namespace, doc_hashes)
-                return Answer(attempt.reply.text, tier, attempt.reply.model, decision.tier, True,
+                return Answer(attempt.reply.text, tier, attempt.reply.model, decision.tier, why_not is None,
                               attempts=tuple(attempts), request_id=req.request_id, reply=attempt.reply,
-                              reason=decision.reason)
+                              reason=why_not or decision.reason)
             if attempt.reply is None and not self.escalation.on_error:
                 break
         last = _last_answer(attempts)
@@ -613,7 +631,8 @@ class Pipeline:
         tool (none offered, or another name) is :data:`UNOFFERED_TOOL`. A turn Anthropic paused (a server tool's
         long turn, ``stop_reason`` "pause_turn") is accepted too: the client sends it back to go on; sent up a tier
         instead, the searches it made would be paid for again. Any other answer with no text (blank) is
-        :data:`EMPTY` — except a refusal (``stop_reason`` "refusal"), judged as any answer.
+        :data:`EMPTY` — except a refusal (``stop_reason`` "refusal"), judged as any answer (accepted, it is served
+        but the request is no success: :func:`declined`).
 
         The confidence of :func:`marker_confidence` is ignored (None) when the turns of ``prompt`` mention
         confidence (:func:`~costline.serving.confidence.mentions_confidence`)."""
@@ -709,6 +728,24 @@ def _say_bypass(req: Any, bypass: str) -> None:
         req.span.set_attribute(COSTLINE_CACHE_BYPASS, bypass)
     except Exception:  # noqa: BLE001 - telemetry never fails the answer
         log.debug("costline: could not record the cache bypass", exc_info=True)
+
+
+def _served(req: Any, attempts: Sequence[Attempt]) -> str | None:
+    """Record the last of ``attempts`` (accepted: it has a reply) as the answer of ``req``: a success, unless the model
+    declined to answer (:func:`declined`). Then the answer is still served, but the request is no success and says
+    why as a rejected attempt (``tier:refusal``, ``tier:content_filter``; the reason of its ``costline.reject`` event
+    lists every attempt turned down, as a failed request's does). Returns that reason (None: a success)."""
+    answer = attempts[-1]
+    assert answer.reply is not None
+    req.served_by(answer.tier)
+    stop = declined(answer.reply)
+    if stop is None:
+        req.accept()
+        return None
+    req.attempt_rejected(answer.tier, stop)
+    reason = ", ".join([*(f"{a.tier}: {a.problem}" for a in attempts[:-1]), f"{answer.tier}: {stop}"])
+    req.reject(reason)
+    return reason
 
 
 def _last_answer(attempts: Sequence[Attempt]) -> Attempt | None:

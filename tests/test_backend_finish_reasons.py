@@ -210,14 +210,15 @@ def test_a_non_streamed_answer_that_ended_as_no_answer_goes_up_a_tier(world, rea
 @pytest.mark.parametrize("capture", [False, True])
 def test_the_finish_reasons_of_an_answer_are_served(world, capture) -> None:
     """One abort, then answers that end as answers do: served by the student (a cut ``length`` one too, and the
-    natural ends other servers name in their own words: TGI's ``eos_token``, Together's ``eos``)."""
+    natural ends other servers name in their own words: TGI's ``eos_token``, Together's ``eos``); a filtered one
+    (``content_filter``) is served too, but is no successful request."""
     answers = iter([completion(PARTIAL, "abort"), completion("positive", "length"),
                     completion("positive", "content_filter"), completion("positive", "stop"),
                     completion("positive", "eos_token"), completion("positive", "eos")])
     w = world(lambda h, b: send_json(h, next(answers)), capture=capture)
     got = [w.pipeline.answer(CLASSIFY, task_type="classify", tenant="acme") for _ in range(6)]
     assert [(r.tier, r.success, r.reply.stop_reason) for r in got] == [
-        ("mid", True, "end_turn"), ("student", True, "length"), ("student", True, "content_filter"),
+        ("mid", True, "end_turn"), ("student", True, "length"), ("student", False, "content_filter"),
         ("student", True, "stop"), ("student", True, "eos_token"), ("student", True, "eos")]
 
 

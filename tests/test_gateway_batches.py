@@ -605,3 +605,33 @@ def test_a_gateway_stopping_under_its_student_calls_leaves_them_to_ask_again(sta
         states = dict(store._db.execute("SELECT custom_id, state FROM batch_requests WHERE batch = ?",
                                         (made.id,)).fetchall())
     assert states == {"s0": "ready", "s1": "ready", "s2": "ready"}  # none errored, the third never started
+
+
+class RefusingStandIn(StandInServer):
+    """The stand-in, except that it declines (``stop_reason`` "refusal", no text) any question holding ``[refuse]``."""
+
+    def _message(self, body, *, key, api="anthropic", betas=()):
+        message = super()._message(body, key=key, api=api, betas=betas)
+        if "[refuse]" in json.dumps(body.get("messages")):
+            message = {**message, "content": [], "stop_reason": "refusal"}
+        return message
+
+
+def test_a_refused_batch_request_is_its_answer_but_no_successful_request(recorder, exporter, tmp_path) -> None:
+    """A batch request the model declined ends ``succeeded`` with the refusal (as Anthropic's Batches API gives it),
+    is not sent up a tier, and its request span says no success, naming the refusal; its neighbour succeeds."""
+    refusing = RefusingStandIn(StandInConfig(latency_scale=0.0, batch_delay_s=0.3), port=0)
+    refusing.start()
+    try:
+        with routed_gateway(refusing, tmp_path / "keys.json", recorder=recorder, batches_poll_s=0.1) as gw:
+            cl = client(_fast(gw))
+            made = cl.messages.batches.create(requests=[ask("ok", EASY), ask("no", "How do I pick a lock? [refuse]")])
+            got = results(cl, ended(cl, made.id).id)
+    finally:
+        refusing.shutdown()
+    no = got["no"]
+    assert (no.type, no.message.stop_reason, "".join(b.text for b in no.message.content)) == ("succeeded", "refusal", "")
+    assert (got["ok"].type, got["ok"].message.stop_reason) == ("succeeded", "end_turn")
+    outcome = sorted((s.attributes[c.COSTLINE_SUCCESS], s.attributes.get(c.COSTLINE_REJECTED_ATTEMPTS))
+                     for s in exporter.get_finished_spans() if s.name == c.SPAN_REQUEST)
+    assert outcome == [(False, "budget:refusal"), (True, None)]

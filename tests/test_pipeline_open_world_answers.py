@@ -257,12 +257,13 @@ def test_an_empty_live_answer_with_no_tier_above_fails(world) -> None:
 
 def test_an_empty_refusal_and_a_paused_turn_are_judged_as_before(world) -> None:
     """A refusal (``stop_reason: "refusal"``, maybe with no text) is judged as any answer (no validator: accepted),
-    never sent up a tier as empty; a paused server-tool turn goes back to the client."""
+    never sent up a tier as empty — served, but no successful request; a paused server-tool turn goes back to the
+    client."""
     answers = {"claude-haiku-4-5": message([], "refusal")}
     server, p, _ = world(lambda h, b: send_json(h, completion("x")),
                          lambda h, b: send_json(h, answers.get(b["model"], message(text(MID_ANSWER), model=b["model"]))))
     r = p.answer("How do I make a weapon?", task_type="support", tenant="acme")
-    assert (r.tier, r.success, len(r.attempts), r.reply.stop_reason) == ("budget", True, 1, "refusal")
+    assert (r.tier, r.success, len(r.attempts), r.reply.stop_reason) == ("budget", False, 1, "refusal")
     answers["claude-haiku-4-5"] = message([{"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search",
                                             "input": {"query": "refunds"}}], "pause_turn")
     prompt = Prompt(({"role": "user", "content": "What changed in the refund policy?"},),

@@ -55,7 +55,11 @@ cache hit). The request's ``model`` is ignored: the router picks.
   ``x-costline-cache-bypass`` when the cache was bypassed); the
   request id also as ``request-id`` (the ``anthropic`` SDK's ``_request_id``) and ``x-request-id`` (the ``openai``
   SDK's), on every answer, errors included (an error before the request had an id gets a fresh one), and as the
-  ``request_id`` of an Anthropic error body.
+  ``request_id`` of an Anthropic error body;
+* a refusal (``stop_reason: "refusal"``; an OpenAI-compatible tier's ``content_filter``) is answered as the tier gave
+  it — never sent up a tier, never cached — with ``x-costline-success: false``: the request is recorded as no
+  success (:func:`~costline.serving.pipeline.declined`; ``costline.rejected_attempts`` ``<tier>:refusal``). An
+  answer cut at ``max_tokens`` is a success.
 
 When every tier failed with an API error the gateway answers in Anthropic's error format
 (429 ``rate_limit_error``, 529 ``overloaded_error`` or 500 ``api_error``); when the last tier answered with a call of a
@@ -68,7 +72,8 @@ tool the request did not offer or with nothing (and no tier gave an answer to ha
   tier (:meth:`Pipeline.streams_live <costline.serving.pipeline.Pipeline.streams_live>`: no
   validator or confidence gate, or the routed tier is the top of its ladder), and for every
   cache hit. Headers go out with the first piece, so the outcome headers say what is known then
-  (attempts 1, no ``x-costline-success``); ``message_delta`` carries the final usage. A model
+  (attempts 1, no ``x-costline-success``: the request span says the outcome, false for a refusal);
+  ``message_delta`` carries the final usage. A model
   failing before its first piece is escalated as usual; failing mid-answer ends the stream with
   an ``error`` event (the text already sent stands);
 * ``buffered`` — sent once escalation has settled the answer, where a gate needs it whole.

@@ -72,6 +72,11 @@ _END = object()
 #: A body gets ``read_timeout_s`` more for every this many bytes received (a minimum rate of 64 KiB per
 #: ``read_timeout_s``: 6.4 KiB/s by default), on top of ``read_timeout_s`` to begin.
 _BODY_BYTES_PER_TIMEOUT = 64 * 1024
+#: What a 413 for a body over ``max_body_bytes`` adds: the setting to raise, by its key and its variable (a PDF or an
+#: image sent inline as base64 is a third larger than its file; the API behind takes up to 32 MB a request).
+_RAISE_MAX_BODY = (": to take larger requests (PDFs, images sent inline as base64: a third larger than their files), "
+                   "raise [serving.gateway] max_body_bytes (environment COSTLINE_SERVING_GATEWAY_MAX_BODY_BYTES); each "
+                   "body is held in memory while it is served")
 #: Methods a route table may name (Starlette needs them per path).
 _METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD")
 #: ``max_connections`` 0: this share of the open-file limit (the rest: the listener, model files, Kafka, SQLite, ...).
@@ -471,7 +476,8 @@ class AsgiServer:
         if lengths:
             announced = int(lengths[0])  # h11 already refused malformed and conflicting lengths
             if announced > limit:
-                raise HttpReject(413, f"the body ({announced} bytes) is over the limit of {limit} bytes")
+                raise HttpReject(413, f"the body ({announced} bytes) is over the limit of {limit} bytes"
+                                      f"{_RAISE_MAX_BODY}")
         elif request.method in ("POST", "PUT", "PATCH") and not chunked:
             raise HttpReject(411, "Content-Length is required")
         parts: list[bytes] = []
@@ -490,7 +496,7 @@ class AsgiServer:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                raise HttpReject(413, f"the body is over the limit of {limit} bytes")
+                raise HttpReject(413, f"the body is over the limit of {limit} bytes{_RAISE_MAX_BODY}")
             # each read within read_timeout_s (above), and the whole body at 64 KiB per read_timeout_s or faster:
             # a body trickled a byte per read holds its slot no longer than that
             took = loop.time() - start

@@ -42,7 +42,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from costline import contract
 from costline.collectors.stamping import REQUEST_ID_CONTEXT_KEY
 from costline.serving.backends import AnthropicBackend, Prompt, Reply
-from costline.serving.pipeline import Answer, Attempt, Pipeline
+from costline.serving.pipeline import Answer, Attempt, Pipeline, declined
 from costline.textutil import well_formed
 
 __all__ = ["BatchRunner", "BatchStore", "BatchStoreFull", "BatchesFull", "StoredBatch", "BATCH_EXPIRES_S"]
@@ -1035,7 +1035,10 @@ class BatchRunner:
             row.last = {"type": SUCCEEDED, "message": self._api(batch)[1](answer), "tier": attempt.tier}
         if attempt.ok:
             assert attempt.reply is not None
-            won = self._settle(batch, row, SUCCEEDED, _result(row.last), served=attempt.tier, success=True)
+            # a refusal is the caller's answer but no successful request (costline.serving.pipeline.declined)
+            stop = declined(attempt.reply)
+            won = self._settle(batch, row, SUCCEEDED, _result(row.last), served=attempt.tier, success=stop is None,
+                               declined=stop)
             if won and not prompt.expects_blocks:
                 read = self._api(batch)[0](row.params, batch.beta)
                 scope = read[2] if not isinstance(read, str) else ""
@@ -1060,9 +1063,11 @@ class BatchRunner:
                             served=attempt.tier, success=False)
 
     def _settle(self, batch: StoredBatch, row: _Row, kind: str, result: Mapping[str, Any], *, served: str | None,
-                success: bool) -> bool:
+                success: bool, declined: str | None = None) -> bool:
         """The request is answered: its result kept, then its request span (when it looked anything up or called
-        anything). False when another runner had moved it on (then nothing is recorded)."""
+        anything). False when another runner had moved it on (then nothing is recorded). ``declined``: the stop reason
+        of the ``served`` tier's answer when the model declined to give one (a refusal): recorded as that tier's
+        rejected attempt, as a synchronous request's is."""
         if not self.store.save(row, kind=kind, result=result):
             return False
         not_kept = "result not kept: batches_tenant_max_mib" if row.not_kept else None
@@ -1079,12 +1084,17 @@ class BatchRunner:
                     req.attempted(a["tier"], a["ok"])
                     if not a["ok"]:
                         req.attempt_rejected(a["tier"], a["problem"])
+                if declined is not None and served is not None:
+                    req.attempt_rejected(served, declined)
                 if served is not None and (ran or row.looked == 2):
                     req.served_by(served)
                 if success:
                     req.accept()
                 else:
-                    req.reject(not_kept or ", ".join(f"{a['tier']}: {a['problem']}" for a in ran) or kind)
+                    turned_down = [f"{a['tier']}: {a['problem']}" for a in ran if not a["ok"]]
+                    if declined is not None:
+                        turned_down.append(f"{served}: {declined}")
+                    req.reject(not_kept or ", ".join(turned_down) or kind)
         return True
 
     def _close_out(self, batch: StoredBatch, kind: str, *, everything: bool = False) -> bool:

@@ -32,6 +32,9 @@ pipeline call, and the answer is written back as a ``chat.completion``:
   answer's web search citations come back as ``message.annotations`` of type ``url_citation`` (streamed: a delta of
   ``annotations`` after the text), each the place of a cited text block in ``content``; a turn Anthropic pauses
   (``pause_turn``) is sent back to go on, up to :data:`RESUME_PAUSED` times;
+* a refusal (an Anthropic tier's ``stop_reason: "refusal"``, an OpenAI-compatible tier's ``content_filter``) comes
+  back with ``finish_reason: "content_filter"`` and what the tier wrote before it stopped, never sent up a tier nor
+  cached; the request is recorded as no success (``x-costline-success: false``, as on the Messages API);
 * errors in OpenAI's format (``{"error": {"message", "type", "param", "code"}}``); every tier
   failing answers 429, 503 (overloaded) or 500; ``frequency_penalty``, ``presence_penalty``, ``seed`` and
   ``logit_bias`` reach OpenAI-compatible tiers only (:data:`CHAT_SAMPLING_FIELDS`); other parts (audio, a file by ``file_id``) and the deprecated
