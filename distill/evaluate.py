@@ -6,8 +6,9 @@ pair the export holds without a held-out item gets its own "no held-out items" v
 means such a pair; ``[distill.thresholds]`` and ``min_eval_per_subtype`` apply to each pair.
 
 Scoring is the drift job's: the metric of a subtype is ``[jobs.drift.metrics]``
-(:func:`costline.jobs.scoring.metric_for`, e.g. exact match for classification, MiniLM cosine for
-free text), scored by :class:`~costline.jobs.scoring.Scorer` against the teacher's final answer.
+(:func:`costline.jobs.scoring.metric_for`, e.g. exact match for classification, the JSON fields for
+extraction, MiniLM cosine for free text), scored by :class:`~costline.jobs.scoring.Scorer` against the
+teacher's final answer.
 
 The gate is a non-inferiority test per subtype: it passes a subtype only when the **one-sided upper
 confidence bound** of its gap (teacher score - student score) is within its threshold
@@ -18,7 +19,8 @@ confidence bound** of its gap (teacher score - student score) is within its thre
   ``k`` disagreements of ``n`` (1 when ``k = n``). A perfect student needs ``n >= ln(1 - c) / ln(1 - t)``
   items to pass: 59 at threshold 0.05 and 95 %, 29 at 0.10; a subtype with fewer fails "for lack of
   items", and says so, not for its quality;
-* cosine (a score in [0, 1] per item): the mean gap plus Student's t, ``mean + t.ppf(c, n - 1) * sd / sqrt(n)``.
+* cosine and json (a score in [0, 1] per item): the mean gap plus Student's t,
+  ``mean + t.ppf(c, n - 1) * sd / sqrt(n)``.
 
 The level is per subtype, without a correction for the number of subtypes: the run passes (and can be
 promoted) only when **every** subtype passes, an intersection-union test, so the chance that a run with
@@ -213,7 +215,8 @@ def evaluate_student(
                      if metric_for(it["subtype"], it["task_type"], dcfg.metrics, dcfg.default_metric) == "judge"})
     if judged:  # before the student answers: the gate scores with exact match or MiniLM cosine only
         raise DistillError(f"subtypes {', '.join(judged)} are scored by an LLM judge ([jobs.drift.metrics]), which "
-                           "the distillation gate does not run: set them to \"exact\" or \"cosine\" for the gate")
+                           "the distillation gate does not run: set them to \"exact\", \"json\" or \"cosine\" for "
+                           "the gate")
     if student is None:
         from costline.distill.model import generate, load_student, set_threads
 
@@ -226,8 +229,10 @@ def evaluate_student(
     finals = [split_answer(a, cfg.final_answer_marker)[1] if it.get("reasoning") else a.strip()
               for it, a in zip(items, answers)]
     reqs = [ScoreRequest(it["id"], metric_for(it["subtype"], it["task_type"], dcfg.metrics, dcfg.default_metric),
-                         it["query"], f, teacher[it["id"]]["answer"]) for it, f in zip(items, finals)]
-    scores = Scorer(answer_pattern=dcfg.answer_pattern, embedder=embedder).score(reqs)
+                         it["query"], f, teacher[it["id"]]["answer"], subtype=it["subtype"], task_type=it["task_type"])
+            for it, f in zip(items, finals)]
+    scores = Scorer(answer_pattern=dcfg.answer_pattern, answer_patterns=dcfg.answer_patterns,
+                    embedder=embedder).score(reqs)
     # one verdict per (task type, subtype): two task types sharing a subtype name are two strata, two metrics
     per: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for it, sc in zip(items, scores):

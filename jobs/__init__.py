@@ -43,11 +43,13 @@ __getattr__, __dir__ = lazy_loader(__name__, _LAZY)
 
 def validate(config: Any) -> None:
     """Check ``config.jobs``; raises :class:`~costline.errors.ConfigError` naming the key."""
+    from costline.jobs.settings import METRICS
     from costline.validate import Section
 
     j = config.jobs
     d, s, t = j.drift, j.shadow, j.teacher
-    metrics, metric_words = ("exact", "cosine", "judge"), "must be exact, cosine or judge"
+    metrics = METRICS
+    metric_words = "must be exact, cosine or judge, or json (JSON answers compared field by field)"
 
     drift = Section("jobs.drift")
     drift.at_least("sample_size", d.sample_size, 1, "must be at least 1 (the article: 500-1,000)")
@@ -62,6 +64,17 @@ def validate(config: Any) -> None:
         re.compile(d.answer_pattern or "")
     except re.error as exc:
         raise drift.error("answer_pattern", f"not a valid regex: {exc}") from None
+    patterns = Section("jobs.drift.answer_patterns")
+    for k, v in d.answer_patterns.items():
+        try:
+            rx = re.compile(v)
+        except re.error as exc:
+            raise patterns.error(k, f"not a valid regex: {exc}") from None
+        patterns.need(rx.groups >= 1, k, f"{v!r} has no group: exact match compares the pattern's first group, so "
+                      "put the part to compare in parentheses (e.g. '(?i)\\b(positive|negative|neutral)\\b')")
+    drift.at_least("judge_max_tokens", d.judge_max_tokens, 1,
+                   "must be at least 1 (output tokens of each judge reply; the default 256 leaves room for a judge "
+                   "that explains before it scores)")
     drift.need(d.trend_runs >= 2 and d.min_trend_runs >= 3, "trend_runs",
                "trend_runs must be at least 2 and min_trend_runs at least 3")
     # gaps and scores are fractions (scores in [0, 1]): 15 (meant as 15 points) or nan would never flag

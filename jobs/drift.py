@@ -34,10 +34,18 @@ a refusal, cut, empty) is paid for but left out of scoring and counted (``DriftR
 when those and the requests that got no answer are more than ``[jobs.teacher] max_error_rate`` of
 the sample, the run fails with :class:`TeacherError` (retried later; the retryable kinds are asked
 again) instead of judging the student on what is left. A run with nothing scored writes nothing.
+
+A judge reply (``metric = "judge"``) with no score :func:`~costline.jobs.scoring.parse_judge_score` can read
+leaves its item out of scoring; those replies are counted (:class:`JudgeReplies`, ``DriftResult.judge``, a
+warning, and a note in the subtype's ``reason``), and when they are more than ``max_error_rate`` of the run's
+judge replies the run fails (:class:`TeacherError`) with one of them and what to change (the rubric,
+``judge_max_tokens``): the items a judge finds wrong are the ones it explains at length, so dropping them
+quietly would read as a smaller gap.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -66,6 +74,7 @@ __all__ = [
     "teacher_model",
     "drift_run_id",
     "screen_unusable",
+    "JudgeReplies",
 ]
 
 log = logging.getLogger(__name__)
@@ -251,6 +260,67 @@ def assess_inputs(
 # --- the job -------------------------------------------------------------------------------------
 
 
+#: Characters of a judge reply an error or warning quotes.
+_SHOWN_REPLY = 200
+
+
+@dataclass
+class JudgeReplies:
+    """The LLM judge's replies of one run: how many were asked for, and those with no score the job can read
+    (:func:`~costline.jobs.scoring.parse_judge_score`), whose items are left out of scoring."""
+
+    #: ``[jobs.drift] judge_max_tokens`` the replies were asked with.
+    max_tokens: int = 256
+    asked: int = 0
+    #: Replies with no readable score (and requests that got no reply), per subtype.
+    unreadable: dict[str, int] = field(default_factory=dict)
+    #: Of those, the replies cut at ``max_tokens``.
+    cut: int = 0
+    #: The first unreadable reply (None: every unreadable one got no reply at all).
+    example: str | None = None
+
+    @property
+    def unreadable_total(self) -> int:
+        return sum(self.unreadable.values())
+
+    def add(self, subtype: str | None, answer: Any, score: float) -> None:
+        """Count one reply (``answer``: a :class:`~costline.jobs.teacher.Answer`, None when none came back)."""
+        self.asked += 1
+        if math.isfinite(score):
+            return
+        key = str(subtype)
+        self.unreadable[key] = self.unreadable.get(key, 0) + 1
+        if answer is not None:
+            if answer.stop_reason == "max_tokens" or (answer.output_tokens or 0) >= self.max_tokens:
+                self.cut += 1
+            if self.example is None:
+                self.example = answer.text or ""
+
+    def shown_example(self) -> str:
+        """The first unreadable reply, bounded and escaped (JSON-quoted, every character that does not print as
+        its escape): what the judge wrote, safe on a terminal and in the lake."""
+        from costline.alerts.rules import visible_json
+
+        if self.example is None:
+            return "(no reply came back)"
+        text = self.example
+        return visible_json(text[:_SHOWN_REPLY]) + (f" (first {_SHOWN_REPLY} of {len(text)} characters)"
+                                                     if len(text) > _SHOWN_REPLY else "")
+
+    def describe(self) -> str:
+        """``"3 of 80 judge replies held no score the job can read (2 cut at ...); one of them: '...'"``."""
+        cut = (f"; {self.cut} of them cut at [jobs.drift] judge_max_tokens {self.max_tokens}" if self.cut else "")
+        return (f"{self.unreadable_total} of {self.asked} judge replies held no score the job can read{cut}; "
+                f"one of them: {self.shown_example()}")
+
+    def advice(self) -> str:
+        """What to change: the rubric (the judge must end with a score), or the room it has to write it."""
+        raise_it = (f"raise [jobs.drift] judge_max_tokens (now {self.max_tokens}): replies were cut before their "
+                    "score, or " if self.cut else "")
+        return (f"{raise_it}change [jobs.drift] judge_rubric so the judge ends its reply with 'score: N' (N from 1 "
+                "to 5); asking again unchanged gets the same replies")
+
+
 @dataclass
 class DriftResult:
     run_id: str
@@ -267,6 +337,8 @@ class DriftResult:
     #: Teacher answers paid for but left out of scoring, by kind (:data:`costline.jobs.teacher.UNUSABLE`;
     #: as distill's ``unusable``): no reference to score the student against.
     unusable: dict[str, int] = field(default_factory=dict)
+    #: The LLM judge's replies (``metric = "judge"``), with those that held no readable score; None: no judge.
+    judge: JudgeReplies | None = None
 
     @property
     def flagged(self) -> list[str]:
@@ -313,6 +385,36 @@ def screen_unusable(what: str, run_id: str, unusable: Mapping[str, int], *, aske
             f"{kinds}. ${cost_usd:.4f} paid so far is kept in the run's checkpoint; run it again to resume"
             + (f" (the {' and '.join(again)} answers are asked again)" if again else ""))
     log.warning("%s %s: %d answers left out of scoring: %s", what, run_id, bad, kinds)
+
+
+def screen_judge(run_id: str, replies: JudgeReplies, *, scored: int, sampled: int, usable: int,
+                 max_error_rate: float, cost_usd: float) -> None:
+    """Fail the run (:class:`TeacherError`, nothing written) when more than ``max_error_rate`` of the judge's
+    replies held no readable score, or nothing at all was scored because of them; else warn about the ones left
+    out. The message quotes one reply and says what to change: asking the same judge the same way again reads
+    the same replies."""
+    bad = replies.unreadable_total
+    if not bad:
+        return
+    over = bad > max_error_rate * replies.asked
+    if over or not scored:
+        head = (f"drift {run_id}: none of the {sampled} sampled requests could be scored ({usable} had a usable "
+                "teacher answer): " if not scored else f"drift {run_id}: ")
+        why = (f"That is more than [jobs.teacher] max_error_rate {max_error_rate:g} of its replies, so nothing was "
+               "judged" if over else "Nothing was judged")
+        raise TeacherError(
+            f"{head}the judge's replies could not be read: {replies.describe()}. {why} (${cost_usd:.4f} paid so "
+            f"far, kept in the run's checkpoint). To fix it, {replies.advice()}.")
+    log.warning("drift %s: %s; their items are left out of scoring", run_id, replies.describe())
+
+
+def _with_judge_note(a: SubtypeAssessment, replies: JudgeReplies) -> SubtypeAssessment:
+    """``a`` with a note in its reason when judge replies of its subtype held no readable score."""
+    n = replies.unreadable.get(a.subtype, 0)
+    if not n:
+        return a
+    note = f"judge replies without a readable score: {n} (their items are left out)"
+    return dataclasses.replace(a, reason="; ".join(r for r in (a.reason, note) if r))
 
 
 def _previous_runs(con: Any, run_id: str) -> list[dict[str, Any]]:
@@ -441,12 +543,13 @@ def run_drift(
                 unusable[why] += 1
                 continue
             metric = metric_for(s.subtype, s.task_type, cfg.metrics, cfg.default_metric)
-            items.append(ScoreRequest(s.request_id, metric, s.query, student_answer, ta.text))
+            items.append(ScoreRequest(s.request_id, metric, s.query, student_answer, ta.text, subtype=s.subtype,
+                                      task_type=s.task_type))
             kept.append(s)
         screen_unusable("drift", run_id, unusable, asked=len(treqs),
                         missing=sum(r.key not in tres.answers for r in treqs),
                         max_error_rate=tcfg.max_error_rate, cost_usd=ckpt.cost_usd())
-        judge_cost = [0.0]
+        replies = JudgeReplies(max_tokens=cfg.judge_max_tokens)
 
         def judge(pairs: Sequence[ScoreRequest]) -> list[tuple[float, float]]:
             from costline.jobs.scoring import judge_prompt, parse_judge_score
@@ -455,17 +558,24 @@ def run_drift(
             for p in pairs:
                 for who, text in (("s", p.answer), ("t", p.reference)):
                     reqs.append(AnswerRequest.of(p.key, model, judge_prompt(cfg.judge_rubric, p.query, text),
-                                                 max_tokens=16, purpose=f"judge-{who}"))
+                                                 max_tokens=cfg.judge_max_tokens, purpose=f"judge-{who}"))
             jr = regen.run(reqs)
-            judge_cost[0] = jr.cost_usd
-            got = [parse_judge_score(jr.answers[r.key].text) if r.key in jr.answers else math.nan for r in reqs]
+            got = []
+            for i, r in enumerate(reqs):
+                answer = jr.answers.get(r.key)
+                score = parse_judge_score(answer.text) if answer is not None else math.nan
+                replies.add(pairs[i // 2].subtype, answer, score)
+                got.append(score)
             return [(got[2 * i], got[2 * i + 1]) for i in range(len(pairs))]
 
         need_embed = any(i.metric == "cosine" for i in items) or cfg.mmd_permutations > 0
         emb = embedder
-        scorer = Scorer(answer_pattern=cfg.answer_pattern, embedder=emb, judge=judge)
+        scorer = Scorer(answer_pattern=cfg.answer_pattern, answer_patterns=cfg.answer_patterns, embedder=emb,
+                        judge=judge)
         scores = scorer.score(items)
         job_cost = ckpt.cost_usd()
+    screen_judge(run_id, replies, scored=sum(math.isfinite(a) and math.isfinite(b) for a, b in scores),
+                 sampled=len(sample), usable=len(items), max_error_rate=tcfg.max_error_rate, cost_usd=job_cost)
 
     # assess
     per: dict[str, tuple[list[float], list[float]]] = {}
@@ -488,6 +598,7 @@ def run_drift(
             history.setdefault(r["subtype"], []).append(float(r["gap"]))
     seed_rng = np.random.default_rng(int(hashlib.blake2b(run_id.encode(), digest_size=4).hexdigest(), 16))
     assessments = assess_subtypes(current, cfg, baseline=baseline, history=history, rng=seed_rng)
+    assessments = [_with_judge_note(a, replies) for a in assessments]
     if not assessments:  # nothing scored (every judge score unreadable, ...): no empty eval_runs, retried later
         raise TeacherError(f"drift {run_id}: none of the {len(sample)} sampled requests could be scored "
                            f"({len(items)} had a usable teacher answer; ${job_cost:.4f} paid so far, kept in the "
@@ -526,4 +637,4 @@ def run_drift(
     store.write("eval_items", run_id, item_rows)
     store.write("eval_runs", run_id, run_rows)  # last: a run is visible once its items are
     return DriftResult(run_id, since, until, assessments, inputs, len(kept), job_cost, sent=sent, resumed=resumed,
-                       rows=run_rows, unusable=unusable)
+                       rows=run_rows, unusable=unusable, judge=replies if replies.asked else None)

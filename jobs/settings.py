@@ -15,8 +15,12 @@ max_gap = 0.15
 [jobs.drift.thresholds]       # per-subtype tolerated gap, overrides the default rule
 sentiment = 0.08
 
-[jobs.drift.metrics]          # task type or subtype -> exact | cosine | judge
+[jobs.drift.metrics]          # task type or subtype -> exact | json | cosine | judge
 classification = "exact"
+extraction = "json"
+
+[jobs.drift.answer_patterns]  # task type or subtype -> regex; exact match compares its group
+sentiment = '(?i)^\\W*(?:sentiment\\W*)?(positive|negative|neutral)\\b'
 ```
 """
 
@@ -24,7 +28,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["JobsConfig", "DriftConfig", "ShadowConfig", "CostReportConfig", "TeacherConfig"]
+__all__ = ["JobsConfig", "DriftConfig", "ShadowConfig", "CostReportConfig", "TeacherConfig", "METRICS"]
+
+#: The metrics a subtype can be scored with (:mod:`costline.jobs.scoring`), for ``[jobs.drift] metrics`` and
+#: ``default_metric``.
+METRICS: tuple[str, ...] = ("exact", "json", "cosine", "judge")
 
 
 @dataclass(frozen=True)
@@ -60,11 +68,15 @@ class DriftConfig:
     teacher_tier: str = "frontier"
     #: Model id; empty = the first ``[[pricing.models]]`` entry of ``teacher_tier``.
     teacher_model: str = ""
-    #: task type or subtype -> "exact" | "cosine" | "judge" (subtype wins); others: ``default_metric``.
-    metrics: dict[str, str] = field(default_factory=lambda: {"classification": "exact", "extraction": "exact"})
+    #: task type or subtype -> "exact" | "json" | "cosine" | "judge" (subtype wins); others: ``default_metric``.
+    metrics: dict[str, str] = field(default_factory=lambda: {"classification": "exact", "extraction": "json"})
     default_metric: str = "cosine"
-    #: Exact match compares the first group of this regex when it matches both answers (e.g. a label).
+    #: Exact match compares the first group of this regex when it matches both answers (e.g. a label). The
+    #: default is the demo stand-in's answer marker (``[ref:0123abcd]``): it matches no real model's answer.
     answer_pattern: str = r"\[ref:([0-9a-f]{8})\]"
+    #: task type or subtype -> a regex with one group, used by exact match instead of ``answer_pattern``
+    #: (subtype wins), e.g. ``sentiment = '(?i)^\W*(?:sentiment\W*)?(positive|negative|neutral)\b'``.
+    answer_patterns: dict[str, str] = field(default_factory=dict)
     #: Largest tolerated teacher-student gap for a subtype without a baseline...
     max_gap: float = 0.15
     #: ...and, with one, the baseline's gap plus this.
@@ -95,6 +107,9 @@ class DriftConfig:
         "Score the ANSWER to the QUESTION from 1 (useless or wrong) to 5 (correct, complete, concise). "
         "Reply with 'score: N' and nothing else."
     )
+    #: Output tokens of each judge reply: room for a judge that explains before it scores (a reply cut before
+    #: its score is unreadable, and too many of those fail the run).
+    judge_max_tokens: int = 256
     #: Regenerate the student's answer from ``student_base_url`` instead of using the captured one.
     regenerate_student: bool = False
 

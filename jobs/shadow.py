@@ -2,7 +2,8 @@
 
 For each tier below frontier (``[jobs.shadow] tiers``) a sample of the requests it served,
 stratified by subtype, is re-run on the next tier up; the cheaper answer counts as adequate
-when it *matches* the stronger one (the drift job's metrics, score >= ``match_threshold``).
+when it *matches* the stronger one (the drift job's metrics, score >= ``match_threshold``; a subtype the
+drift job scores with an LLM judge is compared by ``cosine`` here: the judge scores quality, not agreement).
 
 Per tier: the **tier-match rate** with a Wilson 95% CI, compared with the pooled previous
 ``baseline_runs`` runs (one-sided two-proportion z-test) and trended (Theil-Sen, Mann-Kendall).
@@ -326,14 +327,19 @@ def run_shadow(
         answer = res.answers[own.key].text if own is not None else s.answer
         metric = metric_for(s.subtype, s.task_type, dcfg.metrics, dcfg.default_metric)
         if metric == "judge":
-            metric = "exact"  # a judge scores quality, not agreement: fall back to matching
-        items.append(ScoreRequest(s.request_id, metric, s.query, answer, res.answers[ref.key].text))
+            # a judge scores quality, not agreement, and a judged subtype's answers are free text: two adequate
+            # answers agree in meaning, not word for word, so they are compared by cosine (exact match would
+            # call every paraphrase a miss and fail the tier)
+            metric = "cosine"
+        items.append(ScoreRequest(s.request_id, metric, s.query, answer, res.answers[ref.key].text,
+                                  subtype=s.subtype, task_type=s.task_type))
         meta.append((tier, s))
     screen_unusable("shadow", run_id, unusable, asked=len(pairs),
                     missing=sum(ref.key not in res.answers or (own is not None and own.key not in res.answers)
                                 for _, _, ref, own in pairs),
                     max_error_rate=tcfg.max_error_rate, cost_usd=job_cost)
-    scores = Scorer(answer_pattern=dcfg.answer_pattern, embedder=embedder).score(items)
+    scores = Scorer(answer_pattern=dcfg.answer_pattern, answer_patterns=dcfg.answer_patterns,
+                    embedder=embedder).score(items)
     counts: dict[str, list[int]] = {}
     slice_counts: dict[str, dict[tuple[str, str], list[int]]] = {}
     item_rows = []

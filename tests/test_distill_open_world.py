@@ -192,7 +192,7 @@ class _AngleEmbedder:
     def encode(self, texts):
         out = []
         for t in texts:
-            c = float(t.split("=")[1]) if t.startswith("cos=") else 1.0
+            c = float(t.split("=")[1].split()[0]) if t.startswith("cos=") else 1.0
             out.append([c, math.sqrt(max(0.0, 1 - c * c))])
         return np.asarray(out)
 
@@ -207,7 +207,7 @@ def test_a_cosine_subtype_passes_only_when_its_t_upper_bound_is_within_the_thres
     cfg = Config(lake=LakeConfig(path=tmp_path / "lake"), distill=DistillConfig(max_gap=0.05))
     cfg = cfg.replace(jobs=dataclasses.replace(cfg.jobs, drift=drift))
     run, student = _run_with_student(tmp_path / "runs", "c", 30, 0, subtype="summary",
-                                     answers=[f"cos={c}" for c in cosines])
+                                     answers=[f"cos={c} in a summary of five words" for c in cosines])
     write_jsonl(run.path("teacher.jsonl"), [{"id": f"c-{i}", "split": "eval", "answer": "ref"} for i in range(30)])
     (v,) = evaluate_student(cfg, run, student=student, embedder=_AngleEmbedder()).subtypes
     gaps = np.array([1 - c for c in cosines])
@@ -218,7 +218,7 @@ def test_a_cosine_subtype_passes_only_when_its_t_upper_bound_is_within_the_thres
     # a tighter spread around the same kind of gap passes
     cosines = [0.98] * 30
     run, student = _run_with_student(tmp_path / "runs", "d", 30, 0, subtype="summary",
-                                     answers=[f"cos={c}" for c in cosines])
+                                     answers=[f"cos={c} in a summary of five words" for c in cosines])
     write_jsonl(run.path("teacher.jsonl"), [{"id": f"d-{i}", "split": "eval", "answer": "ref"} for i in range(30)])
     (v,) = evaluate_student(cfg, run, student=student, embedder=_AngleEmbedder()).subtypes
     assert v.gap_ci_high == pytest.approx(0.02, abs=1e-6) and v.passed

@@ -78,8 +78,10 @@ def _run(root: Path, run_id: str, held: dict[tuple[str, str], tuple[int, int]],
 
 
 def _cfg(tmp_path: Path, max_gap: float = 0.15, min_eval: int = 5) -> Config:
-    return Config(lake=LakeConfig(path=tmp_path / "lake"),
-                  distill=DistillConfig(max_gap=max_gap, min_eval_per_subtype=min_eval))
+    cfg = Config(lake=LakeConfig(path=tmp_path / "lake"),
+                 distill=DistillConfig(max_gap=max_gap, min_eval_per_subtype=min_eval))
+    drift = dataclasses.replace(cfg.jobs.drift, metrics={"classification": "exact", "extraction": "exact"})
+    return cfg.replace(jobs=dataclasses.replace(cfg.jobs, drift=drift))
 
 
 # (case, held-out {(task type, subtype): (n, wrong)}, train items {(task type, subtype): n}); classification and
