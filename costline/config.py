@@ -88,14 +88,20 @@ _ENV_NOT_KEYS = frozenset({
 log = logging.getLogger(__name__)
 
 
-def _default_cache_home() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "costline"
-
-
-def _default_state_home() -> Path:
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "costline"
+def _default_folder(key: str, xdg_var: str, under_home: str) -> Path:
+    """``$<xdg_var>/costline`` (``~/<under_home>/costline``): the default of ``key``, worked out when the folder is
+    used, not on load, so a process without a home directory (HOME unset and no passwd entry: ``env -i``, an
+    arbitrary container UID) loads the config. :class:`ConfigError` naming the key when that default is needed
+    and there is no home."""
+    base = os.environ.get(xdg_var)
+    if base:
+        return Path(base) / "costline"
+    try:
+        return Path.home() / under_home / "costline"
+    except RuntimeError:  # Path.home(): HOME unset and no passwd entry for this user
+        raise ConfigError(key, f"is unset and its default (${xdg_var}/costline/..., else ~/{under_home}/costline/...) "
+                          f"needs a home directory, and there is none (HOME is unset and user id {os.getuid()} has "
+                          f"no passwd entry): set {key} or {xdg_var}") from None
 
 
 @dataclass(frozen=True)
@@ -107,10 +113,12 @@ class KafkaConfig:
     controller_port: int = 9093
     #: Apache Kafka release fetched from Maven Central (org.apache.kafka:kafka_2.13).
     version: str = "4.1.1"
-    #: Where the broker's jars are cached (outside the repository).
-    home: Path = field(default_factory=lambda: _default_cache_home() / "kafka")
-    #: Where the local broker keeps its log segments and pid file.
-    data_dir: Path = field(default_factory=lambda: _default_state_home() / "kafka")
+    #: Where the broker's jars are cached (outside the repository); None: ``$XDG_CACHE_HOME/costline/kafka``
+    #: (``~/.cache/costline/kafka``), worked out when the local broker needs it (:attr:`jars_home`).
+    home: Path | None = None
+    #: Where the local broker keeps its log segments and pid file; None: ``$XDG_STATE_HOME/costline/kafka``
+    #: (``~/.local/state/costline/kafka``), worked out when the local broker needs it (:attr:`state_dir`).
+    data_dir: Path | None = None
     heap: str = "512m"
     topic: str = "otlp_spans"
     dlq_topic: str = "otlp_spans.dlq"
@@ -144,6 +152,23 @@ class KafkaConfig:
     ssl_keyfile: Path | None = None
     ssl_key_password_env: str = ""
     ssl_check_hostname: bool = True
+
+    @property
+    def jars_home(self) -> Path:
+        """``home``, else its default; :class:`~costline.errors.ConfigError` naming ``[kafka] home`` when that
+        default needs a home directory and there is none."""
+        if self.home is not None:
+            return self.home
+        return _default_folder("[kafka] home (COSTLINE_KAFKA_HOME)", "XDG_CACHE_HOME", ".cache") / "kafka"
+
+    @property
+    def state_dir(self) -> Path:
+        """``data_dir``, else its default; :class:`~costline.errors.ConfigError` naming ``[kafka] data_dir`` when
+        that default needs a home directory and there is none."""
+        if self.data_dir is not None:
+            return self.data_dir
+        return _default_folder("[kafka] data_dir (COSTLINE_KAFKA_DATA_DIR)", "XDG_STATE_HOME",
+                               ".local/state") / "kafka"
 
     @property
     def bootstrap(self) -> str:

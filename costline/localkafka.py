@@ -2,7 +2,8 @@
 
 ``costline kafka up`` fetches ``org.apache.kafka:kafka_2.13`` and its runtime
 dependencies from Maven Central with Maven into a cache folder outside the
-repository (``[kafka] home``), formats KRaft storage once, starts the broker on
+repository (``[kafka] home``; Maven's own download cache is ``~/.m2``, or ``<[kafka] home>/m2`` when that
+cannot be written), formats KRaft storage once (``[kafka] data_dir``), starts the broker on
 loopback, waits until it answers metadata requests and creates the topics.
 ``up`` is idempotent; ``down`` stops it; ``status`` tells what runs where.
 
@@ -95,11 +96,11 @@ class LocalKafka:
     # -- paths ----------------------------------------------------------------
     @property
     def jars_dir(self) -> Path:
-        return self.config.home / self.config.version / "libs"
+        return self.config.jars_home / self.config.version / "libs"
 
     @property
     def data_dir(self) -> Path:
-        return self.config.data_dir
+        return self.config.state_dir
 
     @property
     def pid_file(self) -> Path:
@@ -175,7 +176,7 @@ class LocalKafka:
         if mvn is None:
             raise KafkaSetupError(f"Maven (mvn) not found: {_MAVEN_HINT}")
         self._progress(f"fetching Apache Kafka {self.config.version} from Maven Central into {libs} (once)")
-        libs.parent.mkdir(parents=True, exist_ok=True)
+        _make_writable_dir(libs.parent, _HOME_FIX)
         g, a, v = _SLF4J_BINDING
         pom = f"""<project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
@@ -191,7 +192,7 @@ class LocalKafka:
             staging = Path(tmp) / "libs"
             (Path(tmp) / "pom.xml").write_text(pom)
             cmd = [mvn, "-q", "-B", "dependency:copy-dependencies", f"-DoutputDirectory={staging}",
-                   "-DincludeScope=runtime"]
+                   "-DincludeScope=runtime", *self._maven_repo_option()]
             proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True)
             if proc.returncode != 0:
                 tail = (proc.stdout + proc.stderr).strip().splitlines()[-15:]
@@ -206,6 +207,20 @@ class LocalKafka:
             shutil.move(str(staging), libs)
         marker.write_text(self.config.version)
         return libs
+
+    def _maven_repo_option(self) -> list[str]:
+        """Maven's own download cache: its default (``~/.m2/repository``, shared with other builds) when that
+        can be written; else ``<[kafka] home>/m2`` (``-Dmaven.repo.local``), so a user whose HOME is read-only or
+        absent but who set ``[kafka] home`` or XDG_CACHE_HOME can still fetch."""
+        try:
+            default = Path.home() / ".m2" / "repository"
+        except RuntimeError:  # no home directory
+            default = None
+        if default is not None and _cannot_write(default) is None:
+            return []
+        own = self.config.jars_home / "m2"
+        _make_writable_dir(own, _HOME_FIX)
+        return [f"-Dmaven.repo.local={own}"]
 
     def _write_properties(self) -> Path:
         cfg = self.config
@@ -254,7 +269,7 @@ class LocalKafka:
         ]
 
     def _format(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        _make_writable_dir(self.data_dir, _DATA_FIX)
         props = self._write_properties()
         if (self.data_dir / "log-segments" / "meta.properties").exists():
             return
@@ -299,6 +314,31 @@ class LocalKafka:
                 if path.exists():
                     tail += "".join(path.read_text(errors="replace").splitlines(keepends=True)[-20:])
             raise KafkaSetupError(f"the Kafka broker exited while starting; last log lines:\n{tail}")
+
+
+#: What to set when the jars' folder / the broker's data folder cannot be written.
+_HOME_FIX = "set [kafka] home (COSTLINE_KAFKA_HOME) or XDG_CACHE_HOME to a folder this user can write"
+_DATA_FIX = "set [kafka] data_dir (COSTLINE_KAFKA_DATA_DIR) or XDG_STATE_HOME to a folder this user can write"
+
+
+def _cannot_write(folder: Path) -> str | None:
+    """Why ``folder`` cannot be created or written (``Permission denied: '/nonexistent'``); None when it can."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        if exc.strerror and exc.filename is not None:
+            return f"{exc.strerror}: {str(exc.filename)!r}"
+        return exc.strerror or str(exc)
+    return None
+
+
+def _make_writable_dir(folder: Path, fix: str) -> None:
+    """Create ``folder`` if missing; KafkaSetupError naming it, why and ``fix`` when it cannot be created or written."""
+    why = _cannot_write(folder)
+    if why is not None:
+        raise KafkaSetupError(f"cannot write in {folder} ({why}): {fix}")
 
 
 def ensure_topics(config: KafkaConfig) -> None:

@@ -374,7 +374,8 @@ def export_dataset(
     embedder: Any = None,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> ExportResult:
-    """Export a dataset from the lake into a new run folder; see the module docstring."""
+    """Export a dataset from the lake into a new run folder; see the module docstring. :class:`~costline.lake.NoLake`
+    when ``[lake] path`` holds no lake (nothing is created there)."""
     from costline.distill import validate
     from costline.jobs.drift import drift_run_id
     from costline.jobs.sampling import NO_SUBTYPE, allocate, sample_requests
@@ -393,7 +394,7 @@ def export_dataset(
     run = DistillRun(distill_root(config), run_id or drift_run_id("distill", until, params))
     skipped: Counter[str] = Counter()
 
-    con = open_lake(config)
+    con = open_lake(config, create=False)  # no lake is an error, not "nothing to export" from an empty one
     try:
         where = "ts >= $since AND ts < $until AND task_type IN (SELECT unnest($tt))"
         # per (trace, request id) — a request id is the app's, two tenants (or an app's retries) may share one —

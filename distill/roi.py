@@ -109,7 +109,8 @@ def _gpu_hourly(pricing: Any, at: datetime) -> tuple[float, str]:
 def compute_roi(config: Any, *, since: datetime | None = None, until: datetime | None = None,
                 teacher_cost_usd: float | None = None, train_gpu_hours: float | None = None,
                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> Roi:
-    """Break-even and payback for ``[distill] task_types`` over ``[since, until)``; see the module docstring."""
+    """Break-even and payback for ``[distill] task_types`` over ``[since, until)``; see the module docstring.
+    :class:`~costline.lake.NoLake` when ``[lake] path`` holds no lake (nothing is created there)."""
     from costline.timeutil import utc_naive
     from costline.lake import open_lake
 
@@ -117,7 +118,7 @@ def compute_roi(config: Any, *, since: datetime | None = None, until: datetime |
     until = utc_naive(until or now())
     defaulted = since is None
     since = utc_naive(since) if since else until - timedelta(days=cfg.window_days)
-    con = open_lake(config)
+    con = open_lake(config, create=False)  # no lake is an error, not a verdict from zero traffic
     try:
         if defaulted:  # a lake younger than the default window: per day over the days it has, not the window's
             (first,) = con.execute("SELECT min(ts) FROM requests WHERE ts < $u", {"u": until}).fetchone()

@@ -101,10 +101,11 @@ def distill_views_sql(lake_path: Path | str) -> list[str]:
 
 def open_distill_lake(config: Any) -> "duckdb.DuckDBPyConnection":
     """:func:`costline.lake.open_lake`, which has the distillation views (registered in
-    :data:`costline.lake.VIEW_PROVIDERS`); adds them itself should a lake build lack them."""
+    :data:`costline.lake.VIEW_PROVIDERS`); adds them itself should a lake build lack them. :class:`~costline.lake.NoLake`
+    when ``[lake] path`` holds no lake (nothing is created there)."""
     from costline.lake import open_lake
 
-    con = open_lake(config)
+    con = open_lake(config, create=False)  # reads only: no lake is an error, none made up on the spot
     names = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
     if not set(DISTILL_VIEWS) <= names:
         for stmt in distill_views_sql(config.lake.path):

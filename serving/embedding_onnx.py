@@ -12,8 +12,10 @@
 whose model is the packaged all-MiniLM-L6-v2 exported to ONNX —
 transformer, mean pooling and L2 normalisation in one graph — and run by ONNX Runtime. The
 export happens once, locally, from the files in site-packages (never a hub), into
-``~/.cache/costline/onnx/<hash of the model files and export settings>/``; later loads only open
-the file.
+``~/.cache/costline/onnx/<hash of the model files and export settings>/`` (``[serving.cache] onnx_cache_dir``,
+``$XDG_CACHE_HOME``); later loads only open the file. Where that folder cannot be written (a non-root gateway
+with a read-only or absent HOME), the export goes to a private temporary folder of the process, with one warning
+saying what to set (:func:`export_target`); :meth:`OnnxEmbedder.check_export_folder` works that out at start.
 
 ``OnnxEmbedder(quantize=True)`` runs an int8 export (onnxruntime.quantization.quantize_dynamic,
 MatMul weights, per channel) but it is NOT a ``[serving.cache] embedder`` choice: on the labelled
@@ -46,12 +48,15 @@ the export folder, and whoever takes the lock after it finds the file and only o
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import importlib.util
 import json
 import logging
 import os
 import queue
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -80,6 +85,7 @@ __all__ = [
     "cached_export",
     "default_onnx_cache_dir",
     "export_onnx",
+    "export_target",
     "make_embedder",
     "model_inputs",
     "resolve_embedder",
@@ -319,9 +325,98 @@ class MicroBatcher:
 
 # --- export -------------------------------------------------------------------------------------
 def default_onnx_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/costline/onnx`` (``~/.cache/costline/onnx``)."""
+    """``$XDG_CACHE_HOME/costline/onnx`` (``~/.cache/costline/onnx``); RuntimeError when XDG_CACHE_HOME is unset
+    and there is no home directory (HOME unset and no passwd entry for this user)."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "costline" / "onnx"
+
+
+#: What the warning and the error about an export folder that cannot be written tell the operator to set.
+_CACHE_DIR_FIX = ("set [serving.cache] onnx_cache_dir (COSTLINE_SERVING_CACHE_ONNX_CACHE_DIR) or XDG_CACHE_HOME "
+                  "to a folder this user can write")
+
+
+def export_target(cache_dir: str | os.PathLike[str] | None, folder: str, name: str) -> Path:
+    """Where the export ``<folder>/<name>`` is read from or written to: under ``cache_dir`` (None:
+    :func:`default_onnx_cache_dir`), created if missing.
+
+    An export already there is used as it is, writable or not (an image's read-only, baked-in cache). Else its
+    folder must be creatable and writable, and so must the one it is in (the export's lock file goes beside the
+    folder). When it is not (a non-root gateway whose HOME is read-only or ``/nonexistent``), or there is no
+    default (no home directory), the export goes to this process's private temporary folder instead, with one
+    warning naming the folder tried, why and what to set: the cache still answers, at the price of an export at
+    every start. :class:`EmbedderError` saying what to set when not even a temporary folder can be written.
+    """
+    try:
+        root = Path(cache_dir).expanduser() if cache_dir is not None else default_onnx_cache_dir()
+    except RuntimeError as exc:  # Path.home(): HOME unset and no passwd entry
+        tried = str(cache_dir) if cache_dir is not None else "~/.cache/costline/onnx"
+        why = f"there is no home directory ({exc})"
+    else:
+        target = root / folder / name
+        if target.is_file():
+            return target
+        why_not = _cannot_write(target.parent)
+        if why_not is None:
+            return target
+        tried, why = str(root), why_not
+    return _FALLBACK.root(tried, why) / folder / name
+
+
+def _cannot_write(folder: Path) -> str | None:
+    """Why an export cannot be written in ``folder`` (created if missing) with its lock file beside it; None if it can."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for where in (folder, folder.parent):
+            with tempfile.TemporaryFile(dir=where):
+                pass
+    except OSError as exc:
+        return _os_reason(exc)
+    return None
+
+
+def _os_reason(exc: OSError) -> str:
+    """``Permission denied: '/nonexistent'``: an OSError's reason and path, without the errno."""
+    if exc.strerror and exc.filename is not None:
+        return f"{exc.strerror}: {str(exc.filename)!r}"
+    return exc.strerror or str(exc)
+
+
+class _FallbackFolder:
+    """This process's private temporary export folder (``tempfile.mkdtemp``: mode 0700), made the first time an
+    export folder cannot be written and removed when the process ends; one warning per folder that could not be."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._root: Path | None = None
+        self._warned: set[str] = set()
+
+    def root(self, tried: str, why: str) -> Path:
+        with self._lock:
+            if self._root is None or not self._root.is_dir():
+                try:
+                    self._root = Path(tempfile.mkdtemp(prefix="costline-onnx-"))
+                except OSError as exc:
+                    raise EmbedderError(
+                        f"cannot write the ONNX export anywhere: not in {tried} ({why}), nor in a temporary folder "
+                        f"({_os_reason(exc)}): {_CACHE_DIR_FIX}, or set [serving.cache] embedder = \"torch\"") from None
+                atexit.register(_remove_folder, self._root, os.getpid())
+            if tried not in self._warned:
+                self._warned.add(tried)
+                log.warning("costline: cannot write the ONNX export in %s (%s): exporting it into the temporary "
+                            "folder %s instead, removed when this process ends, so every start exports again: %s",
+                            tried, why, self._root, _CACHE_DIR_FIX)
+            return self._root
+
+
+def _remove_folder(folder: Path, owner_pid: int) -> None:
+    if os.getpid() == owner_pid:  # a forked child exiting leaves its parent's folder alone
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+#: The export folder every export of this process falls back to (one per process, shared by the embedder's and
+#: the pair model's exports, so the warning is given once and a model is exported once).
+_FALLBACK = _FallbackFolder()
 
 
 def _model_key(model_path: Path, quantize: bool) -> str:
@@ -354,11 +449,11 @@ def export_onnx(model_path: Path, *, quantize: bool = False, cache_dir: Path | N
     L2-normalised, as sentence-transformers computes it. Written atomically, so a reader never
     sees half a file, and under a file lock (``<folder>.lock`` beside it), so concurrent processes
     on a clean cache export once: the others wait for the lock and then open the finished file.
+    Under ``cache_dir``, or this process's temporary folder when that cannot be written (:func:`export_target`).
     """
     model_path = Path(model_path)
-    root = Path(cache_dir).expanduser() if cache_dir is not None else default_onnx_cache_dir()
-    folder = root / _model_key(model_path, quantize)
-    target = folder / ("model-int8.onnx" if quantize else "model.onnx")
+    target = export_target(cache_dir, _model_key(model_path, quantize), "model-int8.onnx" if quantize else "model.onnx")
+    folder, root = target.parent, target.parent.parent
     return cached_export(target, lambda: _export_locked(model_path, target, folder, root, quantize))
 
 
@@ -370,7 +465,10 @@ def cached_export(target: Path, export: Callable[[], None]) -> Path:
     if target.is_file():
         return target
     folder = target.parent
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EmbedderError(f"cannot create the export folder {folder} ({_os_reason(exc)}): {_CACHE_DIR_FIX}") from None
     try:
         # filelock (already installed with huggingface_hub/torch): an fcntl lock that the OS drops
         # when its holder dies, so a replica killed mid-export never wedges the others.
@@ -523,6 +621,17 @@ class OnnxEmbedder(Embedder):
     def onnx_path(self) -> Path:
         """The ONNX file in use (exporting it if needed)."""
         return self._get_model().path
+
+    def check_export_folder(self) -> Path | None:
+        """The folder the ONNX export is read from or written to, worked out now without loading or exporting
+        anything (it hashes the model's files): the configured one, else the temporary folder it falls back to
+        (warning once; :func:`export_target`). None with ``onnx_file`` (no export). :class:`EmbedderError` saying what
+        to set when no folder can be written: a gateway calls this at start, to fail there in one line rather than
+        on every request."""
+        if self.onnx_file is not None:
+            return None
+        name = "model-int8.onnx" if self.quantize else "model.onnx"
+        return export_target(self.cache_dir, _model_key(self.model_path, self.quantize), name).parent
 
     @property
     def session_options(self) -> Any:

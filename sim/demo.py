@@ -299,9 +299,14 @@ def run_demo(
     workdir = workdir.resolve()
     lake = workdir / "lake"
     logs = workdir / "logs"
-    if lake.exists():
-        shutil.rmtree(lake)  # each demo run starts from an empty lake
-    logs.mkdir(parents=True, exist_ok=True)
+    try:
+        if lake.exists():
+            shutil.rmtree(lake)  # each demo run starts from an empty lake
+        logs.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a folder this user cannot write (a read-only image, another user's folder)
+        raise DemoError(f"cannot set up the demo's folder {workdir}: {exc.strerror or exc}"
+                        f"{f' ({exc.filename})' if exc.filename else ''}: pass --workdir with a folder this user "
+                        "can write") from None
 
     cache_cfg = dataclasses.replace(config.serving.cache, ttl_s=DEMO_CACHE_TTL_S)
     config = config.replace(serving=dataclasses.replace(config.serving, cache=cache_cfg))

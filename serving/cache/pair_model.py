@@ -210,14 +210,25 @@ def pair_onnx_path(path: str | os.PathLike[str], *, base: str | os.PathLike[str]
                    cache_dir: str | os.PathLike[str] | None = None, int8: bool = False) -> Path:
     """Where the ONNX export of the pair model file ``path`` (on ``base``) is cached: keyed by the file's
     content, the base model's files (the word embeddings come from them) and the export settings; the int8
-    file lies beside the float32 one it is quantised from."""
-    from costline.serving.embedding_onnx import _OPSET, _model_key, default_onnx_cache_dir
+    file lies beside the float32 one it is quantised from. (Where that folder cannot be written,
+    :func:`export_pair_onnx` exports into the process's temporary folder instead, as the embedder does.)"""
+    from costline.serving.embedding_onnx import default_onnx_cache_dir
 
-    where, base_path = Path(path), _base_path(base)
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_onnx_cache_dir()
+    return root / _pair_folder(Path(path), base) / _pair_file(int8)
+
+
+def _pair_folder(where: Path, base: str | os.PathLike[str] | None) -> str:
+    """The export's folder name: the model file's content, the base model's files and the export settings."""
+    from costline.serving.embedding_onnx import _OPSET, _model_key
+
     h = hashlib.sha256(f"pair-model v{_EXPORT_VERSION} opset{_OPSET} max_length{MAX_LENGTH}\n".encode())
-    h.update(_file_hash(where).encode() + b"\0" + _model_key(base_path, False).encode())
-    return root / f"pair-{h.hexdigest()[:16]}" / ("pair_model.int8.onnx" if int8 else "pair_model.onnx")
+    h.update(_file_hash(where).encode() + b"\0" + _model_key(_base_path(base), False).encode())
+    return f"pair-{h.hexdigest()[:16]}"
+
+
+def _pair_file(int8: bool) -> str:
+    return "pair_model.int8.onnx" if int8 else "pair_model.onnx"
 
 
 def export_pair_onnx(path: str | os.PathLike[str], *, base: str | os.PathLike[str] | None = None,
@@ -233,15 +244,19 @@ def export_pair_onnx(path: str | os.PathLike[str], *, base: str | os.PathLike[st
     the file lock the embedder's exports use, so processes starting together on a clean cache export once.
     :class:`CacheError` naming the file when it cannot be exported.
     """
-    from costline.serving.embedding_onnx import _quantize, cached_export
+    from costline.serving.embedding_onnx import EmbedderError, _quantize, cached_export, export_target
 
     where = Path(path)
     read_header(where)  # a file that is no pair model is refused before anything is hashed or loaded
-    target = pair_onnx_path(where, base=base, cache_dir=cache_dir, int8=int8)
+    try:  # pair_onnx_path's, or the process's temporary folder when that cannot be written (as the embedder's)
+        target = export_target(cache_dir, _pair_folder(where, base), _pair_file(int8))
+    except EmbedderError as exc:
+        raise CacheError(f"cannot export the pair model {where} to ONNX: {exc}") from None
+    root = target.parent.parent
 
     def export() -> None:
         if int8:
-            fp32 = export_pair_onnx(where, base=base, cache_dir=cache_dir, model=model)
+            fp32 = export_pair_onnx(where, base=base, cache_dir=root, model=model)
             log.info("costline: quantising the pair model's export %s to int8 (%s)", fp32, target)
             _quantize(fp32, target)
             return

@@ -126,7 +126,12 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-import regex as _regex
+from costline.serving.errors import MissingExtraError
+
+try:  # the serving extra's (Unicode classes the stdlib's re lacks): a base install gets the install hint
+    import regex as _regex
+except ImportError:
+    raise MissingExtraError("regex") from None
 
 log = logging.getLogger(__name__)
 

@@ -63,8 +63,21 @@ class KeyStoreError(ServingError):
     """The API keys file cannot be read or written, or a key operation is invalid."""
 
 
+#: What to set when the keys file's folder cannot be written.
+_KEYS_FILE_FIX = ("pass --file, or set [serving.gateway] keys_file (COSTLINE_SERVING_GATEWAY_KEYS_FILE) or "
+                  "XDG_STATE_HOME, to a path this user can write")
+
+
 def default_keys_file() -> Path:
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    """``$XDG_STATE_HOME/costline/gateway-keys.json``, else under ``~/.local/state``; KeyStoreError when neither can be
+    worked out (no XDG_STATE_HOME, and no home directory: HOME unset and a user id with no passwd entry, as a
+    container's arbitrary uid)."""
+    base = os.environ.get("XDG_STATE_HOME")
+    if not base:
+        try:
+            base = str(Path.home() / ".local" / "state")
+        except RuntimeError:  # Path.home(): "Could not determine home directory"
+            raise KeyStoreError(f"no home directory to keep the API keys file in: {_KEYS_FILE_FIX}") from None
     return Path(base) / "costline" / "gateway-keys.json"
 
 
@@ -99,7 +112,14 @@ class KeyStore:
     """The keys file; safe to share between a running gateway and ``costline keys``."""
 
     def __init__(self, path: Path | None = None, *, now: Callable[[], dt.datetime] | None = None) -> None:
-        self.path = Path(path) if path is not None else default_keys_file()
+        #: None: no path given and none can be worked out (no home directory): no keys file to read, and adding a
+        #: key says what to set.
+        self.path: Path | None = Path(path) if path is not None else None
+        if path is None:
+            try:
+                self.path = default_keys_file()
+            except KeyStoreError:
+                self.path = None
         self._now = now or (lambda: dt.datetime.now(dt.UTC))
         self._lock = threading.Lock()
         self._stamp: tuple[int, int] | None = None
@@ -109,6 +129,9 @@ class KeyStore:
 
     # -- reading -------------------------------------------------------------------------------
     def _load(self) -> dict[str, ApiKey]:
+        if self.path is None:  # no home directory and no path set: there is no keys file
+            self._stamp, self._keys, self._present = None, {}, False
+            return self._keys
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
@@ -174,7 +197,7 @@ class KeyStore:
     def _exclusive(self) -> Iterator[None]:
         """Hold an exclusive ``flock`` on ``<keys file>.lock`` (created next to it, owner only): the whole
         read-modify-write of one ``costline keys add|revoke`` against another's, in any process."""
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._make_folder()
         lock = self.path.with_name(self.path.name + ".lock")
         try:
             fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
@@ -187,10 +210,24 @@ class KeyStore:
         finally:
             os.close(fd)  # releases the lock
 
+    def _make_folder(self) -> None:
+        """Create the keys file's folder (owner only) if missing; KeyStoreError naming it and what to set if it cannot be."""
+        if self.path is None:
+            raise KeyStoreError(f"no home directory to keep the API keys file in: {_KEYS_FILE_FIX}")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise KeyStoreError(f"cannot create the keys file's folder {self.path.parent}: {exc.strerror or exc}"
+                                f"{f' ({exc.filename})' if exc.filename else ''}: {_KEYS_FILE_FIX}") from None
+
     def _write(self, keys: dict[str, ApiKey]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with atomic_write(self.path, "w", encoding="utf-8", opener=_owner_only) as f:
-            json.dump({"version": 1, "keys": [asdict(k) for k in keys.values()]}, f, indent=1)
+        self._make_folder()
+        try:
+            with atomic_write(self.path, "w", encoding="utf-8", opener=_owner_only) as f:
+                json.dump({"version": 1, "keys": [asdict(k) for k in keys.values()]}, f, indent=1)
+        except PermissionError as exc:
+            raise KeyStoreError(f"cannot write the keys file {self.path}: {exc.strerror or exc}: "
+                                f"{_KEYS_FILE_FIX}") from None
 
     def add(self, tenant: str, name: str = "") -> tuple[ApiKey, str]:
         """Create a key for ``tenant``; returns it and the secret key text (shown once, never stored)."""

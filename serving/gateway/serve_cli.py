@@ -115,6 +115,11 @@ def serve(config: Config, host: str | None, port: int | None, with_standin: bool
 
         c = config.serving.cache
         embedder = make_embedder(c)
+        # where the ONNX export goes, worked out now: no folder this user can write (a read-only HOME, no temporary
+        # folder) fails here in one line, not as a gateway that answers every request without its cache
+        check = getattr(embedder, "check_export_folder", None)
+        if check is not None:
+            check()
         cache = SemanticCache(embedder, c, kafka=config.kafka)
         cache.start()  # with [serving.cache] replication_topic: bootstrap (snapshot + topic), then follow it
         if cache.replication is not None:
