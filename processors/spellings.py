@@ -146,6 +146,14 @@ _BEDROCK_INPUT_EXCLUDES_CACHE_SCOPES: Final = ("opentelemetry.instrumentation.bo
 #: (prompt + candidates + thoughts): the surplus of the total is output.
 _OUTPUT_IN_TOTAL_SCOPES: Final = ("opentelemetry.instrumentation.google_generativeai",)
 _TOTAL_TOKENS: Final = "gen_ai.usage.total_tokens"
+#: Google ADK 1.x's own spans (scope ``gcp.vertex.agent``; checked on google-adk 1.39.1) write
+#: ``gen_ai.usage.output_tokens`` = the Gemini API's ``candidatesTokenCount`` only and, on ``call_llm``, a thinking
+#: model's ``thoughtsTokenCount`` (billed as output) as ``gen_ai.usage.experimental.reasoning_tokens``: added to the
+#: output. ADK 2.x (2.13.0) writes the conventions' ``gen_ai.usage.reasoning.output_tokens`` instead, a part of its
+#: output (candidates + thoughts): a span that has it has nothing to add.
+_ADK_SCOPES: Final = ("gcp.vertex.agent",)
+_ADK_REASONING: Final = "gen_ai.usage.experimental.reasoning_tokens"
+_REASONING_OUTPUT: Final = "gen_ai.usage.reasoning.output_tokens"
 #: Micrometer's placeholder for a value it does not have (Spring AI's failed call: response model ``none``).
 _MICROMETER_SCOPES: Final = ("org.springframework",)
 _MICROMETER_NONE: Final = "none"
@@ -404,6 +412,10 @@ def _read_genai(name: str, get: Any, scope: str | None, failed: bool, bad: list[
         elif (input_tokens is not None and output_tokens is not None and scope.startswith(_OUTPUT_IN_TOTAL_SCOPES)
               and (total := count_of(get(_TOTAL_TOKENS), _TOTAL_TOKENS, bad)) is not None):
             output_tokens += max(0, total - input_tokens - output_tokens)  # the thoughts
+        elif (output_tokens is not None and scope.startswith(_ADK_SCOPES) and (v := get(_ADK_REASONING)) is not None
+              and get(_REASONING_OUTPUT) is None):
+            n = count_of(v, _ADK_REASONING, bad)  # a bad one is flagged: the call is then unpriced
+            output_tokens = output_tokens + n if n is not None else output_tokens  # the thoughts
     if provider is not None:
         provider = provider.strip().lower()  # older OpenLLMetry spells it "Anthropic"
         if input_tokens is not None and scope is not None and (

@@ -33,6 +33,20 @@
 -- An operation's span around its calls is no call: a span with no tokens and no explicit price that is
 -- the parent of a call span of the same instrumentation, provider family, model and operation (the
 -- Vercel AI SDK's "embeddings <model>" span around the one per HTTP call that embedMany splits its values into).
+--
+-- An instrumentation's second span of its own call is no call: a call span without a response id inside a span of
+-- the same instrumentation, provider family and model (below) without one, with the same input and cache counts and
+-- no more output, over overlapping times (Google ADK 1.x, and 2.x on its legacy schema, write "call_llm" with the
+-- usage around "generate_content <model>" with the same usage: one model call). The outer span is kept: ADK 1.x
+-- writes the thinking tokens (billed as output) only on it, so only its output is the whole of the call's.
+--
+-- The same model, as instrumentations of one call may name it: the same model_key, or the same model_base (the id
+-- without the snapshot suffix pricing's normalize_model_id strips: -2024-07-18, -20251001, @20251001, -v1:0, -v2,
+-- -latest) with the same suffix (Vertex AI's @20251001 is -20251001), or where one names the alias (no suffix, or
+-- -latest), or the other's snapshot with more after it (Bedrock's -20251001-v1:0 of -20251001): what a framework's
+-- span asked for (gpt-4o-mini) and what the SDK's span says answered (gpt-4o-mini-2024-07-18, as OpenAI's API
+-- answers). Never two different suffixes (two snapshots -2024-05-13 and -2024-08-06; deepseek-v2 and deepseek-v3;
+-- Bedrock's claude-v2 and claude-v2:1): two models.
 -- Made twice (costline.lake.views_sql): call_links without the content columns, which the calls view reads from
 -- call_content, and call_links_content with the kept span's own, for the requests view's standalone calls.
 CREATE OR REPLACE VIEW {view} AS
@@ -49,7 +63,7 @@ WITH oi_traces AS (
   FROM calls_raw  -- the call rows as written (a repeated row changes no bool_or)
   WHERE trace_id IN (SELECT trace_id FROM calls_raw WHERE instrumentation = 'openinference.instrumentation.anthropic')
   GROUP BY trace_id
-), f0 AS (
+), f00 AS (
   -- call_links: the content columns stay out of every step (EXCLUDE, filled in below); the calls view takes them
   -- from call_content, which DuckDB leaves out of a query that does not select them (a query's WHERE, pushed into the
   -- materialized steps, kept every column of them)
@@ -100,14 +114,43 @@ WITH oi_traces AS (
            AS pref_input,
          (instrumentation IS DISTINCT FROM 'opentelemetry.instrumentation.anthropic') AS pref_exact
   FROM call_links_all c LEFT JOIN oi_traces t ON t.trace_id = c.trace_id
+), f0 AS (
+  -- model_base: model_key without its snapshot suffix, as pricing's normalize_model_id strips it (once; a Claude
+  -- id twice: Bedrock's -20251001-v1:0); model_tag: what was stripped, Vertex AI's @date read as -date
+  SELECT *, replace(substr(model_key, length(model_base) + 1), '@', '-') AS model_tag
+  FROM (SELECT *, regexp_replace(
+                    CASE WHEN starts_with(model_key, 'claude-') THEN regexp_replace(model_key,
+                      '(-\d\d\d\d\d\d\d\d|-\d\d\d\d-\d\d-\d\d|@\d\d\d\d\d\d\d\d|-v\d+(:\d+)?|-latest)$', '')
+                    ELSE model_key END,
+                    '(-\d\d\d\d\d\d\d\d|-\d\d\d\d-\d\d-\d\d|@\d\d\d\d\d\d\d\d|-v\d+(:\d+)?|-latest)$', '') AS model_base
+        FROM f00)
 ), envelopes AS (
   SELECT DISTINCT p.trace_id, p.span_id
   FROM f0 p JOIN f0 ch ON ch.trace_id = p.trace_id AND ch.parent_span_id = p.span_id
   WHERE p.pref_tokens = 0 AND NOT p.pref_explicit AND p.response_id IS NULL
     AND ch.instrumentation IS NOT DISTINCT FROM p.instrumentation AND ch.family = p.family
     AND ch.model_key IS NOT DISTINCT FROM p.model_key AND ch.operation IS NOT DISTINCT FROM p.operation
+), doubles AS (
+  -- an instrumentation's second span of its own call (see above): the inner one (not where the outer one is an
+  -- operation's span around its calls, the outer one dropped)
+  SELECT DISTINCT ch.trace_id, ch.span_id
+  FROM f0 p JOIN f0 ch ON ch.trace_id = p.trace_id AND ch.parent_span_id = p.span_id
+    ANTI JOIN envelopes e ON e.trace_id = p.trace_id AND e.span_id = p.span_id
+  WHERE p.response_id IS NULL AND ch.response_id IS NULL AND NOT p.pref_explicit AND NOT ch.pref_explicit
+    AND ch.instrumentation IS NOT DISTINCT FROM p.instrumentation AND ch.family = p.family
+    AND (ch.model_key = p.model_key
+         OR (ch.model_base = p.model_base AND (ch.model_tag = p.model_tag OR ch.model_tag IN ('', '-latest')
+                                               OR p.model_tag IN ('', '-latest')
+                                               OR starts_with(ch.model_tag, p.model_tag || '-')
+                                               OR starts_with(p.model_tag, ch.model_tag || '-'))))
+    AND ch.input_tokens IS NOT DISTINCT FROM p.input_tokens
+    AND ch.cache_read_tokens IS NOT DISTINCT FROM p.cache_read_tokens
+    AND ch.cache_creation_tokens IS NOT DISTINCT FROM p.cache_creation_tokens
+    AND (ch.output_tokens IS NOT DISTINCT FROM p.output_tokens OR ch.output_tokens < p.output_tokens)
+    AND p.started <= ch.ts AND ch.started <= p.ts
 ), f AS (
   SELECT * FROM f0 ANTI JOIN envelopes e ON e.trace_id = f0.trace_id AND e.span_id = f0.span_id
+    ANTI JOIN doubles d ON d.trace_id = f0.trace_id AND d.span_id = f0.span_id
 ), k AS (
   SELECT *, CASE WHEN response_id IS NOT NULL THEN trace_id || '|' || family || '|' || response_id END AS call_key
   FROM (
@@ -133,15 +176,17 @@ WITH oi_traces AS (
   FROM k
 ), heads AS (
   -- grandparent: a span's parent's parent when that parent is a model-call span too (three
-  -- instrumentations wrapped around one call make a chain of three spans)
+  -- instrumentations wrapped around one call make a chain of three spans), counted or not (an
+  -- instrumentation's inner span of its own call, dropped above, between its outer one and another's span)
   SELECT r.*, g.parent_span_id AS grandparent_span_id
-  FROM ranked r LEFT JOIN (SELECT DISTINCT trace_id, span_id, parent_span_id FROM ranked) g
+  FROM ranked r LEFT JOIN (SELECT DISTINCT trace_id, span_id, parent_span_id FROM f0) g
     ON g.trace_id = r.trace_id AND g.span_id = r.parent_span_id
   WHERE r.call_key IS NULL OR r.key_rank = 1
 ), shadow_pairs AS (
   -- without a response id: the same call when another instrumentation reported the same provider and
-  -- model, under the same parent (or one inside the other, up to two levels, or beside the call span another
-  -- is inside: OpenInference's span with OpenTelemetry's inside it and OpenLLMetry's beside it), over
+  -- model (the same model as above: an alias and its dated snapshot are one), under the same parent (or one
+  -- inside the other, up to two levels, or beside the call span another is inside: OpenInference's span with
+  -- OpenTelemetry's inside it and OpenLLMetry's beside it), over
   -- overlapping times; a span that names no provider (Langfuse's, Strands Agents') or "openai" matches any, and one
   -- that names no model (a failed call to an agent framework's bridge, OpenInference's failed OpenAI call)
   -- matches the span it is inside or around, up to two levels
@@ -154,6 +199,10 @@ WITH oi_traces AS (
    AND coalesce(a.instrumentation, '') <> coalesce(b.instrumentation, '')
    AND (a.family = b.family OR a.family IN ('', 'openai') OR b.family IN ('', 'openai'))
    AND (a.model_key IS NOT DISTINCT FROM b.model_key
+        OR (a.model_base = b.model_base AND (a.model_tag = b.model_tag OR a.model_tag IN ('', '-latest')
+                                             OR b.model_tag IN ('', '-latest')
+                                             OR starts_with(a.model_tag, b.model_tag || '-')
+                                             OR starts_with(b.model_tag, a.model_tag || '-')))
         OR ((a.model IS NULL OR b.model IS NULL) AND (a.parent_span_id = b.span_id OR b.parent_span_id = a.span_id
                                                        OR a.grandparent_span_id = b.span_id
                                                        OR b.grandparent_span_id = a.span_id)))
@@ -218,7 +267,8 @@ WITH oi_traces AS (
       > (coalesce(a.linked_request_id, a.key_request_id) IS NOT NULL,
          a.pref_explicit, a.pref_input, a.pref_exact, a.pref_tokens, a.pref_own, a.pref_endpoint, b.span_id)
 )
-SELECT h.* EXCLUDE (family, model_key, pref_explicit, pref_input, pref_exact, pref_tokens, pref_own, pref_endpoint,
+SELECT h.* EXCLUDE (family, model_key, model_base, model_tag, pref_explicit, pref_input, pref_exact, pref_tokens,
+                    pref_own, pref_endpoint,
                     call_key,
                     key_rank, trace_rank, key_span_id, key_request_id, key_tenant, linked_span_id, linked_request_id,
                     request_tenant, grandparent_span_id, group_response_id),
