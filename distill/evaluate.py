@@ -119,9 +119,13 @@ class GapBound:
     gap: float
     low: float
     high: float
-    #: "Clopper-Pearson" (exact match: ``disagreements`` of ``n``) or "Student's t" (cosine).
+    #: "Clopper-Pearson" (exact or json: ``disagreements`` of ``n``) or "Student's t" (cosine).
     method: str
     disagreements: int | None = None
+
+
+#: The metrics whose score is 0 or 1 (an answer agrees with the teacher's or not): a gap is a share of answers.
+_BINARY = frozenset({"exact", "json"})
 
 
 def gap_bound(metric: str, gaps: Any, confidence: float) -> GapBound:
@@ -136,7 +140,7 @@ def gap_bound(metric: str, gaps: Any, confidence: float) -> GapBound:
     if n == 0:
         nan = float("nan")
         return GapBound(0, nan, nan, nan, "none")
-    if metric == "exact":
+    if metric in _BINARY:
         k = int(np.count_nonzero(d > 0.5))  # the teacher's answer scores 1, the student's 0 or 1
         high = 1.0 if k == n else float(stats.beta.ppf(confidence, k + 1, n - k))
         low = 0.0 if k == 0 else float(stats.beta.ppf(1.0 - confidence, k, n - k + 1))
@@ -169,7 +173,7 @@ def _verdict_reasons(b: GapBound, metric: str, threshold: float, confidence: flo
     if b.n < min_n:
         reasons.append(f"only {b.n} held-out items (min_eval_per_subtype {min_n})")
     if not b.high <= threshold:
-        if metric == "exact":
+        if metric in _BINARY:
             need = items_needed(threshold, confidence)
             what = (f"{b.disagreements} of {b.n} answers disagree with the teacher: gap {b.gap:.3f}, its {level} "
                     f"upper bound {b.high:.3f} (Clopper-Pearson) is over its threshold {threshold:.3f}")

@@ -246,8 +246,11 @@ def _same_leaf(a: Any, b: Any) -> bool:
 
 
 def json_match(answer: str | None, reference: str | None) -> float:
-    """The ``json`` metric: the share of leaf paths (:func:`_leaves`) of either answer on which both hold equal
-    values (:func:`_same_leaf`); a field one answer lacks or adds counts against it.
+    """The ``json`` metric: 1.0 when the two answers hold the same JSON — the same leaf paths (:func:`_leaves`) with
+    equal values (:func:`_same_leaf`), a field that is null on one side and missing on the other being the same —
+    else 0.0. All or nothing, as ``exact`` is: a gap is the share of answers that differ, so one field wrong in
+    every answer (the total of each invoice) is a gap of 1, not of 1/8 of an eight-field answer, which would pass
+    any threshold.
 
     * the reference holds no JSON (:func:`parse_json_answer`): :func:`exact_match` of the whole texts;
     * the reference holds JSON and the answer none: 0.0 (a reference that is a lone scalar, e.g. ``"positive"``
@@ -264,9 +267,9 @@ def json_match(answer: str | None, reference: str | None) -> float:
         a, b = _leaves(got), _leaves(ref)
     except _Unbounded:
         return exact_match(answer, reference)
-    paths = a.keys() | b.keys()
-    same = sum(1 for p in a.keys() & b.keys() if _same_leaf(a[p], b[p]))
-    return same / len(paths)
+    a = {p: v for p, v in a.items() if v is not None}  # null is no value: {"note": null} is {}
+    b = {p: v for p, v in b.items() if v is not None}
+    return 1.0 if a.keys() == b.keys() and all(_same_leaf(a[p], b[p]) for p in a) else 0.0
 
 
 def metric_for(subtype: str | None, task_type: str | None, metrics: Mapping[str, str], default: str) -> str:

@@ -39,15 +39,16 @@ PRETTY_FENCED = '```json\n{\n  "vendor": "ACME Corp",\n  "total": 1200\n}\n```'
     ('[draft] {"vendor": "ACME Corp", "total": 1200}', INVOICE, 1.0),  # "[draft]" is no JSON: the next start is
     ('{"vendor": "acme corp.", "total": 1200}', INVOICE, 1.0),  # strings as exact match normalises them
     ('{"ok": false, "note": null}', '{"ok": false, "note": null}', 1.0),
+    ('{"ok": false}', '{"ok": false, "note": null}', 1.0),  # a null field is a missing one
     ('{"tags": []}', '{"tags": []}', 1.0),  # an empty list is a leaf
-    # fields that differ: the share that agree
-    ('{"vendor": "ACME Corp", "total": 2100}', INVOICE, 0.5),  # 1 of 2
-    ('{"vendor": "ACME Corp", "total": 120}', INVOICE, 0.5),
+    # any field that differs, is missing or is added: 0 (all or nothing, as exact)
+    ('{"vendor": "ACME Corp", "total": 2100}', INVOICE, 0.0),
+    ('{"vendor": "ACME Corp", "total": 120}', INVOICE, 0.0),
     ('{"vendor": "John Doe", "total": 2100}', INVOICE, 0.0),
-    ('{"vendor": "ACME Corp"}', INVOICE, 0.5),  # a missing field: 1 of the 2 paths
-    ('{"vendor": "ACME Corp", "total": 1200, "currency": "USD"}', INVOICE, 2 / 3),  # an extra field: 2 of 3
+    ('{"vendor": "ACME Corp"}', INVOICE, 0.0),  # a missing field
+    ('{"vendor": "ACME Corp", "total": 1200, "currency": "USD"}', INVOICE, 0.0),  # an extra field
     ('{"items": [{"sku": "A", "qty": 2}, {"sku": "B", "qty": 3}]}',
-     '{"items": [{"sku": "A", "qty": 2}, {"sku": "B", "qty": 1}]}', 0.75),  # 3 of 4 leaves
+     '{"items": [{"sku": "A", "qty": 2}, {"sku": "B", "qty": 1}]}', 0.0),  # 1 of 4 leaves differs
     ('["a", "b"]', '["b", "a"]', 0.0),  # lists by position
     ('{"paid": true}', '{"paid": 1}', 0.0),  # a bool is no number
     ('{"total": "1200"}', '{"total": 1200}', 0.0),  # a string is no number
@@ -204,10 +205,19 @@ def test_drift_flags_a_json_extraction_student_for_wrong_fields_not_for_their_fo
     assert (a.subtype, a.n, a.student_score, a.gap, a.flagged) == ("invoice", 60, 1.0, 0.0, False)
     assert {r["metric"] for r in night1.rows} == {"json"}
 
-    # night 2: every total is 1,000 off: 1 of the 2 fields agrees on every item, gap 0.5, over the baseline's
-    # gap 0 + max_gap_increase 0.05
+    # night 2: every total is 1,000 off: every item differs, gap 1, over the baseline's gap 0 + max_gap_increase 0.05
     night2 = run_drift(cfg, since=T0 + dt.timedelta(days=1), until=T0 + dt.timedelta(days=2), client=client,
                        embedder=None)
     [b] = night2.assessments
-    assert (b.subtype, b.n, b.student_score, b.gap, b.baseline_gap, b.flagged) == ("invoice", 60, 0.5, 0.5, 0.0, True)
+    assert (b.subtype, b.n, b.student_score, b.gap, b.baseline_gap, b.flagged) == ("invoice", 60, 0.0, 1.0, 0.0, True)
     assert b.threshold == pytest.approx(0.05)
+
+
+def test_the_distill_gate_bounds_a_json_gap_as_a_share_of_answers():
+    """json scores are 0 or 1, so its gap is k of n answers and its bound Clopper-Pearson, as exact's: 1 of 30 at
+    95 %: beta.ppf(0.95, 2, 29) = 0.1486 (Student's t would give 0.0900)."""
+    from costline.distill.evaluate import gap_bound
+
+    b = gap_bound("json", [1.0] + [0.0] * 29, 0.95)
+    assert (b.method, b.n, b.disagreements) == ("Clopper-Pearson", 30, 1)
+    assert b.high == pytest.approx(0.1486, abs=5e-4)
