@@ -175,6 +175,20 @@ def kafka_status(config: Config) -> None:
     click.echo(LocalKafka(config.kafka).status().describe())
 
 
+#: ``[kafka]`` keys whose default is worked out when the folder is used (KafkaConfig's property of it).
+_WORKED_OUT = {"home": "jars_home", "data_dir": "state_dir"}
+
+
+def _worked_out(section: object, prop: str) -> str:
+    """The folder a None ``[kafka] home`` / ``data_dir`` stands for, or why there is none (no home directory)."""
+    from costline.errors import ConfigError
+
+    try:
+        return f"{getattr(section, prop)} (default)"
+    except ConfigError as exc:
+        return f"None ({exc})"
+
+
 @cli.command("config")
 @pass_config
 def show_config(config: Config) -> None:
@@ -215,7 +229,9 @@ def show_config(config: Config) -> None:
             if dataclasses.is_dataclass(value):
                 nested.append((f"{name}.{sf.name}", value))
                 continue
-            if value is not None and is_secret_key(sf.name):
+            if value is None and name == "kafka" and sf.name in _WORKED_OUT:  # its default, worked out where used
+                value = _worked_out(section, _WORKED_OUT[sf.name])
+            elif value is not None and is_secret_key(sf.name):
                 value = mask_secret(value)  # tokens, keys, webhook URLs: never printed
             else:
                 value = _without_passwords(value, redact_url)  # a catalog / endpoint URL's password neither

@@ -196,7 +196,21 @@ def test_without_a_home_directory_the_config_loads_and_commands_run(no_home, tmp
     for var in [v for v in os.environ if v.startswith("COSTLINE_")]:
         monkeypatch.delenv(var)
     code, out = _run(argv, capsys)  # the old code raised RuntimeError: Could not determine home directory
-    assert code == exit_code and said in out and "home directory" not in out, out
+    assert code == exit_code and said in out and "Could not determine" not in out and "Traceback" not in out, out
+
+
+def test_costline_config_shows_the_kafka_folders_it_would_use(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """[kafka] home and data_dir default to None (worked out where used); `costline config` shows the folders."""
+    monkeypatch.chdir(tmp_path)
+    for var in [v for v in os.environ if v.startswith("COSTLINE_")]:
+        monkeypatch.delenv(var)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    code, out = _run(["config"], capsys)
+    assert code == 0, out
+    assert f"home = {tmp_path / 'cache' / 'costline' / 'kafka'} (default)" in out, out
+    assert f"data_dir = {tmp_path / 'state' / 'costline' / 'kafka'} (default)" in out, out
 
 
 @pytest.mark.parametrize(("attr", "key", "xdg"), [

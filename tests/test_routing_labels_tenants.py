@@ -41,6 +41,7 @@ def _lake(requests: list[tuple[str, str, str, bool]]) -> duckdb.DuckDBPyConnecti
         if escalated:
             con.execute("INSERT INTO calls VALUES (?, ?, ?, 'mid', NULL, ?, 100, 20, false)",
                         [rid, trace, ts + timedelta(seconds=1), doc])
+    con.execute("ALTER TABLE requests ADD COLUMN rejected_attempts VARCHAR")  # NULL: none rejected
     return con
 
 

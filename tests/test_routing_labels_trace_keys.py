@@ -48,6 +48,7 @@ def _lake(requests: list[Req], shadow: list[Shadow]) -> duckdb.DuckDBPyConnectio
     for rid, trace, tier, match, run in shadow:
         con.execute("INSERT INTO shadow_items VALUES (?, ?, ?, ?, NULL, NULL, 'exact', ?, ?)",
                     [run, rid, trace, tier, 1.0 if match else 0.0, match])
+    con.execute("ALTER TABLE requests ADD COLUMN rejected_attempts VARCHAR")  # NULL: none rejected
     return con
 
 
@@ -154,3 +155,29 @@ def test_tenants_sharing_request_ids_each_count_their_own_labels_toward_the_cap(
     assert all((lb.lo, lb.hi) == ("mid", None) for lb in labels.labels)
     assert sorted(lb.trace_id for lb in labels.labels) == sorted(
         f"trace-{t}-{i}" for i in range(3) for t in ("acme", "globex"))
+
+
+@pytest.mark.parametrize(("rejected", "expected"), [
+    # budget refused (served, no success): a refusal says nothing of budget's quality: unlabelled, as a plain
+    # answer is ([budget, None] with include_unlabelled; before: budget inadequate, [mid, None])
+    ("budget:refusal", [("req-1", "acme", "budget", None)]),
+    ("budget:content_filter", [("req-1", "acme", "budget", None)]),
+    # budget's answer failed the validator and mid's was served, a refusal (success false): budget is inadequate
+    # (lo = mid), mid's refusal no verdict: [mid, None] (before: [upper, None])
+    ("budget:validator,mid:refusal", [("req-1", "acme", "mid", None)]),
+    # budget's answer failed the validator, mid's was served and the request is no success for another reason
+    # (an app's own reject): both answered tiers were turned down: [upper, None]
+    ("budget:validator", [("req-1", "acme", "upper", None)]),
+])
+def test_a_refused_answer_is_no_verdict_on_its_tier(rejected, expected):
+    """A request whose served tier declined to answer (``<tier>:refusal`` in ``rejected_attempts``, success false) does
+    not label that tier inadequate: the pipeline never sends a refusal up a tier, and the same request would be
+    refused there too."""
+    tiers = ("budget", "mid") if "validator" in rejected else ("budget",)  # a validator's rejection went up to mid
+    con = _lake([("req-1", "trace-1", "acme", "faq", tiers)], [])
+    con.execute("UPDATE requests SET success = false, rejected_attempts = ?", [rejected])
+    try:
+        got = labels_from_lake(Config(), since=T0, until=T0 + timedelta(days=1), con=con, include_unlabelled=True)
+    finally:
+        con.close()
+    assert _got(got) == expected

@@ -211,7 +211,8 @@ _REQ_SQL = """req AS (
   SELECT trace_id, request_id, any_value(ts) AS ts, any_value(tenant) AS tenant, any_value(task_type) AS task_type,
          any_value(subtype) AS subtype,
          any_value(tier) AS tier, any_value(routed_tier) AS routed_tier, max(escalations) AS escalations,
-         bool_or(success) AS success, any_value(input_messages) AS r_in
+         bool_or(success) AS success, any_value(input_messages) AS r_in,
+         any_value(rejected_attempts) AS rejected_attempts
   FROM requests
   WHERE ts >= $since AND ts < $until AND NOT standalone AND NOT cache_hit
   GROUP BY trace_id, request_id
@@ -242,8 +243,8 @@ LABELS_SQL = "WITH " + _REQ_SQL + """, uniq AS (
   FROM sh GROUP BY trace_id, request_id
 )
 SELECT r.request_id, r.trace_id, r.ts, r.tenant, r.task_type, r.subtype, r.tier, r.routed_tier, r.escalations,
-       r.success, coalesce(r.r_in, cl.c_in) AS input_messages, cl.answered, cl.input_tokens, cl.output_tokens,
-       v.adequate, v.inadequate
+       r.success, r.rejected_attempts, coalesce(r.r_in, cl.c_in) AS input_messages, cl.answered, cl.input_tokens,
+       cl.output_tokens, v.adequate, v.inadequate
 FROM req r LEFT JOIN cl USING (trace_id, request_id) LEFT JOIN verdicts v USING (trace_id, request_id)
 WHERE {where}
 ORDER BY r.ts, r.request_id, r.trace_id
@@ -255,6 +256,18 @@ AMBIGUOUS_SQL = "WITH " + _REQ_SQL + """
 SELECT count(DISTINCT request_id) FROM shadow_items
 WHERE trace_id IS NULL AND request_id IN (SELECT request_id FROM req GROUP BY request_id HAVING count(*) > 1)
 """
+
+
+#: The problems of a rejected attempt that are the model declining to answer (costline.serving.pipeline.declined).
+_DECLINED = frozenset({"refusal", "content_filter"})
+
+
+def _declined_by(tier: str | None, rejected_attempts: str | None) -> bool:
+    """Whether the request's served ``tier`` answered with a refusal (``<tier>:refusal`` in its rejected attempts):
+    served as the answer, but no success."""
+    if not tier or not rejected_attempts:
+        return False
+    return any(a.strip() in {f"{tier}:{p}" for p in _DECLINED} for a in rejected_attempts.split(","))
 
 
 def _query_of(doc: str | None) -> str | None:
@@ -355,9 +368,11 @@ def labels_from_lake(
         adequate = list(r["adequate"] or [])
         inadequate = list(r["inadequate"] or [])
         answered = [t for t in (r["answered"] or []) if t]
-        # Every answered tier but the accepted one (the served tier of a successful request): the
-        # ladder only climbs, so this needs no ordering of calls that share a timestamp.
-        rejected = [t for t in answered if not (r["success"] and t == r["tier"])]
+        # Every answered tier but the accepted one (the served tier of a successful request, or of one whose
+        # answer the model declined to give: a refusal says nothing of the tier's quality, and the pipeline never
+        # sends one up a tier): the ladder only climbs, so this needs no ordering of calls that share a timestamp.
+        accepted = r["success"] or _declined_by(r["tier"], r.get("rejected_attempts"))
+        rejected = [t for t in answered if not (accepted and t == r["tier"])]
         inadequate += rejected
         interval = _interval(adequate, inadequate)
         if interval is None:
