@@ -154,9 +154,10 @@ def judged_rows(
     for r, per in zip(rows, asks):
         ref = res.answers[per[-1].key].text
         metric = metric_for(None, r.task_type, dcfg.metrics, dcfg.default_metric)
-        metric = "exact" if metric == "judge" else metric
-        items += [ScoreRequest(a.request_id, metric, r.query, res.answers[a.key].text, ref) for a in per[:-1]]
-    scores = iter(Scorer(answer_pattern=dcfg.answer_pattern).score(items))
+        metric = "cosine" if metric == "judge" else metric  # agreement, as the shadow job scores (jobs/shadow.py)
+        items += [ScoreRequest(a.request_id, metric, r.query, res.answers[a.key].text, ref, task_type=r.task_type)
+                  for a in per[:-1]]
+    scores = iter(Scorer(answer_pattern=dcfg.answer_pattern, answer_patterns=dcfg.answer_patterns).score(items))
     out = []
     threshold = config.jobs.shadow.match_threshold
     for r, per in zip(rows, asks):

@@ -436,11 +436,12 @@ class LakeJudge:
                 continue
             metric = metric_for(row.subtype, row.task_type, dcfg.metrics, dcfg.default_metric)
             if metric == "judge":
-                metric = "exact"  # agreement, not quality: as the shadow job scores
+                metric = "cosine"  # agreement of free text, not quality: as the shadow job scores (jobs/shadow.py)
             items_.append(ScoreRequest(row.request_id, metric, row.query, res.answers[own.key].text,
-                                       res.answers[ref.key].text))
+                                       res.answers[ref.key].text, subtype=row.subtype, task_type=row.task_type))
             keys.append(row.request_id)
-        scores = Scorer(answer_pattern=dcfg.answer_pattern, embedder=self.embedder).score(items_)
+        scores = Scorer(answer_pattern=dcfg.answer_pattern, answer_patterns=dcfg.answer_patterns,
+                        embedder=self.embedder).score(items_)
         threshold = cfg.jobs.shadow.match_threshold
         return {k: bool(s >= threshold) for k, (s, _) in zip(keys, scores)}, cost
 
