@@ -245,14 +245,15 @@ def _same_leaf(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b  # {} and {}, [] and []
 
 
-def json_match(answer: str | None, reference: str | None) -> float:
+def json_match(answer: str | None, reference: str | None, pattern: re.Pattern[str] | None = None) -> float:
     """The ``json`` metric: 1.0 when the two answers hold the same JSON — the same leaf paths (:func:`_leaves`) with
     equal values (:func:`_same_leaf`), a field that is null on one side and missing on the other being the same —
     else 0.0. All or nothing, as ``exact`` is: a gap is the share of answers that differ, so one field wrong in
     every answer (the total of each invoice) is a gap of 1, not of 1/8 of an eight-field answer, which would pass
     any threshold.
 
-    * the reference holds no JSON (:func:`parse_json_answer`): :func:`exact_match` of the whole texts;
+    * the reference holds no JSON (:func:`parse_json_answer`): :func:`exact_match` (with ``pattern``, the subtype's
+      answer pattern, as ``exact`` compares);
     * the reference holds JSON and the answer none: 0.0 (a reference that is a lone scalar, e.g. ``"positive"``
       in quotes, is compared with :func:`exact_match` instead, which drops the quotes);
     * either answer over the bounds (:data:`JSON_MAX_CHARS`, :data:`JSON_MAX_DEPTH`, :data:`JSON_MAX_LEAVES`):
@@ -260,13 +261,13 @@ def json_match(answer: str | None, reference: str | None) -> float:
     try:
         ref = parse_json_answer(reference)
         if ref is NO_JSON:
-            return exact_match(answer, reference)
+            return exact_match(answer, reference, pattern)
         got = parse_json_answer(answer)
         if got is NO_JSON:
-            return 0.0 if isinstance(ref, (dict, list)) else exact_match(answer, reference)
+            return 0.0 if isinstance(ref, (dict, list)) else exact_match(answer, reference, pattern)
         a, b = _leaves(got), _leaves(ref)
     except _Unbounded:
-        return exact_match(answer, reference)
+        return exact_match(answer, reference, pattern)
     a = {p: v for p, v in a.items() if v is not None}  # null is no value: {"note": null} is {}
     b = {p: v for p, v in b.items() if v is not None}
     return 1.0 if a.keys() == b.keys() and all(_same_leaf(a[p], b[p]) for p in a) else 0.0
@@ -416,7 +417,8 @@ class Scorer:
             it = items[i]
             out[i] = (exact_match(it.answer, it.reference, self.pattern_for(it.subtype, it.task_type)), 1.0)
         for i in by_metric.get("json", []):
-            out[i] = (json_match(items[i].answer, items[i].reference), 1.0)
+            it = items[i]
+            out[i] = (json_match(it.answer, it.reference, self.pattern_for(it.subtype, it.task_type)), 1.0)
         cos = []
         for i in by_metric.get("cosine", []):
             short = short_match(items[i].answer, items[i].reference)

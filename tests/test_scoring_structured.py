@@ -221,3 +221,14 @@ def test_the_distill_gate_bounds_a_json_gap_as_a_share_of_answers():
     b = gap_bound("json", [1.0] + [0.0] * 29, 0.95)
     assert (b.method, b.n, b.disagreements) == ("Clopper-Pearson", 30, 1)
     assert b.high == pytest.approx(0.1486, abs=5e-4)
+
+
+def test_a_json_subtype_whose_reference_holds_no_json_is_compared_with_its_answer_pattern():
+    """A teacher answer that is no JSON falls back to exact match, with the subtype's answer pattern as exact uses it
+    (the demo stand-in's answers carry a [ref:…] marker around free text: the same marker is the same answer)."""
+    student, teacher = "[ref:0a1b2c3d] Pricing: 12 USD a seat.", "[ref:0a1b2c3d] The price is $12 per seat."
+    item = ScoreRequest("k", "json", "q", student, teacher, task_type="extraction")
+    assert Scorer(answer_pattern=r"\[ref:([0-9a-f]{8})\]").score([item]) == [(1.0, 1.0)]
+    assert Scorer(answer_pattern=r"\[ref:([0-9a-f]{8})\]").score(
+        [ScoreRequest("k", "json", "q", student.replace("0a1b", "ffff"), teacher)]) == [(0.0, 1.0)]
+    assert Scorer().score([item]) == [(0.0, 1.0)]  # without the pattern the texts differ
