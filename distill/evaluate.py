@@ -236,7 +236,7 @@ def evaluate_student(
                          it["query"], f, teacher[it["id"]]["answer"], subtype=it["subtype"], task_type=it["task_type"])
             for it, f in zip(items, finals)]
     scores = Scorer(answer_pattern=dcfg.answer_pattern, answer_patterns=dcfg.answer_patterns,
-                    embedder=embedder).score(reqs)
+                    embedder=embedder, cosine_checks=dcfg.cosine_checks).score(reqs)
     # one verdict per (task type, subtype): two task types sharing a subtype name are two strata, two metrics
     per: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for it, sc in zip(items, scores):

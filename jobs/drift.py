@@ -571,7 +571,7 @@ def run_drift(
         need_embed = any(i.metric == "cosine" for i in items) or cfg.mmd_permutations > 0
         emb = embedder
         scorer = Scorer(answer_pattern=cfg.answer_pattern, answer_patterns=cfg.answer_patterns, embedder=emb,
-                        judge=judge)
+                        judge=judge, cosine_checks=cfg.cosine_checks)
         scores = scorer.score(items)
         job_cost = ckpt.cost_usd()
     screen_judge(run_id, replies, scored=sum(math.isfinite(a) and math.isfinite(b) for a, b in scores),

@@ -13,7 +13,12 @@
   (at most :data:`SHORT_WORDS` words each) are compared exactly instead (:func:`short_match`: numbers by
   value): the cosine of one-word answers says nothing ("4" and "3" are 0.86 apart, "3" and "3.0" 0.44).
   Needs the serving extra (``pip install 'costline[serving]'``); any object with
-  ``encode(texts) -> (n, d)`` L2-normalised rows can be passed instead.
+  ``encode(texts) -> (n, d)`` L2-normalised rows can be passed instead. Cosine cannot tell apart answers that
+  share their wording and differ in one token ("does not want a refund" / "wants a refund": 0.91), so a pair
+  in which one answer is an edit of the other and the semantic cache's verifier finds a contradiction — one of
+  :data:`CONTRADICTION_REASONS`: another number, date, negation … — scores 0 (:func:`check_answers`; off with
+  ``Scorer(cosine_checks=False)``, ``[jobs.drift] cosine_checks``). Without the serving extra, or for answers
+  over the verifier's bounds, the cosine stands.
 * ``judge`` — an LLM judge scores each answer on a rubric (1-5 → 0-1, :func:`parse_judge_score`); both the
   student and the teacher are judged, so the teacher's score is not 1 by definition.
 
@@ -25,12 +30,14 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import math
 import re
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from difflib import SequenceMatcher
 from typing import Any, Protocol
 
 import numpy as np
@@ -47,6 +54,11 @@ __all__ = [
     "json_match",
     "parse_json_answer",
     "short_match",
+    "AnswerCheck",
+    "check_answers",
+    "CONTRADICTION_REASONS",
+    "CHECK_EDIT_SPANS",
+    "CHECK_EDIT_RATIO",
     "metric_for",
     "ScoreRequest",
     "Scorer",
@@ -57,6 +69,8 @@ __all__ = [
     "parse_judge_score",
     "judge_prompt",
 ]
+
+log = logging.getLogger(__name__)
 
 _SPACE = re.compile(r"\s+")
 #: Sentence punctuation (and spacing) at the end of an answer: "Positive." is "positive". Fullwidth "！？" are
@@ -156,6 +170,135 @@ def short_match(answer: str | None, reference: str | None) -> float | None:
         return 1.0
     return 1.0 if sorted(w for w in _LIST_SEPARATORS.split(a) if w) == sorted(w for w in _LIST_SEPARATORS.split(b) if w) \
         else 0.0
+
+
+# --- cosine: contradiction checks ----------------------------------------------------------------------------------
+
+#: The reasons of the semantic cache's guards (:func:`costline.serving.cache.verify.guard`) that make a ``cosine``
+#: score 0 when one answer is an edit of the other: those that fired on (almost) no same-meaning pair of the
+#: hand-labelled answer pairs (tests/data/answer_pairs.jsonl), and ``entity`` where each answer names something the
+#: other does not (:attr:`AnswerCheck.names_swapped`: "Canberra" / "Sydney"). The others ("entity" on common
+#: words, "unit", "comparative", "identifier", "unmatched" …) also fired on paraphrases ("package" / "parcel",
+#: "$12" / "twelve dollars", "3 to 5" / "3-5"). docs/jobs.md ("Contradiction checks") has the measurement.
+CONTRADICTION_REASONS: frozenset[str] = frozenset({"negation", "number", "date", "time", "polarity", "scope", "order"})
+#: Two answers are checked only when one is an *edit* of the other: the guards' words
+#: (``QuestionFeatures.tokens``), aligned by difflib, differ in at most this many spans...
+CHECK_EDIT_SPANS = 3
+#: ...and the aligned words are at least this share of both answers' words (the bounds of an edit the verifier
+#: itself uses). The guards were built for near-repeat questions: on a rewording they read every word said another
+#: way as a difference ("There is no fee" / "… are free": negation), and cosine already sees a rewording's distance.
+CHECK_EDIT_RATIO = 0.6
+#: A yes / no opening a reply ("Yes, …", "No. …", "Sure — …"; not "No-claims …" nor "No fee …"): group 1.
+_OPENING = re.compile(r"\s*(yes|yeah|yep|sure|certainly|absolutely|no|nope)(?:\s*[,.!:;\u2013\u2014]|\s+-)\s*",
+                      re.IGNORECASE)
+_NEGATIVE_OPENINGS = frozenset({"no", "nope"})
+
+
+@dataclass(frozen=True)
+class AnswerCheck:
+    """What the semantic cache's verifier reads in two free-text answers (:func:`check_answers`)."""
+
+    #: The first guard reason that tells the two answers apart, None when none does.
+    reason: str | None
+    #: One answer is an edit of the other (:data:`CHECK_EDIT_SPANS`, :data:`CHECK_EDIT_RATIO`).
+    edit: bool
+    #: Each answer names something the other does not: a capitalised name or product the verifier reads
+    #: (``QuestionFeatures.entities``: "Canberra" / "Sydney", "DHL" / "UPS"), not a common word ("package" /
+    #: "parcel", which its ``entity`` guard reads as another thing too).
+    names_swapped: bool = False
+    #: The two answers hold a different number of explicit negators (:func:`negators`: "not", "no", "never",
+    #: "cannot", "n't", ...). The ``negation`` guard also reads a clause that sets one thing against another ("moved
+    #: to Tuesday instead of Monday" against "moved from Monday to Tuesday"): without a negator gained or lost, two
+    #: such answers say the same.
+    negators_differ: bool = True
+
+    @property
+    def contradiction(self) -> str | None:
+        """The reason that makes the ``cosine`` score 0, else None: in a pair that is an edit, :attr:`reason` when
+        it is one of :data:`CONTRADICTION_REASONS` (``negation`` only with :attr:`negators_differ`), or ``entity``
+        with :attr:`names_swapped`."""
+        if not self.edit:
+            return None
+        if self.reason == "negation" and not self.negators_differ:
+            return None
+        if self.reason in CONTRADICTION_REASONS or (self.reason == "entity" and self.names_swapped):
+            return self.reason
+        return None
+
+
+def check_answers(answer: str, reference: str, cosine: float | None = None) -> AnswerCheck | None:
+    """The cache verifier's reading of two answers (:func:`costline.serving.cache.verify.guard`, given the pair's
+    ``cosine``, which lets it take one common word for another as a synonym), a yes / no opening dropped first
+    (:func:`_without_openings`). None when the pair is not read: an answer over the verifier's bounds
+    (``MAX_QUESTION_CHARS`` characters, ``MAX_QUESTION_TOKENS`` of its words), whose parse grows faster than the
+    text, so a long answer keeps its cosine. Needs the serving extra (an ImportError without it)."""
+    from costline.serving.cache import verify
+
+    if len(answer) > verify.MAX_QUESTION_CHARS or len(reference) > verify.MAX_QUESTION_CHARS:
+        return None
+    (a, b), opposite = _without_openings(answer, reference)
+    q, c = verify.analyse(a), verify.analyse(b)
+    if len(q.tokens) > verify.MAX_QUESTION_TOKENS or len(c.tokens) > verify.MAX_QUESTION_TOKENS:
+        return None
+    # whether one is an edit of the other is asked of the statements, without "Yes," / "No,"
+    words = (q.tokens, c.tokens) if not opposite else \
+        (verify.analyse(_after(a, _OPENING.match(a))).tokens, verify.analyse(_after(b, _OPENING.match(b))).tokens)
+    return AnswerCheck(verify.guard(q, c, cosine), _is_edit(*words),
+                       names_swapped=bool(q.entities - c.entities and c.entities - q.entities),
+                       negators_differ=negators(a) != negators(b) or _prefix_negated(a, b))
+
+
+#: Words that negate what they stand in (English, as the verifier's guards read); "n't" is counted on its own.
+_NEGATORS = frozenset({"not", "no", "never", "none", "nobody", "nothing", "nowhere", "neither", "nor", "cannot",
+                       "without"})
+_WORDS = re.compile(r"[a-z]+(?:'[a-z]+)?")
+
+
+#: Prefixes that negate the word they start ("furnished" / "unfurnished", "able" / "unable", "legal" / "illegal").
+_NEGATING_PREFIXES = ("un", "in", "im", "il", "ir", "dis", "non", "non-")
+
+
+def _prefix_negated(a: str, b: str) -> bool:
+    """One answer has a word the other has with a negating prefix (:data:`_NEGATING_PREFIXES`)."""
+    wa, wb = set(_WORDS.findall(a.lower())), set(_WORDS.findall(b.lower()))
+    only_a, only_b = wa - wb, wb - wa
+    return any(p + w in only_b for w in only_a for p in _NEGATING_PREFIXES) or \
+        any(p + w in only_a for w in only_b for p in _NEGATING_PREFIXES)
+
+
+def negators(text: str) -> int:
+    """How many explicit negators ``text`` holds: :data:`_NEGATORS` and words ending in "n't" (also with a typed
+    apostrophe: "doesn't", "doesn’t")."""
+    words = _WORDS.findall(text.lower().replace("\u2019", "'"))
+    return sum(w in _NEGATORS or w.endswith("n't") for w in words)
+
+
+def _is_edit(a: Sequence[str], b: Sequence[str]) -> bool:
+    """``b`` is ``a`` with at most :data:`CHECK_EDIT_SPANS` spans changed and :data:`CHECK_EDIT_RATIO` of the words
+    aligned (difflib over the words; at most MAX_QUESTION_TOKENS each, so its quadratic time is bounded)."""
+    ops = SequenceMatcher(None, a, b, autojunk=False).get_opcodes()
+    changed = sum(op != "equal" for op, *_ in ops)
+    aligned = sum(i2 - i1 for op, i1, i2, _, _ in ops if op == "equal")
+    return changed <= CHECK_EDIT_SPANS and 2 * aligned >= CHECK_EDIT_RATIO * (len(a) + len(b))
+
+
+def _without_openings(a: str, b: str) -> tuple[tuple[str, str], bool]:
+    """The two answers without a yes / no opening, and False: it answers the question that the rest restates, and
+    the guards read a "No," as a negation ("No, the museum is not open on Mondays" / "The museum is not open on
+    Mondays"). Both kept, and True, when the two open with opposite ones ("Yes, the plan includes …" / "No, the plan
+    does not …"), which the negation guard then reads."""
+    ma, mb = _OPENING.match(a), _OPENING.match(b)
+    if ma and mb and (ma.group(1).lower() in _NEGATIVE_OPENINGS) != (mb.group(1).lower() in _NEGATIVE_OPENINGS):
+        return (a, b), True
+    return (_after(a, ma), _after(b, mb)), False
+
+
+def _after(text: str, opening: re.Match[str] | None) -> str:
+    """``text`` after its ``opening``, the first letter capitalised as a sentence's (the guards read capitals)."""
+    if opening is None:
+        return text
+    rest = text[opening.end():]
+    return rest[:1].upper() + rest[1:]
 
 
 # --- json ----------------------------------------------------------------------------------------------------------
@@ -373,14 +516,21 @@ class Scorer:
     """Scores many pairs at once (one embedding pass for all ``cosine`` items).
 
     ``answer_patterns`` (subtype or task type -> regex, ``[jobs.drift.answer_patterns]``) give ``exact`` the
-    pattern of an item's subtype, else of its task type, else ``answer_pattern``."""
+    pattern of an item's subtype, else of its task type, else ``answer_pattern``. With ``cosine_checks``
+    (``[jobs.drift] cosine_checks``) a ``cosine`` item the semantic cache's verifier finds contradicting scores 0
+    (:meth:`check`)."""
 
     def __init__(self, *, answer_pattern: str | None = None, answer_patterns: Mapping[str, str] | None = None,
-                 embedder: Embedder | Callable[[], Embedder] | None = None, judge: JudgeFn | None = None) -> None:
+                 embedder: Embedder | Callable[[], Embedder] | None = None, judge: JudgeFn | None = None,
+                 cosine_checks: bool = True) -> None:
         self.pattern = re.compile(answer_pattern) if answer_pattern else None
         self.patterns = {k: compile_answer_pattern(k, v) for k, v in (answer_patterns or {}).items()}
         self._embedder = embedder
         self.judge = judge
+        #: ``cosine`` items the verifier finds contradicting score 0 (:meth:`check`; ``[jobs.drift] cosine_checks``).
+        self.cosine_checks = cosine_checks
+        self._no_verifier = False  # the serving extra is missing: said once, then plain cosine
+        self._said_unreadable = False
 
     def pattern_for(self, subtype: str | None, task_type: str | None) -> re.Pattern[str] | None:
         """The answer pattern of ``exact``: the subtype's, else the task type's, else the global one."""
@@ -403,6 +553,27 @@ class Scorer:
             return np.asarray(self.embedder.encode(list(texts)), dtype=np.float64)
         except ImportError as exc:  # the serving extra's own MissingExtraError is an ImportError
             raise MissingExtraError("sentence-transformers", needed_for="embedding cosine scoring") from exc
+
+    def check(self, answer: str, reference: str, cosine: float | None = None) -> str | None:
+        """The guard reason that makes a ``cosine`` item score 0 (:attr:`AnswerCheck.contradiction` of
+        :func:`check_answers`), else None — also with ``cosine_checks`` off, without the serving extra (one
+        warning, then the plain cosine) and for a pair the verifier cannot read (logged: it keeps its cosine)."""
+        if not self.cosine_checks or self._no_verifier:
+            return None
+        try:
+            found = check_answers(answer or "", reference or "", cosine)
+        except ImportError as exc:
+            self._no_verifier = True
+            log.warning("the cosine metric's contradiction checks need the serving extra (%s): scoring with the "
+                        "plain cosine; install it (pip install 'costline[serving]') or set [jobs.drift] "
+                        "cosine_checks = false", exc)
+            return None
+        except Exception:  # noqa: BLE001 - a pair the verifier cannot read is scored as before, never a failed run
+            log.warning("the verifier could not read an answer pair: it keeps its cosine",
+                        exc_info=not self._said_unreadable)
+            self._said_unreadable = True
+            return None
+        return found.contradiction if found is not None else None
 
     def score(self, items: Sequence[ScoreRequest]) -> list[tuple[float, float]]:
         """(answer score, reference score) per item, in order."""
@@ -431,7 +602,8 @@ class Scorer:
             b = self.embed([items[i].reference for i in cos])
             sims = np.clip(np.einsum("ij,ij->i", a, b), 0.0, 1.0)
             for i, s in zip(cos, sims):
-                out[i] = (float(s), 1.0)
+                contradicts = self.check(items[i].answer, items[i].reference, float(s)) is not None
+                out[i] = (0.0 if contradicts else float(s), 1.0)
         judged = by_metric.get("judge", [])
         if judged:
             if self.judge is None:

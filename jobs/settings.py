@@ -11,6 +11,7 @@ schedule = ["02:00"]          # UTC times of day for `costline jobs serve`
 [jobs.drift]
 sample_size = 500
 max_gap = 0.15
+cosine_checks = true          # cosine scores 0 for a contradicting edit ("does not want" / "wants")
 
 [jobs.drift.thresholds]       # per-subtype tolerated gap, overrides the default rule
 sentiment = 0.08
@@ -71,6 +72,11 @@ class DriftConfig:
     #: task type or subtype -> "exact" | "json" | "cosine" | "judge" (subtype wins); others: ``default_metric``.
     metrics: dict[str, str] = field(default_factory=lambda: {"classification": "exact", "extraction": "json"})
     default_metric: str = "cosine"
+    #: ``cosine`` scores 0 for two answers, one an edit of the other, that the semantic cache's verifier finds
+    #: contradicting (another number, date, a negation …: "does not want a refund" / "wants a refund", cosine 0.91);
+    #: false = the plain cosine. Needs the serving extra (without it: the plain cosine and a warning). docs/jobs.md,
+    #: "Contradiction checks", has what it catches and its false alarms, measured.
+    cosine_checks: bool = True
     #: Exact match compares the first group of this regex when it matches both answers (e.g. a label). The
     #: default is the demo stand-in's answer marker (``[ref:0123abcd]``): it matches no real model's answer.
     answer_pattern: str = r"\[ref:([0-9a-f]{8})\]"

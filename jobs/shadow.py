@@ -339,7 +339,7 @@ def run_shadow(
                                 for _, _, ref, own in pairs),
                     max_error_rate=tcfg.max_error_rate, cost_usd=job_cost)
     scores = Scorer(answer_pattern=dcfg.answer_pattern, answer_patterns=dcfg.answer_patterns,
-                    embedder=embedder).score(items)
+                    embedder=embedder, cosine_checks=dcfg.cosine_checks).score(items)
     counts: dict[str, list[int]] = {}
     slice_counts: dict[str, dict[tuple[str, str], list[int]]] = {}
     item_rows = []

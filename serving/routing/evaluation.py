@@ -157,7 +157,8 @@ def judged_rows(
         metric = "cosine" if metric == "judge" else metric  # agreement, as the shadow job scores (jobs/shadow.py)
         items += [ScoreRequest(a.request_id, metric, r.query, res.answers[a.key].text, ref, task_type=r.task_type)
                   for a in per[:-1]]
-    scores = iter(Scorer(answer_pattern=dcfg.answer_pattern, answer_patterns=dcfg.answer_patterns).score(items))
+    scores = iter(Scorer(answer_pattern=dcfg.answer_pattern, answer_patterns=dcfg.answer_patterns,
+                         cosine_checks=dcfg.cosine_checks).score(items))
     out = []
     threshold = config.jobs.shadow.match_threshold
     for r, per in zip(rows, asks):

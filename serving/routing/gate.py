@@ -441,7 +441,7 @@ class LakeJudge:
                                        res.answers[ref.key].text, subtype=row.subtype, task_type=row.task_type))
             keys.append(row.request_id)
         scores = Scorer(answer_pattern=dcfg.answer_pattern, answer_patterns=dcfg.answer_patterns,
-                        embedder=self.embedder).score(items_)
+                        cosine_checks=dcfg.cosine_checks, embedder=self.embedder).score(items_)
         threshold = cfg.jobs.shadow.match_threshold
         return {k: bool(s >= threshold) for k, (s, _) in zip(keys, scores)}, cost
 
