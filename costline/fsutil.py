@@ -14,13 +14,15 @@ jobs' and distillation results, the semantic cache's snapshots, keys, policies, 
 from __future__ import annotations
 
 import os
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_path", "atomic_write", "fsync_dir", "fsync_file", "synced_write", "tmp_path_for"]
+__all__ = ["atomic_path", "atomic_write", "cannot_write", "fsync_dir", "fsync_file", "os_reason", "synced_write",
+           "tmp_path_for"]
 
 
 def fsync_dir(path: Path) -> None:
@@ -92,3 +94,24 @@ def atomic_write(path: Path | str, mode: str = "wb", **open_kwargs: Any) -> Iter
     mode = _check_write_mode(mode)
     with atomic_path(path) as tmp, open(tmp, mode, **open_kwargs) as fh:
         yield fh
+
+
+def os_reason(exc: OSError) -> str:
+    """``Permission denied: '/nonexistent'``: an OSError's reason and path, without the errno."""
+    if exc.strerror and exc.filename is not None:
+        return f"{exc.strerror}: {str(exc.filename)!r}"
+    return exc.strerror or str(exc)
+
+
+def cannot_write(folder: Path, *, parent_too: bool = False) -> str | None:
+    """Why ``folder`` cannot be created (if missing) or written — by writing a temporary file there, and in its
+    parent too with ``parent_too`` (where a lock file beside it goes) — as :func:`os_reason` says it; None when it
+    can."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for where in (folder, folder.parent) if parent_too else (folder,):
+            with tempfile.TemporaryFile(dir=where):
+                pass
+    except OSError as exc:
+        return os_reason(exc)
+    return None

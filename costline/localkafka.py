@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from costline.config import KafkaConfig
+from costline.fsutil import cannot_write
 from costline.errors import CostlineError, KafkaSetupError
 from costline.kafka_security import client_options, make_client
 from costline.procutil import pid_alive as _pid_alive
@@ -216,7 +217,7 @@ class LocalKafka:
             default = Path.home() / ".m2" / "repository"
         except RuntimeError:  # no home directory
             default = None
-        if default is not None and _cannot_write(default) is None:
+        if default is not None and cannot_write(default) is None:
             return []
         own = self.config.jars_home / "m2"
         _make_writable_dir(own, _HOME_FIX)
@@ -321,22 +322,9 @@ _HOME_FIX = "set [kafka] home (COSTLINE_KAFKA_HOME) or XDG_CACHE_HOME to a folde
 _DATA_FIX = "set [kafka] data_dir (COSTLINE_KAFKA_DATA_DIR) or XDG_STATE_HOME to a folder this user can write"
 
 
-def _cannot_write(folder: Path) -> str | None:
-    """Why ``folder`` cannot be created or written (``Permission denied: '/nonexistent'``); None when it can."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as exc:
-        if exc.strerror and exc.filename is not None:
-            return f"{exc.strerror}: {str(exc.filename)!r}"
-        return exc.strerror or str(exc)
-    return None
-
-
 def _make_writable_dir(folder: Path, fix: str) -> None:
     """Create ``folder`` if missing; KafkaSetupError naming it, why and ``fix`` when it cannot be created or written."""
-    why = _cannot_write(folder)
+    why = cannot_write(folder)
     if why is not None:
         raise KafkaSetupError(f"cannot write in {folder} ({why}): {fix}")
 

@@ -68,7 +68,7 @@ from typing import Any
 import numpy as np
 
 from costline.errors import ConfigError
-from costline.fsutil import atomic_path
+from costline.fsutil import atomic_path, cannot_write, os_reason
 from costline.serving.embedding import Embedder, _mean_of_windows
 from costline.serving.errors import MissingExtraError, ServingError
 from costline.serving.settings import CACHE_EMBEDDERS, CacheConfig
@@ -356,30 +356,11 @@ def export_target(cache_dir: str | os.PathLike[str] | None, folder: str, name: s
         target = root / folder / name
         if target.is_file():
             return target
-        why_not = _cannot_write(target.parent)
+        why_not = cannot_write(target.parent, parent_too=True)
         if why_not is None:
             return target
         tried, why = str(root), why_not
     return _FALLBACK.root(tried, why) / folder / name
-
-
-def _cannot_write(folder: Path) -> str | None:
-    """Why an export cannot be written in ``folder`` (created if missing) with its lock file beside it; None if it can."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        for where in (folder, folder.parent):
-            with tempfile.TemporaryFile(dir=where):
-                pass
-    except OSError as exc:
-        return _os_reason(exc)
-    return None
-
-
-def _os_reason(exc: OSError) -> str:
-    """``Permission denied: '/nonexistent'``: an OSError's reason and path, without the errno."""
-    if exc.strerror and exc.filename is not None:
-        return f"{exc.strerror}: {str(exc.filename)!r}"
-    return exc.strerror or str(exc)
 
 
 class _FallbackFolder:
@@ -399,7 +380,7 @@ class _FallbackFolder:
                 except OSError as exc:
                     raise EmbedderError(
                         f"cannot write the ONNX export anywhere: not in {tried} ({why}), nor in a temporary folder "
-                        f"({_os_reason(exc)}): {_CACHE_DIR_FIX}, or set [serving.cache] embedder = \"torch\"") from None
+                        f"({os_reason(exc)}): {_CACHE_DIR_FIX}, or set [serving.cache] embedder = \"torch\"") from None
                 atexit.register(_remove_folder, self._root, os.getpid())
             if tried not in self._warned:
                 self._warned.add(tried)
@@ -468,7 +449,7 @@ def cached_export(target: Path, export: Callable[[], None]) -> Path:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise EmbedderError(f"cannot create the export folder {folder} ({_os_reason(exc)}): {_CACHE_DIR_FIX}") from None
+        raise EmbedderError(f"cannot create the export folder {folder} ({os_reason(exc)}): {_CACHE_DIR_FIX}") from None
     try:
         # filelock (already installed with huggingface_hub/torch): an fcntl lock that the OS drops
         # when its holder dies, so a replica killed mid-export never wedges the others.
