@@ -208,6 +208,11 @@ class LakeConfig:
     #: While the object store or the catalog is unreachable, a table commit / claim / offset read
     #: retries (backoff up to 5 s) for this many seconds, then fails with the error (docs/scale.md).
     outage_retry_s: float = 120.0
+    # -- content retention (docs/sql.md, "Erasure and retention") ----------------------------------
+    #: Days the prompts and answers (the ``input_messages`` / ``output_messages`` of requests and calls) are kept:
+    #: ``costline lake redact`` and ``costline lake compact`` set them to NULL in every day older than this,
+    #: keeping every figure. 0: kept forever.
+    content_retention_days: int = 0
 
 
 @dataclass(frozen=True)
@@ -972,6 +977,9 @@ def _validate_lake(lake: LakeConfig, source: str) -> None:
     s.above_zero("outage_retry_s", lake.outage_retry_s,
                  what="must be a finite number of seconds above 0 (how long a table commit retries while the object "
                       f"store or catalog is down; the default is 120); got {lake.outage_retry_s}")
+    s.need(lake.content_retention_days >= 0, "content_retention_days",
+           "must be a whole number of days, 0 or more (0: prompts and answers are kept forever); "
+           f"got {lake.content_retention_days!r}")
     if lake.mode != "table":
         return
     s.need(lake.warehouse.startswith(("s3://", "s3a://")) and len(lake.warehouse.split("://", 1)[1].strip("/")) > 0,

@@ -8,11 +8,14 @@ jobs' and distillation results, the semantic cache's snapshots, keys, policies, 
   ``COPY ... TO``, ``shutil.copyfile``, an ONNX export): it writes the temporary path it is given;
 * :func:`synced_write` — open, write, fsync, no rename: for writers that stage several files
   and rename them later (the lake's batches);
-* :func:`fsync_file` / :func:`fsync_dir` — the two fsyncs, for writers that stage several files.
+* :func:`fsync_file` / :func:`fsync_dir` — the two fsyncs, for writers that stage several files;
+* :func:`exclusive_lock` — an ``flock`` held for a ``with`` block (the lake's partitions and maintenance, the
+  gateway's keys file).
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import tempfile
 import threading
@@ -21,8 +24,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_path", "atomic_write", "cannot_write", "fsync_dir", "fsync_file", "os_reason", "synced_write",
-           "tmp_path_for"]
+__all__ = ["atomic_path", "atomic_write", "cannot_write", "exclusive_lock", "fsync_dir", "fsync_file", "os_reason",
+           "synced_write", "tmp_path_for"]
 
 
 def fsync_dir(path: Path) -> None:
@@ -94,6 +97,20 @@ def atomic_write(path: Path | str, mode: str = "wb", **open_kwargs: Any) -> Iter
     mode = _check_write_mode(mode)
     with atomic_path(path) as tmp, open(tmp, mode, **open_kwargs) as fh:
         yield fh
+
+
+@contextmanager
+def exclusive_lock(path: Path | str, mode: int = 0o644) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created with ``mode`` if missing) for the ``with`` block: processes
+    and threads alike wait for it (each ``with`` opens its own descriptor). Opening it raises the ``OSError``
+    (the caller says what to check); the lock is released when the block ends, whatever happens in it. Honoured
+    on a local filesystem."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), mode)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def os_reason(exc: OSError) -> str:

@@ -51,6 +51,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -62,8 +63,6 @@ from costline.lake import SCHEMAS, TABLES, WriterFenced
 from costline.netsec import redact_url as _redact
 
 if TYPE_CHECKING:  # pragma: no cover
-    from datetime import datetime
-
     import duckdb
 
 __all__ = [
@@ -137,6 +136,11 @@ FILES_FRESH_S: Final = 300.0
 MIN_ORPHAN_AGE_S: Final = 900.0
 #: The default age past which a data file no retained snapshot references is removed.
 DEFAULT_ORPHAN_AGE_S: Final = 3600.0
+#: What a forget or redact in table mode says last: the snapshots before it still reference the old files.
+_OLD_SNAPSHOTS_NOTE: Final = (
+    "note: the tables' older snapshots still reference the old data files (time travel reads them) until "
+    "`costline lake compact` expires them (--expire-older-than, the newest 10 kept) and removes the files no "
+    "snapshot references")
 
 
 def _dump(m: Mapping[str, Any]) -> str:
@@ -791,6 +795,173 @@ class TableLake:
                             f"({type(exc).__name__}: {exc}): {self.identifier(table)} is not compacted; compact it "
                             "with the costline version that added them") from exc
 
+    # -- erasure and content retention (costline.lake._erasure; docs/sql.md, "Erasure and retention") ---------
+    def forget(self, tenants: Iterable[str], *, before: date | None = None, dry_run: bool = False) -> Any:
+        """Remove every row of ``tenants`` (exact names) from the three tables; with ``before``, only the rows
+        whose ``ts`` is before that date (a NULL ``ts`` counts as before any). Rows whose tenant is NULL are never
+        touched. Returns a :class:`~costline.lake._erasure.ForgetReport`.
+
+        Per table, one snapshot replaces each data file holding such rows by one without them (copy-on-write),
+        carrying the offsets and claims forward as a compaction does; a commit that lost the race to a writer
+        plans and reads again (writers only add files). Rows a processor commits after that snapshot's plan
+        are reported as not covered. The older snapshots still reference the old files until they expire
+        (``costline lake compact``) and the orphans are removed: the report says so."""
+        from pyiceberg.expressions import And, In, IsNull, LessThan, Or
+
+        from costline.lake._erasure import ForgetReport, NotCovered, tenant_list, totals
+
+        names = tenant_list(tenants)
+        wanted = pa.array(names, pa.string())
+        limit = None if before is None else datetime.combine(before, datetime.min.time())
+
+        def hits(arrow: pa.Table) -> pa.Array:
+            import pyarrow.compute as pc
+
+            hit = pc.fill_null(pc.is_in(arrow.column("tenant"), value_set=wanted, skip_nulls=True), False)
+            if limit is not None:
+                ts = arrow.column("ts")
+                hit = pc.and_(hit, pc.fill_null(pc.less(ts, pa.scalar(limit, ts.type)), True))
+            return hit
+
+        row_filter: Any = In("tenant", names)
+        if limit is not None:
+            row_filter = And(row_filter, Or(LessThan("ts", limit.isoformat()), IsNull("ts")))
+        days: list[Any] = []
+        files: dict[str, int] = {}
+        not_covered = []
+        for table in TABLES:
+            what = f"forgetting {len(names)} tenant(s) in {self.identifier(table)}"
+            per_day, files[table] = self._rewrite_rows(
+                table, what, row_filter, hits, _without, dry_run)
+            days += per_day
+            if not dry_run and (left := self._count_rows(table, what, row_filter, hits)):
+                not_covered.append(NotCovered(self.identifier(table), left))
+        return ForgetReport(names, before, dry_run, tuple(days), totals(TABLES, days, files), tuple(not_covered),
+                            notes=(_OLD_SNAPSHOTS_NOTE,) if any(files.values()) and not dry_run else ())
+
+    def redact(self, older_than_days: int, *, now: Callable[[], datetime] | None = None,
+               dry_run: bool = False) -> Any:
+        """Set :data:`~costline.lake._erasure.CONTENT_COLUMNS` to NULL in every row whose ``ts`` is before the day
+        ``(now() - older_than_days).date()`` (a NULL ``ts`` counts as before), every other column kept; returns a
+        :class:`~costline.lake._erasure.RedactReport`. Idempotent: a data file whose content columns are NULL
+        already (its column statistics say so) is not even read. Committed as :meth:`forget` commits."""
+        from pyiceberg.expressions import And, IsNull, LessThan, NotNull, Or
+
+        from costline.lake._erasure import CONTENT_COLUMNS, RedactReport, redact_cutoff, totals
+        from costline.timeutil import utc_now
+
+        cutoff = redact_cutoff(older_than_days, now or utc_now)
+        limit = datetime.combine(cutoff, datetime.min.time())
+        tables = tuple(t for t in TABLES if CONTENT_COLUMNS[t])
+        days: list[Any] = []
+        files: dict[str, int] = {}
+        for table in tables:
+            cols = CONTENT_COLUMNS[table]
+
+            def hits(arrow: pa.Table, cols: tuple[str, ...] = cols) -> pa.Array:
+                import pyarrow.compute as pc
+
+                ts = arrow.column("ts")
+                old = pc.fill_null(pc.less(ts, pa.scalar(limit, ts.type)), True)
+                held = pc.is_valid(arrow.column(cols[0]))
+                for c in cols[1:]:
+                    held = pc.or_(held, pc.is_valid(arrow.column(c)))
+                return pc.and_(old, held)
+
+            def nulled(arrow: pa.Table, hit: pa.Array, cols: tuple[str, ...] = cols) -> pa.Table:
+                import pyarrow.compute as pc
+
+                for c in cols:
+                    i = arrow.schema.get_field_index(c)
+                    col = arrow.column(i)
+                    arrow = arrow.set_column(i, arrow.schema.field(i), pc.if_else(hit, pa.scalar(None, col.type), col))
+                return arrow
+
+            content: Any = NotNull(cols[0])
+            for c in cols[1:]:
+                content = Or(content, NotNull(c))
+            row_filter = And(Or(LessThan("ts", limit.isoformat()), IsNull("ts")), content)
+            per_day, files[table] = self._rewrite_rows(
+                table, f"redacting the content of {self.identifier(table)} before {cutoff}", row_filter, hits,
+                nulled, dry_run)
+            days += per_day
+        return RedactReport(older_than_days, cutoff, dry_run, tuple(days), totals(tables, days, files),
+                            notes=(_OLD_SNAPSHOTS_NOTE,) if any(files.values()) and not dry_run else ())
+
+    def _rewrite_rows(self, table: str, what: str, row_filter: Any, hits: Callable[[pa.Table], pa.Array],
+                      rewrite: Callable[[pa.Table, pa.Array], pa.Table], dry_run: bool) -> tuple[list[Any], int]:
+        """Replace each data file of ``table`` that ``row_filter`` may match and whose rows ``hits`` marks by
+        ``rewrite(rows, hits)``, in one snapshot carrying the offsets and claims forward; return ``([DayRows],
+        files replaced)`` (``dry_run``: what would be, nothing written). Rows are read by field id with the
+        table's current schema, as a compaction reads them: a column a newer costline added is kept."""
+        import pyarrow.compute as pc
+        from pyiceberg.exceptions import CommitFailedException
+        from pyiceberg.expressions import AlwaysTrue
+        from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files
+
+        from costline.lake._erasure import DayRows
+
+        outage = _Outage(self, what)
+        lost = 0
+        while True:
+            try:
+                tbl = self.table(table)
+                if tbl.current_snapshot() is None:
+                    return [], 0
+                schema = tbl.schema()
+                changed: list[tuple[Any, pa.Table]] = []
+                per_day: dict[str, int] = {}
+                for task in tbl.scan(row_filter=row_filter).plan_files():
+                    arrow = ArrowScan(tbl.metadata, tbl.io, schema, AlwaysTrue()).to_table([task])
+                    hit = hits(arrow)
+                    if not pc.any(hit).as_py():
+                        continue
+                    day = pc.fill_null(pc.strftime(pc.filter(arrow.column("ts"), hit), format="%Y-%m-%d"),
+                                       "1970-01-01")
+                    for entry in pc.value_counts(day).to_pylist():
+                        per_day[entry["values"]] = per_day.get(entry["values"], 0) + entry["counts"]
+                    changed.append((task, rewrite(arrow, hit)))
+                days = [DayRows(table, d, n) for d, n in sorted(per_day.items())]
+                if dry_run or not changed:
+                    return days, len(changed)
+                new_files = [f for _task, rows in changed if rows.num_rows
+                             for f in _dataframe_to_data_files(table_metadata=tbl.metadata, write_uuid=uuid.uuid4(),
+                                                               df=rows, io=tbl.io)]
+                props = self._snapshot_props(self._carried(tbl), **{MAINTENANCE_PROPERTY: what})
+                tx = tbl.transaction()
+                with tx.update_snapshot(snapshot_properties=props).overwrite() as ow:
+                    for task, _rows in changed:
+                        ow.delete_data_file(task.file)
+                    for f in new_files:
+                        ow.append_data_file(f)
+                tx.commit_transaction()
+                outage.over()
+                log.info("table lake: %s: %d file(s) rewritten (%d lost races)", what, len(changed), lost)
+                return days, len(changed)
+            except CommitFailedException:
+                lost += 1
+                if lost >= self.settings.commit_retries:
+                    raise LakeError(f"{what}: lost the catalog's race {lost} times to other writers: nothing of it "
+                                    "was committed; run it again") from None
+                self._backoff(lost)
+            except Exception as exc:  # noqa: BLE001 - an outage retries, anything else is raised
+                if not _unreachable(exc):
+                    raise
+                outage.wait(exc)
+
+    def _count_rows(self, table: str, what: str, row_filter: Any, hits: Callable[[pa.Table], pa.Array]) -> int:
+        """How many rows of ``table``'s current snapshot ``hits`` marks (of the files ``row_filter`` may match)."""
+        import pyarrow.compute as pc
+
+        def once() -> int:
+            tbl = self.table(table)
+            if tbl.current_snapshot() is None:
+                return 0
+            arrow = tbl.scan(row_filter=row_filter).to_arrow()
+            return int(pc.sum(pc.cast(hits(arrow), pa.int64())).as_py() or 0) if arrow.num_rows else 0
+
+        return _Outage(self, what).call(once)
+
     def expire_snapshots(self, *, older_than_s: float, keep_last: int = 10, now_ms: int | None = None,
                          tables: Iterable[str] = TABLES) -> dict[str, int]:
         """Expire each table's snapshots older than ``older_than_s`` except the newest ``keep_last``
@@ -1038,6 +1209,13 @@ class _Outage:
             log.warning("table lake: %s: reachable again, done after %d retries (%.1f s)", self.what, self.tries,
                         self.lake._now() - (self.first or 0.0))
             self.first, self.tries = None, 0
+
+
+def _without(arrow: pa.Table, hit: pa.Array) -> pa.Table:
+    """``arrow`` less the rows ``hit`` marks."""
+    import pyarrow.compute as pc
+
+    return arrow.filter(pc.invert(hit))
 
 
 def _partition_label(tbl: Any, data_file: Any) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -183,17 +184,24 @@ def compact_once(config: Config, *, before: Any = None, expire_older_than: float
                  orphans_older_than: float | None = None, now: Callable[[], float] = time.time) -> list[str]:
     """One maintenance pass for ``[lake] mode``: lines telling what it did.
 
-    Table mode: :meth:`~costline.tablelake.TableLake.compact`, then
-    :meth:`~costline.tablelake.TableLake.expire_snapshots`, then
+    Table mode: :meth:`~costline.tablelake.TableLake.compact`, then (``[lake] content_retention_days`` set)
+    :meth:`~costline.tablelake.TableLake.redact`, then :meth:`~costline.tablelake.TableLake.expire_snapshots`, then
     :meth:`~costline.tablelake.TableLake.remove_orphans` (files older than ``orphans_older_than``, default
     :data:`~costline.tablelake.DEFAULT_ORPHAN_AGE_S`, aged by ``now``, wall-clock seconds); local mode:
-    ``Lake.compact``."""
+    ``Lake.compact``, then, with ``[lake] content_retention_days`` set, ``Lake.redact`` (the prompts and answers of
+    the days past it, counted from ``now``, set to NULL: a scheduled compaction keeps the lake within the
+    retention)."""
     if config.lake.mode != "table":
-        from costline.lake import Lake
+        from costline.lake import Lake, lake_exists
 
-        done = Lake(config.lake.path).compact(before=before)
+        local = Lake(config.lake.path)
+        done = local.compact(before=before)
         lines = [f"{table} {day}: {files} files -> 1 ({rows:,} rows)" for table, day, files, rows in done]
-        return lines + [f"compacted {len(done)} table-days" if done else "nothing to compact"]
+        lines.append(f"compacted {len(done)} table-days" if done else "nothing to compact")
+        if config.lake.content_retention_days and lake_exists(local.path):
+            lines += local.redact(config.lake.content_retention_days,
+                                  now=lambda: datetime.fromtimestamp(now(), UTC)).lines()
+        return lines
     from costline.tablelake import DEFAULT_ORPHAN_AGE_S, TableLake
 
     lake = TableLake(config.lake)
@@ -201,6 +209,9 @@ def compact_once(config: Config, *, before: Any = None, expire_older_than: float
     lines = [f"{c.table} {c.partition}: {c.files} files -> "
              f"{c.new_files} ({c.rows:,} rows, {c.lost_races} lost races)" for c in done]
     lines.append(f"compacted {len(done)} table partitions" if done else "nothing to compact")
+    if config.lake.content_retention_days:  # before the expiry: the snapshots it replaces age out with the others
+        lines += lake.redact(config.lake.content_retention_days,
+                             now=lambda: datetime.fromtimestamp(now(), UTC)).lines()
     expired = lake.expire_snapshots(older_than_s=expire_older_than)
     lines.append("expired snapshots: " + ", ".join(f"{t} {n}" for t, n in expired.items()))
     age = DEFAULT_ORPHAN_AGE_S if orphans_older_than is None else orphans_older_than

@@ -350,6 +350,8 @@ def lake_compact(config: Config, before: Any, every: float | None, expire_older_
     In [lake] mode = "table" each day partition's small data files are rewritten into one
     (an Iceberg snapshot that carries the processors' offsets forward), old snapshots expire and
     data files no retained snapshot references are deleted once an hour old (`lake remove-orphans`).
+    With [lake] content_retention_days set, each pass also sets the prompts and
+    answers of the days past it to NULL, as `lake redact` does.
 
     \b
     Example:
@@ -357,18 +359,102 @@ def lake_compact(config: Config, before: Any, every: float | None, expire_older_
         costline lake compact --before 2026-11-01
         COSTLINE_LAKE_MODE=table costline lake compact --every 600
     """
-    if config.lake.mode == "table" or every is not None:
-        from costline.tablelake_cli import compact_loop
+    from costline.tablelake_cli import compact_loop
 
-        compact_loop(config, before=before.date() if before else None, every=every,
-                     expire_older_than=expire_older_than)
-        return
+    compact_loop(config, before=before.date() if before else None, every=every,
+                 expire_older_than=expire_older_than)
+
+
+#: What neither forget nor redact can reach: the raw spans the Kafka topic keeps (one line of their output).
+_TOPIC_NOTE = ("note: the Kafka topic {topic!r} keeps the raw spans (prompts and answers included) until its "
+               "retention.ms passes; this command cannot reach them (shorten retention.ms on the broker to erase "
+               "them sooner); the processor never re-reads committed offsets, so they come back only if the lake "
+               "is rebuilt from the topic")
+
+
+def _erasing_lake(config: Config) -> Any:
+    """The lake forget and redact rewrite: the local one (``Lake``), or the Iceberg tables in table mode."""
+    if config.lake.mode == "table":
+        from costline.tablelake import TableLake
+
+        return TableLake(config.lake).init()
     from costline.lake import Lake
 
-    done = Lake(config.lake.path).compact(before=before.date() if before else None)
-    for table, day, files, rows in done:
-        click.echo(f"{table} {day}: {files} files -> 1 ({rows:,} rows)")
-    click.echo(f"compacted {len(done)} table-days" if done else "nothing to compact")
+    return Lake(config.lake.path)
+
+
+def _erasure_result(run: Any, topic: str) -> None:
+    """Run ``run()`` (a forget or redact), print its report's lines and what the Kafka ``topic`` keeps; fail with
+    what to do when it could not read a file."""
+    from costline.lake._erasure import ErasureIncomplete
+
+    try:
+        report = run()
+    except ErasureIncomplete as exc:
+        for line in exc.report.lines() + [_TOPIC_NOTE.format(topic=topic)]:
+            click.echo(line)
+        raise click.ClickException(str(exc)) from None
+    for line in report.lines() + [_TOPIC_NOTE.format(topic=topic)]:
+        click.echo(line)
+
+
+@lake.command("forget")
+@click.option("--tenant", "tenants", multiple=True, required=True, metavar="TENANT",
+              help="A tenant whose rows go, exactly as the rows name it (repeat for several): --tenant acme.")
+@click.option("--before", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
+              help="Forget only the days before this date (UTC), e.g. --before 2026-11-01 (default: every day, "
+                   "today's included).")
+@click.option("--dry-run", is_flag=True, help="Print, per table and day, how many rows would go; change nothing.")
+@pass_config
+def lake_forget(config: Config, tenants: tuple[str, ...], before: Any, dry_run: bool) -> None:
+    """Remove every row of a tenant from the lake (an erasure request).
+
+    Rewrites each committed file of requests, calls and lookups holding the
+    tenant's rows (today's too) and the alerts' exported files; rows whose
+    tenant is NULL are never touched. Safe while `process` runs: a batch
+    committed after the forget started is left as it is and reported as not
+    covered (run the forget again). It waits for a running compaction. A file
+    it cannot read is set aside and the command fails naming it. In [lake]
+    mode = "table" one snapshot per table replaces the files holding them
+    (older snapshots keep the old files until `lake compact` expires them).
+    The Kafka topic keeps the raw spans until its retention.ms (docs/sql.md).
+
+    \b
+    Example:
+        costline lake forget --tenant acme --dry-run
+        costline lake forget --tenant acme --tenant acme-eu
+        costline lake forget --tenant acme --before 2026-11-01
+    """
+    if any(not t.strip() for t in tenants):
+        raise click.BadParameter("a tenant name is empty: name the tenant as its rows hold it (rows without a "
+                                 "tenant are never forgotten)", param_hint="--tenant")
+    _erasure_result(lambda: _erasing_lake(config).forget(tenants, before=before.date() if before else None,
+                                                         dry_run=dry_run), config.kafka.topic)
+
+
+@lake.command("redact")
+@click.option("--dry-run", is_flag=True, help="Print, per table and day, how many rows' content would be set to "
+                                              "NULL; change nothing.")
+@pass_config
+def lake_redact(config: Config, dry_run: bool) -> None:
+    """Set the prompts and answers older than the content retention to NULL.
+
+    Every day older than [lake] content_retention_days (env
+    COSTLINE_LAKE_CONTENT_RETENTION_DAYS) keeps its rows and every figure
+    (tokens, cost, success, tenant, ts) but loses input_messages and
+    output_messages in requests and calls. Running it again rewrites
+    nothing; `lake compact` does it on every pass when the key is set.
+
+    \b
+    Example:
+        COSTLINE_LAKE_CONTENT_RETENTION_DAYS=30 costline lake redact --dry-run
+        COSTLINE_LAKE_CONTENT_RETENTION_DAYS=30 costline lake redact
+    """
+    days = config.lake.content_retention_days
+    if days == 0:
+        raise click.UsageError("[lake] content_retention_days is 0 (prompts and answers are kept forever): set it "
+                               "(or COSTLINE_LAKE_CONTENT_RETENTION_DAYS) to the days they are kept, e.g. 30")
+    _erasure_result(lambda: _erasing_lake(config).redact(days, dry_run=dry_run), config.kafka.topic)
 
 
 @lake.command("views")

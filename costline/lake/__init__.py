@@ -8,6 +8,8 @@ This package is the one place that knows the lake's paths, file schemas and view
     _lake.py        Lake: folders, the commit protocol, writer fencing (claim / epochs)
     _recovery.py    Lake.recover: a crashed committed batch completed, uncommitted files deleted
     _compaction.py  Lake.compact: each closed day's committed files merged into one
+    _erasure.py     Lake.forget: a tenant's rows removed; Lake.redact: prompts and answers set to NULL past the
+                    content retention (both rewrite committed files as compaction does, under its lock)
     _oddfiles.py    files the views cannot read (crashed writes, hand-copied, misplaced) set aside, logged
     _views.py       the DuckDB views: views_sql, create_views, open_lake, write_views_db (create=False, for
                     the commands that only read: no lake at the path is NoLake, nothing created),

@@ -28,10 +28,12 @@ __all__ = ["STALE_TMP_AGE_S", "committed_offsets_by_topic", "compact"]
 
 log = logging.getLogger("costline.lake")
 
-#: A staged merge (``.c-<id>.parquet.<pid>-<thread>.tmp``, :func:`costline.fsutil.atomic_path`'s name) whose pid
+#: A staged merge (``.c-<id>.parquet.<pid>-<thread>.tmp``, :func:`costline.fsutil.atomic_path`'s name) or a staged
+#: rewrite of a data file by forget / redact (``.p003-….parquet.<pid>-<thread>.tmp``, ``.c-….parquet.…``) whose pid
 #: is alive is still deleted when last written this long (s) before a compaction started: its pid was taken since.
 STALE_TMP_AGE_S = 3600.0
-_STAGED_MERGE = re.compile(r"^\.c-[^/]+\.parquet\.(\d+)(?:-\d+)?\.tmp$")
+#: Those staged files' names (never a batch's staged file, ``.<name>.w<writer>.tmp``: recovery's).
+_STAGED_MERGE = re.compile(r"^\.(?:c-[^/]+|p\d+-\d+-\d+(?:\.[A-Za-z0-9._-]+)?)\.parquet\.(\d+)(?:-\d+)?\.tmp$")
 
 
 def committed_offsets_by_topic(lake: "Lake") -> dict[str, dict[int, int]]:
@@ -71,9 +73,15 @@ def compact(lake: "Lake", *, before: date | None = None) -> list[tuple[str, str,
     there every flush that had one. Its zero-row schema files (``_empty.parquet``, :meth:`Lake.init`) are
     never merged nor removed: they are no data file.
     """
+    if not lake.path.is_dir():  # no lake (yet): nothing to compact, and no folder made for the lock
+        return []
+    with lake._maintenance_lock():  # one rewrite of committed files at a time: forget, redact (_erasure.py)
+        return _compact(lake, before or datetime.now(UTC).date())
+
+
+def _compact(lake: "Lake", before: date) -> list[tuple[str, str, int, int]]:
     import duckdb
 
-    before = before or datetime.now(UTC).date()
     started = time.time()
     committed = committed_offsets_by_topic(lake)
     done: list[tuple[str, str, int, int]] = []
@@ -163,10 +171,11 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _remove_stale_tmps(day_dir: Path, started: float) -> None:
-    """Delete the merged files a killed compaction left staged in ``day_dir`` (see :func:`compact`)."""
+    """Delete the merged files a killed compaction (or the rewrites a killed forget / redact) left staged in
+    ``day_dir`` (see :func:`compact`)."""
     removed = []
     try:
-        for tmp in day_dir.glob(".c-*.tmp"):
+        for tmp in day_dir.glob(".*.tmp"):
             m = _STAGED_MERGE.match(tmp.name)
             if m is None:
                 continue
@@ -181,7 +190,8 @@ def _remove_stale_tmps(day_dir: Path, started: float) -> None:
     except OSError as exc:  # a leftover costs disk space only: the compaction goes on
         log.warning("could not remove the leftovers of a killed compaction in %s: %s", day_dir, exc)
     if removed:
-        log.warning("removed %d merged file(s) a killed compaction left unfinished in %s: %s", len(removed),
+        log.warning("removed %d merged or rewritten file(s) a killed compaction, forget or redact left unfinished "
+                    "in %s: %s", len(removed),
                     day_dir, ", ".join(sorted(removed)))
 
 

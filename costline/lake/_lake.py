@@ -4,13 +4,12 @@ live in their own modules; the class's methods hand over to them)."""
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
 import uuid
-from collections.abc import Iterator, Mapping
-from datetime import date
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from costline.errors import LakeError
-from costline.fsutil import atomic_write, fsync_dir, synced_write
-from costline.lake import _compaction, _recovery
+from costline.fsutil import atomic_write, exclusive_lock, fsync_dir, synced_write
+from costline.lake import _compaction, _erasure, _recovery
 from costline.lake._files import (
     EMPTY_DATE,
     EMPTY_FILE,
@@ -31,6 +30,7 @@ from costline.lake._files import (
     topic_tag,
 )
 from costline.lake._schema import DICTIONARY_COLUMNS, SCHEMAS, same_schema
+from costline.timeutil import utc_now
 
 __all__ = ["Lake", "NoLake", "OffsetsWentBack", "WriterFenced", "lake_exists"]
 
@@ -38,6 +38,9 @@ log = logging.getLogger("costline.lake")
 
 #: Next to a partition's ``epoch``: who made its current claim (:meth:`Lake.claim`'s ``claimant``).
 CLAIMANT_FILE = "claimant.json"
+#: At the lake's root: the lock the commands that rewrite committed files (compact, forget, redact) take one at a
+#: time (:meth:`Lake._maintenance_lock`).
+MAINTENANCE_LOCK = ".maintenance.lock"
 
 
 class WriterFenced(LakeError):
@@ -293,12 +296,23 @@ class Lake:
         the lake must be on a local filesystem, where flock is honoured)."""
         mdir = self.offsets_dir(topic, partition)
         mdir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(mdir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with exclusive_lock(mdir / ".lock"):
             yield mdir
-        finally:
-            os.close(fd)  # releases the lock
+
+    @contextlib.contextmanager
+    def _maintenance_lock(self) -> Iterator[None]:
+        """An exclusive lock on rewriting committed files (``flock`` on ``<lake>/.maintenance.lock``: processes
+        and threads alike). Compaction, :meth:`forget` and :meth:`redact` each rewrite a day's files from what
+        they read: two at once would put a row back that the other removed, or keep it twice. The processor
+        never takes it (it only writes new files). Not re-entrant: take it once per operation."""
+        with contextlib.ExitStack() as held:
+            try:  # the lake's folder must be there: a mistyped path gets an error, no lake made up on the spot
+                held.enter_context(exclusive_lock(self.path / MAINTENANCE_LOCK))
+            except OSError as exc:
+                raise LakeError(f"cannot take the maintenance lock {self.path / MAINTENANCE_LOCK} ({exc}): check "
+                                "the lake path and its permissions (compact, forget and redact rewrite the lake's "
+                                "files)") from exc
+            yield
 
     @staticmethod
     def _read_epoch(mdir: Path) -> int:
@@ -455,3 +469,20 @@ class Lake:
         """Merge each day's committed files of every table into one file; return
         ``[(table, date, files merged, rows kept)]`` (see :func:`costline.lake._compaction.compact`)."""
         return _compaction.compact(self, before=before)
+
+    # -- erasure and content retention (costline/lake/_erasure.py) ---------------------------
+    def forget(self, tenants: Iterable[str], *, before: date | None = None,
+               dry_run: bool = False) -> _erasure.ForgetReport:
+        """Remove every row of ``tenants`` from every table with a ``tenant`` column (the processor's, the
+        alerts' exported files), today's committed files included; with ``before``, only the days before it.
+        Rows whose tenant is NULL are never touched. See :func:`costline.lake._erasure.forget`: what it reports,
+        and :class:`~costline.lake._erasure.ErasureIncomplete`, raised when a file it could not read was set
+        aside."""
+        return _erasure.forget(self, tenants, before=before, dry_run=dry_run)
+
+    def redact(self, older_than_days: int, *, now: Callable[[], datetime] = utc_now,
+               dry_run: bool = False) -> _erasure.RedactReport:
+        """Set the prompt and answer columns (:data:`costline.lake._erasure.CONTENT_COLUMNS`) to NULL in every day
+        older than ``older_than_days`` days before ``now()``, every other column kept. Idempotent. See
+        :func:`costline.lake._erasure.redact`."""
+        return _erasure.redact(self, older_than_days, now=now, dry_run=dry_run)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import datetime as dt
-import fcntl
 import hashlib
 import hmac
 import itertools
@@ -38,7 +37,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from costline.fsutil import atomic_write
+from costline.fsutil import atomic_write, exclusive_lock
 from costline.netsec import host_name, host_problem, is_loopback
 from costline.serving.errors import ServingError
 from costline.serving.settings import GatewayConfig
@@ -199,16 +198,13 @@ class KeyStore:
         read-modify-write of one ``costline keys add|revoke`` against another's, in any process."""
         self._make_folder()
         lock = self.path.with_name(self.path.name + ".lock")
-        try:
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
-        except OSError as exc:
-            raise KeyStoreError(f"cannot open the keys file's lock {lock}: {exc.strerror or exc} (check that "
-                                "this user may write in that folder)") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with contextlib.ExitStack() as held:
+            try:
+                held.enter_context(exclusive_lock(lock, 0o600))
+            except OSError as exc:
+                raise KeyStoreError(f"cannot open the keys file's lock {lock}: {exc.strerror or exc} (check that "
+                                    "this user may write in that folder)") from None
             yield
-        finally:
-            os.close(fd)  # releases the lock
 
     def _make_folder(self) -> None:
         """Create the keys file's folder (owner only) if missing; KeyStoreError naming it and what to set if it cannot be."""
