@@ -533,6 +533,14 @@ _OI_OUTPUT_MESSAGE_KEYS: Final = ("llm.output_messages.0.message.role", "llm.out
 #: hides outputs), begins with it (``{"id":"resp_…"``, ``{"id":"chatcmpl-…"``, ``{"id":"msg_…"``).
 _OI_OUTPUT: Final = "output.value"
 _OI_OUTPUT_ID = re.compile(r'\{\s*"id"\s*:\s*"([A-Za-z0-9_.:-]{1,200})"')
+#: smolagents' ``{Model}.generate`` span: its ``output.value`` is the ``ChatMessage`` as JSON, whose ``raw`` is the
+#: repr of the openai SDK's response (``"raw": "ChatCompletion(id='chatcmpl-…', …, model='…', …)"``), after the
+#: message's content and tool calls. Its id is the call's: behind ``costline serve`` the gateway's own
+#: (``chatcmpl-costline-<request id>``), which says the span is that request's even when the gateway answered with
+#: another model than the one asked for (docs/telemetry.md, "Apps behind the gateway").
+_OI_RAW_ID = re.compile(r""""raw"\s*:\s*"ChatCompletion\(id='([A-Za-z0-9_.:-]{1,200})'""")
+#: How much of an ``output.value`` is searched for :data:`_OI_RAW_ID` (a long answer's text comes before it).
+_MAX_RAW_SEARCH_CHARS: Final = 1 << 20
 #: The call's arguments as JSON. Its OpenAI instrumentor's failed call has no ``llm.model_name``: the model asked for
 #: is only in here (and in ``input.value``); a streamed call says so only in here (``"stream": true``).
 OI_INVOCATION_PARAMETERS: Final = "llm.invocation_parameters"
@@ -607,10 +615,13 @@ def _model_name(value: Any) -> str | None:
 
 
 def _oi_response_id(v: Any) -> str | None:
-    """The id the response JSON in ``output.value`` starts with (its first 256 characters; never parsed)."""
+    """The id the response JSON in ``output.value`` starts with (its first 256 characters; never parsed), else that
+    of the openai SDK's response smolagents keeps in its message's ``raw`` (:data:`_OI_RAW_ID`)."""
     if v is None:
         return None
     m = _OI_OUTPUT_ID.match(v.string_value[:256])
+    if m is None and '"raw"' in v.string_value[:_MAX_RAW_SEARCH_CHARS]:
+        m = _OI_RAW_ID.search(v.string_value[:_MAX_RAW_SEARCH_CHARS])
     return m.group(1) if m else None
 
 

@@ -630,9 +630,11 @@ class Pipeline:
         (:func:`offered_tools`): the gates read a final answer's text, and a call is not one. A call of any other
         tool (none offered, or another name) is :data:`UNOFFERED_TOOL`. A turn Anthropic paused (a server tool's
         long turn, ``stop_reason`` "pause_turn") is accepted too: the client sends it back to go on; sent up a tier
-        instead, the searches it made would be paid for again. Any other answer with no text (blank) is
-        :data:`EMPTY` — except a refusal (``stop_reason`` "refusal"), judged as any answer (accepted, it is served
-        but the request is no success: :func:`declined`).
+        instead, the searches it made would be paid for again. A refusal (:func:`declined`: Anthropic's "refusal",
+        an OpenAI-compatible tier's "content_filter") is accepted as it is, with or without text: it is served but
+        the request is no success, and no gate reads it — a refusal to a structured request is no JSON and may fail
+        the validator, and sent up a tier for that it would be asked of every tier. Any other answer with no text
+        (blank) is :data:`EMPTY`.
 
         The confidence of :func:`marker_confidence` is ignored (None) when the turns of ``prompt`` mention
         confidence (:func:`~costline.serving.confidence.mentions_confidence`)."""
@@ -645,9 +647,9 @@ class Pipeline:
                          reply.tier, ", ".join(map(repr, unoffered)))
                 return False, UNOFFERED_TOOL, None
             return True, None, None
-        if reply.stop_reason == PAUSE_TURN:
+        if reply.stop_reason == PAUSE_TURN or declined(reply) is not None:
             return True, None, None
-        if not reply.text.strip() and reply.stop_reason != _REFUSAL:
+        if not reply.text.strip():
             log.info("costline: the %s tier's answer is empty (stop reason %r)", reply.tier, reply.stop_reason)
             return False, EMPTY, None
         if fmt is not None:

@@ -51,7 +51,9 @@ def llm_spans(messages: list[bytes]) -> list[tuple[str, str, str]]:
 
 
 def with_model(messages: list[bytes], old: str, new: str) -> list[bytes]:
-    """The messages with every ``llm.model_name`` ``old`` made ``new``."""
+    """The messages with every ``llm.model_name`` ``old`` made ``new``, and the response id smolagents keeps in its
+    span's ``output.value`` (``"raw": "ChatCompletion(id='chatcmpl-…'``) made another: two calls of two models have
+    two ids, and a shared id says one call whatever the models (tests/test_call_links_smolagents.py)."""
     out = []
     for value in messages:
         req = ExportTraceServiceRequest.FromString(value)
@@ -61,6 +63,9 @@ def with_model(messages: list[bytes], old: str, new: str) -> list[bytes]:
                     for kv in s.attributes:
                         if kv.key == "llm.model_name" and kv.value.string_value == old:
                             kv.value.string_value = new
+                        elif kv.key == "output.value":
+                            kv.value.string_value = kv.value.string_value.replace(
+                                "ChatCompletion(id='", "ChatCompletion(id='framework-")
         out.append(req.SerializeToString())
     return out
 

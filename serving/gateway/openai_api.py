@@ -33,8 +33,17 @@ pipeline call, and the answer is written back as a ``chat.completion``:
   ``annotations`` after the text), each the place of a cited text block in ``content``; a turn Anthropic pauses
   (``pause_turn``) is sent back to go on, up to :data:`RESUME_PAUSED` times;
 * a refusal (an Anthropic tier's ``stop_reason: "refusal"``, an OpenAI-compatible tier's ``content_filter``) comes
-  back with ``finish_reason: "content_filter"`` and what the tier wrote before it stopped, never sent up a tier nor
-  cached; the request is recorded as no success (``x-costline-success: false``, as on the Messages API);
+  back as OpenAI's API gives one: ``message.refusal`` holds what the tier wrote before it stopped (or
+  :data:`DEFAULT_REFUSAL` when it wrote nothing) and ``message.content`` is null — the text in one place, so an app
+  that reads ``content`` as the answer (or parses it as JSON) never takes a refusal for one, and the ``openai`` SDK's
+  ``parse`` / structured outputs, which skip the content of a message with a ``refusal``, read it as one. Streamed,
+  the text comes as ``delta.refusal`` chunks; a live stream's text left as ``content`` before the model's last event
+  said it was a refusal, so it ends with a ``delta.refusal`` chunk of the same text (:func:`refusal_of`).
+  ``finish_reason`` is ``"content_filter"``: the tier's filter stopped the answer (Anthropic's classifiers, OpenAI's
+  or Azure's filter), as LiteLLM and the Vercel AI SDK map Anthropic's ``refusal`` too, so an app already checking
+  it keeps working; the SDK's ``chat.completions.parse`` then raises ``ContentFilterFinishReasonError``, whose
+  ``completion`` holds the message with its ``refusal``. Never sent up a tier nor cached; the request is recorded as
+  no success (``x-costline-success: false``, as on the Messages API);
 * errors in OpenAI's format (``{"error": {"message", "type", "param", "code"}}``); every tier
   failing answers 429, 503 (overloaded) or 500; ``frequency_penalty``, ``presence_penalty``, ``seed`` and
   ``logit_bias`` reach OpenAI-compatible tiers only (:data:`CHAT_SAMPLING_FIELDS`); other parts (audio, a file by ``file_id``) and the deprecated
@@ -75,14 +84,14 @@ from costline.serving.embeddings import embeddings_problem
 from costline.serving.structured import from_chat
 from costline.serving.translate import (MAX_TOOLS, block_text, loads_json, openai_tool_calls, tools_from_openai,
                                        turns_from_openai, uses_tools)
-from costline.serving.pipeline import Answer, LiveAnswer
+from costline.serving.pipeline import Answer, LiveAnswer, declined
 
 __all__ = ["CHAT_FIELDS", "CHAT_IGNORED_FIELDS", "CHAT_SAMPLING_FIELDS", "ChatCompletions", "DEFAULT_MAX_TOKENS",
-           "Embeddings", "OpenAIRoute", "RESUME_PAUSED", "SEARCH_CONTEXT_USES", "arguments_too_deep_message",
-           "chat_completion", "chat_sampling_of", "citation_spans", "end_user_of", "json_arguments_too_deep",
-           "model_of",
-           "open_openai_live", "openai_error", "read_chat_request", "search_tool", "settled_response", "token_counts",
-           "unrecognized", "unrecognized_error", "url_citations", "web_search_tool"]
+           "DEFAULT_REFUSAL", "Embeddings", "OpenAIRoute", "RESUME_PAUSED", "SEARCH_CONTEXT_USES",
+           "arguments_too_deep_message", "chat_completion", "chat_sampling_of", "citation_spans", "end_user_of",
+           "json_arguments_too_deep", "model_of", "open_openai_live", "openai_error", "read_chat_request",
+           "refusal_of", "search_tool", "settled_response", "token_counts", "unrecognized", "unrecognized_error",
+           "url_citations", "web_search_tool"]
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +101,9 @@ DEFAULT_MAX_TOKENS = 1024
 #: back to go on: their clients cannot (:attr:`~costline.serving.backends.Prompt.resume_paused`). A turn still
 #: paused after that ends as cut short (``finish_reason: "length"``; the Responses API's ``incomplete``).
 RESUME_PAUSED = 8
+#: What a refusal says when the model declined without a word (an Anthropic ``refusal`` with no text): OpenAI's
+#: ``refusal`` is a message to show the user, never empty (:func:`refusal_of`).
+DEFAULT_REFUSAL = "The model declined to answer this request."
 
 _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                 404: "not_found_error", 411: "invalid_request_error", 413: "invalid_request_error",
@@ -188,7 +200,7 @@ class ChatCompletions(OpenAIRoute):
             return self._live(result, created, include_usage)
         return settled_response(result, stream, lambda: _completion(result, created), lambda: _chunks(
             model_of(result), _id_of(result.request_id), created, [result.text], lambda: result, include_usage,
-            _calls(result)))
+            _calls(result), refused=refusal_of(result) is not None))
 
     def _live(self, live: LiveAnswer, created: int, include_usage: bool) -> HttpResponse:
         opened = open_openai_live(live)
@@ -199,9 +211,14 @@ class ChatCompletions(OpenAIRoute):
         def settle() -> Answer | None:
             return None if live.error is not None else live.result
 
+        # settled before its first piece (escalated to a tier that declined): known for a refusal from the start
+        early = settle() if live.result is not None else None
+        refused = early is not None and refusal_of(early) is not None
+
         def body() -> Any:
             try:
-                yield from _chunks(model, _id_of(live.request_id), created, texts, settle, include_usage)
+                yield from _chunks(model, _id_of(live.request_id), created, texts, settle, include_usage,
+                                   refused=refused)
             finally:
                 live.close()
 
@@ -639,6 +656,16 @@ def _finish(result: Answer) -> str:
     return _FINISH.get(result.reply.stop_reason or "", "stop")
 
 
+def refusal_of(result: Answer) -> str | None:
+    """The refusal of an answer the model declined to give (:func:`~costline.serving.pipeline.declined`: Anthropic's
+    ``refusal``, an OpenAI-compatible server's ``content_filter``): what the tier wrote, or :data:`DEFAULT_REFUSAL`
+    when it wrote nothing; None for any other answer (a cache hit never is one: refusals are never cached)."""
+    reply = result.reply
+    if result.cached or reply is None or declined(reply) is None:
+        return None
+    return result.text if result.text.strip() else DEFAULT_REFUSAL
+
+
 def _calls(result: Answer) -> list[dict[str, Any]]:
     """The answer's tool calls as a chat message's ``tool_calls`` (none for a text answer or a cache hit)."""
     reply = result.reply
@@ -646,10 +673,12 @@ def _calls(result: Answer) -> list[dict[str, Any]]:
 
 
 def _completion(result: Answer, created: int) -> dict[str, Any]:
-    message: dict[str, Any] = {"role": "assistant", "content": result.text, "refusal": None}
+    refusal = refusal_of(result)
+    message: dict[str, Any] = {"role": "assistant", "content": result.text if refusal is None else None,
+                               "refusal": refusal}
     calls = _calls(result)
     if calls:
-        message.update(content=result.text or None, tool_calls=calls)
+        message.update(content=(result.text or None) if refusal is None else None, tool_calls=calls)
     cited = url_citations(result)
     if cited:
         message["annotations"] = cited
@@ -660,21 +689,25 @@ def _completion(result: Answer, created: int) -> dict[str, Any]:
 
 
 def _chunks(model: str, chat_id: str, created: int, texts: Any, settle: Callable[[], Answer | None],
-            include_usage: bool, calls: list[dict[str, Any]] | None = None) -> Any:
-    """The chunk events: role, a content delta per piece, a ``tool_calls`` delta per call (its name, then its
-    arguments), the finish reason, usage, ``[DONE]``."""
+            include_usage: bool, calls: list[dict[str, Any]] | None = None, *, refused: bool = False) -> Any:
+    """The chunk events: role, a content delta per piece (a ``refusal`` delta per piece when the answer is known to
+    be ``refused`` before it streams), a ``tool_calls`` delta per call (its name, then its arguments), the finish
+    reason, usage, ``[DONE]``. An answer that turns out a refusal once its pieces went out as content (a live
+    stream), or a refusal without text, gets a ``refusal`` delta of :func:`refusal_of` before its finish reason."""
 
     def chunk(choices: list[dict[str, Any]], **extra: Any) -> bytes:
         doc = {"id": chat_id, "object": "chat.completion.chunk", "created": created, "model": model,
                "choices": choices, **({"usage": None} if include_usage else {}), **extra}
         return b"data: " + json.dumps(doc).encode() + b"\n\n"
 
-    yield chunk([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None,
-                  "logprobs": None}])
+    field = "refusal" if refused else "content"
+    yield chunk([{"index": 0, "delta": {"role": "assistant", field: ""}, "finish_reason": None, "logprobs": None}])
+    said = False  # a refusal delta went out
     try:
         for text in texts:
             if text:
-                yield chunk([{"index": 0, "delta": {"content": text}, "finish_reason": None, "logprobs": None}])
+                yield chunk([{"index": 0, "delta": {field: text}, "finish_reason": None, "logprobs": None}])
+                said = refused
     except Exception as exc:  # not a model error (those end the pieces): still end the stream in form
         log.exception("costline gateway: a live chat completion failed mid-stream")
         yield _error_event(f"costline gateway failure mid-stream: {type(exc).__name__}")
@@ -689,6 +722,9 @@ def _chunks(model: str, chat_id: str, created: int, texts: Any, settle: Callable
     if result is None:
         yield _error_event("the model failed mid-answer: the text sent so far stands")
         return
+    refusal = refusal_of(result)
+    if refusal is not None and not said:  # sent as content before the model said it declined, or no text at all
+        yield chunk([{"index": 0, "delta": {"refusal": refusal}, "finish_reason": None, "logprobs": None}])
     cited = url_citations(result)
     if cited:  # as OpenAI streams a search's citations: on a delta of their own once the text is out
         yield chunk([{"index": 0, "delta": {"annotations": cited}, "finish_reason": None, "logprobs": None}])

@@ -16,6 +16,13 @@ the Chat Completions API: the request is translated to the Messages shape and an
   checked on every answer: :mod:`costline.serving.structured`);
 * the answer: ``output`` holds a ``message`` item (``output_text``) and a ``function_call`` item per tool call;
   ``status`` ``incomplete`` (``incomplete_details.reason: max_output_tokens``) when the model ran out of tokens;
+  a refusal (:func:`~costline.serving.gateway.openai_api.refusal_of`: an Anthropic tier's ``refusal``, an
+  OpenAI-compatible tier's ``content_filter``) is the message's ``refusal`` content part (``{"type": "refusal",
+  "refusal": ...}``), as OpenAI's API gives one, never ``output_text`` (the SDK's ``output_text`` and ``parse`` read
+  only those: a refusal is no answer to show or parse); the response is ``completed``, as OpenAI's own refusals are
+  (the SDK's stream helpers end on ``response.completed`` only). Streamed, ``response.refusal.delta`` /
+  ``response.refusal.done``; a live stream's text went out as ``output_text`` before the model's last event said it
+  was a refusal, so its message gets the refusal part after that text. Never sent up a tier nor cached, no success;
   ``usage`` with ``input_tokens_details.cached_tokens``; ``model`` is the model that answered
   (``costline-cache`` for a cache hit);
 * ``stream: true``: the API's events, ``response.created`` … ``response.output_text.delta`` …
@@ -70,8 +77,8 @@ from costline.serving.gateway.response_store import StoreFull
 from costline.serving.gateway.messages_api import question_text, sampling_of, textless_query, textless_turn
 from costline.serving.gateway.openai_api import (DEFAULT_MAX_TOKENS, EFFORTS, RESUME_PAUSED, OpenAIRoute,
                                                  arguments_too_deep_message, citation_spans, end_user_of, model_of,
-                                                 open_openai_live, openai_error, search_tool, settled_response,
-                                                 token_counts, unrecognized, unrecognized_error)
+                                                 open_openai_live, openai_error, refusal_of, search_tool,
+                                                 settled_response, token_counts, unrecognized, unrecognized_error)
 from costline.serving.pipeline import Answer, LiveAnswer
 from costline.serving.structured import from_responses
 from costline.serving.translate import (MAX_TOOLS, file_block, image_block, loads_json, tools_from_openai,
@@ -374,9 +381,11 @@ class Responses(OpenAIRoute):
         def settle() -> Answer | None:
             return None if live.error is not None else live.result
 
+        early = settle() if live.result is not None else None  # settled before its first piece: escalated
+
         def body() -> Any:
             try:
-                yield from _events(shell, live.request_id, model, texts, settle, sources, keep=keep)
+                yield from _events(shell, live.request_id, model, texts, settle, sources, settled=early, keep=keep)
             finally:
                 live.close()
 
@@ -843,19 +852,22 @@ def _searches(result: Answer, sources: bool, rid: str) -> list[dict[str, Any]]:
     return items
 
 
-def _items(rid: str, result: Answer, sources: bool = False) -> list[dict[str, Any]]:
+def _items(rid: str, result: Answer, sources: bool = False, sent_text: bool = False) -> list[dict[str, Any]]:
     """The ``output`` items of an answer: a ``web_search_call`` item per search (first, as OpenAI's API orders
-    them), its text as a message item (its web search citations as ``url_citation`` annotations), then a
-    function_call item per tool call."""
+    them), its text as a message item (its web search citations as ``url_citation`` annotations; a refusal as a
+    ``refusal`` part, after the ``output_text`` a live stream already ``sent_text`` as), then a function_call item
+    per tool call."""
     reply = result.reply
     calls = list(reply.tool_calls) if reply is not None and not result.cached else []
     items = _searches(result, sources, rid)
-    if result.text or not calls:
+    refusal = refusal_of(result)
+    if result.text or not calls or refusal is not None:
         cited = [{"type": "url_citation", "start_index": start, "end_index": stop, "url": url, "title": title}
                  for start, stop, url, title in citation_spans(result)]
+        text = [{"type": "output_text", "text": result.text, "annotations": cited, "logprobs": []}]
+        content = text if refusal is None else [*(text if sent_text else []), {"type": "refusal", "refusal": refusal}]
         items.append({"type": "message", "id": f"msg_{rid[5:]}", "role": "assistant",
-                      "status": "incomplete" if _cut(result) else "completed",
-                      "content": [{"type": "output_text", "text": result.text, "annotations": cited, "logprobs": []}]})
+                      "status": "incomplete" if _cut(result) else "completed", "content": content})
     for k, call in enumerate(calls):
         items.append({"type": "function_call", "id": f"fc_{rid[5:]}_{k}", "call_id": call.get("id"),
                       "name": call.get("name"), "arguments": json.dumps(call.get("input") or {}),
@@ -863,12 +875,34 @@ def _items(rid: str, result: Answer, sources: bool = False) -> list[dict[str, An
     return items
 
 
-def _finished(shell: dict[str, Any], result: Answer, sources: bool = False) -> dict[str, Any]:
+def _finished(shell: dict[str, Any], result: Answer, sources: bool = False, sent_text: bool = False
+              ) -> dict[str, Any]:
     rid = _id_of(result.request_id)
     cut = _cut(result)
     return {**shell, "id": rid, "model": model_of(result), "status": "incomplete" if cut else "completed",
             "completed_at": shell["created_at"], "incomplete_details": {"reason": "max_output_tokens"} if cut else None,
-            "output": _items(rid, result, sources), "usage": _usage(result)}
+            "output": _items(rid, result, sources, sent_text), "usage": _usage(result)}
+
+
+def _part_events(event: Callable[..., bytes], item_id: str, at: int, k: int, done: Mapping[str, Any],
+                 empty: Mapping[str, Any], added: bool) -> Iterable[bytes]:
+    """The events that finish the message's ``k``-th content part ``done`` (its ``added`` event already sent when
+    ``added``, with ``empty`` for an ``output_text`` part): an ``output_text``'s annotations and ``done``, a
+    refusal's one delta and ``done``, then the part's ``content_part.done``."""
+    where = {"item_id": item_id, "output_index": at, "content_index": k}
+    if done["type"] == "refusal":
+        yield event("response.content_part.added", **where, part={"type": "refusal", "refusal": ""})
+        yield event("response.refusal.delta", **where, delta=done["refusal"])
+        yield event("response.refusal.done", **where, refusal=done["refusal"])
+        yield event("response.content_part.done", **where, part=done)
+        return
+    if not added:
+        yield event("response.content_part.added", **where, part=empty)
+    for a, annotation in enumerate(done["annotations"]):
+        yield event("response.output_text.annotation.added", **where, annotation_index=a, annotation=annotation)
+    yield event("response.output_text.done", **where, text=done["text"], logprobs=[])
+    yield event("response.content_part.done", **where, part={**empty, "text": done["text"],
+                                                             "annotations": done["annotations"]})
 
 
 def _events(shell: dict[str, Any], request_id: str, model: str, texts: Iterable[str],
@@ -876,8 +910,10 @@ def _events(shell: dict[str, Any], request_id: str, model: str, texts: Iterable[
             keep: Callable[[Answer], bool] | None = None) -> Any:
     """The Responses API's events: created, in_progress, the web_search_call items of a ``settled`` answer (in
     progress, searching, completed: a request with tools is answered whole before it streams, so they are known),
-    the message item's text deltas as they come (then its annotations, one ``annotation.added`` each), the
-    function_call items (their arguments in one delta), then ``response.completed`` (or ``incomplete``)."""
+    the message item's text deltas as they come (then its annotations, one ``annotation.added`` each; a refusal's
+    part with its ``response.refusal.delta`` / ``.done``: a ``settled`` refusal's text never goes out as
+    ``output_text``), the function_call items (their arguments in one delta), then ``response.completed`` (or
+    ``incomplete``)."""
     seq = iter(range(1 << 62))
     rid = _id_of(request_id)
     msg_id = f"msg_{rid[5:]}"
@@ -899,9 +935,10 @@ def _events(shell: dict[str, Any], request_id: str, model: str, texts: Iterable[
     at = len(searches)  # the message item's output index
     part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
     opened = False
+    refused = settled is not None and refusal_of(settled) is not None  # its text is the refusal part's, not output
     try:
         for piece in texts:
-            if not piece:
+            if not piece or refused:
                 continue
             if not opened:
                 yield event("response.output_item.added", output_index=at, item={
@@ -923,7 +960,7 @@ def _events(shell: dict[str, Any], request_id: str, model: str, texts: Iterable[
         return
     if keep is not None:  # stored before the client hears it is complete (it may continue at once)
         shell = {**shell, "store": keep(result)}
-    final = _finished(shell, result, sources)
+    final = _finished(shell, result, sources, sent_text=opened)
     items = final["output"]
     index = at
     if index < len(items) and items[index]["type"] == "message":
@@ -931,16 +968,8 @@ def _events(shell: dict[str, Any], request_id: str, model: str, texts: Iterable[
         if not opened:  # an answer with no text pieces: the message item still opens and closes
             yield event("response.output_item.added", output_index=at, item={**message, "status": "in_progress",
                                                                              "content": []})
-            yield event("response.content_part.added", item_id=message["id"], output_index=at, content_index=0,
-                        part=part)
-        text, cited = message["content"][0]["text"], message["content"][0]["annotations"]
-        for a, annotation in enumerate(cited):
-            yield event("response.output_text.annotation.added", item_id=message["id"], output_index=at,
-                        content_index=0, annotation_index=a, annotation=annotation)
-        yield event("response.output_text.done", item_id=message["id"], output_index=at, content_index=0, text=text,
-                    logprobs=[])
-        yield event("response.content_part.done", item_id=message["id"], output_index=at, content_index=0,
-                    part={**part, "text": text, "annotations": cited})
+        for k, done in enumerate(message["content"]):
+            yield from _part_events(event, message["id"], at, k, done, part, opened and k == 0)
         yield event("response.output_item.done", output_index=at, item=message)
         index += 1
     for k, item in enumerate(items[index:], start=index):

@@ -1,0 +1,239 @@
+"""A refusal through the gateway's OpenAI routes comes back as OpenAI's API gives one, read through the real
+``openai`` SDK.
+
+* Chat Completions: ``message.refusal`` holds what the tier wrote (``content`` null; a refusal with no text says
+  :data:`~costline.serving.gateway.openai_api.DEFAULT_REFUSAL`), ``finish_reason: "content_filter"``; streamed
+  buffered, ``delta.refusal`` chunks and never ``delta.content``; streamed live, the text went out as content before
+  the model said it declined, then one ``delta.refusal`` of the same text; ``chat.completions.parse`` with a pydantic
+  ``response_format`` raises ``ContentFilterFinishReasonError`` whose completion holds the refusal.
+* Responses: the message's content is a ``refusal`` part (``output_text`` empty), streamed as
+  ``response.refusal.delta`` / ``.done``.
+
+Before: ``message.refusal`` null with the text in ``content``; the Responses API's text an ``output_text``.
+Always: never sent up a tier, never cached, ``x-costline-success: false``. The stand-in and gateway are those of
+``test_gateway_refusals``; every expected value is written by hand from what that stand-in sends.
+"""
+
+from __future__ import annotations
+
+import json
+
+import openai
+import pydantic
+import pytest
+
+import test_gateway_refusals as refusals
+from test_gateway_refusals import HAIKU, MID_REFUSES, REFUSE, REFUSED, SONNET, STUDENT, gateway
+
+#: The question the budget tier declines without a word (``content: []``, ``stop_reason: "refusal"``).
+SILENT = "Tell me a secret. [silent refusal]"
+#: What the route says for it, as written in openai_api.DEFAULT_REFUSAL.
+DEFAULT = "The model declined to answer this request."
+
+
+@pytest.fixture(autouse=True)
+def silent_refusal(monkeypatch):
+    """The stand-in's Messages API, except that :data:`SILENT` is declined with no content."""
+    answer = refusals._messages
+
+    def messages(h, body, question):
+        if question != SILENT:
+            return answer(h, body, question)
+        msg = {"id": "msg_silent", "type": "message", "role": "assistant", "model": body["model"], "content": [],
+               "stop_reason": "refusal", "stop_sequence": None,
+               "usage": {"input_tokens": 100, "output_tokens": 0, "cache_creation_input_tokens": 0,
+                         "cache_read_input_tokens": 0}}
+        if body.get("stream"):
+            events = [("message_start", {"type": "message_start", "message": {**msg, "stop_reason": None}}),
+                      ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "refusal",
+                                                                             "stop_sequence": None},
+                                         "usage": {"output_tokens": 0}}),
+                      ("message_stop", {"type": "message_stop"})]
+            return refusals._send(h, 200, "text/event-stream", b"".join(
+                f"event: {n}\ndata: {json.dumps(d)}\n\n".encode() for n, d in events))
+        return refusals._send(h, 200, "application/json", json.dumps(msg).encode())
+
+    monkeypatch.setattr(refusals, "_messages", messages)
+
+
+class Answer(pydantic.BaseModel):
+    city: str
+
+
+def _no_success_and_not_escalated(w, headers, models) -> None:
+    assert headers["x-costline-success"] == "false"
+    assert w.outcome(headers["x-request-id"])[0] is False
+    assert [m for _, m, _ in w.upstream.asked] == models
+    assert w.cache.entries == {}
+
+
+# --- Chat Completions ------------------------------------------------------------------------------------------
+
+#: (task type → tier, question, the tier's model, message.refusal).
+PLAIN = [
+    ("support", REFUSE, HAIKU, REFUSED),  # Anthropic's stop_reason "refusal"
+    ("classify", REFUSE, STUDENT, REFUSED),  # an OpenAI-compatible tier's finish_reason "content_filter"
+    ("support", SILENT, HAIKU, DEFAULT),  # a refusal without a word
+]
+
+
+@pytest.mark.parametrize("task,question,model,refusal", PLAIN, ids=["anthropic", "content_filter", "silent"])
+def test_chat_completion_refusal_is_message_refusal(tmp_path, task, question, model, refusal) -> None:
+    with gateway(tmp_path) as w:
+        raw = w.chat(task).chat.completions.with_raw_response.create(
+            model="gpt-4o", max_tokens=16, messages=[{"role": "user", "content": question}])
+        done = raw.parse()
+        choice = done.choices[0]
+        assert (choice.message.refusal, choice.message.content, choice.finish_reason) == (
+            refusal, None, "content_filter")
+        _no_success_and_not_escalated(w, raw.headers, [model])
+
+
+def _stream(client, question):
+    raw = client.chat.completions.with_raw_response.create(
+        model="gpt-4o", max_tokens=16, stream=True, messages=[{"role": "user", "content": question}])
+    chunks = list(raw.parse())
+    deltas = [(ch.choices[0].delta.content, ch.choices[0].delta.refusal) for ch in chunks if ch.choices]
+    return raw.headers, deltas, [ch.choices[0].finish_reason for ch in chunks if ch.choices][-1]
+
+
+def test_a_buffered_stream_of_a_refusal_is_refusal_deltas(tmp_path) -> None:
+    """The validator turns the budget answer down, mid refuses: settled before it streams, so its text comes as
+    ``delta.refusal`` (6-character pieces are the stand-in's, joined by the pipeline into one)."""
+    with gateway(tmp_path, validator=lambda query, text: "BUDGET" not in text) as w:
+        headers, deltas, finish = _stream(w.chat(), MID_REFUSES)
+        assert headers["x-costline-stream-mode"] == "buffered"
+        assert deltas == [(None, ""), (None, REFUSED), (None, None)]
+        assert finish == "content_filter"
+        assert headers["x-costline-success"] == "false"
+        assert [m for _, m, _ in w.upstream.asked] == [HAIKU, SONNET]  # not sent up to upper
+        assert w.cache.entries == {}
+
+
+#: (question, the deltas as (content, refusal), the SDK helper's final (content, refusal)).
+LIVE = [
+    # the stand-in's 6-character pieces go out as content before its last event says "refusal"
+    (REFUSE, [("", None), ("I can'", None), ("t help", None), (" with", None), (None, REFUSED), (None, None)],
+     (REFUSED, REFUSED)),
+    # no piece at all: the answer is settled before the first chunk, so it is a refusal from the start
+    (SILENT, [(None, ""), (None, DEFAULT), (None, None)], (None, DEFAULT)),
+]
+
+
+@pytest.mark.parametrize("question,deltas,final", LIVE, ids=["text", "silent"])
+def test_a_live_stream_of_a_refusal_ends_with_a_refusal_delta(tmp_path, question, deltas, final) -> None:
+    """No gate: the budget tier streams live; its pieces go out as content before its last event says
+    ``refusal``, then one refusal delta. The SDK's stream helper accumulates both (and raises, as it does on any
+    ``content_filter``, with the completion it accumulated)."""
+    with gateway(tmp_path) as w:
+        client = w.chat()
+        headers, got, finish = _stream(client, question)
+        assert headers["x-costline-stream-mode"] == "live"
+        assert got == deltas
+        assert finish == "content_filter"
+        assert w.outcome(headers["x-request-id"])[0] is False
+        with client.chat.completions.stream(model="gpt-4o", max_tokens=16,
+                                            messages=[{"role": "user", "content": question}]) as s:
+            with pytest.raises(openai.ContentFilterFinishReasonError) as err:  # the helper's on any content_filter
+                s.get_final_completion()
+        message = err.value.completion.choices[0].message
+        assert (message.content, message.refusal) == final
+        assert [m for _, m, _ in w.upstream.asked] == [HAIKU, HAIKU]
+        assert w.cache.entries == {}
+
+
+#: Every Anthropic tier of the stand-in declines :data:`REFUSE`: budget, mid, upper.
+ALL_TIERS = [HAIKU, SONNET, "claude-opus-4-8"]
+
+
+def test_parse_with_a_pydantic_format_raises_content_filter_with_the_refusal(tmp_path) -> None:
+    with gateway(tmp_path) as w:
+        with pytest.raises(openai.ContentFilterFinishReasonError) as err:
+            w.chat().chat.completions.parse(model="gpt-4o", max_tokens=16, response_format=Answer,
+                                            messages=[{"role": "user", "content": REFUSE}])
+        message = err.value.completion.choices[0].message
+        assert (message.refusal, message.content) == (REFUSED, None)
+        assert w.cache.entries == {}
+
+
+@pytest.mark.parametrize("api", ["chat", "responses"])
+def test_a_refusal_to_a_structured_request_is_not_sent_up_a_tier(tmp_path, api) -> None:
+    with gateway(tmp_path) as w:
+        if api == "chat":
+            with pytest.raises(openai.ContentFilterFinishReasonError):
+                w.chat().chat.completions.parse(model="gpt-4o", max_tokens=16, response_format=Answer,
+                                                messages=[{"role": "user", "content": REFUSE}])
+        else:
+            w.chat().responses.parse(model="gpt-4o", input=REFUSE, text_format=Answer, store=False)
+        assert [m for _, m, _ in w.upstream.asked] == [HAIKU]
+
+
+def test_a_parse_stream_has_the_refusal_on_its_snapshot(tmp_path) -> None:
+    with gateway(tmp_path) as w:
+        with w.chat().chat.completions.stream(model="gpt-4o", max_tokens=16, response_format=Answer,
+                                              messages=[{"role": "user", "content": REFUSE}]) as s:
+            events = []
+            with pytest.raises(openai.ContentFilterFinishReasonError) as err:
+                for event in s:
+                    events.append(event.type)
+        assert "content.delta" not in events and "refusal.delta" in events
+        message = err.value.completion.choices[0].message
+        assert (message.refusal, message.content) == (REFUSED, None)
+
+
+# --- Responses -------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("question,refusal", [(REFUSE, REFUSED), (SILENT, DEFAULT)], ids=["text", "silent"])
+def test_responses_refusal_is_a_refusal_part(tmp_path, question, refusal) -> None:
+    with gateway(tmp_path) as w:
+        raw = w.chat().responses.with_raw_response.create(model="gpt-4o", input=question, store=False)
+        done = raw.parse()
+        assert done.status == "completed"
+        assert [(o.type, [c.model_dump() for c in o.content]) for o in done.output] == [
+            ("message", [{"type": "refusal", "refusal": refusal}])]
+        assert done.output_text == ""
+        _no_success_and_not_escalated(w, raw.headers, [HAIKU])
+
+
+def test_responses_parse_leaves_a_refusal_unparsed(tmp_path) -> None:
+    with gateway(tmp_path) as w:
+        done = w.chat().responses.parse(model="gpt-4o", input=REFUSE, text_format=Answer, store=False)
+        assert done.output_parsed is None
+        assert [c.model_dump() for c in done.output[0].content] == [{"type": "refusal", "refusal": REFUSED}]
+
+
+def _events(w, question):
+    raw = w.chat().responses.with_raw_response.create(model="gpt-4o", input=question, store=False, stream=True)
+    events = list(raw.parse())
+    return raw.headers, events
+
+
+def test_responses_buffered_stream_of_a_refusal(tmp_path) -> None:
+    with gateway(tmp_path, validator=lambda query, text: "BUDGET" not in text) as w:
+        headers, events = _events(w, MID_REFUSES)
+        assert headers["x-costline-stream-mode"] == "buffered"
+        kinds = [e.type for e in events]
+        assert "response.output_text.delta" not in kinds
+        assert [(e.type, e.content_index) for e in events if "refusal" in e.type] == [
+            ("response.refusal.delta", 0), ("response.refusal.done", 0)]
+        assert [e.delta for e in events if e.type == "response.refusal.delta"] == [REFUSED]
+        final = events[-1]
+        assert final.type == "response.completed"
+        assert [c.model_dump() for c in final.response.output[0].content] == [{"type": "refusal", "refusal": REFUSED}]
+        assert [m for _, m, _ in w.upstream.asked] == [HAIKU, SONNET]
+
+
+def test_responses_live_stream_of_a_refusal_ends_with_a_refusal_part(tmp_path) -> None:
+    """Live: the text went out as output_text (part 0); the refusal is part 1."""
+    with gateway(tmp_path) as w:
+        headers, events = _events(w, REFUSE)
+        assert headers["x-costline-stream-mode"] == "live"
+        assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == REFUSED
+        assert [(e.type, e.content_index) for e in events if e.type.startswith("response.content_part")] == [
+            ("response.content_part.added", 0), ("response.content_part.done", 0),
+            ("response.content_part.added", 1), ("response.content_part.done", 1)]
+        assert [e.refusal for e in events if e.type == "response.refusal.done"] == [REFUSED]
+        final = events[-1].response
+        assert [c.type for c in final.output[0].content] == ["output_text", "refusal"]
+        assert (final.output[0].content[0].text, final.output[0].content[1].refusal) == (REFUSED, REFUSED)
+        assert w.outcome(headers["x-request-id"])[0] is False
