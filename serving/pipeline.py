@@ -736,11 +736,16 @@ def _served(req: Any, attempts: Sequence[Attempt]) -> str | None:
     """Record the last of ``attempts`` (accepted: it has a reply) as the answer of ``req``: a success, unless the model
     declined to answer (:func:`declined`). Then the answer is still served, but the request is no success and says
     why as a rejected attempt (``tier:refusal``, ``tier:content_filter``; the reason of its ``costline.reject`` event
-    lists every attempt turned down, as a failed request's does). Returns that reason (None: a success)."""
+    lists every attempt turned down, as a failed request's does). A turn Anthropic paused (``pause_turn``: a server
+    tool's long turn, no answer yet) is served and no success either, with nothing turned down: the client sends it
+    back to go on, and that request, which gets the answer, is the success — counted as two, one answer would cost
+    half what it did per success. Returns that reason (None: a success)."""
     answer = attempts[-1]
     assert answer.reply is not None
     req.served_by(answer.tier)
     stop = declined(answer.reply)
+    if stop is None and answer.reply.stop_reason == PAUSE_TURN:
+        return f"{answer.tier}: {PAUSE_TURN}"
     if stop is None:
         req.accept()
         return None

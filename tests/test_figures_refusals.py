@@ -59,7 +59,11 @@ def test_refusals_are_paid_for_but_not_successes_in_the_lake(tmp_path) -> None:
     (("SAFETY",), None, False),  # Gemini, in its own upper case
     (("guardrail_intervened",), None, False),  # Amazon Bedrock
     (("end_turn",), "RateLimitError", False),
-], ids=["end_turn", "max_tokens", "refusal", "content_filter", "gemini-safety", "bedrock-guardrail", "error"])
+    # Anthropic paused a server tool's long turn: no answer yet; the app sends the turn back and that call, which
+    # answers, is the success (two successes for one answer would halve its cost per success)
+    (("pause_turn",), None, False),
+], ids=["end_turn", "max_tokens", "refusal", "content_filter", "gemini-safety", "bedrock-guardrail", "error",
+        "pause_turn"])
 def test_a_call_of_another_instrumentation_the_model_declined_is_no_successful_request(
         tmp_path, plain_spans, finish_reasons, error_type, success) -> None:
     """A call no costline request span links (an app's own instrumentation) is one standalone request: no success when

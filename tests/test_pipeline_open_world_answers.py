@@ -255,13 +255,14 @@ def test_an_empty_live_answer_with_no_tier_above_fails(world) -> None:
     assert (live.result.success, [a.problem for a in live.result.attempts]) == (False, ["empty"])
 
 
-def test_an_empty_refusal_and_a_paused_turn_are_judged_as_before(world) -> None:
-    """A refusal (``stop_reason: "refusal"``, maybe with no text) is judged as any answer (no validator: accepted),
-    never sent up a tier as empty — served, but no successful request; a paused server-tool turn goes back to the
-    client."""
+def test_an_empty_refusal_and_a_paused_turn_are_served_and_no_success(world) -> None:
+    """A refusal (``stop_reason: "refusal"``, maybe with no text) is accepted as it is, never sent up a tier as
+    empty — served, but no successful request; a paused server-tool turn goes back to the client, no success either
+    (the continuation the client sends is: one answer, one success)."""
     answers = {"claude-haiku-4-5": message([], "refusal")}
-    server, p, _ = world(lambda h, b: send_json(h, completion("x")),
-                         lambda h, b: send_json(h, answers.get(b["model"], message(text(MID_ANSWER), model=b["model"]))))
+    server, p, exporter = world(lambda h, b: send_json(h, completion("x")),
+                                lambda h, b: send_json(h, answers.get(b["model"], message(text(MID_ANSWER),
+                                                                                          model=b["model"]))))
     r = p.answer("How do I make a weapon?", task_type="support", tenant="acme")
     assert (r.tier, r.success, len(r.attempts), r.reply.stop_reason) == ("budget", False, 1, "refusal")
     answers["claude-haiku-4-5"] = message([{"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search",
@@ -269,7 +270,12 @@ def test_an_empty_refusal_and_a_paused_turn_are_judged_as_before(world) -> None:
     prompt = Prompt(({"role": "user", "content": "What changed in the refund policy?"},),
                     tools=({"type": "web_search_20250305", "name": "web_search"},))
     r = p.answer("What changed in the refund policy?", task_type="support", tenant="acme", prompt=prompt)
-    assert (r.tier, r.success, len(r.attempts), r.reply.stop_reason) == ("budget", True, 1, "pause_turn")
+    assert (r.tier, r.success, len(r.attempts), r.reply.stop_reason) == ("budget", False, 1, "pause_turn")
+    assert r.reason == "budget: pause_turn"
+    paused = [x for x in exporter.get_finished_spans() if x.name == c.SPAN_REQUEST][-1]
+    # no success, and nothing turned down: a paused turn is no rejected attempt (rejected_attempts_rise reads those)
+    assert (paused.attributes[c.COSTLINE_SUCCESS], paused.attributes.get(c.COSTLINE_REJECTED_ATTEMPTS)) == (False, None)
+    assert not [e for e in paused.events if e.name == "costline.reject"]
 
 
 # --- the confidence marker an end user asks for ---------------------------------------------------------------

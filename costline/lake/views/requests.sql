@@ -42,10 +42,11 @@ WITH c AS (
   UNION ALL
   SELECT c.span_id, c.trace_id, c.ts, c.tenant, NULL, NULL, c.tier, NULL,
          false, 1, 0,
-         -- no error, and not declined: a refusal or a provider's safety/content filter stopped the answer
+         -- no error, and not declined: a refusal or a provider's safety/content filter stopped the answer; nor
+         -- paused (Anthropic's pause_turn: no answer yet, the app sends the turn back and that call is the success)
          c.error_type IS NULL AND NOT regexp_matches(
            ',' || lower(array_to_string(coalesce(c.finish_reasons, []::VARCHAR[]), ',')) || ',',
-           ',(refusal|content_filter|content_filtered|guardrail_intervened|safety|prohibited_content|blocklist|spii),'),
+           ',(refusal|content_filter|content_filtered|guardrail_intervened|safety|prohibited_content|blocklist|spii|pause_turn),'),
          coalesce(c.cost_usd, 0.0),
          coalesce(c.input_tokens, 0), coalesce(c.output_tokens, 0),
          CASE WHEN c.cost_usd IS NULL THEN 1 ELSE 0 END, 1,
