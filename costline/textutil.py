@@ -6,7 +6,8 @@
   UTF-8 cannot encode it. U+FFFD is what a UTF-8 decoder reads for a byte it cannot.
 * :func:`visible_text` — the text a reader sees, for rules that measure or search an end user's text (the
   router's length and keyword rules, the learned router's length feature): invisible and control characters,
-  combining marks and runs of whitespace do not pad it, and compatibility forms (fullwidth letters, ligatures)
+  combining marks that are no part of a letter (accent stuffing) and runs of whitespace do not pad it, a letter's
+  own marks (a Hindi vowel sign, a Hebrew point) are kept, and compatibility forms (fullwidth letters, ligatures)
   read as their plain letters.
 * :func:`stream_safe` — a text in UAX #15's Stream-Safe Text Format: never more than 30 non-starters (combining
   marks) in a row, a U+034F COMBINING GRAPHEME JOINER put after each 30th. Normalise untrusted text (NFC, NFKC) only
@@ -20,9 +21,10 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
-__all__ = ["well_formed", "visible_text", "stream_safe", "MAX_NON_STARTERS"]
+__all__ = ["well_formed", "visible_text", "stream_safe", "MAX_NON_STARTERS", "MAX_MARKS_PER_LETTER"]
 
 
 def well_formed(text: str) -> str:
@@ -35,57 +37,132 @@ def well_formed(text: str) -> str:
 
 
 #: Unicode categories :func:`visible_text` drops: format characters (zero-width spaces and joiners, bidi controls,
-#: tags), controls that are not whitespace (NUL, ESC, ...), lone surrogates; and, once NFKC composed what it can,
-#: the combining marks left over (a letter followed by 170 accents is one letter).
+#: tags), controls that are not whitespace (NUL, ESC, ...), lone surrogates.
 _HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs"})
-_MARK_CATEGORIES = frozenset({"Mn", "Me"})
+_MARK_CATEGORIES = frozenset({"Mn", "Mc", "Me"})
 _WHITESPACE = re.compile(r"\s+")
 _ASTRAL = re.compile("[\U00010000-\U0010ffff]")
 
-
-def _ranges(categories: frozenset[str], lo: int, hi: int) -> list[tuple[int, int]]:
-    """Runs of code points in [lo, hi) of ``categories`` (whitespace excepted: it separates words)."""
-    out: list[tuple[int, int]] = []
-    for cp in range(lo, hi):
-        ch = chr(cp)
-        if unicodedata.category(ch) in categories and not ch.isspace():
-            if out and out[-1][1] == cp - 1:
-                out[-1] = (out[-1][0], cp)
-            else:
-                out.append((cp, cp))
-    return out
+#: The most combining marks of a letter's own script :func:`visible_text` keeps after it. Real text carries up to
+#: three (the ज़ें of Hindi चीज़ें: nukta, vowel sign E, anusvara; the שַּׁ of pointed Hebrew הַשַּׁבָּת: patah, dagesh,
+#: shin dot; Tibetan སྒྲུ: two subjoined letters and a vowel) and Burmese four (ကြွေး: medials ra and wa, vowel sign
+#: E, visarga; its rare five-mark syllables, မျှော်, lose the last). More after one letter is stuffing.
+MAX_MARKS_PER_LETTER = 4
 
 
 def _class(ranges: list[tuple[int, int]]) -> str:
     return "".join(f"\\U{a:08x}" if a == b else f"\\U{a:08x}-\\U{b:08x}" for a, b in ranges)
 
 
-def _pattern(categories: frozenset[str]) -> tuple[re.Pattern[str], re.Pattern[str]]:
-    """Runs of ``categories``' code points: (those of the BMP, those above it). Two patterns, as a character class
-    of the BMP only is one table lookup a character, while each range above it is another comparison for every
-    character; the second, guarded by the few 1,024-code-point blocks that hold any, runs only on a text with
-    characters above the BMP (emoji pass its guard at once)."""
-    bmp, astral = _ranges(categories, 0, 0x10000), _ranges(categories, 0x10000, 0x110000)
+def _set(cps: Iterable[int]) -> str:
+    """A regex character class's body holding the code points ``cps`` (sorted), as runs."""
+    ranges: list[tuple[int, int]] = []
+    for cp in cps:
+        if ranges and ranges[-1][1] == cp - 1:
+            ranges[-1] = (ranges[-1][0], cp)
+        else:
+            ranges.append((cp, cp))
+    return _class(ranges)
+
+
+def _guard(cps: Iterable[int]) -> str:
+    """A class's body holding the 1,024-code-point blocks that hold any of ``cps``: a cheap first test before a class
+    of many ranges above the BMP (each such range is another comparison for every character tested)."""
     blocks: list[tuple[int, int]] = []
-    for block in sorted({cp >> 10 for a, b in astral for cp in range(a, b + 1)}):
+    for block in sorted({cp >> 10 for cp in cps}):
         if blocks and blocks[-1][1] == block - 1:
             blocks[-1] = (blocks[-1][0], block)
         else:
             blocks.append((block, block))
-    guard = [(a << 10, ((b + 1) << 10) - 1) for a, b in blocks]
-    return re.compile(f"[{_class(bmp)}]+"), re.compile(f"(?=[{_class(guard)}])[{_class(astral)}]+")
+    return _class([(a << 10, ((b + 1) << 10) - 1) for a, b in blocks])
+
+
+def _pattern(cps: list[int]) -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """Runs of the code points ``cps`` (sorted): (those of the BMP, those above it). Two patterns, as a character class
+    of the BMP only is one table lookup a character, while each range above it is another comparison for every
+    character; the second, guarded by the few 1,024-code-point blocks that hold any, runs only on a text with
+    characters above the BMP (emoji pass its guard at once)."""
+    bmp, astral = [cp for cp in cps if cp < 0x10000], [cp for cp in cps if cp >= 0x10000]
+    return re.compile(f"[{_set(bmp)}]+"), re.compile(f"(?=[{_guard(astral)}])[{_set(astral)}]+")
+
+
+def _script(ch: str) -> str:
+    """The script of a letter or a combining mark, as its Unicode name tells it: the name's first word (DEVANAGARI
+    LETTER KA, DEVANAGARI VOWEL SIGN I; HEBREW POINT SHEVA; ARABIC FATHA). The standard library has no Script
+    property, and the name is what is wanted here anyway: Scripts.txt files Arabic's harakat under "Inherited", as it
+    does the accents shared by Latin, Greek and Cyrillic, whose names all begin COMBINING."""
+    return unicodedata.name(ch, "").partition(" ")[0]
+
+
+class _Tables(NamedTuple):
+    hidden: tuple[re.Pattern[str], re.Pattern[str]]  # format and control characters, lone surrogates
+    hidden_or_loose: tuple[re.Pattern[str], re.Pattern[str]]  # those, and the marks of no script (COMBINING ACUTE...)
+    stray_bmp: re.Pattern[str]  # a script's mark that is not part of a letter, and the rest of its run: BMP text
+    stray: re.Pattern[str]  # the same, in any text
+    astral_script: re.Pattern[str]  # a letter or mark above the BMP of a script that has marks of its own
 
 
 @functools.cache
-def _patterns() -> tuple[tuple[re.Pattern[str], re.Pattern[str]], tuple[re.Pattern[str], re.Pattern[str]]]:
-    """(hidden characters, hidden characters and combining marks): built once, on first use (~0.2 s)."""
-    return _pattern(_HIDDEN_CATEGORIES), _pattern(_HIDDEN_CATEGORIES | _MARK_CATEGORIES)
+def _tables() -> _Tables:
+    """What :func:`visible_text` drops with: built once, on first use (~0.3 s).
+
+    A *script's* mark is a combining mark named for a script that has letters too (a Devanagari vowel sign, a Hebrew
+    point, an Arabic haraka, a Thai tone mark): it is part of the letter before it, so it is kept when it follows a
+    letter of its script, directly or after other such marks, :data:`MAX_MARKS_PER_LETTER` at most. A *loose* mark is
+    any other (the accents of the COMBINING blocks, which NFKC composes with each letter they belong to; variation
+    selectors; musical marks): what NFKC left of those is decoration, and dropped."""
+    hidden: list[int] = []
+    marks: dict[str, list[int]] = {}
+    letters: list[int] = []
+    for cp in range(0x110000):
+        ch = chr(cp)
+        category = unicodedata.category(ch)
+        if category in _HIDDEN_CATEGORIES and not ch.isspace():  # whitespace separates words: it is kept
+            hidden.append(cp)
+        elif category in _MARK_CATEGORIES:
+            marks.setdefault(_script(ch), []).append(cp)
+        elif category[0] == "L":
+            letters.append(cp)
+    own: dict[str, list[int]] = {}  # script -> its letters and its marks
+    for cp in letters:
+        script = _script(chr(cp))
+        if script in marks:
+            own.setdefault(script, []).append(cp)
+    loose = sorted(cp for script, cps in marks.items() if script not in own for cp in cps)
+    for script in own:
+        own[script] = sorted(own[script] + marks[script])
+    scripts = sorted(own, key=lambda s: marks[s][0])
+    mark = sorted(cp for s in scripts for cp in marks[s])
+
+    def stray(plane: Callable[[int], bool]) -> re.Pattern[str]:
+        # A script's mark past the limit (MAX_MARKS_PER_LETTER marks before it), or that follows neither a letter nor a
+        # mark of its own script (after a space, a symbol, a digit, a letter of another script), and the rest of its
+        # run. Comparing a mark with the character just before it compares it with its letter: every mark before it in
+        # the run passed, so is of the letter's script. Real text holds none: the pattern is one scan of the text
+        # (a mark is tested against the character before it, its own script's pair found in a few tests).
+        one = _set(cp for cp in mark if plane(cp))
+        anyone = _set(cp for cp in sorted(cp for s in scripts for cp in own[s]) if plane(cp))  # letters and marks
+        pairs = "|".join(f"[{_set(cp for cp in own[s] if plane(cp))}][{_set(cp for cp in marks[s] if plane(cp))}]"
+                         for s in scripts if any(plane(cp) for cp in marks[s]) and any(plane(cp) for cp in own[s]))
+        return re.compile(f"[{one}](?:(?<=[{one}]{{{MAX_MARKS_PER_LETTER + 1}}})|(?<![{anyone}].)|(?<!{pairs}))"
+                          f"[{one}]*")
+
+    astral = [cp for s in scripts for cp in own[s] if cp >= 0x10000]
+    return _Tables(_pattern(hidden), _pattern(sorted(hidden + loose)), stray(lambda cp: cp < 0x10000),
+                   stray(lambda cp: True), re.compile(f"(?=[{_guard(astral)}])[{_set(sorted(astral))}]"))
 
 
 def _drop(patterns: tuple[re.Pattern[str], re.Pattern[str]], text: str) -> str:
     bmp, astral = patterns
     text = bmp.sub("", text)
     return astral.sub("", text) if _ASTRAL.search(text) else text
+
+
+def _drop_strays(tables: _Tables, text: str) -> str:
+    """``text`` without the script marks that are no part of a letter (see :func:`_tables`). The pattern of the BMP
+    (one table lookup a character) unless ``text`` holds a letter or mark above it of a script with marks."""
+    astral = _ASTRAL.search(text) is not None and tables.astral_script.search(text) is not None
+    return (tables.stray if astral else tables.stray_bmp).sub("", text)
 
 
 #: UAX #15's bound on a run of non-starters in Stream-Safe text.
@@ -202,19 +279,27 @@ def stream_safe(text: str) -> str:
 def visible_text(text: str, *, max_chars: int | None = None) -> str:
     """``text`` as a reader sees it: format and control characters dropped (whitespace controls such as newlines
     and tabs read as spaces), NFKC-normalised (fullwidth ``ｅｘｐｌａｉｎ`` is ``explain``, ``e`` + U+0301 is ``é``),
-    the combining marks NFKC could not compose dropped, every run of whitespace one space, and no whitespace at
+    the combining marks that are no part of a letter dropped, every run of whitespace one space, and no whitespace at
     either end. Not case-folded.
 
+    A mark is part of a letter when it is its script's own (a Devanagari, Bengali or Tamil vowel sign or virama, a
+    Thai tone mark, a Hebrew point, an Arabic haraka) and follows a letter of that script, :data:`MAX_MARKS_PER_LETTER`
+    at most: so every vowel sign of a Hindi question counts, as a vowel of an English one does. The accents Latin,
+    Greek and Cyrillic share (U+0300 COMBINING GRAVE ACCENT...) are part of the letter NFKC composes them into; what is
+    left of those after NFKC is decoration.
+
     Counting its characters measures what the end user wrote, not the padding around it: 200 zero-width spaces,
-    NULs, newlines or accents after a question add nothing, and a ZWJ emoji sequence counts its emoji.
+    NULs, newlines or accents after a question add nothing (nor do vowel signs after a space, after a symbol, after a
+    letter of another script, or past the fourth after one letter), and a ZWJ emoji sequence counts its emoji.
 
     ``max_chars``: read only the first and the last ``max_chars`` characters of a longer text (its head and tail,
     as one text with a space between), so the work is bounded whatever the text's size; else linear in it."""
     if max_chars is not None and len(text) > 2 * max_chars:
         text = f"{text[:max_chars]}\n{text[-max_chars:]}"
-    hidden, hidden_or_marks = _patterns()
+    tables = _tables()
     if not text.isascii():
-        text = _drop(hidden_or_marks, unicodedata.normalize("NFKC", stream_safe(_drop(hidden, text))))
+        text = _drop(tables.hidden_or_loose, unicodedata.normalize("NFKC", stream_safe(_drop(tables.hidden, text))))
+        text = _drop_strays(tables, text)
     else:
-        text = hidden[0].sub("", text)
+        text = tables.hidden[0].sub("", text)
     return _WHITESPACE.sub(" ", text).strip()

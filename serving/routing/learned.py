@@ -8,12 +8,15 @@ tier is *t* or a cheaper one; the policy picks the cheapest tier whose chance re
 
 Features: the query's embedding (``featurizer``: ``"minilm"`` — the semantic cache's
 :class:`~costline.serving.embedding.Embedder`, all-MiniLM-L6-v2, 384 dims — or
-``"hashing"``, a dependency-free bag of hashed words and word pairs of the query's visible text), a one-hot
+``"hashing"``, a dependency-free bag of hashed words and word pairs of the query's visible text, a script written
+without spaces read as its letters and letter pairs: :class:`HashingFeaturizer`), a one-hot
 of the task type and the length of the query's visible text
 (:func:`~costline.serving.routing.router.routing_text`: padding with whitespace, invisible or control
 characters does not lengthen a query; a long query's head and tail are read, no more). Fitting needs
 scikit-learn (the ``serving`` extra); the saved policy is plain numpy arrays (``.npz``, no pickle), so
-routing needs only numpy and the featurizer.
+routing needs only numpy and the featurizer. The file records the featurizer's version
+(:data:`FEATURIZER_VERSIONS`), and a policy is read with the features it was fitted on: a file without one (written
+before versions were) is version 1.
 
 Features or probabilities that are not finite numbers (a NaN or infinite vector handed in), or a ``minilm``
 vector whose length is not about 1, raise :class:`~costline.serving.errors.RoutingError` rather than routing
@@ -23,10 +26,12 @@ and logs why.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
 import re
+import unicodedata
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -37,13 +42,14 @@ import numpy as np
 
 from costline import contract
 from costline.serving.errors import MissingExtraError, PolicyFileError, RoutingError
-from costline.serving.routing.router import Decision, routing_text
+from costline.serving.routing.router import Decision, combining_marks, routing_text, unspaced_letter
 from costline.serving.settings import ServingConfig
 
 __all__ = [
     "Featurizer",
     "HashingFeaturizer",
     "FEATURIZERS",
+    "FEATURIZER_VERSIONS",
     "make_featurizer",
     "LabelledQuery",
     "read_rows",
@@ -52,6 +58,9 @@ __all__ = [
 ]
 
 _FORMAT = "costline-route-policy/1"
+#: The format of a file whose featurizer is not at version 1: costline from before featurizer versions reads every file
+#: as version 1, so it must refuse these ("retrain it") rather than route with other features than they were fitted on.
+_FORMAT_VERSIONED = "costline-route-policy/2"
 
 
 class _NoEncode:
@@ -71,18 +80,56 @@ class Featurizer(Protocol):
 class HashingFeaturizer:
     """Words and word pairs of a text's visible text hashed into ``dim`` buckets, L2-normalised (numpy only).
 
+    ``version`` 2 (the current one) reads a run of a script written without spaces (Chinese, Japanese, Thai...:
+    :func:`~costline.serving.routing.router.unspaced_letter`) as its letters, each a word, so that its pairs are the
+    run's letter bigrams (the usual bag of words for such text), and keeps a letter's combining marks in its word
+    (Hindi's vowel signs). Version 1, which policies saved before versions were are read with, took a whole unspaced
+    sentence for one word (so a policy learned nothing from it) and split a word at each vowel sign; the two read a
+    text of spaced words without marks (English) alike.
+
     Of a long text, its head and tail only (:func:`routing_text`): a request body's megabytes cost no more than
     its first and last 32,768 characters."""
 
     _WORD = re.compile(r"\w+")
 
-    def __init__(self, dim: int = 384) -> None:
+    def __init__(self, dim: int = 384, *, version: int = 2) -> None:
+        if version not in FEATURIZER_VERSIONS["hashing"]:
+            raise RoutingError(f"hashing featurizer version {version!r}: this costline has versions "
+                               f"{', '.join(map(str, FEATURIZER_VERSIONS['hashing']))}")
         self.dim = dim
+        self.version = version
+        if version == 1:  # the tables a non-ASCII text is read with, built now (~0.2 s), not on the first request
+            _marks_table()
+        else:
+            _word_pattern()
+
+    def words(self, text: str) -> list[str]:
+        """The words of ``text``'s visible text, lower-cased, as this version reads them."""
+        text = routing_text(text).lower()
+        if self.version == 1:
+            return self._WORD.findall(text.translate(_marks_table()) if not text.isascii() else text)
+        if text.isascii():
+            return self._WORD.findall(text)
+        words: list[str] = []
+        for chunk in _word_pattern().findall(text):
+            start = 0  # of the spaced word being read
+            for i, ch in enumerate(chunk):
+                if unspaced_letter(ch):
+                    if start < i:
+                        words.append(chunk[start:i])
+                    words.append(ch)
+                    start = i + 1
+                elif start == i > 0 and unicodedata.category(ch)[0] == "M":
+                    words[-1] += ch  # a mark of the unspaced letter before it (Thai ที่: a vowel and a tone mark)
+                    start = i + 1
+            if start < len(chunk):
+                words.append(chunk[start:])
+        return words
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for i, text in enumerate(texts):
-            words = self._WORD.findall(routing_text(text).lower())
+            words = self.words(text)
             for piece in words + [f"{a} {b}" for a, b in zip(words, words[1:])]:
                 h = int.from_bytes(hashlib.blake2b(piece.encode(), digest_size=8).digest(), "big")
                 out[i, h % self.dim] += 1.0 if (h >> 63) else -1.0
@@ -90,6 +137,19 @@ class HashingFeaturizer:
             if norm > 0:
                 out[i] /= norm
         return out
+
+
+@functools.cache
+def _marks_table() -> dict[int, None]:
+    """A :meth:`str.translate` table deleting the marks the visible text dropped before it kept a letter's own (Mn,
+    Me; it kept Mc): version 1 of the hashing featurizer reads the text it was fitted on. Built once (~0.2 s)."""
+    return {cp: None for cp in range(0x110000) if unicodedata.category(chr(cp)) in ("Mn", "Me")}
+
+
+@functools.cache
+def _word_pattern() -> re.Pattern[str]:
+    """A word with its letters' combining marks (``\\w`` alone stops at each: a mark is not alphanumeric)."""
+    return re.compile(f"[\\w{combining_marks()}]+")
 
 
 def _minilm(serving: ServingConfig | None) -> Featurizer:
@@ -103,20 +163,37 @@ def _hashing(serving: ServingConfig | None) -> Featurizer:
     return HashingFeaturizer()
 
 
-#: ``[serving.router] featurizer`` → factory.
+#: ``[serving.router] featurizer`` → factory (of the featurizer's current version).
 FEATURIZERS: dict[str, Callable[[ServingConfig | None], Featurizer]] = {
     "minilm": _minilm,
     "hashing": _hashing,
 }
 
+#: The versions of each featurizer's features this costline computes, the current one last (a featurizer not named:
+#: version 1 only). A policy file records the version it was fitted with and is read with it.
+FEATURIZER_VERSIONS: dict[str, tuple[int, ...]] = {
+    "minilm": (1,),
+    "hashing": (1, 2),
+}
 
-def make_featurizer(name: str, serving: ServingConfig | None = None) -> Featurizer:
-    """The featurizer ``name`` (to share the cache's Embedder, pass it as ``featurizer=`` instead)."""
+
+def _versions(name: str) -> tuple[int, ...]:
+    return FEATURIZER_VERSIONS.get(name, (1,))
+
+
+def make_featurizer(name: str, serving: ServingConfig | None = None, *, version: int | None = None) -> Featurizer:
+    """The featurizer ``name`` (to share the cache's Embedder, pass it as ``featurizer=`` instead), at ``version``
+    (None: the current one; an older one to read a policy fitted with it)."""
     try:
         factory = FEATURIZERS[name]
     except KeyError:
         raise RoutingError(f"[serving.router] featurizer = {name!r}: use one of {', '.join(FEATURIZERS)}") from None
-    return factory(serving)
+    if version is None or version == _versions(name)[-1]:
+        return factory(serving)
+    if name == "hashing" and version in _versions(name):
+        return HashingFeaturizer(version=version)
+    raise RoutingError(f"featurizer {name!r} version {version!r}: this costline computes versions "
+                       f"{', '.join(map(str, _versions(name)))}: retrain the policy with `costline route train`")
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +263,10 @@ class LearnedPolicy:
         featurizer: Featurizer | None = None,
         min_adequacy: float = 0.7,
         serving: ServingConfig | None = None,
+        featurizer_version: int | None = None,
     ) -> None:
+        """``featurizer_version``: the version of ``featurizer_name``'s features the weights were fitted on (None: the
+        current one, :data:`FEATURIZER_VERSIONS`)."""
         if not 0.0 < min_adequacy <= 1.0:
             raise RoutingError(f"[serving.router] min_adequacy = {min_adequacy}: must be in (0, 1]")
         order = {t: i for i, t in enumerate(contract.API_TIERS)}
@@ -197,6 +277,7 @@ class LearnedPolicy:
         self.intercept = np.asarray(intercept, dtype=np.float64)
         self.task_types = tuple(task_types)
         self.featurizer_name = featurizer_name
+        self.featurizer_version = _versions(featurizer_name)[-1] if featurizer_version is None else featurizer_version
         self._featurizer = featurizer
         self._serving = serving
         self.min_adequacy = min_adequacy
@@ -204,7 +285,7 @@ class LearnedPolicy:
     @property
     def featurizer(self) -> Featurizer:
         if self._featurizer is None:
-            self._featurizer = make_featurizer(self.featurizer_name, self._serving)
+            self._featurizer = make_featurizer(self.featurizer_name, self._serving, version=self.featurizer_version)
         return self._featurizer
 
     # -- prediction ------------------------------------------------------------------------
@@ -265,8 +346,9 @@ class LearnedPolicy:
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        meta = {"format": _FORMAT, "classes": list(self.classes), "task_types": list(self.task_types),
-                "featurizer": self.featurizer_name}
+        meta = {"format": _FORMAT if self.featurizer_version == 1 else _FORMAT_VERSIONED, "classes": list(self.classes),
+                "task_types": list(self.task_types), "featurizer": self.featurizer_name,
+                "featurizer_version": self.featurizer_version}
         with path.open("wb") as f:
             np.savez(f, coef=self.coef, intercept=self.intercept, meta=np.array(json.dumps(meta)))
         return path
@@ -285,13 +367,13 @@ class LearnedPolicy:
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:  # a truncated file: the last two
             raise PolicyFileError(f"{path} is not a costline routing policy ({exc or type(exc).__name__}): retrain "
                                   "it with `costline route train`") from None
-        if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
+        if not isinstance(meta, dict) or meta.get("format") not in (_FORMAT, _FORMAT_VERSIONED):
             found = meta.get("format") if isinstance(meta, dict) else meta
-            raise PolicyFileError(f"{path}: format {found!r} is not {_FORMAT!r}: retrain it")
+            raise PolicyFileError(f"{path}: format {found!r} is not {_FORMAT!r} or {_FORMAT_VERSIONED!r}: retrain it")
         _check_file(path, meta, coef, intercept, serving)
         return cls(coef=coef, intercept=intercept, classes=meta["classes"], task_types=meta["task_types"],
                    featurizer_name=meta["featurizer"], featurizer=featurizer, min_adequacy=min_adequacy,
-                   serving=serving)
+                   serving=serving, featurizer_version=meta.get("featurizer_version", 1))
 
 
 #: How far from 1 a MiniLM vector's length may be: the embedder normalises each vector (float32 rounding and the
@@ -329,6 +411,11 @@ def _check_file(path: Path, meta: dict, coef: np.ndarray, intercept: np.ndarray,
         raise bad("its metadata lacks the classes or task types")
     if name not in FEATURIZERS:
         raise bad(f"featurizer {name!r} is not one this version has ({', '.join(FEATURIZERS)})")
+    version = meta.get("featurizer_version", 1)  # a file from before versions: 1
+    versioned = meta["format"] == _FORMAT_VERSIONED  # a file of format 2 is one whose version is not 1
+    if type(version) is not int or version not in _versions(name) or versioned != (version != 1):
+        raise bad(f"featurizer {name} version {version!r} (format {meta['format']!r}) is not one this version reads "
+                  f"({', '.join(map(str, _versions(name)))})")
     if coef.ndim != 2 or intercept.ndim != 1 or coef.shape[0] != intercept.shape[0]:
         raise bad(f"weights of shape {coef.shape} and intercept {intercept.shape} do not fit together")
     rows = 1 if len(classes) == 2 else len(classes)  # binary: sklearn keeps one row
@@ -370,6 +457,8 @@ def train_policy(
     classes = sorted({r.tier for r in rows}, key=contract.API_TIERS.index)
     if len(classes) < 2:
         raise RoutingError(f"the training rows name only {classes}: a router needs at least two tiers")
+    # a hashing featurizer handed in says which version of the features it computes; any other is the current one
+    version = featurizer.version if isinstance(featurizer, HashingFeaturizer) and featurizer_name == "hashing" else None
     featurizer = featurizer or make_featurizer(featurizer_name, serving)
     vocab = sorted({r.task_type for r in rows if r.task_type})
     x = _features(featurizer, [r.query for r in rows], [r.task_type for r in rows], vocab)
@@ -379,5 +468,5 @@ def train_policy(
     fitted = [classes[int(i)] for i in model.classes_]
     return LearnedPolicy(coef=model.coef_, intercept=model.intercept_, classes=fitted, task_types=vocab,
                          featurizer_name=featurizer_name, featurizer=featurizer, min_adequacy=min_adequacy,
-                         serving=serving)
+                         serving=serving, featurizer_version=version)
 

@@ -7,9 +7,9 @@ request is never embedded twice). Two ship:
 * ``"rules"`` — :class:`RulePolicy`, the article's heuristic (``[serving.router.rules]``):
   task types (or task type + subtype pairs) the student is gated for → student; classification or a query under 200
   characters → budget; coding or the word "explain" → mid; complex reasoning → upper; else frontier. Lengths and
-  words are those of the query's visible text (:func:`~costline.textutil.visible_text`: invisible, control and
-  combining characters and repeated whitespace do not count), of its first and last :data:`ROUTE_TEXT_CHARS`
-  characters at most;
+  words are those of the query's visible text (:func:`~costline.textutil.visible_text`: invisible and control
+  characters, repeated whitespace and combining marks that are no part of a letter do not count; a Hindi vowel sign
+  does), of its first and last :data:`ROUTE_TEXT_CHARS` characters at most;
 * ``"learned"`` — :class:`~costline.serving.routing.learned.LearnedPolicy`, a classifier
   fitted by ``costline route train`` (loaded lazily: it needs the ``serving`` extra only
   when its featurizer does).
@@ -20,6 +20,7 @@ another policy.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import unicodedata
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Decision", "RoutingPolicy", "RulePolicy", "StudentGate", "Router", "POLICIES", "build_policy",
            "NO_SUBTYPE", "ROUTE_TEXT_CHARS", "WIDE_CHAR_WEIGHT", "routing_text", "request_chars", "student_gate_reason",
-           "text_length"]
+           "text_length", "unspaced_letter", "combining_marks"]
 
 #: The subtype of a request that has none, in gating lists (as the drift job and distillation name it).
 NO_SUBTYPE = "(none)"
@@ -52,7 +53,8 @@ ROUTE_TEXT_CHARS = 32_768
 def routing_text(query: str) -> str:
     """What the policies measure and search: the visible text (:func:`~costline.textutil.visible_text`) of the
     query's first and last :data:`ROUTE_TEXT_CHARS` characters. Padding a short question with spaces, newlines,
-    zero-width or control characters or combining marks does not make it long."""
+    zero-width or control characters or combining marks does not make it long (a script's vowel signs count, four
+    after a letter at most)."""
     return visible_text(query, max_chars=ROUTE_TEXT_CHARS)
 
 
@@ -61,6 +63,8 @@ def routing_text(query: str) -> str:
 #: English (parallel questions: a billing dispute 260 / 120 / 70 characters, a legal one 358 / 160 / 120), so counted
 #: one for one every such question was "short" and went to the budget tier whatever it asked. A Han character (Chinese,
 #: kanji) counts 3.5, a kana 1.5, a Hangul syllable 2 (Korean writes spaces; a syllable is two or three letters).
+#: Other scripts count a code point each: Hindi, its vowel signs counted, is about as long as English (a question of
+#: 207 characters is 220 in Hindi), so Devanagari needs no weight.
 WIDE_CHAR_WEIGHT = {"han": 3.5, "kana": 1.5, "hangul": 2.0}
 
 
@@ -229,15 +233,41 @@ class RulePolicy:
 
 def _whole_word(keyword: str) -> str:
     """A regex matching ``keyword`` where it is not part of a longer word. An edge in a script written without spaces
-    (Han, kana, Thai...) needs no boundary: "説明" is a word of "説明してください", "解释" of "请解释一下"."""
-    head = r"(?<!\w)" if re.match(r"\w", keyword) and not _unspaced(keyword[0]) else ""
-    tail = r"(?!\w)" if re.search(r"\w$", keyword) and not _unspaced(keyword[-1]) else ""
-    return f"{head}{re.escape(keyword)}{tail}"
+    (Han, kana, Thai...) needs no boundary: "説明" is a word of "説明してください", "解释" of "请解释一下" (but a keyword
+    does not end inside a letter: Thai "ได" is not in "ได้", the same letter with a tone mark). A combining mark is
+    part of its word: "समझ" is not a word of "समझे" (``\\w`` alone stops at the vowel sign: it is no alphanumeric)."""
+    word, mark = f"[\\w{combining_marks()}]", f"[{combining_marks()}]"
+    last = next((ch for ch in reversed(keyword) if not unicodedata.category(ch).startswith("M")), "")
+    body = re.escape(keyword)
+    # the character before it is looked at once the keyword is found (a lookbehind before it would test the class at
+    # every position of the text, for each keyword)
+    head = f"(?<!{word}{body})" if re.match(r"\w", keyword) and not unspaced_letter(keyword[0]) else ""
+    if not re.match(word, keyword[-1:]):
+        tail = ""
+    else:
+        tail = f"(?!{mark})" if unspaced_letter(last) else f"(?!{word})"
+    return f"{body}{head}{tail}"
 
 
-def _unspaced(ch: str) -> bool:
+@functools.cache
+def combining_marks() -> str:
+    """The body of a regex character class of every combining mark (categories Mn, Mc, Me: a Hindi vowel sign, a Thai
+    tone mark, an accent), for the word patterns that must take a mark for part of its word (``\\w`` does not: a
+    mark is not alphanumeric). Built once, on first use (~0.1 s)."""
+    ranges: list[list[int]] = []
+    for cp in range(0x110000):
+        if unicodedata.category(chr(cp))[0] == "M":
+            if ranges and ranges[-1][1] == cp - 1:
+                ranges[-1][1] = cp
+            else:
+                ranges.append([cp, cp])
+    return "".join(f"\\U{a:08x}-\\U{b:08x}" for a, b in ranges)
+
+
+def unspaced_letter(ch: str) -> bool:
     """A letter of a script written without spaces between words: a wide one (Han, kana; Hangul is spaced but its
-    particles cling to the word), Thai, Lao, Myanmar, Khmer."""
+    particles cling to the word), Thai, Lao, Myanmar, Khmer. Such a script's words are not found by ``\\w+``: the
+    keyword rule needs no boundary at its edge, and the ``hashing`` featurizer reads its runs letter by letter."""
     return ch.isalpha() and (unicodedata.east_asian_width(ch) in "WF" or "\u0e00" <= ch <= "\u0eff"
                              or "\u1000" <= ch <= "\u109f" or "\u1780" <= ch <= "\u17ff")
 
