@@ -798,46 +798,64 @@ class TableLake:
     # -- erasure and content retention (costline.lake._erasure; docs/sql.md, "Erasure and retention") ---------
     def forget(self, tenants: Iterable[str], *, before: date | None = None, dry_run: bool = False) -> Any:
         """Remove every row of ``tenants`` (exact names) from the three tables; with ``before``, only the rows
-        whose ``ts`` is before that date (a NULL ``ts`` counts as before any). Rows whose tenant is NULL are never
-        touched. Returns a :class:`~costline.lake._erasure.ForgetReport`.
+        whose ``ts`` is before that date (a NULL ``ts`` counts as before any). A row goes when its ``tenant`` is one
+        of them or, in ``calls`` and ``lookups``, when the views give it to them or it is a second span of such a
+        call (:func:`~costline.lake._erasure.find_tenant_keys`, as in local mode); the other rows whose tenant is
+        NULL are kept. Returns a :class:`~costline.lake._erasure.ForgetReport`.
 
         Per table, one snapshot replaces each data file holding such rows by one without them (copy-on-write),
         carrying the offsets and claims forward as a compaction does; a commit that lost the race to a writer
         plans and reads again (writers only add files). Rows a processor commits after that snapshot's plan
-        are reported as not covered. The older snapshots still reference the old files until they expire
-        (``costline lake compact``) and the orphans are removed: the report says so."""
-        from pyiceberg.expressions import And, In, IsNull, LessThan, Or
-
+        are reported as not covered (the tenants' calls and lookups found again first). The older snapshots still
+        reference the old files until they expire (``costline lake compact``) and the orphans are removed: the
+        report says so."""
         from costline.lake._erasure import ForgetReport, NotCovered, tenant_list, totals
 
         names = tenant_list(tenants)
-        wanted = pa.array(names, pa.string())
         limit = None if before is None else datetime.combine(before, datetime.min.time())
-
-        def hits(arrow: pa.Table) -> pa.Array:
-            import pyarrow.compute as pc
-
-            hit = pc.fill_null(pc.is_in(arrow.column("tenant"), value_set=wanted, skip_nulls=True), False)
-            if limit is not None:
-                ts = arrow.column("ts")
-                hit = pc.and_(hit, pc.fill_null(pc.less(ts, pa.scalar(limit, ts.type)), True))
-            return hit
-
-        row_filter: Any = In("tenant", names)
-        if limit is not None:
-            row_filter = And(row_filter, Or(LessThan("ts", limit.isoformat()), IsNull("ts")))
+        keys, shared = self._tenant_keys(names, before)
         days: list[Any] = []
         files: dict[str, int] = {}
-        not_covered = []
         for table in TABLES:
             what = f"forgetting {len(names)} tenant(s) in {self.identifier(table)}"
             per_day, files[table] = self._rewrite_rows(
-                table, what, row_filter, hits, _without, dry_run)
+                table, what, *_forget_filter(names, keys.get(table), limit), _without, dry_run)
             days += per_day
-            if not dry_run and (left := self._count_rows(table, what, row_filter, hits)):
-                not_covered.append(NotCovered(self.identifier(table), left))
+        not_covered = []
+        if not dry_run:
+            keys, _shared = self._tenant_keys(names, before)  # the rows committed meanwhile' too
+            for table in TABLES:
+                what = f"forgetting {len(names)} tenant(s) in {self.identifier(table)}"
+                if left := self._count_rows(table, what, *_forget_filter(names, keys.get(table), limit)):
+                    not_covered.append(NotCovered(self.identifier(table), left))
         return ForgetReport(names, before, dry_run, tuple(days), totals(TABLES, days, files), tuple(not_covered),
-                            notes=(_OLD_SNAPSHOTS_NOTE,) if any(files.values()) and not dry_run else ())
+                            notes=(_OLD_SNAPSHOTS_NOTE,) if any(files.values()) and not dry_run else (),
+                            shared=shared)
+
+    def _tenant_keys(self, names: tuple[str, ...], before: date | None) -> tuple[dict[str, pa.Table], int]:
+        """Per table (``calls``, ``lookups``), the ``(trace_id, span_id)`` of the rows of ``names`` their own row does
+        not name (:func:`~costline.lake._erasure.find_tenant_keys` over the current snapshots), and the call rows
+        left as shared."""
+        import duckdb
+
+        from costline.lake._erasure import KEYS_TABLE, find_tenant_keys
+
+        def once() -> tuple[dict[str, pa.Table], int]:
+            con = duckdb.connect()
+            try:
+                sources = {}
+                for table, dataset in self.datasets().items():
+                    con.register(f"{table}_iceberg", dataset)
+                    sources[table] = (f"(SELECT *, coalesce(CAST(ts AS DATE), DATE '1970-01-01') AS date "
+                                      f"FROM {table}_iceberg)")
+                shared = find_tenant_keys(con, names, sources, before=before)
+                keys = {t: con.sql(f"SELECT DISTINCT trace_id, span_id FROM {KEYS_TABLE} WHERE tbl = '{t}' "
+                                   "AND NOT shared").to_arrow_table() for t in ("calls", "lookups")}
+                return keys, shared
+            finally:
+                con.close()
+
+        return _Outage(self, f"finding the calls and lookups of {len(names)} tenant(s)").call(once)
 
     def redact(self, older_than_days: int, *, now: Callable[[], datetime] | None = None,
                dry_run: bool = False) -> Any:
@@ -1209,6 +1227,41 @@ class _Outage:
             log.warning("table lake: %s: reachable again, done after %d retries (%.1f s)", self.what, self.tries,
                         self.lake._now() - (self.first or 0.0))
             self.first, self.tries = None, 0
+
+
+#: Above this many traces of a table's rows to forget by key, the scan is not narrowed to them (every file read).
+_KEY_TRACES_FILTERED: Final = 1000
+
+
+def _forget_filter(names: tuple[str, ...], keys: pa.Table | None,
+                   limit: datetime | None) -> tuple[Any, Callable[[pa.Table], pa.Array]]:
+    """What :meth:`TableLake.forget` removes from one table: the files it may be in (an Iceberg row filter) and
+    which of their rows (``hits``): a ``tenant`` of ``names``, or a span of ``keys`` (``trace_id``, ``span_id``);
+    with ``limit``, of those, the rows whose ``ts`` is before it (or NULL)."""
+    import pyarrow.compute as pc
+    from pyiceberg.expressions import AlwaysTrue, And, In, IsNull, LessThan, Or
+
+    wanted = pa.array(names, pa.string())
+    keyed = None
+    row_filter: Any = In("tenant", names)
+    if keys is not None and keys.num_rows:
+        keyed = pc.binary_join_element_wise(keys.column("trace_id"), keys.column("span_id"), "\x1f").combine_chunks()
+        traces = set(keys.column("trace_id").drop_null().to_pylist())
+        row_filter = Or(row_filter, In("trace_id", traces)) if len(traces) <= _KEY_TRACES_FILTERED else AlwaysTrue()
+
+    def hits(arrow: pa.Table) -> pa.Array:
+        hit = pc.fill_null(pc.is_in(arrow.column("tenant"), value_set=wanted, skip_nulls=True), False)
+        if keyed is not None:
+            span = pc.binary_join_element_wise(arrow.column("trace_id"), arrow.column("span_id"), "\x1f")
+            hit = pc.or_(hit, pc.fill_null(pc.is_in(span, value_set=keyed, skip_nulls=True), False))
+        if limit is not None:
+            ts = arrow.column("ts")
+            hit = pc.and_(hit, pc.fill_null(pc.less(ts, pa.scalar(limit, ts.type)), True))
+        return hit
+
+    if limit is not None:
+        row_filter = And(row_filter, Or(LessThan("ts", limit.isoformat()), IsNull("ts")))
+    return row_filter, hits
 
 
 def _without(arrow: pa.Table, hit: pa.Array) -> pa.Table:

@@ -383,9 +383,15 @@ def _erasing_lake(config: Config) -> Any:
     return Lake(config.lake.path)
 
 
+#: `lake forget`'s exit status when it did its work but left rows committed while it ran (its `not covered:`
+#: lines): run it again. 1 is a file it could not read, 2 a usage error.
+EXIT_NOT_COVERED = 3
+
+
 def _erasure_result(run: Any, topic: str) -> None:
     """Run ``run()`` (a forget or redact), print its report's lines and what the Kafka ``topic`` keeps; fail with
-    what to do when it could not read a file."""
+    what to do when it could not read a file; exit with :data:`EXIT_NOT_COVERED` when a forget (not a dry run)
+    left rows committed while it ran."""
     from costline.lake._erasure import ErasureIncomplete
 
     try:
@@ -396,6 +402,10 @@ def _erasure_result(run: Any, topic: str) -> None:
         raise click.ClickException(str(exc)) from None
     for line in report.lines() + [_TOPIC_NOTE.format(topic=topic)]:
         click.echo(line)
+    if getattr(report, "not_covered", ()) and not report.dry_run:
+        click.echo(f"error: rows of these tenants committed while the forget ran were left (the not covered lines "
+                   f"above): run the forget again (exit status {EXIT_NOT_COVERED})", err=True)
+        raise click.exceptions.Exit(EXIT_NOT_COVERED)
 
 
 @lake.command("forget")
@@ -410,14 +420,28 @@ def lake_forget(config: Config, tenants: tuple[str, ...], before: Any, dry_run: 
     """Remove every row of a tenant from the lake (an erasure request).
 
     Rewrites each committed file of requests, calls and lookups holding the
-    tenant's rows (today's too) and the alerts' exported files; rows whose
-    tenant is NULL are never touched. Safe while `process` runs: a batch
-    committed after the forget started is left as it is and reported as not
-    covered (run the forget again). It waits for a running compaction. A file
-    it cannot read is set aside and the command fails naming it. In [lake]
-    mode = "table" one snapshot per table replaces the files holding them
-    (older snapshots keep the old files until `lake compact` expires them).
-    The Kafka topic keeps the raw spans until its retention.ms (docs/sql.md).
+    tenant's rows (today's too) and the alerts' exported files. The tenant's
+    calls and lookups are those the views give it: a call span that names no
+    tenant (an SDK instrumentation's, inside a costline request) goes with
+    its request, and so do the second spans of its calls the views leave out;
+    such spans in a trace shared with another tenant are left and counted
+    ("left: ... traces shared"). Other rows whose tenant is NULL are kept.
+    Safe while `process` runs: a batch committed after the forget started is
+    left as it is and reported as not covered. It waits for a running
+    compaction (a dry run of a lake it cannot write takes the lock shared,
+    or reads without it when the lake has no lock file, and says so).
+    A file it cannot read is set aside and the command fails naming it. In
+    [lake] mode = "table" one snapshot per table replaces the files holding
+    them (older snapshots keep the old files until `lake compact` expires
+    them). The Kafka topic keeps the raw spans until its retention.ms
+    (docs/sql.md).
+
+    \b
+    Exit status:
+        0  done (a dry run: counted)
+        1  a file it could not read was set aside: its rows were not erased
+        3  done, but rows committed while it ran were left (not covered):
+           run it again
 
     \b
     Example:
@@ -443,7 +467,9 @@ def lake_redact(config: Config, dry_run: bool) -> None:
     COSTLINE_LAKE_CONTENT_RETENTION_DAYS) keeps its rows and every figure
     (tokens, cost, success, tenant, ts) but loses input_messages and
     output_messages in requests and calls. Running it again rewrites
-    nothing; `lake compact` does it on every pass when the key is set.
+    nothing; `lake compact` does it on every pass when the key is set. A
+    dry run of a lake it cannot write takes the maintenance lock shared, or
+    reads without it when the lake has no lock file (it says so).
 
     \b
     Example:

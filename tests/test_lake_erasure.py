@@ -395,3 +395,292 @@ def test_the_lock_file_is_the_only_file_maintenance_adds(tmp_path: Path) -> None
     lake.forget(["nobody"])
     assert sorted(p.name for p in lake.path.iterdir() if p.is_file()) == [".maintenance.lock"]
     assert os.path.getsize(lake.path / ".maintenance.lock") == 0
+
+
+# -- the tenant's calls and lookups whose own row names no tenant --------------------------------------------------
+# Spans through the real path: costline's Recorder (and the real openai SDK with OpenInference's instrumentation),
+# encoded, decoded and committed as the processor does (tests/figures_lake.py).
+HAIKU = "claude-haiku-4-5"
+
+
+def _sdk_lake(tmp_path: Path, spans: list[Any]) -> tuple[Lake, Config]:
+    from figures_lake import lake_from_sdk_spans
+
+    cfg = Config(lake=LakeConfig(path=tmp_path / "lake"))
+    lake_from_sdk_spans(spans, cfg)
+    return Lake(cfg.lake.path), cfg
+
+
+def _view(cfg: Config, sql: str) -> list[tuple[Any, ...]]:
+    con = open_lake(cfg, create=False)
+    try:
+        return sorted(con.execute(sql).fetchall(), key=repr)
+    finally:
+        con.close()
+
+
+def _raw_texts(lake: Lake) -> list[str]:
+    """Every prompt and answer left in the calls files (raw rows: the ones the views leave out included)."""
+    return sorted(t for row in _files_rows(lake, "calls", "input_messages, output_messages") for t in row if t)
+
+
+def _provider(*, stamping: bool = True) -> tuple[Any, Any]:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from costline.collectors import RequestStampingProcessor
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    if stamping:  # costline's documented setup: foreign spans get the request's id
+        provider.add_span_processor(RequestStampingProcessor())
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider, exporter
+
+
+def _recorder(provider: Any) -> Any:
+    from costline.collectors import Recorder
+    from costline.config import CaptureConfig
+
+    return Recorder(provider, capture=CaptureConfig(message_content=True), env={})
+
+
+def _sdk_call(provider: Any, question: str, *, response_id: str | None = None, parent: Any = None,
+              scope: str = "opentelemetry.instrumentation.anthropic") -> None:
+    """A call span as an SDK instrumentation writes one (no costline.tenant), with its prompt and answer; in the
+    current span, or under ``parent``."""
+    from opentelemetry import trace
+
+    import json
+
+    attrs = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "anthropic", "gen_ai.request.model": HAIKU,
+             "gen_ai.response.model": HAIKU, "gen_ai.usage.input_tokens": 100, "gen_ai.usage.output_tokens": 10,
+             "gen_ai.input.messages": json.dumps([{"role": "user", "parts": [{"type": "text", "content": question}]}]),
+             "gen_ai.output.messages": json.dumps([{"role": "assistant", "parts": [
+                 {"type": "text", "content": f"answer to {question}"}], "finish_reason": "stop"}])}
+    if response_id:
+        attrs["gen_ai.response.id"] = response_id
+    context = None if parent is None else trace.set_span_in_context(parent)
+    with provider.get_tracer(scope).start_as_current_span(f"chat {HAIKU}", context=context, attributes=attrs):
+        pass
+
+
+def test_forget_removes_the_calls_an_sdk_reported_inside_the_tenants_requests(tmp_path: Path) -> None:
+    """The reviewer's repro: the real openai SDK traced by OpenInference inside costline requests; its spans name
+    no tenant, the calls view takes the request's. Before: calls removed 0, and acme's two prompts became two
+    standalone requests of no tenant."""
+    httpx = pytest.importorskip("httpx")
+    openai = pytest.importorskip("openai")
+    instrumentor = pytest.importorskip("openinference.instrumentation.openai").OpenAIInstrumentor
+
+    answered = iter(range(1, 10))
+
+    def reply(request: Any) -> Any:
+        n = next(answered)
+        return httpx.Response(200, json={
+            "id": f"chatcmpl-{n}", "object": "chat.completion", "created": 1700000000, "model": "gpt-4o-mini",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": f"the answer {n}"},
+                         "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 1000, "completion_tokens": 100, "total_tokens": 1100}})
+
+    provider, exporter = _provider()
+    instrumentor().instrument(tracer_provider=provider)
+    try:
+        client = openai.OpenAI(api_key="sk-test", http_client=httpx.Client(transport=httpx.MockTransport(reply)))
+        rec = _recorder(provider)
+        for tenant, question in [("acme", "acme secret one"), ("acme", "acme secret two"), ("globex", "globex q")]:
+            with rec.request(task_type="qa", tenant=tenant):
+                client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": question}])
+    finally:
+        instrumentor().uninstrument()
+    lake, cfg = _sdk_lake(tmp_path, list(exporter.get_finished_spans()))
+    assert _view(cfg, "SELECT tenant, count(*) FROM calls GROUP BY ALL") == [("acme", 2), ("globex", 1)]
+    assert _files_rows(lake, "calls", "tenant") == [(None,), (None,), (None,)]  # no call names its tenant
+
+    dry = lake.forget(["acme"], dry_run=True)
+    assert dry.tables[:3] == (TableTotal("requests", 2, 1, 1), TableTotal("calls", 2, 1, 1),
+                              TableTotal("lookups", 0, 0, 0))
+    report = lake.forget(["acme"])
+    assert report.tables == dry.tables and report.shared == 0
+    assert _view(cfg, "SELECT tenant, standalone FROM requests") == [("globex", False)]
+    assert _view(cfg, "SELECT tenant, count(*) FROM calls GROUP BY ALL") == [("globex", 1)]
+    assert not any("acme" in t for t in _raw_texts(lake)) and len(_files_rows(lake, "calls")) == 1
+
+
+def test_forget_removes_the_calls_of_a_calls_file_without_a_tenant_column(tmp_path: Path) -> None:
+    """A calls file written before calls had a tenant column: its calls are the tenant's through their request.
+    Before: the file was skipped ("none to remove")."""
+    provider, exporter = _provider()
+    rec = _recorder(provider)
+    for tenant in ("acme", "globex"):
+        with rec.request(task_type="qa", tenant=tenant) as r:
+            with r.cache_lookup("faq") as lk:
+                lk.result(False, 0.5)
+            with r.call("anthropic", HAIKU, tier="budget") as c:
+                c.usage(1000, 100)
+                c.content([f"secret of {tenant}"], [f"answer for {tenant}"])
+    lake, cfg = _sdk_lake(tmp_path, list(exporter.get_finished_spans()))
+    (old,) = [f for f in lake.table_dir("calls").glob("date=*/p*.parquet")]
+    pq.write_table(pq.read_table(old).drop(["tenant"]), old)  # as an older costline wrote it
+    assert _view(cfg, "SELECT tenant, input_messages LIKE '%secret of acme%' FROM calls") == [
+        ("acme", True), ("globex", False)]
+
+    report = lake.forget(["acme"])
+    # requests: acme's; calls: acme's call (the file has no tenant column); lookups: acme's (its own tenant)
+    assert report.tables[:3] == (TableTotal("requests", 1, 1, 1), TableTotal("calls", 1, 1, 1),
+                                 TableTotal("lookups", 1, 1, 1))
+    assert _view(cfg, "SELECT tenant, standalone FROM requests") == [("globex", False)]
+    texts = _raw_texts(lake)
+    assert len(texts) == 2 and "answer for globex" in texts[0] and "secret of globex" in texts[1]
+    assert len(_files_rows(lake, "calls")) == 1 and pq.read_schema(old).names.count("tenant") == 0
+
+
+def test_forget_removes_an_apps_span_of_a_call_the_gateway_answered_for_the_tenant(tmp_path: Path) -> None:
+    """An app behind the gateway exports its own span of each call, in a trace of its own, with the answer's id the
+    gateway gave it: the views count it as the gateway's request (the app's span is left out), whose tenant is
+    acme. The app's span holds the prompt: it goes too. Before: it stayed (its row names no tenant)."""
+    from costline.collectors.recorder import returning
+
+    gateway, gw_spans = _provider()
+    app, app_spans = _provider(stamping=False)
+    rec = _recorder(gateway)
+    for tenant in ("acme", "globex"):
+        with returning(lambda request_id, _answer: f"msg_costline_{request_id}"):
+            with rec.request(task_type="qa", tenant=tenant, request_id=f"gw-{tenant}") as r:
+                with r.call("anthropic", HAIKU, tier="budget") as c:
+                    c.usage(100, 10)
+        _sdk_call(app, f"{tenant} asks the gateway", response_id=f"msg_costline_gw-{tenant}")
+    lake, cfg = _sdk_lake(tmp_path, [*gw_spans.get_finished_spans(), *app_spans.get_finished_spans()])
+    # the app's two spans are no calls of their own
+    assert _view(cfg, "SELECT tenant, standalone FROM requests") == [("acme", False), ("globex", False)]
+    assert len(_files_rows(lake, "calls")) == 4
+
+    report = lake.forget(["acme"])
+    # calls: the gateway's call of acme's request (its tenant) and the app's span of it (by the answer id)
+    assert report.tables[:2] == (TableTotal("requests", 1, 1, 1), TableTotal("calls", 2, 1, 1))
+    assert report.shared == 0
+    assert _raw_texts(lake) == ['[{"role": "assistant", "parts": [{"type": "text", "content": "answer to globex asks '
+                                'the gateway"}], "finish_reason": "stop"}]',
+                                '[{"role": "user", "parts": [{"type": "text", "content": "globex asks the gateway"}]}]']
+    assert _view(cfg, "SELECT tenant, standalone FROM requests") == [("globex", False)]
+
+
+@pytest.mark.parametrize(("beside", "stamping", "left", "shared"), [
+    # the SDK's span inside costline's call span: whose it is is that call's -> acme's two go, globex's stays
+    (False, False, ["globex shared"], 0),
+    # beside it, under a span of the app, no request id: in trace 2, which both tenants share, acme's cannot be told
+    # from globex's -> both left, counted; the one in acme's own trace goes
+    (True, False, ["acme shared", "globex shared"], 2),
+    # the documented setup (RequestStampingProcessor): each SDK span links to its request -> acme's go
+    (True, True, ["globex shared"], 0),
+])
+def test_a_second_span_of_a_call_in_a_trace_two_tenants_share(tmp_path: Path, beside: bool, stamping: bool,
+                                                              left: list[str], shared: int) -> None:
+    """costline's call span and an SDK's span of the same call (the views keep costline's): the SDK's span names no
+    tenant and holds the prompt. Trace 1 holds acme's request only; trace 2 one of acme's and one of globex's, under
+    a span of the app. Before: every SDK span stayed."""
+    provider, exporter = _provider(stamping=stamping)
+    rec = _recorder(provider)
+    app = provider.get_tracer("app")
+
+    def request(tenant: str, question: str) -> None:
+        with rec.request(task_type="qa", tenant=tenant) as r, app.start_as_current_span("step") as step:
+            with r.call("anthropic", HAIKU, tier="budget") as c:
+                c.usage(100, 10)
+                _sdk_call(provider, question, parent=step if beside else None)  # at the same time
+
+    request("acme", "acme alone")
+    with app.start_as_current_span("handle batch"):
+        request("acme", "acme shared")
+        request("globex", "globex shared")
+    lake, cfg = _sdk_lake(tmp_path, list(exporter.get_finished_spans()))
+    assert _view(cfg, "SELECT tenant, count(*) FROM calls GROUP BY ALL") == [("acme", 2), ("globex", 1)]
+    assert len(_files_rows(lake, "calls")) == 6  # 3 of costline's, 3 of the SDK's (left out by the views)
+
+    report = lake.forget(["acme"])
+    # calls: costline's two (their tenant) and the SDK's of acme not left
+    assert report.tables[1] == TableTotal("calls", 5 - len(left), 1, 1)
+    assert report.shared == shared
+    assert any(f"left: {shared} rows of traces shared" in line for line in report.lines()) == bool(shared)
+    assert sorted(t for t in _raw_texts(lake) if t.startswith('[{"role": "user"')) == [
+        f'[{{"role": "user", "parts": [{{"type": "text", "content": "{q}"}}]}}]' for q in left]
+
+
+def test_not_covered_counts_the_tenants_untenanted_calls_of_a_late_batch(tmp_path: Path) -> None:
+    """A batch committed after the forget started whose calls name no tenant (an SDK's spans in acme's request):
+    the tenant's calls are found again over the files there by then, so the batch is reported, not passed over."""
+    provider, exporter = _provider()
+    rec = _recorder(provider)
+    with rec.request(task_type="qa", tenant="acme"):
+        _sdk_call(provider, "acme late")
+    with rec.request(task_type="qa", tenant="globex"):
+        _sdk_call(provider, "globex late")
+    late_spans = list(exporter.get_finished_spans())
+    lake = Lake(tmp_path / "lake").init()
+    w = _Writer(lake)
+    w.commit({"requests": {D1: [_row("requests", 1, "acme", D1)]}})
+    # the late batch: written as the processor writes it, its manifest not (yet) there
+    from figures_lake import lake_from_sdk_spans
+
+    scratch = Config(lake=LakeConfig(path=tmp_path / "scratch"))
+    lake_from_sdk_spans(late_spans, scratch)
+    for table in ("requests", "calls"):
+        (src,) = Lake(scratch.lake.path).table_dir(table).glob("date=*/p*.parquet")
+        dest = lake.table_dir(table) / src.parent.name / data_file_name(0, 20, 29, TOPIC)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        src.rename(dest)
+    report = lake.forget(["acme"])
+    late_calls = lake.table_dir("calls").glob(f"date=*/{data_file_name(0, 20, 29, TOPIC)}")
+    # requests: acme's request of the late batch; calls: the SDK's span in it (no tenant column value)
+    assert sorted((n.path, n.rows) for n in report.not_covered) == sorted(
+        [(next(lake.table_dir("requests").glob(f"date=*/{data_file_name(0, 20, 29, TOPIC)}")), 1),
+         (next(late_calls), 1)])
+    assert report.tables[0] == TableTotal("requests", 1, 1, 1)
+
+
+# -- dry runs on a lake that cannot be written; the exit status of a forget that left rows ---------------------------
+def _read_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The maintenance lock cannot be opened for writing, as on a read-only mount (EROFS)."""
+    import errno
+
+    from costline.lake import _lake
+
+    def refused(path: Any, mode: int = 0o644) -> Any:
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    monkeypatch.setattr(_lake, "exclusive_lock", refused)
+
+
+@pytest.mark.parametrize("lock_file", [True, False])
+def test_a_dry_run_reads_a_lake_whose_lock_cannot_be_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             lock_file: bool) -> None:
+    lake = _three_day_lake(tmp_path / "lake")
+    if lock_file:  # a lake some compaction ran on: the lock is taken shared, read-only
+        lake.forget(["nobody"])
+    files = _snapshot(lake)
+    _read_only(monkeypatch)
+    with pytest.raises(LakeError, match="cannot take the maintenance lock"):
+        lake.forget(["acme"])  # a real forget needs the lock
+    report = lake.forget(["acme"], dry_run=True)
+    assert report.rows == 7 and _snapshot(lake) == files
+    assert any("without the lock" in line for line in report.lines()) == (not lock_file)
+    redacted = lake.redact(8, now=lambda: NOW, dry_run=True)
+    assert redacted.rows == 4 and any("without the lock" in line for line in redacted.lines()) == (not lock_file)
+    out = _cli({"COSTLINE_LAKE_PATH": str(lake.path)}, "lake", "forget", "--tenant", "acme", "--dry-run")
+    assert out.exit_code == 0, out.output
+    assert "would remove 7 rows of tenant(s) 'acme'" in out.output
+
+
+def test_cli_forget_exits_3_when_it_left_rows_committed_meanwhile(tmp_path: Path) -> None:
+    lake = _three_day_lake(tmp_path / "lake")
+    late = lake.table_dir("requests") / f"date={D3}" / data_file_name(0, 20, 29, TOPIC)
+    pq.write_table(_arrow("requests", [_row("requests", 30, "acme", D3)]), late)
+    env = {"COSTLINE_LAKE_PATH": str(lake.path)}
+    out = _cli(env, "lake", "forget", "--tenant", "acme", "--dry-run")
+    assert out.exit_code == 0, out.output  # a dry run changes nothing: nothing to run again
+    out = _cli(env, "lake", "forget", "--tenant", "acme")
+    assert out.exit_code == 3, out.output
+    assert "not covered" in out.output and "run the forget again" in out.output
+    out = _cli(env, "lake", "forget", "--tenant", "globex")  # the late file holds no row of globex
+    assert out.exit_code == 0, out.output

@@ -19,7 +19,9 @@ a forget at once neither put back a removed row nor keep one twice:
 
 The rows a forget removes are the ``tenant`` rows of the processor's tables (``requests``, ``calls``,
 ``lookups``) and of the alerts' exported files (``alerts/episodes``, ``alerts/history``: see
-:data:`ALERT_FILES`). The content :func:`redact` sets to NULL is :data:`CONTENT_COLUMNS`. Table mode
+:data:`ALERT_FILES`), and the calls and lookups the views give the tenant although their own row names none (an SDK
+instrumentation's span inside a costline request, a calls file of an older costline) with the second spans of those
+calls the views leave out (:func:`find_tenant_keys`). The content :func:`redact` sets to NULL is :data:`CONTENT_COLUMNS`. Table mode
 (:meth:`costline.tablelake.TableLake.forget` / ``redact``) returns the same reports.
 """
 
@@ -55,8 +57,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from costline.lake._lake import Lake
 
 __all__ = [
-    "ALERT_FILES", "CONTENT_COLUMNS", "DayRows", "ErasureIncomplete", "ForgetReport", "NotCovered", "RedactReport",
-    "TableTotal", "forget", "redact", "redact_cutoff", "tenant_list", "totals",
+    "ALERT_FILES", "CONTENT_COLUMNS", "KEYS_TABLE", "DayRows", "ErasureIncomplete", "ForgetReport", "NotCovered",
+    "RedactReport", "TableTotal", "find_tenant_keys", "forget", "redact", "redact_cutoff", "tenant_list", "totals",
 ]
 
 log = logging.getLogger("costline.lake")
@@ -133,6 +135,10 @@ class ForgetReport:
     left_aside: tuple[Path, ...] = ()
     #: Lines said after the report (table mode: what older snapshots still hold).
     notes: tuple[str, ...] = ()
+    #: Call rows left: a second span of a call (the views count one span per call) with no tenant of its own nor
+    #: a request of its own, in a trace that holds the tenants' rows and another tenant's (or no tenant's) too:
+    #: whose call it is cannot be told (:func:`find_tenant_keys`).
+    shared: int = 0
 
     @property
     def rows(self) -> int:
@@ -153,6 +159,10 @@ class ForgetReport:
             files = f", {t.files} file(s) {'to rewrite' if self.dry_run else 'rewritten'}" if t.files else ""
             out.append(f"{t.table}: {verb} {t.rows:,} rows of {t.days} day(s){files}")
         out.append(f"{verb} {self.rows:,} rows of tenant(s) {who}{when}")
+        if self.shared:
+            out.append(f"left: {self.shared:,} rows of traces shared with other tenants (calls: a second span of a "
+                       "call, with no tenant nor request of its own, in a trace holding these tenants' rows and "
+                       "others': whose it is cannot be told; docs/sql.md, \"Erasure and retention\")")
         for n in self.not_covered:
             out.append(f"not covered: {n.path} holds {n.rows:,} rows of these tenants and was committed after this "
                        "forget started (a batch being written): run the forget again")
@@ -250,7 +260,7 @@ class _Pass:
 
 
 def _source(path: Path) -> str:
-    return f"read_parquet({sql_str(path)}, hive_partitioning = false)"
+    return f"read_parquet({sql_str(path)}, hive_partitioning = false) f"
 
 
 def _schema_names(path: Path) -> list[str] | None:
@@ -287,6 +297,145 @@ def _require(lake: "Lake") -> None:
         raise NoLake(lake.path)
 
 
+# -- the calls and lookups the views give the tenants -----------------------------------------------------------
+#: The temporary table :func:`find_tenant_keys` fills: ``(tbl, trace_id, span_id, day, shared)``, one row per span
+#: of ``calls`` / ``lookups`` to forget (``shared``: one left, see :attr:`ForgetReport.shared`).
+KEYS_TABLE: Final = "forget_keys"
+
+#: The tables whose rows may belong to a tenant their own row does not name (the views link them to a request).
+_KEYED: Final = ("calls", "lookups")
+
+#: The path the views are made over before each table's rows are put in (:func:`find_tenant_keys`).
+_NO_PATH: Final = Path("/costline-forget")
+
+
+def _tenant_keys_sql(in_list: str) -> list[str]:
+    """The statements filling :data:`KEYS_TABLE` for the tenants ``in_list`` (SQL literals) from the lake's views.
+
+    * ``calls`` and ``lookups`` view rows whose tenant is theirs: the call's own, or that of the request it belongs
+      to (an SDK instrumentation's span names none; a calls file of an older costline has no tenant column);
+    * the call spans the calls view leaves out as a second span of a call it keeps (views/call_links.sql: an SDK's
+      span inside a framework's or costline's, an app's span of a call the gateway answered, one call reported in
+      two traces), without a tenant of their own: when the request their span links to is theirs; linked to none,
+      when every kept call they are inside or around (parent or child span) is theirs, or, with no such call, when
+      every owner of their trace is theirs — its requests, its calls in the view, and the requests (a gateway's
+      answer id) and calls of other traces that carry a response id of one of its calls, at that time. Where some
+      of those are theirs and some another tenant's (or no tenant's), the span is ``shared``: left and counted,
+      rather than guessed."""
+    def theirs(column: str) -> str:
+        return f"coalesce({column} IN ({in_list}), false)"
+
+    started = "ts - to_microseconds(CAST(coalesce(duration_ms, 0) * 1000 AS BIGINT))"
+    return [
+        # the calls view once (each use of a view computes it again)
+        f"""CREATE OR REPLACE TEMP TABLE forget_calls AS
+            SELECT trace_id, span_id, parent_span_id, tenant, response_id, ts, {started} AS started FROM calls""",
+        f"""CREATE OR REPLACE TEMP TABLE {KEYS_TABLE} AS
+WITH dropped AS (
+  SELECT a.trace_id, a.span_id, a.parent_span_id, a.linked_span_id, a.request_tenant, CAST(a.date AS VARCHAR) AS day
+  FROM call_links_all a ANTI JOIN forget_calls k ON k.trace_id = a.trace_id AND k.span_id = a.span_id
+  WHERE a.tenant IS NULL
+), spans AS (
+  SELECT trace_id, response_id, ts, {started} AS started FROM calls_raw
+  WHERE response_id IS NOT NULL AND trace_id IN (SELECT trace_id FROM dropped WHERE linked_span_id IS NULL)
+), owners AS (
+  SELECT trace_id, tenant FROM requests_raw
+  WHERE trace_id IN (SELECT trace_id FROM dropped WHERE linked_span_id IS NULL)
+  UNION ALL
+  SELECT trace_id, tenant FROM forget_calls
+  WHERE trace_id IN (SELECT trace_id FROM dropped WHERE linked_span_id IS NULL)
+  UNION ALL
+  SELECT s.trace_id, q.tenant FROM spans s JOIN requests_raw q ON q.response_id = s.response_id
+  WHERE coalesce(s.started <= q.ts + INTERVAL 1 MINUTE
+                 AND q.ts - to_microseconds(CAST(coalesce(q.duration_ms, 0) * 1000 AS BIGINT))
+                     <= s.ts + INTERVAL 1 MINUTE, TRUE)
+  UNION ALL
+  SELECT s.trace_id, c.tenant FROM spans s JOIN forget_calls c ON c.response_id = s.response_id
+   AND c.trace_id <> s.trace_id
+  WHERE coalesce(s.started <= c.ts AND c.started <= s.ts, TRUE)
+), traces AS (
+  SELECT trace_id, bool_and({theirs("tenant")}) AS all_theirs, bool_or({theirs("tenant")}) AS some_theirs
+  FROM owners GROUP BY trace_id
+), near AS (
+  -- the kept calls a left-out span is inside or around (an SDK's span inside costline's call span): whose it is
+  SELECT d.trace_id, d.span_id, bool_and({theirs("c.tenant")}) AS all_theirs,
+         bool_or({theirs("c.tenant")}) AS some_theirs
+  FROM dropped d JOIN forget_calls c ON c.trace_id = d.trace_id
+   AND (c.span_id = d.parent_span_id OR c.parent_span_id = d.span_id)
+  WHERE d.linked_span_id IS NULL
+  GROUP BY ALL
+)
+SELECT 'calls' AS tbl, trace_id, span_id, NULL::VARCHAR AS day, false AS shared FROM forget_calls
+WHERE tenant IN ({in_list})
+UNION ALL
+SELECT 'lookups', trace_id, span_id, NULL, false FROM lookups WHERE tenant IN ({in_list})
+UNION ALL
+SELECT 'calls', d.trace_id, d.span_id, d.day,
+       NOT (coalesce(d.request_tenant IN ({in_list}), false) OR coalesce(n.all_theirs, t.all_theirs, false))
+FROM dropped d LEFT JOIN near n ON n.trace_id = d.trace_id AND n.span_id = d.span_id
+  LEFT JOIN traces t ON t.trace_id = d.trace_id
+WHERE d.request_tenant IN ({in_list}) OR (d.linked_span_id IS NULL AND coalesce(n.some_theirs, t.some_theirs, false))""",
+        "DROP TABLE forget_calls",
+    ]
+
+
+def find_tenant_keys(con: "duckdb.DuckDBPyConnection", tenants: tuple[str, ...], sources: Mapping[str, str], *,
+                     before: date | None = None) -> int:
+    """Fill the temporary table :data:`KEYS_TABLE` on ``con`` with the ``calls`` and ``lookups`` spans to forget
+    (see :func:`_tenant_keys_sql`): the lake's views made over ``sources`` (per table, a ``FROM`` item on ``con``
+    giving its rows with a ``date`` column), every day of them. Returns how many call rows are left as
+    ``shared`` (of the days before ``before`` only, when given). Pricing plays no part in what links a call to its
+    request, nor in which span of a call the views keep: the views are made without it."""
+    import duckdb
+
+    from costline.lake._files import read_table_sql
+    from costline.lake._views import views_sql
+
+    stmts = views_sql(_NO_PATH)
+    for table in TABLES:
+        stmts = [s.replace(read_table_sql(_NO_PATH, table), sources[table]) for s in stmts]
+    in_list = ", ".join(sql_str(t) for t in tenants)
+    try:
+        for stmt in [*stmts, *_tenant_keys_sql(in_list)]:
+            con.execute(stmt)
+        day = "" if before is None else f" AND day < {sql_str(before.isoformat())}"
+        return int(con.execute(f"SELECT count(*) FROM {KEYS_TABLE} WHERE shared{day}").fetchall()[0][0])
+    except duckdb.Error as exc:
+        raise LakeError(f"cannot read the calls and lookups to find the tenants' rows ({str(exc).splitlines()[0]}): "
+                        "nothing was changed; run `costline lake compact` (it sets an unreadable file aside) and "
+                        "run it again") from exc
+
+
+def _local_keys(lake: "Lake", con: "duckdb.DuckDBPyConnection", tenants: tuple[str, ...],
+                before: date | None) -> int:
+    """:func:`find_tenant_keys` over the data files of ``lake`` the views could read now (the others are set aside
+    by the forget, which then says so), each table's current schema under them (a column newer than every file
+    reads as NULL)."""
+    from costline.lake._schema import SCHEMAS
+
+    sources = {}
+    for table in TABLES:
+        files = [f for f in sorted(lake.table_dir(table).glob("date=*/*.parquet")) if file_problem(f, table) is None]
+        if con.execute("SELECT count(*) FROM duckdb_views() WHERE view_name = $v",
+                       {"v": f"forget_{table}_schema"}).fetchall() == [(0,)]:
+            con.register(f"forget_{table}_schema", SCHEMAS[table].empty_table())
+        schema = f"SELECT *, NULL::DATE AS date FROM forget_{table}_schema"
+        if files:
+            listed = ", ".join(sql_str(f) for f in files)
+            sources[table] = (f"(SELECT * FROM read_parquet([{listed}], hive_partitioning = true, union_by_name = "
+                              f"true, hive_types = {{'date': DATE}}) UNION ALL BY NAME {schema})")
+        else:
+            sources[table] = f"({schema})"
+    return find_tenant_keys(con, tenants, sources, before=before)
+
+
+def _unlocked_note(locked: bool) -> tuple[str, ...]:
+    """The report's note when a dry run read without the maintenance lock (``locked`` False)."""
+    return () if locked else (
+        "note: the lake cannot be written and has no maintenance lock file, so this dry run read it without the "
+        "lock: a compaction running meanwhile (elsewhere, with write access) may have changed what it counted",)
+
+
 # -- forget -------------------------------------------------------------------------------------------------
 def tenant_list(tenants: Iterable[str]) -> tuple[str, ...]:
     names = tuple(dict.fromkeys(tenants))
@@ -318,10 +467,14 @@ def forget(lake: "Lake", tenants: Iterable[str], *, before: date | None = None,
 
     Every day of ``requests``, ``calls`` and ``lookups`` (today's, still open, included; with ``before``, only the
     days before it, ``date=1970-01-01`` — rows without a usable time — counting as before any date) and the alerts'
-    exported files (:data:`ALERT_FILES`; with ``before``, the rows whose time is before it). Rows whose tenant is
-    NULL are never touched. Only files the offset manifests committed when it started are rewritten; a file
-    committed since that holds rows of the tenants is in :attr:`ForgetReport.not_covered`. Safe while the processor
-    runs; it holds the maintenance lock (a compaction waits for it, and it for a compaction).
+    exported files (:data:`ALERT_FILES`; with ``before``, the rows whose time is before it). A row goes when its
+    ``tenant`` is one of them, or, in ``calls`` and ``lookups``, when it is one the views give them
+    (:func:`find_tenant_keys`, over every day: its own row names no tenant, the request it belongs to does) or a
+    second span of such a call; the other rows whose tenant is NULL are kept (those whose trace another tenant
+    shares are counted in :attr:`ForgetReport.shared`). Only files the offset manifests committed when it started
+    are rewritten; a file committed since that holds rows of the tenants is in :attr:`ForgetReport.not_covered`.
+    Safe while the processor runs; it holds the maintenance lock (a compaction waits for it, and it for a
+    compaction; a dry run on a lake it cannot write reads without it, and says so).
 
     Raises :class:`ErasureIncomplete` (after doing the rest) when a file it could not read was set aside, or one
     set aside earlier is still there: the tenants' rows it may hold were not erased. ``dry_run``: nothing is
@@ -330,7 +483,7 @@ def forget(lake: "Lake", tenants: Iterable[str], *, before: date | None = None,
 
     names = tenant_list(tenants)
     _require(lake)
-    with lake._maintenance_lock():
+    with lake._maintenance_lock(read_only=dry_run) as locked:
         if not dry_run:
             _complete_staged_batches(lake)
         started = time.time()
@@ -340,6 +493,7 @@ def forget(lake: "Lake", tenants: Iterable[str], *, before: date | None = None,
             p = _Pass(lake, con, dry_run)
             in_list = ", ".join(sql_str(t) for t in names)
             matches = f"tenant IN ({in_list})"
+            shared = _local_keys(lake, con, names, before)
             seen: set[Path] = set()
             for table in TABLES:
                 for day_dir in sorted(lake.table_dir(table).glob("date=*")):
@@ -358,12 +512,12 @@ def forget(lake: "Lake", tenants: Iterable[str], *, before: date | None = None,
                         p.days.append(DayRows(table, day, rows))
             for view, (folder, time_col) in ALERT_FILES.items():
                 _forget_alerts(p, view, lake.path / folder, time_col, matches, before)
-            not_covered = _not_covered(lake, con, seen, matches, before)
+            not_covered = _not_covered(lake, con, seen, names, matches, before)
         finally:
             con.close()
         left = tuple(x for x in set_aside_files(lake.path) if x not in p.aside)
         report = ForgetReport(names, before, dry_run, tuple(p.days), totals((*TABLES, *ALERT_FILES), p.days, p.files),
-                              not_covered, tuple(p.aside), left)
+                              not_covered, tuple(p.aside), left, _unlocked_note(locked), shared)
     if not dry_run and not report.complete:
         unread = [*report.set_aside, *report.left_aside]
         raise ErasureIncomplete(
@@ -374,20 +528,31 @@ def forget(lake: "Lake", tenants: Iterable[str], *, before: date | None = None,
 
 
 def _forget_file(p: _Pass, table: str, path: Path, matches: str) -> int:
-    """Rows of the tenants removed from one data file (0: none there, or it was set aside)."""
+    """Rows of the tenants removed from one data file (0: none there, or it was set aside): those whose ``tenant``
+    ``matches`` and those of :data:`KEYS_TABLE` (a file written before calls had a tenant: those only)."""
     why = file_problem(path, table)
     if why is not None:
         p.unreadable(path, why, "the forget")
         return 0
     cols = _schema_names(path)
-    if cols is None or "tenant" not in cols:  # gone meanwhile, or written before calls had a tenant: none to remove
+    where = None if cols is None else _row_matches(table, cols, matches)
+    if where is None:  # gone meanwhile, or nothing in it can be the tenants'
         return 0
-    found = _count_by_day(p, path, matches, None, "the forget")
+    found = _count_by_day(p, path, where, None, "the forget")
     rows = sum((found or {}).values())
     if rows:
-        p.rewrite(table, path, f"SELECT * FROM {_source(path)} WHERE NOT coalesce({matches}, false)",
-                  remove_if_empty=True)
+        p.rewrite(table, path, f"SELECT * FROM {_source(path)} WHERE NOT ({where})", remove_if_empty=True)
     return rows
+
+
+def _row_matches(table: str, cols: list[str], matches: str) -> str | None:
+    """A condition (never NULL) on a file of ``table`` with columns ``cols`` that holds for the rows to forget: its
+    ``tenant`` ``matches``, or its span is one of :data:`KEYS_TABLE`'s; None when the file has neither column."""
+    parts = [f"coalesce({matches}, false)"] if "tenant" in cols else []
+    if table in _KEYED and {"trace_id", "span_id"} <= set(cols):
+        parts.append(f"EXISTS (SELECT 1 FROM {KEYS_TABLE} k WHERE k.tbl = {sql_str(table)} AND NOT k.shared "
+                     "AND k.trace_id = f.trace_id AND k.span_id = f.span_id)")
+    return " OR ".join(parts) or None
 
 
 def _forget_alerts(p: _Pass, view: str, folder: Path, time_col: str, matches: str, before: date | None) -> None:
@@ -416,26 +581,30 @@ def _forget_alerts(p: _Pass, view: str, folder: Path, time_col: str, matches: st
     p.days.extend(DayRows(view, day, n) for day, n in sorted(per_day.items()))
 
 
-def _not_covered(lake: "Lake", con: "duckdb.DuckDBPyConnection", seen: set[Path], matches: str,
-                 before: date | None) -> tuple[NotCovered, ...]:
-    """Data files not rewritten (committed after the forget started, or never) that hold rows of the tenants."""
+def _not_covered(lake: "Lake", con: "duckdb.DuckDBPyConnection", seen: set[Path], names: tuple[str, ...],
+                 matches: str, before: date | None) -> tuple[NotCovered, ...]:
+    """Data files not rewritten (committed after the forget started, or never) that hold rows of the tenants: the
+    tenants' calls and lookups found again first, over the files there now (the new ones' included)."""
     import duckdb
 
+    late = [(table, f) for table in TABLES for f in sorted(lake.table_dir(table).glob("date=*/*.parquet"))
+            if f not in seen and f.name != EMPTY_FILE
+            and (before is None or f.parent.name.removeprefix("date=") < before.isoformat())]
+    if not late:
+        return ()
+    _local_keys(lake, con, names, before)
     out: list[NotCovered] = []
-    for table in TABLES:
-        for f in sorted(lake.table_dir(table).glob("date=*/*.parquet")):
-            day = f.parent.name.removeprefix("date=")
-            if f in seen or f.name == EMPTY_FILE or (before is not None and day >= before.isoformat()):
-                continue
-            cols = _schema_names(f)
-            if cols is None or "tenant" not in cols:
-                continue
-            try:
-                n = con.execute(f"SELECT count(*) FROM {_source(f)} WHERE {matches}").fetchone()[0]
-            except duckdb.Error:  # being replaced, or unreadable: the views set the latter aside
-                continue
-            if n:
-                out.append(NotCovered(f, int(n)))
+    for table, f in late:
+        cols = _schema_names(f)
+        where = None if cols is None else _row_matches(table, cols, matches)
+        if where is None:
+            continue
+        try:
+            n = con.execute(f"SELECT count(*) FROM {_source(f)} WHERE {where}").fetchone()[0]
+        except duckdb.Error:  # being replaced, or unreadable: the views set the latter aside
+            continue
+        if n:
+            out.append(NotCovered(f, int(n)))
     return tuple(out)
 
 
@@ -462,7 +631,7 @@ def redact(lake: "Lake", older_than_days: int, *, now: Callable[[], datetime] = 
 
     cutoff = redact_cutoff(older_than_days, now)
     _require(lake)
-    with lake._maintenance_lock():
+    with lake._maintenance_lock(read_only=dry_run) as locked:
         started = time.time()
         committed = committed_offsets_by_topic(lake)
         con = duckdb.connect()
@@ -487,7 +656,7 @@ def redact(lake: "Lake", older_than_days: int, *, now: Callable[[], datetime] = 
             con.close()
         tables = tuple(t for t in TABLES if CONTENT_COLUMNS[t])
         report = RedactReport(older_than_days, cutoff, dry_run, tuple(p.days), totals(tables, p.days, p.files),
-                              tuple(p.aside))
+                              tuple(p.aside), _unlocked_note(locked))
     if not dry_run and report.set_aside:
         raise ErasureIncomplete(
             f"redact set the content of {report.rows:,} rows to NULL, but could not read "

@@ -4,6 +4,8 @@ live in their own modules; the class's methods hand over to them)."""
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import json
 import logging
 import os
@@ -11,7 +13,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -64,6 +66,28 @@ class NoLake(LakeError):
                  f"holds none of the lake's tables ({', '.join(t + '/' for t in SCHEMAS)})")
         super().__init__(f"no lake at {self.path}: the path {where}: check [lake] path / COSTLINE_LAKE_PATH "
                          "(and --config), or run `costline process` first to create the lake")
+
+
+#: Why a lock file cannot be opened for writing where the lake can still be read: a read-only filesystem, no permission.
+_READ_ONLY: Final = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+@contextlib.contextmanager
+def _shared_lock(path: Path) -> Iterator[bool]:
+    """A shared ``flock`` on ``path`` opened read-only for the ``with`` block (flock needs no write access): yields
+    True; False, holding nothing, when ``path`` cannot be opened either (a read-only lake no compaction ever ran on,
+    none can run on now)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        log.warning("the maintenance lock %s cannot be opened (%s): reading without it", path, exc)
+        yield False
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        yield True
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def lake_exists(path: Path | str) -> bool:
@@ -300,19 +324,27 @@ class Lake:
             yield mdir
 
     @contextlib.contextmanager
-    def _maintenance_lock(self) -> Iterator[None]:
+    def _maintenance_lock(self, *, read_only: bool = False) -> Iterator[bool]:
         """An exclusive lock on rewriting committed files (``flock`` on ``<lake>/.maintenance.lock``: processes
         and threads alike). Compaction, :meth:`forget` and :meth:`redact` each rewrite a day's files from what
         they read: two at once would put a row back that the other removed, or keep it twice. The processor
-        never takes it (it only writes new files). Not re-entrant: take it once per operation."""
+        never takes it (it only writes new files). Not re-entrant: take it once per operation. Yields True.
+
+        ``read_only`` (a dry run, which changes nothing): where the lock file cannot be opened for writing (a
+        read-only mount or snapshot of the lake, no write permission), a shared lock on the lock file opened
+        read-only (it still waits for a compaction), else no lock at all: then it yields False (what is read may
+        change under a compaction running meanwhile)."""
+        path = self.path / MAINTENANCE_LOCK
         with contextlib.ExitStack() as held:
+            shared = False
             try:  # the lake's folder must be there: a mistyped path gets an error, no lake made up on the spot
-                held.enter_context(exclusive_lock(self.path / MAINTENANCE_LOCK))
+                held.enter_context(exclusive_lock(path))
             except OSError as exc:
-                raise LakeError(f"cannot take the maintenance lock {self.path / MAINTENANCE_LOCK} ({exc}): check "
-                                "the lake path and its permissions (compact, forget and redact rewrite the lake's "
-                                "files)") from exc
-            yield
+                if not (read_only and exc.errno in _READ_ONLY and self.path.is_dir()):
+                    raise LakeError(f"cannot take the maintenance lock {path} ({exc}): check the lake path and its "
+                                    "permissions (compact, forget and redact rewrite the lake's files)") from exc
+                shared = True
+            yield held.enter_context(_shared_lock(path)) if shared else True
 
     @staticmethod
     def _read_epoch(mdir: Path) -> int:
@@ -474,8 +506,10 @@ class Lake:
     def forget(self, tenants: Iterable[str], *, before: date | None = None,
                dry_run: bool = False) -> _erasure.ForgetReport:
         """Remove every row of ``tenants`` from every table with a ``tenant`` column (the processor's, the
-        alerts' exported files), today's committed files included; with ``before``, only the days before it.
-        Rows whose tenant is NULL are never touched. See :func:`costline.lake._erasure.forget`: what it reports,
+        alerts' exported files), today's committed files included; with ``before``, only the days before it. A call
+        or lookup whose own row names no tenant goes when the views give it the tenant's request (an SDK
+        instrumentation's span inside it), with the second spans of those calls; other rows without a tenant are
+        never touched. See :func:`costline.lake._erasure.forget`: what it reports,
         and :class:`~costline.lake._erasure.ErasureIncomplete`, raised when a file it could not read was set
         aside."""
         return _erasure.forget(self, tenants, before=before, dry_run=dry_run)
