@@ -100,12 +100,14 @@ def atomic_write(path: Path | str, mode: str = "wb", **open_kwargs: Any) -> Iter
 
 
 @contextmanager
-def exclusive_lock(path: Path | str, mode: int = 0o644) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``path`` (created with ``mode`` if missing) for the ``with`` block: processes
-    and threads alike wait for it (each ``with`` opens its own descriptor). Opening it raises the ``OSError``
-    (the caller says what to check); the lock is released when the block ends, whatever happens in it. Honoured
-    on a local filesystem."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), mode)
+def exclusive_lock(path: Path | str, mode: int = 0o666) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created with ``mode`` if missing, less the umask) for the ``with``
+    block: processes and threads alike wait for it (each ``with`` opens its own descriptor). The file is opened
+    read-only — ``flock`` needs no write access — so every user who may read it can lock it, not only the one who
+    created it (an operator's `sudo` compaction must not lock the service account out of a group-writable lake).
+    Opening it raises the ``OSError`` (the caller says what to check); the lock is released when the block ends,
+    whatever happens in it. Honoured on a local filesystem."""
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), mode)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import stat
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
 import pytest
 
-from costline.fsutil import atomic_path, atomic_write, synced_write, tmp_path_for
+from costline.fsutil import atomic_path, atomic_write, exclusive_lock, synced_write, tmp_path_for
 from costline.sqlutil import sql_str
 
 
@@ -81,3 +85,35 @@ def test_synced_write_writes_in_place_without_renaming(tmp_path: Path) -> None:
 def test_sql_str_round_trips_through_duckdb(text: str, literal: str) -> None:
     assert sql_str(text) == literal
     assert duckdb.connect().execute(f"SELECT {sql_str(text)}").fetchone()[0] == text
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="acting as a second user needs root")
+def test_a_lock_file_another_user_created_can_still_be_locked() -> None:
+    """A lake shared by two users (an operator's `sudo costline lake compact`, then the service account's): the lock
+    file the first one made (0644 under umask 022, owned by them) is locked by the second too — flock needs only a
+    descriptor, so it is opened read-only. Opened for writing, the second user got EACCES and every later compaction
+    failed."""
+    folder = Path(tempfile.mkdtemp(prefix="costline-lock-"))
+    try:
+        os.chmod(folder, 0o777)  # a shared folder: the other user may create and read files in it
+        lock = folder / ".maintenance.lock"
+        with exclusive_lock(lock):  # made by root, as the first user's compaction would
+            pass
+        os.chmod(lock, 0o644)  # as the usual umask 022 leaves it: others may read it, not write it
+        assert stat.S_IMODE(lock.stat().st_mode) == 0o644 and lock.stat().st_uid == 0
+        pid = os.fork()
+        if pid == 0:  # the other user: nobody
+            code = 1
+            try:
+                os.setgid(65534)
+                os.setuid(65534)
+                with exclusive_lock(lock):
+                    code = 0
+            except OSError:
+                code = 13
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        shutil.rmtree(folder)

@@ -135,6 +135,43 @@ def test_a_policy_saved_before_versions_loads_and_predicts_as_before(tmp_path: P
     assert np.allclose(again.probabilities(golden["queries"], ["chat"] * len(golden["queries"])), probs)
 
 
+def test_a_policy_saved_before_versions_measures_hindi_and_thai_as_it_was_fitted() -> None:
+    """Its length feature too: fitted when the visible text dropped Hindi's and Thai's vowel signs, it reads them
+    without (the same old code's probabilities; read with the marks, each moved by ~0.01 towards the dearer tier)."""
+    golden = json.loads((DATA / "route_policy_hashing_v1.json").read_text(encoding="utf-8"))["marks"]
+    policy = LearnedPolicy.load(DATA / "route_policy_hashing_v1.npz", min_adequacy=0.5)
+    probs = policy.probabilities(golden["queries"], ["chat"] * len(golden["queries"]))
+    assert np.allclose(probs, golden["probabilities"], atol=1e-9, rtol=0)
+
+
+@pytest.mark.parametrize(("query", "v1", "v2"), [
+    # न म स ् त े , ␠ आ प ␠ क ै स े ␠ ह ै ं ? : 20 code points, 6 of them marks (् े ै े ै ं), which version 1 left out
+    ("नमस्ते, आप कैसे हैं?", 14, 20),
+    # ส ว ั ส ด ี ค ร ั บ : 10, of them 3 marks (ั ี ั)
+    ("สวัสดีครับ", 7, 10),
+    ("What is the capital of France?", 30, 30),
+])
+def test_the_length_feature_of_each_version(query: str, v1: int, v2: int) -> None:
+    from costline.serving.routing.learned import _length
+
+    assert (_length(query, 1), _length(query, 2)) == (v1, v2)
+
+
+def test_a_minilm_policy_records_the_length_version(tmp_path: Path) -> None:
+    """A MiniLM policy's features are its embedding and the length: version 2 measures the length with a letter's
+    marks, version 1 (a file from before versions) without; the file says which (format 2 for version 2)."""
+    coef, intercept = np.zeros((1, 384 + 1 + 1)), np.zeros(1)
+    new = LearnedPolicy(coef=coef, intercept=intercept, classes=["budget", "mid"], task_types=["chat"],
+                        featurizer_name="minilm")
+    with np.load(new.save(tmp_path / "m.npz")) as data:
+        meta = json.loads(str(data["meta"]))
+    assert (meta["format"], meta["featurizer_version"]) == ("costline-route-policy/2", 2)
+    np.savez(tmp_path / "old.npz", coef=coef, intercept=intercept, meta=np.array(json.dumps(
+        {"format": "costline-route-policy/1", "classes": ["budget", "mid"], "task_types": ["chat"],
+         "featurizer": "minilm"})))
+    assert LearnedPolicy.load(tmp_path / "old.npz").featurizer_version == 1
+
+
 def test_a_new_policy_records_its_version(tmp_path: Path) -> None:
     policy = _train()
     path = policy.save(tmp_path / "p.npz")
@@ -155,8 +192,8 @@ def test_a_new_policy_records_its_version(tmp_path: Path) -> None:
     {"featurizer_version": True},
     {"featurizer_version": 2, "format": "costline-route-policy/1"},        # format 1 is version 1
     {"featurizer_version": 1, "format": "costline-route-policy/2"},
-    {"featurizer": "minilm", "featurizer_version": 2, "format": "costline-route-policy/2"},  # minilm has 1 only
-], ids=["v3", "string", "bool", "v2-format-1", "v1-format-2", "minilm-v2"])
+    {"featurizer": "minilm", "featurizer_version": 3, "format": "costline-route-policy/2"},  # minilm has 1 and 2
+], ids=["v3", "string", "bool", "v2-format-1", "v1-format-2", "minilm-v3"])
 def test_a_version_this_costline_does_not_read_is_refused(tmp_path: Path, change: dict) -> None:
     with np.load(DATA / "route_policy_hashing_v1.npz") as data:
         meta = json.loads(str(data["meta"]))

@@ -171,8 +171,10 @@ FEATURIZERS: dict[str, Callable[[ServingConfig | None], Featurizer]] = {
 
 #: The versions of each featurizer's features this costline computes, the current one last (a featurizer not named:
 #: version 1 only). A policy file records the version it was fitted with and is read with it.
+#: Version 2 of both also measures the length feature with a letter's own marks (a Hindi vowel sign counts, as
+#: :func:`~costline.textutil.visible_text` reads it now); version 1 measures it as it was fitted, without them.
 FEATURIZER_VERSIONS: dict[str, tuple[int, ...]] = {
-    "minilm": (1,),
+    "minilm": (1, 2),
     "hashing": (1, 2),
 }
 
@@ -192,6 +194,8 @@ def make_featurizer(name: str, serving: ServingConfig | None = None, *, version:
         return factory(serving)
     if name == "hashing" and version in _versions(name):
         return HashingFeaturizer(version=version)
+    if name == "minilm" and version in _versions(name):  # the same embedding: only the length feature differs
+        return factory(serving)
     raise RoutingError(f"featurizer {name!r} version {version!r}: this costline computes versions "
                        f"{', '.join(map(str, _versions(name)))}: retrain the policy with `costline route train`")
 
@@ -231,8 +235,17 @@ def read_rows(path: str | Path) -> list[LabelledQuery]:
     return rows
 
 
+def _length(query: str, version: int) -> int:
+    """The length feature's characters: the query's routing text; version 1 (a policy fitted before the visible text
+    kept a letter's own marks) without the marks it then dropped (Mn, Me), so the policy reads what it was fitted on."""
+    text = routing_text(query)
+    return len(text if version != 1 or text.isascii() else text.translate(_marks_table()))
+
+
 def _features(featurizer: Featurizer, queries: Sequence[str], task_types: Sequence[str],
-              vocab: Sequence[str], embeddings: np.ndarray | None = None) -> np.ndarray:
+              vocab: Sequence[str], embeddings: np.ndarray | None = None, *, version: int = 2) -> np.ndarray:
+    """The rows a policy is fitted on and reads: the featurizer's vector, the task type's one-hot, the length (as
+    ``version`` measures it: :func:`_length`)."""
     emb = (np.asarray(featurizer.encode(list(queries)), dtype=np.float32) if embeddings is None
            else np.asarray(embeddings, dtype=np.float32).reshape(len(queries), -1))
     onehot = np.zeros((len(queries), len(vocab)), dtype=np.float32)
@@ -240,7 +253,7 @@ def _features(featurizer: Featurizer, queries: Sequence[str], task_types: Sequen
     for i, t in enumerate(task_types):
         if t in index:
             onehot[i, index[t]] = 1.0
-    length = np.array([[math.log1p(len(routing_text(q))) / 8.0] for q in queries], dtype=np.float32)
+    length = np.array([[math.log1p(_length(q, version)) / 8.0] for q in queries], dtype=np.float32)
     x = np.hstack([emb, onehot, length])
     bad = ~np.isfinite(x).all(axis=1)
     if bad.any():
@@ -278,6 +291,8 @@ class LearnedPolicy:
         self.task_types = tuple(task_types)
         self.featurizer_name = featurizer_name
         self.featurizer_version = _versions(featurizer_name)[-1] if featurizer_version is None else featurizer_version
+        if self.featurizer_version == 1:  # its length table, built now (~0.2 s), not on the first non-ASCII request
+            _marks_table()
         self._featurizer = featurizer
         self._serving = serving
         self.min_adequacy = min_adequacy
@@ -296,7 +311,7 @@ class LearnedPolicy:
         ``embeddings``: the queries' vectors from this policy's featurizer, when already computed.
         """
         x = _features(self.featurizer if embeddings is None else _NO_ENCODE, queries,
-                      [t or "" for t in task_types], self.task_types, embeddings)
+                      [t or "" for t in task_types], self.task_types, embeddings, version=self.featurizer_version)
         if self.featurizer_name == "minilm":
             _check_unit(x[:, :self.coef.shape[1] - len(self.task_types) - 1])
         with np.errstate(over="ignore", invalid="ignore"):  # not finite: refused below
@@ -461,7 +476,8 @@ def train_policy(
     version = featurizer.version if isinstance(featurizer, HashingFeaturizer) and featurizer_name == "hashing" else None
     featurizer = featurizer or make_featurizer(featurizer_name, serving)
     vocab = sorted({r.task_type for r in rows if r.task_type})
-    x = _features(featurizer, [r.query for r in rows], [r.task_type for r in rows], vocab)
+    x = _features(featurizer, [r.query for r in rows], [r.task_type for r in rows], vocab,
+                  version=_versions(featurizer_name)[-1] if version is None else version)
     y = np.array([classes.index(r.tier) for r in rows])
     model = LogisticRegression(C=c, max_iter=2000)
     model.fit(x, y)
