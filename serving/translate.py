@@ -47,7 +47,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 __all__ = ["TOOL_NAME", "MAX_TOOLS", "ANTHROPIC_TOOL_TYPE", "NotTranslatable", "anthropic_defined", "tools_problem", "uses_tools", "cites", "tools_from_openai",
-           "turns_from_openai", "without_empty_turns", "tools_to_openai", "tools_for_anthropic", "messages_to_openai", "blocks_from_openai", "openai_tool_calls",
+           "turns_from_openai", "refusal_as_text", "without_empty_turns", "tools_to_openai", "tools_for_anthropic", "messages_to_openai", "blocks_from_openai", "openai_tool_calls",
            "block_text", "document_text", "file_block", "image_block", "NotJSON", "loads_json"]
 
 #: A tool's name as both APIs accept it (Anthropic allows 128 characters, OpenAI 64).
@@ -279,7 +279,8 @@ def turns_from_openai(raw: Sequence[Mapping[str, Any]], text_of: Any) -> tuple[l
     """(system parts, Messages-shaped turns) of Chat Completions ``messages`` that may carry ``tool_calls`` and
     ``role: "tool"`` results, or ``(param, problem)``. ``text_of(content)`` reads a message's text (None: not text).
     Consecutive tool results become one user turn of ``tool_result`` blocks, as the Messages API wants them; an
-    empty turn before the last is left out (:func:`without_empty_turns`)."""
+    empty turn before the last is left out (:func:`without_empty_turns`); an assistant message's refusal is its text
+    (:func:`refusal_as_text`)."""
     system: list[str] = []
     turns: list[dict[str, Any]] = []
     for i, m in enumerate(raw):
@@ -303,7 +304,7 @@ def turns_from_openai(raw: Sequence[Mapping[str, Any]], text_of: Any) -> tuple[l
             return f"messages[{i}].role", (f"messages[{i}].role: {role!r} is not supported (system, developer, user, "
                                            "assistant, tool)")
         calls = m.get("tool_calls") if role == "assistant" else None
-        content = m.get("content")
+        content = refusal_as_text(m.get("content"), m.get("refusal")) if role == "assistant" else m.get("content")
         if role == "user" and isinstance(content, list) and any(
                 isinstance(p, Mapping) and p.get("type") in ("image_url", "file") for p in content):
             blocks = _user_parts(content)
@@ -336,6 +337,20 @@ def turns_from_openai(raw: Sequence[Mapping[str, Any]], text_of: Any) -> tuple[l
             blocks.append({"type": "tool_use", "id": call["id"], "name": fn["name"], "input": args})
         turns.append({"role": "assistant", "content": blocks})
     return system, without_empty_turns(turns)
+
+
+def refusal_as_text(content: Any, refusal: Any) -> Any:
+    """An assistant message's ``content`` with its refusal read as text: OpenAI's API gives a declined answer as
+    ``refusal`` with ``content`` null (or as a ``{"type": "refusal", "refusal": ...}`` content part), and an app sends
+    that message back as it came (the ``openai`` SDK's ``messages.append(choice.message)``, LiteLLM's
+    ``model_dump()``). What the model said when it declined is its turn: left out, the next question would join the
+    declined one in one user turn."""
+    if content in (None, "") and isinstance(refusal, str) and refusal:
+        return refusal
+    if isinstance(content, list):
+        return [{"type": "text", "text": p["refusal"]} if isinstance(p, Mapping) and p.get("type") == "refusal"
+                and isinstance(p.get("refusal"), str) else p for p in content]
+    return content
 
 
 def without_empty_turns(turns: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -4,12 +4,21 @@
 * Chat Completions: ``message.refusal`` holds what the tier wrote (``content`` null; a refusal with no text says
   :data:`~costline.serving.gateway.openai_api.DEFAULT_REFUSAL`), ``finish_reason: "content_filter"``; streamed
   buffered, ``delta.refusal`` chunks and never ``delta.content``; streamed live, the text went out as content before
-  the model said it declined, then one ``delta.refusal`` of the same text; ``chat.completions.parse`` with a pydantic
-  ``response_format`` raises ``ContentFilterFinishReasonError`` whose completion holds the refusal.
+  the model said it declined, and is not sent again as a ``delta.refusal`` (only ``finish_reason`` says it); a
+  refusal without text is one ``delta.refusal``; ``chat.completions.parse`` with a pydantic ``response_format``
+  raises ``ContentFilterFinishReasonError`` whose completion holds the refusal. The refusal's message sent back
+  (``messages.append(choice.message)``: ``content`` null, ``refusal`` its text; its ``model_dump()``; a ``refusal``
+  content part) is the assistant's turn: the tier is asked with that text, not a 400.
 * Responses: the message's content is a ``refusal`` part (``output_text`` empty), streamed as
-  ``response.refusal.delta`` / ``.done``.
+  ``response.refusal.delta`` / ``.done``; a live stream's text went out as ``output_text``, so its message is that
+  part and an empty ``refusal`` part (the Vercel AI SDK shows a refusal's deltas as text: never the same text
+  twice). With ``store`` (the default) the refusal is stored as returned: ``GET /v1/responses/{id}`` reads it and
+  ``previous_response_id`` continues it, the refusal the assistant's turn; a ``refusal`` part sent back in
+  ``input`` is that turn too.
 
-Before: ``message.refusal`` null with the text in ``content``; the Responses API's text an ``output_text``.
+Before: ``message.refusal`` null with the text in ``content``; the Responses API's text an ``output_text``. Then,
+until these were fixed: a refused response was not stored (``store: false``; continuing it a 400, reading it a
+404), the refusal's message sent back a 400, a refusal part sent back left out, and a live stream's text sent twice.
 Always: never sent up a tier, never cached, ``x-costline-success: false``. The stand-in and gateway are those of
 ``test_gateway_refusals``; every expected value is written by hand from what that stand-in sends.
 """
@@ -17,13 +26,18 @@ Always: never sent up a tier, never cached, ``x-costline-success: false``. The s
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+from pathlib import Path
 
 import openai
 import pydantic
 import pytest
 
 import test_gateway_refusals as refusals
-from test_gateway_refusals import HAIKU, MID_REFUSES, REFUSE, REFUSED, SONNET, STUDENT, gateway
+from node_apps import require_node
+from test_gateway_refusals import ANSWER, HAIKU, MID_REFUSES, REFUSE, REFUSED, SONNET, STUDENT, gateway
+from test_gateway_refusals import PLAIN as FOLLOW_UP  # a question the stand-in answers (ANSWER)
 
 #: The question the budget tier declines without a word (``content: []``, ``stop_reason: "refusal"``).
 SILENT = "Tell me a secret. [silent refusal]"
@@ -54,6 +68,20 @@ def silent_refusal(monkeypatch):
         return refusals._send(h, 200, "application/json", json.dumps(msg).encode())
 
     monkeypatch.setattr(refusals, "_messages", messages)
+
+
+@pytest.fixture
+def asked(monkeypatch) -> list[dict]:
+    """The body of every Messages API call the stand-in answers (after :func:`silent_refusal`'s), in order."""
+    bodies: list[dict] = []
+    answer = refusals._messages
+
+    def messages(h, body, question):
+        bodies.append(body)
+        return answer(h, body, question)
+
+    monkeypatch.setattr(refusals, "_messages", messages)
+    return bodies
 
 
 class Answer(pydantic.BaseModel):
@@ -112,24 +140,26 @@ def test_a_buffered_stream_of_a_refusal_is_refusal_deltas(tmp_path) -> None:
 
 #: (question, the deltas as (content, refusal), the SDK helper's final (content, refusal)).
 LIVE = [
-    # the stand-in's 6-character pieces go out as content before its last event says "refusal"
-    (REFUSE, [("", None), ("I can'", None), ("t help", None), (" with", None), (None, REFUSED), (None, None)],
-     (REFUSED, REFUSED)),
+    # the stand-in's 6-character pieces go out as content before its last event says "refusal": not sent again as
+    # a refusal (before: a last (None, "I can't help with"), the text twice in a client that shows both)
+    (REFUSE, [("", None), ("I can'", None), ("t help", None), (" with", None), (None, None)], (REFUSED, None)),
     # no piece at all: the answer is settled before the first chunk, so it is a refusal from the start
     (SILENT, [(None, ""), (None, DEFAULT), (None, None)], (None, DEFAULT)),
 ]
 
 
 @pytest.mark.parametrize("question,deltas,final", LIVE, ids=["text", "silent"])
-def test_a_live_stream_of_a_refusal_ends_with_a_refusal_delta(tmp_path, question, deltas, final) -> None:
+def test_a_live_stream_of_a_refusal_sends_its_text_once(tmp_path, question, deltas, final) -> None:
     """No gate: the budget tier streams live; its pieces go out as content before its last event says
-    ``refusal``, then one refusal delta. The SDK's stream helper accumulates both (and raises, as it does on any
-    ``content_filter``, with the completion it accumulated)."""
+    ``refusal``; ``finish_reason: content_filter`` says it declined, no refusal delta repeats the text. The SDK's
+    stream helper raises, as it does on any ``content_filter``, with the completion it accumulated."""
     with gateway(tmp_path) as w:
         client = w.chat()
         headers, got, finish = _stream(client, question)
         assert headers["x-costline-stream-mode"] == "live"
         assert got == deltas
+        assert "".join(c or "" for c, _ in got) + "".join(r or "" for _, r in got) == (
+            REFUSED if question == REFUSE else DEFAULT)  # every delta's text together: the text once
         assert finish == "content_filter"
         assert w.outcome(headers["x-request-id"])[0] is False
         with client.chat.completions.stream(model="gpt-4o", max_tokens=16,
@@ -223,17 +253,136 @@ def test_responses_buffered_stream_of_a_refusal(tmp_path) -> None:
         assert [m for _, m, _ in w.upstream.asked] == [HAIKU, SONNET]
 
 
-def test_responses_live_stream_of_a_refusal_ends_with_a_refusal_part(tmp_path) -> None:
-    """Live: the text went out as output_text (part 0); the refusal is part 1."""
+def test_responses_live_stream_of_a_refusal_sends_its_text_once(tmp_path) -> None:
+    """Live: the text went out as output_text (part 0); part 1 is an empty refusal part, which marks the answer
+    declined without the text again (before: a ``response.refusal.delta`` of the whole text, and part 1 holding it)."""
     with gateway(tmp_path) as w:
         headers, events = _events(w, REFUSE)
         assert headers["x-costline-stream-mode"] == "live"
         assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == REFUSED
+        assert [e for e in events if e.type == "response.refusal.delta"] == []
         assert [(e.type, e.content_index) for e in events if e.type.startswith("response.content_part")] == [
             ("response.content_part.added", 0), ("response.content_part.done", 0),
             ("response.content_part.added", 1), ("response.content_part.done", 1)]
-        assert [e.refusal for e in events if e.type == "response.refusal.done"] == [REFUSED]
+        assert [e.refusal for e in events if e.type == "response.refusal.done"] == [""]
         final = events[-1].response
-        assert [c.type for c in final.output[0].content] == ["output_text", "refusal"]
-        assert (final.output[0].content[0].text, final.output[0].content[1].refusal) == (REFUSED, REFUSED)
+        assert [c.model_dump() for c in final.output[0].content] == [
+            {"type": "output_text", "text": REFUSED, "annotations": [], "logprobs": []},
+            {"type": "refusal", "refusal": ""}]
         assert w.outcome(headers["x-request-id"])[0] is False
+
+
+# --- a refusal stored, sent back, and continued -----------------------------------------------------------------
+
+#: (task type, question, streamed live, the stored message's content, the assistant turn a continuation sends).
+STORED = [
+    ("support", REFUSE, False, [{"type": "refusal", "refusal": REFUSED}], REFUSED),
+    ("support", SILENT, False, [{"type": "refusal", "refusal": DEFAULT}], DEFAULT),
+    ("classify", REFUSE, False, [{"type": "refusal", "refusal": REFUSED}], REFUSED),  # the student's content_filter
+    ("support", REFUSE, True, [{"type": "output_text", "text": REFUSED, "annotations": [], "logprobs": []},
+                               {"type": "refusal", "refusal": ""}], REFUSED),
+]
+
+
+@pytest.mark.parametrize("task,question,stream,content,said", STORED,
+                         ids=["anthropic", "silent", "content_filter", "live"])
+def test_a_stored_refusal_is_read_back_and_continued(tmp_path, asked, task, question, stream, content, said) -> None:
+    """``store`` defaults to true: the refusal is stored as it was returned, ``GET /v1/responses/{id}`` reads it,
+    and ``previous_response_id`` continues it with the refusal as the assistant's turn (before: ``store: false``,
+    the continuation a 400, the read a 404)."""
+    with gateway(tmp_path) as w:
+        if stream:
+            done = list(w.chat(task).responses.create(model="gpt-4o", input=question, stream=True))[-1].response
+        else:
+            done = w.chat(task).responses.create(model="gpt-4o", input=question)
+        assert done.store is True
+        assert [c.model_dump() for c in done.output[0].content] == content
+        assert w.chat().responses.retrieve(done.id).model_dump() == done.model_dump()
+        after = w.chat().responses.create(model="gpt-4o", input=FOLLOW_UP, previous_response_id=done.id)
+        assert after.output_text == ANSWER
+        assert asked[-1]["messages"] == [{"role": "user", "content": question},
+                                         {"role": "assistant", "content": said},
+                                         {"role": "user", "content": FOLLOW_UP}]
+
+
+#: How an app sends a Chat Completions refusal back in its history: the openai SDK's message object itself
+#: (``messages.append(choice.message)``: ``content`` null, ``refusal`` the text), LiteLLM's ``model_dump()`` of it
+#: (every field, ``None`` ones too), or a ``refusal`` content part (OpenAI's schema has that form too).
+SENT_BACK = {
+    "message": lambda m: m,
+    "model_dump": lambda m: m.model_dump(),
+    "refusal_part": lambda m: {"role": "assistant", "content": [{"type": "refusal", "refusal": m.refusal}]},
+}
+
+
+@pytest.mark.parametrize("form", list(SENT_BACK))
+def test_a_refusal_sent_back_in_chat_messages_is_the_assistant_turn(tmp_path, asked, form) -> None:
+    """Before: ``400 messages[1].content: text (a string or text parts) is required`` — the gateway refused the
+    message it had returned one turn earlier, and the conversation could not go on."""
+    with gateway(tmp_path) as w:
+        client = w.chat()
+        first = client.chat.completions.create(model="gpt-4o", max_tokens=16,
+                                               messages=[{"role": "user", "content": REFUSE}])
+        assert (first.choices[0].message.content, first.choices[0].message.refusal) == (None, REFUSED)
+        history = [{"role": "user", "content": REFUSE}, SENT_BACK[form](first.choices[0].message),
+                   {"role": "user", "content": FOLLOW_UP}]
+        after = client.chat.completions.create(model="gpt-4o", max_tokens=16, messages=history)
+        assert after.choices[0].message.content == ANSWER
+        assert asked[-1]["messages"] == [{"role": "user", "content": REFUSE},
+                                         {"role": "assistant", "content": REFUSED},
+                                         {"role": "user", "content": FOLLOW_UP}]
+
+
+def test_a_refusal_part_sent_back_in_responses_input_is_the_assistant_turn(tmp_path, asked) -> None:
+    """A client that keeps its own history (``store: false``) sends the refused output back as input. Before, the
+    refusal part was left out: the assistant turn was empty and dropped, and the tier was asked the declined question
+    again with the new one."""
+    with gateway(tmp_path) as w:
+        client = w.chat()
+        first = client.responses.create(model="gpt-4o", input=REFUSE, store=False)
+        history = [{"role": "user", "content": REFUSE}, *(o.model_dump() for o in first.output),
+                   {"role": "user", "content": FOLLOW_UP}]
+        after = client.responses.create(model="gpt-4o", input=history, store=False)
+        assert after.output_text == ANSWER
+        assert asked[-1]["messages"] == [{"role": "user", "content": REFUSE},
+                                         {"role": "assistant", "content": REFUSED},
+                                         {"role": "user", "content": FOLLOW_UP}]
+
+
+# --- the Vercel AI SDK's streamText -----------------------------------------------------------------------------
+
+#: The AI SDK app folder (its pinned packages in node_modules: ``npm ci --prefix tests/js/aisdk``).
+AISDK_APP = Path(__file__).parent / "js" / "aisdk"
+#: @ai-sdk/openai's chat model and its default (Responses) model, each a ``streamText`` of the question: the text
+#: it shows (``textStream``) and its finish reason. Run from tests/js/aisdk so its packages resolve.
+AISDK_STREAM = """
+import { createOpenAI } from '@ai-sdk/openai';
+import { streamText } from 'ai';
+const openai = createOpenAI({ baseURL: process.env.GATEWAY, apiKey: 'unused',
+                              headers: { 'x-costline-task-type': process.env.TASK, 'x-costline-tenant': 'acme' } });
+const out = {};
+for (const [name, model] of [['chat', openai.chat('gpt-4o')], ['responses', openai('gpt-4o')]]) {
+  const s = streamText({ model, prompt: process.env.QUESTION, maxRetries: 0 });
+  let text = '';
+  for await (const piece of s.textStream) text += piece;
+  out[name] = { text, finish: await s.finishReason };
+}
+console.log(JSON.stringify(out));
+"""
+
+
+@pytest.mark.parametrize("task", ["support", "classify"], ids=["anthropic", "content_filter"])
+def test_the_vercel_ai_sdk_shows_a_live_refusal_once(tmp_path, task) -> None:
+    """The AI SDK adds a ``delta.refusal`` (chat) and a ``response.refusal.delta`` (Responses) to the text it shows.
+    Before: ``I can't help withI can't help with`` on both APIs, both tiers. It still finishes ``content-filter``:
+    from ``finish_reason`` (chat), from the refusal part's ``response.refusal.done`` (Responses)."""
+    node = require_node(AISDK_APP, ("ai", "@ai-sdk/openai"))
+    with gateway(tmp_path) as w:
+        done = subprocess.run([node, "--input-type=module", "-e", AISDK_STREAM], cwd=AISDK_APP, capture_output=True,
+                              text=True, timeout=120, check=False,
+                              env={**os.environ, "GATEWAY": f"http://127.0.0.1:{w.gw.port}/v1", "TASK": task,
+                                   "QUESTION": REFUSE})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {
+        "chat": {"text": REFUSED, "finish": "content-filter"},
+        "responses": {"text": REFUSED, "finish": "content-filter"}}

@@ -28,7 +28,7 @@ def _lake(requests: list[tuple[str, str, str, bool]]) -> duckdb.DuckDBPyConnecti
                 "success BOOLEAN, input_messages VARCHAR, standalone BOOLEAN, cache_hit BOOLEAN)")
     con.execute("CREATE TABLE calls (request_id VARCHAR, trace_id VARCHAR, ts TIMESTAMP, tier VARCHAR, "
                 "error_type VARCHAR, input_messages VARCHAR, input_tokens BIGINT, output_tokens BIGINT, "
-                "standalone BOOLEAN)")
+                "standalone BOOLEAN, finish_reasons VARCHAR[])")
     con.execute("CREATE TABLE shadow_items (request_id VARCHAR, trace_id VARCHAR, tier VARCHAR, match BOOLEAN, "
                 "run_id VARCHAR)")
     for i, (rid, tenant, task, escalated) in enumerate(requests):
@@ -37,9 +37,9 @@ def _lake(requests: list[tuple[str, str, str, bool]]) -> duckdb.DuckDBPyConnecti
         trace = f"trace-{rid}"  # each request its own trace
         con.execute("INSERT INTO requests VALUES (?, ?, ?, ?, ?, NULL, ?, 'budget', ?, true, ?, false, false)",
                     [rid, trace, ts, tenant, task, "mid" if escalated else "budget", 1 if escalated else 0, doc])
-        con.execute("INSERT INTO calls VALUES (?, ?, ?, 'budget', NULL, ?, 100, 20, false)", [rid, trace, ts, doc])
+        con.execute("INSERT INTO calls VALUES (?, ?, ?, 'budget', NULL, ?, 100, 20, false, NULL)", [rid, trace, ts, doc])
         if escalated:
-            con.execute("INSERT INTO calls VALUES (?, ?, ?, 'mid', NULL, ?, 100, 20, false)",
+            con.execute("INSERT INTO calls VALUES (?, ?, ?, 'mid', NULL, ?, 100, 20, false, NULL)",
                         [rid, trace, ts + timedelta(seconds=1), doc])
     con.execute("ALTER TABLE requests ADD COLUMN rejected_attempts VARCHAR")  # NULL: none rejected
     return con

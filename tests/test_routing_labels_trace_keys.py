@@ -34,7 +34,7 @@ def _lake(requests: list[Req], shadow: list[Shadow]) -> duckdb.DuckDBPyConnectio
                 "success BOOLEAN, input_messages VARCHAR, standalone BOOLEAN, cache_hit BOOLEAN)")
     con.execute("CREATE TABLE calls (request_id VARCHAR, trace_id VARCHAR, ts TIMESTAMP, tier VARCHAR, "
                 "error_type VARCHAR, input_messages VARCHAR, input_tokens BIGINT, output_tokens BIGINT, "
-                "standalone BOOLEAN)")
+                "standalone BOOLEAN, finish_reasons VARCHAR[])")
     con.execute("CREATE TABLE shadow_items (run_id VARCHAR, request_id VARCHAR, trace_id VARCHAR, tier VARCHAR, "
                 "next_tier VARCHAR, subtype VARCHAR, metric VARCHAR, score DOUBLE, match BOOLEAN)")
     for i, (rid, trace, tenant, task, tiers) in enumerate(requests):
@@ -43,7 +43,7 @@ def _lake(requests: list[Req], shadow: list[Shadow]) -> duckdb.DuckDBPyConnectio
         con.execute("INSERT INTO requests VALUES (?, ?, ?, ?, ?, NULL, ?, ?, ?, true, ?, false, false)",
                     [rid, trace, ts, tenant, task, tiers[-1], tiers[0], len(tiers) - 1, doc])
         for j, tier in enumerate(tiers):
-            con.execute("INSERT INTO calls VALUES (?, ?, ?, ?, NULL, ?, 100, 20, false)",
+            con.execute("INSERT INTO calls VALUES (?, ?, ?, ?, NULL, ?, 100, 20, false, NULL)",
                         [rid, trace, ts + timedelta(seconds=j), tier, doc])
     for rid, trace, tier, match, run in shadow:
         con.execute("INSERT INTO shadow_items VALUES (?, ?, ?, ?, NULL, NULL, 'exact', ?, ?)",

@@ -38,12 +38,15 @@ pipeline call, and the answer is written back as a ``chat.completion``:
   that reads ``content`` as the answer (or parses it as JSON) never takes a refusal for one, and the ``openai`` SDK's
   ``parse`` / structured outputs, which skip the content of a message with a ``refusal``, read it as one. Streamed,
   the text comes as ``delta.refusal`` chunks; a live stream's text left as ``content`` before the model's last event
-  said it was a refusal, so it ends with a ``delta.refusal`` chunk of the same text (:func:`refusal_of`).
+  said it was a refusal, and is not sent again as a ``delta.refusal`` (a client that shows both, as the Vercel AI
+  SDK does, would show it twice): its ``finish_reason`` says it was one (:func:`refusal_of`).
   ``finish_reason`` is ``"content_filter"``: the tier's filter stopped the answer (Anthropic's classifiers, OpenAI's
   or Azure's filter), as LiteLLM and the Vercel AI SDK map Anthropic's ``refusal`` too, so an app already checking
   it keeps working; the SDK's ``chat.completions.parse`` then raises ``ContentFilterFinishReasonError``, whose
   ``completion`` holds the message with its ``refusal``. Never sent up a tier nor cached; the request is recorded as
-  no success (``x-costline-success: false``, as on the Messages API);
+  no success (``x-costline-success: false``, as on the Messages API). Sent back in ``messages`` (the ``openai``
+  SDK's ``messages.append(choice.message)``: ``content`` null, ``refusal`` its text; or a ``refusal`` content part),
+  the assistant message is that text (:func:`~costline.serving.translate.turns_from_openai`);
 * errors in OpenAI's format (``{"error": {"message", "type", "param", "code"}}``); every tier
   failing answers 429, 503 (overloaded) or 500; ``frequency_penalty``, ``presence_penalty``, ``seed`` and
   ``logit_bias`` reach OpenAI-compatible tiers only (:data:`CHAT_SAMPLING_FIELDS`); other parts (audio, a file by ``file_id``) and the deprecated
@@ -692,8 +695,10 @@ def _chunks(model: str, chat_id: str, created: int, texts: Any, settle: Callable
             include_usage: bool, calls: list[dict[str, Any]] | None = None, *, refused: bool = False) -> Any:
     """The chunk events: role, a content delta per piece (a ``refusal`` delta per piece when the answer is known to
     be ``refused`` before it streams), a ``tool_calls`` delta per call (its name, then its arguments), the finish
-    reason, usage, ``[DONE]``. An answer that turns out a refusal once its pieces went out as content (a live
-    stream), or a refusal without text, gets a ``refusal`` delta of :func:`refusal_of` before its finish reason."""
+    reason, usage, ``[DONE]``. A refusal without text gets one ``refusal`` delta of :func:`refusal_of` before its
+    finish reason; one whose text already went out as content (a live stream: the model's last event said it
+    declined) gets none — the text is never sent twice (clients such as the Vercel AI SDK append both deltas to the
+    text), and ``finish_reason: "content_filter"`` says it was declined."""
 
     def chunk(choices: list[dict[str, Any]], **extra: Any) -> bytes:
         doc = {"id": chat_id, "object": "chat.completion.chunk", "created": created, "model": model,
@@ -702,12 +707,12 @@ def _chunks(model: str, chat_id: str, created: int, texts: Any, settle: Callable
 
     field = "refusal" if refused else "content"
     yield chunk([{"index": 0, "delta": {"role": "assistant", field: ""}, "finish_reason": None, "logprobs": None}])
-    said = False  # a refusal delta went out
+    said = False  # some text went out (as content, or as a refusal)
     try:
         for text in texts:
             if text:
                 yield chunk([{"index": 0, "delta": {field: text}, "finish_reason": None, "logprobs": None}])
-                said = refused
+                said = True
     except Exception as exc:  # not a model error (those end the pieces): still end the stream in form
         log.exception("costline gateway: a live chat completion failed mid-stream")
         yield _error_event(f"costline gateway failure mid-stream: {type(exc).__name__}")
@@ -723,7 +728,7 @@ def _chunks(model: str, chat_id: str, created: int, texts: Any, settle: Callable
         yield _error_event("the model failed mid-answer: the text sent so far stands")
         return
     refusal = refusal_of(result)
-    if refusal is not None and not said:  # sent as content before the model said it declined, or no text at all
+    if refusal is not None and not said:  # no text at all (text sent as content is not sent again as a refusal)
         yield chunk([{"index": 0, "delta": {"refusal": refusal}, "finish_reason": None, "logprobs": None}])
     cited = url_citations(result)
     if cited:  # as OpenAI streams a search's citations: on a delta of their own once the text is out

@@ -22,7 +22,11 @@ the Chat Completions API: the request is translated to the Messages shape and an
   only those: a refusal is no answer to show or parse); the response is ``completed``, as OpenAI's own refusals are
   (the SDK's stream helpers end on ``response.completed`` only). Streamed, ``response.refusal.delta`` /
   ``response.refusal.done``; a live stream's text went out as ``output_text`` before the model's last event said it
-  was a refusal, so its message gets the refusal part after that text. Never sent up a tier nor cached, no success;
+  was a refusal: its message keeps that ``output_text`` part and gets an empty ``refusal`` part after it (the text
+  is never sent twice: the Vercel AI SDK shows a refusal's deltas as text; the empty part still marks the answer
+  declined, its ``finish`` ``content-filter``), and the stored response is the one returned. A stored refusal is
+  continued as any response (``previous_response_id``; a ``refusal`` part sent back in ``input`` is the assistant's
+  text). Never sent up a tier nor cached, no success;
   ``usage`` with ``input_tokens_details.cached_tokens``; ``model`` is the model that answered
   (``costline-cache`` for a cache hit);
 * ``stream: true``: the API's events, ``response.created`` … ``response.output_text.delta`` …
@@ -197,10 +201,11 @@ class Responses(OpenAIRoute):
             shell["conversation"] = {"id": conversation[0]}
         sources = _SOURCES in (body.get("include") or ())
 
-        def keep(answer: Answer) -> bool:
-            """Add the turn to the conversation, and store the response; whether it was stored. A turn that could
-            not be added leaves the answer without its ``conversation`` (the client sees it was not)."""
-            final = _finished({**shell, "store": True}, answer, sources)
+        def keep(answer: Answer, sent_text: bool = False) -> bool:
+            """Add the turn to the conversation, and store the response (as it is returned: with the ``output_text``
+            a live stream ``sent_text`` as); whether it was stored. A turn that could not be added leaves the answer
+            without its ``conversation`` (the client sees it was not)."""
+            final = _finished({**shell, "store": True}, answer, sources, sent_text)
             if conversation and not self._add_turn(owner, conversation[0], history, body.get("input"), final):
                 shell["conversation"] = final["conversation"] = None
             return store and self._keep(owner, history, body.get("input"), final)
@@ -289,8 +294,9 @@ class Responses(OpenAIRoute):
     def _keep(self, owner: str, history: list[dict[str, Any]], given: Any, response: dict[str, Any]) -> bool:
         """Store ``response`` with the input items it answered — the ``history`` of the response it continued, then
         the request's own ``given`` input (each item with an id) — under its id; whether it was (an answer with
-        nothing in it is no turn to go on from)."""
-        if not any(item["type"] == "function_call" or any(p.get("text") for p in item.get("content") or ())
+        nothing in it is no turn to go on from; a refusal is one: what the model said when it declined)."""
+        if not any(item["type"] == "function_call"
+                   or any(p.get("text") or p.get("refusal") for p in item.get("content") or ())
                    for item in response["output"] if item["type"] in ("message", "function_call")):
             return False
         items = [*history, *items_of(given, response["id"], seen_before(history))]
@@ -372,7 +378,7 @@ class Responses(OpenAIRoute):
         return doc, headers
 
     def _live(self, live: LiveAnswer, shell: dict[str, Any], sources: bool,
-              keep: Callable[[Answer], bool]) -> HttpResponse:
+              keep: Callable[[Answer, bool], bool]) -> HttpResponse:
         opened = open_openai_live(live)
         if isinstance(opened, HttpResponse):
             return opened
@@ -765,8 +771,9 @@ def _parts(content: Any, where: str) -> list[dict[str, Any]]:
         kind = part.get("type") if isinstance(part, Mapping) else None
         if kind in ("input_text", "output_text", "text") and isinstance(part.get("text"), str):
             blocks.append({"type": "text", "text": part["text"]})
-        elif kind == "refusal":
-            continue
+        elif kind == "refusal":  # an earlier answer the model declined, sent back: what it said is its turn
+            if isinstance(part.get("refusal"), str) and part["refusal"]:
+                blocks.append({"type": "text", "text": part["refusal"]})
         elif kind == "input_image" and isinstance(part.get("image_url"), str):
             blocks.append(_image(part["image_url"], f"{where}[{j}]"))
         elif kind == "input_file":
@@ -855,8 +862,9 @@ def _searches(result: Answer, sources: bool, rid: str) -> list[dict[str, Any]]:
 def _items(rid: str, result: Answer, sources: bool = False, sent_text: bool = False) -> list[dict[str, Any]]:
     """The ``output`` items of an answer: a ``web_search_call`` item per search (first, as OpenAI's API orders
     them), its text as a message item (its web search citations as ``url_citation`` annotations; a refusal as a
-    ``refusal`` part, after the ``output_text`` a live stream already ``sent_text`` as), then a function_call item
-    per tool call."""
+    ``refusal`` part holding its text — or, when a live stream already ``sent_text`` as ``output_text``, that part
+    and an empty ``refusal`` part: the text once, the answer still marked declined), then a function_call item per
+    tool call."""
     reply = result.reply
     calls = list(reply.tool_calls) if reply is not None and not result.cached else []
     items = _searches(result, sources, rid)
@@ -865,7 +873,12 @@ def _items(rid: str, result: Answer, sources: bool = False, sent_text: bool = Fa
         cited = [{"type": "url_citation", "start_index": start, "end_index": stop, "url": url, "title": title}
                  for start, stop, url, title in citation_spans(result)]
         text = [{"type": "output_text", "text": result.text, "annotations": cited, "logprobs": []}]
-        content = text if refusal is None else [*(text if sent_text else []), {"type": "refusal", "refusal": refusal}]
+        if refusal is None:
+            content = text
+        elif sent_text:  # its text went out as output_text: not again as the refusal's
+            content = [*text, {"type": "refusal", "refusal": ""}]
+        else:
+            content = [{"type": "refusal", "refusal": refusal}]
         items.append({"type": "message", "id": f"msg_{rid[5:]}", "role": "assistant",
                       "status": "incomplete" if _cut(result) else "completed", "content": content})
     for k, call in enumerate(calls):
@@ -888,11 +901,12 @@ def _part_events(event: Callable[..., bytes], item_id: str, at: int, k: int, don
                  empty: Mapping[str, Any], added: bool) -> Iterable[bytes]:
     """The events that finish the message's ``k``-th content part ``done`` (its ``added`` event already sent when
     ``added``, with ``empty`` for an ``output_text`` part): an ``output_text``'s annotations and ``done``, a
-    refusal's one delta and ``done``, then the part's ``content_part.done``."""
+    refusal's one delta (none for an empty one) and ``done``, then the part's ``content_part.done``."""
     where = {"item_id": item_id, "output_index": at, "content_index": k}
     if done["type"] == "refusal":
         yield event("response.content_part.added", **where, part={"type": "refusal", "refusal": ""})
-        yield event("response.refusal.delta", **where, delta=done["refusal"])
+        if done["refusal"]:
+            yield event("response.refusal.delta", **where, delta=done["refusal"])
         yield event("response.refusal.done", **where, refusal=done["refusal"])
         yield event("response.content_part.done", **where, part=done)
         return
@@ -907,12 +921,12 @@ def _part_events(event: Callable[..., bytes], item_id: str, at: int, k: int, don
 
 def _events(shell: dict[str, Any], request_id: str, model: str, texts: Iterable[str],
             settle: Callable[[], Answer | None], sources: bool = False, settled: Answer | None = None,
-            keep: Callable[[Answer], bool] | None = None) -> Any:
+            keep: Callable[[Answer, bool], bool] | None = None) -> Any:
     """The Responses API's events: created, in_progress, the web_search_call items of a ``settled`` answer (in
     progress, searching, completed: a request with tools is answered whole before it streams, so they are known),
     the message item's text deltas as they come (then its annotations, one ``annotation.added`` each; a refusal's
     part with its ``response.refusal.delta`` / ``.done``: a ``settled`` refusal's text never goes out as
-    ``output_text``), the function_call items (their arguments in one delta), then ``response.completed`` (or
+    ``output_text``, and text that did is not sent again in it), the function_call items (their arguments in one delta), then ``response.completed`` (or
     ``incomplete``)."""
     seq = iter(range(1 << 62))
     rid = _id_of(request_id)
@@ -959,7 +973,7 @@ def _events(shell: dict[str, Any], request_id: str, model: str, texts: Iterable[
                     param=None)
         return
     if keep is not None:  # stored before the client hears it is complete (it may continue at once)
-        shell = {**shell, "store": keep(result)}
+        shell = {**shell, "store": keep(result, opened)}
     final = _finished(shell, result, sources, sent_text=opened)
     items = final["output"]
     index = at

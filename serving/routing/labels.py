@@ -8,7 +8,10 @@ on every tier above it):
   ``t + 1`` and scored ``t``'s answer against it: ``match`` → ``t`` is adequate (the
   cheapest adequate tier is ``t`` or cheaper); no match → ``t`` is not (it is above ``t``);
 * an escalation — every tier whose answer the application rejected (validator or low
-  confidence; API errors say nothing about quality) is inadequate.
+  confidence; API errors say nothing about quality) is inadequate. The tier that served a request is not, even
+  when the request is no success: a refusal (the model declined: the pipeline never sends one up a tier) and a
+  turn Anthropic paused (``pause_turn``: a server tool's long turn, no answer yet; the app sends it back, and that
+  request, which gets the answer, is the one that says how the tier did) say nothing of its quality.
 
 Each request therefore yields an interval ``[lo, hi]``: ``lo`` is the tier above the
 dearest one shown inadequate (budget when none was), ``hi`` the cheapest one shown adequate
@@ -50,7 +53,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from costline.config import Config
 
 __all__ = ["LakeLabel", "LabelSet", "NotEnoughLabelsError", "labels_from_lake", "shadow_per_night", "LABELS_SQL",
-           "AMBIGUOUS_SQL", "MAX_TENANT_SHARE", "cap_tenants"]
+           "AMBIGUOUS_SQL", "PAUSED_SQL", "MAX_TENANT_SHARE", "cap_tenants"]
 
 _ORDER = {t: i for i, t in enumerate(contract.API_TIERS)}
 
@@ -219,7 +222,8 @@ _REQ_SQL = """req AS (
 )"""
 
 #: Per request of ``[$since, $until)`` (keyed ``(trace_id, request_id)``): its shadow verdicts, the tiers whose
-#: answers it rejected (calls without an API error that were not the accepted last one) and its captured prompt.
+#: answers it rejected (calls without an API error that were not the accepted last one), whether its last answer
+#: was a paused turn (``{paused}``: :data:`PAUSED_SQL`) and its captured prompt.
 #: A shadow row without ``trace_id`` (written before the column existed) goes to the request of its request id
 #: only where that id names one request of the window (``uniq``); else it is left out (:data:`AMBIGUOUS_SQL`
 #: counts those), never spread over several requests.
@@ -232,6 +236,7 @@ LABELS_SQL = "WITH " + _REQ_SQL + """, uniq AS (
   GROUP BY ALL
 ), cl AS (
   SELECT c.trace_id, c.request_id, list(c.tier ORDER BY c.ts) FILTER (WHERE c.error_type IS NULL) AS answered,
+         {paused} AS paused,
          arg_min(c.input_messages, c.ts) FILTER (WHERE c.input_messages IS NOT NULL) AS c_in,
          arg_min(c.input_tokens, c.ts) AS input_tokens, arg_max(c.output_tokens, c.ts) AS output_tokens
   FROM calls c JOIN (SELECT trace_id, request_id FROM req) k ON k.trace_id = c.trace_id AND k.request_id = c.request_id
@@ -243,12 +248,18 @@ LABELS_SQL = "WITH " + _REQ_SQL + """, uniq AS (
   FROM sh GROUP BY trace_id, request_id
 )
 SELECT r.request_id, r.trace_id, r.ts, r.tenant, r.task_type, r.subtype, r.tier, r.routed_tier, r.escalations,
-       r.success, r.rejected_attempts, coalesce(r.r_in, cl.c_in) AS input_messages, cl.answered, cl.input_tokens,
+       r.success, r.rejected_attempts, coalesce(cl.paused, false) AS paused,
+       coalesce(r.r_in, cl.c_in) AS input_messages, cl.answered, cl.input_tokens,
        cl.output_tokens, v.adequate, v.inadequate
 FROM req r LEFT JOIN cl USING (trace_id, request_id) LEFT JOIN verdicts v USING (trace_id, request_id)
 WHERE {where}
 ORDER BY r.ts, r.request_id, r.trace_id
 """
+
+#: Whether a request's last answered call (no API error: the one served) is a paused turn: its ``finish_reasons``
+#: say ``pause_turn`` (any case, as ``requests.sql`` reads them).
+PAUSED_SQL = ("coalesce(contains(',' || lower(array_to_string(arg_max(c.finish_reasons, c.ts) FILTER (WHERE "
+              "c.error_type IS NULL), ',')) || ',', ',pause_turn,'), false)")
 
 #: How many request ids of ``[$since, $until)`` have shadow rows without ``trace_id`` that :data:`LABELS_SQL`
 #: leaves out: the id names several requests of the window, so which one was shadowed cannot be told.
@@ -352,7 +363,7 @@ def labels_from_lake(
     con = con or open_jobs_lake(config)
     try:
         where = "true" if include_unlabelled else "v.request_id IS NOT NULL OR r.escalations > 0"
-        cur = con.execute(LABELS_SQL.format(where=where), {"since": since, "until": until})
+        cur = con.execute(LABELS_SQL.format(where=where, paused=PAUSED_SQL), {"since": since, "until": until})
         cols = [c[0] for c in cur.description]
         raw = [dict(zip(cols, r)) for r in cur.fetchall()]
         ambiguous = int(con.execute(AMBIGUOUS_SQL, {"since": since, "until": until}).fetchone()[0] or 0)
@@ -368,10 +379,11 @@ def labels_from_lake(
         adequate = list(r["adequate"] or [])
         inadequate = list(r["inadequate"] or [])
         answered = [t for t in (r["answered"] or []) if t]
-        # Every answered tier but the accepted one (the served tier of a successful request, or of one whose
-        # answer the model declined to give: a refusal says nothing of the tier's quality, and the pipeline never
-        # sends one up a tier): the ladder only climbs, so this needs no ordering of calls that share a timestamp.
-        accepted = r["success"] or _declined_by(r["tier"], r.get("rejected_attempts"))
+        # Every answered tier but the accepted one (the served tier of a successful request, of one whose answer
+        # the model declined to give, or of one it paused: a refusal and a paused turn say nothing of the tier's
+        # quality, and the pipeline sends neither up a tier): the ladder only climbs, so this needs no ordering of
+        # calls that share a timestamp.
+        accepted = r["success"] or r["paused"] or _declined_by(r["tier"], r.get("rejected_attempts"))
         rejected = [t for t in answered if not (accepted and t == r["tier"])]
         inadequate += rejected
         interval = _interval(adequate, inadequate)
