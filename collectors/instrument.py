@@ -57,7 +57,7 @@ import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType, SimpleNamespace
-from typing import Any
+from typing import Any, Final
 
 import wrapt
 
@@ -1078,8 +1078,18 @@ class _Usage:
             self.iterations = list(value)
 
 
+#: The ``content_block_delta`` kinds each of which carries at least one output token (a signature or a citation
+#: delta carries none of its own).
+_TOKEN_DELTAS: Final = frozenset({"text_delta", "input_json_delta", "thinking_delta"})
+
+
 class _AnthropicStream(_StreamParser):
-    """Messages API events: usage in ``message_start`` (all of it) and ``message_delta`` (updates)."""
+    """Messages API events: usage in ``message_start`` (all of it) and ``message_delta`` (updates).
+
+    A stream that ends before ``message_delta`` (the app or its client went away, the connection was cut) has only
+    ``message_start``'s placeholder output count (1), yet Anthropic bills every output token generated before the
+    close: the output is then at least the number of token-bearing deltas seen (:data:`_TOKEN_DELTAS`), still a
+    lower bound and still flagged incomplete."""
 
     def __init__(self, capture: bool) -> None:
         super().__init__(capture)
@@ -1088,6 +1098,7 @@ class _AnthropicStream(_StreamParser):
         self.model: str | None = None
         self.stop: str | None = None
         self.text: list[str] = []
+        self.deltas = 0  # token-bearing content_block_delta events seen
 
     def is_output(self, event: Any) -> bool:
         return getattr(event, "type", None) == "content_block_delta"
@@ -1112,9 +1123,12 @@ class _AnthropicStream(_StreamParser):
             stop = getattr(getattr(event, "delta", None), "stop_reason", None)
             if isinstance(stop, str):
                 self.stop = stop
-        elif kind == "content_block_delta" and self.capture:
-            text = getattr(getattr(event, "delta", None), "text", None)
-            if isinstance(text, str):
+        elif kind == "content_block_delta":
+            delta = getattr(event, "delta", None)
+            if getattr(delta, "type", None) in _TOKEN_DELTAS:
+                self.deltas += 1
+            text = getattr(delta, "text", None)
+            if self.capture and isinstance(text, str):
                 self.text.append(text)
 
     def observe_message(self, message: Any) -> None:
@@ -1136,6 +1150,8 @@ class _AnthropicStream(_StreamParser):
 
     def record(self, call: CallHandle, recorder: Recorder, kwargs: dict[str, Any]) -> None:
         if self.usage is not None:
+            if not self.complete and self.deltas > (self.usage.output_tokens or 0):  # cut before message_delta
+                self.usage.output_tokens = self.deltas
             _anthropic_usage(call, self.usage)
         call.response(self.model, [self.stop] if self.stop else None, self.id)
         if recorder.capture_enabled:

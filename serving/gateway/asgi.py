@@ -8,7 +8,9 @@ search, the SDK call to the model. :class:`AsgiServer` runs them on a ``ThreadPo
 * **bounded concurrency, back-pressure**: at most ``max_workers`` requests run and ``max_pending``
   wait for a thread; past that a request is answered at once with the API's *busy* answer
   (the gateway's: ``529 overloaded_error`` with ``retry-after``) instead of queueing without bound.
-  Idle keep-alive connections cost no thread. ``admit_head(request)`` (the gateway's key, tenant and
+  Idle keep-alive connections cost no thread. A request whose client goes away while it waits for a thread is
+  dropped then, never run (a caller that gave up on a busy gateway is not sent to a model and paid for; its slot is
+  freed at once). ``admit_head(request)`` (the gateway's key, tenant and
   rate checks) runs on the request's head before any of that: a caller it refuses (401/403/429) is
   answered at once and holds neither a slot nor the server's time waiting for its body;
 * **per tenant**: ``tenant_of()`` (run in the context ``admit_head`` left) names the request's tenant, and
@@ -29,7 +31,9 @@ search, the SDK call to the model. :class:`AsgiServer` runs them on a ``ThreadPo
   API's error format (:class:`_ApiH11Protocol`);
 * **stalled streams**: each piece of a streamed answer must be taken by the connection within
   ``idle_timeout_s`` (the client reads, so the send buffer drains); a client that stops reading has its
-  connection dropped, its slot freed and its answer's producer closed as if it had gone away (one warning);
+  connection dropped, its slot freed and its answer's producer closed as if it had gone away (one warning). A
+  connection being closed (keep-alive timeout, ``Connection: close``) whose client takes none of what is left to
+  send for ``idle_timeout_s`` is dropped too (asyncio would wait for it for ever, the bytes held in memory);
 * **graceful drain**: on SIGTERM (or :meth:`AsgiServer.shutdown`) ``/readyz`` turns 503, the
   listener closes, requests in flight finish (at most ``drain_timeout_s``), then the process exits;
 * ``GET /healthz`` (200 while the process serves) and ``GET /readyz`` (200 when accepting work,
@@ -42,6 +46,8 @@ import asyncio
 import contextvars
 import logging
 import socket
+import struct
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -67,6 +73,14 @@ from costline.serving.gateway._http import HttpRequest, HttpResponse, Route, dis
 __all__ = ["AsgiServer", "Busy"]
 
 log = logging.getLogger(__name__)
+
+if sys.platform.startswith("linux"):
+    import fcntl
+    import termios
+
+    _SIOCOUTQ: int | None = termios.TIOCOUTQ  # the same request for a TCP socket: its unsent bytes
+else:  # no such count: only the event loop's buffer is watched
+    _SIOCOUTQ = None
 
 _END = object()
 #: A body gets ``read_timeout_s`` more for every this many bytes received (a minimum rate of 64 KiB per
@@ -176,6 +190,7 @@ class AsgiServer:
         class _Protocol(_ApiH11Protocol):
             bad_request_body = staticmethod(bad_request)
             head_timeout_s = limits.read_timeout_s
+            close_stall_s = max(limits.idle_timeout_s, 0.01)
 
         self._protocol = _Protocol
 
@@ -398,10 +413,9 @@ class AsgiServer:
                 if r.status in (413, 400, 411):
                     response.headers.setdefault("connection", "close")
                 return _to_starlette(response)
-            req = _request_of(request, body)
-            loop = asyncio.get_running_loop()
-            assert self._pool is not None
-            response = await loop.run_in_executor(self._pool, context.run, self._dispatch, req)
+            response = await self._run_while_connected(request, context, _request_of(request, body))
+            if response is None:  # the client left while its request waited for a worker: it was never run
+                return Response(status_code=499)  # (nginx's "client closed request"; there is no one to send it to)
             if response.stream is None:
                 return _to_starlette(response)
             released = True  # the stream releases its slot when it ends (or is never sent)
@@ -447,6 +461,30 @@ class AsgiServer:
             if isinstance(protocol, _ApiH11Protocol) and protocol.cycle is not None and protocol.cycle.scope is scope:
                 protocol._abort()
                 return
+
+    async def _run_while_connected(self, request: Request, context: contextvars.Context,
+                                   req: HttpRequest) -> HttpResponse | None:
+        """The handler's answer to ``req``, run on the worker pool; or None, without running it, when the client goes
+        away while ``req`` waits for a worker (a caller that gave up, after its own timeout, on a busy gateway: its
+        request is never sent to a model and paid for, nor recorded, and its slot is freed at once). Once a worker
+        has it, it runs to its end (a model call cannot be taken back halfway)."""
+        assert self._pool is not None
+        work = self._pool.submit(context.run, self._dispatch, req)
+        answer = asyncio.wrap_future(work)
+        gone = asyncio.ensure_future(_client_gone(request))
+        try:
+            await asyncio.wait((answer, gone), return_when=asyncio.FIRST_COMPLETED)
+            if not answer.done() and work.cancel():  # still queued: dropped before any of it ran
+                client = request.scope.get("client") or ("?", 0)
+                log.info("%s: %s:%s went away while its %s %s waited for a worker: not run", self._name, client[0],
+                         client[1], request.method, request.url.path)
+                return None
+            return await answer
+        except BaseException:
+            answer.cancel()  # the server is stopping: a request still queued is not run (as before)
+            raise
+        finally:
+            gone.cancel()
 
     def _dispatch(self, request: HttpRequest) -> HttpResponse:
         return dispatch(self._routes, request, name=self._name, on_error=self._on_error, not_found=self._not_found)
@@ -635,11 +673,13 @@ class _ApiH11Protocol(H11Protocol):
     bad_request_body: Callable[[str], bytes]
     #: Seconds a request head may take to arrive from its first byte (then the connection is closed).
     head_timeout_s: float = 10.0
+    #: Seconds a connection being closed may hold bytes its client takes none of (then they are dropped with it).
+    close_stall_s: float = 15.0
     _head_timer: asyncio.TimerHandle | None = None
     _active_at: float = 0.0  # the loop's time of the connection's last bytes (or its start)
 
     def connection_made(self, transport: Any) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        super().connection_made(_BoundedClose(transport, self.loop, self.close_stall_s))
         self._active_at = self.loop.time()
         # Nagle off: uvicorn writes a response's head and body in two sends, and with Nagle on the
         # body waited for the client's delayed ACK of the head (~40 ms on Linux) on every request
@@ -714,6 +754,70 @@ class _ApiH11Protocol(H11Protocol):
         except h11.LocalProtocolError:  # a response had started already: nothing more can be said
             pass
         self.transport.close()
+
+
+class _BoundedClose:
+    """A connection's transport (everything passed on to it) whose ``close()`` has a deadline.
+
+    asyncio's ``close()`` sends what is still buffered first and waits, without any deadline, for the client to take
+    it: a client that keeps its socket open and reads nothing more (a hung process; one that never reads a large
+    answer — a batch's results, a file — past the kernel's buffers) kept its connection, its descriptor and the unsent
+    bytes in the gateway's memory for as long as it lived, and a closing connection is never the idle one
+    ``max_connections`` closes to make room. Here, once closed, what is left to send must shrink (the client takes
+    some: on Linux the kernel's unsent bytes count too, ``SIOCOUTQ``) at least once per ``stall_s``; when it does not,
+    the connection is dropped (``abort()``). A client that keeps reading, however slowly, gets all of it."""
+
+    def __init__(self, transport: Any, loop: asyncio.AbstractEventLoop, stall_s: float) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._stall_s = stall_s
+        self._timer: asyncio.TimerHandle | None = None
+        self._left = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+    def close(self) -> None:
+        self._transport.close()
+        if self._timer is None and self._transport.get_write_buffer_size():
+            self._left = self._unsent()
+            self._timer = self._loop.call_later(self._stall_s, self._check)
+
+    def _unsent(self) -> int:
+        """Bytes not yet taken by the client: asyncio's buffer and, where the kernel tells, its send queue."""
+        return self._transport.get_write_buffer_size() + _kernel_unsent(self._transport.get_extra_info("socket"))
+
+    def _check(self) -> None:
+        self._timer = None
+        if not self._transport.get_write_buffer_size():  # all handed to the kernel: asyncio has closed the socket
+            return
+        left = self._unsent()
+        if left >= self._left:
+            peer = self._transport.get_extra_info("peername") or ("?", 0)
+            log.info("costline gateway: %s:%s took none of the last %d bytes of its answer for %g s after its "
+                     "connection was closed ([serving.gateway] idle_timeout_s): dropped", peer[0], peer[1], left,
+                     self._stall_s)
+            self._transport.abort()
+            return
+        self._left = left
+        self._timer = self._loop.call_later(self._stall_s, self._check)
+
+
+def _kernel_unsent(sock: Any) -> int:
+    """Bytes the kernel still holds to send on ``sock`` (Linux's ``SIOCOUTQ``); 0 where it cannot tell."""
+    if _SIOCOUTQ is None or sock is None:
+        return 0
+    try:
+        return int(struct.unpack("i", fcntl.ioctl(sock.fileno(), _SIOCOUTQ, b"\0\0\0\0"))[0])
+    except (OSError, ValueError):
+        return 0
+
+
+async def _client_gone(request: Request) -> None:
+    """Returns once the client of ``request`` (its body read already) has gone away: uvicorn's ``receive`` has nothing
+    else to say then but ``http.disconnect`` (a pipelined next request waits, unread, until this one is answered)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def _submit_quietly(pool: ThreadPoolExecutor | None, fn: Callable[[], Any]) -> None:
