@@ -467,10 +467,14 @@ class AsgiServer:
         """The handler's answer to ``req``, run on the worker pool; or None, without running it, when the client goes
         away while ``req`` waits for a worker (a caller that gave up, after its own timeout, on a busy gateway: its
         request is never sent to a model and paid for, nor recorded, and its slot is freed at once). Once a worker
-        has it, it runs to its end (a model call cannot be taken back halfway)."""
+        has it, it runs to its end (a model call cannot be taken back halfway). With a worker free for it (no more
+        requests admitted than workers) it does not wait, so the client is not watched: no task a request on the
+        hot path."""
         assert self._pool is not None
         work = self._pool.submit(context.run, self._dispatch, req)
         answer = asyncio.wrap_future(work)
+        if self._in_flight <= self._limits.max_workers:
+            return await answer
         gone = asyncio.ensure_future(_client_gone(request))
         try:
             await asyncio.wait((answer, gone), return_when=asyncio.FIRST_COMPLETED)
