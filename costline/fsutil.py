@@ -9,8 +9,9 @@ jobs' and distillation results, the semantic cache's snapshots, keys, policies, 
 * :func:`synced_write` — open, write, fsync, no rename: for writers that stage several files
   and rename them later (the lake's batches);
 * :func:`fsync_file` / :func:`fsync_dir` — the two fsyncs, for writers that stage several files;
-* :func:`exclusive_lock` — an ``flock`` held for a ``with`` block (the lake's partitions and maintenance, the
-  gateway's keys file).
+* :func:`file_lock` — an ``flock``, exclusive or shared, held for a ``with`` block; :func:`exclusive_lock` — the
+  exclusive one (the lake's partitions and maintenance, the gateway's keys file; a dry run's shared one on a lake it
+  cannot write).
 """
 
 from __future__ import annotations
@@ -20,12 +21,12 @@ import os
 import tempfile
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_path", "atomic_write", "cannot_write", "exclusive_lock", "fsync_dir", "fsync_file", "os_reason",
-           "synced_write", "tmp_path_for"]
+__all__ = ["atomic_path", "atomic_write", "cannot_write", "exclusive_lock", "file_lock", "fsync_dir", "fsync_file",
+           "os_reason", "synced_write", "tmp_path_for"]
 
 
 def fsync_dir(path: Path) -> None:
@@ -100,19 +101,27 @@ def atomic_write(path: Path | str, mode: str = "wb", **open_kwargs: Any) -> Iter
 
 
 @contextmanager
-def exclusive_lock(path: Path | str, mode: int = 0o666) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``path`` (created with ``mode`` if missing, less the umask) for the ``with``
-    block: processes and threads alike wait for it (each ``with`` opens its own descriptor). The file is opened
-    read-only — ``flock`` needs no write access — so every user who may read it can lock it, not only the one who
-    created it (an operator's `sudo` compaction must not lock the service account out of a group-writable lake).
-    Opening it raises the ``OSError`` (the caller says what to check); the lock is released when the block ends,
-    whatever happens in it. Honoured on a local filesystem."""
-    fd = os.open(path, os.O_RDONLY | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), mode)
+def file_lock(path: Path | str, *, shared: bool = False, mode: int = 0o666) -> Iterator[None]:
+    """Hold an ``flock`` on ``path`` for the ``with`` block: an exclusive one, or with ``shared`` a shared one (any
+    number of shared holders at once; an exclusive one waits for them all, and they for it). Processes and threads
+    alike wait for it (each ``with`` opens its own descriptor). The file is opened read-only — ``flock`` needs no
+    write access — so every user who may read it can lock it, not only the one who created it (an operator's `sudo`
+    compaction must not lock the service account out of a group-writable lake). An exclusive lock creates a missing
+    file (with ``mode``, less the umask); a shared one never does (its holder may only read: a missing file raises
+    ``FileNotFoundError``). Opening it raises the ``OSError`` (the caller says what to check); the lock is released
+    when the block ends, whatever happens in it. Honoured on a local filesystem."""
+    fd = os.open(path, os.O_RDONLY | (0 if shared else os.O_CREAT) | getattr(os, "O_CLOEXEC", 0), mode)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+def exclusive_lock(path: Path | str, mode: int = 0o666) -> AbstractContextManager[None]:
+    """An exclusive :func:`file_lock` on ``path`` (created with ``mode`` if missing, less the umask) for the ``with``
+    block."""
+    return file_lock(path, mode=mode)
 
 
 def os_reason(exc: OSError) -> str:

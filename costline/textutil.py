@@ -14,6 +14,11 @@
   through it: CPython's ``unicodedata.normalize`` puts a run of combining marks in order with an insertion sort,
   quadratic in the run's length (``"a" + "\u0301\u0316" * 50_000``: seconds of CPU with the GIL held), and no real
   text has a run of more than 30 (UAX #15), so a real text is returned as it is.
+* :func:`mark_code_points` / :func:`combining_marks` — the combining marks (Mn, Mc, Me), as code points or as a
+  regex character class's body, for word patterns that take a mark for part of its word (the router's keywords, the
+  learned router's words).
+
+Every table here is built from one read of Unicode's data (:func:`_unicode`, ~0.15 s), on first use, once.
 """
 
 from __future__ import annotations
@@ -22,9 +27,11 @@ import functools
 import re
 import unicodedata
 from collections.abc import Callable, Iterable
+from itertools import groupby
 from typing import NamedTuple
 
-__all__ = ["well_formed", "visible_text", "stream_safe", "MAX_NON_STARTERS", "MAX_MARKS_PER_LETTER"]
+__all__ = ["well_formed", "visible_text", "stream_safe", "mark_code_points", "combining_marks", "MAX_NON_STARTERS",
+           "MAX_MARKS_PER_LETTER"]
 
 
 def well_formed(text: str) -> str:
@@ -40,6 +47,9 @@ def well_formed(text: str) -> str:
 #: tags), controls that are not whitespace (NUL, ESC, ...), lone surrogates.
 _HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs"})
 _MARK_CATEGORIES = frozenset({"Mn", "Mc", "Me"})
+#: The categories of the code points whose Unicode data is the default (no decomposition, combining class 0, no name):
+#: unassigned ones and private use. Nine in ten code points; not read one by one.
+_NO_DATA = frozenset({"Cn", "Co"})
 _WHITESPACE = re.compile(r"\s+")
 _ASTRAL = re.compile("[\U00010000-\U0010ffff]")
 
@@ -94,6 +104,60 @@ def _script(ch: str) -> str:
     return unicodedata.name(ch, "").partition(" ")[0]
 
 
+class _Unicode(NamedTuple):
+    """The code points the tables are built from, each ascending."""
+
+    hidden: tuple[int, ...]  # format and control characters that are not whitespace, lone surrogates (Cc, Cf, Cs)
+    marks: tuple[int, ...]  # combining marks (Mn, Mc, Me)
+    letters: tuple[int, ...]  # letters (L*)
+    decomposing: tuple[int, ...]  # not surrogates: a combining class or a decomposition (what stream_safe counts)
+
+
+@functools.cache
+def _unicode() -> _Unicode:
+    """One read of every code point's Unicode data (~0.15 s, once, on first use): what :func:`visible_text`,
+    :func:`stream_safe` and the mark tables are built from. The categories of all 1,114,112 are read in one C-level
+    pass, as ~3,300 runs of one category; only the ~150,000 code points that are assigned and not private use
+    (:data:`_NO_DATA`) are looked at one by one."""
+    hidden: list[int] = []
+    marks: list[int] = []
+    letters: list[int] = []
+    decomposing: list[int] = []
+    start = 0
+    for category, run in groupby(map(unicodedata.category, map(chr, range(0x110000)))):
+        cps = range(start, start + len(list(run)))
+        start = cps.stop
+        if category in _NO_DATA:
+            continue
+        if category in _HIDDEN_CATEGORIES:
+            hidden.extend(cp for cp in cps if not chr(cp).isspace())  # whitespace separates words: it is kept
+        elif category in _MARK_CATEGORIES:
+            marks.extend(cps)
+        elif category[0] == "L":
+            letters.extend(cps)
+        if category != "Cs":
+            decomposing.extend(cp for cp in cps
+                               if unicodedata.combining(chr(cp)) or unicodedata.decomposition(chr(cp)))
+    return _Unicode(tuple(hidden), tuple(marks), tuple(letters), tuple(decomposing))
+
+
+def mark_code_points(*categories: str) -> tuple[int, ...]:
+    """The code points of the combining marks of ``categories`` (``"Mn"`` nonspacing, ``"Mc"`` spacing, ``"Me"``
+    enclosing; none named: all three), ascending. From :func:`_unicode`: built once, on first use."""
+    wanted = frozenset(categories) or _MARK_CATEGORIES
+    if not wanted <= _MARK_CATEGORIES:
+        raise ValueError(f"{', '.join(sorted(wanted - _MARK_CATEGORIES))}: not a combining mark's category (Mn, Mc, Me)")
+    return tuple(cp for cp in _unicode().marks if unicodedata.category(chr(cp)) in wanted)
+
+
+@functools.cache
+def combining_marks() -> str:
+    """The body of a regex character class of every combining mark (categories Mn, Mc, Me: a Hindi vowel sign, a Thai
+    tone mark, an accent), for the word patterns that must take a mark for part of its word (``\\w`` does not: a
+    mark is not alphanumeric). Built once, on first use."""
+    return _set(mark_code_points())
+
+
 class _Tables(NamedTuple):
     hidden: tuple[re.Pattern[str], re.Pattern[str]]  # format and control characters, lone surrogates
     hidden_or_loose: tuple[re.Pattern[str], re.Pattern[str]]  # those, and the marks of no script (COMBINING ACUTE...)
@@ -104,25 +168,19 @@ class _Tables(NamedTuple):
 
 @functools.cache
 def _tables() -> _Tables:
-    """What :func:`visible_text` drops with: built once, on first use (~0.3 s).
+    """What :func:`visible_text` drops with: built once, on first use (~0.2 s, with :func:`_unicode`).
 
     A *script's* mark is a combining mark named for a script that has letters too (a Devanagari vowel sign, a Hebrew
     point, an Arabic haraka, a Thai tone mark): it is part of the letter before it, so it is kept when it follows a
     letter of its script, directly or after other such marks, :data:`MAX_MARKS_PER_LETTER` at most. A *loose* mark is
     any other (the accents of the COMBINING blocks, which NFKC composes with each letter they belong to; variation
     selectors; musical marks): what NFKC left of those is decoration, and dropped."""
-    hidden: list[int] = []
+    data = _unicode()
+    hidden = list(data.hidden)
     marks: dict[str, list[int]] = {}
-    letters: list[int] = []
-    for cp in range(0x110000):
-        ch = chr(cp)
-        category = unicodedata.category(ch)
-        if category in _HIDDEN_CATEGORIES and not ch.isspace():  # whitespace separates words: it is kept
-            hidden.append(cp)
-        elif category in _MARK_CATEGORIES:
-            marks.setdefault(_script(ch), []).append(cp)
-        elif category[0] == "L":
-            letters.append(cp)
+    for cp in data.marks:
+        marks.setdefault(_script(chr(cp)), []).append(cp)
+    letters = data.letters
     own: dict[str, list[int]] = {}  # script -> its letters and its marks
     for cp in letters:
         script = _script(chr(cp))
@@ -184,7 +242,7 @@ class _StreamTables(NamedTuple):
 
 @functools.cache
 def _stream_tables() -> _StreamTables:
-    """What :func:`stream_safe` counts with: built once, on first use (~0.1 s).
+    """What :func:`stream_safe` counts with: built once, on first use (with :func:`_unicode`).
 
     Counted as UAX #15 counts, on each character's NFKD: a *non-starter* is a character whose decomposition is all
     combining marks (canonical combining class != 0). That is every mark, and also a few characters of class 0
@@ -194,12 +252,8 @@ def _stream_tables() -> _StreamTables:
     weights: dict[str, int] = {}
     trailing: dict[str, int] = {}
     leading: dict[str, int] = {}
-    for cp in range(0x110000):
-        if 0xD800 <= cp < 0xE000:
-            continue
+    for cp in _unicode().decomposing:
         ch = chr(cp)
-        if not unicodedata.combining(ch) and not unicodedata.decomposition(ch):
-            continue
         marks = [unicodedata.combining(c) != 0 for c in unicodedata.normalize("NFKD", ch)]
         if all(marks):
             weights[ch] = len(marks)

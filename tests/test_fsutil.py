@@ -1,18 +1,20 @@
-"""costline.fsutil.atomic_write and costline.sqlutil.sql_str: the shared small helpers."""
+"""costline.fsutil (atomic_write, file_lock) and costline.sqlutil.sql_str: the shared small helpers."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import stat
 import tempfile
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import duckdb
 import pytest
 
-from costline.fsutil import atomic_path, atomic_write, exclusive_lock, synced_write, tmp_path_for
+from costline.fsutil import atomic_path, atomic_write, exclusive_lock, file_lock, synced_write, tmp_path_for
 from costline.sqlutil import sql_str
 
 
@@ -117,3 +119,54 @@ def test_a_lock_file_another_user_created_can_still_be_locked() -> None:
         assert os.waitstatus_to_exitcode(status) == 0
     finally:
         shutil.rmtree(folder)
+
+
+def _granted(path: Path, operation: int) -> bool:
+    """Whether another descriptor of ``path`` gets the ``flock`` ``operation`` at once (a lock held elsewhere in this
+    process conflicts as one of another process would: flock locks belong to the open file)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, operation | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize(("shared", "other", "granted"), [
+    (True, fcntl.LOCK_SH, True),    # shared locks coexist (two dry runs read at once)
+    (True, fcntl.LOCK_EX, False),   # a shared lock keeps out an exclusive one (a compaction waits for the dry run)
+    (False, fcntl.LOCK_SH, False),  # and the other way round
+    (False, fcntl.LOCK_EX, False),
+], ids=["shared-shared", "shared-exclusive", "exclusive-shared", "exclusive-exclusive"])
+def test_file_lock_keeps_out_what_conflicts(tmp_path: Path, shared: bool, other: int, granted: bool) -> None:
+    lock = tmp_path / ".lock"
+    lock.touch()
+    with file_lock(lock, shared=shared):
+        assert _granted(lock, other) is granted
+    assert _granted(lock, fcntl.LOCK_EX)  # released when the block ends
+
+
+@pytest.mark.parametrize(("take", "made"), [
+    (lambda p: file_lock(p), 0o644),            # exclusive: made, 0o666 less the umask
+    (lambda p: exclusive_lock(p), 0o644),
+    (lambda p: exclusive_lock(p, 0o600), 0o600),  # the gateway's keys lock
+    (lambda p: file_lock(p, shared=True), None),  # shared: never made, FileNotFoundError
+], ids=["exclusive", "exclusive_lock", "exclusive_lock-0600", "shared"])
+def test_file_lock_on_a_missing_file(tmp_path: Path, take: Callable[[Path], AbstractContextManager[None]],
+                                     made: int | None) -> None:
+    lock = tmp_path / ".lock"
+    umask = os.umask(0o022)
+    try:
+        if made is None:
+            with pytest.raises(FileNotFoundError):
+                with take(lock):
+                    pass
+            assert not lock.exists()
+        else:
+            with take(lock):
+                assert not _granted(lock, fcntl.LOCK_SH)
+            assert stat.S_IMODE(lock.stat().st_mode) == made
+    finally:
+        os.umask(umask)

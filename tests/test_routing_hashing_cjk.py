@@ -20,8 +20,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from costline.serving.errors import PolicyFileError
-from costline.serving.routing.learned import HashingFeaturizer, LabelledQuery, LearnedPolicy, train_policy
+from costline.serving.errors import PolicyFileError, RoutingError
+from costline.serving.routing.learned import (
+    HashingFeaturizer,
+    LabelledQuery,
+    LearnedPolicy,
+    make_featurizer,
+    train_policy,
+)
 
 DATA = Path(__file__).parent / "data"
 
@@ -203,3 +209,23 @@ def test_a_version_this_costline_does_not_read_is_refused(tmp_path: Path, change
         np.savez(f, coef=coef, intercept=intercept, meta=np.array(json.dumps({**meta, **change})))
     with pytest.raises(PolicyFileError, match=r"version .* retrain it with `costline route train`"):
         LearnedPolicy.load(path)
+
+
+@pytest.mark.parametrize(("saved", "handed"), [(1, 2), (2, 1)], ids=["v1-file-v2-featurizer", "v2-file-v1-featurizer"])
+def test_a_featurizer_of_another_version_is_refused(tmp_path: Path, saved: int, handed: int) -> None:
+    """Read with another version's words (a Hindi word cut at its vowel signs, or not), a policy would route by
+    features it was not fitted on, and say nothing."""
+    path = DATA / "route_policy_hashing_v1.npz" if saved == 1 else _train().save(tmp_path / "v2.npz")
+    with pytest.raises(RoutingError, match=rf"computes version {handed} of its features, but the policy was fitted "
+                                           rf"on version {saved}: pass make_featurizer\('hashing', version={saved}\)"):
+        LearnedPolicy.load(path, featurizer=HashingFeaturizer(version=handed))
+
+
+@pytest.mark.parametrize("featurizer", [HashingFeaturizer(version=1), make_featurizer("hashing", version=1), None],
+                         ids=["HashingFeaturizer", "make_featurizer", "none"])
+def test_a_featurizer_of_the_files_version_is_used(featurizer: HashingFeaturizer | None) -> None:
+    golden = json.loads((DATA / "route_policy_hashing_v1.json").read_text(encoding="utf-8"))["marks"]
+    policy = LearnedPolicy.load(DATA / "route_policy_hashing_v1.npz", min_adequacy=0.5, featurizer=featurizer)
+    assert policy.featurizer.version == 1
+    probs = policy.probabilities(golden["queries"], ["chat"] * len(golden["queries"]))
+    assert np.allclose(probs, golden["probabilities"], atol=1e-9, rtol=0)

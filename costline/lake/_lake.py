@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import json
 import logging
 import os
@@ -19,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from costline.errors import LakeError
-from costline.fsutil import atomic_write, exclusive_lock, fsync_dir, synced_write
+from costline.fsutil import atomic_write, exclusive_lock, file_lock, fsync_dir, synced_write
 from costline.lake import _compaction, _erasure, _recovery
 from costline.lake._files import (
     EMPTY_DATE,
@@ -74,20 +73,17 @@ _READ_ONLY: Final = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
 
 @contextlib.contextmanager
 def _shared_lock(path: Path) -> Iterator[bool]:
-    """A shared ``flock`` on ``path`` opened read-only for the ``with`` block (flock needs no write access): yields
-    True; False, holding nothing, when ``path`` cannot be opened either (a read-only lake no compaction ever ran on,
-    none can run on now)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    except OSError as exc:
-        log.warning("the maintenance lock %s cannot be opened (%s): reading without it", path, exc)
-        yield False
-        return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH)
-        yield True
-    finally:
-        os.close(fd)  # releases the lock
+    """A shared lock on ``path`` for the ``with`` block (:func:`~costline.fsutil.file_lock`: opened read-only, never
+    created): yields True; False, holding nothing, when ``path`` cannot be opened either (a read-only lake no
+    compaction ever ran on, none can run on now)."""
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(file_lock(path, shared=True))
+            locked = True
+        except OSError as exc:
+            log.warning("the maintenance lock %s cannot be opened (%s): reading without it", path, exc)
+            locked = False
+        yield locked
 
 
 def lake_exists(path: Path | str) -> bool:

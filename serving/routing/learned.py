@@ -16,7 +16,7 @@ characters does not lengthen a query; a long query's head and tail are read, no 
 scikit-learn (the ``serving`` extra); the saved policy is plain numpy arrays (``.npz``, no pickle), so
 routing needs only numpy and the featurizer. The file records the featurizer's version
 (:data:`FEATURIZER_VERSIONS`), and a policy is read with the features it was fitted on: a file without one (written
-before versions were) is version 1.
+before versions were) is version 1, and a featurizer handed in that computes another version is refused.
 
 Features or probabilities that are not finite numbers (a NaN or infinite vector handed in), or a ``minilm``
 vector whose length is not about 1, raise :class:`~costline.serving.errors.RoutingError` rather than routing
@@ -42,8 +42,9 @@ import numpy as np
 
 from costline import contract
 from costline.serving.errors import MissingExtraError, PolicyFileError, RoutingError
-from costline.serving.routing.router import Decision, combining_marks, routing_text, unspaced_letter
+from costline.serving.routing.router import Decision, routing_text, unspaced_letter
 from costline.serving.settings import ServingConfig
+from costline.textutil import combining_marks, mark_code_points
 
 __all__ = [
     "Featurizer",
@@ -98,7 +99,7 @@ class HashingFeaturizer:
                                f"{', '.join(map(str, FEATURIZER_VERSIONS['hashing']))}")
         self.dim = dim
         self.version = version
-        if version == 1:  # the tables a non-ASCII text is read with, built now (~0.2 s), not on the first request
+        if version == 1:  # the tables a non-ASCII text is read with, built now, not on the first request
             _marks_table()
         else:
             _word_pattern()
@@ -142,14 +143,21 @@ class HashingFeaturizer:
 @functools.cache
 def _marks_table() -> dict[int, None]:
     """A :meth:`str.translate` table deleting the marks the visible text dropped before it kept a letter's own (Mn,
-    Me; it kept Mc): version 1 of the hashing featurizer reads the text it was fitted on. Built once (~0.2 s)."""
-    return {cp: None for cp in range(0x110000) if unicodedata.category(chr(cp)) in ("Mn", "Me")}
+    Me; it kept Mc): version 1 of the hashing featurizer reads the text it was fitted on. Built once, from
+    :func:`~costline.textutil.mark_code_points` (the visible text's own read of Unicode)."""
+    return dict.fromkeys(mark_code_points("Mn", "Me"))
 
 
 @functools.cache
 def _word_pattern() -> re.Pattern[str]:
     """A word with its letters' combining marks (``\\w`` alone stops at each: a mark is not alphanumeric)."""
     return re.compile(f"[\\w{combining_marks()}]+")
+
+
+def _given_version(featurizer: Featurizer | None, name: str) -> int | None:
+    """The version of ``name``'s features a featurizer handed in computes, where it says (a hashing featurizer does;
+    a MiniLM embedder computes the same vectors for each version: only the length feature differs)."""
+    return featurizer.version if isinstance(featurizer, HashingFeaturizer) and name == "hashing" else None
 
 
 def _minilm(serving: ServingConfig | None) -> Featurizer:
@@ -291,7 +299,14 @@ class LearnedPolicy:
         self.task_types = tuple(task_types)
         self.featurizer_name = featurizer_name
         self.featurizer_version = _versions(featurizer_name)[-1] if featurizer_version is None else featurizer_version
-        if self.featurizer_version == 1:  # its length table, built now (~0.2 s), not on the first non-ASCII request
+        given = _given_version(featurizer, featurizer_name)
+        if given is not None and given != self.featurizer_version:
+            raise RoutingError(
+                f"the {featurizer_name} featurizer handed in computes version {given} of its features, but the policy "
+                f"was fitted on version {self.featurizer_version}: pass make_featurizer({featurizer_name!r}, "
+                f"version={self.featurizer_version}) or no featurizer (the policy makes the right one), or retrain the "
+                "policy with `costline route train`")
+        if self.featurizer_version == 1:  # its length table, built now, not on the first non-ASCII request
             _marks_table()
         self._featurizer = featurizer
         self._serving = serving
@@ -472,8 +487,7 @@ def train_policy(
     classes = sorted({r.tier for r in rows}, key=contract.API_TIERS.index)
     if len(classes) < 2:
         raise RoutingError(f"the training rows name only {classes}: a router needs at least two tiers")
-    # a hashing featurizer handed in says which version of the features it computes; any other is the current one
-    version = featurizer.version if isinstance(featurizer, HashingFeaturizer) and featurizer_name == "hashing" else None
+    version = _given_version(featurizer, featurizer_name)  # None: the current one
     featurizer = featurizer or make_featurizer(featurizer_name, serving)
     vocab = sorted({r.task_type for r in rows if r.task_type})
     x = _features(featurizer, [r.query for r in rows], [r.task_type for r in rows], vocab,

@@ -20,7 +20,6 @@ another policy.
 
 from __future__ import annotations
 
-import functools
 import logging
 import re
 import unicodedata
@@ -29,7 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from costline import contract
-from costline.textutil import visible_text
+from costline.textutil import combining_marks, visible_text
 from costline.serving.errors import RoutingError
 from costline.serving.settings import RouteRulesConfig, ServingConfig
 
@@ -38,7 +37,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Decision", "RoutingPolicy", "RulePolicy", "StudentGate", "Router", "POLICIES", "build_policy",
            "NO_SUBTYPE", "ROUTE_TEXT_CHARS", "WIDE_CHAR_WEIGHT", "routing_text", "request_chars", "student_gate_reason",
-           "text_length", "unspaced_letter", "combining_marks"]
+           "text_length", "unspaced_letter"]
 
 #: The subtype of a request that has none, in gating lists (as the drift job and distillation name it).
 NO_SUBTYPE = "(none)"
@@ -247,21 +246,6 @@ def _whole_word(keyword: str) -> str:
     else:
         tail = f"(?!{mark})" if unspaced_letter(last) else f"(?!{word})"
     return f"{body}{head}{tail}"
-
-
-@functools.cache
-def combining_marks() -> str:
-    """The body of a regex character class of every combining mark (categories Mn, Mc, Me: a Hindi vowel sign, a Thai
-    tone mark, an accent), for the word patterns that must take a mark for part of its word (``\\w`` does not: a
-    mark is not alphanumeric). Built once, on first use (~0.1 s)."""
-    ranges: list[list[int]] = []
-    for cp in range(0x110000):
-        if unicodedata.category(chr(cp))[0] == "M":
-            if ranges and ranges[-1][1] == cp - 1:
-                ranges[-1][1] = cp
-            else:
-                ranges.append([cp, cp])
-    return "".join(f"\\U{a:08x}-\\U{b:08x}" for a, b in ranges)
 
 
 def unspaced_letter(ch: str) -> bool:
