@@ -10,11 +10,12 @@
   (``messages.append(choice.message)``: ``content`` null, ``refusal`` its text; its ``model_dump()``; a ``refusal``
   content part) is the assistant's turn: the tier is asked with that text, not a 400.
 * Responses: the message's content is a ``refusal`` part (``output_text`` empty), streamed as
-  ``response.refusal.delta`` / ``.done``; a live stream's text went out as ``output_text``, so its message is that
-  part and an empty ``refusal`` part (the Vercel AI SDK shows a refusal's deltas as text: never the same text
-  twice). With ``store`` (the default) the refusal is stored as returned: ``GET /v1/responses/{id}`` reads it and
-  ``previous_response_id`` continues it, the refusal the assistant's turn; a ``refusal`` part sent back in
-  ``input`` is that turn too.
+  ``response.refusal.delta`` / ``.done``; a live stream's text went out as ``output_text`` deltas, so no refusal
+  delta repeats it (the Vercel AI SDK shows a refusal's deltas as text: never the same text twice): its part is
+  closed by ``response.refusal.done`` with the text, and its message, completed and stored, is the one refusal part
+  as unstreamed (``test_gateway_head_and_stream_refusal``: the Agents SDK's ``ModelRefusalError``). With ``store``
+  (the default) the refusal is stored as returned: ``GET /v1/responses/{id}`` reads it and ``previous_response_id``
+  continues it, the refusal the assistant's turn; a ``refusal`` part sent back in ``input`` is that turn too.
 
 Before: ``message.refusal`` null with the text in ``content``; the Responses API's text an ``output_text``. Then,
 until these were fixed: a refused response was not stored (``store: false``; continuing it a 400, reading it a
@@ -254,21 +255,19 @@ def test_responses_buffered_stream_of_a_refusal(tmp_path) -> None:
 
 
 def test_responses_live_stream_of_a_refusal_sends_its_text_once(tmp_path) -> None:
-    """Live: the text went out as output_text (part 0); part 1 is an empty refusal part, which marks the answer
-    declined without the text again (before: a ``response.refusal.delta`` of the whole text, and part 1 holding it)."""
+    """Live: the text went out as output_text deltas of part 0, which ``response.refusal.done`` closes as the refusal
+    without the text again (before: a ``response.refusal.delta`` of the whole text and a part 1 holding it; then an
+    output_text part and an empty refusal part 1, which the Agents SDK took for an answer)."""
     with gateway(tmp_path) as w:
         headers, events = _events(w, REFUSE)
         assert headers["x-costline-stream-mode"] == "live"
         assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == REFUSED
         assert [e for e in events if e.type == "response.refusal.delta"] == []
         assert [(e.type, e.content_index) for e in events if e.type.startswith("response.content_part")] == [
-            ("response.content_part.added", 0), ("response.content_part.done", 0),
-            ("response.content_part.added", 1), ("response.content_part.done", 1)]
-        assert [e.refusal for e in events if e.type == "response.refusal.done"] == [""]
+            ("response.content_part.added", 0), ("response.content_part.done", 0)]
+        assert [e.refusal for e in events if e.type == "response.refusal.done"] == [REFUSED]
         final = events[-1].response
-        assert [c.model_dump() for c in final.output[0].content] == [
-            {"type": "output_text", "text": REFUSED, "annotations": [], "logprobs": []},
-            {"type": "refusal", "refusal": ""}]
+        assert [c.model_dump() for c in final.output[0].content] == [{"type": "refusal", "refusal": REFUSED}]
         assert w.outcome(headers["x-request-id"])[0] is False
 
 
@@ -279,8 +278,7 @@ STORED = [
     ("support", REFUSE, False, [{"type": "refusal", "refusal": REFUSED}], REFUSED),
     ("support", SILENT, False, [{"type": "refusal", "refusal": DEFAULT}], DEFAULT),
     ("classify", REFUSE, False, [{"type": "refusal", "refusal": REFUSED}], REFUSED),  # the student's content_filter
-    ("support", REFUSE, True, [{"type": "output_text", "text": REFUSED, "annotations": [], "logprobs": []},
-                               {"type": "refusal", "refusal": ""}], REFUSED),
+    ("support", REFUSE, True, [{"type": "refusal", "refusal": REFUSED}], REFUSED),  # streamed live as output_text
 ]
 
 

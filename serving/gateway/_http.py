@@ -107,7 +107,9 @@ class Route:
     handler: Handler
 
     def match(self, method: str, path: str) -> dict[str, str] | None:
-        if method != self.method:
+        """The path parameters when ``method`` and ``path`` are this route's, else None. A ``HEAD`` is a ``GET``
+        route's too (RFC 9110 §9.3.2: answered as the GET, the same checks included; the server sends no body)."""
+        if method != self.method and not (method == "HEAD" and self.method == "GET"):
             return None
         want = self.pattern.strip("/").split("/")
         got = path.split("?", 1)[0].strip("/").split("/")

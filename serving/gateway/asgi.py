@@ -36,6 +36,9 @@ search, the SDK call to the model. :class:`AsgiServer` runs them on a ``ThreadPo
   send for ``idle_timeout_s`` is dropped too (asyncio would wait for it for ever, the bytes held in memory);
 * **graceful drain**: on SIGTERM (or :meth:`AsgiServer.shutdown`) ``/readyz`` turns 503, the
   listener closes, requests in flight finish (at most ``drain_timeout_s``), then the process exits;
+* ``HEAD`` on a ``GET`` route is answered as the GET (its checks, its status and headers, ``content-length``
+  included) without a body (RFC 9110 §9.3.2: load balancers and uptime checks send it); a streamed answer's stream
+  is closed unread;
 * ``GET /healthz`` (200 while the process serves) and ``GET /readyz`` (200 when accepting work,
   503 while starting or draining), without authentication: they tell nothing but up/ready.
 """
@@ -421,9 +424,12 @@ class AsgiServer:
             released = True  # the stream releases its slot when it ends (or is never sent)
             it = iter(response.stream)
             ended = _StreamEnd(self, it, tenant)
+            headers = {"cache-control": "no-cache", **response.headers}
+            if request.method == "HEAD":  # a GET's head without its body: the stream is closed, never run
+                ended()
+                return _head_only(response.status, headers, response.content_type)
             return _Streaming(self._pieces(it, ended), ended, self._stalled, status_code=response.status,
-                              media_type=response.content_type,
-                              headers={"cache-control": "no-cache", **response.headers})
+                              media_type=response.content_type, headers=headers)
         finally:
             if not released:
                 self._in_flight -= 1
@@ -852,6 +858,14 @@ def _request_of(request: Request, body: bytes) -> HttpRequest:
     if request.url.query:
         path = f"{path}?{request.url.query}"
     return HttpRequest(request.method, path, {k: v for k, v in raw}, body, raw_headers=raw)
+
+
+def _head_only(status: int, headers: dict[str, str], media_type: str) -> Response:
+    """The head a GET's streamed answer would have (its length unknown: no ``content-length``; uvicorn frames it as
+    the GET's, ``transfer-encoding: chunked``), for a ``HEAD``: no body."""
+    head = Response(status_code=status, headers=headers, media_type=media_type)
+    del head.headers["content-length"]  # Starlette's for its empty body: not the GET's length
+    return head
 
 
 def _to_starlette(response: HttpResponse) -> Response:

@@ -21,10 +21,13 @@ the Chat Completions API: the request is translated to the Messages shape and an
   "refusal": ...}``), as OpenAI's API gives one, never ``output_text`` (the SDK's ``output_text`` and ``parse`` read
   only those: a refusal is no answer to show or parse); the response is ``completed``, as OpenAI's own refusals are
   (the SDK's stream helpers end on ``response.completed`` only). Streamed, ``response.refusal.delta`` /
-  ``response.refusal.done``; a live stream's text went out as ``output_text`` before the model's last event said it
-  was a refusal: its message keeps that ``output_text`` part and gets an empty ``refusal`` part after it (the text
-  is never sent twice: the Vercel AI SDK shows a refusal's deltas as text; the empty part still marks the answer
-  declined, its ``finish`` ``content-filter``), and the stored response is the one returned. A stored refusal is
+  ``response.refusal.done``; a live stream's text went out as ``output_text`` deltas before the model's last event
+  said it was a refusal (a delta cannot be taken back): that part is closed as the refusal — its
+  ``response.refusal.done`` and ``content_part.done`` carry the text, with no ``response.refusal.delta`` (the text
+  is never sent twice: the Vercel AI SDK shows a refusal's deltas as text, and takes ``refusal.done`` as its
+  ``finish`` ``content-filter``) — and ``output_item.done``, ``response.completed`` and the stored response hold the
+  message as the unstreamed answer does: one ``refusal`` part with the text (what the Agents SDK, which raises
+  ``ModelRefusalError`` on a refusal part with text, and the ``openai`` SDK read at the end). A stored refusal is
   continued as any response (``previous_response_id``; a ``refusal`` part sent back in ``input`` is the assistant's
   text). Never sent up a tier nor cached, no success;
   ``usage`` with ``input_tokens_details.cached_tokens``; ``model`` is the model that answered
@@ -201,11 +204,11 @@ class Responses(OpenAIRoute):
             shell["conversation"] = {"id": conversation[0]}
         sources = _SOURCES in (body.get("include") or ())
 
-        def keep(answer: Answer, sent_text: bool = False) -> bool:
-            """Add the turn to the conversation, and store the response (as it is returned: with the ``output_text``
-            a live stream ``sent_text`` as); whether it was stored. A turn that could not be added leaves the answer
-            without its ``conversation`` (the client sees it was not)."""
-            final = _finished({**shell, "store": True}, answer, sources, sent_text)
+        def keep(answer: Answer) -> bool:
+            """Add the turn to the conversation, and store the response (as it is returned); whether it was stored.
+            A turn that could not be added leaves the answer without its ``conversation`` (the client sees it was
+            not)."""
+            final = _finished({**shell, "store": True}, answer, sources)
             if conversation and not self._add_turn(owner, conversation[0], history, body.get("input"), final):
                 shell["conversation"] = final["conversation"] = None
             return store and self._keep(owner, history, body.get("input"), final)
@@ -378,7 +381,7 @@ class Responses(OpenAIRoute):
         return doc, headers
 
     def _live(self, live: LiveAnswer, shell: dict[str, Any], sources: bool,
-              keep: Callable[[Answer, bool], bool]) -> HttpResponse:
+              keep: Callable[[Answer], bool]) -> HttpResponse:
         opened = open_openai_live(live)
         if isinstance(opened, HttpResponse):
             return opened
@@ -859,12 +862,10 @@ def _searches(result: Answer, sources: bool, rid: str) -> list[dict[str, Any]]:
     return items
 
 
-def _items(rid: str, result: Answer, sources: bool = False, sent_text: bool = False) -> list[dict[str, Any]]:
+def _items(rid: str, result: Answer, sources: bool = False) -> list[dict[str, Any]]:
     """The ``output`` items of an answer: a ``web_search_call`` item per search (first, as OpenAI's API orders
     them), its text as a message item (its web search citations as ``url_citation`` annotations; a refusal as a
-    ``refusal`` part holding its text — or, when a live stream already ``sent_text`` as ``output_text``, that part
-    and an empty ``refusal`` part: the text once, the answer still marked declined), then a function_call item per
-    tool call."""
+    ``refusal`` part holding its text, streamed live or not), then a function_call item per tool call."""
     reply = result.reply
     calls = list(reply.tool_calls) if reply is not None and not result.cached else []
     items = _searches(result, sources, rid)
@@ -873,12 +874,7 @@ def _items(rid: str, result: Answer, sources: bool = False, sent_text: bool = Fa
         cited = [{"type": "url_citation", "start_index": start, "end_index": stop, "url": url, "title": title}
                  for start, stop, url, title in citation_spans(result)]
         text = [{"type": "output_text", "text": result.text, "annotations": cited, "logprobs": []}]
-        if refusal is None:
-            content = text
-        elif sent_text:  # its text went out as output_text: not again as the refusal's
-            content = [*text, {"type": "refusal", "refusal": ""}]
-        else:
-            content = [{"type": "refusal", "refusal": refusal}]
+        content = text if refusal is None else [{"type": "refusal", "refusal": refusal}]
         items.append({"type": "message", "id": f"msg_{rid[5:]}", "role": "assistant",
                       "status": "incomplete" if _cut(result) else "completed", "content": content})
     for k, call in enumerate(calls):
@@ -888,24 +884,24 @@ def _items(rid: str, result: Answer, sources: bool = False, sent_text: bool = Fa
     return items
 
 
-def _finished(shell: dict[str, Any], result: Answer, sources: bool = False, sent_text: bool = False
-              ) -> dict[str, Any]:
+def _finished(shell: dict[str, Any], result: Answer, sources: bool = False) -> dict[str, Any]:
     rid = _id_of(result.request_id)
     cut = _cut(result)
     return {**shell, "id": rid, "model": model_of(result), "status": "incomplete" if cut else "completed",
             "completed_at": shell["created_at"], "incomplete_details": {"reason": "max_output_tokens"} if cut else None,
-            "output": _items(rid, result, sources, sent_text), "usage": _usage(result)}
+            "output": _items(rid, result, sources), "usage": _usage(result)}
 
 
 def _part_events(event: Callable[..., bytes], item_id: str, at: int, k: int, done: Mapping[str, Any],
                  empty: Mapping[str, Any], added: bool) -> Iterable[bytes]:
-    """The events that finish the message's ``k``-th content part ``done`` (its ``added`` event already sent when
-    ``added``, with ``empty`` for an ``output_text`` part): an ``output_text``'s annotations and ``done``, a
-    refusal's one delta (none for an empty one) and ``done``, then the part's ``content_part.done``."""
+    """The events that finish the message's ``k``-th content part ``done`` (its ``added`` event already sent, as an
+    ``output_text`` part ``empty``, when ``added``): an ``output_text``'s annotations and ``done``, a refusal's one
+    delta and ``done``, then the part's ``content_part.done``. A refusal whose text went out already (``added``: a
+    live stream's ``output_text`` deltas) gets no delta: its ``done`` closes that part as the refusal."""
     where = {"item_id": item_id, "output_index": at, "content_index": k}
     if done["type"] == "refusal":
-        yield event("response.content_part.added", **where, part={"type": "refusal", "refusal": ""})
-        if done["refusal"]:
+        if not added:
+            yield event("response.content_part.added", **where, part={"type": "refusal", "refusal": ""})
             yield event("response.refusal.delta", **where, delta=done["refusal"])
         yield event("response.refusal.done", **where, refusal=done["refusal"])
         yield event("response.content_part.done", **where, part=done)
@@ -921,13 +917,13 @@ def _part_events(event: Callable[..., bytes], item_id: str, at: int, k: int, don
 
 def _events(shell: dict[str, Any], request_id: str, model: str, texts: Iterable[str],
             settle: Callable[[], Answer | None], sources: bool = False, settled: Answer | None = None,
-            keep: Callable[[Answer, bool], bool] | None = None) -> Any:
+            keep: Callable[[Answer], bool] | None = None) -> Any:
     """The Responses API's events: created, in_progress, the web_search_call items of a ``settled`` answer (in
     progress, searching, completed: a request with tools is answered whole before it streams, so they are known),
     the message item's text deltas as they come (then its annotations, one ``annotation.added`` each; a refusal's
     part with its ``response.refusal.delta`` / ``.done``: a ``settled`` refusal's text never goes out as
-    ``output_text``, and text that did is not sent again in it), the function_call items (their arguments in one delta), then ``response.completed`` (or
-    ``incomplete``)."""
+    ``output_text``; text that did, live, is not sent again: its part is closed as the refusal), the function_call
+    items (their arguments in one delta), then ``response.completed`` (or ``incomplete``)."""
     seq = iter(range(1 << 62))
     rid = _id_of(request_id)
     msg_id = f"msg_{rid[5:]}"
@@ -973,8 +969,8 @@ def _events(shell: dict[str, Any], request_id: str, model: str, texts: Iterable[
                     param=None)
         return
     if keep is not None:  # stored before the client hears it is complete (it may continue at once)
-        shell = {**shell, "store": keep(result, opened)}
-    final = _finished(shell, result, sources, sent_text=opened)
+        shell = {**shell, "store": keep(result)}
+    final = _finished(shell, result, sources)
     items = final["output"]
     index = at
     if index < len(items) and items[index]["type"] == "message":
