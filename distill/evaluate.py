@@ -270,7 +270,8 @@ def evaluate_student(
         {"run_id": run.run_id, "item_id": it["id"], "request_id": it["request_id"], "task_type": it["task_type"],
          "subtype": it["subtype"], "metric": r.metric, "query": it["query"], "student_answer": f,
          "teacher_answer": r.reference, "student_score": s, "teacher_score": t, "gap": t - s,
-         "content_hash": it["content_hash"]} for it, f, r, (s, t) in zip(items, finals, reqs, scores)])
+         "content_hash": it["content_hash"], "tenant": it.get("tenant")}
+        for it, f, r, (s, t) in zip(items, finals, reqs, scores)])
     write_rows(config, "distill_runs", run.run_id, [
         {"run_id": run.run_id, "finished_at": finished, "task_type": v.task_type, "subtype": v.subtype,
          "metric": metric_of.get((v.task_type, v.subtype)), "n": v.n, "student_score": v.student_score,

@@ -40,6 +40,9 @@ DISTILL_SCHEMAS: Final[dict[str, pa.Schema]] = {
         ("subtype", pa.string()), ("metric", pa.string()), ("query", pa.string()), ("student_answer", pa.string()),
         ("teacher_answer", pa.string()), ("student_score", pa.float64()), ("teacher_score", pa.float64()),
         ("gap", pa.float64()), ("content_hash", pa.string()),
+        # the export's item's tenant (`costline lake forget` removes the row with the tenant's); NULL in files
+        # written before it was kept: forget then goes by request_id
+        ("tenant", pa.string()),
     ]),
     "distill_exports": pa.schema([
         ("run_id", pa.string()), ("exported_at", _TS), ("trigger", pa.string()), ("drift_run_id", pa.string()),
@@ -89,13 +92,18 @@ def write_rows(lake_path: Any, table: str, name: str, rows: Sequence[Mapping[str
 
 
 def distill_views_sql(lake_path: Path | str) -> list[str]:
-    """``CREATE VIEW`` statements for :data:`DISTILL_VIEWS` (creates empty schema files once)."""
+    """``CREATE VIEW`` statements for :data:`DISTILL_VIEWS` (creates empty schema files once). Each view has the
+    current schema's columns whatever its files hold (as the jobs' views: a file written before a column existed,
+    ``distill_items.tenant``, reads it as NULL)."""
+    from costline.jobs.store import _schema_sql
+
     lake_path = Path(lake_path).resolve()
     _init(lake_path)
     out = []
-    for table in DISTILL_SCHEMAS:
+    for table, schema in DISTILL_SCHEMAS.items():
         glob = sql_str(_dir(lake_path, table) / "*.parquet")
-        out.append(f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM read_parquet({glob}, union_by_name = true)")
+        out.append(f"CREATE OR REPLACE VIEW {table} AS {_schema_sql(schema)} UNION ALL BY NAME "
+                   f"SELECT * FROM read_parquet({glob}, union_by_name = true)")
     return out
 
 

@@ -618,7 +618,7 @@ def run_drift(
         "run_id": run_id, "request_id": s.request_id, "trace_id": s.trace_id, "ts": s.ts, "subtype": s.subtype,
         "task_type": s.task_type,
         "metric": it.metric, "query": s.query, "student_answer": it.answer, "teacher_answer": it.reference,
-        "student_score": sc[0], "teacher_score": sc[1], "query_chars": len(s.query),
+        "student_score": sc[0], "teacher_score": sc[1], "query_chars": len(s.query), "tenant": s.tenant,
     } for s, it, sc in zip(kept, items, scores)]
     task_of = {s.subtype: s.task_type for s in kept}
     metric_of = {s.subtype: it.metric for s, it in zip(kept, items)}

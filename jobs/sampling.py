@@ -52,6 +52,8 @@ SKIP_EMPTY_LAST_TURN = "the last user turn has no text (blank, or only images, f
 #: span is read once (``{one_row_per_span}``, after the window's filters: the copies of a span are equal).
 #: ``{requests}`` / ``{calls}`` are the rows behind the lake's ``requests_raw`` / ``calls_raw`` views,
 #: ``{requests_days}`` / ``{calls_days}`` the partition filters their source can prune on (or nothing).
+#: ``tenant``: the one its request spans name, NULL when they name none or several (or one and none): what the
+#: jobs' items say the request's tenant is (``costline lake forget`` removes them with the tenant's rows).
 CANDIDATES_SQL = """
 WITH req AS (
   SELECT * FROM {requests}
@@ -67,14 +69,15 @@ WITH req AS (
   SELECT r.request_id, r.trace_id, any_value(r.ts) AS ts, any_value(r.subtype) AS subtype,
          any_value(r.task_type) AS task_type, any_value(r.tier) AS tier,
          any_value(r.input_messages) AS r_in, any_value(r.output_messages) AS r_out,
-         arg_max(c.input_messages, c.ts) AS c_in, arg_max(c.output_messages, c.ts) AS c_out
+         arg_max(c.input_messages, c.ts) AS c_in, arg_max(c.output_messages, c.ts) AS c_out,
+         CASE WHEN count(r.tenant) = count(*) AND min(r.tenant) = max(r.tenant) THEN min(r.tenant) END AS tenant
   FROM req r
   LEFT JOIN cl c ON c.trace_id = r.trace_id
    AND (c.request_id = r.request_id OR (c.request_id IS NULL AND c.parent_span_id = r.span_id))
   GROUP BY r.request_id, r.trace_id
 )
 SELECT request_id, trace_id, ts, coalesce(subtype, '(none)') AS subtype, task_type, tier,
-       coalesce(r_in, c_in) AS input_messages, coalesce(r_out, c_out) AS output_messages
+       coalesce(r_in, c_in) AS input_messages, coalesce(r_out, c_out) AS output_messages, tenant
 FROM linked
 WHERE coalesce(r_in, c_in) IS NOT NULL AND coalesce(r_out, c_out) IS NOT NULL
 """
@@ -125,6 +128,8 @@ class SampledRequest:
     query: str
     #: The captured answer of the tier that served it.
     answer: str
+    #: The tenant its request spans name (None: none, or not one: see :data:`CANDIDATES_SQL`).
+    tenant: str | None = None
 
 
 def parse_messages(doc: str | None, *, tools: bool = False) -> list[tuple[str, str]]:
@@ -306,7 +311,7 @@ def sample_requests(
         con.execute("DROP TABLE IF EXISTS _jobs_candidates")
     out = []
     why_counts: Counter[str] = Counter()
-    for request_id, trace_id, ts, subtype, task_type, served, inp, outp, *_ in rows:
+    for request_id, trace_id, ts, subtype, task_type, served, inp, outp, tenant, *_ in rows:
         turns = _read_turns(inp, tools=True)
         messages, system = anthropic_messages([(r, t) for r, t, _own in turns])
         why = SKIP_NO_USER_TURN if not messages else \
@@ -321,7 +326,7 @@ def sample_requests(
                       if r not in ("assistant", "system", "tool") and own.strip()), str(messages[-1]["content"]))
         answer = "".join(t for r, t, _own in _read_turns(outp, tools=False) if r != "user")
         out.append(SampledRequest(request_id, trace_id, ts, subtype, task_type, served, messages, system, query,
-                                  answer))
+                                  answer, tenant))
     for why, n in sorted(why_counts.items()):
         log.warning("%s sample %s..%s: %d request(s) left out: %s", tier, since, until, n, why)
     return out

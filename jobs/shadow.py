@@ -356,7 +356,7 @@ def run_shadow(
                 sc[1] += 1
         item_rows.append({"run_id": run_id, "request_id": s.request_id, "trace_id": s.trace_id, "tier": tier,
                           "next_tier": next_tier(tier), "subtype": s.subtype, "task_type": s.task_type,
-                          "metric": it.metric, "score": score, "match": match})
+                          "metric": it.metric, "score": score, "match": match, "tenant": s.tenant})
     assessments = assess_tiers({t: (c[0], c[1]) for t, c in counts.items()}, cfg, history=history,
                                slices={t: {k: (v[0], v[1]) for k, v in sc.items()} for t, sc in slice_counts.items()})
     if not assessments:  # no empty shadow_runs: the window is retried

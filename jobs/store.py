@@ -60,13 +60,15 @@ JOB_SCHEMAS: Final[Mapping[str, pa.Schema]] = {
         ("job_cost_usd", pa.float64()), ("seed", pa.int64()),
     ]),
     # eval_items / shadow_items: one row per sampled request, keyed like the requests view by
-    # (trace_id, request_id) (a request id is the app's: two apps, or retries, may reuse one). Files
-    # written before trace_id existed read it as NULL.
+    # (trace_id, request_id) (a request id is the app's: two apps, or retries, may reuse one), with the
+    # tenant its request spans name (NULL: none, or not one), which `costline lake forget` removes them by.
+    # Files written before trace_id or tenant existed read them as NULL (forget then goes by the request).
     "eval_items": pa.schema([
         ("run_id", pa.string()), ("request_id", pa.string()), ("trace_id", pa.string()), ("ts", _TS),
         ("subtype", pa.string()), ("task_type", pa.string()), ("metric", pa.string()), ("query", pa.string()),
         ("student_answer", pa.string()), ("teacher_answer", pa.string()),
         ("student_score", pa.float64()), ("teacher_score", pa.float64()), ("query_chars", pa.int64()),
+        ("tenant", pa.string()),
     ]),
     "shadow_runs": pa.schema([
         ("run_id", pa.string()), ("started_at", _TS), ("finished_at", _TS), ("since", _TS), ("until", _TS),
@@ -83,6 +85,7 @@ JOB_SCHEMAS: Final[Mapping[str, pa.Schema]] = {
         ("run_id", pa.string()), ("request_id", pa.string()), ("trace_id", pa.string()), ("tier", pa.string()),
         ("next_tier", pa.string()), ("subtype", pa.string()), ("metric", pa.string()), ("score", pa.float64()),
         ("match", pa.bool_()), ("task_type", pa.string()),  # task_type: NULL in older files
+        ("tenant", pa.string()),
     ]),
     "cost_reports": pa.schema([
         ("report_id", pa.string()), ("generated_at", _TS), ("since", _TS), ("until", _TS), ("days", pa.float64()),

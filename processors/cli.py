@@ -420,8 +420,10 @@ def lake_forget(config: Config, tenants: tuple[str, ...], before: Any, dry_run: 
     """Remove every row of a tenant from the lake (an erasure request).
 
     Rewrites each committed file of requests, calls and lookups holding the
-    tenant's rows (today's too) and the alerts' exported files. The tenant's
-    calls and lookups are those the views give it: a call span that names no
+    tenant's rows (today's too), the alerts' exported files and the nightly
+    jobs' and distillation's per-request items (an item that names no tenant
+    goes with its request; distillation exports are named, not rewritten).
+    The tenant's calls and lookups are those the views give it: a call span that names no
     tenant (an SDK instrumentation's, inside a costline request) goes with
     its request, and so do the second spans of its calls the views leave out;
     such spans in a trace shared with another tenant are left and counted

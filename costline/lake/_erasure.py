@@ -18,15 +18,18 @@ a forget at once neither put back a removed row nor keep one twice:
 * a full disk stops the operation with what to do; what was rewritten until then stays rewritten.
 
 The rows a forget removes are the ``tenant`` rows of the processor's tables (``requests``, ``calls``,
-``lookups``) and of the alerts' exported files (``alerts/episodes``, ``alerts/history``: see
-:data:`ALERT_FILES`), and the calls and lookups the views give the tenant although their own row names none (an SDK
-instrumentation's span inside a costline request, a calls file of an older costline) with the second spans of those
-calls the views leave out (:func:`find_tenant_keys`). The content :func:`redact` sets to NULL is :data:`CONTENT_COLUMNS`. Table mode
-(:meth:`costline.tablelake.TableLake.forget` / ``redact``) returns the same reports.
+``lookups``), of the alerts' exported files (``alerts/episodes``, ``alerts/history``: see
+:data:`ALERT_FILES`) and of the nightly jobs' and distillation's per-request results (:data:`ITEM_FILES`; a row that
+names no tenant goes with the request it was sampled from), and the calls and lookups the views give the tenant
+although their own row names none (an SDK instrumentation's span inside a costline request, a calls file of an older
+costline) with the second spans of those calls the views leave out (:func:`find_tenant_keys`). The content
+:func:`redact` sets to NULL is :data:`CONTENT_COLUMNS`. Table mode (:meth:`costline.tablelake.TableLake.forget` /
+``redact``) returns the same reports.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -57,8 +60,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from costline.lake._lake import Lake
 
 __all__ = [
-    "ALERT_FILES", "CONTENT_COLUMNS", "KEYS_TABLE", "DayRows", "ErasureIncomplete", "ForgetReport", "NotCovered",
-    "RedactReport", "TableTotal", "find_tenant_keys", "forget", "redact", "redact_cutoff", "tenant_list", "totals",
+    "ALERT_FILES", "CONTENT_COLUMNS", "EXPORT_FILES", "ITEMS_LEFT", "ITEM_FILES", "ITEM_OWNERS", "KEYS_TABLE",
+    "DayRows", "ErasureIncomplete", "ForgetReport", "ItemsLeft", "NotCovered", "RedactReport", "TableTotal",
+    "find_tenant_keys", "forget", "redact", "redact_cutoff", "tenant_list", "totals",
 ]
 
 log = logging.getLogger("costline.lake")
@@ -78,6 +82,24 @@ ALERT_FILES: Final[Mapping[str, tuple[str, str]]] = {
     "alerts": ("alerts/episodes", "fired_at"),
     "alerts_history": ("alerts/history", "ts"),
 }
+
+#: The per-request results of the nightly jobs (``costline.jobs.store``) and of the distillation's evaluation
+#: (``costline.distill.store``) under the lake: view name -> folder of ``<run_id>.parquet`` files. One row per
+#: sampled request: its prompt and the answers (``eval_items``, ``distill_items``: ``query``, ``student_answer``,
+#: ``teacher_answer``) or the shadow job's verdict on it (``shadow_items``), keyed by the request's ``(trace_id,
+#: request_id)`` (``distill_items`` and older files: ``request_id`` only), with its ``tenant`` (files written before
+#: they had one: found through the request). The runs' figures (``eval_runs``, ``shadow_runs``, ``distill_runs``)
+#: are aggregates of no request's content: a forget leaves them as they are.
+ITEM_FILES: Final[Mapping[str, str]] = {
+    "eval_items": "jobs/eval_items",
+    "shadow_items": "jobs/shadow_items",
+    "distill_items": "distill_results/distill_items",
+}
+
+#: Where a distillation export's items are (``costline.distill.runs``, under the default ``[distill] root``):
+#: JSON lines each naming its ``tenant``. A forget never rewrites them (the manifest's hashes prove which items the
+#: student was trained and judged on): it names those holding items of the tenants.
+EXPORT_FILES: Final = "distill/*/dataset/*.jsonl"
 
 
 @dataclass(frozen=True)
@@ -109,6 +131,31 @@ class NotCovered:
     rows: int
 
 
+@dataclass(frozen=True)
+class ItemsLeft:
+    """A file of per-request results (:data:`ITEM_FILES`) or of a distillation export (:data:`EXPORT_FILES`) whose
+    ``rows`` a forget left although they may be, or are, the tenants'; ``why`` is one of :data:`ITEMS_LEFT`."""
+
+    path: Path
+    rows: int
+    why: str
+
+
+#: Why :class:`ItemsLeft` rows were left -> the line :meth:`ForgetReport.lines` says (``{path}``, ``{rows}``).
+ITEMS_LEFT: Final[Mapping[str, str]] = {
+    "shared": "left: {rows:,} rows of {path} name no tenant and their request is these tenants' and another's "
+              "(or no tenant's) too: whose they are cannot be told. Delete the file (one run's items; its figures "
+              "stay) if it may hold these tenants' prompts",
+    "unlinked": "not reachable: {rows:,} rows of {path} name no tenant and their request is no longer in the lake "
+                "(a file written before items named their tenant, its request forgotten since): whose they are "
+                "cannot be told. Delete the file (one run's items; its figures stay) if it may hold these tenants' "
+                "prompts",
+    "export": "not rewritten: {path} (a distillation export) holds {rows:,} items of these tenants, and its "
+              "student was trained or judged on them: delete that run's folder (and any student trained on it) to "
+              "erase them",
+}
+
+
 def totals(tables: Iterable[str], days: Iterable[DayRows], files: Mapping[str, int]) -> tuple[TableTotal, ...]:
     """Per table of ``tables``, its rows and days (from ``days``) and files (``files``)."""
     days = list(days)
@@ -136,9 +183,14 @@ class ForgetReport:
     #: Lines said after the report (table mode: what older snapshots still hold).
     notes: tuple[str, ...] = ()
     #: Call rows left: a second span of a call (the views count one span per call) with no tenant of its own nor
-    #: a request of its own, in a trace that holds the tenants' rows and another tenant's (or no tenant's) too:
+    #: a request of its own, in a trace that holds the tenants' rows and another tenant's (or no tenant's) too,
+    #: and no call near it (its parent or child, or beside it under the same parent) that tells whose it is:
     #: whose call it is cannot be told (:func:`find_tenant_keys`).
     shared: int = 0
+    #: The first few traces those rows are in (local mode), for the operator to look at.
+    shared_traces: tuple[str, ...] = ()
+    #: Per-request results and distillation exports left holding rows that may be, or are, the tenants'.
+    items_left: tuple[ItemsLeft, ...] = ()
 
     @property
     def rows(self) -> int:
@@ -160,12 +212,19 @@ class ForgetReport:
             out.append(f"{t.table}: {verb} {t.rows:,} rows of {t.days} day(s){files}")
         out.append(f"{verb} {self.rows:,} rows of tenant(s) {who}{when}")
         if self.shared:
-            out.append(f"left: {self.shared:,} rows of traces shared with other tenants (calls: a second span of a "
-                       "call, with no tenant nor request of its own, in a trace holding these tenants' rows and "
-                       "others': whose it is cannot be told; docs/sql.md, \"Erasure and retention\")")
+            more = ", ..." if self.shared > len(self.shared_traces) else ""
+            traces = f" (traces {', '.join(self.shared_traces)}{more})" if self.shared_traces else ""
+            out.append(f"left: {self.shared:,} rows of traces shared with other tenants{traces}: calls: each a second "
+                       "span of a call, with no tenant nor request of its own and no call beside it that is only "
+                       "these tenants', in a trace holding these tenants' rows and others': whose it is cannot be "
+                       "told, so it is kept. Its prompt goes with `costline lake redact` ([lake] "
+                       "content_retention_days); an SDK's spans made under costline's setup_tracing "
+                       "(RequestStampingProcessor) name their request and go with it (docs/sql.md, \"Erasure and "
+                       "retention\")")
         for n in self.not_covered:
             out.append(f"not covered: {n.path} holds {n.rows:,} rows of these tenants and was committed after this "
                        "forget started (a batch being written): run the forget again")
+        out.extend(ITEMS_LEFT[i.why].format(rows=i.rows, path=i.path) for i in self.items_left)
         for p in self.set_aside:
             out.append(f"{'would set aside' if self.dry_run else 'set aside'} (unreadable, not erased): {p}")
         for p in self.left_aside:
@@ -271,14 +330,15 @@ def _schema_names(path: Path) -> list[str] | None:
         return None
 
 
-def _count_by_day(p: _Pass, path: Path, where: str, day_sql: str | None, what: str) -> dict[str, int] | None:
-    """Rows of ``path`` matching ``where`` per day (``day_sql`` an expression; None: one day, key ""); None when
-    ``path`` could not be read (it is set aside)."""
+def _count_by_day(p: _Pass, path: Path, where: str, day_sql: str | None, what: str,
+                  source: str | None = None) -> dict[str, int] | None:
+    """Rows of ``path`` (``source``: the ``FROM`` items reading it, alias ``f``) matching ``where`` per day
+    (``day_sql`` an expression; None: one day, key ""); None when ``path`` could not be read (it is set aside)."""
     import duckdb
 
     group = day_sql or "''"
     try:
-        found = p.con.execute(f"SELECT {group} AS day, count(*) FROM {_source(path)} WHERE {where} "
+        found = p.con.execute(f"SELECT {group} AS day, count(*) FROM {source or _source(path)} WHERE {where} "
                               "GROUP BY ALL").fetchall()
     except duckdb.Error as exc:
         if not path.exists():  # gone meanwhile: nothing of it to change
@@ -317,7 +377,9 @@ def _tenant_keys_sql(in_list: str) -> list[str]:
     * the call spans the calls view leaves out as a second span of a call it keeps (views/call_links.sql: an SDK's
       span inside a framework's or costline's, an app's span of a call the gateway answered, one call reported in
       two traces), without a tenant of their own: when the request their span links to is theirs; linked to none,
-      when every kept call they are inside or around (parent or child span) is theirs, or, with no such call, when
+      when every kept call they are inside or around (parent or child span) is theirs, or, with no such call, every
+      kept call beside them (the same parent span, at the same time) and of their response id (in their trace),
+      or, with none beside them, when
       every owner of their trace is theirs — its requests, its calls in the view, and the requests (a gateway's
       answer id) and calls of other traces that carry a response id of one of its calls, at that time. Where some
       of those are theirs and some another tenant's (or no tenant's), the span is ``shared``: left and counted,
@@ -325,18 +387,21 @@ def _tenant_keys_sql(in_list: str) -> list[str]:
     def theirs(column: str) -> str:
         return f"coalesce({column} IN ({in_list}), false)"
 
-    started = "ts - to_microseconds(CAST(coalesce(duration_ms, 0) * 1000 AS BIGINT))"
+    def started(alias: str = "") -> str:
+        return f"{alias}ts - to_microseconds(CAST(coalesce({alias}duration_ms, 0) * 1000 AS BIGINT))"
+
     return [
         # the calls view once (each use of a view computes it again)
         f"""CREATE OR REPLACE TEMP TABLE forget_calls AS
-            SELECT trace_id, span_id, parent_span_id, tenant, response_id, ts, {started} AS started FROM calls""",
+            SELECT trace_id, span_id, parent_span_id, tenant, response_id, ts, {started()} AS started FROM calls""",
         f"""CREATE OR REPLACE TEMP TABLE {KEYS_TABLE} AS
 WITH dropped AS (
-  SELECT a.trace_id, a.span_id, a.parent_span_id, a.linked_span_id, a.request_tenant, CAST(a.date AS VARCHAR) AS day
+  SELECT a.trace_id, a.span_id, a.parent_span_id, a.linked_span_id, a.request_tenant, CAST(a.date AS VARCHAR) AS day,
+         a.response_id, a.ts, {started("a.")} AS started
   FROM call_links_all a ANTI JOIN forget_calls k ON k.trace_id = a.trace_id AND k.span_id = a.span_id
   WHERE a.tenant IS NULL
 ), spans AS (
-  SELECT trace_id, response_id, ts, {started} AS started FROM calls_raw
+  SELECT trace_id, response_id, ts, {started()} AS started FROM calls_raw
   WHERE response_id IS NOT NULL AND trace_id IN (SELECT trace_id FROM dropped WHERE linked_span_id IS NULL)
 ), owners AS (
   SELECT trace_id, tenant FROM requests_raw
@@ -364,6 +429,19 @@ WITH dropped AS (
    AND (c.span_id = d.parent_span_id OR c.parent_span_id = d.span_id)
   WHERE d.linked_span_id IS NULL
   GROUP BY ALL
+), beside AS (
+  -- with none of those: the kept calls beside it, under the same parent span at the same time (an SDK's span
+  -- beside costline's call span under a span of the app, the same call): a span sits in one request, as its
+  -- parent does, so they are whose it is; with the kept calls of its response id in the trace (the views' one
+  -- call: the one it may be the second span of, wherever it is), so that one of another tenant keeps it
+  SELECT d.trace_id, d.span_id, bool_and({theirs("c.tenant")}) AS all_theirs,
+         bool_or({theirs("c.tenant")}) AS some_theirs
+  FROM dropped d JOIN forget_calls c ON c.trace_id = d.trace_id AND c.span_id <> d.span_id
+   AND ((c.parent_span_id = d.parent_span_id AND c.started <= d.ts AND d.started <= c.ts)
+        OR c.response_id = d.response_id)
+  WHERE d.linked_span_id IS NULL
+  GROUP BY ALL
+  HAVING bool_or(c.parent_span_id = d.parent_span_id AND c.started <= d.ts AND d.started <= c.ts)
 )
 SELECT 'calls' AS tbl, trace_id, span_id, NULL::VARCHAR AS day, false AS shared FROM forget_calls
 WHERE tenant IN ({in_list})
@@ -371,10 +449,13 @@ UNION ALL
 SELECT 'lookups', trace_id, span_id, NULL, false FROM lookups WHERE tenant IN ({in_list})
 UNION ALL
 SELECT 'calls', d.trace_id, d.span_id, d.day,
-       NOT (coalesce(d.request_tenant IN ({in_list}), false) OR coalesce(n.all_theirs, t.all_theirs, false))
+       NOT (coalesce(d.request_tenant IN ({in_list}), false)
+            OR coalesce(n.all_theirs, b.all_theirs, t.all_theirs, false))
 FROM dropped d LEFT JOIN near n ON n.trace_id = d.trace_id AND n.span_id = d.span_id
+  LEFT JOIN beside b ON b.trace_id = d.trace_id AND b.span_id = d.span_id
   LEFT JOIN traces t ON t.trace_id = d.trace_id
-WHERE d.request_tenant IN ({in_list}) OR (d.linked_span_id IS NULL AND coalesce(n.some_theirs, t.some_theirs, false))""",
+WHERE d.request_tenant IN ({in_list})
+   OR (d.linked_span_id IS NULL AND coalesce(n.some_theirs, b.some_theirs, t.some_theirs, false))""",
         "DROP TABLE forget_calls",
     ]
 
@@ -427,6 +508,13 @@ def _local_keys(lake: "Lake", con: "duckdb.DuckDBPyConnection", tenants: tuple[s
         else:
             sources[table] = f"({schema})"
     return find_tenant_keys(con, tenants, sources, before=before)
+
+
+def _shared_traces(con: "duckdb.DuckDBPyConnection", before: date | None, limit: int = 5) -> tuple[str, ...]:
+    """The first ``limit`` traces (by id) of the call rows :data:`KEYS_TABLE` leaves as shared."""
+    day = "" if before is None else f" AND day < {sql_str(before.isoformat())}"
+    return tuple(r[0] for r in con.execute(f"SELECT DISTINCT trace_id FROM {KEYS_TABLE} WHERE shared{day} "
+                                           f"ORDER BY trace_id LIMIT {int(limit)}").fetchall())
 
 
 def _unlocked_note(locked: bool) -> tuple[str, ...]:
@@ -494,6 +582,10 @@ def forget(lake: "Lake", tenants: Iterable[str], *, before: date | None = None,
             in_list = ", ".join(sql_str(t) for t in names)
             matches = f"tenant IN ({in_list})"
             shared = _local_keys(lake, con, names, before)
+            shared_traces = _shared_traces(con, before)
+            items = {view: _result_files(lake.path / folder) for view, folder in ITEM_FILES.items()}
+            if any(items.values()):  # the requests items name, before the forget rewrites them
+                _item_owners(con, in_list)
             seen: set[Path] = set()
             for table in TABLES:
                 for day_dir in sorted(lake.table_dir(table).glob("date=*")):
@@ -512,12 +604,15 @@ def forget(lake: "Lake", tenants: Iterable[str], *, before: date | None = None,
                         p.days.append(DayRows(table, day, rows))
             for view, (folder, time_col) in ALERT_FILES.items():
                 _forget_alerts(p, view, lake.path / folder, time_col, matches, before)
+            left = [x for view, files in items.items() for x in _forget_items(p, view, files, in_list, before)]
+            left += _export_items(lake.path, names)
             not_covered = _not_covered(lake, con, seen, names, matches, before)
         finally:
             con.close()
-        left = tuple(x for x in set_aside_files(lake.path) if x not in p.aside)
-        report = ForgetReport(names, before, dry_run, tuple(p.days), totals((*TABLES, *ALERT_FILES), p.days, p.files),
-                              not_covered, tuple(p.aside), left, _unlocked_note(locked), shared)
+        aside = tuple(x for x in set_aside_files(lake.path) if x not in p.aside)
+        report = ForgetReport(names, before, dry_run, tuple(p.days),
+                              totals((*TABLES, *ALERT_FILES, *ITEM_FILES), p.days, p.files), not_covered,
+                              tuple(p.aside), aside, _unlocked_note(locked), shared, shared_traces, tuple(left))
     if not dry_run and not report.complete:
         unread = [*report.set_aside, *report.left_aside]
         raise ErasureIncomplete(
@@ -555,30 +650,136 @@ def _row_matches(table: str, cols: list[str], matches: str) -> str | None:
     return " OR ".join(parts) or None
 
 
+def _result_files(folder: Path) -> list[Path]:
+    """The Parquet files of a folder of results (its zero-row schema file left out)."""
+    return sorted(f for f in folder.glob("*.parquet") if f.name != EMPTY_FILE) if folder.is_dir() else []
+
+
+def _result_columns(p: _Pass, path: Path) -> list[str] | None:
+    """The columns of a results file (not a table of the lake: only its Parquet framing and footer are checked);
+    None when it is gone meanwhile or cannot be read (then it is set aside)."""
+    why = file_problem(path, "requests", footer=False)
+    cols = _schema_names(path) if why is None else None
+    if cols is None and path.exists():
+        p.unreadable(path, why or "its footer cannot be read", "the forget")
+    return cols
+
+
+def _day(time_sql: str) -> str:
+    return f"coalesce(strftime(CAST({time_sql} AS DATE), '%Y-%m-%d'), 'no time')"
+
+
+def _forget_result_file(p: _Pass, view: str, path: Path, where: str, day_sql: str, per_day: dict[str, int],
+                        joins: str = "") -> bool:
+    """Remove the rows of one results file (alias ``f``, with ``joins`` after it) that match ``where`` (never
+    NULL), counted per day into ``per_day``; the file's row order kept. False when it could not be read."""
+    found = _count_by_day(p, path, where, day_sql, "the forget", _source(path) + joins)
+    if found is None:
+        return False
+    for day, n in found.items():
+        per_day[day] = per_day.get(day, 0) + n
+    if found:
+        rows = f"read_parquet({sql_str(path)}, hive_partitioning = false, file_row_number = true) f{joins}"
+        p.rewrite(view, path, f"SELECT f.* EXCLUDE (file_row_number) FROM {rows} WHERE NOT ({where}) "
+                  "ORDER BY f.file_row_number", remove_if_empty=False)
+    return True
+
+
 def _forget_alerts(p: _Pass, view: str, folder: Path, time_col: str, matches: str, before: date | None) -> None:
     """The tenants' rows removed from the alerts' exported files in ``folder`` (the next export of ``costline
     alerts run`` writes them again from its state file: see docs/sql.md)."""
     where = matches if before is None else f"{matches} AND {time_col} < DATE {sql_str(before.isoformat())}"
-    day_sql = f"coalesce(strftime(CAST({time_col} AS DATE), '%Y-%m-%d'), 'no time')"
     per_day: dict[str, int] = {}
-    for f in sorted(folder.glob("*.parquet")) if folder.is_dir() else []:
-        if f.name == EMPTY_FILE:
-            continue
-        why = file_problem(f, "requests", footer=False)  # whole Parquet file? (its columns are the alerts')
-        cols = _schema_names(f) if why is None else None
-        if why is not None or cols is None:
-            if f.exists():
-                p.unreadable(f, why or "its footer cannot be read", "the forget")
-            continue
-        if "tenant" not in cols or time_col not in cols:
-            continue
-        found = _count_by_day(p, f, where, day_sql, "the forget")
-        if not found:
-            continue
-        for day, n in found.items():
-            per_day[day] = per_day.get(day, 0) + n
-        p.rewrite(view, f, f"SELECT * FROM {_source(f)} WHERE NOT coalesce({where}, false)", remove_if_empty=False)
+    for f in _result_files(folder):
+        cols = _result_columns(p, f)
+        if cols is not None and "tenant" in cols and time_col in cols:
+            _forget_result_file(p, view, f, f"coalesce({where}, false)", _day(time_col), per_day)
     p.days.extend(DayRows(view, day, n) for day, n in sorted(per_day.items()))
+
+
+# -- the jobs' and distillation's per-request results --------------------------------------------------------
+#: The temporary table :func:`_item_owners` fills: per request key, whether every request span of it is the
+#: tenants' (``all_theirs``), some is (``some_theirs``), and its earliest ``ts``; one row per ``(trace_id,
+#: request_id)``, and one per ``request_id`` with ``trace_id`` NULL (every request of that id, for an item written
+#: before items kept ``trace_id``).
+ITEM_OWNERS: Final = "forget_item_owners"
+
+
+def _item_owners(con: "duckdb.DuckDBPyConnection", in_list: str) -> None:
+    """Fill :data:`ITEM_OWNERS` from the ``requests_raw`` view on ``con`` (made by :func:`_local_keys`)."""
+    import duckdb
+
+    theirs = f"coalesce(tenant IN ({in_list}), false)"
+    agg = f"bool_and({theirs}) AS all_theirs, bool_or({theirs}) AS some_theirs, min(ts) AS ts"
+    try:
+        con.execute(f"""CREATE OR REPLACE TEMP TABLE {ITEM_OWNERS} AS
+            SELECT trace_id, request_id, {agg} FROM requests_raw
+            WHERE trace_id IS NOT NULL AND request_id IS NOT NULL GROUP BY trace_id, request_id
+            UNION ALL
+            SELECT NULL::VARCHAR, request_id, {agg} FROM requests_raw WHERE request_id IS NOT NULL
+            GROUP BY request_id""")
+    except duckdb.Error as exc:
+        raise LakeError(f"cannot read the requests to find the tenants' job items ({str(exc).splitlines()[0]}): "
+                        "nothing was changed; run `costline lake compact` (it sets an unreadable file aside) and "
+                        "run it again") from exc
+
+
+def _forget_items(p: _Pass, view: str, files: list[Path], in_list: str, before: date | None) -> list[ItemsLeft]:
+    """The tenants' rows removed from one kind of per-request results (:data:`ITEM_FILES`): a row whose
+    ``tenant`` is theirs, and one that names none (an older file has no such column) whose request — its
+    ``(trace_id, request_id)``, or every request of its ``request_id`` when it keeps no ``trace_id`` — is
+    theirs, every span of it (:data:`ITEM_OWNERS`). With ``before``: those whose time is before it, the row's
+    ``ts`` (the request's, ``eval_items``) else its request's; a row whose time is unknown counts as before any
+    date, as ``date=1970-01-01`` does. Returns the files left holding rows that name no tenant whose request is
+    theirs and another's (``shared``), or no longer in the lake (``unlinked``)."""
+    import duckdb
+
+    per_day: dict[str, int] = {}
+    left: list[ItemsLeft] = []
+    for f in files:
+        cols = _result_columns(p, f)
+        if cols is None or not ({"tenant", "request_id"} & set(cols)):
+            continue
+        tenant, trace, request = (f"f.{c}" if c in cols else "NULL::VARCHAR" for c in ("tenant", "trace_id",
+                                                                                       "request_id"))
+        joins = f" LEFT JOIN {ITEM_OWNERS} k ON k.request_id = {request} AND k.trace_id IS NOT DISTINCT FROM {trace}"
+        time_sql = "coalesce(f.ts, k.ts)" if "ts" in cols else "k.ts"
+        when = "true" if before is None else f"coalesce({time_sql} < DATE {sql_str(before.isoformat())}, true)"
+        unowned = f"{when} AND {tenant} IS NULL"
+        gone = (f"{when} AND (coalesce({tenant} IN ({in_list}), false) "
+                f"OR ({tenant} IS NULL AND coalesce(k.all_theirs, false)))")
+        if not _forget_result_file(p, view, f, gone, _day(time_sql), per_day, joins):
+            continue
+        try:
+            shared, unlinked = p.con.execute(
+                f"SELECT count(*) FILTER (WHERE {unowned} AND k.some_theirs AND NOT k.all_theirs), "
+                f"count(*) FILTER (WHERE {unowned} AND k.request_id IS NULL) FROM {_source(f)}{joins}").fetchone()
+        except duckdb.Error:  # rewritten or removed meanwhile: what it holds is counted again next time
+            continue
+        left += [ItemsLeft(f, int(n), why) for why, n in (("shared", shared), ("unlinked", unlinked)) if n]
+    p.days.extend(DayRows(view, day, n) for day, n in sorted(per_day.items()))
+    return left
+
+
+def _export_items(lake_path: Path, tenants: tuple[str, ...]) -> list[ItemsLeft]:
+    """The distillation exports under ``lake_path`` (:data:`EXPORT_FILES`) holding items of ``tenants``: named,
+    never rewritten."""
+    out = []
+    for f in sorted(lake_path.glob(EXPORT_FILES)):
+        n = 0
+        try:
+            with f.open(encoding="utf-8") as fh:
+                for line in fh:
+                    try:
+                        row = json.loads(line)
+                    except ValueError:
+                        continue
+                    n += isinstance(row, dict) and row.get("tenant") in tenants
+        except (OSError, UnicodeDecodeError):  # unreadable: nothing of it can be said
+            continue
+        if n:
+            out.append(ItemsLeft(f, n, "export"))
+    return out
 
 
 def _not_covered(lake: "Lake", con: "duckdb.DuckDBPyConnection", seen: set[Path], names: tuple[str, ...],

@@ -1,0 +1,335 @@
+"""``costline lake forget`` and the results that hold a tenant's prompts outside the lake's tables: the nightly
+jobs' items (``jobs/eval_items``, ``jobs/shadow_items``), the distillation's (``distill_results/distill_items``) and
+its exports (``distill/<run>/dataset/*.jsonl``); and the second span of a call in a trace two tenants share.
+
+The jobs run for real (the drift and shadow jobs over a hand-made lake, the anthropic SDK over an httpx
+MockTransport: ``tests/test_jobs_open_world.py``'s helpers); older item files are written out here with the
+schemas an older costline wrote. Every expected count is worked out by hand in the comments.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from costline.lake import Lake
+from costline.lake import _erasure
+from costline.lake._erasure import DayRows, TableTotal
+from tests.test_jobs_open_world import T0, make_lake, req_rows
+from tests.test_jobs_trace_keys import OLD_SHADOW_ITEMS, query, run_both, shared_id_rows, small
+from tests.test_lake_erasure import (
+    D1, D2, D3, HAIKU, TOPIC, _arrow, _cli, _provider, _raw_texts, _recorder, _row, _sdk_lake, _snapshot,
+    _three_day_lake, _view,
+)
+
+#: The eval_items schema of a costline before items had a tenant (with trace_id), written out here, not derived.
+OLD_EVAL_ITEMS = pa.schema([
+    ("run_id", pa.string()), ("request_id", pa.string()), ("trace_id", pa.string()), ("ts", pa.timestamp("us")),
+    ("subtype", pa.string()), ("task_type", pa.string()), ("metric", pa.string()), ("query", pa.string()),
+    ("student_answer", pa.string()), ("teacher_answer", pa.string()),
+    ("student_score", pa.float64()), ("teacher_score", pa.float64()), ("query_chars", pa.int64()),
+])
+#: distill_items before it had a tenant.
+OLD_DISTILL_ITEMS = pa.schema([
+    ("run_id", pa.string()), ("item_id", pa.string()), ("request_id", pa.string()), ("task_type", pa.string()),
+    ("subtype", pa.string()), ("metric", pa.string()), ("query", pa.string()), ("student_answer", pa.string()),
+    ("teacher_answer", pa.string()), ("student_score", pa.float64()), ("teacher_score", pa.float64()),
+    ("gap", pa.float64()), ("content_hash", pa.string()),
+])
+
+
+def _items(path: Path, columns: str = "request_id") -> list[Any]:
+    """The rows of one results file, in file order."""
+    return [tuple(r[c] for c in columns.split(", ")) if ", " in columns else r[columns]
+            for r in pq.read_table(path).to_pylist()]
+
+
+# -- the jobs write each item's tenant, and forget removes the tenant's ------------------------------------------
+def _both_tenants(tier: str, base: int) -> list[Any]:
+    """``req-both-<tier>``: one trace, one request id, two request spans (acme's and globex's) and one call."""
+    r, c = req_rows(4, rid=f"req-both-{tier}", tier=tier, tenant="acme", query="q both #4 positive",
+                    answer="positive", off=base)
+    return [r, c, r._replace(span_id=f"{base + 90:016x}", tenant="globex", kafka_offset=r.kafka_offset + 90)]
+
+
+def test_the_jobs_items_name_their_tenant_and_forget_removes_the_tenants(tmp_path: Path) -> None:
+    """Before: eval_items / shadow_items had no tenant column and forget never looked at them."""
+    rows = shared_id_rows()
+    for tier, base in (("student", 0), ("budget", 5000)):
+        rows += req_rows(3, rid=f"req-{tier}-3", tier=tier, tenant=None, query="q none #3 positive",
+                         answer="positive", off=base)
+        rows += _both_tenants(tier, base)
+    cfg = small(make_lake(tmp_path / "lake", rows))
+    drift_run, shadow_run = run_both(cfg)
+    # per tier: req-dup in acme's trace and in globex's, req-<tier>-1 and -2 (acme), -3 (no tenant), req-both
+    # (acme's and globex's spans: not one tenant -> NULL)
+    for table, run, tier in (("eval_items", drift_run, "student"), ("shadow_items", shadow_run, "budget")):
+        assert sorted(query(cfg, f"SELECT request_id, tenant FROM {table} WHERE run_id = $r", r=run), key=repr) == \
+            sorted([("req-dup", "acme"), ("req-dup", "globex"), (f"req-{tier}-1", "acme"), (f"req-{tier}-2", "acme"),
+                    (f"req-{tier}-3", None), (f"req-both-{tier}", None)], key=repr)
+    jobs = tmp_path / "lake" / "jobs"
+    runs = {p: p.read_bytes() for p in (jobs / "eval_runs" / f"{drift_run}.parquet",
+                                        jobs / "shadow_runs" / f"{shadow_run}.parquet")}
+    eval_file = jobs / "eval_items" / f"{drift_run}.parquet"
+    shadow_file = jobs / "shadow_items" / f"{shadow_run}.parquet"
+
+    report = Lake(cfg.lake.path).forget(["acme"])
+
+    # items: acme's req-dup, -1, -2 of each run (their tenant); req-both's request is acme's and globex's: left
+    assert report.tables[5:] == (TableTotal("eval_items", 3, 1, 1), TableTotal("shadow_items", 3, 1, 1),
+                                 TableTotal("distill_items", 0, 0, 0))
+    assert [d for d in report.days if d.table.endswith("_items")] == [
+        DayRows("eval_items", T0.date().isoformat(), 3), DayRows("shadow_items", T0.date().isoformat(), 3)]
+    assert report.items_left == (_erasure.ItemsLeft(eval_file, 1, "shared"),
+                                 _erasure.ItemsLeft(shadow_file, 1, "shared"))
+    assert any(line.startswith(f"left: 1 rows of {eval_file} name no tenant") for line in report.lines())
+    for table, tier in (("eval_items", "student"), ("shadow_items", "budget")):
+        assert sorted(query(cfg, f"SELECT request_id, tenant FROM {table}"), key=repr) == sorted(
+            [("req-dup", "globex"), (f"req-{tier}-3", None), (f"req-both-{tier}", None)], key=repr)
+    assert {p: p.read_bytes() for p in runs} == runs  # the runs' figures are kept as they were
+    # the lake's own rows went too: per tier acme's req-dup, -1, -2 and its span of req-both
+    assert report.tables[0] == TableTotal("requests", 8, 1, 1)
+    again = _snapshot(Lake(cfg.lake.path))
+    assert Lake(cfg.lake.path).forget(["acme"]).rows == 0 and _snapshot(Lake(cfg.lake.path)) == again
+
+
+# -- files an older costline wrote; --before; a dry run; the distillation's ---------------------------------------
+def _items_lake(path: Path) -> Lake:
+    """``_three_day_lake`` (requests D1 t1/r1 acme, t2/r2 globex, t3/r3 NULL | D2 t4..t6 acme, t7 NULL | D3 t8
+    globex) and, on D3, trace t50 with request id r50 twice: acme's span and globex's."""
+    lake = _three_day_lake(path)
+    both = [_row("requests", 50, "acme", D3), {**_row("requests", 51, "globex", D3), "trace_id": "t50",
+                                                "request_id": "r50"}]
+    lake.commit_batch(TOPIC, 0, 20, 29, {"requests": {D3: _arrow("requests", both)}}, epoch=lake.claim(TOPIC, 0))
+    return lake
+
+
+def _write(path: Path, schema: pa.Schema, rows: list[dict[str, Any]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
+    return path
+
+
+def _at(day: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(f"{day}T10:00:00")
+
+
+def _old_items(lake: Lake) -> dict[str, Path]:
+    from costline.distill.store import write_rows
+
+    root = lake.path
+    eval_old = _write(root / "jobs" / "eval_items" / "drift-old.parquet", OLD_EVAL_ITEMS, [
+        {"run_id": "drift-old", "request_id": f"r{n}", "trace_id": f"t{n}", "ts": _at(day), "query": f"q{n}"}
+        for n, day in ((1, D1), (2, D1), (4, D2), (50, D3), (99, D3), (3, D1))])
+    shadow_old = _write(root / "jobs" / "shadow_items" / "shadow-old.parquet", OLD_SHADOW_ITEMS, [
+        {"run_id": "shadow-old", "request_id": f"r{n}", "tier": "budget", "match": True} for n in (5, 8, 50, 99)])
+    distill_new = write_rows(root, "distill_items", "distill-1", [
+        {"run_id": "distill-1", "request_id": rid, "tenant": tenant, "query": f"q {rid}"}
+        for rid, tenant in (("r6", "acme"), ("r2", "globex"), ("r7", None), ("r77", "acme"))])
+    distill_old = _write(root / "distill_results" / "distill_items" / "distill-old.parquet", OLD_DISTILL_ITEMS,
+                         [{"run_id": "distill-old", "request_id": "r6", "query": "q r6"}])
+    return {"eval": eval_old, "shadow": shadow_old, "distill": distill_new, "distill_old": distill_old}
+
+
+def test_forget_finds_the_tenants_items_of_older_files_through_their_request(tmp_path: Path) -> None:
+    """eval_items with trace_id but no tenant; shadow_items with neither (request id only); distill_items with a
+    tenant and without. Before: none of them was looked at."""
+    lake = _items_lake(tmp_path / "lake")
+    f = _old_items(lake)
+    files = _snapshot(lake)
+
+    dry = lake.forget(["acme"], dry_run=True)
+    assert _snapshot(lake) == files
+    report = lake.forget(["acme"])
+
+    # eval_items (by trace_id, request_id): r1 (D1) and r4 (D2) are acme's; r2 globex's, r3 no tenant's: kept;
+    #   r50's request is acme's and globex's: left; r99 is in no request: left
+    # shadow_items (request id only): r5 is acme's (D2, its request's time); r8 globex's; r50 shared; r99 none
+    # distill_items: r6 (tenant acme; D2 by its request), r77 (tenant acme, no request: no time), and the old
+    #   file's r6 (by its request)
+    assert dry.tables[5:] == report.tables[5:] == (
+        TableTotal("eval_items", 2, 2, 1), TableTotal("shadow_items", 1, 1, 1), TableTotal("distill_items", 3, 2, 2))
+    assert [d for d in report.days if d.table.endswith("_items")] == [
+        DayRows("eval_items", D1, 1), DayRows("eval_items", D2, 1), DayRows("shadow_items", D2, 1),
+        DayRows("distill_items", D2, 2), DayRows("distill_items", "no time", 1)]
+    assert report.items_left == dry.items_left == (
+        _erasure.ItemsLeft(f["eval"], 1, "shared"), _erasure.ItemsLeft(f["eval"], 1, "unlinked"),
+        _erasure.ItemsLeft(f["shadow"], 1, "shared"), _erasure.ItemsLeft(f["shadow"], 1, "unlinked"))
+    assert _items(f["eval"]) == ["r2", "r50", "r99", "r3"]  # the order kept
+    assert _items(f["shadow"]) == ["r8", "r50", "r99"]
+    assert _items(f["distill"], "request_id, tenant") == [("r2", "globex"), ("r7", None)]
+    assert _items(f["distill_old"]) == [] and pq.read_schema(f["distill_old"]).names == OLD_DISTILL_ITEMS.names
+    assert pq.read_schema(f["eval"]).names == OLD_EVAL_ITEMS.names
+    lines = report.lines()
+    assert "eval_items: removed 2 rows of 2 day(s), 1 file(s) rewritten" in lines
+    assert any(line.startswith(f"not reachable: 1 rows of {f['shadow']} name no tenant") for line in lines)
+    assert "eval_items 2026-11-01: 1 rows would go" in dry.lines()
+
+
+def test_forget_before_a_date_goes_by_the_items_request_time(tmp_path: Path) -> None:
+    """--before: eval_items by its ts (the request's), the others by their request's; an item whose time is
+    unknown (its request gone) counts as before any date, as date=1970-01-01 does."""
+    lake = _items_lake(tmp_path / "lake")
+    f = _old_items(lake)
+    report = lake.forget(["acme"], before=date.fromisoformat(D2))
+    # eval_items: r1 (D1) only; r4 is D2's; r50 and r99 (D3) are after it: not counted as left either
+    # shadow_items: r5's request is D2's: kept; r50 (D3) not counted; r99 (no request, no time): left, counted
+    # distill_items: r6's request is D2's: kept (both files); r77 names acme and has no time: gone
+    assert report.tables[5:] == (TableTotal("eval_items", 1, 1, 1), TableTotal("shadow_items", 0, 0, 0),
+                                 TableTotal("distill_items", 1, 1, 1))
+    assert report.items_left == (_erasure.ItemsLeft(f["shadow"], 1, "unlinked"),)
+    assert _items(f["eval"]) == ["r2", "r4", "r50", "r99", "r3"]
+    assert _items(f["distill"]) == ["r6", "r2", "r7"]
+
+
+def test_forget_names_the_distillation_exports_holding_the_tenants_items(tmp_path: Path) -> None:
+    """An export's items (dataset/train.jsonl, eval.jsonl: each names its tenant) are what a student was trained
+    and judged on, proven by the manifest's hashes: forget names them, never rewrites them."""
+    lake = _three_day_lake(tmp_path / "lake")
+    dataset = lake.path / "distill" / "distill-x" / "dataset"
+    dataset.mkdir(parents=True)
+    train, held = dataset / "train.jsonl", dataset / "eval.jsonl"
+    train.write_text("".join(json.dumps({"id": i, "tenant": t, "query": f"q{i}"}) + "\n"
+                             for i, t in enumerate(["acme", "globex", "acme"])))
+    held.write_text(json.dumps({"id": 9, "tenant": "acme"}) + "\n")
+    before = train.read_bytes(), held.read_bytes()
+    report = lake.forget(["acme"])
+    assert report.items_left == (_erasure.ItemsLeft(held, 1, "export"), _erasure.ItemsLeft(train, 2, "export"))
+    assert (train.read_bytes(), held.read_bytes()) == before
+    assert any(line.startswith(f"not rewritten: {train} (a distillation export) holds 2 items")
+               for line in report.lines())
+    assert lake.forget(["globex"]).items_left == (_erasure.ItemsLeft(train, 1, "export"),)
+
+
+def test_cli_forget_prints_the_items(tmp_path: Path) -> None:
+    lake = _items_lake(tmp_path / "lake")
+    f = _old_items(lake)
+    out = _cli({"COSTLINE_LAKE_PATH": str(lake.path)}, "lake", "forget", "--tenant", "acme", "--dry-run")
+    assert out.exit_code == 0, out.output
+    assert "eval_items: would remove 2 rows of 2 day(s), 1 file(s) to rewrite" in out.output
+    assert f"left: 1 rows of {f['eval']} name no tenant" in out.output
+    # 7 rows of the tables (as without items) + r50's acme span (D3) + 2 + 1 + 3 items
+    assert "would remove 14 rows of tenant(s) 'acme'" in out.output
+
+
+# -- the second span of a call in a trace two tenants share ------------------------------------------------------
+def test_a_second_span_beside_two_tenants_calls_is_left_and_said_why(tmp_path: Path) -> None:
+    """One span of the app (inside globex's request, inside acme's: one trace) holds a call of each tenant and an
+    SDK's span beside both, at the time of both (no request id: no stamping processor): whose call it is cannot
+    be told, so it is left; the line says why, which trace, and what the operator can do."""
+    from opentelemetry import trace
+
+    provider, exporter = _provider(stamping=False)
+    rec = _recorder(provider)
+    app = provider.get_tracer("app")
+    attrs = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "anthropic", "gen_ai.request.model": HAIKU,
+             "gen_ai.response.model": HAIKU, "gen_ai.usage.input_tokens": 100, "gen_ai.usage.output_tokens": 10,
+             "gen_ai.input.messages": json.dumps([{"role": "user", "parts": [{"type": "text",
+                                                                               "content": "whose question"}]}])}
+    with rec.request(task_type="qa", tenant="acme") as ra, rec.request(task_type="qa", tenant="globex") as rg:
+        with app.start_as_current_span("batch") as batch:
+            sdk = provider.get_tracer("opentelemetry.instrumentation.anthropic").start_span(
+                f"chat {HAIKU}", context=trace.set_span_in_context(batch), attributes=attrs)
+            for r in (ra, rg):
+                with r.call("anthropic", HAIKU, tier="budget") as c:
+                    c.usage(100, 10)
+            sdk.end()
+    lake, cfg = _sdk_lake(tmp_path, list(exporter.get_finished_spans()))
+    assert _view(cfg, "SELECT tenant, count(*) FROM calls GROUP BY ALL") == [("acme", 1), ("globex", 1)]
+    (trace_id,) = {r[0] for r in _view(cfg, "SELECT trace_id FROM requests")}
+
+    report = lake.forget(["acme"])
+    assert report.tables[1] == TableTotal("calls", 1, 1, 1)  # acme's own call; the SDK's span is left
+    assert report.shared == 1 and report.shared_traces == (trace_id,)
+    (line,) = [x for x in report.lines() if x.startswith("left: 1 rows of traces shared")]
+    assert trace_id in line and "costline lake redact" in line and "RequestStampingProcessor" in line
+    assert any("whose question" in t for t in _raw_texts(lake))
+
+
+# -- the distillation's evaluation writes each item's tenant; older files read it as NULL --------------------------
+def test_the_distillation_items_name_their_tenant_and_forget_removes_them(tmp_path: Path) -> None:
+    """evaluate_student writes distill_items from the export's held-out items, each of which names its tenant
+    ("t" in the run ``_run`` writes). Before: distill_items had no tenant column."""
+    from costline.distill.evaluate import evaluate_student
+
+    from tests.test_distill_task_pairs import _cfg, _run
+
+    cfg = _cfg(tmp_path)
+    lake = Lake(cfg.lake.path).init()
+    run, student = _run(tmp_path / "runs", "r", {("classification", "support"): (3, 0)})
+    evaluate_student(cfg, run, student=student)
+    items = lake.path / "distill_results" / "distill_items" / "r.parquet"
+    assert _items(items, "request_id, tenant") == [(f"r-classification-support-{i}", "t") for i in range(3)]
+    report = lake.forget(["t"])
+    # the 3 items name t; their requests are in no lake here, so their time is unknown
+    assert report.tables[7] == TableTotal("distill_items", 3, 1, 1)
+    assert report.days == (DayRows("distill_items", "no time", 3),) and _items(items) == []
+
+
+def test_the_views_read_the_tenant_of_item_files_without_it_as_null(tmp_path: Path) -> None:
+    """Item files of an older costline (their zero-row schema files too) have no tenant column: the views have
+    it all the same, NULL. Before: distill_items had no tenant column then."""
+    from costline.config import Config, LakeConfig
+    from costline.distill.store import open_distill_lake
+    from costline.jobs.store import open_jobs_lake
+
+    lake = Lake(tmp_path / "lake").init()
+    dist = lake.path / "distill_results" / "distill_items"
+    _write(dist / "_empty.parquet", OLD_DISTILL_ITEMS, [])
+    _write(dist / "d-old.parquet", OLD_DISTILL_ITEMS, [{"run_id": "d-old", "request_id": "r1"}])
+    _write(lake.path / "jobs" / "eval_items" / "_empty.parquet", OLD_EVAL_ITEMS, [])
+    _write(lake.path / "jobs" / "eval_items" / "e-old.parquet", OLD_EVAL_ITEMS,
+           [{"run_id": "e-old", "request_id": "r2"}])
+    cfg = Config(lake=LakeConfig(path=lake.path))
+    for opened, table, rid in ((open_distill_lake, "distill_items", "r1"), (open_jobs_lake, "eval_items", "r2")):
+        con = opened(cfg)
+        try:
+            assert con.execute(f"SELECT request_id, tenant FROM {table}").fetchall() == [(rid, None)], table
+        finally:
+            con.close()
+
+
+def _sdk_span(provider: Any, parent: Any, question: str, response_id: str | None = None) -> Any:
+    """An SDK instrumentation's call span under ``parent`` (no tenant, no request id), started now, ended by the
+    caller."""
+    from opentelemetry import trace
+
+    attrs = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "anthropic", "gen_ai.request.model": HAIKU,
+             "gen_ai.response.model": HAIKU, "gen_ai.usage.input_tokens": 100, "gen_ai.usage.output_tokens": 10,
+             "gen_ai.input.messages": json.dumps([{"role": "user", "parts": [{"type": "text", "content": question}]}])}
+    if response_id:
+        attrs["gen_ai.response.id"] = response_id
+    return provider.get_tracer("opentelemetry.instrumentation.anthropic").start_span(
+        f"chat {HAIKU}", context=trace.set_span_in_context(parent), attributes=attrs)
+
+
+def test_a_second_span_beside_the_tenants_call_but_of_another_tenants_response_id_is_left(tmp_path: Path) -> None:
+    """Under a span of acme's request, an SDK's span beside acme's call, at its time, carries the response id of
+    globex's call in the same trace: the views count it as globex's call (one call: trace + response id), so it is
+    not acme's to remove, whatever is beside it. Without the veto of its response id, the calls beside it alone
+    would have given it to acme."""
+    provider, exporter = _provider(stamping=False)
+    rec = _recorder(provider)
+    app = provider.get_tracer("app")
+    with app.start_as_current_span("batch"):
+        with rec.request(task_type="qa", tenant="acme") as ra, app.start_as_current_span("step") as step:
+            sdk = _sdk_span(provider, step, "globex's question", response_id="msg_x")
+            with ra.call("anthropic", HAIKU, tier="budget") as c:
+                c.usage(100, 10)
+            sdk.end()
+        with rec.request(task_type="qa", tenant="globex") as rg:
+            with rg.call("anthropic", HAIKU, tier="budget") as c:
+                c.usage(100, 10)
+                c.response(id="msg_x")
+    lake, cfg = _sdk_lake(tmp_path, list(exporter.get_finished_spans()))
+    assert sorted(r[0] for r in _view(cfg, "SELECT tenant FROM calls")) == ["acme", "globex"]
+
+    report = lake.forget(["acme"])
+    assert report.tables[1] == TableTotal("calls", 1, 1, 1) and report.shared == 1
+    assert any("globex's question" in t for t in _raw_texts(lake))
