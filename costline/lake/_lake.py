@@ -74,14 +74,15 @@ _READ_ONLY: Final = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
 @contextlib.contextmanager
 def _shared_lock(path: Path) -> Iterator[bool]:
     """A shared lock on ``path`` for the ``with`` block (:func:`~costline.fsutil.file_lock`: opened read-only, never
-    created): yields True; False, holding nothing, when ``path`` cannot be opened either (a read-only lake no
-    compaction ever ran on, none can run on now)."""
+    created): yields True; False, holding nothing, when ``path`` cannot be opened (a read-only lake no compaction
+    ever ran on, none can run on now) or locked (a filesystem without locks: NFS with no lock daemon); a dry run
+    then reads without it, and its report says so."""
     with contextlib.ExitStack() as held:
         try:
             held.enter_context(file_lock(path, shared=True))
             locked = True
         except OSError as exc:
-            log.warning("the maintenance lock %s cannot be opened (%s): reading without it", path, exc)
+            log.warning("the maintenance lock %s cannot be opened or locked (%s): reading without it", path, exc)
             locked = False
         yield locked
 
