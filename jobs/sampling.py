@@ -52,8 +52,10 @@ SKIP_EMPTY_LAST_TURN = "the last user turn has no text (blank, or only images, f
 #: span is read once (``{one_row_per_span}``, after the window's filters: the copies of a span are equal).
 #: ``{requests}`` / ``{calls}`` are the rows behind the lake's ``requests_raw`` / ``calls_raw`` views,
 #: ``{requests_days}`` / ``{calls_days}`` the partition filters their source can prune on (or nothing).
-#: ``tenant``: the one its request spans name, NULL when they name none or several (or one and none): what the
-#: jobs' items say the request's tenant is (``costline lake forget`` removes them with the tenant's rows).
+#: ``tenant``: the one its request spans name, NULL when they name none or several (or one and none): every request
+#: span of its ``(trace_id, request_id)``, whatever its tier, success or cache hit (``own``: the window's days and
+#: the day on either side, ``{owner_days}``), not only the spans sampled: what the jobs' items say the request's
+#: tenant is (``costline lake forget`` removes them with the tenant's rows).
 CANDIDATES_SQL = """
 WITH req AS (
   SELECT * FROM {requests}
@@ -69,22 +71,30 @@ WITH req AS (
   SELECT r.request_id, r.trace_id, any_value(r.ts) AS ts, any_value(r.subtype) AS subtype,
          any_value(r.task_type) AS task_type, any_value(r.tier) AS tier,
          any_value(r.input_messages) AS r_in, any_value(r.output_messages) AS r_out,
-         arg_max(c.input_messages, c.ts) AS c_in, arg_max(c.output_messages, c.ts) AS c_out,
-         CASE WHEN count(r.tenant) = count(*) AND min(r.tenant) = max(r.tenant) THEN min(r.tenant) END AS tenant
+         arg_max(c.input_messages, c.ts) AS c_in, arg_max(c.output_messages, c.ts) AS c_out
   FROM req r
   LEFT JOIN cl c ON c.trace_id = r.trace_id
    AND (c.request_id = r.request_id OR (c.request_id IS NULL AND c.parent_span_id = r.span_id))
   GROUP BY r.request_id, r.trace_id
+), own AS (
+  SELECT o.trace_id, o.request_id,
+         CASE WHEN count(o.tenant) = count(*) AND min(o.tenant) = max(o.tenant) THEN min(o.tenant) END AS tenant
+  FROM {requests} o SEMI JOIN (SELECT DISTINCT trace_id, request_id FROM req) k
+    ON k.trace_id IS NOT DISTINCT FROM o.trace_id AND k.request_id = o.request_id
+  WHERE {owner_days}o.ts >= CAST(CAST($since AS DATE) - 1 AS TIMESTAMP)
+    AND o.ts < CAST(CAST($until AS DATE) + 2 AS TIMESTAMP)
+  GROUP BY o.trace_id, o.request_id
 )
-SELECT request_id, trace_id, ts, coalesce(subtype, '(none)') AS subtype, task_type, tier,
-       coalesce(r_in, c_in) AS input_messages, coalesce(r_out, c_out) AS output_messages, tenant
-FROM linked
-WHERE coalesce(r_in, c_in) IS NOT NULL AND coalesce(r_out, c_out) IS NOT NULL
+SELECT l.request_id, l.trace_id, l.ts, coalesce(l.subtype, '(none)') AS subtype, l.task_type, l.tier,
+       coalesce(l.r_in, l.c_in) AS input_messages, coalesce(l.r_out, l.c_out) AS output_messages, o.tenant
+FROM linked l LEFT JOIN own o ON o.trace_id IS NOT DISTINCT FROM l.trace_id AND o.request_id = l.request_id
+WHERE coalesce(l.r_in, l.c_in) IS NOT NULL AND coalesce(l.r_out, l.c_out) IS NOT NULL
 """
 
 #: The local lake's date partitions of the window (the hive ``date`` column: the UTC date of ``ts``).
 _REQUEST_DAYS = "date >= CAST($since AS DATE) AND date <= CAST($until AS DATE) AND "
 _CALL_DAYS = "date >= CAST($since AS DATE) - 1 AND date <= CAST($until AS DATE) AND "
+_OWNER_DAYS = "date >= CAST($since AS DATE) - 1 AND date <= CAST($until AS DATE) + 1 AND "
 
 
 def candidates_sql(lake_path: Any = None, *, con: Any = None) -> str:
@@ -110,6 +120,8 @@ def candidates_sql(lake_path: Any = None, *, con: Any = None) -> str:
                              "lake (open it with costline.lake.open_lake)")
         parts[table] = source
         parts[f"{table}_days"] = (_REQUEST_DAYS if table == "requests" else _CALL_DAYS) if days else ""
+        if table == "requests":
+            parts["owner_days"] = _OWNER_DAYS if days else ""
     return CANDIDATES_SQL.format(one_row_per_span=ONE_ROW_PER_SPAN, **parts)
 
 

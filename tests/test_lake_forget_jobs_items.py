@@ -17,6 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from costline.lake import Lake
 from costline.lake import _erasure
@@ -24,7 +25,7 @@ from costline.lake._erasure import DayRows, TableTotal
 from tests.test_jobs_open_world import T0, make_lake, req_rows
 from tests.test_jobs_trace_keys import OLD_SHADOW_ITEMS, query, run_both, shared_id_rows, small
 from tests.test_lake_erasure import (
-    D1, D2, D3, HAIKU, TOPIC, _arrow, _cli, _provider, _raw_texts, _recorder, _row, _sdk_lake, _snapshot,
+    D1, D2, D3, HAIKU, TOPIC, _arrow, _cli, _files_rows, _provider, _raw_texts, _recorder, _row, _sdk_lake, _snapshot,
     _three_day_lake, _view,
 )
 
@@ -97,6 +98,42 @@ def test_the_jobs_items_name_their_tenant_and_forget_removes_the_tenants(tmp_pat
     assert report.tables[0] == TableTotal("requests", 8, 1, 1)
     again = _snapshot(Lake(cfg.lake.path))
     assert Lake(cfg.lake.path).forget(["acme"]).rows == 0 and _snapshot(Lake(cfg.lake.path)) == again
+
+
+
+@pytest.mark.parametrize("globex", [
+    {"success": False},  # failed
+    {"cache_hit": True},
+    {"tier": "premium", "routed_tier": "premium"},  # served by a tier neither job samples
+    {"ts_before": True},  # an hour before the window (the day before it)
+])
+def test_an_items_tenant_is_named_by_every_span_of_its_request_not_the_sampled_ones(tmp_path: Path,
+                                                                                     globex: dict[str, Any]) -> None:
+    """req-both-<tier>: acme's span, sampled, and globex's, which the job's filters leave out. The request's spans
+    name two tenants: its items name none, and forget globex says they are left. Before: the tenant was taken from
+    the sampled spans only ('acme'), and forget globex neither removed nor named them."""
+    rows = []
+    for tier, base in (("student", 0), ("budget", 5000)):
+        r, c = req_rows(4, rid=f"req-both-{tier}", tier=tier, tenant="acme", query="q both #4 positive",
+                        answer="positive", off=base)
+        shift = {"ts": r.ts - 3_600_000_000} if globex.get("ts_before") else {}
+        other = {k: v for k, v in globex.items() if k != "ts_before"}
+        rows += [r, c, r._replace(span_id=f"{base + 90:016x}", tenant="globex", kafka_offset=r.kafka_offset + 90,
+                                  **other, **shift)]
+        rows += req_rows(1, rid=f"req-{tier}-1", tier=tier, query="q acme #1 positive", answer="positive", off=base)
+    cfg = small(make_lake(tmp_path / "lake", rows))
+    drift_run, shadow_run = run_both(cfg)
+    assert sorted(query(cfg, "SELECT request_id, tenant FROM eval_items"), key=repr) == [
+        ("req-both-student", None), ("req-student-1", "acme")]
+    assert sorted(query(cfg, "SELECT request_id, tenant FROM shadow_items"), key=repr) == [
+        ("req-both-budget", None), ("req-budget-1", "acme")]
+
+    report = Lake(cfg.lake.path).forget(["globex"])
+    jobs = tmp_path / "lake" / "jobs"
+    # no item is globex's alone; each req-both item may hold globex's prompt: said
+    assert report.tables[5:7] == (TableTotal("eval_items", 0, 0, 0), TableTotal("shadow_items", 0, 0, 0))
+    assert report.items_left == (_erasure.ItemsLeft(jobs / "eval_items" / f"{drift_run}.parquet", 1, "shared"),
+                                 _erasure.ItemsLeft(jobs / "shadow_items" / f"{shadow_run}.parquet", 1, "shared"))
 
 
 # -- files an older costline wrote; --before; a dry run; the distillation's ---------------------------------------
@@ -186,6 +223,67 @@ def test_forget_before_a_date_goes_by_the_items_request_time(tmp_path: Path) -> 
     assert report.items_left == (_erasure.ItemsLeft(f["shadow"], 1, "unlinked"),)
     assert _items(f["eval"]) == ["r2", "r4", "r50", "r99", "r3"]
     assert _items(f["distill"]) == ["r6", "r2", "r7"]
+
+
+def test_an_item_naming_another_tenant_whose_request_has_the_tenants_spans_is_left_and_said(tmp_path: Path) -> None:
+    """Items naming acme of request r50 (t50: acme's span and globex's), as a job that ran before globex's span
+    was written (or one of the costline that named the sampled spans' tenant only) wrote them. forget globex
+    leaves them (they name acme: acme's to remove) and says so. Before: neither removed nor said."""
+    from costline.distill.store import write_rows
+
+    lake = _items_lake(tmp_path / "lake")
+    eval_file = _write(lake.path / "jobs" / "eval_items" / "drift-x.parquet",
+                       OLD_EVAL_ITEMS.append(pa.field("tenant", pa.string())), [
+        {"run_id": "drift-x", "request_id": f"r{n}", "trace_id": f"t{n}", "ts": _at(day), "query": f"q{n}",
+         "tenant": tenant} for n, day, tenant in ((50, D3, "acme"), (8, D3, "globex"), (1, D1, "acme"))])
+    distill = write_rows(lake.path, "distill_items", "distill-x", [
+        {"run_id": "distill-x", "request_id": "r50", "tenant": "acme", "query": "q r50"}])
+
+    report = lake.forget(["globex"])
+    # eval_items: r8 names globex: gone; r50 names acme, its request has globex's span too: left, said; r1 is
+    #   acme's alone: kept, not said. distill_items: r50 (every request of r50: acme's and globex's): left, said
+    assert report.tables[5:] == (TableTotal("eval_items", 1, 1, 1), TableTotal("shadow_items", 0, 0, 0),
+                                 TableTotal("distill_items", 0, 0, 0))
+    assert report.items_left == (_erasure.ItemsLeft(eval_file, 1, "named"), _erasure.ItemsLeft(distill, 1, "named"))
+    assert any(line.startswith(f"left: 1 rows of {eval_file} name another tenant, but their request has spans of "
+                               "these tenants too") for line in report.lines())
+    assert _items(eval_file) == ["r50", "r1"] and _items(distill) == ["r50"]
+    # acme's forget takes them with their tenant
+    assert lake.forget(["acme"]).tables[5:] == (TableTotal("eval_items", 2, 2, 1), TableTotal("shadow_items", 0, 0, 0),
+                                                TableTotal("distill_items", 1, 1, 1))
+    assert _items(eval_file) == [] and _items(distill) == []
+
+
+def test_forget_before_a_date_times_an_item_by_its_tenants_request(tmp_path: Path) -> None:
+    """distill_items keeps no trace_id: an item naming acme of request id r2 is timed by acme's request r2 (D3),
+    not by globex's r2 of D1. Before: by the earliest request r2 of any tenant (D1), so --before D2 removed it."""
+    from costline.distill.store import write_rows
+
+    lake = _items_lake(tmp_path / "lake")
+    lake.commit_batch(TOPIC, 0, 30, 39, {"requests": {D3: _arrow("requests", [
+        {**_row("requests", 60, "acme", D3), "request_id": "r2"}])}}, epoch=lake.claim(TOPIC, 0))
+    distill = write_rows(lake.path, "distill_items", "distill-x", [
+        {"run_id": "distill-x", "request_id": "r2", "tenant": "acme", "query": "acme's r2"}])
+
+    report = lake.forget(["acme"], before=date.fromisoformat(D2))
+    assert report.tables[7] == TableTotal("distill_items", 0, 0, 0) and _items(distill) == ["r2"]
+    report = lake.forget(["acme"], before=date.fromisoformat("2026-11-04"))
+    assert [d for d in report.days if d.table == "distill_items"] == [DayRows("distill_items", D3, 1)]
+    assert _items(distill) == []
+
+
+def test_the_left_lines_are_said_by_the_forget_that_removes_the_tenants_spans_only(tmp_path: Path) -> None:
+    """An item naming no tenant of a request of acme's and globex's is said once: that forget removes acme's span
+    of it, and the next one finds the request globex's alone. The line says so (docs/sql.md). Before: it did not."""
+    lake = _items_lake(tmp_path / "lake")
+    f = _old_items(lake)
+    (line,) = [x for x in lake.forget(["acme"]).lines() if x.startswith(f"left: 1 rows of {f['eval']}")]
+    assert line.endswith("only the forget that removes these tenants' spans of those requests says so (a later one "
+                         "no longer sees them)")
+    again = lake.forget(["acme"])
+    assert again.items_left == (_erasure.ItemsLeft(f["eval"], 1, "unlinked"),
+                                _erasure.ItemsLeft(f["shadow"], 1, "unlinked"))
+    assert "r50" in _items(f["eval"])  # still there: the first forget's line was the operator's cue
 
 
 def test_forget_names_the_distillation_exports_holding_the_tenants_items(tmp_path: Path) -> None:
@@ -332,4 +430,52 @@ def test_a_second_span_beside_the_tenants_call_but_of_another_tenants_response_i
 
     report = lake.forget(["acme"])
     assert report.tables[1] == TableTotal("calls", 1, 1, 1) and report.shared == 1
+    assert any("globex's question" in t for t in _raw_texts(lake))
+
+
+@pytest.mark.parametrize("owner", ["gateway", "other trace"])
+def test_a_second_span_beside_the_tenants_call_whose_response_id_is_owned_outside_its_trace_is_left(
+        tmp_path: Path, owner: str) -> None:
+    """A trace of acme's request only: under a span of the app, acme's call and, beside it at its time, an SDK's
+    span (no request id) whose response id is owned outside the trace: the answer id globex's gateway request
+    gave (the views count the span as that request), or globex's call in another trace at that time (the views
+    keep that one: one call). Its prompt is globex's; the trace's owners (globex's, through the response id,
+    among them) say it cannot be told: left, counted. Before: the call beside it alone gave it to acme, removed."""
+    from opentelemetry import context as otel_context
+
+    from costline.collectors.recorder import returning
+
+    gw, gw_spans = _provider()
+    app, app_spans = _provider(stamping=False)
+    rec = _recorder(app)
+    rid = "msg_costline_gw-globex" if owner == "gateway" else "msg_globex_1"
+    with rec.request(task_type="qa", tenant="acme") as ra:
+        with app.get_tracer("app").start_as_current_span("step") as step:
+            sdk = _sdk_span(app, step, "globex's question", response_id=rid)
+            token = otel_context.attach(otel_context.Context())  # globex's own trace, at the same time
+            try:
+                if owner == "gateway":
+                    with returning(lambda request_id, _a: f"msg_costline_{request_id}"):
+                        with _recorder(gw).request(task_type="qa", tenant="globex", request_id="gw-globex") as rg:
+                            with rg.call("anthropic", HAIKU, tier="budget") as c:
+                                c.usage(100, 10)
+                else:
+                    with rec.request(task_type="qa", tenant="globex") as rg:
+                        with rg.call("anthropic", HAIKU, tier="budget") as c:
+                            c.usage(100, 10)
+                            c.response(id=rid)
+            finally:
+                otel_context.detach(token)
+            with ra.call("anthropic", HAIKU, tier="budget") as c:
+                c.usage(100, 10)
+                c.response(id="msg_acme_1")
+            sdk.end()
+    lake, cfg = _sdk_lake(tmp_path, [*gw_spans.get_finished_spans(), *app_spans.get_finished_spans()])
+    assert _view(cfg, "SELECT tenant, count(*) FROM calls GROUP BY ALL") == [("acme", 1), ("globex", 1)]
+    assert len(_files_rows(lake, "calls")) == 3  # acme's call, globex's, and the SDK's span the views leave out
+    (acme_trace,) = {r[0] for r in _view(cfg, "SELECT trace_id FROM requests WHERE tenant = 'acme'")}
+
+    report = lake.forget(["acme"])
+    assert report.tables[1] == TableTotal("calls", 1, 1, 1)  # acme's own call only
+    assert report.shared == 1 and report.shared_traces == (acme_trace,)
     assert any("globex's question" in t for t in _raw_texts(lake))

@@ -141,15 +141,22 @@ class ItemsLeft:
     why: str
 
 
+#: What an :class:`ItemsLeft` line tells the operator to do.
+_DELETE_FILE: Final = "Delete the file (one run's items; its figures stay) if it may hold these tenants' prompts"
+#: ... where the forget that removes the tenants' spans of those requests is the last one able to tell.
+_SAID_ONCE: Final = ("; only the forget that removes these tenants' spans of those requests says so (a later one no "
+                     "longer sees them)")
+
 #: Why :class:`ItemsLeft` rows were left -> the line :meth:`ForgetReport.lines` says (``{path}``, ``{rows}``).
 ITEMS_LEFT: Final[Mapping[str, str]] = {
     "shared": "left: {rows:,} rows of {path} name no tenant and their request is these tenants' and another's "
-              "(or no tenant's) too: whose they are cannot be told. Delete the file (one run's items; its figures "
-              "stay) if it may hold these tenants' prompts",
+              "(or no tenant's) too: whose they are cannot be told. " + _DELETE_FILE + _SAID_ONCE,
+    "named": "left: {rows:,} rows of {path} name another tenant, but their request has spans of these tenants "
+             "too (a span written after the job ran, or a job of an older costline): whose they are cannot be told. "
+             + _DELETE_FILE + _SAID_ONCE,
     "unlinked": "not reachable: {rows:,} rows of {path} name no tenant and their request is no longer in the lake "
                 "(a file written before items named their tenant, its request forgotten since): whose they are "
-                "cannot be told. Delete the file (one run's items; its figures stay) if it may hold these tenants' "
-                "prompts",
+                "cannot be told. " + _DELETE_FILE,
     "export": "not rewritten: {path} (a distillation export) holds {rows:,} items of these tenants, and its "
               "student was trained or judged on them: delete that run's folder (and any student trained on it) to "
               "erase them",
@@ -379,11 +386,11 @@ def _tenant_keys_sql(in_list: str) -> list[str]:
       two traces), without a tenant of their own: when the request their span links to is theirs; linked to none,
       when every kept call they are inside or around (parent or child span) is theirs, or, with no such call, every
       kept call beside them (the same parent span, at the same time) and of their response id (in their trace),
-      or, with none beside them, when
-      every owner of their trace is theirs — its requests, its calls in the view, and the requests (a gateway's
-      answer id) and calls of other traces that carry a response id of one of its calls, at that time. Where some
-      of those are theirs and some another tenant's (or no tenant's), the span is ``shared``: left and counted,
-      rather than guessed."""
+      or, with none beside them or with an owner of their response id outside their trace (the views may count
+      them as that one), when every owner of their trace is theirs — its requests, its calls in the view, and the
+      requests (a gateway's answer id) and calls of other traces that carry a response id of one of its calls, at
+      that time. Where some of those are theirs and some another tenant's (or no tenant's), the span is
+      ``shared``: left and counted, rather than guessed."""
     def theirs(column: str) -> str:
         return f"coalesce({column} IN ({in_list}), false)"
 
@@ -401,8 +408,18 @@ WITH dropped AS (
   FROM call_links_all a ANTI JOIN forget_calls k ON k.trace_id = a.trace_id AND k.span_id = a.span_id
   WHERE a.tenant IS NULL
 ), spans AS (
-  SELECT trace_id, response_id, ts, {started()} AS started FROM calls_raw
+  SELECT trace_id, span_id, response_id, ts, {started()} AS started FROM calls_raw
   WHERE response_id IS NOT NULL AND trace_id IN (SELECT trace_id FROM dropped WHERE linked_span_id IS NULL)
+), outside AS (
+  -- the owners of a span's response id outside its trace, at that time: the gateway's request that gave it as
+  -- its answer's id, the kept calls of other traces that carry it
+  SELECT s.trace_id, s.span_id, q.tenant FROM spans s JOIN requests_raw q ON q.response_id = s.response_id
+  WHERE coalesce(s.started <= q.ts + INTERVAL 1 MINUTE
+                 AND {started("q.")} <= s.ts + INTERVAL 1 MINUTE, TRUE)
+  UNION ALL
+  SELECT s.trace_id, s.span_id, c.tenant FROM spans s JOIN forget_calls c ON c.response_id = s.response_id
+   AND c.trace_id <> s.trace_id
+  WHERE coalesce(s.started <= c.ts AND c.started <= s.ts, TRUE)
 ), owners AS (
   SELECT trace_id, tenant FROM requests_raw
   WHERE trace_id IN (SELECT trace_id FROM dropped WHERE linked_span_id IS NULL)
@@ -410,14 +427,7 @@ WITH dropped AS (
   SELECT trace_id, tenant FROM forget_calls
   WHERE trace_id IN (SELECT trace_id FROM dropped WHERE linked_span_id IS NULL)
   UNION ALL
-  SELECT s.trace_id, q.tenant FROM spans s JOIN requests_raw q ON q.response_id = s.response_id
-  WHERE coalesce(s.started <= q.ts + INTERVAL 1 MINUTE
-                 AND q.ts - to_microseconds(CAST(coalesce(q.duration_ms, 0) * 1000 AS BIGINT))
-                     <= s.ts + INTERVAL 1 MINUTE, TRUE)
-  UNION ALL
-  SELECT s.trace_id, c.tenant FROM spans s JOIN forget_calls c ON c.response_id = s.response_id
-   AND c.trace_id <> s.trace_id
-  WHERE coalesce(s.started <= c.ts AND c.started <= s.ts, TRUE)
+  SELECT trace_id, tenant FROM outside
 ), traces AS (
   SELECT trace_id, bool_and({theirs("tenant")}) AS all_theirs, bool_or({theirs("tenant")}) AS some_theirs
   FROM owners GROUP BY trace_id
@@ -433,13 +443,16 @@ WITH dropped AS (
   -- with none of those: the kept calls beside it, under the same parent span at the same time (an SDK's span
   -- beside costline's call span under a span of the app, the same call): a span sits in one request, as its
   -- parent does, so they are whose it is; with the kept calls of its response id in the trace (the views' one
-  -- call: the one it may be the second span of, wherever it is), so that one of another tenant keeps it
+  -- call: the one it may be the second span of, wherever it is), so that one of another tenant keeps it. A span
+  -- whose response id has an owner outside the trace (the views may count it as that one) is not decided here:
+  -- the trace's owners, those outside included, are
   SELECT d.trace_id, d.span_id, bool_and({theirs("c.tenant")}) AS all_theirs,
          bool_or({theirs("c.tenant")}) AS some_theirs
   FROM dropped d JOIN forget_calls c ON c.trace_id = d.trace_id AND c.span_id <> d.span_id
    AND ((c.parent_span_id = d.parent_span_id AND c.started <= d.ts AND d.started <= c.ts)
         OR c.response_id = d.response_id)
   WHERE d.linked_span_id IS NULL
+    AND NOT EXISTS (SELECT 1 FROM outside o WHERE o.trace_id = d.trace_id AND o.span_id = d.span_id)
   GROUP BY ALL
   HAVING bool_or(c.parent_span_id = d.parent_span_id AND c.started <= d.ts AND d.started <= c.ts)
 )
@@ -698,10 +711,11 @@ def _forget_alerts(p: _Pass, view: str, folder: Path, time_col: str, matches: st
 
 
 # -- the jobs' and distillation's per-request results --------------------------------------------------------
-#: The temporary table :func:`_item_owners` fills: per request key, whether every request span of it is the
-#: tenants' (``all_theirs``), some is (``some_theirs``), and its earliest ``ts``; one row per ``(trace_id,
-#: request_id)``, and one per ``request_id`` with ``trace_id`` NULL (every request of that id, for an item written
-#: before items kept ``trace_id``).
+#: The temporary table :func:`_item_owners` fills, per request key: one row (``whole``) telling whether every
+#: request span of it is the tenants' (``all_theirs``), some is (``some_theirs``), and its earliest ``ts``; and one
+#: per tenant its spans name (not ``whole``, ``tenant`` set) with that tenant's earliest ``ts``. The keys: each
+#: ``(trace_id, request_id)``, and each ``request_id`` with ``trace_id`` NULL (every request of that id, for an item
+#: that keeps no ``trace_id``).
 ITEM_OWNERS: Final = "forget_item_owners"
 
 
@@ -710,14 +724,14 @@ def _item_owners(con: "duckdb.DuckDBPyConnection", in_list: str) -> None:
     import duckdb
 
     theirs = f"coalesce(tenant IN ({in_list}), false)"
-    agg = f"bool_and({theirs}) AS all_theirs, bool_or({theirs}) AS some_theirs, min(ts) AS ts"
     try:
         con.execute(f"""CREATE OR REPLACE TEMP TABLE {ITEM_OWNERS} AS
-            SELECT trace_id, request_id, {agg} FROM requests_raw
-            WHERE trace_id IS NOT NULL AND request_id IS NOT NULL GROUP BY trace_id, request_id
-            UNION ALL
-            SELECT NULL::VARCHAR, request_id, {agg} FROM requests_raw WHERE request_id IS NOT NULL
-            GROUP BY request_id""")
+            SELECT trace_id, request_id, tenant, grouping(tenant) = 1 AS whole, bool_and({theirs}) AS all_theirs,
+                   bool_or({theirs}) AS some_theirs, min(ts) AS ts
+            FROM requests_raw WHERE request_id IS NOT NULL
+            GROUP BY GROUPING SETS ((trace_id, request_id), (trace_id, request_id, tenant), (request_id),
+                                    (request_id, tenant))
+            HAVING (grouping(trace_id) = 1 OR trace_id IS NOT NULL) AND (grouping(tenant) = 1 OR tenant IS NOT NULL)""")
     except duckdb.Error as exc:
         raise LakeError(f"cannot read the requests to find the tenants' job items ({str(exc).splitlines()[0]}): "
                         "nothing was changed; run `costline lake compact` (it sets an unreadable file aside) and "
@@ -728,10 +742,12 @@ def _forget_items(p: _Pass, view: str, files: list[Path], in_list: str, before: 
     """The tenants' rows removed from one kind of per-request results (:data:`ITEM_FILES`): a row whose
     ``tenant`` is theirs, and one that names none (an older file has no such column) whose request — its
     ``(trace_id, request_id)``, or every request of its ``request_id`` when it keeps no ``trace_id`` — is
-    theirs, every span of it (:data:`ITEM_OWNERS`). With ``before``: those whose time is before it, the row's
-    ``ts`` (the request's, ``eval_items``) else its request's; a row whose time is unknown counts as before any
-    date, as ``date=1970-01-01`` does. Returns the files left holding rows that name no tenant whose request is
-    theirs and another's (``shared``), or no longer in the lake (``unlinked``)."""
+    theirs, every span of it (:data:`ITEM_OWNERS`). A row that names another tenant is that tenant's: never
+    removed. With ``before``: those whose time is before it, the row's ``ts`` (the request's, ``eval_items``) else
+    its request's (of the row's tenant's requests of that key, when it names one); a row whose time is unknown
+    counts as before any date, as ``date=1970-01-01`` does. Returns the files left holding rows whose request has
+    spans of the tenants: naming no tenant, their request also another's (``shared``) or no longer in the lake
+    (``unlinked``); naming another tenant (``named``)."""
     import duckdb
 
     per_day: dict[str, int] = {}
@@ -742,8 +758,11 @@ def _forget_items(p: _Pass, view: str, files: list[Path], in_list: str, before: 
             continue
         tenant, trace, request = (f"f.{c}" if c in cols else "NULL::VARCHAR" for c in ("tenant", "trace_id",
                                                                                        "request_id"))
-        joins = f" LEFT JOIN {ITEM_OWNERS} k ON k.request_id = {request} AND k.trace_id IS NOT DISTINCT FROM {trace}"
-        time_sql = "coalesce(f.ts, k.ts)" if "ts" in cols else "k.ts"
+        key = f"ON {{k}}.request_id = {request} AND {{k}}.trace_id IS NOT DISTINCT FROM {trace}"
+        joins = (f" LEFT JOIN {ITEM_OWNERS} k {key.format(k='k')} AND k.whole"
+                 f" LEFT JOIN {ITEM_OWNERS} kt {key.format(k='kt')} AND NOT kt.whole AND kt.tenant = {tenant}")
+        request_ts = f"CASE WHEN {tenant} IS NULL THEN k.ts ELSE kt.ts END"
+        time_sql = f"coalesce(f.ts, {request_ts})" if "ts" in cols else request_ts
         when = "true" if before is None else f"coalesce({time_sql} < DATE {sql_str(before.isoformat())}, true)"
         unowned = f"{when} AND {tenant} IS NULL"
         gone = (f"{when} AND (coalesce({tenant} IN ({in_list}), false) "
@@ -751,12 +770,15 @@ def _forget_items(p: _Pass, view: str, files: list[Path], in_list: str, before: 
         if not _forget_result_file(p, view, f, gone, _day(time_sql), per_day, joins):
             continue
         try:
-            shared, unlinked = p.con.execute(
+            shared, unlinked, named = p.con.execute(
                 f"SELECT count(*) FILTER (WHERE {unowned} AND k.some_theirs AND NOT k.all_theirs), "
-                f"count(*) FILTER (WHERE {unowned} AND k.request_id IS NULL) FROM {_source(f)}{joins}").fetchone()
+                f"count(*) FILTER (WHERE {unowned} AND k.request_id IS NULL), "
+                f"count(*) FILTER (WHERE {when} AND NOT coalesce({tenant} IN ({in_list}), true) AND k.some_theirs) "
+                f"FROM {_source(f)}{joins}").fetchone()
         except duckdb.Error:  # rewritten or removed meanwhile: what it holds is counted again next time
             continue
-        left += [ItemsLeft(f, int(n), why) for why, n in (("shared", shared), ("unlinked", unlinked)) if n]
+        left += [ItemsLeft(f, int(n), why) for why, n in (("shared", shared), ("unlinked", unlinked),
+                                                          ("named", named)) if n]
     p.days.extend(DayRows(view, day, n) for day, n in sorted(per_day.items()))
     return left
 
