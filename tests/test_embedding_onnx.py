@@ -177,11 +177,17 @@ def verified_decisions(vectors: dict[str, np.ndarray]) -> tuple[np.ndarray, np.n
     return served, s.labels
 
 
-def test_verified_cache_decisions_match_pytorch_on_the_test_split(torch_vectors, onnx_vectors):
+@pytest.fixture(scope="module")
+def torch_verified(torch_vectors) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`verified_decisions` of the PyTorch vectors, the reference of both runtimes' comparisons below."""
+    return verified_decisions(torch_vectors)
+
+
+def test_verified_cache_decisions_match_pytorch_on_the_test_split(torch_verified, onnx_vectors):
     """The cache's default mode (verified) on the pair set's test split: false-hit rate and recall
     within half a point of PyTorch's (on 250 pairs that means no decision changes)."""
     assert len(TEST_PAIRS) >= 200
-    ref, labels = verified_decisions(torch_vectors)
+    ref, labels = torch_verified
     got, _ = verified_decisions(onnx_vectors)
     assert 0 < ref[labels].mean() < 1  # some paraphrases served, some not: the comparison can fail
     assert abs(got[~labels].mean() - ref[~labels].mean()) <= TOLERANCE
@@ -512,13 +518,13 @@ def test_openvino_vectors_match_pytorch(torch_vectors, openvino, openvino_vector
     assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-3)
 
 
-def test_openvino_keeps_pytorchs_cache_decisions_in_both_modes(torch_vectors, openvino_vectors):
+def test_openvino_keeps_pytorchs_cache_decisions_in_both_modes(torch_vectors, torch_verified, openvino_vectors):
     vectors = openvino_vectors
     threshold = CacheConfig().threshold
     (ref_fhr, ref_recall), (fhr, recall) = decisions(torch_vectors, threshold), decisions(vectors, threshold)
     assert 0 < ref_fhr < 1 and 0 < ref_recall < 1
     assert abs(fhr - ref_fhr) <= TOLERANCE and abs(recall - ref_recall) <= TOLERANCE, (fhr, ref_fhr, recall, ref_recall)
-    ref, labels = verified_decisions(torch_vectors)
+    ref, labels = torch_verified
     got, _ = verified_decisions(vectors)
     assert abs(got[~labels].mean() - ref[~labels].mean()) <= TOLERANCE
     assert abs(got[labels].mean() - ref[labels].mean()) <= TOLERANCE

@@ -179,9 +179,12 @@ def test_processes_taking_at_once_get_exactly_the_burst_between_them(tmp_path: P
 # -- WorkerSupervisor ----------------------------------------------------------------------------
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(120)"]
-STUBBORN = [sys.executable, "-c",
-            "import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
-            "sys.stdout.write('up\\n'); sys.stdout.flush(); time.sleep(120)"]
+
+
+def stubborn(flag: Path) -> list[str]:
+    """A worker that ignores SIGTERM and creates ``flag`` once its handler is set."""
+    return [sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+            f"open({str(flag)!r}, 'w').close(); time.sleep(120)"]
 
 
 def supervisor(command: list[str], workers: int = 2, **kwargs) -> tuple[WorkerSupervisor, Clock, list[str]]:
@@ -192,13 +195,15 @@ def supervisor(command: list[str], workers: int = 2, **kwargs) -> tuple[WorkerSu
 
 
 def wait_dead(pid: int) -> None:
+    """Until ``pid`` has exited: gone, or a zombie its parent (a supervisor, not this process) has not reaped yet."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                return
+        except FileNotFoundError:
             return
-        time.sleep(0.05)
+        time.sleep(0.02)
     pytest.fail(f"pid {pid} still alive")
 
 
@@ -231,17 +236,20 @@ def test_a_worker_that_dies_is_restarted_after_a_growing_delay() -> None:
         sup.shutdown(10)
 
 
-def test_shutdown_terminates_every_worker_and_kills_one_that_does_not_drain() -> None:
+def test_shutdown_terminates_every_worker_and_kills_one_that_does_not_drain(tmp_path: Path) -> None:
+    flag = tmp_path / "handler-set"
     sup, _, _ = supervisor(SLEEPER, workers=1)
-    stubborn, _, _ = supervisor(STUBBORN, workers=1)
+    stubborn_sup, _, _ = supervisor(stubborn(flag), workers=1)
     sup.start()
-    stubborn.start()
-    stubborn.workers[0].proc.stdout = None  # type: ignore[union-attr]
-    time.sleep(1.0)  # the stubborn one has set its handler
-    pid, stubborn_pid = sup.pids()[0], stubborn.pids()[0]
+    stubborn_sup.start()
+    deadline = time.monotonic() + 60
+    while not flag.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert flag.exists(), "the stubborn worker never set its SIGTERM handler"
+    pid, stubborn_pid = sup.pids()[0], stubborn_sup.pids()[0]
     assert sup.shutdown(10) == [-signal.SIGTERM]
     started = time.monotonic()
-    assert stubborn.shutdown(1) == [-signal.SIGKILL]  # ignored SIGTERM: killed after the timeout
+    assert stubborn_sup.shutdown(1) == [-signal.SIGKILL]  # ignored SIGTERM: killed after the timeout
     assert time.monotonic() - started < 10
     wait_dead(pid)  # type: ignore[arg-type]
     wait_dead(stubborn_pid)  # type: ignore[arg-type]
@@ -514,7 +522,7 @@ replica_id = "gw"
             "a worker must answer from what another worker stored (the cache is shared over Kafka)"
         # kill the worker that stored; the supervisor restarts it and it comes back warm from the topic
         os.kill(pids[int(stored_by)], signal.SIGKILL)
-        time.sleep(0.5)
+        wait_dead(pids[int(stored_by)])  # its socket closed: the next ready answer of stored_by is its restart's
         wait_ready(url, stored_by)
         status, headers = first_answer_from(url, question, stored_by, doc="billing-policy")  # the restarted one's first
         assert status == 200 and headers["x-costline-cache-hit"] == "true", "a restarted worker must come back warm"
