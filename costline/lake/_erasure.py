@@ -154,6 +154,10 @@ ITEMS_LEFT: Final[Mapping[str, str]] = {
     "named": "left: {rows:,} rows of {path} name another tenant, but their request has spans of these tenants "
              "too (a span written after the job ran, or a job of an older costline): whose they are cannot be told. "
              + _DELETE_FILE + _SAID_ONCE,
+    "named_id": "left: {rows:,} rows of {path} name another tenant and keep no trace id, and a request of their "
+                "request id has spans of these tenants: their request (a span written after the job ran, or a job of "
+                "an older costline) or another trace's that used the same request id, which cannot be told apart. "
+                + _DELETE_FILE + _SAID_ONCE,
     "unlinked": "not reachable: {rows:,} rows of {path} name no tenant and their request is no longer in the lake "
                 "(a file written before items named their tenant, its request forgotten since): whose they are "
                 "cannot be told. " + _DELETE_FILE,
@@ -386,11 +390,11 @@ def _tenant_keys_sql(in_list: str) -> list[str]:
       two traces), without a tenant of their own: when the request their span links to is theirs; linked to none,
       when every kept call they are inside or around (parent or child span) is theirs, or, with no such call, every
       kept call beside them (the same parent span, at the same time) and of their response id (in their trace),
-      or, with none beside them or with an owner of their response id outside their trace (the views may count
-      them as that one), when every owner of their trace is theirs — its requests, its calls in the view, and the
-      requests (a gateway's answer id) and calls of other traces that carry a response id of one of its calls, at
-      that time. Where some of those are theirs and some another tenant's (or no tenant's), the span is
-      ``shared``: left and counted, rather than guessed."""
+      or, with none beside them or in a trace with a response id owned outside it (the views may count any span
+      of it as that one: by its own response id or by one of a span it wraps), when every owner of their trace is
+      theirs — its requests, its calls in the view, and the requests (a gateway's answer id) and calls of other
+      traces that carry a response id of one of its calls, at that time. Where some of those are theirs and some
+      another tenant's (or no tenant's), the span is ``shared``: left and counted, rather than guessed."""
     def theirs(column: str) -> str:
         return f"coalesce({column} IN ({in_list}), false)"
 
@@ -408,16 +412,16 @@ WITH dropped AS (
   FROM call_links_all a ANTI JOIN forget_calls k ON k.trace_id = a.trace_id AND k.span_id = a.span_id
   WHERE a.tenant IS NULL
 ), spans AS (
-  SELECT trace_id, span_id, response_id, ts, {started()} AS started FROM calls_raw
+  SELECT trace_id, response_id, ts, {started()} AS started FROM calls_raw
   WHERE response_id IS NOT NULL AND trace_id IN (SELECT trace_id FROM dropped WHERE linked_span_id IS NULL)
 ), outside AS (
-  -- the owners of a span's response id outside its trace, at that time: the gateway's request that gave it as
-  -- its answer's id, the kept calls of other traces that carry it
-  SELECT s.trace_id, s.span_id, q.tenant FROM spans s JOIN requests_raw q ON q.response_id = s.response_id
+  -- the owners of a response id of a trace's spans outside it, at that time: the gateway's request that gave it
+  -- as its answer's id, the kept calls of other traces that carry it
+  SELECT s.trace_id, q.tenant FROM spans s JOIN requests_raw q ON q.response_id = s.response_id
   WHERE coalesce(s.started <= q.ts + INTERVAL 1 MINUTE
                  AND {started("q.")} <= s.ts + INTERVAL 1 MINUTE, TRUE)
   UNION ALL
-  SELECT s.trace_id, s.span_id, c.tenant FROM spans s JOIN forget_calls c ON c.response_id = s.response_id
+  SELECT s.trace_id, c.tenant FROM spans s JOIN forget_calls c ON c.response_id = s.response_id
    AND c.trace_id <> s.trace_id
   WHERE coalesce(s.started <= c.ts AND c.started <= s.ts, TRUE)
 ), owners AS (
@@ -443,16 +447,17 @@ WITH dropped AS (
   -- with none of those: the kept calls beside it, under the same parent span at the same time (an SDK's span
   -- beside costline's call span under a span of the app, the same call): a span sits in one request, as its
   -- parent does, so they are whose it is; with the kept calls of its response id in the trace (the views' one
-  -- call: the one it may be the second span of, wherever it is), so that one of another tenant keeps it. A span
-  -- whose response id has an owner outside the trace (the views may count it as that one) is not decided here:
-  -- the trace's owners, those outside included, are
+  -- call: the one it may be the second span of, wherever it is), so that one of another tenant keeps it. No span
+  -- of a trace with a response id owned outside it is decided here (the views may count a span as that one, by
+  -- its own response id or by that of a span it wraps, which may have no response id of its own): the trace's
+  -- owners, those outside included, are
   SELECT d.trace_id, d.span_id, bool_and({theirs("c.tenant")}) AS all_theirs,
          bool_or({theirs("c.tenant")}) AS some_theirs
   FROM dropped d JOIN forget_calls c ON c.trace_id = d.trace_id AND c.span_id <> d.span_id
    AND ((c.parent_span_id = d.parent_span_id AND c.started <= d.ts AND d.started <= c.ts)
         OR c.response_id = d.response_id)
   WHERE d.linked_span_id IS NULL
-    AND NOT EXISTS (SELECT 1 FROM outside o WHERE o.trace_id = d.trace_id AND o.span_id = d.span_id)
+    AND NOT EXISTS (SELECT 1 FROM outside o WHERE o.trace_id = d.trace_id)
   GROUP BY ALL
   HAVING bool_or(c.parent_span_id = d.parent_span_id AND c.started <= d.ts AND d.started <= c.ts)
 )
@@ -747,7 +752,8 @@ def _forget_items(p: _Pass, view: str, files: list[Path], in_list: str, before: 
     its request's (of the row's tenant's requests of that key, when it names one); a row whose time is unknown
     counts as before any date, as ``date=1970-01-01`` does. Returns the files left holding rows whose request has
     spans of the tenants: naming no tenant, their request also another's (``shared``) or no longer in the lake
-    (``unlinked``); naming another tenant (``named``)."""
+    (``unlinked``); naming another tenant (``named``), or, keeping no ``trace_id``, a request of their request id
+    has (``named_id``: theirs, or another trace's that used the same id)."""
     import duckdb
 
     per_day: dict[str, int] = {}
@@ -769,16 +775,18 @@ def _forget_items(p: _Pass, view: str, files: list[Path], in_list: str, before: 
                 f"OR ({tenant} IS NULL AND coalesce(k.all_theirs, false)))")
         if not _forget_result_file(p, view, f, gone, _day(time_sql), per_day, joins):
             continue
+        other = f"{when} AND NOT coalesce({tenant} IN ({in_list}), true) AND k.some_theirs"
         try:
-            shared, unlinked, named = p.con.execute(
+            shared, unlinked, named, named_id = p.con.execute(
                 f"SELECT count(*) FILTER (WHERE {unowned} AND k.some_theirs AND NOT k.all_theirs), "
                 f"count(*) FILTER (WHERE {unowned} AND k.request_id IS NULL), "
-                f"count(*) FILTER (WHERE {when} AND NOT coalesce({tenant} IN ({in_list}), true) AND k.some_theirs) "
+                f"count(*) FILTER (WHERE {other} AND {trace} IS NOT NULL), "
+                f"count(*) FILTER (WHERE {other} AND {trace} IS NULL) "
                 f"FROM {_source(f)}{joins}").fetchone()
         except duckdb.Error:  # rewritten or removed meanwhile: what it holds is counted again next time
             continue
         left += [ItemsLeft(f, int(n), why) for why, n in (("shared", shared), ("unlinked", unlinked),
-                                                          ("named", named)) if n]
+                                                          ("named", named), ("named_id", named_id)) if n]
     p.days.extend(DayRows(view, day, n) for day, n in sorted(per_day.items()))
     return left
 
