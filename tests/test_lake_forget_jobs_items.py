@@ -511,3 +511,64 @@ def test_a_second_span_beside_the_tenants_call_whose_response_id_is_owned_outsid
     texts = _raw_texts(lake)
     assert any("globex's question" in t and "(framework)" not in t for t in texts)
     assert any("globex's question (framework)" in t for t in texts) == wrapped
+
+
+@pytest.mark.parametrize("case", ["gateway", "other trace", "framework between", "same trace", "linked"])
+def test_a_left_out_span_inside_the_tenants_call_or_request_with_another_tenants_response_id_is_left(
+        tmp_path: Path, case: str) -> None:
+    """An SDK's span (no tenant, no request id) with globex's prompt, left out by the views as a second span of
+    a call of globex's: its response id is the answer id of globex's gateway request, or that of globex's call in
+    another trace at that time, or (``same trace``) that of globex's call in acme's trace; ``framework between``:
+    as ``gateway``, with a framework's span (no response id, globex's prompt too) between acme's call and it.
+    Those sit inside acme's call span; ``linked``: the SDK's span sits under acme's request span (its request
+    is acme's), with the response id of globex's call in the trace. Each is globex's call to the views, so a
+    forget of acme leaves it, counted. Before: the call it is inside (or the request it sits under) gave it to
+    acme, and globex's prompt was removed."""
+    from opentelemetry import context as otel_context
+    from opentelemetry import trace
+
+    from costline.collectors.recorder import returning
+
+    gw, gw_spans = _provider()
+    app, app_spans = _provider(stamping=False)
+    rec = _recorder(app)
+    rid = "msg_costline_gw-globex" if case in ("gateway", "framework between") else "msg_globex_1"
+    left: list[Any] = []
+    with rec.request(task_type="qa", tenant="acme") as ra:
+        parent = trace.get_current_span()  # acme's request span
+        with ra.call("anthropic", HAIKU, tier="budget") as c:
+            if case != "linked":
+                parent = trace.get_current_span()  # acme's call span
+            if case == "framework between":
+                parent = _sdk_span(app, parent, "globex's question (framework)",
+                                   scope="openinference.instrumentation.langchain")
+                left.append(parent)
+            left.append(_sdk_span(app, parent, "globex's question", response_id=rid))
+            token = otel_context.attach(otel_context.Context()) if case in ("gateway", "framework between",
+                                                                            "other trace") else None
+            try:  # globex's: in its own trace at the same time, or in this one
+                if case in ("gateway", "framework between"):
+                    with returning(lambda request_id, _a: f"msg_costline_{request_id}"):
+                        with _recorder(gw).request(task_type="qa", tenant="globex", request_id="gw-globex") as rg:
+                            with rg.call("anthropic", HAIKU, tier="budget") as g:
+                                g.usage(100, 10)
+                else:
+                    with rec.request(task_type="qa", tenant="globex") as rg:
+                        with rg.call("anthropic", HAIKU, tier="budget") as g:
+                            g.usage(100, 10)
+                            g.response(id=rid)
+            finally:
+                if token is not None:
+                    otel_context.detach(token)
+            for span in reversed(left):
+                span.end()
+            c.usage(100, 10)
+            c.response(id="msg_acme_1")
+    lake, cfg = _sdk_lake(tmp_path, [*gw_spans.get_finished_spans(), *app_spans.get_finished_spans()])
+    assert sorted(_view(cfg, "SELECT tenant, count(*) FROM calls GROUP BY ALL")) == [("acme", 1), ("globex", 1)]
+    assert len(_files_rows(lake, "calls")) == 2 + len(left)
+
+    report = lake.forget(["acme"])
+    assert report.tables[1] == TableTotal("calls", 1, 1, 1)  # acme's own call only
+    assert report.shared == len(left)
+    assert sum("globex's question" in t for t in _raw_texts(lake)) == len(left)

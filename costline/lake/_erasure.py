@@ -390,11 +390,14 @@ def _tenant_keys_sql(in_list: str) -> list[str]:
       two traces), without a tenant of their own: when the request their span links to is theirs; linked to none,
       when every kept call they are inside or around (parent or child span) is theirs, or, with no such call, every
       kept call beside them (the same parent span, at the same time) and of their response id (in their trace),
-      or, with none beside them or in a trace with a response id owned outside it (the views may count any span
-      of it as that one: by its own response id or by one of a span it wraps), when every owner of their trace is
-      theirs — its requests, its calls in the view, and the requests (a gateway's answer id) and calls of other
-      traces that carry a response id of one of its calls, at that time. Where some of those are theirs and some
-      another tenant's (or no tenant's), the span is ``shared``: left and counted, rather than guessed."""
+      or, with none of those or in a trace with a response id owned outside it (the views may count any span of
+      it as that one: by its own response id or by one of a span it wraps; neither rule decides there), when every
+      owner of their trace is theirs — its requests, its calls in the view, and the requests (a gateway's answer
+      id) and calls of other traces that carry a response id of one of its calls, at that time. Where some of
+      those are theirs and some another tenant's (or no tenant's), the span is ``shared``: left and counted,
+      rather than guessed. So is one, linked or not, whose own response id another tenant (or none) owns: a kept
+      call of it (any trace), or a gateway request that gave it as its answer's id at that time (the views may
+      count the span as that one)."""
     def theirs(column: str) -> str:
         return f"coalesce({column} IN ({in_list}), false)"
 
@@ -413,17 +416,26 @@ WITH dropped AS (
   WHERE a.tenant IS NULL
 ), spans AS (
   SELECT trace_id, response_id, ts, {started()} AS started FROM calls_raw
-  WHERE response_id IS NOT NULL AND trace_id IN (SELECT trace_id FROM dropped WHERE linked_span_id IS NULL)
+  WHERE response_id IS NOT NULL AND trace_id IN (SELECT trace_id FROM dropped)
 ), outside AS (
   -- the owners of a response id of a trace's spans outside it, at that time: the gateway's request that gave it
   -- as its answer's id, the kept calls of other traces that carry it
-  SELECT s.trace_id, q.tenant FROM spans s JOIN requests_raw q ON q.response_id = s.response_id
+  SELECT s.trace_id, s.response_id, q.tenant FROM spans s JOIN requests_raw q ON q.response_id = s.response_id
   WHERE coalesce(s.started <= q.ts + INTERVAL 1 MINUTE
                  AND {started("q.")} <= s.ts + INTERVAL 1 MINUTE, TRUE)
   UNION ALL
-  SELECT s.trace_id, c.tenant FROM spans s JOIN forget_calls c ON c.response_id = s.response_id
+  SELECT s.trace_id, s.response_id, c.tenant FROM spans s JOIN forget_calls c ON c.response_id = s.response_id
    AND c.trace_id <> s.trace_id
   WHERE coalesce(s.started <= c.ts AND c.started <= s.ts, TRUE)
+), foreign_id AS (
+  -- the left-out spans whose own response id another tenant (or none) owns: a kept call of it (any trace; the
+  -- views may count the span as that call), the gateway's request that gave it (the outside owners): never theirs
+  SELECT d.trace_id, d.span_id FROM dropped d JOIN forget_calls c ON c.response_id = d.response_id
+  WHERE NOT {theirs("c.tenant")}
+  UNION
+  SELECT d.trace_id, d.span_id FROM dropped d JOIN outside o ON o.trace_id = d.trace_id
+   AND o.response_id = d.response_id
+  WHERE NOT {theirs("o.tenant")}
 ), owners AS (
   SELECT trace_id, tenant FROM requests_raw
   WHERE trace_id IN (SELECT trace_id FROM dropped WHERE linked_span_id IS NULL)
@@ -437,11 +449,13 @@ WITH dropped AS (
   FROM owners GROUP BY trace_id
 ), near AS (
   -- the kept calls a left-out span is inside or around (an SDK's span inside costline's call span): whose it is
+  -- (not in a trace with a response id owned outside it: as for beside below)
   SELECT d.trace_id, d.span_id, bool_and({theirs("c.tenant")}) AS all_theirs,
          bool_or({theirs("c.tenant")}) AS some_theirs
   FROM dropped d JOIN forget_calls c ON c.trace_id = d.trace_id
    AND (c.span_id = d.parent_span_id OR c.parent_span_id = d.span_id)
   WHERE d.linked_span_id IS NULL
+    AND NOT EXISTS (SELECT 1 FROM outside o WHERE o.trace_id = d.trace_id)
   GROUP BY ALL
 ), beside AS (
   -- with none of those: the kept calls beside it, under the same parent span at the same time (an SDK's span
@@ -469,7 +483,9 @@ UNION ALL
 SELECT 'calls', d.trace_id, d.span_id, d.day,
        NOT (coalesce(d.request_tenant IN ({in_list}), false)
             OR coalesce(n.all_theirs, b.all_theirs, t.all_theirs, false))
-FROM dropped d LEFT JOIN near n ON n.trace_id = d.trace_id AND n.span_id = d.span_id
+       OR f.span_id IS NOT NULL
+FROM dropped d LEFT JOIN foreign_id f ON f.trace_id = d.trace_id AND f.span_id = d.span_id
+  LEFT JOIN near n ON n.trace_id = d.trace_id AND n.span_id = d.span_id
   LEFT JOIN beside b ON b.trace_id = d.trace_id AND b.span_id = d.span_id
   LEFT JOIN traces t ON t.trace_id = d.trace_id
 WHERE d.request_tenant IN ({in_list})
