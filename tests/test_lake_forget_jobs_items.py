@@ -572,3 +572,47 @@ def test_a_left_out_span_inside_the_tenants_call_or_request_with_another_tenants
     assert report.tables[1] == TableTotal("calls", 1, 1, 1)  # acme's own call only
     assert report.shared == len(left)
     assert sum("globex's question" in t for t in _raw_texts(lake)) == len(left)
+
+
+def test_the_tenants_sdk_span_inside_its_call_goes_in_a_trace_where_another_tenants_id_is_owned_outside(
+        tmp_path: Path) -> None:
+    """A batch trace serving acme and globex: acme's costline call holds an SDK span with acme's prompt and the call's
+    own response id; globex's part went through the gateway (an app span with globex's gateway answer id, answered in
+    the gateway's own trace). The SDK span is acme's call's second span: a forget of acme removes it (and the call),
+    and leaves globex's app span. Before: the trace's id owned outside turned the near rule off for every span of
+    the trace, and the trace's owners (acme and globex) left acme's prompt as shared."""
+    from opentelemetry import context as otel_context
+    from opentelemetry import trace
+
+    from costline.collectors.recorder import returning
+
+    gw, gw_spans = _provider()
+    app, app_spans = _provider(stamping=False)
+    rec = _recorder(app)
+    with app.get_tracer("app").start_as_current_span("batch"):
+        with rec.request(task_type="qa", tenant="acme") as ra:
+            with ra.call("anthropic", HAIKU, tier="budget") as c:
+                _sdk_span(app, trace.get_current_span(), "acme's question (sdk)", response_id="msg_acme_1").end()
+                c.usage(100, 10)
+                c.response(id="msg_acme_1")
+        with rec.request(task_type="qa", tenant="globex"):
+            g = _sdk_span(app, trace.get_current_span(), "globex's question (app)", response_id="msg_costline_gw-globex")
+            token = otel_context.attach(otel_context.Context())  # the gateway's own trace
+            try:
+                with returning(lambda request_id, _a: f"msg_costline_{request_id}"):
+                    with _recorder(gw).request(task_type="qa", tenant="globex", request_id="gw-globex") as rg:
+                        with rg.call("anthropic", HAIKU, tier="budget") as gc:
+                            gc.usage(100, 10)
+            finally:
+                otel_context.detach(token)
+            g.end()
+    lake, cfg = _sdk_lake(tmp_path, [*gw_spans.get_finished_spans(), *app_spans.get_finished_spans()])
+    # the SDK span is acme's call's second span; globex's: its app span (under its request) and the gateway's call
+    assert sorted(_view(cfg, "SELECT tenant, count(*) FROM calls GROUP BY ALL")) == [("acme", 1), ("globex", 2)]
+
+    report = lake.forget(["acme"])
+    assert report.tables[1] == TableTotal("calls", 2, 1, 1)  # acme's call and its SDK span
+    assert report.shared == 0
+    texts = _raw_texts(lake)
+    assert not any("acme's question" in t for t in texts)
+    assert any("globex's question (app)" in t for t in texts)

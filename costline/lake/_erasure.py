@@ -449,13 +449,14 @@ WITH dropped AS (
   FROM owners GROUP BY trace_id
 ), near AS (
   -- the kept calls a left-out span is inside or around (an SDK's span inside costline's call span): whose it is
-  -- (not in a trace with a response id owned outside it: as for beside below)
+  -- (a span with no response id of its own: not in a trace with a response id owned outside it, as for beside
+  -- below; one with its own is vetoed by foreign_id when another tenant owns it)
   SELECT d.trace_id, d.span_id, bool_and({theirs("c.tenant")}) AS all_theirs,
          bool_or({theirs("c.tenant")}) AS some_theirs
   FROM dropped d JOIN forget_calls c ON c.trace_id = d.trace_id
    AND (c.span_id = d.parent_span_id OR c.parent_span_id = d.span_id)
   WHERE d.linked_span_id IS NULL
-    AND NOT EXISTS (SELECT 1 FROM outside o WHERE o.trace_id = d.trace_id)
+    AND (d.response_id IS NOT NULL OR NOT EXISTS (SELECT 1 FROM outside o WHERE o.trace_id = d.trace_id))
   GROUP BY ALL
 ), beside AS (
   -- with none of those: the kept calls beside it, under the same parent span at the same time (an SDK's span
