@@ -17,6 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from test_processor_kafka import read_topic
 
 from costline.collectors import KafkaForwarder, KafkaSpanExporter, OtlpReceiver, Recorder, setup_tracing
 from costline.config import CollectorConfig, Config, KafkaConfig, LakeConfig, ProcessorConfig, load_config
@@ -265,7 +267,7 @@ def _process(kafka: KafkaConfig, tmp_path: Path):
     cfg = Config(kafka=kafka, lake=LakeConfig(path=tmp_path / "lake"),
                  processor=ProcessorConfig(group_id=f"costline-secure-{uuid.uuid4().hex[:8]}",
                                            session_timeout_ms=6000, heartbeat_interval_ms=1000, flush_interval_s=0.5))
-    stats = Processor(cfg).run(until_idle=3.0)
+    stats = Processor(cfg).run(until_idle=1.0)  # exits once caught up to the end offsets: all was sent before
     with open_lake(cfg) as lake:
         ids = lake.sql("SELECT span_id FROM calls UNION ALL SELECT span_id FROM requests "
                        "UNION ALL SELECT span_id FROM lookups").fetchall()
@@ -367,12 +369,22 @@ def test_a_client_the_cluster_refuses_never_connects_and_says_so(secure_broker, 
                  "SASL_SSL", mechanism="OAUTHBEARER", user="wrong-audience", password_env="COSTLINE_TEST_OAUTH_SECRET"),
              "no client certificate": secure_broker.config("SSL", cert=False),
              "plaintext to a TLS port": KafkaConfig(bootstrap_servers=secure_broker.sasl_ssl)}[case]
+
+    def refused() -> str:
+        with pytest.raises(KafkaSetupError) as err:
+            wait_for_broker(kafka.bootstrap, timeout_s=5.0, security=client_options(kafka))
+        return str(err.value)
+
     started = time.monotonic()
-    with pytest.raises(KafkaSetupError) as err:
-        wait_for_broker(kafka.bootstrap, timeout_s=5.0, security=client_options(kafka))
-    assert kafka.bootstrap in str(err.value) and check in str(err.value), str(err.value)
-    assert check in (diagnose(kafka) or "")  # what `costline process` adds to its "cannot reach Kafka"
-    status = LocalKafka(kafka).status()  # `costline kafka status`
+    # the three ways in, side by side: each probe waits out kafka-python's bootstrap timeout, and each probe's
+    # client hears only its own refusal (localkafka._Heard), so they need not take turns
+    with ThreadPoolExecutor(3) as pool:
+        waited, diagnosed, status = (pool.submit(refused),
+                                     pool.submit(diagnose, kafka),  # what `costline process` adds to "cannot reach"
+                                     pool.submit(LocalKafka(kafka).status))  # `costline kafka status`
+        waited, diagnosed, status = waited.result(), diagnosed.result(), status.result()
+    assert kafka.bootstrap in waited and check in waited, waited
+    assert check in (diagnosed or "")
     assert not status.running and "NOT reachable" in status.describe() and check in status.describe()
     # each failed probe's kafka-python I/O thread was stopped (kafka-python leaves it running when it cannot
     # bootstrap: a gateway retrying a refused login would gain one a try)
@@ -417,14 +429,8 @@ def test_a_token_the_broker_refuses_is_replaced_at_the_next_login_not_after_its_
         assert provider.refusals >= 1 and provider.fetches == 2, (provider.refusals, provider.fetches, refused)
     finally:
         forwarder.close()
-    from kafka import KafkaConsumer
-
-    consumer = KafkaConsumer(kafka.topic, bootstrap_servers=svc.bootstrap, auto_offset_reset="earliest",
-                             consumer_timeout_ms=15_000, **client_options(svc))
-    try:
-        assert [m.value for m in consumer] == [b"after the refusal"]
-    finally:
-        consumer.close()
+    # the forwarder is closed: every record it wrote is below the end offsets
+    assert [m.value for m in read_topic(svc.bootstrap, kafka.topic, **client_options(svc))] == [b"after the refusal"]
 
 
 @pytest.mark.kafka

@@ -8,8 +8,7 @@ import threading
 import time
 
 import pytest
-from test_processor_kafka import (assert_no_duplicates, assert_same_aggregates, expected_tier_hourly,
-                                  lake_tier_hourly, produce, producer)
+from test_processor_kafka import assert_lake_holds_exactly, produce, producer
 
 from costline.config import Config
 from costline.processors.processor import Processor
@@ -73,5 +72,4 @@ def test_a_flush_longer_than_the_session_timeout_during_a_rebalance_loses_nothin
     assert stalls, "A never committed after B started"
     assert not [t for t in lake_threads if t.startswith("kafka-")], lake_threads
     assert results["a"].messages > 0 and results["b"].messages > 0  # type: ignore[attr-defined]
-    assert_no_duplicates(cfg)
-    assert_same_aggregates(lake_tier_hourly(cfg), expected_tier_hourly(traces, cfg))
+    assert_lake_holds_exactly(cfg, traces)

@@ -18,11 +18,15 @@ from costline.sim.synth import synthetic_traffic
 
 pytestmark = pytest.mark.kafka
 
+#: ``run(until_idle=...)`` of a processor whose records were all produced before it starts: it exits only once caught
+#: up to the end offsets, so a longer idle wait would only add to the test's time.
+IDLE_S = 0.5
+
 
 def test_a_fresh_lake_on_a_consumed_group_needs_a_flag(kafka_config: Config, tmp_path: Path):
     first = list(synthetic_traffic(120, seed=61))
     produce(kafka_config, first)
-    Processor(kafka_config).run(until_idle=1.5)  # the group commits its offsets
+    Processor(kafka_config).run(until_idle=IDLE_S)  # the group commits its offsets
     assert lake_keys(kafka_config) == span_keys(first)
     _commit_group_at_end(kafka_config)  # the processor's mirror is best effort: make the premise certain
 
@@ -41,11 +45,11 @@ def test_a_fresh_lake_on_a_consumed_group_needs_a_flag(kafka_config: Config, tmp
     later = list(synthetic_traffic(40, seed=62))
     produce(kafka_config, later)
     committed = kafka_config.replace(lake={"path": tmp_path / "committed-lake"})
-    Processor(committed, start="committed").run(until_idle=1.5)
+    Processor(committed, start="committed").run(until_idle=IDLE_S)
     assert lake_keys(committed) == span_keys(later)
 
     # --from-beginning: the whole topic, whatever the group committed
-    Processor(fresh, start="beginning").run(until_idle=1.5)
+    Processor(fresh, start="beginning").run(until_idle=IDLE_S)
     assert lake_keys(fresh) == span_keys(first) | span_keys(later)
     # and once the lake has its manifests, no flag is needed
     assert Processor(fresh).run(until_idle=1.0).messages == 0
@@ -70,7 +74,7 @@ def _commit_group_at_end(config: Config) -> None:
 def test_a_fresh_group_needs_no_flag(kafka_config: Config):
     traces = list(synthetic_traffic(60, seed=63))
     produce(kafka_config, traces)
-    Processor(kafka_config).run(until_idle=1.5)
+    Processor(kafka_config).run(until_idle=IDLE_S)
     assert lake_keys(kafka_config) == span_keys(traces)
 
 

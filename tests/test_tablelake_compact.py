@@ -81,8 +81,7 @@ def test_a_compaction_that_loses_the_race_to_a_writer_retries_on_the_new_snapsho
 
 @pytest.mark.kafka
 def test_compaction_and_expiry_beside_a_running_processor(kafka_config: Config, objstore, tmp_path: Path) -> None:
-    from test_processor_kafka import assert_no_duplicates, assert_same_aggregates, expected_tier_hourly, \
-        lake_tier_hourly, produce, producer
+    from test_processor_kafka import assert_lake_holds_exactly, produce, producer
 
     from costline.sim.synth import synthetic_traffic
     from costline.processors.table_sink import TableProcessor
@@ -118,8 +117,7 @@ def test_compaction_and_expiry_beside_a_running_processor(kafka_config: Config, 
         days = {str(task.file.partition) for task in tbl.scan().plan_files()}
         assert _live_files(lake, table) == len(days), table  # one file per day partition left
         assert len(tbl.snapshots()) <= 10  # expired down to the newest 10
-    assert_no_duplicates(cfg)
-    assert_same_aggregates(lake_tier_hourly(cfg), expected_tier_hourly(traces, cfg))
+    assert_lake_holds_exactly(cfg, traces)
     # and a processor started now finds every partition's offsets in the compacted tables
     assert TableProcessor(cfg).run(until_idle=1.0).messages == 0
 

@@ -21,8 +21,7 @@ from typing import Any
 
 import pytest
 from conftest import free_port, missing_binary
-from test_processor_kafka import assert_no_duplicates, assert_same_aggregates, expected_tier_hourly, lake_tier_hourly, \
-    produce, producer
+from test_processor_kafka import assert_lake_holds_exactly, produce, producer
 
 from costline.config import Config
 from costline.sim.synth import synthetic_traffic
@@ -150,8 +149,7 @@ def _run_through(cfg: Config, outage: _Outage, caplog: pytest.LogCaptureFixture,
     assert stats.fenced == 0
     text = caplog.text
     assert "unreachable" in text and "retry 1 in" in text and "reachable again" in text, text[-3000:]
-    assert_no_duplicates(cfg)
-    assert_same_aggregates(lake_tier_hourly(cfg), expected_tier_hourly(traces, cfg))
+    assert_lake_holds_exactly(cfg, traces)
     return stats
 
 
@@ -209,10 +207,14 @@ def test_an_outage_past_the_retry_budget_fails_with_a_clear_error_and_commits_no
         clocks.t = now() + s
         slept.append(clocks.t)
 
-    cut_off = TableLake(dataclasses.replace(cfg, s3_endpoint=dead, outage_retry_s=30.0), sleep=sleep, now=now)
+    # each try at the dead port costs real time (the S3 client's own connect retries): a budget that takes one
+    # wait at the 5 s cap, not four
+    cut_off = TableLake(dataclasses.replace(cfg, s3_endpoint=dead, outage_retry_s=15.0), sleep=sleep, now=now)
     with caplog.at_level(logging.WARNING, logger="costline.tablelake"):
-        with pytest.raises(LakeError, match=r"object store has been unreachable for \d+ s .*outage_retry_s = 30"):
+        with pytest.raises(LakeError, match=r"object store has been unreachable for \d+ s .*outage_retry_s = 15"):
             cut_off.commit_batch("otlp_spans", 0, 2, 5, {"requests": _requests([2, 5])}, epoch=epoch)
     assert "retry 1 in 0.25 s" in caplog.text and "giving up" in caplog.text
-    assert max(slept) == 30.0  # backed off up to the budget (0.25 s doubling to 5 s), not beyond
+    # backed off 0.25 s doubling, capped at 5 s, and up to the budget (7.75 + 5 + 2.25 = 15 s), not beyond
+    assert [b - a for a, b in zip([0.0] + slept, slept)] == [0.25, 0.5, 1.0, 2.0, 4.0, 5.0, 2.25]
+    assert max(slept) == 15.0
     assert lake.committed_offsets("otlp_spans", 0) == {"requests": 1, "calls": 1, "lookups": 1}
