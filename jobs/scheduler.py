@@ -165,9 +165,9 @@ def _rows(con: Any, sql: str, params: Mapping[str, Any]) -> list[dict[str, Any]]
 
 
 def _attempts(config: Config, job: str, until: datetime) -> list[dict[str, Any]]:
-    from costline.jobs.store import open_jobs_lake
+    from costline.jobs.store import job_runs_lake
 
-    con = open_jobs_lake(config)
+    con = job_runs_lake(config)
     try:
         return _rows(con, "SELECT * FROM job_runs WHERE job = $j AND window_until = $u ORDER BY started_at",
                      {"j": job, "u": until})
@@ -223,10 +223,10 @@ def run_job(
 def _failed_windows(config: Config, until: datetime) -> list[tuple[str, datetime, datetime]]:
     """(job, since, until) of earlier windows whose latest run failed, never finished, or was skipped
     because another run of the job held its lock (``busy``: that night was never evaluated)."""
-    from costline.jobs.store import open_jobs_lake
+    from costline.jobs.store import job_runs_lake
 
     horizon = until - timedelta(days=config.jobs.retry_days)
-    con = open_jobs_lake(config)
+    con = job_runs_lake(config)
     try:
         rows = _rows(con, """
             SELECT job, window_since, window_until FROM (
@@ -342,11 +342,11 @@ class NightlyService:
         than half of it: after ``[jobs] schedule`` or ``window_hours`` changed, the nights the old schedule evaluated
         are not run (and paid for) again under the new times. Before ``due``, only times after the earliest window
         any job recorded count: a fresh lake starts with the latest scheduled time, not with days of back runs."""
-        from costline.jobs.store import open_jobs_lake
+        from costline.jobs.store import job_runs_lake
 
         hours = timedelta(hours=self.config.jobs.window_hours)
         horizon = due - timedelta(days=self.config.jobs.retry_days)
-        con = open_jobs_lake(self.config)
+        con = job_runs_lake(self.config)
         try:
             rows = _rows(con, "SELECT DISTINCT job, window_since, window_until FROM job_runs "
                               "WHERE list_contains($j, job) AND window_until > $h",
