@@ -453,6 +453,24 @@ def test_a_second_span_beside_the_tenants_call_but_of_another_tenants_response_i
     assert any("globex's question" in t for t in _raw_texts(lake))
 
 
+def _globex_call(gateway: Any, app_recorder: Any, response_id: str) -> None:
+    """globex's call of the two-tenant tests: answered by the gateway (request ``gw-globex``, its answer id
+    ``msg_costline_gw-globex``) when ``gateway`` (a tracer provider) is given, else a costline request and call of
+    the app's recorder with ``response_id``."""
+    from costline.collectors.recorder import returning
+
+    if gateway is not None:
+        with returning(lambda request_id, _a: f"msg_costline_{request_id}"):
+            with _recorder(gateway).request(task_type="qa", tenant="globex", request_id="gw-globex") as rg:
+                with rg.call("anthropic", HAIKU, tier="budget") as call:
+                    call.usage(100, 10)
+        return
+    with app_recorder.request(task_type="qa", tenant="globex") as rg:
+        with rg.call("anthropic", HAIKU, tier="budget") as call:
+            call.usage(100, 10)
+            call.response(id=response_id)
+
+
 @pytest.mark.parametrize("wrapped", [False, True], ids=["sdk span", "framework span around it"])
 @pytest.mark.parametrize("owner", ["gateway", "other trace"])
 def test_a_second_span_beside_the_tenants_call_whose_response_id_is_owned_outside_its_trace_is_left(
@@ -467,8 +485,6 @@ def test_a_second_span_beside_the_tenants_call_whose_response_id_is_owned_outsid
     Before (7879534): only the SDK's span was, the framework's span, with globex's prompt, went with acme."""
     from opentelemetry import context as otel_context
 
-    from costline.collectors.recorder import returning
-
     gw, gw_spans = _provider()
     app, app_spans = _provider(stamping=False)
     rec = _recorder(app)
@@ -480,16 +496,7 @@ def test_a_second_span_beside_the_tenants_call_whose_response_id_is_owned_outsid
             sdk = _sdk_span(app, outer or step, "globex's question", response_id=rid)
             token = otel_context.attach(otel_context.Context())  # globex's own trace, at the same time
             try:
-                if owner == "gateway":
-                    with returning(lambda request_id, _a: f"msg_costline_{request_id}"):
-                        with _recorder(gw).request(task_type="qa", tenant="globex", request_id="gw-globex") as rg:
-                            with rg.call("anthropic", HAIKU, tier="budget") as c:
-                                c.usage(100, 10)
-                else:
-                    with rec.request(task_type="qa", tenant="globex") as rg:
-                        with rg.call("anthropic", HAIKU, tier="budget") as c:
-                            c.usage(100, 10)
-                            c.response(id=rid)
+                _globex_call(gw if owner == "gateway" else None, rec, rid)
             finally:
                 otel_context.detach(token)
             with ra.call("anthropic", HAIKU, tier="budget") as c:
@@ -527,7 +534,6 @@ def test_a_left_out_span_inside_the_tenants_call_or_request_with_another_tenants
     from opentelemetry import context as otel_context
     from opentelemetry import trace
 
-    from costline.collectors.recorder import returning
 
     gw, gw_spans = _provider()
     app, app_spans = _provider(stamping=False)
@@ -547,16 +553,7 @@ def test_a_left_out_span_inside_the_tenants_call_or_request_with_another_tenants
             token = otel_context.attach(otel_context.Context()) if case in ("gateway", "framework between",
                                                                             "other trace") else None
             try:  # globex's: in its own trace at the same time, or in this one
-                if case in ("gateway", "framework between"):
-                    with returning(lambda request_id, _a: f"msg_costline_{request_id}"):
-                        with _recorder(gw).request(task_type="qa", tenant="globex", request_id="gw-globex") as rg:
-                            with rg.call("anthropic", HAIKU, tier="budget") as g:
-                                g.usage(100, 10)
-                else:
-                    with rec.request(task_type="qa", tenant="globex") as rg:
-                        with rg.call("anthropic", HAIKU, tier="budget") as g:
-                            g.usage(100, 10)
-                            g.response(id=rid)
+                _globex_call(gw if case in ("gateway", "framework between") else None, rec, rid)
             finally:
                 if token is not None:
                     otel_context.detach(token)
@@ -584,7 +581,6 @@ def test_the_tenants_sdk_span_inside_its_call_goes_in_a_trace_where_another_tena
     from opentelemetry import context as otel_context
     from opentelemetry import trace
 
-    from costline.collectors.recorder import returning
 
     gw, gw_spans = _provider()
     app, app_spans = _provider(stamping=False)
@@ -599,10 +595,7 @@ def test_the_tenants_sdk_span_inside_its_call_goes_in_a_trace_where_another_tena
             g = _sdk_span(app, trace.get_current_span(), "globex's question (app)", response_id="msg_costline_gw-globex")
             token = otel_context.attach(otel_context.Context())  # the gateway's own trace
             try:
-                with returning(lambda request_id, _a: f"msg_costline_{request_id}"):
-                    with _recorder(gw).request(task_type="qa", tenant="globex", request_id="gw-globex") as rg:
-                        with rg.call("anthropic", HAIKU, tier="budget") as gc:
-                            gc.usage(100, 10)
+                _globex_call(gw, rec, "msg_costline_gw-globex")
             finally:
                 otel_context.detach(token)
             g.end()
