@@ -17,7 +17,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from costline.fsutil import atomic_write
-from costline.sqlutil import sql_str
 
 if TYPE_CHECKING:
     import duckdb
@@ -95,16 +94,11 @@ def distill_views_sql(lake_path: Path | str) -> list[str]:
     """``CREATE VIEW`` statements for :data:`DISTILL_VIEWS` (creates empty schema files once). Each view has the
     current schema's columns whatever its files hold (as the jobs' views: a file written before a column existed,
     ``distill_items.tenant``, reads it as NULL)."""
-    from costline.jobs.store import _schema_sql
+    from costline.jobs.store import result_view_sql
 
     lake_path = Path(lake_path).resolve()
     _init(lake_path)
-    out = []
-    for table, schema in DISTILL_SCHEMAS.items():
-        glob = sql_str(_dir(lake_path, table) / "*.parquet")
-        out.append(f"CREATE OR REPLACE VIEW {table} AS {_schema_sql(schema)} UNION ALL BY NAME "
-                   f"SELECT * FROM read_parquet({glob}, union_by_name = true)")
-    return out
+    return [result_view_sql(table, schema, _dir(lake_path, table)) for table, schema in DISTILL_SCHEMAS.items()]
 
 
 def open_distill_lake(config: Any) -> "duckdb.DuckDBPyConnection":

@@ -41,7 +41,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from costline.config import Config
 
 __all__ = ["JobStore", "JOB_SCHEMAS", "JOB_VIEWS", "jobs_views_sql", "job_runs_lake", "open_jobs_lake", "job_store", "result_sink",
-           "ResultSink"]
+           "ResultSink", "result_view_sql"]
 
 _TS: Final = pa.timestamp("us")
 
@@ -228,6 +228,15 @@ def _schema_sql(schema: pa.Schema) -> str:
     return f"SELECT {cols} WHERE false"
 
 
+def result_view_sql(table: str, schema: pa.Schema, folder: Path) -> str:
+    """``CREATE VIEW <table>`` over the Parquet files of ``folder`` with ``schema``'s columns, in its order, whatever
+    the files hold: a file written before a column existed reads it as NULL (the files are unioned by name with a
+    zero-row relation of the schema, which leads). The jobs' and distillation's result views."""
+    glob = sql_str(str(folder / "*.parquet"))
+    return (f"CREATE OR REPLACE VIEW {table} AS {_schema_sql(schema)} UNION ALL BY NAME "
+            f"SELECT * FROM read_parquet({glob}, union_by_name = true)")
+
+
 def jobs_views_sql(lake_path: Path | str) -> list[str]:
     """``CREATE VIEW`` statements for the jobs' results (creates the zero-row schema files once).
 
@@ -240,15 +249,14 @@ def jobs_views_sql(lake_path: Path | str) -> list[str]:
     store = JobStore(Path(lake_path).resolve()).init()
     stmts = []
     for table, schema in JOB_SCHEMAS.items():
-        glob = sql_str(str(store.table_dir(table) / "*.parquet"))
         if table == "job_runs":
+            glob = sql_str(str(store.table_dir(table) / "*.parquet"))
             stmts.append("CREATE OR REPLACE VIEW job_runs AS SELECT * EXCLUDE (filename) FROM ("
                          f"{_schema_sql(schema.append(pa.field('filename', pa.string())))} UNION ALL BY NAME "
                          f"SELECT * FROM read_parquet({glob}, union_by_name = true, filename = true)) "
                          "QUALIFY row_number() OVER (PARTITION BY run_id ORDER BY updated_at DESC, filename DESC) = 1")
         else:
-            stmts.append(f"CREATE OR REPLACE VIEW {table} AS {_schema_sql(schema)} UNION ALL BY NAME "
-                         f"SELECT * FROM read_parquet({glob}, union_by_name = true)")
+            stmts.append(result_view_sql(table, schema, store.table_dir(table)))
     stmts.append("CREATE OR REPLACE VIEW cost_report AS SELECT * FROM cost_reports "
                  "WHERE report_id = (SELECT arg_max(report_id, generated_at) FROM cost_reports) ORDER BY step")
     return stmts

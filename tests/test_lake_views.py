@@ -201,6 +201,21 @@ def test_views_work_on_an_empty_lake(cfg):
         assert con.execute(f"SELECT count(*) FROM {view}").fetchone() == (0,)
 
 
+def test_a_connection_opened_before_a_forget_reads_the_rewritten_files(cfg):
+    """open_lake's connection keeps the Parquet footers it read (parquet_metadata_cache); a forget rewrites a file
+    under the same name within the same second: the open connection must read the new file, not the old footer's
+    row groups (by hand: the scenario's globex rows are R3 alone)."""
+    lake = Lake(cfg.lake.path).init()
+    _scenario(lake)
+    con = open_lake(cfg)
+    before = sorted(r[0] for r in con.execute("SELECT request_id FROM requests WHERE NOT standalone").fetchall())
+    assert before == ["R1", "R2", "R3", "R4", "R5"]
+    assert lake.forget(["globex"]).rows >= 1
+    after = sorted(r[0] for r in con.execute("SELECT request_id FROM requests WHERE NOT standalone").fetchall())
+    assert after == ["R1", "R2", "R4", "R5"]
+    assert con.execute("SELECT count(*) FROM requests_raw WHERE tenant = 'globex'").fetchone() == (0,)
+
+
 def test_views_db_opens_in_a_fresh_duckdb(cfg):
     _scenario(Lake(cfg.lake.path).init())
     path = write_views_db(cfg)
