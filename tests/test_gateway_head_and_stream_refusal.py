@@ -4,7 +4,7 @@
   GET body's, no body bytes on the wire), with the GET's key, tenant and rate-limit checks: load balancers and uptime
   checkers send HEAD. Before: every GET route of the gateway's own router answered HEAD with a 404 (only Starlette's
   ``/healthz`` and ``/readyz`` took it). A GET route that streams its answer (a batch's results) closes the stream
-  unread. A wrong method keeps the gateway's answer for one (a 404 naming the method), HEAD included.
+  unread. A wrong method is a 405 with ``Allow`` (tests/test_http_method_not_allowed.py), HEAD included.
 * A live Responses stream whose model streamed text and then said ``stop_reason: "refusal"`` ends, in
   ``response.completed`` and the stored response, with the message the unstreamed answer has — one ``refusal`` part
   holding the text — so the OpenAI Agents SDK's ``Runner.run_streamed`` raises ``ModelRefusalError`` as
@@ -112,9 +112,9 @@ def test_head_on_every_get_route_answers_as_get_without_a_body(keyed) -> None:
     for path in routes:
         status, body = _same_as_get(port, path, {})
         assert status == 401 and b"API key" in body, (path, body)
-    # a POST-only route answers HEAD as it answers a GET: the gateway's 404 naming the method (no 405 for either)
+    # a POST-only route answers HEAD as it answers a GET: a 405 naming the method (RFC 9110 §15.5.6), HEAD's bodiless
     (status, _, body), (head_status, _, head_body) = (_exchange(port, m, "/v1/messages", acme) for m in ("GET", "HEAD"))
-    assert (status, head_status, head_body) == (404, 404, b"") and b"no route GET /v1/messages" in body
+    assert (status, head_status, head_body) == (405, 405, b"") and b"GET is not allowed on /v1/messages" in body
 
 
 def test_head_is_charged_to_the_rate_limit_once_as_get_is(keyed) -> None:

@@ -7,8 +7,8 @@ import json
 import re
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
@@ -16,7 +16,8 @@ from costline.netsec import GuardedHandler, HttpReject, Limits, PooledHTTPServer
 from costline.serving.translate import loads_json
 from costline.textutil import well_formed
 
-__all__ = ["HttpRequest", "HttpResponse", "JsonServer", "Route", "ServedByJsonServer", "dispatch"]
+__all__ = ["HttpRequest", "HttpResponse", "JsonServer", "NotAllowed", "Route", "ServedByJsonServer",
+           "allowed_methods", "dispatch", "not_allowed_from"]
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,11 @@ class Route:
         route's too (RFC 9110 §9.3.2: answered as the GET, the same checks included; the server sends no body)."""
         if method != self.method and not (method == "HEAD" and self.method == "GET"):
             return None
+        return self.params(path)
+
+    def params(self, path: str) -> dict[str, str] | None:
+        """The path parameters when ``path`` (a query string allowed) is this route's, whatever the method; else
+        None."""
         want = self.pattern.strip("/").split("/")
         got = path.split("?", 1)[0].strip("/").split("/")
         if len(want) != len(got):
@@ -124,11 +130,37 @@ class Route:
         return params
 
 
-def dispatch(routes: Iterable[Route], request: HttpRequest, *, name: str,
+#: Answers a request for a path served, with a method it is not served by: the request and the methods it is served
+#: by (:func:`allowed_methods`): a 405 with an ``Allow`` header (:func:`not_allowed_from`).
+NotAllowed = Callable[[HttpRequest, tuple[str, ...]], HttpResponse]
+
+
+def allowed_methods(routes: Sequence[Route], path: str) -> tuple[str, ...]:
+    """The methods ``routes`` serve ``path`` by, sorted, ``HEAD`` wherever ``GET`` is (RFC 9110 §9.3.2); () for a
+    path none of them serves."""
+    methods = {route.method for route in routes if route.params(path) is not None}
+    if "GET" in methods:
+        methods.add("HEAD")
+    return tuple(sorted(methods))
+
+
+def not_allowed_from(not_found: Callable[[HttpRequest], HttpResponse]) -> NotAllowed:
+    """A 405 answer (RFC 9110 §15.5.6: ``Allow`` lists the methods the path is served by) made of ``not_found``'s
+    answer to the request: the body in the API's own error format, as its 404 for the path has it."""
+
+    def answer(request: HttpRequest, allow: tuple[str, ...]) -> HttpResponse:
+        missed = not_found(request)
+        return replace(missed, status=405, headers={**missed.headers, "allow": ", ".join(allow)})
+
+    return answer
+
+
+def dispatch(routes: Sequence[Route], request: HttpRequest, *, name: str,
              on_error: Callable[[HttpRequest, Exception], HttpResponse],
-             not_found: Callable[[HttpRequest], HttpResponse]) -> HttpResponse:
+             not_found: Callable[[HttpRequest], HttpResponse], not_allowed: NotAllowed | None = None) -> HttpResponse:
     """The first route that matches answers (its path parameters filled in); a handler that raises
-    is logged and answered by ``on_error``; no match by ``not_found``. Both servers use it."""
+    is logged and answered by ``on_error``; no match by ``not_found``, or, when a route serves the path by another
+    method, by ``not_allowed`` (default: :func:`not_allowed_from` ``not_found``). Both servers use it."""
     for route in routes:
         params = route.match(request.method, request.path)
         if params is not None:
@@ -139,6 +171,9 @@ def dispatch(routes: Iterable[Route], request: HttpRequest, *, name: str,
             except Exception as exc:
                 log.exception("%s: %s %s failed", name, request.method, request.path)
                 return on_error(req, exc)
+    allow = allowed_methods(routes, request.path)
+    if allow:
+        return (not_allowed or not_allowed_from(not_found))(request, allow)
     return not_found(request)
 
 
@@ -148,8 +183,10 @@ class JsonServer:
 
     ``not_found`` builds the answer for unknown paths, ``on_error`` the answer to a
     handler that raised (each API has its own error format); ``reject`` the answer to a
-    request refused before dispatch (bad Content-Length, body over ``limits``, timeouts).
-    ``ssl_ctx`` serves HTTPS.
+    request refused before dispatch (bad Content-Length, body over ``limits``, timeouts);
+    ``not_allowed`` the 405 to a method a path is not served by (default: the path's 404, made a 405 with
+    ``Allow``). ``HEAD`` is answered as the ``GET`` (status and headers, ``content-length`` the GET body's) with
+    no body. ``ssl_ctx`` serves HTTPS.
     """
 
     def __init__(
@@ -165,8 +202,10 @@ class JsonServer:
         reject: Callable[[HttpReject], HttpResponse] | None = None,
         ssl_ctx: Any = None,
         busy_body: tuple[str, bytes] | None = None,
+        not_allowed: NotAllowed | None = None,
     ) -> None:
         self._routes = routes
+        self._not_allowed = not_allowed
         self._host = host
         self._port = port
         self._not_found = not_found
@@ -220,7 +259,8 @@ class JsonServer:
             self._server = None
 
     def dispatch(self, request: HttpRequest) -> HttpResponse:
-        return dispatch(self._routes, request, name=self._name, on_error=self._on_error, not_found=self._not_found)
+        return dispatch(self._routes, request, name=self._name, on_error=self._on_error, not_found=self._not_found,
+                        not_allowed=self._not_allowed)
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         outer = self
@@ -252,7 +292,8 @@ class JsonServer:
                 if self.close_connection:
                     self.send_header("connection", "close")
                 self.end_headers()
-                self.wfile.write(payload)
+                if self.command != "HEAD":  # a HEAD's answer is the GET's head alone (RFC 9110 §9.3.2)
+                    self.wfile.write(payload)
                 if self.close_connection:
                     self.linger(outer._limits.max_body_bytes)
 
@@ -267,6 +308,8 @@ class JsonServer:
                     for k, v in response.headers.items():
                         self.send_header(k, v)
                     self.end_headers()
+                    if self.command == "HEAD":  # the GET's head; the stream is closed unread (finally)
+                        return
                     for piece in pieces:
                         if piece:
                             self.wfile.write(b"%X\r\n%s\r\n" % (len(piece), piece))
@@ -281,7 +324,7 @@ class JsonServer:
                     if close is not None:
                         close()
 
-            do_GET = do_POST = do_DELETE = do_OPTIONS = do_PUT = do_PATCH = _serve
+            do_GET = do_HEAD = do_POST = do_DELETE = do_OPTIONS = do_PUT = do_PATCH = _serve
 
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
                 log.debug("%s: " + format, outer._name, *args)

@@ -39,6 +39,11 @@ search, the SDK call to the model. :class:`AsgiServer` runs them on a ``ThreadPo
 * ``HEAD`` on a ``GET`` route is answered as the GET (its checks, its status and headers, ``content-length``
   included) without a body (RFC 9110 §9.3.2: load balancers and uptime checks send it); a streamed answer's stream
   is closed unread;
+* a method a served path is not served by is answered ``405`` with ``Allow`` (RFC 9110 §15.5.6; ``HEAD`` where
+  ``GET`` is) in the API's error format (``reject``), after ``admit_head``'s checks (a stranger is refused as on any
+  path) and before a slot is taken or the body read; an ``OPTIONS`` no route serves stays ``not_found``'s (a CORS
+  preflight passes ``admit_head`` without a key: a 405 would tell anyone which paths exist); an unknown path is
+  ``not_found``'s;
 * ``GET /healthz`` (200 while the process serves) and ``GET /readyz`` (200 when accepting work,
   503 while starting or draining), without authentication: they tell nothing but up/ready.
 """
@@ -71,7 +76,7 @@ except ImportError as exc:  # the serving extra
     raise MissingExtraError(exc.name or "starlette") from None
 
 from costline.netsec import HttpReject, Limits, raise_open_file_limit
-from costline.serving.gateway._http import HttpRequest, HttpResponse, Route, dispatch
+from costline.serving.gateway._http import HttpRequest, HttpResponse, Route, allowed_methods, dispatch
 
 __all__ = ["AsgiServer", "Busy"]
 
@@ -350,15 +355,18 @@ class AsgiServer:
 
     # -- the app ------------------------------------------------------------------------------
     def _build_app(self) -> Starlette:
-        by_path: dict[str, list[str]] = {}
+        by_path: dict[str, set[str]] = {}
         for route in self._routes:
-            by_path.setdefault(_starlette_path(route.pattern), []).append(route.method)
+            by_path.setdefault(_starlette_path(route.pattern), set()).update(
+                ("GET", "HEAD") if route.method == "GET" else (route.method,))
+        # the methods each path pattern is served by: a request's method among them is routed without more ado
+        self._served = {path: frozenset(methods) for path, methods in by_path.items()}
         routes = [StarletteRoute("/healthz", self._healthz, methods=["GET"]),
                   StarletteRoute("/readyz", self._readyz, methods=["GET"])]
         routes += [StarletteRoute(path, self._endpoint, methods=list(_METHODS)) for path in by_path]
         app = Starlette(routes=routes)
         app.add_exception_handler(404, self._starlette_miss)
-        app.add_exception_handler(405, self._starlette_miss)
+        app.add_exception_handler(405, self._starlette_405)
         return app
 
     async def _healthz(self, request: Request) -> Response:
@@ -375,6 +383,25 @@ class AsgiServer:
 
     async def _starlette_miss(self, request: Request, exc: Exception) -> Response:
         return _to_starlette(self._not_found(_request_of(request, b"")))
+
+    async def _starlette_405(self, request: Request, exc: Exception) -> Response:
+        """A method Starlette's route for the path does not take (one outside ``_METHODS``, as ``TRACE``; any but
+        ``GET``/``HEAD`` on ``/healthz``, ``/readyz``)."""
+        if allowed_methods(self._routes, request.url.path):  # a route's path: its checks first, as for any method
+            return await self._endpoint(request)
+        listed = (getattr(exc, "headers", None) or {}).get("Allow", "GET, HEAD")  # Starlette's, for its own routes
+        allow = tuple(sorted(m.strip() for m in listed.split(",")))
+        return _to_starlette(self._not_allowed(_request_of(request, b""), allow))
+
+    def _not_allowed(self, req: HttpRequest, allow: tuple[str, ...]) -> HttpResponse:
+        """405 with ``Allow`` (RFC 9110 §15.5.6) in the API's error format; an ``OPTIONS`` stays a 404 (a CORS
+        preflight is let through ``admit_head`` without a key: a 405 would tell a stranger the path exists)."""
+        if req.method == "OPTIONS":
+            return self._not_found(req)
+        path = req.path.split("?", 1)[0]
+        listed = ", ".join(allow)
+        return self._reject(HttpReject(405, f"{req.method} is not allowed on {path}: it takes {listed}",
+                                       {"allow": listed}), path)
 
     async def _endpoint(self, request: Request) -> Response:
         # h11 bounds a head only while it is incomplete: one that came whole in one read is measured here
@@ -394,9 +421,11 @@ class AsgiServer:
                 log.exception("%s: checking a request's head failed", self._name)
                 refused = None
             if refused is not None:
-                if any(k in (b"content-length", b"transfer-encoding") for k, _ in request.headers.raw):
-                    refused.headers.setdefault("connection", "close")  # its body is never read
-                return _to_starlette(refused)
+                return _unread_body(request, refused)
+        if request.method not in self._served.get(getattr(request.scope.get("route"), "path", ""), ()):
+            allow = allowed_methods(self._routes, request.url.path)  # another path pattern may match the path too
+            if allow and request.method not in allow:  # answered as it is: no slot taken, no body read
+                return _unread_body(request, self._not_allowed(_request_of(request, b""), allow))
         if self._in_flight >= self._capacity or self.draining:
             return _to_starlette(self._busy(request.url.path))
         tenant = self._tenant(context)
@@ -497,7 +526,8 @@ class AsgiServer:
             gone.cancel()
 
     def _dispatch(self, request: HttpRequest) -> HttpResponse:
-        return dispatch(self._routes, request, name=self._name, on_error=self._on_error, not_found=self._not_found)
+        return dispatch(self._routes, request, name=self._name, on_error=self._on_error, not_found=self._not_found,
+                        not_allowed=self._not_allowed)
 
     async def _pieces(self, it: Iterator[bytes], ended: "_StreamEnd") -> Any:
         """A blocking iterator's pieces, each fetched on the worker pool; closed when the client goes."""
@@ -858,6 +888,13 @@ def _request_of(request: Request, body: bytes) -> HttpRequest:
     if request.url.query:
         path = f"{path}?{request.url.query}"
     return HttpRequest(request.method, path, {k: v for k, v in raw}, body, raw_headers=raw)
+
+
+def _unread_body(request: Request, response: HttpResponse) -> Response:
+    """``response`` to a request whose body (if it has one) is never read: it closes the connection then."""
+    if any(k in (b"content-length", b"transfer-encoding") for k, _ in request.headers.raw):
+        response.headers.setdefault("connection", "close")
+    return _to_starlette(response)
 
 
 def _head_only(status: int, headers: dict[str, str], media_type: str) -> Response:

@@ -1,0 +1,216 @@
+"""A method a served path is not served by is answered ``405 Method Not Allowed`` with an ``Allow`` header naming the
+methods it is (RFC 9110 §15.5.6; ``HEAD`` wherever ``GET`` is, §9.3.2), in the API's own error format; an unknown path
+stays a 404. Driven over HTTP through the real servers: the gateway (Starlette/uvicorn) in front of the stand-in, and
+the stand-in itself (the stdlib ``JsonServer``), which also answers ``HEAD`` on a GET path as the GET without its body.
+
+Before: the gateway answered a wrong method on a served path with its 404 (and an unknown method, as ``TRACE``, too);
+``JsonServer`` answered it with its 404 and ``HEAD`` with ``501 Unsupported method``.
+
+The expected methods are the APIs' documented ones, written by hand: Anthropic's Messages, Models and Message Batches,
+OpenAI's Chat Completions and Responses, Bedrock Runtime's InvokeModel; on the gateway ``OPTIONS`` too where it answers
+CORS preflights (its browser-facing routes; not ``/v1/models``, nor Bedrock's, docs/serving.md).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from gateways import gateway_starter, standin_pipeline
+from test_gateway_head_and_stream_refusal import _exchange
+
+from costline.serving.gateway._http import HttpResponse, JsonServer, Route
+from costline.serving.gateway.auth import KeyStore
+
+ANTHROPIC, OPENAI, BEDROCK = "anthropic", "openai", "bedrock"
+
+
+def _allow(headers: dict[str, str]) -> set[str]:
+    """The methods an ``Allow`` header lists (a comma-separated list: order and spacing mean nothing)."""
+    return {m.strip() for m in headers["allow"].split(",") if m.strip()}
+
+
+def _assert_api_error(api: str, body: bytes, headers: dict[str, str], method: str) -> None:
+    """``body`` is an error in ``api``'s documented format, its message naming ``method``."""
+    doc = json.loads(body)
+    if api == ANTHROPIC:  # {"type": "error", "error": {"type": ..., "message": ...}}
+        assert doc["type"] == "error" and isinstance(doc["error"]["type"], str), doc
+        message = doc["error"]["message"]
+    elif api == OPENAI:  # {"error": {"message": ..., "type": ..., "param": ..., "code": ...}}
+        assert set(doc["error"]) >= {"message", "type", "param", "code"}, doc
+        message = doc["error"]["message"]
+    else:  # Bedrock: {"message": ...} and the error's kind in x-amzn-ErrorType
+        assert set(doc) == {"message"} and "x-amzn-errortype" in headers, (doc, headers)
+        message = doc["message"]
+    assert method in message, message
+
+
+# --- the gateway -------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def pipeline(standin):
+    p = standin_pipeline(standin)
+    yield p
+    p.close()
+
+
+@pytest.fixture(scope="module")
+def gateway(pipeline, tmp_path_factory) -> Iterator[tuple[int, dict[str, str]]]:
+    """A gateway that requires keys, its port and a valid key's header."""
+    keys_file = tmp_path_factory.mktemp("keys") / "keys.json"
+    _, key = KeyStore(keys_file).add("acme")
+    with gateway_starter(pipeline, keys_file) as start:
+        yield start().port, {"x-api-key": key}
+
+
+PREFLIGHT = {"OPTIONS"}  # the gateway answers CORS preflights on its browser-facing routes
+
+GATEWAY_405 = [
+    # method, path, the methods the path is served by, the API's error format
+    ("PUT", "/v1/models", {"GET", "HEAD"}, ANTHROPIC),
+    ("POST", "/v1/models", {"GET", "HEAD"}, ANTHROPIC),
+    ("DELETE", "/v1/models/claude-haiku-4-5", {"GET", "HEAD"}, ANTHROPIC),
+    ("GET", "/v1/messages", {"POST"} | PREFLIGHT, ANTHROPIC),
+    ("HEAD", "/v1/messages", {"POST"} | PREFLIGHT, ANTHROPIC),
+    ("DELETE", "/v1/messages/count_tokens", {"POST"} | PREFLIGHT, ANTHROPIC),
+    ("PUT", "/v1/messages/batches", {"GET", "HEAD", "POST"} | PREFLIGHT, ANTHROPIC),
+    ("POST", "/v1/messages/batches/msgbatch_01", {"GET", "HEAD", "DELETE"} | PREFLIGHT, ANTHROPIC),
+    ("GET", "/v1/messages/batches/msgbatch_01/cancel", {"POST"} | PREFLIGHT, ANTHROPIC),
+    ("GET", "/v1/chat/completions", {"POST"} | PREFLIGHT, OPENAI),
+    ("PATCH", "/v1/responses/resp_01", {"GET", "HEAD", "DELETE"} | PREFLIGHT, OPENAI),
+    ("GET", "/model/anthropic.claude-3-haiku-20240307-v1:0/invoke", {"POST"}, BEDROCK),
+    ("TRACE", "/v1/models", {"GET", "HEAD"}, ANTHROPIC),  # a method no route of the gateway takes anywhere
+]
+
+
+@pytest.mark.parametrize(("method", "path", "allow", "api"), GATEWAY_405,
+                         ids=[f"{m} {p}" for m, p, _, _ in GATEWAY_405])
+def test_gateway_answers_405_with_allow_after_the_key_check(gateway, method: str, path: str, allow: set[str],
+                                                            api: str) -> None:
+    port, key = gateway
+    body = b'{"model": "claude-haiku-4-5"}' if method in ("POST", "PUT", "PATCH") else b""
+    status, headers, got = _exchange(port, method, path, key, body)
+    assert status == 405, (status, got[:300])
+    assert _allow(headers) == allow
+    if method == "HEAD":
+        assert got == b""  # a HEAD's answer has no body, a 405's neither
+    else:
+        _assert_api_error(api, got, headers, method)
+    # a caller without a key is refused as on any request (401), before routing: told nothing of the path's methods
+    status, headers, got = _exchange(port, method, path, {}, body)
+    assert status == 401 and "allow" not in headers, (status, headers, got[:300])
+
+
+#: method, path, whether the key is sent, the status: an unknown path stays a 404 (with a key or without), an OPTIONS
+#: where the gateway answers no preflight too (a preflight needs no key: a stranger is told nothing more); the health
+#: checks need no key and take GET (and HEAD)
+GATEWAY_OTHERS = [
+    ("GET", "/v1/nowhere", True, 404),
+    ("DELETE", "/v1/nowhere", False, 404),
+    ("OPTIONS", "/v1/models", False, 404),
+    ("POST", "/healthz", False, 405),
+    ("PUT", "/readyz", False, 405),
+]
+
+
+def test_gateway_unknown_paths_stay_404_and_health_checks_say_405(gateway) -> None:
+    port, api_key = gateway
+    for method, path, key, status in GATEWAY_OTHERS:
+        got_status, headers, body = _exchange(port, method, path, api_key if key else {})
+        assert got_status == status, (method, path, got_status, body[:300])
+        if status == 405:
+            assert _allow(headers) == {"GET", "HEAD"}, (method, path)
+            _assert_api_error(ANTHROPIC, body, headers, method)
+        else:
+            assert "allow" not in headers, (method, path)
+
+
+# --- the stand-in (JsonServer) ----------------------------------------------------------------------------------
+
+STANDIN_405 = [
+    ("PUT", "/v1/models", {"GET", "HEAD"}, ANTHROPIC),
+    ("GET", "/v1/messages", {"POST"}, ANTHROPIC),
+    ("HEAD", "/v1/messages", {"POST"}, ANTHROPIC),
+    ("DELETE", "/v1/messages/batches", {"GET", "HEAD", "POST"}, ANTHROPIC),
+    ("POST", "/v1/messages/batches/msgbatch_01", {"GET", "HEAD"}, ANTHROPIC),
+    ("GET", "/v1/messages/batches/msgbatch_01/cancel", {"POST"}, ANTHROPIC),
+    ("GET", "/v1/chat/completions", {"POST"}, OPENAI),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "allow", "api"), STANDIN_405,
+                         ids=[f"{m} {p}" for m, p, _, _ in STANDIN_405])
+def test_standin_answers_405_with_allow(standin, method: str, path: str, allow: set[str], api: str) -> None:
+    body = b'{"model": "claude-haiku-4-5"}' if method in ("POST", "PUT") else b""
+    status, headers, got = _exchange(standin.port, method, path, {}, body)
+    assert status == 405, (status, got[:300])
+    assert _allow(headers) == allow
+    if method == "HEAD":
+        assert got == b""
+    else:
+        _assert_api_error(api, got, headers, method)
+
+
+@pytest.mark.parametrize(("path", "status"), [
+    ("/v1/models", 200),
+    ("/v1/messages/batches", 200),
+    ("/v1/messages/batches/msgbatch_none", 404),  # the GET's own 404 (no such batch): HEAD answers it too
+])
+def test_standin_answers_head_as_get_without_a_body(standin, path: str, status: int) -> None:
+    get_status, get_headers, get_body = _exchange(standin.port, "GET", path)
+    head_status, head_headers, head_body = _exchange(standin.port, "HEAD", path)
+    assert (get_status, head_status, head_body) == (status, status, b"")
+    assert head_headers == get_headers and get_headers["content-length"] == str(len(get_body))
+
+
+def test_standin_unknown_path_stays_404_whatever_the_method(standin) -> None:
+    for method in ("GET", "HEAD", "DELETE", "OPTIONS"):
+        status, headers, body = _exchange(standin.port, method, "/v1/nowhere")
+        assert (status, "allow" in headers) == (404, False), (method, status, body[:300])
+        assert (body == b"") == (method == "HEAD"), (method, body[:300])
+
+
+class _Lines:
+    """A streamed answer that counts the pieces taken from it and says when it is closed."""
+
+    def __init__(self) -> None:
+        self.read = 0
+        self.closed = threading.Event()
+
+    def __iter__(self) -> "_Lines":
+        return self
+
+    def __next__(self) -> bytes:
+        if self.read == 2:
+            raise StopIteration
+        self.read += 1
+        return b'{"line": %d}\n' % self.read
+
+    def close(self) -> None:
+        self.closed.set()
+
+
+def test_json_server_head_on_a_streamed_get_sends_its_head_and_closes_the_stream_unread() -> None:
+    made: list[_Lines] = []
+
+    def results(_req: Any) -> HttpResponse:
+        made.append(_Lines())
+        return HttpResponse(200, stream=made[-1], content_type="application/x-jsonl")
+
+    server = JsonServer([Route("GET", "/results", results)], not_found=lambda req: HttpResponse(404, {"error": "no"}),
+                        on_error=lambda req, exc: HttpResponse(500, {"error": "failed"}))
+    server.start()
+    try:
+        status, got, body = _exchange(server.port, "GET", "/results")
+        assert (status, body) == (200, b'C\r\n{"line": 1}\n\r\nC\r\n{"line": 2}\n\r\n0\r\n\r\n')
+        status, head, body = _exchange(server.port, "HEAD", "/results")
+        assert (status, head, body) == (200, got, b"")
+        assert made[-1].closed.wait(10) and made[-1].read == 0
+        status, head, body = _exchange(server.port, "POST", "/results", body=b"{}")
+        assert (status, _allow(head)) == (405, {"GET", "HEAD"})
+    finally:
+        server.shutdown()
