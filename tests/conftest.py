@@ -199,6 +199,17 @@ def standin() -> Iterator["object"]:
 
 
 @pytest.fixture(scope="module")
+def pipeline(standin) -> Iterator["object"]:
+    """The gateway tests' serving pipeline (tests/gateways.py ``standin_pipeline``) in front of the module's
+    ``standin``, closed after the module."""
+    from gateways import standin_pipeline
+
+    p = standin_pipeline(standin)
+    yield p
+    p.close()
+
+
+@pytest.fixture(scope="module")
 def cache_standin() -> Iterator["object"]:
     """The stand-in, prompt-caching any breakpoint of 100 tokens or more (the API's minimum is 1,024 or more)."""
     from costline.serving.settings import StandInConfig

@@ -4,6 +4,7 @@ sends task type ``classify`` to the student (an OpenAI-compatible tier) and anyt
 from __future__ import annotations
 
 import dataclasses
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -114,3 +115,23 @@ def gateway_starter(pipeline: Pipeline, keys_file: Path) -> Iterator[Any]:
     finally:
         for gw in made:
             gw.shutdown()
+
+
+class StreamedLines:
+    """A streamed answer's pieces (two JSONL lines) that says how many were taken and whether it was closed."""
+
+    def __init__(self) -> None:
+        self.read = 0
+        self.closed = threading.Event()
+
+    def __iter__(self) -> "StreamedLines":
+        return self
+
+    def __next__(self) -> bytes:
+        if self.read == 2:
+            raise StopIteration
+        self.read += 1
+        return b'{"line": %d}\n' % self.read
+
+    def close(self) -> None:
+        self.closed.set()

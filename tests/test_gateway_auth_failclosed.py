@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import pytest
-from gateways import gateway_starter, standin_pipeline
+from gateways import gateway_starter
 
 from costline.errors import ConfigError
 from costline.serving.gateway.auth import KeyStore, KeyStoreError
@@ -45,13 +45,6 @@ APIS = [
      lambda doc: set(doc) == {"message"}),
 ]
 ENV = {k: v for k, v in os.environ.items() if not k.startswith("COSTLINE_")}
-
-
-@pytest.fixture(scope="module")
-def pipeline(standin):
-    p = standin_pipeline(standin)
-    yield p
-    p.close()
 
 
 @pytest.fixture

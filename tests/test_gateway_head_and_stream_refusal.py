@@ -22,13 +22,12 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import threading
 from typing import Any
 
 import openai
 import pytest
 
-from gateways import gateway_starter, standin_pipeline
+from gateways import StreamedLines, gateway_starter
 from test_gateway_refusals import HAIKU, REFUSE, REFUSED, gateway
 
 from costline.netsec import Limits
@@ -70,13 +69,6 @@ def _same_as_get(port: int, path: str, headers: dict[str, str]) -> tuple[int, by
     assert head_headers == got, path
     assert got.get("content-length") == str(len(body)), path
     return status, body
-
-
-@pytest.fixture(scope="module")
-def pipeline(standin):
-    p = standin_pipeline(standin)
-    yield p
-    p.close()
 
 
 @pytest.fixture
@@ -129,34 +121,14 @@ def test_head_is_charged_to_the_rate_limit_once_as_get_is(keyed) -> None:
         assert (body == b"") is (method == "HEAD")
 
 
-class _Lines:
-    """A streamed answer's pieces that says whether it was read and closed."""
-
-    def __init__(self) -> None:
-        self.read = 0
-        self.closed = threading.Event()
-
-    def __iter__(self) -> "_Lines":
-        return self
-
-    def __next__(self) -> bytes:
-        self.read += 1
-        if self.read > 2:
-            raise StopIteration
-        return b'{"line": %d}\n' % self.read
-
-    def close(self) -> None:
-        self.closed.set()
-
-
 def test_head_on_a_streamed_get_sends_its_head_and_never_runs_the_stream() -> None:
     """A streamed GET (a batch's results, JSONL) is chunked; its HEAD has the same head (``transfer-encoding:
     chunked``, no length), no bytes after it — not even the last chunk's ``0`` — and the stream is closed unread
     with its slot freed; the connection then serves the next request."""
-    made: list[_Lines] = []
+    made: list[StreamedLines] = []
 
     def results(_req: Any) -> HttpResponse:
-        made.append(_Lines())
+        made.append(StreamedLines())
         return HttpResponse(200, stream=made[-1], content_type="application/x-jsonl", headers={"x-kind": "results"})
 
     def error(status: int, message: str) -> HttpResponse:

@@ -15,7 +15,7 @@ import threading
 import time
 
 import pytest
-from gateways import gateway_starter, standin_pipeline
+from gateways import gateway_starter
 
 from costline.serving.gateway.app import Gateway
 
@@ -23,13 +23,6 @@ QUESTION = "How do I reset my password?"
 MESSAGES = "/v1/messages"
 CHAT = "/v1/chat/completions"
 
-
-
-@pytest.fixture(scope="module")
-def pipeline(standin):
-    p = standin_pipeline(standin)
-    yield p
-    p.close()
 
 
 @pytest.fixture

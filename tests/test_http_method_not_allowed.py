@@ -14,13 +14,12 @@ CORS preflights (its browser-facing routes; not ``/v1/models``, nor Bedrock's, d
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from gateways import gateway_starter, standin_pipeline
+from gateways import StreamedLines, gateway_starter
 from test_gateway_head_and_stream_refusal import _exchange
 
 from costline.serving.gateway._http import HttpResponse, JsonServer, Route
@@ -50,13 +49,6 @@ def _assert_api_error(api: str, body: bytes, headers: dict[str, str], method: st
 
 
 # --- the gateway -------------------------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def pipeline(standin):
-    p = standin_pipeline(standin)
-    yield p
-    p.close()
-
 
 @pytest.fixture(scope="module")
 def gateway(pipeline, tmp_path_factory) -> Iterator[tuple[int, dict[str, str]]]:
@@ -174,31 +166,11 @@ def test_standin_unknown_path_stays_404_whatever_the_method(standin) -> None:
         assert (body == b"") == (method == "HEAD"), (method, body[:300])
 
 
-class _Lines:
-    """A streamed answer that counts the pieces taken from it and says when it is closed."""
-
-    def __init__(self) -> None:
-        self.read = 0
-        self.closed = threading.Event()
-
-    def __iter__(self) -> "_Lines":
-        return self
-
-    def __next__(self) -> bytes:
-        if self.read == 2:
-            raise StopIteration
-        self.read += 1
-        return b'{"line": %d}\n' % self.read
-
-    def close(self) -> None:
-        self.closed.set()
-
-
 def test_json_server_head_on_a_streamed_get_sends_its_head_and_closes_the_stream_unread() -> None:
-    made: list[_Lines] = []
+    made: list[StreamedLines] = []
 
     def results(_req: Any) -> HttpResponse:
-        made.append(_Lines())
+        made.append(StreamedLines())
         return HttpResponse(200, stream=made[-1], content_type="application/x-jsonl")
 
     server = JsonServer([Route("GET", "/results", results)], not_found=lambda req: HttpResponse(404, {"error": "no"}),

@@ -19,7 +19,7 @@ import unicodedata
 from typing import Any
 
 import pytest
-from gateways import gateway_starter, standin_pipeline
+from gateways import gateway_starter
 
 from costline.serving.cache import key
 
@@ -54,13 +54,6 @@ APIS = [
     (CHAT, chat_body, "messages[1].tool_calls[0].function.arguments"),
     (RESPONSES, responses_body, "input[1].arguments"),
 ]
-
-
-@pytest.fixture(scope="module")
-def pipeline(standin):
-    p = standin_pipeline(standin)
-    yield p
-    p.close()
 
 
 @pytest.fixture(scope="module")
