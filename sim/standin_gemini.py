@@ -147,9 +147,9 @@ class GeminiApi:
         self.server = server
 
     def routes(self) -> list[Route]:
-        vertex = "/projects/{project}/locations/{location}/publishers/google/models/{call}"
-        return [Route("POST", "/v1beta/models/{call}", self._call),
-                Route("POST", "/v1/models/{call}", self._call),
+        vertex = "/projects/{project}/locations/{location}/publishers/google/models/{model}:{method}"
+        return [Route("POST", "/v1beta/models/{model}:{method}", self._call),
+                Route("POST", "/v1/models/{model}:{method}", self._call),
                 # Gemini on Vertex AI (genai.Client(vertexai=True, project=..., location=...)): the same API
                 Route("POST", "/v1beta1" + vertex, self._call),
                 Route("POST", "/v1" + vertex, self._call)]
@@ -169,7 +169,7 @@ class GeminiApi:
 
     # -- dispatch --------------------------------------------------------------------------------
     def _call(self, req: HttpRequest) -> HttpResponse:
-        model, _, method = req.params["call"].partition(":")
+        model, method = req.params["model"], req.params["method"]
         if method in ("generateContent", "streamGenerateContent"):
             return self._generate_content(req, model, stream=method == "streamGenerateContent")
         if method == "countTokens":

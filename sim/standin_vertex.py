@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 __all__ = ["VERTEX", "VertexClaudeApi"]
 
 VERTEX = "vertex"
-_PREFIX = "/v1/projects/{project}/locations/{region}/publishers/anthropic/models/{call}"
+_PREFIX = "/v1/projects/{project}/locations/{region}/publishers/anthropic/models/{model}:{method}"
 
 
 class VertexClaudeApi:
@@ -53,9 +53,9 @@ class VertexClaudeApi:
 
         srv = self.server
         self.auth_seen.append((req.header("authorization") or "", req.params["project"], req.params["region"]))
-        model, _, method = req.params["call"].rpartition(":")
+        model, method = req.params["model"], req.params["method"]
         if method not in ("rawPredict", "streamRawPredict") or not model:
-            return srv._error_response(req, 404, f"no method {req.params['call']!r} (rawPredict, streamRawPredict)")
+            return srv._error_response(req, 404, f"no method {model}:{method!r} (rawPredict, streamRawPredict)")
         if model == "count-tokens":
             return srv._count_tokens(req)
         status = srv._take_error(VERTEX)

@@ -4,6 +4,7 @@ sends task type ``classify`` to the student (an OpenAI-compatible tier) and anyt
 from __future__ import annotations
 
 import dataclasses
+import socket
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -135,3 +136,26 @@ class StreamedLines:
 
     def close(self) -> None:
         self.closed.set()
+
+
+def exchange(port: int, method: str, path: str, headers: dict[str, str] | None = None,
+              body: bytes = b"") -> tuple[int, dict[str, str], bytes]:
+    """One request on its own connection (``Connection: close``): the status, the headers (``date`` left out: it
+    may tick between two requests) and every byte after the head, read until the server closes."""
+    lines = [f"{method} {path} HTTP/1.1", "host: 127.0.0.1", "connection: close",
+             *(f"{k}: {v}" for k, v in (headers or {}).items())]
+    if body:
+        lines += ["content-type: application/json", f"content-length: {len(body)}"]
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        raw = b""
+        while chunk := sock.recv(65536):
+            raw += chunk
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    got = {}
+    for line in header_lines:
+        name, _, value = line.partition(":")
+        if name.lower() not in ("date", "x-costline-request-id", "request-id", "x-request-id"):
+            got[name.lower()] = value.strip()
+    return int(status_line.split()[1]), got, rest

@@ -27,7 +27,7 @@ from typing import Any
 import openai
 import pytest
 
-from gateways import StreamedLines, gateway_starter
+from gateways import StreamedLines, exchange, gateway_starter
 from test_gateway_refusals import HAIKU, REFUSE, REFUSED, gateway
 
 from costline.netsec import Limits
@@ -38,33 +38,10 @@ from costline.serving.gateway.auth import KeyStore
 
 # --- HEAD ----------------------------------------------------------------------------------------------------------
 
-def _exchange(port: int, method: str, path: str, headers: dict[str, str] | None = None,
-              body: bytes = b"") -> tuple[int, dict[str, str], bytes]:
-    """One request on its own connection (``Connection: close``): the status, the headers (``date`` left out: it
-    may tick between two requests) and every byte after the head, read until the server closes."""
-    lines = [f"{method} {path} HTTP/1.1", "host: 127.0.0.1", "connection: close",
-             *(f"{k}: {v}" for k, v in (headers or {}).items())]
-    if body:
-        lines += ["content-type: application/json", f"content-length: {len(body)}"]
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
-        raw = b""
-        while chunk := sock.recv(65536):
-            raw += chunk
-    head, _, rest = raw.partition(b"\r\n\r\n")
-    status_line, *header_lines = head.decode("latin-1").split("\r\n")
-    got = {}
-    for line in header_lines:
-        name, _, value = line.partition(":")
-        if name.lower() not in ("date", "x-costline-request-id", "request-id", "x-request-id"):
-            got[name.lower()] = value.strip()
-    return int(status_line.split()[1]), got, rest
-
-
 def _same_as_get(port: int, path: str, headers: dict[str, str]) -> tuple[int, bytes]:
     """HEAD ``path`` answers GET's status and headers with no body byte; the GET's status and body."""
-    status, got, body = _exchange(port, "GET", path, headers)
-    head_status, head_headers, head_body = _exchange(port, "HEAD", path, headers)
+    status, got, body = exchange(port, "GET", path, headers)
+    head_status, head_headers, head_body = exchange(port, "HEAD", path, headers)
     assert (head_status, head_body) == (status, b""), (path, head_status, head_body[:200])
     assert head_headers == got, path
     assert got.get("content-length") == str(len(body)), path
@@ -81,7 +58,7 @@ def keyed(pipeline, tmp_path):
 
 
 def _post(port: int, path: str, doc: dict[str, Any], key: dict[str, str]) -> dict[str, Any]:
-    status, _, body = _exchange(port, "POST", path, key, json.dumps(doc).encode())
+    status, _, body = exchange(port, "POST", path, key, json.dumps(doc).encode())
     assert status == 200, body
     return json.loads(body)
 
@@ -105,7 +82,7 @@ def test_head_on_every_get_route_answers_as_get_without_a_body(keyed) -> None:
         status, body = _same_as_get(port, path, {})
         assert status == 401 and b"API key" in body, (path, body)
     # a POST-only route answers HEAD as it answers a GET: a 405 naming the method (RFC 9110 §15.5.6), HEAD's bodiless
-    (status, _, body), (head_status, _, head_body) = (_exchange(port, m, "/v1/messages", acme) for m in ("GET", "HEAD"))
+    (status, _, body), (head_status, _, head_body) = (exchange(port, m, "/v1/messages", acme) for m in ("GET", "HEAD"))
     assert (status, head_status, head_body) == (405, 405, b"") and b"GET is not allowed on /v1/messages" in body
 
 
@@ -114,9 +91,9 @@ def test_head_is_charged_to_the_rate_limit_once_as_get_is(keyed) -> None:
     refused 429 with retry-after, a HEAD as a GET."""
     start, acme, _ = keyed
     gw = start(rate_limit_per_minute=1, rate_limit_burst=2)
-    assert [_exchange(gw.port, "HEAD", "/v1/models", acme)[0] for _ in range(2)] == [200, 200]
+    assert [exchange(gw.port, "HEAD", "/v1/models", acme)[0] for _ in range(2)] == [200, 200]
     for method in ("HEAD", "GET"):
-        status, headers, body = _exchange(gw.port, method, "/v1/models", acme)
+        status, headers, body = exchange(gw.port, method, "/v1/models", acme)
         assert status == 429 and "retry-after" in headers, (method, headers)
         assert (body == b"") is (method == "HEAD")
 
@@ -141,10 +118,10 @@ def test_head_on_a_streamed_get_sends_its_head_and_never_runs_the_stream() -> No
                         limits=Limits(max_body_bytes=1024, max_workers=2, max_pending=2, idle_timeout_s=5.0))
     server.start()
     try:
-        status, got, body = _exchange(server.port, "GET", "/results")
+        status, got, body = exchange(server.port, "GET", "/results")
         assert (status, body) == (200, b'c\r\n{"line": 1}\n\r\nc\r\n{"line": 2}\n\r\n0\r\n\r\n')
         assert got["transfer-encoding"] == "chunked" and "content-length" not in got
-        status, head, body = _exchange(server.port, "HEAD", "/results")
+        status, head, body = exchange(server.port, "HEAD", "/results")
         assert (status, head, body) == (200, got, b"")
         assert made[-1].closed.wait(10) and made[-1].read == 0
         assert server.in_flight == 0

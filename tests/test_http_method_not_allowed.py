@@ -19,8 +19,7 @@ from typing import Any
 
 import pytest
 
-from gateways import StreamedLines, gateway_starter
-from test_gateway_head_and_stream_refusal import _exchange
+from gateways import StreamedLines, exchange, gateway_starter
 
 from costline.serving.gateway._http import HttpResponse, JsonServer, Route
 from costline.serving.gateway.auth import KeyStore
@@ -85,7 +84,7 @@ def test_gateway_answers_405_with_allow_after_the_key_check(gateway, method: str
                                                             api: str) -> None:
     port, key = gateway
     body = b'{"model": "claude-haiku-4-5"}' if method in ("POST", "PUT", "PATCH") else b""
-    status, headers, got = _exchange(port, method, path, key, body)
+    status, headers, got = exchange(port, method, path, key, body)
     assert status == 405, (status, got[:300])
     assert _allow(headers) == allow
     if method == "HEAD":
@@ -93,7 +92,7 @@ def test_gateway_answers_405_with_allow_after_the_key_check(gateway, method: str
     else:
         _assert_api_error(api, got, headers, method)
     # a caller without a key is refused as on any request (401), before routing: told nothing of the path's methods
-    status, headers, got = _exchange(port, method, path, {}, body)
+    status, headers, got = exchange(port, method, path, {}, body)
     assert status == 401 and "allow" not in headers, (status, headers, got[:300])
 
 
@@ -109,10 +108,20 @@ GATEWAY_OTHERS = [
 ]
 
 
+def test_gateway_reads_a_wrong_method_requests_body_before_its_405(gateway) -> None:
+    """A wrong method with a 4 MB body (under the 8 MiB default limit) from a caller with a key: the body is read, the
+    405 reaches the client. Closing on the unread body reset the connection under the answer (the client got
+    ConnectionResetError / BrokenPipeError, and an SDK sends the request again)."""
+    port, key = gateway
+    status, headers, body = exchange(port, "PUT", "/v1/models", key, b"x" * 4_000_000)
+    assert (status, _allow(headers)) == (405, {"GET", "HEAD"}), body[:300]
+    _assert_api_error(ANTHROPIC, body, headers, "PUT")
+
+
 def test_gateway_unknown_paths_stay_404_and_health_checks_say_405(gateway) -> None:
     port, api_key = gateway
     for method, path, key, status in GATEWAY_OTHERS:
-        got_status, headers, body = _exchange(port, method, path, api_key if key else {})
+        got_status, headers, body = exchange(port, method, path, api_key if key else {})
         assert got_status == status, (method, path, got_status, body[:300])
         if status == 405:
             assert _allow(headers) == {"GET", "HEAD"}, (method, path)
@@ -138,7 +147,7 @@ STANDIN_405 = [
                          ids=[f"{m} {p}" for m, p, _, _ in STANDIN_405])
 def test_standin_answers_405_with_allow(standin, method: str, path: str, allow: set[str], api: str) -> None:
     body = b'{"model": "claude-haiku-4-5"}' if method in ("POST", "PUT") else b""
-    status, headers, got = _exchange(standin.port, method, path, {}, body)
+    status, headers, got = exchange(standin.port, method, path, {}, body)
     assert status == 405, (status, got[:300])
     assert _allow(headers) == allow
     if method == "HEAD":
@@ -153,15 +162,27 @@ def test_standin_answers_405_with_allow(standin, method: str, path: str, allow: 
     ("/v1/messages/batches/msgbatch_none", 404),  # the GET's own 404 (no such batch): HEAD answers it too
 ])
 def test_standin_answers_head_as_get_without_a_body(standin, path: str, status: int) -> None:
-    get_status, get_headers, get_body = _exchange(standin.port, "GET", path)
-    head_status, head_headers, head_body = _exchange(standin.port, "HEAD", path)
+    get_status, get_headers, get_body = exchange(standin.port, "GET", path)
+    head_status, head_headers, head_body = exchange(standin.port, "HEAD", path)
     assert (get_status, head_status, head_body) == (status, status, b"")
     assert head_headers == get_headers and get_headers["content-length"] == str(len(get_body))
 
 
+def test_standin_model_path_without_a_method_is_no_gemini_route(standin) -> None:
+    """Gemini's routes are ``/v1beta/models/{model}:{method}`` (a colon in the segment): a model's own path
+    (``GET /v1/models/claude-haiku-4-5``, the Anthropic and OpenAI SDKs' ``models.retrieve``) is not one of them, so
+    no 405 naming POST (before: ``Allow: POST``, whose POST answered 404 "Method (none) is not supported")."""
+    for path in ("/v1/models/claude-haiku-4-5", "/v1beta/models/gemini-2.5-flash"):
+        status, headers, body = exchange(standin.port, "GET", path)
+        assert (status, "allow" in headers) == (404, False), (path, status, body[:300])
+    status, _, body = exchange(standin.port, "POST", "/v1beta/models/gemini-2.5-flash:countTokens", {},
+                               b'{"contents": [{"role": "user", "parts": [{"text": "hello there"}]}]}')
+    assert status == 200 and "totalTokens" in json.loads(body), body[:300]
+
+
 def test_standin_unknown_path_stays_404_whatever_the_method(standin) -> None:
     for method in ("GET", "HEAD", "DELETE", "OPTIONS"):
-        status, headers, body = _exchange(standin.port, method, "/v1/nowhere")
+        status, headers, body = exchange(standin.port, method, "/v1/nowhere")
         assert (status, "allow" in headers) == (404, False), (method, status, body[:300])
         assert (body == b"") == (method == "HEAD"), (method, body[:300])
 
@@ -177,12 +198,12 @@ def test_json_server_head_on_a_streamed_get_sends_its_head_and_closes_the_stream
                         on_error=lambda req, exc: HttpResponse(500, {"error": "failed"}))
     server.start()
     try:
-        status, got, body = _exchange(server.port, "GET", "/results")
+        status, got, body = exchange(server.port, "GET", "/results")
         assert (status, body) == (200, b'C\r\n{"line": 1}\n\r\nC\r\n{"line": 2}\n\r\n0\r\n\r\n')
-        status, head, body = _exchange(server.port, "HEAD", "/results")
+        status, head, body = exchange(server.port, "HEAD", "/results")
         assert (status, head, body) == (200, got, b"")
         assert made[-1].closed.wait(10) and made[-1].read == 0
-        status, head, body = _exchange(server.port, "POST", "/results", body=b"{}")
+        status, head, body = exchange(server.port, "POST", "/results", body=b"{}")
         assert (status, _allow(head)) == (405, {"GET", "HEAD"})
     finally:
         server.shutdown()

@@ -104,7 +104,7 @@ STANDIN_LIMITS = Limits(max_body_bytes=64 * 1024 * 1024, max_workers=128, max_pe
 @dataclass(frozen=True)
 class Route:
     method: str
-    pattern: str  # "/v1/messages/batches/{id}/results"
+    pattern: str  # "/v1/messages/batches/{id}/results"; a segment "{model}:{method}" matches one with a colon
     handler: Handler
 
     def match(self, method: str, path: str) -> dict[str, str] | None:
@@ -123,7 +123,12 @@ class Route:
             return None
         params: dict[str, str] = {}
         for w, g in zip(want, got):
-            if w.startswith("{") and w.endswith("}"):
+            if w.startswith("{") and w.endswith("}") and "}:{" in w:  # "{model}:{method}": split at its last colon
+                name, _, rest = w[1:-1].partition("}:{")
+                if ":" not in g:
+                    return None
+                params[name], _, params[rest] = g.rpartition(":")
+            elif w.startswith("{") and w.endswith("}"):
                 params[w[1:-1]] = g
             elif w != g:
                 return None

@@ -41,7 +41,8 @@ search, the SDK call to the model. :class:`AsgiServer` runs them on a ``ThreadPo
   is closed unread;
 * a method a served path is not served by is answered ``405`` with ``Allow`` (RFC 9110 §15.5.6; ``HEAD`` where
   ``GET`` is) in the API's error format (``reject``), after ``admit_head``'s checks (a stranger is refused as on any
-  path) and before a slot is taken or the body read; an ``OPTIONS`` no route serves stays ``not_found``'s (a CORS
+  path); one without a body before a slot is taken, one with a body once it is read (closing on an unread body
+  resets the connection under the answer); an ``OPTIONS`` no route serves stays ``not_found``'s (a CORS
   preflight passes ``admit_head`` without a key: a 405 would tell anyone which paths exist); an unknown path is
   ``not_found``'s;
 * ``GET /healthz`` (200 while the process serves) and ``GET /readyz`` (200 when accepting work,
@@ -422,10 +423,12 @@ class AsgiServer:
                 refused = None
             if refused is not None:
                 return _unread_body(request, refused)
-        if request.method not in self._served.get(getattr(request.scope.get("route"), "path", ""), ()):
+        if (request.method not in self._served.get(getattr(request.scope.get("route"), "path", ""), ())
+                and not _has_body(request)):  # one with a body is read first (dispatch answers the 405): closing
+            # on an unread body resets the connection before the client reads the answer, and its SDK sends it again
             allow = allowed_methods(self._routes, request.url.path)  # another path pattern may match the path too
-            if allow and request.method not in allow:  # answered as it is: no slot taken, no body read
-                return _unread_body(request, self._not_allowed(_request_of(request, b""), allow))
+            if allow and request.method not in allow:  # answered as it is: no slot taken
+                return _to_starlette(self._not_allowed(_request_of(request, b""), allow))
         if self._in_flight >= self._capacity or self.draining:
             return _to_starlette(self._busy(request.url.path))
         tenant = self._tenant(context)
@@ -890,9 +893,13 @@ def _request_of(request: Request, body: bytes) -> HttpRequest:
     return HttpRequest(request.method, path, {k: v for k, v in raw}, body, raw_headers=raw)
 
 
+def _has_body(request: Request) -> bool:
+    return any(k in (b"content-length", b"transfer-encoding") for k, _ in request.headers.raw)
+
+
 def _unread_body(request: Request, response: HttpResponse) -> Response:
     """``response`` to a request whose body (if it has one) is never read: it closes the connection then."""
-    if any(k in (b"content-length", b"transfer-encoding") for k, _ in request.headers.raw):
+    if _has_body(request):
         response.headers.setdefault("connection", "close")
     return _to_starlette(response)
 
