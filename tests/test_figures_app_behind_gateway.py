@@ -151,49 +151,6 @@ def test_an_app_tracing_its_own_calls_through_the_gateway_is_counted_once(standi
         ("mid", 1, pytest.approx(calls[1] + calls[2], rel=1e-9))]
 
 
-def test_an_app_recording_its_own_requests_through_the_gateway_pays_each_answer_once(standin, tmp_path, cfg):
-    """The app records its own requests with costline's recorder (service "support-app") and, inside each, calls the
-    gateway with the SDK's tracing on: its SDK span is owned by its request. The answer is the gateway's request's,
-    counted there at the answering tier's price; the app's request keeps its success and no call (before: its span
-    was a call of the app's request, priced at Haiku's, beside the gateway's: every answer paid twice, $0 cache hits
-    at Haiku's price). An app request's own direct call stays its call."""
-    before = len(standin.log.entries("anthropic"))
-    app_provider, app_spans = _provider("support-app")
-    recorder = Recorder(app_provider)
-    with gateway(standin, tmp_path, cache=DictCache()) as (gw, gw_spans):
-        app = anthropic.Anthropic(base_url=gw.url, api_key="unused", max_retries=0,
-                                  open_telemetry={"tracer_provider": app_provider})
-        direct = anthropic.Anthropic(base_url=standin.url, api_key="unused", max_retries=0,
-                                     open_telemetry={"tracer_provider": app_provider})
-        for text in (EASY, EASY, HARD):
-            with recorder.request(task_type="support", tenant="acme") as req:
-                app.messages.create(model=HAIKU, max_tokens=200, messages=[{"role": "user", "content": text}])
-                req.accept()
-        with recorder.request(task_type="support", tenant="acme") as req:  # a request that also calls the model
-            app.messages.create(model=HAIKU, max_tokens=200, messages=[{"role": "user", "content": EASY}])
-            direct.messages.create(model=HAIKU, max_tokens=200, messages=[{"role": "user", "content": "Hi there"}])
-            req.accept()
-        sent = gw_spans.get_finished_spans()
-    served = standin.log.entries("anthropic")[before:]
-    # EASY answered by budget, EASY again from the cache, HARD escalated (budget, then mid), EASY from the cache, the
-    # app's direct call
-    assert [e.model for e in served] == [HAIKU, HAIKU, SONNET, HAIKU]
-    price = [_price(e.model, e.input_tokens, e.output_tokens) for e in served]
-    lake_from_sdk_spans([*sent, *app_spans.get_finished_spans()], cfg)
-    assert q(cfg, "SELECT service_name, tier, cache_hit, success, calls, cost_usd FROM requests "
-                  "ORDER BY service_name, ts") == [
-        ("costline-gateway", "budget", False, True, 1, pytest.approx(price[0], rel=1e-9)),
-        ("costline-gateway", "cache", True, True, 0, 0.0),
-        ("costline-gateway", "mid", False, True, 2, pytest.approx(price[1] + price[2], rel=1e-9)),
-        ("costline-gateway", "cache", True, True, 0, 0.0),
-        ("support-app", None, False, True, 0, 0.0),
-        ("support-app", None, False, True, 0, 0.0),
-        ("support-app", None, False, True, 0, 0.0),
-        ("support-app", "budget", False, True, 1, pytest.approx(price[3], rel=1e-9))]  # its direct call
-    assert q(cfg, "SELECT count(*), sum(cost_usd) FROM calls") == [(4, pytest.approx(sum(price), rel=1e-9))]
-    assert q(cfg, "SELECT sum(cost_usd) FROM requests") == [(pytest.approx(sum(price), rel=1e-9),)]
-
-
 def test_chat_completions_and_live_streams_record_the_id_the_client_got(standin, tmp_path, cfg):
     """Chat Completions' ids are the gateway's (chatcmpl-costline-<request id>), a live stream's msg_costline_<request
     id> although its call had an id of its own: each request span says the one its client got, and an app span of

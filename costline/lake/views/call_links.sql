@@ -22,11 +22,11 @@
 -- (pref_tokens: most tokens counted), then costline's own span (pref_own), then one that names the cloud endpoint
 -- the call went to (pref_endpoint: its price has the regional premium when due), then a fixed order.
 --
--- An app behind the gateway (docs/telemetry.md, "Apps behind the gateway"): a call whose response id (its own, or
--- that of a span it stands for) is the id a gateway request gave its client (requests.response_id:
--- costline.response.id, msg_costline_<request id> / chatcmpl-costline-<request id>, in any trace) is the app's view
--- of that request, whose own spans count it (the tier that answered, at its price): no call, no standalone request;
--- owned by an app's own request (the app records its requests too), no call of that request. Only the ids the gateway makes: a backend's own (the gateway's call spans have them)
+-- An app behind the gateway (docs/telemetry.md, "Apps behind the gateway"): a call no costline request owns whose
+-- response id (its own, or that of a span it stands for) is the id a gateway request gave its client
+-- (requests.response_id: costline.response.id, msg_costline_<request id> / chatcmpl-costline-<request id>, in any
+-- trace) is the app's view of that request, whose own spans count it (the tier that answered, at its price): no
+-- call, no standalone request. Only the ids the gateway makes: a backend's own (the gateway's call spans have them)
 -- may repeat across servers (the stand-ins', a self-hosted server's count from 1), and another app's direct call of
 -- the same id is a call of its own. Over overlapping times, give or take a minute of clock skew.
 --
@@ -235,18 +235,13 @@ WITH oi_traces AS (
   LEFT JOIN group_ids g ON g.trace_id = h.trace_id AND g.span_id = h.span_id
   LEFT JOIN group_links l ON l.trace_id = h.trace_id AND l.span_id = h.span_id
 ), gateway_ids AS (
-  -- the ids the gateway's answers gave their clients, with their requests' spans and times
-  SELECT response_id, trace_id, span_id, ts,
-         ts - to_microseconds(CAST(coalesce(duration_ms, 0) * 1000 AS BIGINT)) AS started
+  -- the ids the gateway's answers gave their clients, with their requests' times
+  SELECT response_id, ts, ts - to_microseconds(CAST(coalesce(duration_ms, 0) * 1000 AS BIGINT)) AS started
   FROM requests_raw WHERE response_id IS NOT NULL
 ), answered AS (
-  -- also a span an app's own request owns (the app records its requests with costline's recorder and calls the
-  -- gateway): the gateway's request counts the answer, the app's request keeps its other calls (never the gateway
-  -- request's own span)
   SELECT DISTINCT a.trace_id, a.span_id
   FROM kept a JOIN gateway_ids g ON g.response_id = a.group_response_id
-  WHERE a.group_response_id IS NOT NULL
-    AND (a.linked_span_id IS NULL OR a.trace_id <> g.trace_id OR a.linked_span_id <> g.span_id)
+  WHERE a.linked_span_id IS NULL AND a.group_response_id IS NOT NULL
     AND coalesce(a.started <= g.ts + INTERVAL 1 MINUTE AND g.started <= a.ts + INTERVAL 1 MINUTE, TRUE)
 ), crossed AS (
   -- one response reported in two traces (two instrumentations, neither inside the other, with no span
