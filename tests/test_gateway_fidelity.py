@@ -20,7 +20,7 @@ import json
 import anthropic
 import openai
 import pytest
-from test_gateway_hostile import pipeline, serve  # noqa: F401 - fixtures
+from test_gateway_hostile import serve  # noqa: F401 - fixture
 
 from gateways import DictCache, anthropic_client, openai_client, routed_gateway
 

@@ -14,7 +14,7 @@ import anthropic
 import openai
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
-from test_gateway_hostile import pipeline, post, serve  # noqa: F401 - fixtures
+from test_gateway_hostile import post, serve  # noqa: F401 - fixture
 
 from costline.collectors import Recorder
 from costline.config import Config
