@@ -1,0 +1,82 @@
+"""The SDK clients costline builds share one TLS context per process (costline.sdk ``_default_ssl_context``): each
+``DefaultHttpxClient`` built its own before, reading the CA bundle (~20 ms of CPU a client: every tier of a gateway,
+every client of a job). The context is the one the SDK would build (``create_ssl_context()``): certificates are
+still verified, and ``SSL_CERT_FILE`` set later gives clients built after it a context that trusts its CA."""
+
+from __future__ import annotations
+
+import ssl
+import subprocess
+
+import pytest
+
+from costline.sdk import anthropic_client, openai_client
+from costline.serving.gateway._http import HttpResponse, JsonServer, Route
+
+anthropic = pytest.importorskip("anthropic")
+openai = pytest.importorskip("openai")
+
+MESSAGE = {"id": "msg_tls_1", "type": "message", "role": "assistant", "model": "claude-haiku-4-5",
+           "content": [{"type": "text", "text": "over TLS"}], "stop_reason": "end_turn", "stop_sequence": None,
+           "usage": {"input_tokens": 3, "output_tokens": 2}}
+
+
+def _context_of(client) -> ssl.SSLContext:
+    """The TLS context of an SDK client's HTTP transport (its connection pool's)."""
+    return client._client._transport._pool._ssl_context
+
+
+@pytest.fixture
+def https_server(tmp_path):
+    """A JSON server over TLS with a self-signed certificate for 127.0.0.1 (no system CA trusts it); its URL and
+    the certificate's path."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    server = JsonServer([Route("POST", "/v1/messages", lambda req: HttpResponse(200, MESSAGE))], host="127.0.0.1",
+                        port=0, not_found=lambda req: HttpResponse(404, {"error": "no"}),
+                        on_error=lambda req, exc: HttpResponse(500, {"error": "failed"}), ssl_ctx=ctx)
+    server.start()
+    try:
+        yield f"https://127.0.0.1:{server.port}", cert
+    finally:
+        server.shutdown()
+
+
+def _ask(client) -> str:
+    answer = client.messages.create(model="claude-haiku-4-5", max_tokens=10,
+                                    messages=[{"role": "user", "content": "hi"}])
+    return answer.content[0].text
+
+
+def test_clients_share_one_context_and_still_verify_the_server(https_server, monkeypatch) -> None:
+    url, cert = https_server
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    env = {"ANTHROPIC_API_KEY": "k", "OPENAI_API_KEY": "k"}
+    first = anthropic_client(base_url=url, key_env="ANTHROPIC_API_KEY", env=env, timeout=10, max_retries=0)
+    second = anthropic_client(base_url=url, key_env="ANTHROPIC_API_KEY", env=env, timeout=10, max_retries=0)
+    chat = openai_client(base_url=url, key_env="OPENAI_API_KEY", env=env, timeout=10, max_retries=0)
+    assert _context_of(first) is _context_of(second) is _context_of(chat)
+    assert _context_of(first).verify_mode == ssl.CERT_REQUIRED and _context_of(first).check_hostname
+    with pytest.raises(anthropic.APIConnectionError):  # the self-signed certificate is trusted by no CA it has
+        _ask(first)
+
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the SDK's own way to trust another CA
+    trusting = anthropic_client(base_url=url, key_env="ANTHROPIC_API_KEY", env=env, timeout=10, max_retries=0)
+    assert _context_of(trusting) is not _context_of(first)
+    assert _ask(trusting) == "over TLS"
+    with pytest.raises(anthropic.APIConnectionError):  # a client built before keeps the context it had
+        _ask(first)
+
+
+def test_a_client_given_its_own_tls_settings_keeps_them(https_server) -> None:
+    url, cert = https_server
+    env = {"ANTHROPIC_API_KEY": "k"}
+    own = ssl.create_default_context(cafile=str(cert))
+    client = anthropic_client(base_url=url, key_env="ANTHROPIC_API_KEY", env=env, max_retries=0,
+                              http_client=anthropic.DefaultHttpxClient(verify=own))
+    assert _context_of(client) is own and _ask(client) == "over TLS"
