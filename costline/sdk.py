@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
+import ssl
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -273,7 +274,7 @@ def deadline_http_client(sdk: Any, total: float, stream_total: float | None = No
 
     hooks = kwargs.pop("event_hooks", None) or {}
     hooks = {"request": [started, *hooks.get("request", ())], "response": [*hooks.get("response", ()), bounded]}
-    if kwargs.keys().isdisjoint(("verify", "cert", "trust_env", "transport", "mounts")):
+    if kwargs.keys().isdisjoint(("verify", "cert", "trust_env", "transport", "mounts", "http1", "http2")):
         shared = _default_ssl_context(sdk)
         if shared is not None:
             kwargs["verify"] = shared
@@ -282,20 +283,37 @@ def deadline_http_client(sdk: Any, total: float, stream_total: float | None = No
 
 def _default_ssl_context(sdk: Any) -> Any:
     """The TLS context ``sdk.DefaultHttpxClient`` would build for itself (its HTTP module's ``create_ssl_context()``:
-    the system's CAs, or ``$SSL_CERT_FILE`` / ``$SSL_CERT_DIR``'s), one per process and value of those variables: each
-    build reads the CA bundle (~20 ms of CPU), and a gateway's tiers, a job's clients and every pipeline a process
-    builds would each build their own. None when the SDK's HTTP module is not found (the client then builds its own)."""
+    the system's CAs, or ``$SSL_CERT_FILE`` / ``$SSL_CERT_DIR``'s), one per process, value of those variables and state
+    of the CA files they (or OpenSSL's defaults) name: each build reads the CA bundle (~20 ms of CPU), and a gateway's
+    tiers, a job's clients and every pipeline a process builds would each build their own. A bundle rewritten in place
+    (a rotated secret, ``update-ca-certificates``) gives clients built after it a new context. None (the client builds
+    its own) when the SDK's HTTP module is not found, or its context is not a plain ``ssl.SSLContext`` (truststore's,
+    on macOS and Windows: one lock through each handshake, which one stalled server would hold for every client)."""
     http_module = next((c.__module__.partition(".")[0] for c in type.mro(sdk.DefaultHttpxClient)
                         if c.__module__.partition(".")[0] in ("httpx", "httpx2")), None)
     if http_module is None:
         return None
-    return _ssl_context(http_module, os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+    cert_file, cert_dir = os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR")
+    defaults = ssl.get_default_verify_paths()
+    files = (cert_file, cert_dir) if (cert_file or cert_dir) else (defaults.openssl_cafile, defaults.openssl_capath)
+    ctx = _ssl_context(http_module, cert_file, cert_dir, tuple(_file_state(f) for f in files))
+    return ctx if type(ctx) is ssl.SSLContext else None
+
+
+def _file_state(path: str | None) -> tuple[int, int, int] | None:
+    """(inode, size, mtime in ns) of ``path``, None when there is none: a file rewritten or replaced changes it."""
+    try:
+        st = os.stat(path) if path else None
+    except OSError:
+        return None
+    return None if st is None else (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 @functools.lru_cache(maxsize=8)
-def _ssl_context(http_module: str, cert_file: str | None, cert_dir: str | None) -> Any:
+def _ssl_context(http_module: str, cert_file: str | None, cert_dir: str | None, state: tuple[Any, ...]) -> Any:
     """``create_ssl_context()`` of ``http_module`` with the environment's ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` as they
-    are now (the key: a changed variable gives a new context). A context is shared read-only by the clients."""
+    are now and the CA files in ``state`` (the key: a changed variable or file gives a new context). A context is
+    shared read-only by the clients."""
     return importlib.import_module(http_module).create_ssl_context()
 
 

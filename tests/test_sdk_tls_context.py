@@ -26,11 +26,11 @@ def _context_of(client) -> ssl.SSLContext:
     return client._client._transport._pool._ssl_context
 
 
-@pytest.fixture
-def https_server(tmp_path):
-    """A JSON server over TLS with a self-signed certificate for 127.0.0.1 (no system CA trusts it); its URL and
-    the certificate's path."""
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+def _serve_tls(folder):
+    """A JSON server over TLS with a new self-signed certificate for 127.0.0.1 (no system CA trusts it), written to
+    ``folder``: the server, its URL and the certificate's path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cert, key = folder / "cert.pem", folder / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
                     str(cert), "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"],
                    check=True, capture_output=True)
@@ -40,8 +40,15 @@ def https_server(tmp_path):
                         port=0, not_found=lambda req: HttpResponse(404, {"error": "no"}),
                         on_error=lambda req, exc: HttpResponse(500, {"error": "failed"}), ssl_ctx=ctx)
     server.start()
+    return server, f"https://127.0.0.1:{server.port}", cert
+
+
+@pytest.fixture
+def https_server(tmp_path):
+    """:func:`_serve_tls`'s URL and certificate, the server shut down after the test."""
+    server, url, cert = _serve_tls(tmp_path / "a")
     try:
-        yield f"https://127.0.0.1:{server.port}", cert
+        yield url, cert
     finally:
         server.shutdown()
 
@@ -80,3 +87,45 @@ def test_a_client_given_its_own_tls_settings_keeps_them(https_server) -> None:
     client = anthropic_client(base_url=url, key_env="ANTHROPIC_API_KEY", env=env, max_retries=0,
                               http_client=anthropic.DefaultHttpxClient(verify=own))
     assert _context_of(client) is own and _ask(client) == "over TLS"
+
+
+def test_a_ca_bundle_rewritten_in_place_is_read_again_by_the_clients_built_after(tmp_path, monkeypatch) -> None:
+    """SSL_CERT_FILE names a bundle that is rewritten in place (a rotated secret, ``update-ca-certificates``): a client
+    built after the rewrite trusts the new CA, as a client that read the bundle itself did."""
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    old_server, old_url, old_cert = _serve_tls(tmp_path / "old")
+    new_server, new_url, new_cert = _serve_tls(tmp_path / "new")
+    try:
+        bundle = tmp_path / "bundle.pem"
+        bundle.write_bytes(old_cert.read_bytes())
+        monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+        env = {"ANTHROPIC_API_KEY": "k"}
+        before = anthropic_client(base_url=old_url, key_env="ANTHROPIC_API_KEY", env=env, timeout=10, max_retries=0)
+        assert _ask(before) == "over TLS"
+        with open(bundle, "wb") as f:  # in place: the same path, the same inode
+            f.write(new_cert.read_bytes())
+        after = anthropic_client(base_url=new_url, key_env="ANTHROPIC_API_KEY", env=env, timeout=10, max_retries=0)
+        assert _ask(after) == "over TLS"
+    finally:
+        old_server.shutdown()
+        new_server.shutdown()
+
+
+def test_a_context_that_is_not_a_plain_sslcontext_is_not_shared(https_server, monkeypatch) -> None:
+    """httpcore's context on macOS and Windows is truststore's, which holds one lock through each handshake: shared, one
+    stalled server would hold every client's new connections. Such a context stays each client's own."""
+    import httpx2
+
+    class LockedContext(ssl.SSLContext):  # stands for truststore.SSLContext: an SSLContext subclass
+        pass
+
+    def create_ssl_context(verify=True, cert=None, trust_env=True):  # as httpx's: a context given is the one used
+        return verify if isinstance(verify, ssl.SSLContext) else LockedContext(ssl.PROTOCOL_TLS_CLIENT)
+
+    monkeypatch.setattr(httpx2, "create_ssl_context", create_ssl_context)
+    monkeypatch.setattr(httpx2._transports.default, "create_ssl_context", create_ssl_context, raising=False)
+    url, _ = https_server
+    env = {"ANTHROPIC_API_KEY": "k"}
+    one, two = (anthropic_client(base_url=url, key_env="ANTHROPIC_API_KEY", env=env, timeout=10, max_retries=0)
+                for _ in range(2))
+    assert _context_of(one) is not _context_of(two)
