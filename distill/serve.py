@@ -16,7 +16,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from costline.serving.gateway._http import HttpRequest, HttpResponse, JsonServer, Route, ServedByJsonServer
+from costline.serving.gateway._http import (HttpRequest, HttpResponse, JsonServer, Route, ServedByJsonServer,
+                                            not_allowed_with)
 
 __all__ = ["StudentServer"]
 
@@ -44,7 +45,8 @@ class StudentServer(ServedByJsonServer):
             [Route("POST", "/v1/chat/completions", self._chat), Route("GET", "/v1/models", self._models)],
             host=host, port=port, name="costline-distill-serve",
             not_found=lambda req: self._error(404, f"no route {req.method} {req.path}"),
-            on_error=lambda req, exc: self._error(500, f"student server failure: {exc}"))
+            on_error=lambda req, exc: self._error(500, f"student server failure: {exc}"),
+            not_allowed=not_allowed_with(lambda req, status, message: self._error(status, message)))
 
     @property
     def openai_url(self) -> str:
@@ -52,7 +54,7 @@ class StudentServer(ServedByJsonServer):
 
     @staticmethod
     def _error(status: int, message: str) -> HttpResponse:
-        kind = {400: "BadRequestError", 404: "NotFoundError"}.get(status, "InternalServerError")
+        kind = {400: "BadRequestError", 404: "NotFoundError", 405: "invalid_request_error"}.get(status, "InternalServerError")
         return HttpResponse(status, {"object": "error", "message": message, "type": kind, "code": status})
 
     def _models(self, req: HttpRequest) -> HttpResponse:

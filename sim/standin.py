@@ -96,7 +96,8 @@ from typing import Any
 from costline import contract
 from costline.config import PricingConfig
 from costline.pricing import PricingTable, normalize_model_id
-from costline.serving.gateway._http import HttpRequest, HttpResponse, JsonServer, Route, ServedByJsonServer
+from costline.serving.gateway._http import (HttpRequest, HttpResponse, JsonServer, Route, ServedByJsonServer,
+                                            not_allowed_with)
 from costline.serving.gateway.messages_api import (ANTHROPIC_ERROR_TYPES, last_user_text, message_text, shape_problem,
                                                    thinking_of)
 from costline.serving.settings import StandInConfig
@@ -112,6 +113,7 @@ __all__ = ["StandInServer", "RequestLog", "LoggedRequest"]
 _OPENAI_ERROR_TYPES: dict[int, str] = {
     400: "BadRequestError",
     404: "NotFoundError",
+    405: "invalid_request_error",
     429: "RateLimitError",
     500: "InternalServerError",
     503: "ServiceUnavailableError",
@@ -339,6 +341,7 @@ class StandInServer(ServedByJsonServer):
             port=self.config.port if port is None else port,
             not_found=lambda req: self._error_response(req, 404, f"no route {req.method} {req.path}"),
             on_error=lambda req, exc: self._error_response(req, 500, f"stand-in failure: {exc}"),
+            not_allowed=not_allowed_with(self._error_response),
             name="costline-standin",
         )
 

@@ -118,6 +118,44 @@ def test_gateway_reads_a_wrong_method_requests_body_before_its_405(gateway) -> N
     _assert_api_error(ANTHROPIC, body, headers, "PUT")
 
 
+def _answer_to_a_head_announcing_a_body(port: int, head: str) -> bytes:
+    """The answer to ``head`` (announcing a 100 kB body, of which one byte is sent): what arrives within 5 s."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(head.encode() + b"x")
+        try:
+            return sock.recv(65536)
+        except TimeoutError:
+            return b""
+
+
+def test_gateway_answers_a_strangers_options_with_a_body_at_once_without_reading_it(gateway) -> None:
+    """A CORS preflight needs no key (so anyone may send one) and no body: an OPTIONS with a body on a path without a
+    preflight route is answered at once (404), its body never read and the connection closed. Reading it took a worker
+    slot and waited for the body (a stranger could hold every slot with such requests)."""
+    port, _key = gateway
+    answer = _answer_to_a_head_announcing_a_body(
+        port, "OPTIONS /v1/models HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: 100000\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 404") and b"connection: close" in answer.lower(), answer[:300]
+
+
+@pytest.mark.parametrize(("headers", "has_body"), [
+    ([], False),
+    ([(b"content-length", b"0")], False),  # no body: a wrong method's 405 comes before a slot is taken
+    ([(b"content-length", b" 0 ")], False),
+    ([(b"content-length", b"12")], True),
+    ([(b"transfer-encoding", b"chunked")], True),
+    ([(b"content-type", b"application/json")], False),
+])
+def test_a_request_announces_a_body_unless_its_length_is_zero(headers, has_body) -> None:
+    from types import SimpleNamespace
+
+    from costline.serving.gateway.asgi import _has_body
+
+    assert _has_body(SimpleNamespace(headers=SimpleNamespace(raw=headers))) is has_body
+
+
 def test_gateway_unknown_paths_stay_404_and_health_checks_say_405(gateway) -> None:
     port, api_key = gateway
     for method, path, key, status in GATEWAY_OTHERS:
@@ -154,6 +192,8 @@ def test_standin_answers_405_with_allow(standin, method: str, path: str, allow: 
         assert got == b""
     else:
         _assert_api_error(api, got, headers, method)
+        # the body says what the status says: no "not found" of the path's 404 (before, its body was the 404's)
+        assert b"not_found" not in got and b"NotFound" not in got and b"no route" not in got, got[:300]
 
 
 @pytest.mark.parametrize(("path", "status"), [

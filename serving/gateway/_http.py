@@ -17,7 +17,7 @@ from costline.serving.translate import loads_json
 from costline.textutil import well_formed
 
 __all__ = ["HttpRequest", "HttpResponse", "JsonServer", "NotAllowed", "Route", "ServedByJsonServer",
-           "allowed_methods", "dispatch", "not_allowed_from"]
+           "allowed_methods", "dispatch", "not_allowed_from", "not_allowed_with"]
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +147,19 @@ def allowed_methods(routes: Sequence[Route], path: str) -> tuple[str, ...]:
     if "GET" in methods:
         methods.add("HEAD")
     return tuple(sorted(methods))
+
+
+def not_allowed_with(error: Callable[[HttpRequest, int, str], HttpResponse]) -> NotAllowed:
+    """A 405 answer (RFC 9110 §15.5.6, ``Allow`` listing the methods the path is served by) built by a server's own
+    ``error(request, status, message)``: the body in its API's error format, saying 405."""
+
+    def answer(request: HttpRequest, allow: tuple[str, ...]) -> HttpResponse:
+        listed = ", ".join(allow)
+        made = error(request, 405, f"{request.method} is not allowed on {request.path.split('?', 1)[0]}: it takes "
+                                   f"{listed}")
+        return replace(made, headers={**made.headers, "allow": listed})
+
+    return answer
 
 
 def not_allowed_from(not_found: Callable[[HttpRequest], HttpResponse]) -> NotAllowed:

@@ -42,7 +42,7 @@ search, the SDK call to the model. :class:`AsgiServer` runs them on a ``ThreadPo
 * a method a served path is not served by is answered ``405`` with ``Allow`` (RFC 9110 §15.5.6; ``HEAD`` where
   ``GET`` is) in the API's error format (``reject``), after ``admit_head``'s checks (a stranger is refused as on any
   path); one without a body before a slot is taken, one with a body once it is read (closing on an unread body
-  resets the connection under the answer); an ``OPTIONS`` no route serves stays ``not_found``'s (a CORS
+  resets the connection under the answer), an ``OPTIONS`` at once (a preflight needs no key and no body); an ``OPTIONS`` no route serves stays ``not_found``'s (a CORS
   preflight passes ``admit_head`` without a key: a 405 would tell anyone which paths exist); an unknown path is
   ``not_found``'s;
 * ``GET /healthz`` (200 while the process serves) and ``GET /readyz`` (200 when accepting work,
@@ -424,11 +424,13 @@ class AsgiServer:
             if refused is not None:
                 return _unread_body(request, refused)
         if (request.method not in self._served.get(getattr(request.scope.get("route"), "path", ""), ())
-                and not _has_body(request)):  # one with a body is read first (dispatch answers the 405): closing
-            # on an unread body resets the connection before the client reads the answer, and its SDK sends it again
+                # one with a body is read first (dispatch answers the 405): closing on an unread body resets the
+                # connection before the client reads the answer, and its SDK sends it again. Not an OPTIONS: a
+                # preflight needs no body, and admit_head lets any through without a key (no slot for a stranger's)
+                and (request.method == "OPTIONS" or not _has_body(request))):
             allow = allowed_methods(self._routes, request.url.path)  # another path pattern may match the path too
             if allow and request.method not in allow:  # answered as it is: no slot taken
-                return _to_starlette(self._not_allowed(_request_of(request, b""), allow))
+                return _unread_body(request, self._not_allowed(_request_of(request, b""), allow))
         if self._in_flight >= self._capacity or self.draining:
             return _to_starlette(self._busy(request.url.path))
         tenant = self._tenant(context)
@@ -894,7 +896,9 @@ def _request_of(request: Request, body: bytes) -> HttpRequest:
 
 
 def _has_body(request: Request) -> bool:
-    return any(k in (b"content-length", b"transfer-encoding") for k, _ in request.headers.raw)
+    """The request announces a body: chunked, or a ``content-length`` other than 0."""
+    return any(k == b"transfer-encoding" or (k == b"content-length" and v.strip() != b"0")
+               for k, v in request.headers.raw)
 
 
 def _unread_body(request: Request, response: HttpResponse) -> Response:
