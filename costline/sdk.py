@@ -287,17 +287,26 @@ def _default_ssl_context(sdk: Any) -> Any:
     of the CA files they (or OpenSSL's defaults) name: each build reads the CA bundle (~20 ms of CPU), and a gateway's
     tiers, a job's clients and every pipeline a process builds would each build their own. A bundle rewritten in place
     (a rotated secret, ``update-ca-certificates``) gives clients built after it a new context. None (the client builds
-    its own) when the SDK's HTTP module is not found, or its context is not a plain ``ssl.SSLContext`` (truststore's,
-    on macOS and Windows: one lock through each handshake, which one stalled server would hold for every client)."""
+    its own) when the SDK's HTTP module is not found, when no CA bundle file is read (``SSL_CERT_DIR`` alone: cheap to
+    build, and its certificates are read as needed), or when its context is not the standard library's own
+    ``ssl.SSLContext`` (truststore's: one lock through each handshake, which one stalled server would hold for every
+    client)."""
     http_module = next((c.__module__.partition(".")[0] for c in type.mro(sdk.DefaultHttpxClient)
                         if c.__module__.partition(".")[0] in ("httpx", "httpx2")), None)
     if http_module is None:
         return None
     cert_file, cert_dir = os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR")
-    defaults = ssl.get_default_verify_paths()
-    files = (cert_file, cert_dir) if (cert_file or cert_dir) else (defaults.openssl_cafile, defaults.openssl_capath)
-    ctx = _ssl_context(http_module, cert_file, cert_dir, tuple(_file_state(f) for f in files))
-    return ctx if type(ctx) is ssl.SSLContext else None
+    # a bundle file is what costs: a context of a directory alone reads its certificates as they are needed (and
+    # caches them), so a certificate re-issued in it would not reach a shared one: not shared (~0.2 ms to build)
+    ca_file = cert_file or (None if cert_dir else ssl.get_default_verify_paths().openssl_cafile)
+    state = _file_state(ca_file)
+    if state is None:
+        return None
+    ctx = _ssl_context(http_module, cert_file, cert_dir, state)
+    kind = type(ctx)
+    # the standard library's own class only: truststore's (macOS, Windows, or injected with inject_into_ssl(), which
+    # makes it ssl.SSLContext) holds one lock through each handshake
+    return ctx if (kind.__module__, kind.__qualname__) == ("ssl", "SSLContext") else None
 
 
 def _file_state(path: str | None) -> tuple[int, int, int] | None:
@@ -310,10 +319,10 @@ def _file_state(path: str | None) -> tuple[int, int, int] | None:
 
 
 @functools.lru_cache(maxsize=8)
-def _ssl_context(http_module: str, cert_file: str | None, cert_dir: str | None, state: tuple[Any, ...]) -> Any:
+def _ssl_context(http_module: str, cert_file: str | None, cert_dir: str | None, state: tuple[int, int, int]) -> Any:
     """``create_ssl_context()`` of ``http_module`` with the environment's ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` as they
-    are now and the CA files in ``state`` (the key: a changed variable or file gives a new context). A context is
-    shared read-only by the clients."""
+    are now and the state of the CA file they read (the key: a changed variable or file gives a new context). A
+    context is shared read-only by the clients."""
     return importlib.import_module(http_module).create_ssl_context()
 
 

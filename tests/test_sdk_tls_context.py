@@ -21,6 +21,16 @@ MESSAGE = {"id": "msg_tls_1", "type": "message", "role": "assistant", "model": "
            "usage": {"input_tokens": 3, "output_tokens": 2}}
 
 
+@pytest.fixture(autouse=True)
+def _fresh_contexts():
+    """Each test starts with no shared context made (a context made by an earlier test is keyed as one of its own)."""
+    from costline import sdk
+
+    sdk._ssl_context.cache_clear()
+    yield
+    sdk._ssl_context.cache_clear()
+
+
 def _context_of(client) -> ssl.SSLContext:
     """The TLS context of an SDK client's HTTP transport (its connection pool's)."""
     return client._client._transport._pool._ssl_context
@@ -111,13 +121,18 @@ def test_a_ca_bundle_rewritten_in_place_is_read_again_by_the_clients_built_after
         new_server.shutdown()
 
 
-def test_a_context_that_is_not_a_plain_sslcontext_is_not_shared(https_server, monkeypatch) -> None:
+@pytest.mark.parametrize("injected", [False, True], ids=["macOS or Windows", "truststore.inject_into_ssl()"])
+def test_a_context_that_is_not_a_plain_sslcontext_is_not_shared(https_server, monkeypatch, injected) -> None:
     """httpcore's context on macOS and Windows is truststore's, which holds one lock through each handshake: shared, one
-    stalled server would hold every client's new connections. Such a context stays each client's own."""
+    stalled server would hold every client's new connections. Such a context stays each client's own — also where
+    ``truststore.inject_into_ssl()`` made truststore's class ``ssl.SSLContext``."""
     import httpx2
 
     class LockedContext(ssl.SSLContext):  # stands for truststore.SSLContext: an SSLContext subclass
         pass
+
+    if injected:
+        monkeypatch.setattr(ssl, "SSLContext", LockedContext)
 
     def create_ssl_context(verify=True, cert=None, trust_env=True):  # as httpx's: a context given is the one used
         return verify if isinstance(verify, ssl.SSLContext) else LockedContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -125,6 +140,18 @@ def test_a_context_that_is_not_a_plain_sslcontext_is_not_shared(https_server, mo
     monkeypatch.setattr(httpx2, "create_ssl_context", create_ssl_context)
     monkeypatch.setattr(httpx2._transports.default, "create_ssl_context", create_ssl_context, raising=False)
     url, _ = https_server
+    env = {"ANTHROPIC_API_KEY": "k"}
+    one, two = (anthropic_client(base_url=url, key_env="ANTHROPIC_API_KEY", env=env, timeout=10, max_retries=0)
+                for _ in range(2))
+    assert _context_of(one) is not _context_of(two)
+
+
+def test_a_directory_of_cas_alone_is_not_shared(https_server, tmp_path, monkeypatch) -> None:
+    """With SSL_CERT_DIR alone a context reads the directory's certificates as it needs them and keeps them: one
+    re-issued in place would not reach a shared context. It is cheap to build (no bundle read): each client's own."""
+    url, _ = https_server
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.setenv("SSL_CERT_DIR", str(tmp_path))
     env = {"ANTHROPIC_API_KEY": "k"}
     one, two = (anthropic_client(base_url=url, key_env="ANTHROPIC_API_KEY", env=env, timeout=10, max_retries=0)
                 for _ in range(2))
