@@ -710,7 +710,8 @@ class StandInServer(ServedByJsonServer):
                 message = self._message(r.get("params"), key=r["custom_id"], api="anthropic-batch")
                 result: dict[str, Any] = {"type": "succeeded", "message": message}
             except _ApiError as exc:
-                err_type = ANTHROPIC_ERROR_TYPES.get(exc.status, "api_error")
+                err_type = ANTHROPIC_ERROR_TYPES.get(exc.status,
+                                                     "invalid_request_error" if exc.status < 500 else "api_error")
                 result = {"type": "errored", "error": {"type": "error", "error": {"type": err_type,
                                                                                   "message": exc.message}}}
             results.append({"custom_id": r["custom_id"], "result": result})
@@ -1083,7 +1084,7 @@ class StandInServer(ServedByJsonServer):
             return bedrock_error(self, status, message)
         if req.path.startswith(("/v1/chat/", "/v1/embeddings", "/v1/responses", "/openai/")):
             return self._openai_error(status, message)
-        err_type = ANTHROPIC_ERROR_TYPES.get(status, "api_error")
+        err_type = ANTHROPIC_ERROR_TYPES.get(status, "invalid_request_error" if status < 500 else "api_error")
         return HttpResponse(status, {"type": "error", "error": {"type": err_type, "message": message}},
                             headers=self._retry_headers(status))
 

@@ -130,14 +130,20 @@ def _answer_to_a_head_announcing_a_body(port: int, head: str) -> bytes:
             return b""
 
 
-def test_gateway_answers_a_strangers_options_with_a_body_at_once_without_reading_it(gateway) -> None:
-    """A CORS preflight needs no key (so anyone may send one) and no body: an OPTIONS with a body on a path without a
-    preflight route is answered at once (404), its body never read and the connection closed. Reading it took a worker
-    slot and waited for the body (a stranger could hold every slot with such requests)."""
+@pytest.mark.parametrize(("path", "origin", "status"), [
+    ("/v1/models", "", b"404"),  # no preflight route
+    ("/v1/messages", "", b"403"),  # a preflight route, no origin: refused
+    ("/v1/messages", "origin: https://evil.example\r\naccess-control-request-method: POST\r\n", b"403"),
+])
+def test_gateway_answers_a_strangers_options_with_a_body_at_once_without_reading_it(gateway, path, origin,
+                                                                                     status) -> None:
+    """A CORS preflight needs no key (so anyone may send one) and no body: an OPTIONS with a body is answered at once
+    (a path's 404, a preflight route's refusal), its body never read and the connection closed. Reading it took a
+    worker slot and waited for the body (a stranger could hold every slot with such requests)."""
     port, _key = gateway
     answer = _answer_to_a_head_announcing_a_body(
-        port, "OPTIONS /v1/models HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: 100000\r\n\r\n")
-    assert answer.startswith(b"HTTP/1.1 404") and b"connection: close" in answer.lower(), answer[:300]
+        port, f"OPTIONS {path} HTTP/1.1\r\nhost: 127.0.0.1\r\n{origin}content-length: 100000\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 " + status) and b"connection: close" in answer.lower(), answer[:300]
 
 
 @pytest.mark.parametrize(("headers", "has_body"), [
@@ -194,6 +200,7 @@ def test_standin_answers_405_with_allow(standin, method: str, path: str, allow: 
         _assert_api_error(api, got, headers, method)
         # the body says what the status says: no "not found" of the path's 404 (before, its body was the 404's)
         assert b"not_found" not in got and b"NotFound" not in got and b"no route" not in got, got[:300]
+        assert b'"api_error"' not in got, got[:300]  # Anthropic's type of a server error, not of a wrong method
 
 
 @pytest.mark.parametrize(("path", "status"), [

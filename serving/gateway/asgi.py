@@ -42,7 +42,9 @@ search, the SDK call to the model. :class:`AsgiServer` runs them on a ``ThreadPo
 * a method a served path is not served by is answered ``405`` with ``Allow`` (RFC 9110 §15.5.6; ``HEAD`` where
   ``GET`` is) in the API's error format (``reject``), after ``admit_head``'s checks (a stranger is refused as on any
   path); one without a body before a slot is taken, one with a body once it is read (closing on an unread body
-  resets the connection under the answer), an ``OPTIONS`` at once (a preflight needs no key and no body); an ``OPTIONS`` no route serves stays ``not_found``'s (a CORS
+  resets the connection under the answer);
+* an ``OPTIONS`` (a CORS preflight, or a path's 404) is answered at once, on the event loop, its body unread: a
+  preflight needs no key, no body and no upstream, so a stranger's never holds a slot; an ``OPTIONS`` no route serves stays ``not_found``'s (a CORS
   preflight passes ``admit_head`` without a key: a 405 would tell anyone which paths exist); an unknown path is
   ``not_found``'s;
 * ``GET /healthz`` (200 while the process serves) and ``GET /readyz`` (200 when accepting work,
@@ -423,11 +425,13 @@ class AsgiServer:
                 refused = None
             if refused is not None:
                 return _unread_body(request, refused)
+        if request.method == "OPTIONS":  # a CORS preflight: admit_head lets any through without a key, and it needs
+            # no body and calls no upstream: answered here (its route's, or a path's 404), never a slot, body unread
+            return _unread_body(request, context.run(self._dispatch, _request_of(request, b"")))
         if (request.method not in self._served.get(getattr(request.scope.get("route"), "path", ""), ())
                 # one with a body is read first (dispatch answers the 405): closing on an unread body resets the
-                # connection before the client reads the answer, and its SDK sends it again. Not an OPTIONS: a
-                # preflight needs no body, and admit_head lets any through without a key (no slot for a stranger's)
-                and (request.method == "OPTIONS" or not _has_body(request))):
+                # connection before the client reads the answer, and its SDK sends it again
+                and not _has_body(request)):
             allow = allowed_methods(self._routes, request.url.path)  # another path pattern may match the path too
             if allow and request.method not in allow:  # answered as it is: no slot taken
                 return _unread_body(request, self._not_allowed(_request_of(request, b""), allow))
