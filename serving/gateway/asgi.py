@@ -43,10 +43,10 @@ search, the SDK call to the model. :class:`AsgiServer` runs them on a ``ThreadPo
   ``GET`` is) in the API's error format (``reject``), after ``admit_head``'s checks (a stranger is refused as on any
   path); one without a body before a slot is taken, one with a body once it is read (closing on an unread body
   resets the connection under the answer);
-* an ``OPTIONS`` (a CORS preflight, or a path's 404) is answered at once, on the event loop, its body unread: a
-  preflight needs no key, no body and no upstream, so a stranger's never holds a slot; an ``OPTIONS`` no route serves stays ``not_found``'s (a CORS
-  preflight passes ``admit_head`` without a key: a 405 would tell anyone which paths exist); an unknown path is
-  ``not_found``'s;
+* an ``OPTIONS`` is answered at once, on the event loop, its body unread (a CORS preflight needs no key, no body
+  and no upstream: a stranger's never holds a slot): by its preflight route, or, where no route serves it, by
+  ``not_found`` (``admit_head`` lets it through without a key: a 405 would tell anyone which paths exist);
+* an unknown path is ``not_found``'s;
 * ``GET /healthz`` (200 while the process serves) and ``GET /readyz`` (200 when accepting work,
   503 while starting or draining), without authentication: they tell nothing but up/ready.
 """
