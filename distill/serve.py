@@ -54,7 +54,8 @@ class StudentServer(ServedByJsonServer):
 
     @staticmethod
     def _error(status: int, message: str) -> HttpResponse:
-        kind = {400: "BadRequestError", 404: "NotFoundError", 405: "invalid_request_error"}.get(status, "InternalServerError")
+        kind = {400: "BadRequestError", 404: "NotFoundError", 405: "invalid_request_error"}.get(status,
+                                                                                                  "InternalServerError")
         return HttpResponse(status, {"object": "error", "message": message, "type": kind, "code": status})
 
     def _models(self, req: HttpRequest) -> HttpResponse:
