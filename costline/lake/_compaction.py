@@ -24,7 +24,7 @@ from costline.sqlutil import sql_str
 if TYPE_CHECKING:  # pragma: no cover
     from costline.lake._lake import Lake
 
-__all__ = ["STALE_TMP_AGE_S", "committed_offsets_by_topic", "compact"]
+__all__ = ["RESULT_TMP_MIN_AGE_S", "STALE_TMP_AGE_S", "committed_offsets_by_topic", "compact"]
 
 log = logging.getLogger("costline.lake")
 
@@ -34,6 +34,14 @@ log = logging.getLogger("costline.lake")
 STALE_TMP_AGE_S = 3600.0
 #: Those staged files' names (never a batch's staged file, ``.<name>.w<writer>.tmp``: recovery's).
 _STAGED_MERGE = re.compile(r"^\.(?:c-[^/]+|p\d+-\d+-\d+(?:\.[A-Za-z0-9._-]+)?)\.parquet\.(\d+)(?:-\d+)?\.tmp$")
+#: A staged rewrite of a file of results (a folder of ``ITEM_FILES`` / ``ALERT_FILES``, :mod:`costline.lake._erasure`)
+#: by forget, or by the job or alert export writing it: ``.<name>.parquet.<pid>-<thread>.tmp``, the name
+#: :func:`costline.fsutil.atomic_path` gives ``<name>.parquet``.
+_STAGED_RESULT = re.compile(r"^\.[^/]+\.parquet\.(\d+)-\d+\.tmp$")
+#: How long (s) before a run started a staged results file whose pid is no live process here must have been last
+#: written to be deleted: the jobs and the alerts' export write there without the lake's maintenance lock, possibly
+#: from another host or container (its pid means nothing here), and a file written this recently may be theirs.
+RESULT_TMP_MIN_AGE_S = 600.0
 
 
 def committed_offsets_by_topic(lake: "Lake") -> dict[str, dict[int, int]]:
@@ -170,29 +178,32 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _remove_stale_tmps(day_dir: Path, started: float) -> None:
-    """Delete the merged files a killed compaction (or the rewrites a killed forget / redact) left staged in
-    ``day_dir`` (see :func:`compact`)."""
+def _remove_stale_tmps(folder: Path, started: float, staged: re.Pattern[str] = _STAGED_MERGE, *,
+                       min_age_s: float = 0.0) -> None:
+    """Delete the files a killed writer left staged in ``folder``: those whose name ``staged`` matches (its first
+    group: the writer's pid) and whose writer is gone (see :func:`compact`), a dead pid's only once last written
+    ``min_age_s`` before ``started``. By default the merged files of a killed compaction and the rewrites of a
+    killed forget / redact in a table's day folder."""
     removed = []
     try:
-        for tmp in day_dir.glob(".*.tmp"):
-            m = _STAGED_MERGE.match(tmp.name)
+        for tmp in folder.glob(".*.tmp"):
+            m = staged.match(tmp.name)
             if m is None:
                 continue
             try:
-                stale = (not _pid_alive(int(m.group(1)))
-                         or tmp.stat().st_mtime < started - STALE_TMP_AGE_S)
+                written = tmp.stat().st_mtime
+                stale = ((written < started - min_age_s and not _pid_alive(int(m.group(1))))
+                         or written < started - STALE_TMP_AGE_S)
                 if stale:
                     tmp.unlink()
                     removed.append(tmp.name)
             except FileNotFoundError:  # renamed into place or removed by its writer meanwhile
                 continue
-    except OSError as exc:  # a leftover costs disk space only: the compaction goes on
-        log.warning("could not remove the leftovers of a killed compaction in %s: %s", day_dir, exc)
+    except OSError as exc:  # the next run tries again: this one goes on
+        log.warning("could not remove the staged files a killed writer left in %s: %s", folder, exc)
     if removed:
-        log.warning("removed %d merged or rewritten file(s) a killed compaction, forget or redact left unfinished "
-                    "in %s: %s", len(removed),
-                    day_dir, ", ".join(sorted(removed)))
+        log.warning("removed %d staged file(s) a killed writer (compaction, forget, redact, job) left unfinished "
+                    "in %s: %s", len(removed), folder, ", ".join(sorted(removed)))
 
 
 def _set_aside_if_unreadable(path: Path, table: str) -> bool:

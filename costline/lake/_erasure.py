@@ -11,7 +11,8 @@ a forget at once neither put back a removed row nor keep one twice:
 * a file's new content is written under a hidden name (``.<name>.<pid>-<thread>.tmp``, never read by the views),
   fsynced and renamed over the file it replaces (:func:`costline.fsutil.atomic_path`): the views see the old file
   or the new one, never both nor neither; a file left with no row is removed. A rewrite killed half-way leaves its
-  hidden file, which the next compaction, forget or redact deletes once its writer is gone;
+  hidden file, which the next compaction, forget or redact deletes once its writer is gone (in a table's day folder;
+  in a folder of results, :data:`ALERT_FILES` / :data:`ITEM_FILES`, which only a forget visits: the next forget);
 * a file DuckDB cannot read is set aside as compaction sets it aside (``<name>.unreadable``,
   :mod:`costline.lake._oddfiles`): :class:`ErasureIncomplete` then names it, since the rows it holds were not
   erased;
@@ -43,6 +44,8 @@ import pyarrow.parquet as pq
 from costline.errors import LakeError
 from costline.fsutil import atomic_path, fsync_dir
 from costline.lake._compaction import (
+    RESULT_TMP_MIN_AGE_S,
+    _STAGED_RESULT,
     _compactable,
     _disk_full,
     _remove_stale_tmps,
@@ -618,6 +621,9 @@ def forget(lake: "Lake", tenants: Iterable[str], *, before: date | None = None,
             matches = f"tenant IN ({in_list})"
             shared = _local_keys(lake, con, names, before)
             shared_traces = _shared_traces(con, before)
+            if not dry_run:  # a killed forget's (or job's) staged results file: it may hold the prompts it erased
+                for folder in (*ITEM_FILES.values(), *(folder for folder, _ in ALERT_FILES.values())):
+                    _remove_stale_tmps(lake.path / folder, started, _STAGED_RESULT, min_age_s=RESULT_TMP_MIN_AGE_S)
             items = {view: _result_files(lake.path / folder) for view, folder in ITEM_FILES.items()}
             if any(items.values()):  # the requests items name, before the forget rewrites them
                 _item_owners(con, in_list)
