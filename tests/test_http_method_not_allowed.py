@@ -118,6 +118,69 @@ def test_gateway_reads_a_wrong_method_requests_body_before_its_405(gateway) -> N
     _assert_api_error(ANTHROPIC, body, headers, "PUT")
 
 
+def test_gateway_answers_a_wrong_methods_body_over_the_limit_405_not_413(pipeline, tmp_path) -> None:
+    """A wrong method with a body over ``max_body_bytes``: 405 with ``Allow`` (the request is refused whatever its
+    size), its body unread and the connection closed. Before: a 413 asking to raise the limit."""
+    keys_file = tmp_path / "keys.json"
+    key = {"x-api-key": KeyStore(keys_file).add("acme")[1]}
+    with gateway_starter(pipeline, keys_file) as start:
+        port = start(max_body_bytes=1024).port
+        status, headers, body = _answer_to_a_large_body(port, "PUT", "/v1/models", key, 2048)
+        assert (status, _allow(headers), headers.get("connection")) == (405, {"GET", "HEAD"}, "close"), body[:300]
+        _assert_api_error(ANTHROPIC, body, headers, "PUT")
+        # the served method's body over the limit stays the 413 it was
+        status, _, body = _answer_to_a_large_body(port, "POST", "/v1/messages", key, 2048)
+        assert status == 413, body[:300]
+
+
+def _answer_to_a_large_body(port: int, method: str, path: str, key: dict[str, str],
+                            size: int) -> tuple[int, dict[str, str], bytes]:
+    """``exchange`` for a body the server may not read: a reset after the answer (the unread bytes) reads as the
+    end of it."""
+    import socket
+
+    head = "".join(f"{k}: {v}\r\n" for k, v in key.items())
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(f"{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\n{head}content-type: application/json\r\n"
+                     f"content-length: {size}\r\n\r\n".encode() + b"x" * size)
+        raw = b""
+        try:
+            while chunk := sock.recv(65536):
+                raw += chunk
+        except ConnectionResetError:
+            pass
+    head_part, _, rest = raw.partition(b"\r\n\r\n")
+    status_line, *lines = head_part.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    return int(status_line.split()[1]), headers, rest
+
+
+def test_a_busy_gateway_answers_a_wrong_method_with_a_body_405_not_529(pipeline, tmp_path) -> None:
+    """Every slot held (one worker, one place in the queue: two POSTs whose bodies have not all come), a wrong method
+    with a body still gets its 405: it is read and answered on the event loop, no slot taken. Before: 529
+    overloaded."""
+    import socket
+
+    keys_file = tmp_path / "keys.json"
+    key = {"x-api-key": KeyStore(keys_file).add("acme")[1]}
+    post = (f"POST /v1/messages HTTP/1.1\r\nhost: 127.0.0.1\r\nx-api-key: {key['x-api-key']}\r\n"
+            "content-type: application/json\r\ncontent-length: 1000\r\n\r\n{").encode()
+    with gateway_starter(pipeline, keys_file) as start:
+        port = start(max_workers=1, max_pending=1, max_in_flight_per_tenant=2).port
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as a, \
+                socket.create_connection(("127.0.0.1", port), timeout=10) as b:
+            a.sendall(post)
+            b.sendall(post)
+            # each takes its slot once its head is in: a request with no body and a served method then sees none
+            for _ in range(200):
+                status, _, _ = exchange(port, "GET", "/v1/models", key)
+                if status == 529:
+                    break
+            assert status == 529, "the held POSTs never took both slots"
+            status, headers, body = exchange(port, "PUT", "/v1/models", key, b'{"model": "claude-haiku-4-5"}')
+            assert (status, _allow(headers)) == (405, {"GET", "HEAD"}), (status, body[:300])
+
+
 def _answer_to_a_head_announcing_a_body(port: int, head: str) -> bytes:
     """The answer to ``head`` (announcing a 100 kB body, of which one byte is sent): what arrives within 5 s."""
     import socket

@@ -41,8 +41,9 @@ search, the SDK call to the model. :class:`AsgiServer` runs them on a ``ThreadPo
   is closed unread;
 * a method a served path is not served by is answered ``405`` with ``Allow`` (RFC 9110 §15.5.6; ``HEAD`` where
   ``GET`` is) in the API's error format (``reject``), after ``admit_head``'s checks (a stranger is refused as on any
-  path); one without a body before a slot is taken, one with a body once it is read (closing on an unread body
-  resets the connection under the answer);
+  path), on the event loop, never a slot (a busy gateway too); a body is read first, bounded as any (closing on an
+  unread body resets the connection under the answer), and one over ``max_body_bytes`` is still the 405, its
+  connection closed;
 * an ``OPTIONS`` is answered at once, on the event loop, its body unread (a CORS preflight needs no key, no body
   and no upstream: a stranger's never holds a slot): by its preflight route, or, where no route serves it, by
   ``not_found`` (``admit_head`` lets it through without a key: a 405 would tell anyone which paths exist);
@@ -428,13 +429,10 @@ class AsgiServer:
         if request.method == "OPTIONS":  # a CORS preflight: admit_head lets any through without a key, and it needs
             # no body and calls no upstream: answered here (its route's, or a path's 404), never a slot, body unread
             return _unread_body(request, context.run(self._dispatch, _request_of(request, b"")))
-        if (request.method not in self._served.get(getattr(request.scope.get("route"), "path", ""), ())
-                # one with a body is read first (dispatch answers the 405): closing on an unread body resets the
-                # connection before the client reads the answer, and its SDK sends it again
-                and not _has_body(request)):
+        if request.method not in self._served.get(getattr(request.scope.get("route"), "path", ""), ()):
             allow = allowed_methods(self._routes, request.url.path)  # another path pattern may match the path too
-            if allow and request.method not in allow:  # answered as it is: no slot taken
-                return _unread_body(request, self._not_allowed(_request_of(request, b""), allow))
+            if allow and request.method not in allow:  # answered here, no slot taken (a busy gateway's 405 too)
+                return await self._wrong_method(request, allow)
         if self._in_flight >= self._capacity or self.draining:
             return _to_starlette(self._busy(request.url.path))
         tenant = self._tenant(context)
@@ -472,6 +470,19 @@ class AsgiServer:
             if not released:
                 self._in_flight -= 1
                 self._count_tenant(tenant, -1)
+
+    async def _wrong_method(self, request: Request, allow: tuple[str, ...]) -> Response:
+        """The 405 to a method ``request``'s path is not served by. Its body is read first, as any body, on the event
+        loop and bounded alike (closing on an unread body resets the connection before the client reads the answer,
+        and its SDK sends it again), and dropped; one over ``max_body_bytes`` (or too slow) is not read on: still the
+        405, not a 413 that would ask to raise a limit for a request refused anyway, and the connection closed."""
+        response = self._not_allowed(_request_of(request, b""), allow)
+        if _has_body(request):
+            try:
+                await self._read_body(request)
+            except HttpReject:
+                response.headers.setdefault("connection", "close")
+        return _to_starlette(response)
 
     def _tenant(self, context: contextvars.Context) -> str | None:
         """The admitted request's tenant (None: not known; no per-tenant cap then). Never raises."""
