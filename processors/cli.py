@@ -383,15 +383,15 @@ def _erasing_lake(config: Config) -> Any:
     return Lake(config.lake.path)
 
 
-#: `lake forget`'s exit status when it did its work but left rows committed while it ran (its `not covered:`
-#: lines): run it again. 1 is a file it could not read, 2 a usage error.
+#: `lake forget`'s exit status when it did its work but left rows committed while it ran, or a writer's staged
+#: file too new to delete (its `not covered:` lines): run it again. 1 is a file it could not read, 2 a usage error.
 EXIT_NOT_COVERED = 3
 
 
 def _erasure_result(run: Any, topic: str) -> None:
     """Run ``run()`` (a forget or redact), print its report's lines and what the Kafka ``topic`` keeps; fail with
     what to do when it could not read a file; exit with :data:`EXIT_NOT_COVERED` when a forget (not a dry run)
-    left rows committed while it ran."""
+    left rows committed while it ran or a staged file too new to delete."""
     from costline.lake._erasure import ErasureIncomplete
 
     try:
@@ -402,9 +402,9 @@ def _erasure_result(run: Any, topic: str) -> None:
         raise click.ClickException(str(exc)) from None
     for line in report.lines() + [_TOPIC_NOTE.format(topic=topic)]:
         click.echo(line)
-    if getattr(report, "not_covered", ()) and not report.dry_run:
-        click.echo(f"error: rows of these tenants committed while the forget ran were left (the not covered lines "
-                   f"above): run the forget again (exit status {EXIT_NOT_COVERED})", err=True)
+    if (getattr(report, "not_covered", ()) or getattr(report, "staged_left", ())) and not report.dry_run:
+        click.echo(f"error: files that may hold rows of these tenants were left (the not covered lines above): run "
+                   f"the forget again (exit status {EXIT_NOT_COVERED})", err=True)
         raise click.exceptions.Exit(EXIT_NOT_COVERED)
 
 
@@ -442,8 +442,9 @@ def lake_forget(config: Config, tenants: tuple[str, ...], before: Any, dry_run: 
     Exit status:
         0  done (a dry run: counted)
         1  a file it could not read was set aside: its rows were not erased
-        3  done, but rows committed while it ran were left (not covered):
-           run it again
+        3  done, but rows committed while it ran, or a killed writer's
+           staged file under ten minutes old, were left (not
+           covered): run it again
 
     \b
     Example:

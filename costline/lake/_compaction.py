@@ -171,7 +171,7 @@ def _pid_alive(pid: int) -> bool:
         return False
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # OverflowError: a number no pid can be (a name made by hand)
         return False
     except OSError:  # PermissionError: a live process of another user
         return True
@@ -179,31 +179,40 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _remove_stale_tmps(folder: Path, started: float, staged: re.Pattern[str] = _STAGED_MERGE, *,
-                       min_age_s: float = 0.0) -> None:
+                       min_age_s: float = 0.0) -> list[Path]:
     """Delete the files a killed writer left staged in ``folder``: those whose name ``staged`` matches (its first
     group: the writer's pid) and whose writer is gone (see :func:`compact`), a dead pid's only once last written
     ``min_age_s`` before ``started``. By default the merged files of a killed compaction and the rewrites of a
-    killed forget / redact in a table's day folder."""
-    removed = []
+    killed forget / redact in a table's day folder. Returns the dead pids' files kept for being younger than
+    ``min_age_s`` (a caller says so: they may hold what it was erasing). One file that cannot be removed is logged
+    and the others are still looked at."""
+    removed: list[str] = []
+    young: list[Path] = []
     try:
-        for tmp in folder.glob(".*.tmp"):
-            m = staged.match(tmp.name)
-            if m is None:
-                continue
-            try:
-                written = tmp.stat().st_mtime
-                stale = ((written < started - min_age_s and not _pid_alive(int(m.group(1))))
-                         or written < started - STALE_TMP_AGE_S)
-                if stale:
-                    tmp.unlink()
-                    removed.append(tmp.name)
-            except FileNotFoundError:  # renamed into place or removed by its writer meanwhile
-                continue
+        tmps = list(folder.glob(".*.tmp"))
     except OSError as exc:  # the next run tries again: this one goes on
-        log.warning("could not remove the staged files a killed writer left in %s: %s", folder, exc)
+        log.warning("could not look for the staged files a killed writer left in %s: %s", folder, exc)
+        return young
+    for tmp in tmps:
+        m = staged.match(tmp.name)
+        if m is None:
+            continue
+        try:
+            written = tmp.stat().st_mtime
+            if written < started - STALE_TMP_AGE_S or not _pid_alive(int(m.group(1))):
+                if written >= started - min_age_s and written >= started - STALE_TMP_AGE_S:
+                    young.append(tmp)
+                    continue
+                tmp.unlink()
+                removed.append(tmp.name)
+        except FileNotFoundError:  # renamed into place or removed by its writer meanwhile
+            continue
+        except OSError as exc:  # (a folder of that name...): the next run tries again, the others go on now
+            log.warning("could not remove %s, a staged file a killed writer left: %s", tmp, exc)
     if removed:
         log.warning("removed %d staged file(s) a killed writer (compaction, forget, redact, job) left unfinished "
                     "in %s: %s", len(removed), folder, ", ".join(sorted(removed)))
+    return young
 
 
 def _set_aside_if_unreadable(path: Path, table: str) -> bool:

@@ -205,6 +205,10 @@ class ForgetReport:
     shared_traces: tuple[str, ...] = ()
     #: Per-request results and distillation exports left holding rows that may be, or are, the tenants'.
     items_left: tuple[ItemsLeft, ...] = ()
+    #: Staged files a writer whose process is gone here left in a folder of results, kept for being written under
+    #: :data:`~costline.lake._compaction.RESULT_TMP_MIN_AGE_S` before the forget started (they may be a job's on
+    #: another host): they may hold the tenants' rows, and the next forget deletes them.
+    staged_left: tuple[Path, ...] = ()
 
     @property
     def rows(self) -> int:
@@ -239,6 +243,11 @@ class ForgetReport:
             out.append(f"not covered: {n.path} holds {n.rows:,} rows of these tenants and was committed after this "
                        "forget started (a batch being written): run the forget again")
         out.extend(ITEMS_LEFT[i.why].format(rows=i.rows, path=i.path) for i in self.items_left)
+        for p in self.staged_left:
+            out.append(f"not covered: {p} is a staged file a killed forget, job or alert export may have left (its "
+                       "process is gone here), written under ten minutes ago: it may hold these tenants' rows, and "
+                       "it is kept that long in case a writer on another host is still at it: run the forget again "
+                       "in ten minutes")
         for p in self.set_aside:
             out.append(f"{'would set aside' if self.dry_run else 'set aside'} (unreadable, not erased): {p}")
         for p in self.left_aside:
@@ -621,9 +630,11 @@ def forget(lake: "Lake", tenants: Iterable[str], *, before: date | None = None,
             matches = f"tenant IN ({in_list})"
             shared = _local_keys(lake, con, names, before)
             shared_traces = _shared_traces(con, before)
+            staged_left: list[Path] = []
             if not dry_run:  # a killed forget's (or job's) staged results file: it may hold the prompts it erased
                 for folder in (*ITEM_FILES.values(), *(folder for folder, _ in ALERT_FILES.values())):
-                    _remove_stale_tmps(lake.path / folder, started, _STAGED_RESULT, min_age_s=RESULT_TMP_MIN_AGE_S)
+                    staged_left += _remove_stale_tmps(lake.path / folder, started, _STAGED_RESULT,
+                                                      min_age_s=RESULT_TMP_MIN_AGE_S)
             items = {view: _result_files(lake.path / folder) for view, folder in ITEM_FILES.items()}
             if any(items.values()):  # the requests items name, before the forget rewrites them
                 _item_owners(con, in_list)
@@ -653,7 +664,8 @@ def forget(lake: "Lake", tenants: Iterable[str], *, before: date | None = None,
         aside = tuple(x for x in set_aside_files(lake.path) if x not in p.aside)
         report = ForgetReport(names, before, dry_run, tuple(p.days),
                               totals((*TABLES, *ALERT_FILES, *ITEM_FILES), p.days, p.files), not_covered,
-                              tuple(p.aside), aside, _unlocked_note(locked), shared, shared_traces, tuple(left))
+                              tuple(p.aside), aside, _unlocked_note(locked), shared, shared_traces, tuple(left),
+                              tuple(sorted(staged_left)))
     if not dry_run and not report.complete:
         unread = [*report.set_aside, *report.left_aside]
         raise ErasureIncomplete(
