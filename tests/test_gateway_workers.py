@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -82,16 +83,15 @@ def test_worker_env(base: dict, index: int, cache_path: str | None, prom: int | 
     (8, 2, 4),
     (7, 2, 3),  # 6 in all: never more than the cap
     (2, 2, 1),
-    (1, 2, 1),  # under the workers: one each (2 in all, said in docs/serving.md)
+    (1, 2, 1),  # under the workers: one each
     (3, 4, 1),
 ])
-def test_an_explicit_tenant_cap_is_split_over_the_workers(cap: int, workers: int, each: int) -> None:
-    """With --workers N each worker counts only its own requests: the whole cap on each was N times the cap (two
-    slow requests of a tenant capped at 1 both ran, one on each worker)."""
+def test_a_workers_fallback_share_is_the_cap_split_over_the_workers(cap: int, workers: int, each: int) -> None:
+    """The workers count a tenant's requests in one table (tests/test_gateway_tenant_counts.py) and each applies
+    the whole cap; a request the table cannot count is held to this share. No worker is given a cap of its own."""
     assert tenant_cap_per_worker(cap, workers) == each
-    env = worker_env({}, 0, replica_base="gw", cache_path=None, prometheus_port=None, tenant_cap=each)
-    assert env.get("COSTLINE_SERVING_GATEWAY_MAX_IN_FLIGHT_PER_TENANT") == (str(each) if each else None)
-    assert each == 0 or each * workers <= max(cap, workers)
+    env = worker_env({}, 0, replica_base="gw", cache_path=None, prometheus_port=None)
+    assert "COSTLINE_SERVING_GATEWAY_MAX_IN_FLIGHT_PER_TENANT" not in env
 
 
 # -- SharedRateLimiter --------------------------------------------------------------------------
@@ -341,12 +341,15 @@ def test_watch_parent_does_nothing_while_the_parent_lives() -> None:
 # -- end to end: `costline serve --workers 2` ------------------------------------------------------
 
 
-def start_workers(tmp: Path, config_text: str, *extra: str) -> tuple[subprocess.Popen, str, list[int]]:
-    """`costline serve --workers 2` as a user starts it; returns it, its URL and the workers' pids."""
+def start_workers(tmp: Path, config_text: str, *extra: str,
+                  standin: bool = True) -> tuple[subprocess.Popen, str, list[int]]:
+    """`costline serve --workers 2` as a user starts it (``standin``: with --standin, else the tiers are the
+    config's); returns it, its URL and the workers' pids."""
     config = tmp / "costline.toml"
     config.write_text(config_text)
     env = {k: v for k, v in os.environ.items() if not k.startswith("COSTLINE_")}
-    proc = subprocess.Popen([sys.executable, "-m", "costline", "--config", str(config), "serve", "--standin",
+    proc = subprocess.Popen([sys.executable, "-m", "costline", "--config", str(config), "serve",
+                             *(["--standin"] if standin else []),
                              "--port", "0", "--no-telemetry", "--workers", "2", *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     for line in proc.stdout:  # type: ignore[union-attr]
@@ -439,6 +442,113 @@ def test_the_rate_limit_holds_across_the_workers(tmp_path: Path) -> None:
         assert set(statuses) == {200, 429}
     finally:
         assert stop(proc) == 0
+
+
+class Upstream:
+    """The stand-in's ``sleep``: each model call counts as arrived, then waits until :meth:`open` (so a request
+    holds its tenant's slot for as long as the test wants, and the test knows it was admitted)."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.arrived = 0
+        self.opened = False
+
+    def __call__(self, seconds: float) -> None:
+        with self.cond:
+            self.arrived += 1
+            self.cond.notify_all()
+            self.cond.wait_for(lambda: self.opened, timeout=60)
+
+    def open(self) -> None:
+        with self.cond:
+            self.opened = True
+            self.cond.notify_all()
+
+
+def test_a_tenants_in_flight_cap_holds_across_the_workers(tmp_path: Path) -> None:
+    """max_in_flight_per_tenant = 2 with --workers 2: the tenant has exactly 2 requests in flight whichever workers
+    its connections reached — both on one worker (the split share, 1 each, refused the second), or one on each —
+    and the third is a 429 on either worker. Each connection is pinned to a worker (keep-alive) by its /healthz."""
+    import http.client
+    import json
+
+    from costline.serving.settings import StandInConfig
+    from costline.sim.standin import StandInServer
+
+    upstream = Upstream()
+    standin = StandInServer(StandInConfig(), port=0, sleep=upstream)
+    standin.start()
+    proc, url, _ = start_workers(tmp_path, f"""
+[serving.gateway]
+max_in_flight_per_tenant = 2
+rate_limit_per_minute = 0
+idle_timeout_s = 120
+[serving.backends]
+anthropic_base_url = "{standin.url}"
+student_base_url = "{standin.openai_url}"
+embeddings_base_url = "{standin.openai_url}"
+""", "--no-cache", standin=False)
+    port = int(url.rsplit(":", 1)[1])
+    pinned: dict[str, list[http.client.HTTPConnection]] = {"0": [], "1": []}
+    body = json.dumps({"model": "claude-haiku-4-5", "max_tokens": 32,
+                       "messages": [{"role": "user", "content": "Where is my order?"}]})
+
+    def ask(worker: str, answers: list[tuple[int, str]]) -> threading.Thread:
+        """A request on a connection that reaches ``worker``, answered in a thread (into ``answers``)."""
+        conn = pinned[worker].pop()
+
+        def run() -> None:
+            conn.request("POST", "/v1/messages", body, {"content-type": "application/json",
+                                                        "x-costline-tenant": "acme"})
+            r = conn.getresponse()
+            r.read()
+            answers.append((r.status, r.headers["x-costline-worker"]))
+            with upstream.cond:
+                upstream.cond.notify_all()
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        return thread
+
+    def admitted(n: int, answers: list) -> None:
+        """Until ``n`` requests wait upstream (fails at once if one was answered instead)."""
+        with upstream.cond:
+            upstream.cond.wait_for(lambda: upstream.arrived >= n or answers, timeout=30)
+        assert (upstream.arrived, answers) == (n, []), "the request was refused, not admitted"
+
+    try:
+        for _ in range(80):
+            if min(len(c) for c in pinned.values()) >= 5:
+                break
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            conn.request("GET", "/healthz")
+            r = conn.getresponse()
+            r.read()
+            pinned[r.headers["x-costline-worker"]].append(conn)
+        assert min(len(c) for c in pinned.values()) >= 5, "connections did not reach both workers"
+        for held_on, third_on in ((("0", "0"), ("1", "0")), (("0", "1"), ("0", "1"))):
+            upstream.arrived, upstream.opened = 0, False
+            answers: list[tuple[int, str]] = []
+            threads = []
+            for i, worker in enumerate(held_on):
+                threads.append(ask(worker, answers))
+                admitted(i + 1, answers)
+            refused: list[tuple[int, str]] = []
+            for worker in third_on:  # the cap is taken: refused on either worker
+                ask(worker, refused).join(30)
+            assert sorted(refused) == [(429, "0"), (429, "1")], (held_on, refused)
+            upstream.open()
+            for t in threads:
+                t.join(30)
+            assert sorted(answers) == sorted((200, w) for w in held_on), (held_on, answers)
+    finally:
+        for conn in (c for conns in pinned.values() for c in conns):
+            conn.close()
+        upstream.open()
+        try:
+            assert stop(proc) == 0
+        finally:
+            standin.shutdown()
 
 
 def respond(url: str, body: dict | None, method: str = "POST", path: str = "") -> tuple[int, dict, dict[str, str]]:

@@ -14,6 +14,7 @@ CORS preflights (its browser-facing routes; not ``/v1/models``, nor Bedrock's, d
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -135,8 +136,8 @@ def test_gateway_answers_a_wrong_methods_body_over_the_limit_405_not_413(pipelin
 
 def _answer_to_a_large_body(port: int, method: str, path: str, key: dict[str, str],
                             size: int) -> tuple[int, dict[str, str], bytes]:
-    """``exchange`` for a body the server may not read: a reset after the answer (the unread bytes) reads as the
-    end of it."""
+    """``exchange`` for a body the server may not read, on a connection left open (its ``connection`` header is the
+    server's own): the answer read to its ``content-length``; a reset after it (the unread bytes) ends it too."""
     import socket
 
     head = "".join(f"{k}: {v}\r\n" for k, v in key.items())
@@ -147,6 +148,10 @@ def _answer_to_a_large_body(port: int, method: str, path: str, key: dict[str, st
         try:
             while chunk := sock.recv(65536):
                 raw += chunk
+                head_part, found, rest = raw.partition(b"\r\n\r\n")
+                length = re.search(rb"(?im)^content-length:\s*(\d+)", head_part) if found else None
+                if length and len(rest) >= int(length.group(1)):
+                    break
         except ConnectionResetError:
             pass
     head_part, _, rest = raw.partition(b"\r\n\r\n")
@@ -179,6 +184,30 @@ def test_a_busy_gateway_answers_a_wrong_method_with_a_body_405_not_529(pipeline,
             assert status == 529, "the held POSTs never took both slots"
             status, headers, body = exchange(port, "PUT", "/v1/models", key, b'{"model": "claude-haiku-4-5"}')
             assert (status, _allow(headers)) == (405, {"GET", "HEAD"}), (status, body[:300])
+
+
+def test_gateway_reads_at_most_max_pending_wrong_method_bodies_at_once(pipeline, tmp_path) -> None:
+    """A wrong method's body is read on the event loop with no slot: at most ``max_pending`` at once, so a caller
+    trickling such bodies cannot have the gateway hold them without bound. With one being read (its body not all
+    come), the next is answered 405 unread, its connection closed; once that one ends, a body is read again."""
+    import socket
+
+    keys_file = tmp_path / "keys.json"
+    key = {"x-api-key": KeyStore(keys_file).add("acme")[1]}
+    with gateway_starter(pipeline, keys_file) as start:
+        port = start(max_pending=1).port
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as held:
+            held.sendall(f"PUT /v1/models HTTP/1.1\r\nhost: 127.0.0.1\r\nx-api-key: {key['x-api-key']}\r\n"
+                         "content-type: application/json\r\ncontent-length: 1000\r\n\r\n{".encode())
+            for _ in range(200):  # until the held body is being read: the next one is then turned away unread
+                status, headers, _ = _answer_to_a_large_body(port, "PUT", "/v1/models", key, 10)
+                if headers.get("connection") == "close":
+                    break
+            assert (status, _allow(headers), headers.get("connection")) == (405, {"GET", "HEAD"}, "close")
+            held.sendall(b"x" * 999)
+            assert held.recv(65536).startswith(b"HTTP/1.1 405")
+        status, headers, _ = _answer_to_a_large_body(port, "PUT", "/v1/models", key, 10)
+        assert (status, headers.get("connection")) == (405, None), headers
 
 
 def _answer_to_a_head_announcing_a_body(port: int, head: str) -> bytes:

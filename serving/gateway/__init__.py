@@ -6,7 +6,8 @@
 * :mod:`~costline.serving.gateway.asgi` — serving the handlers (Starlette on uvicorn, bounded pool);
 * :mod:`~costline.serving.gateway.auth` — API keys, tenants and rate limits (docs/security.md);
 * :mod:`~costline.serving.gateway.workers` — ``costline serve --workers N``: N processes on one port, one cache;
-* :mod:`~costline.serving.gateway.shared_limits` — the rate-limit buckets those workers share;
+* :mod:`~costline.serving.gateway.shared_limits` — the rate-limit buckets and the tenants' in-flight counts
+  those workers share;
 * ``_http`` — the plain request/response shapes and the stdlib JSON server the stand-ins share;
 * :mod:`~costline.serving.gateway.serve_cli` (``costline serve``), :mod:`~costline.serving.gateway.keys_cli`
   (``costline keys``).
@@ -27,6 +28,7 @@ _LAZY: dict[str, str] = {
     "KeyStore": "auth",
     "WorkerSupervisor": "workers",
     "SharedRateLimiter": "shared_limits",
+    "SharedTenantCounts": "shared_limits",
 }
 
 __all__ = sorted(_LAZY)

@@ -96,6 +96,7 @@ from costline.collectors.recorder import returning
 from costline.netsec import Limits, refuse_open_bind, ssl_context
 from costline.serving.gateway._http import Handler, HttpRequest, HttpResponse, Route, ServedByJsonServer
 from costline.serving.gateway.asgi import AsgiServer
+from costline.serving.gateway.shared_limits import SharedTenantCounts, TenantCounts
 from costline.serving.gateway.auth import Admitted, GatewayGuard, KeyStore, Limiter, Refused
 from costline.serving.gateway.bedrock_api import (MAX_BEDROCK_MODEL_ID, bedrock_error, chunks_of_sse, converse_answer,
                                                   converse_body, converse_events, invoke_body, token_headers)
@@ -273,7 +274,8 @@ class Gateway(ServedByJsonServer):
                  host: str | None = None, port: int | None = None, keys: KeyStore | None = None,
                  now: Callable[[], float] | None = None, wall: Callable[[], float] = time.time,
                  worker: int | None = None, limiter: Limiter | None = None,
-                 after_warm_up: Callable[[], None] | None = None, responses_store: str | Path | None = None) -> None:
+                 after_warm_up: Callable[[], None] | None = None, responses_store: str | Path | None = None,
+                 tenant_counts: TenantCounts | SharedTenantCounts | None = None) -> None:
         from costline.serving.gateway.response_store import ResponseStore
 
         self.pipeline = pipeline
@@ -392,6 +394,7 @@ class Gateway(ServedByJsonServer):
             max_connections=cfg.max_connections,
             tenant_of=self.guard.head_tenant,
             max_in_flight_per_tenant=cfg.max_in_flight_per_tenant,
+            tenant_counts=tenant_counts,  # the workers' shared table (costline serve --workers N), else its own
         )
         #: Set once the cache's embedding model and pair model are loaded (ONNX exports, on a clean cache,
         #: run then): until they are, /readyz answers 503 and a load balancer sends the work elsewhere.

@@ -17,7 +17,10 @@ search, the SDK call to the model. :class:`AsgiServer` runs them on a ``ThreadPo
   one tenant has at most ``max_in_flight_per_tenant`` requests admitted at once (0: ``max_workers`` plus
   half of ``max_pending``, rounded up); past it that tenant's request is answered ``429`` with
   ``retry-after`` (``reject``) and the other tenants keep the rest of the slots: a tenant whose requests
-  are slow cannot take every one;
+  are slow cannot take every one. They are counted in ``tenant_counts``: this process's own
+  (:class:`~costline.serving.gateway.shared_limits.TenantCounts`), or, for the workers of ``costline serve
+  --workers N``, a table they share (:class:`~costline.serving.gateway.shared_limits.SharedTenantCounts`: the cap
+  holds across them);
 * **connections**: the soft limit on open files is raised to the hard one at start, and at most
   ``max_connections`` connections are open at once (0: three quarters of that limit, at most 16,384),
   so idle ones cannot take every file descriptor: past it the connection idle longest (no request
@@ -41,9 +44,9 @@ search, the SDK call to the model. :class:`AsgiServer` runs them on a ``ThreadPo
   is closed unread;
 * a method a served path is not served by is answered ``405`` with ``Allow`` (RFC 9110 §15.5.6; ``HEAD`` where
   ``GET`` is) in the API's error format (``reject``), after ``admit_head``'s checks (a stranger is refused as on any
-  path), on the event loop, never a slot (a busy gateway too); a body is read first, bounded as any (closing on an
-  unread body resets the connection under the answer), and one over ``max_body_bytes`` is still the 405, its
-  connection closed;
+  path), on the event loop, never a slot (a busy gateway too); a body is read first and dropped as it comes,
+  bounded as any, ``max_pending`` of them at once (closing on an unread body resets the connection under the
+  answer); one over ``max_body_bytes`` or past that bound is still the 405, unread, its connection closed;
 * an ``OPTIONS`` is answered at once, on the event loop, its body unread (a CORS preflight needs no key, no body
   and no upstream: a stranger's never holds a slot): by its preflight route, or, where no route serves it, by
   ``not_found`` (``admit_head`` lets it through without a key: a 405 would tell anyone which paths exist);
@@ -81,6 +84,7 @@ except ImportError as exc:  # the serving extra
 
 from costline.netsec import HttpReject, Limits, raise_open_file_limit
 from costline.serving.gateway._http import HttpRequest, HttpResponse, Route, allowed_methods, dispatch
+from costline.serving.gateway.shared_limits import SharedTenantCounts, TenantCounts
 
 __all__ = ["AsgiServer", "Busy"]
 
@@ -167,6 +171,7 @@ class AsgiServer:
         max_connections: int = 0,
         tenant_of: Callable[[], str | None] | None = None,
         max_in_flight_per_tenant: int = 0,
+        tenant_counts: TenantCounts | SharedTenantCounts | None = None,
     ) -> None:
         self._routes = routes
         # checks a request's head (body b"") before its body is read: a response refuses it, None lets it on. It runs
@@ -188,9 +193,14 @@ class AsgiServer:
         self._name = name
         self._capacity = limits.max_workers + limits.max_pending
         self._in_flight = 0  # touched on the event loop only
+        self._wrong_reads = 0  # bodies of wrong-method requests being read for their 405s (event loop only)
         self._tenant_of = tenant_of  # the admitted request's tenant, read in the context admit_head ran in
-        self._tenant_cap = max_in_flight_per_tenant or limits.max_workers + (limits.max_pending + 1) // 2
-        self._by_tenant: dict[str, int] = {}  # tenant -> requests admitted and not answered (event loop only)
+        # tenant -> requests admitted and not answered, in this process (event loop only)
+        self._by_tenant = TenantCounts(max_in_flight_per_tenant or limits.max_workers + (limits.max_pending + 1) // 2)
+        #: Where each tenant's requests in flight are counted (set before serving): this process's own, or the
+        #: table the workers of ``costline serve --workers N`` share.
+        self.tenant_counts: TenantCounts | SharedTenantCounts = \
+            self._by_tenant if tenant_counts is None else tenant_counts
         self._pool: ThreadPoolExecutor | None = None
         self._sock: _Listener | None = None
         self._server: uvicorn.Server | None = None
@@ -436,13 +446,12 @@ class AsgiServer:
         if self._in_flight >= self._capacity or self.draining:
             return _to_starlette(self._busy(request.url.path))
         tenant = self._tenant(context)
-        if tenant is not None and self._by_tenant.get(tenant, 0) >= self._tenant_cap:
+        if tenant is not None and not self.tenant_counts.take(tenant):
             return _to_starlette(self._reject(HttpReject(
-                429, f"this tenant already has {self._tenant_cap} requests in flight, the most one tenant may have "
-                     "([serving.gateway] max_in_flight_per_tenant): retry when one has been answered",
+                429, f"this tenant already has {self.tenant_counts.cap} requests in flight, the most one tenant may "
+                     "have ([serving.gateway] max_in_flight_per_tenant): retry when one has been answered",
                 {"retry-after": str(self._limits.retry_after_s)}), request.url.path))
         self._in_flight += 1
-        self._count_tenant(tenant, +1)
         released = False
         try:
             try:
@@ -469,19 +478,26 @@ class AsgiServer:
         finally:
             if not released:
                 self._in_flight -= 1
-                self._count_tenant(tenant, -1)
+                self._release_tenant(tenant)
 
     async def _wrong_method(self, request: Request, allow: tuple[str, ...]) -> Response:
-        """The 405 to a method ``request``'s path is not served by. Its body is read first, as any body, on the event
-        loop and bounded alike (closing on an unread body resets the connection before the client reads the answer,
-        and its SDK sends it again), and dropped; one over ``max_body_bytes`` (or too slow) is not read on: still the
-        405, not a 413 that would ask to raise a limit for a request refused anyway, and the connection closed."""
+        """The 405 to a method ``request``'s path is not served by, on the event loop, no slot taken. Its body is read
+        first and dropped as it comes (closing on an unread body resets the connection before the client reads the
+        answer, and its SDK sends it again), bounded as any body; at most ``max_pending`` such bodies are read at
+        once. One over ``max_body_bytes``, too slow, or past that bound is not read (on): still the 405 — not a 413
+        asking to raise a limit for a request refused anyway — and the connection closed."""
         response = self._not_allowed(_request_of(request, b""), allow)
         if _has_body(request):
+            if self._wrong_reads >= self._limits.max_pending:
+                response.headers.setdefault("connection", "close")
+                return _to_starlette(response)
+            self._wrong_reads += 1
             try:
-                await self._read_body(request)
+                await self._read_body(request, keep=False)
             except HttpReject:
                 response.headers.setdefault("connection", "close")
+            finally:
+                self._wrong_reads -= 1
         return _to_starlette(response)
 
     def _tenant(self, context: contextvars.Context) -> str | None:
@@ -494,14 +510,10 @@ class AsgiServer:
             log.exception("%s: reading a request's tenant failed; it is not held to a tenant's share", self._name)
             return None
 
-    def _count_tenant(self, tenant: str | None, step: int) -> None:
-        if tenant is None:
-            return
-        n = self._by_tenant.get(tenant, 0) + step
-        if n > 0:
-            self._by_tenant[tenant] = n
-        else:
-            self._by_tenant.pop(tenant, None)  # a tenant with nothing in flight takes no room
+    def _release_tenant(self, tenant: str | None) -> None:
+        """Give back the slot an admitted request of ``tenant`` took (None: it took none)."""
+        if tenant is not None:
+            self.tenant_counts.release(tenant)
 
     def _stalled(self, scope: Any, sent: int) -> None:
         """A streamed answer's client took none of it for ``idle_timeout_s``: drop its connection at once (unsent
@@ -567,7 +579,9 @@ class AsgiServer:
         finally:
             ended()
 
-    async def _read_body(self, request: Request) -> bytes:
+    async def _read_body(self, request: Request, *, keep: bool = True) -> bytes:
+        """The request's body, within ``max_body_bytes`` and ``read_timeout_s`` (:class:`HttpReject` past them);
+        ``keep=False``: read to its end and dropped as it comes (b"")."""
         limit = self._limits.max_body_bytes
         lengths = [v for k, v in request.headers.raw if k == b"content-length"]
         chunked = any(k == b"transfer-encoding" for k, _ in request.headers.raw)
@@ -601,7 +615,8 @@ class AsgiServer:
             if took > timeout * (1 + size / _BODY_BYTES_PER_TIMEOUT) and message.get("more_body", False):
                 raise HttpReject(400, f"the body arrives too slowly ({size} bytes in {took:.1f} s): send at least "
                                       f"64 KiB per {timeout:g} s")
-            parts.append(chunk)
+            if keep:
+                parts.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(parts)
 
@@ -676,7 +691,7 @@ class _StreamEnd:
             return
         self.done = True
         self.server._in_flight -= 1
-        self.server._count_tenant(self.tenant, -1)
+        self.server._release_tenant(self.tenant)
         close = getattr(self.it, "close", None)
         pool = self.server._pool
         if close is None:

@@ -37,12 +37,14 @@ __all__ = ["serve", "settle_heap", "standin"]
               help="Set by the supervisor of --workers: its pid (the worker drains and exits once it is gone).")
 @click.option("--rate-table", type=click.Path(dir_okay=False), default=None, hidden=True,
               help="Set by the supervisor of --workers: the rate-limit buckets the workers share.")
+@click.option("--tenant-table", type=click.Path(dir_okay=False), default=None, hidden=True,
+              help="Set by the supervisor of --workers: each tenant's requests in flight, counted across the workers.")
 @click.option("--responses-store", type=click.Path(dir_okay=False), default=None, hidden=True,
               help="Set by the supervisor of --workers: the Responses API's stored responses the workers share.")
 @pass_config
 def serve(config: Config, host: str | None, port: int | None, with_standin: bool, with_cache: bool,
           telemetry: bool, metrics: bool | None, insecure: bool, workers: int | None,
-          worker_index: int | None, supervisor_pid: int | None, rate_table: str | None,
+          worker_index: int | None, supervisor_pid: int | None, rate_table: str | None, tenant_table: str | None,
           responses_store: str | None) -> None:
     """Run the gateway: the Anthropic Messages API (POST /v1/messages), the OpenAI Chat
     Completions API (POST /v1/chat/completions) and the OpenAI Responses API (POST /v1/responses)
@@ -135,8 +137,15 @@ def serve(config: Config, host: str | None, port: int | None, with_standin: bool
 
         g = config.serving.gateway
         limiter = SharedRateLimiter(rate_table, g.rate_limit_per_minute, g.rate_limit_burst)
+    tenant_counts = None
+    if tenant_table is not None and worker_index is not None and config.serving.gateway.max_in_flight_per_tenant > 0:
+        from costline.serving.gateway.shared_limits import SharedTenantCounts
+
+        tenant_counts = SharedTenantCounts(tenant_table, config.serving.gateway.max_in_flight_per_tenant, worker_index)
+        tenant_counts.clear()  # what a previous worker of this index held when it died
     gateway = Gateway(pipeline, config.serving.gateway, host=host, port=port, worker=worker_index, limiter=limiter,
-                      after_warm_up=settle_heap, responses_store=responses_store)
+                      after_warm_up=settle_heap, responses_store=responses_store,
+                      tenant_counts=tenant_counts)  # the cap holds across the workers
     # SIGTERM: the server drains (/readyz 503, requests in flight finish, at most drain_timeout_s),
     # then this handler, restored, ends the process through the finally below, which flushes telemetry.
     # Installed before the address is announced: whoever reads it may stop the gateway at once.
@@ -219,7 +228,8 @@ def _supervise(config: Config, *, bind: str, port: int | None, workers: int, sta
                authenticated: bool = False) -> None:
     """``costline serve --workers N``: reserve the port, start N worker processes on it, restart one
     that dies, drain them all on SIGTERM / Ctrl-C (costline.serving.gateway.workers). The workers
-    share one set of rate-limit buckets (a file in a private temporary folder). ``standin``: a stand-in
+    share one set of rate-limit buckets and, with an explicit ``max_in_flight_per_tenant``, one count of each
+    tenant's requests in flight (files in a private temporary folder). ``standin``: a stand-in
     server (not started yet) every worker's tiers point at, or None. ``authenticated``: the gateway started with
     authentication on, so every worker, one restarted after the keys file was lost included, keeps it on."""
     import os
@@ -228,8 +238,8 @@ def _supervise(config: Config, *, bind: str, port: int | None, workers: int, sta
     import sys
     import tempfile
 
-    from costline.serving.gateway.shared_limits import SharedRateLimiter
-    from costline.serving.gateway.workers import WorkerSupervisor, check_workers, tenant_cap_per_worker, worker_env
+    from costline.serving.gateway.shared_limits import SharedRateLimiter, SharedTenantCounts
+    from costline.serving.gateway.workers import WorkerSupervisor, check_workers, worker_env
 
     c = config.serving.cache
     check_workers(workers, cache=with_cache, replication_topic=c.replication_topic)
@@ -245,6 +255,9 @@ def _supervise(config: Config, *, bind: str, port: int | None, workers: int, sta
         base_env["COSTLINE_SERVING_GATEWAY_REQUIRE_AUTH"] = "true"
     state = tempfile.mkdtemp(prefix="costline-gateway-")  # mode 0700: this user's processes only
     rate_table = SharedRateLimiter.create(os.path.join(state, "rate-limits"))
+    # an explicit cap holds across the workers (the derived default, 0, is each worker's own)
+    tenant_table = SharedTenantCounts.create(os.path.join(state, "tenants-in-flight"), workers) \
+        if config.serving.gateway.max_in_flight_per_tenant > 0 else None
     # the Responses API's stored responses: one database for every worker (a response stored by one is continued
     # by whichever the next request lands on), [serving.gateway] responses_store_path when set
     stored = None if config.serving.gateway.responses_store_path else os.path.join(state, "responses.sqlite3")
@@ -258,6 +271,7 @@ def _supervise(config: Config, *, bind: str, port: int | None, workers: int, sta
             argv += ["--config", str(os.path.abspath(config_path))]
         argv += ["serve", "--host", bind, "--port", str(supervisor.port), "--worker-index", str(index),
                  "--supervisor-pid", str(os.getpid()), "--rate-table", str(rate_table),
+                 *(["--tenant-table", str(tenant_table)] if tenant_table else []),
                  *(["--responses-store", stored] if stored else []),
                  "--cache" if with_cache else "--no-cache", "--telemetry" if telemetry else "--no-telemetry"]
         if metrics is not None:
@@ -270,11 +284,11 @@ def _supervise(config: Config, *, bind: str, port: int | None, workers: int, sta
         workers, command,
         lambda index: worker_env(base_env, index, replica_base=replica_base,
                                  cache_path=str(c.path) if c.path is not None else None,
-                                 prometheus_port=prometheus_port,
-                                 tenant_cap=tenant_cap_per_worker(config.serving.gateway.max_in_flight_per_tenant,
-                                                                  workers)),
+                                 prometheus_port=prometheus_port),
         host=bind, port=config.serving.gateway.port if port is None else port,
-        drain_timeout_s=config.serving.gateway.drain_timeout_s, echo=click.echo)
+        drain_timeout_s=config.serving.gateway.drain_timeout_s, echo=click.echo,
+        # a worker that died held its tenants' slots: free them before it is started again
+        on_exit=(lambda index: SharedTenantCounts.clear_worker(tenant_table, index)) if tenant_table else None)
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: supervisor.stop())
     codes: list[int | None] = []
     try:

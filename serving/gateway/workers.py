@@ -50,22 +50,19 @@ def check_workers(workers: int, *, cache: bool, replication_topic: str | None) -
 
 
 def tenant_cap_per_worker(cap: int, workers: int) -> int:
-    """Each worker's share of ``[serving.gateway] max_in_flight_per_tenant`` (0: the derived default, a worker's
-    own): the cap split over the workers, at least 1, so a tenant whose requests land on every worker has at most
-    ``cap`` in flight in all (``max(cap, workers)`` when the cap is under the workers). Counting a tenant's requests
-    in one table every worker shares would admit up to the cap on whichever worker its requests reach; the split is
-    stricter when they land unevenly, never looser."""
+    """A worker's split share of ``[serving.gateway] max_in_flight_per_tenant`` (0: the derived default, a worker's
+    own): the cap over the workers, at least 1. The workers count a tenant's requests in one table they share
+    (:class:`~costline.serving.gateway.shared_limits.SharedTenantCounts`), so the whole cap holds across them; a
+    request the table cannot count (every probed slot held by other tenants, or the file failing) is held to this
+    share instead, counted in its worker alone."""
     return cap if cap <= 0 or workers <= 1 else max(1, cap // workers)
 
 
 def worker_env(base: Mapping[str, str], index: int, *, replica_base: str, cache_path: str | None,
-               prometheus_port: int | None, tenant_cap: int = 0) -> dict[str, str]:
+               prometheus_port: int | None) -> dict[str, str]:
     """The environment of worker ``index``: its own cache replica id and snapshot folder, its own
-    ``service.instance.id``, with a fixed Prometheus port P, port P + index, and with ``tenant_cap`` (its share of
-    ``max_in_flight_per_tenant``: :func:`tenant_cap_per_worker`) that cap (env wins over the file)."""
+    ``service.instance.id``, with a fixed Prometheus port P, port P + index."""
     env = dict(base)
-    if tenant_cap > 0:
-        env["COSTLINE_SERVING_GATEWAY_MAX_IN_FLIGHT_PER_TENANT"] = str(tenant_cap)
     name = f"{replica_base}-w{index}"
     env["COSTLINE_SERVING_CACHE_REPLICA_ID"] = name
     if cache_path:
@@ -126,14 +123,15 @@ class WorkerSupervisor:
     ``SO_REUSEPORT`` and never listens, so it keeps the port for restarts without taking connections),
     :meth:`start`, then :meth:`run` (until :meth:`stop`) or :meth:`poll` steps, then :meth:`shutdown`.
     A worker that exits ``give_up_after`` times in a row, each time within ``stable_s`` of starting (a
-    broken setup, not a crash), stops the supervision: :attr:`failed` says why. ``now`` is a monotonic
+    broken setup, not a crash), stops the supervision: :attr:`failed` says why. ``on_exit(index)`` runs when a
+    worker is seen to have exited, before it is started again (its restart keeps its index). ``now`` is a monotonic
     clock in seconds."""
 
     def __init__(self, workers: int, command: Callable[[int], Sequence[str]],
                  env: Callable[[int], Mapping[str, str]], *, host: str, port: int, drain_timeout_s: float = 30.0,
                  first_delay_s: float = 1.0, max_delay_s: float = 30.0, stable_s: float = 60.0,
                  give_up_after: int = 5, now: Callable[[], float] = time.monotonic,
-                 echo: Callable[[str], None] | None = None) -> None:
+                 echo: Callable[[str], None] | None = None, on_exit: Callable[[int], None] | None = None) -> None:
         if workers < 1:
             raise GatewayError(f"workers must be 1 or more; got {workers}")
         self.workers = [_Worker(i) for i in range(workers)]
@@ -150,6 +148,7 @@ class WorkerSupervisor:
         self.failed: str | None = None
         self._now = now
         self._echo = echo or (lambda line: log.warning("%s", line))
+        self._on_exit = on_exit
         self._sock: socket.socket | None = None
         self._stop = threading.Event()
         self._stopping = False
@@ -209,6 +208,7 @@ class WorkerSupervisor:
                 w.delay_s = self._first_delay_s if lived >= self._stable_s or not w.delay_s \
                     else min(w.delay_s * 2, self._max_delay_s)
                 w.proc = None
+                self._exited(w.index)
                 if self._give_up_after and w.quick_exits >= self._give_up_after:
                     self.failed = (f"gateway worker {w.index} exited {w.quick_exits} times in a row, each within "
                                    f"{self._stable_s:g} s of starting (last status {rc}): see its output above")
@@ -222,6 +222,14 @@ class WorkerSupervisor:
                 self._spawn(w)
                 w.restarts += 1
                 self._echo(f"costline: gateway worker {w.index} restarted (pid {w.proc.pid})")  # type: ignore[union-attr]
+
+    def _exited(self, index: int) -> None:
+        """Tell ``on_exit`` that worker ``index`` exited (before it is started again); a failure is logged."""
+        if self._on_exit is not None:
+            try:
+                self._on_exit(index)
+            except Exception:  # noqa: BLE001 - supervising goes on; the restarted worker clears after itself too
+                log.exception("costline: cleaning up after gateway worker %d failed", index)
 
     def run(self, interval_s: float = 0.2) -> None:
         """Supervise until :meth:`stop` (from a signal handler or another thread)."""
