@@ -41,6 +41,7 @@ from costline.sim.standin_model import reference_validator
 from costline.sim.synth import span
 
 from figures_lake import anthropic_tiers_config, lake_from_sdk_spans, query_lake as q
+from sdk_hygiene import openllmetry_forgets_responses, pristine_sdks  # noqa: F401 - autouse: the SDKs restored
 
 anthropic = pytest.importorskip("anthropic")
 openai = pytest.importorskip("openai")
@@ -182,6 +183,42 @@ def test_chat_completions_and_live_streams_record_the_id_the_client_got(standin,
     want = [_price(e.model, e.input_tokens, e.output_tokens) for e in served]
     assert q(cfg, "SELECT standalone, calls, cost_usd FROM requests ORDER BY ts") == [
         (False, 1, pytest.approx(want[0], rel=1e-9)), (False, 1, pytest.approx(want[1], rel=1e-9))]
+    assert q(cfg, "SELECT count(*) FROM calls") == [(2,)]
+
+
+def test_the_responses_api_records_the_id_the_client_got(standin, tmp_path, cfg):
+    """The Responses API (what the OpenAI Agents SDK calls): its ids are the gateway's (``resp_costline_<request
+    id>``), and each request span now says the one its client got, so an app instrumented with OpenLLMetry's openai
+    instrumentation (real, 0.62: its Responses spans carry the response id), one answer settled and one live stream,
+    is counted once, at the tier's price. Before: the request spans named no id, and the app's two spans were two
+    more standalone requests, priced at the model the app asked for."""
+    openllmetry_openai = pytest.importorskip("opentelemetry.instrumentation.openai")
+    before = len(standin.log.entries("anthropic"))
+    app_provider, app_spans = _provider("agents-app")
+    instrumentor = openllmetry_openai.OpenAIInstrumentor()
+    instrumentor.instrument(tracer_provider=app_provider)
+    try:
+        with gateway(standin, tmp_path, validator=None) as (gw, gw_spans):  # no gate: the stream is live
+            oc = openai.OpenAI(base_url=f"{gw.url}/v1", api_key="unused", max_retries=0)
+            settled = oc.responses.create(model="gpt-4o-mini", input=EASY, max_output_tokens=200)
+            with oc.responses.stream(model="gpt-4o-mini", input="What are your opening hours?",
+                                     max_output_tokens=200) as stream:
+                streamed = stream.get_final_response()
+            sent = gw_spans.get_finished_spans()
+    finally:
+        instrumentor.uninstrument()
+    assert settled.id.startswith("resp_costline_") and streamed.id.startswith("resp_costline_")
+    assert _returned_ids(gw_spans) == [settled.id, streamed.id]
+    app_finished = app_spans.get_finished_spans()
+    assert sorted(s.attributes.get(c.GEN_AI_RESPONSE_ID) for s in app_finished) == sorted([settled.id, streamed.id])
+    served = standin.log.entries("anthropic")[before:]
+    assert [e.model for e in served] == [HAIKU, HAIKU]
+    lake_from_sdk_spans([*sent, *app_finished], cfg)
+    want = [_price(e.model, e.input_tokens, e.output_tokens) for e in served]
+    assert q(cfg, "SELECT count(*) FROM calls_raw WHERE service_name = 'agents-app'") == [(2,)]  # the app's spans
+    assert q(cfg, "SELECT service_name, standalone, calls, cost_usd FROM requests ORDER BY ts") == [
+        ("costline-gateway", False, 1, pytest.approx(want[0], rel=1e-9)),
+        ("costline-gateway", False, 1, pytest.approx(want[1], rel=1e-9))]
     assert q(cfg, "SELECT count(*) FROM calls") == [(2,)]
 
 

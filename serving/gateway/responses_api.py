@@ -78,7 +78,7 @@ from typing import Any
 from costline.serving.backends import PAUSE_TURN, Prompt
 from costline.serving.cache.key import scope_of_body
 from costline.serving.gateway._http import HttpRequest, HttpResponse
-from costline.serving.gateway.app import MAX_JSON_DEPTH, json_depth
+from costline.serving.gateway.app import MAX_JSON_DEPTH, ReturnedId, json_depth
 from costline.serving.gateway.auth import Refused
 from costline.serving.gateway.response_store import StoreFull
 from costline.serving.gateway.messages_api import question_text, sampling_of, textless_query, textless_turn
@@ -195,7 +195,8 @@ class Responses(OpenAIRoute):
         textless = not query.strip()  # only an image or a file: no question text to match in the cache
         result = self.gateway.ask(req, query=textless_query(system) if textless else query, prompt=prompt,
                                   cache_scope=scope_of_body(equivalent), stream=bool(stream), metadata=meta,
-                                  tenant=tenant, cached=not textless)
+                                  tenant=tenant, cached=not textless,
+                                  returned=ReturnedId(_id_of))  # every answer's id is made: resp_costline_<id>
         shell = _shell(body, int(self._wall()))
         store = body.get("store") is not False and self.gateway.config.responses_ttl_s > 0
         shell["store"] = store  # then whether it was stored

@@ -24,8 +24,8 @@
 --
 -- An app behind the gateway (docs/telemetry.md, "Apps behind the gateway"): a call no costline request owns whose
 -- response id (its own, or that of a span it stands for) is the id a gateway request gave its client
--- (requests.response_id: costline.response.id, msg_costline_<request id> / chatcmpl-costline-<request id>, in any
--- trace) is the app's view of that request, whose own spans count it (the tier that answered, at its price): no
+-- (requests.response_id: costline.response.id, msg_costline_<request id> / chatcmpl-costline-<request id> /
+-- resp_costline_<request id>, in any trace) is the app's view of that request, whose own spans count it (the tier that answered, at its price): no
 -- call, no standalone request. Only the ids the gateway makes: a backend's own (the gateway's call spans have them)
 -- may repeat across servers (the stand-ins', a self-hosted server's count from 1), and another app's direct call of
 -- the same id is a call of its own. Over overlapping times, give or take a minute of clock skew.
