@@ -504,8 +504,9 @@ class GatewayConfig:
     #: Requests of one tenant admitted at once (running or waiting for a worker) at most; past it that tenant's
     #: next request is a 429 rate_limit_error with retry-after, and the others' go on. 0 = max_workers +
     #: max_pending / 2 (rounded up): one tenant can fill every worker and half the queue, never the other half (a
-    #: tenant whose requests are slow — long answers, streams read slowly — cannot starve the rest). Set it to
-    #: max_workers + max_pending to turn it off.
+    #: tenant whose requests are slow — long answers, streams read slowly — cannot starve the rest), each worker's
+    #: own. An explicit cap holds across the workers of `costline serve --workers N`: set it to N × (max_workers +
+    #: max_pending) to turn it off.
     max_in_flight_per_tenant: int = 0
     #: Connections open at once at most (idle keep-alive ones included); past it the one idle longest is closed (or,
     #: all busy, the new one). 0 = three quarters of the open-file limit (which `costline serve` raises to its hard

@@ -92,6 +92,22 @@ def test_a_full_table_falls_back_to_the_workers_share_and_says_so_once(tmp_path:
     assert b.take("acme") and a.take("acme") and not a.take("acme")  # acme still counted in the table
 
 
+def test_requests_counted_on_a_share_are_counted_in_the_table_once_the_tenant_has_a_slot(tmp_path: Path) -> None:
+    """Cap 4, two workers, one slot. Worker 0 admits globex's requests on its share (4 // 2 = 2: the third is refused,
+    and its 429 names the share, 2) while acme holds the slot; acme's end, globex gets the slot: its two requests
+    still running count there, so two more are admitted, not four (before: the table's sum alone, eight in flight);
+    their releases come off the table."""
+    a, b = two_workers(tmp_path, cap=4, slots=1)
+    assert b.take("acme")
+    assert [a.take("globex") for _ in range(3)] == [True, True, False] and a.refused_at == 2
+    b.release("acme")
+    assert [a.take("globex") for _ in range(3)] == [True, True, False] and a.refused_at == 4
+    assert not b.take("globex") and b.refused_at == 4  # the other worker sees the four
+    for _ in range(4):
+        a.release("globex")
+    assert [b.take("globex") for _ in range(5)] == [True, True, True, True, False]
+
+
 def test_a_failing_file_falls_back_without_raising(tmp_path: Path, caplog) -> None:
     a, b = two_workers(tmp_path)
     assert a.take("acme")

@@ -448,8 +448,8 @@ class AsgiServer:
         tenant = self._tenant(context)
         if tenant is not None and not self.tenant_counts.take(tenant):
             return _to_starlette(self._reject(HttpReject(
-                429, f"this tenant already has {self.tenant_counts.cap} requests in flight, the most one tenant may "
-                     "have ([serving.gateway] max_in_flight_per_tenant): retry when one has been answered",
+                429, f"this tenant already has {self.tenant_counts.refused_at} requests in flight, the most one "
+                     "tenant may have ([serving.gateway] max_in_flight_per_tenant): retry when one has been answered",
                 {"retry-after": str(self._limits.retry_after_s)}), request.url.path))
         self._in_flight += 1
         released = False

@@ -117,10 +117,13 @@ class TenantCounts(dict[str, int]):
     def __init__(self, cap: int) -> None:
         super().__init__()
         self.cap = cap
+        #: The limit the last refused :meth:`take` was held to (what its 429 says).
+        self.refused_at = cap
 
     def take(self, tenant: str) -> bool:
         n = self.get(tenant, 0)
         if n >= self.cap:
+            self.refused_at = self.cap
             return False
         self[tenant] = n + 1
         return True
@@ -164,6 +167,8 @@ class SharedTenantCounts:
         self._slot = _counts_slot(self.workers)
         #: the requests admitted here on the split share while the table could not count them
         self._fallback = TenantCounts(tenant_cap_per_worker(cap, self.workers))
+        #: The limit the last refused :meth:`take` was held to (what its 429 says): the cap, or the worker's share.
+        self.refused_at = cap
         self._warned: set[str] = set()
 
     @classmethod
@@ -192,18 +197,25 @@ class SharedTenantCounts:
                     offset = self._find(key, start, claim=True)
                     if offset is not None:
                         slot = list(self._slot.unpack_from(self._map, offset))
-                        if sum(slot[1:]) >= self.cap:
-                            return False
-                        slot[0], slot[1 + self.worker] = key, slot[1 + self.worker] + 1
+                        # this worker's requests of the tenant the table could not count before (still running) are
+                        # counted in it from now on: their releases find them there
+                        slot[0], slot[1 + self.worker] = key, slot[1 + self.worker] + self._fallback.pop(tenant, 0)
+                        admit = sum(slot[1:]) < self.cap
+                        slot[1 + self.worker] += admit
                         self._slot.pack_into(self._map, offset, *slot)
-                        return True
+                        if not admit:
+                            self.refused_at = self.cap
+                        return admit
                 self._warn("full", "every slot of the in-flight table %s near tenant %r is held by another tenant's "
                                    "requests: such requests are held to this worker's share of the cap, %d",
                            self.path, tenant, self._fallback.cap)
             except (OSError, ValueError) as exc:  # ValueError: the map is closed
                 self._warn("error", "the in-flight table %s failed (%s): requests are held to this worker's share "
                                     "of the cap, %d", self.path, exc, self._fallback.cap)
-            return self._fallback.take(tenant)
+            admit = self._fallback.take(tenant)
+            if not admit:
+                self.refused_at = self._fallback.cap
+            return admit
 
     def release(self, tenant: str) -> None:
         """Give back one request of ``tenant`` that :meth:`take` admitted."""
