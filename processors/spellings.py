@@ -154,6 +154,16 @@ _TOTAL_TOKENS: Final = "gen_ai.usage.total_tokens"
 _ADK_SCOPES: Final = ("gcp.vertex.agent",)
 _ADK_REASONING: Final = "gen_ai.usage.experimental.reasoning_tokens"
 _REASONING_OUTPUT: Final = "gen_ai.usage.reasoning.output_tokens"
+#: OpenTelemetry's botocore instrumentation writes no response id on its Bedrock Runtime spans (Converse has none;
+#: it does not read InvokeModel's body for one), only the response's ``x-amzn-RequestId`` as ``aws.request_id``.
+#: ``costline serve`` answers a Bedrock request with that header = the id its request span records
+#: (``msg_costline_<request id>``, serving/gateway/app.py ``message_id``): read as the call's response id, so an
+#: app's span of a call through the gateway is the gateway's request (docs/telemetry.md, "Apps behind the gateway").
+#: Only that id: real Bedrock's (a UUID) would part botocore's span of a direct InvokeModel call from OpenLLMetry's
+#: span of it, which has the body's ``msg_bdrk_…`` id (the views pair two spans of a call when one has no id).
+_BOTOCORE_BEDROCK_SCOPE: Final = "opentelemetry.instrumentation.botocore.bedrock-runtime"
+_AWS_REQUEST_ID: Final = "aws.request_id"
+_GATEWAY_MESSAGE_ID_PREFIX: Final = "msg_costline_"
 #: Micrometer's placeholder for a value it does not have (Spring AI's failed call: response model ``none``).
 _MICROMETER_SCOPES: Final = ("org.springframework",)
 _MICROMETER_NONE: Final = "none"
@@ -455,8 +465,12 @@ def _read_genai(name: str, get: Any, scope: str | None, failed: bool, bad: list[
         output_tokens -= _OPENLLMETRY_PLACEHOLDER  # its sum of message_start's placeholder and the final count
     if not unreported and output_tokens is None and input_tokens is not None and not failed and op != "embeddings":
         unreported = (f"{_OUT0}:missing",)  # an input's count without its answer's: the output is unknown, not free
+    response_id = str_of(get(c.GEN_AI_RESPONSE_ID))
+    if (response_id is None and scope == _BOTOCORE_BEDROCK_SCOPE
+            and (v := str_of(get(_AWS_REQUEST_ID))) is not None and v.startswith(_GATEWAY_MESSAGE_ID_PREFIX)):
+        response_id = v  # the gateway's answer (see above)
     return _new(CallReading, (op, provider, model, response_model, input_tokens, output_tokens, read, write,
-                              finish_reasons, unreported, str_of(get(c.GEN_AI_RESPONSE_ID)), write_1h,
+                              finish_reasons, unreported, response_id, write_1h,
                               count_of(*first_present(get, WEB_SEARCH_KEYS), bad)))
 
 

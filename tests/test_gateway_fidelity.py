@@ -264,10 +264,12 @@ def test_every_answer_carries_its_request_id_where_the_sdks_read_it(serve, call)
 
 
 def test_a_bedrock_answer_still_names_its_request_id(serve):  # noqa: F811
-    """InvokeModel's own id header stays the costline request id (and the SDK headers agree)."""
+    """InvokeModel's own id header is the id its request span records, msg_costline_<request id> (botocore's
+    aws.request_id: docs/telemetry.md, "Apps behind the gateway"); the SDK headers keep the request id."""
     gw = serve()
     body = json.dumps({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 50,
                        "messages": [{"role": "user", "content": "Tell me a fun fact about owls."}]}).encode()
     status, headers, _ = _post(gw, "/model/anthropic.claude-sonnet-4-5/invoke", body)
     assert status == 200
-    assert headers["x-amzn-requestid"] == headers["x-costline-request-id"] == headers["request-id"]
+    assert headers["x-costline-request-id"] == headers["request-id"]
+    assert headers["x-amzn-requestid"] == f"msg_costline_{headers['x-costline-request-id']}"

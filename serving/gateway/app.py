@@ -573,8 +573,9 @@ class Gateway(ServedByJsonServer):
             error = response.body.get("error") if isinstance(response.body, Mapping) else None
             message = error.get("message") if isinstance(error, Mapping) else None
             return bedrock_error(response.status, str(message or "the request failed"), response.headers)
-        response.headers.update({"x-amzn-requestid": response.headers.get("x-costline-request-id")
-                                 or uuid.uuid4().hex,
+        # Bedrock's own id header (botocore's span records it as aws.request_id) is the id the request span
+        # records, msg_costline_<request id>: an app's span of this call is the gateway's request (docs/telemetry.md)
+        response.headers.update({"x-amzn-requestid": message_id(response.headers.get("x-costline-request-id")),
                                  "x-amzn-bedrock-content-type": "application/json"})
         if stream:
             pieces = response.stream if response.stream is not None else [response.raw or b""]
