@@ -541,6 +541,10 @@ _OI_NOT_CALLS: Final = ("count_tokens",)
 #: call's arguments beside the ``chat`` span that makes it. Such a span is no call only when it also says nothing a
 #: call says (no token counts, no output messages, no finish reason, no response id).
 OI_LLAMA_INDEX_HELPERS: Final = ("_prepare_chat_with_tools",)
+#: The request body OpenInference's OpenAI instrumentor records (``input.value``, JSON): ``{}`` for a request with
+#: none, as ``GET /v1/responses/{id}`` (``responses.retrieve``: polling a background response, reading one back) and
+#: ``GET /v1/chat/completions/{id}``. Such a span returns a stored response, its id and token counts: no model call.
+_OI_INPUT: Final = "input.value"
 #: What the answer of a call says under OpenInference's output messages (a helper's span has neither).
 _OI_OUTPUT_MESSAGE_KEYS: Final = ("llm.output_messages.0.message.role", "llm.output_messages.0.message.content")
 #: OpenInference writes no response id; the API's response, as JSON in ``output.value`` (unless the app
@@ -588,6 +592,9 @@ def _read_openinference(kind: str | None, name: str, get: Any, scope: str | None
             and name.rpartition(".")[2] in OI_LLAMA_INDEX_HELPERS
             and all(get(k) is None for k in _OI_OUTPUT_MESSAGE_KEYS)):
         return None  # a LlamaIndex helper's span beside the call it prepares (OI_LLAMA_INDEX_HELPERS)
+    if response_id is not None and _empty_json_object(get(_OI_INPUT)) and (
+            get(OI_INVOCATION_PARAMETERS) is None or _empty_json_object(get(OI_INVOCATION_PARAMETERS))):
+        return None  # a stored response read back (no request body: _OI_INPUT), not a call: the create was counted
     # OpenInference writes counts only when the API reported them: a prompt's count without the answer's leaves the
     # output unknown, not free
     unreported = (_OI_UNREPORTED if prompt is None or completion is not None or op == "embeddings"
@@ -620,6 +627,12 @@ def _oi_invocation_parameters(v: Any) -> dict[str, Any]:
     except (ValueError, RecursionError):
         return {}
     return params if isinstance(params, dict) else {}
+
+
+def _empty_json_object(v: Any) -> bool:
+    """The attribute is ``{}`` (the JSON of no arguments), spaces aside."""
+    text = str_of(v) if v is not None else None
+    return text is not None and len(text) <= 16 and "".join(text.split()) == "{}"
 
 
 def _model_name(value: Any) -> str | None:

@@ -222,6 +222,43 @@ def test_the_responses_api_records_the_id_the_client_got(standin, tmp_path, cfg)
     assert q(cfg, "SELECT count(*) FROM calls") == [(2,)]
 
 
+def test_a_stored_response_read_back_is_no_call(standin, tmp_path, cfg):
+    """OpenInference's openai instrumentation (real, 0.1.66) writes an LLM span for every request that returns a
+    Response: ``responses.retrieve`` too (no request body: ``input.value`` ``{}``), with the stored response's id and
+    token counts. An app that creates a response and reads it back ten minutes later (polling a background response,
+    say) made one model call: the read-back is no call. Before, past the minute the views match the gateway's id over,
+    it was a standalone request at the answering model's price (and against a model directly, always)."""
+    from opentelemetry.sdk.trace import ReadableSpan
+
+    oi_openai = pytest.importorskip("openinference.instrumentation.openai")
+    before = len(standin.log.entries("anthropic"))
+    app_provider, app_spans = _provider("agents-app")
+    instrumentor = oi_openai.OpenAIInstrumentor()
+    instrumentor.instrument(tracer_provider=app_provider)
+    try:
+        with gateway(standin, tmp_path, validator=None) as (gw, gw_spans):
+            oc = openai.OpenAI(base_url=f"{gw.url}/v1", api_key="unused", max_retries=0)
+            made = oc.responses.create(model="gpt-4o-mini", input=EASY, max_output_tokens=200)
+            again = oc.responses.retrieve(made.id)
+            sent = gw_spans.get_finished_spans()
+    finally:
+        instrumentor.uninstrument()
+    assert again.id == made.id and again.usage.output_tokens == made.usage.output_tokens
+    create, read = app_spans.get_finished_spans()
+    assert read.attributes.get("input.value") == "{}"  # what the test stands on: the read-back's span as written
+    late = 600 * 10**9  # read back ten minutes later
+    read = ReadableSpan(name=read.name, context=read.context, parent=read.parent, resource=read.resource,
+                        attributes=read.attributes, events=read.events, links=read.links, kind=read.kind,
+                        status=read.status, start_time=read.start_time + late, end_time=read.end_time + late,
+                        instrumentation_scope=read.instrumentation_scope)
+    (served,) = standin.log.entries("anthropic")[before:]
+    lake_from_sdk_spans([*sent, create, read], cfg)
+    assert q(cfg, "SELECT service_name, standalone, calls, cost_usd FROM requests") == [
+        ("costline-gateway", False, 1, pytest.approx(_price(served.model, served.input_tokens, served.output_tokens),
+                                                     rel=1e-9))]
+    assert q(cfg, "SELECT count(*) FROM calls") == [(1,)]
+
+
 def test_another_apps_direct_call_with_a_backend_id_the_gateway_saw_is_its_own(standin, tmp_path, cfg):
     """A server's ids repeat (the stand-ins count from 1 per process, so do self-hosted servers): an app calling a
     model directly, in the same minute, gets the very id a backend gave the gateway's call. Its call is its own

@@ -215,3 +215,24 @@ def test_openinference_response_id_from_the_start_of_its_output_json(output, res
     reading, _ = _read({"openinference.span.kind": "LLM", "llm.model_name": "gpt-5-mini", "output.value": output,
                         "output.mime_type": "application/json"}, "Response")
     assert reading.response_id == response_id
+
+
+READ_BACK = '{"id":"resp_0a1b2c","object":"response","created_at":1}'
+
+
+@pytest.mark.parametrize("attrs, is_call", [
+    # responses.retrieve / chat.completions.retrieve: no request body, the stored response's id: no call
+    ({"input.value": "{}", "llm.invocation_parameters": "{}", "output.value": READ_BACK}, False),
+    ({"input.value": " { } ", "output.value": READ_BACK}, False),
+    ({"input.value": "{}", "output.value": '{"id":"chatcmpl-9x","choices":[]}'}, False),
+    # a create: its body (model, input) is in input.value and invocation parameters
+    ({"input.value": '{"model": "gpt-5-mini", "input": "hi"}', "llm.invocation_parameters": '{"model": "gpt-5-mini"}',
+      "output.value": READ_BACK}, True),
+    ({"input.value": "{}", "llm.invocation_parameters": '{"model": "gpt-5-mini"}', "output.value": READ_BACK}, True),
+    # no response id (a failed call, outputs hidden): a call, as before
+    ({"input.value": "{}", "llm.invocation_parameters": "{}"}, True),
+])
+def test_an_openinference_span_of_a_stored_response_read_back_is_no_call(attrs, is_call):
+    reading, _ = _read({"openinference.span.kind": "LLM", "llm.model_name": "gpt-5-mini",
+                        "llm.token_count.prompt": 7, "llm.token_count.completion": 51, **attrs}, "Response")
+    assert (reading is not None) is is_call
