@@ -102,6 +102,17 @@ def gateway(standin, tmp_path, *, validator=reference_validator, cache=None):
         provider.shutdown()
 
 
+@contextmanager
+def instrumented_app(instrumentor, service: str):
+    """The exporter of the spans ``instrumentor`` writes for an app named ``service``; uninstrumented on exit."""
+    app_provider, app_spans = _provider(service)
+    instrumentor.instrument(tracer_provider=app_provider)
+    try:
+        yield app_spans
+    finally:
+        instrumentor.uninstrument()
+
+
 def _price(model: str, tokens_in: int, tokens_out: int) -> float:
     p_in, p_out = PRICES[model]
     return (tokens_in * p_in + tokens_out * p_out) / 1e6
@@ -194,19 +205,14 @@ def test_the_responses_api_records_the_id_the_client_got(standin, tmp_path, cfg)
     more standalone requests, priced at the model the app asked for."""
     openllmetry_openai = pytest.importorskip("opentelemetry.instrumentation.openai")
     before = len(standin.log.entries("anthropic"))
-    app_provider, app_spans = _provider("agents-app")
-    instrumentor = openllmetry_openai.OpenAIInstrumentor()
-    instrumentor.instrument(tracer_provider=app_provider)
-    try:
-        with gateway(standin, tmp_path, validator=None) as (gw, gw_spans):  # no gate: the stream is live
-            oc = openai.OpenAI(base_url=f"{gw.url}/v1", api_key="unused", max_retries=0)
-            settled = oc.responses.create(model="gpt-4o-mini", input=EASY, max_output_tokens=200)
-            with oc.responses.stream(model="gpt-4o-mini", input="What are your opening hours?",
-                                     max_output_tokens=200) as stream:
-                streamed = stream.get_final_response()
-            sent = gw_spans.get_finished_spans()
-    finally:
-        instrumentor.uninstrument()
+    with instrumented_app(openllmetry_openai.OpenAIInstrumentor(), "agents-app") as app_spans, \
+            gateway(standin, tmp_path, validator=None) as (gw, gw_spans):  # no gate: the stream is live
+        oc = openai.OpenAI(base_url=f"{gw.url}/v1", api_key="unused", max_retries=0)
+        settled = oc.responses.create(model="gpt-4o-mini", input=EASY, max_output_tokens=200)
+        with oc.responses.stream(model="gpt-4o-mini", input="What are your opening hours?",
+                                 max_output_tokens=200) as stream:
+            streamed = stream.get_final_response()
+        sent = gw_spans.get_finished_spans()
     assert settled.id.startswith("resp_costline_") and streamed.id.startswith("resp_costline_")
     assert _returned_ids(gw_spans) == [settled.id, streamed.id]
     app_finished = app_spans.get_finished_spans()
@@ -232,17 +238,12 @@ def test_a_stored_response_read_back_is_no_call(standin, tmp_path, cfg):
 
     oi_openai = pytest.importorskip("openinference.instrumentation.openai")
     before = len(standin.log.entries("anthropic"))
-    app_provider, app_spans = _provider("agents-app")
-    instrumentor = oi_openai.OpenAIInstrumentor()
-    instrumentor.instrument(tracer_provider=app_provider)
-    try:
-        with gateway(standin, tmp_path, validator=None) as (gw, gw_spans):
-            oc = openai.OpenAI(base_url=f"{gw.url}/v1", api_key="unused", max_retries=0)
-            made = oc.responses.create(model="gpt-4o-mini", input=EASY, max_output_tokens=200)
-            again = oc.responses.retrieve(made.id)
-            sent = gw_spans.get_finished_spans()
-    finally:
-        instrumentor.uninstrument()
+    with instrumented_app(oi_openai.OpenAIInstrumentor(), "agents-app") as app_spans, \
+            gateway(standin, tmp_path, validator=None) as (gw, gw_spans):
+        oc = openai.OpenAI(base_url=f"{gw.url}/v1", api_key="unused", max_retries=0)
+        made = oc.responses.create(model="gpt-4o-mini", input=EASY, max_output_tokens=200)
+        again = oc.responses.retrieve(made.id)
+        sent = gw_spans.get_finished_spans()
     assert again.id == made.id and again.usage.output_tokens == made.usage.output_tokens
     create, read = app_spans.get_finished_spans()
     assert read.attributes.get("input.value") == "{}"  # what the test stands on: the read-back's span as written

@@ -3,8 +3,8 @@ alerts' exported files): a forget rewrites such a file as ``.<name>.parquet.<pid
 over the old one (the jobs and the alerts' export write theirs the same way), so a forget killed mid-rewrite leaves
 that hidden file, which may hold the very prompts it was erasing. The next forget deletes it once its writer is
 gone: its pid is no live process and it was last written ten minutes before the forget started (a job on another
-host or container writes there too, its pid meaningless here), or it was last written over an hour before. Before, only the
-tables' day folders were swept: the leftover stayed for ever.
+host or container writes there too, its pid meaningless here), or it was last written over an hour before; one
+younger is named as not covered. Before, only the tables' day folders were swept: the leftover stayed for ever.
 
 The pids are real: a finished child process's (dead), this test process's (alive).
 """
