@@ -542,9 +542,12 @@ _OI_NOT_CALLS: Final = ("count_tokens",)
 #: call says (no token counts, no output messages, no finish reason, no response id).
 OI_LLAMA_INDEX_HELPERS: Final = ("_prepare_chat_with_tools",)
 #: The request body OpenInference's OpenAI instrumentor records (``input.value``, JSON): ``{}`` for a request with
-#: none, as ``GET /v1/responses/{id}`` (``responses.retrieve``: polling a background response, reading one back) and
-#: ``GET /v1/chat/completions/{id}``. Such a span returns a stored response, its id and token counts: no model call.
+#: none, as ``GET /v1/responses/{id}`` (``responses.retrieve``) and ``GET /v1/chat/completions/{id}``. Such a span
+#: returns a stored response, its id and token counts: a read-back, no model call — the create counted it. But for a
+#: background response (``"background": true`` in it) the create's span has no tokens (the response was only queued):
+#: the read-back that finds it done carries them and is the call (its polls before, without tokens, are none).
 _OI_INPUT: Final = "input.value"
+_OI_BACKGROUND = re.compile(r'"background"\s*:\s*true')
 #: What the answer of a call says under OpenInference's output messages (a helper's span has neither).
 _OI_OUTPUT_MESSAGE_KEYS: Final = ("llm.output_messages.0.message.role", "llm.output_messages.0.message.content")
 #: OpenInference writes no response id; the API's response, as JSON in ``output.value`` (unless the app
@@ -592,9 +595,10 @@ def _read_openinference(kind: str | None, name: str, get: Any, scope: str | None
             and name.rpartition(".")[2] in OI_LLAMA_INDEX_HELPERS
             and all(get(k) is None for k in _OI_OUTPUT_MESSAGE_KEYS)):
         return None  # a LlamaIndex helper's span beside the call it prepares (OI_LLAMA_INDEX_HELPERS)
-    if response_id is not None and _empty_json_object(get(_OI_INPUT)) and (
-            get(OI_INVOCATION_PARAMETERS) is None or _empty_json_object(get(OI_INVOCATION_PARAMETERS))):
-        return None  # a stored response read back (no request body: _OI_INPUT), not a call: the create was counted
+    if (response_id is not None and _empty_json_object(get(_OI_INPUT))
+            and (get(OI_INVOCATION_PARAMETERS) is None or _empty_json_object(get(OI_INVOCATION_PARAMETERS)))
+            and (prompt is None and completion is None or not _oi_background(get(_OI_OUTPUT)))):
+        return None  # a stored response read back (no request body: _OI_INPUT), or a poll of one still running
     # OpenInference writes counts only when the API reported them: a prompt's count without the answer's leaves the
     # output unknown, not free
     unreported = (_OI_UNREPORTED if prompt is None or completion is not None or op == "embeddings"
@@ -627,6 +631,11 @@ def _oi_invocation_parameters(v: Any) -> dict[str, Any]:
     except (ValueError, RecursionError):
         return {}
     return params if isinstance(params, dict) else {}
+
+
+def _oi_background(v: Any) -> bool:
+    """The response JSON in ``output.value`` says ``"background": true`` (within :data:`_MAX_RAW_SEARCH_CHARS`)."""
+    return v is not None and _OI_BACKGROUND.search(v.string_value[:_MAX_RAW_SEARCH_CHARS]) is not None
 
 
 def _empty_json_object(v: Any) -> bool:

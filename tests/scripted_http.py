@@ -1,14 +1,16 @@
-"""A local HTTP/1.1 server whose every POST is answered by a function of the test's: model servers that
+"""A local HTTP/1.1 server whose every POST (and GET) is answered by a function of the test's: model servers that
 misbehave as a flaky proxy, a vLLM or a trickling upstream would, read by the real SDK clients."""
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-#: ``answer(handler, path, body)`` writes the response to one POST (``body``: the request's bytes).
+#: ``answer(handler, path, body)`` writes the response to one POST or GET (``body``: the request's bytes; a GET's
+#: ``b""``; ``handler.command`` says which).
 Answer = Callable[[BaseHTTPRequestHandler, str, bytes], None]
 
 
@@ -30,6 +32,10 @@ class ScriptedHttp:
                 self.close_connection = True
                 answer(self, self.path, body)
 
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                self.close_connection = True
+                answer(self, self.path, b"")
+
             def log_message(self, *args: Any) -> None:
                 pass
 
@@ -41,3 +47,13 @@ class ScriptedHttp:
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def send_json(h: BaseHTTPRequestHandler, body: Any) -> None:
+    """Answer 200 with ``body`` as JSON."""
+    raw = json.dumps(body).encode()
+    h.send_response(200)
+    h.send_header("content-type", "application/json")
+    h.send_header("content-length", str(len(raw)))
+    h.end_headers()
+    h.wfile.write(raw)

@@ -16,7 +16,7 @@ from typing import Any
 import anthropic
 import openai
 import pytest
-from scripted_http import ScriptedHttp
+from scripted_http import ScriptedHttp, send_json as send
 from opentelemetry.sdk.trace import TracerProvider
 
 from costline.collectors import Recorder
@@ -103,15 +103,6 @@ def chunks(n: int) -> list[dict[str, Any]]:
     out.append({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
                 "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
     return out
-
-
-def send(h: BaseHTTPRequestHandler, body: Any) -> None:
-    raw = json.dumps(body).encode()
-    h.send_response(200)
-    h.send_header("content-type", "application/json")
-    h.send_header("content-length", str(len(raw)))
-    h.end_headers()
-    h.wfile.write(raw)
 
 
 # --- the SDK clients costline builds ------------------------------------------------------------------------

@@ -40,6 +40,7 @@ botocore_instrumentation = pytest.importorskip(
     reason="opentelemetry-instrumentation-botocore comes with `pip install 'costline[compat]'`")
 
 from botocore.config import Config as BotoConfig  # noqa: E402
+from botocore.exceptions import ClientError  # noqa: E402
 from test_gateway_bedrock_front import certificate  # noqa: E402,F401 - fixture: a TLS certificate for 127.0.0.1
 from test_processor_spellings import _read  # noqa: E402 - one span's attributes read as the processor reads them
 
@@ -186,6 +187,38 @@ def test_boto3_through_the_gateway_is_counted_once_at_the_answering_tiers_price(
         ("budget", True, 1, pytest.approx(direct_usd, rel=1e-9))]  # the app's own call to Bedrock
     assert q(cfg, "SELECT count(*), sum(cost_usd) FROM calls") == [
         (4, pytest.approx(sum(gateway_usd) + direct_usd, rel=1e-9))]
+
+
+def test_a_failed_call_through_the_gateway_is_counted_once(standin, tmp_path, certificate, aws_env, cfg):  # noqa: F811
+    """Every tier's call refused (400): the gateway's answer is Bedrock's ValidationException, with the request
+    span's id as x-amzn-RequestId as on a success (Bedrock sends it on errors too). One failed request, the
+    gateway's (its attempts its calls); the app's failed botocore span of it is no request of its own (before: its
+    error answer had no x-amzn-RequestId, and the app's span was a second, standalone failed request)."""
+    cert, key = certificate
+    keys = tmp_path / "keys.json"
+    _, secret = KeyStore(keys).add("acme")
+    aws_env.setenv("AWS_BEARER_TOKEN_BEDROCK", secret)
+    gw_provider, gw_spans = _provider("costline-gateway")
+    with instrumented((BOTOCORE,)) as (app_provider, app_spans):
+        with routed_gateway(standin, keys, recorder=Recorder(gw_provider), tls_cert_file=cert, tls_key_file=key,
+                            drain_timeout_s=2) as gw:
+            with contextlib.closing(boto3.client("bedrock-runtime", region_name="us-east-1", endpoint_url=gw.url,
+                                                 verify=str(cert), config=BotoConfig(retries={"max_attempts": 1}))
+                                    ) as client, app_provider.get_tracer("app").start_as_current_span("POST /ask"):
+                standin.inject_errors(400, 10)
+                try:
+                    with pytest.raises(ClientError) as refused:
+                        client.converse(modelId=MODEL, messages=_messages(EASY))
+                finally:
+                    standin.clear_errors()
+        gw_finished, app_finished = gw_spans.get_finished_spans(), app_spans.get_finished_spans()
+    (request,) = [s for s in gw_finished if s.name == c.SPAN_REQUEST]
+    header = refused.value.response["ResponseMetadata"]["HTTPHeaders"]["x-amzn-requestid"]
+    assert header == request.attributes[c.COSTLINE_RESPONSE_ID]
+    (failed,) = [s for s in app_finished if s.instrumentation_scope.name == BOTOCORE]
+    assert failed.attributes.get("aws.request_id") == header
+    lake_from_sdk_spans([*gw_finished, *app_finished], cfg)
+    assert q(cfg, "SELECT service_name, standalone, success FROM requests") == [("costline-gateway", False, False)]
 
 
 def test_direct_calls_to_bedrock_with_both_instrumentations_count_once(standin, aws_env, cfg):

@@ -23,6 +23,7 @@ from costline.serving.settings import StandInConfig
 from costline.sim.standin import StandInServer
 
 from figures_lake import lake_from_sdk_spans
+from scripted_http import ScriptedHttp, send_json
 from sdk_hygiene import openllmetry_forgets_responses, pristine_sdks  # noqa: F401 (autouse fixtures)
 
 openai = pytest.importorskip("openai")
@@ -233,3 +234,61 @@ def test_responses_calls_outside_any_app_span_count_once_under_two_instrumentati
     want = sum(usd(u) for u in usages)
     assert q(cfg, "SELECT count(*), sum(cost_usd), sum(input_tokens) FROM calls") == [
         (4, pytest.approx(want, rel=1e-9), sum(u.input_tokens for u in usages))]
+
+
+#: OpenAI's usage of the background response below: 1,000 in, 500 out.
+BACKGROUND_USAGE = {"input_tokens": 1000, "output_tokens": 500, "total_tokens": 1500,
+                    "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0}}
+
+
+def _background_openai() -> ScriptedHttp:
+    """What OpenAI's API does with ``background: true`` (platform.openai.com, "Background mode"), as a local server:
+    the create answers ``queued`` with no usage; ``GET /v1/responses/{id}`` answers ``in_progress`` twice, then
+    ``completed`` with :data:`BACKGROUND_USAGE`."""
+    polls = [0]
+
+    def answer(h, path: str, body: bytes) -> None:
+        polls[0] += h.command == "GET"
+        status = "queued" if h.command == "POST" else "in_progress" if polls[0] < 3 else "completed"
+        done = status == "completed"
+        send_json(h, {"id": "resp_bg1", "object": "response", "created_at": 1, "status": status, "model": GPT_MODEL,
+                      "output": [{"type": "message", "id": "msg_1", "role": "assistant", "status": "completed",
+                                  "content": [{"type": "output_text", "text": "An essay.", "annotations": []}]}]
+                      if done else [], "parallel_tool_calls": True, "tool_choice": "auto", "tools": [],
+                      "background": True, "usage": BACKGROUND_USAGE if done else None})
+
+    return ScriptedHttp(answer)
+
+
+@pytest.mark.parametrize("enclosed", [True, False], ids=["in-an-app-span", "bare"])
+def test_a_background_response_polled_to_its_end_is_one_call_at_its_usage(cfg, spans, enclosed):
+    """OpenInference's spans of a background response: the create (queued: no tokens), two polls still running (no
+    tokens), the poll that finds it completed (its usage). Its cost is the completed response's, once; the polls
+    before are no calls. In an app's span the create and the last poll are one call (one response id); with no span
+    around them each is a trace of its own, and the create is an unpriced call (no usage yet)."""
+    provider, exporter = spans
+    api = _background_openai()
+    (inst,) = _instrumentors("openinference")
+    inst.instrument(tracer_provider=provider)
+    try:
+        client = openai.OpenAI(base_url=f"{api.url}/v1", api_key="test", max_retries=0)
+
+        def run():
+            r = client.responses.create(model=GPT_MODEL, input="Write an essay on refunds", background=True)
+            while r.status in ("queued", "in_progress"):
+                r = client.responses.retrieve(r.id)
+            return r
+
+        if enclosed:
+            with provider.get_tracer("app").start_as_current_span("essay job"):
+                done = run()
+        else:
+            done = run()
+    finally:
+        inst.uninstrument()
+        api.close()
+    assert (done.usage.input_tokens, done.usage.output_tokens) == (1000, 500)
+    lake_from_sdk_spans(exporter.get_finished_spans(), cfg)
+    want = (1000 * GPT_IN + 500 * GPT_OUT) / 1e6  # $0.00125
+    assert q(cfg, "SELECT count(*), sum(cost_usd), sum(input_tokens), sum(output_tokens) FROM calls") == [
+        (1 if enclosed else 2, pytest.approx(want, rel=1e-9), 1000, 500)]

@@ -231,8 +231,14 @@ READ_BACK = '{"id":"resp_0a1b2c","object":"response","created_at":1}'
     ({"input.value": "{}", "llm.invocation_parameters": '{"model": "gpt-5-mini"}', "output.value": READ_BACK}, True),
     # no response id (a failed call, outputs hidden): a call, as before
     ({"input.value": "{}", "llm.invocation_parameters": "{}"}, True),
+    # a background response's poll that finds it done: its create had no tokens, this one is the call
+    ({"input.value": "{}", "output.value": READ_BACK[:-1] + ', "background": true}'}, True),
+    # ... and a poll of one still running (no usage yet): no call
+    ({"input.value": "{}", "output.value": READ_BACK[:-1] + ',"background":true}', "llm.token_count.prompt": None,
+      "llm.token_count.completion": None}, False),
 ])
 def test_an_openinference_span_of_a_stored_response_read_back_is_no_call(attrs, is_call):
+    attrs = {"llm.token_count.prompt": 7, "llm.token_count.completion": 51, **attrs}
     reading, _ = _read({"openinference.span.kind": "LLM", "llm.model_name": "gpt-5-mini",
-                        "llm.token_count.prompt": 7, "llm.token_count.completion": 51, **attrs}, "Response")
+                        **{k: v for k, v in attrs.items() if v is not None}}, "Response")
     assert (reading is not None) is is_call

@@ -52,7 +52,7 @@ PINNED: dict[str, list[str]] = {
         "evaluate", "labels_from_lake", "promote", "retrain_candidate", "rollback", "train_policy",
     ],
     "costline.serving.gateway": ["AsgiServer", "ChatCompletions", "Gateway", "GatewayGuard", "KeyStore",
-                                 "SharedRateLimiter", "WorkerSupervisor"],
+                                 "SharedRateLimiter", "SharedTenantCounts", "WorkerSupervisor"],
     "costline.jobs": [
         "AnswerRequest", "Checkpoint", "CostReport", "CostReportConfig", "DriftConfig", "JOBS", "JobBusyError",
         "JobLock", "JobStore", "JobsConfig", "JobsError", "MissingExtraError", "NightlyService", "NoDataError",

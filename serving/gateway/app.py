@@ -569,14 +569,18 @@ class Gateway(ServedByJsonServer):
         started = time.monotonic()
         response = self._answer(req, messages, admitted.tenant)
         response.headers.update(admitted.headers)
+        # Bedrock's own id header (botocore's span records it as aws.request_id) is the id the request span
+        # records, msg_costline_<request id>: an app's span of this call is the gateway's request (docs/telemetry.md);
+        # a failed one's too (Bedrock sends it on errors as well)
+        request_id = response.headers.get("x-costline-request-id")
+        if request_id:
+            response.headers["x-amzn-requestid"] = message_id(request_id)
         if response.status != 200:
             error = response.body.get("error") if isinstance(response.body, Mapping) else None
             message = error.get("message") if isinstance(error, Mapping) else None
             return bedrock_error(response.status, str(message or "the request failed"), response.headers)
-        # Bedrock's own id header (botocore's span records it as aws.request_id) is the id the request span
-        # records, msg_costline_<request id>: an app's span of this call is the gateway's request (docs/telemetry.md)
-        response.headers.update({"x-amzn-requestid": message_id(response.headers.get("x-costline-request-id")),
-                                 "x-amzn-bedrock-content-type": "application/json"})
+        response.headers.setdefault("x-amzn-requestid", message_id(""))
+        response.headers["x-amzn-bedrock-content-type"] = "application/json"
         if stream:
             pieces = response.stream if response.stream is not None else [response.raw or b""]
             return HttpResponse(200, headers=response.headers, content_type="application/vnd.amazon.eventstream",
