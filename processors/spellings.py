@@ -542,10 +542,11 @@ _OI_NOT_CALLS: Final = ("count_tokens",)
 #: call says (no token counts, no output messages, no finish reason, no response id).
 OI_LLAMA_INDEX_HELPERS: Final = ("_prepare_chat_with_tools",)
 #: The request body OpenInference's OpenAI instrumentor records (``input.value``, JSON): ``{}`` for a request with
-#: none, as ``GET /v1/responses/{id}`` (``responses.retrieve``) and ``GET /v1/chat/completions/{id}``. Such a span
-#: returns a stored response, its id and token counts: a read-back, no model call — the create counted it. But for a
-#: background response (``"background": true`` in it) the create's span has no tokens (the response was only queued):
-#: the read-back that finds it done carries them and is the call (its polls before, without tokens, are none).
+#: none, as ``GET /v1/responses/{id}`` (``responses.retrieve``), ``GET /v1/chat/completions/{id}``, ``GET
+#: /v1/responses/{id}/input_items``; every model call sends a body. Such a span returns a stored response (its id and
+#: token counts) or a list: a read-back, no model call — the create counted it. But for a background response
+#: (``"background": true`` in it) the create's span has no tokens (the response was only queued): the read-back that
+#: finds it done carries them and is the call (its polls before, without tokens, are none).
 _OI_INPUT: Final = "input.value"
 _OI_BACKGROUND = re.compile(r'"background"\s*:\s*true')
 #: What the answer of a call says under OpenInference's output messages (a helper's span has neither).
@@ -595,10 +596,10 @@ def _read_openinference(kind: str | None, name: str, get: Any, scope: str | None
             and name.rpartition(".")[2] in OI_LLAMA_INDEX_HELPERS
             and all(get(k) is None for k in _OI_OUTPUT_MESSAGE_KEYS)):
         return None  # a LlamaIndex helper's span beside the call it prepares (OI_LLAMA_INDEX_HELPERS)
-    if (response_id is not None and _empty_json_object(get(_OI_INPUT))
+    if (_empty_json_object(get(_OI_INPUT))
             and (get(OI_INVOCATION_PARAMETERS) is None or _empty_json_object(get(OI_INVOCATION_PARAMETERS)))
             and (prompt is None and completion is None or not _oi_background(get(_OI_OUTPUT)))):
-        return None  # a stored response read back (no request body: _OI_INPUT), or a poll of one still running
+        return None  # no request body (_OI_INPUT): a stored response read back, a poll, a list of its items
     # OpenInference writes counts only when the API reported them: a prompt's count without the answer's leaves the
     # output unknown, not free
     unreported = (_OI_UNREPORTED if prompt is None or completion is not None or op == "embeddings"

@@ -229,8 +229,15 @@ READ_BACK = '{"id":"resp_0a1b2c","object":"response","created_at":1}'
     ({"input.value": '{"model": "gpt-5-mini", "input": "hi"}', "llm.invocation_parameters": '{"model": "gpt-5-mini"}',
       "output.value": READ_BACK}, True),
     ({"input.value": "{}", "llm.invocation_parameters": '{"model": "gpt-5-mini"}', "output.value": READ_BACK}, True),
-    # no response id (a failed call, outputs hidden): a call, as before
-    ({"input.value": "{}", "llm.invocation_parameters": "{}"}, True),
+    # no request body and no response id: a list of a response's input items (responses.input_items.list), a failed
+    # read-back: no call either
+    ({"input.value": "{}", "output.value": '{"data":[{"id":"msg_1","type":"message"}],"object":"list"}',
+      "llm.token_count.prompt": None, "llm.token_count.completion": None}, False),
+    ({"input.value": "{}", "llm.invocation_parameters": "{}", "llm.token_count.prompt": None,
+      "llm.token_count.completion": None}, False),
+    # a body (outputs hidden, or a failed call): a call, as before
+    ({"input.value": '{"model": "gpt-5-mini", "input": "hi"}', "llm.token_count.prompt": None,
+      "llm.token_count.completion": None}, True),
     # a background response's poll that finds it done: its create had no tokens, this one is the call
     ({"input.value": "{}", "output.value": READ_BACK[:-1] + ', "background": true}'}, True),
     # ... and a poll of one still running (no usage yet): no call
