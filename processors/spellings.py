@@ -543,12 +543,15 @@ _OI_NOT_CALLS: Final = ("count_tokens",)
 OI_LLAMA_INDEX_HELPERS: Final = ("_prepare_chat_with_tools",)
 #: The request body OpenInference's OpenAI instrumentor records (``input.value``, JSON): ``{}`` for a request with
 #: none, as ``GET /v1/responses/{id}`` (``responses.retrieve``), ``GET /v1/chat/completions/{id}``, ``GET
-#: /v1/responses/{id}/input_items``; every model call sends a body. Such a span returns a stored response (its id and
-#: token counts) or a list: a read-back, no model call — the create counted it. But for a background response
-#: (``"background": true`` in it) the create's span has no tokens (the response was only queued): the read-back that
-#: finds it done carries them and is the call (its polls before, without tokens, are none).
+#: /v1/responses/{id}/input_items``, ``POST .../cancel``; every model call sends a body. Such a span is no call when
+#: it has no token counts (a poll of a background response still running, a list of items, a failed read) or reads
+#: back an answer of ``costline serve`` (its ids, :data:`_GATEWAY_ANSWER_IDS`: the gateway's request counts it, and
+#: it serves no background response). A read-back with tokens of another server's response stays a call: for a
+#: background response the create's span has none (it was only queued) and the read-back that finds it done is
+#: what says the cost; in one trace the two share the id and count once.
 _OI_INPUT: Final = "input.value"
-_OI_BACKGROUND = re.compile(r'"background"\s*:\s*true')
+#: The ids ``costline serve``'s answers carry (serving/gateway: Responses, Chat Completions, Messages).
+_GATEWAY_ANSWER_IDS: Final = ("resp_costline_", "chatcmpl-costline-", "msg_costline_")
 #: What the answer of a call says under OpenInference's output messages (a helper's span has neither).
 _OI_OUTPUT_MESSAGE_KEYS: Final = ("llm.output_messages.0.message.role", "llm.output_messages.0.message.content")
 #: OpenInference writes no response id; the API's response, as JSON in ``output.value`` (unless the app
@@ -598,8 +601,9 @@ def _read_openinference(kind: str | None, name: str, get: Any, scope: str | None
         return None  # a LlamaIndex helper's span beside the call it prepares (OI_LLAMA_INDEX_HELPERS)
     if (_empty_json_object(get(_OI_INPUT))
             and (get(OI_INVOCATION_PARAMETERS) is None or _empty_json_object(get(OI_INVOCATION_PARAMETERS)))
-            and (prompt is None and completion is None or not _oi_background(get(_OI_OUTPUT)))):
-        return None  # no request body (_OI_INPUT): a stored response read back, a poll, a list of its items
+            and (prompt is None and completion is None
+                 or response_id is not None and response_id.startswith(_GATEWAY_ANSWER_IDS))):
+        return None  # no request body (_OI_INPUT): a poll, a list of items, a gateway's answer read back
     # OpenInference writes counts only when the API reported them: a prompt's count without the answer's leaves the
     # output unknown, not free
     unreported = (_OI_UNREPORTED if prompt is None or completion is not None or op == "embeddings"
@@ -632,11 +636,6 @@ def _oi_invocation_parameters(v: Any) -> dict[str, Any]:
     except (ValueError, RecursionError):
         return {}
     return params if isinstance(params, dict) else {}
-
-
-def _oi_background(v: Any) -> bool:
-    """The response JSON in ``output.value`` says ``"background": true`` (within :data:`_MAX_RAW_SEARCH_CHARS`)."""
-    return v is not None and _OI_BACKGROUND.search(v.string_value[:_MAX_RAW_SEARCH_CHARS]) is not None
 
 
 def _empty_json_object(v: Any) -> bool:

@@ -218,19 +218,27 @@ def test_openinference_response_id_from_the_start_of_its_output_json(output, res
 
 
 READ_BACK = '{"id":"resp_0a1b2c","object":"response","created_at":1}'
+GATEWAY_READ_BACK = '{"id":"resp_costline_4f1c","object":"response","created_at":1}'  # costline serve's answer
 
 
 @pytest.mark.parametrize("attrs, is_call", [
-    # responses.retrieve / chat.completions.retrieve: no request body, the stored response's id: no call
-    ({"input.value": "{}", "llm.invocation_parameters": "{}", "output.value": READ_BACK}, False),
-    ({"input.value": " { } ", "output.value": READ_BACK}, False),
-    ({"input.value": "{}", "output.value": '{"id":"chatcmpl-9x","choices":[]}'}, False),
+    # responses.retrieve / chat.completions.retrieve of costline serve's answer (no request body, the gateway's id):
+    # the gateway's request counts it, and it serves no background response: no call
+    ({"input.value": "{}", "llm.invocation_parameters": "{}", "output.value": GATEWAY_READ_BACK}, False),
+    ({"input.value": " { } ", "output.value": GATEWAY_READ_BACK}, False),
+    ({"input.value": "{}", "output.value": '{"id":"chatcmpl-costline-9x","choices":[]}'}, False),
+    # another server's response read back with its usage: a call (a background response's create had no tokens: this
+    # is what says its cost; in one trace the create and it share the id and count once)
+    ({"input.value": "{}", "llm.invocation_parameters": "{}", "output.value": READ_BACK}, True),
     # a create: its body (model, input) is in input.value and invocation parameters
     ({"input.value": '{"model": "gpt-5-mini", "input": "hi"}', "llm.invocation_parameters": '{"model": "gpt-5-mini"}',
-      "output.value": READ_BACK}, True),
-    ({"input.value": "{}", "llm.invocation_parameters": '{"model": "gpt-5-mini"}', "output.value": READ_BACK}, True),
-    # no request body and no response id: a list of a response's input items (responses.input_items.list), a failed
-    # read-back: no call either
+      "output.value": GATEWAY_READ_BACK}, True),
+    ({"input.value": "{}", "llm.invocation_parameters": '{"model": "gpt-5-mini"}', "output.value": GATEWAY_READ_BACK},
+     True),
+    # no request body and no token counts: a poll of a background response still running, a list of a response's
+    # input items (responses.input_items.list), a failed read-back: no call
+    ({"input.value": "{}", "output.value": READ_BACK, "llm.token_count.prompt": None,
+      "llm.token_count.completion": None}, False),
     ({"input.value": "{}", "output.value": '{"data":[{"id":"msg_1","type":"message"}],"object":"list"}',
       "llm.token_count.prompt": None, "llm.token_count.completion": None}, False),
     ({"input.value": "{}", "llm.invocation_parameters": "{}", "llm.token_count.prompt": None,
@@ -238,13 +246,8 @@ READ_BACK = '{"id":"resp_0a1b2c","object":"response","created_at":1}'
     # a body (outputs hidden, or a failed call): a call, as before
     ({"input.value": '{"model": "gpt-5-mini", "input": "hi"}', "llm.token_count.prompt": None,
       "llm.token_count.completion": None}, True),
-    # a background response's poll that finds it done: its create had no tokens, this one is the call
-    ({"input.value": "{}", "output.value": READ_BACK[:-1] + ', "background": true}'}, True),
-    # ... and a poll of one still running (no usage yet): no call
-    ({"input.value": "{}", "output.value": READ_BACK[:-1] + ',"background":true}', "llm.token_count.prompt": None,
-      "llm.token_count.completion": None}, False),
 ])
-def test_an_openinference_span_of_a_stored_response_read_back_is_no_call(attrs, is_call):
+def test_which_openinference_spans_without_a_request_body_are_calls(attrs, is_call):
     attrs = {"llm.token_count.prompt": 7, "llm.token_count.completion": 51, **attrs}
     reading, _ = _read({"openinference.span.kind": "LLM", "llm.model_name": "gpt-5-mini",
                         **{k: v for k, v in attrs.items() if v is not None}}, "Response")
