@@ -163,7 +163,8 @@ _REASONING_OUTPUT: Final = "gen_ai.usage.reasoning.output_tokens"
 #: span of it, which has the body's ``msg_bdrk_…`` id (the views pair two spans of a call when one has no id).
 _BOTOCORE_BEDROCK_SCOPE: Final = "opentelemetry.instrumentation.botocore.bedrock-runtime"
 _AWS_REQUEST_ID: Final = "aws.request_id"
-_GATEWAY_MESSAGE_ID_PREFIX: Final = "msg_costline_"
+#: The ids ``costline serve``'s answers carry (serving/gateway: Messages and Bedrock, Chat Completions, Responses).
+_GATEWAY_ANSWER_IDS: Final = ("msg_costline_", "chatcmpl-costline-", "resp_costline_")
 #: Micrometer's placeholder for a value it does not have (Spring AI's failed call: response model ``none``).
 _MICROMETER_SCOPES: Final = ("org.springframework",)
 _MICROMETER_NONE: Final = "none"
@@ -467,7 +468,7 @@ def _read_genai(name: str, get: Any, scope: str | None, failed: bool, bad: list[
         unreported = (f"{_OUT0}:missing",)  # an input's count without its answer's: the output is unknown, not free
     response_id = str_of(get(c.GEN_AI_RESPONSE_ID))
     if (response_id is None and scope == _BOTOCORE_BEDROCK_SCOPE
-            and (v := str_of(get(_AWS_REQUEST_ID))) is not None and v.startswith(_GATEWAY_MESSAGE_ID_PREFIX)):
+            and (v := str_of(get(_AWS_REQUEST_ID))) is not None and v.startswith(_GATEWAY_ANSWER_IDS)):
         response_id = v  # the gateway's answer (see above)
     return _new(CallReading, (op, provider, model, response_model, input_tokens, output_tokens, read, write,
                               finish_reasons, unreported, response_id, write_1h,
@@ -550,8 +551,6 @@ OI_LLAMA_INDEX_HELPERS: Final = ("_prepare_chat_with_tools",)
 #: background response the create's span has none (it was only queued) and the read-back that finds it done is
 #: what says the cost; in one trace the two share the id and count once.
 _OI_INPUT: Final = "input.value"
-#: The ids ``costline serve``'s answers carry (serving/gateway: Responses, Chat Completions, Messages).
-_GATEWAY_ANSWER_IDS: Final = ("resp_costline_", "chatcmpl-costline-", "msg_costline_")
 #: What the answer of a call says under OpenInference's output messages (a helper's span has neither).
 _OI_OUTPUT_MESSAGE_KEYS: Final = ("llm.output_messages.0.message.role", "llm.output_messages.0.message.content")
 #: OpenInference writes no response id; the API's response, as JSON in ``output.value`` (unless the app

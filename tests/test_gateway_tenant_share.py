@@ -84,7 +84,7 @@ def test_a_tenant_past_its_share_gets_a_429_and_another_tenant_is_still_admitted
         assert held == [200] * share and other == [200]
         # every slot given back: the tenant is admitted again, and no count is left behind
         assert post(gw.port, key_a, "acme again?")[0] == 200
-        assert gw._server._by_tenant == {}
+        assert gw._server.tenant_counts == {}
 
 
 def test_a_streamed_answer_gives_its_tenants_slot_back_when_it_ends(pipeline, tmp_path) -> None:
@@ -98,7 +98,7 @@ def test_a_streamed_answer_gives_its_tenants_slot_back_when_it_ends(pipeline, tm
                                         messages=[{"role": "user", "content": f"stream {i}?"}]) as s:
                 assert s.get_final_message().content
             wait_for(lambda: gw._server.in_flight == 0)
-        assert gw._server._by_tenant == {}
+        assert gw._server.tenant_counts == {}
 
 
 @pytest.mark.parametrize("value", [-1, True, 1.5, "8"])

@@ -195,12 +195,11 @@ class AsgiServer:
         self._in_flight = 0  # touched on the event loop only
         self._wrong_reads = 0  # bodies of wrong-method requests being read for their 405s (event loop only)
         self._tenant_of = tenant_of  # the admitted request's tenant, read in the context admit_head ran in
-        # tenant -> requests admitted and not answered, in this process (event loop only)
-        self._by_tenant = TenantCounts(max_in_flight_per_tenant or limits.max_workers + (limits.max_pending + 1) // 2)
-        #: Where each tenant's requests in flight are counted (set before serving): this process's own, or the
-        #: table the workers of ``costline serve --workers N`` share.
-        self.tenant_counts: TenantCounts | SharedTenantCounts = \
-            self._by_tenant if tenant_counts is None else tenant_counts
+        #: Where each tenant's requests in flight are counted: this process's own (tenant -> admitted and not
+        #: answered, event loop only), or the table the workers of ``costline serve --workers N`` share.
+        self.tenant_counts: TenantCounts | SharedTenantCounts = TenantCounts(
+            max_in_flight_per_tenant or limits.max_workers + (limits.max_pending + 1) // 2) \
+            if tenant_counts is None else tenant_counts
         self._pool: ThreadPoolExecutor | None = None
         self._sock: _Listener | None = None
         self._server: uvicorn.Server | None = None
