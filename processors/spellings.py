@@ -549,8 +549,16 @@ OI_LLAMA_INDEX_HELPERS: Final = ("_prepare_chat_with_tools",)
 #: back an answer of ``costline serve`` (its ids, :data:`_GATEWAY_ANSWER_IDS`: the gateway's request counts it, and
 #: it serves no background response). A read-back with tokens of another server's response stays a call: for a
 #: background response the create's span has none (it was only queued) and the read-back that finds it done is
-#: what says the cost; in one trace the two share the id and count once.
+#: what says the cost; in one trace the two share the id and count once. An app that hides inputs
+#: (``OPENINFERENCE_HIDE_INPUTS=true``, ``TraceConfig(hide_inputs=True)``) has :data:`_OI_REDACTED` there instead: its
+#: OpenAI instrumentor (0.1.66) still writes the arguments, ``{}`` for such a request and at least the ``model`` for
+#: every model call, so from that scope a hidden input with ``llm.invocation_parameters`` ``{}`` is no body either
+#: (only that scope: other instrumentors were not checked, and may leave no argument but the ones they drop).
 _OI_INPUT: Final = "input.value"
+#: The marker OpenInference writes for a hidden ``input.value`` (openinference-instrumentation 0.1.72,
+#: ``REDACTED_VALUE``); it drops ``input.mime_type``.
+_OI_REDACTED: Final = "__REDACTED__"
+_OI_OPENAI_SCOPE: Final = "openinference.instrumentation.openai"
 #: What the answer of a call says under OpenInference's output messages (a helper's span has neither).
 _OI_OUTPUT_MESSAGE_KEYS: Final = ("llm.output_messages.0.message.role", "llm.output_messages.0.message.content")
 #: OpenInference writes no response id; the API's response, as JSON in ``output.value`` (unless the app
@@ -598,8 +606,7 @@ def _read_openinference(kind: str | None, name: str, get: Any, scope: str | None
             and name.rpartition(".")[2] in OI_LLAMA_INDEX_HELPERS
             and all(get(k) is None for k in _OI_OUTPUT_MESSAGE_KEYS)):
         return None  # a LlamaIndex helper's span beside the call it prepares (OI_LLAMA_INDEX_HELPERS)
-    if (_empty_json_object(get(_OI_INPUT))
-            and (get(OI_INVOCATION_PARAMETERS) is None or _empty_json_object(get(OI_INVOCATION_PARAMETERS)))
+    if (_oi_no_request_body(get, scope)
             and (prompt is None and completion is None
                  or response_id is not None and response_id.startswith(_GATEWAY_ANSWER_IDS))):
         return None  # no request body (_OI_INPUT): a poll, a list of items, a gateway's answer read back
@@ -635,6 +642,16 @@ def _oi_invocation_parameters(v: Any) -> dict[str, Any]:
     except (ValueError, RecursionError):
         return {}
     return params if isinstance(params, dict) else {}
+
+
+def _oi_no_request_body(get: Any, scope: str | None) -> bool:
+    """An OpenInference span of a request without a body (:data:`_OI_INPUT`): ``input.value`` ``{}`` with no other
+    arguments, or, inputs hidden, OpenInference's OpenAI instrumentor's ``llm.invocation_parameters`` ``{}``."""
+    params = get(OI_INVOCATION_PARAMETERS)
+    request = get(_OI_INPUT)
+    if _empty_json_object(request):
+        return params is None or _empty_json_object(params)
+    return scope == _OI_OPENAI_SCOPE and _empty_json_object(params) and str_of(request) == _OI_REDACTED
 
 
 def _empty_json_object(v: Any) -> bool:
