@@ -833,12 +833,12 @@ class TableLake:
                             shared=shared)
 
     def _tenant_keys(self, names: tuple[str, ...], before: date | None) -> tuple[dict[str, pa.Table], int]:
-        """Per table (``calls``, ``lookups``), the ``(trace_id, span_id)`` of the rows of ``names`` their own row does
+        """Per table (``calls``, ``lookups``, ``requests``), the ``(trace_id, span_id)`` of the rows of ``names`` their own row does
         not name (:func:`~costline.lake._erasure.find_tenant_keys` over the current snapshots), and the call rows
         left as shared."""
         import duckdb
 
-        from costline.lake._erasure import KEYS_TABLE, find_tenant_keys
+        from costline.lake._erasure import _KEYED, KEYS_TABLE, find_tenant_keys
 
         def once() -> tuple[dict[str, pa.Table], int]:
             con = duckdb.connect()
@@ -850,7 +850,7 @@ class TableLake:
                                       f"FROM {table}_iceberg)")
                 shared = find_tenant_keys(con, names, sources, before=before)
                 keys = {t: con.sql(f"SELECT DISTINCT trace_id, span_id FROM {KEYS_TABLE} WHERE tbl = '{t}' "
-                                   "AND NOT shared").to_arrow_table() for t in ("calls", "lookups")}
+                                   "AND NOT shared").to_arrow_table() for t in _KEYED}
                 return keys, shared
             finally:
                 con.close()

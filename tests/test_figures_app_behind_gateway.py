@@ -32,7 +32,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from costline import contract as c
 from costline.collectors import Recorder
-from costline.config import Config
+from costline.config import CaptureConfig, Config
 from costline.processors.spellings import read_call
 from costline.serving.gateway.app import Gateway
 from costline.serving.pipeline import Pipeline
@@ -84,13 +84,14 @@ class DictCache:
 
 
 @contextmanager
-def gateway(standin, tmp_path, *, validator=reference_validator, cache=None):
-    """``costline serve`` in-process against the stand-in, its spans (service "costline-gateway") in an exporter."""
+def gateway(standin, tmp_path, *, validator=reference_validator, cache=None, capture=False):
+    """``costline serve`` in-process against the stand-in, its spans (service "costline-gateway") in an exporter
+    (``capture``: with the prompts and answers)."""
     provider, exporter = _provider("costline-gateway")
     base = Config()
     serving = dataclasses.replace(base.serving, backends=BackendsConfig(
         anthropic_base_url=standin.url, student_base_url=standin.openai_url, max_retries=0))
-    pipeline = Pipeline.from_config(base.replace(serving=serving), recorder=Recorder(provider), cache=cache,
+    pipeline = Pipeline.from_config(base.replace(serving=serving), recorder=Recorder(provider, capture=CaptureConfig(message_content=capture)), cache=cache,
                                     validator=validator, env={}, confidence=None)
     gw = Gateway(pipeline, GatewayConfig(keys_file=tmp_path / "keys.json"), port=0)
     gw.start()
@@ -116,6 +117,25 @@ def instrumented_app(instrumentor, service: str):
 def _price(model: str, tokens_in: int, tokens_out: int) -> float:
     p_in, p_out = PRICES[model]
     return (tokens_in * p_in + tokens_out * p_out) / 1e6
+
+
+def _cost_report(cfg: Config):
+    """The cost report of the day around now, on the lake's views."""
+    import datetime as dt
+
+    from costline.jobs.cost_report import build_cost_report
+    from costline.jobs.store import open_jobs_lake
+
+    from costline.config import ModelPrice
+
+    frontier = ModelPrice("claude-opus-4-6", "frontier", provider="anthropic", input_per_mtok=5.0, output_per_mtok=25.0)
+    cfg = cfg.replace(pricing=dataclasses.replace(cfg.pricing, models=(*cfg.pricing.models, frontier)))
+    now = dt.datetime.now(dt.UTC)
+    con = open_jobs_lake(cfg)
+    try:
+        return build_cost_report(con, cfg, since=now - dt.timedelta(hours=1), until=now + dt.timedelta(hours=1))
+    finally:
+        con.close()
 
 
 def _returned_ids(exporter) -> list[str | None]:
@@ -403,3 +423,142 @@ def test_only_llama_indexs_helper_spans_that_say_nothing_of_a_call_are_no_calls(
                          "openinference.instrumentation.llama_index", False, []) is not None
 
     assert [is_call(name, extra) for name, extra, _ in HELPER_CASES] == [want for _, _, want in HELPER_CASES]
+
+
+# -- an app that records its own requests and calls the gateway inside them --------------------------------------
+def test_an_app_recording_its_own_requests_through_the_gateway_pays_each_answer_once(standin, tmp_path, cfg):
+    """The app records its own requests with costline's recorder (service "support-app", tenant "acme") and, inside
+    each, calls the gateway with the SDK's tracing on: its SDK span is owned by its request. The gateway's request is
+    a part of the app's request: its calls are the app request's, at the answering tier's price, its cache hit the
+    app request's (before: the app's span was a call of its request priced at Haiku's, beside the gateway's request:
+    every answer paid twice, a cache hit at Haiku's price). A direct call of the app's request stays its call."""
+    before = len(standin.log.entries("anthropic"))
+    app_provider, app_spans = _provider("support-app")
+    recorder = Recorder(app_provider)
+    with gateway(standin, tmp_path, cache=DictCache()) as (gw, gw_spans):
+        app = anthropic.Anthropic(base_url=gw.url, api_key="unused", max_retries=0,
+                                  open_telemetry={"tracer_provider": app_provider})
+        direct = anthropic.Anthropic(base_url=standin.url, api_key="unused", max_retries=0,
+                                     open_telemetry={"tracer_provider": app_provider})
+        for text in (EASY, EASY, HARD):
+            with recorder.request(task_type="support", tenant="acme") as req:
+                app.messages.create(model=HAIKU, max_tokens=200, messages=[{"role": "user", "content": text}])
+                req.accept()
+        with recorder.request(task_type="support", tenant="acme") as req:  # a request that also calls the model
+            app.messages.create(model=HAIKU, max_tokens=200, messages=[{"role": "user", "content": EASY}])
+            direct.messages.create(model=HAIKU, max_tokens=200, messages=[{"role": "user", "content": "Hi there"}])
+            req.accept()
+        sent = gw_spans.get_finished_spans()
+    served = standin.log.entries("anthropic")[before:]
+    # EASY answered by budget, EASY again from the cache, HARD escalated (budget, then mid), EASY from the cache, the
+    # app's direct call
+    assert [e.model for e in served] == [HAIKU, HAIKU, SONNET, HAIKU]
+    price = [_price(e.model, e.input_tokens, e.output_tokens) for e in served]
+    rejected = [s.attributes.get(c.COSTLINE_REJECTED_ATTEMPTS) for s in sorted(sent, key=lambda s: s.start_time)
+                if s.name == c.SPAN_REQUEST]
+    assert rejected[:2] == [None, None] and rejected[2]  # the gateway turned the budget answer to HARD down
+    lake_from_sdk_spans([*sent, *app_spans.get_finished_spans()], cfg)
+    assert q(cfg, "SELECT service_name, tenant, task_type, tier, cache_hit, success, calls, escalations, "
+                  "rejected_attempts, cost_usd FROM requests ORDER BY ts") == [
+        ("support-app", "acme", "support", "budget", False, True, 1, 0, None, pytest.approx(price[0], rel=1e-9)),
+        ("support-app", "acme", "support", "cache", True, True, 0, 0, None, 0.0),
+        ("support-app", "acme", "support", "mid", False, True, 2, 1, rejected[2],
+         pytest.approx(price[1] + price[2], rel=1e-9)),
+        # its gateway part a cache hit, its direct call the one it paid for
+        ("support-app", "acme", "support", "budget", True, True, 1, 0, None, pytest.approx(price[3], rel=1e-9))]
+    # the gateway's three calls and the direct one, each once, each the app request's (its trace, its tenant)
+    assert q(cfg, "SELECT c.model, c.tenant, c.standalone, r.service_name FROM calls c JOIN requests r "
+                  "ON r.trace_id = c.request_trace_id AND r.span_id = c.request_span_id ORDER BY c.ts") == [
+        (HAIKU, "acme", False, "support-app"), (HAIKU, "acme", False, "support-app"),
+        (SONNET, "acme", False, "support-app"), (HAIKU, "acme", False, "support-app")]
+    assert q(cfg, "SELECT sum(cost_usd) FROM calls") == [(pytest.approx(sum(price), rel=1e-9),)]
+    # the cost report: 4 requests, 1 cache hit (the fourth paid its direct call), what was paid once
+    report = _cost_report(cfg)
+    assert (report.requests, report.cache_hits) == (4, 1)
+    assert {s.stage: s.total_cost_usd for s in report.stages}["student"] == pytest.approx(sum(price), rel=1e-9)
+
+
+def test_forgetting_the_app_requests_tenant_forgets_the_gateway_requests_that_are_its_parts(standin, tmp_path, cfg):
+    """The gateway's key names another tenant ("default") than the app's request ("acme", "globex"): forgetting
+    "acme" removes acme's request, the app's span of its call, and the gateway's request span (its prompt), calls
+    and cache lookups of it; globex's request and its gateway part stay whole."""
+    from costline.lake import Lake
+
+    app_provider, app_spans = _provider("support-app")
+    recorder = Recorder(app_provider)
+    with gateway(standin, tmp_path, cache=DictCache(), capture=True) as (gw, gw_spans):
+        app = anthropic.Anthropic(base_url=gw.url, api_key="unused", max_retries=0,
+                                  open_telemetry={"tracer_provider": app_provider})
+        for tenant, text in (("acme", "Where is the acme invoice?"), ("globex", EASY)):
+            with recorder.request(task_type="support", tenant=tenant) as req:
+                app.messages.create(model=HAIKU, max_tokens=200, messages=[{"role": "user", "content": text}])
+                req.accept()
+        sent = gw_spans.get_finished_spans()
+    lake_from_sdk_spans([*sent, *app_spans.get_finished_spans()], cfg)
+    assert q(cfg, "SELECT tenant, count(*) FROM requests_raw GROUP BY ALL ORDER BY ALL") == [
+        ("acme", 1), ("default", 2), ("globex", 1)]
+    assert q(cfg, "SELECT count(*) FROM lookups_raw") == [(2,)]  # one lookup per gateway request
+    acme_text = "SELECT count(*) FROM calls_raw WHERE input_messages LIKE '%acme invoice%'"
+    assert q(cfg, acme_text)[0][0] > 0  # the gateway captured acme's prompt on the spans its key's tenant owns
+    Lake(cfg.lake.path).forget(["acme"])
+    # globex's app request, its gateway part, its call, the lookup and the app's span of the answer; nothing of acme's
+    assert q(cfg, "SELECT tenant, count(*) FROM requests_raw GROUP BY ALL ORDER BY ALL") == [
+        ("default", 1), ("globex", 1)]
+    assert q(cfg, "SELECT count(*) FROM lookups_raw") == [(1,)]
+    assert q(cfg, "SELECT count(*) FROM calls_raw") == [(2,)]
+    assert q(cfg, acme_text) == [(0,)]
+    assert q(cfg, "SELECT tenant, tier, calls FROM requests") == [("globex", "budget", 1)]
+
+
+def test_a_frameworks_span_of_a_direct_call_paired_with_the_gateway_calls_span_keeps_its_cost(standin, tmp_path, cfg):
+    """Inside one app request, a framework span (no response id: as OpenInference's LlamaIndex instrumentation
+    writes one) of a call straight to the model runs beside the SDK's span of a call through the gateway, under the
+    same parent at the same time: the views pair them by model and time, and the framework's span (more input) is
+    kept with the gateway's answer id. Its output is not that answer's, so it is not the gateway request's answer:
+    it stays the app request's call, at its price, and the gateway's request stays its own (the fec30c6 review's
+    first case: dropping it lost the direct call's cost)."""
+    from opentelemetry import context as otel_context
+
+    before = len(standin.log.entries("anthropic"))
+    app_provider, app_spans = _provider("support-app")
+    recorder = Recorder(app_provider)
+    framework = app_provider.get_tracer("openinference.instrumentation.llama_index")
+    question = ("My order of three blue mugs arrived with one of them broken, the box was dented and the receipt is "
+                "missing. I would like a replacement mug sent to the same address, please. What should I do?")
+    with gateway(standin, tmp_path, cache=DictCache()) as (gw, gw_spans):
+        app = anthropic.Anthropic(base_url=gw.url, api_key="unused", max_retries=0,
+                                  open_telemetry={"tracer_provider": app_provider})
+        untraced = anthropic.Anthropic(base_url=standin.url, api_key="unused", max_retries=0)
+        with recorder.request(task_type="support", tenant="acme") as req:
+            ctx = otel_context.get_current()
+            through_gateway = []
+
+            def ask_the_gateway():
+                token = otel_context.attach(ctx)
+                try:
+                    through_gateway.append(app.messages.create(
+                        model=HAIKU, max_tokens=200, messages=[{"role": "user", "content": EASY}]))
+                finally:
+                    otel_context.detach(token)
+
+            with framework.start_as_current_span("Anthropic.chat", attributes={
+                    "openinference.span.kind": "LLM", "llm.provider": "anthropic", "llm.system": "anthropic",
+                    "llm.model_name": HAIKU}) as fw:
+                worker = threading.Thread(target=ask_the_gateway)
+                worker.start()
+                own = untraced.messages.create(model=HAIKU, max_tokens=3,
+                                               messages=[{"role": "user", "content": question}])
+                worker.join()
+                fw.set_attribute("llm.token_count.prompt", own.usage.input_tokens)
+                fw.set_attribute("llm.token_count.completion", own.usage.output_tokens)
+            req.accept()
+        sent = gw_spans.get_finished_spans()
+    served = standin.log.entries("anthropic")[before:]
+    assert len(served) == 2 and through_gateway[0].usage.output_tokens - own.usage.output_tokens > 1
+    assert own.usage.input_tokens > through_gateway[0].usage.input_tokens  # the framework's span is the one kept
+    price = sum(_price(e.model, e.input_tokens, e.output_tokens) for e in served)
+    lake_from_sdk_spans([*sent, *app_spans.get_finished_spans()], cfg)
+    # both calls paid, each once: the app's direct one (its framework span) and the gateway's
+    assert q(cfg, "SELECT sum(cost_usd), count(*) FROM calls") == [(pytest.approx(price, rel=1e-9), 2)]
+    assert q(cfg, "SELECT service_name, calls FROM requests ORDER BY service_name") == [
+        ("costline-gateway", 1), ("support-app", 1)]

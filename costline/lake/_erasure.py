@@ -385,8 +385,9 @@ def _require(lake: "Lake") -> None:
 #: of ``calls`` / ``lookups`` to forget (``shared``: one left, see :attr:`ForgetReport.shared`).
 KEYS_TABLE: Final = "forget_keys"
 
-#: The tables whose rows may belong to a tenant their own row does not name (the views link them to a request).
-_KEYED: Final = ("calls", "lookups")
+#: The tables whose rows may belong to a tenant their own row does not name (the views link them to a request; a
+#: gateway's request span is the app request's part when an app records its own requests and calls the gateway).
+_KEYED: Final = ("calls", "lookups", "requests")
 
 #: The path the views are made over before each table's rows are put in (:func:`find_tenant_keys`).
 _NO_PATH: Final = Path("/costline-forget")
@@ -409,7 +410,11 @@ def _tenant_keys_sql(in_list: str) -> list[str]:
       those are theirs and some another tenant's (or no tenant's), the span is ``shared``: left and counted,
       rather than guessed. So is one, linked or not, whose own response id another tenant (or none) owns: a kept
       call of it (any trace), or a gateway request that gave it as its answer's id at that time (the views may
-      count the span as that one)."""
+      count the span as that one);
+    * a gateway's request that is a part of an app's request of theirs (views/call_links.sql: the app recorded its
+      request with costline's recorder and called the gateway inside it), whatever tenant the gateway's key named:
+      its request span (``requests``, it holds the prompt) and its cache lookups; its calls are the app request's in
+      the calls view already, and such a gateway request owns the app's span of its answer as the app's tenant."""
     def theirs(column: str) -> str:
         return f"coalesce({column} IN ({in_list}), false)"
 
@@ -417,9 +422,17 @@ def _tenant_keys_sql(in_list: str) -> list[str]:
         return f"{alias}ts - to_microseconds(CAST(coalesce({alias}duration_ms, 0) * 1000 AS BIGINT))"
 
     return [
-        # the calls view once (each use of a view computes it again)
-        f"""CREATE OR REPLACE TEMP TABLE forget_calls AS
-            SELECT trace_id, span_id, parent_span_id, tenant, response_id, ts, {started()} AS started FROM calls""",
+        # the calls view's links once (each use of a view computes it again): the calls, and the app spans of a
+        # gateway request's answer that make that request a part of the app's (parts: no calls; their tenant, the
+        # app request's, owns the gateway's request)
+        f"""CREATE OR REPLACE TEMP TABLE forget_links AS
+            SELECT trace_id, span_id, parent_span_id, coalesce(request_tenant, tenant) AS tenant, response_id, ts,
+                   {started()} AS started, part_trace_id, part_span_id FROM call_links""",
+        """CREATE OR REPLACE TEMP TABLE forget_calls AS
+            SELECT * EXCLUDE (part_trace_id, part_span_id) FROM forget_links WHERE part_span_id IS NULL""",
+        """CREATE OR REPLACE TEMP TABLE forget_parts AS
+            SELECT DISTINCT part_trace_id AS trace_id, part_span_id AS span_id, tenant FROM forget_links
+            WHERE part_span_id IS NOT NULL""",
         f"""CREATE OR REPLACE TEMP TABLE {KEYS_TABLE} AS
 WITH dropped AS (
   SELECT a.trace_id, a.span_id, a.parent_span_id, a.linked_span_id, a.request_tenant, CAST(a.date AS VARCHAR) AS day,
@@ -432,7 +445,9 @@ WITH dropped AS (
 ), outside AS (
   -- the owners of a response id of a trace's spans outside it, at that time: the gateway's request that gave it
   -- as its answer's id, the kept calls of other traces that carry it
-  SELECT s.trace_id, s.response_id, q.tenant FROM spans s JOIN requests_raw q ON q.response_id = s.response_id
+  SELECT s.trace_id, s.response_id, CASE WHEN p.span_id IS NULL THEN q.tenant ELSE p.tenant END AS tenant
+  FROM spans s JOIN requests_raw q ON q.response_id = s.response_id
+  LEFT JOIN forget_parts p ON p.trace_id = q.trace_id AND p.span_id = q.span_id
   WHERE coalesce(s.started <= q.ts + INTERVAL 1 MINUTE
                  AND {started("q.")} <= s.ts + INTERVAL 1 MINUTE, TRUE)
   UNION ALL
@@ -493,6 +508,11 @@ WHERE tenant IN ({in_list})
 UNION ALL
 SELECT 'lookups', trace_id, span_id, NULL, false FROM lookups WHERE tenant IN ({in_list})
 UNION ALL
+SELECT 'requests', trace_id, span_id, NULL, false FROM forget_parts WHERE tenant IN ({in_list})
+UNION ALL
+SELECT 'lookups', l.trace_id, l.span_id, NULL, false FROM lookup_links l
+JOIN forget_parts p ON p.trace_id = l.trace_id AND p.span_id = l.linked_span_id WHERE p.tenant IN ({in_list})
+UNION ALL
 SELECT 'calls', d.trace_id, d.span_id, d.day,
        NOT (coalesce(d.request_tenant IN ({in_list}), false)
             OR coalesce(n.all_theirs, b.all_theirs, t.all_theirs, false))
@@ -503,7 +523,7 @@ FROM dropped d LEFT JOIN foreign_id f ON f.trace_id = d.trace_id AND f.span_id =
   LEFT JOIN traces t ON t.trace_id = d.trace_id
 WHERE d.request_tenant IN ({in_list})
    OR (d.linked_span_id IS NULL AND coalesce(n.some_theirs, b.some_theirs, t.some_theirs, false))""",
-        "DROP TABLE forget_calls",
+        "DROP TABLE forget_calls", "DROP TABLE forget_parts", "DROP TABLE forget_links",
     ]
 
 

@@ -190,8 +190,8 @@ WITH oi_traces AS (
   -- overlapping times; a span that names no provider (Langfuse's, Strands Agents') or "openai" matches any, and one
   -- that names no model (a failed call to an agent framework's bridge, OpenInference's failed OpenAI call)
   -- matches the span it is inside or around, up to two levels
-  SELECT a.trace_id, a.span_id, b.span_id AS by_span_id, a.response_id,
-         coalesce(a.linked_span_id, a.key_span_id) AS a_span_id, coalesce(a.linked_request_id, a.key_request_id)
+  SELECT a.trace_id, a.span_id, b.span_id AS by_span_id, a.response_id, a.output_tokens AS a_output,
+         b.output_tokens AS b_output, coalesce(a.linked_span_id, a.key_span_id) AS a_span_id, coalesce(a.linked_request_id, a.key_request_id)
            AS a_request_id, coalesce(a.request_tenant, a.key_tenant) AS a_tenant
   FROM heads a JOIN heads b
     ON b.trace_id = a.trace_id AND b.trace_rank < a.trace_rank
@@ -215,7 +215,10 @@ WITH oi_traces AS (
 ), group_ids AS (
   -- the response id of what a kept span stands for: its own, else that of a span it shadowed (OpenInference's
   -- span has none, the OpenTelemetry span inside it has the call's)
-  SELECT trace_id, by_span_id AS span_id, max(response_id) AS response_id
+  -- (same_output: the kept span counts the output that span does, give or take one token: the same answer, not a
+  -- framework's span of another call paired with it by model and time)
+  SELECT trace_id, by_span_id AS span_id, max(response_id) AS response_id,
+         bool_and(a_output IS NULL OR b_output IS NULL OR abs(a_output - b_output) <= 1) AS same_output
   FROM shadow_pairs WHERE response_id IS NOT NULL GROUP BY ALL
 ), group_links AS (
   -- the request of what a kept span stands for, when it has none of its own: that of a span it shadowed (the SDK's
@@ -230,14 +233,35 @@ WITH oi_traces AS (
                         AS linked_request_id,
                       CASE WHEN coalesce(h.linked_span_id, h.key_span_id) IS NOT NULL
                            THEN coalesce(h.request_tenant, h.key_tenant) ELSE l.a_tenant END AS request_tenant),
-         coalesce(h.response_id, g.response_id) AS group_response_id
+         coalesce(h.response_id, g.response_id) AS group_response_id,
+         h.response_id IS NOT NULL OR coalesce(g.same_output, false) AS group_same_output
   FROM heads h ANTI JOIN shadowed s ON s.trace_id = h.trace_id AND s.span_id = h.span_id
   LEFT JOIN group_ids g ON g.trace_id = h.trace_id AND g.span_id = h.span_id
   LEFT JOIN group_links l ON l.trace_id = h.trace_id AND l.span_id = h.span_id
 ), gateway_ids AS (
-  -- the ids the gateway's answers gave their clients, with their requests' times
-  SELECT response_id, ts, ts - to_microseconds(CAST(coalesce(duration_ms, 0) * 1000 AS BIGINT)) AS started
+  -- the ids the gateway's answers gave their clients, with their requests' spans and times
+  SELECT response_id, trace_id, span_id, ts,
+         ts - to_microseconds(CAST(coalesce(duration_ms, 0) * 1000 AS BIGINT)) AS started
   FROM requests_raw WHERE response_id IS NOT NULL
+), serving AS (
+  -- an app that records its own requests (costline's recorder) and calls the gateway inside them: its span of the
+  -- call, owned by its request, is the answer of the gateway's request, which becomes a part of the app's request
+  -- (docs/telemetry.md, "An app that records its own requests"): its calls are the app request's calls, and the
+  -- app's span no call. Only where the app's span counts the output of the id's span it stands for (same_output):
+  -- a framework's span of a direct call, paired with the gateway call's by model and time, keeps the group a call.
+  -- One app request per gateway request; one level (a gateway request that is itself a part stays its own owner
+  -- of what it served: a gateway behind a gateway is counted as before)
+  SELECT a.trace_id, a.span_id, a.linked_span_id AS app_span_id, a.linked_request_id AS app_request_id,
+         a.request_tenant AS app_tenant, g.trace_id AS part_trace_id, g.span_id AS part_span_id
+  FROM kept a JOIN gateway_ids g ON g.response_id = a.group_response_id
+  WHERE a.linked_span_id IS NOT NULL AND a.group_same_output
+    AND NOT (g.trace_id = a.trace_id AND g.span_id = a.linked_span_id)
+    AND coalesce(a.started <= g.ts + INTERVAL 1 MINUTE AND g.started <= a.ts + INTERVAL 1 MINUTE, TRUE)
+  QUALIFY row_number() OVER (PARTITION BY g.trace_id, g.span_id ORDER BY a.ts, a.trace_id, a.span_id) = 1
+      AND row_number() OVER (PARTITION BY a.trace_id, a.span_id ORDER BY g.ts, g.trace_id, g.span_id) = 1
+), parts AS (
+  SELECT s.* FROM serving s
+  ANTI JOIN serving o ON o.part_trace_id = s.trace_id AND o.part_span_id = s.app_span_id
 ), answered AS (
   SELECT DISTINCT a.trace_id, a.span_id
   FROM kept a JOIN gateway_ids g ON g.response_id = a.group_response_id
@@ -271,9 +295,17 @@ SELECT h.* EXCLUDE (family, model_key, model_base, model_tag, pref_explicit, pre
                     pref_own, pref_endpoint,
                     call_key,
                     key_rank, trace_rank, key_span_id, key_request_id, key_tenant, linked_span_id, linked_request_id,
-                    request_tenant, grandparent_span_id, group_response_id),
-       coalesce(h.linked_span_id, h.key_span_id) AS linked_span_id,
-       coalesce(h.linked_request_id, h.key_request_id) AS linked_request_id,
-       coalesce(h.request_tenant, h.key_tenant) AS request_tenant
+                    request_tenant, grandparent_span_id, group_response_id, group_same_output),
+       -- a call of a gateway request that is a part of an app's request: that request's (its trace is the app's)
+       coalesce(p.app_span_id, h.linked_span_id, h.key_span_id) AS linked_span_id,
+       coalesce(p.app_request_id, h.linked_request_id, h.key_request_id) AS linked_request_id,
+       CASE WHEN p.app_span_id IS NOT NULL THEN p.app_tenant ELSE coalesce(h.request_tenant, h.key_tenant) END
+         AS request_tenant,
+       CASE WHEN p.app_span_id IS NOT NULL THEN p.trace_id
+            WHEN coalesce(h.linked_span_id, h.key_span_id) IS NOT NULL THEN h.trace_id END AS linked_trace_id,
+       -- the app's span of a gateway request's answer (not a call: the calls and requests views leave it out)
+       a.part_trace_id, a.part_span_id
 FROM kept h ANTI JOIN crossed s ON s.trace_id = h.trace_id AND s.span_id = h.span_id
   ANTI JOIN answered v ON v.trace_id = h.trace_id AND v.span_id = h.span_id
+  LEFT JOIN parts p ON p.part_trace_id = h.trace_id AND p.part_span_id = coalesce(h.linked_span_id, h.key_span_id)
+  LEFT JOIN parts a ON a.trace_id = h.trace_id AND a.span_id = h.span_id
