@@ -36,7 +36,7 @@ from typing import Any
 from costline.alerts.errors import AlertsStateError, SilenceError
 from costline.alerts.rules import canonical_label
 
-__all__ = ["AlertStore", "Silence", "to_epoch", "from_epoch", "default_state_path"]
+__all__ = ["AlertStore", "ERASURES", "Silence", "to_epoch", "from_epoch", "default_state_path"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -143,11 +143,32 @@ def _open_remedy(path: Path, exc: BaseException) -> str:
     return "check the path ([alerts] state_path) and its permissions"
 
 
-class AlertStore:
-    """The SQLite state file. Cheap to open; one per process (or per test "restart")."""
+#: The ``samples`` name under which the state file counts the forgets that erased rows from it
+#: (:mod:`costline.alerts.erasure`): an export that read the history before one writes its files again
+#: (:func:`costline.alerts.view.export_history`).
+ERASURES = "erasures"
 
-    def __init__(self, path: Path | str) -> None:
+
+class AlertStore:
+    """The SQLite state file. Cheap to open; one per process (or per test "restart").
+
+    ``read_only``: opened read-only (a dry run): the file must exist, nothing is created nor written."""
+
+    def __init__(self, path: Path | str, *, read_only: bool = False) -> None:
         self.path = Path(path)
+        if read_only:
+            # no write-ahead log: no process has it open, and reading it as it is makes none (SQLite would make
+            # the log's files, on a lake that may not even be writable)
+            idle = not Path(f"{self.path}-wal").exists()
+            try:
+                self.con = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro{'&immutable=1' if idle else ''}",
+                                           uri=True, timeout=30.0, isolation_level=None, check_same_thread=False)
+                self.con.row_factory = sqlite3.Row
+                self.con.execute("SELECT count(*) FROM sqlite_master").fetchone()  # opening is lazy: read now
+            except (OSError, sqlite3.Error) as exc:
+                raise AlertsStateError(f"cannot read the alert state file {self.path}: {exc}: "
+                                       "check the path ([alerts] state_path) and that it may be read") from exc
+            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.con = sqlite3.connect(self.path, isolation_level=None, timeout=30.0, check_same_thread=False)
@@ -179,6 +200,11 @@ class AlertStore:
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         return self.con.execute(sql, params).fetchall()
+
+    def erasures(self) -> int:
+        """How many forgets erased rows from this file (:data:`ERASURES`); 0: none."""
+        rows = self.query("SELECT max(value) FROM samples WHERE name = ?", (ERASURES,))
+        return int(rows[0][0] or 0) if rows else 0
 
     # -- silences -----------------------------------------------------------------------------
     def add_silence(self, rule: str, matchers: Mapping[str, str], *, starts_at: datetime, ends_at: datetime,

@@ -12,6 +12,7 @@ Each folder also holds a zero-row ``_empty.parquet`` so the views work before an
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -65,7 +66,6 @@ def alerts_view_sql(lake_path: Path | str) -> str:
     Reading needs no write: where they cannot be written (a read-only lake, a full disk, a file in the way),
     a view whose folder holds no Parquet file reads an empty table of its schema instead (logged)."""
     import errno
-    import logging
 
     root = Path(lake_path) / "alerts"
     try:
@@ -97,12 +97,32 @@ def _ts(epoch: float | None) -> datetime | None:
     return None if epoch is None else datetime.fromtimestamp(epoch, UTC).replace(tzinfo=None)
 
 
+#: How many times :func:`export_history` writes when forgets keep erasing rows while it writes.
+_EXPORT_TRIES: Final = 3
+
+
 def export_history(store: AlertStore, lake_path: Any) -> Path:
     """Rewrite both Parquet files from the state file; returns ``<lake>/alerts``.
 
     ``lake_path`` is the lake's folder, or the :class:`~costline.config.Config`: then ``[lake] mode =
-    "table"`` rewrites the Iceberg result tables ``alerts`` and ``alerts_history`` instead."""
-    rows = store.query("SELECT * FROM history ORDER BY id")
+    "table"`` rewrites the Iceberg result tables ``alerts`` and ``alerts_history`` instead.
+
+    A ``costline lake forget`` that erases rows from the state file while this writes (after it read the history)
+    makes it write again from what is left (:data:`~costline.alerts.store.ERASURES`), so the rows the forget
+    removed from the files are not put back."""
+    for _ in range(_EXPORT_TRIES):
+        erasures = store.erasures()  # before the history: a forget committed in between makes it write again
+        out = _export(store.query("SELECT * FROM history ORDER BY id"), lake_path)
+        if store.erasures() == erasures:
+            return out
+    logging.getLogger(__name__).warning(
+        "alerts export: forgets erased rows from the alert state file %s while it was exported, %d times: the "
+        "exported history may hold rows of a forgotten tenant until the next export", store.path, _EXPORT_TRIES)
+    return out
+
+
+def _export(rows: list[Any], lake_path: Any) -> Path:
+    """:func:`export_history` of the history ``rows``."""
     hist: dict[str, list[Any]] = {f.name: [] for f in HISTORY_SCHEMA}
     eps: list[dict[str, Any]] = []
     open_eps: dict[str, dict[str, Any]] = {}

@@ -422,7 +422,11 @@ def lake_forget(config: Config, tenants: tuple[str, ...], before: Any, dry_run: 
     Rewrites each committed file of requests, calls and lookups holding the
     tenant's rows (today's too), the alerts' exported files and the nightly
     jobs' and distillation's per-request items (an item that names no tenant
-    goes with its request; distillation exports are named, not rewritten).
+    goes with its request; distillation exports are named, not rewritten),
+    and erases it from the alert state file ([alerts] state_path): its
+    alert history, and without --before its alerts, silences and messages
+    (an open incident of its alerts is closed with a message naming no
+    tenant).
     The tenant's calls and lookups are those the views give it: a call span that names no
     tenant (an SDK instrumentation's, inside a costline request) goes with
     its request, and so do the second spans of its calls the views leave out;
@@ -441,7 +445,8 @@ def lake_forget(config: Config, tenants: tuple[str, ...], before: Any, dry_run: 
     \b
     Exit status:
         0  done (a dry run: counted)
-        1  a file it could not read was set aside: its rows were not erased
+        1  a file it could not read was set aside, or the alert state file
+           could not be changed: its rows were not erased
         3  done, but rows committed while it ran, or a killed writer's
            staged file under ten minutes old, were left (not
            covered): run it again
@@ -455,8 +460,18 @@ def lake_forget(config: Config, tenants: tuple[str, ...], before: Any, dry_run: 
     if any(not t.strip() for t in tenants):
         raise click.BadParameter("a tenant name is empty: name the tenant as its rows hold it (rows without a "
                                  "tenant are never forgotten)", param_hint="--tenant")
-    _erasure_result(lambda: _erasing_lake(config).forget(tenants, before=before.date() if before else None,
-                                                         dry_run=dry_run), config.kafka.topic)
+    _erasure_result(lambda: _forget(config, tenants, before.date() if before else None, dry_run), config.kafka.topic)
+
+
+def _forget(config: Config, tenants: tuple[str, ...], before: Any, dry_run: bool) -> Any:
+    """The forget of ``lake forget``: the lake's, and the alert state's (``[alerts] state_path``, else under the lake;
+    in table mode, after the tables, with the alerts' result tables exported again from it)."""
+    from costline.alerts.erasure import forget_in_config
+    from costline.alerts.service import state_path
+
+    if config.lake.mode == "table":
+        return forget_in_config(config, _erasing_lake(config).forget(tenants, before=before, dry_run=dry_run))
+    return _erasing_lake(config).forget(tenants, before=before, dry_run=dry_run, alert_state=state_path(config))
 
 
 @lake.command("redact")

@@ -617,7 +617,7 @@ def _complete_staged_batches(lake: "Lake") -> None:
 
 
 def forget(lake: "Lake", tenants: Iterable[str], *, before: date | None = None,
-           dry_run: bool = False) -> ForgetReport:
+           dry_run: bool = False, alert_state: Path | str | None = None) -> ForgetReport:
     """Remove every row of ``tenants`` (exact tenant names) from the lake; return what was removed.
 
     Every day of ``requests``, ``calls`` and ``lookups`` (today's, still open, included; with ``before``, only the
@@ -633,8 +633,15 @@ def forget(lake: "Lake", tenants: Iterable[str], *, before: date | None = None,
 
     Raises :class:`ErasureIncomplete` (after doing the rest) when a file it could not read was set aside, or one
     set aside earlier is still there: the tenants' rows it may hold were not erased. ``dry_run``: nothing is
-    changed, nothing raised; the report tells what would go."""
+    changed, nothing raised; the report tells what would go.
+
+    The tenants are erased from the alert state files too, ``<lake>/_alerts/state.sqlite`` and ``alert_state``
+    (``[alerts] state_path``), those that exist (:func:`costline.alerts.erasure.forget_tenants`: its notes say
+    what went; :class:`ErasureIncomplete` when one cannot be changed)."""
     import duckdb
+
+    from costline.alerts.erasure import forget_in_states, state_failure, with_states
+    from costline.alerts.store import default_state_path
 
     names = tenant_list(tenants)
     _require(lake)
@@ -674,8 +681,9 @@ def forget(lake: "Lake", tenants: Iterable[str], *, before: date | None = None,
                         rows += _forget_file(p, table, f, matches)
                     if rows:
                         p.days.append(DayRows(table, day, rows))
-            for view, (folder, time_col) in ALERT_FILES.items():
-                _forget_alerts(p, view, lake.path / folder, time_col, matches, before)
+            states = forget_in_states([default_state_path(lake.path), *([alert_state] if alert_state else [])], names,
+                                      before=before, dry_run=dry_run)  # first: see _forget_alerts
+            _forget_alerts(p, names, before)
             left = [x for view, files in items.items() for x in _forget_items(p, view, files, in_list, before)]
             left += _export_items(lake.path, names)
             not_covered = _not_covered(lake, con, seen, names, matches, before)
@@ -686,12 +694,15 @@ def forget(lake: "Lake", tenants: Iterable[str], *, before: date | None = None,
                               totals((*TABLES, *ALERT_FILES, *ITEM_FILES), p.days, p.files), not_covered,
                               tuple(p.aside), aside, _unlocked_note(locked), shared, shared_traces, tuple(left),
                               tuple(sorted(staged_left)))
+        report = with_states(report, states)
     if not dry_run and not report.complete:
         unread = [*report.set_aside, *report.left_aside]
         raise ErasureIncomplete(
             f"forget removed {report.rows:,} rows, but {len(unread)} file(s) it could not read may hold rows of "
             f"{', '.join(repr(t) for t in names)}: {', '.join(str(x) for x in unread)}. Restore each one (rename it "
             "back to its .parquet name once repaired) and run the forget again, or delete it with its rows", report)
+    if failure := state_failure(report, states):
+        raise ErasureIncomplete(failure, report)
     return report
 
 
@@ -758,16 +769,22 @@ def _forget_result_file(p: _Pass, view: str, path: Path, where: str, day_sql: st
     return True
 
 
-def _forget_alerts(p: _Pass, view: str, folder: Path, time_col: str, matches: str, before: date | None) -> None:
-    """The tenants' rows removed from the alerts' exported files in ``folder`` (the next export of ``costline
-    alerts run`` writes them again from its state file: see docs/sql.md)."""
-    where = matches if before is None else f"{matches} AND {time_col} < DATE {sql_str(before.isoformat())}"
-    per_day: dict[str, int] = {}
-    for f in _result_files(folder):
-        cols = _result_columns(p, f)
-        if cols is not None and "tenant" in cols and time_col in cols:
-            _forget_result_file(p, view, f, f"coalesce({where}, false)", _day(time_col), per_day)
-    p.days.extend(DayRows(view, day, n) for day, n in sorted(per_day.items()))
+def _forget_alerts(p: _Pass, names: tuple[str, ...], before: date | None) -> None:
+    """The tenants' rows removed from the alerts' exported files (:data:`ALERT_FILES`), which hold an alert's
+    ``tenant`` label (:func:`~costline.alerts.erasure.export_labels`). Run after the forget erased them from the alert
+    state files (:func:`costline.alerts.erasure.forget_in_states`): an export that read a state file before that
+    writes again (:func:`costline.alerts.view.export_history`), one that reads it after finds them gone."""
+    from costline.alerts.erasure import export_labels
+
+    matches = f"tenant IN ({', '.join(sql_str(t) for t in export_labels(names))})"
+    for view, (folder, time_col) in ALERT_FILES.items():
+        where = matches if before is None else f"{matches} AND {time_col} < DATE {sql_str(before.isoformat())}"
+        per_day: dict[str, int] = {}
+        for f in _result_files(p.lake.path / folder):
+            cols = _result_columns(p, f)
+            if cols is not None and "tenant" in cols and time_col in cols:
+                _forget_result_file(p, view, f, f"coalesce({where}, false)", _day(time_col), per_day)
+        p.days.extend(DayRows(view, day, n) for day, n in sorted(per_day.items()))
 
 
 # -- the jobs' and distillation's per-request results --------------------------------------------------------

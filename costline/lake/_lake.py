@@ -500,16 +500,17 @@ class Lake:
         return _compaction.compact(self, before=before)
 
     # -- erasure and content retention (costline/lake/_erasure.py) ---------------------------
-    def forget(self, tenants: Iterable[str], *, before: date | None = None,
-               dry_run: bool = False) -> _erasure.ForgetReport:
+    def forget(self, tenants: Iterable[str], *, before: date | None = None, dry_run: bool = False,
+               alert_state: Path | str | None = None) -> _erasure.ForgetReport:
         """Remove every row of ``tenants`` from every table with a ``tenant`` column (the processor's, the
         alerts' exported files), today's committed files included; with ``before``, only the days before it. A call
         or lookup whose own row names no tenant goes when the views give it the tenant's request (an SDK
         instrumentation's span inside it), with the second spans of those calls; other rows without a tenant are
-        never touched. See :func:`costline.lake._erasure.forget`: what it reports,
+        never touched. The tenants go from the alert state file too (``<lake>/_alerts/state.sqlite``, and
+        ``alert_state``: ``[alerts] state_path``). See :func:`costline.lake._erasure.forget`: what it reports,
         and :class:`~costline.lake._erasure.ErasureIncomplete`, raised when a file it could not read was set
         aside."""
-        return _erasure.forget(self, tenants, before=before, dry_run=dry_run)
+        return _erasure.forget(self, tenants, before=before, dry_run=dry_run, alert_state=alert_state)
 
     def redact(self, older_than_days: int, *, now: Callable[[], datetime] = utc_now,
                dry_run: bool = False) -> _erasure.RedactReport:
