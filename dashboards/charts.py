@@ -261,12 +261,12 @@ def since_sql(config: Config, now: Callable[[], dt.datetime] | None = None, *, e
             "calls_raw UNION ALL SELECT max(ts) FROM lookups_raw))")
 
 
-_FINITE_CALL_COSTS = """SELECT c.request_trace_id AS trace_id, c.request_span_id AS span_id,
+_FINITE_CALL_COSTS = """SELECT c.trace_id, c.request_span_id AS span_id,
          coalesce(sum(c.cost_usd) FILTER (WHERE isfinite(c.cost_usd)), 0.0) AS finite_usd,
          count(*) FILTER (WHERE NOT isfinite(c.cost_usd))                   AS bad_costs
   FROM calls c
   SEMI JOIN (SELECT trace_id, span_id FROM r WHERE NOT isfinite(call_cost_usd)) x
-    ON x.trace_id = c.request_trace_id AND x.span_id = c.request_span_id
+    ON x.trace_id = c.trace_id AND x.span_id = c.request_span_id
   GROUP BY ALL"""
 
 

@@ -97,12 +97,12 @@ WITH rq AS (
          coalesce(cache_hit OR tier = 'cache', false) AS flagged_hit, coalesce(tier = 'student', false) AS student
   FROM requests WHERE ts >= $since AND ts < $until
 ), rc AS (
-  SELECT c.request_trace_id AS trace_id, c.request_span_id, c.span_id, c.ts, c.tier, c.error_type, c.cost_usd,
+  SELECT c.trace_id, c.request_span_id, c.span_id, c.ts, c.tier, c.error_type, c.cost_usd,
          coalesce(c.operation, 'chat') IN ({generation}) AS gen,
          CASE WHEN isfinite(c.cost_usd) THEN c.cost_usd ELSE 0 END AS paid,
          {frontier} AS frontier_usd,
          {replaced} AS replaced_usd
-  FROM calls c SEMI JOIN rq ON rq.trace_id = c.request_trace_id AND rq.span_id = c.request_span_id
+  FROM calls c SEMI JOIN rq ON rq.trace_id = c.trace_id AND rq.span_id = c.request_span_id
 ), g AS (
   SELECT trace_id, request_span_id, span_id, tier, error_type,
          row_number() OVER (PARTITION BY trace_id, request_span_id ORDER BY ts, span_id) AS n

@@ -427,11 +427,12 @@ def test_only_llama_indexs_helper_spans_that_say_nothing_of_a_call_are_no_calls(
 
 # -- an app that records its own requests and calls the gateway inside them --------------------------------------
 def test_an_app_recording_its_own_requests_through_the_gateway_pays_each_answer_once(standin, tmp_path, cfg):
-    """The app records its own requests with costline's recorder (service "support-app", tenant "acme") and, inside
-    each, calls the gateway with the SDK's tracing on: its SDK span is owned by its request. The gateway's request is
-    a part of the app's request: its calls are the app request's, at the answering tier's price, its cache hit the
-    app request's (before: the app's span was a call of its request priced at Haiku's, beside the gateway's request:
-    every answer paid twice, a cache hit at Haiku's price). A direct call of the app's request stays its call."""
+    """The app records its own requests with costline's recorder (service "support-app", tenant "acme", task type
+    "support") and, inside each, calls the gateway with the SDK's tracing on: its SDK span is owned by its request.
+    Each gateway request counts its answer once, at the answering tier's price, with the app request's tenant, task
+    type and verdict; the app's span is no call, and an app request of gateway calls only is no request of its own
+    (before: the app's span was a call of its request priced at Haiku's, beside the gateway's request: every answer
+    paid twice, a cache hit at Haiku's price). A direct call of the app's request stays its call."""
     before = len(standin.log.entries("anthropic"))
     app_provider, app_spans = _provider("support-app")
     recorder = Recorder(app_provider)
@@ -448,33 +449,37 @@ def test_an_app_recording_its_own_requests_through_the_gateway_pays_each_answer_
             app.messages.create(model=HAIKU, max_tokens=200, messages=[{"role": "user", "content": EASY}])
             direct.messages.create(model=HAIKU, max_tokens=200, messages=[{"role": "user", "content": "Hi there"}])
             req.accept()
+        with recorder.request(task_type="support", tenant="acme") as req:  # the app turns the answer down
+            app.messages.create(model=HAIKU, max_tokens=200, messages=[{"role": "user", "content": EASY}])
+            req.reject("not what the customer asked")
         sent = gw_spans.get_finished_spans()
     served = standin.log.entries("anthropic")[before:]
     # EASY answered by budget, EASY again from the cache, HARD escalated (budget, then mid), EASY from the cache, the
-    # app's direct call
+    # app's direct call, EASY from the cache
     assert [e.model for e in served] == [HAIKU, HAIKU, SONNET, HAIKU]
     price = [_price(e.model, e.input_tokens, e.output_tokens) for e in served]
     rejected = [s.attributes.get(c.COSTLINE_REJECTED_ATTEMPTS) for s in sorted(sent, key=lambda s: s.start_time)
                 if s.name == c.SPAN_REQUEST]
     assert rejected[:2] == [None, None] and rejected[2]  # the gateway turned the budget answer to HARD down
     lake_from_sdk_spans([*sent, *app_spans.get_finished_spans()], cfg)
+    gw, app_ = "costline-gateway", "support-app"
     assert q(cfg, "SELECT service_name, tenant, task_type, tier, cache_hit, success, calls, escalations, "
                   "rejected_attempts, cost_usd FROM requests ORDER BY ts") == [
-        ("support-app", "acme", "support", "budget", False, True, 1, 0, None, pytest.approx(price[0], rel=1e-9)),
-        ("support-app", "acme", "support", "cache", True, True, 0, 0, None, 0.0),
-        ("support-app", "acme", "support", "mid", False, True, 2, 1, rejected[2],
-         pytest.approx(price[1] + price[2], rel=1e-9)),
-        # its gateway part a cache hit, its direct call the one it paid for
-        ("support-app", "acme", "support", "budget", True, True, 1, 0, None, pytest.approx(price[3], rel=1e-9))]
-    # the gateway's three calls and the direct one, each once, each the app request's (its trace, its tenant)
-    assert q(cfg, "SELECT c.model, c.tenant, c.standalone, r.service_name FROM calls c JOIN requests r "
-                  "ON r.trace_id = c.request_trace_id AND r.span_id = c.request_span_id ORDER BY c.ts") == [
-        (HAIKU, "acme", False, "support-app"), (HAIKU, "acme", False, "support-app"),
-        (SONNET, "acme", False, "support-app"), (HAIKU, "acme", False, "support-app")]
+        (gw, "acme", "support", "budget", False, True, 1, 0, None, pytest.approx(price[0], rel=1e-9)),
+        (gw, "acme", "support", "cache", True, True, 0, 0, None, 0.0),
+        (gw, "acme", "support", "mid", False, True, 2, 1, rejected[2], pytest.approx(price[1] + price[2], rel=1e-9)),
+        (gw, "acme", "support", "cache", True, True, 0, 0, None, 0.0),
+        # the app's request of its direct call
+        (app_, "acme", "support", "budget", False, True, 1, 0, None, pytest.approx(price[3], rel=1e-9)),
+        (gw, "acme", "support", "cache", True, False, 0, 0, None, 0.0)]  # the app said no
+    # the gateway's three calls and the direct one, each once, each of its request (the gateway's: acme's)
+    assert q(cfg, "SELECT c.model, c.tenant, r.service_name FROM calls c JOIN requests r "
+                  "ON r.trace_id = c.trace_id AND r.span_id = c.request_span_id ORDER BY c.ts") == [
+        (HAIKU, "acme", gw), (HAIKU, "acme", gw), (SONNET, "acme", gw), (HAIKU, "acme", app_)]
     assert q(cfg, "SELECT sum(cost_usd) FROM calls") == [(pytest.approx(sum(price), rel=1e-9),)]
-    # the cost report: 4 requests, 1 cache hit (the fourth paid its direct call), what was paid once
+    # the cost report: 6 requests, 3 of them cache hits, what was paid once
     report = _cost_report(cfg)
-    assert (report.requests, report.cache_hits) == (4, 1)
+    assert (report.requests, report.cache_hits) == (6, 3)
     assert {s.stage: s.total_cost_usd for s in report.stages}["student"] == pytest.approx(sum(price), rel=1e-9)
 
 

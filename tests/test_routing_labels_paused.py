@@ -48,8 +48,7 @@ def _lake(req: Req, shadow: list[tuple[str, bool]]) -> duckdb.DuckDBPyConnection
                 "rejected_attempts VARCHAR)")
     con.execute("CREATE TABLE calls (request_id VARCHAR, trace_id VARCHAR, ts TIMESTAMP, tier VARCHAR, "
                 "error_type VARCHAR, finish_reasons VARCHAR[], input_messages VARCHAR, input_tokens BIGINT, "
-                "output_tokens BIGINT, standalone BOOLEAN, "
-                "request_trace_id VARCHAR GENERATED ALWAYS AS (trace_id) VIRTUAL)")
+                "output_tokens BIGINT, standalone BOOLEAN)")
     con.execute("CREATE TABLE shadow_items (run_id VARCHAR, request_id VARCHAR, trace_id VARCHAR, tier VARCHAR, "
                 "next_tier VARCHAR, subtype VARCHAR, metric VARCHAR, score DOUBLE, match BOOLEAN)")
     doc = json.dumps([{"role": "user", "parts": [{"type": "text", "content": "What changed in the refund policy?"}]}])

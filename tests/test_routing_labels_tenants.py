@@ -28,8 +28,7 @@ def _lake(requests: list[tuple[str, str, str, bool]]) -> duckdb.DuckDBPyConnecti
                 "success BOOLEAN, input_messages VARCHAR, standalone BOOLEAN, cache_hit BOOLEAN)")
     con.execute("CREATE TABLE calls (request_id VARCHAR, trace_id VARCHAR, ts TIMESTAMP, tier VARCHAR, "
                 "error_type VARCHAR, input_messages VARCHAR, input_tokens BIGINT, output_tokens BIGINT, "
-                "standalone BOOLEAN, finish_reasons VARCHAR[], "
-                "request_trace_id VARCHAR GENERATED ALWAYS AS (trace_id) VIRTUAL)")
+                "standalone BOOLEAN, finish_reasons VARCHAR[])")
     con.execute("CREATE TABLE shadow_items (request_id VARCHAR, trace_id VARCHAR, tier VARCHAR, match BOOLEAN, "
                 "run_id VARCHAR)")
     for i, (rid, tenant, task, escalated) in enumerate(requests):

@@ -34,8 +34,7 @@ def _lake(requests: list[Req], shadow: list[Shadow]) -> duckdb.DuckDBPyConnectio
                 "success BOOLEAN, input_messages VARCHAR, standalone BOOLEAN, cache_hit BOOLEAN)")
     con.execute("CREATE TABLE calls (request_id VARCHAR, trace_id VARCHAR, ts TIMESTAMP, tier VARCHAR, "
                 "error_type VARCHAR, input_messages VARCHAR, input_tokens BIGINT, output_tokens BIGINT, "
-                "standalone BOOLEAN, finish_reasons VARCHAR[], "
-                "request_trace_id VARCHAR GENERATED ALWAYS AS (trace_id) VIRTUAL)")
+                "standalone BOOLEAN, finish_reasons VARCHAR[])")
     con.execute("CREATE TABLE shadow_items (run_id VARCHAR, request_id VARCHAR, trace_id VARCHAR, tier VARCHAR, "
                 "next_tier VARCHAR, subtype VARCHAR, metric VARCHAR, score DOUBLE, match BOOLEAN)")
     for i, (rid, trace, tenant, task, tiers) in enumerate(requests):

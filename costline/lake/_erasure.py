@@ -413,8 +413,9 @@ def _tenant_keys_sql(in_list: str) -> list[str]:
       count the span as that one);
     * a gateway's request that is a part of an app's request of theirs (views/call_links.sql: the app recorded its
       request with costline's recorder and called the gateway inside it), whatever tenant the gateway's key named:
-      its request span (``requests``, it holds the prompt) and its cache lookups; its calls are the app request's in
-      the calls view already, and such a gateway request owns the app's span of its answer as the app's tenant."""
+      its request span (``requests``, it holds the prompt) and its cache lookups; its calls have the app request's
+      tenant in the calls view already, and such a gateway request owns the app's span of its answer as the app's
+      tenant."""
     def theirs(column: str) -> str:
         return f"coalesce({column} IN ({in_list}), false)"
 

@@ -235,14 +235,13 @@ LABELS_SQL = "WITH " + _REQ_SQL + """, uniq AS (
   WHERE s.trace_id IS NOT NULL OR u.trace_id IS NOT NULL
   GROUP BY ALL
 ), cl AS (
-  SELECT c.request_trace_id AS trace_id, c.request_id, list(c.tier ORDER BY c.ts) FILTER (WHERE c.error_type IS NULL) AS answered,
+  SELECT c.trace_id, c.request_id, list(c.tier ORDER BY c.ts) FILTER (WHERE c.error_type IS NULL) AS answered,
          {paused} AS paused,
          arg_min(c.input_messages, c.ts) FILTER (WHERE c.input_messages IS NOT NULL) AS c_in,
          arg_min(c.input_tokens, c.ts) AS input_tokens, arg_max(c.output_tokens, c.ts) AS output_tokens
-  FROM calls c JOIN (SELECT trace_id, request_id FROM req) k
-    ON k.trace_id = c.request_trace_id AND k.request_id = c.request_id
+  FROM calls c JOIN (SELECT trace_id, request_id FROM req) k ON k.trace_id = c.trace_id AND k.request_id = c.request_id
   WHERE NOT c.standalone AND c.ts >= $since - INTERVAL 1 DAY AND c.ts < $until + INTERVAL 1 DAY
-  GROUP BY c.request_trace_id, c.request_id
+  GROUP BY c.trace_id, c.request_id
 ), verdicts AS (
   SELECT trace_id, request_id, list(tier) FILTER (WHERE match) AS adequate,
          list(tier) FILTER (WHERE NOT match) AS inadequate

@@ -245,12 +245,12 @@ WITH oi_traces AS (
   FROM requests_raw WHERE response_id IS NOT NULL
 ), serving AS (
   -- an app that records its own requests (costline's recorder) and calls the gateway inside them: its span of the
-  -- call, owned by its request, is the answer of the gateway's request, which becomes a part of the app's request
-  -- (docs/telemetry.md, "An app that records its own requests"): its calls are the app request's calls, and the
-  -- app's span no call. Only where the app's span counts the output of the id's span it stands for (same_output):
-  -- a framework's span of a direct call, paired with the gateway call's by model and time, keeps the group a call.
-  -- One app request per gateway request; one level (a gateway request that is itself a part stays its own owner
-  -- of what it served: a gateway behind a gateway is counted as before)
+  -- call, owned by its request, is the answer of the gateway's request, a part of the app's request (docs/telemetry.md,
+  -- "Apps behind the gateway"): the app's span is no call, the gateway's request counts the answer, with the app
+  -- request's tenant, task type and verdict (requests.sql). Only where the app's span counts the output of the id's
+  -- span it stands for (same_output): a framework's span of a direct call, paired with the gateway call's by model
+  -- and time, keeps the group a call. One app request per gateway request; one level (a gateway request that is
+  -- itself a part keeps what it served: a gateway behind a gateway is counted as before)
   SELECT a.trace_id, a.span_id, a.linked_span_id AS app_span_id, a.linked_request_id AS app_request_id,
          a.request_tenant AS app_tenant, g.trace_id AS part_trace_id, g.span_id AS part_span_id
   FROM kept a JOIN gateway_ids g ON g.response_id = a.group_response_id
@@ -296,14 +296,12 @@ SELECT h.* EXCLUDE (family, model_key, model_base, model_tag, pref_explicit, pre
                     call_key,
                     key_rank, trace_rank, key_span_id, key_request_id, key_tenant, linked_span_id, linked_request_id,
                     request_tenant, grandparent_span_id, group_response_id, group_same_output),
-       -- a call of a gateway request that is a part of an app's request: that request's (its trace is the app's)
-       coalesce(p.app_span_id, h.linked_span_id, h.key_span_id) AS linked_span_id,
-       coalesce(p.app_request_id, h.linked_request_id, h.key_request_id) AS linked_request_id,
-       CASE WHEN p.app_span_id IS NOT NULL THEN p.app_tenant ELSE coalesce(h.request_tenant, h.key_tenant) END
-         AS request_tenant,
-       CASE WHEN p.app_span_id IS NOT NULL THEN p.trace_id
-            WHEN coalesce(h.linked_span_id, h.key_span_id) IS NOT NULL THEN h.trace_id END AS linked_trace_id,
-       -- the app's span of a gateway request's answer (not a call: the calls and requests views leave it out)
+       coalesce(h.linked_span_id, h.key_span_id) AS linked_span_id,
+       coalesce(h.linked_request_id, h.key_request_id) AS linked_request_id,
+       -- a call of a gateway request inside an app's request: the app request's tenant, as the request's (requests.sql)
+       CASE WHEN p.app_span_id IS NOT NULL THEN coalesce(p.app_tenant, h.request_tenant, h.key_tenant)
+            ELSE coalesce(h.request_tenant, h.key_tenant) END AS request_tenant,
+       -- the app's span of a gateway request's answer: not a call (the calls and requests views leave it out)
        a.part_trace_id, a.part_span_id
 FROM kept h ANTI JOIN crossed s ON s.trace_id = h.trace_id AND s.span_id = h.span_id
   ANTI JOIN answered v ON v.trace_id = h.trace_id AND v.span_id = h.span_id

@@ -6,25 +6,16 @@
 -- text_completion or generate_content: cost_report.GENERATION_OPERATIONS) that succeeded or was billed is no cache
 -- answer: it takes its answering call's tier (its last generation call without error, by ts then span id; if every
 -- one failed, its last one), and what it paid shows under that tier.
--- A gateway request that is a part of an app's own request (call_links: the app recorded its request and called the
--- gateway inside it) is no request of its own: its calls are the app request's (call_links links them there), and the
--- app's request takes its cache hit (every part a hit), routing and rejected attempts where it said none; its tier is
--- that of the calls (or the cache), not the model the app asked for.
+-- An app that records its own requests and calls the gateway inside them (call_links: part_span_id): each gateway
+-- request is a request, with the app request's tenant, task type and subtype where it names them, and its success only
+-- when the app's request succeeded too; the app's request is no request of its own unless it made calls besides
+-- (a call straight to a model: then it is a request of those).
 CREATE OR REPLACE VIEW requests AS
-WITH c AS (
-  SELECT * REPLACE (linked_trace_id AS trace_id),
-         lag(tier) OVER (PARTITION BY linked_trace_id, linked_span_id ORDER BY started, span_id) AS prev_tier
-  FROM call_links_content WHERE linked_span_id IS NOT NULL AND part_span_id IS NULL
-), part_of AS (
-  SELECT DISTINCT trace_id AS app_trace_id, linked_span_id AS app_span_id, part_trace_id, part_span_id
-  FROM call_links_content WHERE part_span_id IS NOT NULL
-), parts AS (
-  SELECT p.app_trace_id, p.app_span_id, bool_and(coalesce(g.cache_hit, false)) AS cache_hit,
-         arg_min(g.routed_tier, g.ts) AS routed_tier, arg_min(g.route_reason, g.ts) AS route_reason,
-         arg_min(g.route_confidence, g.ts) AS route_confidence,
-         nullif(string_agg(g.rejected_attempts, ',' ORDER BY g.ts), '') AS rejected_attempts
-  FROM part_of p JOIN requests_raw g ON g.trace_id = p.part_trace_id AND g.span_id = p.part_span_id
-  GROUP BY ALL
+WITH cl AS MATERIALIZED (
+  SELECT * FROM call_links_content  -- once (each reference to a view computes it again)
+), c AS (
+  SELECT *, lag(tier) OVER (PARTITION BY trace_id, linked_span_id ORDER BY started, span_id) AS prev_tier
+  FROM cl WHERE linked_span_id IS NOT NULL AND part_span_id IS NULL
 ), agg AS (
   SELECT trace_id, linked_span_id,
          sum(cost_usd) AS call_cost_usd, count(*) FILTER (WHERE cost_usd IS NULL) AS unpriced_calls,
@@ -37,21 +28,28 @@ WITH c AS (
                   arg_max(tier, (ts, span_id)) FILTER (WHERE gen)) AS answer_tier
   FROM (SELECT *, coalesce(operation, 'chat') IN ('chat', 'text_completion', 'generate_content') AS gen FROM c) c
   GROUP BY ALL
+), part_of AS (
+  SELECT DISTINCT trace_id AS app_trace_id, linked_span_id AS app_span_id, part_trace_id, part_span_id
+  FROM cl WHERE part_span_id IS NOT NULL
+), apps AS (
+  SELECT p.part_trace_id, p.part_span_id, any_value(a.tenant) AS tenant, any_value(a.task_type) AS task_type,
+         any_value(a.subtype) AS subtype, bool_and(coalesce(a.success, true)) AS success
+  FROM part_of p JOIN requests_raw a ON a.trace_id = p.app_trace_id AND a.span_id = p.app_span_id
+  GROUP BY ALL
 ), raw AS (
-  SELECT r.* REPLACE (CASE WHEN p.app_span_id IS NULL THEN r.tier END AS tier,
-                      coalesce(r.cache_hit, false) OR coalesce(p.cache_hit, false) AS cache_hit,
-                      coalesce(r.routed_tier, p.routed_tier) AS routed_tier,
-                      coalesce(r.route_reason, p.route_reason) AS route_reason,
-                      coalesce(r.route_confidence, p.route_confidence) AS route_confidence,
-                      coalesce(r.rejected_attempts, p.rejected_attempts) AS rejected_attempts)
-  FROM requests_raw r
-  ANTI JOIN part_of x ON x.part_trace_id = r.trace_id AND x.part_span_id = r.span_id
-  LEFT JOIN parts p ON p.app_trace_id = r.trace_id AND p.app_span_id = r.span_id
+  SELECT r.* REPLACE (coalesce(a.tenant, r.tenant) AS tenant, coalesce(a.task_type, r.task_type) AS task_type,
+                      coalesce(a.subtype, r.subtype) AS subtype,
+                      CASE WHEN a.part_span_id IS NULL THEN r.success ELSE r.success AND a.success END AS success)
+  FROM requests_raw r LEFT JOIN apps a ON a.part_trace_id = r.trace_id AND a.part_span_id = r.span_id
+  -- an app's request of gateway requests only: they are the requests
+  ANTI JOIN (SELECT app_trace_id, app_span_id FROM part_of p
+             ANTI JOIN agg g ON g.trace_id = p.app_trace_id AND g.linked_span_id = p.app_span_id) w
+    ON w.app_trace_id = r.trace_id AND w.app_span_id = r.span_id
 ), base AS (
   SELECT r.request_id, r.trace_id, r.ts, r.tenant, r.task_type, r.subtype,
          CASE WHEN r.tier = 'cache' AND a.paid_generations > 0 THEN coalesce(a.answer_tier, a.call_tier, 'unknown')
               ELSE coalesce(r.tier, a.call_tier, CASE WHEN r.cache_hit THEN 'cache' END) END AS tier, r.routed_tier,
-         r.cache_hit,
+         coalesce(r.cache_hit, false) AS cache_hit,
          CASE WHEN coalesce(r.attempts, 0) < coalesce(a.calls, 0) THEN a.calls ELSE coalesce(r.attempts, 1) END
            AS attempts,
          CASE WHEN r.tier IS NULL OR r.escalations IS NULL THEN coalesce(a.tier_changes, r.escalations, 0)
@@ -78,7 +76,7 @@ WITH c AS (
          true, c.pricing_status = 'student',
          c.error_type, c.duration_ms, c.input_messages, c.output_messages, c.span_id, NULL, c.service_name,
          NULL, NULL
-  FROM call_links_content c WHERE c.linked_span_id IS NULL
+  FROM cl c WHERE c.linked_span_id IS NULL
 ), sharing AS (
   SELECT date_trunc('hour', ts) AS window_start, count(*) AS n FROM base WHERE shares_hosting GROUP BY 1
 ), share AS (
