@@ -84,6 +84,9 @@ class TickResult:
     transitions: list[tuple[str, str, str]] = field(default_factory=list)  # (fingerprint, from, to)
     queued: list[tuple[str, str]] = field(default_factory=list)  # (group_key, kind)
     muted: dict[str, str] = field(default_factory=dict)  # fingerprint -> why
+    #: Not applied: a ``costline lake forget`` ran on the state file after the evaluation read the lake (see
+    #: :meth:`AlertEngine.apply`); the next tick evaluates again.
+    stale: bool = False
 
 
 def _obs_dict(obs: Observation) -> dict[str, Any]:
@@ -144,12 +147,22 @@ class AlertEngine:
         return fingerprint("group", self._group_labels(rule, labels))
 
     # -- the tick ---------------------------------------------------------------------------
-    def apply(self, results: Mapping[str, Sequence[Observation] | None], now: datetime | None = None) -> TickResult:
-        """Apply one evaluation: ``{rule: observations, or None when it was skipped}``."""
+    def apply(self, results: Mapping[str, Sequence[Observation] | None], now: datetime | None = None, *,
+              erasures: int | None = None) -> TickResult:
+        """Apply one evaluation: ``{rule: observations, or None when it was skipped}``.
+
+        ``erasures``: the state file's count of forgets (:meth:`AlertStore.erasures`) read before the evaluation
+        read the lake. When a forget ran since, nothing is applied (:attr:`TickResult.stale`): the observations may
+        be of a tenant it erased, which they would put back."""
         now = now or self.now()
         t = to_epoch(now)
         res = TickResult()
         with self.store.transaction() as con:
+            if erasures is not None and self.store.erasures() != erasures:
+                log.info("alerts: a `costline lake forget` ran while this evaluation read the lake: not applied, the "
+                         "next tick evaluates again")
+                res.stale = True
+                return res
             rows = {r["fingerprint"]: dict(r) for r in con.execute("SELECT * FROM alerts")}
             stored = {fp: tuple(r[k] for k in _SAVED) for fp, r in rows.items()}
             for rule, observations in results.items():

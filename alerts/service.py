@@ -81,6 +81,7 @@ def _merge(into: TickResult, res: TickResult) -> None:
     into.transitions.extend(res.transitions)
     into.queued.extend(res.queued)
     into.muted.update(res.muted)
+    into.stale = into.stale or res.stale
 
 
 class AlertService:
@@ -118,29 +119,32 @@ class AlertService:
         closed hour of the last :data:`LATE_HOURS` after the newest one it judged that has data now but had none
         when it closed (a backlog that landed after a processor outage) — as soon as the Kafka records of every
         partition are in past the hour's end (:meth:`_late_hours`). The newest hour judged is kept per rule in the
-        alert state. Its observations say which hour."""
+        alert state. Its observations say which hour. When a ``costline lake forget`` ran on the state file while
+        the tick read the lake, nothing is applied (``report.tick.stale``): the next tick evaluates again."""
         now = now or self.now()
         selected = self.rules(rules)
+        erasures = self.store.erasures()  # before the lake is read: a forget meanwhile makes the applies skip
         snapshot = self.source.snapshot(now, [r.name for r in selected])
         report = TickReport(at=now)
         for rule in selected:
             report.observations[rule.name] = evaluate(rule, snapshot, now)
         late = self._late_hours(selected, snapshot, now) if catch_up else {}
         if not late:
-            report.tick = self.engine.apply(report.observations, now)
+            report.tick = self.engine.apply(report.observations, now, erasures=erasures)
         else:
             # the other rules first (a pipeline_silent that ends as the backlog lands no longer mutes its pages),
             # then per rule its late hours, oldest first, then its current hour
             _merge(report.tick, self.engine.apply(
-                {k: v for k, v in report.observations.items() if k not in late}, now))
+                {k: v for k, v in report.observations.items() if k not in late}, now, erasures=erasures))
             for rule in selected:
                 for w in late.get(rule.name, ()):
                     obs = evaluate(rule, self.source.snapshot(now, [rule.name], window=w), now, window=w)
                     report.late.append((rule.name, w, obs))
-                    _merge(report.tick, self.engine.apply({rule.name: obs}, now))
+                    _merge(report.tick, self.engine.apply({rule.name: obs}, now, erasures=erasures))
                 if rule.name in late:
-                    _merge(report.tick, self.engine.apply({rule.name: report.observations[rule.name]}, now))
-        if catch_up:
+                    _merge(report.tick, self.engine.apply({rule.name: report.observations[rule.name]}, now,
+                                                          erasures=erasures))
+        if catch_up and not report.tick.stale:  # not applied: its hours are judged again next tick
             try:
                 self._mark_judged(selected, snapshot, late, now)
             except (AlertsStateError, sqlite3.Error) as exc:  # judged again next tick: the state machine dedups

@@ -143,9 +143,9 @@ def _open_remedy(path: Path, exc: BaseException) -> str:
     return "check the path ([alerts] state_path) and its permissions"
 
 
-#: The ``samples`` name under which the state file counts the forgets that erased rows from it
-#: (:mod:`costline.alerts.erasure`): an export that read the history before one writes its files again
-#: (:func:`costline.alerts.view.export_history`).
+#: The ``samples`` name under which the state file counts the forgets run on it (:mod:`costline.alerts.erasure`):
+#: an export that read the history before one writes its files again (:func:`costline.alerts.view.export_history`),
+#: an evaluation that read the lake before one is not applied (:meth:`costline.alerts.engine.AlertEngine.apply`).
 ERASURES = "erasures"
 
 
@@ -175,6 +175,9 @@ class AlertStore:
             self.con.row_factory = sqlite3.Row
             self.con.execute("PRAGMA journal_mode=WAL")
             self.con.execute("PRAGMA synchronous=FULL")
+            # a deleted row's bytes are overwritten, not left in a free page (SQLite builds without
+            # SQLITE_SECURE_DELETE keep them): an alert's labels name a tenant `costline lake forget` may erase
+            self.con.execute("PRAGMA secure_delete = ON")
             self.con.executescript(_SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             raise AlertsStateError(f"cannot open the alert state file {self.path}: {exc}: "
@@ -202,7 +205,7 @@ class AlertStore:
         return self.con.execute(sql, params).fetchall()
 
     def erasures(self) -> int:
-        """How many forgets erased rows from this file (:data:`ERASURES`); 0: none."""
+        """How many forgets were run on this file (:data:`ERASURES`); 0: none."""
         rows = self.query("SELECT max(value) FROM samples WHERE name = ?", (ERASURES,))
         return int(rows[0][0] or 0) if rows else 0
 

@@ -11,8 +11,10 @@ Each folder also holds a zero-row ``_empty.parquet`` so the views work before an
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -21,10 +23,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from costline.alerts.store import AlertStore
-from costline.fsutil import atomic_write
+from costline.fsutil import atomic_write, file_lock
 from costline.sqlutil import sql_str
 
-__all__ = ["ALERTS_SCHEMA", "HISTORY_SCHEMA", "alerts_view_sql", "export_history", "ensure_alerts_dir"]
+__all__ = ["ALERTS_SCHEMA", "EXPORT_LOCK", "HISTORY_SCHEMA", "RESULT_NAMES", "alerts_view_sql", "export_history",
+           "export_lock", "ensure_alerts_dir"]
 
 _TS: Final = pa.timestamp("us")  # naive UTC, like the lake
 _COMMON: Final = [
@@ -42,12 +45,31 @@ HISTORY_SCHEMA: Final = pa.schema([
 ])
 _DIRS: Final = {"episodes": ALERTS_SCHEMA, "history": HISTORY_SCHEMA}
 _EMPTY: Final = "_empty.parquet"
+#: The lock file (in ``<lake>/alerts``) of :func:`export_lock`.
+EXPORT_LOCK: Final = ".export.lock"
 
 
 def _write(table: pa.Table, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as fh:
         pq.write_table(table, fh)
+
+
+@contextlib.contextmanager
+def export_lock(lake_path: Path | str, *, read_only: bool = False) -> Iterator[None]:
+    """An exclusive ``flock`` on ``<lake>/alerts/.export.lock`` for the ``with`` block: :func:`export_history`
+    holds it while it replaces the exported files, ``costline lake forget`` while it rewrites them. DuckDB reads a
+    Parquet file by its name more than once in one query: one replaced (renamed over) meanwhile reads as corrupt, and
+    the forget would set it aside. ``read_only`` (a dry run): a shared lock where the lock file is there, else
+    none. The ``alerts`` folder must be there."""
+    path = Path(lake_path) / "alerts" / EXPORT_LOCK
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(file_lock(path, shared=read_only))
+        except OSError:
+            if not read_only:
+                raise
+        yield
 
 
 def ensure_alerts_dir(lake_path: Path | str) -> Path:
@@ -96,6 +118,10 @@ def alerts_view_sql(lake_path: Path | str) -> str:
 def _ts(epoch: float | None) -> datetime | None:
     return None if epoch is None else datetime.fromtimestamp(epoch, UTC).replace(tzinfo=None)
 
+
+#: Per Iceberg result table of ``[lake] mode = "table"`` (:class:`costline.tablelake.ResultTables`), the name
+#: :func:`export_history` writes its rows under.
+RESULT_NAMES: Final = {"alerts": "episodes", "alerts_history": "history"}
 
 #: How many times :func:`export_history` writes when forgets keep erasing rows while it writes.
 _EXPORT_TRIES: Final = 3
@@ -148,11 +174,12 @@ def _export(rows: list[Any], lake_path: Any) -> Path:
 
         sink = result_sink(lake_path)
         if sink is not None:
-            sink.write("alerts_history", "history", pa.table(hist, schema=HISTORY_SCHEMA))
-            sink.write("alerts", "episodes", pa.Table.from_pylist(eps, schema=ALERTS_SCHEMA))
+            sink.write("alerts_history", RESULT_NAMES["alerts_history"], pa.table(hist, schema=HISTORY_SCHEMA))
+            sink.write("alerts", RESULT_NAMES["alerts"], pa.Table.from_pylist(eps, schema=ALERTS_SCHEMA))
             return Path(lake_path.lake.path) / "alerts"
         lake_path = lake_path.lake.path
     root = ensure_alerts_dir(lake_path)
-    _write(pa.table(hist, schema=HISTORY_SCHEMA), root / "history" / "history.parquet")
-    _write(pa.Table.from_pylist(eps, schema=ALERTS_SCHEMA), root / "episodes" / "episodes.parquet")
+    with export_lock(lake_path):
+        _write(pa.table(hist, schema=HISTORY_SCHEMA), root / "history" / "history.parquet")
+        _write(pa.Table.from_pylist(eps, schema=ALERTS_SCHEMA), root / "episodes" / "episodes.parquet")
     return root

@@ -1438,6 +1438,22 @@ class ResultTables:
 
         return bool(_Outage(self.lake, f"reading result table {table}").call(once))
 
+    def rows(self, table: str, name: str) -> pa.Table | None:
+        """The rows of ``name`` in ``table`` as :meth:`write` took them (:data:`RESULT_NAME_COLUMN` left out); None
+        when there is no such table."""
+        from pyiceberg.exceptions import NoSuchTableError
+        from pyiceberg.expressions import EqualTo
+
+        def once() -> pa.Table | None:
+            try:
+                tbl = self.lake.table(table)
+            except NoSuchTableError:
+                return None
+            arrow = tbl.scan(row_filter=EqualTo(RESULT_NAME_COLUMN, name)).to_arrow()
+            return arrow.drop_columns([RESULT_NAME_COLUMN]) if RESULT_NAME_COLUMN in arrow.schema.names else arrow
+
+        return _Outage(self.lake, f"reading result table {table}").call(once)
+
     def datasets(self, schemas: Mapping[str, pa.Schema]) -> dict[str, Any]:
         """Per table, a ``pyarrow.dataset`` over its current snapshot's files (schema + ``_name``)."""
         self.init(schemas)

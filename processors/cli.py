@@ -438,15 +438,17 @@ def lake_forget(config: Config, tenants: tuple[str, ...], before: Any, dry_run: 
     or reads without it when the lake has no lock file, and says so).
     A file it cannot read is set aside and the command fails naming it. In
     [lake] mode = "table" one snapshot per table replaces the files holding
-    them (older snapshots keep the old files until `lake compact` expires
-    them). The Kafka topic keeps the raw spans until its retention.ms
-    (docs/sql.md).
+    them, the alerts' result tables too (older snapshots keep the old files
+    until `lake compact` expires them). The Kafka topic keeps the raw spans
+    until its retention.ms (docs/sql.md).
 
     \b
     Exit status:
         0  done (a dry run: counted)
         1  a file it could not read was set aside, or the alert state file
-           could not be changed: its rows were not erased
+           could not be changed: its rows were not erased; or a process
+           reading the alert state file kept its write-ahead log, which may
+           hold their old bytes: run it again once that process is done
         3  done, but rows committed while it ran, or a killed writer's
            staged file under ten minutes old, were left (not
            covered): run it again
@@ -465,7 +467,7 @@ def lake_forget(config: Config, tenants: tuple[str, ...], before: Any, dry_run: 
 
 def _forget(config: Config, tenants: tuple[str, ...], before: Any, dry_run: bool) -> Any:
     """The forget of ``lake forget``: the lake's, and the alert state's (``[alerts] state_path``, else under the lake;
-    in table mode, after the tables, with the alerts' result tables exported again from it)."""
+    in table mode, after the tables, then the alerts' result tables)."""
     from costline.alerts.erasure import forget_in_config
     from costline.alerts.service import state_path
 

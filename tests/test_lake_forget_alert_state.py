@@ -330,3 +330,231 @@ def test_the_cli_in_table_mode_erases_the_state_and_exports_the_result_tables_ag
     assert out.exit_code == 0, out.output
     assert f"alert state {default_state_path(cfg.path)}: removed 2 history rows of 2 day(s)" in out.output
     assert exported() == ["globex", "globex"]
+
+
+# -- review of the erasure of the state file --------------------------------------------------------------------------
+@pytest.mark.parametrize("reached", [True, False])
+def test_an_attempted_message_about_the_tenant_only_is_kept_naming_no_tenant_and_its_thread_closed(
+        tmp_path: Path, reached: bool) -> None:
+    """acme's firing message was attempted and got no answer: Slack may show it (``reached``: it does). The forget
+    keeps it, naming no tenant, and queues the closing message behind it: the duplicate check finds the post that
+    went out (and the reply threads under it), or the post goes out naming no tenant, then the closing reply."""
+    from costline.alerts.notify import SendResult
+
+    clock = ManualClock(T0)
+    store, engine = _engine(tmp_path / "state.sqlite", clock, targets=("slack",))
+    slack = ScriptedNotifier("slack", [SendResult(ok=False, ambiguous=reached, error="timed out")])
+    outbox = Outbox(store, {"slack": slack}, AlertsConfig().outbox, now=clock)
+    engine.apply({RULE: [obs("breach", "acme")]})
+    assert outbox.deliver_due().failed == 1
+
+    result = forget_tenants(store.path, ["acme"], now=clock)
+
+    assert result is not None and (result.dropped, result.kept, result.closed, result.queued) == (0, 1, 1, 1)
+    assert "acme" not in _payloads(store)
+    clock.advance(minutes=10)  # past the failed attempt's backoff
+    stats = outbox.deliver_due()
+    assert (stats.recovered, stats.sent) == ((1, 2) if reached else (0, 3))
+    sent = slack.attempts[1:]  # after the attempt that got no answer
+    if not reached:  # the kept message itself: posted naming no tenant
+        first = sent.pop(0)
+        assert (first.op, first.thread_ts, first.payload["kind"]) == ("post", None, "firing")
+    thread = "found.0" if reached else "2.0"  # found by the duplicate check / ScriptedNotifier's 2nd send
+    assert [(m.op, m.thread_ts, m.payload["kind"]) for m in sent] == [("post", thread, "resolved"),
+                                                                      ("update", thread, "resolved")]
+    assert all(CLOSED_NOTE in m.payload["text"] for m in sent)
+    assert "acme" not in " ".join(json.dumps(m.payload) for m in slack.attempts[1:])
+    assert store.outbox(unsent_only=True) == []
+    store.close()
+
+
+def test_a_tenant_whose_name_starts_with_the_forgotten_ones_keeps_its_lines(tmp_path: Path) -> None:
+    """``acme: eu``'s member line reads ``• tenant=acme: eu: …``, which starts with acme's ``• tenant=acme: ``:
+    forgetting acme leaves its line and blocks, in an unsent message about both (and globex)."""
+    clock = ManualClock(T0)
+    store, engine = _engine(tmp_path / "state.sqlite", clock, targets=("slack",))
+    engine.apply({RULE: [obs("breach", t) for t in ("acme", "acme: eu", "globex")]})
+
+    result = forget_tenants(store.path, ["acme"], now=clock)
+
+    assert result is not None and (result.trimmed, result.dropped) == (1, 0)
+    (msg,) = [json.loads(r["payload"]) for r in store.outbox(unsent_only=True)]
+    # obs(): summary "<rule> <tenant> is <condition> (<value>)"
+    assert [ln for ln in msg["text"].splitlines() if ln.startswith("• ")] == [
+        "• tenant=acme: eu: cache_hit_rate_drop acme: eu is breach (0.3)",
+        "• tenant=globex: cache_hit_rate_drop globex is breach (0.3)"]
+    heads = [b["text"]["text"].split("\n")[0] for b in msg["blocks"] if b["type"] == "section" and "text" in b]
+    assert heads == ["*tenant=acme: eu*", "*tenant=globex*"]
+    store.close()
+
+
+def test_an_evaluation_that_read_the_lake_before_a_forget_is_not_applied(tmp_path: Path) -> None:
+    """`alerts run` reads the lake (acme breaching), a forget erases acme meanwhile, then the tick applies what it
+    read: acme must not come back. The next tick evaluates again."""
+    from costline.alerts.rules import Snapshot, closed_window
+    from costline.alerts.service import AlertService
+    from costline.config import Config, LakeConfig
+
+    cfg = Config(lake=LakeConfig(path=tmp_path / "lake"), alerts=AlertsConfig(state_path=tmp_path / "state.sqlite"))
+    forget = [False]
+
+    class Source:
+        def snapshot(self, now: datetime, rules: Any, window: Any = None) -> Snapshot:
+            w = closed_window(now, cfg.alerts.settle_s).replace(tzinfo=None)
+            rows = [{"window_start": w, "tenant": t, "hit_rate": 0.2, "avg_7d": 0.6, "avg_7d_hour": 0.6,
+                     "lookups": 1000, "hits": 200, "lookups_7d": 5000, "lookups_7d_hour": 5000}
+                    for t in ("acme", "globex")]
+            if forget[0]:  # another process, after the lake was read
+                forget[0] = False
+                forget_tenants(cfg.alerts.state_path, ["acme"])
+            return Snapshot(cache=rows)
+
+        def hours_with_data(self, *args: Any) -> set[datetime]:
+            return set()
+
+        def record_times(self) -> dict[int, datetime]:
+            return {}
+
+    svc = AlertService(cfg, source=Source(), notifiers={"console": ScriptedNotifier("console")}, export=False)
+    assert sorted(r.labels["tenant"] for r in svc.tick(rules=[RULE]).observations[RULE] or []) == ["acme", "globex"]
+    assert _tenants(svc.store, "alerts") == ["acme", "globex"]
+    forget[0] = True
+    report = svc.tick(rules=[RULE])
+    assert report.tick.stale and report.tick.transitions == []
+    assert _tenants(svc.store, "alerts") == ["globex"] and _tenants(svc.store, "history") == ["globex"]
+    svc.shutdown()
+
+
+def _holds_rows_of(folder: Path, name: bytes) -> bool:
+    return any(name in p.read_bytes() for p in folder.iterdir() if p.is_file())
+
+
+def test_rows_the_engine_deleted_without_secure_delete_leave_no_bytes_after_a_forget(tmp_path: Path) -> None:
+    """On a SQLite built without SECURE_DELETE (simulated: turned off on the engine's connection), the outbox rows
+    the engine pruned leave the tenant's name in free pages; the forget rebuilds the file."""
+    state = tmp_path / "state.sqlite"
+    clock = ManualClock(T0)
+    store, engine = _engine(state, clock)
+    store.con.execute("PRAGMA secure_delete = OFF")
+    outbox = Outbox(store, {"console": ScriptedNotifier("console")}, AlertsConfig().outbox, now=clock)
+    engine.apply({RULE: [obs("breach", "acme-7f3c9"), obs("breach", "globex")]})
+    outbox.deliver_due()
+    clock.advance(minutes=5)
+    engine.apply({RULE: [obs("ok", "acme-7f3c9"), obs("ok", "globex")]})
+    outbox.deliver_due()
+    clock.advance(days=8)
+    assert outbox.prune() == 2  # the sent firing and resolved messages, past keep_sent_s (7 days)
+    store.con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    assert store.query("SELECT count(*) FROM outbox")[0][0] == 0 and _holds_rows_of(tmp_path, b"acme-7f3c9")
+
+    forget_tenants(state, ["acme-7f3c9"], now=clock)
+
+    assert not _holds_rows_of(tmp_path, b"acme-7f3c9")
+    assert _tenants(store, "history") == ["globex", "globex"]
+    store.close()
+
+
+def test_a_reader_holding_the_write_ahead_log_is_reported_and_fails_the_forget(tmp_path: Path) -> None:
+    """A process keeps a read of the state file open: the log cannot be truncated, and its old pages may hold the
+    erased rows. The forget says so, and fails; run again once the reader is done, it truncates the log."""
+    from costline.alerts.erasure import state_failure
+    from costline.lake._erasure import ForgetReport
+
+    state = tmp_path / "state.sqlite"
+    _fired_and_resolved(state, ("acme-7f3c9", "globex")).close()
+    reader = sqlite3.connect(state, isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM history").fetchone()  # holds the log's current snapshot
+
+    result = forget_tenants(state, ["acme-7f3c9"], wal_wait_s=0.1)
+
+    assert result is not None and result.history_rows == 2 and result.residue is not None
+    assert result.lines(False)[1].startswith(
+        f"alert state {state}: not covered: its write-ahead log {state}-wal may still hold the erased rows' old bytes")
+    failure = state_failure(ForgetReport(("acme-7f3c9",), None, False, (), ()), [result])
+    assert failure is not None and f"{state}-wal" in failure
+    reader.execute("COMMIT")
+    reader.close()
+    again = forget_tenants(state, ["acme-7f3c9"], wal_wait_s=0.1)
+    assert again is not None and again.residue is None and not _holds_rows_of(tmp_path, b"acme-7f3c9")
+
+
+@pytest.mark.objstore
+@pytest.mark.parametrize(("state_is", "exit_code"), [("moved", 0), ("corrupt", 1)])
+def test_table_mode_removes_the_tenants_rows_of_the_result_tables_without_a_state_file(
+        objstore, tmp_path: Path, state_is: str, exit_code: int) -> None:
+    """The state file moved away ([alerts] state_path changed, the file lost) or unreadable: the tenant's rows of
+    the result tables alerts and alerts_history go all the same (a corrupt state file still fails the forget)."""
+    pytest.importorskip("pyiceberg")
+    from costline.cli import _register_area_commands, cli
+    from costline.config import Config
+    from costline.tablelake import TableLake
+    from tests.tablelake_helpers import table_lake_config
+
+    cfg = table_lake_config(objstore, tmp_path)
+    lake = TableLake(cfg).init()
+    state = default_state_path(cfg.path)
+    store = _fired_and_resolved(state)
+    export_history(store, Config(lake=cfg))
+    store.close()
+    if state_is == "moved":
+        state.rename(tmp_path / "old-state.sqlite")
+    else:
+        state.write_bytes(b"x" * 4096)
+    keys = ("mode", "catalog_uri", "warehouse", "namespace", "s3_endpoint", "s3_access_key_id", "s3_secret_access_key",
+            "path", "objstore_dir")
+    env = {"COSTLINE_CONFIG": "", **{f"COSTLINE_LAKE_{k.upper()}": str(getattr(cfg, k)) for k in keys}}
+    _register_area_commands()
+    out = CliRunner().invoke(cli, ["lake", "forget", "--tenant", "acme"], env=env)
+
+    assert out.exit_code == exit_code, out.output
+    for table, left in (("alerts", ["globex"]), ("alerts_history", ["globex", "globex"])):
+        assert sorted(lake.table(table).scan().to_arrow().column("tenant").to_pylist()) == left
+    # acme: fired 2026-11-07 (its episode, and a history row), resolved 2026-11-08 (a history row)
+    assert "alerts: removed 1 rows of 1 day(s)" in out.output
+    assert "alerts_history: removed 2 rows of 2 day(s)" in out.output
+
+
+def _locked(path: Path) -> bool:
+    """Whether another open file holds an flock on ``path``."""
+    import fcntl
+    import os
+
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def test_the_export_and_the_forget_rewrite_the_exported_files_under_one_lock(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """DuckDB reads a Parquet file by its name more than once a query: a forget reading an exported file that the
+    export replaces meanwhile reads garbage (and sets it aside as unreadable). Each holds the lock while it writes."""
+    import costline.alerts.view as view
+    import costline.lake._erasure as erasure
+
+    lake = Lake(tmp_path / "lake").init()
+    lock = lake.path / "alerts" / view.EXPORT_LOCK
+    store = _fired_and_resolved(default_state_path(lake.path))
+    held: list[tuple[str, bool]] = []
+    write, rewrite = view._write, erasure._forget_result_file
+
+    def export_writes(table: Any, path: Path) -> None:
+        if path.name != "_empty.parquet":
+            held.append(("export", _locked(lock)))
+        write(table, path)
+
+    def forget_rewrites(p: Any, view_name: str, path: Path, *args: Any) -> bool:
+        held.append(("forget", _locked(lock)))
+        return rewrite(p, view_name, path, *args)
+
+    monkeypatch.setattr(view, "_write", export_writes)
+    monkeypatch.setattr(erasure, "_forget_result_file", forget_rewrites)
+    export_history(store, lake.path)
+    lake.forget(["acme"])
+    assert held == [("export", True)] * 2 + [("forget", True)] * 2
+    store.close()

@@ -774,18 +774,30 @@ def _forget_alerts(p: _Pass, names: tuple[str, ...], before: date | None) -> Non
     """The tenants' rows removed from the alerts' exported files (:data:`ALERT_FILES`), which hold an alert's
     ``tenant`` label (:func:`~costline.alerts.erasure.export_labels`). Run after the forget erased them from the alert
     state files (:func:`costline.alerts.erasure.forget_in_states`): an export that read a state file before that
-    writes again (:func:`costline.alerts.view.export_history`), one that reads it after finds them gone."""
-    from costline.alerts.erasure import export_labels
+    writes again (:func:`costline.alerts.view.export_history`), one that reads it after finds them gone. Under the
+    alerts' export lock (:func:`costline.alerts.view.export_lock`): no export replaces a file while it is read."""
+    import contextlib
 
+    from costline.alerts.erasure import export_labels
+    from costline.alerts.view import export_lock
+
+    if not (p.lake.path / "alerts").is_dir():
+        return
     matches = f"tenant IN ({', '.join(sql_str(t) for t in export_labels(names))})"
-    for view, (folder, time_col) in ALERT_FILES.items():
-        where = matches if before is None else f"{matches} AND {time_col} < DATE {sql_str(before.isoformat())}"
-        per_day: dict[str, int] = {}
-        for f in _result_files(p.lake.path / folder):
-            cols = _result_columns(p, f)
-            if cols is not None and "tenant" in cols and time_col in cols:
-                _forget_result_file(p, view, f, f"coalesce({where}, false)", _day(time_col), per_day)
-        p.days.extend(DayRows(view, day, n) for day, n in sorted(per_day.items()))
+    with contextlib.ExitStack() as held:  # an export of `alerts run` replacing a file meanwhile would read as corrupt
+        try:
+            held.enter_context(export_lock(p.lake.path, read_only=p.dry_run))
+        except OSError as exc:
+            raise LakeError(f"cannot take the alerts' export lock {p.lake.path / 'alerts'} ({exc}): check the lake's "
+                            "permissions (forget rewrites the alerts' exported files)") from exc
+        for view, (folder, time_col) in ALERT_FILES.items():
+            where = matches if before is None else f"{matches} AND {time_col} < DATE {sql_str(before.isoformat())}"
+            per_day: dict[str, int] = {}
+            for f in _result_files(p.lake.path / folder):
+                cols = _result_columns(p, f)
+                if cols is not None and "tenant" in cols and time_col in cols:
+                    _forget_result_file(p, view, f, f"coalesce({where}, false)", _day(time_col), per_day)
+            p.days.extend(DayRows(view, day, n) for day, n in sorted(per_day.items()))
 
 
 # -- the jobs' and distillation's per-request results --------------------------------------------------------
