@@ -429,8 +429,8 @@ def test_only_llama_indexs_helper_spans_that_say_nothing_of_a_call_are_no_calls(
 def test_an_app_recording_its_own_requests_through_the_gateway_pays_each_answer_once(standin, tmp_path, cfg):
     """The app records its own requests with costline's recorder (service "support-app", tenant "acme", task type
     "support") and, inside each, calls the gateway with the SDK's tracing on: its SDK span is owned by its request.
-    Each gateway request counts its answer once, at the answering tier's price, with the app request's tenant, task
-    type and verdict; the app's span is no call, and an app request of gateway calls only is no request of its own
+    Each gateway request counts its answer once, at the answering tier's price, with the app request's tenant and
+    verdict (its task type stays the gateway's: the router's); the app's span is no call, and an app request of gateway calls only is no request of its own
     (before: the app's span was a call of its request priced at Haiku's, beside the gateway's request: every answer
     paid twice, a cache hit at Haiku's price). A direct call of the app's request stays its call."""
     before = len(standin.log.entries("anthropic"))
@@ -465,13 +465,13 @@ def test_an_app_recording_its_own_requests_through_the_gateway_pays_each_answer_
     gw, app_ = "costline-gateway", "support-app"
     assert q(cfg, "SELECT service_name, tenant, task_type, tier, cache_hit, success, calls, escalations, "
                   "rejected_attempts, cost_usd FROM requests ORDER BY ts") == [
-        (gw, "acme", "support", "budget", False, True, 1, 0, None, pytest.approx(price[0], rel=1e-9)),
-        (gw, "acme", "support", "cache", True, True, 0, 0, None, 0.0),
-        (gw, "acme", "support", "mid", False, True, 2, 1, rejected[2], pytest.approx(price[1] + price[2], rel=1e-9)),
-        (gw, "acme", "support", "cache", True, True, 0, 0, None, 0.0),
+        (gw, "acme", "chat", "budget", False, True, 1, 0, None, pytest.approx(price[0], rel=1e-9)),
+        (gw, "acme", "chat", "cache", True, True, 0, 0, None, 0.0),
+        (gw, "acme", "chat", "mid", False, True, 2, 1, rejected[2], pytest.approx(price[1] + price[2], rel=1e-9)),
+        (gw, "acme", "chat", "cache", True, True, 0, 0, None, 0.0),
         # the app's request of its direct call
         (app_, "acme", "support", "budget", False, True, 1, 0, None, pytest.approx(price[3], rel=1e-9)),
-        (gw, "acme", "support", "cache", True, False, 0, 0, None, 0.0)]  # the app said no
+        (gw, "acme", "chat", "cache", True, False, 0, 0, None, 0.0)]  # the app said no
     # the gateway's three calls and the direct one, each once, each of its request (the gateway's: acme's)
     assert q(cfg, "SELECT c.model, c.tenant, r.service_name FROM calls c JOIN requests r "
                   "ON r.trace_id = c.trace_id AND r.span_id = c.request_span_id ORDER BY c.ts") == [
@@ -505,7 +505,31 @@ def test_forgetting_the_app_requests_tenant_forgets_the_gateway_requests_that_ar
     assert q(cfg, "SELECT count(*) FROM lookups_raw") == [(2,)]  # one lookup per gateway request
     acme_text = "SELECT count(*) FROM calls_raw WHERE input_messages LIKE '%acme invoice%'"
     assert q(cfg, acme_text)[0][0] > 0  # the gateway captured acme's prompt on the spans its key's tenant owns
-    Lake(cfg.lake.path).forget(["acme"])
+    # the drift job's sample of acme's gateway request (the jobs read the raw spans: it names the key's tenant)
+    import datetime as dt
+
+    from costline.jobs.sampling import sample_requests
+    from costline.jobs.store import job_store
+    from costline.lake import open_lake
+
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    con = open_lake(cfg)
+    try:
+        sampled = [s for tier in ("budget", "mid") for s in sample_requests(
+            con, lake_path=cfg.lake.path, tier=tier, since=now - dt.timedelta(hours=1),
+            until=now + dt.timedelta(hours=1), size=10, seed=1)]
+    finally:
+        con.close()
+    assert sorted((s.query, s.tenant) for s in sampled) == [
+        (EASY, "default"), ("Where is the acme invoice?", "default")]
+    job_store(cfg).write("eval_items", "run1", [
+        {"run_id": "run1", "request_id": s.request_id, "trace_id": s.trace_id, "ts": s.ts, "subtype": s.subtype,
+         "task_type": s.task_type, "metric": "judge", "query": s.query, "student_answer": "x", "teacher_answer": "y",
+         "student_score": 1.0, "teacher_score": 1.0, "query_chars": len(s.query), "tenant": s.tenant}
+        for s in sampled])
+    report = Lake(cfg.lake.path).forget(["acme"])
+    # the item names another tenant, so it is not removed, but the report says it is left
+    assert [(x.rows, x.why) for x in report.items_left] == [(1, "named")]
     # globex's app request, its gateway part, its call, the lookup and the app's span of the answer; nothing of acme's
     assert q(cfg, "SELECT tenant, count(*) FROM requests_raw GROUP BY ALL ORDER BY ALL") == [
         ("default", 1), ("globex", 1)]
@@ -515,7 +539,13 @@ def test_forgetting_the_app_requests_tenant_forgets_the_gateway_requests_that_ar
     assert q(cfg, "SELECT tenant, tier, calls FROM requests") == [("globex", "budget", 1)]
 
 
-def test_a_frameworks_span_of_a_direct_call_paired_with_the_gateway_calls_span_keeps_its_cost(standin, tmp_path, cfg):
+LONG_QUESTION = ("My order of three blue mugs arrived with one of them broken, the box was dented and the receipt is "
+                 "missing. I would like a replacement mug sent to the same address, please. What should I do?")
+
+
+@pytest.mark.parametrize("question", [LONG_QUESTION, "Hi"], ids=["framework-span-kept", "sdk-span-kept"])
+def test_a_frameworks_span_of_a_direct_call_paired_with_the_gateway_calls_span_keeps_its_cost(standin, tmp_path, cfg,
+                                                                                             question):
     """Inside one app request, a framework span (no response id: as OpenInference's LlamaIndex instrumentation
     writes one) of a call straight to the model runs beside the SDK's span of a call through the gateway, under the
     same parent at the same time: the views pair them by model and time, and the framework's span (more input) is
@@ -528,8 +558,6 @@ def test_a_frameworks_span_of_a_direct_call_paired_with_the_gateway_calls_span_k
     app_provider, app_spans = _provider("support-app")
     recorder = Recorder(app_provider)
     framework = app_provider.get_tracer("openinference.instrumentation.llama_index")
-    question = ("My order of three blue mugs arrived with one of them broken, the box was dented and the receipt is "
-                "missing. I would like a replacement mug sent to the same address, please. What should I do?")
     with gateway(standin, tmp_path, cache=DictCache()) as (gw, gw_spans):
         app = anthropic.Anthropic(base_url=gw.url, api_key="unused", max_retries=0,
                                   open_telemetry={"tracer_provider": app_provider})
@@ -560,10 +588,11 @@ def test_a_frameworks_span_of_a_direct_call_paired_with_the_gateway_calls_span_k
         sent = gw_spans.get_finished_spans()
     served = standin.log.entries("anthropic")[before:]
     assert len(served) == 2 and through_gateway[0].usage.output_tokens - own.usage.output_tokens > 1
-    assert own.usage.input_tokens > through_gateway[0].usage.input_tokens  # the framework's span is the one kept
-    price = sum(_price(e.model, e.input_tokens, e.output_tokens) for e in served)
     lake_from_sdk_spans([*sent, *app_spans.get_finished_spans()], cfg)
-    # both calls paid, each once: the app's direct one (its framework span) and the gateway's
-    assert q(cfg, "SELECT sum(cost_usd), count(*) FROM calls") == [(pytest.approx(price, rel=1e-9), 2)]
+    # the app's request keeps its call (one of the two paired spans), the gateway's request its own
     assert q(cfg, "SELECT service_name, calls FROM requests ORDER BY service_name") == [
         ("costline-gateway", 1), ("support-app", 1)]
+    if question == LONG_QUESTION:  # the framework's span (more input) is kept: both calls paid, each once
+        assert own.usage.input_tokens > through_gateway[0].usage.input_tokens
+        price = sum(_price(e.model, e.input_tokens, e.output_tokens) for e in served)
+        assert q(cfg, "SELECT sum(cost_usd), count(*) FROM calls") == [(pytest.approx(price, rel=1e-9), 2)]

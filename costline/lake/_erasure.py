@@ -524,7 +524,7 @@ FROM dropped d LEFT JOIN foreign_id f ON f.trace_id = d.trace_id AND f.span_id =
   LEFT JOIN traces t ON t.trace_id = d.trace_id
 WHERE d.request_tenant IN ({in_list})
    OR (d.linked_span_id IS NULL AND coalesce(n.some_theirs, b.some_theirs, t.some_theirs, false))""",
-        "DROP TABLE forget_calls", "DROP TABLE forget_parts", "DROP TABLE forget_links",
+        "DROP TABLE forget_calls", "DROP TABLE forget_links",  # forget_parts: kept for _item_owners
     ]
 
 
@@ -810,7 +810,9 @@ ITEM_OWNERS: Final = "forget_item_owners"
 
 
 def _item_owners(con: "duckdb.DuckDBPyConnection", in_list: str) -> None:
-    """Fill :data:`ITEM_OWNERS` from the ``requests_raw`` view on ``con`` (made by :func:`_local_keys`)."""
+    """Fill :data:`ITEM_OWNERS` from the ``requests_raw`` view on ``con`` (made by :func:`_local_keys`): a gateway
+    request that is a part of an app's request (``forget_parts``) is the app request's tenant's, so its items,
+    which name the gateway key's tenant (the jobs sample the raw spans), are named as left."""
     import duckdb
 
     theirs = f"coalesce(tenant IN ({in_list}), false)"
@@ -818,7 +820,9 @@ def _item_owners(con: "duckdb.DuckDBPyConnection", in_list: str) -> None:
         con.execute(f"""CREATE OR REPLACE TEMP TABLE {ITEM_OWNERS} AS
             SELECT trace_id, request_id, tenant, grouping(tenant) = 1 AS whole, bool_and({theirs}) AS all_theirs,
                    bool_or({theirs}) AS some_theirs, min(ts) AS ts
-            FROM requests_raw WHERE request_id IS NOT NULL
+            FROM (SELECT r.trace_id, r.request_id, coalesce(p.tenant, r.tenant) AS tenant, r.ts FROM requests_raw r
+                  LEFT JOIN forget_parts p ON p.trace_id = r.trace_id AND p.span_id = r.span_id)
+            WHERE request_id IS NOT NULL
             GROUP BY GROUPING SETS ((trace_id, request_id), (trace_id, request_id, tenant), (request_id),
                                     (request_id, tenant))
             HAVING (grouping(trace_id) = 1 OR trace_id IS NOT NULL) AND (grouping(tenant) = 1 OR tenant IS NOT NULL)""")

@@ -215,11 +215,14 @@ WITH oi_traces AS (
 ), group_ids AS (
   -- the response id of what a kept span stands for: its own, else that of a span it shadowed (OpenInference's
   -- span has none, the OpenTelemetry span inside it has the call's)
-  -- (same_output: the kept span counts the output that span does, give or take one token: the same answer, not a
-  -- framework's span of another call paired with it by model and time)
-  SELECT trace_id, by_span_id AS span_id, max(response_id) AS response_id,
-         bool_and(a_output IS NULL OR b_output IS NULL OR abs(a_output - b_output) <= 1) AS same_output
+  SELECT trace_id, by_span_id AS span_id, max(response_id) AS response_id
   FROM shadow_pairs WHERE response_id IS NOT NULL GROUP BY ALL
+), group_outputs AS (
+  -- whether every span a kept span stands for counted its output, give or take one token: one answer, not a
+  -- framework's span of another call paired with it by model and time (either of them may be the one with the id)
+  SELECT trace_id, by_span_id AS span_id,
+         bool_and(a_output IS NULL OR b_output IS NULL OR abs(a_output - b_output) <= 1) AS same_output
+  FROM shadow_pairs GROUP BY ALL
 ), group_links AS (
   -- the request of what a kept span stands for, when it has none of its own: that of a span it shadowed (the SDK's
   -- span inside costline's counted the tokens, so it is kept, but only costline's has the request span as parent)
@@ -234,9 +237,10 @@ WITH oi_traces AS (
                       CASE WHEN coalesce(h.linked_span_id, h.key_span_id) IS NOT NULL
                            THEN coalesce(h.request_tenant, h.key_tenant) ELSE l.a_tenant END AS request_tenant),
          coalesce(h.response_id, g.response_id) AS group_response_id,
-         h.response_id IS NOT NULL OR coalesce(g.same_output, false) AS group_same_output
+         coalesce(o.same_output, true) AS group_same_output
   FROM heads h ANTI JOIN shadowed s ON s.trace_id = h.trace_id AND s.span_id = h.span_id
   LEFT JOIN group_ids g ON g.trace_id = h.trace_id AND g.span_id = h.span_id
+  LEFT JOIN group_outputs o ON o.trace_id = h.trace_id AND o.span_id = h.span_id
   LEFT JOIN group_links l ON l.trace_id = h.trace_id AND l.span_id = h.span_id
 ), gateway_ids AS (
   -- the ids the gateway's answers gave their clients, with their requests' spans and times

@@ -7,9 +7,9 @@
 -- answer: it takes its answering call's tier (its last generation call without error, by ts then span id; if every
 -- one failed, its last one), and what it paid shows under that tier.
 -- An app that records its own requests and calls the gateway inside them (call_links: part_span_id): each gateway
--- request is a request, with the app request's tenant, task type and subtype where it names them, and its success only
--- when the app's request succeeded too; the app's request is no request of its own unless it made calls besides
--- (a call straight to a model: then it is a request of those).
+-- request is a request (its own task type and subtype: the router's), with the app request's tenant where it names
+-- one, and its success only when the app's request succeeded too; the app's request is no request of its own unless
+-- it made calls besides (a call straight to a model: then it is a request of those).
 CREATE OR REPLACE VIEW requests AS
 WITH cl AS MATERIALIZED (
   SELECT * FROM call_links_content  -- once (each reference to a view computes it again)
@@ -32,13 +32,11 @@ WITH cl AS MATERIALIZED (
   SELECT DISTINCT trace_id AS app_trace_id, linked_span_id AS app_span_id, part_trace_id, part_span_id
   FROM cl WHERE part_span_id IS NOT NULL
 ), apps AS (
-  SELECT p.part_trace_id, p.part_span_id, any_value(a.tenant) AS tenant, any_value(a.task_type) AS task_type,
-         any_value(a.subtype) AS subtype, bool_and(coalesce(a.success, true)) AS success
+  SELECT p.part_trace_id, p.part_span_id, any_value(a.tenant) AS tenant, bool_and(coalesce(a.success, true)) AS success
   FROM part_of p JOIN requests_raw a ON a.trace_id = p.app_trace_id AND a.span_id = p.app_span_id
   GROUP BY ALL
 ), raw AS (
-  SELECT r.* REPLACE (coalesce(a.tenant, r.tenant) AS tenant, coalesce(a.task_type, r.task_type) AS task_type,
-                      coalesce(a.subtype, r.subtype) AS subtype,
+  SELECT r.* REPLACE (coalesce(a.tenant, r.tenant) AS tenant,
                       CASE WHEN a.part_span_id IS NULL THEN r.success ELSE r.success AND a.success END AS success)
   FROM requests_raw r LEFT JOIN apps a ON a.part_trace_id = r.trace_id AND a.part_span_id = r.span_id
   -- an app's request of gateway requests only: they are the requests
