@@ -297,6 +297,24 @@ def render_html(
     return re.sub(r"<!--@([A-Z_]+)@-->", lambda m: replacements[m.group(1)], page)
 
 
+def _page_views(config: Config, now: Callable[[], dt.datetime]) -> frozenset[str]:
+    """The lake's views the page's queries name (the charts', their marks', the window's, the undated count)."""
+    from costline.lake import views_in
+
+    sqls = [UNDATED_COUNT_SQL, since_sql(config, now)]
+    for chart in CHARTS:
+        try:
+            sqls.append(bounded_sql(chart, config, now))
+        except ChartSqlError:  # the chart's note says so; it runs nothing
+            pass
+        if chart.options.get("marks"):
+            try:
+                sqls.append(marks_sql(chart.options["marks"]))
+            except ChartSqlError:  # query_marks draws none
+                pass
+    return frozenset().union(*map(views_in, sqls))
+
+
 def build_page(config: Config, *, con: "duckdb.DuckDBPyConnection | None" = None,
                now: Callable[[], dt.datetime] | None = None, refresh_s: float | None = None) -> str:
     """Query ``config``'s lake (or ``con``, a connection with the lake's views) and render the page."""
@@ -304,7 +322,7 @@ def build_page(config: Config, *, con: "duckdb.DuckDBPyConnection | None" = None
 
     now = now or (lambda: dt.datetime.now(dt.UTC))
     own = con is None
-    connection = open_lake(config) if con is None else con
+    connection = open_lake(config, views=_page_views(config, now)) if con is None else con
     try:
         results = query_charts(connection, config, now=now)
         marks = query_marks(connection)

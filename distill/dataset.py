@@ -394,7 +394,9 @@ def export_dataset(
     run = DistillRun(distill_root(config), run_id or drift_run_id("distill", until, params))
     skipped: Counter[str] = Counter()
 
-    con = open_lake(config, create=False)  # no lake is an error, not "nothing to export" from an empty one
+    # no lake is an error, not "nothing to export" from an empty one; the views read: requests here, the raw rows
+    # of requests and calls in sample_requests (candidates_sql)
+    con = open_lake(config, create=False, views=("requests", "requests_raw", "calls_raw"))
     try:
         where = "ts >= $since AND ts < $until AND task_type IN (SELECT unnest($tt))"
         # per (trace, request id) — a request id is the app's, two tenants (or an app's retries) may share one —

@@ -118,7 +118,7 @@ def compute_roi(config: Any, *, since: datetime | None = None, until: datetime |
     until = utc_naive(until or now())
     defaulted = since is None
     since = utc_naive(since) if since else until - timedelta(days=cfg.window_days)
-    con = open_lake(config, create=False)  # no lake is an error, not a verdict from zero traffic
+    con = open_lake(config, create=False, views=("requests",))  # no lake is an error, not a verdict from zero traffic
     try:
         if defaulted:  # a lake younger than the default window: per day over the days it has, not the window's
             (first,) = con.execute("SELECT min(ts) FROM requests WHERE ts < $u", {"u": until}).fetchone()

@@ -292,9 +292,10 @@ def sql(config: Config, query: str | None, fmt: str, max_rows: int | None, unsaf
         costline sql --max-rows 0 "SELECT * FROM cache_hourly"
         costline sql "$(costline dashboard --sql traffic_mix)"
     """
-    from costline.lake import open_lake
+    from costline.lake import open_lake, views_in
 
-    con = open_lake(config, create=False)  # a mistyped [lake] path is an error, not "(0 rows)"
+    # a mistyped [lake] path is an error, not "(0 rows)"; one query: only the views it names (and what they read)
+    con = open_lake(config, create=False, views=None if query is None else views_in(query))
     if not unsafe:
         _lock_down(con, config)
     guard = not csv_formulas

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from costline.config import Config, LakeConfig, ModelPrice, PricingConfig
-from costline.lake import Lake, open_lake
+from costline.lake import Lake, open_lake, views_in
 from costline.otlp import encode_sdk_spans_by_trace
 from costline.processors.buffer import PartitionBuffer
 from costline.processors.decode import decode_message, flatten_message
@@ -54,8 +54,8 @@ def lake_from_sdk_spans(spans: Sequence[Any], config: Config, *, partition: int 
 
 
 def query_lake(cfg: Config, sql: str) -> list[tuple]:
-    """``sql``'s rows over the lake's views (a connection of its own, closed after)."""
-    con = open_lake(cfg)
+    """``sql``'s rows over the lake's views (a connection of its own with the views ``sql`` names, closed after)."""
+    con = open_lake(cfg, views=views_in(sql))
     try:
         return con.execute(sql).fetchall()
     finally:

@@ -26,7 +26,7 @@ PINNED: dict[str, list[str]] = {
         "RawSource", "name_raw_sources", "raw_source", "NoLake", "lake_exists", "require_lake",
         "SCHEMAS", "TABLES", "VIEWS", "VIEW_PROVIDERS", "WriterFenced", "OffsetsWentBack", "create_views", "data_file_name",
         "data_file_topic", "open_lake", "parse_data_file_name", "read_table_sql", "set_aside_files",
-        "set_aside_odd_files", "topic_tag", "views_sql", "write_views_db",
+        "set_aside_odd_files", "topic_tag", "views_in", "views_sql", "write_views_db",
     ],
     "costline.collectors": [
         "CallHandle", "CollectorError", "Forwarder", "KafkaForwarder", "KafkaSpanExporter", "KafkaUnavailable",

@@ -12,7 +12,8 @@ This package is the one place that knows the lake's paths, file schemas and view
                     content retention (both rewrite committed files as compaction does, under its lock)
     _oddfiles.py    files the views cannot read (crashed writes, hand-copied, misplaced) set aside, logged
     _views.py       the DuckDB views: views_sql, create_views, open_lake, write_views_db (create=False, for
-                    the commands that only read: no lake at the path is NoLake, nothing created),
+                    the commands that only read: no lake at the path is NoLake, nothing created; views=: only
+                    those and the views they read, views_in(sql) the ones a query names),
                     require_lake; raw_source (the rows
                     behind a connection's <table>_raw view, as create_views recorded them)
     views/*.sql     every view's SQL, one file a view, read by _views.py (docs/sql.md explains them)
@@ -81,6 +82,7 @@ from costline.lake._views import (
     provided_views,
     require_lake,
     raw_source,
+    views_in,
     views_sql,
     write_views_db,
 )
@@ -103,6 +105,7 @@ __all__ = [
     "write_views_db",
     "create_views",
     "views_sql",
+    "views_in",
     "data_file_name",
     "parse_data_file_name",
     "data_file_topic",

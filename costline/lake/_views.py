@@ -7,10 +7,11 @@
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
@@ -30,7 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import duckdb
 
 __all__ = ["COSTLINE_SCOPE", "VIEW_FILES", "VIEW_PROVIDERS", "RawSource", "create_views", "name_raw_sources",
-           "open_lake", "provided_views", "raw_source", "require_lake", "view_file_sql", "views_sql",
+           "open_lake", "provided_views", "raw_source", "require_lake", "view_file_sql", "views_in", "views_sql",
            "write_views_db"]
 
 #: The instrumentation scope of costline's own call spans (preferred when two spans report one call).
@@ -201,12 +202,116 @@ def require_lake(config: Config) -> None:
         raise NoLake(config.lake.path)
 
 
-def create_views(con: "duckdb.DuckDBPyConnection", config: Config, *, create: bool = True) -> None:
+#: What a statement's text holds besides its code: string literals and quoted names (kept whole, so that a ``--`` in
+#: one starts no comment) and comments (dropped: they name views the statement does not read).
+_SQL_PARTS = re.compile(r"--[^\n]*|/\*.*?\*/|'[^']*'|\"[^\"]*\"", re.DOTALL)
+#: A word of lower-cased code, or ``as <word>`` as one: a name given (a column's, an alias, a type), never one read.
+_WORD = re.compile(r'(?:as\s+"?)?[a-z_][a-z0-9_$]*')
+#: ``create [or replace] [temp] view <name>`` in lower-cased code: a view a statement makes (a provider's one string
+#: may make two).
+_CREATE_VIEW = re.compile(r'create\s+(?:or\s+replace\s+)?(?:temp(?:orary)?\s+)?view\s+(?:if\s+not\s+exists\s+)?"?'
+                          r'([a-z_][a-z0-9_$]*)')
+#: Words of a query that lists the catalog (``SHOW TABLES``, ``information_schema.tables``...): it sees every view.
+_CATALOG_WORDS: Final = frozenset({"show", "information_schema", "duckdb_views", "duckdb_tables", "duckdb_columns",
+                                   "duckdb_dependencies", "pg_catalog", "sqlite_master", "pragma"})
+
+
+def _code(sql: str) -> str:
+    """``sql`` without its comments, lower-cased (DuckDB's names are case-insensitive)."""
+    return _SQL_PARTS.sub(lambda m: m.group() if m.group()[0] in "'\"" else " ", sql).lower()
+
+
+def _words(code: str) -> set[str]:
+    """The words of ``code`` (:func:`_code`) that may name a view it reads: every one but the names it gives
+    (``as requests``: a column). Those in strings and quoted names count: a view named and not read costs some
+    time, one read and missed fails the statement."""
+    return set(_WORD.findall(code))
+
+
+def _made(code: str) -> tuple[str, ...]:
+    """The views ``code`` (:func:`_code`) makes."""
+    return tuple(m.group(1) for m in _CREATE_VIEW.finditer(code)
+                 if m.start() == 0 or not (code[m.start() - 1].isalnum() or code[m.start() - 1] in "_$"))
+
+
+@dataclass(frozen=True)
+class _Statement:
+    sql: str
+    #: The views it makes.
+    names: tuple[str, ...]
+    #: The statements before it that make a view it names (what it may read: a view is bound when it is made, so it
+    #: reads only views made before it).
+    reads: frozenset[int]
+
+
+def _statements(stmts: Sequence[str]) -> list[_Statement]:
+    """``stmts`` (in the order they run) with the views each makes and the earlier statements it reads."""
+    out: list[_Statement] = []
+    made: dict[str, int] = {}  # view -> the statement that made it last
+    for i, sql in enumerate(stmts):
+        code = _code(sql)
+        names = _made(code)
+        out.append(_Statement(sql, names, frozenset(made[w] for w in _words(code) if w in made)))
+        made.update(dict.fromkeys(names, i))
+    return out
+
+
+def _wanted(views: Iterable[str] | None) -> frozenset[str] | None:
+    if views is None:
+        return None
+    if isinstance(views, str):
+        raise TypeError(f"views takes view names, not one string: views=[{views!r}]")
+    return frozenset(v.lower() for v in views)
+
+
+def _needed(stmts: Sequence[str], wanted: frozenset[str],
+            always: Iterable[int]) -> tuple[frozenset[int], frozenset[str]]:
+    """Of ``stmts`` (in the order they run), those that make the views ``wanted`` and the ``always`` ones, with every
+    statement they read, transitively: (their indices, the views they make). ``ValueError`` for a name none makes."""
+    scanned = _statements(stmts)
+    made = {n: i for i, s in enumerate(scanned) for n in s.names}
+    unknown = sorted(wanted - made.keys())
+    if unknown:
+        raise ValueError(f"the lake has no view {', '.join(unknown)}: its views are {', '.join(sorted(made))}")
+    keep: set[int] = set()
+    todo = [*(made[n] for n in wanted), *always]
+    while todo:
+        i = todo.pop()
+        if i not in keep:
+            keep.add(i)
+            todo.extend(scanned[i].reads)
+    return frozenset(keep), frozenset(n for i in keep for n in scanned[i].names)
+
+
+def views_in(sql: str) -> frozenset[str]:
+    """The lake's own views (:func:`views_sql`'s) that ``sql`` names outside its comments, for
+    ``open_lake(config, views=views_in(sql))``; every one for a query that lists the catalog (``SHOW TABLES``,
+    ``information_schema``, ``duckdb_views()``...). A word that is a view's name counts wherever it is (a column read,
+    a string) but after ``AS`` (a name given): a view too many costs some time, one too few fails the query. The other
+    areas' views (:data:`VIEW_PROVIDERS`) are made whatever the selection."""
+    names, words = _core_view_names(), _words(_code(sql))
+    return names if words & _CATALOG_WORDS else names & words
+
+
+@functools.cache  # a constant of the package's view files (~1 ms to read and scan: once, not once a query)
+def _core_view_names() -> frozenset[str]:
+    return frozenset(n for stmt in views_sql("/") for n in _made(_code(stmt)))
+
+
+def create_views(con: "duckdb.DuckDBPyConnection", config: Config, *, create: bool = True,
+                 views: Iterable[str] | None = None) -> None:
     """Create the views of ``config``'s lake on a DuckDB connection, initialising the lake (its zero-row
     schema files brought up to date).
 
     ``create=False`` (what the commands that only read pass): no lake at ``[lake] path`` is
-    :class:`NoLake` and nothing is written, instead of an empty lake made up on the spot."""
+    :class:`NoLake` and nothing is written, instead of an empty lake made up on the spot.
+
+    ``views``: only those views (names, e.g. :func:`views_in` of a query) and every view they read, transitively
+    (a view's SQL names the views it reads), made in the usual order; binding the stacked views is most of the
+    time an open takes (``requests`` alone: about half of it). The other areas' views (:data:`VIEW_PROVIDERS`,
+    over their own files) are always made; ``ValueError`` names the lake's views for a name none is. None: every
+    view (what an analyst's session and ``costline lake views`` get). ``[lake] mode = "table"`` makes every view."""
+    wanted = _wanted(views)
     if config.lake.mode == "table":  # Iceberg tables on object storage (docs/scale.md)
         from costline.tablelake import create_table_views
 
@@ -218,17 +323,26 @@ def create_views(con: "duckdb.DuckDBPyConnection", config: Config, *, create: bo
     set_aside_odd_files(config.lake.path)  # one unreadable file would fail every query over its table
     from costline.pricing import hosting_schedule
 
-    for stmt in views_sql(config.lake.path, hosting=hosting_schedule(config.pricing),
-                          open_gap_hours=config.pricing.hosting_open_gap_hours):
-        con.execute(stmt)
-    name_raw_sources(con, {t: RawSource(read_table_sql(config.lake.path, t), True) for t in TABLES})
-    for stmt in provided_views(config.lake.path):
+    core = views_sql(config.lake.path, hosting=hosting_schedule(config.pricing),
+                     open_gap_hours=config.pricing.hosting_open_gap_hours)
+    provided = provided_views(config.lake.path)
+    if wanted is None:
+        keep, made = range(len(core)), frozenset(f"{t}_raw" for t in TABLES)
+    else:  # the other areas' views are always made (with the lake views they read, should one read any)
+        keep, made = _needed([*core, *provided], wanted, always=range(len(core), len(core) + len(provided)))
+    for i, stmt in enumerate(core):
+        if i in keep:
+            con.execute(stmt)
+    name_raw_sources(con, {t: RawSource(read_table_sql(config.lake.path, t), True) for t in TABLES
+                           if f"{t}_raw" in made})
+    for stmt in provided:
         con.execute(stmt)
 
 
-def open_lake(config: Config, *, create: bool = True) -> "duckdb.DuckDBPyConnection":
+def open_lake(config: Config, *, create: bool = True,
+              views: Iterable[str] | None = None) -> "duckdb.DuckDBPyConnection":
     """An in-memory DuckDB connection with the lake's views. ``create=False``: no lake at ``[lake] path``
-    is :class:`NoLake`, nothing created (see :func:`create_views`).
+    is :class:`NoLake`, nothing created; ``views``: only those and the views they read (see :func:`create_views`).
 
     The connection keeps the Parquet footers it read (``parquet_metadata_cache``): every view is bound when it is
     created, and each binding of a view over the ``<table>_raw`` views read every file's footer again (seventeen
@@ -241,7 +355,7 @@ def open_lake(config: Config, *, create: bool = True) -> "duckdb.DuckDBPyConnect
     try:
         con.execute("SET TimeZone = 'UTC'")
         con.execute("SET parquet_metadata_cache = true")
-        create_views(con, config, create=create)
+        create_views(con, config, create=create, views=views)
     except BaseException:
         con.close()
         raise
