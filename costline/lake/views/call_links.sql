@@ -191,8 +191,9 @@ WITH oi_traces AS (
   -- that names no model (a failed call to an agent framework's bridge, OpenInference's failed OpenAI call)
   -- matches the span it is inside or around, up to two levels
   SELECT a.trace_id, a.span_id, b.span_id AS by_span_id, a.response_id, a.output_tokens AS a_output,
-         b.output_tokens AS b_output, coalesce(a.linked_span_id, a.key_span_id) AS a_span_id, coalesce(a.linked_request_id, a.key_request_id)
-           AS a_request_id, coalesce(a.request_tenant, a.key_tenant) AS a_tenant
+         b.output_tokens AS b_output, coalesce(a.linked_span_id, a.key_span_id) AS a_span_id,
+         coalesce(a.linked_request_id, a.key_request_id) AS a_request_id,
+         coalesce(a.request_tenant, a.key_tenant) AS a_tenant
   FROM heads a JOIN heads b
     ON b.trace_id = a.trace_id AND b.trace_rank < a.trace_rank
    AND (a.call_key IS NULL OR b.call_key IS NULL)
@@ -251,12 +252,12 @@ WITH oi_traces AS (
   -- an app that records its own requests (costline's recorder) and calls the gateway inside them: its span of the
   -- call, owned by its request, is the answer of the gateway's request, a part of the app's request (docs/telemetry.md,
   -- "Apps behind the gateway"): the app's span is no call, the gateway's request counts the answer, with the app
-  -- request's tenant, task type and verdict (requests.sql). Only where the app's span counts the output of the id's
+  -- request's tenant and verdict (requests.sql). Only where the app's span counts the output of the id's
   -- span it stands for (same_output): a framework's span of a direct call, paired with the gateway call's by model
   -- and time, keeps the group a call. One app request per gateway request; one level (a gateway request that is
   -- itself a part keeps what it served: a gateway behind a gateway is counted as before)
-  SELECT a.trace_id, a.span_id, a.linked_span_id AS app_span_id, a.linked_request_id AS app_request_id,
-         a.request_tenant AS app_tenant, g.trace_id AS part_trace_id, g.span_id AS part_span_id
+  SELECT a.trace_id, a.span_id, a.linked_span_id AS app_span_id, a.request_tenant AS app_tenant,
+         g.trace_id AS part_trace_id, g.span_id AS part_span_id
   FROM kept a JOIN gateway_ids g ON g.response_id = a.group_response_id
   WHERE a.linked_span_id IS NOT NULL AND a.group_same_output
     AND NOT (g.trace_id = a.trace_id AND g.span_id = a.linked_span_id)
