@@ -428,9 +428,10 @@ def _tenant_keys_sql(in_list: str) -> list[str]:
         # app request's, owns the gateway's request)
         f"""CREATE OR REPLACE TEMP TABLE forget_links AS
             SELECT trace_id, span_id, parent_span_id, coalesce(request_tenant, tenant) AS tenant, response_id, ts,
-                   {started()} AS started, part_trace_id, part_span_id FROM call_links""",
+                   {started()} AS started, part_trace_id, part_span_id, part_answer FROM call_links""",
         """CREATE OR REPLACE TEMP TABLE forget_calls AS
-            SELECT * EXCLUDE (part_trace_id, part_span_id) FROM forget_links WHERE part_span_id IS NULL""",
+            SELECT * EXCLUDE (part_trace_id, part_span_id, part_answer) FROM forget_links
+            WHERE NOT coalesce(part_answer, false)""",
         """CREATE OR REPLACE TEMP TABLE forget_parts AS
             SELECT DISTINCT part_trace_id AS trace_id, part_span_id AS span_id, tenant FROM forget_links
             WHERE part_span_id IS NOT NULL""",

@@ -250,16 +250,17 @@ WITH oi_traces AS (
   FROM requests_raw WHERE response_id IS NOT NULL
 ), serving AS (
   -- an app that records its own requests (costline's recorder) and calls the gateway inside them: its span of the
-  -- call, owned by its request, is the answer of the gateway's request, a part of the app's request (docs/telemetry.md,
-  -- "Apps behind the gateway"): the app's span is no call, the gateway's request counts the answer, with the app
-  -- request's tenant and verdict (requests.sql). Only where the app's span counts the output of the id's
-  -- span it stands for (same_output): a framework's span of a direct call, paired with the gateway call's by model
-  -- and time, keeps the group a call. One app request per gateway request; one level (a gateway request that is
-  -- itself a part keeps what it served: a gateway behind a gateway is counted as before)
+  -- call, owned by its request, carries the answer id of the gateway's request, a part of the app's request
+  -- (docs/telemetry.md, "Apps behind the gateway"): the gateway's request counts the answer, with the app request's
+  -- tenant and verdict (requests.sql), and the app's span is no call (part_answer) where it counts the output of the
+  -- id's span it stands for (same_output): a framework's span of a direct call, paired with the gateway call's by
+  -- model and time, keeps the group a call (the gateway's request is the app's part all the same: its tenant, a
+  -- forget's). One app request per gateway request; one level (a gateway request that is itself a part keeps what it
+  -- served: a gateway behind a gateway is counted as before)
   SELECT a.trace_id, a.span_id, a.linked_span_id AS app_span_id, a.request_tenant AS app_tenant,
-         g.trace_id AS part_trace_id, g.span_id AS part_span_id
+         g.trace_id AS part_trace_id, g.span_id AS part_span_id, a.group_same_output AS part_answer
   FROM kept a JOIN gateway_ids g ON g.response_id = a.group_response_id
-  WHERE a.linked_span_id IS NOT NULL AND a.group_same_output
+  WHERE a.linked_span_id IS NOT NULL
     AND NOT (g.trace_id = a.trace_id AND g.span_id = a.linked_span_id)
     AND coalesce(a.started <= g.ts + INTERVAL 1 MINUTE AND g.started <= a.ts + INTERVAL 1 MINUTE, TRUE)
   QUALIFY row_number() OVER (PARTITION BY g.trace_id, g.span_id ORDER BY a.ts, a.trace_id, a.span_id) = 1
@@ -306,8 +307,9 @@ SELECT h.* EXCLUDE (family, model_key, model_base, model_tag, pref_explicit, pre
        -- a call of a gateway request inside an app's request: the app request's tenant, as the request's (requests.sql)
        CASE WHEN p.app_span_id IS NOT NULL THEN coalesce(p.app_tenant, h.request_tenant, h.key_tenant)
             ELSE coalesce(h.request_tenant, h.key_tenant) END AS request_tenant,
-       -- the app's span of a gateway request's answer: not a call (the calls and requests views leave it out)
-       a.part_trace_id, a.part_span_id
+       -- the app's span of a gateway request's answer (its request span), not a call where part_answer (the calls
+       -- and requests views leave it out)
+       a.part_trace_id, a.part_span_id, a.part_answer
 FROM kept h ANTI JOIN crossed s ON s.trace_id = h.trace_id AND s.span_id = h.span_id
   ANTI JOIN answered v ON v.trace_id = h.trace_id AND v.span_id = h.span_id
   LEFT JOIN parts p ON p.part_trace_id = h.trace_id AND p.part_span_id = coalesce(h.linked_span_id, h.key_span_id)

@@ -1,7 +1,7 @@
 -- One row per model call (call_links), with the request it belongs to (itself when standalone) and the content its
 -- spans captured (call_content: left out of a query that does not select it). An app's span of a gateway request's
--- answer inside the app's own request (call_links: part_span_id, the gateway's request span) is no call: the gateway's
--- calls are.
+-- answer inside the app's own request (call_links: part_span_id, the gateway's request span; part_answer) is no call:
+-- the gateway's calls are.
 CREATE OR REPLACE VIEW calls AS
 SELECT x.span_id, x.trace_id, ts, provider, model, tier, input_tokens, output_tokens, cache_read_tokens,
        cache_creation_tokens, error_type, cost_usd, duration_ms,
@@ -14,4 +14,4 @@ SELECT x.span_id, x.trace_id, ts, provider, model, tier, input_tokens, output_to
        coalesce(web_search_requests, 0) AS web_search_requests, coalesce(fast, false) AS fast,
        service_tier, inference_geo, coalesce(request_tenant, tenant) AS tenant, endpoint_scope, service_name
 FROM call_links x LEFT JOIN call_content cc ON cc.trace_id = x.trace_id AND cc.span_id = x.span_id
-WHERE x.part_span_id IS NULL
+WHERE NOT coalesce(x.part_answer, false)

@@ -15,7 +15,7 @@ WITH cl AS MATERIALIZED (
   SELECT * FROM call_links_content  -- once (each reference to a view computes it again)
 ), c AS (
   SELECT *, lag(tier) OVER (PARTITION BY trace_id, linked_span_id ORDER BY started, span_id) AS prev_tier
-  FROM cl WHERE linked_span_id IS NOT NULL AND part_span_id IS NULL
+  FROM cl WHERE linked_span_id IS NOT NULL AND NOT coalesce(part_answer, false)
 ), agg AS (
   SELECT trace_id, linked_span_id,
          sum(cost_usd) AS call_cost_usd, count(*) FILTER (WHERE cost_usd IS NULL) AS unpriced_calls,
