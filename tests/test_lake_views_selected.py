@@ -151,6 +151,10 @@ def test_no_view_named_makes_only_the_other_areas_views(cfg: Config) -> None:
     ("SELECT * FROM job_runs", set()),  # another area's: made whatever the selection
     ("SHOW TABLES", set(CORE)),
     ("SELECT table_name FROM information_schema.tables", set(CORE)),
+    ("DESCRIBE", set(CORE)),  # a bare DESCRIBE lists every table
+    ("SELECT count(*) FROM pg_views", set(CORE)),
+    ("SELECT $$a -- b$$, count(*) FROM calls", {"calls"}),  # a dollar-quoted string's "--" starts no comment
+    ("SELECT e'it\\'s -- x', count(*) FROM calls", {"calls"}),  # nor an escape string's
 ])
 def test_views_in(sql: str, expected: set[str]) -> None:
     assert views_in(sql) == expected

@@ -204,7 +204,7 @@ def require_lake(config: Config) -> None:
 
 #: What a statement's text holds besides its code: string literals and quoted names (kept whole, so that a ``--`` in
 #: one starts no comment) and comments (dropped: they name views the statement does not read).
-_SQL_PARTS = re.compile(r"--[^\n]*|/\*.*?\*/|'[^']*'|\"[^\"]*\"", re.DOTALL)
+_SQL_PARTS = re.compile(r"--[^\n]*|/\*.*?\*/|\$\$.*?\$\$|[eE]'(?:[^'\\]|\\.)*'|'[^']*'|\"[^\"]*\"", re.DOTALL)
 #: A word of lower-cased code, or ``as <word>`` as one: a name given (a column's, an alias, a type), never one read.
 _WORD = re.compile(r'(?:as\s+"?)?[a-z_][a-z0-9_$]*')
 #: ``create [or replace] [temp] view <name>`` in lower-cased code: a view a statement makes (a provider's one string
@@ -212,8 +212,8 @@ _WORD = re.compile(r'(?:as\s+"?)?[a-z_][a-z0-9_$]*')
 _CREATE_VIEW = re.compile(r'create\s+(?:or\s+replace\s+)?(?:temp(?:orary)?\s+)?view\s+(?:if\s+not\s+exists\s+)?"?'
                           r'([a-z_][a-z0-9_$]*)')
 #: Words of a query that lists the catalog (``SHOW TABLES``, ``information_schema.tables``...): it sees every view.
-_CATALOG_WORDS: Final = frozenset({"show", "information_schema", "duckdb_views", "duckdb_tables", "duckdb_columns",
-                                   "duckdb_dependencies", "pg_catalog", "sqlite_master", "pragma"})
+_CATALOG_WORDS: Final = frozenset({"show", "describe", "information_schema", "duckdb_views", "duckdb_tables",
+                                   "duckdb_columns", "duckdb_dependencies", "pg_catalog", "sqlite_master", "pragma"})
 
 
 def _code(sql: str) -> str:
@@ -290,7 +290,7 @@ def views_in(sql: str) -> frozenset[str]:
     a string) but after ``AS`` (a name given): a view too many costs some time, one too few fails the query. The other
     areas' views (:data:`VIEW_PROVIDERS`) are made whatever the selection."""
     names, words = _core_view_names(), _words(_code(sql))
-    return names if words & _CATALOG_WORDS else names & words
+    return names if words & _CATALOG_WORDS or any(w.startswith("pg_") for w in words) else names & words
 
 
 @functools.cache  # a constant of the package's view files (~1 ms to read and scan: once, not once a query)
