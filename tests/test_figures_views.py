@@ -17,11 +17,11 @@ from costline.collectors import Recorder, RequestStampingProcessor
 from costline.config import Config, HostingPeriod, LakeConfig, ModelPrice, PricingConfig
 from costline.jobs.cost_report import build_cost_report
 from costline.jobs.store import open_jobs_lake
-from costline.lake import Lake, open_lake
+from costline.lake import Lake
 from costline.processors.buffer import rows_to_tables
 from costline.processors.records import CallRow, RequestRow
 
-from figures_lake import lake_from_sdk_spans
+from figures_lake import lake_from_sdk_spans, query_lake as q
 
 H = dt.datetime(2026, 11, 7, 10, 0)
 MIN = dt.timedelta(minutes=1)
@@ -71,13 +71,6 @@ def config(tmp_path, **pricing) -> Config:
     return Config(lake=LakeConfig(path=tmp_path / "lake"),
                   pricing=PricingConfig(models=MODELS, **{"student_usd_per_hour": 0.0, **pricing}))
 
-
-def q(cfg: Config, sql: str) -> list[tuple]:
-    con = open_lake(cfg)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 # --- §3: a request has a tier even when the app did not say it ------------------------------------------

@@ -18,11 +18,10 @@ import json
 import pytest
 
 from costline.config import Config, LakeConfig, ModelPrice, PricingConfig
-from costline.lake import open_lake
 from costline.serving.settings import StandInConfig
 from costline.sim.standin import StandInServer
 
-from figures_lake import lake_from_sdk_spans
+from figures_lake import lake_from_sdk_spans, query_lake as q
 from scripted_http import ScriptedHttp, send_json
 from sdk_hygiene import openllmetry_forgets_responses, pristine_sdks  # noqa: F401 (autouse fixtures)
 
@@ -66,13 +65,6 @@ def usd(u) -> float:
     cached = u.input_tokens_details.cached_tokens
     return ((u.input_tokens - cached) * GPT_IN + cached * GPT_IN * READ_X + u.output_tokens * GPT_OUT) / 1e6
 
-
-def q(cfg: Config, sql: str):
-    con = open_lake(cfg)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 def _instrumentors(names: str) -> list:
