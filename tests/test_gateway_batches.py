@@ -9,6 +9,7 @@ answer sent up the ladder, the student asked directly, a batch that survives a g
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import anthropic
@@ -386,6 +387,22 @@ def _hand_runner(gw, store, clock, **kw):
     gw.batch_runner.shutdown()  # driven here instead
     return BatchRunner(gw.pipeline, store, message=kw.pop("message", _message), read=read_messages_request,
                        poll_s=0.0, now=lambda: clock[0], **kw)
+
+
+def test_a_shutdown_while_the_runners_thread_is_still_starting_never_raises(standin, tmp_path) -> None:
+    """SIGTERM may land inside ``Thread.start()`` (costline serve's handler raises SystemExit while start() waits for
+    the new thread): shutdown then finds a thread made but not started. It waits for it within its timeout and never
+    raises RuntimeError ("cannot join thread before it is started": exit 1 instead of a clean exit)."""
+    with routed_gateway(standin, tmp_path / "keys.json") as gw:
+        runner = _hand_runner(gw, gw.batch_runner.store, [0.0])
+        runner._thread = threading.Thread(target=lambda: None)  # made, never started
+        assert runner.shutdown(timeout=0.2) is False
+        late = threading.Thread(target=lambda: None)  # one that starts meanwhile is joined
+        runner._thread = late
+        starter = threading.Timer(0.05, late.start)
+        starter.start()
+        assert runner.shutdown(timeout=5) is True
+        starter.join()
 
 
 def test_one_result_that_fails_in_the_gateway_ends_as_errored_and_is_counted_once(standin, recorder, exporter,

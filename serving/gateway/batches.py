@@ -662,7 +662,16 @@ class BatchRunner:
         self._stop.set()
         if self._thread is None:
             return True
-        self._thread.join(timeout)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._thread.join(max(0.0, deadline - time.monotonic()))
+                break
+            except RuntimeError:  # made, not started yet: SIGTERM landed inside start() (costline serve's handler)
+                if time.monotonic() >= deadline:
+                    log.warning("costline: the batch runner's thread never started; leaving its lease to run out")
+                    return False
+                time.sleep(0.01)
         if self._thread.is_alive():
             log.warning("costline: the batch runner is still in a call after %.0f s; leaving it to end", timeout)
             return False
