@@ -132,4 +132,6 @@ def test_clients_that_never_read_their_streams_lose_their_slots_to_other_callers
     assert len(warnings) == 2
     assert all(r.levelno == logging.WARNING for r in warnings)
     # dropped as a client gone away: no "ASGI callable returned without completing response" or traceback
-    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    # (the gateway's and the server's records: a Kafka client another test of this process left retrying logs too)
+    assert [r.getMessage() for r in caplog.records
+            if r.levelno >= logging.ERROR and not r.name.startswith("kafka")] == []
